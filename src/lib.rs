@@ -1,0 +1,4 @@
+//! ferroserve: a machine-learning model server. See `docs/architecture.md` for the code map.
+
+pub mod backends;
+pub mod tensor;

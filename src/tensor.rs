@@ -1,0 +1,443 @@
+//! Transport-neutral tensors: what every adapter decodes into and every backend takes.
+//!
+//! A tensor is a flat, row-major buffer plus a shape. The element type is the
+//! buffer's variant, so a tensor can never disagree with its own dtype.
+
+use std::fmt;
+
+/// Element types a model can take or give. Names follow KServe V2 (`FP32`, `BYTES`, …);
+/// [`DataType::tf_name`] gives TF Serving's (`DT_FLOAT`, `DT_STRING`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DataType {
+    Bool,
+    U8,
+    U16,
+    U32,
+    U64,
+    I8,
+    I16,
+    I32,
+    I64,
+    F16,
+    F32,
+    F64,
+    /// Byte strings (ONNX `string`, V2 `BYTES`, TF `DT_STRING`): class labels, text.
+    Bytes,
+}
+
+impl DataType {
+    pub const ALL: [DataType; 13] = [
+        DataType::Bool,
+        DataType::U8,
+        DataType::U16,
+        DataType::U32,
+        DataType::U64,
+        DataType::I8,
+        DataType::I16,
+        DataType::I32,
+        DataType::I64,
+        DataType::F16,
+        DataType::F32,
+        DataType::F64,
+        DataType::Bytes,
+    ];
+
+    /// The KServe V2 datatype name.
+    pub fn v2_name(self) -> &'static str {
+        match self {
+            DataType::Bool => "BOOL",
+            DataType::U8 => "UINT8",
+            DataType::U16 => "UINT16",
+            DataType::U32 => "UINT32",
+            DataType::U64 => "UINT64",
+            DataType::I8 => "INT8",
+            DataType::I16 => "INT16",
+            DataType::I32 => "INT32",
+            DataType::I64 => "INT64",
+            DataType::F16 => "FP16",
+            DataType::F32 => "FP32",
+            DataType::F64 => "FP64",
+            DataType::Bytes => "BYTES",
+        }
+    }
+
+    pub fn from_v2_name(name: &str) -> Option<DataType> {
+        DataType::ALL.into_iter().find(|d| d.v2_name() == name)
+    }
+
+    /// TF Serving's `tensorflow.DataType` enum name.
+    pub fn tf_name(self) -> &'static str {
+        match self {
+            DataType::Bool => "DT_BOOL",
+            DataType::U8 => "DT_UINT8",
+            DataType::U16 => "DT_UINT16",
+            DataType::U32 => "DT_UINT32",
+            DataType::U64 => "DT_UINT64",
+            DataType::I8 => "DT_INT8",
+            DataType::I16 => "DT_INT16",
+            DataType::I32 => "DT_INT32",
+            DataType::I64 => "DT_INT64",
+            DataType::F16 => "DT_HALF",
+            DataType::F32 => "DT_FLOAT",
+            DataType::F64 => "DT_DOUBLE",
+            DataType::Bytes => "DT_STRING",
+        }
+    }
+
+    /// Size of one element in the V2 binary tensor format; `None` for BYTES,
+    /// whose elements are length-prefixed.
+    pub fn fixed_size(self) -> Option<usize> {
+        match self {
+            DataType::Bool | DataType::U8 | DataType::I8 => Some(1),
+            DataType::U16 | DataType::I16 | DataType::F16 => Some(2),
+            DataType::U32 | DataType::I32 | DataType::F32 => Some(4),
+            DataType::U64 | DataType::I64 | DataType::F64 => Some(8),
+            DataType::Bytes => None,
+        }
+    }
+}
+
+impl fmt::Display for DataType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.v2_name())
+    }
+}
+
+/// The elements of a tensor, row-major. FP16 is kept as raw `u16` bits: no backend
+/// computes in it, adapters only pass it through.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorData {
+    Bool(Vec<bool>),
+    U8(Vec<u8>),
+    U16(Vec<u16>),
+    U32(Vec<u32>),
+    U64(Vec<u64>),
+    I8(Vec<i8>),
+    I16(Vec<i16>),
+    I32(Vec<i32>),
+    I64(Vec<i64>),
+    F16(Vec<u16>),
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    Bytes(Vec<Vec<u8>>),
+}
+
+/// Applies `$body` to the vector inside any [`TensorData`] variant.
+#[macro_export]
+macro_rules! with_tensor_data {
+    ($data:expr, $v:ident => $body:expr) => {
+        match $data {
+            $crate::tensor::TensorData::Bool($v) => $body,
+            $crate::tensor::TensorData::U8($v) => $body,
+            $crate::tensor::TensorData::U16($v) => $body,
+            $crate::tensor::TensorData::U32($v) => $body,
+            $crate::tensor::TensorData::U64($v) => $body,
+            $crate::tensor::TensorData::I8($v) => $body,
+            $crate::tensor::TensorData::I16($v) => $body,
+            $crate::tensor::TensorData::I32($v) => $body,
+            $crate::tensor::TensorData::I64($v) => $body,
+            $crate::tensor::TensorData::F16($v) => $body,
+            $crate::tensor::TensorData::F32($v) => $body,
+            $crate::tensor::TensorData::F64($v) => $body,
+            $crate::tensor::TensorData::Bytes($v) => $body,
+        }
+    };
+}
+
+impl TensorData {
+    pub fn dtype(&self) -> DataType {
+        match self {
+            TensorData::Bool(_) => DataType::Bool,
+            TensorData::U8(_) => DataType::U8,
+            TensorData::U16(_) => DataType::U16,
+            TensorData::U32(_) => DataType::U32,
+            TensorData::U64(_) => DataType::U64,
+            TensorData::I8(_) => DataType::I8,
+            TensorData::I16(_) => DataType::I16,
+            TensorData::I32(_) => DataType::I32,
+            TensorData::I64(_) => DataType::I64,
+            TensorData::F16(_) => DataType::F16,
+            TensorData::F32(_) => DataType::F32,
+            TensorData::F64(_) => DataType::F64,
+            TensorData::Bytes(_) => DataType::Bytes,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        with_tensor_data!(self, v => v.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// An empty buffer of the given type with room for `capacity` elements.
+    pub fn with_capacity(dtype: DataType, capacity: usize) -> TensorData {
+        match dtype {
+            DataType::Bool => TensorData::Bool(Vec::with_capacity(capacity)),
+            DataType::U8 => TensorData::U8(Vec::with_capacity(capacity)),
+            DataType::U16 => TensorData::U16(Vec::with_capacity(capacity)),
+            DataType::U32 => TensorData::U32(Vec::with_capacity(capacity)),
+            DataType::U64 => TensorData::U64(Vec::with_capacity(capacity)),
+            DataType::I8 => TensorData::I8(Vec::with_capacity(capacity)),
+            DataType::I16 => TensorData::I16(Vec::with_capacity(capacity)),
+            DataType::I32 => TensorData::I32(Vec::with_capacity(capacity)),
+            DataType::I64 => TensorData::I64(Vec::with_capacity(capacity)),
+            DataType::F16 => TensorData::F16(Vec::with_capacity(capacity)),
+            DataType::F32 => TensorData::F32(Vec::with_capacity(capacity)),
+            DataType::F64 => TensorData::F64(Vec::with_capacity(capacity)),
+            DataType::Bytes => TensorData::Bytes(Vec::with_capacity(capacity)),
+        }
+    }
+}
+
+/// Why a tensor could not be built or converted. Becomes a 400 / INVALID_ARGUMENT.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TensorError {
+    #[error("shape {shape:?} holds {expected} elements but {actual} were given")]
+    ShapeMismatch {
+        shape: Vec<usize>,
+        expected: usize,
+        actual: usize,
+    },
+    #[error("cannot convert {from} to {to}")]
+    Conversion { from: DataType, to: DataType },
+    #[error("value {value} does not fit {to}")]
+    OutOfRange { value: String, to: DataType },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    shape: Vec<usize>,
+    data: TensorData,
+}
+
+impl Tensor {
+    /// Builds a tensor, checking that the shape matches the number of elements.
+    pub fn new(shape: Vec<usize>, data: TensorData) -> Result<Tensor, TensorError> {
+        let expected = element_count(&shape);
+        if expected != data.len() {
+            return Err(TensorError::ShapeMismatch {
+                shape,
+                expected,
+                actual: data.len(),
+            });
+        }
+        Ok(Tensor { shape, data })
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn data(&self) -> &TensorData {
+        &self.data
+    }
+
+    pub fn into_parts(self) -> (Vec<usize>, TensorData) {
+        (self.shape, self.data)
+    }
+
+    pub fn dtype(&self) -> DataType {
+        self.data.dtype()
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// The first dimension, the batch size for models with a batch dimension.
+    pub fn batch_size(&self) -> Option<usize> {
+        self.shape.first().copied()
+    }
+
+    /// Converts numeric and boolean tensors between element types, as a client's
+    /// JSON numbers must become the model's FP32 or INT64. Refuses lossy
+    /// conversions of integers out of range; float narrowing rounds as numpy does.
+    pub fn cast(self, to: DataType) -> Result<Tensor, TensorError> {
+        if self.dtype() == to {
+            return Ok(self);
+        }
+        let from = self.dtype();
+        let data = cast_data(self.data, to).ok_or(TensorError::Conversion { from, to })??;
+        Ok(Tensor {
+            shape: self.shape,
+            data,
+        })
+    }
+}
+
+pub fn element_count(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+/// A value every numeric element type can be read as, to convert between them.
+#[derive(Clone, Copy)]
+enum Num {
+    I(i64),
+    U(u64),
+    F(f64),
+}
+
+fn to_nums(data: TensorData) -> Option<Vec<Num>> {
+    Some(match data {
+        TensorData::Bool(v) => v.into_iter().map(|x| Num::I(x as i64)).collect(),
+        TensorData::U8(v) => v.into_iter().map(|x| Num::U(x as u64)).collect(),
+        TensorData::U16(v) => v.into_iter().map(|x| Num::U(x as u64)).collect(),
+        TensorData::U32(v) => v.into_iter().map(|x| Num::U(x as u64)).collect(),
+        TensorData::U64(v) => v.into_iter().map(Num::U).collect(),
+        TensorData::I8(v) => v.into_iter().map(|x| Num::I(x as i64)).collect(),
+        TensorData::I16(v) => v.into_iter().map(|x| Num::I(x as i64)).collect(),
+        TensorData::I32(v) => v.into_iter().map(|x| Num::I(x as i64)).collect(),
+        TensorData::I64(v) => v.into_iter().map(Num::I).collect(),
+        TensorData::F32(v) => v.into_iter().map(|x| Num::F(x as f64)).collect(),
+        TensorData::F64(v) => v.into_iter().map(Num::F).collect(),
+        TensorData::F16(_) | TensorData::Bytes(_) => return None,
+    })
+}
+
+fn num_to_int<T: TryFrom<i64> + TryFrom<u64>>(n: Num, to: DataType) -> Result<T, TensorError> {
+    let out_of_range = |value: String| TensorError::OutOfRange { value, to };
+    match n {
+        Num::I(i) => T::try_from(i).map_err(|_| out_of_range(i.to_string())),
+        Num::U(u) => T::try_from(u).map_err(|_| out_of_range(u.to_string())),
+        Num::F(f) => {
+            // A float becomes an integer only when it is one: 2.0 -> 2, 2.5 -> error.
+            if f.fract() != 0.0 || !f.is_finite() || f.abs() > 9.007_199_254_740_992e15 {
+                return Err(out_of_range(f.to_string()));
+            }
+            T::try_from(f as i64).map_err(|_| out_of_range(f.to_string()))
+        }
+    }
+}
+
+fn num_to_f64(n: Num) -> f64 {
+    match n {
+        Num::I(i) => i as f64,
+        Num::U(u) => u as f64,
+        Num::F(f) => f,
+    }
+}
+
+fn cast_data(data: TensorData, to: DataType) -> Option<Result<TensorData, TensorError>> {
+    let nums = to_nums(data)?;
+    macro_rules! ints {
+        ($variant:ident, $t:ty) => {
+            nums.into_iter()
+                .map(|n| num_to_int::<$t>(n, to))
+                .collect::<Result<Vec<$t>, _>>()
+                .map(TensorData::$variant)
+        };
+    }
+    Some(match to {
+        DataType::Bool => nums
+            .into_iter()
+            .map(|n| match n {
+                Num::I(0) | Num::U(0) => Ok(false),
+                Num::I(1) | Num::U(1) => Ok(true),
+                Num::F(f) if f == 0.0 => Ok(false),
+                Num::F(f) if f == 1.0 => Ok(true),
+                other => Err(TensorError::OutOfRange {
+                    value: num_to_f64(other).to_string(),
+                    to,
+                }),
+            })
+            .collect::<Result<Vec<bool>, _>>()
+            .map(TensorData::Bool),
+        DataType::U8 => ints!(U8, u8),
+        DataType::U16 => ints!(U16, u16),
+        DataType::U32 => ints!(U32, u32),
+        DataType::U64 => ints!(U64, u64),
+        DataType::I8 => ints!(I8, i8),
+        DataType::I16 => ints!(I16, i16),
+        DataType::I32 => ints!(I32, i32),
+        DataType::I64 => ints!(I64, i64),
+        DataType::F32 => Ok(TensorData::F32(
+            nums.into_iter().map(|n| num_to_f64(n) as f32).collect(),
+        )),
+        DataType::F64 => Ok(TensorData::F64(nums.into_iter().map(num_to_f64).collect())),
+        DataType::F16 | DataType::Bytes => return None,
+    })
+}
+
+/// A tensor a model takes or gives, as its signature describes it.
+/// `shape` uses -1 for a dimension of any size (the batch dimension).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorSpec {
+    pub name: String,
+    pub dtype: DataType,
+    pub shape: Vec<i64>,
+}
+
+impl TensorSpec {
+    /// Whether a tensor of this shape fits the spec (same rank; fixed dimensions equal).
+    pub fn accepts_shape(&self, shape: &[usize]) -> bool {
+        self.shape.len() == shape.len()
+            && self
+                .shape
+                .iter()
+                .zip(shape)
+                .all(|(&want, &got)| want < 0 || want as usize == got)
+    }
+
+    /// Whether the first dimension is a variable batch dimension.
+    pub fn has_batch_dim(&self) -> bool {
+        self.shape.first().is_some_and(|&d| d < 0)
+    }
+}
+
+/// A tensor with the name it has in a request or a response.
+pub type NamedTensor = (String, Tensor);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shape_must_match_element_count() {
+        assert!(Tensor::new(vec![2, 2], TensorData::F32(vec![1.0; 4])).is_ok());
+        let err = Tensor::new(vec![2, 3], TensorData::F32(vec![1.0; 4])).unwrap_err();
+        assert!(err.to_string().contains("6 elements but 4"));
+    }
+
+    #[test]
+    fn cast_between_numeric_types() {
+        let t = Tensor::new(vec![3], TensorData::F64(vec![1.0, 2.0, -3.0])).unwrap();
+        assert_eq!(
+            t.clone().cast(DataType::I64).unwrap().data(),
+            &TensorData::I64(vec![1, 2, -3])
+        );
+        assert_eq!(
+            t.clone().cast(DataType::F32).unwrap().data(),
+            &TensorData::F32(vec![1.0, 2.0, -3.0])
+        );
+        assert!(t.cast(DataType::U8).is_err(), "-3 does not fit u8");
+        let frac = Tensor::new(vec![1], TensorData::F64(vec![2.5])).unwrap();
+        assert!(frac.cast(DataType::I32).is_err());
+        let s = Tensor::new(vec![1], TensorData::Bytes(vec![b"a".to_vec()])).unwrap();
+        assert_eq!(
+            s.cast(DataType::F32).unwrap_err(),
+            TensorError::Conversion {
+                from: DataType::Bytes,
+                to: DataType::F32
+            }
+        );
+    }
+
+    #[test]
+    fn spec_accepts_batch_dimension() {
+        let spec = TensorSpec {
+            name: "x".into(),
+            dtype: DataType::F32,
+            shape: vec![-1, 4],
+        };
+        assert!(spec.accepts_shape(&[7, 4]));
+        assert!(!spec.accepts_shape(&[7, 3]));
+        assert!(!spec.accepts_shape(&[4]));
+        assert!(spec.has_batch_dim());
+    }
+}
