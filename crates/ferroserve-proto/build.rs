@@ -1,0 +1,25 @@
+//! Generates the messages and the tonic servers and clients from the repository's
+//! `proto/` with a vendored `protoc`, so the build needs neither a system protoc nor
+//! network beyond crates.io.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let protos = [
+        "kserve/grpc_service.proto",
+        "tensorflow_serving/apis/prediction_service.proto",
+        "tensorflow_serving/apis/model_service.proto",
+    ]
+    .map(|p| proto_root.join(p));
+
+    let mut config = prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_with_config(config, &protos, std::slice::from_ref(&proto_root))?;
+    // Any change under proto/ regenerates (tonic-prost-build names only the files given).
+    println!("cargo:rerun-if-changed={}", proto_root.display());
+    Ok(())
+}

@@ -1,0 +1,31 @@
+//! Generated protobuf messages and gRPC services ferroserve serves, one Rust module per
+//! protobuf package so that the generated cross-package paths (`super::TensorProto`) resolve.
+//! The `.proto` sources are in the repository's `proto/` (see its README).
+
+/// KServe V2 / Open Inference Protocol (`inference.GRPCInferenceService`).
+pub mod inference {
+    tonic::include_proto!("inference");
+}
+
+/// TensorFlow core messages (`TensorProto`, `Example`, `SignatureDef`, ...).
+pub mod tensorflow {
+    tonic::include_proto!("tensorflow");
+
+    /// `tensorflow.error.Code`, used by TF Serving's `StatusProto`.
+    pub mod error {
+        tonic::include_proto!("tensorflow.error");
+    }
+
+    /// TF Serving (`PredictionService`, `ModelService`).
+    pub mod serving {
+        tonic::include_proto!("tensorflow.serving");
+
+        /// The type URL TF Serving packs `SignatureDefMap` under in
+        /// `GetModelMetadataResponse.metadata["signature_def"]`.
+        pub const SIGNATURE_DEF_MAP_TYPE_URL: &str =
+            "type.googleapis.com/tensorflow.serving.SignatureDefMap";
+    }
+}
+
+pub use prost;
+pub use prost_types;
