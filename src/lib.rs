@@ -1,4 +1,12 @@
 //! ferroserve: a machine-learning model server. See `docs/architecture.md` for the code map.
 
+pub mod api;
 pub mod backends;
+pub mod inference;
+pub mod manager;
+pub mod metrics;
+pub mod model_config;
+pub mod repository;
+pub mod settings;
 pub mod tensor;
+pub mod grpc;

@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Builds the example and test ONNX models, with the outputs the training framework
+and onnxruntime-Python give for them.
+
+usage: make_onnx_models.py [REPO_ROOT]
+
+Writes
+  examples/models/iris_lr/1/model.onnx    LogisticRegression, float32 [N,4] -> label int64, probabilities
+  examples/models/iris_dt/1/model.onnx    DecisionTreeClassifier, same signature
+  tests/fixtures/onnx/iris_str/model.onnx  LogisticRegression with string class labels
+  tests/fixtures/onnx/diabetes_f64/model.onnx  Ridge on float64 inputs (output float64)
+  tests/fixtures/onnx/multi_io/model.onnx  hand-made graph with one input of each dtype
+and an expected.json next to each model: the input rows, scikit-learn's own predict /
+predict_proba and onnxruntime's outputs. Classifiers are exported with zipmap=False.
+Deterministic: the same inputs give the same files.
+"""
+import json
+import os
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper
+from skl2onnx import convert_sklearn
+from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
+from sklearn.datasets import load_diabetes, load_iris
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.tree import DecisionTreeClassifier
+
+OPSETS = {"": 15, "ai.onnx.ml": 3}
+# Held-out rows: every 10th iris row is never trained on.
+IRIS_X, IRIS_Y = load_iris(return_X_y=True)
+HOLD = np.arange(len(IRIS_X)) % 10 == 0
+
+
+def save(model_proto, path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    onnx.checker.check_model(model_proto)
+    with open(path, "wb") as f:
+        f.write(model_proto.SerializeToString())
+
+
+def write_expected(path, doc):
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+
+
+def onnx_outputs(path, feeds):
+    s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    names = [o.name for o in s.get_outputs()]
+    return dict(zip(names, s.run(None, feeds)))
+
+
+def tolist(a):
+    a = np.asarray(a)
+    if a.dtype.kind in "OUS":
+        return [x.decode() if isinstance(x, bytes) else str(x) for x in a.reshape(-1)]
+    return a.tolist()
+
+
+def iris_classifier(root, rel, make, labels=None):
+    X = IRIS_X.astype(np.float32)
+    y = IRIS_Y if labels is None else np.array(labels)[IRIS_Y]
+    m = make().fit(X[~HOLD], y[~HOLD])
+    onx = convert_sklearn(
+        m,
+        initial_types=[("input", FloatTensorType([None, 4]))],
+        options={id(m): {"zipmap": False}},
+        target_opset=OPSETS,
+    )
+    path = os.path.join(root, rel, "model.onnx")
+    save(onx, path)
+    Xh = X[HOLD]
+    out = onnx_outputs(path, {"input": Xh})
+    label_ok = (out["label"] == m.predict(Xh)).all()
+    proba_diff = float(np.abs(out["probabilities"] - m.predict_proba(Xh)).max())
+    assert label_ok and proba_diff < 1e-5, (rel, label_ok, proba_diff)
+    write_expected(
+        os.path.join(root, rel, "expected.json"),
+        {
+            "input": "input",
+            "rows": Xh.tolist(),
+            "sklearn_predict": tolist(m.predict(Xh)),
+            "sklearn_predict_proba": m.predict_proba(Xh).tolist(),
+            "onnxruntime": {k: tolist(v) for k, v in out.items()},
+        },
+    )
+    print(f"{rel}: labels equal, max |proba diff| vs sklearn {proba_diff:.1e}")
+
+
+def diabetes_regressor(root, rel):
+    X, y = load_diabetes(return_X_y=True)
+    hold = np.arange(len(X)) % 10 == 0
+    m = Ridge(alpha=0.5).fit(X[~hold], y[~hold])
+    onx = convert_sklearn(
+        m, initial_types=[("input", DoubleTensorType([None, X.shape[1]]))], target_opset=OPSETS
+    )
+    path = os.path.join(root, rel, "model.onnx")
+    save(onx, path)
+    Xh = X[hold][:8]
+    out = onnx_outputs(path, {"input": Xh})
+    diff = float(np.abs(out["variable"].reshape(-1) - m.predict(Xh)).max())
+    assert diff < 1e-9, diff
+    write_expected(
+        os.path.join(root, rel, "expected.json"),
+        {
+            "input": "input",
+            "rows": Xh.tolist(),
+            "sklearn_predict": m.predict(Xh).tolist(),
+            "onnxruntime": {k: tolist(v) for k, v in out.items()},
+        },
+    )
+    print(f"{rel}: max |diff| vs sklearn {diff:.1e}")
+
+
+def multi_io(root, rel):
+    """One input of each dtype the server must carry, each echoed through a simple op."""
+    B = "batch"
+    inputs = [
+        helper.make_tensor_value_info("f32", TensorProto.FLOAT, [B, 2]),
+        helper.make_tensor_value_info("f64", TensorProto.DOUBLE, [B]),
+        helper.make_tensor_value_info("i32", TensorProto.INT32, [B]),
+        helper.make_tensor_value_info("i64", TensorProto.INT64, [B]),
+        helper.make_tensor_value_info("flag", TensorProto.BOOL, [B]),
+        helper.make_tensor_value_info("text", TensorProto.STRING, [B]),
+    ]
+    outputs = [
+        helper.make_tensor_value_info("f32_sum", TensorProto.FLOAT, [B, 1]),
+        helper.make_tensor_value_info("f64_neg", TensorProto.DOUBLE, [B]),
+        helper.make_tensor_value_info("i32_abs", TensorProto.INT32, [B]),
+        helper.make_tensor_value_info("i64_neg", TensorProto.INT64, [B]),
+        helper.make_tensor_value_info("flag_not", TensorProto.BOOL, [B]),
+        helper.make_tensor_value_info("text_out", TensorProto.STRING, [B]),
+    ]
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
+    nodes = [
+        helper.make_node("ReduceSum", ["f32", "axes"], ["f32_sum"], keepdims=1),
+        helper.make_node("Neg", ["f64"], ["f64_neg"]),
+        helper.make_node("Abs", ["i32"], ["i32_abs"]),
+        helper.make_node("Neg", ["i64"], ["i64_neg"]),
+        helper.make_node("Not", ["flag"], ["flag_not"]),
+        helper.make_node("Identity", ["text"], ["text_out"]),
+    ]
+    graph = helper.make_graph(nodes, "multi_io", inputs, outputs, initializer=[axes])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    model.ir_version = 8
+    path = os.path.join(root, rel, "model.onnx")
+    save(model, path)
+    feeds = {
+        "f32": np.array([[1.5, 2.0], [-1.0, 0.25]], dtype=np.float32),
+        "f64": np.array([0.1, -2.5]),
+        "i32": np.array([-3, 4], dtype=np.int32),
+        "i64": np.array([7, -9000000000], dtype=np.int64),
+        "flag": np.array([True, False]),
+        "text": np.array(["setosa", "über"], dtype=object),
+    }
+    out = onnx_outputs(path, feeds)
+    write_expected(
+        os.path.join(root, rel, "expected.json"),
+        {
+            "inputs": {k: tolist(v) for k, v in feeds.items()},
+            "onnxruntime": {k: tolist(v) for k, v in out.items()},
+        },
+    )
+    print(f"{rel}: written")
+
+
+def main():
+    root = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..")
+    ex = os.path.join(root, "examples", "models")
+    fx = os.path.join(root, "tests", "fixtures", "onnx")
+    iris_classifier(ex, "iris_lr/1", lambda: LogisticRegression(max_iter=1000))
+    iris_classifier(ex, "iris_dt/1", lambda: DecisionTreeClassifier(max_depth=4, random_state=0))
+    iris_classifier(
+        fx, "iris_str", lambda: LogisticRegression(max_iter=1000), ["setosa", "versicolor", "virginica"]
+    )
+    diabetes_regressor(fx, "diabetes_f64")
+    multi_io(fx, "multi_io")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+use crate::inference::JobError;
+use crate::manager::ResolveError;
+
+/// Every way an operation can fail, in terms a client understands. Each adapter
+/// maps it to its status codes in one exhaustive `match`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed or does not fit the model (HTTP 400, INVALID_ARGUMENT).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// Unknown model, version or label (404, NOT_FOUND).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with the current state, e.g. a version that already
+    /// exists (409, ALREADY_EXISTS / FAILED_PRECONDITION).
+    #[error("{0}")]
+    Conflict(String),
+    /// The request body or message is larger than allowed (413, RESOURCE_EXHAUSTED).
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// Overloaded: the model's queue is full (429, RESOURCE_EXHAUSTED).
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// The model exists but cannot serve now: loading, failed, shutting down (503, UNAVAILABLE).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The request's deadline passed (504, DEADLINE_EXCEEDED).
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    /// A failure inside the server or the model runtime (500, INTERNAL).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApiError::InvalidArgument(_) => "invalid_argument",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::ResourceExhausted(_) => "resource_exhausted",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::DeadlineExceeded(_) => "deadline_exceeded",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<ResolveError> for ApiError {
+    fn from(e: ResolveError) -> ApiError {
+        match e {
+            ResolveError::ModelNotFound(_)
+            | ResolveError::VersionNotFound { .. }
+            | ResolveError::LabelNotFound { .. } => ApiError::NotFound(e.to_string()),
+            ResolveError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+impl From<JobError> for ApiError {
+    fn from(e: JobError) -> ApiError {
+        match e {
+            JobError::DeadlineExceeded => ApiError::DeadlineExceeded(e.to_string()),
+            JobError::ShutDown => ApiError::Unavailable(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! Transport-neutral operations: what every protocol adapter (TF Serving REST,
+//! KServe V2 REST, the simple JSON API, gRPC) calls after decoding a request.
+//!
+//! Invariant: nothing here knows about HTTP, gRPC or JSON. Adapters turn wire
+//! formats into [`PredictRequest`] and friends, call an operation, and encode its
+//! answer or its [`ApiError`].
+
+mod error;
+pub mod metadata;
+pub mod predict;
+pub mod status;
+
+use std::sync::Arc;
+
+pub use error::ApiError;
+pub use metadata::{model_metadata, ModelMetadata};
+pub use predict::{predict, PredictRequest, PredictResponse};
+pub use status::{model_status, VersionStatus};
+
+use crate::inference::InferencePool;
+use crate::manager::Manager;
+use crate::settings::Settings;
+
+/// Which protocol a request came in on, for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// TF Serving REST (`/v1/models/...`).
+    TfServingRest,
+    /// KServe V2 REST (`/v2/models/...`).
+    V2Rest,
+    /// The simple JSON API (`/predict`).
+    SimpleRest,
+    /// TF Serving gRPC.
+    TfServingGrpc,
+    /// KServe V2 gRPC.
+    V2Grpc,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::TfServingRest => "tfs_rest",
+            Protocol::V2Rest => "v2_rest",
+            Protocol::SimpleRest => "simple_rest",
+            Protocol::TfServingGrpc => "tfs_grpc",
+            Protocol::V2Grpc => "v2_grpc",
+        }
+    }
+}
+
+/// Everything an operation needs, shared by every adapter.
+pub struct ServerState {
+    pub settings: Arc<Settings>,
+    pub manager: Arc<Manager>,
+    pub inference: Arc<InferencePool>,
+}
+
+impl ServerState {
+    pub fn new(settings: Settings, manager: Arc<Manager>) -> ServerState {
+        let inference = Arc::new(InferencePool::new(settings.inference_threads));
+        ServerState {
+            settings: Arc::new(settings),
+            manager,
+            inference,
+        }
+    }
+
+    pub fn is_live(&self) -> bool {
+        true
+    }
+
+    /// Ready once every model found at start-up has loaded or failed.
+    pub fn is_ready(&self) -> bool {
+        self.manager.is_ready()
+    }
+}
+
+/// Name and version of this server, for V2 server metadata and `/description`.
+pub const SERVER_NAME: &str = "ferroserve";
+pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");

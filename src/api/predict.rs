@@ -1,0 +1,330 @@
+//! The predict operation: resolve a version, check and convert the inputs against
+//! its signature, run it on an inference thread within the deadline.
+
+use std::time::{Duration, Instant};
+
+use super::{ApiError, Protocol, ServerState};
+use crate::backends::{BackendError, Signature};
+use crate::manager::{ServableHandle, VersionRequest};
+use crate::metrics;
+use crate::tensor::{DataType, NamedTensor, Tensor, TensorSpec};
+
+/// A decoded inference request, whatever protocol it came in on.
+#[derive(Debug, Clone)]
+pub struct PredictRequest {
+    pub model: String,
+    pub version: VersionRequest,
+    /// Inputs by name. An empty name means "the model's only input" (TF Serving row
+    /// format with plain values, the simple API).
+    pub inputs: Vec<NamedTensor>,
+    /// Outputs to return, in this order; empty means every output.
+    pub outputs: Vec<String>,
+    pub protocol: Protocol,
+    /// A deadline the client asked for (gRPC `grpc-timeout`); the earlier of this
+    /// and the model's timeout applies.
+    pub client_timeout: Option<Duration>,
+}
+
+impl PredictRequest {
+    pub fn new(
+        model: impl Into<String>,
+        version: VersionRequest,
+        protocol: Protocol,
+    ) -> PredictRequest {
+        PredictRequest {
+            model: model.into(),
+            version,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            protocol,
+            client_timeout: None,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct PredictResponse {
+    /// The version that answered, which also describes the outputs.
+    pub handle: ServableHandle,
+    pub outputs: Vec<NamedTensor>,
+}
+
+impl PredictResponse {
+    pub fn model(&self) -> &str {
+        &self.handle.model
+    }
+    pub fn version(&self) -> u64 {
+        self.handle.version
+    }
+}
+
+/// Runs a prediction. Records the request in metrics whatever the outcome.
+pub async fn predict(
+    state: &ServerState,
+    request: PredictRequest,
+) -> Result<PredictResponse, ApiError> {
+    let started = Instant::now();
+    let protocol = request.protocol;
+    let model_name = request.model.clone();
+    let result = run(state, request, started).await;
+    let (model, version) = match &result {
+        Ok(r) => (r.model(), r.version().to_string()),
+        // Unknown names are not echoed into metric labels: a client could create
+        // unbounded series by asking for random model names.
+        Err(ApiError::NotFound(_)) => ("", String::new()),
+        Err(_) => (model_name.as_str(), String::new()),
+    };
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.kind(),
+    };
+    metrics::record_request(
+        model,
+        &version,
+        protocol.as_str(),
+        outcome,
+        started.elapsed(),
+    );
+    result
+}
+
+async fn run(
+    state: &ServerState,
+    request: PredictRequest,
+    started: Instant,
+) -> Result<PredictResponse, ApiError> {
+    let handle = state.manager.resolve(&request.model, &request.version)?;
+    let timeout = handle
+        .config
+        .timeout()
+        .unwrap_or(state.settings.request_timeout);
+    let timeout = match request.client_timeout {
+        Some(t) => t.min(timeout),
+        None => timeout,
+    };
+    let deadline = started + timeout;
+    let signature = handle.backend.signature();
+    let inputs = prepare_inputs(
+        signature,
+        handle.config.input_name.as_deref(),
+        request.inputs,
+    )?;
+    check_outputs(signature, &request.outputs)?;
+    if Instant::now() >= deadline {
+        return Err(timed_out(&handle, timeout));
+    }
+    let job_handle = handle.clone();
+    let outputs_wanted = request.outputs;
+    let result = state
+        .inference
+        .run(Some(deadline), move || {
+            let t = Instant::now();
+            let r = job_handle.backend.predict(inputs, &outputs_wanted);
+            metrics::record_inference(&job_handle.model, job_handle.version, t.elapsed());
+            r
+        })
+        .await;
+    let outputs = match result {
+        Ok(Ok(outputs)) => outputs,
+        Ok(Err(BackendError::InvalidInput(m))) => return Err(ApiError::InvalidArgument(m)),
+        Ok(Err(e @ (BackendError::Inference(_) | BackendError::Load(_)))) => {
+            return Err(ApiError::Internal(e.to_string()))
+        }
+        Err(crate::inference::JobError::DeadlineExceeded) => {
+            return Err(timed_out(&handle, timeout))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(PredictResponse { handle, outputs })
+}
+
+fn timed_out(handle: &ServableHandle, timeout: Duration) -> ApiError {
+    ApiError::DeadlineExceeded(format!(
+        "request to model {:?} version {} did not finish within its timeout of {:?}",
+        handle.model, handle.version, timeout
+    ))
+}
+
+/// Matches request inputs to the signature by name, casts them to the model's
+/// dtypes and checks their shapes.
+pub fn prepare_inputs(
+    signature: &Signature,
+    default_input: Option<&str>,
+    inputs: Vec<NamedTensor>,
+) -> Result<Vec<NamedTensor>, ApiError> {
+    if inputs.is_empty() {
+        return Err(ApiError::InvalidArgument(format!(
+            "no inputs given; the model takes {}",
+            describe_specs(&signature.inputs)
+        )));
+    }
+    let mut prepared: Vec<NamedTensor> = Vec::with_capacity(inputs.len());
+    for (name, tensor) in inputs {
+        let spec = find_input(signature, default_input, &name)?;
+        if prepared.iter().any(|(n, _)| *n == spec.name) {
+            return Err(ApiError::InvalidArgument(format!(
+                "input {:?} is given twice",
+                spec.name
+            )));
+        }
+        let tensor = convert_input(spec, tensor)?;
+        prepared.push((spec.name.clone(), tensor));
+    }
+    if let Some(missing) = signature
+        .inputs
+        .iter()
+        .find(|s| !prepared.iter().any(|(n, _)| *n == s.name))
+    {
+        return Err(ApiError::InvalidArgument(format!(
+            "input {:?} is missing; the model takes {}",
+            missing.name,
+            describe_specs(&signature.inputs)
+        )));
+    }
+    Ok(prepared)
+}
+
+fn find_input<'a>(
+    signature: &'a Signature,
+    default_input: Option<&str>,
+    name: &str,
+) -> Result<&'a TensorSpec, ApiError> {
+    if name.is_empty() {
+        if let Some(default) = default_input {
+            return find_input(signature, None, default);
+        }
+        return match signature.inputs.as_slice() {
+            [only] => Ok(only),
+            _ => Err(ApiError::InvalidArgument(format!(
+                "the model has several inputs, so each must be named: {}",
+                describe_specs(&signature.inputs)
+            ))),
+        };
+    }
+    signature
+        .inputs
+        .iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| {
+            ApiError::InvalidArgument(format!(
+                "the model has no input {name:?}; it takes {}",
+                describe_specs(&signature.inputs)
+            ))
+        })
+}
+
+fn convert_input(spec: &TensorSpec, tensor: Tensor) -> Result<Tensor, ApiError> {
+    if tensor.is_empty() {
+        return Err(ApiError::InvalidArgument(format!(
+            "input {:?} is empty (shape {:?})",
+            spec.name,
+            tensor.shape()
+        )));
+    }
+    let given = tensor.dtype();
+    if (given == DataType::Bytes) != (spec.dtype == DataType::Bytes) {
+        return Err(ApiError::InvalidArgument(format!(
+            "input {:?} must be {}, not {given}",
+            spec.name, spec.dtype
+        )));
+    }
+    if !spec.accepts_shape(tensor.shape()) {
+        return Err(ApiError::InvalidArgument(format!(
+            "input {:?} has shape {:?}, but the model takes {:?} (-1: any size)",
+            spec.name,
+            tensor.shape(),
+            spec.shape
+        )));
+    }
+    tensor
+        .cast(spec.dtype)
+        .map_err(|e| ApiError::InvalidArgument(format!("input {:?}: {e}", spec.name)))
+}
+
+fn check_outputs(signature: &Signature, wanted: &[String]) -> Result<(), ApiError> {
+    for name in wanted {
+        if !signature.outputs.iter().any(|o| o.name == *name) {
+            return Err(ApiError::InvalidArgument(format!(
+                "the model has no output {name:?}; it gives {}",
+                describe_specs(&signature.outputs)
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn describe_specs(specs: &[TensorSpec]) -> String {
+    specs
+        .iter()
+        .map(|s| format!("{:?} ({} {:?})", s.name, s.dtype, s.shape))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::TensorData;
+
+    fn sig() -> Signature {
+        Signature {
+            inputs: vec![TensorSpec {
+                name: "input".into(),
+                dtype: DataType::F32,
+                shape: vec![-1, 4],
+            }],
+            outputs: vec![TensorSpec {
+                name: "label".into(),
+                dtype: DataType::I64,
+                shape: vec![-1],
+            }],
+        }
+    }
+
+    fn t(shape: Vec<usize>, data: TensorData) -> Tensor {
+        Tensor::new(shape, data).unwrap()
+    }
+
+    #[test]
+    fn unnamed_input_goes_to_the_only_input_and_is_cast() {
+        let out = prepare_inputs(
+            &sig(),
+            None,
+            vec![("".into(), t(vec![1, 4], TensorData::F64(vec![1.0; 4])))],
+        )
+        .unwrap();
+        assert_eq!(out[0].0, "input");
+        assert_eq!(out[0].1.dtype(), DataType::F32);
+    }
+
+    #[test]
+    fn bad_inputs_are_explained() {
+        let msg = |inputs| {
+            prepare_inputs(&sig(), None, inputs)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(msg(vec![(
+            "x".into(),
+            t(vec![1, 4], TensorData::F32(vec![1.0; 4]))
+        )])
+        .contains("no input \"x\""));
+        assert!(msg(vec![(
+            "input".into(),
+            t(vec![1, 3], TensorData::F32(vec![1.0; 3]))
+        )])
+        .contains("shape [1, 3]"));
+        assert!(msg(vec![(
+            "input".into(),
+            t(vec![1, 4], TensorData::Bytes(vec![vec![]; 4]))
+        )])
+        .contains("must be FP32"));
+        assert!(msg(vec![]).contains("no inputs"));
+        assert!(msg(vec![(
+            "input".into(),
+            t(vec![0, 4], TensorData::F32(vec![]))
+        )])
+        .contains("empty"));
+        assert!(check_outputs(&sig(), &["nope".into()]).is_err());
+    }
+}

@@ -1,0 +1,347 @@
+//! ONNX models on ONNX Runtime, through the `ort` crate with a dynamically loaded
+//! `libonnxruntime.so`.
+//!
+//! The runtime library is located once per process ([`locate_runtime`]) and loaded
+//! with `ort::init_from`, so a missing or broken library is an error on each ONNX
+//! model (it goes to ERROR) rather than a panic, and other formats keep working.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+use ort::value::{DynValue, TensorElementType, TensorRef, ValueType};
+use parking_lot::Mutex;
+
+use super::{Backend, BackendError, BackendOptions, ModelTraits, Signature};
+use crate::tensor::{DataType, NamedTensor, Tensor, TensorData, TensorSpec};
+
+/// The library file name the `onnxruntime==1.31.1` wheel ships, which `api-31` needs.
+pub const RUNTIME_FILE_NAME: &str = "libonnxruntime.so.1.31.1";
+
+/// The process-wide ONNX Runtime environment, or why it could not be created.
+/// `ort` can load one library per process, so the first successful location wins.
+static ENVIRONMENT: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
+
+/// Where to find `libonnxruntime`: the explicit setting, then `ORT_DYLIB_PATH`, then
+/// next to the running executable (where `scripts/setup.sh` puts it).
+pub fn locate_runtime(configured: Option<&Path>) -> Result<PathBuf, String> {
+    let mut tried = Vec::new();
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = configured {
+        candidates.push(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        candidates.push(PathBuf::from(p));
+    }
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+    {
+        candidates.push(dir.join(RUNTIME_FILE_NAME));
+        // Test binaries live in target/<profile>/deps; the library sits one level up.
+        if let Some(up) = dir.parent() {
+            candidates.push(up.join(RUNTIME_FILE_NAME));
+        }
+    }
+    for candidate in candidates {
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+        tried.push(candidate.display().to_string());
+    }
+    Err(format!(
+        "ONNX Runtime library not found (tried: {}); run scripts/setup.sh, or set \
+         --onnxruntime-path / ORT_DYLIB_PATH to {RUNTIME_FILE_NAME}",
+        tried.join(", ")
+    ))
+}
+
+fn environment(options: &BackendOptions) -> Result<&'static ort::environment::Environment, String> {
+    ENVIRONMENT
+        .get_or_init(|| {
+            let path = locate_runtime(options.onnxruntime_path.as_deref())?;
+            let builder = ort::init_from(&path)
+                .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", path.display()))?;
+            builder
+                .with_name("ferroserve")
+                .with_telemetry(false)
+                .build()
+                .map_err(|e| format!("cannot start ONNX Runtime: {e}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+pub struct OnnxBackend {
+    /// `Session::run` needs `&mut`, so each session is behind its own lock and a
+    /// request takes whichever is free. Several sessions let one model run on
+    /// several inference threads at once.
+    sessions: Vec<Mutex<Session>>,
+    next_session: AtomicUsize,
+    signature: Signature,
+    traits: ModelTraits,
+}
+
+impl OnnxBackend {
+    pub fn load(artifact: &Path, options: &BackendOptions) -> Result<OnnxBackend, BackendError> {
+        let env = environment(options).map_err(BackendError::Load)?;
+        let count = options.onnx_sessions.max(1);
+        let mut sessions = Vec::with_capacity(count);
+        for _ in 0..count {
+            sessions.push(Mutex::new(build_session(env, artifact, options)?));
+        }
+        let (signature, traits) = describe(&sessions[0].lock())?;
+        Ok(OnnxBackend {
+            sessions,
+            next_session: AtomicUsize::new(0),
+            signature,
+            traits,
+        })
+    }
+}
+
+fn build_session(
+    env: &ort::environment::Environment,
+    artifact: &Path,
+    options: &BackendOptions,
+) -> Result<Session, BackendError> {
+    let load_err = |e: ort::Error| {
+        BackendError::Load(format!(
+            "cannot load ONNX model {}: {e}",
+            artifact.display()
+        ))
+    };
+    let recover = |e: ort::Error<ort::session::builder::SessionBuilder>| load_err(e.into());
+    Session::builder(env)
+        .map_err(load_err)?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(recover)?
+        .with_intra_threads(options.onnx_intra_threads.max(1))
+        .map_err(recover)?
+        .with_inter_threads(1)
+        .map_err(recover)?
+        .commit_from_file(artifact)
+        .map_err(load_err)
+}
+
+fn element_type(ty: TensorElementType) -> Option<DataType> {
+    Some(match ty {
+        TensorElementType::Float32 => DataType::F32,
+        TensorElementType::Float64 => DataType::F64,
+        TensorElementType::Float16 => DataType::F16,
+        TensorElementType::Uint8 => DataType::U8,
+        TensorElementType::Uint16 => DataType::U16,
+        TensorElementType::Uint32 => DataType::U32,
+        TensorElementType::Uint64 => DataType::U64,
+        TensorElementType::Int8 => DataType::I8,
+        TensorElementType::Int16 => DataType::I16,
+        TensorElementType::Int32 => DataType::I32,
+        TensorElementType::Int64 => DataType::I64,
+        TensorElementType::Bool => DataType::Bool,
+        TensorElementType::String => DataType::Bytes,
+        _ => return None,
+    })
+}
+
+fn spec(name: &str, ty: &ValueType) -> Result<TensorSpec, BackendError> {
+    match ty {
+        ValueType::Tensor { ty, shape, .. } => {
+            let dtype = element_type(*ty).ok_or_else(|| {
+                BackendError::Load(format!("tensor {name:?} has unsupported element type {ty}"))
+            })?;
+            Ok(TensorSpec {
+                name: name.to_string(),
+                dtype,
+                shape: shape.iter().copied().collect(),
+            })
+        }
+        other => Err(BackendError::Load(format!(
+            "tensor {name:?} is a {other}, not a tensor; export classifiers with \
+             zipmap=False (skl2onnx options={{'zipmap': False}})"
+        ))),
+    }
+}
+
+fn describe(session: &Session) -> Result<(Signature, ModelTraits), BackendError> {
+    let inputs = session
+        .inputs()
+        .iter()
+        .map(|o| spec(o.name(), o.dtype()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let outputs = session
+        .outputs()
+        .iter()
+        .map(|o| spec(o.name(), o.dtype()))
+        .collect::<Result<Vec<_>, _>>()?;
+    // skl2onnx names classifier outputs `label` / `probabilities` (or
+    // `output_label` / `output_probability`); regressors give `variable`.
+    let find = |names: &[&str]| {
+        outputs
+            .iter()
+            .find(|o| names.contains(&o.name.as_str()))
+            .map(|o| o.name.clone())
+    };
+    let probabilities_output = find(&["probabilities", "output_probability"]);
+    let prediction_output = find(&["label", "output_label", "variable"])
+        .or_else(|| outputs.first().map(|o| o.name.clone()));
+    let traits = ModelTraits {
+        prediction_output,
+        probabilities_output,
+        class_labels: None,
+        feature_names: None,
+    };
+    Ok((Signature { inputs, outputs }, traits))
+}
+
+fn invalid(e: ort::Error) -> BackendError {
+    BackendError::InvalidInput(e.to_string())
+}
+
+/// Wraps a tensor's buffer for ONNX Runtime without copying it (strings are copied,
+/// as ONNX Runtime needs its own null-terminated copies).
+fn to_ort<'a>(tensor: &'a Tensor) -> Result<ort::session::SessionInputValue<'a>, BackendError> {
+    let shape: Vec<i64> = tensor.shape().iter().map(|&d| d as i64).collect();
+    macro_rules! view {
+        ($v:expr) => {
+            TensorRef::from_array_view((shape, $v.as_slice()))
+                .map_err(invalid)?
+                .into()
+        };
+    }
+    Ok(match tensor.data() {
+        TensorData::Bool(v) => view!(v),
+        TensorData::U8(v) => view!(v),
+        TensorData::U16(v) => view!(v),
+        TensorData::U32(v) => view!(v),
+        TensorData::U64(v) => view!(v),
+        TensorData::I8(v) => view!(v),
+        TensorData::I16(v) => view!(v),
+        TensorData::I32(v) => view!(v),
+        TensorData::I64(v) => view!(v),
+        TensorData::F32(v) => view!(v),
+        TensorData::F64(v) => view!(v),
+        TensorData::F16(_) => {
+            return Err(BackendError::InvalidInput(
+                "FP16 inputs are not supported by the ONNX backend".into(),
+            ))
+        }
+        TensorData::Bytes(v) => {
+            let strings = v
+                .iter()
+                .map(|b| {
+                    String::from_utf8(b.clone()).map_err(|_| {
+                        BackendError::InvalidInput("string input is not valid UTF-8".into())
+                    })
+                })
+                .collect::<Result<Vec<String>, _>>()?;
+            ort::value::Tensor::from_string_array((shape, strings.as_slice()))
+                .map_err(invalid)?
+                .into()
+        }
+    })
+}
+
+fn from_ort(name: &str, value: &DynValue) -> Result<Tensor, BackendError> {
+    let fail = |e: ort::Error| BackendError::Inference(format!("output {name:?}: {e}"));
+    let ty = match value.dtype() {
+        ValueType::Tensor { ty, .. } => *ty,
+        other => {
+            return Err(BackendError::Inference(format!(
+                "output {name:?} is a {other}, not a tensor"
+            )))
+        }
+    };
+    macro_rules! extract {
+        ($t:ty, $variant:ident) => {{
+            let (shape, data) = value.try_extract_tensor::<$t>().map_err(fail)?;
+            (
+                shape.iter().map(|&d| d as usize).collect::<Vec<_>>(),
+                TensorData::$variant(data.to_vec()),
+            )
+        }};
+    }
+    let (shape, data) = match ty {
+        TensorElementType::Float32 => extract!(f32, F32),
+        TensorElementType::Float64 => extract!(f64, F64),
+        TensorElementType::Int64 => extract!(i64, I64),
+        TensorElementType::Int32 => extract!(i32, I32),
+        TensorElementType::Int16 => extract!(i16, I16),
+        TensorElementType::Int8 => extract!(i8, I8),
+        TensorElementType::Uint8 => extract!(u8, U8),
+        TensorElementType::Uint16 => extract!(u16, U16),
+        TensorElementType::Uint32 => extract!(u32, U32),
+        TensorElementType::Uint64 => extract!(u64, U64),
+        TensorElementType::Bool => extract!(bool, Bool),
+        TensorElementType::String => {
+            let (shape, strings) = value.try_extract_strings().map_err(fail)?;
+            (
+                shape.iter().map(|&d| d as usize).collect(),
+                TensorData::Bytes(strings.into_iter().map(String::into_bytes).collect()),
+            )
+        }
+        other => {
+            return Err(BackendError::Inference(format!(
+                "output {name:?} has unsupported element type {other}"
+            )))
+        }
+    };
+    Tensor::new(shape, data).map_err(|e| BackendError::Inference(e.to_string()))
+}
+
+impl Backend for OnnxBackend {
+    fn format(&self) -> &'static str {
+        "onnx"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn traits(&self) -> &ModelTraits {
+        &self.traits
+    }
+
+    fn predict(
+        &self,
+        inputs: Vec<NamedTensor>,
+        output_names: &[String],
+    ) -> Result<Vec<NamedTensor>, BackendError> {
+        let ort_inputs = inputs
+            .iter()
+            .map(|(name, t)| Ok((name.as_str(), to_ort(t)?)))
+            .collect::<Result<Vec<_>, BackendError>>()?;
+        // Prefer a free session; if all are busy, queue on one in turn.
+        let mut session = self
+            .sessions
+            .iter()
+            .find_map(|s| s.try_lock())
+            .unwrap_or_else(|| {
+                let i = self.next_session.fetch_add(1, Ordering::Relaxed) % self.sessions.len();
+                self.sessions[i].lock()
+            });
+        let outputs = session.run(ort_inputs).map_err(|e| {
+            // ONNX Runtime reports shape and type mismatches as run errors.
+            BackendError::InvalidInput(e.to_string())
+        })?;
+        let wanted: Vec<&str> = if output_names.is_empty() {
+            self.signature
+                .outputs
+                .iter()
+                .map(|o| o.name.as_str())
+                .collect()
+        } else {
+            output_names.iter().map(String::as_str).collect()
+        };
+        wanted
+            .into_iter()
+            .map(|name| {
+                let value = outputs.get(name).ok_or_else(|| {
+                    BackendError::InvalidInput(format!("model has no output {name:?}"))
+                })?;
+                Ok((name.to_string(), from_ort(name, value)?))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,577 @@
+//! The lifecycle manager: decides which model versions are loaded, and publishes
+//! the serving map that requests resolve against.
+//!
+//! A version moves START → LOADING → AVAILABLE → UNLOADING → END, or to ERROR
+//! with its message kept for status. A new version is loaded (and, later, warmed
+//! up) *before* it is published; an old one is only removed from the map, and its
+//! model is freed when the last request holding a handle to it finishes.
+//!
+//! Invariants:
+//! * the manager is the only writer of the serving map, and writers are serialised
+//!   by `publish_lock`; requests read the map through `ArcSwap` and take no lock;
+//! * the manager never does file IO itself beyond what a backend's load does: it
+//!   acts on a `RepositoryScan` it is given;
+//! * a version that fails to load never removes another version from serving.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use arc_swap::ArcSwap;
+
+use crate::backends::{load_backend, Backend, BackendOptions, ARTIFACT_NAMES};
+use crate::model_config::ModelConfig;
+use crate::repository::{ModelOnDisk, RepositoryScan};
+
+/// Which version of a model a request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionRequest {
+    /// The highest available version.
+    Latest,
+    Specific(u64),
+    /// A named version from the model's labels (`stable`, `canary`).
+    Label(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum VersionState {
+    Start,
+    Loading,
+    Available,
+    Unloading,
+    End,
+    Error,
+}
+
+impl VersionState {
+    pub const ALL: [VersionState; 6] = [
+        VersionState::Start,
+        VersionState::Loading,
+        VersionState::Available,
+        VersionState::Unloading,
+        VersionState::End,
+        VersionState::Error,
+    ];
+
+    /// The name TF Serving and ferroserve's status APIs use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VersionState::Start => "START",
+            VersionState::Loading => "LOADING",
+            VersionState::Available => "AVAILABLE",
+            VersionState::Unloading => "UNLOADING",
+            VersionState::End => "END",
+            VersionState::Error => "ERROR",
+        }
+    }
+}
+
+/// A loaded model version: what a request holds while it runs. Holding the `Arc`
+/// keeps the model in memory even after the manager has unpublished it.
+pub struct LoadedVersion {
+    pub model: Arc<str>,
+    pub version: u64,
+    pub backend: Arc<dyn Backend>,
+    pub config: Arc<ModelConfig>,
+    /// Lets the last holder mark the version END when it is finally freed.
+    records: Weak<Mutex<Records>>,
+}
+
+impl Drop for LoadedVersion {
+    fn drop(&mut self) {
+        if let Some(records) = self.records.upgrade() {
+            let mut records = records.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(record) = records
+                .get_mut(&*self.model)
+                .and_then(|m| m.versions.get_mut(&self.version))
+            {
+                if record.state == VersionState::Unloading {
+                    set_state(&self.model, self.version, record, VersionState::End, None);
+                }
+            }
+        }
+    }
+}
+
+/// What a request holds: a version that stays loaded as long as the handle lives.
+pub type ServableHandle = Arc<LoadedVersion>;
+
+/// The serving versions of one model, as published.
+#[derive(Clone, Default)]
+pub struct ServingModel {
+    pub versions: BTreeMap<u64, ServableHandle>,
+    pub labels: BTreeMap<String, u64>,
+    pub config: Arc<ModelConfig>,
+}
+
+/// Everything requests can reach. Replaced whole on every change.
+#[derive(Clone, Default)]
+pub struct ServingMap {
+    pub models: HashMap<String, Arc<ServingModel>>,
+}
+
+/// The lifecycle record of one version, for status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionRecord {
+    pub state: VersionState,
+    /// Why the version is in ERROR.
+    pub error: Option<String>,
+    pub artifact: Option<PathBuf>,
+    pub format: Option<&'static str>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelRecord {
+    pub dir: PathBuf,
+    /// Why the model's config.toml could not be used, if it could not.
+    pub config_error: Option<String>,
+    pub versions: BTreeMap<u64, VersionRecord>,
+    pub labels: BTreeMap<String, u64>,
+}
+
+type Records = BTreeMap<String, ModelRecord>;
+
+/// Why a request could not get a handle.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ResolveError {
+    #[error("model {0:?} not found")]
+    ModelNotFound(String),
+    #[error("model {model:?} has no version {version}{}", state_suffix(.state))]
+    VersionNotFound {
+        model: String,
+        version: u64,
+        state: Option<VersionState>,
+    },
+    #[error("model {model:?} has no label {label:?}")]
+    LabelNotFound { model: String, label: String },
+    /// The model or version exists but cannot serve now (loading, failed, label
+    /// pointing at a version that is not available).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+fn state_suffix(state: &Option<VersionState>) -> String {
+    match state {
+        Some(s) => format!(" available (it is {})", s.as_str()),
+        None => String::new(),
+    }
+}
+
+fn set_state(
+    model: &str,
+    version: u64,
+    record: &mut VersionRecord,
+    state: VersionState,
+    error: Option<String>,
+) {
+    if record.state == state && record.error == error {
+        return;
+    }
+    match &error {
+        Some(e) => {
+            tracing::warn!(model, version, from = record.state.as_str(), to = state.as_str(), error = %e, "model version state")
+        }
+        None => tracing::info!(
+            model,
+            version,
+            from = record.state.as_str(),
+            to = state.as_str(),
+            "model version state"
+        ),
+    }
+    record.state = state;
+    record.error = error;
+}
+
+pub struct Manager {
+    /// Read by every request with a lock-free load; replaced whole by `publish`.
+    serving: ArcSwap<ServingMap>,
+    /// Lifecycle of every version seen, for status and metrics. Behind a mutex
+    /// because loads on several threads update it; requests never touch it, and
+    /// it is never held across an await or a model load. In an `Arc` so that a
+    /// `LoadedVersion` freed after unpublishing can still mark itself END.
+    records: Arc<Mutex<Records>>,
+    /// Serialises writers of `serving` so concurrent loads never lose an update.
+    publish_lock: Mutex<()>,
+    options: BackendOptions,
+    /// Set once the initial load of the repository has finished (or failed).
+    ready: AtomicBool,
+}
+
+impl Manager {
+    pub fn new(options: BackendOptions) -> Manager {
+        Manager {
+            serving: ArcSwap::from_pointee(ServingMap::default()),
+            records: Arc::new(Mutex::new(Records::new())),
+            publish_lock: Mutex::new(()),
+            options,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    fn records(&self) -> std::sync::MutexGuard<'_, Records> {
+        self.records.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// The current serving map (a cheap `Arc` clone; no lock).
+    pub fn serving(&self) -> Arc<ServingMap> {
+        self.serving.load_full()
+    }
+
+    /// Finds the version a request asks for and returns a handle to it.
+    pub fn resolve(
+        &self,
+        model: &str,
+        request: &VersionRequest,
+    ) -> Result<ServableHandle, ResolveError> {
+        let map = self.serving.load();
+        let Some(serving) = map.models.get(model) else {
+            return Err(self.explain_missing(model, request));
+        };
+        let found = match request {
+            VersionRequest::Latest => serving.versions.values().next_back(),
+            VersionRequest::Specific(v) => serving.versions.get(v),
+            VersionRequest::Label(label) => {
+                let Some(&v) = serving.labels.get(label) else {
+                    return Err(ResolveError::LabelNotFound {
+                        model: model.to_string(),
+                        label: label.clone(),
+                    });
+                };
+                match serving.versions.get(&v) {
+                    Some(h) => Some(h),
+                    None => {
+                        return Err(ResolveError::Unavailable(format!(
+                            "label {label:?} of model {model:?} points at version {v}, which is not available"
+                        )))
+                    }
+                }
+            }
+        };
+        found
+            .cloned()
+            .ok_or_else(|| self.explain_missing(model, request))
+    }
+
+    /// Builds the most useful error for a request that found nothing to serve.
+    /// Only reached on the failure path, so it may take the records lock.
+    fn explain_missing(&self, model: &str, request: &VersionRequest) -> ResolveError {
+        let records = self.records();
+        let gone = |r: &ModelRecord| {
+            r.config_error.is_none()
+                && !r.versions.is_empty()
+                && r.versions
+                    .values()
+                    .all(|v| matches!(v.state, VersionState::End | VersionState::Unloading))
+        };
+        let Some(record) = records.get(model).filter(|r| !gone(r)) else {
+            return ResolveError::ModelNotFound(model.to_string());
+        };
+        match request {
+            VersionRequest::Specific(v) => {
+                let state = record.versions.get(v).map(|r| r.state);
+                if matches!(state, Some(VersionState::Start | VersionState::Loading)) {
+                    ResolveError::Unavailable(format!(
+                        "model {model:?} version {v} is still loading"
+                    ))
+                } else {
+                    ResolveError::VersionNotFound {
+                        model: model.to_string(),
+                        version: *v,
+                        state,
+                    }
+                }
+            }
+            VersionRequest::Label(label) if !record.labels.contains_key(label) => {
+                ResolveError::LabelNotFound {
+                    model: model.to_string(),
+                    label: label.clone(),
+                }
+            }
+            _ => {
+                let mut why: Vec<String> = record
+                    .versions
+                    .iter()
+                    .map(|(v, r)| match &r.error {
+                        Some(e) => format!("version {v} is {}: {e}", r.state.as_str()),
+                        None => format!("version {v} is {}", r.state.as_str()),
+                    })
+                    .collect();
+                if let Some(e) = &record.config_error {
+                    why.insert(0, e.clone());
+                }
+                if why.is_empty() {
+                    why.push("no versions found".into());
+                }
+                ResolveError::Unavailable(format!(
+                    "model {model:?} has no available version ({})",
+                    why.join("; ")
+                ))
+            }
+        }
+    }
+
+    /// Lifecycle records of every model, for status.
+    pub fn records_snapshot(&self) -> BTreeMap<String, ModelRecord> {
+        self.records().clone()
+    }
+
+    pub fn model_record(&self, model: &str) -> Option<ModelRecord> {
+        self.records().get(model).cloned()
+    }
+
+    /// Number of versions in each state, for metrics.
+    pub fn state_counts(&self) -> BTreeMap<VersionState, usize> {
+        let mut counts: BTreeMap<VersionState, usize> =
+            VersionState::ALL.iter().map(|&s| (s, 0)).collect();
+        for model in self.records().values() {
+            for v in model.versions.values() {
+                *counts.entry(v.state).or_default() += 1;
+            }
+        }
+        counts
+    }
+
+    /// Brings what is served in line with a scan of the whole repository: models
+    /// that are gone are unloaded, every other model is reconciled.
+    /// Blocking: call from a blocking thread.
+    pub fn apply_scan(&self, scan: &RepositoryScan) {
+        let gone: Vec<String> = self
+            .records()
+            .keys()
+            .filter(|m| !scan.models.contains_key(*m))
+            .cloned()
+            .collect();
+        for model in gone {
+            self.unload_model(&model);
+        }
+        std::thread::scope(|s| {
+            for model in scan.models.values() {
+                s.spawn(move || self.reconcile_model(model));
+            }
+        });
+    }
+
+    /// Loads the versions the model's policy asks for that are not loaded yet, then
+    /// unloads those it no longer asks for, provided at least one asked-for version
+    /// is available (so a failed new version leaves the old one serving).
+    pub fn reconcile_model(&self, model: &ModelOnDisk) {
+        let name = model.name.as_str();
+        let config = match &model.config {
+            Ok(c) => Arc::new(c.clone()),
+            Err(e) => {
+                // Keep serving whatever is served; the error shows in status.
+                let mut records = self.records();
+                let record = records.entry(name.to_string()).or_default();
+                record.dir = model.dir.clone();
+                if record.config_error.as_deref() != Some(&e.to_string()) {
+                    tracing::warn!(model = name, "{e}");
+                }
+                record.config_error = Some(e.to_string());
+                return;
+            }
+        };
+        let with_artifact: Vec<u64> = model
+            .versions
+            .values()
+            .filter(|v| v.artifact.is_some())
+            .map(|v| v.version)
+            .collect();
+        let aspired: BTreeSet<u64> = config
+            .version_policy
+            .select(&with_artifact)
+            .into_iter()
+            .collect();
+        let serving_now: BTreeSet<u64> = self
+            .serving()
+            .models
+            .get(name)
+            .map(|m| m.versions.keys().copied().collect())
+            .unwrap_or_default();
+
+        let to_load: Vec<(u64, PathBuf)> = {
+            let mut records = self.records();
+            let record = records.entry(name.to_string()).or_default();
+            record.dir = model.dir.clone();
+            record.config_error = None;
+            record.labels = config.labels.clone();
+            for v in model.versions.values().filter(|v| v.artifact.is_none()) {
+                if serving_now.contains(&v.version) {
+                    continue;
+                }
+                let entry = record.versions.entry(v.version).or_insert_with(new_record);
+                let error = format!(
+                    "no model artifact in {} (expected one of {})",
+                    v.dir.display(),
+                    ARTIFACT_NAMES.join(", ")
+                );
+                set_state(name, v.version, entry, VersionState::Error, Some(error));
+            }
+            let mut to_load = Vec::new();
+            for &v in &aspired {
+                if serving_now.contains(&v) {
+                    continue;
+                }
+                let artifact = model.versions[&v].artifact.clone().expect("filtered above");
+                let entry = record.versions.entry(v).or_insert_with(new_record);
+                if entry.state == VersionState::Loading {
+                    continue; // another reconcile is loading it
+                }
+                entry.artifact = Some(artifact.clone());
+                set_state(name, v, entry, VersionState::Loading, None);
+                to_load.push((v, artifact));
+            }
+            to_load
+        };
+
+        std::thread::scope(|s| {
+            for (version, artifact) in &to_load {
+                let config = config.clone();
+                s.spawn(move || self.load_version(name, *version, artifact, config));
+            }
+        });
+
+        // Labels and config take effect atomically with the new versions.
+        let any_aspired_available = {
+            let map = self.serving();
+            map.models
+                .get(name)
+                .is_some_and(|m| m.versions.keys().any(|v| aspired.contains(v)))
+        };
+        let to_unload: Vec<u64> = if any_aspired_available {
+            serving_now.difference(&aspired).copied().collect()
+        } else {
+            Vec::new()
+        };
+        self.mark_unloading(name, &to_unload);
+        self.publish(|map| {
+            let entry = map.models.entry(name.to_string()).or_default();
+            let serving = Arc::make_mut(entry);
+            for v in &to_unload {
+                serving.versions.remove(v);
+            }
+            serving.labels = config.labels.clone();
+            serving.config = config.clone();
+        });
+    }
+
+    fn load_version(&self, model: &str, version: u64, artifact: &Path, config: Arc<ModelConfig>) {
+        let started = std::time::Instant::now();
+        let result = load_backend(artifact, &self.options);
+        let (state, error) = match result {
+            Ok(backend) => {
+                let format = backend.format();
+                let handle = Arc::new(LoadedVersion {
+                    model: Arc::from(model),
+                    version,
+                    backend,
+                    config,
+                    records: Arc::downgrade(&self.records),
+                });
+                // Publish before marking AVAILABLE, so status never says AVAILABLE for
+                // a version requests cannot reach. The records lock is not held here:
+                // publishing may free an old version, whose Drop takes that lock.
+                self.publish(|map| {
+                    let entry = map.models.entry(model.to_string()).or_default();
+                    Arc::make_mut(entry).versions.insert(version, handle);
+                });
+                if let Some(r) = self
+                    .records()
+                    .get_mut(model)
+                    .and_then(|m| m.versions.get_mut(&version))
+                {
+                    r.format = Some(format);
+                }
+                tracing::info!(
+                    model,
+                    version,
+                    format,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "loaded"
+                );
+                (VersionState::Available, None)
+            }
+            Err(e) => (VersionState::Error, Some(e.to_string())),
+        };
+        let mut records = self.records();
+        if let Some(record) = records
+            .get_mut(model)
+            .and_then(|m| m.versions.get_mut(&version))
+        {
+            set_state(model, version, record, state, error);
+        }
+    }
+
+    /// Stops serving every version of a model. Versions still held by requests stay
+    /// visible as UNLOADING until the last request finishes, then END.
+    pub fn unload_model(&self, model: &str) {
+        let versions: Vec<u64> = self
+            .serving()
+            .models
+            .get(model)
+            .map(|m| m.versions.keys().copied().collect())
+            .unwrap_or_default();
+        self.mark_unloading(model, &versions);
+        self.publish(|map| {
+            map.models.remove(model);
+        });
+        let mut records = self.records();
+        if let Some(record) = records.get_mut(model) {
+            record.versions.retain(|_, r| {
+                matches!(
+                    r.state,
+                    VersionState::Unloading | VersionState::Loading | VersionState::End
+                )
+            });
+            record.labels.clear();
+            record.config_error = None;
+            if record.versions.is_empty() {
+                records.remove(model);
+            }
+        }
+    }
+
+    /// Marks versions UNLOADING *before* they are unpublished, so that the Drop of
+    /// the last handle, wherever it happens, finds them UNLOADING and marks END.
+    fn mark_unloading(&self, model: &str, versions: &[u64]) {
+        let mut records = self.records();
+        let Some(record) = records.get_mut(model) else {
+            return;
+        };
+        for v in versions {
+            if let Some(r) = record.versions.get_mut(v) {
+                if r.state == VersionState::Available {
+                    set_state(model, *v, r, VersionState::Unloading, None);
+                }
+            }
+        }
+    }
+
+    /// Applies `change` to a copy of the serving map and publishes it atomically.
+    fn publish(&self, change: impl FnOnce(&mut ServingMap)) {
+        let _writer = self.publish_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = ServingMap::clone(&self.serving.load());
+        change(&mut next);
+        next.models
+            .retain(|_, m| !m.versions.is_empty() || !m.labels.is_empty());
+        self.serving.store(Arc::new(next));
+    }
+}
+
+fn new_record() -> VersionRecord {
+    VersionRecord {
+        state: VersionState::Start,
+        error: None,
+        artifact: None,
+        format: None,
+    }
+}

@@ -1,0 +1,93 @@
+//! Prometheus metrics. Operations record through the `metrics` facade; `/metrics`
+//! renders the process-wide recorder installed by [`install`].
+//!
+//! Names:
+//! * `ferroserve_requests_total{model,version,protocol,outcome}`
+//! * `ferroserve_request_duration_seconds{model,protocol}` (histogram)
+//! * `ferroserve_inference_duration_seconds{model,version}` (histogram)
+//! * `ferroserve_model_versions{state}` (gauge, set at scrape time)
+//! * `process_resident_memory_bytes` (gauge, read at scrape time)
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::manager::Manager;
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Latency buckets from 50 µs to 60 s: a tabular model answers in microseconds,
+/// a large one in seconds.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Installs the Prometheus recorder once per process (tests start many servers).
+pub fn install() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+            .expect("bucket list is not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (e.g. by an embedding program);
+        // then our handle renders nothing, which is better than failing to start.
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+        }
+        handle
+    })
+}
+
+pub fn record_request(
+    model: &str,
+    version: &str,
+    protocol: &'static str,
+    outcome: &'static str,
+    elapsed: Duration,
+) {
+    metrics::counter!(
+        "ferroserve_requests_total",
+        "model" => model.to_string(),
+        "version" => version.to_string(),
+        "protocol" => protocol,
+        "outcome" => outcome
+    )
+    .increment(1);
+    metrics::histogram!(
+        "ferroserve_request_duration_seconds",
+        "model" => model.to_string(),
+        "protocol" => protocol
+    )
+    .record(elapsed.as_secs_f64());
+}
+
+pub fn record_inference(model: &str, version: u64, elapsed: Duration) {
+    metrics::histogram!(
+        "ferroserve_inference_duration_seconds",
+        "model" => model.to_string(),
+        "version" => version.to_string()
+    )
+    .record(elapsed.as_secs_f64());
+}
+
+/// Renders every metric, after refreshing the gauges that are read at scrape time.
+pub fn render(manager: &Manager) -> String {
+    let handle = install();
+    for (state, count) in manager.state_counts() {
+        metrics::gauge!("ferroserve_model_versions", "state" => state.as_str()).set(count as f64);
+    }
+    if let Some(rss) = resident_memory_bytes() {
+        metrics::gauge!("process_resident_memory_bytes").set(rss as f64);
+    }
+    handle.render()
+}
+
+/// Resident set size from `/proc/self/statm` (Linux); `None` elsewhere.
+pub fn resident_memory_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}

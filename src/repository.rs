@@ -1,0 +1,187 @@
+//! Finds models and versions on disk: `<root>/<model>/<version>/<artifact>`.
+//!
+//! Invariant: this module only reads the file system; it decides nothing about
+//! serving. The manager turns a [`RepositoryScan`] into loads and unloads.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::backends::find_artifact;
+use crate::model_config::{ModelConfig, ModelConfigError};
+
+/// One version directory found on disk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionOnDisk {
+    pub version: u64,
+    pub dir: PathBuf,
+    /// The model file, or `None` when the directory holds no known artifact.
+    pub artifact: Option<PathBuf>,
+}
+
+/// One model directory found on disk.
+#[derive(Debug)]
+pub struct ModelOnDisk {
+    pub name: String,
+    pub dir: PathBuf,
+    /// The model's `config.toml`, or why it could not be used.
+    pub config: Result<ModelConfig, ModelConfigError>,
+    /// Versions by number.
+    pub versions: BTreeMap<u64, VersionOnDisk>,
+}
+
+#[derive(Debug, Default)]
+pub struct RepositoryScan {
+    pub models: BTreeMap<String, ModelOnDisk>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read model repository {path}: {source}")]
+pub struct RepositoryError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+/// Whether a directory entry is hidden or a staging area (`.tmp-*`, `.git`, …).
+fn is_ignored(name: &str) -> bool {
+    name.starts_with('.')
+}
+
+/// A version directory name: a positive integer without sign or leading zeros
+/// (so `1` and `01` can never both name version 1).
+pub fn parse_version(name: &str) -> Option<u64> {
+    if name.is_empty() || name.starts_with('0') || !name.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    name.parse().ok()
+}
+
+fn subdirectories(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue; // not UTF-8: cannot be a model name or a version
+        };
+        if is_ignored(&name) || !entry.path().is_dir() {
+            continue;
+        }
+        out.push((name, entry.path()));
+    }
+    Ok(out)
+}
+
+/// Scans one model directory.
+pub fn scan_model(name: &str, dir: &Path) -> Result<ModelOnDisk, RepositoryError> {
+    let err = |source| RepositoryError {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut versions = BTreeMap::new();
+    for (version_name, version_dir) in subdirectories(dir).map_err(err)? {
+        if let Some(version) = parse_version(&version_name) {
+            versions.insert(
+                version,
+                VersionOnDisk {
+                    version,
+                    artifact: find_artifact(&version_dir),
+                    dir: version_dir,
+                },
+            );
+        }
+    }
+    Ok(ModelOnDisk {
+        name: name.to_string(),
+        dir: dir.to_path_buf(),
+        config: ModelConfig::load(dir),
+        versions,
+    })
+}
+
+/// Scans the whole repository. A model directory that cannot be read is skipped
+/// with a warning rather than failing every other model.
+pub fn scan(root: &Path) -> Result<RepositoryScan, RepositoryError> {
+    let mut scan = RepositoryScan::default();
+    let dirs = subdirectories(root).map_err(|source| RepositoryError {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    for (name, dir) in dirs {
+        match scan_model(&name, &dir) {
+            Ok(model) => {
+                scan.models.insert(name, model);
+            }
+            Err(e) => tracing::warn!(model = %name, "skipping model: {e}"),
+        }
+    }
+    Ok(scan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touch(path: &Path) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, b"x").unwrap();
+    }
+
+    #[test]
+    fn empty_repository_has_no_models() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(scan(dir.path()).unwrap().models.is_empty());
+    }
+
+    #[test]
+    fn missing_repository_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = scan(&dir.path().join("nope")).unwrap_err();
+        assert!(err.to_string().contains("nope"));
+    }
+
+    #[test]
+    fn finds_integer_versions_and_ignores_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for v in ["1", "2", "10"] {
+            touch(&root.join("m").join(v).join("model.onnx"));
+        }
+        touch(&root.join("m/latest/model.onnx"));
+        touch(&root.join("m/01/model.onnx"));
+        touch(&root.join("m/-3/model.onnx"));
+        touch(&root.join("m/.tmp-upload-4/model.onnx"));
+        std::fs::create_dir_all(root.join("m/7")).unwrap(); // no artifact
+        touch(&root.join(".hidden/1/model.onnx"));
+        touch(&root.join("README.md"));
+        let scan = scan(root).unwrap();
+        assert_eq!(scan.models.keys().collect::<Vec<_>>(), vec!["m"]);
+        let m = &scan.models["m"];
+        assert_eq!(
+            m.versions.keys().copied().collect::<Vec<_>>(),
+            vec![1, 2, 7, 10]
+        );
+        assert!(m.versions[&7].artifact.is_none());
+        assert_eq!(
+            m.versions[&10].artifact.as_deref(),
+            Some(root.join("m/10/model.onnx").as_path())
+        );
+        assert!(m.config.is_ok());
+    }
+
+    #[test]
+    fn version_names() {
+        assert_eq!(parse_version("1"), Some(1));
+        assert_eq!(parse_version("10"), Some(10));
+        for bad in [
+            "0",
+            "01",
+            "",
+            "-1",
+            "+1",
+            "1.5",
+            "v1",
+            "99999999999999999999999",
+        ] {
+            assert_eq!(parse_version(bad), None, "{bad}");
+        }
+    }
+}
