@@ -1,0 +1,346 @@
+//! `tensorflow.TensorProto` ↔ [`Tensor`], as TF Serving reads and writes them.
+//!
+//! Reading accepts both encodings TensorFlow clients send: `tensor_content` (the
+//! elements as little-endian bytes, what `tf.make_tensor_proto` produces for numeric
+//! arrays) and the typed `*_val` field of the dtype (what hand-written clients fill).
+//! As in TensorFlow, a typed field with fewer values than the shape holds is padded
+//! with its last value, so `float_val: [0]` with shape `[2, 3]` is six zeros.
+//! Writing uses the typed fields, as TF Serving's Predict does by default.
+
+use ferroserve_proto::tensorflow::{
+    tensor_shape_proto, DataType as TfDataType, TensorProto, TensorShapeProto,
+};
+
+use crate::api::ApiError;
+use crate::tensor::{DataType, Tensor, TensorData};
+
+/// The most elements padding may create from a shorter typed field. Without a cap a
+/// few bytes (`float_val: [0]`, shape `[1e12]`) could ask for terabytes.
+const MAX_PADDED_ELEMENTS: usize = 1 << 26;
+
+fn invalid(name: &str, message: impl std::fmt::Display) -> ApiError {
+    ApiError::InvalidArgument(format!("input {name:?}: {message}"))
+}
+
+/// The ferroserve element type of a TF dtype; `None` for types no model takes
+/// (complex, quantized, bfloat16, resource, variant, references).
+pub fn from_tf_dtype(dtype: i32) -> Option<DataType> {
+    Some(match TfDataType::try_from(dtype).ok()? {
+        TfDataType::DtFloat => DataType::F32,
+        TfDataType::DtDouble => DataType::F64,
+        TfDataType::DtInt32 => DataType::I32,
+        TfDataType::DtUint8 => DataType::U8,
+        TfDataType::DtInt16 => DataType::I16,
+        TfDataType::DtInt8 => DataType::I8,
+        TfDataType::DtString => DataType::Bytes,
+        TfDataType::DtInt64 => DataType::I64,
+        TfDataType::DtBool => DataType::Bool,
+        TfDataType::DtUint16 => DataType::U16,
+        TfDataType::DtHalf => DataType::F16,
+        TfDataType::DtUint32 => DataType::U32,
+        TfDataType::DtUint64 => DataType::U64,
+        _ => return None,
+    })
+}
+
+pub fn to_tf_dtype(dtype: DataType) -> TfDataType {
+    match dtype {
+        DataType::Bool => TfDataType::DtBool,
+        DataType::U8 => TfDataType::DtUint8,
+        DataType::U16 => TfDataType::DtUint16,
+        DataType::U32 => TfDataType::DtUint32,
+        DataType::U64 => TfDataType::DtUint64,
+        DataType::I8 => TfDataType::DtInt8,
+        DataType::I16 => TfDataType::DtInt16,
+        DataType::I32 => TfDataType::DtInt32,
+        DataType::I64 => TfDataType::DtInt64,
+        DataType::F16 => TfDataType::DtHalf,
+        DataType::F32 => TfDataType::DtFloat,
+        DataType::F64 => TfDataType::DtDouble,
+        DataType::Bytes => TfDataType::DtString,
+    }
+}
+
+/// A signature shape as TF Serving's `TensorShapeProto` (-1: any size).
+pub fn to_tf_shape(dims: impl IntoIterator<Item = i64>) -> TensorShapeProto {
+    TensorShapeProto {
+        dim: dims
+            .into_iter()
+            .map(|size| tensor_shape_proto::Dim {
+                size,
+                name: String::new(),
+            })
+            .collect(),
+        unknown_rank: false,
+    }
+}
+
+/// Decodes the TensorProto the client sent as input `name` (the name is for messages).
+pub fn tensor_from_proto(name: &str, proto: &TensorProto) -> Result<Tensor, ApiError> {
+    let dtype = from_tf_dtype(proto.dtype).ok_or_else(|| {
+        let tf_name = TfDataType::try_from(proto.dtype)
+            .map(|d| d.as_str_name().to_string())
+            .unwrap_or_else(|_| format!("dtype {}", proto.dtype));
+        invalid(name, format_args!("{tf_name} is not supported"))
+    })?;
+    let shape_proto = proto.tensor_shape.clone().unwrap_or_default();
+    if shape_proto.unknown_rank {
+        return Err(invalid(name, "a tensor of unknown rank cannot be an input"));
+    }
+    let shape = shape_proto
+        .dim
+        .iter()
+        .map(|d| {
+            usize::try_from(d.size)
+                .map_err(|_| invalid(name, format_args!("dimension {} is negative", d.size)))
+        })
+        .collect::<Result<Vec<usize>, ApiError>>()?;
+    let count = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| invalid(name, format_args!("shape {shape:?} is too large")))?;
+
+    let data = if !proto.tensor_content.is_empty() && dtype != DataType::Bytes {
+        decode_content(name, dtype, &proto.tensor_content, count)?
+    } else {
+        typed_values(name, dtype, proto, count)?
+    };
+    Tensor::new(shape, data).map_err(|e| invalid(name, e))
+}
+
+/// Elements from `tensor_content`: `count` little-endian values, nothing more or less.
+fn decode_content(
+    name: &str,
+    dtype: DataType,
+    bytes: &[u8],
+    count: usize,
+) -> Result<TensorData, ApiError> {
+    let size = dtype.fixed_size().unwrap_or(1);
+    if Some(bytes.len()) != count.checked_mul(size) {
+        return Err(invalid(
+            name,
+            format_args!(
+                "tensor_content has {} bytes, but {count} {} elements take {}",
+                bytes.len(),
+                to_tf_dtype(dtype).as_str_name(),
+                count.saturating_mul(size)
+            ),
+        ));
+    }
+    Ok(crate::grpc::v2_tensor::decode_fixed(dtype, bytes))
+}
+
+/// Elements from the typed field of `dtype`, padded to `count` with the last value.
+fn typed_values(
+    name: &str,
+    dtype: DataType,
+    p: &TensorProto,
+    count: usize,
+) -> Result<TensorData, ApiError> {
+    fn narrow<T: TryFrom<i32>>(
+        name: &str,
+        dtype: DataType,
+        values: &[i32],
+    ) -> Result<Vec<T>, ApiError> {
+        values
+            .iter()
+            .map(|&v| {
+                T::try_from(v)
+                    .map_err(|_| invalid(name, format_args!("int_val {v} does not fit {dtype}")))
+            })
+            .collect()
+    }
+    let data = match dtype {
+        DataType::F32 => TensorData::F32(p.float_val.clone()),
+        DataType::F64 => TensorData::F64(p.double_val.clone()),
+        DataType::I32 => TensorData::I32(p.int_val.clone()),
+        DataType::I16 => TensorData::I16(narrow(name, dtype, &p.int_val)?),
+        DataType::I8 => TensorData::I8(narrow(name, dtype, &p.int_val)?),
+        DataType::U8 => TensorData::U8(narrow(name, dtype, &p.int_val)?),
+        DataType::U16 => TensorData::U16(narrow(name, dtype, &p.int_val)?),
+        // DT_HALF travels as its 16 bits in each int32 of half_val.
+        DataType::F16 => TensorData::F16(
+            p.half_val
+                .iter()
+                .map(|&v| {
+                    u16::try_from(v)
+                        .map_err(|_| invalid(name, format_args!("half_val {v} is not 16 bits")))
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        DataType::I64 => TensorData::I64(p.int64_val.clone()),
+        DataType::U32 => TensorData::U32(p.uint32_val.clone()),
+        DataType::U64 => TensorData::U64(p.uint64_val.clone()),
+        DataType::Bool => TensorData::Bool(p.bool_val.clone()),
+        DataType::Bytes => TensorData::Bytes(p.string_val.clone()),
+    };
+    pad_to(name, data, count)
+}
+
+fn pad_to(name: &str, mut data: TensorData, count: usize) -> Result<TensorData, ApiError> {
+    let given = data.len();
+    if given == count {
+        return Ok(data);
+    }
+    if given > count {
+        return Err(invalid(
+            name,
+            format_args!("{given} values given, but the shape holds {count}"),
+        ));
+    }
+    if given == 0 {
+        return Err(invalid(
+            name,
+            format_args!("no values given for a shape that holds {count}"),
+        ));
+    }
+    if count > MAX_PADDED_ELEMENTS {
+        return Err(invalid(
+            name,
+            format_args!("{given} values cannot be padded to {count} elements (at most {MAX_PADDED_ELEMENTS})"),
+        ));
+    }
+    crate::with_tensor_data!(&mut data, v => {
+        let last = v[given - 1].clone();
+        v.resize(count, last);
+    });
+    Ok(data)
+}
+
+/// Encodes an output tensor in the typed field of its dtype.
+pub fn tensor_to_proto(tensor: &Tensor) -> TensorProto {
+    let mut p = TensorProto {
+        dtype: to_tf_dtype(tensor.dtype()) as i32,
+        tensor_shape: Some(to_tf_shape(tensor.shape().iter().map(|&d| d as i64))),
+        ..Default::default()
+    };
+    match tensor.data() {
+        TensorData::Bool(v) => p.bool_val = v.clone(),
+        TensorData::U8(v) => p.int_val = v.iter().map(|&x| x as i32).collect(),
+        TensorData::U16(v) => p.int_val = v.iter().map(|&x| x as i32).collect(),
+        TensorData::I8(v) => p.int_val = v.iter().map(|&x| x as i32).collect(),
+        TensorData::I16(v) => p.int_val = v.iter().map(|&x| x as i32).collect(),
+        TensorData::I32(v) => p.int_val = v.clone(),
+        TensorData::U32(v) => p.uint32_val = v.clone(),
+        TensorData::U64(v) => p.uint64_val = v.clone(),
+        TensorData::I64(v) => p.int64_val = v.clone(),
+        TensorData::F16(v) => p.half_val = v.iter().map(|&x| x as i32).collect(),
+        TensorData::F32(v) => p.float_val = v.clone(),
+        TensorData::F64(v) => p.double_val = v.clone(),
+        TensorData::Bytes(v) => p.string_val = v.clone(),
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proto(dtype: TfDataType, shape: &[i64]) -> TensorProto {
+        TensorProto {
+            dtype: dtype as i32,
+            tensor_shape: Some(to_tf_shape(shape.iter().copied())),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_dtype_round_trips_through_typed_fields() {
+        let tensors = [
+            TensorData::Bool(vec![true, false]),
+            TensorData::U8(vec![0, 255]),
+            TensorData::U16(vec![0, 65535]),
+            TensorData::U32(vec![0, u32::MAX]),
+            TensorData::U64(vec![0, u64::MAX]),
+            TensorData::I8(vec![-128, 127]),
+            TensorData::I16(vec![-32768, 32767]),
+            TensorData::I32(vec![i32::MIN, i32::MAX]),
+            TensorData::I64(vec![i64::MIN, i64::MAX]),
+            TensorData::F16(vec![0x3c00, 0xc000]),
+            TensorData::F32(vec![1.5, -2.25]),
+            TensorData::F64(vec![1e300, -0.5]),
+            TensorData::Bytes(vec![b"a".to_vec(), vec![0, 255]]),
+        ];
+        for data in tensors {
+            let t = Tensor::new(vec![2, 1], data).unwrap();
+            let back = tensor_from_proto("x", &tensor_to_proto(&t)).unwrap();
+            assert_eq!(back, t);
+        }
+    }
+
+    #[test]
+    fn tensor_content_is_little_endian() {
+        let mut p = proto(TfDataType::DtFloat, &[1, 2]);
+        p.tensor_content = [1.0f32.to_le_bytes(), (-2.5f32).to_le_bytes()].concat();
+        assert_eq!(
+            tensor_from_proto("x", &p).unwrap().data(),
+            &TensorData::F32(vec![1.0, -2.5])
+        );
+        let mut p = proto(TfDataType::DtInt64, &[2]);
+        p.tensor_content = [7i64.to_le_bytes(), (-1i64).to_le_bytes()].concat();
+        assert_eq!(
+            tensor_from_proto("x", &p).unwrap().data(),
+            &TensorData::I64(vec![7, -1])
+        );
+        p.tensor_content.pop();
+        assert!(tensor_from_proto("x", &p)
+            .unwrap_err()
+            .to_string()
+            .contains("15 bytes"));
+    }
+
+    #[test]
+    fn short_typed_field_is_padded_with_its_last_value() {
+        let mut p = proto(TfDataType::DtFloat, &[2, 3]);
+        p.float_val = vec![1.0, 2.0];
+        assert_eq!(
+            tensor_from_proto("x", &p).unwrap().data(),
+            &TensorData::F32(vec![1.0, 2.0, 2.0, 2.0, 2.0, 2.0])
+        );
+        let mut huge = proto(TfDataType::DtFloat, &[1 << 40]);
+        huge.float_val = vec![0.0];
+        assert!(tensor_from_proto("x", &huge).is_err());
+        let mut overflow = proto(TfDataType::DtFloat, &[i64::MAX, i64::MAX]);
+        overflow.float_val = vec![0.0];
+        assert!(tensor_from_proto("x", &overflow)
+            .unwrap_err()
+            .to_string()
+            .contains("too large"));
+    }
+
+    #[test]
+    fn bad_tensors_are_invalid_arguments() {
+        let err = |p: &TensorProto| tensor_from_proto("x", p).unwrap_err().to_string();
+        assert!(
+            err(&proto(TfDataType::DtComplex64, &[1])).contains("DT_COMPLEX64 is not supported")
+        );
+        assert!(err(&TensorProto {
+            dtype: 999,
+            ..Default::default()
+        })
+        .contains("dtype 999"));
+        assert!(err(&proto(TfDataType::DtFloat, &[-1, 4])).contains("negative"));
+        assert!(err(&proto(TfDataType::DtFloat, &[1, 4])).contains("no values"));
+        let mut many = proto(TfDataType::DtFloat, &[1]);
+        many.float_val = vec![1.0, 2.0];
+        assert!(err(&many).contains("2 values given"));
+        let mut big = proto(TfDataType::DtUint8, &[1]);
+        big.int_val = vec![256];
+        assert!(err(&big).contains("does not fit"));
+        let mut unknown = proto(TfDataType::DtFloat, &[1]);
+        unknown.tensor_shape.as_mut().unwrap().unknown_rank = true;
+        assert!(err(&unknown).contains("unknown rank"));
+    }
+
+    #[test]
+    fn empty_shape_gives_an_empty_tensor_and_scalar_one_element() {
+        let t = tensor_from_proto("x", &proto(TfDataType::DtFloat, &[0, 4])).unwrap();
+        assert!(t.is_empty());
+        let mut scalar = proto(TfDataType::DtInt64, &[]);
+        scalar.int64_val = vec![3];
+        assert_eq!(
+            tensor_from_proto("x", &scalar).unwrap().shape(),
+            &[] as &[usize]
+        );
+    }
+}

@@ -1,0 +1,296 @@
+//! KServe V2 gRPC tensors ↔ [`Tensor`]: the typed `InferTensorContents` fields and the
+//! raw form (`raw_input_contents` / `raw_output_contents`).
+//!
+//! Raw elements are little-endian; a BYTES element is a 4-byte little-endian length
+//! followed by that many bytes. FP16 has no typed field, so it travels raw only.
+
+use ferroserve_proto::inference::InferTensorContents;
+
+use crate::api::ApiError;
+use crate::tensor::{DataType, Tensor, TensorData};
+
+fn invalid(name: &str, message: impl std::fmt::Display) -> ApiError {
+    ApiError::InvalidArgument(format!("input {name:?}: {message}"))
+}
+
+/// A V2 shape (`int64` dimensions) as a tensor shape; refuses negative dimensions and
+/// shapes whose element count overflows.
+pub fn shape_from_v2(name: &str, dims: &[i64]) -> Result<Vec<usize>, ApiError> {
+    let shape = dims
+        .iter()
+        .map(|&d| {
+            usize::try_from(d).map_err(|_| invalid(name, format_args!("dimension {d} is negative")))
+        })
+        .collect::<Result<Vec<usize>, ApiError>>()?;
+    shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| invalid(name, format_args!("shape {dims:?} is too large")))?;
+    Ok(shape)
+}
+
+pub fn dtype_from_v2(name: &str, datatype: &str) -> Result<DataType, ApiError> {
+    DataType::from_v2_name(datatype)
+        .ok_or_else(|| invalid(name, format_args!("unknown datatype {datatype:?}")))
+}
+
+/// Reads little-endian fixed-size elements. The caller has checked that `bytes` is a
+/// whole number of elements; a trailing partial element is ignored.
+pub fn decode_fixed(dtype: DataType, bytes: &[u8]) -> TensorData {
+    macro_rules! le {
+        ($variant:ident, $t:ty) => {
+            TensorData::$variant(
+                bytes
+                    .chunks_exact(std::mem::size_of::<$t>())
+                    .map(|c| <$t>::from_le_bytes(c.try_into().expect("chunk has the element size")))
+                    .collect(),
+            )
+        };
+    }
+    match dtype {
+        DataType::Bool => TensorData::Bool(bytes.iter().map(|&b| b != 0).collect()),
+        DataType::U8 => TensorData::U8(bytes.to_vec()),
+        DataType::I8 => TensorData::I8(bytes.iter().map(|&b| b as i8).collect()),
+        DataType::U16 => le!(U16, u16),
+        DataType::I16 => le!(I16, i16),
+        DataType::F16 => le!(F16, u16),
+        DataType::U32 => le!(U32, u32),
+        DataType::I32 => le!(I32, i32),
+        DataType::F32 => le!(F32, f32),
+        DataType::U64 => le!(U64, u64),
+        DataType::I64 => le!(I64, i64),
+        DataType::F64 => le!(F64, f64),
+        DataType::Bytes => TensorData::Bytes(vec![bytes.to_vec()]),
+    }
+}
+
+/// Decodes one entry of `raw_input_contents`.
+pub fn tensor_from_raw(
+    name: &str,
+    dtype: DataType,
+    shape: Vec<usize>,
+    bytes: &[u8],
+) -> Result<Tensor, ApiError> {
+    let count: usize = shape.iter().product();
+    let data = match dtype.fixed_size() {
+        Some(size) => {
+            if Some(bytes.len()) != count.checked_mul(size) {
+                return Err(invalid(
+                    name,
+                    format_args!(
+                        "raw contents have {} bytes, but shape {shape:?} of {dtype} takes {}",
+                        bytes.len(),
+                        count.saturating_mul(size)
+                    ),
+                ));
+            }
+            decode_fixed(dtype, bytes)
+        }
+        None => TensorData::Bytes(split_length_prefixed(name, bytes)?),
+    };
+    Tensor::new(shape, data).map_err(|e| invalid(name, e))
+}
+
+/// Splits BYTES raw contents: each element a u32 little-endian length, then the bytes.
+fn split_length_prefixed(name: &str, mut bytes: &[u8]) -> Result<Vec<Vec<u8>>, ApiError> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let Some((len, rest)) = bytes.split_first_chunk::<4>() else {
+            return Err(invalid(
+                name,
+                "raw BYTES contents end inside a length prefix",
+            ));
+        };
+        let len = u32::from_le_bytes(*len) as usize;
+        if rest.len() < len {
+            return Err(invalid(
+                name,
+                format_args!("raw BYTES element of {len} bytes runs past the end of the contents"),
+            ));
+        }
+        out.push(rest[..len].to_vec());
+        bytes = &rest[len..];
+    }
+    Ok(out)
+}
+
+/// Encodes a tensor's elements in the raw form.
+pub fn tensor_to_raw(data: &TensorData) -> Vec<u8> {
+    macro_rules! le {
+        ($v:expr) => {
+            $v.iter().flat_map(|x| x.to_le_bytes()).collect()
+        };
+    }
+    match data {
+        TensorData::Bool(v) => v.iter().map(|&b| b as u8).collect(),
+        TensorData::U8(v) => v.clone(),
+        TensorData::I8(v) => v.iter().map(|&x| x as u8).collect(),
+        TensorData::U16(v) | TensorData::F16(v) => le!(v),
+        TensorData::I16(v) => le!(v),
+        TensorData::U32(v) => le!(v),
+        TensorData::I32(v) => le!(v),
+        TensorData::F32(v) => le!(v),
+        TensorData::U64(v) => le!(v),
+        TensorData::I64(v) => le!(v),
+        TensorData::F64(v) => le!(v),
+        TensorData::Bytes(v) => {
+            let mut out = Vec::with_capacity(v.iter().map(|e| e.len() + 4).sum());
+            for e in v {
+                out.extend_from_slice(&(e.len() as u32).to_le_bytes());
+                out.extend_from_slice(e);
+            }
+            out
+        }
+    }
+}
+
+/// Decodes an input given in the typed `contents` field of its datatype.
+pub fn tensor_from_contents(
+    name: &str,
+    dtype: DataType,
+    shape: Vec<usize>,
+    c: &InferTensorContents,
+) -> Result<Tensor, ApiError> {
+    fn narrow<S: Copy + std::fmt::Display, T: TryFrom<S>>(
+        name: &str,
+        dtype: DataType,
+        v: &[S],
+    ) -> Result<Vec<T>, ApiError> {
+        v.iter()
+            .map(|&x| {
+                T::try_from(x)
+                    .map_err(|_| invalid(name, format_args!("value {x} does not fit {dtype}")))
+            })
+            .collect()
+    }
+    let data = match dtype {
+        DataType::Bool => TensorData::Bool(c.bool_contents.clone()),
+        DataType::I8 => TensorData::I8(narrow(name, dtype, &c.int_contents)?),
+        DataType::I16 => TensorData::I16(narrow(name, dtype, &c.int_contents)?),
+        DataType::I32 => TensorData::I32(c.int_contents.clone()),
+        DataType::I64 => TensorData::I64(c.int64_contents.clone()),
+        DataType::U8 => TensorData::U8(narrow(name, dtype, &c.uint_contents)?),
+        DataType::U16 => TensorData::U16(narrow(name, dtype, &c.uint_contents)?),
+        DataType::U32 => TensorData::U32(c.uint_contents.clone()),
+        DataType::U64 => TensorData::U64(c.uint64_contents.clone()),
+        DataType::F32 => TensorData::F32(c.fp32_contents.clone()),
+        DataType::F64 => TensorData::F64(c.fp64_contents.clone()),
+        DataType::Bytes => TensorData::Bytes(c.bytes_contents.clone()),
+        DataType::F16 => {
+            return Err(invalid(
+                name,
+                "FP16 has no typed contents field; send it in raw_input_contents",
+            ))
+        }
+    };
+    Tensor::new(shape, data).map_err(|e| invalid(name, e))
+}
+
+/// Encodes an output in the typed field of its dtype; `None` for FP16, which has none.
+pub fn tensor_to_contents(data: &TensorData) -> Option<InferTensorContents> {
+    let mut c = InferTensorContents::default();
+    match data {
+        TensorData::Bool(v) => c.bool_contents = v.clone(),
+        TensorData::I8(v) => c.int_contents = v.iter().map(|&x| x as i32).collect(),
+        TensorData::I16(v) => c.int_contents = v.iter().map(|&x| x as i32).collect(),
+        TensorData::I32(v) => c.int_contents = v.clone(),
+        TensorData::I64(v) => c.int64_contents = v.clone(),
+        TensorData::U8(v) => c.uint_contents = v.iter().map(|&x| x as u32).collect(),
+        TensorData::U16(v) => c.uint_contents = v.iter().map(|&x| x as u32).collect(),
+        TensorData::U32(v) => c.uint_contents = v.clone(),
+        TensorData::U64(v) => c.uint64_contents = v.clone(),
+        TensorData::F32(v) => c.fp32_contents = v.clone(),
+        TensorData::F64(v) => c.fp64_contents = v.clone(),
+        TensorData::Bytes(v) => c.bytes_contents = v.clone(),
+        TensorData::F16(_) => return None,
+    }
+    Some(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_types() -> Vec<TensorData> {
+        vec![
+            TensorData::Bool(vec![true, false]),
+            TensorData::U8(vec![0, 255]),
+            TensorData::U16(vec![0, 65535]),
+            TensorData::U32(vec![0, u32::MAX]),
+            TensorData::U64(vec![0, u64::MAX]),
+            TensorData::I8(vec![-128, 127]),
+            TensorData::I16(vec![-32768, 32767]),
+            TensorData::I32(vec![i32::MIN, i32::MAX]),
+            TensorData::I64(vec![i64::MIN, i64::MAX]),
+            TensorData::F16(vec![0x3c00, 0xc000]),
+            TensorData::F32(vec![1.5, -2.25]),
+            TensorData::F64(vec![1e300, -0.5]),
+            TensorData::Bytes(vec![b"setosa".to_vec(), vec![]]),
+        ]
+    }
+
+    #[test]
+    fn every_dtype_round_trips_raw_and_typed() {
+        for data in all_types() {
+            let dtype = data.dtype();
+            let raw = tensor_to_raw(&data);
+            let t = tensor_from_raw("x", dtype, vec![1, 2], &raw).unwrap();
+            assert_eq!(t.data(), &data, "raw {dtype}");
+            match tensor_to_contents(&data) {
+                Some(c) => {
+                    let t = tensor_from_contents("x", dtype, vec![2], &c).unwrap();
+                    assert_eq!(t.data(), &data, "typed {dtype}");
+                }
+                None => assert_eq!(dtype, DataType::F16),
+            }
+        }
+    }
+
+    #[test]
+    fn raw_bytes_are_length_prefixed_little_endian() {
+        let raw = tensor_to_raw(&TensorData::Bytes(vec![b"ab".to_vec()]));
+        assert_eq!(raw, vec![2, 0, 0, 0, b'a', b'b']);
+        let err = |bytes: &[u8]| {
+            tensor_from_raw("x", DataType::Bytes, vec![1], bytes)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(&[2, 0, 0]).contains("inside a length prefix"));
+        assert!(err(&[9, 0, 0, 0, 1]).contains("runs past the end"));
+        assert!(err(&[]).contains("1 elements but 0"));
+    }
+
+    #[test]
+    fn raw_fixed_size_must_match_the_shape() {
+        let err = tensor_from_raw("x", DataType::F32, vec![1, 4], &[0; 15])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("15 bytes"), "{err}");
+        assert!(tensor_from_raw("x", DataType::F32, vec![1, 4], &[0; 16]).is_ok());
+    }
+
+    #[test]
+    fn typed_contents_are_checked() {
+        let c = InferTensorContents {
+            fp32_contents: vec![1.0; 3],
+            ..Default::default()
+        };
+        assert!(tensor_from_contents("x", DataType::F32, vec![1, 4], &c).is_err());
+        // Values in the wrong field for the datatype are as good as none.
+        assert!(tensor_from_contents("x", DataType::I64, vec![3], &c).is_err());
+        let c = InferTensorContents {
+            uint_contents: vec![256],
+            ..Default::default()
+        };
+        assert!(tensor_from_contents("x", DataType::U8, vec![1], &c)
+            .unwrap_err()
+            .to_string()
+            .contains("does not fit"));
+        assert!(shape_from_v2("x", &[-1, 4]).is_err());
+        assert!(shape_from_v2("x", &[i64::MAX, i64::MAX])
+            .unwrap_err()
+            .to_string()
+            .contains("too large"));
+        assert!(dtype_from_v2("x", "FLOAT32").is_err());
+    }
+}
