@@ -5,4 +5,10 @@
 //!   lookups resolve only through an allowlist.
 //! * `estimators` (to come) rebuilds allowlisted estimator classes from that tree.
 
+pub mod allowlist;
+pub mod joblib;
+pub mod pickle;
 pub mod value;
+
+pub use joblib::read_model_file;
+pub use pickle::{read_pickle, Limits, LoadError};
