@@ -9,4 +9,5 @@ pub mod model_config;
 pub mod repository;
 pub mod settings;
 pub mod tensor;
-pub mod grpc;
+pub mod http;
+pub mod server;

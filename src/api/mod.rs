@@ -5,9 +5,11 @@
 //! formats into [`PredictRequest`] and friends, call an operation, and encode its
 //! answer or its [`ApiError`].
 
+pub mod classify;
 mod error;
 pub mod metadata;
 pub mod predict;
+pub mod repository;
 pub mod status;
 
 use std::sync::Arc;

@@ -1,0 +1,308 @@
+//! Classify and regress: TF Serving's example-based operations. Each example is a
+//! set of named features (tf.Example); the features are laid out in the model's
+//! feature order as one row of its input, the model runs through [`predict`], and the
+//! answer is read as classes with scores, or as one value per example.
+//!
+//! Added for the gRPC `Classify` / `Regress` / `MultiInference` RPCs (issue 5); the
+//! REST `:classify` / `:regress` verbs can call the same functions.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::{predict, ApiError, PredictRequest, Protocol, ServerState};
+use crate::manager::{ServableHandle, VersionRequest};
+use crate::tensor::{DataType, Tensor, TensorData};
+
+/// The values of one feature of an example (a tf.Example `Feature`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum FeatureValues {
+    Floats(Vec<f32>),
+    Ints(Vec<i64>),
+    Bytes(Vec<Vec<u8>>),
+}
+
+impl FeatureValues {
+    fn len(&self) -> usize {
+        match self {
+            FeatureValues::Floats(v) => v.len(),
+            FeatureValues::Ints(v) => v.len(),
+            FeatureValues::Bytes(v) => v.len(),
+        }
+    }
+}
+
+/// One example: features by name.
+pub type Example = HashMap<String, FeatureValues>;
+
+#[derive(Debug, Clone)]
+pub struct ExamplesRequest {
+    pub model: String,
+    pub version: VersionRequest,
+    pub examples: Vec<Example>,
+    pub protocol: Protocol,
+    /// As [`PredictRequest::client_timeout`].
+    pub client_timeout: Option<Duration>,
+}
+
+/// Classes of one example, each label with its score, in the model's class order.
+pub type Classes = Vec<(String, f32)>;
+
+pub struct ClassifyResponse {
+    pub handle: ServableHandle,
+    /// One entry per example, in request order.
+    pub classes: Vec<Classes>,
+}
+
+pub struct RegressResponse {
+    pub handle: ServableHandle,
+    /// One value per example, in request order.
+    pub values: Vec<f32>,
+}
+
+/// Classifies examples with a classifier: every class with its probability when the
+/// model gives probabilities, else the predicted label alone (score 0, as TF Serving
+/// leaves `score` unset for signatures without scores).
+pub async fn classify(
+    state: &ServerState,
+    request: ExamplesRequest,
+) -> Result<ClassifyResponse, ApiError> {
+    let (handle, n) = (resolve(state, &request)?, request.examples.len());
+    let traits = handle.backend.traits();
+    let probabilities = handle
+        .config
+        .probabilities_output
+        .clone()
+        .or_else(|| traits.probabilities_output.clone());
+    let prediction = handle
+        .config
+        .prediction_output
+        .clone()
+        .or_else(|| traits.prediction_output.clone());
+    let (output, with_scores) = match (probabilities, prediction) {
+        (Some(p), _) => (p, true),
+        (None, Some(p)) => (p, false),
+        (None, None) => {
+            return Err(ApiError::InvalidArgument(format!(
+                "model {:?} is not a classifier: it names no probabilities or label output",
+                request.model
+            )))
+        }
+    };
+    let (handle, tensor) = run(state, request, handle, &output).await?;
+    let classes = if with_scores {
+        let scores = match tensor.clone().cast(DataType::F32).map(Tensor::into_parts) {
+            Ok((_, TensorData::F32(v))) => v,
+            _ => return Err(internal_output(&output, &tensor)),
+        };
+        let per_row = if n == 0 { 0 } else { scores.len() / n };
+        if per_row * n != scores.len() {
+            return Err(internal_output(&output, &tensor));
+        }
+        let labels: Vec<String> = match &handle.backend.traits().class_labels {
+            Some(labels) if labels.len() == per_row => labels.clone(),
+            _ => (0..per_row).map(|i| i.to_string()).collect(),
+        };
+        scores
+            .chunks(per_row.max(1))
+            .take(n)
+            .map(|row| labels.iter().cloned().zip(row.iter().copied()).collect())
+            .collect()
+    } else {
+        if tensor.len() != n {
+            return Err(internal_output(&output, &tensor));
+        }
+        label_strings(tensor.data())
+            .into_iter()
+            .map(|label| vec![(label, 0.0)])
+            .collect()
+    };
+    Ok(ClassifyResponse { handle, classes })
+}
+
+/// Runs a regressor: the value of its prediction output for each example.
+pub async fn regress(
+    state: &ServerState,
+    request: ExamplesRequest,
+) -> Result<RegressResponse, ApiError> {
+    let handle = resolve(state, &request)?;
+    let n = request.examples.len();
+    let output = handle
+        .config
+        .prediction_output
+        .clone()
+        .or_else(|| handle.backend.traits().prediction_output.clone())
+        .or_else(|| match handle.backend.signature().outputs.as_slice() {
+            [only] => Some(only.name.clone()),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            ApiError::InvalidArgument(format!(
+                "model {:?} names no prediction output to regress with",
+                request.model
+            ))
+        })?;
+    let (handle, tensor) = run(state, request, handle, &output).await?;
+    let values = match tensor.clone().cast(DataType::F32).map(Tensor::into_parts) {
+        Ok((_, TensorData::F32(v))) if v.len() == n => v,
+        _ => {
+            return Err(ApiError::InvalidArgument(format!(
+                "output {output:?} of {} {:?} is not one number per example, so the model cannot regress",
+                tensor.dtype(),
+                tensor.shape()
+            )))
+        }
+    };
+    Ok(RegressResponse { handle, values })
+}
+
+fn resolve(state: &ServerState, request: &ExamplesRequest) -> Result<ServableHandle, ApiError> {
+    if request.examples.is_empty() {
+        return Err(ApiError::InvalidArgument("no examples given".into()));
+    }
+    Ok(state.manager.resolve(&request.model, &request.version)?)
+}
+
+/// Builds the input from the examples and predicts `output` with the version resolved
+/// (named by number, so a reload in between cannot swap the model under the features).
+async fn run(
+    state: &ServerState,
+    request: ExamplesRequest,
+    handle: ServableHandle,
+    output: &str,
+) -> Result<(ServableHandle, Tensor), ApiError> {
+    let input = examples_to_input(&handle, &request.examples)?;
+    let mut predict_request = PredictRequest::new(
+        request.model,
+        VersionRequest::Specific(handle.version),
+        request.protocol,
+    );
+    predict_request.inputs = vec![input];
+    predict_request.outputs = vec![output.to_string()];
+    predict_request.client_timeout = request.client_timeout;
+    let response = predict(state, predict_request).await?;
+    let tensor = response
+        .outputs
+        .into_iter()
+        .find(|(name, _)| name == output)
+        .map(|(_, t)| t)
+        .ok_or_else(|| ApiError::Internal(format!("the model gave no output {output:?}")))?;
+    Ok((response.handle, tensor))
+}
+
+/// Lays the examples out as rows of the model's input. With feature names known (model
+/// config, else the model itself), each named feature gives one value, in that order;
+/// otherwise an example must hold one feature (or one named like the input) with the
+/// whole row.
+fn examples_to_input(
+    handle: &ServableHandle,
+    examples: &[Example],
+) -> Result<(String, Tensor), ApiError> {
+    let signature = handle.backend.signature();
+    let input = match handle.config.input_name.as_deref() {
+        Some(name) => signature.inputs.iter().find(|s| s.name == name),
+        None => match signature.inputs.as_slice() {
+            [only] => Some(only),
+            _ => None,
+        },
+    }
+    .ok_or_else(|| {
+        ApiError::InvalidArgument(format!(
+            "model {:?} has several inputs and no input_name in its config, so examples cannot be mapped onto it",
+            handle.model
+        ))
+    })?;
+    let names = handle.config.feature_names.as_ref().or(handle
+        .backend
+        .traits()
+        .feature_names
+        .as_ref());
+    let bytes_input = input.dtype == DataType::Bytes;
+    let mut numbers: Vec<f64> = Vec::new();
+    let mut strings: Vec<Vec<u8>> = Vec::new();
+    let mut row_len = None;
+    for (i, example) in examples.iter().enumerate() {
+        let row: Vec<&FeatureValues> = match names {
+            Some(names) => names
+                .iter()
+                .map(|name| {
+                    let f = example.get(name).ok_or_else(|| {
+                        ApiError::InvalidArgument(format!(
+                            "example {i} has no feature {name:?}; the model takes {names:?}"
+                        ))
+                    })?;
+                    if f.len() != 1 {
+                        return Err(ApiError::InvalidArgument(format!(
+                            "feature {name:?} of example {i} has {} values; one is expected",
+                            f.len()
+                        )));
+                    }
+                    Ok(f)
+                })
+                .collect::<Result<_, _>>()?,
+            None => match example.get(&input.name) {
+                Some(f) => vec![f],
+                None if example.len() == 1 => example.values().collect(),
+                None => {
+                    return Err(ApiError::InvalidArgument(format!(
+                        "model {:?} does not know its feature names (set feature_names in its config), so each \
+                         example must hold a single feature, or one named {:?}, with the whole row",
+                        handle.model, input.name
+                    )))
+                }
+            },
+        };
+        let before = numbers.len() + strings.len();
+        for f in row {
+            match (f, bytes_input) {
+                (FeatureValues::Floats(v), false) => numbers.extend(v.iter().map(|&x| x as f64)),
+                (FeatureValues::Ints(v), false) => numbers.extend(v.iter().map(|&x| x as f64)),
+                (FeatureValues::Bytes(v), true) => strings.extend(v.iter().cloned()),
+                (_, true) => {
+                    return Err(ApiError::InvalidArgument(format!(
+                        "example {i}: the model's input {:?} takes bytes features",
+                        input.name
+                    )))
+                }
+                (FeatureValues::Bytes(_), false) => {
+                    return Err(ApiError::InvalidArgument(format!(
+                        "example {i}: bytes features cannot feed the model's {} input {:?}",
+                        input.dtype, input.name
+                    )))
+                }
+            }
+        }
+        let len = numbers.len() + strings.len() - before;
+        if *row_len.get_or_insert(len) != len {
+            return Err(ApiError::InvalidArgument(format!(
+                "example {i} gives {len} values but example 0 gave {}",
+                row_len.unwrap_or_default()
+            )));
+        }
+    }
+    let shape = vec![examples.len(), row_len.unwrap_or(0)];
+    let data = if bytes_input {
+        TensorData::Bytes(strings)
+    } else {
+        TensorData::F64(numbers)
+    };
+    let tensor = Tensor::new(shape, data).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+    Ok((input.name.clone(), tensor))
+}
+
+fn label_strings(data: &TensorData) -> Vec<String> {
+    match data {
+        TensorData::Bytes(v) => v
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect(),
+        other => crate::with_tensor_data!(other, v => v.iter().map(|x| format!("{x:?}")).collect()),
+    }
+}
+
+fn internal_output(name: &str, tensor: &Tensor) -> ApiError {
+    ApiError::Internal(format!(
+        "output {name:?} ({} {:?}) is not laid out one row per example",
+        tensor.dtype(),
+        tensor.shape()
+    ))
+}

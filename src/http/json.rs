@@ -1,0 +1,382 @@
+//! JSON ↔ tensor conversion shared by the REST adapters.
+//!
+//! Decoding: nested JSON arrays become a shape and a flat buffer. Without a
+//! declared datatype (TF Serving, the simple API), numbers become INT64 when every
+//! one is an integer and FP64 otherwise, booleans BOOL, strings BYTES; the api
+//! layer then casts to the model's dtype. With a declared datatype (KServe V2),
+//! leaves are converted to it directly.
+
+use base64::Engine;
+use serde_json::{Map, Number, Value};
+
+use crate::api::ApiError;
+use crate::tensor::{DataType, Tensor, TensorData};
+
+fn invalid(msg: impl Into<String>) -> ApiError {
+    ApiError::InvalidArgument(msg.into())
+}
+
+/// Walks nested arrays, checking they are rectangular, and collects the leaves.
+pub fn flatten<'a>(value: &'a Value, what: &str) -> Result<(Vec<usize>, Vec<&'a Value>), ApiError> {
+    let mut shape = Vec::new();
+    let mut probe = value;
+    while let Value::Array(items) = probe {
+        shape.push(items.len());
+        match items.first() {
+            Some(first) => probe = first,
+            None => break,
+        }
+    }
+    let mut leaves = Vec::with_capacity(shape.iter().product());
+    collect(value, &shape, 0, &mut leaves, what)?;
+    Ok((shape, leaves))
+}
+
+fn collect<'a>(
+    value: &'a Value,
+    shape: &[usize],
+    depth: usize,
+    out: &mut Vec<&'a Value>,
+    what: &str,
+) -> Result<(), ApiError> {
+    match value {
+        Value::Array(items) => {
+            if depth >= shape.len() || items.len() != shape[depth] {
+                return Err(invalid(format!(
+                    "{what} is not a rectangular array: expected {} elements at depth {depth}, found {}",
+                    shape.get(depth).map_or("a value".to_string(), |n| n.to_string()),
+                    items.len()
+                )));
+            }
+            for item in items {
+                collect(item, shape, depth + 1, out, what)?;
+            }
+            Ok(())
+        }
+        leaf => {
+            if depth != shape.len() {
+                return Err(invalid(format!("{what} is not a rectangular array: a value where a list was expected at depth {depth}")));
+            }
+            out.push(leaf);
+            Ok(())
+        }
+    }
+}
+
+/// Decodes one JSON leaf that is a string or `{"b64": "..."}` into bytes.
+fn leaf_bytes(v: &Value, what: &str) -> Result<Vec<u8>, ApiError> {
+    match v {
+        Value::String(s) => Ok(s.as_bytes().to_vec()),
+        Value::Object(o) if o.len() == 1 && o.get("b64").is_some_and(Value::is_string) => {
+            let s = o["b64"].as_str().unwrap_or_default();
+            base64::engine::general_purpose::STANDARD
+                .decode(s)
+                .map_err(|e| invalid(format!("{what}: invalid base64: {e}")))
+        }
+        other => Err(invalid(format!(
+            "{what}: expected a string, found {}",
+            kind(other)
+        ))),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Builds a tensor from leaves, inferring the dtype from the JSON values.
+pub fn infer_tensor(shape: Vec<usize>, leaves: &[&Value], what: &str) -> Result<Tensor, ApiError> {
+    let first = leaves.first().copied().unwrap_or(&Value::Null);
+    let data = match first {
+        Value::Bool(_) => TensorData::Bool(
+            leaves
+                .iter()
+                .map(|v| {
+                    v.as_bool()
+                        .ok_or_else(|| invalid(format!("{what}: mixes booleans with {}", kind(v))))
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::String(_) | Value::Object(_) => TensorData::Bytes(
+            leaves
+                .iter()
+                .map(|v| leaf_bytes(v, what))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Number(_) => {
+            if leaves.iter().all(|v| v.as_i64().is_some()) {
+                TensorData::I64(
+                    leaves
+                        .iter()
+                        .map(|v| v.as_i64().unwrap_or_default())
+                        .collect(),
+                )
+            } else {
+                TensorData::F64(
+                    leaves
+                        .iter()
+                        .map(|v| {
+                            v.as_f64().ok_or_else(|| {
+                                invalid(format!("{what}: mixes numbers with {}", kind(v)))
+                            })
+                        })
+                        .collect::<Result<_, _>>()?,
+                )
+            }
+        }
+        Value::Null if leaves.is_empty() => TensorData::F64(Vec::new()),
+        other => {
+            return Err(invalid(format!(
+                "{what}: {} is not a tensor value",
+                kind(other)
+            )))
+        }
+    };
+    Tensor::new(shape, data).map_err(|e| invalid(format!("{what}: {e}")))
+}
+
+fn number<T: TryFrom<i64> + TryFrom<u64>>(
+    v: &Value,
+    dtype: DataType,
+    what: &str,
+) -> Result<T, ApiError> {
+    let bad = || invalid(format!("{what}: {v} is not a valid {dtype} value"));
+    match v {
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                T::try_from(i).map_err(|_| bad())
+            } else if let Some(u) = n.as_u64() {
+                T::try_from(u).map_err(|_| bad())
+            } else {
+                Err(bad())
+            }
+        }
+        Value::Bool(b) => T::try_from(*b as i64).map_err(|_| bad()),
+        _ => Err(bad()),
+    }
+}
+
+fn float(v: &Value, dtype: DataType, what: &str) -> Result<f64, ApiError> {
+    match v {
+        Value::Number(n) => n
+            .as_f64()
+            .ok_or_else(|| invalid(format!("{what}: {v} is not a valid {dtype} value"))),
+        // NaN and infinities cannot be JSON numbers; accept them as strings, as
+        // tritonclient and TF Serving clients write them.
+        Value::String(s) => match s.as_str() {
+            "NaN" | "nan" => Ok(f64::NAN),
+            "Infinity" | "inf" => Ok(f64::INFINITY),
+            "-Infinity" | "-inf" => Ok(f64::NEG_INFINITY),
+            _ => Err(invalid(format!("{what}: {v} is not a valid {dtype} value"))),
+        },
+        _ => Err(invalid(format!(
+            "{what}: {} is not a valid {dtype} value",
+            kind(v)
+        ))),
+    }
+}
+
+/// Builds a tensor of a declared datatype (KServe V2 JSON tensors).
+pub fn typed_tensor(
+    shape: Vec<usize>,
+    leaves: &[&Value],
+    dtype: DataType,
+    what: &str,
+) -> Result<Tensor, ApiError> {
+    macro_rules! ints {
+        ($variant:ident) => {
+            TensorData::$variant(
+                leaves
+                    .iter()
+                    .map(|v| number(v, dtype, what))
+                    .collect::<Result<_, _>>()?,
+            )
+        };
+    }
+    let data = match dtype {
+        DataType::Bool => TensorData::Bool(
+            leaves
+                .iter()
+                .map(|v| match v {
+                    Value::Bool(b) => Ok(*b),
+                    other => Err(invalid(format!("{what}: {other} is not a BOOL value"))),
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        DataType::U8 => ints!(U8),
+        DataType::U16 => ints!(U16),
+        DataType::U32 => ints!(U32),
+        DataType::U64 => ints!(U64),
+        DataType::I8 => ints!(I8),
+        DataType::I16 => ints!(I16),
+        DataType::I32 => ints!(I32),
+        DataType::I64 => ints!(I64),
+        DataType::F16 => {
+            return Err(invalid(format!(
+                "{what}: FP16 tensors must use the binary tensor data extension"
+            )))
+        }
+        DataType::F32 => TensorData::F32(
+            leaves
+                .iter()
+                .map(|v| float(v, dtype, what).map(|f| f as f32))
+                .collect::<Result<_, _>>()?,
+        ),
+        DataType::F64 => TensorData::F64(
+            leaves
+                .iter()
+                .map(|v| float(v, dtype, what))
+                .collect::<Result<_, _>>()?,
+        ),
+        DataType::Bytes => TensorData::Bytes(
+            leaves
+                .iter()
+                .map(|v| leaf_bytes(v, what))
+                .collect::<Result<_, _>>()?,
+        ),
+    };
+    Tensor::new(shape, data).map_err(|e| invalid(format!("{what}: {e}")))
+}
+
+/// One element of a tensor as JSON. Bytes that are not UTF-8 become `{"b64": …}`.
+fn element(data: &TensorData, i: usize) -> Value {
+    match data {
+        TensorData::Bool(v) => Value::Bool(v[i]),
+        TensorData::U8(v) => v[i].into(),
+        TensorData::U16(v) => v[i].into(),
+        TensorData::U32(v) => v[i].into(),
+        TensorData::U64(v) => v[i].into(),
+        TensorData::I8(v) => v[i].into(),
+        TensorData::I16(v) => v[i].into(),
+        TensorData::I32(v) => v[i].into(),
+        TensorData::I64(v) => v[i].into(),
+        TensorData::F16(v) => v[i].into(),
+        // f32 widens exactly to f64, so a client parsing the number gets the same f32 back.
+        TensorData::F32(v) => Number::from_f64(v[i] as f64)
+            .map(Value::Number)
+            .unwrap_or_else(|| non_finite(v[i] as f64)),
+        TensorData::F64(v) => Number::from_f64(v[i])
+            .map(Value::Number)
+            .unwrap_or_else(|| non_finite(v[i])),
+        TensorData::Bytes(v) => match std::str::from_utf8(&v[i]) {
+            Ok(s) => Value::String(s.to_string()),
+            Err(_) => {
+                let mut o = Map::new();
+                o.insert(
+                    "b64".into(),
+                    base64::engine::general_purpose::STANDARD
+                        .encode(&v[i])
+                        .into(),
+                );
+                Value::Object(o)
+            }
+        },
+    }
+}
+
+fn non_finite(f: f64) -> Value {
+    Value::String(
+        if f.is_nan() {
+            "NaN"
+        } else if f > 0.0 {
+            "Infinity"
+        } else {
+            "-Infinity"
+        }
+        .into(),
+    )
+}
+
+/// The elements `[start, start+len)` of a tensor, nested by `shape`.
+fn nest(data: &TensorData, shape: &[usize], start: usize) -> Value {
+    match shape.split_first() {
+        None => element(data, start),
+        Some((&n, rest)) => {
+            let stride: usize = rest.iter().product();
+            Value::Array(
+                (0..n)
+                    .map(|i| nest(data, rest, start + i * stride))
+                    .collect(),
+            )
+        }
+    }
+}
+
+/// The whole tensor as nested JSON arrays.
+pub fn nested(tensor: &Tensor) -> Value {
+    nest(tensor.data(), tensor.shape(), 0)
+}
+
+/// Row `i` of a tensor (its first dimension), nested.
+pub fn row(tensor: &Tensor, i: usize) -> Value {
+    let rest = &tensor.shape()[1..];
+    nest(tensor.data(), rest, i * rest.iter().product::<usize>())
+}
+
+/// The tensor's elements as one flat JSON array (KServe V2 `data`).
+pub fn flat(tensor: &Tensor) -> Value {
+    Value::Array(
+        (0..tensor.len())
+            .map(|i| element(tensor.data(), i))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn nested_arrays_become_shape_and_leaves() {
+        let v = json!([[1, 2, 3], [4, 5, 6]]);
+        let (shape, leaves) = flatten(&v, "x").unwrap();
+        assert_eq!(shape, vec![2, 3]);
+        let t = infer_tensor(shape, &leaves, "x").unwrap();
+        assert_eq!(t.data(), &TensorData::I64(vec![1, 2, 3, 4, 5, 6]));
+        assert_eq!(nested(&t), v);
+        assert_eq!(row(&t, 1), json!([4, 5, 6]));
+    }
+
+    #[test]
+    fn ragged_and_mixed_arrays_are_refused() {
+        assert!(flatten(&json!([[1, 2], [3]]), "x").is_err());
+        assert!(flatten(&json!([[1, 2], 3]), "x").is_err());
+        let v = json!([1, "a"]);
+        let (s, l) = flatten(&v, "x").unwrap();
+        assert!(infer_tensor(s, &l, "x").is_err());
+    }
+
+    #[test]
+    fn typed_leaves_are_checked() {
+        let v = json!([1, 2.5]);
+        let (s, l) = flatten(&v, "x").unwrap();
+        assert!(typed_tensor(s.clone(), &l, DataType::I64, "x").is_err());
+        let t = typed_tensor(s, &l, DataType::F32, "x").unwrap();
+        assert_eq!(t.data(), &TensorData::F32(vec![1.0, 2.5]));
+        let v = json!([300]);
+        let (s, l) = flatten(&v, "x").unwrap();
+        assert!(typed_tensor(s, &l, DataType::U8, "x").is_err());
+    }
+
+    #[test]
+    fn floats_and_bytes_encode_readably() {
+        let t = Tensor::new(vec![2], TensorData::F32(vec![0.5, f32::NAN])).unwrap();
+        assert_eq!(flat(&t), json!([0.5, "NaN"]));
+        let b = Tensor::new(vec![2], TensorData::Bytes(vec![b"ok".to_vec(), vec![0xff]])).unwrap();
+        assert_eq!(flat(&b), json!(["ok", {"b64": "/w=="}]));
+        let v = json!([{"b64": "/w=="}]);
+        let (s, l) = flatten(&v, "x").unwrap();
+        assert_eq!(
+            infer_tensor(s, &l, "x").unwrap().data(),
+            &TensorData::Bytes(vec![vec![0xff]])
+        );
+    }
+}

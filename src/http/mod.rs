@@ -1,0 +1,115 @@
+//! REST adapters: decode the wire format, call an `api` operation, encode the
+//! answer. Nothing else happens here.
+//!
+//! * `tfs`: TF Serving REST (`/v1/models/...`)
+//! * `v2`: KServe V2 / Open Inference Protocol REST (`/v2/...`), with the binary
+//!   tensor data extension
+//! * `/metrics`, `/healthz`
+
+pub mod json;
+mod tfs;
+mod v2;
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::api::{ApiError, ServerState};
+
+pub type AppState = Arc<ServerState>;
+
+/// The whole REST API. Tests call it with `oneshot` or serve it on port 0.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(tfs::routes())
+        .merge(v2::routes())
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .layer(DefaultBodyLimit::max(state.settings.max_request_bytes))
+        .with_state(state)
+}
+
+/// An [`ApiError`] as an HTTP response: `{"error": "..."}` with the status TF
+/// Serving and KServe use for it.
+#[derive(Debug)]
+pub struct HttpError(pub ApiError);
+
+impl From<ApiError> for HttpError {
+    fn from(e: ApiError) -> HttpError {
+        HttpError(e)
+    }
+}
+
+pub fn status_code(e: &ApiError) -> StatusCode {
+    match e {
+        ApiError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
+        ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+        ApiError::Conflict(_) => StatusCode::CONFLICT,
+        ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        ApiError::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
+        ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ApiError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
+        ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let status = status_code(&self.0);
+        let mut response = (status, Json(json!({ "error": self.0.to_string() }))).into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// Turns the body extractor's failure into our error: over the size limit is 413.
+pub fn body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, HttpError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            HttpError(ApiError::PayloadTooLarge(format!(
+                "request body is larger than the limit of {limit} bytes"
+            )))
+        } else {
+            HttpError(ApiError::InvalidArgument(format!(
+                "cannot read request body: {rejection}"
+            )))
+        }
+    })
+}
+
+/// Parses a JSON body with a clear 400 on malformed JSON.
+pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, HttpError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        HttpError(ApiError::InvalidArgument(format!(
+            "malformed JSON body: {e}"
+        )))
+    })
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::render(&state.manager),
+    )
+}
+
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    let ready = state.is_ready();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({ "live": true, "ready": ready })))
+}

@@ -1,0 +1,317 @@
+//! TF Serving REST API: `/v1/models/{m}[/versions/{v}|/labels/{l}][/metadata|:predict]`.
+//!
+//! TF Serving puts the verb after a colon in the last path segment, which a
+//! router cannot match as a parameter, so one catch-all route parses the path.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::json::{flatten, infer_tensor, nested, row};
+use super::{body, parse_json, AppState, HttpError};
+use crate::api::{self, ApiError, PredictRequest, Protocol};
+use crate::manager::VersionRequest;
+use crate::tensor::{NamedTensor, Tensor};
+
+/// The only signature ferroserve models have, as TF Serving names it.
+pub const DEFAULT_SIGNATURE: &str = "serving_default";
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/v1/models/{*rest}", get(get_model).post(post_model))
+}
+
+#[derive(Debug, PartialEq)]
+struct ModelPath<'a> {
+    model: &'a str,
+    version: VersionRequest,
+    /// `metadata` for GET, `predict` for POST; `None` for status.
+    verb: Option<&'a str>,
+}
+
+fn not_found(path: &str) -> HttpError {
+    HttpError(ApiError::NotFound(format!(
+        "no such endpoint: /v1/models/{path}"
+    )))
+}
+
+fn parse_path(rest: &str) -> Result<ModelPath<'_>, HttpError> {
+    let (path, colon_verb) = match rest.rsplit_once(':') {
+        Some((p, v)) if !v.contains('/') => (p, Some(v)),
+        _ => (rest, None),
+    };
+    let segments: Vec<&str> = path.split('/').collect();
+    let (model, version, tail) = match segments.as_slice() {
+        [m, "versions", v, tail @ ..] => {
+            let v = v.parse::<u64>().ok().filter(|v| *v > 0).ok_or_else(|| {
+                HttpError(ApiError::InvalidArgument(format!(
+                    "invalid version {v:?}: must be a positive integer"
+                )))
+            })?;
+            (*m, VersionRequest::Specific(v), tail)
+        }
+        [m, "labels", l, tail @ ..] => (*m, VersionRequest::Label(l.to_string()), tail),
+        [m, tail @ ..] => (*m, VersionRequest::Latest, tail),
+        [] => return Err(not_found(rest)),
+    };
+    if model.is_empty() {
+        return Err(not_found(rest));
+    }
+    let verb = match (tail, colon_verb) {
+        ([], verb) => verb,
+        (["metadata"], None) => Some("metadata"),
+        _ => return Err(not_found(rest)),
+    };
+    Ok(ModelPath {
+        model,
+        version,
+        verb,
+    })
+}
+
+async fn get_model(
+    State(state): State<AppState>,
+    Path(rest): Path<String>,
+) -> Result<Json<Value>, HttpError> {
+    let path = parse_path(&rest)?;
+    match path.verb {
+        None => {
+            let version = (path.version != VersionRequest::Latest).then_some(&path.version);
+            let statuses = api::model_status(&state, path.model, version)?;
+            Ok(Json(status_json(&statuses)))
+        }
+        Some("metadata") => {
+            let meta = api::model_metadata(&state, path.model, &path.version)?;
+            Ok(Json(metadata_json(&meta)))
+        }
+        Some(_) => Err(not_found(&rest)),
+    }
+}
+
+pub fn status_json(statuses: &[api::VersionStatus]) -> Value {
+    let list: Vec<Value> = statuses
+        .iter()
+        .map(|s| {
+            let code = if s.error_message.is_empty() {
+                "OK"
+            } else {
+                "UNKNOWN"
+            };
+            json!({
+                "version": s.version.to_string(),
+                "state": s.state.as_str(),
+                "status": { "error_code": code, "error_message": s.error_message },
+            })
+        })
+        .collect();
+    json!({ "model_version_status": list })
+}
+
+fn tensor_info(spec: &crate::tensor::TensorSpec) -> Value {
+    let dims: Vec<Value> = spec
+        .shape
+        .iter()
+        .map(|d| json!({ "size": d.to_string(), "name": "" }))
+        .collect();
+    json!({
+        "dtype": spec.dtype.tf_name(),
+        "tensor_shape": { "dim": dims, "unknown_rank": false },
+        "name": spec.name,
+    })
+}
+
+fn metadata_json(meta: &api::ModelMetadata) -> Value {
+    let infos = |specs: &[crate::tensor::TensorSpec]| -> Map<String, Value> {
+        specs
+            .iter()
+            .map(|s| (s.name.clone(), tensor_info(s)))
+            .collect()
+    };
+    json!({
+        "model_spec": { "name": meta.name, "signature_name": "", "version": meta.version.to_string() },
+        "metadata": { "signature_def": {
+            "signature_def": { DEFAULT_SIGNATURE: {
+                "inputs": infos(&meta.signature.inputs),
+                "outputs": infos(&meta.signature.outputs),
+                "method_name": "tensorflow/serving/predict",
+            }},
+        }},
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PredictBody {
+    signature_name: Option<String>,
+    instances: Option<Value>,
+    inputs: Option<Value>,
+}
+
+/// `{"b64": "..."}` is a value (binary string), not a set of named inputs.
+fn is_named_object(v: &Value) -> bool {
+    matches!(v, Value::Object(o) if !(o.len() == 1 && o.contains_key("b64")))
+}
+
+fn tensor_from(value: &Value, what: &str) -> Result<Tensor, ApiError> {
+    let (shape, leaves) = flatten(value, what)?;
+    infer_tensor(shape, &leaves, what)
+}
+
+/// Row format: a list of instances, each a value or an object of named values.
+fn decode_instances(instances: &Value) -> Result<Vec<NamedTensor>, ApiError> {
+    let Value::Array(rows) = instances else {
+        return Err(ApiError::InvalidArgument(
+            "\"instances\" must be a list".into(),
+        ));
+    };
+    let Some(first) = rows.first() else {
+        return Err(ApiError::InvalidArgument("\"instances\" is empty".into()));
+    };
+    if !is_named_object(first) {
+        return Ok(vec![(String::new(), tensor_from(instances, "instances")?)]);
+    }
+    let Value::Object(first) = first else {
+        unreachable!("checked by is_named_object")
+    };
+    let mut named = Vec::with_capacity(first.len());
+    for name in first.keys() {
+        let column: Vec<Value> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| match r {
+                Value::Object(o) if o.len() == first.len() => {
+                    o.get(name).cloned().ok_or_else(|| {
+                        ApiError::InvalidArgument(format!("instance {i} has no input {name:?}"))
+                    })
+                }
+                _ => Err(ApiError::InvalidArgument(format!(
+                    "instance {i} does not have the same named inputs as instance 0"
+                ))),
+            })
+            .collect::<Result<_, _>>()?;
+        named.push((
+            name.clone(),
+            tensor_from(&Value::Array(column), &format!("input {name:?}"))?,
+        ));
+    }
+    Ok(named)
+}
+
+/// Columnar format: one value, or an object of named values.
+fn decode_inputs(inputs: &Value) -> Result<Vec<NamedTensor>, ApiError> {
+    match inputs {
+        Value::Object(o) if is_named_object(inputs) => o
+            .iter()
+            .map(|(name, v)| Ok((name.clone(), tensor_from(v, &format!("input {name:?}"))?)))
+            .collect(),
+        other => Ok(vec![(String::new(), tensor_from(other, "inputs")?)]),
+    }
+}
+
+fn encode_rows(outputs: &[NamedTensor]) -> Result<Value, ApiError> {
+    let batch = outputs
+        .first()
+        .and_then(|(_, t)| t.batch_size())
+        .unwrap_or(0);
+    if outputs.iter().any(|(_, t)| t.batch_size() != Some(batch)) {
+        return Err(ApiError::InvalidArgument(
+            "the model's outputs do not share a batch dimension; use the columnar \"inputs\" format".into(),
+        ));
+    }
+    let rows = (0..batch)
+        .map(|i| match outputs {
+            [(_, only)] => row(only, i),
+            many => Value::Object(many.iter().map(|(n, t)| (n.clone(), row(t, i))).collect()),
+        })
+        .collect();
+    Ok(Value::Array(rows))
+}
+
+fn encode_columns(outputs: &[NamedTensor]) -> Value {
+    match outputs {
+        [(_, only)] => nested(only),
+        many => Value::Object(many.iter().map(|(n, t)| (n.clone(), nested(t))).collect()),
+    }
+}
+
+async fn post_model(
+    State(state): State<AppState>,
+    Path(rest): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, HttpError> {
+    let path = parse_path(&rest)?;
+    if path.verb != Some("predict") {
+        return Err(not_found(&rest));
+    }
+    let bytes = body(raw, state.settings.max_request_bytes)?;
+    let request: PredictBody = parse_json(&bytes)?;
+    if let Some(sig) = request.signature_name.as_deref() {
+        if !sig.is_empty() && sig != DEFAULT_SIGNATURE {
+            return Err(HttpError(ApiError::InvalidArgument(format!(
+                "serving signature name {sig:?} not found; the model has {DEFAULT_SIGNATURE:?}"
+            ))));
+        }
+    }
+    let (inputs, row_format) =
+        match (&request.instances, &request.inputs) {
+            (Some(instances), None) => (decode_instances(instances)?, true),
+            (None, Some(inputs)) => (decode_inputs(inputs)?, false),
+            (Some(_), Some(_)) => return Err(HttpError(ApiError::InvalidArgument(
+                "give either \"instances\" (row format) or \"inputs\" (columnar format), not both"
+                    .into(),
+            ))),
+            (None, None) => {
+                return Err(HttpError(ApiError::InvalidArgument(
+                    "missing \"instances\" (row format) or \"inputs\" (columnar format)".into(),
+                )))
+            }
+        };
+    let mut predict = PredictRequest::new(path.model, path.version, Protocol::TfServingRest);
+    predict.inputs = inputs;
+    let response = api::predict(&state, predict).await?;
+    Ok(Json(if row_format {
+        json!({ "predictions": encode_rows(&response.outputs)? })
+    } else {
+        json!({ "outputs": encode_columns(&response.outputs) })
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_parse_like_tf_serving() {
+        let p = parse_path("iris").unwrap();
+        assert_eq!(
+            (p.model, p.version, p.verb),
+            ("iris", VersionRequest::Latest, None)
+        );
+        let p = parse_path("iris/versions/3:predict").unwrap();
+        assert_eq!(
+            (p.model, p.version, p.verb),
+            ("iris", VersionRequest::Specific(3), Some("predict"))
+        );
+        let p = parse_path("iris/labels/stable/metadata").unwrap();
+        assert_eq!(p.version, VersionRequest::Label("stable".into()));
+        assert_eq!(p.verb, Some("metadata"));
+        assert!(parse_path("iris/versions/x").is_err());
+        assert!(parse_path("iris/versions/0").is_err());
+        assert!(parse_path("iris/other").is_err());
+        assert!(parse_path("").is_err());
+    }
+
+    #[test]
+    fn named_instances_stack_per_input() {
+        let v = json!([{"a": [1, 2], "b": "x"}, {"a": [3, 4], "b": "y"}]);
+        let named = decode_instances(&v).unwrap();
+        assert_eq!(named[0].0, "a");
+        assert_eq!(named[0].1.shape(), &[2, 2]);
+        assert_eq!(named[1].1.shape(), &[2]);
+        assert!(decode_instances(&json!([{"a": 1}, {"b": 2}])).is_err());
+        assert!(decode_instances(&json!([])).is_err());
+    }
+}

@@ -1,0 +1,508 @@
+//! KServe V2 / Open Inference Protocol REST, with the binary tensor data
+//! extension that NVIDIA's tritonclient uses by default.
+//!
+//! Binary requests: the `Inference-Header-Content-Length` header gives the length
+//! of the JSON header at the start of the body; the raw bytes of every input that
+//! has a `binary_data_size` parameter follow it, in input order.
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::json::{flat, flatten, typed_tensor};
+use super::{body, parse_json, AppState, HttpError};
+use crate::api::{self, ApiError, PredictRequest, Protocol, SERVER_NAME, SERVER_VERSION};
+use crate::manager::VersionRequest;
+use crate::tensor::{element_count, DataType, NamedTensor, Tensor, TensorData, TensorSpec};
+
+pub const HEADER_LENGTH: &str = "inference-header-content-length";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v2", get(server_metadata))
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+        .route("/v2/models/{model}", get(model_metadata))
+        .route(
+            "/v2/models/{model}/versions/{version}",
+            get(model_version_metadata),
+        )
+        .route("/v2/models/{model}/ready", get(model_ready))
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(model_version_ready),
+        )
+        .route("/v2/models/{model}/infer", post(infer))
+        .route(
+            "/v2/models/{model}/versions/{version}/infer",
+            post(infer_version),
+        )
+}
+
+fn parse_version(v: &str) -> Result<VersionRequest, HttpError> {
+    v.parse::<u64>()
+        .ok()
+        .filter(|v| *v > 0)
+        .map(VersionRequest::Specific)
+        .ok_or_else(|| {
+            HttpError(ApiError::InvalidArgument(format!(
+                "invalid version {v:?}: must be a positive integer"
+            )))
+        })
+}
+
+async fn server_metadata() -> Json<Value> {
+    Json(json!({
+        "name": SERVER_NAME,
+        "version": SERVER_VERSION,
+        "extensions": ["binary_tensor_data"],
+    }))
+}
+
+async fn live(State(state): State<AppState>) -> StatusCode {
+    if state.is_live() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+async fn ready(State(state): State<AppState>) -> StatusCode {
+    if state.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+fn spec_json(s: &TensorSpec) -> Value {
+    json!({ "name": s.name, "datatype": s.dtype.v2_name(), "shape": s.shape })
+}
+
+fn metadata(
+    state: &AppState,
+    model: &str,
+    version: VersionRequest,
+) -> Result<Json<Value>, HttpError> {
+    let meta = api::model_metadata(state, model, &version)?;
+    Ok(Json(json!({
+        "name": meta.name,
+        "versions": meta.available_versions.iter().map(u64::to_string).collect::<Vec<_>>(),
+        "platform": meta.platform(),
+        "inputs": meta.signature.inputs.iter().map(spec_json).collect::<Vec<_>>(),
+        "outputs": meta.signature.outputs.iter().map(spec_json).collect::<Vec<_>>(),
+    })))
+}
+
+async fn model_metadata(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Json<Value>, HttpError> {
+    metadata(&state, &model, VersionRequest::Latest)
+}
+
+async fn model_version_metadata(
+    State(state): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Json<Value>, HttpError> {
+    metadata(&state, &model, parse_version(&version)?)
+}
+
+fn ready_status(
+    state: &AppState,
+    model: &str,
+    version: VersionRequest,
+) -> Result<StatusCode, HttpError> {
+    state
+        .manager
+        .resolve(model, &version)
+        .map_err(ApiError::from)?;
+    Ok(StatusCode::OK)
+}
+
+async fn model_ready(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<StatusCode, HttpError> {
+    ready_status(&state, &model, VersionRequest::Latest)
+}
+
+async fn model_version_ready(
+    State(state): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<StatusCode, HttpError> {
+    ready_status(&state, &model, parse_version(&version)?)
+}
+
+#[derive(Deserialize)]
+struct InferBody {
+    id: Option<String>,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+    inputs: Vec<InputBody>,
+    #[serde(default)]
+    outputs: Vec<OutputBody>,
+}
+
+#[derive(Deserialize)]
+struct InputBody {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+    data: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct OutputBody {
+    name: String,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+}
+
+fn invalid(msg: impl Into<String>) -> ApiError {
+    ApiError::InvalidArgument(msg.into())
+}
+
+/// Splits a body into its JSON header and the binary part after it.
+fn split_body<'a>(headers: &HeaderMap, bytes: &'a [u8]) -> Result<(&'a [u8], &'a [u8]), ApiError> {
+    let Some(value) = headers.get(HEADER_LENGTH) else {
+        return Ok((bytes, &[]));
+    };
+    let length: usize = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| invalid(format!("{HEADER_LENGTH} must be a non-negative integer")))?;
+    if length > bytes.len() {
+        return Err(invalid(format!(
+            "{HEADER_LENGTH} is {length} but the body has only {} bytes",
+            bytes.len()
+        )));
+    }
+    Ok(bytes.split_at(length))
+}
+
+fn decode_raw(
+    dtype: DataType,
+    count: usize,
+    raw: &[u8],
+    what: &str,
+) -> Result<TensorData, ApiError> {
+    if let Some(size) = dtype.fixed_size() {
+        if raw.len() != count * size {
+            return Err(invalid(format!(
+                "{what}: binary data has {} bytes, but {count} {dtype} elements need {}",
+                raw.len(),
+                count * size
+            )));
+        }
+    }
+    macro_rules! le {
+        ($variant:ident, $t:ty) => {
+            TensorData::$variant(
+                raw.chunks_exact(std::mem::size_of::<$t>())
+                    .map(|c| <$t>::from_le_bytes(c.try_into().expect("chunk size")))
+                    .collect(),
+            )
+        };
+    }
+    Ok(match dtype {
+        DataType::Bool => TensorData::Bool(raw.iter().map(|&b| b != 0).collect()),
+        DataType::U8 => TensorData::U8(raw.to_vec()),
+        DataType::I8 => TensorData::I8(raw.iter().map(|&b| b as i8).collect()),
+        DataType::U16 => le!(U16, u16),
+        DataType::I16 => le!(I16, i16),
+        DataType::F16 => le!(F16, u16),
+        DataType::U32 => le!(U32, u32),
+        DataType::I32 => le!(I32, i32),
+        DataType::F32 => le!(F32, f32),
+        DataType::U64 => le!(U64, u64),
+        DataType::I64 => le!(I64, i64),
+        DataType::F64 => le!(F64, f64),
+        DataType::Bytes => {
+            let mut items = Vec::with_capacity(count.min(raw.len() / 4));
+            let mut rest = raw;
+            while !rest.is_empty() {
+                let (len, tail) = rest
+                    .split_first_chunk::<4>()
+                    .ok_or_else(|| invalid(format!("{what}: truncated BYTES length prefix")))?;
+                let len = u32::from_le_bytes(*len) as usize;
+                if len > tail.len() {
+                    return Err(invalid(format!(
+                        "{what}: BYTES element of {len} bytes overruns the data"
+                    )));
+                }
+                items.push(tail[..len].to_vec());
+                rest = &tail[len..];
+            }
+            if items.len() != count {
+                return Err(invalid(format!(
+                    "{what}: binary data holds {} BYTES elements, shape needs {count}",
+                    items.len()
+                )));
+            }
+            TensorData::Bytes(items)
+        }
+    })
+}
+
+fn encode_raw(data: &TensorData, out: &mut Vec<u8>) {
+    macro_rules! le {
+        ($v:expr) => {
+            for x in $v {
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+        };
+    }
+    match data {
+        TensorData::Bool(v) => out.extend(v.iter().map(|&b| b as u8)),
+        TensorData::U8(v) => out.extend_from_slice(v),
+        TensorData::I8(v) => out.extend(v.iter().map(|&b| b as u8)),
+        TensorData::U16(v) | TensorData::F16(v) => le!(v),
+        TensorData::I16(v) => le!(v),
+        TensorData::U32(v) => le!(v),
+        TensorData::I32(v) => le!(v),
+        TensorData::F32(v) => le!(v),
+        TensorData::U64(v) => le!(v),
+        TensorData::I64(v) => le!(v),
+        TensorData::F64(v) => le!(v),
+        TensorData::Bytes(v) => {
+            for item in v {
+                out.extend_from_slice(&(item.len() as u32).to_le_bytes());
+                out.extend_from_slice(item);
+            }
+        }
+    }
+}
+
+fn decode_inputs(inputs: Vec<InputBody>, mut binary: &[u8]) -> Result<Vec<NamedTensor>, ApiError> {
+    let mut tensors = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        let what = format!("input {:?}", input.name);
+        let dtype = DataType::from_v2_name(&input.datatype)
+            .ok_or_else(|| invalid(format!("{what}: unknown datatype {:?}", input.datatype)))?;
+        let shape: Vec<usize> = input
+            .shape
+            .iter()
+            .map(|&d| {
+                usize::try_from(d).map_err(|_| {
+                    invalid(format!(
+                        "{what}: negative dimension in shape {:?}",
+                        input.shape
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let count = shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| invalid(format!("{what}: shape {shape:?} is too large")))?;
+        let binary_size = match input.parameters.get("binary_data_size") {
+            None => None,
+            Some(v) => Some(v.as_u64().ok_or_else(|| {
+                invalid(format!(
+                    "{what}: binary_data_size must be a non-negative integer"
+                ))
+            })? as usize),
+        };
+        let tensor = match (binary_size, &input.data) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(format!(
+                    "{what}: has both \"data\" and binary_data_size"
+                )))
+            }
+            (Some(size), None) => {
+                if size > binary.len() {
+                    return Err(invalid(format!(
+                        "{what}: binary_data_size {size} is more than the {} binary bytes left in the body",
+                        binary.len()
+                    )));
+                }
+                let (raw, rest) = binary.split_at(size);
+                binary = rest;
+                Tensor::new(shape, decode_raw(dtype, count, raw, &what)?)
+                    .map_err(|e| invalid(format!("{what}: {e}")))?
+            }
+            (None, Some(data)) => {
+                let (_, leaves) = flatten(data, &what)?;
+                if leaves.len() != element_count(&shape) {
+                    return Err(invalid(format!(
+                        "{what}: shape {shape:?} needs {count} elements, but data has {}",
+                        leaves.len()
+                    )));
+                }
+                typed_tensor(shape, &leaves, dtype, &what)?
+            }
+            (None, None) => {
+                return Err(invalid(format!(
+                    "{what}: no \"data\" and no binary_data_size"
+                )))
+            }
+        };
+        tensors.push((input.name, tensor));
+    }
+    if !binary.is_empty() {
+        return Err(invalid(format!(
+            "{} binary bytes after the JSON header are not claimed by any input's binary_data_size",
+            binary.len()
+        )));
+    }
+    Ok(tensors)
+}
+
+fn flag(params: &Map<String, Value>, name: &str) -> bool {
+    params.get(name).and_then(Value::as_bool).unwrap_or(false)
+}
+
+async fn infer(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, HttpError> {
+    run_infer(state, model, VersionRequest::Latest, headers, raw).await
+}
+
+async fn infer_version(
+    State(state): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, HttpError> {
+    let version = parse_version(&version)?;
+    run_infer(state, model, version, headers, raw).await
+}
+
+async fn run_infer(
+    state: AppState,
+    model: String,
+    version: VersionRequest,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, HttpError> {
+    let bytes = body(raw, state.settings.max_request_bytes)?;
+    let (header_json, binary) = split_body(&headers, &bytes)?;
+    let request: InferBody = parse_json(header_json)?;
+    let all_binary = flag(&request.parameters, "binary_data_output");
+    let binary_outputs: Vec<(String, bool)> = request
+        .outputs
+        .iter()
+        .map(|o| {
+            let b = o
+                .parameters
+                .get("binary_data")
+                .and_then(Value::as_bool)
+                .unwrap_or(all_binary);
+            (o.name.clone(), b)
+        })
+        .collect();
+    let mut predict = PredictRequest::new(model, version, Protocol::V2Rest);
+    predict.inputs = decode_inputs(request.inputs, binary)?;
+    predict.outputs = request.outputs.into_iter().map(|o| o.name).collect();
+    let response = api::predict(&state, predict).await?;
+
+    let mut blobs: Vec<u8> = Vec::new();
+    let outputs: Vec<Value> = response
+        .outputs
+        .iter()
+        .map(|(name, tensor)| {
+            let binary = binary_outputs
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(all_binary, |(_, b)| *b);
+            let mut out = json!({
+                "name": name,
+                "datatype": tensor.dtype().v2_name(),
+                "shape": tensor.shape(),
+            });
+            if binary {
+                let start = blobs.len();
+                encode_raw(tensor.data(), &mut blobs);
+                out["parameters"] = json!({ "binary_data_size": blobs.len() - start });
+            } else {
+                out["data"] = flat(tensor);
+            }
+            out
+        })
+        .collect();
+    let mut doc = json!({
+        "model_name": response.model(),
+        "model_version": response.version().to_string(),
+        "outputs": outputs,
+    });
+    if let Some(id) = request.id {
+        doc["id"] = Value::String(id);
+    }
+    let header_bytes =
+        serde_json::to_vec(&doc).map_err(|e| HttpError(ApiError::Internal(e.to_string())))?;
+    if blobs.is_empty() && !binary_outputs.iter().any(|(_, b)| *b) && !all_binary {
+        return Ok(([(header::CONTENT_TYPE, "application/json")], header_bytes).into_response());
+    }
+    let header_len = header_bytes.len();
+    let mut full = header_bytes;
+    full.extend_from_slice(&blobs);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (
+                header::HeaderName::from_static(HEADER_LENGTH),
+                header_len.to_string(),
+            ),
+        ],
+        Body::from(full),
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_round_trip_every_dtype() {
+        let cases = vec![
+            TensorData::Bool(vec![true, false]),
+            TensorData::I64(vec![-1, 1 << 40]),
+            TensorData::F32(vec![1.5, -2.0]),
+            TensorData::F64(vec![0.1, 1e300]),
+            TensorData::U16(vec![7, 65535]),
+            TensorData::Bytes(vec![b"ab".to_vec(), vec![]]),
+        ];
+        for data in cases {
+            let mut raw = Vec::new();
+            encode_raw(&data, &mut raw);
+            assert_eq!(decode_raw(data.dtype(), 2, &raw, "x").unwrap(), data);
+        }
+    }
+
+    #[test]
+    fn bad_binary_data_is_refused() {
+        assert!(decode_raw(DataType::F32, 2, &[0; 7], "x").is_err());
+        assert!(decode_raw(DataType::Bytes, 1, &[9, 0, 0, 0, 1], "x").is_err());
+        assert!(decode_raw(DataType::Bytes, 2, &[1, 0, 0, 0, 1], "x").is_err());
+        assert!(decode_raw(DataType::Bytes, 1, &[1, 0], "x").is_err());
+    }
+
+    #[test]
+    fn header_length_longer_than_body_is_refused() {
+        let mut headers = HeaderMap::new();
+        headers.insert(HEADER_LENGTH, "100".parse().unwrap());
+        assert!(split_body(&headers, b"{}")
+            .unwrap_err()
+            .to_string()
+            .contains("only 2 bytes"));
+        headers.insert(HEADER_LENGTH, "2".parse().unwrap());
+        assert_eq!(
+            split_body(&headers, b"{}xy").unwrap(),
+            (&b"{}"[..], &b"xy"[..])
+        );
+    }
+}

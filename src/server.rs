@@ -1,0 +1,94 @@
+//! Wires the pieces together and runs the server until shut down.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::api::ServerState;
+use crate::backends::BackendOptions;
+use crate::manager::Manager;
+use crate::settings::Settings;
+
+/// Sockets the server answers on, bound by the caller (tests bind port 0).
+pub struct Listeners {
+    pub rest: TcpListener,
+    /// `None` leaves the gRPC API off.
+    pub grpc: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the addresses the settings name.
+    pub async fn bind(settings: &Settings) -> anyhow::Result<Listeners> {
+        let rest = TcpListener::bind(settings.rest_addr)
+            .await
+            .with_context(|| format!("cannot listen on REST address {}", settings.rest_addr))?;
+        Ok(Listeners { rest, grpc: None })
+    }
+}
+
+pub fn backend_options(settings: &Settings) -> BackendOptions {
+    BackendOptions {
+        onnxruntime_path: settings.onnxruntime_path.clone(),
+        onnx_intra_threads: settings.onnx_intra_threads,
+        onnx_sessions: settings.onnx_sessions,
+    }
+}
+
+/// Runs the server until `shutdown` completes, then stops accepting connections,
+/// lets in-flight requests finish, and returns.
+///
+/// Models load in the background: the server answers liveness at once and
+/// reports ready when every model found at start-up has loaded or failed.
+pub async fn run(
+    settings: Settings,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    crate::metrics::install();
+    let repository = settings.model_repository.clone();
+    anyhow::ensure!(
+        repository.is_dir(),
+        "model repository {} is not a directory",
+        repository.display()
+    );
+    let manager = Arc::new(Manager::new(backend_options(&settings)));
+    let state = Arc::new(ServerState::new(settings, manager.clone()));
+
+    let loader = {
+        let manager = manager.clone();
+        tokio::task::spawn_blocking(move || {
+            match crate::repository::scan(&repository) {
+                Ok(scan) => manager.apply_scan(&scan),
+                Err(e) => tracing::error!("{e}"),
+            }
+            manager.set_ready();
+            tracing::info!("initial model load finished");
+        })
+    };
+
+    // One shutdown signal, fanned out to every listener.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let rest_addr = listeners.rest.local_addr()?;
+    tracing::info!(%rest_addr, "REST API listening");
+    let rest = axum::serve(listeners.rest, crate::http::router(state.clone()))
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let rest = tokio::spawn(async move { rest.await.context("REST server failed") });
+
+    rest.await??;
+    loader.abort();
+    let inference = state.inference.clone();
+    tokio::task::spawn_blocking(move || inference.shutdown()).await?;
+    tracing::info!("shut down");
+    Ok(())
+}
