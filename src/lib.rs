@@ -11,3 +11,4 @@ pub mod settings;
 pub mod tensor;
 pub mod http;
 pub mod server;
+pub mod grpc;
