@@ -16,6 +16,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     tonic_prost_build::configure()
+        // Hand-written, wire-identical, so that both members of its oneof can be seen.
+        .extern_path(
+            ".tensorflow.serving.ModelSpec",
+            "crate::model_spec::ModelSpec",
+        )
         .build_server(true)
         .build_client(true)
         .compile_with_config(config, &protos, std::slice::from_ref(&proto_root))?;

@@ -94,7 +94,7 @@ pub async fn classify(
             Ok((_, TensorData::F32(v))) => v,
             _ => return Err(internal_output(&output, &tensor)),
         };
-        let per_row = if n == 0 { 0 } else { scores.len() / n };
+        let per_row = scores.len().checked_div(n).unwrap_or(0);
         if per_row * n != scores.len() {
             return Err(internal_output(&output, &tensor));
         }

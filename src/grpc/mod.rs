@@ -1,7 +1,241 @@
-//! gRPC adapters: TF Serving `PredictionService` / `ModelService`, KServe V2
-//! `GRPCInferenceService` and `grpc.health.v1.Health`, thin like the REST ones.
-//! The services and the server arrive in the following commits; these are the
-//! tensor codecs they use.
+//! gRPC adapters, thin like the REST ones: each RPC decodes its message, calls the
+//! `crate::api` operation the REST handler calls, and encodes the answer.
+//!
+//! * [`tfs`]: TF Serving `tensorflow.serving.PredictionService` and `ModelService`;
+//! * [`kserve`]: KServe V2 `inference.GRPCInferenceService` (with the repository extension);
+//! * [`health`]: `grpc.health.v1.Health`, per model and for the server.
+//!
+//! All of them share one port ([`serve`]). Invariants:
+//! * an [`ApiError`] becomes a `tonic::Status` only in [`status_from`];
+//! * a message over the size limits is RESOURCE_EXHAUSTED, never a dropped connection
+//!   (tonic says OUT_OF_RANGE; [`ResourceExhaustedLayer`] corrects it);
+//! * a client deadline (`grpc-timeout`) bounds the operation like the REST timeout.
 
+pub mod health;
+pub mod kserve;
 pub mod tf_tensor;
+pub mod tfs;
 pub mod v2_tensor;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Status};
+
+use crate::api::{ApiError, ServerState};
+
+/// Message size limits, from `Settings`.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageLimits {
+    /// Largest request message decoded, in bytes.
+    pub max_receive_bytes: usize,
+    /// Largest response message encoded, in bytes.
+    pub max_send_bytes: usize,
+}
+
+/// Serves every gRPC service on `listener` until `shutdown` completes, then lets
+/// in-flight calls finish.
+pub async fn serve(
+    state: Arc<ServerState>,
+    limits: MessageLimits,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let stop_streams = CancellationToken::new();
+    let stopping = {
+        let stop_streams = stop_streams.clone();
+        async move {
+            shutdown.await;
+            stop_streams.cancel();
+        }
+    };
+    tonic::transport::Server::builder()
+        .layer(ResourceExhaustedLayer)
+        .add_routes(routes(state, limits, stop_streams))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            stopping,
+        )
+        .await
+}
+
+/// Every service, with the size limits applied to each. `stop_streams` ends open
+/// server streams (health `Watch`) at shutdown.
+pub fn routes(
+    state: Arc<ServerState>,
+    limits: MessageLimits,
+    stop_streams: CancellationToken,
+) -> tonic::service::Routes {
+    macro_rules! limited {
+        ($server:expr) => {
+            $server
+                .max_decoding_message_size(limits.max_receive_bytes)
+                .max_encoding_message_size(limits.max_send_bytes)
+        };
+    }
+    use ferroserve_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
+    use ferroserve_proto::tensorflow::serving::model_service_server::ModelServiceServer;
+    use ferroserve_proto::tensorflow::serving::prediction_service_server::PredictionServiceServer;
+    use tonic_health::pb::health_server::HealthServer;
+
+    tonic::service::Routes::new(limited!(PredictionServiceServer::new(
+        tfs::PredictionService::new(state.clone())
+    )))
+    .add_service(limited!(ModelServiceServer::new(tfs::ModelService::new(
+        state.clone()
+    ))))
+    .add_service(limited!(GrpcInferenceServiceServer::new(
+        kserve::InferenceService::new(state.clone())
+    )))
+    .add_service(limited!(HealthServer::new(health::HealthService::new(
+        state,
+        stop_streams
+    ))))
+}
+
+/// The gRPC status of a domain error. The one place this mapping is made.
+pub fn status_from(error: ApiError) -> Status {
+    match error {
+        ApiError::InvalidArgument(m) => Status::invalid_argument(m),
+        ApiError::NotFound(m) => Status::not_found(m),
+        ApiError::Conflict(m) => Status::failed_precondition(m),
+        ApiError::PayloadTooLarge(m) => Status::resource_exhausted(m),
+        ApiError::ResourceExhausted(m) => Status::resource_exhausted(m),
+        ApiError::Unavailable(m) => Status::unavailable(m),
+        ApiError::DeadlineExceeded(m) => Status::deadline_exceeded(m),
+        ApiError::Internal(m) => Status::internal(m),
+    }
+}
+
+/// The deadline a client gave in `grpc-timeout` (`<digits><unit>`, unit one of
+/// `H M S m u n`), or `None` when absent or malformed, as gRPC servers treat it.
+pub fn client_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    if value.len() < 2 || value.len() > 9 {
+        return None; // the spec allows at most 8 digits
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Rewrites tonic's OUT_OF_RANGE for a message over the size limit into
+/// RESOURCE_EXHAUSTED, the code gRPC's own implementations (and so TF Serving and
+/// Triton clients) use. ferroserve never answers OUT_OF_RANGE otherwise.
+///
+/// A decode failure arrives as a trailers-only response (status in the headers); an
+/// encode failure in the trailers after the body, so both are rewritten.
+#[derive(Debug, Clone, Copy)]
+pub struct ResourceExhaustedLayer;
+
+impl<S> tower::Layer<S> for ResourceExhaustedLayer {
+    type Service = ResourceExhausted<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        ResourceExhausted { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ResourceExhausted<S> {
+    inner: S,
+}
+
+type BoxBody = tonic::body::Body;
+
+fn fix_status(headers: &mut http::HeaderMap) {
+    if headers.get("grpc-status").and_then(|v| v.to_str().ok())
+        == Some(&(Code::OutOfRange as i32).to_string())
+    {
+        headers.insert(
+            "grpc-status",
+            http::HeaderValue::from(Code::ResourceExhausted as i32),
+        );
+    }
+}
+
+impl<S, ReqBody> tower::Service<http::Request<ReqBody>> for ResourceExhausted<S>
+where
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<BoxBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<BoxBody>;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let response = future.await?;
+            let (mut parts, body) = response.into_parts();
+            fix_status(&mut parts.headers);
+            let body = body.map_frame(|frame| match frame.into_trailers() {
+                Ok(mut trailers) => {
+                    fix_status(&mut trailers);
+                    http_body::Frame::trailers(trailers)
+                }
+                Err(frame) => frame,
+            });
+            Ok(http::Response::from_parts(parts, BoxBody::new(body)))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_parses_every_unit() {
+        let mut m = tonic::metadata::MetadataMap::new();
+        let mut at = |v: &'static str| {
+            m.insert("grpc-timeout", v.parse().unwrap());
+            client_timeout(&m)
+        };
+        assert_eq!(at("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(at("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(at("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(at("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(at("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(at("9n"), Some(Duration::from_nanos(9)));
+        assert_eq!(at("5x"), None);
+        assert_eq!(at("S"), None);
+        assert_eq!(at("123456789S"), None);
+        assert_eq!(client_timeout(&tonic::metadata::MetadataMap::new()), None);
+    }
+
+    #[test]
+    fn every_error_has_its_code() {
+        let m = || "m".to_string();
+        let cases = [
+            (ApiError::InvalidArgument(m()), Code::InvalidArgument),
+            (ApiError::NotFound(m()), Code::NotFound),
+            (ApiError::Conflict(m()), Code::FailedPrecondition),
+            (ApiError::PayloadTooLarge(m()), Code::ResourceExhausted),
+            (ApiError::ResourceExhausted(m()), Code::ResourceExhausted),
+            (ApiError::Unavailable(m()), Code::Unavailable),
+            (ApiError::DeadlineExceeded(m()), Code::DeadlineExceeded),
+            (ApiError::Internal(m()), Code::Internal),
+        ];
+        for (error, code) in cases {
+            assert_eq!(status_from(error).code(), code);
+        }
+    }
+}

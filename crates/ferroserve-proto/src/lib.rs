@@ -2,6 +2,8 @@
 //! protobuf package so that the generated cross-package paths (`super::TensorProto`) resolve.
 //! The `.proto` sources are in the repository's `proto/` (see its README).
 
+mod model_spec;
+
 /// KServe V2 / Open Inference Protocol (`inference.GRPCInferenceService`).
 pub mod inference {
     tonic::include_proto!("inference");
@@ -19,6 +21,8 @@ pub mod tensorflow {
     /// TF Serving (`PredictionService`, `ModelService`).
     pub mod serving {
         tonic::include_proto!("tensorflow.serving");
+
+        pub use crate::model_spec::{BothVersionAndLabel, ModelSpec, VersionChoice};
 
         /// The type URL TF Serving packs `SignatureDefMap` under in
         /// `GetModelMetadataResponse.metadata["signature_def"]`.

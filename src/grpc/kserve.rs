@@ -1,0 +1,288 @@
+//! KServe V2 / Open Inference Protocol over gRPC: `inference.GRPCInferenceService`,
+//! with Triton's model-repository extension.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferroserve_proto::inference::{
+    self as pb, grpc_inference_service_server, infer_parameter::ParameterChoice,
+    model_infer_response::InferOutputTensor, model_metadata_response::TensorMetadata,
+};
+use tonic::{Request, Response, Status};
+
+use super::v2_tensor::{
+    dtype_from_v2, shape_from_v2, tensor_from_contents, tensor_from_raw, tensor_to_contents,
+    tensor_to_raw,
+};
+use super::{client_timeout, status_from};
+use crate::api::{
+    self, repository, ApiError, PredictRequest, Protocol, ServerState, SERVER_NAME, SERVER_VERSION,
+};
+use crate::manager::VersionRequest;
+use crate::tensor::{DataType, NamedTensor, TensorSpec};
+
+/// Extensions this server implements, as V2 server metadata lists them.
+pub const EXTENSIONS: [&str; 1] = ["model_repository"];
+
+pub struct InferenceService {
+    state: Arc<ServerState>,
+}
+
+impl InferenceService {
+    pub fn new(state: Arc<ServerState>) -> InferenceService {
+        InferenceService { state }
+    }
+}
+
+/// A V2 version string: empty means the latest.
+fn version_request(version: &str) -> Result<VersionRequest, ApiError> {
+    if version.is_empty() {
+        return Ok(VersionRequest::Latest);
+    }
+    crate::repository::parse_version(version)
+        .map(VersionRequest::Specific)
+        .ok_or_else(|| ApiError::InvalidArgument(format!("{version:?} is not a model version")))
+}
+
+fn tensor_metadata(spec: &TensorSpec) -> TensorMetadata {
+    TensorMetadata {
+        name: spec.name.clone(),
+        datatype: spec.dtype.v2_name().to_string(),
+        shape: spec.shape.clone(),
+    }
+}
+
+/// Triton's request parameter `timeout`: microseconds.
+fn timeout_parameter(
+    parameters: &std::collections::HashMap<String, pb::InferParameter>,
+) -> Result<Option<Duration>, ApiError> {
+    match parameters
+        .get("timeout")
+        .and_then(|p| p.parameter_choice.as_ref())
+    {
+        None => Ok(None),
+        Some(ParameterChoice::Int64Param(us)) if *us > 0 => {
+            Ok(Some(Duration::from_micros(*us as u64)))
+        }
+        Some(ParameterChoice::Uint64Param(us)) if *us > 0 => Ok(Some(Duration::from_micros(*us))),
+        Some(other) => Err(ApiError::InvalidArgument(format!(
+            "parameter \"timeout\" must be a positive number of microseconds, not {other:?}"
+        ))),
+    }
+}
+
+/// Decodes the inputs, from `raw_input_contents` (one entry per input, in order) when
+/// the request has any, else from each input's typed `contents`.
+fn decode_inputs(request: &pb::ModelInferRequest) -> Result<Vec<NamedTensor>, ApiError> {
+    let raw = &request.raw_input_contents;
+    if !raw.is_empty() && raw.len() != request.inputs.len() {
+        return Err(ApiError::InvalidArgument(format!(
+            "raw_input_contents has {} entries for {} inputs; give one per input or none",
+            raw.len(),
+            request.inputs.len()
+        )));
+    }
+    request
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, input)| {
+            let name = input.name.as_str();
+            let dtype = dtype_from_v2(name, &input.datatype)?;
+            let shape = shape_from_v2(name, &input.shape)?;
+            let tensor = if raw.is_empty() {
+                let contents = input.contents.clone().unwrap_or_default();
+                tensor_from_contents(name, dtype, shape, &contents)?
+            } else {
+                if input.contents.is_some() {
+                    return Err(ApiError::InvalidArgument(format!(
+                        "input {name:?} has contents although the request uses raw_input_contents"
+                    )));
+                }
+                tensor_from_raw(name, dtype, shape, &raw[i])?
+            };
+            Ok((name.to_string(), tensor))
+        })
+        .collect()
+}
+
+#[tonic::async_trait]
+impl grpc_inference_service_server::GrpcInferenceService for InferenceService {
+    async fn server_live(
+        &self,
+        _: Request<pb::ServerLiveRequest>,
+    ) -> Result<Response<pb::ServerLiveResponse>, Status> {
+        Ok(Response::new(pb::ServerLiveResponse {
+            live: self.state.is_live(),
+        }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<pb::ServerReadyRequest>,
+    ) -> Result<Response<pb::ServerReadyResponse>, Status> {
+        Ok(Response::new(pb::ServerReadyResponse {
+            ready: self.state.is_ready(),
+        }))
+    }
+
+    /// Ready when the version resolves, as the REST `/ready` route answers 200; any
+    /// model that is not (unknown, loading, failed) is `ready: false`, as Triton says it.
+    async fn model_ready(
+        &self,
+        request: Request<pb::ModelReadyRequest>,
+    ) -> Result<Response<pb::ModelReadyResponse>, Status> {
+        let request = request.into_inner();
+        let version = version_request(&request.version).map_err(status_from)?;
+        Ok(Response::new(pb::ModelReadyResponse {
+            ready: self.state.manager.resolve(&request.name, &version).is_ok(),
+        }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<pb::ServerMetadataRequest>,
+    ) -> Result<Response<pb::ServerMetadataResponse>, Status> {
+        Ok(Response::new(pb::ServerMetadataResponse {
+            name: SERVER_NAME.to_string(),
+            version: SERVER_VERSION.to_string(),
+            extensions: EXTENSIONS.iter().map(|e| e.to_string()).collect(),
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        request: Request<pb::ModelMetadataRequest>,
+    ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
+        let request = request.into_inner();
+        let version = version_request(&request.version).map_err(status_from)?;
+        let meta =
+            api::model_metadata(&self.state, &request.name, &version).map_err(status_from)?;
+        Ok(Response::new(pb::ModelMetadataResponse {
+            name: meta.name.clone(),
+            versions: meta
+                .available_versions
+                .iter()
+                .map(|v| v.to_string())
+                .collect(),
+            platform: meta.platform().to_string(),
+            inputs: meta.signature.inputs.iter().map(tensor_metadata).collect(),
+            outputs: meta.signature.outputs.iter().map(tensor_metadata).collect(),
+        }))
+    }
+
+    /// Answers in the form the request used: raw outputs for raw inputs (tritonclient's
+    /// default), typed `contents` otherwise, except that FP16, which has no typed field,
+    /// makes every output raw.
+    async fn model_infer(
+        &self,
+        request: Request<pb::ModelInferRequest>,
+    ) -> Result<Response<pb::ModelInferResponse>, Status> {
+        let deadline = client_timeout(request.metadata());
+        let request = request.into_inner();
+        let version = version_request(&request.model_version).map_err(status_from)?;
+        let parameter_timeout = timeout_parameter(&request.parameters).map_err(status_from)?;
+        let mut predict =
+            PredictRequest::new(request.model_name.clone(), version, Protocol::V2Grpc);
+        predict.client_timeout = match (deadline, parameter_timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        predict.inputs = decode_inputs(&request).map_err(status_from)?;
+        predict.outputs = request.outputs.iter().map(|o| o.name.clone()).collect();
+        let response = api::predict(&self.state, predict)
+            .await
+            .map_err(status_from)?;
+
+        let raw = !request.raw_input_contents.is_empty()
+            || response
+                .outputs
+                .iter()
+                .any(|(_, t)| t.dtype() == DataType::F16);
+        let mut raw_output_contents = Vec::new();
+        let outputs = response
+            .outputs
+            .iter()
+            .map(|(name, tensor)| {
+                let contents = if raw {
+                    raw_output_contents.push(tensor_to_raw(tensor.data()));
+                    None
+                } else {
+                    tensor_to_contents(tensor.data())
+                };
+                InferOutputTensor {
+                    name: name.clone(),
+                    datatype: tensor.dtype().v2_name().to_string(),
+                    shape: tensor.shape().iter().map(|&d| d as i64).collect(),
+                    parameters: Default::default(),
+                    contents,
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ModelInferResponse {
+            model_name: response.model().to_string(),
+            model_version: response.version().to_string(),
+            id: request.id,
+            parameters: Default::default(),
+            outputs,
+            raw_output_contents,
+        }))
+    }
+
+    async fn repository_index(
+        &self,
+        request: Request<pb::RepositoryIndexRequest>,
+    ) -> Result<Response<pb::RepositoryIndexResponse>, Status> {
+        let request = request.into_inner();
+        check_repository_name(&request.repository_name)?;
+        let models = repository::repository_index(&self.state, request.ready)
+            .into_iter()
+            .map(|e| pb::repository_index_response::ModelIndex {
+                name: e.model,
+                version: e.version.map(|v| v.to_string()).unwrap_or_default(),
+                state: e.state.to_string(),
+                reason: e.reason,
+            })
+            .collect();
+        Ok(Response::new(pb::RepositoryIndexResponse { models }))
+    }
+
+    async fn repository_model_load(
+        &self,
+        request: Request<pb::RepositoryModelLoadRequest>,
+    ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
+        let request = request.into_inner();
+        check_repository_name(&request.repository_name)?;
+        if let Some(name) = request.parameters.keys().next() {
+            return Err(status_from(ApiError::InvalidArgument(format!(
+                "load parameter {name:?} is not supported: models load from the repository as they are on disk"
+            ))));
+        }
+        repository::load_model(&self.state, &request.model_name)
+            .await
+            .map_err(status_from)?;
+        Ok(Response::new(pb::RepositoryModelLoadResponse {}))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        request: Request<pb::RepositoryModelUnloadRequest>,
+    ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
+        let request = request.into_inner();
+        check_repository_name(&request.repository_name)?;
+        repository::unload_model(&self.state, &request.model_name)
+            .await
+            .map_err(status_from)?;
+        Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
+    }
+}
+
+/// The server has one repository; a client may leave the name empty.
+fn check_repository_name(name: &str) -> Result<(), Status> {
+    if name.is_empty() {
+        return Ok(());
+    }
+    Err(status_from(ApiError::NotFound(format!(
+        "repository {name:?} not found; this server has one repository, named \"\""
+    ))))
+}

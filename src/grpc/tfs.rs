@@ -1,0 +1,450 @@
+//! TF Serving gRPC: `tensorflow.serving.PredictionService` (Predict, Classify, Regress,
+//! MultiInference, GetModelMetadata) and `tensorflow.serving.ModelService`
+//! (GetModelStatus, HandleReloadConfigRequest).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ferroserve_proto::tensorflow::error::Code as TfCode;
+use ferroserve_proto::tensorflow::serving::{
+    self as pb, inference_result, input, model_service_server, model_version_status,
+    prediction_service_server, ModelSpec, VersionChoice, SIGNATURE_DEF_MAP_TYPE_URL,
+};
+use ferroserve_proto::tensorflow::{feature, Example as TfExample, SignatureDef, TensorInfo};
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use super::tf_tensor::{tensor_from_proto, tensor_to_proto, to_tf_dtype, to_tf_shape};
+use super::{client_timeout, status_from};
+use crate::api::classify::{self, Example, ExamplesRequest, FeatureValues};
+use crate::api::{self, ApiError, PredictRequest, Protocol, ServerState};
+use crate::manager::{VersionRequest, VersionState};
+use crate::tensor::TensorSpec;
+
+/// The one signature ferroserve models have, TF Serving's default key.
+pub const DEFAULT_SIGNATURE: &str = "serving_default";
+const PREDICT_METHOD: &str = "tensorflow/serving/predict";
+const CLASSIFY_METHOD: &str = "tensorflow/serving/classify";
+const REGRESS_METHOD: &str = "tensorflow/serving/regress";
+
+fn invalid(message: impl Into<String>) -> Status {
+    status_from(ApiError::InvalidArgument(message.into()))
+}
+
+/// The model name and version a ModelSpec asks for. A spec that names both a version
+/// and a label is refused (see `ferroserve_proto`'s `ModelSpec`).
+fn model_and_version(spec: Option<&ModelSpec>) -> Result<(String, VersionRequest), ApiError> {
+    let spec = spec.ok_or_else(|| ApiError::InvalidArgument("model_spec is required".into()))?;
+    if spec.name.is_empty() {
+        return Err(ApiError::InvalidArgument(
+            "model_spec.name is required".into(),
+        ));
+    }
+    let version = match spec.version_choice() {
+        Ok(VersionChoice::Latest) => VersionRequest::Latest,
+        Ok(VersionChoice::Version(v)) => {
+            VersionRequest::Specific(u64::try_from(v).map_err(|_| {
+                ApiError::InvalidArgument(format!("model_spec.version {v} is negative"))
+            })?)
+        }
+        Ok(VersionChoice::Label(label)) => VersionRequest::Label(label.to_string()),
+        Err(both) => {
+            return Err(ApiError::InvalidArgument(format!(
+                "model_spec gives both version {} and version_label {:?}; give one",
+                both.version, both.label
+            )))
+        }
+    };
+    Ok((spec.name.clone(), version))
+}
+
+/// Refuses a signature other than the default (the only one ferroserve models have).
+fn check_signature(spec: Option<&ModelSpec>, also: &[&str]) -> Result<(), ApiError> {
+    let name = spec.map(|s| s.signature_name.as_str()).unwrap_or_default();
+    if name.is_empty() || name == DEFAULT_SIGNATURE || also.contains(&name) {
+        return Ok(());
+    }
+    Err(ApiError::InvalidArgument(format!(
+        "serving signature name {name:?} not found; the model has {DEFAULT_SIGNATURE:?}"
+    )))
+}
+
+/// The spec a response carries: the model and the version that answered.
+fn answered_spec(model: &str, version: u64) -> ModelSpec {
+    ModelSpec {
+        name: model.to_string(),
+        version: Some(version as i64),
+        version_label: None,
+        signature_name: DEFAULT_SIGNATURE.to_string(),
+    }
+}
+
+fn tensor_info(spec: &TensorSpec) -> TensorInfo {
+    TensorInfo {
+        dtype: to_tf_dtype(spec.dtype) as i32,
+        tensor_shape: Some(to_tf_shape(spec.shape.iter().copied())),
+        encoding: Some(ferroserve_proto::tensorflow::tensor_info::Encoding::Name(
+            spec.name.clone(),
+        )),
+    }
+}
+
+pub struct PredictionService {
+    state: Arc<ServerState>,
+}
+
+impl PredictionService {
+    pub fn new(state: Arc<ServerState>) -> PredictionService {
+        PredictionService { state }
+    }
+
+    async fn examples(
+        &self,
+        spec: Option<&ModelSpec>,
+        input: Option<&pb::Input>,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<ExamplesRequest, ApiError> {
+        let (model, version) = model_and_version(spec)?;
+        Ok(ExamplesRequest {
+            model,
+            version,
+            examples: examples_from_input(input)?,
+            protocol: Protocol::TfServingGrpc,
+            client_timeout: timeout,
+        })
+    }
+}
+
+fn feature_values(feature: &ferroserve_proto::tensorflow::Feature) -> Option<FeatureValues> {
+    Some(match feature.kind.as_ref()? {
+        feature::Kind::FloatList(l) => FeatureValues::Floats(l.value.clone()),
+        feature::Kind::Int64List(l) => FeatureValues::Ints(l.value.clone()),
+        feature::Kind::BytesList(l) => FeatureValues::Bytes(l.value.clone()),
+    })
+}
+
+fn example_features(example: &TfExample, into: &mut Example) {
+    if let Some(features) = &example.features {
+        for (name, feature) in &features.feature {
+            if let Some(values) = feature_values(feature) {
+                into.insert(name.clone(), values);
+            }
+        }
+    }
+}
+
+/// The examples of a Classify / Regress / MultiInference input; with a context, each
+/// example gets the context's features it does not have itself.
+fn examples_from_input(input: Option<&pb::Input>) -> Result<Vec<Example>, ApiError> {
+    let kind = input
+        .and_then(|i| i.kind.as_ref())
+        .ok_or_else(|| ApiError::InvalidArgument("input.example_list is required".into()))?;
+    Ok(match kind {
+        input::Kind::ExampleList(list) => list
+            .examples
+            .iter()
+            .map(|e| {
+                let mut out = Example::new();
+                example_features(e, &mut out);
+                out
+            })
+            .collect(),
+        input::Kind::ExampleListWithContext(list) => list
+            .examples
+            .iter()
+            .map(|e| {
+                let mut out = Example::new();
+                if let Some(context) = &list.context {
+                    example_features(context, &mut out);
+                }
+                example_features(e, &mut out);
+                out
+            })
+            .collect(),
+    })
+}
+
+fn classification_result(classes: Vec<classify::Classes>) -> pb::ClassificationResult {
+    pb::ClassificationResult {
+        classifications: classes
+            .into_iter()
+            .map(|row| pb::Classifications {
+                classes: row
+                    .into_iter()
+                    .map(|(label, score)| pb::Class { label, score })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+fn regression_result(values: Vec<f32>) -> pb::RegressionResult {
+    pb::RegressionResult {
+        regressions: values
+            .into_iter()
+            .map(|value| pb::Regression { value })
+            .collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl prediction_service_server::PredictionService for PredictionService {
+    async fn predict(
+        &self,
+        request: Request<pb::PredictRequest>,
+    ) -> Result<Response<pb::PredictResponse>, Status> {
+        let timeout = client_timeout(request.metadata());
+        let request = request.into_inner();
+        let spec = request.model_spec.as_ref();
+        let (model, version) = model_and_version(spec).map_err(status_from)?;
+        check_signature(spec, &[]).map_err(status_from)?;
+        let mut predict = PredictRequest::new(model, version, Protocol::TfServingGrpc);
+        predict.client_timeout = timeout;
+        predict.outputs = request.output_filter;
+        predict.inputs = request
+            .inputs
+            .iter()
+            .map(|(name, proto)| Ok((name.clone(), tensor_from_proto(name, proto)?)))
+            .collect::<Result<_, ApiError>>()
+            .map_err(status_from)?;
+        let response = api::predict(&self.state, predict)
+            .await
+            .map_err(status_from)?;
+        Ok(Response::new(pb::PredictResponse {
+            model_spec: Some(answered_spec(response.model(), response.version())),
+            outputs: response
+                .outputs
+                .iter()
+                .map(|(name, tensor)| (name.clone(), tensor_to_proto(tensor)))
+                .collect(),
+        }))
+    }
+
+    async fn classify(
+        &self,
+        request: Request<pb::ClassificationRequest>,
+    ) -> Result<Response<pb::ClassificationResponse>, Status> {
+        let timeout = client_timeout(request.metadata());
+        let request = request.into_inner();
+        let spec = request.model_spec.as_ref();
+        check_signature(spec, &["classification"]).map_err(status_from)?;
+        let examples = self
+            .examples(spec, request.input.as_ref(), timeout)
+            .await
+            .map_err(status_from)?;
+        let response = classify::classify(&self.state, examples)
+            .await
+            .map_err(status_from)?;
+        Ok(Response::new(pb::ClassificationResponse {
+            model_spec: Some(answered_spec(
+                &response.handle.model,
+                response.handle.version,
+            )),
+            result: Some(classification_result(response.classes)),
+        }))
+    }
+
+    async fn regress(
+        &self,
+        request: Request<pb::RegressionRequest>,
+    ) -> Result<Response<pb::RegressionResponse>, Status> {
+        let timeout = client_timeout(request.metadata());
+        let request = request.into_inner();
+        let spec = request.model_spec.as_ref();
+        check_signature(spec, &["regression"]).map_err(status_from)?;
+        let examples = self
+            .examples(spec, request.input.as_ref(), timeout)
+            .await
+            .map_err(status_from)?;
+        let response = classify::regress(&self.state, examples)
+            .await
+            .map_err(status_from)?;
+        Ok(Response::new(pb::RegressionResponse {
+            model_spec: Some(answered_spec(
+                &response.handle.model,
+                response.handle.version,
+            )),
+            result: Some(regression_result(response.values)),
+        }))
+    }
+
+    /// Several classify / regress tasks over the same examples, as TF Serving: every
+    /// task names the same model, and each method at most once.
+    async fn multi_inference(
+        &self,
+        request: Request<pb::MultiInferenceRequest>,
+    ) -> Result<Response<pb::MultiInferenceResponse>, Status> {
+        let timeout = client_timeout(request.metadata());
+        let request = request.into_inner();
+        if request.tasks.is_empty() {
+            return Err(invalid("MultiInferenceRequest has no tasks"));
+        }
+        let first_model = request.tasks[0].model_spec.as_ref().map(|s| s.name.clone());
+        let mut results = Vec::with_capacity(request.tasks.len());
+        for (i, task) in request.tasks.iter().enumerate() {
+            let spec = task.model_spec.as_ref();
+            if spec.map(|s| s.name.clone()) != first_model {
+                return Err(invalid("all MultiInference tasks must name the same model"));
+            }
+            if request.tasks[..i]
+                .iter()
+                .any(|t| t.method_name == task.method_name)
+            {
+                return Err(invalid(format!(
+                    "method {:?} is given twice",
+                    task.method_name
+                )));
+            }
+            let examples = self
+                .examples(spec, request.input.as_ref(), timeout)
+                .await
+                .map_err(status_from)?;
+            let (handle, result) = match task.method_name.as_str() {
+                CLASSIFY_METHOD => {
+                    check_signature(spec, &["classification"]).map_err(status_from)?;
+                    let r = classify::classify(&self.state, examples).await.map_err(status_from)?;
+                    (r.handle, inference_result::Result::ClassificationResult(classification_result(r.classes)))
+                }
+                REGRESS_METHOD => {
+                    check_signature(spec, &["regression"]).map_err(status_from)?;
+                    let r = classify::regress(&self.state, examples).await.map_err(status_from)?;
+                    (r.handle, inference_result::Result::RegressionResult(regression_result(r.values)))
+                }
+                other => {
+                    return Err(invalid(format!(
+                        "unsupported method_name {other:?}; use {CLASSIFY_METHOD:?} or {REGRESS_METHOD:?}"
+                    )))
+                }
+            };
+            results.push(pb::InferenceResult {
+                model_spec: Some(answered_spec(&handle.model, handle.version)),
+                result: Some(result),
+            });
+        }
+        Ok(Response::new(pb::MultiInferenceResponse { results }))
+    }
+
+    /// The `signature_def` metadata: one SignatureDef, "serving_default", packed in
+    /// an `Any` as TF Serving packs its `SignatureDefMap`.
+    async fn get_model_metadata(
+        &self,
+        request: Request<pb::GetModelMetadataRequest>,
+    ) -> Result<Response<pb::GetModelMetadataResponse>, Status> {
+        let request = request.into_inner();
+        if request.metadata_field.is_empty() {
+            return Err(invalid(
+                "metadata_field must name at least one field (\"signature_def\")",
+            ));
+        }
+        if let Some(other) = request
+            .metadata_field
+            .iter()
+            .find(|f| *f != "signature_def")
+        {
+            return Err(invalid(format!(
+                "metadata field {other:?} is not supported; only \"signature_def\" is"
+            )));
+        }
+        let (model, version) =
+            model_and_version(request.model_spec.as_ref()).map_err(status_from)?;
+        let meta = api::model_metadata(&self.state, &model, &version).map_err(status_from)?;
+        let signature = SignatureDef {
+            inputs: meta
+                .signature
+                .inputs
+                .iter()
+                .map(|s| (s.name.clone(), tensor_info(s)))
+                .collect(),
+            outputs: meta
+                .signature
+                .outputs
+                .iter()
+                .map(|s| (s.name.clone(), tensor_info(s)))
+                .collect(),
+            method_name: PREDICT_METHOD.to_string(),
+        };
+        let map = pb::SignatureDefMap {
+            signature_def: HashMap::from([(DEFAULT_SIGNATURE.to_string(), signature)]),
+        };
+        let any = prost_types::Any {
+            type_url: SIGNATURE_DEF_MAP_TYPE_URL.to_string(),
+            value: map.encode_to_vec(),
+        };
+        Ok(Response::new(pb::GetModelMetadataResponse {
+            model_spec: Some(answered_spec(&meta.name, meta.version)),
+            metadata: HashMap::from([("signature_def".to_string(), any)]),
+        }))
+    }
+}
+
+pub struct ModelService {
+    state: Arc<ServerState>,
+}
+
+impl ModelService {
+    pub fn new(state: Arc<ServerState>) -> ModelService {
+        ModelService { state }
+    }
+}
+
+/// TF Serving's state names; a version that failed to load is END with an error status,
+/// as TF Serving reports it.
+fn tf_state(state: VersionState) -> model_version_status::State {
+    match state {
+        VersionState::Start => model_version_status::State::Start,
+        VersionState::Loading => model_version_status::State::Loading,
+        VersionState::Available => model_version_status::State::Available,
+        VersionState::Unloading => model_version_status::State::Unloading,
+        VersionState::End | VersionState::Error => model_version_status::State::End,
+    }
+}
+
+fn ok_status() -> pb::StatusProto {
+    pb::StatusProto {
+        error_code: TfCode::Ok as i32,
+        error_message: String::new(),
+    }
+}
+
+#[tonic::async_trait]
+impl model_service_server::ModelService for ModelService {
+    async fn get_model_status(
+        &self,
+        request: Request<pb::GetModelStatusRequest>,
+    ) -> Result<Response<pb::GetModelStatusResponse>, Status> {
+        let request = request.into_inner();
+        let (model, version) =
+            model_and_version(request.model_spec.as_ref()).map_err(status_from)?;
+        let version = (version != VersionRequest::Latest).then_some(version);
+        let statuses =
+            api::model_status(&self.state, &model, version.as_ref()).map_err(status_from)?;
+        Ok(Response::new(pb::GetModelStatusResponse {
+            model_version_status: statuses
+                .into_iter()
+                .map(|s| pb::ModelVersionStatus {
+                    version: s.version as i64,
+                    state: tf_state(s.state) as i32,
+                    status: Some(if s.state == VersionState::Error {
+                        pb::StatusProto {
+                            error_code: TfCode::Unknown as i32,
+                            error_message: s.error_message,
+                        }
+                    } else {
+                        ok_status()
+                    }),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn handle_reload_config_request(
+        &self,
+        request: Request<pb::ReloadConfigRequest>,
+    ) -> Result<Response<pb::ReloadConfigResponse>, Status> {
+        let _ = request;
+        let _ = &self.state;
+        Err(Status::unimplemented(
+            "HandleReloadConfigRequest is not wired yet",
+        ))
+    }
+}
