@@ -33,6 +33,7 @@ pub const SKLEARN_CLASSES: &[&str] = &[
     "Hinge",
     "SquaredHinge",
     "ModifiedHuber",
+    "Log",
     "SquaredLoss",
     "Huber",
     "EpsilonInsensitive",
@@ -106,6 +107,8 @@ pub const SKLEARN_CLASSES: &[&str] = &[
     // Composition.
     "Pipeline",
     "ColumnTransformer",
+    // scikit-learn 1.5-1.6 keep the remainder's columns in this list subclass.
+    "_RemainderColsList",
     // Baselines.
     "DummyClassifier",
     "DummyRegressor",

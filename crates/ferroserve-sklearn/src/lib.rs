@@ -3,12 +3,19 @@
 //!
 //! * [`pickle`] turns a pickle stream into a plain [`value::Value`] tree; global
 //!   lookups resolve only through an allowlist.
-//! * `estimators` (to come) rebuilds allowlisted estimator classes from that tree.
+//! * [`estimators`] rebuilds allowlisted estimator classes from that tree, and
+//!   [`model::SklearnModel`] serves them: `predict` and `predict_proba` as scikit-learn.
 
 pub mod allowlist;
+pub mod estimators;
 pub mod joblib;
+pub mod model;
 pub mod pickle;
 pub mod value;
 
+pub use estimators::{ClassLabels, Column, ColumnKind, MatrixRef};
 pub use joblib::read_model_file;
+pub use model::{
+    Input, InputColumn, InputSchema, ModelError, PredictError, Prediction, SklearnModel,
+};
 pub use pickle::{read_pickle, Limits, LoadError};

@@ -1,0 +1,368 @@
+//! `Pipeline` and `ColumnTransformer`.
+
+use super::access::{array_i64, as_i64, as_list, as_str, describe, Obj};
+use super::{build_transformer, Column, ColumnKind, Data, Matrix, Table, Transformer};
+use crate::model::{InputColumn, InputSchema, ModelError, PredictError};
+use crate::value::{ArrayData, Value};
+
+/// The steps of a (possibly nested) `Pipeline`, minus `"passthrough"` / `None` steps:
+/// the transformers in order and the final estimator. A value that is not a pipeline
+/// is its own final estimator.
+pub(crate) fn split_pipeline(value: &Value) -> Result<(Vec<&Value>, &Value), ModelError> {
+    let obj = Obj::new(value)?;
+    if obj.name != "Pipeline" {
+        return Ok((vec![], value));
+    }
+    let mut steps = pipeline_steps(obj)?;
+    let last = steps
+        .pop()
+        .ok_or_else(|| obj.malformed("a pipeline without steps"))?;
+    let (mut inner, last) = split_pipeline(last)?;
+    steps.append(&mut inner);
+    Ok((steps, last))
+}
+
+fn pipeline_steps<'a>(obj: Obj<'a>) -> Result<Vec<&'a Value>, ModelError> {
+    let mut steps = Vec::new();
+    for step in obj.list("steps")? {
+        let pair = as_list(step)
+            .filter(|p| p.len() == 2)
+            .ok_or_else(|| obj.malformed("a step is not a (name, estimator) pair"))?;
+        match &pair[1] {
+            Value::None => {}
+            Value::Str(s) if s == "passthrough" => {}
+            other => steps.push(other),
+        }
+    }
+    Ok(steps)
+}
+
+/// A `Pipeline` of transformers only (inside a `ColumnTransformer`).
+#[derive(Debug)]
+struct TransformerPipeline {
+    steps: Vec<Box<dyn Transformer>>,
+}
+
+pub(crate) fn build_transformer_pipeline(obj: Obj<'_>) -> Result<Box<dyn Transformer>, ModelError> {
+    let steps = pipeline_steps(obj)?
+        .into_iter()
+        .map(build_transformer)
+        .collect::<Result<Vec<_>, _>>()?;
+    if steps.is_empty() {
+        return Err(obj.unsupported("a pipeline of passthrough steps only"));
+    }
+    Ok(Box::new(TransformerPipeline { steps }))
+}
+
+impl Transformer for TransformerPipeline {
+    fn n_features_in(&self) -> Option<usize> {
+        self.steps[0].n_features_in()
+    }
+
+    fn input_kind(&self, j: usize) -> ColumnKind {
+        self.steps[0].input_kind(j)
+    }
+
+    fn transform(&self, x: Data<'_>) -> Result<Data<'static>, PredictError> {
+        let mut steps = self.steps.iter();
+        let mut data = steps.next().expect("non-empty").transform(x)?;
+        for step in steps {
+            data = step.transform(data)?;
+        }
+        Ok(data)
+    }
+}
+
+#[derive(Debug)]
+enum Part {
+    Drop,
+    Passthrough,
+    Apply(Box<dyn Transformer>),
+}
+
+/// A fitted `ColumnTransformer`: each part reads some input columns; the outputs are
+/// stacked side by side in the order of `transformers_`.
+#[derive(Debug)]
+pub(crate) struct ColumnTransformer {
+    parts: Vec<(Part, Vec<usize>)>,
+    n_features_in: usize,
+    feature_names_in: Option<Vec<String>>,
+    /// Whether any part selects its columns by name.
+    by_name: bool,
+}
+
+impl ColumnTransformer {
+    pub fn build(obj: Obj<'_>) -> Result<ColumnTransformer, ModelError> {
+        let feature_names_in = obj.feature_names()?;
+        let n_features_in = match (obj.n_features_in()?, &feature_names_in) {
+            (Some(n), _) => n,
+            (None, Some(names)) => names.len(),
+            (None, None) => obj.usize("_n_features")?,
+        };
+        let mut parts = Vec::new();
+        let mut by_name = false;
+        for entry in obj.list("transformers_")? {
+            let triple = as_list(entry)
+                .filter(|t| t.len() == 3)
+                .ok_or_else(|| obj.malformed("a transformers_ entry is not a triple"))?;
+            let (columns, named) =
+                resolve_columns(obj, &triple[2], n_features_in, feature_names_in.as_deref())?;
+            by_name |= named;
+            let part = match &triple[1] {
+                Value::Str(s) if s == "drop" => Part::Drop,
+                Value::Str(s) if s == "passthrough" => Part::Passthrough,
+                Value::None => Part::Drop,
+                Value::Object { .. } => Part::Apply(build_transformer(&triple[1])?),
+                other => return Err(obj.unsupported(format!("transformer {}", describe(other)))),
+            };
+            if let Part::Apply(t) = &part {
+                if let Some(n) = t.n_features_in() {
+                    if n != columns.len() && !columns.is_empty() {
+                        return Err(obj.malformed(format!(
+                            "a transformer of {n} features gets {} columns",
+                            columns.len()
+                        )));
+                    }
+                }
+            }
+            parts.push((part, columns));
+        }
+        Ok(ColumnTransformer {
+            parts,
+            n_features_in,
+            feature_names_in,
+            by_name,
+        })
+    }
+
+    /// The input columns: named (with the kind each needs) when the transformer
+    /// was fitted on a DataFrame and selects by name, else a numeric matrix.
+    pub fn input_schema(&self) -> InputSchema {
+        let names = match (&self.feature_names_in, self.by_name) {
+            (Some(names), true) => names,
+            _ => {
+                return InputSchema::Dense {
+                    n_features: self.n_features_in,
+                }
+            }
+        };
+        let mut columns: Vec<InputColumn> = names
+            .iter()
+            .map(|n| InputColumn {
+                name: n.clone(),
+                kind: ColumnKind::Numeric,
+                used: false,
+            })
+            .collect();
+        for (part, cols) in &self.parts {
+            for (k, &j) in cols.iter().enumerate() {
+                match part {
+                    Part::Drop => {}
+                    Part::Passthrough => columns[j].used = true,
+                    Part::Apply(t) => {
+                        columns[j].used = true;
+                        if t.input_kind(k) == ColumnKind::String {
+                            columns[j].kind = ColumnKind::String;
+                        }
+                    }
+                }
+            }
+        }
+        InputSchema::Columns(columns)
+    }
+}
+
+/// Column indices of a `transformers_` entry, and whether it selected by name.
+fn resolve_columns(
+    obj: Obj<'_>,
+    spec: &Value,
+    n_features: usize,
+    names: Option<&[String]>,
+) -> Result<(Vec<usize>, bool), ModelError> {
+    let by_name = |name: &str| -> Result<usize, ModelError> {
+        names
+            .and_then(|ns| ns.iter().position(|n| n == name))
+            .ok_or_else(|| obj.malformed(format!("column {name:?} is not among feature_names_in_")))
+    };
+    let by_index = |i: i64| -> Result<usize, ModelError> {
+        let j = if i < 0 { i + n_features as i64 } else { i };
+        usize::try_from(j)
+            .ok()
+            .filter(|&j| j < n_features)
+            .ok_or_else(|| obj.malformed(format!("column index {i} out of range")))
+    };
+    let one = |v: &Value| -> Result<(usize, bool), ModelError> {
+        if let Some(s) = as_str(v) {
+            return Ok((by_name(s)?, true));
+        }
+        match as_i64(v) {
+            Some(i) if !matches!(v, Value::Bool(_)) => Ok((by_index(i)?, false)),
+            _ => Err(obj.unsupported(format!("column selector {}", describe(v)))),
+        }
+    };
+    match spec {
+        Value::Str(_) | Value::Int(_) => {
+            let (j, named) = one(spec)?;
+            Ok((vec![j], named))
+        }
+        Value::Array(a) => match &a.data {
+            ArrayData::Bool(mask) if mask.len() == n_features => Ok((
+                mask.iter()
+                    .enumerate()
+                    .filter(|(_, &m)| m)
+                    .map(|(j, _)| j)
+                    .collect(),
+                false,
+            )),
+            ArrayData::Str(v) => Ok((
+                v.iter().map(|s| by_name(s)).collect::<Result<_, _>>()?,
+                true,
+            )),
+            ArrayData::Object(items) => collect(items.iter().map(one)),
+            data => match array_i64(data) {
+                Some(ints) => Ok((
+                    ints.into_iter().map(by_index).collect::<Result<_, _>>()?,
+                    false,
+                )),
+                None => Err(obj.unsupported("column selector array")),
+            },
+        },
+        Value::Object { name, state, .. } if name == "_RemainderColsList" => {
+            // scikit-learn 1.5-1.6 wrap the remainder's columns in a list subclass whose
+            // items live in its `data` attribute.
+            let data = match state.as_deref() {
+                Some(Value::Dict(items)) => items
+                    .iter()
+                    .find(|(k, _)| matches!(k, Value::Str(s) if s == "data"))
+                    .map(|(_, v)| v),
+                _ => None,
+            }
+            .ok_or_else(|| obj.malformed("_RemainderColsList without data"))?;
+            resolve_columns(obj, data, n_features, names)
+        }
+        other => match as_list(other) {
+            Some(items) => collect(items.iter().map(one)),
+            None => Err(obj.unsupported(format!("column selector {}", describe(other)))),
+        },
+    }
+}
+
+fn collect(
+    items: impl Iterator<Item = Result<(usize, bool), ModelError>>,
+) -> Result<(Vec<usize>, bool), ModelError> {
+    let mut cols = Vec::new();
+    let mut named = false;
+    for item in items {
+        let (j, n) = item?;
+        cols.push(j);
+        named |= n;
+    }
+    Ok((cols, named))
+}
+
+/// Columns `cols` of `x`, as numbers when they all are.
+fn select(x: &Data<'_>, cols: &[usize], names: Option<&[String]>) -> Data<'static> {
+    match x {
+        Data::Borrowed(_) | Data::Dense(_) => {
+            let (data, n_rows, n_cols) = match x {
+                Data::Borrowed(m) => (m.data, m.n_rows, m.n_cols),
+                Data::Dense(m) => (m.data.as_slice(), m.n_rows, m.n_cols),
+                Data::Table(_) => unreachable!(),
+            };
+            let mut out = Vec::with_capacity(n_rows * cols.len());
+            for i in 0..n_rows {
+                out.extend(cols.iter().map(|&j| data[i * n_cols + j]));
+            }
+            Data::Dense(Matrix {
+                data: out,
+                n_rows,
+                n_cols: cols.len(),
+            })
+        }
+        Data::Table(t) => Data::Table(Table {
+            n_rows: t.n_rows,
+            columns: cols.iter().map(|&j| t.columns[j].clone()).collect(),
+            names: names.map(|ns| cols.iter().map(|&j| ns[j].clone()).collect()),
+        }),
+    }
+}
+
+impl Transformer for ColumnTransformer {
+    fn n_features_in(&self) -> Option<usize> {
+        Some(self.n_features_in)
+    }
+
+    fn input_kind(&self, j: usize) -> ColumnKind {
+        for (part, cols) in &self.parts {
+            if let (Part::Apply(t), Some(k)) = (part, cols.iter().position(|&c| c == j)) {
+                if t.input_kind(k) == ColumnKind::String {
+                    return ColumnKind::String;
+                }
+            }
+        }
+        ColumnKind::Numeric
+    }
+
+    fn transform(&self, x: Data<'_>) -> Result<Data<'static>, PredictError> {
+        if x.n_cols() != self.n_features_in {
+            return Err(PredictError::InvalidInput(format!(
+                "X has {} features, but ColumnTransformer is expecting {} features as input",
+                x.n_cols(),
+                self.n_features_in
+            )));
+        }
+        let n_rows = x.n_rows();
+        let mut outputs: Vec<Data<'static>> = Vec::new();
+        for (part, cols) in &self.parts {
+            if cols.is_empty() {
+                continue;
+            }
+            let sub = select(&x, cols, self.feature_names_in.as_deref());
+            match part {
+                Part::Drop => {}
+                Part::Passthrough => outputs.push(sub),
+                Part::Apply(t) => {
+                    let out = t.transform(sub)?;
+                    if out.n_rows() != n_rows {
+                        return Err(PredictError::InvalidInput(
+                            "a transformer changed the number of rows".into(),
+                        ));
+                    }
+                    outputs.push(out);
+                }
+            }
+        }
+        let all_numeric = outputs.iter().all(|d| match d {
+            Data::Table(t) => t.columns.iter().all(|c| matches!(c, Column::Num(_))),
+            _ => true,
+        });
+        if all_numeric {
+            let n_cols: usize = outputs.iter().map(Data::n_cols).sum();
+            let mut data = vec![0.0; n_rows * n_cols];
+            let mut offset = 0;
+            for out in outputs {
+                let width = out.n_cols();
+                let m = out.into_dense("ColumnTransformer")?;
+                for i in 0..n_rows {
+                    data[i * n_cols + offset..i * n_cols + offset + width]
+                        .copy_from_slice(&m.data[i * width..(i + 1) * width]);
+                }
+                offset += width;
+            }
+            return Ok(Data::Dense(Matrix {
+                data,
+                n_rows,
+                n_cols,
+            }));
+        }
+        let mut columns = Vec::new();
+        for out in outputs {
+            columns.extend(out.into_table().columns);
+        }
+        Ok(Data::Table(Table {
+            n_rows,
+            columns,
+            names: None,
+        }))
+    }
+}

@@ -1,0 +1,409 @@
+//! A scikit-learn model ready to predict: the public face of the native estimators.
+//!
+//! [`SklearnModel::from_value`] takes the value tree of a pickled estimator, a
+//! `Pipeline`, or the wrapper dict `{"model": estimator, "feature_names": [...]}`,
+//! and rebuilds it; anything it cannot reproduce exactly fails there, with a message
+//! that names the class or option.
+
+use crate::estimators::access::{as_list, as_str, Obj};
+use crate::estimators::{
+    build_predictor, build_transformer, split_pipeline, ClassLabels, ColumnKind, ColumnTransformer,
+    Data, MatrixRef, Predictor, Table, Transformer,
+};
+use crate::value::Value;
+
+pub use crate::estimators::Column;
+
+/// Why a model cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The file could not be read as a safe pickle (see the reader's error).
+    #[error("cannot read the model file: {0}")]
+    Read(String),
+    /// A class or option this crate does not reproduce exactly.
+    #[error("unsupported scikit-learn model: {0}")]
+    Unsupported(String),
+    /// The fitted attributes do not have the shape scikit-learn gives them.
+    #[error("malformed scikit-learn model: {0}")]
+    Malformed(String),
+}
+
+/// Why a request cannot be answered: the input does not fit the model.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PredictError {
+    #[error("{0}")]
+    InvalidInput(String),
+}
+
+/// One named input column of a model that selects its columns by name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputColumn {
+    pub name: String,
+    pub kind: ColumnKind,
+    /// False for columns the model drops: they may be left out of a request.
+    pub used: bool,
+}
+
+/// What the model takes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InputSchema {
+    /// A numeric matrix of `n_features` columns.
+    Dense { n_features: usize },
+    /// Named columns (a `ColumnTransformer` fitted on a DataFrame, selecting by name).
+    Columns(Vec<InputColumn>),
+}
+
+/// Rows to predict.
+#[derive(Debug, Clone)]
+pub enum Input<'a> {
+    /// A row-major numeric matrix (NaN = missing).
+    Dense(MatrixRef<'a>),
+    /// Named columns of equal length, like a DataFrame.
+    Columns(Vec<(String, Column)>),
+}
+
+impl<'a> Input<'a> {
+    pub fn dense(data: &'a [f64], n_rows: usize, n_cols: usize) -> Input<'a> {
+        Input::Dense(MatrixRef {
+            data,
+            n_rows,
+            n_cols,
+        })
+    }
+}
+
+/// What `predict` gives: class labels for classifiers, values for regressors.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prediction {
+    Labels(ClassLabels),
+    Values(Vec<f64>),
+}
+
+/// A loaded scikit-learn model.
+#[derive(Debug)]
+pub struct SklearnModel {
+    /// Pipeline steps before the final estimator, in order.
+    transformers: Vec<Box<dyn Transformer>>,
+    predictor: Predictor,
+    input: InputSchema,
+    feature_names: Option<Vec<String>>,
+    /// A short description, e.g. `Pipeline(StandardScaler, LogisticRegression)`.
+    description: String,
+}
+
+impl SklearnModel {
+    /// Reads a pickle or joblib file and rebuilds the model in it.
+    pub fn load(bytes: &[u8]) -> Result<SklearnModel, ModelError> {
+        let value = crate::read_model_file(bytes).map_err(|e| ModelError::Read(e.to_string()))?;
+        SklearnModel::from_value(&value)
+    }
+
+    pub fn from_value(value: &Value) -> Result<SklearnModel, ModelError> {
+        let (estimator, wrapper_names) = unwrap_dict(value)?;
+        let (steps, last) = split_pipeline(estimator)?;
+        let transformers = steps
+            .iter()
+            .map(|v| build_transformer(v))
+            .collect::<Result<Vec<_>, _>>()?;
+        let predictor = build_predictor(last)?;
+        let first = steps.first().copied().unwrap_or(last);
+        let first_obj = Obj::new(first)?;
+        let feature_names = match wrapper_names {
+            Some(names) => Some(names),
+            None => first_obj.feature_names()?,
+        };
+        let input = if first_obj.name == "ColumnTransformer" {
+            ColumnTransformer::build(first_obj)?.input_schema()
+        } else {
+            let n_features = match transformers.first() {
+                Some(t) => t.n_features_in().unwrap_or(predictor.n_features()),
+                None => predictor.n_features(),
+            };
+            InputSchema::Dense { n_features }
+        };
+        if let (Some(names), InputSchema::Dense { n_features }) = (&feature_names, &input) {
+            if names.len() != *n_features {
+                return Err(ModelError::Malformed(format!(
+                    "{} feature names for {n_features} features",
+                    names.len()
+                )));
+            }
+        }
+        let mut parts: Vec<String> = steps
+            .iter()
+            .map(|v| Obj::new(v).map(|o| o.name.to_string()))
+            .collect::<Result<_, _>>()?;
+        parts.push(Obj::new(last)?.name.to_string());
+        let description = if parts.len() == 1 {
+            parts.remove(0)
+        } else {
+            format!("Pipeline({})", parts.join(", "))
+        };
+        Ok(SklearnModel {
+            transformers,
+            predictor,
+            input,
+            feature_names,
+            description,
+        })
+    }
+
+    pub fn input_schema(&self) -> &InputSchema {
+        &self.input
+    }
+
+    /// Input feature names, when the model knows them.
+    pub fn feature_names(&self) -> Option<&[String]> {
+        self.feature_names.as_deref()
+    }
+
+    pub fn is_classifier(&self) -> bool {
+        matches!(self.predictor, Predictor::Classifier { .. })
+    }
+
+    /// Class labels in the column order of `predict_proba` (classifiers).
+    pub fn classes(&self) -> Option<&ClassLabels> {
+        match &self.predictor {
+            Predictor::Classifier { classes, .. } => Some(classes),
+            Predictor::Regressor(_) => None,
+        }
+    }
+
+    /// Whether scikit-learn offers `predict_proba` for this model.
+    pub fn has_predict_proba(&self) -> bool {
+        match &self.predictor {
+            Predictor::Classifier { model, .. } => model.has_proba(),
+            Predictor::Regressor(_) => false,
+        }
+    }
+
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    pub fn predict(&self, input: &Input<'_>) -> Result<Prediction, PredictError> {
+        let x = self.prepare(input)?;
+        let view = dense_view(&x, &self.description)?;
+        match &self.predictor {
+            Predictor::Classifier { classes, model } => {
+                let mut idx = Vec::with_capacity(view.n_rows);
+                model.predict(view, &mut idx)?;
+                Ok(Prediction::Labels(classes.take(&idx)))
+            }
+            Predictor::Regressor(model) => {
+                let mut out = Vec::with_capacity(view.n_rows);
+                model.predict(view, &mut out)?;
+                Ok(Prediction::Values(out))
+            }
+        }
+    }
+
+    /// Probabilities, row-major `[n_rows, n_classes]`.
+    pub fn predict_proba(&self, input: &Input<'_>) -> Result<Vec<f64>, PredictError> {
+        let Predictor::Classifier { model, classes } = &self.predictor else {
+            return Err(PredictError::InvalidInput(format!(
+                "{} is a regressor: it has no predict_proba",
+                self.description
+            )));
+        };
+        if !model.has_proba() {
+            return Err(PredictError::InvalidInput(format!(
+                "{} has no predict_proba",
+                self.description
+            )));
+        }
+        let x = self.prepare(input)?;
+        let view = dense_view(&x, &self.description)?;
+        let mut out = Vec::with_capacity(view.n_rows * classes.len());
+        model.predict_proba(view, &mut out)?;
+        Ok(out)
+    }
+
+    /// Turns the request into what the final estimator takes, running the steps.
+    fn prepare<'a>(&self, input: &'a Input<'a>) -> Result<Data<'a>, PredictError> {
+        let mut data = match (&self.input, input) {
+            (InputSchema::Dense { n_features }, Input::Dense(m)) => {
+                if m.n_cols != *n_features || m.data.len() != m.n_rows * m.n_cols {
+                    return Err(PredictError::InvalidInput(format!(
+                        "expected {n_features} features per row, got {} values for {} rows of {}",
+                        m.data.len(),
+                        m.n_rows,
+                        m.n_cols
+                    )));
+                }
+                Data::Borrowed(*m)
+            }
+            (InputSchema::Dense { n_features }, Input::Columns(cols)) => {
+                Data::Table(self.dense_from_columns(cols, *n_features)?)
+            }
+            (InputSchema::Columns(schema), Input::Columns(cols)) => {
+                Data::Table(table_from_columns(schema, cols)?)
+            }
+            (InputSchema::Columns(_), Input::Dense(_)) => {
+                return Err(PredictError::InvalidInput(
+                    "this model takes named columns, not a matrix".into(),
+                ))
+            }
+        };
+        for step in &self.transformers {
+            data = step.transform(data)?;
+        }
+        if let Data::Table(_) = data {
+            data = Data::Dense(data.into_dense(&self.description)?);
+        }
+        Ok(data)
+    }
+
+    /// Named numeric columns for a model that takes a matrix: in the order of its
+    /// feature names when it knows them, else in the order given.
+    fn dense_from_columns(
+        &self,
+        cols: &[(String, Column)],
+        n_features: usize,
+    ) -> Result<Table, PredictError> {
+        let ordered: Vec<&Column> = match &self.feature_names {
+            Some(names) => names
+                .iter()
+                .map(|n| {
+                    cols.iter()
+                        .find(|(c, _)| c == n)
+                        .map(|(_, col)| col)
+                        .ok_or_else(|| {
+                            PredictError::InvalidInput(format!("missing input column {n:?}"))
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+            None => cols.iter().map(|(_, c)| c).collect(),
+        };
+        if ordered.len() != n_features {
+            return Err(PredictError::InvalidInput(format!(
+                "expected {n_features} columns, got {}",
+                ordered.len()
+            )));
+        }
+        build_table(ordered, self.feature_names.clone())
+    }
+}
+
+fn table_from_columns(
+    schema: &[InputColumn],
+    cols: &[(String, Column)],
+) -> Result<Table, PredictError> {
+    let mut ordered = Vec::with_capacity(schema.len());
+    let mut placeholders = Vec::new();
+    for spec in schema {
+        match cols.iter().find(|(c, _)| *c == spec.name) {
+            Some((_, col)) => {
+                let ok = matches!(
+                    (spec.kind, col),
+                    (ColumnKind::Numeric, Column::Num(_)) | (ColumnKind::String, Column::Str(_))
+                );
+                if !ok && spec.used {
+                    return Err(PredictError::InvalidInput(format!(
+                        "column {:?} must hold {}",
+                        spec.name,
+                        if spec.kind == ColumnKind::Numeric {
+                            "numbers"
+                        } else {
+                            "text"
+                        }
+                    )));
+                }
+                ordered.push(Some(col));
+            }
+            None if !spec.used => {
+                ordered.push(None);
+            }
+            None => {
+                return Err(PredictError::InvalidInput(format!(
+                    "missing input column {:?}",
+                    spec.name
+                )))
+            }
+        }
+    }
+    let n_rows = ordered
+        .iter()
+        .flatten()
+        .map(|c| c.len())
+        .next()
+        .unwrap_or(0);
+    for (slot, spec) in ordered.iter_mut().zip(schema) {
+        if slot.is_none() {
+            // A column the model drops: an empty stand-in of the right length.
+            placeholders.push((spec.name.clone(), Column::Num(vec![f64::NAN; n_rows])));
+        }
+    }
+    let mut fill = placeholders.iter();
+    let columns: Vec<&Column> = ordered
+        .into_iter()
+        .map(|c| c.unwrap_or_else(|| &fill.next().expect("one placeholder per gap").1))
+        .collect();
+    build_table(
+        columns,
+        Some(schema.iter().map(|c| c.name.clone()).collect()),
+    )
+}
+
+fn build_table(columns: Vec<&Column>, names: Option<Vec<String>>) -> Result<Table, PredictError> {
+    let n_rows = columns.first().map_or(0, |c| c.len());
+    if columns.iter().any(|c| c.len() != n_rows) {
+        return Err(PredictError::InvalidInput(
+            "input columns have different lengths".into(),
+        ));
+    }
+    Ok(Table {
+        n_rows,
+        columns: columns.into_iter().cloned().collect(),
+        names,
+    })
+}
+
+/// The final estimator's input as a numeric matrix view.
+fn dense_view<'a>(x: &'a Data<'a>, who: &str) -> Result<MatrixRef<'a>, PredictError> {
+    match x {
+        Data::Borrowed(m) => Ok(*m),
+        Data::Dense(m) => Ok(m.view()),
+        Data::Table(_) => Err(PredictError::InvalidInput(format!(
+            "{who}: the final estimator needs numbers (convert the table first)"
+        ))),
+    }
+}
+
+/// Unwraps `{"model": estimator, "feature_names": [...]}`.
+fn unwrap_dict(value: &Value) -> Result<(&Value, Option<Vec<String>>), ModelError> {
+    let Value::Dict(items) = value else {
+        return Ok((value, None));
+    };
+    let get = |key: &str| {
+        items
+            .iter()
+            .find(|(k, _)| matches!(k, Value::Str(s) if s == key))
+            .map(|(_, v)| v)
+    };
+    let model = get("model")
+        .ok_or_else(|| ModelError::Unsupported("a dict without a \"model\" entry".into()))?;
+    let names = match get("feature_names") {
+        None | Some(Value::None) => None,
+        Some(v) => Some(
+            as_list(v)
+                .and_then(|items| {
+                    items
+                        .iter()
+                        .map(|i| as_str(i).map(str::to_owned))
+                        .collect::<Option<Vec<_>>>()
+                })
+                .or_else(|| match v {
+                    Value::Array(a) => match crate::estimators::access::array_labels(a) {
+                        Some(ClassLabels::Str(names)) => Some(names),
+                        _ => None,
+                    },
+                    _ => None,
+                })
+                .ok_or_else(|| {
+                    ModelError::Malformed("\"feature_names\" is not a list of strings".into())
+                })?,
+        ),
+    };
+    Ok((model, names))
+}

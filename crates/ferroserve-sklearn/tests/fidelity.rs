@@ -1,0 +1,263 @@
+//! Native predictions against scikit-learn's own, over the fixtures that
+//! `tests/fixtures/sklearn/make_sklearn_fixtures.py` made with several scikit-learn
+//! versions (one directory per version).
+//!
+//! Every `<case>.json` names the model files of one case (pickle protocols 2 and 5,
+//! joblib plain / zlib / gzip), the held-out input and scikit-learn's `predict` and
+//! `predict_proba`. Labels must be equal; numbers within 1e-9 relative.
+//!
+//! `FERROSERVE_SKLEARN_FIXTURES=<dir>` runs the same comparison over another directory
+//! (the fresh round of `python/sklearn_fresh_round.sh`, made by the current
+//! scikit-learn at test time).
+
+use std::path::{Path, PathBuf};
+
+use ferroserve_sklearn::{ClassLabels, Column, Input, Prediction, SklearnModel};
+use serde_json::Value as Json;
+
+/// Cases that do not load yet, with the reason. They must fail at load time (a
+/// refusal, never a wrong prediction); entries are removed as support lands.
+const PENDING: &[(&str, &str)] = &[
+    ("gb_", "gradient boosting: in progress"),
+    ("ct_ordinal_gb", "gradient boosting: in progress"),
+    ("hgb_", "histogram gradient boosting: in progress"),
+];
+
+fn pending_reason(case: &str) -> Option<&'static str> {
+    PENDING
+        .iter()
+        .find(|(prefix, _)| case.starts_with(prefix))
+        .map(|(_, why)| *why)
+}
+
+fn fixture_root() -> PathBuf {
+    match std::env::var_os("FERROSERVE_SKLEARN_FIXTURES") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sklearn"),
+    }
+}
+
+/// Directories holding `<case>.json` files: the root and its subdirectories.
+fn case_dirs(root: &Path) -> Vec<PathBuf> {
+    let mut dirs = vec![root.to_path_buf()];
+    let mut subdirs: Vec<PathBuf> = std::fs::read_dir(root)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", root.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    subdirs.sort();
+    dirs.extend(subdirs);
+    dirs
+}
+
+fn close(a: f64, b: f64) -> bool {
+    if a.is_nan() || b.is_nan() {
+        return a.is_nan() && b.is_nan();
+    }
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()) + 1e-300
+}
+
+/// The held-out input: a row-major matrix (data, rows, columns) or named columns.
+type CaseInput = (Vec<f64>, usize, usize, Option<Vec<(String, Column)>>);
+
+fn input_of(case: &Json) -> CaseInput {
+    let input = &case["input"];
+    match input["kind"].as_str() {
+        Some("dense") => {
+            let rows = input["rows"].as_array().expect("rows");
+            let n_cols = rows.first().map_or(0, |r| r.as_array().unwrap().len());
+            let data = rows
+                .iter()
+                .flat_map(|r| r.as_array().unwrap().iter())
+                .map(|v| v.as_f64().unwrap_or(f64::NAN))
+                .collect();
+            (data, rows.len(), n_cols, None)
+        }
+        Some("columns") => {
+            let columns = input["columns"]
+                .as_array()
+                .expect("columns")
+                .iter()
+                .map(|c| {
+                    let name = c["name"].as_str().unwrap().to_string();
+                    let values = c["values"].as_array().unwrap();
+                    let col = if c["kind"] == "numeric" {
+                        Column::Num(
+                            values
+                                .iter()
+                                .map(|v| v.as_f64().unwrap_or(f64::NAN))
+                                .collect(),
+                        )
+                    } else {
+                        Column::Str(
+                            values
+                                .iter()
+                                .map(|v| v.as_str().map(str::to_owned))
+                                .collect(),
+                        )
+                    };
+                    (name, col)
+                })
+                .collect();
+            (vec![], 0, 0, Some(columns))
+        }
+        other => panic!("unknown input kind {other:?}"),
+    }
+}
+
+fn labels_equal(got: &ClassLabels, want: &[Json]) -> Result<(), String> {
+    let ok = match got {
+        ClassLabels::Int(v) => {
+            v.len() == want.len() && v.iter().zip(want).all(|(a, b)| b.as_i64() == Some(*a))
+        }
+        ClassLabels::Str(v) => {
+            v.len() == want.len() && v.iter().zip(want).all(|(a, b)| b.as_str() == Some(a))
+        }
+        ClassLabels::Float(v) => {
+            v.len() == want.len() && v.iter().zip(want).all(|(a, b)| b.as_f64() == Some(*a))
+        }
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("labels {got:?} != expected {want:?}"))
+    }
+}
+
+fn check_file(path: &Path, case: &Json) -> Result<(), String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let model = SklearnModel::load(&bytes).map_err(|e| format!("load: {e}"))?;
+    let (data, n_rows, n_cols, columns) = input_of(case);
+    let input = match columns {
+        Some(cols) => Input::Columns(cols),
+        None => Input::dense(&data, n_rows, n_cols),
+    };
+    if model.is_classifier() != case["classifier"].as_bool().unwrap() {
+        return Err("is_classifier differs".into());
+    }
+    if let Some(classes) = case["classes"].as_array() {
+        labels_equal(model.classes().ok_or("no classes")?, classes)
+            .map_err(|e| format!("classes_: {e}"))?;
+    }
+    if let Some(names) = case["feature_names"].as_array() {
+        let got = model.feature_names().ok_or("no feature names")?;
+        let want: Vec<&str> = names.iter().map(|n| n.as_str().unwrap()).collect();
+        if got != want.as_slice() {
+            return Err(format!("feature names {got:?} != {want:?}"));
+        }
+    }
+    let want = case["predict"].as_array().unwrap();
+    match model.predict(&input).map_err(|e| format!("predict: {e}"))? {
+        Prediction::Labels(labels) => {
+            labels_equal(&labels, want).map_err(|e| format!("predict: {e}"))?
+        }
+        Prediction::Values(values) => {
+            if values.len() != want.len() {
+                return Err(format!(
+                    "predict: {} values for {} rows",
+                    values.len(),
+                    want.len()
+                ));
+            }
+            for (i, (a, b)) in values.iter().zip(want).enumerate() {
+                let b = b.as_f64().unwrap();
+                if !close(*a, b) {
+                    return Err(format!(
+                        "predict row {i}: {a:e} != {b:e} (diff {:e})",
+                        a - b
+                    ));
+                }
+            }
+        }
+    }
+    match case["predict_proba"].as_array() {
+        Some(rows) => {
+            let got = model
+                .predict_proba(&input)
+                .map_err(|e| format!("predict_proba: {e}"))?;
+            let want: Vec<f64> = rows
+                .iter()
+                .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
+                .collect();
+            if got.len() != want.len() {
+                return Err(format!(
+                    "predict_proba: {} values, expected {}",
+                    got.len(),
+                    want.len()
+                ));
+            }
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                if !close(*a, *b) {
+                    return Err(format!(
+                        "predict_proba value {i}: {a:e} != {b:e} (diff {:e})",
+                        a - b
+                    ));
+                }
+            }
+        }
+        None => {
+            if model.has_predict_proba() {
+                return Err("offers predict_proba where scikit-learn has none".into());
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn native_predictions_equal_sklearn() {
+    let root = fixture_root();
+    let mut failures = Vec::new();
+    let mut passed = 0;
+    let mut pending = 0;
+    let mut cases = 0;
+    for dir in case_dirs(&root) {
+        let mut jsons: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        jsons.sort();
+        let mut dir_passed = 0;
+        for json in jsons {
+            let case: Json = serde_json::from_slice(&std::fs::read(&json).unwrap())
+                .unwrap_or_else(|e| panic!("{}: {e}", json.display()));
+            cases += 1;
+            let name = case["name"].as_str().unwrap_or_default();
+            for file in case["files"].as_array().unwrap() {
+                let path = dir.join(file.as_str().unwrap());
+                match (check_file(&path, &case), pending_reason(name)) {
+                    (Ok(()), _) => {
+                        passed += 1;
+                        dir_passed += 1;
+                    }
+                    (Err(e), Some(why)) if e.starts_with("load: ") => {
+                        pending += 1;
+                        eprintln!("pending {} ({why}): {e}", path.display());
+                    }
+                    (Err(e), _) => failures.push(format!("{}: {e}", path.display())),
+                }
+            }
+        }
+        if dir_passed > 0 {
+            eprintln!(
+                "{}: {dir_passed} model files match scikit-learn",
+                dir.display()
+            );
+        }
+    }
+    for f in &failures {
+        eprintln!("FAIL {f}");
+    }
+    eprintln!(
+        "{passed} files passed, {} failed, {pending} pending, {cases} cases",
+        failures.len()
+    );
+    assert!(cases > 0, "no fixtures under {}", root.display());
+    assert!(
+        failures.is_empty(),
+        "{} of {} model files differ from scikit-learn",
+        failures.len(),
+        passed + failures.len()
+    );
+}
