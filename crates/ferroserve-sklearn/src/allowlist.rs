@@ -211,6 +211,13 @@ impl Global {
 
 /// Resolves a pickled `module`, `name` pair, or refuses it by name.
 pub fn resolve(module: &str, name: &str) -> Result<Global, LoadError> {
+    // Protocols 0–2 spell Python 3 modules by their Python 2 names; map them the way
+    // CPython's unpickler does (`fix_imports`), so refusals name the module users know.
+    let module = match module {
+        "__builtin__" => "builtins",
+        "copy_reg" => "copyreg",
+        other => other,
+    };
     let global = match (module, name) {
         ("numpy.core.multiarray" | "numpy._core.multiarray", "_reconstruct") => {
             Some(Global::NumpyReconstruct)
@@ -222,12 +229,12 @@ pub fn resolve(module: &str, name: &str) -> Result<Global, LoadError> {
         ("numpy", "ndarray") => Some(Global::NumpyNdarray),
         ("numpy", "dtype") => Some(Global::NumpyDType),
         ("numpy", _) => numpy_scalar_type(name).map(Global::NumpyScalarType),
-        ("copyreg" | "copy_reg", "_reconstructor") => Some(Global::CopyregReconstructor),
-        ("builtins" | "__builtin__", "object") => Some(Global::BuiltinsObject),
-        ("builtins" | "__builtin__", "slice") => Some(Global::Slice),
-        ("builtins" | "__builtin__", "set" | "frozenset") => Some(Global::Set),
-        ("builtins" | "__builtin__", "bytes") => Some(Global::Bytes),
-        ("builtins" | "__builtin__", "bytearray") => Some(Global::ByteArray),
+        ("copyreg", "_reconstructor") => Some(Global::CopyregReconstructor),
+        ("builtins", "object") => Some(Global::BuiltinsObject),
+        ("builtins", "slice") => Some(Global::Slice),
+        ("builtins", "set" | "frozenset") => Some(Global::Set),
+        ("builtins", "bytes") => Some(Global::Bytes),
+        ("builtins", "bytearray") => Some(Global::ByteArray),
         ("_codecs", "encode") => Some(Global::CodecsEncode),
         ("collections", "OrderedDict") => Some(Global::OrderedDict),
         ("joblib.numpy_pickle" | "sklearn.externals.joblib.numpy_pickle", "NumpyArrayWrapper") => {

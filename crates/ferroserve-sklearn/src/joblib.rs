@@ -61,17 +61,15 @@ pub fn decompress<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Cow<'a, [u8]>,
     let compression = detect_compression(bytes);
     let (format, result) = match compression {
         Compression::None => return Ok(Cow::Borrowed(bytes)),
-        Compression::Zlib => (
-            "zlib",
-            read_capped(flate2::read::ZlibDecoder::new(bytes), cap),
-        ),
+        Compression::Zlib => ("zlib", zlib_capped(bytes, cap)),
         Compression::Gzip => (
             "gzip",
             read_capped(flate2::read::GzDecoder::new(bytes), cap),
         ),
         Compression::Lz4 => (
             "lz4",
-            read_capped(lz4_flex::frame::FrameDecoder::new(bytes), cap),
+            lz4_frame_is_complete(bytes)
+                .and_then(|()| read_capped(lz4_flex::frame::FrameDecoder::new(bytes), cap)),
         ),
         Compression::Xz => ("xz", {
             let mut out = CappedWriter::new(cap);
@@ -104,6 +102,58 @@ fn read_capped(reader: impl Read, cap: usize) -> Result<Vec<u8>, String> {
         return Err(format!("output exceeds the limit of {cap} bytes"));
     }
     Ok(out)
+}
+
+/// zlib through the low-level API, because flate2's `Read` adapter treats a stream cut
+/// short as a clean end of file; a truncated file must be an error.
+fn zlib_capped(input: &[u8], cap: usize) -> Result<Vec<u8>, String> {
+    let mut inflater = flate2::Decompress::new(true);
+    let mut out: Vec<u8> = Vec::new();
+    loop {
+        if out.len() == out.capacity() {
+            // Grow geometrically, never past one byte over the cap.
+            let room = cap.saturating_add(1).saturating_sub(out.len());
+            if room == 0 {
+                return Err(format!("output exceeds the limit of {cap} bytes"));
+            }
+            out.reserve_exact(out.len().max(64 << 10).min(room));
+        }
+        let consumed = usize::try_from(inflater.total_in()).unwrap_or(usize::MAX);
+        let rest = input.get(consumed..).unwrap_or(&[]);
+        let before = (inflater.total_in(), out.len());
+        let status = inflater
+            .decompress_vec(rest, &mut out, flate2::FlushDecompress::None)
+            .map_err(|e| e.to_string())?;
+        if out.len() > cap {
+            return Err(format!("output exceeds the limit of {cap} bytes"));
+        }
+        if status == flate2::Status::StreamEnd {
+            return Ok(out);
+        }
+        let stalled = (inflater.total_in(), out.len()) == before;
+        if stalled && out.len() < out.capacity() {
+            return Err("stream ends before its end marker (truncated file)".into());
+        }
+    }
+}
+
+/// lz4_flex ends a frame cleanly at end of input even without the frame's end mark, so
+/// check that the input ends with the end mark (and the content checksum, if the frame
+/// header announces one): a truncated file must be an error.
+fn lz4_frame_is_complete(input: &[u8]) -> Result<(), String> {
+    let truncated = || "frame ends before its end mark (truncated file)".to_owned();
+    let flags = *input.get(4).ok_or_else(truncated)?;
+    let trailer = if flags & 0x04 != 0 { 8 } else { 4 };
+    let end = input
+        .len()
+        .checked_sub(trailer)
+        .and_then(|start| input.get(start..start.checked_add(4)?))
+        .ok_or_else(truncated)?;
+    if end == [0, 0, 0, 0] {
+        Ok(())
+    } else {
+        Err(truncated())
+    }
 }
 
 fn lzma_error(error: lzma_rs::error::Error, exceeded: bool, cap: usize) -> String {

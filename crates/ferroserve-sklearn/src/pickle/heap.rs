@@ -238,7 +238,7 @@ impl Heap {
             budget,
             offset,
         };
-        converter.value(root, 0)
+        converter.value(root)
     }
 }
 
@@ -250,6 +250,13 @@ struct Converter<'b> {
     offset: usize,
 }
 
+/// One step of the explicit-stack traversal: visit an object (pushing its children),
+/// or finish it once its children's values are on the value stack.
+enum Task {
+    Visit { handle: Handle, depth: usize },
+    Finish { handle: Handle, obj: Obj },
+}
+
 impl Converter<'_> {
     fn limit(&self, message: String) -> LoadError {
         LoadError::LimitExceeded {
@@ -258,61 +265,95 @@ impl Converter<'_> {
         }
     }
 
-    /// Recursive, but the recursion is bounded by `max_depth`, which callers keep small
-    /// enough for any thread's stack.
-    fn value(&mut self, handle: Handle, depth: usize) -> Result<Value, LoadError> {
-        if depth > self.max_depth {
-            return Err(self.limit(format!(
-                "containers nested deeper than {} levels",
-                self.max_depth
-            )));
-        }
-        let slot = self
-            .converted
-            .get_mut(handle)
-            .ok_or_else(|| LoadError::Malformed {
-                offset: self.offset,
-                message: "dangling object reference".into(),
-            })?;
-        match slot {
-            Converted::Done(value) => {
-                let value = value.clone();
-                self.budget
-                    .charge(mem::size_of::<Value>() + owned_size(&value), self.offset)?;
-                return Ok(value);
+    /// Post-order traversal with explicit stacks, so that no input nesting can overflow
+    /// the thread's stack; `max_depth` bounds the nesting accepted.
+    fn value(&mut self, root: Handle) -> Result<Value, LoadError> {
+        let mut tasks = vec![Task::Visit {
+            handle: root,
+            depth: 0,
+        }];
+        let mut values: Vec<Value> = Vec::new();
+        while let Some(task) = tasks.pop() {
+            match task {
+                Task::Visit { handle, depth } => {
+                    if depth > self.max_depth {
+                        return Err(self.limit(format!(
+                            "containers nested deeper than {} levels",
+                            self.max_depth
+                        )));
+                    }
+                    let slot =
+                        self.converted
+                            .get_mut(handle)
+                            .ok_or_else(|| LoadError::Malformed {
+                                offset: self.offset,
+                                message: "dangling object reference".into(),
+                            })?;
+                    match slot {
+                        Converted::Done(value) => {
+                            let value = value.clone();
+                            self.budget.charge(
+                                mem::size_of::<Value>() + owned_size(&value),
+                                self.offset,
+                            )?;
+                            values.push(value);
+                            continue;
+                        }
+                        Converted::InProgress => {
+                            return Err(LoadError::Unsupported {
+                                offset: self.offset,
+                                feature: "self-referencing (recursive) objects".into(),
+                            })
+                        }
+                        Converted::Todo => *slot = Converted::InProgress,
+                    }
+                    let obj = mem::replace(&mut self.objs[handle], Obj::Taken);
+                    let children = children(&obj);
+                    tasks.push(Task::Finish { handle, obj });
+                    tasks.extend(children.into_iter().rev().map(|child| Task::Visit {
+                        handle: child,
+                        depth: depth + 1,
+                    }));
+                }
+                Task::Finish { handle, obj } => {
+                    let count = child_count(&obj);
+                    let split =
+                        values
+                            .len()
+                            .checked_sub(count)
+                            .ok_or_else(|| LoadError::Malformed {
+                                offset: self.offset,
+                                message: "internal: value stack underflow".into(),
+                            })?;
+                    let children = values.split_off(split);
+                    let value = self.finish(obj, children)?;
+                    self.budget
+                        .charge(mem::size_of::<Value>() + owned_size(&value), self.offset)?;
+                    self.converted[handle] = Converted::Done(value.clone());
+                    values.push(value);
+                }
             }
-            Converted::InProgress => {
-                return Err(LoadError::Unsupported {
-                    offset: self.offset,
-                    feature: "self-referencing (recursive) objects".into(),
-                })
-            }
-            Converted::Todo => *slot = Converted::InProgress,
         }
-        let obj = mem::replace(&mut self.objs[handle], Obj::Taken);
-        let value = self.convert(obj, depth)?;
-        self.budget
-            .charge(mem::size_of::<Value>() + owned_size(&value), self.offset)?;
-        self.converted[handle] = Converted::Done(value.clone());
-        Ok(value)
+        values.pop().ok_or_else(|| LoadError::Malformed {
+            offset: self.offset,
+            message: "internal: no value produced".into(),
+        })
     }
 
-    fn values(&mut self, handles: &[Handle], depth: usize) -> Result<Vec<Value>, LoadError> {
-        handles.iter().map(|&h| self.value(h, depth + 1)).collect()
-    }
-
-    fn convert(&mut self, obj: Obj, depth: usize) -> Result<Value, LoadError> {
+    /// Builds the value of `obj` from its children's values (in `children` order).
+    fn finish(&mut self, obj: Obj, children: Vec<Value>) -> Result<Value, LoadError> {
         Ok(match obj {
             Obj::Leaf(value) => value,
-            Obj::List(items) => Value::List(Arc::new(self.values(&items, depth)?)),
-            Obj::Tuple(items) => Value::Tuple(Arc::new(self.values(&items, depth)?)),
-            Obj::Set(items) => Value::Set(Arc::new(self.values(&items, depth)?)),
-            Obj::Dict(pairs) => {
-                let mut out = Vec::with_capacity(pairs.len());
-                for (k, v) in pairs {
-                    out.push((self.value(k, depth + 1)?, self.value(v, depth + 1)?));
+            Obj::List(_) => Value::List(Arc::new(children)),
+            Obj::Tuple(_) => Value::Tuple(Arc::new(children)),
+            Obj::Set(_) => Value::Set(Arc::new(children)),
+            Obj::Dict(_) => {
+                let mut pairs = Vec::with_capacity(children.len() / 2);
+                let mut iter = children.into_iter();
+                while let (Some(k), Some(v)) = (iter.next(), iter.next()) {
+                    pairs.push((k, v));
                 }
-                Value::Dict(Arc::new(out))
+                Value::Dict(Arc::new(pairs))
             }
             Obj::Global(Global::NumpyScalarType(dtype)) => Value::DType(dtype),
             Obj::Global(global) => {
@@ -328,15 +369,16 @@ impl Converter<'_> {
                     args,
                     state,
                 } = *instance;
-                let args = Arc::new(self.values(&args, depth)?);
+                let mut children = children;
                 let state = match state {
-                    Some(h) => Some(Arc::new(self.value(h, depth + 1)?)),
+                    Some(_) => children.pop().map(Arc::new),
                     None => None,
                 };
+                debug_assert_eq!(children.len(), args.len());
                 Value::Object {
                     module,
                     name,
-                    args,
+                    args: Arc::new(children),
                     state,
                 }
             }
@@ -347,9 +389,9 @@ impl Converter<'_> {
                     message: "array reconstructed without its BUILD state".into(),
                 })
             }
-            Obj::ObjectArray { shape, items } => {
-                let elements = match self.value(items, depth + 1)? {
-                    Value::List(list) | Value::Tuple(list) => {
+            Obj::ObjectArray { shape, .. } => {
+                let elements = match children.into_iter().next() {
+                    Some(Value::List(list) | Value::Tuple(list)) => {
                         self.budget
                             .charge_n(list.len(), mem::size_of::<Value>(), self.offset)?;
                         for item in list.iter() {
@@ -383,6 +425,32 @@ impl Converter<'_> {
                 })
             }
         })
+    }
+}
+
+/// The handles `obj`'s value is built from, in the order `Converter::finish` expects.
+fn children(obj: &Obj) -> Vec<Handle> {
+    match obj {
+        Obj::List(items) | Obj::Tuple(items) | Obj::Set(items) => items.clone(),
+        Obj::Dict(pairs) => pairs.iter().flat_map(|&(k, v)| [k, v]).collect(),
+        Obj::Instance(instance) => instance
+            .args
+            .iter()
+            .copied()
+            .chain(instance.state)
+            .collect(),
+        Obj::ObjectArray { items, .. } => vec![*items],
+        _ => Vec::new(),
+    }
+}
+
+fn child_count(obj: &Obj) -> usize {
+    match obj {
+        Obj::List(items) | Obj::Tuple(items) | Obj::Set(items) => items.len(),
+        Obj::Dict(pairs) => pairs.len().saturating_mul(2),
+        Obj::Instance(instance) => instance.args.len() + usize::from(instance.state.is_some()),
+        Obj::ObjectArray { .. } => 1,
+        _ => 0,
     }
 }
 

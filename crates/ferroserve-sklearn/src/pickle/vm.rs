@@ -170,6 +170,13 @@ impl<'a, 'b> Vm<'a, 'b> {
             let op = self.reader.u8()?;
             if op == b'.' {
                 let root = self.pop()?;
+                // CPython never leaves a MARK open at STOP; a stream that does is not
+                // something pickle.dump wrote.
+                if !self.marks.is_empty() {
+                    return Err(
+                        self.malformed(format!("STOP with {} unclosed MARKs", self.marks.len()))
+                    );
+                }
                 let end = self.reader.pos();
                 let offset = self.op_offset;
                 let value =
