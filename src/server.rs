@@ -25,7 +25,13 @@ impl Listeners {
         let rest = TcpListener::bind(settings.rest_addr)
             .await
             .with_context(|| format!("cannot listen on REST address {}", settings.rest_addr))?;
-        Ok(Listeners { rest, grpc: None })
+        let grpc = TcpListener::bind(settings.grpc_addr)
+            .await
+            .with_context(|| format!("cannot listen on gRPC address {}", settings.grpc_addr))?;
+        Ok(Listeners {
+            rest,
+            grpc: Some(grpc),
+        })
     }
 }
 
@@ -85,7 +91,25 @@ pub async fn run(
         .with_graceful_shutdown(stopped(stop_rx.clone()));
     let rest = tokio::spawn(async move { rest.await.context("REST server failed") });
 
+    // gRPC (issue 5): beside REST, on the same state and the same shutdown signal.
+    let grpc = match listeners.grpc {
+        Some(listener) => {
+            let grpc_addr = listener.local_addr()?;
+            tracing::info!(%grpc_addr, "gRPC API listening");
+            let limits = crate::grpc::MessageLimits {
+                max_receive_bytes: state.settings.grpc_max_receive_bytes,
+                max_send_bytes: state.settings.grpc_max_send_bytes,
+            };
+            let serve = crate::grpc::serve(state.clone(), limits, listener, stopped(stop_rx.clone()));
+            Some(tokio::spawn(async move { serve.await.context("gRPC server failed") }))
+        }
+        None => None,
+    };
+
     rest.await??;
+    if let Some(grpc) = grpc {
+        grpc.await??;
+    }
     loader.abort();
     let inference = state.inference.clone();
     tokio::task::spawn_blocking(move || inference.shutdown()).await?;

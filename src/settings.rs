@@ -30,6 +30,12 @@ pub struct Settings {
     pub rest_addr: SocketAddr,
     /// gRPC address. Default `0.0.0.0:8500` (TF Serving's).
     pub grpc_addr: SocketAddr,
+    /// Largest gRPC request message, in bytes; larger is RESOURCE_EXHAUSTED.
+    /// Default 64 MiB, as `max_request_bytes`, so what REST takes gRPC takes too.
+    pub grpc_max_receive_bytes: usize,
+    /// Largest gRPC response message, in bytes; larger is RESOURCE_EXHAUSTED.
+    /// Default 64 MiB.
+    pub grpc_max_send_bytes: usize,
     /// Deadline of a request when the model config gives none. Default 600 s.
     pub request_timeout: Duration,
     /// Largest request body accepted, in bytes; larger is 413. Default 64 MiB.
@@ -54,6 +60,8 @@ impl Default for Settings {
             model_repository: PathBuf::from("models"),
             rest_addr: SocketAddr::from(([0, 0, 0, 0], 8501)),
             grpc_addr: SocketAddr::from(([0, 0, 0, 0], 8500)),
+            grpc_max_receive_bytes: 64 * 1024 * 1024,
+            grpc_max_send_bytes: 64 * 1024 * 1024,
             request_timeout: Duration::from_secs(600),
             max_request_bytes: 64 * 1024 * 1024,
             inference_threads: std::thread::available_parallelism()
@@ -85,6 +93,14 @@ pub struct ServeArgs {
     /// Address of the gRPC API [default: 0.0.0.0:8500]
     #[arg(long, env = "FERROSERVE_GRPC_ADDR", value_name = "HOST:PORT")]
     pub grpc_addr: Option<SocketAddr>,
+
+    /// Largest gRPC request message in bytes; larger is RESOURCE_EXHAUSTED [default: 67108864]
+    #[arg(long, env = "FERROSERVE_GRPC_MAX_RECEIVE_BYTES", value_name = "BYTES")]
+    pub grpc_max_receive_bytes: Option<usize>,
+
+    /// Largest gRPC response message in bytes [default: 67108864]
+    #[arg(long, env = "FERROSERVE_GRPC_MAX_SEND_BYTES", value_name = "BYTES")]
+    pub grpc_max_send_bytes: Option<usize>,
 
     /// Request deadline in seconds when the model's config.toml gives none; counts
     /// queue time and inference [default: 600]
@@ -151,6 +167,8 @@ impl ServeArgs {
             model_repository: upper.model_repository.or(self.model_repository),
             rest_addr: upper.rest_addr.or(self.rest_addr),
             grpc_addr: upper.grpc_addr.or(self.grpc_addr),
+            grpc_max_receive_bytes: upper.grpc_max_receive_bytes.or(self.grpc_max_receive_bytes),
+            grpc_max_send_bytes: upper.grpc_max_send_bytes.or(self.grpc_max_send_bytes),
             request_timeout_secs: upper.request_timeout_secs.or(self.request_timeout_secs),
             max_request_bytes: upper.max_request_bytes.or(self.max_request_bytes),
             inference_threads: upper.inference_threads.or(self.inference_threads),
@@ -188,6 +206,16 @@ impl ServeArgs {
             model_repository: self.model_repository.unwrap_or(d.model_repository),
             rest_addr: self.rest_addr.unwrap_or(d.rest_addr),
             grpc_addr: self.grpc_addr.unwrap_or(d.grpc_addr),
+            grpc_max_receive_bytes: positive(
+                "grpc_max_receive_bytes",
+                self.grpc_max_receive_bytes,
+                d.grpc_max_receive_bytes,
+            )?,
+            grpc_max_send_bytes: positive(
+                "grpc_max_send_bytes",
+                self.grpc_max_send_bytes,
+                d.grpc_max_send_bytes,
+            )?,
             request_timeout,
             max_request_bytes: positive(
                 "max_request_bytes",
