@@ -100,8 +100,11 @@ pub async fn run(
                 max_receive_bytes: state.settings.grpc_max_receive_bytes,
                 max_send_bytes: state.settings.grpc_max_send_bytes,
             };
-            let serve = crate::grpc::serve(state.clone(), limits, listener, stopped(stop_rx.clone()));
-            Some(tokio::spawn(async move { serve.await.context("gRPC server failed") }))
+            let serve =
+                crate::grpc::serve(state.clone(), limits, listener, stopped(stop_rx.clone()));
+            Some(tokio::spawn(async move {
+                serve.await.context("gRPC server failed")
+            }))
         }
         None => None,
     };
