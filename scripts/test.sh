@@ -12,5 +12,6 @@ cargo test --workspace --all-targets
 # --- scikit-learn fresh round (issue 4) ---
 
 # --- real clients (tritonclient, TF Serving stubs) ---
+./tests/interop/run.sh
 
 echo "all tests passed"

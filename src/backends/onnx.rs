@@ -24,14 +24,21 @@ pub const RUNTIME_FILE_NAME: &str = "libonnxruntime.so.1.31.1";
 /// `ort` can load one library per process, so the first successful location wins.
 static ENVIRONMENT: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
 
-/// Where to find `libonnxruntime`: the explicit setting, then `ORT_DYLIB_PATH`, then
-/// next to the running executable (where `scripts/setup.sh` puts it).
+/// Where to find `libonnxruntime`: the explicit setting (which must exist), else
+/// `ORT_DYLIB_PATH`, else next to the running executable (where `scripts/setup.sh`
+/// puts it).
 pub fn locate_runtime(configured: Option<&Path>) -> Result<PathBuf, String> {
-    let mut tried = Vec::new();
-    let mut candidates: Vec<PathBuf> = Vec::new();
     if let Some(p) = configured {
-        candidates.push(p.to_path_buf());
+        return if p.is_file() {
+            Ok(p.to_path_buf())
+        } else {
+            Err(format!(
+                "ONNX Runtime library {} (from --onnxruntime-path) does not exist",
+                p.display()
+            ))
+        };
     }
+    let mut candidates: Vec<PathBuf> = Vec::new();
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
         candidates.push(PathBuf::from(p));
     }
@@ -45,12 +52,10 @@ pub fn locate_runtime(configured: Option<&Path>) -> Result<PathBuf, String> {
             candidates.push(up.join(RUNTIME_FILE_NAME));
         }
     }
-    for candidate in candidates {
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-        tried.push(candidate.display().to_string());
+    if let Some(found) = candidates.iter().find(|c| c.is_file()) {
+        return Ok(found.clone());
     }
+    let tried: Vec<String> = candidates.iter().map(|c| c.display().to_string()).collect();
     Err(format!(
         "ONNX Runtime library not found (tried: {}); run scripts/setup.sh, or set \
          --onnxruntime-path / ORT_DYLIB_PATH to {RUNTIME_FILE_NAME}",

@@ -1,0 +1,181 @@
+//! Shared helpers for black-box tests: a real server on 127.0.0.1:0 over a
+//! temporary model repository, and a client for it.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ferroserve::server::{run, Listeners};
+use ferroserve::settings::Settings;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A path under the crate root (fixtures, examples).
+pub fn root_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// The ONNX Runtime library `scripts/setup.sh` puts under `.ort/`, unless
+/// `ORT_DYLIB_PATH` names one.
+pub fn onnxruntime_path() -> Option<PathBuf> {
+    if std::env::var_os("ORT_DYLIB_PATH").is_some() {
+        return None;
+    }
+    let p = root_path(".ort/libonnxruntime.so.1.31.1");
+    p.is_file().then_some(p)
+}
+
+/// Settings for a test server: loopback, one-second-scale defaults.
+pub fn test_settings(repo: &Path) -> Settings {
+    Settings {
+        model_repository: repo.to_path_buf(),
+        rest_addr: "127.0.0.1:0".parse().unwrap(),
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        inference_threads: 2,
+        onnxruntime_path: onnxruntime_path(),
+        ..Settings::default()
+    }
+}
+
+/// Copies a model file into `<repo>/<model>/<version>/<file name>`.
+pub fn install_model(repo: &Path, model: &str, version: u64, artifact: &Path) -> PathBuf {
+    let dir = repo.join(model).join(version.to_string());
+    std::fs::create_dir_all(&dir).unwrap();
+    let dest = dir.join(artifact.file_name().unwrap());
+    std::fs::copy(artifact, &dest).unwrap();
+    dest
+}
+
+pub struct TestServer {
+    pub rest_addr: SocketAddr,
+    pub grpc_addr: Option<SocketAddr>,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    /// Starts a server on a repository with default test settings, waits until ready.
+    pub async fn start(repo: &Path) -> TestServer {
+        TestServer::start_with(test_settings(repo)).await
+    }
+
+    pub async fn start_with(settings: Settings) -> TestServer {
+        let rest = tokio::net::TcpListener::bind(settings.rest_addr)
+            .await
+            .unwrap();
+        let grpc = tokio::net::TcpListener::bind(settings.grpc_addr)
+            .await
+            .unwrap();
+        let rest_addr = rest.local_addr().unwrap();
+        let grpc_addr = grpc.local_addr().ok();
+        let (tx, rx) = oneshot::channel::<()>();
+        let listeners = Listeners {
+            rest,
+            grpc: Some(grpc),
+        };
+        let task = tokio::spawn(run(settings, listeners, async move {
+            let _ = rx.await;
+        }));
+        let server = TestServer {
+            rest_addr,
+            grpc_addr,
+            base: format!("http://{rest_addr}"),
+            client: reqwest::Client::new(),
+            shutdown: Some(tx),
+            task: Some(task),
+        };
+        server.wait_ready(Duration::from_secs(60)).await;
+        server
+    }
+
+    /// Polls readiness until it answers 200 or the deadline passes.
+    pub async fn wait_ready(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(r) = self.client.get(self.url("/v2/health/ready")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server not ready within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = self.client.get(self.url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        self.post_raw(path, body.to_string().into_bytes()).await
+    }
+
+    pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
+    /// Stops the server gracefully and checks that it exited cleanly.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("server did not stop within 30 s")
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Asserts two floats agree to a relative tolerance.
+pub fn assert_close(actual: f64, expected: f64, rel: f64, what: &str) {
+    let tol = rel * actual.abs().max(expected.abs()).max(1e-30);
+    assert!(
+        (actual - expected).abs() <= tol,
+        "{what}: {actual} != {expected} (rel tol {rel})"
+    );
+}

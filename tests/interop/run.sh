@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Starts ferroserve on the example models (free loopback ports) and runs the
+# real-client interop checks against it. Stops the server however it ends.
+# usage: tests/interop/run.sh   (after scripts/setup.sh; uses target/debug/ferroserve)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+cargo build --quiet --bin ferroserve
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+REST_PORT=$(free_port); GRPC_PORT=$(free_port)
+LOG=$(mktemp)
+ORT_DYLIB_PATH="$ROOT/.ort/libonnxruntime.so.1.31.1" ./target/debug/ferroserve serve \
+  --model-repository examples/models --rest-addr "127.0.0.1:$REST_PORT" --grpc-addr "127.0.0.1:$GRPC_PORT" >"$LOG" 2>&1 &
+PID=$!
+trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null || true; rm -f "$LOG"' EXIT
+for _ in $(seq 1 300); do
+  curl -sf "http://127.0.0.1:$REST_PORT/v2/health/ready" >/dev/null && break
+  kill -0 $PID 2>/dev/null || { cat "$LOG"; echo "server exited"; exit 1; }
+  sleep 0.1
+done
+curl -sf "http://127.0.0.1:$REST_PORT/v2/health/ready" >/dev/null || { cat "$LOG"; echo "server not ready"; exit 1; }
+
+.venv-clients/bin/python tests/interop/tritonclient_http.py "127.0.0.1:$REST_PORT" "$ROOT"
+# --- gRPC clients (issue 5) ---
+
+# Graceful shutdown: SIGTERM makes the server exit 0.
+kill -TERM $PID
+wait $PID
+echo "interop: OK"

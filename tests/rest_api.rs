@@ -1,0 +1,324 @@
+//! Black-box tests of the TF Serving and KServe V2 REST APIs over a real socket,
+//! compared with what scikit-learn and onnxruntime-Python gave for the same rows
+//! (the `expected.json` files written by `python/make_onnx_models.py`).
+
+mod common;
+
+use common::{assert_close, install_model, root_path, TestServer};
+use serde_json::{json, Value};
+
+fn expected(rel: &str) -> Value {
+    let text = std::fs::read_to_string(root_path(rel)).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// A repository with the two example models and the test fixtures.
+fn repo() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for m in ["iris_lr", "iris_dt"] {
+        install_model(
+            dir.path(),
+            m,
+            1,
+            &root_path(&format!("examples/models/{m}/1/model.onnx")),
+        );
+    }
+    for m in ["iris_str", "diabetes_f64", "multi_io"] {
+        install_model(
+            dir.path(),
+            m,
+            1,
+            &root_path(&format!("tests/fixtures/onnx/{m}/model.onnx")),
+        );
+    }
+    dir
+}
+
+fn f64s(v: &Value) -> Vec<f64> {
+    let mut out = Vec::new();
+    fn walk(v: &Value, out: &mut Vec<f64>) {
+        match v {
+            Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            other => out.push(other.as_f64().unwrap()),
+        }
+    }
+    walk(v, &mut out);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tf_serving_status_and_metadata() {
+    let repo = repo();
+    let server = TestServer::start(repo.path()).await;
+    let (status, body) = server.get("/v1/models/iris_lr").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!({"model_version_status": [{"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]})
+    );
+    let (status, body) = server.get("/v1/models/iris_lr/versions/1").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["model_version_status"][0]["version"], "1");
+
+    let (status, meta) = server.get("/v1/models/iris_lr/metadata").await;
+    assert_eq!(status, 200);
+    assert_eq!(meta["model_spec"]["name"], "iris_lr");
+    assert_eq!(meta["model_spec"]["version"], "1");
+    let sig = &meta["metadata"]["signature_def"]["signature_def"]["serving_default"];
+    assert_eq!(sig["inputs"]["input"]["dtype"], "DT_FLOAT");
+    assert_eq!(
+        sig["inputs"]["input"]["tensor_shape"]["dim"][0]["size"],
+        "-1"
+    );
+    assert_eq!(
+        sig["inputs"]["input"]["tensor_shape"]["dim"][1]["size"],
+        "4"
+    );
+    assert_eq!(sig["outputs"]["label"]["dtype"], "DT_INT64");
+    assert_eq!(sig["outputs"]["probabilities"]["dtype"], "DT_FLOAT");
+    let (_, meta) = server.get("/v1/models/iris_str/versions/1/metadata").await;
+    let sig = &meta["metadata"]["signature_def"]["signature_def"]["serving_default"];
+    assert_eq!(sig["outputs"]["label"]["dtype"], "DT_STRING");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tf_serving_predict_matches_sklearn_in_both_formats() {
+    let repo = repo();
+    let server = TestServer::start(repo.path()).await;
+    for model in ["iris_lr", "iris_dt"] {
+        let exp = expected(&format!("examples/models/{model}/1/expected.json"));
+        let rows = exp["rows"].clone();
+        // Row format: one object per instance, as there are several outputs.
+        let (status, body) = server
+            .post_json(
+                &format!("/v1/models/{model}:predict"),
+                &json!({"instances": rows}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let preds = body["predictions"].as_array().unwrap();
+        assert_eq!(preds.len(), rows.as_array().unwrap().len());
+        for (i, p) in preds.iter().enumerate() {
+            assert_eq!(p["label"], exp["sklearn_predict"][i], "{model} row {i}");
+            for (j, prob) in f64s(&p["probabilities"]).into_iter().enumerate() {
+                let ort = exp["onnxruntime"]["probabilities"][i][j].as_f64().unwrap();
+                assert_eq!(
+                    prob as f32, ort as f32,
+                    "{model} row {i} class {j} vs onnxruntime"
+                );
+                let skl = exp["sklearn_predict_proba"][i][j].as_f64().unwrap();
+                assert!(
+                    (prob - skl).abs() < 1e-5,
+                    "{model} row {i} class {j} vs sklearn"
+                );
+            }
+        }
+        // Columnar format, with the signature named and a specific version.
+        let (status, body) = server
+            .post_json(
+                &format!("/v1/models/{model}/versions/1:predict"),
+                &json!({"signature_name": "serving_default", "inputs": {"input": rows}}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["outputs"]["label"], exp["sklearn_predict"]);
+        assert_eq!(
+            body["outputs"]["probabilities"].as_array().unwrap().len(),
+            preds.len()
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn string_labels_and_float64_regression() {
+    let repo = repo();
+    let server = TestServer::start(repo.path()).await;
+    let exp = expected("tests/fixtures/onnx/iris_str/expected.json");
+    let (status, body) = server
+        .post_json(
+            "/v1/models/iris_str:predict",
+            &json!({"instances": exp["rows"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let labels: Vec<Value> = body["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["label"].clone())
+        .collect();
+    assert_eq!(Value::Array(labels), exp["sklearn_predict"]);
+
+    let exp = expected("tests/fixtures/onnx/diabetes_f64/expected.json");
+    let (status, body) = server
+        .post_json(
+            "/v1/models/diabetes_f64:predict",
+            &json!({"inputs": exp["rows"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let got = f64s(&body["outputs"]);
+    for (i, (g, e)) in got.iter().zip(f64s(&exp["sklearn_predict"])).enumerate() {
+        assert_close(*g, e, 1e-12, &format!("diabetes row {i}"));
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dtype_round_trips_through_both_apis() {
+    let repo = repo();
+    let server = TestServer::start(repo.path()).await;
+    let exp = expected("tests/fixtures/onnx/multi_io/expected.json");
+    let inputs = &exp["inputs"];
+    let ort = &exp["onnxruntime"];
+    // TF Serving row format with named inputs.
+    let n = inputs["f64"].as_array().unwrap().len();
+    let instances: Vec<Value> = (0..n)
+        .map(|i| {
+            let mut o = serde_json::Map::new();
+            for (k, v) in inputs.as_object().unwrap() {
+                o.insert(k.clone(), v[i].clone());
+            }
+            Value::Object(o)
+        })
+        .collect();
+    let (status, body) = server
+        .post_json(
+            "/v1/models/multi_io:predict",
+            &json!({"instances": instances}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for out in ["i32_abs", "i64_neg", "flag_not", "text_out", "f64_neg"] {
+        let got: Vec<Value> = body["predictions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[out].clone())
+            .collect();
+        assert_eq!(Value::Array(got), ort[out], "{out}");
+    }
+    // KServe V2 JSON with declared datatypes.
+    let v2_inputs = json!([
+        {"name": "f32", "shape": [2, 2], "datatype": "FP32", "data": inputs["f32"]},
+        {"name": "f64", "shape": [2], "datatype": "FP64", "data": inputs["f64"]},
+        {"name": "i32", "shape": [2], "datatype": "INT32", "data": inputs["i32"]},
+        {"name": "i64", "shape": [2], "datatype": "INT64", "data": inputs["i64"]},
+        {"name": "flag", "shape": [2], "datatype": "BOOL", "data": inputs["flag"]},
+        {"name": "text", "shape": [2], "datatype": "BYTES", "data": inputs["text"]},
+    ]);
+    let (status, body) = server
+        .post_json(
+            "/v2/models/multi_io/infer",
+            &json!({"id": "req-7", "inputs": v2_inputs}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["id"], "req-7");
+    assert_eq!(body["model_version"], "1");
+    let outputs = body["outputs"].as_array().unwrap();
+    let by_name = |n: &str| outputs.iter().find(|o| o["name"] == n).unwrap().clone();
+    assert_eq!(by_name("i64_neg")["datatype"], "INT64");
+    assert_eq!(by_name("i64_neg")["data"], ort["i64_neg"]);
+    assert_eq!(by_name("text_out")["datatype"], "BYTES");
+    assert_eq!(by_name("text_out")["data"], ort["text_out"]);
+    assert_eq!(by_name("flag_not")["data"], ort["flag_not"]);
+    assert_eq!(by_name("i32_abs")["datatype"], "INT32");
+    assert_eq!(by_name("f32_sum")["shape"], json!([2, 1]));
+    assert_eq!(f64s(&by_name("f32_sum")["data"]), f64s(&ort["f32_sum"]));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_health_metadata_and_output_selection() {
+    let repo = repo();
+    let server = TestServer::start(repo.path()).await;
+    let (status, meta) = server.get("/v2").await;
+    assert_eq!(status, 200);
+    assert_eq!(meta["name"], "ferroserve");
+    assert!(meta["extensions"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("binary_tensor_data")));
+    for path in [
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models/iris_lr/ready",
+        "/v2/models/iris_lr/versions/1/ready",
+        "/healthz",
+    ] {
+        assert_eq!(server.get(path).await.0, 200, "{path}");
+    }
+    assert_eq!(server.get("/v2/models/nope/ready").await.0, 404);
+    let (status, meta) = server.get("/v2/models/iris_lr/versions/1").await;
+    assert_eq!(status, 200);
+    assert_eq!(meta["platform"], "onnxruntime_onnx");
+    assert_eq!(meta["versions"], json!(["1"]));
+    assert_eq!(
+        meta["inputs"],
+        json!([{"name": "input", "datatype": "FP32", "shape": [-1, 4]}])
+    );
+
+    let exp = expected("examples/models/iris_lr/1/expected.json");
+    let rows: Vec<Value> = exp["rows"].as_array().unwrap()[..3].to_vec();
+    let (status, body) = server
+        .post_json(
+            "/v2/models/iris_lr/infer",
+            &json!({"inputs": [{"name": "input", "shape": [3, 4], "datatype": "FP32", "data": rows}],
+                    "outputs": [{"name": "label"}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let outputs = body["outputs"].as_array().unwrap();
+    assert_eq!(outputs.len(), 1, "only the selected output");
+    assert_eq!(
+        outputs[0]["data"],
+        json!(exp["sklearn_predict"].as_array().unwrap()[..3])
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_binary_tensor_extension() {
+    let repo = repo();
+    let server = TestServer::start(repo.path()).await;
+    let rows: [f32; 8] = [5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3];
+    let header = json!({
+        "inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP32", "parameters": {"binary_data_size": 32}}],
+        "outputs": [{"name": "label", "parameters": {"binary_data": true}}, {"name": "probabilities", "parameters": {"binary_data": false}}]
+    })
+    .to_string();
+    let mut body = header.clone().into_bytes();
+    for x in rows {
+        body.extend_from_slice(&x.to_le_bytes());
+    }
+    let r = server
+        .client
+        .post(server.url("/v2/models/iris_lr/infer"))
+        .header("Inference-Header-Content-Length", header.len())
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let json_len: usize = r.headers()["inference-header-content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let bytes = r.bytes().await.unwrap();
+    let doc: Value = serde_json::from_slice(&bytes[..json_len]).unwrap();
+    let label = &doc["outputs"][0];
+    assert_eq!(label["parameters"]["binary_data_size"], 16);
+    assert!(label.get("data").is_none());
+    let raw = &bytes[json_len..];
+    let labels: Vec<i64> = raw
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(labels, vec![0, 2]);
+    assert_eq!(doc["outputs"][1]["data"].as_array().unwrap().len(), 6);
+    server.stop().await;
+}
