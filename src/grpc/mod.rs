@@ -40,12 +40,19 @@ pub struct MessageLimits {
 
 /// Serves every gRPC service on `listener` until `shutdown` completes, then lets
 /// in-flight calls finish.
+///
+/// Served by hyper through `axum::serve` (HTTP/2 prior knowledge, TCP_NODELAY), not
+/// tonic's own server: tonic's server enforces `grpc-timeout` itself and answers
+/// CANCELLED when it fires, racing the api operation that answers DEADLINE_EXCEEDED
+/// and drops the queued inference, as the REST timeout does.
 pub async fn serve(
     state: Arc<ServerState>,
     limits: MessageLimits,
     listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+
     let stop_streams = CancellationToken::new();
     let stopping = {
         let stop_streams = stop_streams.clone();
@@ -54,13 +61,18 @@ pub async fn serve(
             stop_streams.cancel();
         }
     };
-    tonic::transport::Server::builder()
-        .layer(ResourceExhaustedLayer)
-        .add_routes(routes(state, limits, stop_streams))
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
-            stopping,
-        )
+    let router = routes(state, limits, stop_streams)
+        .prepare()
+        .into_axum_router()
+        .layer(ResourceExhaustedLayer);
+    // Small unary messages must not wait for Nagle's algorithm.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {e}");
+        }
+    });
+    axum::serve(listener, router)
+        .with_graceful_shutdown(stopping)
         .await
 }
 
@@ -153,8 +165,6 @@ pub struct ResourceExhausted<S> {
     inner: S,
 }
 
-type BoxBody = tonic::body::Body;
-
 fn fix_status(headers: &mut http::HeaderMap) {
     if headers.get("grpc-status").and_then(|v| v.to_str().ok())
         == Some(&(Code::OutOfRange as i32).to_string())
@@ -166,12 +176,14 @@ fn fix_status(headers: &mut http::HeaderMap) {
     }
 }
 
-impl<S, ReqBody> tower::Service<http::Request<ReqBody>> for ResourceExhausted<S>
+impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for ResourceExhausted<S>
 where
-    S: tower::Service<http::Request<ReqBody>, Response = http::Response<BoxBody>>,
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
     S::Future: Send + 'static,
+    ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    ResBody::Error: Into<axum::BoxError>,
 {
-    type Response = http::Response<BoxBody>;
+    type Response = http::Response<axum::body::Body>;
     type Error = S::Error;
     type Future =
         std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
@@ -193,7 +205,10 @@ where
                 }
                 Err(frame) => frame,
             });
-            Ok(http::Response::from_parts(parts, BoxBody::new(body)))
+            Ok(http::Response::from_parts(
+                parts,
+                axum::body::Body::new(body),
+            ))
         })
     }
 }

@@ -1,0 +1,1404 @@
+//! Black-box tests of the gRPC APIs (TF Serving PredictionService / ModelService,
+//! KServe V2 GRPCInferenceService, grpc.health.v1) over a real socket with the
+//! generated clients, compared with onnxruntime-Python's outputs (`expected.json`)
+//! and with the REST answer for the same input.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{assert_close, install_model, root_path, test_settings, TestServer};
+use ferroserve_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use ferroserve_proto::inference::model_infer_request::{
+    InferInputTensor, InferRequestedOutputTensor,
+};
+use ferroserve_proto::inference::{self as v2, InferTensorContents};
+use ferroserve_proto::prost::Message;
+use ferroserve_proto::tensorflow::serving::model_service_client::ModelServiceClient;
+use ferroserve_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
+use ferroserve_proto::tensorflow::serving::{self as tfs, ModelSpec, SIGNATURE_DEF_MAP_TYPE_URL};
+use ferroserve_proto::tensorflow::{
+    self as tf, tensor_shape_proto, DataType as Dt, TensorProto, TensorShapeProto,
+};
+use serde_json::{json, Value};
+use tonic::transport::Channel;
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+fn expected(rel: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(root_path(rel)).unwrap()).unwrap()
+}
+
+/// The example models and the test fixtures; iris_lr also gets version 2 and labels.
+fn repo() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for m in ["iris_lr", "iris_dt"] {
+        install_model(
+            dir.path(),
+            m,
+            1,
+            &root_path(&format!("examples/models/{m}/1/model.onnx")),
+        );
+    }
+    install_model(
+        dir.path(),
+        "iris_lr",
+        2,
+        &root_path("examples/models/iris_dt/1/model.onnx"),
+    );
+    std::fs::write(
+        dir.path().join("iris_lr/config.toml"),
+        "version_policy = \"all\"\nfeature_names = [\"sl\", \"sw\", \"pl\", \"pw\"]\n[labels]\nstable = 1\ncanary = 2\n",
+    )
+    .unwrap();
+    for m in ["iris_str", "diabetes_f64", "multi_io"] {
+        install_model(
+            dir.path(),
+            m,
+            1,
+            &root_path(&format!("tests/fixtures/onnx/{m}/model.onnx")),
+        );
+    }
+    dir
+}
+
+async fn channel(server: &TestServer) -> Channel {
+    Channel::from_shared(format!("http://{}", server.grpc_addr.unwrap()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn expected_rows(exp: &Value) -> Vec<Vec<f32>> {
+    exp["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect()
+        })
+        .collect()
+}
+
+fn shape(dims: &[i64]) -> Option<TensorShapeProto> {
+    Some(TensorShapeProto {
+        dim: dims
+            .iter()
+            .map(|&size| tensor_shape_proto::Dim {
+                size,
+                name: String::new(),
+            })
+            .collect(),
+        unknown_rank: false,
+    })
+}
+
+fn float_tensor(rows: &[Vec<f32>]) -> TensorProto {
+    TensorProto {
+        dtype: Dt::DtFloat as i32,
+        tensor_shape: shape(&[rows.len() as i64, rows[0].len() as i64]),
+        float_val: rows.concat(),
+        ..Default::default()
+    }
+}
+
+fn spec(name: &str) -> Option<ModelSpec> {
+    Some(ModelSpec {
+        name: name.into(),
+        ..Default::default()
+    })
+}
+
+fn predict_request(spec: Option<ModelSpec>, input: TensorProto) -> tfs::PredictRequest {
+    tfs::PredictRequest {
+        model_spec: spec,
+        inputs: HashMap::from([("input".to_string(), input)]),
+        output_filter: vec![],
+    }
+}
+
+fn v2_input(
+    name: &str,
+    datatype: &str,
+    shape: &[i64],
+    contents: InferTensorContents,
+) -> InferInputTensor {
+    InferInputTensor {
+        name: name.into(),
+        datatype: datatype.into(),
+        shape: shape.to_vec(),
+        parameters: HashMap::new(),
+        contents: Some(contents),
+    }
+}
+
+fn infer_request(model: &str, inputs: Vec<InferInputTensor>) -> v2::ModelInferRequest {
+    v2::ModelInferRequest {
+        model_name: model.into(),
+        inputs,
+        ..Default::default()
+    }
+}
+
+fn f32_contents(rows: &[Vec<f32>]) -> InferTensorContents {
+    InferTensorContents {
+        fp32_contents: rows.concat(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tf_serving_predict_by_version_and_label_matches_onnxruntime_and_rest() {
+    let repo = repo();
+    let server = TestServer::start(repo.path()).await;
+    let mut client = PredictionServiceClient::new(channel(&server).await);
+    let exp = expected("examples/models/iris_lr/1/expected.json");
+    let rows = expected_rows(&exp);
+
+    for version_spec in [
+        ModelSpec {
+            name: "iris_lr".into(),
+            version: Some(1),
+            ..Default::default()
+        },
+        ModelSpec {
+            name: "iris_lr".into(),
+            version_label: Some("stable".into()),
+            ..Default::default()
+        },
+    ] {
+        let r = client
+            .predict(predict_request(
+                Some(version_spec.clone()),
+                float_tensor(&rows),
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let answered = r.model_spec.unwrap();
+        assert_eq!(
+            (answered.name.as_str(), answered.version),
+            ("iris_lr", Some(1))
+        );
+        assert_eq!(answered.signature_name, "serving_default");
+        let label = &r.outputs["label"];
+        assert_eq!(label.dtype, Dt::DtInt64 as i32);
+        let want: Vec<i64> = exp["onnxruntime"]["label"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
+        assert_eq!(label.int64_val, want, "{version_spec:?}");
+        let probs = &r.outputs["probabilities"];
+        assert_eq!(probs.tensor_shape, shape(&[rows.len() as i64, 3]));
+        let want: Vec<f64> = exp["onnxruntime"]["probabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
+            .collect();
+        for (a, b) in probs.float_val.iter().zip(&want) {
+            assert_close(*a as f64, *b, 1e-6, "probability");
+        }
+    }
+
+    // The label "canary" is version 2 (the decision tree), as the latest is.
+    let canary = client
+        .predict(predict_request(
+            Some(ModelSpec {
+                name: "iris_lr".into(),
+                version_label: Some("canary".into()),
+                ..Default::default()
+            }),
+            float_tensor(&rows[..1]),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(canary.model_spec.unwrap().version, Some(2));
+
+    // The same input over REST gives the same answer, and tensor_content input too.
+    let mut request = predict_request(spec("iris_lr"), float_tensor(&rows[..2]));
+    request.output_filter = vec!["probabilities".into()];
+    let grpc = client.predict(request).await.unwrap().into_inner();
+    assert_eq!(
+        grpc.outputs.keys().collect::<Vec<_>>(),
+        vec!["probabilities"]
+    );
+    let (status, rest) = server
+        .post_json(
+            "/v1/models/iris_lr:predict",
+            &json!({"inputs": {"input": [rows[0], rows[1]]}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{rest}");
+    let rest_probs: Vec<f32> = rest["outputs"]["probabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+        })
+        .collect();
+    assert_eq!(grpc.outputs["probabilities"].float_val, rest_probs);
+    let content = TensorProto {
+        dtype: Dt::DtFloat as i32,
+        tensor_shape: shape(&[2, 4]),
+        tensor_content: rows[..2]
+            .concat()
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect(),
+        ..Default::default()
+    };
+    let mut request = predict_request(spec("iris_lr"), content);
+    request.output_filter = vec!["probabilities".into()];
+    let from_content = client.predict(request).await.unwrap().into_inner();
+    assert_eq!(from_content.outputs["probabilities"].float_val, rest_probs);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tf_serving_predict_refuses_bad_requests() {
+    let repo = repo();
+    let server = TestServer::start(repo.path()).await;
+    let mut client = PredictionServiceClient::new(channel(&server).await);
+    let row = vec![vec![5.1f32, 3.5, 1.4, 0.2]];
+    let with_spec = |s: ModelSpec| predict_request(Some(s), float_tensor(&row));
+    let iris = |f: fn(&mut ModelSpec)| {
+        let mut s = ModelSpec {
+            name: "iris_lr".into(),
+            ..Default::default()
+        };
+        f(&mut s);
+        s
+    };
+    let strings = TensorProto {
+        dtype: Dt::DtString as i32,
+        tensor_shape: shape(&[1, 4]),
+        string_val: vec![b"a".to_vec(); 4],
+        ..Default::default()
+    };
+    let cases: Vec<(&str, tfs::PredictRequest, Code, &str)> = vec![
+        (
+            "unknown model",
+            with_spec(ModelSpec {
+                name: "nope".into(),
+                ..Default::default()
+            }),
+            Code::NotFound,
+            "nope",
+        ),
+        (
+            "no model_spec",
+            predict_request(None, float_tensor(&row)),
+            Code::InvalidArgument,
+            "model_spec",
+        ),
+        (
+            "unknown version",
+            with_spec(iris(|s| s.version = Some(9))),
+            Code::NotFound,
+            "version 9",
+        ),
+        (
+            "negative version",
+            with_spec(iris(|s| s.version = Some(-1))),
+            Code::InvalidArgument,
+            "negative",
+        ),
+        (
+            "unknown label",
+            with_spec(iris(|s| s.version_label = Some("x".into()))),
+            Code::NotFound,
+            "label",
+        ),
+        (
+            "version and label at once",
+            with_spec(iris(|s| {
+                s.version = Some(1);
+                s.version_label = Some("stable".into());
+            })),
+            Code::InvalidArgument,
+            "both version",
+        ),
+        (
+            "unknown signature",
+            with_spec(iris(|s| s.signature_name = "other".into())),
+            Code::InvalidArgument,
+            "signature",
+        ),
+        (
+            "wrong dtype",
+            predict_request(spec("iris_lr"), strings),
+            Code::InvalidArgument,
+            "must be FP32",
+        ),
+        (
+            "shape mismatch",
+            predict_request(spec("iris_lr"), float_tensor(&[vec![1.0, 2.0, 3.0]])),
+            Code::InvalidArgument,
+            "shape [1, 3]",
+        ),
+        (
+            "empty tensor",
+            predict_request(
+                spec("iris_lr"),
+                TensorProto {
+                    dtype: Dt::DtFloat as i32,
+                    tensor_shape: shape(&[0, 4]),
+                    ..Default::default()
+                },
+            ),
+            Code::InvalidArgument,
+            "empty",
+        ),
+        (
+            "values missing",
+            predict_request(
+                spec("iris_lr"),
+                TensorProto {
+                    dtype: Dt::DtFloat as i32,
+                    tensor_shape: shape(&[1, 4]),
+                    ..Default::default()
+                },
+            ),
+            Code::InvalidArgument,
+            "no values",
+        ),
+        (
+            "unsupported dtype",
+            predict_request(
+                spec("iris_lr"),
+                TensorProto {
+                    dtype: Dt::DtComplex64 as i32,
+                    tensor_shape: shape(&[1]),
+                    scomplex_val: vec![1.0, 0.0],
+                    ..Default::default()
+                },
+            ),
+            Code::InvalidArgument,
+            "DT_COMPLEX64",
+        ),
+        (
+            "unknown output",
+            tfs::PredictRequest {
+                output_filter: vec!["nope".into()],
+                ..predict_request(spec("iris_lr"), float_tensor(&row))
+            },
+            Code::InvalidArgument,
+            "no output",
+        ),
+        (
+            "unknown input",
+            tfs::PredictRequest {
+                inputs: HashMap::from([("x".to_string(), float_tensor(&row))]),
+                ..predict_request(spec("iris_lr"), float_tensor(&row))
+            },
+            Code::InvalidArgument,
+            "no input",
+        ),
+    ];
+    for (what, request, code, message) in cases {
+        let status = client.predict(request).await.unwrap_err();
+        assert_eq!(status.code(), code, "{what}: {status:?}");
+        assert!(
+            status.message().contains(message),
+            "{what}: {:?}",
+            status.message()
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tf_serving_metadata_status_classify_regress() {
+    let repo = repo();
+    let server = TestServer::start(repo.path()).await;
+    let mut client = PredictionServiceClient::new(channel(&server).await);
+    let mut models = ModelServiceClient::new(channel(&server).await);
+
+    // Metadata: a SignatureDefMap in an Any, as TF Serving packs it.
+    let meta = client
+        .get_model_metadata(tfs::GetModelMetadataRequest {
+            model_spec: Some(ModelSpec {
+                name: "iris_lr".into(),
+                version: Some(1),
+                ..Default::default()
+            }),
+            metadata_field: vec!["signature_def".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let any = &meta.metadata["signature_def"];
+    assert_eq!(any.type_url, SIGNATURE_DEF_MAP_TYPE_URL);
+    let map = tfs::SignatureDefMap::decode(any.value.as_slice()).unwrap();
+    let sig = &map.signature_def["serving_default"];
+    assert_eq!(sig.method_name, "tensorflow/serving/predict");
+    let input = &sig.inputs["input"];
+    assert_eq!(input.dtype, Dt::DtFloat as i32);
+    assert_eq!(input.tensor_shape, shape(&[-1, 4]));
+    assert_eq!(sig.outputs["label"].dtype, Dt::DtInt64 as i32);
+    for (fields, code) in [
+        (vec![], Code::InvalidArgument),
+        (vec!["other".to_string()], Code::InvalidArgument),
+    ] {
+        let status = client
+            .get_model_metadata(tfs::GetModelMetadataRequest {
+                model_spec: spec("iris_lr"),
+                metadata_field: fields,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), code);
+    }
+    let status = client
+        .get_model_metadata(tfs::GetModelMetadataRequest {
+            model_spec: spec("nope"),
+            metadata_field: vec!["signature_def".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+
+    // Status: every version, one version, a label, an unknown model.
+    let all = models
+        .get_model_status(tfs::GetModelStatusRequest {
+            model_spec: spec("iris_lr"),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let states: Vec<(i64, i32)> = all
+        .model_version_status
+        .iter()
+        .map(|s| (s.version, s.state))
+        .collect();
+    let available = tfs::model_version_status::State::Available as i32;
+    assert_eq!(states, vec![(2, available), (1, available)]);
+    assert_eq!(
+        all.model_version_status[0]
+            .status
+            .as_ref()
+            .unwrap()
+            .error_code,
+        tf::error::Code::Ok as i32
+    );
+    let one = models
+        .get_model_status(tfs::GetModelStatusRequest {
+            model_spec: Some(ModelSpec {
+                name: "iris_lr".into(),
+                version_label: Some("stable".into()),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(one.model_version_status.len(), 1);
+    assert_eq!(one.model_version_status[0].version, 1);
+    let status = models
+        .get_model_status(tfs::GetModelStatusRequest {
+            model_spec: spec("nope"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+
+    // Classify: features by the names in iris_lr's config, scores = probabilities.
+    let exp = expected("examples/models/iris_lr/1/expected.json");
+    let rows = expected_rows(&exp);
+    let example = |row: &[f32]| tf::Example {
+        features: Some(tf::Features {
+            feature: ["sl", "sw", "pl", "pw"]
+                .iter()
+                .zip(row)
+                .map(|(name, v)| {
+                    (
+                        name.to_string(),
+                        tf::Feature {
+                            kind: Some(tf::feature::Kind::FloatList(tf::FloatList {
+                                value: vec![*v],
+                            })),
+                        },
+                    )
+                })
+                .collect(),
+        }),
+    };
+    let input = |rows: &[Vec<f32>]| {
+        Some(tfs::Input {
+            kind: Some(tfs::input::Kind::ExampleList(tfs::ExampleList {
+                examples: rows.iter().map(|r| example(r)).collect(),
+            })),
+        })
+    };
+    let stable = Some(ModelSpec {
+        name: "iris_lr".into(),
+        version: Some(1),
+        ..Default::default()
+    });
+    let classified = client
+        .classify(tfs::ClassificationRequest {
+            model_spec: stable.clone(),
+            input: input(&rows[..3]),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let result = classified.result.unwrap();
+    assert_eq!(result.classifications.len(), 3);
+    for (i, c) in result.classifications.iter().enumerate() {
+        let labels: Vec<&str> = c.classes.iter().map(|c| c.label.as_str()).collect();
+        assert_eq!(labels, vec!["0", "1", "2"]);
+        for (j, class) in c.classes.iter().enumerate() {
+            let want = exp["onnxruntime"]["probabilities"][i][j].as_f64().unwrap();
+            assert_close(class.score as f64, want, 1e-6, "class score");
+        }
+    }
+    // A missing feature and an empty example list are refused.
+    let mut partial = example(&rows[0]);
+    partial.features.as_mut().unwrap().feature.remove("pw");
+    let status = client
+        .classify(tfs::ClassificationRequest {
+            model_spec: stable.clone(),
+            input: Some(tfs::Input {
+                kind: Some(tfs::input::Kind::ExampleList(tfs::ExampleList {
+                    examples: vec![partial],
+                })),
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("\"pw\""), "{}", status.message());
+    let status = client
+        .classify(tfs::ClassificationRequest {
+            model_spec: stable.clone(),
+            input: input(&[]),
+        })
+        .await;
+    assert_eq!(status.unwrap_err().code(), Code::InvalidArgument);
+
+    // Regress: diabetes has no feature names, so each example holds the whole row.
+    let dexp = expected("tests/fixtures/onnx/diabetes_f64/expected.json");
+    let drows: Vec<Vec<f32>> = expected_rows(&dexp).into_iter().take(3).collect();
+    let regressed = client
+        .regress(tfs::RegressionRequest {
+            model_spec: spec("diabetes_f64"),
+            input: Some(tfs::Input {
+                kind: Some(tfs::input::Kind::ExampleList(tfs::ExampleList {
+                    examples: drows
+                        .iter()
+                        .map(|r| tf::Example {
+                            features: Some(tf::Features {
+                                feature: HashMap::from([(
+                                    "input".to_string(),
+                                    tf::Feature {
+                                        kind: Some(tf::feature::Kind::FloatList(tf::FloatList {
+                                            value: r.clone(),
+                                        })),
+                                    },
+                                )]),
+                            }),
+                        })
+                        .collect(),
+                })),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let values: Vec<f32> = regressed
+        .result
+        .unwrap()
+        .regressions
+        .iter()
+        .map(|r| r.value)
+        .collect();
+    assert_eq!(values.len(), 3);
+    for (i, v) in values.iter().enumerate() {
+        // f32 features, so agree with the f64 reference to about 1e-5.
+        assert_close(
+            *v as f64,
+            dexp["onnxruntime"]["variable"][i][0].as_f64().unwrap(),
+            1e-4,
+            "regression",
+        );
+    }
+
+    // MultiInference: classify and regress over the same examples.
+    let multi = client
+        .multi_inference(tfs::MultiInferenceRequest {
+            tasks: vec![
+                tfs::InferenceTask {
+                    model_spec: stable.clone(),
+                    method_name: "tensorflow/serving/classify".into(),
+                },
+                tfs::InferenceTask {
+                    model_spec: stable.clone(),
+                    method_name: "tensorflow/serving/regress".into(),
+                },
+            ],
+            input: input(&rows[..2]),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(multi.results.len(), 2);
+    match &multi.results[1].result {
+        Some(tfs::inference_result::Result::RegressionResult(r)) => {
+            let values: Vec<f32> = r.regressions.iter().map(|r| r.value).collect();
+            assert_eq!(
+                values,
+                vec![0.0, 0.0],
+                "predicted labels of two setosa rows"
+            );
+        }
+        other => panic!("expected a regression result, got {other:?}"),
+    }
+    let status = client
+        .multi_inference(tfs::MultiInferenceRequest {
+            tasks: vec![tfs::InferenceTask {
+                model_spec: stable.clone(),
+                method_name: "predict".into(),
+            }],
+            input: input(&rows[..1]),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kserve_v2_health_metadata_and_infer_match_rest() {
+    let repo = repo();
+    let server = TestServer::start(repo.path()).await;
+    let mut client = GrpcInferenceServiceClient::new(channel(&server).await);
+
+    assert!(
+        client
+            .server_live(v2::ServerLiveRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .live
+    );
+    assert!(
+        client
+            .server_ready(v2::ServerReadyRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
+    let ready = |name: &str, version: &str| v2::ModelReadyRequest {
+        name: name.into(),
+        version: version.into(),
+    };
+    assert!(
+        client
+            .model_ready(ready("iris_lr", ""))
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
+    assert!(
+        client
+            .model_ready(ready("iris_lr", "2"))
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
+    assert!(
+        !client
+            .model_ready(ready("iris_lr", "7"))
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
+    assert!(
+        !client
+            .model_ready(ready("nope", ""))
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
+    let meta = client
+        .server_metadata(v2::ServerMetadataRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(meta.name, "ferroserve");
+    assert!(meta.extensions.contains(&"model_repository".to_string()));
+
+    let meta = client
+        .model_metadata(v2::ModelMetadataRequest {
+            name: "iris_lr".into(),
+            version: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(meta.versions, vec!["1", "2"]);
+    assert_eq!(meta.platform, "onnxruntime_onnx");
+    assert_eq!(
+        (
+            meta.inputs[0].name.as_str(),
+            meta.inputs[0].datatype.as_str()
+        ),
+        ("input", "FP32")
+    );
+    assert_eq!(meta.inputs[0].shape, vec![-1, 4]);
+
+    // Typed contents: INT64 labels and FP32 probabilities, equal to REST's answer.
+    let exp = expected("examples/models/iris_lr/1/expected.json");
+    let rows = expected_rows(&exp);
+    let mut request = infer_request(
+        "iris_lr",
+        vec![v2_input("input", "FP32", &[2, 4], f32_contents(&rows[..2]))],
+    );
+    request.model_version = "1".into();
+    request.id = "req-42".into();
+    let typed = client
+        .model_infer(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (typed.id.as_str(), typed.model_version.as_str()),
+        ("req-42", "1")
+    );
+    assert!(typed.raw_output_contents.is_empty());
+    let label = typed.outputs.iter().find(|o| o.name == "label").unwrap();
+    assert_eq!(
+        (label.datatype.as_str(), label.shape.as_slice()),
+        ("INT64", &[2i64][..])
+    );
+    assert_eq!(label.contents.as_ref().unwrap().int64_contents, vec![0, 0]);
+    let (status, rest) = server
+        .post_json(
+            "/v2/models/iris_lr/versions/1/infer",
+            &json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 4], "data": rows[..2].concat()}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{rest}");
+    let rest_probs: Vec<f32> = rest["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "probabilities")
+        .unwrap()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    let probs = typed
+        .outputs
+        .iter()
+        .find(|o| o.name == "probabilities")
+        .unwrap();
+    assert_eq!(probs.contents.as_ref().unwrap().fp32_contents, rest_probs);
+
+    // Raw contents in, raw contents out; output selection.
+    let mut raw = infer_request(
+        "iris_lr",
+        vec![InferInputTensor {
+            contents: None,
+            ..v2_input("input", "FP32", &[2, 4], Default::default())
+        }],
+    );
+    raw.model_version = "1".into();
+    raw.raw_input_contents = vec![rows[..2]
+        .concat()
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect()];
+    raw.outputs = vec![InferRequestedOutputTensor {
+        name: "probabilities".into(),
+        parameters: HashMap::new(),
+    }];
+    let r = client.model_infer(raw).await.unwrap().into_inner();
+    assert_eq!(r.outputs.len(), 1);
+    assert!(r.outputs[0].contents.is_none());
+    let got: Vec<f32> = r.raw_output_contents[0]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(got, rest_probs);
+
+    // BYTES output: iris_str's labels, typed and raw (4-byte length prefixes).
+    let sexp = expected("tests/fixtures/onnx/iris_str/expected.json");
+    let srows = expected_rows(&sexp);
+    let request = infer_request(
+        "iris_str",
+        vec![v2_input(
+            "input",
+            "FP32",
+            &[3, 4],
+            f32_contents(&srows[..3]),
+        )],
+    );
+    let r = client.model_infer(request).await.unwrap().into_inner();
+    let label = r.outputs.iter().find(|o| o.datatype == "BYTES").unwrap();
+    let want: Vec<Vec<u8>> = sexp["onnxruntime"]["label"].as_array().unwrap()[..3]
+        .iter()
+        .map(|v| v.as_str().unwrap().as_bytes().to_vec())
+        .collect();
+    assert_eq!(label.contents.as_ref().unwrap().bytes_contents, want);
+
+    // Every dtype multi_io takes and gives, typed and raw, as onnxruntime gave them.
+    let mexp = expected("tests/fixtures/onnx/multi_io/expected.json");
+    let inputs = &mexp["inputs"];
+    let i64s = |v: &Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_i64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    let typed_inputs = vec![
+        v2_input(
+            "f32",
+            "FP32",
+            &[2, 2],
+            InferTensorContents {
+                fp32_contents: inputs["f32"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .flat_map(|r| {
+                        r.as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|x| x.as_f64().unwrap() as f32)
+                    })
+                    .collect(),
+                ..Default::default()
+            },
+        ),
+        v2_input(
+            "f64",
+            "FP64",
+            &[2],
+            InferTensorContents {
+                fp64_contents: inputs["f64"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap())
+                    .collect(),
+                ..Default::default()
+            },
+        ),
+        v2_input(
+            "i32",
+            "INT32",
+            &[2],
+            InferTensorContents {
+                int_contents: i64s(&inputs["i32"]).iter().map(|&x| x as i32).collect(),
+                ..Default::default()
+            },
+        ),
+        v2_input(
+            "i64",
+            "INT64",
+            &[2],
+            InferTensorContents {
+                int64_contents: i64s(&inputs["i64"]),
+                ..Default::default()
+            },
+        ),
+        v2_input(
+            "flag",
+            "BOOL",
+            &[2],
+            InferTensorContents {
+                bool_contents: inputs["flag"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_bool().unwrap())
+                    .collect(),
+                ..Default::default()
+            },
+        ),
+        v2_input(
+            "text",
+            "BYTES",
+            &[2],
+            InferTensorContents {
+                bytes_contents: inputs["text"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_str().unwrap().as_bytes().to_vec())
+                    .collect(),
+                ..Default::default()
+            },
+        ),
+    ];
+    let r = client
+        .model_infer(infer_request("multi_io", typed_inputs.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    let out = |name: &str| {
+        r.outputs
+            .iter()
+            .find(|o| o.name == name)
+            .unwrap()
+            .contents
+            .clone()
+            .unwrap()
+    };
+    let want = &mexp["onnxruntime"];
+    assert_eq!(out("i64_neg").int64_contents, i64s(&want["i64_neg"]));
+    assert_eq!(
+        out("i32_abs").int_contents,
+        i64s(&want["i32_abs"])
+            .iter()
+            .map(|&x| x as i32)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(out("flag_not").bool_contents, vec![false, true]);
+    assert_eq!(
+        out("text_out").bytes_contents,
+        vec!["setosa".as_bytes().to_vec(), "über".as_bytes().to_vec()]
+    );
+    assert_eq!(out("f64_neg").fp64_contents, vec![-0.1, 2.5]);
+    assert_eq!(out("f32_sum").fp32_contents, vec![3.5, -0.75]);
+    // The same tensors raw give the same answer, raw.
+    let mut raw = infer_request("multi_io", vec![]);
+    for input in typed_inputs {
+        let c = input.contents.clone().unwrap();
+        let bytes: Vec<u8> = match input.datatype.as_str() {
+            "FP32" => c
+                .fp32_contents
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect(),
+            "FP64" => c
+                .fp64_contents
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect(),
+            "INT32" => c
+                .int_contents
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect(),
+            "INT64" => c
+                .int64_contents
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect(),
+            "BOOL" => c.bool_contents.iter().map(|&b| b as u8).collect(),
+            _ => c
+                .bytes_contents
+                .iter()
+                .flat_map(|b| [(b.len() as u32).to_le_bytes().to_vec(), b.clone()].concat())
+                .collect(),
+        };
+        raw.raw_input_contents.push(bytes);
+        raw.inputs.push(InferInputTensor {
+            contents: None,
+            ..input
+        });
+    }
+    let r = client.model_infer(raw).await.unwrap().into_inner();
+    let i = r.outputs.iter().position(|o| o.name == "text_out").unwrap();
+    assert_eq!(
+        r.raw_output_contents[i],
+        [
+            &6u32.to_le_bytes()[..],
+            b"setosa",
+            &5u32.to_le_bytes()[..],
+            "über".as_bytes()
+        ]
+        .concat()
+    );
+    let i = r.outputs.iter().position(|o| o.name == "i64_neg").unwrap();
+    assert_eq!(
+        r.raw_output_contents[i],
+        i64s(&want["i64_neg"])
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect::<Vec<u8>>()
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kserve_v2_infer_refuses_bad_requests() {
+    let repo = repo();
+    let server = TestServer::start(repo.path()).await;
+    let mut client = GrpcInferenceServiceClient::new(channel(&server).await);
+    let row = vec![vec![5.1f32, 3.5, 1.4, 0.2]];
+    let good = || v2_input("input", "FP32", &[1, 4], f32_contents(&row));
+    let with = |f: fn(&mut v2::ModelInferRequest)| {
+        let mut r = infer_request("iris_lr", vec![good()]);
+        f(&mut r);
+        r
+    };
+    let cases: Vec<(&str, v2::ModelInferRequest, Code, &str)> = vec![
+        (
+            "unknown model",
+            with(|r| r.model_name = "nope".into()),
+            Code::NotFound,
+            "nope",
+        ),
+        (
+            "unknown version",
+            with(|r| r.model_version = "9".into()),
+            Code::NotFound,
+            "version 9",
+        ),
+        (
+            "bad version",
+            with(|r| r.model_version = "v1".into()),
+            Code::InvalidArgument,
+            "not a model version",
+        ),
+        (
+            "wrong dtype",
+            with(|r| r.inputs[0].datatype = "BYTES".into()),
+            Code::InvalidArgument,
+            "input \"input\"",
+        ),
+        (
+            "unknown datatype",
+            with(|r| r.inputs[0].datatype = "FLOAT".into()),
+            Code::InvalidArgument,
+            "unknown datatype",
+        ),
+        (
+            "shape mismatch",
+            with(|r| r.inputs[0].shape = vec![2, 4]),
+            Code::InvalidArgument,
+            "8 elements but 4",
+        ),
+        (
+            "wrong shape for the model",
+            with(|r| r.inputs[0].shape = vec![2, 2]),
+            Code::InvalidArgument,
+            "shape [2, 2]",
+        ),
+        (
+            "negative dimension",
+            with(|r| r.inputs[0].shape = vec![-1, 4]),
+            Code::InvalidArgument,
+            "negative",
+        ),
+        (
+            "empty tensor",
+            with(|r| {
+                r.inputs[0].shape = vec![0, 4];
+                r.inputs[0].contents = Some(Default::default());
+            }),
+            Code::InvalidArgument,
+            "empty",
+        ),
+        (
+            "raw count",
+            with(|r| r.raw_input_contents = vec![vec![], vec![]]),
+            Code::InvalidArgument,
+            "raw_input_contents",
+        ),
+        (
+            "raw too short",
+            with(|r| {
+                r.inputs[0].contents = None;
+                r.raw_input_contents = vec![vec![0; 15]];
+            }),
+            Code::InvalidArgument,
+            "15 bytes",
+        ),
+        (
+            "FP16 typed",
+            with(|r| r.inputs[0].datatype = "FP16".into()),
+            Code::InvalidArgument,
+            "FP16",
+        ),
+        (
+            "unknown output",
+            with(|r| {
+                r.outputs = vec![InferRequestedOutputTensor {
+                    name: "x".into(),
+                    parameters: HashMap::new(),
+                }]
+            }),
+            Code::InvalidArgument,
+            "no output",
+        ),
+        (
+            "bad timeout parameter",
+            with(|r| {
+                r.parameters.insert(
+                    "timeout".into(),
+                    v2::InferParameter {
+                        parameter_choice: Some(v2::infer_parameter::ParameterChoice::StringParam(
+                            "1s".into(),
+                        )),
+                    },
+                );
+            }),
+            Code::InvalidArgument,
+            "timeout",
+        ),
+    ];
+    for (what, request, code, message) in cases {
+        let status = client.model_infer(request).await.unwrap_err();
+        assert_eq!(status.code(), code, "{what}: {status:?}");
+        assert!(
+            status.message().contains(message),
+            "{what}: {:?}",
+            status.message()
+        );
+    }
+    let status = client
+        .model_metadata(v2::ModelMetadataRequest {
+            name: "nope".into(),
+            version: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kserve_v2_repository_index_load_unload() {
+    let repo = repo();
+    let server = TestServer::start(repo.path()).await;
+    let mut client = GrpcInferenceServiceClient::new(channel(&server).await);
+    let index = |ready| v2::RepositoryIndexRequest {
+        repository_name: String::new(),
+        ready,
+    };
+    let names = |r: &v2::RepositoryIndexResponse| {
+        r.models
+            .iter()
+            .map(|m| format!("{}/{}/{}", m.name, m.version, m.state))
+            .collect::<Vec<_>>()
+    };
+    let all = client
+        .repository_index(index(false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        names(&all).contains(&"iris_lr/2/AVAILABLE".to_string()),
+        "{:?}",
+        names(&all)
+    );
+
+    let unload = |name: &str| v2::RepositoryModelUnloadRequest {
+        repository_name: String::new(),
+        model_name: name.into(),
+        parameters: HashMap::new(),
+    };
+    let load = |name: &str| v2::RepositoryModelLoadRequest {
+        repository_name: String::new(),
+        model_name: name.into(),
+        parameters: HashMap::new(),
+    };
+    client
+        .repository_model_unload(unload("iris_dt"))
+        .await
+        .unwrap();
+    let ready = client
+        .repository_index(index(true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !names(&ready).iter().any(|n| n.starts_with("iris_dt/")),
+        "{:?}",
+        names(&ready)
+    );
+    let infer = infer_request(
+        "iris_dt",
+        vec![v2_input(
+            "input",
+            "FP32",
+            &[1, 4],
+            f32_contents(&[vec![5.1, 3.5, 1.4, 0.2]]),
+        )],
+    );
+    assert_eq!(
+        client.model_infer(infer.clone()).await.unwrap_err().code(),
+        Code::NotFound
+    );
+
+    // A model added to the repository after start-up loads on request.
+    install_model(
+        repo.path(),
+        "iris_new",
+        1,
+        &root_path("examples/models/iris_dt/1/model.onnx"),
+    );
+    client
+        .repository_model_load(load("iris_new"))
+        .await
+        .unwrap();
+    client.repository_model_load(load("iris_dt")).await.unwrap();
+    assert!(client.model_infer(infer).await.is_ok());
+    let ready = client
+        .repository_index(index(true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        names(&ready).contains(&"iris_new/1/AVAILABLE".to_string()),
+        "{:?}",
+        names(&ready)
+    );
+
+    for (status, code) in [
+        (
+            client
+                .repository_model_load(load("nope"))
+                .await
+                .unwrap_err(),
+            Code::NotFound,
+        ),
+        (
+            client
+                .repository_model_load(load("../etc"))
+                .await
+                .unwrap_err(),
+            Code::InvalidArgument,
+        ),
+        (
+            client
+                .repository_model_unload(unload("nope"))
+                .await
+                .unwrap_err(),
+            Code::NotFound,
+        ),
+        (
+            client
+                .repository_index(v2::RepositoryIndexRequest {
+                    repository_name: "other".into(),
+                    ready: false,
+                })
+                .await
+                .unwrap_err(),
+            Code::NotFound,
+        ),
+    ] {
+        assert_eq!(status.code(), code, "{status:?}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_server_and_models() {
+    let repo = repo();
+    let server = TestServer::start(repo.path()).await;
+    let mut health = HealthClient::new(channel(&server).await);
+    let check = |service: &str| HealthCheckRequest {
+        service: service.into(),
+    };
+    for service in [
+        "",
+        "inference.GRPCInferenceService",
+        "tensorflow.serving.PredictionService",
+        "iris_lr",
+    ] {
+        let r = health.check(check(service)).await.unwrap().into_inner();
+        assert_eq!(r.status, ServingStatus::Serving as i32, "{service:?}");
+    }
+    assert_eq!(
+        health.check(check("nope")).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    let mut watch = health.watch(check("iris_lr")).await.unwrap().into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    // An open Watch stream must not hold the server's shutdown open.
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_size_limits_are_resource_exhausted_and_deadlines_are_honoured() {
+    let repo = repo();
+    let mut settings = test_settings(repo.path());
+    settings.grpc_max_receive_bytes = 4096;
+    settings.grpc_max_send_bytes = 2048;
+    let server = TestServer::start_with(settings).await;
+    let mut client = GrpcInferenceServiceClient::new(channel(&server).await);
+    let rows: Vec<Vec<f32>> = vec![vec![5.1, 3.5, 1.4, 0.2]; 200];
+
+    // 200 rows are 3.2 kB of floats in, but about 3.4 kB of probabilities and labels out.
+    let big_out = infer_request(
+        "iris_lr",
+        vec![v2_input("input", "FP32", &[200, 4], f32_contents(&rows))],
+    );
+    let status = client.model_infer(big_out).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let rows: Vec<Vec<f32>> = vec![vec![5.1, 3.5, 1.4, 0.2]; 400];
+    let big_in = infer_request(
+        "iris_lr",
+        vec![v2_input("input", "FP32", &[400, 4], f32_contents(&rows))],
+    );
+    let status = client.model_infer(big_in).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    // The connection survives both.
+    let small = infer_request(
+        "iris_lr",
+        vec![v2_input("input", "FP32", &[1, 4], f32_contents(&rows[..1]))],
+    );
+    assert!(client.model_infer(small.clone()).await.is_ok());
+
+    // A deadline that has passed by the time the server looks is DEADLINE_EXCEEDED from
+    // the server itself (set in the header, so the client does not cancel first).
+    let mut request = tonic::Request::new(small.clone());
+    request
+        .metadata_mut()
+        .insert("grpc-timeout", "1n".parse().unwrap());
+    let status = client.model_infer(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    let mut request = tonic::Request::new(small);
+    request.set_timeout(Duration::from_secs(30));
+    assert!(client.model_infer(request).await.is_ok());
+
+    // gRPC requests show in the metrics with their protocol.
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("ferroserve_requests_total")
+                && l.contains("protocol=\"v2_grpc\"")),
+        "{metrics}"
+    );
+    server.stop().await;
+}
