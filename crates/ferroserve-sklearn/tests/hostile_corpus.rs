@@ -138,6 +138,26 @@ fn repeated_memo_gets_of_a_container_share_one_copy() {
     assert!(std::sync::Arc::ptr_eq(a, b), "memo references were copied");
 }
 
+/// zlib and gzip bombs (80 MiB of zeros in ~80 KB, too big to commit): refused once the
+/// output passes 64 × input + 64 MiB, without holding more than that.
+#[test]
+fn zlib_and_gzip_bombs_are_refused() {
+    use std::io::Write;
+
+    let zeros = vec![0u8; 80 << 20];
+    let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    zlib.write_all(&zeros).unwrap();
+    let zlib = zlib.finish().unwrap();
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gzip.write_all(&zeros).unwrap();
+    let gzip = gzip.finish().unwrap();
+    drop(zeros);
+    for (format, bomb) in [("zlib", zlib), ("gzip", gzip)] {
+        let err = read_model_file(&bomb).unwrap_err().to_string();
+        assert!(err.contains("exceeds the limit"), "{format}: {err}");
+    }
+}
+
 #[test]
 fn hostile_dir_exists() {
     assert!(Path::new(&common::crate_dir().join("tests/hostile/files")).is_dir());

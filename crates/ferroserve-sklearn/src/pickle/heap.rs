@@ -356,6 +356,14 @@ impl Converter<'_> {
                 Value::Dict(Arc::new(pairs))
             }
             Obj::Global(Global::NumpyScalarType(dtype)) => Value::DType(dtype),
+            // An allowlisted class passed as data (numpy's `__bit_generator_ctor(MT19937)`)
+            // reads as an object with neither arguments nor state.
+            Obj::Global(Global::Class { module, name }) => Value::Object {
+                module,
+                name,
+                args: Arc::new(Vec::new()),
+                state: None,
+            },
             Obj::Global(global) => {
                 return Err(LoadError::Unsupported {
                     offset: self.offset,
