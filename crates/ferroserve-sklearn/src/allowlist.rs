@@ -189,7 +189,7 @@ impl Global {
             Global::NumpyDType => "numpy.dtype".into(),
             Global::NumpyScalar => "numpy.core.multiarray.scalar".into(),
             Global::NumpyFromBuffer => "numpy.core.numeric._frombuffer".into(),
-            Global::NumpyScalarType(dtype) => format!("numpy scalar type {dtype:?}"),
+            Global::NumpyScalarType(dtype) => format!("numpy.{}", numpy_type_name(dtype)),
             Global::CopyregReconstructor => "copyreg._reconstructor".into(),
             Global::BuiltinsObject => "builtins.object".into(),
             Global::OrderedDict => "collections.OrderedDict".into(),
@@ -275,6 +275,26 @@ fn resolve_sklearn(module: &str, name: &str) -> Option<Global> {
             module: module.to_owned(),
             class_name: class_name.to_owned(),
         })
+}
+
+fn numpy_type_name(dtype: &DType) -> &'static str {
+    match dtype {
+        DType::Bool => "bool_",
+        DType::I8 => "int8",
+        DType::I16 => "int16",
+        DType::I32 => "int32",
+        DType::I64 => "int64",
+        DType::U8 => "uint8",
+        DType::U16 => "uint16",
+        DType::U32 => "uint32",
+        DType::U64 => "uint64",
+        DType::F32 => "float32",
+        DType::F64 => "float64",
+        DType::Object => "object_",
+        DType::Unicode(_) => "str_",
+        DType::Bytes(_) => "bytes_",
+        DType::Record(_) => "void",
+    }
 }
 
 /// numpy scalar types that estimators store as parameters (e.g. `dtype=np.float64`).
