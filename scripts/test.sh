@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh --no-build
 export ORT_DYLIB_PATH="$PWD/.ort/libonnxruntime.so.1.31.1"
 
-cargo test --workspace --all-targets
+cargo test --workspace
 
 # --- scikit-learn fresh round (issue 4) ---
 
