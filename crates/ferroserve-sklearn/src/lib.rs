@@ -2,7 +2,11 @@
 //! and without executing any code from the file.
 //!
 //! * [`pickle`] turns a pickle stream into a plain [`value::Value`] tree; global
-//!   lookups resolve only through an allowlist.
+//!   lookups resolve only through [`allowlist::resolve`]. Invariant: no input makes it
+//!   execute code, panic, overflow the stack, or allocate beyond [`Limits`].
+//! * [`joblib`] detects and (boundedly) decompresses joblib files and reads the raw
+//!   array bytes joblib writes after each `NumpyArrayWrapper`; [`read_model_file`] is
+//!   the entry point for any saved model file.
 //! * [`estimators`] rebuilds allowlisted estimator classes from that tree, and
 //!   [`model::SklearnModel`] serves them: `predict` and `predict_proba` as scikit-learn.
 
