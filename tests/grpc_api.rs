@@ -1402,3 +1402,112 @@ async fn message_size_limits_are_resource_exhausted_and_deadlines_are_honoured()
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tf_serving_reload_config_replaces_the_model_list() {
+    let repo = repo();
+    let server = TestServer::start(repo.path()).await;
+    let mut models = ModelServiceClient::new(channel(&server).await);
+    let mut client = PredictionServiceClient::new(channel(&server).await);
+    let elsewhere = tempfile::tempdir().unwrap();
+    install_model(
+        elsewhere.path(),
+        "added",
+        3,
+        &root_path("examples/models/iris_dt/1/model.onnx"),
+    );
+    let config = |name: &str, base_path: &str| tfs::ModelConfig {
+        name: name.into(),
+        base_path: base_path.into(),
+        model_platform: "onnx".into(),
+        ..Default::default()
+    };
+    let reload = |configs: Vec<tfs::ModelConfig>| tfs::ReloadConfigRequest {
+        config: Some(tfs::ModelServerConfig {
+            config: Some(tfs::model_server_config::Config::ModelConfigList(
+                tfs::ModelConfigList { config: configs },
+            )),
+        }),
+    };
+    let added_dir = elsewhere.path().join("added").display().to_string();
+    let mut added = config("added", &added_dir);
+    added.version_labels = HashMap::from([("stable".to_string(), 3)]);
+
+    // A bad list changes nothing.
+    for (what, request) in [
+        (
+            "missing base path",
+            reload(vec![
+                config("iris_lr", ""),
+                config("ghost", "/nonexistent/ghost"),
+            ]),
+        ),
+        (
+            "listed twice",
+            reload(vec![config("iris_lr", ""), config("iris_lr", "")]),
+        ),
+        ("path as name", reload(vec![config("../x", "")])),
+        (
+            "custom config",
+            tfs::ReloadConfigRequest {
+                config: Some(tfs::ModelServerConfig {
+                    config: Some(tfs::model_server_config::Config::CustomModelConfig(
+                        Default::default(),
+                    )),
+                }),
+            },
+        ),
+        ("no config", tfs::ReloadConfigRequest { config: None }),
+    ] {
+        let status = models
+            .handle_reload_config_request(request)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+    }
+    assert!(client
+        .predict(predict_request(
+            spec("iris_dt"),
+            float_tensor(&[vec![5.1, 3.5, 1.4, 0.2]])
+        ))
+        .await
+        .is_ok());
+
+    // iris_lr (from the repository) and "added" (from elsewhere, with a label) stay;
+    // everything else is unloaded.
+    let r = models
+        .handle_reload_config_request(reload(vec![config("iris_lr", ""), added]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status.unwrap().error_code, tf::error::Code::Ok as i32);
+    let by_label = client
+        .predict(predict_request(
+            Some(ModelSpec {
+                name: "added".into(),
+                version_label: Some("stable".into()),
+                ..Default::default()
+            }),
+            float_tensor(&[vec![5.1, 3.5, 1.4, 0.2]]),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(by_label.model_spec.unwrap().version, Some(3));
+    let status = client
+        .predict(predict_request(
+            spec("iris_dt"),
+            float_tensor(&[vec![5.1, 3.5, 1.4, 0.2]]),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    assert!(client
+        .predict(predict_request(
+            spec("iris_lr"),
+            float_tensor(&[vec![5.1, 3.5, 1.4, 0.2]])
+        ))
+        .await
+        .is_ok());
+    server.stop().await;
+}

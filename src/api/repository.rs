@@ -99,3 +99,100 @@ pub async fn unload_model(state: &ServerState, model: &str) -> Result<(), ApiErr
         .await
         .map_err(|e| ApiError::Internal(format!("model unload task failed: {e}")))
 }
+
+/// One model of a model config list (TF Serving's `ModelConfig`): where its versions
+/// are, and optionally the policy and labels that override its own `config.toml`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSource {
+    pub name: String,
+    /// The directory holding `<version>/` subdirectories; `None`:
+    /// `<model_repository>/<name>`.
+    pub base_path: Option<std::path::PathBuf>,
+    pub version_policy: Option<crate::model_config::VersionPolicy>,
+    /// Empty: the labels of the model's `config.toml`.
+    pub labels: std::collections::BTreeMap<String, u64>,
+}
+
+/// Replaces what is served with the given model list, as TF Serving's
+/// `HandleReloadConfigRequest`: models not in the list are unloaded (requests running
+/// on them finish first), every listed model is scanned from its base path and
+/// reconciled through `Manager::apply_scan`, the path the start-up scan takes. The
+/// list is checked whole before anything changes. Answers once the loads have
+/// finished; an error names the listed models that have no serving version then
+/// (a model that was serving keeps its old version, as on any failed load).
+///
+/// Note (issue 3, hot reload): this applies the list once. The repository watcher
+/// and the multi-model config file of issue 3 should keep the list as the source of
+/// truth (so the next repository poll does not bring back models the list dropped);
+/// when that lands, this should store the list there and trigger the same reload.
+pub async fn reload_config(state: &ServerState, models: Vec<ModelSource>) -> Result<(), ApiError> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut sources = Vec::with_capacity(models.len());
+    for m in models {
+        check_model_name(&m.name)?;
+        if !seen.insert(m.name.clone()) {
+            return Err(ApiError::InvalidArgument(format!(
+                "model {:?} is listed twice",
+                m.name
+            )));
+        }
+        if m.version_policy == Some(crate::model_config::VersionPolicy::Latest(0)) {
+            return Err(ApiError::InvalidArgument(format!(
+                "model {:?}: version policy latest must be at least 1",
+                m.name
+            )));
+        }
+        let dir = m
+            .base_path
+            .clone()
+            .unwrap_or_else(|| state.settings.model_repository.join(&m.name));
+        if !dir.is_dir() {
+            return Err(ApiError::InvalidArgument(format!(
+                "model {:?}: base path {} is not a directory",
+                m.name,
+                dir.display()
+            )));
+        }
+        sources.push((m, dir));
+    }
+    let manager = state.manager.clone();
+    let names: Vec<String> = sources.iter().map(|(m, _)| m.name.clone()).collect();
+    tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
+        let mut scan = crate::repository::RepositoryScan::default();
+        for (source, dir) in sources {
+            let mut on_disk = crate::repository::scan_model(&source.name, &dir)
+                .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+            if let Ok(config) = &mut on_disk.config {
+                if let Some(policy) = source.version_policy {
+                    config.version_policy = policy;
+                }
+                if !source.labels.is_empty() {
+                    config.labels = source.labels;
+                }
+            }
+            scan.models.insert(source.name, on_disk);
+        }
+        manager.apply_scan(&scan);
+        Ok(())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("reload task failed: {e}")))??;
+    let failed: Vec<String> = names
+        .iter()
+        .filter_map(|name| {
+            state
+                .manager
+                .resolve(name, &crate::manager::VersionRequest::Latest)
+                .err()
+                .map(|e| e.to_string())
+        })
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Unavailable(format!(
+            "config applied, but some models are not serving: {}",
+            failed.join("; ")
+        )))
+    }
+}

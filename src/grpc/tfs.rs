@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use ferroserve_proto::tensorflow::error::Code as TfCode;
 use ferroserve_proto::tensorflow::serving::{
-    self as pb, inference_result, input, model_service_server, model_version_status,
-    prediction_service_server, ModelSpec, VersionChoice, SIGNATURE_DEF_MAP_TYPE_URL,
+    self as pb, inference_result, input, model_server_config, model_service_server,
+    model_version_status, prediction_service_server, ModelSpec, VersionChoice,
+    SIGNATURE_DEF_MAP_TYPE_URL,
 };
 use ferroserve_proto::tensorflow::{feature, Example as TfExample, SignatureDef, TensorInfo};
 use prost::Message;
@@ -17,8 +18,9 @@ use tonic::{Request, Response, Status};
 use super::tf_tensor::{tensor_from_proto, tensor_to_proto, to_tf_dtype, to_tf_shape};
 use super::{client_timeout, status_from};
 use crate::api::classify::{self, Example, ExamplesRequest, FeatureValues};
-use crate::api::{self, ApiError, PredictRequest, Protocol, ServerState};
+use crate::api::{self, repository, ApiError, PredictRequest, Protocol, ServerState};
 use crate::manager::{VersionRequest, VersionState};
+use crate::model_config::VersionPolicy;
 use crate::tensor::TensorSpec;
 
 /// The one signature ferroserve models have, TF Serving's default key.
@@ -399,6 +401,49 @@ fn tf_state(state: VersionState) -> model_version_status::State {
     }
 }
 
+/// A TF Serving `ModelConfig` as a model source: name, base path, version policy
+/// (`latest` with 0 versions means 1, as in TF Serving) and labels.
+fn model_source(config: pb::ModelConfig) -> Result<repository::ModelSource, ApiError> {
+    use pb::file_system_storage_path_source_config::servable_version_policy::PolicyChoice;
+    let version_policy = match config.model_version_policy.and_then(|p| p.policy_choice) {
+        None => None,
+        Some(PolicyChoice::Latest(l)) => {
+            Some(VersionPolicy::Latest(l.num_versions.max(1) as usize))
+        }
+        Some(PolicyChoice::All(_)) => Some(VersionPolicy::All),
+        Some(PolicyChoice::Specific(s)) => Some(VersionPolicy::Specific(
+            s.versions
+                .iter()
+                .map(|&v| {
+                    u64::try_from(v).map_err(|_| {
+                        ApiError::InvalidArgument(format!(
+                            "model {:?}: version {v} is negative",
+                            config.name
+                        ))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        )),
+    };
+    let labels = config
+        .version_labels
+        .into_iter()
+        .map(|(label, v)| match u64::try_from(v) {
+            Ok(v) => Ok((label, v)),
+            Err(_) => Err(ApiError::InvalidArgument(format!(
+                "model {:?}: label {label:?} points at negative version {v}",
+                config.name
+            ))),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(repository::ModelSource {
+        name: config.name,
+        base_path: (!config.base_path.is_empty()).then(|| config.base_path.into()),
+        version_policy,
+        labels,
+    })
+}
+
 fn ok_status() -> pb::StatusProto {
     pb::StatusProto {
         error_code: TfCode::Ok as i32,
@@ -437,14 +482,33 @@ impl model_service_server::ModelService for ModelService {
         }))
     }
 
+    /// Replaces the served models with the request's `model_config_list` through
+    /// `api::repository::reload_config`. A `custom_model_config` is refused.
     async fn handle_reload_config_request(
         &self,
         request: Request<pb::ReloadConfigRequest>,
     ) -> Result<Response<pb::ReloadConfigResponse>, Status> {
-        let _ = request;
-        let _ = &self.state;
-        Err(Status::unimplemented(
-            "HandleReloadConfigRequest is not wired yet",
-        ))
+        let config = request.into_inner().config.and_then(|c| c.config);
+        let list = match config {
+            Some(model_server_config::Config::ModelConfigList(list)) => list,
+            Some(model_server_config::Config::CustomModelConfig(_)) => {
+                return Err(invalid(
+                    "custom_model_config is not supported; send a model_config_list",
+                ))
+            }
+            None => return Err(invalid("config.model_config_list is required")),
+        };
+        let models = list
+            .config
+            .into_iter()
+            .map(model_source)
+            .collect::<Result<Vec<_>, ApiError>>()
+            .map_err(status_from)?;
+        repository::reload_config(&self.state, models)
+            .await
+            .map_err(status_from)?;
+        Ok(Response::new(pb::ReloadConfigResponse {
+            status: Some(ok_status()),
+        }))
     }
 }
