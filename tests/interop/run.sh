@@ -22,6 +22,14 @@ curl -sf "http://127.0.0.1:$REST_PORT/v2/health/ready" >/dev/null || { cat "$LOG
 
 .venv-clients/bin/python tests/interop/tritonclient_http.py "127.0.0.1:$REST_PORT" "$ROOT"
 # --- gRPC clients (issue 5) ---
+./python/setup-grpc-clients.sh >/dev/null  # .venv-tfs; no network once it exists
+PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python .venv-tfs/bin/python python/check-protos.py --write-set "$LOG.pb"
+.venv-clients/bin/python python/check-protos.py --descriptor-set "$LOG.pb" && rm -f "$LOG.pb"
+.venv-clients/bin/python tests/interop/grpc_clients.py triton "127.0.0.1:$REST_PORT" "127.0.0.1:$GRPC_PORT" "$ROOT"
+PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python .venv-tfs/bin/python tests/interop/grpc_clients.py tfs \
+  "127.0.0.1:$REST_PORT" "127.0.0.1:$GRPC_PORT" "$ROOT"
+# iris_str (BYTES labels) was added by the tfs run's HandleReloadConfigRequest.
+.venv-clients/bin/python tests/interop/grpc_clients.py triton "127.0.0.1:$REST_PORT" "127.0.0.1:$GRPC_PORT" "$ROOT" iris_str
 
 # Graceful shutdown: SIGTERM makes the server exit 0.
 kill -TERM $PID
