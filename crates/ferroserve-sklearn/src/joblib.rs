@@ -197,11 +197,18 @@ impl Write for CappedWriter {
     }
 }
 
+const MAX_WRAPPER_STATE_KEYS: usize = 32;
+
 /// Completes a `NumpyArrayWrapper` whose `BUILD` state is `state`: reads the array that
 /// joblib wrote right after it (`NumpyArrayWrapper.read_array` in joblib's
 /// `numpy_pickle.py`) and leaves the reader just past it.
 pub(crate) fn read_wrapped_array(vm: &mut Vm<'_, '_>, state: Handle) -> Result<Value, LoadError> {
     let offset = vm.offset();
+    // joblib writes six keys; a bigger dict is not joblib's, and refusing it keeps the
+    // linear key lookups below cheap however often a wrapper is rebuilt.
+    if vm.heap.dict_len(state) > MAX_WRAPPER_STATE_KEYS {
+        return Err(vm.malformed("joblib array wrapper state has too many keys"));
+    }
     let field = |key: &str| {
         vm.heap
             .dict_get(state, key)

@@ -6,6 +6,7 @@
 //! each object is converted once and shared via `Arc` wherever the pickle references it
 //! again, so repeated memo `GET`s cost one copy.
 
+use std::collections::HashMap;
 use std::mem;
 use std::sync::Arc;
 
@@ -210,7 +211,30 @@ impl Heap {
         matches!(self.get(handle), Obj::Leaf(Value::None))
     }
 
-    /// Looks up a string key in a dict object (joblib wrapper state, dtype fields).
+    /// The string-keyed entries of a dict object, last value winning as in Python,
+    /// for lookups in big dicts (dtype fields) without a linear scan per key.
+    pub(crate) fn str_dict(&self, handle: Handle) -> Option<HashMap<&str, Handle>> {
+        match self.get(handle) {
+            Obj::Dict(items) => Some(
+                items
+                    .iter()
+                    .filter_map(|&(k, v)| Some((self.str(k)?, v)))
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+
+    /// Number of entries of a dict object (0 for anything else).
+    pub(crate) fn dict_len(&self, handle: Handle) -> usize {
+        match self.get(handle) {
+            Obj::Dict(items) => items.len(),
+            _ => 0,
+        }
+    }
+
+    /// Looks up a string key in a small dict object (joblib wrapper state) by a linear
+    /// scan; callers bound the dict's size first.
     pub(crate) fn dict_get(&self, handle: Handle, key: &str) -> Option<Handle> {
         match self.get(handle) {
             Obj::Dict(items) => items

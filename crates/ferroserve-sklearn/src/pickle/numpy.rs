@@ -83,6 +83,12 @@ impl Dt {
             ("V", n) => Dt::simple(DType::Record(Vec::new()), n.unwrap_or(0), false),
             _ => return Err(unsupported()),
         };
+        if dt.itemsize > MAX_ITEMSIZE {
+            return Err(err(
+                offset,
+                format!("dtype {code:?} element size too large"),
+            ));
+        }
         Ok(dt)
     }
 
@@ -93,6 +99,7 @@ impl Dt {
         heap: &Heap,
         state: Handle,
         offset: usize,
+        budget: &mut Budget,
     ) -> Result<(), LoadError> {
         let items = heap
             .tuple(state)
@@ -116,8 +123,10 @@ impl Dt {
             .ok_or_else(|| err(offset, "dtype element size is not an int"))?;
         // Flexible types (U, S, V) take their size from the state; -1 means "fixed".
         if elsize >= 0 {
-            let elsize =
-                usize::try_from(elsize).map_err(|_| err(offset, "dtype element size too large"))?;
+            let elsize = usize::try_from(elsize)
+                .ok()
+                .filter(|&size| size <= MAX_ITEMSIZE)
+                .ok_or_else(|| err(offset, "dtype element size too large"))?;
             match &mut self.dtype {
                 DType::Unicode(n) => {
                     if elsize % 4 != 0 {
@@ -146,15 +155,20 @@ impl Dt {
         let names = heap
             .tuple(*names)
             .ok_or_else(|| err(offset, "dtype names is not a tuple"))?;
+        // A memoized state tuple can be applied again and again for a few bytes each.
+        budget.charge_n(names.len(), FIELD_COST, offset)?;
+        let fields = heap
+            .str_dict(*fields)
+            .ok_or_else(|| err(offset, "dtype fields is not a dict"))?;
         let mut public_fields = Vec::with_capacity(names.len());
         let mut layouts = Vec::with_capacity(names.len());
         for &name in names {
             let name = heap
                 .str(name)
                 .ok_or_else(|| err(offset, "dtype field name is not a str"))?;
-            let field = heap
-                .dict_get(*fields, name)
-                .and_then(|h| heap.tuple(h))
+            let field = fields
+                .get(name)
+                .and_then(|&h| heap.tuple(h))
                 .ok_or_else(|| err(offset, format!("dtype field {name:?} is not described")))?;
             let (field_dt, field_offset) = match field {
                 [dt, off, ..] => (*dt, *off),
@@ -206,6 +220,13 @@ pub(crate) fn element_count(shape: &[usize], offset: usize) -> Result<usize, Loa
     })
 }
 
+/// numpy stores element sizes in a C int, so no real dtype is larger.
+const MAX_ITEMSIZE: usize = i32::MAX as usize;
+
+/// numpy's own limit (`NPY_MAXDIMS` in numpy 2); it also keeps per-element index
+/// arithmetic (Fortran reordering) linear in the element count.
+const MAX_DIMS: usize = 64;
+
 /// Reads a shape tuple of non-negative Python ints.
 pub(crate) fn shape_of(
     heap: &Heap,
@@ -219,6 +240,12 @@ pub(crate) fn shape_of(
             _ => None,
         })
         .ok_or_else(|| err(offset, "array shape is not a tuple"))?;
+    if dims.len() > MAX_DIMS {
+        return Err(err(
+            offset,
+            format!("array has more than {MAX_DIMS} dimensions"),
+        ));
+    }
     dims.iter()
         .map(|&d| {
             heap.int(d)
@@ -228,12 +255,18 @@ pub(crate) fn shape_of(
         .collect()
 }
 
+/// Approximate bytes of one record field description (name, dtype, offset, layout).
+const FIELD_COST: usize = 128;
+
 /// Decoded bytes per element, charged to the budget before decoding.
 fn decoded_cost(dt: &Dt) -> usize {
     match &dt.dtype {
         DType::Bool => 1,
-        DType::Unicode(_) | DType::Bytes(_) => mem::size_of::<String>() + dt.itemsize,
-        DType::Record(_) => dt.fields.iter().map(decoded_cost).sum(),
+        DType::Unicode(_) | DType::Bytes(_) => mem::size_of::<String>().saturating_add(dt.itemsize),
+        DType::Record(_) => dt
+            .fields
+            .iter()
+            .fold(0usize, |sum, field| sum.saturating_add(decoded_cost(field))),
         _ => 8,
     }
 }
@@ -268,6 +301,12 @@ pub(crate) fn decode_array(
     }
     // At least one byte per element, so zero-size dtypes cannot smuggle in a huge shape.
     budget.charge_n(count, decoded_cost(dt).max(1), offset)?;
+    // The array keeps its own copy of a record dtype's field list.
+    budget.charge_n(dt.fields.len(), FIELD_COST, offset)?;
+    if fortran && shape.len() > 1 {
+        // The Fortran-to-C index map.
+        budget.charge_n(count, mem::size_of::<usize>(), offset)?;
+    }
     let order = if fortran && shape.len() > 1 {
         Some(fortran_to_c_order(&shape, count))
     } else {

@@ -543,11 +543,21 @@ impl<'a, 'b> Vm<'a, 'b> {
         }
     }
 
-    pub(crate) fn tuple_items(&self, handle: Handle, what: &str) -> Result<Vec<Handle>, LoadError> {
-        self.heap
+    /// Copies a tuple's items. The copy is charged to the budget: a memoized tuple can be
+    /// passed to any number of REDUCEs for two bytes each.
+    pub(crate) fn tuple_items(
+        &mut self,
+        handle: Handle,
+        what: &str,
+    ) -> Result<Vec<Handle>, LoadError> {
+        let items = self
+            .heap
             .tuple(handle)
             .map(<[Handle]>::to_vec)
-            .ok_or_else(|| self.malformed(format!("{what} are not a tuple")))
+            .ok_or_else(|| self.malformed(format!("{what} are not a tuple")))?;
+        self.budget
+            .charge_n(items.len(), std::mem::size_of::<Handle>(), self.op_offset)?;
+        Ok(items)
     }
 
     fn refuse_call(&self, global: &Global, reason: &str) -> LoadError {
@@ -651,7 +661,10 @@ impl<'a, 'b> Vm<'a, 'b> {
                 [] => Ok(Obj::Dict(Vec::new())),
                 [items] => {
                     let items = match heap.get(*items) {
-                        Obj::List(items) | Obj::Tuple(items) => items.clone(),
+                        Obj::List(items) | Obj::Tuple(items) => {
+                            self.budget.charge_n(items.len(), 16, self.op_offset)?;
+                            items.clone()
+                        }
                         _ => return Err(self.malformed("OrderedDict argument is not a list")),
                     };
                     let mut pairs = Vec::with_capacity(items.len());
@@ -669,6 +682,7 @@ impl<'a, 'b> Vm<'a, 'b> {
                 [] => Ok(Obj::Set(Vec::new())),
                 [items] => match heap.get(*items) {
                     Obj::List(items) | Obj::Tuple(items) | Obj::Set(items) => {
+                        self.budget.charge_n(items.len(), 16, self.op_offset)?;
                         Ok(Obj::Set(items.clone()))
                     }
                     _ => Err(self.malformed("set argument is not a list")),
@@ -779,7 +793,7 @@ impl<'a, 'b> Vm<'a, 'b> {
             }
             Obj::DType(dt) => {
                 let mut dt = dt.clone();
-                dt.apply_state(&self.heap, state, offset)?;
+                dt.apply_state(&self.heap, state, offset, self.budget)?;
                 Obj::DType(dt)
             }
             Obj::EmptyArray => self.build_array(state)?,

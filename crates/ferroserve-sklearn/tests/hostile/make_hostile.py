@@ -174,6 +174,14 @@ def crafted(files):
           b"\x80\x02cnumpy._core.multiarray\n_reconstruct\ncnumpy.matrixlib.defmatrix\nmatrix\nK\x00\x85C\x01b\x87R.",
           'refused to load "numpy.matrixlib.defmatrix.matrix"')
     write(files, "crafted_numpy_ndarray_called.pkl", b"\x80\x02cnumpy\nndarray\n)R.", 'refused to call "numpy.ndarray"')
+    write(files, "crafted_numpy_dtype_size_2p64m1.pkl",
+          rec + state(b"(K\x00t", dtype(b"S18446744073709551615"), b"C\x00"), "too large")
+    write(files, "crafted_numpy_100_dims.pkl",
+          rec + state(b"(" + b"K\x01" * 100 + b"t", dtype(b"f8"), b"C\x08" + b"\x00" * 8), "more than 64 dimensions")
+    # One memoized 100 000-item list passed to set() 100 000 times: 80 GB of copies
+    # for 600 KB of input unless copies are charged.
+    many = b"\x80\x02cbuiltins\nset\nq\x00](" + b"K\x01" * 10**5 + b"eq\x01" + b"h\x00h\x01\x85R0" * 10**5 + b"N."
+    write(files, "crafted_memo_repeated_set_reduce.pkl.z", zlib.compress(many, 9), "budget")
     fb = b"\x80\x02cnumpy._core.numeric\n_frombuffer\n"
     write(files, "crafted_numpy_frombuffer_2p40.pkl",
           fb + b"(C\x08" + b"\x00" * 8 + dtype(b"f8") + b"(" + big + b"tX\x01\x00\x00\x00CtR.", "needs")
