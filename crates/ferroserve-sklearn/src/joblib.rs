@@ -54,8 +54,9 @@ pub fn detect_compression(bytes: &[u8]) -> Compression {
     }
 }
 
-/// Decompresses a joblib file, refusing to produce more than
-/// [`Limits::decompressed_cap`] bytes so that a small bomb cannot exhaust memory.
+/// Decompresses a joblib file, refusing to produce more than the cap derived from
+/// [`Limits`] (a multiple of the compressed size plus a floor, at most
+/// [`Limits::max_decompressed_bytes`]) so that a small bomb cannot exhaust memory.
 pub fn decompress<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Cow<'a, [u8]>, LoadError> {
     let cap = limits.decompressed_cap(bytes.len());
     let compression = detect_compression(bytes);

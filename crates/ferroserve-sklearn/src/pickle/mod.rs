@@ -1,7 +1,7 @@
 //! A pickle reader that rebuilds plain data and never executes anything.
 //!
 //! Code map:
-//! * [`reader`]: bounds-checked byte cursor (every length is checked before allocating).
+//! * `reader`: bounds-checked byte cursor (every length is checked before allocating).
 //! * `vm`: the opcode loop (protocols 0–5), iterative; globals only via the allowlist.
 //! * `heap`: the VM's mutable object arena and its conversion into [`Value`].
 //! * `numpy`: dtype and ndarray decoding.
