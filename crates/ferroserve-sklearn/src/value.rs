@@ -77,6 +77,11 @@ pub enum Value {
     Set(Arc<Vec<Value>>),
     /// An allowlisted class, e.g. `("sklearn.linear_model._logistic", "LogisticRegression")`,
     /// with the state its `BUILD` / `__setstate__` received (usually a `Dict` of attributes).
+    ///
+    /// Also used for: `builtins.slice` (`args` = start, stop, step); Cython objects pickled
+    /// through `newObj(cls)` or `__pyx_unpickle_<cls>` (named after `cls`, state = the Cython
+    /// state); numpy random states (inert, by their pickling helper's name); and an
+    /// allowlisted class passed as data rather than instantiated (empty `args`, no state).
     Object {
         module: String,
         name: String,
@@ -88,4 +93,77 @@ pub enum Value {
     Array(Arc<NdArray>),
     /// A numpy dtype object on its own (e.g. `dtype` attributes of estimators).
     DType(DType),
+}
+
+/// Small read accessors for code that walks a rebuilt tree. Each returns `None` when the
+/// value has another shape; none of them converts between types beyond what is noted.
+impl Value {
+    /// A `str`.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// A float, or an int widened to float (as Python arithmetic would).
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Float(f) => Some(*f),
+            Value::Int(i) => Some(*i as f64),
+            _ => None,
+        }
+    }
+
+    /// An int (a `bool` is not an int here).
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    /// The items of a list or a tuple.
+    pub fn as_list(&self) -> Option<&[Value]> {
+        match self {
+            Value::List(items) | Value::Tuple(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    pub fn as_array(&self) -> Option<&NdArray> {
+        match self {
+            Value::Array(array) => Some(array),
+            _ => None,
+        }
+    }
+
+    /// The value under a string key of a dict (the last one, as Python keeps).
+    pub fn dict_get(&self, key: &str) -> Option<&Value> {
+        match self {
+            Value::Dict(pairs) => pairs
+                .iter()
+                .rev()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// An attribute of an object whose state is a dict of attributes (every estimator).
+    pub fn attr(&self, name: &str) -> Option<&Value> {
+        match self {
+            Value::Object {
+                state: Some(state), ..
+            } => state.dict_get(name),
+            _ => None,
+        }
+    }
 }

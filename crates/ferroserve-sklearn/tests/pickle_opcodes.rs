@@ -216,3 +216,16 @@ fn errors_carry_the_offset_of_the_opcode() {
         "truncated input at offset 7: needed 16 more bytes, 3 available"
     );
 }
+
+#[test]
+fn value_accessors_walk_a_rebuilt_estimator() {
+    let pickle = b"\x80\x02csklearn.linear_model._base\nLinearRegression\n)\x81}(X\x05\x00\x00\x00alphaG?\xe0\x00\x00\x00\x00\x00\x00X\x04\x00\x00\x00nameX\x02\x00\x00\x00lrX\x05\x00\x00\x00steps(K\x01K\x02lub.";
+    let model = read_pickle(pickle).unwrap();
+    assert_eq!(model.attr("alpha").and_then(Value::as_f64), Some(0.5));
+    assert_eq!(model.attr("name").and_then(Value::as_str), Some("lr"));
+    let steps = model.attr("steps").and_then(Value::as_list).unwrap();
+    assert_eq!(steps[1].as_i64(), Some(2));
+    assert_eq!(steps[1].as_f64(), Some(2.0));
+    assert!(model.attr("missing").is_none());
+    assert!(model.as_array().is_none());
+}
