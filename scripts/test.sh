@@ -10,6 +10,7 @@ export ORT_DYLIB_PATH="$PWD/.ort/libonnxruntime.so.1.31.1"
 cargo test --workspace
 
 # --- scikit-learn fresh round (issue 4) ---
+python/sklearn_fresh_round.sh
 
 # --- real clients (tritonclient, TF Serving stubs) ---
 ./tests/interop/run.sh

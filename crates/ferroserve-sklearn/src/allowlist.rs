@@ -245,6 +245,9 @@ pub fn resolve(module: &str, name: &str) -> Result<Global, LoadError> {
             name: name.to_owned(),
         }),
         _ if module.starts_with("sklearn.") => resolve_sklearn(module, name),
+        // scikit-learn 1.4-1.5 builds name their Cython loss module plain `_loss` in
+        // pickles (`_loss.__pyx_unpickle_CyHalfBinomialLoss`); only allowlisted names pass.
+        ("_loss", _) => resolve_sklearn(module, name),
         _ => None,
     };
     global.ok_or_else(|| LoadError::Refused {
