@@ -153,7 +153,7 @@ fn deflate_zeros(len: usize) -> Vec<u8> {
     }
     impl Bits {
         fn bit(&mut self, bit: u32) {
-            if self.used % 8 == 0 {
+            if self.used.is_multiple_of(8) {
                 self.out.push(0);
             }
             if bit != 0 {
