@@ -1,9 +1,14 @@
 //! The inference thread pool: a fixed set of OS threads that run model code, so
 //! the async workers only ever decode, route and encode.
 //!
-//! A job is a closure queued on a channel; its result comes back on a oneshot.
-//! A job whose caller has gone away (timed out, disconnected) or whose deadline
-//! has passed is skipped when a thread picks it up, so abandoned work never runs.
+//! A job is a closure queued on a channel. Model queues (`crate::batching`) hand
+//! their batches to the pool through [`Executor`]; [`InferencePool::run`] runs one
+//! closure and brings its result back on a oneshot, skipping it if the caller has
+//! gone away or its deadline has passed.
+//!
+//! Fairness between models comes from the channel being first-in, first-out and
+//! from each model queue having at most its `instances` batches on the pool at
+//! once: a model's batch waits behind at most the other models' instances.
 
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -12,7 +17,16 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-type Job = Box<dyn FnOnce() + Send + 'static>;
+/// Work for an inference thread.
+pub type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// Somewhere to run jobs that may block for as long as a model runs.
+///
+/// Implementers must run each accepted job exactly once, off the async workers
+/// (tests may run it inline), and refuse jobs once shut down, dropping them unrun.
+pub trait Executor: Send + Sync + 'static {
+    fn execute(&self, job: Job) -> Result<(), JobError>;
+}
 
 pub struct InferencePool {
     /// `None` once the pool has been shut down; taking it closes the channel and
@@ -69,11 +83,7 @@ impl InferencePool {
             }
             let _ = tx.send(Ok(f()));
         });
-        {
-            let sender = self.sender.lock();
-            let sender = sender.as_ref().ok_or(JobError::ShutDown)?;
-            sender.send(job).map_err(|_| JobError::ShutDown)?;
-        }
+        self.execute(job)?;
         let wait = async { rx.await.unwrap_or(Err(JobError::ShutDown)) };
         match deadline {
             Some(d) => tokio::time::timeout_at(d.into(), wait)
@@ -83,12 +93,25 @@ impl InferencePool {
         }
     }
 
+    /// Queues a job; its result, if any, is the job's own business.
+    pub fn execute(&self, job: Job) -> Result<(), JobError> {
+        let sender = self.sender.lock();
+        let sender = sender.as_ref().ok_or(JobError::ShutDown)?;
+        sender.send(job).map_err(|_| JobError::ShutDown)
+    }
+
     /// Stops taking jobs, lets queued ones finish, and joins the threads.
     pub fn shutdown(&self) {
         self.sender.lock().take();
         for handle in self.threads.lock().drain(..) {
             let _ = handle.join();
         }
+    }
+}
+
+impl Executor for InferencePool {
+    fn execute(&self, job: Job) -> Result<(), JobError> {
+        InferencePool::execute(self, job)
     }
 }
 

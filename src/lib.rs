@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod backends;
+pub mod batching;
 pub mod inference;
 pub mod manager;
 pub mod metrics;

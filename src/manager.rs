@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, Weak};
 use arc_swap::ArcSwap;
 
 use crate::backends::{load_backend, Backend, BackendOptions, ARTIFACT_NAMES};
+use crate::batching::BatchQueue;
 use crate::model_config::ModelConfig;
 use crate::repository::{ModelOnDisk, RepositoryScan};
 
@@ -74,6 +75,10 @@ pub struct LoadedVersion {
     pub version: u64,
     pub backend: Arc<dyn Backend>,
     pub config: Arc<ModelConfig>,
+    /// This version's request queue and batcher (`[batching]` in its config).
+    /// It lives as long as the version: requests queued when the version is
+    /// unpublished hold the handle, so they drain before it is freed.
+    pub queue: Arc<BatchQueue>,
     /// Lets the last holder mark the version END when it is finally freed.
     records: Weak<Mutex<Records>>,
 }
@@ -470,11 +475,19 @@ impl Manager {
         let (state, error) = match result {
             Ok(backend) => {
                 let format = backend.format();
+                let model_name: Arc<str> = Arc::from(model);
+                let queue = Arc::new(BatchQueue::new(
+                    model_name.clone(),
+                    version,
+                    backend.clone(),
+                    &config.batching,
+                ));
                 let handle = Arc::new(LoadedVersion {
-                    model: Arc::from(model),
+                    model: model_name,
                     version,
                     backend,
                     config,
+                    queue,
                     records: Arc::downgrade(&self.records),
                 });
                 // Publish before marking AVAILABLE, so status never says AVAILABLE for

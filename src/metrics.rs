@@ -5,12 +5,18 @@
 //! * `ferroserve_requests_total{model,version,protocol,outcome}`
 //! * `ferroserve_request_duration_seconds{model,protocol}` (histogram)
 //! * `ferroserve_inference_duration_seconds{model,version}` (histogram)
+//! * `ferroserve_queue_length{model,version}` (gauge: requests waiting in the version's queue)
+//! * `ferroserve_batch_size{model,version}` (histogram: rows per model run)
+//! * `ferroserve_queue_duration_seconds{model,version}` (histogram: queued → run)
+//! * `ferroserve_compute_duration_seconds{model,version}` (histogram: one model run)
+//! * `ferroserve_rejected_total{model,version}` (counter: refused because the queue was full)
 //! * `ferroserve_model_versions{state}` (gauge, set at scrape time)
 //! * `process_resident_memory_bytes` (gauge, read at scrape time)
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::manager::Manager;
@@ -24,11 +30,21 @@ const LATENCY_BUCKETS: &[f64] = &[
     2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
+/// Batch sizes, in rows: powers of two up to the largest `max_batch_size` worth having.
+const BATCH_SIZE_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+
 /// Installs the Prometheus recorder once per process (tests start many servers).
 pub fn install() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+            .expect("bucket list is not empty")
+            .set_buckets_for_metric(
+                Matcher::Full("ferroserve_batch_size".into()),
+                BATCH_SIZE_BUCKETS,
+            )
             .expect("bucket list is not empty")
             .build_recorder();
         let handle = recorder.handle();
@@ -71,6 +87,45 @@ pub fn record_inference(model: &str, version: u64, elapsed: Duration) {
         "version" => version.to_string()
     )
     .record(elapsed.as_secs_f64());
+}
+
+/// The metrics of one version's queue, registered once when the version loads so
+/// that the request path formats and allocates no labels.
+pub struct QueueMetrics {
+    pub queue_length: Gauge,
+    pub batch_size: Histogram,
+    pub queue_duration: Histogram,
+    pub compute_duration: Histogram,
+    /// `ferroserve_inference_duration_seconds`, kept beside compute time for
+    /// dashboards made before batching.
+    pub inference_duration: Histogram,
+    pub rejected: Counter,
+}
+
+impl QueueMetrics {
+    pub fn new(model: &str, version: u64) -> QueueMetrics {
+        let labels = [
+            metrics::Label::new("model", model.to_string()),
+            metrics::Label::new("version", version.to_string()),
+        ];
+        QueueMetrics {
+            queue_length: metrics::gauge!("ferroserve_queue_length", labels.iter()),
+            batch_size: metrics::histogram!("ferroserve_batch_size", labels.iter()),
+            queue_duration: metrics::histogram!(
+                "ferroserve_queue_duration_seconds",
+                labels.iter()
+            ),
+            compute_duration: metrics::histogram!(
+                "ferroserve_compute_duration_seconds",
+                labels.iter()
+            ),
+            inference_duration: metrics::histogram!(
+                "ferroserve_inference_duration_seconds",
+                labels.iter()
+            ),
+            rejected: metrics::counter!("ferroserve_rejected_total", labels.iter()),
+        }
+    }
 }
 
 /// Renders every metric, after refreshing the gauges that are read at scrape time.

@@ -11,6 +11,14 @@
 //! [labels]
 //! stable = 1
 //! canary = 2
+//!
+//! [batching]                        # see `BatchingConfig` and docs/batching.md
+//! enabled = true
+//! max_batch_size = 32
+//! max_queue_delay_micros = 200
+//! preferred_batch_sizes = [8, 32]
+//! max_queue_length = 512
+//! instances = 1
 //! ```
 //! Every key is optional; an unknown key is an error, so a typo never passes silently.
 
@@ -72,7 +80,108 @@ pub struct ModelConfig {
     pub probabilities_output: Option<String>,
     /// Feature names in input column order, for named features in the simple API.
     pub feature_names: Option<Vec<String>>,
+    /// Dynamic batching and the request queue (`[batching]`); the queue bound and
+    /// instance count apply even when batching is off.
+    #[serde(default)]
+    pub batching: BatchingConfig,
 }
+
+/// The `[batching]` table: how requests for one model version queue and merge.
+///
+/// Every version has one bounded queue, batching or not, so overload control
+/// applies to every model: a request that finds the queue full is refused at once.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchingConfig {
+    /// Merge queued requests into one run. Default false: request by request.
+    /// Only models whose inputs and outputs all have a variable first dimension
+    /// are batched; others run request by request whatever this says.
+    pub enabled: bool,
+    /// Most rows in one merged run. Default 32. A single request with more rows
+    /// still runs, alone.
+    pub max_batch_size: usize,
+    /// How long the oldest queued request may wait for others to join its batch,
+    /// in microseconds. Default 0: a batch holds whatever queued while the model
+    /// was busy, and never waits for more.
+    pub max_queue_delay_micros: u64,
+    /// Batch sizes the model runs best at; a batch of one of these sizes closes at
+    /// once, and a closing batch is cut to the largest of them it can fill.
+    /// Default none.
+    pub preferred_batch_sizes: Vec<usize>,
+    /// Most requests waiting in this version's queue; one more is refused with
+    /// 429 / RESOURCE_EXHAUSTED. Default 512.
+    pub max_queue_length: usize,
+    /// Batches of this version that may run at once (on different inference
+    /// threads). Default 1. For ONNX models raise `onnx_sessions` with it, as a
+    /// session runs one batch at a time.
+    pub instances: usize,
+}
+
+impl Default for BatchingConfig {
+    fn default() -> BatchingConfig {
+        BatchingConfig {
+            enabled: false,
+            max_batch_size: 32,
+            max_queue_delay_micros: 0,
+            preferred_batch_sizes: Vec::new(),
+            max_queue_length: 512,
+            instances: 1,
+        }
+    }
+}
+
+impl BatchingConfig {
+    /// Upper bounds that keep a typo from becoming a minute-long wait or a
+    /// gigabyte batch.
+    const MAX_BATCH_SIZE: usize = 65_536;
+    const MAX_DELAY_MICROS: u64 = 10_000_000;
+    const MAX_QUEUE_LENGTH: usize = 1_000_000;
+    const MAX_INSTANCES: usize = 256;
+
+    fn validate(&self) -> Result<(), String> {
+        let in_range = |name: &str, v: usize, max: usize| {
+            if v == 0 || v > max {
+                Err(format!("batching.{name} must be between 1 and {max}, not {v}"))
+            } else {
+                Ok(())
+            }
+        };
+        in_range("max_batch_size", self.max_batch_size, Self::MAX_BATCH_SIZE)?;
+        in_range("max_queue_length", self.max_queue_length, Self::MAX_QUEUE_LENGTH)?;
+        in_range("instances", self.instances, Self::MAX_INSTANCES)?;
+        if self.max_queue_delay_micros > Self::MAX_DELAY_MICROS {
+            return Err(format!(
+                "batching.max_queue_delay_micros must be at most {} (10 s), not {}",
+                Self::MAX_DELAY_MICROS,
+                self.max_queue_delay_micros
+            ));
+        }
+        if let Some(bad) = self
+            .preferred_batch_sizes
+            .iter()
+            .find(|&&s| s == 0 || s > self.max_batch_size)
+        {
+            return Err(format!(
+                "batching.preferred_batch_sizes: {bad} is not between 1 and max_batch_size ({})",
+                self.max_batch_size
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn max_queue_delay(&self) -> Duration {
+        Duration::from_micros(self.max_queue_delay_micros)
+    }
+}
+
+/// A feature value in a model config: a number, or a string for string inputs.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum FeatureValue {
+    Number(f64),
+    Text(String),
+}
+
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelConfigError {
@@ -119,6 +228,7 @@ impl ModelConfig {
         if self.version_policy == VersionPolicy::Latest(0) {
             return Err("version_policy latest must be at least 1".into());
         }
+        self.batching.validate()?;
         Ok(())
     }
 
@@ -147,6 +257,32 @@ mod tests {
         assert!(ModelConfig::parse("timeout_sec = 3").is_err());
         assert!(ModelConfig::parse("timeout_secs = -3").is_err());
         assert!(ModelConfig::parse("version_policy = { latest = 0 }").is_err());
+    }
+
+    #[test]
+    fn batching_table_parses_and_is_validated() {
+        let c = ModelConfig::parse(
+            "[batching]\nenabled = true\nmax_batch_size = 8\nmax_queue_delay_micros = 500\npreferred_batch_sizes = [4, 8]\nmax_queue_length = 16\ninstances = 2",
+        )
+        .unwrap();
+        assert!(c.batching.enabled);
+        assert_eq!(c.batching.max_batch_size, 8);
+        assert_eq!(c.batching.max_queue_delay(), Duration::from_micros(500));
+        assert_eq!(c.batching.preferred_batch_sizes, vec![4, 8]);
+        assert_eq!(c.batching.max_queue_length, 16);
+        assert_eq!(c.batching.instances, 2);
+        let partial = ModelConfig::parse("[batching]\nenabled = true").unwrap();
+        assert_eq!(partial.batching.max_queue_length, 512, "defaults fill the rest");
+        for bad in [
+            "[batching]\nmax_batch_size = 0",
+            "[batching]\nmax_queue_length = 0",
+            "[batching]\ninstances = 0",
+            "[batching]\nmax_queue_delay_micros = 99999999",
+            "[batching]\nmax_batch_size = 4\npreferred_batch_sizes = [8]",
+            "[batching]\nmax_batch = 4",
+        ] {
+            assert!(ModelConfig::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

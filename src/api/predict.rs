@@ -1,10 +1,12 @@
 //! The predict operation: resolve a version, check and convert the inputs against
-//! its signature, run it on an inference thread within the deadline.
+//! its signature, queue them on the version's batcher (`crate::batching`), which
+//! runs them on an inference thread within the deadline (queue time counts).
 
 use std::time::{Duration, Instant};
 
 use super::{ApiError, Protocol, ServerState};
-use crate::backends::{BackendError, Signature};
+use crate::backends::Signature;
+use crate::batching::{BatchError, QueuedRequest};
 use crate::manager::{ServableHandle, VersionRequest};
 use crate::metrics;
 use crate::tensor::{DataType, NamedTensor, Tensor, TensorSpec};
@@ -113,27 +115,20 @@ async fn run(
     if Instant::now() >= deadline {
         return Err(timed_out(&handle, timeout));
     }
-    let job_handle = handle.clone();
-    let outputs_wanted = request.outputs;
-    let result = state
-        .inference
-        .run(Some(deadline), move || {
-            let t = Instant::now();
-            let r = job_handle.backend.predict(inputs, &outputs_wanted);
-            metrics::record_inference(&job_handle.model, job_handle.version, t.elapsed());
-            r
-        })
-        .await;
-    let outputs = match result {
-        Ok(Ok(outputs)) => outputs,
-        Ok(Err(BackendError::InvalidInput(m))) => return Err(ApiError::InvalidArgument(m)),
-        Ok(Err(e @ (BackendError::Inference(_) | BackendError::Load(_)))) => {
-            return Err(ApiError::Internal(e.to_string()))
+    let queued = QueuedRequest {
+        inputs,
+        outputs: request.outputs,
+        deadline: Some(tokio::time::Instant::from_std(deadline)),
+    };
+    let outputs = match handle.queue.submit(&state.inference, queued).await {
+        Ok(outputs) => outputs,
+        Err(BatchError::DeadlineExceeded) => return Err(timed_out(&handle, timeout)),
+        Err(e @ BatchError::QueueFull { .. }) => {
+            return Err(ApiError::ResourceExhausted(e.to_string()))
         }
-        Err(crate::inference::JobError::DeadlineExceeded) => {
-            return Err(timed_out(&handle, timeout))
-        }
-        Err(e) => return Err(e.into()),
+        Err(e @ BatchError::ShutDown) => return Err(ApiError::Unavailable(e.to_string())),
+        Err(BatchError::InvalidInput(m)) => return Err(ApiError::InvalidArgument(m)),
+        Err(BatchError::Internal(m)) => return Err(ApiError::Internal(m)),
     };
     Ok(PredictResponse { handle, outputs })
 }

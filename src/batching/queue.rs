@@ -1,0 +1,875 @@
+//! The queue of one model version and the batcher that drains it.
+//!
+//! There is no batcher task: whoever changes the queue (a request arriving, a
+//! batch finishing on an inference thread, the delay timer firing) takes the
+//! lock, forms every batch that may start now, releases the lock and hands the
+//! batches to the executor. A timer task exists only while a partial batch is
+//! waiting for its delay to run out.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::tensors::{concat, split, stackable};
+use crate::backends::{Backend, BackendError};
+use crate::inference::{Executor, Job};
+use crate::metrics::QueueMetrics;
+use crate::model_config::BatchingConfig;
+use crate::tensor::{NamedTensor, Tensor};
+
+/// How far past the front the batcher looks for requests to merge, in multiples
+/// of `max_batch_size`, so forming a batch never walks a long queue.
+const SCAN_FACTOR: usize = 4;
+
+/// A prepared request: inputs named and cast as the signature says.
+#[derive(Debug)]
+pub struct QueuedRequest {
+    pub inputs: Vec<NamedTensor>,
+    /// Outputs to return, in this order; empty means every output.
+    pub outputs: Vec<String>,
+    /// When the caller stops waiting; the request never runs after it.
+    pub deadline: Option<Instant>,
+}
+
+/// Why a queued request got no outputs.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BatchError {
+    #[error(
+        "model {model:?} version {version} is overloaded: {queued} requests are already \
+         waiting (max_queue_length); retry later"
+    )]
+    QueueFull {
+        model: String,
+        version: u64,
+        queued: usize,
+    },
+    #[error("the deadline passed before the request could run")]
+    DeadlineExceeded,
+    #[error("the inference pool is shut down")]
+    ShutDown,
+    /// The model refused the inputs (`BackendError::InvalidInput`).
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The model failed, or gave outputs that do not fit the batch.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<BackendError> for BatchError {
+    fn from(e: BackendError) -> BatchError {
+        match e {
+            BackendError::InvalidInput(m) => BatchError::InvalidInput(m),
+            e @ (BackendError::Inference(_) | BackendError::Load(_)) => {
+                BatchError::Internal(e.to_string())
+            }
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<Vec<NamedTensor>, BatchError>>;
+
+struct Entry {
+    inputs: Vec<NamedTensor>,
+    outputs: Vec<String>,
+    /// Rows along the batch dimension; `None` when this request cannot be merged
+    /// with others (batching off, or inputs that disagree on their first dimension).
+    rows: Option<usize>,
+    deadline: Option<Instant>,
+    enqueued: Instant,
+    reply: Reply,
+}
+
+impl Entry {
+    fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+
+    fn expired(&self, now: Instant) -> bool {
+        self.deadline.is_some_and(|d| now >= d)
+    }
+
+    /// Whether `other` can share a run with `self`: same outputs asked for, and
+    /// for every input a same-named one that stacks with it.
+    fn merges_with(&self, other: &Entry) -> bool {
+        self.outputs == other.outputs
+            && self.inputs.len() == other.inputs.len()
+            && self.inputs.iter().all(|(name, t)| {
+                other
+                    .inputs
+                    .iter()
+                    .any(|(n, u)| n == name && stackable(t, u))
+            })
+    }
+}
+
+/// The `[batching]` settings, resolved against the model's signature.
+#[derive(Debug, Clone)]
+struct Limits {
+    /// Batching is on and the model has a batch dimension on every input and output.
+    batching: bool,
+    max_rows: usize,
+    max_delay: Duration,
+    /// Sorted, deduplicated.
+    preferred: Vec<usize>,
+    max_queue_length: usize,
+    instances: usize,
+}
+
+/// The mutable part of a queue, behind one short-held lock.
+#[derive(Default)]
+struct State {
+    entries: VecDeque<Entry>,
+    /// Batches handed to the executor and not finished yet (at most `instances`).
+    in_flight: usize,
+    /// When the armed delay timer fires, if one is armed.
+    timer_at: Option<Instant>,
+    /// Set when the executor refused a batch (the pool is shut down).
+    closed: bool,
+}
+
+/// Batches that may start now, and when to look again if a partial batch waits.
+#[derive(Default)]
+struct Work {
+    batches: Vec<Vec<Entry>>,
+    timer: Option<Instant>,
+}
+
+/// Where batches run and where timers are spawned; learned from the first request
+/// (the manager that creates queues knows neither).
+struct Context {
+    executor: Arc<dyn Executor>,
+    runtime: tokio::runtime::Handle,
+}
+
+/// The queue of one model version. See the module docs of `crate::batching`.
+pub struct BatchQueue {
+    model: Arc<str>,
+    version: u64,
+    backend: Arc<dyn Backend>,
+    limits: Limits,
+    /// Held only to push, pick or pop entries; never across a model run or an await.
+    state: Mutex<State>,
+    context: OnceLock<Context>,
+    /// Registered once here so that the request path formats no labels.
+    metrics: QueueMetrics,
+}
+
+impl BatchQueue {
+    pub fn new(
+        model: Arc<str>,
+        version: u64,
+        backend: Arc<dyn Backend>,
+        config: &BatchingConfig,
+    ) -> BatchQueue {
+        let signature = backend.signature();
+        let batchable = !signature.inputs.is_empty()
+            && signature.inputs.iter().all(|s| s.has_batch_dim())
+            && signature.outputs.iter().all(|s| s.has_batch_dim());
+        let batching = config.enabled && batchable;
+        if config.enabled && !batchable {
+            tracing::info!(
+                model = &*model,
+                version,
+                "batching is enabled but the model has no batch dimension on every input and output; running request by request"
+            );
+        }
+        let mut preferred = config.preferred_batch_sizes.clone();
+        preferred.sort_unstable();
+        preferred.dedup();
+        let metrics = QueueMetrics::new(&model, version);
+        BatchQueue {
+            limits: Limits {
+                batching,
+                max_rows: if batching { config.max_batch_size } else { 1 },
+                max_delay: config.max_queue_delay(),
+                preferred,
+                max_queue_length: config.max_queue_length,
+                instances: config.instances,
+            },
+            model,
+            version,
+            backend,
+            state: Mutex::new(State::default()),
+            context: OnceLock::new(),
+            metrics,
+        }
+    }
+
+    /// Whether requests to this version are merged into batches.
+    pub fn is_batching(&self) -> bool {
+        self.limits.batching
+    }
+
+    /// Requests waiting (not yet handed to an inference thread).
+    pub fn len(&self) -> usize {
+        self.state.lock().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Queues a request and waits for its outputs, its deadline, or a refusal.
+    /// Must be called within a Tokio runtime; the first call fixes the executor
+    /// that runs this queue's batches.
+    pub async fn submit<E: Executor>(
+        self: &Arc<Self>,
+        executor: &Arc<E>,
+        request: QueuedRequest,
+    ) -> Result<Vec<NamedTensor>, BatchError> {
+        self.context.get_or_init(|| Context {
+            executor: executor.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        });
+        let now = Instant::now();
+        let rows = if self.limits.batching {
+            batch_rows(&request.inputs)
+        } else {
+            None
+        };
+        let deadline = request.deadline;
+        let (reply, answer) = oneshot::channel();
+        let work = {
+            let mut state = self.state.lock();
+            if state.closed {
+                return Err(BatchError::ShutDown);
+            }
+            if state.entries.len() >= self.limits.max_queue_length {
+                // Callers that left still hold places; free them before refusing.
+                state.entries.retain(|e| !e.abandoned() && !e.expired(now));
+                if state.entries.len() >= self.limits.max_queue_length {
+                    self.metrics.rejected.increment(1);
+                    return Err(BatchError::QueueFull {
+                        model: self.model.to_string(),
+                        version: self.version,
+                        queued: state.entries.len(),
+                    });
+                }
+            }
+            state.entries.push_back(Entry {
+                inputs: request.inputs,
+                outputs: request.outputs,
+                rows,
+                deadline,
+                enqueued: now,
+                reply,
+            });
+            self.take_work(&mut state, now)
+        };
+        self.start(work);
+        let answer = async { answer.await.unwrap_or(Err(BatchError::ShutDown)) };
+        match deadline {
+            // Dropping `answer` on timeout closes the reply, so the entry is skipped.
+            Some(d) => tokio::time::timeout_at(d, answer)
+                .await
+                .unwrap_or(Err(BatchError::DeadlineExceeded)),
+            None => answer.await,
+        }
+    }
+
+    /// Forms every batch that may start now. Called with the lock held.
+    fn take_work(&self, state: &mut State, now: Instant) -> Work {
+        let mut work = Work::default();
+        while state.in_flight < self.limits.instances && !state.closed {
+            while let Some(front) = state.entries.front() {
+                if front.abandoned() {
+                    state.entries.pop_front();
+                } else if front.expired(now) {
+                    if let Some(e) = state.entries.pop_front() {
+                        let _ = e.reply.send(Err(BatchError::DeadlineExceeded));
+                    }
+                } else {
+                    break;
+                }
+            }
+            let Some(front) = state.entries.front() else {
+                break;
+            };
+            let pick = self.pick(&state.entries);
+            let close_at = front.enqueued + self.limits.max_delay;
+            if !pick.ready && now < close_at {
+                if state.timer_at.is_none_or(|t| close_at < t) {
+                    state.timer_at = Some(close_at);
+                    work.timer = Some(close_at);
+                }
+                break;
+            }
+            let batch = take_indices(&mut state.entries, &pick.indices);
+            state.in_flight += 1;
+            work.batches.push(batch);
+        }
+        self.metrics.queue_length.set(state.entries.len() as f64);
+        work
+    }
+
+    /// Chooses the requests that would form the next batch, from the front.
+    fn pick(&self, entries: &VecDeque<Entry>) -> Pick {
+        let front = &entries[0];
+        let Some(front_rows) = front.rows else {
+            return Pick {
+                indices: vec![0],
+                ready: true,
+            };
+        };
+        let max = self.limits.max_rows;
+        let mut indices = vec![0];
+        let mut cumulative = vec![front_rows];
+        let mut total = front_rows;
+        // A mergeable request that does not fit means the batch cannot grow.
+        let mut full = total >= max;
+        for (i, e) in entries
+            .iter()
+            .enumerate()
+            .skip(1)
+            .take(max * SCAN_FACTOR)
+        {
+            if full {
+                break;
+            }
+            let Some(rows) = e.rows else { continue };
+            if e.abandoned() || !front.merges_with(e) {
+                continue;
+            }
+            if total + rows > max {
+                full = true;
+                continue;
+            }
+            total += rows;
+            indices.push(i);
+            cumulative.push(total);
+            full = total >= max;
+        }
+        let preferred = &self.limits.preferred;
+        let best_preferred = cumulative
+            .iter()
+            .rposition(|c| preferred.binary_search(c).is_ok());
+        if let Some(k) = best_preferred {
+            // Cut at the largest preferred size this batch can fill.
+            indices.truncate(k + 1);
+        }
+        Pick {
+            indices,
+            ready: full || best_preferred.is_some(),
+        }
+    }
+
+    /// Hands batches to the executor and arms the delay timer. Called without the lock.
+    fn start(self: &Arc<Self>, work: Work) {
+        if work.batches.is_empty() && work.timer.is_none() {
+            return;
+        }
+        let Some(context) = self.context.get() else {
+            return; // unreachable: work only exists after a request set the context
+        };
+        for batch in work.batches {
+            let queue = self.clone();
+            let job: Job = Box::new(move || queue.run_batch(batch));
+            // A refused job is dropped with its entries, whose callers see ShutDown.
+            if context.executor.execute(job).is_err() {
+                let mut state = self.state.lock();
+                state.in_flight -= 1;
+                state.closed = true;
+                for e in state.entries.drain(..) {
+                    let _ = e.reply.send(Err(BatchError::ShutDown));
+                }
+            }
+        }
+        if let Some(at) = work.timer {
+            let queue = self.clone();
+            context.runtime.spawn(async move {
+                tokio::time::sleep_until(at).await;
+                let work = {
+                    let mut state = queue.state.lock();
+                    if state.timer_at == Some(at) {
+                        state.timer_at = None;
+                    }
+                    queue.take_work(&mut state, Instant::now())
+                };
+                queue.start(work);
+            });
+        }
+    }
+
+    /// Runs one batch on an inference thread, answers its callers, and starts
+    /// whatever may run next.
+    fn run_batch(self: Arc<Self>, batch: Vec<Entry>) {
+        let now = Instant::now();
+        let live: Vec<Entry> = batch
+            .into_iter()
+            .filter_map(|e| {
+                if e.abandoned() {
+                    None
+                } else if e.expired(now) {
+                    let _ = e.reply.send(Err(BatchError::DeadlineExceeded));
+                    None
+                } else {
+                    Some(e)
+                }
+            })
+            .collect();
+        if !live.is_empty() {
+            let rows: usize = live.iter().map(|e| e.rows.unwrap_or(1)).sum();
+            for e in &live {
+                self.metrics
+                    .queue_duration
+                    .record(now.duration_since(e.enqueued).as_secs_f64());
+            }
+            self.metrics.batch_size.record(rows as f64);
+            let started = std::time::Instant::now();
+            self.run_entries(live);
+            let compute = started.elapsed().as_secs_f64();
+            self.metrics.compute_duration.record(compute);
+            self.metrics.inference_duration.record(compute);
+        }
+        let work = {
+            let mut state = self.state.lock();
+            state.in_flight -= 1;
+            self.take_work(&mut state, Instant::now())
+        };
+        self.start(work);
+    }
+
+    fn run_entries(&self, mut live: Vec<Entry>) {
+        if live.len() == 1 {
+            // Alone: no copy into a batch and out again.
+            let e = live.pop().expect("one entry");
+            let result = self.backend.predict(e.inputs, &e.outputs);
+            let _ = e.reply.send(result.map_err(BatchError::from));
+            return;
+        }
+        let rows: Vec<usize> = live.iter().map(|e| e.rows.unwrap_or(1)).collect();
+        let outputs_wanted = std::mem::take(&mut live[0].outputs);
+        let names: Vec<String> = live[0].inputs.iter().map(|(n, _)| n.clone()).collect();
+        let mut columns: Vec<Vec<Tensor>> = names
+            .iter()
+            .map(|_| Vec::with_capacity(live.len()))
+            .collect();
+        let mut replies = Vec::with_capacity(live.len());
+        for e in live {
+            for (name, tensor) in e.inputs {
+                // `merges_with` checked that every entry has every name.
+                if let Some(i) = names.iter().position(|n| *n == name) {
+                    columns[i].push(tensor);
+                }
+            }
+            replies.push(e.reply);
+        }
+        let inputs: Result<Vec<NamedTensor>, String> = names
+            .into_iter()
+            .zip(columns)
+            .map(|(name, parts)| concat(parts).map(|t| (name, t)))
+            .collect();
+        let result = inputs
+            .map_err(|e| BatchError::Internal(format!("cannot form a batch: {e}")))
+            .and_then(|inputs| {
+                self.backend
+                    .predict(inputs, &outputs_wanted)
+                    .map_err(BatchError::from)
+            })
+            .and_then(|outputs| self.split_outputs(outputs, &rows));
+        match result {
+            Ok(per_request) => {
+                for (reply, outputs) in replies.into_iter().zip(per_request) {
+                    let _ = reply.send(Ok(outputs));
+                }
+            }
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    /// Cuts every output of a batch into the rows of each request.
+    fn split_outputs(
+        &self,
+        outputs: Vec<NamedTensor>,
+        rows: &[usize],
+    ) -> Result<Vec<Vec<NamedTensor>>, BatchError> {
+        let mut per_request: Vec<Vec<NamedTensor>> = rows
+            .iter()
+            .map(|_| Vec::with_capacity(outputs.len()))
+            .collect();
+        let total: usize = rows.iter().sum();
+        for (name, tensor) in outputs {
+            let shape = tensor.shape().to_vec();
+            let pieces = split(tensor, rows).ok_or_else(|| {
+                BatchError::Internal(format!(
+                    "model {:?} version {} gave output {name:?} of shape {shape:?} for a batch of {total} rows",
+                    self.model, self.version
+                ))
+            })?;
+            for (outputs, piece) in per_request.iter_mut().zip(pieces) {
+                outputs.push((name.clone(), piece));
+            }
+        }
+        Ok(per_request)
+    }
+}
+
+struct Pick {
+    /// Positions in the queue, ascending.
+    indices: Vec<usize>,
+    /// The batch is full or has a preferred size: it need not wait for more.
+    ready: bool,
+}
+
+/// The batch size of a request: the first dimension its inputs agree on.
+fn batch_rows(inputs: &[NamedTensor]) -> Option<usize> {
+    let first = *inputs.first()?.1.shape().first()?;
+    inputs
+        .iter()
+        .all(|(_, t)| t.shape().first() == Some(&first))
+        .then_some(first)
+}
+
+/// Removes the entries at ascending `indices`, keeping the others in order.
+fn take_indices(entries: &mut VecDeque<Entry>, indices: &[usize]) -> Vec<Entry> {
+    if indices.last() == Some(&(indices.len() - 1)) {
+        // A prefix of the queue, by far the usual case.
+        return entries.drain(..indices.len()).collect();
+    }
+    let mut taken: Vec<Entry> = indices
+        .iter()
+        .rev()
+        .filter_map(|&i| entries.remove(i))
+        .collect();
+    taken.reverse();
+    taken
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backends::{ModelTraits, Signature};
+    use crate::inference::{InferencePool, JobError};
+    use crate::tensor::{DataType, TensorData, TensorSpec};
+
+    /// Runs a job on the calling thread, so that with paused time nothing happens
+    /// behind the test's back.
+    struct Inline;
+
+    impl Executor for Inline {
+        fn execute(&self, job: Job) -> Result<(), JobError> {
+            job();
+            Ok(())
+        }
+    }
+
+    /// `y = 2 * x` for `x: FP32 [-1, 2]`; remembers every batch it ran.
+    struct Doubler {
+        signature: Signature,
+        traits: ModelTraits,
+        /// The `x` values of each run, in order.
+        runs: Mutex<Vec<Vec<f32>>>,
+        /// When set, each run first waits for a message (a blocked model).
+        gate: Option<Mutex<std::sync::mpsc::Receiver<()>>>,
+    }
+
+    impl Doubler {
+        fn new(batch_dim: bool) -> Doubler {
+            let first = if batch_dim { -1 } else { 1 };
+            let spec = |name: &str| TensorSpec {
+                name: name.into(),
+                dtype: DataType::F32,
+                shape: vec![first, 2],
+            };
+            Doubler {
+                signature: Signature {
+                    inputs: vec![spec("x")],
+                    outputs: vec![spec("y")],
+                },
+                traits: ModelTraits::default(),
+                runs: Mutex::new(Vec::new()),
+                gate: None,
+            }
+        }
+
+        fn gated() -> (Doubler, std::sync::mpsc::Sender<()>) {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let mut d = Doubler::new(true);
+            d.gate = Some(Mutex::new(rx));
+            (d, tx)
+        }
+
+        fn runs(&self) -> Vec<Vec<f32>> {
+            self.runs.lock().clone()
+        }
+    }
+
+    impl Backend for Doubler {
+        fn format(&self) -> &'static str {
+            "fake"
+        }
+        fn signature(&self) -> &Signature {
+            &self.signature
+        }
+        fn traits(&self) -> &ModelTraits {
+            &self.traits
+        }
+        fn predict(
+            &self,
+            inputs: Vec<NamedTensor>,
+            _outputs: &[String],
+        ) -> Result<Vec<NamedTensor>, BackendError> {
+            if let Some(gate) = &self.gate {
+                let _ = gate.lock().recv();
+            }
+            let (shape, data) = inputs.into_iter().next().unwrap().1.into_parts();
+            let TensorData::F32(x) = data else {
+                return Err(BackendError::InvalidInput("not f32".into()));
+            };
+            self.runs.lock().push(x.clone());
+            let y = x.iter().map(|v| v * 2.0).collect();
+            Ok(vec![(
+                "y".into(),
+                Tensor::new(shape, TensorData::F32(y)).unwrap(),
+            )])
+        }
+    }
+
+    fn config(enabled: bool, max_batch_size: usize, delay_micros: u64) -> BatchingConfig {
+        BatchingConfig {
+            enabled,
+            max_batch_size,
+            max_queue_delay_micros: delay_micros,
+            ..BatchingConfig::default()
+        }
+    }
+
+    fn queue(backend: &Arc<Doubler>, config: &BatchingConfig) -> Arc<BatchQueue> {
+        Arc::new(BatchQueue::new(
+            "m".into(),
+            1,
+            backend.clone() as Arc<dyn Backend>,
+            config,
+        ))
+    }
+
+    /// A request of `rows` rows, every value equal to `v`.
+    fn request(rows: usize, v: f32, deadline: Option<Instant>) -> QueuedRequest {
+        let x = Tensor::new(vec![rows, 2], TensorData::F32(vec![v; rows * 2])).unwrap();
+        QueuedRequest {
+            inputs: vec![("x".into(), x)],
+            outputs: Vec::new(),
+            deadline,
+        }
+    }
+
+    type Answer = tokio::task::JoinHandle<Result<Vec<NamedTensor>, BatchError>>;
+
+    fn spawn_submit<E: Executor>(q: &Arc<BatchQueue>, e: &Arc<E>, r: QueuedRequest) -> Answer {
+        let (q, e) = (q.clone(), e.clone());
+        tokio::spawn(async move { q.submit(&e, r).await })
+    }
+
+    /// Lets spawned tasks run until they are all waiting (current-thread runtime).
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn y_values(answer: Result<Vec<NamedTensor>, BatchError>) -> Vec<f32> {
+        let outputs = answer.unwrap();
+        assert_eq!(outputs[0].0, "y");
+        match outputs[0].1.data() {
+            TensorData::F32(v) => v.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_closes_when_full_and_answers_each_caller() {
+        let model = Arc::new(Doubler::new(true));
+        let q = queue(&model, &config(true, 4, 10_000_000));
+        let exec = Arc::new(Inline);
+        let answers: Vec<Answer> = [(1, 1.0), (2, 2.0), (1, 3.0)]
+            .into_iter()
+            .map(|(rows, v)| spawn_submit(&q, &exec, request(rows, v, None)))
+            .collect();
+        settle().await;
+        assert!(model.runs().is_empty(), "3 of 4 rows: waits for the delay");
+        assert_eq!(q.len(), 3);
+        let last = spawn_submit(&q, &exec, request(1, 4.0, None));
+        settle().await;
+        assert_eq!(model.runs().len(), 1, "4 rows: closes at once");
+        assert_eq!(model.runs()[0].len(), 8);
+        let expected = [vec![2.0; 2], vec![4.0; 4], vec![6.0; 2], vec![8.0; 2]];
+        for (answer, want) in answers.into_iter().chain([last]).zip(expected) {
+            assert_eq!(y_values(answer.await.unwrap()), want);
+        }
+        assert!(q.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partial_batch_closes_on_the_delay() {
+        let model = Arc::new(Doubler::new(true));
+        let q = queue(&model, &config(true, 32, 1_000));
+        let exec = Arc::new(Inline);
+        let a = spawn_submit(&q, &exec, request(1, 1.0, None));
+        settle().await;
+        tokio::time::advance(Duration::from_micros(600)).await;
+        let b = spawn_submit(&q, &exec, request(1, 2.0, None));
+        settle().await;
+        assert!(model.runs().is_empty(), "the oldest has waited 600 of 1000 µs");
+        tokio::time::advance(Duration::from_micros(400)).await;
+        settle().await;
+        assert_eq!(model.runs(), vec![vec![1.0, 1.0, 2.0, 2.0]], "one batch of two");
+        assert_eq!(y_values(a.await.unwrap()), vec![2.0; 2]);
+        assert_eq!(y_values(b.await.unwrap()), vec![4.0; 2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn preferred_sizes_close_early_and_cut_the_batch() {
+        let model = Arc::new(Doubler::new(true));
+        let mut c = config(true, 8, 10_000_000);
+        c.preferred_batch_sizes = vec![2];
+        let q = queue(&model, &c);
+        let exec = Arc::new(Inline);
+        let a = spawn_submit(&q, &exec, request(1, 1.0, None));
+        settle().await;
+        assert!(model.runs().is_empty());
+        let b = spawn_submit(&q, &exec, request(1, 2.0, None));
+        settle().await;
+        assert_eq!(model.runs(), vec![vec![1.0, 1.0, 2.0, 2.0]]);
+        a.await.unwrap().unwrap();
+        b.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_and_cancelled_requests_never_run() {
+        let model = Arc::new(Doubler::new(true));
+        let q = queue(&model, &config(true, 32, 1_000));
+        let exec = Arc::new(Inline);
+        let soon = Instant::now() + Duration::from_micros(500);
+        let expiring = spawn_submit(&q, &exec, request(1, 1.0, Some(soon)));
+        let cancelled = spawn_submit(&q, &exec, request(1, 2.0, None));
+        let kept = spawn_submit(&q, &exec, request(1, 3.0, None));
+        settle().await;
+        cancelled.abort();
+        assert!(cancelled.await.unwrap_err().is_cancelled());
+        tokio::time::advance(Duration::from_micros(1_000)).await;
+        settle().await;
+        assert_eq!(
+            expiring.await.unwrap().unwrap_err(),
+            BatchError::DeadlineExceeded
+        );
+        assert_eq!(y_values(kept.await.unwrap()), vec![6.0; 2]);
+        assert_eq!(model.runs(), vec![vec![3.0, 3.0]], "only the live request ran");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unmergeable_requests_run_separately() {
+        let model = Arc::new(Doubler::new(true));
+        let q = queue(&model, &config(true, 32, 1_000));
+        let exec = Arc::new(Inline);
+        let a = spawn_submit(&q, &exec, request(1, 1.0, None));
+        let mut other = request(1, 2.0, None);
+        other.outputs = vec!["y".into()];
+        let b = spawn_submit(&q, &exec, other);
+        let c = spawn_submit(&q, &exec, request(2, 3.0, None));
+        settle().await;
+        tokio::time::advance(Duration::from_micros(1_000)).await;
+        settle().await;
+        // a and c merge; b asks for other outputs and waits for a batch of its own.
+        assert_eq!(model.runs()[0], vec![1.0, 1.0, 3.0, 3.0, 3.0, 3.0]);
+        assert_eq!(model.runs()[1], vec![2.0, 2.0]);
+        assert_eq!(y_values(a.await.unwrap()), vec![2.0; 2]);
+        assert_eq!(y_values(b.await.unwrap()), vec![4.0; 2]);
+        assert_eq!(y_values(c.await.unwrap()), vec![6.0; 4]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_batching_requests_run_one_by_one() {
+        for (enabled, batch_dim) in [(false, true), (true, false)] {
+            let model = Arc::new(Doubler::new(batch_dim));
+            let q = queue(&model, &config(enabled, 32, 1_000));
+            assert!(!q.is_batching());
+            let exec = Arc::new(Inline);
+            let a = spawn_submit(&q, &exec, request(1, 1.0, None));
+            let b = spawn_submit(&q, &exec, request(1, 2.0, None));
+            settle().await;
+            assert_eq!(model.runs(), vec![vec![1.0; 2], vec![2.0; 2]], "no waiting");
+            a.await.unwrap().unwrap();
+            b.await.unwrap().unwrap();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_refuses_at_once() {
+        let (model, gate) = Doubler::gated();
+        let model = Arc::new(model);
+        let mut c = config(false, 1, 0);
+        c.max_queue_length = 2;
+        let q = queue(&model, &c);
+        let pool = Arc::new(InferencePool::new(1));
+        // One runs (blocked in the model), two wait, the fourth is refused.
+        let running = spawn_submit(&q, &pool, request(1, 1.0, None));
+        wait_until(|| model_is_running(&q)).await;
+        let waiting: Vec<Answer> = (0..2)
+            .map(|i| spawn_submit(&q, &pool, request(1, i as f32, None)))
+            .collect();
+        wait_until(|| q.len() == 2).await;
+        let refused = q.submit(&pool, request(1, 9.0, None)).await;
+        assert!(matches!(refused, Err(BatchError::QueueFull { queued: 2, .. })));
+        assert!(!running.is_finished(), "refused while the others still wait");
+        for _ in 0..3 {
+            gate.send(()).unwrap();
+        }
+        running.await.unwrap().unwrap();
+        for w in waiting {
+            w.await.unwrap().unwrap();
+        }
+    }
+
+    fn model_is_running(q: &BatchQueue) -> bool {
+        let state = q.state.lock();
+        state.in_flight == 1 && state.entries.is_empty()
+    }
+
+    /// Polls a condition set by other threads; a hang guard, not a speed check.
+    async fn wait_until(mut ok: impl FnMut() -> bool) {
+        let limit = std::time::Instant::now() + Duration::from_secs(30);
+        while !ok() {
+            assert!(std::time::Instant::now() < limit, "condition never held");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_model_does_not_starve_a_fast_one() {
+        // One inference thread; the slow model is blocked in its first batch with
+        // more requests queued behind it. The fast model's request must run as
+        // soon as that one batch ends, before the slow model's next batch.
+        let pool = Arc::new(InferencePool::new(1));
+        let (slow_model, gate) = Doubler::gated();
+        let slow_model = Arc::new(slow_model);
+        let slow = queue(&slow_model, &config(false, 1, 0));
+        let fast_model = Arc::new(Doubler::new(true));
+        let fast = queue(&fast_model, &config(false, 1, 0));
+        let first = spawn_submit(&slow, &pool, request(1, 1.0, None));
+        wait_until(|| model_is_running(&slow)).await;
+        let backlog: Vec<Answer> = (0..5)
+            .map(|i| spawn_submit(&slow, &pool, request(1, 10.0 + i as f32, None)))
+            .collect();
+        wait_until(|| slow.len() == 5).await;
+        let quick = spawn_submit(&fast, &pool, request(1, 7.0, None));
+        wait_until(|| fast.state.lock().in_flight == 1).await;
+        gate.send(()).unwrap(); // let exactly one slow batch finish
+        assert_eq!(y_values(quick.await.unwrap()), vec![14.0; 2]);
+        first.await.unwrap().unwrap();
+        assert_eq!(slow_model.runs().len(), 1, "the fast request ran first");
+        for _ in 0..5 {
+            gate.send(()).unwrap();
+        }
+        for b in backlog {
+            b.await.unwrap().unwrap();
+        }
+    }
+}
