@@ -407,3 +407,140 @@ fn unwrap_dict(value: &Value) -> Result<(&Value, Option<Vec<String>>), ModelErro
     };
     Ok((model, names))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::{ArrayData, DType, NdArray};
+    use std::sync::Arc;
+
+    fn s(v: &str) -> Value {
+        Value::Str(v.into())
+    }
+
+    fn floats(shape: Vec<usize>, v: Vec<f64>) -> Value {
+        Value::Array(Arc::new(NdArray {
+            dtype: DType::F64,
+            shape,
+            data: ArrayData::Float(v),
+        }))
+    }
+
+    fn ints(v: Vec<i64>) -> Value {
+        Value::Array(Arc::new(NdArray {
+            dtype: DType::I64,
+            shape: vec![v.len()],
+            data: ArrayData::Int(v),
+        }))
+    }
+
+    fn object(module: &str, name: &str, state: Vec<(&str, Value)>) -> Value {
+        let mut items: Vec<(Value, Value)> = state.into_iter().map(|(k, v)| (s(k), v)).collect();
+        items.push((s("_sklearn_version"), s("1.9.1")));
+        Value::Object {
+            module: module.into(),
+            name: name.into(),
+            args: Arc::new(vec![]),
+            state: Some(Arc::new(Value::Dict(Arc::new(items)))),
+        }
+    }
+
+    fn sgd(loss: &str) -> Value {
+        object(
+            "sklearn.linear_model._stochastic_gradient",
+            "SGDClassifier",
+            vec![
+                ("loss", s(loss)),
+                ("coef_", floats(vec![1, 2], vec![1.0, -1.0])),
+                ("intercept_", floats(vec![1], vec![0.0])),
+                ("classes_", ints(vec![0, 1])),
+            ],
+        )
+    }
+
+    #[test]
+    fn unsupported_estimators_and_options_fail_the_load_by_name() {
+        let svc = object("sklearn.svm._classes", "SVC", vec![]);
+        let err = SklearnModel::from_value(&svc).unwrap_err();
+        assert!(matches!(err, ModelError::Unsupported(_)));
+        assert!(err.to_string().contains("SVC"), "{err}");
+
+        let err = SklearnModel::from_value(&sgd("made_up_loss")).unwrap_err();
+        assert!(err.to_string().contains("made_up_loss"), "{err}");
+
+        let no_model = Value::Dict(Arc::new(vec![(s("features"), Value::None)]));
+        assert!(SklearnModel::from_value(&no_model).is_err());
+    }
+
+    #[test]
+    fn sgd_hinge_has_no_predict_proba_and_modified_huber_has() {
+        let hinge = SklearnModel::from_value(&sgd("hinge")).unwrap();
+        assert!(!hinge.has_predict_proba());
+        let x = [1.0, 0.0];
+        assert!(hinge.predict_proba(&Input::dense(&x, 1, 2)).is_err());
+        let mh = SklearnModel::from_value(&sgd("modified_huber")).unwrap();
+        let p = mh.predict_proba(&Input::dense(&x, 1, 2)).unwrap();
+        assert_eq!(p, vec![0.0, 1.0]);
+        assert_eq!(
+            mh.predict(&Input::dense(&x, 1, 2)).unwrap(),
+            Prediction::Labels(ClassLabels::Int(vec![1]))
+        );
+    }
+
+    #[test]
+    fn wrapper_dict_gives_feature_names() {
+        let names = Value::List(Arc::new(vec![s("a"), s("b")]));
+        let wrapped = Value::Dict(Arc::new(vec![
+            (s("model"), sgd("hinge")),
+            (s("feature_names"), names),
+        ]));
+        let model = SklearnModel::from_value(&wrapped).unwrap();
+        assert_eq!(
+            model.feature_names(),
+            Some(&["a".to_string(), "b".into()][..])
+        );
+        assert_eq!(model.input_schema(), &InputSchema::Dense { n_features: 2 });
+        // Named numeric columns are put in feature-name order.
+        let cols = vec![
+            ("b".to_string(), Column::Num(vec![0.0])),
+            ("a".to_string(), Column::Num(vec![1.0])),
+        ];
+        assert_eq!(
+            model.predict(&Input::Columns(cols)).unwrap(),
+            Prediction::Labels(ClassLabels::Int(vec![1]))
+        );
+    }
+
+    fn knn(method: &str) -> Value {
+        object(
+            "sklearn.neighbors._classification",
+            "KNeighborsClassifier",
+            vec![
+                ("n_neighbors", Value::Int(1)),
+                ("weights", s("uniform")),
+                ("effective_metric_", s("euclidean")),
+                ("_fit_method", s(method)),
+                ("_fit_X", floats(vec![2, 1], vec![-1.0, 1.0])),
+                ("_y", ints(vec![0, 1])),
+                ("classes_", ints(vec![10, 20])),
+            ],
+        )
+    }
+
+    #[test]
+    fn knn_ties_follow_the_index_for_brute_and_are_refused_for_trees() {
+        let x = [0.0];
+        let brute = SklearnModel::from_value(&knn("brute")).unwrap();
+        assert_eq!(
+            brute.predict(&Input::dense(&x, 1, 1)).unwrap(),
+            Prediction::Labels(ClassLabels::Int(vec![10]))
+        );
+        let kd = SklearnModel::from_value(&knn("kd_tree")).unwrap();
+        assert!(kd.predict(&Input::dense(&x, 1, 1)).is_err());
+        let away = [0.5];
+        assert_eq!(
+            kd.predict(&Input::dense(&away, 1, 1)).unwrap(),
+            Prediction::Labels(ClassLabels::Int(vec![20]))
+        );
+    }
+}
