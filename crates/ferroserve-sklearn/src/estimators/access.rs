@@ -156,6 +156,15 @@ impl<'a> Obj<'a> {
     pub fn f64s(&self, key: &str) -> Result<(Vec<f64>, Vec<usize>), ModelError> {
         let a = self.array(key)?;
         let v = array_f64(a).ok_or_else(|| self.malformed(format!("`{key}` is not numeric")))?;
+        // Every estimator indexes by the shape: a buffer that disagrees with it is refused
+        // here rather than trusted.
+        if v.len() != a.shape.iter().product::<usize>() {
+            return Err(self.malformed(format!(
+                "`{key}` holds {} values for shape {:?}",
+                v.len(),
+                a.shape
+            )));
+        }
         Ok((v, a.shape.clone()))
     }
 

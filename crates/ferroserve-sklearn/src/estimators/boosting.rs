@@ -42,7 +42,12 @@ impl Stages {
             Some(n) => n,
             None => obj.usize("n_features_")?,
         };
-        if trees.is_empty() || trees.iter().any(|t| t.leaf_values(0).len() != 1) {
+        if trees.is_empty()
+            || trees
+                .iter()
+                .any(|t| t.leaf_values(0).len() != 1 || t.n_features() != n_features)
+            || trees.len() % k != 0
+        {
             return Err(obj.malformed("estimators_ are not regression trees"));
         }
         Ok(Stages {

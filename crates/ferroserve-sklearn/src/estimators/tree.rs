@@ -153,6 +153,11 @@ impl Tree {
     pub fn leaf_values(&self, leaf: usize) -> &[f64] {
         &self.values[leaf * self.stride..(leaf + 1) * self.stride]
     }
+
+    /// The width of the rows this tree indexes (`n_features` of the Tree).
+    pub fn n_features(&self) -> usize {
+        self.n_features
+    }
 }
 
 /// Casts X to float32 (widened back to f64 for comparisons), as scikit-learn's
