@@ -111,10 +111,7 @@ impl QueueMetrics {
         QueueMetrics {
             queue_length: metrics::gauge!("ferroserve_queue_length", labels.iter()),
             batch_size: metrics::histogram!("ferroserve_batch_size", labels.iter()),
-            queue_duration: metrics::histogram!(
-                "ferroserve_queue_duration_seconds",
-                labels.iter()
-            ),
+            queue_duration: metrics::histogram!("ferroserve_queue_duration_seconds", labels.iter()),
             compute_duration: metrics::histogram!(
                 "ferroserve_compute_duration_seconds",
                 labels.iter()

@@ -141,13 +141,19 @@ impl BatchingConfig {
     fn validate(&self) -> Result<(), String> {
         let in_range = |name: &str, v: usize, max: usize| {
             if v == 0 || v > max {
-                Err(format!("batching.{name} must be between 1 and {max}, not {v}"))
+                Err(format!(
+                    "batching.{name} must be between 1 and {max}, not {v}"
+                ))
             } else {
                 Ok(())
             }
         };
         in_range("max_batch_size", self.max_batch_size, Self::MAX_BATCH_SIZE)?;
-        in_range("max_queue_length", self.max_queue_length, Self::MAX_QUEUE_LENGTH)?;
+        in_range(
+            "max_queue_length",
+            self.max_queue_length,
+            Self::MAX_QUEUE_LENGTH,
+        )?;
         in_range("instances", self.instances, Self::MAX_INSTANCES)?;
         if self.max_queue_delay_micros > Self::MAX_DELAY_MICROS {
             return Err(format!(

