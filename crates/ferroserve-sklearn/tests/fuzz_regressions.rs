@@ -33,3 +33,64 @@ fn every_fuzzer_finding_is_handled_cleanly() {
     }
     assert!(count >= 1, "no fuzz regression inputs found");
 }
+
+/// A small deterministic stand-in for the fuzzer that runs with every `cargo test`:
+/// random byte flips, insertions, deletions and splices of real fixtures must never
+/// panic (the fuzzer explores far more; this keeps regressions visible on stable Rust).
+#[test]
+fn mutated_fixtures_never_panic() {
+    let dir = common::crate_dir().join("tests/fixtures/pickle");
+    let seeds: Vec<Vec<u8>> = [
+        "plain.p0.pkl",
+        "plain.p2.pkl",
+        "plain.p5.pkl",
+        "arrays.p2.pkl",
+        "arrays.p5.pkl",
+        "arrays.joblib",
+        "sk_knn_kd_tree.p5.pkl",
+    ]
+    .iter()
+    .map(|name| fs::read(dir.join(name)).unwrap())
+    .collect();
+    // xorshift64*: deterministic, so a failure reproduces.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let interesting: [u8; 12] = [
+        0x00, 0x01, 0x7f, 0x80, 0xff, b'(', b')', b'.', b'R', b'b', b'h', 0x94,
+    ];
+    // FERROSERVE_MUTATION_ROUNDS scales the run up for a longer soak (see FUZZING.md).
+    let rounds: usize = std::env::var("FERROSERVE_MUTATION_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3000);
+    for round in 0..rounds {
+        let seed = &seeds[round % seeds.len()];
+        let mut bytes = seed.clone();
+        for _ in 0..1 + next() % 4 {
+            if bytes.is_empty() {
+                break;
+            }
+            let at = (next() % bytes.len() as u64) as usize;
+            match next() % 4 {
+                0 => bytes[at] = interesting[(next() % 12) as usize],
+                1 => bytes[at] ^= 1 << (next() % 8),
+                2 => {
+                    bytes.remove(at);
+                }
+                _ => {
+                    let other = &seeds[(next() % seeds.len() as u64) as usize];
+                    let from = (next() % other.len() as u64) as usize;
+                    let len = ((next() % 32) as usize).min(other.len() - from);
+                    let piece = other[from..from + len].to_vec();
+                    bytes.splice(at..at, piece);
+                }
+            }
+        }
+        let _ = ferroserve_sklearn::read_model_file(&bytes);
+    }
+}
