@@ -10,6 +10,8 @@ Writes
   tests/fixtures/onnx/iris_str/model.onnx  LogisticRegression with string class labels
   tests/fixtures/onnx/diabetes_f64/model.onnx  Ridge on float64 inputs (output float64)
   tests/fixtures/onnx/multi_io/model.onnx  hand-made graph with one input of each dtype
+  examples/models/iris_sklearn/1/model.joblib  the iris_lr estimator itself, with string
+                                           labels, saved by joblib as {"model", "feature_names"}
 and an expected.json next to each model: the input rows, scikit-learn's own predict /
 predict_proba and onnxruntime's outputs. Classifiers are exported with zipmap=False.
 Deterministic: the same inputs give the same files.
@@ -17,6 +19,8 @@ Deterministic: the same inputs give the same files.
 import json
 import os
 import sys
+
+import joblib
 
 import numpy as np
 import onnx
@@ -88,6 +92,29 @@ def iris_classifier(root, rel, make, labels=None):
         },
     )
     print(f"{rel}: labels equal, max |proba diff| vs sklearn {proba_diff:.1e}")
+
+
+def iris_sklearn(root, rel):
+    """The scikit-learn estimator itself, as the Python services saved theirs."""
+    X = IRIS_X
+    names = np.array(["setosa", "versicolor", "virginica"])
+    y = names[IRIS_Y]
+    m = LogisticRegression(max_iter=1000).fit(X[~HOLD], y[~HOLD])
+    os.makedirs(os.path.join(root, rel), exist_ok=True)
+    features = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    joblib.dump({"model": m, "feature_names": features}, os.path.join(root, rel, "model.joblib"))
+    Xh = X[HOLD]
+    write_expected(
+        os.path.join(root, rel, "expected.json"),
+        {
+            "input": "input",
+            "feature_names": features,
+            "rows": Xh.tolist(),
+            "sklearn_predict": tolist(m.predict(Xh)),
+            "sklearn_predict_proba": m.predict_proba(Xh).tolist(),
+        },
+    )
+    print(f"{rel}: written")
 
 
 def diabetes_regressor(root, rel):
@@ -176,6 +203,7 @@ def main():
     iris_classifier(
         fx, "iris_str", lambda: LogisticRegression(max_iter=1000), ["setosa", "versicolor", "virginica"]
     )
+    iris_sklearn(ex, "iris_sklearn/1")
     diabetes_regressor(fx, "diabetes_f64")
     multi_io(fx, "multi_io")
 

@@ -242,6 +242,11 @@ impl Tensor {
         self.data.dtype()
     }
 
+    /// The same elements under another shape with the same element count.
+    pub fn reshape(self, shape: Vec<usize>) -> Result<Tensor, TensorError> {
+        Tensor::new(shape, self.data)
+    }
+
     pub fn len(&self) -> usize {
         self.data.len()
     }

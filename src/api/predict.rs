@@ -63,39 +63,41 @@ impl PredictResponse {
 /// Runs a prediction. Records the request in metrics whatever the outcome.
 pub async fn predict(
     state: &ServerState,
-    request: PredictRequest,
+    mut request: PredictRequest,
 ) -> Result<PredictResponse, ApiError> {
     let started = Instant::now();
     let protocol = request.protocol;
-    let model_name = request.model.clone();
-    let result = run(state, request, started).await;
-    let (model, version) = match &result {
-        Ok(r) => (r.model(), r.version().to_string()),
-        // Unknown names are not echoed into metric labels: a client could create
-        // unbounded series by asking for random model names.
-        Err(ApiError::NotFound(_)) => ("", String::new()),
-        Err(_) => (model_name.as_str(), String::new()),
-    };
-    let outcome = match &result {
-        Ok(_) => "ok",
-        Err(e) => e.kind(),
-    };
-    metrics::record_request(
-        model,
-        &version,
-        protocol.as_str(),
-        outcome,
-        started.elapsed(),
-    );
+    let model_name = std::mem::take(&mut request.model);
+    let result = run(state, &model_name, request, started).await;
+    match &result {
+        // The usual case records through handles the version registered when it
+        // loaded: no labels formatted, no registry lookup.
+        Ok(r) => r
+            .handle
+            .queue
+            .metrics()
+            .answered
+            .record(protocol.as_str(), started.elapsed()),
+        Err(e) => {
+            // Unknown names are not echoed into metric labels: a client could create
+            // unbounded series by asking for random model names.
+            let model = match e {
+                ApiError::NotFound(_) => "",
+                _ => model_name.as_str(),
+            };
+            metrics::record_request(model, "", protocol.as_str(), e.kind(), started.elapsed());
+        }
+    }
     result
 }
 
 async fn run(
     state: &ServerState,
+    model: &str,
     request: PredictRequest,
     started: Instant,
 ) -> Result<PredictResponse, ApiError> {
-    let handle = state.manager.resolve(&request.model, &request.version)?;
+    let handle = state.manager.resolve(model, &request.version)?;
     let timeout = handle
         .config
         .timeout()
@@ -223,6 +225,17 @@ fn convert_input(spec: &TensorSpec, tensor: Tensor) -> Result<Tensor, ApiError> 
             spec.name, spec.dtype
         )));
     }
+    // One value per row for a `[-1, 1]` column input (TF Serving row format with
+    // named scalars) is the same data: give it the trailing dimension.
+    let mut column_shape = tensor.shape().to_vec();
+    column_shape.push(1);
+    let tensor = if !spec.accepts_shape(tensor.shape()) && spec.accepts_shape(&column_shape) {
+        tensor
+            .reshape(column_shape)
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+    } else {
+        tensor
+    };
     if !spec.accepts_shape(tensor.shape()) {
         return Err(ApiError::InvalidArgument(format!(
             "input {:?} has shape {:?}, but the model takes {:?} (-1: any size)",
@@ -321,5 +334,25 @@ mod tests {
         )])
         .contains("empty"));
         assert!(check_outputs(&sig(), &["nope".into()]).is_err());
+    }
+
+    #[test]
+    fn one_value_per_row_fills_a_column_input() {
+        let column = Signature {
+            inputs: vec![TensorSpec {
+                name: "age".into(),
+                dtype: DataType::F64,
+                shape: vec![-1, 1],
+            }],
+            outputs: vec![],
+        };
+        let out = prepare_inputs(
+            &column,
+            None,
+            vec![("age".into(), t(vec![3], TensorData::I64(vec![1, 2, 3])))],
+        )
+        .unwrap();
+        assert_eq!(out[0].1.shape(), &[3, 1]);
+        assert_eq!(out[0].1.dtype(), DataType::F64);
     }
 }
