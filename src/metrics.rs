@@ -100,6 +100,57 @@ pub struct QueueMetrics {
     /// dashboards made before batching.
     pub inference_duration: Histogram,
     pub rejected: Counter,
+    /// Requests answered by this version, per protocol.
+    pub answered: AnsweredRequests,
+}
+
+/// `ferroserve_requests_total{outcome="ok"}` and `ferroserve_request_duration_seconds`
+/// of one version, one pair per protocol, registered on first use: the request path
+/// of an answered request then neither formats labels nor looks up the registry.
+pub struct AnsweredRequests {
+    model: String,
+    version: String,
+    by_protocol: parking_lot::RwLock<Vec<(&'static str, Counter, Histogram)>>,
+}
+
+impl AnsweredRequests {
+    fn new(model: &str, version: u64) -> AnsweredRequests {
+        AnsweredRequests {
+            model: model.to_string(),
+            version: version.to_string(),
+            by_protocol: parking_lot::RwLock::new(Vec::new()),
+        }
+    }
+
+    /// Records what [`record_request`] records for outcome `ok`.
+    pub fn record(&self, protocol: &'static str, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        if let Some((_, count, duration)) = self
+            .by_protocol
+            .read()
+            .iter()
+            .find(|(p, ..)| *p == protocol)
+        {
+            count.increment(1);
+            duration.record(seconds);
+            return;
+        }
+        let count = metrics::counter!(
+            "ferroserve_requests_total",
+            "model" => self.model.clone(),
+            "version" => self.version.clone(),
+            "protocol" => protocol,
+            "outcome" => "ok"
+        );
+        let duration = metrics::histogram!(
+            "ferroserve_request_duration_seconds",
+            "model" => self.model.clone(),
+            "protocol" => protocol
+        );
+        count.increment(1);
+        duration.record(seconds);
+        self.by_protocol.write().push((protocol, count, duration));
+    }
 }
 
 impl QueueMetrics {
@@ -121,6 +172,7 @@ impl QueueMetrics {
                 labels.iter()
             ),
             rejected: metrics::counter!("ferroserve_rejected_total", labels.iter()),
+            answered: AnsweredRequests::new(model, version),
         }
     }
 }

@@ -129,6 +129,10 @@ struct State {
     timer_at: Option<Instant>,
     /// Set when the executor refused a batch (the pool is shut down).
     closed: bool,
+    /// A request has yielded to let the runtime poll the other ready connections
+    /// before a zero-delay batch closes; until it comes back (or is dropped), a
+    /// partial batch waits. See `BatchQueue::submit`.
+    flush_pending: bool,
 }
 
 /// Batches that may start now, and when to look again if a partial batch waits.
@@ -204,6 +208,11 @@ impl BatchQueue {
         self.limits.batching
     }
 
+    /// This version's metrics, registered when it loaded.
+    pub fn metrics(&self) -> &QueueMetrics {
+        &self.metrics
+    }
+
     /// Requests waiting (not yet handed to an inference thread).
     pub fn len(&self) -> usize {
         self.state.lock().entries.len()
@@ -258,9 +267,28 @@ impl BatchQueue {
                 enqueued: now,
                 reply,
             });
-            self.take_work(&mut state, now)
+            // With no delay, a batch would close on the first request: on one core
+            // the inference thread then preempts the async worker before it has
+            // read the other connections' requests, and batches stay at one row.
+            // So the first request yields once, letting the runtime poll every
+            // ready connection, and the batch closes when it comes back.
+            let defer = self.limits.batching
+                && self.limits.max_delay.is_zero()
+                && !state.flush_pending
+                && state.in_flight < self.limits.instances;
+            if defer {
+                state.flush_pending = true;
+            }
+            (self.take_work(&mut state, now), defer)
         };
+        let (work, defer) = work;
         self.start(work);
+        if defer {
+            // The guard flushes even if this request is dropped while yielding.
+            let flush = Flush(self);
+            tokio::task::yield_now().await;
+            drop(flush);
+        }
         let answer = async { answer.await.unwrap_or(Err(BatchError::ShutDown)) };
         match deadline {
             // Dropping `answer` on timeout closes the reply, so the entry is skipped.
@@ -291,8 +319,8 @@ impl BatchQueue {
             };
             let pick = self.pick(&state.entries);
             let close_at = front.enqueued + self.limits.max_delay;
-            if !pick.ready && now < close_at {
-                if state.timer_at.is_none_or(|t| close_at < t) {
+            if !pick.ready && (now < close_at || state.flush_pending) {
+                if now < close_at && state.timer_at.is_none_or(|t| close_at < t) {
                     state.timer_at = Some(close_at);
                     work.timer = Some(close_at);
                 }
@@ -504,6 +532,21 @@ impl BatchQueue {
             }
         }
         Ok(per_request)
+    }
+}
+
+/// Ends a deferred flush: closes the partial batch the yielding request held open.
+struct Flush<'a>(&'a Arc<BatchQueue>);
+
+impl Drop for Flush<'_> {
+    fn drop(&mut self) {
+        let queue = self.0;
+        let work = {
+            let mut state = queue.state.lock();
+            state.flush_pending = false;
+            queue.take_work(&mut state, Instant::now())
+        };
+        queue.start(work);
     }
 }
 
@@ -725,6 +768,25 @@ mod tests {
         );
         assert_eq!(y_values(a.await.unwrap()), vec![2.0; 2]);
         assert_eq!(y_values(b.await.unwrap()), vec![4.0; 2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_no_delay_requests_that_arrive_together_share_a_batch() {
+        let model = Arc::new(Doubler::new(true));
+        let q = queue(&model, &config(true, 32, 0));
+        let exec = Arc::new(Inline);
+        let answers: Vec<Answer> = (1..=3)
+            .map(|v| spawn_submit(&q, &exec, request(1, v as f32, None)))
+            .collect();
+        settle().await;
+        assert_eq!(model.runs(), vec![vec![1.0, 1.0, 2.0, 2.0, 3.0, 3.0]]);
+        for (answer, v) in answers.into_iter().zip(1..) {
+            assert_eq!(y_values(answer.await.unwrap()), vec![2.0 * v as f32; 2]);
+        }
+        // A lone request is not held back: it runs once its yield comes back.
+        let alone = spawn_submit(&q, &exec, request(1, 5.0, None));
+        settle().await;
+        assert_eq!(y_values(alone.await.unwrap()), vec![10.0; 2]);
     }
 
     #[tokio::test(start_paused = true)]
