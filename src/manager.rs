@@ -9,8 +9,11 @@
 //! Invariants:
 //! * the manager is the only writer of the serving map, and writers are serialised
 //!   by `publish_lock`; requests read the map through `ArcSwap` and take no lock;
-//! * the manager never does file IO itself beyond what a backend's load does: it
-//!   acts on a `RepositoryScan` it is given;
+//! * the manager never does file IO itself beyond loading a version (the backend's
+//!   load and the version's `warmup.json`): it acts on a `RepositoryScan` it is given;
+//! * a new version is warmed up (one inference) before it is published;
+//! * a label only points at an AVAILABLE version, unless the model's config sets
+//!   `allow_unavailable_labels`; labels change in the same publish as versions;
 //! * a version that fails to load never removes another version from serving.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -133,6 +136,9 @@ pub struct ModelRecord {
     pub config_error: Option<String>,
     pub versions: BTreeMap<u64, VersionRecord>,
     pub labels: BTreeMap<String, u64>,
+    /// Labels of the config that were refused (pointing at a version that is not
+    /// available), each with the reason.
+    pub label_errors: Vec<String>,
 }
 
 type Records = BTreeMap<String, ModelRecord>;
@@ -217,6 +223,11 @@ impl Manager {
 
     fn records(&self) -> std::sync::MutexGuard<'_, Records> {
         self.records.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What backends are loaded with, so an upload can be checked the same way.
+    pub fn backend_options(&self) -> &BackendOptions {
+        &self.options
     }
 
     pub fn is_ready(&self) -> bool {
@@ -408,7 +419,11 @@ impl Manager {
             let record = records.entry(name.to_string()).or_default();
             record.dir = model.dir.clone();
             record.config_error = None;
-            record.labels = config.labels.clone();
+            // Versions that ended and left the disk are forgotten, so that status
+            // stays bounded however many versions come and go.
+            record
+                .versions
+                .retain(|v, r| r.state != VersionState::End || model.versions.contains_key(v));
             for v in model.versions.values().filter(|v| v.artifact.is_none()) {
                 if serving_now.contains(&v.version) {
                     continue;
@@ -457,6 +472,28 @@ impl Manager {
         } else {
             Vec::new()
         };
+        let (labels, label_errors) = {
+            let map = self.serving();
+            let current = map.models.get(name);
+            let available: BTreeSet<u64> = current
+                .map(|m| m.versions.keys().copied().collect())
+                .unwrap_or_default();
+            let available: BTreeSet<u64> = available
+                .into_iter()
+                .filter(|v| !to_unload.contains(v))
+                .collect();
+            let previous = current.map(|m| m.labels.clone()).unwrap_or_default();
+            effective_labels(&config, &previous, &available)
+        };
+        for e in &label_errors {
+            tracing::warn!(model = name, "{e}");
+        }
+        {
+            let mut records = self.records();
+            let record = records.entry(name.to_string()).or_default();
+            record.labels = labels.clone();
+            record.label_errors = label_errors;
+        }
         self.mark_unloading(name, &to_unload);
         self.publish(|map| {
             let entry = map.models.entry(name.to_string()).or_default();
@@ -464,14 +501,21 @@ impl Manager {
             for v in &to_unload {
                 serving.versions.remove(v);
             }
-            serving.labels = config.labels.clone();
+            serving.labels = labels;
             serving.config = config.clone();
         });
     }
 
     fn load_version(&self, model: &str, version: u64, artifact: &Path, config: Arc<ModelConfig>) {
         let started = std::time::Instant::now();
-        let result = load_backend(artifact, &self.options);
+        let result = load_backend(artifact, &self.options).map_err(|e| e.to_string());
+        let result = result.and_then(|backend| {
+            if config.warmup_enabled() {
+                let dir = artifact.parent().unwrap_or(Path::new("."));
+                crate::warmup::warm_up(model, version, &*backend, dir)?;
+            }
+            Ok(backend)
+        });
         let (state, error) = match result {
             Ok(backend) => {
                 let format = backend.format();
@@ -513,7 +557,7 @@ impl Manager {
                 );
                 (VersionState::Available, None)
             }
-            Err(e) => (VersionState::Error, Some(e.to_string())),
+            Err(e) => (VersionState::Error, Some(e)),
         };
         let mut records = self.records();
         if let Some(record) = records
@@ -539,13 +583,13 @@ impl Manager {
         });
         let mut records = self.records();
         if let Some(record) = records.get_mut(model) {
-            record.versions.retain(|_, r| {
-                matches!(
-                    r.state,
-                    VersionState::Unloading | VersionState::Loading | VersionState::End
-                )
-            });
+            // A model that is unloaded is forgotten, except versions still held by
+            // requests (UNLOADING until the last one finishes) or being loaded.
+            record
+                .versions
+                .retain(|_, r| matches!(r.state, VersionState::Unloading | VersionState::Loading));
             record.labels.clear();
+            record.label_errors.clear();
             record.config_error = None;
             if record.versions.is_empty() {
                 records.remove(model);
@@ -578,6 +622,39 @@ impl Manager {
             .retain(|_, m| !m.versions.is_empty() || !m.labels.is_empty());
         self.serving.store(Arc::new(next));
     }
+}
+
+/// The labels to publish: those of the config whose version is available (or all
+/// of them when the config allows labels on unavailable versions). A refused label
+/// keeps the version it pointed at before if that one is still available, so a bad
+/// edit never takes a working label away.
+fn effective_labels(
+    config: &ModelConfig,
+    previous: &BTreeMap<String, u64>,
+    available: &BTreeSet<u64>,
+) -> (BTreeMap<String, u64>, Vec<String>) {
+    let mut labels = BTreeMap::new();
+    let mut errors = Vec::new();
+    for (label, &version) in &config.labels {
+        if config.allow_unavailable_labels || available.contains(&version) {
+            labels.insert(label.clone(), version);
+            continue;
+        }
+        let kept = previous
+            .get(label)
+            .copied()
+            .filter(|p| available.contains(p));
+        let mut why = format!(
+            "label {label:?} cannot point at version {version}: it is not available \
+             (set allow_unavailable_labels = true to allow it)"
+        );
+        if let Some(p) = kept {
+            labels.insert(label.clone(), p);
+            why.push_str(&format!("; the label stays at version {p}"));
+        }
+        errors.push(why);
+    }
+    (labels, errors)
 }
 
 fn new_record() -> VersionRecord {

@@ -7,6 +7,11 @@
 //! prediction_output = "label"       # output the simple API calls "prediction"
 //! probabilities_output = "probabilities"
 //! feature_names = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+//! allow_unavailable_labels = false  # let a label name a version that is not served
+//! warmup = true                     # run one inference before a new version serves
+//!
+//! [feature_defaults]                # values the simple API uses for missing features
+//! sepal_width = 3.0
 //!
 //! [labels]
 //! stable = 1
@@ -80,6 +85,17 @@ pub struct ModelConfig {
     pub probabilities_output: Option<String>,
     /// Feature names in input column order, for named features in the simple API.
     pub feature_names: Option<Vec<String>>,
+    /// Per-feature defaults for the simple API, used when a request leaves a feature
+    /// out. Default: none, so every feature must be given.
+    #[serde(default)]
+    pub feature_defaults: BTreeMap<String, FeatureValue>,
+    /// Lets a label name a version that is not AVAILABLE (requests through it then get
+    /// UNAVAILABLE). Default false: such a label is refused and keeps its old version.
+    #[serde(default)]
+    pub allow_unavailable_labels: bool,
+    /// Whether a new version runs one inference (the version's `warmup.json`, else a
+    /// synthetic input) before it serves. Default true.
+    pub warmup: Option<bool>,
     /// Dynamic batching and the request queue (`[batching]`); the queue bound and
     /// instance count apply even when batching is off.
     #[serde(default)]
@@ -188,7 +204,6 @@ pub enum FeatureValue {
     Text(String),
 }
 
-
 #[derive(Debug, thiserror::Error)]
 pub enum ModelConfigError {
     #[error("cannot read {path}: {reason}")]
@@ -231,6 +246,13 @@ impl ModelConfig {
                 return Err(format!("timeout_secs must be a positive number, not {t}"));
             }
         }
+        if let (Some(names), false) = (&self.feature_names, self.feature_defaults.is_empty()) {
+            if let Some(unknown) = self.feature_defaults.keys().find(|k| !names.contains(k)) {
+                return Err(format!(
+                    "feature_defaults names {unknown:?}, which is not in feature_names"
+                ));
+            }
+        }
         if self.version_policy == VersionPolicy::Latest(0) {
             return Err("version_policy latest must be at least 1".into());
         }
@@ -240,6 +262,10 @@ impl ModelConfig {
 
     pub fn timeout(&self) -> Option<Duration> {
         self.timeout_secs.map(Duration::from_secs_f64)
+    }
+
+    pub fn warmup_enabled(&self) -> bool {
+        self.warmup.unwrap_or(true)
     }
 }
 
@@ -263,6 +289,24 @@ mod tests {
         assert!(ModelConfig::parse("timeout_sec = 3").is_err());
         assert!(ModelConfig::parse("timeout_secs = -3").is_err());
         assert!(ModelConfig::parse("version_policy = { latest = 0 }").is_err());
+        assert!(
+            ModelConfig::parse("feature_names = [\"a\"]\n[feature_defaults]\nb = 1.0").is_err()
+        );
+    }
+
+    #[test]
+    fn parses_simple_api_defaults_and_label_rules() {
+        let c = ModelConfig::parse(
+            "allow_unavailable_labels = true\nwarmup = false\n[feature_defaults]\nx = 1.5\ncolor = \"red\"",
+        )
+        .unwrap();
+        assert!(c.allow_unavailable_labels);
+        assert!(!c.warmup_enabled());
+        assert_eq!(c.feature_defaults["x"], FeatureValue::Number(1.5));
+        assert_eq!(
+            c.feature_defaults["color"],
+            FeatureValue::Text("red".into())
+        );
     }
 
     #[test]

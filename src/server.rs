@@ -55,28 +55,36 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     crate::metrics::install();
     let repository = settings.model_repository.clone();
+    // With a model config file the repository root is optional: the file may name
+    // every model.
     anyhow::ensure!(
-        repository.is_dir(),
+        repository.is_dir() || settings.model_config_file.is_some(),
         "model repository {} is not a directory",
         repository.display()
     );
+    let config_list = match &settings.model_config_file {
+        Some(path) => Some(crate::model_config_list::ModelConfigList::load(path)?),
+        None => None,
+    };
+    let watcher_settings = crate::watcher::WatcherSettings {
+        file_system_poll_wait: settings.file_system_poll_wait,
+        model_config_file: settings.model_config_file.clone(),
+        model_config_file_poll_wait: settings.model_config_file_poll_wait,
+    };
     let manager = Arc::new(Manager::new(backend_options(&settings)));
     let state = Arc::new(ServerState::new(settings, manager.clone()));
+    if let Some(list) = config_list {
+        state.sources.set_config_list(list);
+    }
 
-    let loader = {
-        let manager = manager.clone();
-        tokio::task::spawn_blocking(move || {
-            match crate::repository::scan(&repository) {
-                Ok(scan) => manager.apply_scan(&scan),
-                Err(e) => tracing::error!("{e}"),
-            }
-            manager.set_ready();
-            tracing::info!("initial model load finished");
-        })
-    };
-
-    // One shutdown signal, fanned out to every listener.
+    // One shutdown signal, fanned out to every listener and the watcher.
     let (stop_tx, stop_rx) = watch::channel(false);
+    // The watcher loads the models, then polls the repository until shutdown.
+    let watcher = tokio::spawn(crate::watcher::run(
+        state.sources.clone(),
+        watcher_settings,
+        stop_rx.clone(),
+    ));
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
@@ -113,7 +121,8 @@ pub async fn run(
     if let Some(grpc) = grpc {
         grpc.await??;
     }
-    loader.abort();
+    // The watcher has seen the stop signal; a load in progress is not waited for.
+    let _ = watcher.await;
     let inference = state.inference.clone();
     tokio::task::spawn_blocking(move || inference.shutdown()).await?;
     tracing::info!("shut down");

@@ -52,6 +52,17 @@ pub struct Settings {
     /// ONNX Runtime sessions per model version, so one model can run on several
     /// inference threads at once. Default 1.
     pub onnx_sessions: usize,
+    /// Time between two polls of the model repository for new, removed or changed
+    /// versions and configs. Default 1 s; zero disables polling.
+    pub file_system_poll_wait: Duration,
+    /// A file listing models (ferroserve TOML, or TF Serving's `model_config_list`
+    /// text format) served besides the repository's. Default none.
+    pub model_config_file: Option<PathBuf>,
+    /// Time between two reads of `model_config_file`. Default zero: read at start-up only.
+    pub model_config_file_poll_wait: Duration,
+    /// Largest model file `POST /upload_model` accepts, in bytes; larger is 413.
+    /// Default 1 GiB.
+    pub max_upload_bytes: u64,
 }
 
 impl Default for Settings {
@@ -71,6 +82,10 @@ impl Default for Settings {
             onnxruntime_path: None,
             onnx_intra_threads: 1,
             onnx_sessions: 1,
+            file_system_poll_wait: Duration::from_secs(1),
+            model_config_file: None,
+            model_config_file_poll_wait: Duration::ZERO,
+            max_upload_bytes: 1024 * 1024 * 1024,
         }
     }
 }
@@ -130,6 +145,31 @@ pub struct ServeArgs {
     /// ONNX Runtime sessions per model version [default: 1]
     #[arg(long, env = "FERROSERVE_ONNX_SESSIONS", value_name = "N")]
     pub onnx_sessions: Option<usize>,
+
+    /// Seconds between two polls of the model repository; 0 disables polling [default: 1]
+    #[arg(
+        long,
+        env = "FERROSERVE_FILE_SYSTEM_POLL_WAIT_SECONDS",
+        value_name = "SECONDS"
+    )]
+    pub file_system_poll_wait_seconds: Option<f64>,
+
+    /// File listing models to serve: ferroserve TOML (*.toml) or TF Serving's
+    /// model_config_list text format
+    #[arg(long, env = "FERROSERVE_MODEL_CONFIG_FILE", value_name = "FILE")]
+    pub model_config_file: Option<PathBuf>,
+
+    /// Seconds between two reads of --model-config-file; 0 reads it once [default: 0]
+    #[arg(
+        long,
+        env = "FERROSERVE_MODEL_CONFIG_FILE_POLL_WAIT_SECONDS",
+        value_name = "SECONDS"
+    )]
+    pub model_config_file_poll_wait_seconds: Option<f64>,
+
+    /// Largest model file POST /upload_model accepts, in bytes [default: 1073741824]
+    #[arg(long, env = "FERROSERVE_MAX_UPLOAD_BYTES", value_name = "BYTES")]
+    pub max_upload_bytes: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +216,14 @@ impl ServeArgs {
             onnxruntime_path: upper.onnxruntime_path.or(self.onnxruntime_path),
             onnx_intra_threads: upper.onnx_intra_threads.or(self.onnx_intra_threads),
             onnx_sessions: upper.onnx_sessions.or(self.onnx_sessions),
+            file_system_poll_wait_seconds: upper
+                .file_system_poll_wait_seconds
+                .or(self.file_system_poll_wait_seconds),
+            model_config_file: upper.model_config_file.or(self.model_config_file),
+            model_config_file_poll_wait_seconds: upper
+                .model_config_file_poll_wait_seconds
+                .or(self.model_config_file_poll_wait_seconds),
+            max_upload_bytes: upper.max_upload_bytes.or(self.max_upload_bytes),
         }
     }
 
@@ -202,7 +250,39 @@ impl ServeArgs {
                 })
             }
         };
+        let poll_wait = |name: &'static str, v: Option<f64>, default: Duration| match v {
+            None => Ok(default),
+            Some(s) if s.is_finite() && (0.0..=86_400.0).contains(&s) => {
+                Ok(Duration::from_secs_f64(s))
+            }
+            Some(s) => Err(SettingsError::Invalid {
+                name,
+                reason: format!("{s} is not a number of seconds between 0 and 86400"),
+            }),
+        };
+        let max_upload_bytes = match self.max_upload_bytes {
+            Some(0) => {
+                return Err(SettingsError::Invalid {
+                    name: "max_upload_bytes",
+                    reason: "must be at least 1".into(),
+                })
+            }
+            Some(n) => n,
+            None => d.max_upload_bytes,
+        };
         Ok(Settings {
+            file_system_poll_wait: poll_wait(
+                "file_system_poll_wait_seconds",
+                self.file_system_poll_wait_seconds,
+                d.file_system_poll_wait,
+            )?,
+            model_config_file: self.model_config_file.or(d.model_config_file),
+            model_config_file_poll_wait: poll_wait(
+                "model_config_file_poll_wait_seconds",
+                self.model_config_file_poll_wait_seconds,
+                d.model_config_file_poll_wait,
+            )?,
+            max_upload_bytes,
             model_repository: self.model_repository.unwrap_or(d.model_repository),
             rest_addr: self.rest_addr.unwrap_or(d.rest_addr),
             grpc_addr: self.grpc_addr.unwrap_or(d.grpc_addr),
@@ -277,5 +357,35 @@ mod tests {
         };
         assert!(neg.into_settings().is_err());
         assert!(toml::from_str::<ServeArgs>("no_such_key = 1").is_err());
+    }
+
+    #[test]
+    fn watcher_and_upload_settings() {
+        let d = ServeArgs::default().into_settings().unwrap();
+        assert_eq!(d.file_system_poll_wait, Duration::from_secs(1));
+        assert_eq!(d.model_config_file_poll_wait, Duration::ZERO);
+        assert_eq!(d.model_config_file, None);
+        let file: ServeArgs = toml::from_str(
+            "file_system_poll_wait_seconds = 0\nmodel_config_file = \"m.config\"\n\
+             model_config_file_poll_wait_seconds = 2.5\nmax_upload_bytes = 10",
+        )
+        .unwrap();
+        let s = file.into_settings().unwrap();
+        assert_eq!(
+            s.file_system_poll_wait,
+            Duration::ZERO,
+            "0 disables polling"
+        );
+        assert_eq!(s.model_config_file_poll_wait, Duration::from_millis(2500));
+        assert_eq!(s.model_config_file.as_deref(), Some(Path::new("m.config")));
+        assert_eq!(s.max_upload_bytes, 10);
+        for bad in [
+            "file_system_poll_wait_seconds = -1",
+            "model_config_file_poll_wait_seconds = nan",
+            "max_upload_bytes = 0",
+        ] {
+            let args: ServeArgs = toml::from_str(bad).unwrap();
+            assert!(args.into_settings().is_err(), "{bad}");
+        }
     }
 }

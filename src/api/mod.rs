@@ -7,9 +7,11 @@
 
 pub mod classify;
 mod error;
+pub mod manage;
 pub mod metadata;
 pub mod predict;
 pub mod repository;
+pub mod simple;
 pub mod status;
 
 use std::sync::Arc;
@@ -22,6 +24,7 @@ pub use status::{model_status, VersionStatus};
 use crate::inference::InferencePool;
 use crate::manager::Manager;
 use crate::settings::Settings;
+use crate::sources::Sources;
 
 /// Which protocol a request came in on, for metrics and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -55,12 +58,20 @@ pub struct ServerState {
     pub settings: Arc<Settings>,
     pub manager: Arc<Manager>,
     pub inference: Arc<InferencePool>,
+    /// Which model directories are served; the management API and the watcher
+    /// change what is served through it.
+    pub sources: Arc<Sources>,
 }
 
 impl ServerState {
     pub fn new(settings: Settings, manager: Arc<Manager>) -> ServerState {
         let inference = Arc::new(InferencePool::new(settings.inference_threads));
+        let sources = Arc::new(Sources::new(
+            manager.clone(),
+            settings.model_repository.clone(),
+        ));
         ServerState {
+            sources,
             settings: Arc::new(settings),
             manager,
             inference,

@@ -60,26 +60,12 @@ fn check_model_name(model: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Loads or reloads a model from `<repository>/<model>/`, as start-up does. Answers
-/// once the load has finished; an error if no version of the model is serving then.
+/// Loads or reloads a model from its directory, as start-up does, starting it again
+/// if it was stopped. Answers once the load has finished; an error if no version of
+/// the model is serving then.
 pub async fn load_model(state: &ServerState, model: &str) -> Result<(), ApiError> {
     check_model_name(model)?;
-    let dir = state.settings.model_repository.join(model);
-    if !dir.is_dir() {
-        return Err(ApiError::NotFound(format!(
-            "model {model:?} not found in the model repository"
-        )));
-    }
-    let manager = state.manager.clone();
-    let name = model.to_string();
-    tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
-        let on_disk = crate::repository::scan_model(&name, &dir)
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        manager.reconcile_model(&on_disk);
-        Ok(())
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("model load task failed: {e}")))??;
+    super::manage::reload(state, Some(model)).await?;
     state
         .manager
         .resolve(model, &crate::manager::VersionRequest::Latest)
@@ -87,17 +73,11 @@ pub async fn load_model(state: &ServerState, model: &str) -> Result<(), ApiError
         .map_err(ApiError::from)
 }
 
-/// Stops serving every version of a model; requests already running finish first.
+/// Stops serving every version of a model and keeps it stopped (the repository
+/// watcher does not reload it); requests already running finish first.
 pub async fn unload_model(state: &ServerState, model: &str) -> Result<(), ApiError> {
-    if state.manager.model_record(model).is_none() {
-        return Err(ApiError::NotFound(format!("model {model:?} not found")));
-    }
-    let manager = state.manager.clone();
-    let name = model.to_string();
-    // Unpublishing may free the last handle to a model, which can take a while.
-    tokio::task::spawn_blocking(move || manager.unload_model(&name))
-        .await
-        .map_err(|e| ApiError::Internal(format!("model unload task failed: {e}")))
+    check_model_name(model)?;
+    super::manage::stop_model(state, model).await
 }
 
 /// One model of a model config list (TF Serving's `ModelConfig`): where its versions
@@ -106,7 +86,7 @@ pub async fn unload_model(state: &ServerState, model: &str) -> Result<(), ApiErr
 pub struct ModelSource {
     pub name: String,
     /// The directory holding `<version>/` subdirectories; `None`:
-    /// `<model_repository>/<name>`.
+    /// `<model_repository>/<name>`. A relative path is relative to the repository.
     pub base_path: Option<std::path::PathBuf>,
     pub version_policy: Option<crate::model_config::VersionPolicy>,
     /// Empty: the labels of the model's `config.toml`.
@@ -114,69 +94,36 @@ pub struct ModelSource {
 }
 
 /// Replaces what is served with the given model list, as TF Serving's
-/// `HandleReloadConfigRequest`: models not in the list are unloaded (requests running
-/// on them finish first), every listed model is scanned from its base path and
-/// reconciled through `Manager::apply_scan`, the path the start-up scan takes. The
-/// list is checked whole before anything changes. Answers once the loads have
-/// finished; an error names the listed models that have no serving version then
-/// (a model that was serving keeps its old version, as on any failed load).
-///
-/// Note (issue 3, hot reload): this applies the list once. The repository watcher
-/// and the multi-model config file of issue 3 should keep the list as the source of
-/// truth (so the next repository poll does not bring back models the list dropped);
-/// when that lands, this should store the list there and trigger the same reload.
+/// `HandleReloadConfigRequest`: the list becomes the model config list in force
+/// (`crate::sources::Sources::apply_config_list`, the path `--model-config-file`
+/// takes), so models not in it are unloaded (requests running on them finish
+/// first) and the repository watcher keeps to it. The list is checked whole before
+/// anything changes. Answers once the loads have finished; an error names the listed
+/// models that have no serving version then (a model that was serving keeps its old
+/// version, as on any failed load).
 pub async fn reload_config(state: &ServerState, models: Vec<ModelSource>) -> Result<(), ApiError> {
-    let mut seen = std::collections::BTreeSet::new();
-    let mut sources = Vec::with_capacity(models.len());
-    for m in models {
+    for m in &models {
         check_model_name(&m.name)?;
-        if !seen.insert(m.name.clone()) {
-            return Err(ApiError::InvalidArgument(format!(
-                "model {:?} is listed twice",
-                m.name
-            )));
-        }
-        if m.version_policy == Some(crate::model_config::VersionPolicy::Latest(0)) {
-            return Err(ApiError::InvalidArgument(format!(
-                "model {:?}: version policy latest must be at least 1",
-                m.name
-            )));
-        }
-        let dir = m
-            .base_path
-            .clone()
-            .unwrap_or_else(|| state.settings.model_repository.join(&m.name));
-        if !dir.is_dir() {
-            return Err(ApiError::InvalidArgument(format!(
-                "model {:?}: base path {} is not a directory",
-                m.name,
-                dir.display()
-            )));
-        }
-        sources.push((m, dir));
     }
-    let manager = state.manager.clone();
-    let names: Vec<String> = sources.iter().map(|(m, _)| m.name.clone()).collect();
-    tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
-        let mut scan = crate::repository::RepositoryScan::default();
-        for (source, dir) in sources {
-            let mut on_disk = crate::repository::scan_model(&source.name, &dir)
-                .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
-            if let Ok(config) = &mut on_disk.config {
-                if let Some(policy) = source.version_policy {
-                    config.version_policy = policy;
-                }
-                if !source.labels.is_empty() {
-                    config.labels = source.labels;
-                }
-            }
-            scan.models.insert(source.name, on_disk);
-        }
-        manager.apply_scan(&scan);
-        Ok(())
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("reload task failed: {e}")))??;
+    let root = &state.settings.model_repository;
+    let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
+    let list = crate::model_config_list::ModelConfigList {
+        models: models
+            .into_iter()
+            .map(|m| crate::model_config_list::ModelListEntry {
+                base_path: match m.base_path {
+                    Some(p) if p.is_absolute() => p,
+                    Some(p) => root.join(p),
+                    None => root.join(&m.name),
+                },
+                name: m.name,
+                model_platform: None,
+                version_policy: m.version_policy,
+                labels: m.labels,
+            })
+            .collect(),
+    };
+    super::manage::reload_config(state, list).await?;
     let failed: Vec<String> = names
         .iter()
         .filter_map(|name| {

@@ -4,9 +4,14 @@
 //! * `tfs`: TF Serving REST (`/v1/models/...`)
 //! * `v2`: KServe V2 / Open Inference Protocol REST (`/v2/...`), with the binary
 //!   tensor data extension
+//! * `manage`: the management API (upload, reload, status, deploy, stop, delete),
+//!   the V2 repository extension and `/description`
+//! * `simple`: the simple JSON prediction API (`/predict`)
 //! * `/metrics`, `/healthz`
 
 pub mod json;
+mod manage;
+mod simple;
 mod tfs;
 mod v2;
 
@@ -30,6 +35,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(tfs::routes())
         .merge(v2::routes())
+        .merge(manage::routes(state.settings.max_upload_bytes))
+        .merge(simple::routes())
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(state.settings.max_request_bytes))

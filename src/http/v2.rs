@@ -61,7 +61,7 @@ async fn server_metadata() -> Json<Value> {
     Json(json!({
         "name": SERVER_NAME,
         "version": SERVER_VERSION,
-        "extensions": ["binary_tensor_data"],
+        "extensions": ["binary_tensor_data", "model_repository"],
     }))
 }
 

@@ -1,0 +1,489 @@
+//! Model management: upload, reload, status, deploy, stop, delete, and reloading the
+//! model config list. The REST management API calls these, and so does gRPC
+//! (`HandleReloadConfigRequest` → [`reload_config`]).
+//!
+//! Every change goes through `crate::sources::Sources`, under the model's lock, on a
+//! blocking thread; the manager does the loading and the hot swap.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
+
+use super::{ApiError, ServerState};
+use crate::backends::load_backend;
+use crate::manager::{ModelRecord, VersionState};
+use crate::model_config_list::{is_valid_model_name, ModelConfigList};
+use crate::repository::parse_version;
+use crate::sources::{Deployment, ModelGuard, SourcesError};
+
+impl From<SourcesError> for ApiError {
+    fn from(e: SourcesError) -> ApiError {
+        match e {
+            SourcesError::InvalidName(m) => ApiError::InvalidArgument(m),
+            SourcesError::NotFound(m) => ApiError::NotFound(m),
+            SourcesError::Conflict(m) => ApiError::Conflict(m),
+            SourcesError::Io(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+/// One version of a model, for status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionSummary {
+    pub version: u64,
+    pub state: VersionState,
+    pub error: Option<String>,
+    pub format: Option<&'static str>,
+}
+
+/// Everything status reports about one model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSummary {
+    pub model: String,
+    pub dir: Option<PathBuf>,
+    /// Listed in the model config list (else found in the repository root).
+    pub from_config_list: bool,
+    pub stopped: bool,
+    pub deployment: Option<Deployment>,
+    pub versions: Vec<VersionSummary>,
+    /// Versions requests can reach now, highest last.
+    pub served_versions: Vec<u64>,
+    pub labels: BTreeMap<String, u64>,
+    pub label_errors: Vec<String>,
+    pub config_error: Option<String>,
+}
+
+impl ModelSummary {
+    pub fn is_served(&self) -> bool {
+        !self.served_versions.is_empty()
+    }
+}
+
+/// Status of every model the server knows: on disk, listed, stopped or unloading.
+pub fn models_status(state: &ServerState) -> Vec<ModelSummary> {
+    let mut records = state.manager.records_snapshot();
+    let serving = state.manager.serving();
+    let mut out: Vec<ModelSummary> = Vec::new();
+    for info in state.sources.describe() {
+        let record = records.remove(&info.name).unwrap_or_default();
+        let served = served_versions(&serving, &info.name);
+        out.push(summary(
+            info.name,
+            Some(info.dir),
+            info.listed,
+            info.stopped,
+            info.deployment,
+            record,
+            served,
+        ));
+    }
+    // Models whose directory is gone but whose versions still finish requests.
+    for (name, record) in records {
+        let served = served_versions(&serving, &name);
+        out.push(summary(name, None, false, false, None, record, served));
+    }
+    out.sort_by(|a, b| a.model.cmp(&b.model));
+    out
+}
+
+/// Status of one model.
+pub fn model_summary(state: &ServerState, model: &str) -> Result<ModelSummary, ApiError> {
+    models_status(state)
+        .into_iter()
+        .find(|m| m.model == model)
+        .ok_or_else(|| ApiError::NotFound(format!("model {model:?} not found")))
+}
+
+fn served_versions(map: &crate::manager::ServingMap, model: &str) -> Vec<u64> {
+    map.models
+        .get(model)
+        .map(|m| m.versions.keys().copied().collect())
+        .unwrap_or_default()
+}
+
+fn summary(
+    model: String,
+    dir: Option<PathBuf>,
+    from_config_list: bool,
+    stopped: bool,
+    deployment: Option<Deployment>,
+    record: ModelRecord,
+    served_versions: Vec<u64>,
+) -> ModelSummary {
+    ModelSummary {
+        model,
+        dir,
+        from_config_list,
+        stopped,
+        deployment,
+        versions: record
+            .versions
+            .into_iter()
+            .map(|(version, r)| VersionSummary {
+                version,
+                state: r.state,
+                error: r.error,
+                format: r.format,
+            })
+            .collect(),
+        served_versions,
+        labels: record.labels,
+        label_errors: record.label_errors,
+        config_error: record.config_error,
+    }
+}
+
+/// Runs a blocking source operation off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, SourcesError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(format!("model operation failed: {e}")))?
+        .map_err(ApiError::from)
+}
+
+/// Re-scans every model, or one (starting it again if it was stopped), and loads
+/// what each policy asks for. Answers the status of the models reloaded.
+pub async fn reload(
+    state: &ServerState,
+    model: Option<&str>,
+) -> Result<Vec<ModelSummary>, ApiError> {
+    let sources = state.sources.clone();
+    let names = match model {
+        Some(name) => {
+            let name = name.to_string();
+            blocking(move || sources.reload_model(&name).map(|()| vec![name])).await?
+        }
+        None => blocking(move || Ok(sources.reload_all())).await?,
+    };
+    let status = models_status(state);
+    Ok(status
+        .into_iter()
+        .filter(|m| names.contains(&m.model))
+        .collect())
+}
+
+/// Replaces the model config list (from the config file or gRPC `ReloadConfig`) and
+/// brings serving in line with it. Answers the status of every model.
+pub async fn reload_config(
+    state: &ServerState,
+    list: ModelConfigList,
+) -> Result<Vec<ModelSummary>, ApiError> {
+    list.validate().map_err(ApiError::InvalidArgument)?;
+    let sources = state.sources.clone();
+    blocking(move || sources.apply_config_list(list)).await?;
+    Ok(models_status(state))
+}
+
+/// What `POST /deploy` asks for.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DeployRequest {
+    pub model: String,
+    pub deployment: Deployment,
+}
+
+/// Serves a stored model with the given settings (in this process). The timeout is
+/// enforced as the model's request deadline; CPU and memory limits are stored and
+/// reported until worker processes can enforce them.
+pub async fn deploy(state: &ServerState, request: DeployRequest) -> Result<ModelSummary, ApiError> {
+    if let Some(t) = request.deployment.timeout_secs {
+        if !(t.is_finite() && t > 0.0 && t <= 86_400.0) {
+            return Err(ApiError::InvalidArgument(format!(
+                "resources.timeout must be a positive number of seconds (at most 86400), not {t}"
+            )));
+        }
+    }
+    let sources = state.sources.clone();
+    let name = request.model.clone();
+    blocking(move || sources.deploy(&name, request.deployment)).await?;
+    let summary = model_summary(state, &request.model)?;
+    if !summary.is_served() {
+        return Err(ApiError::Unavailable(format!(
+            "model {:?} was deployed but no version is available: {}",
+            request.model,
+            describe_failures(&summary)
+        )));
+    }
+    Ok(summary)
+}
+
+/// Stops serving a model and keeps its files. Requests already running finish.
+pub async fn stop_model(state: &ServerState, model: &str) -> Result<(), ApiError> {
+    let sources = state.sources.clone();
+    let name = model.to_string();
+    blocking(move || sources.stop(&name)).await
+}
+
+/// Stops serving a model and deletes its files.
+pub async fn delete_model(state: &ServerState, model: &str) -> Result<(), ApiError> {
+    let sources = state.sources.clone();
+    let name = model.to_string();
+    blocking(move || sources.delete(&name)).await
+}
+
+fn describe_failures(summary: &ModelSummary) -> String {
+    let mut why: Vec<String> = summary
+        .versions
+        .iter()
+        .filter_map(|v| {
+            v.error
+                .as_ref()
+                .map(|e| format!("version {}: {e}", v.version))
+        })
+        .collect();
+    if let Some(e) = &summary.config_error {
+        why.insert(0, e.clone());
+    }
+    if summary.versions.is_empty() && why.is_empty() {
+        why.push("no version directory with a model file".into());
+    }
+    why.join("; ")
+}
+
+// ---- upload ----
+
+/// What an upload produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UploadOutcome {
+    pub model: String,
+    pub version: u64,
+    pub bytes: u64,
+    /// The model after the upload: whether the new version serves depends on its policy.
+    pub summary: ModelSummary,
+}
+
+/// An upload in progress: the file is streamed into a staging directory inside the
+/// model's folder (`.tmp-upload-*`, which the repository scan ignores), checked by
+/// loading it, then renamed into place as `<version>/`. Dropping it before
+/// [`Upload::finish`] removes the staging directory, so nothing partial is ever left
+/// where the scan looks.
+pub struct Upload {
+    model: String,
+    version: Option<u64>,
+    model_dir: PathBuf,
+    /// Whether this upload created the model directory (removed again on failure).
+    created_model_dir: bool,
+    staging: PathBuf,
+    artifact_name: &'static str,
+    file: Option<tokio::fs::File>,
+    written: u64,
+    limit: u64,
+    state: Arc<ServerState>,
+    /// Held for the whole upload: uploads (and reloads) of one model are serialised.
+    lock: Option<ModelGuard>,
+    finished: bool,
+}
+
+/// The artifact name an uploaded file is stored as, from its extension.
+fn artifact_name(file_name: &str) -> Result<&'static str, ApiError> {
+    let ext = Path::new(file_name)
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match ext.as_deref() {
+        Some("onnx") => Ok("model.onnx"),
+        Some("pkl") => Ok("model.pkl"),
+        Some("joblib") => Ok("model.joblib"),
+        Some("pickle") => Ok("model.pickle"),
+        _ => Err(ApiError::InvalidArgument(format!(
+            "file {file_name:?} is not a supported model file: expected .onnx, .pkl or .joblib"
+        ))),
+    }
+}
+
+/// The model id an upload uses when none is given: the file name without extension.
+pub fn default_model_id(file_name: &str) -> String {
+    Path::new(file_name)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+static STAGING_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Starts an upload of `file_name` as `model` (version: given, or the next integer).
+/// Waits for any other upload or reload of the same model to finish first.
+pub async fn begin_upload(
+    state: Arc<ServerState>,
+    model: &str,
+    version: Option<u64>,
+    file_name: &str,
+) -> Result<Upload, ApiError> {
+    if !is_valid_model_name(model) {
+        return Err(ApiError::InvalidArgument(format!(
+            "model_id {model:?} is not valid: use letters, digits, '.', '_' and '-', \
+             not starting with '.'"
+        )));
+    }
+    if version == Some(0) {
+        return Err(ApiError::InvalidArgument(
+            "version must be a positive integer".into(),
+        ));
+    }
+    let artifact_name = artifact_name(file_name)?;
+    let model_dir = state.sources.model_dir(model)?.dir;
+    let lock = state.sources.model_lock(model).lock_owned().await;
+    if let Some(v) = version {
+        if model_dir.join(v.to_string()).exists() {
+            return Err(version_exists(model, v));
+        }
+    }
+    let created_model_dir = !model_dir.exists();
+    let staging = model_dir.join(format!(
+        ".tmp-upload-{}-{}",
+        std::process::id(),
+        STAGING_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let io = |what: &str, e: std::io::Error| ApiError::Internal(format!("cannot {what}: {e}"));
+    tokio::fs::create_dir_all(&staging)
+        .await
+        .map_err(|e| io("create the staging directory", e))?;
+    let mut upload = Upload {
+        model: model.to_string(),
+        version,
+        model_dir,
+        created_model_dir,
+        staging,
+        artifact_name,
+        file: None,
+        written: 0,
+        limit: state.settings.max_upload_bytes,
+        state,
+        lock: Some(lock),
+        finished: false,
+    };
+    let file = tokio::fs::File::create(upload.staging.join(artifact_name))
+        .await
+        .map_err(|e| io("create the staging file", e))?;
+    upload.file = Some(file);
+    Ok(upload)
+}
+
+fn version_exists(model: &str, version: u64) -> ApiError {
+    ApiError::Conflict(format!(
+        "model {model:?} already has a version {version}; upload a new version number"
+    ))
+}
+
+impl Upload {
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// Appends a chunk of the file; over the size limit is 413.
+    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), ApiError> {
+        self.written += chunk.len() as u64;
+        if self.written > self.limit {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "the model file is larger than the upload limit of {} bytes",
+                self.limit
+            )));
+        }
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| ApiError::Internal("upload already finished".into()))?;
+        file.write_all(chunk)
+            .await
+            .map_err(|e| ApiError::Internal(format!("cannot write the staging file: {e}")))
+    }
+
+    /// Checks the file by loading it, moves it into place and reloads the model.
+    pub async fn finish(mut self) -> Result<UploadOutcome, ApiError> {
+        let mut file = self
+            .file
+            .take()
+            .ok_or_else(|| ApiError::Internal("upload already finished".into()))?;
+        file.flush()
+            .await
+            .and(file.sync_all().await)
+            .map_err(|e| ApiError::Internal(format!("cannot write the staging file: {e}")))?;
+        drop(file);
+        if self.written == 0 {
+            return Err(ApiError::InvalidArgument("the model file is empty".into()));
+        }
+        // Checked by actually loading it, on a blocking thread, before anything moves.
+        let artifact = self.staging.join(self.artifact_name);
+        let options = self.state.manager.backend_options().clone();
+        let checked =
+            tokio::task::spawn_blocking(move || load_backend(&artifact, &options).map(|_| ()))
+                .await
+                .map_err(|e| ApiError::Internal(format!("model check failed: {e}")))?;
+        if let Err(e) = checked {
+            return Err(ApiError::InvalidArgument(format!(
+                "the uploaded file is not a model ferroserve can load: {e}"
+            )));
+        }
+        let version = match self.version {
+            Some(v) => v,
+            None => next_version(&self.model_dir)?,
+        };
+        let target = self.model_dir.join(version.to_string());
+        if target.exists() {
+            return Err(version_exists(&self.model, version));
+        }
+        // The one step that makes the version visible: a rename within one directory.
+        std::fs::rename(&self.staging, &target).map_err(|e| {
+            ApiError::Internal(format!(
+                "cannot move the upload into {}: {e}",
+                target.display()
+            ))
+        })?;
+        if let Ok(dir) = std::fs::File::open(&self.model_dir) {
+            let _ = dir.sync_all();
+        }
+        self.finished = true;
+        tracing::info!(model = %self.model, version, bytes = self.written, "model uploaded");
+
+        let lock = self.lock.take().expect("held until finished");
+        let sources = self.state.sources.clone();
+        let name = self.model.clone();
+        // A model outside the config list in force is stored but not served.
+        blocking(move || match sources.is_source(&name) {
+            true => sources.reload_model_locked(&name, &lock),
+            false => Ok(()),
+        })
+        .await?;
+        let summary = model_summary(&self.state, &self.model)?;
+        Ok(UploadOutcome {
+            model: self.model.clone(),
+            version,
+            bytes: self.written,
+            summary,
+        })
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        if let Err(e) = std::fs::remove_dir_all(&self.staging) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!("cannot remove {}: {e}", self.staging.display());
+            }
+        }
+        if self.created_model_dir {
+            let _ = std::fs::remove_dir(&self.model_dir); // only if still empty
+        }
+    }
+}
+
+/// One more than the highest version directory of the model (1 for a new model).
+fn next_version(model_dir: &Path) -> Result<u64, ApiError> {
+    let highest = std::fs::read_dir(model_dir)
+        .map_err(|e| ApiError::Internal(format!("cannot read {}: {e}", model_dir.display())))?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(parse_version))
+        .max()
+        .unwrap_or(0);
+    highest
+        .checked_add(1)
+        .ok_or_else(|| ApiError::Conflict("no version number left".into()))
+}

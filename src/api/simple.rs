@@ -1,0 +1,225 @@
+//! The simple prediction API (`POST /predict`, `GET /predict/{model}?feature=value`),
+//! as the Python services ferroserve replaces had it: features in, "prediction" (and,
+//! for classifiers, "probabilities") out.
+//!
+//! Features are given by position (rows of values in the model's column order) or by
+//! name. Names come from the model config's `feature_names`, else from the model
+//! itself (`ModelTraits::feature_names`); a missing feature takes the config's
+//! `feature_defaults` value, and unknown or missing features are refused by name.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::{predict, ApiError, PredictRequest, Protocol, ServerState};
+use crate::manager::{ServableHandle, VersionRequest};
+use crate::model_config::FeatureValue;
+use crate::tensor::{DataType, Tensor, TensorData, TensorSpec};
+
+/// The rows of a simple request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rows {
+    /// Values in the model's feature order.
+    Positional(Vec<Vec<FeatureValue>>),
+    /// Values by feature name.
+    Named(Vec<BTreeMap<String, FeatureValue>>),
+}
+
+impl Rows {
+    fn len(&self) -> usize {
+        match self {
+            Rows::Positional(r) => r.len(),
+            Rows::Named(r) => r.len(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SimpleRequest {
+    pub model: String,
+    pub version: VersionRequest,
+    pub rows: Rows,
+}
+
+pub struct SimpleResponse {
+    /// The version that answered.
+    pub handle: ServableHandle,
+    /// One prediction per row (`[rows]` or `[rows, …]`).
+    pub prediction: Tensor,
+    /// Class probabilities `[rows, classes]`, for classifiers.
+    pub probabilities: Option<Tensor>,
+    /// Class labels in the column order of the probabilities, when known.
+    pub class_labels: Option<Vec<String>>,
+    pub latency: Duration,
+}
+
+pub async fn simple_predict(
+    state: &ServerState,
+    request: SimpleRequest,
+) -> Result<SimpleResponse, ApiError> {
+    let started = Instant::now();
+    if request.rows.len() == 0 {
+        return Err(ApiError::InvalidArgument("no features given".into()));
+    }
+    let handle = state.manager.resolve(&request.model, &request.version)?;
+    let input = input_spec(&handle)?;
+    let tensor = rows_to_tensor(&handle, input, &request.rows)?;
+    let traits = handle.backend.traits();
+    let outputs = &handle.backend.signature().outputs;
+    let prediction_output = handle
+        .config
+        .prediction_output
+        .clone()
+        .or_else(|| traits.prediction_output.clone())
+        .or_else(|| outputs.first().map(|o| o.name.clone()))
+        .ok_or_else(|| ApiError::Internal("the model has no outputs".into()))?;
+    let probabilities_output = handle
+        .config
+        .probabilities_output
+        .clone()
+        .or_else(|| traits.probabilities_output.clone())
+        .filter(|p| *p != prediction_output);
+    let mut wanted = vec![prediction_output.clone()];
+    wanted.extend(probabilities_output.clone());
+
+    // Named by number, so that a swap in between cannot change the model under the
+    // features that were laid out for this version.
+    let mut predict_request = PredictRequest::new(
+        request.model,
+        VersionRequest::Specific(handle.version),
+        Protocol::SimpleRest,
+    );
+    predict_request.inputs = vec![(input.name.clone(), tensor)];
+    predict_request.outputs = wanted;
+    let response = predict(state, predict_request).await?;
+    let mut prediction = None;
+    let mut probabilities = None;
+    for (name, tensor) in response.outputs {
+        if name == prediction_output {
+            prediction = Some(tensor);
+        } else if Some(&name) == probabilities_output.as_ref() {
+            probabilities = Some(tensor);
+        }
+    }
+    let prediction = prediction.ok_or_else(|| {
+        ApiError::Internal(format!("the model gave no output {prediction_output:?}"))
+    })?;
+    Ok(SimpleResponse {
+        class_labels: response.handle.backend.traits().class_labels.clone(),
+        handle: response.handle,
+        prediction,
+        probabilities,
+        latency: started.elapsed(),
+    })
+}
+
+fn input_spec(handle: &ServableHandle) -> Result<&TensorSpec, ApiError> {
+    let inputs = &handle.backend.signature().inputs;
+    match handle.config.input_name.as_deref() {
+        Some(name) => inputs.iter().find(|s| s.name == name).ok_or_else(|| {
+            ApiError::Internal(format!(
+                "the model config names input {name:?}, which the model does not have"
+            ))
+        }),
+        None => match inputs.as_slice() {
+            [only] => Ok(only),
+            _ => Err(ApiError::InvalidArgument(format!(
+                "model {:?} has several inputs; set input_name in its config.toml to use /predict",
+                handle.model
+            ))),
+        },
+    }
+}
+
+/// The model's feature names: its config's, else the model's own.
+pub fn feature_names(handle: &ServableHandle) -> Option<&Vec<String>> {
+    handle
+        .config
+        .feature_names
+        .as_ref()
+        .or(handle.backend.traits().feature_names.as_ref())
+}
+
+fn rows_to_tensor(
+    handle: &ServableHandle,
+    input: &TensorSpec,
+    rows: &Rows,
+) -> Result<Tensor, ApiError> {
+    let positional: Vec<Vec<&FeatureValue>> = match rows {
+        Rows::Positional(rows) => rows.iter().map(|r| r.iter().collect()).collect(),
+        Rows::Named(rows) => {
+            let names = feature_names(handle).ok_or_else(|| {
+                ApiError::InvalidArgument(format!(
+                    "model {:?} does not know its feature names (set feature_names in its \
+                     config.toml), so features must be given as a list of values",
+                    handle.model
+                ))
+            })?;
+            let defaults = &handle.config.feature_defaults;
+            rows.iter()
+                .map(|row| {
+                    let unknown: Vec<&String> = row.keys().filter(|k| !names.contains(k)).collect();
+                    let missing: Vec<&String> = names
+                        .iter()
+                        .filter(|n| !row.contains_key(*n) && !defaults.contains_key(*n))
+                        .collect();
+                    if !unknown.is_empty() || !missing.is_empty() {
+                        let mut why = Vec::new();
+                        if !unknown.is_empty() {
+                            why.push(format!("unknown feature(s) {unknown:?}"));
+                        }
+                        if !missing.is_empty() {
+                            why.push(format!("missing feature(s) {missing:?}"));
+                        }
+                        return Err(ApiError::InvalidArgument(format!(
+                            "{}; model {:?} takes {names:?}",
+                            why.join(", "),
+                            handle.model
+                        )));
+                    }
+                    Ok(names
+                        .iter()
+                        .map(|n| row.get(n).or_else(|| defaults.get(n)).expect("checked"))
+                        .collect())
+                })
+                .collect::<Result<_, _>>()?
+        }
+    };
+    let width = positional[0].len();
+    if width == 0 {
+        return Err(ApiError::InvalidArgument(
+            "a row of features is empty".into(),
+        ));
+    }
+    if let Some(i) = positional.iter().position(|r| r.len() != width) {
+        return Err(ApiError::InvalidArgument(format!(
+            "row {i} has {} features but row 0 has {width}",
+            positional[i].len()
+        )));
+    }
+    let values = positional.iter().flatten();
+    let data = if input.dtype == DataType::Bytes {
+        TensorData::Bytes(
+            values
+                .map(|v| match v {
+                    FeatureValue::Text(s) => s.as_bytes().to_vec(),
+                    FeatureValue::Number(n) => n.to_string().into_bytes(),
+                })
+                .collect(),
+        )
+    } else {
+        TensorData::F64(
+            values
+                .map(|v| match v {
+                    FeatureValue::Number(n) => Ok(*n),
+                    FeatureValue::Text(s) => s.trim().parse::<f64>().map_err(|_| {
+                        ApiError::InvalidArgument(format!(
+                            "feature value {s:?} is not a number, and the model takes numbers"
+                        ))
+                    }),
+                })
+                .collect::<Result<_, _>>()?,
+        )
+    };
+    Tensor::new(vec![positional.len(), width], data)
+        .map_err(|e| ApiError::InvalidArgument(e.to_string()))
+}

@@ -1,0 +1,544 @@
+//! The management REST API: `/upload_model`, `/reload_model`, `/models/status`,
+//! `/deploy`, `/stop_deployment/{id}`, `/delete_model/{id}`, KServe V2's repository
+//! extension (`/v2/repository/...`) and `/description`. Decoding and encoding only;
+//! the operations are in `crate::api::manage`.
+
+use axum::body::Bytes;
+use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
+use axum::http::HeaderMap;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::{body, parse_json, AppState, HttpError};
+use crate::api::manage::{self, DeployRequest, ModelSummary};
+use crate::api::{repository, ApiError, SERVER_NAME, SERVER_VERSION};
+use crate::sources::Deployment;
+
+/// Room for the multipart framing and the text fields around the file.
+const MULTIPART_OVERHEAD: u64 = 1024 * 1024;
+/// How much of an oversized upload is still read (and discarded) before answering
+/// 413, so the client reads the answer instead of a reset connection.
+const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+
+pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
+    let upload_limit =
+        usize::try_from(max_upload_bytes.saturating_add(MULTIPART_OVERHEAD)).unwrap_or(usize::MAX);
+    Router::new()
+        .route(
+            "/upload_model",
+            post(upload_model).layer(DefaultBodyLimit::max(upload_limit)),
+        )
+        .route("/reload_model", get(reload_model).post(reload_model))
+        .route("/models/status", get(models_status))
+        .route("/deploy", post(deploy))
+        .route("/stop_deployment/{model_id}", post(stop_deployment))
+        .route("/delete_model/{model_id}", delete(delete_model))
+        .route("/v2/repository/index", post(repository_index))
+        .route("/v2/repository/models/{model}/load", post(repository_load))
+        .route(
+            "/v2/repository/models/{model}/unload",
+            post(repository_unload),
+        )
+        .route("/description", get(description))
+}
+
+/// `http://host:port` of this server as the client reached it.
+fn base_url(state: &AppState, headers: &HeaderMap) -> (String, u16) {
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| state.settings.rest_addr.to_string());
+    let port = host
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or(state.settings.rest_addr.port());
+    (format!("http://{host}"), port)
+}
+
+fn summary_json(m: &ModelSummary, base: &str) -> Value {
+    let versions: Vec<Value> = m
+        .versions
+        .iter()
+        .rev()
+        .map(|v| {
+            json!({
+                "version": v.version,
+                "state": v.state.as_str(),
+                "error": v.error,
+                "format": v.format,
+            })
+        })
+        .collect();
+    let name = &m.model;
+    json!({
+        "model_id": name,
+        "served": m.is_served(),
+        "stopped": m.stopped,
+        "source": if m.from_config_list { "config_file" } else { "repository" },
+        "base_path": m.dir.as_ref().map(|d| d.display().to_string()),
+        "served_versions": m.served_versions,
+        "versions": versions,
+        "labels": m.labels,
+        "label_errors": m.label_errors,
+        "config_error": m.config_error,
+        "deployment": m.deployment.as_ref().map(deployment_json),
+        "endpoints": if m.is_served() {
+            json!({
+                "tf_serving": format!("{base}/v1/models/{name}"),
+                "v2": format!("{base}/v2/models/{name}"),
+                "predict": format!("{base}/predict/{name}"),
+            })
+        } else {
+            Value::Null
+        },
+    })
+}
+
+fn deployment_json(d: &Deployment) -> Value {
+    json!({
+        "environment": d.environment,
+        "resources": {
+            "cpu_limit": d.cpu_limit,
+            "memory_limit": d.memory_limit,
+            "timeout": d.timeout_secs,
+        },
+        // The timeout is the model's request deadline; the limits need worker
+        // processes (a later issue) and are recorded, not applied.
+        "enforced": {
+            "timeout": d.timeout_secs.is_some(),
+            "cpu_limit": false,
+            "memory_limit": false,
+        },
+    })
+}
+
+// ---- upload ----
+
+fn multipart_error(e: MultipartError) -> HttpError {
+    if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        HttpError(ApiError::PayloadTooLarge(format!(
+            "the upload is larger than the limit: {}",
+            e.body_text()
+        )))
+    } else {
+        HttpError(ApiError::InvalidArgument(format!(
+            "malformed multipart body: {}",
+            e.body_text()
+        )))
+    }
+}
+
+async fn text_field(field: Field<'_>, name: &str) -> Result<String, HttpError> {
+    let text = field.text().await.map_err(multipart_error)?;
+    if text.len() > 256 {
+        return Err(HttpError(ApiError::InvalidArgument(format!(
+            "field {name} is too long"
+        ))));
+    }
+    Ok(text.trim().to_string())
+}
+
+/// `POST /upload_model`, multipart: `model_id` and `version` (both optional) and then
+/// `file`. The file streams to disk as it arrives; it is never held in memory.
+async fn upload_model(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Json<Value>, HttpError> {
+    let mut multipart = multipart.map_err(|e| {
+        HttpError(ApiError::InvalidArgument(format!(
+            "expected a multipart/form-data body with a file field: {}",
+            e.body_text()
+        )))
+    })?;
+    let mut model_id: Option<String> = None;
+    let mut version: Option<u64> = None;
+    let mut outcome = None;
+    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+        let name = field.name().unwrap_or_default().to_string();
+        if outcome.is_some() {
+            return Err(HttpError(ApiError::InvalidArgument(format!(
+                "field {name:?} comes after the file; send model_id and version before file"
+            ))));
+        }
+        match name.as_str() {
+            "model_id" => model_id = Some(text_field(field, "model_id").await?),
+            "version" => {
+                let text = text_field(field, "version").await?;
+                if !text.is_empty() {
+                    version =
+                        Some(text.parse::<u64>().ok().filter(|v| *v > 0).ok_or_else(|| {
+                            HttpError(ApiError::InvalidArgument(format!(
+                                "version {text:?} is not a positive integer"
+                            )))
+                        })?);
+                }
+            }
+            "file" => {
+                let file_name = field.file_name().unwrap_or_default().to_string();
+                let model = match &model_id {
+                    Some(id) => id.clone(),
+                    None => manage::default_model_id(&file_name),
+                };
+                outcome = Some(receive_file(&state, field, &model, version, &file_name).await?);
+            }
+            other => {
+                return Err(HttpError(ApiError::InvalidArgument(format!(
+                    "unknown field {other:?}; expected model_id, version and file"
+                ))))
+            }
+        }
+    }
+    let outcome = outcome.ok_or_else(|| {
+        HttpError(ApiError::InvalidArgument(
+            "no file field in the upload".into(),
+        ))
+    })?;
+    let (base, _) = base_url(&state, &headers);
+    let served = outcome.summary.served_versions.contains(&outcome.version);
+    Ok(Json(json!({
+        "message": if served {
+            format!("model {} version {} uploaded and served", outcome.model, outcome.version)
+        } else {
+            format!(
+                "model {} version {} uploaded; its version policy does not serve it",
+                outcome.model, outcome.version
+            )
+        },
+        "model_id": outcome.model,
+        "version": outcome.version,
+        "bytes": outcome.bytes,
+        "model": summary_json(&outcome.summary, &base),
+    })))
+}
+
+async fn receive_file(
+    state: &AppState,
+    mut field: Field<'_>,
+    model: &str,
+    version: Option<u64>,
+    file_name: &str,
+) -> Result<manage::UploadOutcome, HttpError> {
+    let mut upload = manage::begin_upload(state.clone(), model, version, file_name).await?;
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        if let Err(e) = upload.write(&chunk).await {
+            drop(upload); // removes the staging directory
+            if matches!(e, ApiError::PayloadTooLarge(_)) {
+                let mut drained = 0;
+                while let Ok(Some(chunk)) = field.chunk().await {
+                    drained += chunk.len();
+                    if drained > DRAIN_LIMIT {
+                        break;
+                    }
+                }
+            }
+            return Err(HttpError(e));
+        }
+    }
+    Ok(upload.finish().await?)
+}
+
+// ---- reload, status, deploy, stop, delete ----
+
+#[derive(Deserialize)]
+struct ReloadQuery {
+    modelname: Option<String>,
+}
+
+/// `GET|POST /reload_model[?modelname=NAME]`
+async fn reload_model(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<ReloadQuery>,
+) -> Result<Json<Value>, HttpError> {
+    let name = query.modelname.filter(|n| !n.is_empty());
+    let models = manage::reload(&state, name.as_deref()).await?;
+    let (base, _) = base_url(&state, &headers);
+    let served: Map<String, Value> = models
+        .iter()
+        .map(|m| (m.model.clone(), json!(m.served_versions)))
+        .collect();
+    Ok(Json(json!({
+        "message": match &name {
+            Some(n) => format!("model {n} reloaded"),
+            None => format!("{} models reloaded", models.len()),
+        },
+        "served_versions": served,
+        "models": models.iter().map(|m| summary_json(m, &base)).collect::<Vec<_>>(),
+    })))
+}
+
+/// `GET /models/status`
+async fn models_status(State(state): State<AppState>, headers: HeaderMap) -> Json<Value> {
+    let (base, _) = base_url(&state, &headers);
+    let models = manage::models_status(&state);
+    Json(json!({
+        "models": models.iter().map(|m| summary_json(m, &base)).collect::<Vec<_>>(),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeployBody {
+    model_id: String,
+    environment: Option<String>,
+    #[serde(default)]
+    resources: Resources,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Resources {
+    cpu_limit: Option<Value>,
+    memory_limit: Option<Value>,
+    timeout: Option<f64>,
+}
+
+/// A limit given as a string (`"500m"`, `"1Gi"`) or a number.
+fn limit_text(v: Option<Value>, name: &str) -> Result<Option<String>, HttpError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.len() <= 64 => Ok(Some(s)),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(_) => Err(HttpError(ApiError::InvalidArgument(format!(
+            "resources.{name} must be a string or a number"
+        )))),
+    }
+}
+
+/// `POST /deploy {"model_id", "environment"?, "resources": {…}?}`
+async fn deploy(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, HttpError> {
+    let bytes = body(bytes, state.settings.max_request_bytes)?;
+    let request: DeployBody = parse_json(&bytes)?;
+    let deployment = Deployment {
+        environment: request.environment,
+        cpu_limit: limit_text(request.resources.cpu_limit, "cpu_limit")?,
+        memory_limit: limit_text(request.resources.memory_limit, "memory_limit")?,
+        timeout_secs: request.resources.timeout,
+    };
+    let summary = manage::deploy(
+        &state,
+        DeployRequest {
+            model: request.model_id.clone(),
+            deployment,
+        },
+    )
+    .await?;
+    let (base, port) = base_url(&state, &headers);
+    let mut answer = json!({
+        "message": format!("model {} deployed", request.model_id),
+        "model_id": request.model_id,
+        "service_url": format!("{base}/predict/{}", request.model_id),
+        "port": port,
+        "status": "running",
+        "in_process": true,
+    });
+    if let (Value::Object(answer), Value::Object(extra)) =
+        (&mut answer, summary_json(&summary, &base))
+    {
+        for (k, v) in extra {
+            answer.entry(k).or_insert(v);
+        }
+    }
+    Ok(Json(answer))
+}
+
+/// `POST /stop_deployment/{model_id}`
+async fn stop_deployment(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Json<Value>, HttpError> {
+    manage::stop_model(&state, &model).await?;
+    Ok(Json(json!({
+        "message": format!("model {model} stopped; its files are kept"),
+        "model_id": model,
+        "stopped": true,
+    })))
+}
+
+/// `DELETE /delete_model/{model_id}`
+async fn delete_model(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Json<Value>, HttpError> {
+    manage::delete_model(&state, &model).await?;
+    Ok(Json(json!({
+        "message": format!("model {model} stopped and deleted"),
+        "model_id": model,
+        "deleted": true,
+    })))
+}
+
+// ---- KServe V2 repository extension ----
+
+#[derive(Deserialize, Default)]
+struct IndexBody {
+    #[serde(default)]
+    ready: bool,
+}
+
+/// `POST /v2/repository/index {"ready"?: bool}`
+async fn repository_index(
+    State(state): State<AppState>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, HttpError> {
+    let bytes = body(bytes, state.settings.max_request_bytes)?;
+    let request: IndexBody = if bytes.iter().all(u8::is_ascii_whitespace) {
+        IndexBody::default()
+    } else {
+        parse_json(&bytes)?
+    };
+    let entries = repository::repository_index(&state, request.ready);
+    Ok(Json(Value::Array(
+        entries
+            .into_iter()
+            .map(|e| {
+                let mut o = json!({"name": e.model, "state": e.state, "reason": e.reason});
+                if let Some(v) = e.version {
+                    o["version"] = json!(v.to_string());
+                }
+                o
+            })
+            .collect(),
+    )))
+}
+
+/// `POST /v2/repository/models/{model}/load`
+async fn repository_load(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Json<Value>, HttpError> {
+    repository::load_model(&state, &model).await?;
+    Ok(Json(json!({})))
+}
+
+/// `POST /v2/repository/models/{model}/unload`
+async fn repository_unload(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Json<Value>, HttpError> {
+    repository::unload_model(&state, &model).await?;
+    Ok(Json(json!({})))
+}
+
+// ---- description ----
+
+/// Every endpoint of the REST API, for `/description`.
+const ENDPOINTS: &[(&str, &str, &str)] = &[
+    (
+        "GET",
+        "/v1/models/{model}[/versions/{v}|/labels/{l}]",
+        "TF Serving model status",
+    ),
+    (
+        "GET",
+        "/v1/models/{model}/metadata",
+        "TF Serving signature metadata",
+    ),
+    (
+        "POST",
+        "/v1/models/{model}:predict",
+        "TF Serving predict (row or columnar)",
+    ),
+    ("GET", "/v2", "KServe V2 server metadata"),
+    (
+        "GET",
+        "/v2/health/live, /v2/health/ready",
+        "KServe V2 health",
+    ),
+    (
+        "GET",
+        "/v2/models/{model}[/versions/{v}]",
+        "KServe V2 model metadata",
+    ),
+    (
+        "GET",
+        "/v2/models/{model}[/versions/{v}]/ready",
+        "KServe V2 model readiness",
+    ),
+    (
+        "POST",
+        "/v2/models/{model}[/versions/{v}]/infer",
+        "KServe V2 inference (JSON or binary tensors)",
+    ),
+    ("POST", "/v2/repository/index", "KServe V2 repository index"),
+    (
+        "POST",
+        "/v2/repository/models/{model}/load",
+        "Load (or reload) a model",
+    ),
+    (
+        "POST",
+        "/v2/repository/models/{model}/unload",
+        "Unload a model, keeping its files",
+    ),
+    (
+        "POST",
+        "/predict",
+        "Simple prediction: {\"model_id\", \"features\", \"version\"?}",
+    ),
+    (
+        "GET",
+        "/predict/{model}?feature=value&...",
+        "Simple prediction from named query parameters",
+    ),
+    (
+        "POST",
+        "/upload_model",
+        "Upload a model file (multipart: model_id?, version?, file)",
+    ),
+    (
+        "GET|POST",
+        "/reload_model[?modelname=NAME]",
+        "Re-scan every model, or one",
+    ),
+    (
+        "GET",
+        "/models/status",
+        "Every model, its versions, states, labels and errors",
+    ),
+    (
+        "POST",
+        "/deploy",
+        "Serve a stored model with the given settings",
+    ),
+    (
+        "POST",
+        "/stop_deployment/{model}",
+        "Stop serving a model, keep its files",
+    ),
+    (
+        "DELETE",
+        "/delete_model/{model}",
+        "Stop serving a model and delete its files",
+    ),
+    ("GET", "/description", "This description"),
+    ("GET", "/metrics", "Prometheus metrics"),
+    ("GET", "/healthz", "Liveness and readiness"),
+];
+
+/// `GET /description`
+async fn description(State(state): State<AppState>) -> Json<Value> {
+    let endpoints: Vec<Value> = ENDPOINTS
+        .iter()
+        .map(|(m, p, d)| json!({"method": m, "path": p, "description": d}))
+        .collect();
+    Json(json!({
+        "service": SERVER_NAME,
+        "version": SERVER_VERSION,
+        "description": "A machine-learning model server for ONNX and scikit-learn models: \
+                        TF Serving and KServe V2 APIs, a simple JSON API, hot model updates",
+        "models": state.manager.serving().models.len(),
+        "endpoints": endpoints,
+    }))
+}

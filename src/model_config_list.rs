@@ -1,0 +1,774 @@
+//! The multi-model config file: a list of models, each with its base path, version
+//! policy and labels, in ferroserve's TOML or in TF Serving's `model_config_list`
+//! protobuf text format (a TF Serving `models.config`).
+//!
+//! ```toml
+//! [[models]]
+//! name = "iris"
+//! base_path = "/models/iris"        # relative paths are relative to this file
+//! version_policy = { latest = 2 }   # optional, as in a model's config.toml
+//! labels = { stable = 1 }           # optional
+//! ```
+//! ```text
+//! model_config_list {
+//!   config {
+//!     name: "iris"
+//!     base_path: "/models/iris"
+//!     model_platform: "tensorflow"
+//!     model_version_policy { specific { versions: 1 versions: 2 } }
+//!     version_labels { key: "stable" value: 1 }
+//!   }
+//! }
+//! ```
+//! [`ModelConfigList`] is also what the gRPC `HandleReloadConfigRequest` builds from its
+//! protobuf message, so a reload from the file and one over gRPC take the same path
+//! (`crate::sources::Sources::apply_config_list`).
+//!
+//! Invariant: parsing never panics and a file that does not parse is refused whole,
+//! so the list in force is never replaced by half of a new one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::model_config::VersionPolicy;
+
+/// Models to serve besides those found in the repository root.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ModelConfigList {
+    pub models: Vec<ModelListEntry>,
+}
+
+/// One model of the list. Policy and labels, when given, override those of the
+/// model's own `config.toml`; everything else (timeouts, feature names) stays there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelListEntry {
+    pub name: String,
+    /// The model's directory, holding `<version>/` subdirectories.
+    pub base_path: PathBuf,
+    /// TF Serving's `model_platform`, kept for status; the artifact decides the backend.
+    pub model_platform: Option<String>,
+    pub version_policy: Option<VersionPolicy>,
+    /// Label name → version; empty means "use the labels of config.toml".
+    pub labels: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ModelConfigListError {
+    #[error("cannot read model config file {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("model config file {path} is not valid: {reason}")]
+    Invalid { path: String, reason: String },
+}
+
+/// Whether a name can be a model directory name: `[A-Za-z0-9._-]`, not `.` or `..`.
+pub fn is_valid_model_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.starts_with('.')
+        && name.len() <= 255
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+impl ModelConfigList {
+    /// Reads a config file: TOML when its name ends in `.toml`, TF Serving text format
+    /// otherwise. Relative base paths are resolved against the file's directory.
+    pub fn load(path: &Path) -> Result<ModelConfigList, ModelConfigListError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ModelConfigListError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let is_toml = path.extension().is_some_and(|e| e == "toml");
+        let parsed = if is_toml {
+            Self::parse_toml(&text)
+        } else {
+            Self::parse_text_format(&text)
+        };
+        let mut list = parsed.map_err(|reason| ModelConfigListError::Invalid {
+            path: path.display().to_string(),
+            reason,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for m in &mut list.models {
+            if m.base_path.is_relative() {
+                m.base_path = base.join(&m.base_path);
+            }
+        }
+        Ok(list)
+    }
+
+    /// Parses ferroserve's TOML form (`[[models]]` tables).
+    pub fn parse_toml(text: &str) -> Result<ModelConfigList, String> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            #[serde(default)]
+            models: Vec<Entry>,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Entry {
+            name: String,
+            base_path: PathBuf,
+            model_platform: Option<String>,
+            version_policy: Option<VersionPolicy>,
+            #[serde(default)]
+            labels: BTreeMap<String, u64>,
+        }
+        let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
+        let list = ModelConfigList {
+            models: file
+                .models
+                .into_iter()
+                .map(|e| ModelListEntry {
+                    name: e.name,
+                    base_path: e.base_path,
+                    model_platform: e.model_platform,
+                    version_policy: e.version_policy,
+                    labels: e.labels,
+                })
+                .collect(),
+        };
+        list.validate()?;
+        Ok(list)
+    }
+
+    /// Parses TF Serving's `ModelServerConfig` text format (`model_config_list { … }`).
+    pub fn parse_text_format(text: &str) -> Result<ModelConfigList, String> {
+        let tokens = tokenize(text)?;
+        let mut parser = Parser { tokens, pos: 0 };
+        let root = parser.fields(None)?;
+        let list = interpret_server_config(&root)?;
+        list.validate()?;
+        Ok(list)
+    }
+
+    /// Checks names, paths, policies and labels; every problem is an error, so a
+    /// list is used whole or not at all.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut seen = BTreeSet::new();
+        for m in &self.models {
+            if !is_valid_model_name(&m.name) {
+                return Err(format!(
+                    "model name {:?} is not valid: use letters, digits, '.', '_' and '-', \
+                     not starting with '.'",
+                    m.name
+                ));
+            }
+            if !seen.insert(m.name.as_str()) {
+                return Err(format!("model {:?} is listed twice", m.name));
+            }
+            if m.base_path.as_os_str().is_empty() {
+                return Err(format!("model {:?} has an empty base_path", m.name));
+            }
+            match &m.version_policy {
+                Some(VersionPolicy::Latest(0)) => {
+                    return Err(format!(
+                        "model {:?}: latest num_versions must be at least 1",
+                        m.name
+                    ))
+                }
+                Some(VersionPolicy::Specific(v)) if v.is_empty() => {
+                    return Err(format!(
+                        "model {:?}: specific version policy lists no versions",
+                        m.name
+                    ))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---- protobuf text format: tokens ----
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Ident(String),
+    Str(String),
+    /// A number as written (sign included), interpreted by the field that takes it.
+    Num(String),
+    Sym(char),
+}
+
+#[derive(Debug, Clone)]
+struct Token {
+    tok: Tok,
+    line: usize,
+}
+
+fn tokenize(text: &str) -> Result<Vec<Token>, String> {
+    let mut out = Vec::new();
+    let chars: Vec<char> = text.chars().collect();
+    let (mut i, mut line) = (0usize, 1usize);
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '\n' => {
+                line += 1;
+                i += 1;
+            }
+            c if c.is_whitespace() => i += 1,
+            '#' => {
+                while i < chars.len() && chars[i] != '\n' {
+                    i += 1;
+                }
+            }
+            '{' | '}' | ':' | '[' | ']' | ',' | ';' | '<' | '>' => {
+                out.push(Token {
+                    tok: Tok::Sym(c),
+                    line,
+                });
+                i += 1;
+            }
+            '"' | '\'' => {
+                let quote = c;
+                let start_line = line;
+                let mut s = String::new();
+                i += 1;
+                loop {
+                    let Some(&c) = chars.get(i) else {
+                        return Err(format!("line {start_line}: unterminated string"));
+                    };
+                    i += 1;
+                    match c {
+                        '\n' => return Err(format!("line {start_line}: unterminated string")),
+                        c if c == quote => break,
+                        '\\' => {
+                            let Some(&e) = chars.get(i) else {
+                                return Err(format!("line {start_line}: unterminated string"));
+                            };
+                            i += 1;
+                            s.push(match e {
+                                'n' => '\n',
+                                't' => '\t',
+                                'r' => '\r',
+                                '\\' | '\'' | '"' => e,
+                                other => {
+                                    return Err(format!(
+                                        "line {line}: unsupported escape \\{other} in a string"
+                                    ))
+                                }
+                            });
+                        }
+                        c => s.push(c),
+                    }
+                }
+                // Adjacent strings concatenate, as in protobuf text format.
+                if let Some(Token {
+                    tok: Tok::Str(prev),
+                    ..
+                }) = out.last_mut()
+                {
+                    prev.push_str(&s);
+                } else {
+                    out.push(Token {
+                        tok: Tok::Str(s),
+                        line: start_line,
+                    });
+                }
+            }
+            c if c.is_ascii_digit() || c == '-' || c == '+' => {
+                let start = i;
+                i += 1;
+                while i < chars.len()
+                    && (chars[i].is_ascii_alphanumeric() || matches!(chars[i], '.' | '_'))
+                {
+                    i += 1;
+                }
+                out.push(Token {
+                    tok: Tok::Num(chars[start..i].iter().collect()),
+                    line,
+                });
+            }
+            c if c.is_ascii_alphabetic() || c == '_' => {
+                let start = i;
+                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
+                    i += 1;
+                }
+                out.push(Token {
+                    tok: Tok::Ident(chars[start..i].iter().collect()),
+                    line,
+                });
+            }
+            other => return Err(format!("line {line}: unexpected character {other:?}")),
+        }
+    }
+    Ok(out)
+}
+
+// ---- protobuf text format: a generic tree ----
+
+#[derive(Debug, Clone)]
+enum Value {
+    Scalar(Tok),
+    Message(Vec<Field>),
+}
+
+#[derive(Debug, Clone)]
+struct Field {
+    name: String,
+    line: usize,
+    value: Value,
+}
+
+struct Parser {
+    tokens: Vec<Token>,
+    pos: usize,
+}
+
+/// Deepest nesting accepted, so a hostile file cannot overflow the stack.
+const MAX_DEPTH: usize = 32;
+
+impl Parser {
+    fn peek(&self) -> Option<&Token> {
+        self.tokens.get(self.pos)
+    }
+
+    fn next(&mut self) -> Option<Token> {
+        let t = self.tokens.get(self.pos).cloned();
+        self.pos += 1;
+        t
+    }
+
+    fn line(&self) -> usize {
+        self.peek()
+            .or(self.tokens.last())
+            .map(|t| t.line)
+            .unwrap_or(1)
+    }
+
+    /// Fields until `close` (or the end of input when `None`).
+    fn fields(&mut self, close: Option<char>) -> Result<Vec<Field>, String> {
+        self.fields_at(close, 0)
+    }
+
+    fn fields_at(&mut self, close: Option<char>, depth: usize) -> Result<Vec<Field>, String> {
+        if depth > MAX_DEPTH {
+            return Err(format!("line {}: nested too deeply", self.line()));
+        }
+        let mut fields = Vec::new();
+        loop {
+            let Some(token) = self.next() else {
+                return match close {
+                    None => Ok(fields),
+                    Some(c) => Err(format!("unexpected end of file: missing {c:?}")),
+                };
+            };
+            let name = match token.tok {
+                Tok::Sym(c) if Some(c) == close => return Ok(fields),
+                Tok::Ident(name) => name,
+                other => {
+                    return Err(format!(
+                        "line {}: expected a field name, found {}",
+                        token.line,
+                        describe(&other)
+                    ))
+                }
+            };
+            let has_colon = matches!(
+                self.peek(),
+                Some(Token {
+                    tok: Tok::Sym(':'),
+                    ..
+                })
+            );
+            if has_colon {
+                self.pos += 1;
+            }
+            let line = token.line;
+            match self.peek().map(|t| t.tok.clone()) {
+                Some(Tok::Sym('[')) if has_colon => {
+                    self.pos += 1;
+                    if matches!(
+                        self.peek(),
+                        Some(Token {
+                            tok: Tok::Sym(']'),
+                            ..
+                        })
+                    ) {
+                        self.pos += 1;
+                    } else {
+                        loop {
+                            let value = self.value(depth)?;
+                            fields.push(Field {
+                                name: name.clone(),
+                                line,
+                                value,
+                            });
+                            match self.next().map(|t| t.tok) {
+                                Some(Tok::Sym(',')) => continue,
+                                Some(Tok::Sym(']')) => break,
+                                _ => return Err(format!("line {line}: expected ',' or ']'")),
+                            }
+                        }
+                    }
+                }
+                Some(Tok::Sym('{' | '<')) => {
+                    let value = self.value(depth)?;
+                    fields.push(Field { name, line, value });
+                }
+                Some(_) if has_colon => {
+                    let value = self.value(depth)?;
+                    fields.push(Field { name, line, value });
+                }
+                _ => {
+                    return Err(format!(
+                        "line {line}: expected ':' or '{{' after field {name:?}"
+                    ))
+                }
+            }
+            if matches!(
+                self.peek(),
+                Some(Token {
+                    tok: Tok::Sym(',' | ';'),
+                    ..
+                })
+            ) {
+                self.pos += 1;
+            }
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Value, String> {
+        let line = self.line();
+        match self.next().map(|t| t.tok) {
+            Some(Tok::Sym('{')) => Ok(Value::Message(self.fields_at(Some('}'), depth + 1)?)),
+            Some(Tok::Sym('<')) => Ok(Value::Message(self.fields_at(Some('>'), depth + 1)?)),
+            Some(t @ (Tok::Str(_) | Tok::Num(_) | Tok::Ident(_))) => Ok(Value::Scalar(t)),
+            Some(other) => Err(format!(
+                "line {line}: expected a value, found {}",
+                describe(&other)
+            )),
+            None => Err("unexpected end of file: expected a value".into()),
+        }
+    }
+}
+
+fn describe(t: &Tok) -> String {
+    match t {
+        Tok::Ident(s) => format!("{s:?}"),
+        Tok::Str(s) => format!("the string {s:?}"),
+        Tok::Num(s) => format!("the number {s}"),
+        Tok::Sym(c) => format!("{c:?}"),
+    }
+}
+
+// ---- protobuf text format: ModelServerConfig ----
+
+fn message(f: &Field) -> Result<&[Field], String> {
+    match &f.value {
+        Value::Message(fields) => Ok(fields),
+        Value::Scalar(_) => Err(format!(
+            "line {}: {} must be a message {{ … }}",
+            f.line, f.name
+        )),
+    }
+}
+
+fn string(f: &Field) -> Result<String, String> {
+    match &f.value {
+        Value::Scalar(Tok::Str(s)) => Ok(s.clone()),
+        _ => Err(format!(
+            "line {}: {} must be a quoted string",
+            f.line, f.name
+        )),
+    }
+}
+
+fn integer(f: &Field) -> Result<u64, String> {
+    match &f.value {
+        Value::Scalar(Tok::Num(n)) => n.trim_start_matches('+').parse::<u64>().map_err(|_| {
+            format!(
+                "line {}: {} must be a non-negative integer, not {n}",
+                f.line, f.name
+            )
+        }),
+        _ => Err(format!("line {}: {} must be an integer", f.line, f.name)),
+    }
+}
+
+fn unknown(f: &Field, within: &str, known: &[&str]) -> String {
+    format!(
+        "line {}: unknown field {:?} in {within} (known: {})",
+        f.line,
+        f.name,
+        known.join(", ")
+    )
+}
+
+fn interpret_server_config(root: &[Field]) -> Result<ModelConfigList, String> {
+    let mut list = ModelConfigList::default();
+    let mut found = false;
+    for f in root {
+        match f.name.as_str() {
+            "model_config_list" => {
+                found = true;
+                for c in message(f)? {
+                    match c.name.as_str() {
+                        "config" => list
+                            .models
+                            .push(interpret_model_config(message(c)?, c.line)?),
+                        _ => return Err(unknown(c, "model_config_list", &["config"])),
+                    }
+                }
+            }
+            "custom_model_config" => {
+                return Err(format!(
+                    "line {}: custom_model_config is not supported; use model_config_list",
+                    f.line
+                ))
+            }
+            _ => {
+                return Err(unknown(
+                    f,
+                    "the model server config",
+                    &["model_config_list"],
+                ))
+            }
+        }
+    }
+    if !found && !root.is_empty() {
+        return Err("no model_config_list found".into());
+    }
+    Ok(list)
+}
+
+fn interpret_model_config(fields: &[Field], line: usize) -> Result<ModelListEntry, String> {
+    const KNOWN: [&str; 7] = [
+        "name",
+        "base_path",
+        "model_platform",
+        "model_version_policy",
+        "version_labels",
+        "model_type",
+        "logging_config",
+    ];
+    let mut name = None;
+    let mut base_path = None;
+    let mut model_platform = None;
+    let mut version_policy = None;
+    let mut labels = BTreeMap::new();
+    for f in fields {
+        match f.name.as_str() {
+            "name" => name = Some(string(f)?),
+            "base_path" => base_path = Some(PathBuf::from(string(f)?)),
+            "model_platform" => model_platform = Some(string(f)?),
+            "model_version_policy" => {
+                if version_policy.is_some() {
+                    return Err(format!("line {}: model_version_policy given twice", f.line));
+                }
+                version_policy = Some(interpret_policy(f)?);
+            }
+            "version_labels" => {
+                let (mut key, mut value) = (None, None);
+                for kv in message(f)? {
+                    match kv.name.as_str() {
+                        "key" => key = Some(string(kv)?),
+                        "value" => value = Some(integer(kv)?),
+                        _ => return Err(unknown(kv, "version_labels", &["key", "value"])),
+                    }
+                }
+                let (Some(key), Some(value)) = (key, value) else {
+                    return Err(format!(
+                        "line {}: version_labels needs a key and a value",
+                        f.line
+                    ));
+                };
+                if labels.insert(key.clone(), value).is_some() {
+                    return Err(format!("line {}: label {key:?} given twice", f.line));
+                }
+            }
+            // Known to TF Serving but without effect here: accepted, with a warning,
+            // so that a TF Serving file works unchanged.
+            "model_type" | "logging_config" => {
+                tracing::warn!("model config file line {}: {} is ignored", f.line, f.name)
+            }
+            _ => return Err(unknown(f, "config", &KNOWN)),
+        }
+    }
+    let name = name.ok_or_else(|| format!("line {line}: a config has no name"))?;
+    let base_path =
+        base_path.ok_or_else(|| format!("line {line}: config {name:?} has no base_path"))?;
+    Ok(ModelListEntry {
+        name,
+        base_path,
+        model_platform,
+        version_policy,
+        labels,
+    })
+}
+
+fn interpret_policy(f: &Field) -> Result<VersionPolicy, String> {
+    let fields = message(f)?;
+    let [choice] = fields else {
+        return Err(format!(
+            "line {}: model_version_policy must hold exactly one of latest, all, specific",
+            f.line
+        ));
+    };
+    let inner = message(choice)?;
+    match choice.name.as_str() {
+        "latest" => {
+            let mut n = 1;
+            for x in inner {
+                match x.name.as_str() {
+                    "num_versions" => n = integer(x)?,
+                    _ => return Err(unknown(x, "latest", &["num_versions"])),
+                }
+            }
+            let n =
+                usize::try_from(n).map_err(|_| format!("line {}: too many versions", f.line))?;
+            Ok(VersionPolicy::Latest(n))
+        }
+        "all" => match inner.first() {
+            Some(x) => Err(unknown(x, "all", &[])),
+            None => Ok(VersionPolicy::All),
+        },
+        "specific" => {
+            let mut versions = Vec::new();
+            for x in inner {
+                match x.name.as_str() {
+                    "versions" => versions.push(integer(x)?),
+                    _ => return Err(unknown(x, "specific", &["versions"])),
+                }
+            }
+            Ok(VersionPolicy::Specific(versions))
+        }
+        _ => Err(unknown(
+            choice,
+            "model_version_policy",
+            &["latest", "all", "specific"],
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TFS: &str = r#"
+# A TF Serving models.config
+model_config_list {
+  config {
+    name: 'iris'
+    base_path: "/models/iris"
+    model_platform: "tensorflow"
+    model_version_policy { specific { versions: 1 versions: 2 } }
+    version_labels { key: "stable" value: 1 }
+    version_labels { key: "canary" value: 2 }
+  }
+  config: {
+    name: "other", base_path: "/models/" "other";
+    model_version_policy: { latest: { num_versions: 2 } }
+  }
+  config { name: "all" base_path: "rel" model_version_policy { all {} } }
+  config { name: "list" base_path: "/l" model_version_policy { specific { versions: [3, 4] } } }
+}
+"#;
+
+    #[test]
+    fn parses_tf_serving_text_format() {
+        let list = ModelConfigList::parse_text_format(TFS).unwrap();
+        assert_eq!(list.models.len(), 4);
+        let iris = &list.models[0];
+        assert_eq!(iris.name, "iris");
+        assert_eq!(iris.base_path, PathBuf::from("/models/iris"));
+        assert_eq!(iris.model_platform.as_deref(), Some("tensorflow"));
+        assert_eq!(
+            iris.version_policy,
+            Some(VersionPolicy::Specific(vec![1, 2]))
+        );
+        assert_eq!(iris.labels["stable"], 1);
+        assert_eq!(iris.labels["canary"], 2);
+        let other = &list.models[1];
+        assert_eq!(other.base_path, PathBuf::from("/models/other"));
+        assert_eq!(other.version_policy, Some(VersionPolicy::Latest(2)));
+        assert_eq!(list.models[2].version_policy, Some(VersionPolicy::All));
+        assert_eq!(
+            list.models[3].version_policy,
+            Some(VersionPolicy::Specific(vec![3, 4]))
+        );
+        assert_eq!(
+            ModelConfigList::parse_text_format("").unwrap(),
+            ModelConfigList::default()
+        );
+    }
+
+    #[test]
+    fn refuses_unknown_fields_and_malformed_text_with_a_line_number() {
+        let cases = [
+            ("model_config_list { config { name: \"a\" base_path: \"/a\" colour: \"red\" } }", "unknown field \"colour\""),
+            ("model_config_list { config { name: \"a\" } }", "no base_path"),
+            ("model_config_list { config { base_path: \"/a\" } }", "no name"),
+            ("model_config_list { config { name: \"a\" base_path: \"/a\"", "end of file"),
+            ("model_config_list { config { name: a base_path: \"/a\" } }", "quoted string"),
+            ("model_config_list {\n config { name: \"a\" base_path: \"/a\"\n model_version_policy { newest {} } } }", "line 3"),
+            ("model_config_list { config { name: \"a\" base_path: \"/a\" model_version_policy { latest { num_versions: -1 } } } }", "non-negative"),
+            ("model_config_list { config { name: \"../x\" base_path: \"/a\" } }", "not valid"),
+            ("model_config_list { config { name: \"a\" base_path: \"/a\" } config { name: \"a\" base_path: \"/b\" } }", "twice"),
+            ("model_config_list { config { name: \"a\" base_path: \"/a\" version_labels { key: \"s\" } } }", "key and a value"),
+            ("custom_model_config { }", "not supported"),
+            ("model_config_list { config { name: \"unterminated } }", "unterminated"),
+            ("model_config_list { config { name: \"a\" base_path: \"/a\" model_version_policy { latest {} all {} } } }", "exactly one"),
+        ];
+        for (text, want) in cases {
+            let err = ModelConfigList::parse_text_format(text).unwrap_err();
+            assert!(err.contains(want), "{text:?}: {err:?} lacks {want:?}");
+        }
+    }
+
+    #[test]
+    fn hostile_nesting_is_refused_not_overflowed() {
+        let text = format!(
+            "model_config_list {}{}",
+            "{ x ".repeat(10_000),
+            "}".repeat(10_000)
+        );
+        assert!(ModelConfigList::parse_text_format(&text).is_err());
+    }
+
+    #[test]
+    fn parses_toml_form_and_resolves_relative_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("models.toml");
+        std::fs::write(
+            &path,
+            "[[models]]\nname = \"iris\"\nbase_path = \"iris_dir\"\nversion_policy = \"all\"\nlabels = { stable = 1 }\n",
+        )
+        .unwrap();
+        let list = ModelConfigList::load(&path).unwrap();
+        assert_eq!(list.models[0].base_path, dir.path().join("iris_dir"));
+        assert_eq!(list.models[0].version_policy, Some(VersionPolicy::All));
+        assert_eq!(list.models[0].labels["stable"], 1);
+        assert!(ModelConfigList::parse_toml(
+            "[[models]]\nname = \"a\"\nbase_path = \"/a\"\ncolour = 1"
+        )
+        .is_err());
+        let tf = dir.path().join("models.config");
+        std::fs::write(
+            &tf,
+            "model_config_list { config { name: \"x\" base_path: \"x\" } }",
+        )
+        .unwrap();
+        assert_eq!(
+            ModelConfigList::load(&tf).unwrap().models[0].base_path,
+            dir.path().join("x")
+        );
+    }
+
+    #[test]
+    fn model_names() {
+        for ok in ["iris", "iris_lr", "a.b-c", "V2"] {
+            assert!(is_valid_model_name(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", "../x", "a/b", ".hidden", "a b", "a\\b", "é"] {
+            assert!(!is_valid_model_name(bad), "{bad}");
+        }
+    }
+}

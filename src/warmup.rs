@@ -1,0 +1,263 @@
+//! Warm-up: one inference on a freshly loaded version before it serves, so the first
+//! client request does not pay for lazy initialisation (ONNX Runtime allocates its
+//! arenas on the first run).
+//!
+//! The inputs come from `<version>/warmup.json` when the version has one, else they
+//! are synthesised from the signature: zeros (empty strings for string inputs) of the
+//! declared shape, with each variable dimension set to 1.
+//!
+//! `warmup.json` is a list of requests, each an object mapping an input name to a
+//! nested array (or a single object for one request):
+//! ```json
+//! [{"input": [[5.1, 3.5, 1.4, 0.2]]}]
+//! ```
+//! A stored request that fails makes the load fail (its author meant it to work); a
+//! synthetic input that fails is only logged, since a model may refuse zeros.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::backends::{Backend, Signature};
+use crate::tensor::{DataType, NamedTensor, Tensor, TensorData};
+
+/// The file of stored warm-up requests in a version directory.
+pub const WARMUP_FILE: &str = "warmup.json";
+
+/// Most requests taken from `warmup.json`, so a large file cannot stall a load.
+const MAX_STORED_REQUESTS: usize = 100;
+
+/// Runs the warm-up of one version. Errors are messages for the version's status.
+pub fn warm_up(
+    model: &str,
+    version: u64,
+    backend: &dyn Backend,
+    version_dir: &Path,
+) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    let path = version_dir.join(WARMUP_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let requests = parse_requests(&bytes, backend.signature())
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            for (i, inputs) in requests.into_iter().enumerate() {
+                backend.predict(inputs, &[]).map_err(|e| {
+                    format!("warm-up request {i} of {} failed: {e}", path.display())
+                })?;
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let inputs = synthetic_inputs(backend.signature());
+            if let Err(e) = backend.predict(inputs, &[]) {
+                tracing::warn!(
+                    model,
+                    version,
+                    "synthetic warm-up failed (the version serves anyway; add a {WARMUP_FILE} \
+                     with a valid request to warm it up): {e}"
+                );
+                return Ok(());
+            }
+        }
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    }
+    tracing::debug!(
+        model,
+        version,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "warmed up"
+    );
+    Ok(())
+}
+
+/// Zeros of each input's shape, with variable dimensions set to 1.
+pub fn synthetic_inputs(signature: &Signature) -> Vec<NamedTensor> {
+    signature
+        .inputs
+        .iter()
+        .map(|spec| {
+            let shape: Vec<usize> = spec
+                .shape
+                .iter()
+                .map(|&d| if d < 0 { 1 } else { d as usize })
+                .collect();
+            let n: usize = shape.iter().product();
+            let data = zeros(spec.dtype, n);
+            let tensor = Tensor::new(shape, data).expect("zeros match their shape");
+            (spec.name.clone(), tensor)
+        })
+        .collect()
+}
+
+fn zeros(dtype: DataType, n: usize) -> TensorData {
+    match dtype {
+        DataType::Bool => TensorData::Bool(vec![false; n]),
+        DataType::U8 => TensorData::U8(vec![0; n]),
+        DataType::U16 => TensorData::U16(vec![0; n]),
+        DataType::U32 => TensorData::U32(vec![0; n]),
+        DataType::U64 => TensorData::U64(vec![0; n]),
+        DataType::I8 => TensorData::I8(vec![0; n]),
+        DataType::I16 => TensorData::I16(vec![0; n]),
+        DataType::I32 => TensorData::I32(vec![0; n]),
+        DataType::I64 => TensorData::I64(vec![0; n]),
+        DataType::F16 => TensorData::F16(vec![0; n]),
+        DataType::F32 => TensorData::F32(vec![0.0; n]),
+        DataType::F64 => TensorData::F64(vec![0.0; n]),
+        DataType::Bytes => TensorData::Bytes(vec![Vec::new(); n]),
+    }
+}
+
+/// Reads stored requests, converting each input to the dtype the signature gives it.
+fn parse_requests(bytes: &[u8], signature: &Signature) -> Result<Vec<Vec<NamedTensor>>, String> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON: {e}"))?;
+    let requests = match value {
+        Value::Array(items) => items,
+        object @ Value::Object(_) => vec![object],
+        _ => return Err("expected a list of requests or one request object".into()),
+    };
+    if requests.len() > MAX_STORED_REQUESTS {
+        return Err(format!(
+            "{} requests; at most {MAX_STORED_REQUESTS} are allowed",
+            requests.len()
+        ));
+    }
+    requests
+        .iter()
+        .enumerate()
+        .map(|(i, request)| {
+            let Value::Object(inputs) = request else {
+                return Err(format!("request {i} is not an object of inputs"));
+            };
+            inputs
+                .iter()
+                .map(|(name, value)| {
+                    let spec = signature
+                        .inputs
+                        .iter()
+                        .find(|s| s.name == *name)
+                        .ok_or_else(|| format!("request {i}: the model has no input {name:?}"))?;
+                    let tensor = json_tensor(value, spec.dtype)
+                        .map_err(|e| format!("request {i}, input {name:?}: {e}"))?;
+                    if !spec.accepts_shape(tensor.shape()) {
+                        return Err(format!(
+                            "request {i}, input {name:?}: shape {:?} does not fit {:?}",
+                            tensor.shape(),
+                            spec.shape
+                        ));
+                    }
+                    Ok((name.clone(), tensor))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// A rectangular nested JSON array of numbers, booleans or strings as a tensor.
+fn json_tensor(value: &Value, dtype: DataType) -> Result<Tensor, String> {
+    let mut shape = Vec::new();
+    let mut probe = value;
+    while let Value::Array(items) = probe {
+        shape.push(items.len());
+        match items.first() {
+            Some(first) => probe = first,
+            None => break,
+        }
+    }
+    let mut leaves = Vec::new();
+    collect_leaves(value, &shape, 0, &mut leaves)?;
+    let data = if dtype == DataType::Bytes {
+        TensorData::Bytes(
+            leaves
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s.as_bytes().to_vec()),
+                    _ => Err("expected strings".to_string()),
+                })
+                .collect::<Result<_, _>>()?,
+        )
+    } else {
+        TensorData::F64(
+            leaves
+                .iter()
+                .map(|v| match v {
+                    Value::Number(n) => n.as_f64().ok_or_else(|| "bad number".to_string()),
+                    Value::Bool(b) => Ok(f64::from(u8::from(*b))),
+                    _ => Err("expected numbers".to_string()),
+                })
+                .collect::<Result<_, _>>()?,
+        )
+    };
+    Tensor::new(shape, data)
+        .and_then(|t| t.cast(dtype))
+        .map_err(|e| e.to_string())
+}
+
+fn collect_leaves<'a>(
+    value: &'a Value,
+    shape: &[usize],
+    depth: usize,
+    out: &mut Vec<&'a Value>,
+) -> Result<(), String> {
+    match value {
+        Value::Array(items) => {
+            if shape.get(depth) != Some(&items.len()) {
+                return Err("not a rectangular array".into());
+            }
+            items
+                .iter()
+                .try_for_each(|item| collect_leaves(item, shape, depth + 1, out))
+        }
+        leaf if depth == shape.len() => {
+            out.push(leaf);
+            Ok(())
+        }
+        _ => Err("not a rectangular array".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::TensorSpec;
+
+    fn sig() -> Signature {
+        Signature {
+            inputs: vec![TensorSpec {
+                name: "input".into(),
+                dtype: DataType::F32,
+                shape: vec![-1, 4],
+            }],
+            outputs: vec![],
+        }
+    }
+
+    #[test]
+    fn synthetic_inputs_fill_variable_dimensions_with_one() {
+        let inputs = synthetic_inputs(&sig());
+        assert_eq!(inputs[0].0, "input");
+        assert_eq!(inputs[0].1.shape(), &[1, 4]);
+        assert_eq!(inputs[0].1.dtype(), DataType::F32);
+    }
+
+    #[test]
+    fn stored_requests_are_parsed_and_checked() {
+        let ok = parse_requests(br#"[{"input": [[5.1, 3.5, 1.4, 0.2]]}]"#, &sig()).unwrap();
+        assert_eq!(ok[0][0].1.shape(), &[1, 4]);
+        assert_eq!(ok[0][0].1.dtype(), DataType::F32);
+        let one = parse_requests(br#"{"input": [[1, 2, 3, 4], [5, 6, 7, 8]]}"#, &sig()).unwrap();
+        assert_eq!(one[0][0].1.shape(), &[2, 4]);
+        for bad in [
+            &br#"{"nope": [[1, 2, 3, 4]]}"#[..],
+            br#"{"input": [[1, 2, 3]]}"#,
+            br#"{"input": [[1, 2], [3]]}"#,
+            br#"{"input": [["a", "b", "c", "d"]]}"#,
+            br#"[1]"#,
+            br#"not json"#,
+        ] {
+            assert!(
+                parse_requests(bad, &sig()).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}
