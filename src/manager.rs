@@ -488,12 +488,6 @@ impl Manager {
         for e in &label_errors {
             tracing::warn!(model = name, "{e}");
         }
-        {
-            let mut records = self.records();
-            let record = records.entry(name.to_string()).or_default();
-            record.labels = labels.clone();
-            record.label_errors = label_errors;
-        }
         self.mark_unloading(name, &to_unload);
         self.publish(|map| {
             let entry = map.models.entry(name.to_string()).or_default();
@@ -501,9 +495,14 @@ impl Manager {
             for v in &to_unload {
                 serving.versions.remove(v);
             }
-            serving.labels = labels;
+            serving.labels = labels.clone();
             serving.config = config.clone();
         });
+        // After publishing, so status never shows a label requests cannot follow yet.
+        let mut records = self.records();
+        let record = records.entry(name.to_string()).or_default();
+        record.labels = labels;
+        record.label_errors = label_errors;
     }
 
     fn load_version(&self, model: &str, version: u64, artifact: &Path, config: Arc<ModelConfig>) {

@@ -159,10 +159,12 @@ async fn upload_model(
     })?;
     let mut model_id: Option<String> = None;
     let mut version: Option<u64> = None;
-    let mut outcome = None;
+    // The file is staged as it streams, but only checked and moved into place once
+    // the whole body has been read and found well-formed.
+    let mut staged = None;
     while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
         let name = field.name().unwrap_or_default().to_string();
-        if outcome.is_some() {
+        if staged.is_some() {
             return Err(HttpError(ApiError::InvalidArgument(format!(
                 "field {name:?} comes after the file; send model_id and version before file"
             ))));
@@ -186,7 +188,7 @@ async fn upload_model(
                     Some(id) => id.clone(),
                     None => manage::default_model_id(&file_name),
                 };
-                outcome = Some(receive_file(&state, field, &model, version, &file_name).await?);
+                staged = Some(receive_file(&state, field, &model, version, &file_name).await?);
             }
             other => {
                 return Err(HttpError(ApiError::InvalidArgument(format!(
@@ -195,11 +197,12 @@ async fn upload_model(
             }
         }
     }
-    let outcome = outcome.ok_or_else(|| {
+    let staged = staged.ok_or_else(|| {
         HttpError(ApiError::InvalidArgument(
             "no file field in the upload".into(),
         ))
     })?;
+    let outcome = staged.finish().await?;
     let (base, _) = base_url(&state, &headers);
     let served = outcome.summary.served_versions.contains(&outcome.version);
     Ok(Json(json!({
@@ -224,7 +227,7 @@ async fn receive_file(
     model: &str,
     version: Option<u64>,
     file_name: &str,
-) -> Result<manage::UploadOutcome, HttpError> {
+) -> Result<manage::Upload, HttpError> {
     let mut upload = manage::begin_upload(state.clone(), model, version, file_name).await?;
     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
         if let Err(e) = upload.write(&chunk).await {
@@ -241,7 +244,7 @@ async fn receive_file(
             return Err(HttpError(e));
         }
     }
-    Ok(upload.finish().await?)
+    Ok(upload)
 }
 
 // ---- reload, status, deploy, stop, delete ----

@@ -1,0 +1,686 @@
+//! The management REST API (upload, reload, status, deploy, stop, delete), the simple
+//! `/predict` API, the KServe V2 repository extension and `/description`, black-box
+//! over a real socket.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{install_model, root_path, test_settings, TestServer};
+use ferroserve::settings::Settings;
+use serde_json::{json, Value};
+
+const ROW: [f64; 4] = [5.1, 3.5, 1.4, 0.2];
+
+fn iris(name: &str) -> Vec<u8> {
+    std::fs::read(root_path(&format!("examples/models/{name}/1/model.onnx"))).unwrap()
+}
+
+/// The watcher off, so that only the API changes what is served.
+fn unwatched(repo: &Path) -> Settings {
+    Settings {
+        file_system_poll_wait: Duration::ZERO,
+        ..test_settings(repo)
+    }
+}
+
+async fn upload(
+    server: &TestServer,
+    fields: &[(&str, &str)],
+    file_name: &str,
+    bytes: Vec<u8>,
+) -> (u16, Value) {
+    let mut form = reqwest::multipart::Form::new();
+    for (k, v) in fields {
+        form = form.text(k.to_string(), v.to_string());
+    }
+    form = form.part(
+        "file",
+        reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_string()),
+    );
+    let r = server
+        .client
+        .post(server.url("/upload_model"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn request(server: &TestServer, method: reqwest::Method, path: &str) -> (u16, Value) {
+    let r = server
+        .client
+        .request(method, server.url(path))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn status_of(server: &TestServer, model: &str) -> Option<Value> {
+    let (code, body) = server.get("/models/status").await;
+    assert_eq!(code, 200, "{body}");
+    body["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model_id"] == model)
+        .cloned()
+}
+
+async fn predict_version(server: &TestServer, model: &str) -> (u16, Value) {
+    let (code, body) = server
+        .post_json("/predict", &json!({"model_id": model, "features": ROW}))
+        .await;
+    (code, body)
+}
+
+/// Every entry of a directory tree, relative, sorted: to check nothing partial or
+/// stray was left behind.
+fn tree(dir: &Path) -> Vec<String> {
+    fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = format!("{prefix}{}", e.file_name().to_string_lossy());
+            if e.path().is_dir() {
+                out.push(format!("{name}/"));
+                walk(&e.path(), &format!("{name}/"), out);
+            } else {
+                out.push(name);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, "", &mut out);
+    out.sort();
+    out
+}
+
+fn error_text(body: &Value) -> String {
+    body["error"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_serves_the_new_version_at_once() {
+    let repo = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(unwatched(repo.path())).await;
+
+    // model_id defaults to the file name without extension, version to 1.
+    let (code, body) = upload(&server, &[], "iris.onnx", iris("iris_lr")).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        (body["model_id"].clone(), body["version"].clone()),
+        (json!("iris"), json!(1))
+    );
+    assert_eq!(body["model"]["served_versions"], json!([1]), "{body}");
+    let (code, answer) = predict_version(&server, "iris").await;
+    assert_eq!(
+        (code, answer["version"].clone()),
+        (200, json!(1)),
+        "{answer}"
+    );
+
+    // The next upload is the next version, and is what "latest" serves now.
+    let (code, body) = upload(&server, &[("model_id", "iris")], "dt.onnx", iris("iris_dt")).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["version"], 2);
+    let (_, answer) = predict_version(&server, "iris").await;
+    assert_eq!(answer["version"], 2, "{answer}");
+
+    // An existing version is a conflict and changes nothing.
+    let (code, body) = upload(
+        &server,
+        &[("model_id", "iris"), ("version", "2")],
+        "x.onnx",
+        iris("iris_lr"),
+    )
+    .await;
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(
+        std::fs::read(repo.path().join("iris/2/model.onnx")).unwrap(),
+        iris("iris_dt")
+    );
+    // An explicit version works.
+    let (code, body) = upload(
+        &server,
+        &[("model_id", "iris"), ("version", "10")],
+        "x.onnx",
+        iris("iris_lr"),
+    )
+    .await;
+    assert_eq!((code, body["version"].clone()), (200, json!(10)), "{body}");
+    assert_eq!(
+        tree(repo.path()),
+        vec![
+            "iris/",
+            "iris/1/",
+            "iris/1/model.onnx",
+            "iris/10/",
+            "iris/10/model.onnx",
+            "iris/2/",
+            "iris/2/model.onnx"
+        ]
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_uploads_are_refused_and_leave_nothing_behind() {
+    let repo = tempfile::tempdir().unwrap();
+    install_model(
+        repo.path(),
+        "iris",
+        1,
+        &root_path("examples/models/iris_lr/1/model.onnx"),
+    );
+    let mut settings = unwatched(repo.path());
+    settings.max_upload_bytes = 64 * 1024;
+    let server = TestServer::start_with(settings).await;
+    let before = tree(repo.path());
+
+    for bad in ["../x", "", "a/b", ".", "..", ".hidden", "a b"] {
+        let (code, body) = upload(&server, &[("model_id", bad)], "m.onnx", iris("iris_lr")).await;
+        assert_eq!(code, 400, "{bad:?}: {body}");
+        assert!(error_text(&body).contains("model_id"), "{bad:?}: {body}");
+    }
+    let (code, body) = upload(&server, &[("version", "0")], "iris.onnx", iris("iris_lr")).await;
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = upload(&server, &[], "iris.txt", iris("iris_lr")).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(error_text(&body).contains(".onnx"), "{body}");
+
+    // Too large: 413.
+    let (code, body) = upload(
+        &server,
+        &[("model_id", "big")],
+        "big.onnx",
+        vec![7u8; 200 * 1024],
+    )
+    .await;
+    assert_eq!(code, 413, "{body}");
+    assert!(error_text(&body).contains("limit"), "{body}");
+
+    // Not a model: 400, and the version that serves is untouched.
+    let (code, body) = upload(
+        &server,
+        &[("model_id", "iris")],
+        "iris.onnx",
+        b"garbage".to_vec(),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(error_text(&body).contains("not a model"), "{body}");
+    let (code, body) = upload(
+        &server,
+        &[("model_id", "new")],
+        "new.onnx",
+        b"garbage".to_vec(),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = upload(&server, &[], "empty.onnx", Vec::new()).await;
+    assert_eq!(code, 400, "{body}");
+    let (code, answer) = predict_version(&server, "iris").await;
+    assert_eq!((code, answer["version"].clone()), (200, json!(1)));
+
+    // Not multipart at all, no file, fields after the file.
+    let (code, body) = server.post_json("/upload_model", &json!({})).await;
+    assert_eq!(code, 400, "{body}");
+    let form = reqwest::multipart::Form::new().text("model_id", "x");
+    let r = server
+        .client
+        .post(server.url("/upload_model"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(iris("iris_lr")).file_name("late.onnx"),
+        )
+        .text("model_id", "late");
+    let r = server
+        .client
+        .post(server.url("/upload_model"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    assert_eq!(
+        tree(repo.path()),
+        before,
+        "nothing partial or stray is left"
+    );
+
+    // A file name that is a path does not become one: only its stem names the model.
+    let (code, body) = upload(&server, &[], "../../evil.onnx", iris("iris_lr")).await;
+    assert_eq!(
+        (code, body["model_id"].clone()),
+        (200, json!("evil")),
+        "{body}"
+    );
+    assert!(repo.path().join("evil/1/model.onnx").is_file());
+    assert!(!repo.path().parent().unwrap().join("evil").exists());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_uploads_to_one_model_are_serialised() {
+    let repo = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(Settings {
+        // The watcher on: it must not pick up a staging directory either.
+        file_system_poll_wait: Duration::from_millis(20),
+        ..test_settings(repo.path())
+    })
+    .await;
+    let uploads = (0..4).map(|i| {
+        let model = if i % 2 == 0 { "iris_lr" } else { "iris_dt" };
+        upload(&server, &[("model_id", "m")], "m.onnx", iris(model))
+    });
+    let results = futures::future::join_all(uploads).await;
+    let mut versions: Vec<u64> = results
+        .iter()
+        .map(|(code, body)| {
+            assert_eq!(*code, 200, "{body}");
+            body["version"].as_u64().unwrap()
+        })
+        .collect();
+    versions.sort();
+    assert_eq!(
+        versions,
+        vec![1, 2, 3, 4],
+        "each upload got its own version"
+    );
+    // Every stored file is whole, and no staging directory is left.
+    for v in 1..=4u64 {
+        let stored = std::fs::read(repo.path().join(format!("m/{v}/model.onnx"))).unwrap();
+        assert!(
+            stored == iris("iris_lr") || stored == iris("iris_dt"),
+            "version {v} is partial"
+        );
+    }
+    assert!(
+        tree(repo.path()).iter().all(|p| !p.contains(".tmp")),
+        "{:?}",
+        tree(repo.path())
+    );
+    let (_, answer) = predict_version(&server, "m").await;
+    assert_eq!(answer["version"], 4);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_status_stop_deploy_and_delete() {
+    let repo = tempfile::tempdir().unwrap();
+    install_model(
+        repo.path(),
+        "iris_lr",
+        1,
+        &root_path("examples/models/iris_lr/1/model.onnx"),
+    );
+    let server = TestServer::start_with(unwatched(repo.path())).await;
+    let m = status_of(&server, "iris_lr").await.unwrap();
+    assert_eq!(m["served_versions"], json!([1]));
+    assert_eq!(m["versions"][0]["state"], "AVAILABLE");
+    assert!(m["endpoints"]["tf_serving"]
+        .as_str()
+        .unwrap()
+        .ends_with("/v1/models/iris_lr"));
+
+    // New files are not seen until a reload (the watcher is off here).
+    install_model(
+        repo.path(),
+        "iris_dt",
+        1,
+        &root_path("examples/models/iris_dt/1/model.onnx"),
+    );
+    install_model(
+        repo.path(),
+        "iris_lr",
+        2,
+        &root_path("examples/models/iris_dt/1/model.onnx"),
+    );
+    assert_eq!(predict_version(&server, "iris_dt").await.0, 404);
+    let (code, body) = request(
+        &server,
+        reqwest::Method::GET,
+        "/reload_model?modelname=iris_dt",
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["served_versions"], json!({"iris_dt": [1]}), "{body}");
+    assert_eq!(
+        predict_version(&server, "iris_lr").await.1["version"],
+        1,
+        "only the one named"
+    );
+    let (code, body) = request(&server, reqwest::Method::POST, "/reload_model").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["served_versions"]["iris_lr"], json!([2]), "{body}");
+    assert_eq!(predict_version(&server, "iris_lr").await.1["version"], 2);
+    let (code, _) = request(
+        &server,
+        reqwest::Method::GET,
+        "/reload_model?modelname=nope",
+    )
+    .await;
+    assert_eq!(code, 404);
+    let (code, _) = request(
+        &server,
+        reqwest::Method::GET,
+        "/reload_model?modelname=../x",
+    )
+    .await;
+    assert_eq!(code, 400);
+
+    // Stop: 404 on predict, files kept, status says stopped, reload-all leaves it.
+    let (code, body) = request(&server, reqwest::Method::POST, "/stop_deployment/iris_dt").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(predict_version(&server, "iris_dt").await.0, 404);
+    assert!(repo.path().join("iris_dt/1/model.onnx").is_file());
+    let m = status_of(&server, "iris_dt").await.unwrap();
+    assert_eq!(
+        (m["stopped"].clone(), m["served"].clone()),
+        (json!(true), json!(false)),
+        "{m}"
+    );
+    request(&server, reqwest::Method::POST, "/reload_model").await;
+    assert_eq!(
+        predict_version(&server, "iris_dt").await.0,
+        404,
+        "a stopped model stays stopped"
+    );
+    assert_eq!(
+        request(&server, reqwest::Method::POST, "/stop_deployment/nope")
+            .await
+            .0,
+        404
+    );
+
+    // Deploy brings it back with its settings, reported.
+    let (code, body) = server
+        .post_json(
+            "/deploy",
+            &json!({"model_id": "iris_dt", "environment": "staging",
+                    "resources": {"cpu_limit": "500m", "memory_limit": "1Gi", "timeout": 5}}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("deployed"));
+    assert!(
+        body["service_url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/predict/iris_dt"),
+        "{body}"
+    );
+    assert_eq!(body["port"], server.rest_addr.port());
+    assert_eq!(body["deployment"]["resources"]["memory_limit"], "1Gi");
+    assert_eq!(body["deployment"]["enforced"]["timeout"], true);
+    assert_eq!(body["deployment"]["enforced"]["cpu_limit"], false);
+    assert_eq!(predict_version(&server, "iris_dt").await.0, 200);
+    let m = status_of(&server, "iris_dt").await.unwrap();
+    assert_eq!(m["deployment"]["environment"], "staging");
+    assert_eq!(
+        server
+            .post_json("/deploy", &json!({"model_id": "nope"}))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        server.post_json("/deploy", &json!({"model": "x"})).await.0,
+        400
+    );
+    let bad_timeout = json!({"model_id": "iris_dt", "resources": {"timeout": -1}});
+    assert_eq!(server.post_json("/deploy", &bad_timeout).await.0, 400);
+
+    // Delete: 404 on predict, files gone, gone from status.
+    let (code, body) = request(&server, reqwest::Method::DELETE, "/delete_model/iris_dt").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(predict_version(&server, "iris_dt").await.0, 404);
+    assert!(!repo.path().join("iris_dt").exists());
+    assert!(status_of(&server, "iris_dt").await.is_none());
+    assert_eq!(
+        request(&server, reqwest::Method::DELETE, "/delete_model/iris_dt")
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        request(&server, reqwest::Method::DELETE, "/delete_model/.hidden")
+            .await
+            .0,
+        400
+    );
+    assert!(tree(repo.path()).iter().all(|p| !p.starts_with(".tmp")));
+    assert_eq!(
+        predict_version(&server, "iris_lr").await.0,
+        200,
+        "others unaffected"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_models_are_not_reloaded_by_the_watcher() {
+    let repo = tempfile::tempdir().unwrap();
+    install_model(
+        repo.path(),
+        "m",
+        1,
+        &root_path("examples/models/iris_lr/1/model.onnx"),
+    );
+    let server = TestServer::start_with(Settings {
+        file_system_poll_wait: Duration::from_millis(20),
+        ..test_settings(repo.path())
+    })
+    .await;
+    assert_eq!(
+        request(&server, reqwest::Method::POST, "/stop_deployment/m")
+            .await
+            .0,
+        200
+    );
+    // A new version on disk must not bring it back either, over many polls.
+    install_model(
+        repo.path(),
+        "m",
+        2,
+        &root_path("examples/models/iris_dt/1/model.onnx"),
+    );
+    let until = Instant::now() + Duration::from_millis(400);
+    while Instant::now() < until {
+        assert_eq!(predict_version(&server, "m").await.0, 404);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The V2 repository extension loads it again, and unloads it.
+    let (code, body) = server
+        .post_json("/v2/repository/models/m/load", &json!({}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(predict_version(&server, "m").await.1["version"], 2);
+    let (code, index) = server
+        .post_json("/v2/repository/index", &json!({"ready": true}))
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        index,
+        json!([{"name": "m", "version": "2", "state": "AVAILABLE", "reason": ""}])
+    );
+    let (code, _) = server
+        .post_json("/v2/repository/models/m/unload", &json!({}))
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(server.get("/v2/models/m/ready").await.0, 404);
+    assert_eq!(
+        server
+            .post_json("/v2/repository/models/nope/load", &json!({}))
+            .await
+            .0,
+        404
+    );
+    let (_, meta) = server.get("/v2").await;
+    assert!(meta["extensions"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("model_repository")));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simple_predict_by_position_and_by_name() {
+    let repo = tempfile::tempdir().unwrap();
+    install_model(
+        repo.path(),
+        "iris",
+        1,
+        &root_path("examples/models/iris_lr/1/model.onnx"),
+    );
+    std::fs::write(
+        repo.path().join("iris/config.toml"),
+        "feature_names = [\"sepal_length\", \"sepal_width\", \"petal_length\", \"petal_width\"]\n\
+         [feature_defaults]\nsepal_width = 3.5\n",
+    )
+    .unwrap();
+    let server = TestServer::start_with(unwatched(repo.path())).await;
+    let (code, one) = server
+        .post_json("/predict", &json!({"model_id": "iris", "features": ROW}))
+        .await;
+    assert_eq!(code, 200, "{one}");
+    assert_eq!(one["model_id"], "iris");
+    assert_eq!(one["version"], 1);
+    assert_eq!(one["prediction"], 0, "setosa: {one}");
+    let probabilities = one["probabilities"].as_array().unwrap();
+    assert_eq!(probabilities.len(), 3);
+    let sum: f64 = probabilities.iter().map(|p| p.as_f64().unwrap()).sum();
+    assert!((sum - 1.0).abs() < 1e-4, "{one}");
+    assert!(one["latency"].as_f64().unwrap() >= 0.0);
+    assert!(one["timestamp"].as_str().unwrap().ends_with('Z'));
+
+    let (code, many) = server
+        .post_json(
+            "/predict",
+            &json!({"model_id": "iris", "features": [ROW, [6.7, 3.0, 5.2, 2.3]], "version": 1}),
+        )
+        .await;
+    assert_eq!(code, 200, "{many}");
+    assert_eq!(many["prediction"], json!([0, 2]));
+    for (a, b) in many["probabilities"][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(probabilities)
+    {
+        common::assert_close(
+            a.as_f64().unwrap(),
+            b.as_f64().unwrap(),
+            1e-5,
+            "batched row 0",
+        );
+    }
+
+    // By name, with a default for sepal_width, over POST and GET.
+    let named = json!({"model_id": "iris", "features": {"sepal_length": 5.1, "petal_length": 1.4, "petal_width": 0.2}});
+    let (code, by_name) = server.post_json("/predict", &named).await;
+    assert_eq!(code, 200, "{by_name}");
+    assert_eq!(by_name["probabilities"], one["probabilities"]);
+    let (code, by_query) = server
+        .get("/predict/iris?sepal_length=5.1&sepal_width=3.5&petal_length=1.4&petal_width=0.2")
+        .await;
+    assert_eq!(code, 200, "{by_query}");
+    assert_eq!(by_query["prediction"], 0);
+    assert_eq!(by_query["probabilities"], one["probabilities"]);
+
+    // Unknown and missing features are named.
+    let (code, body) = server.get("/predict/iris?sepal_length=5.1&colour=3").await;
+    assert_eq!(code, 400);
+    let e = error_text(&body);
+    assert!(
+        e.contains("colour") && e.contains("petal_length") && e.contains("petal_width"),
+        "{e}"
+    );
+    assert!(
+        !e.contains("\"sepal_width\"]"),
+        "sepal_width has a default: {e}"
+    );
+    for (bad, code) in [
+        (json!({"model_id": "iris", "features": [1, 2, 3]}), 400),
+        (json!({"model_id": "iris", "features": []}), 400),
+        (
+            json!({"model_id": "iris", "features": [[1, 2, 3, 4], [1, 2]]}),
+            400,
+        ),
+        (
+            json!({"model_id": "iris", "features": ["a", "b", "c", "d"]}),
+            400,
+        ),
+        (json!({"model_id": "iris"}), 400),
+        (json!({"features": ROW}), 400),
+        (
+            json!({"model_id": "iris", "features": ROW, "extra": 1}),
+            400,
+        ),
+        (
+            json!({"model_id": "iris", "features": ROW, "version": 9}),
+            404,
+        ),
+        (json!({"model_id": "nope", "features": ROW}), 404),
+    ] {
+        let (got, body) = server.post_json("/predict", &bad).await;
+        assert_eq!(got, code, "{bad}: {body}");
+        assert!(body["error"].is_string(), "{body}");
+    }
+    assert_eq!(
+        server.post_raw("/predict", b"{not json".to_vec()).await.0,
+        400
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn description_lists_the_endpoints() {
+    let repo = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(unwatched(repo.path())).await;
+    let (code, body) = server.get("/description").await;
+    assert_eq!(code, 200);
+    assert_eq!(body["service"], "ferroserve");
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+    let paths: Vec<&str> = body["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    for p in [
+        "/upload_model",
+        "/models/status",
+        "/predict",
+        "/deploy",
+        "/v2/repository/index",
+    ] {
+        assert!(
+            paths.iter().any(|x| x.starts_with(p)),
+            "{p} missing from {paths:?}"
+        );
+    }
+    server.stop().await;
+}
