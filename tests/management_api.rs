@@ -684,3 +684,30 @@ async fn description_lists_the_endpoints() {
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scikit_learn_files_can_be_uploaded_too() {
+    let repo = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(unwatched(repo.path())).await;
+    let joblib = std::fs::read(root_path("examples/models/iris_sklearn/1/model.joblib")).unwrap();
+    let (code, body) = upload(&server, &[("model_id", "sk")], "iris.joblib", joblib).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["model"]["versions"][0]["format"], "sklearn", "{body}");
+    assert!(repo.path().join("sk/1/model.joblib").is_file());
+    let (code, answer) = predict_version(&server, "sk").await;
+    assert_eq!(
+        (code, answer["version"].clone()),
+        (200, json!(1)),
+        "{answer}"
+    );
+    // A pickle that is not a model is refused like any invalid artifact.
+    let (code, body) = upload(
+        &server,
+        &[("model_id", "sk")],
+        "x.pkl",
+        b"\x80\x04N.".to_vec(),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    server.stop().await;
+}
