@@ -12,7 +12,7 @@ LOG=$(mktemp)
 ORT_DYLIB_PATH="$ROOT/.ort/libonnxruntime.so.1.31.1" ./target/debug/ferroserve serve \
   --model-repository examples/models --rest-addr "127.0.0.1:$REST_PORT" --grpc-addr "127.0.0.1:$GRPC_PORT" >"$LOG" 2>&1 &
 PID=$!
-trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null || true; rm -f "$LOG"' EXIT
+trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true; rm -f "$LOG"' EXIT
 for _ in $(seq 1 300); do
   curl -sf "http://127.0.0.1:$REST_PORT/v2/health/ready" >/dev/null && break
   kill -0 $PID 2>/dev/null || { cat "$LOG"; echo "server exited"; exit 1; }
