@@ -23,7 +23,11 @@ const ROW: [f64; 4] = [5.1, 3.5, 1.4, 0.2];
 
 fn model_file(i: u64) -> PathBuf {
     // Alternate two models with the same signature, so consecutive versions differ.
-    let name = if i.is_multiple_of(2) { "iris_dt" } else { "iris_lr" };
+    let name = if i.is_multiple_of(2) {
+        "iris_dt"
+    } else {
+        "iris_lr"
+    };
     root_path(&format!("examples/models/{name}/1/model.onnx"))
 }
 
