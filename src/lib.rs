@@ -10,6 +10,7 @@ pub mod manager;
 pub mod metrics;
 pub mod model_config;
 pub mod model_config_list;
+pub mod raw_tensor;
 pub mod repository;
 pub mod server;
 pub mod settings;

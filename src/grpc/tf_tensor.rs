@@ -127,7 +127,7 @@ fn decode_content(
             ),
         ));
     }
-    Ok(crate::grpc::v2_tensor::decode_fixed(dtype, bytes))
+    crate::raw_tensor::decode(dtype, count, bytes).map_err(|e| invalid(name, e))
 }
 
 /// Elements from the typed field of `dtype`, padded to `count` with the last value.

@@ -7,6 +7,7 @@
 use ferroserve_proto::inference::InferTensorContents;
 
 use crate::api::ApiError;
+use crate::raw_tensor;
 use crate::tensor::{DataType, Tensor, TensorData};
 
 fn invalid(name: &str, message: impl std::fmt::Display) -> ApiError {
@@ -34,36 +35,6 @@ pub fn dtype_from_v2(name: &str, datatype: &str) -> Result<DataType, ApiError> {
         .ok_or_else(|| invalid(name, format_args!("unknown datatype {datatype:?}")))
 }
 
-/// Reads little-endian fixed-size elements. The caller has checked that `bytes` is a
-/// whole number of elements; a trailing partial element is ignored.
-pub fn decode_fixed(dtype: DataType, bytes: &[u8]) -> TensorData {
-    macro_rules! le {
-        ($variant:ident, $t:ty) => {
-            TensorData::$variant(
-                bytes
-                    .chunks_exact(std::mem::size_of::<$t>())
-                    .map(|c| <$t>::from_le_bytes(c.try_into().expect("chunk has the element size")))
-                    .collect(),
-            )
-        };
-    }
-    match dtype {
-        DataType::Bool => TensorData::Bool(bytes.iter().map(|&b| b != 0).collect()),
-        DataType::U8 => TensorData::U8(bytes.to_vec()),
-        DataType::I8 => TensorData::I8(bytes.iter().map(|&b| b as i8).collect()),
-        DataType::U16 => le!(U16, u16),
-        DataType::I16 => le!(I16, i16),
-        DataType::F16 => le!(F16, u16),
-        DataType::U32 => le!(U32, u32),
-        DataType::I32 => le!(I32, i32),
-        DataType::F32 => le!(F32, f32),
-        DataType::U64 => le!(U64, u64),
-        DataType::I64 => le!(I64, i64),
-        DataType::F64 => le!(F64, f64),
-        DataType::Bytes => TensorData::Bytes(vec![bytes.to_vec()]),
-    }
-}
-
 /// Decodes one entry of `raw_input_contents`.
 pub fn tensor_from_raw(
     name: &str,
@@ -72,76 +43,15 @@ pub fn tensor_from_raw(
     bytes: &[u8],
 ) -> Result<Tensor, ApiError> {
     let count: usize = shape.iter().product();
-    let data = match dtype.fixed_size() {
-        Some(size) => {
-            if Some(bytes.len()) != count.checked_mul(size) {
-                return Err(invalid(
-                    name,
-                    format_args!(
-                        "raw contents have {} bytes, but shape {shape:?} of {dtype} takes {}",
-                        bytes.len(),
-                        count.saturating_mul(size)
-                    ),
-                ));
-            }
-            decode_fixed(dtype, bytes)
-        }
-        None => TensorData::Bytes(split_length_prefixed(name, bytes)?),
-    };
+    let data = raw_tensor::decode(dtype, count, bytes).map_err(|e| invalid(name, e))?;
     Tensor::new(shape, data).map_err(|e| invalid(name, e))
-}
-
-/// Splits BYTES raw contents: each element a u32 little-endian length, then the bytes.
-fn split_length_prefixed(name: &str, mut bytes: &[u8]) -> Result<Vec<Vec<u8>>, ApiError> {
-    let mut out = Vec::new();
-    while !bytes.is_empty() {
-        let Some((len, rest)) = bytes.split_first_chunk::<4>() else {
-            return Err(invalid(
-                name,
-                "raw BYTES contents end inside a length prefix",
-            ));
-        };
-        let len = u32::from_le_bytes(*len) as usize;
-        if rest.len() < len {
-            return Err(invalid(
-                name,
-                format_args!("raw BYTES element of {len} bytes runs past the end of the contents"),
-            ));
-        }
-        out.push(rest[..len].to_vec());
-        bytes = &rest[len..];
-    }
-    Ok(out)
 }
 
 /// Encodes a tensor's elements in the raw form.
 pub fn tensor_to_raw(data: &TensorData) -> Vec<u8> {
-    macro_rules! le {
-        ($v:expr) => {
-            $v.iter().flat_map(|x| x.to_le_bytes()).collect()
-        };
-    }
-    match data {
-        TensorData::Bool(v) => v.iter().map(|&b| b as u8).collect(),
-        TensorData::U8(v) => v.clone(),
-        TensorData::I8(v) => v.iter().map(|&x| x as u8).collect(),
-        TensorData::U16(v) | TensorData::F16(v) => le!(v),
-        TensorData::I16(v) => le!(v),
-        TensorData::U32(v) => le!(v),
-        TensorData::I32(v) => le!(v),
-        TensorData::F32(v) => le!(v),
-        TensorData::U64(v) => le!(v),
-        TensorData::I64(v) => le!(v),
-        TensorData::F64(v) => le!(v),
-        TensorData::Bytes(v) => {
-            let mut out = Vec::with_capacity(v.iter().map(|e| e.len() + 4).sum());
-            for e in v {
-                out.extend_from_slice(&(e.len() as u32).to_le_bytes());
-                out.extend_from_slice(e);
-            }
-            out
-        }
-    }
+    let mut out = Vec::new();
+    raw_tensor::encode(data, &mut out);
+    out
 }
 
 /// Decodes an input given in the typed `contents` field of its datatype.
@@ -257,7 +167,7 @@ mod tests {
         };
         assert!(err(&[2, 0, 0]).contains("inside a length prefix"));
         assert!(err(&[9, 0, 0, 0, 1]).contains("runs past the end"));
-        assert!(err(&[]).contains("1 elements but 0"));
+        assert!(err(&[]).contains("holds 0 BYTES elements"));
     }
 
     #[test]

@@ -19,7 +19,8 @@ use super::json::{flat, flatten, typed_tensor};
 use super::{body, parse_json, AppState, HttpError};
 use crate::api::{self, ApiError, PredictRequest, Protocol, SERVER_NAME, SERVER_VERSION};
 use crate::manager::VersionRequest;
-use crate::tensor::{element_count, DataType, NamedTensor, Tensor, TensorData, TensorSpec};
+use crate::raw_tensor;
+use crate::tensor::{element_count, DataType, NamedTensor, Tensor, TensorSpec};
 
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
 
@@ -190,99 +191,6 @@ fn split_body<'a>(headers: &HeaderMap, bytes: &'a [u8]) -> Result<(&'a [u8], &'a
     Ok(bytes.split_at(length))
 }
 
-fn decode_raw(
-    dtype: DataType,
-    count: usize,
-    raw: &[u8],
-    what: &str,
-) -> Result<TensorData, ApiError> {
-    if let Some(size) = dtype.fixed_size() {
-        if raw.len() != count * size {
-            return Err(invalid(format!(
-                "{what}: binary data has {} bytes, but {count} {dtype} elements need {}",
-                raw.len(),
-                count * size
-            )));
-        }
-    }
-    macro_rules! le {
-        ($variant:ident, $t:ty) => {
-            TensorData::$variant(
-                raw.chunks_exact(std::mem::size_of::<$t>())
-                    .map(|c| <$t>::from_le_bytes(c.try_into().expect("chunk size")))
-                    .collect(),
-            )
-        };
-    }
-    Ok(match dtype {
-        DataType::Bool => TensorData::Bool(raw.iter().map(|&b| b != 0).collect()),
-        DataType::U8 => TensorData::U8(raw.to_vec()),
-        DataType::I8 => TensorData::I8(raw.iter().map(|&b| b as i8).collect()),
-        DataType::U16 => le!(U16, u16),
-        DataType::I16 => le!(I16, i16),
-        DataType::F16 => le!(F16, u16),
-        DataType::U32 => le!(U32, u32),
-        DataType::I32 => le!(I32, i32),
-        DataType::F32 => le!(F32, f32),
-        DataType::U64 => le!(U64, u64),
-        DataType::I64 => le!(I64, i64),
-        DataType::F64 => le!(F64, f64),
-        DataType::Bytes => {
-            let mut items = Vec::with_capacity(count.min(raw.len() / 4));
-            let mut rest = raw;
-            while !rest.is_empty() {
-                let (len, tail) = rest
-                    .split_first_chunk::<4>()
-                    .ok_or_else(|| invalid(format!("{what}: truncated BYTES length prefix")))?;
-                let len = u32::from_le_bytes(*len) as usize;
-                if len > tail.len() {
-                    return Err(invalid(format!(
-                        "{what}: BYTES element of {len} bytes overruns the data"
-                    )));
-                }
-                items.push(tail[..len].to_vec());
-                rest = &tail[len..];
-            }
-            if items.len() != count {
-                return Err(invalid(format!(
-                    "{what}: binary data holds {} BYTES elements, shape needs {count}",
-                    items.len()
-                )));
-            }
-            TensorData::Bytes(items)
-        }
-    })
-}
-
-fn encode_raw(data: &TensorData, out: &mut Vec<u8>) {
-    macro_rules! le {
-        ($v:expr) => {
-            for x in $v {
-                out.extend_from_slice(&x.to_le_bytes());
-            }
-        };
-    }
-    match data {
-        TensorData::Bool(v) => out.extend(v.iter().map(|&b| b as u8)),
-        TensorData::U8(v) => out.extend_from_slice(v),
-        TensorData::I8(v) => out.extend(v.iter().map(|&b| b as u8)),
-        TensorData::U16(v) | TensorData::F16(v) => le!(v),
-        TensorData::I16(v) => le!(v),
-        TensorData::U32(v) => le!(v),
-        TensorData::I32(v) => le!(v),
-        TensorData::F32(v) => le!(v),
-        TensorData::U64(v) => le!(v),
-        TensorData::I64(v) => le!(v),
-        TensorData::F64(v) => le!(v),
-        TensorData::Bytes(v) => {
-            for item in v {
-                out.extend_from_slice(&(item.len() as u32).to_le_bytes());
-                out.extend_from_slice(item);
-            }
-        }
-    }
-}
-
 fn decode_inputs(inputs: Vec<InputBody>, mut binary: &[u8]) -> Result<Vec<NamedTensor>, ApiError> {
     let mut tensors = Vec::with_capacity(inputs.len());
     for input in inputs {
@@ -328,8 +236,12 @@ fn decode_inputs(inputs: Vec<InputBody>, mut binary: &[u8]) -> Result<Vec<NamedT
                 }
                 let (raw, rest) = binary.split_at(size);
                 binary = rest;
-                Tensor::new(shape, decode_raw(dtype, count, raw, &what)?)
-                    .map_err(|e| invalid(format!("{what}: {e}")))?
+                Tensor::new(
+                    shape,
+                    raw_tensor::decode(dtype, count, raw)
+                        .map_err(|e| invalid(format!("{what}: {e}")))?,
+                )
+                .map_err(|e| invalid(format!("{what}: {e}")))?
             }
             (None, Some(data)) => {
                 let (_, leaves) = flatten(data, &what)?;
@@ -425,7 +337,7 @@ async fn run_infer(
             });
             if binary {
                 let start = blobs.len();
-                encode_raw(tensor.data(), &mut blobs);
+                raw_tensor::encode(tensor.data(), &mut blobs);
                 out["parameters"] = json!({ "binary_data_size": blobs.len() - start });
             } else {
                 out["data"] = flat(tensor);
@@ -465,31 +377,6 @@ async fn run_infer(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn raw_round_trip_every_dtype() {
-        let cases = vec![
-            TensorData::Bool(vec![true, false]),
-            TensorData::I64(vec![-1, 1 << 40]),
-            TensorData::F32(vec![1.5, -2.0]),
-            TensorData::F64(vec![0.1, 1e300]),
-            TensorData::U16(vec![7, 65535]),
-            TensorData::Bytes(vec![b"ab".to_vec(), vec![]]),
-        ];
-        for data in cases {
-            let mut raw = Vec::new();
-            encode_raw(&data, &mut raw);
-            assert_eq!(decode_raw(data.dtype(), 2, &raw, "x").unwrap(), data);
-        }
-    }
-
-    #[test]
-    fn bad_binary_data_is_refused() {
-        assert!(decode_raw(DataType::F32, 2, &[0; 7], "x").is_err());
-        assert!(decode_raw(DataType::Bytes, 1, &[9, 0, 0, 0, 1], "x").is_err());
-        assert!(decode_raw(DataType::Bytes, 2, &[1, 0, 0, 0, 1], "x").is_err());
-        assert!(decode_raw(DataType::Bytes, 1, &[1, 0], "x").is_err());
-    }
 
     #[test]
     fn header_length_longer_than_body_is_refused() {
