@@ -322,7 +322,10 @@ mod tests {
         assert_eq!(c.batching.max_queue_length, 16);
         assert_eq!(c.batching.instances, 2);
         let partial = ModelConfig::parse("[batching]\nenabled = true").unwrap();
-        assert_eq!(partial.batching.max_queue_length, 512, "defaults fill the rest");
+        assert_eq!(
+            partial.batching.max_queue_length, 512,
+            "defaults fill the rest"
+        );
         for bad in [
             "[batching]\nmax_batch_size = 0",
             "[batching]\nmax_queue_length = 0",

@@ -344,8 +344,8 @@ fn cast_data(data: TensorData, to: DataType) -> Option<Result<TensorData, Tensor
             .map(|n| match n {
                 Num::I(0) | Num::U(0) => Ok(false),
                 Num::I(1) | Num::U(1) => Ok(true),
-                Num::F(f) if f == 0.0 => Ok(false),
-                Num::F(f) if f == 1.0 => Ok(true),
+                Num::F(0.0) => Ok(false),
+                Num::F(1.0) => Ok(true),
                 other => Err(TensorError::OutOfRange {
                     value: num_to_f64(other).to_string(),
                     to,

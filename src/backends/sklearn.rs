@@ -251,11 +251,7 @@ impl Backend for SklearnBackend {
                         prediction_tensor(self.model.predict(input).map_err(invalid)?)?
                     } else {
                         let p = self.model.predict_proba(input).map_err(invalid)?;
-                        let rows = if n_classes == 0 {
-                            0
-                        } else {
-                            p.len() / n_classes
-                        };
+                        let rows = p.len().checked_div(n_classes).unwrap_or(0);
                         Tensor::new(vec![rows, n_classes], TensorData::F64(p))
                             .map_err(|e| BackendError::Inference(e.to_string()))?
                     };
