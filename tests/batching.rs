@@ -103,6 +103,14 @@ async fn a_full_queue_is_refused_at_once_with_429() {
         body["error"].as_str().unwrap().contains("overloaded"),
         "{body}"
     );
+    // The V2 endpoint refuses before it even reads the body.
+    let (status, body) = server
+        .post_json(
+            "/v2/models/overloaded/infer",
+            &json!({ "inputs": [{ "name": "input", "datatype": "FP32", "shape": [1, 4], "data": IRIS_ROWS[2] }] }),
+        )
+        .await;
+    assert_eq!(status, 429, "{body}");
     // Refused promptly: the requests ahead of it are still waiting for their batch.
     assert!(waiting.iter().all(|w| !w.is_finished()));
 
@@ -117,7 +125,7 @@ async fn a_full_queue_is_refused_at_once_with_429() {
 
     let (_, metrics) = server.get("/metrics").await;
     let metrics = metrics.as_str().unwrap();
-    assert!(metrics.contains("ferroserve_rejected_total{model=\"overloaded\",version=\"1\"} 1"));
+    assert!(metrics.contains("ferroserve_rejected_total{model=\"overloaded\",version=\"1\"} 2"));
     assert!(metrics
         .contains("ferroserve_batch_size_bucket{model=\"overloaded\",version=\"1\",le=\"2\"} 1"));
     assert!(metrics

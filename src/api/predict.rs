@@ -91,6 +91,29 @@ pub async fn predict(
     result
 }
 
+/// Refuses a request at once when the version it would reach has a full queue, so
+/// that an adapter can answer 429 before reading a large body. Advisory: the queue
+/// may drain meanwhile, and `predict` checks again; any other problem (unknown
+/// model, bad input) is left for `predict` to report with the whole request.
+pub fn admit(
+    state: &ServerState,
+    model: &str,
+    version: &VersionRequest,
+    protocol: Protocol,
+) -> Result<(), ApiError> {
+    let Ok(handle) = state.manager.resolve(model, version) else {
+        return Ok(());
+    };
+    match handle.queue.refuse_if_full() {
+        None => Ok(()),
+        Some(refusal) => {
+            let e = ApiError::ResourceExhausted(refusal.to_string());
+            metrics::record_request(model, "", protocol.as_str(), e.kind(), Duration::ZERO);
+            Err(e)
+        }
+    }
+}
+
 async fn run(
     state: &ServerState,
     model: &str,

@@ -247,17 +247,8 @@ impl BatchQueue {
             if state.closed {
                 return Err(BatchError::ShutDown);
             }
-            if state.entries.len() >= self.limits.max_queue_length {
-                // Callers that left still hold places; free them before refusing.
-                state.entries.retain(|e| !e.abandoned() && !e.expired(now));
-                if state.entries.len() >= self.limits.max_queue_length {
-                    self.metrics.rejected.increment(1);
-                    return Err(BatchError::QueueFull {
-                        model: self.model.to_string(),
-                        version: self.version,
-                        queued: state.entries.len(),
-                    });
-                }
+            if let Some(refusal) = self.refusal(&mut state, now) {
+                return Err(refusal);
             }
             state.entries.push_back(Entry {
                 inputs: request.inputs,
@@ -297,6 +288,30 @@ impl BatchQueue {
                 .unwrap_or(Err(BatchError::DeadlineExceeded)),
             None => answer.await,
         }
+    }
+
+    /// The refusal a request arriving now would get, if the queue is full; counted
+    /// as a rejection. Lets an adapter refuse before it reads a large body: under
+    /// overload a refusal must cost much less than an answer.
+    pub fn refuse_if_full(&self) -> Option<BatchError> {
+        self.refusal(&mut self.state.lock(), Instant::now())
+    }
+
+    fn refusal(&self, state: &mut State, now: Instant) -> Option<BatchError> {
+        if state.entries.len() < self.limits.max_queue_length {
+            return None;
+        }
+        // Callers that left still hold places; free them before refusing.
+        state.entries.retain(|e| !e.abandoned() && !e.expired(now));
+        if state.entries.len() < self.limits.max_queue_length {
+            return None;
+        }
+        self.metrics.rejected.increment(1);
+        Some(BatchError::QueueFull {
+            model: self.model.to_string(),
+            version: self.version,
+            queued: state.entries.len(),
+        })
     }
 
     /// Forms every batch that may start now. Called with the lock held.
@@ -897,6 +912,7 @@ mod tests {
             gate.send(()).unwrap();
         }
         running.await.unwrap().unwrap();
+        wait_until(|| q.refuse_if_full().is_none()).await;
         for w in waiting {
             w.await.unwrap().unwrap();
         }

@@ -6,8 +6,7 @@
 //! has a `binary_data_size` parameter follow it, in input order.
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -278,19 +277,19 @@ async fn infer(
     State(state): State<AppState>,
     Path(model): Path<String>,
     headers: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Response, HttpError> {
-    run_infer(state, model, VersionRequest::Latest, headers, raw).await
+    run_infer(state, model, VersionRequest::Latest, headers, request).await
 }
 
 async fn infer_version(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
     headers: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Response, HttpError> {
     let version = parse_version(&version)?;
-    run_infer(state, model, version, headers, raw).await
+    run_infer(state, model, version, headers, request).await
 }
 
 async fn run_infer(
@@ -298,8 +297,12 @@ async fn run_infer(
     model: String,
     version: VersionRequest,
     headers: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Response, HttpError> {
+    // An overloaded model is refused before the body is read: under overload a
+    // refusal must cost much less than an answer (bodies can be large tensors).
+    api::admit(&state, &model, &version, Protocol::V2Rest)?;
+    let raw = Bytes::from_request(request, &state).await;
     let bytes = body(raw, state.settings.max_request_bytes)?;
     let (header_json, binary) = split_body(&headers, &bytes)?;
     let request: InferBody = parse_json(header_json)?;
