@@ -214,6 +214,10 @@ def main():
     mode, rest_url, grpc_url, root = sys.argv[1:5]
     if mode == "triton":
         triton(rest_url, grpc_url, root, sys.argv[5:] or ["iris_lr", "iris_dt"])
+    elif mode == "tfs" and len(sys.argv) > 5:
+        # The added model must outlive this script: the server watches its directory
+        # and unloads the model once it leaves the disk.
+        tfs(rest_url, grpc_url, root, sys.argv[5])
     elif mode == "tfs":
         with tempfile.TemporaryDirectory() as work:
             tfs(rest_url, grpc_url, root, work)

@@ -9,10 +9,11 @@ cargo build --quiet --bin ferroserve
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 REST_PORT=$(free_port); GRPC_PORT=$(free_port)
 LOG=$(mktemp)
+WORK=$(mktemp -d)  # models the config reload adds from outside the repository
 ORT_DYLIB_PATH="$ROOT/.ort/libonnxruntime.so.1.31.1" ./target/debug/ferroserve serve \
   --model-repository examples/models --rest-addr "127.0.0.1:$REST_PORT" --grpc-addr "127.0.0.1:$GRPC_PORT" >"$LOG" 2>&1 &
 PID=$!
-trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true; rm -f "$LOG"' EXIT
+trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true; rm -rf "$LOG" "$WORK"' EXIT
 for _ in $(seq 1 300); do
   curl -sf "http://127.0.0.1:$REST_PORT/v2/health/ready" >/dev/null && break
   kill -0 $PID 2>/dev/null || { cat "$LOG"; echo "server exited"; exit 1; }
@@ -27,7 +28,7 @@ PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python .venv-tfs/bin/python python/check-
 .venv-clients/bin/python python/check-protos.py --descriptor-set "$LOG.pb" && rm -f "$LOG.pb"
 .venv-clients/bin/python tests/interop/grpc_clients.py triton "127.0.0.1:$REST_PORT" "127.0.0.1:$GRPC_PORT" "$ROOT"
 PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python .venv-tfs/bin/python tests/interop/grpc_clients.py tfs \
-  "127.0.0.1:$REST_PORT" "127.0.0.1:$GRPC_PORT" "$ROOT"
+  "127.0.0.1:$REST_PORT" "127.0.0.1:$GRPC_PORT" "$ROOT" "$WORK"
 # iris_str (BYTES labels) was added by the tfs run's HandleReloadConfigRequest.
 .venv-clients/bin/python tests/interop/grpc_clients.py triton "127.0.0.1:$REST_PORT" "127.0.0.1:$GRPC_PORT" "$ROOT" iris_str
 
