@@ -6,6 +6,7 @@ pub mod batching;
 pub mod grpc;
 pub mod http;
 pub mod inference;
+pub mod json_tensor;
 pub mod manager;
 pub mod metrics;
 pub mod model_config;

@@ -151,67 +151,10 @@ fn parse_requests(bytes: &[u8], signature: &Signature) -> Result<Vec<Vec<NamedTe
         .collect()
 }
 
-/// A rectangular nested JSON array of numbers, booleans or strings as a tensor.
+/// A rectangular nested JSON array as a tensor of the input's dtype.
 fn json_tensor(value: &Value, dtype: DataType) -> Result<Tensor, String> {
-    let mut shape = Vec::new();
-    let mut probe = value;
-    while let Value::Array(items) = probe {
-        shape.push(items.len());
-        match items.first() {
-            Some(first) => probe = first,
-            None => break,
-        }
-    }
-    let mut leaves = Vec::new();
-    collect_leaves(value, &shape, 0, &mut leaves)?;
-    let data = if dtype == DataType::Bytes {
-        TensorData::Bytes(
-            leaves
-                .iter()
-                .map(|v| match v {
-                    Value::String(s) => Ok(s.as_bytes().to_vec()),
-                    _ => Err("expected strings".to_string()),
-                })
-                .collect::<Result<_, _>>()?,
-        )
-    } else {
-        TensorData::F64(
-            leaves
-                .iter()
-                .map(|v| match v {
-                    Value::Number(n) => n.as_f64().ok_or_else(|| "bad number".to_string()),
-                    Value::Bool(b) => Ok(f64::from(u8::from(*b))),
-                    _ => Err("expected numbers".to_string()),
-                })
-                .collect::<Result<_, _>>()?,
-        )
-    };
-    Tensor::new(shape, data)
-        .and_then(|t| t.cast(dtype))
-        .map_err(|e| e.to_string())
-}
-
-fn collect_leaves<'a>(
-    value: &'a Value,
-    shape: &[usize],
-    depth: usize,
-    out: &mut Vec<&'a Value>,
-) -> Result<(), String> {
-    match value {
-        Value::Array(items) => {
-            if shape.get(depth) != Some(&items.len()) {
-                return Err("not a rectangular array".into());
-            }
-            items
-                .iter()
-                .try_for_each(|item| collect_leaves(item, shape, depth + 1, out))
-        }
-        leaf if depth == shape.len() => {
-            out.push(leaf);
-            Ok(())
-        }
-        _ => Err("not a rectangular array".into()),
-    }
+    let (shape, leaves) = crate::json_tensor::flatten(value, "value").map_err(|e| e.to_string())?;
+    crate::json_tensor::typed_tensor(shape, &leaves, dtype, "value").map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@
 //! * `simple`: the simple JSON prediction API (`/predict`)
 //! * `/metrics`, `/healthz`
 
-pub mod json;
 mod manage;
 mod simple;
 mod tfs;

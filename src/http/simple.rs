@@ -19,10 +19,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::json::{nested, row};
 use super::{body, parse_json, AppState, HttpError};
 use crate::api::simple::{simple_predict, Rows, SimpleRequest, SimpleResponse};
 use crate::api::ApiError;
+use crate::json_tensor::{nested, row};
 use crate::manager::VersionRequest;
 use crate::model_config::FeatureValue;
 

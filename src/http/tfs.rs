@@ -11,9 +11,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::json::{flatten, infer_tensor, nested, row};
 use super::{body, parse_json, AppState, HttpError};
 use crate::api::{self, ApiError, PredictRequest, Protocol};
+use crate::json_tensor::{flatten, infer_tensor, nested, row};
 use crate::manager::VersionRequest;
 use crate::tensor::{NamedTensor, Tensor};
 

@@ -14,9 +14,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::json::{flat, flatten, typed_tensor};
 use super::{body, parse_json, AppState, HttpError};
 use crate::api::{self, ApiError, PredictRequest, Protocol, SERVER_NAME, SERVER_VERSION};
+use crate::json_tensor::{flat, flatten, typed_tensor};
 use crate::manager::VersionRequest;
 use crate::raw_tensor;
 use crate::tensor::{element_count, DataType, NamedTensor, Tensor, TensorSpec};

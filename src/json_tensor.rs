@@ -1,4 +1,4 @@
-//! JSON ↔ tensor conversion shared by the REST adapters.
+//! JSON ↔ tensor conversion shared by the REST adapters and stored warm-up requests.
 //!
 //! Decoding: nested JSON arrays become a shape and a flat buffer. Without a
 //! declared datatype (TF Serving, the simple API), numbers become INT64 when every
