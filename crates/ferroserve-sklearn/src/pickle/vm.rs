@@ -560,6 +560,15 @@ impl<'a, 'b> Vm<'a, 'b> {
         Ok(items)
     }
 
+    /// `bytes(text, "latin1")` and `_codecs.encode(text, "latin1")`: how protocol 2
+    /// writes a bytes object.
+    fn latin1_bytes(&self, heap: &Heap, text: Handle, not_str: &str) -> Result<Obj, LoadError> {
+        let text = heap.str(text).ok_or_else(|| self.malformed(not_str))?;
+        let bytes =
+            encode_latin1(text).ok_or_else(|| self.malformed("text is not latin-1 encodable"))?;
+        Ok(Obj::Leaf(Value::Bytes(bytes)))
+    }
+
     fn refuse_call(&self, global: &Global, reason: &str) -> LoadError {
         let dotted = global.dotted_name();
         let (module, name) = dotted.rsplit_once('.').unwrap_or(("", &dotted));
@@ -696,18 +705,8 @@ impl<'a, 'b> Vm<'a, 'b> {
                 Ok(self.instance("builtins", "slice", args.to_vec()))
             }
             Global::CodecsEncode => match args {
-                [text, encoding]
-                    if matches!(
-                        heap.str(*encoding),
-                        Some("latin1" | "latin-1" | "iso-8859-1")
-                    ) =>
-                {
-                    let text = heap
-                        .str(*text)
-                        .ok_or_else(|| self.malformed("_codecs.encode needs a str"))?;
-                    let bytes = encode_latin1(text)
-                        .ok_or_else(|| self.malformed("text is not latin-1 encodable"))?;
-                    Ok(Obj::Leaf(Value::Bytes(bytes)))
+                [text, encoding] if is_latin1_name(heap, *encoding) => {
+                    self.latin1_bytes(heap, *text, "_codecs.encode needs a str")
                 }
                 _ => Err(self.refuse_call(global, "only latin-1 encoding of a str is rebuilt")),
             },
@@ -716,18 +715,8 @@ impl<'a, 'b> Vm<'a, 'b> {
                 [data] if heap.bytes(*data).is_some() => Ok(Obj::Leaf(Value::Bytes(
                     heap.bytes(*data).unwrap_or_default().to_vec(),
                 ))),
-                [text, encoding]
-                    if matches!(
-                        heap.str(*encoding),
-                        Some("latin1" | "latin-1" | "iso-8859-1")
-                    ) =>
-                {
-                    let text = heap
-                        .str(*text)
-                        .ok_or_else(|| self.malformed("bytearray needs a str"))?;
-                    let bytes = encode_latin1(text)
-                        .ok_or_else(|| self.malformed("text is not latin-1 encodable"))?;
-                    Ok(Obj::Leaf(Value::Bytes(bytes)))
+                [text, encoding] if is_latin1_name(heap, *encoding) => {
+                    self.latin1_bytes(heap, *text, "bytearray needs a str")
                 }
                 _ => Err(self.refuse_call(global, "only bytes/str data arguments are rebuilt")),
             },
@@ -874,6 +863,13 @@ fn clone_leaf(heap: &Heap, handle: Handle) -> Option<Obj> {
 
 fn latin1(bytes: &[u8]) -> String {
     bytes.iter().map(|&b| char::from(b)).collect()
+}
+
+fn is_latin1_name(heap: &Heap, encoding: Handle) -> bool {
+    matches!(
+        heap.str(encoding),
+        Some("latin1" | "latin-1" | "iso-8859-1")
+    )
 }
 
 fn encode_latin1(text: &str) -> Option<Vec<u8>> {
