@@ -10,7 +10,7 @@
 //! * the manager is the only writer of the serving map, and writers are serialised
 //!   by `publish_lock`; requests read the map through `ArcSwap` and take no lock;
 //! * the manager never does file IO itself beyond loading a version (the backend's
-//!   load and the version's `warmup.json`): it acts on a `RepositoryScan` it is given;
+//!   load and the version's `warmup.json`): it acts on the `ModelOnDisk` scans it is given;
 //! * a new version is warmed up (one inference) before it is published;
 //! * a label only points at an AVAILABLE version, unless the model's config sets
 //!   `allow_unavailable_labels`; labels change in the same publish as versions;
@@ -26,7 +26,7 @@ use arc_swap::ArcSwap;
 use crate::backends::{load_backend, Backend, BackendOptions, ARTIFACT_NAMES};
 use crate::batching::BatchQueue;
 use crate::model_config::ModelConfig;
-use crate::repository::{ModelOnDisk, RepositoryScan};
+use crate::repository::ModelOnDisk;
 
 /// Which version of a model a request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -355,26 +355,6 @@ impl Manager {
             }
         }
         counts
-    }
-
-    /// Brings what is served in line with a scan of the whole repository: models
-    /// that are gone are unloaded, every other model is reconciled.
-    /// Blocking: call from a blocking thread.
-    pub fn apply_scan(&self, scan: &RepositoryScan) {
-        let gone: Vec<String> = self
-            .records()
-            .keys()
-            .filter(|m| !scan.models.contains_key(*m))
-            .cloned()
-            .collect();
-        for model in gone {
-            self.unload_model(&model);
-        }
-        std::thread::scope(|s| {
-            for model in scan.models.values() {
-                s.spawn(move || self.reconcile_model(model));
-            }
-        });
     }
 
     /// Loads the versions the model's policy asks for that are not loaded yet, then

@@ -1,7 +1,8 @@
 //! Finds models and versions on disk: `<root>/<model>/<version>/<artifact>`.
 //!
 //! Invariant: this module only reads the file system; it decides nothing about
-//! serving. The manager turns a [`RepositoryScan`] into loads and unloads.
+//! serving. `sources` lists and scans models; the manager turns a [`ModelOnDisk`] into
+//! loads and unloads.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,11 +28,6 @@ pub struct ModelOnDisk {
     pub config: Result<ModelConfig, ModelConfigError>,
     /// Versions by number.
     pub versions: BTreeMap<u64, VersionOnDisk>,
-}
-
-#[derive(Debug, Default)]
-pub struct RepositoryScan {
-    pub models: BTreeMap<String, ModelOnDisk>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,23 +93,13 @@ pub fn scan_model(name: &str, dir: &Path) -> Result<ModelOnDisk, RepositoryError
     })
 }
 
-/// Scans the whole repository. A model directory that cannot be read is skipped
-/// with a warning rather than failing every other model.
-pub fn scan(root: &Path) -> Result<RepositoryScan, RepositoryError> {
-    let mut scan = RepositoryScan::default();
-    let dirs = subdirectories(root).map_err(|source| RepositoryError {
+/// The model directories under the repository root (not hidden, not staging), by
+/// name. Names that are not UTF-8 are skipped: they cannot be asked for.
+pub fn model_directories(root: &Path) -> Result<Vec<(String, PathBuf)>, RepositoryError> {
+    subdirectories(root).map_err(|source| RepositoryError {
         path: root.to_path_buf(),
         source,
-    })?;
-    for (name, dir) in dirs {
-        match scan_model(&name, &dir) {
-            Ok(model) => {
-                scan.models.insert(name, model);
-            }
-            Err(e) => tracing::warn!(model = %name, "skipping model: {e}"),
-        }
-    }
-    Ok(scan)
+    })
 }
 
 #[cfg(test)]
@@ -128,13 +114,13 @@ mod tests {
     #[test]
     fn empty_repository_has_no_models() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(scan(dir.path()).unwrap().models.is_empty());
+        assert!(model_directories(dir.path()).unwrap().is_empty());
     }
 
     #[test]
     fn missing_repository_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let err = scan(&dir.path().join("nope")).unwrap_err();
+        let err = model_directories(&dir.path().join("nope")).unwrap_err();
         assert!(err.to_string().contains("nope"));
     }
 
@@ -152,9 +138,9 @@ mod tests {
         std::fs::create_dir_all(root.join("m/7")).unwrap(); // no artifact
         touch(&root.join(".hidden/1/model.onnx"));
         touch(&root.join("README.md"));
-        let scan = scan(root).unwrap();
-        assert_eq!(scan.models.keys().collect::<Vec<_>>(), vec!["m"]);
-        let m = &scan.models["m"];
+        let models = model_directories(root).unwrap();
+        assert_eq!(models, vec![("m".to_string(), root.join("m"))]);
+        let m = scan_model("m", &root.join("m")).unwrap();
         assert_eq!(
             m.versions.keys().copied().collect::<Vec<_>>(),
             vec![1, 2, 7, 10]

@@ -24,7 +24,7 @@ use std::time::SystemTime;
 use crate::manager::{Manager, VersionState};
 use crate::model_config::ModelConfig;
 use crate::model_config_list::{is_valid_model_name, ModelConfigList, ModelListEntry};
-use crate::repository::{parse_version, scan_model};
+use crate::repository::{model_directories, parse_version, scan_model};
 
 /// The lock that serialises operations on one model. A tokio mutex, so that an upload
 /// can hold it across the awaits of streaming the file; blocking code takes it with
@@ -171,21 +171,15 @@ impl Sources {
             }
             return dirs;
         }
-        if let Ok(entries) = std::fs::read_dir(&self.root) {
-            for entry in entries.flatten() {
-                let Ok(name) = entry.file_name().into_string() else {
-                    continue;
-                };
-                if is_valid_model_name(&name) && entry.path().is_dir() {
-                    dirs.insert(
-                        name,
-                        ModelDir {
-                            dir: entry.path(),
-                            listed: None,
-                        },
-                    );
+        match model_directories(&self.root) {
+            Ok(found) => {
+                for (name, dir) in found {
+                    if is_valid_model_name(&name) {
+                        dirs.insert(name, ModelDir { dir, listed: None });
+                    }
                 }
             }
+            Err(e) => tracing::warn!("{e}"),
         }
         dirs
     }

@@ -196,10 +196,9 @@ async fn an_unloaded_version_drains_its_queue() {
     );
     let settings = test_settings(repo.path());
     let manager = Arc::new(Manager::new(ferroserve::server::backend_options(&settings)));
-    let scan = ferroserve::repository::scan(repo.path()).unwrap();
     {
-        let manager = manager.clone();
-        tokio::task::spawn_blocking(move || manager.apply_scan(&scan))
+        let sources = ferroserve::sources::Sources::new(manager.clone(), repo.path().to_path_buf());
+        tokio::task::spawn_blocking(move || sources.initial_load())
             .await
             .unwrap();
     }
