@@ -1,6 +1,7 @@
 //! ferroserve: a machine-learning model server. See `docs/architecture.md` for the code map.
 
 pub mod api;
+pub mod auth;
 pub mod backends;
 pub mod batching;
 pub mod grpc;

@@ -29,8 +29,46 @@ enum Command {
         #[arg(long, env = "FERROSERVE_CONFIG", value_name = "FILE")]
         config: Option<PathBuf>,
         #[command(flatten)]
-        args: ServeArgs,
+        args: Box<ServeArgs>,
     },
+    /// Bearer tokens for --auth-tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a fresh random token and the entry to add to the tokens file (which
+    /// stores only the token's SHA-256).
+    New {
+        /// Name logged with every management action made with this token
+        #[arg(long)]
+        name: String,
+        /// Comma-separated scopes: inference, management, metrics
+        #[arg(long, value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+    },
+}
+
+fn token_new(name: &str, scopes: &[String]) -> anyhow::Result<()> {
+    let scopes = scopes
+        .iter()
+        .map(|s| {
+            ferroserve::auth::Scope::parse(s.trim()).with_context(|| {
+                format!("unknown scope {s:?} (known: inference, management, metrics)")
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (token, entry) =
+        ferroserve::auth::new_token(name, &scopes).map_err(|e| anyhow::anyhow!(e))?;
+    println!("# The token (shown once; give it to the client as `Authorization: Bearer <token>`):");
+    println!("{token}");
+    println!();
+    println!("# Add this entry to the --auth-tokens file (it holds only the token's SHA-256):");
+    print!("{entry}");
+    Ok(())
 }
 
 fn init_logging(format: LogFormat) {
@@ -76,8 +114,11 @@ fn settings_from(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<Set
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Token {
+            command: TokenCommand::New { name, scopes },
+        } => token_new(&name, &scopes),
         Command::Serve { config, args } => {
-            let settings = settings_from(config, args)?;
+            let settings = settings_from(config, *args)?;
             init_logging(settings.log_format);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

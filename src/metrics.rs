@@ -11,6 +11,9 @@
 //! * `ferroserve_compute_duration_seconds{model,version}` (histogram: one model run)
 //! * `ferroserve_rejected_total{model,version}` (counter: refused because the queue was full)
 //! * `ferroserve_model_versions{state}` (gauge, set at scrape time)
+//! * `ferroserve_auth_failures_total{protocol,reason}` (counter: requests refused by
+//!   the access layer: missing_token, invalid_token, missing_scope, remote_management,
+//!   cross_site)
 //! * `process_resident_memory_bytes` (gauge, read at scrape time)
 
 use std::sync::OnceLock;
@@ -55,6 +58,16 @@ pub fn install() -> &'static PrometheusHandle {
         }
         handle
     })
+}
+
+/// A request the access layer refused (`protocol` rest or grpc).
+pub fn record_auth_failure(protocol: &'static str, reason: &'static str) {
+    metrics::counter!(
+        "ferroserve_auth_failures_total",
+        "protocol" => protocol,
+        "reason" => reason
+    )
+    .increment(1);
 }
 
 pub fn record_request(

@@ -147,6 +147,23 @@ impl ModelConfigList {
         Ok(list)
     }
 
+    /// Checks that every base path lies under one of `roots` (after resolving
+    /// symbolic links), so a config file or a gRPC `HandleReloadConfigRequest`
+    /// cannot serve arbitrary server directories.
+    pub fn check_roots(&self, roots: &[PathBuf]) -> Result<(), String> {
+        for m in &self.models {
+            if !crate::auth::is_under_roots(&m.base_path, roots) {
+                return Err(format!(
+                    "model {:?}: base path {} is outside the allowed model roots \
+                     (the repository, and the config file's directory or --allowed-model-roots)",
+                    m.name,
+                    m.base_path.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks names, paths, policies and labels; every problem is an error, so a
     /// list is used whole or not at all.
     pub fn validate(&self) -> Result<(), String> {

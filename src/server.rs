@@ -1,7 +1,9 @@
 //! Wires the pieces together and runs the server until shut down.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -62,17 +64,29 @@ pub async fn run(
         "model repository {} is not a directory",
         repository.display()
     );
+    let model_roots = settings.model_roots();
     let config_list = match &settings.model_config_file {
-        Some(path) => Some(crate::model_config_list::ModelConfigList::load(path)?),
+        Some(path) => {
+            let list = crate::model_config_list::ModelConfigList::load(path)?;
+            list.check_roots(&model_roots)
+                .map_err(|e| anyhow::anyhow!("model config file {}: {e}", path.display()))?;
+            Some(list)
+        }
         None => None,
     };
+    let auth = Arc::new(crate::auth::Auth::from_settings(&settings)?);
+    log_access_rules(&settings);
     let watcher_settings = crate::watcher::WatcherSettings {
         file_system_poll_wait: settings.file_system_poll_wait,
         model_config_file: settings.model_config_file.clone(),
         model_config_file_poll_wait: settings.model_config_file_poll_wait,
+        model_roots,
     };
     let manager = Arc::new(Manager::new(backend_options(&settings)));
-    let state = Arc::new(ServerState::new(settings, manager.clone()));
+    let state = Arc::new(ServerState {
+        auth: auth.clone(),
+        ..ServerState::new(settings, manager.clone())
+    });
     if let Some(list) = config_list {
         state.sources.set_config_list(list);
     }
@@ -85,6 +99,10 @@ pub async fn run(
         watcher_settings,
         stop_rx.clone(),
     ));
+    // The tokens file is re-read when it changes, until shutdown.
+    let tokens_watcher = auth
+        .tokens_configured()
+        .then(|| tokio::spawn(watch_tokens_file(auth.clone(), stop_rx.clone())));
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
@@ -95,8 +113,12 @@ pub async fn run(
 
     let rest_addr = listeners.rest.local_addr()?;
     tracing::info!(%rest_addr, "REST API listening");
-    let rest = axum::serve(listeners.rest, crate::http::router(state.clone()))
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    // The peer address reaches the access layer (loopback-only management).
+    let rest = axum::serve(
+        listeners.rest,
+        crate::http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopped(stop_rx.clone()));
     let rest = tokio::spawn(async move { rest.await.context("REST server failed") });
 
     // gRPC (issue 5): beside REST, on the same state and the same shutdown signal.
@@ -123,8 +145,58 @@ pub async fn run(
     }
     // The watcher has seen the stop signal; a load in progress is not waited for.
     let _ = watcher.await;
+    if let Some(tokens_watcher) = tokens_watcher {
+        let _ = tokens_watcher.await;
+    }
     let inference = state.inference.clone();
     tokio::task::spawn_blocking(move || inference.shutdown()).await?;
     tracing::info!("shut down");
     Ok(())
+}
+
+/// How often the tokens file is checked for changes.
+const TOKENS_FILE_POLL: Duration = Duration::from_secs(1);
+
+/// Re-reads the tokens file every [`TOKENS_FILE_POLL`] until `stop` turns true.
+async fn watch_tokens_file(auth: Arc<crate::auth::Auth>, mut stop: watch::Receiver<bool>) {
+    let stopped = async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    };
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            _ = tokio::time::sleep(TOKENS_FILE_POLL) => {
+                let auth = auth.clone();
+                let _ = tokio::task::spawn_blocking(move || auth.reload_if_changed()).await;
+            }
+        }
+    }
+}
+
+/// Says at start who may manage the server, so an open server is never a surprise.
+fn log_access_rules(settings: &Settings) {
+    let bound_remote =
+        !settings.rest_addr.ip().is_loopback() || !settings.grpc_addr.ip().is_loopback();
+    match (
+        &settings.auth_tokens,
+        settings.allow_unauthenticated_management,
+    ) {
+        (Some(path), _) => tracing::info!(
+            tokens = %path.display(),
+            metrics_require_token = settings.metrics_require_token,
+            "bearer tokens required for inference and management"
+        ),
+        (None, true) => tracing::warn!(
+            "--allow-unauthenticated-management: ANY client that reaches the ports may \
+             upload, reload, deploy, stop and delete models"
+        ),
+        (None, false) if bound_remote => tracing::info!(
+            "no --auth-tokens: inference is open to every client; management is allowed \
+             only from this host (loopback); remote management is refused"
+        ),
+        (None, false) => tracing::info!(
+            "no --auth-tokens: inference is open; management is allowed from loopback clients"
+        ),
+    }
 }

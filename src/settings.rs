@@ -63,6 +63,38 @@ pub struct Settings {
     /// Largest model file `POST /upload_model` accepts, in bytes; larger is 413.
     /// Default 1 GiB.
     pub max_upload_bytes: u64,
+    /// TOML file of bearer tokens (name, SHA-256, scopes), re-read when it changes.
+    /// Default none: inference is open and management is allowed only from loopback
+    /// clients.
+    pub auth_tokens: Option<PathBuf>,
+    /// Without tokens, allow management from any client, not only loopback ones.
+    /// Default false.
+    pub allow_unauthenticated_management: bool,
+    /// `/metrics` needs a token with the `metrics` scope (needs `auth_tokens`).
+    /// Default false: `/metrics` is open.
+    pub metrics_require_token: bool,
+    /// Directories, besides the repository, that every model base path (model config
+    /// file, gRPC `HandleReloadConfigRequest`) must lie under. Default empty, which
+    /// means the model config file's directory ([`Settings::model_roots`]).
+    pub allowed_model_roots: Vec<PathBuf>,
+}
+
+impl Settings {
+    /// The directories model base paths must lie under: the repository (always:
+    /// it is served anyway), plus `allowed_model_roots`, or by default the model
+    /// config file's directory.
+    pub fn model_roots(&self) -> Vec<PathBuf> {
+        let mut roots = vec![self.model_repository.clone()];
+        if !self.allowed_model_roots.is_empty() {
+            roots.extend(self.allowed_model_roots.iter().cloned());
+        } else if let Some(file) = &self.model_config_file {
+            roots.push(match file.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            });
+        }
+        roots
+    }
 }
 
 impl Default for Settings {
@@ -86,6 +118,10 @@ impl Default for Settings {
             model_config_file: None,
             model_config_file_poll_wait: Duration::ZERO,
             max_upload_bytes: 1024 * 1024 * 1024,
+            auth_tokens: None,
+            allow_unauthenticated_management: false,
+            metrics_require_token: false,
+            allowed_model_roots: Vec::new(),
         }
     }
 }
@@ -170,6 +206,44 @@ pub struct ServeArgs {
     /// Largest model file POST /upload_model accepts, in bytes [default: 1073741824]
     #[arg(long, env = "FERROSERVE_MAX_UPLOAD_BYTES", value_name = "BYTES")]
     pub max_upload_bytes: Option<u64>,
+
+    /// TOML file of bearer tokens with scopes (inference, management, metrics),
+    /// re-read when it changes; `ferroserve token new` makes entries [default: none:
+    /// inference open, management from loopback clients only]
+    #[arg(long, env = "FERROSERVE_AUTH_TOKENS", value_name = "FILE")]
+    pub auth_tokens: Option<PathBuf>,
+
+    /// Without --auth-tokens, allow management (upload, reload, deploy, stop, delete)
+    /// from any client, not only from the server's own host
+    #[arg(
+        long,
+        env = "FERROSERVE_ALLOW_UNAUTHENTICATED_MANAGEMENT",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    pub allow_unauthenticated_management: Option<bool>,
+
+    /// /metrics needs a token with the `metrics` scope (needs --auth-tokens) [default: false]
+    #[arg(
+        long,
+        env = "FERROSERVE_METRICS_REQUIRE_TOKEN",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    pub metrics_require_token: Option<bool>,
+
+    /// Directories besides the model repository that model base paths (model config
+    /// file, gRPC ReloadConfig) must lie under, comma-separated [default: the config
+    /// file's directory]
+    #[arg(
+        long,
+        env = "FERROSERVE_ALLOWED_MODEL_ROOTS",
+        value_name = "DIR,...",
+        value_delimiter = ','
+    )]
+    pub allowed_model_roots: Option<Vec<PathBuf>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -224,6 +298,12 @@ impl ServeArgs {
                 .model_config_file_poll_wait_seconds
                 .or(self.model_config_file_poll_wait_seconds),
             max_upload_bytes: upper.max_upload_bytes.or(self.max_upload_bytes),
+            auth_tokens: upper.auth_tokens.or(self.auth_tokens),
+            allow_unauthenticated_management: upper
+                .allow_unauthenticated_management
+                .or(self.allow_unauthenticated_management),
+            metrics_require_token: upper.metrics_require_token.or(self.metrics_require_token),
+            allowed_model_roots: upper.allowed_model_roots.or(self.allowed_model_roots),
         }
     }
 
@@ -270,7 +350,22 @@ impl ServeArgs {
             Some(n) => n,
             None => d.max_upload_bytes,
         };
+        let metrics_require_token = self
+            .metrics_require_token
+            .unwrap_or(d.metrics_require_token);
+        if metrics_require_token && self.auth_tokens.is_none() {
+            return Err(SettingsError::Invalid {
+                name: "metrics_require_token",
+                reason: "needs auth_tokens (a tokens file with a `metrics` token)".into(),
+            });
+        }
         Ok(Settings {
+            auth_tokens: self.auth_tokens.or(d.auth_tokens),
+            allow_unauthenticated_management: self
+                .allow_unauthenticated_management
+                .unwrap_or(d.allow_unauthenticated_management),
+            metrics_require_token,
+            allowed_model_roots: self.allowed_model_roots.unwrap_or(d.allowed_model_roots),
             file_system_poll_wait: poll_wait(
                 "file_system_poll_wait_seconds",
                 self.file_system_poll_wait_seconds,
@@ -360,6 +455,26 @@ mod tests {
     }
 
     #[test]
+    fn access_settings() {
+        let d = ServeArgs::default().into_settings().unwrap();
+        assert_eq!(d.auth_tokens, None);
+        assert!(!d.allow_unauthenticated_management && !d.metrics_require_token);
+        assert_eq!(d.model_roots(), vec![PathBuf::from("models")]);
+        let file: ServeArgs = toml::from_str(
+            "auth_tokens = \"t.toml\"\nmetrics_require_token = true\n\
+             allowed_model_roots = [\"/srv/a\", \"/srv/b\"]\nmodel_repository = \"/r\"",
+        )
+        .unwrap();
+        let s = file.into_settings().unwrap();
+        assert!(s.metrics_require_token);
+        assert_eq!(
+            s.model_roots(),
+            ["/r", "/srv/a", "/srv/b"].map(PathBuf::from).to_vec(),
+            "the repository is always a root"
+        );
+    }
+
+    #[test]
     fn watcher_and_upload_settings() {
         let d = ServeArgs::default().into_settings().unwrap();
         assert_eq!(d.file_system_poll_wait, Duration::from_secs(1));
@@ -379,10 +494,16 @@ mod tests {
         assert_eq!(s.model_config_file_poll_wait, Duration::from_millis(2500));
         assert_eq!(s.model_config_file.as_deref(), Some(Path::new("m.config")));
         assert_eq!(s.max_upload_bytes, 10);
+        assert_eq!(
+            s.model_roots(),
+            vec![PathBuf::from("models"), PathBuf::from(".")],
+            "repository and the config file's directory by default"
+        );
         for bad in [
             "file_system_poll_wait_seconds = -1",
             "model_config_file_poll_wait_seconds = nan",
             "max_upload_bytes = 0",
+            "metrics_require_token = true",
         ] {
             let args: ServeArgs = toml::from_str(bad).unwrap();
             assert!(args.into_settings().is_err(), "{bad}");

@@ -26,6 +26,8 @@ pub struct WatcherSettings {
     pub model_config_file: Option<PathBuf>,
     /// Time between two reads of the config file; zero reads it at start-up only.
     pub model_config_file_poll_wait: Duration,
+    /// Directories every base path of the config file must lie under.
+    pub model_roots: Vec<PathBuf>,
 }
 
 /// Loads every model, marks the manager ready, then polls until `stop` turns true.
@@ -70,6 +72,10 @@ pub async fn run(
                 let read = tokio::task::spawn_blocking(move || ModelConfigList::load(&path)).await;
                 match read {
                     Ok(Ok(list)) if config_in_force.as_deref() != Some(&list) => {
+                        if let Err(e) = list.check_roots(&settings.model_roots) {
+                            tracing::error!("model config file refused, the current one stays: {e}");
+                            continue;
+                        }
                         tracing::info!(models = list.models.len(), "model config file changed; applying it");
                         let applying = sources.clone();
                         let applied = tokio::task::spawn_blocking(move || applying.apply_config_list(list)).await;

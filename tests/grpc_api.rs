@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{assert_close, install_model, root_path, test_settings, TestServer};
+use ferroserve::settings::Settings;
 use ferroserve_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use ferroserve_proto::inference::model_infer_request::{
     InferInputTensor, InferRequestedOutputTensor,
@@ -1431,10 +1432,15 @@ async fn message_size_limits_are_resource_exhausted_and_deadlines_are_honoured()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tf_serving_reload_config_replaces_the_model_list() {
     let repo = repo();
-    let server = TestServer::start(repo.path()).await;
+    let elsewhere = tempfile::tempdir().unwrap();
+    // Base paths must lie under the allowed roots: the repository and `elsewhere`.
+    let server = TestServer::start_with(Settings {
+        allowed_model_roots: vec![elsewhere.path().to_path_buf()],
+        ..test_settings(repo.path())
+    })
+    .await;
     let mut models = ModelServiceClient::new(channel(&server).await);
     let mut client = PredictionServiceClient::new(channel(&server).await);
-    let elsewhere = tempfile::tempdir().unwrap();
     install_model(
         elsewhere.path(),
         "added",
@@ -1464,7 +1470,7 @@ async fn tf_serving_reload_config_replaces_the_model_list() {
             "missing base path",
             reload(vec![
                 config("iris_lr", ""),
-                config("ghost", "/nonexistent/ghost"),
+                config("ghost", &format!("{}/ghost", elsewhere.path().display())),
             ]),
         ),
         (
@@ -1489,6 +1495,23 @@ async fn tf_serving_reload_config_replaces_the_model_list() {
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+    }
+    // A base path outside the allowed roots is refused, whatever it holds, and
+    // changes nothing (`/proc` would list the host's pids as "versions").
+    for outside in ["/proc", "/nonexistent/ghost"] {
+        let status = models
+            .handle_reload_config_request(reload(vec![config("iris_lr", ""), config("p", outside)]))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::PermissionDenied,
+            "{outside}: {status:?}"
+        );
+        assert!(
+            status.message().contains("outside the allowed model roots"),
+            "{status:?}"
+        );
     }
     assert!(client
         .predict(predict_request(

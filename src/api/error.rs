@@ -11,6 +11,10 @@ pub enum ApiError {
     /// Unknown model, version or label (404, NOT_FOUND).
     #[error("{0}")]
     NotFound(String),
+    /// The caller may not do this, e.g. a model base path outside the allowed roots
+    /// (403, PERMISSION_DENIED).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The request conflicts with the current state, e.g. a version that already
     /// exists (409, ALREADY_EXISTS / FAILED_PRECONDITION).
     #[error("{0}")]
@@ -38,6 +42,7 @@ impl ApiError {
         match self {
             ApiError::InvalidArgument(_) => "invalid_argument",
             ApiError::NotFound(_) => "not_found",
+            ApiError::PermissionDenied(_) => "permission_denied",
             ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::ResourceExhausted(_) => "resource_exhausted",

@@ -174,6 +174,8 @@ pub async fn reload_config(
     list: ModelConfigList,
 ) -> Result<Vec<ModelSummary>, ApiError> {
     list.validate().map_err(ApiError::InvalidArgument)?;
+    list.check_roots(&state.settings.model_roots())
+        .map_err(ApiError::PermissionDenied)?;
     let sources = state.sources.clone();
     blocking(move || sources.apply_config_list(list)).await?;
     Ok(models_status(state))

@@ -61,6 +61,9 @@ pub struct ServerState {
     /// Which model directories are served; the management API and the watcher
     /// change what is served through it.
     pub sources: Arc<Sources>,
+    /// Who may do what (tokens, loopback-only management); the REST and gRPC
+    /// access layers consult it before any operation runs.
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 impl ServerState {
@@ -70,7 +73,11 @@ impl ServerState {
             manager.clone(),
             settings.model_repository.clone(),
         ));
+        let auth = Arc::new(crate::auth::Auth::without_tokens(
+            settings.allow_unauthenticated_management,
+        ));
         ServerState {
+            auth,
             sources,
             settings: Arc::new(settings),
             manager,

@@ -5,12 +5,14 @@
 //! * [`kserve`]: KServe V2 `inference.GRPCInferenceService` (with the repository extension);
 //! * [`health`]: `grpc.health.v1.Health`, per model and for the server.
 //!
-//! All of them share one port ([`serve`]). Invariants:
+//! All of them share one port ([`serve`]), behind the access layer (`auth`: tokens,
+//! loopback-only management). Invariants:
 //! * an [`ApiError`] becomes a `tonic::Status` only in [`status_from`];
 //! * a message over the size limits is RESOURCE_EXHAUSTED, never a dropped connection
 //!   (tonic says OUT_OF_RANGE; [`ResourceExhaustedLayer`] corrects it);
 //! * a client deadline (`grpc-timeout`) bounds the operation like the REST timeout.
 
+mod auth;
 pub mod health;
 pub mod kserve;
 pub mod tf_tensor;
@@ -61,19 +63,25 @@ pub async fn serve(
             stop_streams.cancel();
         }
     };
-    let router = routes(state, limits, stop_streams)
+    let router = routes(state.clone(), limits, stop_streams)
         .prepare()
         .into_axum_router()
-        .layer(ResourceExhaustedLayer);
+        .layer(ResourceExhaustedLayer)
+        // Outermost: a call is authorised before any service sees it.
+        .layer(axum::middleware::from_fn_with_state(state, auth::require));
     // Small unary messages must not wait for Nagle's algorithm.
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("cannot set TCP_NODELAY: {e}");
         }
     });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(stopping)
-        .await
+    // The peer address reaches the access layer (loopback-only management).
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopping)
+    .await
 }
 
 /// Every service, with the size limits applied to each. `stop_streams` ends open
@@ -115,6 +123,7 @@ pub fn status_from(error: ApiError) -> Status {
     match error {
         ApiError::InvalidArgument(m) => Status::invalid_argument(m),
         ApiError::NotFound(m) => Status::not_found(m),
+        ApiError::PermissionDenied(m) => Status::permission_denied(m),
         ApiError::Conflict(m) => Status::failed_precondition(m),
         ApiError::PayloadTooLarge(m) => Status::resource_exhausted(m),
         ApiError::ResourceExhausted(m) => Status::resource_exhausted(m),
@@ -242,6 +251,7 @@ mod tests {
         let cases = [
             (ApiError::InvalidArgument(m()), Code::InvalidArgument),
             (ApiError::NotFound(m()), Code::NotFound),
+            (ApiError::PermissionDenied(m()), Code::PermissionDenied),
             (ApiError::Conflict(m()), Code::FailedPrecondition),
             (ApiError::PayloadTooLarge(m()), Code::ResourceExhausted),
             (ApiError::ResourceExhausted(m()), Code::ResourceExhausted),

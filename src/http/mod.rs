@@ -8,7 +8,10 @@
 //!   the V2 repository extension and `/description`
 //! * `simple`: the simple JSON prediction API (`/predict`)
 //! * `/metrics`, `/healthz`
+//! * `auth`: the access layer in front of every route (tokens, loopback-only
+//!   management, cross-site refusal)
 
+mod auth;
 mod manage;
 mod simple;
 mod tfs;
@@ -39,6 +42,11 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(state.settings.max_request_bytes))
+        // Outermost, so every route (unknown ones too) is authorised first.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require,
+        ))
         .with_state(state)
 }
 
@@ -57,6 +65,7 @@ pub fn status_code(e: &ApiError) -> StatusCode {
     match e {
         ApiError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
         ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+        ApiError::PermissionDenied(_) => StatusCode::FORBIDDEN,
         ApiError::Conflict(_) => StatusCode::CONFLICT,
         ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         ApiError::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,

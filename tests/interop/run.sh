@@ -11,7 +11,8 @@ REST_PORT=$(free_port); GRPC_PORT=$(free_port)
 LOG=$(mktemp)
 WORK=$(mktemp -d)  # models the config reload adds from outside the repository
 ORT_DYLIB_PATH="$ROOT/.ort/libonnxruntime.so.1.31.1" ./target/debug/ferroserve serve \
-  --model-repository examples/models --rest-addr "127.0.0.1:$REST_PORT" --grpc-addr "127.0.0.1:$GRPC_PORT" >"$LOG" 2>&1 &
+  --model-repository examples/models --rest-addr "127.0.0.1:$REST_PORT" --grpc-addr "127.0.0.1:$GRPC_PORT" \
+  --allowed-model-roots "$WORK" >"$LOG" 2>&1 &
 PID=$!
 trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true; rm -rf "$LOG" "$WORK"' EXIT
 for _ in $(seq 1 300); do

@@ -1,0 +1,200 @@
+//! The REST access layer: every request passes [`require`] before its route.
+//!
+//! It classifies the route (`auth::rest_access`), asks `Auth::check` with the
+//! `Authorization` header and the peer address, and answers 401 (with
+//! `WWW-Authenticate: Bearer`) or 403 on refusal. Management requests also pass
+//! [`cross_site_refusal`] (a browser on another site must not be able to make them,
+//! token or not) and are logged with the token's name once answered.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::AppState;
+use crate::auth::{rest_access, Access, Denied};
+
+pub async fn require(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let access = rest_access(request.uri().path());
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let authorization = request.headers().get(header::AUTHORIZATION);
+    let token = match state
+        .auth
+        .check(access, authorization.map(HeaderValue::as_bytes), peer)
+    {
+        Ok(token) => token,
+        Err(denied) => {
+            crate::metrics::record_auth_failure("rest", denied.reason());
+            tracing::warn!(
+                client = %display_peer(peer),
+                method = %request.method(),
+                path = %request.uri().path(),
+                reason = denied.reason(),
+                "request refused"
+            );
+            return denied_response(&denied);
+        }
+    };
+    if access != Access::Management {
+        return next.run(request).await;
+    }
+    if let Some((status, message)) = cross_site_refusal(request.headers()) {
+        crate::metrics::record_auth_failure("rest", "cross_site");
+        tracing::warn!(client = %display_peer(peer), path = %request.uri().path(), "{message}");
+        return (status, Json(json!({ "error": message }))).into_response();
+    }
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let response = next.run(request).await;
+    tracing::info!(
+        client = %display_peer(peer),
+        token = token.as_deref().unwrap_or("-"),
+        %method,
+        %path,
+        status = response.status().as_u16(),
+        "management request"
+    );
+    response
+}
+
+fn display_peer(peer: Option<SocketAddr>) -> String {
+    peer.map_or_else(|| "unknown".to_string(), |p| p.to_string())
+}
+
+fn denied_response(denied: &Denied) -> Response {
+    let status = if denied.is_unauthenticated() {
+        StatusCode::UNAUTHORIZED
+    } else {
+        StatusCode::FORBIDDEN
+    };
+    let mut response = (status, Json(json!({ "error": denied.to_string() }))).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"ferroserve\""),
+        );
+    }
+    response
+}
+
+/// Why a management request looks like a browser's cross-site request, if it
+/// does. Browsers send `Sec-Fetch-Site` and, on every POST, `Origin`; a form or a
+/// no-cors `fetch` can only send `text/plain`, `application/x-www-form-urlencoded`
+/// or `multipart/form-data`, so JSON bodies must say `application/json` (which
+/// needs a CORS preflight this server never grants) and a multipart upload must
+/// come from the same origin or from a non-browser client.
+pub fn cross_site_refusal(headers: &HeaderMap) -> Option<(StatusCode, String)> {
+    let forbidden = |what: String| {
+        Some((
+            StatusCode::FORBIDDEN,
+            format!("cross-site management request refused: {what}"),
+        ))
+    };
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        if site.eq_ignore_ascii_case("cross-site") || site.eq_ignore_ascii_case("same-site") {
+            return forbidden(format!("Sec-Fetch-Site is {site}"));
+        }
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        if !same_origin(origin, host) {
+            return forbidden(format!("Origin {origin:?} is not this server ({host:?})"));
+        }
+    }
+    if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
+        let essence = content_type
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if essence != "application/json" && essence != "multipart/form-data" {
+            return Some((
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "management requests take application/json (or multipart/form-data \
+                     for uploads), not {essence:?}"
+                ),
+            ));
+        }
+    }
+    None
+}
+
+/// Whether `Origin: scheme://authority` names the server the `Host` header names.
+fn same_origin(origin: &str, host: &str) -> bool {
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false; // "null" and anything malformed
+    };
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "http" => ":80",
+        "https" => ":443",
+        _ => return false,
+    };
+    let normalise = |a: &str| {
+        let a = a.trim_end_matches('/').to_ascii_lowercase();
+        a.strip_suffix(default_port)
+            .map(str::to_string)
+            .unwrap_or(a)
+    };
+    !host.is_empty() && normalise(authority) == normalise(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn cross_site_requests_are_refused() {
+        let host = ("host", "127.0.0.1:8501");
+        for ok in [
+            vec![host],
+            vec![host, ("content-type", "application/json; charset=utf-8")],
+            vec![host, ("content-type", "multipart/form-data; boundary=x")],
+            vec![host, ("origin", "http://127.0.0.1:8501")],
+            vec![
+                ("host", "models.local"),
+                ("origin", "http://models.local:80"),
+            ],
+            vec![host, ("sec-fetch-site", "same-origin")],
+            vec![host, ("sec-fetch-site", "none")],
+        ] {
+            assert_eq!(cross_site_refusal(&headers(&ok)), None, "{ok:?}");
+        }
+        for (bad, status) in [
+            (vec![host, ("origin", "http://evil.example")], 403),
+            (vec![host, ("origin", "null")], 403),
+            (vec![host, ("sec-fetch-site", "cross-site")], 403),
+            (vec![host, ("sec-fetch-site", "same-site")], 403),
+            (vec![host, ("content-type", "text/plain")], 415),
+            (
+                vec![host, ("content-type", "application/x-www-form-urlencoded")],
+                415,
+            ),
+        ] {
+            let refused = cross_site_refusal(&headers(&bad));
+            assert_eq!(refused.map(|r| r.0.as_u16()), Some(status), "{bad:?}");
+        }
+    }
+}
