@@ -66,6 +66,11 @@ pub async fn run(
         Some(path) => Some(crate::model_config_list::ModelConfigList::load(path)?),
         None => None,
     };
+    // TLS (issue 10): checked before anything starts, so bad files stop the start.
+    let tls = match settings.tls_files() {
+        Some(files) => Some(crate::tls::Tls::load(files).context("cannot set up TLS")?),
+        None => None,
+    };
     let watcher_settings = crate::watcher::WatcherSettings {
         file_system_poll_wait: settings.file_system_poll_wait,
         model_config_file: settings.model_config_file.clone(),
@@ -93,17 +98,32 @@ pub async fn run(
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
+    // One certificate for both ports, re-read until shutdown.
+    let tls_reload = tls
+        .clone()
+        .map(|tls| tokio::spawn(tls.watch(crate::tls::RELOAD_POLL, stop_rx.clone())));
+    let transport = tls.as_ref().map_or("plain tcp", |tls| tls.describe());
+    let with_tls = |protocol| tls.clone().map(|tls| (tls, protocol));
+
     let rest_addr = listeners.rest.local_addr()?;
-    tracing::info!(%rest_addr, "REST API listening");
-    let rest = axum::serve(listeners.rest, crate::http::router(state.clone()))
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    tracing::info!(%rest_addr, transport, "REST API listening");
+    let rest_listener =
+        crate::tls::ServerListener::new(listeners.rest, with_tls(crate::tls::Protocol::Rest));
+    let rest = axum::serve(
+        rest_listener.with_connect_info(),
+        crate::http::router(state.clone())
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopped(stop_rx.clone()));
     let rest = tokio::spawn(async move { rest.await.context("REST server failed") });
 
     // gRPC (issue 5): beside REST, on the same state and the same shutdown signal.
     let grpc = match listeners.grpc {
         Some(listener) => {
             let grpc_addr = listener.local_addr()?;
-            tracing::info!(%grpc_addr, "gRPC API listening");
+            tracing::info!(%grpc_addr, transport, "gRPC API listening");
+            let listener =
+                crate::tls::ServerListener::new(listener, with_tls(crate::tls::Protocol::Grpc));
             let limits = crate::grpc::MessageLimits {
                 max_receive_bytes: state.settings.grpc_max_receive_bytes,
                 max_send_bytes: state.settings.grpc_max_send_bytes,
@@ -123,6 +143,9 @@ pub async fn run(
     }
     // The watcher has seen the stop signal; a load in progress is not waited for.
     let _ = watcher.await;
+    if let Some(reload) = tls_reload {
+        let _ = reload.await;
+    }
     let inference = state.inference.clone();
     tokio::task::spawn_blocking(move || inference.shutdown()).await?;
     tracing::info!("shut down");

@@ -23,7 +23,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http_body_util::BodyExt;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 
@@ -41,18 +40,17 @@ pub struct MessageLimits {
 /// Serves every gRPC service on `listener` until `shutdown` completes, then lets
 /// in-flight calls finish.
 ///
-/// Served by hyper through `axum::serve` (HTTP/2 prior knowledge, TCP_NODELAY), not
+/// Served by hyper through `axum::serve` (HTTP/2 prior knowledge, or ALPN `h2` over
+/// TLS; TCP_NODELAY), not
 /// tonic's own server: tonic's server enforces `grpc-timeout` itself and answers
 /// CANCELLED when it fires, racing the api operation that answers DEADLINE_EXCEEDED
 /// and drops the queued inference, as the REST timeout does.
 pub async fn serve(
     state: Arc<ServerState>,
     limits: MessageLimits,
-    listener: TcpListener,
+    listener: crate::tls::ServerListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-
     let stop_streams = CancellationToken::new();
     let stopping = {
         let stop_streams = stop_streams.clone();
@@ -65,15 +63,14 @@ pub async fn serve(
         .prepare()
         .into_axum_router()
         .layer(ResourceExhaustedLayer);
-    // Small unary messages must not wait for Nagle's algorithm.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("cannot set TCP_NODELAY: {e}");
-        }
-    });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(stopping)
-        .await
+    // The listener sets TCP_NODELAY (small unary messages must not wait for Nagle's
+    // algorithm) and, when configured, does the TLS handshakes.
+    axum::serve(
+        listener.with_connect_info(),
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopping)
+    .await
 }
 
 /// Every service, with the size limits applied to each. `stop_streams` ends open
