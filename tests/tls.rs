@@ -1,7 +1,8 @@
 //! TLS on the REST and gRPC ports (issue 10), with CAs and certificates made here by
 //! rcgen: predictions over HTTPS (HTTP/1.1 and HTTP/2 by ALPN) and gRPC over TLS,
 //! plain clients and untrusting clients refused, certificates reloaded when their
-//! files change (and a bad new pair refused), client certificates (mTLS), a stalled
+//! files change (and a bad new pair refused), client certificates (mTLS) and their CA
+//! reloaded, a stalled
 //! handshake that holds up no one else, and bad files refused at start.
 
 mod common;
@@ -487,4 +488,33 @@ async fn bad_tls_files_stop_the_start() {
     };
     let error = format!("{:#}", start_error(mismatched).await);
     assert!(error.contains("does not fit"), "{error}");
+}
+
+/// The client CA file is reloaded like the certificate: after it names another CA,
+/// that CA's clients are let in and the old CA's are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_ca_is_reloaded_too() {
+    let server_ca = Ca::new("server CA");
+    let (old_ca, new_ca) = (Ca::new("old client CA"), Ca::new("new client CA"));
+    let tls_dir = TlsDir::new(&server_ca.server(), Some(&old_ca));
+    let tls = Tls::load(tls_dir.files()).unwrap();
+    assert!(tls.mutual());
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}/", tcp.local_addr().unwrap());
+    let listener = ServerListener::new(tcp, Some((tls.clone(), Protocol::Rest)));
+    let router = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let (old_client, new_client) = (old_ca.client(), new_ca.client());
+    let answers = |leaf: &Leaf| {
+        let client = https_client(&server_ca, Some(leaf)).build().unwrap();
+        let url = url.clone();
+        async move { client.get(url).send().await.is_ok() }
+    };
+    assert!(answers(&old_client).await);
+    assert!(!answers(&new_client).await);
+    std::fs::write(tls_dir.path("client-ca.pem"), &new_ca.pem).unwrap();
+    assert!(tls.reload_if_changed().unwrap());
+    assert!(answers(&new_client).await);
+    assert!(!answers(&old_client).await);
+    server.abort();
 }
