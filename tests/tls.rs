@@ -2,8 +2,8 @@
 //! rcgen: predictions over HTTPS (HTTP/1.1 and HTTP/2 by ALPN) and gRPC over TLS,
 //! plain clients and untrusting clients refused, certificates reloaded when their
 //! files change (and a bad new pair refused), client certificates (mTLS) and their CA
-//! reloaded, a stalled
-//! handshake that holds up no one else, and bad files refused at start.
+//! reloaded, a stalled handshake that holds up no one else, and bad files refused at
+//! start.
 
 mod common;
 
