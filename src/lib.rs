@@ -18,5 +18,6 @@ pub mod server;
 pub mod settings;
 pub mod sources;
 pub mod tensor;
+pub mod tls;
 pub mod warmup;
 pub mod watcher;

@@ -76,6 +76,11 @@ pub async fn run(
     };
     let auth = Arc::new(crate::auth::Auth::from_settings(&settings)?);
     log_access_rules(&settings);
+    // TLS (issue 10): checked before anything starts, so bad files stop the start.
+    let tls = match settings.tls_files() {
+        Some(files) => Some(crate::tls::Tls::load(files).context("cannot set up TLS")?),
+        None => None,
+    };
     let watcher_settings = crate::watcher::WatcherSettings {
         file_system_poll_wait: settings.file_system_poll_wait,
         model_config_file: settings.model_config_file.clone(),
@@ -111,11 +116,19 @@ pub async fn run(
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
+    // One certificate for both ports, re-read until shutdown.
+    let tls_reload = tls
+        .clone()
+        .map(|tls| tokio::spawn(tls.watch(crate::tls::RELOAD_POLL, stop_rx.clone())));
+    let transport = tls.as_ref().map_or("plain tcp", |tls| tls.describe());
+    let with_tls = |protocol| tls.clone().map(|tls| (tls, protocol));
+
     let rest_addr = listeners.rest.local_addr()?;
-    tracing::info!(%rest_addr, "REST API listening");
-    // The peer address reaches the access layer (loopback-only management).
+    tracing::info!(%rest_addr, transport, "REST API listening");
+    let rest_listener =
+        crate::tls::ServerListener::new(listeners.rest, with_tls(crate::tls::Protocol::Rest));
     let rest = axum::serve(
-        listeners.rest,
+        rest_listener.with_connect_info(),
         crate::http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(stopped(stop_rx.clone()));
@@ -125,7 +138,9 @@ pub async fn run(
     let grpc = match listeners.grpc {
         Some(listener) => {
             let grpc_addr = listener.local_addr()?;
-            tracing::info!(%grpc_addr, "gRPC API listening");
+            tracing::info!(%grpc_addr, transport, "gRPC API listening");
+            let listener =
+                crate::tls::ServerListener::new(listener, with_tls(crate::tls::Protocol::Grpc));
             let limits = crate::grpc::MessageLimits {
                 max_receive_bytes: state.settings.grpc_max_receive_bytes,
                 max_send_bytes: state.settings.grpc_max_send_bytes,
@@ -147,6 +162,9 @@ pub async fn run(
     let _ = watcher.await;
     if let Some(tokens_watcher) = tokens_watcher {
         let _ = tokens_watcher.await;
+    }
+    if let Some(reload) = tls_reload {
+        let _ = reload.await;
     }
     let inference = state.inference.clone();
     tokio::task::spawn_blocking(move || inference.shutdown()).await?;

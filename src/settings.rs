@@ -77,9 +77,30 @@ pub struct Settings {
     /// file, gRPC `HandleReloadConfigRequest`) must lie under. Default empty, which
     /// means the model config file's directory ([`Settings::model_roots`]).
     pub allowed_model_roots: Vec<PathBuf>,
+    /// PEM certificate chain served on both the REST and the gRPC port; with
+    /// `tls_key` it turns TLS on. Re-read when the file changes. Default none: plain TCP.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`. Default none.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: when given, clients must present a certificate signed by
+    /// one of them (mutual TLS). Needs `tls_cert`. Default none.
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl Settings {
+    /// The TLS files when TLS is on (`into_settings` checked that cert and key
+    /// come together).
+    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+            }),
+            _ => None,
+        }
+    }
+
     /// The directories model base paths must lie under: the repository (always:
     /// it is served anyway), plus `allowed_model_roots`, or by default the model
     /// config file's directory.
@@ -122,6 +143,9 @@ impl Default for Settings {
             allow_unauthenticated_management: false,
             metrics_require_token: false,
             allowed_model_roots: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
         }
     }
 }
@@ -244,6 +268,20 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub allowed_model_roots: Option<Vec<PathBuf>>,
+
+    /// PEM certificate chain; with --tls-key, REST and gRPC serve TLS only. Re-read
+    /// when the file changes [default: none, plain TCP]
+    #[arg(long, env = "FERROSERVE_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert [default: none]
+    #[arg(long, env = "FERROSERVE_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificates; clients must present a certificate signed by one of
+    /// them (mutual TLS) [default: none]
+    #[arg(long, env = "FERROSERVE_TLS_CLIENT_CA", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -304,6 +342,9 @@ impl ServeArgs {
                 .or(self.allow_unauthenticated_management),
             metrics_require_token: upper.metrics_require_token.or(self.metrics_require_token),
             allowed_model_roots: upper.allowed_model_roots.or(self.allowed_model_roots),
+            tls_cert: upper.tls_cert.or(self.tls_cert),
+            tls_key: upper.tls_key.or(self.tls_key),
+            tls_client_ca: upper.tls_client_ca.or(self.tls_client_ca),
         }
     }
 
@@ -359,6 +400,21 @@ impl ServeArgs {
                 reason: "needs auth_tokens (a tokens file with a `metrics` token)".into(),
             });
         }
+        match (&self.tls_cert, &self.tls_key, &self.tls_client_ca) {
+            (Some(_), None, _) | (None, Some(_), _) => {
+                return Err(SettingsError::Invalid {
+                    name: "tls_cert",
+                    reason: "tls_cert and tls_key must be given together".into(),
+                })
+            }
+            (None, None, Some(_)) => {
+                return Err(SettingsError::Invalid {
+                    name: "tls_client_ca",
+                    reason: "client certificates need TLS: give tls_cert and tls_key too".into(),
+                })
+            }
+            _ => {}
+        }
         Ok(Settings {
             auth_tokens: self.auth_tokens.or(d.auth_tokens),
             allow_unauthenticated_management: self
@@ -366,6 +422,9 @@ impl ServeArgs {
                 .unwrap_or(d.allow_unauthenticated_management),
             metrics_require_token,
             allowed_model_roots: self.allowed_model_roots.unwrap_or(d.allowed_model_roots),
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
+            tls_client_ca: self.tls_client_ca,
             file_system_poll_wait: poll_wait(
                 "file_system_poll_wait_seconds",
                 self.file_system_poll_wait_seconds,
@@ -507,6 +566,29 @@ mod tests {
         ] {
             let args: ServeArgs = toml::from_str(bad).unwrap();
             assert!(args.into_settings().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tls_files_come_as_a_pair() {
+        let d = ServeArgs::default().into_settings().unwrap();
+        assert_eq!(d.tls_files(), None, "plain TCP by default");
+        let file: ServeArgs =
+            toml::from_str("tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\ntls_client_ca = \"ca.pem\"")
+                .unwrap();
+        let files = file.into_settings().unwrap().tls_files().unwrap();
+        assert_eq!(files.cert, Path::new("c.pem"));
+        assert_eq!(files.key, Path::new("k.pem"));
+        assert_eq!(files.client_ca.as_deref(), Some(Path::new("ca.pem")));
+        for bad in [
+            "tls_cert = \"c.pem\"",
+            "tls_key = \"k.pem\"",
+            "tls_client_ca = \"ca.pem\"",
+            "tls_cert = \"c.pem\"\ntls_client_ca = \"ca.pem\"",
+        ] {
+            let args: ServeArgs = toml::from_str(bad).unwrap();
+            let error = args.into_settings().unwrap_err().to_string();
+            assert!(error.contains("tls_"), "{bad}: {error}");
         }
     }
 }

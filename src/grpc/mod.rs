@@ -25,7 +25,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http_body_util::BodyExt;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 
@@ -43,18 +42,17 @@ pub struct MessageLimits {
 /// Serves every gRPC service on `listener` until `shutdown` completes, then lets
 /// in-flight calls finish.
 ///
-/// Served by hyper through `axum::serve` (HTTP/2 prior knowledge, TCP_NODELAY), not
+/// Served by hyper through `axum::serve` (HTTP/2 prior knowledge, or ALPN `h2` over
+/// TLS; TCP_NODELAY), not
 /// tonic's own server: tonic's server enforces `grpc-timeout` itself and answers
 /// CANCELLED when it fires, racing the api operation that answers DEADLINE_EXCEEDED
 /// and drops the queued inference, as the REST timeout does.
 pub async fn serve(
     state: Arc<ServerState>,
     limits: MessageLimits,
-    listener: TcpListener,
+    listener: crate::tls::ServerListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-
     let stop_streams = CancellationToken::new();
     let stopping = {
         let stop_streams = stop_streams.clone();
@@ -69,15 +67,11 @@ pub async fn serve(
         .layer(ResourceExhaustedLayer)
         // Outermost: a call is authorised before any service sees it.
         .layer(axum::middleware::from_fn_with_state(state, auth::require));
-    // Small unary messages must not wait for Nagle's algorithm.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("cannot set TCP_NODELAY: {e}");
-        }
-    });
-    // The peer address reaches the access layer (loopback-only management).
+    // The listener sets TCP_NODELAY (small unary messages must not wait for Nagle's
+    // algorithm) and, when configured, does the TLS handshakes. The peer address
+    // reaches the access layer (loopback-only management).
     axum::serve(
-        listener,
+        listener.with_connect_info(),
         router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(stopping)

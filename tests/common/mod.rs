@@ -64,6 +64,16 @@ impl TestServer {
     }
 
     pub async fn start_with(settings: Settings) -> TestServer {
+        TestServer::start_with_client(settings, "http", reqwest::Client::new()).await
+    }
+
+    /// Starts a server whose REST API is reached as `{scheme}://127.0.0.1:PORT` with
+    /// `client` (a TLS server needs "https" and a client that trusts its CA).
+    pub async fn start_with_client(
+        settings: Settings,
+        scheme: &str,
+        client: reqwest::Client,
+    ) -> TestServer {
         let rest = tokio::net::TcpListener::bind(settings.rest_addr)
             .await
             .unwrap();
@@ -83,8 +93,8 @@ impl TestServer {
         let server = TestServer {
             rest_addr,
             grpc_addr,
-            base: format!("http://{rest_addr}"),
-            client: reqwest::Client::new(),
+            base: format!("{scheme}://{rest_addr}"),
+            client,
             shutdown: Some(tx),
             task: Some(task),
         };

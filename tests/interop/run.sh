@@ -36,4 +36,35 @@ PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python .venv-tfs/bin/python tests/interop
 # Graceful shutdown: SIGTERM makes the server exit 0.
 kill -TERM $PID
 wait $PID
+
+# --- TLS with client certificates (issue 10): a second server, certificates from openssl ---
+tests/interop/make_certs.sh "$WORK"
+REST_PORT=$(free_port); GRPC_PORT=$(free_port)
+ORT_DYLIB_PATH="$ROOT/.ort/libonnxruntime.so.1.31.1" ./target/debug/ferroserve serve \
+  --model-repository examples/models --rest-addr "127.0.0.1:$REST_PORT" --grpc-addr "127.0.0.1:$GRPC_PORT" \
+  --tls-cert "$WORK/server.pem" --tls-key "$WORK/server.key" --tls-client-ca "$WORK/ca.pem" >"$LOG" 2>&1 &
+PID=$!
+CURL=(curl -sf --cacert "$WORK/ca.pem" --cert "$WORK/client.pem" --key "$WORK/client.key")
+for _ in $(seq 1 300); do
+  "${CURL[@]}" "https://localhost:$REST_PORT/v2/health/ready" >/dev/null && break
+  kill -0 $PID 2>/dev/null || { cat "$LOG"; echo "TLS server exited"; exit 1; }
+  sleep 0.1
+done
+"${CURL[@]}" "https://localhost:$REST_PORT/v2/health/ready" >/dev/null || { cat "$LOG"; echo "TLS server not ready"; exit 1; }
+grep -q "mutual tls" "$LOG" || { cat "$LOG"; echo "start-up log does not say mutual TLS"; exit 1; }
+ANSWER=$("${CURL[@]}" -H 'content-type: application/json' -d '{"instances": [[5.1, 3.5, 1.4, 0.2]]}' \
+  "https://localhost:$REST_PORT/v1/models/iris_lr:predict")
+[[ $ANSWER == *'"label":0'* ]] || { echo "TLS predict answered $ANSWER"; exit 1; }
+if curl -sf --cacert "$WORK/ca.pem" "https://localhost:$REST_PORT/v2/health/ready" >/dev/null; then
+  echo "a client without a certificate was served"; exit 1
+fi
+if curl -sf "http://localhost:$REST_PORT/v2/health/ready" >/dev/null; then
+  echo "plain HTTP was served on the TLS port"; exit 1
+fi
+echo "curl over TLS: OK"
+.venv-clients/bin/python tests/interop/tls_clients.py triton "localhost:$REST_PORT" "localhost:$GRPC_PORT" "$WORK" "$ROOT"
+PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python .venv-tfs/bin/python tests/interop/tls_clients.py tfs \
+  "localhost:$REST_PORT" "localhost:$GRPC_PORT" "$WORK" "$ROOT"
+kill -TERM $PID
+wait $PID
 echo "interop: OK"

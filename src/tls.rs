@@ -1,0 +1,431 @@
+//! TLS for the REST and gRPC listeners (issue 10): rustls with the ring provider,
+//! certificates re-read when their files change, optional client certificates (mTLS).
+//!
+//! * [`Tls`] holds the current `rustls::ServerConfig` of each protocol in an
+//!   `ArcSwap`: a handshake takes the config current when it starts, and [`Tls::watch`]
+//!   swaps in new ones when the certificate, key or client CA files change.
+//! * [`ServerListener`] is what both servers accept connections from, plain TCP or TLS.
+//!   With TLS a background task accepts TCP connections and runs each handshake in its
+//!   own task under a deadline, so a client that stalls its handshake never holds up
+//!   another client's; finished connections reach `axum::serve` through a bounded channel.
+//!
+//! Invariants:
+//! * a new certificate is served only when the whole set (chain, key, client CA) parses
+//!   and the key matches the certificate; otherwise the old set stays and the error is
+//!   logged once per change of the files;
+//! * no handshake runs on the accept loop, and none outlives [`HANDSHAKE_TIMEOUT`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum::serve::{ListenerExt, TapIo};
+use parking_lot::Mutex;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use rustls::{RootCertStore, ServerConfig};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
+
+/// Longest a client may take to finish its TLS handshake before it is disconnected.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most handshakes in progress at once per listener; past it the listener stops
+/// accepting until one ends, so a flood of stalled handshakes costs bounded memory.
+pub const MAX_HANDSHAKES: usize = 1024;
+
+/// How often [`Tls::watch`] re-reads the certificate files.
+pub const RELOAD_POLL: Duration = Duration::from_secs(2);
+
+/// Connections whose handshake finished but that `axum::serve` has not taken yet.
+const READY_CONNECTIONS: usize = 64;
+
+/// The files TLS is configured from (`--tls-cert`, `--tls-key`, `--tls-client-ca`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsFiles {
+    /// PEM certificate chain, the server's certificate first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the certificate.
+    pub key: PathBuf,
+    /// PEM CA certificates; when given, every client must present a certificate
+    /// signed by one of them.
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid PEM with a {what}: {reason}")]
+    Pem {
+        path: PathBuf,
+        what: &'static str,
+        reason: String,
+    },
+    #[error("the key {key} does not fit the certificate {cert}: {reason}")]
+    Key {
+        cert: PathBuf,
+        key: PathBuf,
+        reason: rustls::Error,
+    },
+    #[error("client CA {path}: {reason}")]
+    ClientCa { path: PathBuf, reason: String },
+    #[error("TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+/// Which server a listener belongs to; decides the ALPN protocols offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/2 or HTTP/1.1 (both served by hyper's auto builder).
+    Rest,
+    /// gRPC: HTTP/2 only. gRPC clients (grpcio's C core) refuse a server that does
+    /// not select `h2`.
+    Grpc,
+}
+
+/// The ServerConfig of each protocol, built from one read of the files.
+struct Configs {
+    rest: Arc<ServerConfig>,
+    grpc: Arc<ServerConfig>,
+}
+
+/// The file contents `configs` was last built from (or last refused), so a poll
+/// that finds the same bytes does nothing and a bad set is logged once.
+#[derive(PartialEq)]
+struct Contents {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    client_ca: Option<Vec<u8>>,
+}
+
+/// TLS state shared by both listeners and the reload task.
+pub struct Tls {
+    files: TlsFiles,
+    /// Read on every handshake, written on reload: an `ArcSwap` so that handshakes
+    /// take no lock and a reload never waits for them.
+    configs: ArcSwap<Configs>,
+    /// Only the reload task touches it; a `Mutex` because `watch` runs in
+    /// `spawn_blocking` through an `Arc`.
+    last_read: Mutex<Contents>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls").field("files", &self.files).finish()
+    }
+}
+
+impl Tls {
+    /// Reads and checks the files; an error here stops the server from starting.
+    pub fn load(files: TlsFiles) -> Result<Arc<Tls>, TlsError> {
+        let contents = read_contents(&files)?;
+        let configs = build_configs(&files, &contents)?;
+        Ok(Arc::new(Tls {
+            files,
+            configs: ArcSwap::from_pointee(configs),
+            last_read: Mutex::new(contents),
+        }))
+    }
+
+    /// Whether clients must present a certificate.
+    pub fn mutual(&self) -> bool {
+        self.files.client_ca.is_some()
+    }
+
+    /// "tls" or "mutual tls", for the start-up log lines.
+    pub fn describe(&self) -> &'static str {
+        if self.mutual() {
+            "mutual tls (client certificates required)"
+        } else {
+            "tls"
+        }
+    }
+
+    /// An acceptor with the configuration current now.
+    fn acceptor(&self, protocol: Protocol) -> TlsAcceptor {
+        let configs = self.configs.load();
+        TlsAcceptor::from(match protocol {
+            Protocol::Rest => configs.rest.clone(),
+            Protocol::Grpc => configs.grpc.clone(),
+        })
+    }
+
+    /// Re-reads the files; when they changed and the new set is good, serves it to
+    /// new connections. `Ok(true)` when a new set was swapped in.
+    pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
+        let contents = read_contents(&self.files)?;
+        let mut last = self.last_read.lock();
+        if *last == contents {
+            return Ok(false);
+        }
+        let built = build_configs(&self.files, &contents);
+        // Remember the bytes even when they are refused, so a bad set is reported
+        // once, not at every poll; the next change of any file is tried again.
+        *last = contents;
+        self.configs.store(Arc::new(built?));
+        Ok(true)
+    }
+
+    /// Polls the files every `every` until `stop` turns true. A file that cannot be
+    /// read or a set that does not parse keeps the certificate served now.
+    pub async fn watch(self: Arc<Self>, every: Duration, mut stop: watch::Receiver<bool>) {
+        let mut last_error: Option<String> = None;
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let tls = self.clone();
+            let result = tokio::task::spawn_blocking(move || tls.reload_if_changed()).await;
+            match result {
+                Ok(Ok(true)) => {
+                    last_error = None;
+                    tracing::info!(cert = %self.files.cert.display(), "TLS certificate reloaded");
+                }
+                Ok(Ok(false)) => last_error = None,
+                Ok(Err(e)) => {
+                    // A file being rewritten can fail to read for a moment; say it
+                    // once per distinct error.
+                    let message = e.to_string();
+                    if last_error.as_deref() != Some(message.as_str()) {
+                        tracing::warn!("TLS files changed but were not reloaded; still serving the previous certificate: {message}");
+                        last_error = Some(message);
+                    }
+                }
+                Err(e) => tracing::error!("TLS reload task failed: {e}"),
+            }
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn read_contents(files: &TlsFiles) -> Result<Contents, TlsError> {
+    Ok(Contents {
+        cert: read(&files.cert)?,
+        key: read(&files.key)?,
+        client_ca: files.client_ca.as_deref().map(read).transpose()?,
+    })
+}
+
+fn certificates(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bad = |reason: String| TlsError::Pem {
+        path: path.to_path_buf(),
+        what: "certificate",
+        reason,
+    };
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("no CERTIFICATE section found".into()));
+    }
+    Ok(certs)
+}
+
+fn build_configs(files: &TlsFiles, contents: &Contents) -> Result<Configs, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = certificates(&files.cert, &contents.cert)?;
+    let key = PrivateKeyDer::from_pem_slice(&contents.key).map_err(|e| TlsError::Pem {
+        path: files.key.clone(),
+        what: "private key",
+        reason: e.to_string(),
+    })?;
+    // from_der also checks that the key is the certificate's, so a half-written
+    // pair (new certificate, old key) is refused rather than served.
+    let certified =
+        CertifiedKey::from_der(chain, key, &provider).map_err(|reason| TlsError::Key {
+            cert: files.cert.clone(),
+            key: files.key.clone(),
+            reason,
+        })?;
+    let verifier = match (&files.client_ca, &contents.client_ca) {
+        (Some(path), Some(pem)) => {
+            let ca_error = |reason: String| TlsError::ClientCa {
+                path: path.clone(),
+                reason,
+            };
+            let mut roots = RootCertStore::empty();
+            for cert in certificates(path, pem)? {
+                roots.add(cert).map_err(|e| ca_error(e.to_string()))?;
+            }
+            Some(
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                    .build()
+                    .map_err(|e| ca_error(e.to_string()))?,
+            )
+        }
+        _ => None,
+    };
+    let config = |alpn: &[&[u8]]| -> Result<Arc<ServerConfig>, TlsError> {
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?;
+        let builder = match &verifier {
+            Some(verifier) => builder.with_client_cert_verifier(verifier.clone()),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config =
+            builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(certified.clone())));
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(Arc::new(config))
+    };
+    Ok(Configs {
+        rest: config(&[b"h2", b"http/1.1"])?,
+        grpc: config(&[b"h2"])?,
+    })
+}
+
+/// A connection of either kind of listener.
+pub type ServerStream = Either<TcpStream, TlsStream<TcpStream>>;
+
+/// What `axum::serve` is given: a [`ServerListener`] wrapped in axum's `TapIo`,
+/// which is what lets `into_make_service_with_connect_info::<SocketAddr>()` see the
+/// peer address of a listener other than a bare `TcpListener`.
+pub type ConnectInfoListener = TapIo<ServerListener, fn(&mut ServerStream)>;
+
+/// A listening socket, plain or TLS. Accepted connections have TCP_NODELAY set:
+/// small unary messages must not wait for Nagle's algorithm.
+pub enum ServerListener {
+    Plain(TcpListener),
+    Tls(TlsListener),
+}
+
+impl ServerListener {
+    /// Plain TCP when `tls` is `None`. Must be called inside a tokio runtime (the
+    /// TLS listener spawns its accept task here).
+    pub fn new(tcp: TcpListener, tls: Option<(Arc<Tls>, Protocol)>) -> ServerListener {
+        match tls {
+            None => ServerListener::Plain(tcp),
+            Some((tls, protocol)) => ServerListener::Tls(TlsListener::new(tcp, tls, protocol)),
+        }
+    }
+
+    /// The listener to hand to `axum::serve` with a connect-info make-service.
+    pub fn with_connect_info(self) -> ConnectInfoListener {
+        fn nothing(_: &mut ServerStream) {}
+        self.tap_io(nothing as fn(&mut ServerStream))
+    }
+}
+
+fn set_nodelay(tcp: &TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!("cannot set TCP_NODELAY: {e}");
+    }
+}
+
+impl axum::serve::Listener for ServerListener {
+    type Io = ServerStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (ServerStream, SocketAddr) {
+        match self {
+            ServerListener::Plain(tcp) => {
+                let (stream, peer) = axum::serve::Listener::accept(tcp).await;
+                set_nodelay(&stream);
+                (Either::Left(stream), peer)
+            }
+            ServerListener::Tls(tls) => {
+                let (stream, peer) = tls.accept().await;
+                (Either::Right(stream), peer)
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match self {
+            ServerListener::Plain(tcp) => tcp.local_addr(),
+            ServerListener::Tls(tls) => Ok(tls.local_addr),
+        }
+    }
+}
+
+/// TLS connections whose handshake has finished, fed by a task that owns the socket.
+/// Dropping the listener (at shutdown) ends that task and every handshake in progress.
+pub struct TlsListener {
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local_addr: SocketAddr,
+    accept_task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsListener {
+    fn new(tcp: TcpListener, tls: Arc<Tls>, protocol: Protocol) -> TlsListener {
+        let local_addr = tcp
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let (tx, ready) = mpsc::channel(READY_CONNECTIONS);
+        let accept_task = tokio::spawn(accept_loop(tcp, tls, protocol, tx));
+        TlsListener {
+            ready,
+            local_addr,
+            accept_task,
+        }
+    }
+
+    async fn accept(&mut self) -> (TlsStream<TcpStream>, SocketAddr) {
+        match self.ready.recv().await {
+            Some(connection) => connection,
+            // The accept task ended, which it does only when the listener is dropped
+            // or it panicked; accept nothing more rather than spin.
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        self.accept_task.abort();
+    }
+}
+
+/// Accepts TCP connections and spawns one handshake task each (at most
+/// [`MAX_HANDSHAKES`] at once), until the listener is dropped. The `JoinSet` owns the
+/// handshake tasks, so they end with this task.
+async fn accept_loop(
+    mut tcp: TcpListener,
+    tls: Arc<Tls>,
+    protocol: Protocol,
+    ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+) {
+    let mut handshakes = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = ready.closed() => return,
+            Some(_) = handshakes.join_next(), if !handshakes.is_empty() => {}
+            // axum's accept logs and retries errors (backing off on EMFILE).
+            (stream, peer) = axum::serve::Listener::accept(&mut tcp),
+                if handshakes.len() < MAX_HANDSHAKES =>
+            {
+                set_nodelay(&stream);
+                let acceptor = tls.acceptor(protocol);
+                let ready = ready.clone();
+                handshakes.spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let _ = ready.send((stream, peer)).await;
+                        }
+                        // Scanners and plain-HTTP clients fail here all the time: debug.
+                        Ok(Err(e)) => tracing::debug!(%peer, ?protocol, "TLS handshake failed: {e}"),
+                        Err(_) => tracing::debug!(%peer, ?protocol, "TLS handshake timed out"),
+                    }
+                });
+            }
+        }
+    }
+}
