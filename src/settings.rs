@@ -63,6 +63,20 @@ pub struct Settings {
     /// Largest model file `POST /upload_model` accepts, in bytes; larger is 413.
     /// Default 1 GiB.
     pub max_upload_bytes: u64,
+    /// Most rows (dimension 0 of the inputs) one predict request may carry; more is
+    /// 413 / RESOURCE_EXHAUSTED. A model's config.toml may set its own
+    /// `max_request_rows`. Default 65536.
+    pub max_request_rows: usize,
+    /// Largest answer one predict request may produce, in bytes, estimated from the
+    /// output tensors before anything is encoded; larger is 413 /
+    /// RESOURCE_EXHAUSTED. Default 64 MiB.
+    pub max_response_bytes: usize,
+    /// Most concurrent HTTP/2 streams (calls) one gRPC connection may have open.
+    /// Default 256.
+    pub grpc_max_concurrent_streams: u32,
+    /// How long a gRPC response may wait for its client to read it before the
+    /// stream is reset and its memory freed. Default 30 s.
+    pub grpc_send_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -86,6 +100,10 @@ impl Default for Settings {
             model_config_file: None,
             model_config_file_poll_wait: Duration::ZERO,
             max_upload_bytes: 1024 * 1024 * 1024,
+            max_request_rows: 65_536,
+            max_response_bytes: 64 * 1024 * 1024,
+            grpc_max_concurrent_streams: 256,
+            grpc_send_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -170,6 +188,29 @@ pub struct ServeArgs {
     /// Largest model file POST /upload_model accepts, in bytes [default: 1073741824]
     #[arg(long, env = "FERROSERVE_MAX_UPLOAD_BYTES", value_name = "BYTES")]
     pub max_upload_bytes: Option<u64>,
+
+    /// Most rows (dimension 0) one predict request may carry; a model's config.toml
+    /// may set its own max_request_rows [default: 65536]
+    #[arg(long, env = "FERROSERVE_MAX_REQUEST_ROWS", value_name = "ROWS")]
+    pub max_request_rows: Option<usize>,
+
+    /// Largest answer one predict request may produce, in bytes, estimated before
+    /// encoding [default: 67108864]
+    #[arg(long, env = "FERROSERVE_MAX_RESPONSE_BYTES", value_name = "BYTES")]
+    pub max_response_bytes: Option<usize>,
+
+    /// Most concurrent calls (HTTP/2 streams) per gRPC connection [default: 256]
+    #[arg(long, env = "FERROSERVE_GRPC_MAX_CONCURRENT_STREAMS", value_name = "N")]
+    pub grpc_max_concurrent_streams: Option<u32>,
+
+    /// Seconds a gRPC response may wait for its client to read it before the call
+    /// is reset [default: 30]
+    #[arg(
+        long,
+        env = "FERROSERVE_GRPC_SEND_TIMEOUT_SECS",
+        value_name = "SECONDS"
+    )]
+    pub grpc_send_timeout_secs: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -224,6 +265,12 @@ impl ServeArgs {
                 .model_config_file_poll_wait_seconds
                 .or(self.model_config_file_poll_wait_seconds),
             max_upload_bytes: upper.max_upload_bytes.or(self.max_upload_bytes),
+            max_request_rows: upper.max_request_rows.or(self.max_request_rows),
+            max_response_bytes: upper.max_response_bytes.or(self.max_response_bytes),
+            grpc_max_concurrent_streams: upper
+                .grpc_max_concurrent_streams
+                .or(self.grpc_max_concurrent_streams),
+            grpc_send_timeout_secs: upper.grpc_send_timeout_secs.or(self.grpc_send_timeout_secs),
         }
     }
 
@@ -270,7 +317,39 @@ impl ServeArgs {
             Some(n) => n,
             None => d.max_upload_bytes,
         };
+        let grpc_send_timeout = match self.grpc_send_timeout_secs {
+            None => d.grpc_send_timeout,
+            Some(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Duration::from_secs_f64(s),
+            Some(s) => {
+                return Err(SettingsError::Invalid {
+                    name: "grpc_send_timeout_secs",
+                    reason: format!("{s} is not a number of seconds above 0 and at most 86400"),
+                })
+            }
+        };
+        let grpc_max_concurrent_streams = match self.grpc_max_concurrent_streams {
+            Some(0) => {
+                return Err(SettingsError::Invalid {
+                    name: "grpc_max_concurrent_streams",
+                    reason: "must be at least 1".into(),
+                })
+            }
+            Some(n) => n,
+            None => d.grpc_max_concurrent_streams,
+        };
         Ok(Settings {
+            max_request_rows: positive(
+                "max_request_rows",
+                self.max_request_rows,
+                d.max_request_rows,
+            )?,
+            max_response_bytes: positive(
+                "max_response_bytes",
+                self.max_response_bytes,
+                d.max_response_bytes,
+            )?,
+            grpc_max_concurrent_streams,
+            grpc_send_timeout,
             file_system_poll_wait: poll_wait(
                 "file_system_poll_wait_seconds",
                 self.file_system_poll_wait_seconds,
@@ -365,6 +444,10 @@ mod tests {
         assert_eq!(d.file_system_poll_wait, Duration::from_secs(1));
         assert_eq!(d.model_config_file_poll_wait, Duration::ZERO);
         assert_eq!(d.model_config_file, None);
+        assert_eq!(d.max_request_rows, 65_536);
+        assert_eq!(d.max_response_bytes, 64 << 20);
+        assert_eq!(d.grpc_max_concurrent_streams, 256);
+        assert_eq!(d.grpc_send_timeout, Duration::from_secs(30));
         let file: ServeArgs = toml::from_str(
             "file_system_poll_wait_seconds = 0\nmodel_config_file = \"m.config\"\n\
              model_config_file_poll_wait_seconds = 2.5\nmax_upload_bytes = 10",
@@ -383,6 +466,10 @@ mod tests {
             "file_system_poll_wait_seconds = -1",
             "model_config_file_poll_wait_seconds = nan",
             "max_upload_bytes = 0",
+            "max_request_rows = 0",
+            "max_response_bytes = 0",
+            "grpc_max_concurrent_streams = 0",
+            "grpc_send_timeout_secs = 0",
         ] {
             let args: ServeArgs = toml::from_str(bad).unwrap();
             assert!(args.into_settings().is_err(), "{bad}");

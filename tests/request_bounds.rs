@@ -1,0 +1,360 @@
+//! No request can make the server allocate more than its bounds: outputs named many
+//! times, too many rows, answers over `max_response_bytes`, TF Serving padding that
+//! would expand a few bytes into gigabytes, and multipart fields that never end are
+//! refused quickly with their status, and the server keeps serving.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::{install_model, root_path, test_settings, TestServer};
+use ferroserve::settings::Settings;
+use ferroserve_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use ferroserve_proto::inference::model_infer_request::{
+    InferInputTensor, InferRequestedOutputTensor,
+};
+use ferroserve_proto::inference::{self as v2, InferTensorContents};
+use ferroserve_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
+use ferroserve_proto::tensorflow::serving::{self as tfs, ModelSpec};
+use ferroserve_proto::tensorflow::{
+    tensor_shape_proto, DataType as Dt, TensorProto, TensorShapeProto,
+};
+use serde_json::{json, Value};
+use tonic::transport::Channel;
+use tonic::Code;
+
+/// iris_lr with the server's row limit, and `small` (the same model) whose
+/// config.toml lowers it to 5 rows.
+fn repo() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for model in ["iris_lr", "small"] {
+        install_model(
+            dir.path(),
+            model,
+            1,
+            &root_path("examples/models/iris_lr/1/model.onnx"),
+        );
+    }
+    std::fs::write(
+        dir.path().join("small/config.toml"),
+        "max_request_rows = 5\n",
+    )
+    .unwrap();
+    dir
+}
+
+fn settings(repo: &std::path::Path) -> Settings {
+    Settings {
+        max_request_rows: 1000,
+        ..test_settings(repo)
+    }
+}
+
+async fn channel(server: &TestServer) -> Channel {
+    Channel::from_shared(format!("http://{}", server.grpc_addr.unwrap()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn shape(dims: &[i64]) -> Option<TensorShapeProto> {
+    Some(TensorShapeProto {
+        dim: dims
+            .iter()
+            .map(|&size| tensor_shape_proto::Dim {
+                size,
+                name: String::new(),
+            })
+            .collect(),
+        unknown_rank: false,
+    })
+}
+
+fn tf_request(model: &str, input: TensorProto, outputs: Vec<String>) -> tfs::PredictRequest {
+    tfs::PredictRequest {
+        model_spec: Some(ModelSpec {
+            name: model.into(),
+            ..Default::default()
+        }),
+        inputs: HashMap::from([("input".to_string(), input)]),
+        output_filter: outputs,
+    }
+}
+
+fn floats(rows: usize) -> TensorProto {
+    TensorProto {
+        dtype: Dt::DtFloat as i32,
+        tensor_shape: shape(&[rows as i64, 4]),
+        float_val: [5.1, 3.5, 1.4, 0.2].repeat(rows),
+        ..Default::default()
+    }
+}
+
+fn v2_request(model: &str, rows: usize, outputs: &[&str]) -> v2::ModelInferRequest {
+    v2::ModelInferRequest {
+        model_name: model.into(),
+        inputs: vec![InferInputTensor {
+            name: "input".into(),
+            datatype: "FP32".into(),
+            shape: vec![rows as i64, 4],
+            parameters: HashMap::new(),
+            contents: Some(InferTensorContents {
+                fp32_contents: [5.1, 3.5, 1.4, 0.2].repeat(rows),
+                ..Default::default()
+            }),
+        }],
+        outputs: outputs
+            .iter()
+            .map(|name| InferRequestedOutputTensor {
+                name: name.to_string(),
+                parameters: HashMap::new(),
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn v2_body(rows: usize, outputs: Value) -> Value {
+    json!({
+        "inputs": [{
+            "name": "input", "datatype": "FP32", "shape": [rows, 4],
+            "data": vec![[5.1, 3.5, 1.4, 0.2]; rows],
+        }],
+        "outputs": outputs,
+    })
+}
+
+fn error_text(body: &Value) -> String {
+    body["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error field in {body}"))
+        .to_string()
+}
+
+/// The server still answers a plain prediction.
+async fn still_serves(server: &TestServer) {
+    let (status, body) = server
+        .post_json(
+            "/v1/models/iris_lr:predict",
+            &json!({ "instances": [[5.1, 3.5, 1.4, 0.2]] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_named_twice_is_refused_over_every_protocol() {
+    let repo = repo();
+    let server = TestServer::start_with(settings(repo.path())).await;
+
+    // The finding: 20,000 copies of one name multiplied the answer 20,000 times.
+    let many = vec![json!({ "name": "probabilities" }); 20_000];
+    let (status, body) = server
+        .post_json("/v2/models/iris_lr/infer", &v2_body(1, Value::Array(many)))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(error_text(&body).contains("\"probabilities\" is requested more than once"));
+
+    let mut v2_client = GrpcInferenceServiceClient::new(channel(&server).await);
+    let status = v2_client
+        .model_infer(v2_request(
+            "iris_lr",
+            1,
+            &["probabilities", "label", "probabilities"],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("more than once"), "{status:?}");
+
+    let mut tf_client = PredictionServiceClient::new(channel(&server).await);
+    let status = tf_client
+        .predict(tf_request(
+            "iris_lr",
+            floats(1),
+            vec!["label".into(), "label".into()],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("more than once"), "{status:?}");
+
+    // Each output once is still fine, in the order asked.
+    let (status, body) = server
+        .post_json(
+            "/v2/models/iris_lr/infer",
+            &v2_body(1, json!([{ "name": "probabilities" }, { "name": "label" }])),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outputs"].as_array().unwrap().len(), 2);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_per_request_are_bounded_per_model() {
+    let repo = repo();
+    let server = TestServer::start_with(settings(repo.path())).await;
+    let instances = |rows: usize| json!({ "instances": vec![[5.1, 3.5, 1.4, 0.2]; rows] });
+
+    // The server's limit (1000 here) and the model's own (5 in its config.toml).
+    let (status, _) = server
+        .post_json("/v1/models/iris_lr:predict", &instances(1000))
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = server
+        .post_json("/v1/models/iris_lr:predict", &instances(1001))
+        .await;
+    assert_eq!(status, 413, "{body}");
+    let message = error_text(&body);
+    assert!(
+        message.contains("1001 rows")
+            && message.contains("1000")
+            && message.contains("max_request_rows"),
+        "{message}"
+    );
+    let (status, _) = server
+        .post_json("/v1/models/small:predict", &instances(5))
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = server
+        .post_json("/v1/models/small:predict", &instances(6))
+        .await;
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        error_text(&body).contains("5 that model \"small\""),
+        "{body}"
+    );
+
+    let mut v2_client = GrpcInferenceServiceClient::new(channel(&server).await);
+    let status = v2_client
+        .model_infer(v2_request("small", 6, &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("max_request_rows"), "{status:?}");
+    still_serves(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_over_max_response_bytes_are_refused_before_encoding() {
+    let repo = repo();
+    let server = TestServer::start_with(Settings {
+        max_response_bytes: 16 * 1024,
+        ..settings(repo.path())
+    })
+    .await;
+    // 10 rows answer in well under 16 KiB; 1000 rows of label + 3 probabilities
+    // would not, in JSON or in protobuf.
+    let (status, body) = server
+        .post_json("/v2/models/iris_lr/infer", &v2_body(10, json!([])))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server
+        .post_json("/v2/models/iris_lr/infer", &v2_body(1000, json!([])))
+        .await;
+    assert_eq!(status, 413, "{body}");
+    assert!(error_text(&body).contains("max_response_bytes"), "{body}");
+    let (status, body) = server
+        .post_json(
+            "/v1/models/iris_lr:predict",
+            &json!({ "instances": vec![[5.1, 3.5, 1.4, 0.2]; 1000] }),
+        )
+        .await;
+    assert_eq!(status, 413, "{body}");
+
+    let mut tf_client = PredictionServiceClient::new(channel(&server).await);
+    let status = tf_client
+        .predict(tf_request("iris_lr", floats(1000), vec![]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("max_response_bytes"),
+        "{status:?}"
+    );
+    let ok = tf_client
+        .predict(tf_request("iris_lr", floats(10), vec![]))
+        .await
+        .unwrap();
+    assert_eq!(ok.into_inner().outputs["label"].int64_val.len(), 10);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tf_padding_is_bounded_and_tensor_content_conflicts_are_refused() {
+    let repo = repo();
+    let server = TestServer::start_with(settings(repo.path())).await;
+    let mut tf_client = PredictionServiceClient::new(channel(&server).await);
+
+    // The finding: 50 bytes asking for [16777216, 4] floats (256 MiB).
+    let broadcast = TensorProto {
+        dtype: Dt::DtFloat as i32,
+        tensor_shape: shape(&[16_777_216, 4]),
+        float_val: vec![1.0],
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let status = tf_client
+        .predict(tf_request("iris_lr", broadcast, vec![]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("max_request_rows"), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // The same within the row limit but past the message size limit.
+    let wide = TensorProto {
+        dtype: Dt::DtFloat as i32,
+        tensor_shape: shape(&[2, 1 << 24]),
+        float_val: vec![1.0],
+        ..Default::default()
+    };
+    let status = tf_client
+        .predict(tf_request("iris_lr", wide, vec![]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("request limit"), "{status:?}");
+
+    // The model's own row limit bounds padding too.
+    let status = tf_client
+        .predict(tf_request(
+            "small",
+            TensorProto {
+                dtype: Dt::DtFloat as i32,
+                tensor_shape: shape(&[6, 4]),
+                float_val: vec![1.0],
+                ..Default::default()
+            },
+            vec![],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+
+    let both = TensorProto {
+        dtype: Dt::DtFloat as i32,
+        tensor_shape: shape(&[1, 4]),
+        tensor_content: [5.1f32, 3.5, 1.4, 0.2]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        float_val: vec![1.0, 2.0, 3.0, 4.0],
+        ..Default::default()
+    };
+    let status = tf_client
+        .predict(tf_request("iris_lr", both, vec![]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("tensor_content and float_val"),
+        "{status:?}"
+    );
+    still_serves(&server).await;
+    server.stop().await;
+}
