@@ -358,3 +358,77 @@ async fn tf_padding_is_bounded_and_tensor_content_conflicts_are_refused() {
     still_serves(&server).await;
     server.stop().await;
 }
+
+/// The peak resident memory of this process since the last [`reset_peak_rss`], in
+/// bytes (`VmHWM`).
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM in /proc/self/status");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// Resets `VmHWM` to the current resident size (Linux ≥ 4.0).
+fn reset_peak_rss() {
+    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_multipart_text_field_is_refused_while_reading() {
+    let repo = repo();
+    let server = TestServer::start_with(settings(repo.path())).await;
+    // 200 MB of model_id, made as it is sent so the client holds none of it; the
+    // server used to collect the whole field before checking its 256 bytes.
+    const FIELD: usize = 200 * 1024 * 1024;
+    const CHUNK: usize = 1024 * 1024;
+    let chunks = futures::stream::iter(
+        (0..FIELD / CHUNK).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'a'; CHUNK]))),
+    );
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "model_id",
+            reqwest::multipart::Part::stream_with_length(
+                reqwest::Body::wrap_stream(chunks),
+                FIELD as u64,
+            ),
+        )
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(b"unused".to_vec()).file_name("m.onnx"),
+        );
+    reset_peak_rss();
+    let before = peak_rss();
+    let started = Instant::now();
+    let response = server
+        .client
+        .post(server.url("/upload_model"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        error_text(&body).contains("model_id is too long: at most 256 bytes"),
+        "{body}"
+    );
+    let grown = peak_rss().saturating_sub(before);
+    assert!(
+        grown < 64 * 1024 * 1024,
+        "reading a 200 MB field took {grown} bytes more memory"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert!(
+        std::fs::read_dir(repo.path()).unwrap().count() == 2,
+        "nothing staged"
+    );
+    still_serves(&server).await;
+    server.stop().await;
+}
