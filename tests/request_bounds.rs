@@ -432,3 +432,105 @@ async fn a_huge_multipart_text_field_is_refused_while_reading() {
     still_serves(&server).await;
     server.stop().await;
 }
+
+/// A raw HTTP/2 connection to the gRPC port, whose client takes what arrives but
+/// never opens its flow-control window (what a stalled reader looks like to the
+/// server), and the stream limit the server announced.
+async fn raw_h2(
+    server: &TestServer,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::sync::watch::Receiver<usize>,
+) {
+    let tcp = tokio::net::TcpStream::connect(server.grpc_addr.unwrap())
+        .await
+        .unwrap();
+    let (send, mut connection) = h2::client::handshake(tcp).await.unwrap();
+    let (limit_tx, limit_rx) = tokio::sync::watch::channel(0usize);
+    tokio::spawn(async move {
+        futures::future::poll_fn(|cx| {
+            let polled = std::future::Future::poll(std::pin::Pin::new(&mut connection), cx);
+            let _ = limit_tx.send(connection.max_concurrent_send_streams());
+            polled
+        })
+        .await
+    });
+    (send, limit_rx)
+}
+
+/// A V2 ModelInfer call as gRPC frames it: uncompressed, length-prefixed.
+fn grpc_model_infer(rows: usize) -> (http::Request<()>, bytes::Bytes) {
+    use ferroserve_proto::prost::Message;
+    let message = v2_request("iris_lr", rows, &[]).encode_to_vec();
+    let mut body = vec![0u8];
+    body.extend((message.len() as u32).to_be_bytes());
+    body.extend(message);
+    let request = http::Request::post("/inference.GRPCInferenceService/ModelInfer")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    (request, body.into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_streams_per_connection_and_unread_answers_are_bounded() {
+    let repo = repo();
+    let server = TestServer::start_with(Settings {
+        grpc_max_concurrent_streams: 4,
+        grpc_send_timeout: Duration::from_millis(500),
+        max_request_rows: 65_536,
+        ..settings(repo.path())
+    })
+    .await;
+    let (send, mut limit) = raw_h2(&server).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while *limit.borrow() != 4 {
+        assert!(Instant::now() < deadline, "no stream limit announced");
+        let _ = tokio::time::timeout(Duration::from_millis(100), limit.changed()).await;
+    }
+
+    // Four calls whose answers (20,000 rows, about 300 KB each) are never read past
+    // the client's first 64 KiB window: each is reset once it has waited 500 ms,
+    // rather than held in memory for as long as the connection lives.
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        let mut send = send.clone().ready().await.unwrap();
+        let (request, body) = grpc_model_infer(20_000);
+        let (response, mut stream) = send.send_request(request, false).unwrap();
+        stream.send_data(body, true).unwrap();
+        answers.push(response);
+    }
+    let started = Instant::now();
+    for response in answers {
+        let response = tokio::time::timeout(Duration::from_secs(30), response)
+            .await
+            .expect("headers")
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let mut body = response.into_body();
+        let mut received = 0;
+        let outcome = loop {
+            match tokio::time::timeout(Duration::from_secs(10), body.data()).await {
+                Err(_) => panic!("the stalled answer was neither finished nor reset"),
+                Ok(None) => break Ok(received),
+                Ok(Some(Ok(chunk))) => received += chunk.len(),
+                Ok(Some(Err(e))) => break Err(e),
+            }
+        };
+        let error = outcome.expect_err("the answer fits no 64 KiB window");
+        assert_eq!(error.reason(), Some(h2::Reason::CANCEL), "{error}");
+        assert!(received <= 65_535, "{received}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // A client that reads gets its whole answer, on the same server.
+    let mut client = GrpcInferenceServiceClient::new(channel(&server).await);
+    let answer = client
+        .model_infer(v2_request("iris_lr", 20_000, &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.outputs[0].shape, vec![20_000]);
+    server.stop().await;
+}
