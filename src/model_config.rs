@@ -9,6 +9,7 @@
 //! feature_names = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 //! allow_unavailable_labels = false  # let a label name a version that is not served
 //! warmup = true                     # run one inference before a new version serves
+//! max_request_rows = 65536          # most rows per predict request (default: the server's)
 //!
 //! [feature_defaults]                # values the simple API uses for missing features
 //! sepal_width = 3.0
@@ -96,6 +97,9 @@ pub struct ModelConfig {
     /// Whether a new version runs one inference (the version's `warmup.json`, else a
     /// synthetic input) before it serves. Default true.
     pub warmup: Option<bool>,
+    /// Most rows (dimension 0 of the inputs) one predict request for this model may
+    /// carry, overriding the server's `max_request_rows`.
+    pub max_request_rows: Option<usize>,
     /// Dynamic batching and the request queue (`[batching]`); the queue bound and
     /// instance count apply even when batching is off.
     #[serde(default)]
@@ -214,6 +218,9 @@ pub enum ModelConfigError {
 
 impl ModelConfig {
     pub const FILE_NAME: &'static str = "config.toml";
+    /// The highest `max_request_rows` a config may set, so that a typo cannot lift
+    /// the bound altogether.
+    pub const MAX_REQUEST_ROWS: usize = 1 << 30;
 
     /// Reads `<model_dir>/config.toml`; a missing file means all defaults.
     pub fn load(model_dir: &Path) -> Result<ModelConfig, ModelConfigError> {
@@ -256,6 +263,14 @@ impl ModelConfig {
         if self.version_policy == VersionPolicy::Latest(0) {
             return Err("version_policy latest must be at least 1".into());
         }
+        if let Some(rows) = self.max_request_rows {
+            if rows == 0 || rows > Self::MAX_REQUEST_ROWS {
+                return Err(format!(
+                    "max_request_rows must be between 1 and {}, not {rows}",
+                    Self::MAX_REQUEST_ROWS
+                ));
+            }
+        }
         self.batching.validate()?;
         Ok(())
     }
@@ -289,6 +304,14 @@ mod tests {
         assert!(ModelConfig::parse("timeout_sec = 3").is_err());
         assert!(ModelConfig::parse("timeout_secs = -3").is_err());
         assert!(ModelConfig::parse("version_policy = { latest = 0 }").is_err());
+        assert!(ModelConfig::parse("max_request_rows = 0").is_err());
+        assert!(ModelConfig::parse("max_request_rows = 99999999999").is_err());
+        assert_eq!(
+            ModelConfig::parse("max_request_rows = 10")
+                .unwrap()
+                .max_request_rows,
+            Some(10)
+        );
         assert!(
             ModelConfig::parse("feature_names = [\"a\"]\n[feature_defaults]\nb = 1.0").is_err()
         );

@@ -85,6 +85,20 @@ pub struct Settings {
     /// PEM CA certificates: when given, clients must present a certificate signed by
     /// one of them (mutual TLS). Needs `tls_cert`. Default none.
     pub tls_client_ca: Option<PathBuf>,
+    /// Most rows (dimension 0 of the inputs) one predict request may carry; more is
+    /// 413 / RESOURCE_EXHAUSTED. A model's config.toml may set its own
+    /// `max_request_rows`. Default 65536.
+    pub max_request_rows: usize,
+    /// Largest answer one predict request may produce, in bytes, estimated from the
+    /// output tensors before anything is encoded; larger is 413 /
+    /// RESOURCE_EXHAUSTED. Default 64 MiB.
+    pub max_response_bytes: usize,
+    /// Most concurrent HTTP/2 streams (calls) one gRPC connection may have open.
+    /// Default 256.
+    pub grpc_max_concurrent_streams: u32,
+    /// How long a gRPC response may wait for its client to read it before the
+    /// stream is reset and its memory freed. Default 30 s.
+    pub grpc_send_timeout: Duration,
 }
 
 impl Settings {
@@ -146,6 +160,10 @@ impl Default for Settings {
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
+            max_request_rows: 65_536,
+            max_response_bytes: 64 * 1024 * 1024,
+            grpc_max_concurrent_streams: 256,
+            grpc_send_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -282,6 +300,28 @@ pub struct ServeArgs {
     /// them (mutual TLS) [default: none]
     #[arg(long, env = "FERROSERVE_TLS_CLIENT_CA", value_name = "FILE")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Most rows (dimension 0) one predict request may carry; a model's config.toml
+    /// may set its own max_request_rows [default: 65536]
+    #[arg(long, env = "FERROSERVE_MAX_REQUEST_ROWS", value_name = "ROWS")]
+    pub max_request_rows: Option<usize>,
+
+    /// Largest answer one predict request may produce, in bytes, estimated before
+    /// encoding [default: 67108864]
+    #[arg(long, env = "FERROSERVE_MAX_RESPONSE_BYTES", value_name = "BYTES")]
+    pub max_response_bytes: Option<usize>,
+
+    /// Most concurrent calls (HTTP/2 streams) per gRPC connection [default: 256]
+    #[arg(long, env = "FERROSERVE_GRPC_MAX_CONCURRENT_STREAMS", value_name = "N")]
+    pub grpc_max_concurrent_streams: Option<u32>,
+
+    /// Seconds a gRPC response may wait for its client to read it before the call
+    /// is reset [default: 30]
+    #[arg(
+        long,
+        env = "FERROSERVE_GRPC_SEND_TIMEOUT_SECS",
+        value_name = "SECONDS"
+    )]
+    pub grpc_send_timeout_secs: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -345,6 +385,12 @@ impl ServeArgs {
             tls_cert: upper.tls_cert.or(self.tls_cert),
             tls_key: upper.tls_key.or(self.tls_key),
             tls_client_ca: upper.tls_client_ca.or(self.tls_client_ca),
+            max_request_rows: upper.max_request_rows.or(self.max_request_rows),
+            max_response_bytes: upper.max_response_bytes.or(self.max_response_bytes),
+            grpc_max_concurrent_streams: upper
+                .grpc_max_concurrent_streams
+                .or(self.grpc_max_concurrent_streams),
+            grpc_send_timeout_secs: upper.grpc_send_timeout_secs.or(self.grpc_send_timeout_secs),
         }
     }
 
@@ -391,6 +437,26 @@ impl ServeArgs {
             Some(n) => n,
             None => d.max_upload_bytes,
         };
+        let grpc_send_timeout = match self.grpc_send_timeout_secs {
+            None => d.grpc_send_timeout,
+            Some(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Duration::from_secs_f64(s),
+            Some(s) => {
+                return Err(SettingsError::Invalid {
+                    name: "grpc_send_timeout_secs",
+                    reason: format!("{s} is not a number of seconds above 0 and at most 86400"),
+                })
+            }
+        };
+        let grpc_max_concurrent_streams = match self.grpc_max_concurrent_streams {
+            Some(0) => {
+                return Err(SettingsError::Invalid {
+                    name: "grpc_max_concurrent_streams",
+                    reason: "must be at least 1".into(),
+                })
+            }
+            Some(n) => n,
+            None => d.grpc_max_concurrent_streams,
+        };
         let metrics_require_token = self
             .metrics_require_token
             .unwrap_or(d.metrics_require_token);
@@ -425,6 +491,18 @@ impl ServeArgs {
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,
             tls_client_ca: self.tls_client_ca,
+            max_request_rows: positive(
+                "max_request_rows",
+                self.max_request_rows,
+                d.max_request_rows,
+            )?,
+            max_response_bytes: positive(
+                "max_response_bytes",
+                self.max_response_bytes,
+                d.max_response_bytes,
+            )?,
+            grpc_max_concurrent_streams,
+            grpc_send_timeout,
             file_system_poll_wait: poll_wait(
                 "file_system_poll_wait_seconds",
                 self.file_system_poll_wait_seconds,
@@ -539,6 +617,10 @@ mod tests {
         assert_eq!(d.file_system_poll_wait, Duration::from_secs(1));
         assert_eq!(d.model_config_file_poll_wait, Duration::ZERO);
         assert_eq!(d.model_config_file, None);
+        assert_eq!(d.max_request_rows, 65_536);
+        assert_eq!(d.max_response_bytes, 64 << 20);
+        assert_eq!(d.grpc_max_concurrent_streams, 256);
+        assert_eq!(d.grpc_send_timeout, Duration::from_secs(30));
         let file: ServeArgs = toml::from_str(
             "file_system_poll_wait_seconds = 0\nmodel_config_file = \"m.config\"\n\
              model_config_file_poll_wait_seconds = 2.5\nmax_upload_bytes = 10",
@@ -563,6 +645,10 @@ mod tests {
             "model_config_file_poll_wait_seconds = nan",
             "max_upload_bytes = 0",
             "metrics_require_token = true",
+            "max_request_rows = 0",
+            "max_response_bytes = 0",
+            "grpc_max_concurrent_streams = 0",
+            "grpc_send_timeout_secs = 0",
         ] {
             let args: ServeArgs = toml::from_str(bad).unwrap();
             assert!(args.into_settings().is_err(), "{bad}");

@@ -1,6 +1,11 @@
 //! The predict operation: resolve a version, check and convert the inputs against
 //! its signature, queue them on the version's batcher (`crate::batching`), which
 //! runs them on an inference thread within the deadline (queue time counts).
+//!
+//! Invariant: what one request may cost is bounded here, for every adapter: rows
+//! per request (`max_request_rows`, per model or the server's), each output named
+//! at most once, and the answer's encoded size (`max_response_bytes`), estimated
+//! from the output tensors before any adapter builds it.
 
 use std::time::{Duration, Instant};
 
@@ -137,6 +142,11 @@ async fn run(
         request.inputs,
     )?;
     check_outputs(signature, &request.outputs)?;
+    let max_rows = handle
+        .config
+        .max_request_rows
+        .unwrap_or(state.settings.max_request_rows);
+    check_rows(&inputs, max_rows, &handle)?;
     if Instant::now() >= deadline {
         return Err(timed_out(&handle, timeout));
     }
@@ -155,6 +165,11 @@ async fn run(
         Err(BatchError::InvalidInput(m)) => return Err(ApiError::InvalidArgument(m)),
         Err(BatchError::Internal(m)) => return Err(ApiError::Internal(m)),
     };
+    check_response_size(
+        &outputs,
+        ResponseEncoding::of(request.protocol),
+        state.settings.max_response_bytes,
+    )?;
     Ok(PredictResponse { handle, outputs })
 }
 
@@ -272,8 +287,160 @@ fn convert_input(spec: &TensorSpec, tensor: Tensor) -> Result<Tensor, ApiError> 
         .map_err(|e| ApiError::InvalidArgument(format!("input {:?}: {e}", spec.name)))
 }
 
+/// The most rows (dimension 0) the request for `model` at `version` may carry:
+/// the model's `max_request_rows`, else the server's. Adapters that could expand a
+/// small message into a large tensor (TF Serving's padding of typed fields) bound
+/// the expansion with it before `predict` sees the tensor.
+pub fn row_limit(state: &ServerState, model: &str, version: &VersionRequest) -> usize {
+    state
+        .manager
+        .resolve(model, version)
+        .ok()
+        .and_then(|h| h.config.max_request_rows)
+        .unwrap_or(state.settings.max_request_rows)
+}
+
+/// Refuses a request with more rows than the model takes in one request: every
+/// row costs inference time and answer memory, and the body-size limit alone does
+/// not bound rows (a row of one small number is a few bytes).
+fn check_rows(
+    inputs: &[NamedTensor],
+    max_rows: usize,
+    handle: &ServableHandle,
+) -> Result<(), ApiError> {
+    for (name, tensor) in inputs {
+        if let Some(&rows) = tensor.shape().first() {
+            if rows > max_rows {
+                return Err(ApiError::PayloadTooLarge(format!(
+                    "input {name:?} has {rows} rows, more than the {max_rows} that model {:?} \
+                     takes in one request (max_request_rows); send them in smaller requests",
+                    handle.model
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How an adapter writes numbers, which decides what an answer may cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseEncoding {
+    /// Decimal text (the REST APIs): an element takes up to 25 bytes.
+    Text,
+    /// Protocol buffers or raw bytes (gRPC): an element takes up to 10 bytes.
+    Binary,
+}
+
+impl ResponseEncoding {
+    pub fn of(protocol: Protocol) -> ResponseEncoding {
+        match protocol {
+            // V2 REST may answer in binary; the text bound is the larger, so it holds.
+            Protocol::TfServingRest | Protocol::V2Rest | Protocol::SimpleRest => {
+                ResponseEncoding::Text
+            }
+            Protocol::TfServingGrpc | Protocol::V2Grpc => ResponseEncoding::Binary,
+        }
+    }
+
+    /// The most bytes one element of `dtype` takes, separator included; byte
+    /// strings add their own length (times 6 for text: `\u00XX` escapes).
+    fn element_bound(self, dtype: DataType) -> usize {
+        match (self, dtype) {
+            (ResponseEncoding::Text, DataType::Bool) => 6,
+            (ResponseEncoding::Text, DataType::U8 | DataType::I8) => 5,
+            (ResponseEncoding::Text, DataType::U16 | DataType::I16) => 7,
+            (ResponseEncoding::Text, DataType::U32 | DataType::I32) => 12,
+            (ResponseEncoding::Text, DataType::U64 | DataType::I64) => 21,
+            (ResponseEncoding::Text, DataType::F16 | DataType::F32) => 16,
+            (ResponseEncoding::Text, DataType::F64) => 25,
+            (ResponseEncoding::Text, DataType::Bytes) => 16,
+            // Protocol buffers: varints take up to 10 bytes (a negative int32 too).
+            (ResponseEncoding::Binary, DataType::Bytes) => 6,
+            (ResponseEncoding::Binary, DataType::F32) => 4,
+            (ResponseEncoding::Binary, DataType::F64) => 8,
+            (ResponseEncoding::Binary, DataType::Bool) => 1,
+            (ResponseEncoding::Binary, DataType::F16) => 3,
+            (ResponseEncoding::Binary, DataType::U32) => 5,
+            (ResponseEncoding::Binary, _) => 10,
+        }
+    }
+
+    fn bytes_per_string_byte(self) -> usize {
+        match self {
+            ResponseEncoding::Text => 6,
+            ResponseEncoding::Binary => 1,
+        }
+    }
+}
+
+/// An upper bound of the encoded size of `outputs`, computed from their shapes and
+/// dtypes alone (plus string lengths), so that it costs nothing next to encoding.
+pub fn response_size_bound(outputs: &[NamedTensor], encoding: ResponseEncoding) -> usize {
+    let mut total: usize = 256; // the envelope: model name, version, id
+    for (name, tensor) in outputs {
+        let per_element = encoding.element_bound(tensor.dtype());
+        let mut size = tensor.len().saturating_mul(per_element);
+        if let crate::tensor::TensorData::Bytes(strings) = tensor.data() {
+            let string_bytes = strings
+                .iter()
+                .map(Vec::len)
+                .fold(0usize, usize::saturating_add);
+            size =
+                size.saturating_add(string_bytes.saturating_mul(encoding.bytes_per_string_byte()));
+        }
+        // Nested text arrays: every prefix of the shape opens that many brackets, and
+        // the row format repeats each output's name once per row.
+        let shape = tensor.shape();
+        let mut arrays: usize = 1;
+        let mut prefix: usize = 1;
+        for &d in shape.iter().take(shape.len().saturating_sub(1)) {
+            prefix = prefix.saturating_mul(d);
+            arrays = arrays.saturating_add(prefix);
+        }
+        let rows = shape.first().copied().unwrap_or(1);
+        let overhead = match encoding {
+            ResponseEncoding::Text => arrays
+                .saturating_mul(3)
+                .saturating_add(rows.saturating_mul(name.len().saturating_add(8))),
+            ResponseEncoding::Binary => 0,
+        };
+        size = size
+            .saturating_add(overhead)
+            .saturating_add(name.len() + 64 + 11 * shape.len());
+        total = total.saturating_add(size);
+    }
+    total
+}
+
+/// Refuses an answer whose encoding would exceed `limit` bytes before any of it is
+/// built: the encoders (JSON value trees, protobuf messages) would take several
+/// times that much memory.
+pub fn check_response_size(
+    outputs: &[NamedTensor],
+    encoding: ResponseEncoding,
+    limit: usize,
+) -> Result<(), ApiError> {
+    let bound = response_size_bound(outputs, encoding);
+    if bound > limit {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "the answer would take up to {bound} bytes, more than the limit of {limit} bytes \
+             (max_response_bytes); ask for fewer rows or fewer outputs"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that every wanted output exists and is named once: a name repeated would
+/// repeat its whole tensor in the answer, so a small request could ask for an
+/// answer thousands of times its model's output.
 fn check_outputs(signature: &Signature, wanted: &[String]) -> Result<(), ApiError> {
+    let mut seen = std::collections::HashSet::with_capacity(wanted.len());
     for name in wanted {
+        if !seen.insert(name.as_str()) {
+            return Err(ApiError::InvalidArgument(format!(
+                "output {name:?} is requested more than once; name each output at most once"
+            )));
+        }
         if !signature.outputs.iter().any(|o| o.name == *name) {
             return Err(ApiError::InvalidArgument(format!(
                 "the model has no output {name:?}; it gives {}",
@@ -357,6 +524,54 @@ mod tests {
         )])
         .contains("empty"));
         assert!(check_outputs(&sig(), &["nope".into()]).is_err());
+    }
+
+    #[test]
+    fn an_output_named_twice_is_refused() {
+        let err = check_outputs(&sig(), &["label".into(), "label".into()]).unwrap_err();
+        assert!(
+            matches!(&err, ApiError::InvalidArgument(m) if m.contains("more than once")),
+            "{err}"
+        );
+        assert!(check_outputs(&sig(), &["label".into()]).is_ok());
+    }
+
+    #[test]
+    fn response_bound_holds_for_json_and_protobuf() {
+        let probabilities = t(
+            vec![3, 2],
+            TensorData::F32(vec![-1.175_494_4e-38, 1.0, 0.5, -3.402_823_5e38, 0.0, 1e-7]),
+        );
+        let labels = t(
+            vec![3],
+            TensorData::Bytes(vec![b"a\x00".to_vec(), b"setosa".to_vec(), vec![0xff]]),
+        );
+        let outputs = vec![
+            ("probabilities".to_string(), probabilities.clone()),
+            ("label".to_string(), labels),
+        ];
+        let json = serde_json::json!({
+            "predictions": (0..3).map(|i| serde_json::json!({
+                "probabilities": crate::json_tensor::row(&probabilities, i),
+                "label": "a\u{0}",
+            })).collect::<Vec<_>>()
+        });
+        let text = serde_json::to_vec(&json).unwrap().len();
+        let bound = response_size_bound(&outputs, ResponseEncoding::Text);
+        assert!(bound >= text, "{bound} < {text}");
+        assert!(
+            bound < 2048,
+            "the bound stays near the real size, not {bound}"
+        );
+        assert!(
+            response_size_bound(&outputs, ResponseEncoding::Binary)
+                <= response_size_bound(&outputs, ResponseEncoding::Text)
+        );
+        let err = check_response_size(&outputs, ResponseEncoding::Text, 100).unwrap_err();
+        assert!(
+            matches!(&err, ApiError::PayloadTooLarge(m) if m.contains("max_response_bytes")),
+            "{err}"
+        );
     }
 
     #[test]

@@ -42,40 +42,209 @@ pub struct MessageLimits {
 /// Serves every gRPC service on `listener` until `shutdown` completes, then lets
 /// in-flight calls finish.
 ///
-/// Served by hyper through `axum::serve` (HTTP/2 prior knowledge, or ALPN `h2` over
-/// TLS; TCP_NODELAY), not
-/// tonic's own server: tonic's server enforces `grpc-timeout` itself and answers
-/// CANCELLED when it fires, racing the api operation that answers DEADLINE_EXCEEDED
-/// and drops the queued inference, as the REST timeout does.
+/// Served by hyper's HTTP/2 server (prior knowledge, or ALPN `h2` over TLS;
+/// TCP_NODELAY), behind the access layer ([`auth`]), not tonic's own
+/// server: tonic's server enforces `grpc-timeout` itself and answers CANCELLED when
+/// it fires, racing the api operation that answers DEADLINE_EXCEEDED and drops the
+/// queued inference, as the REST timeout does. hyper's builder, rather than
+/// `axum::serve`, because what a client that never reads may hold is bounded here:
+/// at most `grpc_max_concurrent_streams` calls per connection, and a response whose
+/// client has not taken more of it for `grpc_send_timeout` is reset and freed
+/// ([`SendTimeoutExecutor`]).
 pub async fn serve(
     state: Arc<ServerState>,
     limits: MessageLimits,
     listener: crate::tls::ServerListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut http2 = hyper::server::conn::http2::Builder::new(SendTimeoutExecutor {
+        send_timeout: state.settings.grpc_send_timeout,
+    });
+    http2
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(state.settings.grpc_max_concurrent_streams);
     let stop_streams = CancellationToken::new();
-    let stopping = {
-        let stop_streams = stop_streams.clone();
-        async move {
-            shutdown.await;
-            stop_streams.cancel();
-        }
-    };
-    let router = routes(state.clone(), limits, stop_streams)
+    let router = routes(state.clone(), limits, stop_streams.clone())
         .prepare()
         .into_axum_router()
         .layer(ResourceExhaustedLayer)
+        .layer(axum::middleware::map_response(watch_send))
         // Outermost: a call is authorised before any service sees it.
         .layer(axum::middleware::from_fn_with_state(state, auth::require));
-    // The listener sets TCP_NODELAY (small unary messages must not wait for Nagle's
-    // algorithm) and, when configured, does the TLS handshakes. The peer address
-    // reaches the access layer (loopback-only management).
-    axum::serve(
-        listener.with_connect_info(),
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(stopping)
-    .await
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    let mut listener = listener;
+    loop {
+        // The listener sets TCP_NODELAY, does the TLS handshakes when configured,
+        // and waits out accept errors (out of file descriptors) rather than spin.
+        let (io, peer) = tokio::select! {
+            accepted = axum::serve::Listener::accept(&mut listener) => accepted,
+            () = &mut shutdown => break,
+        };
+        // The peer address reaches the access layer (loopback-only management).
+        let service = tower::ServiceExt::map_request(
+            router.clone(),
+            move |mut request: http::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                request
+            },
+        );
+        let connection =
+            http2.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("gRPC connection ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    stop_streams.cancel();
+    graceful.shutdown().await;
+    Ok(())
+}
+
+tokio::task_local! {
+    /// The send watch of the HTTP/2 stream whose task is running, set by
+    /// [`SendTimeoutExecutor`] and read by [`watch_send`].
+    static SEND_WATCH: Arc<SendWatch>;
+}
+
+/// When a stream's response last handed a piece to hyper that hyper has not yet
+/// asked to follow with more: hyper asks only once the client's flow-control window
+/// has room, so a client that never reads leaves this set.
+#[derive(Debug, Default)]
+struct SendWatch {
+    waiting_since: parking_lot::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl SendWatch {
+    /// Completes once a piece has waited for the client longer than `timeout`.
+    async fn stalled(&self, timeout: Duration) {
+        loop {
+            let since = *self.waiting_since.lock();
+            match since {
+                Some(t) if t.elapsed() >= timeout => return,
+                Some(t) => tokio::time::sleep_until(t + timeout).await,
+                None => tokio::time::sleep(timeout / 2).await,
+            }
+        }
+    }
+}
+
+/// Runs each HTTP/2 stream (hyper hands every stream's task to the executor) with a
+/// [`SendWatch`], and drops the stream when its response has waited for the client
+/// longer than `send_timeout`: dropping it resets the stream, which frees what h2
+/// and the response still held of it.
+#[derive(Debug, Clone, Copy)]
+pub struct SendTimeoutExecutor {
+    send_timeout: Duration,
+}
+
+impl<F> hyper::rt::Executor<F> for SendTimeoutExecutor
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, stream: F) {
+        let watch = Arc::new(SendWatch::default());
+        let timeout = self.send_timeout;
+        tokio::spawn(SEND_WATCH.scope(watch.clone(), async move {
+            tokio::select! {
+                () = stream => {}
+                () = watch.stalled(timeout) => {
+                    tracing::debug!(
+                        "gRPC response not read by its client within {timeout:?}; stream reset"
+                    );
+                }
+            }
+        }));
+    }
+}
+
+/// Gives every response body the watch of its stream (outside
+/// [`SendTimeoutExecutor`], e.g. in tests through `routes`, bodies go unwatched).
+async fn watch_send(response: axum::response::Response) -> axum::response::Response {
+    match SEND_WATCH.try_with(Arc::clone) {
+        Ok(watch) => response.map(|body| axum::body::Body::new(WatchedBody::new(body, watch))),
+        Err(_) => response,
+    }
+}
+
+/// The most bytes of a response handed to hyper at once. hyper passes a piece to
+/// h2 as soon as the stream has any send capacity, and h2 keeps what the client's
+/// window does not take; small pieces keep that to about one window per stream and
+/// make a stalled client visible to the [`SendWatch`].
+const SEND_PIECE: usize = 16 * 1024;
+
+/// A response body that hands its data to hyper in [`SEND_PIECE`]s and records in
+/// its [`SendWatch`] when a piece waits for the client.
+struct WatchedBody {
+    inner: axum::body::Body,
+    rest: bytes::Bytes,
+    watch: Arc<SendWatch>,
+}
+
+impl WatchedBody {
+    fn new(inner: axum::body::Body, watch: Arc<SendWatch>) -> Self {
+        WatchedBody {
+            inner,
+            rest: bytes::Bytes::new(),
+            watch,
+        }
+    }
+
+    fn piece(&mut self) -> http_body::Frame<bytes::Bytes> {
+        let n = self.rest.len().min(SEND_PIECE);
+        *self.watch.waiting_since.lock() = Some(tokio::time::Instant::now());
+        http_body::Frame::data(self.rest.split_to(n))
+    }
+}
+
+impl http_body::Body for WatchedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        // hyper asks for more: the previous piece went to h2.
+        *self.watch.waiting_since.lock() = None;
+        if !self.rest.is_empty() {
+            return Poll::Ready(Some(Ok(self.piece())));
+        }
+        match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => {
+                    self.rest = data;
+                    Poll::Ready(Some(Ok(self.piece())))
+                }
+                Err(frame) => Poll::Ready(Some(Ok(frame))),
+            },
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        let inner = self.inner.size_hint();
+        let rest = self.rest.len() as u64;
+        let mut hint = http_body::SizeHint::new();
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper.saturating_add(rest));
+        }
+        hint.set_lower(inner.lower().saturating_add(rest));
+        hint
+    }
 }
 
 /// Every service, with the size limits applied to each. `stop_streams` ends open

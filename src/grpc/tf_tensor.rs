@@ -5,6 +5,10 @@
 //! arrays) and the typed `*_val` field of the dtype (what hand-written clients fill).
 //! As in TensorFlow, a typed field with fewer values than the shape holds is padded
 //! with its last value, so `float_val: [0]` with shape `[2, 3]` is six zeros.
+//! Padding is bounded by [`DecodeLimits`]: it may not make a tensor larger than the
+//! message size limit would have let the client send, nor with more rows than the
+//! model takes. A tensor that fills both `tensor_content` and a typed field is
+//! refused, since one of the two would be silently ignored.
 //! Writing uses the typed fields, as TF Serving's Predict does by default.
 
 use ferroserve_proto::tensorflow::{
@@ -14,9 +18,18 @@ use ferroserve_proto::tensorflow::{
 use crate::api::ApiError;
 use crate::tensor::{DataType, Tensor, TensorData};
 
-/// The most elements padding may create from a shorter typed field. Without a cap a
-/// few bytes (`float_val: [0]`, shape `[1e12]`) could ask for terabytes.
-const MAX_PADDED_ELEMENTS: usize = 1 << 26;
+/// What decoding one request's tensors may allocate beyond the message itself.
+/// Without it a few bytes (`float_val: [0]`, shape `[16777216, 4]`) could ask for
+/// gigabytes.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeLimits {
+    /// The most bytes a padded tensor may take in memory: the largest request
+    /// message, so padding never gives more than the client could have sent.
+    pub max_bytes: usize,
+    /// The most rows (dimension 0) a padded tensor may have: the model's
+    /// `max_request_rows`.
+    pub max_rows: usize,
+}
 
 fn invalid(name: &str, message: impl std::fmt::Display) -> ApiError {
     ApiError::InvalidArgument(format!("input {name:?}: {message}"))
@@ -76,7 +89,11 @@ pub fn to_tf_shape(dims: impl IntoIterator<Item = i64>) -> TensorShapeProto {
 }
 
 /// Decodes the TensorProto the client sent as input `name` (the name is for messages).
-pub fn tensor_from_proto(name: &str, proto: &TensorProto) -> Result<Tensor, ApiError> {
+pub fn tensor_from_proto(
+    name: &str,
+    proto: &TensorProto,
+    limits: DecodeLimits,
+) -> Result<Tensor, ApiError> {
     let dtype = from_tf_dtype(proto.dtype).ok_or_else(|| {
         let tf_name = TfDataType::try_from(proto.dtype)
             .map(|d| d.as_str_name().to_string())
@@ -100,10 +117,19 @@ pub fn tensor_from_proto(name: &str, proto: &TensorProto) -> Result<Tensor, ApiE
         .try_fold(1usize, |n, &d| n.checked_mul(d))
         .ok_or_else(|| invalid(name, format_args!("shape {shape:?} is too large")))?;
 
+    if !proto.tensor_content.is_empty() {
+        if let Some(field) = filled_typed_field(proto) {
+            return Err(invalid(
+                name,
+                format_args!("gives both tensor_content and {field}; give the values once"),
+            ));
+        }
+    }
     let data = if !proto.tensor_content.is_empty() && dtype != DataType::Bytes {
         decode_content(name, dtype, &proto.tensor_content, count)?
     } else {
-        typed_values(name, dtype, proto, count)?
+        let data = typed_values(name, dtype, proto)?;
+        pad_to(name, data, &shape, count, limits)?
     };
     Tensor::new(shape, data).map_err(|e| invalid(name, e))
 }
@@ -130,13 +156,30 @@ fn decode_content(
     crate::raw_tensor::decode(dtype, count, bytes).map_err(|e| invalid(name, e))
 }
 
-/// Elements from the typed field of `dtype`, padded to `count` with the last value.
-fn typed_values(
-    name: &str,
-    dtype: DataType,
-    p: &TensorProto,
-    count: usize,
-) -> Result<TensorData, ApiError> {
+/// The name of a typed value field that holds values, if any does.
+fn filled_typed_field(p: &TensorProto) -> Option<&'static str> {
+    [
+        ("float_val", p.float_val.is_empty()),
+        ("double_val", p.double_val.is_empty()),
+        ("int_val", p.int_val.is_empty()),
+        ("string_val", p.string_val.is_empty()),
+        ("scomplex_val", p.scomplex_val.is_empty()),
+        ("int64_val", p.int64_val.is_empty()),
+        ("bool_val", p.bool_val.is_empty()),
+        ("dcomplex_val", p.dcomplex_val.is_empty()),
+        ("half_val", p.half_val.is_empty()),
+        ("uint32_val", p.uint32_val.is_empty()),
+        ("uint64_val", p.uint64_val.is_empty()),
+        ("resource_handle_val", p.resource_handle_val.is_empty()),
+        ("variant_val", p.variant_val.is_empty()),
+    ]
+    .into_iter()
+    .find(|(_, empty)| !empty)
+    .map(|(field, _)| field)
+}
+
+/// Elements from the typed field of `dtype`, as given (see [`pad_to`]).
+fn typed_values(name: &str, dtype: DataType, p: &TensorProto) -> Result<TensorData, ApiError> {
     fn narrow<T: TryFrom<i32>>(
         name: &str,
         dtype: DataType,
@@ -174,12 +217,18 @@ fn typed_values(
         DataType::Bool => TensorData::Bool(p.bool_val.clone()),
         DataType::Bytes => TensorData::Bytes(p.string_val.clone()),
     };
-    pad_to(name, data, count)
+    Ok(data)
 }
 
 // One body for every element type: `clone` is a copy for all but byte strings.
 #[allow(clippy::clone_on_copy)]
-fn pad_to(name: &str, mut data: TensorData, count: usize) -> Result<TensorData, ApiError> {
+fn pad_to(
+    name: &str,
+    mut data: TensorData,
+    shape: &[usize],
+    count: usize,
+    limits: DecodeLimits,
+) -> Result<TensorData, ApiError> {
     let given = data.len();
     if given == count {
         return Ok(data);
@@ -196,11 +245,28 @@ fn pad_to(name: &str, mut data: TensorData, count: usize) -> Result<TensorData, 
             format_args!("no values given for a shape that holds {count}"),
         ));
     }
-    if count > MAX_PADDED_ELEMENTS {
-        return Err(invalid(
-            name,
-            format_args!("{given} values cannot be padded to {count} elements (at most {MAX_PADDED_ELEMENTS})"),
-        ));
+    // Checked before anything is allocated: the padded tensor must be one the
+    // client could have sent in full.
+    if let Some(&rows) = shape.first() {
+        if rows > limits.max_rows {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "input {name:?}: shape {shape:?} has {rows} rows, more than the {} the model \
+                 takes in one request (max_request_rows)",
+                limits.max_rows
+            )));
+        }
+    }
+    let element_bytes = match &data {
+        TensorData::Bytes(v) => v[given - 1].len() + std::mem::size_of::<Vec<u8>>(),
+        other => other.dtype().fixed_size().unwrap_or(1),
+    };
+    let padded_bytes = count.saturating_mul(element_bytes);
+    if padded_bytes > limits.max_bytes {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "input {name:?}: padding {given} values to shape {shape:?} would take \
+             {padded_bytes} bytes, more than the request limit of {} bytes",
+            limits.max_bytes
+        )));
     }
     crate::with_tensor_data!(&mut data, v => {
         let last = v[given - 1].clone();
@@ -237,6 +303,15 @@ pub fn tensor_to_proto(tensor: &Tensor) -> TensorProto {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const LIMITS: DecodeLimits = DecodeLimits {
+        max_bytes: 64 << 20,
+        max_rows: 65_536,
+    };
+
+    fn tensor_from_proto(name: &str, p: &TensorProto) -> Result<Tensor, ApiError> {
+        super::tensor_from_proto(name, p, LIMITS)
+    }
 
     fn proto(dtype: TfDataType, shape: &[i64]) -> TensorProto {
         TensorProto {
@@ -308,6 +383,52 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("too large"));
+    }
+
+    #[test]
+    fn padding_stays_within_the_request_and_row_limits() {
+        // 50 bytes on the wire, 256 MiB in memory before the bound.
+        let mut broadcast = proto(TfDataType::DtFloat, &[16_777_216, 4]);
+        broadcast.float_val = vec![1.0];
+        let err = tensor_from_proto("x", &broadcast).unwrap_err();
+        assert!(
+            matches!(&err, ApiError::PayloadTooLarge(m) if m.contains("max_request_rows")),
+            "{err}"
+        );
+        let mut wide = proto(TfDataType::DtFloat, &[2, 1 << 24]);
+        wide.float_val = vec![1.0];
+        let err = tensor_from_proto("x", &wide).unwrap_err();
+        assert!(
+            matches!(&err, ApiError::PayloadTooLarge(m) if m.contains("request limit")),
+            "{err}"
+        );
+        let mut strings = proto(TfDataType::DtString, &[1000]);
+        strings.string_val = vec![vec![b'x'; 1 << 20]];
+        assert!(matches!(
+            tensor_from_proto("x", &strings),
+            Err(ApiError::PayloadTooLarge(_))
+        ));
+        let mut fits = proto(TfDataType::DtFloat, &[65_536, 4]);
+        fits.float_val = vec![0.5];
+        assert_eq!(tensor_from_proto("x", &fits).unwrap().len(), 65_536 * 4);
+    }
+
+    #[test]
+    fn tensor_content_with_a_typed_field_is_refused() {
+        let mut both = proto(TfDataType::DtFloat, &[2]);
+        both.tensor_content = [1.0f32.to_le_bytes(), 2.0f32.to_le_bytes()].concat();
+        both.float_val = vec![3.0, 4.0];
+        let err = tensor_from_proto("x", &both).unwrap_err();
+        assert!(
+            matches!(&err, ApiError::InvalidArgument(m) if m.contains("tensor_content and float_val")),
+            "{err}"
+        );
+        both.float_val.clear();
+        both.int64_val = vec![1];
+        assert!(tensor_from_proto("x", &both)
+            .unwrap_err()
+            .to_string()
+            .contains("int64_val"));
     }
 
     #[test]

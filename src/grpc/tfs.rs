@@ -15,7 +15,9 @@ use ferroserve_proto::tensorflow::{feature, Example as TfExample, SignatureDef, 
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-use super::tf_tensor::{tensor_from_proto, tensor_to_proto, to_tf_dtype, to_tf_shape};
+use super::tf_tensor::{
+    tensor_from_proto, tensor_to_proto, to_tf_dtype, to_tf_shape, DecodeLimits,
+};
 use super::{client_timeout, status_from};
 use crate::api::classify::{self, Example, ExamplesRequest, FeatureValues};
 use crate::api::{self, repository, ApiError, PredictRequest, Protocol, ServerState};
@@ -203,10 +205,14 @@ impl prediction_service_server::PredictionService for PredictionService {
         let mut predict = PredictRequest::new(model, version, Protocol::TfServingGrpc);
         predict.client_timeout = timeout;
         predict.outputs = request.output_filter;
+        let limits = DecodeLimits {
+            max_bytes: self.state.settings.grpc_max_receive_bytes,
+            max_rows: api::predict::row_limit(&self.state, &predict.model, &predict.version),
+        };
         predict.inputs = request
             .inputs
             .iter()
-            .map(|(name, proto)| Ok((name.clone(), tensor_from_proto(name, proto)?)))
+            .map(|(name, proto)| Ok((name.clone(), tensor_from_proto(name, proto, limits)?)))
             .collect::<Result<_, ApiError>>()
             .map_err(status_from)?;
         let response = api::predict(&self.state, predict)

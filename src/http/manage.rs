@@ -134,13 +134,30 @@ fn multipart_error(e: MultipartError) -> HttpError {
     }
 }
 
-async fn text_field(field: Field<'_>, name: &str) -> Result<String, HttpError> {
-    let text = field.text().await.map_err(multipart_error)?;
-    if text.len() > 256 {
-        return Err(HttpError(ApiError::InvalidArgument(format!(
-            "field {name} is too long"
-        ))));
+/// The longest `model_id` or `version` field accepted, in bytes.
+const MAX_TEXT_FIELD: usize = 256;
+
+/// Reads a text field chunk by chunk and refuses it as soon as it passes
+/// [`MAX_TEXT_FIELD`] bytes, so a field of any length costs at most one chunk of
+/// memory. The rest of it is read and discarded (the route's body limit bounds it)
+/// so the client gets the 400 rather than a reset connection.
+async fn text_field(mut field: Field<'_>, name: &str) -> Result<String, HttpError> {
+    let mut bytes: Vec<u8> = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        if bytes.len() + chunk.len() > MAX_TEXT_FIELD {
+            drop(bytes);
+            while let Ok(Some(_)) = field.chunk().await {}
+            return Err(HttpError(ApiError::InvalidArgument(format!(
+                "field {name} is too long: at most {MAX_TEXT_FIELD} bytes"
+            ))));
+        }
+        bytes.extend_from_slice(&chunk);
     }
+    let text = String::from_utf8(bytes).map_err(|_| {
+        HttpError(ApiError::InvalidArgument(format!(
+            "field {name} is not valid UTF-8"
+        )))
+    })?;
     Ok(text.trim().to_string())
 }
 

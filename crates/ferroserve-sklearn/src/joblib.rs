@@ -2,7 +2,10 @@
 //! bytes that joblib (≥ 0.12) writes right after each `NumpyArrayWrapper`.
 
 use std::borrow::Cow;
-use std::io::{self, Read, Write};
+use std::cell::Cell;
+use std::io::{self, BufRead, Read, Write};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::pickle::reader::Reader;
@@ -18,6 +21,8 @@ pub fn read_model_file(bytes: &[u8]) -> Result<Value, LoadError> {
 
 /// [`read_model_file`] with explicit limits.
 pub fn read_model_file_with_limits(bytes: &[u8], limits: &Limits) -> Result<Value, LoadError> {
+    // The decompressed stream stays counted against the process-wide budget until
+    // the pickle read from it is done.
     let pickle = decompress(bytes, limits)?;
     pickle::read_pickle_with_limits(&pickle, limits)
 }
@@ -54,85 +59,259 @@ pub fn detect_compression(bytes: &[u8]) -> Compression {
     }
 }
 
-/// Decompresses a joblib file, refusing to produce more than the cap derived from
-/// [`Limits`] (a multiple of the compressed size plus a floor, at most
-/// [`Limits::max_decompressed_bytes`]) so that a small bomb cannot exhaust memory.
-pub fn decompress<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Cow<'a, [u8]>, LoadError> {
-    let cap = limits.decompressed_cap(bytes.len());
+/// A decompressed (or borrowed, when the file was not compressed) pickle stream.
+/// While it lives, its size counts against the process-wide
+/// [`Limits::max_decompressed_bytes_in_flight`].
+pub struct Decompressed<'a> {
+    bytes: Cow<'a, [u8]>,
+    _held: InFlight,
+}
+
+impl std::ops::Deref for Decompressed<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// Decompresses a joblib file, refusing to produce more than [`Limits`] allow: at
+/// every step the output may be at most a multiple of the compressed bytes *read so
+/// far* plus a floor (so padding after a small bomb buys it nothing), at most
+/// [`Limits::max_decompressed_bytes`], and, with every other decompression in the
+/// process, at most [`Limits::max_decompressed_bytes_in_flight`].
+pub fn decompress<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Decompressed<'a>, LoadError> {
     let compression = detect_compression(bytes);
+    let consumed = Rc::new(Cell::new(0usize));
+    let output = Output::new(limits, consumed.clone());
     let (format, result) = match compression {
-        Compression::None => return Ok(Cow::Borrowed(bytes)),
-        Compression::Zlib => ("zlib", zlib_capped(bytes, cap)),
+        Compression::None => {
+            return Ok(Decompressed {
+                bytes: Cow::Borrowed(bytes),
+                _held: InFlight::default(),
+            })
+        }
+        Compression::Zlib => ("zlib", zlib_capped(bytes, output)),
         Compression::Gzip => (
             "gzip",
-            read_capped(flate2::read::GzDecoder::new(bytes), cap),
+            read_capped(
+                flate2::read::GzDecoder::new(Counting::new(bytes, consumed)),
+                output,
+            ),
         ),
         Compression::Lz4 => (
             "lz4",
-            lz4_frame_is_complete(bytes)
-                .and_then(|()| read_capped(lz4_flex::frame::FrameDecoder::new(bytes), cap)),
+            lz4_frame_is_complete(bytes).and_then(|()| {
+                read_capped(
+                    lz4_flex::frame::FrameDecoder::new(Counting::new(bytes, consumed)),
+                    output,
+                )
+            }),
         ),
         Compression::Xz => ("xz", {
-            let mut out = CappedWriter::new(cap);
-            lzma_rs::xz_decompress(&mut io::BufReader::new(bytes), &mut out)
-                .map(|()| out.buf)
-                .map_err(|e| lzma_error(e, out.exceeded, cap))
+            let mut sink = Sink::new(output);
+            let result = lzma_rs::xz_decompress(&mut Counting::new(bytes, consumed), &mut sink);
+            sink.finish(result)
         }),
         Compression::Lzma => ("lzma", {
-            let mut out = CappedWriter::new(cap);
-            lzma_rs::lzma_decompress(&mut io::BufReader::new(bytes), &mut out)
-                .map(|()| out.buf)
-                .map_err(|e| lzma_error(e, out.exceeded, cap))
+            let mut sink = Sink::new(output);
+            let result = lzma_rs::lzma_decompress(&mut Counting::new(bytes, consumed), &mut sink);
+            sink.finish(result)
         }),
         Compression::Bz2 => ("bz2", Err("bz2 compression is not supported".to_owned())),
     };
     result
-        .map(Cow::Owned)
+        .map(|output| Decompressed {
+            bytes: Cow::Owned(output.buf),
+            _held: output.held,
+        })
         .map_err(|message| LoadError::Decompress { format, message })
 }
 
-fn read_capped(reader: impl Read, cap: usize) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    // Read one byte past the cap so that "exactly at the cap" and "beyond" differ.
-    let limit = (cap as u64).saturating_add(1);
-    reader
-        .take(limit)
-        .read_to_end(&mut out)
-        .map_err(|e| e.to_string())?;
-    if out.len() > cap {
-        return Err(format!("output exceeds the limit of {cap} bytes"));
+/// Decompressed bytes held by every decompression in this process, so that several
+/// concurrent loads together stay under [`Limits::max_decompressed_bytes_in_flight`].
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// This decompression's share of [`IN_FLIGHT`], given back when dropped.
+#[derive(Default)]
+struct InFlight {
+    held: usize,
+}
+
+impl InFlight {
+    fn grow_to(&mut self, total: usize, limit: usize) -> Result<(), String> {
+        let Some(extra) = total.checked_sub(self.held).filter(|&e| e > 0) else {
+            return Ok(());
+        };
+        IN_FLIGHT
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                now.checked_add(extra).filter(|&n| n <= limit)
+            })
+            .map_err(|now| {
+                format!(
+                    "model files being read at the same time already hold {now} decompressed \
+                     bytes; {extra} more would pass the limit of {limit} bytes for all of them \
+                     together (try again when other loads have finished)"
+                )
+            })?;
+        self.held = total;
+        Ok(())
     }
-    Ok(out)
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(self.held, Ordering::AcqRel);
+    }
+}
+
+/// The growing decompressed buffer. Every growth is checked against the limits,
+/// given how many compressed bytes the decompressor has read so far.
+struct Output<'l> {
+    buf: Vec<u8>,
+    limits: &'l Limits,
+    consumed: Rc<Cell<usize>>,
+    held: InFlight,
+}
+
+impl<'l> Output<'l> {
+    fn new(limits: &'l Limits, consumed: Rc<Cell<usize>>) -> Self {
+        Output {
+            buf: Vec::new(),
+            limits,
+            consumed,
+            held: InFlight::default(),
+        }
+    }
+
+    /// The most output allowed now.
+    fn cap(&self) -> usize {
+        self.limits.decompressed_cap(self.consumed.get())
+    }
+
+    fn exceeded(&self, cap: usize) -> String {
+        format!(
+            "output exceeds the limit of {cap} bytes after {} compressed bytes (at most {} \
+             bytes per compressed byte read plus {}, and {} in all)",
+            self.consumed.get(),
+            self.limits.decompressed_bytes_per_input_byte,
+            self.limits.decompressed_bytes_floor,
+            self.limits.max_decompressed_bytes
+        )
+    }
+
+    /// Makes room for `extra` more bytes, or says which limit forbids it.
+    fn make_room(&mut self, extra: usize) -> Result<(), String> {
+        let cap = self.cap();
+        let want = self.buf.len().saturating_add(extra);
+        if want > cap {
+            return Err(self.exceeded(cap));
+        }
+        self.grow(want, cap)
+    }
+
+    /// Makes the buffer's capacity at least `want` (at most `most`), counted
+    /// against the process-wide budget: capacity is what the allocator hands out.
+    fn grow(&mut self, want: usize, most: usize) -> Result<(), String> {
+        if want > self.buf.capacity() {
+            // Grow geometrically, never past `most`.
+            let new_capacity = want
+                .max(self.buf.capacity().saturating_mul(2))
+                .max(64 << 10)
+                .min(most);
+            self.held
+                .grow_to(new_capacity, self.limits.max_decompressed_bytes_in_flight)?;
+            self.buf.reserve_exact(new_capacity - self.buf.len());
+        }
+        Ok(())
+    }
+
+    fn extend(&mut self, data: &[u8]) -> Result<(), String> {
+        self.make_room(data.len())?;
+        self.buf.extend_from_slice(data);
+        Ok(())
+    }
+}
+
+/// The compressed input, counting what the decompressor has read of it.
+struct Counting<'a> {
+    rest: &'a [u8],
+    consumed: Rc<Cell<usize>>,
+}
+
+impl<'a> Counting<'a> {
+    fn new(bytes: &'a [u8], consumed: Rc<Cell<usize>>) -> Self {
+        Counting {
+            rest: bytes,
+            consumed,
+        }
+    }
+}
+
+impl Read for Counting<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.rest.read(buf)?;
+        self.consumed.set(self.consumed.get() + n);
+        Ok(n)
+    }
+}
+
+impl BufRead for Counting<'_> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        Ok(self.rest)
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.rest.consume(n);
+        self.consumed.set(self.consumed.get() + n);
+    }
+}
+
+fn read_capped<'l>(mut reader: impl Read, mut out: Output<'l>) -> Result<Output<'l>, String> {
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        let n = match reader.read(&mut chunk) {
+            Ok(0) => return Ok(out),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.to_string()),
+        };
+        out.extend(&chunk[..n])?;
+    }
 }
 
 /// zlib through the low-level API, because flate2's `Read` adapter treats a stream cut
 /// short as a clean end of file; a truncated file must be an error.
-fn zlib_capped(input: &[u8], cap: usize) -> Result<Vec<u8>, String> {
+fn zlib_capped<'l>(input: &[u8], mut out: Output<'l>) -> Result<Output<'l>, String> {
     let mut inflater = flate2::Decompress::new(true);
-    let mut out: Vec<u8> = Vec::new();
     loop {
-        if out.len() == out.capacity() {
-            // Grow geometrically, never past one byte over the cap.
-            let room = cap.saturating_add(1).saturating_sub(out.len());
+        if out.buf.len() == out.buf.capacity() {
+            // Room up to one byte past the cap, so that "exactly at the cap" and
+            // "beyond" differ.
+            let cap = out.cap();
+            let len = out.buf.len();
+            let room = cap.saturating_add(1).saturating_sub(len).min(64 << 10);
             if room == 0 {
-                return Err(format!("output exceeds the limit of {cap} bytes"));
+                return Err(out.exceeded(cap));
             }
-            out.reserve_exact(out.len().max(64 << 10).min(room));
+            out.grow(len + room, cap.saturating_add(1))?;
         }
         let consumed = usize::try_from(inflater.total_in()).unwrap_or(usize::MAX);
         let rest = input.get(consumed..).unwrap_or(&[]);
-        let before = (inflater.total_in(), out.len());
+        let before = (inflater.total_in(), out.buf.len());
         let status = inflater
-            .decompress_vec(rest, &mut out, flate2::FlushDecompress::None)
+            .decompress_vec(rest, &mut out.buf, flate2::FlushDecompress::None)
             .map_err(|e| e.to_string())?;
-        if out.len() > cap {
-            return Err(format!("output exceeds the limit of {cap} bytes"));
+        out.consumed
+            .set(usize::try_from(inflater.total_in()).unwrap_or(usize::MAX));
+        let cap = out.cap();
+        if out.buf.len() > cap {
+            return Err(out.exceeded(cap));
         }
         if status == flate2::Status::StreamEnd {
             return Ok(out);
         }
-        let stalled = (inflater.total_in(), out.len()) == before;
-        if stalled && out.len() < out.capacity() {
+        let stalled = (inflater.total_in(), out.buf.len()) == before;
+        if stalled && out.buf.len() < out.buf.capacity() {
             return Err("stream ends before its end marker (truncated file)".into());
         }
     }
@@ -157,39 +336,33 @@ fn lz4_frame_is_complete(input: &[u8]) -> Result<(), String> {
     }
 }
 
-fn lzma_error(error: lzma_rs::error::Error, exceeded: bool, cap: usize) -> String {
-    if exceeded {
-        format!("output exceeds the limit of {cap} bytes")
-    } else {
-        error.to_string()
+/// A `Write` into an [`Output`] (lzma-rs writes into a sink rather than being read
+/// from); the first refusal is kept to report instead of lzma-rs's I/O error.
+struct Sink<'l> {
+    out: Output<'l>,
+    refused: Option<String>,
+}
+
+impl<'l> Sink<'l> {
+    fn new(out: Output<'l>) -> Self {
+        Sink { out, refused: None }
     }
-}
 
-/// A `Write` that refuses to grow beyond `cap` bytes (lzma-rs writes into a sink
-/// rather than being read from).
-struct CappedWriter {
-    buf: Vec<u8>,
-    cap: usize,
-    exceeded: bool,
-}
-
-impl CappedWriter {
-    fn new(cap: usize) -> Self {
-        CappedWriter {
-            buf: Vec::new(),
-            cap,
-            exceeded: false,
+    fn finish(self, result: Result<(), lzma_rs::error::Error>) -> Result<Output<'l>, String> {
+        match (result, self.refused) {
+            (_, Some(refused)) => Err(refused),
+            (Err(e), None) => Err(e.to_string()),
+            (Ok(()), None) => Ok(self.out),
         }
     }
 }
 
-impl Write for CappedWriter {
+impl Write for Sink<'_> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        if self.buf.len().saturating_add(data.len()) > self.cap {
-            self.exceeded = true;
+        if let Err(refused) = self.out.extend(data) {
+            self.refused = Some(refused);
             return Err(io::Error::other("decompressed size limit exceeded"));
         }
-        self.buf.extend_from_slice(data);
         Ok(data.len())
     }
 
@@ -260,4 +433,37 @@ pub(crate) fn read_wrapped_array(vm: &mut Vm<'_, '_>, state: Handle) -> Result<V
     let raw = vm.reader.take(nbytes as u64)?;
     let array = decode_array(&dt, shape, fortran, raw, vm.budget, offset)?;
     Ok(Value::Array(Arc::new(array)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zlib(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn concurrent_decompressions_share_one_budget() {
+        let file = zlib(&[7u8; 1 << 20]);
+        // Another load holds 1 GiB (counted, not allocated).
+        let mut other = InFlight::default();
+        other.grow_to(1 << 30, usize::MAX).unwrap();
+        let limits = Limits {
+            max_decompressed_bytes_in_flight: (1 << 30) + (512 << 10),
+            ..Limits::default()
+        };
+        let err = match decompress(&file, &limits) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("the shared budget was not enforced"),
+        };
+        assert!(err.contains("for all of them together"), "{err}");
+        drop(other);
+        let out = decompress(&file, &limits).unwrap();
+        assert_eq!(out.len(), 1 << 20);
+        // While `out` lives its bytes stay counted; dropped, they are given back.
+        assert!(IN_FLIGHT.load(Ordering::Acquire) >= 1 << 20);
+    }
 }

@@ -37,13 +37,19 @@ pub struct Limits {
     pub decoded_bytes_per_input_byte: usize,
     /// Decoded-size allowance independent of the input size. Default: 64 MiB.
     pub decoded_bytes_floor: usize,
-    /// A compressed file may expand to this many bytes per compressed byte, plus
+    /// A compressed file may expand to this many bytes per compressed byte the
+    /// decompressor has *read so far* (not per byte of the file, so padding after
+    /// the compressed stream buys nothing), plus
     /// [`Limits::decompressed_bytes_floor`]. Default: 64.
     pub decompressed_bytes_per_input_byte: usize,
     /// Decompressed-size allowance independent of the input size. Default: 64 MiB.
     pub decompressed_bytes_floor: usize,
-    /// Absolute cap on decompressed size. Default: 8 GiB.
+    /// Absolute cap on the decompressed size of one file. Default: 2 GiB.
     pub max_decompressed_bytes: usize,
+    /// Cap on the decompressed bytes held by every file being read in this process
+    /// at once (concurrent loads and uploads together); a read that would pass it
+    /// fails at once. Default: 4 GiB.
+    pub max_decompressed_bytes_in_flight: usize,
 }
 
 impl Default for Limits {
@@ -54,7 +60,8 @@ impl Default for Limits {
             decoded_bytes_floor: 64 << 20,
             decompressed_bytes_per_input_byte: 64,
             decompressed_bytes_floor: 64 << 20,
-            max_decompressed_bytes: 8 << 30,
+            max_decompressed_bytes: 2 << 30,
+            max_decompressed_bytes_in_flight: 4 << 30,
         }
     }
 }
@@ -66,8 +73,9 @@ impl Limits {
             .saturating_add(self.decoded_bytes_floor)
     }
 
-    pub(crate) fn decompressed_cap(&self, input_len: usize) -> usize {
-        input_len
+    /// The most decompressed output allowed after `consumed` compressed bytes.
+    pub(crate) fn decompressed_cap(&self, consumed: usize) -> usize {
+        consumed
             .saturating_mul(self.decompressed_bytes_per_input_byte)
             .saturating_add(self.decompressed_bytes_floor)
             .min(self.max_decompressed_bytes)

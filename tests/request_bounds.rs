@@ -1,0 +1,536 @@
+//! No request can make the server allocate more than its bounds: outputs named many
+//! times, too many rows, answers over `max_response_bytes`, TF Serving padding that
+//! would expand a few bytes into gigabytes, and multipart fields that never end are
+//! refused quickly with their status, and the server keeps serving.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::{install_model, root_path, test_settings, TestServer};
+use ferroserve::settings::Settings;
+use ferroserve_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use ferroserve_proto::inference::model_infer_request::{
+    InferInputTensor, InferRequestedOutputTensor,
+};
+use ferroserve_proto::inference::{self as v2, InferTensorContents};
+use ferroserve_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
+use ferroserve_proto::tensorflow::serving::{self as tfs, ModelSpec};
+use ferroserve_proto::tensorflow::{
+    tensor_shape_proto, DataType as Dt, TensorProto, TensorShapeProto,
+};
+use serde_json::{json, Value};
+use tonic::transport::Channel;
+use tonic::Code;
+
+/// iris_lr with the server's row limit, and `small` (the same model) whose
+/// config.toml lowers it to 5 rows.
+fn repo() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for model in ["iris_lr", "small"] {
+        install_model(
+            dir.path(),
+            model,
+            1,
+            &root_path("examples/models/iris_lr/1/model.onnx"),
+        );
+    }
+    std::fs::write(
+        dir.path().join("small/config.toml"),
+        "max_request_rows = 5\n",
+    )
+    .unwrap();
+    dir
+}
+
+fn settings(repo: &std::path::Path) -> Settings {
+    Settings {
+        max_request_rows: 1000,
+        ..test_settings(repo)
+    }
+}
+
+async fn channel(server: &TestServer) -> Channel {
+    Channel::from_shared(format!("http://{}", server.grpc_addr.unwrap()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn shape(dims: &[i64]) -> Option<TensorShapeProto> {
+    Some(TensorShapeProto {
+        dim: dims
+            .iter()
+            .map(|&size| tensor_shape_proto::Dim {
+                size,
+                name: String::new(),
+            })
+            .collect(),
+        unknown_rank: false,
+    })
+}
+
+fn tf_request(model: &str, input: TensorProto, outputs: Vec<String>) -> tfs::PredictRequest {
+    tfs::PredictRequest {
+        model_spec: Some(ModelSpec {
+            name: model.into(),
+            ..Default::default()
+        }),
+        inputs: HashMap::from([("input".to_string(), input)]),
+        output_filter: outputs,
+    }
+}
+
+fn floats(rows: usize) -> TensorProto {
+    TensorProto {
+        dtype: Dt::DtFloat as i32,
+        tensor_shape: shape(&[rows as i64, 4]),
+        float_val: [5.1, 3.5, 1.4, 0.2].repeat(rows),
+        ..Default::default()
+    }
+}
+
+fn v2_request(model: &str, rows: usize, outputs: &[&str]) -> v2::ModelInferRequest {
+    v2::ModelInferRequest {
+        model_name: model.into(),
+        inputs: vec![InferInputTensor {
+            name: "input".into(),
+            datatype: "FP32".into(),
+            shape: vec![rows as i64, 4],
+            parameters: HashMap::new(),
+            contents: Some(InferTensorContents {
+                fp32_contents: [5.1, 3.5, 1.4, 0.2].repeat(rows),
+                ..Default::default()
+            }),
+        }],
+        outputs: outputs
+            .iter()
+            .map(|name| InferRequestedOutputTensor {
+                name: name.to_string(),
+                parameters: HashMap::new(),
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn v2_body(rows: usize, outputs: Value) -> Value {
+    json!({
+        "inputs": [{
+            "name": "input", "datatype": "FP32", "shape": [rows, 4],
+            "data": vec![[5.1, 3.5, 1.4, 0.2]; rows],
+        }],
+        "outputs": outputs,
+    })
+}
+
+fn error_text(body: &Value) -> String {
+    body["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error field in {body}"))
+        .to_string()
+}
+
+/// The server still answers a plain prediction.
+async fn still_serves(server: &TestServer) {
+    let (status, body) = server
+        .post_json(
+            "/v1/models/iris_lr:predict",
+            &json!({ "instances": [[5.1, 3.5, 1.4, 0.2]] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_named_twice_is_refused_over_every_protocol() {
+    let repo = repo();
+    let server = TestServer::start_with(settings(repo.path())).await;
+
+    // The finding: 20,000 copies of one name multiplied the answer 20,000 times.
+    let many = vec![json!({ "name": "probabilities" }); 20_000];
+    let (status, body) = server
+        .post_json("/v2/models/iris_lr/infer", &v2_body(1, Value::Array(many)))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(error_text(&body).contains("\"probabilities\" is requested more than once"));
+
+    let mut v2_client = GrpcInferenceServiceClient::new(channel(&server).await);
+    let status = v2_client
+        .model_infer(v2_request(
+            "iris_lr",
+            1,
+            &["probabilities", "label", "probabilities"],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("more than once"), "{status:?}");
+
+    let mut tf_client = PredictionServiceClient::new(channel(&server).await);
+    let status = tf_client
+        .predict(tf_request(
+            "iris_lr",
+            floats(1),
+            vec!["label".into(), "label".into()],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("more than once"), "{status:?}");
+
+    // Each output once is still fine, in the order asked.
+    let (status, body) = server
+        .post_json(
+            "/v2/models/iris_lr/infer",
+            &v2_body(1, json!([{ "name": "probabilities" }, { "name": "label" }])),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outputs"].as_array().unwrap().len(), 2);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_per_request_are_bounded_per_model() {
+    let repo = repo();
+    let server = TestServer::start_with(settings(repo.path())).await;
+    let instances = |rows: usize| json!({ "instances": vec![[5.1, 3.5, 1.4, 0.2]; rows] });
+
+    // The server's limit (1000 here) and the model's own (5 in its config.toml).
+    let (status, _) = server
+        .post_json("/v1/models/iris_lr:predict", &instances(1000))
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = server
+        .post_json("/v1/models/iris_lr:predict", &instances(1001))
+        .await;
+    assert_eq!(status, 413, "{body}");
+    let message = error_text(&body);
+    assert!(
+        message.contains("1001 rows")
+            && message.contains("1000")
+            && message.contains("max_request_rows"),
+        "{message}"
+    );
+    let (status, _) = server
+        .post_json("/v1/models/small:predict", &instances(5))
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = server
+        .post_json("/v1/models/small:predict", &instances(6))
+        .await;
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        error_text(&body).contains("5 that model \"small\""),
+        "{body}"
+    );
+
+    let mut v2_client = GrpcInferenceServiceClient::new(channel(&server).await);
+    let status = v2_client
+        .model_infer(v2_request("small", 6, &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("max_request_rows"), "{status:?}");
+    still_serves(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_over_max_response_bytes_are_refused_before_encoding() {
+    let repo = repo();
+    let server = TestServer::start_with(Settings {
+        max_response_bytes: 16 * 1024,
+        ..settings(repo.path())
+    })
+    .await;
+    // 10 rows answer in well under 16 KiB; 1000 rows of label + 3 probabilities
+    // would not, in JSON or in protobuf.
+    let (status, body) = server
+        .post_json("/v2/models/iris_lr/infer", &v2_body(10, json!([])))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server
+        .post_json("/v2/models/iris_lr/infer", &v2_body(1000, json!([])))
+        .await;
+    assert_eq!(status, 413, "{body}");
+    assert!(error_text(&body).contains("max_response_bytes"), "{body}");
+    let (status, body) = server
+        .post_json(
+            "/v1/models/iris_lr:predict",
+            &json!({ "instances": vec![[5.1, 3.5, 1.4, 0.2]; 1000] }),
+        )
+        .await;
+    assert_eq!(status, 413, "{body}");
+
+    let mut tf_client = PredictionServiceClient::new(channel(&server).await);
+    let status = tf_client
+        .predict(tf_request("iris_lr", floats(1000), vec![]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("max_response_bytes"),
+        "{status:?}"
+    );
+    let ok = tf_client
+        .predict(tf_request("iris_lr", floats(10), vec![]))
+        .await
+        .unwrap();
+    assert_eq!(ok.into_inner().outputs["label"].int64_val.len(), 10);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tf_padding_is_bounded_and_tensor_content_conflicts_are_refused() {
+    let repo = repo();
+    let server = TestServer::start_with(settings(repo.path())).await;
+    let mut tf_client = PredictionServiceClient::new(channel(&server).await);
+
+    // The finding: 50 bytes asking for [16777216, 4] floats (256 MiB).
+    let broadcast = TensorProto {
+        dtype: Dt::DtFloat as i32,
+        tensor_shape: shape(&[16_777_216, 4]),
+        float_val: vec![1.0],
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let status = tf_client
+        .predict(tf_request("iris_lr", broadcast, vec![]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("max_request_rows"), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // The same within the row limit but past the message size limit.
+    let wide = TensorProto {
+        dtype: Dt::DtFloat as i32,
+        tensor_shape: shape(&[2, 1 << 24]),
+        float_val: vec![1.0],
+        ..Default::default()
+    };
+    let status = tf_client
+        .predict(tf_request("iris_lr", wide, vec![]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("request limit"), "{status:?}");
+
+    // The model's own row limit bounds padding too.
+    let status = tf_client
+        .predict(tf_request(
+            "small",
+            TensorProto {
+                dtype: Dt::DtFloat as i32,
+                tensor_shape: shape(&[6, 4]),
+                float_val: vec![1.0],
+                ..Default::default()
+            },
+            vec![],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+
+    let both = TensorProto {
+        dtype: Dt::DtFloat as i32,
+        tensor_shape: shape(&[1, 4]),
+        tensor_content: [5.1f32, 3.5, 1.4, 0.2]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        float_val: vec![1.0, 2.0, 3.0, 4.0],
+        ..Default::default()
+    };
+    let status = tf_client
+        .predict(tf_request("iris_lr", both, vec![]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("tensor_content and float_val"),
+        "{status:?}"
+    );
+    still_serves(&server).await;
+    server.stop().await;
+}
+
+/// The peak resident memory of this process since the last [`reset_peak_rss`], in
+/// bytes (`VmHWM`).
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM in /proc/self/status");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// Resets `VmHWM` to the current resident size (Linux ≥ 4.0).
+fn reset_peak_rss() {
+    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_multipart_text_field_is_refused_while_reading() {
+    let repo = repo();
+    let server = TestServer::start_with(settings(repo.path())).await;
+    // 200 MB of model_id, made as it is sent so the client holds none of it; the
+    // server used to collect the whole field before checking its 256 bytes.
+    const FIELD: usize = 200 * 1024 * 1024;
+    const CHUNK: usize = 1024 * 1024;
+    let chunks = futures::stream::iter(
+        (0..FIELD / CHUNK).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'a'; CHUNK]))),
+    );
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "model_id",
+            reqwest::multipart::Part::stream_with_length(
+                reqwest::Body::wrap_stream(chunks),
+                FIELD as u64,
+            ),
+        )
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(b"unused".to_vec()).file_name("m.onnx"),
+        );
+    reset_peak_rss();
+    let before = peak_rss();
+    let started = Instant::now();
+    let response = server
+        .client
+        .post(server.url("/upload_model"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        error_text(&body).contains("model_id is too long: at most 256 bytes"),
+        "{body}"
+    );
+    let grown = peak_rss().saturating_sub(before);
+    assert!(
+        grown < 64 * 1024 * 1024,
+        "reading a 200 MB field took {grown} bytes more memory"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert!(
+        std::fs::read_dir(repo.path()).unwrap().count() == 2,
+        "nothing staged"
+    );
+    still_serves(&server).await;
+    server.stop().await;
+}
+
+/// A raw HTTP/2 connection to the gRPC port, whose client takes what arrives but
+/// never opens its flow-control window (what a stalled reader looks like to the
+/// server), and the stream limit the server announced.
+async fn raw_h2(
+    server: &TestServer,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::sync::watch::Receiver<usize>,
+) {
+    let tcp = tokio::net::TcpStream::connect(server.grpc_addr.unwrap())
+        .await
+        .unwrap();
+    let (send, mut connection) = h2::client::handshake(tcp).await.unwrap();
+    let (limit_tx, limit_rx) = tokio::sync::watch::channel(0usize);
+    tokio::spawn(async move {
+        futures::future::poll_fn(|cx| {
+            let polled = std::future::Future::poll(std::pin::Pin::new(&mut connection), cx);
+            let _ = limit_tx.send(connection.max_concurrent_send_streams());
+            polled
+        })
+        .await
+    });
+    (send, limit_rx)
+}
+
+/// A V2 ModelInfer call as gRPC frames it: uncompressed, length-prefixed.
+fn grpc_model_infer(rows: usize) -> (http::Request<()>, bytes::Bytes) {
+    use ferroserve_proto::prost::Message;
+    let message = v2_request("iris_lr", rows, &[]).encode_to_vec();
+    let mut body = vec![0u8];
+    body.extend((message.len() as u32).to_be_bytes());
+    body.extend(message);
+    let request = http::Request::post("/inference.GRPCInferenceService/ModelInfer")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    (request, body.into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_streams_per_connection_and_unread_answers_are_bounded() {
+    let repo = repo();
+    let server = TestServer::start_with(Settings {
+        grpc_max_concurrent_streams: 4,
+        grpc_send_timeout: Duration::from_millis(500),
+        max_request_rows: 65_536,
+        ..settings(repo.path())
+    })
+    .await;
+    let (send, mut limit) = raw_h2(&server).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while *limit.borrow() != 4 {
+        assert!(Instant::now() < deadline, "no stream limit announced");
+        let _ = tokio::time::timeout(Duration::from_millis(100), limit.changed()).await;
+    }
+
+    // Four calls whose answers (20,000 rows, about 300 KB each) are never read past
+    // the client's first 64 KiB window: each is reset once it has waited 500 ms,
+    // rather than held in memory for as long as the connection lives.
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        let mut send = send.clone().ready().await.unwrap();
+        let (request, body) = grpc_model_infer(20_000);
+        let (response, mut stream) = send.send_request(request, false).unwrap();
+        stream.send_data(body, true).unwrap();
+        answers.push(response);
+    }
+    let started = Instant::now();
+    for response in answers {
+        let response = tokio::time::timeout(Duration::from_secs(30), response)
+            .await
+            .expect("headers")
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let mut body = response.into_body();
+        let mut received = 0;
+        let outcome = loop {
+            match tokio::time::timeout(Duration::from_secs(10), body.data()).await {
+                Err(_) => panic!("the stalled answer was neither finished nor reset"),
+                Ok(None) => break Ok(received),
+                Ok(Some(Ok(chunk))) => received += chunk.len(),
+                Ok(Some(Err(e))) => break Err(e),
+            }
+        };
+        let error = outcome.expect_err("the answer fits no 64 KiB window");
+        assert_eq!(error.reason(), Some(h2::Reason::CANCEL), "{error}");
+        assert!(received <= 65_535, "{received}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // A client that reads gets its whole answer, on the same server.
+    let mut client = GrpcInferenceServiceClient::new(channel(&server).await);
+    let answer = client
+        .model_infer(v2_request("iris_lr", 20_000, &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.outputs[0].shape, vec![20_000]);
+    server.stop().await;
+}
