@@ -141,7 +141,7 @@ async fn text_field(field: Field<'_>, name: &str) -> Result<String, HttpError> {
             "field {name} is too long"
         ))));
     }
-    Ok(text.trim().to_string())
+    Ok(text)
 }
 
 /// `POST /upload_model`, multipart: `model_id` and `version` (both optional) and then
@@ -170,16 +170,19 @@ async fn upload_model(
             ))));
         }
         match name.as_str() {
-            "model_id" => model_id = Some(text_field(field, "model_id").await?),
+            "model_id" => model_id = Some(text_field(field, "model_id").await?.trim().to_string()),
             "version" => {
+                // Not trimmed: " 7 " is refused like "+7", so that one number has
+                // one spelling.
                 let text = text_field(field, "version").await?;
                 if !text.is_empty() {
-                    version =
-                        Some(text.parse::<u64>().ok().filter(|v| *v > 0).ok_or_else(|| {
-                            HttpError(ApiError::InvalidArgument(format!(
-                                "version {text:?} is not a positive integer"
-                            )))
-                        })?);
+                    version = Some(crate::repository::parse_version(&text).ok_or_else(|| {
+                        HttpError(ApiError::InvalidArgument(format!(
+                            "version {text:?} is not a version number: decimal digits only, \
+                             no sign, spaces or leading zeros, from 1 to {}",
+                            crate::repository::MAX_VERSION
+                        )))
+                    })?);
                 }
             }
             "file" => {

@@ -1,0 +1,251 @@
+//! What a careless or hostile client sees at the edges: error bodies in the client's
+//! terms (no server paths, process ids or runtime source locations), models with
+//! the longest names, strict version numbers, values that overflow FP32, malformed
+//! protobuf over gRPC and a forged `Host` header. Black-box over real sockets.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{install_model, root_path, test_settings, TestServer};
+use ferroserve::settings::Settings;
+use serde_json::{json, Value};
+
+fn iris(name: &str) -> Vec<u8> {
+    std::fs::read(root_path(&format!("examples/models/{name}/1/model.onnx"))).unwrap()
+}
+
+/// The watcher off, so that only the API changes what is served.
+fn unwatched(repo: &Path) -> Settings {
+    Settings {
+        file_system_poll_wait: Duration::ZERO,
+        ..test_settings(repo)
+    }
+}
+
+async fn upload(
+    server: &TestServer,
+    fields: &[(&str, &str)],
+    file_name: &str,
+    bytes: Vec<u8>,
+) -> (u16, Value) {
+    let mut form = reqwest::multipart::Form::new();
+    for (k, v) in fields {
+        form = form.text(k.to_string(), v.to_string());
+    }
+    form = form.part(
+        "file",
+        reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_string()),
+    );
+    let r = server
+        .client
+        .post(server.url("/upload_model"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn request(server: &TestServer, method: reqwest::Method, path: &str) -> (u16, Value) {
+    let r = server
+        .client
+        .request(method, server.url(path))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// A model whose IR version no ONNX Runtime supports: ONNX Runtime's message for it
+/// carries the C++ source location that raised it.
+const IR_99_MODEL: &[u8] = b"\x08\x63\x3a\x03\x12\x01\x67\x42\x02\x10\x0d";
+
+/// Asserts a message a client sees carries nothing of the server's file system.
+fn assert_no_server_paths(what: &str, text: &str, repo: &Path) {
+    let repo = repo.to_string_lossy();
+    for leak in [
+        repo.as_ref(),
+        ".tmp-upload",
+        &format!("-{}-", std::process::id()),
+        "onnxruntime_src",
+        ".cc:",
+    ] {
+        assert!(!text.contains(leak), "{what} shows {leak:?}: {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_bodies_name_no_server_paths() {
+    let repo = tempfile::tempdir().unwrap();
+    // A version whose file is not a model, one without a file, and a model whose
+    // config.toml does not parse.
+    std::fs::create_dir_all(repo.path().join("broken/1")).unwrap();
+    std::fs::write(repo.path().join("broken/1/model.onnx"), b"not a model").unwrap();
+    std::fs::create_dir_all(repo.path().join("broken/2")).unwrap();
+    let lr = root_path("examples/models/iris_lr/1/model.onnx");
+    install_model(repo.path(), "misconfigured", 1, &lr);
+    std::fs::write(repo.path().join("misconfigured/config.toml"), "timeout = [").unwrap();
+    let server = TestServer::start_with(unwatched(repo.path())).await;
+
+    // Uploads of files that do not load: 400, in terms of the file the client sent.
+    for (file_name, bytes, expected) in [
+        ("model.onnx", b"not a model".to_vec(), "model.onnx"),
+        (
+            "model.onnx",
+            IR_99_MODEL.to_vec(),
+            "Unsupported model IR version",
+        ),
+        ("model.pkl", b"not a pickle".to_vec(), "model.pkl"),
+    ] {
+        let (code, body) = upload(&server, &[("model_id", "bad")], file_name, bytes).await;
+        assert_eq!(code, 400, "{body}");
+        let text = body["error"].as_str().unwrap();
+        assert!(text.contains(expected), "{text}");
+        assert_no_server_paths("an upload's error", text, repo.path());
+    }
+
+    // Status of versions that failed, and of a config that does not parse.
+    let (code, status) = server.get("/models/status").await;
+    assert_eq!(code, 200);
+    let models = status["models"].as_array().unwrap();
+    let broken = models.iter().find(|m| m["model_id"] == "broken").unwrap();
+    let errors: Vec<&str> = broken["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["error"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(errors.len(), 2, "{broken}");
+    for error in errors {
+        assert!(!error.is_empty(), "{broken}");
+        assert_no_server_paths("a version's error", error, repo.path());
+    }
+    let misconfigured = models
+        .iter()
+        .find(|m| m["model_id"] == "misconfigured")
+        .unwrap();
+    let config_error = misconfigured["config_error"].as_str().unwrap();
+    assert!(config_error.contains("config.toml"), "{config_error}");
+    assert_no_server_paths("a config error", config_error, repo.path());
+
+    // Requests to the failed model say why it is unavailable, in the same terms.
+    let (code, body) = server
+        .post_json(
+            "/v1/models/broken/versions/1:predict",
+            &json!({"instances": [[1.0, 2.0, 3.0, 4.0]]}),
+        )
+        .await;
+    assert!(code == 503 || code == 404, "{code} {body}");
+    assert_no_server_paths("a predict error", &body.to_string(), repo.path());
+
+    // Reloading a model that has no directory.
+    let (code, body) = request(
+        &server,
+        reqwest::Method::POST,
+        "/reload_model?modelname=ghost",
+    )
+    .await;
+    assert_eq!(code, 404, "{body}");
+    assert_no_server_paths("a reload error", &body.to_string(), repo.path());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_with_the_longest_name_can_be_deleted() {
+    let repo = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(unwatched(repo.path())).await;
+    for len in [224, 250, 255] {
+        let name = "m".repeat(len);
+        let (code, body) = upload(
+            &server,
+            &[("model_id", &name)],
+            "model.onnx",
+            iris("iris_lr"),
+        )
+        .await;
+        assert_eq!(code, 200, "{body}");
+        let (code, body) = request(
+            &server,
+            reqwest::Method::DELETE,
+            &format!("/delete_model/{name}"),
+        )
+        .await;
+        assert_eq!(code, 200, "{len} characters: {body}");
+        assert!(!repo.path().join(&name).exists());
+    }
+    // Nothing is left in the repository, hidden or not.
+    let left: Vec<_> = std::fs::read_dir(repo.path()).unwrap().flatten().collect();
+    assert!(left.is_empty(), "{left:?}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_versions_are_plain_decimal_up_to_the_maximum() {
+    let repo = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(unwatched(repo.path())).await;
+    for bad in [
+        "18446744073709551615",
+        "9007199254740992",
+        "+5",
+        " 7 ",
+        "7 ",
+        "-1",
+        "0",
+        "07",
+        "1e3",
+        "\u{0667}",
+    ] {
+        let (code, body) = upload(
+            &server,
+            &[("model_id", "numbered"), ("version", bad)],
+            "model.onnx",
+            iris("iris_lr"),
+        )
+        .await;
+        assert_eq!(code, 400, "version {bad:?}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("9007199254740991"),
+            "{body}"
+        );
+    }
+    // None of them was stored, so automatic numbering starts at 1.
+    let (code, body) = upload(
+        &server,
+        &[("model_id", "numbered")],
+        "model.onnx",
+        iris("iris_lr"),
+    )
+    .await;
+    assert_eq!((code, body["version"].clone()), (200, json!(1)), "{body}");
+    // The maximum itself is a version; after it, there is no next one to give.
+    let (code, body) = upload(
+        &server,
+        &[("model_id", "numbered"), ("version", "9007199254740991")],
+        "model.onnx",
+        iris("iris_dt"),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["version"], json!(9007199254740991u64));
+    let (code, body) = upload(
+        &server,
+        &[("model_id", "numbered")],
+        "model.onnx",
+        iris("iris_lr"),
+    )
+    .await;
+    assert_eq!(code, 409, "{body}");
+    server.stop().await;
+}
