@@ -249,3 +249,40 @@ async fn upload_versions_are_plain_decimal_up_to_the_maximum() {
     assert_eq!(code, 409, "{body}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_past_fp32_range_are_refused_over_rest() {
+    let repo = tempfile::tempdir().unwrap();
+    let lr = root_path("examples/models/iris_lr/1/model.onnx");
+    install_model(repo.path(), "iris_lr", 1, &lr);
+    let server = TestServer::start(repo.path()).await;
+    let row = |first: Value| json!([first, 3.5, 1.4, 0.2]);
+    let v2 = |first: Value| json!({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": row(first)}]});
+    for first in [json!(1e39), json!(-3.5e38)] {
+        // TF Serving REST: inferred as FP64, then cast to the model's FP32.
+        for (path, body) in [
+            (
+                "/v1/models/iris_lr:predict",
+                json!({"instances": [row(first.clone())]}),
+            ),
+            (
+                "/v1/models/iris_lr:predict",
+                json!({"inputs": [row(first.clone())]}),
+            ),
+            ("/v2/models/iris_lr/infer", v2(first.clone())),
+        ] {
+            let (code, answer) = server.post_json(path, &body).await;
+            assert_eq!(code, 400, "{path} {first}: {answer}");
+            assert!(
+                answer["error"].as_str().unwrap().contains("FP32"),
+                "{answer}"
+            );
+        }
+    }
+    // The largest FP32 is still a value.
+    let (code, answer) = server
+        .post_json("/v2/models/iris_lr/infer", &v2(json!(3.4e38)))
+        .await;
+    assert_eq!(code, 200, "{answer}");
+    server.stop().await;
+}
