@@ -286,3 +286,63 @@ async fn values_past_fp32_range_are_refused_over_rest() {
     assert_eq!(code, 200, "{answer}");
     server.stop().await;
 }
+
+/// Sends one gRPC message as raw HTTP/2 and gives the `grpc-status` and
+/// `grpc-message` headers of the (trailers-only) answer.
+async fn raw_grpc(server: &TestServer, path: &str, message: &[u8]) -> (Option<String>, String) {
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(message);
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let response = client
+        .post(format!("http://{}{path}", server.grpc_addr.unwrap()))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(framed)
+        .send()
+        .await
+        .unwrap();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    (
+        header("grpc-status"),
+        header("grpc-message").unwrap_or_default(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_protobuf_is_invalid_argument() {
+    let repo = tempfile::tempdir().unwrap();
+    let server = TestServer::start(repo.path()).await;
+    let invalid_argument = Some("3".to_string());
+    for path in [
+        "/inference.GRPCInferenceService/ModelInfer",
+        "/tensorflow.serving.PredictionService/Predict",
+        "/tensorflow.serving.ModelService/HandleReloadConfigRequest",
+    ] {
+        for message in [
+            &[0x0a, 0x05, 0x61][..],       // a string field claiming 5 bytes, holding 1
+            &[0x08, 0xff, 0xff, 0xff][..], // a varint that never ends
+            &[0x07][..],                   // field number 0
+        ] {
+            let (status, text) = raw_grpc(&server, path, message).await;
+            assert_eq!(status, invalid_argument, "{path} {message:?}: {text}");
+        }
+    }
+    // A well-formed request still gets its own code (here: no such model).
+    let (status, text) = raw_grpc(
+        &server,
+        "/inference.GRPCInferenceService/ModelInfer",
+        &[0x0a, 0x01, b'x'],
+    )
+    .await;
+    assert_eq!(status.as_deref(), Some("5"), "{text}");
+    server.stop().await;
+}
