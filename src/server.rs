@@ -71,6 +71,11 @@ pub async fn run(
         model_config_file: settings.model_config_file.clone(),
         model_config_file_poll_wait: settings.model_config_file_poll_wait,
     };
+    let mut settings = settings;
+    if settings.public_url.is_none() {
+        let addr = listeners.rest.local_addr()?;
+        settings.public_url = Some(crate::settings::default_public_url(addr));
+    }
     let manager = Arc::new(Manager::new(backend_options(&settings)));
     let state = Arc::new(ServerState::new(settings, manager.clone()));
     if let Some(list) = config_list {

@@ -63,6 +63,12 @@ pub struct Settings {
     /// Largest model file `POST /upload_model` accepts, in bytes; larger is 413.
     /// Default 1 GiB.
     pub max_upload_bytes: u64,
+    /// Where clients reach the REST API (`http://models.example:8501`, or behind a
+    /// proxy `https://gateway.example/ml`), for the URLs answers give (`/deploy`'s
+    /// `service_url`, status `endpoints`); never taken from a request's `Host`.
+    /// Default none: `server::run` derives it from the REST listener's address
+    /// (see [`default_public_url`]).
+    pub public_url: Option<String>,
 }
 
 impl Default for Settings {
@@ -86,8 +92,39 @@ impl Default for Settings {
             model_config_file: None,
             model_config_file_poll_wait: Duration::ZERO,
             max_upload_bytes: 1024 * 1024 * 1024,
+            public_url: None,
         }
     }
+}
+
+/// The public URL of a server whose REST listener is bound to `addr`: `http://` and
+/// the address, with an unspecified IP (`0.0.0.0`, `::`) as loopback, since that
+/// is the one address of the machine known to reach it.
+pub fn default_public_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
+/// Checks a `public_url`: `http://` or `https://`, a host, an optional port and path,
+/// nothing else (no spaces, query, fragment or user info). Gives it without a
+/// trailing `/`.
+fn parse_public_url(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| format!("{url:?} does not start with http:// or https://"))?;
+    let host = rest.split('/').next().unwrap_or_default();
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-._~:/[]%".contains(c);
+    if host.is_empty() || host.starts_with(':') || !rest.chars().all(allowed) {
+        return Err(format!(
+            "{url:?} is not a URL of the form http[s]://host[:port][/path]"
+        ));
+    }
+    Ok(url.trim_end_matches('/').to_string())
 }
 
 /// Flags of `ferroserve serve`; each also reads `FERROSERVE_<NAME>` from the
@@ -170,6 +207,11 @@ pub struct ServeArgs {
     /// Largest model file POST /upload_model accepts, in bytes [default: 1073741824]
     #[arg(long, env = "FERROSERVE_MAX_UPLOAD_BYTES", value_name = "BYTES")]
     pub max_upload_bytes: Option<u64>,
+
+    /// URL clients reach the REST API at, used in the URLs answers give (/deploy's
+    /// service_url, status endpoints) [default: http:// and --rest-addr, 0.0.0.0 as 127.0.0.1]
+    #[arg(long, env = "FERROSERVE_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -224,6 +266,7 @@ impl ServeArgs {
                 .model_config_file_poll_wait_seconds
                 .or(self.model_config_file_poll_wait_seconds),
             max_upload_bytes: upper.max_upload_bytes.or(self.max_upload_bytes),
+            public_url: upper.public_url.or(self.public_url),
         }
     }
 
@@ -270,7 +313,17 @@ impl ServeArgs {
             Some(n) => n,
             None => d.max_upload_bytes,
         };
+        let public_url = match self.public_url {
+            None => d.public_url,
+            Some(url) => Some(
+                parse_public_url(&url).map_err(|reason| SettingsError::Invalid {
+                    name: "public_url",
+                    reason,
+                })?,
+            ),
+        };
         Ok(Settings {
+            public_url,
             file_system_poll_wait: poll_wait(
                 "file_system_poll_wait_seconds",
                 self.file_system_poll_wait_seconds,
@@ -387,5 +440,52 @@ mod tests {
             let args: ServeArgs = toml::from_str(bad).unwrap();
             assert!(args.into_settings().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn public_url_is_checked_and_derived() {
+        let url = |u: &str| {
+            ServeArgs {
+                public_url: Some(u.into()),
+                ..ServeArgs::default()
+            }
+            .into_settings()
+            .map(|s| s.public_url.unwrap())
+        };
+        assert_eq!(
+            url("http://models.example:8501/").unwrap(),
+            "http://models.example:8501"
+        );
+        assert_eq!(
+            url("https://gw.example/ml").unwrap(),
+            "https://gw.example/ml"
+        );
+        assert_eq!(url("http://[::1]:8501").unwrap(), "http://[::1]:8501");
+        for bad in [
+            "models.example:8501",
+            "ftp://x",
+            "http://",
+            "http://a b",
+            "http://x/?q=1",
+            "http://u@x",
+        ] {
+            assert!(url(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            ServeArgs::default().into_settings().unwrap().public_url,
+            None
+        );
+        assert_eq!(
+            default_public_url("0.0.0.0:8501".parse().unwrap()),
+            "http://127.0.0.1:8501"
+        );
+        assert_eq!(
+            default_public_url("[::]:80".parse().unwrap()),
+            "http://[::1]:80"
+        );
+        assert_eq!(
+            default_public_url("10.1.2.3:9000".parse().unwrap()),
+            "http://10.1.2.3:9000"
+        );
     }
 }

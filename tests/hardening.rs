@@ -346,3 +346,66 @@ async fn malformed_protobuf_is_invalid_argument() {
     assert_eq!(status.as_deref(), Some("5"), "{text}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urls_in_answers_come_from_settings_not_the_host_header() {
+    let repo = tempfile::tempdir().unwrap();
+    let lr = root_path("examples/models/iris_lr/1/model.onnx");
+    install_model(repo.path(), "iris_lr", 1, &lr);
+    let deploy = |server: &TestServer| {
+        server
+            .client
+            .post(server.url("/deploy"))
+            .header("host", "evil.example")
+            .header("content-type", "application/json")
+            .body(json!({"model_id": "iris_lr"}).to_string())
+            .send()
+    };
+    let status = |server: &TestServer| {
+        server
+            .client
+            .get(server.url("/models/status"))
+            .header("host", "evil.example:666")
+            .send()
+    };
+
+    // Without public_url: the REST listener's own address.
+    let server = TestServer::start(repo.path()).await;
+    let answer: Value = deploy(&server).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        answer["service_url"],
+        json!(format!("{}/predict/iris_lr", server.base)),
+        "{answer}"
+    );
+    assert_eq!(answer["port"], json!(server.rest_addr.port()));
+    let text = status(&server).await.unwrap().text().await.unwrap();
+    assert!(!text.contains("evil.example"), "{text}");
+    assert!(
+        text.contains(&format!("{}/v2/models/iris_lr", server.base)),
+        "{text}"
+    );
+    server.stop().await;
+
+    // With public_url: that URL.
+    let server = TestServer::start_with(Settings {
+        public_url: Some("https://models.example/ml".into()),
+        ..test_settings(repo.path())
+    })
+    .await;
+    let answer: Value = deploy(&server).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (answer["service_url"].clone(), answer["port"].clone()),
+        (
+            json!("https://models.example/ml/predict/iris_lr"),
+            json!(443)
+        ),
+        "{answer}"
+    );
+    let text = status(&server).await.unwrap().text().await.unwrap();
+    assert!(!text.contains("evil.example"), "{text}");
+    assert!(
+        text.contains("https://models.example/ml/v1/models/iris_lr"),
+        "{text}"
+    );
+    server.stop().await;
+}
