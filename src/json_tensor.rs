@@ -226,7 +226,18 @@ pub fn typed_tensor(
         DataType::F32 => TensorData::F32(
             leaves
                 .iter()
-                .map(|v| float(v, dtype, what).map(|f| f as f32))
+                .map(|v| {
+                    let f = float(v, dtype, what)?;
+                    // A finite value past FP32's range would become an infinity.
+                    let single = f as f32;
+                    if f.is_finite() && single.is_infinite() {
+                        return Err(invalid(format!(
+                            "{what}: {v} does not fit FP32 (largest magnitude {:e})",
+                            f32::MAX
+                        )));
+                    }
+                    Ok(single)
+                })
                 .collect::<Result<_, _>>()?,
         ),
         DataType::F64 => TensorData::F64(
@@ -361,6 +372,20 @@ mod tests {
         assert!(typed_tensor(s.clone(), &l, DataType::I64, "x").is_err());
         let t = typed_tensor(s, &l, DataType::F32, "x").unwrap();
         assert_eq!(t.data(), &TensorData::F32(vec![1.0, 2.5]));
+        // Finite JSON values past FP32's range are refused, not turned into inf;
+        // the largest FP32 and explicit infinities pass.
+        for v in [json!([1, 1e39]), json!([-3.5e38, 1])] {
+            let (s, l) = flatten(&v, "x").unwrap();
+            let err = typed_tensor(s, &l, DataType::F32, "x").unwrap_err();
+            assert!(err.to_string().contains("does not fit FP32"), "{err}");
+        }
+        let v = json!([3.4028235e38, "-Infinity"]);
+        let (s, l) = flatten(&v, "x").unwrap();
+        let t = typed_tensor(s, &l, DataType::F32, "x").unwrap();
+        assert_eq!(
+            t.data(),
+            &TensorData::F32(vec![f32::MAX, f32::NEG_INFINITY])
+        );
         let v = json!([300]);
         let (s, l) = flatten(&v, "x").unwrap();
         assert!(typed_tensor(s, &l, DataType::U8, "x").is_err());

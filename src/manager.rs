@@ -370,7 +370,7 @@ impl Manager {
                 let record = records.entry(name.to_string()).or_default();
                 record.dir = model.dir.clone();
                 if record.config_error.as_deref() != Some(&e.to_string()) {
-                    tracing::warn!(model = name, "{e}");
+                    tracing::warn!(model = name, path = e.path(), "{e}");
                 }
                 record.config_error = Some(e.to_string());
                 return;
@@ -409,9 +409,10 @@ impl Manager {
                     continue;
                 }
                 let entry = record.versions.entry(v.version).or_insert_with(new_record);
+                // Named relative to the model: status bodies carry no server paths.
                 let error = format!(
-                    "no model artifact in {} (expected one of {})",
-                    v.dir.display(),
+                    "no model artifact in version directory {} (expected one of {})",
+                    v.version,
                     ARTIFACT_NAMES.join(", ")
                 );
                 set_state(name, v.version, entry, VersionState::Error, Some(error));

@@ -15,16 +15,44 @@
 //!   the access layer: missing_token, invalid_token, missing_scope, remote_management,
 //!   cross_site)
 //! * `process_resident_memory_bytes` (gauge, read at scrape time)
+//!
+//! Series labelled with a version live in a recorder of that version's own and
+//! leave `/metrics` when the version ends (the `Drop` of its last handle), so a
+//! model swapped thousands of times keeps a bounded exposition. Series without a
+//! version (`ferroserve_request_duration_seconds`, the per-model total of
+//! requests, and failures recorded before a version was resolved, `version=""`)
+//! live in the global recorder and stay.
 
-use std::sync::OnceLock;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use metrics::{Counter, Gauge, Histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics::{Counter, Gauge, Histogram, Key, Metadata, Recorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+use parking_lot::Mutex;
 
 use crate::manager::Manager;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// How often [`upkeep`] drains histogram samples into their buckets. The recorder
+/// keeps every sample recorded since the last drain (about 85 bytes a request), so
+/// without it memory grows until someone scrapes `/metrics`.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Upkeep passes run since the process started (see [`upkeep`]).
+static UPKEEP_PASSES: AtomicU64 = AtomicU64::new(0);
+
+/// The recorders of live versions, by `(model, version)`. A version's series live
+/// in a recorder of their own so that they can leave with the version: the
+/// Prometheus recorder has no way to delete one series. The entry is weak; the
+/// [`VersionRecorder`] is owned by the version's [`QueueMetrics`] (two instances
+/// of the same version, one being replaced by a reload of the other, share it).
+static VERSION_RECORDERS: Mutex<BTreeMap<(String, u64), Weak<VersionRecorder>>> =
+    Mutex::new(BTreeMap::new());
 
 /// Latency buckets from 50 µs to 60 s: a tabular model answers in microseconds,
 /// a large one in seconds.
@@ -38,23 +66,40 @@ const BATCH_SIZE_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
 ];
 
-/// Installs the Prometheus recorder once per process (tests start many servers).
+/// Every recorder (the global one and each version's) is built alike, so that
+/// their renderings merge into one exposition.
+fn build_recorder() -> PrometheusRecorder {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+        .expect("bucket list is not empty")
+        .set_buckets_for_metric(
+            Matcher::Full("ferroserve_batch_size".into()),
+            BATCH_SIZE_BUCKETS,
+        )
+        .expect("bucket list is not empty")
+        .build_recorder()
+}
+
+/// Installs the Prometheus recorder once per process (tests start many servers),
+/// and starts the thread that runs [`upkeep`] every [`UPKEEP_INTERVAL`]. The
+/// thread lives as long as the process, as the recorder does.
 pub fn install() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
-            .expect("bucket list is not empty")
-            .set_buckets_for_metric(
-                Matcher::Full("ferroserve_batch_size".into()),
-                BATCH_SIZE_BUCKETS,
-            )
-            .expect("bucket list is not empty")
-            .build_recorder();
+        let recorder = build_recorder();
         let handle = recorder.handle();
         // Another recorder may already be installed (e.g. by an embedding program);
         // then our handle renders nothing, which is better than failing to start.
         if metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+        }
+        let started = std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(|| loop {
+                std::thread::sleep(UPKEEP_INTERVAL);
+                upkeep();
+            });
+        if let Err(e) = started {
+            tracing::error!(error = %e, "cannot start the metrics upkeep thread; histogram samples will only be drained by /metrics scrapes");
         }
         handle
     })
@@ -68,6 +113,99 @@ pub fn record_auth_failure(protocol: &'static str, reason: &'static str) {
         "reason" => reason
     )
     .increment(1);
+}
+
+/// Drains the histogram samples recorded since the last pass into their buckets,
+/// in the global recorder and in every live version's. A scrape does the same.
+pub fn upkeep() {
+    if let Some(handle) = HANDLE.get() {
+        handle.run_upkeep();
+    }
+    for recorder in live_version_recorders() {
+        recorder.handle.run_upkeep();
+    }
+    UPKEEP_PASSES.fetch_add(1, Ordering::Relaxed);
+}
+
+/// How many upkeep passes have run, so that a test can see the thread at work.
+pub fn upkeep_passes() -> u64 {
+    UPKEEP_PASSES.load(Ordering::Relaxed)
+}
+
+fn live_version_recorders() -> Vec<Arc<VersionRecorder>> {
+    let recorders = VERSION_RECORDERS.lock();
+    recorders.values().filter_map(Weak::upgrade).collect()
+}
+
+/// The recorder that holds the series of one `(model, version)`; they are gone
+/// from `/metrics` once it drops, i.e. once the version has ended.
+struct VersionRecorder {
+    key: (String, u64),
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+/// Call-site metadata for series registered directly on a version's recorder.
+static VERSION_METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+impl VersionRecorder {
+    /// The recorder of `(model, version)`: the live one if another instance of that
+    /// version still holds it, else a new one.
+    fn get(model: &str, version: u64) -> Arc<VersionRecorder> {
+        let key = (model.to_string(), version);
+        let mut recorders = VERSION_RECORDERS.lock();
+        if let Some(live) = recorders.get(&key).and_then(Weak::upgrade) {
+            return live;
+        }
+        let recorder = build_recorder();
+        let handle = recorder.handle();
+        let fresh = Arc::new(VersionRecorder {
+            key: key.clone(),
+            recorder,
+            handle,
+        });
+        recorders.insert(key, Arc::downgrade(&fresh));
+        fresh
+    }
+
+    fn key(&self, name: &'static str, labels: &[(&'static str, &'static str)]) -> Key {
+        let mut all = vec![
+            metrics::Label::new("model", self.key.0.clone()),
+            metrics::Label::new("version", self.key.1.to_string()),
+        ];
+        all.extend(labels.iter().map(|&(k, v)| metrics::Label::new(k, v)));
+        Key::from_parts(name, all)
+    }
+
+    fn counter(&self, name: &'static str, labels: &[(&'static str, &'static str)]) -> Counter {
+        self.recorder
+            .register_counter(&self.key(name, labels), &VERSION_METADATA)
+    }
+
+    fn gauge(&self, name: &'static str) -> Gauge {
+        self.recorder
+            .register_gauge(&self.key(name, &[]), &VERSION_METADATA)
+    }
+
+    fn histogram(&self, name: &'static str) -> Histogram {
+        self.recorder
+            .register_histogram(&self.key(name, &[]), &VERSION_METADATA)
+    }
+}
+
+impl Drop for VersionRecorder {
+    fn drop(&mut self) {
+        let mut recorders = VERSION_RECORDERS.lock();
+        // A new instance of the same version may have registered meanwhile: its
+        // entry upgrades, and stays.
+        if recorders
+            .get(&self.key)
+            .is_some_and(|w| w.upgrade().is_none())
+        {
+            recorders.remove(&self.key);
+        }
+    }
 }
 
 pub fn record_request(
@@ -93,15 +231,6 @@ pub fn record_request(
     .record(elapsed.as_secs_f64());
 }
 
-pub fn record_inference(model: &str, version: u64, elapsed: Duration) {
-    metrics::histogram!(
-        "ferroserve_inference_duration_seconds",
-        "model" => model.to_string(),
-        "version" => version.to_string()
-    )
-    .record(elapsed.as_secs_f64());
-}
-
 /// The metrics of one version's queue, registered once when the version loads so
 /// that the request path formats and allocates no labels.
 pub struct QueueMetrics {
@@ -122,15 +251,15 @@ pub struct QueueMetrics {
 /// of an answered request then neither formats labels nor looks up the registry.
 pub struct AnsweredRequests {
     model: String,
-    version: String,
+    recorder: Arc<VersionRecorder>,
     by_protocol: parking_lot::RwLock<Vec<(&'static str, Counter, Histogram)>>,
 }
 
 impl AnsweredRequests {
-    fn new(model: &str, version: u64) -> AnsweredRequests {
+    fn new(model: &str, recorder: Arc<VersionRecorder>) -> AnsweredRequests {
         AnsweredRequests {
             model: model.to_string(),
-            version: version.to_string(),
+            recorder,
             by_protocol: parking_lot::RwLock::new(Vec::new()),
         }
     }
@@ -148,13 +277,11 @@ impl AnsweredRequests {
             duration.record(seconds);
             return;
         }
-        let count = metrics::counter!(
+        let count = self.recorder.counter(
             "ferroserve_requests_total",
-            "model" => self.model.clone(),
-            "version" => self.version.clone(),
-            "protocol" => protocol,
-            "outcome" => "ok"
+            &[("protocol", protocol), ("outcome", "ok")],
         );
+        // Per model, not per version: it stays when the version ends.
         let duration = metrics::histogram!(
             "ferroserve_request_duration_seconds",
             "model" => self.model.clone(),
@@ -168,29 +295,21 @@ impl AnsweredRequests {
 
 impl QueueMetrics {
     pub fn new(model: &str, version: u64) -> QueueMetrics {
-        let labels = [
-            metrics::Label::new("model", model.to_string()),
-            metrics::Label::new("version", version.to_string()),
-        ];
+        let recorder = VersionRecorder::get(model, version);
         QueueMetrics {
-            queue_length: metrics::gauge!("ferroserve_queue_length", labels.iter()),
-            batch_size: metrics::histogram!("ferroserve_batch_size", labels.iter()),
-            queue_duration: metrics::histogram!("ferroserve_queue_duration_seconds", labels.iter()),
-            compute_duration: metrics::histogram!(
-                "ferroserve_compute_duration_seconds",
-                labels.iter()
-            ),
-            inference_duration: metrics::histogram!(
-                "ferroserve_inference_duration_seconds",
-                labels.iter()
-            ),
-            rejected: metrics::counter!("ferroserve_rejected_total", labels.iter()),
-            answered: AnsweredRequests::new(model, version),
+            queue_length: recorder.gauge("ferroserve_queue_length"),
+            batch_size: recorder.histogram("ferroserve_batch_size"),
+            queue_duration: recorder.histogram("ferroserve_queue_duration_seconds"),
+            compute_duration: recorder.histogram("ferroserve_compute_duration_seconds"),
+            inference_duration: recorder.histogram("ferroserve_inference_duration_seconds"),
+            rejected: recorder.counter("ferroserve_rejected_total", &[]),
+            answered: AnsweredRequests::new(model, recorder),
         }
     }
 }
 
-/// Renders every metric, after refreshing the gauges that are read at scrape time.
+/// Renders every metric, after refreshing the gauges that are read at scrape time:
+/// the global recorder's series and those of every live version, merged.
 pub fn render(manager: &Manager) -> String {
     let handle = install();
     for (state, count) in manager.state_counts() {
@@ -199,7 +318,76 @@ pub fn render(manager: &Manager) -> String {
     if let Some(rss) = resident_memory_bytes() {
         metrics::gauge!("process_resident_memory_bytes").set(rss as f64);
     }
-    handle.render()
+    exposition(handle)
+}
+
+/// The global recorder's series and those of every live version, in one text.
+fn exposition(handle: &PrometheusHandle) -> String {
+    let mut texts = vec![handle.render()];
+    texts.extend(
+        live_version_recorders()
+            .iter()
+            .map(|recorder| recorder.handle.render()),
+    );
+    merge_expositions(&texts)
+}
+
+/// Merges Prometheus text expositions into one in which each metric family
+/// appears once, as the format requires: its `# HELP` and `# TYPE` lines (the
+/// first seen), then its samples from every text. Each text is one rendering of
+/// a recorder: families separated by blank lines, each under its `# TYPE` line.
+fn merge_expositions(texts: &[String]) -> String {
+    #[derive(Default)]
+    struct Family<'a> {
+        help: Option<&'a str>,
+        kind: Option<&'a str>,
+        samples: Vec<&'a str>,
+    }
+    let mut order: Vec<&str> = Vec::new();
+    let mut families: HashMap<&str, Family> = HashMap::new();
+    for text in texts {
+        let mut current = "";
+        for line in text.lines() {
+            if line.is_empty() {
+                continue;
+            }
+            let header = line
+                .strip_prefix("# HELP ")
+                .map(|rest| (rest, true))
+                .or_else(|| line.strip_prefix("# TYPE ").map(|rest| (rest, false)));
+            if let Some((rest, _)) = header {
+                current = rest.split(' ').next().unwrap_or("");
+            }
+            let family = families.entry(current).or_insert_with(|| {
+                order.push(current);
+                Family::default()
+            });
+            match header {
+                Some((_, true)) => {
+                    family.help.get_or_insert(line);
+                }
+                Some((_, false)) => {
+                    family.kind.get_or_insert(line);
+                }
+                None => family.samples.push(line),
+            }
+        }
+    }
+    let mut out = String::new();
+    for name in order {
+        let family = &families[name];
+        for line in family
+            .help
+            .iter()
+            .chain(family.kind.iter())
+            .chain(family.samples.iter())
+        {
+            out.push_str(line);
+            out.push('\n');
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// Resident set size from `/proc/self/statm` (Linux); `None` elsewhere.
@@ -207,4 +395,57 @@ pub fn resident_memory_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    #[test]
+    fn upkeep_runs_on_its_own_every_interval() {
+        install();
+        let before = upkeep_passes();
+        let deadline = Instant::now() + UPKEEP_INTERVAL * 10;
+        while upkeep_passes() < before + 2 {
+            assert!(
+                Instant::now() < deadline,
+                "no upkeep pass within {deadline:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn a_versions_series_leave_with_its_last_instance() {
+        let handle = install();
+        let first = QueueMetrics::new("unit_metrics_model", 7);
+        first.rejected.increment(2);
+        first.batch_size.record(4.0);
+        // A reload of the same version while the old instance is still held shares
+        // its series rather than rendering them twice.
+        let second = QueueMetrics::new("unit_metrics_model", 7);
+        second.rejected.increment(1);
+        let series = "ferroserve_rejected_total{model=\"unit_metrics_model\",version=\"7\"}";
+        let text = exposition(handle);
+        assert_eq!(text.matches(series).count(), 1, "{text}");
+        assert!(text.contains(&format!("{series} 3")), "{text}");
+        assert!(text.contains("ferroserve_batch_size_bucket{model=\"unit_metrics_model\",version=\"7\",le=\"4\"} 1"), "{text}");
+        drop(first);
+        assert!(exposition(handle).contains(series));
+        drop(second);
+        let text = exposition(handle);
+        assert!(!text.contains("unit_metrics_model"), "{text}");
+    }
+
+    #[test]
+    fn merged_expositions_hold_each_family_once() {
+        let a = "# TYPE x counter\nx{v=\"1\"} 1\n\n# TYPE y gauge\ny 2\n\n".to_string();
+        let b = "# HELP x Things.\n# TYPE x counter\nx{v=\"2\"} 5\n\n".to_string();
+        assert_eq!(
+            merge_expositions(&[a, b]),
+            "# HELP x Things.\n# TYPE x counter\nx{v=\"1\"} 1\nx{v=\"2\"} 5\n\n# TYPE y gauge\ny 2\n\n"
+        );
+    }
 }

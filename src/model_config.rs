@@ -208,12 +208,23 @@ pub enum FeatureValue {
     Text(String),
 }
 
+/// Why a model's `config.toml` cannot be used. The message names the file relative
+/// to the model (it shows in status); `path` is the full one, for the log.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelConfigError {
-    #[error("cannot read {path}: {reason}")]
+    #[error("cannot read config.toml: {reason}")]
     Read { path: String, reason: String },
-    #[error("{path} is not a valid model config: {reason}")]
+    #[error("config.toml is not a valid model config: {reason}")]
     Invalid { path: String, reason: String },
+}
+
+impl ModelConfigError {
+    /// The file's path on the server, for the log.
+    pub fn path(&self) -> &str {
+        match self {
+            ModelConfigError::Read { path, .. } | ModelConfigError::Invalid { path, .. } => path,
+        }
+    }
 }
 
 impl ModelConfig {

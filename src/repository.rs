@@ -42,13 +42,19 @@ fn is_ignored(name: &str) -> bool {
     name.starts_with('.')
 }
 
-/// A version directory name: a positive integer without sign or leading zeros
-/// (so `1` and `01` can never both name version 1).
+/// The highest version number: 2^53 − 1, the largest integer that every JSON
+/// reader (JavaScript's included) keeps exactly, and far from `u64::MAX`, so that
+/// "one more than the highest version" always exists for automatic numbering.
+pub const MAX_VERSION: u64 = (1 << 53) - 1;
+
+/// A version number as written in a directory name or an upload: ASCII decimal
+/// digits only, without sign, spaces or leading zeros (so `1` and `01` can never
+/// both name version 1), from 1 to [`MAX_VERSION`].
 pub fn parse_version(name: &str) -> Option<u64> {
     if name.is_empty() || name.starts_with('0') || !name.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    name.parse().ok()
+    name.parse().ok().filter(|v| *v <= MAX_VERSION)
 }
 
 fn subdirectories(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
@@ -157,6 +163,7 @@ mod tests {
     fn version_names() {
         assert_eq!(parse_version("1"), Some(1));
         assert_eq!(parse_version("10"), Some(10));
+        assert_eq!(parse_version("9007199254740991"), Some(MAX_VERSION));
         for bad in [
             "0",
             "01",
@@ -166,6 +173,11 @@ mod tests {
             "1.5",
             "v1",
             "99999999999999999999999",
+            "18446744073709551615",
+            "9007199254740992",
+            " 7",
+            "7 ",
+            "٧", // ARABIC-INDIC DIGIT SEVEN
         ] {
             assert_eq!(parse_version(bad), None, "{bad}");
         }

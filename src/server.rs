@@ -87,6 +87,11 @@ pub async fn run(
         model_config_file_poll_wait: settings.model_config_file_poll_wait,
         model_roots,
     };
+    let mut settings = settings;
+    if settings.public_url.is_none() {
+        let addr = listeners.rest.local_addr()?;
+        settings.public_url = Some(crate::settings::default_public_url(addr));
+    }
     let manager = Arc::new(Manager::new(backend_options(&settings)));
     let state = Arc::new(ServerState {
         auth: auth.clone(),

@@ -99,6 +99,12 @@ pub struct Settings {
     /// How long a gRPC response may wait for its client to read it before the
     /// stream is reset and its memory freed. Default 30 s.
     pub grpc_send_timeout: Duration,
+    /// Where clients reach the REST API (`http://models.example:8501`, or behind a
+    /// proxy `https://gateway.example/ml`), for the URLs answers give (`/deploy`'s
+    /// `service_url`, status `endpoints`); never taken from a request's `Host`.
+    /// Default none: `server::run` derives it from the REST listener's address
+    /// (see [`default_public_url`]).
+    pub public_url: Option<String>,
 }
 
 impl Settings {
@@ -164,8 +170,39 @@ impl Default for Settings {
             max_response_bytes: 64 * 1024 * 1024,
             grpc_max_concurrent_streams: 256,
             grpc_send_timeout: Duration::from_secs(30),
+            public_url: None,
         }
     }
+}
+
+/// The public URL of a server whose REST listener is bound to `addr`: `http://` and
+/// the address, with an unspecified IP (`0.0.0.0`, `::`) as loopback, since that
+/// is the one address of the machine known to reach it.
+pub fn default_public_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
+/// Checks a `public_url`: `http://` or `https://`, a host, an optional port and path,
+/// nothing else (no spaces, query, fragment or user info). Gives it without a
+/// trailing `/`.
+fn parse_public_url(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| format!("{url:?} does not start with http:// or https://"))?;
+    let host = rest.split('/').next().unwrap_or_default();
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-._~:/[]%".contains(c);
+    if host.is_empty() || host.starts_with(':') || !rest.chars().all(allowed) {
+        return Err(format!(
+            "{url:?} is not a URL of the form http[s]://host[:port][/path]"
+        ));
+    }
+    Ok(url.trim_end_matches('/').to_string())
 }
 
 /// Flags of `ferroserve serve`; each also reads `FERROSERVE_<NAME>` from the
@@ -322,6 +359,10 @@ pub struct ServeArgs {
         value_name = "SECONDS"
     )]
     pub grpc_send_timeout_secs: Option<f64>,
+    /// URL clients reach the REST API at, used in the URLs answers give (/deploy's
+    /// service_url, status endpoints) [default: http:// and --rest-addr, 0.0.0.0 as 127.0.0.1]
+    #[arg(long, env = "FERROSERVE_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -391,6 +432,7 @@ impl ServeArgs {
                 .grpc_max_concurrent_streams
                 .or(self.grpc_max_concurrent_streams),
             grpc_send_timeout_secs: upper.grpc_send_timeout_secs.or(self.grpc_send_timeout_secs),
+            public_url: upper.public_url.or(self.public_url),
         }
     }
 
@@ -436,6 +478,15 @@ impl ServeArgs {
             }
             Some(n) => n,
             None => d.max_upload_bytes,
+        };
+        let public_url = match self.public_url {
+            None => d.public_url,
+            Some(url) => Some(
+                parse_public_url(&url).map_err(|reason| SettingsError::Invalid {
+                    name: "public_url",
+                    reason,
+                })?,
+            ),
         };
         let grpc_send_timeout = match self.grpc_send_timeout_secs {
             None => d.grpc_send_timeout,
@@ -503,6 +554,7 @@ impl ServeArgs {
             )?,
             grpc_max_concurrent_streams,
             grpc_send_timeout,
+            public_url,
             file_system_poll_wait: poll_wait(
                 "file_system_poll_wait_seconds",
                 self.file_system_poll_wait_seconds,
@@ -676,5 +728,52 @@ mod tests {
             let error = args.into_settings().unwrap_err().to_string();
             assert!(error.contains("tls_"), "{bad}: {error}");
         }
+    }
+
+    #[test]
+    fn public_url_is_checked_and_derived() {
+        let url = |u: &str| {
+            ServeArgs {
+                public_url: Some(u.into()),
+                ..ServeArgs::default()
+            }
+            .into_settings()
+            .map(|s| s.public_url.unwrap())
+        };
+        assert_eq!(
+            url("http://models.example:8501/").unwrap(),
+            "http://models.example:8501"
+        );
+        assert_eq!(
+            url("https://gw.example/ml").unwrap(),
+            "https://gw.example/ml"
+        );
+        assert_eq!(url("http://[::1]:8501").unwrap(), "http://[::1]:8501");
+        for bad in [
+            "models.example:8501",
+            "ftp://x",
+            "http://",
+            "http://a b",
+            "http://x/?q=1",
+            "http://u@x",
+        ] {
+            assert!(url(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            ServeArgs::default().into_settings().unwrap().public_url,
+            None
+        );
+        assert_eq!(
+            default_public_url("0.0.0.0:8501".parse().unwrap()),
+            "http://127.0.0.1:8501"
+        );
+        assert_eq!(
+            default_public_url("[::]:80".parse().unwrap()),
+            "http://[::1]:80"
+        );
+        assert_eq!(
+            default_public_url("10.1.2.3:9000".parse().unwrap()),
+            "http://10.1.2.3:9000"
+        );
     }
 }

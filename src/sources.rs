@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -115,6 +116,9 @@ fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Deepest directory level and most files looked at in one version directory.
+/// Numbers the `.tmp-delete-<pid>-<n>` directories a deleted model is renamed to.
+static TRASH_COUNTER: AtomicU64 = AtomicU64::new(0);
+
 const MAX_FINGERPRINT_DEPTH: usize = 4;
 const MAX_FINGERPRINT_FILES: usize = 10_000;
 
@@ -260,9 +264,9 @@ impl Sources {
     pub fn reload_model_locked(&self, name: &str, _lock: &ModelGuard) -> Result<(), SourcesError> {
         let dir = self.model_dir(name)?;
         if !dir.dir.is_dir() {
+            tracing::debug!(model = name, path = %dir.dir.display(), "no model directory");
             return Err(SourcesError::NotFound(format!(
-                "model {name:?} not found: no directory {}",
-                dir.dir.display()
+                "model {name:?} not found: it has no directory in the model repository"
             )));
         }
         if !self.is_source(name) {
@@ -313,9 +317,8 @@ impl Sources {
         let dir = self.model_dir(name)?;
         if dir.listed.is_some() {
             return Err(SourcesError::Conflict(format!(
-                "model {name:?} comes from the model config file ({}); remove it there, \
-                 or stop it instead",
-                dir.dir.display()
+                "model {name:?} comes from the model config list; remove it there, \
+                 or stop it instead"
             )));
         }
         if !dir.dir.is_dir() {
@@ -327,13 +330,16 @@ impl Sources {
         self.manager.unload_model(name);
         // Renamed out of sight in one step, then removed: a failure halfway through
         // the removal leaves only a hidden directory the scan ignores.
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let trash = self.root.join(format!(".tmp-delete-{name}-{nanos}"));
-        std::fs::rename(&dir.dir, &trash)
-            .map_err(|e| SourcesError::Io(format!("cannot delete {}: {e}", dir.dir.display())))?;
+        // Without the model's name, which may use up all 255 bytes a name may have.
+        let trash = self.root.join(format!(
+            ".tmp-delete-{}-{}",
+            std::process::id(),
+            TRASH_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::rename(&dir.dir, &trash).map_err(|e| {
+            tracing::error!(model = name, path = %dir.dir.display(), error = %e, "cannot delete");
+            SourcesError::Io(format!("cannot delete model {name:?}: {e}"))
+        })?;
         guard(&self.stopped).remove(name);
         guard(&self.watch).remove(name);
         if let Err(e) = std::fs::remove_dir_all(&trash) {

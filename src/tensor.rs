@@ -361,9 +361,23 @@ fn cast_data(data: TensorData, to: DataType) -> Option<Result<TensorData, Tensor
         DataType::I16 => ints!(I16, i16),
         DataType::I32 => ints!(I32, i32),
         DataType::I64 => ints!(I64, i64),
-        DataType::F32 => Ok(TensorData::F32(
-            nums.into_iter().map(|n| num_to_f64(n) as f32).collect(),
-        )),
+        DataType::F32 => nums
+            .into_iter()
+            .map(|n| {
+                let f = num_to_f64(n);
+                // A finite value past FP32's range would silently become an
+                // infinity (and the model's answer NaN); an infinity stays one.
+                let single = f as f32;
+                if f.is_finite() && single.is_infinite() {
+                    return Err(TensorError::OutOfRange {
+                        value: format!("{f:e}"),
+                        to,
+                    });
+                }
+                Ok(single)
+            })
+            .collect::<Result<Vec<f32>, _>>()
+            .map(TensorData::F32),
         DataType::F64 => Ok(TensorData::F64(nums.into_iter().map(num_to_f64).collect())),
         DataType::F16 | DataType::Bytes => return None,
     })
@@ -421,6 +435,20 @@ mod tests {
             &TensorData::F32(vec![1.0, 2.0, -3.0])
         );
         assert!(t.cast(DataType::U8).is_err(), "-3 does not fit u8");
+        // Past FP32's range is an error, not an infinity; infinities stay.
+        let big = Tensor::new(vec![2], TensorData::F64(vec![1.0, -1e39])).unwrap();
+        assert_eq!(
+            big.cast(DataType::F32).unwrap_err(),
+            TensorError::OutOfRange {
+                value: "-1e39".into(),
+                to: DataType::F32
+            }
+        );
+        let inf = Tensor::new(vec![2], TensorData::F64(vec![f64::INFINITY, 3.4e38])).unwrap();
+        assert_eq!(
+            inf.cast(DataType::F32).unwrap().data(),
+            &TensorData::F32(vec![f32::INFINITY, 3.4e38])
+        );
         let frac = Tensor::new(vec![1], TensorData::F64(vec![2.5])).unwrap();
         assert!(frac.cast(DataType::I32).is_err());
         let s = Tensor::new(vec![1], TensorData::Bytes(vec![b"a".to_vec()])).unwrap();

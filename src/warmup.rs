@@ -39,11 +39,11 @@ pub fn warm_up(
     match std::fs::read(&path) {
         Ok(bytes) => {
             let requests = parse_requests(&bytes, backend.signature())
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+                .map_err(|e| format!("{WARMUP_FILE}: {e}"))?;
             for (i, inputs) in requests.into_iter().enumerate() {
-                backend.predict(inputs, &[]).map_err(|e| {
-                    format!("warm-up request {i} of {} failed: {e}", path.display())
-                })?;
+                backend
+                    .predict(inputs, &[])
+                    .map_err(|e| format!("warm-up request {i} of {WARMUP_FILE} failed: {e}"))?;
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -58,7 +58,10 @@ pub fn warm_up(
                 return Ok(());
             }
         }
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        Err(e) => {
+            tracing::warn!(model, version, path = %path.display(), error = %e, "cannot read the warm-up file");
+            return Err(format!("cannot read {WARMUP_FILE}: {e}"));
+        }
     }
     tracing::debug!(
         model,

@@ -16,7 +16,7 @@ use super::{ApiError, ServerState};
 use crate::backends::load_backend;
 use crate::manager::{ModelRecord, VersionState};
 use crate::model_config_list::{is_valid_model_name, ModelConfigList};
-use crate::repository::parse_version;
+use crate::repository::{parse_version, MAX_VERSION};
 use crate::sources::{Deployment, ModelGuard, SourcesError};
 
 impl From<SourcesError> for ApiError {
@@ -322,10 +322,10 @@ pub async fn begin_upload(
              not starting with '.'"
         )));
     }
-    if version == Some(0) {
-        return Err(ApiError::InvalidArgument(
-            "version must be a positive integer".into(),
-        ));
+    if version.is_some_and(|v| v == 0 || v > MAX_VERSION) {
+        return Err(ApiError::InvalidArgument(format!(
+            "version must be an integer from 1 to {MAX_VERSION}"
+        )));
     }
     let artifact_name = artifact_name(file_name)?;
     let model_dir = state.sources.model_dir(model)?.dir;
@@ -431,9 +431,9 @@ impl Upload {
         }
         // The one step that makes the version visible: a rename within one directory.
         std::fs::rename(&self.staging, &target).map_err(|e| {
+            tracing::error!(path = %target.display(), error = %e, "cannot move the upload into place");
             ApiError::Internal(format!(
-                "cannot move the upload into {}: {e}",
-                target.display()
+                "cannot move the upload into version directory {version}: {e}"
             ))
         })?;
         if let Ok(dir) = std::fs::File::open(&self.model_dir) {
@@ -480,12 +480,15 @@ impl Drop for Upload {
 /// One more than the highest version directory of the model (1 for a new model).
 fn next_version(model_dir: &Path) -> Result<u64, ApiError> {
     let highest = std::fs::read_dir(model_dir)
-        .map_err(|e| ApiError::Internal(format!("cannot read {}: {e}", model_dir.display())))?
+        .map_err(|e| {
+            tracing::error!(path = %model_dir.display(), error = %e, "cannot list versions");
+            ApiError::Internal(format!("cannot list the model's versions: {e}"))
+        })?
         .flatten()
         .filter_map(|e| e.file_name().to_str().and_then(parse_version))
         .max()
         .unwrap_or(0);
-    highest
-        .checked_add(1)
+    Some(highest + 1)
+        .filter(|v| *v <= MAX_VERSION)
         .ok_or_else(|| ApiError::Conflict("no version number left".into()))
 }

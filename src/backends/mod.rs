@@ -98,7 +98,25 @@ pub fn find_artifact(version_dir: &Path) -> Option<PathBuf> {
 }
 
 /// Loads an artifact with the backend its file name calls for.
+///
+/// A load error says what is wrong in the client's terms: it names the file as in
+/// the version directory (`model.onnx`), never where it lies on the server, and
+/// carries no runtime source locations. The full message, paths included, goes to
+/// the log.
 pub fn load_backend(
+    artifact: &Path,
+    options: &BackendOptions,
+) -> Result<Arc<dyn Backend>, BackendError> {
+    load_by_extension(artifact, options).map_err(|e| match e {
+        BackendError::Load(raw) => {
+            tracing::warn!(path = %artifact.display(), error = %raw, "cannot load model file");
+            BackendError::Load(client_message(&raw, Some(artifact)))
+        }
+        other => other,
+    })
+}
+
+fn load_by_extension(
     artifact: &Path,
     options: &BackendOptions,
 ) -> Result<Arc<dyn Backend>, BackendError> {
@@ -113,5 +131,131 @@ pub fn load_backend(
             "no backend for artifact {} (extension {other:?}); expected one of {ARTIFACT_NAMES:?}",
             artifact.display()
         ))),
+    }
+}
+
+/// A runtime's message as a client may see it. The artifact's path becomes its
+/// file name and its directory `<model directory>`; a source location of the
+/// runtime (`/onnxruntime_src/…/model.cc:256 onnxruntime::Model::Model(…) `) is
+/// dropped; any other absolute path becomes `<path>`.
+pub fn client_message(raw: &str, artifact: Option<&Path>) -> String {
+    let mut text = raw.trim_end().to_string();
+    if let Some(artifact) = artifact {
+        if let Some(name) = artifact.file_name().and_then(|n| n.to_str()) {
+            text = text.replace(&*artifact.to_string_lossy(), name);
+        }
+        if let Some(dir) = artifact.parent().filter(|d| d.as_os_str().len() > 1) {
+            text = text.replace(&*dir.to_string_lossy(), "<model directory>");
+        }
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(start) = find_absolute_path(rest) {
+        out.push_str(&rest[..start]);
+        let after = &rest[start..];
+        let end = after
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ')' | ',' | ']' | ';'))
+            .unwrap_or(after.len());
+        let path = &after[..end];
+        rest = &after[end..];
+        if is_source_location(path) {
+            // Drops the location, the space after it, and the C++ function named
+            // after it (`ns::f(args) `), which only makes sense beside the source.
+            rest = rest.strip_prefix(' ').unwrap_or(rest);
+            rest = skip_function_signature(rest);
+        } else {
+            out.push_str("<path>");
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Where an absolute path starts in `text`: a `/` at the start or after a space,
+/// quote, bracket, `:` or `=`, followed by a name character.
+fn find_absolute_path(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    (0..bytes.len()).find(|&i| {
+        bytes[i] == b'/'
+            && (i == 0
+                || matches!(
+                    bytes[i - 1],
+                    b' ' | b'\t' | b'\n' | b'"' | b'\'' | b'(' | b'[' | b':' | b'='
+                ))
+            && bytes
+                .get(i + 1)
+                .is_some_and(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'~'))
+    })
+}
+
+/// `…/file.cc:123` (or `.h`, `.cpp`, …): where in its sources a runtime raised.
+fn is_source_location(path: &str) -> bool {
+    path.rsplit_once(':').is_some_and(|(file, line)| {
+        !line.is_empty()
+            && line.bytes().all(|b| b.is_ascii_digit())
+            && [".cc", ".cpp", ".cxx", ".c", ".h", ".hpp", ".rs"]
+                .iter()
+                .any(|ext| file.ends_with(ext))
+    })
+}
+
+/// Skips `qualified::name(args…) ` at the start of `text`, if it is there.
+fn skip_function_signature(text: &str) -> &str {
+    let Some(open) = text.find('(') else {
+        return text;
+    };
+    let name = &text[..open];
+    if !name.contains("::") || name.contains(char::is_whitespace) {
+        return text;
+    }
+    let mut depth = 0usize;
+    for (i, c) in text[open..].char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    let rest = &text[open + i + 1..];
+                    // `… const` and similar qualifiers, then the message.
+                    let rest = rest.strip_prefix(" const").unwrap_or(rest);
+                    return rest.strip_prefix(' ').unwrap_or(rest);
+                }
+            }
+            _ => {}
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_messages_carry_no_server_paths_or_source_locations() {
+        let artifact = Path::new("/srv/models/m/.tmp-upload-29464-18/model.onnx");
+        let cases = [
+            (
+                "cannot load ONNX model /srv/models/m/.tmp-upload-29464-18/model.onnx: Load model from /srv/models/m/.tmp-upload-29464-18/model.onnx failed:Protobuf parsing failed.",
+                "cannot load ONNX model model.onnx: Load model from model.onnx failed:Protobuf parsing failed.",
+            ),
+            (
+                "Load model from /srv/models/m/.tmp-upload-29464-18/model.onnx failed:/onnxruntime_src/onnxruntime/core/graph/model.cc:256 onnxruntime::Model::Model(onnx::ModelProto&&, const onnxruntime::PathString&, const onnxruntime::logging::Logger&, const onnxruntime::ModelOptions&) Unsupported model IR version: 14, max supported IR version: 13\n",
+                "Load model from model.onnx failed:Unsupported model IR version: 14, max supported IR version: 13",
+            ),
+            (
+                "External data path escapes model directory. External data path: \"../../etc/passwd\" resolved path: \"/srv/etc/passwd\" allowed directory: \"/srv/models/m/.tmp-upload-29464-18\"",
+                "External data path escapes model directory. External data path: \"../../etc/passwd\" resolved path: \"<path>\" allowed directory: \"<model directory>\"",
+            ),
+            (
+                "Non-zero status code returned while running Gemm node. Name:'' Status Message: /onnxruntime_src/onnxruntime/core/providers/cpu/math/gemm_helper.h:14 onnxruntime::GemmHelper::GemmHelper(const onnxruntime::TensorShape&, bool, const onnxruntime::TensorShape&, bool, const onnxruntime::TensorShape&) left operand cannot broadcast on dim 0",
+                "Non-zero status code returned while running Gemm node. Name:'' Status Message: left operand cannot broadcast on dim 0",
+            ),
+            // Nothing that only looks like a path is touched.
+            ("shape [2, 4] / [3]: 1/2 of n/a", "shape [2, 4] / [3]: 1/2 of n/a"),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(client_message(raw, Some(artifact)), expected);
+        }
     }
 }

@@ -201,7 +201,15 @@ fn describe(session: &Session) -> Result<(Signature, ModelTraits), BackendError>
 }
 
 fn invalid(e: ort::Error) -> BackendError {
-    BackendError::InvalidInput(e.to_string())
+    BackendError::InvalidInput(runtime_message(e))
+}
+
+/// ONNX Runtime's message without its source locations (see
+/// [`super::client_message`]); the whole one goes to the log.
+fn runtime_message(e: ort::Error) -> String {
+    let raw = e.to_string();
+    tracing::debug!(error = %raw, "ONNX Runtime error");
+    super::client_message(&raw, None)
 }
 
 /// Wraps a tensor's buffer for ONNX Runtime without copying it (strings are copied,
@@ -249,7 +257,8 @@ fn to_ort<'a>(tensor: &'a Tensor) -> Result<ort::session::SessionInputValue<'a>,
 }
 
 fn from_ort(name: &str, value: &DynValue) -> Result<Tensor, BackendError> {
-    let fail = |e: ort::Error| BackendError::Inference(format!("output {name:?}: {e}"));
+    let fail =
+        |e: ort::Error| BackendError::Inference(format!("output {name:?}: {}", runtime_message(e)));
     let ty = match value.dtype() {
         ValueType::Tensor { ty, .. } => *ty,
         other => {
@@ -328,7 +337,7 @@ impl Backend for OnnxBackend {
             });
         let outputs = session.run(ort_inputs).map_err(|e| {
             // ONNX Runtime reports shape and type mismatches as run errors.
-            BackendError::InvalidInput(e.to_string())
+            BackendError::InvalidInput(runtime_message(e))
         })?;
         let wanted: Vec<&str> = if output_names.is_empty() {
             self.signature

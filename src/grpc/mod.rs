@@ -9,7 +9,9 @@
 //! loopback-only management). Invariants:
 //! * an [`ApiError`] becomes a `tonic::Status` only in [`status_from`];
 //! * a message over the size limits is RESOURCE_EXHAUSTED, never a dropped connection
-//!   (tonic says OUT_OF_RANGE; [`ResourceExhaustedLayer`] corrects it);
+//!   (tonic says OUT_OF_RANGE; [`ClientStatusLayer`] corrects it);
+//! * a request that is not valid protobuf is INVALID_ARGUMENT (tonic says INTERNAL;
+//!   [`ClientStatusLayer`] corrects it too), so INTERNAL always means the server;
 //! * a client deadline (`grpc-timeout`) bounds the operation like the REST timeout.
 
 mod auth;
@@ -71,7 +73,7 @@ pub async fn serve(
     let router = routes(state.clone(), limits, stop_streams.clone())
         .prepare()
         .into_axum_router()
-        .layer(ResourceExhaustedLayer)
+        .layer(ClientStatusLayer)
         .layer(axum::middleware::map_response(watch_send))
         // Outermost: a call is authorised before any service sees it.
         .layer(axum::middleware::from_fn_with_state(state, auth::require));
@@ -316,39 +318,58 @@ pub fn client_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duratio
     })
 }
 
-/// Rewrites tonic's OUT_OF_RANGE for a message over the size limit into
-/// RESOURCE_EXHAUSTED, the code gRPC's own implementations (and so TF Serving and
-/// Triton clients) use. ferroserve never answers OUT_OF_RANGE otherwise.
+/// Rewrites the codes tonic gives for a client's faults into the ones gRPC's own
+/// implementations (and so TF Serving and Triton clients) expect:
+/// * OUT_OF_RANGE for a message over the size limit → RESOURCE_EXHAUSTED
+///   (ferroserve never answers OUT_OF_RANGE otherwise);
+/// * INTERNAL for a request that does not decode as protobuf → INVALID_ARGUMENT,
+///   told from a genuine internal error by the message tonic's prost codec gives
+///   (prost's `DecodeError`, which no ferroserve error message starts with).
 ///
 /// A decode failure arrives as a trailers-only response (status in the headers); an
 /// encode failure in the trailers after the body, so both are rewritten.
 #[derive(Debug, Clone, Copy)]
-pub struct ResourceExhaustedLayer;
+pub struct ClientStatusLayer;
 
-impl<S> tower::Layer<S> for ResourceExhaustedLayer {
-    type Service = ResourceExhausted<S>;
+impl<S> tower::Layer<S> for ClientStatusLayer {
+    type Service = ClientStatus<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        ResourceExhausted { inner }
+        ClientStatus { inner }
     }
 }
 
 #[derive(Debug, Clone)]
-pub struct ResourceExhausted<S> {
+pub struct ClientStatus<S> {
     inner: S,
 }
 
+/// How prost's `DecodeError` (which tonic's codec puts in an INTERNAL status) begins.
+const DECODE_ERROR_PREFIX: &str = "failed to decode Protobuf message";
+
 fn fix_status(headers: &mut http::HeaderMap) {
-    if headers.get("grpc-status").and_then(|v| v.to_str().ok())
-        == Some(&(Code::OutOfRange as i32).to_string())
-    {
-        headers.insert(
-            "grpc-status",
-            http::HeaderValue::from(Code::ResourceExhausted as i32),
-        );
-    }
+    let code = headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map(Code::from_i32);
+    let fixed = match code {
+        Some(Code::OutOfRange) => Code::ResourceExhausted,
+        Some(Code::Internal) if is_decode_error(headers) => Code::InvalidArgument,
+        _ => return,
+    };
+    headers.insert("grpc-status", http::HeaderValue::from(fixed as i32));
 }
 
-impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for ResourceExhausted<S>
+/// Whether `grpc-message` (percent-encoded by tonic: a space is `%20`) is a
+/// protobuf decode error.
+fn is_decode_error(headers: &http::HeaderMap) -> bool {
+    headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|m| m.replace("%20", " ").starts_with(DECODE_ERROR_PREFIX))
+}
+
+impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for ClientStatus<S>
 where
     S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
     S::Future: Send + 'static,
@@ -406,6 +427,36 @@ mod tests {
         assert_eq!(at("S"), None);
         assert_eq!(at("123456789S"), None);
         assert_eq!(client_timeout(&tonic::metadata::MetadataMap::new()), None);
+    }
+
+    #[test]
+    fn client_faults_get_the_codes_grpc_uses() {
+        let fixed = |code: Code, message: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("grpc-status", http::HeaderValue::from(code as i32));
+            headers.insert("grpc-message", message.parse().unwrap());
+            fix_status(&mut headers);
+            Code::from_i32(headers["grpc-status"].to_str().unwrap().parse().unwrap())
+        };
+        assert_eq!(
+            fixed(
+                Code::Internal,
+                "failed%20to%20decode%20Protobuf%20message:%20invalid%20varint"
+            ),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            fixed(Code::Internal, "the%20model%20gave%20no%20output"),
+            Code::Internal
+        );
+        assert_eq!(
+            fixed(Code::OutOfRange, "too%20big"),
+            Code::ResourceExhausted
+        );
+        assert_eq!(
+            fixed(Code::NotFound, "failed%20to%20decode%20Protobuf%20message"),
+            Code::NotFound
+        );
     }
 
     #[test]

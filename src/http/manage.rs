@@ -7,7 +7,6 @@ use axum::body::Bytes;
 use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
-use axum::http::HeaderMap;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -46,19 +45,21 @@ pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
         .route("/description", get(description))
 }
 
-/// `http://host:port` of this server as the client reached it.
-fn base_url(state: &AppState, headers: &HeaderMap) -> (String, u16) {
-    let host = headers
-        .get(axum::http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_string)
-        .unwrap_or_else(|| state.settings.rest_addr.to_string());
-    let port = host
+/// The URL of this server's REST API and its port, from the `public_url` setting.
+/// Never from the request's `Host` header, which any client can forge.
+fn base_url(state: &AppState) -> (String, u16) {
+    let base = match &state.settings.public_url {
+        Some(url) => url.clone(),
+        None => crate::settings::default_public_url(state.settings.rest_addr),
+    };
+    let (scheme, rest) = base.split_once("://").unwrap_or(("http", &base));
+    let authority = rest.split('/').next().unwrap_or_default();
+    let port = authority
         .rsplit_once(':')
+        .filter(|(_, p)| !p.contains(']'))
         .and_then(|(_, p)| p.parse().ok())
-        .unwrap_or(state.settings.rest_addr.port());
-    (format!("http://{host}"), port)
+        .unwrap_or(if scheme == "https" { 443 } else { 80 });
+    (base, port)
 }
 
 fn summary_json(m: &ModelSummary, base: &str) -> Value {
@@ -153,19 +154,19 @@ async fn text_field(mut field: Field<'_>, name: &str) -> Result<String, HttpErro
         }
         bytes.extend_from_slice(&chunk);
     }
-    let text = String::from_utf8(bytes).map_err(|_| {
+    // Not trimmed here: the version field is refused with surrounding spaces (one
+    // number, one spelling); model_id trims itself.
+    String::from_utf8(bytes).map_err(|_| {
         HttpError(ApiError::InvalidArgument(format!(
             "field {name} is not valid UTF-8"
         )))
-    })?;
-    Ok(text.trim().to_string())
+    })
 }
 
 /// `POST /upload_model`, multipart: `model_id` and `version` (both optional) and then
 /// `file`. The file streams to disk as it arrives; it is never held in memory.
 async fn upload_model(
     State(state): State<AppState>,
-    headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Json<Value>, HttpError> {
     let mut multipart = multipart.map_err(|e| {
@@ -187,16 +188,19 @@ async fn upload_model(
             ))));
         }
         match name.as_str() {
-            "model_id" => model_id = Some(text_field(field, "model_id").await?),
+            "model_id" => model_id = Some(text_field(field, "model_id").await?.trim().to_string()),
             "version" => {
+                // Not trimmed: " 7 " is refused like "+7", so that one number has
+                // one spelling.
                 let text = text_field(field, "version").await?;
                 if !text.is_empty() {
-                    version =
-                        Some(text.parse::<u64>().ok().filter(|v| *v > 0).ok_or_else(|| {
-                            HttpError(ApiError::InvalidArgument(format!(
-                                "version {text:?} is not a positive integer"
-                            )))
-                        })?);
+                    version = Some(crate::repository::parse_version(&text).ok_or_else(|| {
+                        HttpError(ApiError::InvalidArgument(format!(
+                            "version {text:?} is not a version number: decimal digits only, \
+                             no sign, spaces or leading zeros, from 1 to {}",
+                            crate::repository::MAX_VERSION
+                        )))
+                    })?);
                 }
             }
             "file" => {
@@ -220,7 +224,7 @@ async fn upload_model(
         ))
     })?;
     let outcome = staged.finish().await?;
-    let (base, _) = base_url(&state, &headers);
+    let (base, _) = base_url(&state);
     let served = outcome.summary.served_versions.contains(&outcome.version);
     Ok(Json(json!({
         "message": if served {
@@ -274,12 +278,11 @@ struct ReloadQuery {
 /// `GET|POST /reload_model[?modelname=NAME]`
 async fn reload_model(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Query(query): Query<ReloadQuery>,
 ) -> Result<Json<Value>, HttpError> {
     let name = query.modelname.filter(|n| !n.is_empty());
     let models = manage::reload(&state, name.as_deref()).await?;
-    let (base, _) = base_url(&state, &headers);
+    let (base, _) = base_url(&state);
     let served: Map<String, Value> = models
         .iter()
         .map(|m| (m.model.clone(), json!(m.served_versions)))
@@ -295,8 +298,8 @@ async fn reload_model(
 }
 
 /// `GET /models/status`
-async fn models_status(State(state): State<AppState>, headers: HeaderMap) -> Json<Value> {
-    let (base, _) = base_url(&state, &headers);
+async fn models_status(State(state): State<AppState>) -> Json<Value> {
+    let (base, _) = base_url(&state);
     let models = manage::models_status(&state);
     Json(json!({
         "models": models.iter().map(|m| summary_json(m, &base)).collect::<Vec<_>>(),
@@ -335,7 +338,6 @@ fn limit_text(v: Option<Value>, name: &str) -> Result<Option<String>, HttpError>
 /// `POST /deploy {"model_id", "environment"?, "resources": {…}?}`
 async fn deploy(
     State(state): State<AppState>,
-    headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, HttpError> {
     let bytes = body(bytes, state.settings.max_request_bytes)?;
@@ -354,7 +356,7 @@ async fn deploy(
         },
     )
     .await?;
-    let (base, port) = base_url(&state, &headers);
+    let (base, port) = base_url(&state);
     let mut answer = json!({
         "message": format!("model {} deployed", request.model_id),
         "model_id": request.model_id,

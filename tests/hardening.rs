@@ -1,0 +1,411 @@
+//! What a careless or hostile client sees at the edges: error bodies in the client's
+//! terms (no server paths, process ids or runtime source locations), models with
+//! the longest names, strict version numbers, values that overflow FP32, malformed
+//! protobuf over gRPC and a forged `Host` header. Black-box over real sockets.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{install_model, root_path, test_settings, TestServer};
+use ferroserve::settings::Settings;
+use serde_json::{json, Value};
+
+fn iris(name: &str) -> Vec<u8> {
+    std::fs::read(root_path(&format!("examples/models/{name}/1/model.onnx"))).unwrap()
+}
+
+/// The watcher off, so that only the API changes what is served.
+fn unwatched(repo: &Path) -> Settings {
+    Settings {
+        file_system_poll_wait: Duration::ZERO,
+        ..test_settings(repo)
+    }
+}
+
+async fn upload(
+    server: &TestServer,
+    fields: &[(&str, &str)],
+    file_name: &str,
+    bytes: Vec<u8>,
+) -> (u16, Value) {
+    let mut form = reqwest::multipart::Form::new();
+    for (k, v) in fields {
+        form = form.text(k.to_string(), v.to_string());
+    }
+    form = form.part(
+        "file",
+        reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_string()),
+    );
+    let r = server
+        .client
+        .post(server.url("/upload_model"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn request(server: &TestServer, method: reqwest::Method, path: &str) -> (u16, Value) {
+    let r = server
+        .client
+        .request(method, server.url(path))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// A model whose IR version no ONNX Runtime supports: ONNX Runtime's message for it
+/// carries the C++ source location that raised it.
+const IR_99_MODEL: &[u8] = b"\x08\x63\x3a\x03\x12\x01\x67\x42\x02\x10\x0d";
+
+/// Asserts a message a client sees carries nothing of the server's file system.
+fn assert_no_server_paths(what: &str, text: &str, repo: &Path) {
+    let repo = repo.to_string_lossy();
+    for leak in [
+        repo.as_ref(),
+        ".tmp-upload",
+        &format!("-{}-", std::process::id()),
+        "onnxruntime_src",
+        ".cc:",
+    ] {
+        assert!(!text.contains(leak), "{what} shows {leak:?}: {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_bodies_name_no_server_paths() {
+    let repo = tempfile::tempdir().unwrap();
+    // A version whose file is not a model, one without a file, and a model whose
+    // config.toml does not parse.
+    std::fs::create_dir_all(repo.path().join("broken/1")).unwrap();
+    std::fs::write(repo.path().join("broken/1/model.onnx"), b"not a model").unwrap();
+    std::fs::create_dir_all(repo.path().join("broken/2")).unwrap();
+    let lr = root_path("examples/models/iris_lr/1/model.onnx");
+    install_model(repo.path(), "misconfigured", 1, &lr);
+    std::fs::write(repo.path().join("misconfigured/config.toml"), "timeout = [").unwrap();
+    let server = TestServer::start_with(unwatched(repo.path())).await;
+
+    // Uploads of files that do not load: 400, in terms of the file the client sent.
+    for (file_name, bytes, expected) in [
+        ("model.onnx", b"not a model".to_vec(), "model.onnx"),
+        (
+            "model.onnx",
+            IR_99_MODEL.to_vec(),
+            "Unsupported model IR version",
+        ),
+        ("model.pkl", b"not a pickle".to_vec(), "model.pkl"),
+    ] {
+        let (code, body) = upload(&server, &[("model_id", "bad")], file_name, bytes).await;
+        assert_eq!(code, 400, "{body}");
+        let text = body["error"].as_str().unwrap();
+        assert!(text.contains(expected), "{text}");
+        assert_no_server_paths("an upload's error", text, repo.path());
+    }
+
+    // Status of versions that failed, and of a config that does not parse.
+    let (code, status) = server.get("/models/status").await;
+    assert_eq!(code, 200);
+    let models = status["models"].as_array().unwrap();
+    let broken = models.iter().find(|m| m["model_id"] == "broken").unwrap();
+    let errors: Vec<&str> = broken["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["error"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(errors.len(), 2, "{broken}");
+    for error in errors {
+        assert!(!error.is_empty(), "{broken}");
+        assert_no_server_paths("a version's error", error, repo.path());
+    }
+    let misconfigured = models
+        .iter()
+        .find(|m| m["model_id"] == "misconfigured")
+        .unwrap();
+    let config_error = misconfigured["config_error"].as_str().unwrap();
+    assert!(config_error.contains("config.toml"), "{config_error}");
+    assert_no_server_paths("a config error", config_error, repo.path());
+
+    // Requests to the failed model say why it is unavailable, in the same terms.
+    let (code, body) = server
+        .post_json(
+            "/v1/models/broken/versions/1:predict",
+            &json!({"instances": [[1.0, 2.0, 3.0, 4.0]]}),
+        )
+        .await;
+    assert!(code == 503 || code == 404, "{code} {body}");
+    assert_no_server_paths("a predict error", &body.to_string(), repo.path());
+
+    // Reloading a model that has no directory.
+    let (code, body) = request(
+        &server,
+        reqwest::Method::POST,
+        "/reload_model?modelname=ghost",
+    )
+    .await;
+    assert_eq!(code, 404, "{body}");
+    assert_no_server_paths("a reload error", &body.to_string(), repo.path());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_with_the_longest_name_can_be_deleted() {
+    let repo = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(unwatched(repo.path())).await;
+    for len in [224, 250, 255] {
+        let name = "m".repeat(len);
+        let (code, body) = upload(
+            &server,
+            &[("model_id", &name)],
+            "model.onnx",
+            iris("iris_lr"),
+        )
+        .await;
+        assert_eq!(code, 200, "{body}");
+        let (code, body) = request(
+            &server,
+            reqwest::Method::DELETE,
+            &format!("/delete_model/{name}"),
+        )
+        .await;
+        assert_eq!(code, 200, "{len} characters: {body}");
+        assert!(!repo.path().join(&name).exists());
+    }
+    // Nothing is left in the repository, hidden or not.
+    let left: Vec<_> = std::fs::read_dir(repo.path()).unwrap().flatten().collect();
+    assert!(left.is_empty(), "{left:?}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_versions_are_plain_decimal_up_to_the_maximum() {
+    let repo = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(unwatched(repo.path())).await;
+    for bad in [
+        "18446744073709551615",
+        "9007199254740992",
+        "+5",
+        " 7 ",
+        "7 ",
+        "-1",
+        "0",
+        "07",
+        "1e3",
+        "\u{0667}",
+    ] {
+        let (code, body) = upload(
+            &server,
+            &[("model_id", "numbered"), ("version", bad)],
+            "model.onnx",
+            iris("iris_lr"),
+        )
+        .await;
+        assert_eq!(code, 400, "version {bad:?}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("9007199254740991"),
+            "{body}"
+        );
+    }
+    // None of them was stored, so automatic numbering starts at 1.
+    let (code, body) = upload(
+        &server,
+        &[("model_id", "numbered")],
+        "model.onnx",
+        iris("iris_lr"),
+    )
+    .await;
+    assert_eq!((code, body["version"].clone()), (200, json!(1)), "{body}");
+    // The maximum itself is a version; after it, there is no next one to give.
+    let (code, body) = upload(
+        &server,
+        &[("model_id", "numbered"), ("version", "9007199254740991")],
+        "model.onnx",
+        iris("iris_dt"),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["version"], json!(9007199254740991u64));
+    let (code, body) = upload(
+        &server,
+        &[("model_id", "numbered")],
+        "model.onnx",
+        iris("iris_lr"),
+    )
+    .await;
+    assert_eq!(code, 409, "{body}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_past_fp32_range_are_refused_over_rest() {
+    let repo = tempfile::tempdir().unwrap();
+    let lr = root_path("examples/models/iris_lr/1/model.onnx");
+    install_model(repo.path(), "iris_lr", 1, &lr);
+    let server = TestServer::start(repo.path()).await;
+    let row = |first: Value| json!([first, 3.5, 1.4, 0.2]);
+    let v2 = |first: Value| json!({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": row(first)}]});
+    for first in [json!(1e39), json!(-3.5e38)] {
+        // TF Serving REST: inferred as FP64, then cast to the model's FP32.
+        for (path, body) in [
+            (
+                "/v1/models/iris_lr:predict",
+                json!({"instances": [row(first.clone())]}),
+            ),
+            (
+                "/v1/models/iris_lr:predict",
+                json!({"inputs": [row(first.clone())]}),
+            ),
+            ("/v2/models/iris_lr/infer", v2(first.clone())),
+        ] {
+            let (code, answer) = server.post_json(path, &body).await;
+            assert_eq!(code, 400, "{path} {first}: {answer}");
+            assert!(
+                answer["error"].as_str().unwrap().contains("FP32"),
+                "{answer}"
+            );
+        }
+    }
+    // The largest FP32 is still a value.
+    let (code, answer) = server
+        .post_json("/v2/models/iris_lr/infer", &v2(json!(3.4e38)))
+        .await;
+    assert_eq!(code, 200, "{answer}");
+    server.stop().await;
+}
+
+/// Sends one gRPC message as raw HTTP/2 and gives the `grpc-status` and
+/// `grpc-message` headers of the (trailers-only) answer.
+async fn raw_grpc(server: &TestServer, path: &str, message: &[u8]) -> (Option<String>, String) {
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(message);
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let response = client
+        .post(format!("http://{}{path}", server.grpc_addr.unwrap()))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(framed)
+        .send()
+        .await
+        .unwrap();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    (
+        header("grpc-status"),
+        header("grpc-message").unwrap_or_default(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_protobuf_is_invalid_argument() {
+    let repo = tempfile::tempdir().unwrap();
+    let server = TestServer::start(repo.path()).await;
+    let invalid_argument = Some("3".to_string());
+    for path in [
+        "/inference.GRPCInferenceService/ModelInfer",
+        "/tensorflow.serving.PredictionService/Predict",
+        "/tensorflow.serving.ModelService/HandleReloadConfigRequest",
+    ] {
+        for message in [
+            &[0x0a, 0x05, 0x61][..],       // a string field claiming 5 bytes, holding 1
+            &[0x08, 0xff, 0xff, 0xff][..], // a varint that never ends
+            &[0x07][..],                   // field number 0
+        ] {
+            let (status, text) = raw_grpc(&server, path, message).await;
+            assert_eq!(status, invalid_argument, "{path} {message:?}: {text}");
+        }
+    }
+    // A well-formed request still gets its own code (here: no such model).
+    let (status, text) = raw_grpc(
+        &server,
+        "/inference.GRPCInferenceService/ModelInfer",
+        &[0x0a, 0x01, b'x'],
+    )
+    .await;
+    assert_eq!(status.as_deref(), Some("5"), "{text}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urls_in_answers_come_from_settings_not_the_host_header() {
+    let repo = tempfile::tempdir().unwrap();
+    let lr = root_path("examples/models/iris_lr/1/model.onnx");
+    install_model(repo.path(), "iris_lr", 1, &lr);
+    let deploy = |server: &TestServer| {
+        server
+            .client
+            .post(server.url("/deploy"))
+            .header("host", "evil.example")
+            .header("content-type", "application/json")
+            .body(json!({"model_id": "iris_lr"}).to_string())
+            .send()
+    };
+    let status = |server: &TestServer| {
+        server
+            .client
+            .get(server.url("/models/status"))
+            .header("host", "evil.example:666")
+            .send()
+    };
+
+    // Without public_url: the REST listener's own address.
+    let server = TestServer::start(repo.path()).await;
+    let answer: Value = deploy(&server).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        answer["service_url"],
+        json!(format!("{}/predict/iris_lr", server.base)),
+        "{answer}"
+    );
+    assert_eq!(answer["port"], json!(server.rest_addr.port()));
+    let text = status(&server).await.unwrap().text().await.unwrap();
+    assert!(!text.contains("evil.example"), "{text}");
+    assert!(
+        text.contains(&format!("{}/v2/models/iris_lr", server.base)),
+        "{text}"
+    );
+    server.stop().await;
+
+    // With public_url: that URL.
+    let server = TestServer::start_with(Settings {
+        public_url: Some("https://models.example/ml".into()),
+        ..test_settings(repo.path())
+    })
+    .await;
+    let answer: Value = deploy(&server).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (answer["service_url"].clone(), answer["port"].clone()),
+        (
+            json!("https://models.example/ml/predict/iris_lr"),
+            json!(443)
+        ),
+        "{answer}"
+    );
+    let text = status(&server).await.unwrap().text().await.unwrap();
+    assert!(!text.contains("evil.example"), "{text}");
+    assert!(
+        text.contains("https://models.example/ml/v1/models/iris_lr"),
+        "{text}"
+    );
+    server.stop().await;
+}
