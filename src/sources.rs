@@ -889,6 +889,54 @@ mod tests {
     use crate::model_config::VersionPolicy;
 
     #[test]
+    fn the_watcher_sweeps_only_old_staging_that_no_operation_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let sources = Sources::new(
+            Arc::new(Manager::new(crate::backends::BackendOptions::default())),
+            root.to_path_buf(),
+        );
+        let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        let staging = |path: &str, old: bool| {
+            let p = root.join(path);
+            std::fs::create_dir_all(p.join("sub")).unwrap();
+            if old {
+                std::fs::File::open(&p)
+                    .unwrap()
+                    .set_modified(an_hour_ago)
+                    .unwrap();
+            }
+            p
+        };
+        std::fs::create_dir_all(root.join("m/1")).unwrap();
+        let old = staging("m/.tmp-upload-1-1", true);
+        let young = staging("m/.tmp-upload-1-2", false);
+        let held = staging("m/.tmp-upload-1-3", true);
+        let trash = staging(".tmp-delete-x-1", true);
+        let ghost = staging("ghost/.tmp-upload-1-4", true);
+        let other = staging("m/.tmp-copy-1", true);
+        sources.staging_started(&held);
+
+        sources.sweep_staging(STAGING_GRACE);
+        assert!(!old.exists() && !trash.exists() && !ghost.exists());
+        assert!(
+            !root.join("ghost").exists(),
+            "a directory of debris only goes too"
+        );
+        assert!(
+            young.exists(),
+            "may belong to another process still writing"
+        );
+        assert!(held.exists(), "an upload of this process is writing it");
+        assert!(other.exists(), "not staging ferroserve makes");
+        assert!(root.join("m/1").exists());
+
+        // At start-up, age does not matter; what this process holds still does.
+        sources.sweep_staging(Duration::ZERO);
+        assert!(!young.exists() && held.exists());
+    }
+
+    #[test]
     fn fingerprints_change_with_size_and_new_files() {
         let dir = tempfile::tempdir().unwrap();
         let v = dir.path().join("1");
