@@ -18,8 +18,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
@@ -82,8 +83,29 @@ pub struct LoadedVersion {
     /// It lives as long as the version: requests queued when the version is
     /// unpublished hold the handle, so they drain before it is freed.
     pub queue: Arc<BatchQueue>,
+    /// The model's request deadline in nanoseconds (0: none, the server's default
+    /// applies). Atomic, not part of `config`, because a deployment or an edited
+    /// `config.toml` changes it for versions already serving, without a reload.
+    timeout_nanos: AtomicU64,
     /// Lets the last holder mark the version END when it is finally freed.
     records: Weak<Mutex<Records>>,
+}
+
+impl LoadedVersion {
+    /// The model's request deadline now (`None`: the server's default).
+    pub fn timeout(&self) -> Option<Duration> {
+        match self.timeout_nanos.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(Duration::from_nanos(n)),
+        }
+    }
+
+    fn set_timeout(&self, timeout: Option<Duration>) {
+        let nanos = timeout.map_or(0, |t| {
+            u64::try_from(t.as_nanos()).unwrap_or(u64::MAX).max(1)
+        });
+        self.timeout_nanos.store(nanos, Ordering::Relaxed);
+    }
 }
 
 impl Drop for LoadedVersion {
@@ -139,6 +161,9 @@ pub struct ModelRecord {
     /// Labels of the config that were refused (pointing at a version that is not
     /// available), each with the reason.
     pub label_errors: Vec<String>,
+    /// Set when the policy asks for more versions than `max_served_versions_per_model`
+    /// allows: says how many are served and which are left out.
+    pub policy_warning: Option<String>,
 }
 
 type Records = BTreeMap<String, ModelRecord>;
@@ -195,6 +220,59 @@ fn set_state(
     record.error = error;
 }
 
+/// Bounds on what loading may cost (`Settings::max_concurrent_loads`,
+/// `Settings::max_served_versions_per_model`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadLimits {
+    /// Most versions loading at once, across every model.
+    pub max_concurrent_loads: usize,
+    /// Most versions one model serves; the highest are kept.
+    pub max_served_versions: usize,
+}
+
+impl Default for LoadLimits {
+    fn default() -> LoadLimits {
+        LoadLimits {
+            max_concurrent_loads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            max_served_versions: 100,
+        }
+    }
+}
+
+/// A counting semaphore for loads, on blocking threads (loads never run on the async
+/// workers). Also keeps the highest number of loads seen at once, for tests and
+/// diagnostics.
+struct LoadSlots {
+    limit: usize,
+    running: Mutex<usize>,
+    freed: Condvar,
+    peak: AtomicUsize,
+}
+
+impl LoadSlots {
+    fn acquire(&self) -> LoadSlot<'_> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        while *running >= self.limit {
+            running = self.freed.wait(running).unwrap_or_else(|e| e.into_inner());
+        }
+        *running += 1;
+        self.peak.fetch_max(*running, Ordering::Relaxed);
+        LoadSlot(self)
+    }
+}
+
+struct LoadSlot<'a>(&'a LoadSlots);
+
+impl Drop for LoadSlot<'_> {
+    fn drop(&mut self) {
+        let mut running = self.0.running.lock().unwrap_or_else(|e| e.into_inner());
+        *running -= 1;
+        self.0.freed.notify_one();
+    }
+}
+
 pub struct Manager {
     /// Read by every request with a lock-free load; replaced whole by `publish`.
     serving: ArcSwap<ServingMap>,
@@ -208,6 +286,10 @@ pub struct Manager {
     options: BackendOptions,
     /// Set once the initial load of the repository has finished (or failed).
     ready: AtomicBool,
+    limits: LoadLimits,
+    /// Bounds loads across every model: without it a policy `all` over thousands of
+    /// version directories started a thread and a load for each at once.
+    load_slots: LoadSlots,
 }
 
 impl Manager {
@@ -218,7 +300,34 @@ impl Manager {
             publish_lock: Mutex::new(()),
             options,
             ready: AtomicBool::new(false),
+            limits: LoadLimits::default(),
+            load_slots: LoadSlots {
+                limit: LoadLimits::default().max_concurrent_loads,
+                running: Mutex::new(0),
+                freed: Condvar::new(),
+                peak: AtomicUsize::new(0),
+            },
         }
+    }
+
+    /// The same manager with other load limits (zeros are taken as 1).
+    pub fn with_limits(mut self, limits: LoadLimits) -> Manager {
+        let limits = LoadLimits {
+            max_concurrent_loads: limits.max_concurrent_loads.max(1),
+            max_served_versions: limits.max_served_versions.max(1),
+        };
+        self.limits = limits;
+        self.load_slots.limit = limits.max_concurrent_loads;
+        self
+    }
+
+    pub fn limits(&self) -> LoadLimits {
+        self.limits
+    }
+
+    /// The most versions that were ever loading at the same time.
+    pub fn peak_concurrent_loads(&self) -> usize {
+        self.load_slots.peak.load(Ordering::Relaxed)
     }
 
     fn records(&self) -> std::sync::MutexGuard<'_, Records> {
@@ -382,11 +491,22 @@ impl Manager {
             .filter(|v| v.artifact.is_some())
             .map(|v| v.version)
             .collect();
-        let aspired: BTreeSet<u64> = config
+        let mut aspired: BTreeSet<u64> = config
             .version_policy
             .select(&with_artifact)
             .into_iter()
             .collect();
+        // The policy may ask for thousands of versions: the highest N are served.
+        let asked = aspired.len();
+        let cap = self.limits.max_served_versions;
+        let policy_warning = (asked > cap).then(|| {
+            aspired = aspired.iter().rev().take(cap).copied().collect();
+            format!(
+                "the version policy asks for {asked} versions; only the highest {cap} are \
+                 served (max_served_versions_per_model), from version {}",
+                aspired.first().copied().unwrap_or_default()
+            )
+        });
         let serving_now: BTreeSet<u64> = self
             .serving()
             .models
@@ -399,6 +519,12 @@ impl Manager {
             let record = records.entry(name.to_string()).or_default();
             record.dir = model.dir.clone();
             record.config_error = None;
+            if record.policy_warning != policy_warning {
+                if let Some(w) = &policy_warning {
+                    tracing::warn!(model = name, "{w}");
+                }
+                record.policy_warning = policy_warning;
+            }
             // Versions that ended and left the disk are forgotten, so that status
             // stays bounded however many versions come and go.
             record
@@ -434,10 +560,20 @@ impl Manager {
             to_load
         };
 
+        // A few loader threads take the versions in turn; each load also takes one of
+        // the manager's load slots, which bound loads across every model.
+        let next = AtomicUsize::new(0);
+        let loaders = to_load.len().min(self.limits.max_concurrent_loads);
         std::thread::scope(|s| {
-            for (version, artifact) in &to_load {
-                let config = config.clone();
-                s.spawn(move || self.load_version(name, *version, artifact, config));
+            for _ in 0..loaders {
+                s.spawn(|| {
+                    while let Some((version, artifact)) =
+                        to_load.get(next.fetch_add(1, Ordering::Relaxed))
+                    {
+                        let _slot = self.load_slots.acquire();
+                        self.load_version(name, *version, artifact, config.clone());
+                    }
+                });
             }
         });
 
@@ -476,6 +612,11 @@ impl Manager {
             for v in &to_unload {
                 serving.versions.remove(v);
             }
+            // A deployment's or config.toml's timeout applies to the versions already
+            // serving at once, not only to versions loaded from now on.
+            for handle in serving.versions.values() {
+                handle.set_timeout(config.timeout());
+            }
             serving.labels = labels.clone();
             serving.config = config.clone();
         });
@@ -510,10 +651,12 @@ impl Manager {
                     model: model_name,
                     version,
                     backend,
+                    timeout_nanos: AtomicU64::new(0),
                     config,
                     queue,
                     records: Arc::downgrade(&self.records),
                 });
+                handle.set_timeout(handle.config.timeout());
                 // Publish before marking AVAILABLE, so status never says AVAILABLE for
                 // a version requests cannot reach. The records lock is not held here:
                 // publishing may free an old version, whose Drop takes that lock.
@@ -571,6 +714,7 @@ impl Manager {
             record.labels.clear();
             record.label_errors.clear();
             record.config_error = None;
+            record.policy_warning = None;
             if record.versions.is_empty() {
                 records.remove(model);
             }

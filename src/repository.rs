@@ -100,12 +100,38 @@ pub fn scan_model(name: &str, dir: &Path) -> Result<ModelOnDisk, RepositoryError
 }
 
 /// The model directories under the repository root (not hidden, not staging), by
-/// name. Names that are not UTF-8 are skipped: they cannot be asked for.
+/// name. Names that are not UTF-8 are skipped: they cannot be asked for. A directory
+/// that holds staging (`.tmp-*`) but no version directory and no `config.toml` is
+/// not a model yet (an upload of a new model in progress, or debris): it is left out,
+/// so status never shows an empty "ghost".
 pub fn model_directories(root: &Path) -> Result<Vec<(String, PathBuf)>, RepositoryError> {
-    subdirectories(root).map_err(|source| RepositoryError {
+    let mut dirs = subdirectories(root).map_err(|source| RepositoryError {
         path: root.to_path_buf(),
         source,
-    })
+    })?;
+    dirs.retain(|(_, dir)| !holds_only_staging(dir));
+    Ok(dirs)
+}
+
+/// Whether a directory holds staging and nothing that makes it a model. Stops at the
+/// first version directory or config file, so a model with many versions costs one
+/// directory entry or so.
+fn holds_only_staging(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    let mut staging = false;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        if name == ModelConfig::FILE_NAME || parse_version(name).is_some() {
+            return false;
+        }
+        staging |= name.starts_with(".tmp-");
+    }
+    staging
 }
 
 #[cfg(test)]
@@ -143,9 +169,17 @@ mod tests {
         touch(&root.join("m/.tmp-upload-4/model.onnx"));
         std::fs::create_dir_all(root.join("m/7")).unwrap(); // no artifact
         touch(&root.join(".hidden/1/model.onnx"));
+        touch(&root.join("ghost/.tmp-upload-9/model.onnx")); // staging only: no model
+        std::fs::create_dir_all(root.join("empty")).unwrap();
         touch(&root.join("README.md"));
         let models = model_directories(root).unwrap();
-        assert_eq!(models, vec![("m".to_string(), root.join("m"))]);
+        let mut names: Vec<&str> = models.iter().map(|(n, _)| n.as_str()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["empty", "m"],
+            "a directory of staging only is no model"
+        );
         let m = scan_model("m", &root.join("m")).unwrap();
         assert_eq!(
             m.versions.keys().copied().collect::<Vec<_>>(),

@@ -92,7 +92,12 @@ pub async fn run(
         let addr = listeners.rest.local_addr()?;
         settings.public_url = Some(crate::settings::default_public_url(addr));
     }
-    let manager = Arc::new(Manager::new(backend_options(&settings)));
+    let manager = Arc::new(Manager::new(backend_options(&settings)).with_limits(
+        crate::manager::LoadLimits {
+            max_concurrent_loads: settings.max_concurrent_loads,
+            max_served_versions: settings.max_served_versions_per_model,
+        },
+    ));
     let state = Arc::new(ServerState {
         auth: auth.clone(),
         ..ServerState::new(settings, manager.clone())
@@ -159,9 +164,36 @@ pub async fn run(
         None => None,
     };
 
-    rest.await??;
-    if let Some(grpc) = grpc {
-        grpc.await??;
+    // Draining has a deadline that starts with the stop signal: a client holding a
+    // stalled request must not keep the server up forever. Past it the servers are
+    // dropped; their connections close when the runtime ends.
+    let drain_deadline = {
+        let stop = stopped(stop_rx.clone());
+        let timeout = state.settings.shutdown_timeout;
+        async move {
+            stop.await;
+            tokio::time::sleep(timeout).await;
+        }
+    };
+    let (rest_abort, grpc_abort) = (rest.abort_handle(), grpc.as_ref().map(|g| g.abort_handle()));
+    let served = async move {
+        rest.await??;
+        if let Some(grpc) = grpc {
+            grpc.await??;
+        }
+        anyhow::Ok(())
+    };
+    tokio::select! {
+        served = served => served?,
+        _ = drain_deadline => {
+            tracing::warn!(
+                "requests still in flight after the shutdown timeout; closing their connections"
+            );
+            rest_abort.abort();
+            if let Some(grpc) = grpc_abort {
+                grpc.abort();
+            }
+        }
     }
     // The watcher has seen the stop signal; a load in progress is not waited for.
     let _ = watcher.await;

@@ -105,6 +105,18 @@ pub struct Settings {
     /// Default none: `server::run` derives it from the REST listener's address
     /// (see [`default_public_url`]).
     pub public_url: Option<String>,
+    /// Deadline of one management operation (upload check and move, reload, deploy,
+    /// stop, delete), waiting for the model's lock included; past it the caller gets
+    /// 503 (lock busy) or 504, and an operation not yet started never runs. Default 60 s.
+    pub management_timeout: Duration,
+    /// How long shutdown waits for in-flight requests before closing their
+    /// connections. Default 30 s.
+    pub shutdown_timeout: Duration,
+    /// Most model versions loading at once, across all models. Default: CPU cores.
+    pub max_concurrent_loads: usize,
+    /// Most versions one model serves, whatever its policy asks; beyond it the highest
+    /// ones are served and status says so. Default 100.
+    pub max_served_versions_per_model: usize,
 }
 
 impl Settings {
@@ -171,6 +183,12 @@ impl Default for Settings {
             grpc_max_concurrent_streams: 256,
             grpc_send_timeout: Duration::from_secs(30),
             public_url: None,
+            management_timeout: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(30),
+            max_concurrent_loads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            max_served_versions_per_model: 100,
         }
     }
 }
@@ -363,6 +381,36 @@ pub struct ServeArgs {
     /// service_url, status endpoints) [default: http:// and --rest-addr, 0.0.0.0 as 127.0.0.1]
     #[arg(long, env = "FERROSERVE_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<String>,
+    /// Deadline in seconds of one management operation, waiting for the model's lock
+    /// included [default: 60]
+    #[arg(
+        long = "management-timeout",
+        alias = "management-timeout-secs",
+        env = "FERROSERVE_MANAGEMENT_TIMEOUT_SECS",
+        value_name = "SECONDS"
+    )]
+    pub management_timeout_secs: Option<f64>,
+
+    /// Seconds shutdown waits for in-flight requests before closing them [default: 30]
+    #[arg(
+        long = "shutdown-timeout",
+        alias = "shutdown-timeout-secs",
+        env = "FERROSERVE_SHUTDOWN_TIMEOUT_SECS",
+        value_name = "SECONDS"
+    )]
+    pub shutdown_timeout_secs: Option<f64>,
+
+    /// Most model versions loading at once [default: number of CPU cores]
+    #[arg(long, env = "FERROSERVE_MAX_CONCURRENT_LOADS", value_name = "N")]
+    pub max_concurrent_loads: Option<usize>,
+
+    /// Most versions one model serves, whatever its policy asks [default: 100]
+    #[arg(
+        long,
+        env = "FERROSERVE_MAX_SERVED_VERSIONS_PER_MODEL",
+        value_name = "N"
+    )]
+    pub max_served_versions_per_model: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -433,6 +481,14 @@ impl ServeArgs {
                 .or(self.grpc_max_concurrent_streams),
             grpc_send_timeout_secs: upper.grpc_send_timeout_secs.or(self.grpc_send_timeout_secs),
             public_url: upper.public_url.or(self.public_url),
+            management_timeout_secs: upper
+                .management_timeout_secs
+                .or(self.management_timeout_secs),
+            shutdown_timeout_secs: upper.shutdown_timeout_secs.or(self.shutdown_timeout_secs),
+            max_concurrent_loads: upper.max_concurrent_loads.or(self.max_concurrent_loads),
+            max_served_versions_per_model: upper
+                .max_served_versions_per_model
+                .or(self.max_served_versions_per_model),
         }
     }
 
@@ -478,6 +534,15 @@ impl ServeArgs {
             }
             Some(n) => n,
             None => d.max_upload_bytes,
+        };
+        // A deadline of zero would refuse every operation; a day is more than any wants.
+        let seconds = |name: &'static str, v: Option<f64>, default: Duration| match v {
+            None => Ok(default),
+            Some(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(Duration::from_secs_f64(s)),
+            Some(s) => Err(SettingsError::Invalid {
+                name,
+                reason: format!("{s} is not a positive number of seconds (at most 86400)"),
+            }),
         };
         let public_url = match self.public_url {
             None => d.public_url,
@@ -555,6 +620,26 @@ impl ServeArgs {
             grpc_max_concurrent_streams,
             grpc_send_timeout,
             public_url,
+            management_timeout: seconds(
+                "management_timeout_secs",
+                self.management_timeout_secs,
+                d.management_timeout,
+            )?,
+            shutdown_timeout: seconds(
+                "shutdown_timeout_secs",
+                self.shutdown_timeout_secs,
+                d.shutdown_timeout,
+            )?,
+            max_concurrent_loads: positive(
+                "max_concurrent_loads",
+                self.max_concurrent_loads,
+                d.max_concurrent_loads,
+            )?,
+            max_served_versions_per_model: positive(
+                "max_served_versions_per_model",
+                self.max_served_versions_per_model,
+                d.max_served_versions_per_model,
+            )?,
             file_system_poll_wait: poll_wait(
                 "file_system_poll_wait_seconds",
                 self.file_system_poll_wait_seconds,
@@ -673,6 +758,22 @@ mod tests {
         assert_eq!(d.max_response_bytes, 64 << 20);
         assert_eq!(d.grpc_max_concurrent_streams, 256);
         assert_eq!(d.grpc_send_timeout, Duration::from_secs(30));
+        assert_eq!(d.management_timeout, Duration::from_secs(60));
+        assert_eq!(d.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(d.max_served_versions_per_model, 100);
+        assert!(d.max_concurrent_loads >= 1);
+        let file: ServeArgs = toml::from_str(
+            "management_timeout_secs = 2.5\nshutdown_timeout_secs = 1\n\
+             max_concurrent_loads = 3\nmax_served_versions_per_model = 7",
+        )
+        .unwrap();
+        let s = file.into_settings().unwrap();
+        assert_eq!(s.management_timeout, Duration::from_millis(2500));
+        assert_eq!(s.shutdown_timeout, Duration::from_secs(1));
+        assert_eq!(
+            (s.max_concurrent_loads, s.max_served_versions_per_model),
+            (3, 7)
+        );
         let file: ServeArgs = toml::from_str(
             "file_system_poll_wait_seconds = 0\nmodel_config_file = \"m.config\"\n\
              model_config_file_poll_wait_seconds = 2.5\nmax_upload_bytes = 10",
@@ -701,6 +802,10 @@ mod tests {
             "max_response_bytes = 0",
             "grpc_max_concurrent_streams = 0",
             "grpc_send_timeout_secs = 0",
+            "management_timeout_secs = 0",
+            "shutdown_timeout_secs = -1",
+            "max_concurrent_loads = 0",
+            "max_served_versions_per_model = 0",
         ] {
             let args: ServeArgs = toml::from_str(bad).unwrap();
             assert!(args.into_settings().is_err(), "{bad}");

@@ -14,24 +14,36 @@
 //!   are the same on two polls in a row, so a directory being copied is never loaded
 //!   half-written; uploads appear by an atomic rename and are reconciled at once;
 //! * a stopped model is never reloaded by the watcher, only by an explicit reload,
-//!   load or deploy of that model.
+//!   load or deploy of that model. A stop is recorded as pending before it waits
+//!   for the lock, and reload-all and the watcher check both after taking the lock,
+//!   so a stop always wins over a reload-all that raced it;
+//! * nothing here waits for a model's lock on a blocking thread: the management API
+//!   waits asynchronously with a deadline ([`Sources::lock_model`]) and hands the
+//!   guard in; reload-all and the watcher only try the lock and skip a busy model;
+//! * staging directories (`.tmp-upload-*`, `.tmp-delete-*`) that no operation of this
+//!   process holds are removed at start-up, and by the watcher once older than
+//!   [`STAGING_GRACE`]; a model directory that holds only staging is not a model.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
+
+pub use tokio_util::sync::CancellationToken;
 
 use crate::manager::{Manager, VersionState};
 use crate::model_config::ModelConfig;
 use crate::model_config_list::{is_valid_model_name, ModelConfigList, ModelListEntry};
 use crate::repository::{model_directories, parse_version, scan_model};
 
-/// The lock that serialises operations on one model. A tokio mutex, so that an upload
-/// can hold it across the awaits of streaming the file; blocking code takes it with
-/// `blocking_lock_owned`.
-pub type ModelLock = Arc<tokio::sync::Mutex<()>>;
-pub type ModelGuard = tokio::sync::OwnedMutexGuard<()>;
+/// The lock that serialises operations on one model: a tokio semaphore of one permit
+/// (fair, first come first served), so that the management API can wait for it
+/// asynchronously with a deadline (a blocking thread never waits on it), the watcher
+/// and reload-all can try it, and status can tell it is held without taking it.
+pub type ModelLock = Arc<tokio::sync::Semaphore>;
+/// Proof that the model's lock is held; dropping it releases the lock.
+pub type ModelGuard = tokio::sync::OwnedSemaphorePermit;
 
 /// Settings a deployment (`POST /deploy`) asked for. The timeout is applied as the
 /// model's request deadline; the limits are stored and reported until isolated
@@ -55,6 +67,29 @@ pub enum SourcesError {
     Conflict(String),
     #[error("{0}")]
     Io(String),
+    /// Another operation holds the model's lock past the caller's deadline.
+    #[error("{0}")]
+    Busy(String),
+    /// The caller left, or its deadline passed, before the operation started.
+    #[error("{0}")]
+    Cancelled(String),
+}
+
+/// Staging directories older than this that no operation of this process holds are
+/// debris (a crash, or a process sharing the repository that died): the watcher
+/// removes them. Younger ones may belong to another process still writing.
+pub const STAGING_GRACE: Duration = Duration::from_secs(10 * 60);
+/// How often the watcher looks for stale staging directories.
+const STAGING_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What a reload of every model did.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ReloadAll {
+    /// Models re-scanned and reconciled.
+    pub reloaded: Vec<String>,
+    /// Models skipped because another operation (an upload's move, a reload, a stop)
+    /// held them; the watcher reconciles them on a later poll.
+    pub busy: Vec<String>,
 }
 
 /// Where a model's directory comes from.
@@ -72,6 +107,8 @@ pub struct SourceInfo {
     pub dir: PathBuf,
     pub listed: bool,
     pub stopped: bool,
+    /// An operation (upload move, reload, stop, delete) holds the model now.
+    pub busy: bool,
     pub deployment: Option<Deployment>,
 }
 
@@ -82,8 +119,18 @@ struct ModelView {
     versions: BTreeMap<u64, Fingerprint>,
 }
 
-/// Name, size and modification time of every file under a version directory.
-type Fingerprint = Vec<(String, u64, Option<SystemTime>)>;
+/// What the watcher compares of one version between polls.
+#[derive(Debug, Clone, PartialEq)]
+enum Fingerprint {
+    /// Name, size and modification time of every file under the version directory:
+    /// for versions not yet handed to the manager (they may still be being copied)
+    /// and versions in ERROR (a fix copied over them is picked up).
+    Files(Vec<(String, u64, Option<SystemTime>)>),
+    /// Only the directory's modification time, for versions already reconciled:
+    /// the manager never reloads a served version, so reading every file of every
+    /// version on every poll would cost without changing anything.
+    Dir(Option<SystemTime>),
+}
 
 #[derive(Default)]
 struct WatchState {
@@ -103,6 +150,15 @@ pub struct Sources {
     /// Models stopped through the management API: kept on disk, never reloaded by
     /// the watcher.
     stopped: Mutex<BTreeSet<String>>,
+    /// Stops asked for but still waiting for the model's lock (a count per model):
+    /// reload-all and the watcher treat these models as stopped already, so a reload
+    /// that got the lock first cannot serve the model after the stop answered.
+    stopping: Mutex<HashMap<String, usize>>,
+    /// Staging directories this process is writing (uploads in progress, deletes
+    /// being removed): the sweep of stale staging never touches them.
+    staging: Mutex<HashSet<PathBuf>>,
+    /// When the watcher last swept stale staging directories.
+    last_sweep: Mutex<Option<Instant>>,
     deployments: Mutex<BTreeMap<String, Deployment>>,
     /// One lock per model name ever operated on (a handful of bytes each).
     locks: Mutex<HashMap<String, ModelLock>>,
@@ -129,6 +185,9 @@ impl Sources {
             root,
             listed: Mutex::new(None),
             stopped: Mutex::new(BTreeSet::new()),
+            stopping: Mutex::new(HashMap::new()),
+            staging: Mutex::new(HashSet::new()),
+            last_sweep: Mutex::new(None),
             deployments: Mutex::new(BTreeMap::new()),
             locks: Mutex::new(HashMap::new()),
             watch: Mutex::new(HashMap::new()),
@@ -147,8 +206,57 @@ impl Sources {
     pub fn model_lock(&self, name: &str) -> ModelLock {
         guard(&self.locks)
             .entry(name.to_string())
-            .or_default()
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(1)))
             .clone()
+    }
+
+    /// Waits for a model's lock without occupying a thread, until `deadline`.
+    pub async fn lock_model(
+        &self,
+        name: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<ModelGuard, SourcesError> {
+        let lock = self.model_lock(name);
+        tokio::time::timeout_at(deadline, lock.acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok) // the semaphore is never closed
+            .ok_or_else(|| {
+                SourcesError::Busy(format!(
+                    "model {name:?} is busy with another management operation (an upload, \
+                     reload, load or stop) that did not finish in time; try again"
+                ))
+            })
+    }
+
+    /// Whether an operation holds the model's lock now (for status).
+    pub fn is_busy(&self, name: &str) -> bool {
+        let lock = guard(&self.locks).get(name).cloned();
+        lock.is_some_and(|l| l.available_permits() == 0)
+    }
+
+    /// Records a stop as pending until the returned intent is dropped (see
+    /// `stopping`).
+    pub fn intend_stop(self: &Arc<Self>, name: &str) -> StopIntent {
+        *guard(&self.stopping).entry(name.to_string()).or_default() += 1;
+        StopIntent {
+            sources: self.clone(),
+            name: name.to_string(),
+        }
+    }
+
+    /// Stopped, or a stop is waiting for the lock: reload-all and the watcher leave it.
+    fn held_back(&self, name: &str) -> bool {
+        self.is_stopped(name) || guard(&self.stopping).contains_key(name)
+    }
+
+    /// Marks a staging directory as in use by this process (see `staging`).
+    pub fn staging_started(&self, dir: &Path) {
+        guard(&self.staging).insert(dir.to_path_buf());
+    }
+
+    pub fn staging_ended(&self, dir: &Path) {
+        guard(&self.staging).remove(dir);
     }
 
     pub fn config_list(&self) -> Option<Arc<ModelConfigList>> {
@@ -217,6 +325,7 @@ impl Sources {
             .into_iter()
             .map(|(name, d)| SourceInfo {
                 stopped: stopped.contains(&name),
+                busy: self.is_busy(&name),
                 deployment: deployments.get(&name).cloned(),
                 listed: d.listed.is_some(),
                 dir: d.dir,
@@ -225,37 +334,77 @@ impl Sources {
             .collect()
     }
 
-    /// Loads every model at start-up. Files present now are taken as complete.
-    /// Blocking.
+    /// Loads every model at start-up, after removing the staging directories a crash
+    /// left. Files present now are taken as complete. Blocking.
     pub fn initial_load(&self) {
-        self.reload_all();
+        self.sweep_staging(Duration::ZERO);
+        *guard(&self.last_sweep) = Some(Instant::now());
+        self.reload_all(&CancellationToken::new());
     }
 
     /// Re-scans every model that is not stopped and loads what its policy asks for,
-    /// unloading models whose directory is gone. Returns the models reconciled.
-    /// Blocking.
-    pub fn reload_all(&self) -> Vec<String> {
+    /// unloading models whose directory is gone. Never waits for a model's lock: a
+    /// busy model is skipped and named in the answer (the watcher gets to it on a
+    /// later poll). Stops starting new models once `cancel` fires. Blocking.
+    pub fn reload_all(&self, cancel: &CancellationToken) -> ReloadAll {
         let dirs = self.model_dirs();
-        self.unload_gone(&dirs, true);
+        self.unload_gone(&dirs);
         let names: Vec<(String, ModelDir)> = dirs
             .into_iter()
-            .filter(|(name, _)| !self.is_stopped(name))
+            .filter(|(name, _)| !self.held_back(name))
             .collect();
+        let outcome = Mutex::new(ReloadAll::default());
+        self.for_each_bounded(&names, |(name, dir)| {
+            if cancel.is_cancelled() {
+                return;
+            }
+            let Ok(_lock) = self.model_lock(name).try_acquire_owned() else {
+                // Reconciled again by the next poll, whatever its files look like.
+                if let Some(state) = guard(&self.watch).get_mut(name) {
+                    state.reconciled = None;
+                }
+                guard(&outcome).busy.push(name.clone());
+                return;
+            };
+            // A stop that came while this reload was listing wins.
+            if self.held_back(name) {
+                return;
+            }
+            self.reconcile_now(name, dir);
+            guard(&outcome).reloaded.push(name.clone());
+        });
+        let mut outcome = outcome.into_inner().unwrap_or_else(|e| e.into_inner());
+        outcome.reloaded.sort();
+        outcome.busy.sort();
+        if !outcome.busy.is_empty() {
+            tracing::info!(models = ?outcome.busy, "reload skipped busy models");
+        }
+        outcome
+    }
+
+    /// Runs `f` over `items` on at most `max_concurrent_loads` threads (their loads are
+    /// bounded by the manager as well), so thousands of models never mean thousands
+    /// of threads.
+    fn for_each_bounded<T: Sync>(&self, items: &[T], f: impl Fn(&T) + Sync) {
+        let next = AtomicUsize::new(0);
+        let workers = items.len().min(self.manager.limits().max_concurrent_loads);
         std::thread::scope(|s| {
-            for (name, dir) in &names {
-                s.spawn(move || {
-                    let _lock = self.model_lock(name).blocking_lock_owned();
-                    self.reconcile_now(name, dir);
+            for _ in 0..workers {
+                s.spawn(|| {
+                    while let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        f(item);
+                    }
                 });
             }
         });
-        names.into_iter().map(|(n, _)| n).collect()
     }
 
     /// Re-scans one model and loads what its policy asks for; a stopped model is
-    /// started again. Blocking.
+    /// started again. Waits for the model's lock on this thread: for tests and tools;
+    /// the management API takes the lock with [`Sources::lock_model`]. Blocking.
     pub fn reload_model(&self, name: &str) -> Result<(), SourcesError> {
-        let lock = self.model_lock(name).blocking_lock_owned();
+        let lock = futures::executor::block_on(self.model_lock(name).acquire_owned())
+            .map_err(|_| SourcesError::Io("the model's lock is closed".into()))?;
         self.reload_model_locked(name, &lock)
     }
 
@@ -279,9 +428,14 @@ impl Sources {
         Ok(())
     }
 
-    /// Records a deployment's settings, then (re)loads the model. Blocking.
-    pub fn deploy(&self, name: &str, deployment: Deployment) -> Result<(), SourcesError> {
-        let lock = self.model_lock(name).blocking_lock_owned();
+    /// Records a deployment's settings, then (re)loads the model. The caller holds
+    /// the model's lock. Blocking.
+    pub fn deploy_locked(
+        &self,
+        name: &str,
+        deployment: Deployment,
+        lock: &ModelGuard,
+    ) -> Result<(), SourcesError> {
         let dir = self.model_dir(name)?;
         if !dir.dir.is_dir() {
             return Err(SourcesError::NotFound(format!(
@@ -289,19 +443,26 @@ impl Sources {
             )));
         }
         guard(&self.deployments).insert(name.to_string(), deployment);
-        self.reload_model_locked(name, &lock)
+        self.reload_model_locked(name, lock)
     }
 
-    /// Stops serving a model and keeps its files; the watcher leaves it alone until
-    /// it is reloaded, loaded or deployed again. Blocking.
-    pub fn stop(&self, name: &str) -> Result<(), SourcesError> {
+    /// Checks that a model can be stopped (a valid name the server knows).
+    pub fn check_stoppable(&self, name: &str) -> Result<(), SourcesError> {
         check_name(name)?;
-        let _lock = self.model_lock(name).blocking_lock_owned();
         let known =
             self.manager.model_record(name).is_some() || self.model_dirs().contains_key(name);
         if !known {
             return Err(SourcesError::NotFound(format!("model {name:?} not found")));
         }
+        Ok(())
+    }
+
+    /// Stops serving a model and keeps its files; the watcher leaves it alone until
+    /// it is reloaded, loaded or deployed again. The caller holds the model's lock
+    /// (and should have recorded the stop with [`Sources::intend_stop`] before
+    /// waiting for it). Blocking.
+    pub fn stop_locked(&self, name: &str, _lock: &ModelGuard) -> Result<(), SourcesError> {
+        self.check_stoppable(name)?;
         guard(&self.stopped).insert(name.to_string());
         guard(&self.deployments).remove(name);
         guard(&self.watch).remove(name);
@@ -310,10 +471,10 @@ impl Sources {
     }
 
     /// Stops serving a model and deletes its directory. Only models under the
-    /// repository root can be deleted; a listed model's files are not ours. Blocking.
-    pub fn delete(&self, name: &str) -> Result<(), SourcesError> {
+    /// repository root can be deleted; a listed model's files are not ours. The
+    /// caller holds the model's lock. Blocking.
+    pub fn delete_locked(&self, name: &str, _lock: &ModelGuard) -> Result<(), SourcesError> {
         check_name(name)?;
-        let _lock = self.model_lock(name).blocking_lock_owned();
         let dir = self.model_dir(name)?;
         if dir.listed.is_some() {
             return Err(SourcesError::Conflict(format!(
@@ -329,23 +490,28 @@ impl Sources {
         guard(&self.deployments).remove(name);
         self.manager.unload_model(name);
         // Renamed out of sight in one step, then removed: a failure halfway through
-        // the removal leaves only a hidden directory the scan ignores.
-        // Without the model's name, which may use up all 255 bytes a name may have.
+        // the removal leaves only a hidden directory the scan ignores (and the
+        // staging sweep removes later). Without the model's name, which may use up
+        // all 255 bytes a name may have.
         let trash = self.root.join(format!(
             ".tmp-delete-{}-{}",
             std::process::id(),
             TRASH_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        std::fs::rename(&dir.dir, &trash).map_err(|e| {
+        self.staging_started(&trash);
+        let renamed = std::fs::rename(&dir.dir, &trash).map_err(|e| {
             tracing::error!(model = name, path = %dir.dir.display(), error = %e, "cannot delete");
             SourcesError::Io(format!("cannot delete model {name:?}: {e}"))
-        })?;
-        guard(&self.stopped).remove(name);
-        guard(&self.watch).remove(name);
-        if let Err(e) = std::fs::remove_dir_all(&trash) {
-            tracing::warn!(model = name, "cannot remove {}: {e}", trash.display());
+        });
+        if renamed.is_ok() {
+            guard(&self.stopped).remove(name);
+            guard(&self.watch).remove(name);
+            if let Err(e) = std::fs::remove_dir_all(&trash) {
+                tracing::warn!(model = name, "cannot remove {}: {e}", trash.display());
+            }
         }
-        Ok(())
+        self.staging_ended(&trash);
+        renamed
     }
 
     /// Sets the model config list without loading anything (start-up, before the
@@ -364,7 +530,11 @@ impl Sources {
     /// whole first (names, policies, base paths that are directories); a list that
     /// fails changes nothing. The same path serves the config file and gRPC
     /// `HandleReloadConfigRequest`. Blocking.
-    pub fn apply_config_list(&self, list: ModelConfigList) -> Result<Vec<String>, SourcesError> {
+    pub fn apply_config_list(
+        &self,
+        list: ModelConfigList,
+        cancel: &CancellationToken,
+    ) -> Result<ReloadAll, SourcesError> {
         list.validate().map_err(SourcesError::InvalidName)?;
         if let Some(m) = list.models.iter().find(|m| !m.base_path.is_dir()) {
             return Err(SourcesError::InvalidName(format!(
@@ -374,41 +544,66 @@ impl Sources {
             )));
         }
         *guard(&self.listed) = Some(Arc::new(list));
-        Ok(self.reload_all())
+        Ok(self.reload_all(cancel))
     }
 
     /// One watcher poll: reconciles each model whose settled view changed since it was
-    /// last reconciled, and unloads models whose directory is gone. Blocking.
+    /// last reconciled, unloads models whose directory is gone, and now and then
+    /// removes stale staging directories. Blocking.
     pub fn poll(&self) {
+        let sweep_due = {
+            let mut last = guard(&self.last_sweep);
+            let due = last.is_none_or(|t| t.elapsed() >= STAGING_SWEEP_INTERVAL);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        if sweep_due {
+            self.sweep_staging(STAGING_GRACE);
+        }
         let dirs = self.model_dirs();
-        self.unload_gone(&dirs, false);
+        self.unload_gone(&dirs);
         let mut work = Vec::new();
         for (name, dir) in dirs {
-            if self.is_stopped(&name) {
+            if self.held_back(&name) {
                 continue;
             }
-            let seen = observe(&dir.dir);
-            let serving: BTreeSet<u64> = self
-                .manager
-                .model_record(&name)
-                .map(|r| {
-                    r.versions
-                        .iter()
-                        .filter(|(_, v)| {
-                            matches!(v.state, VersionState::Available | VersionState::Loading)
-                        })
-                        .map(|(k, _)| *k)
-                        .collect()
-                })
+            let record = self.manager.model_record(&name);
+            let state_of = |v: &u64| {
+                record
+                    .as_ref()
+                    .and_then(|r| r.versions.get(v))
+                    .map(|r| r.state)
+            };
+            let serving: BTreeSet<u64> = record
+                .iter()
+                .flat_map(|r| r.versions.iter())
+                .filter(|(_, v)| matches!(v.state, VersionState::Available | VersionState::Loading))
+                .map(|(k, _)| *k)
+                .collect();
+            let known: BTreeSet<u64> = guard(&self.watch)
+                .get(&name)
+                .and_then(|w| w.reconciled.as_ref())
+                .map(|r| r.versions.keys().copied().collect())
                 .unwrap_or_default();
+            // Every file is read only for versions the manager has not had yet and
+            // versions that failed to load.
+            let seen = observe(&dir.dir, |v| {
+                !known.contains(&v) || state_of(&v) == Some(VersionState::Error)
+            });
             let mut watch = guard(&self.watch);
             let state = watch.entry(name.clone()).or_default();
             // Settled: unchanged since the previous poll, or already serving (a served
-            // version is never unloaded because its files are being touched).
+            // version is never unloaded because its files are being touched). A version
+            // whose fingerprint changed kind was settled when it was reconciled.
             let settled: BTreeMap<u64, Fingerprint> = seen
                 .versions
                 .iter()
-                .filter(|(v, f)| state.previous.versions.get(v) == Some(f) || serving.contains(v))
+                .filter(|(v, f)| match state.previous.versions.get(v) {
+                    Some(p) => p == *f || !same_kind(p, f) || serving.contains(v),
+                    None => serving.contains(v),
+                })
                 .map(|(v, f)| (*v, f.clone()))
                 .collect();
             let candidate = ModelView {
@@ -420,23 +615,91 @@ impl Sources {
                 work.push((name, dir, candidate));
             }
         }
-        std::thread::scope(|s| {
-            for (name, dir, candidate) in &work {
-                s.spawn(move || {
-                    let Ok(_lock) = self.model_lock(name).try_lock_owned() else {
-                        return; // busy (an upload, a reload): next poll
-                    };
-                    if self.is_stopped(name) {
-                        return;
-                    }
-                    let settled: BTreeSet<u64> = candidate.versions.keys().copied().collect();
-                    self.reconcile(name, dir, Some(&settled));
-                    if let Some(state) = guard(&self.watch).get_mut(name) {
-                        state.reconciled = Some(candidate.clone());
-                    }
-                });
+        self.for_each_bounded(&work, |(name, dir, candidate)| {
+            let Ok(_lock) = self.model_lock(name).try_acquire_owned() else {
+                return; // busy (an upload, a reload): next poll
+            };
+            if self.held_back(name) {
+                return;
+            }
+            let settled: BTreeSet<u64> = candidate.versions.keys().copied().collect();
+            self.reconcile(name, dir, Some(&settled));
+            if let Some(state) = guard(&self.watch).get_mut(name) {
+                state.reconciled = Some(candidate.clone());
             }
         });
+    }
+
+    /// Removes staging directories (`.tmp-upload-*` in model directories,
+    /// `.tmp-delete-*` and `.tmp-upload-*` in the root) that no operation of this
+    /// process holds and that are at least `min_age` old; a root directory left
+    /// empty by that (an upload of a new model that never finished) goes too.
+    /// Blocking.
+    fn sweep_staging(&self, min_age: Duration) {
+        let mut dirs: Vec<(PathBuf, bool)> = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(&self.root) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if is_staging_name(&name) {
+                    self.remove_if_stale(&path, min_age);
+                } else if !name.starts_with('.') && path.is_dir() {
+                    dirs.push((path, true));
+                }
+            }
+        }
+        for m in self.config_list().iter().flat_map(|l| l.models.iter()) {
+            dirs.push((m.base_path.clone(), false));
+        }
+        for (dir, under_root) in dirs {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            let mut removed = false;
+            for entry in entries.flatten() {
+                if entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(".tmp-upload-")
+                {
+                    removed |= self.remove_if_stale(&entry.path(), min_age);
+                }
+            }
+            if removed && under_root {
+                let _ = std::fs::remove_dir(&dir); // only if nothing else is left
+            }
+        }
+    }
+
+    fn remove_if_stale(&self, path: &Path, min_age: Duration) -> bool {
+        if guard(&self.staging).contains(path) {
+            return false;
+        }
+        let age = std::fs::symlink_metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .unwrap_or_default();
+        if age < min_age {
+            return false;
+        }
+        let removed = match std::fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+            Ok(_) => std::fs::remove_file(path),
+            Err(e) => Err(e),
+        };
+        match removed {
+            Ok(()) => {
+                tracing::info!("removed stale staging {}", path.display());
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => {
+                tracing::warn!("cannot remove stale staging {}: {e}", path.display());
+                false
+            }
+        }
     }
 
     /// Whether a model is served from the repository root or the list in force
@@ -448,7 +711,7 @@ impl Sources {
     /// Reconciles a model with everything on disk now, and records what was seen so
     /// the watcher does not redo it. The caller holds the model's lock.
     fn reconcile_now(&self, name: &str, dir: &ModelDir) {
-        let seen = observe(&dir.dir);
+        let seen = observe(&dir.dir, |_| true);
         self.reconcile(name, dir, None);
         guard(&self.watch).insert(
             name.to_string(),
@@ -482,9 +745,9 @@ impl Sources {
         self.manager.reconcile_model(&on_disk);
     }
 
-    /// Unloads models the manager serves whose directory is gone. With `all`, also
-    /// models that are not stopped but busy are waited for; the watcher skips them.
-    fn unload_gone(&self, dirs: &BTreeMap<String, ModelDir>, wait: bool) {
+    /// Unloads models the manager serves whose directory is gone. A busy model is
+    /// left for the next poll or reload.
+    fn unload_gone(&self, dirs: &BTreeMap<String, ModelDir>) {
         let known: Vec<String> = self
             .manager
             .serving()
@@ -497,19 +760,37 @@ impl Sources {
             .filter(|name| !dirs.contains_key(name))
             .collect();
         for name in known {
-            let lock = self.model_lock(&name);
-            let _held = if wait {
-                lock.blocking_lock_owned()
-            } else {
-                match lock.try_lock_owned() {
-                    Ok(held) => held,
-                    Err(_) => continue,
-                }
+            let Ok(_held) = self.model_lock(&name).try_acquire_owned() else {
+                continue;
             };
             self.manager.unload_model(&name);
             guard(&self.watch).remove(&name);
         }
     }
+}
+
+/// A stop waiting for its model's lock; dropping it (the stop done, or given up)
+/// clears the pending mark.
+pub struct StopIntent {
+    sources: Arc<Sources>,
+    name: String,
+}
+
+impl Drop for StopIntent {
+    fn drop(&mut self) {
+        let mut stopping = guard(&self.sources.stopping);
+        if let Some(n) = stopping.get_mut(&self.name) {
+            *n -= 1;
+            if *n == 0 {
+                stopping.remove(&self.name);
+            }
+        }
+    }
+}
+
+/// Staging made by an upload or a delete (a crash may leave them behind).
+fn is_staging_name(name: &str) -> bool {
+    name.starts_with(".tmp-upload-") || name.starts_with(".tmp-delete-")
 }
 
 fn check_name(name: &str) -> Result<(), SourcesError> {
@@ -542,8 +823,9 @@ fn apply_overrides(
     }
 }
 
-/// Reads what the watcher compares between polls. Unreadable parts read as absent.
-fn observe(model_dir: &Path) -> ModelView {
+/// Reads what the watcher compares between polls; `files(v)` says whether every file
+/// of version `v` is read, or only its directory. Unreadable parts read as absent.
+fn observe(model_dir: &Path, files: impl Fn(u64) -> bool) -> ModelView {
     let config = std::fs::read(model_dir.join(ModelConfig::FILE_NAME)).ok();
     let mut versions = BTreeMap::new();
     if let Ok(entries) = std::fs::read_dir(model_dir) {
@@ -551,18 +833,39 @@ fn observe(model_dir: &Path) -> ModelView {
             let Some(version) = entry.file_name().to_str().and_then(parse_version) else {
                 continue;
             };
-            if entry.path().is_dir() {
-                let mut files = Vec::new();
-                fingerprint(&entry.path(), "", 0, &mut files);
-                files.sort();
-                versions.insert(version, files);
+            let Ok(meta) = std::fs::metadata(entry.path()) else {
+                continue;
+            };
+            if !meta.is_dir() {
+                continue;
             }
+            let print = if files(version) {
+                let mut list = Vec::new();
+                fingerprint(&entry.path(), "", 0, &mut list);
+                list.sort();
+                Fingerprint::Files(list)
+            } else {
+                Fingerprint::Dir(meta.modified().ok())
+            };
+            versions.insert(version, print);
         }
     }
     ModelView { config, versions }
 }
 
-fn fingerprint(dir: &Path, prefix: &str, depth: usize, out: &mut Fingerprint) {
+fn same_kind(a: &Fingerprint, b: &Fingerprint) -> bool {
+    matches!(
+        (a, b),
+        (Fingerprint::Files(_), Fingerprint::Files(_)) | (Fingerprint::Dir(_), Fingerprint::Dir(_))
+    )
+}
+
+fn fingerprint(
+    dir: &Path,
+    prefix: &str,
+    depth: usize,
+    out: &mut Vec<(String, u64, Option<SystemTime>)>,
+) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -591,21 +894,77 @@ mod tests {
     use crate::model_config::VersionPolicy;
 
     #[test]
+    fn the_watcher_sweeps_only_old_staging_that_no_operation_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let sources = Sources::new(
+            Arc::new(Manager::new(crate::backends::BackendOptions::default())),
+            root.to_path_buf(),
+        );
+        let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        let staging = |path: &str, old: bool| {
+            let p = root.join(path);
+            std::fs::create_dir_all(p.join("sub")).unwrap();
+            if old {
+                std::fs::File::open(&p)
+                    .unwrap()
+                    .set_modified(an_hour_ago)
+                    .unwrap();
+            }
+            p
+        };
+        std::fs::create_dir_all(root.join("m/1")).unwrap();
+        let old = staging("m/.tmp-upload-1-1", true);
+        let young = staging("m/.tmp-upload-1-2", false);
+        let held = staging("m/.tmp-upload-1-3", true);
+        let trash = staging(".tmp-delete-x-1", true);
+        let ghost = staging("ghost/.tmp-upload-1-4", true);
+        let other = staging("m/.tmp-copy-1", true);
+        sources.staging_started(&held);
+
+        sources.sweep_staging(STAGING_GRACE);
+        assert!(!old.exists() && !trash.exists() && !ghost.exists());
+        assert!(
+            !root.join("ghost").exists(),
+            "a directory of debris only goes too"
+        );
+        assert!(
+            young.exists(),
+            "may belong to another process still writing"
+        );
+        assert!(held.exists(), "an upload of this process is writing it");
+        assert!(other.exists(), "not staging ferroserve makes");
+        assert!(root.join("m/1").exists());
+
+        // At start-up, age does not matter; what this process holds still does.
+        sources.sweep_staging(Duration::ZERO);
+        assert!(!young.exists() && held.exists());
+    }
+
+    #[test]
     fn fingerprints_change_with_size_and_new_files() {
         let dir = tempfile::tempdir().unwrap();
         let v = dir.path().join("1");
         std::fs::create_dir_all(&v).unwrap();
         std::fs::write(v.join("model.onnx"), b"abc").unwrap();
-        let a = observe(dir.path());
-        assert_eq!(a, observe(dir.path()), "stable when nothing changes");
+        let all = |_| true;
+        let a = observe(dir.path(), all);
+        assert_eq!(a, observe(dir.path(), all), "stable when nothing changes");
         std::fs::write(v.join("model.onnx"), b"abcd").unwrap();
-        let b = observe(dir.path());
+        let b = observe(dir.path(), all);
         assert_ne!(a, b);
         std::fs::write(v.join("extra"), b"").unwrap();
-        assert_ne!(b, observe(dir.path()));
+        assert_ne!(b, observe(dir.path(), all));
         std::fs::create_dir_all(dir.path().join(".tmp-upload-1")).unwrap();
         std::fs::create_dir_all(dir.path().join("latest")).unwrap();
-        assert_eq!(observe(dir.path()).versions.len(), 1, "only version dirs");
+        assert_eq!(
+            observe(dir.path(), all).versions.len(),
+            1,
+            "only version dirs"
+        );
+        // A reconciled version is looked at as a directory only.
+        let dir_only = observe(dir.path(), |_| false);
+        assert!(matches!(dir_only.versions[&1], Fingerprint::Dir(_)));
     }
 
     #[test]

@@ -78,7 +78,7 @@ pub async fn run(
                         }
                         tracing::info!(models = list.models.len(), "model config file changed; applying it");
                         let applying = sources.clone();
-                        let applied = tokio::task::spawn_blocking(move || applying.apply_config_list(list)).await;
+                        let applied = tokio::task::spawn_blocking(move || applying.apply_config_list(list, &crate::sources::CancellationToken::new())).await;
                         match applied {
                             Ok(Ok(_)) => {}
                             Ok(Err(e)) => tracing::error!("model config file refused, the current one stays: {e}"),

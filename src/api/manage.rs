@@ -4,6 +4,16 @@
 //!
 //! Every change goes through `crate::sources::Sources`, under the model's lock, on a
 //! blocking thread; the manager does the loading and the hot swap.
+//!
+//! Invariants (issue 10, "management must not wedge"):
+//! * every operation has a deadline, `Settings::management_timeout`, that counts the
+//!   wait for the model's lock; the lock is awaited asynchronously, so a busy model
+//!   never occupies a blocking thread;
+//! * an operation whose caller left (the request future dropped) or whose deadline
+//!   passed before it started never starts its effect: the blocking part checks a
+//!   cancellation token first (`run_locked`);
+//! * no lock is held while waiting on a client: an upload streams into its staging
+//!   directory without the lock and takes it only to move the checked file into place.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,7 +27,7 @@ use crate::backends::load_backend;
 use crate::manager::{ModelRecord, VersionState};
 use crate::model_config_list::{is_valid_model_name, ModelConfigList};
 use crate::repository::{parse_version, MAX_VERSION};
-use crate::sources::{Deployment, ModelGuard, SourcesError};
+use crate::sources::{CancellationToken, Deployment, ReloadAll, SourcesError};
 
 impl From<SourcesError> for ApiError {
     fn from(e: SourcesError) -> ApiError {
@@ -26,6 +36,8 @@ impl From<SourcesError> for ApiError {
             SourcesError::NotFound(m) => ApiError::NotFound(m),
             SourcesError::Conflict(m) => ApiError::Conflict(m),
             SourcesError::Io(m) => ApiError::Internal(m),
+            SourcesError::Busy(m) => ApiError::Unavailable(m),
+            SourcesError::Cancelled(m) => ApiError::DeadlineExceeded(m),
         }
     }
 }
@@ -47,6 +59,8 @@ pub struct ModelSummary {
     /// Listed in the model config list (else found in the repository root).
     pub from_config_list: bool,
     pub stopped: bool,
+    /// Another management operation holds the model now.
+    pub busy: bool,
     pub deployment: Option<Deployment>,
     pub versions: Vec<VersionSummary>,
     /// Versions requests can reach now, highest last.
@@ -54,6 +68,8 @@ pub struct ModelSummary {
     pub labels: BTreeMap<String, u64>,
     pub label_errors: Vec<String>,
     pub config_error: Option<String>,
+    /// Set when the policy asks for more versions than may be served.
+    pub policy_warning: Option<String>,
 }
 
 impl ModelSummary {
@@ -70,7 +86,7 @@ pub fn models_status(state: &ServerState) -> Vec<ModelSummary> {
     for info in state.sources.describe() {
         let record = records.remove(&info.name).unwrap_or_default();
         let served = served_versions(&serving, &info.name);
-        out.push(summary(
+        let mut model = summary(
             info.name,
             Some(info.dir),
             info.listed,
@@ -78,7 +94,9 @@ pub fn models_status(state: &ServerState) -> Vec<ModelSummary> {
             info.deployment,
             record,
             served,
-        ));
+        );
+        model.busy = info.busy;
+        out.push(model);
     }
     // Models whose directory is gone but whose versions still finish requests.
     for (name, record) in records {
@@ -118,6 +136,7 @@ fn summary(
         dir,
         from_config_list,
         stopped,
+        busy: false,
         deployment,
         versions: record
             .versions
@@ -133,38 +152,90 @@ fn summary(
         labels: record.labels,
         label_errors: record.label_errors,
         config_error: record.config_error,
+        policy_warning: record.policy_warning,
     }
 }
 
-/// Runs a blocking source operation off the async workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, SourcesError> + Send + 'static,
+/// When an operation that starts now must have answered.
+fn deadline(state: &ServerState) -> tokio::time::Instant {
+    tokio::time::Instant::now() + state.settings.management_timeout
+}
+
+/// Runs the effect of a management operation on a blocking thread, with whatever
+/// lock the caller took moved into `f`. The effect does not start if the caller has
+/// gone (this future was dropped) or the deadline passed before a thread picked it
+/// up; past the deadline the caller gets 504 and `f` sees its token cancelled (what
+/// it had started, a load, finishes; nothing new starts).
+async fn run_locked<T: Send + 'static>(
+    deadline: tokio::time::Instant,
+    what: &str,
+    f: impl FnOnce(&CancellationToken) -> Result<T, SourcesError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::Internal(format!("model operation failed: {e}")))?
-        .map_err(ApiError::from)
+    let cancel = CancellationToken::new();
+    // Dropped with this future: when the client leaves, or when it returns.
+    let _cancel_when_gone = cancel.clone().drop_guard();
+    let task = tokio::task::spawn_blocking(move || {
+        if cancel.is_cancelled() {
+            return Err(SourcesError::Cancelled(
+                "the operation was given up before it started".into(),
+            ));
+        }
+        f(&cancel)
+    });
+    match tokio::time::timeout_at(deadline, task).await {
+        Ok(joined) => joined
+            .map_err(|e| ApiError::Internal(format!("model operation failed: {e}")))?
+            .map_err(ApiError::from),
+        Err(_) => Err(ApiError::DeadlineExceeded(format!(
+            "{what} did not finish within the management timeout; what had started \
+             (a model load) finishes in the background"
+        ))),
+    }
+}
+
+/// What a reload did: the status of the models reloaded, and the models skipped
+/// because another operation held them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReloadOutcome {
+    pub models: Vec<ModelSummary>,
+    pub busy: Vec<String>,
 }
 
 /// Re-scans every model, or one (starting it again if it was stopped), and loads
-/// what each policy asks for. Answers the status of the models reloaded.
-pub async fn reload(
-    state: &ServerState,
-    model: Option<&str>,
-) -> Result<Vec<ModelSummary>, ApiError> {
+/// what each policy asks for. Reloading every model skips (and names) busy models;
+/// reloading one waits for it, up to the management timeout.
+pub async fn reload(state: &ServerState, model: Option<&str>) -> Result<ReloadOutcome, ApiError> {
+    let deadline = deadline(state);
     let sources = state.sources.clone();
-    let names = match model {
+    let outcome = match model {
         Some(name) => {
+            sources.model_dir(name)?; // a valid name, before waiting
+            let lock = sources.lock_model(name, deadline).await?;
             let name = name.to_string();
-            blocking(move || sources.reload_model(&name).map(|()| vec![name])).await?
+            run_locked(deadline, "the reload", move |_| {
+                sources.reload_model_locked(&name, &lock)?;
+                Ok(ReloadAll {
+                    reloaded: vec![name],
+                    busy: Vec::new(),
+                })
+            })
+            .await?
         }
-        None => blocking(move || Ok(sources.reload_all())).await?,
+        None => {
+            run_locked(deadline, "the reload", move |cancel| {
+                Ok(sources.reload_all(cancel))
+            })
+            .await?
+        }
     };
     let status = models_status(state);
-    Ok(status
-        .into_iter()
-        .filter(|m| names.contains(&m.model))
-        .collect())
+    Ok(ReloadOutcome {
+        models: status
+            .into_iter()
+            .filter(|m| outcome.reloaded.contains(&m.model))
+            .collect(),
+        busy: outcome.busy,
+    })
 }
 
 /// Replaces the model config list (from the config file or gRPC `ReloadConfig`) and
@@ -177,7 +248,12 @@ pub async fn reload_config(
     list.check_roots(&state.settings.model_roots())
         .map_err(ApiError::PermissionDenied)?;
     let sources = state.sources.clone();
-    blocking(move || sources.apply_config_list(list)).await?;
+    run_locked(
+        deadline(state),
+        "applying the model config list",
+        move |cancel| sources.apply_config_list(list, cancel),
+    )
+    .await?;
     Ok(models_status(state))
 }
 
@@ -199,9 +275,15 @@ pub async fn deploy(state: &ServerState, request: DeployRequest) -> Result<Model
             )));
         }
     }
+    let deadline = deadline(state);
     let sources = state.sources.clone();
+    sources.model_dir(&request.model)?; // a valid name, before waiting
+    let lock = sources.lock_model(&request.model, deadline).await?;
     let name = request.model.clone();
-    blocking(move || sources.deploy(&name, request.deployment)).await?;
+    run_locked(deadline, "the deployment", move |_| {
+        sources.deploy_locked(&name, request.deployment, &lock)
+    })
+    .await?;
     let summary = model_summary(state, &request.model)?;
     if !summary.is_served() {
         return Err(ApiError::Unavailable(format!(
@@ -213,18 +295,36 @@ pub async fn deploy(state: &ServerState, request: DeployRequest) -> Result<Model
     Ok(summary)
 }
 
-/// Stops serving a model and keeps its files. Requests already running finish.
+/// Stops serving a model and keeps its files. Requests already running finish. The
+/// stop is recorded before it waits for the model's lock, so a reload of every model
+/// that gets the lock first leaves the model alone: the stop wins.
 pub async fn stop_model(state: &ServerState, model: &str) -> Result<(), ApiError> {
+    let deadline = deadline(state);
     let sources = state.sources.clone();
+    sources.check_stoppable(model)?;
+    let intent = sources.intend_stop(model);
+    let lock = sources.lock_model(model, deadline).await?;
     let name = model.to_string();
-    blocking(move || sources.stop(&name)).await
+    run_locked(deadline, "the stop", move |_| {
+        let stopped = sources.stop_locked(&name, &lock);
+        drop(intent); // only once the stopped set holds the model
+        stopped
+    })
+    .await
 }
 
-/// Stops serving a model and deletes its files.
+/// Stops serving a model and deletes its files. A delete whose caller gave up while
+/// it waited for the model's lock never happens.
 pub async fn delete_model(state: &ServerState, model: &str) -> Result<(), ApiError> {
+    let deadline = deadline(state);
     let sources = state.sources.clone();
+    sources.model_dir(model)?; // a valid name, before waiting
+    let lock = sources.lock_model(model, deadline).await?;
     let name = model.to_string();
-    blocking(move || sources.delete(&name)).await
+    run_locked(deadline, "the delete", move |_| {
+        sources.delete_locked(&name, &lock)
+    })
+    .await
 }
 
 fn describe_failures(summary: &ModelSummary) -> String {
@@ -259,10 +359,11 @@ pub struct UploadOutcome {
 }
 
 /// An upload in progress: the file is streamed into a staging directory inside the
-/// model's folder (`.tmp-upload-*`, which the repository scan ignores), checked by
-/// loading it, then renamed into place as `<version>/`. Dropping it before
-/// [`Upload::finish`] removes the staging directory, so nothing partial is ever left
-/// where the scan looks.
+/// model's folder (`.tmp-upload-*`, which the repository scan ignores) without the
+/// model's lock, checked by loading it, then, under the lock, renamed into place as
+/// `<version>/`. Dropping it before [`Upload::finish`] removes the staging directory,
+/// so nothing partial is ever left where the scan looks; a stalled client holds only
+/// its staging directory, never the model.
 pub struct Upload {
     model: String,
     version: Option<u64>,
@@ -275,8 +376,6 @@ pub struct Upload {
     written: u64,
     limit: u64,
     state: Arc<ServerState>,
-    /// Held for the whole upload: uploads (and reloads) of one model are serialised.
-    lock: Option<ModelGuard>,
     finished: bool,
 }
 
@@ -309,7 +408,8 @@ pub fn default_model_id(file_name: &str) -> String {
 static STAGING_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Starts an upload of `file_name` as `model` (version: given, or the next integer).
-/// Waits for any other upload or reload of the same model to finish first.
+/// Takes no lock: uploads of one model stream side by side and are serialised only
+/// when each moves into place.
 pub async fn begin_upload(
     state: Arc<ServerState>,
     model: &str,
@@ -329,7 +429,8 @@ pub async fn begin_upload(
     }
     let artifact_name = artifact_name(file_name)?;
     let model_dir = state.sources.model_dir(model)?.dir;
-    let lock = state.sources.model_lock(model).lock_owned().await;
+    // Checked again under the lock when the file moves into place; this only fails
+    // early, before the client sends the whole file.
     if let Some(v) = version {
         if model_dir.join(v.to_string()).exists() {
             return Err(version_exists(model, v));
@@ -342,9 +443,8 @@ pub async fn begin_upload(
         STAGING_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
     let io = |what: &str, e: std::io::Error| ApiError::Internal(format!("cannot {what}: {e}"));
-    tokio::fs::create_dir_all(&staging)
-        .await
-        .map_err(|e| io("create the staging directory", e))?;
+    // Registered first, so the sweep of stale staging never removes it.
+    state.sources.staging_started(&staging);
     let mut upload = Upload {
         model: model.to_string(),
         version,
@@ -356,9 +456,11 @@ pub async fn begin_upload(
         written: 0,
         limit: state.settings.max_upload_bytes,
         state,
-        lock: Some(lock),
         finished: false,
     };
+    tokio::fs::create_dir_all(&upload.staging)
+        .await
+        .map_err(|e| io("create the staging directory", e))?;
     let file = tokio::fs::File::create(upload.staging.join(artifact_name))
         .await
         .map_err(|e| io("create the staging file", e))?;
@@ -395,8 +497,11 @@ impl Upload {
             .map_err(|e| ApiError::Internal(format!("cannot write the staging file: {e}")))
     }
 
-    /// Checks the file by loading it, moves it into place and reloads the model.
+    /// Checks the file by loading it, then, under the model's lock, moves it into
+    /// place and reloads the model. Bounded by the management timeout from here on;
+    /// if the caller leaves before the move, nothing moves.
     pub async fn finish(mut self) -> Result<UploadOutcome, ApiError> {
+        let deadline = deadline(&self.state);
         let mut file = self
             .file
             .take()
@@ -409,55 +514,78 @@ impl Upload {
         if self.written == 0 {
             return Err(ApiError::InvalidArgument("the model file is empty".into()));
         }
-        // Checked by actually loading it, on a blocking thread, before anything moves.
+        // Checked by actually loading it, on a blocking thread, before anything moves
+        // and without the lock.
         let artifact = self.staging.join(self.artifact_name);
         let options = self.state.manager.backend_options().clone();
-        let checked =
-            tokio::task::spawn_blocking(move || load_backend(&artifact, &options).map(|_| ()))
-                .await
-                .map_err(|e| ApiError::Internal(format!("model check failed: {e}")))?;
+        let check =
+            tokio::task::spawn_blocking(move || load_backend(&artifact, &options).map(|_| ()));
+        let checked = tokio::time::timeout_at(deadline, check)
+            .await
+            .map_err(|_| {
+                ApiError::DeadlineExceeded(
+                    "checking the uploaded model did not finish within the management timeout"
+                        .into(),
+                )
+            })?
+            .map_err(|e| ApiError::Internal(format!("model check failed: {e}")))?;
         if let Err(e) = checked {
             return Err(ApiError::InvalidArgument(format!(
                 "the uploaded file is not a model ferroserve can load: {e}"
             )));
         }
+        let state = self.state.clone();
+        let model = self.model.clone();
+        let bytes = self.written;
+        let lock = state.sources.lock_model(&model, deadline).await?;
+        // The upload itself moves to the blocking thread: if that never runs its
+        // effect (the caller left), dropping it there removes the staging directory.
+        let version = run_locked(deadline, "the upload", move |_| {
+            let version = self.move_into_place()?;
+            let sources = &self.state.sources;
+            // A model outside the config list in force is stored but not served.
+            if sources.is_source(&self.model) {
+                sources.reload_model_locked(&self.model, &lock)?;
+            }
+            Ok(version)
+        })
+        .await?;
+        let summary = model_summary(&state, &model)?;
+        Ok(UploadOutcome {
+            model,
+            version,
+            bytes,
+            summary,
+        })
+    }
+
+    /// Renames the staging directory to `<version>/`. The caller holds the model's
+    /// lock, so the version number cannot be taken meanwhile. Blocking.
+    fn move_into_place(&mut self) -> Result<u64, SourcesError> {
         let version = match self.version {
             Some(v) => v,
             None => next_version(&self.model_dir)?,
         };
         let target = self.model_dir.join(version.to_string());
         if target.exists() {
-            return Err(version_exists(&self.model, version));
+            return Err(SourcesError::Conflict(
+                version_exists(&self.model, version).to_string(),
+            ));
         }
         // The one step that makes the version visible: a rename within one directory.
         std::fs::rename(&self.staging, &target).map_err(|e| {
             tracing::error!(path = %target.display(), error = %e, "cannot move the upload into place");
-            ApiError::Internal(format!(
+            SourcesError::Io(format!(
                 "cannot move the upload into version directory {version}: {e}"
             ))
         })?;
+        self.finished = true;
+        self.state.sources.staging_ended(&self.staging);
         if let Ok(dir) = std::fs::File::open(&self.model_dir) {
             let _ = dir.sync_all();
         }
-        self.finished = true;
         tracing::info!(model = %self.model, version, bytes = self.written, "model uploaded");
-
-        let lock = self.lock.take().expect("held until finished");
-        let sources = self.state.sources.clone();
-        let name = self.model.clone();
-        // A model outside the config list in force is stored but not served.
-        blocking(move || match sources.is_source(&name) {
-            true => sources.reload_model_locked(&name, &lock),
-            false => Ok(()),
-        })
-        .await?;
-        let summary = model_summary(&self.state, &self.model)?;
-        Ok(UploadOutcome {
-            model: self.model.clone(),
-            version,
-            bytes: self.written,
-            summary,
-        })
+        Ok(version)
     }
 }
 
@@ -471,6 +599,7 @@ impl Drop for Upload {
                 tracing::warn!("cannot remove {}: {e}", self.staging.display());
             }
         }
+        self.state.sources.staging_ended(&self.staging);
         if self.created_model_dir {
             let _ = std::fs::remove_dir(&self.model_dir); // only if still empty
         }
@@ -478,17 +607,18 @@ impl Drop for Upload {
 }
 
 /// One more than the highest version directory of the model (1 for a new model).
-fn next_version(model_dir: &Path) -> Result<u64, ApiError> {
+fn next_version(model_dir: &Path) -> Result<u64, SourcesError> {
     let highest = std::fs::read_dir(model_dir)
         .map_err(|e| {
             tracing::error!(path = %model_dir.display(), error = %e, "cannot list versions");
-            ApiError::Internal(format!("cannot list the model's versions: {e}"))
+            SourcesError::Io(format!("cannot list the model's versions: {e}"))
         })?
         .flatten()
         .filter_map(|e| e.file_name().to_str().and_then(parse_version))
         .max()
         .unwrap_or(0);
-    Some(highest + 1)
+    highest
+        .checked_add(1)
         .filter(|v| *v <= MAX_VERSION)
-        .ok_or_else(|| ApiError::Conflict("no version number left".into()))
+        .ok_or_else(|| SourcesError::Conflict("no version number left".into()))
 }

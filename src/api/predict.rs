@@ -126,10 +126,8 @@ async fn run(
     started: Instant,
 ) -> Result<PredictResponse, ApiError> {
     let handle = state.manager.resolve(model, &request.version)?;
-    let timeout = handle
-        .config
-        .timeout()
-        .unwrap_or(state.settings.request_timeout);
+    // The version's timeout as it is now: a deployment may have changed it since load.
+    let timeout = handle.timeout().unwrap_or(state.settings.request_timeout);
     let timeout = match request.client_timeout {
         Some(t) => t.min(timeout),
         None => timeout,

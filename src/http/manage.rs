@@ -81,6 +81,7 @@ fn summary_json(m: &ModelSummary, base: &str) -> Value {
         "model_id": name,
         "served": m.is_served(),
         "stopped": m.stopped,
+        "busy": m.busy,
         "source": if m.from_config_list { "config_file" } else { "repository" },
         "base_path": m.dir.as_ref().map(|d| d.display().to_string()),
         "served_versions": m.served_versions,
@@ -88,6 +89,7 @@ fn summary_json(m: &ModelSummary, base: &str) -> Value {
         "labels": m.labels,
         "label_errors": m.label_errors,
         "config_error": m.config_error,
+        "policy_warning": m.policy_warning,
         "deployment": m.deployment.as_ref().map(deployment_json),
         "endpoints": if m.is_served() {
             json!({
@@ -281,17 +283,27 @@ async fn reload_model(
     Query(query): Query<ReloadQuery>,
 ) -> Result<Json<Value>, HttpError> {
     let name = query.modelname.filter(|n| !n.is_empty());
-    let models = manage::reload(&state, name.as_deref()).await?;
+    let outcome = manage::reload(&state, name.as_deref()).await?;
+    let models = &outcome.models;
     let (base, _) = base_url(&state);
     let served: Map<String, Value> = models
         .iter()
         .map(|m| (m.model.clone(), json!(m.served_versions)))
         .collect();
+    let mut message = match &name {
+        Some(n) => format!("model {n} reloaded"),
+        None => format!("{} models reloaded", models.len()),
+    };
+    if !outcome.busy.is_empty() {
+        message.push_str(&format!(
+            "; skipped {} busy with another operation (the watcher reloads them later)",
+            outcome.busy.join(", ")
+        ));
+    }
     Ok(Json(json!({
-        "message": match &name {
-            Some(n) => format!("model {n} reloaded"),
-            None => format!("{} models reloaded", models.len()),
-        },
+        "message": message,
+        // Models another operation (an upload, reload or stop) held: not reloaded now.
+        "busy": outcome.busy,
         "served_versions": served,
         "models": models.iter().map(|m| summary_json(m, &base)).collect::<Vec<_>>(),
     })))
