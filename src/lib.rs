@@ -9,6 +9,7 @@ pub mod http;
 pub mod inference;
 pub mod json_tensor;
 pub mod manager;
+pub mod memory;
 pub mod metrics;
 pub mod model_config;
 pub mod model_config_list;

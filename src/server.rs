@@ -115,6 +115,10 @@ pub async fn run(
         stop_rx.clone(),
     ));
     // The tokens file is re-read when it changes, until shutdown.
+    // Free memory goes back to the OS after a large request (src/memory.rs).
+    let stop_trimmer = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trimmer = crate::memory::Trimmer::spawn(stop_trimmer.clone())
+        .context("cannot start the memory trimmer thread")?;
     let tokens_watcher = auth
         .tokens_configured()
         .then(|| tokio::spawn(watch_tokens_file(auth.clone(), stop_rx.clone())));
@@ -200,6 +204,8 @@ pub async fn run(
     if let Some(tokens_watcher) = tokens_watcher {
         let _ = tokens_watcher.await;
     }
+    stop_trimmer.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = tokio::task::spawn_blocking(move || trimmer.join()).await;
     if let Some(reload) = tls_reload {
         let _ = reload.await;
     }
