@@ -78,7 +78,14 @@ pub struct LoadedVersion {
     pub model: Arc<str>,
     pub version: u64,
     pub backend: Arc<dyn Backend>,
-    pub config: Arc<ModelConfig>,
+    /// The model's config.toml in force now. Swapped when the file changes (the
+    /// watcher reconciles the model), so settings that need no reload (feature
+    /// names and defaults, input and output names, timeout, row limit) apply to the
+    /// versions already serving. Read with [`LoadedVersion::config`].
+    config: ArcSwap<ModelConfig>,
+    /// The config this version was loaded with: what `[batching]` and `warmup`,
+    /// which take effect only at load, were when it loaded.
+    pub loaded_config: Arc<ModelConfig>,
     /// This version's request queue and batcher (`[batching]` in its config).
     /// It lives as long as the version: requests queued when the version is
     /// unpublished hold the handle, so they drain before it is freed.
@@ -92,6 +99,25 @@ pub struct LoadedVersion {
 }
 
 impl LoadedVersion {
+    /// The model's config in force now (lock-free; see the field).
+    pub fn config(&self) -> arc_swap::Guard<Arc<ModelConfig>> {
+        self.config.load()
+    }
+
+    /// The settings of the config in force that differ from the ones this version
+    /// loaded with and take effect only when a version loads.
+    pub fn settings_needing_reload(&self) -> Vec<&'static str> {
+        let now = self.config.load();
+        let mut out = Vec::new();
+        if now.batching != self.loaded_config.batching {
+            out.push("batching");
+        }
+        if now.warmup != self.loaded_config.warmup {
+            out.push("warmup");
+        }
+        out
+    }
+
     /// The model's request deadline now (`None`: the server's default).
     pub fn timeout(&self) -> Option<Duration> {
         match self.timeout_nanos.load(Ordering::Relaxed) {
@@ -614,8 +640,11 @@ impl Manager {
             }
             // A deployment's or config.toml's timeout applies to the versions already
             // serving at once, not only to versions loaded from now on.
+            // So do the other settings that need no reload (feature names and
+            // defaults, input and output names, the row limit).
             for handle in serving.versions.values() {
                 handle.set_timeout(config.timeout());
+                handle.config.store(config.clone());
             }
             serving.labels = labels.clone();
             serving.config = config.clone();
@@ -652,11 +681,12 @@ impl Manager {
                     version,
                     backend,
                     timeout_nanos: AtomicU64::new(0),
-                    config,
+                    config: ArcSwap::new(config.clone()),
+                    loaded_config: config,
                     queue,
                     records: Arc::downgrade(&self.records),
                 });
-                handle.set_timeout(handle.config.timeout());
+                handle.set_timeout(handle.config().timeout());
                 // Publish before marking AVAILABLE, so status never says AVAILABLE for
                 // a version requests cannot reach. The records lock is not held here:
                 // publishing may free an old version, whose Drop takes that lock.

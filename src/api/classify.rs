@@ -69,12 +69,12 @@ pub async fn classify(
     let (handle, n) = (resolve(state, &request)?, request.examples.len());
     let traits = handle.backend.traits();
     let probabilities = handle
-        .config
+        .config()
         .probabilities_output
         .clone()
         .or_else(|| traits.probabilities_output.clone());
     let prediction = handle
-        .config
+        .config()
         .prediction_output
         .clone()
         .or_else(|| traits.prediction_output.clone());
@@ -127,7 +127,7 @@ pub async fn regress(
     let handle = resolve(state, &request)?;
     let n = request.examples.len();
     let output = handle
-        .config
+        .config()
         .prediction_output
         .clone()
         .or_else(|| handle.backend.traits().prediction_output.clone())
@@ -198,7 +198,7 @@ fn examples_to_input(
     examples: &[Example],
 ) -> Result<(String, Tensor), ApiError> {
     let signature = handle.backend.signature();
-    let input = match handle.config.input_name.as_deref() {
+    let input = match handle.config().input_name.as_deref() {
         Some(name) => signature.inputs.iter().find(|s| s.name == name),
         None => match signature.inputs.as_slice() {
             [only] => Some(only),
@@ -211,11 +211,11 @@ fn examples_to_input(
             handle.model
         ))
     })?;
-    let names = handle.config.feature_names.as_ref().or(handle
-        .backend
-        .traits()
+    let config = handle.config();
+    let names = config
         .feature_names
-        .as_ref());
+        .as_ref()
+        .or(handle.backend.traits().feature_names.as_ref());
     let bytes_input = input.dtype == DataType::Bytes;
     let mut numbers: Vec<f64> = Vec::new();
     let mut strings: Vec<Vec<u8>> = Vec::new();

@@ -70,6 +70,10 @@ pub struct ModelSummary {
     pub config_error: Option<String>,
     /// Set when the policy asks for more versions than may be served.
     pub policy_warning: Option<String>,
+    /// Settings of the model's config.toml that changed since a served version
+    /// loaded and take effect only when a version loads (`batching`, `warmup`);
+    /// every other setting already applies to the served versions.
+    pub settings_needing_reload: Vec<&'static str>,
 }
 
 impl ModelSummary {
@@ -86,6 +90,7 @@ pub fn models_status(state: &ServerState) -> Vec<ModelSummary> {
     for info in state.sources.describe() {
         let record = records.remove(&info.name).unwrap_or_default();
         let served = served_versions(&serving, &info.name);
+        let needing_reload = settings_needing_reload(&serving, &info.name);
         let mut model = summary(
             info.name,
             Some(info.dir),
@@ -96,6 +101,7 @@ pub fn models_status(state: &ServerState) -> Vec<ModelSummary> {
             served,
         );
         model.busy = info.busy;
+        model.settings_needing_reload = needing_reload;
         out.push(model);
     }
     // Models whose directory is gone but whose versions still finish requests.
@@ -120,6 +126,19 @@ fn served_versions(map: &crate::manager::ServingMap, model: &str) -> Vec<u64> {
         .get(model)
         .map(|m| m.versions.keys().copied().collect())
         .unwrap_or_default()
+}
+
+fn settings_needing_reload(map: &crate::manager::ServingMap, model: &str) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = map
+        .models
+        .get(model)
+        .into_iter()
+        .flat_map(|m| m.versions.values())
+        .flat_map(|v| v.settings_needing_reload())
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 fn summary(
@@ -153,6 +172,7 @@ fn summary(
         label_errors: record.label_errors,
         config_error: record.config_error,
         policy_warning: record.policy_warning,
+        settings_needing_reload: Vec::new(),
     }
 }
 

@@ -136,12 +136,12 @@ async fn run(
     let signature = handle.backend.signature();
     let inputs = prepare_inputs(
         signature,
-        handle.config.input_name.as_deref(),
+        handle.config().input_name.as_deref(),
         request.inputs,
     )?;
     check_outputs(signature, &request.outputs)?;
     let max_rows = handle
-        .config
+        .config()
         .max_request_rows
         .unwrap_or(state.settings.max_request_rows);
     check_rows(&inputs, max_rows, &handle)?;
@@ -294,7 +294,7 @@ pub fn row_limit(state: &ServerState, model: &str, version: &VersionRequest) -> 
         .manager
         .resolve(model, version)
         .ok()
-        .and_then(|h| h.config.max_request_rows)
+        .and_then(|h| h.config().max_request_rows)
         .unwrap_or(state.settings.max_request_rows)
 }
 

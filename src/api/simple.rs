@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::{predict, ApiError, PredictRequest, Protocol, ServerState};
 use crate::manager::{ServableHandle, VersionRequest};
-use crate::model_config::FeatureValue;
+use crate::model_config::{FeatureValue, ModelConfig};
 use crate::tensor::{DataType, Tensor, TensorData, TensorSpec};
 
 /// The rows of a simple request.
@@ -66,14 +66,14 @@ pub async fn simple_predict(
     let traits = handle.backend.traits();
     let outputs = &handle.backend.signature().outputs;
     let prediction_output = handle
-        .config
+        .config()
         .prediction_output
         .clone()
         .or_else(|| traits.prediction_output.clone())
         .or_else(|| outputs.first().map(|o| o.name.clone()))
         .ok_or_else(|| ApiError::Internal("the model has no outputs".into()))?;
     let probabilities_output = handle
-        .config
+        .config()
         .probabilities_output
         .clone()
         .or_else(|| traits.probabilities_output.clone())
@@ -114,7 +114,7 @@ pub async fn simple_predict(
 
 fn input_spec(handle: &ServableHandle) -> Result<&TensorSpec, ApiError> {
     let inputs = &handle.backend.signature().inputs;
-    match handle.config.input_name.as_deref() {
+    match handle.config().input_name.as_deref() {
         Some(name) => inputs.iter().find(|s| s.name == name).ok_or_else(|| {
             ApiError::Internal(format!(
                 "the model config names input {name:?}, which the model does not have"
@@ -130,10 +130,13 @@ fn input_spec(handle: &ServableHandle) -> Result<&TensorSpec, ApiError> {
     }
 }
 
-/// The model's feature names: its config's, else the model's own.
-pub fn feature_names(handle: &ServableHandle) -> Option<&Vec<String>> {
-    handle
-        .config
+/// The model's feature names: its config's (`config`, the one in force), else the
+/// model's own.
+pub fn feature_names<'a>(
+    handle: &'a ServableHandle,
+    config: &'a ModelConfig,
+) -> Option<&'a Vec<String>> {
+    config
         .feature_names
         .as_ref()
         .or(handle.backend.traits().feature_names.as_ref())
@@ -144,17 +147,19 @@ fn rows_to_tensor(
     input: &TensorSpec,
     rows: &Rows,
 ) -> Result<Tensor, ApiError> {
+    // One read of the config in force for the whole request.
+    let config = handle.config();
     let positional: Vec<Vec<&FeatureValue>> = match rows {
         Rows::Positional(rows) => rows.iter().map(|r| r.iter().collect()).collect(),
         Rows::Named(rows) => {
-            let names = feature_names(handle).ok_or_else(|| {
+            let names = feature_names(handle, &config).ok_or_else(|| {
                 ApiError::InvalidArgument(format!(
                     "model {:?} does not know its feature names (set feature_names in its \
                      config.toml), so features must be given as a list of values",
                     handle.model
                 ))
             })?;
-            let defaults = &handle.config.feature_defaults;
+            let defaults = &config.feature_defaults;
             rows.iter()
                 .map(|row| {
                     let unknown: Vec<&String> = row.keys().filter(|k| !names.contains(k)).collect();

@@ -90,6 +90,7 @@ fn summary_json(m: &ModelSummary, base: &str) -> Value {
         "label_errors": m.label_errors,
         "config_error": m.config_error,
         "policy_warning": m.policy_warning,
+        "settings_needing_reload": m.settings_needing_reload,
         "deployment": m.deployment.as_ref().map(deployment_json),
         "endpoints": if m.is_served() {
             json!({

@@ -1,0 +1,110 @@
+//! Issue 11, item 1: `config.toml` edits after a version has loaded take effect on
+//! the next poll for the versions already serving (feature names and defaults,
+//! input/output names, timeout), without a reload; settings that only apply at
+//! load (`[batching]`, `warmup`) are named in `/models/status` until a reload.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{install_model, root_path, test_settings, TestServer};
+use ferroserve::settings::Settings;
+use serde_json::Value;
+
+const QUERY: &str =
+    "/predict/iris?sepal_length=5.1&sepal_width=3.5&petal_length=1.4&petal_width=0.2";
+
+/// Polls `path` until `done(status, body)` or the deadline.
+async fn poll_until(
+    server: &TestServer,
+    path: &str,
+    done: impl Fn(u16, &Value) -> bool,
+) -> (u16, Value) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = server.get(path).await;
+        if done(status, &body) {
+            return (status, body);
+        }
+        assert!(Instant::now() < deadline, "{path}: still {status} {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_edits_apply_to_served_versions_without_a_reload() {
+    let repo = tempfile::tempdir().unwrap();
+    // The ONNX iris model knows no feature names of its own.
+    install_model(
+        repo.path(),
+        "iris",
+        1,
+        &root_path("examples/models/iris_dt/1/model.onnx"),
+    );
+    let server = TestServer::start_with(Settings {
+        file_system_poll_wait: Duration::from_millis(100),
+        ..test_settings(repo.path())
+    })
+    .await;
+    let (status, body) = server.get(QUERY).await;
+    assert_eq!(status, 400, "no feature names yet: {body}");
+
+    // The README's example: write config.toml, then ask by name.
+    std::fs::write(
+        repo.path().join("iris/config.toml"),
+        "feature_names = [\"sepal_length\", \"sepal_width\", \"petal_length\", \"petal_width\"]\n",
+    )
+    .unwrap();
+    let (_, body) = poll_until(&server, QUERY, |s, _| s == 200).await;
+    assert_eq!(body["prediction"], 0, "{body}");
+    assert_eq!(body["version"], 1, "the same version, not a reload: {body}");
+
+    // Defaults added later fill a missing feature.
+    std::fs::write(
+        repo.path().join("iris/config.toml"),
+        "feature_names = [\"sepal_length\", \"sepal_width\", \"petal_length\", \"petal_width\"]\n\
+         [feature_defaults]\nsepal_width = 3.5\n",
+    )
+    .unwrap();
+    let partial = "/predict/iris?sepal_length=5.1&petal_length=1.4&petal_width=0.2";
+    poll_until(&server, partial, |s, _| s == 200).await;
+
+    // A new request deadline applies at once: 1 µs makes every request time out.
+    std::fs::write(
+        repo.path().join("iris/config.toml"),
+        "feature_names = [\"sepal_length\", \"sepal_width\", \"petal_length\", \"petal_width\"]\n\
+         timeout_secs = 0.000001\n",
+    )
+    .unwrap();
+    poll_until(&server, QUERY, |s, _| s == 504).await;
+
+    // Batching needs a reload: status says so, and a reload clears it.
+    std::fs::write(
+        repo.path().join("iris/config.toml"),
+        "feature_names = [\"sepal_length\", \"sepal_width\", \"petal_length\", \"petal_width\"]\n\
+         [batching]\nenabled = true\nmax_batch_size = 8\n",
+    )
+    .unwrap();
+    let (_, status) = poll_until(&server, "/models/status", |_, b| {
+        b["models"][0]["settings_needing_reload"] == serde_json::json!(["batching"])
+    })
+    .await;
+    assert_eq!(status["models"][0]["model_id"], "iris");
+    let (code, _) = server.get(QUERY).await;
+    assert_eq!(code, 200, "the timeout edit was undone with the rest");
+    let (code, body) = server
+        .post_json("/reload_model?modelname=iris", &serde_json::json!({}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = server.get("/models/status").await;
+    assert_eq!(code, 200);
+    let model = &body["models"][0];
+    // A reload of an unchanged version keeps it; if it was kept, batching still needs
+    // a new version to apply, and status keeps saying so.
+    assert!(
+        model["settings_needing_reload"] == serde_json::json!([])
+            || model["settings_needing_reload"] == serde_json::json!(["batching"]),
+        "{model}"
+    );
+    server.stop().await;
+}
