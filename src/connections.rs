@@ -16,8 +16,9 @@
 //!   keep-alive connection once the header timeout passes, which would make the idle
 //!   timeout meaningless, and it does not cover the bytes before hyper knows the
 //!   protocol.
-//! * [`ReadTimeoutBody`] fails a REST request whose body stops arriving for the body
-//!   read timeout: the adapters answer 408 with a JSON body.
+//! * [`ReadTimeoutBody`] fails a request whose body stops arriving for the body read
+//!   timeout: the REST adapters answer 408 with a JSON body; a gRPC call ends with an
+//!   error status.
 //!
 //! Invariants:
 //! * at most `max_connections` connections are open across both listeners (TLS
@@ -182,16 +183,16 @@ impl ConnectionOptions {
         }
     }
 
-    /// The gRPC listener's: HTTP/2 only. Request messages are bounded by tonic's
-    /// size limits and streams by `grpc_max_concurrent_streams`; a call's body is
-    /// not watched (a streaming call may be quiet between messages).
+    /// The gRPC listener's: HTTP/2 only. Every ferroserve RPC takes one request
+    /// message, so a call whose message stops arriving for the body read timeout
+    /// fails too (otherwise a stream left open would keep its connection busy).
     pub fn grpc(settings: &Settings) -> ConnectionOptions {
         ConnectionOptions {
             name: "gRPC",
             http2_only: true,
             header_read_timeout: settings.header_read_timeout,
             idle_timeout: settings.grpc_idle_timeout,
-            body_read_timeout: None,
+            body_read_timeout: Some(settings.body_read_timeout),
             send_timeout: settings.grpc_send_timeout,
             max_header_bytes: settings.max_header_bytes,
             http2: Http2Options {
@@ -295,8 +296,9 @@ enum Expiry {
     Stalled(&'static str),
 }
 
-/// How long a connection closed for idleness may take to say goodbye (HTTP/2 GOAWAY)
-/// before it is dropped.
+/// How long a connection closed for idleness may take to say goodbye before it is
+/// dropped: HTTP/2's graceful close waits for the client to answer a PING, which an
+/// idle attacker never does. At most the header read timeout.
 const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 async fn serve_one(
@@ -339,7 +341,9 @@ async fn serve_one(
                     tracing::trace!(%peer, "{} connection idle; closing", options.name);
                     connection.as_mut().graceful_shutdown();
                     closing = true;
-                    hard_deadline = Some(Instant::now() + IDLE_CLOSE_GRACE);
+                    hard_deadline = Some(
+                        Instant::now() + IDLE_CLOSE_GRACE.min(options.header_read_timeout),
+                    );
                 }
                 Expiry::Idle => return,
                 Expiry::Stalled(why) => {

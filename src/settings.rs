@@ -117,8 +117,8 @@ pub struct Settings {
     /// Longest a REST connection may stay open without a request in progress
     /// (HTTP/1 keep-alive, HTTP/2 without streams). Default 60 s.
     pub keep_alive_timeout: Duration,
-    /// Longest a REST request body may stop arriving before the request fails with
-    /// 408. Default 30 s.
+    /// Longest a request body (REST) or request message (gRPC) may stop arriving
+    /// before the request fails (REST: 408). Default 30 s.
     pub body_read_timeout: Duration,
     /// Longest a REST answer may wait for its client to take more of it before the
     /// connection (HTTP/1) or stream (HTTP/2) is closed. Default 30 s.
@@ -433,8 +433,8 @@ pub struct ServeArgs {
     )]
     pub keep_alive_timeout_secs: Option<f64>,
 
-    /// Seconds a REST request body may stop arriving before the request fails with
-    /// 408 [default: 30]
+    /// Seconds a request body (REST) or message (gRPC) may stop arriving before the
+    /// request fails (REST: 408) [default: 30]
     #[arg(
         long,
         env = "FERROSERVE_BODY_READ_TIMEOUT_SECS",
