@@ -36,6 +36,9 @@ use tokio_util::sync::CancellationToken;
 const SERVER_FD_LIMIT: u64 = 1024;
 /// Attacking connections kept open at once: more than the server's connection limit.
 const ATTACKERS: usize = 1100;
+/// The tests of this file run one at a time: the flood needs the machine's CPUs.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// How long each attack lasts while the legitimate client predicts.
 const ATTACK: Duration = Duration::from_secs(8);
 /// The longest a legitimate request may wait for its answer under attack.
@@ -267,7 +270,12 @@ async fn keep_predicting_rest(rest: SocketAddr, stop: CancellationToken) -> (usi
             .json(&json!({ "instances": [[5.1, 3.5, 1.4, 0.2]] }))
             .send()
             .await
-            .unwrap_or_else(|e| panic!("a legitimate REST request failed under attack: {e}"));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "a legitimate REST request failed under attack after {:?}: {e:?}",
+                    started.elapsed()
+                )
+            });
         assert_eq!(r.status(), 200);
         r.bytes().await.unwrap();
         slowest = slowest.max(started.elapsed());
@@ -350,6 +358,7 @@ const FREE_FDS_KEPT: usize = 128;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn floods_of_stalled_connections_do_not_starve_the_server() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     raise_own_fd_limit();
     let server = ChildServer::start().await;
     eprintln!("server idles with {} descriptors", server.open_fds());
@@ -498,6 +507,7 @@ async fn answer(stream: &mut TcpStream, within: Duration) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_stops_arriving_is_a_json_408() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let (server, _repo) = short_timeouts_server().await;
     let mut stream = TcpStream::connect(server.rest_addr).await.unwrap();
     stream
@@ -525,6 +535,7 @@ async fn a_body_that_stops_arriving_is_a_json_408() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_heads_and_idle_connections_are_closed() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let (server, _repo) = short_timeouts_server().await;
     // A connection that sends nothing, and one that sends half a head: closed
     // without an answer after the header read timeout (1 s).
@@ -566,6 +577,7 @@ async fn stalled_heads_and_idle_connections_are_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_over_the_limit_are_431() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let (server, _repo) = short_timeouts_server().await;
     let mut stream = TcpStream::connect(server.rest_addr).await.unwrap();
     let big = "a".repeat(20 * 1024);
