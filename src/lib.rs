@@ -4,6 +4,7 @@ pub mod api;
 pub mod auth;
 pub mod backends;
 pub mod batching;
+pub mod connections;
 pub mod grpc;
 pub mod http;
 pub mod inference;

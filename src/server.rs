@@ -1,7 +1,6 @@
 //! Wires the pieces together and runs the server until shut down.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -137,33 +136,63 @@ pub async fn run(
     let transport = tls.as_ref().map_or("plain tcp", |tls| tls.describe());
     let with_tls = |protocol| tls.clone().map(|tls| (tls, protocol));
 
+    // One limit for both listeners, from the open-files limit raised to its hard
+    // limit (issue 9): a flood of idle connections waits in the backlog instead of
+    // taking the descriptors the watcher and model loads need.
+    let fd_limit = crate::connections::raise_fd_limit();
+    let max_connections = state
+        .settings
+        .max_connections
+        .unwrap_or_else(|| crate::connections::default_max_connections(fd_limit));
+    if max_connections as u64 >= fd_limit {
+        tracing::warn!(
+            max_connections,
+            fd_limit,
+            "max_connections leaves no file descriptors for models and the watcher"
+        );
+    }
+    tracing::info!(max_connections, fd_limit, "connection limit");
+    let limit = Some(crate::connections::ConnectionLimit::new(max_connections));
+
     let rest_addr = listeners.rest.local_addr()?;
     tracing::info!(%rest_addr, transport, "REST API listening");
-    let rest_listener =
-        crate::tls::ServerListener::new(listeners.rest, with_tls(crate::tls::Protocol::Rest));
-    let rest = axum::serve(
-        rest_listener.with_connect_info(),
-        crate::http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stopped(stop_rx.clone()));
-    let rest = tokio::spawn(async move { rest.await.context("REST server failed") });
+    let rest_listener = crate::tls::ServerListener::limited(
+        listeners.rest,
+        with_tls(crate::tls::Protocol::Rest),
+        limit.clone(),
+    );
+    let rest_router = crate::http::router(state.clone())
+        // REST over HTTP/2: a stream whose client leaves its answer unread past
+        // `send_timeout` is reset, as on gRPC.
+        .layer(axum::middleware::map_response(crate::grpc::watch_send));
+    let rest = tokio::spawn(crate::connections::serve(
+        rest_listener,
+        rest_router,
+        crate::connections::ConnectionOptions::rest(&state.settings),
+        stopped(stop_rx.clone()),
+    ));
 
     // gRPC (issue 5): beside REST, on the same state and the same shutdown signal.
     let grpc = match listeners.grpc {
         Some(listener) => {
             let grpc_addr = listener.local_addr()?;
             tracing::info!(%grpc_addr, transport, "gRPC API listening");
-            let listener =
-                crate::tls::ServerListener::new(listener, with_tls(crate::tls::Protocol::Grpc));
+            let listener = crate::tls::ServerListener::limited(
+                listener,
+                with_tls(crate::tls::Protocol::Grpc),
+                limit.clone(),
+            );
             let limits = crate::grpc::MessageLimits {
                 max_receive_bytes: state.settings.grpc_max_receive_bytes,
                 max_send_bytes: state.settings.grpc_max_send_bytes,
             };
-            let serve =
-                crate::grpc::serve(state.clone(), limits, listener, stopped(stop_rx.clone()));
-            Some(tokio::spawn(async move {
-                serve.await.context("gRPC server failed")
-            }))
+            Some(tokio::spawn(crate::grpc::serve(
+                state.clone(),
+                limits,
+                listener,
+                crate::connections::ConnectionOptions::grpc(&state.settings),
+                stopped(stop_rx.clone()),
+            )))
         }
         None => None,
     };
@@ -181,9 +210,10 @@ pub async fn run(
     };
     let (rest_abort, grpc_abort) = (rest.abort_handle(), grpc.as_ref().map(|g| g.abort_handle()));
     let served = async move {
-        rest.await??;
+        // Each returns once its connections have drained.
+        rest.await.context("REST server failed")?;
         if let Some(grpc) = grpc {
-            grpc.await??;
+            grpc.await.context("gRPC server failed")?;
         }
         anyhow::Ok(())
     };

@@ -117,6 +117,42 @@ pub struct Settings {
     /// Most versions one model serves, whatever its policy asks; beyond it the highest
     /// ones are served and status says so. Default 100.
     pub max_served_versions_per_model: usize,
+    /// Most connections open at once across the REST and gRPC listeners; past it new
+    /// connections wait in the listen backlog until one closes. Default none: the
+    /// open-files limit (raised to its hard limit at start) less a reserve of a tenth,
+    /// at least 256 (`connections::default_max_connections`).
+    pub max_connections: Option<usize>,
+    /// Longest a client may take to send a request head (HTTP/1: from its first
+    /// byte, or from the accept for a connection's first request) before the
+    /// connection is closed. Default 10 s.
+    pub header_read_timeout: Duration,
+    /// Longest a REST connection may stay open without a request in progress
+    /// (HTTP/1 keep-alive, HTTP/2 without streams). Default 60 s.
+    pub keep_alive_timeout: Duration,
+    /// Longest a request body (REST) or request message (gRPC) may stop arriving
+    /// before the request fails (REST: 408). Default 30 s.
+    pub body_read_timeout: Duration,
+    /// Longest a REST answer may wait for its client to take more of it before the
+    /// connection (HTTP/1) or stream (HTTP/2) is closed. Default 30 s.
+    pub send_timeout: Duration,
+    /// Largest request head: HTTP/1 start line and headers (more is 431), HTTP/2
+    /// header list. Default 64 KiB; at least 8 KiB.
+    pub max_header_bytes: usize,
+    /// Most concurrent HTTP/2 streams (requests) one REST connection may have open.
+    /// Default 256.
+    pub rest_max_concurrent_streams: u32,
+    /// Interval of HTTP/2 keep-alive pings on both listeners; `None` sends none.
+    /// Default 60 s.
+    pub http2_keep_alive_interval: Option<Duration>,
+    /// How long an HTTP/2 ping may go unanswered before the connection is closed.
+    /// Default 20 s.
+    pub http2_keep_alive_timeout: Duration,
+    /// Most streams a client may open and reset before the server accepted them,
+    /// per connection (the "rapid reset" attack); more closes the connection.
+    /// Default 20.
+    pub http2_max_pending_accept_reset_streams: usize,
+    /// Longest a gRPC connection may stay open with no call in progress. Default 300 s.
+    pub grpc_idle_timeout: Duration,
 }
 
 impl Settings {
@@ -189,6 +225,17 @@ impl Default for Settings {
                 .map(|n| n.get())
                 .unwrap_or(1),
             max_served_versions_per_model: 100,
+            max_connections: None,
+            header_read_timeout: Duration::from_secs(10),
+            keep_alive_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 * 1024,
+            rest_max_concurrent_streams: 256,
+            http2_keep_alive_interval: Some(Duration::from_secs(60)),
+            http2_keep_alive_timeout: Duration::from_secs(20),
+            http2_max_pending_accept_reset_streams: 20,
+            grpc_idle_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -411,6 +458,85 @@ pub struct ServeArgs {
         value_name = "N"
     )]
     pub max_served_versions_per_model: Option<usize>,
+
+    /// Most connections open at once across both listeners; more wait in the listen
+    /// backlog [default: the open-files limit less a reserve of 10 %, at least 256]
+    #[arg(long, env = "FERROSERVE_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Seconds a client may take to send a request head before its connection is
+    /// closed [default: 10]
+    #[arg(
+        long,
+        env = "FERROSERVE_HEADER_READ_TIMEOUT_SECS",
+        value_name = "SECONDS"
+    )]
+    pub header_read_timeout_secs: Option<f64>,
+
+    /// Seconds a REST connection may stay without a request in progress [default: 60]
+    #[arg(
+        long,
+        env = "FERROSERVE_KEEP_ALIVE_TIMEOUT_SECS",
+        value_name = "SECONDS"
+    )]
+    pub keep_alive_timeout_secs: Option<f64>,
+
+    /// Seconds a request body (REST) or message (gRPC) may stop arriving before the
+    /// request fails (REST: 408) [default: 30]
+    #[arg(
+        long,
+        env = "FERROSERVE_BODY_READ_TIMEOUT_SECS",
+        value_name = "SECONDS"
+    )]
+    pub body_read_timeout_secs: Option<f64>,
+
+    /// Seconds a REST answer may wait for its client to read it before the
+    /// connection is closed [default: 30]
+    #[arg(long, env = "FERROSERVE_SEND_TIMEOUT_SECS", value_name = "SECONDS")]
+    pub send_timeout_secs: Option<f64>,
+
+    /// Largest request head in bytes (HTTP/1 headers: more is 431; HTTP/2 header
+    /// list); at least 8192 [default: 65536]
+    #[arg(long, env = "FERROSERVE_MAX_HEADER_BYTES", value_name = "BYTES")]
+    pub max_header_bytes: Option<usize>,
+
+    /// Most concurrent HTTP/2 streams per REST connection [default: 256]
+    #[arg(long, env = "FERROSERVE_REST_MAX_CONCURRENT_STREAMS", value_name = "N")]
+    pub rest_max_concurrent_streams: Option<u32>,
+
+    /// Seconds between HTTP/2 keep-alive pings (REST and gRPC); 0 sends none [default: 60]
+    #[arg(
+        long,
+        env = "FERROSERVE_HTTP2_KEEP_ALIVE_INTERVAL_SECS",
+        value_name = "SECONDS"
+    )]
+    pub http2_keep_alive_interval_secs: Option<f64>,
+
+    /// Seconds an HTTP/2 ping may go unanswered before the connection is closed
+    /// [default: 20]
+    #[arg(
+        long,
+        env = "FERROSERVE_HTTP2_KEEP_ALIVE_TIMEOUT_SECS",
+        value_name = "SECONDS"
+    )]
+    pub http2_keep_alive_timeout_secs: Option<f64>,
+
+    /// Most HTTP/2 streams a client may reset before the server accepted them, per
+    /// connection; more closes it [default: 20]
+    #[arg(
+        long,
+        env = "FERROSERVE_HTTP2_MAX_PENDING_ACCEPT_RESET_STREAMS",
+        value_name = "N"
+    )]
+    pub http2_max_pending_accept_reset_streams: Option<usize>,
+
+    /// Seconds a gRPC connection may stay with no call in progress [default: 300]
+    #[arg(
+        long,
+        env = "FERROSERVE_GRPC_IDLE_TIMEOUT_SECS",
+        value_name = "SECONDS"
+    )]
+    pub grpc_idle_timeout_secs: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -489,6 +615,29 @@ impl ServeArgs {
             max_served_versions_per_model: upper
                 .max_served_versions_per_model
                 .or(self.max_served_versions_per_model),
+            max_connections: upper.max_connections.or(self.max_connections),
+            header_read_timeout_secs: upper
+                .header_read_timeout_secs
+                .or(self.header_read_timeout_secs),
+            keep_alive_timeout_secs: upper
+                .keep_alive_timeout_secs
+                .or(self.keep_alive_timeout_secs),
+            body_read_timeout_secs: upper.body_read_timeout_secs.or(self.body_read_timeout_secs),
+            send_timeout_secs: upper.send_timeout_secs.or(self.send_timeout_secs),
+            max_header_bytes: upper.max_header_bytes.or(self.max_header_bytes),
+            rest_max_concurrent_streams: upper
+                .rest_max_concurrent_streams
+                .or(self.rest_max_concurrent_streams),
+            http2_keep_alive_interval_secs: upper
+                .http2_keep_alive_interval_secs
+                .or(self.http2_keep_alive_interval_secs),
+            http2_keep_alive_timeout_secs: upper
+                .http2_keep_alive_timeout_secs
+                .or(self.http2_keep_alive_timeout_secs),
+            http2_max_pending_accept_reset_streams: upper
+                .http2_max_pending_accept_reset_streams
+                .or(self.http2_max_pending_accept_reset_streams),
+            grpc_idle_timeout_secs: upper.grpc_idle_timeout_secs.or(self.grpc_idle_timeout_secs),
         }
     }
 
@@ -597,7 +746,90 @@ impl ServeArgs {
             }
             _ => {}
         }
+        // A timeout of the connection layer: above 0, at most a day.
+        let timeout = |name: &'static str, v: Option<f64>, default: Duration| match v {
+            None => Ok(default),
+            Some(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(Duration::from_secs_f64(s)),
+            Some(s) => Err(SettingsError::Invalid {
+                name,
+                reason: format!("{s} is not a number of seconds above 0 and at most 86400"),
+            }),
+        };
+        let http2_keep_alive_interval = match self.http2_keep_alive_interval_secs {
+            None => d.http2_keep_alive_interval,
+            Some(0.0) => None,
+            Some(s) => Some(timeout(
+                "http2_keep_alive_interval_secs",
+                Some(s),
+                Duration::ZERO,
+            )?),
+        };
+        let max_header_bytes = match self.max_header_bytes {
+            None => d.max_header_bytes,
+            Some(n) if (crate::connections::MIN_HEADER_BYTES..=1 << 30).contains(&n) => n,
+            Some(n) => {
+                return Err(SettingsError::Invalid {
+                    name: "max_header_bytes",
+                    reason: format!(
+                        "{n} is not between {} and 1073741824",
+                        crate::connections::MIN_HEADER_BYTES
+                    ),
+                })
+            }
+        };
+        let rest_max_concurrent_streams = match self.rest_max_concurrent_streams {
+            Some(0) => {
+                return Err(SettingsError::Invalid {
+                    name: "rest_max_concurrent_streams",
+                    reason: "must be at least 1".into(),
+                })
+            }
+            Some(n) => n,
+            None => d.rest_max_concurrent_streams,
+        };
+        let max_connections = match self.max_connections {
+            Some(0) => {
+                return Err(SettingsError::Invalid {
+                    name: "max_connections",
+                    reason: "must be at least 1".into(),
+                })
+            }
+            other => other.or(d.max_connections),
+        };
         Ok(Settings {
+            max_connections,
+            header_read_timeout: timeout(
+                "header_read_timeout_secs",
+                self.header_read_timeout_secs,
+                d.header_read_timeout,
+            )?,
+            keep_alive_timeout: timeout(
+                "keep_alive_timeout_secs",
+                self.keep_alive_timeout_secs,
+                d.keep_alive_timeout,
+            )?,
+            body_read_timeout: timeout(
+                "body_read_timeout_secs",
+                self.body_read_timeout_secs,
+                d.body_read_timeout,
+            )?,
+            send_timeout: timeout("send_timeout_secs", self.send_timeout_secs, d.send_timeout)?,
+            max_header_bytes,
+            rest_max_concurrent_streams,
+            http2_keep_alive_interval,
+            http2_keep_alive_timeout: timeout(
+                "http2_keep_alive_timeout_secs",
+                self.http2_keep_alive_timeout_secs,
+                d.http2_keep_alive_timeout,
+            )?,
+            http2_max_pending_accept_reset_streams: self
+                .http2_max_pending_accept_reset_streams
+                .unwrap_or(d.http2_max_pending_accept_reset_streams),
+            grpc_idle_timeout: timeout(
+                "grpc_idle_timeout_secs",
+                self.grpc_idle_timeout_secs,
+                d.grpc_idle_timeout,
+            )?,
             auth_tokens: self.auth_tokens.or(d.auth_tokens),
             allow_unauthenticated_management: self
                 .allow_unauthenticated_management
@@ -809,6 +1041,66 @@ mod tests {
         ] {
             let args: ServeArgs = toml::from_str(bad).unwrap();
             assert!(args.into_settings().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn connection_settings() {
+        let d = ServeArgs::default().into_settings().unwrap();
+        assert_eq!(
+            d.max_connections, None,
+            "derived from the fd limit at start"
+        );
+        assert_eq!(d.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(d.keep_alive_timeout, Duration::from_secs(60));
+        assert_eq!(d.body_read_timeout, Duration::from_secs(30));
+        assert_eq!(d.send_timeout, Duration::from_secs(30));
+        assert_eq!(d.max_header_bytes, 64 << 10);
+        assert_eq!(d.rest_max_concurrent_streams, 256);
+        assert_eq!(d.http2_keep_alive_interval, Some(Duration::from_secs(60)));
+        assert_eq!(d.http2_keep_alive_timeout, Duration::from_secs(20));
+        assert_eq!(d.http2_max_pending_accept_reset_streams, 20);
+        assert_eq!(d.grpc_idle_timeout, Duration::from_secs(300));
+        let file: ServeArgs = toml::from_str(
+            "max_connections = 100\nheader_read_timeout_secs = 1.5\n\
+             keep_alive_timeout_secs = 5\nbody_read_timeout_secs = 2\nsend_timeout_secs = 3\n\
+             max_header_bytes = 8192\nrest_max_concurrent_streams = 8\n\
+             http2_keep_alive_interval_secs = 0\nhttp2_keep_alive_timeout_secs = 4\n\
+             http2_max_pending_accept_reset_streams = 7\ngrpc_idle_timeout_secs = 9",
+        )
+        .unwrap();
+        let flags = ServeArgs {
+            header_read_timeout_secs: Some(2.0),
+            ..ServeArgs::default()
+        };
+        let s = file.overridden_by(flags).into_settings().unwrap();
+        assert_eq!(s.max_connections, Some(100));
+        assert_eq!(s.header_read_timeout, Duration::from_secs(2), "flag wins");
+        assert_eq!(s.keep_alive_timeout, Duration::from_secs(5));
+        assert_eq!(s.body_read_timeout, Duration::from_secs(2));
+        assert_eq!(s.send_timeout, Duration::from_secs(3));
+        assert_eq!(s.max_header_bytes, 8192);
+        assert_eq!(s.rest_max_concurrent_streams, 8);
+        assert_eq!(s.http2_keep_alive_interval, None, "0 sends no pings");
+        assert_eq!(s.http2_keep_alive_timeout, Duration::from_secs(4));
+        assert_eq!(s.http2_max_pending_accept_reset_streams, 7);
+        assert_eq!(s.grpc_idle_timeout, Duration::from_secs(9));
+        for bad in [
+            "max_connections = 0",
+            "header_read_timeout_secs = 0",
+            "keep_alive_timeout_secs = -1",
+            "body_read_timeout_secs = nan",
+            "send_timeout_secs = 100000",
+            "max_header_bytes = 1000",
+            "rest_max_concurrent_streams = 0",
+            "http2_keep_alive_interval_secs = -5",
+            "http2_keep_alive_timeout_secs = 0",
+            "grpc_idle_timeout_secs = 0",
+        ] {
+            let args: ServeArgs = toml::from_str(bad).unwrap();
+            let error = args.into_settings().unwrap_err().to_string();
+            let key = bad.split(' ').next().unwrap();
+            assert!(error.contains(key), "{bad}: {error}");
         }
     }
 

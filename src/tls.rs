@@ -7,7 +7,9 @@
 //! * [`ServerListener`] is what both servers accept connections from, plain TCP or TLS.
 //!   With TLS a background task accepts TCP connections and runs each handshake in its
 //!   own task under a deadline, so a client that stalls its handshake never holds up
-//!   another client's; finished connections reach `axum::serve` through a bounded channel.
+//!   another client's; finished connections reach the accept loop
+//!   (`crate::connections::serve`) through a bounded channel. With a connection limit a
+//!   permit is taken before each TCP accept, so handshakes count as connections.
 //!
 //! Invariants:
 //! * a new certificate is served only when the whole set (chain, key, client CA) parses
@@ -21,7 +23,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use axum::serve::{ListenerExt, TapIo};
 use parking_lot::Mutex;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -29,7 +30,9 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{RootCertStore, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
+
+use crate::connections::ConnectionLimit;
 use tokio::task::JoinSet;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
@@ -45,7 +48,7 @@ pub const MAX_HANDSHAKES: usize = 1024;
 /// How often [`Tls::watch`] re-reads the certificate files.
 pub const RELOAD_POLL: Duration = Duration::from_secs(2);
 
-/// Connections whose handshake finished but that `axum::serve` has not taken yet.
+/// Connections whose handshake finished but that the accept loop has not taken yet.
 const READY_CONNECTIONS: usize = 64;
 
 /// The files TLS is configured from (`--tls-cert`, `--tls-key`, `--tls-client-ca`).
@@ -295,32 +298,52 @@ fn build_configs(files: &TlsFiles, contents: &Contents) -> Result<Configs, TlsEr
 /// A connection of either kind of listener.
 pub type ServerStream = Either<TcpStream, TlsStream<TcpStream>>;
 
-/// What `axum::serve` is given: a [`ServerListener`] wrapped in axum's `TapIo`,
-/// which is what lets `into_make_service_with_connect_info::<SocketAddr>()` see the
-/// peer address of a listener other than a bare `TcpListener`.
-pub type ConnectInfoListener = TapIo<ServerListener, fn(&mut ServerStream)>;
-
 /// A listening socket, plain or TLS. Accepted connections have TCP_NODELAY set:
 /// small unary messages must not wait for Nagle's algorithm.
 pub enum ServerListener {
-    Plain(TcpListener),
+    Plain(TcpListener, Option<Arc<ConnectionLimit>>),
     Tls(TlsListener),
 }
 
 impl ServerListener {
-    /// Plain TCP when `tls` is `None`. Must be called inside a tokio runtime (the
-    /// TLS listener spawns its accept task here).
+    /// Plain TCP when `tls` is `None`, with no connection limit. Must be called inside
+    /// a tokio runtime (the TLS listener spawns its accept task here).
     pub fn new(tcp: TcpListener, tls: Option<(Arc<Tls>, Protocol)>) -> ServerListener {
+        ServerListener::limited(tcp, tls, None)
+    }
+
+    /// Like [`ServerListener::new`], taking a permit of `limit` before each accept
+    /// (before each TLS handshake, with TLS), so that connections at the limit wait
+    /// in the listen backlog.
+    pub fn limited(
+        tcp: TcpListener,
+        tls: Option<(Arc<Tls>, Protocol)>,
+        limit: Option<Arc<ConnectionLimit>>,
+    ) -> ServerListener {
         match tls {
-            None => ServerListener::Plain(tcp),
-            Some((tls, protocol)) => ServerListener::Tls(TlsListener::new(tcp, tls, protocol)),
+            None => ServerListener::Plain(tcp, limit),
+            Some((tls, protocol)) => {
+                ServerListener::Tls(TlsListener::new(tcp, tls, protocol, limit))
+            }
         }
     }
 
-    /// The listener to hand to `axum::serve` with a connect-info make-service.
-    pub fn with_connect_info(self) -> ConnectInfoListener {
-        fn nothing(_: &mut ServerStream) {}
-        self.tap_io(nothing as fn(&mut ServerStream))
+    /// The next connection and the permit it holds for as long as it is open (`None`
+    /// without a limit).
+    pub async fn accept_limited(
+        &mut self,
+    ) -> (ServerStream, SocketAddr, Option<OwnedSemaphorePermit>) {
+        match self {
+            ServerListener::Plain(tcp, limit) => {
+                let (stream, peer, permit) = accept(tcp, limit.as_deref()).await;
+                set_nodelay(&stream);
+                (Either::Left(stream), peer, permit)
+            }
+            ServerListener::Tls(tls) => {
+                let (stream, peer, permit) = tls.accept().await;
+                (Either::Right(stream), peer, permit)
+            }
+        }
     }
 }
 
@@ -334,23 +357,15 @@ impl axum::serve::Listener for ServerListener {
     type Io = ServerStream;
     type Addr = SocketAddr;
 
+    /// For `axum::serve` (tests): a permit, if any, is released at once.
     async fn accept(&mut self) -> (ServerStream, SocketAddr) {
-        match self {
-            ServerListener::Plain(tcp) => {
-                let (stream, peer) = axum::serve::Listener::accept(tcp).await;
-                set_nodelay(&stream);
-                (Either::Left(stream), peer)
-            }
-            ServerListener::Tls(tls) => {
-                let (stream, peer) = tls.accept().await;
-                (Either::Right(stream), peer)
-            }
-        }
+        let (stream, peer, _permit) = self.accept_limited().await;
+        (stream, peer)
     }
 
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
         match self {
-            ServerListener::Plain(tcp) => tcp.local_addr(),
+            ServerListener::Plain(tcp, _) => tcp.local_addr(),
             ServerListener::Tls(tls) => Ok(tls.local_addr),
         }
     }
@@ -359,18 +374,30 @@ impl axum::serve::Listener for ServerListener {
 /// TLS connections whose handshake has finished, fed by a task that owns the socket.
 /// Dropping the listener (at shutdown) ends that task and every handshake in progress.
 pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    ready: mpsc::Receiver<ReadyConnection>,
     local_addr: SocketAddr,
     accept_task: tokio::task::JoinHandle<()>,
 }
 
+/// A connection whose handshake finished, with its permit of the connection limit.
+type ReadyConnection = (
+    TlsStream<TcpStream>,
+    SocketAddr,
+    Option<OwnedSemaphorePermit>,
+);
+
 impl TlsListener {
-    fn new(tcp: TcpListener, tls: Arc<Tls>, protocol: Protocol) -> TlsListener {
+    fn new(
+        tcp: TcpListener,
+        tls: Arc<Tls>,
+        protocol: Protocol,
+        limit: Option<Arc<ConnectionLimit>>,
+    ) -> TlsListener {
         let local_addr = tcp
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let (tx, ready) = mpsc::channel(READY_CONNECTIONS);
-        let accept_task = tokio::spawn(accept_loop(tcp, tls, protocol, tx));
+        let accept_task = tokio::spawn(accept_loop(tcp, tls, protocol, limit, tx));
         TlsListener {
             ready,
             local_addr,
@@ -378,7 +405,7 @@ impl TlsListener {
         }
     }
 
-    async fn accept(&mut self) -> (TlsStream<TcpStream>, SocketAddr) {
+    async fn accept(&mut self) -> ReadyConnection {
         match self.ready.recv().await {
             Some(connection) => connection,
             // The accept task ended, which it does only when the listener is dropped
@@ -394,6 +421,20 @@ impl Drop for TlsListener {
     }
 }
 
+/// The next TCP connection, after a permit of `limit` when there is one.
+async fn accept(
+    tcp: &mut TcpListener,
+    limit: Option<&ConnectionLimit>,
+) -> (TcpStream, SocketAddr, Option<OwnedSemaphorePermit>) {
+    let permit = match limit {
+        Some(limit) => Some(limit.acquire().await),
+        None => None,
+    };
+    // axum's accept logs and retries errors (backing off on EMFILE).
+    let (stream, peer) = axum::serve::Listener::accept(tcp).await;
+    (stream, peer, permit)
+}
+
 /// Accepts TCP connections and spawns one handshake task each (at most
 /// [`MAX_HANDSHAKES`] at once), until the listener is dropped. The `JoinSet` owns the
 /// handshake tasks, so they end with this task.
@@ -401,15 +442,17 @@ async fn accept_loop(
     mut tcp: TcpListener,
     tls: Arc<Tls>,
     protocol: Protocol,
-    ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+    limit: Option<Arc<ConnectionLimit>>,
+    ready: mpsc::Sender<ReadyConnection>,
 ) {
     let mut handshakes = JoinSet::new();
     loop {
         tokio::select! {
             _ = ready.closed() => return,
             Some(_) = handshakes.join_next(), if !handshakes.is_empty() => {}
-            // axum's accept logs and retries errors (backing off on EMFILE).
-            (stream, peer) = axum::serve::Listener::accept(&mut tcp),
+            // The permit is taken before the accept, so that at the limit connections
+            // wait in the backlog rather than in handshakes; cancel-safe like the accept.
+            (stream, peer, permit) = accept(&mut tcp, limit.as_deref()),
                 if handshakes.len() < MAX_HANDSHAKES =>
             {
                 set_nodelay(&stream);
@@ -418,7 +461,7 @@ async fn accept_loop(
                 handshakes.spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
-                            let _ = ready.send((stream, peer)).await;
+                            let _ = ready.send((stream, peer, permit)).await;
                         }
                         // Scanners and plain-HTTP clients fail here all the time: debug.
                         Ok(Err(e)) => tracing::debug!(%peer, ?protocol, "TLS handshake failed: {e}"),

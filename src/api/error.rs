@@ -31,6 +31,10 @@ pub enum ApiError {
     /// The request's deadline passed (504, DEADLINE_EXCEEDED).
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// The client stopped sending its request body for the body read timeout (408,
+    /// DEADLINE_EXCEEDED).
+    #[error("{0}")]
+    RequestTimeout(String),
     /// A failure inside the server or the model runtime (500, INTERNAL).
     #[error("{0}")]
     Internal(String),
@@ -48,6 +52,7 @@ impl ApiError {
             ApiError::ResourceExhausted(_) => "resource_exhausted",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::DeadlineExceeded(_) => "deadline_exceeded",
+            ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::Internal(_) => "internal",
         }
     }

@@ -44,31 +44,22 @@ pub struct MessageLimits {
 /// Serves every gRPC service on `listener` until `shutdown` completes, then lets
 /// in-flight calls finish.
 ///
-/// Served by hyper's HTTP/2 server (prior knowledge, or ALPN `h2` over TLS;
-/// TCP_NODELAY), behind the access layer ([`auth`]), not tonic's own
-/// server: tonic's server enforces `grpc-timeout` itself and answers CANCELLED when
-/// it fires, racing the api operation that answers DEADLINE_EXCEEDED and drops the
-/// queued inference, as the REST timeout does. hyper's builder, rather than
-/// `axum::serve`, because what a client that never reads may hold is bounded here:
-/// at most `grpc_max_concurrent_streams` calls per connection, and a response whose
-/// client has not taken more of it for `grpc_send_timeout` is reset and freed
-/// ([`SendTimeoutExecutor`]).
+/// Served by hyper's HTTP/2 server through the accept loop both listeners share
+/// (`crate::connections::serve`: connection limit, keep-alive pings, idle timeout,
+/// TCP_NODELAY, ALPN `h2` over TLS), behind the access layer ([`auth`]), not tonic's
+/// own server: tonic's server enforces `grpc-timeout` itself and answers CANCELLED
+/// when it fires, racing the api operation that answers DEADLINE_EXCEEDED and drops
+/// the queued inference, as the REST timeout does. What a client that never reads
+/// may hold is bounded: at most `grpc_max_concurrent_streams` calls per connection,
+/// and a response whose client has not taken more of it for `grpc_send_timeout` is
+/// reset and freed ([`SendTimeoutExecutor`]).
 pub async fn serve(
     state: Arc<ServerState>,
     limits: MessageLimits,
     listener: crate::tls::ServerListener,
+    options: crate::connections::ConnectionOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::server::graceful::GracefulShutdown;
-    use hyper_util::service::TowerToHyperService;
-
-    let mut http2 = hyper::server::conn::http2::Builder::new(SendTimeoutExecutor {
-        send_timeout: state.settings.grpc_send_timeout,
-    });
-    http2
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(state.settings.grpc_max_concurrent_streams);
+) {
     let stop_streams = CancellationToken::new();
     let router = routes(state.clone(), limits, stop_streams.clone())
         .prepare()
@@ -77,39 +68,12 @@ pub async fn serve(
         .layer(axum::middleware::map_response(watch_send))
         // Outermost: a call is authorised before any service sees it.
         .layer(axum::middleware::from_fn_with_state(state, auth::require));
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    let mut listener = listener;
-    loop {
-        // The listener sets TCP_NODELAY, does the TLS handshakes when configured,
-        // and waits out accept errors (out of file descriptors) rather than spin.
-        let (io, peer) = tokio::select! {
-            accepted = axum::serve::Listener::accept(&mut listener) => accepted,
-            () = &mut shutdown => break,
-        };
-        // The peer address reaches the access layer (loopback-only management).
-        let service = tower::ServiceExt::map_request(
-            router.clone(),
-            move |mut request: http::Request<hyper::body::Incoming>| {
-                request
-                    .extensions_mut()
-                    .insert(axum::extract::ConnectInfo(peer));
-                request
-            },
-        );
-        let connection =
-            http2.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!("gRPC connection ended: {e}");
-            }
-        });
-    }
-    drop(listener);
-    stop_streams.cancel();
-    graceful.shutdown().await;
-    Ok(())
+    // Health `Watch` streams end at the stop signal, so the drain does not wait on them.
+    let shutdown = async move {
+        shutdown.await;
+        stop_streams.cancel();
+    };
+    crate::connections::serve(listener, router, options, shutdown).await;
 }
 
 tokio::task_local! {
@@ -149,6 +113,12 @@ pub struct SendTimeoutExecutor {
     send_timeout: Duration,
 }
 
+impl SendTimeoutExecutor {
+    pub fn new(send_timeout: Duration) -> SendTimeoutExecutor {
+        SendTimeoutExecutor { send_timeout }
+    }
+}
+
 impl<F> hyper::rt::Executor<F> for SendTimeoutExecutor
 where
     F: Future<Output = ()> + Send + 'static,
@@ -170,8 +140,9 @@ where
 }
 
 /// Gives every response body the watch of its stream (outside
-/// [`SendTimeoutExecutor`], e.g. in tests through `routes`, bodies go unwatched).
-async fn watch_send(response: axum::response::Response) -> axum::response::Response {
+/// [`SendTimeoutExecutor`], e.g. in tests through `routes` or on HTTP/1, bodies go
+/// unwatched). The REST router has it too, for REST over HTTP/2.
+pub(crate) async fn watch_send(response: axum::response::Response) -> axum::response::Response {
     match SEND_WATCH.try_with(Arc::clone) {
         Ok(watch) => response.map(|body| axum::body::Body::new(WatchedBody::new(body, watch))),
         Err(_) => response,
@@ -294,6 +265,7 @@ pub fn status_from(error: ApiError) -> Status {
         ApiError::ResourceExhausted(m) => Status::resource_exhausted(m),
         ApiError::Unavailable(m) => Status::unavailable(m),
         ApiError::DeadlineExceeded(m) => Status::deadline_exceeded(m),
+        ApiError::RequestTimeout(m) => Status::deadline_exceeded(m),
         ApiError::Internal(m) => Status::internal(m),
     }
 }
@@ -471,6 +443,7 @@ mod tests {
             (ApiError::ResourceExhausted(m()), Code::ResourceExhausted),
             (ApiError::Unavailable(m()), Code::Unavailable),
             (ApiError::DeadlineExceeded(m()), Code::DeadlineExceeded),
+            (ApiError::RequestTimeout(m()), Code::DeadlineExceeded),
             (ApiError::Internal(m()), Code::Internal),
         ];
         for (error, code) in cases {

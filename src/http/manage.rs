@@ -125,7 +125,9 @@ fn deployment_json(d: &Deployment) -> Value {
 // ---- upload ----
 
 fn multipart_error(e: MultipartError) -> HttpError {
-    if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+    if crate::connections::is_body_read_timeout(&e) {
+        HttpError(ApiError::RequestTimeout(super::rejection_message(&e)))
+    } else if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
         HttpError(ApiError::PayloadTooLarge(format!(
             "the upload is larger than the limit: {}",
             e.body_text()

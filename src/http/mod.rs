@@ -71,6 +71,7 @@ pub fn status_code(e: &ApiError) -> StatusCode {
         ApiError::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
         ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         ApiError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
+        ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -88,10 +89,13 @@ impl IntoResponse for HttpError {
     }
 }
 
-/// Turns the body extractor's failure into our error: over the size limit is 413.
+/// Turns the body extractor's failure into our error: over the size limit is 413, a
+/// body that stopped arriving 408.
 pub fn body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, HttpError> {
     body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        if crate::connections::is_body_read_timeout(&rejection) {
+            HttpError(ApiError::RequestTimeout(rejection_message(&rejection)))
+        } else if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             HttpError(ApiError::PayloadTooLarge(format!(
                 "request body is larger than the limit of {limit} bytes"
             )))
@@ -101,6 +105,15 @@ pub fn body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, 
             )))
         }
     })
+}
+
+/// The message of the innermost error of `error` (a body read timeout says how long).
+pub fn rejection_message(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut innermost = error;
+    while let Some(source) = innermost.source() {
+        innermost = source;
+    }
+    innermost.to_string()
 }
 
 /// Parses a JSON body with a clear 400 on malformed JSON.

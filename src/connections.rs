@@ -1,0 +1,836 @@
+//! Accepting and serving connections for both listeners (REST and gRPC), so that no
+//! client can starve the server (issue 9).
+//!
+//! * [`ConnectionLimit`]: one semaphore shared by both listeners; a connection holds a
+//!   permit for as long as it is open. At the limit the accept loops stop accepting,
+//!   so new connections wait in the kernel's listen backlog, and the file descriptors
+//!   kept in reserve stay free for the repository, model files and the watcher.
+//! * [`serve`]: the accept loop. Each connection is served by hyper's auto builder
+//!   (HTTP/1 and HTTP/2, or HTTP/2 only for gRPC) in a task owned by a `JoinSet`, so
+//!   dropping [`serve`]'s future (a shutdown deadline) ends every connection, and
+//!   awaiting it to the end is the drain.
+//! * A watchdog per connection ([`ConnectionActivity`]) closes a connection that sends
+//!   no complete request head within the header-read timeout, that has no request in
+//!   progress for the idle timeout, or whose client takes nothing of the answer for
+//!   the send timeout. hyper's own `header_read_timeout` is off: it also closes an idle
+//!   keep-alive connection once the header timeout passes, which would make the idle
+//!   timeout meaningless, and it does not cover the bytes before hyper knows the
+//!   protocol.
+//! * [`ReadTimeoutBody`] fails a request whose body stops arriving for the body read
+//!   timeout: the REST adapters answer 408 with a JSON body; a gRPC call ends with an
+//!   error status.
+//!
+//! Invariants:
+//! * at most `max_connections` connections are open across both listeners (TLS
+//!   handshakes in progress included); past it nothing more is accepted until one
+//!   closes; requests already accepted and the watcher are never touched;
+//! * every request reaches the routers with `ConnectInfo<SocketAddr>` (the peer);
+//! * a connection with no request in progress never outlives its idle or header
+//!   timeout, and one whose client does not read never outlives the send timeout.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::settings::Settings;
+use crate::tls::ServerListener;
+
+/// File descriptors kept back from connections at the least: the repository scans,
+/// model files being loaded, the watcher, logs, the listeners and (later) a database.
+pub const FD_RESERVE_MIN: u64 = 256;
+
+/// Raises the soft limit on open files to the hard limit and returns the soft limit
+/// in force afterwards (the old one if it cannot be raised).
+pub fn raise_fd_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!("cannot raise the open-files limit: {e}");
+            rlimit::getrlimit(rlimit::Resource::NOFILE)
+                .map(|(soft, _)| soft)
+                .unwrap_or(1024)
+        }
+    }
+}
+
+/// The default `max_connections` for a process allowed `fd_limit` open files: the
+/// limit less a reserve of a tenth of it, at least [`FD_RESERVE_MIN`]; half the
+/// limit when it is too small for that reserve.
+pub fn default_max_connections(fd_limit: u64) -> usize {
+    let reserve = (fd_limit / 10).max(FD_RESERVE_MIN);
+    let connections = if fd_limit >= 2 * reserve {
+        fd_limit - reserve
+    } else {
+        fd_limit / 2
+    };
+    usize::try_from(connections.max(1)).unwrap_or(usize::MAX >> 4)
+}
+
+/// The most connections open at once across both listeners.
+#[derive(Debug)]
+pub struct ConnectionLimit {
+    /// One permit per open connection, moved into the connection's task and dropped
+    /// when it closes; an accept loop takes a permit before it accepts.
+    permits: Arc<Semaphore>,
+    max: usize,
+    /// The limit is logged when it is reached, then not again until connections
+    /// fell below it, so a sustained flood logs once.
+    full: AtomicBool,
+}
+
+impl ConnectionLimit {
+    pub fn new(max: usize) -> Arc<ConnectionLimit> {
+        let max = max.clamp(1, Semaphore::MAX_PERMITS);
+        Arc::new(ConnectionLimit {
+            permits: Arc::new(Semaphore::new(max)),
+            max,
+            full: AtomicBool::new(false),
+        })
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.max - self.permits.available_permits()
+    }
+
+    /// Waits for room for one more connection.
+    pub async fn acquire(&self) -> OwnedSemaphorePermit {
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            self.full.store(false, Ordering::Relaxed);
+            return permit;
+        }
+        if !self.full.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                max_connections = self.max,
+                "connection limit reached; new connections wait in the listen backlog \
+                 until open ones close"
+            );
+        }
+        self.permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the connection semaphore is never closed")
+    }
+}
+
+/// HTTP/2 settings of a listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Http2Options {
+    pub max_concurrent_streams: u32,
+    /// Interval of keep-alive pings; `None` sends none.
+    pub keep_alive_interval: Option<Duration>,
+    /// How long a ping may wait for its acknowledgement before the connection closes.
+    pub keep_alive_timeout: Duration,
+    pub max_pending_accept_reset_streams: usize,
+}
+
+/// How one listener serves its connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionOptions {
+    /// For the logs: "REST" or "gRPC".
+    pub name: &'static str,
+    /// HTTP/2 only (gRPC), or HTTP/1.1 and HTTP/2 by the client's choice (REST).
+    pub http2_only: bool,
+    /// Longest a request head may take to arrive, from the first byte of it, or from
+    /// the accept for a connection's first request (HTTP/1 and before the protocol
+    /// is known).
+    pub header_read_timeout: Duration,
+    /// Longest a connection may stay without a request in progress.
+    pub idle_timeout: Duration,
+    /// Longest a request body may stop arriving; `None` leaves bodies unwatched.
+    pub body_read_timeout: Option<Duration>,
+    /// Longest a write may wait for the client to take bytes.
+    pub send_timeout: Duration,
+    /// Largest request head (HTTP/1: start line and headers; HTTP/2: header list).
+    pub max_header_bytes: usize,
+    pub http2: Http2Options,
+}
+
+impl ConnectionOptions {
+    /// The REST listener's: HTTP/1.1 and HTTP/2, bodies watched.
+    pub fn rest(settings: &Settings) -> ConnectionOptions {
+        ConnectionOptions {
+            name: "REST",
+            http2_only: false,
+            header_read_timeout: settings.header_read_timeout,
+            idle_timeout: settings.keep_alive_timeout,
+            body_read_timeout: Some(settings.body_read_timeout),
+            send_timeout: settings.send_timeout,
+            max_header_bytes: settings.max_header_bytes,
+            http2: Http2Options {
+                max_concurrent_streams: settings.rest_max_concurrent_streams,
+                ..Http2Options::from(settings)
+            },
+        }
+    }
+
+    /// The gRPC listener's: HTTP/2 only. Every ferroserve RPC takes one request
+    /// message, so a call whose message stops arriving for the body read timeout
+    /// fails too (otherwise a stream left open would keep its connection busy).
+    pub fn grpc(settings: &Settings) -> ConnectionOptions {
+        ConnectionOptions {
+            name: "gRPC",
+            http2_only: true,
+            header_read_timeout: settings.header_read_timeout,
+            idle_timeout: settings.grpc_idle_timeout,
+            body_read_timeout: Some(settings.body_read_timeout),
+            send_timeout: settings.grpc_send_timeout,
+            max_header_bytes: settings.max_header_bytes,
+            http2: Http2Options {
+                max_concurrent_streams: settings.grpc_max_concurrent_streams,
+                ..Http2Options::from(settings)
+            },
+        }
+    }
+}
+
+impl From<&Settings> for Http2Options {
+    fn from(settings: &Settings) -> Http2Options {
+        Http2Options {
+            max_concurrent_streams: settings.rest_max_concurrent_streams,
+            keep_alive_interval: settings.http2_keep_alive_interval,
+            keep_alive_timeout: settings.http2_keep_alive_timeout,
+            max_pending_accept_reset_streams: settings.http2_max_pending_accept_reset_streams,
+        }
+    }
+}
+
+/// The executor HTTP/2 streams run on: it resets a stream whose client leaves its
+/// answer unread past the send timeout (see [`crate::grpc::SendTimeoutExecutor`]).
+pub type Executor = crate::grpc::SendTimeoutExecutor;
+
+/// hyper's builder for `options`.
+pub fn builder(options: &ConnectionOptions) -> auto::Builder<Executor> {
+    let mut builder = auto::Builder::new(Executor::new(options.send_timeout));
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // Off: see the module comment; the watchdog does it.
+        .header_read_timeout(None)
+        .max_buf_size(options.max_header_bytes.max(MIN_HEADER_BYTES));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(options.http2.max_concurrent_streams)
+        .keep_alive_interval(options.http2.keep_alive_interval)
+        .keep_alive_timeout(options.http2.keep_alive_timeout)
+        .max_pending_accept_reset_streams(options.http2.max_pending_accept_reset_streams)
+        .max_header_list_size(u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX));
+    if options.http2_only {
+        builder = builder.http2_only();
+    }
+    builder
+}
+
+/// The smallest `max_header_bytes` hyper accepts (its read buffer's minimum).
+pub const MIN_HEADER_BYTES: usize = 8192;
+
+/// Serves `router` on `listener` until `shutdown` completes, then lets the requests
+/// in progress finish (HTTP/2 connections get a GOAWAY, idle HTTP/1 connections
+/// close) and returns when every connection has closed. Dropping the returned future
+/// closes every connection at once, so a deadline can bound the drain.
+pub async fn serve(
+    mut listener: ServerListener,
+    router: axum::Router,
+    options: ConnectionOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let builder = Arc::new(builder(&options));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            // Cancel-safe: a permit taken for a connection not yet accepted is
+            // given back when this branch loses.
+            (io, peer, permit) = listener.accept_limited() => {
+                let service = ConnectionService {
+                    router: router.clone(),
+                    peer,
+                    activity: Arc::new(ConnectionActivity::new()),
+                    body_read_timeout: options.body_read_timeout,
+                };
+                let builder = builder.clone();
+                let stop = stop.clone();
+                connections.spawn(async move {
+                    serve_one(&builder, io, service, options, stop).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+    // Nothing more is accepted; what waits in the backlog is refused when the
+    // socket closes.
+    drop(listener);
+    stop.cancel();
+    while connections.join_next().await.is_some() {}
+}
+
+/// Why the watchdog ended a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expiry {
+    /// No request in progress for the idle timeout: closed gracefully.
+    Idle,
+    /// A client that stalls: closed at once.
+    Stalled(&'static str),
+}
+
+/// How long a connection closed for idleness may take to say goodbye before it is
+/// dropped: HTTP/2's graceful close waits for the client to answer a PING, which an
+/// idle attacker never does. At most the header read timeout.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+async fn serve_one(
+    builder: &auto::Builder<Executor>,
+    io: crate::tls::ServerStream,
+    service: ConnectionService,
+    options: ConnectionOptions,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let activity = service.activity.clone();
+    let peer = service.peer;
+    let connection =
+        builder.serve_connection(TokioIo::new(WatchedIo::new(io, activity.clone())), service);
+    tokio::pin!(connection);
+    let mut closing = false;
+    let mut hard_deadline: Option<Instant> = None;
+    loop {
+        let watchdog = async {
+            match hard_deadline {
+                Some(deadline) => {
+                    tokio::time::sleep_until(deadline).await;
+                    Expiry::Stalled("did not close after its idle timeout")
+                }
+                None => activity.expired(&options).await,
+            }
+        };
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, "{} connection ended: {e}", options.name);
+                }
+                return;
+            }
+            () = stop.cancelled(), if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            expiry = watchdog => match expiry {
+                Expiry::Idle if !closing => {
+                    tracing::trace!(%peer, "{} connection idle; closing", options.name);
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                    hard_deadline = Some(
+                        Instant::now() + IDLE_CLOSE_GRACE.min(options.header_read_timeout),
+                    );
+                }
+                Expiry::Idle => return,
+                Expiry::Stalled(why) => {
+                    tracing::debug!(%peer, "{} connection closed: {why}", options.name);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// "Not set" for the instants below (stored as milliseconds since the connection
+/// was accepted).
+const UNSET: u64 = u64::MAX;
+
+/// What a connection is doing, updated by its IO ([`WatchedIo`]) and its requests
+/// ([`ConnectionService`]), read by its watchdog. Atomics rather than a lock: the IO
+/// updates it on every read and write.
+#[derive(Debug)]
+pub struct ConnectionActivity {
+    accepted: Instant,
+    /// Requests whose answer has not been handed over completely.
+    active: AtomicUsize,
+    /// When the last request ended (or the accept).
+    idle_since: AtomicU64,
+    /// When the first byte of the next request arrived; the accept for the first
+    /// request. `UNSET` while a request is in progress or none has begun.
+    request_started: AtomicU64,
+    /// Set when a request ends: the next bytes read start the next request.
+    awaiting_request: AtomicBool,
+    /// When a write last found the client's window full; `UNSET` when writes go through.
+    write_blocked_since: AtomicU64,
+    /// HTTP/2 (by the connection preface or a request's version): requests are
+    /// streams, pings keep the connection busy, and the header-read rule does not
+    /// apply between requests.
+    http2: AtomicBool,
+    first_read: AtomicBool,
+    /// Wakes the watchdog when a deadline moves earlier or appears.
+    changed: Notify,
+}
+
+impl ConnectionActivity {
+    fn new() -> ConnectionActivity {
+        ConnectionActivity {
+            accepted: Instant::now(),
+            active: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+            request_started: AtomicU64::new(0),
+            awaiting_request: AtomicBool::new(false),
+            write_blocked_since: AtomicU64::new(UNSET),
+            http2: AtomicBool::new(false),
+            first_read: AtomicBool::new(true),
+            changed: Notify::new(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.accepted.elapsed().as_millis() as u64
+    }
+
+    fn request_begins(&self, http2: bool) {
+        if http2 {
+            self.http2.store(true, Ordering::Relaxed);
+        }
+        self.awaiting_request.store(false, Ordering::Relaxed);
+        self.request_started.store(UNSET, Ordering::Relaxed);
+        self.active.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn request_ends(&self) {
+        self.idle_since.store(self.now(), Ordering::Relaxed);
+        self.awaiting_request.store(true, Ordering::Relaxed);
+        if self.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.changed.notify_one();
+        }
+    }
+
+    fn bytes_read(&self, bytes: &[u8]) {
+        if self.first_read.swap(false, Ordering::Relaxed) && bytes.starts_with(b"PRI") {
+            self.http2.store(true, Ordering::Relaxed);
+            self.changed.notify_one();
+        }
+        if self.awaiting_request.load(Ordering::Relaxed)
+            && self.awaiting_request.swap(false, Ordering::Relaxed)
+        {
+            self.request_started.store(self.now(), Ordering::Relaxed);
+            self.changed.notify_one();
+        }
+    }
+
+    fn write_blocked(&self) {
+        if self.write_blocked_since.load(Ordering::Relaxed) == UNSET {
+            self.write_blocked_since
+                .store(self.now(), Ordering::Relaxed);
+            self.changed.notify_one();
+        }
+    }
+
+    fn write_went_through(&self) {
+        if self.write_blocked_since.load(Ordering::Relaxed) != UNSET {
+            self.write_blocked_since.store(UNSET, Ordering::Relaxed);
+        }
+    }
+
+    /// The next deadline (milliseconds since the accept) and what happens then.
+    fn deadline(&self, options: &ConnectionOptions) -> Option<(u64, Expiry)> {
+        let ms = |d: Duration| d.as_millis() as u64;
+        let blocked = self.write_blocked_since.load(Ordering::Relaxed);
+        if blocked != UNSET {
+            return Some((
+                blocked.saturating_add(ms(options.send_timeout)),
+                Expiry::Stalled("the client did not read its answer within the send timeout"),
+            ));
+        }
+        if self.active.load(Ordering::Acquire) > 0 {
+            // Bodies have their own timeout; inference its deadline.
+            return None;
+        }
+        let idle = (
+            self.idle_since
+                .load(Ordering::Relaxed)
+                .saturating_add(ms(options.idle_timeout)),
+            Expiry::Idle,
+        );
+        if self.http2.load(Ordering::Relaxed) {
+            return Some(idle);
+        }
+        let started = self.request_started.load(Ordering::Relaxed);
+        if started != UNSET {
+            return Some((
+                started.saturating_add(ms(options.header_read_timeout)),
+                Expiry::Stalled("no complete request head within the header read timeout"),
+            ));
+        }
+        Some(idle)
+    }
+
+    /// Completes when a deadline passes.
+    async fn expired(&self, options: &ConnectionOptions) -> Expiry {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            // Registered before reading the state, so a change after the read wakes us.
+            changed.as_mut().enable();
+            match self.deadline(options) {
+                Some((at, expiry)) if at <= self.now() => return expiry,
+                Some((at, _)) => {
+                    let at = self.accepted + Duration::from_millis(at);
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at) => {}
+                        () = changed => {}
+                    }
+                }
+                None => changed.await,
+            }
+        }
+    }
+}
+
+/// A connection's socket (TCP or TLS) that tells its [`ConnectionActivity`] when
+/// bytes arrive and when writes wait for the client.
+pub struct WatchedIo<I> {
+    inner: I,
+    activity: Arc<ConnectionActivity>,
+}
+
+impl<I> WatchedIo<I> {
+    fn new(inner: I, activity: Arc<ConnectionActivity>) -> WatchedIo<I> {
+        WatchedIo { inner, activity }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for WatchedIo<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = result {
+            let read = &buf.filled()[before..];
+            if !read.is_empty() {
+                self.activity.bytes_read(read);
+            }
+        }
+        result
+    }
+}
+
+impl<I: AsyncWrite + Unpin> WatchedIo<I> {
+    fn watch_write<T>(&self, result: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+        match &result {
+            Poll::Pending => self.activity.write_blocked(),
+            Poll::Ready(_) => self.activity.write_went_through(),
+        }
+        result
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for WatchedIo<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch_write(result)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch_write(result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let result = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch_write(result)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The service hyper calls for each request of one connection: gives the request
+/// its peer address and (REST) a body read timeout, and counts it as in progress
+/// until its answer has been handed over.
+#[derive(Clone)]
+pub struct ConnectionService {
+    router: axum::Router,
+    peer: SocketAddr,
+    activity: Arc<ConnectionActivity>,
+    body_read_timeout: Option<Duration>,
+}
+
+impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
+    type Response = http::Response<Body>;
+    type Error = std::convert::Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn call(&self, request: http::Request<Incoming>) -> Self::Future {
+        let guard = RequestInProgress::new(
+            self.activity.clone(),
+            request.version() == http::Version::HTTP_2,
+        );
+        let (mut parts, body) = request.into_parts();
+        // The access layer needs the peer (loopback-only management).
+        parts
+            .extensions
+            .insert(axum::extract::ConnectInfo(self.peer));
+        let body = match self.body_read_timeout {
+            Some(timeout) => Body::new(ReadTimeoutBody::new(body, timeout)),
+            None => Body::new(body),
+        };
+        let request = http::Request::from_parts(parts, body);
+        let router = self.router.clone();
+        Box::pin(async move {
+            let response = tower::ServiceExt::oneshot(router, request).await?;
+            Ok(response.map(|body| {
+                Body::new(GuardedBody {
+                    inner: body,
+                    _guard: guard,
+                })
+            }))
+        })
+    }
+}
+
+/// Counts a request as in progress while it lives (in the request's future, then in
+/// its answer's body until hyper has taken all of it).
+struct RequestInProgress(Arc<ConnectionActivity>);
+
+impl RequestInProgress {
+    fn new(activity: Arc<ConnectionActivity>, http2: bool) -> RequestInProgress {
+        activity.request_begins(http2);
+        RequestInProgress(activity)
+    }
+}
+
+impl Drop for RequestInProgress {
+    fn drop(&mut self) {
+        self.0.request_ends();
+    }
+}
+
+/// An answer's body that keeps its request counted as in progress.
+struct GuardedBody {
+    inner: Body,
+    _guard: RequestInProgress,
+}
+
+impl http_body::Body for GuardedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The error a request body gives when it stopped arriving for its read timeout;
+/// the REST adapters answer it with 408 ([`is_body_read_timeout`]).
+#[derive(Debug, thiserror::Error)]
+#[error("the request body stopped arriving for {0:?}")]
+pub struct BodyReadTimeout(pub Duration);
+
+/// Whether `error` or one of its sources is a [`BodyReadTimeout`].
+pub fn is_body_read_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut error = Some(error);
+    while let Some(e) = error {
+        if e.is::<BodyReadTimeout>() {
+            return true;
+        }
+        error = e.source();
+    }
+    false
+}
+
+/// A request body that fails with [`BodyReadTimeout`] when no data comes for
+/// `timeout` while it is being read.
+pub struct ReadTimeoutBody {
+    inner: Incoming,
+    timeout: Duration,
+    /// Armed while a read waits for the client.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl ReadTimeoutBody {
+    pub fn new(inner: Incoming, timeout: Duration) -> ReadTimeoutBody {
+        ReadTimeoutBody {
+            inner,
+            timeout,
+            stalled: None,
+        }
+    }
+}
+
+impl http_body::Body for ReadTimeoutBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                self.stalled = None;
+                Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
+            }
+            Poll::Pending => {
+                let timeout = self.timeout;
+                let stalled = self
+                    .stalled
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                match stalled.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyReadTimeout(timeout))))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_limit_keeps_a_reserve() {
+        assert_eq!(default_max_connections(1024), 768);
+        assert_eq!(default_max_connections(20_000), 18_000);
+        assert_eq!(default_max_connections(1 << 20), (1 << 20) - (1 << 20) / 10);
+        assert_eq!(
+            default_max_connections(300),
+            150,
+            "too small for the reserve"
+        );
+        assert_eq!(default_max_connections(1), 1);
+    }
+
+    fn options() -> ConnectionOptions {
+        ConnectionOptions {
+            name: "test",
+            http2_only: false,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_read_timeout: None,
+            send_timeout: Duration::from_secs(30),
+            max_header_bytes: 65536,
+            http2: Http2Options {
+                max_concurrent_streams: 10,
+                keep_alive_interval: None,
+                keep_alive_timeout: Duration::from_secs(20),
+                max_pending_accept_reset_streams: 20,
+            },
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watchdog_applies_each_timeout_in_its_phase() {
+        let o = options();
+        let a = ConnectionActivity::new();
+        // A fresh HTTP/1 connection must send its first head within the header timeout.
+        assert_eq!(
+            a.deadline(&o),
+            Some((
+                10_000,
+                Expiry::Stalled("no complete request head within the header read timeout")
+            ))
+        );
+        let started = Instant::now();
+        assert!(matches!(a.expired(&o).await, Expiry::Stalled(_)));
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+
+        // A request in progress has no connection deadline ...
+        let a = ConnectionActivity::new();
+        a.request_begins(false);
+        assert_eq!(a.deadline(&o), None);
+        // ... unless its client stops reading the answer.
+        a.write_blocked();
+        assert!(matches!(a.deadline(&o), Some((30_000, Expiry::Stalled(_)))));
+        a.write_went_through();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        a.request_ends();
+        // Idle keep-alive: the idle timeout from the end of the request.
+        assert_eq!(a.deadline(&o), Some((65_000, Expiry::Idle)));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        // The next request's first bytes: the header timeout from them.
+        a.bytes_read(b"GET /");
+        assert!(matches!(a.deadline(&o), Some((16_000, Expiry::Stalled(_)))));
+
+        // HTTP/2: between streams only the idle timeout counts, pings or not.
+        let a = ConnectionActivity::new();
+        a.bytes_read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        assert_eq!(a.deadline(&o), Some((60_000, Expiry::Idle)));
+        a.bytes_read(b"ping");
+        assert_eq!(a.deadline(&o), Some((60_000, Expiry::Idle)));
+    }
+
+    #[tokio::test]
+    async fn the_limit_waits_for_a_permit() {
+        let limit = ConnectionLimit::new(2);
+        let a = limit.acquire().await;
+        let _b = limit.acquire().await;
+        assert_eq!(limit.open(), 2);
+        let waiting = tokio::spawn({
+            let limit = limit.clone();
+            async move { limit.acquire().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        drop(a);
+        let _c = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(limit.open(), 2);
+    }
+}

@@ -1,0 +1,594 @@
+//! No client can starve the server (issue 9): the server runs as a child process
+//! with a low open-files limit (`prlimit --nofile=1024`, so its connection limit is
+//! 768), and more connections than that are kept open against it, reconnecting as
+//! soon as the server closes them:
+//! * HTTP/1 requests whose head is never finished (closed by the header-read timeout);
+//! * idle HTTP/2 connections on the gRPC port (closed by the idle timeout);
+//! * gRPC calls whose request message never comes (body read timeout, then idle).
+//!
+//! Meanwhile a client keeps predicting over fresh connections: every request must be
+//! answered within [`ANSWER_WITHIN`]; a new model version copied into the repository
+//! during the attack must be served (the watcher still has descriptors); and the
+//! server's descriptor count (`/proc/<pid>/fd`) must stay clear of its limit.
+//! Everything runs on 127.0.0.1 and stops itself; only the child started here is
+//! killed. Smaller tests check the timeouts one by one on an in-process server.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{install_model, root_path};
+use ferroserve_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
+use ferroserve_proto::tensorflow::serving::{self as tfs, ModelSpec};
+use ferroserve_proto::tensorflow::{
+    tensor_shape_proto, DataType as Dt, TensorProto, TensorShapeProto,
+};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+/// The server's open-files limit; its connection limit is 1024 − 256 = 768.
+const SERVER_FD_LIMIT: u64 = 1024;
+/// Attacking connections kept open at once: more than the server's connection limit.
+const ATTACKERS: usize = 1100;
+/// The tests of this file run one at a time: the flood needs the machine's CPUs.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// How long each attack lasts while the legitimate client predicts.
+const ATTACK: Duration = Duration::from_secs(8);
+/// The longest a legitimate request may wait for its answer under attack.
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The attackers need more descriptors than a default soft limit of 1024.
+fn raise_own_fd_limit() {
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap();
+    assert!(
+        limit >= 2 * ATTACKERS as u64 + 256,
+        "this test needs an open-files hard limit of at least {}, not {limit}",
+        2 * ATTACKERS + 256
+    );
+}
+
+struct ChildServer {
+    child: Child,
+    pid: u32,
+    rest: SocketAddr,
+    grpc: SocketAddr,
+    repo: tempfile::TempDir,
+    log: tempfile::NamedTempFile,
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        // Only the process this test started, by its handle.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ChildServer {
+    async fn start() -> ChildServer {
+        let repo = tempfile::tempdir().unwrap();
+        install_model(
+            repo.path(),
+            "iris_lr",
+            1,
+            &root_path("examples/models/iris_lr/1/model.onnx"),
+        );
+        let rest: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut command = Command::new("prlimit");
+        command
+            .arg(format!("--nofile={SERVER_FD_LIMIT}:{SERVER_FD_LIMIT}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_ferroserve"))
+            .args(["serve", "--model-repository"])
+            .arg(repo.path())
+            .args(["--rest-addr", &rest.to_string()])
+            .args(["--grpc-addr", &grpc.to_string()])
+            .args(["--inference-threads", "2"])
+            .args(["--header-read-timeout-secs", "1"])
+            .args(["--keep-alive-timeout-secs", "2"])
+            .args(["--grpc-idle-timeout-secs", "2"])
+            .args(["--body-read-timeout-secs", "1"])
+            .args(["--file-system-poll-wait-seconds", "0.2"])
+            .env("FERROSERVE_LOG", "warn")
+            // The server logs to stdout.
+            .stdout(log.reopen().unwrap())
+            .stderr(Stdio::inherit());
+        if let Some(ort) = common::onnxruntime_path() {
+            command.env("ORT_DYLIB_PATH", ort);
+        }
+        // prlimit sets the limit on itself and then executes the server: the child's
+        // pid is the server's.
+        let child = command
+            .spawn()
+            .expect("prlimit (util-linux) runs the server");
+        let pid = child.id();
+        let server = ChildServer {
+            child,
+            pid,
+            rest,
+            grpc,
+            repo,
+            log,
+        };
+        let client = fresh_client();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = client
+                .get(format!("http://{rest}/v2/health/ready"))
+                .send()
+                .await
+                .map(|r| r.status() == 200)
+                .unwrap_or(false);
+            if ready {
+                return server;
+            }
+            assert!(Instant::now() < deadline, "server not ready within 60 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+}
+
+/// A client that opens a new connection for every request, so each one has to be
+/// accepted past the attackers.
+fn fresh_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(ANSWER_WITHIN)
+        .build()
+        .unwrap()
+}
+
+/// Keeps `count` attackers running `attack` in a loop until `stop`.
+fn flood<F, Fut>(count: usize, stop: &CancellationToken, attack: F) -> tokio::task::JoinSet<()>
+where
+    F: Fn() -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..count {
+        let stop = stop.clone();
+        let attack = attack.clone();
+        tasks.spawn(async move {
+            while !stop.is_cancelled() {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = attack() => {}
+                }
+            }
+        });
+    }
+    tasks
+}
+
+/// Connects, or gives up after a moment (a full listen backlog drops the SYN).
+async fn connect(addr: SocketAddr) -> Option<TcpStream> {
+    match tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => Some(stream),
+        _ => {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            None
+        }
+    }
+}
+
+/// Reads until the server closes the connection (at most 30 s).
+async fn until_closed(stream: &mut TcpStream) {
+    let mut buf = [0u8; 1024];
+    let _ = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(n) = stream.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Half of an HTTP/1 request, then silence.
+async fn half_sent_request(addr: SocketAddr) {
+    if let Some(mut stream) = connect(addr).await {
+        let _ = stream
+            .write_all(b"POST /v1/models/iris_lr:predict HTTP/1.1\r\nHost: x\r\nContent-Le")
+            .await;
+        until_closed(&mut stream).await;
+    }
+}
+
+/// The HTTP/2 preface and an empty SETTINGS frame, then silence.
+async fn idle_http2(addr: SocketAddr) {
+    if let Some(mut stream) = connect(addr).await {
+        let _ = stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+        let _ = stream.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await;
+        until_closed(&mut stream).await;
+    }
+}
+
+/// A gRPC call whose request message never comes.
+async fn unfinished_grpc_call(addr: SocketAddr) {
+    let Some(stream) = connect(addr).await else {
+        return;
+    };
+    let Ok(Ok((mut client, connection))) =
+        tokio::time::timeout(Duration::from_secs(5), h2::client::handshake(stream)).await
+    else {
+        return;
+    };
+    let driver = tokio::spawn(connection);
+    let request = http::Request::post(format!(
+        "http://{addr}/inference.GRPCInferenceService/ModelInfer"
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(())
+    .unwrap();
+    let mut open = None;
+    if let Ok(Ok(ready)) = tokio::time::timeout(Duration::from_secs(5), client.ready()).await {
+        client = ready;
+        // end_of_stream false: the message is never sent; the answer never read.
+        open = client.send_request(request, false).ok();
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(30), driver).await;
+    drop(open);
+}
+
+/// Predicts over fresh connections until `stop`; every answer must be a 200 within
+/// [`ANSWER_WITHIN`]. Returns how many were answered and the slowest.
+async fn keep_predicting_rest(rest: SocketAddr, stop: CancellationToken) -> (usize, Duration) {
+    let client = fresh_client();
+    let (mut answered, mut slowest) = (0, Duration::ZERO);
+    while !stop.is_cancelled() {
+        let started = Instant::now();
+        let r = client
+            .post(format!("http://{rest}/v1/models/iris_lr:predict"))
+            .json(&json!({ "instances": [[5.1, 3.5, 1.4, 0.2]] }))
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "a legitimate REST request failed under attack after {:?}: {e:?}",
+                    started.elapsed()
+                )
+            });
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+        slowest = slowest.max(started.elapsed());
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (answered, slowest)
+}
+
+fn iris_row() -> tfs::PredictRequest {
+    tfs::PredictRequest {
+        model_spec: Some(ModelSpec {
+            name: "iris_lr".into(),
+            ..Default::default()
+        }),
+        inputs: [(
+            "input".to_string(),
+            TensorProto {
+                dtype: Dt::DtFloat as i32,
+                tensor_shape: Some(TensorShapeProto {
+                    dim: [1i64, 4]
+                        .iter()
+                        .map(|&size| tensor_shape_proto::Dim {
+                            size,
+                            name: String::new(),
+                        })
+                        .collect(),
+                    unknown_rank: false,
+                }),
+                float_val: vec![5.1, 3.5, 1.4, 0.2],
+                ..Default::default()
+            },
+        )]
+        .into(),
+        output_filter: vec![],
+    }
+}
+
+/// Like [`keep_predicting_rest`] over gRPC, a new connection (channel) per call.
+async fn keep_predicting_grpc(grpc: SocketAddr, stop: CancellationToken) -> (usize, Duration) {
+    let (mut answered, mut slowest) = (0, Duration::ZERO);
+    while !stop.is_cancelled() {
+        let started = Instant::now();
+        let call = async {
+            let mut client = PredictionServiceClient::connect(format!("http://{grpc}")).await?;
+            client.predict(iris_row()).await?;
+            Ok::<_, Box<dyn std::error::Error>>(())
+        };
+        match tokio::time::timeout(ANSWER_WITHIN, call).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("a legitimate gRPC call failed under attack: {e}"),
+            Err(_) => panic!("a legitimate gRPC call was not answered within {ANSWER_WITHIN:?}"),
+        }
+        slowest = slowest.max(started.elapsed());
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (answered, slowest)
+}
+
+/// Samples the server's open descriptors until `stop`; gives the most seen.
+fn watch_fds(server: &ChildServer, stop: CancellationToken) -> tokio::task::JoinHandle<usize> {
+    let pid = server.pid;
+    let most = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(async move {
+        while !stop.is_cancelled() {
+            let n = std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .map(|d| d.count())
+                .unwrap_or(0);
+            most.fetch_max(n, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        most.load(Ordering::Relaxed)
+    })
+}
+
+/// Descriptors the server must always have free: its reserve is 256, so staying
+/// this far below the limit shows the connections never took the reserve.
+const FREE_FDS_KEPT: usize = 128;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn floods_of_stalled_connections_do_not_starve_the_server() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    raise_own_fd_limit();
+    let server = ChildServer::start().await;
+    eprintln!("server idles with {} descriptors", server.open_fds());
+
+    // 1. Half-sent HTTP/1 requests on the REST port, and a new model version.
+    let stop = CancellationToken::new();
+    let fds = watch_fds(&server, stop.clone());
+    let rest = server.rest;
+    let attackers = flood(ATTACKERS, &stop, move || half_sent_request(rest));
+    let legit = tokio::spawn(keep_predicting_rest(rest, stop.clone()));
+    tokio::time::sleep(ATTACK / 2).await;
+    install_model(
+        server.repo.path(),
+        "iris_lr",
+        2,
+        &root_path("examples/models/iris_lr/1/model.onnx"),
+    );
+    let client = fresh_client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // A request for version 2 answers once the watcher has loaded it.
+        let r = client
+            .post(format!(
+                "http://{rest}/v1/models/iris_lr/versions/2:predict"
+            ))
+            .json(&json!({ "instances": [[5.1, 3.5, 1.4, 0.2]] }))
+            .send()
+            .await
+            .expect("a legitimate request under attack");
+        if r.status() == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "version 2 not served within 30 s under attack: {} {}",
+            r.status(),
+            r.text().await.unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(ATTACK / 2).await;
+    stop.cancel();
+    let (answered, slowest) = legit.await.unwrap();
+    attackers.join_all().await;
+    let most = fds.await.unwrap();
+    eprintln!("half-sent HTTP/1: {answered} answered, slowest {slowest:?}, at most {most} fds");
+    assert!(answered >= 5, "only {answered} requests answered");
+    assert!(
+        most < SERVER_FD_LIMIT as usize - FREE_FDS_KEPT,
+        "{most} descriptors open"
+    );
+    let status: Value = client
+        .get(format!("http://{rest}/v1/models/iris_lr/versions/2"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        status["model_version_status"][0]["state"], "AVAILABLE",
+        "{status}"
+    );
+
+    // 2. Idle HTTP/2 connections on the gRPC port.
+    let stop = CancellationToken::new();
+    let fds = watch_fds(&server, stop.clone());
+    let grpc = server.grpc;
+    let attackers = flood(ATTACKERS, &stop, move || idle_http2(grpc));
+    let legit = tokio::spawn(keep_predicting_grpc(grpc, stop.clone()));
+    tokio::time::sleep(ATTACK).await;
+    stop.cancel();
+    let (answered, slowest) = legit.await.unwrap();
+    attackers.join_all().await;
+    let most = fds.await.unwrap();
+    eprintln!("idle HTTP/2: {answered} answered, slowest {slowest:?}, at most {most} fds");
+    assert!(answered >= 3, "only {answered} calls answered");
+    assert!(
+        most < SERVER_FD_LIMIT as usize - FREE_FDS_KEPT,
+        "{most} descriptors open"
+    );
+
+    // 3. gRPC calls opened and never finished (nor their answers read).
+    let stop = CancellationToken::new();
+    let fds = watch_fds(&server, stop.clone());
+    let attackers = flood(ATTACKERS, &stop, move || unfinished_grpc_call(grpc));
+    let legit = tokio::spawn(keep_predicting_grpc(grpc, stop.clone()));
+    let legit_rest = tokio::spawn(keep_predicting_rest(rest, stop.clone()));
+    tokio::time::sleep(ATTACK).await;
+    stop.cancel();
+    let (answered, slowest) = legit.await.unwrap();
+    let (answered_rest, slowest_rest) = legit_rest.await.unwrap();
+    attackers.join_all().await;
+    let most = fds.await.unwrap();
+    eprintln!(
+        "unfinished gRPC calls: {answered} gRPC answered (slowest {slowest:?}), \
+         {answered_rest} REST (slowest {slowest_rest:?}), at most {most} fds"
+    );
+    assert!(answered >= 3 && answered_rest >= 3);
+    assert!(
+        most < SERVER_FD_LIMIT as usize - FREE_FDS_KEPT,
+        "{most} descriptors open"
+    );
+
+    let log = server.log();
+    assert!(
+        !log.contains("Too many open files"),
+        "the server ran out of descriptors:\n{log}"
+    );
+    assert!(
+        log.contains("connection limit reached"),
+        "the attacks never reached the connection limit, so they proved nothing:\n{log}"
+    );
+}
+
+// ---- one timeout at a time, on an in-process server ----
+
+async fn short_timeouts_server() -> (common::TestServer, tempfile::TempDir) {
+    let repo = tempfile::tempdir().unwrap();
+    install_model(
+        repo.path(),
+        "iris_lr",
+        1,
+        &root_path("examples/models/iris_lr/1/model.onnx"),
+    );
+    let settings = ferroserve::settings::Settings {
+        header_read_timeout: Duration::from_secs(1),
+        keep_alive_timeout: Duration::from_secs(2),
+        body_read_timeout: Duration::from_secs(1),
+        max_header_bytes: 16 * 1024,
+        ..common::test_settings(repo.path())
+    };
+    (common::TestServer::start_with(settings).await, repo)
+}
+
+/// Reads an HTTP/1 answer until the server closes the connection; `None` when it
+/// closed without answering. Fails past `within`.
+async fn answer(stream: &mut TcpStream, within: Duration) -> Option<String> {
+    let mut text = Vec::new();
+    tokio::time::timeout(within, stream.read_to_end(&mut text))
+        .await
+        .expect("the server did not close the connection in time")
+        .ok();
+    (!text.is_empty()).then(|| String::from_utf8_lossy(&text).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stops_arriving_is_a_json_408() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let (server, _repo) = short_timeouts_server().await;
+    let mut stream = TcpStream::connect(server.rest_addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /v1/models/iris_lr:predict HTTP/1.1\r\nHost: x\r\n\
+              Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"instances\":",
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let text = answer(&mut stream, Duration::from_secs(10)).await.unwrap();
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    let body = text.split("\r\n\r\n").nth(1).unwrap();
+    let error: Value = serde_json::from_str(body).unwrap();
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("stopped arriving"),
+        "{error}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_heads_and_idle_connections_are_closed() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let (server, _repo) = short_timeouts_server().await;
+    // A connection that sends nothing, and one that sends half a head: closed
+    // without an answer after the header read timeout (1 s).
+    for sent in [&b""[..], b"GET /v2/health/live HTTP/1.1\r\nHo"] {
+        let mut stream = TcpStream::connect(server.rest_addr).await.unwrap();
+        stream.write_all(sent).await.unwrap();
+        let started = Instant::now();
+        assert_eq!(answer(&mut stream, Duration::from_secs(10)).await, None);
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
+    }
+    // A keep-alive connection stays open between requests for the idle timeout
+    // (2 s, longer than the header timeout), then closes.
+    let mut stream = TcpStream::connect(server.rest_addr).await.unwrap();
+    let request = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n";
+    stream.write_all(request).await.unwrap();
+    let mut buf = [0u8; 1024];
+    let n = stream.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stream.write_all(request).await.unwrap();
+    let n = stream.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "still open after 1.5 s idle"
+    );
+    let started = Instant::now();
+    assert_eq!(answer(&mut stream, Duration::from_secs(10)).await, None);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(6),
+        "{took:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_over_the_limit_are_431() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let (server, _repo) = short_timeouts_server().await;
+    let mut stream = TcpStream::connect(server.rest_addr).await.unwrap();
+    let big = "a".repeat(20 * 1024);
+    let request = format!("GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let text = answer(&mut stream, Duration::from_secs(10)).await.unwrap();
+    // hyper writes this answer itself, before any of our code sees the request:
+    // it has no body.
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+    // Under the limit is fine.
+    let (status, _) = server.get("/v2/health/live").await;
+    assert_eq!(status, 200);
+    server.stop().await;
+}
