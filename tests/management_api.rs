@@ -574,7 +574,8 @@ async fn simple_predict_by_position_and_by_name() {
     let sum: f64 = probabilities.iter().map(|p| p.as_f64().unwrap()).sum();
     assert!((sum - 1.0).abs() < 1e-4, "{one}");
     assert!(one["latency"].as_f64().unwrap() >= 0.0);
-    assert!(one["timestamp"].as_str().unwrap().ends_with('Z'));
+    assert!(one["timestamp"].as_f64().unwrap() > 1.6e9, "{one}");
+    assert!(one["time"].as_str().unwrap().ends_with('Z'));
 
     let (code, many) = server
         .post_json(

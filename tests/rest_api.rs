@@ -322,3 +322,168 @@ async fn v2_binary_tensor_extension() {
     assert_eq!(doc["outputs"][1]["data"].as_array().unwrap().len(), 6);
     server.stop().await;
 }
+
+/// TF Serving REST `:classify` and `:regress` (issue 11), as TF Serving's REST API
+/// takes them: named features per example, a shared context, `{"result": ...}` back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tf_serving_rest_classify_and_regress() {
+    let repo = repo();
+    let names = ["sepal_length", "sepal_width", "petal_length", "petal_width"];
+    std::fs::write(
+        repo.path().join("iris_lr/config.toml"),
+        "feature_names = [\"sepal_length\", \"sepal_width\", \"petal_length\", \"petal_width\"]\n",
+    )
+    .unwrap();
+    install_model(
+        repo.path(),
+        "iris_sklearn",
+        1,
+        &root_path("examples/models/iris_sklearn/1/model.joblib"),
+    );
+    std::fs::write(
+        repo.path().join("iris_sklearn/config.toml"),
+        "feature_names = [\"sepal_length\", \"sepal_width\", \"petal_length\", \"petal_width\"]\n",
+    )
+    .unwrap();
+    let server = TestServer::start(repo.path()).await;
+    let examples = |rows: &[Value]| -> Vec<Value> {
+        rows.iter()
+            .map(|r| {
+                Value::Object(
+                    names
+                        .iter()
+                        .zip(r.as_array().unwrap())
+                        .map(|(n, v)| (n.to_string(), v.clone()))
+                        .collect(),
+                )
+            })
+            .collect()
+    };
+
+    // ONNX, int64 labels: every class with its probability, as onnxruntime gave it.
+    let exp = expected("examples/models/iris_lr/1/expected.json");
+    let rows = exp["rows"].as_array().unwrap();
+    let (status, body) = server
+        .post_json(
+            "/v1/models/iris_lr/versions/1:classify",
+            &json!({"signature_name": "serving_default", "examples": examples(rows)}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let result = body["result"].as_array().unwrap();
+    assert_eq!(result.len(), rows.len());
+    for (i, classes) in result.iter().enumerate() {
+        let classes = classes.as_array().unwrap();
+        assert_eq!(classes.len(), 3, "{body}");
+        for (j, pair) in classes.iter().enumerate() {
+            assert_eq!(pair[0], json!(j.to_string()));
+            let ort = exp["onnxruntime"]["probabilities"][i][j].as_f64().unwrap();
+            assert_eq!(
+                pair[1].as_f64().unwrap() as f32,
+                ort as f32,
+                "row {i} class {j}"
+            );
+        }
+    }
+
+    // scikit-learn, string labels; one feature shared through the context.
+    let exp = expected("examples/models/iris_sklearn/1/expected.json");
+    let rows = &exp["rows"].as_array().unwrap()[..4];
+    let same_width: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let mut r = r.as_array().unwrap().clone();
+            r[1] = json!(3.5);
+            Value::Array(r)
+        })
+        .collect();
+    let mut with_context = examples(&same_width);
+    for e in &mut with_context {
+        e.as_object_mut().unwrap().remove("sepal_width");
+    }
+    let (status, body) = server
+        .post_json(
+            "/v1/models/iris_sklearn:classify",
+            &json!({"context": {"sepal_width": 3.5}, "examples": with_context}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, predicted) = server
+        .post_json(
+            "/v1/models/iris_sklearn:predict",
+            &json!({"instances": same_width}),
+        )
+        .await;
+    for (i, classes) in body["result"].as_array().unwrap().iter().enumerate() {
+        let labels: Vec<&str> = classes
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[0].as_str().unwrap())
+            .collect();
+        assert_eq!(labels, ["setosa", "versicolor", "virginica"]);
+        for j in 0..3 {
+            assert_close(
+                classes[j][1].as_f64().unwrap(),
+                predicted["predictions"][i]["predict_proba"][j]
+                    .as_f64()
+                    .unwrap(),
+                1e-6,
+                &format!("row {i} class {j}"),
+            );
+        }
+    }
+
+    // Regress: a float64 regressor without feature names takes the row as one feature
+    // named like its input.
+    let exp = expected("tests/fixtures/onnx/diabetes_f64/expected.json");
+    let rows = exp["rows"].as_array().unwrap();
+    let regress_examples: Vec<Value> = rows.iter().map(|r| json!({"input": r})).collect();
+    let (status, body) = server
+        .post_json(
+            "/v1/models/diabetes_f64:regress",
+            &json!({"signature_name": "regression", "examples": regress_examples}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let got = f64s(&body["result"]);
+    assert_eq!(got.len(), rows.len());
+    for (i, (g, e)) in got.iter().zip(f64s(&exp["sklearn_predict"])).enumerate() {
+        assert_close(*g, e, 1e-5, &format!("diabetes row {i}"));
+    }
+
+    // Errors are TF Serving's JSON errors with the right status.
+    for (path, body, code) in [
+        (
+            "/v1/models/iris_lr:classify",
+            json!({"examples": [{"sepal_length": 1.0}]}),
+            400,
+        ),
+        (
+            "/v1/models/iris_lr:classify",
+            json!({"instances": [[1, 2, 3, 4]]}),
+            400,
+        ),
+        ("/v1/models/iris_lr:classify", json!({"examples": []}), 400),
+        (
+            "/v1/models/iris_lr:regress",
+            json!({"signature_name": "other", "examples": examples(&rows[..1])}),
+            400,
+        ),
+        (
+            "/v1/models/nope:classify",
+            json!({"examples": [{"a": 1}]}),
+            404,
+        ),
+        (
+            "/v1/models/iris_lr:explain",
+            json!({"examples": [{"a": 1}]}),
+            404,
+        ),
+    ] {
+        let (status, answer) = server.post_json(path, &body).await;
+        assert_eq!(status, code, "{path} {body}: {answer}");
+        assert!(answer["error"].is_string(), "{answer}");
+    }
+    server.stop().await;
+}

@@ -6,6 +6,13 @@
 //! name. Names come from the model config's `feature_names`, else from the model
 //! itself (`ModelTraits::feature_names`); a missing feature takes the config's
 //! `feature_defaults` value, and unknown or missing features are refused by name.
+//!
+//! A model with one input per column (a scikit-learn `ColumnTransformer` selecting
+//! columns by name, an ONNX model converted with one input per feature) and no
+//! `input_name` in its config is fed column by column: each input gets the feature
+//! of its name from every row, as an `[n, 1]` tensor (`[n]` for a rank-1 input) of the
+//! input's kind (text stays text). Positional rows feed such a model only when a row
+//! has exactly one value per input, in the model's input order.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -61,8 +68,16 @@ pub async fn simple_predict(
         return Err(ApiError::InvalidArgument("no features given".into()));
     }
     let handle = state.manager.resolve(&request.model, &request.version)?;
-    let input = input_spec(&handle)?;
-    let tensor = rows_to_tensor(&handle, input, &request.rows)?;
+    let inputs = match per_column_inputs(&handle, &request.rows) {
+        Some(specs) => rows_to_columns(&handle, specs, &request.rows)?,
+        None => {
+            let input = input_spec(&handle)?;
+            vec![(
+                input.name.clone(),
+                rows_to_tensor(&handle, input, &request.rows)?,
+            )]
+        }
+    };
     let traits = handle.backend.traits();
     let outputs = &handle.backend.signature().outputs;
     let prediction_output = handle
@@ -88,7 +103,7 @@ pub async fn simple_predict(
         VersionRequest::Specific(handle.version),
         Protocol::SimpleRest,
     );
-    predict_request.inputs = vec![(input.name.clone(), tensor)];
+    predict_request.inputs = inputs;
     predict_request.outputs = wanted;
     let response = predict(state, predict_request).await?;
     let mut prediction = None;
@@ -109,6 +124,131 @@ pub async fn simple_predict(
         prediction,
         probabilities,
         latency: started.elapsed(),
+    })
+}
+
+/// The model's inputs when the rows feed it column by column: it has several inputs,
+/// its config names none of them as the one to use, and the rows are named, or
+/// positional with one value per input.
+fn per_column_inputs<'h>(handle: &'h ServableHandle, rows: &Rows) -> Option<&'h [TensorSpec]> {
+    let inputs = handle.backend.signature().inputs.as_slice();
+    if inputs.len() < 2 || handle.config().input_name.is_some() {
+        return None;
+    }
+    match rows {
+        Rows::Named(_) => Some(inputs),
+        Rows::Positional(r) => r
+            .iter()
+            .all(|row| row.len() == inputs.len())
+            .then_some(inputs),
+    }
+}
+
+/// One tensor per model input from the rows: by name (the input's name; a missing
+/// one from `feature_defaults`), or by position in input order.
+fn rows_to_columns(
+    handle: &ServableHandle,
+    inputs: &[TensorSpec],
+    rows: &Rows,
+) -> Result<Vec<(String, Tensor)>, ApiError> {
+    // One read of the config in force for the whole request.
+    let config = handle.config();
+    let defaults = &config.feature_defaults;
+    let columns: Vec<Vec<&FeatureValue>> = match rows {
+        Rows::Positional(rows) => (0..inputs.len())
+            .map(|i| rows.iter().map(|row| &row[i]).collect())
+            .collect(),
+        Rows::Named(rows) => {
+            // Features the model knows but does not use (a dropped column) are accepted.
+            let known = |name: &str| {
+                inputs.iter().any(|s| s.name == name)
+                    || feature_names(handle, &config).is_some_and(|n| n.iter().any(|f| f == name))
+            };
+            let input_names: Vec<&str> = inputs.iter().map(|s| s.name.as_str()).collect();
+            for (i, row) in rows.iter().enumerate() {
+                let unknown: Vec<&String> = row.keys().filter(|k| !known(k)).collect();
+                let missing: Vec<&str> = input_names
+                    .iter()
+                    .copied()
+                    .filter(|n| !row.contains_key(*n) && !defaults.contains_key(*n))
+                    .collect();
+                if !unknown.is_empty() || !missing.is_empty() {
+                    let mut why = Vec::new();
+                    if !unknown.is_empty() {
+                        why.push(format!("unknown feature(s) {unknown:?}"));
+                    }
+                    if !missing.is_empty() {
+                        why.push(format!("missing feature(s) {missing:?}"));
+                    }
+                    let which = if rows.len() > 1 {
+                        format!("row {i}: ")
+                    } else {
+                        String::new()
+                    };
+                    return Err(ApiError::InvalidArgument(format!(
+                        "{which}{}; model {:?} takes one input per column: {input_names:?}",
+                        why.join(", "),
+                        handle.model
+                    )));
+                }
+            }
+            input_names
+                .iter()
+                .map(|n| {
+                    rows.iter()
+                        .map(|row| row.get(*n).or_else(|| defaults.get(*n)).expect("checked"))
+                        .collect()
+                })
+                .collect()
+        }
+    };
+    inputs
+        .iter()
+        .zip(columns)
+        .map(|(spec, column)| {
+            let n = column.len();
+            let data = column_data(spec, column.into_iter())?;
+            let shape = if spec.shape.len() == 1 {
+                vec![n]
+            } else {
+                vec![n, 1]
+            };
+            let tensor =
+                Tensor::new(shape, data).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+            Ok((spec.name.clone(), tensor))
+        })
+        .collect()
+}
+
+/// Feature values as the data of `input`: text for a string input (numbers written
+/// out), numbers otherwise (text that reads as a number is one).
+fn column_data<'a>(
+    input: &TensorSpec,
+    values: impl Iterator<Item = &'a FeatureValue>,
+) -> Result<TensorData, ApiError> {
+    Ok(if input.dtype == DataType::Bytes {
+        TensorData::Bytes(
+            values
+                .map(|v| match v {
+                    FeatureValue::Text(s) => s.as_bytes().to_vec(),
+                    FeatureValue::Number(n) => n.to_string().into_bytes(),
+                })
+                .collect(),
+        )
+    } else {
+        TensorData::F64(
+            values
+                .map(|v| match v {
+                    FeatureValue::Number(n) => Ok(*n),
+                    FeatureValue::Text(s) => s.trim().parse::<f64>().map_err(|_| {
+                        ApiError::InvalidArgument(format!(
+                            "feature value {s:?} is not a number, and the model's input {:?} takes numbers",
+                            input.name
+                        ))
+                    }),
+                })
+                .collect::<Result<_, _>>()?,
+        )
     })
 }
 
@@ -201,30 +341,7 @@ fn rows_to_tensor(
             positional[i].len()
         )));
     }
-    let values = positional.iter().flatten();
-    let data = if input.dtype == DataType::Bytes {
-        TensorData::Bytes(
-            values
-                .map(|v| match v {
-                    FeatureValue::Text(s) => s.as_bytes().to_vec(),
-                    FeatureValue::Number(n) => n.to_string().into_bytes(),
-                })
-                .collect(),
-        )
-    } else {
-        TensorData::F64(
-            values
-                .map(|v| match v {
-                    FeatureValue::Number(n) => Ok(*n),
-                    FeatureValue::Text(s) => s.trim().parse::<f64>().map_err(|_| {
-                        ApiError::InvalidArgument(format!(
-                            "feature value {s:?} is not a number, and the model takes numbers"
-                        ))
-                    }),
-                })
-                .collect::<Result<_, _>>()?,
-        )
-    };
+    let data = column_data(input, positional.iter().flatten().copied())?;
     Tensor::new(vec![positional.len(), width], data)
         .map_err(|e| ApiError::InvalidArgument(e.to_string()))
 }

@@ -21,8 +21,9 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -42,6 +43,10 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(state.settings.max_request_bytes))
+        // Inside the access layer (whose refusals are JSON already) and around every
+        // route, the default fallback (unknown path) and each route's wrong-method
+        // answer, so that no error leaves without the documented JSON body.
+        .layer(axum::middleware::from_fn(json_errors))
         // Outermost, so every route (unknown ones too) is authorised first.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -87,6 +92,62 @@ impl IntoResponse for HttpError {
         }
         response
     }
+}
+
+/// The most of a non-JSON error body that is read to quote it in the JSON error.
+const QUOTED_ERROR_BODY_LIMIT: usize = 4096;
+
+/// Makes every error response `{"error": "..."}`: axum answers an unknown path (404),
+/// a known path with the wrong method (405, `Allow` header kept) and a malformed path
+/// or query string (extractor rejections, 400) with an empty or plain-text body. Errors
+/// that are JSON already (every [`HttpError`]) pass untouched.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, QUOTED_ERROR_BODY_LIMIT)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = match status {
+        StatusCode::NOT_FOUND if text.is_empty() => format!("no such endpoint: {method} {path}"),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let allowed = parts
+                .headers
+                .get(header::ALLOW)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty())
+                .map(|v| format!(" (allowed: {v})"))
+                .unwrap_or_default();
+            format!("method {method} is not allowed on {path}{allowed}")
+        }
+        _ if !text.is_empty() => text,
+        _ => status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_string(),
+    };
+    let body = if method == Method::HEAD {
+        Vec::new()
+    } else {
+        serde_json::to_vec(&json!({ "error": message })).unwrap_or_default()
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 /// Turns the body extractor's failure into our error: over the size limit is 413, a

@@ -3,18 +3,24 @@
 //! * `POST /predict {"model_id": "iris_lr", "features": [5.1, 3.5, 1.4, 0.2]}`; features
 //!   may also be a list of rows, an object of named features, or a list of those, and
 //!   `"version"` a number or a label;
-//! * `GET /predict/iris_lr?sepal_length=5.1&sepal_width=3.5&…` (named features).
+//! * `GET /predict/iris_lr?sepal_length=5.1&sepal_width=3.5&…` (named features);
+//! * `POST /predict/iris_lr` and `POST /predict/iris_lr/infer` (the deploy answer's
+//!   `service_url`, called directly): the same body, the model from the path;
+//! * any of the POSTs form-encoded (`application/x-www-form-urlencoded`), see
+//!   [`decode_form`].
 //!
 //! Answer: `{"model_id", "version", "prediction", "probabilities"?, "classes"?,
-//! "latency", "timestamp"}`; one row in gives single values out, a list of rows gives
-//! lists.
+//! "latency", "timestamp", "time"}`; one row in gives single values out, a list of rows
+//! gives lists. `timestamp` is epoch seconds (a number, as the old services sent it),
+//! `time` the same instant as RFC 3339 text; `classes` have the type of the labels.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -25,11 +31,16 @@ use crate::api::ApiError;
 use crate::json_tensor::{nested, row};
 use crate::manager::VersionRequest;
 use crate::model_config::FeatureValue;
+use crate::tensor::DataType;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/predict", post(predict_post))
-        .route("/predict/{model_id}", get(predict_get))
+        .route(
+            "/predict/{model_id}",
+            get(predict_get).post(predict_model_post),
+        )
+        .route("/predict/{model_id}/infer", post(predict_model_post))
 }
 
 fn invalid(msg: impl Into<String>) -> HttpError {
@@ -122,13 +133,37 @@ fn version_from_text(s: &str) -> VersionRequest {
     }
 }
 
-/// `POST /predict`
-async fn predict_post(
-    State(state): State<AppState>,
-    bytes: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, HttpError> {
-    let bytes = body(bytes, state.settings.max_request_bytes)?;
-    let request: Value = parse_json(&bytes)?;
+/// A decoded simple-API body or query string; the model may come from the path instead.
+struct SimpleBody {
+    model: Option<String>,
+    version: VersionRequest,
+    rows: Rows,
+    /// One row was given bare, so single values are answered.
+    single: bool,
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        })
+}
+
+/// A form or query value: a finite number when it reads as one, else text.
+fn text_value(v: &str) -> FeatureValue {
+    match v.trim().parse::<f64>() {
+        Ok(n) if n.is_finite() => FeatureValue::Number(n),
+        _ => FeatureValue::Text(v.to_string()),
+    }
+}
+
+/// The JSON body: `{"model_id"?, "features", "version"?}`.
+fn decode_json(bytes: &[u8]) -> Result<SimpleBody, HttpError> {
+    let request: Value = parse_json(bytes)?;
     let Value::Object(request) = request else {
         return Err(invalid("the body must be a JSON object"));
     };
@@ -141,75 +176,218 @@ async fn predict_post(
         )));
     }
     let model = match request.get("model_id") {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        _ => return Err(invalid("model_id (a string) is required")),
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(_) => return Err(invalid("model_id must be a non-empty string")),
     };
     let features = request
         .get("features")
         .ok_or_else(|| invalid("features is required"))?;
     let (rows, single) = parse_features(features)?;
     let version = parse_version(request.get("version"))?;
+    Ok(SimpleBody {
+        model,
+        version,
+        rows,
+        single,
+    })
+}
+
+/// A form-encoded body (`requests.post(url, data={...})`) or a query string:
+///
+/// * `model_id`, `version`: as in the JSON body;
+/// * `features` (or `features[]`) repeated, or once with a plain value: one row of
+///   values in the model's feature order (`features=5.1&features=3.5&…`, what
+///   `data={"features": [5.1, 3.5, …]}` sends);
+/// * `features` once with JSON text (`features=[5.1, 3.5, …]`, `features={"age": 41}`,
+///   a list of rows or of objects): read as the JSON body's `features`;
+/// * any other field: a named feature (`sepal_length=5.1&…`).
+///
+/// Values that read as finite numbers are numbers, others text. `features` and named
+/// fields do not mix.
+fn decode_form(bytes: &[u8]) -> Result<SimpleBody, HttpError> {
+    let mut model = None;
+    let mut version = VersionRequest::Latest;
+    let mut features: Vec<String> = Vec::new();
+    let mut named = BTreeMap::new();
+    for (key, value) in form_urlencoded::parse(bytes) {
+        match &*key {
+            "model_id" => {
+                if model.replace(value.into_owned()).is_some() {
+                    return Err(invalid("model_id is given twice"));
+                }
+            }
+            "version" => version = version_from_text(&value),
+            "features" | "features[]" => features.push(value.into_owned()),
+            _ => {
+                if named.insert(key.to_string(), text_value(&value)).is_some() {
+                    return Err(invalid(format!("feature {key:?} is given twice")));
+                }
+            }
+        }
+    }
+    if model.as_deref() == Some("") {
+        return Err(invalid("model_id must not be empty"));
+    }
+    let (rows, single) = match (features.as_slice(), named.is_empty()) {
+        ([], true) => {
+            return Err(invalid(
+                "no features given: send features=… (repeated, one per value) or one field per named feature",
+            ))
+        }
+        ([], false) => (Rows::Named(vec![named]), true),
+        (_, false) => {
+            return Err(invalid(format!(
+                "give the features either as `features` or as named fields, not both (named: {:?})",
+                named.keys().collect::<Vec<_>>()
+            )))
+        }
+        ([one], true) if one.trim_start().starts_with(['[', '{']) => {
+            let value: Value = serde_json::from_str(one).map_err(|e| {
+                invalid(format!("the features field is not valid JSON: {e}"))
+            })?;
+            parse_features(&value)?
+        }
+        (values, true) => (
+            Rows::Positional(vec![values.iter().map(|v| text_value(v)).collect()]),
+            true,
+        ),
+    };
+    Ok(SimpleBody {
+        model,
+        version,
+        rows,
+        single,
+    })
+}
+
+fn decode_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<SimpleBody, HttpError> {
+    let bytes = body(bytes, state.settings.max_request_bytes)?;
+    if is_form(headers) {
+        decode_form(&bytes)
+    } else {
+        decode_json(&bytes)
+    }
+}
+
+/// The model named by the path, unless the body names another.
+fn model_from_path(path_model: String, body_model: Option<String>) -> Result<String, HttpError> {
+    match body_model {
+        Some(m) if m != path_model => Err(invalid(format!(
+            "model_id {m:?} in the body does not match model {path_model:?} in the path"
+        ))),
+        _ => Ok(path_model),
+    }
+}
+
+async fn answer(
+    state: &AppState,
+    model: String,
+    body: SimpleBody,
+) -> Result<Json<Value>, HttpError> {
     let response = simple_predict(
-        &state,
+        state,
         SimpleRequest {
             model,
-            version,
-            rows,
+            version: body.version,
+            rows: body.rows,
         },
     )
     .await?;
-    Ok(Json(encode(&response, single)))
+    Ok(Json(encode(&response, body.single)))
 }
 
-/// `GET /predict/{model_id}?name=value&…`; `version` may name a version or a label.
+/// `POST /predict`: JSON or form-encoded, `model_id` required.
+async fn predict_post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, HttpError> {
+    let mut body = decode_body(&state, &headers, bytes)?;
+    let model = body
+        .model
+        .take()
+        .ok_or_else(|| invalid("model_id (a string) is required"))?;
+    answer(&state, model, body).await
+}
+
+/// `POST /predict/{model_id}` and `POST /predict/{model_id}/infer`: the deploy answer's
+/// `service_url` called directly, with the simple API's body; `model_id` may be left
+/// out of the body.
+async fn predict_model_post(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, HttpError> {
+    let mut body = decode_body(&state, &headers, bytes)?;
+    let model = model_from_path(model, body.model.take())?;
+    answer(&state, model, body).await
+}
+
+/// `GET /predict/{model_id}?name=value&…`: the query string read as a form body;
+/// `version` may name a version or a label.
 async fn predict_get(
     State(state): State<AppState>,
     Path(model): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, HttpError> {
-    let mut query = query;
-    let version = match query.remove("version") {
-        Some(v) => version_from_text(&v),
-        None => VersionRequest::Latest,
-    };
-    let row: BTreeMap<String, FeatureValue> = query
-        .into_iter()
-        .map(|(k, v)| {
-            let value = match v.trim().parse::<f64>() {
-                Ok(n) if n.is_finite() => FeatureValue::Number(n),
-                _ => FeatureValue::Text(v),
-            };
-            (k, value)
-        })
-        .collect();
-    let response = simple_predict(
-        &state,
-        SimpleRequest {
-            model,
-            version,
-            rows: Rows::Named(vec![row]),
-        },
-    )
-    .await?;
-    Ok(Json(encode(&response, true)))
+    let mut body = decode_form(query.unwrap_or_default().as_bytes())?;
+    let model = model_from_path(model, body.model.take())?;
+    answer(&state, model, body).await
 }
 
 fn encode(r: &SimpleResponse, single: bool) -> Value {
     let pick = |t: &crate::tensor::Tensor| if single { row(t, 0) } else { nested(t) };
+    let now = SystemTime::now();
     let mut out = json!({
         "model_id": &*r.handle.model,
         "version": r.handle.version,
         "prediction": pick(&r.prediction),
         "latency": r.latency.as_secs_f64(),
-        "timestamp": utc_timestamp(SystemTime::now()),
+        "timestamp": epoch_seconds(now),
+        "time": utc_timestamp(now),
     });
     if let Some(p) = &r.probabilities {
         out["probabilities"] = pick(p);
         if let Some(labels) = &r.class_labels {
-            out["classes"] = json!(labels);
+            let dtype = r.prediction.dtype();
+            out["classes"] = labels.iter().map(|l| class_label(l, dtype)).collect();
         }
     }
     out
+}
+
+/// A class label with the type of the model's labels, as the prediction has it: an
+/// integer-labelled classifier gives integer `classes`, a float-labelled one numbers,
+/// any other text.
+fn class_label(label: &str, prediction_dtype: DataType) -> Value {
+    let number = match prediction_dtype {
+        DataType::I8 | DataType::I16 | DataType::I32 | DataType::I64 => {
+            label.parse::<i64>().ok().map(Value::from)
+        }
+        DataType::U8 | DataType::U16 | DataType::U32 | DataType::U64 => {
+            label.parse::<u64>().ok().map(Value::from)
+        }
+        DataType::F16 | DataType::F32 | DataType::F64 => label
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number),
+        DataType::Bool | DataType::Bytes => None,
+    };
+    number.unwrap_or_else(|| Value::String(label.to_string()))
+}
+
+/// Seconds since the Unix epoch with milliseconds, e.g. `1634567890.123`: the old
+/// services' `timestamp`, which their clients do arithmetic on.
+pub fn epoch_seconds(t: SystemTime) -> f64 {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    d.as_millis() as f64 / 1000.0
 }
 
 /// RFC 3339 UTC time with milliseconds, e.g. `2024-05-01T12:00:00.123Z`.
@@ -251,6 +429,21 @@ mod tests {
         );
         let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(utc_timestamp(leap), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn epoch_seconds_keep_milliseconds() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_634_567_890_123);
+        assert_eq!(epoch_seconds(t), 1_634_567_890.123);
+    }
+
+    #[test]
+    fn class_labels_keep_their_type() {
+        assert_eq!(class_label("2", DataType::I64), json!(2));
+        assert_eq!(class_label("-1", DataType::I32), json!(-1));
+        assert_eq!(class_label("1.5", DataType::F64), json!(1.5));
+        assert_eq!(class_label("2", DataType::Bytes), json!("2"));
+        assert_eq!(class_label("setosa", DataType::I64), json!("setosa"));
     }
 
     #[test]

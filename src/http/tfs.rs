@@ -1,4 +1,7 @@
-//! TF Serving REST API: `/v1/models/{m}[/versions/{v}|/labels/{l}][/metadata|:predict]`.
+//! TF Serving REST API:
+//! `/v1/models/{m}[/versions/{v}|/labels/{l}][/metadata|:predict|:classify|:regress]`.
+//! `:classify` and `:regress` take `{"signature_name"?, "context"?, "examples": [...]}`
+//! and call the same operations as the gRPC `Classify` / `Regress` (`api::classify`).
 //!
 //! TF Serving puts the verb after a colon in the last path segment, which a
 //! router cannot match as a parameter, so one catch-all route parses the path.
@@ -12,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::{body, parse_json, AppState, HttpError};
+use crate::api::classify::{self, Example, ExamplesRequest, FeatureValues};
 use crate::api::{self, ApiError, PredictRequest, Protocol};
 use crate::json_tensor::{flatten, infer_tensor, nested, row};
 use crate::manager::VersionRequest;
@@ -243,8 +247,13 @@ async fn post_model(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, HttpError> {
     let path = parse_path(&rest)?;
-    if path.verb != Some("predict") {
-        return Err(not_found(&rest));
+    match path.verb {
+        Some("predict") => {}
+        Some(verb @ ("classify" | "regress")) => {
+            let bytes = body(raw, state.settings.max_request_bytes)?;
+            return examples_verb(&state, path.model, path.version, verb, &bytes).await;
+        }
+        _ => return Err(not_found(&rest)),
     }
     let bytes = body(raw, state.settings.max_request_bytes)?;
     let request: PredictBody = parse_json(&bytes)?;
@@ -279,6 +288,140 @@ async fn post_model(
     }))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExamplesBody {
+    signature_name: Option<String>,
+    context: Option<Map<String, Value>>,
+    examples: Option<Vec<Value>>,
+}
+
+/// One JSON feature value as a tf.Example feature, as TF Serving reads it: integers are
+/// an int64 list, other numbers a float list, strings (or `{"b64": ...}`) a bytes list;
+/// a list is the feature's values and must not mix numbers and strings.
+fn feature_from_json(name: &str, value: &Value) -> Result<FeatureValues, ApiError> {
+    let items: Vec<&Value> = match value {
+        Value::Array(items) => items.iter().collect(),
+        one => vec![one],
+    };
+    let bad = || {
+        ApiError::InvalidArgument(format!(
+            "feature {name:?} must be a number, a string, {{\"b64\": ...}} or a list of one of those"
+        ))
+    };
+    let bytes_of = |v: &Value| -> Option<Vec<u8>> {
+        match v {
+            Value::String(s) => Some(s.as_bytes().to_vec()),
+            Value::Object(o) if o.len() == 1 => {
+                use base64::Engine;
+                let text = o.get("b64")?.as_str()?;
+                base64::engine::general_purpose::STANDARD.decode(text).ok()
+            }
+            _ => None,
+        }
+    };
+    if items.iter().all(|v| v.is_i64()) && !items.is_empty() {
+        return Ok(FeatureValues::Ints(
+            items.iter().filter_map(|v| v.as_i64()).collect(),
+        ));
+    }
+    if items.iter().all(|v| v.is_number()) && !items.is_empty() {
+        return Ok(FeatureValues::Floats(
+            items
+                .iter()
+                .map(|v| v.as_f64().map(|x| x as f32).ok_or_else(bad))
+                .collect::<Result<_, _>>()?,
+        ));
+    }
+    items
+        .iter()
+        .map(|v| bytes_of(v).ok_or_else(bad))
+        .collect::<Result<_, _>>()
+        .map(FeatureValues::Bytes)
+}
+
+/// The examples of a `:classify` / `:regress` body, each with the context's features;
+/// as in TF Serving, a feature may not be both in the context and in an example.
+fn decode_examples(body: &ExamplesBody) -> Result<Vec<Example>, ApiError> {
+    let examples = body
+        .examples
+        .as_ref()
+        .ok_or_else(|| ApiError::InvalidArgument("missing \"examples\"".into()))?;
+    let mut context = Example::new();
+    for (name, value) in body.context.iter().flatten() {
+        context.insert(name.clone(), feature_from_json(name, value)?);
+    }
+    examples
+        .iter()
+        .enumerate()
+        .map(|(i, example)| {
+            let Value::Object(features) = example else {
+                return Err(ApiError::InvalidArgument(format!(
+                    "example {i} must be an object of named features"
+                )));
+            };
+            let mut out = context.clone();
+            for (name, value) in features {
+                if context.contains_key(name) {
+                    return Err(ApiError::InvalidArgument(format!(
+                        "feature {name:?} of example {i} is also in the context"
+                    )));
+                }
+                out.insert(name.clone(), feature_from_json(name, value)?);
+            }
+            Ok(out)
+        })
+        .collect()
+}
+
+/// `:classify` → `{"result": [[[label, score], ...], ...]}`, `:regress` →
+/// `{"result": [value, ...]}`, as TF Serving answers them.
+async fn examples_verb(
+    state: &AppState,
+    model: &str,
+    version: VersionRequest,
+    verb: &str,
+    bytes: &[u8],
+) -> Result<Json<Value>, HttpError> {
+    let request: ExamplesBody = parse_json(bytes)?;
+    let also = if verb == "classify" {
+        "classification"
+    } else {
+        "regression"
+    };
+    if let Some(sig) = request.signature_name.as_deref() {
+        if !sig.is_empty() && sig != DEFAULT_SIGNATURE && sig != also {
+            return Err(HttpError(ApiError::InvalidArgument(format!(
+                "serving signature name {sig:?} not found; the model has {DEFAULT_SIGNATURE:?}"
+            ))));
+        }
+    }
+    let examples = ExamplesRequest {
+        model: model.to_string(),
+        version,
+        examples: decode_examples(&request)?,
+        protocol: Protocol::TfServingRest,
+        client_timeout: None,
+    };
+    let result = if verb == "classify" {
+        let response = classify::classify(state, examples).await?;
+        let rows: Vec<Value> = response
+            .classes
+            .into_iter()
+            .map(|classes| {
+                classes
+                    .into_iter()
+                    .map(|(label, score)| json!([label, score]))
+                    .collect()
+            })
+            .collect();
+        Value::Array(rows)
+    } else {
+        json!(classify::regress(state, examples).await?.values)
+    };
+    Ok(Json(json!({ "result": result })))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,6 +445,34 @@ mod tests {
         assert!(parse_path("iris/versions/0").is_err());
         assert!(parse_path("iris/other").is_err());
         assert!(parse_path("").is_err());
+        let p = parse_path("iris/labels/stable:classify").unwrap();
+        assert_eq!(p.verb, Some("classify"));
+    }
+
+    #[test]
+    fn example_features_read_like_tf_serving() {
+        assert_eq!(
+            feature_from_json("a", &json!(3)).unwrap(),
+            FeatureValues::Ints(vec![3])
+        );
+        assert_eq!(
+            feature_from_json("a", &json!([1, 2.5])).unwrap(),
+            FeatureValues::Floats(vec![1.0, 2.5])
+        );
+        assert_eq!(
+            feature_from_json("a", &json!(["x", {"b64": "eQ=="}])).unwrap(),
+            FeatureValues::Bytes(vec![b"x".to_vec(), b"y".to_vec()])
+        );
+        for bad in [json!([1, "x"]), json!(null), json!({"a": 1})] {
+            assert!(feature_from_json("a", &bad).is_err(), "{bad}");
+        }
+        let body = ExamplesBody {
+            signature_name: None,
+            context: Some(json!({"c": 1}).as_object().unwrap().clone()),
+            examples: Some(vec![json!({"a": 1.5}), json!({"c": 2})]),
+        };
+        let err = decode_examples(&body).unwrap_err();
+        assert!(err.to_string().contains("context"), "{err}");
     }
 
     #[test]
