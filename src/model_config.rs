@@ -104,6 +104,20 @@ pub struct ModelConfig {
     /// instance count apply even when batching is off.
     #[serde(default)]
     pub batching: BatchingConfig,
+    /// scikit-learn options (`[sklearn]`).
+    #[serde(default)]
+    pub sklearn: SklearnConfig,
+}
+
+/// The `[sklearn]` table: how a scikit-learn pickle of this model is read.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SklearnConfig {
+    /// Serve the estimator held in this attribute of the user's own wrapper class
+    /// (e.g. `"model"` for a pickled `LogisticRegressionTrain` object). The wrapper is
+    /// rebuilt as an inert bag of attributes, never called. Default: none, so a
+    /// pickle of an unknown class is refused by the class's name.
+    pub wrapper_attribute: Option<String>,
 }
 
 /// The `[batching]` table: how requests for one model version queue and merge.
@@ -283,6 +297,18 @@ impl ModelConfig {
             }
         }
         self.batching.validate()?;
+        if let Some(attr) = &self.sklearn.wrapper_attribute {
+            let ok = attr
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_alphabetic() || c == '_')
+                && attr.chars().all(|c| c.is_alphanumeric() || c == '_');
+            if !ok {
+                return Err(format!(
+                    "sklearn.wrapper_attribute must be a Python attribute name, not {attr:?}"
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -298,6 +324,15 @@ impl ModelConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sklearn_wrapper_attribute_is_a_python_name() {
+        let c = ModelConfig::parse("[sklearn]\nwrapper_attribute = \"model\"").unwrap();
+        assert_eq!(c.sklearn.wrapper_attribute.as_deref(), Some("model"));
+        assert!(ModelConfig::parse("[sklearn]\nwrapper_attribute = \"a.b\"").is_err());
+        assert!(ModelConfig::parse("[sklearn]\nwrapper_attribute = \"\"").is_err());
+        assert!(ModelConfig::parse("[sklearn]\nwrapper = \"model\"").is_err());
+    }
 
     #[test]
     fn parses_every_policy_form() {

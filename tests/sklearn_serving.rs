@@ -218,3 +218,58 @@ async fn hostile_pickle_is_an_error_state_not_code_execution() {
     assert_eq!(status, 200);
     server.stop().await;
 }
+
+/// The user's own wrapper class (`LogisticRegressionTrain` holding the estimator in
+/// `self.model`): refused without `[sklearn] wrapper_attribute`, served with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrapper_object_pickle_is_served_only_with_the_opt_in() {
+    const WRAP: &str = "crates/ferroserve-sklearn/tests/fixtures/wrapper";
+    let repo = tempfile::tempdir().unwrap();
+    for name in ["plain", "opted"] {
+        let dir = repo.path().join(name).join("1");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(
+            root_path(&format!("{WRAP}/lr_wrapper.p2.pkl")),
+            dir.join("model.pkl"),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        repo.path().join("opted/config.toml"),
+        "[sklearn]\nwrapper_attribute = \"model\"\n",
+    )
+    .unwrap();
+    let exp = load_json(&format!("{WRAP}/lr_wrapper.json"));
+    let server = TestServer::start(repo.path()).await;
+
+    let (_, body) = server.get("/v1/models/plain").await;
+    let v = &body["model_version_status"][0];
+    assert_eq!(v["state"], "ERROR", "{v}");
+    assert!(
+        v["status"]["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("LogisticRegressionTrain"),
+        "{v}"
+    );
+
+    let (status, body) = server
+        .post_json(
+            "/v1/models/opted:predict",
+            &json!({"instances": exp["input"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for (i, p) in body["predictions"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(p["predict"], exp["predict"][i]);
+        for j in 0..3 {
+            assert_close(
+                p["predict_proba"][j].as_f64().unwrap(),
+                exp["predict_proba"][i][j].as_f64().unwrap(),
+                1e-9,
+                &format!("row {i} class {j}"),
+            );
+        }
+    }
+    server.stop().await;
+}

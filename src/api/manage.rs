@@ -23,7 +23,7 @@ use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 
 use super::{ApiError, ServerState};
-use crate::backends::load_backend;
+use crate::backends::load_backend_with;
 use crate::manager::{ModelRecord, VersionState};
 use crate::model_config_list::{is_valid_model_name, ModelConfigList};
 use crate::repository::{parse_version, MAX_VERSION};
@@ -538,8 +538,13 @@ impl Upload {
         // and without the lock.
         let artifact = self.staging.join(self.artifact_name);
         let options = self.state.manager.backend_options().clone();
-        let check =
-            tokio::task::spawn_blocking(move || load_backend(&artifact, &options).map(|_| ()));
+        // The model's own config.toml (if any) says how its pickles are read.
+        let sklearn = crate::model_config::ModelConfig::load(&self.model_dir)
+            .map(|c| c.sklearn)
+            .unwrap_or_default();
+        let check = tokio::task::spawn_blocking(move || {
+            load_backend_with(&artifact, &options, &sklearn).map(|_| ())
+        });
         let checked = tokio::time::timeout_at(deadline, check)
             .await
             .map_err(|_| {

@@ -10,6 +10,7 @@ pub mod sklearn;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::model_config::SklearnConfig;
 use crate::tensor::{NamedTensor, TensorSpec};
 
 /// What a model takes and gives.
@@ -107,7 +108,16 @@ pub fn load_backend(
     artifact: &Path,
     options: &BackendOptions,
 ) -> Result<Arc<dyn Backend>, BackendError> {
-    load_by_extension(artifact, options).map_err(|e| match e {
+    load_backend_with(artifact, options, &SklearnConfig::default())
+}
+
+/// [`load_backend`] with the model's own `[sklearn]` options from its config.toml.
+pub fn load_backend_with(
+    artifact: &Path,
+    options: &BackendOptions,
+    sklearn: &SklearnConfig,
+) -> Result<Arc<dyn Backend>, BackendError> {
+    load_by_extension(artifact, options, sklearn).map_err(|e| match e {
         BackendError::Load(raw) => {
             tracing::warn!(path = %artifact.display(), error = %raw, "cannot load model file");
             BackendError::Load(client_message(&raw, Some(artifact)))
@@ -119,6 +129,7 @@ pub fn load_backend(
 fn load_by_extension(
     artifact: &Path,
     options: &BackendOptions,
+    sklearn: &SklearnConfig,
 ) -> Result<Arc<dyn Backend>, BackendError> {
     let ext = artifact
         .extension()
@@ -126,7 +137,10 @@ fn load_by_extension(
         .unwrap_or_default();
     match ext {
         "onnx" => Ok(Arc::new(onnx::OnnxBackend::load(artifact, options)?)),
-        "pkl" | "pickle" | "joblib" => Ok(Arc::new(sklearn::SklearnBackend::load(artifact)?)),
+        "pkl" | "pickle" | "joblib" => Ok(Arc::new(sklearn::SklearnBackend::load_with(
+            artifact,
+            sklearn.wrapper_attribute.as_deref(),
+        )?)),
         other => Err(BackendError::Load(format!(
             "no backend for artifact {} (extension {other:?}); expected one of {ARTIFACT_NAMES:?}",
             artifact.display()

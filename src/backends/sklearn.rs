@@ -11,7 +11,7 @@
 use std::path::Path;
 
 use ferroserve_sklearn::{
-    ClassLabels, Column, ColumnKind, Input, InputSchema, Prediction, SklearnModel,
+    ClassLabels, Column, ColumnKind, Input, InputSchema, LoadOptions, Prediction, SklearnModel,
 };
 
 use super::{Backend, BackendError, ModelTraits, Signature};
@@ -30,9 +30,21 @@ pub struct SklearnBackend {
 
 impl SklearnBackend {
     pub fn load(artifact: &Path) -> Result<SklearnBackend, BackendError> {
+        SklearnBackend::load_with(artifact, None)
+    }
+
+    /// [`SklearnBackend::load`], serving the estimator at `wrapper_attribute` of the
+    /// user's own wrapper object when given (the model's `[sklearn] wrapper_attribute`).
+    pub fn load_with(
+        artifact: &Path,
+        wrapper_attribute: Option<&str>,
+    ) -> Result<SklearnBackend, BackendError> {
         let bytes = std::fs::read(artifact)
             .map_err(|e| BackendError::Load(format!("{}: {e}", artifact.display())))?;
-        let model = SklearnModel::load(&bytes)
+        let options = LoadOptions {
+            wrapper_attribute: wrapper_attribute.map(str::to_owned),
+        };
+        let model = SklearnModel::load_with(&bytes, &options)
             .map_err(|e| BackendError::Load(format!("{}: {e}", artifact.display())))?;
         Ok(SklearnBackend::from_model(model))
     }

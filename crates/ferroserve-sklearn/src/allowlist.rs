@@ -178,6 +178,12 @@ pub enum Global {
     NewObjHelper { module: String, name: String },
     /// `module.__pyx_unpickle_X(X, checksum, state)`: Cython's pickling of class `X`.
     CythonUnpickle { module: String, class_name: String },
+    /// A class that is on no list, accepted only when the caller opted in to wrapper
+    /// objects ([`crate::ReadOptions::wrapper_objects`]): `NEWOBJ` without arguments or
+    /// `copyreg._reconstructor(cls, object, None)` makes an inert
+    /// [`crate::value::Value::Object`] that `BUILD` fills with its attributes. Calling
+    /// it (`REDUCE`, `INST`, `OBJ`) or passing it arguments is refused.
+    Inert { module: String, name: String },
 }
 
 impl Global {
@@ -199,7 +205,9 @@ impl Global {
             Global::Bytes => "builtins.bytes".into(),
             Global::ByteArray => "builtins.bytearray".into(),
             Global::JoblibArrayWrapper => "joblib.numpy_pickle.NumpyArrayWrapper".into(),
-            Global::Class { module, name } | Global::NewObjHelper { module, name } => {
+            Global::Class { module, name }
+            | Global::NewObjHelper { module, name }
+            | Global::Inert { module, name } => {
                 format!("{module}.{name}")
             }
             Global::CythonUnpickle { module, class_name } => {

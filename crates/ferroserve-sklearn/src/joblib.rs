@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use crate::pickle::reader::Reader;
 use crate::pickle::vm::Vm;
-use crate::pickle::{self, decode_array, element_count, shape_of, Handle, Limits, LoadError};
+use crate::pickle::{
+    self, decode_array, element_count, shape_of, Handle, Limits, LoadError, ReadOptions,
+};
 use crate::value::{DType, Value};
 
 /// Reads a model file saved with `pickle.dump` or `joblib.dump` (plain, or compressed
@@ -21,10 +23,19 @@ pub fn read_model_file(bytes: &[u8]) -> Result<Value, LoadError> {
 
 /// [`read_model_file`] with explicit limits.
 pub fn read_model_file_with_limits(bytes: &[u8], limits: &Limits) -> Result<Value, LoadError> {
+    read_model_file_with_options(bytes, limits, &ReadOptions::default())
+}
+
+/// [`read_model_file`] with explicit limits and options.
+pub fn read_model_file_with_options(
+    bytes: &[u8],
+    limits: &Limits,
+    options: &ReadOptions,
+) -> Result<Value, LoadError> {
     // The decompressed stream stays counted against the process-wide budget until
     // the pickle read from it is done.
     let pickle = decompress(bytes, limits)?;
-    pickle::read_pickle_with_limits(&pickle, limits)
+    pickle::read_pickle_with_options(&pickle, limits, options)
 }
 
 /// The compression joblib applied to a file, recognised by its magic bytes.

@@ -18,8 +18,9 @@ pub mod pickle;
 pub mod value;
 
 pub use estimators::{ClassLabels, Column, ColumnKind, MatrixRef};
-pub use joblib::read_model_file;
+pub use joblib::{read_model_file, read_model_file_with_options};
 pub use model::{
-    Input, InputColumn, InputSchema, ModelError, PredictError, Prediction, SklearnModel,
+    Input, InputColumn, InputSchema, LoadOptions, ModelError, PredictError, Prediction,
+    SklearnModel,
 };
-pub use pickle::{read_pickle, Limits, LoadError};
+pub use pickle::{read_pickle, Limits, LoadError, ReadOptions};

@@ -79,6 +79,18 @@ pub enum Prediction {
     Values(Vec<f64>),
 }
 
+/// How a model file is loaded. The default accepts only allowlisted classes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Serve the estimator held in this attribute of the user's own wrapper object
+    /// (e.g. `"model"` for `class LogisticRegressionTrain: self.model = ...`). The
+    /// wrapper's class is on no list: it is rebuilt as an inert bag of attributes only
+    /// when the pickle merely creates it and fills its state (never a call), it must be
+    /// the outermost object, and no other unknown class may appear anywhere in the file.
+    /// Default: none (such files are refused by the class's name).
+    pub wrapper_attribute: Option<String>,
+}
+
 /// A loaded scikit-learn model.
 #[derive(Debug)]
 pub struct SklearnModel {
@@ -94,8 +106,20 @@ pub struct SklearnModel {
 impl SklearnModel {
     /// Reads a pickle or joblib file and rebuilds the model in it.
     pub fn load(bytes: &[u8]) -> Result<SklearnModel, ModelError> {
-        let value = crate::read_model_file(bytes).map_err(|e| ModelError::Read(e.to_string()))?;
-        SklearnModel::from_value(&value)
+        SklearnModel::load_with(bytes, &LoadOptions::default())
+    }
+
+    /// [`SklearnModel::load`] with options (wrapper objects).
+    pub fn load_with(bytes: &[u8], options: &LoadOptions) -> Result<SklearnModel, ModelError> {
+        let read = crate::ReadOptions {
+            wrapper_objects: options.wrapper_attribute.is_some(),
+        };
+        let value = crate::read_model_file_with_options(bytes, &crate::Limits::default(), &read)
+            .map_err(|e| ModelError::Read(e.to_string()))?;
+        match &options.wrapper_attribute {
+            Some(attribute) => SklearnModel::from_value(unwrap_wrapper(&value, attribute)?),
+            None => SklearnModel::from_value(&value),
+        }
     }
 
     pub fn from_value(value: &Value) -> Result<SklearnModel, ModelError> {
@@ -366,6 +390,96 @@ fn dense_view<'a>(x: &'a Data<'a>, who: &str) -> Result<MatrixRef<'a>, PredictEr
         Data::Dense(m) => Ok(m.view()),
         Data::Table(_) => Err(PredictError::InvalidInput(format!(
             "{who}: the final estimator needs numbers (convert the table first)"
+        ))),
+    }
+}
+
+/// Whether `module.name` is a class the reader accepts without the wrapper opt-in.
+fn is_listed(module: &str, name: &str) -> bool {
+    crate::allowlist::resolve(module, name).is_ok()
+}
+
+/// The value at `attribute` of the outermost object when it is the user's own wrapper
+/// class (or the value itself when it is not a wrapper). Refuses an unknown class
+/// anywhere else in the file, and a wrapper without that attribute.
+fn unwrap_wrapper<'v>(value: &'v Value, attribute: &str) -> Result<&'v Value, ModelError> {
+    let inner = match value {
+        Value::Object {
+            module,
+            name,
+            state,
+            ..
+        } if !is_listed(module, name) => {
+            let attributes = match state.as_deref() {
+                Some(Value::Dict(items)) => items,
+                _ => {
+                    return Err(ModelError::Unsupported(format!(
+                        "wrapper object {module}.{name} has no attributes"
+                    )))
+                }
+            };
+            let found = attributes
+                .iter()
+                .find(|(k, _)| matches!(k, Value::Str(s) if s == attribute))
+                .map(|(_, v)| v);
+            match found {
+                Some(v) => v,
+                None => {
+                    let names: Vec<&str> =
+                        attributes.iter().filter_map(|(k, _)| as_str(k)).collect();
+                    return Err(ModelError::Unsupported(format!(
+                        "wrapper object {module}.{name} has no attribute {attribute:?} \
+                         (it has {names:?}); set [sklearn] wrapper_attribute to the one \
+                         holding the estimator"
+                    )));
+                }
+            }
+        }
+        other => other,
+    };
+    // Only the outermost object may be of an unknown class: the estimator and the
+    // wrapper's other attributes must hold allowlisted classes only.
+    let mut stack: Vec<(&Value, bool)> = vec![(value, true)];
+    while let Some((v, outermost)) = stack.pop() {
+        match v {
+            Value::Object {
+                module,
+                name,
+                args,
+                state,
+            } => {
+                if !outermost && !is_listed(module, name) {
+                    return Err(ModelError::Unsupported(format!(
+                        "unknown class {module}.{name} inside the wrapper object: only the \
+                         outermost object may be a wrapper of the user's own class"
+                    )));
+                }
+                stack.extend(args.iter().map(|a| (a, false)));
+                if let Some(state) = state.as_deref() {
+                    stack.push((state, false));
+                }
+            }
+            Value::List(items) | Value::Tuple(items) | Value::Set(items) => {
+                stack.extend(items.iter().map(|a| (a, false)));
+            }
+            Value::Dict(pairs) => {
+                for (k, v) in pairs.iter() {
+                    stack.push((k, false));
+                    stack.push((v, false));
+                }
+            }
+            Value::Array(array) => {
+                if let crate::value::ArrayData::Object(items) = &array.data {
+                    stack.extend(items.iter().map(|a| (a, false)));
+                }
+            }
+            _ => {}
+        }
+    }
+    match inner {
+        Value::Object { .. } | Value::Dict(_) => Ok(inner),
+        _ => Err(ModelError::Unsupported(format!(
+            "the wrapper attribute {attribute:?} does not hold a scikit-learn estimator"
         ))),
     }
 }

@@ -82,6 +82,17 @@ impl Limits {
     }
 }
 
+/// What a read accepts beyond the allowlist. The default accepts nothing more.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// Rebuild classes that are on no list as inert attribute bags when the pickle only
+    /// creates them (`NEWOBJ` without arguments, or `copyreg._reconstructor` with base
+    /// `object`) and fills them with `BUILD`: the user's own wrapper classes around an
+    /// estimator. Calling such a class (`REDUCE`, `INST`, `OBJ`) stays refused, and
+    /// nothing of it ever runs. Default: false (refused by name).
+    pub wrapper_objects: bool,
+}
+
 /// Reads an uncompressed pickle stream (protocols 0–5, including uncompressed joblib
 /// files) into a [`Value`], with the default [`Limits`].
 pub fn read_pickle(bytes: &[u8]) -> Result<Value, LoadError> {
@@ -90,7 +101,18 @@ pub fn read_pickle(bytes: &[u8]) -> Result<Value, LoadError> {
 
 /// [`read_pickle`] with explicit limits.
 pub fn read_pickle_with_limits(bytes: &[u8], limits: &Limits) -> Result<Value, LoadError> {
+    read_pickle_with_options(bytes, limits, &ReadOptions::default())
+}
+
+/// [`read_pickle`] with explicit limits and options.
+pub fn read_pickle_with_options(
+    bytes: &[u8],
+    limits: &Limits,
+    options: &ReadOptions,
+) -> Result<Value, LoadError> {
     let mut budget = Budget::new(limits.decoded_budget(bytes.len()));
-    let (value, _end) = vm::Vm::new(bytes, 0, &mut budget, limits, true).run()?;
+    let (value, _end) = vm::Vm::new(bytes, 0, &mut budget, limits, true)
+        .with_inert_classes(options.wrapper_objects)
+        .run()?;
     Ok(value)
 }

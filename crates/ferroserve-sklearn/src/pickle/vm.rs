@@ -30,6 +30,9 @@ pub(crate) struct Vm<'a, 'b> {
     /// object array (joblib reads those with a plain unpickler), which also keeps that
     /// nesting to one level.
     pub(crate) joblib_arrays: bool,
+    /// Whether a class on no list becomes [`Global::Inert`] instead of being refused
+    /// (the per-model opt-in for users' own wrapper classes).
+    pub(crate) inert_classes: bool,
     /// Offset of the opcode being executed, for error messages.
     op_offset: usize,
 }
@@ -51,7 +54,24 @@ impl<'a, 'b> Vm<'a, 'b> {
             budget,
             limits,
             joblib_arrays,
+            inert_classes: false,
             op_offset: start,
+        }
+    }
+
+    /// Accept unknown classes as inert attribute bags (see [`Global::Inert`]).
+    pub(crate) fn with_inert_classes(mut self, inert: bool) -> Self {
+        self.inert_classes = inert;
+        self
+    }
+
+    /// [`resolve`], or with the opt-in an unknown class as [`Global::Inert`].
+    fn resolve(&self, module: &str, name: &str) -> Result<Global, LoadError> {
+        match resolve(module, name) {
+            Err(LoadError::Refused { module, name }) if self.inert_classes => {
+                Ok(Global::Inert { module, name })
+            }
+            other => other,
         }
     }
 
@@ -433,7 +453,7 @@ impl<'a, 'b> Vm<'a, 'b> {
             b'c' => {
                 let module = self.line_str()?;
                 let name = self.line_str()?;
-                let global = resolve(module, name)?;
+                let global = self.resolve(module, name)?;
                 self.push(Obj::Global(global))?;
             }
             0x93 => {
@@ -443,13 +463,13 @@ impl<'a, 'b> Vm<'a, 'b> {
                 else {
                     return Err(self.malformed("STACK_GLOBAL arguments are not strings"));
                 };
-                let global = resolve(module, name)?;
+                let global = self.resolve(module, name)?;
                 self.push(Obj::Global(global))?;
             }
             b'i' => {
                 let module = self.line_str()?;
                 let name = self.line_str()?;
-                let global = resolve(module, name)?;
+                let global = self.resolve(module, name)?;
                 let args = self.pop_mark()?;
                 let obj = self.call(&global, &args)?;
                 self.push(obj)?;
@@ -751,6 +771,11 @@ impl<'a, 'b> Vm<'a, 'b> {
                 }
                 _ => Err(self.malformed("Cython unpickle helper takes 3 arguments")),
             },
+            Global::Inert { .. } => Err(self.refuse_call(
+                global,
+                "an unknown (wrapper) class is only rebuilt from NEWOBJ or \
+                 copyreg._reconstructor and its state, never called",
+            )),
             Global::NumpyNdarray
             | Global::NumpyScalarType(_)
             | Global::BuiltinsObject
@@ -764,6 +789,13 @@ impl<'a, 'b> Vm<'a, 'b> {
     fn new_object(&mut self, class: &Global, args: &[Handle]) -> Result<Obj, LoadError> {
         match class {
             Global::Class { module, name } => Ok(self.instance(module, name, args.to_vec())),
+            Global::Inert { module, name } if args.is_empty() => {
+                Ok(self.instance(module, name, Vec::new()))
+            }
+            Global::Inert { .. } => Err(self.refuse_call(
+                class,
+                "an unknown (wrapper) class is only created without arguments",
+            )),
             Global::JoblibArrayWrapper if self.joblib_arrays => Ok(Obj::JoblibWrapper),
             Global::OrderedDict if args.is_empty() => Ok(Obj::Dict(Vec::new())),
             _ => Err(self.refuse_call(class, "not a class the reader creates")),
