@@ -105,7 +105,8 @@ impl LoadedVersion {
     }
 
     /// The settings of the config in force that differ from the ones this version
-    /// loaded with and take effect only when a version loads.
+    /// loaded with and take effect only when a version loads (`[batching]`, `warmup`,
+    /// `[sklearn]`: how the file is read).
     pub fn settings_needing_reload(&self) -> Vec<&'static str> {
         let now = self.config.load();
         let mut out = Vec::new();
@@ -114,6 +115,9 @@ impl LoadedVersion {
         }
         if now.warmup != self.loaded_config.warmup {
             out.push("warmup");
+        }
+        if now.sklearn != self.loaded_config.sklearn {
+            out.push("sklearn");
         }
         out
     }

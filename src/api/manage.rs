@@ -71,7 +71,8 @@ pub struct ModelSummary {
     /// Set when the policy asks for more versions than may be served.
     pub policy_warning: Option<String>,
     /// Settings of the model's config.toml that changed since a served version
-    /// loaded and take effect only when a version loads (`batching`, `warmup`);
+    /// loaded and take effect only when a version loads (`batching`, `warmup`,
+    /// `sklearn`);
     /// every other setting already applies to the served versions.
     pub settings_needing_reload: Vec<&'static str>,
 }
