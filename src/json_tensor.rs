@@ -340,6 +340,120 @@ pub fn flat(tensor: &Tensor) -> Value {
     )
 }
 
+/// A tensor (or part of one) written as JSON straight from its buffer, without
+/// building a `serde_json::Value` tree first: `serde_json::to_vec(&NestedJson…)`
+/// gives the same text as [`nested`], [`row`] and [`flat`] at a fraction of the
+/// memory (a `Value` costs 32 bytes and an allocation per element and array).
+#[derive(Clone, Copy)]
+pub struct NestedJson<'a> {
+    data: &'a TensorData,
+    shape: &'a [usize],
+    start: usize,
+}
+
+impl<'a> NestedJson<'a> {
+    /// The whole tensor, nested by its shape (as [`nested`]).
+    pub fn whole(tensor: &'a Tensor) -> NestedJson<'a> {
+        NestedJson {
+            data: tensor.data(),
+            shape: tensor.shape(),
+            start: 0,
+        }
+    }
+
+    /// Row `i` (of the first dimension), nested (as [`row`]).
+    pub fn row(tensor: &'a Tensor, i: usize) -> NestedJson<'a> {
+        let rest = &tensor.shape()[1..];
+        NestedJson {
+            data: tensor.data(),
+            shape: rest,
+            start: i * rest.iter().product::<usize>(),
+        }
+    }
+}
+
+impl serde::Serialize for NestedJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        match self.shape.split_first() {
+            None => ElementJson(self.data, self.start).serialize(serializer),
+            Some((&n, rest)) => {
+                let stride: usize = rest.iter().product();
+                let mut seq = serializer.serialize_seq(Some(n))?;
+                for i in 0..n {
+                    seq.serialize_element(&NestedJson {
+                        data: self.data,
+                        shape: rest,
+                        start: self.start + i * stride,
+                    })?;
+                }
+                seq.end()
+            }
+        }
+    }
+}
+
+/// A tensor's elements as one flat JSON array (as [`flat`]), written directly.
+#[derive(Clone, Copy)]
+pub struct FlatJson<'a>(pub &'a Tensor);
+
+impl serde::Serialize for FlatJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for i in 0..self.0.len() {
+            seq.serialize_element(&ElementJson(self.0.data(), i))?;
+        }
+        seq.end()
+    }
+}
+
+/// One element, written as [`element`] would build it.
+struct ElementJson<'a>(&'a TensorData, usize);
+
+impl serde::Serialize for ElementJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let float = |f: f64, serializer: S| {
+            if f.is_finite() {
+                serializer.serialize_f64(f)
+            } else if f.is_nan() {
+                serializer.serialize_str("NaN")
+            } else if f > 0.0 {
+                serializer.serialize_str("Infinity")
+            } else {
+                serializer.serialize_str("-Infinity")
+            }
+        };
+        let i = self.1;
+        match self.0 {
+            TensorData::Bool(v) => serializer.serialize_bool(v[i]),
+            TensorData::U8(v) => serializer.serialize_u8(v[i]),
+            TensorData::U16(v) => serializer.serialize_u16(v[i]),
+            TensorData::U32(v) => serializer.serialize_u32(v[i]),
+            TensorData::U64(v) => serializer.serialize_u64(v[i]),
+            TensorData::I8(v) => serializer.serialize_i8(v[i]),
+            TensorData::I16(v) => serializer.serialize_i16(v[i]),
+            TensorData::I32(v) => serializer.serialize_i32(v[i]),
+            TensorData::I64(v) => serializer.serialize_i64(v[i]),
+            TensorData::F16(v) => serializer.serialize_u16(v[i]),
+            TensorData::F32(v) => float(v[i] as f64, serializer),
+            TensorData::F64(v) => float(v[i], serializer),
+            TensorData::Bytes(v) => match std::str::from_utf8(&v[i]) {
+                Ok(s) => serializer.serialize_str(s),
+                Err(_) => {
+                    use serde::ser::SerializeMap;
+                    let mut map = serializer.serialize_map(Some(1))?;
+                    map.serialize_entry(
+                        "b64",
+                        &base64::engine::general_purpose::STANDARD.encode(&v[i]),
+                    )?;
+                    map.end()
+                }
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,6 +468,51 @@ mod tests {
         assert_eq!(t.data(), &TensorData::I64(vec![1, 2, 3, 4, 5, 6]));
         assert_eq!(nested(&t), v);
         assert_eq!(row(&t, 1), json!([4, 5, 6]));
+    }
+
+    #[test]
+    fn direct_json_equals_the_value_tree() {
+        let tensors = [
+            Tensor::new(
+                vec![2, 3],
+                TensorData::F32(vec![1.5, f32::NAN, -0.25, f32::INFINITY, 3.0, 1e-7]),
+            )
+            .unwrap(),
+            Tensor::new(vec![3], TensorData::I64(vec![-1, 0, i64::MAX])).unwrap(),
+            Tensor::new(
+                vec![2, 1],
+                TensorData::Bytes(vec![b"setosa".to_vec(), vec![0xff, 0x00]]),
+            )
+            .unwrap(),
+            Tensor::new(
+                vec![2, 2, 1],
+                TensorData::Bool(vec![true, false, false, true]),
+            )
+            .unwrap(),
+            Tensor::new(vec![], TensorData::F64(vec![f64::NEG_INFINITY])).unwrap(),
+            Tensor::new(vec![0, 3], TensorData::U8(vec![])).unwrap(),
+        ];
+        for t in &tensors {
+            let text = |v: &dyn erased::Ser| v.to_text();
+            assert_eq!(text(&NestedJson::whole(t)), nested(t).to_string(), "{t:?}");
+            assert_eq!(text(&FlatJson(t)), flat(t).to_string(), "{t:?}");
+            if let Some(rows) = t.batch_size() {
+                for i in 0..rows {
+                    assert_eq!(text(&NestedJson::row(t, i)), row(t, i).to_string());
+                }
+            }
+        }
+    }
+
+    mod erased {
+        pub trait Ser {
+            fn to_text(&self) -> String;
+        }
+        impl<T: serde::Serialize> Ser for T {
+            fn to_text(&self) -> String {
+                serde_json::to_string(self).unwrap()
+            }
+        }
     }
 
     #[test]

@@ -21,14 +21,15 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{body, parse_json, AppState, HttpError};
 use crate::api::simple::{simple_predict, Rows, SimpleRequest, SimpleResponse};
 use crate::api::ApiError;
-use crate::json_tensor::{nested, row};
+use crate::json_tensor::NestedJson;
 use crate::manager::VersionRequest;
 use crate::model_config::FeatureValue;
 use crate::tensor::DataType;
@@ -288,7 +289,7 @@ async fn answer(
     state: &AppState,
     model: String,
     body: SimpleBody,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<axum::response::Response, HttpError> {
     let response = simple_predict(
         state,
         SimpleRequest {
@@ -298,7 +299,7 @@ async fn answer(
         },
     )
     .await?;
-    Ok(Json(encode(&response, body.single)))
+    Ok(Json(encode(&response, body.single)).into_response())
 }
 
 /// `POST /predict`: JSON or form-encoded, `model_id` required.
@@ -306,7 +307,7 @@ async fn predict_post(
     State(state): State<AppState>,
     headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<axum::response::Response, HttpError> {
     let mut body = decode_body(&state, &headers, bytes)?;
     let model = body
         .model
@@ -323,7 +324,7 @@ async fn predict_model_post(
     Path(model): Path<String>,
     headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<axum::response::Response, HttpError> {
     let mut body = decode_body(&state, &headers, bytes)?;
     let model = model_from_path(model, body.model.take())?;
     answer(&state, model, body).await
@@ -335,31 +336,55 @@ async fn predict_get(
     State(state): State<AppState>,
     Path(model): Path<String>,
     RawQuery(query): RawQuery,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<axum::response::Response, HttpError> {
     let mut body = decode_form(query.unwrap_or_default().as_bytes())?;
     let model = model_from_path(model, body.model.take())?;
     answer(&state, model, body).await
 }
 
-fn encode(r: &SimpleResponse, single: bool) -> Value {
-    let pick = |t: &crate::tensor::Tensor| if single { row(t, 0) } else { nested(t) };
-    let now = SystemTime::now();
-    let mut out = json!({
-        "model_id": &*r.handle.model,
-        "version": r.handle.version,
-        "prediction": pick(&r.prediction),
-        "latency": r.latency.as_secs_f64(),
-        "timestamp": epoch_seconds(now),
-        "time": utc_timestamp(now),
-    });
-    if let Some(p) = &r.probabilities {
-        out["probabilities"] = pick(p);
-        if let Some(labels) = &r.class_labels {
-            let dtype = r.prediction.dtype();
-            out["classes"] = labels.iter().map(|l| class_label(l, dtype)).collect();
+/// The simple API's answer, written straight from the output tensors (no `Value`
+/// tree for the predictions and probabilities, which may hold many rows).
+#[derive(serde::Serialize)]
+struct SimpleAnswer<'a> {
+    model_id: &'a str,
+    version: u64,
+    prediction: NestedJson<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    probabilities: Option<NestedJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    classes: Option<Vec<Value>>,
+    latency: f64,
+    timestamp: f64,
+    time: String,
+}
+
+fn encode(r: &SimpleResponse, single: bool) -> SimpleAnswer<'_> {
+    let pick = |t| {
+        if single {
+            NestedJson::row(t, 0)
+        } else {
+            NestedJson::whole(t)
         }
+    };
+    let now = SystemTime::now();
+    let probabilities = r.probabilities.as_ref().map(pick);
+    let classes = match (&r.probabilities, &r.class_labels) {
+        (Some(_), Some(labels)) => {
+            let dtype = r.prediction.dtype();
+            Some(labels.iter().map(|l| class_label(l, dtype)).collect())
+        }
+        _ => None,
+    };
+    SimpleAnswer {
+        model_id: &r.handle.model,
+        version: r.handle.version,
+        prediction: pick(&r.prediction),
+        probabilities,
+        classes,
+        latency: r.latency.as_secs_f64(),
+        timestamp: epoch_seconds(now),
+        time: utc_timestamp(now),
     }
-    out
 }
 
 /// A class label with the type of the model's labels, as the prediction has it: an
@@ -417,6 +442,7 @@ pub fn utc_timestamp(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use std::time::Duration;
 
     #[test]

@@ -9,6 +9,7 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -17,7 +18,7 @@ use serde_json::{json, Map, Value};
 use super::{body, parse_json, AppState, HttpError};
 use crate::api::classify::{self, Example, ExamplesRequest, FeatureValues};
 use crate::api::{self, ApiError, PredictRequest, Protocol};
-use crate::json_tensor::{flatten, infer_tensor, nested, row};
+use crate::json_tensor::{flatten, infer_tensor, NestedJson};
 use crate::manager::VersionRequest;
 use crate::tensor::{NamedTensor, Tensor};
 
@@ -215,7 +216,72 @@ fn decode_inputs(inputs: &Value) -> Result<Vec<NamedTensor>, ApiError> {
     }
 }
 
-fn encode_rows(outputs: &[NamedTensor]) -> Result<Value, ApiError> {
+/// `{"predictions": [...]}`: one entry per row, written straight from the output
+/// tensors (no `Value` tree: the answer's size was bounded by `max_response_bytes`,
+/// and building it as a tree would cost several times that).
+#[derive(serde::Serialize)]
+struct Predictions<'a> {
+    predictions: RowsJson<'a>,
+}
+
+/// `{"outputs": ...}`: the columnar answer, written straight from the tensors.
+#[derive(serde::Serialize)]
+struct Outputs<'a> {
+    outputs: ColumnsJson<'a>,
+}
+
+/// Row format: each row is the only output's row, or an object of every output's.
+struct RowsJson<'a> {
+    outputs: &'a [NamedTensor],
+    batch: usize,
+}
+
+impl serde::Serialize for RowsJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        struct Row<'a>(&'a [NamedTensor], usize);
+        impl serde::Serialize for Row<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                match self.0 {
+                    [(_, only)] => NestedJson::row(only, self.1).serialize(serializer),
+                    many => {
+                        let mut map = serializer.serialize_map(Some(many.len()))?;
+                        for (name, t) in many {
+                            map.serialize_entry(name, &NestedJson::row(t, self.1))?;
+                        }
+                        map.end()
+                    }
+                }
+            }
+        }
+        let mut seq = serializer.serialize_seq(Some(self.batch))?;
+        for i in 0..self.batch {
+            seq.serialize_element(&Row(self.outputs, i))?;
+        }
+        seq.end()
+    }
+}
+
+/// Columnar format: the only output's tensor, or an object of every output's.
+struct ColumnsJson<'a>(&'a [NamedTensor]);
+
+impl serde::Serialize for ColumnsJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self.0 {
+            [(_, only)] => NestedJson::whole(only).serialize(serializer),
+            many => {
+                let mut map = serializer.serialize_map(Some(many.len()))?;
+                for (name, t) in many {
+                    map.serialize_entry(name, &NestedJson::whole(t))?;
+                }
+                map.end()
+            }
+        }
+    }
+}
+
+fn encode_rows(outputs: &[NamedTensor]) -> Result<RowsJson<'_>, ApiError> {
     let batch = outputs
         .first()
         .and_then(|(_, t)| t.batch_size())
@@ -225,33 +291,22 @@ fn encode_rows(outputs: &[NamedTensor]) -> Result<Value, ApiError> {
             "the model's outputs do not share a batch dimension; use the columnar \"inputs\" format".into(),
         ));
     }
-    let rows = (0..batch)
-        .map(|i| match outputs {
-            [(_, only)] => row(only, i),
-            many => Value::Object(many.iter().map(|(n, t)| (n.clone(), row(t, i))).collect()),
-        })
-        .collect();
-    Ok(Value::Array(rows))
-}
-
-fn encode_columns(outputs: &[NamedTensor]) -> Value {
-    match outputs {
-        [(_, only)] => nested(only),
-        many => Value::Object(many.iter().map(|(n, t)| (n.clone(), nested(t))).collect()),
-    }
+    Ok(RowsJson { outputs, batch })
 }
 
 async fn post_model(
     State(state): State<AppState>,
     Path(rest): Path<String>,
     raw: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<axum::response::Response, HttpError> {
     let path = parse_path(&rest)?;
     match path.verb {
         Some("predict") => {}
         Some(verb @ ("classify" | "regress")) => {
             let bytes = body(raw, state.settings.max_request_bytes)?;
-            return examples_verb(&state, path.model, path.version, verb, &bytes).await;
+            return examples_verb(&state, path.model, path.version, verb, &bytes)
+                .await
+                .map(IntoResponse::into_response);
         }
         _ => return Err(not_found(&rest)),
     }
@@ -281,11 +336,17 @@ async fn post_model(
     let mut predict = PredictRequest::new(path.model, path.version, Protocol::TfServingRest);
     predict.inputs = inputs;
     let response = api::predict(&state, predict).await?;
-    Ok(Json(if row_format {
-        json!({ "predictions": encode_rows(&response.outputs)? })
+    Ok(if row_format {
+        Json(Predictions {
+            predictions: encode_rows(&response.outputs)?,
+        })
+        .into_response()
     } else {
-        json!({ "outputs": encode_columns(&response.outputs) })
-    }))
+        Json(Outputs {
+            outputs: ColumnsJson(&response.outputs),
+        })
+        .into_response()
+    })
 }
 
 #[derive(Deserialize)]

@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 
 use super::{body, parse_json, AppState, HttpError};
 use crate::api::{self, ApiError, PredictRequest, Protocol, SERVER_NAME, SERVER_VERSION};
-use crate::json_tensor::{flat, flatten, typed_tensor};
+use crate::json_tensor::{flatten, typed_tensor, FlatJson};
 use crate::manager::VersionRequest;
 use crate::raw_tensor;
 use crate::tensor::{element_count, DataType, NamedTensor, Tensor, TensorSpec};
@@ -324,8 +324,9 @@ async fn run_infer(
     predict.outputs = request.outputs.into_iter().map(|o| o.name).collect();
     let response = api::predict(&state, predict).await?;
 
+    // The answer is written straight from the output tensors (no `Value` tree).
     let mut blobs: Vec<u8> = Vec::new();
-    let outputs: Vec<Value> = response
+    let outputs: Vec<V2Output<'_>> = response
         .outputs
         .iter()
         .map(|(name, tensor)| {
@@ -333,29 +334,31 @@ async fn run_infer(
                 .iter()
                 .find(|(n, _)| n == name)
                 .map_or(all_binary, |(_, b)| *b);
-            let mut out = json!({
-                "name": name,
-                "datatype": tensor.dtype().v2_name(),
-                "shape": tensor.shape(),
-            });
+            let mut out = V2Output {
+                name,
+                datatype: tensor.dtype().v2_name(),
+                shape: tensor.shape(),
+                parameters: None,
+                data: None,
+            };
             if binary {
                 let start = blobs.len();
                 raw_tensor::encode(tensor.data(), &mut blobs);
-                out["parameters"] = json!({ "binary_data_size": blobs.len() - start });
+                out.parameters = Some(BinaryDataSize {
+                    binary_data_size: blobs.len() - start,
+                });
             } else {
-                out["data"] = flat(tensor);
+                out.data = Some(FlatJson(tensor));
             }
             out
         })
         .collect();
-    let mut doc = json!({
-        "model_name": response.model(),
-        "model_version": response.version().to_string(),
-        "outputs": outputs,
-    });
-    if let Some(id) = request.id {
-        doc["id"] = Value::String(id);
-    }
+    let doc = V2Answer {
+        id: request.id,
+        model_name: response.model(),
+        model_version: response.version().to_string(),
+        outputs,
+    };
     let header_bytes =
         serde_json::to_vec(&doc).map_err(|e| HttpError(ApiError::Internal(e.to_string())))?;
     if blobs.is_empty() && !binary_outputs.iter().any(|(_, b)| *b) && !all_binary {
@@ -375,6 +378,33 @@ async fn run_infer(
         Body::from(full),
     )
         .into_response())
+}
+
+/// One output of a V2 infer answer.
+#[derive(serde::Serialize)]
+struct V2Output<'a> {
+    name: &'a str,
+    datatype: &'static str,
+    shape: &'a [usize],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<BinaryDataSize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<FlatJson<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct BinaryDataSize {
+    binary_data_size: usize,
+}
+
+/// A V2 infer answer (the JSON part, before any binary blobs).
+#[derive(serde::Serialize)]
+struct V2Answer<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    model_name: &'a str,
+    model_version: String,
+    outputs: Vec<V2Output<'a>>,
 }
 
 #[cfg(test)]
