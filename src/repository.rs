@@ -194,6 +194,30 @@ mod tests {
     }
 
     #[test]
+    fn a_single_file_of_any_name_is_the_artifact() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        touch(&root.join("m/1/lr_iris.model"));
+        touch(&root.join("m/1/warmup.json"));
+        touch(&root.join("m/1/config.toml"));
+        touch(&root.join("m/1/.DS_Store"));
+        touch(&root.join("m/2/a.bin"));
+        touch(&root.join("m/2/b.bin")); // two candidates: neither
+        touch(&root.join("m/3/notes.txt"));
+        touch(&root.join("m/3/model.pkl")); // a known name wins
+        let m = scan_model("m", &root.join("m")).unwrap();
+        assert_eq!(
+            m.versions[&1].artifact.as_deref(),
+            Some(root.join("m/1/lr_iris.model").as_path())
+        );
+        assert!(m.versions[&2].artifact.is_none());
+        assert_eq!(
+            m.versions[&3].artifact.as_deref(),
+            Some(root.join("m/3/model.pkl").as_path())
+        );
+    }
+
+    #[test]
     fn version_names() {
         assert_eq!(parse_version("1"), Some(1));
         assert_eq!(parse_version("10"), Some(10));

@@ -230,6 +230,8 @@ pub async fn reload(state: &ServerState, model: Option<&str>) -> Result<ReloadOu
     let sources = state.sources.clone();
     let outcome = match model {
         Some(name) => {
+            let name = model_named_by_file(&sources, name);
+            let name = name.as_str();
             sources.model_dir(name)?; // a valid name, before waiting
             let lock = sources.lock_model(name, deadline).await?;
             let name = name.to_string();
@@ -257,6 +259,19 @@ pub async fn reload(state: &ServerState, model: Option<&str>) -> Result<ReloadOu
             .collect(),
         busy: outcome.busy,
     })
+}
+
+/// The model a reload names. Old clients name the model by its file
+/// (`reload_model?modelname=lr_iris.model`): when no model has the full name but
+/// one has the name without its extension, that one is meant.
+fn model_named_by_file(sources: &crate::sources::Sources, name: &str) -> String {
+    if sources.is_source(name) {
+        return name.to_string();
+    }
+    match name.rsplit_once('.') {
+        Some((stem, _)) if !stem.is_empty() && sources.is_source(stem) => stem.to_string(),
+        _ => name.to_string(),
+    }
 }
 
 /// Replaces the model config list (from the config file or gRPC `ReloadConfig`) and
@@ -392,7 +407,9 @@ pub struct Upload {
     /// Whether this upload created the model directory (removed again on failure).
     created_model_dir: bool,
     staging: PathBuf,
-    artifact_name: &'static str,
+    /// The file's name in the staging directory until [`Upload::finish`] sees its
+    /// content: the client's file name, sanitized.
+    artifact_name: String,
     file: Option<tokio::fs::File>,
     written: u64,
     limit: u64,
@@ -400,20 +417,28 @@ pub struct Upload {
     finished: bool,
 }
 
-/// The artifact name an uploaded file is stored as, from its extension.
-fn artifact_name(file_name: &str) -> Result<&'static str, ApiError> {
-    let ext = Path::new(file_name)
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
-    match ext.as_deref() {
-        Some("onnx") => Ok("model.onnx"),
-        Some("pkl") => Ok("model.pkl"),
-        Some("joblib") => Ok("model.joblib"),
-        Some("pickle") => Ok("model.pickle"),
-        _ => Err(ApiError::InvalidArgument(format!(
-            "file {file_name:?} is not a supported model file: expected .onnx, .pkl or .joblib"
-        ))),
+/// The name an uploaded file is staged under: the client's file name (its last
+/// path component) with every character but letters, digits, `.`, `_` and `-`
+/// made `_`, never hidden and never a name the version directory gives another
+/// meaning (`config.toml`, `warmup.json`). Any name is accepted: the content says
+/// the format (see [`crate::backends::format`]).
+fn staging_file_name(file_name: &str) -> String {
+    let last = file_name.rsplit(['/', '\\']).next().unwrap_or_default();
+    let clean: String = last
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let clean = clean.trim_start_matches('.');
+    if clean.is_empty() || clean == "config.toml" || clean == crate::warmup::WARMUP_FILE {
+        "model.bin".to_string()
+    } else {
+        clean.chars().take(200).collect()
     }
 }
 
@@ -448,7 +473,7 @@ pub async fn begin_upload(
             "version must be an integer from 1 to {MAX_VERSION}"
         )));
     }
-    let artifact_name = artifact_name(file_name)?;
+    let artifact_name = staging_file_name(file_name);
     let model_dir = state.sources.model_dir(model)?.dir;
     // Checked again under the lock when the file moves into place; this only fails
     // early, before the client sends the whole file.
@@ -482,7 +507,7 @@ pub async fn begin_upload(
     tokio::fs::create_dir_all(&upload.staging)
         .await
         .map_err(|e| io("create the staging directory", e))?;
-    let file = tokio::fs::File::create(upload.staging.join(artifact_name))
+    let file = tokio::fs::File::create(upload.staging.join(&upload.artifact_name))
         .await
         .map_err(|e| io("create the staging file", e))?;
     upload.file = Some(file);
@@ -537,7 +562,45 @@ impl Upload {
         }
         // Checked by actually loading it, on a blocking thread, before anything moves
         // and without the lock.
-        let artifact = self.staging.join(self.artifact_name);
+        // Stored under the canonical name of the format its content shows
+        // (`lr_iris.model` holding a pickle becomes `model.pkl`), so the version
+        // directory reads the same as any other; else under its own name.
+        let mut artifact = self.staging.join(&self.artifact_name);
+        let sniffed = tokio::task::spawn_blocking({
+            let artifact = artifact.clone();
+            move || crate::backends::format::sniff_file(&artifact)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("model check failed: {e}")))?
+        .map_err(|e| ApiError::Internal(format!("cannot read the staging file: {e}")))?;
+        if let Some(format) = sniffed {
+            // A known extension that agrees with the content keeps its name
+            // (`iris.joblib` holding a plain pickle stays `model.joblib`).
+            let by_extension = Path::new(&self.artifact_name)
+                .extension()
+                .and_then(|e| e.to_str())
+                .map(str::to_ascii_lowercase)
+                .and_then(|ext| {
+                    crate::backends::ARTIFACT_NAMES
+                        .into_iter()
+                        .find(|known| known.strip_prefix("model.") == Some(ext.as_str()))
+                })
+                .filter(|known| {
+                    crate::backends::format::ArtifactFormat::from_extension(Path::new(known))
+                        .is_some_and(|f| f.backend() == format.backend())
+                });
+            let canonical = self
+                .staging
+                .join(by_extension.unwrap_or(format.canonical_name()));
+            if canonical != artifact {
+                tokio::fs::rename(&artifact, &canonical)
+                    .await
+                    .map_err(|e| {
+                        ApiError::Internal(format!("cannot rename the staging file: {e}"))
+                    })?;
+                artifact = canonical;
+            }
+        }
         let options = self.state.manager.backend_options().clone();
         // The model's own config.toml (if any) says how its pickles are read.
         let sklearn = crate::model_config::ModelConfig::load(&self.model_dir)

@@ -1,9 +1,11 @@
 //! Model formats. Each format implements [`Backend`] (a loaded model that runs
-//! batches) and is chosen by [`load_backend`] from the artifact's file name.
+//! batches) and is chosen by [`load_backend`] from the artifact's content (see
+//! [`format`]), falling back to its file name's extension.
 //!
 //! Backends are synchronous: they are called only from inference threads
 //! (see `crate::inference`), never from async workers.
 
+pub mod format;
 pub mod onnx;
 pub mod sklearn;
 
@@ -90,12 +92,40 @@ pub struct BackendOptions {
     pub onnx_sessions: usize,
 }
 
-/// Finds the artifact in a version directory: the first of [`ARTIFACT_NAMES`] present.
+/// Files of a version directory that are never its artifact.
+const NOT_ARTIFACTS: [&str; 2] = ["config.toml", crate::warmup::WARMUP_FILE];
+
+/// Finds the artifact in a version directory: the first of [`ARTIFACT_NAMES`]
+/// present; else, when the directory holds exactly one regular file (hidden files,
+/// `config.toml` and `warmup.json` aside), that file whatever its name
+/// (`lr_iris.model`, `name_question_1591259822.bin`): its content says its format.
 pub fn find_artifact(version_dir: &Path) -> Option<PathBuf> {
-    ARTIFACT_NAMES
+    if let Some(known) = ARTIFACT_NAMES
         .iter()
         .map(|name| version_dir.join(name))
         .find(|p| p.is_file())
+    {
+        return Some(known);
+    }
+    let mut only = None;
+    for entry in std::fs::read_dir(version_dir).ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        if name.starts_with('.') || NOT_ARTIFACTS.contains(&name) {
+            continue;
+        }
+        let path = entry.path();
+        if !path.is_file() {
+            continue;
+        }
+        if only.is_some() {
+            return None; // several candidates, none with a known name
+        }
+        only = Some(path);
+    }
+    only
 }
 
 /// Loads an artifact with the backend its file name calls for.
@@ -117,7 +147,7 @@ pub fn load_backend_with(
     options: &BackendOptions,
     sklearn: &SklearnConfig,
 ) -> Result<Arc<dyn Backend>, BackendError> {
-    load_by_extension(artifact, options, sklearn).map_err(|e| match e {
+    load_by_format(artifact, options, sklearn).map_err(|e| match e {
         BackendError::Load(raw) => {
             tracing::warn!(path = %artifact.display(), error = %raw, "cannot load model file");
             BackendError::Load(client_message(&raw, Some(artifact)))
@@ -126,25 +156,27 @@ pub fn load_backend_with(
     })
 }
 
-fn load_by_extension(
+/// Picks the backend from the file's first bytes, else from its extension; a file
+/// that is neither is refused with what was expected.
+fn load_by_format(
     artifact: &Path,
     options: &BackendOptions,
     sklearn: &SklearnConfig,
 ) -> Result<Arc<dyn Backend>, BackendError> {
-    let ext = artifact
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or_default();
-    match ext {
-        "onnx" => Ok(Arc::new(onnx::OnnxBackend::load(artifact, options)?)),
-        "pkl" | "pickle" | "joblib" => Ok(Arc::new(sklearn::SklearnBackend::load_with(
-            artifact,
-            sklearn.wrapper_attribute.as_deref(),
-        )?)),
-        other => Err(BackendError::Load(format!(
-            "no backend for artifact {} (extension {other:?}); expected one of {ARTIFACT_NAMES:?}",
-            artifact.display()
-        ))),
+    let sniffed = format::sniff_file(artifact)
+        .map_err(|e| BackendError::Load(format!("cannot read {}: {e}", artifact.display())))?;
+    let Some(found) = sniffed.or_else(|| format::ArtifactFormat::from_extension(artifact)) else {
+        return Err(BackendError::Load(format!(
+            "no model artifact recognised in {}: expected {}",
+            artifact.display(),
+            format::EXPECTED_FORMATS
+        )));
+    };
+    match found {
+        format::ArtifactFormat::Onnx => Ok(Arc::new(onnx::OnnxBackend::load(artifact, options)?)),
+        format::ArtifactFormat::Pickle | format::ArtifactFormat::CompressedJoblib => Ok(Arc::new(
+            sklearn::SklearnBackend::load_with(artifact, sklearn.wrapper_attribute.as_deref())?,
+        )),
     }
 }
 

@@ -294,7 +294,11 @@ async fn reload_model(
         .map(|m| (m.model.clone(), json!(m.served_versions)))
         .collect();
     let mut message = match &name {
-        Some(n) => format!("model {n} reloaded"),
+        // The model found, which may be `n` without its extension (`lr_iris.model`).
+        Some(n) => format!(
+            "model {} reloaded",
+            models.first().map_or(n.as_str(), |m| m.model.as_str())
+        ),
         None => format!("{} models reloaded", models.len()),
     };
     if !outcome.busy.is_empty() {
