@@ -550,7 +550,7 @@ mod tests {
         ];
         let json = serde_json::json!({
             "predictions": (0..3).map(|i| serde_json::json!({
-                "probabilities": crate::json_tensor::row(&probabilities, i),
+                "probabilities": crate::json_tensor::NestedJson::row(&probabilities, i),
                 "label": "a\u{0}",
             })).collect::<Vec<_>>()
         });
