@@ -684,13 +684,14 @@ impl ServeArgs {
             Some(n) => n,
             None => d.max_upload_bytes,
         };
-        // A deadline of zero would refuse every operation; a day is more than any wants.
+        // A deadline or timeout: zero would refuse everything; a day is more than any
+        // wants.
         let seconds = |name: &'static str, v: Option<f64>, default: Duration| match v {
             None => Ok(default),
             Some(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(Duration::from_secs_f64(s)),
             Some(s) => Err(SettingsError::Invalid {
                 name,
-                reason: format!("{s} is not a positive number of seconds (at most 86400)"),
+                reason: format!("{s} is not a number of seconds above 0 and at most 86400"),
             }),
         };
         let public_url = match self.public_url {
@@ -702,16 +703,11 @@ impl ServeArgs {
                 })?,
             ),
         };
-        let grpc_send_timeout = match self.grpc_send_timeout_secs {
-            None => d.grpc_send_timeout,
-            Some(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Duration::from_secs_f64(s),
-            Some(s) => {
-                return Err(SettingsError::Invalid {
-                    name: "grpc_send_timeout_secs",
-                    reason: format!("{s} is not a number of seconds above 0 and at most 86400"),
-                })
-            }
-        };
+        let grpc_send_timeout = seconds(
+            "grpc_send_timeout_secs",
+            self.grpc_send_timeout_secs,
+            d.grpc_send_timeout,
+        )?;
         let grpc_max_concurrent_streams = match self.grpc_max_concurrent_streams {
             Some(0) => {
                 return Err(SettingsError::Invalid {
@@ -746,19 +742,10 @@ impl ServeArgs {
             }
             _ => {}
         }
-        // A timeout of the connection layer: above 0, at most a day.
-        let timeout = |name: &'static str, v: Option<f64>, default: Duration| match v {
-            None => Ok(default),
-            Some(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(Duration::from_secs_f64(s)),
-            Some(s) => Err(SettingsError::Invalid {
-                name,
-                reason: format!("{s} is not a number of seconds above 0 and at most 86400"),
-            }),
-        };
         let http2_keep_alive_interval = match self.http2_keep_alive_interval_secs {
             None => d.http2_keep_alive_interval,
             Some(0.0) => None,
-            Some(s) => Some(timeout(
+            Some(s) => Some(seconds(
                 "http2_keep_alive_interval_secs",
                 Some(s),
                 Duration::ZERO,
@@ -798,26 +785,26 @@ impl ServeArgs {
         };
         Ok(Settings {
             max_connections,
-            header_read_timeout: timeout(
+            header_read_timeout: seconds(
                 "header_read_timeout_secs",
                 self.header_read_timeout_secs,
                 d.header_read_timeout,
             )?,
-            keep_alive_timeout: timeout(
+            keep_alive_timeout: seconds(
                 "keep_alive_timeout_secs",
                 self.keep_alive_timeout_secs,
                 d.keep_alive_timeout,
             )?,
-            body_read_timeout: timeout(
+            body_read_timeout: seconds(
                 "body_read_timeout_secs",
                 self.body_read_timeout_secs,
                 d.body_read_timeout,
             )?,
-            send_timeout: timeout("send_timeout_secs", self.send_timeout_secs, d.send_timeout)?,
+            send_timeout: seconds("send_timeout_secs", self.send_timeout_secs, d.send_timeout)?,
             max_header_bytes,
             rest_max_concurrent_streams,
             http2_keep_alive_interval,
-            http2_keep_alive_timeout: timeout(
+            http2_keep_alive_timeout: seconds(
                 "http2_keep_alive_timeout_secs",
                 self.http2_keep_alive_timeout_secs,
                 d.http2_keep_alive_timeout,
@@ -825,7 +812,7 @@ impl ServeArgs {
             http2_max_pending_accept_reset_streams: self
                 .http2_max_pending_accept_reset_streams
                 .unwrap_or(d.http2_max_pending_accept_reset_streams),
-            grpc_idle_timeout: timeout(
+            grpc_idle_timeout: seconds(
                 "grpc_idle_timeout_secs",
                 self.grpc_idle_timeout_secs,
                 d.grpc_idle_timeout,
