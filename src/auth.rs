@@ -408,6 +408,37 @@ impl Auth {
     }
 }
 
+impl Auth {
+    /// [`Auth::check`] for one request of an adapter (`protocol` is `rest` or
+    /// `grpc`, `target` the path or method): a refusal is counted and logged here,
+    /// so each adapter only renders it.
+    pub fn authorize(
+        &self,
+        protocol: &'static str,
+        access: Access,
+        authorization: Option<&[u8]>,
+        peer: Option<SocketAddr>,
+        target: &str,
+    ) -> Result<Option<String>, Denied> {
+        self.check(access, authorization, peer)
+            .inspect_err(|denied| {
+                crate::metrics::record_auth_failure(protocol, denied.reason());
+                tracing::warn!(
+                    protocol,
+                    client = %display_peer(peer),
+                    target,
+                    reason = denied.reason(),
+                    "request refused"
+                );
+            })
+    }
+}
+
+/// A peer address for logs.
+pub fn display_peer(peer: Option<SocketAddr>) -> String {
+    peer.map_or_else(|| "unknown".to_string(), |p| p.to_string())
+}
+
 fn read_tokens_file(path: &Path) -> Result<String, TokensError> {
     std::fs::read_to_string(path).map_err(|e| TokensError::Read {
         path: path.display().to_string(),

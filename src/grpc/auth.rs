@@ -12,7 +12,7 @@ use axum::response::Response;
 use tonic::Status;
 
 use crate::api::ServerState;
-use crate::auth::{grpc_access, Access};
+use crate::auth::{display_peer, grpc_access, Access};
 
 pub async fn require(
     State(state): State<std::sync::Arc<ServerState>>,
@@ -25,19 +25,15 @@ pub async fn require(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
     let authorization = request.headers().get(http::header::AUTHORIZATION);
-    let token = match state
-        .auth
-        .check(access, authorization.map(|v| v.as_bytes()), peer)
-    {
+    let token = match state.auth.authorize(
+        "grpc",
+        access,
+        authorization.map(|v| v.as_bytes()),
+        peer,
+        request.uri().path(),
+    ) {
         Ok(token) => token,
         Err(denied) => {
-            crate::metrics::record_auth_failure("grpc", denied.reason());
-            tracing::warn!(
-                client = %peer.map_or_else(|| "unknown".into(), |p| p.to_string()),
-                method = %request.uri().path(),
-                reason = denied.reason(),
-                "call refused"
-            );
             let status = if denied.is_unauthenticated() {
                 Status::unauthenticated(denied.to_string())
             } else {
@@ -52,7 +48,7 @@ pub async fn require(
     let method = request.uri().path().to_string();
     let response = next.run(request).await;
     tracing::info!(
-        client = %peer.map_or_else(|| "unknown".into(), |p| p.to_string()),
+        client = %display_peer(peer),
         token = token.as_deref().unwrap_or("-"),
         %method,
         // The gRPC status of a unary call is in the trailers, after this line;

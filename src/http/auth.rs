@@ -16,7 +16,7 @@ use axum::Json;
 use serde_json::json;
 
 use super::AppState;
-use crate::auth::{rest_access, Access, Denied};
+use crate::auth::{display_peer, rest_access, Access, Denied};
 
 pub async fn require(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let access = rest_access(request.uri().path());
@@ -25,22 +25,15 @@ pub async fn require(State(state): State<AppState>, request: Request, next: Next
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
     let authorization = request.headers().get(header::AUTHORIZATION);
-    let token = match state
-        .auth
-        .check(access, authorization.map(HeaderValue::as_bytes), peer)
-    {
+    let token = match state.auth.authorize(
+        "rest",
+        access,
+        authorization.map(HeaderValue::as_bytes),
+        peer,
+        request.uri().path(),
+    ) {
         Ok(token) => token,
-        Err(denied) => {
-            crate::metrics::record_auth_failure("rest", denied.reason());
-            tracing::warn!(
-                client = %display_peer(peer),
-                method = %request.method(),
-                path = %request.uri().path(),
-                reason = denied.reason(),
-                "request refused"
-            );
-            return denied_response(&denied);
-        }
+        Err(denied) => return denied_response(&denied),
     };
     if access != Access::Management {
         return next.run(request).await;
@@ -62,10 +55,6 @@ pub async fn require(State(state): State<AppState>, request: Request, next: Next
         "management request"
     );
     response
-}
-
-fn display_peer(peer: Option<SocketAddr>) -> String {
-    peer.map_or_else(|| "unknown".to_string(), |p| p.to_string())
 }
 
 fn denied_response(denied: &Denied) -> Response {
