@@ -20,14 +20,31 @@ pub struct Listeners {
     pub grpc: Option<TcpListener>,
 }
 
+/// The listen backlog asked for (the kernel caps it at `net.core.somaxconn`). At the
+/// connection limit new connections wait there (issue 9); a short backlog (tokio's
+/// default is 128) would drop their SYNs instead, and the client would retry only
+/// after one, three, seven seconds.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` with [`LISTEN_BACKLOG`] and `SO_REUSEADDR` (a restart does not wait
+/// for the old connections' TIME_WAIT).
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 impl Listeners {
     /// Binds the addresses the settings name.
     pub async fn bind(settings: &Settings) -> anyhow::Result<Listeners> {
-        let rest = TcpListener::bind(settings.rest_addr)
-            .await
+        let rest = listen(settings.rest_addr)
             .with_context(|| format!("cannot listen on REST address {}", settings.rest_addr))?;
-        let grpc = TcpListener::bind(settings.grpc_addr)
-            .await
+        let grpc = listen(settings.grpc_addr)
             .with_context(|| format!("cannot listen on gRPC address {}", settings.grpc_addr))?;
         Ok(Listeners {
             rest,

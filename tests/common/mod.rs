@@ -74,12 +74,8 @@ impl TestServer {
         scheme: &str,
         client: reqwest::Client,
     ) -> TestServer {
-        let rest = tokio::net::TcpListener::bind(settings.rest_addr)
-            .await
-            .unwrap();
-        let grpc = tokio::net::TcpListener::bind(settings.grpc_addr)
-            .await
-            .unwrap();
+        let rest = ferroserve::server::listen(settings.rest_addr).unwrap();
+        let grpc = ferroserve::server::listen(settings.grpc_addr).unwrap();
         let rest_addr = rest.local_addr().unwrap();
         let grpc_addr = grpc.local_addr().ok();
         let (tx, rx) = oneshot::channel::<()>();
