@@ -4,6 +4,8 @@
 #   .venv          scikit-learn, skl2onnx, onnxruntime (fixtures, expected outputs)
 #   .venv-clients  NVIDIA tritonclient (interop tests)
 #   .ort/          libonnxruntime.so.1.31.1, taken from the onnxruntime==1.31.1 wheel
+#   Debian packages the tests start throwaway servers from: postgresql, mariadb-server,
+#                  redis-server (installed if missing; their own services are not started)
 # usage: scripts/setup.sh [--no-build]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +21,28 @@ make_venv() { # NAME REQUIREMENTS
   "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
   cp "$req" "$stamp"
 }
+
+# Debian packages. The tests start their own instances of these servers on free
+# loopback ports in temporary directories; the services the packages would start
+# are kept off (policy-rc.d), so nothing depends on what a machine happens to run.
+missing=()
+[ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql)
+command -v mariadbd >/dev/null || missing+=(mariadb-server)
+command -v redis-server >/dev/null || missing+=(redis-server)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing Debian packages: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  made_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d
+    made_policy=1
+  fi
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+  [ -z "$made_policy" ] || $SUDO rm -f /usr/sbin/policy-rc.d
+fi
 
 make_venv .venv python/requirements-models.txt
 make_venv .venv-clients python/requirements-clients.txt
