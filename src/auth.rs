@@ -475,6 +475,8 @@ pub fn rest_access(path: &str) -> Access {
         ["upload_model"] | ["reload_model"] | ["deploy"] => Access::Management,
         ["stop_deployment", ..] | ["delete_model", ..] => Access::Management,
         ["v2", "repository", "models", _, "load" | "unload"] => Access::Management,
+        // Who did what, and what clients sent (the metadata store).
+        ["v1", "models", _, "history" | "predictions"] => Access::Management,
         _ => Access::Inference,
     }
 }

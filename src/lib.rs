@@ -19,6 +19,7 @@ pub mod repository;
 pub mod server;
 pub mod settings;
 pub mod sources;
+pub mod store;
 pub mod tensor;
 pub mod tls;
 pub mod warmup;

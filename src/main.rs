@@ -31,11 +31,63 @@ enum Command {
         #[command(flatten)]
         args: Box<ServeArgs>,
     },
+    /// The metadata store: its status, and applying migrations.
+    ///
+    /// Takes the serve command's settings (--config, FERROSERVE_*, flags), of which
+    /// --database-url, --state-dir and --model-repository say where the store is.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
     /// Bearer tokens for --auth-tokens.
     Token {
         #[command(subcommand)]
         command: TokenCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Print the database kind, its URL (without password), the schema version and
+    /// rows per table, as JSON.
+    Status {
+        #[arg(long, env = "FERROSERVE_CONFIG", value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        args: Box<ServeArgs>,
+    },
+    /// Apply the migrations this binary has (the server also does at start).
+    Migrate {
+        #[arg(long, env = "FERROSERVE_CONFIG", value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        args: Box<ServeArgs>,
+    },
+}
+
+/// `ferroserve db status|migrate`.
+fn db_command(command: DbCommand) -> anyhow::Result<()> {
+    let (config, args, migrate) = match command {
+        DbCommand::Status { config, args } => (config, args, false),
+        DbCommand::Migrate { config, args } => (config, args, true),
+    };
+    let settings = settings_from(config, *args)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let url = settings.database_url();
+        let store = if migrate {
+            ferroserve::store::Store::open(&url, settings.database_timeout, true).await
+        } else {
+            ferroserve::store::Store::open_for_status(&url, settings.database_timeout).await
+        }
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let status = store.status().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        Ok(())
+    })
 }
 
 #[derive(Subcommand)]
@@ -117,6 +169,7 @@ fn main() -> anyhow::Result<()> {
         Command::Token {
             command: TokenCommand::New { name, scopes },
         } => token_new(&name, &scopes),
+        Command::Db { command } => db_command(command),
         Command::Serve { config, args } => {
             let settings = settings_from(config, *args)?;
             init_logging(settings.log_format);

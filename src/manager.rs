@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -96,6 +96,8 @@ pub struct LoadedVersion {
     timeout_nanos: AtomicU64,
     /// Lets the last holder mark the version END when it is finally freed.
     records: Weak<Mutex<Records>>,
+    /// Told of that END, like every state change (see [`Manager::observe_states`]).
+    observer: Arc<OnceLock<StateObserver>>,
 }
 
 impl LoadedVersion {
@@ -147,7 +149,14 @@ impl Drop for LoadedVersion {
                 .and_then(|m| m.versions.get_mut(&self.version))
             {
                 if record.state == VersionState::Unloading {
-                    set_state(&self.model, self.version, record, VersionState::End, None);
+                    set_state(
+                        &self.observer,
+                        &self.model,
+                        self.version,
+                        record,
+                        VersionState::End,
+                        None,
+                    );
                 }
             }
         }
@@ -224,7 +233,14 @@ fn state_suffix(state: &Option<VersionState>) -> String {
     }
 }
 
+/// Told of every version state change: model, version, from, to, error. Called with
+/// the manager's records locked, so it must only hand the change on (the metadata
+/// store buffers it), never wait or call back into the manager.
+pub type StateObserver =
+    Box<dyn Fn(&str, u64, VersionState, VersionState, Option<&str>) + Send + Sync>;
+
 fn set_state(
+    observer: &OnceLock<StateObserver>,
     model: &str,
     version: u64,
     record: &mut VersionRecord,
@@ -245,6 +261,9 @@ fn set_state(
             to = state.as_str(),
             "model version state"
         ),
+    }
+    if let Some(observe) = observer.get() {
+        observe(model, version, record.state, state, error.as_deref());
     }
     record.state = state;
     record.error = error;
@@ -320,6 +339,8 @@ pub struct Manager {
     /// Bounds loads across every model: without it a policy `all` over thousands of
     /// version directories started a thread and a load for each at once.
     load_slots: LoadSlots,
+    /// Told of every version state change (the audit trail), once set.
+    observer: Arc<OnceLock<StateObserver>>,
 }
 
 impl Manager {
@@ -330,6 +351,7 @@ impl Manager {
             publish_lock: Mutex::new(()),
             options,
             ready: AtomicBool::new(false),
+            observer: Arc::new(OnceLock::new()),
             limits: LoadLimits::default(),
             load_slots: LoadSlots {
                 limit: LoadLimits::default().max_concurrent_loads,
@@ -338,6 +360,12 @@ impl Manager {
                 peak: AtomicUsize::new(0),
             },
         }
+    }
+
+    /// Sets who is told of every version state change from now on (the metadata
+    /// store's audit trail). Only the first call counts.
+    pub fn observe_states(&self, observer: StateObserver) {
+        let _ = self.observer.set(observer);
     }
 
     /// The same manager with other load limits (zeros are taken as 1).
@@ -572,7 +600,14 @@ impl Manager {
                     v.version,
                     ARTIFACT_NAMES.join(", ")
                 );
-                set_state(name, v.version, entry, VersionState::Error, Some(error));
+                set_state(
+                    &self.observer,
+                    name,
+                    v.version,
+                    entry,
+                    VersionState::Error,
+                    Some(error),
+                );
             }
             let mut to_load = Vec::new();
             for &v in &aspired {
@@ -585,7 +620,7 @@ impl Manager {
                     continue; // another reconcile is loading it
                 }
                 entry.artifact = Some(artifact.clone());
-                set_state(name, v, entry, VersionState::Loading, None);
+                set_state(&self.observer, name, v, entry, VersionState::Loading, None);
                 to_load.push((v, artifact));
             }
             to_load
@@ -691,6 +726,7 @@ impl Manager {
                     loaded_config: config,
                     queue,
                     records: Arc::downgrade(&self.records),
+                    observer: self.observer.clone(),
                 });
                 handle.set_timeout(handle.config().timeout());
                 // Publish before marking AVAILABLE, so status never says AVAILABLE for
@@ -723,7 +759,7 @@ impl Manager {
             .get_mut(model)
             .and_then(|m| m.versions.get_mut(&version))
         {
-            set_state(model, version, record, state, error);
+            set_state(&self.observer, model, version, record, state, error);
         }
     }
 
@@ -767,7 +803,7 @@ impl Manager {
         for v in versions {
             if let Some(r) = record.versions.get_mut(v) {
                 if r.state == VersionState::Available {
-                    set_state(model, *v, r, VersionState::Unloading, None);
+                    set_state(&self.observer, model, *v, r, VersionState::Unloading, None);
                 }
             }
         }

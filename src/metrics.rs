@@ -115,6 +115,17 @@ pub fn record_auth_failure(protocol: &'static str, reason: &'static str) {
     .increment(1);
 }
 
+/// A failed use of the metadata store (a write retried later, a management call
+/// refused with 503).
+pub fn record_store_error() {
+    metrics::counter!("ferroserve_store_errors_total").increment(1);
+}
+
+/// An entry dropped because a store buffer (`events`, `predictions`) was full.
+pub fn record_store_dropped(buffer: &'static str) {
+    metrics::counter!("ferroserve_store_dropped_total", "buffer" => buffer).increment(1);
+}
+
 /// Drains the histogram samples recorded since the last pass into their buckets,
 /// in the global recorder and in every live version's. A scrape does the same.
 pub fn upkeep() {

@@ -108,19 +108,59 @@ pub async fn run(
         let addr = listeners.rest.local_addr()?;
         settings.public_url = Some(crate::settings::default_public_url(addr));
     }
+    // The metadata store (issue 12): opened and migrated before anything is served,
+    // so a database that cannot be reached or read stops the start.
+    let store = Arc::new(
+        crate::store::Store::open(&settings.database_url(), settings.database_timeout, true)
+            .await
+            .map_err(|e| anyhow::anyhow!("metadata store: {e}"))?,
+    );
+    tracing::info!(kind = store.kind(), url = store.url(), "metadata store");
     let manager = Arc::new(Manager::new(backend_options(&settings)).with_limits(
         crate::manager::LoadLimits {
             max_concurrent_loads: settings.max_concurrent_loads,
             max_served_versions: settings.max_served_versions_per_model,
         },
     ));
+    {
+        // Every version state change goes to the audit trail (buffered; the manager
+        // never waits on the database).
+        let store = store.clone();
+        manager.observe_states(Box::new(move |model, version, from, to, error| {
+            store.record(
+                crate::store::EventKind::State,
+                model,
+                Some(version),
+                serde_json::json!({ "from": from.as_str(), "to": to.as_str(), "error": error }),
+                None,
+                None,
+            );
+        }));
+    }
     let state = Arc::new(ServerState {
         auth: auth.clone(),
+        store: Some(store.clone()),
         ..ServerState::new(settings, manager.clone())
     });
     if let Some(list) = config_list {
         state.sources.set_config_list(list);
     }
+    // What management decided before a restart: stopped models stay stopped,
+    // deployments come back with their settings.
+    for saved in store
+        .model_settings()
+        .await
+        .map_err(|e| anyhow::anyhow!("metadata store: {e}"))?
+    {
+        if saved.stopped {
+            tracing::info!(model = %saved.model, "stopped before the restart; kept stopped");
+        }
+        state
+            .sources
+            .restore(&saved.model, saved.stopped, saved.deployment);
+    }
+    let stop_store = tokio_util::sync::CancellationToken::new();
+    let store_writers = store.start_writers(stop_store.clone(), Duration::from_secs(2));
 
     // One shutdown signal, fanned out to every listener and the watcher.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -258,6 +298,11 @@ pub async fn run(
     }
     let inference = state.inference.clone();
     tokio::task::spawn_blocking(move || inference.shutdown()).await?;
+    // What the store's buffers hold is written (bounded by the drain time).
+    stop_store.cancel();
+    for writer in store_writers {
+        let _ = writer.await;
+    }
     tracing::info!("shut down");
     Ok(())
 }

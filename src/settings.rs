@@ -105,6 +105,16 @@ pub struct Settings {
     /// Default none: `server::run` derives it from the REST listener's address
     /// (see [`default_public_url`]).
     pub public_url: Option<String>,
+    /// The metadata store (`sqlite://…`, `postgres://…`, `mysql://…` or
+    /// `mariadb://…`). Default none: `sqlite://<state dir>/ferroserve.db`
+    /// (see [`Settings::database_url`]).
+    pub database_url: Option<String>,
+    /// Where the server keeps its own files (the default SQLite database). Default
+    /// none: `<model repository>/.ferroserve`, hidden from the repository scan.
+    pub state_dir: Option<PathBuf>,
+    /// Longest wait for the database: connecting at start, and each write a
+    /// management call must make (past it the call answers 503). Default 5 s.
+    pub database_timeout: Duration,
     /// Deadline of one management operation (upload check and move, reload, deploy,
     /// stop, delete), waiting for the model's lock included; past it the caller gets
     /// 503 (lock busy) or 504, and an operation not yet started never runs. Default 60 s.
@@ -169,6 +179,25 @@ impl Settings {
         }
     }
 
+    /// The server's own directory: `state_dir`, or `<model repository>/.ferroserve`
+    /// (hidden, so the repository scan never takes it for a model).
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_dir
+            .clone()
+            .unwrap_or_else(|| self.model_repository.join(".ferroserve"))
+    }
+
+    /// The metadata store's URL: `database_url`, or SQLite in the state directory.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite://{}",
+                self.state_dir().join("ferroserve.db").display()
+            ),
+        }
+    }
+
     /// The directories model base paths must lie under: the repository (always:
     /// it is served anyway), plus `allowed_model_roots`, or by default the model
     /// config file's directory.
@@ -219,6 +248,9 @@ impl Default for Settings {
             grpc_max_concurrent_streams: 256,
             grpc_send_timeout: Duration::from_secs(30),
             public_url: None,
+            database_url: None,
+            state_dir: None,
+            database_timeout: Duration::from_secs(5),
             management_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
             max_concurrent_loads: std::thread::available_parallelism()
@@ -428,6 +460,18 @@ pub struct ServeArgs {
     /// service_url, status endpoints) [default: http:// and --rest-addr, 0.0.0.0 as 127.0.0.1]
     #[arg(long, env = "FERROSERVE_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<String>,
+    /// Metadata store: sqlite://FILE, postgres://USER:PASSWORD@HOST/DB or
+    /// mysql://… (MariaDB too) [default: sqlite://<state dir>/ferroserve.db]
+    #[arg(long, env = "FERROSERVE_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Directory for the server's own files, such as the default SQLite database
+    /// [default: <model repository>/.ferroserve]
+    #[arg(long, env = "FERROSERVE_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Longest wait in seconds for the database: connecting at start, and each
+    /// write a management call makes [default: 5]
+    #[arg(long, env = "FERROSERVE_DATABASE_TIMEOUT_SECS", value_name = "SECONDS")]
+    pub database_timeout_secs: Option<f64>,
     /// Deadline in seconds of one management operation, waiting for the model's lock
     /// included [default: 60]
     #[arg(
@@ -607,6 +651,9 @@ impl ServeArgs {
                 .or(self.grpc_max_concurrent_streams),
             grpc_send_timeout_secs: upper.grpc_send_timeout_secs.or(self.grpc_send_timeout_secs),
             public_url: upper.public_url.or(self.public_url),
+            database_url: upper.database_url.or(self.database_url),
+            state_dir: upper.state_dir.or(self.state_dir),
+            database_timeout_secs: upper.database_timeout_secs.or(self.database_timeout_secs),
             management_timeout_secs: upper
                 .management_timeout_secs
                 .or(self.management_timeout_secs),
@@ -839,6 +886,13 @@ impl ServeArgs {
             grpc_max_concurrent_streams,
             grpc_send_timeout,
             public_url,
+            database_url: self.database_url,
+            state_dir: self.state_dir,
+            database_timeout: seconds(
+                "database_timeout_secs",
+                self.database_timeout_secs,
+                d.database_timeout,
+            )?,
             management_timeout: seconds(
                 "management_timeout_secs",
                 self.management_timeout_secs,

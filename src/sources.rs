@@ -446,6 +446,23 @@ impl Sources {
         self.reload_model_locked(name, lock)
     }
 
+    /// Restores what management decided before a restart (from the metadata
+    /// store): a stopped model stays stopped, a deployed one gets its settings
+    /// back. Called before the initial load.
+    pub fn restore(&self, name: &str, stopped: bool, deployment: Option<Deployment>) {
+        if stopped {
+            guard(&self.stopped).insert(name.to_string());
+        }
+        if let Some(d) = deployment {
+            guard(&self.deployments).insert(name.to_string(), d);
+        }
+    }
+
+    /// The deployment recorded for `name`, if any.
+    pub fn deployment(&self, name: &str) -> Option<Deployment> {
+        guard(&self.deployments).get(name).cloned()
+    }
+
     /// Checks that a model can be stopped (a valid name the server knows).
     pub fn check_stoppable(&self, name: &str) -> Result<(), SourcesError> {
         check_name(name)?;

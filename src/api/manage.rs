@@ -22,12 +22,43 @@ use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
 
-use super::{ApiError, ServerState};
+use super::{ApiError, Caller, ServerState};
 use crate::backends::load_backend_with;
 use crate::manager::{ModelRecord, VersionState};
 use crate::model_config_list::{is_valid_model_name, ModelConfigList};
 use crate::repository::{parse_version, MAX_VERSION};
 use crate::sources::{CancellationToken, Deployment, ReloadAll, SourcesError};
+use crate::store::{EventKind, ModelSettings, StoreError};
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::Unavailable(m) | StoreError::Broken(m) => ApiError::Unavailable(m),
+            StoreError::Invalid(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+/// Records an audit event for what `caller` did (when the server has a store).
+fn audit(
+    state: &ServerState,
+    caller: &Caller,
+    kind: EventKind,
+    model: &str,
+    version: Option<u64>,
+    detail: serde_json::Value,
+) {
+    if let Some(store) = &state.store {
+        store.record(
+            kind,
+            model,
+            version,
+            detail,
+            caller.client.clone(),
+            caller.actor.clone(),
+        );
+    }
+}
 
 impl From<SourcesError> for ApiError {
     fn from(e: SourcesError) -> ApiError {
@@ -75,6 +106,8 @@ pub struct ModelSummary {
     /// `sklearn`);
     /// every other setting already applies to the served versions.
     pub settings_needing_reload: Vec<&'static str>,
+    /// The model's latest audit events, newest first (empty without a store).
+    pub recent_events: Vec<crate::store::Event>,
 }
 
 impl ModelSummary {
@@ -103,6 +136,9 @@ pub fn models_status(state: &ServerState) -> Vec<ModelSummary> {
         );
         model.busy = info.busy;
         model.settings_needing_reload = needing_reload;
+        if let Some(store) = &state.store {
+            model.recent_events = store.recent_events(&model.model);
+        }
         out.push(model);
     }
     // Models whose directory is gone but whose versions still finish requests.
@@ -174,6 +210,7 @@ fn summary(
         config_error: record.config_error,
         policy_warning: record.policy_warning,
         settings_needing_reload: Vec::new(),
+        recent_events: Vec::new(),
     }
 }
 
@@ -225,7 +262,11 @@ pub struct ReloadOutcome {
 /// Re-scans every model, or one (starting it again if it was stopped), and loads
 /// what each policy asks for. Reloading every model skips (and names) busy models;
 /// reloading one waits for it, up to the management timeout.
-pub async fn reload(state: &ServerState, model: Option<&str>) -> Result<ReloadOutcome, ApiError> {
+pub async fn reload(
+    state: &ServerState,
+    model: Option<&str>,
+    caller: &Caller,
+) -> Result<ReloadOutcome, ApiError> {
     let deadline = deadline(state);
     let sources = state.sources.clone();
     let outcome = match model {
@@ -234,6 +275,11 @@ pub async fn reload(state: &ServerState, model: Option<&str>) -> Result<ReloadOu
             let name = name.as_str();
             sources.model_dir(name)?; // a valid name, before waiting
             let lock = sources.lock_model(name, deadline).await?;
+            // A reload starts a stopped model again: recorded first, so a restart
+            // keeps it started.
+            if let Some(store) = &state.store {
+                store.unstop_model(name).await?;
+            }
             let name = name.to_string();
             run_locked(deadline, "the reload", move |_| {
                 sources.reload_model_locked(&name, &lock)?;
@@ -251,6 +297,16 @@ pub async fn reload(state: &ServerState, model: Option<&str>) -> Result<ReloadOu
             .await?
         }
     };
+    for model in &outcome.reloaded {
+        audit(
+            state,
+            caller,
+            EventKind::Reload,
+            model,
+            None,
+            serde_json::json!({}),
+        );
+    }
     let status = models_status(state);
     Ok(ReloadOutcome {
         models: status
@@ -279,10 +335,16 @@ fn model_named_by_file(sources: &crate::sources::Sources, name: &str) -> String 
 pub async fn reload_config(
     state: &ServerState,
     list: ModelConfigList,
+    caller: &Caller,
 ) -> Result<Vec<ModelSummary>, ApiError> {
     list.validate().map_err(ApiError::InvalidArgument)?;
     list.check_roots(&state.settings.model_roots())
         .map_err(ApiError::PermissionDenied)?;
+    let listed: Vec<(String, String)> = list
+        .models
+        .iter()
+        .map(|m| (m.name.clone(), m.base_path.display().to_string()))
+        .collect();
     let sources = state.sources.clone();
     run_locked(
         deadline(state),
@@ -290,6 +352,10 @@ pub async fn reload_config(
         move |cancel| sources.apply_config_list(list, cancel),
     )
     .await?;
+    for (model, base_path) in listed {
+        let detail = serde_json::json!({ "base_path": base_path });
+        audit(state, caller, EventKind::ReloadConfig, &model, None, detail);
+    }
     Ok(models_status(state))
 }
 
@@ -303,7 +369,11 @@ pub struct DeployRequest {
 /// Serves a stored model with the given settings (in this process). The timeout is
 /// enforced as the model's request deadline; CPU and memory limits are stored and
 /// reported until worker processes can enforce them.
-pub async fn deploy(state: &ServerState, request: DeployRequest) -> Result<ModelSummary, ApiError> {
+pub async fn deploy(
+    state: &ServerState,
+    request: DeployRequest,
+    caller: &Caller,
+) -> Result<ModelSummary, ApiError> {
     if let Some(t) = request.deployment.timeout_secs {
         if !(t.is_finite() && t > 0.0 && t <= 86_400.0) {
             return Err(ApiError::InvalidArgument(format!(
@@ -315,11 +385,31 @@ pub async fn deploy(state: &ServerState, request: DeployRequest) -> Result<Model
     let sources = state.sources.clone();
     sources.model_dir(&request.model)?; // a valid name, before waiting
     let lock = sources.lock_model(&request.model, deadline).await?;
+    // Recorded before it takes effect: with the store down nothing changes (503),
+    // and after a restart the deployment comes back with its settings.
+    if let Some(store) = &state.store {
+        store
+            .save_model_settings(&ModelSettings {
+                model: request.model.clone(),
+                stopped: false,
+                deployment: Some(request.deployment.clone()),
+            })
+            .await?;
+    }
+    let detail = deployment_json(&request.deployment);
     let name = request.model.clone();
     run_locked(deadline, "the deployment", move |_| {
         sources.deploy_locked(&name, request.deployment, &lock)
     })
     .await?;
+    audit(
+        state,
+        caller,
+        EventKind::Deploy,
+        &request.model,
+        None,
+        detail,
+    );
     let summary = model_summary(state, &request.model)?;
     if !summary.is_served() {
         return Err(ApiError::Unavailable(format!(
@@ -334,10 +424,21 @@ pub async fn deploy(state: &ServerState, request: DeployRequest) -> Result<Model
 /// Stops serving a model and keeps its files. Requests already running finish. The
 /// stop is recorded before it waits for the model's lock, so a reload of every model
 /// that gets the lock first leaves the model alone: the stop wins.
-pub async fn stop_model(state: &ServerState, model: &str) -> Result<(), ApiError> {
+pub async fn stop_model(state: &ServerState, model: &str, caller: &Caller) -> Result<(), ApiError> {
     let deadline = deadline(state);
     let sources = state.sources.clone();
     sources.check_stoppable(model)?;
+    // Recorded before it takes effect: with the store down nothing changes (503),
+    // and after a restart the model stays stopped.
+    if let Some(store) = &state.store {
+        store
+            .save_model_settings(&ModelSettings {
+                model: model.to_string(),
+                stopped: true,
+                deployment: None,
+            })
+            .await?;
+    }
     let intent = sources.intend_stop(model);
     let lock = sources.lock_model(model, deadline).await?;
     let name = model.to_string();
@@ -346,21 +447,65 @@ pub async fn stop_model(state: &ServerState, model: &str) -> Result<(), ApiError
         drop(intent); // only once the stopped set holds the model
         stopped
     })
-    .await
+    .await?;
+    audit(
+        state,
+        caller,
+        EventKind::Stop,
+        model,
+        None,
+        serde_json::json!({}),
+    );
+    Ok(())
 }
 
 /// Stops serving a model and deletes its files. A delete whose caller gave up while
 /// it waited for the model's lock never happens.
-pub async fn delete_model(state: &ServerState, model: &str) -> Result<(), ApiError> {
+pub async fn delete_model(
+    state: &ServerState,
+    model: &str,
+    caller: &Caller,
+) -> Result<(), ApiError> {
     let deadline = deadline(state);
     let sources = state.sources.clone();
     sources.model_dir(model)?; // a valid name, before waiting
     let lock = sources.lock_model(model, deadline).await?;
+    // The record of a delete must not be lost: with the store down, nothing is
+    // deleted (503).
+    if let Some(store) = &state.store {
+        store.check_writable().await?;
+    }
     let name = model.to_string();
     run_locked(deadline, "the delete", move |_| {
         sources.delete_locked(&name, &lock)
     })
-    .await
+    .await?;
+    audit(
+        state,
+        caller,
+        EventKind::Delete,
+        model,
+        None,
+        serde_json::json!({}),
+    );
+    if let Some(store) = &state.store {
+        // What was decided for the old model does not carry over to a new one of
+        // the same name.
+        if let Err(e) = store.forget_model(model).await {
+            tracing::warn!(model, "the deleted model's settings stay in the store: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// A deployment's settings, as its audit event records them.
+fn deployment_json(d: &Deployment) -> serde_json::Value {
+    serde_json::json!({
+        "environment": d.environment,
+        "cpu_limit": d.cpu_limit,
+        "memory_limit": d.memory_limit,
+        "timeout_secs": d.timeout_secs,
+    })
 }
 
 fn describe_failures(summary: &ModelSummary) -> String {
@@ -412,6 +557,11 @@ pub struct Upload {
     artifact_name: String,
     file: Option<tokio::fs::File>,
     written: u64,
+    /// SHA-256 of what was written, for the audit trail.
+    sha256: sha2::Sha256,
+    /// The client's file name, for the audit trail.
+    file_name: String,
+    caller: Caller,
     limit: u64,
     state: Arc<ServerState>,
     finished: bool,
@@ -461,6 +611,7 @@ pub async fn begin_upload(
     model: &str,
     version: Option<u64>,
     file_name: &str,
+    caller: Caller,
 ) -> Result<Upload, ApiError> {
     if !is_valid_model_name(model) {
         return Err(ApiError::InvalidArgument(format!(
@@ -475,6 +626,11 @@ pub async fn begin_upload(
     }
     let artifact_name = staging_file_name(file_name);
     let model_dir = state.sources.model_dir(model)?.dir;
+    // The upload's record must not be lost: with the store down, refused before
+    // the client sends the file.
+    if let Some(store) = &state.store {
+        store.check_writable().await?;
+    }
     // Checked again under the lock when the file moves into place; this only fails
     // early, before the client sends the whole file.
     if let Some(v) = version {
@@ -500,6 +656,9 @@ pub async fn begin_upload(
         artifact_name,
         file: None,
         written: 0,
+        sha256: sha2::Sha256::default(),
+        file_name: file_name.chars().take(255).collect(),
+        caller,
         limit: state.settings.max_upload_bytes,
         state,
         finished: false,
@@ -538,6 +697,7 @@ impl Upload {
             .file
             .as_mut()
             .ok_or_else(|| ApiError::Internal("upload already finished".into()))?;
+        sha2::Digest::update(&mut self.sha256, chunk);
         file.write_all(chunk)
             .await
             .map_err(|e| ApiError::Internal(format!("cannot write the staging file: {e}")))
@@ -626,6 +786,12 @@ impl Upload {
         let state = self.state.clone();
         let model = self.model.clone();
         let bytes = self.written;
+        let caller = self.caller.clone();
+        let detail = serde_json::json!({
+            "bytes": bytes,
+            "sha256": hex(&sha2::Digest::finalize(self.sha256.clone())),
+            "file_name": self.file_name,
+        });
         let lock = state.sources.lock_model(&model, deadline).await?;
         // The upload itself moves to the blocking thread: if that never runs its
         // effect (the caller left), dropping it there removes the staging directory.
@@ -639,6 +805,14 @@ impl Upload {
             Ok(version)
         })
         .await?;
+        audit(
+            &state,
+            &caller,
+            EventKind::Upload,
+            &model,
+            Some(version),
+            detail,
+        );
         let summary = model_summary(&state, &model)?;
         Ok(UploadOutcome {
             model,
@@ -710,4 +884,8 @@ fn next_version(model_dir: &Path) -> Result<u64, SourcesError> {
         .checked_add(1)
         .filter(|v| *v <= MAX_VERSION)
         .ok_or_else(|| SourcesError::Conflict("no version number left".into()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -53,6 +53,15 @@ impl Protocol {
     }
 }
 
+/// Who asked for a management operation, for the audit trail: the client's address
+/// and the name of the token it presented. Adapters fill it from the connection and
+/// the access layer.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Caller {
+    pub client: Option<String>,
+    pub actor: Option<String>,
+}
+
 /// Everything an operation needs, shared by every adapter.
 pub struct ServerState {
     pub settings: Arc<Settings>,
@@ -64,6 +73,10 @@ pub struct ServerState {
     /// Who may do what (tokens, loopback-only management); the REST and gRPC
     /// access layers consult it before any operation runs.
     pub auth: Arc<crate::auth::Auth>,
+    /// The metadata store (audit trail, what management decided, prediction log);
+    /// `server::run` always opens one. Never consulted by a prediction except to
+    /// offer a log entry to its buffer.
+    pub store: Option<Arc<crate::store::Store>>,
 }
 
 impl ServerState {
@@ -78,6 +91,7 @@ impl ServerState {
         ));
         ServerState {
             auth,
+            store: None,
             sources,
             settings: Arc::new(settings),
             manager,

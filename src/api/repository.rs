@@ -5,7 +5,7 @@
 //! Added for issue 5 (gRPC). Loading goes through the same path as start-up: a scan of
 //! the model's directory handed to `Manager::reconcile_model`, on a blocking thread.
 
-use super::{ApiError, ServerState};
+use super::{ApiError, Caller, ServerState};
 
 /// One model version the repository knows, or a model with no versions (`version`
 /// `None`), with its lifecycle state and the reason for an error.
@@ -63,9 +63,9 @@ fn check_model_name(model: &str) -> Result<(), ApiError> {
 /// Loads or reloads a model from its directory, as start-up does, starting it again
 /// if it was stopped. Answers once the load has finished; an error if no version of
 /// the model is serving then.
-pub async fn load_model(state: &ServerState, model: &str) -> Result<(), ApiError> {
+pub async fn load_model(state: &ServerState, model: &str, caller: &Caller) -> Result<(), ApiError> {
     check_model_name(model)?;
-    super::manage::reload(state, Some(model)).await?;
+    super::manage::reload(state, Some(model), caller).await?;
     state
         .manager
         .resolve(model, &crate::manager::VersionRequest::Latest)
@@ -75,9 +75,13 @@ pub async fn load_model(state: &ServerState, model: &str) -> Result<(), ApiError
 
 /// Stops serving every version of a model and keeps it stopped (the repository
 /// watcher does not reload it); requests already running finish first.
-pub async fn unload_model(state: &ServerState, model: &str) -> Result<(), ApiError> {
+pub async fn unload_model(
+    state: &ServerState,
+    model: &str,
+    caller: &Caller,
+) -> Result<(), ApiError> {
     check_model_name(model)?;
-    super::manage::stop_model(state, model).await
+    super::manage::stop_model(state, model, caller).await
 }
 
 /// One model of a model config list (TF Serving's `ModelConfig`): where its versions
@@ -101,7 +105,11 @@ pub struct ModelSource {
 /// anything changes. Answers once the loads have finished; an error names the listed
 /// models that have no serving version then (a model that was serving keeps its old
 /// version, as on any failed load).
-pub async fn reload_config(state: &ServerState, models: Vec<ModelSource>) -> Result<(), ApiError> {
+pub async fn reload_config(
+    state: &ServerState,
+    models: Vec<ModelSource>,
+    caller: &Caller,
+) -> Result<(), ApiError> {
     for m in &models {
         check_model_name(&m.name)?;
     }
@@ -123,7 +131,7 @@ pub async fn reload_config(state: &ServerState, models: Vec<ModelSource>) -> Res
             })
             .collect(),
     };
-    super::manage::reload_config(state, list).await?;
+    super::manage::reload_config(state, list, caller).await?;
     let failed: Vec<String> = names
         .iter()
         .filter_map(|name| {

@@ -46,6 +46,11 @@ pub async fn require(
         return next.run(request).await;
     }
     let method = request.uri().path().to_string();
+    let mut request = request;
+    request.extensions_mut().insert(crate::api::Caller {
+        client: peer.map(|p| p.to_string()),
+        actor: token.clone(),
+    });
     let response = next.run(request).await;
     tracing::info!(
         client = %display_peer(peer),

@@ -251,6 +251,7 @@ impl grpc_inference_service_server::GrpcInferenceService for InferenceService {
         &self,
         request: Request<pb::RepositoryModelLoadRequest>,
     ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
+        let caller = super::caller(&request);
         let request = request.into_inner();
         check_repository_name(&request.repository_name)?;
         if let Some(name) = request.parameters.keys().next() {
@@ -258,7 +259,7 @@ impl grpc_inference_service_server::GrpcInferenceService for InferenceService {
                 "load parameter {name:?} is not supported: models load from the repository as they are on disk"
             ))));
         }
-        repository::load_model(&self.state, &request.model_name)
+        repository::load_model(&self.state, &request.model_name, &caller)
             .await
             .map_err(status_from)?;
         Ok(Response::new(pb::RepositoryModelLoadResponse {}))
@@ -268,9 +269,10 @@ impl grpc_inference_service_server::GrpcInferenceService for InferenceService {
         &self,
         request: Request<pb::RepositoryModelUnloadRequest>,
     ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
+        let caller = super::caller(&request);
         let request = request.into_inner();
         check_repository_name(&request.repository_name)?;
-        repository::unload_model(&self.state, &request.model_name)
+        repository::unload_model(&self.state, &request.model_name, &caller)
             .await
             .map_err(status_from)?;
         Ok(Response::new(pb::RepositoryModelUnloadResponse {}))

@@ -272,6 +272,15 @@ pub fn status_from(error: ApiError) -> Status {
 
 /// The deadline a client gave in `grpc-timeout` (`<digits><unit>`, unit one of
 /// `H M S m u n`), or `None` when absent or malformed, as gRPC servers treat it.
+/// Who made a management call (set by the access layer), for the audit trail.
+pub fn caller<T>(request: &tonic::Request<T>) -> crate::api::Caller {
+    request
+        .extensions()
+        .get::<crate::api::Caller>()
+        .cloned()
+        .unwrap_or_default()
+}
+
 pub fn client_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
     let value = metadata.get("grpc-timeout")?.to_str().ok()?;
     if value.len() < 2 || value.len() > 9 {

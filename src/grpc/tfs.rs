@@ -494,6 +494,7 @@ impl model_service_server::ModelService for ModelService {
         &self,
         request: Request<pb::ReloadConfigRequest>,
     ) -> Result<Response<pb::ReloadConfigResponse>, Status> {
+        let caller = super::caller(&request);
         let config = request.into_inner().config.and_then(|c| c.config);
         let list = match config {
             Some(model_server_config::Config::ModelConfigList(list)) => list,
@@ -510,7 +511,7 @@ impl model_service_server::ModelService for ModelService {
             .map(model_source)
             .collect::<Result<Vec<_>, ApiError>>()
             .map_err(status_from)?;
-        repository::reload_config(&self.state, models)
+        repository::reload_config(&self.state, models, &caller)
             .await
             .map_err(status_from)?;
         Ok(Response::new(pb::ReloadConfigResponse {

@@ -45,6 +45,12 @@ pub async fn require(State(state): State<AppState>, request: Request, next: Next
     }
     let method = request.method().clone();
     let path = request.uri().path().to_string();
+    // Who asked, for the audit trail of the operation.
+    let mut request = request;
+    request.extensions_mut().insert(crate::api::Caller {
+        client: peer.map(|p| p.to_string()),
+        actor: token.clone(),
+    });
     let response = next.run(request).await;
     tracing::info!(
         client = %display_peer(peer),

@@ -8,13 +8,14 @@ use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
 use axum::routing::{delete, get, post};
+use axum::Extension;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::{body, parse_json, AppState, HttpError};
 use crate::api::manage::{self, DeployRequest, ModelSummary};
-use crate::api::{repository, ApiError, SERVER_NAME, SERVER_VERSION};
+use crate::api::{repository, ApiError, Caller, SERVER_NAME, SERVER_VERSION};
 use crate::sources::Deployment;
 
 /// Room for the multipart framing and the text fields around the file.
@@ -43,6 +44,11 @@ pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
             post(repository_unload),
         )
         .route("/description", get(description))
+}
+
+/// Who asked (set by the access layer on every management request).
+fn caller_of(caller: Option<Extension<Caller>>) -> Caller {
+    caller.map(|Extension(c)| c).unwrap_or_default()
 }
 
 /// The URL of this server's REST API and its port, from the `public_url` setting.
@@ -91,6 +97,7 @@ fn summary_json(m: &ModelSummary, base: &str) -> Value {
         "config_error": m.config_error,
         "policy_warning": m.policy_warning,
         "settings_needing_reload": m.settings_needing_reload,
+        "recent_events": m.recent_events,
         "deployment": m.deployment.as_ref().map(deployment_json),
         "endpoints": if m.is_served() {
             json!({
@@ -172,6 +179,7 @@ async fn text_field(mut field: Field<'_>, name: &str) -> Result<String, HttpErro
 /// `file`. The file streams to disk as it arrives; it is never held in memory.
 async fn upload_model(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Json<Value>, HttpError> {
     let mut multipart = multipart.map_err(|e| {
@@ -214,7 +222,17 @@ async fn upload_model(
                     Some(id) => id.clone(),
                     None => manage::default_model_id(&file_name),
                 };
-                staged = Some(receive_file(&state, field, &model, version, &file_name).await?);
+                staged = Some(
+                    receive_file(
+                        &state,
+                        field,
+                        &model,
+                        version,
+                        &file_name,
+                        caller_of(caller.clone()),
+                    )
+                    .await?,
+                );
             }
             other => {
                 return Err(HttpError(ApiError::InvalidArgument(format!(
@@ -253,8 +271,9 @@ async fn receive_file(
     model: &str,
     version: Option<u64>,
     file_name: &str,
+    caller: Caller,
 ) -> Result<manage::Upload, HttpError> {
-    let mut upload = manage::begin_upload(state.clone(), model, version, file_name).await?;
+    let mut upload = manage::begin_upload(state.clone(), model, version, file_name, caller).await?;
     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
         if let Err(e) = upload.write(&chunk).await {
             drop(upload); // removes the staging directory
@@ -283,10 +302,11 @@ struct ReloadQuery {
 /// `GET|POST /reload_model[?modelname=NAME]`
 async fn reload_model(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     Query(query): Query<ReloadQuery>,
 ) -> Result<Json<Value>, HttpError> {
     let name = query.modelname.filter(|n| !n.is_empty());
-    let outcome = manage::reload(&state, name.as_deref()).await?;
+    let outcome = manage::reload(&state, name.as_deref(), &caller_of(caller)).await?;
     let models = &outcome.models;
     let (base, _) = base_url(&state);
     let served: Map<String, Value> = models
@@ -357,6 +377,7 @@ fn limit_text(v: Option<Value>, name: &str) -> Result<Option<String>, HttpError>
 /// `POST /deploy {"model_id", "environment"?, "resources": {…}?}`
 async fn deploy(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, HttpError> {
     let bytes = body(bytes, state.settings.max_request_bytes)?;
@@ -373,6 +394,7 @@ async fn deploy(
             model: request.model_id.clone(),
             deployment,
         },
+        &caller_of(caller),
     )
     .await?;
     let (base, port) = base_url(&state);
@@ -397,9 +419,10 @@ async fn deploy(
 /// `POST /stop_deployment/{model_id}`
 async fn stop_deployment(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     Path(model): Path<String>,
 ) -> Result<Json<Value>, HttpError> {
-    manage::stop_model(&state, &model).await?;
+    manage::stop_model(&state, &model, &caller_of(caller)).await?;
     Ok(Json(json!({
         "message": format!("model {model} stopped; its files are kept"),
         "model_id": model,
@@ -410,9 +433,10 @@ async fn stop_deployment(
 /// `DELETE /delete_model/{model_id}`
 async fn delete_model(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     Path(model): Path<String>,
 ) -> Result<Json<Value>, HttpError> {
-    manage::delete_model(&state, &model).await?;
+    manage::delete_model(&state, &model, &caller_of(caller)).await?;
     Ok(Json(json!({
         "message": format!("model {model} stopped and deleted"),
         "model_id": model,
@@ -457,18 +481,20 @@ async fn repository_index(
 /// `POST /v2/repository/models/{model}/load`
 async fn repository_load(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     Path(model): Path<String>,
 ) -> Result<Json<Value>, HttpError> {
-    repository::load_model(&state, &model).await?;
+    repository::load_model(&state, &model, &caller_of(caller)).await?;
     Ok(Json(json!({})))
 }
 
 /// `POST /v2/repository/models/{model}/unload`
 async fn repository_unload(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     Path(model): Path<String>,
 ) -> Result<Json<Value>, HttpError> {
-    repository::unload_model(&state, &model).await?;
+    repository::unload_model(&state, &model, &caller_of(caller)).await?;
     Ok(Json(json!({})))
 }
 

@@ -14,6 +14,7 @@
 mod auth;
 mod manage;
 mod simple;
+mod store;
 mod tfs;
 mod v2;
 

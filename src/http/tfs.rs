@@ -8,8 +8,8 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
-use axum::response::IntoResponse;
+use axum::extract::{Path, RawQuery, State};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -68,6 +68,9 @@ fn parse_path(rest: &str) -> Result<ModelPath<'_>, HttpError> {
     let verb = match (tail, colon_verb) {
         ([], verb) => verb,
         (["metadata"], None) => Some("metadata"),
+        // The metadata store's views of a model (`http/store.rs`).
+        (["history"], None) if version == VersionRequest::Latest => Some("history"),
+        (["predictions"], None) if version == VersionRequest::Latest => Some("predictions"),
         _ => return Err(not_found(rest)),
     };
     Ok(ModelPath {
@@ -80,17 +83,22 @@ fn parse_path(rest: &str) -> Result<ModelPath<'_>, HttpError> {
 async fn get_model(
     State(state): State<AppState>,
     Path(rest): Path<String>,
-) -> Result<Json<Value>, HttpError> {
+    RawQuery(query): RawQuery,
+) -> Result<Response, HttpError> {
     let path = parse_path(&rest)?;
     match path.verb {
         None => {
             let version = (path.version != VersionRequest::Latest).then_some(&path.version);
             let statuses = api::model_status(&state, path.model, version)?;
-            Ok(Json(status_json(&statuses)))
+            Ok(Json(status_json(&statuses)).into_response())
         }
         Some("metadata") => {
             let meta = api::model_metadata(&state, path.model, &path.version)?;
-            Ok(Json(metadata_json(&meta)))
+            Ok(Json(metadata_json(&meta)).into_response())
+        }
+        Some("history") => super::store::history(&state, path.model, query.as_deref()).await,
+        Some("predictions") => {
+            super::store::predictions(&state, path.model, query.as_deref()).await
         }
         Some(_) => Err(not_found(&rest)),
     }

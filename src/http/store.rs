@@ -1,0 +1,205 @@
+//! What the metadata store keeps, over REST: `GET /v1/models/{m}/history` (the audit
+//! trail, paged) and `GET /v1/models/{m}/predictions` (the prediction log, as JSON
+//! lines or CSV). Both are management routes: they show who did what, and what
+//! clients sent. Reached through the TF Serving path parser (`tfs.rs`), which owns
+//! `/v1/models/...`.
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::{AppState, HttpError};
+use crate::api::ApiError;
+use crate::store::{PredictionQuery, Store};
+
+fn store(state: &AppState) -> Result<&Store, HttpError> {
+    state.store.as_deref().ok_or_else(|| {
+        HttpError(ApiError::Unavailable(
+            "this server runs without a metadata store".into(),
+        ))
+    })
+}
+
+fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
+}
+
+fn integer(name: &str, value: &str) -> Result<i64, HttpError> {
+    value.parse::<i64>().map_err(|_| {
+        HttpError(ApiError::InvalidArgument(format!(
+            "{name} must be an integer, not {value:?}"
+        )))
+    })
+}
+
+fn unknown(name: &str, known: &str) -> HttpError {
+    HttpError(ApiError::InvalidArgument(format!(
+        "unknown query parameter {name:?} (known: {known})"
+    )))
+}
+
+/// `GET /v1/models/{m}/history?limit=N&before=ID`: newest first; `next_before`
+/// gives the next page.
+pub async fn history(
+    state: &AppState,
+    model: &str,
+    query: Option<&str>,
+) -> Result<Response, HttpError> {
+    let (mut limit, mut before) = (50usize, None);
+    for (k, v) in query_pairs(query) {
+        match k.as_str() {
+            "limit" => {
+                limit = usize::try_from(integer("limit", &v)?)
+                    .ok()
+                    .filter(|l| (1..=1000).contains(l))
+                    .ok_or_else(|| {
+                        HttpError(ApiError::InvalidArgument(
+                            "limit must be from 1 to 1000".into(),
+                        ))
+                    })?;
+            }
+            "before" => before = Some(integer("before", &v)?),
+            other => return Err(unknown(other, "limit, before")),
+        }
+    }
+    let page = store(state)?
+        .history(model, before, limit)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(axum::Json(json!({
+        "model": model,
+        "events": page.events,
+        "next_before": page.next_before,
+    }))
+    .into_response())
+}
+
+/// A time as milliseconds since the epoch, or RFC 3339.
+fn time_ms(name: &str, value: &str) -> Result<i64, HttpError> {
+    if let Ok(ms) = value.parse::<i64>() {
+        return Ok(ms);
+    }
+    humantime::parse_rfc3339_weak(value)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64)
+        .ok_or_else(|| {
+            HttpError(ApiError::InvalidArgument(format!(
+                "{name} must be milliseconds since the epoch or an RFC 3339 time \
+                 (2026-12-02T10:00:00Z), not {value:?}"
+            )))
+        })
+}
+
+/// `GET /v1/models/{m}/predictions?since=&until=&limit=&format=jsonl|csv`: logged
+/// predictions in time order, one per line.
+pub async fn predictions(
+    state: &AppState,
+    model: &str,
+    query: Option<&str>,
+) -> Result<Response, HttpError> {
+    let mut q = PredictionQuery {
+        limit: 1000,
+        ..PredictionQuery::default()
+    };
+    let mut csv = false;
+    for (k, v) in query_pairs(query) {
+        match k.as_str() {
+            "since" => q.since_ms = Some(time_ms("since", &v)?),
+            "until" => q.until_ms = Some(time_ms("until", &v)?),
+            "limit" => {
+                q.limit = usize::try_from(integer("limit", &v)?)
+                    .ok()
+                    .filter(|l| (1..=100_000).contains(l))
+                    .ok_or_else(|| {
+                        HttpError(ApiError::InvalidArgument(
+                            "limit must be from 1 to 100000".into(),
+                        ))
+                    })?;
+            }
+            "format" => {
+                csv = match v.as_str() {
+                    "jsonl" => false,
+                    "csv" => true,
+                    other => {
+                        return Err(HttpError(ApiError::InvalidArgument(format!(
+                            "format must be jsonl or csv, not {other:?}"
+                        ))))
+                    }
+                }
+            }
+            other => return Err(unknown(other, "since, until, limit, format")),
+        }
+    }
+    let rows = store(state)?
+        .predictions(model, &q)
+        .await
+        .map_err(ApiError::from)?;
+    let mut body = String::new();
+    if csv {
+        body.push_str("id,time_ms,model,version,protocol,latency_us,request_id,inputs,outputs\n");
+        for r in &rows {
+            let fields = [
+                r.id.to_string(),
+                r.at_ms.to_string(),
+                r.model.clone(),
+                r.version.to_string(),
+                r.protocol.clone(),
+                r.latency_us.to_string(),
+                r.request_id.clone(),
+                r.inputs.to_string(),
+                r.outputs.to_string(),
+            ];
+            let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+            body.push_str(&line.join(","));
+            body.push('\n');
+        }
+    } else {
+        for r in &rows {
+            body.push_str(&serde_json::to_string(r).unwrap_or_default());
+            body.push('\n');
+        }
+    }
+    let content_type = if csv {
+        "text/csv; charset=utf-8"
+    } else {
+        "application/x-ndjson"
+    };
+    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+}
+
+/// A CSV field, quoted when it holds a comma, quote or line break (RFC 4180).
+fn csv_field(f: &str) -> String {
+    if f.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", f.replace('"', "\"\""))
+    } else {
+        f.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_when_needed() {
+        assert_eq!(csv_field("iris"), "iris");
+        assert_eq!(csv_field("[1,2]"), "\"[1,2]\"");
+        assert_eq!(csv_field("{\"a\":1}"), "\"{\"\"a\"\":1}\"");
+    }
+
+    #[test]
+    fn times_are_milliseconds_or_rfc3339() {
+        assert_eq!(
+            time_ms("since", "1700000000000").unwrap(),
+            1_700_000_000_000
+        );
+        assert_eq!(
+            time_ms("since", "2023-11-14T22:13:20Z").unwrap(),
+            1_700_000_000_000
+        );
+        assert!(time_ms("since", "yesterday").is_err());
+    }
+}

@@ -1,0 +1,315 @@
+//! The audit trail: every upload, version state change and management call, as rows
+//! of `events`. Recording never waits: events go through a bounded buffer to a
+//! writer task that inserts them in batches and, while the database is down, keeps
+//! its batch and retries, so nothing recorded is lost unless the buffer overflows
+//! (dropped, counted, logged).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::Row;
+use tokio_util::sync::CancellationToken;
+
+use super::pool::on_pool;
+use super::{now_ms, Store, StoreError, RECENT_EVENTS};
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Upload,
+    /// A version's state changed (`detail`: from, to, error).
+    State,
+    Reload,
+    Stop,
+    Deploy,
+    Delete,
+    /// The model config list was replaced (gRPC `HandleReloadConfigRequest`).
+    ReloadConfig,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Upload => "upload",
+            EventKind::State => "state",
+            EventKind::Reload => "reload",
+            EventKind::Stop => "stop",
+            EventKind::Deploy => "deploy",
+            EventKind::Delete => "delete",
+            EventKind::ReloadConfig => "reload_config",
+        }
+    }
+}
+
+/// One row of the audit trail.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    /// The row's id (0 until written); history pages by it.
+    pub id: i64,
+    pub at_ms: i64,
+    pub model: String,
+    pub version: Option<u64>,
+    pub kind: String,
+    /// What the kind records (an upload's bytes, sha256 and file name; a state
+    /// change's from, to and error; a deployment's settings).
+    pub detail: Value,
+    /// The client's address, when a client asked.
+    pub client: Option<String>,
+    /// The name of the token it used.
+    pub actor: Option<String>,
+    /// Which server process recorded it.
+    pub replica: String,
+}
+
+/// One page of a model's history, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistoryPage {
+    pub events: Vec<Event>,
+    /// Pass as `before` for the next (older) page; `None` on the last page.
+    pub next_before: Option<i64>,
+}
+
+/// Most events written in one transaction.
+const BATCH: usize = 256;
+
+impl Store {
+    /// Records an event: buffered, written by the background writer. Never waits.
+    pub fn record(
+        &self,
+        kind: EventKind,
+        model: &str,
+        version: Option<u64>,
+        detail: Value,
+        client: Option<String>,
+        actor: Option<String>,
+    ) {
+        let event = Event {
+            id: 0,
+            at_ms: now_ms(),
+            model: model.to_string(),
+            version,
+            kind: kind.as_str().to_string(),
+            detail,
+            client,
+            actor,
+            replica: self.replica.clone(),
+        };
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            let list = recent.entry(event.model.clone()).or_default();
+            list.push_front(event.clone());
+            list.truncate(RECENT_EVENTS);
+        }
+        if self.events.try_send(event).is_err() {
+            crate::metrics::record_store_dropped("events");
+            tracing::warn!(
+                model,
+                kind = kind.as_str(),
+                "the audit buffer is full (the metadata store is down or slow); event dropped"
+            );
+        }
+    }
+
+    /// The latest events of `model` known to this process, newest first (status).
+    pub fn recent_events(&self, model: &str) -> Vec<Event> {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent
+            .get(model)
+            .map(|l| l.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Fills the recent-events memory from the database at start.
+    pub(super) async fn load_recent_events(&self) -> Result<(), StoreError> {
+        let page = self.query_events(None, None, 2000).await?;
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        for event in page {
+            let list = recent.entry(event.model.clone()).or_default();
+            if list.len() < RECENT_EVENTS {
+                list.push_back(event);
+            }
+        }
+        Ok(())
+    }
+
+    /// A page of `model`'s history, newest first: at most `limit` events with ids
+    /// below `before` (all when `None`).
+    pub async fn history(
+        &self,
+        model: &str,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<HistoryPage, StoreError> {
+        let limit = limit.clamp(1, 1000);
+        let events = self.query_events(Some(model), before, limit + 1).await?;
+        let more = events.len() > limit;
+        let mut events = events;
+        events.truncate(limit);
+        let next_before = if more {
+            events.last().map(|e| e.id)
+        } else {
+            None
+        };
+        Ok(HistoryPage {
+            events,
+            next_before,
+        })
+    }
+
+    async fn query_events(
+        &self,
+        model: Option<&str>,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let mut sql = String::from(
+            "SELECT id, at_ms, model, version, kind, detail, client, actor, replica FROM events",
+        );
+        let mut clauses = Vec::new();
+        if model.is_some() {
+            clauses.push("model = ?");
+        }
+        if before.is_some() {
+            clauses.push("id < ?");
+        }
+        if !clauses.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&clauses.join(" AND "));
+        }
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT {limit}"));
+        let sql = self.sql(&sql).into_owned();
+        let rows: Result<Vec<Event>, sqlx::Error> = on_pool!(&self.pool, p => {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(&*sql));
+            if let Some(m) = model {
+                q = q.bind(m);
+            }
+            if let Some(b) = before {
+                q = q.bind(b);
+            }
+            match tokio::time::timeout(self.timeout, q.fetch_all(p)).await {
+                Err(_) => Err(sqlx::Error::PoolTimedOut),
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(rows)) => rows
+                    .iter()
+                    .map(|r| {
+                        let detail: String = r.try_get("detail")?;
+                        Ok(Event {
+                            id: r.try_get("id")?,
+                            at_ms: r.try_get("at_ms")?,
+                            model: r.try_get("model")?,
+                            version: r
+                                .try_get::<Option<i64>, _>("version")?
+                                .map(|v| v as u64),
+                            kind: r.try_get("kind")?,
+                            detail: serde_json::from_str(&detail).unwrap_or(Value::Null),
+                            client: r.try_get("client")?,
+                            actor: r.try_get("actor")?,
+                            replica: r.try_get("replica")?,
+                        })
+                    })
+                    .collect(),
+            }
+        });
+        let rows = rows.map_err(|e| self.unavailable("read the history", e))?;
+        self.worked();
+        Ok(rows)
+    }
+
+    /// Inserts `events` in one transaction.
+    async fn insert_events(&self, events: &[Event]) -> Result<(), sqlx::Error> {
+        let sql = self.sql(
+            "INSERT INTO events (at_ms, model, version, kind, detail, client, actor, replica) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        );
+        on_pool!(&self.pool, p => {
+            let mut tx = p.begin().await?;
+            for e in events {
+                sqlx::query(sqlx::AssertSqlSafe(&*sql))
+                    .bind(e.at_ms)
+                    .bind(&e.model)
+                    .bind(e.version.map(|v| v as i64))
+                    .bind(&e.kind)
+                    .bind(e.detail.to_string())
+                    .bind(&e.client)
+                    .bind(&e.actor)
+                    .bind(&e.replica)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await
+        })
+    }
+}
+
+/// The audit writer: takes what the buffer holds (up to [`BATCH`] at a time) and
+/// writes it; while the database is down it keeps the batch and retries with a
+/// growing pause. On `stop` it writes what is left, for at most `drain`.
+pub(super) async fn write_events(
+    store: Arc<Store>,
+    mut rx: tokio::sync::mpsc::Receiver<Event>,
+    stop: CancellationToken,
+    drain: Duration,
+) {
+    let mut batch: Vec<Event> = Vec::with_capacity(BATCH);
+    let mut pause = Duration::from_millis(100);
+    loop {
+        if batch.is_empty() {
+            tokio::select! {
+                n = rx.recv_many(&mut batch, BATCH) => {
+                    if n == 0 {
+                        return;
+                    }
+                }
+                () = stop.cancelled() => break,
+            }
+        }
+        let written = tokio::time::timeout(store.timeout, store.insert_events(&batch)).await;
+        match written {
+            Ok(Ok(())) => {
+                store.worked();
+                batch.clear();
+                pause = Duration::from_millis(100);
+            }
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => super::pool::describe_error(&e),
+                    _ => "timed out".to_string(),
+                };
+                if store.up.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(
+                        url = %store.url,
+                        "the metadata store is unreachable ({why}); {} audit events wait",
+                        batch.len()
+                    );
+                }
+                crate::metrics::record_store_error();
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = stop.cancelled() => break,
+                }
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    // Stopping: what is buffered, within the drain time.
+    let _ = tokio::time::timeout(drain, async {
+        rx.close();
+        while let Some(e) = rx.recv().await {
+            batch.push(e);
+        }
+        if !batch.is_empty() {
+            if let Err(e) = store.insert_events(&batch).await {
+                tracing::warn!(
+                    "{} audit events not written at shutdown: {}",
+                    batch.len(),
+                    super::pool::describe_error(&e)
+                );
+            }
+        }
+    })
+    .await;
+}

@@ -1,0 +1,531 @@
+//! The metadata store: the only module that talks to the database (issue 12).
+//!
+//! One [`Store`] owns every table through `sqlx` with runtime queries (no database
+//! at build time): the audit trail (`events`), what management decided per model
+//! (`model_settings`: stopped, deployment), the prediction log (`predictions`), and
+//! the tables the jobs and isolated-deployments features use (`jobs`, `workers`).
+//! SQLite is the default (bundled: nothing to install); PostgreSQL and MySQL/MariaDB
+//! work the same way. Migrations are embedded per dialect (`migrations/<dialect>/`)
+//! and applied at start under a lock, so replicas starting together never race:
+//! sqlx takes an advisory lock on PostgreSQL and MySQL, and a lock file beside the
+//! database serialises processes sharing one SQLite file.
+//!
+//! Invariants:
+//! * the store is never on the prediction path: nothing a prediction does waits on
+//!   it. Audit events and prediction-log rows go through bounded buffers to
+//!   background writers; a full buffer drops and counts, never blocks;
+//! * a write management depends on (a stop, a deployment) is made before the change
+//!   it records, bounded by `Settings::database_timeout`, so with the database down
+//!   the call answers 503 and changes nothing; the pool reconnects by itself;
+//! * a database that cannot be read at start is an error, never repaired: a file
+//!   that is not SQLite is reported and left as it is.
+
+mod audit;
+mod pool;
+pub mod predictions;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use tokio_util::sync::CancellationToken;
+
+pub use audit::{Event, EventKind, HistoryPage};
+use pool::{on_pool, DbKind, Pool};
+pub use predictions::{LoggedPrediction, PredictionQuery};
+
+use crate::sources::Deployment;
+
+/// Why the store could not do something.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached now (down, refusing, too slow).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The database is there but not usable: not a database, a failed migration.
+    #[error("{0}")]
+    Broken(String),
+    /// The URL or a request is wrong.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What management decided for one model, restored at start.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ModelSettings {
+    pub model: String,
+    pub stopped: bool,
+    pub deployment: Option<Deployment>,
+}
+
+/// Counts and versions for `ferroserve db status`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DbStatus {
+    /// `sqlite`, `postgres` or `mysql`.
+    pub kind: &'static str,
+    /// The URL without its password.
+    pub url: String,
+    /// The highest migration applied, and the highest this binary knows.
+    pub schema_version: i64,
+    pub schema_version_known: i64,
+    /// Rows per table.
+    pub rows: BTreeMap<String, i64>,
+}
+
+/// How many of a model's latest events status shows, kept in memory so status never
+/// waits on the database.
+const RECENT_EVENTS: usize = 10;
+/// Audit events waiting for the writer; past this they are dropped and counted.
+const EVENT_BUFFER: usize = 10_000;
+
+pub struct Store {
+    pool: Pool,
+    kind: DbKind,
+    /// The URL without its password, for messages.
+    url: String,
+    timeout: Duration,
+    /// Names the replica in audit rows (host name and pid).
+    replica: String,
+    /// Whether the last attempt to use the database worked; set by every write, so a
+    /// management call can refuse quickly while the writer keeps retrying.
+    up: AtomicBool,
+    events: tokio::sync::mpsc::Sender<Event>,
+    /// The writer's receiving end until [`Store::start_writers`] takes it.
+    events_rx: Mutex<Option<tokio::sync::mpsc::Receiver<Event>>>,
+    /// The last few events per model, for status (see [`RECENT_EVENTS`]).
+    recent: Mutex<HashMap<String, VecDeque<Event>>>,
+    pub(crate) predictions: predictions::PredictionLog,
+}
+
+/// The migrations of each dialect, embedded in the binary.
+static MIGRATE_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static MIGRATE_POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+static MIGRATE_MYSQL: sqlx::migrate::Migrator = sqlx::migrate!("migrations/mysql");
+
+impl Store {
+    /// Connects to `url`. With `migrate`, applies the migrations this binary has
+    /// (under a lock); without, checks that the schema is current. A database that
+    /// cannot be reached within `timeout`, or cannot be read, is an error whose
+    /// message names the host, never a password.
+    pub async fn open(url: &str, timeout: Duration, migrate: bool) -> Result<Store, StoreError> {
+        let (pool, kind, shown) = pool::connect(url, timeout).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(EVENT_BUFFER);
+        let store = Store {
+            pool,
+            kind,
+            url: shown,
+            timeout,
+            replica: format!(
+                "{}:{}",
+                hostname().unwrap_or_else(|| "localhost".into()),
+                std::process::id()
+            ),
+            up: AtomicBool::new(true),
+            events: tx,
+            events_rx: Mutex::new(Some(rx)),
+            recent: Mutex::new(HashMap::new()),
+            predictions: predictions::PredictionLog::new(),
+        };
+        if migrate {
+            store.migrate().await?;
+        }
+        let (applied, known) = store.schema_versions().await?;
+        if applied < known {
+            return Err(StoreError::Broken(format!(
+                "the database at {} has schema version {applied}, this server needs {known}: \
+                 run `ferroserve db migrate`",
+                store.url
+            )));
+        }
+        if applied > known {
+            return Err(StoreError::Broken(format!(
+                "the database at {} has schema version {applied}, newer than this server \
+                 knows ({known}): a newer ferroserve migrated it",
+                store.url
+            )));
+        }
+        store.load_recent_events().await?;
+        Ok(store)
+    }
+
+    /// Connects without migrating or checking the schema version, for
+    /// `ferroserve db status`: it reports what it finds.
+    pub async fn open_for_status(url: &str, timeout: Duration) -> Result<Store, StoreError> {
+        let (pool, kind, shown) = pool::connect(url, timeout).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        Ok(Store {
+            pool,
+            kind,
+            url: shown,
+            timeout,
+            replica: String::new(),
+            up: AtomicBool::new(true),
+            events: tx,
+            events_rx: Mutex::new(Some(rx)),
+            recent: Mutex::new(HashMap::new()),
+            predictions: predictions::PredictionLog::new(),
+        })
+    }
+
+    /// `sqlite`, `postgres` or `mysql`.
+    pub fn kind(&self) -> &'static str {
+        self.kind.as_str()
+    }
+
+    /// The URL without its password.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Whether the last use of the database worked.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    fn migrator(&self) -> &'static sqlx::migrate::Migrator {
+        match self.kind {
+            DbKind::Sqlite => &MIGRATE_SQLITE,
+            DbKind::Postgres => &MIGRATE_POSTGRES,
+            DbKind::MySql => &MIGRATE_MYSQL,
+        }
+    }
+
+    /// Applies the embedded migrations not yet applied. PostgreSQL and MySQL lock
+    /// the database for this (sqlx's advisory lock); SQLite files are locked with a
+    /// lock file beside them, so replicas starting together take turns.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let migrator = self.migrator();
+        let _file_lock = match &self.pool {
+            Pool::Sqlite(_) => Some(self.lock_sqlite_file().await?),
+            _ => None,
+        };
+        let result = on_pool!(&self.pool, p => migrator.run(p).await);
+        result.map_err(|e| {
+            StoreError::Broken(format!(
+                "cannot apply the database migrations at {}: {e}",
+                self.url
+            ))
+        })
+    }
+
+    async fn lock_sqlite_file(&self) -> Result<std::fs::File, StoreError> {
+        let Some(path) = pool::sqlite_path(&self.url) else {
+            return Err(StoreError::Invalid(format!("no file in {}", self.url)));
+        };
+        let lock_path = PathBuf::from(format!("{}.migrate-lock", path.display()));
+        tokio::task::spawn_blocking(move || {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .map_err(|e| {
+                    StoreError::Unavailable(format!("cannot open {}: {e}", lock_path.display()))
+                })?;
+            file.lock().map_err(|e| {
+                StoreError::Unavailable(format!("cannot lock {}: {e}", lock_path.display()))
+            })?;
+            Ok(file)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("the migration lock failed: {e}")))?
+    }
+
+    /// The highest migration applied (0: none) and the highest this binary has.
+    async fn schema_versions(&self) -> Result<(i64, i64), StoreError> {
+        let known = self.migrator().iter().map(|m| m.version).max().unwrap_or(0);
+        let sql = "SELECT MAX(version) AS v FROM _sqlx_migrations WHERE success = TRUE";
+        let sql = if self.kind == DbKind::Sqlite {
+            "SELECT MAX(version) AS v FROM _sqlx_migrations WHERE success = 1"
+        } else {
+            sql
+        };
+        let result: Result<Option<i64>, sqlx::Error> = on_pool!(&self.pool, p => {
+            match sqlx::query(sql).fetch_one(p).await {
+                Ok(row) => row.try_get::<Option<i64>, _>("v"),
+                Err(e) => Err(e),
+            }
+        });
+        match result {
+            Ok(v) => Ok((v.unwrap_or(0), known)),
+            // No migrations table: nothing applied yet.
+            Err(sqlx::Error::Database(e))
+                if e.message().contains("_sqlx_migrations")
+                    || e.message().contains("no such table")
+                    || e.message().contains("doesn't exist")
+                    || e.message().contains("does not exist") =>
+            {
+                Ok((0, known))
+            }
+            Err(e) => Err(self.unavailable("read the schema version", e)),
+        }
+    }
+
+    /// Schema version, database kind and rows per table.
+    pub async fn status(&self) -> Result<DbStatus, StoreError> {
+        let (applied, known) = self.schema_versions().await?;
+        let mut rows = BTreeMap::new();
+        if applied > 0 {
+            for table in ["events", "model_settings", "jobs", "workers", "predictions"] {
+                let sql = format!("SELECT COUNT(*) AS n FROM {table}");
+                let n: Result<i64, sqlx::Error> = on_pool!(&self.pool, p => {
+                    match sqlx::query(sqlx::AssertSqlSafe(&*sql)).fetch_one(p).await {
+                        Ok(row) => row.try_get::<i64, _>("n"),
+                        Err(e) => Err(e),
+                    }
+                });
+                rows.insert(
+                    table.to_string(),
+                    n.map_err(|e| self.unavailable("count rows", e))?,
+                );
+            }
+        }
+        Ok(DbStatus {
+            kind: self.kind(),
+            url: self.url.clone(),
+            schema_version: applied,
+            schema_version_known: known,
+            rows,
+        })
+    }
+
+    /// Turns a database error into [`StoreError::Unavailable`] with what was being
+    /// done, and notes that the database is down.
+    fn unavailable(&self, doing: &str, e: sqlx::Error) -> StoreError {
+        self.up.store(false, Ordering::Relaxed);
+        crate::metrics::record_store_error();
+        StoreError::Unavailable(format!(
+            "the metadata store ({} at {}) could not {doing}: {}",
+            self.kind(),
+            self.url,
+            pool::describe_error(&e)
+        ))
+    }
+
+    fn worked(&self) {
+        if !self.up.swap(true, Ordering::Relaxed) {
+            tracing::info!(url = %self.url, "the metadata store is reachable again");
+        }
+    }
+
+    /// Rewrites `?` placeholders for PostgreSQL (`$1`, `$2`, …).
+    fn sql<'a>(&self, sql: &'a str) -> std::borrow::Cow<'a, str> {
+        pool::placeholders(self.kind, sql)
+    }
+
+    /// Runs a write management depends on, bounded by the database timeout.
+    async fn must_write<T>(
+        &self,
+        doing: &str,
+        write: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, write).await {
+            Ok(Ok(v)) => {
+                self.worked();
+                Ok(v)
+            }
+            Ok(Err(e)) => Err(self.unavailable(doing, e)),
+            Err(_) => {
+                self.up.store(false, Ordering::Relaxed);
+                crate::metrics::record_store_error();
+                Err(StoreError::Unavailable(format!(
+                    "the metadata store ({} at {}) did not answer within {:?} to {doing}",
+                    self.kind(),
+                    self.url,
+                    self.timeout
+                )))
+            }
+        }
+    }
+
+    /// Checks that the database answers now (before a management call whose record
+    /// must not be lost, such as an upload).
+    pub async fn check_writable(&self) -> Result<(), StoreError> {
+        self.must_write("answer", async {
+            on_pool!(&self.pool, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ()))
+        })
+        .await
+    }
+
+    // ---- model settings ----
+
+    /// Records whether `model` is stopped and how it is deployed (`None`: not
+    /// deployed), replacing what was recorded.
+    pub async fn save_model_settings(&self, settings: &ModelSettings) -> Result<(), StoreError> {
+        let deployment = settings
+            .deployment
+            .as_ref()
+            .map(|d| serde_json::to_string(&DeploymentRecord::from(d)).unwrap_or_default());
+        let sql = match self.kind {
+            DbKind::MySql => {
+                "INSERT INTO model_settings (model, stopped, deployment, updated_ms) \
+                 VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE stopped = VALUES(stopped), \
+                 deployment = VALUES(deployment), updated_ms = VALUES(updated_ms)"
+            }
+            _ => {
+                "INSERT INTO model_settings (model, stopped, deployment, updated_ms) \
+                 VALUES (?, ?, ?, ?) ON CONFLICT (model) DO UPDATE SET \
+                 stopped = excluded.stopped, deployment = excluded.deployment, \
+                 updated_ms = excluded.updated_ms"
+            }
+        };
+        let sql = self.sql(sql);
+        let stopped = i64::from(settings.stopped);
+        let now = now_ms();
+        self.must_write("record the model's settings", async {
+            on_pool!(&self.pool, p => sqlx::query(sqlx::AssertSqlSafe(&*sql))
+                .bind(&settings.model)
+                .bind(stopped)
+                .bind(&deployment)
+                .bind(now)
+                .execute(p)
+                .await
+                .map(|_| ()))
+        })
+        .await
+    }
+
+    /// Marks `model` as no longer stopped, keeping its deployment (a reload).
+    pub async fn unstop_model(&self, model: &str) -> Result<(), StoreError> {
+        let sql = self.sql("UPDATE model_settings SET stopped = 0, updated_ms = ? WHERE model = ?");
+        let now = now_ms();
+        self.must_write("record the model's settings", async {
+            on_pool!(&self.pool, p => sqlx::query(sqlx::AssertSqlSafe(&*sql))
+                .bind(now)
+                .bind(model)
+                .execute(p)
+                .await
+                .map(|_| ()))
+        })
+        .await
+    }
+
+    /// Forgets what was decided for `model` (deleted).
+    pub async fn forget_model(&self, model: &str) -> Result<(), StoreError> {
+        let sql = self.sql("DELETE FROM model_settings WHERE model = ?");
+        self.must_write("forget the model's settings", async {
+            on_pool!(&self.pool, p => sqlx::query(sqlx::AssertSqlSafe(&*sql))
+                .bind(model)
+                .execute(p)
+                .await
+                .map(|_| ()))
+        })
+        .await
+    }
+
+    /// Every model's recorded settings (start-up restores them).
+    pub async fn model_settings(&self) -> Result<Vec<ModelSettings>, StoreError> {
+        let sql = "SELECT model, stopped, deployment FROM model_settings ORDER BY model";
+        let rows: Result<Vec<(String, i64, Option<String>)>, sqlx::Error> = on_pool!(&self.pool, p => {
+            match sqlx::query(sql).fetch_all(p).await {
+                Ok(rows) => rows
+                    .iter()
+                    .map(|r| Ok((r.try_get("model")?, r.try_get("stopped")?, r.try_get("deployment")?)))
+                    .collect(),
+                Err(e) => Err(e),
+            }
+        });
+        let rows = rows.map_err(|e| self.unavailable("read the model settings", e))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (model, stopped, deployment) in rows {
+            let deployment = match deployment {
+                None => None,
+                Some(text) => match serde_json::from_str::<DeploymentRecord>(&text) {
+                    Ok(d) => Some(Deployment::from(d)),
+                    Err(e) => {
+                        tracing::warn!(model, "a stored deployment cannot be read ({e}); ignored");
+                        None
+                    }
+                },
+            };
+            out.push(ModelSettings {
+                model,
+                stopped: stopped != 0,
+                deployment,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Starts the background writers (audit events, prediction log) on the current
+    /// runtime; they stop, after writing what they hold (for at most `drain`), when
+    /// `stop` is cancelled. The returned handles end when they have.
+    pub fn start_writers(
+        self: &Arc<Self>,
+        stop: CancellationToken,
+        drain: Duration,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut handles = Vec::new();
+        if let Some(rx) = self
+            .events_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            handles.push(tokio::spawn(audit::write_events(
+                self.clone(),
+                rx,
+                stop.clone(),
+                drain,
+            )));
+        }
+        if let Some(h) = predictions::start_writer(self.clone(), stop, drain) {
+            handles.push(h);
+        }
+        handles
+    }
+}
+
+/// A deployment as stored (JSON in `model_settings.deployment`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct DeploymentRecord {
+    #[serde(default)]
+    environment: Option<String>,
+    #[serde(default)]
+    cpu_limit: Option<String>,
+    #[serde(default)]
+    memory_limit: Option<String>,
+    #[serde(default)]
+    timeout_secs: Option<f64>,
+}
+
+impl From<&Deployment> for DeploymentRecord {
+    fn from(d: &Deployment) -> DeploymentRecord {
+        DeploymentRecord {
+            environment: d.environment.clone(),
+            cpu_limit: d.cpu_limit.clone(),
+            memory_limit: d.memory_limit.clone(),
+            timeout_secs: d.timeout_secs,
+        }
+    }
+}
+
+impl From<DeploymentRecord> for Deployment {
+    fn from(d: DeploymentRecord) -> Deployment {
+        Deployment {
+            environment: d.environment,
+            cpu_limit: d.cpu_limit,
+            memory_limit: d.memory_limit,
+            timeout_secs: d.timeout_secs,
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}

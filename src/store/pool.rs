@@ -1,0 +1,304 @@
+//! Connecting to one of the three databases, and the little that differs between
+//! them (placeholders, URLs). Queries are written once with `?` placeholders and run
+//! on whichever pool is open through [`on_pool!`].
+
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+
+use super::StoreError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+impl DbKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DbKind::Sqlite => "sqlite",
+            DbKind::Postgres => "postgres",
+            DbKind::MySql => "mysql",
+        }
+    }
+}
+
+/// An open pool of one of the three kinds.
+pub enum Pool {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+    MySql(sqlx::MySqlPool),
+}
+
+/// Runs `$body` with `$p` bound to whichever pool is open: the body is compiled
+/// once per database, so it may use each driver's own types.
+macro_rules! on_pool {
+    ($pool:expr, $p:ident => $body:expr) => {
+        match $pool {
+            $crate::store::pool::Pool::Sqlite($p) => $body,
+            $crate::store::pool::Pool::Postgres($p) => $body,
+            $crate::store::pool::Pool::MySql($p) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// Most connections one server holds open to PostgreSQL or MySQL.
+const MAX_CONNECTIONS: u32 = 8;
+
+/// The kind a URL names: `sqlite:`, `postgres:`/`postgresql:`, `mysql:`/`mariadb:`.
+fn kind_of(url: &str) -> Option<DbKind> {
+    let scheme = url.split_once(':')?.0.to_ascii_lowercase();
+    match scheme.as_str() {
+        "sqlite" => Some(DbKind::Sqlite),
+        "postgres" | "postgresql" => Some(DbKind::Postgres),
+        "mysql" | "mariadb" => Some(DbKind::MySql),
+        _ => None,
+    }
+}
+
+/// `url` without its password, for messages and status.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        // Not a URL the parser takes: keep only the scheme and what follows an '@'.
+        Err(_) => match (url.split_once("://"), url.rsplit_once('@')) {
+            (Some((scheme, _)), Some((_, host))) => format!("{scheme}://***@{host}"),
+            _ => url.to_string(),
+        },
+    }
+}
+
+/// The file of a `sqlite:` URL.
+pub fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
+}
+
+/// Opens a pool on `url`, waiting at most `timeout` for the first connection.
+/// Answers the pool, its kind, and the URL without its password.
+pub async fn connect(url: &str, timeout: Duration) -> Result<(Pool, DbKind, String), StoreError> {
+    let shown = redact(url);
+    let kind = kind_of(url).ok_or_else(|| {
+        StoreError::Invalid(format!(
+            "database URL {shown:?}: use sqlite://FILE, postgres://… or mysql://…"
+        ))
+    })?;
+    let unreachable = |e: sqlx::Error| {
+        StoreError::Unavailable(format!(
+            "cannot connect to the {} database at {shown}: {}",
+            kind.as_str(),
+            describe_error(&e)
+        ))
+    };
+    let invalid = |e: sqlx::Error| {
+        StoreError::Invalid(format!("database URL {shown}: {}", describe_error(&e)))
+    };
+    let pool = match kind {
+        DbKind::Sqlite => {
+            let path = sqlite_path(url).ok_or_else(|| {
+                StoreError::Invalid(format!("database URL {shown:?} names no file"))
+            })?;
+            check_sqlite_file(&path)?;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+                })?;
+            }
+            let options = SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // Replicas sharing a file wait for each other's writes.
+                .busy_timeout(timeout);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(timeout)
+                .connect_with(options)
+                .await
+                .map_err(|e| sqlite_error(&path, e))?;
+            Pool::Sqlite(pool)
+        }
+        DbKind::Postgres => {
+            let options = PgConnectOptions::from_str(url).map_err(invalid)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(MAX_CONNECTIONS)
+                .acquire_timeout(timeout)
+                .connect_with(options)
+                .await
+                .map_err(unreachable)?;
+            Pool::Postgres(pool)
+        }
+        DbKind::MySql => {
+            let url = match url.strip_prefix("mariadb:") {
+                Some(rest) => Cow::Owned(format!("mysql:{rest}")),
+                None => Cow::Borrowed(url),
+            };
+            let options = MySqlConnectOptions::from_str(&url).map_err(invalid)?;
+            let pool = MySqlPoolOptions::new()
+                .max_connections(MAX_CONNECTIONS)
+                .acquire_timeout(timeout)
+                .connect_with(options)
+                .await
+                .map_err(unreachable)?;
+            Pool::MySql(pool)
+        }
+    };
+    Ok((pool, kind, shown))
+}
+
+/// SQLite files start with this header; an empty file is a new database.
+const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+/// Refuses a file that exists and is not a SQLite database, before SQLite opens it
+/// (which could write to it). The file is left as it is.
+fn check_sqlite_file(path: &std::path::Path) -> Result<(), StoreError> {
+    use std::io::Read;
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(StoreError::Unavailable(format!(
+                "cannot read the database file {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    let mut head = [0u8; 16];
+    let mut read = 0;
+    while read < head.len() {
+        match file.read(&mut head[read..]) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(e) => {
+                return Err(StoreError::Unavailable(format!(
+                    "cannot read the database file {}: {e}",
+                    path.display()
+                )))
+            }
+        }
+    }
+    if read == 0 || (read == head.len() && &head == SQLITE_HEADER) {
+        return Ok(());
+    }
+    Err(StoreError::Broken(format!(
+        "{} is not a SQLite database (corrupt, or another file); it was left as it is: \
+         move it away or give another --database-url",
+        path.display()
+    )))
+}
+
+fn sqlite_error(path: &std::path::Path, e: sqlx::Error) -> StoreError {
+    let text = describe_error(&e);
+    if text.contains("malformed") || text.contains("not a database") {
+        StoreError::Broken(format!(
+            "the SQLite database {} is corrupt ({text}); it was left as it is",
+            path.display()
+        ))
+    } else {
+        StoreError::Unavailable(format!(
+            "cannot open the SQLite database {}: {text}",
+            path.display()
+        ))
+    }
+}
+
+/// A database error in one line, without the URL (which may hold a password).
+pub fn describe_error(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => db.message().to_string(),
+        sqlx::Error::PoolTimedOut => "timed out waiting for a connection".to_string(),
+        sqlx::Error::Io(io) => io.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// `sql` with its `?` placeholders numbered for PostgreSQL (`$1`, `$2`, …); the
+/// other databases take `?`. The queries of the store hold no `?` in literals.
+pub fn placeholders(kind: DbKind, sql: &str) -> Cow<'_, str> {
+    if kind != DbKind::Postgres || !sql.contains('?') {
+        return Cow::Borrowed(sql);
+    }
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(
+            redact("postgres://ferro:s3cret@db.example:5432/models"),
+            "postgres://ferro:***@db.example:5432/models"
+        );
+        assert_eq!(
+            redact("mysql://root@127.0.0.1:3306/x"),
+            "mysql://root@127.0.0.1:3306/x"
+        );
+        assert!(!redact("postgres://u:p%40ss@h/db").contains("p%40ss"));
+    }
+
+    #[test]
+    fn placeholders_are_numbered_for_postgres_only() {
+        let q = "UPDATE t SET a = ? WHERE b = ?";
+        assert_eq!(
+            placeholders(DbKind::Postgres, q),
+            "UPDATE t SET a = $1 WHERE b = $2"
+        );
+        assert_eq!(placeholders(DbKind::MySql, q), q);
+        assert_eq!(placeholders(DbKind::Sqlite, q), q);
+    }
+
+    #[test]
+    fn sqlite_urls_name_their_file() {
+        assert_eq!(
+            sqlite_path("sqlite:///var/lib/f.db?mode=rwc"),
+            Some(PathBuf::from("/var/lib/f.db"))
+        );
+        assert_eq!(sqlite_path("sqlite:rel.db"), Some(PathBuf::from("rel.db")));
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+        assert_eq!(kind_of("mariadb://x"), Some(DbKind::MySql));
+        assert_eq!(kind_of("redis://x"), None);
+    }
+
+    #[test]
+    fn a_file_that_is_not_sqlite_is_refused_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.db");
+        std::fs::write(&path, b"this is not a database at all").unwrap();
+        let e = check_sqlite_file(&path).unwrap_err();
+        assert!(matches!(e, StoreError::Broken(_)), "{e}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"this is not a database at all"
+        );
+        std::fs::write(&path, b"").unwrap();
+        check_sqlite_file(&path).unwrap();
+    }
+}

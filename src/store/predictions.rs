@@ -1,0 +1,336 @@
+//! The prediction log: sampled requests with their answers, written to the
+//! `predictions` table in batches by a background task, read back for reports.
+//!
+//! Invariant: logging never slows or fails a prediction. The request path only
+//! tries to put an entry in a bounded buffer ([`PredictionLog::offer`]); a full
+//! buffer drops the entry and counts it (`ferroserve_prediction_log_dropped_total`).
+//! Inputs and outputs are turned into JSON by the writer, not by the request.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::Row;
+use tokio_util::sync::CancellationToken;
+
+use super::pool::on_pool;
+use super::{Store, StoreError};
+
+/// Entries waiting for the writer; past this they are dropped and counted.
+pub const LOG_BUFFER: usize = 4096;
+/// Most rows written in one transaction.
+const BATCH: usize = 256;
+/// How often the writer applies each model's `max_rows` and `max_age_days`.
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
+
+/// What the request path hands over: cheap to build, encoded later by the writer.
+pub struct PendingPrediction {
+    pub at_ms: i64,
+    pub model: Arc<str>,
+    pub version: u64,
+    pub protocol: &'static str,
+    pub latency_us: i64,
+    pub request_id: String,
+    /// Turns the inputs and outputs into JSON; run by the writer.
+    pub encode: Box<dyn FnOnce() -> (Value, Value) + Send>,
+    /// The model's retention when the entry was made.
+    pub max_rows: Option<u64>,
+    pub max_age_days: Option<f64>,
+}
+
+/// One row read back.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LoggedPrediction {
+    pub id: i64,
+    pub at_ms: i64,
+    pub model: String,
+    pub version: u64,
+    pub protocol: String,
+    pub latency_us: i64,
+    pub request_id: String,
+    pub inputs: Value,
+    pub outputs: Value,
+}
+
+/// What `GET /v1/models/{m}/predictions` asks for.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PredictionQuery {
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub limit: usize,
+}
+
+/// The buffer between requests and the writer.
+pub struct PredictionLog {
+    tx: tokio::sync::mpsc::Sender<PendingPrediction>,
+    rx: Mutex<Option<tokio::sync::mpsc::Receiver<PendingPrediction>>>,
+}
+
+impl PredictionLog {
+    pub(super) fn new() -> PredictionLog {
+        let (tx, rx) = tokio::sync::mpsc::channel(LOG_BUFFER);
+        PredictionLog {
+            tx,
+            rx: Mutex::new(Some(rx)),
+        }
+    }
+
+    /// Hands an entry to the writer, or drops and counts it when the buffer is
+    /// full. Never waits.
+    pub fn offer(&self, entry: PendingPrediction) {
+        if self.tx.try_send(entry).is_err() {
+            crate::metrics::record_store_dropped("predictions");
+        }
+    }
+}
+
+/// Starts the writer unless it already runs.
+pub(super) fn start_writer(
+    store: Arc<Store>,
+    stop: CancellationToken,
+    drain: Duration,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let rx = store
+        .predictions
+        .rx
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()?;
+    Some(tokio::spawn(write_predictions(store, rx, stop, drain)))
+}
+
+struct Encoded {
+    at_ms: i64,
+    model: Arc<str>,
+    version: u64,
+    protocol: &'static str,
+    latency_us: i64,
+    request_id: String,
+    inputs: String,
+    outputs: String,
+}
+
+async fn write_predictions(
+    store: Arc<Store>,
+    mut rx: tokio::sync::mpsc::Receiver<PendingPrediction>,
+    stop: CancellationToken,
+    drain: Duration,
+) {
+    let mut pending: Vec<PendingPrediction> = Vec::with_capacity(BATCH);
+    let mut batch: Vec<Encoded> = Vec::with_capacity(BATCH);
+    // Each model's latest retention, applied every RETENTION_EVERY.
+    let mut retention: std::collections::HashMap<Arc<str>, (Option<u64>, Option<f64>)> =
+        std::collections::HashMap::new();
+    let mut next_retention = tokio::time::Instant::now() + RETENTION_EVERY;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        if batch.is_empty() {
+            tokio::select! {
+                n = rx.recv_many(&mut pending, BATCH) => {
+                    if n == 0 {
+                        return;
+                    }
+                }
+                () = tokio::time::sleep_until(next_retention) => {}
+                () = stop.cancelled() => break,
+            }
+            for p in pending.drain(..) {
+                retention.insert(p.model.clone(), (p.max_rows, p.max_age_days));
+                batch.push(encode(p));
+            }
+        }
+        if !batch.is_empty() {
+            match tokio::time::timeout(store.timeout, store.insert_predictions(&batch)).await {
+                Ok(Ok(())) => {
+                    store.worked();
+                    batch.clear();
+                    pause = Duration::from_millis(100);
+                }
+                _ => {
+                    crate::metrics::record_store_error();
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = stop.cancelled() => break,
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+        }
+        if tokio::time::Instant::now() >= next_retention {
+            for (model, (max_rows, max_age_days)) in &retention {
+                if let Err(e) = store.apply_retention(model, *max_rows, *max_age_days).await {
+                    tracing::warn!(%model, "prediction log retention: {e}");
+                }
+            }
+            next_retention = tokio::time::Instant::now() + RETENTION_EVERY;
+        }
+    }
+    let _ = tokio::time::timeout(drain, async {
+        rx.close();
+        while let Some(p) = rx.recv().await {
+            batch.push(encode(p));
+        }
+        if !batch.is_empty() {
+            let _ = store.insert_predictions(&batch).await;
+        }
+    })
+    .await;
+}
+
+fn encode(p: PendingPrediction) -> Encoded {
+    let (inputs, outputs) = (p.encode)();
+    Encoded {
+        at_ms: p.at_ms,
+        model: p.model,
+        version: p.version,
+        protocol: p.protocol,
+        latency_us: p.latency_us,
+        request_id: p.request_id,
+        inputs: inputs.to_string(),
+        outputs: outputs.to_string(),
+    }
+}
+
+impl Store {
+    /// Offers an entry to the prediction log (never waits; see [`PredictionLog`]).
+    pub fn log_prediction(&self, entry: PendingPrediction) {
+        self.predictions.offer(entry);
+    }
+
+    async fn insert_predictions(&self, rows: &[Encoded]) -> Result<(), sqlx::Error> {
+        let sql = self.sql(
+            "INSERT INTO predictions (at_ms, model, version, protocol, latency_us, request_id, \
+             inputs, outputs) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        );
+        on_pool!(&self.pool, p => {
+            let mut tx = p.begin().await?;
+            for r in rows {
+                sqlx::query(sqlx::AssertSqlSafe(&*sql))
+                    .bind(r.at_ms)
+                    .bind(&*r.model)
+                    .bind(r.version as i64)
+                    .bind(r.protocol)
+                    .bind(r.latency_us)
+                    .bind(&r.request_id)
+                    .bind(&r.inputs)
+                    .bind(&r.outputs)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await
+        })
+    }
+
+    /// Deletes `model`'s rows older than `max_age_days` and beyond the newest
+    /// `max_rows`.
+    async fn apply_retention(
+        &self,
+        model: &str,
+        max_rows: Option<u64>,
+        max_age_days: Option<f64>,
+    ) -> Result<(), StoreError> {
+        if let Some(days) = max_age_days {
+            let cutoff = super::now_ms() - (days * 86_400_000.0) as i64;
+            let sql = self.sql("DELETE FROM predictions WHERE model = ? AND at_ms < ?");
+            self.must_write("apply the log's max_age_days", async {
+                on_pool!(&self.pool, p => sqlx::query(sqlx::AssertSqlSafe(&*sql))
+                    .bind(model)
+                    .bind(cutoff)
+                    .execute(p)
+                    .await
+                    .map(|_| ()))
+            })
+            .await?;
+        }
+        if let Some(rows) = max_rows {
+            // The id of the oldest row kept; everything older goes.
+            let sql = self
+                .sql(&format!(
+                    "SELECT id FROM predictions WHERE model = ? ORDER BY id DESC LIMIT 1 OFFSET {}",
+                    rows.saturating_sub(1)
+                ))
+                .into_owned();
+            let oldest_kept: Option<i64> = self
+                .must_write("apply the log's max_rows", async {
+                    on_pool!(&self.pool, p => match sqlx::query(sqlx::AssertSqlSafe(&*sql)).bind(model).fetch_optional(p).await {
+                        Ok(Some(row)) => row.try_get::<i64, _>("id").map(Some),
+                        Ok(None) => Ok(None),
+                        Err(e) => Err(e),
+                    })
+                })
+                .await?;
+            if let Some(id) = oldest_kept {
+                let sql = self.sql("DELETE FROM predictions WHERE model = ? AND id < ?");
+                self.must_write("apply the log's max_rows", async {
+                    on_pool!(&self.pool, p => sqlx::query(sqlx::AssertSqlSafe(&*sql))
+                        .bind(model)
+                        .bind(id)
+                        .execute(p)
+                        .await
+                        .map(|_| ()))
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `model`'s logged predictions in time order (oldest first) within the query.
+    pub async fn predictions(
+        &self,
+        model: &str,
+        query: &PredictionQuery,
+    ) -> Result<Vec<LoggedPrediction>, StoreError> {
+        let mut sql = String::from(
+            "SELECT id, at_ms, model, version, protocol, latency_us, request_id, inputs, outputs \
+             FROM predictions WHERE model = ?",
+        );
+        if query.since_ms.is_some() {
+            sql.push_str(" AND at_ms >= ?");
+        }
+        if query.until_ms.is_some() {
+            sql.push_str(" AND at_ms < ?");
+        }
+        sql.push_str(&format!(
+            " ORDER BY at_ms, id LIMIT {}",
+            query.limit.clamp(1, 100_000)
+        ));
+        let sql = self.sql(&sql).into_owned();
+        let rows: Result<Vec<LoggedPrediction>, sqlx::Error> = on_pool!(&self.pool, p => {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(&*sql)).bind(model);
+            if let Some(s) = query.since_ms {
+                q = q.bind(s);
+            }
+            if let Some(u) = query.until_ms {
+                q = q.bind(u);
+            }
+            match tokio::time::timeout(self.timeout * 6, q.fetch_all(p)).await {
+                Err(_) => Err(sqlx::Error::PoolTimedOut),
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(rows)) => rows
+                    .iter()
+                    .map(|r| {
+                        let inputs: String = r.try_get("inputs")?;
+                        let outputs: String = r.try_get("outputs")?;
+                        Ok(LoggedPrediction {
+                            id: r.try_get("id")?,
+                            at_ms: r.try_get("at_ms")?,
+                            model: r.try_get("model")?,
+                            version: r.try_get::<i64, _>("version")? as u64,
+                            protocol: r.try_get("protocol")?,
+                            latency_us: r.try_get("latency_us")?,
+                            request_id: r.try_get("request_id")?,
+                            inputs: serde_json::from_str(&inputs).unwrap_or(Value::Null),
+                            outputs: serde_json::from_str(&outputs).unwrap_or(Value::Null),
+                        })
+                    })
+                    .collect(),
+            }
+        });
+        let rows = rows.map_err(|e| self.unavailable("read the prediction log", e))?;
+        self.worked();
+        Ok(rows)
+    }
+}
