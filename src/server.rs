@@ -303,6 +303,7 @@ pub async fn run(
     for writer in store_writers {
         let _ = writer.await;
     }
+    store.close().await;
     tracing::info!("shut down");
     Ok(())
 }

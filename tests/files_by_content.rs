@@ -26,26 +26,6 @@ fn expected() -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
-async fn upload(server: &TestServer, file_name: &str, bytes: Vec<u8>) -> (u16, Value) {
-    let form = reqwest::multipart::Form::new().part(
-        "file",
-        reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_string()),
-    );
-    let r = server
-        .client
-        .post(server.url("/upload_model"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
 fn error_text(body: &Value) -> String {
     body["error"].as_str().unwrap_or_default().to_string()
 }
@@ -83,7 +63,7 @@ async fn upload_named_like_the_old_service_is_served_and_reloaded_by_file_name()
 
     // The model id is the file name's stem; the file is stored under the canonical
     // name of its format.
-    let (code, body) = upload(&server, "lr_iris.model", pickle).await;
+    let (code, body) = server.upload(&[], "lr_iris.model", pickle).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["model_id"], "lr_iris", "{body}");
     assert_eq!(body["version"], 1, "{body}");
@@ -114,7 +94,9 @@ async fn upload_named_like_the_old_service_is_served_and_reloaded_by_file_name()
 
     // An ONNX model named `.bin` is recognised too, stored as model.onnx.
     let onnx = std::fs::read(root_path(IRIS_ONNX)).unwrap();
-    let (code, body) = upload(&server, "name_question_1591259822.bin", onnx).await;
+    let (code, body) = server
+        .upload(&[], "name_question_1591259822.bin", onnx)
+        .await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["model_id"], "name_question_1591259822", "{body}");
     assert!(repo
@@ -124,7 +106,9 @@ async fn upload_named_like_the_old_service_is_served_and_reloaded_by_file_name()
 
     // A text file is refused whatever its name, saying what was expected, and
     // leaves nothing behind.
-    let (code, body) = upload(&server, "model.bin", b"sepal,petal\n5.1,3.5\n".to_vec()).await;
+    let (code, body) = server
+        .upload(&[], "model.bin", b"sepal,petal\n5.1,3.5\n".to_vec())
+        .await;
     assert_eq!(code, 400, "{body}");
     let text = error_text(&body);
     assert!(

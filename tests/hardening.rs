@@ -24,35 +24,6 @@ fn unwatched(repo: &Path) -> Settings {
     }
 }
 
-async fn upload(
-    server: &TestServer,
-    fields: &[(&str, &str)],
-    file_name: &str,
-    bytes: Vec<u8>,
-) -> (u16, Value) {
-    let mut form = reqwest::multipart::Form::new();
-    for (k, v) in fields {
-        form = form.text(k.to_string(), v.to_string());
-    }
-    form = form.part(
-        "file",
-        reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_string()),
-    );
-    let r = server
-        .client
-        .post(server.url("/upload_model"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
 async fn request(server: &TestServer, method: reqwest::Method, path: &str) -> (u16, Value) {
     let r = server
         .client
@@ -109,7 +80,9 @@ async fn error_bodies_name_no_server_paths() {
         ),
         ("model.pkl", b"not a pickle".to_vec(), "model.pkl"),
     ] {
-        let (code, body) = upload(&server, &[("model_id", "bad")], file_name, bytes).await;
+        let (code, body) = server
+            .upload(&[("model_id", "bad")], file_name, bytes)
+            .await;
         assert_eq!(code, 400, "{body}");
         let text = body["error"].as_str().unwrap();
         assert!(text.contains(expected), "{text}");
@@ -168,13 +141,9 @@ async fn a_model_with_the_longest_name_can_be_deleted() {
     let server = TestServer::start_with(unwatched(repo.path())).await;
     for len in [224, 250, 255] {
         let name = "m".repeat(len);
-        let (code, body) = upload(
-            &server,
-            &[("model_id", &name)],
-            "model.onnx",
-            iris("iris_lr"),
-        )
-        .await;
+        let (code, body) = server
+            .upload(&[("model_id", &name)], "model.onnx", iris("iris_lr"))
+            .await;
         assert_eq!(code, 200, "{body}");
         let (code, body) = request(
             &server,
@@ -185,8 +154,13 @@ async fn a_model_with_the_longest_name_can_be_deleted() {
         assert_eq!(code, 200, "{len} characters: {body}");
         assert!(!repo.path().join(&name).exists());
     }
-    // Nothing is left in the repository, hidden or not.
-    let left: Vec<_> = std::fs::read_dir(repo.path()).unwrap().flatten().collect();
+    // Nothing is left in the repository, hidden or not, but the server's own state
+    // directory (the metadata store).
+    let left: Vec<_> = std::fs::read_dir(repo.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name() != ".ferroserve")
+        .collect();
     assert!(left.is_empty(), "{left:?}");
     server.stop().await;
 }
@@ -207,13 +181,13 @@ async fn upload_versions_are_plain_decimal_up_to_the_maximum() {
         "1e3",
         "\u{0667}",
     ] {
-        let (code, body) = upload(
-            &server,
-            &[("model_id", "numbered"), ("version", bad)],
-            "model.onnx",
-            iris("iris_lr"),
-        )
-        .await;
+        let (code, body) = server
+            .upload(
+                &[("model_id", "numbered"), ("version", bad)],
+                "model.onnx",
+                iris("iris_lr"),
+            )
+            .await;
         assert_eq!(code, 400, "version {bad:?}: {body}");
         assert!(
             body["error"].as_str().unwrap().contains("9007199254740991"),
@@ -221,31 +195,23 @@ async fn upload_versions_are_plain_decimal_up_to_the_maximum() {
         );
     }
     // None of them was stored, so automatic numbering starts at 1.
-    let (code, body) = upload(
-        &server,
-        &[("model_id", "numbered")],
-        "model.onnx",
-        iris("iris_lr"),
-    )
-    .await;
+    let (code, body) = server
+        .upload(&[("model_id", "numbered")], "model.onnx", iris("iris_lr"))
+        .await;
     assert_eq!((code, body["version"].clone()), (200, json!(1)), "{body}");
     // The maximum itself is a version; after it, there is no next one to give.
-    let (code, body) = upload(
-        &server,
-        &[("model_id", "numbered"), ("version", "9007199254740991")],
-        "model.onnx",
-        iris("iris_dt"),
-    )
-    .await;
+    let (code, body) = server
+        .upload(
+            &[("model_id", "numbered"), ("version", "9007199254740991")],
+            "model.onnx",
+            iris("iris_dt"),
+        )
+        .await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["version"], json!(9007199254740991u64));
-    let (code, body) = upload(
-        &server,
-        &[("model_id", "numbered")],
-        "model.onnx",
-        iris("iris_lr"),
-    )
-    .await;
+    let (code, body) = server
+        .upload(&[("model_id", "numbered")], "model.onnx", iris("iris_lr"))
+        .await;
     assert_eq!(code, 409, "{body}");
     server.stop().await;
 }

@@ -25,35 +25,6 @@ fn unwatched(repo: &Path) -> Settings {
     }
 }
 
-async fn upload(
-    server: &TestServer,
-    fields: &[(&str, &str)],
-    file_name: &str,
-    bytes: Vec<u8>,
-) -> (u16, Value) {
-    let mut form = reqwest::multipart::Form::new();
-    for (k, v) in fields {
-        form = form.text(k.to_string(), v.to_string());
-    }
-    form = form.part(
-        "file",
-        reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_string()),
-    );
-    let r = server
-        .client
-        .post(server.url("/upload_model"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
 async fn request(server: &TestServer, method: reqwest::Method, path: &str) -> (u16, Value) {
     let r = server
         .client
@@ -89,12 +60,16 @@ async fn predict_version(server: &TestServer, model: &str) -> (u16, Value) {
 
 /// Every entry of a directory tree, relative, sorted: to check nothing partial or
 /// stray was left behind.
+/// Every file and directory under `dir` but the server's own state directory.
 fn tree(dir: &Path) -> Vec<String> {
     fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
         for e in entries.flatten() {
+            if prefix.is_empty() && e.file_name() == ".ferroserve" {
+                continue;
+            }
             let name = format!("{prefix}{}", e.file_name().to_string_lossy());
             if e.path().is_dir() {
                 out.push(format!("{name}/"));
@@ -120,7 +95,7 @@ async fn upload_serves_the_new_version_at_once() {
     let server = TestServer::start_with(unwatched(repo.path())).await;
 
     // model_id defaults to the file name without extension, version to 1.
-    let (code, body) = upload(&server, &[], "iris.onnx", iris("iris_lr")).await;
+    let (code, body) = server.upload(&[], "iris.onnx", iris("iris_lr")).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(
         (body["model_id"].clone(), body["version"].clone()),
@@ -135,33 +110,35 @@ async fn upload_serves_the_new_version_at_once() {
     );
 
     // The next upload is the next version, and is what "latest" serves now.
-    let (code, body) = upload(&server, &[("model_id", "iris")], "dt.onnx", iris("iris_dt")).await;
+    let (code, body) = server
+        .upload(&[("model_id", "iris")], "dt.onnx", iris("iris_dt"))
+        .await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["version"], 2);
     let (_, answer) = predict_version(&server, "iris").await;
     assert_eq!(answer["version"], 2, "{answer}");
 
     // An existing version is a conflict and changes nothing.
-    let (code, body) = upload(
-        &server,
-        &[("model_id", "iris"), ("version", "2")],
-        "x.onnx",
-        iris("iris_lr"),
-    )
-    .await;
+    let (code, body) = server
+        .upload(
+            &[("model_id", "iris"), ("version", "2")],
+            "x.onnx",
+            iris("iris_lr"),
+        )
+        .await;
     assert_eq!(code, 409, "{body}");
     assert_eq!(
         std::fs::read(repo.path().join("iris/2/model.onnx")).unwrap(),
         iris("iris_dt")
     );
     // An explicit version works.
-    let (code, body) = upload(
-        &server,
-        &[("model_id", "iris"), ("version", "10")],
-        "x.onnx",
-        iris("iris_lr"),
-    )
-    .await;
+    let (code, body) = server
+        .upload(
+            &[("model_id", "iris"), ("version", "10")],
+            "x.onnx",
+            iris("iris_lr"),
+        )
+        .await;
     assert_eq!((code, body["version"].clone()), (200, json!(10)), "{body}");
     assert_eq!(
         tree(repo.path()),
@@ -193,47 +170,41 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
     let before = tree(repo.path());
 
     for bad in ["../x", "", "a/b", ".", "..", ".hidden", "a b"] {
-        let (code, body) = upload(&server, &[("model_id", bad)], "m.onnx", iris("iris_lr")).await;
+        let (code, body) = server
+            .upload(&[("model_id", bad)], "m.onnx", iris("iris_lr"))
+            .await;
         assert_eq!(code, 400, "{bad:?}: {body}");
         assert!(error_text(&body).contains("model_id"), "{bad:?}: {body}");
     }
-    let (code, body) = upload(&server, &[("version", "0")], "iris.onnx", iris("iris_lr")).await;
+    let (code, body) = server
+        .upload(&[("version", "0")], "iris.onnx", iris("iris_lr"))
+        .await;
     assert_eq!(code, 400, "{body}");
     // Any file name is accepted; content that is no model is refused.
-    let (code, body) = upload(&server, &[], "iris.txt", b"sepal,petal\n5.1,3.5\n".to_vec()).await;
+    let (code, body) = server
+        .upload(&[], "iris.txt", b"sepal,petal\n5.1,3.5\n".to_vec())
+        .await;
     assert_eq!(code, 400, "{body}");
     assert!(error_text(&body).contains("ONNX"), "{body}");
 
     // Too large: 413.
-    let (code, body) = upload(
-        &server,
-        &[("model_id", "big")],
-        "big.onnx",
-        vec![7u8; 200 * 1024],
-    )
-    .await;
+    let (code, body) = server
+        .upload(&[("model_id", "big")], "big.onnx", vec![7u8; 200 * 1024])
+        .await;
     assert_eq!(code, 413, "{body}");
     assert!(error_text(&body).contains("limit"), "{body}");
 
     // Not a model: 400, and the version that serves is untouched.
-    let (code, body) = upload(
-        &server,
-        &[("model_id", "iris")],
-        "iris.onnx",
-        b"garbage".to_vec(),
-    )
-    .await;
+    let (code, body) = server
+        .upload(&[("model_id", "iris")], "iris.onnx", b"garbage".to_vec())
+        .await;
     assert_eq!(code, 400, "{body}");
     assert!(error_text(&body).contains("not a model"), "{body}");
-    let (code, body) = upload(
-        &server,
-        &[("model_id", "new")],
-        "new.onnx",
-        b"garbage".to_vec(),
-    )
-    .await;
+    let (code, body) = server
+        .upload(&[("model_id", "new")], "new.onnx", b"garbage".to_vec())
+        .await;
     assert_eq!(code, 400, "{body}");
-    let (code, body) = upload(&server, &[], "empty.onnx", Vec::new()).await;
+    let (code, body) = server.upload(&[], "empty.onnx", Vec::new()).await;
     assert_eq!(code, 400, "{body}");
     let (code, answer) = predict_version(&server, "iris").await;
     assert_eq!((code, answer["version"].clone()), (200, json!(1)));
@@ -272,7 +243,7 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
     );
 
     // A file name that is a path does not become one: only its stem names the model.
-    let (code, body) = upload(&server, &[], "../../evil.onnx", iris("iris_lr")).await;
+    let (code, body) = server.upload(&[], "../../evil.onnx", iris("iris_lr")).await;
     assert_eq!(
         (code, body["model_id"].clone()),
         (200, json!("evil")),
@@ -294,7 +265,7 @@ async fn concurrent_uploads_to_one_model_are_serialised() {
     .await;
     let uploads = (0..4).map(|i| {
         let model = if i % 2 == 0 { "iris_lr" } else { "iris_dt" };
-        upload(&server, &[("model_id", "m")], "m.onnx", iris(model))
+        server.upload(&[("model_id", "m")], "m.onnx", iris(model))
     });
     let results = futures::future::join_all(uploads).await;
     let mut versions: Vec<u64> = results
@@ -692,7 +663,9 @@ async fn scikit_learn_files_can_be_uploaded_too() {
     let repo = tempfile::tempdir().unwrap();
     let server = TestServer::start_with(unwatched(repo.path())).await;
     let joblib = std::fs::read(root_path("examples/models/iris_sklearn/1/model.joblib")).unwrap();
-    let (code, body) = upload(&server, &[("model_id", "sk")], "iris.joblib", joblib).await;
+    let (code, body) = server
+        .upload(&[("model_id", "sk")], "iris.joblib", joblib)
+        .await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["model"]["versions"][0]["format"], "sklearn", "{body}");
     assert!(repo.path().join("sk/1/model.joblib").is_file());
@@ -703,13 +676,9 @@ async fn scikit_learn_files_can_be_uploaded_too() {
         "{answer}"
     );
     // A pickle that is not a model is refused like any invalid artifact.
-    let (code, body) = upload(
-        &server,
-        &[("model_id", "sk")],
-        "x.pkl",
-        b"\x80\x04N.".to_vec(),
-    )
-    .await;
+    let (code, body) = server
+        .upload(&[("model_id", "sk")], "x.pkl", b"\x80\x04N.".to_vec())
+        .await;
     assert_eq!(code, 400, "{body}");
     server.stop().await;
 }

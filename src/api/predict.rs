@@ -148,6 +148,9 @@ async fn run(
     if Instant::now() >= deadline {
         return Err(timed_out(&handle, timeout));
     }
+    // The prediction log keeps a sample: the inputs are copied only for the
+    // requests sampled, and turned into JSON by the store's writer, not here.
+    let logged_inputs = sampled_for_log(state, &handle).then(|| inputs.clone());
     let queued = QueuedRequest {
         inputs,
         outputs: request.outputs,
@@ -168,7 +171,53 @@ async fn run(
         ResponseEncoding::of(request.protocol),
         state.settings.max_response_bytes,
     )?;
+    if let (Some(inputs), Some(store)) = (logged_inputs, &state.store) {
+        log_prediction(store, &handle, request.protocol, started, inputs, &outputs);
+    }
     Ok(PredictResponse { handle, outputs })
+}
+
+/// Whether this request goes to the prediction log (`[log] sample_rate`).
+fn sampled_for_log(state: &ServerState, handle: &ServableHandle) -> bool {
+    let rate = handle.config().log.sample_rate;
+    state.store.is_some() && rate > 0.0 && (rate >= 1.0 || fastrand::f64() < rate)
+}
+
+/// Offers a sampled prediction to the log's buffer; never waits.
+fn log_prediction(
+    store: &crate::store::Store,
+    handle: &ServableHandle,
+    protocol: super::Protocol,
+    started: Instant,
+    inputs: Vec<NamedTensor>,
+    outputs: &[NamedTensor],
+) {
+    let log = &handle.config().log;
+    let outputs = outputs.to_vec();
+    store.log_prediction(crate::store::predictions::PendingPrediction {
+        at_ms: crate::store::now_ms(),
+        model: handle.model.clone(),
+        version: handle.version,
+        protocol: protocol.as_str(),
+        latency_us: started.elapsed().as_micros() as i64,
+        request_id: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
+        encode: Box::new(move || (tensors_json(&inputs), tensors_json(&outputs))),
+        max_rows: log.max_rows,
+        max_age_days: log.max_age_days,
+    });
+}
+
+/// `{"name": nested values, …}`.
+fn tensors_json(tensors: &[NamedTensor]) -> serde_json::Value {
+    let map: serde_json::Map<String, serde_json::Value> = tensors
+        .iter()
+        .map(|(name, t)| {
+            let value = serde_json::to_value(crate::json_tensor::NestedJson::whole(t))
+                .unwrap_or(serde_json::Value::Null);
+            (name.clone(), value)
+        })
+        .collect();
+    serde_json::Value::Object(map)
 }
 
 fn timed_out(handle: &ServableHandle, timeout: Duration) -> ApiError {

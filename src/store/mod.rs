@@ -131,7 +131,7 @@ impl Store {
             predictions: predictions::PredictionLog::new(),
         };
         if migrate {
-            store.migrate().await?;
+            store.migrate_while_others_may().await?;
         }
         let (applied, known) = store.schema_versions().await?;
         if applied < known {
@@ -210,6 +210,38 @@ impl Store {
                 self.url
             ))
         })
+    }
+
+    /// [`Store::migrate`] for a server starting beside others (replicas): while
+    /// another one's migration is in progress this one may fail or see the schema
+    /// behind, so it tries again for up to 30 s.
+    async fn migrate_while_others_may(&self) -> Result<(), StoreError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let result = match self.migrate().await {
+                Ok(()) => match self.schema_versions().await {
+                    Ok((applied, known)) if applied < known => Err(StoreError::Broken(format!(
+                        "the database at {} stays at schema version {applied} of {known}",
+                        self.url
+                    ))),
+                    other => other.map(|_| ()),
+                },
+                Err(e) => Err(e),
+            };
+            match result {
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!("migration not done yet ({e}); trying again");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// Closes the connections: SQLite folds its write-ahead log into the database
+    /// file, so the file alone holds everything.
+    pub async fn close(&self) {
+        on_pool!(&self.pool, p => p.close().await);
     }
 
     async fn lock_sqlite_file(&self) -> Result<std::fs::File, StoreError> {

@@ -2,6 +2,8 @@
 //! temporary model repository, and a client for it.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod db_servers;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -155,6 +157,37 @@ impl TestServer {
     }
 
     /// Stops the server gracefully and checks that it exited cleanly.
+    /// `POST /upload_model`, multipart: the text `fields`, then `file` named
+    /// `file_name`. Answers the status and the JSON body (the text when not JSON).
+    pub async fn upload(
+        &self,
+        fields: &[(&str, &str)],
+        file_name: &str,
+        bytes: Vec<u8>,
+    ) -> (u16, serde_json::Value) {
+        let mut form = reqwest::multipart::Form::new();
+        for (k, v) in fields {
+            form = form.text(k.to_string(), v.to_string());
+        }
+        form = form.part(
+            "file",
+            reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_string()),
+        );
+        let r = self
+            .client
+            .post(self.url("/upload_model"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
