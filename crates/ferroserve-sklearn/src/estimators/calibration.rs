@@ -72,8 +72,12 @@ impl Calibrator {
 #[derive(Debug)]
 struct Calibrated {
     base: Box<dyn Classifier>,
-    /// Column of the model's classes for each of the base's classes.
-    positions: Vec<usize>,
+    /// The model's probability column each calibrator fills (the base's class position
+    /// among the model's classes; shifted by one for a binary problem, whose single
+    /// calibrator scores the positive class). Checked below `n_classes` at load.
+    targets: Vec<usize>,
+    /// The number of the base's classes (its `predict_proba` width).
+    base_classes: usize,
     /// Whether the base gives `decision_function` (else `predict_proba`).
     decision: bool,
     calibrators: Vec<Calibrator>,
@@ -147,13 +151,22 @@ pub(crate) fn build(obj: Obj<'_>) -> Result<(ClassLabels, Box<dyn Classifier>), 
                 base_classes.len()
             )));
         }
+        let targets: Vec<usize> = positions
+            .iter()
+            .take(calibrators.len())
+            .map(|&p| if n_classes == 2 { p + 1 } else { p })
+            .collect();
+        if targets.iter().any(|&t| t >= n_classes) {
+            return Err(m.malformed("the base estimator's classes_ are not in the model's order"));
+        }
         let width = base.n_features();
         if *n_features.get_or_insert(width) != width {
             return Err(obj.malformed("calibrated members take different numbers of features"));
         }
         members.push(Calibrated {
             base,
-            positions,
+            targets,
+            base_classes: positions.len(),
             decision,
             calibrators,
         });
@@ -186,7 +199,7 @@ impl Calibrated {
             self.base.decision_width().unwrap_or(1)
         } else {
             self.base.predict_proba_rows(x, &mut pred)?;
-            self.positions.len()
+            self.base_classes
         };
         let mut proba = vec![0.0; n_classes];
         for i in 0..n_rows {
@@ -198,11 +211,7 @@ impl Calibrated {
             } else {
                 row
             };
-            for (k, (t, cal)) in cols.iter().zip(&self.calibrators).enumerate() {
-                let mut class_idx = self.positions[k];
-                if n_classes == 2 {
-                    class_idx += 1;
-                }
+            for ((t, cal), &class_idx) in cols.iter().zip(&self.calibrators).zip(&self.targets) {
                 proba[class_idx] = cal.predict(*t);
             }
             if n_classes == 2 {
