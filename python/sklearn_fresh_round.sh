@@ -15,4 +15,5 @@ fi
 out=$(mktemp -d "${TMPDIR:-/tmp}/ferroserve-sklearn-fresh.XXXXXX")
 trap 'rm -rf "$out"' EXIT
 "$PY" crates/ferroserve-sklearn/tests/fixtures/sklearn/make_sklearn_fixtures.py "$out" --all-formats
+"$PY" crates/ferroserve-sklearn/tests/fixtures/sklearn/make_text_fixtures.py "$out" --all-formats
 FERROSERVE_SKLEARN_FIXTURES="$out" cargo test -p ferroserve-sklearn --test fidelity -- --nocapture

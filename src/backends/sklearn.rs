@@ -4,7 +4,10 @@
 //! Signature: a model that takes a numeric matrix has one input `input`
 //! (FP64 `[-1, n_features]`). A model whose `ColumnTransformer` selects DataFrame
 //! columns by name has one input per column it uses, named after the column
-//! (FP64 or BYTES, `[-1, 1]`; `[-1]` is accepted too). Outputs: `predict` (`[-1]`:
+//! (FP64 or BYTES, `[-1, 1]`; `[-1]` is accepted too). A text pipeline (one that
+//! starts with a `CountVectorizer`, `TfidfVectorizer` or `HashingVectorizer`) has one
+//! input `input`, BYTES `[-1]` (UTF-8, one document per row; `[-1, 1]` is accepted
+//! too), so `{"instances": ["some text", ...]}` feeds it. Outputs: `predict` (`[-1]`:
 //! INT64 or BYTES labels, FP64 values) and, for classifiers that have it,
 //! `predict_proba` (FP64 `[-1, n_classes]`).
 
@@ -55,6 +58,11 @@ impl SklearnBackend {
                 name: MATRIX_INPUT.into(),
                 dtype: DataType::F64,
                 shape: vec![-1, *n_features as i64],
+            }],
+            InputSchema::Text => vec![TensorSpec {
+                name: MATRIX_INPUT.into(),
+                dtype: DataType::Bytes,
+                shape: vec![-1],
             }],
             InputSchema::Columns(columns) => columns
                 .iter()
@@ -119,6 +127,15 @@ impl SklearnBackend {
                     }
                 };
                 f(&Input::dense(&data, n_rows, *n_features))
+            }
+            InputSchema::Text => {
+                let tensor = take_input(inputs, MATRIX_INPUT, true)?;
+                column_rows(tensor.shape(), MATRIX_INPUT)?;
+                let docs = as_strings(tensor, MATRIX_INPUT)?
+                    .into_iter()
+                    .map(Option::unwrap_or_default)
+                    .collect();
+                f(&Input::Text(docs))
             }
             InputSchema::Columns(specs) => {
                 let mut inputs = inputs;

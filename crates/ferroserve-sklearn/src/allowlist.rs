@@ -86,6 +86,8 @@ pub const SKLEARN_CLASSES: &[&str] = &[
     "QuantileLossFunction",
     // Naive Bayes and neighbours (with the search trees and distance metrics they pickle).
     "GaussianNB",
+    "MultinomialNB",
+    "ComplementNB",
     "KNeighborsClassifier",
     "KNeighborsRegressor",
     "KDTree",
@@ -104,6 +106,20 @@ pub const SKLEARN_CLASSES: &[&str] = &[
     "LabelEncoder",
     "LabelBinarizer",
     "FunctionTransformer",
+    // Text vectorizers.
+    "CountVectorizer",
+    "TfidfVectorizer",
+    "TfidfTransformer",
+    "HashingVectorizer",
+    // Support vector machines, and probability calibration.
+    "SVC",
+    "NuSVC",
+    "SVR",
+    "NuSVR",
+    "CalibratedClassifierCV",
+    "_CalibratedClassifier",
+    "_SigmoidCalibration",
+    "IsotonicRegression",
     // Composition.
     "Pipeline",
     "ColumnTransformer",
@@ -131,6 +147,20 @@ const NUMPY_RANDOM_NAMES: &[(&str, &str)] = &[
     ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),
     ("numpy.random.mtrand", "RandomState"),
     ("numpy.random._generator", "Generator"),
+];
+
+/// scipy sparse matrices that fitted estimators keep: an SVM fitted on sparse data
+/// (text) keeps its support vectors as a CSR matrix, and `TfidfTransformer` before
+/// scikit-learn 1.5 kept its idf vector as a diagonal matrix. They pickle as plain
+/// objects whose state is a dict of numpy arrays, and are recorded as inert
+/// [`crate::value::Value::Object`]s like sklearn classes.
+const SCIPY_SPARSE_NAMES: &[(&str, &str)] = &[
+    ("scipy.sparse._csr", "csr_matrix"),
+    ("scipy.sparse.csr", "csr_matrix"),
+    ("scipy.sparse._csr", "csr_array"),
+    ("scipy.sparse._dia", "dia_matrix"),
+    ("scipy.sparse.dia", "dia_matrix"),
+    ("scipy.sparse._dia", "dia_array"),
 ];
 
 /// What an allowlisted global stands for. Each variant is a recipe the VM follows with
@@ -248,10 +278,14 @@ pub fn resolve(module: &str, name: &str) -> Result<Global, LoadError> {
         ("joblib.numpy_pickle" | "sklearn.externals.joblib.numpy_pickle", "NumpyArrayWrapper") => {
             Some(Global::JoblibArrayWrapper)
         }
-        _ if NUMPY_RANDOM_NAMES.contains(&(module, name)) => Some(Global::Class {
-            module: module.to_owned(),
-            name: name.to_owned(),
-        }),
+        _ if NUMPY_RANDOM_NAMES.contains(&(module, name))
+            || SCIPY_SPARSE_NAMES.contains(&(module, name)) =>
+        {
+            Some(Global::Class {
+                module: module.to_owned(),
+                name: name.to_owned(),
+            })
+        }
         _ if module.starts_with("sklearn.") => resolve_sklearn(module, name),
         // scikit-learn 1.4-1.5 builds name their Cython loss module plain `_loss` in
         // pickles (`_loss.__pyx_unpickle_CyHalfBinomialLoss`); only allowlisted names pass.

@@ -17,7 +17,8 @@ pub mod model;
 pub mod pickle;
 pub mod value;
 
-pub use estimators::{ClassLabels, Column, ColumnKind, MatrixRef};
+pub use estimators::text::murmurhash3_32;
+pub use estimators::{ClassLabels, Column, ColumnKind, MatrixRef, SparseRows};
 pub use joblib::{read_model_file, read_model_file_with_options};
 pub use model::{
     Input, InputColumn, InputSchema, LoadOptions, ModelError, PredictError, Prediction,

@@ -7,8 +7,8 @@
 
 use crate::estimators::access::{as_list, as_str, Obj};
 use crate::estimators::{
-    build_predictor, build_transformer, split_pipeline, ClassLabels, ColumnKind, ColumnTransformer,
-    Data, MatrixRef, Predictor, Table, Transformer,
+    build_predictor, build_transformer, split_pipeline, text, ClassLabels, ColumnKind,
+    ColumnTransformer, Data, MatrixRef, Predictor, Rows, SparseRows, Table, Transformer,
 };
 use crate::value::Value;
 
@@ -51,6 +51,8 @@ pub enum InputSchema {
     Dense { n_features: usize },
     /// Named columns (a `ColumnTransformer` fitted on a DataFrame, selecting by name).
     Columns(Vec<InputColumn>),
+    /// One text per row (a pipeline that starts with a text vectorizer).
+    Text,
 }
 
 /// Rows to predict.
@@ -60,6 +62,8 @@ pub enum Input<'a> {
     Dense(MatrixRef<'a>),
     /// Named columns of equal length, like a DataFrame.
     Columns(Vec<(String, Column)>),
+    /// One document per row, for [`InputSchema::Text`].
+    Text(Vec<String>),
 }
 
 impl<'a> Input<'a> {
@@ -138,6 +142,14 @@ impl SklearnModel {
         };
         let input = if first_obj.name == "ColumnTransformer" {
             ColumnTransformer::build(first_obj)?.input_schema()
+        } else if text::is_vectorizer(first_obj.name) {
+            if steps.is_empty() {
+                return Err(ModelError::Unsupported(format!(
+                    "a lone {} is a transformer, not a model to serve",
+                    first_obj.name
+                )));
+            }
+            InputSchema::Text
         } else {
             let n_features = match transformers.first() {
                 Some(t) => t.n_features_in().unwrap_or(predictor.n_features()),
@@ -207,19 +219,48 @@ impl SklearnModel {
 
     pub fn predict(&self, input: &Input<'_>) -> Result<Prediction, PredictError> {
         let x = self.prepare(input)?;
-        let view = dense_view(&x, &self.description)?;
+        let rows = rows_view(&x, &self.description)?;
         match &self.predictor {
             Predictor::Classifier { classes, model } => {
-                let mut idx = Vec::with_capacity(view.n_rows);
-                model.predict(view, &mut idx)?;
+                let mut idx = Vec::with_capacity(rows.n_rows());
+                model.predict_rows(rows, &mut idx)?;
                 Ok(Prediction::Labels(classes.take(&idx)))
             }
             Predictor::Regressor(model) => {
-                let mut out = Vec::with_capacity(view.n_rows);
-                model.predict(view, &mut out)?;
+                let mut out = Vec::with_capacity(rows.n_rows());
+                model.predict_rows(rows, &mut out)?;
                 Ok(Prediction::Values(out))
             }
         }
+    }
+
+    /// The number of `decision_function` columns (1 for a binary classifier), or
+    /// `None` when the final estimator has none.
+    pub fn decision_width(&self) -> Option<usize> {
+        match &self.predictor {
+            Predictor::Classifier { model, .. } => model.decision_width(),
+            Predictor::Regressor(_) => None,
+        }
+    }
+
+    /// `decision_function`, row-major `[n_rows, decision_width()]`.
+    pub fn decision_function(&self, input: &Input<'_>) -> Result<Vec<f64>, PredictError> {
+        let Predictor::Classifier { model, .. } = &self.predictor else {
+            return Err(PredictError::InvalidInput(format!(
+                "{} is a regressor: it has no decision_function",
+                self.description
+            )));
+        };
+        if model.decision_width().is_none() {
+            return Err(PredictError::InvalidInput(format!(
+                "{} has no decision_function",
+                self.description
+            )));
+        }
+        let x = self.prepare(input)?;
+        let mut out = Vec::new();
+        model.decision_function(rows_view(&x, &self.description)?, &mut out)?;
+        Ok(out)
     }
 
     /// Probabilities, row-major `[n_rows, n_classes]`.
@@ -237,10 +278,21 @@ impl SklearnModel {
             )));
         }
         let x = self.prepare(input)?;
-        let view = dense_view(&x, &self.description)?;
-        let mut out = Vec::with_capacity(view.n_rows * classes.len());
-        model.predict_proba(view, &mut out)?;
+        let rows = rows_view(&x, &self.description)?;
+        let mut out = Vec::with_capacity(rows.n_rows() * classes.len());
+        model.predict_proba_rows(rows, &mut out)?;
         Ok(out)
+    }
+
+    /// The output of the steps before the final estimator (for a text pipeline, the
+    /// vectorizer's sparse rows), as sparse rows.
+    pub fn transform(&self, input: &Input<'_>) -> Result<SparseRows, PredictError> {
+        Ok(match self.prepare(input)? {
+            Data::Sparse(s) => s,
+            Data::Borrowed(m) => SparseRows::from_dense(m),
+            Data::Dense(m) => SparseRows::from_dense(m.view()),
+            Data::Table(_) => unreachable!("prepare converts tables"),
+        })
     }
 
     /// Turns the request into what the final estimator takes, running the steps.
@@ -263,9 +315,32 @@ impl SklearnModel {
             (InputSchema::Columns(schema), Input::Columns(cols)) => {
                 Data::Table(table_from_columns(schema, cols)?)
             }
-            (InputSchema::Columns(_), Input::Dense(_)) => {
+            (InputSchema::Columns(_), Input::Dense(_) | Input::Text(_)) => {
                 return Err(PredictError::InvalidInput(
                     "this model takes named columns, not a matrix".into(),
+                ))
+            }
+            (InputSchema::Dense { .. }, Input::Text(_)) => {
+                return Err(PredictError::InvalidInput(
+                    "this model takes numbers, not text".into(),
+                ))
+            }
+            (InputSchema::Text, Input::Text(docs)) => Data::Table(Table {
+                n_rows: docs.len(),
+                columns: vec![Column::Str(docs.iter().cloned().map(Some).collect())],
+                names: None,
+            }),
+            (InputSchema::Text, Input::Columns(cols)) => match cols.as_slice() {
+                [(_, col @ Column::Str(_))] => Data::Table(build_table(vec![col], None)?),
+                _ => {
+                    return Err(PredictError::InvalidInput(
+                        "this model takes one text per row (one column of strings)".into(),
+                    ))
+                }
+            },
+            (InputSchema::Text, Input::Dense(_)) => {
+                return Err(PredictError::InvalidInput(
+                    "this model takes one text per row, not numbers".into(),
                 ))
             }
         };
@@ -383,11 +458,12 @@ fn build_table(columns: Vec<&Column>, names: Option<Vec<String>>) -> Result<Tabl
     })
 }
 
-/// The final estimator's input as a numeric matrix view.
-fn dense_view<'a>(x: &'a Data<'a>, who: &str) -> Result<MatrixRef<'a>, PredictError> {
+/// The final estimator's input: a numeric matrix view or sparse rows.
+fn rows_view<'a>(x: &'a Data<'a>, who: &str) -> Result<Rows<'a>, PredictError> {
     match x {
-        Data::Borrowed(m) => Ok(*m),
-        Data::Dense(m) => Ok(m.view()),
+        Data::Borrowed(m) => Ok(Rows::Dense(*m)),
+        Data::Dense(m) => Ok(Rows::Dense(m.view())),
+        Data::Sparse(s) => Ok(Rows::Sparse(s)),
         Data::Table(_) => Err(PredictError::InvalidInput(format!(
             "{who}: the final estimator needs numbers (convert the table first)"
         ))),
@@ -574,10 +650,10 @@ mod tests {
 
     #[test]
     fn unsupported_estimators_and_options_fail_the_load_by_name() {
-        let svc = object("sklearn.svm._classes", "SVC", vec![]);
-        let err = SklearnModel::from_value(&svc).unwrap_err();
+        let svm = object("sklearn.svm._classes", "OneClassSVM", vec![]);
+        let err = SklearnModel::from_value(&svm).unwrap_err();
         assert!(matches!(err, ModelError::Unsupported(_)));
-        assert!(err.to_string().contains("SVC"), "{err}");
+        assert!(err.to_string().contains("OneClassSVM"), "{err}");
 
         let err = SklearnModel::from_value(&sgd("made_up_loss")).unwrap_err();
         assert!(err.to_string().contains("made_up_loss"), "{err}");

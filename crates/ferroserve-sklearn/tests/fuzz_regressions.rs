@@ -94,3 +94,75 @@ fn mutated_fixtures_never_panic() {
         let _ = ferroserve_sklearn::read_model_file(&bytes);
     }
 }
+
+/// The same mutations over the uncompressed text-pipeline, SVM and calibration
+/// fixtures, through the whole load (reader and estimator rebuild) and, when a mutant
+/// still loads, a prediction: the vectorizers, CSR parsing and libsvm port must refuse
+/// what they cannot use, never panic.
+#[test]
+fn mutated_text_and_svm_models_never_panic() {
+    let dir = common::crate_dir().join("tests/fixtures/sklearn/1.9.1");
+    let mut names: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            ["text_", "svc_", "nusvc_", "svr_", "nusvr_", "calibrated_"]
+                .iter()
+                .any(|p| n.starts_with(p))
+                && (n.ends_with(".pkl") || n.ends_with(".joblib"))
+        })
+        .collect();
+    names.retain(|n| !n.contains(".z3.") && !n.contains(".gz3."));
+    names.sort();
+    assert!(names.len() >= 10, "text/SVM seeds missing: {names:?}");
+    let seeds: Vec<Vec<u8>> = names
+        .iter()
+        .map(|n| fs::read(dir.join(n)).unwrap())
+        .collect();
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    };
+    let rounds: usize = std::env::var("FERROSERVE_MUTATION_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1500);
+    let docs = vec![
+        "the team won".to_string(),
+        "这 部 电影".to_string(),
+        "café  crème".to_string(),
+        String::new(),
+    ];
+    let dense = [5.0, 3.0, 1.5, 0.2, 6.0, 2.5, 5.0, 1.8];
+    for round in 0..rounds {
+        let seed = &seeds[round % seeds.len()];
+        let mut bytes = seed.clone();
+        for _ in 0..1 + next() % 3 {
+            let at = (next() % bytes.len() as u64) as usize;
+            match next() % 3 {
+                0 => bytes[at] ^= 1 << (next() % 8),
+                1 => bytes[at] = (next() % 256) as u8,
+                _ => {
+                    bytes.remove(at);
+                }
+            }
+        }
+        let Ok(model) = ferroserve_sklearn::SklearnModel::load(&bytes) else {
+            continue;
+        };
+        let input = match model.input_schema() {
+            ferroserve_sklearn::InputSchema::Text => ferroserve_sklearn::Input::Text(docs.clone()),
+            ferroserve_sklearn::InputSchema::Dense { n_features: 4 } => {
+                ferroserve_sklearn::Input::dense(&dense, 2, 4)
+            }
+            _ => continue,
+        };
+        let _ = model.predict(&input);
+        let _ = model.predict_proba(&input);
+        let _ = model.decision_function(&input);
+    }
+}

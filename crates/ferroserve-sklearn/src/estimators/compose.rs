@@ -1,7 +1,7 @@
 //! `Pipeline` and `ColumnTransformer`.
 
 use super::access::{array_i64, as_i64, as_list, as_str, describe, Obj};
-use super::{build_transformer, Column, ColumnKind, Data, Matrix, Table, Transformer};
+use super::{build_transformer, Column, ColumnKind, Data, Matrix, SparseRows, Table, Transformer};
 use crate::model::{InputColumn, InputSchema, ModelError, PredictError};
 use crate::value::{ArrayData, Value};
 
@@ -267,7 +267,7 @@ fn select(x: &Data<'_>, cols: &[usize], names: Option<&[String]>) -> Data<'stati
             let (data, n_rows, n_cols) = match x {
                 Data::Borrowed(m) => (m.data, m.n_rows, m.n_cols),
                 Data::Dense(m) => (m.data.as_slice(), m.n_rows, m.n_cols),
-                Data::Table(_) => unreachable!(),
+                Data::Table(_) | Data::Sparse(_) => unreachable!(),
             };
             let mut out = Vec::with_capacity(n_rows * cols.len());
             for i in 0..n_rows {
@@ -284,7 +284,39 @@ fn select(x: &Data<'_>, cols: &[usize], names: Option<&[String]>) -> Data<'stati
             columns: cols.iter().map(|&j| t.columns[j].clone()).collect(),
             names: names.map(|ns| cols.iter().map(|&j| ns[j].clone()).collect()),
         }),
+        Data::Sparse(_) => Data::Table(Table {
+            n_rows: x.n_rows(),
+            columns: cols.iter().map(|&j| x.column(j)).collect(),
+            names: None,
+        }),
     }
+}
+
+/// Numeric outputs stacked side by side as sparse rows (when any part is sparse, as
+/// scikit-learn's `sparse_threshold` would keep a text column's output sparse).
+fn hstack_sparse(outputs: Vec<Data<'_>>, n_rows: usize) -> Result<Data<'static>, PredictError> {
+    let n_cols: usize = outputs.iter().map(Data::n_cols).sum();
+    let parts: Vec<SparseRows> = outputs
+        .into_iter()
+        .map(|d| match d {
+            Data::Sparse(s) => Ok(s),
+            other => Ok(SparseRows::from_dense(
+                other.into_dense("ColumnTransformer")?.view(),
+            )),
+        })
+        .collect::<Result<_, PredictError>>()?;
+    let mut out = SparseRows::empty(n_cols);
+    for i in 0..n_rows {
+        let mut entries = Vec::new();
+        let mut offset = 0;
+        for part in &parts {
+            let (idx, val) = part.row(i);
+            entries.extend(idx.iter().zip(val).map(|(&j, &v)| (offset + j, v)));
+            offset += part.n_cols;
+        }
+        out.push_row(entries);
+    }
+    Ok(Data::Sparse(out))
 }
 
 impl Transformer for ColumnTransformer {
@@ -336,6 +368,9 @@ impl Transformer for ColumnTransformer {
             Data::Table(t) => t.columns.iter().all(|c| matches!(c, Column::Num(_))),
             _ => true,
         });
+        if all_numeric && outputs.iter().any(|d| matches!(d, Data::Sparse(_))) {
+            return hstack_sparse(outputs, n_rows);
+        }
         if all_numeric {
             let n_cols: usize = outputs.iter().map(Data::n_cols).sum();
             let mut data = vec![0.0; n_rows * n_cols];
@@ -357,7 +392,7 @@ impl Transformer for ColumnTransformer {
         }
         let mut columns = Vec::new();
         for out in outputs {
-            columns.extend(out.into_table().columns);
+            columns.extend(out.into_table()?.columns);
         }
         Ok(Data::Table(Table {
             n_rows,

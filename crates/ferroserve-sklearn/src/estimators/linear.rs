@@ -7,7 +7,7 @@
 use super::access::{Obj, SkVersion};
 use super::{
     check_finite, check_width, expit, softmax_in_place, ClassLabels, Classifier, MatrixRef,
-    Regressor,
+    Regressor, Rows, SparseRows,
 };
 use crate::model::{ModelError, PredictError};
 
@@ -75,6 +75,55 @@ impl LinearFunction {
     fn check(&self, x: MatrixRef<'_>, who: &str) -> Result<(), PredictError> {
         check_width(x, self.n_features, who)?;
         check_finite(x, false, who)
+    }
+
+    /// Decision value `k` of a sparse row: scipy's CSR product sums the stored entries
+    /// in index order from 0.0, then the intercept is added.
+    #[inline]
+    fn decision_sparse(&self, idx: &[usize], val: &[f64], k: usize) -> f64 {
+        let w = &self.coef[k * self.n_features..(k + 1) * self.n_features];
+        let mut acc = 0.0;
+        for (&j, &v) in idx.iter().zip(val) {
+            acc += v * w[j];
+        }
+        acc + self.intercept[k]
+    }
+
+    fn check_sparse(&self, x: &SparseRows, who: &str) -> Result<(), PredictError> {
+        if x.n_cols != self.n_features {
+            return Err(PredictError::InvalidInput(format!(
+                "X has {} features, but {who} is expecting {} features as input",
+                x.n_cols, self.n_features
+            )));
+        }
+        x.check_finite(who)
+    }
+
+    /// All decision values (`n_rows * n_outputs`) of dense or sparse rows.
+    pub fn decisions(
+        &self,
+        x: Rows<'_>,
+        who: &str,
+        out: &mut Vec<f64>,
+    ) -> Result<(), PredictError> {
+        match x {
+            Rows::Dense(m) => {
+                self.check(m, who)?;
+                for i in 0..m.n_rows {
+                    self.decision_row(m.row(i), out);
+                }
+            }
+            Rows::Sparse(s) => {
+                self.check_sparse(s, who)?;
+                for i in 0..s.n_rows {
+                    let (idx, val) = s.row(i);
+                    for k in 0..self.n_outputs {
+                        out.push(self.decision_sparse(idx, val, k));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -187,41 +236,29 @@ fn logistic_proba(obj: Obj<'_>, version: SkVersion, n_classes: usize) -> Result<
     })
 }
 
-impl Classifier for LinearClassifier {
-    fn n_features(&self) -> usize {
-        self.f.n_features
-    }
-
-    fn predict(&self, x: MatrixRef<'_>, out: &mut Vec<usize>) -> Result<(), PredictError> {
-        self.f.check(x, self.name)?;
-        out.reserve(x.n_rows);
+impl LinearClassifier {
+    fn labels(&self, x: Rows<'_>, out: &mut Vec<usize>) -> Result<(), PredictError> {
+        let mut d = Vec::with_capacity(x.n_rows() * self.f.n_outputs);
+        self.f.decisions(x, self.name, &mut d)?;
         if self.f.n_outputs == 1 {
-            for i in 0..x.n_rows {
-                out.push(usize::from(self.f.decision(x.row(i), 0) > 0.0));
-            }
-            return Ok(());
-        }
-        let mut scores = Vec::with_capacity(self.f.n_outputs);
-        for i in 0..x.n_rows {
-            scores.clear();
-            self.f.decision_row(x.row(i), &mut scores);
-            out.push(super::argmax(&scores));
+            out.extend(d.iter().map(|&v| usize::from(v > 0.0)));
+        } else {
+            out.extend(d.chunks(self.f.n_outputs).map(super::argmax));
         }
         Ok(())
     }
 
-    fn has_proba(&self) -> bool {
-        self.proba != Proba::None
-    }
-
-    fn predict_proba(&self, x: MatrixRef<'_>, out: &mut Vec<f64>) -> Result<(), PredictError> {
-        self.f.check(x, self.name)?;
+    fn proba(&self, x: Rows<'_>, out: &mut Vec<f64>) -> Result<(), PredictError> {
+        if self.proba == Proba::None {
+            return Err(no_proba(self.name));
+        }
+        let mut d = Vec::with_capacity(x.n_rows() * self.f.n_outputs);
+        self.f.decisions(x, self.name, &mut d)?;
         let k = self.n_classes;
-        out.reserve(x.n_rows * k);
-        for i in 0..x.n_rows {
-            let start = out.len();
-            if self.f.n_outputs == 1 {
-                let d = self.f.decision(x.row(i), 0);
+        out.reserve(x.n_rows() * k);
+        if self.f.n_outputs == 1 {
+            for &d in &d {
+                let start = out.len();
                 match self.proba {
                     Proba::OvrLogistic => {
                         let p = expit(d);
@@ -235,11 +272,14 @@ impl Classifier for LinearClassifier {
                         let p = (d.clamp(-1.0, 1.0) + 1.0) / 2.0;
                         out.extend([1.0 - p, p]);
                     }
-                    Proba::None => return Err(no_proba(self.name)),
+                    Proba::None => unreachable!("checked above"),
                 }
-                continue;
             }
-            self.f.decision_row(x.row(i), out);
+            return Ok(());
+        }
+        for scores in d.chunks(k) {
+            let start = out.len();
+            out.extend_from_slice(scores);
             let row = &mut out[start..];
             match self.proba {
                 Proba::OvrLogistic => {
@@ -255,10 +295,48 @@ impl Classifier for LinearClassifier {
                     }
                     normalize_ovr(row);
                 }
-                Proba::None => return Err(no_proba(self.name)),
+                Proba::None => unreachable!("checked above"),
             }
         }
         Ok(())
+    }
+}
+
+impl Classifier for LinearClassifier {
+    fn n_features(&self) -> usize {
+        self.f.n_features
+    }
+
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn predict(&self, x: MatrixRef<'_>, out: &mut Vec<usize>) -> Result<(), PredictError> {
+        self.labels(Rows::Dense(x), out)
+    }
+
+    fn predict_sparse(&self, x: &SparseRows, out: &mut Vec<usize>) -> Result<(), PredictError> {
+        self.labels(Rows::Sparse(x), out)
+    }
+
+    fn has_proba(&self) -> bool {
+        self.proba != Proba::None
+    }
+
+    fn predict_proba(&self, x: MatrixRef<'_>, out: &mut Vec<f64>) -> Result<(), PredictError> {
+        self.proba(Rows::Dense(x), out)
+    }
+
+    fn predict_proba_sparse(&self, x: &SparseRows, out: &mut Vec<f64>) -> Result<(), PredictError> {
+        self.proba(Rows::Sparse(x), out)
+    }
+
+    fn decision_width(&self) -> Option<usize> {
+        Some(self.f.n_outputs)
+    }
+
+    fn decision_function(&self, x: Rows<'_>, out: &mut Vec<f64>) -> Result<(), PredictError> {
+        self.f.decisions(x, self.name, out)
     }
 }
 
@@ -307,13 +385,16 @@ impl Regressor for LinearRegressor {
         self.f.n_features
     }
 
+    fn name(&self) -> &str {
+        self.name
+    }
+
     fn predict(&self, x: MatrixRef<'_>, out: &mut Vec<f64>) -> Result<(), PredictError> {
-        self.f.check(x, self.name)?;
-        out.reserve(x.n_rows);
-        for i in 0..x.n_rows {
-            self.f.decision_row(x.row(i), out);
-        }
-        Ok(())
+        self.f.decisions(Rows::Dense(x), self.name, out)
+    }
+
+    fn predict_sparse(&self, x: &SparseRows, out: &mut Vec<f64>) -> Result<(), PredictError> {
+        self.f.decisions(Rows::Sparse(x), self.name, out)
     }
 }
 

@@ -11,11 +11,13 @@
 //! was saved with (`_sklearn_version`).
 //!
 //! Code map: `access` reads attributes; `linear`, `tree`, `boosting`, `hist_boosting`,
-//! `naive_bayes`, `neighbors` are predictors; `preprocessing` and `encoders` are
-//! transformers; `compose` holds `Pipeline` and `ColumnTransformer`.
+//! `naive_bayes`, `neighbors`, `svm`, `calibration` are predictors; `preprocessing`,
+//! `encoders` and `text` (the vectorizers) are transformers; `compose` holds `Pipeline`
+//! and `ColumnTransformer`; `sparse` is the sparse-row matrix the vectorizers produce.
 
 pub(crate) mod access;
 mod boosting;
+mod calibration;
 mod compose;
 mod encoders;
 mod hist_boosting;
@@ -23,6 +25,10 @@ mod linear;
 mod naive_bayes;
 mod neighbors;
 mod preprocessing;
+pub(crate) mod sparse;
+mod stop_words;
+mod svm;
+pub(crate) mod text;
 mod tree;
 
 use std::fmt::Debug;
@@ -32,6 +38,7 @@ use crate::value::Value;
 use access::Obj;
 
 pub(crate) use compose::{split_pipeline, ColumnTransformer};
+pub use sparse::SparseRows;
 
 /// Class labels in the order of `classes_` (the column order of probabilities).
 #[derive(Debug, Clone, PartialEq)]
@@ -142,6 +149,8 @@ pub enum Data<'a> {
     Borrowed(MatrixRef<'a>),
     Dense(Matrix),
     Table(Table),
+    /// The output of a text vectorizer (and of the steps that keep it sparse).
+    Sparse(SparseRows),
 }
 
 impl<'a> Data<'a> {
@@ -150,6 +159,7 @@ impl<'a> Data<'a> {
             Data::Borrowed(m) => m.n_rows,
             Data::Dense(m) => m.n_rows,
             Data::Table(t) => t.n_rows,
+            Data::Sparse(s) => s.n_rows,
         }
     }
 
@@ -158,6 +168,7 @@ impl<'a> Data<'a> {
             Data::Borrowed(m) => m.n_cols,
             Data::Dense(m) => m.n_cols,
             Data::Table(t) => t.columns.len(),
+            Data::Sparse(s) => s.n_cols,
         }
     }
 
@@ -170,6 +181,7 @@ impl<'a> Data<'a> {
                 n_cols: m.n_cols,
             }),
             Data::Dense(m) => Ok(m),
+            Data::Sparse(s) => s.to_dense(who),
             Data::Table(t) => {
                 let n_cols = t.columns.len();
                 let mut data = vec![0.0; t.n_rows * n_cols];
@@ -202,6 +214,14 @@ impl<'a> Data<'a> {
     /// Column `j` as a [`Column`] (copied).
     pub fn column(&self, j: usize) -> Column {
         match self {
+            Data::Sparse(s) => Column::Num(
+                (0..s.n_rows)
+                    .map(|i| {
+                        let (idx, val) = s.row(i);
+                        idx.binary_search(&j).map_or(0.0, |k| val[k])
+                    })
+                    .collect(),
+            ),
             Data::Borrowed(m) => {
                 Column::Num((0..m.n_rows).map(|i| m.data[i * m.n_cols + j]).collect())
             }
@@ -212,15 +232,20 @@ impl<'a> Data<'a> {
         }
     }
 
-    pub fn into_table(self) -> Table {
-        match self {
+    /// The data as a table of columns (a sparse matrix becomes dense columns, refused
+    /// above [`sparse::MAX_DENSE_VALUES`] values).
+    pub fn into_table(self) -> Result<Table, PredictError> {
+        if let Data::Sparse(s) = &self {
+            s.to_dense("a sparse step")?;
+        }
+        Ok(match self {
             Data::Table(t) => t,
             other => Table {
                 n_rows: other.n_rows(),
                 columns: (0..other.n_cols()).map(|j| other.column(j)).collect(),
                 names: None,
             },
-        }
+        })
     }
 }
 
@@ -231,7 +256,27 @@ pub enum ColumnKind {
     String,
 }
 
+/// The rows a final estimator reads: a dense matrix or sparse rows.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Rows<'a> {
+    Dense(MatrixRef<'a>),
+    Sparse(&'a SparseRows),
+}
+
+impl Rows<'_> {
+    pub fn n_rows(&self) -> usize {
+        match self {
+            Rows::Dense(m) => m.n_rows,
+            Rows::Sparse(s) => s.n_rows,
+        }
+    }
+}
+
 /// A fitted classifier. Indices returned by `predict` refer to `classes_`.
+///
+/// Implementers give the dense methods; the sparse ones default to densifying one row
+/// at a time (bounded by [`sparse::MAX_DENSE_ROW`]), and estimators whose arithmetic
+/// only needs the nonzero entries (linear models, naive Bayes, SVMs) override them.
 pub(crate) trait Classifier: Send + Sync + Debug {
     fn n_features(&self) -> usize;
     fn predict(&self, x: MatrixRef<'_>, out: &mut Vec<usize>) -> Result<(), PredictError>;
@@ -239,12 +284,67 @@ pub(crate) trait Classifier: Send + Sync + Debug {
     fn has_proba(&self) -> bool;
     /// Appends `n_rows * n_classes` probabilities, row-major.
     fn predict_proba(&self, x: MatrixRef<'_>, out: &mut Vec<f64>) -> Result<(), PredictError>;
+
+    fn name(&self) -> &str {
+        "the final estimator"
+    }
+
+    fn predict_sparse(&self, x: &SparseRows, out: &mut Vec<usize>) -> Result<(), PredictError> {
+        x.for_each_dense_row(self.name(), |row| self.predict(row, out))
+    }
+
+    fn predict_proba_sparse(&self, x: &SparseRows, out: &mut Vec<f64>) -> Result<(), PredictError> {
+        x.for_each_dense_row(self.name(), |row| self.predict_proba(row, out))
+    }
+
+    /// The number of `decision_function` columns scikit-learn gives (1 for a binary
+    /// problem), or `None` when the estimator has no `decision_function`.
+    fn decision_width(&self) -> Option<usize> {
+        None
+    }
+
+    /// Appends `n_rows * decision_width()` decision values, row-major.
+    fn decision_function(&self, _x: Rows<'_>, _out: &mut Vec<f64>) -> Result<(), PredictError> {
+        Err(PredictError::InvalidInput(format!(
+            "{} has no decision_function",
+            self.name()
+        )))
+    }
+
+    fn predict_rows(&self, x: Rows<'_>, out: &mut Vec<usize>) -> Result<(), PredictError> {
+        match x {
+            Rows::Dense(m) => self.predict(m, out),
+            Rows::Sparse(s) => self.predict_sparse(s, out),
+        }
+    }
+
+    fn predict_proba_rows(&self, x: Rows<'_>, out: &mut Vec<f64>) -> Result<(), PredictError> {
+        match x {
+            Rows::Dense(m) => self.predict_proba(m, out),
+            Rows::Sparse(s) => self.predict_proba_sparse(s, out),
+        }
+    }
 }
 
-/// A fitted single-output regressor.
+/// A fitted single-output regressor (sparse input as for [`Classifier`]).
 pub(crate) trait Regressor: Send + Sync + Debug {
     fn n_features(&self) -> usize;
     fn predict(&self, x: MatrixRef<'_>, out: &mut Vec<f64>) -> Result<(), PredictError>;
+
+    fn name(&self) -> &str {
+        "the final estimator"
+    }
+
+    fn predict_sparse(&self, x: &SparseRows, out: &mut Vec<f64>) -> Result<(), PredictError> {
+        x.for_each_dense_row(self.name(), |row| self.predict(row, out))
+    }
+
+    fn predict_rows(&self, x: Rows<'_>, out: &mut Vec<f64>) -> Result<(), PredictError> {
+        match x {
+            Rows::Dense(m) => self.predict(m, out),
+            Rows::Sparse(s) => self.predict_sparse(s, out),
+        }
+    }
 }
 
 /// A fitted transformer (a pipeline step before the final estimator).
@@ -322,6 +422,19 @@ pub(crate) fn build_predictor(value: &Value) -> Result<Predictor, ModelError> {
             let (classes, model) = naive_bayes::build_gaussian_nb(obj)?;
             classifier(classes, model)
         }
+        "MultinomialNB" | "ComplementNB" => {
+            let (classes, model) = naive_bayes::build_discrete_nb(obj)?;
+            classifier(classes, model)
+        }
+        "SVC" | "NuSVC" => {
+            let (classes, model) = svm::build_classifier(obj)?;
+            classifier(classes, model)
+        }
+        "SVR" | "NuSVR" => Ok(Predictor::Regressor(svm::build_regressor(obj)?)),
+        "CalibratedClassifierCV" => {
+            let (classes, model) = calibration::build(obj)?;
+            classifier(classes, model)
+        }
         "KNeighborsClassifier" => {
             let (classes, model) = neighbors::build_classifier(obj)?;
             classifier(classes, model)
@@ -344,6 +457,9 @@ pub(crate) fn build_transformer(value: &Value) -> Result<Box<dyn Transformer>, M
         | "SimpleImputer"
         | "FunctionTransformer" => preprocessing::build(obj),
         "OneHotEncoder" | "OrdinalEncoder" => encoders::build(obj),
+        "CountVectorizer" | "TfidfVectorizer" | "HashingVectorizer" | "TfidfTransformer" => {
+            text::build(obj)
+        }
         "Pipeline" => compose::build_transformer_pipeline(obj),
         "ColumnTransformer" => Ok(Box::new(ColumnTransformer::build(obj)?)),
         other => Err(ModelError::Unsupported(format!(

@@ -1,7 +1,10 @@
-//! `GaussianNB`.
+//! `GaussianNB`, and `MultinomialNB` / `ComplementNB` (dense or sparse counts).
 
 use super::access::Obj;
-use super::{argmax, check_finite, check_width, numpy_sum, ClassLabels, Classifier, MatrixRef};
+use super::{
+    argmax, check_finite, check_width, numpy_sum, ClassLabels, Classifier, MatrixRef, Rows,
+    SparseRows,
+};
 use crate::model::{ModelError, PredictError};
 
 #[derive(Debug)]
@@ -122,4 +125,146 @@ pub(crate) fn logsumexp(v: &[f64]) -> f64 {
     }
     let exps: Vec<f64> = v.iter().map(|x| (x - max).exp()).collect();
     numpy_sum(&exps).ln() + max
+}
+
+/// `MultinomialNB` and `ComplementNB`: the joint log-likelihood is
+/// `X @ feature_log_prob_.T`, plus `class_log_prior_` (for `ComplementNB` only when
+/// there is a single class, as scikit-learn does).
+#[derive(Debug)]
+struct DiscreteNb {
+    name: &'static str,
+    n_features: usize,
+    n_classes: usize,
+    /// `feature_log_prob_`, `n_classes x n_features`.
+    feature_log_prob: Vec<f64>,
+    /// Added to every row's likelihoods (zeros for `ComplementNB` with several classes).
+    prior: Vec<f64>,
+}
+
+pub(crate) fn build_discrete_nb(
+    obj: Obj<'_>,
+) -> Result<(ClassLabels, Box<dyn Classifier>), ModelError> {
+    let classes = obj.labels("classes_")?;
+    let (feature_log_prob, shape) = obj.f64s("feature_log_prob_")?;
+    let (n_classes, n_features) = match shape.as_slice() {
+        [k, n] => (*k, *n),
+        _ => return Err(obj.malformed("feature_log_prob_ is not 2-D")),
+    };
+    let (class_log_prior, _) = obj.f64s("class_log_prior_")?;
+    if n_classes != classes.len() || class_log_prior.len() != n_classes {
+        return Err(obj.malformed("feature_log_prob_, class_log_prior_ and classes_ disagree"));
+    }
+    if let Some(n) = obj.n_features_in()? {
+        if n != n_features {
+            return Err(obj.malformed(format!(
+                "n_features_in_ is {n} but feature_log_prob_ has {n_features} columns"
+            )));
+        }
+    }
+    let (name, prior) = match obj.name {
+        "MultinomialNB" => ("MultinomialNB", class_log_prior),
+        _ if n_classes == 1 => ("ComplementNB", class_log_prior),
+        _ => ("ComplementNB", vec![0.0; n_classes]),
+    };
+    Ok((
+        classes,
+        Box::new(DiscreteNb {
+            name,
+            n_features,
+            n_classes,
+            feature_log_prob,
+            prior,
+        }),
+    ))
+}
+
+impl DiscreteNb {
+    /// `n_rows * n_classes` joint log-likelihoods.
+    fn jll(&self, x: Rows<'_>) -> Result<Vec<f64>, PredictError> {
+        let (n, k) = (self.n_features, self.n_classes);
+        let mut out = Vec::with_capacity(x.n_rows() * k);
+        match x {
+            Rows::Dense(m) => {
+                check_width(m, n, self.name)?;
+                check_finite(m, false, self.name)?;
+                for i in 0..m.n_rows {
+                    let row = m.row(i);
+                    for c in 0..k {
+                        let w = &self.feature_log_prob[c * n..(c + 1) * n];
+                        let mut acc = 0.0;
+                        for (a, b) in row.iter().zip(w) {
+                            acc += a * b;
+                        }
+                        out.push(acc + self.prior[c]);
+                    }
+                }
+            }
+            Rows::Sparse(s) => {
+                if s.n_cols != n {
+                    return Err(PredictError::InvalidInput(format!(
+                        "X has {} features, but {} is expecting {n} features as input",
+                        s.n_cols, self.name
+                    )));
+                }
+                s.check_finite(self.name)?;
+                for i in 0..s.n_rows {
+                    let (idx, val) = s.row(i);
+                    for c in 0..k {
+                        let w = &self.feature_log_prob[c * n..(c + 1) * n];
+                        let mut acc = 0.0;
+                        for (&j, &v) in idx.iter().zip(val) {
+                            acc += v * w[j];
+                        }
+                        out.push(acc + self.prior[c]);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn labels(&self, x: Rows<'_>, out: &mut Vec<usize>) -> Result<(), PredictError> {
+        let jll = self.jll(x)?;
+        out.extend(jll.chunks(self.n_classes).map(argmax));
+        Ok(())
+    }
+
+    fn proba(&self, x: Rows<'_>, out: &mut Vec<f64>) -> Result<(), PredictError> {
+        let jll = self.jll(x)?;
+        for row in jll.chunks(self.n_classes) {
+            let lse = logsumexp(row);
+            out.extend(row.iter().map(|v| (v - lse).exp()));
+        }
+        Ok(())
+    }
+}
+
+impl Classifier for DiscreteNb {
+    fn n_features(&self) -> usize {
+        self.n_features
+    }
+
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn predict(&self, x: MatrixRef<'_>, out: &mut Vec<usize>) -> Result<(), PredictError> {
+        self.labels(Rows::Dense(x), out)
+    }
+
+    fn predict_sparse(&self, x: &SparseRows, out: &mut Vec<usize>) -> Result<(), PredictError> {
+        self.labels(Rows::Sparse(x), out)
+    }
+
+    fn has_proba(&self) -> bool {
+        true
+    }
+
+    fn predict_proba(&self, x: MatrixRef<'_>, out: &mut Vec<f64>) -> Result<(), PredictError> {
+        self.proba(Rows::Dense(x), out)
+    }
+
+    fn predict_proba_sparse(&self, x: &SparseRows, out: &mut Vec<f64>) -> Result<(), PredictError> {
+        self.proba(Rows::Sparse(x), out)
+    }
 }

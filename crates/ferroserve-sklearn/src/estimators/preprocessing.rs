@@ -329,7 +329,7 @@ impl Transformer for SimpleImputer {
             }));
         }
         // Text columns: scikit-learn works on an object array; missing text is NaN.
-        let table = x.into_table();
+        let table = x.into_table()?;
         let mut columns = Vec::new();
         for (col, fill) in table.columns.into_iter().zip(&self.fills) {
             let Some(fill) = fill else { continue };
@@ -403,6 +403,7 @@ impl Transformer for Identity {
             }),
             Data::Dense(m) => Data::Dense(m),
             Data::Table(t) => Data::Table(t),
+            Data::Sparse(s) => Data::Sparse(s),
         })
     }
 }
