@@ -64,6 +64,9 @@ pub struct ServerState {
     /// Who may do what (tokens, loopback-only management); the REST and gRPC
     /// access layers consult it before any operation runs.
     pub auth: Arc<crate::auth::Auth>,
+    /// The response cache (`crate::cache`), consulted by `predict` for models whose
+    /// config enables it; `None` when no tier is on (`--cache-max-bytes 0`, no Redis).
+    pub cache: Option<Arc<crate::cache::ResponseCache>>,
 }
 
 impl ServerState {
@@ -76,8 +79,10 @@ impl ServerState {
         let auth = Arc::new(crate::auth::Auth::without_tokens(
             settings.allow_unauthenticated_management,
         ));
+        let cache = crate::cache::ResponseCache::from_settings(&settings);
         ServerState {
             auth,
+            cache,
             sources,
             settings: Arc::new(settings),
             manager,

@@ -2,6 +2,8 @@
 //! temporary model repository, and a client for it.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod redis_server;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
