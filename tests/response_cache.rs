@@ -728,7 +728,7 @@ async fn redis_killed_under_load_fails_no_prediction_and_hits_resume_after_resta
     let server = Arc::new(
         TestServer::start_with(Settings {
             cache_max_bytes: 0,
-            redis_timeout: Duration::from_millis(200),
+            redis_timeout: Duration::from_millis(2000),
             ..redis_settings(repo.path(), &redis)
         })
         .await,
@@ -784,6 +784,31 @@ async fn redis_killed_under_load_fails_no_prediction_and_hits_resume_after_resta
         || async { answered.load(Ordering::Relaxed) >= answered_at_kill + 50 },
     )
     .await;
+    // Once the supervisor has found Redis gone (a failed ping), requests skip it
+    // rather than each waiting on the reconnection (up to the lookup bound, 2 s
+    // here): ten requests in a row take less than one bound together.
+    let pings = || {
+        metric(
+            &server,
+            "ferroserve_cache_redis_errors_total",
+            &[("op", "ping")],
+        )
+    };
+    let pings_failed = pings().await;
+    eventually("a ping fails", Duration::from_secs(20), || async {
+        pings().await > pings_failed
+    })
+    .await;
+    let started = Instant::now();
+    for _ in 0..10 {
+        let a = tfs_predict(&server, "load_lr", ROW).await;
+        assert_eq!((a.status, a.cache.as_deref()), (200, Some("miss")));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "ten requests waited {:?} for a Redis that is down",
+        started.elapsed()
+    );
 
     redis.restart();
     let hits_at_restart = hits.load(Ordering::Relaxed);

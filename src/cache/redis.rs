@@ -11,8 +11,11 @@
 //! task pings Redis every [`PING_INTERVAL`]: it logs when Redis goes away and
 //! comes back, keeps reconnect attempts going while no request arrives, and
 //! replaces the manager with a fresh one after [`PINGS_BEFORE_RENEWAL`] failed
-//! pings in a row, whatever state the old one is stuck in.
+//! pings in a row, whatever state the old one is stuck in. While its last ping
+//! failed, lookups and writes skip Redis altogether, so an outage adds no wait to
+//! requests; the first ping that succeeds brings them back.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,6 +51,9 @@ pub struct RedisTier {
     connection: Arc<ArcSwap<ConnectionManager>>,
     /// Bounds writes in flight (see [`MAX_WRITES_IN_FLIGHT`]).
     writes: Arc<Semaphore>,
+    /// False while the supervisor's last ping failed: requests then skip Redis.
+    /// True at start, so the first requests try before the first ping is back.
+    reachable: Arc<AtomicBool>,
     timeout: Duration,
     /// The pinging task; aborted when the tier drops (the server stops).
     supervisor: JoinHandle<()>,
@@ -87,9 +93,16 @@ impl RedisTier {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| "the Redis tier needs a Tokio runtime".to_string())?;
         tracing::info!(redis = %address, timeout_ms = timeout.as_millis() as u64, "response cache: Redis tier");
-        let supervisor = runtime.spawn(supervise(client, address, connection.clone()));
+        let reachable = Arc::new(AtomicBool::new(true));
+        let supervisor = runtime.spawn(supervise(
+            client,
+            address,
+            connection.clone(),
+            reachable.clone(),
+        ));
         Ok(RedisTier {
             connection,
+            reachable,
             writes: Arc::new(Semaphore::new(MAX_WRITES_IN_FLIGHT)),
             timeout,
             supervisor,
@@ -102,6 +115,9 @@ impl RedisTier {
         let wait = self
             .timeout
             .min(deadline.saturating_duration_since(Instant::now()));
+        if wait.is_zero() || !self.reachable.load(Ordering::Relaxed) {
+            return None;
+        }
         let mut conn = ConnectionManager::clone(&self.connection.load());
         let redis_key = redis_key(key);
         let mut pipe = redis::pipe();
@@ -139,6 +155,9 @@ impl RedisTier {
     /// Writes an answer with `SET key value EX ttl` on a task of its own; drops it
     /// (counted) when [`MAX_WRITES_IN_FLIGHT`] writes are already in progress.
     pub fn put(&self, key: &CacheKey, outputs: &[NamedTensor], ttl: Duration) {
+        if !self.reachable.load(Ordering::Relaxed) {
+            return;
+        }
         let Ok(permit) = self.writes.clone().try_acquire_owned() else {
             count_error("set", "dropped");
             return;
@@ -195,6 +214,7 @@ async fn supervise(
     client: redis::Client,
     address: String,
     connection: Arc<ArcSwap<ConnectionManager>>,
+    reachable: Arc<AtomicBool>,
 ) {
     let mut up: Option<bool> = None;
     let mut failures: u32 = 0;
@@ -204,8 +224,8 @@ async fn supervise(
         let ping = command.query_async::<String>(&mut conn);
         let result = match tokio::time::timeout(PING_INTERVAL, ping).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("no answer within 1 s".to_string()),
+            Ok(Err(e)) => Err(("error", e.to_string())),
+            Err(_) => Err(("timeout", "no answer within 1 s".to_string())),
         };
         match result {
             Ok(()) => {
@@ -213,10 +233,13 @@ async fn supervise(
                     tracing::info!(redis = %address, "response cache: Redis is reachable");
                 }
                 up = Some(true);
+                reachable.store(true, Ordering::Relaxed);
                 failures = 0;
             }
-            Err(e) => {
-                count_error("ping", "error");
+            Err((reason, e)) => {
+                // Before the count: a test that sees the count sees requests skip Redis.
+                reachable.store(false, Ordering::Relaxed);
+                count_error("ping", reason);
                 if up != Some(false) {
                     tracing::warn!(
                         redis = %address,
