@@ -87,7 +87,10 @@ HLEN=$(stat -c %s "$OUT/big.head")
 COMMON='
 local threads = {}
 function setup(thread) thread:set("id", #threads); table.insert(threads, thread) end
-function init(args) hits = 0; misses = 0; none = 0; n = id * 1000000000 end
+-- n numbers the requests of a varying run: from the clock (a million a second), so
+-- that no run repeats the requests of the warm-up or of an earlier run, plus 100000
+-- per thread (wrk runs one here).
+function init(args) hits = 0; misses = 0; none = 0; n = os.time() * 1000000 + id * 100000 end
 function response(status, headers, body)
   local c = headers["x-ferroserve-cache"]
   if c == "hit" then hits = hits + 1 elseif c == "miss" then misses = misses + 1 else none = none + 1 end
@@ -101,8 +104,8 @@ function done(s, lat, req)
     s.requests, e.connect + e.read + e.write + e.status + e.timeout, h, m, x))
 end
 '
-# The big model: the same request every time, or one whose first three floats change
-# in every call (bytes b0 b1 b2 0x3f: distinct floats in [0.5, 1)).
+# The big model: the same request every time, or one whose first two floats change
+# in every call (bytes b0 b1 b2 0x3f: 2^23 distinct floats in [0.5, 1) each).
 cat >"$OUT/big_fixed.lua" <<EOF
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/octet-stream"
@@ -121,18 +124,20 @@ local function f32(k) return string.char(k % 256, math.floor(k / 256) % 256, mat
 $COMMON
 function request()
   n = n + 1
-  return wrk.format(nil, nil, nil, head .. f32(n) .. f32(math.floor(n / 8388608)) .. f32(7) .. rest)
+  return wrk.format(nil, nil, nil, head .. f32(n % 8388608) .. f32(math.floor(n / 8388608) % 8388608) .. f32(7) .. rest)
 end
 EOF
-# Iris: a different row in every call (steps of 0.001, far above FP32's spacing).
+# Iris: a different row in every call (steps of 0.001, far above FP32's spacing; the
+# four features together number 10^12 rows).
 cat >"$OUT/iris_varying.lua" <<EOF
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 $COMMON
 function request()
   n = n + 1
-  local body = string.format('{"instances": [[%.3f, %.3f, %.3f, 0.2]]}',
-    4 + (n % 1000) / 1000, 2 + (math.floor(n / 1000) % 1000) / 1000, 1 + (math.floor(n / 1000000) % 1000) / 1000)
+  local body = string.format('{"instances": [[%.3f, %.3f, %.3f, %.3f]]}',
+    4 + (n % 1000) / 1000, 2 + (math.floor(n / 1000) % 1000) / 1000,
+    1 + (math.floor(n / 1000000) % 1000) / 1000, (math.floor(n / 1000000000) % 1000) / 1000)
   return wrk.format(nil, nil, nil, body)
 end
 EOF
