@@ -4,6 +4,7 @@ pub mod api;
 pub mod auth;
 pub mod backends;
 pub mod batching;
+pub mod cache;
 pub mod connections;
 pub mod grpc;
 pub mod http;

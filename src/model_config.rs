@@ -25,6 +25,10 @@
 //! preferred_batch_sizes = [8, 32]
 //! max_queue_length = 512
 //! instances = 1
+//!
+//! [cache]                           # the response cache (see `crate::cache`)
+//! enabled = true
+//! ttl_secs = 300
 //! ```
 //! Every key is optional; an unknown key is an error, so a typo never passes silently.
 
@@ -110,6 +114,10 @@ pub struct ModelConfig {
     /// The prediction log (`[log]`): which requests are kept in the metadata store.
     #[serde(default)]
     pub log: LogConfig,
+    /// The response cache (`[cache]`); applies to the versions already serving as
+    /// soon as the file changes.
+    #[serde(default)]
+    pub cache: CacheConfig,
 }
 
 /// The `[log]` table: a sample of this model's predictions, inputs and outputs,
@@ -146,6 +154,47 @@ impl LogConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// The `[cache]` table: whether answers of this model are kept and reused.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Answer repeated requests from the response cache (the in-process tier,
+    /// `--cache-max-bytes`, and the Redis tier, `--redis-url`). Default false.
+    pub enabled: bool,
+    /// How long an answer is kept, in seconds, from when it was computed.
+    /// Default 300; between 1 and 2592000 (30 days).
+    pub ttl_secs: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> CacheConfig {
+        CacheConfig {
+            enabled: false,
+            ttl_secs: 300,
+        }
+    }
+}
+
+impl CacheConfig {
+    /// The longest `ttl_secs` allowed: a typo must not keep answers for years.
+    pub const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
+
+    fn validate(&self) -> Result<(), String> {
+        if self.ttl_secs == 0 || self.ttl_secs > Self::MAX_TTL_SECS {
+            return Err(format!(
+                "cache.ttl_secs must be between 1 and {} (30 days), not {}",
+                Self::MAX_TTL_SECS,
+                self.ttl_secs
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn ttl(&self) -> Duration {
+        Duration::from_secs(self.ttl_secs)
     }
 }
 
@@ -338,6 +387,7 @@ impl ModelConfig {
         }
         self.batching.validate()?;
         self.log.validate()?;
+        self.cache.validate()?;
         if let Some(attr) = &self.sklearn.wrapper_attribute {
             let ok = attr
                 .chars()
@@ -443,6 +493,27 @@ mod tests {
             "[batching]\nmax_queue_delay_micros = 99999999",
             "[batching]\nmax_batch_size = 4\npreferred_batch_sizes = [8]",
             "[batching]\nmax_batch = 4",
+        ] {
+            assert!(ModelConfig::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cache_table_parses_and_is_validated() {
+        let c = ModelConfig::parse("[cache]\nenabled = true\nttl_secs = 60").unwrap();
+        assert!(c.cache.enabled);
+        assert_eq!(c.cache.ttl(), Duration::from_secs(60));
+        let d = ModelConfig::parse("[cache]\nenabled = true").unwrap();
+        assert_eq!(d.cache.ttl_secs, 300, "default TTL");
+        assert!(
+            !ModelConfig::parse("").unwrap().cache.enabled,
+            "off by default"
+        );
+        for bad in [
+            "[cache]\nttl_secs = 0",
+            "[cache]\nttl_secs = 99999999999",
+            "[cache]\nttl = 5",
+            "[cache]\nenabled = \"yes\"",
         ] {
             assert!(ModelConfig::parse(bad).is_err(), "{bad}");
         }

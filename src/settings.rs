@@ -163,6 +163,15 @@ pub struct Settings {
     pub http2_max_pending_accept_reset_streams: usize,
     /// Longest a gRPC connection may stay open with no call in progress. Default 300 s.
     pub grpc_idle_timeout: Duration,
+    /// Size of the in-process response cache tier, in bytes (answers of models whose
+    /// config.toml has `[cache] enabled = true`); 0 turns the tier off. Default 256 MiB.
+    pub cache_max_bytes: u64,
+    /// Redis server shared by several replicas as the response cache's second tier
+    /// (`redis://[user:password@]host:port[/db]`). Default none: no Redis tier.
+    pub redis_url: Option<String>,
+    /// Longest a request waits for a Redis lookup; a slower one counts as a miss (and
+    /// an error). Default 5 ms.
+    pub redis_timeout: Duration,
 }
 
 impl Settings {
@@ -268,6 +277,9 @@ impl Default for Settings {
             http2_keep_alive_timeout: Duration::from_secs(20),
             http2_max_pending_accept_reset_streams: 20,
             grpc_idle_timeout: Duration::from_secs(300),
+            cache_max_bytes: 256 * 1024 * 1024,
+            redis_url: None,
+            redis_timeout: Duration::from_millis(5),
         }
     }
 }
@@ -581,6 +593,21 @@ pub struct ServeArgs {
         value_name = "SECONDS"
     )]
     pub grpc_idle_timeout_secs: Option<f64>,
+
+    /// Bytes of answers the in-process response cache keeps (models with `[cache]
+    /// enabled = true`); 0 turns the in-process tier off [default: 268435456]
+    #[arg(long, env = "FERROSERVE_CACHE_MAX_BYTES", value_name = "BYTES")]
+    pub cache_max_bytes: Option<u64>,
+
+    /// Redis server used as a shared second response-cache tier,
+    /// redis://[user:password@]host:port[/db] [default: none]
+    #[arg(long, env = "FERROSERVE_REDIS_URL", value_name = "URL")]
+    pub redis_url: Option<String>,
+
+    /// Milliseconds a request waits for a Redis cache lookup before going on without
+    /// it, between 1 and 10000 [default: 5]
+    #[arg(long, env = "FERROSERVE_REDIS_TIMEOUT_MS", value_name = "MILLISECONDS")]
+    pub redis_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -685,6 +712,9 @@ impl ServeArgs {
                 .http2_max_pending_accept_reset_streams
                 .or(self.http2_max_pending_accept_reset_streams),
             grpc_idle_timeout_secs: upper.grpc_idle_timeout_secs.or(self.grpc_idle_timeout_secs),
+            cache_max_bytes: upper.cache_max_bytes.or(self.cache_max_bytes),
+            redis_url: upper.redis_url.or(self.redis_url),
+            redis_timeout_ms: upper.redis_timeout_ms.or(self.redis_timeout_ms),
         }
     }
 
@@ -830,7 +860,30 @@ impl ServeArgs {
             }
             other => other.or(d.max_connections),
         };
+        let redis_url = match self.redis_url {
+            None => d.redis_url,
+            Some(url) => {
+                crate::cache::check_redis_url(&url).map_err(|reason| SettingsError::Invalid {
+                    name: "redis_url",
+                    reason,
+                })?;
+                Some(url)
+            }
+        };
+        let redis_timeout = match self.redis_timeout_ms {
+            None => d.redis_timeout,
+            Some(ms @ 1..=10_000) => Duration::from_millis(ms),
+            Some(ms) => {
+                return Err(SettingsError::Invalid {
+                    name: "redis_timeout_ms",
+                    reason: format!("{ms} is not a number of milliseconds between 1 and 10000"),
+                })
+            }
+        };
         Ok(Settings {
+            cache_max_bytes: self.cache_max_bytes.unwrap_or(d.cache_max_bytes),
+            redis_url,
+            redis_timeout,
             max_connections,
             header_read_timeout: seconds(
                 "header_read_timeout_secs",
@@ -1212,6 +1265,38 @@ mod tests {
         assert_eq!(
             default_public_url("10.1.2.3:9000".parse().unwrap()),
             "http://10.1.2.3:9000"
+        );
+    }
+
+    #[test]
+    fn cache_settings() {
+        let d = ServeArgs::default().into_settings().unwrap();
+        assert_eq!(d.cache_max_bytes, 256 << 20);
+        assert_eq!(d.redis_url, None, "no Redis unless asked");
+        assert_eq!(d.redis_timeout, Duration::from_millis(5));
+        let file: ServeArgs = toml::from_str(
+            "cache_max_bytes = 0\nredis_url = \"redis://:secret@cache.example:6380/2\"\nredis_timeout_ms = 20",
+        )
+        .unwrap();
+        let s = file.into_settings().unwrap();
+        assert_eq!(s.cache_max_bytes, 0, "0 turns the in-process tier off");
+        assert_eq!(s.redis_timeout, Duration::from_millis(20));
+        for bad in [
+            "redis_timeout_ms = 0",
+            "redis_timeout_ms = 60000",
+            "redis_url = \"http://cache.example\"",
+            "redis_url = \"not a url\"",
+        ] {
+            let args: ServeArgs = toml::from_str(bad).unwrap();
+            let err = args.into_settings().unwrap_err().to_string();
+            assert!(err.contains("redis"), "{bad}: {err}");
+        }
+        let args: ServeArgs =
+            toml::from_str("redis_url = \"ftp://:hunter2@cache.example\"").unwrap();
+        let err = args.into_settings().unwrap_err().to_string();
+        assert!(
+            !err.contains("hunter2"),
+            "the password is never echoed: {err}"
         );
     }
 }

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::{predict, ApiError, PredictRequest, Protocol, ServerState};
+use crate::cache::CacheStatus;
 use crate::manager::{ServableHandle, VersionRequest};
 use crate::tensor::{DataType, Tensor, TensorData};
 
@@ -51,12 +52,16 @@ pub struct ClassifyResponse {
     pub handle: ServableHandle,
     /// One entry per example, in request order.
     pub classes: Vec<Classes>,
+    /// As [`super::PredictResponse::cache`].
+    pub cache: Option<CacheStatus>,
 }
 
 pub struct RegressResponse {
     pub handle: ServableHandle,
     /// One value per example, in request order.
     pub values: Vec<f32>,
+    /// As [`super::PredictResponse::cache`].
+    pub cache: Option<CacheStatus>,
 }
 
 /// Classifies examples with a classifier: every class with its probability when the
@@ -88,7 +93,7 @@ pub async fn classify(
             )))
         }
     };
-    let (handle, tensor) = run(state, request, handle, &output).await?;
+    let (handle, tensor, cache) = run(state, request, handle, &output).await?;
     let classes = if with_scores {
         let scores = match tensor.clone().cast(DataType::F32).map(Tensor::into_parts) {
             Ok((_, TensorData::F32(v))) => v,
@@ -116,7 +121,11 @@ pub async fn classify(
             .map(|label| vec![(label, 0.0)])
             .collect()
     };
-    Ok(ClassifyResponse { handle, classes })
+    Ok(ClassifyResponse {
+        handle,
+        classes,
+        cache,
+    })
 }
 
 /// Runs a regressor: the value of its prediction output for each example.
@@ -141,7 +150,7 @@ pub async fn regress(
                 request.model
             ))
         })?;
-    let (handle, tensor) = run(state, request, handle, &output).await?;
+    let (handle, tensor, cache) = run(state, request, handle, &output).await?;
     let values = match tensor.clone().cast(DataType::F32).map(Tensor::into_parts) {
         Ok((_, TensorData::F32(v))) if v.len() == n => v,
         _ => {
@@ -152,7 +161,11 @@ pub async fn regress(
             )))
         }
     };
-    Ok(RegressResponse { handle, values })
+    Ok(RegressResponse {
+        handle,
+        values,
+        cache,
+    })
 }
 
 fn resolve(state: &ServerState, request: &ExamplesRequest) -> Result<ServableHandle, ApiError> {
@@ -169,7 +182,7 @@ async fn run(
     request: ExamplesRequest,
     handle: ServableHandle,
     output: &str,
-) -> Result<(ServableHandle, Tensor), ApiError> {
+) -> Result<(ServableHandle, Tensor, Option<CacheStatus>), ApiError> {
     let input = examples_to_input(&handle, &request.examples)?;
     let mut predict_request = PredictRequest::new(
         request.model,
@@ -186,7 +199,7 @@ async fn run(
         .find(|(name, _)| name == output)
         .map(|(_, t)| t)
         .ok_or_else(|| ApiError::Internal(format!("the model gave no output {output:?}")))?;
-    Ok((response.handle, tensor))
+    Ok((response.handle, tensor, response.cache))
 }
 
 /// Lays the examples out as rows of the model's input. With feature names known (model

@@ -77,6 +77,9 @@ pub struct ServerState {
     /// `server::run` always opens one. Never consulted by a prediction except to
     /// offer a log entry to its buffer.
     pub store: Option<Arc<crate::store::Store>>,
+    /// The response cache (`crate::cache`), consulted by `predict` for models whose
+    /// config enables it; `None` when no tier is on (`--cache-max-bytes 0`, no Redis).
+    pub cache: Option<Arc<crate::cache::ResponseCache>>,
 }
 
 impl ServerState {
@@ -89,9 +92,11 @@ impl ServerState {
         let auth = Arc::new(crate::auth::Auth::without_tokens(
             settings.allow_unauthenticated_management,
         ));
+        let cache = crate::cache::ResponseCache::from_settings(&settings);
         ServerState {
             auth,
             store: None,
+            cache,
             sources,
             settings: Arc::new(settings),
             manager,

@@ -6,12 +6,17 @@
 //! per request (`max_request_rows`, per model or the server's), each output named
 //! at most once, and the answer's encoded size (`max_response_bytes`), estimated
 //! from the output tensors before any adapter builds it.
+//!
+//! The response cache (`crate::cache`) sits here, between those checks and the
+//! queue, so every protocol uses it: a hit skips the queue and the backend, and is
+//! checked against the answer-size bound like any answer.
 
 use std::time::{Duration, Instant};
 
 use super::{ApiError, Protocol, ServerState};
 use crate::backends::Signature;
 use crate::batching::{BatchError, QueuedRequest};
+use crate::cache::{CacheKey, CacheStatus};
 use crate::manager::{ServableHandle, VersionRequest};
 use crate::metrics;
 use crate::tensor::{DataType, NamedTensor, Tensor, TensorSpec};
@@ -54,6 +59,9 @@ pub struct PredictResponse {
     /// The version that answered, which also describes the outputs.
     pub handle: ServableHandle,
     pub outputs: Vec<NamedTensor>,
+    /// Whether the answer came from the response cache; `None` when the model's
+    /// cache is off (or the server has no cache tier).
+    pub cache: Option<CacheStatus>,
 }
 
 impl PredictResponse {
@@ -148,9 +156,38 @@ async fn run(
     if Instant::now() >= deadline {
         return Err(timed_out(&handle, timeout));
     }
-    // The prediction log keeps a sample: the inputs are copied only for the
-    // requests sampled, and turned into JSON by the store's writer, not here.
+    // The prediction log keeps a sample (cache hits included): the inputs are
+    // copied only for the requests sampled, and turned into JSON by the store's
+    // writer, not here.
     let logged_inputs = sampled_for_log(state, &handle).then(|| inputs.clone());
+    let encoding = ResponseEncoding::of(request.protocol);
+    // The model's cache settings as they are now: `[cache]` edits apply at once.
+    let cached = match &state.cache {
+        Some(cache) if handle.config().cache.enabled => Some((
+            cache,
+            CacheKey::new(&handle.model, handle.version, &inputs, &request.outputs),
+        )),
+        _ => None,
+    };
+    if let Some((cache, key)) = &cached {
+        if let Some(answer) = cache.lookup(key, &handle.model, deadline).await {
+            let outputs = answer.outputs_for(&request.outputs).ok_or_else(|| {
+                ApiError::Internal("a cached answer lacks an output its key names".into())
+            })?;
+            check_response_size(&outputs, encoding, state.settings.max_response_bytes)?;
+            if let (Some(inputs), Some(store)) = (logged_inputs, &state.store) {
+                log_prediction(store, &handle, request.protocol, started, inputs, &outputs);
+            }
+            return Ok(PredictResponse {
+                handle,
+                outputs,
+                cache: Some(CacheStatus::Hit),
+            });
+        }
+        if Instant::now() >= deadline {
+            return Err(timed_out(&handle, timeout));
+        }
+    }
     let queued = QueuedRequest {
         inputs,
         outputs: request.outputs,
@@ -166,15 +203,23 @@ async fn run(
         Err(BatchError::InvalidInput(m)) => return Err(ApiError::InvalidArgument(m)),
         Err(BatchError::Internal(m)) => return Err(ApiError::Internal(m)),
     };
-    check_response_size(
-        &outputs,
-        ResponseEncoding::of(request.protocol),
-        state.settings.max_response_bytes,
-    )?;
+    check_response_size(&outputs, encoding, state.settings.max_response_bytes)?;
     if let (Some(inputs), Some(store)) = (logged_inputs, &state.store) {
         log_prediction(store, &handle, request.protocol, started, inputs, &outputs);
     }
-    Ok(PredictResponse { handle, outputs })
+    let cache = match cached {
+        Some((cache, key)) => {
+            let ttl = handle.config().cache.ttl();
+            cache.store(key, &handle.model, &outputs, ttl).await;
+            Some(CacheStatus::Miss)
+        }
+        None => None,
+    };
+    Ok(PredictResponse {
+        handle,
+        outputs,
+        cache,
+    })
 }
 
 /// Whether this request goes to the prediction log (`[log] sample_rate`).

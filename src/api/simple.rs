@@ -57,6 +57,8 @@ pub struct SimpleResponse {
     /// Class labels in the column order of the probabilities, when known.
     pub class_labels: Option<Vec<String>>,
     pub latency: Duration,
+    /// As [`super::PredictResponse::cache`].
+    pub cache: Option<crate::cache::CacheStatus>,
 }
 
 pub async fn simple_predict(
@@ -124,6 +126,7 @@ pub async fn simple_predict(
         prediction,
         probabilities,
         latency: started.elapsed(),
+        cache: response.cache,
     })
 }
 

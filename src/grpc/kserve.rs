@@ -219,14 +219,17 @@ impl grpc_inference_service_server::GrpcInferenceService for InferenceService {
                 }
             })
             .collect();
-        Ok(Response::new(pb::ModelInferResponse {
-            model_name: response.model().to_string(),
-            model_version: response.version().to_string(),
-            id: request.id,
-            parameters: Default::default(),
-            outputs,
-            raw_output_contents,
-        }))
+        Ok(super::with_cache_metadata(
+            pb::ModelInferResponse {
+                model_name: response.model().to_string(),
+                model_version: response.version().to_string(),
+                id: request.id,
+                parameters: Default::default(),
+                outputs,
+                raw_output_contents,
+            },
+            response.cache,
+        ))
     }
 
     async fn repository_index(

@@ -255,6 +255,22 @@ pub fn routes(
 }
 
 /// The gRPC status of a domain error. The one place this mapping is made.
+/// Wraps an answer, with `x-ferroserve-cache: hit|miss` metadata for a
+/// cache-enabled model (`cache` is `None` for the others).
+pub fn with_cache_metadata<T>(
+    message: T,
+    cache: Option<crate::cache::CacheStatus>,
+) -> tonic::Response<T> {
+    let mut response = tonic::Response::new(message);
+    if let Some(status) = cache {
+        response.metadata_mut().insert(
+            crate::cache::CacheStatus::HEADER,
+            tonic::metadata::MetadataValue::from_static(status.as_str()),
+        );
+    }
+    response
+}
+
 pub fn status_from(error: ApiError) -> Status {
     match error {
         ApiError::InvalidArgument(m) => Status::invalid_argument(m),

@@ -218,14 +218,17 @@ impl prediction_service_server::PredictionService for PredictionService {
         let response = api::predict(&self.state, predict)
             .await
             .map_err(status_from)?;
-        Ok(Response::new(pb::PredictResponse {
-            model_spec: Some(answered_spec(response.model(), response.version())),
-            outputs: response
-                .outputs
-                .iter()
-                .map(|(name, tensor)| (name.clone(), tensor_to_proto(tensor)))
-                .collect(),
-        }))
+        Ok(super::with_cache_metadata(
+            pb::PredictResponse {
+                model_spec: Some(answered_spec(response.model(), response.version())),
+                outputs: response
+                    .outputs
+                    .iter()
+                    .map(|(name, tensor)| (name.clone(), tensor_to_proto(tensor)))
+                    .collect(),
+            },
+            response.cache,
+        ))
     }
 
     async fn classify(
@@ -243,13 +246,16 @@ impl prediction_service_server::PredictionService for PredictionService {
         let response = classify::classify(&self.state, examples)
             .await
             .map_err(status_from)?;
-        Ok(Response::new(pb::ClassificationResponse {
-            model_spec: Some(answered_spec(
-                &response.handle.model,
-                response.handle.version,
-            )),
-            result: Some(classification_result(response.classes)),
-        }))
+        Ok(super::with_cache_metadata(
+            pb::ClassificationResponse {
+                model_spec: Some(answered_spec(
+                    &response.handle.model,
+                    response.handle.version,
+                )),
+                result: Some(classification_result(response.classes)),
+            },
+            response.cache,
+        ))
     }
 
     async fn regress(
@@ -267,13 +273,16 @@ impl prediction_service_server::PredictionService for PredictionService {
         let response = classify::regress(&self.state, examples)
             .await
             .map_err(status_from)?;
-        Ok(Response::new(pb::RegressionResponse {
-            model_spec: Some(answered_spec(
-                &response.handle.model,
-                response.handle.version,
-            )),
-            result: Some(regression_result(response.values)),
-        }))
+        Ok(super::with_cache_metadata(
+            pb::RegressionResponse {
+                model_spec: Some(answered_spec(
+                    &response.handle.model,
+                    response.handle.version,
+                )),
+                result: Some(regression_result(response.values)),
+            },
+            response.cache,
+        ))
     }
 
     /// Several classify / regress tasks over the same examples, as TF Serving: every

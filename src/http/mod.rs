@@ -178,6 +178,21 @@ pub fn rejection_message(error: &(dyn std::error::Error + 'static)) -> String {
     innermost.to_string()
 }
 
+/// Adds `x-ferroserve-cache: hit|miss` to the answer of a cache-enabled model
+/// (`cache` is `None` for the others, which get no header).
+pub fn with_cache_header(
+    mut response: Response,
+    cache: Option<crate::cache::CacheStatus>,
+) -> Response {
+    if let Some(status) = cache {
+        response.headers_mut().insert(
+            crate::cache::CacheStatus::HEADER,
+            HeaderValue::from_static(status.as_str()),
+        );
+    }
+    response
+}
+
 /// Parses a JSON body with a clear 400 on malformed JSON.
 pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, HttpError> {
     serde_json::from_slice(bytes).map_err(|e| {
@@ -188,6 +203,9 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Htt
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    if let Some(cache) = &state.cache {
+        cache.refresh_gauges().await;
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         crate::metrics::render(&state.manager),

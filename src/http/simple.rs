@@ -299,7 +299,10 @@ async fn answer(
         },
     )
     .await?;
-    Ok(Json(encode(&response, body.single)).into_response())
+    Ok(super::with_cache_header(
+        Json(encode(&response, body.single)).into_response(),
+        response.cache,
+    ))
 }
 
 /// `POST /predict`: JSON or form-encoded, `model_id` required.

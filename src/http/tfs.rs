@@ -312,9 +312,7 @@ async fn post_model(
         Some("predict") => {}
         Some(verb @ ("classify" | "regress")) => {
             let bytes = body(raw, state.settings.max_request_bytes)?;
-            return examples_verb(&state, path.model, path.version, verb, &bytes)
-                .await
-                .map(IntoResponse::into_response);
+            return examples_verb(&state, path.model, path.version, verb, &bytes).await;
         }
         _ => return Err(not_found(&rest)),
     }
@@ -344,7 +342,7 @@ async fn post_model(
     let mut predict = PredictRequest::new(path.model, path.version, Protocol::TfServingRest);
     predict.inputs = inputs;
     let response = api::predict(&state, predict).await?;
-    Ok(if row_format {
+    let answer = if row_format {
         Json(Predictions {
             predictions: encode_rows(&response.outputs)?,
         })
@@ -354,7 +352,8 @@ async fn post_model(
             outputs: ColumnsJson(&response.outputs),
         })
         .into_response()
-    })
+    };
+    Ok(super::with_cache_header(answer, response.cache))
 }
 
 #[derive(Deserialize)]
@@ -451,7 +450,7 @@ async fn examples_verb(
     version: VersionRequest,
     verb: &str,
     bytes: &[u8],
-) -> Result<Json<Value>, HttpError> {
+) -> Result<axum::response::Response, HttpError> {
     let request: ExamplesBody = parse_json(bytes)?;
     let also = if verb == "classify" {
         "classification"
@@ -472,7 +471,7 @@ async fn examples_verb(
         protocol: Protocol::TfServingRest,
         client_timeout: None,
     };
-    let result = if verb == "classify" {
+    let (result, cache) = if verb == "classify" {
         let response = classify::classify(state, examples).await?;
         let rows: Vec<Value> = response
             .classes
@@ -484,11 +483,15 @@ async fn examples_verb(
                     .collect()
             })
             .collect();
-        Value::Array(rows)
+        (Value::Array(rows), response.cache)
     } else {
-        json!(classify::regress(state, examples).await?.values)
+        let response = classify::regress(state, examples).await?;
+        (json!(response.values), response.cache)
     };
-    Ok(Json(json!({ "result": result })))
+    Ok(super::with_cache_header(
+        Json(json!({ "result": result })).into_response(),
+        cache,
+    ))
 }
 
 #[cfg(test)]

@@ -362,12 +362,15 @@ async fn run_infer(
     let header_bytes =
         serde_json::to_vec(&doc).map_err(|e| HttpError(ApiError::Internal(e.to_string())))?;
     if blobs.is_empty() && !binary_outputs.iter().any(|(_, b)| *b) && !all_binary {
-        return Ok(([(header::CONTENT_TYPE, "application/json")], header_bytes).into_response());
+        return Ok(super::with_cache_header(
+            ([(header::CONTENT_TYPE, "application/json")], header_bytes).into_response(),
+            response.cache,
+        ));
     }
     let header_len = header_bytes.len();
     let mut full = header_bytes;
     full.extend_from_slice(&blobs);
-    Ok((
+    let answer = (
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
             (
@@ -377,7 +380,8 @@ async fn run_infer(
         ],
         Body::from(full),
     )
-        .into_response())
+        .into_response();
+    Ok(super::with_cache_header(answer, response.cache))
 }
 
 /// One output of a V2 infer answer.
