@@ -15,6 +15,9 @@
 #  * one-row iris (ONNX logistic regression), TF Serving REST: the cache enabled but
 #    always missing (every request different) vs the cache disabled, with the same
 #    varying requests, in alternating runs (A B A B); target: <= 5 % cost.
+#  * the prediction log (also issue 12): one-row iris with `[log] sample_rate = 1.0`
+#    (every request logged to the default SQLite store) vs the same model unlogged,
+#    in the same alternating rounds; target: <= 10 % cost.
 # Every run counts the x-ferroserve-cache headers, so a "miss" run that hit (or a
 # "hit" run that missed) shows in the table.
 # Server pinned to CPU $SERVER_CPUS (default 1), wrk to $LOAD_CPUS (default 0),
@@ -41,9 +44,11 @@ BIN=$TARGET/release/ferroserve
 
 # --- models -----------------------------------------------------------------------
 REPO=$OUT/repo
-mkdir -p "$REPO/iris_cached/1" "$REPO/iris_plain/1" "$REPO/big_cached/1"
+mkdir -p "$REPO/iris_cached/1" "$REPO/iris_plain/1" "$REPO/iris_logged/1" "$REPO/big_cached/1"
 cp examples/models/iris_lr/1/model.onnx "$REPO/iris_cached/1/"
 cp examples/models/iris_lr/1/model.onnx "$REPO/iris_plain/1/"
+cp examples/models/iris_lr/1/model.onnx "$REPO/iris_logged/1/"
+printf '[log]\nsample_rate = 1.0\n' >"$REPO/iris_logged/config.toml"
 printf '[cache]\nenabled = true\nttl_secs = 3600\n' >"$REPO/iris_cached/config.toml"
 printf '[cache]\nenabled = true\nttl_secs = 3600\n' >"$REPO/big_cached/config.toml"
 
@@ -166,7 +171,9 @@ run big_miss "$OUT/big_varying.lua" "$BASE/v2/models/big_cached/infer"
 for round in 1 2; do
   run "iris_cache_missing#$round" "$OUT/iris_varying.lua" "$BASE/v1/models/iris_cached:predict"
   run "iris_cache_off#$round" "$OUT/iris_varying.lua" "$BASE/v1/models/iris_plain:predict"
+  run "iris_log_all#$round" "$OUT/iris_varying.lua" "$BASE/v1/models/iris_logged:predict"
 done
+curl -s "$BASE/metrics" | grep '^ferroserve_store_' >>"$OUT/metrics.txt" || true
 curl -s "$BASE/metrics" | grep '^ferroserve_cache_' >"$OUT/metrics.txt" || true
 
 # --- table ------------------------------------------------------------------------
@@ -189,4 +196,6 @@ print(f"\nhit / miss (big model): {rps('big_hit') / rps('big_miss'):.1f}x")
 on = sum(rps(k) for k in rows if k.startswith("iris_cache_missing"))
 off = sum(rps(k) for k in rows if k.startswith("iris_cache_off"))
 print(f"iris, cache enabled and always missing vs disabled: {100 * (1 - on / off):+.1f} % throughput cost")
+logged = sum(rps(k) for k in rows if k.startswith("iris_log_all"))
+print(f"iris, every prediction logged vs none: {100 * (1 - logged / off):+.1f} % throughput cost")
 PY

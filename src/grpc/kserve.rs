@@ -73,7 +73,7 @@ fn timeout_parameter(
 
 /// Decodes the inputs, from `raw_input_contents` (one entry per input, in order) when
 /// the request has any, else from each input's typed `contents`.
-fn decode_inputs(request: &pb::ModelInferRequest) -> Result<Vec<NamedTensor>, ApiError> {
+pub fn decode_inputs(request: &pb::ModelInferRequest) -> Result<Vec<NamedTensor>, ApiError> {
     let raw = &request.raw_input_contents;
     if !raw.is_empty() && raw.len() != request.inputs.len() {
         return Err(ApiError::InvalidArgument(format!(

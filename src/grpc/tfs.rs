@@ -139,7 +139,7 @@ fn example_features(example: &TfExample, into: &mut Example) {
 
 /// The examples of a Classify / Regress / MultiInference input; with a context, each
 /// example gets the context's features it does not have itself.
-fn examples_from_input(input: Option<&pb::Input>) -> Result<Vec<Example>, ApiError> {
+pub fn examples_from_input(input: Option<&pb::Input>) -> Result<Vec<Example>, ApiError> {
     let kind = input
         .and_then(|i| i.kind.as_ref())
         .ok_or_else(|| ApiError::InvalidArgument("input.example_list is required".into()))?;
