@@ -445,11 +445,13 @@ fn an_unreachable_database_stops_the_start() {
 fn db_status_and_migrate() {
     let repo = repo();
     let db = |command: &str| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferroserve"))
+        std::process::Command::new(env!("CARGO_BIN_EXE_ferroserve"))
             .args(["db", command, "--model-repository"])
             .arg(repo.path())
             .output()
-            .unwrap();
+            .unwrap()
+    };
+    let json = |out: std::process::Output| {
         assert!(
             out.status.success(),
             "{}",
@@ -457,16 +459,25 @@ fn db_status_and_migrate() {
         );
         serde_json::from_slice::<Value>(&out.stdout).unwrap()
     };
-    let before = db("status");
-    assert_eq!(before["kind"], "sqlite");
-    assert_eq!(before["schema_version"], 0, "{before}");
-    let after = db("migrate");
+    // Status creates nothing: without a database it says so.
+    let out = db("status");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no database at"), "{stderr}");
+    assert!(!repo.path().join(".ferroserve/ferroserve.db").exists());
+    let after = json(db("migrate"));
     assert_eq!(
         after["schema_version"], after["schema_version_known"],
         "{after}"
     );
     assert_eq!(after["rows"]["events"], 0, "{after}");
     assert!(repo.path().join(".ferroserve/ferroserve.db").is_file());
+    let status = json(db("status"));
+    assert_eq!(status["kind"], "sqlite");
+    assert_eq!(
+        status["schema_version"], after["schema_version"],
+        "{status}"
+    );
 }
 
 fn write_config(repo: &Path, model: &str, toml: &str) {

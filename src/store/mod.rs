@@ -112,7 +112,7 @@ impl Store {
     /// cannot be reached within `timeout`, or cannot be read, is an error whose
     /// message names the host, never a password.
     pub async fn open(url: &str, timeout: Duration, migrate: bool) -> Result<Store, StoreError> {
-        let (pool, kind, shown) = pool::connect(url, timeout).await?;
+        let (pool, kind, shown) = pool::connect(url, timeout, true).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(EVENT_BUFFER);
         let store = Store {
             pool,
@@ -155,7 +155,7 @@ impl Store {
     /// Connects without migrating or checking the schema version, for
     /// `ferroserve db status`: it reports what it finds.
     pub async fn open_for_status(url: &str, timeout: Duration) -> Result<Store, StoreError> {
-        let (pool, kind, shown) = pool::connect(url, timeout).await?;
+        let (pool, kind, shown) = pool::connect(url, timeout, false).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         Ok(Store {
             pool,

@@ -89,9 +89,14 @@ pub fn sqlite_path(url: &str) -> Option<PathBuf> {
     (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
 }
 
-/// Opens a pool on `url`, waiting at most `timeout` for the first connection.
-/// Answers the pool, its kind, and the URL without its password.
-pub async fn connect(url: &str, timeout: Duration) -> Result<(Pool, DbKind, String), StoreError> {
+/// Opens a pool on `url`, waiting at most `timeout` for the first connection; a
+/// SQLite file is created when missing only with `create`. Answers the pool, its
+/// kind, and the URL without its password.
+pub async fn connect(
+    url: &str,
+    timeout: Duration,
+    create: bool,
+) -> Result<(Pool, DbKind, String), StoreError> {
     let shown = redact(url);
     let kind = kind_of(url).ok_or_else(|| {
         StoreError::Invalid(format!(
@@ -114,6 +119,13 @@ pub async fn connect(url: &str, timeout: Duration) -> Result<(Pool, DbKind, Stri
                 StoreError::Invalid(format!("database URL {shown:?} names no file"))
             })?;
             check_sqlite_file(&path)?;
+            if !create && !path.exists() {
+                return Err(StoreError::Invalid(format!(
+                    "there is no database at {} yet: the server creates it at start, \
+                     or run `ferroserve db migrate`",
+                    path.display()
+                )));
+            }
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|e| {
                     StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
