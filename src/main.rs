@@ -39,6 +39,11 @@ enum Command {
         #[command(subcommand)]
         command: DbCommand,
     },
+    /// Jobs on a running server: submit, list, status, watch, cancel.
+    Jobs {
+        #[command(subcommand)]
+        command: ferroserve::cli::jobs::JobsCommand,
+    },
     /// Bearer tokens for --auth-tokens.
     Token {
         #[command(subcommand)]
@@ -170,6 +175,14 @@ fn main() -> anyhow::Result<()> {
             command: TokenCommand::New { name, scopes },
         } => token_new(&name, &scopes),
         Command::Db { command } => db_command(command),
+        Command::Jobs { command } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let code = runtime.block_on(ferroserve::cli::jobs::run(command))?;
+            std::process::exit(code)
+        }
         Command::Serve { config, args } => {
             let settings = settings_from(config, *args)?;
             init_logging(settings.log_format);

@@ -161,6 +161,21 @@ pub async fn run(
     }
     let stop_store = tokio_util::sync::CancellationToken::new();
     let store_writers = store.start_writers(stop_store.clone(), Duration::from_secs(2));
+    // Jobs (issue 13): jobs left running by a previous process are marked failed,
+    // queued ones run once the models have loaded.
+    let data_dir = state.settings.data_dir();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let jobs = crate::jobs::Jobs::start(
+        &state,
+        store.clone(),
+        state.settings.job_workers,
+        state.settings.job_retention,
+        data_dir,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("jobs: {e}"))?;
+    let _ = state.jobs.set(jobs.clone());
 
     // One shutdown signal, fanned out to every listener and the watcher.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -296,6 +311,9 @@ pub async fn run(
     if let Some(reload) = tls_reload {
         let _ = reload.await;
     }
+    // Running jobs stop at their next batch (recorded as interrupted, their output
+    // discarded) before the inference threads they predict on go.
+    tokio::task::spawn_blocking(move || jobs.shutdown()).await?;
     let inference = state.inference.clone();
     tokio::task::spawn_blocking(move || inference.shutdown()).await?;
     // What the store's buffers hold is written (bounded by the drain time).

@@ -172,6 +172,14 @@ pub struct Settings {
     /// Longest a request waits for a Redis lookup; a slower one counts as a miss (and
     /// an error). Default 5 ms.
     pub redis_timeout: Duration,
+    /// Jobs (training, batch scoring) running at once; the others wait queued.
+    /// Default 1.
+    pub job_workers: usize,
+    /// How long finished jobs are kept before they are deleted. Default 30 days.
+    pub job_retention: Duration,
+    /// The directory jobs read and write files in: a job's `path` must lie under it.
+    /// Default none: `<state dir>/data` (see [`Settings::data_dir`]).
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Settings {
@@ -194,6 +202,13 @@ impl Settings {
         self.state_dir
             .clone()
             .unwrap_or_else(|| self.model_repository.join(".ferroserve"))
+    }
+
+    /// Where jobs read and write files: `data_dir`, or `<state dir>/data`.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir().join("data"))
     }
 
     /// The metadata store's URL: `database_url`, or SQLite in the state directory.
@@ -280,6 +295,9 @@ impl Default for Settings {
             cache_max_bytes: 256 * 1024 * 1024,
             redis_url: None,
             redis_timeout: Duration::from_millis(5),
+            job_workers: 1,
+            job_retention: Duration::from_secs(30 * 86_400),
+            data_dir: None,
         }
     }
 }
@@ -608,6 +626,23 @@ pub struct ServeArgs {
     /// it, between 1 and 10000 [default: 5]
     #[arg(long, env = "FERROSERVE_REDIS_TIMEOUT_MS", value_name = "MILLISECONDS")]
     pub redis_timeout_ms: Option<u64>,
+
+    /// Jobs (training, batch scoring) running at once; the others wait queued
+    /// [default: 1]
+    #[arg(long, env = "FERROSERVE_JOB_WORKERS", value_name = "N")]
+    pub job_workers: Option<usize>,
+    /// Days finished jobs are kept before they are deleted [default: 30]
+    #[arg(
+        long = "job-retention",
+        alias = "job-retention-days",
+        env = "FERROSERVE_JOB_RETENTION_DAYS",
+        value_name = "DAYS"
+    )]
+    pub job_retention_days: Option<f64>,
+    /// Directory jobs read and write files in; a job's path must lie under it
+    /// [default: <state dir>/data]
+    #[arg(long, env = "FERROSERVE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -715,6 +750,9 @@ impl ServeArgs {
             cache_max_bytes: upper.cache_max_bytes.or(self.cache_max_bytes),
             redis_url: upper.redis_url.or(self.redis_url),
             redis_timeout_ms: upper.redis_timeout_ms.or(self.redis_timeout_ms),
+            job_workers: upper.job_workers.or(self.job_workers),
+            job_retention_days: upper.job_retention_days.or(self.job_retention_days),
+            data_dir: upper.data_dir.or(self.data_dir),
         }
     }
 
@@ -880,7 +918,22 @@ impl ServeArgs {
                 })
             }
         };
+        let job_retention = match self.job_retention_days {
+            None => d.job_retention,
+            Some(days) if days.is_finite() && days > 0.0 && days <= 36_500.0 => {
+                Duration::from_secs_f64(days * 86_400.0)
+            }
+            Some(days) => {
+                return Err(SettingsError::Invalid {
+                    name: "job_retention_days",
+                    reason: format!("{days} is not a number of days above 0 and at most 36500"),
+                })
+            }
+        };
         Ok(Settings {
+            job_workers: positive("job_workers", self.job_workers, d.job_workers)?,
+            job_retention,
+            data_dir: self.data_dir,
             cache_max_bytes: self.cache_max_bytes.unwrap_or(d.cache_max_bytes),
             redis_url,
             redis_timeout,

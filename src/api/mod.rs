@@ -7,6 +7,7 @@
 
 pub mod classify;
 mod error;
+pub mod jobs;
 pub mod manage;
 pub mod metadata;
 pub mod predict;
@@ -39,6 +40,8 @@ pub enum Protocol {
     TfServingGrpc,
     /// KServe V2 gRPC.
     V2Grpc,
+    /// A batch-scoring job (`crate::jobs`), through the same queue as requests.
+    Job,
 }
 
 impl Protocol {
@@ -49,6 +52,7 @@ impl Protocol {
             Protocol::SimpleRest => "simple_rest",
             Protocol::TfServingGrpc => "tfs_grpc",
             Protocol::V2Grpc => "v2_grpc",
+            Protocol::Job => "job",
         }
     }
 }
@@ -80,6 +84,9 @@ pub struct ServerState {
     /// The response cache (`crate::cache`), consulted by `predict` for models whose
     /// config enables it; `None` when no tier is on (`--cache-max-bytes 0`, no Redis).
     pub cache: Option<Arc<crate::cache::ResponseCache>>,
+    /// The job runner (`crate::jobs`), set once by `server::run` after the state
+    /// exists (the runner holds the state weakly to score through `predict`).
+    pub jobs: std::sync::OnceLock<Arc<crate::jobs::Jobs>>,
 }
 
 impl ServerState {
@@ -96,6 +103,7 @@ impl ServerState {
         ServerState {
             auth,
             store: None,
+            jobs: std::sync::OnceLock::new(),
             cache,
             sources,
             settings: Arc::new(settings),

@@ -430,7 +430,7 @@ impl ResponseEncoding {
             Protocol::TfServingRest | Protocol::V2Rest | Protocol::SimpleRest => {
                 ResponseEncoding::Text
             }
-            Protocol::TfServingGrpc | Protocol::V2Grpc => ResponseEncoding::Binary,
+            Protocol::TfServingGrpc | Protocol::V2Grpc | Protocol::Job => ResponseEncoding::Binary,
         }
     }
 

@@ -70,31 +70,8 @@ pub async fn simple_predict(
         return Err(ApiError::InvalidArgument("no features given".into()));
     }
     let handle = state.manager.resolve(&request.model, &request.version)?;
-    let inputs = match per_column_inputs(&handle, &request.rows) {
-        Some(specs) => rows_to_columns(&handle, specs, &request.rows)?,
-        None => {
-            let input = input_spec(&handle)?;
-            vec![(
-                input.name.clone(),
-                rows_to_tensor(&handle, input, &request.rows)?,
-            )]
-        }
-    };
-    let traits = handle.backend.traits();
-    let outputs = &handle.backend.signature().outputs;
-    let prediction_output = handle
-        .config()
-        .prediction_output
-        .clone()
-        .or_else(|| traits.prediction_output.clone())
-        .or_else(|| outputs.first().map(|o| o.name.clone()))
-        .ok_or_else(|| ApiError::Internal("the model has no outputs".into()))?;
-    let probabilities_output = handle
-        .config()
-        .probabilities_output
-        .clone()
-        .or_else(|| traits.probabilities_output.clone())
-        .filter(|p| *p != prediction_output);
+    let inputs = row_inputs(&handle, &request.rows)?;
+    let (prediction_output, probabilities_output) = answer_outputs(&handle)?;
     let mut wanted = vec![prediction_output.clone()];
     wanted.extend(probabilities_output.clone());
 
@@ -127,6 +104,58 @@ pub async fn simple_predict(
         probabilities,
         latency: started.elapsed(),
         cache: response.cache,
+    })
+}
+
+/// The model's input tensors for `rows`: column by column for a model with one input
+/// per column, else one `[rows, features]` tensor. Batch scoring (`crate::jobs`)
+/// lays out its rows through this too, so both read features the same way.
+pub fn row_inputs(handle: &ServableHandle, rows: &Rows) -> Result<Vec<(String, Tensor)>, ApiError> {
+    Ok(match per_column_inputs(handle, rows) {
+        Some(specs) => rows_to_columns(handle, specs, rows)?,
+        None => {
+            let input = input_spec(handle)?;
+            vec![(input.name.clone(), rows_to_tensor(handle, input, rows)?)]
+        }
+    })
+}
+
+/// The outputs a simple answer gives: the prediction's, and the class
+/// probabilities' when the model has them (config first, then the model's traits,
+/// then its first output).
+pub fn answer_outputs(handle: &ServableHandle) -> Result<(String, Option<String>), ApiError> {
+    let traits = handle.backend.traits();
+    let outputs = &handle.backend.signature().outputs;
+    let prediction_output = handle
+        .config()
+        .prediction_output
+        .clone()
+        .or_else(|| traits.prediction_output.clone())
+        .or_else(|| outputs.first().map(|o| o.name.clone()))
+        .ok_or_else(|| ApiError::Internal("the model has no outputs".into()))?;
+    let probabilities_output = handle
+        .config()
+        .probabilities_output
+        .clone()
+        .or_else(|| traits.probabilities_output.clone())
+        .filter(|p| *p != prediction_output);
+    Ok((prediction_output, probabilities_output))
+}
+
+/// The feature names a named row may carry for this model: its inputs' names for a
+/// model fed column by column, else its feature names (config, then model).
+pub fn feature_columns(handle: &ServableHandle) -> Result<Vec<String>, ApiError> {
+    let inputs = &handle.backend.signature().inputs;
+    if inputs.len() >= 2 && handle.config().input_name.is_none() {
+        return Ok(inputs.iter().map(|s| s.name.clone()).collect());
+    }
+    let config = handle.config();
+    feature_names(handle, &config).cloned().ok_or_else(|| {
+        ApiError::InvalidArgument(format!(
+            "model {:?} does not know its feature names (set feature_names in its \
+             config.toml), so rows cannot be read by column name",
+            handle.model
+        ))
     })
 }
 

@@ -7,11 +7,13 @@
 //! * `manage`: the management API (upload, reload, status, deploy, stop, delete),
 //!   the V2 repository extension and `/description`
 //! * `simple`: the simple JSON prediction API (`/predict`)
+//! * `jobs`: batch jobs (`/v1/jobs...`, the old `/predictall/`, `/training/status/`)
 //! * `/metrics`, `/healthz`
 //! * `auth`: the access layer in front of every route (tokens, loopback-only
 //!   management, cross-site refusal)
 
 mod auth;
+mod jobs;
 mod manage;
 mod simple;
 mod store;
@@ -41,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .merge(v2::routes())
         .merge(manage::routes(state.settings.max_upload_bytes))
         .merge(simple::routes())
+        .merge(jobs::routes())
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(state.settings.max_request_bytes))

@@ -21,7 +21,10 @@
 //!   that is not SQLite is reported and left as it is.
 
 mod audit;
-mod pool;
+mod jobs;
+// Shared with `crate::jobs::io::sql`, which reads and writes the user's databases
+// (sources and sinks of jobs) with the same connection code and `on_pool!`.
+pub(crate) mod pool;
 pub mod predictions;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -35,6 +38,7 @@ use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
 pub use audit::{Event, EventKind, HistoryPage};
+pub use jobs::{JobQuery, JobRow};
 use pool::{on_pool, DbKind, Pool};
 pub use predictions::{LoggedPrediction, PredictionQuery};
 

@@ -1,0 +1,259 @@
+//! `ferroserve jobs submit|list|status|watch|cancel` against a running server.
+//!
+//! `submit --watch` and `watch` draw a progress bar (indicatif, hidden when stderr
+//! is not a terminal) until the job ends, and exit non-zero unless it succeeded.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+
+/// Where the server is.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Connection {
+    /// The server's REST address
+    #[arg(long, env = "FERROSERVE_URL", default_value = "http://127.0.0.1:8501")]
+    pub url: String,
+    /// Bearer token with the management scope (when the server requires tokens)
+    #[arg(long, env = "FERROSERVE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// PEM file of the CA that signed the server's certificate (https URLs)
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum JobsCommand {
+    /// Submit a job from a JSON file ({"kind": "score", "spec": {…}}); prints its id.
+    Submit {
+        spec: PathBuf,
+        /// Follow the job with a progress bar until it ends; exit non-zero unless it
+        /// succeeded
+        #[arg(long)]
+        watch: bool,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// List jobs, newest first.
+    List {
+        /// queued, running, succeeded, failed or cancelled
+        #[arg(long)]
+        state: Option<String>,
+        /// score or train
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long, default_value_t = 0)]
+        offset: u32,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Print a job's record as JSON.
+    Status {
+        id: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Follow a job with a progress bar until it ends; exit non-zero unless it succeeded.
+    Watch {
+        id: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Ask a job to stop.
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    fn new(c: &Connection) -> anyhow::Result<Client> {
+        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
+        if let Some(path) = &c.ca_cert {
+            let pem =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{} holds no PEM certificate", path.display()))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        Ok(Client {
+            http: builder.build().context("cannot build the HTTP client")?,
+            base: c.url.trim_end_matches('/').to_string(),
+            token: c.token.clone(),
+        })
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let request = match &self.token {
+            Some(t) => request.bearer_auth(t),
+            None => request,
+        };
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the server at {}", self.base))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if !status.is_success() {
+            let message = body
+                .get("error")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| body.to_string());
+            bail!("the server answered {status}: {message}");
+        }
+        Ok(body)
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(self.http.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+}
+
+/// Runs a jobs command; answers the process's exit code.
+pub async fn run(command: JobsCommand) -> anyhow::Result<i32> {
+    match command {
+        JobsCommand::Submit {
+            spec,
+            watch,
+            connection,
+        } => {
+            let text = std::fs::read_to_string(&spec)
+                .with_context(|| format!("cannot read {}", spec.display()))?;
+            let body: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", spec.display()))?;
+            let client = Client::new(&connection)?;
+            let answer = client.post("/v1/jobs", &body).await?;
+            let id = answer
+                .get("job_id")
+                .and_then(Value::as_str)
+                .context("the server's answer has no job_id")?
+                .to_string();
+            println!("{id}");
+            if watch {
+                return follow(&client, &id).await;
+            }
+            Ok(0)
+        }
+        JobsCommand::List {
+            state,
+            kind,
+            limit,
+            offset,
+            connection,
+        } => {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            if let Some(s) = &state {
+                query.append_pair("state", s);
+            }
+            if let Some(k) = &kind {
+                query.append_pair("kind", k);
+            }
+            query.append_pair("limit", &limit.to_string());
+            query.append_pair("offset", &offset.to_string());
+            let client = Client::new(&connection)?;
+            let answer = client.get(&format!("/v1/jobs?{}", query.finish())).await?;
+            for job in answer["jobs"].as_array().into_iter().flatten() {
+                println!(
+                    "{}  {:<5}  {:<9}  {:>6.1}%  {}",
+                    job["job_id"].as_str().unwrap_or(""),
+                    job["kind"].as_str().unwrap_or(""),
+                    job["state"].as_str().unwrap_or(""),
+                    job["progress"]["fraction"].as_f64().unwrap_or(0.0) * 100.0,
+                    job["error"].as_str().unwrap_or(""),
+                );
+            }
+            eprintln!("{} job(s) in all", answer["total"]);
+            Ok(0)
+        }
+        JobsCommand::Status { id, connection } => {
+            let client = Client::new(&connection)?;
+            let job = client.get(&format!("/v1/jobs/{id}")).await?;
+            println!("{}", serde_json::to_string_pretty(&job)?);
+            Ok(0)
+        }
+        JobsCommand::Watch { id, connection } => {
+            let client = Client::new(&connection)?;
+            follow(&client, &id).await
+        }
+        JobsCommand::Cancel { id, connection } => {
+            let client = Client::new(&connection)?;
+            let job = client
+                .post(&format!("/v1/jobs/{id}/cancel"), &Value::Null)
+                .await?;
+            println!("{}", job["state"].as_str().unwrap_or(""));
+            Ok(0)
+        }
+    }
+}
+
+/// Polls the job until it ends, drawing its progress; 0 when it succeeded.
+async fn follow(client: &Client, id: &str) -> anyhow::Result<i32> {
+    let bar = indicatif::ProgressBar::new(1000);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] [{bar:30}] {percent:>3}% {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    loop {
+        let job = client.get(&format!("/v1/jobs/{id}")).await?;
+        let progress = &job["progress"];
+        if let Some(f) = progress["fraction"].as_f64() {
+            bar.set_position((f * 1000.0) as u64);
+        }
+        let remaining = progress["remaining_ms"]
+            .as_u64()
+            .map(|ms| format!(", about {}s left", ms / 1000))
+            .unwrap_or_default();
+        bar.set_message(format!(
+            "{}: {} rows read, {} written{remaining}",
+            progress["stage"].as_str().unwrap_or(""),
+            progress["rows_read"],
+            progress["rows_written"],
+        ));
+        bar.tick();
+        match job["state"].as_str().unwrap_or("") {
+            "succeeded" => {
+                bar.finish_and_clear();
+                eprintln!("job {id} succeeded");
+                println!("{}", serde_json::to_string_pretty(&job["result"])?);
+                return Ok(0);
+            }
+            "failed" => {
+                bar.abandon();
+                eprintln!(
+                    "job {id} failed: {}",
+                    job["error"].as_str().unwrap_or("no reason given")
+                );
+                return Ok(1);
+            }
+            "cancelled" => {
+                bar.abandon();
+                eprintln!("job {id} was cancelled");
+                return Ok(1);
+            }
+            _ => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! CSV and JSON-lines files in the data directory.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::PathBuf;
+
+use super::{IoError, Sink, Source, Value};
+use crate::jobs::spec::{FileFormat, FileSpec};
+
+fn open(spec: &FileSpec) -> Result<(File, u64), IoError> {
+    let file = File::open(&spec.path)
+        .map_err(|e| IoError(format!("cannot open {:?}: {}", spec.name, e.kind())))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    Ok((file, size))
+}
+
+/// A CSV file with a header line. Every cell is text: the model's input types
+/// decide how it is read (as `/predict` does).
+pub struct CsvSource {
+    reader: csv::Reader<BufReader<File>>,
+    columns: Vec<String>,
+    size: u64,
+    record: csv::StringRecord,
+    name: String,
+}
+
+impl CsvSource {
+    pub fn open(spec: &FileSpec) -> Result<CsvSource, IoError> {
+        let (file, size) = open(spec)?;
+        let mut reader = csv::ReaderBuilder::new()
+            .delimiter(spec.csv.delimiter)
+            .quote(spec.csv.quote)
+            .has_headers(true)
+            .from_reader(BufReader::new(file));
+        let columns: Vec<String> = reader
+            .headers()
+            .map_err(|e| IoError(format!("{:?}: cannot read the header: {e}", spec.name)))?
+            .iter()
+            .map(|h| h.trim().to_string())
+            .collect();
+        if columns.is_empty() || columns.iter().all(|c| c.is_empty()) {
+            return Err(IoError(format!(
+                "{:?} is empty: no header line (empty data)",
+                spec.name
+            )));
+        }
+        Ok(CsvSource {
+            reader,
+            columns,
+            size,
+            record: csv::StringRecord::new(),
+            name: spec.name.clone(),
+        })
+    }
+}
+
+impl Source for CsvSource {
+    fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
+    fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Vec<Value>>>, IoError> {
+        let mut rows = Vec::with_capacity(max);
+        while rows.len() < max {
+            match self.reader.read_record(&mut self.record) {
+                Ok(false) => break,
+                Ok(true) => rows.push(
+                    self.record
+                        .iter()
+                        .map(|cell| Value::Text(cell.to_string()))
+                        .collect(),
+                ),
+                Err(e) => {
+                    let line = e
+                        .position()
+                        .map(|p| format!("line {}: ", p.line()))
+                        .unwrap_or_default();
+                    let what = match e.kind() {
+                        csv::ErrorKind::UnequalLengths {
+                            expected_len, len, ..
+                        } => format!("{len} fields where the header has {expected_len}"),
+                        csv::ErrorKind::Utf8 { .. } => "text that is not UTF-8".to_string(),
+                        _ => e.to_string(),
+                    };
+                    return Err(IoError(format!("{:?}: {line}{what}", self.name)));
+                }
+            }
+        }
+        Ok((!rows.is_empty()).then_some(rows))
+    }
+
+    fn fraction(&self) -> Option<f64> {
+        (self.size > 0).then(|| (self.reader.position().byte() as f64 / self.size as f64).min(1.0))
+    }
+
+    fn describe_position(&self) -> String {
+        format!("{:?} line {}", self.name, self.reader.position().line())
+    }
+}
+
+/// One JSON object per line; the columns are the first object's keys, a key missing
+/// from a later line is null.
+pub struct JsonLinesSource {
+    reader: BufReader<File>,
+    columns: Vec<String>,
+    /// The first row, read to learn the columns.
+    first: Option<Vec<Value>>,
+    line: u64,
+    read: u64,
+    size: u64,
+    name: String,
+    buf: String,
+}
+
+/// Longest line read; a longer one is an error (bounded memory).
+const MAX_LINE_BYTES: u64 = 16 * 1024 * 1024;
+
+impl JsonLinesSource {
+    pub fn open(spec: &FileSpec) -> Result<JsonLinesSource, IoError> {
+        let (file, size) = open(spec)?;
+        let mut source = JsonLinesSource {
+            reader: BufReader::new(file),
+            columns: Vec::new(),
+            first: None,
+            line: 0,
+            read: 0,
+            size,
+            name: spec.name.clone(),
+            buf: String::new(),
+        };
+        if let Some(object) = source.next_object()? {
+            source.columns = object.keys().cloned().collect();
+            source.first = Some(source.row(object)?);
+        }
+        if source.columns.is_empty() {
+            return Err(IoError(format!("{:?} has no rows (empty data)", spec.name)));
+        }
+        Ok(source)
+    }
+
+    fn next_object(
+        &mut self,
+    ) -> Result<Option<serde_json::Map<String, serde_json::Value>>, IoError> {
+        loop {
+            self.buf.clear();
+            let n = std::io::Read::take(&mut self.reader, MAX_LINE_BYTES + 1)
+                .read_line(&mut self.buf)
+                .map_err(|e| IoError(format!("{:?} line {}: {e}", self.name, self.line + 1)))?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.line += 1;
+            self.read += n as u64;
+            if n as u64 > MAX_LINE_BYTES {
+                return Err(IoError(format!(
+                    "{:?} line {}: longer than {MAX_LINE_BYTES} bytes",
+                    self.name, self.line
+                )));
+            }
+            let text = self.buf.trim();
+            if text.is_empty() {
+                continue;
+            }
+            return match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(serde_json::Value::Object(o)) => Ok(Some(o)),
+                Ok(_) => Err(IoError(format!(
+                    "{:?} line {}: not a JSON object",
+                    self.name, self.line
+                ))),
+                Err(e) => Err(IoError(format!(
+                    "{:?} line {}: not JSON ({e})",
+                    self.name, self.line
+                ))),
+            };
+        }
+    }
+
+    fn row(
+        &self,
+        mut object: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Vec<Value>, IoError> {
+        self.columns
+            .iter()
+            .map(|c| match object.remove(c) {
+                None | Some(serde_json::Value::Null) => Ok(Value::Null),
+                Some(serde_json::Value::Bool(b)) => Ok(Value::Bool(b)),
+                Some(serde_json::Value::Number(n)) => Ok(match n.as_i64() {
+                    Some(i) => Value::Int(i),
+                    None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+                }),
+                Some(serde_json::Value::String(s)) => Ok(Value::Text(s)),
+                Some(_) => Err(IoError(format!(
+                    "{:?} line {}: column {c:?} holds a list or an object, not a value",
+                    self.name, self.line
+                ))),
+            })
+            .collect()
+    }
+}
+
+impl Source for JsonLinesSource {
+    fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
+    fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Vec<Value>>>, IoError> {
+        let mut rows = Vec::with_capacity(max);
+        if let Some(first) = self.first.take() {
+            rows.push(first);
+        }
+        while rows.len() < max {
+            match self.next_object()? {
+                Some(object) => rows.push(self.row(object)?),
+                None => break,
+            }
+        }
+        Ok((!rows.is_empty()).then_some(rows))
+    }
+
+    fn fraction(&self) -> Option<f64> {
+        (self.size > 0).then(|| (self.read as f64 / self.size as f64).min(1.0))
+    }
+
+    fn describe_position(&self) -> String {
+        format!("{:?} line {}", self.name, self.line)
+    }
+}
+
+enum Writer {
+    Csv(Box<csv::Writer<BufWriter<File>>>),
+    JsonLines(BufWriter<File>),
+}
+
+/// A CSV or JSON-lines file written as `.<name>.<tag>.tmp` beside its final name and
+/// renamed over it at commit; dropped before that, the temporary file is removed.
+pub struct FileSink {
+    writer: Option<Writer>,
+    columns: Vec<String>,
+    temp: PathBuf,
+    path: PathBuf,
+    name: String,
+}
+
+impl FileSink {
+    pub fn create(spec: &FileSpec, columns: Vec<String>, tag: &str) -> Result<FileSink, IoError> {
+        let io = |e: std::io::Error| IoError(format!("cannot write {:?}: {}", spec.name, e.kind()));
+        let dir = spec
+            .path
+            .parent()
+            .ok_or_else(|| IoError(format!("{:?} names no file", spec.name)))?;
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let file_name = spec
+            .path
+            .file_name()
+            .ok_or_else(|| IoError(format!("{:?} names no file", spec.name)))?
+            .to_string_lossy()
+            .to_string();
+        let temp = dir.join(format!(".{file_name}.{tag}.tmp"));
+        let file = File::create(&temp).map_err(io)?;
+        let buffered = BufWriter::with_capacity(256 * 1024, file);
+        let writer = match spec.format {
+            FileFormat::Csv => {
+                let mut w = csv::WriterBuilder::new()
+                    .delimiter(spec.csv.delimiter)
+                    .quote(spec.csv.quote)
+                    .from_writer(buffered);
+                w.write_record(&columns)
+                    .map_err(|e| IoError(format!("cannot write {:?}: {e}", spec.name)))?;
+                Writer::Csv(Box::new(w))
+            }
+            FileFormat::JsonLines => Writer::JsonLines(buffered),
+        };
+        Ok(FileSink {
+            writer: Some(writer),
+            columns,
+            temp,
+            path: spec.path.clone(),
+            name: spec.name.clone(),
+        })
+    }
+
+    fn error(&self, e: impl std::fmt::Display) -> IoError {
+        IoError(format!("cannot write {:?}: {e}", self.name))
+    }
+}
+
+impl Sink for FileSink {
+    fn write(&mut self, rows: &[Vec<Value>]) -> Result<(), IoError> {
+        let result = match self.writer.as_mut() {
+            Some(Writer::Csv(w)) => rows.iter().try_for_each(|row| {
+                w.write_record(row.iter().map(Value::to_text))
+                    .map_err(|e| e.to_string())
+            }),
+            Some(Writer::JsonLines(w)) => rows.iter().try_for_each(|row| {
+                let object: serde_json::Map<String, serde_json::Value> = self
+                    .columns
+                    .iter()
+                    .cloned()
+                    .zip(row.iter().map(Value::to_json))
+                    .collect();
+                serde_json::to_writer(&mut *w, &object)
+                    .map_err(|e| e.to_string())
+                    .and_then(|_| w.write_all(b"\n").map_err(|e| e.to_string()))
+            }),
+            None => Ok(()),
+        };
+        result.map_err(|e| self.error(e))
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<(), IoError> {
+        let file = match self.writer.take() {
+            Some(Writer::Csv(w)) => w
+                .into_inner()
+                .map_err(|e| self.error(e.error().to_string()))?
+                .into_inner()
+                .map_err(|e| self.error(e.error().to_string()))?,
+            Some(Writer::JsonLines(w)) => w
+                .into_inner()
+                .map_err(|e| self.error(e.error().to_string()))?,
+            None => return Ok(()),
+        };
+        file.sync_all().map_err(|e| self.error(e))?;
+        drop(file);
+        std::fs::rename(&self.temp, &self.path).map_err(|e| self.error(e))?;
+        if let Some(dir) = self.path.parent().and_then(|d| File::open(d).ok()) {
+            let _ = dir.sync_all();
+        }
+        // Renamed: nothing left for drop to remove.
+        self.temp = PathBuf::new();
+        Ok(())
+    }
+}
+
+impl Drop for FileSink {
+    fn drop(&mut self) {
+        self.writer = None;
+        if !self.temp.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
+}

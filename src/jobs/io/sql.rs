@@ -1,0 +1,479 @@
+//! SQL sources and sinks (SQLite, PostgreSQL, MySQL/MariaDB) through the store's
+//! connection code (`store::pool`). The async driver runs in a task on the runtime;
+//! the job's thread talks to it over bounded channels, so a query's rows are
+//! streamed (never fetched whole) and a sink's rows wait in one transaction until
+//! commit.
+//!
+//! PostgreSQL and SQLite make the table's creation part of the transaction. MySQL
+//! commits DDL at once: on MySQL a failed job leaves no rows, but may leave the
+//! table it created (empty), or, with `overwrite`, the emptied table.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use sqlx::{Column, Row, TypeInfo};
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{IoError, Sink, Source, Value};
+use crate::jobs::spec::SinkMode;
+use crate::store::pool::{self, on_pool, DbKind};
+
+/// Longest wait for a connection to the data's database.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Rows buffered between the query and the job.
+const ROW_BUFFER: usize = 1024;
+/// Placeholders per INSERT statement (SQLite's historical limit is 999).
+const MAX_PARAMS: usize = 900;
+
+enum SourceMsg {
+    Columns(Vec<String>),
+    Row(Vec<Value>),
+    Error(String),
+}
+
+/// The rows of a query, streamed.
+pub struct SqlSource {
+    rx: mpsc::Receiver<SourceMsg>,
+    columns: Vec<String>,
+    /// The first row, read to learn the columns.
+    first: Option<Vec<Value>>,
+    rows: u64,
+    done: bool,
+}
+
+impl SqlSource {
+    pub fn open(url: &str, query: &str, runtime: &Handle) -> Result<SqlSource, IoError> {
+        let (tx, mut rx) = mpsc::channel(ROW_BUFFER);
+        runtime.spawn(stream_rows(url.to_string(), query.to_string(), tx));
+        let mut columns = Vec::new();
+        let mut first = None;
+        match rx.blocking_recv() {
+            Some(SourceMsg::Columns(c)) => columns = c,
+            Some(SourceMsg::Error(e)) => return Err(IoError(e)),
+            Some(SourceMsg::Row(_)) | None => {}
+        }
+        if !columns.is_empty() {
+            match rx.blocking_recv() {
+                Some(SourceMsg::Row(r)) => first = Some(r),
+                Some(SourceMsg::Error(e)) => return Err(IoError(e)),
+                _ => {}
+            }
+        }
+        if first.is_none() {
+            return Err(IoError("the query returned no rows (empty data)".into()));
+        }
+        Ok(SqlSource {
+            rx,
+            columns,
+            first,
+            rows: 0,
+            done: false,
+        })
+    }
+}
+
+impl Source for SqlSource {
+    fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
+    fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Vec<Value>>>, IoError> {
+        let mut rows = Vec::with_capacity(max);
+        if let Some(first) = self.first.take() {
+            rows.push(first);
+        }
+        while rows.len() < max && !self.done {
+            match self.rx.blocking_recv() {
+                Some(SourceMsg::Row(r)) => rows.push(r),
+                Some(SourceMsg::Error(e)) => return Err(IoError(e)),
+                Some(SourceMsg::Columns(_)) => {}
+                None => self.done = true,
+            }
+        }
+        self.rows += rows.len() as u64;
+        Ok((!rows.is_empty()).then_some(rows))
+    }
+
+    fn fraction(&self) -> Option<f64> {
+        None
+    }
+
+    fn describe_position(&self) -> String {
+        format!("row {}", self.rows)
+    }
+}
+
+async fn stream_rows(url: String, query: String, tx: mpsc::Sender<SourceMsg>) {
+    let shown = pool::redact(&url);
+    let (db, _, _) = match pool::connect(&url, CONNECT_TIMEOUT).await {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = tx.send(SourceMsg::Error(e.to_string())).await;
+            return;
+        }
+    };
+    on_pool!(&db, p => {
+        let mut rows = sqlx::query(sqlx::AssertSqlSafe(query.as_str())).fetch(p);
+        let mut first = true;
+        while let Some(row) = rows.next().await {
+            let msg = match row {
+                Err(e) => SourceMsg::Error(format!(
+                    "the query on {shown} failed: {}",
+                    pool::describe_error(&e)
+                )),
+                Ok(row) => {
+                    if first {
+                        first = false;
+                        let columns = row.columns().iter().map(|c| c.name().to_string()).collect();
+                        if tx.send(SourceMsg::Columns(columns)).await.is_err() {
+                            break;
+                        }
+                    }
+                    match decode_row(&row) {
+                        Ok(values) => SourceMsg::Row(values),
+                        Err(e) => SourceMsg::Error(e),
+                    }
+                }
+            };
+            let stop = matches!(msg, SourceMsg::Error(_));
+            // The job stopped reading (cancelled, failed): stop the query.
+            if tx.send(msg).await.is_err() || stop {
+                break;
+            }
+        }
+    });
+    db_close(db).await;
+}
+
+async fn db_close(db: pool::Pool) {
+    on_pool!(&db, p => p.close().await);
+}
+
+/// A row's cells, each read as the first of integer, float, text or boolean its
+/// column's type allows.
+fn decode_row<R: Row>(row: &R) -> Result<Vec<Value>, String>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i16: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> f64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> f32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    (0..row.columns().len())
+        .map(|i| {
+            if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
+                return Ok(v.map_or(Value::Null, Value::Int));
+            }
+            if let Ok(v) = row.try_get::<Option<i32>, _>(i) {
+                return Ok(v.map_or(Value::Null, |v| Value::Int(v.into())));
+            }
+            if let Ok(v) = row.try_get::<Option<i16>, _>(i) {
+                return Ok(v.map_or(Value::Null, |v| Value::Int(v.into())));
+            }
+            if let Ok(v) = row.try_get::<Option<f64>, _>(i) {
+                return Ok(v.map_or(Value::Null, Value::Float));
+            }
+            if let Ok(v) = row.try_get::<Option<f32>, _>(i) {
+                return Ok(v.map_or(Value::Null, |v| Value::Float(v.into())));
+            }
+            if let Ok(v) = row.try_get::<Option<String>, _>(i) {
+                return Ok(v.map_or(Value::Null, Value::Text));
+            }
+            if let Ok(v) = row.try_get::<Option<bool>, _>(i) {
+                return Ok(v.map_or(Value::Null, Value::Bool));
+            }
+            let column = &row.columns()[i];
+            Err(format!(
+                "column {:?} has the type {}, which cannot be read: cast it in the query \
+                 to an integer, a float or text",
+                column.name(),
+                column.type_info().name()
+            ))
+        })
+        .collect()
+}
+
+enum SinkMsg {
+    Rows(Vec<Vec<Value>>, oneshot::Sender<Result<(), String>>),
+    Commit(oneshot::Sender<Result<(), String>>),
+}
+
+/// Rows inserted into a table in one transaction, committed at the end.
+pub struct SqlSink {
+    tx: mpsc::Sender<SinkMsg>,
+}
+
+impl SqlSink {
+    pub fn open(
+        url: &str,
+        table: &str,
+        mode: SinkMode,
+        columns: Vec<String>,
+        runtime: &Handle,
+    ) -> Result<SqlSink, IoError> {
+        if let Some(c) = columns
+            .iter()
+            .find(|c| c.contains(['"', '`', '\0']) || c.is_empty())
+        {
+            return Err(IoError(format!(
+                "column name {c:?} cannot be a SQL column name"
+            )));
+        }
+        let (tx, rx) = mpsc::channel(1);
+        runtime.spawn(write_rows(
+            url.to_string(),
+            table.to_string(),
+            mode,
+            columns,
+            rx,
+        ));
+        Ok(SqlSink { tx })
+    }
+
+    fn ask(
+        &self,
+        msg: impl FnOnce(oneshot::Sender<Result<(), String>>) -> SinkMsg,
+    ) -> Result<(), IoError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .blocking_send(msg(reply))
+            .map_err(|_| IoError("the database writer stopped".into()))?;
+        answer
+            .blocking_recv()
+            .map_err(|_| IoError("the database writer stopped".into()))?
+            .map_err(IoError)
+    }
+}
+
+impl Sink for SqlSink {
+    fn write(&mut self, rows: &[Vec<Value>]) -> Result<(), IoError> {
+        self.ask(|reply| SinkMsg::Rows(rows.to_vec(), reply))
+    }
+
+    fn commit(self: Box<Self>) -> Result<(), IoError> {
+        self.ask(SinkMsg::Commit)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum ColumnKind {
+    Int,
+    Float,
+    Text,
+}
+
+fn column_kinds(columns: usize, rows: &[Vec<Value>]) -> Vec<ColumnKind> {
+    (0..columns)
+        .map(|i| {
+            let values = rows.iter().filter_map(|r| r.get(i));
+            let mut kind = None;
+            for v in values {
+                kind = match (kind, v) {
+                    (_, Value::Text(_)) => return ColumnKind::Text,
+                    (_, Value::Float(_)) => Some(ColumnKind::Float),
+                    (None, Value::Int(_) | Value::Bool(_)) => Some(ColumnKind::Int),
+                    (k, _) => k,
+                };
+            }
+            kind.unwrap_or(ColumnKind::Text)
+        })
+        .collect()
+}
+
+fn quote(kind: DbKind, name: &str) -> String {
+    name.split('.')
+        .map(|part| match kind {
+            DbKind::MySql => format!("`{part}`"),
+            _ => format!("\"{part}\""),
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+fn type_name(db: DbKind, kind: ColumnKind) -> &'static str {
+    match (db, kind) {
+        (_, ColumnKind::Int) => "BIGINT",
+        (DbKind::Sqlite, ColumnKind::Float) => "REAL",
+        (DbKind::Postgres, ColumnKind::Float) => "DOUBLE PRECISION",
+        (DbKind::MySql, ColumnKind::Float) => "DOUBLE",
+        (_, ColumnKind::Text) => "TEXT",
+    }
+}
+
+/// A cell as its column's kind: `Some(Ok(..))` per kind, an error for a value the
+/// column cannot hold.
+enum Cell {
+    Int(Option<i64>),
+    Float(Option<f64>),
+    Text(Option<String>),
+}
+
+fn cell(kind: ColumnKind, value: &Value, column: &str) -> Result<Cell, String> {
+    Ok(match (kind, value) {
+        (ColumnKind::Int, Value::Null) => Cell::Int(None),
+        (ColumnKind::Float, Value::Null) => Cell::Float(None),
+        (ColumnKind::Text, Value::Null) => Cell::Text(None),
+        (ColumnKind::Int, Value::Int(i)) => Cell::Int(Some(*i)),
+        (ColumnKind::Int, Value::Bool(b)) => Cell::Int(Some(i64::from(*b))),
+        (ColumnKind::Float, Value::Int(i)) => Cell::Float(Some(*i as f64)),
+        (ColumnKind::Float, Value::Float(f)) => Cell::Float(Some(*f)),
+        (ColumnKind::Float, Value::Bool(b)) => Cell::Float(Some(f64::from(u8::from(*b)))),
+        (ColumnKind::Text, v) => Cell::Text(Some(v.to_text())),
+        (_, v) => {
+            return Err(format!(
+                "column {column:?}: the value {} does not fit the column's type",
+                v.to_text()
+            ))
+        }
+    })
+}
+
+async fn write_rows(
+    url: String,
+    table: String,
+    mode: SinkMode,
+    columns: Vec<String>,
+    mut rx: mpsc::Receiver<SinkMsg>,
+) {
+    let shown = pool::redact(&url);
+    let (db, kind, _) = match pool::connect(&url, CONNECT_TIMEOUT).await {
+        Ok(c) => c,
+        Err(e) => {
+            // Answer whatever comes first with the connection error.
+            if let Some(SinkMsg::Rows(_, reply) | SinkMsg::Commit(reply)) = rx.recv().await {
+                let _ = reply.send(Err(e.to_string()));
+            }
+            return;
+        }
+    };
+    let sql_error = |doing: &str, e: sqlx::Error| {
+        format!("{doing} on {shown} failed: {}", pool::describe_error(&e))
+    };
+    let quoted_table = quote(kind, &table);
+    let column_list = columns
+        .iter()
+        .map(|c| quote(kind, c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rows_per_insert = (MAX_PARAMS / columns.len().max(1)).max(1);
+    on_pool!(&db, p => {
+        let mut tx = match p.begin().await {
+            Ok(tx) => tx,
+            Err(e) => {
+                if let Some(SinkMsg::Rows(_, reply) | SinkMsg::Commit(reply)) = rx.recv().await {
+                    let _ = reply.send(Err(sql_error("starting a transaction", e)));
+                }
+                db_close(db).await;
+                return;
+            }
+        };
+        let mut kinds: Option<Vec<ColumnKind>> = None;
+        while let Some(msg) = rx.recv().await {
+            let (rows, reply) = match msg {
+                SinkMsg::Rows(rows, reply) => (rows, reply),
+                SinkMsg::Commit(reply) => {
+                    let mut result = Ok(());
+                    if kinds.is_none() {
+                        let k = vec![ColumnKind::Text; columns.len()];
+                        result = create_table(&mut tx, kind, mode, &quoted_table, &columns, &k)
+                            .await
+                            .map_err(|e| sql_error("creating the table", e));
+                    }
+                    if result.is_ok() {
+                        result = tx.commit().await.map_err(|e| sql_error("committing", e));
+                    } else {
+                        let _ = tx.rollback().await;
+                    }
+                    let _ = reply.send(result);
+                    db_close(db).await;
+                    return;
+                }
+            };
+            if kinds.is_none() {
+                let k = column_kinds(columns.len(), &rows);
+                if let Err(e) = create_table(&mut tx, kind, mode, &quoted_table, &columns, &k).await {
+                    let _ = reply.send(Err(sql_error("creating the table", e)));
+                    break;
+                }
+                kinds = Some(k);
+            }
+            let kinds = kinds.as_ref().expect("set above");
+            let mut result = Ok(());
+            for chunk in rows.chunks(rows_per_insert) {
+                let one = format!("({})", vec!["?"; columns.len()].join(", "));
+                let sql = format!(
+                    "INSERT INTO {quoted_table} ({column_list}) VALUES {}",
+                    vec![one.as_str(); chunk.len()].join(", ")
+                );
+                let sql = pool::placeholders(kind, &sql).into_owned();
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                let mut bad = None;
+                'rows: for row in chunk {
+                    for (i, v) in row.iter().enumerate() {
+                        match cell(kinds[i], v, &columns[i]) {
+                            Ok(Cell::Int(x)) => q = q.bind(x),
+                            Ok(Cell::Float(x)) => q = q.bind(x),
+                            Ok(Cell::Text(x)) => q = q.bind(x),
+                            Err(e) => {
+                                bad = Some(e);
+                                break 'rows;
+                            }
+                        }
+                    }
+                }
+                if let Some(e) = bad {
+                    result = Err(e);
+                    break;
+                }
+                if let Err(e) = q.execute(&mut *tx).await {
+                    result = Err(sql_error("inserting rows", e));
+                    break;
+                }
+            }
+            let failed = result.is_err();
+            let _ = reply.send(result);
+            if failed {
+                break;
+            }
+        }
+        // Not committed (failed, cancelled, or the job dropped the sink): nothing
+        // written stays.
+        let _ = tx.rollback().await;
+    });
+    db_close(db).await;
+}
+
+async fn create_table<'c, DB: sqlx::Database>(
+    tx: &mut sqlx::Transaction<'c, DB>,
+    db: DbKind,
+    mode: SinkMode,
+    table: &str,
+    columns: &[String],
+    kinds: &[ColumnKind],
+) -> Result<(), sqlx::Error>
+where
+    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
+    for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+{
+    let definition = columns
+        .iter()
+        .zip(kinds)
+        .map(|(c, k)| format!("{} {}", quote(db, c), type_name(db, *k)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if mode == SinkMode::Overwrite {
+        sqlx::query::<DB>(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
+            .execute(&mut **tx)
+            .await?;
+    }
+    sqlx::query::<DB>(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE IF NOT EXISTS {table} ({definition})"
+    )))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,659 @@
+//! Jobs: batch scoring (and, later, training) inside the server, asynchronously.
+//!
+//! [`Jobs`] is the runner: `job_workers` threads of its own take queued jobs one at
+//! a time. A job never runs on the async workers: it reads and writes on its own
+//! thread and predicts through `api::predict` (the version's queue and batcher,
+//! like any request, one batch in flight per job), so online requests are never
+//! queued behind a whole job. A running job's progress lives in memory (a `watch`
+//! channel the events stream follows) and is written to the store at most every
+//! [`PERSIST_EVERY`] and at every state change.
+//!
+//! Invariants:
+//! * a job never blocks serving: no job work on the async workers, one batch of at
+//!   most `MAX_BATCH_SIZE` rows in a version's queue per job, and a full queue
+//!   makes the job wait, not the request;
+//! * a job's output appears whole or not at all: sinks commit at the end (rename,
+//!   transaction); a failed or cancelled job drops its sink, which discards it;
+//! * cancellation is checked before every batch and while waiting for a full
+//!   queue, so a cancel stops a running job within one batch;
+//! * at start, jobs the store says are running belong to a process that is gone:
+//!   they are marked failed ("interrupted by restart"); queued jobs run.
+
+pub mod io;
+mod score;
+pub mod spec;
+pub mod train;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::ServerState;
+use crate::store::{now_ms, JobRow, Store};
+use spec::{JobKind, JobSpec};
+
+/// How often a running job's progress is written to the store.
+pub const PERSIST_EVERY: Duration = Duration::from_millis(500);
+/// How often finished jobs past the retention are deleted.
+const RETENTION_SWEEP: Duration = Duration::from_secs(3600);
+/// Messages a job keeps (the oldest go first).
+const MAX_MESSAGES: usize = 100;
+/// The error of a job whose process ended while it ran.
+pub const INTERRUPTED: &str = "interrupted by restart";
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        Some(match s {
+            "queued" => JobState::Queued,
+            "running" => JobState::Running,
+            "succeeded" => JobState::Succeeded,
+            "failed" => JobState::Failed,
+            "cancelled" => JobState::Cancelled,
+            _ => return None,
+        })
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+/// How far a job has come.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// What it is doing: `queued`, `reading`, `scoring`, `committing`, `done`.
+    pub stage: String,
+    /// Done so far, 0 to 1, when the source's size is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<f64>,
+    pub rows_read: u64,
+    pub rows_written: u64,
+    /// Training: cross-validation folds done of the total.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub folds_done: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub folds_total: Option<u64>,
+    pub elapsed_ms: u64,
+    /// Estimated from the fraction and the elapsed time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remaining_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub at_ms: i64,
+    pub text: String,
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobView {
+    pub job_id: String,
+    pub kind: String,
+    pub state: JobState,
+    pub spec: serde_json::Value,
+    pub progress: Progress,
+    pub messages: Vec<Message>,
+    pub result: Option<serde_json::Value>,
+    pub error: Option<String>,
+    pub created_ms: i64,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+}
+
+impl JobView {
+    pub fn from_row(row: JobRow) -> JobView {
+        JobView {
+            state: JobState::parse(&row.state).unwrap_or(JobState::Failed),
+            spec: serde_json::from_str(&row.spec).unwrap_or(serde_json::Value::Null),
+            progress: serde_json::from_str(&row.progress).unwrap_or_default(),
+            messages: serde_json::from_str(&row.messages).unwrap_or_default(),
+            result: row.result.and_then(|r| serde_json::from_str(&r).ok()),
+            error: row.error,
+            job_id: row.id,
+            kind: row.kind,
+            created_ms: row.created_ms,
+            started_ms: row.started_ms,
+            finished_ms: row.finished_ms,
+        }
+    }
+}
+
+/// Why a job stopped early.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobError {
+    /// Asked to stop (by a client, or by shutdown).
+    Cancelled,
+    Failed(String),
+}
+
+const NOT_CANCELLED: u8 = 0;
+const CANCELLED_BY_CLIENT: u8 = 1;
+const CANCELLED_BY_SHUTDOWN: u8 = 2;
+
+/// A job this server knows in memory: queued here or running here.
+pub struct LiveJob {
+    pub id: String,
+    pub kind: JobKind,
+    /// The spec as submitted.
+    pub spec_json: serde_json::Value,
+    /// Everything the API shows; every change notifies the events streams.
+    view: watch::Sender<JobView>,
+    cancel: AtomicU8,
+    last_persist: Mutex<Instant>,
+    started: Mutex<Option<Instant>>,
+}
+
+impl LiveJob {
+    fn new(view: JobView, kind: JobKind) -> LiveJob {
+        LiveJob {
+            id: view.job_id.clone(),
+            kind,
+            spec_json: view.spec.clone(),
+            view: watch::Sender::new(view),
+            cancel: AtomicU8::new(NOT_CANCELLED),
+            last_persist: Mutex::new(Instant::now()),
+            started: Mutex::new(None),
+        }
+    }
+
+    pub fn view(&self) -> JobView {
+        self.view.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<JobView> {
+        self.view.subscribe()
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed) != NOT_CANCELLED
+    }
+}
+
+/// What a running job uses: the server, the runtime, and its own record.
+pub struct JobContext {
+    pub state: Arc<ServerState>,
+    pub runtime: Handle,
+    pub job: Arc<LiveJob>,
+    store: Arc<Store>,
+}
+
+impl JobContext {
+    /// `Err(Cancelled)` once a cancel was asked.
+    pub fn check_cancelled(&self) -> Result<(), JobError> {
+        if self.job.is_cancelled() {
+            Err(JobError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Updates the progress (elapsed and remaining are filled in here) and, at most
+    /// every [`PERSIST_EVERY`], writes it to the store, which also tells whether
+    /// another server asked to cancel.
+    pub fn progress(&self, update: impl FnOnce(&mut Progress)) {
+        let elapsed = self
+            .job
+            .started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|s| s.elapsed())
+            .unwrap_or_default();
+        self.job.view.send_modify(|v| {
+            update(&mut v.progress);
+            v.progress.elapsed_ms = elapsed.as_millis() as u64;
+            v.progress.remaining_ms = v
+                .progress
+                .fraction
+                .filter(|f| *f > 0.0)
+                .map(|f| (elapsed.as_secs_f64() * (1.0 - f.min(1.0)) / f * 1000.0) as u64);
+        });
+        let due = {
+            let mut last = self
+                .job
+                .last_persist
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if last.elapsed() >= PERSIST_EVERY {
+                *last = Instant::now();
+                true
+            } else {
+                false
+            }
+        };
+        if due {
+            let view = self.job.view();
+            let progress = serde_json::to_string(&view.progress).unwrap_or_default();
+            let messages = serde_json::to_string(&view.messages).unwrap_or_default();
+            match self.runtime.block_on(self.store.save_job_progress(
+                &self.job.id,
+                &progress,
+                &messages,
+            )) {
+                Ok(true) => {
+                    let _ = self.job.cancel.compare_exchange(
+                        NOT_CANCELLED,
+                        CANCELLED_BY_CLIENT,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(job = %self.job.id, "cannot record the job's progress: {e}")
+                }
+            }
+        }
+    }
+
+    /// Adds a message the job's record shows.
+    pub fn message(&self, text: impl Into<String>) {
+        let text = text.into();
+        tracing::info!(job = %self.job.id, "{text}");
+        self.job.view.send_modify(|v| {
+            v.messages.push(Message {
+                at_ms: now_ms(),
+                text,
+            });
+            if v.messages.len() > MAX_MESSAGES {
+                v.messages.remove(0);
+            }
+        });
+    }
+}
+
+/// The job runner.
+pub struct Jobs {
+    store: Arc<Store>,
+    /// Held weakly: the state holds the runner, and a job only needs the state
+    /// while it runs.
+    state: Weak<ServerState>,
+    runtime: Handle,
+    /// Jobs queued or running here. Finished ones leave (the store has them).
+    live: Mutex<HashMap<String, Arc<LiveJob>>>,
+    /// Ids of queued jobs for the worker threads; `None` once shut down.
+    queue: Mutex<Option<crossbeam_channel::Sender<String>>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    stopping: AtomicBool,
+    stop_sweeper: CancellationToken,
+    pub data_dir: PathBuf,
+}
+
+impl Jobs {
+    /// Starts the runner on the current runtime: marks jobs left running by a
+    /// previous process as failed, queues the queued ones, starts `workers` threads
+    /// and the retention sweep.
+    pub async fn start(
+        state: &Arc<ServerState>,
+        store: Arc<Store>,
+        workers: usize,
+        retention: Duration,
+        data_dir: PathBuf,
+    ) -> Result<Arc<Jobs>, crate::store::StoreError> {
+        let interrupted = store.fail_running_jobs(INTERRUPTED).await?;
+        if interrupted > 0 {
+            tracing::warn!(
+                interrupted,
+                "jobs running when the server stopped are marked failed"
+            );
+        }
+        let (tx, rx) = crossbeam_channel::unbounded::<String>();
+        let jobs = Arc::new(Jobs {
+            store: store.clone(),
+            state: Arc::downgrade(state),
+            runtime: Handle::current(),
+            live: Mutex::new(HashMap::new()),
+            queue: Mutex::new(Some(tx)),
+            threads: Mutex::new(Vec::new()),
+            stopping: AtomicBool::new(false),
+            stop_sweeper: CancellationToken::new(),
+            data_dir,
+        });
+        for id in store.queued_job_ids().await? {
+            if let Some(row) = store.job(&id).await? {
+                let kind = JobKind::parse(&row.kind).unwrap_or(JobKind::Score);
+                jobs.enqueue(Arc::new(LiveJob::new(JobView::from_row(row), kind)));
+            }
+        }
+        for n in 0..workers {
+            let rx = rx.clone();
+            let runner = Arc::downgrade(&jobs);
+            let handle = std::thread::Builder::new()
+                .name(format!("ferroserve-job-{n}"))
+                .spawn(move || {
+                    while let Ok(id) = rx.recv() {
+                        let Some(runner) = runner.upgrade() else {
+                            return;
+                        };
+                        // Queued jobs wait for the models found at start to load.
+                        while !runner.is_ready() {
+                            if runner.stopping.load(Ordering::Relaxed) {
+                                return;
+                            }
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        if runner.stopping.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        runner.run_one(&id);
+                    }
+                })
+                .map_err(|e| {
+                    crate::store::StoreError::Unavailable(format!("cannot start a job thread: {e}"))
+                })?;
+            jobs.threads
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(handle);
+        }
+        tokio::spawn(sweep(store, retention, jobs.stop_sweeper.clone()));
+        Ok(jobs)
+    }
+
+    fn is_ready(&self) -> bool {
+        self.state.upgrade().is_none_or(|s| s.is_ready())
+    }
+
+    fn enqueue(&self, job: Arc<LiveJob>) {
+        let id = job.id.clone();
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), job);
+        if let Some(queue) = self
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            let _ = queue.send(id);
+        }
+    }
+
+    /// Records a new job (queued) and queues it. `spec` was checked by the caller.
+    pub async fn submit(
+        &self,
+        spec: &JobSpec,
+        spec_json: serde_json::Value,
+    ) -> Result<String, crate::store::StoreError> {
+        let id = new_job_id();
+        let view = JobView {
+            job_id: id.clone(),
+            kind: spec.kind().as_str().to_string(),
+            state: JobState::Queued,
+            spec: spec_json,
+            progress: Progress {
+                stage: "queued".into(),
+                ..Progress::default()
+            },
+            messages: Vec::new(),
+            result: None,
+            error: None,
+            created_ms: now_ms(),
+            started_ms: None,
+            finished_ms: None,
+        };
+        self.store.insert_job(&row_of(&view)).await?;
+        self.enqueue(Arc::new(LiveJob::new(view, spec.kind())));
+        Ok(id)
+    }
+
+    /// A job queued or running here.
+    pub fn live(&self, id: &str) -> Option<Arc<LiveJob>> {
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// A job, from memory when it is queued or running here, else from the store.
+    pub async fn get(&self, id: &str) -> Result<Option<JobView>, crate::store::StoreError> {
+        if let Some(job) = self.live(id) {
+            return Ok(Some(job.view()));
+        }
+        Ok(self.store.job(id).await?.map(JobView::from_row))
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Asks a job to stop. Answers its view after the request, or `None` when no
+    /// such job exists.
+    pub async fn cancel(&self, id: &str) -> Result<Option<JobView>, crate::store::StoreError> {
+        if let Some(job) = self.live(id) {
+            let _ = job.cancel.compare_exchange(
+                NOT_CANCELLED,
+                CANCELLED_BY_CLIENT,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            if self.store.request_job_cancel(id).await? {
+                // Still queued: cancelled now; the worker will find it taken.
+                job.view.send_modify(|v| {
+                    v.state = JobState::Cancelled;
+                    v.progress.stage = "cancelled".into();
+                    v.finished_ms = Some(now_ms());
+                });
+                self.live
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(id);
+            }
+            return Ok(Some(job.view()));
+        }
+        match self.store.job(id).await? {
+            None => Ok(None),
+            Some(row) if row.state == "queued" || row.state == "running" => {
+                self.store.request_job_cancel(id).await?;
+                Ok(self.store.job(id).await?.map(JobView::from_row))
+            }
+            Some(row) => Ok(Some(JobView::from_row(row))),
+        }
+    }
+
+    /// Runs one queued job on this thread, to its end.
+    fn run_one(&self, id: &str) {
+        let Some(job) = self.live(id) else { return };
+        match self.runtime.block_on(self.store.claim_job(id)) {
+            Ok(true) => {}
+            Ok(false) => {
+                // Cancelled while queued, or taken by another server.
+                self.live
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(id);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(job = id, "cannot claim the job: {e}");
+                self.finish(&job, Err(JobError::Failed(format!("cannot start: {e}"))));
+                return;
+            }
+        }
+        *job.started.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        *job.last_persist.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        job.view.send_modify(|v| {
+            v.state = JobState::Running;
+            v.started_ms = Some(now_ms());
+            v.progress.stage = "starting".into();
+        });
+        let outcome = match self.state.upgrade() {
+            None => Err(JobError::Cancelled),
+            Some(state) => {
+                let ctx = JobContext {
+                    state,
+                    runtime: self.runtime.clone(),
+                    job: job.clone(),
+                    store: self.store.clone(),
+                };
+                let data_dir = self.data_dir.clone();
+                // A panic in a job fails that job, not the runner.
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    match spec::parse_job(
+                        &serde_json::json!({"kind": job.kind.as_str(), "spec": job.spec_json}),
+                        &data_dir,
+                    ) {
+                        Err(e) => Err(JobError::Failed(format!(
+                            "the spec is no longer valid: {e}"
+                        ))),
+                        Ok(JobSpec::Score(s)) => score::run(&ctx, &s),
+                        Ok(JobSpec::Train(t)) => train::run(&ctx, &t),
+                    }
+                }))
+                .unwrap_or_else(|_| Err(JobError::Failed("the job panicked (a bug)".into())))
+            }
+        };
+        self.finish(&job, outcome);
+    }
+
+    /// Records how a job ended, in memory and in the store, and forgets it.
+    fn finish(&self, job: &Arc<LiveJob>, outcome: Result<serde_json::Value, JobError>) {
+        let shutdown = job.cancel.load(Ordering::Relaxed) == CANCELLED_BY_SHUTDOWN;
+        let (state, result, error) = match outcome {
+            Ok(result) => (JobState::Succeeded, Some(result), None),
+            Err(JobError::Cancelled) if shutdown => (
+                JobState::Failed,
+                None,
+                Some(format!("{INTERRUPTED} (the server shut down)")),
+            ),
+            Err(JobError::Cancelled) => (JobState::Cancelled, None, None),
+            Err(JobError::Failed(e)) => (JobState::Failed, None, Some(e)),
+        };
+        job.view.send_modify(|v| {
+            v.state = state;
+            v.progress.stage = state.as_str().into();
+            if state == JobState::Succeeded {
+                v.progress.fraction = Some(1.0);
+                v.progress.remaining_ms = Some(0);
+            }
+            v.result = result.clone();
+            v.error = error.clone();
+            v.finished_ms = Some(now_ms());
+        });
+        let view = job.view();
+        let progress = serde_json::to_string(&view.progress).unwrap_or_default();
+        let messages = serde_json::to_string(&view.messages).unwrap_or_default();
+        let result = result.map(|r| r.to_string());
+        // The end must be recorded: a few tries over a short outage.
+        for attempt in 0..5 {
+            match self.runtime.block_on(self.store.finish_job(
+                &job.id,
+                state.as_str(),
+                &progress,
+                &messages,
+                result.as_deref(),
+                error.as_deref(),
+            )) {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(job = %job.id, attempt, "cannot record the job's end: {e}");
+                    std::thread::sleep(Duration::from_millis(200 << attempt));
+                }
+            }
+        }
+        tracing::info!(job = %job.id, state = state.as_str(), error = error.as_deref().unwrap_or(""), "job finished");
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&job.id);
+    }
+
+    /// Stops the runner: running jobs stop at their next batch and are recorded as
+    /// interrupted (their output discarded), queued ones stay queued for the next
+    /// start. Blocks until the worker threads have ended: call off the async
+    /// workers.
+    pub fn shutdown(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        self.stop_sweeper.cancel();
+        for job in self.live.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            let _ = job.cancel.compare_exchange(
+                NOT_CANCELLED,
+                CANCELLED_BY_SHUTDOWN,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+        // Closing the queue ends the idle threads.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn row_of(view: &JobView) -> JobRow {
+    JobRow {
+        id: view.job_id.clone(),
+        kind: view.kind.clone(),
+        state: view.state.as_str().to_string(),
+        spec: view.spec.to_string(),
+        progress: serde_json::to_string(&view.progress).unwrap_or_default(),
+        messages: serde_json::to_string(&view.messages).unwrap_or_default(),
+        result: view.result.as_ref().map(|r| r.to_string()),
+        error: view.error.clone(),
+        created_ms: view.created_ms,
+        started_ms: view.started_ms,
+        finished_ms: view.finished_ms,
+        cancel_requested: false,
+    }
+}
+
+/// 32 random hex digits.
+fn new_job_id() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        bytes = (fastrand::u128(..)).to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Deletes finished jobs older than `retention`, at start and every
+/// [`RETENTION_SWEEP`], until `stop`.
+async fn sweep(store: Arc<Store>, retention: Duration, stop: CancellationToken) {
+    loop {
+        let cutoff = now_ms().saturating_sub(retention.as_millis().min(i64::MAX as u128) as i64);
+        match store.delete_jobs_finished_before(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "finished jobs past the retention deleted"),
+            Err(e) => tracing::warn!("cannot delete old jobs: {e}"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(RETENTION_SWEEP) => {}
+        }
+    }
+}

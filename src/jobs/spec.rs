@@ -1,0 +1,716 @@
+//! Job specs: `{"kind": "score" | "train", "spec": {…}}` read into typed specs, with
+//! every error naming the field (`spec.source.path: …`), so a client learns at once
+//! what to fix. Paths are resolved against the data directory here, once: the rest
+//! of the job only sees paths that are inside it.
+
+use std::path::{Component, Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::manager::VersionRequest;
+
+/// Why a spec cannot be used; the message starts with the field's path.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct SpecError(pub String);
+
+fn err(field: &str, reason: impl std::fmt::Display) -> SpecError {
+    SpecError(format!("{field}: {reason}"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    Score,
+    Train,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Score => "score",
+            JobKind::Train => "train",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobKind> {
+        match s {
+            "score" => Some(JobKind::Score),
+            "train" => Some(JobKind::Train),
+            _ => None,
+        }
+    }
+}
+
+/// A parsed job.
+#[derive(Debug, Clone)]
+pub enum JobSpec {
+    Score(ScoreSpec),
+    Train(TrainSpec),
+}
+
+impl JobSpec {
+    pub fn kind(&self) -> JobKind {
+        match self {
+            JobSpec::Score(_) => JobKind::Score,
+            JobSpec::Train(_) => JobKind::Train,
+        }
+    }
+}
+
+/// File formats, from the extension or `"format"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    Csv,
+    JsonLines,
+}
+
+/// CSV dialect: `"delimiter"` and `"quote"`, one ASCII character each. The first
+/// line is the header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CsvOptions {
+    pub delimiter: u8,
+    pub quote: u8,
+}
+
+impl Default for CsvOptions {
+    fn default() -> CsvOptions {
+        CsvOptions {
+            delimiter: b',',
+            quote: b'"',
+        }
+    }
+}
+
+/// A file in the data directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileSpec {
+    /// The resolved path, inside the data directory.
+    pub path: PathBuf,
+    /// The name as the client gave it (messages echo only this).
+    pub name: String,
+    pub format: FileFormat,
+    pub csv: CsvOptions,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceSpec {
+    File(FileSpec),
+    /// `{"url": "postgres://…", "query": "select …"}`: rows streamed.
+    Sql {
+        url: String,
+        query: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkMode {
+    /// The table is replaced by the job's rows.
+    Overwrite,
+    /// The job's rows are added.
+    Append,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SinkSpec {
+    File(FileSpec),
+    /// `{"url": …, "table": …, "mode": "overwrite" | "append"}`.
+    Sql {
+        url: String,
+        table: String,
+        mode: SinkMode,
+    },
+}
+
+impl SinkSpec {
+    /// What the result names as where the rows went.
+    pub fn describe(&self) -> String {
+        match self {
+            SinkSpec::File(f) => f.name.clone(),
+            SinkSpec::Sql { url, table, .. } => {
+                format!("{} table {table}", crate::store::pool::redact(url))
+            }
+        }
+    }
+}
+
+/// A scoring job: every row of `source` through the model, into `sink`.
+#[derive(Debug, Clone)]
+pub struct ScoreSpec {
+    pub model: String,
+    pub version: VersionRequest,
+    pub source: SourceSpec,
+    pub sink: SinkSpec,
+    /// Source columns copied to the output before the model's (ids).
+    pub carry: Vec<String>,
+    /// Rows per prediction request. Default [`DEFAULT_BATCH_SIZE`].
+    pub batch_size: usize,
+    /// Model outputs to write; default the prediction and class probabilities.
+    pub outputs: Option<Vec<String>>,
+}
+
+pub const DEFAULT_BATCH_SIZE: usize = 256;
+/// Large enough for throughput, small enough that one job's batch never holds an
+/// online request behind it for long.
+pub const MAX_BATCH_SIZE: usize = 4096;
+
+/// A training job, parsed so that its errors are reported at submission; running it
+/// is the `Trainer`'s (see `jobs::train`).
+#[derive(Debug, Clone)]
+pub struct TrainSpec {
+    pub model: String,
+    pub source: SourceSpec,
+    /// The label column (`schema.label.key`) and its optional value map.
+    pub label: String,
+    pub label_values: Option<serde_json::Map<String, Value>>,
+    /// `schema.features[].key`.
+    pub features: Vec<String>,
+    /// `schema.categorical` and features carrying `values`.
+    pub categorical: Vec<String>,
+    /// `algorithm.name` and the whole `algorithm` object (its grid).
+    pub algorithm: String,
+    pub algorithm_spec: Value,
+    /// `cv` as given (folds, seed, scoring).
+    pub cv: Value,
+}
+
+/// Reads `{"kind": …, "spec": …}`. Paths are resolved inside `data_dir`.
+pub fn parse_job(body: &Value, data_dir: &Path) -> Result<JobSpec, SpecError> {
+    let Some(obj) = body.as_object() else {
+        return Err(SpecError(
+            "the body must be a JSON object {\"kind\": …, \"spec\": …}".into(),
+        ));
+    };
+    if let Some(unknown) = obj.keys().find(|k| !matches!(k.as_str(), "kind" | "spec")) {
+        return Err(err(unknown, "unknown field (known: kind, spec)"));
+    }
+    let kind = match obj.get("kind") {
+        None => return Err(err("kind", "missing (score or train)")),
+        Some(Value::String(k)) => JobKind::parse(k)
+            .ok_or_else(|| err("kind", format!("unknown kind {k:?} (score or train)")))?,
+        Some(_) => return Err(err("kind", "must be a string (score or train)")),
+    };
+    let spec = obj
+        .get("spec")
+        .ok_or_else(|| err("spec", "missing"))?
+        .as_object()
+        .ok_or_else(|| err("spec", "must be an object"))?;
+    match kind {
+        JobKind::Score => parse_score(spec, data_dir).map(JobSpec::Score),
+        JobKind::Train => parse_train(spec, data_dir).map(JobSpec::Train),
+    }
+}
+
+type Obj = serde_json::Map<String, Value>;
+
+fn check_fields(obj: &Obj, field: &str, known: &[&str]) -> Result<(), SpecError> {
+    match obj.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(err(
+            &format!("{field}.{k}"),
+            format!("unknown field (known: {})", known.join(", ")),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn string(obj: &Obj, field: &str, key: &str) -> Result<Option<String>, SpecError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.clone())),
+        Some(Value::String(_)) => Err(err(&format!("{field}.{key}"), "must not be empty")),
+        Some(_) => Err(err(&format!("{field}.{key}"), "must be a string")),
+    }
+}
+
+fn required(obj: &Obj, field: &str, key: &str) -> Result<String, SpecError> {
+    string(obj, field, key)?.ok_or_else(|| err(&format!("{field}.{key}"), "missing"))
+}
+
+fn string_list(obj: &Obj, field: &str, key: &str) -> Result<Option<Vec<String>>, SpecError> {
+    let name = format!("{field}.{key}");
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::String(s) if !s.is_empty() => Ok(s.clone()),
+                _ => Err(err(&format!("{name}[{i}]"), "must be a non-empty string")),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(err(&name, "must be a list of strings")),
+    }
+}
+
+fn parse_score(spec: &Obj, data_dir: &Path) -> Result<ScoreSpec, SpecError> {
+    check_fields(
+        spec,
+        "spec",
+        &[
+            "model",
+            "version",
+            "source",
+            "sink",
+            "carry",
+            "batch_size",
+            "outputs",
+        ],
+    )?;
+    let model = required(spec, "spec", "model")?;
+    let version = parse_version(spec.get("version"))?;
+    let source = parse_source(spec.get("source"), "spec.source", data_dir)?;
+    let sink = parse_sink(spec.get("sink"), "spec.sink", data_dir)?;
+    if let (SourceSpec::File(a), SinkSpec::File(b)) = (&source, &sink) {
+        if a.path == b.path {
+            return Err(err("spec.sink.path", "is the source file"));
+        }
+    }
+    let carry = string_list(spec, "spec", "carry")?.unwrap_or_default();
+    let batch_size = match spec.get("batch_size") {
+        None | Some(Value::Null) => DEFAULT_BATCH_SIZE,
+        Some(v) => v
+            .as_u64()
+            .filter(|n| (1..=MAX_BATCH_SIZE as u64).contains(n))
+            .ok_or_else(|| {
+                err(
+                    "spec.batch_size",
+                    format!("must be a whole number from 1 to {MAX_BATCH_SIZE}"),
+                )
+            })? as usize,
+    };
+    let outputs = string_list(spec, "spec", "outputs")?;
+    if outputs.as_ref().is_some_and(|o| o.is_empty()) {
+        return Err(err("spec.outputs", "must name at least one output"));
+    }
+    Ok(ScoreSpec {
+        model,
+        version,
+        source,
+        sink,
+        carry,
+        batch_size,
+        outputs,
+    })
+}
+
+fn parse_version(v: Option<&Value>) -> Result<VersionRequest, SpecError> {
+    match v {
+        None | Some(Value::Null) => Ok(VersionRequest::Latest),
+        Some(Value::String(s)) if s == "latest" => Ok(VersionRequest::Latest),
+        Some(Value::String(s)) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s
+            .parse()
+            .map(VersionRequest::Specific)
+            .map_err(|_| err("spec.version", "is too large")),
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(VersionRequest::Label(s.clone())),
+        Some(v) => v.as_u64().map(VersionRequest::Specific).ok_or_else(|| {
+            err(
+                "spec.version",
+                "must be \"latest\", a version number or a label",
+            )
+        }),
+    }
+}
+
+/// Refuses what no module reads, with a message saying so.
+fn check_url_scheme(url: &str, field: &str) -> Result<(), SpecError> {
+    let scheme = url
+        .split_once(':')
+        .map(|(s, _)| s.to_ascii_lowercase())
+        .unwrap_or_default();
+    match scheme.as_str() {
+        "sqlite" | "postgres" | "postgresql" | "mysql" | "mariadb" => Ok(()),
+        "mongodb" | "mongodb+srv" => Err(err(field, "MongoDB is not supported")),
+        _ => Err(err(
+            field,
+            "use sqlite://FILE (in the data directory), postgres://… or mysql://…",
+        )),
+    }
+}
+
+/// A `sqlite:` URL's file must be in the data directory like any other file: the
+/// URL is rewritten to the resolved path.
+fn check_sql_url(url: &str, field: &str, data_dir: &Path) -> Result<String, SpecError> {
+    check_url_scheme(url, field)?;
+    if !url.to_ascii_lowercase().starts_with("sqlite:") {
+        return Ok(url.to_string());
+    }
+    let Some(file) = crate::store::pool::sqlite_path(url) else {
+        return Err(err(field, "a sqlite URL must name a file"));
+    };
+    let given = file.display().to_string();
+    let path = data_path(&given, field, data_dir)?;
+    Ok(format!("sqlite://{}", path.display()))
+}
+
+fn parse_source(v: Option<&Value>, field: &str, data_dir: &Path) -> Result<SourceSpec, SpecError> {
+    let obj = match v {
+        None | Some(Value::Null) => return Err(err(field, "missing")),
+        Some(Value::String(s)) if !s.is_empty() => {
+            // The old job.json's inputCollection: a path or a URL.
+            let mut o = Obj::new();
+            let key = if s.contains("://") { "url" } else { "path" };
+            o.insert(key.into(), Value::String(s.clone()));
+            return parse_source(Some(&Value::Object(o)), field, data_dir);
+        }
+        Some(Value::Object(o)) => o,
+        Some(_) => {
+            return Err(err(
+                field,
+                "must be an object with a path, or a url and a query",
+            ))
+        }
+    };
+    if let Some(url) = string(obj, field, "url")? {
+        check_fields(obj, field, &["url", "query"])?;
+        let url = check_sql_url(&url, &format!("{field}.url"), data_dir)?;
+        if let Some(path) = crate::store::pool::sqlite_path(&url) {
+            if !path.is_file() {
+                return Err(err(&format!("{field}.url"), "no such database file"));
+            }
+        }
+        let query = required(obj, field, "query")?;
+        return Ok(SourceSpec::Sql { url, query });
+    }
+    let file = parse_file(obj, field, data_dir)?;
+    if !file.path.is_file() {
+        return Err(err(
+            &format!("{field}.path"),
+            format!("no such file {:?} in the data directory", file.name),
+        ));
+    }
+    Ok(SourceSpec::File(file))
+}
+
+fn parse_sink(v: Option<&Value>, field: &str, data_dir: &Path) -> Result<SinkSpec, SpecError> {
+    let obj = match v {
+        None | Some(Value::Null) => return Err(err(field, "missing")),
+        Some(Value::String(s)) if !s.is_empty() => {
+            let mut o = Obj::new();
+            let key = if s.contains("://") { "url" } else { "path" };
+            o.insert(key.into(), Value::String(s.clone()));
+            return parse_sink(Some(&Value::Object(o)), field, data_dir);
+        }
+        Some(Value::Object(o)) => o,
+        Some(_) => {
+            return Err(err(
+                field,
+                "must be an object with a path, or a url and a table",
+            ))
+        }
+    };
+    if let Some(url) = string(obj, field, "url")? {
+        check_fields(obj, field, &["url", "table", "mode"])?;
+        let url = check_sql_url(&url, &format!("{field}.url"), data_dir)?;
+        let table = required(obj, field, "table")?;
+        if !is_identifier(&table) {
+            return Err(err(
+                &format!("{field}.table"),
+                "must be a table name of letters, digits and underscores (optionally schema.table)",
+            ));
+        }
+        let mode = match string(obj, field, "mode")?.as_deref() {
+            None | Some("append") => SinkMode::Append,
+            Some("overwrite") => SinkMode::Overwrite,
+            Some(other) => {
+                return Err(err(
+                    &format!("{field}.mode"),
+                    format!("unknown mode {other:?} (overwrite or append)"),
+                ))
+            }
+        };
+        return Ok(SinkSpec::Sql { url, table, mode });
+    }
+    let file = parse_file(obj, field, data_dir)?;
+    if file.path.is_dir() {
+        return Err(err(&format!("{field}.path"), "is a directory"));
+    }
+    Ok(SinkSpec::File(file))
+}
+
+/// `name` or `schema.name`, each part a plain SQL identifier.
+fn is_identifier(s: &str) -> bool {
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 63
+            && p.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    let parts: Vec<&str> = s.split('.').collect();
+    parts.len() <= 2 && parts.iter().all(|p| part(p))
+}
+
+fn parse_file(obj: &Obj, field: &str, data_dir: &Path) -> Result<FileSpec, SpecError> {
+    check_fields(obj, field, &["path", "format", "delimiter", "quote"])?;
+    let name = required(obj, field, "path")?;
+    let path = data_path(&name, &format!("{field}.path"), data_dir)?;
+    let format = match string(obj, field, "format")?.as_deref() {
+        Some("csv") => FileFormat::Csv,
+        Some("jsonl" | "ndjson" | "json") => FileFormat::JsonLines,
+        Some("parquet") => {
+            return Err(err(
+                &format!("{field}.format"),
+                "Parquet is not supported in this build (use csv or jsonl)",
+            ))
+        }
+        Some(other) => {
+            return Err(err(
+                &format!("{field}.format"),
+                format!("unknown format {other:?} (csv or jsonl)"),
+            ))
+        }
+        None => match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+            .as_deref()
+        {
+            Some("csv" | "tsv" | "txt") => FileFormat::Csv,
+            Some("jsonl" | "ndjson" | "json") => FileFormat::JsonLines,
+            Some("parquet") => {
+                return Err(err(
+                    &format!("{field}.path"),
+                    "Parquet is not supported in this build (use csv or jsonl)",
+                ))
+            }
+            _ => {
+                return Err(err(
+                    &format!("{field}.path"),
+                    "cannot tell the format from the extension: name it .csv or .jsonl, or give \"format\"",
+                ))
+            }
+        },
+    };
+    let tsv = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("tsv"));
+    let one_char = |key: &str, default: u8| -> Result<u8, SpecError> {
+        match string(obj, field, key)? {
+            None => Ok(default),
+            Some(s) if s.len() == 1 && s.is_ascii() => Ok(s.as_bytes()[0]),
+            Some(s) if s == "\\t" => Ok(b'\t'),
+            Some(_) => Err(err(
+                &format!("{field}.{key}"),
+                "must be one ASCII character",
+            )),
+        }
+    };
+    let csv = CsvOptions {
+        delimiter: one_char("delimiter", if tsv { b'\t' } else { b',' })?,
+        quote: one_char("quote", b'"')?,
+    };
+    Ok(FileSpec {
+        path,
+        name,
+        format,
+        csv,
+    })
+}
+
+/// `given` resolved inside `data_dir`: relative to it (an absolute path must already
+/// lie in it), no `..`, and no symbolic link leading out. The error echoes only the
+/// name given.
+pub fn data_path(given: &str, field: &str, data_dir: &Path) -> Result<PathBuf, SpecError> {
+    let outside = || err(field, format!("{given:?} is not inside the data directory"));
+    let p = Path::new(given);
+    if given.contains('\0') || p.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(outside());
+    }
+    let joined = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        data_dir.join(p)
+    };
+    if !crate::auth::is_under_roots(&joined, &[data_dir.to_path_buf()]) {
+        return Err(outside());
+    }
+    Ok(joined)
+}
+
+fn parse_train(spec: &Obj, data_dir: &Path) -> Result<TrainSpec, SpecError> {
+    check_fields(
+        spec,
+        "spec",
+        &["model", "source", "schema", "algorithm", "cv"],
+    )?;
+    let model = required(spec, "spec", "model")?;
+    let source = parse_source(spec.get("source"), "spec.source", data_dir)?;
+    let schema = spec
+        .get("schema")
+        .and_then(Value::as_object)
+        .ok_or_else(|| err("spec.schema", "missing (an object with label and features)"))?;
+    let label_obj = schema
+        .get("label")
+        .and_then(Value::as_object)
+        .ok_or_else(|| err("spec.schema.label", "missing (an object with a key)"))?;
+    let label = required(label_obj, "spec.schema.label", "key")?;
+    let label_values = match label_obj.get("values") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(m)) => Some(m.clone()),
+        Some(_) => return Err(err("spec.schema.label.values", "must be an object")),
+    };
+    let features_list = schema
+        .get("features")
+        .and_then(Value::as_array)
+        .filter(|f| !f.is_empty())
+        .ok_or_else(|| {
+            err(
+                "spec.schema.features",
+                "missing (a non-empty list of {\"key\": …})",
+            )
+        })?;
+    let mut features = Vec::new();
+    let mut categorical = string_list(schema, "spec.schema", "categorical")?.unwrap_or_default();
+    for (i, f) in features_list.iter().enumerate() {
+        let field = format!("spec.schema.features[{i}]");
+        let o = f
+            .as_object()
+            .ok_or_else(|| err(&field, "must be an object with a key"))?;
+        let key = required(o, &field, "key")?;
+        if o.get("values").is_some_and(|v| !v.is_null()) {
+            categorical.push(key.clone());
+        }
+        features.push(key);
+    }
+    if let Some(unknown) = categorical.iter().find(|c| !features.contains(c)) {
+        return Err(err(
+            "spec.schema.categorical",
+            format!("{unknown:?} is not one of the features"),
+        ));
+    }
+    let algorithm_spec = spec
+        .get("algorithm")
+        .cloned()
+        .ok_or_else(|| err("spec.algorithm", "missing (an object with a name)"))?;
+    let algorithm = algorithm_spec
+        .as_object()
+        .ok_or_else(|| err("spec.algorithm", "must be an object with a name"))
+        .and_then(|o| required(o, "spec.algorithm", "name"))?;
+    let cv = spec.get("cv").cloned().unwrap_or(Value::Null);
+    Ok(TrainSpec {
+        model,
+        source,
+        label,
+        label_values,
+        features,
+        categorical,
+        algorithm,
+        algorithm_spec,
+        cv,
+    })
+}
+
+/// The old service's `POST /predictall/` job.json as a score job: `modelkey` names
+/// the model (a trained model's name; training jobs are not built yet),
+/// `inputCollection` / `outputCollection` the source and sink (a path in the data
+/// directory or a database URL; for a URL sink, `outputTable` names the table,
+/// default `predictions`), optional `version`, `carry` and `batch_size`.
+pub fn predictall_to_score(job: &Value) -> Result<Value, SpecError> {
+    let obj = job
+        .as_object()
+        .ok_or_else(|| SpecError("the job description must be a JSON object".into()))?;
+    let get = |k: &str| obj.get(k).filter(|v| !v.is_null());
+    let model = get("modelkey")
+        .or_else(|| get("modelKey"))
+        .ok_or_else(|| err("modelkey", "missing"))?;
+    let model = match model {
+        Value::String(s) => Value::String(s.clone()),
+        Value::Number(n) => Value::String(n.to_string()),
+        _ => return Err(err("modelkey", "must be a string")),
+    };
+    let input = get("inputCollection").ok_or_else(|| err("inputCollection", "missing"))?;
+    let output = get("outputCollection").ok_or_else(|| err("outputCollection", "missing"))?;
+    let sink = match output {
+        Value::String(s) if s.contains("://") => serde_json::json!({
+            "url": s,
+            "table": get("outputTable").cloned().unwrap_or(Value::String("predictions".into())),
+            "mode": get("mode").cloned().unwrap_or(Value::String("overwrite".into())),
+        }),
+        other => other.clone(),
+    };
+    let mut spec = serde_json::json!({
+        "model": model,
+        "source": input,
+        "sink": sink,
+    });
+    for key in ["version", "carry", "batch_size", "outputs"] {
+        if let Some(v) = get(key) {
+            spec[key] = v.clone();
+        }
+    }
+    Ok(serde_json::json!({"kind": "score", "spec": spec}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn paths_stay_inside_the_data_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("in.csv"), "a\n1\n").unwrap();
+        assert!(data_path("in.csv", "f", &data).is_ok());
+        for bad in ["../x.csv", "/etc/passwd", "a/../../x.csv"] {
+            let e = data_path(bad, "f", &data).unwrap_err().0;
+            assert!(
+                e.contains(bad) && !e.contains(&*data.to_string_lossy()),
+                "{e}"
+            );
+        }
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink("/etc", data.join("escape")).unwrap();
+            assert!(data_path("escape/passwd", "f", &data).is_err());
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path();
+        std::fs::write(data.join("in.csv"), "a\n1\n").unwrap();
+        let e = |body: Value| parse_job(&body, data).unwrap_err().0;
+        assert!(
+            e(json!({"kind": "score", "spec": {"model": "m", "sink": {"path": "o.csv"}}}))
+                .starts_with("spec.source: missing")
+        );
+        assert!(e(json!({"kind": "score", "spec": {"model": "m", "source": {"url": "mongodb://h/db", "query": "x"}, "sink": {"path": "o.csv"}}}))
+            .contains("MongoDB is not supported"));
+        assert!(e(json!({"kind": "score", "spec": {"model": "m", "source": {"path": "in.csv"}, "sink": {"path": "o.csv"}, "batch_size": 0}}))
+            .starts_with("spec.batch_size"));
+        assert!(e(json!({"kind": "score", "spec": {"model": "m", "source": {"path": "in.parquet"}, "sink": {"path": "o.csv"}}}))
+            .contains("Parquet"));
+        assert!(e(json!({"kind": "nope", "spec": {}})).starts_with("kind"));
+        let ok = parse_job(
+            &json!({"kind": "score", "spec": {"model": "m", "version": 3, "source": {"path": "in.csv", "delimiter": ";"}, "sink": {"url": "sqlite://out.db", "table": "scores", "mode": "overwrite"}, "carry": ["id"]}}),
+            data,
+        )
+        .unwrap();
+        let JobSpec::Score(s) = ok else { panic!() };
+        assert_eq!(s.version, VersionRequest::Specific(3));
+        assert!(matches!(&s.source, SourceSpec::File(f) if f.csv.delimiter == b';'));
+        assert!(
+            matches!(&s.sink, SinkSpec::Sql { url, mode: SinkMode::Overwrite, .. } if url.ends_with("/out.db"))
+        );
+    }
+
+    #[test]
+    fn the_old_job_json_maps_onto_a_score_job() {
+        let spec = predictall_to_score(&json!({
+            "modelkey": "bank", "inputCollection": "new.csv", "outputCollection": "scores.csv",
+        }))
+        .unwrap();
+        assert_eq!(
+            spec,
+            json!({"kind": "score", "spec": {"model": "bank", "source": "new.csv", "sink": "scores.csv"}})
+        );
+        assert!(predictall_to_score(&json!({"inputCollection": "a.csv"}))
+            .unwrap_err()
+            .0
+            .starts_with("modelkey"));
+    }
+}

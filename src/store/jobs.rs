@@ -1,0 +1,325 @@
+//! The `jobs` table: one row per training or scoring job (`crate::jobs`).
+//!
+//! The job runner keeps a running job's progress in memory and writes it here at a
+//! bounded rate and at every state change; these queries are all it needs. The
+//! documents (`spec`, `progress`, `messages`, `result`) are JSON text the runner
+//! writes and reads: the store does not look inside them.
+
+use sqlx::Row;
+
+use super::pool::on_pool;
+use super::{now_ms, Store, StoreError};
+
+/// One job as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRow {
+    pub id: String,
+    /// `score` or `train`.
+    pub kind: String,
+    /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
+    pub state: String,
+    /// JSON documents (see the module comment).
+    pub spec: String,
+    pub progress: String,
+    pub messages: String,
+    pub result: Option<String>,
+    pub error: Option<String>,
+    pub created_ms: i64,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    pub cancel_requested: bool,
+}
+
+/// Which jobs a listing shows, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct JobQuery {
+    pub state: Option<String>,
+    pub kind: Option<String>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+const COLUMNS: &str = "id, kind, state, spec, progress, messages, result, error, created_ms, \
+                       started_ms, finished_ms, cancel_requested";
+
+fn job_row<R: Row>(r: &R) -> Result<JobRow, sqlx::Error>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(JobRow {
+        id: r.try_get(0)?,
+        kind: r.try_get(1)?,
+        state: r.try_get(2)?,
+        spec: r.try_get(3)?,
+        progress: r.try_get(4)?,
+        messages: r.try_get(5)?,
+        result: r.try_get(6)?,
+        error: r.try_get(7)?,
+        created_ms: r.try_get(8)?,
+        started_ms: r.try_get(9)?,
+        finished_ms: r.try_get(10)?,
+        cancel_requested: r.try_get::<i64, _>(11)? != 0,
+    })
+}
+
+impl Store {
+    /// Records a new job (state `queued`).
+    pub async fn insert_job(&self, job: &JobRow) -> Result<(), StoreError> {
+        let sql = self.sql(
+            "INSERT INTO jobs (id, kind, state, spec, progress, messages, result, error, \
+             created_ms, started_ms, finished_ms, claimed_by, heartbeat_ms, cancel_requested) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, 0)",
+        );
+        self.must_write("record the job", async {
+            on_pool!(&self.pool, p => sqlx::query(sqlx::AssertSqlSafe(&*sql))
+                .bind(&job.id)
+                .bind(&job.kind)
+                .bind(&job.state)
+                .bind(&job.spec)
+                .bind(&job.progress)
+                .bind(&job.messages)
+                .bind(&job.result)
+                .bind(&job.error)
+                .bind(job.created_ms)
+                .bind(job.started_ms)
+                .bind(job.finished_ms)
+                .execute(p)
+                .await
+                .map(|_| ()))
+        })
+        .await
+    }
+
+    /// Takes a queued job for this server: `true` when it was queued and is now
+    /// `running` here, `false` when another server took it or it was cancelled.
+    pub async fn claim_job(&self, id: &str) -> Result<bool, StoreError> {
+        let sql = self.sql(
+            "UPDATE jobs SET state = 'running', started_ms = ?, claimed_by = ?, heartbeat_ms = ? \
+             WHERE id = ? AND state = 'queued'",
+        );
+        let now = now_ms();
+        let replica = self.replica.clone();
+        self.must_write("claim the job", async {
+            on_pool!(&self.pool, p => sqlx::query(sqlx::AssertSqlSafe(&*sql))
+                .bind(now)
+                .bind(&replica)
+                .bind(now)
+                .bind(id)
+                .execute(p)
+                .await
+                .map(|r| r.rows_affected() == 1))
+        })
+        .await
+    }
+
+    /// Writes a running job's progress and messages; answers whether a cancel was
+    /// asked for it in the database (by another server).
+    pub async fn save_job_progress(
+        &self,
+        id: &str,
+        progress: &str,
+        messages: &str,
+    ) -> Result<bool, StoreError> {
+        let update = self.sql(
+            "UPDATE jobs SET progress = ?, messages = ?, heartbeat_ms = ? \
+             WHERE id = ? AND state = 'running'",
+        );
+        let select = self.sql("SELECT cancel_requested FROM jobs WHERE id = ?");
+        let now = now_ms();
+        self.must_write("record the job's progress", async {
+            on_pool!(&self.pool, p => {
+                match sqlx::query(sqlx::AssertSqlSafe(&*update))
+                    .bind(progress)
+                    .bind(messages)
+                    .bind(now)
+                    .bind(id)
+                    .execute(p)
+                    .await
+                {
+                    Ok(_) => match sqlx::query(sqlx::AssertSqlSafe(&*select))
+                        .bind(id)
+                        .fetch_optional(p)
+                        .await
+                    {
+                        Ok(Some(row)) => row.try_get::<i64, _>(0).map(|c| c != 0),
+                        Ok(None) => Ok(false),
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e),
+                }
+            })
+        })
+        .await
+    }
+
+    /// Records how a job ended (`succeeded`, `failed` or `cancelled`).
+    pub async fn finish_job(
+        &self,
+        id: &str,
+        state: &str,
+        progress: &str,
+        messages: &str,
+        result: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let sql = self.sql(
+            "UPDATE jobs SET state = ?, progress = ?, messages = ?, result = ?, error = ?, \
+             finished_ms = ?, heartbeat_ms = ? WHERE id = ?",
+        );
+        let now = now_ms();
+        self.must_write("record the job's end", async {
+            on_pool!(&self.pool, p => sqlx::query(sqlx::AssertSqlSafe(&*sql))
+                .bind(state)
+                .bind(progress)
+                .bind(messages)
+                .bind(result)
+                .bind(error)
+                .bind(now)
+                .bind(now)
+                .bind(id)
+                .execute(p)
+                .await
+                .map(|_| ()))
+        })
+        .await
+    }
+
+    /// Asks for a job to stop: a queued one is cancelled at once (answers `true`);
+    /// a running one is flagged for the server running it.
+    pub async fn request_job_cancel(&self, id: &str) -> Result<bool, StoreError> {
+        let cancel_queued = self.sql(
+            "UPDATE jobs SET state = 'cancelled', finished_ms = ?, cancel_requested = 1 \
+             WHERE id = ? AND state = 'queued'",
+        );
+        let flag =
+            self.sql("UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state = 'running'");
+        let now = now_ms();
+        self.must_write("cancel the job", async {
+            on_pool!(&self.pool, p => {
+                match sqlx::query(sqlx::AssertSqlSafe(&*cancel_queued))
+                    .bind(now)
+                    .bind(id)
+                    .execute(p)
+                    .await
+                {
+                    Ok(r) if r.rows_affected() == 1 => Ok(true),
+                    Ok(_) => sqlx::query(sqlx::AssertSqlSafe(&*flag))
+                        .bind(id)
+                        .execute(p)
+                        .await
+                        .map(|_| false),
+                    Err(e) => Err(e),
+                }
+            })
+        })
+        .await
+    }
+
+    /// One job, or `None`.
+    pub async fn job(&self, id: &str) -> Result<Option<JobRow>, StoreError> {
+        let sql = self
+            .sql(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ?"))
+            .into_owned();
+        let row = on_pool!(&self.pool, p => {
+            match sqlx::query(sqlx::AssertSqlSafe(&*sql)).bind(id).fetch_optional(p).await {
+                Ok(Some(r)) => job_row(&r).map(Some),
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
+            }
+        });
+        row.map_err(|e| self.unavailable("read the job", e))
+    }
+
+    /// Jobs matching `query`, newest first, and how many match in all.
+    pub async fn jobs(&self, query: &JobQuery) -> Result<(Vec<JobRow>, i64), StoreError> {
+        let mut filter = String::from(" WHERE 1 = 1");
+        let mut binds: Vec<&str> = Vec::new();
+        if let Some(state) = &query.state {
+            filter.push_str(" AND state = ?");
+            binds.push(state);
+        }
+        if let Some(kind) = &query.kind {
+            filter.push_str(" AND kind = ?");
+            binds.push(kind);
+        }
+        let list = self
+            .sql(&format!(
+                "SELECT {COLUMNS} FROM jobs{filter} ORDER BY created_ms DESC, id DESC LIMIT ? OFFSET ?"
+            ))
+            .into_owned();
+        let count = self
+            .sql(&format!("SELECT COUNT(*) FROM jobs{filter}"))
+            .into_owned();
+        let result: Result<(Vec<JobRow>, i64), sqlx::Error> = on_pool!(&self.pool, p => {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(&*list));
+            for b in &binds {
+                q = q.bind(*b);
+            }
+            match q.bind(query.limit).bind(query.offset).fetch_all(p).await {
+                Ok(rows) => match rows.iter().map(job_row).collect::<Result<Vec<_>, _>>() {
+                    Ok(jobs) => {
+                        let mut q = sqlx::query(sqlx::AssertSqlSafe(&*count));
+                        for b in &binds {
+                            q = q.bind(*b);
+                        }
+                        match q.fetch_one(p).await {
+                            Ok(r) => r.try_get::<i64, _>(0).map(|n| (jobs, n)),
+                            Err(e) => Err(e),
+                        }
+                    }
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            }
+        });
+        result.map_err(|e| self.unavailable("list the jobs", e))
+    }
+
+    /// The queued jobs' ids, oldest first (start-up runs them).
+    pub async fn queued_job_ids(&self) -> Result<Vec<String>, StoreError> {
+        let sql = "SELECT id FROM jobs WHERE state = 'queued' ORDER BY created_ms, id";
+        let ids: Result<Vec<String>, sqlx::Error> = on_pool!(&self.pool, p => {
+            match sqlx::query(sql).fetch_all(p).await {
+                Ok(rows) => rows.iter().map(|r| r.try_get::<String, _>(0)).collect(),
+                Err(e) => Err(e),
+            }
+        });
+        ids.map_err(|e| self.unavailable("read the queued jobs", e))
+    }
+
+    /// Marks every job recorded as running as failed with `error` (at start: the
+    /// process that ran them is gone). Answers how many.
+    pub async fn fail_running_jobs(&self, error: &str) -> Result<u64, StoreError> {
+        let sql = self.sql(
+            "UPDATE jobs SET state = 'failed', error = ?, finished_ms = ? WHERE state = 'running'",
+        );
+        let now = now_ms();
+        self.must_write("mark interrupted jobs", async {
+            on_pool!(&self.pool, p => sqlx::query(sqlx::AssertSqlSafe(&*sql))
+                .bind(error)
+                .bind(now)
+                .execute(p)
+                .await
+                .map(|r| r.rows_affected()))
+        })
+        .await
+    }
+
+    /// Deletes jobs that finished before `cutoff_ms`. Answers how many.
+    pub async fn delete_jobs_finished_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        let sql = self.sql(
+            "DELETE FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled') \
+             AND finished_ms < ?",
+        );
+        self.must_write("delete old jobs", async {
+            on_pool!(&self.pool, p => sqlx::query(sqlx::AssertSqlSafe(&*sql))
+                .bind(cutoff_ms)
+                .execute(p)
+                .await
+                .map(|r| r.rows_affected()))
+        })
+        .await
+    }
+}

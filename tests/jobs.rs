@@ -1,0 +1,779 @@
+//! Jobs (issue 13): scoring jobs end to end over REST, the old service's routes and
+//! the CLI, against a real server on 127.0.0.1:0.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::db_servers::{DbKind, DbServer};
+use common::{install_model, root_path, test_settings, TestServer};
+use ferroserve::settings::Settings;
+use serde_json::{json, Value};
+use sqlx::Row;
+
+const FEATURES: [&str; 4] = ["sepal_length", "sepal_width", "petal_length", "petal_width"];
+
+struct Env {
+    _dir: tempfile::TempDir,
+    repo: PathBuf,
+    state: PathBuf,
+    data: PathBuf,
+}
+
+/// A repository with the scikit-learn iris model as `iris`, named features.
+fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    install_model(
+        &repo,
+        "iris",
+        1,
+        &root_path("examples/models/iris_sklearn/1/model.joblib"),
+    );
+    std::fs::write(
+        repo.join("iris/config.toml"),
+        format!("feature_names = {FEATURES:?}\n"),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    Env {
+        repo,
+        state,
+        data,
+        _dir: dir,
+    }
+}
+
+fn settings(env: &Env) -> Settings {
+    Settings {
+        state_dir: Some(env.state.clone()),
+        data_dir: Some(env.data.clone()),
+        ..test_settings(&env.repo)
+    }
+}
+
+/// The fixture's rows (with the scikit-learn answers), repeated to `n`.
+fn iris_rows(n: usize) -> Vec<Vec<f64>> {
+    let exp: Value = serde_json::from_str(
+        &std::fs::read_to_string(root_path("examples/models/iris_sklearn/1/expected.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let rows: Vec<Vec<f64>> = exp["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect()
+        })
+        .collect();
+    (0..n).map(|i| rows[i % rows.len()].clone()).collect()
+}
+
+fn write_csv(path: &Path, rows: &[Vec<f64>]) {
+    let mut text = format!("id,{}\n", FEATURES.join(","));
+    for (i, r) in rows.iter().enumerate() {
+        let cells: Vec<String> = r.iter().map(|v| v.to_string()).collect();
+        text.push_str(&format!("id{i},{}\n", cells.join(",")));
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+fn write_jsonl(path: &Path, rows: &[Vec<f64>]) {
+    let mut text = String::new();
+    for (i, r) in rows.iter().enumerate() {
+        let mut o = serde_json::Map::new();
+        o.insert("id".into(), json!(i));
+        for (f, v) in FEATURES.iter().zip(r) {
+            o.insert(f.to_string(), json!(v));
+        }
+        text.push_str(&Value::Object(o).to_string());
+        text.push('\n');
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+async fn submit(server: &TestServer, body: Value) -> String {
+    let (status, answer) = server.post_json("/v1/jobs", &body).await;
+    assert_eq!(status, 202, "{answer}");
+    answer["job_id"].as_str().unwrap().to_string()
+}
+
+/// Polls the job until `done` holds for it, within `limit`.
+async fn wait_for(
+    server: &TestServer,
+    id: &str,
+    limit: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (status, job) = server.get(&format!("/v1/jobs/{id}")).await;
+        assert_eq!(status, 200, "{job}");
+        if done(&job) {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "job never got there: {job}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn finished(server: &TestServer, id: &str) -> Value {
+    wait_for(server, id, Duration::from_secs(120), |j| {
+        matches!(
+            j["state"].as_str(),
+            Some("succeeded" | "failed" | "cancelled")
+        )
+    })
+    .await
+}
+
+/// The model's own answers for `rows` over TF Serving REST: labels, probabilities.
+async fn model_answers(server: &TestServer, rows: &[Vec<f64>]) -> Vec<(String, Vec<f64>)> {
+    let (status, body) = server
+        .post_json("/v1/models/iris:predict", &json!({ "instances": rows }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["predict"].as_str().unwrap().to_string(),
+                p["predict_proba"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+fn score_spec(source: Value, sink: Value, batch_size: usize) -> Value {
+    json!({"kind": "score", "spec": {
+        "model": "iris", "version": "latest",
+        "source": source, "sink": sink,
+        "carry": ["id"], "batch_size": batch_size,
+    }})
+}
+
+/// Files in the data directory (temporary ones included).
+fn data_files(env: &Env) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(&env.data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn score_csv_to_csv_with_progress_and_carried_ids() {
+    let env = env();
+    let rows = iris_rows(300);
+    write_csv(&env.data.join("in.csv"), &rows);
+    let server = TestServer::start_with(settings(&env)).await;
+    let id = submit(
+        &server,
+        score_spec(
+            json!({"path": "in.csv"}),
+            json!({"path": "out/scores.csv"}),
+            32,
+        ),
+    )
+    .await;
+    let job = finished(&server, &id).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["kind"], "score");
+    assert_eq!(job["progress"]["rows_read"], 300, "{job}");
+    assert_eq!(job["progress"]["rows_written"], 300, "{job}");
+    assert_eq!(job["progress"]["fraction"], 1.0, "{job}");
+    assert_eq!(job["result"]["version"], 1, "{job}");
+    assert!(job["started_ms"].as_i64().unwrap() >= job["created_ms"].as_i64().unwrap());
+    assert!(job["finished_ms"].as_i64().is_some());
+
+    let mut reader = csv::Reader::from_path(env.data.join("out/scores.csv")).unwrap();
+    let header: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "id",
+            "predict",
+            "predict_proba_setosa",
+            "predict_proba_versicolor",
+            "predict_proba_virginica"
+        ]
+    );
+    let answers = model_answers(&server, &rows).await;
+    let mut n = 0;
+    for (i, record) in reader.records().enumerate() {
+        let record = record.unwrap();
+        assert_eq!(&record[0], format!("id{i}"));
+        assert_eq!(&record[1], answers[i].0, "row {i}");
+        for j in 0..3 {
+            let got: f64 = record[2 + j].parse().unwrap();
+            assert!(
+                (got - answers[i].1[j]).abs() < 1e-9,
+                "row {i}: {got} vs {:?}",
+                answers[i].1
+            );
+        }
+        n += 1;
+    }
+    assert_eq!(n, 300);
+    // The listing shows it, filtered by state and kind.
+    let (status, list) = server.get("/v1/jobs?state=succeeded&kind=score").await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["total"], 1);
+    assert_eq!(list["jobs"][0]["job_id"], id.as_str());
+    let (_, none) = server.get("/v1/jobs?state=failed").await;
+    assert_eq!(none["total"], 0);
+    server.stop().await;
+}
+
+async fn score_jsonl_into_table(
+    env: &Env,
+    server: &TestServer,
+    url: &str,
+) -> Vec<(i64, String, f64)> {
+    let rows = iris_rows(200);
+    write_jsonl(&env.data.join("in.jsonl"), &rows);
+    let id = submit(
+        server,
+        score_spec(
+            json!({"path": "in.jsonl"}),
+            json!({"url": url, "table": "scores", "mode": "overwrite"}),
+            64,
+        ),
+    )
+    .await;
+    let job = finished(server, &id).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    // Twice: overwrite replaces the table's rows.
+    let id = submit(
+        server,
+        score_spec(
+            json!({"path": "in.jsonl"}),
+            json!({"url": url, "table": "scores", "mode": "overwrite"}),
+            64,
+        ),
+    )
+    .await;
+    assert_eq!(finished(server, &id).await["state"], "succeeded");
+    let answers = model_answers(server, &rows).await;
+    // A relative sqlite:// file is in the data directory.
+    let read_url = match url.strip_prefix("sqlite://") {
+        Some(file) => format!("sqlite://{}", env.data.join(file).display()),
+        None => url.to_string(),
+    };
+    let table = read_table(&read_url).await;
+    assert_eq!(table.len(), 200);
+    for (id, label, p0) in &table {
+        let (want_label, want_p) = &answers[*id as usize];
+        assert_eq!(label, want_label, "row {id}");
+        assert!((p0 - want_p[0]).abs() < 1e-9, "row {id}");
+    }
+    table
+}
+
+async fn read_table(url: &str) -> Vec<(i64, String, f64)> {
+    let sql = "SELECT id, predict, predict_proba_setosa FROM scores ORDER BY id";
+    if url.starts_with("sqlite") {
+        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+        let rows = sqlx::query(sql).fetch_all(&pool).await.unwrap();
+        let out = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<i64, _>(0),
+                    r.get::<String, _>(1),
+                    r.get::<f64, _>(2),
+                )
+            })
+            .collect();
+        pool.close().await;
+        out
+    } else {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        let rows = sqlx::query(sql).fetch_all(&pool).await.unwrap();
+        let out = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<i64, _>(0),
+                    r.get::<String, _>(1),
+                    r.get::<f64, _>(2),
+                )
+            })
+            .collect();
+        pool.close().await;
+        out
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn score_jsonl_into_a_sqlite_table() {
+    let env = env();
+    let server = TestServer::start_with(settings(&env)).await;
+    let url = "sqlite://scores.db";
+    score_jsonl_into_table(&env, &server, url).await;
+    // The sink's file is in the data directory, named relative to it.
+    assert!(env.data.join("scores.db").is_file());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn score_jsonl_into_a_postgres_table_and_read_a_query() {
+    let env = env();
+    let db = tokio::task::spawn_blocking(|| DbServer::start(DbKind::Postgres))
+        .await
+        .unwrap();
+    let server = TestServer::start_with(settings(&env)).await;
+    score_jsonl_into_table(&env, &server, &db.url()).await;
+
+    // A query as the source: the features from a table, streamed.
+    let pool = sqlx::PgPool::connect(&db.url()).await.unwrap();
+    sqlx::query("CREATE TABLE flowers (id INT, sepal_length FLOAT8, sepal_width FLOAT8, petal_length REAL, petal_width FLOAT8)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let rows = iris_rows(50);
+    for (i, r) in rows.iter().enumerate() {
+        sqlx::query("INSERT INTO flowers VALUES ($1, $2, $3, $4, $5)")
+            .bind(i as i32)
+            .bind(r[0])
+            .bind(r[1])
+            .bind(r[2] as f32)
+            .bind(r[3])
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+    let id = submit(
+        &server,
+        score_spec(
+            json!({"url": db.url(), "query": "SELECT * FROM flowers ORDER BY id"}),
+            json!({"path": "from_pg.jsonl"}),
+            16,
+        ),
+    )
+    .await;
+    let job = finished(&server, &id).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let text = std::fs::read_to_string(env.data.join("from_pg.jsonl")).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 50);
+    assert_eq!(lines[7]["id"], 7);
+    // An SQL error is a failed job that says what the database said.
+    let id = submit(
+        &server,
+        score_spec(
+            json!({"url": db.url(), "query": "SELECT * FROM no_such_table"}),
+            json!({"path": "never.jsonl"}),
+            16,
+        ),
+    )
+    .await;
+    let job = finished(&server, &id).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(
+        job["error"].as_str().unwrap().contains("no_such_table"),
+        "{job}"
+    );
+    assert!(!env.data.join("never.jsonl").exists());
+    server.stop().await;
+}
+
+/// A job long enough to cancel: many small batches.
+fn slow_job(env: &Env, sink: &str) -> Value {
+    write_csv(&env.data.join("big.csv"), &iris_rows(200_000));
+    score_spec(json!({"path": "big.csv"}), json!({"path": sink}), 4)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_a_running_job_and_leaves_no_output() {
+    let env = env();
+    let server = TestServer::start_with(settings(&env)).await;
+    let id = submit(&server, slow_job(&env, "cancelled.csv")).await;
+
+    // The events stream delivers progress while it runs.
+    let response = server
+        .client
+        .get(server.url(&format!("/v1/jobs/{id}/events")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let mut stream = response.bytes_stream();
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    use futures::StreamExt;
+    while text.matches("event: progress").count() < 3 {
+        let chunk = tokio::time::timeout_at(deadline.into(), stream.next())
+            .await
+            .expect("progress events")
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(text.contains("\"rows_read\""), "{text}");
+
+    wait_for(&server, &id, Duration::from_secs(60), |j| {
+        j["progress"]["rows_read"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
+    let asked = Instant::now();
+    let (status, answer) = server
+        .post_json(&format!("/v1/jobs/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let job = wait_for(&server, &id, Duration::from_secs(5), |j| {
+        j["state"] == "cancelled"
+    })
+    .await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        asked.elapsed()
+    );
+    assert!(
+        job["progress"]["rows_read"].as_u64().unwrap() < 200_000,
+        "{job}"
+    );
+    // The stream ends with the cancelled state.
+    while !text.contains("event: end") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("end event");
+        match chunk {
+            Some(Ok(c)) => text.push_str(&String::from_utf8_lossy(&c)),
+            _ => break,
+        }
+    }
+    assert!(
+        text.contains("event: end") && text.contains("\"cancelled\""),
+        "{text}"
+    );
+    // Nothing half-written: no output, no temporary file.
+    assert_eq!(data_files(&env), ["big.csv"]);
+    // A finished job cannot be cancelled again.
+    let (status, _) = server
+        .post_json(&format!("/v1/jobs/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 409);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_fails_the_running_job_and_runs_the_queued_one() {
+    let env = env();
+    write_csv(&env.data.join("small.csv"), &iris_rows(20));
+    let server = TestServer::start_with(settings(&env)).await;
+    let running = submit(&server, slow_job(&env, "slow.csv")).await;
+    // One job worker: this one waits queued.
+    let queued = submit(
+        &server,
+        score_spec(
+            json!({"path": "small.csv"}),
+            json!({"path": "small_out.csv"}),
+            8,
+        ),
+    )
+    .await;
+    wait_for(&server, &running, Duration::from_secs(60), |j| {
+        j["progress"]["rows_read"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
+    let (_, q) = server.get(&format!("/v1/jobs/{queued}")).await;
+    assert_eq!(q["state"], "queued", "{q}");
+    // A graceful stop records the running job as interrupted.
+    server.stop().await;
+    // Pretend the process died instead: the record still says running.
+    let db = format!("sqlite://{}", env.state.join("ferroserve.db").display());
+    {
+        let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+        let row = sqlx::query("SELECT state, error FROM jobs WHERE id = ?")
+            .bind(&running)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(row.get::<String, _>(0), "failed");
+        assert!(row.get::<String, _>(1).contains("interrupted by restart"));
+        sqlx::query("UPDATE jobs SET state = 'running', error = NULL WHERE id = ?")
+            .bind(&running)
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+    assert!(!env.data.join("slow.csv").exists());
+
+    let server = TestServer::start_with(settings(&env)).await;
+    let (_, job) = server.get(&format!("/v1/jobs/{running}")).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert_eq!(job["error"], "interrupted by restart", "{job}");
+    let job = finished(&server, &queued).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert!(env.data.join("small_out.csv").is_file());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_specs_are_refused_at_once_naming_the_field() {
+    let env = env();
+    write_csv(&env.data.join("in.csv"), &iris_rows(5));
+    let server = TestServer::start_with(settings(&env)).await;
+    let data_dir = env.data.display().to_string();
+    let cases = [
+        (
+            json!({"kind": "score", "spec": {"model": "nope", "source": {"path": "in.csv"}, "sink": {"path": "o.csv"}}}),
+            "spec.model",
+        ),
+        (
+            json!({"kind": "score", "spec": {"model": "iris", "source": {"path": "../../etc/passwd.csv"}, "sink": {"path": "o.csv"}}}),
+            "../../etc/passwd.csv",
+        ),
+        (
+            json!({"kind": "score", "spec": {"model": "iris", "source": {"path": "in.csv"}, "sink": {"path": "/tmp/o.csv"}}}),
+            "spec.sink.path",
+        ),
+        (
+            json!({"kind": "score", "spec": {"model": "iris", "sink": {"path": "o.csv"}}}),
+            "spec.source: missing",
+        ),
+        (
+            json!({"kind": "score", "spec": {"model": "iris", "source": {"path": "absent.csv"}, "sink": {"path": "o.csv"}}}),
+            "spec.source.path",
+        ),
+        (
+            json!({"kind": "score", "spec": {"model": "iris", "source": {"url": "mongodb://db/bank", "query": "x"}, "sink": {"path": "o.csv"}}}),
+            "MongoDB is not supported",
+        ),
+        (
+            json!({"kind": "score", "spec": {"model": "iris", "source": {"path": "in.csv"}, "sink": {"path": "o.csv"}, "outputs": ["nope"]}}),
+            "spec.outputs",
+        ),
+        (json!({"kind": "score"}), "spec: missing"),
+        (
+            json!({"kind": "train", "spec": {"model": "bank", "source": {"path": "in.csv"}, "schema": {"label": {"key": "y"}, "features": [{"key": "age"}]}, "algorithm": {"name": "logistic_regression"}}}),
+            "not available",
+        ),
+    ];
+    for (body, expected) in cases {
+        let (status, answer) = server.post_json("/v1/jobs", &body).await;
+        assert_eq!(status, 400, "{body} → {answer}");
+        let message = answer["error"].as_str().unwrap();
+        assert!(message.contains(expected), "{body} → {message}");
+        assert!(
+            !message.contains(&data_dir),
+            "{message} shows the data directory"
+        );
+    }
+    let (_, list) = server.get("/v1/jobs").await;
+    assert_eq!(list["total"], 0, "{list}");
+    let (status, _) = server.get("/v1/jobs/0123").await;
+    assert_eq!(status, 404);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn problems_found_while_reading_fail_the_job_clearly() {
+    let env = env();
+    let mut text = format!("id,{}\n", FEATURES.join(","));
+    text.push_str("a,5.1,3.5,1.4,0.2\nb,5.0,lots,1.4,0.2\n");
+    std::fs::write(env.data.join("words.csv"), text).unwrap();
+    std::fs::write(
+        env.data.join("empty.csv"),
+        format!("id,{}\n", FEATURES.join(",")),
+    )
+    .unwrap();
+    std::fs::write(env.data.join("short.csv"), "id,sepal_length\n1,2\n").unwrap();
+    let server = TestServer::start_with(settings(&env)).await;
+    let cases = [
+        ("words.csv", "\"lots\" is not a number"),
+        ("empty.csv", "empty data"),
+        ("short.csv", "sepal_width"),
+    ];
+    for (file, expected) in cases {
+        let id = submit(
+            &server,
+            score_spec(json!({"path": file}), json!({"path": "out.csv"}), 8),
+        )
+        .await;
+        let job = finished(&server, &id).await;
+        assert_eq!(job["state"], "failed", "{job}");
+        let error = job["error"].as_str().unwrap();
+        assert!(error.contains(expected), "{file}: {error}");
+        assert!(!env.data.join("out.csv").exists(), "{file}");
+    }
+    // An SQL error (SQLite here) fails the job with the database's words.
+    std::fs::write(env.data.join("words.db"), b"").unwrap();
+    let id = submit(
+        &server,
+        score_spec(
+            json!({"url": "sqlite://words.db", "query": "SELECT * FROM missing"}),
+            json!({"path": "out.csv"}),
+            8,
+        ),
+    )
+    .await;
+    let job = finished(&server, &id).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(
+        job["error"].as_str().unwrap().contains("no such table"),
+        "{job}"
+    );
+    // The database file must exist for a source.
+    let (status, answer) = server
+        .post_json(
+            "/v1/jobs",
+            &score_spec(
+                json!({"url": "sqlite://nothing.db", "query": "SELECT 1"}),
+                json!({"path": "out.csv"}),
+                8,
+            ),
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_predictall_and_training_status_routes() {
+    let env = env();
+    write_csv(&env.data.join("new.csv"), &iris_rows(40));
+    let server = TestServer::start_with(settings(&env)).await;
+    let (status, answer) = server
+        .post_json(
+            "/predictall/",
+            &json!({"modelkey": "iris", "inputCollection": "new.csv", "outputCollection": "scored.csv", "carry": ["id"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let id = answer["job_id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, s) = server.get(&format!("/training/status/{id}")).await;
+        assert_eq!(status, 200, "{s}");
+        let state = s["status"].as_str().unwrap();
+        assert!(["PENDING", "PROGRESS", "SUCCESS"].contains(&state), "{s}");
+        if state == "SUCCESS" {
+            assert!(s["message"].as_str().unwrap().contains("40 rows"), "{s}");
+            break;
+        }
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(env.data.join("scored.csv").is_file());
+    // A failure says why.
+    let (_, answer) = server
+        .post_json(
+            "/predictall/",
+            &json!({"modelkey": "iris", "inputCollection": "new.csv", "outputCollection": "x.csv", "carry": ["no_such"]}),
+        )
+        .await;
+    let id = answer["job_id"].as_str().unwrap().to_string();
+    finished(&server, &id).await;
+    let (_, s) = server.get(&format!("/training/status/{id}")).await;
+    assert_eq!(s["status"], "FAILURE", "{s}");
+    assert!(s["message"].as_str().unwrap().contains("no_such"), "{s}");
+    // MongoDB collections are refused with a clear message.
+    let (status, answer) = server
+        .post_json(
+            "/predictall/",
+            &json!({"modelkey": "iris", "inputCollection": "mongodb://localhost/bank.new", "outputCollection": "x.csv"}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(answer["error"]
+        .as_str()
+        .unwrap()
+        .contains("MongoDB is not supported"));
+    let (status, _) = server.get("/training/status/unknown").await;
+    assert_eq!(status, 404);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_submit_watch_exits_by_the_job_outcome() {
+    let env = env();
+    write_csv(&env.data.join("in.csv"), &iris_rows(50));
+    std::fs::write(
+        env.data.join("bad.csv"),
+        format!("id,{}\nx,1,2,three,4\n", FEATURES.join(",")),
+    )
+    .unwrap();
+    let server = TestServer::start_with(settings(&env)).await;
+    let specs = env.state.join("specs");
+    std::fs::create_dir_all(&specs).unwrap();
+    let good = specs.join("good.json");
+    std::fs::write(
+        &good,
+        score_spec(json!({"path": "in.csv"}), json!({"path": "cli.csv"}), 16).to_string(),
+    )
+    .unwrap();
+    let bad = specs.join("bad.json");
+    std::fs::write(
+        &bad,
+        score_spec(
+            json!({"path": "bad.csv"}),
+            json!({"path": "cli_bad.csv"}),
+            16,
+        )
+        .to_string(),
+    )
+    .unwrap();
+    let cli = |spec: &Path| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_ferroserve"))
+            .args(["jobs", "submit"])
+            .arg(spec)
+            .args(["--watch", "--url", &server.base])
+            .output()
+    };
+    let out = cli(&good).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(env.data.join("cli.csv").is_file());
+    let out = cli(&bad).await.unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a number"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // list and status work against the same server.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferroserve"))
+        .args(["jobs", "list", "--url", &server.base])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+    server.stop().await;
+}
