@@ -106,7 +106,7 @@ impl Source for SqlSource {
 
 async fn stream_rows(url: String, query: String, tx: mpsc::Sender<SourceMsg>) {
     let shown = pool::redact(&url);
-    let (db, _, _) = match pool::connect(&url, CONNECT_TIMEOUT).await {
+    let (db, _, _) = match pool::connect(&url, CONNECT_TIMEOUT, false).await {
         Ok(c) => c,
         Err(e) => {
             let _ = tx.send(SourceMsg::Error(e.to_string())).await;
@@ -340,7 +340,7 @@ async fn write_rows(
     mut rx: mpsc::Receiver<SinkMsg>,
 ) {
     let shown = pool::redact(&url);
-    let (db, kind, _) = match pool::connect(&url, CONNECT_TIMEOUT).await {
+    let (db, kind, _) = match pool::connect(&url, CONNECT_TIMEOUT, true).await {
         Ok(c) => c,
         Err(e) => {
             // Answer whatever comes first with the connection error.
