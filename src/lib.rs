@@ -6,6 +6,7 @@ pub mod backends;
 pub mod batching;
 pub mod cache;
 pub mod connections;
+pub mod flat;
 pub mod grpc;
 pub mod http;
 pub mod inference;

@@ -85,10 +85,10 @@ pub struct ServerState {
 impl ServerState {
     pub fn new(settings: Settings, manager: Arc<Manager>) -> ServerState {
         let inference = Arc::new(InferencePool::new(settings.inference_threads));
-        let sources = Arc::new(Sources::new(
-            manager.clone(),
-            settings.model_repository.clone(),
-        ));
+        let sources = Arc::new(
+            Sources::new(manager.clone(), settings.model_repository.clone())
+                .with_state_dir(settings.state_dir()),
+        );
         let auth = Arc::new(crate::auth::Auth::without_tokens(
             settings.allow_unauthenticated_management,
         ));
