@@ -126,51 +126,82 @@ async fn a_flat_model_file_is_served_replaced_and_reloaded_by_name() {
         "kept as a version in the state directory"
     );
 
-    // A client predicts continuously while the file is replaced.
+    // Clients predict continuously while the file is replaced, the old client's
+    // way (a temporary name renamed over the model file).
+    const CLIENTS: usize = 4;
     let stop = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(AtomicUsize::new(0));
-    let answers = Arc::new(Mutex::new(Vec::<Value>::new()));
-    let client = {
-        let (stop, failures, answers) = (stop.clone(), failures.clone(), answers.clone());
-        let http = server.client.clone();
-        let url = server.url("/predict");
-        tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let r = http
-                    .post(&url)
-                    .json(&json!({"model_id": "dt_iris", "features": ROW}))
-                    .send()
-                    .await;
-                match r {
-                    Ok(r) if r.status() == 200 => {
-                        let body: Value = r.json().await.unwrap();
-                        answers.lock().unwrap().push(body["prediction"].clone());
-                    }
-                    _ => {
-                        failures.fetch_add(1, Ordering::Relaxed);
+    let answers: Arc<Vec<Mutex<Vec<Value>>>> =
+        Arc::new((0..CLIENTS).map(|_| Mutex::new(Vec::new())).collect());
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|k| {
+            let (stop, failures, answers) = (stop.clone(), failures.clone(), answers.clone());
+            let http = server.client.clone();
+            let url = server.url("/predict");
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let r = http
+                        .post(&url)
+                        .json(&json!({"model_id": "dt_iris", "features": ROW}))
+                        .send()
+                        .await;
+                    match r {
+                        Ok(r) if r.status() == 200 => {
+                            let body: Value = r.json().await.unwrap();
+                            answers[k].lock().unwrap().push(body["prediction"].clone());
+                        }
+                        _ => {
+                            failures.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 }
-            }
+            })
         })
+        .collect();
+    let total = || {
+        answers
+            .iter()
+            .map(|a| a.lock().unwrap().len())
+            .sum::<usize>()
     };
+    let start = Instant::now();
+    while total() < 20 {
+        assert!(start.elapsed() < DEADLINE);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     replace_atomically(&model_file, &fixture(DT_INTS));
     wait_for_answer(&server, "dt_iris", &json!(2)).await;
-    // A few more answers from the new version, then the client stops.
-    let seen = answers.lock().unwrap().len();
-    let start = Instant::now();
-    while answers.lock().unwrap().len() < seen + 20 {
+    // A few more answers from the new version, then the clients stop.
+    let seen = total();
+    while total() < seen + 40 {
         assert!(start.elapsed() < DEADLINE);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     stop.store(true, Ordering::Relaxed);
-    client.await.unwrap();
+    for client in clients {
+        client.await.unwrap();
+    }
     assert_eq!(failures.load(Ordering::Relaxed), 0, "zero failed requests");
-    let answers = answers.lock().unwrap().clone();
-    let first_new = answers.iter().position(|a| *a == json!(2)).unwrap();
-    assert!(answers[..first_new].iter().all(|a| *a == "virginica"));
+    for client_answers in answers.iter() {
+        let answers = client_answers.lock().unwrap().clone();
+        let first_new = answers
+            .iter()
+            .position(|a| *a == json!(2))
+            .unwrap_or(answers.len());
+        assert!(
+            answers[..first_new].iter().all(|a| *a == "virginica"),
+            "{answers:?}"
+        );
+        assert!(
+            answers[first_new..].iter().all(|a| *a == json!(2)),
+            "once the new version answers, the old one never does again: {answers:?}"
+        );
+    }
     assert!(
-        answers[first_new..].iter().all(|a| *a == json!(2)),
-        "once the new version answers, the old one never does again"
+        answers
+            .iter()
+            .any(|a| a.lock().unwrap().contains(&json!("virginica"))),
+        "the clients were answered by the old version before the swap"
     );
     let status = status_of(&server, "dt_iris").await.unwrap();
     assert_eq!(status["served_versions"], json!([2]), "{status}");
