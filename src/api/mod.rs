@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 pub use error::ApiError;
 pub use metadata::{model_metadata, ModelMetadata};
-pub use predict::{admit, predict, PredictRequest, PredictResponse};
+pub use predict::{admit, predict, predict_on, PredictRequest, PredictResponse};
 pub use status::{model_status, VersionStatus};
 
 use crate::inference::InferencePool;
