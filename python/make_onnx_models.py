@@ -10,6 +10,9 @@ Writes
   tests/fixtures/onnx/iris_str/model.onnx  LogisticRegression with string class labels
   tests/fixtures/onnx/diabetes_f64/model.onnx  Ridge on float64 inputs (output float64)
   tests/fixtures/onnx/multi_io/model.onnx  hand-made graph with one input of each dtype
+  tests/fixtures/onnx/bank_columns/model.onnx  ColumnTransformer(OneHotEncoder on string
+                                           columns, numeric columns passed through) +
+                                           LogisticRegression, one ONNX input per column
   examples/models/iris_sklearn/1/model.joblib  the iris_lr estimator itself, with string
                                            labels, saved by joblib as {"model", "feature_names"}
 and an expected.json next to each model: the input rows, scikit-learn's own predict /
@@ -27,9 +30,12 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 from skl2onnx import convert_sklearn
-from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
+from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType, StringTensorType
+from sklearn.compose import ColumnTransformer
 from sklearn.datasets import load_diabetes, load_iris
 from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder
 from sklearn.tree import DecisionTreeClassifier
 
 OPSETS = {"": 15, "ai.onnx.ml": 3}
@@ -194,6 +200,89 @@ def multi_io(root, rel):
     print(f"{rel}: written")
 
 
+def bank_columns(root, rel):
+    """A tabular pipeline the way it is usually written: columns selected by name, a
+    one-hot encoding of the string columns, the numeric ones passed through. Exported
+    with one ONNX input per column ([N, 1] each), which the simple API feeds from
+    named features."""
+    import pandas as pd
+
+    rng = np.random.RandomState(7)
+    n = 200
+    jobs = np.array(["admin.", "technician", "services", "management", "retired"])
+    marital = np.array(["married", "single", "divorced"])
+    df = pd.DataFrame(
+        {
+            "age": rng.randint(18, 90, n).astype(np.float32),
+            "job": jobs[rng.randint(0, len(jobs), n)],
+            "marital": marital[rng.randint(0, len(marital), n)],
+            "balance": rng.normal(1500, 2000, n).round(0).astype(np.float32),
+        }
+    )
+    score = (
+        (df["age"] - 50) / 15
+        + df["balance"] / 2000
+        + df["job"].isin(["management", "retired"]) * 1.0
+        - (df["marital"] == "married") * 0.7
+        + rng.normal(0, 0.5, n)
+    )
+    y = np.where(score > 0.3, "yes", "no")
+    hold = np.arange(n) % 10 == 0
+    m = Pipeline(
+        [
+            (
+                "columns",
+                ColumnTransformer(
+                    [
+                        ("categorical", OneHotEncoder(handle_unknown="ignore"), ["job", "marital"]),
+                        ("numeric", "passthrough", ["age", "balance"]),
+                    ]
+                ),
+            ),
+            ("classifier", LogisticRegression(max_iter=2000)),
+        ]
+    ).fit(df[~hold], y[~hold])
+    initial_types = [
+        ("age", FloatTensorType([None, 1])),
+        ("job", StringTensorType([None, 1])),
+        ("marital", StringTensorType([None, 1])),
+        ("balance", FloatTensorType([None, 1])),
+    ]
+    onx = convert_sklearn(
+        m,
+        initial_types=initial_types,
+        options={id(m.named_steps["classifier"]): {"zipmap": False}},
+        target_opset=OPSETS,
+    )
+    path = os.path.join(root, rel, "model.onnx")
+    save(onx, path)
+    test = df[hold].reset_index(drop=True)
+    feeds = {
+        "age": test[["age"]].to_numpy(np.float32),
+        "job": test[["job"]].to_numpy(object),
+        "marital": test[["marital"]].to_numpy(object),
+        "balance": test[["balance"]].to_numpy(np.float32),
+    }
+    out = onnx_outputs(path, feeds)
+    label_ok = (out["label"] == m.predict(test)).all()
+    proba_diff = float(np.abs(out["probabilities"] - m.predict_proba(test)).max())
+    assert label_ok and proba_diff < 1e-5, (rel, label_ok, proba_diff)
+    write_expected(
+        os.path.join(root, rel, "expected.json"),
+        {
+            "columns": {
+                c: [float(v) if c in ("age", "balance") else str(v) for v in test[c]]
+                for c in ["age", "job", "marital", "balance"]
+            },
+            "classes": tolist(m.classes_),
+            "sklearn_predict": tolist(m.predict(test)),
+            "sklearn_predict_proba": m.predict_proba(test).tolist(),
+            "onnxruntime": {k: tolist(v) for k, v in out.items()},
+        },
+    )
+    print(f"{rel}: labels equal, max |proba diff| vs sklearn {proba_diff:.1e}")
+
+
 def main():
     root = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..")
     ex = os.path.join(root, "examples", "models")
@@ -206,6 +295,7 @@ def main():
     iris_sklearn(ex, "iris_sklearn/1")
     diabetes_regressor(fx, "diabetes_f64")
     multi_io(fx, "multi_io")
+    bank_columns(fx, "bank_columns")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,11 @@
 //!   guard in; reload-all and the watcher only try the lock and skip a busy model;
 //! * staging directories (`.tmp-upload-*`, `.tmp-delete-*`) that no operation of this
 //!   process holds are removed at start-up, and by the watcher once older than
-//!   [`STAGING_GRACE`]; a model directory that holds only staging is not a model.
+//!   [`STAGING_GRACE`]; a model directory that holds only staging is not a model;
+//! * a model file directly in the repository root (the flat layout, `crate::flat`)
+//!   is served as the model named by its stem from a managed copy under the state
+//!   directory; the watcher takes a new content only once the file is the same on
+//!   two polls in a row, and a model directory of the same name wins over it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -32,6 +36,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub use tokio_util::sync::CancellationToken;
 
+use crate::backends::format::{sniff_file, ArtifactFormat};
+use crate::flat::{FileStat, Materialised, RootFile};
 use crate::manager::{Manager, VersionState};
 use crate::model_config::ModelConfig;
 use crate::model_config_list::{is_valid_model_name, ModelConfigList, ModelListEntry};
@@ -110,6 +116,53 @@ pub struct SourceInfo {
     /// An operation (upload move, reload, stop, delete) holds the model now.
     pub busy: bool,
     pub deployment: Option<Deployment>,
+    /// Why a flat file of this model's name is ignored (a model directory of the
+    /// same name wins over it), for status.
+    pub flat_conflict: Option<String>,
+}
+
+/// What the sources know of the flat files in the repository root (`crate::flat`).
+/// Held for a whole sync (reads and copies included) so that two syncs never
+/// overlap; read by nothing else.
+#[derive(Default)]
+struct FlatState {
+    /// Each root file's stat at the previous look: a file is taken once it is the
+    /// same on two looks in a row (a file being written is left alone).
+    previous: HashMap<String, FileStat>,
+    /// What each root file holds, at the stat it was read at, so that an unchanged
+    /// file is read once: `None` when it is no model artifact.
+    kinds: HashMap<String, (FileStat, Option<ArtifactFormat>)>,
+    /// The stat of each flat model's file when its content last became (or was
+    /// found equal to) the model's latest version: an equal stat needs no copy.
+    synced: HashMap<String, FileStat>,
+    /// The last line logged about each root file, so that an ignored file is
+    /// logged once, not on every poll.
+    logged: HashMap<String, String>,
+}
+
+/// The flat models found by the last sync, for `model_dirs` and status: small and
+/// only ever locked briefly.
+#[derive(Default, Clone)]
+struct FlatModels {
+    /// Model name → the root file it is served from.
+    files: BTreeMap<String, String>,
+    /// Model name → why a flat file of that name is ignored (a model directory of
+    /// the same name).
+    conflicts: BTreeMap<String, String>,
+}
+
+/// How a sync of the flat files treats a file it has not seen settle.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum FlatSync<'a> {
+    /// A watcher poll: a file is taken once unchanged since the previous poll.
+    Poll,
+    /// Start-up or a reload of every model: a file never seen before is taken as
+    /// complete (as a model directory is at start-up); one seen changing since
+    /// the previous poll waits for the next.
+    All,
+    /// An explicit reload of this model, whose lock the caller holds: its file is
+    /// taken as complete (the old clients replace the file, then ask for a reload).
+    One(&'a str),
 }
 
 /// What the watcher saw of one model: its config file and every file of every version.
@@ -165,6 +218,13 @@ pub struct Sources {
     /// Watcher state per model. Only touched with the model's lock held or by the
     /// poll itself, never held across a reconcile.
     watch: Mutex<HashMap<String, WatchState>>,
+    /// The server's state directory; flat models' managed copies live in its
+    /// `flat/` (see `crate::flat`).
+    state_dir: PathBuf,
+    /// Flat-file bookkeeping of the syncs (see [`FlatState`]).
+    flat: Mutex<FlatState>,
+    /// The flat models in force (see [`FlatModels`]).
+    flat_models: Mutex<FlatModels>,
 }
 
 fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -182,6 +242,9 @@ impl Sources {
     pub fn new(manager: Arc<Manager>, root: PathBuf) -> Sources {
         Sources {
             manager,
+            state_dir: root.join(".ferroserve"),
+            flat: Mutex::new(FlatState::default()),
+            flat_models: Mutex::new(FlatModels::default()),
             root,
             listed: Mutex::new(None),
             stopped: Mutex::new(BTreeSet::new()),
@@ -194,8 +257,22 @@ impl Sources {
         }
     }
 
+    /// Sets the server's state directory (`Settings::state_dir`), where flat models'
+    /// managed copies are kept. Default `<root>/.ferroserve`.
+    pub fn with_state_dir(mut self, state_dir: PathBuf) -> Sources {
+        self.state_dir = state_dir;
+        self
+    }
+
     pub fn manager(&self) -> &Arc<Manager> {
         &self.manager
+    }
+
+    /// Where a flat model's versions are kept.
+    fn managed_dir(&self, name: &str) -> PathBuf {
+        self.state_dir
+            .join(crate::flat::MANAGED_DIR_NAME)
+            .join(name)
     }
 
     pub fn root(&self) -> &Path {
@@ -286,14 +363,46 @@ impl Sources {
         match model_directories(&self.root) {
             Ok(found) => {
                 for (name, dir) in found {
-                    if is_valid_model_name(&name) {
+                    // A state directory set inside the repository is no model.
+                    if is_valid_model_name(&name) && dir != self.state_dir {
                         dirs.insert(name, ModelDir { dir, listed: None });
                     }
                 }
             }
             Err(e) => tracing::warn!("{e}"),
         }
+        // Flat models whose file is still there and that have a managed copy; a
+        // model directory of the same name wins.
+        let flat = guard(&self.flat_models).files.clone();
+        for (name, file) in flat {
+            if dirs.contains_key(&name) || !self.root.join(&file).is_file() {
+                continue;
+            }
+            let dir = self.managed_dir(&name);
+            if dir.is_dir() {
+                dirs.insert(name, ModelDir { dir, listed: None });
+            }
+        }
         dirs
+    }
+
+    /// The root file a flat model is served from, when `name` is one (and no model
+    /// config list is in force).
+    pub fn flat_file(&self, name: &str) -> Option<String> {
+        if self.config_list().is_some() || self.root.join(name).is_dir() {
+            return None;
+        }
+        guard(&self.flat_models).files.get(name).cloned()
+    }
+
+    /// Whether `file_name` names a file directly in the repository root that the
+    /// flat layout could serve (`reload_model?modelname=lr_iris.model` before the
+    /// watcher has seen the file).
+    pub fn is_flat_candidate(&self, file_name: &str) -> bool {
+        self.config_list().is_none()
+            && is_valid_model_name(file_name)
+            && !crate::flat::is_ignored_name(file_name)
+            && self.root.join(file_name).is_file()
     }
 
     /// The directory a model lives in, or would be created in by an upload (under
@@ -311,6 +420,12 @@ impl Sources {
                 listed: Some(m.clone()),
             });
         }
+        if self.flat_file(name).is_some() {
+            return Ok(ModelDir {
+                dir: self.managed_dir(name),
+                listed: None,
+            });
+        }
         Ok(ModelDir {
             dir: self.root.join(name),
             listed: None,
@@ -321,9 +436,11 @@ impl Sources {
     pub fn describe(&self) -> Vec<SourceInfo> {
         let stopped = guard(&self.stopped).clone();
         let deployments = guard(&self.deployments).clone();
+        let conflicts = guard(&self.flat_models).conflicts.clone();
         self.model_dirs()
             .into_iter()
             .map(|(name, d)| SourceInfo {
+                flat_conflict: conflicts.get(&name).cloned(),
                 stopped: stopped.contains(&name),
                 busy: self.is_busy(&name),
                 deployment: deployments.get(&name).cloned(),
@@ -347,6 +464,7 @@ impl Sources {
     /// busy model is skipped and named in the answer (the watcher gets to it on a
     /// later poll). Stops starting new models once `cancel` fires. Blocking.
     pub fn reload_all(&self, cancel: &CancellationToken) -> ReloadAll {
+        self.sync_flat(FlatSync::All);
         let dirs = self.model_dirs();
         self.unload_gone(&dirs);
         let names: Vec<(String, ModelDir)> = dirs
@@ -411,6 +529,8 @@ impl Sources {
     /// As [`Sources::reload_model`], for a caller that already holds the model's lock
     /// (an upload). Blocking.
     pub fn reload_model_locked(&self, name: &str, _lock: &ModelGuard) -> Result<(), SourcesError> {
+        check_name(name)?;
+        self.sync_flat(FlatSync::One(name));
         let dir = self.model_dir(name)?;
         if !dir.dir.is_dir() {
             tracing::debug!(model = name, path = %dir.dir.display(), "no model directory");
@@ -492,6 +612,9 @@ impl Sources {
     /// caller holds the model's lock. Blocking.
     pub fn delete_locked(&self, name: &str, _lock: &ModelGuard) -> Result<(), SourcesError> {
         check_name(name)?;
+        if let Some(file) = self.flat_file(name) {
+            return self.delete_flat_locked(name, &file);
+        }
         let dir = self.model_dir(name)?;
         if dir.listed.is_some() {
             return Err(SourcesError::Conflict(format!(
@@ -529,6 +652,288 @@ impl Sources {
         }
         self.staging_ended(&trash);
         renamed
+    }
+
+    /// Deletes a flat model: its file in the root first (so no sync can take it
+    /// again), then its managed copies. The caller holds the model's lock. Blocking.
+    fn delete_flat_locked(&self, name: &str, file: &str) -> Result<(), SourcesError> {
+        guard(&self.stopped).insert(name.to_string());
+        guard(&self.deployments).remove(name);
+        self.manager.unload_model(name);
+        let path = self.root.join(file);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::error!(model = name, path = %path.display(), error = %e, "cannot delete");
+                return Err(SourcesError::Io(format!(
+                    "cannot delete model {name:?}: cannot remove its file {file:?}: {e}"
+                )));
+            }
+        }
+        guard(&self.flat_models).files.remove(name);
+        let managed = self.managed_dir(name);
+        if managed.exists() {
+            // Out of sight in one step, as for a model directory.
+            let trash = managed.with_file_name(format!(
+                ".tmp-delete-{}-{}",
+                std::process::id(),
+                TRASH_COUNTER.fetch_add(1, Ordering::Relaxed)
+            ));
+            let removed =
+                std::fs::rename(&managed, &trash).and_then(|()| std::fs::remove_dir_all(&trash));
+            if let Err(e) = removed {
+                tracing::warn!(
+                    model = name,
+                    "cannot remove the copies in {}: {e}",
+                    managed.display()
+                );
+            }
+        }
+        guard(&self.stopped).remove(name);
+        guard(&self.watch).remove(name);
+        tracing::info!(model = name, file, "flat model deleted");
+        Ok(())
+    }
+
+    /// Brings the flat models in line with the files directly in the repository
+    /// root (`crate::flat`; `mode` says which files count as complete): finds which
+    /// files are model artifacts, copies a settled new content into its model's
+    /// managed directory as the next version and, on a poll, reconciles that model
+    /// at once. Skips stopped and busy models, except in [`FlatSync::One`] whose
+    /// caller holds the model's lock. Blocking.
+    fn sync_flat(&self, mode: FlatSync<'_>) {
+        if self.config_list().is_some() {
+            // The list names every model: the root's files are not served.
+            *guard(&self.flat_models) = FlatModels::default();
+            return;
+        }
+        let only = match mode {
+            FlatSync::One(name) => Some(name),
+            FlatSync::Poll | FlatSync::All => None,
+        };
+        let mut state = guard(&self.flat);
+        let files = match crate::flat::root_files(&self.root) {
+            Ok(files) => files,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot list the repository root {}: {e}",
+                    self.root.display()
+                );
+                return;
+            }
+        };
+        let present: HashSet<String> = files.iter().map(|f| f.file_name.clone()).collect();
+
+        // Whether each file is settled and what it holds (`None`: not read yet),
+        // grouped by the model it would serve.
+        type Seen = (RootFile, bool, Option<Option<ArtifactFormat>>);
+        let mut groups: BTreeMap<String, Vec<Seen>> = BTreeMap::new();
+        for file in files {
+            let model = crate::flat::model_name(&file.file_name).to_string();
+            if only.is_some_and(|o| o != model) {
+                continue;
+            }
+            let previous = state.previous.insert(file.file_name.clone(), file.stat);
+            let settled = match mode {
+                FlatSync::Poll => previous == Some(file.stat),
+                FlatSync::All => previous.is_none_or(|p| p == file.stat),
+                FlatSync::One(_) => true,
+            };
+            let kind = match state.kinds.get(&file.file_name) {
+                Some((stat, kind)) if *stat == file.stat => Some(*kind),
+                _ if settled => match sniff_file(&file.path) {
+                    Ok(kind) => {
+                        state
+                            .kinds
+                            .insert(file.file_name.clone(), (file.stat, kind));
+                        Some(kind)
+                    }
+                    Err(e) => {
+                        let line = format!("cannot read {}: {e}", file.path.display());
+                        log_once(&mut state.logged, &file.file_name, line);
+                        None
+                    }
+                },
+                _ => None,
+            };
+            groups.entry(model).or_default().push((file, settled, kind));
+        }
+        let mut models = guard(&self.flat_models).clone();
+        if only.is_none() {
+            state.previous.retain(|f, _| present.contains(f));
+            state.kinds.retain(|f, _| present.contains(f));
+            state.logged.retain(|f, _| present.contains(f));
+            models.files.retain(|m, _| groups.contains_key(m));
+            models.conflicts.retain(|m, _| groups.contains_key(m));
+            state.synced.retain(|m, _| groups.contains_key(m));
+        }
+
+        let mut to_copy: Vec<(String, RootFile, ArtifactFormat)> = Vec::new();
+        for (model, group) in groups {
+            let file_names = || {
+                group
+                    .iter()
+                    .map(|(f, ..)| f.file_name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            if !is_valid_model_name(&model) {
+                for (f, ..) in &group {
+                    let line = format!(
+                        "{} in the model repository is ignored: {model:?} is not a valid model name",
+                        f.file_name
+                    );
+                    log_once(&mut state.logged, &f.file_name, line);
+                }
+                continue;
+            }
+            if self.root.join(&model).is_dir() {
+                let message = format!(
+                    "the flat model file {} is ignored: the model directory {model}/ has the same name",
+                    file_names()
+                );
+                for (f, ..) in &group {
+                    log_once(&mut state.logged, &f.file_name, message.clone());
+                }
+                models.files.remove(&model);
+                models.conflicts.insert(model, message);
+                continue;
+            }
+            models.conflicts.remove(&model);
+            for (f, _, kind) in &group {
+                if *kind == Some(None) {
+                    let line = format!(
+                        "{} in the model repository is ignored: it is not a model file (expected {})",
+                        f.file_name,
+                        crate::backends::format::EXPECTED_FORMATS
+                    );
+                    log_once(&mut state.logged, &f.file_name, line);
+                }
+            }
+            let current = models.files.get(&model).cloned();
+            let chosen = match group
+                .iter()
+                .find(|(f, ..)| Some(&f.file_name) == current.as_ref())
+            {
+                Some(served) => served,
+                None => {
+                    let artifacts: Vec<&Seen> = group
+                        .iter()
+                        .filter(|(.., kind)| matches!(kind, Some(Some(_))))
+                        .collect();
+                    let pending = group.iter().any(|(.., kind)| kind.is_none());
+                    match artifacts.as_slice() {
+                        [one] if !pending => *one,
+                        [] | [_] => continue, // nothing, or wait for the others to settle
+                        _ => {
+                            let line = format!(
+                                "the model files {} would all be model {model:?}; none is served                                  until only one is left",
+                                file_names()
+                            );
+                            for (f, ..) in &group {
+                                log_once(&mut state.logged, &f.file_name, line.clone());
+                            }
+                            continue;
+                        }
+                    }
+                }
+            };
+            let (file, settled, kind) = chosen;
+            for (other, _, other_kind) in &group {
+                if other.file_name != file.file_name && matches!(other_kind, Some(Some(_))) {
+                    let line = format!(
+                        "{} in the model repository is ignored: model {model:?} is served from {}",
+                        other.file_name, file.file_name
+                    );
+                    log_once(&mut state.logged, &other.file_name, line);
+                }
+            }
+            models.files.insert(model.clone(), file.file_name.clone());
+            let Some(Some(format)) = kind else {
+                continue; // not read yet, or (logged above) no longer a model file
+            };
+            if *settled && state.synced.get(&model) != Some(&file.stat) {
+                to_copy.push((model, file.clone(), *format));
+            }
+        }
+        *guard(&self.flat_models) = models;
+
+        for (model, file, format) in to_copy {
+            let _lock = match mode {
+                FlatSync::One(_) => None, // the caller holds it
+                FlatSync::Poll | FlatSync::All => {
+                    let Ok(lock) = self.model_lock(&model).try_acquire_owned() else {
+                        continue; // busy: the next poll
+                    };
+                    if self.held_back(&model) {
+                        continue; // stopped: taken when it is reloaded
+                    }
+                    Some(lock)
+                }
+            };
+            match crate::flat::looks_complete(&file.path, format) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let line = format!(
+                        "{} looks cut short (a pickle that does not end with its STOP \
+                         opcode); it is taken once complete",
+                        file.file_name
+                    );
+                    log_once(&mut state.logged, &file.file_name, line);
+                    continue;
+                }
+                Err(e) => {
+                    let line = format!("cannot read {}: {e}", file.path.display());
+                    log_once(&mut state.logged, &file.file_name, line);
+                    continue;
+                }
+            }
+            let managed = self.managed_dir(&model);
+            match crate::flat::materialise(&file.path, file.stat, format, &managed) {
+                Ok(Materialised::New(version)) => {
+                    tracing::info!(
+                        model = %model,
+                        file = %file.file_name,
+                        version,
+                        "a new content of a flat model file becomes version {version}"
+                    );
+                    state.synced.insert(model.clone(), file.stat);
+                    if mode == FlatSync::Poll {
+                        let dir = ModelDir {
+                            dir: managed.clone(),
+                            listed: None,
+                        };
+                        self.reconcile_now(&model, &dir);
+                    }
+                    let serving: BTreeSet<u64> = self
+                        .manager
+                        .model_record(&model)
+                        .iter()
+                        .flat_map(|r| r.versions.iter())
+                        .filter(|(_, v)| {
+                            matches!(v.state, VersionState::Available | VersionState::Loading)
+                        })
+                        .map(|(k, _)| *k)
+                        .collect();
+                    crate::flat::prune(&managed, crate::flat::VERSIONS_KEPT, &serving);
+                }
+                Ok(Materialised::Unchanged(_)) => {
+                    state.synced.insert(model, file.stat);
+                }
+                Ok(Materialised::Unsettled) => {
+                    tracing::debug!(model = %model, file = %file.file_name, "flat model file changed while copied; next poll");
+                }
+                Err(e) => {
+                    let line = format!(
+                        "cannot copy the flat model file {} to {}: {e}",
+                        file.file_name,
+                        managed.display()
+                    );
+                    log_once(&mut state.logged, &file.file_name, line);
+                }
+            }
+        }
     }
 
     /// Sets the model config list without loading anything (start-up, before the
@@ -579,6 +984,7 @@ impl Sources {
         if sweep_due {
             self.sweep_staging(STAGING_GRACE);
         }
+        self.sync_flat(FlatSync::Poll);
         let dirs = self.model_dirs();
         self.unload_gone(&dirs);
         let mut work = Vec::new();
@@ -805,6 +1211,14 @@ impl Drop for StopIntent {
     }
 }
 
+/// Logs a line about a root file unless it is the last line logged about it.
+fn log_once(logged: &mut HashMap<String, String>, file_name: &str, line: String) {
+    if logged.get(file_name) != Some(&line) {
+        tracing::warn!("{line}");
+        logged.insert(file_name.to_string(), line);
+    }
+}
+
 /// Staging made by an upload or a delete (a crash may leave them behind).
 fn is_staging_name(name: &str) -> bool {
     name.starts_with(".tmp-upload-") || name.starts_with(".tmp-delete-")
@@ -956,6 +1370,69 @@ mod tests {
         // At start-up, age does not matter; what this process holds still does.
         sources.sweep_staging(Duration::ZERO);
         assert!(!young.exists() && held.exists());
+    }
+
+    #[test]
+    fn flat_files_are_models_by_stem_unless_ambiguous_hidden_or_shadowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let sources = Sources::new(
+            Arc::new(Manager::new(crate::backends::BackendOptions::default())),
+            root.to_path_buf(),
+        );
+        // The smallest pickle: protocol 4, the int 1, STOP.
+        let pickle = |name: &str, n: u8| std::fs::write(root.join(name), [0x80, 4, b'K', n, b'.']);
+        pickle("a.model", 1).unwrap();
+        pickle("b.model", 1).unwrap();
+        pickle("b.pkl", 2).unwrap(); // the same model twice: neither
+        pickle(".c.model", 1).unwrap(); // hidden
+        pickle("d.model.tmp", 1).unwrap(); // a temporary name
+        pickle("e f.model", 1).unwrap(); // no valid model name
+        std::fs::write(root.join("README.txt"), "not a model\n").unwrap();
+        std::fs::create_dir_all(root.join("g/1")).unwrap();
+        pickle("g/1/model.pkl", 1).unwrap();
+        pickle("g.model", 2).unwrap(); // the directory wins
+        pickle("cut.model", 1).unwrap();
+        std::fs::write(root.join("cut.model"), [0x80, 4, b'K']).unwrap(); // no STOP
+
+        sources.sync_flat(FlatSync::All);
+        let dirs = sources.model_dirs();
+        assert_eq!(dirs.keys().collect::<Vec<_>>(), ["a", "g"]);
+        assert_eq!(dirs["a"].dir, root.join(".ferroserve/flat/a"));
+        assert_eq!(dirs["g"].dir, root.join("g"));
+        assert!(root.join(".ferroserve/flat/a/1/model.pkl").is_file());
+        let g = sources
+            .describe()
+            .into_iter()
+            .find(|m| m.name == "g")
+            .unwrap();
+        assert!(g.flat_conflict.unwrap().contains("g.model"));
+        assert_eq!(sources.flat_file("a").as_deref(), Some("a.model"));
+
+        // One of the two files goes: the other one is served.
+        std::fs::remove_file(root.join("b.pkl")).unwrap();
+        sources.sync_flat(FlatSync::Poll);
+        assert!(sources.model_dirs().contains_key("b"));
+        // A rewritten file is taken on the poll after it settles, as version 2.
+        pickle("a.model", 7).unwrap();
+        std::fs::File::open(root.join("a.model"))
+            .unwrap()
+            .set_modified(SystemTime::now() + Duration::from_secs(5))
+            .unwrap();
+        sources.sync_flat(FlatSync::Poll);
+        assert_eq!(
+            crate::flat::versions(&root.join(".ferroserve/flat/a")).len(),
+            1
+        );
+        sources.sync_flat(FlatSync::Poll);
+        assert_eq!(
+            crate::flat::versions(&root.join(".ferroserve/flat/a")),
+            BTreeSet::from([1, 2])
+        );
+        assert!(
+            !sources.model_dirs().contains_key("cut"),
+            "never taken cut short"
+        );
     }
 
     #[test]

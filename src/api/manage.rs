@@ -125,6 +125,7 @@ pub fn models_status(state: &ServerState) -> Vec<ModelSummary> {
         let record = records.remove(&info.name).unwrap_or_default();
         let served = served_versions(&serving, &info.name);
         let needing_reload = settings_needing_reload(&serving, &info.name);
+        let flat_conflict = info.flat_conflict.clone();
         let mut model = summary(
             info.name,
             Some(info.dir),
@@ -136,6 +137,9 @@ pub fn models_status(state: &ServerState) -> Vec<ModelSummary> {
         );
         model.busy = info.busy;
         model.settings_needing_reload = needing_reload;
+        if model.config_error.is_none() {
+            model.config_error = flat_conflict;
+        }
         if let Some(store) = &state.store {
             model.recent_events = store.recent_events(&model.model);
         }
@@ -319,13 +323,19 @@ pub async fn reload(
 
 /// The model a reload names. Old clients name the model by its file
 /// (`reload_model?modelname=lr_iris.model`): when no model has the full name but
-/// one has the name without its extension, that one is meant.
+/// one has the name without its extension, that one is meant; so is the model a
+/// file of that name directly in the repository root serves (the flat layout), even
+/// before the watcher has seen the file.
 fn model_named_by_file(sources: &crate::sources::Sources, name: &str) -> String {
     if sources.is_source(name) {
         return name.to_string();
     }
     match name.rsplit_once('.') {
-        Some((stem, _)) if !stem.is_empty() && sources.is_source(stem) => stem.to_string(),
+        Some((stem, _))
+            if !stem.is_empty() && (sources.is_source(stem) || sources.is_flat_candidate(name)) =>
+        {
+            stem.to_string()
+        }
         _ => name.to_string(),
     }
 }
@@ -626,6 +636,12 @@ pub async fn begin_upload(
     }
     let artifact_name = staging_file_name(file_name);
     let model_dir = state.sources.model_dir(model)?.dir;
+    if let Some(file) = state.sources.flat_file(model) {
+        return Err(ApiError::Conflict(format!(
+            "model {model:?} is served from the file {file:?} in the repository root; \
+             replace that file to publish a new version, or delete the model first"
+        )));
+    }
     // The upload's record must not be lost: with the store down, refused before
     // the client sends the file.
     if let Some(store) = &state.store {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 pub use error::ApiError;
 pub use metadata::{model_metadata, ModelMetadata};
-pub use predict::{admit, predict, PredictRequest, PredictResponse};
+pub use predict::{admit, predict, predict_on, PredictRequest, PredictResponse};
 pub use status::{model_status, VersionStatus};
 
 use crate::inference::InferencePool;
@@ -92,10 +92,10 @@ pub struct ServerState {
 impl ServerState {
     pub fn new(settings: Settings, manager: Arc<Manager>) -> ServerState {
         let inference = Arc::new(InferencePool::new(settings.inference_threads));
-        let sources = Arc::new(Sources::new(
-            manager.clone(),
-            settings.model_repository.clone(),
-        ));
+        let sources = Arc::new(
+            Sources::new(manager.clone(), settings.model_repository.clone())
+                .with_state_dir(settings.state_dir()),
+        );
         let auth = Arc::new(crate::auth::Auth::without_tokens(
             settings.allow_unauthenticated_management,
         ));

@@ -76,12 +76,32 @@ impl PredictResponse {
 /// Runs a prediction. Records the request in metrics whatever the outcome.
 pub async fn predict(
     state: &ServerState,
+    request: PredictRequest,
+) -> Result<PredictResponse, ApiError> {
+    predict_resolved(state, request, None).await
+}
+
+/// Runs a prediction on a version the caller already holds (the simple API, which
+/// laid the features out for that version): resolving it again by number could find
+/// it unloading after a hot swap, and fail a request the old version can still
+/// answer.
+pub async fn predict_on(
+    state: &ServerState,
+    handle: ServableHandle,
+    request: PredictRequest,
+) -> Result<PredictResponse, ApiError> {
+    predict_resolved(state, request, Some(handle)).await
+}
+
+async fn predict_resolved(
+    state: &ServerState,
     mut request: PredictRequest,
+    held: Option<ServableHandle>,
 ) -> Result<PredictResponse, ApiError> {
     let started = Instant::now();
     let protocol = request.protocol;
     let model_name = std::mem::take(&mut request.model);
-    let result = run(state, &model_name, request, started).await;
+    let result = run(state, &model_name, request, started, held).await;
     match &result {
         // The usual case records through handles the version registered when it
         // loaded: no labels formatted, no registry lookup.
@@ -132,8 +152,12 @@ async fn run(
     model: &str,
     request: PredictRequest,
     started: Instant,
+    held: Option<ServableHandle>,
 ) -> Result<PredictResponse, ApiError> {
-    let handle = state.manager.resolve(model, &request.version)?;
+    let handle = match held {
+        Some(handle) => handle,
+        None => state.manager.resolve(model, &request.version)?,
+    };
     // The version's timeout as it is now: a deployment may have changed it since load.
     let timeout = handle.timeout().unwrap_or(state.settings.request_timeout);
     let timeout = match request.client_timeout {

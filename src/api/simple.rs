@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::{predict, ApiError, PredictRequest, Protocol, ServerState};
+use super::{predict_on, ApiError, PredictRequest, Protocol, ServerState};
 use crate::manager::{ServableHandle, VersionRequest};
 use crate::model_config::{FeatureValue, ModelConfig};
 use crate::tensor::{DataType, Tensor, TensorData, TensorSpec};
@@ -75,8 +75,9 @@ pub async fn simple_predict(
     let mut wanted = vec![prediction_output.clone()];
     wanted.extend(probabilities_output.clone());
 
-    // Named by number, so that a swap in between cannot change the model under the
-    // features that were laid out for this version.
+    // Run on the very version resolved above, so that a swap in between can neither
+    // change the model under the features laid out for it nor, by resolving it
+    // again while it unloads, fail the request.
     let mut predict_request = PredictRequest::new(
         request.model,
         VersionRequest::Specific(handle.version),
@@ -84,7 +85,7 @@ pub async fn simple_predict(
     );
     predict_request.inputs = inputs;
     predict_request.outputs = wanted;
-    let response = predict(state, predict_request).await?;
+    let response = predict_on(state, handle, predict_request).await?;
     let mut prediction = None;
     let mut probabilities = None;
     for (name, tensor) in response.outputs {
