@@ -276,17 +276,14 @@ fn log_prediction(
     });
 }
 
-/// `{"name": nested values, …}`.
-fn tensors_json(tensors: &[NamedTensor]) -> serde_json::Value {
-    let map: serde_json::Map<String, serde_json::Value> = tensors
+/// `{"name": nested values, …}` as JSON text, written straight from the tensors'
+/// buffers (no `Value` tree).
+fn tensors_json(tensors: &[NamedTensor]) -> String {
+    let map: std::collections::BTreeMap<&str, crate::json_tensor::NestedJson<'_>> = tensors
         .iter()
-        .map(|(name, t)| {
-            let value = serde_json::to_value(crate::json_tensor::NestedJson::whole(t))
-                .unwrap_or(serde_json::Value::Null);
-            (name.clone(), value)
-        })
+        .map(|(name, t)| (name.as_str(), crate::json_tensor::NestedJson::whole(t)))
         .collect();
-    serde_json::Value::Object(map)
+    serde_json::to_string(&map).unwrap_or_else(|_| "null".to_string())
 }
 
 fn timed_out(handle: &ServableHandle, timeout: Duration) -> ApiError {

@@ -21,6 +21,8 @@ use super::{Store, StoreError};
 pub const LOG_BUFFER: usize = 4096;
 /// Most rows written in one transaction.
 const BATCH: usize = 256;
+/// Rows per INSERT statement (8 parameters each: far below every database's limit).
+const ROWS_PER_INSERT: usize = 64;
 /// How often the writer applies each model's `max_rows` and `max_age_days`.
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
 
@@ -32,8 +34,8 @@ pub struct PendingPrediction {
     pub protocol: &'static str,
     pub latency_us: i64,
     pub request_id: String,
-    /// Turns the inputs and outputs into JSON; run by the writer.
-    pub encode: Box<dyn FnOnce() -> (Value, Value) + Send>,
+    /// Turns the inputs and outputs into JSON text; run by the writer.
+    pub encode: Box<dyn FnOnce() -> (String, String) + Send>,
     /// The model's retention when the entry was made.
     pub max_rows: Option<u64>,
     pub max_age_days: Option<f64>,
@@ -188,8 +190,8 @@ fn encode(p: PendingPrediction) -> Encoded {
         protocol: p.protocol,
         latency_us: p.latency_us,
         request_id: p.request_id,
-        inputs: inputs.to_string(),
-        outputs: outputs.to_string(),
+        inputs,
+        outputs,
     }
 }
 
@@ -199,25 +201,35 @@ impl Store {
         self.predictions.offer(entry);
     }
 
+    /// Inserts `rows` in one transaction, [`ROWS_PER_INSERT`] rows per statement:
+    /// a statement's own cost (a round trip to SQLite's thread, or to the server)
+    /// is what a row-per-statement insert spends most on.
     async fn insert_predictions(&self, rows: &[Encoded]) -> Result<(), sqlx::Error> {
-        let sql = self.sql(
-            "INSERT INTO predictions (at_ms, model, version, protocol, latency_us, request_id, \
-             inputs, outputs) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        );
         on_pool!(&self.pool, p => {
             let mut tx = p.begin().await?;
-            for r in rows {
-                sqlx::query(sqlx::AssertSqlSafe(&*sql))
-                    .bind(r.at_ms)
-                    .bind(&*r.model)
-                    .bind(r.version as i64)
-                    .bind(r.protocol)
-                    .bind(r.latency_us)
-                    .bind(&r.request_id)
-                    .bind(&r.inputs)
-                    .bind(&r.outputs)
-                    .execute(&mut *tx)
-                    .await?;
+            for chunk in rows.chunks(ROWS_PER_INSERT) {
+                let mut sql = String::from(
+                    "INSERT INTO predictions (at_ms, model, version, protocol, latency_us, \
+                     request_id, inputs, outputs) VALUES ",
+                );
+                for i in 0..chunk.len() {
+                    sql.push_str(if i == 0 { "" } else { ", " });
+                    sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?)");
+                }
+                let sql = self.sql(&sql).into_owned();
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(&*sql));
+                for r in chunk {
+                    q = q
+                        .bind(r.at_ms)
+                        .bind(&*r.model)
+                        .bind(r.version as i64)
+                        .bind(r.protocol)
+                        .bind(r.latency_us)
+                        .bind(&r.request_id)
+                        .bind(&r.inputs)
+                        .bind(&r.outputs);
+                }
+                q.execute(&mut *tx).await?;
             }
             tx.commit().await
         })
