@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use super::StoreError;
 
@@ -135,6 +135,11 @@ pub async fn connect(
                 .filename(&path)
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
+                // With the write-ahead log, NORMAL syncs at checkpoints, not at every
+                // commit: the file cannot be corrupted by a crash, and a power loss
+                // can lose only the last commits. A sync per commit cost the
+                // prediction log most of its time.
+                .synchronous(SqliteSynchronous::Normal)
                 // Replicas sharing a file wait for each other's writes.
                 .busy_timeout(timeout);
             let pool = SqlitePoolOptions::new()

@@ -21,6 +21,8 @@ use super::{Store, StoreError};
 pub const LOG_BUFFER: usize = 4096;
 /// Most rows written in one transaction.
 const BATCH: usize = 256;
+/// How long the writer waits for more entries when a batch is not full.
+const LINGER: Duration = Duration::from_millis(20);
 /// Rows per INSERT statement (8 parameters each: far below every database's limit).
 const ROWS_PER_INSERT: usize = 64;
 /// How often the writer applies each model's `max_rows` and `max_age_days`.
@@ -132,6 +134,16 @@ async fn write_predictions(
                 n = rx.recv_many(&mut pending, BATCH) => {
                     if n == 0 {
                         return;
+                    }
+                    // A short wait gathers a fuller batch: fewer transactions.
+                    if n < BATCH {
+                        tokio::time::sleep(LINGER).await;
+                        while pending.len() < BATCH {
+                            match rx.try_recv() {
+                                Ok(p) => pending.push(p),
+                                Err(_) => break,
+                            }
+                        }
                     }
                 }
                 () = tokio::time::sleep_until(next_retention) => {}
