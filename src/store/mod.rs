@@ -117,23 +117,7 @@ impl Store {
     /// message names the host, never a password.
     pub async fn open(url: &str, timeout: Duration, migrate: bool) -> Result<Store, StoreError> {
         let (pool, kind, shown) = pool::connect(url, timeout, true).await?;
-        let (tx, rx) = tokio::sync::mpsc::channel(EVENT_BUFFER);
-        let store = Store {
-            pool,
-            kind,
-            url: shown,
-            timeout,
-            replica: format!(
-                "{}:{}",
-                hostname().unwrap_or_else(|| "localhost".into()),
-                std::process::id()
-            ),
-            up: AtomicBool::new(true),
-            events: tx,
-            events_rx: Mutex::new(Some(rx)),
-            recent: Mutex::new(HashMap::new()),
-            predictions: predictions::PredictionLog::new(),
-        };
+        let store = Store::with_pool(pool, kind, shown, timeout);
         if migrate {
             store.migrate_while_others_may().await?;
         }
@@ -160,19 +144,27 @@ impl Store {
     /// `ferroserve db status`: it reports what it finds.
     pub async fn open_for_status(url: &str, timeout: Duration) -> Result<Store, StoreError> {
         let (pool, kind, shown) = pool::connect(url, timeout, false).await?;
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        Ok(Store {
+        Ok(Store::with_pool(pool, kind, shown, timeout))
+    }
+
+    fn with_pool(pool: Pool, kind: DbKind, url: String, timeout: Duration) -> Store {
+        let (tx, rx) = tokio::sync::mpsc::channel(EVENT_BUFFER);
+        Store {
             pool,
             kind,
-            url: shown,
+            url,
             timeout,
-            replica: String::new(),
+            replica: format!(
+                "{}:{}",
+                hostname().unwrap_or_else(|| "localhost".into()),
+                std::process::id()
+            ),
             up: AtomicBool::new(true),
             events: tx,
             events_rx: Mutex::new(Some(rx)),
             recent: Mutex::new(HashMap::new()),
             predictions: predictions::PredictionLog::new(),
-        })
+        }
     }
 
     /// `sqlite`, `postgres` or `mysql`.

@@ -142,12 +142,26 @@ pub async fn connect(
                 .synchronous(SqliteSynchronous::Normal)
                 // Replicas sharing a file wait for each other's writes.
                 .busy_timeout(timeout);
-            let pool = SqlitePoolOptions::new()
-                .max_connections(4)
-                .acquire_timeout(timeout)
-                .connect_with(options)
-                .await
-                .map_err(|e| sqlite_error(&path, e))?;
+            // Switching a new file to WAL takes a lock that SQLite's busy handler
+            // does not wait for: a server starting beside another tries again.
+            let deadline = tokio::time::Instant::now() + timeout;
+            let pool = loop {
+                match SqlitePoolOptions::new()
+                    .max_connections(4)
+                    .acquire_timeout(timeout)
+                    .connect_with(options.clone())
+                    .await
+                {
+                    Ok(pool) => break pool,
+                    Err(e)
+                        if describe_error(&e).contains("locked")
+                            && tokio::time::Instant::now() < deadline =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(e) => return Err(sqlite_error(&path, e)),
+                }
+            };
             Pool::Sqlite(pool)
         }
         DbKind::Postgres => {
