@@ -478,7 +478,9 @@ pub fn rest_access(path: &str) -> Access {
         // Who did what, and what clients sent (the metadata store).
         ["v1", "models", _, "history" | "predictions"] => Access::Management,
         // Jobs read and write the server's data directory and databases.
-        ["v1", "jobs", ..] | ["predictall"] | ["training", "status", ..] => Access::Management,
+        ["v1", "jobs", ..] | ["predictall"] | ["train"] | ["training", "status", ..] => {
+            Access::Management
+        }
         _ => Access::Inference,
     }
 }

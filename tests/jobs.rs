@@ -777,3 +777,141 @@ async fn cli_submit_watch_exits_by_the_job_outcome() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
     server.stop().await;
 }
+
+/// Several replicas share one store: a restart fails only the jobs whose replica
+/// is gone (a dead process on this host, or a silent heartbeat), never another
+/// live replica's; queued jobs another replica recorded run here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_keep_each_others_jobs_and_share_the_queue() {
+    let env = env();
+    write_csv(&env.data.join("small.csv"), &iris_rows(20));
+    // The first start creates the database.
+    let server = TestServer::start_with(settings(&env)).await;
+    server.stop().await;
+    let db = format!("sqlite://{}", env.state.join("ferroserve.db").display());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    // pid 1 exists (another live replica on this host); u32::MAX - 7 does not.
+    let rows = [
+        ("alive-here", format!("{host}:1"), now),
+        ("dead-here", format!("{host}:{}", u32::MAX - 7), now),
+        ("alive-elsewhere", "other-host:42".to_string(), now),
+        (
+            "silent-elsewhere",
+            "other-host:43".to_string(),
+            now - 120_000,
+        ),
+    ];
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    let spec = score_spec(
+        json!({"path": "small.csv"}),
+        json!({"path": "never.csv"}),
+        8,
+    )["spec"]
+        .to_string();
+    for (id, by, heartbeat) in &rows {
+        sqlx::query(
+            "INSERT INTO jobs (id, kind, state, spec, progress, messages, created_ms, started_ms, \
+             claimed_by, heartbeat_ms, cancel_requested) \
+             VALUES (?, 'score', 'running', ?, '{}', '[]', ?, ?, ?, ?, 0)",
+        )
+        .bind(id)
+        .bind(&spec)
+        .bind(now)
+        .bind(now)
+        .bind(by)
+        .bind(heartbeat)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let server = TestServer::start_with(settings(&env)).await;
+    let state = |id: &'static str| {
+        let server = &server;
+        async move {
+            let (_, job) = server.get(&format!("/v1/jobs/{id}")).await;
+            job["state"].as_str().unwrap().to_string()
+        }
+    };
+    assert_eq!(state("alive-here").await, "running");
+    assert_eq!(state("dead-here").await, "failed");
+    assert_eq!(state("alive-elsewhere").await, "running");
+    assert_eq!(state("silent-elsewhere").await, "failed");
+    let (_, job) = server.get("/v1/jobs/dead-here").await;
+    assert_eq!(job["error"], "interrupted by restart", "{job}");
+
+    // A job another replica queued (its row only) runs here.
+    let scored = score_spec(
+        json!({"path": "small.csv"}),
+        json!({"path": "from_elsewhere.csv"}),
+        8,
+    )["spec"]
+        .to_string();
+    sqlx::query(
+        "INSERT INTO jobs (id, kind, state, spec, progress, messages, created_ms, cancel_requested) \
+         VALUES ('queued-elsewhere', 'score', 'queued', ?, '{}', '[]', ?, 0)",
+    )
+    .bind(&scored)
+    .bind(now)
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let job = wait_for(&server, "queued-elsewhere", Duration::from_secs(30), |j| {
+        j["state"] == "succeeded" || j["state"] == "failed"
+    })
+    .await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert!(env.data.join("from_elsewhere.csv").is_file());
+    server.stop().await;
+}
+
+/// Submitting and cancelling a job is in the model's audit trail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_submissions_and_cancels_are_audited() {
+    let env = env();
+    write_csv(&env.data.join("small.csv"), &iris_rows(20));
+    let server = TestServer::start_with(settings(&env)).await;
+    let id = submit(&server, slow_job(&env, "slow.csv")).await;
+    let (status, job) = server
+        .post_json(&format!("/v1/jobs/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{job}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, history) = server.get("/v1/models/iris/history").await;
+        assert_eq!(status, 200, "{history}");
+        let kinds: Vec<(String, String)> = history["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["detail"]["job_id"] == id.as_str())
+            .map(|e| {
+                (
+                    e["kind"].as_str().unwrap().to_string(),
+                    e["detail"]["kind"].to_string(),
+                )
+            })
+            .collect();
+        if kinds.len() == 2 {
+            assert!(
+                kinds.contains(&("job_submit".into(), "\"score\"".into())),
+                "{kinds:?}"
+            );
+            assert!(
+                kinds.contains(&("job_cancel".into(), "\"score\"".into())),
+                "{kinds:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{history}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop().await;
+}

@@ -4,9 +4,11 @@
 
 use std::sync::Arc;
 
-use super::{ApiError, ServerState};
+use super::{ApiError, Caller, ServerState};
 use crate::jobs::spec::{self, JobSpec};
 use crate::jobs::{JobState, JobView, Jobs};
+use crate::json_tensor::NestedJson;
+use crate::store::EventKind;
 use crate::store::JobQuery;
 
 fn runner(state: &ServerState) -> Result<&Arc<Jobs>, ApiError> {
@@ -18,7 +20,11 @@ fn runner(state: &ServerState) -> Result<&Arc<Jobs>, ApiError> {
 
 /// `POST /v1/jobs`: checks the spec at once (400 naming the field) and queues the
 /// job. Answers its id.
-pub async fn submit(state: &ServerState, body: serde_json::Value) -> Result<String, ApiError> {
+pub async fn submit(
+    state: &ServerState,
+    body: serde_json::Value,
+    caller: &Caller,
+) -> Result<String, ApiError> {
     let jobs = runner(state)?;
     let spec = spec::parse_job(&body, &jobs.data_dir)
         .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
@@ -37,7 +43,16 @@ pub async fn submit(state: &ServerState, body: serde_json::Value) -> Result<Stri
         }
     }
     let spec_json = body.get("spec").cloned().unwrap_or_default();
-    Ok(jobs.submit(&spec, spec_json).await?)
+    let id = jobs.submit(&spec, spec_json).await?;
+    super::manage::audit(
+        state,
+        caller,
+        EventKind::JobSubmit,
+        spec.model(),
+        None,
+        serde_json::json!({"job_id": id, "kind": spec.kind().as_str()}),
+    );
+    Ok(id)
 }
 
 /// What can be checked before a scoring job runs: the model and version exist,
@@ -141,7 +156,7 @@ pub async fn list(state: &ServerState, query: ListQuery) -> Result<(Vec<JobView>
 
 /// `POST /v1/jobs/{id}/cancel`: a queued job is cancelled at once, a running one
 /// stops at its next batch. A finished job is a 409.
-pub async fn cancel(state: &ServerState, id: &str) -> Result<JobView, ApiError> {
+pub async fn cancel(state: &ServerState, id: &str, caller: &Caller) -> Result<JobView, ApiError> {
     let jobs = runner(state)?;
     let before = jobs.get(id).await?.ok_or_else(|| not_found(id))?;
     if before.state.is_finished() {
@@ -150,7 +165,21 @@ pub async fn cancel(state: &ServerState, id: &str) -> Result<JobView, ApiError> 
             before.state.as_str()
         )));
     }
-    jobs.cancel(id).await?.ok_or_else(|| not_found(id))
+    let after = jobs.cancel(id).await?.ok_or_else(|| not_found(id))?;
+    let model = before
+        .spec
+        .get("model")
+        .and_then(|m| m.as_str())
+        .unwrap_or("");
+    super::manage::audit(
+        state,
+        caller,
+        EventKind::JobCancel,
+        model,
+        None,
+        serde_json::json!({"job_id": id, "kind": before.kind}),
+    );
+    Ok(after)
 }
 
 /// What `GET /v1/jobs/{id}/events` follows: the live job's changes, or the record
@@ -171,10 +200,205 @@ pub async fn events(state: &ServerState, id: &str) -> Result<JobEvents, ApiError
 }
 
 /// `POST /predictall/` with the old job.json (see `spec::predictall_to_score`).
-pub async fn predictall(state: &ServerState, job: serde_json::Value) -> Result<String, ApiError> {
-    let body =
+pub async fn predictall(
+    state: &ServerState,
+    job: serde_json::Value,
+    caller: &Caller,
+) -> Result<String, ApiError> {
+    let mut body =
         spec::predictall_to_score(&job).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
-    submit(state, body).await
+    // `modelkey` is the training job's id: score with the version it trained.
+    let key = body["spec"]["model"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if let Some((model, version)) = trained_by_job(state, &key).await? {
+        body["spec"]["model"] = serde_json::Value::String(model);
+        if body["spec"].get("version").is_none() {
+            body["spec"]["version"] = serde_json::json!(version);
+        }
+    }
+    submit(state, body, caller).await
+}
+
+/// `POST /train/` with the old job.json (see `spec::train_job_to_spec`).
+pub async fn train(
+    state: &ServerState,
+    job: serde_json::Value,
+    caller: &Caller,
+) -> Result<String, ApiError> {
+    let body =
+        spec::train_job_to_spec(&job).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+    submit(state, body, caller).await
+}
+
+/// The model name and version a training job saved, when `key` is a training
+/// job's id: `None` when no job has that id (the caller may then read it as a
+/// model name); an error when the job is not a training job or has no model yet.
+pub async fn trained_by_job(
+    state: &ServerState,
+    key: &str,
+) -> Result<Option<(String, u64)>, ApiError> {
+    let Some(jobs) = state.jobs.get() else {
+        return Ok(None);
+    };
+    let Some(view) = jobs.get(key).await? else {
+        return Ok(None);
+    };
+    if view.kind != spec::JobKind::Train.as_str() {
+        return Err(ApiError::InvalidArgument(format!(
+            "modelkey {key:?} is a {} job, not a training job",
+            view.kind
+        )));
+    }
+    match view.state {
+        JobState::Succeeded => {}
+        JobState::Failed | JobState::Cancelled => {
+            return Err(ApiError::Conflict(format!(
+                "training job {key:?} {} and saved no model{}",
+                view.state.as_str(),
+                view.error.map(|e| format!(": {e}")).unwrap_or_default()
+            )))
+        }
+        JobState::Queued | JobState::Running => {
+            return Err(ApiError::Conflict(format!(
+                "training job {key:?} is still {}; its model is not saved yet",
+                view.state.as_str()
+            )))
+        }
+    }
+    let result = view.result.unwrap_or_default();
+    let model = result["model"].as_str().map(str::to_string);
+    let version = result["version"].as_u64();
+    match (model, version) {
+        (Some(m), Some(v)) => Ok(Some((m, v))),
+        _ => Err(ApiError::Internal(format!(
+            "training job {key:?} recorded no model and version"
+        ))),
+    }
+}
+
+/// `POST /predict/` of the old service: `{"modelkey": <training job id or model
+/// name>, "record": {…one row…}, "schema"?}`. The row is scored with the model
+/// the job trained; fields of the record that are not the model's features (the
+/// label, ids) are left out. Answers the predicted label (mapped back through the
+/// training schema's label map, `"yes"` rather than `1`) and the probability of
+/// each class.
+pub async fn old_predict(
+    state: &ServerState,
+    body: serde_json::Value,
+) -> Result<serde_json::Value, ApiError> {
+    use crate::api::simple::{feature_columns, simple_predict, Rows, SimpleRequest};
+    use crate::manager::VersionRequest;
+    let invalid = |m: &str| ApiError::InvalidArgument(m.to_string());
+    let obj = body
+        .as_object()
+        .ok_or_else(|| invalid("the body must be a JSON object {\"modelkey\", \"record\"}"))?;
+    if let Some(unknown) = obj
+        .keys()
+        .find(|k| !matches!(k.as_str(), "modelkey" | "modelKey" | "record" | "schema"))
+    {
+        return Err(invalid(&format!(
+            "unknown field {unknown:?} (known: modelkey, record, schema)"
+        )));
+    }
+    let key = match obj.get("modelkey").or_else(|| obj.get("modelKey")) {
+        Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(serde_json::Value::Number(n)) => n.to_string(),
+        _ => return Err(invalid("modelkey is required (the training job's id)")),
+    };
+    let record = obj
+        .get("record")
+        .and_then(|r| r.as_object())
+        .ok_or_else(|| invalid("record is required (an object of the row's fields)"))?;
+    let (model, version, label_map) = match trained_by_job(state, &key).await? {
+        Some((model, version)) => {
+            let view = runner(state)?
+                .get(&key)
+                .await?
+                .ok_or_else(|| not_found(&key))?;
+            let map = view.spec["schema"]["label"]["values"].as_object().cloned();
+            (model, VersionRequest::Specific(version), map)
+        }
+        None if state.manager.resolve(&key, &VersionRequest::Latest).is_ok() => {
+            (key.clone(), VersionRequest::Latest, None)
+        }
+        None => {
+            return Err(ApiError::NotFound(format!(
+                "no training job and no model {key:?}"
+            )))
+        }
+    };
+    let handle = state.manager.resolve(&model, &version)?;
+    let columns = feature_columns(&handle)?;
+    let mut row = std::collections::BTreeMap::new();
+    for column in &columns {
+        let value = record.get(column).ok_or_else(|| {
+            invalid(&format!(
+                "record has no field {column:?} (the model's features: {columns:?})"
+            ))
+        })?;
+        row.insert(column.clone(), feature_value(column, value)?);
+    }
+    let response = simple_predict(
+        state,
+        SimpleRequest {
+            model: model.clone(),
+            version: VersionRequest::Specific(handle.version),
+            rows: Rows::Named(vec![row]),
+        },
+    )
+    .await?;
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let label = serde_json::to_value(NestedJson::row(&response.prediction, 0))
+        .map_err(|e| ApiError::Internal(format!("cannot encode the prediction: {e}")))?;
+    // The label map sends "yes" to 1: answer "yes" for 1.
+    let unmapped = |l: &str| -> Option<String> {
+        label_map
+            .as_ref()
+            .and_then(|m| m.iter().find(|(_, v)| text(v) == l))
+            .map(|(k, _)| k.clone())
+    };
+    let mut answer = serde_json::json!({
+        "modelkey": key,
+        "model": model,
+        "version": response.handle.version,
+        "prediction": unmapped(&text(&label)).map(serde_json::Value::String).unwrap_or_else(|| label.clone()),
+        "label": label,
+    });
+    if let (Some(p), Some(classes)) = (&response.probabilities, &response.class_labels) {
+        let row = serde_json::to_value(NestedJson::row(p, 0))
+            .map_err(|e| ApiError::Internal(format!("cannot encode the probabilities: {e}")))?;
+        if let Some(row) = row.as_array() {
+            let by_class: serde_json::Map<String, serde_json::Value> = classes
+                .iter()
+                .zip(row)
+                .map(|(class, p)| (unmapped(class).unwrap_or_else(|| class.clone()), p.clone()))
+                .collect();
+            answer["probabilities"] = serde_json::Value::Object(by_class);
+        }
+    }
+    Ok(answer)
+}
+
+fn feature_value(
+    column: &str,
+    v: &serde_json::Value,
+) -> Result<crate::model_config::FeatureValue, ApiError> {
+    use crate::model_config::FeatureValue;
+    match v {
+        serde_json::Value::Number(n) => n.as_f64().map(FeatureValue::Number).ok_or_else(|| {
+            ApiError::InvalidArgument(format!("record.{column}: {n} is not a number"))
+        }),
+        serde_json::Value::String(s) => Ok(FeatureValue::Text(s.clone())),
+        serde_json::Value::Bool(b) => Ok(FeatureValue::Number(f64::from(u8::from(*b)))),
+        other => Err(ApiError::InvalidArgument(format!(
+            "record.{column}: a value must be a number or a string, not {other}"
+        ))),
+    }
 }
 
 /// `GET /training/status/<id>` as the old service answered it: `PENDING` while
@@ -194,6 +418,21 @@ pub async fn old_status(state: &ServerState, id: &str) -> Result<(String, String
                 )
             }),
         ),
+        JobState::Succeeded if view.kind == spec::JobKind::Train.as_str() => {
+            let r = view.result.unwrap_or_default();
+            (
+                "SUCCESS".into(),
+                format!(
+                    "model {} version {} trained on {} rows; best parameters {}, {} {}",
+                    r["model"].as_str().unwrap_or("?"),
+                    r["version"],
+                    r["rows"],
+                    r["best_params"],
+                    r["scoring"].as_str().unwrap_or("score"),
+                    r["best_score"]
+                ),
+            )
+        }
         JobState::Succeeded => (
             "SUCCESS".into(),
             format!("{} rows written", view.progress.rows_written),

@@ -40,7 +40,7 @@ impl From<StoreError> for ApiError {
 }
 
 /// Records an audit event for what `caller` did (when the server has a store).
-fn audit(
+pub(crate) fn audit(
     state: &ServerState,
     caller: &Caller,
     kind: EventKind,

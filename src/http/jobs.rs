@@ -1,7 +1,9 @@
 //! Jobs over REST (management routes): `POST /v1/jobs`, `GET /v1/jobs`,
 //! `GET /v1/jobs/{id}`, `POST /v1/jobs/{id}/cancel`, `GET /v1/jobs/{id}/events`
-//! (server-sent events), and the old prediction service's `POST /predictall/` and
-//! `GET /training/status/{id}`. Decoding and encoding only: `api::jobs` decides.
+//! (server-sent events), and the old prediction service's `POST /train/`,
+//! `POST /predictall/`, `GET /training/status/{id}` and `POST /predict/` (one
+//! record scored with the model a training job saved). Decoding and encoding
+//! only: `api::jobs` decides.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -13,13 +15,13 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
 use super::{body, parse_json, AppState, HttpError};
 use crate::api::jobs::{self, JobEvents, ListQuery};
-use crate::api::ApiError;
+use crate::api::{ApiError, Caller};
 use crate::jobs::JobView;
 
 pub fn routes() -> Router<AppState> {
@@ -30,16 +32,24 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/jobs/{id}/events", get(events))
         .route("/predictall", post(predictall))
         .route("/predictall/", post(predictall))
+        .route("/train", post(train))
+        .route("/train/", post(train))
         .route("/training/status/{id}", get(old_status))
+        .route("/predict/", post(old_predict))
+}
+
+fn caller_of(caller: Option<Extension<Caller>>) -> Caller {
+    caller.map(|Extension(c)| c).unwrap_or_default()
 }
 
 async fn submit(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
     let bytes = body(bytes, state.settings.max_request_bytes)?;
     let request: Value = parse_json(&bytes)?;
-    let id = jobs::submit(&state, request).await?;
+    let id = jobs::submit(&state, request, &caller_of(caller)).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": id }))).into_response())
 }
 
@@ -82,9 +92,10 @@ async fn list(
 
 async fn cancel(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, HttpError> {
-    Ok(Json(jobs::cancel(&state, &id).await?))
+    Ok(Json(jobs::cancel(&state, &id, &caller_of(caller)).await?))
 }
 
 fn event_of(view: &JobView) -> Event {
@@ -134,12 +145,33 @@ async fn events(
 
 async fn predictall(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, HttpError> {
     let bytes = body(bytes, state.settings.max_request_bytes)?;
     let request: Value = parse_json(&bytes)?;
-    let id = jobs::predictall(&state, request).await?;
+    let id = jobs::predictall(&state, request, &caller_of(caller)).await?;
     Ok(Json(json!({ "job_id": id })))
+}
+
+async fn train(
+    State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, HttpError> {
+    let bytes = body(bytes, state.settings.max_request_bytes)?;
+    let request: Value = parse_json(&bytes)?;
+    let id = jobs::train(&state, request, &caller_of(caller)).await?;
+    Ok(Json(json!({ "job_id": id })))
+}
+
+async fn old_predict(
+    State(state): State<AppState>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, HttpError> {
+    let bytes = body(bytes, state.settings.max_request_bytes)?;
+    let request: Value = parse_json(&bytes)?;
+    Ok(Json(jobs::old_predict(&state, request).await?))
 }
 
 async fn old_status(

@@ -29,6 +29,10 @@ pub enum EventKind {
     Delete,
     /// The model config list was replaced (gRPC `HandleReloadConfigRequest`).
     ReloadConfig,
+    /// A training or scoring job was submitted for the model (`detail`: job id, kind).
+    JobSubmit,
+    /// A job's cancel was asked (`detail`: job id, kind).
+    JobCancel,
 }
 
 impl EventKind {
@@ -41,6 +45,8 @@ impl EventKind {
             EventKind::Deploy => "deploy",
             EventKind::Delete => "delete",
             EventKind::ReloadConfig => "reload_config",
+            EventKind::JobSubmit => "job_submit",
+            EventKind::JobCancel => "job_cancel",
         }
     }
 }

@@ -30,6 +30,15 @@ pub struct JobRow {
     pub cancel_requested: bool,
 }
 
+/// A job recorded as running, as the recovery sweep sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunningJob {
+    pub id: String,
+    /// `host:pid` of the replica that claimed it.
+    pub claimed_by: String,
+    pub heartbeat_ms: i64,
+}
+
 /// Which jobs a listing shows, newest first.
 #[derive(Debug, Clone, Default)]
 pub struct JobQuery {
@@ -289,22 +298,76 @@ impl Store {
         ids.map_err(|e| self.unavailable("read the queued jobs", e))
     }
 
-    /// Marks every job recorded as running as failed with `error` (at start: the
-    /// process that ran them is gone). Answers how many.
-    pub async fn fail_running_jobs(&self, error: &str) -> Result<u64, StoreError> {
+    /// The jobs recorded as running: id, the replica that claimed it and its last
+    /// heartbeat (the recovery sweep decides which of them are orphans).
+    pub async fn running_jobs(&self) -> Result<Vec<RunningJob>, StoreError> {
+        let sql = "SELECT id, claimed_by, heartbeat_ms FROM jobs WHERE state = 'running'";
+        let rows: Result<Vec<RunningJob>, sqlx::Error> = on_pool!(&self.pool, p => {
+            match sqlx::query(sql).fetch_all(p).await {
+                Ok(rows) => rows
+                    .iter()
+                    .map(|r| {
+                        Ok(RunningJob {
+                            id: r.try_get(0)?,
+                            claimed_by: r.try_get::<Option<String>, _>(1)?.unwrap_or_default(),
+                            heartbeat_ms: r.try_get::<Option<i64>, _>(2)?.unwrap_or(0),
+                        })
+                    })
+                    .collect(),
+                Err(e) => Err(e),
+            }
+        });
+        rows.map_err(|e| self.unavailable("read the running jobs", e))
+    }
+
+    /// Marks one orphaned running job failed with `error`, only if it is still
+    /// as `seen` (same claimer, no heartbeat since): a replica that is alive after
+    /// all keeps its job. Answers whether it was marked.
+    pub async fn fail_orphaned_job(
+        &self,
+        seen: &RunningJob,
+        error: &str,
+    ) -> Result<bool, StoreError> {
         let sql = self.sql(
-            "UPDATE jobs SET state = 'failed', error = ?, finished_ms = ? WHERE state = 'running'",
+            "UPDATE jobs SET state = 'failed', error = ?, finished_ms = ? \
+             WHERE id = ? AND state = 'running' AND claimed_by = ? AND heartbeat_ms = ?",
         );
         let now = now_ms();
-        self.must_write("mark interrupted jobs", async {
+        self.must_write("mark an interrupted job", async {
             on_pool!(&self.pool, p => sqlx::query(sqlx::AssertSqlSafe(&*sql))
                 .bind(error)
                 .bind(now)
+                .bind(&seen.id)
+                .bind(&seen.claimed_by)
+                .bind(seen.heartbeat_ms)
                 .execute(p)
                 .await
-                .map(|r| r.rows_affected()))
+                .map(|r| r.rows_affected() == 1))
         })
         .await
+    }
+
+    /// Refreshes the heartbeat of every job this replica runs (so other replicas
+    /// see it alive between progress writes).
+    pub async fn heartbeat_jobs(&self) -> Result<(), StoreError> {
+        let sql =
+            self.sql("UPDATE jobs SET heartbeat_ms = ? WHERE claimed_by = ? AND state = 'running'");
+        let now = now_ms();
+        let replica = self.replica.clone();
+        self.must_write("record the jobs' heartbeat", async {
+            on_pool!(&self.pool, p => sqlx::query(sqlx::AssertSqlSafe(&*sql))
+                .bind(now)
+                .bind(&replica)
+                .execute(p)
+                .await
+                .map(|_| ()))
+        })
+        .await
+    }
+
+    /// This replica's name as jobs record it (`host:pid`).
+    pub fn replica(&self) -> &str {
+        &self.replica
     }
 
     /// Deletes jobs that finished before `cutoff_ms`. Answers how many.

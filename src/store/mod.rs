@@ -38,7 +38,7 @@ use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
 pub use audit::{Event, EventKind, HistoryPage};
-pub use jobs::{JobQuery, JobRow};
+pub use jobs::{JobQuery, JobRow, RunningJob};
 use pool::{on_pool, DbKind, Pool};
 pub use predictions::{LoggedPrediction, PredictionQuery};
 
