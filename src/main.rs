@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ferroserve::server::{run, Listeners};
 use ferroserve::settings::{LogFormat, ServeArgs, Settings};
+use ferroserve::tfs_flags::{self, TfsArgs};
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +31,8 @@ enum Command {
         config: Option<PathBuf>,
         #[command(flatten)]
         args: Box<ServeArgs>,
+        #[command(flatten)]
+        tfs: Box<TfsArgs>,
     },
     /// The metadata store: its status, and applying migrations.
     ///
@@ -169,7 +172,16 @@ fn settings_from(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<Set
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let as_tfs = argv.first().is_some_and(|a| tfs_flags::invoked_as_tfs(a));
+    let argv = match tfs_flags::normalize_args(argv) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    let cli = Cli::parse_from(argv);
     match cli.command {
         Command::Token {
             command: TokenCommand::New { name, scopes },
@@ -183,8 +195,22 @@ fn main() -> anyhow::Result<()> {
             let code = runtime.block_on(ferroserve::cli::jobs::run(command))?;
             std::process::exit(code)
         }
-        Command::Serve { config, args } => {
-            let settings = settings_from(config, *args)?;
+        Command::Serve { config, args, tfs } => {
+            if tfs.version {
+                println!(
+                    "ferroserve {} (a tensorflow_model_server drop-in)",
+                    env!("CARGO_PKG_VERSION")
+                );
+                return Ok(());
+            }
+            let tfs = if as_tfs {
+                tfs.with_container_env(|k| std::env::var(k).ok())
+            } else {
+                *tfs
+            };
+            let args = tfs.fold_into(*args)?;
+            let mut settings = settings_from(config, args)?;
+            tfs.finish(&mut settings)?;
             init_logging(settings.log_format);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -118,6 +118,38 @@ pub struct ModelConfig {
     /// soon as the file changes.
     #[serde(default)]
     pub cache: CacheConfig,
+    /// Whether the file had a `[batching]` table (else the server's default
+    /// batching, [`ModelDefaults::batching`], applies).
+    #[serde(skip)]
+    pub batching_given: bool,
+}
+
+/// Server-wide defaults for what a model's `config.toml` leaves out (TF Serving's
+/// `--enable_batching` with `--batching_parameters_file`,
+/// `--allow_version_labels_for_unavailable_models`, `--enable_model_warmup`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ModelDefaults {
+    /// `[batching]` for a model whose file has none.
+    pub batching: Option<BatchingConfig>,
+    /// `allow_unavailable_labels = true` for every model.
+    pub allow_unavailable_labels: bool,
+    /// `warmup` for a model whose file does not say.
+    pub warmup: Option<bool>,
+}
+
+impl ModelDefaults {
+    /// Fills in what `config` left out.
+    pub fn apply(&self, config: &mut ModelConfig) {
+        if let (false, Some(b)) = (config.batching_given, &self.batching) {
+            config.batching = b.clone();
+        }
+        if self.allow_unavailable_labels {
+            config.allow_unavailable_labels = true;
+        }
+        if config.warmup.is_none() {
+            config.warmup = self.warmup;
+        }
+    }
 }
 
 /// The `[log]` table: a sample of this model's predictions, inputs and outputs,
@@ -261,7 +293,7 @@ impl BatchingConfig {
     const MAX_QUEUE_LENGTH: usize = 1_000_000;
     const MAX_INSTANCES: usize = 256;
 
-    fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         let in_range = |name: &str, v: usize, max: usize| {
             if v == 0 || v > max {
                 Err(format!(
@@ -356,7 +388,10 @@ impl ModelConfig {
     }
 
     pub fn parse(text: &str) -> Result<ModelConfig, String> {
-        let config: ModelConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut config: ModelConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.batching_given = text
+            .parse::<toml::Table>()
+            .is_ok_and(|t| t.contains_key("batching"));
         config.validate()?;
         Ok(config)
     }

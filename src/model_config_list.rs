@@ -138,6 +138,7 @@ impl ModelConfigList {
     }
 
     /// Parses TF Serving's `ModelServerConfig` text format (`model_config_list { … }`).
+    /// (Other TF Serving text-format files read through [`parse_text_fields`].)
     pub fn parse_text_format(text: &str) -> Result<ModelConfigList, String> {
         let tokens = tokenize(text)?;
         let mut parser = Parser { tokens, pos: 0 };
@@ -205,7 +206,7 @@ impl ModelConfigList {
 // ---- protobuf text format: tokens ----
 
 #[derive(Debug, Clone, PartialEq)]
-enum Tok {
+pub(crate) enum Tok {
     Ident(String),
     Str(String),
     /// A number as written (sign included), interpreted by the field that takes it.
@@ -322,16 +323,16 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
 // ---- protobuf text format: a generic tree ----
 
 #[derive(Debug, Clone)]
-enum Value {
+pub(crate) enum Value {
     Scalar(Tok),
     Message(Vec<Field>),
 }
 
 #[derive(Debug, Clone)]
-struct Field {
-    name: String,
-    line: usize,
-    value: Value,
+pub(crate) struct Field {
+    pub(crate) name: String,
+    pub(crate) line: usize,
+    pub(crate) value: Value,
 }
 
 struct Parser {
@@ -476,9 +477,17 @@ fn describe(t: &Tok) -> String {
     }
 }
 
+/// Any protobuf text-format document as a tree of fields (TF Serving's batching
+/// parameters and monitoring config use it too: `crate::tfs_flags`).
+pub(crate) fn parse_text_fields(text: &str) -> Result<Vec<Field>, String> {
+    let tokens = tokenize(text)?;
+    let mut parser = Parser { tokens, pos: 0 };
+    parser.fields(None)
+}
+
 // ---- protobuf text format: ModelServerConfig ----
 
-fn message(f: &Field) -> Result<&[Field], String> {
+pub(crate) fn message(f: &Field) -> Result<&[Field], String> {
     match &f.value {
         Value::Message(fields) => Ok(fields),
         Value::Scalar(_) => Err(format!(
@@ -488,7 +497,7 @@ fn message(f: &Field) -> Result<&[Field], String> {
     }
 }
 
-fn string(f: &Field) -> Result<String, String> {
+pub(crate) fn string(f: &Field) -> Result<String, String> {
     match &f.value {
         Value::Scalar(Tok::Str(s)) => Ok(s.clone()),
         _ => Err(format!(
@@ -498,7 +507,7 @@ fn string(f: &Field) -> Result<String, String> {
     }
 }
 
-fn integer(f: &Field) -> Result<u64, String> {
+pub(crate) fn integer(f: &Field) -> Result<u64, String> {
     match &f.value {
         Value::Scalar(Tok::Num(n)) => n.trim_start_matches('+').parse::<u64>().map_err(|_| {
             format!(
@@ -510,7 +519,7 @@ fn integer(f: &Field) -> Result<u64, String> {
     }
 }
 
-fn unknown(f: &Field, within: &str, known: &[&str]) -> String {
+pub(crate) fn unknown(f: &Field, within: &str, known: &[&str]) -> String {
     format!(
         "line {}: unknown field {:?} in {within} (known: {})",
         f.line,

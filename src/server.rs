@@ -76,19 +76,37 @@ pub async fn run(
     // With a model config file the repository root is optional: the file may name
     // every model.
     anyhow::ensure!(
-        repository.is_dir() || settings.model_config_file.is_some(),
+        repository.is_dir()
+            || settings.model_config_file.is_some()
+            || settings.single_model.is_some(),
         "model repository {} is not a directory",
         repository.display()
     );
     let model_roots = settings.model_roots();
-    let config_list = match &settings.model_config_file {
-        Some(path) => {
+    let config_list = match (&settings.model_config_file, &settings.single_model) {
+        (Some(path), _) => {
             let list = crate::model_config_list::ModelConfigList::load(path)?;
             list.check_roots(&model_roots)
                 .map_err(|e| anyhow::anyhow!("model config file {}: {e}", path.display()))?;
             Some(list)
         }
-        None => None,
+        // One model named on the command line (TF Serving's --model_name and
+        // --model_base_path): a list of one, its path given by the operator.
+        (None, Some(single)) => {
+            let list = crate::model_config_list::ModelConfigList {
+                models: vec![crate::model_config_list::ModelListEntry {
+                    name: single.name.clone(),
+                    base_path: single.base_path.clone(),
+                    model_platform: None,
+                    version_policy: None,
+                    labels: Default::default(),
+                }],
+            };
+            list.validate()
+                .map_err(|e| anyhow::anyhow!("--model_name: {e}"))?;
+            Some(list)
+        }
+        (None, None) => None,
     };
     let auth = Arc::new(crate::auth::Auth::from_settings(&settings)?);
     log_access_rules(&settings);

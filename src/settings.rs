@@ -180,6 +180,23 @@ pub struct Settings {
     /// The directory jobs read and write files in: a job's `path` must lie under it.
     /// Default none: `<state dir>/data` (see [`Settings::data_dir`]).
     pub data_dir: Option<PathBuf>,
+    /// One model served from its own directory instead of the repository root
+    /// (TF Serving's `--model_name` and `--model_base_path`). Default none.
+    pub single_model: Option<SingleModel>,
+    /// What a model's `config.toml` leaves out takes these (TF Serving's
+    /// `--enable_batching`, `--batching_parameters_file`,
+    /// `--allow_version_labels_for_unavailable_models`, `--enable_model_warmup`).
+    pub model_defaults: crate::model_config::ModelDefaults,
+    /// A second path the Prometheus metrics are served at, besides `/metrics`
+    /// (TF Serving's `--monitoring_config_file`). Default none.
+    pub metrics_path: Option<String>,
+}
+
+/// A model named on the command line with the directory of its versions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SingleModel {
+    pub name: String,
+    pub base_path: PathBuf,
 }
 
 impl Settings {
@@ -227,6 +244,9 @@ impl Settings {
     /// config file's directory.
     pub fn model_roots(&self) -> Vec<PathBuf> {
         let mut roots = vec![self.model_repository.clone()];
+        if let Some(single) = &self.single_model {
+            roots.push(single.base_path.clone());
+        }
         if !self.allowed_model_roots.is_empty() {
             roots.extend(self.allowed_model_roots.iter().cloned());
         } else if let Some(file) = &self.model_config_file {
@@ -298,6 +318,9 @@ impl Default for Settings {
             job_workers: 1,
             job_retention: Duration::from_secs(30 * 86_400),
             data_dir: None,
+            single_model: None,
+            model_defaults: Default::default(),
+            metrics_path: None,
         }
     }
 }
@@ -934,6 +957,9 @@ impl ServeArgs {
             job_workers: positive("job_workers", self.job_workers, d.job_workers)?,
             job_retention,
             data_dir: self.data_dir,
+            single_model: None,
+            model_defaults: Default::default(),
+            metrics_path: None,
             cache_max_bytes: self.cache_max_bytes.unwrap_or(d.cache_max_bytes),
             redis_url,
             redis_timeout,

@@ -39,7 +39,7 @@ pub use tokio_util::sync::CancellationToken;
 use crate::backends::format::{sniff_file, ArtifactFormat};
 use crate::flat::{FileStat, Materialised, RootFile};
 use crate::manager::{Manager, VersionState};
-use crate::model_config::ModelConfig;
+use crate::model_config::{ModelConfig, ModelDefaults};
 use crate::model_config_list::{is_valid_model_name, ModelConfigList, ModelListEntry};
 use crate::repository::{model_directories, parse_version, scan_model};
 
@@ -218,6 +218,8 @@ pub struct Sources {
     /// Watcher state per model. Only touched with the model's lock held or by the
     /// poll itself, never held across a reconcile.
     watch: Mutex<HashMap<String, WatchState>>,
+    /// What a model's `config.toml` leaves out takes these.
+    model_defaults: ModelDefaults,
     /// The server's state directory; flat models' managed copies live in its
     /// `flat/` (see `crate::flat`).
     state_dir: PathBuf,
@@ -254,6 +256,7 @@ impl Sources {
             deployments: Mutex::new(BTreeMap::new()),
             locks: Mutex::new(HashMap::new()),
             watch: Mutex::new(HashMap::new()),
+            model_defaults: ModelDefaults::default(),
         }
     }
 
@@ -261,6 +264,12 @@ impl Sources {
     /// managed copies are kept. Default `<root>/.ferroserve`.
     pub fn with_state_dir(mut self, state_dir: PathBuf) -> Sources {
         self.state_dir = state_dir;
+        self
+    }
+
+    /// Sets the server-wide defaults for what a model's `config.toml` leaves out.
+    pub fn with_model_defaults(mut self, defaults: ModelDefaults) -> Sources {
+        self.model_defaults = defaults;
         self
     }
 
@@ -1163,6 +1172,7 @@ impl Sources {
         }
         let deployment = guard(&self.deployments).get(name).cloned();
         if let Ok(config) = &mut on_disk.config {
+            self.model_defaults.apply(config);
             apply_overrides(config, dir.listed.as_ref(), deployment.as_ref());
         }
         self.manager.reconcile_model(&on_disk);

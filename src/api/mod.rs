@@ -94,7 +94,8 @@ impl ServerState {
         let inference = Arc::new(InferencePool::new(settings.inference_threads));
         let sources = Arc::new(
             Sources::new(manager.clone(), settings.model_repository.clone())
-                .with_state_dir(settings.state_dir()),
+                .with_state_dir(settings.state_dir())
+                .with_model_defaults(settings.model_defaults.clone()),
         );
         let auth = Arc::new(crate::auth::Auth::without_tokens(
             settings.allow_unauthenticated_management,

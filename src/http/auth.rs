@@ -19,7 +19,13 @@ use super::AppState;
 use crate::auth::{display_peer, rest_access, Access, Denied};
 
 pub async fn require(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let access = rest_access(request.uri().path());
+    let path = request.uri().path();
+    // The metrics' second path (TF Serving's monitoring config) is as open as /metrics.
+    let access = if state.settings.metrics_path.as_deref() == Some(path) {
+        Access::Metrics
+    } else {
+        rest_access(path)
+    };
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()

@@ -38,7 +38,13 @@ pub type AppState = Arc<ServerState>;
 
 /// The whole REST API. Tests call it with `oneshot` or serve it on port 0.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let mut routes = Router::new();
+    if let Some(path) = state.settings.metrics_path.as_deref() {
+        if path != "/metrics" {
+            routes = routes.route(path, get(metrics));
+        }
+    }
+    routes
         .merge(tfs::routes())
         .merge(v2::routes())
         .merge(manage::routes(state.settings.max_upload_bytes))

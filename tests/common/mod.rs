@@ -2,6 +2,7 @@
 //! temporary model repository, and a client for it.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod child;
 pub mod db_servers;
 pub mod redis_server;
 

@@ -1,0 +1,870 @@
+//! TensorFlow Serving's command line, so that ferroserve is a drop-in for
+//! `tensorflow_model_server`: installed (or linked) under that name it takes TF
+//! Serving's flags and environment, and `ferroserve serve` takes the same flags
+//! beside its own.
+//!
+//! * Flags that are a ferroserve setting under another name are folded into
+//!   [`ServeArgs`] ([`TfsArgs::fold_into`]): `--port` (gRPC), `--rest_api_port`,
+//!   `--rest_api_timeout_in_ms`, `--model_config_file`, the poll waits,
+//!   `--num_load_threads`, `--tensorflow_intra_op_parallelism` (ONNX Runtime's
+//!   intra-op threads), `--grpc_channel_arguments` (message size limits).
+//! * Flags ferroserve has no other name for set [`Settings`] fields
+//!   ([`TfsArgs::finish`]): `--model_name` / `--model_base_path` (one model from its
+//!   own directory), `--enable_batching` with `--batching_parameters_file` (TF
+//!   Serving's `BatchingParameters` text format, [`parse_batching_parameters`]) as
+//!   the batching of every model whose `config.toml` has no `[batching]`,
+//!   `--monitoring_config_file` (its Prometheus path, [`parse_monitoring_config`]),
+//!   `--allow_version_labels_for_unavailable_models`, `--enable_model_warmup`.
+//! * TF Serving's other flags ([`UNSUPPORTED`]) are accepted with their default
+//!   value (they ask for nothing) and refused with any other, with a message that
+//!   says why and what to use instead.
+//!
+//! TF Serving spells flags `--name=value` or `-name=value`; [`normalize_args`]
+//! turns the single-dash form into the double-dash one clap reads.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use crate::model_config::BatchingConfig;
+use crate::model_config_list::{integer, message, parse_text_fields, string, unknown, Field};
+use crate::settings::{ServeArgs, Settings, SingleModel};
+
+/// The name TF Serving's binary has; ferroserve installed under it takes its flags.
+pub const TFS_BINARY: &str = "tensorflow_model_server";
+
+/// TF Serving's flags (see the module documentation). Ids carry a `tfs_` prefix so
+/// that they never clash with ferroserve's own flags of a similar name.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "TensorFlow Serving's flags (tensorflow_model_server drop-in)")]
+pub struct TfsArgs {
+    /// gRPC port, on all interfaces (as --grpc-addr 0.0.0.0:PORT)
+    #[arg(long = "port", id = "tfs_port", value_name = "PORT")]
+    pub port: Option<u16>,
+    /// REST port, on all interfaces (as --rest-addr 0.0.0.0:PORT)
+    #[arg(long = "rest_api_port", id = "tfs_rest_api_port", value_name = "PORT")]
+    pub rest_api_port: Option<u16>,
+    /// Request deadline in milliseconds (as --request-timeout-secs)
+    #[arg(
+        long = "rest_api_timeout_in_ms",
+        id = "tfs_rest_api_timeout_in_ms",
+        value_name = "MS"
+    )]
+    pub rest_api_timeout_in_ms: Option<u64>,
+    /// Name of the one model --model_base_path serves [default: default]
+    #[arg(long = "model_name", id = "tfs_model_name", value_name = "NAME")]
+    pub model_name: Option<String>,
+    /// Directory of the one model's versions (<base>/<version>/…), served instead of
+    /// the repository
+    #[arg(
+        long = "model_base_path",
+        id = "tfs_model_base_path",
+        value_name = "DIR"
+    )]
+    pub model_base_path: Option<PathBuf>,
+    /// As --model-config-file (TF Serving's text format or ferroserve's TOML); wins
+    /// over --model_name/--model_base_path, as in TF Serving
+    #[arg(
+        long = "model_config_file",
+        id = "tfs_model_config_file",
+        value_name = "FILE"
+    )]
+    pub model_config_file: Option<PathBuf>,
+    /// As --model-config-file-poll-wait-seconds
+    #[arg(
+        long = "model_config_file_poll_wait_seconds",
+        id = "tfs_model_config_file_poll_wait_seconds",
+        value_name = "SECONDS"
+    )]
+    pub model_config_file_poll_wait_seconds: Option<i64>,
+    /// As --file-system-poll-wait-seconds
+    #[arg(
+        long = "file_system_poll_wait_seconds",
+        id = "tfs_file_system_poll_wait_seconds",
+        value_name = "SECONDS"
+    )]
+    pub file_system_poll_wait_seconds: Option<i64>,
+    /// Batch every model whose config.toml has no [batching]
+    #[arg(
+        long = "enable_batching",
+        id = "tfs_enable_batching",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub enable_batching: Option<bool>,
+    /// TF Serving's BatchingParameters text file: those models' batching
+    #[arg(
+        long = "batching_parameters_file",
+        id = "tfs_batching_parameters_file",
+        value_name = "FILE"
+    )]
+    pub batching_parameters_file: Option<PathBuf>,
+    /// TF Serving's MonitoringConfig text file: its prometheus_config path also
+    /// serves the metrics
+    #[arg(
+        long = "monitoring_config_file",
+        id = "tfs_monitoring_config_file",
+        value_name = "FILE"
+    )]
+    pub monitoring_config_file: Option<PathBuf>,
+    /// Let labels name versions that are not available (every model)
+    #[arg(
+        long = "allow_version_labels_for_unavailable_models",
+        id = "tfs_allow_version_labels_for_unavailable_models",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub allow_version_labels_for_unavailable_models: Option<bool>,
+    /// Warm up new versions before they serve, unless a model's config.toml says
+    /// otherwise [default: true]
+    #[arg(
+        long = "enable_model_warmup",
+        id = "tfs_enable_model_warmup",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub enable_model_warmup: Option<bool>,
+    /// As --max-concurrent-loads (0, TF Serving's default, loads one at a time)
+    #[arg(
+        long = "num_load_threads",
+        id = "tfs_num_load_threads",
+        value_name = "N"
+    )]
+    pub num_load_threads: Option<usize>,
+    /// As --onnx-intra-threads (0: ferroserve's default)
+    #[arg(
+        long = "tensorflow_intra_op_parallelism",
+        id = "tfs_tensorflow_intra_op_parallelism",
+        value_name = "N"
+    )]
+    pub tensorflow_intra_op_parallelism: Option<usize>,
+    /// grpc.max_receive_message_length / grpc.max_send_message_length, comma-separated
+    #[arg(
+        long = "grpc_channel_arguments",
+        id = "tfs_grpc_channel_arguments",
+        value_name = "ARGS"
+    )]
+    pub grpc_channel_arguments: Option<String>,
+    /// `--version` under TF Serving's name ([`normalize_args`] renames it)
+    #[arg(long = "tfs-version", id = "tfs_version", hide = true)]
+    pub version: bool,
+}
+
+/// A TF Serving command line ferroserve cannot honour.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("{0}")]
+pub struct TfsError(pub String);
+
+fn fail(m: impl Into<String>) -> TfsError {
+    TfsError(m.into())
+}
+
+/// TF Serving's flags that ask for something ferroserve does not do: each with the
+/// value that asks for nothing (its default; `None` when every value asks for
+/// something) and why it is refused otherwise.
+#[rustfmt::skip]
+pub const UNSUPPORTED: &[(&str, Option<&str>, &str)] = &[
+    ("grpc_socket_path", Some(""), "ferroserve serves gRPC on TCP only (--grpc-addr)"),
+    ("rest_api_num_threads", Some("0"), "REST runs on ferroserve's async workers; size inference with --inference-threads"),
+    ("rest_api_enable_cors_support", Some("false"), "ferroserve sends no CORS headers; put a proxy in front for browsers on other origins"),
+    ("enable_per_model_batching_parameters", Some("false"), "give each model its [batching] table in <model>/config.toml"),
+    ("num_unload_threads", Some("0"), "ferroserve unloads a version when its last request ends"),
+    ("max_num_load_retries", Some("5"), "a version that fails to load is in ERROR until its files change or it is reloaded"),
+    ("load_retry_interval_micros", Some("60000000"), "a version that fails to load is in ERROR until its files change or it is reloaded"),
+    ("flush_filesystem_caches", Some("true"), "ferroserve keeps no file-system caches of its own"),
+    ("tensorflow_session_parallelism", Some("0"), "there is no TensorFlow session; use --onnx-intra-threads and --inference-threads"),
+    ("tensorflow_session_config_file", Some(""), "there is no TensorFlow session config"),
+    ("tensorflow_inter_op_parallelism", Some("0"), "use --inference-threads (batches run at once) and --onnx-intra-threads"),
+    ("use_alts_credentials", Some("false"), "use TLS: --tls-cert, --tls-key, --tls-client-ca"),
+    ("ssl_config_file", Some(""), "use TLS with PEM files: --tls-cert, --tls-key, --tls-client-ca"),
+    ("platform_config_file", Some(""), "the backend follows the model file (model.onnx, model.pkl, model.joblib)"),
+    ("per_process_gpu_memory_fraction", Some("0"), "ferroserve runs models on the CPU"),
+    ("saved_model_tags", Some("serve"), "SavedModels are not served by this build"),
+    ("grpc_max_threads", Some("0"), "gRPC runs on ferroserve's async workers; limit streams with --grpc-max-concurrent-streams"),
+    ("num_request_iterations_for_warmup", Some("0"), "warm-up runs each request once"),
+    ("remove_unused_fields_from_bundle_metagraph", Some("true"), "there is no TensorFlow meta graph"),
+    ("prefer_tflite_model", Some("false"), "TensorFlow Lite models are not served"),
+    ("num_tflite_pools", Some("0"), "TensorFlow Lite models are not served"),
+    ("num_tflite_interpreters_per_pool", Some("1"), "TensorFlow Lite models are not served"),
+    ("enable_signature_method_name_check", Some("false"), "there are no SignatureDef method names to check"),
+    ("xla_cpu_compilation_enabled", Some("false"), "there is no XLA"),
+    ("enable_profiler", Some("true"), "there is no TensorFlow profiler service"),
+    ("thread_pool_factory_config_file", Some(""), "there is no thread-pool factory config"),
+    ("mixed_precision", Some(""), "ferroserve runs a model's own precision"),
+    ("skip_initialize_tpu", Some("false"), "ferroserve runs models on the CPU"),
+];
+
+fn unsupported(name: &str) -> Option<&'static (&'static str, Option<&'static str>, &'static str)> {
+    UNSUPPORTED.iter().find(|(n, _, _)| *n == name)
+}
+
+/// Whether `value` is the same as `default` for a flag (booleans in any
+/// spelling TF Serving accepts, numbers as numbers).
+fn same_value(value: &str, default: &str) -> bool {
+    let truthy = |v: &str| match v.to_ascii_lowercase().as_str() {
+        "true" | "1" => Some(true),
+        "false" | "0" => Some(false),
+        _ => None,
+    };
+    if value == default {
+        return true;
+    }
+    if let (Some(a), Some(b)) = (truthy(value), truthy(default)) {
+        return a == b;
+    }
+    matches!((value.parse::<f64>(), default.parse::<f64>()), (Ok(a), Ok(b)) if a == b)
+}
+
+/// Whether the program was started under TF Serving's name.
+pub fn invoked_as_tfs(arg0: &std::ffi::OsStr) -> bool {
+    Path::new(arg0)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n == TFS_BINARY)
+}
+
+/// Prepares a command line for clap: under TF Serving's name, `serve` is put first
+/// (and `--version` prints ferroserve's version); `-name=value` becomes
+/// `--name=value` for TF Serving's flags; TF Serving's flags that ferroserve does
+/// not support are refused, unless given their default value (then dropped, as
+/// they ask for nothing). Only the `serve` command's arguments are touched.
+pub fn normalize_args(args: Vec<OsString>) -> Result<Vec<OsString>, TfsError> {
+    let mut args = args.into_iter();
+    let mut out: Vec<OsString> = args.next().into_iter().collect();
+    let as_tfs = out.first().is_some_and(|a| invoked_as_tfs(a));
+    let mut rest: Vec<OsString> = args.collect();
+    if as_tfs {
+        out.push("serve".into());
+    } else {
+        // Only `ferroserve serve …` takes TF Serving's flags.
+        match rest.first().and_then(|a| a.to_str()) {
+            Some("serve") => out.push(rest.remove(0)),
+            _ => {
+                out.extend(rest);
+                return Ok(out);
+            }
+        }
+    }
+    let mut iter = rest.into_iter().peekable();
+    while let Some(arg) = iter.next() {
+        let Some(text) = arg.to_str() else {
+            out.push(arg);
+            continue;
+        };
+        if text == "--" {
+            out.push(arg);
+            out.extend(iter);
+            break;
+        }
+        // `-name=value` / `-name` (TF Serving's single dash) for its long flags.
+        let body = match text.strip_prefix("--") {
+            Some(b) => b,
+            None => match text.strip_prefix('-') {
+                Some(b) if b.len() > 1 && b.contains('_') || is_tfs_flag(b) => b,
+                _ => {
+                    out.push(arg);
+                    continue;
+                }
+            },
+        };
+        let (name, value) = match body.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (body, None),
+        };
+        if as_tfs && name == "version" && value.as_deref().is_none_or(|v| same_value(v, "true")) {
+            out.push("--tfs-version".into());
+            continue;
+        }
+        if let Some((flag, default, why)) = unsupported(name) {
+            // A value in the next argument is TF Serving's `--flag value` form.
+            let value = match value {
+                Some(v) => v,
+                None => match iter.peek().and_then(|v| v.to_str()) {
+                    Some(v) if !v.starts_with('-') => iter
+                        .next()
+                        .and_then(|v| v.into_string().ok())
+                        .unwrap_or_default(),
+                    // A bare boolean flag means true.
+                    _ => "true".into(),
+                },
+            };
+            match default {
+                Some(d) if same_value(&value, d) => continue,
+                _ => {
+                    return Err(fail(format!(
+                        "--{flag}={value} is a TensorFlow Serving flag ferroserve does not support: {why}"
+                    )))
+                }
+            }
+        }
+        out.push(format!("--{body}").into());
+    }
+    Ok(out)
+}
+
+fn is_tfs_flag(name: &str) -> bool {
+    let name = name.split('=').next().unwrap_or_default();
+    matches!(name, "port" | "version") || unsupported(name).is_some()
+}
+
+impl TfsArgs {
+    /// TF Serving's container image reads `MODEL_NAME` (default `model`) and
+    /// `MODEL_BASE_PATH` (default `/models`) and serves `<base>/<name>`: under TF
+    /// Serving's name, with neither a model nor a config file on the command
+    /// line, so does ferroserve when either variable is set.
+    pub fn with_container_env(mut self, env: impl Fn(&str) -> Option<String>) -> TfsArgs {
+        if self.model_name.is_some()
+            || self.model_base_path.is_some()
+            || self.model_config_file.is_some()
+        {
+            return self;
+        }
+        let (name, base) = (env("MODEL_NAME"), env("MODEL_BASE_PATH"));
+        if name.is_none() && base.is_none() {
+            return self;
+        }
+        let name = name.unwrap_or_else(|| "model".into());
+        let base = PathBuf::from(base.unwrap_or_else(|| "/models".into()));
+        self.model_base_path = Some(base.join(&name));
+        self.model_name = Some(name);
+        self
+    }
+
+    /// Folds the flags that are ferroserve settings under another name into `args`
+    /// (flags of the same command line: giving both forms of one setting is an
+    /// error).
+    pub fn fold_into(&self, mut args: ServeArgs) -> Result<ServeArgs, TfsError> {
+        fn set<T>(
+            slot: &mut Option<T>,
+            value: Option<T>,
+            ours: &str,
+            theirs: &str,
+        ) -> Result<(), TfsError> {
+            if let Some(v) = value {
+                if slot.is_some() {
+                    return Err(fail(format!(
+                        "--{theirs} and --{ours} set the same thing: give one"
+                    )));
+                }
+                *slot = Some(v);
+            }
+            Ok(())
+        }
+        if self.port == Some(0) {
+            return Err(fail(
+                "--port=0 would disable gRPC, which ferroserve always serves: give a port",
+            ));
+        }
+        if self.rest_api_port == Some(0) {
+            return Err(fail(
+                "--rest_api_port=0 would disable REST, which ferroserve always serves: give a port",
+            ));
+        }
+        if self.port.is_some() && self.port == self.rest_api_port {
+            return Err(fail("--port and --rest_api_port must differ"));
+        }
+        let any = |port: u16| std::net::SocketAddr::from(([0, 0, 0, 0], port));
+        set(&mut args.grpc_addr, self.port.map(any), "grpc-addr", "port")?;
+        set(
+            &mut args.rest_addr,
+            self.rest_api_port.map(any),
+            "rest-addr",
+            "rest_api_port",
+        )?;
+        if self.rest_api_timeout_in_ms == Some(0) {
+            return Err(fail("--rest_api_timeout_in_ms must be positive"));
+        }
+        set(
+            &mut args.request_timeout_secs,
+            self.rest_api_timeout_in_ms.map(|ms| ms as f64 / 1000.0),
+            "request-timeout-secs",
+            "rest_api_timeout_in_ms",
+        )?;
+        set(
+            &mut args.model_config_file,
+            self.model_config_file.clone(),
+            "model-config-file",
+            "model_config_file",
+        )?;
+        let seconds = |v: Option<i64>, name: &str| -> Result<Option<f64>, TfsError> {
+            match v {
+                Some(s) if s < 0 => Err(fail(format!(
+                    "--{name}={s}: negative values are reserved for TF Serving's tests"
+                ))),
+                other => Ok(other.map(|s| s as f64)),
+            }
+        };
+        set(
+            &mut args.model_config_file_poll_wait_seconds,
+            seconds(
+                self.model_config_file_poll_wait_seconds,
+                "model_config_file_poll_wait_seconds",
+            )?,
+            "model-config-file-poll-wait-seconds",
+            "model_config_file_poll_wait_seconds",
+        )?;
+        set(
+            &mut args.file_system_poll_wait_seconds,
+            seconds(
+                self.file_system_poll_wait_seconds,
+                "file_system_poll_wait_seconds",
+            )?,
+            "file-system-poll-wait-seconds",
+            "file_system_poll_wait_seconds",
+        )?;
+        // TF Serving's 0 loads serially; so does one ferroserve load at a time.
+        set(
+            &mut args.max_concurrent_loads,
+            self.num_load_threads.map(|n| n.max(1)),
+            "max-concurrent-loads",
+            "num_load_threads",
+        )?;
+        set(
+            &mut args.onnx_intra_threads,
+            self.tensorflow_intra_op_parallelism.filter(|n| *n > 0),
+            "onnx-intra-threads",
+            "tensorflow_intra_op_parallelism",
+        )?;
+        if let Some(list) = &self.grpc_channel_arguments {
+            for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let (key, value) = item.split_once('=').ok_or_else(|| {
+                    fail(format!(
+                        "--grpc_channel_arguments: {item:?} is not key=value"
+                    ))
+                })?;
+                let bytes = value.trim().parse::<usize>().map_err(|_| {
+                    fail(format!(
+                        "--grpc_channel_arguments: {key} must be a number of bytes, not {value:?}"
+                    ))
+                })?;
+                match key.trim() {
+                    "grpc.max_receive_message_length" => set(
+                        &mut args.grpc_max_receive_bytes,
+                        Some(bytes),
+                        "grpc-max-receive-bytes",
+                        "grpc_channel_arguments",
+                    )?,
+                    "grpc.max_send_message_length" => set(
+                        &mut args.grpc_max_send_bytes,
+                        Some(bytes),
+                        "grpc-max-send-bytes",
+                        "grpc_channel_arguments",
+                    )?,
+                    other => {
+                        return Err(fail(format!(
+                            "--grpc_channel_arguments: {other} is not supported (known: \
+                             grpc.max_receive_message_length, grpc.max_send_message_length)"
+                        )))
+                    }
+                }
+            }
+        }
+        Ok(args)
+    }
+
+    /// Sets what only TF Serving's flags say: the one model, the default batching,
+    /// the metrics' second path, the label and warm-up defaults. Reads the batching
+    /// and monitoring files.
+    pub fn finish(&self, settings: &mut Settings) -> Result<(), TfsError> {
+        match (&self.model_base_path, &self.model_name) {
+            (Some(base), name) => {
+                if settings.model_config_file.is_some() {
+                    // As in TF Serving: the config file wins.
+                    tracing::warn!(
+                        "--model_config_file is given: --model_name and --model_base_path are ignored"
+                    );
+                } else {
+                    let name = name.clone().unwrap_or_else(|| "default".into());
+                    if !crate::model_config_list::is_valid_model_name(&name) {
+                        return Err(fail(format!(
+                            "--model_name={name:?} is not a valid model name (letters, digits, '.', '_', '-')"
+                        )));
+                    }
+                    if settings.state_dir.is_none() && settings.database_url.is_none() {
+                        settings.state_dir = Some(single_model_state_dir(base, &name));
+                    }
+                    settings.single_model = Some(SingleModel {
+                        name,
+                        base_path: base.clone(),
+                    });
+                }
+            }
+            (None, Some(_)) if settings.model_config_file.is_none() => {
+                return Err(fail(
+                    "--model_name needs --model_base_path (the directory of the model's versions)",
+                ))
+            }
+            _ => {}
+        }
+        let batching = match (self.enable_batching, &self.batching_parameters_file) {
+            (Some(true), Some(file)) => Some(read_batching_parameters(file)?),
+            (Some(true), None) => Some(BatchingConfig {
+                enabled: true,
+                ..BatchingConfig::default()
+            }),
+            (_, Some(_)) => {
+                // TF Serving reads the file only with batching on.
+                tracing::warn!("--batching_parameters_file is ignored without --enable_batching");
+                None
+            }
+            _ => None,
+        };
+        settings.model_defaults.batching = batching;
+        if let Some(allow) = self.allow_version_labels_for_unavailable_models {
+            settings.model_defaults.allow_unavailable_labels = allow;
+        }
+        settings.model_defaults.warmup = self.enable_model_warmup;
+        if let Some(file) = &self.monitoring_config_file {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                fail(format!(
+                    "cannot read --monitoring_config_file {}: {e}",
+                    file.display()
+                ))
+            })?;
+            settings.metrics_path = parse_monitoring_config(&text)
+                .map_err(|e| fail(format!("--monitoring_config_file {}: {e}", file.display())))?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a single model's server keeps its state: beside the versions
+/// (`<base>/.ferroserve`, hidden from the version scan) when that directory can
+/// be written, else in the temporary directory (a read-only model volume, as
+/// Kubernetes mounts them).
+fn single_model_state_dir(base: &Path, name: &str) -> PathBuf {
+    let beside = base.join(".ferroserve");
+    if std::fs::create_dir_all(&beside).is_ok() {
+        let probe = beside.join(format!(".probe-{}", std::process::id()));
+        if std::fs::write(&probe, b"").is_ok() {
+            let _ = std::fs::remove_file(&probe);
+            return beside;
+        }
+    }
+    std::env::temp_dir().join(format!("ferroserve-{name}"))
+}
+
+fn read_batching_parameters(file: &Path) -> Result<BatchingConfig, TfsError> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        fail(format!(
+            "cannot read --batching_parameters_file {}: {e}",
+            file.display()
+        ))
+    })?;
+    parse_batching_parameters(&text).map_err(|e| {
+        fail(format!(
+            "--batching_parameters_file {}: {e}",
+            file.display()
+        ))
+    })
+}
+
+/// A wrapper message's value: `max_batch_size { value: 32 }`.
+fn wrapped(f: &Field) -> Result<&Field, String> {
+    let fields =
+        message(f).map_err(|_| format!("line {}: {} must be {{ value: … }}", f.line, f.name))?;
+    match fields {
+        [v] if v.name == "value" => Ok(v),
+        _ => Err(format!(
+            "line {}: {} must be {{ value: … }}",
+            f.line, f.name
+        )),
+    }
+}
+
+fn boolean(f: &Field) -> Result<bool, String> {
+    use crate::model_config_list::{Tok, Value};
+    match &f.value {
+        Value::Scalar(Tok::Ident(s)) | Value::Scalar(Tok::Num(s)) => {
+            match s.to_ascii_lowercase().as_str() {
+                "true" | "1" => Ok(true),
+                "false" | "0" => Ok(false),
+                _ => Err(format!("line {}: {} must be true or false", f.line, f.name)),
+            }
+        }
+        _ => Err(format!("line {}: {} must be true or false", f.line, f.name)),
+    }
+}
+
+/// TF Serving's `BatchingParameters` text format as ferroserve's batching:
+/// `max_batch_size` → `max_batch_size`; `batch_timeout_micros` →
+/// `max_queue_delay_micros`; `num_batch_threads` → `instances`;
+/// `allowed_batch_sizes` → `preferred_batch_sizes` (TF Serving's rule holds: the
+/// last is `max_batch_size`); `max_enqueued_batches` → `max_queue_length` of
+/// `max_enqueued_batches × max_batch_size` requests (ferroserve bounds requests,
+/// TF Serving batches); `thread_pool_name` is accepted. Padding variable-length
+/// inputs and splitting large batches are refused: ferroserve does neither.
+pub fn parse_batching_parameters(text: &str) -> Result<BatchingConfig, String> {
+    let fields = parse_text_fields(text)?;
+    let mut b = BatchingConfig {
+        enabled: true,
+        ..BatchingConfig::default()
+    };
+    let mut enqueued_batches = None;
+    for f in &fields {
+        match f.name.as_str() {
+            "max_batch_size" => b.max_batch_size = integer(wrapped(f)?)? as usize,
+            "batch_timeout_micros" => b.max_queue_delay_micros = integer(wrapped(f)?)?,
+            "max_enqueued_batches" => enqueued_batches = Some(integer(wrapped(f)?)? as usize),
+            "num_batch_threads" => b.instances = integer(wrapped(f)?)? as usize,
+            "thread_pool_name" => {
+                string(wrapped(f)?)?;
+            }
+            "allowed_batch_sizes" => b.preferred_batch_sizes.push(integer(f)? as usize),
+            "pad_variable_length_inputs" => {
+                if boolean(f)? {
+                    return Err(format!(
+                        "line {}: pad_variable_length_inputs: ferroserve does not pad inputs of different lengths",
+                        f.line
+                    ));
+                }
+            }
+            "enable_large_batch_splitting" => {
+                if boolean(wrapped(f)?)? {
+                    return Err(format!(
+                        "line {}: enable_large_batch_splitting: ferroserve runs a request larger than a batch alone, unsplit",
+                        f.line
+                    ));
+                }
+            }
+            _ => {
+                return Err(unknown(
+                    f,
+                    "BatchingParameters",
+                    &[
+                        "max_batch_size",
+                        "batch_timeout_micros",
+                        "max_enqueued_batches",
+                        "num_batch_threads",
+                        "thread_pool_name",
+                        "allowed_batch_sizes",
+                        "pad_variable_length_inputs",
+                        "enable_large_batch_splitting",
+                    ],
+                ))
+            }
+        }
+    }
+    if let Some(n) = enqueued_batches {
+        b.max_queue_length = n.saturating_mul(b.max_batch_size).min(1_000_000);
+    }
+    if let Some(last) = b.preferred_batch_sizes.last() {
+        if *last != b.max_batch_size {
+            return Err(format!(
+                "the last allowed_batch_sizes ({last}) must equal max_batch_size ({})",
+                b.max_batch_size
+            ));
+        }
+        if b.preferred_batch_sizes.windows(2).any(|w| w[0] >= w[1]) {
+            return Err("allowed_batch_sizes must increase".into());
+        }
+    }
+    b.validate()?;
+    Ok(b)
+}
+
+/// TF Serving's `MonitoringConfig` text format: the path Prometheus metrics are
+/// served at when `prometheus_config { enable: true }` (default
+/// `/monitoring/prometheus/metrics`), or `None`.
+pub fn parse_monitoring_config(text: &str) -> Result<Option<String>, String> {
+    let fields = parse_text_fields(text)?;
+    let mut path = None;
+    for f in &fields {
+        match f.name.as_str() {
+            "prometheus_config" => {
+                let mut enable = false;
+                let mut p = None;
+                for g in message(f)? {
+                    match g.name.as_str() {
+                        "enable" => enable = boolean(g)?,
+                        "path" => p = Some(string(g)?),
+                        _ => return Err(unknown(g, "prometheus_config", &["enable", "path"])),
+                    }
+                }
+                if enable {
+                    let p = p
+                        .filter(|p| !p.is_empty())
+                        .unwrap_or_else(|| "/monitoring/prometheus/metrics".into());
+                    if !p.starts_with('/')
+                        || p.contains(['{', '}', '*', '?', '#', ' '])
+                        || p.contains("//")
+                    {
+                        return Err(format!(
+                            "line {}: path {p:?} must be an absolute URL path",
+                            f.line
+                        ));
+                    }
+                    path = Some(p);
+                }
+            }
+            _ => return Err(unknown(f, "MonitoringConfig", &["prometheus_config"])),
+        }
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    fn strings(args: Vec<OsString>) -> Vec<String> {
+        args.into_iter().map(|a| a.into_string().unwrap()).collect()
+    }
+
+    #[test]
+    fn the_tfs_name_serves_and_single_dash_flags_read() {
+        let out = normalize_args(os(&[
+            "/usr/bin/tensorflow_model_server",
+            "-model_name=m",
+            "--port=9000",
+            "-rest_api_port=8080",
+            "--flush_filesystem_caches=true",
+            "--max_num_load_retries",
+            "5",
+        ]))
+        .unwrap();
+        assert_eq!(
+            strings(out),
+            [
+                "/usr/bin/tensorflow_model_server",
+                "serve",
+                "--model_name=m",
+                "--port=9000",
+                "--rest_api_port=8080"
+            ]
+        );
+        // Other commands of ferroserve are left alone.
+        let out = normalize_args(os(&["ferroserve", "jobs", "list", "-x"])).unwrap();
+        assert_eq!(strings(out), ["ferroserve", "jobs", "list", "-x"]);
+    }
+
+    #[test]
+    fn unsupported_flags_are_refused_unless_they_ask_for_nothing() {
+        let e =
+            normalize_args(os(&["ferroserve", "serve", "--ssl_config_file=/x.conf"])).unwrap_err();
+        assert!(e.0.contains("--tls-cert"), "{e}");
+        let e =
+            normalize_args(os(&["tensorflow_model_server", "--grpc_max_threads=8"])).unwrap_err();
+        assert!(e.0.contains("grpc_max_threads"), "{e}");
+        assert!(normalize_args(os(&["tensorflow_model_server", "--grpc_max_threads=0"])).is_ok());
+        let e = normalize_args(os(&["tensorflow_model_server", "--enable_profiler=false"]))
+            .unwrap_err();
+        assert!(e.0.contains("profiler"), "{e}");
+    }
+
+    #[test]
+    fn batching_parameters_map_onto_batching() {
+        let b = parse_batching_parameters(
+            "max_batch_size { value: 64 }\n\
+             batch_timeout_micros { value: 2000 }\n\
+             max_enqueued_batches { value: 10 }\n\
+             num_batch_threads { value: 2 }\n\
+             thread_pool_name { value: \"pool\" }\n\
+             allowed_batch_sizes: 16\n\
+             allowed_batch_sizes: 64\n\
+             pad_variable_length_inputs: false\n",
+        )
+        .unwrap();
+        assert_eq!(
+            b,
+            BatchingConfig {
+                enabled: true,
+                max_batch_size: 64,
+                max_queue_delay_micros: 2000,
+                preferred_batch_sizes: vec![16, 64],
+                max_queue_length: 640,
+                instances: 2,
+            }
+        );
+        let e = |t: &str| parse_batching_parameters(t).unwrap_err();
+        assert!(e("max_batch_size { value: 8 }\nallowed_batch_sizes: 4").contains("must equal"));
+        assert!(e("pad_variable_length_inputs: true").contains("does not pad"));
+        assert!(e("max_batch_size: 8").contains("{ value: … }"));
+        assert!(e("nope { value: 1 }").contains("unknown field"));
+        assert!(e("max_batch_size { value: 0 }").contains("max_batch_size"));
+    }
+
+    #[test]
+    fn monitoring_config_gives_the_metrics_path() {
+        assert_eq!(
+            parse_monitoring_config("prometheus_config {\n  enable: true,\n  path: \"/monitoring/prometheus/metrics\"\n}\n")
+                .unwrap()
+                .as_deref(),
+            Some("/monitoring/prometheus/metrics")
+        );
+        assert_eq!(
+            parse_monitoring_config("prometheus_config { enable: true }")
+                .unwrap()
+                .as_deref(),
+            Some("/monitoring/prometheus/metrics")
+        );
+        assert_eq!(
+            parse_monitoring_config("prometheus_config { enable: false }").unwrap(),
+            None
+        );
+        assert!(
+            parse_monitoring_config("prometheus_config { enable: true, path: \"x\" }").is_err()
+        );
+        assert!(parse_monitoring_config("other {}").is_err());
+    }
+
+    #[test]
+    fn container_env_names_the_model() {
+        let env = |k: &str| match k {
+            "MODEL_NAME" => Some("half_plus_two".to_string()),
+            _ => None,
+        };
+        let t = TfsArgs::default().with_container_env(env);
+        assert_eq!(t.model_name.as_deref(), Some("half_plus_two"));
+        assert_eq!(
+            t.model_base_path,
+            Some(PathBuf::from("/models/half_plus_two"))
+        );
+        // A command-line model wins.
+        let t = TfsArgs {
+            model_base_path: Some("/x".into()),
+            ..TfsArgs::default()
+        }
+        .with_container_env(env);
+        assert_eq!(t.model_name, None);
+    }
+
+    #[test]
+    fn folded_flags_set_ferroserve_settings_once() {
+        let t = TfsArgs {
+            port: Some(9000),
+            rest_api_port: Some(8080),
+            rest_api_timeout_in_ms: Some(60000),
+            num_load_threads: Some(0),
+            grpc_channel_arguments: Some("grpc.max_receive_message_length=1000".into()),
+            ..TfsArgs::default()
+        };
+        let args = t.fold_into(ServeArgs::default()).unwrap();
+        assert_eq!(args.grpc_addr, Some("0.0.0.0:9000".parse().unwrap()));
+        assert_eq!(args.rest_addr, Some("0.0.0.0:8080".parse().unwrap()));
+        assert_eq!(args.request_timeout_secs, Some(60.0));
+        assert_eq!(args.max_concurrent_loads, Some(1));
+        assert_eq!(args.grpc_max_receive_bytes, Some(1000));
+        let clash = ServeArgs {
+            grpc_addr: Some("127.0.0.1:1".parse().unwrap()),
+            ..ServeArgs::default()
+        };
+        assert!(t.fold_into(clash).unwrap_err().0.contains("give one"));
+        let zero = TfsArgs {
+            rest_api_port: Some(0),
+            ..TfsArgs::default()
+        };
+        assert!(zero.fold_into(ServeArgs::default()).is_err());
+    }
+}

@@ -1,0 +1,91 @@
+//! A ferroserve process started by a test (the real binary, for command-line
+//! behaviour): its output goes to a log file shown when it fails to become ready,
+//! and it is killed, by its own handle, when dropped.
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct ChildServer {
+    child: Child,
+    /// Where its REST API answers.
+    pub rest: SocketAddr,
+    log: tempfile::NamedTempFile,
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ChildServer {
+    /// Starts `command` (ONNX Runtime's library passed on) and waits until
+    /// `/v2/health/ready` on `rest` answers 200.
+    pub async fn start(mut command: Command, rest: SocketAddr) -> ChildServer {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        if let Some(ort) = super::onnxruntime_path() {
+            command.env("ORT_DYLIB_PATH", ort);
+        }
+        command
+            .env("FERROSERVE_LOG", "warn")
+            .stdout(log.reopen().unwrap())
+            .stderr(log.reopen().unwrap());
+        let child = command.spawn().expect("the server starts");
+        let mut server = ChildServer { child, rest, log };
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = client
+                .get(format!("http://{rest}/v2/health/ready"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            if ready {
+                return server;
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("the server exited ({status}): {}", server.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server was not ready within 60 s: {}",
+                server.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// What it has printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.rest)
+    }
+}
+
+/// Runs `command` to its end (a command line the server refuses, `--version`):
+/// its exit code and its output.
+pub fn run_to_end(mut command: Command) -> (i32, String) {
+    let out = command
+        .stdin(Stdio::null())
+        .output()
+        .expect("the binary runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}

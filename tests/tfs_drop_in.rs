@@ -1,0 +1,209 @@
+//! ferroserve as a drop-in for `tensorflow_model_server` (issue 18): installed
+//! under that name it takes TF Serving's command line, as KServe's
+//! `kserve-tensorflow-serving` runtime and TF Serving's container image give it.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::child::{free_port, run_to_end, ChildServer};
+use common::{install_model, root_path};
+use serde_json::{json, Value};
+
+/// A directory with `tensorflow_model_server` linked to the ferroserve binary,
+/// and the ONNX iris model as `<dir>/models/iris/1/`.
+struct Install {
+    dir: tempfile::TempDir,
+}
+
+impl Install {
+    fn new() -> Install {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("bin")).unwrap();
+        std::os::unix::fs::symlink(
+            env!("CARGO_BIN_EXE_ferroserve"),
+            dir.path().join("bin/tensorflow_model_server"),
+        )
+        .unwrap();
+        install_model(
+            &dir.path().join("models"),
+            "iris",
+            1,
+            &root_path("examples/models/iris_lr/1/model.onnx"),
+        );
+        Install { dir }
+    }
+
+    fn tfs(&self) -> Command {
+        let mut c = Command::new(self.dir.path().join("bin/tensorflow_model_server"));
+        c.current_dir(self.dir.path());
+        c
+    }
+
+    fn models(&self) -> PathBuf {
+        self.dir.path().join("models")
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+}
+
+async fn predict(server: &ChildServer, model: &str) -> Value {
+    let r = reqwest::Client::new()
+        .post(server.url(&format!("/v1/models/{model}:predict")))
+        .json(&json!({"instances": [[5.099_999_904_632_568, 3.5, 1.399_999_976_158_142, 0.200_000_002_980_232_24]]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+/// The answer ONNX Runtime gave for the fixture's first row (expected.json):
+/// label 0, probability 0.979 for it.
+fn iris_setosa(answer: &Value) {
+    let first = &answer["predictions"][0];
+    assert_eq!(first["label"], 0, "{answer}");
+    let p = first["probabilities"][0].as_f64().unwrap();
+    assert!((p - 0.979_223_2).abs() < 1e-6, "{answer}");
+}
+
+/// KServe's ServingRuntime command line, ports aside (free ones here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kserves_command_line_serves_the_model() {
+    let install = Install::new();
+    let (grpc, rest) = (free_port(), free_port());
+    let mut c = install.tfs();
+    c.arg("--model_name=iris")
+        .arg(format!("--port={grpc}"))
+        .arg(format!("--rest_api_port={rest}"))
+        .arg(format!(
+            "--model_base_path={}",
+            install.models().join("iris").display()
+        ))
+        .arg("--rest_api_timeout_in_ms=60000");
+    let server = ChildServer::start(c, format!("127.0.0.1:{rest}").parse().unwrap()).await;
+    iris_setosa(&predict(&server, "iris").await);
+    let status: Value = reqwest::get(server.url("/v1/models/iris"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        status["model_version_status"][0]["state"], "AVAILABLE",
+        "{status}"
+    );
+    // gRPC listens on --port.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", grpc)).is_ok());
+    // The state sits beside the versions, hidden from the version scan.
+    assert!(install.models().join("iris/.ferroserve").is_dir());
+}
+
+/// TF Serving's batching parameters batch every model without its own
+/// [batching]; its monitoring config serves the metrics at its path; single-dash
+/// flags read as TF Serving reads them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batching_parameters_and_monitoring_config_apply() {
+    let install = Install::new();
+    std::fs::write(
+        install.path("batching.conf"),
+        "max_batch_size { value: 4 }\nbatch_timeout_micros { value: 2000000 }\n\
+         num_batch_threads { value: 1 }\nallowed_batch_sizes: 4\n",
+    )
+    .unwrap();
+    std::fs::write(
+        install.path("monitoring.conf"),
+        "prometheus_config {\n  enable: true,\n  path: \"/monitoring/prometheus/metrics\"\n}\n",
+    )
+    .unwrap();
+    let (grpc, rest) = (free_port(), free_port());
+    let mut c = install.tfs();
+    c.arg("-model_name=iris")
+        .arg(format!("-port={grpc}"))
+        .arg(format!("--rest_api_port={rest}"))
+        .arg(format!(
+            "--model_base_path={}",
+            install.models().join("iris").display()
+        ))
+        .arg("--enable_batching")
+        .arg(format!(
+            "--batching_parameters_file={}",
+            install.path("batching.conf").display()
+        ))
+        .arg(format!(
+            "--monitoring_config_file={}",
+            install.path("monitoring.conf").display()
+        ))
+        // TF Serving's defaults ask for nothing and are accepted.
+        .arg("--flush_filesystem_caches=true")
+        .arg("--max_num_load_retries=5");
+    let server = ChildServer::start(c, format!("127.0.0.1:{rest}").parse().unwrap()).await;
+    // Four requests at once: one run of four rows (the batch fills before the
+    // two-second timeout). Without batching, four runs of one row.
+    let answers = futures::future::join_all((0..4).map(|_| predict(&server, "iris"))).await;
+    assert_eq!(answers.len(), 4);
+    let metrics = reqwest::get(server.url("/monitoring/prometheus/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().await.unwrap();
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name) && l.contains("model=\"iris\""))
+            .unwrap_or_else(|| panic!("no {name} for iris in:\n{text}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+    };
+    assert_eq!(line("ferroserve_batch_size_sum"), 4.0, "{text}");
+    assert_eq!(line("ferroserve_batch_size_count"), 1.0, "{text}");
+}
+
+/// TF Serving's container image names its model with MODEL_NAME and
+/// MODEL_BASE_PATH and serves `<base>/<name>`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_container_environment_names_the_model() {
+    let install = Install::new();
+    let (grpc, rest) = (free_port(), free_port());
+    let mut c = install.tfs();
+    c.arg(format!("--port={grpc}"))
+        .arg(format!("--rest_api_port={rest}"))
+        .env("MODEL_NAME", "iris")
+        .env("MODEL_BASE_PATH", install.models());
+    let server = ChildServer::start(c, format!("127.0.0.1:{rest}").parse().unwrap()).await;
+    iris_setosa(&predict(&server, "iris").await);
+}
+
+/// Flags that ask for what ferroserve does not do are refused with the reason;
+/// `--version` answers.
+#[test]
+fn unsupported_flags_are_refused_clearly() {
+    let install = Install::new();
+    let base = format!(
+        "--model_base_path={}",
+        install.models().join("iris").display()
+    );
+    for (flag, says) in [
+        ("--ssl_config_file=/etc/ssl.conf", "--tls-cert"),
+        ("--grpc_socket_path=/tmp/s.sock", "TCP only"),
+        ("--rest_api_port=0", "always serves"),
+        ("--enable_per_model_batching_parameters", "config.toml"),
+        ("--no_such_flag=1", "no_such_flag"),
+    ] {
+        let mut c = install.tfs();
+        c.arg(&base).arg(flag);
+        let (code, out) = run_to_end(c);
+        assert_ne!(code, 0, "{flag}: {out}");
+        assert!(out.contains(says), "{flag}: {out}");
+    }
+    let mut c = install.tfs();
+    c.arg("--version");
+    let (code, out) = run_to_end(c);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("tensorflow_model_server"), "{out}");
+}
