@@ -5,7 +5,7 @@
 #   .venv-clients  NVIDIA tritonclient (interop tests)
 #   .ort/          libonnxruntime.so.1.31.1, taken from the onnxruntime==1.31.1 wheel
 #   Debian packages the tests start throwaway servers from: postgresql, mariadb-server,
-#                  redis-server (installed if missing; their own services are not started)
+#                  redis-server, nginx (installed if missing; their own services are not started)
 # usage: scripts/setup.sh [--no-build]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +29,7 @@ missing=()
 [ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql)
 command -v mariadbd >/dev/null || missing+=(mariadb-server)
 command -v redis-server >/dev/null || missing+=(redis-server)
+[ -x /usr/sbin/nginx ] || missing+=(nginx)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${missing[*]}"
   SUDO=""
