@@ -232,6 +232,10 @@ fn assert_like_scikit_learn(result: &Value, exp: &Value, labels: &[Value]) {
         assert_eq!(row["params"]["C"].as_f64(), grid[i].as_f64());
         let ours = row["mean"].as_f64().unwrap();
         let theirs = exp["mean"][i].as_f64().unwrap();
+        eprintln!(
+            "C = {}: CV mean {ours:.6}, scikit-learn's {theirs:.6}",
+            grid[i]
+        );
         assert!(
             (ours - theirs).abs() <= 0.01,
             "C = {}: CV mean {ours} vs scikit-learn's {theirs}",

@@ -313,6 +313,37 @@ mod tests {
     }
 
     #[test]
+    fn shuffled_folds_stay_stratified_and_follow_the_seed() {
+        let y: Vec<usize> = (0..100).map(|i| usize::from(i % 4 == 0)).collect();
+        let spec = |seed| CvSpec {
+            folds: 5,
+            shuffle: true,
+            seed,
+            ..CvSpec::default()
+        };
+        let a = stratified_folds(&y, 2, &spec(1)).unwrap();
+        assert_eq!(a, stratified_folds(&y, 2, &spec(1)).unwrap());
+        assert_ne!(a, stratified_folds(&y, 2, &spec(2)).unwrap());
+        for fold in 0..5 {
+            let ones = (0..100).filter(|&i| a[i] == fold && y[i] == 1).count();
+            let zeros = (0..100).filter(|&i| a[i] == fold && y[i] == 0).count();
+            assert_eq!((ones, zeros), (5, 15), "fold {fold}");
+        }
+        let (kept, held) = stratified_holdout(&y, 0.2, 0);
+        assert_eq!(held.len(), 20);
+        assert_eq!(held.iter().filter(|&&i| y[i] == 1).count(), 5);
+        assert_eq!(kept.len() + held.len(), 100);
+    }
+
+    #[test]
+    fn log_loss_is_clipped_and_negated_for_scoring() {
+        let p = vec![vec![1.0, 0.0], vec![0.25, 0.75]];
+        let s = Scoring::NegLogLoss.score(&[1, 1], &p, 2);
+        assert!(s.is_finite() && s < -10.0, "{s}");
+        assert!((Scoring::Accuracy.score(&[1, 1], &p, 2) - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
     fn auc_counts_ties_half() {
         assert_eq!(binary_auc(&[false, true], &[0.2, 0.8]), 1.0);
         assert_eq!(binary_auc(&[false, true], &[0.5, 0.5]), 0.5);

@@ -380,7 +380,11 @@ pub fn encode(raw: &RawData, schema: &Schema, max_categories: usize) -> Result<E
             None => labels.push(match v {
                 Value::Int(i) => Class::Int(*i),
                 Value::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => Class::Int(*f as i64),
-                _ => Class::Text(text),
+                // A CSV's cells are text: "1" is the integer class 1.
+                _ => match text.trim().parse::<i64>() {
+                    Ok(i) => Class::Int(i),
+                    Err(_) => Class::Text(text),
+                },
             }),
         }
     }
@@ -674,5 +678,61 @@ impl Scaler {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordered_bits_sort_like_the_numbers_and_round_trip() {
+        let values = [-3.5f32, -0.0, 0.0, 1.0, 2.5, 1e9];
+        for w in values.windows(2) {
+            assert!(ordered_bits(w[0]) <= ordered_bits(w[1]), "{w:?}");
+        }
+        for v in values {
+            assert_eq!(from_ordered_bits(ordered_bits(v)), v);
+        }
+    }
+
+    fn raw(rows: &[(&str, &str)]) -> RawData {
+        RawData {
+            rows: rows
+                .iter()
+                .map(|(y, c)| vec![Value::Text(y.to_string()), Value::Text(c.to_string())])
+                .collect(),
+            hash: String::new(),
+        }
+    }
+
+    fn schema(categories: Option<Vec<String>>) -> Schema {
+        Schema {
+            label: "y".into(),
+            label_map: None,
+            features: vec![FeatureSpec {
+                key: "c".into(),
+                categorical: true,
+                categories,
+                missing: Missing::Error,
+            }],
+        }
+    }
+
+    #[test]
+    fn categories_are_learned_sorted_or_taken_from_the_index_map() {
+        let data = raw(&[("1", "b"), ("0", "a"), ("1", "c"), ("0", "b")]);
+        let e = encode(&data, &schema(None), 10).unwrap();
+        assert_eq!(e.classes, vec![Class::Int(0), Class::Int(1)]);
+        assert_eq!(e.width, 3);
+        assert_eq!(e.row(0), &[0.0, 1.0, 0.0]);
+        // An index map orders the one-hot block; a value outside it is all zeros.
+        let e = encode(&data, &schema(Some(vec!["c".into(), "b".into()])), 10).unwrap();
+        assert_eq!(e.row(0), &[0.0, 1.0]);
+        assert_eq!(e.row(1), &[0.0, 0.0]);
+        let JobError::Failed(m) = encode(&data, &schema(None), 2).err().unwrap() else {
+            panic!()
+        };
+        assert!(m.contains("more than 2"), "{m}");
     }
 }
