@@ -224,7 +224,7 @@ fn assert_same_as_job(result: &Value, labels: &[Value], proba: &[Vec<f64>]) {
 }
 
 /// Checks the CV table and the refit's labels against scikit-learn's.
-fn assert_like_scikit_learn(result: &Value, exp: &Value, labels: &[Value]) {
+fn assert_like_scikit_learn(result: &Value, exp: &Value, labels: &[Value], proba: &[Vec<f64>]) {
     let table = result["cv_results"].as_array().unwrap();
     let grid = exp["grid"].as_array().unwrap();
     assert_eq!(table.len(), grid.len());
@@ -248,6 +248,19 @@ fn assert_like_scikit_learn(result: &Value, exp: &Value, labels: &[Value]) {
         exp["best_C"].as_f64(),
         "{result}"
     );
+    // The refit's probabilities are scikit-learn's, up to where its lbfgs stopped.
+    let sk_proba = exp["predict_proba"].as_array().unwrap();
+    let worst = proba
+        .iter()
+        .zip(sk_proba)
+        .flat_map(|(ours, theirs)| {
+            ours.iter()
+                .zip(theirs.as_array().unwrap())
+                .map(|(a, b)| (a - b.as_f64().unwrap()).abs())
+        })
+        .fold(0.0f64, f64::max);
+    eprintln!("largest probability difference from scikit-learn's: {worst:.2e}");
+    assert!(worst < 0.01, "{worst}");
     let sk = strs(&exp["predict"]);
     assert_eq!(labels.len(), sk.len());
     let agree = labels
@@ -312,7 +325,7 @@ async fn binary_training_matches_scikit_learn_and_serves_what_it_predicted() {
     let (labels, proba) =
         served(&server, "bank", &env.data.join("bank.csv"), &numeric, &cats).await;
     assert_same_as_job(&result, &labels, &proba);
-    assert_like_scikit_learn(&result, &exp["bank"], &labels);
+    assert_like_scikit_learn(&result, &exp["bank"], &labels, &proba);
 
     // V2 answers the same for the first rows.
     let (header, rows) = read_csv(&env.data.join("bank.csv"));
@@ -411,7 +424,7 @@ async fn multinomial_training_matches_scikit_learn() {
     .await;
     assert_eq!(proba[0].len(), 3);
     assert_same_as_job(&result, &labels, &proba);
-    assert_like_scikit_learn(&result, &exp["three"], &labels);
+    assert_like_scikit_learn(&result, &exp["three"], &labels, &proba);
 
     // A forest with three classes serves what it predicted too.
     let mut spec = three_spec();
@@ -749,7 +762,7 @@ async fn cancel_mid_training_leaves_no_version() {
 async fn missing_values_are_imputed_and_unknown_categories_encode_as_zeros() {
     let env = env();
     let server = TestServer::start_with(settings(&env)).await;
-    let mut text = String::from("x,colour,y\n");
+    let mut text = String::from("x,z,colour,y\n");
     for i in 0..60 {
         let x = if i % 10 == 3 {
             String::new()
@@ -761,10 +774,8 @@ async fn missing_values_are_imputed_and_unknown_categories_encode_as_zeros() {
         } else {
             ["red", "green", "blue"][i % 3]
         };
-        text.push_str(&format!(
-            "{x},{colour},{}\n",
-            if i % 7 > 2 { "b" } else { "a" }
-        ));
+        let y = if i % 7 > 2 { "b" } else { "a" };
+        text.push_str(&format!("{x},{},{colour},{y}\n", i % 5));
     }
     std::fs::write(env.data.join("gaps.csv"), text).unwrap();
     let result = succeeded(
@@ -772,7 +783,7 @@ async fn missing_values_are_imputed_and_unknown_categories_encode_as_zeros() {
         json!({"kind": "train", "spec": {
             "model": "gaps", "source": {"path": "gaps.csv"},
             "schema": {"label": {"key": "y"},
-                       "features": [{"key": "x", "missing": "mean"},
+                       "features": [{"key": "x", "missing": "mean"}, {"key": "z"},
                                     {"key": "colour", "missing": "most_frequent"}],
                        "categorical": ["colour"]},
             "algorithm": {"name": "logistic_regression"},
@@ -785,12 +796,13 @@ async fn missing_values_are_imputed_and_unknown_categories_encode_as_zeros() {
             .unwrap();
     let encodings = training["encodings"].as_array().unwrap();
     assert!(encodings[0]["impute"].as_f64().is_some(), "{training}");
-    assert_eq!(encodings[1]["categories"], json!(["blue", "green", "red"]));
+    assert!(encodings[1]["impute"].is_null(), "{training}");
+    assert_eq!(encodings[2]["categories"], json!(["blue", "green", "red"]));
     // A colour never seen: all zeros, still an answer.
     let (status, got) = server
         .post_json(
             "/predict",
-            &json!({"model_id": "gaps", "features": {"x": 2.0, "colour": "purple"}}),
+            &json!({"model_id": "gaps", "features": {"x": 2.0, "z": 1, "colour": "purple"}}),
         )
         .await;
     assert_eq!(status, 200, "{got}");
