@@ -226,7 +226,17 @@ pub fn run(ctx: &JobContext, spec: &TrainSpec) -> Result<Json, JobError> {
     let train_y: Vec<usize> = train_rows.iter().map(|&r| data.y[r]).collect();
     let folds = cv::stratified_folds(&train_y, n_classes, &cvspec).map_err(failed)?;
     let folds_total = (grid.len() * cvspec.folds + 1) as u64;
-    let cancel = || ctx.check_cancelled();
+    // Asked every solver iteration and every tree. Every quarter second it also
+    // refreshes the progress, which is what writes it to the store and learns of a
+    // cancel asked through another server, so a long fold still stops promptly.
+    let last_beat = std::cell::Cell::new(Instant::now());
+    let cancel = || {
+        if last_beat.get().elapsed() >= std::time::Duration::from_millis(250) {
+            last_beat.set(Instant::now());
+            ctx.progress(|_| {});
+        }
+        ctx.check_cancelled()
+    };
     let fit_on = |params: &Params, rows: &[usize]| -> Result<(Box<dyn Fitted>, Scaler), JobError> {
         let scaler = if standardize {
             Scaler::fit(&data, rows)
