@@ -177,6 +177,12 @@ pub struct Settings {
     pub job_workers: usize,
     /// How long finished jobs are kept before they are deleted. Default 30 days.
     pub job_retention: Duration,
+    /// Most rows a training job reads; a larger source fails the job naming the
+    /// limit (training loads its data whole). Default 1,000,000.
+    pub train_max_rows: usize,
+    /// Most distinct values a categorical feature may have when a training job
+    /// learns its categories from the data. Default 1000.
+    pub max_categories: usize,
     /// The directory jobs read and write files in: a job's `path` must lie under it.
     /// Default none: `<state dir>/data` (see [`Settings::data_dir`]).
     pub data_dir: Option<PathBuf>,
@@ -317,6 +323,8 @@ impl Default for Settings {
             redis_timeout: Duration::from_millis(5),
             job_workers: 1,
             job_retention: Duration::from_secs(30 * 86_400),
+            train_max_rows: 1_000_000,
+            max_categories: 1000,
             data_dir: None,
             single_model: None,
             model_defaults: Default::default(),
@@ -662,6 +670,13 @@ pub struct ServeArgs {
         value_name = "DAYS"
     )]
     pub job_retention_days: Option<f64>,
+    /// Most rows a training job reads [default: 1000000]
+    #[arg(long, env = "FERROSERVE_TRAIN_MAX_ROWS", value_name = "N")]
+    pub train_max_rows: Option<usize>,
+    /// Most distinct values of a categorical feature a training job learns
+    /// [default: 1000]
+    #[arg(long, env = "FERROSERVE_MAX_CATEGORIES", value_name = "N")]
+    pub max_categories: Option<usize>,
     /// Directory jobs read and write files in; a job's path must lie under it
     /// [default: <state dir>/data]
     #[arg(long, env = "FERROSERVE_DATA_DIR", value_name = "DIR")]
@@ -775,6 +790,8 @@ impl ServeArgs {
             redis_timeout_ms: upper.redis_timeout_ms.or(self.redis_timeout_ms),
             job_workers: upper.job_workers.or(self.job_workers),
             job_retention_days: upper.job_retention_days.or(self.job_retention_days),
+            train_max_rows: upper.train_max_rows.or(self.train_max_rows),
+            max_categories: upper.max_categories.or(self.max_categories),
             data_dir: upper.data_dir.or(self.data_dir),
         }
     }
@@ -956,6 +973,8 @@ impl ServeArgs {
         Ok(Settings {
             job_workers: positive("job_workers", self.job_workers, d.job_workers)?,
             job_retention,
+            train_max_rows: positive("train_max_rows", self.train_max_rows, d.train_max_rows)?,
+            max_categories: positive("max_categories", self.max_categories, d.max_categories)?,
             data_dir: self.data_dir,
             single_model: None,
             model_defaults: Default::default(),

@@ -24,6 +24,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .build_client(true)
         .compile_with_config(config, &protos, std::slice::from_ref(&proto_root))?;
+    // ONNX's model format (messages only), for writing trained models.
+    let mut onnx = prost_build::Config::new();
+    onnx.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    onnx.compile_protos(
+        &[proto_root.join("onnx/onnx-ml.proto")],
+        std::slice::from_ref(&proto_root),
+    )?;
     // Any change under proto/ regenerates (tonic-prost-build names only the files given).
     println!("cargo:rerun-if-changed={}", proto_root.display());
     Ok(())

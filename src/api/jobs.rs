@@ -31,15 +31,13 @@ pub async fn submit(
     match &spec {
         JobSpec::Score(s) => check_score(state, s)?,
         JobSpec::Train(t) => {
-            let trainer = crate::jobs::train::trainer_for(&t.algorithm).ok_or_else(|| {
-                ApiError::InvalidArgument(format!(
-                    "spec.algorithm.name: training ({:?}) is not available in this build",
-                    t.algorithm
-                ))
-            })?;
-            trainer
-                .check(t)
-                .map_err(|e| ApiError::InvalidArgument(format!("spec.algorithm: {e}")))?;
+            crate::jobs::train::check(t).map_err(ApiError::InvalidArgument)?;
+            // A file's header is read here, so an unknown column is a 400 now.
+            let (t, runtime) = (t.clone(), tokio::runtime::Handle::current());
+            tokio::task::spawn_blocking(move || crate::jobs::train::check_columns(&t, &runtime))
+                .await
+                .map_err(|e| ApiError::Internal(format!("checking the source failed: {e}")))?
+                .map_err(ApiError::InvalidArgument)?;
         }
     }
     let spec_json = body.get("spec").cloned().unwrap_or_default();

@@ -689,6 +689,33 @@ pub async fn begin_upload(
     Ok(upload)
 }
 
+/// Publishes files made inside the server (a training job's `model.onnx` and
+/// `training.json`) as the model's next version, through the same staging,
+/// load check, locked rename and reload as an upload: the first file is the model
+/// (its format read from its content), the others go beside it. Nothing is left
+/// behind when it fails or the caller goes away before the rename.
+pub async fn publish_files(
+    state: Arc<ServerState>,
+    model: &str,
+    files: &[(String, Vec<u8>)],
+    caller: Caller,
+) -> Result<UploadOutcome, ApiError> {
+    let Some(((name, bytes), rest)) = files.split_first() else {
+        return Err(ApiError::Internal("no files to publish".into()));
+    };
+    let mut upload = begin_upload(state, model, None, name, caller).await?;
+    upload.write(bytes).await?;
+    for (name, bytes) in rest {
+        let name = staging_file_name(name);
+        tokio::fs::write(upload.staging.join(&name), bytes)
+            .await
+            .map_err(|e| {
+                ApiError::Internal(format!("cannot write the staging file {name}: {e}"))
+            })?;
+    }
+    upload.finish().await
+}
+
 fn version_exists(model: &str, version: u64) -> ApiError {
     ApiError::Conflict(format!(
         "model {model:?} already has a version {version}; upload a new version number"

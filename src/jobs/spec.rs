@@ -179,6 +179,8 @@ pub struct TrainSpec {
     pub algorithm_spec: Value,
     /// `cv` as given (folds, seed, scoring).
     pub cv: Value,
+    /// `schema` as given (value maps, missing-value policies: `jobs::train::data`).
+    pub schema: Value,
 }
 
 /// Reads `{"kind": …, "spec": …}`. Paths are resolved inside `data_dir`.
@@ -596,6 +598,7 @@ fn parse_train(spec: &Obj, data_dir: &Path) -> Result<TrainSpec, SpecError> {
         .ok_or_else(|| err("spec.algorithm", "must be an object with a name"))
         .and_then(|o| required(o, "spec.algorithm", "name"))?;
     let cv = spec.get("cv").cloned().unwrap_or(Value::Null);
+    let schema = Value::Object(schema.clone());
     Ok(TrainSpec {
         model,
         source,
@@ -606,6 +609,7 @@ fn parse_train(spec: &Obj, data_dir: &Path) -> Result<TrainSpec, SpecError> {
         algorithm,
         algorithm_spec,
         cv,
+        schema,
     })
 }
 

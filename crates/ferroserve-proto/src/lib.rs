@@ -31,5 +31,11 @@ pub mod tensorflow {
     }
 }
 
+/// ONNX's model format (`onnx-ml.proto`, messages only): the jobs module writes
+/// trained models with it.
+pub mod onnx {
+    include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
+}
+
 pub use prost;
 pub use prost_types;

@@ -1,0 +1,738 @@
+//! A training job's data: the schema read from the spec, the rows read from the
+//! source, and their encoding into a design matrix the way the saved ONNX graph
+//! encodes a request (numeric values as `f32`, imputed, standardized in `f32`;
+//! categorical values one-hot), so the in-memory model sees exactly the numbers the
+//! served model will.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+use serde_json::Value as Json;
+
+use crate::jobs::io::{self, Value};
+use crate::jobs::spec::TrainSpec;
+use crate::jobs::{JobContext, JobError};
+
+/// What to do with a missing value (an empty CSV cell, SQL NULL, JSON null).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Missing {
+    Error,
+    Mean,
+    MostFrequent,
+}
+
+/// One feature as the schema gives it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FeatureSpec {
+    pub key: String,
+    pub categorical: bool,
+    /// A categorical feature's index map, as categories in index order.
+    pub categories: Option<Vec<String>>,
+    pub missing: Missing,
+}
+
+/// The schema of a training spec, checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct Schema {
+    pub label: String,
+    /// `schema.label.values`: source value → class.
+    pub label_map: Option<BTreeMap<String, Class>>,
+    pub features: Vec<FeatureSpec>,
+}
+
+/// A class label: an integer when the label map (or the data) gives integers.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(untagged)]
+pub enum Class {
+    Int(i64),
+    Text(String),
+}
+
+impl Class {
+    pub fn to_json(&self) -> Json {
+        match self {
+            Class::Int(i) => (*i).into(),
+            Class::Text(s) => s.clone().into(),
+        }
+    }
+}
+
+fn err(field: &str, reason: impl std::fmt::Display) -> String {
+    format!("{field}: {reason}")
+}
+
+/// Reads `spec.schema` (already checked for shape by `spec::parse_train`): value
+/// maps and missing-value policies. Errors name the field.
+pub fn parse_schema(spec: &TrainSpec) -> Result<Schema, String> {
+    let label_map = match &spec.label_values {
+        None => None,
+        Some(m) => {
+            let mut out = BTreeMap::new();
+            for (k, v) in m {
+                let class = match v {
+                    Json::Number(n) if n.as_i64().is_some() => Class::Int(n.as_i64().unwrap_or(0)),
+                    Json::String(s) if !s.is_empty() => Class::Text(s.clone()),
+                    _ => {
+                        return Err(err(
+                            &format!("spec.schema.label.values.{k}"),
+                            "must be an integer or a non-empty string",
+                        ))
+                    }
+                };
+                out.insert(k.clone(), class);
+            }
+            if out.is_empty() {
+                return Err(err("spec.schema.label.values", "must not be empty"));
+            }
+            let ints = out.values().filter(|c| matches!(c, Class::Int(_))).count();
+            if ints != 0 && ints != out.len() {
+                return Err(err(
+                    "spec.schema.label.values",
+                    "must map to integers or to strings, not both",
+                ));
+            }
+            Some(out)
+        }
+    };
+    let list = spec
+        .schema
+        .get("features")
+        .and_then(Json::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut features = Vec::new();
+    for (i, (f, key)) in list.iter().zip(&spec.features).enumerate() {
+        let field = format!("spec.schema.features[{i}]");
+        let obj = f.as_object().cloned().unwrap_or_default();
+        if let Some(k) = obj
+            .keys()
+            .find(|k| !matches!(k.as_str(), "key" | "values" | "missing"))
+        {
+            return Err(err(
+                &format!("{field}.{k}"),
+                "unknown field (known: key, values, missing)",
+            ));
+        }
+        if key == &spec.label {
+            return Err(err(&format!("{field}.key"), "is the label column"));
+        }
+        if features.iter().any(|g: &FeatureSpec| &g.key == key) {
+            return Err(err(
+                &format!("{field}.key"),
+                format!("{key:?} is listed twice"),
+            ));
+        }
+        let categorical = spec.categorical.contains(key);
+        let categories = match obj.get("values") {
+            None | Some(Json::Null) => None,
+            Some(Json::Object(m)) => {
+                let mut by_index: Vec<(i64, String)> = Vec::new();
+                for (cat, idx) in m {
+                    let idx = idx.as_i64().filter(|i| *i >= 0).ok_or_else(|| {
+                        err(
+                            &format!("{field}.values.{cat}"),
+                            "must be a non-negative integer index",
+                        )
+                    })?;
+                    by_index.push((idx, cat.clone()));
+                }
+                by_index.sort();
+                if by_index.windows(2).any(|w| w[0].0 == w[1].0) {
+                    return Err(err(
+                        &format!("{field}.values"),
+                        "two categories share an index",
+                    ));
+                }
+                if by_index.is_empty() {
+                    return Err(err(&format!("{field}.values"), "must not be empty"));
+                }
+                Some(by_index.into_iter().map(|(_, c)| c).collect())
+            }
+            Some(_) => {
+                return Err(err(
+                    &format!("{field}.values"),
+                    "must be an object mapping each category to its index",
+                ))
+            }
+        };
+        let missing = match obj.get("missing") {
+            None | Some(Json::Null) => Missing::Error,
+            Some(Json::String(s)) => match s.as_str() {
+                "error" => Missing::Error,
+                "mean" if !categorical => Missing::Mean,
+                "mean" => {
+                    return Err(err(
+                        &format!("{field}.missing"),
+                        "mean is for numeric features (use most_frequent)",
+                    ))
+                }
+                "most_frequent" => Missing::MostFrequent,
+                other => {
+                    return Err(err(
+                        &format!("{field}.missing"),
+                        format!("unknown policy {other:?} (error, mean or most_frequent)"),
+                    ))
+                }
+            },
+            Some(_) => {
+                return Err(err(
+                    &format!("{field}.missing"),
+                    "must be error, mean or most_frequent",
+                ))
+            }
+        };
+        features.push(FeatureSpec {
+            key: key.clone(),
+            categorical,
+            categories,
+            missing,
+        });
+    }
+    Ok(Schema {
+        label: spec.label.clone(),
+        label_map,
+        features,
+    })
+}
+
+/// The columns a training job reads: the label, then the features in order.
+pub fn needed_columns(schema: &Schema) -> Vec<String> {
+    std::iter::once(schema.label.clone())
+        .chain(schema.features.iter().map(|f| f.key.clone()))
+        .collect()
+}
+
+/// The first needed column the source does not have, as a message.
+pub fn missing_column(schema: &Schema, have: &[String]) -> Option<String> {
+    needed_columns(schema)
+        .into_iter()
+        .find(|c| !have.contains(c))
+        .map(|c| {
+            let shown: Vec<&str> = have.iter().take(20).map(String::as_str).collect();
+            format!("no column {c:?} in the source (its columns: {shown:?})")
+        })
+}
+
+/// The rows read, only the needed columns (label first), and their hash.
+pub struct RawData {
+    pub rows: Vec<Vec<Value>>,
+    pub hash: String,
+}
+
+/// Reads the source whole: at most `max_rows` rows, cancellable between batches.
+pub fn read(ctx: &JobContext, spec: &TrainSpec, schema: &Schema) -> Result<RawData, JobError> {
+    let max_rows = ctx.state.settings.train_max_rows;
+    ctx.progress(|p| p.stage = "reading".into());
+    let mut source =
+        io::open_source(&spec.source, &ctx.runtime).map_err(|e| JobError::Failed(e.0))?;
+    if let Some(m) = missing_column(schema, source.columns()) {
+        return Err(JobError::Failed(m));
+    }
+    let index: Vec<usize> = needed_columns(schema)
+        .iter()
+        .map(|c| source.columns().iter().position(|h| h == c).unwrap_or(0))
+        .collect();
+    let mut hasher = blake3::Hasher::new();
+    let mut rows = Vec::new();
+    loop {
+        ctx.check_cancelled()?;
+        let Some(batch) = source.next_batch(4096).map_err(|e| JobError::Failed(e.0))? else {
+            break;
+        };
+        for row in batch {
+            if rows.len() >= max_rows {
+                return Err(JobError::Failed(format!(
+                    "the source has more than {max_rows} rows, the most a training job reads \
+                     (--train-max-rows)"
+                )));
+            }
+            let picked: Vec<Value> = index
+                .iter()
+                .map(|&i| row.get(i).cloned().unwrap_or(Value::Null))
+                .collect();
+            for v in &picked {
+                hash_value(&mut hasher, v);
+            }
+            rows.push(picked);
+        }
+        let fraction = source.fraction();
+        let n = rows.len() as u64;
+        ctx.progress(|p| {
+            p.rows_read = n;
+            p.fraction = fraction.map(|f| f * 0.1);
+        });
+    }
+    if rows.is_empty() {
+        return Err(JobError::Failed(
+            "the source has no rows: there is nothing to train on".into(),
+        ));
+    }
+    Ok(RawData {
+        rows,
+        hash: hasher.finalize().to_hex().to_string(),
+    })
+}
+
+fn hash_value(h: &mut blake3::Hasher, v: &Value) {
+    match v {
+        Value::Null => h.update(&[0]),
+        Value::Bool(b) => h.update(&[1, *b as u8]),
+        Value::Int(i) => h.update(&[2]).update(&i.to_le_bytes()),
+        Value::Float(f) => h.update(&[3]).update(&f.to_le_bytes()),
+        Value::Text(s) => h
+            .update(&[4])
+            .update(&(s.len() as u64).to_le_bytes())
+            .update(s.as_bytes()),
+    };
+}
+
+fn is_missing(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Text(s) => s.trim().is_empty(),
+        Value::Float(f) => f.is_nan(),
+        _ => false,
+    }
+}
+
+/// A cell as category text: what the ONNX graph's string input carries.
+pub fn category_text(v: &Value) -> String {
+    match v {
+        Value::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", *f as i64),
+        other => other.to_text(),
+    }
+}
+
+fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Int(i) => Some(*i as f64),
+        Value::Float(f) => Some(*f),
+        Value::Bool(b) => Some(*b as u8 as f64),
+        Value::Text(s) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
+        Value::Null => None,
+    }
+}
+
+/// How one feature is encoded, learned from the training rows.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Encoding {
+    Numeric {
+        key: String,
+        /// What a missing value becomes (`None`: missing is an error).
+        impute: Option<f32>,
+    },
+    Categorical {
+        key: String,
+        categories: Vec<String>,
+        impute: Option<String>,
+    },
+}
+
+/// The encoded data set: a row-major design matrix with the numeric columns first
+/// (in schema order, raw `f32` values, imputed), then each categorical feature's
+/// one-hot block; and the class of each row.
+pub struct Encoded {
+    pub encodings: Vec<Encoding>,
+    pub n_numeric: usize,
+    pub width: usize,
+    pub x: Vec<f64>,
+    pub y: Vec<usize>,
+    pub classes: Vec<Class>,
+}
+
+impl Encoded {
+    pub fn rows(&self) -> usize {
+        self.y.len()
+    }
+
+    pub fn row(&self, i: usize) -> &[f64] {
+        &self.x[i * self.width..(i + 1) * self.width]
+    }
+}
+
+/// Encodes the rows: classes, categories, imputation. Fails with a message naming
+/// the column and row for a value that cannot be used.
+pub fn encode(raw: &RawData, schema: &Schema, max_categories: usize) -> Result<Encoded, JobError> {
+    let fail = |m: String| Err(JobError::Failed(m));
+    let n = raw.rows.len();
+    // The label.
+    let mut labels: Vec<Class> = Vec::with_capacity(n);
+    let mut unmapped: BTreeSet<String> = BTreeSet::new();
+    for (r, row) in raw.rows.iter().enumerate() {
+        let v = &row[0];
+        if is_missing(v) {
+            return fail(format!(
+                "label column {:?}, row {}: the label is missing",
+                schema.label,
+                r + 1
+            ));
+        }
+        let text = category_text(v);
+        match &schema.label_map {
+            Some(map) => match map.get(&text) {
+                Some(c) => labels.push(c.clone()),
+                None => {
+                    unmapped.insert(text);
+                }
+            },
+            None => labels.push(match v {
+                Value::Int(i) => Class::Int(*i),
+                Value::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => Class::Int(*f as i64),
+                // A CSV's cells are text: "1" is the integer class 1.
+                _ => match text.trim().parse::<i64>() {
+                    Ok(i) => Class::Int(i),
+                    Err(_) => Class::Text(text),
+                },
+            }),
+        }
+    }
+    if !unmapped.is_empty() {
+        let shown: Vec<String> = unmapped.iter().take(5).map(|s| format!("{s:?}")).collect();
+        let known: Vec<&String> = schema
+            .label_map
+            .as_ref()
+            .map(|m| m.keys().collect())
+            .unwrap_or_default();
+        return fail(format!(
+            "label column {:?} has values not in schema.label.values: {}{} (the map has {:?})",
+            schema.label,
+            shown.join(", "),
+            if unmapped.len() > 5 { ", …" } else { "" },
+            known
+        ));
+    }
+    // Without a map, a column of integers keeps integer classes; anything else is text.
+    if labels.iter().any(|c| matches!(c, Class::Text(_))) {
+        for c in labels.iter_mut() {
+            if let Class::Int(i) = c {
+                *c = Class::Text(i.to_string());
+            }
+        }
+    }
+    let classes: Vec<Class> = labels
+        .iter()
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if classes.len() < 2 {
+        return fail(format!(
+            "label column {:?} has a single class ({}): training needs at least two",
+            schema.label,
+            classes
+                .first()
+                .map(|c| c.to_json().to_string())
+                .unwrap_or_default()
+        ));
+    }
+    let class_index: HashMap<&Class, usize> =
+        classes.iter().enumerate().map(|(i, c)| (c, i)).collect();
+    let y: Vec<usize> = labels.iter().map(|c| class_index[c]).collect();
+
+    // The features' encodings.
+    let mut encodings = Vec::new();
+    let numeric: Vec<(usize, &FeatureSpec)> = schema
+        .features
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| !f.categorical)
+        .collect();
+    let categorical: Vec<(usize, &FeatureSpec)> = schema
+        .features
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.categorical)
+        .collect();
+    let mut numeric_values: Vec<Vec<Option<f32>>> = Vec::new();
+    for (i, f) in &numeric {
+        let col = i + 1;
+        let mut values = Vec::with_capacity(n);
+        for (r, row) in raw.rows.iter().enumerate() {
+            let v = &row[col];
+            if is_missing(v) {
+                if f.missing == Missing::Error {
+                    return fail(format!(
+                        "column {:?}, row {}: the value is missing (set \"missing\": \"mean\" or \
+                         \"most_frequent\" on the feature to impute it)",
+                        f.key,
+                        r + 1
+                    ));
+                }
+                values.push(None);
+                continue;
+            }
+            match number(v) {
+                Some(x) => values.push(Some(x as f32)),
+                None => {
+                    return fail(format!(
+                        "column {:?}, row {}: {:?} is not a number (list the feature in \
+                         schema.categorical if it is a category)",
+                        f.key,
+                        r + 1,
+                        v.to_text()
+                    ))
+                }
+            }
+        }
+        let present: Vec<f32> = values.iter().flatten().copied().collect();
+        let impute = match f.missing {
+            Missing::Error => None,
+            _ if present.is_empty() => {
+                return fail(format!("column {:?} has no values to impute from", f.key))
+            }
+            Missing::Mean => {
+                Some((present.iter().map(|v| *v as f64).sum::<f64>() / present.len() as f64) as f32)
+            }
+            Missing::MostFrequent => {
+                let mut counts: BTreeMap<u32, usize> = BTreeMap::new();
+                for v in &present {
+                    *counts.entry(ordered_bits(*v)).or_default() += 1;
+                }
+                // The smallest of the most frequent values, as scikit-learn's SimpleImputer.
+                let best = counts.values().copied().max().unwrap_or(0);
+                counts
+                    .iter()
+                    .find(|(_, c)| **c == best)
+                    .map(|(bits, _)| from_ordered_bits(*bits))
+            }
+        };
+        encodings.push(Encoding::Numeric {
+            key: f.key.clone(),
+            impute,
+        });
+        numeric_values.push(values.into_iter().map(|v| v.or(impute)).collect());
+    }
+    let mut categorical_values: Vec<Vec<Option<usize>>> = Vec::new();
+    for (i, f) in &categorical {
+        let col = i + 1;
+        let mut texts: Vec<Option<String>> = Vec::with_capacity(n);
+        for (r, row) in raw.rows.iter().enumerate() {
+            let v = &row[col];
+            if is_missing(v) {
+                if f.missing == Missing::Error {
+                    return fail(format!(
+                        "column {:?}, row {}: the value is missing (set \"missing\": \
+                         \"most_frequent\" on the feature to impute it)",
+                        f.key,
+                        r + 1
+                    ));
+                }
+                texts.push(None);
+            } else {
+                texts.push(Some(category_text(v)));
+            }
+        }
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for t in texts.iter().flatten() {
+            *counts.entry(t.as_str()).or_default() += 1;
+        }
+        let categories = match &f.categories {
+            Some(c) => c.clone(),
+            None => {
+                if counts.len() > max_categories {
+                    return fail(format!(
+                        "categorical feature {:?} has more than {max_categories} distinct values, \
+                         the most a training job learns (--max-categories); give its categories \
+                         in schema.features[].values or treat it as numeric",
+                        f.key
+                    ));
+                }
+                counts.keys().map(|s| s.to_string()).collect()
+            }
+        };
+        let impute = match f.missing {
+            Missing::Error | Missing::Mean => None,
+            Missing::MostFrequent => {
+                let best = counts.values().copied().max().unwrap_or(0);
+                counts
+                    .iter()
+                    .find(|(_, c)| **c == best)
+                    .map(|(s, _)| s.to_string())
+            }
+        };
+        let index: HashMap<&str, usize> = categories
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.as_str(), i))
+            .collect();
+        categorical_values.push(
+            texts
+                .iter()
+                .map(|t| {
+                    t.as_deref()
+                        .or(impute.as_deref())
+                        .and_then(|t| index.get(t).copied())
+                })
+                .collect(),
+        );
+        encodings.push(Encoding::Categorical {
+            key: f.key.clone(),
+            categories,
+            impute,
+        });
+    }
+    let n_numeric = numeric.len();
+    let width = n_numeric
+        + encodings
+            .iter()
+            .map(|e| match e {
+                Encoding::Categorical { categories, .. } => categories.len(),
+                Encoding::Numeric { .. } => 0,
+            })
+            .sum::<usize>();
+    let mut x = vec![0.0; n * width];
+    for r in 0..n {
+        let row = &mut x[r * width..(r + 1) * width];
+        for (j, col) in numeric_values.iter().enumerate() {
+            row[j] = col[r].map_or(f64::NAN, f64::from);
+        }
+        let mut offset = n_numeric;
+        for (k, col) in categorical_values.iter().enumerate() {
+            if let Some(c) = col[r] {
+                row[offset + c] = 1.0;
+            }
+            if let Encoding::Categorical { categories, .. } = &encodings[n_numeric + k] {
+                offset += categories.len();
+            }
+        }
+    }
+    Ok(Encoded {
+        encodings,
+        n_numeric,
+        width,
+        x,
+        y,
+        classes,
+    })
+}
+
+/// `f32` bits ordered like the numbers (for a sorted map of values).
+fn ordered_bits(v: f32) -> u32 {
+    let b = v.to_bits();
+    if b & 0x8000_0000 != 0 {
+        !b
+    } else {
+        b | 0x8000_0000
+    }
+}
+
+fn from_ordered_bits(b: u32) -> f32 {
+    if b & 0x8000_0000 != 0 {
+        f32::from_bits(b & 0x7fff_ffff)
+    } else {
+        f32::from_bits(!b)
+    }
+}
+
+/// StandardScaler's parameters for the numeric columns, as the ONNX `Scaler` takes
+/// them: `(x - offset) * scale`, in `f32`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Scaler {
+    pub offset: Vec<f32>,
+    pub scale: Vec<f32>,
+}
+
+impl Scaler {
+    /// Mean and population standard deviation of `rows` (a zero deviation scales
+    /// by 1, as scikit-learn does).
+    pub fn fit(data: &Encoded, rows: &[usize]) -> Scaler {
+        let k = data.n_numeric;
+        let mut offset = Vec::with_capacity(k);
+        let mut scale = Vec::with_capacity(k);
+        for j in 0..k {
+            let n = rows.len().max(1) as f64;
+            let mean = rows.iter().map(|&r| data.row(r)[j]).sum::<f64>() / n;
+            let var = rows
+                .iter()
+                .map(|&r| (data.row(r)[j] - mean).powi(2))
+                .sum::<f64>()
+                / n;
+            let std = var.sqrt();
+            offset.push(mean as f32);
+            scale.push(if std > 1e-12 { (1.0 / std) as f32 } else { 1.0 });
+        }
+        Scaler { offset, scale }
+    }
+
+    /// No scaling (`algorithm.standardize: false`).
+    pub fn identity(n_numeric: usize) -> Scaler {
+        Scaler {
+            offset: vec![0.0; n_numeric],
+            scale: vec![1.0; n_numeric],
+        }
+    }
+
+    /// The rows' features, scaled as ONNX Runtime's `Scaler` computes it.
+    pub fn transform(&self, data: &Encoded, rows: &[usize]) -> Vec<f64> {
+        let mut out = Vec::with_capacity(rows.len() * data.width);
+        for &r in rows {
+            let row = data.row(r);
+            for (j, v) in row.iter().enumerate() {
+                if j < self.offset.len() {
+                    out.push(((*v as f32 - self.offset[j]) * self.scale[j]) as f64);
+                } else {
+                    out.push(*v);
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordered_bits_sort_like_the_numbers_and_round_trip() {
+        let values = [-3.5f32, -0.0, 0.0, 1.0, 2.5, 1e9];
+        for w in values.windows(2) {
+            assert!(ordered_bits(w[0]) <= ordered_bits(w[1]), "{w:?}");
+        }
+        for v in values {
+            assert_eq!(from_ordered_bits(ordered_bits(v)), v);
+        }
+    }
+
+    fn raw(rows: &[(&str, &str)]) -> RawData {
+        RawData {
+            rows: rows
+                .iter()
+                .map(|(y, c)| vec![Value::Text(y.to_string()), Value::Text(c.to_string())])
+                .collect(),
+            hash: String::new(),
+        }
+    }
+
+    fn schema(categories: Option<Vec<String>>) -> Schema {
+        Schema {
+            label: "y".into(),
+            label_map: None,
+            features: vec![FeatureSpec {
+                key: "c".into(),
+                categorical: true,
+                categories,
+                missing: Missing::Error,
+            }],
+        }
+    }
+
+    #[test]
+    fn categories_are_learned_sorted_or_taken_from_the_index_map() {
+        let data = raw(&[("1", "b"), ("0", "a"), ("1", "c"), ("0", "b")]);
+        let e = encode(&data, &schema(None), 10).unwrap();
+        assert_eq!(e.classes, vec![Class::Int(0), Class::Int(1)]);
+        assert_eq!(e.width, 3);
+        assert_eq!(e.row(0), &[0.0, 1.0, 0.0]);
+        // An index map orders the one-hot block; a value outside it is all zeros.
+        let e = encode(&data, &schema(Some(vec!["c".into(), "b".into()])), 10).unwrap();
+        assert_eq!(e.row(0), &[0.0, 1.0]);
+        assert_eq!(e.row(1), &[0.0, 0.0]);
+        let JobError::Failed(m) = encode(&data, &schema(None), 2).err().unwrap() else {
+            panic!()
+        };
+        assert!(m.contains("more than 2"), "{m}");
+    }
+}

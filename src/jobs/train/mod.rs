@@ -1,0 +1,426 @@
+//! Training jobs: read the source whole, encode it by the schema, grid-search the
+//! algorithm's parameters by stratified k-fold cross-validation, refit the best on
+//! all rows (or all but a hold-out), export the model to ONNX and publish it as the
+//! model's next version.
+//!
+//! * [`data`]: the schema, reading (`--train-max-rows`), the encoding (label map,
+//!   one-hot categories, imputation, the scaler), as the saved graph encodes;
+//! * [`cv`]: scikit-learn's `StratifiedKFold` folds and the scores;
+//! * [`logistic`], [`forest`]: the two families behind [`Trainer`];
+//! * [`onnx`]: the graph over the raw named columns.
+//!
+//! The model files are staged and renamed into place by
+//! `api::manage::publish_files`, the upload's own path: a failed or cancelled job
+//! leaves no version and no staging directory.
+
+pub mod cv;
+pub mod data;
+mod forest;
+mod logistic;
+pub mod onnx;
+
+use std::time::Instant;
+
+use serde_json::{json, Value as Json};
+
+use super::spec::{SourceSpec, TrainSpec};
+use super::{JobContext, JobError};
+use data::{Encoded, Scaler};
+
+/// One parameter set of a grid (`{"C": 0.1}`).
+pub type Params = serde_json::Map<String, Json>;
+
+/// A model fitted by a [`Trainer`].
+pub trait Fitted: Send {
+    /// Class probabilities of one encoded row (classes in sorted order).
+    fn predict_proba(&self, row: &[f64]) -> Vec<f64>;
+    /// The classifier node, reading the design matrix from `input` and writing
+    /// `label` and `probabilities`; `labels` is the class-labels attribute.
+    fn onnx_node(
+        &self,
+        input: &str,
+        labels: ferroserve_proto::onnx::AttributeProto,
+    ) -> ferroserve_proto::onnx::NodeProto;
+    /// What `training.json` records of the fitted parameters.
+    fn describe(&self) -> Json;
+}
+
+/// One family of algorithms (logistic regression, a tree ensemble).
+///
+/// An implementer must: turn the spec's `algorithm` object into the parameter sets
+/// of its grid at [`Trainer::grid`], refusing a malformed one with a message that
+/// starts with the field (`spec.algorithm.grid.C[0]: …`), which submission answers
+/// as a 400; in [`Trainer::fit`], call `cancel` often (once per iteration or tree)
+/// and return what it returns; fit a model whose [`Fitted::onnx_node`] answers
+/// exactly what its [`Fitted::predict_proba`] answers for the same `f32` inputs.
+/// It never reads the source or writes files: the job does both.
+pub trait Trainer: Send + Sync {
+    /// The `algorithm.name` it answers to.
+    fn name(&self) -> &'static str;
+    /// Whether numeric columns are standardized when `algorithm.standardize` is
+    /// not given.
+    fn standardize_by_default(&self) -> bool {
+        true
+    }
+    fn grid(&self, algorithm: &Json) -> Result<Vec<Params>, String>;
+    #[allow(clippy::too_many_arguments)]
+    fn fit(
+        &self,
+        algorithm: &Json,
+        params: &Params,
+        x: &[f64],
+        width: usize,
+        y: &[usize],
+        n_classes: usize,
+        cancel: &dyn Fn() -> Result<(), JobError>,
+    ) -> Result<Box<dyn Fitted>, JobError>;
+}
+
+static TRAINERS: [&dyn Trainer; 2] = [&logistic::LogisticRegression, &forest::RandomForest];
+
+/// The trainer for `algorithm`, when this build has one.
+pub fn trainer_for(algorithm: &str) -> Option<&'static dyn Trainer> {
+    TRAINERS.iter().copied().find(|t| t.name() == algorithm)
+}
+
+/// The names [`trainer_for`] knows, for messages.
+pub fn trainer_names() -> Vec<&'static str> {
+    TRAINERS.iter().map(|t| t.name()).collect()
+}
+
+/// Refuses an `algorithm` field no family reads.
+pub(crate) fn check_fields(algorithm: &Json, known: &[&str]) -> Result<(), String> {
+    let grid_known: Vec<&str> = known
+        .iter()
+        .copied()
+        .filter(|k| {
+            !matches!(
+                *k,
+                "name" | "grid" | "seed" | "standardize" | "max_iter" | "fit_intercept" | "tol"
+            )
+        })
+        .collect();
+    if let Some(obj) = algorithm.as_object() {
+        if let Some(k) = obj.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(format!(
+                "spec.algorithm.{k}: unknown field (known: {})",
+                known.join(", ")
+            ));
+        }
+        if let Some(s) = obj.get("standardize").filter(|v| !v.is_null()) {
+            if !s.is_boolean() {
+                return Err("spec.algorithm.standardize: must be true or false".into());
+            }
+        }
+        match obj.get("grid") {
+            None | Some(Json::Null) => {}
+            Some(Json::Object(g)) => {
+                if let Some(k) = g.keys().find(|k| !grid_known.contains(&k.as_str())) {
+                    return Err(format!(
+                        "spec.algorithm.grid.{k}: unknown parameter (known: {})",
+                        grid_known.join(", ")
+                    ));
+                }
+            }
+            Some(_) => return Err("spec.algorithm.grid: must be an object of lists".into()),
+        }
+    }
+    Ok(())
+}
+
+/// A grid parameter's values: `grid.NAME` (a list, or one value), else `NAME` at
+/// the top of `algorithm`, else `default`.
+pub(crate) fn grid_values(
+    algorithm: &Json,
+    name: &str,
+    default: &Json,
+) -> Result<Vec<Json>, String> {
+    let v = algorithm
+        .get("grid")
+        .and_then(|g| g.get(name))
+        .filter(|v| !v.is_null())
+        .or_else(|| algorithm.get(name).filter(|v| !v.is_null()))
+        .unwrap_or(default);
+    match v {
+        Json::Array(items) if items.is_empty() => {
+            Err(format!("spec.algorithm.grid.{name}: must not be empty"))
+        }
+        Json::Array(items) if items.len() > 100 => {
+            Err(format!("spec.algorithm.grid.{name}: at most 100 values"))
+        }
+        Json::Array(items) => Ok(items.clone()),
+        Json::Number(_) => Ok(vec![v.clone()]),
+        other => Err(format!(
+            "spec.algorithm.grid.{name}: must be a list of numbers, not {other}"
+        )),
+    }
+}
+
+/// Everything about a training spec that can be checked before it runs; the
+/// message starts with the field. Submission answers it as a 400.
+pub fn check(spec: &TrainSpec) -> Result<(), String> {
+    let trainer = trainer_for(&spec.algorithm).ok_or_else(|| {
+        format!(
+            "spec.algorithm.name: unknown algorithm {:?} (known: {})",
+            spec.algorithm,
+            trainer_names().join(", ")
+        )
+    })?;
+    trainer.grid(&spec.algorithm_spec)?;
+    data::parse_schema(spec)?;
+    cv::CvSpec::parse(&spec.cv)?;
+    if !crate::model_config_list::is_valid_model_name(&spec.model) {
+        return Err(format!(
+            "spec.model: {:?} is not a valid model name (letters, digits, '.', '_' and '-', \
+             not starting with '.')",
+            spec.model
+        ));
+    }
+    Ok(())
+}
+
+/// For a file source, the columns the schema names that its header lacks (reads
+/// the header only). Blocking.
+pub fn check_columns(spec: &TrainSpec, runtime: &tokio::runtime::Handle) -> Result<(), String> {
+    if !matches!(spec.source, SourceSpec::File(_)) {
+        return Ok(());
+    }
+    let schema = data::parse_schema(spec)?;
+    let source =
+        super::io::open_source(&spec.source, runtime).map_err(|e| format!("spec.source: {e}"))?;
+    match data::missing_column(&schema, source.columns()) {
+        Some(m) => Err(format!("spec.schema: {m}")),
+        None => Ok(()),
+    }
+}
+
+/// How many of the first rows the result lists the model's own predictions for.
+const SAMPLE_PREDICTIONS: usize = 100;
+
+pub fn run(ctx: &JobContext, spec: &TrainSpec) -> Result<Json, JobError> {
+    let started = Instant::now();
+    let failed = |e: String| JobError::Failed(e);
+    let trainer = trainer_for(&spec.algorithm)
+        .ok_or_else(|| failed(format!("unknown algorithm {:?}", spec.algorithm)))?;
+    let grid = trainer.grid(&spec.algorithm_spec).map_err(failed)?;
+    let schema = data::parse_schema(spec).map_err(failed)?;
+    let cvspec = cv::CvSpec::parse(&spec.cv).map_err(failed)?;
+    let standardize = spec
+        .algorithm_spec
+        .get("standardize")
+        .and_then(Json::as_bool)
+        .unwrap_or_else(|| trainer.standardize_by_default());
+
+    let raw = data::read(ctx, spec, &schema)?;
+    let read_ms = started.elapsed().as_millis() as u64;
+    ctx.message(format!("read {} rows", raw.rows.len()));
+    let data = data::encode(&raw, &schema, ctx.state.settings.max_categories)?;
+    let n_classes = data.classes.len();
+
+    // The hold-out, then the folds over the rest.
+    let all: Vec<usize> = (0..data.rows()).collect();
+    let (train_rows, holdout_rows) = match cvspec.holdout {
+        Some(h) => cv::stratified_holdout(&data.y, h, cvspec.seed),
+        None => (all.clone(), Vec::new()),
+    };
+    let train_y: Vec<usize> = train_rows.iter().map(|&r| data.y[r]).collect();
+    let folds = cv::stratified_folds(&train_y, n_classes, &cvspec).map_err(failed)?;
+    let folds_total = (grid.len() * cvspec.folds + 1) as u64;
+    // Asked every solver iteration and every tree. Every quarter second it also
+    // refreshes the progress, which is what writes it to the store and learns of a
+    // cancel asked through another server, so a long fold still stops promptly.
+    let last_beat = std::cell::Cell::new(Instant::now());
+    let cancel = || {
+        if last_beat.get().elapsed() >= std::time::Duration::from_millis(250) {
+            last_beat.set(Instant::now());
+            ctx.progress(|_| {});
+        }
+        ctx.check_cancelled()
+    };
+    let fit_on = |params: &Params, rows: &[usize]| -> Result<(Box<dyn Fitted>, Scaler), JobError> {
+        let scaler = if standardize {
+            Scaler::fit(&data, rows)
+        } else {
+            Scaler::identity(data.n_numeric)
+        };
+        let x = scaler.transform(&data, rows);
+        let y: Vec<usize> = rows.iter().map(|&r| data.y[r]).collect();
+        let model = trainer.fit(
+            &spec.algorithm_spec,
+            params,
+            &x,
+            data.width,
+            &y,
+            n_classes,
+            &cancel,
+        )?;
+        Ok((model, scaler))
+    };
+
+    let cv_started = Instant::now();
+    let mut table = Vec::new();
+    let mut done = 0u64;
+    for params in &grid {
+        let mut scores = Vec::new();
+        for fold in 0..cvspec.folds {
+            ctx.check_cancelled()?;
+            ctx.progress(|p| {
+                p.stage = "cross-validating".into();
+                p.folds_done = Some(done);
+                p.folds_total = Some(folds_total);
+                p.fraction = Some(0.1 + 0.85 * done as f64 / folds_total as f64);
+            });
+            let fit_rows: Vec<usize> = (0..train_rows.len())
+                .filter(|i| folds[*i] != fold)
+                .map(|i| train_rows[i])
+                .collect();
+            let test_rows: Vec<usize> = (0..train_rows.len())
+                .filter(|i| folds[*i] == fold)
+                .map(|i| train_rows[i])
+                .collect();
+            let (model, scaler) = fit_on(params, &fit_rows)?;
+            let proba = predict(&*model, &scaler, &data, &test_rows);
+            let truth: Vec<usize> = test_rows.iter().map(|&r| data.y[r]).collect();
+            scores.push(cvspec.scoring.score(&truth, &proba, n_classes));
+            done += 1;
+        }
+        let mean = scores.iter().sum::<f64>() / scores.len() as f64;
+        let std =
+            (scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / scores.len() as f64).sqrt();
+        table.push(json!({
+            "params": params,
+            "mean": mean,
+            "std": std,
+            "scores": scores,
+        }));
+    }
+    // The first best, as scikit-learn's GridSearchCV picks.
+    let mut best = 0;
+    for (i, row) in table.iter().enumerate() {
+        if row["mean"].as_f64() > table[best]["mean"].as_f64() {
+            best = i;
+        }
+    }
+    let cv_ms = cv_started.elapsed().as_millis() as u64;
+
+    ctx.check_cancelled()?;
+    ctx.progress(|p| {
+        p.stage = "refitting".into();
+        p.folds_done = Some(done);
+        p.fraction = Some(0.95);
+    });
+    let refit_started = Instant::now();
+    let (model, scaler) = fit_on(&grid[best], &train_rows)?;
+    let refit_ms = refit_started.elapsed().as_millis() as u64;
+    let holdout = (!holdout_rows.is_empty()).then(|| {
+        let proba = predict(&*model, &scaler, &data, &holdout_rows);
+        let truth: Vec<usize> = holdout_rows.iter().map(|&r| data.y[r]).collect();
+        cv::holdout_metrics(&truth, &proba, n_classes)
+    });
+    let sample: Vec<usize> = (0..data.rows().min(SAMPLE_PREDICTIONS)).collect();
+    let sample_proba = predict(&*model, &scaler, &data, &sample);
+    let sample_labels: Vec<Json> = sample_proba
+        .iter()
+        .map(|p| data.classes[cv::argmax(p)].to_json())
+        .collect();
+
+    ctx.check_cancelled()?;
+    ctx.progress(|p| {
+        p.stage = "saving".into();
+        p.folds_done = Some(folds_total);
+    });
+    let features: Vec<(String, bool)> = schema
+        .features
+        .iter()
+        .map(|f| (f.key.clone(), f.categorical))
+        .collect();
+    let doc = format!("trained by ferroserve job {}", ctx.job.id);
+    let model_bytes = onnx::export(
+        &features,
+        &data.encodings,
+        standardize.then_some(&scaler),
+        &data.classes,
+        &*model,
+        &doc,
+    );
+    let classes: Vec<Json> = data.classes.iter().map(|c| c.to_json()).collect();
+    let best_params = Json::Object(grid[best].clone());
+    let best_score = table[best]["mean"].clone();
+    let training = json!({
+        "job_id": ctx.job.id,
+        "algorithm": spec.algorithm_spec,
+        "schema": schema,
+        "classes": classes,
+        "encodings": data.encodings,
+        "standardize": standardize,
+        "scaler": if standardize { json!(scaler) } else { Json::Null },
+        "best_params": best_params,
+        "best_score": best_score,
+        "scoring": cvspec.scoring.name(),
+        "cv_results": table,
+        "holdout": holdout,
+        "rows": raw.rows.len(),
+        "data_hash": raw.hash,
+        "model": model.describe(),
+    });
+    let files = vec![
+        ("model.onnx".to_string(), model_bytes),
+        (
+            "training.json".to_string(),
+            serde_json::to_vec_pretty(&training).unwrap_or_default(),
+        ),
+    ];
+    let outcome = ctx
+        .runtime
+        .block_on(crate::api::manage::publish_files(
+            ctx.state.clone(),
+            &spec.model,
+            &files,
+            crate::api::Caller {
+                client: None,
+                actor: Some(format!("job {}", ctx.job.id)),
+            },
+        ))
+        .map_err(|e| failed(format!("cannot save the model: {e}")))?;
+    ctx.message(format!(
+        "saved {} version {} (best {} {} = {:.4})",
+        spec.model,
+        outcome.version,
+        best_params,
+        cvspec.scoring.name(),
+        best_score.as_f64().unwrap_or(f64::NAN)
+    ));
+    Ok(json!({
+        "model": spec.model,
+        "version": outcome.version,
+        "algorithm": spec.algorithm,
+        "cv_results": table,
+        "best_params": best_params,
+        "best_score": best_score,
+        "scoring": cvspec.scoring.name(),
+        "folds": cvspec.folds,
+        "holdout": holdout,
+        "rows": raw.rows.len(),
+        "data_hash": raw.hash,
+        "classes": classes,
+        "sample_predictions": {
+            "labels": sample_labels,
+            "probabilities": sample_proba,
+        },
+        "timings_ms": {
+            "read": read_ms,
+            "cross_validation": cv_ms,
+            "refit": refit_ms,
+            "total": started.elapsed().as_millis() as u64,
+        },
+    }))
+}
+
+/// Class probabilities of `rows`, encoded with `scaler`.
+fn predict(model: &dyn Fitted, scaler: &Scaler, data: &Encoded, rows: &[usize]) -> Vec<Vec<f64>> {
+    let x = scaler.transform(data, rows);
+    x.chunks(data.width.max(1))
+        .take(rows.len())
+        .map(|row| model.predict_proba(row))
+        .collect()
+}

@@ -1,0 +1,282 @@
+//! The trained model as an ONNX graph over the raw named columns, as skl2onnx
+//! writes a `ColumnTransformer` + classifier: one `[N, 1]` input per feature (float
+//! for numeric, string for categorical); the numeric ones concatenated, imputed
+//! (`Imputer`, when a policy imputes) and standardized (`Scaler`); each categorical
+//! one one-hot encoded (`OneHotEncoder`, `zeros=1`: an unknown category is all
+//! zeros) and reshaped from `[N, 1, C]` to `[N, C]`; everything concatenated in the
+//! design matrix's order; then the classifier, with outputs `label` and
+//! `probabilities` (`[N, classes]`, no ZipMap). Opsets: ai.onnx 15, ai.onnx.ml 3.
+
+use ferroserve_proto::onnx;
+use ferroserve_proto::prost::Message;
+
+use super::data::{Class, Encoding, Scaler};
+use super::Fitted;
+
+const FLOAT: i32 = onnx::tensor_proto::DataType::Float as i32;
+const INT64: i32 = onnx::tensor_proto::DataType::Int64 as i32;
+const STRING: i32 = onnx::tensor_proto::DataType::String as i32;
+
+fn attr(name: &str, kind: onnx::attribute_proto::AttributeType) -> onnx::AttributeProto {
+    onnx::AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(kind as i32),
+        ..Default::default()
+    }
+}
+
+pub fn floats(name: &str, v: Vec<f32>) -> onnx::AttributeProto {
+    onnx::AttributeProto {
+        floats: v,
+        ..attr(name, onnx::attribute_proto::AttributeType::Floats)
+    }
+}
+
+pub fn ints(name: &str, v: Vec<i64>) -> onnx::AttributeProto {
+    onnx::AttributeProto {
+        ints: v,
+        ..attr(name, onnx::attribute_proto::AttributeType::Ints)
+    }
+}
+
+pub fn int(name: &str, v: i64) -> onnx::AttributeProto {
+    onnx::AttributeProto {
+        i: Some(v),
+        ..attr(name, onnx::attribute_proto::AttributeType::Int)
+    }
+}
+
+pub fn string(name: &str, v: &str) -> onnx::AttributeProto {
+    onnx::AttributeProto {
+        s: Some(v.as_bytes().to_vec()),
+        ..attr(name, onnx::attribute_proto::AttributeType::String)
+    }
+}
+
+pub fn strings(name: &str, v: Vec<String>) -> onnx::AttributeProto {
+    onnx::AttributeProto {
+        strings: v.into_iter().map(String::into_bytes).collect(),
+        ..attr(name, onnx::attribute_proto::AttributeType::Strings)
+    }
+}
+
+pub fn node(
+    op: &str,
+    domain: &str,
+    inputs: &[&str],
+    outputs: &[&str],
+    attributes: Vec<onnx::AttributeProto>,
+) -> onnx::NodeProto {
+    onnx::NodeProto {
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: outputs.iter().map(|s| s.to_string()).collect(),
+        name: Some(format!("{op}_{}", outputs.first().copied().unwrap_or(""))),
+        op_type: Some(op.into()),
+        domain: Some(domain.into()),
+        attribute: attributes,
+        ..Default::default()
+    }
+}
+
+fn value_info(name: &str, elem: i32, dims: &[Option<i64>]) -> onnx::ValueInfoProto {
+    use onnx::tensor_shape_proto::{dimension, Dimension};
+    onnx::ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(onnx::TypeProto {
+            value: Some(onnx::type_proto::Value::TensorType(
+                onnx::type_proto::Tensor {
+                    elem_type: Some(elem),
+                    shape: Some(onnx::TensorShapeProto {
+                        dim: dims
+                            .iter()
+                            .map(|d| Dimension {
+                                value: Some(match d {
+                                    Some(n) => dimension::Value::DimValue(*n),
+                                    None => dimension::Value::DimParam("N".into()),
+                                }),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    }),
+                },
+            )),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The class labels attribute: ints when every class is an integer.
+pub fn class_labels(classes: &[Class]) -> (onnx::AttributeProto, i32) {
+    if classes.iter().all(|c| matches!(c, Class::Int(_))) {
+        let v = classes
+            .iter()
+            .map(|c| match c {
+                Class::Int(i) => *i,
+                Class::Text(_) => 0,
+            })
+            .collect();
+        (ints("classlabels_ints", v), INT64)
+    } else {
+        let v = classes
+            .iter()
+            .map(|c| match c {
+                Class::Int(i) => i.to_string(),
+                Class::Text(s) => s.clone(),
+            })
+            .collect();
+        (strings("classlabels_strings", v), STRING)
+    }
+}
+
+/// The whole model, serialized. `features` are the schema's keys in order (the
+/// graph's inputs); `encodings` say which are numeric (first, in order) and the
+/// categories of the others.
+pub fn export(
+    features: &[(String, bool)],
+    encodings: &[Encoding],
+    scaler: Option<&Scaler>,
+    classes: &[Class],
+    model: &dyn Fitted,
+    doc: &str,
+) -> Vec<u8> {
+    let mut nodes = Vec::new();
+    let mut initializers = Vec::new();
+    let inputs: Vec<onnx::ValueInfoProto> = features
+        .iter()
+        .map(|(key, categorical)| {
+            value_info(
+                key,
+                if *categorical { STRING } else { FLOAT },
+                &[None, Some(1)],
+            )
+        })
+        .collect();
+    let mut parts: Vec<String> = Vec::new();
+    let numeric: Vec<&str> = encodings
+        .iter()
+        .filter_map(|e| match e {
+            Encoding::Numeric { key, .. } => Some(key.as_str()),
+            _ => None,
+        })
+        .collect();
+    if !numeric.is_empty() {
+        let mut current = "numeric_columns".to_string();
+        nodes.push(node(
+            "Concat",
+            "",
+            &numeric,
+            &[&current],
+            vec![int("axis", 1)],
+        ));
+        let imputes: Vec<Option<f32>> = encodings
+            .iter()
+            .filter_map(|e| match e {
+                Encoding::Numeric { impute, .. } => Some(*impute),
+                _ => None,
+            })
+            .collect();
+        if imputes.iter().any(Option::is_some) {
+            // A column whose policy is "error" keeps NaN (replaced by NaN).
+            let values = imputes.iter().map(|v| v.unwrap_or(f32::NAN)).collect();
+            nodes.push(node(
+                "Imputer",
+                "ai.onnx.ml",
+                &[&current],
+                &["numeric_imputed"],
+                vec![
+                    floats("imputed_value_floats", values),
+                    onnx::AttributeProto {
+                        f: Some(f32::NAN),
+                        ..attr(
+                            "replaced_value_float",
+                            onnx::attribute_proto::AttributeType::Float,
+                        )
+                    },
+                ],
+            ));
+            current = "numeric_imputed".into();
+        }
+        if let Some(s) = scaler {
+            nodes.push(node(
+                "Scaler",
+                "ai.onnx.ml",
+                &[&current],
+                &["numeric_scaled"],
+                vec![
+                    floats("offset", s.offset.clone()),
+                    floats("scale", s.scale.clone()),
+                ],
+            ));
+            current = "numeric_scaled".into();
+        }
+        parts.push(current);
+    }
+    for e in encodings {
+        if let Encoding::Categorical {
+            key, categories, ..
+        } = e
+        {
+            let onehot = format!("{key}_onehot");
+            let flat = format!("{key}_encoded");
+            let shape = format!("{key}_shape");
+            nodes.push(node(
+                "OneHotEncoder",
+                "ai.onnx.ml",
+                &[key],
+                &[&onehot],
+                vec![strings("cats_strings", categories.clone()), int("zeros", 1)],
+            ));
+            initializers.push(onnx::TensorProto {
+                name: Some(shape.clone()),
+                dims: vec![2],
+                data_type: Some(INT64),
+                int64_data: vec![-1, categories.len() as i64],
+                ..Default::default()
+            });
+            nodes.push(node("Reshape", "", &[&onehot, &shape], &[&flat], vec![]));
+            parts.push(flat);
+        }
+    }
+    let part_refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+    nodes.push(node(
+        "Concat",
+        "",
+        &part_refs,
+        &["features"],
+        vec![int("axis", 1)],
+    ));
+    let (labels, label_type) = class_labels(classes);
+    nodes.push(model.onnx_node("features", labels));
+    let outputs = vec![
+        value_info("label", label_type, &[None]),
+        value_info("probabilities", FLOAT, &[None, Some(classes.len() as i64)]),
+    ];
+    let graph = onnx::GraphProto {
+        node: nodes,
+        name: Some("ferroserve_trained".into()),
+        initializer: initializers,
+        input: inputs,
+        output: outputs,
+        ..Default::default()
+    };
+    let model = onnx::ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![
+            onnx::OperatorSetIdProto {
+                domain: Some(String::new()),
+                version: Some(15),
+            },
+            onnx::OperatorSetIdProto {
+                domain: Some("ai.onnx.ml".into()),
+                version: Some(3),
+            },
+        ],
+        producer_name: Some("ferroserve".into()),
+        producer_version: Some(env!("CARGO_PKG_VERSION").into()),
+        doc_string: Some(doc.into()),
+        graph: Some(graph),
+        ..Default::default()
+    };
+    model.encode_to_vec()
+}
