@@ -579,7 +579,7 @@ async fn bad_specs_are_refused_at_once_naming_the_field() {
         (json!({"kind": "score"}), "spec: missing"),
         (
             json!({"kind": "train", "spec": {"model": "bank", "source": {"path": "in.csv"}, "schema": {"label": {"key": "y"}, "features": [{"key": "age"}]}, "algorithm": {"name": "logistic_regression"}}}),
-            "not available",
+            "spec.schema: no column",
         ),
     ];
     for (body, expected) in cases {

@@ -309,17 +309,23 @@ pub async fn old_predict(
         .get("record")
         .and_then(|r| r.as_object())
         .ok_or_else(|| invalid("record is required (an object of the row's fields)"))?;
-    let (model, version, label_map) = match trained_by_job(state, &key).await? {
+    let (model, version, label_map, trained_classes) = match trained_by_job(state, &key).await? {
         Some((model, version)) => {
             let view = runner(state)?
                 .get(&key)
                 .await?
                 .ok_or_else(|| not_found(&key))?;
             let map = view.spec["schema"]["label"]["values"].as_object().cloned();
-            (model, VersionRequest::Specific(version), map)
+            // The probabilities' columns, in the order the job recorded.
+            let classes: Option<Vec<String>> = view
+                .result
+                .as_ref()
+                .and_then(|r| r["classes"].as_array())
+                .map(|c| c.iter().map(text).collect());
+            (model, VersionRequest::Specific(version), map, classes)
         }
         None if state.manager.resolve(&key, &VersionRequest::Latest).is_ok() => {
-            (key.clone(), VersionRequest::Latest, None)
+            (key.clone(), VersionRequest::Latest, None, None)
         }
         None => {
             return Err(ApiError::NotFound(format!(
@@ -347,10 +353,6 @@ pub async fn old_predict(
         },
     )
     .await?;
-    let text = |v: &serde_json::Value| match v {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
     let label = serde_json::to_value(NestedJson::row(&response.prediction, 0))
         .map_err(|e| ApiError::Internal(format!("cannot encode the prediction: {e}")))?;
     // The label map sends "yes" to 1: answer "yes" for 1.
@@ -367,7 +369,8 @@ pub async fn old_predict(
         "prediction": unmapped(&text(&label)).map(serde_json::Value::String).unwrap_or_else(|| label.clone()),
         "label": label,
     });
-    if let (Some(p), Some(classes)) = (&response.probabilities, &response.class_labels) {
+    let classes = response.class_labels.clone().or(trained_classes);
+    if let (Some(p), Some(classes)) = (&response.probabilities, &classes) {
         let row = serde_json::to_value(NestedJson::row(p, 0))
             .map_err(|e| ApiError::Internal(format!("cannot encode the probabilities: {e}")))?;
         if let Some(row) = row.as_array() {
@@ -380,6 +383,14 @@ pub async fn old_predict(
         }
     }
     Ok(answer)
+}
+
+/// A JSON value as the text a label has (`"yes"`, `1`).
+fn text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 fn feature_value(
