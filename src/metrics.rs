@@ -14,6 +14,8 @@
 //! * `ferroserve_auth_failures_total{protocol,reason}` (counter: requests refused by
 //!   the access layer: missing_token, invalid_token, missing_scope, remote_management,
 //!   cross_site)
+//! * `ferroserve_jobs_total{kind,state}` (counter: jobs this process ran to an end,
+//!   by kind and final state; a job claimed by another replica is not counted here)
 //! * `process_resident_memory_bytes` (gauge, read at scrape time)
 //!
 //! Series labelled with a version live in a recorder of that version's own and
@@ -122,6 +124,10 @@ pub fn record_store_error() {
 }
 
 /// An entry dropped because a store buffer (`events`, `predictions`) was full.
+pub fn record_job_finished(kind: &'static str, state: &'static str) {
+    metrics::counter!("ferroserve_jobs_total", "kind" => kind, "state" => state).increment(1);
+}
+
 pub fn record_store_dropped(buffer: &'static str) {
     metrics::counter!("ferroserve_store_dropped_total", "buffer" => buffer).increment(1);
 }

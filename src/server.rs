@@ -211,10 +211,26 @@ pub async fn run(
     let tokens_watcher = auth
         .tokens_configured()
         .then(|| tokio::spawn(watch_tokens_file(auth.clone(), stop_rx.clone())));
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
+    {
+        // At the stop signal: not ready at once; serving goes on for the shutdown
+        // delay (load balancers take the hint), then the listeners close.
+        let state = state.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            state
+                .draining
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            let delay = state.settings.shutdown_delay;
+            if !delay.is_zero() {
+                tracing::info!(
+                    ?delay,
+                    "not ready; serving on until the shutdown delay ends"
+                );
+                tokio::time::sleep(delay).await;
+            }
+            let _ = stop_tx.send(true);
+        });
+    }
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };

@@ -122,6 +122,10 @@ pub struct Settings {
     /// How long shutdown waits for in-flight requests before closing their
     /// connections. Default 30 s.
     pub shutdown_timeout: Duration,
+    /// After the stop signal, how long the server keeps accepting and answering
+    /// while readiness already answers 503, so that load balancers stop sending
+    /// before the listeners close. Default zero.
+    pub shutdown_delay: Duration,
     /// Most model versions loading at once, across all models. Default: CPU cores.
     pub max_concurrent_loads: usize,
     /// Most versions one model serves, whatever its policy asks; beyond it the highest
@@ -303,6 +307,7 @@ impl Default for Settings {
             database_timeout: Duration::from_secs(5),
             management_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
+            shutdown_delay: Duration::ZERO,
             max_concurrent_loads: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
@@ -551,6 +556,15 @@ pub struct ServeArgs {
         value_name = "SECONDS"
     )]
     pub shutdown_timeout_secs: Option<f64>,
+    /// Seconds to keep serving, not ready, after the stop signal before the
+    /// listeners close (for load balancers to notice) [default: 0]
+    #[arg(
+        long = "shutdown-delay",
+        alias = "shutdown-delay-secs",
+        env = "FERROSERVE_SHUTDOWN_DELAY_SECS",
+        value_name = "SECONDS"
+    )]
+    pub shutdown_delay_secs: Option<f64>,
 
     /// Most model versions loading at once [default: number of CPU cores]
     #[arg(long, env = "FERROSERVE_MAX_CONCURRENT_LOADS", value_name = "N")]
@@ -758,6 +772,7 @@ impl ServeArgs {
                 .management_timeout_secs
                 .or(self.management_timeout_secs),
             shutdown_timeout_secs: upper.shutdown_timeout_secs.or(self.shutdown_timeout_secs),
+            shutdown_delay_secs: upper.shutdown_delay_secs.or(self.shutdown_delay_secs),
             max_concurrent_loads: upper.max_concurrent_loads.or(self.max_concurrent_loads),
             max_served_versions_per_model: upper
                 .max_served_versions_per_model
@@ -1053,6 +1068,11 @@ impl ServeArgs {
                 "shutdown_timeout_secs",
                 self.shutdown_timeout_secs,
                 d.shutdown_timeout,
+            )?,
+            shutdown_delay: poll_wait(
+                "shutdown_delay_secs",
+                self.shutdown_delay_secs,
+                d.shutdown_delay,
             )?,
             max_concurrent_loads: positive(
                 "max_concurrent_loads",

@@ -87,6 +87,8 @@ pub struct ServerState {
     /// The job runner (`crate::jobs`), set once by `server::run` after the state
     /// exists (the runner holds the state weakly to score through `predict`).
     pub jobs: std::sync::OnceLock<Arc<crate::jobs::Jobs>>,
+    /// Set at the stop signal: readiness answers 503 from then on.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl ServerState {
@@ -105,6 +107,7 @@ impl ServerState {
             auth,
             store: None,
             jobs: std::sync::OnceLock::new(),
+            draining: std::sync::atomic::AtomicBool::new(false),
             cache,
             sources,
             settings: Arc::new(settings),
@@ -117,9 +120,10 @@ impl ServerState {
         true
     }
 
-    /// Ready once every model found at start-up has loaded or failed.
+    /// Ready once every model found at start-up has loaded or failed, until the
+    /// stop signal (then draining: load balancers should send elsewhere).
     pub fn is_ready(&self) -> bool {
-        self.manager.is_ready()
+        self.manager.is_ready() && !self.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

@@ -625,6 +625,7 @@ impl Jobs {
                 }
             }
         }
+        crate::metrics::record_job_finished(job.kind.as_str(), state.as_str());
         tracing::info!(job = %job.id, state = state.as_str(), error = error.as_deref().unwrap_or(""), "job finished");
         self.live
             .lock()

@@ -4,6 +4,7 @@
 
 pub mod child;
 pub mod db_servers;
+pub mod nginx;
 pub mod redis_server;
 
 use std::net::SocketAddr;
