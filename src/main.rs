@@ -33,7 +33,35 @@ enum Command {
         args: Box<ServeArgs>,
         #[command(flatten)]
         tfs: Box<TfsArgs>,
+        /// Write the server's pid to this file once it listens (removed at exit);
+        /// `ferroserve stop --pid-file` reads it
+        #[arg(long, value_name = "FILE")]
+        pid_file: Option<PathBuf>,
     },
+    /// Stop the server a --pid-file names (SIGTERM, then wait for it to drain and exit).
+    Stop {
+        #[arg(long, value_name = "FILE")]
+        pid_file: PathBuf,
+        /// Seconds to wait for the server to exit
+        #[arg(long, default_value_t = 60.0)]
+        timeout: f64,
+    },
+    /// A running server's health and every model's versions and states.
+    Status {
+        #[arg(long, value_enum, default_value_t)]
+        output: ferroserve::cli::client::OutputFormat,
+        #[command(flatten)]
+        connection: ferroserve::cli::client::Connection,
+    },
+    /// Models on a running server: list, status, load, unload, delete.
+    Models {
+        #[command(subcommand)]
+        command: ferroserve::cli::models::ModelsCommand,
+    },
+    /// Upload a model file to a running server, with a progress bar.
+    Upload(ferroserve::cli::models::UploadArgs),
+    /// Predict the rows of a file (JSON lines or CSV) with a model of a running server.
+    Predict(ferroserve::cli::models::PredictArgs),
     /// The metadata store: its status, and applying migrations.
     ///
     /// Takes the serve command's settings (--config, FERROSERVE_*, flags), of which
@@ -163,6 +191,24 @@ async fn shutdown_signal() {
     tracing::info!("shutdown signal received; finishing in-flight requests");
 }
 
+/// Runs a client command on a small runtime and exits with its code: the
+/// command's own, or the class of its error (see `ferroserve::cli::client`).
+fn client_command(
+    command: impl std::future::Future<Output = anyhow::Result<i32>>,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    match runtime.block_on(command) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(ferroserve::cli::client::exit_code(&e))
+        }
+    }
+}
+
 fn settings_from(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<Settings> {
     let file = match config {
         Some(path) => ServeArgs::from_toml_file(&path)?,
@@ -187,15 +233,35 @@ fn main() -> anyhow::Result<()> {
             command: TokenCommand::New { name, scopes },
         } => token_new(&name, &scopes),
         Command::Db { command } => db_command(command),
-        Command::Jobs { command } => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
-            let code = runtime.block_on(ferroserve::cli::jobs::run(command))?;
-            std::process::exit(code)
+        Command::Jobs { command } => client_command(ferroserve::cli::jobs::run(command)),
+        Command::Models { command } => client_command(ferroserve::cli::models::models(command)),
+        Command::Upload(args) => client_command(ferroserve::cli::models::upload(args)),
+        Command::Predict(args) => client_command(ferroserve::cli::models::predict(args)),
+        Command::Status { output, connection } => {
+            client_command(ferroserve::cli::models::status(connection, output))
         }
-        Command::Serve { config, args, tfs } => {
+        Command::Stop { pid_file, timeout } => {
+            if !(timeout.is_finite() && timeout >= 0.0) {
+                eprintln!("error: --timeout must be a number of seconds");
+                std::process::exit(2);
+            }
+            match ferroserve::cli::service::stop(
+                &pid_file,
+                std::time::Duration::from_secs_f64(timeout),
+            ) {
+                Ok(code) => std::process::exit(code),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    std::process::exit(ferroserve::cli::client::EXIT_FAILED)
+                }
+            }
+        }
+        Command::Serve {
+            config,
+            args,
+            tfs,
+            pid_file,
+        } => {
             if tfs.version {
                 println!(
                     "ferroserve {} (a tensorflow_model_server drop-in)",
@@ -219,6 +285,11 @@ fn main() -> anyhow::Result<()> {
                 .context("cannot start the async runtime")?;
             runtime.block_on(async move {
                 let listeners = Listeners::bind(&settings).await?;
+                // Written once the ports are held, removed when the server returns.
+                let _pid_file = match &pid_file {
+                    Some(path) => Some(ferroserve::cli::service::PidFile::create(path)?),
+                    None => None,
+                };
                 run(settings, listeners, shutdown_signal()).await
             })
         }

@@ -6,22 +6,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde_json::Value;
 
-/// Where the server is.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Connection {
-    /// The server's REST address
-    #[arg(long, env = "FERROSERVE_URL", default_value = "http://127.0.0.1:8501")]
-    pub url: String,
-    /// Bearer token with the management scope (when the server requires tokens)
-    #[arg(long, env = "FERROSERVE_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// PEM file of the CA that signed the server's certificate (https URLs)
-    #[arg(long, value_name = "FILE")]
-    pub ca_cert: Option<PathBuf>,
-}
+use super::client::{Client, Connection};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum JobsCommand {
@@ -70,65 +58,6 @@ pub enum JobsCommand {
     },
 }
 
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    token: Option<String>,
-}
-
-impl Client {
-    fn new(c: &Connection) -> anyhow::Result<Client> {
-        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
-        if let Some(path) = &c.ca_cert {
-            let pem =
-                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .with_context(|| format!("{} holds no PEM certificate", path.display()))?
-            {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        Ok(Client {
-            http: builder.build().context("cannot build the HTTP client")?,
-            base: c.url.trim_end_matches('/').to_string(),
-            token: c.token.clone(),
-        })
-    }
-
-    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
-        let request = match &self.token {
-            Some(t) => request.bearer_auth(t),
-            None => request,
-        };
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the server at {}", self.base))?;
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        if !status.is_success() {
-            let message = body
-                .get("error")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .unwrap_or_else(|| body.to_string());
-            bail!("the server answered {status}: {message}");
-        }
-        Ok(body)
-    }
-
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        self.send(self.http.get(format!("{}{path}", self.base)))
-            .await
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
-            .await
-    }
-}
-
 /// Runs a jobs command; answers the process's exit code.
 pub async fn run(command: JobsCommand) -> anyhow::Result<i32> {
     match command {
@@ -141,7 +70,7 @@ pub async fn run(command: JobsCommand) -> anyhow::Result<i32> {
                 .with_context(|| format!("cannot read {}", spec.display()))?;
             let body: Value = serde_json::from_str(&text)
                 .with_context(|| format!("{} is not JSON", spec.display()))?;
-            let client = Client::new(&connection)?;
+            let client = Client::new(&connection, Duration::from_secs(30))?;
             let answer = client.post("/v1/jobs", &body).await?;
             let id = answer
                 .get("job_id")
@@ -170,7 +99,7 @@ pub async fn run(command: JobsCommand) -> anyhow::Result<i32> {
             }
             query.append_pair("limit", &limit.to_string());
             query.append_pair("offset", &offset.to_string());
-            let client = Client::new(&connection)?;
+            let client = Client::new(&connection, Duration::from_secs(30))?;
             let answer = client.get(&format!("/v1/jobs?{}", query.finish())).await?;
             for job in answer["jobs"].as_array().into_iter().flatten() {
                 println!(
@@ -186,17 +115,17 @@ pub async fn run(command: JobsCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         JobsCommand::Status { id, connection } => {
-            let client = Client::new(&connection)?;
+            let client = Client::new(&connection, Duration::from_secs(30))?;
             let job = client.get(&format!("/v1/jobs/{id}")).await?;
             println!("{}", serde_json::to_string_pretty(&job)?);
             Ok(0)
         }
         JobsCommand::Watch { id, connection } => {
-            let client = Client::new(&connection)?;
+            let client = Client::new(&connection, Duration::from_secs(30))?;
             follow(&client, &id).await
         }
         JobsCommand::Cancel { id, connection } => {
-            let client = Client::new(&connection)?;
+            let client = Client::new(&connection, Duration::from_secs(30))?;
             let job = client
                 .post(&format!("/v1/jobs/{id}/cancel"), &Value::Null)
                 .await?;

@@ -1,3 +1,8 @@
-//! Client commands: `ferroserve jobs …` talks to a running server over REST.
+//! Client commands: `ferroserve jobs …`, `models …`, `upload`, `predict`, `status`
+//! talk to a running server over REST (`client` holds what they share and their
+//! exit codes); `service` is `serve --pid-file` and `stop`.
 
+pub mod client;
 pub mod jobs;
+pub mod models;
+pub mod service;

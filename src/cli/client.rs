@@ -1,0 +1,182 @@
+//! What every client command shares: where the server is (`--server`, `--token`,
+//! `--ca-cert`), a REST client whose failures fall into classes, and the exit code
+//! of each class.
+//!
+//! Exit codes: 0 done; 1 the operation failed (a job that failed, a file that
+//! cannot be read); 2 usage (clap's own); 3 the server cannot be reached; 4 the
+//! server refused the request (a 4xx: bad input, unknown model, missing token);
+//! 5 the server failed (a 5xx, or an answer that is not what it should be).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::Value;
+
+/// Where the server is.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Connection {
+    /// The server's REST address
+    #[arg(
+        long = "server",
+        alias = "url",
+        env = "FERROSERVE_URL",
+        default_value = "http://127.0.0.1:8501",
+        value_name = "URL"
+    )]
+    pub url: String,
+    /// Bearer token (the scope the command needs: management for changes, inference
+    /// for predictions)
+    #[arg(long, env = "FERROSERVE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// PEM file of the CA that signed the server's certificate (https URLs)
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// How a client command failed, for its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the server at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("the server refused the request ({status}): {message}")]
+    Rejected { status: u16, message: String },
+    #[error("the server failed ({status}): {message}")]
+    Server { status: u16, message: String },
+}
+
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_UNREACHABLE: i32 = 3;
+pub const EXIT_REJECTED: i32 = 4;
+pub const EXIT_SERVER: i32 = 5;
+
+/// The exit code for an error a client command returned.
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    match e.downcast_ref::<ClientError>() {
+        Some(ClientError::Unreachable { .. }) => EXIT_UNREACHABLE,
+        Some(ClientError::Rejected { .. }) => EXIT_REJECTED,
+        Some(ClientError::Server { .. }) => EXIT_SERVER,
+        None => EXIT_FAILED,
+    }
+}
+
+pub struct Client {
+    pub http: reqwest::Client,
+    pub base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    /// A client whose requests time out after `timeout`.
+    pub fn new(c: &Connection, timeout: Duration) -> anyhow::Result<Client> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(10));
+        if let Some(path) = &c.ca_cert {
+            let pem =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{} holds no PEM certificate", path.display()))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        Ok(Client {
+            http: builder.build().context("cannot build the HTTP client")?,
+            base: c.url.trim_end_matches('/').to_string(),
+            token: c.token.clone(),
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends a request (the token added); a JSON answer, or the error's class.
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, ClientError> {
+        let request = match &self.token {
+            Some(t) => request.bearer_auth(t),
+            None => request,
+        };
+        let response = request.send().await.map_err(|e| ClientError::Unreachable {
+            url: self.base.clone(),
+            reason: if e.is_timeout() {
+                "timed out".to_string()
+            } else {
+                // The innermost cause says what happened (refused, unknown host).
+                let mut source: &dyn std::error::Error = &e;
+                while let Some(s) = source.source() {
+                    source = s;
+                }
+                source.to_string()
+            },
+        })?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if status.is_success() {
+            return Ok(body);
+        }
+        let message = body
+            .get("error")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| match &body {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            });
+        let status = status.as_u16();
+        Err(if status < 500 {
+            ClientError::Rejected { status, message }
+        } else {
+            ClientError::Server { status, message }
+        })
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
+        self.send(self.http.get(self.url(path))).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.send(self.http.post(self.url(path)).json(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<Value, ClientError> {
+        self.send(self.http.delete(self.url(path))).await
+    }
+}
+
+/// How a listing is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Columns for people
+    #[default]
+    Table,
+    /// The server's JSON, for scripts
+    Json,
+}
+
+/// Prints rows as aligned columns under a header.
+pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+}

@@ -1,0 +1,456 @@
+//! `ferroserve models list|status|load|unload|delete`, `ferroserve upload`,
+//! `ferroserve predict` and `ferroserve status` against a running server: what the
+//! old services' `server.sh status` and their curl scripts did, with progress bars
+//! (indicatif, hidden when stderr is not a terminal) for uploads and file
+//! predictions. Exit codes: see [`super::client`].
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+
+use super::client::{print_table, Client, Connection, OutputFormat};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ModelsCommand {
+    /// Every model with its versions, states and labels.
+    List {
+        #[arg(long, value_enum, default_value_t)]
+        output: OutputFormat,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// One model: its versions, states, errors, labels and recent events.
+    Status {
+        model: String,
+        #[arg(long, value_enum, default_value_t)]
+        output: OutputFormat,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Load (or reload) a model from its files (V2 repository load).
+    Load {
+        model: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Stop serving a model, keeping its files (V2 repository unload).
+    Unload {
+        model: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Stop serving a model and delete its files.
+    Delete {
+        model: String,
+        /// Delete without asking (needed when stdin is not a terminal)
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+/// `ferroserve upload`.
+#[derive(Debug, clap::Args)]
+pub struct UploadArgs {
+    /// The model file (model.onnx, model.pkl, model.joblib, …)
+    pub file: PathBuf,
+    /// The model's name [default: the file name without its extension]
+    #[arg(long)]
+    pub model: Option<String>,
+    /// The version to create [default: the next one]
+    #[arg(long)]
+    pub version: Option<u64>,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+/// `ferroserve predict`.
+#[derive(Debug, clap::Args)]
+pub struct PredictArgs {
+    /// The model to ask
+    pub model: String,
+    /// Rows to predict: JSON lines (an object of named features, or a list of values,
+    /// per line) or CSV with a header of feature names; `-` reads JSON lines from stdin
+    #[arg(long, value_name = "FILE")]
+    pub input: PathBuf,
+    /// Where the answers go, one JSON line per row [default: stdout]
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Rows per request
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// A version number or label [default: the latest]
+    #[arg(long)]
+    pub version: Option<String>,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+fn progress_bar(len: u64, template: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn labels_text(labels: &Value) -> String {
+    labels
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+/// The rows of `/models/status` for a table: model, version, state, labels, error.
+fn model_rows(models: &[Value]) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    for m in models {
+        let name = text(&m["model_id"]);
+        let labels = labels_text(&m["labels"]);
+        let versions = m["versions"].as_array().cloned().unwrap_or_default();
+        if versions.is_empty() {
+            let state = if m["stopped"] == true { "STOPPED" } else { "-" };
+            let error = text(&m["config_error"]);
+            rows.push(vec![
+                name.clone(),
+                "-".into(),
+                state.into(),
+                labels.clone(),
+                error,
+            ]);
+        }
+        for v in versions {
+            rows.push(vec![
+                name.clone(),
+                text(&v["version"]),
+                text(&v["state"]),
+                labels.clone(),
+                text(&v["error"]),
+            ]);
+        }
+    }
+    rows
+}
+
+pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
+    let timeout = Duration::from_secs(120);
+    match command {
+        ModelsCommand::List { output, connection } => {
+            let client = Client::new(&connection, timeout)?;
+            let answer = client.get("/models/status").await?;
+            let models = answer["models"].as_array().cloned().unwrap_or_default();
+            match output {
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&answer)?),
+                OutputFormat::Table => print_table(
+                    &["MODEL", "VERSION", "STATE", "LABELS", "ERROR"],
+                    &model_rows(&models),
+                ),
+            }
+        }
+        ModelsCommand::Status {
+            model,
+            output,
+            connection,
+        } => {
+            let client = Client::new(&connection, timeout)?;
+            let answer = client.get("/models/status").await?;
+            let Some(m) = answer["models"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|m| m["model_id"] == model.as_str())
+                .cloned()
+            else {
+                return Err(super::client::ClientError::Rejected {
+                    status: 404,
+                    message: format!("no model {model:?}"),
+                }
+                .into());
+            };
+            match output {
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&m)?),
+                OutputFormat::Table => {
+                    print_table(
+                        &["MODEL", "VERSION", "STATE", "LABELS", "ERROR"],
+                        &model_rows(std::slice::from_ref(&m)),
+                    );
+                    for e in m["recent_events"].as_array().into_iter().flatten() {
+                        println!(
+                            "  event: {} {} {}",
+                            text(&e["kind"]),
+                            text(&e["version"]),
+                            text(&e["detail"])
+                        );
+                    }
+                }
+            }
+        }
+        ModelsCommand::Load { model, connection } => {
+            let client = Client::new(&connection, timeout)?;
+            client
+                .post(&format!("/v2/repository/models/{model}/load"), &json!({}))
+                .await?;
+            eprintln!("model {model} loaded");
+        }
+        ModelsCommand::Unload { model, connection } => {
+            let client = Client::new(&connection, timeout)?;
+            client
+                .post(&format!("/v2/repository/models/{model}/unload"), &json!({}))
+                .await?;
+            eprintln!("model {model} unloaded (its files are kept)");
+        }
+        ModelsCommand::Delete {
+            model,
+            yes,
+            connection,
+        } => {
+            if !yes {
+                use std::io::IsTerminal;
+                if !std::io::stdin().is_terminal() {
+                    bail!("deleting {model:?} removes its files: pass --yes to confirm");
+                }
+                eprint!("Delete model {model:?} and all its files? [y/N] ");
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                if !matches!(line.trim(), "y" | "Y" | "yes") {
+                    eprintln!("not deleted");
+                    return Ok(super::client::EXIT_FAILED);
+                }
+            }
+            let client = Client::new(&connection, timeout)?;
+            client.delete(&format!("/delete_model/{model}")).await?;
+            eprintln!("model {model} deleted");
+        }
+    }
+    Ok(0)
+}
+
+/// `ferroserve upload FILE --model NAME [--version N]`: the file streamed with a
+/// progress bar; prints the server's answer (the new version's status).
+pub async fn upload(args: UploadArgs) -> anyhow::Result<i32> {
+    let file = tokio::fs::File::open(&args.file)
+        .await
+        .with_context(|| format!("cannot open {}", args.file.display()))?;
+    let len = file.metadata().await?.len();
+    let name = args
+        .file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("the file has no name")?
+        .to_string();
+    let bar = progress_bar(
+        len,
+        "uploading [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+    );
+    let counted = {
+        let bar = bar.clone();
+        futures::TryStreamExt::inspect_ok(
+            tokio_util::io::ReaderStream::new(file),
+            move |chunk: &bytes::Bytes| bar.inc(chunk.len() as u64),
+        )
+    };
+    let part =
+        reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(counted), len)
+            .file_name(name);
+    let mut form = reqwest::multipart::Form::new();
+    if let Some(m) = &args.model {
+        form = form.text("model_id", m.clone());
+    }
+    if let Some(v) = args.version {
+        form = form.text("version", v.to_string());
+    }
+    form = form.part("file", part);
+    // A large model takes long to send and to check: no overall timeout.
+    let client = Client::new(&args.connection, Duration::from_secs(24 * 3600))?;
+    let answer = client
+        .send(
+            client
+                .http
+                .post(client.url("/upload_model"))
+                .multipart(form),
+        )
+        .await;
+    bar.finish_and_clear();
+    let answer = answer?;
+    eprintln!(
+        "uploaded {} as model {} version {}",
+        args.file.display(),
+        text(&answer["model_id"]),
+        text(&answer["version"])
+    );
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(0)
+}
+
+/// One input row: named features, or values in the model's order.
+fn parse_json_row(line: &str, n: usize) -> anyhow::Result<Value> {
+    let v: Value = serde_json::from_str(line).with_context(|| format!("line {n} is not JSON"))?;
+    match v {
+        Value::Object(_) | Value::Array(_) => Ok(v),
+        _ => bail!("line {n} is neither an object of features nor a list of values"),
+    }
+}
+
+/// Reads every row of the input (JSON lines, or CSV with a header of names).
+fn read_rows(path: &Path) -> anyhow::Result<Vec<Value>> {
+    let is_csv = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    if is_csv {
+        let mut reader = csv::Reader::from_path(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let header: Vec<String> = reader.headers()?.iter().map(str::to_string).collect();
+        let mut rows = Vec::new();
+        for (i, record) in reader.records().enumerate() {
+            let record = record.with_context(|| format!("{} row {}", path.display(), i + 1))?;
+            let mut row = serde_json::Map::new();
+            for (name, cell) in header.iter().zip(record.iter()) {
+                let value = match cell.trim().parse::<f64>() {
+                    Ok(n) if n.is_finite() => json!(n),
+                    _ => json!(cell),
+                };
+                row.insert(name.clone(), value);
+            }
+            rows.push(Value::Object(row));
+        }
+        return Ok(rows);
+    }
+    let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+        Box::new(std::io::BufReader::new(std::io::stdin()))
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
+        ))
+    };
+    let mut rows = Vec::new();
+    for (i, line) in reader.lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        rows.push(parse_json_row(&line, i + 1)?);
+    }
+    Ok(rows)
+}
+
+/// `ferroserve predict MODEL --input FILE [--output FILE]`: the rows in batches
+/// through the simple API, one answer per row as a JSON line
+/// (`{"prediction": …, "probabilities": …}`), with a progress bar.
+pub async fn predict(args: PredictArgs) -> anyhow::Result<i32> {
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let rows = read_rows(&args.input)?;
+    if rows.is_empty() {
+        bail!("{} holds no rows", args.input.display());
+    }
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    };
+    let client = Client::new(&args.connection, Duration::from_secs(600))?;
+    let bar = progress_bar(
+        rows.len() as u64,
+        "predicting [{bar:30}] {pos}/{len} rows {per_sec} {msg}",
+    );
+    for batch in rows.chunks(args.batch_size) {
+        let mut body = json!({"model_id": args.model, "features": batch});
+        if let Some(v) = &args.version {
+            body["version"] = match v.parse::<u64>() {
+                Ok(n) => json!(n),
+                Err(_) => json!(v),
+            };
+        }
+        let answer = match client.post("/predict", &body).await {
+            Ok(a) => a,
+            Err(e) => {
+                bar.abandon();
+                return Err(e.into());
+            }
+        };
+        let predictions = answer["prediction"]
+            .as_array()
+            .context("the server's answer has no list of predictions")
+            .map_err(|e| super::client::ClientError::Server {
+                status: 200,
+                message: e.to_string(),
+            })?;
+        if predictions.len() != batch.len() {
+            return Err(super::client::ClientError::Server {
+                status: 200,
+                message: format!("{} predictions for {} rows", predictions.len(), batch.len()),
+            }
+            .into());
+        }
+        let probabilities = answer["probabilities"].as_array();
+        for (i, p) in predictions.iter().enumerate() {
+            let mut line = json!({"prediction": p});
+            if let Some(probs) = probabilities.and_then(|ps| ps.get(i)) {
+                line["probabilities"] = probs.clone();
+            }
+            serde_json::to_writer(&mut out, &line)?;
+            out.write_all(b"\n")?;
+        }
+        bar.inc(batch.len() as u64);
+    }
+    out.flush()?;
+    bar.finish_and_clear();
+    eprintln!("{} rows predicted with {}", rows.len(), args.model);
+    Ok(0)
+}
+
+/// `ferroserve status`: health, then every model and version, as the old
+/// `server.sh status` told.
+pub async fn status(connection: Connection, output: OutputFormat) -> anyhow::Result<i32> {
+    let client = Client::new(&connection, Duration::from_secs(30))?;
+    let health = client.get("/healthz").await?;
+    let server = client.get("/v2").await?;
+    let models = client.get("/models/status").await?;
+    match output {
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"health": health, "server": server, "models": models["models"]})
+            )?
+        ),
+        OutputFormat::Table => {
+            println!(
+                "{} {} at {}: live {}, ready {}",
+                text(&server["name"]),
+                text(&server["version"]),
+                client.base,
+                health["live"],
+                health["ready"]
+            );
+            let list = models["models"].as_array().cloned().unwrap_or_default();
+            print_table(
+                &["MODEL", "VERSION", "STATE", "LABELS", "ERROR"],
+                &model_rows(&list),
+            );
+        }
+    }
+    Ok(0)
+}

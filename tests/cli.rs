@@ -1,0 +1,293 @@
+//! The CLI client (issue 17): `ferroserve models …`, `upload`, `predict`, `status`
+//! against a real server on 127.0.0.1:0, each exit code, `--token`; and
+//! `serve --pid-file` with `stop --pid-file`.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::child::{free_port, run_to_end, ChildServer};
+use common::{install_model, root_path, test_settings, TestServer};
+use ferroserve::settings::Settings;
+use serde_json::Value;
+
+const FEATURES: [&str; 4] = ["sepal_length", "sepal_width", "petal_length", "petal_width"];
+
+fn cli(server: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ferroserve"));
+    c.args(args).args(["--server", server]);
+    c
+}
+
+/// Runs the command off the async workers (the server answers on them).
+async fn run(c: Command) -> (i32, String) {
+    tokio::task::spawn_blocking(move || run_to_end(c))
+        .await
+        .unwrap()
+}
+
+/// The fixture's rows and scikit-learn's answers for them.
+fn iris_expected() -> (Vec<Vec<f64>>, Vec<String>) {
+    let e: Value = serde_json::from_str(
+        &std::fs::read_to_string(root_path("examples/models/iris_sklearn/1/expected.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let rows = e["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect()
+        })
+        .collect();
+    let labels = e["sklearn_predict"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    (rows, labels)
+}
+
+fn repo(dir: &Path) -> std::path::PathBuf {
+    let repo = dir.join("models");
+    install_model(
+        &repo,
+        "iris",
+        1,
+        &root_path("examples/models/iris_sklearn/1/model.joblib"),
+    );
+    std::fs::write(
+        repo.join("iris/config.toml"),
+        format!("feature_names = {FEATURES:?}\n"),
+    )
+    .unwrap();
+    // A version that cannot load: requests to it are the server's failure (503).
+    std::fs::create_dir_all(repo.join("broken/1")).unwrap();
+    std::fs::write(repo.join("broken/1/model.onnx"), b"not an onnx file").unwrap();
+    repo
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_upload_predict_and_status_with_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(test_settings(&repo(dir.path()))).await;
+    let url = server.base.clone();
+
+    // status: health and every model.
+    let (code, out) = run(cli(&url, &["status"])).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("ready true") && out.contains("iris") && out.contains("AVAILABLE"),
+        "{out}"
+    );
+    let (code, out) = run(cli(&url, &["models", "list", "--output", "json"])).await;
+    assert_eq!(code, 0, "{out}");
+    let list: Value = serde_json::from_str(&out).unwrap();
+    assert!(list["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["model_id"] == "iris"));
+
+    // upload with a progress bar (hidden here: stderr is not a terminal).
+    let (code, out) = run(cli(
+        &url,
+        &[
+            "upload",
+            &root_path("examples/models/iris_lr/1/model.onnx")
+                .display()
+                .to_string(),
+            "--model",
+            "iris_onnx",
+        ],
+    ))
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("model iris_onnx version 1"), "{out}");
+    let (code, out) = run(cli(&url, &["models", "status", "iris_onnx"])).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("AVAILABLE"), "{out}");
+
+    // predict from CSV and from JSON lines: scikit-learn's labels, row by row.
+    let (rows, labels) = iris_expected();
+    let mut csv = format!("{}\n", FEATURES.join(","));
+    let mut jsonl = String::new();
+    for r in &rows {
+        csv.push_str(
+            &r.iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        csv.push('\n');
+        jsonl.push_str(&serde_json::to_string(r).unwrap());
+        jsonl.push('\n');
+    }
+    std::fs::write(dir.path().join("rows.csv"), csv).unwrap();
+    std::fs::write(dir.path().join("rows.jsonl"), jsonl).unwrap();
+    for input in ["rows.csv", "rows.jsonl"] {
+        let output = dir.path().join(format!("{input}.out"));
+        let (code, out) = run(cli(
+            &url,
+            &[
+                "predict",
+                "iris",
+                "--input",
+                &dir.path().join(input).display().to_string(),
+                "--output",
+                &output.display().to_string(),
+                "--batch-size",
+                "4",
+            ],
+        ))
+        .await;
+        assert_eq!(code, 0, "{out}");
+        let got: Vec<String> = std::fs::read_to_string(&output)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["prediction"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(got, labels, "{input}");
+    }
+
+    // unload, load, delete (which needs --yes without a terminal).
+    let (code, out) = run(cli(&url, &["models", "unload", "iris_onnx"])).await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run(cli(&url, &["models", "load", "iris_onnx"])).await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run(cli(&url, &["models", "delete", "iris_onnx"])).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("--yes"), "{out}");
+    let (code, out) = run(cli(&url, &["models", "delete", "iris_onnx", "--yes"])).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(!dir.path().join("models/iris_onnx").exists());
+
+    // Exit codes: usage 2, rejected 4, server failure 5, unreachable 3.
+    let (code, _) = run(cli(&url, &["models", "frobnicate"])).await;
+    assert_eq!(code, 2);
+    let (code, out) = run(cli(&url, &["models", "status", "nope"])).await;
+    assert_eq!(code, 4, "{out}");
+    let (code, out) = run(cli(
+        &url,
+        &[
+            "predict",
+            "nope",
+            "--input",
+            &dir.path().join("rows.jsonl").display().to_string(),
+        ],
+    ))
+    .await;
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("404"), "{out}");
+    let (code, out) = run(cli(
+        &url,
+        &[
+            "predict",
+            "broken",
+            "--input",
+            &dir.path().join("rows.jsonl").display().to_string(),
+        ],
+    ))
+    .await;
+    assert_eq!(code, 5, "{out}");
+    let (code, out) = run(cli(
+        &format!("http://127.0.0.1:{}", free_port()),
+        &["status"],
+    ))
+    .await;
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("cannot reach"), "{out}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    let (token, entry) = ferroserve::auth::new_token(
+        "cli",
+        &[
+            ferroserve::auth::Scope::Inference,
+            ferroserve::auth::Scope::Management,
+        ],
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("tokens.toml"), entry).unwrap();
+    let server = TestServer::start_with(Settings {
+        auth_tokens: Some(dir.path().join("tokens.toml")),
+        ..test_settings(&repo)
+    })
+    .await;
+    let url = server.base.clone();
+    // Management without a token is refused by the server: exit 4.
+    let (code, out) = run(cli(&url, &["models", "unload", "iris"])).await;
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("401"), "{out}");
+    let (code, out) = run(cli(&url, &["models", "unload", "iris", "--token", &token])).await;
+    assert_eq!(code, 0, "{out}");
+    let mut with_env = cli(&url, &["models", "load", "iris"]);
+    with_env.env("FERROSERVE_TOKEN", &token);
+    let (code, out) = run(with_env).await;
+    assert_eq!(code, 0, "{out}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_writes_its_pid_file_and_stop_ends_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    let pid_file = dir.path().join("ferroserve.pid");
+    let rest = format!("127.0.0.1:{}", free_port());
+    let serve = |rest: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ferroserve"));
+        c.arg("serve")
+            .arg("--model-repository")
+            .arg(&repo)
+            .args(["--rest-addr", rest])
+            .args(["--grpc-addr", &format!("127.0.0.1:{}", free_port())])
+            .arg("--pid-file")
+            .arg(&pid_file);
+        c
+    };
+    let mut server = ChildServer::start(serve(&rest), rest.parse().unwrap()).await;
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(pid, server.pid());
+    // A second server on the same pid file is refused.
+    let (code, out) = run(serve(&format!("127.0.0.1:{}", free_port()))).await;
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("running ferroserve"), "{out}");
+    // stop: SIGTERM, drain, exit 0; the file is gone.
+    let mut stop = Command::new(env!("CARGO_BIN_EXE_ferroserve"));
+    stop.arg("stop").arg("--pid-file").arg(&pid_file);
+    let waiter = std::thread::spawn(move || {
+        let code = server.wait_exit(Duration::from_secs(60));
+        (code, server)
+    });
+    let (code, out) = run(stop).await;
+    assert_eq!(code, 0, "{out}");
+    let (exit, _server) = waiter.join().unwrap();
+    assert_eq!(exit, Some(0));
+    assert!(!pid_file.exists());
+    // Nothing to stop now: still 0.
+    let mut again = Command::new(env!("CARGO_BIN_EXE_ferroserve"));
+    again.arg("stop").arg("--pid-file").arg(&pid_file);
+    let (code, out) = run(again).await;
+    assert_eq!(code, 0, "{out}");
+}
