@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::{ApiError, ServerState};
 use crate::jobs::spec::{self, JobSpec};
+use crate::jobs::uploads::{StagedUploads, UploadError};
 use crate::jobs::{JobState, JobView, Jobs};
 use crate::store::JobQuery;
 
@@ -22,7 +23,14 @@ pub async fn submit(state: &ServerState, body: serde_json::Value) -> Result<Stri
     let jobs = runner(state)?;
     let spec = spec::parse_job(&body, &jobs.data_dir)
         .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
-    match &spec {
+    check_spec(state, &spec)?;
+    let spec_json = body.get("spec").cloned().unwrap_or_default();
+    Ok(jobs.submit(&spec, spec_json).await?)
+}
+
+/// What can be checked before a job runs, beyond the spec's shape.
+fn check_spec(state: &ServerState, spec: &JobSpec) -> Result<(), ApiError> {
+    match spec {
         JobSpec::Score(s) => check_score(state, s)?,
         JobSpec::Train(t) => {
             let trainer = crate::jobs::train::trainer_for(&t.algorithm).ok_or_else(|| {
@@ -36,8 +44,7 @@ pub async fn submit(state: &ServerState, body: serde_json::Value) -> Result<Stri
                 .map_err(|e| ApiError::InvalidArgument(format!("spec.algorithm: {e}")))?;
         }
     }
-    let spec_json = body.get("spec").cloned().unwrap_or_default();
-    Ok(jobs.submit(&spec, spec_json).await?)
+    Ok(())
 }
 
 /// What can be checked before a scoring job runs: the model and version exist,
@@ -204,4 +211,101 @@ pub async fn old_status(state: &ServerState, id: &str) -> Result<(String, String
         ),
         JobState::Cancelled => ("FAILURE".into(), "cancelled".into()),
     })
+}
+
+impl From<UploadError> for ApiError {
+    fn from(e: UploadError) -> ApiError {
+        match e {
+            UploadError::TooLarge(_) => ApiError::PayloadTooLarge(e.to_string()),
+            UploadError::Invalid(m) => ApiError::InvalidArgument(m),
+            UploadError::Io(_) => ApiError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+/// `POST /v1/jobs` as `multipart/form-data`: `body` is the `spec` part, `uploads`
+/// the file parts. Every `{"upload": "<part>"}` source must name a part (400
+/// naming it), and every part must be named by the spec (400 naming the part). A
+/// source without `format` takes it from the part's file name. The files move to
+/// the job's own directory, removed when the job ends.
+pub async fn submit_uploaded(
+    state: &ServerState,
+    mut body: serde_json::Value,
+    uploads: StagedUploads,
+) -> Result<String, ApiError> {
+    let jobs = runner(state)?;
+    let mut used = Vec::new();
+    if let Some(source) = body
+        .get_mut("spec")
+        .and_then(|s| s.get_mut("source"))
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        if let Some(part) = source.get("upload").and_then(|p| p.as_str()) {
+            let part = part.to_string();
+            let file = uploads.file(&part).ok_or_else(|| {
+                let sent: Vec<&str> = uploads.files().iter().map(|f| f.part.as_str()).collect();
+                ApiError::InvalidArgument(format!(
+                    "spec.source.upload: the request has no part {part:?} (its file parts: {sent:?})"
+                ))
+            })?;
+            if !source.contains_key("format") {
+                if let Some(format) = file.format() {
+                    source.insert("format".into(), format_name(format).into());
+                }
+            }
+            used.push(part);
+        }
+    }
+    if let Some(unused) = uploads.files().iter().find(|f| !used.contains(&f.part)) {
+        return Err(ApiError::InvalidArgument(format!(
+            "part {:?} is not used by the spec (refer to it as {{\"upload\": {:?}}})",
+            unused.part, unused.part
+        )));
+    }
+    let spec = spec::parse_job_in(
+        &body,
+        spec::Roots {
+            data_dir: &jobs.data_dir,
+            uploads: Some(uploads.dir()),
+        },
+    )
+    .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+    check_spec(state, &spec)?;
+    let id = crate::jobs::new_job_id();
+    let dir = uploads.persist(&id).await?;
+    let spec_json = body.get("spec").cloned().unwrap_or_default();
+    match jobs.submit_as(id, &spec, spec_json).await {
+        Ok(id) => Ok(id),
+        Err(e) => {
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            Err(e.into())
+        }
+    }
+}
+
+fn format_name(format: spec::FileFormat) -> &'static str {
+    match format {
+        spec::FileFormat::Csv => "csv",
+        spec::FileFormat::JsonLines => "jsonl",
+        spec::FileFormat::Parquet => "parquet",
+    }
+}
+
+/// `POST /predictall/` as `multipart/form-data`: the old job.json in the `spec`
+/// part, `inputCollection` may be `{"upload": "<part>"}`.
+pub async fn predictall_uploaded(
+    state: &ServerState,
+    job: serde_json::Value,
+    uploads: StagedUploads,
+) -> Result<String, ApiError> {
+    let body =
+        spec::predictall_to_score(&job).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+    submit_uploaded(state, body, uploads).await
+}
+
+/// A staging directory for the file parts of a job request (see
+/// `crate::jobs::uploads`), bounded by `max_upload_bytes`.
+pub async fn stage_uploads(state: &ServerState) -> Result<StagedUploads, ApiError> {
+    let jobs = runner(state)?;
+    Ok(StagedUploads::new(&jobs.uploads_dir, state.settings.max_upload_bytes).await?)
 }

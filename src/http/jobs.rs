@@ -6,9 +6,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -17,29 +15,40 @@ use axum::{Json, Router};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-use super::{body, parse_json, AppState, HttpError};
+use super::job_uploads::JobBody;
+use super::{AppState, HttpError};
 use crate::api::jobs::{self, JobEvents, ListQuery};
 use crate::api::ApiError;
 use crate::jobs::JobView;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/v1/jobs", post(submit).get(list))
+        // Multipart bodies carry files up to max_upload_bytes: the handlers apply
+        // their own limits (`JobBody::read`).
+        .route(
+            "/v1/jobs",
+            post(submit).layer(DefaultBodyLimit::disable()).get(list),
+        )
         .route("/v1/jobs/{id}", get(job))
         .route("/v1/jobs/{id}/cancel", post(cancel))
         .route("/v1/jobs/{id}/events", get(events))
-        .route("/predictall", post(predictall))
-        .route("/predictall/", post(predictall))
+        .route(
+            "/predictall",
+            post(predictall).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/predictall/",
+            post(predictall).layer(DefaultBodyLimit::disable()),
+        )
         .route("/training/status/{id}", get(old_status))
 }
 
-async fn submit(
-    State(state): State<AppState>,
-    bytes: Result<Bytes, BytesRejection>,
-) -> Result<Response, HttpError> {
-    let bytes = body(bytes, state.settings.max_request_bytes)?;
-    let request: Value = parse_json(&bytes)?;
-    let id = jobs::submit(&state, request).await?;
+/// JSON, or `multipart/form-data` with a `spec` part and file parts.
+async fn submit(State(state): State<AppState>, request: Request) -> Result<Response, HttpError> {
+    let id = match JobBody::read(&state, request).await? {
+        JobBody::Json(body) => jobs::submit(&state, body).await?,
+        JobBody::Multipart(body, files) => jobs::submit_uploaded(&state, body, files).await?,
+    };
     Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": id }))).into_response())
 }
 
@@ -134,11 +143,12 @@ async fn events(
 
 async fn predictall(
     State(state): State<AppState>,
-    bytes: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Json<Value>, HttpError> {
-    let bytes = body(bytes, state.settings.max_request_bytes)?;
-    let request: Value = parse_json(&bytes)?;
-    let id = jobs::predictall(&state, request).await?;
+    let id = match JobBody::read(&state, request).await? {
+        JobBody::Json(job) => jobs::predictall(&state, job).await?,
+        JobBody::Multipart(job, files) => jobs::predictall_uploaded(&state, job, files).await?,
+    };
     Ok(Json(json!({ "job_id": id })))
 }
 

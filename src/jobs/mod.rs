@@ -23,6 +23,7 @@ pub mod io;
 mod score;
 pub mod spec;
 pub mod train;
+pub mod uploads;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -308,6 +309,10 @@ pub struct Jobs {
     stopping: AtomicBool,
     stop_sweeper: CancellationToken,
     pub data_dir: PathBuf,
+    /// Files uploaded with jobs (`<state dir>/job-uploads/<job id>/`): private to
+    /// the server, never in the data directory; a job's directory is removed when
+    /// the job ends, and leftovers at start and by the retention sweep.
+    pub uploads_dir: PathBuf,
 }
 
 impl Jobs {
@@ -339,6 +344,7 @@ impl Jobs {
             stopping: AtomicBool::new(false),
             stop_sweeper: CancellationToken::new(),
             data_dir,
+            uploads_dir: state.settings.state_dir().join(uploads::UPLOADS_DIR),
         });
         for id in store.queued_job_ids().await? {
             if let Some(row) = store.job(&id).await? {
@@ -346,6 +352,7 @@ impl Jobs {
                 jobs.enqueue(Arc::new(LiveJob::new(JobView::from_row(row), kind)));
             }
         }
+        uploads::remove_leftovers(&jobs.uploads_dir, &store, None).await;
         for n in 0..workers {
             let rx = rx.clone();
             let runner = Arc::downgrade(&jobs);
@@ -377,7 +384,12 @@ impl Jobs {
                 .unwrap_or_else(|e| e.into_inner())
                 .push(handle);
         }
-        tokio::spawn(sweep(store, retention, jobs.stop_sweeper.clone()));
+        tokio::spawn(sweep(
+            store,
+            retention,
+            jobs.stop_sweeper.clone(),
+            jobs.uploads_dir.clone(),
+        ));
         Ok(jobs)
     }
 
@@ -407,7 +419,17 @@ impl Jobs {
         spec: &JobSpec,
         spec_json: serde_json::Value,
     ) -> Result<String, crate::store::StoreError> {
-        let id = new_job_id();
+        self.submit_as(new_job_id(), spec, spec_json).await
+    }
+
+    /// [`Jobs::submit`] under an id chosen by the caller ([`new_job_id`]), for a job
+    /// whose uploaded files were moved to its directory first.
+    pub async fn submit_as(
+        &self,
+        id: String,
+        spec: &JobSpec,
+        spec_json: serde_json::Value,
+    ) -> Result<String, crate::store::StoreError> {
         let view = JobView {
             job_id: id.clone(),
             kind: spec.kind().as_str().to_string(),
@@ -471,6 +493,7 @@ impl Jobs {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(id);
+                uploads::remove_job_dir(&self.uploads_dir, id);
             }
             return Ok(Some(job.view()));
         }
@@ -520,18 +543,20 @@ impl Jobs {
                     store: self.store.clone(),
                 };
                 let data_dir = self.data_dir.clone();
+                let job_uploads = self.uploads_dir.join(&job.id);
                 // A panic in a job fails that job, not the runner.
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    match spec::parse_job(
-                        &serde_json::json!({"kind": job.kind.as_str(), "spec": job.spec_json}),
-                        &data_dir,
-                    ) {
-                        Err(e) => Err(JobError::Failed(format!(
-                            "the spec is no longer valid: {e}"
-                        ))),
-                        Ok(JobSpec::Score(s)) => score::run(&ctx, &s),
-                        Ok(JobSpec::Train(t)) => train::run(&ctx, &t),
-                    }
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match spec::parse_job_in(
+                    &serde_json::json!({"kind": job.kind.as_str(), "spec": job.spec_json}),
+                    spec::Roots {
+                        data_dir: &data_dir,
+                        uploads: Some(&job_uploads),
+                    },
+                ) {
+                    Err(e) => Err(JobError::Failed(format!(
+                        "the spec is no longer valid: {e}"
+                    ))),
+                    Ok(JobSpec::Score(s)) => score::run(&ctx, &s),
+                    Ok(JobSpec::Train(t)) => train::run(&ctx, &t),
                 }))
                 .unwrap_or_else(|_| Err(JobError::Failed("the job panicked (a bug)".into())))
             }
@@ -585,6 +610,9 @@ impl Jobs {
             }
         }
         tracing::info!(job = %job.id, state = state.as_str(), error = error.as_deref().unwrap_or(""), "job finished");
+        // Ended (an interrupted job is failed, never rerun): its files are done with.
+        // Queued jobs keep theirs across a shutdown, for the next start.
+        uploads::remove_job_dir(&self.uploads_dir, &job.id);
         self.live
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -633,7 +661,7 @@ fn row_of(view: &JobView) -> JobRow {
 }
 
 /// 32 random hex digits.
-fn new_job_id() -> String {
+pub fn new_job_id() -> String {
     let mut bytes = [0u8; 16];
     if getrandom::fill(&mut bytes).is_err() {
         bytes = (fastrand::u128(..)).to_le_bytes();
@@ -643,8 +671,14 @@ fn new_job_id() -> String {
 
 /// Deletes finished jobs older than `retention`, at start and every
 /// [`RETENTION_SWEEP`], until `stop`.
-async fn sweep(store: Arc<Store>, retention: Duration, stop: CancellationToken) {
+async fn sweep(
+    store: Arc<Store>,
+    retention: Duration,
+    stop: CancellationToken,
+    uploads_dir: PathBuf,
+) {
     loop {
+        uploads::remove_leftovers(&uploads_dir, &store, Some(RETENTION_SWEEP)).await;
         let cutoff = now_ms().saturating_sub(retention.as_millis().min(i64::MAX as u128) as i64);
         match store.delete_jobs_finished_before(cutoff).await {
             Ok(0) => {}
