@@ -772,3 +772,40 @@ async fn score_a_mariadb_query_into_a_mariadb_table() {
     pool.close().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_bodies_keep_their_size_limits() {
+    // The job routes read their bodies themselves (multipart may be as large as the
+    // upload limit): a JSON body still stops at max_request_bytes, and so does the
+    // spec part of a multipart body.
+    let env = env();
+    let settings = Settings {
+        max_request_bytes: 2048,
+        max_upload_bytes: 100_000,
+        ..settings(&env)
+    };
+    let server = TestServer::start_with(settings).await;
+    let mut spec = score_spec(json!({"path": "in.csv"}), json!({"path": "x.csv"}), 8);
+    spec["spec"]["carry"] = json!(vec!["a".repeat(100); 40]);
+    for path in ["/v1/jobs", "/predictall/"] {
+        let (status, answer) = server.post_json(path, &spec).await;
+        assert_eq!(status, 413, "{path}: {answer}");
+    }
+    let (status, answer) = post_multipart(&server, "/v1/jobs", &spec, &[]).await;
+    assert_eq!(status, 413, "{answer}");
+    // Files up to the upload limit, far above max_request_bytes, are taken.
+    let rows = iris_rows(1000);
+    let csv = csv_text(&rows).into_bytes();
+    assert!(csv.len() > 2048 && csv.len() < 100_000);
+    let (status, answer) = post_multipart(
+        &server,
+        "/v1/jobs",
+        &score_spec(json!({"upload": "rows"}), json!({"path": "out.csv"}), 64),
+        &[("rows", "rows.csv", csv)],
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    let job = finished(&server, answer["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    server.stop().await;
+}

@@ -566,6 +566,10 @@ impl Jobs {
 
     /// Records how a job ended, in memory and in the store, and forgets it.
     fn finish(&self, job: &Arc<LiveJob>, outcome: Result<serde_json::Value, JobError>) {
+        // Ended (an interrupted job is failed, never rerun): its files are done with,
+        // and gone before anyone sees the job finished. Queued jobs keep theirs
+        // across a shutdown, for the next start.
+        uploads::remove_job_dir(&self.uploads_dir, &job.id);
         let shutdown = job.cancel.load(Ordering::Relaxed) == CANCELLED_BY_SHUTDOWN;
         let (state, result, error) = match outcome {
             Ok(result) => (JobState::Succeeded, Some(result), None),
@@ -610,9 +614,6 @@ impl Jobs {
             }
         }
         tracing::info!(job = %job.id, state = state.as_str(), error = error.as_deref().unwrap_or(""), "job finished");
-        // Ended (an interrupted job is failed, never rerun): its files are done with.
-        // Queued jobs keep theirs across a shutdown, for the next start.
-        uploads::remove_job_dir(&self.uploads_dir, &job.id);
         self.live
             .lock()
             .unwrap_or_else(|e| e.into_inner())
