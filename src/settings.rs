@@ -61,6 +61,7 @@ pub struct Settings {
     /// Time between two reads of `model_config_file`. Default zero: read at start-up only.
     pub model_config_file_poll_wait: Duration,
     /// Largest model file `POST /upload_model` accepts, in bytes; larger is 413.
+    /// Also bounds the files one multipart job request carries, all together.
     /// Default 1 GiB.
     pub max_upload_bytes: u64,
     /// TOML file of bearer tokens (name, SHA-256, scopes), re-read when it changes.
@@ -445,7 +446,7 @@ pub struct ServeArgs {
     )]
     pub model_config_file_poll_wait_seconds: Option<f64>,
 
-    /// Largest model file POST /upload_model accepts, in bytes [default: 1073741824]
+    /// Largest model file POST /upload_model accepts, and files one job request uploads, in bytes [default: 1073741824]
     #[arg(long, env = "FERROSERVE_MAX_UPLOAD_BYTES", value_name = "BYTES")]
     pub max_upload_bytes: Option<u64>,
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::{ApiError, Caller, ServerState};
 use crate::jobs::spec::{self, JobSpec};
+use crate::jobs::uploads::{StagedUploads, UploadError};
 use crate::jobs::{JobState, JobView, Jobs};
 use crate::json_tensor::NestedJson;
 use crate::store::EventKind;
@@ -28,7 +29,28 @@ pub async fn submit(
     let jobs = runner(state)?;
     let spec = spec::parse_job(&body, &jobs.data_dir)
         .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
-    match &spec {
+    check_spec(state, &spec).await?;
+    let spec_json = body.get("spec").cloned().unwrap_or_default();
+    let id = jobs.submit(&spec, spec_json).await?;
+    audit_submit(state, caller, &spec, &id);
+    Ok(id)
+}
+
+/// The submission in the model's audit trail.
+fn audit_submit(state: &ServerState, caller: &Caller, spec: &JobSpec, id: &str) {
+    super::manage::audit(
+        state,
+        caller,
+        EventKind::JobSubmit,
+        spec.model(),
+        None,
+        serde_json::json!({"job_id": id, "kind": spec.kind().as_str()}),
+    );
+}
+
+/// What can be checked before a job runs, beyond the spec's shape.
+async fn check_spec(state: &ServerState, spec: &JobSpec) -> Result<(), ApiError> {
+    match spec {
         JobSpec::Score(s) => check_score(state, s)?,
         JobSpec::Train(t) => {
             crate::jobs::train::check(t).map_err(ApiError::InvalidArgument)?;
@@ -40,17 +62,7 @@ pub async fn submit(
                 .map_err(ApiError::InvalidArgument)?;
         }
     }
-    let spec_json = body.get("spec").cloned().unwrap_or_default();
-    let id = jobs.submit(&spec, spec_json).await?;
-    super::manage::audit(
-        state,
-        caller,
-        EventKind::JobSubmit,
-        spec.model(),
-        None,
-        serde_json::json!({"job_id": id, "kind": spec.kind().as_str()}),
-    );
-    Ok(id)
+    Ok(())
 }
 
 /// What can be checked before a scoring job runs: the model and version exist,
@@ -203,9 +215,18 @@ pub async fn predictall(
     job: serde_json::Value,
     caller: &Caller,
 ) -> Result<String, ApiError> {
+    let body = predictall_body(state, &job).await?;
+    submit(state, body, caller).await
+}
+
+/// The old job.json as a score job; `modelkey` is the training job's id: score with
+/// the version it trained (or a served model's name).
+async fn predictall_body(
+    state: &ServerState,
+    job: &serde_json::Value,
+) -> Result<serde_json::Value, ApiError> {
     let mut body =
-        spec::predictall_to_score(&job).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
-    // `modelkey` is the training job's id: score with the version it trained.
+        spec::predictall_to_score(job).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
     let key = body["spec"]["model"]
         .as_str()
         .unwrap_or_default()
@@ -216,7 +237,7 @@ pub async fn predictall(
             body["spec"]["version"] = serde_json::json!(version);
         }
     }
-    submit(state, body, caller).await
+    Ok(body)
 }
 
 /// `POST /train/` with the old job.json (see `spec::train_job_to_spec`).
@@ -452,4 +473,118 @@ pub async fn old_status(state: &ServerState, id: &str) -> Result<(String, String
         ),
         JobState::Cancelled => ("FAILURE".into(), "cancelled".into()),
     })
+}
+
+impl From<UploadError> for ApiError {
+    fn from(e: UploadError) -> ApiError {
+        match e {
+            UploadError::TooLarge(_) => ApiError::PayloadTooLarge(e.to_string()),
+            UploadError::Invalid(m) => ApiError::InvalidArgument(m),
+            UploadError::Io(_) => ApiError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+/// `POST /v1/jobs` as `multipart/form-data`: `body` is the `spec` part, `uploads`
+/// the file parts. Every `{"upload": "<part>"}` source must name a part (400
+/// naming it), and every part must be named by the spec (400 naming the part). A
+/// source without `format` takes it from the part's file name. The files move to
+/// the job's own directory, removed when the job ends.
+pub async fn submit_uploaded(
+    state: &ServerState,
+    mut body: serde_json::Value,
+    uploads: StagedUploads,
+    caller: &Caller,
+) -> Result<String, ApiError> {
+    let jobs = runner(state)?;
+    let mut used = Vec::new();
+    if let Some(source) = body
+        .get_mut("spec")
+        .and_then(|s| s.get_mut("source"))
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        if let Some(part) = source.get("upload").and_then(|p| p.as_str()) {
+            let part = part.to_string();
+            let file = uploads.file(&part).ok_or_else(|| {
+                let sent: Vec<&str> = uploads.files().iter().map(|f| f.part.as_str()).collect();
+                ApiError::InvalidArgument(format!(
+                    "spec.source.upload: the request has no part {part:?} (its file parts: {sent:?})"
+                ))
+            })?;
+            if !source.contains_key("format") {
+                if let Some(format) = file.format() {
+                    source.insert("format".into(), format_name(format).into());
+                }
+            }
+            used.push(part);
+        }
+    }
+    if let Some(unused) = uploads.files().iter().find(|f| !used.contains(&f.part)) {
+        return Err(ApiError::InvalidArgument(format!(
+            "part {:?} is not used by the spec (refer to it as {{\"upload\": {:?}}})",
+            unused.part, unused.part
+        )));
+    }
+    let spec = spec::parse_job_in(
+        &body,
+        spec::Roots {
+            data_dir: &jobs.data_dir,
+            uploads: Some(uploads.dir()),
+        },
+    )
+    .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+    check_spec(state, &spec).await?;
+    let id = crate::jobs::new_job_id();
+    let dir = uploads.persist(&id).await?;
+    let spec_json = body.get("spec").cloned().unwrap_or_default();
+    match jobs.submit_as(id, &spec, spec_json).await {
+        Ok(id) => {
+            audit_submit(state, caller, &spec, &id);
+            Ok(id)
+        }
+        Err(e) => {
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            Err(e.into())
+        }
+    }
+}
+
+fn format_name(format: spec::FileFormat) -> &'static str {
+    match format {
+        spec::FileFormat::Csv => "csv",
+        spec::FileFormat::JsonLines => "jsonl",
+        spec::FileFormat::Parquet => "parquet",
+    }
+}
+
+/// `POST /predictall/` as `multipart/form-data`: the old job.json in the `spec`
+/// part, `inputCollection` may be `{"upload": "<part>"}`.
+pub async fn predictall_uploaded(
+    state: &ServerState,
+    job: serde_json::Value,
+    uploads: StagedUploads,
+    caller: &Caller,
+) -> Result<String, ApiError> {
+    let body = predictall_body(state, &job).await?;
+    submit_uploaded(state, body, uploads, caller).await
+}
+
+/// `POST /train/` as `multipart/form-data`: the old job.json in the `spec` part,
+/// `inputCollection` may be `{"upload": "<part>"}`.
+pub async fn train_uploaded(
+    state: &ServerState,
+    job: serde_json::Value,
+    uploads: StagedUploads,
+    caller: &Caller,
+) -> Result<String, ApiError> {
+    let body =
+        spec::train_job_to_spec(&job).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+    submit_uploaded(state, body, uploads, caller).await
+}
+
+/// A staging directory for the file parts of a job request (see
+/// `crate::jobs::uploads`), bounded by `max_upload_bytes`.
+pub async fn stage_uploads(state: &ServerState) -> Result<StagedUploads, ApiError> {
+    let jobs = runner(state)?;
+    Ok(StagedUploads::new(&jobs.uploads_dir, state.settings.max_upload_bytes).await?)
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -19,6 +19,7 @@ use axum::{Extension, Json, Router};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
+use super::job_uploads::JobBody;
 use super::{body, parse_json, AppState, HttpError};
 use crate::api::jobs::{self, JobEvents, ListQuery};
 use crate::api::{ApiError, Caller};
@@ -26,14 +27,25 @@ use crate::jobs::JobView;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/v1/jobs", post(submit).get(list))
+        // Multipart bodies carry files up to max_upload_bytes: the handlers apply
+        // their own limits (`JobBody::read`).
+        .route(
+            "/v1/jobs",
+            post(submit).layer(DefaultBodyLimit::disable()).get(list),
+        )
         .route("/v1/jobs/{id}", get(job))
         .route("/v1/jobs/{id}/cancel", post(cancel))
         .route("/v1/jobs/{id}/events", get(events))
-        .route("/predictall", post(predictall))
-        .route("/predictall/", post(predictall))
-        .route("/train", post(train))
-        .route("/train/", post(train))
+        .route(
+            "/predictall",
+            post(predictall).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/predictall/",
+            post(predictall).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/train", post(train).layer(DefaultBodyLimit::disable()))
+        .route("/train/", post(train).layer(DefaultBodyLimit::disable()))
         .route("/training/status/{id}", get(old_status))
         .route("/predict/", post(old_predict))
 }
@@ -42,14 +54,19 @@ fn caller_of(caller: Option<Extension<Caller>>) -> Caller {
     caller.map(|Extension(c)| c).unwrap_or_default()
 }
 
+/// JSON, or `multipart/form-data` with a `spec` part and file parts.
 async fn submit(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
-    bytes: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Response, HttpError> {
-    let bytes = body(bytes, state.settings.max_request_bytes)?;
-    let request: Value = parse_json(&bytes)?;
-    let id = jobs::submit(&state, request, &caller_of(caller)).await?;
+    let caller = caller_of(caller);
+    let id = match JobBody::read(&state, request).await? {
+        JobBody::Json(body) => jobs::submit(&state, body, &caller).await?,
+        JobBody::Multipart(body, files) => {
+            jobs::submit_uploaded(&state, body, files, &caller).await?
+        }
+    };
     Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": id }))).into_response())
 }
 
@@ -146,22 +163,30 @@ async fn events(
 async fn predictall(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
-    bytes: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Json<Value>, HttpError> {
-    let bytes = body(bytes, state.settings.max_request_bytes)?;
-    let request: Value = parse_json(&bytes)?;
-    let id = jobs::predictall(&state, request, &caller_of(caller)).await?;
+    let caller = caller_of(caller);
+    let id = match JobBody::read(&state, request).await? {
+        JobBody::Json(job) => jobs::predictall(&state, job, &caller).await?,
+        JobBody::Multipart(job, files) => {
+            jobs::predictall_uploaded(&state, job, files, &caller).await?
+        }
+    };
     Ok(Json(json!({ "job_id": id })))
 }
 
+/// The old job.json as JSON, or in the `spec` part of `multipart/form-data` with
+/// `inputCollection` `{"upload": "<part>"}`.
 async fn train(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
-    bytes: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Json<Value>, HttpError> {
-    let bytes = body(bytes, state.settings.max_request_bytes)?;
-    let request: Value = parse_json(&bytes)?;
-    let id = jobs::train(&state, request, &caller_of(caller)).await?;
+    let caller = caller_of(caller);
+    let id = match JobBody::read(&state, request).await? {
+        JobBody::Json(job) => jobs::train(&state, job, &caller).await?,
+        JobBody::Multipart(job, files) => jobs::train_uploaded(&state, job, files, &caller).await?,
+    };
     Ok(Json(json!({ "job_id": id })))
 }
 

@@ -13,6 +13,7 @@
 //!   management, cross-site refusal)
 
 mod auth;
+pub mod job_uploads;
 mod jobs;
 mod manage;
 mod simple;

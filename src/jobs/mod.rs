@@ -29,6 +29,7 @@ pub mod io;
 mod score;
 pub mod spec;
 pub mod train;
+pub mod uploads;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -314,6 +315,10 @@ pub struct Jobs {
     stopping: AtomicBool,
     stop_sweeper: CancellationToken,
     pub data_dir: PathBuf,
+    /// Files uploaded with jobs (`<state dir>/job-uploads/<job id>/`): private to
+    /// the server, never in the data directory; a job's directory is removed when
+    /// the job ends, and leftovers at start and by the retention sweep.
+    pub uploads_dir: PathBuf,
 }
 
 impl Jobs {
@@ -338,6 +343,7 @@ impl Jobs {
             stopping: AtomicBool::new(false),
             stop_sweeper: CancellationToken::new(),
             data_dir,
+            uploads_dir: state.settings.state_dir().join(uploads::UPLOADS_DIR),
         });
         let interrupted = jobs.recover_orphans().await?;
         if interrupted > 0 {
@@ -346,6 +352,7 @@ impl Jobs {
                 "jobs whose server stopped while they ran are marked failed"
             );
         }
+        uploads::remove_leftovers(&jobs.uploads_dir, &store, None).await;
         jobs.pick_up_queued().await?;
         for n in 0..workers {
             let rx = rx.clone();
@@ -378,7 +385,12 @@ impl Jobs {
                 .unwrap_or_else(|e| e.into_inner())
                 .push(handle);
         }
-        tokio::spawn(sweep(store, retention, jobs.stop_sweeper.clone()));
+        tokio::spawn(sweep(
+            store,
+            retention,
+            jobs.stop_sweeper.clone(),
+            jobs.uploads_dir.clone(),
+        ));
         tokio::spawn(heartbeat(Arc::downgrade(&jobs), jobs.stop_sweeper.clone()));
         Ok(jobs)
     }
@@ -409,7 +421,11 @@ impl Jobs {
                 continue;
             }
             if let Some(row) = self.store.job(&id).await? {
-                if row.state == "queued" {
+                // A job with uploaded files runs where they were stored.
+                let uploads_elsewhere = serde_json::from_str::<serde_json::Value>(&row.spec)
+                    .is_ok_and(|spec| spec["source"].get("upload").is_some())
+                    && !self.uploads_dir.join(&id).is_dir();
+                if row.state == "queued" && !uploads_elsewhere {
                     let kind = JobKind::parse(&row.kind).unwrap_or(JobKind::Score);
                     self.enqueue(Arc::new(LiveJob::new(JobView::from_row(row), kind)));
                 }
@@ -448,7 +464,17 @@ impl Jobs {
         spec: &JobSpec,
         spec_json: serde_json::Value,
     ) -> Result<String, crate::store::StoreError> {
-        let id = new_job_id();
+        self.submit_as(new_job_id(), spec, spec_json).await
+    }
+
+    /// [`Jobs::submit`] under an id chosen by the caller ([`new_job_id`]), for a job
+    /// whose uploaded files were moved to its directory first.
+    pub async fn submit_as(
+        &self,
+        id: String,
+        spec: &JobSpec,
+        spec_json: serde_json::Value,
+    ) -> Result<String, crate::store::StoreError> {
         let view = JobView {
             job_id: id.clone(),
             kind: spec.kind().as_str().to_string(),
@@ -512,6 +538,7 @@ impl Jobs {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(id);
+                uploads::remove_job_dir(&self.uploads_dir, id);
             }
             return Ok(Some(job.view()));
         }
@@ -561,18 +588,20 @@ impl Jobs {
                     store: self.store.clone(),
                 };
                 let data_dir = self.data_dir.clone();
+                let job_uploads = self.uploads_dir.join(&job.id);
                 // A panic in a job fails that job, not the runner.
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    match spec::parse_job(
-                        &serde_json::json!({"kind": job.kind.as_str(), "spec": job.spec_json}),
-                        &data_dir,
-                    ) {
-                        Err(e) => Err(JobError::Failed(format!(
-                            "the spec is no longer valid: {e}"
-                        ))),
-                        Ok(JobSpec::Score(s)) => score::run(&ctx, &s),
-                        Ok(JobSpec::Train(t)) => train::run(&ctx, &t),
-                    }
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match spec::parse_job_in(
+                    &serde_json::json!({"kind": job.kind.as_str(), "spec": job.spec_json}),
+                    spec::Roots {
+                        data_dir: &data_dir,
+                        uploads: Some(&job_uploads),
+                    },
+                ) {
+                    Err(e) => Err(JobError::Failed(format!(
+                        "the spec is no longer valid: {e}"
+                    ))),
+                    Ok(JobSpec::Score(s)) => score::run(&ctx, &s),
+                    Ok(JobSpec::Train(t)) => train::run(&ctx, &t),
                 }))
                 .unwrap_or_else(|_| Err(JobError::Failed("the job panicked (a bug)".into())))
             }
@@ -582,6 +611,10 @@ impl Jobs {
 
     /// Records how a job ended, in memory and in the store, and forgets it.
     fn finish(&self, job: &Arc<LiveJob>, outcome: Result<serde_json::Value, JobError>) {
+        // Ended (an interrupted job is failed, never rerun): its files are done with,
+        // and gone before anyone sees the job finished. Queued jobs keep theirs
+        // across a shutdown, for the next start.
+        uploads::remove_job_dir(&self.uploads_dir, &job.id);
         let shutdown = job.cancel.load(Ordering::Relaxed) == CANCELLED_BY_SHUTDOWN;
         let (state, result, error) = match outcome {
             Ok(result) => (JobState::Succeeded, Some(result), None),
@@ -738,7 +771,7 @@ async fn heartbeat(jobs: Weak<Jobs>, stop: CancellationToken) {
 }
 
 /// 32 random hex digits.
-fn new_job_id() -> String {
+pub fn new_job_id() -> String {
     let mut bytes = [0u8; 16];
     if getrandom::fill(&mut bytes).is_err() {
         bytes = (fastrand::u128(..)).to_le_bytes();
@@ -748,8 +781,14 @@ fn new_job_id() -> String {
 
 /// Deletes finished jobs older than `retention`, at start and every
 /// [`RETENTION_SWEEP`], until `stop`.
-async fn sweep(store: Arc<Store>, retention: Duration, stop: CancellationToken) {
+async fn sweep(
+    store: Arc<Store>,
+    retention: Duration,
+    stop: CancellationToken,
+    uploads_dir: PathBuf,
+) {
     loop {
+        uploads::remove_leftovers(&uploads_dir, &store, Some(RETENTION_SWEEP)).await;
         let cutoff = now_ms().saturating_sub(retention.as_millis().min(i64::MAX as u128) as i64);
         match store.delete_jobs_finished_before(cutoff).await {
             Ok(0) => {}

@@ -70,6 +70,61 @@ impl JobSpec {
 pub enum FileFormat {
     Csv,
     JsonLines,
+    Parquet,
+}
+
+impl FileFormat {
+    /// The format a file name's extension names, if any.
+    pub fn from_extension(name: &str) -> Option<FileFormat> {
+        let ext = Path::new(name).extension()?.to_str()?.to_ascii_lowercase();
+        match ext.as_str() {
+            "csv" | "tsv" | "txt" => Some(FileFormat::Csv),
+            "jsonl" | "ndjson" | "json" => Some(FileFormat::JsonLines),
+            "parquet" | "pq" => Some(FileFormat::Parquet),
+            _ => None,
+        }
+    }
+
+    /// A `"format"` value.
+    pub fn from_name(name: &str) -> Option<FileFormat> {
+        match name {
+            "csv" => Some(FileFormat::Csv),
+            "jsonl" | "ndjson" | "json" => Some(FileFormat::JsonLines),
+            "parquet" => Some(FileFormat::Parquet),
+            _ => None,
+        }
+    }
+}
+
+/// Where a job's paths resolve: `data_dir` for `{"path": …}`, and the job's own
+/// upload directory (`<state dir>/job-uploads/<job id>/`, one file per multipart
+/// part, named by the part) for `{"upload": "<part>"}`. A spec read without an
+/// upload directory refuses `upload` sources.
+#[derive(Debug, Clone, Copy)]
+pub struct Roots<'a> {
+    pub data_dir: &'a Path,
+    pub uploads: Option<&'a Path>,
+}
+
+impl<'a> From<&'a Path> for Roots<'a> {
+    fn from(data_dir: &'a Path) -> Roots<'a> {
+        Roots {
+            data_dir,
+            uploads: None,
+        }
+    }
+}
+
+/// Whether `name` can name a multipart part that a spec refers to (and the file it
+/// is saved as): 1 to 64 ASCII letters, digits, `_`, `-` and `.`, not starting
+/// with `.`.
+pub fn is_upload_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 /// CSV dialect: `"delimiter"` and `"quote"`, one ASCII character each. The first
@@ -183,8 +238,14 @@ pub struct TrainSpec {
     pub schema: Value,
 }
 
-/// Reads `{"kind": …, "spec": …}`. Paths are resolved inside `data_dir`.
+/// Reads `{"kind": …, "spec": …}`. Paths are resolved inside `data_dir`; `upload`
+/// sources are refused (see [`parse_job_in`]).
 pub fn parse_job(body: &Value, data_dir: &Path) -> Result<JobSpec, SpecError> {
+    parse_job_in(body, data_dir.into())
+}
+
+/// Reads `{"kind": …, "spec": …}` with paths resolved in `roots`.
+pub fn parse_job_in(body: &Value, roots: Roots<'_>) -> Result<JobSpec, SpecError> {
     let Some(obj) = body.as_object() else {
         return Err(SpecError(
             "the body must be a JSON object {\"kind\": …, \"spec\": …}".into(),
@@ -205,8 +266,8 @@ pub fn parse_job(body: &Value, data_dir: &Path) -> Result<JobSpec, SpecError> {
         .as_object()
         .ok_or_else(|| err("spec", "must be an object"))?;
     match kind {
-        JobKind::Score => parse_score(spec, data_dir).map(JobSpec::Score),
-        JobKind::Train => parse_train(spec, data_dir).map(JobSpec::Train),
+        JobKind::Score => parse_score(spec, roots).map(JobSpec::Score),
+        JobKind::Train => parse_train(spec, roots).map(JobSpec::Train),
     }
 }
 
@@ -252,7 +313,8 @@ fn string_list(obj: &Obj, field: &str, key: &str) -> Result<Option<Vec<String>>,
     }
 }
 
-fn parse_score(spec: &Obj, data_dir: &Path) -> Result<ScoreSpec, SpecError> {
+fn parse_score(spec: &Obj, roots: Roots<'_>) -> Result<ScoreSpec, SpecError> {
+    let data_dir = roots.data_dir;
     check_fields(
         spec,
         "spec",
@@ -268,7 +330,7 @@ fn parse_score(spec: &Obj, data_dir: &Path) -> Result<ScoreSpec, SpecError> {
     )?;
     let model = required(spec, "spec", "model")?;
     let version = parse_version(spec.get("version"))?;
-    let source = parse_source(spec.get("source"), "spec.source", data_dir)?;
+    let source = parse_source(spec.get("source"), "spec.source", roots)?;
     let sink = parse_sink(spec.get("sink"), "spec.sink", data_dir)?;
     if let (SourceSpec::File(a), SinkSpec::File(b)) = (&source, &sink) {
         if a.path == b.path {
@@ -352,7 +414,8 @@ fn check_sql_url(url: &str, field: &str, data_dir: &Path) -> Result<String, Spec
     Ok(format!("sqlite://{}", path.display()))
 }
 
-fn parse_source(v: Option<&Value>, field: &str, data_dir: &Path) -> Result<SourceSpec, SpecError> {
+fn parse_source(v: Option<&Value>, field: &str, roots: Roots<'_>) -> Result<SourceSpec, SpecError> {
+    let data_dir = roots.data_dir;
     let obj = match v {
         None | Some(Value::Null) => return Err(err(field, "missing")),
         Some(Value::String(s)) if !s.is_empty() => {
@@ -360,7 +423,7 @@ fn parse_source(v: Option<&Value>, field: &str, data_dir: &Path) -> Result<Sourc
             let mut o = Obj::new();
             let key = if s.contains("://") { "url" } else { "path" };
             o.insert(key.into(), Value::String(s.clone()));
-            return parse_source(Some(&Value::Object(o)), field, data_dir);
+            return parse_source(Some(&Value::Object(o)), field, roots);
         }
         Some(Value::Object(o)) => o,
         Some(_) => {
@@ -380,6 +443,9 @@ fn parse_source(v: Option<&Value>, field: &str, data_dir: &Path) -> Result<Sourc
         }
         let query = required(obj, field, "query")?;
         return Ok(SourceSpec::Sql { url, query });
+    }
+    if obj.contains_key("upload") {
+        return parse_upload(obj, field, roots.uploads).map(SourceSpec::File);
     }
     let file = parse_file(obj, field, data_dir)?;
     if !file.path.is_file() {
@@ -455,44 +521,73 @@ fn parse_file(obj: &Obj, field: &str, data_dir: &Path) -> Result<FileSpec, SpecE
     check_fields(obj, field, &["path", "format", "delimiter", "quote"])?;
     let name = required(obj, field, "path")?;
     let path = data_path(&name, &format!("{field}.path"), data_dir)?;
-    let format = match string(obj, field, "format")?.as_deref() {
-        Some("csv") => FileFormat::Csv,
-        Some("jsonl" | "ndjson" | "json") => FileFormat::JsonLines,
-        Some("parquet") => {
-            return Err(err(
+    let format = file_format(obj, field, "path", &name)?;
+    let csv = csv_options(obj, field, &name)?;
+    Ok(FileSpec {
+        path,
+        name,
+        format,
+        csv,
+    })
+}
+
+/// The format: `"format"`, else from `name`'s extension (`key` is the field named
+/// when neither tells).
+fn file_format(obj: &Obj, field: &str, key: &str, name: &str) -> Result<FileFormat, SpecError> {
+    match string(obj, field, "format")? {
+        Some(f) => FileFormat::from_name(&f).ok_or_else(|| {
+            err(
                 &format!("{field}.format"),
-                "Parquet is not supported in this build (use csv or jsonl)",
-            ))
-        }
-        Some(other) => {
-            return Err(err(
-                &format!("{field}.format"),
-                format!("unknown format {other:?} (csv or jsonl)"),
-            ))
-        }
-        None => match path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(|e| e.to_ascii_lowercase())
-            .as_deref()
-        {
-            Some("csv" | "tsv" | "txt") => FileFormat::Csv,
-            Some("jsonl" | "ndjson" | "json") => FileFormat::JsonLines,
-            Some("parquet") => {
-                return Err(err(
-                    &format!("{field}.path"),
-                    "Parquet is not supported in this build (use csv or jsonl)",
-                ))
-            }
-            _ => {
-                return Err(err(
-                    &format!("{field}.path"),
-                    "cannot tell the format from the extension: name it .csv or .jsonl, or give \"format\"",
-                ))
-            }
-        },
+                format!("unknown format {f:?} (csv, jsonl or parquet)"),
+            )
+        }),
+        None => FileFormat::from_extension(name).ok_or_else(|| {
+            err(
+                &format!("{field}.{key}"),
+                "cannot tell the format from the extension: name it .csv, .jsonl or .parquet, \
+                 or give \"format\"",
+            )
+        }),
+    }
+}
+
+/// `{"upload": "<part>", "format"?, "delimiter"?, "quote"?}`: a file uploaded with
+/// the request, saved under the part's name in the job's upload directory. The
+/// multipart handler adds `format` from the part's file name when the spec gives
+/// none.
+fn parse_upload(obj: &Obj, field: &str, uploads: Option<&Path>) -> Result<FileSpec, SpecError> {
+    check_fields(obj, field, &["upload", "format", "delimiter", "quote"])?;
+    let part = required(obj, field, "upload")?;
+    let key = format!("{field}.upload");
+    if !is_upload_name(&part) {
+        return Err(err(
+            &key,
+            "a part name is 1 to 64 letters, digits, '_', '-' or '.' (not starting with '.')",
+        ));
+    }
+    let Some(uploads) = uploads else {
+        return Err(err(
+            &key,
+            "an uploaded file needs a multipart/form-data request with a part of that name",
+        ));
     };
-    let tsv = path
+    let path = uploads.join(&part);
+    if !path.is_file() {
+        return Err(err(&key, format!("no part {part:?} was uploaded")));
+    }
+    let format = file_format(obj, field, "upload", &part)?;
+    let csv = csv_options(obj, field, &part)?;
+    Ok(FileSpec {
+        path,
+        name: format!("upload {part}"),
+        format,
+        csv,
+    })
+}
+
+/// `"delimiter"` and `"quote"` (a `.tsv` name defaults to tabs).
+fn csv_options(obj: &Obj, field: &str, name: &str) -> Result<CsvOptions, SpecError> {
+    let tsv = Path::new(name)
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("tsv"));
     let one_char = |key: &str, default: u8| -> Result<u8, SpecError> {
@@ -506,15 +601,9 @@ fn parse_file(obj: &Obj, field: &str, data_dir: &Path) -> Result<FileSpec, SpecE
             )),
         }
     };
-    let csv = CsvOptions {
+    Ok(CsvOptions {
         delimiter: one_char("delimiter", if tsv { b'\t' } else { b',' })?,
         quote: one_char("quote", b'"')?,
-    };
-    Ok(FileSpec {
-        path,
-        name,
-        format,
-        csv,
     })
 }
 
@@ -538,14 +627,14 @@ pub fn data_path(given: &str, field: &str, data_dir: &Path) -> Result<PathBuf, S
     Ok(joined)
 }
 
-fn parse_train(spec: &Obj, data_dir: &Path) -> Result<TrainSpec, SpecError> {
+fn parse_train(spec: &Obj, roots: Roots<'_>) -> Result<TrainSpec, SpecError> {
     check_fields(
         spec,
         "spec",
         &["model", "source", "schema", "algorithm", "cv"],
     )?;
     let model = required(spec, "spec", "model")?;
-    let source = parse_source(spec.get("source"), "spec.source", data_dir)?;
+    let source = parse_source(spec.get("source"), "spec.source", roots)?;
     let schema = spec
         .get("schema")
         .and_then(Value::as_object)
@@ -852,7 +941,11 @@ mod tests {
         assert!(e(json!({"kind": "score", "spec": {"model": "m", "source": {"path": "in.csv"}, "sink": {"path": "o.csv"}, "batch_size": 0}}))
             .starts_with("spec.batch_size"));
         assert!(e(json!({"kind": "score", "spec": {"model": "m", "source": {"path": "in.parquet"}, "sink": {"path": "o.csv"}}}))
-            .contains("Parquet"));
+            .starts_with("spec.source.path: no such file"));
+        assert!(e(json!({"kind": "score", "spec": {"model": "m", "source": {"path": "in.csv"}, "sink": {"path": "o.xlsx"}}}))
+            .contains(".parquet"));
+        assert!(e(json!({"kind": "score", "spec": {"model": "m", "source": {"upload": "data"}, "sink": {"path": "o.csv"}}}))
+            .starts_with("spec.source.upload: an uploaded file needs a multipart"));
         assert!(e(json!({"kind": "nope", "spec": {}})).starts_with("kind"));
         let ok = parse_job(
             &json!({"kind": "score", "spec": {"model": "m", "version": 3, "source": {"path": "in.csv", "delimiter": ";"}, "sink": {"url": "sqlite://out.db", "table": "scores", "mode": "overwrite"}, "carry": ["id"]}}),

@@ -99,7 +99,10 @@ impl TestServer {
             shutdown: Some(tx),
             task: Some(task),
         };
-        server.wait_ready(Duration::from_secs(60)).await;
+        // Generous: on a shared machine whose cores other builds hold, the first
+        // loads of a binary's parallel servers can take long; a server that never
+        // gets ready still fails.
+        server.wait_ready(Duration::from_secs(180)).await;
         server
     }
 

@@ -269,6 +269,13 @@ impl FileSink {
                 Writer::Csv(Box::new(w))
             }
             FileFormat::JsonLines => Writer::JsonLines(buffered),
+            // `open_sink` gives Parquet files to `parquet_file::ParquetSink`.
+            FileFormat::Parquet => {
+                return Err(IoError(format!(
+                    "{:?}: Parquet is not written by the text sink",
+                    spec.name
+                )))
+            }
         };
         Ok(FileSink {
             writer: Some(writer),

@@ -4,7 +4,7 @@
 //! one batch at a time whatever the size of the data. A [`Sink`] takes rows and
 //! makes them visible only at [`Sink::commit`]: files are written under a temporary
 //! name and renamed, tables in one transaction; dropping a sink without committing
-//! leaves nothing behind. Adding a kind of storage (MongoDB, Parquet) is one new
+//! leaves nothing behind. Adding a kind of storage (MongoDB) is one new
 //! module implementing these two traits and one arm in [`open_source`] /
 //! [`open_sink`].
 //!
@@ -12,6 +12,7 @@
 //! and the SQL ones drive their async driver on the runtime through channels.
 
 mod file;
+mod parquet_file;
 mod sql;
 
 use tokio::runtime::Handle;
@@ -84,6 +85,7 @@ pub fn open_source(spec: &SourceSpec, runtime: &Handle) -> Result<Box<dyn Source
         SourceSpec::File(f) => match f.format {
             FileFormat::Csv => Ok(Box::new(file::CsvSource::open(f)?)),
             FileFormat::JsonLines => Ok(Box::new(file::JsonLinesSource::open(f)?)),
+            FileFormat::Parquet => Ok(Box::new(parquet_file::ParquetSource::open(f)?)),
         },
         SourceSpec::Sql { url, query } => Ok(Box::new(sql::SqlSource::open(url, query, runtime)?)),
     }
@@ -97,6 +99,9 @@ pub fn open_sink(
     runtime: &Handle,
 ) -> Result<Box<dyn Sink>, IoError> {
     match spec {
+        SinkSpec::File(f) if f.format == FileFormat::Parquet => Ok(Box::new(
+            parquet_file::ParquetSink::create(f, columns, tag)?,
+        )),
         SinkSpec::File(f) => Ok(Box::new(file::FileSink::create(f, columns, tag)?)),
         SinkSpec::Sql { url, table, mode } => Ok(Box::new(sql::SqlSink::open(
             url, table, *mode, columns, runtime,

@@ -187,6 +187,20 @@ where
                 return Ok(v.map_or(Value::Null, Value::Bool));
             }
             let column = &row.columns()[i];
+            // MySQL/MariaDB send DECIMAL as its decimal text (in both protocols),
+            // which sqlx decodes only into decimal crates: read the text, as a
+            // float (a model takes floats; a value past f64's precision rounds).
+            if column.type_info().name() == "DECIMAL" {
+                if let Ok(v) = row.try_get_unchecked::<Option<String>, _>(i) {
+                    return Ok(match v {
+                        None => Value::Null,
+                        Some(text) => text
+                            .trim()
+                            .parse::<f64>()
+                            .map_or(Value::Text(text), Value::Float),
+                    });
+                }
+            }
             Err(format!(
                 "column {:?} has the type {}, which cannot be read: cast it in the query \
                  to an integer, a float or text",
@@ -353,7 +367,16 @@ async fn write_rows(
     let sql_error = |doing: &str, e: sqlx::Error| {
         format!("{doing} on {shown} failed: {}", pool::describe_error(&e))
     };
-    let quoted_table = quote(kind, &table);
+    // MySQL commits DDL at once (DROP and CREATE end the transaction), so an
+    // overwrite there fills a work table and swaps it in at commit
+    // (`swap_in_work_table`); the old table stays whole until then.
+    let work_table =
+        (kind == DbKind::MySql && mode == SinkMode::Overwrite).then(|| mysql_work_table(&table));
+    let target_table = quote(kind, &table);
+    let quoted_table = match &work_table {
+        Some(work) => quote(kind, work),
+        None => target_table.clone(),
+    };
     let column_list = columns
         .iter()
         .map(|c| quote(kind, c))
@@ -387,6 +410,15 @@ async fn write_rows(
                         result = tx.commit().await.map_err(|e| sql_error("committing", e));
                     } else {
                         let _ = tx.rollback().await;
+                    }
+                    if let Some(work) = &work_table {
+                        if result.is_ok() {
+                            let old = quote(kind, &mysql_work_table(&table));
+                            result = swap_in_work_table(p, &target_table, &quote(kind, work), &old)
+                                .await
+                                .map_err(|e| sql_error("replacing the table", e));
+                        }
+                        drop_table(p, &quote(kind, work)).await;
                     }
                     let _ = reply.send(result);
                     db_close(db).await;
@@ -443,8 +475,73 @@ async fn write_rows(
         // Not committed (failed, cancelled, or the job dropped the sink): nothing
         // written stays.
         let _ = tx.rollback().await;
+        if let Some(work) = &work_table {
+            drop_table(p, &quote(kind, work)).await;
+        }
     });
     db_close(db).await;
+}
+
+/// The work table a MySQL overwrite of `table` fills: `table` plus a random
+/// suffix, within MySQL's 64 characters.
+fn mysql_work_table(table: &str) -> String {
+    let (schema, name) = match table.rsplit_once('.') {
+        Some((schema, name)) => (Some(schema), name),
+        None => (None, table),
+    };
+    let suffix = format!("__ferroserve_{:08x}", fastrand::u32(..));
+    let keep = name.len().min(64 - suffix.len());
+    let work = format!("{}{suffix}", &name[..keep]);
+    match schema {
+        Some(schema) => format!("{schema}.{work}"),
+        None => work,
+    }
+}
+
+/// Puts the filled work table in the place of `target` in one atomic `RENAME
+/// TABLE` (or renames it when there is no `target` yet), then drops the old one,
+/// renamed `old` meanwhile.
+async fn swap_in_work_table<DB: sqlx::Database>(
+    pool: &sqlx::Pool<DB>,
+    target: &str,
+    work: &str,
+    old: &str,
+) -> Result<(), sqlx::Error>
+where
+    for<'e> &'e sqlx::Pool<DB>: sqlx::Executor<'e, Database = DB>,
+    for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+{
+    let swapped = sqlx::query::<DB>(sqlx::AssertSqlSafe(format!(
+        "RENAME TABLE {target} TO {old}, {work} TO {target}"
+    )))
+    .execute(pool)
+    .await;
+    match swapped {
+        Ok(_) => {
+            drop_table(pool, old).await;
+            Ok(())
+        }
+        // No table to replace.
+        Err(_) => sqlx::query::<DB>(sqlx::AssertSqlSafe(format!(
+            "RENAME TABLE {work} TO {target}"
+        )))
+        .execute(pool)
+        .await
+        .map(|_| ()),
+    }
+}
+
+async fn drop_table<DB: sqlx::Database>(pool: &sqlx::Pool<DB>, table: &str)
+where
+    for<'e> &'e sqlx::Pool<DB>: sqlx::Executor<'e, Database = DB>,
+    for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+{
+    if let Err(e) = sqlx::query::<DB>(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
+        .execute(pool)
+        .await
+    {
+        tracing::warn!("cannot drop {table}: {e}");
+    }
 }
 
 async fn create_table<'c, DB: sqlx::Database>(
@@ -475,5 +572,14 @@ where
     )))
     .execute(&mut **tx)
     .await?;
+    if db == DbKind::MySql {
+        // MySQL commits the transaction at any DDL (even a CREATE ... IF NOT EXISTS
+        // that finds the table), leaving the connection in autocommit: every
+        // INSERT after it would commit at once. Nothing is written yet: begin the
+        // transaction again, so the rows stay invisible until the sink commits.
+        sqlx::query::<DB>(sqlx::AssertSqlSafe("START TRANSACTION".to_string()))
+            .execute(&mut **tx)
+            .await?;
+    }
     Ok(())
 }
