@@ -957,3 +957,37 @@ async fn the_old_services_routes_train_and_score_with_the_trained_model() {
     );
     server.stop().await;
 }
+
+/// The committed example (examples/jobs/): its data script, its train and score
+/// specs through `POST /v1/jobs`, and its old-service job.json through `/train/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_examples_specs_train_and_score() {
+    let env = env();
+    let status = std::process::Command::new("python3")
+        .arg(root_path("examples/jobs/make_bank.py"))
+        .args(["--rows", "1500", "--new", "40", "--out"])
+        .arg(&env.data)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let server = TestServer::start_with(settings(&env)).await;
+    let spec = |name: &str| -> Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(root_path(&format!("examples/jobs/{name}"))).unwrap(),
+        )
+        .unwrap()
+    };
+    let result = succeeded(&server, spec("train.json")).await;
+    assert_eq!(result["model"], "bank", "{result}");
+    assert_eq!(result["rows"], 1500, "{result}");
+    let scored = finished(&server, &submit(&server, spec("score.json")).await).await;
+    assert_eq!(scored["state"], "succeeded", "{scored}");
+    let (header, rows) = read_csv(&env.data.join("scores.csv"));
+    assert_eq!(rows.len(), 40);
+    assert_eq!(header[0], "id", "{header:?}");
+    let (status, answer) = server.post_json("/train/", &spec("job.json")).await;
+    assert_eq!(status, 200, "{answer}");
+    let job = finished(&server, answer["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    server.stop().await;
+}

@@ -810,7 +810,10 @@ pub fn train_job_to_spec(job: &Value) -> Result<Value, SpecError> {
         .replace(['_', '-', ' '], "")
         .as_str()
     {
-        "logisticregression" | "logistic" | "lr" => "logistic_regression",
+        // Spark MLlib's name for its L-BFGS logistic regression, as old job.json files have it.
+        "logisticregression" | "logisticregressionwithlbfgs" | "logistic" | "lr" => {
+            "logistic_regression"
+        }
         "randomforest" | "randomforestclassifier" | "rf" => "random_forest",
         _ => name.as_str(),
     }
