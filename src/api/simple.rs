@@ -375,6 +375,11 @@ fn rows_to_tensor(
         )));
     }
     let data = column_data(input, positional.iter().flatten().copied())?;
-    Tensor::new(vec![positional.len(), width], data)
-        .map_err(|e| ApiError::InvalidArgument(e.to_string()))
+    // A rank-1 input (a text model's `[batch]` of strings) takes one value per row.
+    let shape = if input.shape.len() == 1 && width == 1 {
+        vec![positional.len()]
+    } else {
+        vec![positional.len(), width]
+    };
+    Tensor::new(shape, data).map_err(|e| ApiError::InvalidArgument(e.to_string()))
 }
