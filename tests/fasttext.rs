@@ -451,6 +451,23 @@ async fn a_request_chooses_its_own_k_and_threshold() {
         assert_eq!(body["outputs"][0]["data"][0], want_l[0].as_str(), "{body}");
     }
 
+    // The simple API takes them too.
+    let (text, want_l, want_p) = case("softmax", 3, 0.0);
+    let (status, body) = server
+        .post_json(
+            "/predict",
+            &json!({"model_id": "softmax", "text": text, "k": 3}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    check(
+        "simple k=3",
+        &body["prediction"],
+        &body["probabilities"],
+        &want_l,
+        &want_p,
+    );
+
     // Bad values, and k for a model that is not fastText.
     for params in [
         json!({"k": 0}),

@@ -45,6 +45,8 @@ pub struct SimpleRequest {
     pub model: String,
     pub version: VersionRequest,
     pub rows: Rows,
+    /// Options for the backend (a fastText model's `k` and `threshold`).
+    pub options: crate::backends::PredictOptions,
 }
 
 pub struct SimpleResponse {
@@ -85,6 +87,7 @@ pub async fn simple_predict(
     );
     predict_request.inputs = inputs;
     predict_request.outputs = wanted;
+    predict_request.options = request.options;
     let response = predict_on(state, handle, predict_request).await?;
     let mut prediction = None;
     let mut probabilities = None;

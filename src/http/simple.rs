@@ -144,6 +144,8 @@ struct SimpleBody {
     rows: Rows,
     /// One row was given bare, so single values are answered.
     single: bool,
+    /// A fastText model's `k` and `threshold` (JSON bodies only).
+    options: crate::backends::PredictOptions,
 }
 
 fn is_form(headers: &HeaderMap) -> bool {
@@ -195,11 +197,11 @@ fn decode_json(bytes: &[u8]) -> Result<SimpleBody, HttpError> {
     if let Some(unknown) = request.keys().find(|k| {
         !matches!(
             k.as_str(),
-            "model_id" | "features" | "version" | "text" | "texts"
+            "model_id" | "features" | "version" | "text" | "texts" | "k" | "threshold"
         )
     }) {
         return Err(invalid(format!(
-            "unknown field {unknown:?}; expected model_id, features (or text, texts) and version"
+            "unknown field {unknown:?}; expected model_id, features (or text, texts), version, k and threshold"
         )));
     }
     let model = match request.get("model_id") {
@@ -229,11 +231,13 @@ fn decode_json(bytes: &[u8]) -> Result<SimpleBody, HttpError> {
         parse_features(features)?
     };
     let version = parse_version(request.get("version"))?;
+    let options = super::predict_options(request.get("k"), request.get("threshold"))?;
     Ok(SimpleBody {
         model,
         version,
         rows,
         single,
+        options,
     })
 }
 
@@ -302,6 +306,7 @@ fn decode_form(bytes: &[u8]) -> Result<SimpleBody, HttpError> {
         version,
         rows,
         single,
+        options: Default::default(),
     })
 }
 
@@ -339,6 +344,7 @@ async fn answer(
             model,
             version: body.version,
             rows: body.rows,
+            options: body.options,
         },
     )
     .await?;
