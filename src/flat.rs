@@ -147,7 +147,9 @@ pub fn looks_complete(path: &Path, format: ArtifactFormat) -> std::io::Result<bo
             file.read_exact(&mut last)?;
             Ok(last[0] == b'.')
         }
-        ArtifactFormat::Onnx | ArtifactFormat::CompressedJoblib => Ok(true),
+        ArtifactFormat::Onnx | ArtifactFormat::CompressedJoblib | ArtifactFormat::FastText => {
+            Ok(true)
+        }
     }
 }
 

@@ -111,6 +111,12 @@ pub struct ModelConfig {
     /// scikit-learn options (`[sklearn]`).
     #[serde(default)]
     pub sklearn: SklearnConfig,
+    /// fastText options (`[fasttext]`): how many labels a prediction gives.
+    #[serde(default)]
+    pub fasttext: FastTextConfig,
+    /// Pre-processing of text inputs (`[preprocess]`), applied per version.
+    #[serde(default)]
+    pub preprocess: PreprocessConfig,
     /// The prediction log (`[log]`): which requests are kept in the metadata store.
     #[serde(default)]
     pub log: LogConfig,
@@ -239,6 +245,95 @@ pub struct SklearnConfig {
     /// rebuilt as an inert bag of attributes, never called. Default: none, so a
     /// pickle of an unknown class is refused by the class's name.
     pub wrapper_attribute: Option<String>,
+}
+
+/// The `[fasttext]` table: what a fastText classifier answers by default (a request
+/// may ask otherwise, see `crate::backends::fasttext`). Read when a version loads.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FastTextConfig {
+    /// Labels per text, most probable first; `-1` for every label. Default 1.
+    pub k: i32,
+    /// Labels less probable than this are left out. Default 0.0.
+    pub threshold: f32,
+}
+
+impl Default for FastTextConfig {
+    fn default() -> FastTextConfig {
+        FastTextConfig {
+            k: 1,
+            threshold: 0.0,
+        }
+    }
+}
+
+impl FastTextConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.k == 0 || self.k < -1 {
+            return Err(format!(
+                "fasttext.k must be 1 or more, or -1 for every label, not {}",
+                self.k
+            ));
+        }
+        if !self.threshold.is_finite() {
+            return Err("fasttext.threshold must be a finite number".into());
+        }
+        Ok(())
+    }
+}
+
+/// A text segmenter of `[preprocess] segmenter`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Segmenter {
+    /// jieba (jieba-rs): Chinese words joined with spaces, as Python's
+    /// `" ".join(jieba.cut(text))`.
+    Jieba,
+}
+
+/// The `[preprocess]` table: what is done to every text input before the model,
+/// per version (read when a version loads).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PreprocessConfig {
+    /// Segment every text before the model. Default: none.
+    pub segmenter: Option<Segmenter>,
+    /// jieba's HMM for words not in its dictionary (`jieba.cut(text, HMM=…)`).
+    /// Default true, as Python jieba.
+    pub hmm: bool,
+    /// A jieba user dictionary (`word [freq [tag]]` per line), a file name in the
+    /// version directory. Default: none.
+    pub user_dict: Option<String>,
+}
+
+impl Default for PreprocessConfig {
+    fn default() -> PreprocessConfig {
+        PreprocessConfig {
+            segmenter: None,
+            hmm: true,
+            user_dict: None,
+        }
+    }
+}
+
+impl PreprocessConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(name) = &self.user_dict {
+            if self.segmenter.is_none() {
+                return Err("preprocess.user_dict needs a segmenter".into());
+            }
+            let plain = !name.is_empty()
+                && name != "."
+                && name != ".."
+                && !name.contains(['/', '\\', '\0']);
+            if !plain {
+                return Err(format!(
+                    "preprocess.user_dict must be a file name in the version directory, not {name:?}"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The `[batching]` table: how requests for one model version queue and merge.
@@ -423,6 +518,8 @@ impl ModelConfig {
         self.batching.validate()?;
         self.log.validate()?;
         self.cache.validate()?;
+        self.fasttext.validate()?;
+        self.preprocess.validate()?;
         if let Some(attr) = &self.sklearn.wrapper_attribute {
             let ok = attr
                 .chars()
@@ -450,6 +547,26 @@ impl ModelConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fasttext_and_preprocess_tables() {
+        let c = ModelConfig::parse(
+            "[fasttext]\nk = 3\nthreshold = 0.1\n[preprocess]\nsegmenter = \"jieba\"\nhmm = false\nuser_dict = \"dict.txt\"",
+        )
+        .unwrap();
+        assert_eq!(c.fasttext.k, 3);
+        assert_eq!(c.preprocess.segmenter, Some(Segmenter::Jieba));
+        assert!(!c.preprocess.hmm);
+        assert_eq!(ModelConfig::parse("").unwrap().fasttext.k, 1);
+        assert!(ModelConfig::parse("[fasttext]\nk = 0").is_err());
+        assert!(ModelConfig::parse("[fasttext]\nk = -1").is_ok());
+        assert!(ModelConfig::parse("[preprocess]\nsegmenter = \"spacy\"").is_err());
+        assert!(ModelConfig::parse("[preprocess]\nuser_dict = \"d.txt\"").is_err());
+        assert!(ModelConfig::parse(
+            "[preprocess]\nsegmenter = \"jieba\"\nuser_dict = \"../d.txt\""
+        )
+        .is_err());
+    }
 
     #[test]
     fn sklearn_wrapper_attribute_is_a_python_name() {

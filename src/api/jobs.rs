@@ -371,6 +371,7 @@ pub async fn old_predict(
             model: model.clone(),
             version: VersionRequest::Specific(handle.version),
             rows: Rows::Named(vec![row]),
+            options: Default::default(),
         },
     )
     .await?;

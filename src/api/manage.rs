@@ -23,7 +23,7 @@ use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 
 use super::{ApiError, Caller, ServerState};
-use crate::backends::load_backend_with;
+use crate::backends::load_backend_configured;
 use crate::manager::{ModelRecord, VersionState};
 use crate::model_config_list::{is_valid_model_name, ModelConfigList};
 use crate::repository::{parse_version, MAX_VERSION};
@@ -805,12 +805,11 @@ impl Upload {
             }
         }
         let options = self.state.manager.backend_options().clone();
-        // The model's own config.toml (if any) says how its pickles are read.
-        let sklearn = crate::model_config::ModelConfig::load(&self.model_dir)
-            .map(|c| c.sklearn)
-            .unwrap_or_default();
+        // The model's own config.toml (if any) says how its pickles are read (and a
+        // fastText model's segmenter).
+        let config = crate::model_config::ModelConfig::load(&self.model_dir).unwrap_or_default();
         let check = tokio::task::spawn_blocking(move || {
-            load_backend_with(&artifact, &options, &sklearn).map(|_| ())
+            load_backend_configured(&artifact, &options, &config).map(|_| ())
         });
         let checked = tokio::time::timeout_at(deadline, check)
             .await

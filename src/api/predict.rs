@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use super::{ApiError, Protocol, ServerState};
-use crate::backends::Signature;
+use crate::backends::{PredictOptions, Signature};
 use crate::batching::{BatchError, QueuedRequest};
 use crate::cache::{CacheKey, CacheStatus};
 use crate::manager::{ServableHandle, VersionRequest};
@@ -35,6 +35,8 @@ pub struct PredictRequest {
     /// A deadline the client asked for (gRPC `grpc-timeout`); the earlier of this
     /// and the model's timeout applies.
     pub client_timeout: Option<Duration>,
+    /// Options for the backend (a fastText model's `k` and `threshold`).
+    pub options: PredictOptions,
 }
 
 impl PredictRequest {
@@ -50,6 +52,7 @@ impl PredictRequest {
             outputs: Vec::new(),
             protocol,
             client_timeout: None,
+            options: PredictOptions::default(),
         }
     }
 }
@@ -186,8 +189,10 @@ async fn run(
     let logged_inputs = sampled_for_log(state, &handle).then(|| inputs.clone());
     let encoding = ResponseEncoding::of(request.protocol);
     // The model's cache settings as they are now: `[cache]` edits apply at once.
+    // A request with its own options is not cached: the key names inputs and
+    // outputs only.
     let cached = match &state.cache {
-        Some(cache) if handle.config().cache.enabled => Some((
+        Some(cache) if handle.config().cache.enabled && request.options.is_empty() => Some((
             cache,
             CacheKey::new(&handle.model, handle.version, &inputs, &request.outputs),
         )),
@@ -216,6 +221,7 @@ async fn run(
         inputs,
         outputs: request.outputs,
         deadline: Some(tokio::time::Instant::from_std(deadline)),
+        options: request.options,
     };
     let outputs = match handle.queue.submit(&state.inference, queued).await {
         Ok(outputs) => outputs,

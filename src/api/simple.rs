@@ -45,6 +45,8 @@ pub struct SimpleRequest {
     pub model: String,
     pub version: VersionRequest,
     pub rows: Rows,
+    /// Options for the backend (a fastText model's `k` and `threshold`).
+    pub options: crate::backends::PredictOptions,
 }
 
 pub struct SimpleResponse {
@@ -85,6 +87,7 @@ pub async fn simple_predict(
     );
     predict_request.inputs = inputs;
     predict_request.outputs = wanted;
+    predict_request.options = request.options;
     let response = predict_on(state, handle, predict_request).await?;
     let mut prediction = None;
     let mut probabilities = None;
@@ -375,6 +378,11 @@ fn rows_to_tensor(
         )));
     }
     let data = column_data(input, positional.iter().flatten().copied())?;
-    Tensor::new(vec![positional.len(), width], data)
-        .map_err(|e| ApiError::InvalidArgument(e.to_string()))
+    // A rank-1 input (a text model's `[batch]` of strings) takes one value per row.
+    let shape = if input.shape.len() == 1 && width == 1 {
+        vec![positional.len()]
+    } else {
+        vec![positional.len(), width]
+    };
+    Tensor::new(shape, data).map_err(|e| ApiError::InvalidArgument(e.to_string()))
 }

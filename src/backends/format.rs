@@ -23,12 +23,15 @@ pub enum ArtifactFormat {
     Pickle,
     /// A pickle compressed the way `joblib.dump(compress=…)` does.
     CompressedJoblib,
+    /// A fastText model (`.bin`, or `.ftz` quantized): its magic number and a
+    /// format version fastText writes.
+    FastText,
 }
 
 /// What a file must hold to be served, for error messages.
 pub const EXPECTED_FORMATS: &str = "an ONNX model (a protobuf ModelProto), a pickle \
-    (protocol 0 to 5) or a joblib file (plain, or compressed with zlib, gzip, bz2, xz, \
-    lzma or lz4)";
+    (protocol 0 to 5), a joblib file (plain, or compressed with zlib, gzip, bz2, xz, \
+    lzma or lz4) or a fastText model (.bin or .ftz)";
 
 impl ArtifactFormat {
     /// The name an artifact of this format is stored under by an upload; one of
@@ -38,6 +41,7 @@ impl ArtifactFormat {
             ArtifactFormat::Onnx => "model.onnx",
             ArtifactFormat::Pickle => "model.pkl",
             ArtifactFormat::CompressedJoblib => "model.joblib",
+            ArtifactFormat::FastText => "model.bin",
         }
     }
 
@@ -46,6 +50,7 @@ impl ArtifactFormat {
         match self {
             ArtifactFormat::Onnx => "onnx",
             ArtifactFormat::Pickle | ArtifactFormat::CompressedJoblib => "sklearn",
+            ArtifactFormat::FastText => "fasttext",
         }
     }
 
@@ -56,6 +61,7 @@ impl ArtifactFormat {
             "onnx" => Some(ArtifactFormat::Onnx),
             "pkl" | "pickle" => Some(ArtifactFormat::Pickle),
             "joblib" => Some(ArtifactFormat::CompressedJoblib),
+            "ftz" => Some(ArtifactFormat::FastText),
             _ => None,
         }
     }
@@ -73,7 +79,9 @@ pub fn sniff_file(path: &Path) -> std::io::Result<Option<ArtifactFormat>> {
 
 /// Recognises a format from the first bytes of a file of `total_len` bytes.
 pub fn sniff(head: &[u8], total_len: u64) -> Option<ArtifactFormat> {
-    if is_pickle(head, total_len) {
+    if is_fasttext(head) {
+        Some(ArtifactFormat::FastText)
+    } else if is_pickle(head, total_len) {
         Some(ArtifactFormat::Pickle)
     } else if is_compressed_joblib(head) {
         Some(ArtifactFormat::CompressedJoblib)
@@ -82,6 +90,16 @@ pub fn sniff(head: &[u8], total_len: u64) -> Option<ArtifactFormat> {
     } else {
         None
     }
+}
+
+/// fastText's magic number (`793712314`, little-endian) and a version it writes.
+fn is_fasttext(head: &[u8]) -> bool {
+    let word = |i: usize| {
+        head.get(i..i + 4)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    word(0) == Some(ferroserve_fasttext::MAGIC)
+        && word(4).is_some_and(|v| (11..=ferroserve_fasttext::MAX_VERSION).contains(&v))
 }
 
 /// A pickle: protocol 2 to 5 start with PROTO (0x80) and the protocol number.

@@ -5,6 +5,7 @@
 //! Backends are synchronous: they are called only from inference threads
 //! (see `crate::inference`), never from async workers.
 
+pub mod fasttext;
 pub mod format;
 pub mod onnx;
 pub mod sklearn;
@@ -12,7 +13,7 @@ pub mod sklearn;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::model_config::SklearnConfig;
+use crate::model_config::{ModelConfig, SklearnConfig};
 use crate::tensor::{NamedTensor, TensorSpec};
 
 /// What a model takes and gives.
@@ -35,6 +36,23 @@ pub struct ModelTraits {
     /// Names of the model's input features, in column order, when the model knows them
     /// (scikit-learn's `feature_names_in_`); the model config can also give them.
     pub feature_names: Option<Vec<String>>,
+}
+
+/// Per-request options a backend may honour: a fastText model's `k` and `threshold`
+/// (V2 `parameters`, TF Serving REST's extra fields). Requests with different
+/// options never share a batch, and a request with options skips the response cache.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct PredictOptions {
+    /// Labels per text (`-1`: every label).
+    pub k: Option<i32>,
+    /// Labels less probable than this are left out.
+    pub threshold: Option<f32>,
+}
+
+impl PredictOptions {
+    pub fn is_empty(&self) -> bool {
+        self.k.is_none() && self.threshold.is_none()
+    }
 }
 
 /// Why a model could not be loaded or run.
@@ -76,10 +94,34 @@ pub trait Backend: Send + Sync + 'static {
         inputs: Vec<NamedTensor>,
         output_names: &[String],
     ) -> Result<Vec<NamedTensor>, BackendError>;
+
+    /// [`Backend::predict`] with a request's options. A backend that has none
+    /// keeps this default, which refuses a request that gives any.
+    fn predict_with_options(
+        &self,
+        inputs: Vec<NamedTensor>,
+        output_names: &[String],
+        options: &PredictOptions,
+    ) -> Result<Vec<NamedTensor>, BackendError> {
+        if !options.is_empty() {
+            return Err(BackendError::InvalidInput(format!(
+                "the parameters k and threshold apply to fastText models; this is a {} model",
+                self.format()
+            )));
+        }
+        self.predict(inputs, output_names)
+    }
 }
 
 /// Artifact file names, in order of preference, and the format each means.
-pub const ARTIFACT_NAMES: [&str; 4] = ["model.onnx", "model.pkl", "model.joblib", "model.pickle"];
+pub const ARTIFACT_NAMES: [&str; 6] = [
+    "model.onnx",
+    "model.pkl",
+    "model.joblib",
+    "model.pickle",
+    "model.bin",
+    "model.ftz",
+];
 
 /// Settings backends need when loading, passed down from `Settings`.
 #[derive(Debug, Clone, Default)]
@@ -147,7 +189,21 @@ pub fn load_backend_with(
     options: &BackendOptions,
     sklearn: &SklearnConfig,
 ) -> Result<Arc<dyn Backend>, BackendError> {
-    load_by_format(artifact, options, sklearn).map_err(|e| match e {
+    let config = ModelConfig {
+        sklearn: sklearn.clone(),
+        ..ModelConfig::default()
+    };
+    load_backend_configured(artifact, options, &config)
+}
+
+/// [`load_backend`] with the model's whole config.toml: `[sklearn]`, and the
+/// `[fasttext]` and `[preprocess]` tables a fastText model reads at load.
+pub fn load_backend_configured(
+    artifact: &Path,
+    options: &BackendOptions,
+    config: &ModelConfig,
+) -> Result<Arc<dyn Backend>, BackendError> {
+    load_by_format(artifact, options, config).map_err(|e| match e {
         BackendError::Load(raw) => {
             tracing::warn!(path = %artifact.display(), error = %raw, "cannot load model file");
             BackendError::Load(client_message(&raw, Some(artifact)))
@@ -161,7 +217,7 @@ pub fn load_backend_with(
 fn load_by_format(
     artifact: &Path,
     options: &BackendOptions,
-    sklearn: &SklearnConfig,
+    config: &ModelConfig,
 ) -> Result<Arc<dyn Backend>, BackendError> {
     let sniffed = format::sniff_file(artifact)
         .map_err(|e| BackendError::Load(format!("cannot read {}: {e}", artifact.display())))?;
@@ -174,9 +230,15 @@ fn load_by_format(
     };
     match found {
         format::ArtifactFormat::Onnx => Ok(Arc::new(onnx::OnnxBackend::load(artifact, options)?)),
-        format::ArtifactFormat::Pickle | format::ArtifactFormat::CompressedJoblib => Ok(Arc::new(
-            sklearn::SklearnBackend::load_with(artifact, sklearn.wrapper_attribute.as_deref())?,
-        )),
+        format::ArtifactFormat::Pickle | format::ArtifactFormat::CompressedJoblib => {
+            Ok(Arc::new(sklearn::SklearnBackend::load_with(
+                artifact,
+                config.sklearn.wrapper_attribute.as_deref(),
+            )?))
+        }
+        format::ArtifactFormat::FastText => {
+            Ok(Arc::new(fasttext::FastTextBackend::load(artifact, config)?))
+        }
     }
 }
 

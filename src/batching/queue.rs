@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::tensors::{concat, split, stackable};
-use crate::backends::{Backend, BackendError};
+use crate::backends::{Backend, BackendError, PredictOptions};
 use crate::inference::{Executor, Job};
 use crate::metrics::QueueMetrics;
 use crate::model_config::BatchingConfig;
@@ -33,6 +33,8 @@ pub struct QueuedRequest {
     pub outputs: Vec<String>,
     /// When the caller stops waiting; the request never runs after it.
     pub deadline: Option<Instant>,
+    /// The request's own options; only requests with equal options share a batch.
+    pub options: PredictOptions,
 }
 
 /// Why a queued request got no outputs.
@@ -75,6 +77,7 @@ type Reply = oneshot::Sender<Result<Vec<NamedTensor>, BatchError>>;
 struct Entry {
     inputs: Vec<NamedTensor>,
     outputs: Vec<String>,
+    options: PredictOptions,
     /// Rows along the batch dimension; `None` when this request cannot be merged
     /// with others (batching off, or inputs that disagree on their first dimension).
     rows: Option<usize>,
@@ -92,10 +95,11 @@ impl Entry {
         self.deadline.is_some_and(|d| now >= d)
     }
 
-    /// Whether `other` can share a run with `self`: same outputs asked for, and
-    /// for every input a same-named one that stacks with it.
+    /// Whether `other` can share a run with `self`: same outputs and options asked
+    /// for, and for every input a same-named one that stacks with it.
     fn merges_with(&self, other: &Entry) -> bool {
         self.outputs == other.outputs
+            && self.options == other.options
             && self.inputs.len() == other.inputs.len()
             && self.inputs.iter().all(|(name, t)| {
                 other
@@ -253,6 +257,7 @@ impl BatchQueue {
             state.entries.push_back(Entry {
                 inputs: request.inputs,
                 outputs: request.outputs,
+                options: request.options,
                 rows,
                 deadline,
                 enqueued: now,
@@ -475,12 +480,15 @@ impl BatchQueue {
         if live.len() == 1 {
             // Alone: no copy into a batch and out again.
             let e = live.pop().expect("one entry");
-            let result = self.backend.predict(e.inputs, &e.outputs);
+            let result = self
+                .backend
+                .predict_with_options(e.inputs, &e.outputs, &e.options);
             let _ = e.reply.send(result.map_err(BatchError::from));
             return;
         }
         let rows: Vec<usize> = live.iter().map(|e| e.rows.unwrap_or(1)).collect();
         let outputs_wanted = std::mem::take(&mut live[0].outputs);
+        let options = live[0].options;
         let names: Vec<String> = live[0].inputs.iter().map(|(n, _)| n.clone()).collect();
         let mut columns: Vec<Vec<Tensor>> = names
             .iter()
@@ -505,7 +513,7 @@ impl BatchQueue {
             .map_err(|e| BatchError::Internal(format!("cannot form a batch: {e}")))
             .and_then(|inputs| {
                 self.backend
-                    .predict(inputs, &outputs_wanted)
+                    .predict_with_options(inputs, &outputs_wanted, &options)
                     .map_err(BatchError::from)
             })
             .and_then(|outputs| self.split_outputs(outputs, &rows));
@@ -711,6 +719,7 @@ mod tests {
             inputs: vec![("x".into(), x)],
             outputs: Vec::new(),
             deadline,
+            options: PredictOptions::default(),
         }
     }
 

@@ -71,6 +71,45 @@ fn timeout_parameter(
     }
 }
 
+/// A fastText model's `k` (an integer, 1 or more, or -1) and `threshold` (a
+/// number) from the request's parameters.
+fn predict_options(
+    parameters: &std::collections::HashMap<String, pb::InferParameter>,
+) -> Result<crate::backends::PredictOptions, ApiError> {
+    let choice = |name: &str| {
+        parameters
+            .get(name)
+            .and_then(|p| p.parameter_choice.as_ref())
+    };
+    let k = match choice("k") {
+        None => None,
+        Some(ParameterChoice::Int64Param(k))
+            if *k == -1 || (1..=i64::from(i32::MAX)).contains(k) =>
+        {
+            Some(*k as i32)
+        }
+        Some(ParameterChoice::Uint64Param(k)) if (1..=i32::MAX as u64).contains(k) => {
+            Some(*k as i32)
+        }
+        Some(other) => {
+            return Err(ApiError::InvalidArgument(format!(
+            "parameter \"k\" must be an integer of 1 or more, or -1 for every label, not {other:?}"
+        )))
+        }
+    };
+    let threshold = match choice("threshold") {
+        None => None,
+        Some(ParameterChoice::DoubleParam(t)) if t.is_finite() => Some(*t as f32),
+        Some(ParameterChoice::Int64Param(t)) => Some(*t as f32),
+        Some(other) => {
+            return Err(ApiError::InvalidArgument(format!(
+                "parameter \"threshold\" must be a number, not {other:?}"
+            )))
+        }
+    };
+    Ok(crate::backends::PredictOptions { k, threshold })
+}
+
 /// Decodes the inputs, from `raw_input_contents` (one entry per input, in order) when
 /// the request has any, else from each input's typed `contents`.
 pub fn decode_inputs(request: &pb::ModelInferRequest) -> Result<Vec<NamedTensor>, ApiError> {
@@ -190,6 +229,7 @@ impl grpc_inference_service_server::GrpcInferenceService for InferenceService {
         };
         predict.inputs = decode_inputs(&request).map_err(status_from)?;
         predict.outputs = request.outputs.iter().map(|o| o.name.clone()).collect();
+        predict.options = predict_options(&request.parameters).map_err(status_from)?;
         let response = api::predict(&self.state, predict)
             .await
             .map_err(status_from)?;

@@ -231,3 +231,32 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     };
     (status, Json(json!({ "live": true, "ready": ready })))
 }
+
+/// A request's `k` and `threshold` (V2 `parameters`, TF Serving REST's extra
+/// fields) as backend options: `k` an integer (1 or more, or -1), `threshold` a
+/// finite number.
+pub fn predict_options(
+    k: Option<&serde_json::Value>,
+    threshold: Option<&serde_json::Value>,
+) -> Result<crate::backends::PredictOptions, HttpError> {
+    let invalid = |m: String| HttpError(ApiError::InvalidArgument(m));
+    let k = match k {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => match v.as_i64() {
+            Some(k) if k == -1 || (1..=i64::from(i32::MAX)).contains(&k) => Some(k as i32),
+            _ => {
+                return Err(invalid(format!(
+                    "k must be an integer of 1 or more, or -1 for every label; got {v}"
+                )))
+            }
+        },
+    };
+    let threshold = match threshold {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => match v.as_f64() {
+            Some(t) if t.is_finite() => Some(t as f32),
+            _ => return Err(invalid(format!("threshold must be a number; got {v}"))),
+        },
+    };
+    Ok(crate::backends::PredictOptions { k, threshold })
+}

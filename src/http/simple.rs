@@ -9,6 +9,9 @@
 //! * any of the POSTs form-encoded (`application/x-www-form-urlencoded`), see
 //!   [`decode_form`].
 //!
+//! * a text model (fastText): `{"model_id": "intent", "text": "…"}` or
+//!   `{"model_id": "intent", "texts": ["…", "…"]}` in place of `features`;
+//!
 //! Answer: `{"model_id", "version", "prediction", "probabilities"?, "classes"?,
 //! "latency", "timestamp", "time"}`; one row in gives single values out, a list of rows
 //! gives lists. `timestamp` is epoch seconds (a number, as the old services sent it),
@@ -141,6 +144,8 @@ struct SimpleBody {
     rows: Rows,
     /// One row was given bare, so single values are answered.
     single: bool,
+    /// A fastText model's `k` and `threshold` (JSON bodies only).
+    options: crate::backends::PredictOptions,
 }
 
 fn is_form(headers: &HeaderMap) -> bool {
@@ -162,18 +167,41 @@ fn text_value(v: &str) -> FeatureValue {
     }
 }
 
-/// The JSON body: `{"model_id"?, "features", "version"?}`.
+/// `"texts": ["…", …]` for a text model (fastText): one row per text, answered
+/// with lists, as the old fastText service's list of sentences.
+fn parse_texts(texts: &Value) -> Result<(Rows, bool), HttpError> {
+    let Value::Array(texts) = texts else {
+        return Err(invalid("texts must be a list of strings"));
+    };
+    if texts.is_empty() {
+        return Err(invalid("texts is empty"));
+    }
+    let rows = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| match t {
+            Value::String(s) => Ok(vec![FeatureValue::Text(s.clone())]),
+            _ => Err(invalid(format!("texts[{i}] is not a string"))),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((Rows::Positional(rows), false))
+}
+
+/// The JSON body: `{"model_id"?, "features", "version"?}`, or `"text": "…"` /
+/// `"texts": [...]` in place of `features` for a text model.
 fn decode_json(bytes: &[u8]) -> Result<SimpleBody, HttpError> {
     let request: Value = parse_json(bytes)?;
     let Value::Object(request) = request else {
         return Err(invalid("the body must be a JSON object"));
     };
-    if let Some(unknown) = request
-        .keys()
-        .find(|k| !matches!(k.as_str(), "model_id" | "features" | "version"))
-    {
+    if let Some(unknown) = request.keys().find(|k| {
+        !matches!(
+            k.as_str(),
+            "model_id" | "features" | "version" | "text" | "texts" | "k" | "threshold"
+        )
+    }) {
         return Err(invalid(format!(
-            "unknown field {unknown:?}; expected model_id, features and version"
+            "unknown field {unknown:?}; expected model_id, features (or text, texts), version, k and threshold"
         )));
     }
     let model = match request.get("model_id") {
@@ -181,16 +209,35 @@ fn decode_json(bytes: &[u8]) -> Result<SimpleBody, HttpError> {
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
         Some(_) => return Err(invalid("model_id must be a non-empty string")),
     };
-    let features = request
-        .get("features")
-        .ok_or_else(|| invalid("features is required"))?;
-    let (rows, single) = parse_features(features)?;
+    let given = ["features", "text", "texts"]
+        .into_iter()
+        .filter(|k| request.contains_key(*k))
+        .count();
+    if given > 1 {
+        return Err(invalid("give one of features, text and texts"));
+    }
+    let (rows, single) = if let Some(text) = request.get("text") {
+        let Value::String(text) = text else {
+            return Err(invalid("text must be a string"));
+        };
+        let row = vec![FeatureValue::Text(text.clone())];
+        (Rows::Positional(vec![row]), true)
+    } else if let Some(texts) = request.get("texts") {
+        parse_texts(texts)?
+    } else {
+        let features = request
+            .get("features")
+            .ok_or_else(|| invalid("features (or text, texts) is required"))?;
+        parse_features(features)?
+    };
     let version = parse_version(request.get("version"))?;
+    let options = super::predict_options(request.get("k"), request.get("threshold"))?;
     Ok(SimpleBody {
         model,
         version,
         rows,
         single,
+        options,
     })
 }
 
@@ -259,6 +306,7 @@ fn decode_form(bytes: &[u8]) -> Result<SimpleBody, HttpError> {
         version,
         rows,
         single,
+        options: Default::default(),
     })
 }
 
@@ -296,6 +344,7 @@ async fn answer(
             model,
             version: body.version,
             rows: body.rows,
+            options: body.options,
         },
     )
     .await?;

@@ -161,6 +161,9 @@ struct PredictBody {
     signature_name: Option<String>,
     instances: Option<Value>,
     inputs: Option<Value>,
+    /// ferroserve's extra fields: a fastText model's labels per text and threshold.
+    k: Option<Value>,
+    threshold: Option<Value>,
 }
 
 /// `{"b64": "..."}` is a value (binary string), not a set of named inputs.
@@ -341,6 +344,7 @@ async fn post_model(
         };
     let mut predict = PredictRequest::new(path.model, path.version, Protocol::TfServingRest);
     predict.inputs = inputs;
+    predict.options = super::predict_options(request.k.as_ref(), request.threshold.as_ref())?;
     let response = api::predict(&state, predict).await?;
     let answer = if row_format {
         Json(Predictions {

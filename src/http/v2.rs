@@ -322,6 +322,10 @@ async fn run_infer(
     let mut predict = PredictRequest::new(model, version, Protocol::V2Rest);
     predict.inputs = decode_inputs(request.inputs, binary)?;
     predict.outputs = request.outputs.into_iter().map(|o| o.name).collect();
+    predict.options = super::predict_options(
+        request.parameters.get("k"),
+        request.parameters.get("threshold"),
+    )?;
     let response = api::predict(&state, predict).await?;
 
     // The answer is written straight from the output tensors (no `Value` tree).

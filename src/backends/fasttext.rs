@@ -1,0 +1,371 @@
+//! fastText classifiers (`model.bin`, quantized `model.ftz`), read by
+//! `crates/ferroserve-fasttext`, with the version's `[preprocess]` segmenter (jieba)
+//! applied to every text before the model.
+//!
+//! Signature: input `text` (BYTES, `[batch]` or `[batch, 1]`, UTF-8, one line each);
+//! outputs `labels` (BYTES `[batch, k]`, most probable first) and `probabilities`
+//! (FP32 `[batch, k]`), as the fasttext package's `model.predict(text, k, threshold)`
+//! gives them, and `sentence_vector` (FP32 `[batch, dim]`, `get_sentence_vector`).
+//! `k` and `threshold` come from `[fasttext]` in `config.toml`. A text with fewer
+//! labels over the threshold than `k` has its row padded with `""` and `0.0`, so
+//! the outputs stay rectangular.
+//!
+//! The segmenter runs here, on the inference thread with the model, per version:
+//! it is part of what the version computes, so every protocol (and the response
+//! cache, which keys on the raw text) sees the same answers, and none of its work
+//! runs on the async workers.
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use ferroserve_fasttext::{FastText, Limits};
+use jieba_rs::Jieba;
+
+use super::{Backend, BackendError, ModelTraits, PredictOptions, Signature};
+use crate::model_config::{ModelConfig, Segmenter};
+use crate::tensor::{DataType, NamedTensor, Tensor, TensorData, TensorSpec};
+
+pub const TEXT_INPUT: &str = "text";
+pub const LABELS_OUTPUT: &str = "labels";
+pub const PROBABILITIES_OUTPUT: &str = "probabilities";
+pub const VECTOR_OUTPUT: &str = "sentence_vector";
+
+/// The user dictionary may hold at most this many bytes (jieba's own default
+/// dictionary is about 5 MB).
+const MAX_USER_DICT_BYTES: u64 = 64 << 20;
+
+/// jieba with its default dictionary, built once per process (about 0.3 s and
+/// tens of MB) and shared by every version without a user dictionary.
+fn default_jieba() -> Arc<Jieba> {
+    static JIEBA: OnceLock<Arc<Jieba>> = OnceLock::new();
+    JIEBA.get_or_init(|| Arc::new(Jieba::new())).clone()
+}
+
+struct JiebaSegmenter {
+    jieba: Arc<Jieba>,
+    hmm: bool,
+}
+
+impl JiebaSegmenter {
+    /// `" ".join(jieba.cut(text, HMM=hmm))`.
+    fn segment(&self, text: &str) -> String {
+        let tokens = self.jieba.cut(text, self.hmm);
+        let mut out = String::with_capacity(text.len() + tokens.len());
+        for (i, t) in tokens.iter().enumerate() {
+            if i > 0 {
+                out.push(' ');
+            }
+            out.push_str(t.word);
+        }
+        out
+    }
+}
+
+pub struct FastTextBackend {
+    model: FastText,
+    k: i32,
+    threshold: f32,
+    segmenter: Option<JiebaSegmenter>,
+    signature: Signature,
+    traits: ModelTraits,
+}
+
+impl FastTextBackend {
+    pub fn load(artifact: &Path, config: &ModelConfig) -> Result<FastTextBackend, BackendError> {
+        let model = FastText::load(artifact, &Limits::default())
+            .map_err(|e| BackendError::Load(format!("{}: {e}", artifact.display())))?;
+        let segmenter = match config.preprocess.segmenter {
+            None => None,
+            Some(Segmenter::Jieba) => {
+                let jieba = match &config.preprocess.user_dict {
+                    None => default_jieba(),
+                    Some(name) => {
+                        let dir = artifact.parent().unwrap_or(Path::new("."));
+                        Arc::new(load_user_dict(&dir.join(name), name)?)
+                    }
+                };
+                Some(JiebaSegmenter {
+                    jieba,
+                    hmm: config.preprocess.hmm,
+                })
+            }
+        };
+        let k = config.fasttext.k;
+        let n_labels = model.labels().len();
+        let columns = if k < 0 {
+            n_labels
+        } else {
+            (k as usize).min(n_labels)
+        };
+        let signature = Signature {
+            inputs: vec![TensorSpec {
+                name: TEXT_INPUT.into(),
+                dtype: DataType::Bytes,
+                shape: vec![-1],
+            }],
+            outputs: vec![
+                TensorSpec {
+                    name: LABELS_OUTPUT.into(),
+                    dtype: DataType::Bytes,
+                    shape: vec![-1, columns as i64],
+                },
+                TensorSpec {
+                    name: PROBABILITIES_OUTPUT.into(),
+                    dtype: DataType::F32,
+                    shape: vec![-1, columns as i64],
+                },
+                TensorSpec {
+                    name: VECTOR_OUTPUT.into(),
+                    dtype: DataType::F32,
+                    shape: vec![-1, model.dim() as i64],
+                },
+            ],
+        };
+        let traits = ModelTraits {
+            prediction_output: Some(LABELS_OUTPUT.into()),
+            probabilities_output: Some(PROBABILITIES_OUTPUT.into()),
+            class_labels: None,
+            feature_names: None,
+        };
+        Ok(FastTextBackend {
+            model,
+            k,
+            threshold: config.fasttext.threshold,
+            segmenter,
+            signature,
+            traits,
+        })
+    }
+
+    /// The texts of the request, checked and segmented.
+    fn texts(&self, inputs: Vec<NamedTensor>) -> Result<Vec<String>, BackendError> {
+        let Some((_, tensor)) = inputs.into_iter().find(|(n, _)| n == TEXT_INPUT) else {
+            return Err(BackendError::InvalidInput(format!(
+                "the model's input is {TEXT_INPUT:?} (text)"
+            )));
+        };
+        let (shape, data) = tensor.into_parts();
+        if !(shape.len() == 1 || (shape.len() == 2 && shape[1] == 1)) {
+            return Err(BackendError::InvalidInput(format!(
+                "input {TEXT_INPUT:?} must have shape [batch] or [batch, 1], got {shape:?}"
+            )));
+        }
+        let TensorData::Bytes(rows) = data else {
+            return Err(BackendError::InvalidInput(format!(
+                "input {TEXT_INPUT:?} must be BYTES (text), got {}",
+                data.dtype()
+            )));
+        };
+        rows.into_iter()
+            .enumerate()
+            .map(|(i, bytes)| {
+                let text = String::from_utf8(bytes).map_err(|_| {
+                    BackendError::InvalidInput(format!(
+                        "input {TEXT_INPUT:?} row {i} is not valid UTF-8"
+                    ))
+                })?;
+                if text.trim().is_empty() {
+                    return Err(BackendError::InvalidInput(format!(
+                        "input {TEXT_INPUT:?} row {i} is an empty text"
+                    )));
+                }
+                if text.contains('\n') {
+                    return Err(BackendError::InvalidInput(format!(
+                        "input {TEXT_INPUT:?} row {i} holds a newline; fastText predicts one line per text"
+                    )));
+                }
+                Ok(match &self.segmenter {
+                    Some(s) => s.segment(&text),
+                    None => text,
+                })
+            })
+            .collect()
+    }
+}
+
+fn load_user_dict(path: &Path, name: &str) -> Result<Jieba, BackendError> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| BackendError::Load(format!("jieba user dictionary {name}: {e}")))?
+        .len();
+    if size > MAX_USER_DICT_BYTES {
+        return Err(BackendError::Load(format!(
+            "jieba user dictionary {name} is {size} bytes, over the limit of {MAX_USER_DICT_BYTES}"
+        )));
+    }
+    let bytes = std::fs::read(path)
+        .map_err(|e| BackendError::Load(format!("jieba user dictionary {name}: {e}")))?;
+    let mut jieba = Jieba::new();
+    jieba
+        .load_dict(&mut bytes.as_slice())
+        .map_err(|e| BackendError::Load(format!("jieba user dictionary {name}: {e}")))?;
+    Ok(jieba)
+}
+
+fn internal(e: impl std::fmt::Display) -> BackendError {
+    BackendError::Inference(e.to_string())
+}
+
+impl Backend for FastTextBackend {
+    fn format(&self) -> &'static str {
+        "fasttext"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn traits(&self) -> &ModelTraits {
+        &self.traits
+    }
+
+    fn predict(
+        &self,
+        inputs: Vec<NamedTensor>,
+        output_names: &[String],
+    ) -> Result<Vec<NamedTensor>, BackendError> {
+        self.predict_with_options(inputs, output_names, &PredictOptions::default())
+    }
+
+    /// `k` and `threshold` of the request, else of `[fasttext]`. The outputs are
+    /// `[batch, k]` (at most the number of labels) whatever the signature says.
+    fn predict_with_options(
+        &self,
+        inputs: Vec<NamedTensor>,
+        output_names: &[String],
+        options: &PredictOptions,
+    ) -> Result<Vec<NamedTensor>, BackendError> {
+        let k = options.k.unwrap_or(self.k);
+        let threshold = options.threshold.unwrap_or(self.threshold);
+        let columns = if k < 0 {
+            self.model.labels().len()
+        } else {
+            (k as usize).min(self.model.labels().len())
+        };
+        let wanted: Vec<&str> = if output_names.is_empty() {
+            vec![LABELS_OUTPUT, PROBABILITIES_OUTPUT]
+        } else {
+            output_names.iter().map(String::as_str).collect()
+        };
+        if let Some(unknown) = wanted
+            .iter()
+            .find(|n| ![LABELS_OUTPUT, PROBABILITIES_OUTPUT, VECTOR_OUTPUT].contains(n))
+        {
+            return Err(BackendError::InvalidInput(format!(
+                "model has no output {unknown:?}"
+            )));
+        }
+        let texts = self.texts(inputs)?;
+        let n = texts.len();
+        let wants_labels = wanted.iter().any(|w| *w != VECTOR_OUTPUT);
+        let mut labels = Vec::new();
+        let mut probabilities = Vec::new();
+        if wants_labels {
+            labels.reserve(n * columns);
+            probabilities.reserve(n * columns);
+            for text in &texts {
+                let predictions = self
+                    .model
+                    .predict(text, k, threshold)
+                    .map_err(|e| match e {
+                        ferroserve_fasttext::Error::InvalidRequest(m) => {
+                            BackendError::InvalidInput(m)
+                        }
+                        other => internal(other),
+                    })?;
+                for i in 0..columns {
+                    match predictions.get(i) {
+                        Some(p) => {
+                            labels.push(p.label.as_bytes().to_vec());
+                            probabilities.push(p.probability);
+                        }
+                        None => {
+                            labels.push(Vec::new());
+                            probabilities.push(0.0);
+                        }
+                    }
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(wanted.len());
+        for name in wanted {
+            let tensor = match name {
+                LABELS_OUTPUT => Tensor::new(
+                    vec![n, columns],
+                    TensorData::Bytes(std::mem::take(&mut labels)),
+                ),
+                PROBABILITIES_OUTPUT => Tensor::new(
+                    vec![n, columns],
+                    TensorData::F32(std::mem::take(&mut probabilities)),
+                ),
+                _ => {
+                    let dim = self.model.dim();
+                    let mut v = Vec::with_capacity(n * dim);
+                    for text in &texts {
+                        v.extend(self.model.sentence_vector(text).map_err(internal)?);
+                    }
+                    Tensor::new(vec![n, dim], TensorData::F32(v))
+                }
+            }
+            .map_err(internal)?;
+            out.push((name.to_string(), tensor));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn fixtures() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fasttext")
+    }
+
+    #[test]
+    fn fasttext_files_are_recognised_by_content() {
+        use crate::backends::format::{sniff, ArtifactFormat};
+        for file in ["softmax.bin", "quantized.ftz", "lid.176.ftz"] {
+            let bytes = std::fs::read(fixtures().join(file)).unwrap();
+            assert_eq!(
+                sniff(&bytes[..64], bytes.len() as u64),
+                Some(ArtifactFormat::FastText),
+                "{file}"
+            );
+            let mut other_version = bytes[..64].to_vec();
+            other_version[4] = 13;
+            assert_ne!(
+                sniff(&other_version, bytes.len() as u64),
+                Some(ArtifactFormat::FastText)
+            );
+        }
+    }
+
+    /// jieba-rs against Python jieba 0.42.1's `" ".join(jieba.cut(text, HMM=…))`, with
+    /// and without HMM and with a user dictionary (python/make_fasttext_models.py).
+    #[test]
+    fn jieba_segments_as_python_jieba() {
+        let expected: Value = serde_json::from_str(
+            &std::fs::read_to_string(fixtures().join("jieba_expected.json")).unwrap(),
+        )
+        .unwrap();
+        let default = default_jieba();
+        let user =
+            Arc::new(load_user_dict(&fixtures().join("user_dict.txt"), "user_dict.txt").unwrap());
+        for (key, jieba, hmm) in [
+            ("hmm", default.clone(), true),
+            ("no_hmm", default, false),
+            ("with_user_dict", user, true),
+        ] {
+            let s = JiebaSegmenter { jieba, hmm };
+            for case in expected[key].as_array().unwrap() {
+                let text = case["text"].as_str().unwrap();
+                assert_eq!(
+                    s.segment(text),
+                    case["segmented"].as_str().unwrap(),
+                    "{key}: {text}"
+                );
+            }
+        }
+    }
+}
