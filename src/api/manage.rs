@@ -806,11 +806,9 @@ impl Upload {
         }
         let options = self.state.manager.backend_options().clone();
         // The model's own config.toml (if any) says how its pickles are read.
-        let sklearn = crate::model_config::ModelConfig::load(&self.model_dir)
-            .map(|c| c.sklearn)
-            .unwrap_or_default();
+        let config = crate::model_config::ModelConfig::load(&self.model_dir).unwrap_or_default();
         let check = tokio::task::spawn_blocking(move || {
-            load_backend_with(&artifact, &options, &sklearn).map(|_| ())
+            load_backend_with(&artifact, &options, &config).map(|_| ())
         });
         let checked = tokio::time::timeout_at(deadline, check)
             .await

@@ -35,6 +35,9 @@ pub struct PredictRequest {
     /// A deadline the client asked for (gRPC `grpc-timeout`); the earlier of this
     /// and the model's timeout applies.
     pub client_timeout: Option<Duration>,
+    /// The model's signature to run (TF Serving's `signature_name`); empty means
+    /// the default. Only TF SavedModels have others.
+    pub signature_name: String,
 }
 
 impl PredictRequest {
@@ -50,6 +53,7 @@ impl PredictRequest {
             outputs: Vec::new(),
             protocol,
             client_timeout: None,
+            signature_name: String::new(),
         }
     }
 }
@@ -150,7 +154,7 @@ pub fn admit(
 async fn run(
     state: &ServerState,
     model: &str,
-    request: PredictRequest,
+    mut request: PredictRequest,
     started: Instant,
     held: Option<ServableHandle>,
 ) -> Result<PredictResponse, ApiError> {
@@ -165,7 +169,16 @@ async fn run(
         None => timeout,
     };
     let deadline = started + timeout;
-    let signature = handle.backend.signature();
+    let signature = handle
+        .backend
+        .signature_named(&request.signature_name)
+        .ok_or_else(|| unknown_signature(&*handle.backend, &request.signature_name))?;
+    // The default signature by name runs as the default: it batches with the rest.
+    let signature_name = if std::ptr::eq(signature, handle.backend.signature()) {
+        String::new()
+    } else {
+        std::mem::take(&mut request.signature_name)
+    };
     let inputs = prepare_inputs(
         signature,
         handle.config().input_name.as_deref(),
@@ -187,7 +200,8 @@ async fn run(
     let encoding = ResponseEncoding::of(request.protocol);
     // The model's cache settings as they are now: `[cache]` edits apply at once.
     let cached = match &state.cache {
-        Some(cache) if handle.config().cache.enabled => Some((
+        // The key does not name the signature, so only the default one is cached.
+        Some(cache) if handle.config().cache.enabled && signature_name.is_empty() => Some((
             cache,
             CacheKey::new(&handle.model, handle.version, &inputs, &request.outputs),
         )),
@@ -216,6 +230,7 @@ async fn run(
         inputs,
         outputs: request.outputs,
         deadline: Some(tokio::time::Instant::from_std(deadline)),
+        signature: signature_name,
     };
     let outputs = match handle.queue.submit(&state.inference, queued).await {
         Ok(outputs) => outputs,
@@ -244,6 +259,23 @@ async fn run(
         outputs,
         cache,
     })
+}
+
+/// TF Serving's answer to a signature name the model lacks, naming the ones it has.
+pub fn unknown_signature(backend: &dyn crate::backends::Backend, name: &str) -> ApiError {
+    let names: Vec<String> = backend
+        .signatures()
+        .iter()
+        .map(|s| format!("{:?}", s.name))
+        .collect();
+    let has = if names.is_empty() {
+        "\"serving_default\"".to_string()
+    } else {
+        names.join(", ")
+    };
+    ApiError::InvalidArgument(format!(
+        "serving signature name {name:?} not found; the model has {has}"
+    ))
 }
 
 /// Whether this request goes to the prediction log (`[log] sample_rate`).

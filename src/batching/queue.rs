@@ -33,6 +33,8 @@ pub struct QueuedRequest {
     pub outputs: Vec<String>,
     /// When the caller stops waiting; the request never runs after it.
     pub deadline: Option<Instant>,
+    /// The model's signature to run (TF SavedModels); empty: the default one.
+    pub signature: String,
 }
 
 /// Why a queued request got no outputs.
@@ -75,6 +77,8 @@ type Reply = oneshot::Sender<Result<Vec<NamedTensor>, BatchError>>;
 struct Entry {
     inputs: Vec<NamedTensor>,
     outputs: Vec<String>,
+    /// Empty: the model's default signature.
+    signature: String,
     /// Rows along the batch dimension; `None` when this request cannot be merged
     /// with others (batching off, or inputs that disagree on their first dimension).
     rows: Option<usize>,
@@ -96,6 +100,7 @@ impl Entry {
     /// for every input a same-named one that stacks with it.
     fn merges_with(&self, other: &Entry) -> bool {
         self.outputs == other.outputs
+            && self.signature == other.signature
             && self.inputs.len() == other.inputs.len()
             && self.inputs.iter().all(|(name, t)| {
                 other
@@ -235,7 +240,9 @@ impl BatchQueue {
             runtime: tokio::runtime::Handle::current(),
         });
         let now = Instant::now();
-        let rows = if self.limits.batching {
+        // The batching limits were resolved against the default signature, so a
+        // request for another one runs alone.
+        let rows = if self.limits.batching && request.signature.is_empty() {
             batch_rows(&request.inputs)
         } else {
             None
@@ -253,6 +260,7 @@ impl BatchQueue {
             state.entries.push_back(Entry {
                 inputs: request.inputs,
                 outputs: request.outputs,
+                signature: request.signature,
                 rows,
                 deadline,
                 enqueued: now,
@@ -475,7 +483,12 @@ impl BatchQueue {
         if live.len() == 1 {
             // Alone: no copy into a batch and out again.
             let e = live.pop().expect("one entry");
-            let result = self.backend.predict(e.inputs, &e.outputs);
+            let result = if e.signature.is_empty() {
+                self.backend.predict(e.inputs, &e.outputs)
+            } else {
+                self.backend
+                    .predict_signature(&e.signature, e.inputs, &e.outputs)
+            };
             let _ = e.reply.send(result.map_err(BatchError::from));
             return;
         }
@@ -711,6 +724,7 @@ mod tests {
             inputs: vec![("x".into(), x)],
             outputs: Vec::new(),
             deadline,
+            signature: String::new(),
         }
     }
 
