@@ -479,6 +479,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tensorflow_table_gives_tags_and_threads_with_tf_servings_defaults() {
+        let c = ModelConfig::parse("").unwrap();
+        assert_eq!(c.tensorflow.tags, ["serve"]);
+        assert_eq!(
+            (c.tensorflow.intra_op_threads, c.tensorflow.inter_op_threads),
+            (0, 0)
+        );
+        let c =
+            ModelConfig::parse("[tensorflow]\ntags = [\"serve\", \"gpu\"]\nintra_op_threads = 2\n")
+                .unwrap();
+        assert_eq!(c.tensorflow.tags, ["serve", "gpu"]);
+        assert_eq!(
+            (c.tensorflow.intra_op_threads, c.tensorflow.inter_op_threads),
+            (2, 0)
+        );
+        assert!(ModelConfig::parse("[tensorflow]\ntag = \"serve\"").is_err());
+    }
+
+    #[test]
     fn sklearn_wrapper_attribute_is_a_python_name() {
         let c = ModelConfig::parse("[sklearn]\nwrapper_attribute = \"model\"").unwrap();
         assert_eq!(c.sklearn.wrapper_attribute.as_deref(), Some("model"));

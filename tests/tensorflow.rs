@@ -620,3 +620,78 @@ async fn without_the_library_a_saved_model_is_error_and_other_models_serve() {
     assert_eq!(settled_status(&server, "iris").await["state"], "AVAILABLE");
     server.stop().await;
 }
+
+/// The versions of `model` the server serves now.
+async fn served_versions(server: &TestServer, model: &str) -> Vec<u64> {
+    let (_, body) = server.get(&format!("/v1/models/{model}")).await;
+    let mut versions: Vec<u64> = body["model_version_status"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter(|v| v["state"] == "AVAILABLE")
+                .map(|v| v["version"].as_str().unwrap().parse().unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    versions.sort();
+    versions
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_saved_model_version_replaces_the_old_under_load_with_no_failure() {
+    let repo = repo(&["mlp"]);
+    let root = repo.path().to_path_buf();
+    let server = TestServer::start_with(settings(&root)).await;
+    assert_eq!(served_versions(&server, "mlp").await, [1]);
+    let case = &expected("mlp")["serving_default"];
+    let columns =
+        json!({"inputs": {"features": nest(data_of(&case["inputs"]["features"]), &[5, 4])}});
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (client, url, body, stop) = (
+            server.client.clone(),
+            server.url("/v1/models/mlp:predict"),
+            columns.to_string(),
+            stop.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            let mut answers: Vec<(u16, String)> = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = client.post(&url).body(body.clone()).send().await.unwrap();
+                answers.push((r.status().as_u16(), r.text().await.unwrap()));
+            }
+            answers
+        }));
+    }
+    // Version 2 appears whole (copied aside, then renamed in), as a deployment would.
+    copy_dir(&root.join("mlp/1"), &root.join("mlp/.incoming"));
+    std::fs::rename(root.join("mlp/.incoming"), root.join("mlp/2")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while served_versions(&server, "mlp").await != [2] {
+        assert!(
+            Instant::now() < deadline,
+            "version 2 did not replace version 1"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Some more requests on version 2 alone, then stop.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for client in clients {
+        for (status, body) in client.await.unwrap() {
+            assert_eq!(status, 200, "{body}");
+            let answer: Value = serde_json::from_str(&body).unwrap();
+            assert_nested(
+                &answer["outputs"],
+                &case["outputs"]["probabilities"],
+                "hot swap",
+            );
+            total += 1;
+        }
+    }
+    assert!(total > 4, "only {total} requests were sent");
+    server.stop().await;
+}
