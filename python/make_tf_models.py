@@ -129,9 +129,15 @@ def multi():
     def combine(a, b):
         return {"sum": a + tf.cast(b, tf.float64), "max_b": tf.reduce_max(b, axis=1)}
 
+    # A signature ferroserve cannot serve (a float16 output): left out, the rest load.
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="v")])
+    def half(v):
+        return {"h": tf.cast(v, tf.float16)}
+
     holder.serve = serve
     holder.combine = combine
-    save("multi", holder, {"serving_default": serve, "combine": combine}, [
+    holder.half = half
+    save("multi", holder, {"serving_default": serve, "combine": combine, "half": half}, [
         ("serving_default", {
             "x": rng.normal(size=(4, 3)).astype(np.float32),
             "count": np.array([1, 2, 3, -4], dtype=np.int64),

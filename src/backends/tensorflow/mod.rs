@@ -351,6 +351,7 @@ impl TensorflowBackend {
                 "the SavedModel has no SignatureDef with outputs under these tags".into(),
             ));
         }
+        let mut skipped: Vec<String> = Vec::new();
         for (name, def) in defs {
             let specs = |map: &HashMap<String, TensorInfo>| {
                 let mut keys: Vec<&String> = map.keys().collect();
@@ -366,8 +367,18 @@ impl TensorflowBackend {
                 }
                 Ok::<_, BackendError>((specs, outputs, names))
             };
-            let (input_specs, inputs, input_tensors) = specs(&def.inputs)?;
-            let (output_specs, outputs, output_tensors) = specs(&def.outputs)?;
+            // A signature ferroserve cannot serve (a sparse tensor, an unsupported
+            // dtype) is left out, as long as another one remains.
+            let resolved = specs(&def.inputs).and_then(|i| Ok((i, specs(&def.outputs)?)));
+            let ((input_specs, inputs, input_tensors), (output_specs, outputs, output_tensors)) =
+                match resolved {
+                    Ok(both) => both,
+                    Err(e) => {
+                        tracing::warn!(signature = %name, error = %e, "SavedModel signature not served");
+                        skipped.push(e.to_string());
+                        continue;
+                    }
+                };
             self.signatures.push(LoadedSignature {
                 name: name.clone(),
                 inputs,
@@ -383,6 +394,12 @@ impl TensorflowBackend {
                 input_tensors,
                 output_tensors,
             });
+        }
+        if self.signatures.is_empty() {
+            return Err(BackendError::Load(format!(
+                "no signature of the SavedModel can be served: {}",
+                skipped.join("; ")
+            )));
         }
         self.default = self
             .signatures
@@ -567,7 +584,8 @@ impl TensorflowBackend {
                 status.raw,
             );
         }
-        drop(values);
+        // The input tensors (`values`) live until the outputs are read: an output
+        // may share an input's buffer (an identity signature).
         let outputs: Vec<OwnedTensor> = output_ptrs
             .into_iter()
             .filter(|p| !p.is_null())
