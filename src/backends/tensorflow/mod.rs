@@ -49,8 +49,9 @@ pub fn locate_library(configured: Option<&Path>) -> Result<PathBuf, String> {
             Ok(dir.to_path_buf())
         } else {
             Err(format!(
-                "TensorFlow library {} not found in {} (from --tensorflow-path); give the \
-                 directory of the tensorflow-cpu wheel's tensorflow package",
+                "TensorFlow library {} not found in {} (from --tensorflow-path or \
+                 FERROSERVE_TENSORFLOW_PATH); give the directory of the tensorflow-cpu \
+                 wheel's tensorflow package",
                 ffi::CC_LIBRARY,
                 dir.display()
             ))
