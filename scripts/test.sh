@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh --no-build
 export ORT_DYLIB_PATH="$PWD/.ort/libonnxruntime.so.1.31.1"
+# TensorFlow's C API for SavedModels (issue 16): the tensorflow-cpu wheel's libraries.
+export FERROSERVE_TENSORFLOW_PATH="$PWD/.venv-tf/lib/python3.11/site-packages/tensorflow"
 
 # --- deployment files: Helm chart, KServe manifests, Dockerfile (issue 18), offline ---
 .venv/bin/python deploy/validate.py --self-test

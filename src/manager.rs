@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use crate::backends::{load_backend_configured, Backend, BackendOptions, ARTIFACT_NAMES};
+use crate::backends::{load_backend_with, Backend, BackendOptions, ARTIFACT_NAMES};
 use crate::batching::BatchQueue;
 use crate::model_config::ModelConfig;
 use crate::repository::ModelOnDisk;
@@ -698,8 +698,7 @@ impl Manager {
 
     fn load_version(&self, model: &str, version: u64, artifact: &Path, config: Arc<ModelConfig>) {
         let started = std::time::Instant::now();
-        let result =
-            load_backend_configured(artifact, &self.options, &config).map_err(|e| e.to_string());
+        let result = load_backend_with(artifact, &self.options, &config).map_err(|e| e.to_string());
         let result = result.and_then(|backend| {
             if config.warmup_enabled() {
                 let dir = artifact.parent().unwrap_or(Path::new("."));

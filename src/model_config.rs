@@ -117,6 +117,9 @@ pub struct ModelConfig {
     /// Pre-processing of text inputs (`[preprocess]`), applied per version.
     #[serde(default)]
     pub preprocess: PreprocessConfig,
+    /// TensorFlow SavedModel options (`[tensorflow]`).
+    #[serde(default)]
+    pub tensorflow: TensorflowConfig,
     /// The prediction log (`[log]`): which requests are kept in the metadata store.
     #[serde(default)]
     pub log: LogConfig,
@@ -263,6 +266,30 @@ impl Default for FastTextConfig {
         FastTextConfig {
             k: 1,
             threshold: 0.0,
+        }
+    }
+}
+
+/// The `[tensorflow]` table: how a SavedModel of this model is loaded.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TensorflowConfig {
+    /// The MetaGraph's tag set to load. Default `["serve"]`, as TF Serving.
+    pub tags: Vec<String>,
+    /// TensorFlow's intra-op threads (`ConfigProto.intra_op_parallelism_threads`).
+    /// Default 0: TensorFlow chooses (one per core), as TF Serving.
+    pub intra_op_threads: u32,
+    /// TensorFlow's inter-op threads (`ConfigProto.inter_op_parallelism_threads`).
+    /// Default 0: TensorFlow chooses.
+    pub inter_op_threads: u32,
+}
+
+impl Default for TensorflowConfig {
+    fn default() -> TensorflowConfig {
+        TensorflowConfig {
+            tags: vec!["serve".to_string()],
+            intra_op_threads: 0,
+            inter_op_threads: 0,
         }
     }
 }
@@ -566,6 +593,25 @@ mod tests {
             "[preprocess]\nsegmenter = \"jieba\"\nuser_dict = \"../d.txt\""
         )
         .is_err());
+    }
+
+    #[test]
+    fn tensorflow_table_gives_tags_and_threads_with_tf_servings_defaults() {
+        let c = ModelConfig::parse("").unwrap();
+        assert_eq!(c.tensorflow.tags, ["serve"]);
+        assert_eq!(
+            (c.tensorflow.intra_op_threads, c.tensorflow.inter_op_threads),
+            (0, 0)
+        );
+        let c =
+            ModelConfig::parse("[tensorflow]\ntags = [\"serve\", \"gpu\"]\nintra_op_threads = 2\n")
+                .unwrap();
+        assert_eq!(c.tensorflow.tags, ["serve", "gpu"]);
+        assert_eq!(
+            (c.tensorflow.intra_op_threads, c.tensorflow.inter_op_threads),
+            (2, 0)
+        );
+        assert!(ModelConfig::parse("[tensorflow]\ntag = \"serve\"").is_err());
     }
 
     #[test]

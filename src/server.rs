@@ -57,6 +57,7 @@ pub fn backend_options(settings: &Settings) -> BackendOptions {
     BackendOptions {
         onnxruntime_path: settings.onnxruntime_path.clone(),
         onnx_intra_threads: settings.onnx_intra_threads,
+        tensorflow_path: settings.tensorflow_path.clone(),
         onnx_sessions: settings.onnx_sessions,
     }
 }

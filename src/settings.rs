@@ -52,6 +52,11 @@ pub struct Settings {
     /// ONNX Runtime sessions per model version, so one model can run on several
     /// inference threads at once. Default 1.
     pub onnx_sessions: usize,
+    /// Directory holding TensorFlow's C API libraries (`libtensorflow_cc.so.2`,
+    /// `libtensorflow_framework.so.2`: the tensorflow-cpu wheel's `tensorflow/`),
+    /// loaded only when a SavedModel is. Default: `FERROSERVE_TENSORFLOW_PATH`, then
+    /// next to the executable.
+    pub tensorflow_path: Option<PathBuf>,
     /// Time between two polls of the model repository for new, removed or changed
     /// versions and configs. Default 1 s; zero disables polling.
     pub file_system_poll_wait: Duration,
@@ -287,6 +292,7 @@ impl Default for Settings {
             onnxruntime_path: None,
             onnx_intra_threads: 1,
             onnx_sessions: 1,
+            tensorflow_path: None,
             file_system_poll_wait: Duration::from_secs(1),
             model_config_file: None,
             model_config_file_poll_wait: Duration::ZERO,
@@ -424,6 +430,10 @@ pub struct ServeArgs {
     /// ONNX Runtime sessions per model version [default: 1]
     #[arg(long, env = "FERROSERVE_ONNX_SESSIONS", value_name = "N")]
     pub onnx_sessions: Option<usize>,
+
+    /// Directory of TensorFlow's libraries (libtensorflow_cc.so.2) [default: next to the executable]
+    #[arg(long, env = "FERROSERVE_TENSORFLOW_PATH", value_name = "DIR")]
+    pub tensorflow_path: Option<PathBuf>,
 
     /// Seconds between two polls of the model repository; 0 disables polling [default: 1]
     #[arg(
@@ -742,6 +752,7 @@ impl ServeArgs {
             onnxruntime_path: upper.onnxruntime_path.or(self.onnxruntime_path),
             onnx_intra_threads: upper.onnx_intra_threads.or(self.onnx_intra_threads),
             onnx_sessions: upper.onnx_sessions.or(self.onnx_sessions),
+            tensorflow_path: upper.tensorflow_path.or(self.tensorflow_path),
             file_system_poll_wait_seconds: upper
                 .file_system_poll_wait_seconds
                 .or(self.file_system_poll_wait_seconds),
@@ -1129,6 +1140,7 @@ impl ServeArgs {
                 d.onnx_intra_threads,
             )?,
             onnx_sessions: positive("onnx_sessions", self.onnx_sessions, d.onnx_sessions)?,
+            tensorflow_path: self.tensorflow_path.or(d.tensorflow_path),
         })
     }
 }

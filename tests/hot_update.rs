@@ -264,6 +264,7 @@ fn unloading_waits_for_the_request_that_holds_the_old_version() {
         onnxruntime_path: onnxruntime_path(),
         onnx_intra_threads: 1,
         onnx_sessions: 1,
+        tensorflow_path: None,
     }));
     let sources = Sources::new(manager.clone(), repo.path().to_path_buf());
     sources.initial_load();

@@ -625,6 +625,7 @@ fn loads_are_bounded_and_a_policy_serves_at_most_the_cap() {
             onnxruntime_path: onnxruntime_path(),
             onnx_intra_threads: 1,
             onnx_sessions: 1,
+            tensorflow_path: None,
         })
         .with_limits(LoadLimits {
             max_concurrent_loads: 3,

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 
 use super::{ApiError, Caller, ServerState};
-use crate::backends::load_backend_configured;
+use crate::backends::load_backend_with;
 use crate::manager::{ModelRecord, VersionState};
 use crate::model_config_list::{is_valid_model_name, ModelConfigList};
 use crate::repository::{parse_version, MAX_VERSION};
@@ -805,11 +805,11 @@ impl Upload {
             }
         }
         let options = self.state.manager.backend_options().clone();
-        // The model's own config.toml (if any) says how its pickles are read (and a
-        // fastText model's segmenter).
+        // The model's own config.toml (if any) says how its pickles are read (a
+        // fastText model's segmenter, a SavedModel's tags).
         let config = crate::model_config::ModelConfig::load(&self.model_dir).unwrap_or_default();
         let check = tokio::task::spawn_blocking(move || {
-            load_backend_configured(&artifact, &options, &config).map(|_| ())
+            load_backend_with(&artifact, &options, &config).map(|_| ())
         });
         let checked = tokio::time::timeout_at(deadline, check)
             .await

@@ -1,7 +1,7 @@
 //! Model metadata: the signature of a served version.
 
 use super::{ApiError, ServerState};
-use crate::backends::{ModelTraits, Signature};
+use crate::backends::{ModelTraits, NamedSignature, Signature};
 use crate::manager::VersionRequest;
 
 #[derive(Debug, Clone)]
@@ -14,6 +14,9 @@ pub struct ModelMetadata {
     /// `"onnx"` or `"sklearn"`.
     pub format: &'static str,
     pub signature: Signature,
+    /// Every named signature with its graph tensors (TF SavedModels); empty for a
+    /// format with only `signature` (then called `serving_default`).
+    pub signatures: Vec<NamedSignature>,
     pub traits: ModelTraits,
 }
 
@@ -23,6 +26,7 @@ impl ModelMetadata {
         match self.format {
             "onnx" => "onnxruntime_onnx",
             "sklearn" => "sklearn",
+            "tensorflow" => "tensorflow_savedmodel",
             other => other,
         }
     }
@@ -47,6 +51,7 @@ pub fn model_metadata(
         available_versions,
         format: handle.backend.format(),
         signature: handle.backend.signature().clone(),
+        signatures: handle.backend.signatures().to_vec(),
         traits: handle.backend.traits().clone(),
     })
 }

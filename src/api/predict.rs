@@ -37,6 +37,9 @@ pub struct PredictRequest {
     pub client_timeout: Option<Duration>,
     /// Options for the backend (a fastText model's `k` and `threshold`).
     pub options: PredictOptions,
+    /// The model's signature to run (TF Serving's `signature_name`); empty means
+    /// the default. Only TF SavedModels have others.
+    pub signature_name: String,
 }
 
 impl PredictRequest {
@@ -53,6 +56,7 @@ impl PredictRequest {
             protocol,
             client_timeout: None,
             options: PredictOptions::default(),
+            signature_name: String::new(),
         }
     }
 }
@@ -153,7 +157,7 @@ pub fn admit(
 async fn run(
     state: &ServerState,
     model: &str,
-    request: PredictRequest,
+    mut request: PredictRequest,
     started: Instant,
     held: Option<ServableHandle>,
 ) -> Result<PredictResponse, ApiError> {
@@ -168,7 +172,16 @@ async fn run(
         None => timeout,
     };
     let deadline = started + timeout;
-    let signature = handle.backend.signature();
+    let signature = handle
+        .backend
+        .signature_named(&request.signature_name)
+        .ok_or_else(|| unknown_signature(&*handle.backend, &request.signature_name))?;
+    // The default signature by name runs as the default: it batches with the rest.
+    let signature_name = if std::ptr::eq(signature, handle.backend.signature()) {
+        String::new()
+    } else {
+        std::mem::take(&mut request.signature_name)
+    };
     let inputs = prepare_inputs(
         signature,
         handle.config().input_name.as_deref(),
@@ -189,13 +202,19 @@ async fn run(
     let logged_inputs = sampled_for_log(state, &handle).then(|| inputs.clone());
     let encoding = ResponseEncoding::of(request.protocol);
     // The model's cache settings as they are now: `[cache]` edits apply at once.
-    // A request with its own options is not cached: the key names inputs and
-    // outputs only.
+    // The key names inputs and outputs only, neither a request's own options nor a
+    // signature other than the default: only requests with neither are cached.
     let cached = match &state.cache {
-        Some(cache) if handle.config().cache.enabled && request.options.is_empty() => Some((
-            cache,
-            CacheKey::new(&handle.model, handle.version, &inputs, &request.outputs),
-        )),
+        Some(cache)
+            if handle.config().cache.enabled
+                && request.options.is_empty()
+                && signature_name.is_empty() =>
+        {
+            Some((
+                cache,
+                CacheKey::new(&handle.model, handle.version, &inputs, &request.outputs),
+            ))
+        }
         _ => None,
     };
     if let Some((cache, key)) = &cached {
@@ -222,6 +241,7 @@ async fn run(
         outputs: request.outputs,
         deadline: Some(tokio::time::Instant::from_std(deadline)),
         options: request.options,
+        signature: signature_name,
     };
     let outputs = match handle.queue.submit(&state.inference, queued).await {
         Ok(outputs) => outputs,
@@ -250,6 +270,23 @@ async fn run(
         outputs,
         cache,
     })
+}
+
+/// TF Serving's answer to a signature name the model lacks, naming the ones it has.
+pub fn unknown_signature(backend: &dyn crate::backends::Backend, name: &str) -> ApiError {
+    let names: Vec<String> = backend
+        .signatures()
+        .iter()
+        .map(|s| format!("{:?}", s.name))
+        .collect();
+    let has = if names.is_empty() {
+        "\"serving_default\"".to_string()
+    } else {
+        names.join(", ")
+    };
+    ApiError::InvalidArgument(format!(
+        "serving signature name {name:?} not found; the model has {has}"
+    ))
 }
 
 /// Whether this request goes to the prediction log (`[log] sample_rate`).

@@ -9,11 +9,12 @@ pub mod fasttext;
 pub mod format;
 pub mod onnx;
 pub mod sklearn;
+pub mod tensorflow;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::model_config::{ModelConfig, SklearnConfig};
+use crate::model_config::ModelConfig;
 use crate::tensor::{NamedTensor, TensorSpec};
 
 /// What a model takes and gives.
@@ -21,6 +22,19 @@ use crate::tensor::{NamedTensor, TensorSpec};
 pub struct Signature {
     pub inputs: Vec<TensorSpec>,
     pub outputs: Vec<TensorSpec>,
+}
+
+/// One of a model's named signatures (TF SavedModels have several).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedSignature {
+    pub name: String,
+    /// TF's method name (`tensorflow/serving/predict`, `…/classify`, `…/regress`).
+    pub method_name: String,
+    pub signature: Signature,
+    /// The graph tensor (`op:index`) of each input, in `signature.inputs` order.
+    pub input_tensors: Vec<String>,
+    /// The graph tensor of each output, in `signature.outputs` order.
+    pub output_tensors: Vec<String>,
 }
 
 /// What kind of answer a model gives, so the simple `/predict` API can say
@@ -111,6 +125,33 @@ pub trait Backend: Send + Sync + 'static {
         }
         self.predict(inputs, output_names)
     }
+
+    /// Every named signature, the default one included; empty for a format whose
+    /// models have only [`Backend::signature`].
+    fn signatures(&self) -> &[NamedSignature] {
+        &[]
+    }
+
+    /// The signature called `name` (empty: the default), if the model has one by
+    /// that name. Formats with one signature call it `serving_default`.
+    fn signature_named(&self, name: &str) -> Option<&Signature> {
+        (name.is_empty() || name == tensorflow::DEFAULT_SIGNATURE).then(|| self.signature())
+    }
+
+    /// Runs one batch through the signature called `name` (empty: the default).
+    fn predict_signature(
+        &self,
+        name: &str,
+        inputs: Vec<NamedTensor>,
+        output_names: &[String],
+    ) -> Result<Vec<NamedTensor>, BackendError> {
+        if !name.is_empty() && name != tensorflow::DEFAULT_SIGNATURE {
+            return Err(BackendError::InvalidInput(format!(
+                "serving signature name {name:?} not found"
+            )));
+        }
+        self.predict(inputs, output_names)
+    }
 }
 
 /// Artifact file names, in order of preference, and the format each means.
@@ -132,6 +173,9 @@ pub struct BackendOptions {
     pub onnx_intra_threads: usize,
     /// ONNX sessions per model version (parallel runs of one model).
     pub onnx_sessions: usize,
+    /// Explicit directory of TensorFlow's libraries; see
+    /// `backends::tensorflow::locate_library`.
+    pub tensorflow_path: Option<PathBuf>,
 }
 
 /// Files of a version directory that are never its artifact.
@@ -141,7 +185,14 @@ const NOT_ARTIFACTS: [&str; 2] = ["config.toml", crate::warmup::WARMUP_FILE];
 /// present; else, when the directory holds exactly one regular file (hidden files,
 /// `config.toml` and `warmup.json` aside), that file whatever its name
 /// (`lr_iris.model`, `name_question_1591259822.bin`): its content says its format.
+///
+/// A SavedModel (`saved_model.pb`, beside `variables/` and often `fingerprint.pb`)
+/// comes first: its artifact is that file, and the backend loads its directory.
 pub fn find_artifact(version_dir: &Path) -> Option<PathBuf> {
+    let saved_model = version_dir.join(tensorflow::SAVED_MODEL_FILE);
+    if saved_model.is_file() {
+        return Some(saved_model);
+    }
     if let Some(known) = ARTIFACT_NAMES
         .iter()
         .map(|name| version_dir.join(name))
@@ -180,25 +231,12 @@ pub fn load_backend(
     artifact: &Path,
     options: &BackendOptions,
 ) -> Result<Arc<dyn Backend>, BackendError> {
-    load_backend_with(artifact, options, &SklearnConfig::default())
+    load_backend_with(artifact, options, &ModelConfig::default())
 }
 
-/// [`load_backend`] with the model's own `[sklearn]` options from its config.toml.
+/// [`load_backend`] with the model's own options from its config.toml (`[sklearn]`,
+/// `[tensorflow]`).
 pub fn load_backend_with(
-    artifact: &Path,
-    options: &BackendOptions,
-    sklearn: &SklearnConfig,
-) -> Result<Arc<dyn Backend>, BackendError> {
-    let config = ModelConfig {
-        sklearn: sklearn.clone(),
-        ..ModelConfig::default()
-    };
-    load_backend_configured(artifact, options, &config)
-}
-
-/// [`load_backend`] with the model's whole config.toml: `[sklearn]`, and the
-/// `[fasttext]` and `[preprocess]` tables a fastText model reads at load.
-pub fn load_backend_configured(
     artifact: &Path,
     options: &BackendOptions,
     config: &ModelConfig,
@@ -219,6 +257,16 @@ fn load_by_format(
     options: &BackendOptions,
     config: &ModelConfig,
 ) -> Result<Arc<dyn Backend>, BackendError> {
+    // A SavedModel is a directory; TensorFlow (loaded only now, for the first one)
+    // reads it whole.
+    if artifact.file_name().and_then(|n| n.to_str()) == Some(tensorflow::SAVED_MODEL_FILE) {
+        let dir = artifact.parent().unwrap_or(Path::new("."));
+        return Ok(Arc::new(tensorflow::TensorflowBackend::load(
+            dir,
+            options,
+            &config.tensorflow,
+        )?));
+    }
     let sniffed = format::sniff_file(artifact)
         .map_err(|e| BackendError::Load(format!("cannot read {}: {e}", artifact.display())))?;
     let Some(found) = sniffed.or_else(|| format::ArtifactFormat::from_extension(artifact)) else {

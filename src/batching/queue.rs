@@ -35,6 +35,8 @@ pub struct QueuedRequest {
     pub deadline: Option<Instant>,
     /// The request's own options; only requests with equal options share a batch.
     pub options: PredictOptions,
+    /// The model's signature to run (TF SavedModels); empty: the default one.
+    pub signature: String,
 }
 
 /// Why a queued request got no outputs.
@@ -78,6 +80,8 @@ struct Entry {
     inputs: Vec<NamedTensor>,
     outputs: Vec<String>,
     options: PredictOptions,
+    /// Empty: the model's default signature.
+    signature: String,
     /// Rows along the batch dimension; `None` when this request cannot be merged
     /// with others (batching off, or inputs that disagree on their first dimension).
     rows: Option<usize>,
@@ -100,6 +104,7 @@ impl Entry {
     fn merges_with(&self, other: &Entry) -> bool {
         self.outputs == other.outputs
             && self.options == other.options
+            && self.signature == other.signature
             && self.inputs.len() == other.inputs.len()
             && self.inputs.iter().all(|(name, t)| {
                 other
@@ -239,7 +244,9 @@ impl BatchQueue {
             runtime: tokio::runtime::Handle::current(),
         });
         let now = Instant::now();
-        let rows = if self.limits.batching {
+        // The batching limits were resolved against the default signature, so a
+        // request for another one runs alone.
+        let rows = if self.limits.batching && request.signature.is_empty() {
             batch_rows(&request.inputs)
         } else {
             None
@@ -258,6 +265,7 @@ impl BatchQueue {
                 inputs: request.inputs,
                 outputs: request.outputs,
                 options: request.options,
+                signature: request.signature,
                 rows,
                 deadline,
                 enqueued: now,
@@ -480,9 +488,19 @@ impl BatchQueue {
         if live.len() == 1 {
             // Alone: no copy into a batch and out again.
             let e = live.pop().expect("one entry");
-            let result = self
-                .backend
-                .predict_with_options(e.inputs, &e.outputs, &e.options);
+            let result = if e.signature.is_empty() {
+                self.backend
+                    .predict_with_options(e.inputs, &e.outputs, &e.options)
+            } else if !e.options.is_empty() {
+                // Named signatures are SavedModels', which take no options.
+                Err(BackendError::InvalidInput(format!(
+                    "the parameters k and threshold apply to fastText models; this is a {} model",
+                    self.backend.format()
+                )))
+            } else {
+                self.backend
+                    .predict_signature(&e.signature, e.inputs, &e.outputs)
+            };
             let _ = e.reply.send(result.map_err(BatchError::from));
             return;
         }
@@ -720,6 +738,7 @@ mod tests {
             outputs: Vec::new(),
             deadline,
             options: PredictOptions::default(),
+            signature: String::new(),
         }
     }
 

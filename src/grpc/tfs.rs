@@ -93,6 +93,51 @@ fn tensor_info(spec: &TensorSpec) -> TensorInfo {
     }
 }
 
+/// The SignatureDefs of a version: a SavedModel's own (graph tensor names
+/// included), else the one signature other formats have, under `serving_default`.
+fn signature_defs(meta: &api::ModelMetadata) -> HashMap<String, SignatureDef> {
+    if meta.signatures.is_empty() {
+        let infos = |specs: &[TensorSpec]| {
+            specs
+                .iter()
+                .map(|s| (s.name.clone(), tensor_info(s)))
+                .collect()
+        };
+        let signature = SignatureDef {
+            inputs: infos(&meta.signature.inputs),
+            outputs: infos(&meta.signature.outputs),
+            method_name: PREDICT_METHOD.to_string(),
+        };
+        return HashMap::from([(DEFAULT_SIGNATURE.to_string(), signature)]);
+    }
+    let infos = |specs: &[TensorSpec], names: &[String]| {
+        specs
+            .iter()
+            .zip(names)
+            .map(|(spec, graph_name)| {
+                let mut info = tensor_info(spec);
+                info.encoding = Some(ferroserve_proto::tensorflow::tensor_info::Encoding::Name(
+                    graph_name.clone(),
+                ));
+                (spec.name.clone(), info)
+            })
+            .collect()
+    };
+    meta.signatures
+        .iter()
+        .map(|s| {
+            (
+                s.name.clone(),
+                SignatureDef {
+                    inputs: infos(&s.signature.inputs, &s.input_tensors),
+                    outputs: infos(&s.signature.outputs, &s.output_tensors),
+                    method_name: s.method_name.clone(),
+                },
+            )
+        })
+        .collect()
+}
+
 pub struct PredictionService {
     state: Arc<ServerState>,
 }
@@ -201,9 +246,11 @@ impl prediction_service_server::PredictionService for PredictionService {
         let request = request.into_inner();
         let spec = request.model_spec.as_ref();
         let (model, version) = model_and_version(spec).map_err(status_from)?;
-        check_signature(spec, &[]).map_err(status_from)?;
+        let signature_name = spec.map(|s| s.signature_name.clone()).unwrap_or_default();
         let mut predict = PredictRequest::new(model, version, Protocol::TfServingGrpc);
         predict.client_timeout = timeout;
+        // The model's signatures decide (`crate::api::predict`): SavedModels have several.
+        predict.signature_name = signature_name.clone();
         predict.outputs = request.output_filter;
         let limits = DecodeLimits {
             max_bytes: self.state.settings.grpc_max_receive_bytes,
@@ -220,7 +267,14 @@ impl prediction_service_server::PredictionService for PredictionService {
             .map_err(status_from)?;
         Ok(super::with_cache_metadata(
             pb::PredictResponse {
-                model_spec: Some(answered_spec(response.model(), response.version())),
+                model_spec: Some(ModelSpec {
+                    signature_name: if signature_name.is_empty() {
+                        DEFAULT_SIGNATURE.to_string()
+                    } else {
+                        signature_name
+                    },
+                    ..answered_spec(response.model(), response.version())
+                }),
                 outputs: response
                     .outputs
                     .iter()
@@ -365,23 +419,8 @@ impl prediction_service_server::PredictionService for PredictionService {
         let (model, version) =
             model_and_version(request.model_spec.as_ref()).map_err(status_from)?;
         let meta = api::model_metadata(&self.state, &model, &version).map_err(status_from)?;
-        let signature = SignatureDef {
-            inputs: meta
-                .signature
-                .inputs
-                .iter()
-                .map(|s| (s.name.clone(), tensor_info(s)))
-                .collect(),
-            outputs: meta
-                .signature
-                .outputs
-                .iter()
-                .map(|s| (s.name.clone(), tensor_info(s)))
-                .collect(),
-            method_name: PREDICT_METHOD.to_string(),
-        };
         let map = pb::SignatureDefMap {
-            signature_def: HashMap::from([(DEFAULT_SIGNATURE.to_string(), signature)]),
+            signature_def: signature_defs(&meta),
         };
         let any = prost_types::Any {
             type_url: SIGNATURE_DEF_MAP_TYPE_URL.to_string(),

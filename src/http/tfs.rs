@@ -123,7 +123,7 @@ pub fn status_json(statuses: &[api::VersionStatus]) -> Value {
     json!({ "model_version_status": list })
 }
 
-fn tensor_info(spec: &crate::tensor::TensorSpec) -> Value {
+fn tensor_info(spec: &crate::tensor::TensorSpec, graph_name: &str) -> Value {
     let dims: Vec<Value> = spec
         .shape
         .iter()
@@ -132,26 +132,47 @@ fn tensor_info(spec: &crate::tensor::TensorSpec) -> Value {
     json!({
         "dtype": spec.dtype.tf_name(),
         "tensor_shape": { "dim": dims, "unknown_rank": false },
-        "name": spec.name,
+        "name": graph_name,
     })
 }
 
 fn metadata_json(meta: &api::ModelMetadata) -> Value {
-    let infos = |specs: &[crate::tensor::TensorSpec]| -> Map<String, Value> {
+    // A SavedModel's own SignatureDefs (graph tensor names included); other formats
+    // have one signature, named by its keys.
+    let infos = |specs: &[crate::tensor::TensorSpec], names: Option<&[String]>| {
         specs
             .iter()
-            .map(|s| (s.name.clone(), tensor_info(s)))
-            .collect()
+            .enumerate()
+            .map(|(i, s)| {
+                let graph_name = names.and_then(|n| n.get(i)).unwrap_or(&s.name);
+                (s.name.clone(), tensor_info(s, graph_name))
+            })
+            .collect::<Map<String, Value>>()
     };
+    let mut defs = Map::new();
+    if meta.signatures.is_empty() {
+        defs.insert(
+            DEFAULT_SIGNATURE.to_string(),
+            json!({
+                "inputs": infos(&meta.signature.inputs, None),
+                "outputs": infos(&meta.signature.outputs, None),
+                "method_name": "tensorflow/serving/predict",
+            }),
+        );
+    }
+    for s in &meta.signatures {
+        defs.insert(
+            s.name.clone(),
+            json!({
+                "inputs": infos(&s.signature.inputs, Some(&s.input_tensors)),
+                "outputs": infos(&s.signature.outputs, Some(&s.output_tensors)),
+                "method_name": s.method_name,
+            }),
+        );
+    }
     json!({
         "model_spec": { "name": meta.name, "signature_name": "", "version": meta.version.to_string() },
-        "metadata": { "signature_def": {
-            "signature_def": { DEFAULT_SIGNATURE: {
-                "inputs": infos(&meta.signature.inputs),
-                "outputs": infos(&meta.signature.outputs),
-                "method_name": "tensorflow/serving/predict",
-            }},
-        }},
+        "metadata": { "signature_def": { "signature_def": defs } },
     })
 }
 
@@ -321,13 +342,6 @@ async fn post_model(
     }
     let bytes = body(raw, state.settings.max_request_bytes)?;
     let request: PredictBody = parse_json(&bytes)?;
-    if let Some(sig) = request.signature_name.as_deref() {
-        if !sig.is_empty() && sig != DEFAULT_SIGNATURE {
-            return Err(HttpError(ApiError::InvalidArgument(format!(
-                "serving signature name {sig:?} not found; the model has {DEFAULT_SIGNATURE:?}"
-            ))));
-        }
-    }
     let (inputs, row_format) =
         match (&request.instances, &request.inputs) {
             (Some(instances), None) => (decode_instances(instances)?, true),
@@ -345,6 +359,8 @@ async fn post_model(
     let mut predict = PredictRequest::new(path.model, path.version, Protocol::TfServingRest);
     predict.inputs = inputs;
     predict.options = super::predict_options(request.k.as_ref(), request.threshold.as_ref())?;
+    // The model's signatures decide (`crate::api::predict`): SavedModels have several.
+    predict.signature_name = request.signature_name.unwrap_or_default();
     let response = api::predict(&state, predict).await?;
     let answer = if row_format {
         Json(Predictions {

@@ -1,0 +1,698 @@
+//! TensorFlow SavedModels (issue 16) over every API, against the outputs TensorFlow
+//! itself gave for the same inputs (`tests/fixtures/tensorflow/<model>/expected.json`,
+//! written by `python/make_tf_models.py`).
+//!
+//! The TensorFlow libraries come from `FERROSERVE_TENSORFLOW_PATH`, else from the
+//! `.venv-tf` environment `scripts/setup.sh` makes.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{assert_close, root_path, test_settings, TestServer};
+use ferroserve::settings::Settings;
+use ferroserve_proto::prost::Message;
+use ferroserve_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
+use ferroserve_proto::tensorflow::serving::{self as tfs, ModelSpec};
+use ferroserve_proto::tensorflow::{
+    tensor_shape_proto, DataType as Dt, TensorProto, TensorShapeProto,
+};
+use serde_json::{json, Value};
+use tonic::transport::Channel;
+
+const FIXTURES: [&str; 4] = ["mlp", "cnn", "multi", "text"];
+
+fn tensorflow_dir() -> PathBuf {
+    let dir = std::env::var_os("FERROSERVE_TENSORFLOW_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root_path(".venv-tf/lib/python3.11/site-packages/tensorflow"));
+    assert!(
+        dir.join("libtensorflow_cc.so.2").is_file(),
+        "TensorFlow's libraries are not in {}: run scripts/setup.sh",
+        dir.display()
+    );
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A repository with the fixture SavedModels as version 1 of models of their names.
+fn repo(models: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for m in models {
+        copy_dir(
+            &root_path(&format!("tests/fixtures/tensorflow/{m}/1")),
+            &dir.path().join(m).join("1"),
+        );
+    }
+    dir
+}
+
+fn settings(repo: &Path) -> Settings {
+    Settings {
+        tensorflow_path: Some(tensorflow_dir()),
+        ..test_settings(repo)
+    }
+}
+
+fn expected(model: &str) -> Value {
+    let text = std::fs::read_to_string(root_path(&format!(
+        "tests/fixtures/tensorflow/{model}/expected.json"
+    )))
+    .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn shape_of(t: &Value) -> Vec<usize> {
+    t["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap() as usize)
+        .collect()
+}
+
+fn data_of(t: &Value) -> &Vec<Value> {
+    t["data"].as_array().unwrap()
+}
+
+/// Flat values in the nesting of `shape`.
+fn nest(data: &[Value], shape: &[usize]) -> Value {
+    match shape {
+        [] => data[0].clone(),
+        [_, inner @ ..] => {
+            let step: usize = inner.iter().product();
+            Value::Array(
+                data.chunks(step.max(1))
+                    .map(|chunk| nest(chunk, inner))
+                    .collect(),
+            )
+        }
+    }
+}
+
+fn flatten(v: &Value, into: &mut Vec<Value>) {
+    match v {
+        Value::Array(items) => items.iter().for_each(|i| flatten(i, into)),
+        other => into.push(other.clone()),
+    }
+}
+
+/// Asserts flat values equal TensorFlow's: floats within 1e-6 relative, the rest exactly.
+fn assert_values(actual: &[Value], want: &Value, what: &str) {
+    let data = data_of(want);
+    assert_eq!(actual.len(), data.len(), "{what}: {actual:?} vs {data:?}");
+    let float = want["dtype"].as_str().unwrap().starts_with("float");
+    for (i, (a, e)) in actual.iter().zip(data).enumerate() {
+        if float {
+            assert_close(
+                a.as_f64().unwrap(),
+                e.as_f64().unwrap(),
+                1e-6,
+                &format!("{what}[{i}]"),
+            );
+        } else {
+            assert_eq!(a, e, "{what}[{i}]");
+        }
+    }
+}
+
+fn assert_nested(actual: &Value, want: &Value, what: &str) {
+    let mut flat = Vec::new();
+    flatten(actual, &mut flat);
+    assert_values(&flat, want, what);
+}
+
+fn object<'a>(v: &'a Value, what: &str) -> &'a serde_json::Map<String, Value> {
+    v.as_object()
+        .unwrap_or_else(|| panic!("{what}: not an object: {v}"))
+}
+
+/// TF Serving REST, columnar and row format, with `signature_name`.
+async fn check_rest(server: &TestServer, model: &str, signature: &str, case: &Value) {
+    let inputs = object(&case["inputs"], "inputs");
+    let outputs = object(&case["outputs"], "outputs");
+    let columns: serde_json::Map<String, Value> = inputs
+        .iter()
+        .map(|(k, t)| (k.clone(), nest(data_of(t), &shape_of(t))))
+        .collect();
+    let path = format!("/v1/models/{model}:predict");
+    let (status, body) = server
+        .post_json(
+            &path,
+            &json!({"signature_name": signature, "inputs": columns}),
+        )
+        .await;
+    assert_eq!(status, 200, "{model}/{signature} columnar: {body}");
+    for (name, want) in outputs {
+        let got = if outputs.len() == 1 {
+            &body["outputs"]
+        } else {
+            &body["outputs"][name]
+        };
+        assert_nested(got, want, &format!("{model}/{signature} columnar {name}"));
+    }
+
+    let batch = shape_of(inputs.values().next().unwrap())[0];
+    let instances: Vec<Value> = (0..batch)
+        .map(|row| {
+            Value::Object(
+                inputs
+                    .iter()
+                    .map(|(k, t)| {
+                        let nested = nest(data_of(t), &shape_of(t));
+                        (k.clone(), nested[row].clone())
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    let (status, body) = server
+        .post_json(
+            &path,
+            &json!({"signature_name": signature, "instances": instances}),
+        )
+        .await;
+    assert_eq!(status, 200, "{model}/{signature} rows: {body}");
+    let predictions = body["predictions"].as_array().unwrap();
+    assert_eq!(predictions.len(), batch, "{body}");
+    for (name, want) in outputs {
+        let column: Vec<Value> = predictions
+            .iter()
+            .map(|row| {
+                if outputs.len() == 1 {
+                    row.clone()
+                } else {
+                    row[name].clone()
+                }
+            })
+            .collect();
+        assert_nested(
+            &Value::Array(column),
+            want,
+            &format!("{model}/{signature} rows {name}"),
+        );
+    }
+}
+
+fn proto_shape(shape: &[usize]) -> Option<TensorShapeProto> {
+    Some(TensorShapeProto {
+        dim: shape
+            .iter()
+            .map(|&size| tensor_shape_proto::Dim {
+                size: size as i64,
+                name: String::new(),
+            })
+            .collect(),
+        unknown_rank: false,
+    })
+}
+
+/// A fixture tensor as `tf.make_tensor_proto` would make it.
+fn to_proto(t: &Value) -> TensorProto {
+    let data = data_of(t);
+    let mut p = TensorProto {
+        tensor_shape: proto_shape(&shape_of(t)),
+        ..Default::default()
+    };
+    match t["dtype"].as_str().unwrap() {
+        "float32" => {
+            p.dtype = Dt::DtFloat as i32;
+            p.float_val = data.iter().map(|v| v.as_f64().unwrap() as f32).collect();
+        }
+        "float64" => {
+            p.dtype = Dt::DtDouble as i32;
+            p.double_val = data.iter().map(|v| v.as_f64().unwrap()).collect();
+        }
+        "int64" => {
+            p.dtype = Dt::DtInt64 as i32;
+            p.int64_val = data.iter().map(|v| v.as_i64().unwrap()).collect();
+        }
+        "int32" => {
+            p.dtype = Dt::DtInt32 as i32;
+            p.int_val = data.iter().map(|v| v.as_i64().unwrap() as i32).collect();
+        }
+        "uint8" => {
+            p.dtype = Dt::DtUint8 as i32;
+            p.int_val = data.iter().map(|v| v.as_i64().unwrap() as i32).collect();
+        }
+        "bool" => {
+            p.dtype = Dt::DtBool as i32;
+            p.bool_val = data.iter().map(|v| v.as_bool().unwrap()).collect();
+        }
+        "string" => {
+            p.dtype = Dt::DtString as i32;
+            p.string_val = data
+                .iter()
+                .map(|v| v.as_str().unwrap().as_bytes().to_vec())
+                .collect();
+        }
+        other => panic!("fixture dtype {other}"),
+    }
+    p
+}
+
+fn from_proto(p: &TensorProto) -> Vec<Value> {
+    let dt = Dt::try_from(p.dtype).unwrap();
+    match dt {
+        Dt::DtFloat => p.float_val.iter().map(|&x| json!(x as f64)).collect(),
+        Dt::DtDouble => p.double_val.iter().map(|&x| json!(x)).collect(),
+        Dt::DtInt64 => p.int64_val.iter().map(|&x| json!(x)).collect(),
+        Dt::DtInt32 | Dt::DtUint8 => p.int_val.iter().map(|&x| json!(x)).collect(),
+        Dt::DtBool => p.bool_val.iter().map(|&x| json!(x)).collect(),
+        Dt::DtString => p
+            .string_val
+            .iter()
+            .map(|s| json!(String::from_utf8(s.clone()).unwrap()))
+            .collect(),
+        other => panic!("output dtype {other:?}"),
+    }
+}
+
+async fn channel(server: &TestServer) -> Channel {
+    Channel::from_shared(format!("http://{}", server.grpc_addr.unwrap()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// TF Serving gRPC Predict with `ModelSpec.signature_name`.
+async fn check_grpc(server: &TestServer, model: &str, signature: &str, case: &Value) {
+    let mut client = PredictionServiceClient::new(channel(server).await);
+    let request = tfs::PredictRequest {
+        model_spec: Some(ModelSpec {
+            name: model.into(),
+            signature_name: signature.into(),
+            ..Default::default()
+        }),
+        inputs: object(&case["inputs"], "inputs")
+            .iter()
+            .map(|(k, t)| (k.clone(), to_proto(t)))
+            .collect::<HashMap<_, _>>(),
+        output_filter: vec![],
+    };
+    let response = client.predict(request).await.unwrap().into_inner();
+    assert_eq!(
+        response.model_spec.as_ref().unwrap().signature_name,
+        signature
+    );
+    for (name, want) in object(&case["outputs"], "outputs") {
+        let got = &response.outputs[name];
+        let dims: Vec<usize> = got
+            .tensor_shape
+            .as_ref()
+            .unwrap()
+            .dim
+            .iter()
+            .map(|d| d.size as usize)
+            .collect();
+        assert_eq!(
+            dims,
+            shape_of(want),
+            "{model}/{signature} gRPC {name} shape"
+        );
+        assert_values(
+            &from_proto(got),
+            want,
+            &format!("{model}/{signature} gRPC {name}"),
+        );
+    }
+}
+
+fn v2_datatype(dtype: &str) -> &'static str {
+    match dtype {
+        "float32" => "FP32",
+        "float64" => "FP64",
+        "int64" => "INT64",
+        "int32" => "INT32",
+        "uint8" => "UINT8",
+        "bool" => "BOOL",
+        "string" => "BYTES",
+        other => panic!("fixture dtype {other}"),
+    }
+}
+
+/// KServe V2 REST (the default signature).
+async fn check_v2(server: &TestServer, model: &str, case: &Value) {
+    let inputs: Vec<Value> = object(&case["inputs"], "inputs")
+        .iter()
+        .map(|(k, t)| {
+            json!({
+                "name": k,
+                "datatype": v2_datatype(t["dtype"].as_str().unwrap()),
+                "shape": t["shape"],
+                "data": t["data"],
+            })
+        })
+        .collect();
+    let (status, body) = server
+        .post_json(
+            &format!("/v2/models/{model}/infer"),
+            &json!({ "inputs": inputs }),
+        )
+        .await;
+    assert_eq!(status, 200, "{model} V2: {body}");
+    let outputs = body["outputs"].as_array().unwrap();
+    for (name, want) in object(&case["outputs"], "outputs") {
+        let got = outputs
+            .iter()
+            .find(|o| o["name"] == name.as_str())
+            .unwrap_or_else(|| panic!("{model} V2: no output {name}: {body}"));
+        assert_eq!(
+            got["datatype"],
+            v2_datatype(want["dtype"].as_str().unwrap()),
+            "{got}"
+        );
+        assert_eq!(got["shape"], want["shape"], "{got}");
+        assert_nested(&got["data"], want, &format!("{model} V2 {name}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fixture_over_tf_serving_rest_grpc_and_v2_equals_tensorflow() {
+    let repo = repo(&FIXTURES);
+    let server = TestServer::start_with(settings(repo.path())).await;
+    for model in FIXTURES {
+        let exp = expected(model);
+        for (signature, case) in object(&exp, model) {
+            check_rest(&server, model, signature, case).await;
+            check_grpc(&server, model, signature, case).await;
+            if signature == "serving_default" {
+                check_v2(&server, model, case).await;
+                // No signature name: the default one.
+                let columns: serde_json::Map<String, Value> = object(&case["inputs"], "inputs")
+                    .iter()
+                    .map(|(k, t)| (k.clone(), nest(data_of(t), &shape_of(t))))
+                    .collect();
+                let (status, body) = server
+                    .post_json(
+                        &format!("/v1/models/{model}:predict"),
+                        &json!({ "inputs": columns }),
+                    )
+                    .await;
+                assert_eq!(status, 200, "{model} without signature_name: {body}");
+            }
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_gives_the_saved_models_own_signature_defs() {
+    let repo = repo(&["multi"]);
+    let server = TestServer::start_with(settings(repo.path())).await;
+
+    let (status, body) = server.get("/v1/models/multi/metadata").await;
+    assert_eq!(status, 200, "{body}");
+    let defs = &body["metadata"]["signature_def"]["signature_def"];
+    let names: Vec<&String> = object(defs, "signature_def").keys().collect();
+    // `half` (a float16 output) is left out; the others serve.
+    assert_eq!(names, ["combine", "serving_default"], "{defs}");
+    // As `saved_model_cli show --all` prints them.
+    let x = &defs["serving_default"]["inputs"]["x"];
+    assert_eq!(x["name"], "serving_default_x:0", "{x}");
+    assert_eq!(x["dtype"], "DT_FLOAT", "{x}");
+    assert_eq!(x["tensor_shape"]["dim"][1]["size"], "3", "{x}");
+    assert_eq!(defs["combine"]["inputs"]["b"]["dtype"], "DT_UINT8");
+    assert_eq!(
+        defs["combine"]["outputs"]["sum"]["name"],
+        "PartitionedCall:1"
+    );
+    assert_eq!(defs["combine"]["method_name"], "tensorflow/serving/predict");
+
+    let mut client = PredictionServiceClient::new(channel(&server).await);
+    let meta = client
+        .get_model_metadata(tfs::GetModelMetadataRequest {
+            model_spec: Some(ModelSpec {
+                name: "multi".into(),
+                ..Default::default()
+            }),
+            metadata_field: vec!["signature_def".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let map = tfs::SignatureDefMap::decode(&*meta.metadata["signature_def"].value).unwrap();
+    let mut names: Vec<&String> = map.signature_def.keys().collect();
+    names.sort();
+    assert_eq!(names, ["combine", "serving_default"]);
+    assert_eq!(
+        map.signature_def["combine"].inputs["a"].dtype,
+        Dt::DtDouble as i32
+    );
+
+    // V2 metadata lists the default signature's tensors.
+    let (status, v2) = server.get("/v2/models/multi").await;
+    assert_eq!(status, 200, "{v2}");
+    assert_eq!(v2["platform"], "tensorflow_savedmodel", "{v2}");
+    let inputs: Vec<&str> = v2["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(inputs, ["count", "flag", "x"], "{v2}");
+
+    // A signature the model lacks is 400 / INVALID_ARGUMENT, naming the ones it has.
+    let (status, body) = server
+        .post_json(
+            "/v1/models/multi:predict",
+            &json!({"signature_name": "nope", "inputs": {"a": [[1.0, 2.0]], "b": [[1, 2]]}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let message = body["error"].as_str().unwrap();
+    assert!(
+        message.contains("\"nope\"") && message.contains("\"combine\""),
+        "{message}"
+    );
+    let err = client
+        .predict(tfs::PredictRequest {
+            model_spec: Some(ModelSpec {
+                name: "multi".into(),
+                signature_name: "nope".into(),
+                ..Default::default()
+            }),
+            inputs: HashMap::new(),
+            output_filter: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_dtype_or_shape_is_400_before_tensorflow_runs() {
+    let repo = repo(&["mlp", "multi"]);
+    let server = TestServer::start_with(settings(repo.path())).await;
+    let cases = [
+        ("mlp", json!({"instances": [[1.0, 2.0, 3.0]]}), "shape"),
+        ("mlp", json!({"instances": [["a", "b", "c", "d"]]}), ""),
+        (
+            "multi",
+            json!({"signature_name": "combine", "inputs": {"a": [[1.0, 2.0, 3.0]], "b": [[1, 2]]}}),
+            "",
+        ),
+        (
+            "multi",
+            json!({"inputs": {"x": [[1.0, 2.0, 3.0]], "count": [1]}}),
+            "missing",
+        ),
+    ];
+    for (model, body, word) in cases {
+        let (status, answer) = server
+            .post_json(&format!("/v1/models/{model}:predict"), &body)
+            .await;
+        assert_eq!(status, 400, "{model} {body}: {answer}");
+        let message = answer["error"].as_str().unwrap();
+        assert!(message.contains(word), "{message}");
+    }
+    // The server still answers afterwards.
+    let (status, _) = server
+        .post_json(
+            "/v1/models/mlp:predict",
+            &json!({"instances": [[1.0, 2.0, 3.0, 4.0]]}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    server.stop().await;
+}
+
+/// Polls a model's version status until it leaves loading, with a deadline.
+async fn settled_status(server: &TestServer, model: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = server.get(&format!("/v1/models/{model}")).await;
+        if status == 200 {
+            let v = &body["model_version_status"][0];
+            if matches!(v["state"].as_str(), Some("AVAILABLE" | "ERROR" | "END")) {
+                return v.clone();
+            }
+        }
+        assert!(Instant::now() < deadline, "{model} did not settle: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_saved_models_go_to_error_with_tensorflows_message() {
+    let repo = repo(&["mlp"]);
+    let root = repo.path();
+    // A corrupt saved_model.pb.
+    copy_dir(&root.join("mlp/1"), &root.join("corrupt/1"));
+    std::fs::write(
+        root.join("corrupt/1/saved_model.pb"),
+        b"\x08\xff\xff not a protobuf",
+    )
+    .unwrap();
+    // Variables missing.
+    copy_dir(&root.join("mlp/1"), &root.join("novars/1"));
+    std::fs::remove_dir_all(root.join("novars/1/variables")).unwrap();
+    // A tag set the SavedModel does not have.
+    copy_dir(&root.join("mlp/1"), &root.join("gpu/1"));
+    std::fs::write(
+        root.join("gpu/config.toml"),
+        "[tensorflow]\ntags = [\"serve\", \"gpu\"]\n",
+    )
+    .unwrap();
+
+    let server = TestServer::start_with(settings(root)).await;
+    assert_eq!(settled_status(&server, "mlp").await["state"], "AVAILABLE");
+    for (model, words) in [
+        ("corrupt", &["Read less bytes than requested"][..]),
+        ("novars", &["variables"][..]),
+        ("gpu", &["gpu", "serve"][..]),
+    ] {
+        let v = settled_status(&server, model).await;
+        assert_eq!(v["state"], "ERROR", "{model}: {v}");
+        let message = v["status"]["error_message"].as_str().unwrap();
+        assert!(
+            message.contains("cannot load TensorFlow SavedModel"),
+            "{model}: {message}"
+        );
+        for word in words {
+            assert!(message.contains(word), "{model}: {message}");
+        }
+        assert!(
+            !message.contains(&*root.to_string_lossy()),
+            "{model}: the server's path leaks: {message}"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_library_a_saved_model_is_error_and_other_models_serve() {
+    let repo = repo(&["mlp"]);
+    common::install_model(
+        repo.path(),
+        "iris",
+        1,
+        &root_path("examples/models/iris_lr/1/model.onnx"),
+    );
+    let bogus = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        tensorflow_path: Some(bogus.path().to_path_buf()),
+        ..test_settings(repo.path())
+    };
+    let server = TestServer::start_with(settings).await;
+    let v = settled_status(&server, "mlp").await;
+    assert_eq!(v["state"], "ERROR", "{v}");
+    let message = v["status"]["error_message"].as_str().unwrap();
+    assert!(
+        message.contains("libtensorflow_cc.so.2") && message.contains("--tensorflow-path"),
+        "{message}"
+    );
+    assert_eq!(settled_status(&server, "iris").await["state"], "AVAILABLE");
+    server.stop().await;
+}
+
+/// The versions of `model` the server serves now.
+async fn served_versions(server: &TestServer, model: &str) -> Vec<u64> {
+    let (_, body) = server.get(&format!("/v1/models/{model}")).await;
+    let mut versions: Vec<u64> = body["model_version_status"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter(|v| v["state"] == "AVAILABLE")
+                .map(|v| v["version"].as_str().unwrap().parse().unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    versions.sort();
+    versions
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_saved_model_version_replaces_the_old_under_load_with_no_failure() {
+    let repo = repo(&["mlp"]);
+    let root = repo.path().to_path_buf();
+    let server = TestServer::start_with(settings(&root)).await;
+    assert_eq!(served_versions(&server, "mlp").await, [1]);
+    let case = &expected("mlp")["serving_default"];
+    let columns =
+        json!({"inputs": {"features": nest(data_of(&case["inputs"]["features"]), &[5, 4])}});
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (client, url, body, stop) = (
+            server.client.clone(),
+            server.url("/v1/models/mlp:predict"),
+            columns.to_string(),
+            stop.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            let mut answers: Vec<(u16, String)> = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = client.post(&url).body(body.clone()).send().await.unwrap();
+                answers.push((r.status().as_u16(), r.text().await.unwrap()));
+            }
+            answers
+        }));
+    }
+    // Version 2 appears whole (copied aside, then renamed in), as a deployment would.
+    copy_dir(&root.join("mlp/1"), &root.join("mlp/.incoming"));
+    std::fs::rename(root.join("mlp/.incoming"), root.join("mlp/2")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while served_versions(&server, "mlp").await != [2] {
+        assert!(
+            Instant::now() < deadline,
+            "version 2 did not replace version 1"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Some more requests on version 2 alone, then stop.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for client in clients {
+        for (status, body) in client.await.unwrap() {
+            assert_eq!(status, 200, "{body}");
+            let answer: Value = serde_json::from_str(&body).unwrap();
+            assert_nested(
+                &answer["outputs"],
+                &case["outputs"]["probabilities"],
+                "hot swap",
+            );
+            total += 1;
+        }
+    }
+    assert!(total > 4, "only {total} requests were sent");
+    server.stop().await;
+}
