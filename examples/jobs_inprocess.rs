@@ -26,6 +26,7 @@ fn main() {
             onnxruntime_path: std::env::var_os("FERROSERVE_ONNXRUNTIME_PATH").map(PathBuf::from),
             onnx_intra_threads: 1,
             onnx_sessions: 1,
+            ..BackendOptions::default()
         };
         Box::new(OnnxBackend::load(&model, &options).expect("load the model"))
     } else {
