@@ -34,8 +34,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 PIDS=()
 NGINX_PID=""
 cleanup() {
-  [ -z "$NGINX_PID" ] || { kill "$NGINX_PID" 2>/dev/null; wait "$NGINX_PID" 2>/dev/null || true; }
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null || true; done
+  [ -z "$NGINX_PID" ] || { kill "$NGINX_PID" 2>/dev/null || true; wait "$NGINX_PID" 2>/dev/null || true; }
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
 }
 trap cleanup EXIT
 
@@ -56,7 +56,7 @@ for port in "${PORTS[@]}"; do
 done
 
 start_nginx() { # N: nginx in front of the first N replicas; sets NGINX_PORT
-  [ -z "$NGINX_PID" ] || { kill "$NGINX_PID"; wait "$NGINX_PID" 2>/dev/null || true; }
+  [ -z "$NGINX_PID" ] || { kill "$NGINX_PID" 2>/dev/null || true; wait "$NGINX_PID" 2>/dev/null || true; }
   NGINX_PORT=$(free_port)
   local dir=$OUT/nginx$1 servers=""
   mkdir -p "$dir"
