@@ -595,8 +595,8 @@ impl Manager {
                 let entry = record.versions.entry(v.version).or_insert_with(new_record);
                 // Named relative to the model: status bodies carry no server paths.
                 let error = format!(
-                    "no model artifact in version directory {} (expected one of {}, or a \
-                     single model file of any name)",
+                    "no model artifact in version directory {} (expected one of {}, a \
+                     SavedModel's saved_model.pb, or a single model file of any name)",
                     v.version,
                     ARTIFACT_NAMES.join(", ")
                 );

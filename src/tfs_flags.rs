@@ -193,7 +193,7 @@ pub const UNSUPPORTED: &[(&str, Option<&str>, &str)] = &[
     ("prefer_tflite_model", Some("false"), "TensorFlow Lite models are not served"),
     ("num_tflite_pools", Some("0"), "TensorFlow Lite models are not served"),
     ("num_tflite_interpreters_per_pool", Some("1"), "TensorFlow Lite models are not served"),
-    ("enable_signature_method_name_check", Some("false"), "there are no SignatureDef method names to check"),
+    ("enable_signature_method_name_check", Some("false"), "ferroserve does not check SignatureDef method names"),
     ("xla_cpu_compilation_enabled", Some("false"), "there is no XLA"),
     ("enable_profiler", Some("true"), "there is no TensorFlow profiler service"),
     ("thread_pool_factory_config_file", Some(""), "there is no thread-pool factory config"),
