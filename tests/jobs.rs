@@ -3,79 +3,16 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::db_servers::{DbKind, DbServer};
-use common::{install_model, root_path, test_settings, TestServer};
-use ferroserve::settings::Settings;
+use common::jobs::{
+    env, finished, iris_rows, model_answers, settings, submit, wait_for, Env, FEATURES,
+};
+use common::TestServer;
 use serde_json::{json, Value};
 use sqlx::Row;
-
-const FEATURES: [&str; 4] = ["sepal_length", "sepal_width", "petal_length", "petal_width"];
-
-struct Env {
-    _dir: tempfile::TempDir,
-    repo: PathBuf,
-    state: PathBuf,
-    data: PathBuf,
-}
-
-/// A repository with the scikit-learn iris model as `iris`, named features.
-fn env() -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("repo");
-    install_model(
-        &repo,
-        "iris",
-        1,
-        &root_path("examples/models/iris_sklearn/1/model.joblib"),
-    );
-    std::fs::write(
-        repo.join("iris/config.toml"),
-        format!("feature_names = {FEATURES:?}\n"),
-    )
-    .unwrap();
-    let state = dir.path().join("state");
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    Env {
-        repo,
-        state,
-        data,
-        _dir: dir,
-    }
-}
-
-fn settings(env: &Env) -> Settings {
-    Settings {
-        state_dir: Some(env.state.clone()),
-        data_dir: Some(env.data.clone()),
-        ..test_settings(&env.repo)
-    }
-}
-
-/// The fixture's rows (with the scikit-learn answers), repeated to `n`.
-fn iris_rows(n: usize) -> Vec<Vec<f64>> {
-    let exp: Value = serde_json::from_str(
-        &std::fs::read_to_string(root_path("examples/models/iris_sklearn/1/expected.json"))
-            .unwrap(),
-    )
-    .unwrap();
-    let rows: Vec<Vec<f64>> = exp["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap())
-                .collect()
-        })
-        .collect();
-    (0..n).map(|i| rows[i % rows.len()].clone()).collect()
-}
 
 fn write_csv(path: &Path, rows: &[Vec<f64>]) {
     let mut text = format!("id,{}\n", FEATURES.join(","));
@@ -98,65 +35,6 @@ fn write_jsonl(path: &Path, rows: &[Vec<f64>]) {
         text.push('\n');
     }
     std::fs::write(path, text).unwrap();
-}
-
-async fn submit(server: &TestServer, body: Value) -> String {
-    let (status, answer) = server.post_json("/v1/jobs", &body).await;
-    assert_eq!(status, 202, "{answer}");
-    answer["job_id"].as_str().unwrap().to_string()
-}
-
-/// Polls the job until `done` holds for it, within `limit`.
-async fn wait_for(
-    server: &TestServer,
-    id: &str,
-    limit: Duration,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + limit;
-    loop {
-        let (status, job) = server.get(&format!("/v1/jobs/{id}")).await;
-        assert_eq!(status, 200, "{job}");
-        if done(&job) {
-            return job;
-        }
-        assert!(Instant::now() < deadline, "job never got there: {job}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn finished(server: &TestServer, id: &str) -> Value {
-    wait_for(server, id, Duration::from_secs(120), |j| {
-        matches!(
-            j["state"].as_str(),
-            Some("succeeded" | "failed" | "cancelled")
-        )
-    })
-    .await
-}
-
-/// The model's own answers for `rows` over TF Serving REST: labels, probabilities.
-async fn model_answers(server: &TestServer, rows: &[Vec<f64>]) -> Vec<(String, Vec<f64>)> {
-    let (status, body) = server
-        .post_json("/v1/models/iris:predict", &json!({ "instances": rows }))
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body["predictions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["predict"].as_str().unwrap().to_string(),
-                p["predict_proba"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_f64().unwrap())
-                    .collect(),
-            )
-        })
-        .collect()
 }
 
 fn score_spec(source: Value, sink: Value, batch_size: usize) -> Value {

@@ -6,19 +6,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{root_path, test_settings, TestServer};
+use common::jobs::{finished, settings, submit, wait_for, Env};
+use common::{root_path, TestServer};
 use ferroserve::settings::Settings;
 use serde_json::{json, Value};
-
-struct Env {
-    _dir: tempfile::TempDir,
-    repo: PathBuf,
-    state: PathBuf,
-    data: PathBuf,
-}
 
 /// An empty repository, the training fixtures in the data directory.
 fn env() -> Env {
@@ -43,14 +37,6 @@ fn env() -> Env {
     }
 }
 
-fn settings(env: &Env) -> Settings {
-    Settings {
-        state_dir: Some(env.state.clone()),
-        data_dir: Some(env.data.clone()),
-        ..test_settings(&env.repo)
-    }
-}
-
 fn expected() -> Value {
     serde_json::from_str(
         &std::fs::read_to_string(root_path("tests/fixtures/training/expected.json")).unwrap(),
@@ -67,40 +53,6 @@ fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
         .map(|l| l.split(',').map(String::from).collect())
         .collect();
     (header, rows)
-}
-
-async fn submit(server: &TestServer, body: Value) -> String {
-    let (status, answer) = server.post_json("/v1/jobs", &body).await;
-    assert_eq!(status, 202, "{answer}");
-    answer["job_id"].as_str().unwrap().to_string()
-}
-
-async fn wait_for(
-    server: &TestServer,
-    id: &str,
-    limit: Duration,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + limit;
-    loop {
-        let (status, job) = server.get(&format!("/v1/jobs/{id}")).await;
-        assert_eq!(status, 200, "{job}");
-        if done(&job) {
-            return job;
-        }
-        assert!(Instant::now() < deadline, "job never got there: {job}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn finished(server: &TestServer, id: &str) -> Value {
-    wait_for(server, id, Duration::from_secs(300), |j| {
-        matches!(
-            j["state"].as_str(),
-            Some("succeeded" | "failed" | "cancelled")
-        )
-    })
-    .await
 }
 
 async fn succeeded(server: &TestServer, body: Value) -> Value {

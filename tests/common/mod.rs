@@ -4,6 +4,7 @@
 
 pub mod child;
 pub mod db_servers;
+pub mod jobs;
 pub mod nginx;
 pub mod redis_server;
 
