@@ -76,7 +76,8 @@ async fn kserves_command_line_serves_the_model() {
     let install = Install::new();
     let (grpc, rest) = (free_port(), free_port());
     let mut c = install.tfs();
-    c.arg("--model_name=iris")
+    // A name the repository does not have: only --model_name can serve it.
+    c.arg("--model_name=kserved")
         .arg(format!("--port={grpc}"))
         .arg(format!("--rest_api_port={rest}"))
         .arg(format!(
@@ -85,8 +86,8 @@ async fn kserves_command_line_serves_the_model() {
         ))
         .arg("--rest_api_timeout_in_ms=60000");
     let server = ChildServer::start(c, format!("127.0.0.1:{rest}").parse().unwrap()).await;
-    iris_setosa(&predict(&server, "iris").await);
-    let status: Value = reqwest::get(server.url("/v1/models/iris"))
+    iris_setosa(&predict(&server, "kserved").await);
+    let status: Value = reqwest::get(server.url("/v1/models/kserved"))
         .await
         .unwrap()
         .json()
@@ -171,12 +172,20 @@ async fn the_container_environment_names_the_model() {
     let install = Install::new();
     let (grpc, rest) = (free_port(), free_port());
     let mut c = install.tfs();
+    // Outside the default repository (`models` in the working directory), under a
+    // name it does not have: only the variables can serve it.
+    install_model(
+        &install.path("container"),
+        "from_env",
+        1,
+        &root_path("examples/models/iris_lr/1/model.onnx"),
+    );
     c.arg(format!("--port={grpc}"))
         .arg(format!("--rest_api_port={rest}"))
-        .env("MODEL_NAME", "iris")
-        .env("MODEL_BASE_PATH", install.models());
+        .env("MODEL_NAME", "from_env")
+        .env("MODEL_BASE_PATH", install.path("container"));
     let server = ChildServer::start(c, format!("127.0.0.1:{rest}").parse().unwrap()).await;
-    iris_setosa(&predict(&server, "iris").await);
+    iris_setosa(&predict(&server, "from_env").await);
 }
 
 /// Flags that ask for what ferroserve does not do are refused with the reason;
