@@ -209,7 +209,7 @@ pub async fn events(state: &ServerState, id: &str) -> Result<JobEvents, ApiError
     )))
 }
 
-/// `POST /predictall/` with the old job.json (see `spec::predictall_to_score`).
+/// `POST /predictall/` with the old job.json (see `jobs::old_service::predictall_to_score`).
 pub async fn predictall(
     state: &ServerState,
     job: serde_json::Value,
@@ -225,8 +225,8 @@ async fn predictall_body(
     state: &ServerState,
     job: &serde_json::Value,
 ) -> Result<serde_json::Value, ApiError> {
-    let mut body =
-        spec::predictall_to_score(job).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+    let mut body = crate::jobs::old_service::predictall_to_score(job)
+        .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
     let key = body["spec"]["model"]
         .as_str()
         .unwrap_or_default()
@@ -240,14 +240,14 @@ async fn predictall_body(
     Ok(body)
 }
 
-/// `POST /train/` with the old job.json (see `spec::train_job_to_spec`).
+/// `POST /train/` with the old job.json (see `jobs::old_service::train_job_to_spec`).
 pub async fn train(
     state: &ServerState,
     job: serde_json::Value,
     caller: &Caller,
 ) -> Result<String, ApiError> {
-    let body =
-        spec::train_job_to_spec(&job).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+    let body = crate::jobs::old_service::train_job_to_spec(&job)
+        .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
     submit(state, body, caller).await
 }
 
@@ -578,8 +578,8 @@ pub async fn train_uploaded(
     uploads: StagedUploads,
     caller: &Caller,
 ) -> Result<String, ApiError> {
-    let body =
-        spec::train_job_to_spec(&job).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+    let body = crate::jobs::old_service::train_job_to_spec(&job)
+        .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
     submit_uploaded(state, body, uploads, caller).await
 }
 

@@ -26,6 +26,7 @@
 //!   up the queued jobs it does not know, at start and every [`HEARTBEAT_EVERY`].
 
 pub mod io;
+pub mod old_service;
 mod score;
 pub mod spec;
 pub mod train;
