@@ -25,6 +25,7 @@ pub mod settings;
 pub mod sources;
 pub mod store;
 pub mod tensor;
+pub mod tfrecord;
 pub mod tfs_flags;
 pub mod tls;
 pub mod warmup;

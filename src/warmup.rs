@@ -13,16 +13,39 @@
 //! ```
 //! A stored request that fails makes the load fail (its author meant it to work); a
 //! synthetic input that fails is only logged, since a model may refuse zeros.
+//!
+//! TF Serving's own warm-up file, `<version>/assets.extra/tf_serving_warmup_requests`
+//! (a TFRecord file of `tensorflow.serving.PredictionLog` protos, read by
+//! `crate::tfrecord`), is replayed too, before `warmup.json` when both exist: each
+//! Predict, Classify, Regress and MultiInference record runs once on the version, on
+//! the signature it names. As in TF Serving, a file that cannot be read (a bad
+//! checksum, a truncated record, more than 1000 records, a record that is not a
+//! PredictionLog) or a record that fails makes the load fail, with a message that
+//! says which record and why.
 
 use std::path::Path;
 
+use ferroserve_proto::tensorflow::serving as tfs;
+use prost::Message;
 use serde_json::Value;
 
+use crate::backends::tensorflow::examples::{
+    self as tf_examples, ClassifySignature, RegressSignature,
+};
 use crate::backends::{Backend, Signature};
 use crate::tensor::{DataType, NamedTensor, Tensor, TensorData};
 
 /// The file of stored warm-up requests in a version directory.
 pub const WARMUP_FILE: &str = "warmup.json";
+
+/// TF Serving's warm-up file, relative to the version directory.
+pub const TF_SERVING_WARMUP_FILE: &str = "assets.extra/tf_serving_warmup_requests";
+
+/// TF Serving's limit on warm-up records per file (`saved_model_warmup_util.cc`).
+const MAX_TF_SERVING_RECORDS: usize = 1000;
+
+/// Most bytes one warm-up tensor may take once decoded.
+const MAX_WARMUP_TENSOR_BYTES: usize = 256 << 20;
 
 /// Most requests taken from `warmup.json`, so a large file cannot stall a load.
 const MAX_STORED_REQUESTS: usize = 100;
@@ -35,6 +58,22 @@ pub fn warm_up(
     version_dir: &Path,
 ) -> Result<(), String> {
     let started = std::time::Instant::now();
+    let tf_serving = version_dir.join(TF_SERVING_WARMUP_FILE);
+    let replayed_tf_serving = match std::fs::read(&tf_serving) {
+        Ok(bytes) => {
+            let n = replay_tf_serving(backend, &bytes)
+                .map_err(|e| format!("TF Serving warm-up file {TF_SERVING_WARMUP_FILE}: {e}"))?;
+            tracing::info!(
+                model,
+                version,
+                records = n,
+                "replayed TF Serving warm-up records"
+            );
+            true
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(format!("cannot read {TF_SERVING_WARMUP_FILE}: {e}")),
+    };
     let path = version_dir.join(WARMUP_FILE);
     match std::fs::read(&path) {
         Ok(bytes) => {
@@ -46,6 +85,7 @@ pub fn warm_up(
                     .map_err(|e| format!("warm-up request {i} of {WARMUP_FILE} failed: {e}"))?;
             }
         }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && replayed_tf_serving => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let inputs = synthetic_inputs(backend.signature());
             if let Err(e) = backend.predict(inputs, &[]) {
@@ -70,6 +110,177 @@ pub fn warm_up(
         "warmed up"
     );
     Ok(())
+}
+
+/// The parts of `tensorflow.serving.PredictionLog` (`apis/prediction_log.proto`) that
+/// warm-up replays; prost skips the rest (`log_metadata`, the logged responses).
+#[derive(Clone, PartialEq, prost::Message)]
+struct PredictionLog {
+    #[prost(oneof = "LogType", tags = "2, 3, 4, 5, 6")]
+    log_type: Option<LogType>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+enum LogType {
+    #[prost(message, tag = "2")]
+    Classify(ClassifyLog),
+    #[prost(message, tag = "3")]
+    Regress(RegressLog),
+    #[prost(message, tag = "4")]
+    MultiInference(MultiInferenceLog),
+    /// TF1 `SessionService` runs, which ferroserve does not serve.
+    #[prost(message, tag = "5")]
+    SessionRun(SessionRunLog),
+    #[prost(message, tag = "6")]
+    Predict(PredictLog),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ClassifyLog {
+    #[prost(message, optional, tag = "1")]
+    request: Option<tfs::ClassificationRequest>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct RegressLog {
+    #[prost(message, optional, tag = "1")]
+    request: Option<tfs::RegressionRequest>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct PredictLog {
+    #[prost(message, optional, tag = "1")]
+    request: Option<tfs::PredictRequest>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct MultiInferenceLog {
+    #[prost(message, optional, tag = "1")]
+    request: Option<tfs::MultiInferenceRequest>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct SessionRunLog {}
+
+/// Replays every record of a TF Serving warm-up file; the number replayed.
+fn replay_tf_serving(backend: &dyn Backend, bytes: &[u8]) -> Result<usize, String> {
+    let records =
+        crate::tfrecord::read_records(bytes, MAX_TF_SERVING_RECORDS).map_err(|e| e.to_string())?;
+    for (i, record) in records.iter().enumerate() {
+        let log = PredictionLog::decode(*record)
+            .map_err(|e| format!("record {i} is not a PredictionLog: {e}"))?;
+        replay_record(backend, log).map_err(|e| format!("record {i}: {e}"))?;
+    }
+    Ok(records.len())
+}
+
+fn replay_record(backend: &dyn Backend, log: PredictionLog) -> Result<(), String> {
+    let signature_of =
+        |spec: Option<&tfs::ModelSpec>| spec.map(|s| s.signature_name.clone()).unwrap_or_default();
+    match log.log_type {
+        Some(LogType::Predict(PredictLog {
+            request: Some(request),
+        })) => {
+            let limits = crate::grpc::tf_tensor::DecodeLimits {
+                max_bytes: MAX_WARMUP_TENSOR_BYTES,
+                max_rows: usize::MAX,
+            };
+            let inputs = request
+                .inputs
+                .iter()
+                .map(|(name, proto)| {
+                    crate::grpc::tf_tensor::tensor_from_proto(name, proto, limits)
+                        .map(|t| (name.clone(), t))
+                        .map_err(|e| e.to_string())
+                })
+                .collect::<Result<Vec<NamedTensor>, String>>()?;
+            let signature = signature_of(request.model_spec.as_ref());
+            backend
+                .predict_signature(&signature, inputs, &request.output_filter)
+                .map(drop)
+                .map_err(|e| format!("Predict failed: {e}"))
+        }
+        Some(LogType::Classify(ClassifyLog {
+            request: Some(request),
+        })) => replay_examples(
+            backend,
+            &signature_of(request.model_spec.as_ref()),
+            request.input.as_ref(),
+            true,
+        ),
+        Some(LogType::Regress(RegressLog {
+            request: Some(request),
+        })) => replay_examples(
+            backend,
+            &signature_of(request.model_spec.as_ref()),
+            request.input.as_ref(),
+            false,
+        ),
+        Some(LogType::MultiInference(MultiInferenceLog {
+            request: Some(request),
+        })) => request.tasks.iter().try_for_each(|task| {
+            let classify = match task.method_name.as_str() {
+                "tensorflow/serving/classify" => true,
+                "tensorflow/serving/regress" => false,
+                other => return Err(format!("unsupported MultiInference method {other:?}")),
+            };
+            replay_examples(
+                backend,
+                &signature_of(task.model_spec.as_ref()),
+                request.input.as_ref(),
+                classify,
+            )
+        }),
+        Some(LogType::SessionRun(_)) => Err(
+            "SessionRun warm-up records are not supported (ferroserve has no SessionService)"
+                .into(),
+        ),
+        _ => Err("no Predict, Classify, Regress or MultiInference request in it".into()),
+    }
+}
+
+/// Replays one Classify (`classify`) or Regress request on a SavedModel signature.
+fn replay_examples(
+    backend: &dyn Backend,
+    signature: &str,
+    input: Option<&tfs::Input>,
+    classify: bool,
+) -> Result<(), String> {
+    let what = if classify { "Classify" } else { "Regress" };
+    let wanted = backend
+        .signature_named(signature)
+        .ok_or_else(|| format!("{what}: serving signature name {signature:?} not found"))?;
+    let named = backend
+        .signatures()
+        .iter()
+        .find(|s| std::ptr::eq(&s.signature, wanted))
+        .ok_or_else(|| format!("{what} warm-up records need a TensorFlow SavedModel"))?;
+    let serialized = tf_examples::serialized_input(input).map_err(|e| format!("{what}: {e}"))?;
+    let n = serialized.len();
+    let (input, outputs) = if classify {
+        let s = ClassifySignature::of(named)?;
+        (s.input.clone(), s.outputs())
+    } else {
+        let s = RegressSignature::of(named)?;
+        (s.input, vec![s.output])
+    };
+    let results = backend
+        .predict_signature(
+            signature,
+            vec![(input, tf_examples::examples_tensor(serialized))],
+            &outputs,
+        )
+        .map_err(|e| format!("{what} failed: {e}"))?;
+    let find = |key: &str| results.iter().find(|(k, _)| k == key).map(|(_, t)| t);
+    if classify {
+        let classes = find(tf_examples::CLASSIFY_OUTPUT_CLASSES);
+        let scores = find(tf_examples::CLASSIFY_OUTPUT_SCORES);
+        tf_examples::read_classifications(n, classes, scores).map(drop)
+    } else {
+        let output = find(tf_examples::REGRESS_OUTPUTS).ok_or("no regression output")?;
+        tf_examples::read_regressions(n, output).map(drop)
+    }
+    .map_err(|e| format!("{what}: {e}"))
 }
 
 /// Zeros of each input's shape, with variable dimensions set to 1.

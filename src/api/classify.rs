@@ -4,15 +4,29 @@
 //! answer is read as classes with scores, or as one value per example.
 //!
 //! Added for the gRPC `Classify` / `Regress` / `MultiInference` RPCs (issue 5); the
-//! REST `:classify` / `:regress` verbs can call the same functions.
+//! REST `:classify` / `:regress` verbs call the same functions.
+//!
+//! A TensorFlow SavedModel (a model with named signatures) is classified as TF Serving
+//! does it (issue 16): the request's signature (default `serving_default`) takes a
+//! string tensor of serialized tf.Example protos, built here from the examples, and
+//! gives `classes`/`scores` or `outputs` (see `backends::tensorflow::examples`).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::{predict, ApiError, PredictRequest, Protocol, ServerState};
+use std::collections::BTreeMap;
+
+use ferroserve_proto::tensorflow::{feature, BytesList, Feature, FloatList, Int64List};
+
+use super::{predict, predict_on, ApiError, PredictRequest, Protocol, ServerState};
+use crate::backends::tensorflow::examples::{
+    self as tf_examples, ClassifySignature, RegressSignature,
+};
+use crate::backends::tensorflow::DEFAULT_SIGNATURE;
+use crate::backends::NamedSignature;
 use crate::cache::CacheStatus;
 use crate::manager::{ServableHandle, VersionRequest};
-use crate::tensor::{DataType, Tensor, TensorData};
+use crate::tensor::{DataType, NamedTensor, Tensor, TensorData};
 
 /// The values of one feature of an example (a tf.Example `Feature`).
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +57,10 @@ pub struct ExamplesRequest {
     pub protocol: Protocol,
     /// As [`PredictRequest::client_timeout`].
     pub client_timeout: Option<Duration>,
+    /// The signature to run (TF Serving's `signature_name`); empty: the default.
+    /// Models other than SavedModels accept only the default and the name TF
+    /// Serving's Estimators give the method (`classification` / `regression`).
+    pub signature_name: String,
 }
 
 /// Classes of one example, each label with its score, in the model's class order.
@@ -72,6 +90,26 @@ pub async fn classify(
     request: ExamplesRequest,
 ) -> Result<ClassifyResponse, ApiError> {
     let (handle, n) = (resolve(state, &request)?, request.examples.len());
+    if let Some(named) = saved_model_signature(&handle, &request.signature_name)? {
+        let signature = ClassifySignature::of(named).map_err(ApiError::InvalidArgument)?;
+        let outputs = signature.outputs();
+        let (handle, outputs, cache) =
+            run_saved_model(state, request, handle, &signature.input, outputs).await?;
+        let find = |key: &Option<String>| {
+            key.as_ref()
+                .and_then(|k| outputs.iter().find(|(name, _)| name == k))
+                .map(|(_, t)| t)
+        };
+        let classes =
+            tf_examples::read_classifications(n, find(&signature.classes), find(&signature.scores))
+                .map_err(ApiError::InvalidArgument)?;
+        return Ok(ClassifyResponse {
+            handle,
+            classes,
+            cache,
+        });
+    }
+    check_plain_signature(&request.signature_name, "classification")?;
     let traits = handle.backend.traits();
     let probabilities = handle
         .config()
@@ -135,6 +173,29 @@ pub async fn regress(
 ) -> Result<RegressResponse, ApiError> {
     let handle = resolve(state, &request)?;
     let n = request.examples.len();
+    if let Some(named) = saved_model_signature(&handle, &request.signature_name)? {
+        let signature = RegressSignature::of(named).map_err(ApiError::InvalidArgument)?;
+        let (handle, outputs, cache) = run_saved_model(
+            state,
+            request,
+            handle,
+            &signature.input,
+            vec![signature.output.clone()],
+        )
+        .await?;
+        let output = outputs
+            .iter()
+            .find(|(name, _)| *name == signature.output)
+            .map(|(_, t)| t)
+            .ok_or_else(|| ApiError::Internal("the model gave no regression output".into()))?;
+        let values = tf_examples::read_regressions(n, output).map_err(ApiError::InvalidArgument)?;
+        return Ok(RegressResponse {
+            handle,
+            values,
+            cache,
+        });
+    }
+    check_plain_signature(&request.signature_name, "regression")?;
     let output = handle
         .config()
         .prediction_output
@@ -173,6 +234,80 @@ fn resolve(state: &ServerState, request: &ExamplesRequest) -> Result<ServableHan
         return Err(ApiError::InvalidArgument("no examples given".into()));
     }
     Ok(state.manager.resolve(&request.model, &request.version)?)
+}
+
+/// The signature a request names when the model is a SavedModel (it has named
+/// signatures), else `None`; an unknown name is refused, naming the ones it has.
+fn saved_model_signature<'a>(
+    handle: &'a ServableHandle,
+    name: &str,
+) -> Result<Option<&'a NamedSignature>, ApiError> {
+    let all = handle.backend.signatures();
+    if all.is_empty() {
+        return Ok(None);
+    }
+    let found = handle
+        .backend
+        .signature_named(name)
+        .and_then(|wanted| all.iter().find(|s| std::ptr::eq(&s.signature, wanted)));
+    found
+        .map(Some)
+        .ok_or_else(|| super::predict::unknown_signature(&*handle.backend, name))
+}
+
+/// Refuses a signature name a model without named signatures does not have: it has
+/// only the default, which TF Serving's Estimators also call by its method's name.
+fn check_plain_signature(name: &str, method: &str) -> Result<(), ApiError> {
+    if name.is_empty() || name == DEFAULT_SIGNATURE || name == method {
+        return Ok(());
+    }
+    Err(ApiError::InvalidArgument(format!(
+        "serving signature name {name:?} not found; the model has {DEFAULT_SIGNATURE:?}"
+    )))
+}
+
+/// Feeds the examples, serialized as tf.Example protos, to a SavedModel signature's
+/// string input and fetches `outputs`, on the version already resolved.
+async fn run_saved_model(
+    state: &ServerState,
+    request: ExamplesRequest,
+    handle: ServableHandle,
+    input: &str,
+    outputs: Vec<String>,
+) -> Result<(ServableHandle, Vec<NamedTensor>, Option<CacheStatus>), ApiError> {
+    let serialized: Vec<Vec<u8>> = request
+        .examples
+        .iter()
+        .map(|example| tf_examples::serialize_example(proto_features(example)))
+        .collect();
+    let mut predict_request = PredictRequest::new(
+        request.model,
+        VersionRequest::Specific(handle.version),
+        request.protocol,
+    );
+    predict_request.signature_name = request.signature_name;
+    predict_request.inputs = vec![(input.to_string(), tf_examples::examples_tensor(serialized))];
+    predict_request.outputs = outputs;
+    predict_request.client_timeout = request.client_timeout;
+    let response = predict_on(state, handle, predict_request).await?;
+    Ok((response.handle, response.outputs, response.cache))
+}
+
+/// An example's features as tf.Example `Feature`s, in name order.
+fn proto_features(example: &Example) -> BTreeMap<String, Feature> {
+    example
+        .iter()
+        .map(|(name, values)| {
+            let kind = match values {
+                FeatureValues::Floats(v) => {
+                    feature::Kind::FloatList(FloatList { value: v.clone() })
+                }
+                FeatureValues::Ints(v) => feature::Kind::Int64List(Int64List { value: v.clone() }),
+                FeatureValues::Bytes(v) => feature::Kind::BytesList(BytesList { value: v.clone() }),
+            };
+            (name.clone(), Feature { kind: Some(kind) })
+        })
+        .collect()
 }
 
 /// Builds the input from the examples and predicts `output` with the version resolved

@@ -62,15 +62,12 @@ fn model_and_version(spec: Option<&ModelSpec>) -> Result<(String, VersionRequest
     Ok((spec.name.clone(), version))
 }
 
-/// Refuses a signature other than the default (the only one ferroserve models have).
-fn check_signature(spec: Option<&ModelSpec>, also: &[&str]) -> Result<(), ApiError> {
-    let name = spec.map(|s| s.signature_name.as_str()).unwrap_or_default();
-    if name.is_empty() || name == DEFAULT_SIGNATURE || also.contains(&name) {
-        return Ok(());
+/// The signature a request ran: the one it named, else the default.
+fn signature_used(spec: Option<&ModelSpec>) -> String {
+    match spec.map(|s| s.signature_name.as_str()) {
+        Some(name) if !name.is_empty() => name.to_string(),
+        _ => DEFAULT_SIGNATURE.to_string(),
     }
-    Err(ApiError::InvalidArgument(format!(
-        "serving signature name {name:?} not found; the model has {DEFAULT_SIGNATURE:?}"
-    )))
 }
 
 /// The spec a response carries: the model and the version that answered.
@@ -160,6 +157,8 @@ impl PredictionService {
             examples: examples_from_input(input)?,
             protocol: Protocol::TfServingGrpc,
             client_timeout: timeout,
+            // `crate::api::classify` checks it against the model's signatures.
+            signature_name: spec.map(|s| s.signature_name.clone()).unwrap_or_default(),
         })
     }
 }
@@ -292,7 +291,6 @@ impl prediction_service_server::PredictionService for PredictionService {
         let timeout = client_timeout(request.metadata());
         let request = request.into_inner();
         let spec = request.model_spec.as_ref();
-        check_signature(spec, &["classification"]).map_err(status_from)?;
         let examples = self
             .examples(spec, request.input.as_ref(), timeout)
             .await
@@ -302,10 +300,10 @@ impl prediction_service_server::PredictionService for PredictionService {
             .map_err(status_from)?;
         Ok(super::with_cache_metadata(
             pb::ClassificationResponse {
-                model_spec: Some(answered_spec(
-                    &response.handle.model,
-                    response.handle.version,
-                )),
+                model_spec: Some(ModelSpec {
+                    signature_name: signature_used(spec),
+                    ..answered_spec(&response.handle.model, response.handle.version)
+                }),
                 result: Some(classification_result(response.classes)),
             },
             response.cache,
@@ -319,7 +317,6 @@ impl prediction_service_server::PredictionService for PredictionService {
         let timeout = client_timeout(request.metadata());
         let request = request.into_inner();
         let spec = request.model_spec.as_ref();
-        check_signature(spec, &["regression"]).map_err(status_from)?;
         let examples = self
             .examples(spec, request.input.as_ref(), timeout)
             .await
@@ -329,10 +326,10 @@ impl prediction_service_server::PredictionService for PredictionService {
             .map_err(status_from)?;
         Ok(super::with_cache_metadata(
             pb::RegressionResponse {
-                model_spec: Some(answered_spec(
-                    &response.handle.model,
-                    response.handle.version,
-                )),
+                model_spec: Some(ModelSpec {
+                    signature_name: signature_used(spec),
+                    ..answered_spec(&response.handle.model, response.handle.version)
+                }),
                 result: Some(regression_result(response.values)),
             },
             response.cache,
@@ -372,12 +369,10 @@ impl prediction_service_server::PredictionService for PredictionService {
                 .map_err(status_from)?;
             let (handle, result) = match task.method_name.as_str() {
                 CLASSIFY_METHOD => {
-                    check_signature(spec, &["classification"]).map_err(status_from)?;
                     let r = classify::classify(&self.state, examples).await.map_err(status_from)?;
                     (r.handle, inference_result::Result::ClassificationResult(classification_result(r.classes)))
                 }
                 REGRESS_METHOD => {
-                    check_signature(spec, &["regression"]).map_err(status_from)?;
                     let r = classify::regress(&self.state, examples).await.map_err(status_from)?;
                     (r.handle, inference_result::Result::RegressionResult(regression_result(r.values)))
                 }

@@ -472,24 +472,14 @@ async fn examples_verb(
     bytes: &[u8],
 ) -> Result<axum::response::Response, HttpError> {
     let request: ExamplesBody = parse_json(bytes)?;
-    let also = if verb == "classify" {
-        "classification"
-    } else {
-        "regression"
-    };
-    if let Some(sig) = request.signature_name.as_deref() {
-        if !sig.is_empty() && sig != DEFAULT_SIGNATURE && sig != also {
-            return Err(HttpError(ApiError::InvalidArgument(format!(
-                "serving signature name {sig:?} not found; the model has {DEFAULT_SIGNATURE:?}"
-            ))));
-        }
-    }
     let examples = ExamplesRequest {
         model: model.to_string(),
         version,
         examples: decode_examples(&request)?,
         protocol: Protocol::TfServingRest,
         client_timeout: None,
+        // `crate::api::classify` checks it against the model's signatures.
+        signature_name: request.signature_name.clone().unwrap_or_default(),
     };
     let (result, cache) = if verb == "classify" {
         let response = classify::classify(state, examples).await?;

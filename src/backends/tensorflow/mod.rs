@@ -13,6 +13,7 @@
 //! [`Backend::signature`] describes; the others are reached by name through
 //! [`Backend::predict_signature`].
 
+pub mod examples;
 pub mod ffi;
 
 use std::collections::HashMap;
