@@ -164,6 +164,10 @@ pub struct BatchQueue {
     version: u64,
     backend: Arc<dyn Backend>,
     limits: Limits,
+    /// The model's named signatures (TF SavedModels) that batch like the default one:
+    /// a batch dimension on every input and output. Requests for other signatures
+    /// run alone.
+    batched_signatures: Vec<String>,
     /// Held only to push, pick or pop entries; never across a model run or an await.
     state: Mutex<State>,
     context: OnceLock<Context>,
@@ -194,7 +198,19 @@ impl BatchQueue {
         preferred.sort_unstable();
         preferred.dedup();
         let metrics = QueueMetrics::new(&model, version);
+        let batched_signatures = backend
+            .signatures()
+            .iter()
+            .filter(|s| {
+                !std::ptr::eq(&s.signature, signature)
+                    && !s.signature.inputs.is_empty()
+                    && s.signature.inputs.iter().all(|i| i.has_batch_dim())
+                    && s.signature.outputs.iter().all(|o| o.has_batch_dim())
+            })
+            .map(|s| s.name.clone())
+            .collect();
         BatchQueue {
+            batched_signatures,
             limits: Limits {
                 batching,
                 max_rows: if batching { config.max_batch_size } else { 1 },
@@ -244,9 +260,12 @@ impl BatchQueue {
             runtime: tokio::runtime::Handle::current(),
         });
         let now = Instant::now();
-        // The batching limits were resolved against the default signature, so a
-        // request for another one runs alone.
-        let rows = if self.limits.batching && request.signature.is_empty() {
+        // A named signature batches (with requests for the same signature only, see
+        // `Entry::merges_with`) when it has a batch dimension everywhere, under the
+        // same limits as the default one.
+        let batched =
+            request.signature.is_empty() || self.batched_signatures.contains(&request.signature);
+        let rows = if self.limits.batching && batched {
             batch_rows(&request.inputs)
         } else {
             None
@@ -507,6 +526,7 @@ impl BatchQueue {
         let rows: Vec<usize> = live.iter().map(|e| e.rows.unwrap_or(1)).collect();
         let outputs_wanted = std::mem::take(&mut live[0].outputs);
         let options = live[0].options;
+        let signature = std::mem::take(&mut live[0].signature);
         let names: Vec<String> = live[0].inputs.iter().map(|(n, _)| n.clone()).collect();
         let mut columns: Vec<Vec<Tensor>> = names
             .iter()
@@ -530,9 +550,15 @@ impl BatchQueue {
         let result = inputs
             .map_err(|e| BatchError::Internal(format!("cannot form a batch: {e}")))
             .and_then(|inputs| {
-                self.backend
-                    .predict_with_options(inputs, &outputs_wanted, &options)
-                    .map_err(BatchError::from)
+                if signature.is_empty() {
+                    self.backend
+                        .predict_with_options(inputs, &outputs_wanted, &options)
+                } else {
+                    // Named signatures are SavedModels', whose requests carry no options.
+                    self.backend
+                        .predict_signature(&signature, inputs, &outputs_wanted)
+                }
+                .map_err(BatchError::from)
             })
             .and_then(|outputs| self.split_outputs(outputs, &rows));
         match result {
