@@ -7,6 +7,13 @@ Each model goes to tests/fixtures/tensorflow/<name>/1/ (saved_model.pb, variable
 and tests/fixtures/tensorflow/<name>/expected.json holds, per signature, the inputs
 sent and the outputs TensorFlow gave (run through the loaded SavedModel, as TF
 Serving would).
+
+tf1_classifier is a TF1-style graph (tf.compat.v1, SavedModelBuilder), as Estimators
+exported them: its signatures take serialized tf.Example protos (classification,
+regression, predict); its expected.json holds the examples as TF Serving REST writes
+them and the classes, scores and values TensorFlow gave. Its
+assets.extra/tf_serving_warmup_requests is TF Serving's warm-up file (PredictionLog
+records from tensorflow-serving-api, written with tf.io.TFRecordWriter).
 """
 import json
 import os
@@ -169,9 +176,148 @@ def text():
     ])
 
 
+def tf_example(features):
+    """A tf.train.Example from TF Serving REST's JSON features (ints, floats, strings)."""
+    out = tf.train.Example()
+    for name, value in features.items():
+        values = value if isinstance(value, list) else [value]
+        f = out.features.feature[name]
+        if all(isinstance(v, int) for v in values):
+            f.int64_list.value.extend(values)
+        elif all(isinstance(v, (int, float)) for v in values):
+            f.float_list.value.extend(values)
+        else:
+            f.bytes_list.value.extend(v.encode() for v in values)
+    return out
+
+
+CLASS_NAMES = ["setosa", "versicolor", "virginica"]
+
+
+def tf1_classifier():
+    """A TF1 graph with classify, regress and predict signatures over tf.Examples."""
+    base = os.path.join(OUT, "tf1_classifier")
+    shutil.rmtree(base, ignore_errors=True)
+    path = os.path.join(base, "1")
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        serialized = v1.placeholder(tf.string, [None], name="input_example_tensor")
+        parsed = tf.io.parse_example(serialized, {
+            "x": tf.io.FixedLenFeature([2], tf.float32),
+            "bucket": tf.io.FixedLenFeature([1], tf.int64, default_value=[0]),
+            "kind": tf.io.FixedLenFeature([], tf.string, default_value=""),
+        })
+        w = v1.get_variable("w", initializer=tf.constant([[1.0, -1.0, 0.5], [0.25, 2.0, -1.5]]))
+        b = v1.get_variable("b", initializer=tf.constant([0.1, 0.0, -0.1]))
+        big = tf.cast(tf.equal(parsed["kind"], "big"), tf.float32)[:, None]
+        logits = (tf.matmul(parsed["x"], w) + b
+                  + 0.5 * tf.cast(parsed["bucket"], tf.float32) + big * tf.constant([0.0, 0.0, 1.5]))
+        scores = tf.nn.softmax(logits, name="scores")
+        classes = tf.tile(tf.constant([CLASS_NAMES]), tf.stack([tf.shape(serialized)[0], 1]),
+                          name="classes")
+        value = tf.reduce_sum(logits * tf.constant([1.0, 2.0, 3.0]), axis=1, name="value")
+        sm = v1.saved_model
+        with v1.Session(graph=graph) as sess:
+            sess.run(v1.global_variables_initializer())
+            classify = sm.classification_signature_def(serialized, classes, scores)
+            builder = sm.Builder(path)
+            builder.add_meta_graph_and_variables(sess, [sm.tag_constants.SERVING], signature_def_map={
+                "serving_default": classify,
+                "classification": classify,
+                "scores_only": sm.classification_signature_def(serialized, None, scores),
+                "regression": sm.regression_signature_def(serialized, value),
+                "predict": sm.predict_signature_def({"examples": serialized}, {"scores": scores}),
+            }, strip_default_attrs=True)
+            builder.save()
+
+    examples = [
+        {"x": [0.5, -1.25], "bucket": 1, "kind": "small"},
+        {"x": [2.0, 0.75]},
+        {"x": [-1.5, 3.25], "bucket": 3, "kind": "big"},
+        {"x": [0.125, 0.0625], "kind": "big"},
+    ]
+    context = {"kind": "big"}
+    with_context = [{"x": [1.0, -0.5]}, {"x": [0.25, 2.5], "bucket": 2}]
+    loaded = tf.saved_model.load(path)
+
+    def run(signature, protos):
+        fn = loaded.signatures[signature]
+        outs = fn(inputs=tf.constant([p.SerializeToString() for p in protos]))
+        return {k: v.numpy() for k, v in outs.items()}
+
+    def classified(outs):
+        scores = outs.get("scores")
+        classes = outs.get("classes")
+        n, k = (scores if scores is not None else classes).shape
+        return [[[classes[i][j].decode() if classes is not None else "",
+                  float(scores[i][j]) if scores is not None else 0.0] for j in range(k)]
+                for i in range(n)]
+
+    protos = [tf_example(e) for e in examples]
+    # With a context, TF Serving feeds the context's bytes followed by each example's.
+    ctx = tf_example(context)
+    merged = []
+    for e in with_context:
+        m = tf.train.Example()
+        m.ParseFromString(ctx.SerializeToString() + tf_example(e).SerializeToString())
+        merged.append(m)
+    expected = {
+        "examples": examples,
+        "classify": {s: classified(run(s, protos)) for s in ("serving_default", "scores_only")},
+        "regress": [float(v) for v in run("regression", protos)["outputs"]],
+        "context": context,
+        "examples_with_context": with_context,
+        "classify_with_context": classified(run("classification", merged)),
+    }
+    predict = loaded.signatures["predict"](
+        examples=tf.constant([p.SerializeToString() for p in protos]))
+    expected["predict"] = {"scores": to_json(predict["scores"].numpy())}
+    with open(os.path.join(base, "expected.json"), "w") as f:
+        json.dump(expected, f, indent=1, sort_keys=True)
+        f.write("\n")
+    write_warmup(path, protos)
+
+
+def write_warmup(path, protos):
+    """TF Serving's warm-up file: one record of each kind it replays."""
+    from tensorflow_serving.apis import (classification_pb2, inference_pb2, model_pb2,
+                                         predict_pb2, prediction_log_pb2, regression_pb2)
+
+    def spec(signature):
+        return model_pb2.ModelSpec(name="tf1_classifier", signature_name=signature)
+
+    examples = protos[:2]
+    classify = classification_pb2.ClassificationRequest(model_spec=spec("classification"))
+    classify.input.example_list.examples.extend(examples)
+    regress = regression_pb2.RegressionRequest(model_spec=spec("regression"))
+    regress.input.example_list.examples.extend(examples)
+    predict = predict_pb2.PredictRequest(model_spec=spec("predict"))
+    predict.inputs["examples"].CopyFrom(
+        tf.make_tensor_proto([p.SerializeToString() for p in examples]))
+    multi = inference_pb2.MultiInferenceRequest()
+    multi.tasks.add(model_spec=spec("classification"), method_name="tensorflow/serving/classify")
+    multi.tasks.add(model_spec=spec("regression"), method_name="tensorflow/serving/regress")
+    multi.input.example_list_with_context.examples.extend(examples)
+    multi.input.example_list_with_context.context.CopyFrom(tf_example({"kind": "big"}))
+    logs = [
+        prediction_log_pb2.PredictionLog(classify_log=prediction_log_pb2.ClassifyLog(request=classify)),
+        prediction_log_pb2.PredictionLog(regress_log=prediction_log_pb2.RegressLog(request=regress)),
+        prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=predict)),
+        prediction_log_pb2.PredictionLog(
+            multi_inference_log=prediction_log_pb2.MultiInferenceLog(request=multi)),
+    ]
+    extra = os.path.join(path, "assets.extra")
+    os.makedirs(extra, exist_ok=True)
+    with tf.io.TFRecordWriter(os.path.join(extra, "tf_serving_warmup_requests")) as writer:
+        for log in logs:
+            writer.write(log.SerializeToString())
+
+
 if __name__ == "__main__":
     mlp()
     cnn()
     multi()
     text()
+    tf1_classifier()
     print("written to", os.path.normpath(OUT))

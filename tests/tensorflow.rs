@@ -696,3 +696,472 @@ async fn a_new_saved_model_version_replaces_the_old_under_load_with_no_failure()
     assert!(total > 4, "only {total} requests were sent");
     server.stop().await;
 }
+
+/// A tf.Example from TF Serving REST's JSON features, as `tf_example` in
+/// python/make_tf_models.py builds it.
+fn tf_example(features: &Value) -> ferroserve_proto::tensorflow::Example {
+    use ferroserve_proto::tensorflow::{
+        feature, BytesList, Example, Feature, Features, FloatList, Int64List,
+    };
+    let feature = |v: &Value| {
+        let values: Vec<Value> = match v {
+            Value::Array(items) => items.clone(),
+            one => vec![one.clone()],
+        };
+        let kind = if values.iter().all(Value::is_i64) {
+            feature::Kind::Int64List(Int64List {
+                value: values.iter().map(|v| v.as_i64().unwrap()).collect(),
+            })
+        } else if values.iter().all(Value::is_number) {
+            feature::Kind::FloatList(FloatList {
+                value: values.iter().map(|v| v.as_f64().unwrap() as f32).collect(),
+            })
+        } else {
+            feature::Kind::BytesList(BytesList {
+                value: values
+                    .iter()
+                    .map(|v| v.as_str().unwrap().as_bytes().to_vec())
+                    .collect(),
+            })
+        };
+        Feature { kind: Some(kind) }
+    };
+    Example {
+        features: Some(Features {
+            feature: object(features, "features")
+                .iter()
+                .map(|(k, v)| (k.clone(), feature(v)))
+                .collect(),
+        }),
+    }
+}
+
+/// `[[label, score], ...]` per example, labels exact and scores within 1e-6.
+fn assert_classes(got: &[Vec<(String, f64)>], want: &Value, what: &str) {
+    let want = want.as_array().unwrap();
+    assert_eq!(got.len(), want.len(), "{what}: {got:?}");
+    for (i, (row, expected)) in got.iter().zip(want).enumerate() {
+        let expected = expected.as_array().unwrap();
+        assert_eq!(row.len(), expected.len(), "{what}[{i}]: {row:?}");
+        for (j, ((label, score), e)) in row.iter().zip(expected).enumerate() {
+            assert_eq!(label, e[0].as_str().unwrap(), "{what}[{i}][{j}] label");
+            assert_close(
+                *score,
+                e[1].as_f64().unwrap(),
+                1e-6,
+                &format!("{what}[{i}][{j}]"),
+            );
+        }
+    }
+}
+
+fn rest_classes(body: &Value) -> Vec<Vec<(String, f64)>> {
+    body["result"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no result: {body}"))
+        .iter()
+        .map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|pair| {
+                    (
+                        pair[0].as_str().unwrap().to_string(),
+                        pair[1].as_f64().unwrap(),
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn grpc_classes(result: &tfs::ClassificationResult) -> Vec<Vec<(String, f64)>> {
+    result
+        .classifications
+        .iter()
+        .map(|c| {
+            c.classes
+                .iter()
+                .map(|class| (class.label.clone(), class.score as f64))
+                .collect()
+        })
+        .collect()
+}
+
+fn example_list(examples: &Value) -> Option<tfs::Input> {
+    Some(tfs::Input {
+        kind: Some(tfs::input::Kind::ExampleList(tfs::ExampleList {
+            examples: examples
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(tf_example)
+                .collect(),
+        })),
+    })
+}
+
+fn spec(model: &str, signature: &str) -> Option<ModelSpec> {
+    Some(ModelSpec {
+        name: model.into(),
+        signature_name: signature.into(),
+        ..Default::default()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classify_and_regress_signatures_answer_like_tensorflow() {
+    let repo = repo(&["tf1_classifier", "mlp"]);
+    let server = TestServer::start_with(settings(repo.path())).await;
+    let exp = expected("tf1_classifier");
+    let examples = &exp["examples"];
+    let path = "/v1/models/tf1_classifier";
+
+    // REST :classify, the default signature and a scores-only one.
+    for signature in ["serving_default", "scores_only"] {
+        let mut body = json!({ "examples": examples });
+        if signature != "serving_default" {
+            body["signature_name"] = json!(signature);
+        }
+        let (status, answer) = server.post_json(&format!("{path}:classify"), &body).await;
+        assert_eq!(status, 200, "{signature}: {answer}");
+        assert_classes(
+            &rest_classes(&answer),
+            &exp["classify"][signature],
+            &format!("REST classify {signature}"),
+        );
+    }
+    // With a context: each example gets the context's features.
+    let (status, answer) = server
+        .post_json(
+            &format!("{path}:classify"),
+            &json!({
+                "signature_name": "classification",
+                "context": exp["context"],
+                "examples": exp["examples_with_context"],
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_classes(
+        &rest_classes(&answer),
+        &exp["classify_with_context"],
+        "REST classify with context",
+    );
+    // REST :regress.
+    let (status, answer) = server
+        .post_json(
+            &format!("{path}:regress"),
+            &json!({"signature_name": "regression", "examples": examples}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let values: Vec<Value> = answer["result"].as_array().unwrap().clone();
+    assert_values(
+        &values,
+        &json!({"dtype": "float32", "data": exp["regress"]}),
+        "REST regress",
+    );
+
+    // gRPC Classify and Regress with the real messages.
+    let mut client = PredictionServiceClient::new(channel(&server).await);
+    let response = client
+        .classify(tfs::ClassificationRequest {
+            model_spec: spec("tf1_classifier", ""),
+            input: example_list(examples),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        response.model_spec.as_ref().unwrap().signature_name,
+        "serving_default"
+    );
+    assert_classes(
+        &grpc_classes(response.result.as_ref().unwrap()),
+        &exp["classify"]["serving_default"],
+        "gRPC classify",
+    );
+    let context_input = tfs::Input {
+        kind: Some(tfs::input::Kind::ExampleListWithContext(
+            tfs::ExampleListWithContext {
+                examples: exp["examples_with_context"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(tf_example)
+                    .collect(),
+                context: Some(tf_example(&exp["context"])),
+            },
+        )),
+    };
+    let response = client
+        .classify(tfs::ClassificationRequest {
+            model_spec: spec("tf1_classifier", "classification"),
+            input: Some(context_input),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_classes(
+        &grpc_classes(response.result.as_ref().unwrap()),
+        &exp["classify_with_context"],
+        "gRPC classify with context",
+    );
+    let response = client
+        .regress(tfs::RegressionRequest {
+            model_spec: spec("tf1_classifier", "regression"),
+            input: example_list(examples),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let values: Vec<Value> = response
+        .result
+        .unwrap()
+        .regressions
+        .iter()
+        .map(|r| json!(r.value as f64))
+        .collect();
+    assert_values(
+        &values,
+        &json!({"dtype": "float32", "data": exp["regress"]}),
+        "gRPC regress",
+    );
+
+    // The predict signature over the serialized examples, as TF Serving gets them.
+    let serialized: Vec<Vec<u8>> = examples
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| tf_example(e).encode_to_vec())
+        .collect();
+    let response = client
+        .predict(tfs::PredictRequest {
+            model_spec: spec("tf1_classifier", "predict"),
+            inputs: HashMap::from([(
+                "examples".to_string(),
+                TensorProto {
+                    dtype: Dt::DtString as i32,
+                    tensor_shape: proto_shape(&[serialized.len()]),
+                    string_val: serialized,
+                    ..Default::default()
+                },
+            )]),
+            output_filter: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_values(
+        &from_proto(&response.outputs["scores"]),
+        &exp["predict"]["scores"],
+        "gRPC predict on examples",
+    );
+
+    // Signatures that cannot classify or regress: 400 / INVALID_ARGUMENT, saying why.
+    for (model, verb, body, words) in [
+        (
+            "tf1_classifier",
+            "regress",
+            json!({"examples": examples}),
+            &["\"serving_default\"", "outputs"][..],
+        ),
+        (
+            "tf1_classifier",
+            "classify",
+            json!({"signature_name": "regression", "examples": examples}),
+            &["\"classes\"", "\"scores\""][..],
+        ),
+        (
+            "tf1_classifier",
+            "classify",
+            json!({"signature_name": "nope", "examples": examples}),
+            &["\"nope\"", "\"regression\""][..],
+        ),
+        (
+            "mlp",
+            "classify",
+            json!({"examples": [{"features": [1.0, 2.0, 3.0, 4.0]}]}),
+            &["serialized tf.Example"][..],
+        ),
+        (
+            "tf1_classifier",
+            "classify",
+            json!({"examples": [{"x": "not a number"}]}),
+            &["x"][..],
+        ),
+    ] {
+        let (status, answer) = server
+            .post_json(&format!("/v1/models/{model}:{verb}"), &body)
+            .await;
+        assert_eq!(status, 400, "{model}:{verb} {body}: {answer}");
+        let message = answer["error"].as_str().unwrap();
+        for word in words {
+            assert!(message.contains(word), "{model}:{verb}: {message}");
+        }
+    }
+    let err = client
+        .regress(tfs::RegressionRequest {
+            model_spec: spec("tf1_classifier", "scores_only"),
+            input: example_list(examples),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    server.stop().await;
+}
+
+/// Frames a message as field `tag` of an enclosing message.
+fn field(tag: u32, inner: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    ferroserve_proto::prost::encoding::encode_key(
+        tag,
+        ferroserve_proto::prost::encoding::WireType::LengthDelimited,
+        &mut out,
+    );
+    ferroserve_proto::prost::encoding::encode_varint(inner.len() as u64, &mut out);
+    out.extend_from_slice(inner);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tf_serving_warmup_records_are_replayed_and_a_broken_file_fails_the_load() {
+    const WARMUP: &str = "1/assets.extra/tf_serving_warmup_requests";
+    let repo = repo(&["tf1_classifier"]);
+    let root = repo.path();
+    let good = std::fs::read(root.join("tf1_classifier").join(WARMUP)).unwrap();
+    assert_eq!(
+        ferroserve::tfrecord::read_records(&good, 1000)
+            .unwrap()
+            .len(),
+        4,
+        "the fixture has a Classify, Regress, Predict and MultiInference record"
+    );
+    let variant = |name: &str, bytes: &[u8]| {
+        copy_dir(&root.join("tf1_classifier/1"), &root.join(name).join("1"));
+        std::fs::write(root.join(name).join(WARMUP), bytes).unwrap();
+    };
+    // Cut in the middle of the last record.
+    variant("truncated", &good[..good.len() - 3]);
+    // One byte of the first record's data changed.
+    let mut flipped = good.clone();
+    flipped[20] ^= 0x40;
+    variant("corrupt", &flipped);
+    // Well framed, but not a PredictionLog.
+    variant(
+        "garbage",
+        &ferroserve::tfrecord::write_records([&b"\xff\xff\xff not a proto"[..]]),
+    );
+    // A valid Predict record on a signature the model lacks: it fails when replayed.
+    let request = tfs::PredictRequest {
+        model_spec: spec("m", "nope"),
+        inputs: HashMap::new(),
+        output_filter: vec![],
+    };
+    let log = field(6, &field(1, &request.encode_to_vec()));
+    variant("failing", &ferroserve::tfrecord::write_records([&log[..]]));
+
+    let server = TestServer::start_with(settings(root)).await;
+    assert_eq!(
+        settled_status(&server, "tf1_classifier").await["state"],
+        "AVAILABLE"
+    );
+    let exp = expected("tf1_classifier");
+    let (status, answer) = server
+        .post_json(
+            "/v1/models/tf1_classifier:classify",
+            &json!({ "examples": exp["examples"] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    for (model, words) in [
+        ("truncated", &["record 3", "truncated"][..]),
+        ("corrupt", &["record 0", "checksum"][..]),
+        ("garbage", &["record 0", "not a PredictionLog"][..]),
+        ("failing", &["record 0", "\"nope\""][..]),
+    ] {
+        let v = settled_status(&server, model).await;
+        assert_eq!(v["state"], "ERROR", "{model}: {v}");
+        let message = v["status"]["error_message"].as_str().unwrap();
+        assert!(
+            message.contains("assets.extra/tf_serving_warmup_requests"),
+            "{model}: {message}"
+        );
+        for word in words {
+            assert!(message.contains(word), "{model}: {message}");
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_for_a_named_signature_batch_together() {
+    let repo = repo(&["multi"]);
+    // Four one-row requests close a batch of four (a preferred size); the long delay
+    // would show if they ran one by one.
+    std::fs::write(
+        repo.path().join("multi/config.toml"),
+        "[batching]\nenabled = true\nmax_batch_size = 4\npreferred_batch_sizes = [4]\n\
+         max_queue_delay_micros = 5000000\n",
+    )
+    .unwrap();
+    let server = TestServer::start_with(settings(repo.path())).await;
+    assert_eq!(settled_status(&server, "multi").await["state"], "AVAILABLE");
+    let started = Instant::now();
+    let mut requests = Vec::new();
+    for i in 0..4u8 {
+        let (client, url) = (
+            server.client.clone(),
+            server.url("/v1/models/multi:predict"),
+        );
+        let body = json!({
+            "signature_name": "combine",
+            "inputs": {"a": [[f64::from(i) + 0.5, -1.25]], "b": [[i, 200 - i]]},
+        });
+        requests.push(tokio::spawn(async move {
+            let r = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (
+                status,
+                serde_json::from_str::<Value>(&r.text().await.unwrap()).unwrap(),
+            )
+        }));
+    }
+    for (i, request) in requests.into_iter().enumerate() {
+        let (status, body) = request.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        let i = i as f64;
+        // Each request gets its own row back: a + b and max(b).
+        assert_eq!(
+            body["outputs"]["sum"],
+            json!([[i + 0.5 + i, -1.25 + 200.0 - i]]),
+            "{body}"
+        );
+        assert_eq!(body["outputs"]["max_b"], json!([200 - i as i64]), "{body}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the batch waited for its delay: {:?}",
+        started.elapsed()
+    );
+    let (_, metrics) = server.get("/metrics").await;
+    let metrics = metrics.as_str().unwrap();
+    assert!(
+        metrics.contains("ferroserve_batch_size_count{model=\"multi\",version=\"1\"} 1")
+            && metrics.contains("ferroserve_batch_size_sum{model=\"multi\",version=\"1\"} 4"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("batch_size"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    server.stop().await;
+}
