@@ -8,7 +8,8 @@
 #                  and jieba fixtures (python/make_fasttext_models.py)
 #   .ort/          libonnxruntime.so.1.31.1, taken from the onnxruntime==1.31.1 wheel
 #   .venv-tf       tensorflow-cpu==2.21.0 (SavedModel fixtures; its tensorflow/ directory
-#                  holds the C API libraries the server loads for SavedModels)
+#                  holds the C API libraries the server loads for SavedModels), and
+#                  tensorflow-serving-api (python/requirements-tf-nodeps.txt, no deps)
 #   Debian packages the tests start throwaway servers from: postgresql, mariadb-server,
 #                  redis-server, nginx (installed if missing; their own services are not started)
 # usage: scripts/setup.sh [--no-build]
@@ -54,6 +55,11 @@ make_venv .venv python/requirements-models.txt
 make_venv .venv-clients python/requirements-clients.txt
 make_venv .venv-ft python/requirements-ft.txt
 make_venv .venv-tf python/requirements-tf.txt
+# TF Serving's Python API (the SavedModel interop client, the warm-up fixture), without
+# its dependencies: it requires `tensorflow`, which the tensorflow-cpu wheel already is.
+if ! .venv-tf/bin/python -c 'import tensorflow_serving.apis.prediction_log_pb2' 2>/dev/null; then
+  .venv-tf/bin/pip install -q --disable-pip-version-check --no-deps -r python/requirements-tf-nodeps.txt
+fi
 
 if [ ! -f ".ort/$ORT_LIB" ]; then
   mkdir -p .ort

@@ -67,4 +67,15 @@ PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python .venv-tfs/bin/python tests/interop
   "localhost:$REST_PORT" "localhost:$GRPC_PORT" "$WORK" "$ROOT"
 kill -TERM $PID
 wait $PID
+
+# --- TF Serving's own client code on SavedModels (issue 16): tf.make_tensor_proto and
+# tensorflow-serving-api's stubs, in .venv-tf, against a server of the SavedModel fixtures ---
+REST_PORT=$(free_port); GRPC_PORT=$(free_port)
+FERROSERVE_TENSORFLOW_PATH="$ROOT/.venv-tf/lib/python3.11/site-packages/tensorflow" ./target/debug/ferroserve serve \
+  --model-repository tests/fixtures/tensorflow --rest-addr "127.0.0.1:$REST_PORT" --grpc-addr "127.0.0.1:$GRPC_PORT" >"$LOG" 2>&1 &
+PID=$!
+.venv-tf/bin/python tests/interop/tfs_saved_models.py "127.0.0.1:$REST_PORT" "127.0.0.1:$GRPC_PORT" "$ROOT" \
+  || { cat "$LOG"; exit 1; }
+kill -TERM $PID
+wait $PID
 echo "interop: OK"
