@@ -55,7 +55,7 @@ TESTS = DEPLOY / "tests"
 # KServe still supports and the newest kubernetes-validate ships.
 KUBERNETES_VERSIONS = ("1.29", "1.37")
 # Model formats ferroserve loads (src/backends/) as KServe names them.
-FERROSERVE_FORMATS = {"onnx", "sklearn"}
+FERROSERVE_FORMATS = {"onnx", "sklearn", "tensorflow"}
 KSERVE_PROTOCOLS = ["v1", "v2", "grpc-v1", "grpc-v2"]
 # KServe's kserve-tensorflow-serving command line, which ferroserve must run unchanged.
 TF_SERVING_ARGS = [
