@@ -929,6 +929,45 @@ async fn classify_and_regress_signatures_answer_like_tensorflow() {
         "gRPC regress",
     );
 
+    // MultiInference: a classify and a regress task over the same examples.
+    let response = client
+        .multi_inference(tfs::MultiInferenceRequest {
+            tasks: vec![
+                tfs::InferenceTask {
+                    model_spec: spec("tf1_classifier", "classification"),
+                    method_name: "tensorflow/serving/classify".into(),
+                },
+                tfs::InferenceTask {
+                    model_spec: spec("tf1_classifier", "regression"),
+                    method_name: "tensorflow/serving/regress".into(),
+                },
+            ],
+            input: example_list(examples),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.results.len(), 2);
+    match &response.results[0].result {
+        Some(tfs::inference_result::Result::ClassificationResult(r)) => assert_classes(
+            &grpc_classes(r),
+            &exp["classify"]["serving_default"],
+            "MultiInference classify",
+        ),
+        other => panic!("MultiInference task 0 gave {other:?}"),
+    }
+    match &response.results[1].result {
+        Some(tfs::inference_result::Result::RegressionResult(r)) => assert_values(
+            &r.regressions
+                .iter()
+                .map(|v| json!(v.value as f64))
+                .collect::<Vec<_>>(),
+            &json!({"dtype": "float32", "data": exp["regress"]}),
+            "MultiInference regress",
+        ),
+        other => panic!("MultiInference task 1 gave {other:?}"),
+    }
+
     // The predict signature over the serialized examples, as TF Serving gets them.
     let serialized: Vec<Vec<u8>> = examples
         .as_array()
