@@ -32,6 +32,14 @@ fn repo() -> tempfile::TempDir {
         1,
         &root_path("examples/models/iris_sklearn/1/model.joblib"),
     );
+    // A text model (fastText), served as model.bin.
+    let ft = install_model(
+        &models,
+        "intent",
+        1,
+        &root_path("tests/fixtures/fasttext/softmax.bin"),
+    );
+    std::fs::rename(&ft, ft.with_file_name("model.bin")).unwrap();
     dir
 }
 
@@ -199,6 +207,23 @@ async fn pages_fragments_assets_and_chart_data() {
     for i in 0..4 {
         assert!(onnx.body.contains(&format!("<label for=\"try-field-{i}\"")));
     }
+    // A text model gets one text box, sent as the simple API's `text`.
+    let text = get(&server, "/console/fragments/models/intent/try", None).await;
+    assert_html(
+        &text,
+        200,
+        &["data-mode=\"text\"", "<textarea", "data-feature=\"text\""],
+    );
+    let (status, answer) = server
+        .post_json("/predict/intent", &json!({"text": "hello there"}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer["prediction"][0]
+            .as_str()
+            .is_some_and(|l| l.starts_with("__label__")),
+        "{answer}"
+    );
 
     // Chart data: the server's own counters for this model, summed.
     for _ in 0..3 {

@@ -430,7 +430,7 @@
       var n = matrix.length;
       if (!n) return;
       var g = canvas.getContext("2d");
-      var margin = 70, size = Math.min(canvas.width, canvas.height) - margin;
+      var margin = 84, size = Math.min(canvas.width, canvas.height) - margin;
       var cell = size / n;
       var max = 1;
       matrix.forEach(function (row) { row.forEach(function (v) { max = Math.max(max, v); }); });
@@ -448,9 +448,9 @@
         }
         g.fillStyle = "#111";
         g.textAlign = "right";
-        g.fillText(String(classes[r]).slice(0, 9), margin - 6, margin + (r + 0.5) * cell);
+        g.fillText(String(classes[r]).slice(0, 11), margin - 6, margin + (r + 0.5) * cell);
         g.textAlign = "center";
-        g.fillText(String(classes[r]).slice(0, 9), margin + (r + 0.5) * cell, margin - 12);
+        g.fillText(String(classes[r]).slice(0, 11), margin + (r + 0.5) * cell, margin - 12);
       }
       g.fillText("predicted →", margin + size / 2, 12);
     });
