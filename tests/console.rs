@@ -151,6 +151,8 @@ async fn pages_fragments_assets_and_chart_data() {
             "data-model=\"iris_sklearn\"",
             "AVAILABLE",
             "href=\"/console/models/iris_lr\"",
+            // Recent history: the store's state-change events.
+            "state LOADING → AVAILABLE",
         ],
     );
 

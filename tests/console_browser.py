@@ -109,6 +109,12 @@ def run(browser, binary, with_tokens):
                 row = page.locator(f'tr[data-model="{model}"]')
                 expect(row).to_contain_text("AVAILABLE", timeout=WAIT_MS)
             page.screenshot(path=str(SHOTS / f"{name}-1-models.png"), full_page=True)
+            # Keyboard: focus stays on a model's link while the table refreshes
+            # (every 2 s, morphed in place).
+            page.focus('tr[data-model="iris_dt"] a')
+            page.wait_for_timeout(4500)
+            focused = page.evaluate("document.activeElement && document.activeElement.textContent")
+            assert focused == "iris_dt", focused
 
             # A prediction from the form generated from the signature: the
             # scikit-learn model by feature name, the ONNX one by position.

@@ -238,6 +238,8 @@ struct EventRow {
     time: String,
     version: String,
     kind: String,
+    /// The kind, and for a state change the states (`state LOADING → AVAILABLE`).
+    short: String,
     detail: String,
     who: String,
 }
@@ -309,6 +311,13 @@ impl ModelRow {
                     time: time_text(e.at_ms),
                     version: e.version.map(|v| v.to_string()).unwrap_or_default(),
                     kind: e.kind.clone(),
+                    short: match (
+                        e.detail.get("from").and_then(Value::as_str),
+                        e.detail.get("to").and_then(Value::as_str),
+                    ) {
+                        (Some(from), Some(to)) => format!("{} {from} → {to}", e.kind),
+                        _ => e.kind.clone(),
+                    },
                     detail: event_detail(&e.detail),
                     who: match (&e.actor, &e.client) {
                         (Some(a), Some(c)) => format!("{a} ({c})"),
