@@ -6,7 +6,8 @@ Twice, without and with tokens: loads the console (through the `/` redirect), se
 the example models AVAILABLE, runs a prediction from the "try it" form and checks
 the answer against the fixture's expected output, sees the live charts sample the
 server's metrics, uploads a model with the progress bar and sees it become
-AVAILABLE. With tokens, the shell loads without one, the data asks for one, and the
+AVAILABLE, then deploys, stops and deletes it through the confirmed buttons; keyboard
+focus survives the live refresh. With tokens, the shell loads without one, the data asks for one, and the
 token entered is sent from then on. Screenshots go to target/console-screenshots/.
 
 usage: .venv-clients/bin/python tests/console_browser.py target/debug/ferroserve
@@ -150,11 +151,21 @@ def run(browser, binary, with_tokens):
             expect(page.locator(f'tr[data-model="{uploaded}"]')).to_contain_text("AVAILABLE", timeout=WAIT_MS)
             page.screenshot(path=str(SHOTS / f"{name}-3-uploaded.png"), full_page=True)
 
-            # Stop it with the confirmation accepted: the page says so.
+            # Deploy, stop and delete it, each confirmed: the page shows the effect.
             page.goto(base + f"/console/models/{uploaded}")
+            page.fill("#deploy-timeout", "30")
+            page.fill("#deploy-cpu", "500m")
+            page.click("#deploy-form button[type=submit]")
+            expect(page.locator("#manage-result")).to_contain_text("deployed", timeout=WAIT_MS)
+            expect(page.locator("#model-detail")).to_contain_text("500m", timeout=WAIT_MS)
+            expect(page.locator("#model-detail")).to_contain_text("30 s")
             page.click('button[data-action="stop"]')
             expect(page.locator("#manage-result")).to_contain_text("stop", timeout=WAIT_MS)
             expect(page.locator("#model-detail")).to_contain_text("(stopped)", timeout=WAIT_MS)
+            page.click('button[data-action="delete"]')
+            page.wait_for_url(base + "/console", timeout=WAIT_MS)
+            expect(page.locator('tr[data-model="iris_lr"]')).to_be_visible(timeout=WAIT_MS)
+            expect(page.locator(f'tr[data-model="{uploaded}"]')).to_have_count(0)
 
             # An unknown model's page.
             page.goto(base + "/console/models/no_such_model")
