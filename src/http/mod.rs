@@ -58,6 +58,10 @@ pub fn router(state: AppState) -> Router {
         // route, the default fallback (unknown path) and each route's wrong-method
         // answer, so that no error leaves without the documented JSON body.
         .layer(axum::middleware::from_fn(json_errors))
+        // The web console (and `/`, which redirects to it): its pages and fragments
+        // are HTML, errors included, so it sits outside `json_errors`, and inside the
+        // access layer like every route.
+        .merge(crate::console::routes())
         // Outermost, so every route (unknown ones too) is authorised first.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
