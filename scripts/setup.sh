@@ -54,6 +54,7 @@ make_venv .venv python/requirements-models.txt
 make_venv .venv-clients python/requirements-clients.txt
 make_venv .venv-ft python/requirements-ft.txt
 make_venv .venv-tf python/requirements-tf.txt
+make_venv .venv-openapi python/requirements-openapi.txt
 
 if [ ! -f ".ort/$ORT_LIB" ]; then
   mkdir -p .ort

@@ -17,6 +17,9 @@ cargo test --workspace
 # --- scikit-learn fresh round (issue 4) ---
 python/sklearn_fresh_round.sh
 
+# --- OpenAPI description: schemathesis against the served /openapi.json (issue 17) ---
+./tests/openapi_schemathesis.sh
+
 # --- real clients (tritonclient, TF Serving stubs) ---
 ./tests/interop/run.sh
 
