@@ -667,6 +667,16 @@ const ENDPOINTS: &[(&str, &str, &str)] = &[
         "Stop serving a model and delete its files",
     ),
     ("GET", "/description", "This description"),
+    (
+        "GET",
+        "/openapi.json",
+        "The full OpenAPI 3.1 description (YAML: /swagger.yaml)",
+    ),
+    (
+        "GET",
+        "/docs",
+        "The OpenAPI description as a page (Swagger UI)",
+    ),
     ("GET", "/metrics", "Prometheus metrics"),
     ("GET", "/healthz", "Liveness and readiness"),
 ];
