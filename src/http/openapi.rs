@@ -16,12 +16,16 @@
 //! Access: these routes pass the same access layer as every route, and
 //! `auth::rest_access` classes them like the other read-only routes (model status
 //! and metadata): `Inference`, open when no tokens are configured, else a token
-//! with the `inference` scope. The description is harmless, but it names the
-//! models' routes, and a token holder can still read it.
+//! with the `inference` scope. The description names no model and holds no secret,
+//! but one rule for every read-only route is simpler to reason about than an
+//! exception; the cost is that with tokens a browser reaches `/docs` only through a
+//! proxy that adds the header (making the docs routes `Open` is one line in
+//! `auth::rest_access`).
 //!
 //! Invariant: every route `router()` serves, method by method, is described (the
-//! test at the end of this file reads the routers' source and checks); the only
-//! routes left out are the pages for people: `/docs...` and `/console...`.
+//! test at the end of this file reads the routers' source, `src/http` and
+//! `src/console`, and checks); the only routes left out are the pages for people:
+//! `/docs...` (Swagger UI's own router, merged below), `/console...` and `/`.
 
 use axum::body::Body;
 use axum::http::{header, HeaderValue};
