@@ -511,7 +511,7 @@ mod tests {
                         Err(e) => self.problems.push(format!("{at}: {e}")),
                     }
                 }
-                "nest" | "nest_service" | "route_service" | "fallback" | "fallback_service" => {
+                "nest" | "nest_service" | "route_service" => {
                     let path = call.args.first().and_then(string_literal);
                     if !path.as_deref().is_some_and(is_page) {
                         self.problems.push(format!(
