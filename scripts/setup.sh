@@ -64,6 +64,7 @@ make_venv .venv-tf python/requirements-tf.txt
 if ! .venv-tf/bin/python -c 'import tensorflow_serving.apis.prediction_log_pb2' 2>/dev/null; then
   .venv-tf/bin/pip install -q --disable-pip-version-check --no-deps -r python/requirements-tf-nodeps.txt
 fi
+make_venv .venv-openapi python/requirements-openapi.txt
 
 if [ ! -f ".ort/$ORT_LIB" ]; then
   mkdir -p .ort

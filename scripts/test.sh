@@ -22,6 +22,9 @@ timeout 300 .venv-clients/bin/python tests/console_browser.py target/debug/ferro
 # --- scikit-learn fresh round (issue 4) ---
 python/sklearn_fresh_round.sh
 
+# --- OpenAPI description: schemathesis against the served /openapi.json (issue 17) ---
+./tests/openapi_schemathesis.sh
+
 # --- real clients (tritonclient, TF Serving stubs) ---
 ./tests/interop/run.sh
 

@@ -478,6 +478,10 @@ pub fn rest_access(path: &str) -> Access {
             Access::Open
         }
         ["console", "assets", _] => Access::Open,
+        // The API's description and its docs page describe routes, not data, and a
+        // browser cannot send a token to load them; calls made from the docs page
+        // (Swagger UI's "Authorize") carry the token like any other.
+        ["openapi.json"] | ["swagger.yaml"] | ["docs", ..] => Access::Open,
         ["console", "fragments", "jobs", ..] => Access::Management,
         ["console", "api", "models", _, "metrics"] => Access::Metrics,
         ["upload_model"] | ["reload_model"] | ["deploy"] => Access::Management,

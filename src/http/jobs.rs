@@ -20,6 +20,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 
 use super::job_uploads::JobBody;
+use super::openapi::ErrorBody;
 use super::{body, parse_json, AppState, HttpError};
 use crate::api::jobs::{self, JobEvents, ListQuery};
 use crate::api::{ApiError, Caller};
@@ -55,6 +56,18 @@ fn caller_of(caller: Option<Extension<Caller>>) -> Caller {
 }
 
 /// JSON, or `multipart/form-data` with a `spec` part and file parts.
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", operation_id = "submit_job",
+    request_body(content(
+        (Object = "application/json"),
+        (JobUploadForm = "multipart/form-data"),
+    )),
+    responses(
+        (status = 202, description = "Queued", body = JobIdResponse),
+        (status = 400, description = "A malformed or invalid job spec", body = ErrorBody),
+        (status = 403, description = "A path outside the allowed data roots", body = ErrorBody),
+        (status = 408, description = "The body stopped arriving", body = ErrorBody),
+        (status = 503, description = "Jobs need the metadata store, which is off or does not answer", body = ErrorBody),
+    ))]
 async fn submit(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
@@ -70,6 +83,13 @@ async fn submit(
     Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": id }))).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", operation_id = "get_job",
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job's record: state, progress, result", body = Object),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 503, description = "The metadata store is off or does not answer", body = ErrorBody),
+    ))]
 async fn job(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -85,6 +105,18 @@ fn integer(name: &str, value: &str) -> Result<i64, HttpError> {
     })
 }
 
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", operation_id = "list_jobs",
+    params(
+        ("state" = Option<String>, Query, description = "Only jobs in this state"),
+        ("kind" = Option<String>, Query, description = "Only jobs of this kind"),
+        ("limit" = Option<i64>, Query, description = "At most this many"),
+        ("offset" = Option<i64>, Query, description = "Skip this many"),
+    ),
+    responses(
+        (status = 200, description = "Jobs, newest first, and how many match", body = JobListResponse),
+        (status = 400, description = "A malformed or unknown query parameter", body = ErrorBody),
+        (status = 503, description = "The metadata store is off or does not answer", body = ErrorBody),
+    ))]
 async fn list(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
@@ -107,6 +139,14 @@ async fn list(
     Ok(Json(json!({ "jobs": views, "total": total })))
 }
 
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", operation_id = "cancel_job",
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job's record after the cancel", body = Object),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job has finished already", body = ErrorBody),
+        (status = 503, description = "The metadata store is off or does not answer", body = ErrorBody),
+    ))]
 async fn cancel(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
@@ -129,6 +169,13 @@ fn event_of(view: &JobView) -> Event {
 /// Every change of the job as an event `progress` (its whole record as JSON), the
 /// last one `end`; then the stream closes. A slow client sees the latest state
 /// rather than every intermediate one.
+#[utoipa::path(get, path = "/v1/jobs/{id}/events", tag = "jobs", operation_id = "job_events",
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "Server-sent events: `progress` with the job's record as JSON on each change, the last one `end`", content_type = "text/event-stream", body = String),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 503, description = "The metadata store is off or does not answer", body = ErrorBody),
+    ))]
 async fn events(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -160,6 +207,18 @@ async fn events(
         .into_response())
 }
 
+#[utoipa::path(post, path = "/predictall", tag = "jobs", operation_id = "old_predictall",
+    request_body(content(
+        (Object = "application/json"),
+        (JobUploadForm = "multipart/form-data"),
+    )),
+    responses(
+        (status = 200, description = "Queued (the old service's batch scoring)", body = JobIdResponse),
+        (status = 400, description = "A malformed or invalid job.json", body = ErrorBody),
+        (status = 403, description = "A path outside the allowed data roots", body = ErrorBody),
+        (status = 408, description = "The body stopped arriving", body = ErrorBody),
+        (status = 503, description = "Jobs need the metadata store, which is off or does not answer", body = ErrorBody),
+    ))]
 async fn predictall(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
@@ -177,6 +236,18 @@ async fn predictall(
 
 /// The old job.json as JSON, or in the `spec` part of `multipart/form-data` with
 /// `inputCollection` `{"upload": "<part>"}`.
+#[utoipa::path(post, path = "/train", tag = "jobs", operation_id = "old_train",
+    request_body(content(
+        (Object = "application/json"),
+        (JobUploadForm = "multipart/form-data"),
+    )),
+    responses(
+        (status = 200, description = "Queued (the old service's training)", body = JobIdResponse),
+        (status = 400, description = "A malformed or invalid job.json", body = ErrorBody),
+        (status = 403, description = "A path outside the allowed data roots", body = ErrorBody),
+        (status = 408, description = "The body stopped arriving", body = ErrorBody),
+        (status = 503, description = "Jobs need the metadata store, which is off or does not answer", body = ErrorBody),
+    ))]
 async fn train(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
@@ -190,6 +261,16 @@ async fn train(
     Ok(Json(json!({ "job_id": id })))
 }
 
+#[utoipa::path(post, path = "/predict/", tag = "jobs", operation_id = "old_predict",
+    request_body(content = Object, content_type = "application/json", description = "The old service's record and the training job whose model scores it"),
+    responses(
+        (status = 200, description = "The record's prediction", body = Object),
+        (status = 400, description = "A malformed body", body = ErrorBody),
+        (status = 404, description = "No such training job or model", body = ErrorBody),
+        (status = 408, description = "The body stopped arriving", body = ErrorBody),
+        (status = 409, description = "The training job has not finished", body = ErrorBody),
+        (status = 503, description = "The metadata store is off or does not answer", body = ErrorBody),
+    ))]
 async fn old_predict(
     State(state): State<AppState>,
     bytes: Result<Bytes, BytesRejection>,
@@ -199,6 +280,13 @@ async fn old_predict(
     Ok(Json(jobs::old_predict(&state, request).await?))
 }
 
+#[utoipa::path(get, path = "/training/status/{id}", tag = "jobs", operation_id = "old_training_status",
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The old service's status and message", body = OldStatusResponse),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 503, description = "The metadata store is off or does not answer", body = ErrorBody),
+    ))]
 async fn old_status(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -206,3 +294,39 @@ async fn old_status(
     let (status, message) = jobs::old_status(&state, &id).await?;
     Ok(Json(json!({ "status": status, "message": message })))
 }
+
+/// The description's types for the answers built as JSON values above; never built.
+#[allow(dead_code)]
+mod schema {
+    use serde_json::Value;
+    use utoipa::ToSchema;
+
+    /// A job spec in the `spec` part, and the files its sources name in other parts.
+    #[derive(ToSchema)]
+    pub struct JobUploadForm {
+        /// The job spec as JSON.
+        spec: String,
+        /// A file part, named as the spec's source names it.
+        #[schema(required = false, format = Binary, content_media_type = "application/octet-stream")]
+        file: String,
+    }
+
+    #[derive(ToSchema)]
+    pub struct JobIdResponse {
+        job_id: String,
+    }
+
+    #[derive(ToSchema)]
+    pub struct JobListResponse {
+        /// The jobs' records.
+        jobs: Vec<Value>,
+        total: i64,
+    }
+
+    #[derive(ToSchema)]
+    pub struct OldStatusResponse {
+        status: String,
+        message: String,
+    }
+}
+use schema::{JobIdResponse, JobListResponse, JobUploadForm, OldStatusResponse};

@@ -13,6 +13,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::openapi::ErrorBody;
 use super::{body, parse_json, AppState, HttpError};
 use crate::api::manage::{self, DeployRequest, ModelSummary};
 use crate::api::{repository, ApiError, Caller, SERVER_NAME, SERVER_VERSION};
@@ -177,6 +178,15 @@ async fn text_field(mut field: Field<'_>, name: &str) -> Result<String, HttpErro
 
 /// `POST /upload_model`, multipart: `model_id` and `version` (both optional) and then
 /// `file`. The file streams to disk as it arrives; it is never held in memory.
+#[utoipa::path(post, path = "/upload_model", tag = "management",
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "Uploaded (and served, when its version policy serves it)", body = UploadResponse),
+        (status = 400, description = "Not a multipart body, an unknown or misplaced field, a bad version, or a file that is not a model", body = ErrorBody),
+        (status = 408, description = "The body stopped arriving", body = ErrorBody),
+        (status = 409, description = "The version exists already, or another operation holds the model", body = ErrorBody),
+        (status = 503, description = "The metadata store does not answer; nothing changed", body = ErrorBody),
+    ))]
 async fn upload_model(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
@@ -300,6 +310,15 @@ struct ReloadQuery {
 }
 
 /// `GET|POST /reload_model[?modelname=NAME]`
+#[utoipa::path(method(get, post), path = "/reload_model", tag = "management",
+    params(("modelname" = Option<String>, Query, description = "Reload only this model (default: every model)")),
+    responses(
+        (status = 200, description = "What was reloaded", body = ReloadResponse),
+        (status = 400, description = "A malformed query string", body = ErrorBody),
+        (status = 404, description = "No such model", body = ErrorBody),
+        (status = 409, description = "Another operation holds the model, or the request conflicts with its state", body = ErrorBody),
+        (status = 503, description = "The metadata store does not answer; nothing changed", body = ErrorBody),
+    ))]
 async fn reload_model(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
@@ -337,6 +356,8 @@ async fn reload_model(
 }
 
 /// `GET /models/status`
+#[utoipa::path(get, path = "/models/status", tag = "management",
+    responses((status = 200, description = "Every model with its versions, states and settings", body = ModelsResponse)))]
 async fn models_status(State(state): State<AppState>) -> Json<Value> {
     let (base, _) = base_url(&state);
     let models = manage::models_status(&state);
@@ -345,7 +366,7 @@ async fn models_status(State(state): State<AppState>) -> Json<Value> {
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DeployBody {
     model_id: String,
@@ -354,8 +375,10 @@ struct DeployBody {
     resources: Resources,
 }
 
-#[derive(Deserialize, Default)]
+/// Recorded with the deployment; `timeout` (seconds) is the model's request deadline.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = DeployResources)]
 struct Resources {
     cpu_limit: Option<Value>,
     memory_limit: Option<Value>,
@@ -375,6 +398,16 @@ fn limit_text(v: Option<Value>, name: &str) -> Result<Option<String>, HttpError>
 }
 
 /// `POST /deploy {"model_id", "environment"?, "resources": {…}?}`
+#[utoipa::path(post, path = "/deploy", tag = "management",
+    request_body(content = DeployBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Deployed (served in this process)", body = Object),
+        (status = 400, description = "Malformed body", body = ErrorBody),
+        (status = 408, description = "The body stopped arriving", body = ErrorBody),
+        (status = 404, description = "No such model", body = ErrorBody),
+        (status = 409, description = "Another operation holds the model, or the request conflicts with its state", body = ErrorBody),
+        (status = 503, description = "The metadata store does not answer; nothing changed", body = ErrorBody),
+    ))]
 async fn deploy(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
@@ -417,6 +450,15 @@ async fn deploy(
 }
 
 /// `POST /stop_deployment/{model_id}`
+#[utoipa::path(post, path = "/stop_deployment/{model_id}", tag = "management",
+    params(("model_id" = String, Path, description = "The model's name")),
+    responses(
+        (status = 200, description = "Stopped; its files are kept", body = ModelChangeResponse),
+        (status = 400, description = "Malformed model name", body = ErrorBody),
+        (status = 404, description = "No such model", body = ErrorBody),
+        (status = 409, description = "Another operation holds the model, or the request conflicts with its state", body = ErrorBody),
+        (status = 503, description = "The metadata store does not answer; nothing changed", body = ErrorBody),
+    ))]
 async fn stop_deployment(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
@@ -431,6 +473,15 @@ async fn stop_deployment(
 }
 
 /// `DELETE /delete_model/{model_id}`
+#[utoipa::path(delete, path = "/delete_model/{model_id}", tag = "management",
+    params(("model_id" = String, Path, description = "The model's name")),
+    responses(
+        (status = 200, description = "Stopped and its files deleted", body = ModelChangeResponse),
+        (status = 400, description = "Malformed model name", body = ErrorBody),
+        (status = 404, description = "No such model", body = ErrorBody),
+        (status = 409, description = "Another operation holds the model, or the request conflicts with its state", body = ErrorBody),
+        (status = 503, description = "The metadata store does not answer; nothing changed", body = ErrorBody),
+    ))]
 async fn delete_model(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
@@ -446,13 +497,21 @@ async fn delete_model(
 
 // ---- KServe V2 repository extension ----
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[schema(as = RepositoryIndexRequest)]
 struct IndexBody {
     #[serde(default)]
     ready: bool,
 }
 
 /// `POST /v2/repository/index {"ready"?: bool}`
+#[utoipa::path(post, path = "/v2/repository/index", tag = "management",
+    request_body(content = Option<IndexBody>, content_type = "application/json", description = "Optional; an empty body lists every model"),
+    responses(
+        (status = 200, description = "The models in the repository", body = Vec<RepositoryIndexEntry>),
+        (status = 400, description = "Malformed body", body = ErrorBody),
+        (status = 408, description = "The body stopped arriving", body = ErrorBody),
+    ))]
 async fn repository_index(
     State(state): State<AppState>,
     bytes: Result<Bytes, BytesRejection>,
@@ -479,6 +538,15 @@ async fn repository_index(
 }
 
 /// `POST /v2/repository/models/{model}/load`
+#[utoipa::path(post, path = "/v2/repository/models/{model}/load", tag = "management",
+    params(("model" = String, Path, description = "The model's name")),
+    responses(
+        (status = 200, description = "Loaded (an empty object)", body = Object),
+        (status = 400, description = "Malformed model name", body = ErrorBody),
+        (status = 404, description = "No such model", body = ErrorBody),
+        (status = 409, description = "Another operation holds the model, or the request conflicts with its state", body = ErrorBody),
+        (status = 503, description = "The metadata store does not answer; nothing changed", body = ErrorBody),
+    ))]
 async fn repository_load(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
@@ -489,6 +557,15 @@ async fn repository_load(
 }
 
 /// `POST /v2/repository/models/{model}/unload`
+#[utoipa::path(post, path = "/v2/repository/models/{model}/unload", tag = "management",
+    params(("model" = String, Path, description = "The model's name")),
+    responses(
+        (status = 200, description = "Unloaded (an empty object)", body = Object),
+        (status = 400, description = "Malformed model name", body = ErrorBody),
+        (status = 404, description = "No such model", body = ErrorBody),
+        (status = 409, description = "Another operation holds the model, or the request conflicts with its state", body = ErrorBody),
+        (status = 503, description = "The metadata store does not answer; nothing changed", body = ErrorBody),
+    ))]
 async fn repository_unload(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
@@ -590,11 +667,23 @@ const ENDPOINTS: &[(&str, &str, &str)] = &[
         "Stop serving a model and delete its files",
     ),
     ("GET", "/description", "This description"),
+    (
+        "GET",
+        "/openapi.json",
+        "The full OpenAPI 3.1 description (YAML: /swagger.yaml)",
+    ),
+    (
+        "GET",
+        "/docs",
+        "The OpenAPI description as a page (Swagger UI)",
+    ),
     ("GET", "/metrics", "Prometheus metrics"),
     ("GET", "/healthz", "Liveness and readiness"),
 ];
 
 /// `GET /description`
+#[utoipa::path(get, path = "/description", tag = "server",
+    responses((status = 200, description = "The service, its version, its model count and its endpoints (a short list; /openapi.json is the full one)", body = Object)))]
 async fn description(State(state): State<AppState>) -> Json<Value> {
     let endpoints: Vec<Value> = ENDPOINTS
         .iter()
@@ -609,3 +698,75 @@ async fn description(State(state): State<AppState>) -> Json<Value> {
         "endpoints": endpoints,
     }))
 }
+
+/// The description's types for the answers built as JSON values above; never built.
+#[allow(dead_code)]
+mod schema {
+    use serde_json::Value;
+    use utoipa::ToSchema;
+
+    /// `POST /upload_model`'s form: `model_id` and `version` before `file`.
+    #[derive(ToSchema)]
+    pub struct UploadForm {
+        /// The model's name (default: the file name without its extension).
+        #[schema(required = false)]
+        model_id: String,
+        /// The version number (default: one more than the newest).
+        #[schema(required = false)]
+        version: String,
+        /// The model file (.onnx, .pkl, .joblib, .bin/.ftz, a zipped SavedModel, ...).
+        #[schema(format = Binary, content_media_type = "application/octet-stream")]
+        file: String,
+    }
+
+    #[derive(ToSchema)]
+    pub struct UploadResponse {
+        message: String,
+        model_id: String,
+        version: u64,
+        bytes: u64,
+        /// The model's summary, as in `/models/status`.
+        model: Value,
+    }
+
+    #[derive(ToSchema)]
+    pub struct ReloadResponse {
+        message: String,
+        /// Models another operation held: not reloaded now.
+        busy: Vec<String>,
+        /// Per model, the versions served after the reload.
+        served_versions: Value,
+        /// The reloaded models' summaries.
+        models: Vec<Value>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct ModelsResponse {
+        /// One summary per model: versions, states, labels, errors, deployment,
+        /// recent events and endpoints.
+        models: Vec<Value>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct ModelChangeResponse {
+        message: String,
+        model_id: String,
+        #[schema(required = false)]
+        stopped: bool,
+        #[schema(required = false)]
+        deleted: bool,
+    }
+
+    #[derive(ToSchema)]
+    pub struct RepositoryIndexEntry {
+        name: String,
+        #[schema(required = false)]
+        version: String,
+        state: String,
+        reason: String,
+    }
+}
+use schema::{
+    ModelChangeResponse, ModelsResponse, ReloadResponse, RepositoryIndexEntry, UploadForm,
+    UploadResponse,
+};

@@ -9,6 +9,8 @@
 //! * `simple`: the simple JSON prediction API (`/predict`)
 //! * `jobs`: batch jobs (`/v1/jobs...`, the old `/predictall/`, `/training/status/`)
 //! * `/metrics`, `/healthz`
+//! * `openapi`: the OpenAPI description (`/openapi.json`, `/swagger.yaml`) and the
+//!   docs page (`/docs`)
 //! * `auth`: the access layer in front of every route (tokens, loopback-only
 //!   management, cross-site refusal)
 
@@ -16,6 +18,7 @@ mod auth;
 pub mod job_uploads;
 mod jobs;
 mod manage;
+pub mod openapi;
 mod simple;
 mod store;
 mod tfs;
@@ -53,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .merge(jobs::routes())
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .merge(openapi::routes(&state.settings))
         .layer(DefaultBodyLimit::max(state.settings.max_request_bytes))
         // Inside the access layer (whose refusals are JSON already) and around every
         // route, the default fallback (unknown path) and each route's wrong-method
@@ -216,6 +220,9 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Htt
     })
 }
 
+/// Prometheus metrics (also served at the configured metrics path).
+#[utoipa::path(get, path = "/metrics", tag = "server",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     if let Some(cache) = &state.cache {
         cache.refresh_gauges().await;
@@ -226,6 +233,12 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
+/// Liveness and readiness in one answer (open: no token needed).
+#[utoipa::path(get, path = "/healthz", tag = "server",
+    responses(
+        (status = 200, description = "Live and ready", body = openapi::Health),
+        (status = 503, description = "Live, not ready yet (initial load) or shutting down", body = openapi::Health),
+    ))]
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     let ready = state.is_ready();
     let status = if ready {

@@ -29,6 +29,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::Value;
 
+use super::openapi::ErrorBody;
 use super::{body, parse_json, AppState, HttpError};
 use crate::api::simple::{simple_predict, Rows, SimpleRequest, SimpleResponse};
 use crate::api::ApiError;
@@ -355,6 +356,20 @@ async fn answer(
 }
 
 /// `POST /predict`: JSON or form-encoded, `model_id` required.
+#[utoipa::path(post, path = "/predict", tag = "simple", operation_id = "simple_predict",
+    request_body(content(
+        (SimpleRequestDoc = "application/json", example = json!({"model_id": "iris_lr", "features": [5.1, 3.5, 1.4, 0.2]})),
+        (Object = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (status = 200, description = "The prediction: single values for one bare row, lists for a list of rows", body = SimpleResponseDoc),
+        (status = 400, description = "Malformed body, missing model_id, or features that do not fit the model", body = ErrorBody),
+        (status = 404, description = "No such model or version, or it is not loaded", body = ErrorBody),
+        (status = 408, description = "The body stopped arriving", body = ErrorBody),
+        (status = 429, description = "The model's queue is full", body = ErrorBody),
+        (status = 503, description = "The model is not available now", body = ErrorBody),
+        (status = 504, description = "The prediction took longer than the deadline", body = ErrorBody),
+    ))]
 async fn predict_post(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -371,6 +386,21 @@ async fn predict_post(
 /// `POST /predict/{model_id}` and `POST /predict/{model_id}/infer`: the deploy answer's
 /// `service_url` called directly, with the simple API's body; `model_id` may be left
 /// out of the body.
+#[utoipa::path(post, path = "/predict/{model_id}", tag = "simple", operation_id = "simple_predict_model",
+    params(("model_id" = String, Path, description = "The model's name", example = "iris_lr")),
+    request_body(content(
+        (SimpleRequestDoc = "application/json", example = json!({"model_id": "iris_lr", "features": [5.1, 3.5, 1.4, 0.2]})),
+        (Object = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (status = 200, description = "The prediction: single values for one bare row, lists for a list of rows", body = SimpleResponseDoc),
+        (status = 400, description = "Malformed body, missing model_id, or features that do not fit the model", body = ErrorBody),
+        (status = 404, description = "No such model or version, or it is not loaded", body = ErrorBody),
+        (status = 408, description = "The body stopped arriving", body = ErrorBody),
+        (status = 429, description = "The model's queue is full", body = ErrorBody),
+        (status = 503, description = "The model is not available now", body = ErrorBody),
+        (status = 504, description = "The prediction took longer than the deadline", body = ErrorBody),
+    ))]
 async fn predict_model_post(
     State(state): State<AppState>,
     Path(model): Path<String>,
@@ -384,6 +414,21 @@ async fn predict_model_post(
 
 /// `GET /predict/{model_id}?name=value&…`: the query string read as a form body;
 /// `version` may name a version or a label.
+#[utoipa::path(get, path = "/predict/{model_id}", tag = "simple", operation_id = "simple_predict_query",
+    params(
+        ("model_id" = String, Path, description = "The model's name", example = "iris_lr"),
+        ("version" = Option<String>, Query, description = "A version number or label (default: the latest)"),
+        ("features" = Option<std::collections::HashMap<String, String>>, Query, style = Form, explode, description = "The named features, one query parameter each (`sepal_length=5.1&...`)"),
+    ),
+    responses(
+        (status = 200, description = "The prediction: single values for one bare row, lists for a list of rows", body = SimpleResponseDoc),
+        (status = 400, description = "Malformed body, missing model_id, or features that do not fit the model", body = ErrorBody),
+        (status = 404, description = "No such model or version, or it is not loaded", body = ErrorBody),
+        (status = 408, description = "The body stopped arriving", body = ErrorBody),
+        (status = 429, description = "The model's queue is full", body = ErrorBody),
+        (status = 503, description = "The model is not available now", body = ErrorBody),
+        (status = 504, description = "The prediction took longer than the deadline", body = ErrorBody),
+    ))]
 async fn predict_get(
     State(state): State<AppState>,
     Path(model): Path<String>,
@@ -471,6 +516,59 @@ pub fn epoch_seconds(t: SystemTime) -> f64 {
 pub fn utc_timestamp(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
+
+/// The description's types for the bodies decoded by hand and the answer written
+/// straight from tensors; never built.
+#[allow(dead_code)]
+mod schema {
+    use serde_json::Value;
+    use utoipa::ToSchema;
+
+    /// Give `features` (one row: a list or an object of named features; or a list
+    /// of rows), or `text` / `texts` for a text model.
+    #[derive(ToSchema)]
+    #[schema(as = SimpleRequest)]
+    pub struct SimpleRequestDoc {
+        /// The model's name (may come from the path instead).
+        #[schema(required = false)]
+        model_id: String,
+        /// A version number or label (default: the latest).
+        #[schema(required = false)]
+        version: Value,
+        #[schema(required = false)]
+        features: Value,
+        #[schema(required = false)]
+        text: String,
+        #[schema(required = false)]
+        texts: Vec<String>,
+        /// A text model's number of labels (-1 for all).
+        #[schema(required = false)]
+        k: i64,
+        /// A text model's lowest score.
+        #[schema(required = false)]
+        threshold: f64,
+    }
+
+    #[derive(ToSchema)]
+    #[schema(as = SimpleResponse)]
+    pub struct SimpleResponseDoc {
+        model_id: String,
+        version: u64,
+        prediction: Value,
+        #[schema(required = false)]
+        probabilities: Value,
+        /// The classes, with the labels' type.
+        #[schema(required = false)]
+        classes: Vec<Value>,
+        /// Milliseconds.
+        latency: f64,
+        /// Seconds since the epoch.
+        timestamp: f64,
+        /// The same instant as RFC 3339 text.
+        time: String,
+    }
+}
+use schema::{SimpleRequestDoc, SimpleResponseDoc};
 
 #[cfg(test)]
 mod tests {

@@ -57,6 +57,9 @@ fn parse_version(v: &str) -> Result<VersionRequest, HttpError> {
         })
 }
 
+/// The server's name, version and extensions.
+#[utoipa::path(get, path = "/v2", tag = "v2", operation_id = "v2_server_metadata",
+    responses((status = 200, description = "Server metadata", body = V2ServerMetadata)))]
 async fn server_metadata() -> Json<Value> {
     Json(json!({
         "name": SERVER_NAME,
@@ -65,6 +68,9 @@ async fn server_metadata() -> Json<Value> {
     }))
 }
 
+/// Whether the server is live (no body).
+#[utoipa::path(get, path = "/v2/health/live", tag = "v2", operation_id = "v2_live",
+    responses((status = 200, description = "Live"), (status = 503, description = "Shutting down")))]
 async fn live(State(state): State<AppState>) -> StatusCode {
     if state.is_live() {
         StatusCode::OK
@@ -73,6 +79,9 @@ async fn live(State(state): State<AppState>) -> StatusCode {
     }
 }
 
+/// Whether the server is ready (the initial load is done; no body).
+#[utoipa::path(get, path = "/v2/health/ready", tag = "v2", operation_id = "v2_ready",
+    responses((status = 200, description = "Ready"), (status = 503, description = "Not ready yet, or shutting down")))]
 async fn ready(State(state): State<AppState>) -> StatusCode {
     if state.is_ready() {
         StatusCode::OK
@@ -100,6 +109,14 @@ fn metadata(
     })))
 }
 
+/// A model's metadata: versions, platform, inputs and outputs.
+#[utoipa::path(get, path = "/v2/models/{model}", tag = "v2", operation_id = "v2_model_metadata",
+    params(("model" = String, Path, description = "The model's name", example = "iris_lr")),
+    responses(
+        (status = 200, description = "Model metadata", body = V2ModelMetadata),
+        (status = 400, description = "Malformed version", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such model or version, or it is not loaded", body = super::openapi::ErrorBody),
+    ))]
 async fn model_metadata(
     State(state): State<AppState>,
     Path(model): Path<String>,
@@ -107,6 +124,14 @@ async fn model_metadata(
     metadata(&state, &model, VersionRequest::Latest)
 }
 
+/// A model's metadata: versions, platform, inputs and outputs.
+#[utoipa::path(get, path = "/v2/models/{model}/versions/{version}", tag = "v2", operation_id = "v2_model_version_metadata",
+    params(("model" = String, Path, description = "The model's name", example = "iris_lr"), ("version" = String, Path, description = "A version number (a positive integer)")),
+    responses(
+        (status = 200, description = "Model metadata", body = V2ModelMetadata),
+        (status = 400, description = "Malformed version", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such model or version, or it is not loaded", body = super::openapi::ErrorBody),
+    ))]
 async fn model_version_metadata(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
@@ -126,6 +151,14 @@ fn ready_status(
     Ok(StatusCode::OK)
 }
 
+/// Whether the model (version) is loaded and serving (no body when it is).
+#[utoipa::path(get, path = "/v2/models/{model}/ready", tag = "v2", operation_id = "v2_model_ready",
+    params(("model" = String, Path, description = "The model's name", example = "iris_lr")),
+    responses(
+        (status = 200, description = "Ready"),
+        (status = 400, description = "Malformed version", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such model or version, or it is not loaded", body = super::openapi::ErrorBody),
+    ))]
 async fn model_ready(
     State(state): State<AppState>,
     Path(model): Path<String>,
@@ -133,6 +166,14 @@ async fn model_ready(
     ready_status(&state, &model, VersionRequest::Latest)
 }
 
+/// Whether the model (version) is loaded and serving (no body when it is).
+#[utoipa::path(get, path = "/v2/models/{model}/versions/{version}/ready", tag = "v2", operation_id = "v2_model_version_ready",
+    params(("model" = String, Path, description = "The model's name", example = "iris_lr"), ("version" = String, Path, description = "A version number (a positive integer)")),
+    responses(
+        (status = 200, description = "Ready"),
+        (status = 400, description = "Malformed version", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such model or version, or it is not loaded", body = super::openapi::ErrorBody),
+    ))]
 async fn model_version_ready(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
@@ -140,7 +181,9 @@ async fn model_version_ready(
     ready_status(&state, &model, parse_version(&version)?)
 }
 
-#[derive(Deserialize)]
+/// A V2 inference request.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = V2InferRequest)]
 struct InferBody {
     id: Option<String>,
     #[serde(default)]
@@ -150,7 +193,9 @@ struct InferBody {
     outputs: Vec<OutputBody>,
 }
 
-#[derive(Deserialize)]
+/// One input tensor: `data` flat or nested, or binary (`parameters.binary_data_size`).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = V2InferInput)]
 struct InputBody {
     name: String,
     shape: Vec<i64>,
@@ -160,7 +205,9 @@ struct InputBody {
     data: Option<Value>,
 }
 
-#[derive(Deserialize)]
+/// An output asked for (`parameters.binary_data` for binary data).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = V2RequestedOutput)]
 struct OutputBody {
     name: String,
     #[serde(default)]
@@ -273,6 +320,27 @@ fn flag(params: &Map<String, Value>, name: &str) -> bool {
     params.get(name).and_then(Value::as_bool).unwrap_or(false)
 }
 
+/// Run an inference. With the binary tensor data extension, the JSON part is
+/// followed by raw tensor bytes and `Inference-Header-Content-Length` gives its length.
+#[utoipa::path(post, path = "/v2/models/{model}/infer", tag = "v2", operation_id = "v2_infer",
+    params(("model" = String, Path, description = "The model's name", example = "iris_lr"),
+        ("Inference-Header-Content-Length" = Option<u64>, Header, description = "Length of the JSON part when binary tensor data follows it")),
+    request_body(content(
+        (InferBody = "application/json", example = json!({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]})),
+        (String = "application/octet-stream"),
+    )),
+    responses(
+        (status = 200, description = "The outputs (JSON, or JSON then binary data when binary outputs were asked for)", content(
+            (V2InferResponse = "application/json"),
+            (String = "application/octet-stream"),
+        )),
+        (status = 400, description = "Malformed body, or inputs that do not fit the model", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such model or version, or it is not loaded", body = super::openapi::ErrorBody),
+        (status = 408, description = "The body stopped arriving", body = super::openapi::ErrorBody),
+        (status = 429, description = "The model's queue is full", body = super::openapi::ErrorBody),
+        (status = 503, description = "The model is not available now", body = super::openapi::ErrorBody),
+        (status = 504, description = "The inference took longer than the deadline", body = super::openapi::ErrorBody),
+    ))]
 async fn infer(
     State(state): State<AppState>,
     Path(model): Path<String>,
@@ -282,6 +350,27 @@ async fn infer(
     run_infer(state, model, VersionRequest::Latest, headers, request).await
 }
 
+/// Run an inference. With the binary tensor data extension, the JSON part is
+/// followed by raw tensor bytes and `Inference-Header-Content-Length` gives its length.
+#[utoipa::path(post, path = "/v2/models/{model}/versions/{version}/infer", tag = "v2", operation_id = "v2_infer_version",
+    params(("model" = String, Path, description = "The model's name", example = "iris_lr"), ("version" = String, Path, description = "A version number (a positive integer)"),
+        ("Inference-Header-Content-Length" = Option<u64>, Header, description = "Length of the JSON part when binary tensor data follows it")),
+    request_body(content(
+        (InferBody = "application/json", example = json!({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]})),
+        (String = "application/octet-stream"),
+    )),
+    responses(
+        (status = 200, description = "The outputs (JSON, or JSON then binary data when binary outputs were asked for)", content(
+            (V2InferResponse = "application/json"),
+            (String = "application/octet-stream"),
+        )),
+        (status = 400, description = "Malformed body, or inputs that do not fit the model", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such model or version, or it is not loaded", body = super::openapi::ErrorBody),
+        (status = 408, description = "The body stopped arriving", body = super::openapi::ErrorBody),
+        (status = 429, description = "The model's queue is full", body = super::openapi::ErrorBody),
+        (status = 503, description = "The model is not available now", body = super::openapi::ErrorBody),
+        (status = 504, description = "The inference took longer than the deadline", body = super::openapi::ErrorBody),
+    ))]
 async fn infer_version(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
@@ -414,6 +503,60 @@ struct V2Answer<'a> {
     model_version: String,
     outputs: Vec<V2Output<'a>>,
 }
+
+/// The description's types for the answers built as JSON values above; never built.
+#[allow(dead_code)]
+mod schema {
+    use serde_json::Value;
+    use utoipa::ToSchema;
+
+    #[derive(ToSchema)]
+    pub struct V2ServerMetadata {
+        name: String,
+        version: String,
+        extensions: Vec<String>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct V2TensorMetadata {
+        name: String,
+        datatype: String,
+        /// -1 for a dimension of any size.
+        shape: Vec<i64>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct V2ModelMetadata {
+        name: String,
+        versions: Vec<String>,
+        platform: String,
+        inputs: Vec<V2TensorMetadata>,
+        outputs: Vec<V2TensorMetadata>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct V2InferOutput {
+        name: String,
+        datatype: String,
+        shape: Vec<u64>,
+        /// `binary_data_size` when the output is sent as binary data.
+        #[schema(required = false)]
+        parameters: Value,
+        /// The flat tensor data (absent when binary).
+        #[schema(required = false)]
+        data: Vec<Value>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct V2InferResponse {
+        #[schema(required = false)]
+        id: String,
+        model_name: String,
+        model_version: String,
+        outputs: Vec<V2InferOutput>,
+    }
+}
+use schema::{V2InferResponse, V2ModelMetadata, V2ServerMetadata};
 
 #[cfg(test)]
 mod tests {
