@@ -124,6 +124,32 @@ pub fn row_inputs(handle: &ServableHandle, rows: &Rows) -> Result<Vec<(String, T
     })
 }
 
+/// How named features feed the model, decided once for a whole batch job: for each
+/// input, the features whose values fill it, in order. One input per column (as
+/// [`row_inputs`] lays out named rows for such a model), or every feature into the
+/// one `[rows, features]` input (`[rows]` for a rank-1 input fed one feature).
+pub fn named_layout(handle: &ServableHandle) -> Result<Vec<(TensorSpec, Vec<String>)>, ApiError> {
+    let inputs = handle.backend.signature().inputs.as_slice();
+    if inputs.len() >= 2 && handle.config().input_name.is_none() {
+        return Ok(inputs
+            .iter()
+            .map(|s| (s.clone(), vec![s.name.clone()]))
+            .collect());
+    }
+    let input = input_spec(handle)?.clone();
+    Ok(vec![(input, feature_columns(handle)?)])
+}
+
+/// A text feature value read as a number for `input` (surrounding spaces allowed).
+pub fn number_from_text(input: &TensorSpec, text: &str) -> Result<f64, ApiError> {
+    text.trim().parse::<f64>().map_err(|_| {
+        ApiError::InvalidArgument(format!(
+            "feature value {text:?} is not a number, and the model's input {:?} takes numbers",
+            input.name
+        ))
+    })
+}
+
 /// The outputs a simple answer gives: the prediction's, and the class
 /// probabilities' when the model has them (config first, then the model's traits,
 /// then its first output).
@@ -276,12 +302,7 @@ fn column_data<'a>(
             values
                 .map(|v| match v {
                     FeatureValue::Number(n) => Ok(*n),
-                    FeatureValue::Text(s) => s.trim().parse::<f64>().map_err(|_| {
-                        ApiError::InvalidArgument(format!(
-                            "feature value {s:?} is not a number, and the model's input {:?} takes numbers",
-                            input.name
-                        ))
-                    }),
+                    FeatureValue::Text(s) => number_from_text(input, s),
                 })
                 .collect::<Result<_, _>>()?,
         )

@@ -6,7 +6,6 @@
 //! any request. The version is fixed when the job starts ("latest" or a label is
 //! resolved once), so every row is scored by the same model.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::json;
@@ -14,11 +13,11 @@ use serde_json::json;
 use super::io::{self, Value};
 use super::spec::ScoreSpec;
 use super::{JobContext, JobError};
-use crate::api::simple::{self, Rows};
+use crate::api::simple;
 use crate::api::{ApiError, PredictRequest, Protocol};
 use crate::manager::{ServableHandle, VersionRequest};
 use crate::model_config::FeatureValue;
-use crate::tensor::{DataType, Tensor, TensorData};
+use crate::tensor::{DataType, Tensor, TensorData, TensorSpec};
 
 /// Longest a job waits between tries while the model's queue is full.
 const FULL_QUEUE_BACKOFF: Duration = Duration::from_millis(50);
@@ -60,43 +59,33 @@ pub fn run(ctx: &JobContext, spec: &ScoreSpec) -> Result<serde_json::Value, JobE
             })
         })
         .collect::<Result<_, _>>()?;
-    let defaults = handle.config().feature_defaults.clone();
-    let missing: Vec<&String> = features
-        .iter()
-        .filter(|f| index_of(f).is_none() && !defaults.contains_key(*f))
-        .collect();
-    if !missing.is_empty() {
-        return Err(failed(format!(
-            "the source has no column {missing:?}, which model {:?} needs (its features: \
-             {features:?}; the source's columns: {columns:?})",
-            spec.model
-        )));
-    }
-    let feature_index: Vec<(String, usize)> = features
-        .iter()
-        .filter_map(|f| index_of(f).map(|i| (f.clone(), i)))
-        .collect();
+    let plans = plan_inputs(&handle, &features, &columns, &spec.model)?;
+    let (mut batch, mut out_rows): (Vec<Vec<Value>>, Vec<Vec<Value>>) = (Vec::new(), Vec::new());
 
     let mut sink: Option<Box<dyn io::Sink>> = None;
     let mut output_columns: Vec<String> = Vec::new();
     let (mut rows_read, mut rows_written) = (0u64, 0u64);
     loop {
         ctx.check_cancelled()?;
-        let Some(batch) = source.next_batch(spec.batch_size).map_err(failed)? else {
+        let n = source
+            .next_batch_into(spec.batch_size, &mut batch)
+            .map_err(failed)?;
+        if n == 0 {
             break;
-        };
+        }
+        let batch = &batch[..n];
         let first_row = rows_read + 1;
-        rows_read += batch.len() as u64;
-        let rows = named_rows(&batch, &feature_index)
+        rows_read += n as u64;
+        let inputs = input_tensors(&plans, batch)
             .map_err(|e| failed(format!("row {}: {e}", first_row + e.row as u64)))?;
-        let outputs = predict(ctx, &handle, &rows, &wanted).map_err(|e| match e {
+        let outputs = predict(ctx, &handle, inputs, &wanted).map_err(|e| match e {
             JobError::Failed(m) => failed(format!(
                 "rows {first_row} to {rows_read} ({}): {m}",
                 source.describe_position()
             )),
             other => other,
         })?;
-        let out_rows = output_rows(&batch, &carry, &outputs, batch.len());
+        fill_output_rows(&mut out_rows, batch, &carry, outputs.iter().map(|(_, t)| t));
         if sink.is_none() {
             output_columns = spec.carry.clone();
             output_columns.extend(output_names(&handle, &outputs, probabilities.as_deref()));
@@ -113,9 +102,9 @@ pub fn run(ctx: &JobContext, spec: &ScoreSpec) -> Result<serde_json::Value, JobE
         ctx.check_cancelled()?;
         sink.as_mut()
             .expect("opened above")
-            .write(&out_rows)
+            .write(&out_rows[..n])
             .map_err(failed)?;
-        rows_written += out_rows.len() as u64;
+        rows_written += n as u64;
         let fraction = source.fraction();
         ctx.progress(|p| {
             p.stage = "scoring".into();
@@ -154,33 +143,146 @@ impl std::fmt::Display for RowError {
     }
 }
 
-/// The batch's feature cells by name, as the simple API takes them.
-fn named_rows(batch: &[Vec<Value>], features: &[(String, usize)]) -> Result<Rows, RowError> {
-    batch
+/// Where one feature's cells come from: a column of the source, or the model
+/// config's `feature_defaults` value when the source lacks the column.
+enum Cell {
+    Column(usize),
+    Default(FeatureValue),
+}
+
+/// One model input and the features that fill it, in order: the layout
+/// `api::simple::row_inputs` gives named rows, decided once for the whole job so
+/// that each batch goes from the source's cells straight into the input tensors
+/// (no per-row map of names, no copy of a text cell that is read as a number).
+struct InputPlan {
+    spec: TensorSpec,
+    features: Vec<(String, Cell)>,
+}
+
+fn plan_inputs(
+    handle: &ServableHandle,
+    features: &[String],
+    columns: &[String],
+    model: &str,
+) -> Result<Vec<InputPlan>, JobError> {
+    let index_of = |name: &str| columns.iter().position(|c| c == name);
+    let defaults = handle.config().feature_defaults.clone();
+    let missing: Vec<&String> = features
         .iter()
-        .enumerate()
-        .map(|(r, row)| {
-            features
-                .iter()
-                .map(|(name, i)| {
-                    let value = match &row[*i] {
-                        Value::Null => {
-                            return Err(RowError {
-                                row: r,
-                                message: format!("column {name:?} is empty"),
-                            })
-                        }
-                        Value::Bool(b) => FeatureValue::Number(f64::from(u8::from(*b))),
-                        Value::Int(v) => FeatureValue::Number(*v as f64),
-                        Value::Float(v) => FeatureValue::Number(*v),
-                        Value::Text(s) => FeatureValue::Text(s.clone()),
+        .filter(|f| index_of(f).is_none() && !defaults.contains_key(*f))
+        .collect();
+    if !missing.is_empty() {
+        return Err(failed(format!(
+            "the source has no column {missing:?}, which model {model:?} needs (its \
+             features: {features:?}; the source's columns: {columns:?})"
+        )));
+    }
+    let layout = simple::named_layout(handle).map_err(failed)?;
+    layout
+        .into_iter()
+        .map(|(spec, names)| {
+            if names.is_empty() {
+                return Err(failed(format!(
+                    "model {model:?} has no features to read from the source"
+                )));
+            }
+            let features = names
+                .into_iter()
+                .map(|name| {
+                    let cell = match index_of(&name) {
+                        Some(i) => Cell::Column(i),
+                        None => Cell::Default(defaults.get(&name).cloned().ok_or_else(|| {
+                            failed(format!(
+                                "the source has no column {name:?}, which model {model:?} needs"
+                            ))
+                        })?),
                     };
-                    Ok((name.clone(), value))
+                    Ok((name, cell))
                 })
-                .collect::<Result<BTreeMap<_, _>, _>>()
+                .collect::<Result<_, JobError>>()?;
+            Ok(InputPlan { spec, features })
         })
-        .collect::<Result<Vec<_>, _>>()
-        .map(Rows::Named)
+        .collect()
+}
+
+/// The batch's input tensors, laid out by `plans`: numbers for a numeric input (a
+/// text cell that reads as a number is one), text for a string input (numbers
+/// written out), as `/predict` reads features.
+fn input_tensors(
+    plans: &[InputPlan],
+    batch: &[Vec<Value>],
+) -> Result<Vec<(String, Tensor)>, RowError> {
+    plans
+        .iter()
+        .map(|plan| {
+            let (n, width) = (batch.len(), plan.features.len());
+            let data = if plan.spec.dtype == DataType::Bytes {
+                let mut data = Vec::with_capacity(n * width);
+                for (r, row) in batch.iter().enumerate() {
+                    for (name, cell) in &plan.features {
+                        data.push(
+                            text_cell(row, name, cell)
+                                .map_err(|message| RowError { row: r, message })?,
+                        );
+                    }
+                }
+                TensorData::Bytes(data)
+            } else {
+                let mut data = Vec::with_capacity(n * width);
+                for (r, row) in batch.iter().enumerate() {
+                    for (name, cell) in &plan.features {
+                        data.push(
+                            number_cell(&plan.spec, row, name, cell)
+                                .map_err(|message| RowError { row: r, message })?,
+                        );
+                    }
+                }
+                TensorData::F64(data)
+            };
+            // A rank-1 input (a text model's `[batch]`) takes one value per row.
+            let shape = if plan.spec.shape.len() == 1 && width == 1 {
+                vec![n]
+            } else {
+                vec![n, width]
+            };
+            let tensor = Tensor::new(shape, data).map_err(|e| RowError {
+                row: 0,
+                message: e.to_string(),
+            })?;
+            Ok((plan.spec.name.clone(), tensor))
+        })
+        .collect()
+}
+
+fn number_cell(spec: &TensorSpec, row: &[Value], name: &str, cell: &Cell) -> Result<f64, String> {
+    let text = |s: &str| simple::number_from_text(spec, s).map_err(|e| e.to_string());
+    match cell {
+        Cell::Default(FeatureValue::Number(v)) => Ok(*v),
+        Cell::Default(FeatureValue::Text(s)) => text(s),
+        Cell::Column(i) => match &row[*i] {
+            Value::Null => Err(format!("column {name:?} is empty")),
+            Value::Bool(b) => Ok(f64::from(u8::from(*b))),
+            Value::Int(v) => Ok(*v as f64),
+            Value::Float(v) => Ok(*v),
+            Value::Text(s) => text(s),
+        },
+    }
+}
+
+fn text_cell(row: &[Value], name: &str, cell: &Cell) -> Result<Vec<u8>, String> {
+    // Numbers are written as `/predict` writes a number feature (an f64's shortest form).
+    let number = |v: f64| v.to_string().into_bytes();
+    match cell {
+        Cell::Default(FeatureValue::Number(v)) => Ok(number(*v)),
+        Cell::Default(FeatureValue::Text(s)) => Ok(s.as_bytes().to_vec()),
+        Cell::Column(i) => match &row[*i] {
+            Value::Null => Err(format!("column {name:?} is empty")),
+            Value::Bool(b) => Ok(number(f64::from(u8::from(*b)))),
+            Value::Int(v) => Ok(number(*v as f64)),
+            Value::Float(v) => Ok(number(*v)),
+            Value::Text(s) => Ok(s.as_bytes().to_vec()),
+        },
+    }
 }
 
 /// Predicts one batch, waiting (and checking for a cancel) while the version's
@@ -188,10 +290,9 @@ fn named_rows(batch: &[Vec<Value>], features: &[(String, usize)]) -> Result<Rows
 fn predict(
     ctx: &JobContext,
     handle: &ServableHandle,
-    rows: &Rows,
+    inputs: Vec<(String, Tensor)>,
     wanted: &[String],
 ) -> Result<Vec<(String, Tensor)>, JobError> {
-    let inputs = simple::row_inputs(handle, rows).map_err(failed)?;
     loop {
         ctx.check_cancelled()?;
         let mut request = PredictRequest::new(
@@ -243,26 +344,43 @@ fn row_width(tensor: &Tensor) -> usize {
     tensor.shape().iter().skip(1).product::<usize>().max(1)
 }
 
-/// Each output row: the carried cells, then every output's values for that row.
-fn output_rows(
+/// Fills `out` with the batch's output rows (the carried cells, then every output's
+/// values for that row), reusing the rows and text buffers left from the last batch:
+/// a job writes millions of rows, and a fresh vector and string per cell would cost
+/// more than the model. Only `out[..batch.len()]` is this batch's.
+fn fill_output_rows<'t>(
+    out: &mut Vec<Vec<Value>>,
     batch: &[Vec<Value>],
     carry: &[usize],
-    outputs: &[(String, Tensor)],
-    n: usize,
-) -> Vec<Vec<Value>> {
-    let flat: Vec<(usize, Vec<Value>)> = outputs
-        .iter()
-        .map(|(_, t)| (row_width(t), values(t)))
+    outputs: impl Iterator<Item = &'t Tensor>,
+) {
+    let mut flat: Vec<(usize, std::vec::IntoIter<Value>)> = outputs
+        .map(|t| (row_width(t), values(t).into_iter()))
         .collect();
-    (0..n)
-        .map(|r| {
-            let mut row: Vec<Value> = carry.iter().map(|&i| batch[r][i].clone()).collect();
-            for (width, values) in &flat {
-                row.extend(values[r * width..(r + 1) * width].iter().cloned());
+    let columns = carry.len() + flat.iter().map(|(w, _)| w).sum::<usize>();
+    if out.len() < batch.len() {
+        out.resize_with(batch.len(), Vec::new);
+    }
+    for (row, input) in out.iter_mut().zip(batch) {
+        row.resize(columns, Value::Null);
+        let mut cells = row.iter_mut();
+        for &i in carry {
+            assign(cells.next().expect("sized above"), &input[i]);
+        }
+        for (width, values) in &mut flat {
+            for _ in 0..*width {
+                *cells.next().expect("sized above") = values.next().unwrap_or(Value::Null);
             }
-            row
-        })
-        .collect()
+        }
+    }
+}
+
+/// `*to = from.clone()`, keeping `to`'s text buffer when both are text.
+fn assign(to: &mut Value, from: &Value) {
+    match (to, from) {
+        (Value::Text(to), Value::Text(from)) => to.clone_from(from),
+        (to, from) => *to = from.clone(),
+    }
 }
 
 fn values(tensor: &Tensor) -> Vec<Value> {

@@ -61,15 +61,37 @@ impl Source for CsvSource {
 
     fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Vec<Value>>>, IoError> {
         let mut rows = Vec::with_capacity(max);
-        while rows.len() < max {
+        let n = self.next_batch_into(max, &mut rows)?;
+        Ok((n > 0).then_some(rows))
+    }
+
+    fn next_batch_into(
+        &mut self,
+        max: usize,
+        rows: &mut Vec<Vec<Value>>,
+    ) -> Result<usize, IoError> {
+        let mut n = 0;
+        while n < max {
             match self.reader.read_record(&mut self.record) {
                 Ok(false) => break,
-                Ok(true) => rows.push(
-                    self.record
-                        .iter()
-                        .map(|cell| Value::Text(cell.to_string()))
-                        .collect(),
-                ),
+                Ok(true) => {
+                    if rows.len() == n {
+                        rows.push(Vec::with_capacity(self.record.len()));
+                    }
+                    let row = &mut rows[n];
+                    row.truncate(self.record.len());
+                    for (j, cell) in self.record.iter().enumerate() {
+                        match row.get_mut(j) {
+                            Some(Value::Text(text)) => {
+                                text.clear();
+                                text.push_str(cell);
+                            }
+                            Some(other) => *other = Value::Text(cell.to_string()),
+                            None => row.push(Value::Text(cell.to_string())),
+                        }
+                    }
+                    n += 1;
+                }
                 Err(e) => {
                     let line = e
                         .position()
@@ -86,7 +108,7 @@ impl Source for CsvSource {
                 }
             }
         }
-        Ok((!rows.is_empty()).then_some(rows))
+        Ok(n)
     }
 
     fn fraction(&self) -> Option<f64> {
@@ -239,6 +261,8 @@ pub struct FileSink {
     temp: PathBuf,
     path: PathBuf,
     name: String,
+    /// One CSV cell's text, reused from cell to cell.
+    cell: Vec<u8>,
 }
 
 impl FileSink {
@@ -283,6 +307,7 @@ impl FileSink {
             temp,
             path: spec.path.clone(),
             name: spec.name.clone(),
+            cell: Vec::new(),
         })
     }
 
@@ -294,9 +319,13 @@ impl FileSink {
 impl Sink for FileSink {
     fn write(&mut self, rows: &[Vec<Value>]) -> Result<(), IoError> {
         let result = match self.writer.as_mut() {
+            // Cell by cell through one reused buffer: no string per cell.
             Some(Writer::Csv(w)) => rows.iter().try_for_each(|row| {
-                w.write_record(row.iter().map(Value::to_text))
-                    .map_err(|e| e.to_string())
+                for cell in row {
+                    cell.write_text(&mut self.cell);
+                    w.write_field(&self.cell).map_err(|e| e.to_string())?;
+                }
+                w.write_record(None::<&[u8]>).map_err(|e| e.to_string())
             }),
             Some(Writer::JsonLines(w)) => rows.iter().try_for_each(|row| {
                 let object: serde_json::Map<String, serde_json::Value> = self

@@ -43,6 +43,20 @@ impl Value {
         }
     }
 
+    /// As CSV text (empty for null) into `buf`, which is cleared first.
+    pub fn write_text(&self, buf: &mut Vec<u8>) {
+        use std::io::Write;
+        buf.clear();
+        // Writing to a vector cannot fail.
+        let _ = match self {
+            Value::Null => Ok(()),
+            Value::Bool(b) => write!(buf, "{b}"),
+            Value::Int(i) => write!(buf, "{i}"),
+            Value::Float(f) => write!(buf, "{f}"),
+            Value::Text(s) => buf.write_all(s.as_bytes()),
+        };
+    }
+
     /// As CSV text (empty for null).
     pub fn to_text(&self) -> String {
         match self {
@@ -66,6 +80,23 @@ pub trait Source: Send {
     fn columns(&self) -> &[String];
     /// The next rows, at most `max`; `None` at the end.
     fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Vec<Value>>>, IoError>;
+    /// The next rows, at most `max`, into `rows`; how many were read (0 at the end).
+    /// Only `rows[..n]` are this batch's. A source that can overwrites the rows and
+    /// text cells left from the last batch in place, so that reading millions of
+    /// rows (a scoring job) does not allocate per cell.
+    fn next_batch_into(
+        &mut self,
+        max: usize,
+        rows: &mut Vec<Vec<Value>>,
+    ) -> Result<usize, IoError> {
+        match self.next_batch(max)? {
+            Some(batch) => {
+                *rows = batch;
+                Ok(rows.len())
+            }
+            None => Ok(0),
+        }
+    }
     /// How much of the source has been read, from 0 to 1, when it is known.
     fn fraction(&self) -> Option<f64>;
     /// Where the last row read came from, for messages ("line 12").
