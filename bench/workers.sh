@@ -20,8 +20,10 @@ command -v wrk >/dev/null || { echo "wrk missing (apt-get install -y wrk)"; exit
 OUT=${OUT:-$(mktemp -d /tmp/ferroserve-workers-bench.XXXXXX)}; mkdir -p "$OUT"
 RAW=$OUT/raw.txt; : >"$RAW"
 
-cargo build -q --release --bin ferroserve
-BIN=$TARGET/release/ferroserve
+# PROFILE=debug measures the debug binary (a rough look when no release build exists).
+PROFILE=${PROFILE:-release}
+if [ "$PROFILE" = release ]; then cargo build -q --release --bin ferroserve; else cargo build -q --bin ferroserve; fi
+BIN=$TARGET/$PROFILE/ferroserve
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 PIDS=()
@@ -64,7 +66,7 @@ function done(s, lat, req)
     s.requests, e.connect + e.read + e.write + e.status + e.timeout))
 end
 LUA
-echo "# $(date -Is) $(uname -n), $(nproc) CPUs; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RAW" >&2
+echo "# $(date -Is) $(uname -n), $(nproc) CPUs, $PROFILE build; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RAW" >&2
 echo "# deploy to ready: $(python3 -c "print(f'{$t1 - $t0:.2f}')") s; idle worker RSS: $((RSS_KB / 1024)) MiB" | tee -a "$RAW" >&2
 run() { # NAME URL
   wrk -t 1 -c "$C" -d 2s --timeout 30s -s "$OUT/iris.lua" "$2" >/dev/null

@@ -306,6 +306,49 @@ async fn the_old_workflow_runs_in_a_worker_process() {
     );
     assert!(metrics.contains("ferroserve_worker_memory_limit_bytes{model=\"iris\"} 536870912"));
 
+    // A new version on disk reaches the worker (it watches the model's directory).
+    let v2 = repo.path().join("iris/2");
+    std::fs::create_dir_all(&v2).unwrap();
+    std::fs::copy(
+        root_path("examples/models/iris_dt/1/model.onnx"),
+        v2.join("model.onnx"),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, body) = post(
+            format!("http://127.0.0.1:{port}/predict"),
+            &json!({"model_id": "iris", "features": ROW}),
+        )
+        .await;
+        assert_eq!(code, 200, "{body}");
+        if body["version"] == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "version 2 never served: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Stop: the worker drains and goes, the files stay; deploying again brings it back.
+    let (code, body) = send(client.post(server.url("/stop_deployment/iris"))).await;
+    assert_eq!(code, 200, "{body}");
+    assert_gone(&[pid], Duration::from_secs(15));
+    assert_eq!(get(server.url("/registry/services/iris")).await.0, 404);
+    assert!(repo.path().join("iris/1/model.onnx").is_file());
+    let (code, _) = post(
+        server.url("/predict"),
+        &json!({"model_id": "iris", "features": ROW}),
+    )
+    .await;
+    assert_eq!(code, 404);
+    let (code, answer) = deploy(&server, json!({"model_id": "iris"})).await;
+    assert_eq!(code, 200, "{answer}");
+    let pid = pid_of(&answer);
+    assert_eq!(
+        answer["enforced"],
+        json!({"cpu_limit": false, "memory_limit": false, "timeout": false})
+    );
+
     // Delete: the worker stops, the files go.
     let (code, body) = send(client.delete(server.url("/delete_model/iris"))).await;
     assert_eq!(code, 200, "{body}");

@@ -55,6 +55,10 @@ fn model_of_path(path: &str) -> Option<&str> {
         ("predict", Some(m)) if !m.is_empty() => Some(m),
         ("v1", Some("models")) | ("v2", Some("models")) => {
             let m = segments.next()?;
+            // The main server's own records (the store), not the model's API.
+            if matches!(segments.next(), Some("history" | "predictions")) {
+                return None;
+            }
             // `/v1/models/m:predict`, `/v1/models/m:classify`.
             let m = m.split(':').next().unwrap_or(m);
             (!m.is_empty()).then_some(m)
@@ -211,6 +215,9 @@ mod tests {
         assert_eq!(model_of_path("/v2/models/iris/infer"), Some("iris"));
         assert_eq!(model_of_path("/v2/health/ready"), None);
         assert_eq!(model_of_path("/models/status"), None);
+        assert_eq!(model_of_path("/v1/models/iris/history"), None);
+        assert_eq!(model_of_path("/v1/models/iris/predictions"), None);
+        assert_eq!(model_of_path("/v1/models/iris/versions/1"), Some("iris"));
     }
 
     #[test]
