@@ -330,11 +330,27 @@ async fn the_old_workflow_runs_in_a_worker_process() {
     }
 
     // Stop: the worker drains and goes, the files stay; deploying again brings it back.
+    assert!(repo
+        .path()
+        .join(format!(".ferroserve/workers/iris-{port}/worker.db"))
+        .is_file());
     let (code, body) = send(client.post(server.url("/stop_deployment/iris"))).await;
     assert_eq!(code, 200, "{body}");
     assert_gone(&[pid], Duration::from_secs(15));
     assert_eq!(get(server.url("/registry/services/iris")).await.0, 404);
     assert!(repo.path().join("iris/1/model.onnx").is_file());
+    let worker_state = repo.path().join(format!(".ferroserve/workers/iris-{port}"));
+    assert!(!worker_state.exists(), "{}", worker_state.display());
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("ferroserve_worker_up{model=\"iris\"} 0"),
+        "{metrics}"
+    );
     let (code, _) = post(
         server.url("/predict"),
         &json!({"model_id": "iris", "features": ROW}),

@@ -292,7 +292,8 @@ impl Supervisor {
                 // Requests that read the old target just before the switch reach it
                 // before it starts draining.
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                this.finish_slot(&old).await
+                this.finish_slot(&old).await;
+                this.remove_state_dir(&old);
             });
             lock(&self.draining).push(handle);
         }
@@ -324,6 +325,8 @@ impl Supervisor {
         };
         self.slots.store(Arc::new(map));
         self.finish_slot(&slot).await;
+        metrics::gauge!("ferroserve_worker_up", "model" => model.to_string()).set(0.0);
+        self.remove_state_dir(&slot);
         if let Some(store) = &self.store {
             if let Err(e) = store.forget_worker(model).await {
                 tracing::warn!(model, "the stopped worker stays in the store: {e}");
@@ -482,6 +485,20 @@ impl Supervisor {
             let _ = task.await;
         }
         slot.cgroups.remove();
+    }
+
+    /// Removes a finished worker's state directory: its deployment is over or
+    /// replaced (a restart of the main server keeps it, to start the worker again
+    /// where it was).
+    fn remove_state_dir(&self, slot: &Slot) {
+        let dir = self.config.state_dir.join(format!(
+            "{}-{}",
+            slot.model,
+            slot.port.load(Ordering::Relaxed)
+        ));
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            tracing::debug!(dir = %dir.display(), "worker state not removed: {e}");
+        }
     }
 
     /// The next port of the range that no deployment uses and nothing listens on. A
