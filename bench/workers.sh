@@ -49,8 +49,9 @@ start() { # NAME -> sets PORT
 start inproc; INPROC=$PORT
 start main; MAIN=$PORT
 t0=$(date +%s.%N)
-curl -sf -o "$OUT/deploy.json" -d '{"model_id":"iris","resources":{"cpu_limit":"1"}}' "http://127.0.0.1:$MAIN/deploy"
+curl -s -o "$OUT/deploy.json" -H "Content-Type: application/json" -d '{"model_id":"iris","resources":{"cpu_limit":"1"}}' "http://127.0.0.1:$MAIN/deploy"
 t1=$(date +%s.%N)
+grep -q '"pid"' "$OUT/deploy.json" || { echo "deploy failed: $(cat "$OUT/deploy.json")"; exit 1; }
 WPID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pid"])' "$OUT/deploy.json")
 sleep 1
 RSS_KB=$(awk '/^VmRSS/ {print $2}' "/proc/$WPID/status")
