@@ -197,6 +197,7 @@ pub async fn run(
             stop_timeout: Duration::from_secs(10),
             crash_loop_failures: 5,
             crash_loop_window: Duration::from_secs(60),
+            cgroups: state.settings.worker_cgroups,
         };
         let supervisor = crate::workers::Supervisor::new(config, Some(store.clone()))
             .context("cannot start the worker supervisor")?;

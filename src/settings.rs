@@ -219,6 +219,9 @@ pub struct Settings {
     /// The binary started as `<binary> worker`. Default none: the running
     /// executable (`main` sets it).
     pub worker_binary: Option<PathBuf>,
+    /// Whether workers' limits may use cgroup v1 groups (`--worker-cgroups`); off
+    /// leaves memory to RLIMIT_AS + the RSS watchdog and cpu to affinity. Default on.
+    pub worker_cgroups: bool,
 }
 
 /// A model named on the command line with the directory of its versions.
@@ -358,6 +361,7 @@ impl Default for Settings {
             worker_bind: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             registry_addr: None,
             worker_binary: None,
+            worker_cgroups: true,
         }
     }
 }
@@ -755,6 +759,10 @@ pub struct ServeArgs {
     /// service's registry did on port 5050 [default: none]
     #[arg(long, env = "FERROSERVE_REGISTRY_ADDR", value_name = "HOST:PORT")]
     pub registry_addr: Option<SocketAddr>,
+    /// Let workers' limits use cgroup v1 groups where writable; false leaves memory to
+    /// an rlimit plus the RSS watchdog and cpu to core affinity [default: true]
+    #[arg(long, env = "FERROSERVE_WORKER_CGROUPS", value_name = "BOOL")]
+    pub worker_cgroups: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -872,6 +880,7 @@ impl ServeArgs {
             worker_ports: upper.worker_ports.or(self.worker_ports),
             worker_bind: upper.worker_bind.or(self.worker_bind),
             registry_addr: upper.registry_addr.or(self.registry_addr),
+            worker_cgroups: upper.worker_cgroups.or(self.worker_cgroups),
         }
     }
 
@@ -1070,6 +1079,7 @@ impl ServeArgs {
             worker_bind: self.worker_bind.unwrap_or(d.worker_bind),
             registry_addr: self.registry_addr,
             worker_binary: None,
+            worker_cgroups: self.worker_cgroups.unwrap_or(d.worker_cgroups),
             cache_max_bytes: self.cache_max_bytes.unwrap_or(d.cache_max_bytes),
             redis_url,
             redis_timeout,

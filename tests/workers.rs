@@ -622,3 +622,40 @@ async fn redeploys_replace_the_worker_and_a_restart_restores_it() {
     drop(server);
     assert_gone(&[pid], Duration::from_secs(10));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_cgroups_the_rss_watchdog_enforces_the_memory_limit() {
+    let repo = tempfile::tempdir().unwrap();
+    install(
+        repo.path(),
+        "hog",
+        "tests/fixtures/onnx/memory_hog/model.onnx",
+    );
+    let server = start_server(repo.path(), port_range(20), &["--worker-cgroups", "false"]).await;
+    let (code, hog) = deploy(
+        &server,
+        json!({"model_id": "hog", "resources": {"memory_limit": "256Mi", "cpu_limit": "1"}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{hog}\n{}", server.log());
+    assert_eq!(
+        hog["enforcement"],
+        json!({"memory_limit": "rlimit_and_watchdog", "cpu_limit": "affinity", "timeout": "none"}),
+        "{hog}"
+    );
+    assert_eq!(hog["enforced"]["timeout"], false, "{hog}");
+    let infer = |mib: i64| json!({"inputs": [{"name": "mib", "datatype": "INT64", "shape": [1], "data": [mib]}]});
+    let (code, body) = post(server.url("/v2/models/hog/infer"), &infer(1024)).await;
+    assert_eq!(code, 503, "{body}");
+    let entry = wait_registry(&server, "hog", Duration::from_secs(10), |e| {
+        e["last_exit"]["oom"] == true
+    })
+    .await;
+    assert_eq!(entry["last_exit"]["exit_code"], 88, "{entry}");
+    wait_registry(&server, "hog", Duration::from_secs(10), |e| {
+        e["state"] == "ready"
+    })
+    .await;
+    let (code, small) = post(server.url("/v2/models/hog/infer"), &infer(1)).await;
+    assert_eq!(code, 200, "{small}");
+}

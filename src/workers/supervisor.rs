@@ -55,6 +55,8 @@ pub struct WorkerConfig {
     /// Failures within `crash_loop_window` that put a deployment in crash-loop.
     pub crash_loop_failures: usize,
     pub crash_loop_window: Duration,
+    /// Whether limits may use cgroup v1 groups (`--worker-cgroups`).
+    pub cgroups: bool,
 }
 
 /// A worker's life, as the registry shows it.
@@ -433,10 +435,14 @@ impl Supervisor {
         )
         .map_err(ApiError::InvalidArgument)?;
         let port = self.free_port(preferred_port)?;
-        let cgroups = WorkerCgroups::create(
-            &format!("ferroserve-{}-{model}-{port}", std::process::id()),
-            &limits,
-        );
+        let cgroups = if self.config.cgroups {
+            WorkerCgroups::create(
+                &format!("ferroserve-{}-{model}-{port}", std::process::id()),
+                &limits,
+            )
+        } else {
+            WorkerCgroups::default()
+        };
         let enforced = Enforcements {
             cpu_limit: match (limits.cpu, &cgroups.cpu) {
                 (None, _) => Enforcement::None,
