@@ -383,10 +383,20 @@ async fn the_old_workflow_runs_in_a_worker_process() {
 async fn a_killed_worker_restarts_within_two_seconds_and_clients_see_only_503() {
     let repo = tempfile::tempdir().unwrap();
     install(repo.path(), "iris", "examples/models/iris_lr/1/model.onnx");
-    let server = start_server(repo.path(), port_range(20), &[]).await;
+    // The registry on a listener of its own too, as the old service's was.
+    let registry_addr = format!("127.0.0.1:{}", free_port());
+    let server = start_server(
+        repo.path(),
+        port_range(20),
+        &["--registry-addr", &registry_addr],
+    )
+    .await;
     let (code, answer) = deploy(&server, json!({"model_id": "iris"})).await;
     assert_eq!(code, 200, "{answer}");
     let pid = pid_of(&answer);
+    let (code, list) = get(format!("http://{registry_addr}/registry/services")).await;
+    assert_eq!(code, 200, "{list}");
+    assert_eq!(list["services"][0]["pid"], json!(pid), "{list}");
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let url = server.url("/predict");
