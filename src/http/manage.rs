@@ -617,6 +617,11 @@ const ENDPOINTS: &[(&str, &str, &str)] = &[
         "/delete_model/{model}",
         "Stop serving a model and delete its files",
     ),
+    (
+        "GET",
+        "/registry/services[/{model}]",
+        "Deployed models' worker processes: state, pid, port, restarts, usage, limits",
+    ),
     ("GET", "/description", "This description"),
     ("GET", "/metrics", "Prometheus metrics"),
     ("GET", "/healthz", "Liveness and readiness"),
