@@ -22,6 +22,15 @@ fn port_range(n: u16) -> (u16, u16) {
 }
 
 async fn start_server(repo: &Path, ports: (u16, u16), extra: &[&str]) -> ChildServer {
+    start_server_with_grpc(repo, ports, free_port(), extra).await
+}
+
+async fn start_server_with_grpc(
+    repo: &Path,
+    ports: (u16, u16),
+    grpc_port: u16,
+    extra: &[&str],
+) -> ChildServer {
     let rest: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_ferroserve"));
     command
@@ -31,7 +40,7 @@ async fn start_server(repo: &Path, ports: (u16, u16), extra: &[&str]) -> ChildSe
         .arg("--rest-addr")
         .arg(rest.to_string())
         .arg("--grpc-addr")
-        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg(format!("127.0.0.1:{grpc_port}"))
         .arg("--worker-ports")
         .arg(format!("{}-{}", ports.0, ports.1))
         .arg("--inference-threads")
@@ -668,4 +677,66 @@ async fn without_cgroups_the_rss_watchdog_enforces_the_memory_limit() {
     .await;
     let (code, small) = post(server.url("/v2/models/hog/infer"), &infer(1)).await;
     assert_eq!(code, 200, "{small}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_for_a_deployed_model_reach_its_worker() {
+    use ferroserve_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+    use ferroserve_proto::inference::model_infer_request::InferInputTensor;
+    use ferroserve_proto::inference::{InferTensorContents, ModelInferRequest};
+
+    let repo = tempfile::tempdir().unwrap();
+    install(
+        repo.path(),
+        "hog",
+        "tests/fixtures/onnx/memory_hog/model.onnx",
+    );
+    let grpc_port = free_port();
+    let server = start_server_with_grpc(repo.path(), port_range(20), grpc_port, &[]).await;
+    let (code, answer) = deploy(&server, json!({"model_id": "hog"})).await;
+    assert_eq!(code, 200, "{answer}");
+    let pid = pid_of(&answer);
+    let mut client = GrpcInferenceServiceClient::connect(format!("http://127.0.0.1:{grpc_port}"))
+        .await
+        .unwrap();
+    let request = || ModelInferRequest {
+        model_name: "hog".into(),
+        inputs: vec![InferInputTensor {
+            name: "mib".into(),
+            datatype: "INT64".into(),
+            shape: vec![1],
+            contents: Some(InferTensorContents {
+                int64_contents: vec![2],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let answer = client.model_infer(request()).await.unwrap().into_inner();
+    assert_eq!(answer.model_name, "hog");
+    assert_eq!(
+        answer.outputs[0].contents.as_ref().unwrap().fp32_contents,
+        vec![524288.0]
+    );
+    // Forwarded, not answered by the main server's own copy: with the worker down
+    // the call is UNAVAILABLE, and it answers again once the worker is back.
+    kill9(pid);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut saw_unavailable = false;
+    loop {
+        match client.model_infer(request()).await {
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                saw_unavailable = true;
+            }
+            Ok(_) if saw_unavailable => break,
+            Ok(_) => {}
+        }
+        assert!(Instant::now() < deadline, "no UNAVAILABLE then recovery");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let entry = registry(&server, "hog").await;
+    assert_ne!(pid_of(&entry), pid);
+    assert!(entry["grpc_port"].as_u64().unwrap() > 0, "{entry}");
 }

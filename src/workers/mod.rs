@@ -35,6 +35,15 @@ fn time(t: Option<std::time::SystemTime>) -> Value {
     })
 }
 
+/// Where a gRPC call for `model` goes when it is deployed in a worker: `None` when it
+/// is not (the main server answers), `Err` (UNAVAILABLE) while its worker is not ready.
+pub fn grpc_target(
+    state: &crate::api::ServerState,
+    model: &str,
+) -> Option<Result<tonic::transport::Channel, String>> {
+    state.workers.get()?.grpc_target(model)
+}
+
 /// A deployment's registry entry.
 pub fn status_json(s: &WorkerStatus) -> Value {
     let base = format!("http://{}", std::net::SocketAddr::new(s.host, s.port));
@@ -45,6 +54,7 @@ pub fn status_json(s: &WorkerStatus) -> Value {
         "pid": s.pid,
         "host": s.host.to_string(),
         "port": s.port,
+        "grpc_port": s.grpc_port,
         "service_url": format!("{base}/predict/{}", s.model),
         "base_url": base,
         "started_at": time(s.started_at),

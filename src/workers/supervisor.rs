@@ -113,6 +113,7 @@ pub struct WorkerStatus {
     pub model: String,
     pub host: IpAddr,
     pub port: u16,
+    pub grpc_port: u16,
     pub pid: Option<u32>,
     pub state: WorkerState,
     pub started_at: Option<SystemTime>,
@@ -138,6 +139,10 @@ struct Slot {
     cgroups: WorkerCgroups,
     /// Where the worker listens; kept across restarts.
     port: AtomicU16,
+    /// Where the worker's gRPC API listens (an ephemeral port, chosen at each start).
+    grpc_port: AtomicU16,
+    /// A channel to `grpc_port`, made on first use and remade when the port changes.
+    grpc_channel: Mutex<Option<(u16, tonic::transport::Channel)>>,
     /// Set while the worker serves; forwarding answers 503 otherwise.
     ready: AtomicBool,
     pid: AtomicU32,
@@ -244,6 +249,38 @@ impl Supervisor {
                 state.as_str()
             )))
         }
+    }
+
+    /// Like [`Supervisor::target`], for gRPC: a channel to the worker's gRPC port.
+    pub fn grpc_target(&self, model: &str) -> Option<Result<tonic::transport::Channel, String>> {
+        let slots = self.slots.load();
+        let slot = slots.get(model)?;
+        if !slot.ready.load(Ordering::Acquire) {
+            return Some(Err(format!(
+                "model {model}'s worker is {}; retry shortly",
+                slot.state.borrow().as_str()
+            )));
+        }
+        let port = slot.grpc_port.load(Ordering::Relaxed);
+        let mut cached = lock(&slot.grpc_channel);
+        if let Some((p, channel)) = cached.as_ref() {
+            if *p == port {
+                return Some(Ok(channel.clone()));
+            }
+        }
+        let uri = format!(
+            "http://{}",
+            SocketAddr::new(connect_ip(self.config.bind), port)
+        );
+        let channel = match tonic::transport::Endpoint::from_shared(uri) {
+            Ok(e) => e
+                .connect_timeout(Duration::from_secs(2))
+                .tcp_nodelay(true)
+                .connect_lazy(),
+            Err(e) => return Some(Err(format!("cannot reach model {model}'s worker: {e}"))),
+        };
+        *cached = Some((port, channel.clone()));
+        Some(Ok(channel))
     }
 
     pub fn has_deployments(&self) -> bool {
@@ -398,6 +435,7 @@ impl Supervisor {
             model: slot.model.clone(),
             host: connect_ip(self.config.bind),
             port: slot.port.load(Ordering::Relaxed),
+            grpc_port: slot.grpc_port.load(Ordering::Relaxed),
             pid,
             state: *slot.state.borrow(),
             started_at: status.started_at,
@@ -468,6 +506,8 @@ impl Supervisor {
             enforced,
             cgroups,
             port: AtomicU16::new(port),
+            grpc_port: AtomicU16::new(0),
+            grpc_channel: Mutex::new(None),
             ready: AtomicBool::new(false),
             pid: AtomicU32::new(0),
             restarts: AtomicU64::new(0),
@@ -585,6 +625,8 @@ impl Supervisor {
             .arg(SocketAddr::new(c.bind, port).to_string())
             .arg("--state-dir")
             .arg(c.state_dir.join(format!("{}-{port}", slot.model)))
+            .arg("--grpc-addr")
+            .arg(SocketAddr::new(c.bind, slot.grpc_port.load(Ordering::Relaxed)).to_string())
             .arg("--parent-pid")
             .arg(std::process::id().to_string());
         if let Some(cores) = slot.limits.cores() {
@@ -660,6 +702,11 @@ impl Supervisor {
         let mut failures: VecDeque<Instant> = VecDeque::new();
         loop {
             let port = slot.port.load(Ordering::Relaxed);
+            // gRPC on a port the system picks (not one of --worker-ports).
+            let grpc_port = std::net::TcpListener::bind(SocketAddr::new(self.config.bind, 0))
+                .and_then(|l| l.local_addr())
+                .map_or(0, |a| a.port());
+            slot.grpc_port.store(grpc_port, Ordering::Relaxed);
             let oom_kills_before = slot.cgroups.oom_kills();
             let exit = match self.spawn(&slot, port).await {
                 Err(e) => ExitReason {
