@@ -146,6 +146,35 @@ impl WorkerCgroups {
     }
 }
 
+/// Removes the groups that servers which died without cleaning up (killed) left
+/// behind: `ferroserve-<pid>-…` under our own groups whose pid no longer runs. A group
+/// that still has processes is not removable and stays.
+pub fn remove_stale_groups() {
+    for controller in ["memory", "cpu"] {
+        let Some(own) = own_v1_group(controller) else {
+            continue;
+        };
+        let Ok(entries) = std::fs::read_dir(&own) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix("ferroserve-")
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|pid| pid.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                if let Err(e) = std::fs::remove_dir(entry.path()) {
+                    tracing::debug!(group = %entry.path().display(), "stale cgroup not removed: {e}");
+                }
+            }
+        }
+    }
+}
+
 /// Extra address space allowed above a memory limit when it is enforced by
 /// RLIMIT_AS: ONNX Runtime's and the allocator's reservations are address space
 /// that is never resident, so the rlimit has to be far above the RSS limit; the RSS

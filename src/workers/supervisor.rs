@@ -196,6 +196,9 @@ impl Supervisor {
         config: WorkerConfig,
         store: Option<Arc<Store>>,
     ) -> std::io::Result<Arc<Supervisor>> {
+        if config.cgroups {
+            limits::remove_stale_groups();
+        }
         let (tx, rx) = std::sync::mpsc::channel::<SpawnJob>();
         // The spawner lives as long as the process (see the invariants above).
         std::thread::Builder::new()
