@@ -31,3 +31,4 @@ pub mod tfs_flags;
 pub mod tls;
 pub mod warmup;
 pub mod watcher;
+pub mod workers;

@@ -38,6 +38,9 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         pid_file: Option<PathBuf>,
     },
+    /// Serve one deployed model in its own process (started by the server's
+    /// supervisor for `POST /deploy`; not meant to be run by hand).
+    Worker(Box<ferroserve::workers::worker::WorkerArgs>),
     /// Stop the server a --pid-file names (SIGTERM, then wait for it to drain and exit).
     Stop {
         #[arg(long, value_name = "FILE")]
@@ -233,6 +236,20 @@ fn main() -> anyhow::Result<()> {
             command: TokenCommand::New { name, scopes },
         } => token_new(&name, &scopes),
         Command::Db { command } => db_command(command),
+        Command::Worker(args) => {
+            init_logging(args.log_format.unwrap_or(LogFormat::Human));
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            if let Some(threads) = args.threads {
+                // The CPU limit: as many async threads as cores it may use.
+                runtime.worker_threads(threads.max(1));
+            }
+            let runtime = runtime
+                .enable_all()
+                .thread_name("ferroserve-worker")
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on((*args).run(shutdown_signal()))
+        }
         Command::Jobs { command } => client_command(ferroserve::cli::jobs::run(command)),
         Command::Models { command } => client_command(ferroserve::cli::models::models(command)),
         Command::Upload(args) => client_command(ferroserve::cli::models::upload(args)),
@@ -277,6 +294,8 @@ fn main() -> anyhow::Result<()> {
             let args = tfs.fold_into(*args)?;
             let mut settings = settings_from(config, args)?;
             tfs.finish(&mut settings)?;
+            // Deployed models' workers are this same binary.
+            settings.worker_binary = std::env::current_exe().ok();
             init_logging(settings.log_format);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -178,6 +178,61 @@ pub async fn run(
             .sources
             .restore(&saved.model, saved.stopped, saved.deployment);
     }
+    // Isolated deployments (issue 14): the supervisor, and the workers of the
+    // deployments recorded before a restart, on their old ports when free.
+    if let Some(ports) = state.settings.worker_ports {
+        let binary = match &state.settings.worker_binary {
+            Some(b) => b.clone(),
+            None => std::env::current_exe().context("cannot find this executable")?,
+        };
+        let config = crate::workers::WorkerConfig {
+            binary,
+            ports,
+            bind: state.settings.worker_bind,
+            state_dir: state.settings.state_dir().join("workers"),
+            onnxruntime_path: state.settings.onnxruntime_path.clone(),
+            tensorflow_path: state.settings.tensorflow_path.clone(),
+            auth_tokens: state.settings.auth_tokens.clone(),
+            startup_timeout: Duration::from_secs(120),
+            stop_timeout: Duration::from_secs(10),
+            crash_loop_failures: 5,
+            crash_loop_window: Duration::from_secs(60),
+            cgroups: state.settings.worker_cgroups,
+        };
+        let supervisor = crate::workers::Supervisor::new(config, Some(store.clone()))
+            .context("cannot start the worker supervisor")?;
+        let _ = state.workers.set(supervisor.clone());
+        let old_ports: std::collections::HashMap<String, u16> = store
+            .workers()
+            .await
+            .map_err(|e| anyhow::anyhow!("metadata store: {e}"))?
+            .into_iter()
+            .map(|w| (w.model, w.port))
+            .collect();
+        for saved in store
+            .model_settings()
+            .await
+            .map_err(|e| anyhow::anyhow!("metadata store: {e}"))?
+        {
+            let (false, Some(deployment)) = (saved.stopped, saved.deployment) else {
+                continue;
+            };
+            let dir = match state.sources.model_dir(&saved.model) {
+                Ok(d) if d.dir.is_dir() => d.dir,
+                _ => {
+                    tracing::warn!(model = %saved.model, "deployed model's directory is gone; no worker");
+                    continue;
+                }
+            };
+            let port = old_ports.get(&saved.model).copied();
+            if let Err(e) = supervisor
+                .restore(&saved.model, dir, deployment, port)
+                .await
+            {
+                tracing::warn!(model = %saved.model, "cannot restore the deployment's worker: {e}");
+            }
+        }
+    }
     let stop_store = tokio_util::sync::CancellationToken::new();
     let store_writers = store.start_writers(stop_store.clone(), Duration::from_secs(2));
     // Jobs (issue 13): jobs left running by a previous process are marked failed,
@@ -304,6 +359,23 @@ pub async fn run(
         None => None,
     };
 
+    // The registry on its own port too (`--registry-addr`), like the old registry.
+    let registry = match state.settings.registry_addr {
+        Some(addr) => {
+            let listener = listen(addr)
+                .with_context(|| format!("cannot listen on registry address {addr}"))?;
+            tracing::info!(%addr, "registry listening");
+            let router = crate::workers::registry_router(state.clone());
+            let stop = stopped(stop_rx.clone());
+            Some(tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }))
+        }
+        None => None,
+    };
+
     // Draining has a deadline that starts with the stop signal: a client holding a
     // stalled request must not keep the server up forever. Past it the servers are
     // dropped; their connections close when the runtime ends.
@@ -335,6 +407,13 @@ pub async fn run(
                 grpc.abort();
             }
         }
+    }
+    // Workers drain and stop (their rows stay: the next start re-spawns them).
+    if let Some(workers) = state.workers.get() {
+        workers.shutdown().await;
+    }
+    if let Some(registry) = registry {
+        registry.abort();
     }
     // The watcher has seen the stop signal; a load in progress is not waited for.
     let _ = watcher.await;

@@ -206,6 +206,22 @@ pub struct Settings {
     /// A second path the Prometheus metrics are served at, besides `/metrics`
     /// (TF Serving's `--monitoring_config_file`). Default none.
     pub metrics_path: Option<String>,
+    /// Ports deployed models' workers listen on (`--worker-ports`, first and last).
+    /// `None`: deployments are served in-process. Default for the `serve` command
+    /// 8000-8999; `Settings::default()` (a server embedded as a library) has none,
+    /// since only the ferroserve binary can run `ferroserve worker`.
+    pub worker_ports: Option<(u16, u16)>,
+    /// The address workers bind (`--worker-bind`). Default 127.0.0.1.
+    pub worker_bind: std::net::IpAddr,
+    /// The registry's own listener (`--registry-addr`), besides the REST port.
+    /// Default none.
+    pub registry_addr: Option<SocketAddr>,
+    /// The binary started as `<binary> worker`. Default none: the running
+    /// executable (`main` sets it).
+    pub worker_binary: Option<PathBuf>,
+    /// Whether workers' limits may use cgroup v1 groups (`--worker-cgroups`); off
+    /// leaves memory to RLIMIT_AS + the RSS watchdog and cpu to affinity. Default on.
+    pub worker_cgroups: bool,
 }
 
 /// A model named on the command line with the directory of its versions.
@@ -341,6 +357,11 @@ impl Default for Settings {
             single_model: None,
             model_defaults: Default::default(),
             metrics_path: None,
+            worker_ports: None,
+            worker_bind: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            registry_addr: None,
+            worker_binary: None,
+            worker_cgroups: true,
         }
     }
 }
@@ -355,6 +376,27 @@ pub fn default_public_url(addr: SocketAddr) -> String {
         ip => ip,
     };
     format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
+/// `--worker-ports`: `FIRST-LAST` (or one port), or `off`.
+pub fn parse_worker_ports(text: &str) -> Result<Option<(u16, u16)>, String> {
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("off") || t.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    let (first, last) = t.split_once('-').unwrap_or((t, t));
+    let port = |p: &str| {
+        p.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("{text:?} is not a port range FIRST-LAST (1-65535) or off"))
+    };
+    let (first, last) = (port(first)?, port(last)?);
+    if first > last {
+        return Err(format!("{text:?}: the first port is above the last"));
+    }
+    Ok(Some((first, last)))
 }
 
 /// Checks a `public_url`: `http://` or `https://`, a host, an optional port and path,
@@ -706,6 +748,21 @@ pub struct ServeArgs {
     /// [default: <state dir>/data]
     #[arg(long, env = "FERROSERVE_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Ports for deployed models' worker processes, FIRST-LAST; "off" serves
+    /// deployments in-process [default: 8000-8999]
+    #[arg(long, env = "FERROSERVE_WORKER_PORTS", value_name = "FIRST-LAST")]
+    pub worker_ports: Option<String>,
+    /// Address the workers bind [default: 127.0.0.1]
+    #[arg(long, env = "FERROSERVE_WORKER_BIND", value_name = "IP")]
+    pub worker_bind: Option<std::net::IpAddr>,
+    /// Serve the registry (/registry/services) on this address too, as the old
+    /// service's registry did on port 5050 [default: none]
+    #[arg(long, env = "FERROSERVE_REGISTRY_ADDR", value_name = "HOST:PORT")]
+    pub registry_addr: Option<SocketAddr>,
+    /// Let workers' limits use cgroup v1 groups where writable; false leaves memory to
+    /// an rlimit plus the RSS watchdog and cpu to core affinity [default: true]
+    #[arg(long, env = "FERROSERVE_WORKER_CGROUPS", value_name = "BOOL")]
+    pub worker_cgroups: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -820,6 +877,10 @@ impl ServeArgs {
             train_max_rows: upper.train_max_rows.or(self.train_max_rows),
             max_categories: upper.max_categories.or(self.max_categories),
             data_dir: upper.data_dir.or(self.data_dir),
+            worker_ports: upper.worker_ports.or(self.worker_ports),
+            worker_bind: upper.worker_bind.or(self.worker_bind),
+            registry_addr: upper.registry_addr.or(self.registry_addr),
+            worker_cgroups: upper.worker_cgroups.or(self.worker_cgroups),
         }
     }
 
@@ -1006,6 +1067,19 @@ impl ServeArgs {
             single_model: None,
             model_defaults: Default::default(),
             metrics_path: None,
+            worker_ports: match self.worker_ports.as_deref() {
+                None => Some((8000, 8999)),
+                Some(text) => {
+                    parse_worker_ports(text).map_err(|reason| SettingsError::Invalid {
+                        name: "worker_ports",
+                        reason,
+                    })?
+                }
+            },
+            worker_bind: self.worker_bind.unwrap_or(d.worker_bind),
+            registry_addr: self.registry_addr,
+            worker_binary: None,
+            worker_cgroups: self.worker_cgroups.unwrap_or(d.worker_cgroups),
             cache_max_bytes: self.cache_max_bytes.unwrap_or(d.cache_max_bytes),
             redis_url,
             redis_timeout,

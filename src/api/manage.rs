@@ -108,6 +108,8 @@ pub struct ModelSummary {
     pub settings_needing_reload: Vec<&'static str>,
     /// The model's latest audit events, newest first (empty without a store).
     pub recent_events: Vec<crate::store::Event>,
+    /// The worker process serving the model, when it is deployed in one.
+    pub worker: Option<crate::workers::WorkerStatus>,
 }
 
 impl ModelSummary {
@@ -142,6 +144,9 @@ pub fn models_status(state: &ServerState) -> Vec<ModelSummary> {
         }
         if let Some(store) = &state.store {
             model.recent_events = store.recent_events(&model.model);
+        }
+        if let Some(workers) = state.workers.get() {
+            model.worker = workers.status(&model.model);
         }
         out.push(model);
     }
@@ -215,6 +220,7 @@ fn summary(
         policy_warning: record.policy_warning,
         settings_needing_reload: Vec::new(),
         recent_events: Vec::new(),
+        worker: None,
     }
 }
 
@@ -376,9 +382,12 @@ pub struct DeployRequest {
     pub deployment: Deployment,
 }
 
-/// Serves a stored model with the given settings (in this process). The timeout is
-/// enforced as the model's request deadline; CPU and memory limits are stored and
-/// reported until worker processes can enforce them.
+/// Serves a stored model with the given settings. With workers on
+/// (`--worker-ports`), the model is served by its own `ferroserve worker` process
+/// with its limits enforced (see `crate::workers`), and a deployed model deployed
+/// again gets a new worker (started before the old one stops). Without workers the
+/// model serves in this process: the timeout is its request deadline, CPU and
+/// memory limits are recorded and reported as not enforced.
 pub async fn deploy(
     state: &ServerState,
     request: DeployRequest,
@@ -391,6 +400,13 @@ pub async fn deploy(
             )));
         }
     }
+    let d = &request.deployment;
+    crate::workers::resources::Limits::parse(
+        d.cpu_limit.as_deref(),
+        d.memory_limit.as_deref(),
+        d.timeout_secs,
+    )
+    .map_err(ApiError::InvalidArgument)?;
     let deadline = deadline(state);
     let sources = state.sources.clone();
     sources.model_dir(&request.model)?; // a valid name, before waiting
@@ -407,6 +423,7 @@ pub async fn deploy(
             .await?;
     }
     let detail = deployment_json(&request.deployment);
+    let for_worker = request.deployment.clone();
     let name = request.model.clone();
     run_locked(deadline, "the deployment", move |_| {
         sources.deploy_locked(&name, request.deployment, &lock)
@@ -427,6 +444,11 @@ pub async fn deploy(
             request.model,
             describe_failures(&summary)
         )));
+    }
+    if let Some(workers) = state.workers.get() {
+        let dir = state.sources.model_dir(&request.model)?.dir;
+        workers.deploy(&request.model, dir, for_worker).await?;
+        return model_summary(state, &request.model);
     }
     Ok(summary)
 }
@@ -458,6 +480,10 @@ pub async fn stop_model(state: &ServerState, model: &str, caller: &Caller) -> Re
         stopped
     })
     .await?;
+    // Its worker, if any, drains and goes.
+    if let Some(workers) = state.workers.get() {
+        workers.stop(model).await;
+    }
     audit(
         state,
         caller,
@@ -484,6 +510,10 @@ pub async fn delete_model(
     // deleted (503).
     if let Some(store) = &state.store {
         store.check_writable().await?;
+    }
+    // Its worker, if any, drains and goes before the files do.
+    if let Some(workers) = state.workers.get() {
+        workers.stop(model).await;
     }
     let name = model.to_string();
     run_locked(deadline, "the delete", move |_| {

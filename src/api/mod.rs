@@ -89,6 +89,9 @@ pub struct ServerState {
     pub jobs: std::sync::OnceLock<Arc<crate::jobs::Jobs>>,
     /// Set at the stop signal: readiness answers 503 from then on.
     pub draining: std::sync::atomic::AtomicBool,
+    /// The supervisor of deployed models' worker processes, set once by
+    /// `server::run` when workers are on (`--worker-ports`).
+    pub workers: std::sync::OnceLock<Arc<crate::workers::Supervisor>>,
 }
 
 impl ServerState {
@@ -108,6 +111,7 @@ impl ServerState {
             store: None,
             jobs: std::sync::OnceLock::new(),
             draining: std::sync::atomic::AtomicBool::new(false),
+            workers: std::sync::OnceLock::new(),
             cache,
             sources,
             settings: Arc::new(settings),

@@ -217,6 +217,16 @@ impl grpc_inference_service_server::GrpcInferenceService for InferenceService {
         &self,
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
+        // A model deployed in a worker process is answered by it (issue 14).
+        if let Some(target) =
+            crate::workers::grpc_target(&self.state, &request.get_ref().model_name)
+        {
+            let channel = target.map_err(Status::unavailable)?;
+            return pb::grpc_inference_service_client::GrpcInferenceServiceClient::new(channel)
+                .model_infer(request)
+                .await
+                .map_err(crate::workers::forwarded_status);
+        }
         let deadline = client_timeout(request.metadata());
         let request = request.into_inner();
         let version = version_request(&request.model_version).map_err(status_from)?;

@@ -241,6 +241,19 @@ impl prediction_service_server::PredictionService for PredictionService {
         &self,
         request: Request<pb::PredictRequest>,
     ) -> Result<Response<pb::PredictResponse>, Status> {
+        // A model deployed in a worker process is answered by it (issue 14).
+        let model = request
+            .get_ref()
+            .model_spec
+            .as_ref()
+            .map(|s| s.name.as_str());
+        if let Some(target) = model.and_then(|m| crate::workers::grpc_target(&self.state, m)) {
+            let channel = target.map_err(Status::unavailable)?;
+            return pb::prediction_service_client::PredictionServiceClient::new(channel)
+                .predict(request)
+                .await
+                .map_err(crate::workers::forwarded_status);
+        }
         let timeout = client_timeout(request.metadata());
         let request = request.into_inner();
         let spec = request.model_spec.as_ref();

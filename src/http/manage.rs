@@ -99,7 +99,19 @@ fn summary_json(m: &ModelSummary, base: &str) -> Value {
         "policy_warning": m.policy_warning,
         "settings_needing_reload": m.settings_needing_reload,
         "recent_events": m.recent_events,
-        "deployment": m.deployment.as_ref().map(deployment_json),
+        "deployment": m.deployment.as_ref().map(|d| match &m.worker {
+            Some(w) => crate::workers::status_json(w)
+                .as_object()
+                .map(|w| json!({
+                    "environment": d.environment,
+                    "resources": w["resources"],
+                    "enforced": w["enforced"],
+                    "enforcement": w["enforcement"],
+                }))
+                .unwrap_or_else(|| deployment_json(d)),
+            None => deployment_json(d),
+        }),
+        "worker": m.worker.as_ref().map(crate::workers::status_json),
         "endpoints": if m.is_served() {
             json!({
                 "tf_serving": format!("{base}/v1/models/{name}"),
@@ -120,8 +132,8 @@ fn deployment_json(d: &Deployment) -> Value {
             "memory_limit": d.memory_limit,
             "timeout": d.timeout_secs,
         },
-        // The timeout is the model's request deadline; the limits need worker
-        // processes (a later issue) and are recorded, not applied.
+        // In-process (workers off): the timeout is the model's request deadline; the
+        // limits need a worker process and are recorded, not applied.
         "enforced": {
             "timeout": d.timeout_secs.is_some(),
             "cpu_limit": false,
@@ -431,6 +443,22 @@ async fn deploy(
     )
     .await?;
     let (base, port) = base_url(&state);
+    if let Some(worker) = &summary.worker {
+        // The old service's answer: the model's own service, its port and process.
+        let mut answer = crate::workers::status_json(worker);
+        answer["message"] = json!(format!(
+            "model {} deployed in its own worker process (pid {}) on port {}",
+            request.model_id,
+            worker.pid.unwrap_or_default(),
+            worker.port
+        ));
+        answer["status"] = json!("running");
+        answer["in_process"] = json!(false);
+        answer["main_service_url"] = json!(format!("{base}/predict/{}", request.model_id));
+        answer["deployment"] = summary_json(&summary, &base)["deployment"].clone();
+        answer["model"] = summary_json(&summary, &base);
+        return Ok(Json(answer));
+    }
     let mut answer = json!({
         "message": format!("model {} deployed", request.model_id),
         "model_id": request.model_id,
@@ -665,6 +693,11 @@ const ENDPOINTS: &[(&str, &str, &str)] = &[
         "DELETE",
         "/delete_model/{model}",
         "Stop serving a model and delete its files",
+    ),
+    (
+        "GET",
+        "/registry/services[/{model}]",
+        "Deployed models' worker processes: state, pid, port, restarts, usage, limits",
     ),
     ("GET", "/description", "This description"),
     (

@@ -54,10 +54,16 @@ pub fn router(state: AppState) -> Router {
         .merge(manage::routes(state.settings.max_upload_bytes))
         .merge(simple::routes())
         .merge(jobs::routes())
+        .merge(crate::workers::routes())
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .merge(openapi::routes(&state.settings))
         .layer(DefaultBodyLimit::max(state.settings.max_request_bytes))
+        // A deployed model's requests go to its worker (issue 14).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::workers::forward::layer,
+        ))
         // Inside the access layer (whose refusals are JSON already) and around every
         // route, the default fallback (unknown path) and each route's wrong-method
         // answer, so that no error leaves without the documented JSON body.
@@ -226,6 +232,9 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Htt
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     if let Some(cache) = &state.cache {
         cache.refresh_gauges().await;
+    }
+    if let Some(workers) = state.workers.get() {
+        workers.refresh_gauges();
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

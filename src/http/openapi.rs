@@ -23,8 +23,8 @@
 //! `auth::rest_access`).
 //!
 //! Invariant: every route `router()` serves, method by method, is described (the
-//! test at the end of this file reads the routers' source, `src/http` and
-//! `src/console`, and checks); the only routes left out are the pages for people:
+//! test at the end of this file reads the routers' source, `src/http`,
+//! `src/console` and `src/workers`, and checks); the only routes left out are the pages for people:
 //! `/docs...` (Swagger UI's own router, merged below), `/console...` and `/`.
 
 use axum::body::Body;
@@ -111,6 +111,8 @@ pub struct Health {
         super::jobs::old_predict,
         super::metrics,
         super::healthz,
+        crate::workers::services,
+        crate::workers::service,
         openapi_json,
         swagger_yaml,
     ),
@@ -123,6 +125,7 @@ pub struct Health {
         (name = "jobs", description = "Training and batch-scoring jobs, and the old service's job routes"),
         (name = "store", description = "The metadata store's views of a model"),
         (name = "server", description = "Health, metrics and this description"),
+        (name = "workers", description = "The registry of isolated deployments' worker processes"),
     )
 )]
 struct ApiDoc;
@@ -526,11 +529,16 @@ mod tests {
         }
     }
 
-    /// Every `.route(...)` in the REST routers' source (`src/http`, `src/console`).
+    /// Every `.route(...)` in the REST routers' source (`src/http`, `src/console`,
+    /// `src/workers`).
     fn source_routes() -> (Vec<SourceRoute>, Vec<String>) {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut finder = RouteFinder::default();
-        let mut dirs = vec![root.join("src/http"), root.join("src/console")];
+        let mut dirs = vec![
+            root.join("src/http"),
+            root.join("src/console"),
+            root.join("src/workers"),
+        ];
         while let Some(dir) = dirs.pop() {
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;

@@ -26,6 +26,7 @@ mod jobs;
 // (sources and sinks of jobs) with the same connection code and `on_pool!`.
 pub(crate) mod pool;
 pub mod predictions;
+mod workers;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
@@ -41,6 +42,7 @@ pub use audit::{Event, EventKind, HistoryPage};
 pub use jobs::{JobQuery, JobRow, RunningJob};
 use pool::{on_pool, DbKind, Pool};
 pub use predictions::{LoggedPrediction, PredictionQuery};
+pub use workers::WorkerRow;
 
 use crate::sources::Deployment;
 

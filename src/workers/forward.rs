@@ -1,0 +1,239 @@
+//! Forwarding: the main server's REST requests for a deployed model go to its
+//! worker over kept-alive HTTP/1.1 connections (hyper's pooled client); status
+//! codes, headers and bodies pass through unchanged. A worker that is starting or
+//! restarting, or whose connection fails, is answered 503 with `Retry-After`.
+//!
+//! Invariant: forwarding decides from the path (and, for `POST /predict`, the body's
+//! `model_id`) alone; a model that is not deployed in a worker never sees this
+//! layer do anything but pass the request on.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderName, Method, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::api::ApiError;
+use crate::http::{AppState, HttpError};
+
+pub type Client = hyper_util::client::legacy::Client<HttpConnector, Body>;
+
+/// The pooled client: connections to workers are kept alive and reused.
+pub fn client() -> Client {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(256)
+        .build(connector)
+}
+
+/// A GET answered 200 within a second (health checks).
+pub async fn get_ok(client: &Client, addr: SocketAddr, path: &str) -> bool {
+    let Ok(uri) = format!("http://{addr}{path}").parse::<Uri>() else {
+        return false;
+    };
+    let Ok(request) = axum::http::Request::get(uri).body(Body::empty()) else {
+        return false;
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), client.request(request)).await,
+        Ok(Ok(r)) if r.status() == 200
+    )
+}
+
+/// The model a REST path names, for the routes that forward.
+fn model_of_path(path: &str) -> Option<&str> {
+    let mut segments = path.trim_start_matches('/').split('/');
+    match (segments.next()?, segments.next()) {
+        ("predict", Some(m)) if !m.is_empty() => Some(m),
+        ("v1", Some("models")) | ("v2", Some("models")) => {
+            let m = segments.next()?;
+            // The main server's own records (the store), not the model's API.
+            if matches!(segments.next(), Some("history" | "predictions")) {
+                return None;
+            }
+            // `/v1/models/m:predict`, `/v1/models/m:classify`.
+            let m = m.split(':').next().unwrap_or(m);
+            (!m.is_empty()).then_some(m)
+        }
+        _ => None,
+    }
+}
+
+/// The `model_id` of a simple-API body (JSON or form-encoded).
+fn model_of_body(content_type: Option<&str>, body: &[u8]) -> Option<String> {
+    let is_form = content_type.is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+    if is_form {
+        form_urlencoded::parse(body)
+            .find(|(k, _)| k == "model_id")
+            .map(|(_, v)| v.into_owned())
+    } else {
+        #[derive(serde::Deserialize)]
+        struct Named {
+            model_id: Option<String>,
+        }
+        serde_json::from_slice::<Named>(body).ok()?.model_id
+    }
+}
+
+/// The REST layer that forwards a deployed model's requests to its worker.
+pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(workers) = state.workers.get() else {
+        return next.run(request).await;
+    };
+    if !workers.has_deployments() {
+        return next.run(request).await;
+    }
+    let path = request.uri().path();
+    if let Some(model) = model_of_path(path) {
+        let model = model.to_string();
+        return match workers.target(&model) {
+            None => next.run(request).await,
+            Some(target) => forward(&workers.client, target, request).await,
+        };
+    }
+    // `POST /predict` names the model in its body; `GET /predict?model_id=`.
+    if path.trim_end_matches('/') == "/predict" {
+        if request.method() == Method::GET {
+            let model = request.uri().query().and_then(|q| {
+                form_urlencoded::parse(q.as_bytes())
+                    .find(|(k, _)| k == "model_id")
+                    .map(|(_, v)| v.into_owned())
+            });
+            return match model.and_then(|m| workers.target(&m)) {
+                None => next.run(request).await,
+                Some(target) => forward(&workers.client, target, request).await,
+            };
+        }
+        let (parts, body) = request.into_parts();
+        let bytes = match axum::body::to_bytes(body, state.settings.max_request_bytes).await {
+            Ok(b) => b,
+            Err(e) => {
+                let message = crate::http::rejection_message(&e);
+                let error = if message.contains("length limit") {
+                    ApiError::PayloadTooLarge(format!(
+                        "request body is larger than the limit of {} bytes",
+                        state.settings.max_request_bytes
+                    ))
+                } else {
+                    ApiError::InvalidArgument(format!("cannot read request body: {message}"))
+                };
+                return HttpError(error).into_response();
+            }
+        };
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let target = model_of_body(content_type, &bytes).and_then(|m| workers.target(&m));
+        let request = Request::from_parts(parts, Body::from(bytes));
+        return match target {
+            None => next.run(request).await,
+            Some(target) => forward(&workers.client, target, request).await,
+        };
+    }
+    next.run(request).await
+}
+
+/// Headers that belong to one connection, never passed on.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+];
+
+async fn forward(
+    client: &Client,
+    target: Result<SocketAddr, String>,
+    request: Request,
+) -> Response {
+    let addr = match target {
+        Ok(addr) => addr,
+        Err(why) => return HttpError(ApiError::Unavailable(why)).into_response(),
+    };
+    let (mut parts, body) = request.into_parts();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    parts.uri = match format!("http://{addr}{path_and_query}").parse() {
+        Ok(uri) => uri,
+        Err(e) => {
+            return HttpError(ApiError::InvalidArgument(format!("cannot forward: {e}")))
+                .into_response()
+        }
+    };
+    parts.version = axum::http::Version::HTTP_11;
+    for h in &HOP_BY_HOP {
+        parts.headers.remove(h);
+    }
+    parts.headers.remove(header::HOST);
+    match client.request(Request::from_parts(parts, body)).await {
+        Ok(response) => {
+            let (mut parts, body) = response.into_parts();
+            for h in &HOP_BY_HOP {
+                parts.headers.remove(h);
+            }
+            Response::from_parts(parts, Body::new(body))
+        }
+        Err(e) => {
+            tracing::debug!(%addr, "forwarding failed: {e}");
+            HttpError(ApiError::Unavailable(format!(
+                "the model's worker at {addr} did not answer ({e}); it is being restarted, \
+                 retry shortly"
+            )))
+            .into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn models_named_by_paths() {
+        assert_eq!(model_of_path("/predict/iris"), Some("iris"));
+        assert_eq!(model_of_path("/predict/iris/infer"), Some("iris"));
+        assert_eq!(model_of_path("/predict"), None);
+        assert_eq!(model_of_path("/v1/models/iris:predict"), Some("iris"));
+        assert_eq!(
+            model_of_path("/v1/models/iris/versions/2:predict"),
+            Some("iris")
+        );
+        assert_eq!(model_of_path("/v2/models/iris/infer"), Some("iris"));
+        assert_eq!(model_of_path("/v2/health/ready"), None);
+        assert_eq!(model_of_path("/models/status"), None);
+        assert_eq!(model_of_path("/v1/models/iris/history"), None);
+        assert_eq!(model_of_path("/v1/models/iris/predictions"), None);
+        assert_eq!(model_of_path("/v1/models/iris/versions/1"), Some("iris"));
+    }
+
+    #[test]
+    fn models_named_by_bodies() {
+        let json = br#"{"model_id": "iris", "features": [1, 2]}"#;
+        assert_eq!(
+            model_of_body(Some("application/json"), json).as_deref(),
+            Some("iris")
+        );
+        assert_eq!(model_of_body(None, json).as_deref(), Some("iris"));
+        let form = b"model_id=iris&x=1";
+        assert_eq!(
+            model_of_body(Some("application/x-www-form-urlencoded"), form).as_deref(),
+            Some("iris")
+        );
+        assert_eq!(model_of_body(None, b"{}"), None);
+        assert_eq!(model_of_body(None, b"not json"), None);
+    }
+}

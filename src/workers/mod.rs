@@ -1,0 +1,157 @@
+//! Isolated deployments (issue 14): each deployed model served by its own
+//! `ferroserve worker` process on its own port, supervised, with enforced limits,
+//! listed in a registry.
+//!
+//! * `resources`: `cpu_limit` / `memory_limit` spellings → numbers;
+//! * `limits`: cgroup v1 groups, CPU affinity, RLIMIT_AS, /proc usage;
+//! * `supervisor`: spawns, health-checks, restarts (backoff, crash-loop), stops;
+//! * `forward`: the REST layer that sends a deployed model's requests to its worker;
+//! * `worker`: the `ferroserve worker` subcommand (the same server, one model);
+//! * this file: the registry's JSON and routes (`/registry/services[/{model}]`).
+
+pub mod forward;
+pub mod limits;
+pub mod resources;
+pub mod supervisor;
+pub mod worker;
+
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+pub use supervisor::{Supervisor, WorkerConfig, WorkerState, WorkerStatus};
+
+use crate::api::ApiError;
+use crate::http::{AppState, HttpError};
+
+/// The exit code of a worker whose RSS watchdog found it past its memory limit
+/// (reported as OOM, like a kill by the kernel's OOM killer).
+pub const WATCHDOG_EXIT_CODE: i32 = 88;
+
+fn time(t: Option<std::time::SystemTime>) -> Value {
+    t.map_or(Value::Null, |t| {
+        json!(humantime::format_rfc3339_millis(t).to_string())
+    })
+}
+
+/// Where a gRPC call for `model` goes when it is deployed in a worker: `None` when it
+/// is not (the main server answers), `Err` (UNAVAILABLE) while its worker is not ready.
+pub fn grpc_target(
+    state: &crate::api::ServerState,
+    model: &str,
+) -> Option<Result<tonic::transport::Channel, String>> {
+    state.workers.get()?.grpc_target(model)
+}
+
+/// A forwarded gRPC call's failure as the client sees it: the worker's own answers
+/// (a status it sent) pass through unchanged; a call that never got one (the worker
+/// died or restarted mid-call, the connection was reset: a status tonic made from a
+/// transport error, which carries that error as its source) is UNAVAILABLE, the code
+/// a client retries on, as the REST forwarding answers 503.
+pub fn forwarded_status(status: tonic::Status) -> tonic::Status {
+    if std::error::Error::source(&status).is_some() && status.code() != tonic::Code::Unavailable {
+        tonic::Status::unavailable(format!(
+            "the model's worker did not answer: {}",
+            status.message()
+        ))
+    } else {
+        status
+    }
+}
+
+/// A deployment's registry entry.
+pub fn status_json(s: &WorkerStatus) -> Value {
+    let base = format!("http://{}", std::net::SocketAddr::new(s.host, s.port));
+    json!({
+        "model": s.model,
+        "model_id": s.model,
+        "state": s.state.as_str(),
+        "pid": s.pid,
+        "host": s.host.to_string(),
+        "port": s.port,
+        "grpc_port": s.grpc_port,
+        "service_url": format!("{base}/predict/{}", s.model),
+        "base_url": base,
+        "started_at": time(s.started_at),
+        "restarts": s.restarts,
+        "last_exit": s.last_exit,
+        "healthy": s.healthy,
+        "rss_bytes": s.usage.map(|u| u.rss_bytes),
+        "cpu_seconds": s.usage.map(|u| u.cpu_seconds),
+        "cores_allowed": s.cores_allowed,
+        "environment": s.deployment.environment,
+        "resources": {
+            "cpu_limit": s.deployment.cpu_limit,
+            "memory_limit": s.deployment.memory_limit,
+            "timeout": s.deployment.timeout_secs,
+        },
+        "limits": {
+            "cpu_cores": s.limits.cpu,
+            "memory_bytes": s.limits.memory,
+            "timeout_secs": s.limits.timeout_secs,
+        },
+        "enforced": {
+            "cpu_limit": s.enforced.cpu_limit.is_enforced(),
+            "memory_limit": s.enforced.memory_limit.is_enforced(),
+            "timeout": s.enforced.timeout.is_enforced(),
+        },
+        "enforcement": s.enforced,
+    })
+}
+
+/// `/registry/services` and `/registry/services/{model}`.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/registry/services", get(services))
+        .route("/registry/services/{model}", get(service))
+}
+
+/// The registry alone, for its own listener (`--registry-addr`).
+pub fn registry_router(state: AppState) -> Router {
+    routes().with_state(state)
+}
+
+fn supervisor(state: &AppState) -> Result<&std::sync::Arc<Supervisor>, HttpError> {
+    state.workers.get().ok_or_else(|| {
+        HttpError(ApiError::NotFound(
+            "this server runs no workers (--worker-ports off): deployments are served in-process"
+                .into(),
+        ))
+    })
+}
+
+#[utoipa::path(get, path = "/registry/services", tag = "workers",
+    responses(
+        (status = 200, description = "Every deployment's worker: model, port, pid, state \
+            (starting, ready, restarting, crash-loop, stopped), started at, restarts, last \
+            exit reason, health, RSS, CPU time, limits and how each is enforced",
+            body = Object),
+        (status = 404, description = "The server runs no workers (--worker-ports off)",
+            body = crate::http::openapi::ErrorBody),
+    ))]
+pub(crate) async fn services(State(state): State<AppState>) -> Result<Json<Value>, HttpError> {
+    let workers = supervisor(&state)?;
+    let services: Vec<Value> = workers.statuses().values().map(status_json).collect();
+    Ok(Json(json!({ "services": services })))
+}
+
+#[utoipa::path(get, path = "/registry/services/{model}", tag = "workers",
+    params(("model" = String, Path, description = "The deployed model's name")),
+    responses(
+        (status = 200, description = "The model's worker, as in /registry/services", body = Object),
+        (status = 404, description = "The model is not deployed in a worker, or the server \
+            runs no workers", body = crate::http::openapi::ErrorBody),
+    ))]
+pub(crate) async fn service(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Json<Value>, HttpError> {
+    let workers = supervisor(&state)?;
+    let status = workers.status(&model).ok_or_else(|| {
+        HttpError(ApiError::NotFound(format!(
+            "model {model:?} is not deployed in a worker"
+        )))
+    })?;
+    Ok(Json(status_json(&status)))
+}

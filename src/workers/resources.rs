@@ -1,0 +1,141 @@
+//! A deployment's `resources` as numbers: CPU cores and memory bytes, parsed from
+//! the spellings the old service and Kubernetes use.
+
+/// The limits a deployment asks for, parsed and checked.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Limits {
+    /// CPU cores (`"2"`, `"0.5"`, `"500m"`).
+    pub cpu: Option<f64>,
+    /// Bytes (`"512MB"`, `"1GB"`, `"1Gi"`, `"512Mi"`, or a plain number of bytes).
+    pub memory: Option<u64>,
+    /// The request deadline in seconds.
+    pub timeout_secs: Option<f64>,
+}
+
+impl Limits {
+    /// Parses a deployment's limits; the error names the field (`resources.cpu_limit`).
+    pub fn parse(
+        cpu: Option<&str>,
+        memory: Option<&str>,
+        timeout_secs: Option<f64>,
+    ) -> Result<Limits, String> {
+        Ok(Limits {
+            cpu: cpu.map(parse_cpu).transpose()?,
+            memory: memory.map(parse_memory).transpose()?,
+            timeout_secs,
+        })
+    }
+
+    /// Whole cores the worker's threads are sized to and pinned on: ceil(cpu).
+    pub fn cores(&self) -> Option<usize> {
+        self.cpu.map(|c| (c.ceil() as usize).max(1))
+    }
+}
+
+/// The most cores a limit may name (more than any machine this runs on).
+const MAX_CPU: f64 = 4096.0;
+
+/// `"2"`, `"0.5"`, `"500m"` (millicores) → cores.
+pub fn parse_cpu(text: &str) -> Result<f64, String> {
+    let invalid = || {
+        format!(
+            "resources.cpu_limit {text:?} is not a number of CPU cores: write \"2\", \"0.5\" \
+             or \"500m\" (millicores), above 0 and at most {MAX_CPU}"
+        )
+    };
+    let t = text.trim();
+    let (number, scale) = match t.strip_suffix('m') {
+        Some(n) => (n, 1000.0),
+        None => (t, 1.0),
+    };
+    if number.is_empty() || !number.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(invalid());
+    }
+    let cores = number.parse::<f64>().map_err(|_| invalid())? / scale;
+    if !(cores.is_finite() && cores > 0.0 && cores <= MAX_CPU) {
+        return Err(invalid());
+    }
+    Ok(cores)
+}
+
+/// The least memory a limit may name: a worker does not start in less.
+pub const MIN_MEMORY: u64 = 16 * 1024 * 1024;
+
+/// `"512MB"`, `"1GB"`, `"1Gi"`, `"512Mi"`, `"64K"`, `"1048576"` → bytes. Decimal
+/// units (K, KB, M, MB, G, GB, T, TB) are powers of 1000, binary ones (Ki, Mi, Gi,
+/// Ti) of 1024; case does not matter but for the `i`.
+pub fn parse_memory(text: &str) -> Result<u64, String> {
+    let invalid = || {
+        format!(
+            "resources.memory_limit {text:?} is not an amount of memory: write \"512MB\", \
+             \"1GB\", \"512Mi\", \"1Gi\" or a number of bytes, at least 16Mi"
+        )
+    };
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let multiplier: f64 = match unit.trim() {
+        "" | "B" | "b" => 1.0,
+        "K" | "k" | "KB" | "kB" | "kb" | "Kb" => 1e3,
+        "M" | "m" | "MB" | "mb" | "Mb" => 1e6,
+        "G" | "g" | "GB" | "gb" | "Gb" => 1e9,
+        "T" | "t" | "TB" | "tb" | "Tb" => 1e12,
+        "Ki" | "KiB" => 1024.0,
+        "Mi" | "MiB" => 1024.0 * 1024.0,
+        "Gi" | "GiB" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" | "TiB" => 1024.0f64.powi(4),
+        _ => return Err(invalid()),
+    };
+    if number.is_empty() {
+        return Err(invalid());
+    }
+    let bytes = number.parse::<f64>().map_err(|_| invalid())? * multiplier;
+    if !(bytes.is_finite() && bytes >= MIN_MEMORY as f64 && bytes < 1e18) {
+        return Err(invalid());
+    }
+    Ok(bytes as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_spellings() {
+        assert_eq!(parse_cpu("2"), Ok(2.0));
+        assert_eq!(parse_cpu("0.5"), Ok(0.5));
+        assert_eq!(parse_cpu("500m"), Ok(0.5));
+        assert_eq!(parse_cpu(" 1 "), Ok(1.0));
+        for bad in [
+            "", "0", "-1", "two", "1e3", "1.5.2", "m", "nan", "inf", "5000",
+        ] {
+            let e = parse_cpu(bad).unwrap_err();
+            assert!(e.contains("resources.cpu_limit"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn memory_spellings() {
+        assert_eq!(parse_memory("512MB"), Ok(512_000_000));
+        assert_eq!(parse_memory("1GB"), Ok(1_000_000_000));
+        assert_eq!(parse_memory("1Gi"), Ok(1 << 30));
+        assert_eq!(parse_memory("512Mi"), Ok(512 << 20));
+        assert_eq!(parse_memory("1.5Gi"), Ok(3 << 29));
+        assert_eq!(parse_memory("33554432"), Ok(32 << 20));
+        for bad in ["", "1", "1XB", "Gi", "-1Gi", "1 G i", "lots", "1kMi", "1e9"] {
+            let e = parse_memory(bad).unwrap_err();
+            assert!(e.contains("resources.memory_limit"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn cores_round_up() {
+        let l = Limits::parse(Some("0.5"), None, None).unwrap();
+        assert_eq!(l.cores(), Some(1));
+        let l = Limits::parse(Some("2.1"), Some("1Gi"), Some(3.0)).unwrap();
+        assert_eq!((l.cores(), l.memory), (Some(3), Some(1 << 30)));
+        assert!(Limits::parse(Some("x"), None, None).is_err());
+    }
+}

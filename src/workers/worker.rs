@@ -1,0 +1,159 @@
+//! `ferroserve worker`: one deployed model's server. The same `server::run` as
+//! `serve`, restricted to one model (TF Serving's single-model mode: the model's own
+//! directory, watched for new versions), on the port the supervisor chose, with its
+//! own state directory and SQLite store, its threads sized to its CPU limit, and its
+//! request deadline from the deployment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::server::Listeners;
+use crate::settings::{LogFormat, ServeArgs, Settings, SingleModel};
+use crate::sources::Deployment;
+use crate::store::{ModelSettings, Store};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerArgs {
+    /// The model's name
+    #[arg(long)]
+    pub model: String,
+    /// The model's directory (its versions)
+    #[arg(long, value_name = "DIR")]
+    pub model_dir: PathBuf,
+    /// Where the REST API listens
+    #[arg(long, value_name = "HOST:PORT")]
+    pub rest_addr: SocketAddr,
+    /// Where gRPC listens (off when not given)
+    #[arg(long, value_name = "HOST:PORT")]
+    pub grpc_addr: Option<SocketAddr>,
+    /// The worker's own state directory (its store)
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: PathBuf,
+    /// The supervisor's pid: the worker exits at once if its parent is another
+    #[arg(long)]
+    pub parent_pid: Option<u32>,
+    /// Inference and async threads (ceil of the CPU limit) [default: every core]
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// The request deadline in seconds
+    #[arg(long)]
+    pub timeout_secs: Option<f64>,
+    /// Exit (code 88, reported as OOM) when the resident memory passes this
+    #[arg(long, value_name = "BYTES")]
+    pub rss_limit_bytes: Option<u64>,
+    #[arg(long, value_name = "FILE")]
+    pub onnxruntime_path: Option<PathBuf>,
+    #[arg(long, value_name = "DIR")]
+    pub tensorflow_path: Option<PathBuf>,
+    #[arg(long, value_name = "FILE")]
+    pub auth_tokens: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+impl WorkerArgs {
+    /// The server settings of this worker.
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        let repository = self.state_dir.join("repository");
+        let mut settings = ServeArgs {
+            model_repository: Some(repository),
+            rest_addr: Some(self.rest_addr),
+            state_dir: Some(self.state_dir.clone()),
+            database_url: Some(format!(
+                "sqlite://{}",
+                self.state_dir.join("worker.db").display()
+            )),
+            inference_threads: self.threads,
+            max_concurrent_loads: Some(1),
+            onnxruntime_path: self.onnxruntime_path.clone(),
+            tensorflow_path: self.tensorflow_path.clone(),
+            auth_tokens: self.auth_tokens.clone(),
+            log_format: self.log_format,
+            // Stopping drains for at most this long; the supervisor kills later.
+            shutdown_timeout_secs: Some(8.0),
+            ..ServeArgs::default()
+        }
+        .into_settings()?;
+        settings.single_model = Some(SingleModel {
+            name: self.model.clone(),
+            base_path: self.model_dir.clone(),
+        });
+        settings.worker_ports = None;
+        settings.registry_addr = None;
+        Ok(settings)
+    }
+
+    /// Runs the worker until `shutdown`.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        if let Some(parent) = self.parent_pid {
+            // SAFETY: getppid has no preconditions.
+            if unsafe { libc::getppid() } as u32 != parent {
+                anyhow::bail!("the supervisor (pid {parent}) is gone");
+            }
+        }
+        let settings = self.settings()?;
+        std::fs::create_dir_all(&settings.model_repository)
+            .with_context(|| format!("cannot create {}", settings.model_repository.display()))?;
+        // The deployment's timeout reaches the model the way a deployment's does in
+        // the main server: through the store `server::run` restores from.
+        let store = Store::open(&settings.database_url(), settings.database_timeout, true)
+            .await
+            .map_err(|e| anyhow::anyhow!("worker store: {e}"))?;
+        store
+            .save_model_settings(&ModelSettings {
+                model: self.model.clone(),
+                stopped: false,
+                deployment: Some(Deployment {
+                    timeout_secs: self.timeout_secs,
+                    ..Deployment::default()
+                }),
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("worker store: {e}"))?;
+        store.close().await;
+        if let Some(limit) = self.rss_limit_bytes {
+            start_rss_watchdog(limit)?;
+        }
+        let rest = crate::server::listen(self.rest_addr)
+            .with_context(|| format!("cannot listen on {}", self.rest_addr))?;
+        let grpc = match self.grpc_addr {
+            Some(addr) => Some(
+                crate::server::listen(addr).with_context(|| format!("cannot listen on {addr}"))?,
+            ),
+            None => None,
+        };
+        crate::server::run(settings, Listeners { rest, grpc }, shutdown).await
+    }
+}
+
+/// How often the watchdog reads the resident memory.
+const RSS_POLL: Duration = Duration::from_millis(20);
+
+/// Exits the process (code [`super::WATCHDOG_EXIT_CODE`]) once its resident memory
+/// passes `limit`: the memory limit where no cgroup can enforce it.
+fn start_rss_watchdog(limit: u64) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("ferroserve-rss-watchdog".into())
+        .spawn(move || loop {
+            if let Some(u) = super::limits::process_usage(std::process::id()) {
+                if u.rss_bytes > limit {
+                    eprintln!(
+                        "worker: resident memory {} bytes is past the memory limit of {limit} \
+                         bytes; exiting",
+                        u.rss_bytes
+                    );
+                    // SAFETY: _exit ends the process at once, with no unwinding.
+                    unsafe { libc::_exit(super::WATCHDOG_EXIT_CODE) };
+                }
+            }
+            std::thread::sleep(RSS_POLL);
+        })
+        .context("cannot start the RSS watchdog")?;
+    Ok(())
+}

@@ -1,0 +1,742 @@
+//! Isolated deployments (issue 14), black-box against the real binary: the old
+//! service's workflow with real worker processes, restarts after a kill, OOM past a
+//! memory limit, crash-loop, port exhaustion, redeploys, a main-server restart, and
+//! no worker outliving its server.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::child::{free_port, ChildServer};
+use common::root_path;
+use serde_json::{json, Value};
+
+const ROW: [f64; 4] = [5.1, 3.5, 1.4, 0.2];
+
+/// A range of ports for one test's workers: `n` ports from a free one.
+fn port_range(n: u16) -> (u16, u16) {
+    let first = free_port().min(65535 - n);
+    (first, first + n - 1)
+}
+
+async fn start_server(repo: &Path, ports: (u16, u16), extra: &[&str]) -> ChildServer {
+    start_server_with_grpc(repo, ports, free_port(), extra).await
+}
+
+async fn start_server_with_grpc(
+    repo: &Path,
+    ports: (u16, u16),
+    grpc_port: u16,
+    extra: &[&str],
+) -> ChildServer {
+    let rest: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferroserve"));
+    command
+        .arg("serve")
+        .arg("--model-repository")
+        .arg(repo)
+        .arg("--rest-addr")
+        .arg(rest.to_string())
+        .arg("--grpc-addr")
+        .arg(format!("127.0.0.1:{grpc_port}"))
+        .arg("--worker-ports")
+        .arg(format!("{}-{}", ports.0, ports.1))
+        .arg("--inference-threads")
+        .arg("1")
+        .args(extra);
+    ChildServer::start(command, rest).await
+}
+
+fn install(repo: &Path, model: &str, fixture: &str) {
+    let dir = repo.join(model).join("1");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(root_path(fixture), dir.join("model.onnx")).unwrap();
+}
+
+async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let r = request
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn get(url: String) -> (u16, Value) {
+    send(reqwest::Client::new().get(url)).await
+}
+
+async fn post(url: String, body: &Value) -> (u16, Value) {
+    send(reqwest::Client::new().post(url).json(body)).await
+}
+
+async fn deploy(server: &ChildServer, body: Value) -> (u16, Value) {
+    post(server.url("/deploy"), &body).await
+}
+
+async fn registry(server: &ChildServer, model: &str) -> Value {
+    let (code, body) = get(server.url(&format!("/registry/services/{model}"))).await;
+    assert_eq!(code, 200, "{body}");
+    body
+}
+
+/// Polls the registry until `done` holds for the model's entry, up to `limit`.
+async fn wait_registry(
+    server: &ChildServer,
+    model: &str,
+    limit: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let entry = registry(server, model).await;
+        if done(&entry) {
+            return entry;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "registry entry of {model} not as expected within {limit:?}: {entry}\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn alive(pid: u64) -> bool {
+    // A reaped process has no /proc entry; a zombie counts as gone.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+fn kill9(pid: u64) {
+    assert!(Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// Waits until none of `pids` runs, up to `limit`.
+fn assert_gone(pids: &[u64], limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while pids.iter().any(|p| alive(*p)) {
+        assert!(
+            Instant::now() < deadline,
+            "worker processes outlived their server: {:?}",
+            pids.iter().filter(|p| alive(**p)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn pid_of(entry: &Value) -> u64 {
+    entry["pid"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no pid: {entry}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_old_workflow_runs_in_a_worker_process() {
+    let repo = tempfile::tempdir().unwrap();
+    let ports = port_range(20);
+    let server = start_server(repo.path(), ports, &[]).await;
+    let client = reqwest::Client::new();
+
+    // Upload, as the old client did.
+    let model_file = std::fs::read(root_path("examples/models/iris_lr/1/model.onnx")).unwrap();
+    let form = reqwest::multipart::Form::new()
+        .text("model_id", "iris")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(model_file).file_name("iris.onnx"),
+        );
+    let (code, body) = send(client.post(server.url("/upload_model")).multipart(form)).await;
+    assert_eq!(code, 200, "{body}");
+    let (code, in_process) = post(
+        server.url("/predict"),
+        &json!({"model_id": "iris", "features": ROW}),
+    )
+    .await;
+    assert_eq!(code, 200, "{in_process}");
+
+    // Bad resources name the field; unknown models are 404.
+    let (code, body) = deploy(
+        &server,
+        json!({"model_id": "iris", "resources": {"memory_limit": "lots"}}),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("resources.memory_limit"),
+        "{body}"
+    );
+    let (code, body) = deploy(
+        &server,
+        json!({"model_id": "iris", "resources": {"cpu_limit": "two"}}),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("resources.cpu_limit"),
+        "{body}"
+    );
+    assert_eq!(deploy(&server, json!({"model_id": "nope"})).await.0, 404);
+
+    // Deploy: the old service's answer, a process of its own on a port of the range.
+    let (code, answer) = deploy(
+        &server,
+        json!({"model_id": "iris", "environment": "production",
+               "resources": {"cpu_limit": "1", "memory_limit": "512Mi", "timeout": 10}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{answer}\n{}", server.log());
+    for field in [
+        "message",
+        "service_url",
+        "port",
+        "pid",
+        "model_id",
+        "environment",
+        "resources",
+    ] {
+        assert!(!answer[field].is_null(), "{field} missing: {answer}");
+    }
+    assert_eq!(answer["model_id"], "iris");
+    assert_eq!(answer["environment"], "production");
+    assert_eq!(answer["resources"]["memory_limit"], "512Mi");
+    let port = answer["port"].as_u64().unwrap() as u16;
+    assert!((ports.0..=ports.1).contains(&port), "{answer}");
+    let pid = pid_of(&answer);
+    assert_ne!(
+        pid,
+        u64::from(server.pid()),
+        "the worker is another process"
+    );
+    assert!(alive(pid));
+    assert_eq!(
+        answer["enforced"],
+        json!({"cpu_limit": true, "memory_limit": true, "timeout": true})
+    );
+    assert_eq!(
+        answer["service_url"],
+        format!("http://127.0.0.1:{port}/predict/iris")
+    );
+
+    // Predict through the main service (forwarded) and on the worker's own port.
+    let (code, forwarded) = post(
+        server.url("/predict"),
+        &json!({"model_id": "iris", "features": ROW}),
+    )
+    .await;
+    assert_eq!(code, 200, "{forwarded}");
+    assert_eq!(forwarded["prediction"], in_process["prediction"]);
+    let (code, direct) = post(
+        format!("http://127.0.0.1:{port}/predict"),
+        &json!({"model_id": "iris", "features": ROW}),
+    )
+    .await;
+    assert_eq!(
+        (code, &direct["prediction"]),
+        (200, &in_process["prediction"]),
+        "{direct}"
+    );
+    let (code, tfs) = post(
+        server.url("/v1/models/iris:predict"),
+        &json!({"instances": [ROW]}),
+    )
+    .await;
+    assert_eq!(code, 200, "{tfs}");
+    let (code, meta) = get(server.url("/v2/models/iris")).await;
+    assert_eq!(code, 200, "{meta}");
+    // Errors pass through with the worker's status and body.
+    let (code, bad) = post(
+        server.url("/predict"),
+        &json!({"model_id": "iris", "features": [1.0]}),
+    )
+    .await;
+    assert_eq!(code, 400, "{bad}");
+    assert!(bad["error"].is_string(), "{bad}");
+    // Its own /metrics on its port.
+    let (code, _) = get(format!("http://127.0.0.1:{port}/metrics")).await;
+    assert_eq!(code, 200);
+
+    // cpu_limit = 1 keeps the worker on one core.
+    let entry = registry(&server, "iris").await;
+    assert_eq!(entry["state"], "ready", "{entry}");
+    let cores = entry["cores_allowed"].as_str().unwrap();
+    assert!(
+        !cores.contains(',') && !cores.contains('-'),
+        "one core: {entry}"
+    );
+    assert!(entry["rss_bytes"].as_u64().unwrap() > 1 << 20, "{entry}");
+    assert!(entry["cpu_seconds"].as_f64().is_some(), "{entry}");
+    let (code, list) = get(server.url("/registry/services")).await;
+    assert_eq!(code, 200);
+    assert_eq!(list["services"].as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(get(server.url("/registry/services/nope")).await.0, 404);
+
+    // Status and the main server's per-deployment metrics.
+    let (code, status) = get(server.url("/models/status")).await;
+    assert_eq!(code, 200);
+    let m = status["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model_id"] == "iris")
+        .unwrap();
+    assert_eq!(m["worker"]["pid"], json!(pid), "{m}");
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("ferroserve_worker_up{model=\"iris\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("ferroserve_worker_memory_limit_bytes{model=\"iris\"} 536870912"));
+
+    // A new version on disk reaches the worker (it watches the model's directory).
+    let v2 = repo.path().join("iris/2");
+    std::fs::create_dir_all(&v2).unwrap();
+    std::fs::copy(
+        root_path("examples/models/iris_dt/1/model.onnx"),
+        v2.join("model.onnx"),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, body) = post(
+            format!("http://127.0.0.1:{port}/predict"),
+            &json!({"model_id": "iris", "features": ROW}),
+        )
+        .await;
+        assert_eq!(code, 200, "{body}");
+        if body["version"] == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "version 2 never served: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Stop: the worker drains and goes, the files stay; deploying again brings it back.
+    assert!(repo
+        .path()
+        .join(format!(".ferroserve/workers/iris-{port}/worker.db"))
+        .is_file());
+    let (code, body) = send(client.post(server.url("/stop_deployment/iris"))).await;
+    assert_eq!(code, 200, "{body}");
+    assert_gone(&[pid], Duration::from_secs(15));
+    assert_eq!(get(server.url("/registry/services/iris")).await.0, 404);
+    assert!(repo.path().join("iris/1/model.onnx").is_file());
+    let worker_state = repo.path().join(format!(".ferroserve/workers/iris-{port}"));
+    assert!(!worker_state.exists(), "{}", worker_state.display());
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("ferroserve_worker_up{model=\"iris\"} 0"),
+        "{metrics}"
+    );
+    let (code, _) = post(
+        server.url("/predict"),
+        &json!({"model_id": "iris", "features": ROW}),
+    )
+    .await;
+    assert_eq!(code, 404);
+    let (code, answer) = deploy(&server, json!({"model_id": "iris"})).await;
+    assert_eq!(code, 200, "{answer}");
+    let pid = pid_of(&answer);
+    assert_eq!(
+        answer["enforced"],
+        json!({"cpu_limit": false, "memory_limit": false, "timeout": false})
+    );
+
+    // Delete: the worker stops, the files go.
+    let (code, body) = send(client.delete(server.url("/delete_model/iris"))).await;
+    assert_eq!(code, 200, "{body}");
+    assert_gone(&[pid], Duration::from_secs(15));
+    assert!(!repo.path().join("iris").exists());
+    assert_eq!(get(server.url("/registry/services/iris")).await.0, 404);
+    let (code, _) = post(
+        server.url("/predict"),
+        &json!({"model_id": "iris", "features": ROW}),
+    )
+    .await;
+    assert_eq!(code, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_restarts_within_two_seconds_and_clients_see_only_503() {
+    let repo = tempfile::tempdir().unwrap();
+    install(repo.path(), "iris", "examples/models/iris_lr/1/model.onnx");
+    // The registry on a listener of its own too, as the old service's was.
+    let registry_addr = format!("127.0.0.1:{}", free_port());
+    let server = start_server(
+        repo.path(),
+        port_range(20),
+        &["--registry-addr", &registry_addr],
+    )
+    .await;
+    let (code, answer) = deploy(&server, json!({"model_id": "iris"})).await;
+    assert_eq!(code, 200, "{answer}");
+    let pid = pid_of(&answer);
+    let (code, list) = get(format!("http://{registry_addr}/registry/services")).await;
+    assert_eq!(code, 200, "{list}");
+    assert_eq!(list["services"][0]["pid"], json!(pid), "{list}");
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let url = server.url("/predict");
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (stop, url) = (stop.clone(), url.clone());
+        clients.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut codes = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = client
+                    .post(&url)
+                    .json(&json!({"model_id": "iris", "features": ROW}))
+                    .timeout(Duration::from_secs(10))
+                    .send()
+                    .await
+                    .unwrap();
+                if r.status() == 503 {
+                    assert!(r.headers().contains_key("retry-after"));
+                }
+                codes.push(r.status().as_u16());
+            }
+            codes
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let killed = Instant::now();
+    kill9(pid);
+    let entry = wait_registry(&server, "iris", Duration::from_secs(10), |e| {
+        e["state"] == "ready" && e["pid"].as_u64().is_some_and(|p| p != pid)
+    })
+    .await;
+    let restarted_in = killed.elapsed();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut codes = Vec::new();
+    for c in clients {
+        codes.extend(c.await.unwrap());
+    }
+    assert!(
+        restarted_in < Duration::from_secs(2),
+        "restarted in {restarted_in:?}"
+    );
+    assert!(codes.iter().all(|c| *c == 200 || *c == 503), "{codes:?}");
+    assert_eq!(*codes.last().unwrap(), 200, "predictions resume");
+    assert_eq!(entry["restarts"], 1, "{entry}");
+    assert_eq!(entry["last_exit"]["signal"], 9, "{entry}");
+    assert_eq!(entry["last_exit"]["oom"], false, "{entry}");
+    let new_pid = pid_of(&entry);
+    drop(server);
+    assert_gone(&[new_pid], Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_past_its_memory_limit_is_reported_oom_and_others_carry_on() {
+    let repo = tempfile::tempdir().unwrap();
+    install(
+        repo.path(),
+        "hog",
+        "tests/fixtures/onnx/memory_hog/model.onnx",
+    );
+    install(repo.path(), "iris", "examples/models/iris_lr/1/model.onnx");
+    let server = start_server(repo.path(), port_range(20), &[]).await;
+    let (code, hog) = deploy(
+        &server,
+        json!({"model_id": "hog", "resources": {"memory_limit": "256Mi"}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{hog}\n{}", server.log());
+    assert_eq!(hog["enforced"]["memory_limit"], true, "{hog}");
+    let (code, iris) = deploy(&server, json!({"model_id": "iris"})).await;
+    assert_eq!(code, 200, "{iris}");
+    let infer = |mib: i64| json!({"inputs": [{"name": "mib", "datatype": "INT64", "shape": [1], "data": [mib]}]});
+    let (code, small) = post(server.url("/v2/models/hog/infer"), &infer(2)).await;
+    assert_eq!(code, 200, "{small}");
+    assert_eq!(small["outputs"][0]["data"], json!([524288.0]), "{small}");
+
+    // 1 GiB in a worker limited to 256 MiB.
+    let (code, body) = post(server.url("/v2/models/hog/infer"), &infer(1024)).await;
+    assert_eq!(code, 503, "{body}");
+    let entry = wait_registry(&server, "hog", Duration::from_secs(10), |e| {
+        e["last_exit"]["oom"] == true
+    })
+    .await;
+    assert_ne!(entry["pid"], hog["pid"], "{entry}");
+    // The main server and the other worker never noticed.
+    let (code, _) = post(
+        server.url("/predict"),
+        &json!({"model_id": "iris", "features": ROW}),
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(registry(&server, "iris").await["pid"], iris["pid"]);
+    assert_eq!(registry(&server, "iris").await["restarts"], 0);
+    // And the hog serves again once restarted.
+    wait_registry(&server, "hog", Duration::from_secs(10), |e| {
+        e["state"] == "ready"
+    })
+    .await;
+    let (code, small) = post(server.url("/v2/models/hog/infer"), &infer(1)).await;
+    assert_eq!(code, 200, "{small}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failures_end_in_crash_loop_and_a_full_port_range_is_503() {
+    let repo = tempfile::tempdir().unwrap();
+    install(repo.path(), "iris", "examples/models/iris_lr/1/model.onnx");
+    install(repo.path(), "other", "examples/models/iris_dt/1/model.onnx");
+    let ports = port_range(1);
+    let server = start_server(repo.path(), ports, &[]).await;
+    let (code, answer) = deploy(&server, json!({"model_id": "iris"})).await;
+    assert_eq!(code, 200, "{answer}");
+
+    // One port: the next deployment has nowhere to go.
+    let (code, body) = deploy(&server, json!({"model_id": "other"})).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("no free worker port"),
+        "{body}"
+    );
+
+    // Five deaths within the window: crash-loop, no restart, 503 on predict.
+    let mut pid = pid_of(&answer);
+    for i in 0..5 {
+        kill9(pid);
+        if i < 4 {
+            let entry = wait_registry(&server, "iris", Duration::from_secs(20), |e| {
+                e["state"] == "ready" && e["pid"].as_u64().is_some_and(|p| p != pid)
+            })
+            .await;
+            pid = pid_of(&entry);
+        }
+    }
+    let entry = wait_registry(&server, "iris", Duration::from_secs(10), |e| {
+        e["state"] == "crash-loop"
+    })
+    .await;
+    assert!(entry["pid"].is_null(), "{entry}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        registry(&server, "iris").await["state"],
+        "crash-loop",
+        "stays there"
+    );
+    let (code, _) = post(
+        server.url("/predict"),
+        &json!({"model_id": "iris", "features": ROW}),
+    )
+    .await;
+    assert_eq!(code, 503);
+    // Deploying again starts it afresh.
+    let (code, answer) = deploy(&server, json!({"model_id": "iris"})).await;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["state"], "ready");
+    let pid = pid_of(&answer);
+    drop(server);
+    assert_gone(&[pid], Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redeploys_replace_the_worker_and_a_restart_restores_it() {
+    let repo = tempfile::tempdir().unwrap();
+    install(repo.path(), "iris", "examples/models/iris_lr/1/model.onnx");
+    let ports = port_range(20);
+    let mut server = start_server(repo.path(), ports, &[]).await;
+    let (code, first) = deploy(
+        &server,
+        json!({"model_id": "iris", "resources": {"cpu_limit": "1"}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{first}");
+
+    // Deploying again with new resources: a new worker, no failed request meanwhile.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client_task = {
+        let (stop, url) = (stop.clone(), server.url("/predict"));
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut codes = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = client
+                    .post(&url)
+                    .json(&json!({"model_id": "iris", "features": ROW}))
+                    .send()
+                    .await
+                    .unwrap();
+                codes.push(r.status().as_u16());
+            }
+            codes
+        })
+    };
+    let (code, second) = deploy(
+        &server,
+        json!({"model_id": "iris", "resources": {"cpu_limit": "2", "memory_limit": "1Gi"}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{second}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let codes = client_task.await.unwrap();
+    assert!(
+        !codes.is_empty() && codes.iter().all(|c| *c == 200),
+        "{codes:?}"
+    );
+    assert_ne!(second["pid"], first["pid"]);
+    assert_eq!(second["resources"]["memory_limit"], "1Gi");
+    assert_gone(&[pid_of(&first)], Duration::from_secs(15));
+    let port = second["port"].clone();
+
+    // The main server stops: so does its worker. It starts again: so does the worker,
+    // on the same port.
+    server.terminate();
+    assert!(server.wait_exit(Duration::from_secs(30)).is_some());
+    assert_gone(&[pid_of(&second)], Duration::from_secs(5));
+    drop(server);
+    let server = start_server(repo.path(), ports, &[]).await;
+    let entry = wait_registry(&server, "iris", Duration::from_secs(30), |e| {
+        e["state"] == "ready"
+    })
+    .await;
+    assert_eq!(entry["port"], port, "{entry}");
+    assert_eq!(entry["resources"]["memory_limit"], "1Gi");
+    let (code, _) = post(
+        server.url("/predict"),
+        &json!({"model_id": "iris", "features": ROW}),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let pid = pid_of(&entry);
+    drop(server);
+    assert_gone(&[pid], Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_cgroups_the_rss_watchdog_enforces_the_memory_limit() {
+    let repo = tempfile::tempdir().unwrap();
+    install(
+        repo.path(),
+        "hog",
+        "tests/fixtures/onnx/memory_hog/model.onnx",
+    );
+    let server = start_server(repo.path(), port_range(20), &["--worker-cgroups", "false"]).await;
+    let (code, hog) = deploy(
+        &server,
+        json!({"model_id": "hog", "resources": {"memory_limit": "256Mi", "cpu_limit": "1"}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{hog}\n{}", server.log());
+    assert_eq!(
+        hog["enforcement"],
+        json!({"memory_limit": "rlimit_and_watchdog", "cpu_limit": "affinity", "timeout": "none"}),
+        "{hog}"
+    );
+    assert_eq!(hog["enforced"]["timeout"], false, "{hog}");
+    let infer = |mib: i64| json!({"inputs": [{"name": "mib", "datatype": "INT64", "shape": [1], "data": [mib]}]});
+    let (code, body) = post(server.url("/v2/models/hog/infer"), &infer(1024)).await;
+    assert_eq!(code, 503, "{body}");
+    let entry = wait_registry(&server, "hog", Duration::from_secs(10), |e| {
+        e["last_exit"]["oom"] == true
+    })
+    .await;
+    assert_eq!(entry["last_exit"]["exit_code"], 88, "{entry}");
+    wait_registry(&server, "hog", Duration::from_secs(10), |e| {
+        e["state"] == "ready"
+    })
+    .await;
+    let (code, small) = post(server.url("/v2/models/hog/infer"), &infer(1)).await;
+    assert_eq!(code, 200, "{small}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_for_a_deployed_model_reach_its_worker() {
+    use ferroserve_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+    use ferroserve_proto::inference::model_infer_request::InferInputTensor;
+    use ferroserve_proto::inference::{InferTensorContents, ModelInferRequest};
+
+    let repo = tempfile::tempdir().unwrap();
+    install(
+        repo.path(),
+        "hog",
+        "tests/fixtures/onnx/memory_hog/model.onnx",
+    );
+    let grpc_port = free_port();
+    let server = start_server_with_grpc(repo.path(), port_range(20), grpc_port, &[]).await;
+    let (code, answer) = deploy(&server, json!({"model_id": "hog"})).await;
+    assert_eq!(code, 200, "{answer}");
+    let pid = pid_of(&answer);
+    let mut client = GrpcInferenceServiceClient::connect(format!("http://127.0.0.1:{grpc_port}"))
+        .await
+        .unwrap();
+    let request = || ModelInferRequest {
+        model_name: "hog".into(),
+        inputs: vec![InferInputTensor {
+            name: "mib".into(),
+            datatype: "INT64".into(),
+            shape: vec![1],
+            contents: Some(InferTensorContents {
+                int64_contents: vec![2],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let answer = client.model_infer(request()).await.unwrap().into_inner();
+    assert_eq!(answer.model_name, "hog");
+    assert_eq!(
+        answer.outputs[0].contents.as_ref().unwrap().fp32_contents,
+        vec![524288.0]
+    );
+    // Forwarded, not answered by the main server's own copy: with the worker down
+    // the call is UNAVAILABLE, and it answers again once the worker is back.
+    kill9(pid);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut saw_unavailable = false;
+    loop {
+        match client.model_infer(request()).await {
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                saw_unavailable = true;
+            }
+            Ok(_) if saw_unavailable => break,
+            Ok(_) => {}
+        }
+        assert!(Instant::now() < deadline, "no UNAVAILABLE then recovery");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let entry = registry(&server, "hog").await;
+    assert_ne!(pid_of(&entry), pid);
+    assert!(entry["grpc_port"].as_u64().unwrap() > 0, "{entry}");
+}
