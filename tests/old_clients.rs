@@ -75,7 +75,7 @@ async fn every_error_on_every_route_is_json() {
     for (method, path) in [
         ("GET", "/nope"),
         ("POST", "/nope/deeper"),
-        ("GET", "/"),
+        ("GET", "/nope/"),
         ("DELETE", "/v2/models/iris_lr/infer/extra"),
         ("GET", "/v1/models/iris_lr/other"),
     ] {

@@ -303,6 +303,17 @@ async fn the_old_workflow_runs_in_a_worker_process() {
         .find(|m| m["model_id"] == "iris")
         .unwrap();
     assert_eq!(m["worker"]["pid"], json!(pid), "{m}");
+    // The console shows the worker process and how its limits are held.
+    let page = reqwest::get(server.url("/console/fragments/models/iris"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Worker process"), "{page}");
+    assert!(page.contains(&format!("pid {pid}")), "{page}");
+    assert!(!page.contains("recorded, not applied"), "{page}");
+    assert!(page.contains("enforced"), "{page}");
     let metrics = reqwest::get(server.url("/metrics"))
         .await
         .unwrap()

@@ -40,6 +40,7 @@ use crate::http::{status_code, AppState};
 use crate::jobs::JobView;
 use crate::manager::VersionRequest;
 use crate::tensor::DataType;
+use crate::workers::WorkerStatus;
 
 /// How often the pages refresh their live parts; the charts sample every second.
 const REFRESH: &str = "every 2s";
@@ -225,6 +226,8 @@ struct ModelRow {
     problems: Vec<String>,
     events: Vec<EventRow>,
     deployment: Vec<(&'static str, String)>,
+    /// The worker process serving the model when it is deployed in one.
+    worker: Option<WorkerRow>,
 }
 
 struct VersionRow {
@@ -250,7 +253,9 @@ fn time_text(ms: i64) -> String {
 }
 
 impl ModelRow {
-    fn from_summary(m: ModelSummary) -> ModelRow {
+    /// `worker`: the model's worker process when it is deployed in one; its limits
+    /// are then enforced (or said not to be), so they are not shown as merely recorded.
+    fn from_summary(m: ModelSummary, worker: Option<&WorkerStatus>) -> ModelRow {
         let mut problems = Vec::new();
         problems.extend(m.config_error.clone());
         problems.extend(m.policy_warning.clone());
@@ -261,9 +266,31 @@ impl ModelRow {
                 m.settings_needing_reload.join(", ")
             ));
         }
-        let deployment = match &m.deployment {
-            None => Vec::new(),
-            Some(d) => {
+        let deployment = match (&m.deployment, worker) {
+            (None, _) => Vec::new(),
+            (Some(d), Some(w)) => {
+                let or_none = |v: &Option<String>| v.clone().unwrap_or_else(|| "—".into());
+                let limit = |v: &Option<String>, e: crate::workers::limits::Enforcement| {
+                    v.as_ref()
+                        .map_or_else(|| "—".into(), |v| format!("{v} ({})", e.describe()))
+                };
+                vec![
+                    ("environment", or_none(&d.environment)),
+                    ("cpu limit", limit(&d.cpu_limit, w.enforced.cpu_limit)),
+                    (
+                        "memory limit",
+                        limit(&d.memory_limit, w.enforced.memory_limit),
+                    ),
+                    (
+                        "timeout",
+                        d.timeout_secs.map_or_else(
+                            || "—".into(),
+                            |t| format!("{t} s ({})", w.enforced.timeout.describe()),
+                        ),
+                    ),
+                ]
+            }
+            (Some(d), None) => {
                 let or_none = |v: &Option<String>| v.clone().unwrap_or_else(|| "—".into());
                 vec![
                     ("environment", or_none(&d.environment)),
@@ -328,7 +355,54 @@ impl ModelRow {
                 })
                 .collect(),
             deployment,
+            worker: worker.map(WorkerRow::from_status),
             name: m.model,
+        }
+    }
+}
+
+/// A deployed model's worker process, as the registry reports it.
+struct WorkerRow {
+    state: &'static str,
+    healthy: bool,
+    pid: String,
+    service_url: String,
+    restarts: u64,
+    started: String,
+    last_exit: String,
+    rss: String,
+    cpu_seconds: String,
+    cores: String,
+}
+
+impl WorkerRow {
+    fn from_status(w: &WorkerStatus) -> WorkerRow {
+        let base = format!("http://{}", SocketAddr::new(w.host, w.port));
+        WorkerRow {
+            state: w.state.as_str(),
+            healthy: w.healthy,
+            pid: w.pid.map(|p| p.to_string()).unwrap_or_else(|| "—".into()),
+            service_url: format!("{base}/predict/{}", w.model),
+            restarts: w.restarts,
+            started: w
+                .started_at
+                .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+                .unwrap_or_else(|| "—".into()),
+            last_exit: w.last_exit.as_ref().map_or_else(
+                || "—".into(),
+                |e| {
+                    let oom = if e.oom { " (out of memory)" } else { "" };
+                    format!("{}{oom}", e.reason)
+                },
+            ),
+            rss: w.usage.map_or_else(
+                || "—".into(),
+                |u| format!("{:.1} MiB", u.rss_bytes as f64 / (1024.0 * 1024.0)),
+            ),
+            cpu_seconds: w
+                .usage
+                .map_or_else(|| "—".into(), |u| format!("{:.2} s", u.cpu_seconds)),
+            cores: w.cores_allowed.clone().unwrap_or_else(|| "any".into()),
         }
     }
 }
@@ -357,9 +431,17 @@ struct ModelsFragment {
 }
 
 async fn models_fragment(State(state): State<AppState>) -> Response {
+    let workers = state
+        .workers
+        .get()
+        .map(|w| w.statuses())
+        .unwrap_or_default();
     let models = api::manage::models_status(&state)
         .into_iter()
-        .map(ModelRow::from_summary)
+        .map(|m| {
+            let worker = workers.get(&m.model);
+            ModelRow::from_summary(m, worker)
+        })
         .collect();
     html(StatusCode::OK, &ModelsFragment { models })
 }
@@ -371,11 +453,12 @@ struct ModelFragment {
 }
 
 async fn model_fragment(State(state): State<AppState>, Path(model): Path<String>) -> Response {
+    let worker = state.workers.get().and_then(|w| w.status(&model));
     match api::manage::model_summary(&state, &model) {
         Ok(summary) => html(
             StatusCode::OK,
             &ModelFragment {
-                m: ModelRow::from_summary(summary),
+                m: ModelRow::from_summary(summary, worker.as_ref()),
             },
         ),
         Err(e) => error_fragment(&e),

@@ -58,6 +58,9 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .merge(openapi::routes(&state.settings))
+        // The web console (and `/`, which redirects to it): its pages and fragments
+        // are HTML, errors included; `json_errors` passes HTML answers untouched.
+        .merge(crate::console::routes())
         .layer(DefaultBodyLimit::max(state.settings.max_request_bytes))
         // A deployed model's requests go to its worker (issue 14).
         .layer(axum::middleware::from_fn_with_state(
@@ -68,10 +71,6 @@ pub fn router(state: AppState) -> Router {
         // route, the default fallback (unknown path) and each route's wrong-method
         // answer, so that no error leaves without the documented JSON body.
         .layer(axum::middleware::from_fn(json_errors))
-        // The web console (and `/`, which redirects to it): its pages and fragments
-        // are HTML, errors included, so it sits outside `json_errors`, and inside the
-        // access layer like every route.
-        .merge(crate::console::routes())
         // Outermost, so every route (unknown ones too) is authorised first.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -125,18 +124,20 @@ const QUOTED_ERROR_BODY_LIMIT: usize = 4096;
 /// Makes every error response `{"error": "..."}`: axum answers an unknown path (404),
 /// a known path with the wrong method (405, `Allow` header kept) and a malformed path
 /// or query string (extractor rejections, 400) with an empty or plain-text body. Errors
-/// that are JSON already (every [`HttpError`]) pass untouched.
+/// that are JSON already (every [`HttpError`]) pass untouched, and so do the web
+/// console's HTML error pages (`crate::console`), which are for people.
 async fn json_errors(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let response = next.run(request).await;
     let status = response.status();
-    let is_json = response
+    let content_type = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        .and_then(|v| v.to_str().ok());
+    let is_json = content_type.is_some_and(|v| v.starts_with("application/json"));
+    let is_html = content_type.is_some_and(|v| v.starts_with("text/html"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json || is_html {
         return response;
     }
     let (mut parts, body) = response.into_parts();

@@ -34,6 +34,20 @@ impl Enforcement {
     pub fn is_enforced(self) -> bool {
         self != Enforcement::None
     }
+
+    /// How the limit is held, in words for people (the console).
+    pub fn describe(self) -> &'static str {
+        match self {
+            Enforcement::None => "not enforced",
+            Enforcement::Cgroup => "enforced by a cgroup limit",
+            Enforcement::RlimitAndWatchdog => {
+                "enforced by an address-space rlimit and the worker's RSS watchdog"
+            }
+            Enforcement::Affinity => "enforced by pinning the worker to that many cores",
+            Enforcement::AffinityAndCgroup => "enforced by pinned cores and a cgroup CPU quota",
+            Enforcement::RequestDeadline => "enforced as the worker's request deadline",
+        }
+    }
 }
 
 /// The cgroup v1 directories a worker was put in, kept across its restarts and
