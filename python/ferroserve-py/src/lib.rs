@@ -30,13 +30,13 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyCapsule, PyDict, PyList, PyTuple};
 
 create_exception!(
-    _native,
+    ferroserve._native,
     ModelError,
     PyException,
     "The file is not a model ferroserve can load (refused, malformed or unsupported)."
 );
 create_exception!(
-    _native,
+    ferroserve._native,
     PredictError,
     PyValueError,
     "The data does not fit the model's inputs."
@@ -149,6 +149,27 @@ impl Model {
     fn predict_batch(&self, batch: &RecordBatch) -> Result<Labels, String> {
         let schema = self.model.input_schema();
         let labels = match schema {
+            // A dense model given string columns: a ColumnTransformer selecting by
+            // position; the reader lays the columns out by the model's feature names.
+            InputSchema::Dense { .. } if batch.columns().iter().any(is_string) => {
+                let schema = batch.schema();
+                let columns = batch
+                    .columns()
+                    .iter()
+                    .zip(schema.fields())
+                    .map(|(array, field)| {
+                        let name = field.name();
+                        let values = match is_string(array) {
+                            true => Column::Str(string_values(name, array)?),
+                            false => Column::Num(numeric_values(name, array)?),
+                        };
+                        Ok((name.clone(), values))
+                    })
+                    .collect::<Result<Vec<_>, String>>()?;
+                self.model
+                    .predict(&Input::Columns(columns))
+                    .map_err(|e| e.to_string())?
+            }
             InputSchema::Dense { n_features } => {
                 let columns = dense_columns(batch, *n_features, self.model.feature_names())?;
                 let n_rows = batch.num_rows();
@@ -273,6 +294,13 @@ fn numeric_values(name: &str, array: &ArrayRef) -> Result<Vec<f64>, String> {
         }
         other => return Err(format!("column {name:?} is {other}, not a number type")),
     })
+}
+
+fn is_string(array: &ArrayRef) -> bool {
+    matches!(
+        array.data_type(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    )
 }
 
 fn string_values(name: &str, array: &ArrayRef) -> Result<Vec<Option<String>>, String> {

@@ -113,7 +113,8 @@ class Model:
         if isinstance(frame, pd.Series):
             frame = frame.to_frame()
         kind = self._native.input_kind
-        if kind == "dense":
+        numeric = all(pd.api.types.is_numeric_dtype(t) for t in frame.dtypes)
+        if kind == "dense" and numeric:
             names = self._native.feature_names
             if names is not None and all(n in frame.columns for n in names):
                 frame_in = frame[names]
@@ -129,8 +130,21 @@ class Model:
                 )
             labels = self._native._predict_text([str(t) for t in frame.iloc[:, 0]])
         else:
+            if kind == "columns":
+                specs = self._native.signature["inputs"]
+            else:
+                # A dense model given string columns (a ColumnTransformer selecting by
+                # position): every column goes, typed as pandas has it.
+                specs = [
+                    {
+                        "name": str(name),
+                        "used": True,
+                        "dtype": "float64" if pd.api.types.is_numeric_dtype(t) else "string",
+                    }
+                    for name, t in frame.dtypes.items()
+                ]
             columns = []
-            for spec in self._native.signature["inputs"]:
+            for spec in specs:
                 name = spec["name"]
                 if name not in frame.columns:
                     if spec["used"]:
