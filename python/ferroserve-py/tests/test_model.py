@@ -220,3 +220,9 @@ def test_predict_releases_the_gil():
     # Were the GIL held for the whole call, the sampler could not wake inside it at all.
     # Released, it wakes about every millisecond; allow a slow, loaded machine 10x.
     assert len(during) >= max(3, (after - before) / 0.01), (len(during), after - before)
+
+
+def test_load_cached_loads_a_file_once_per_process():
+    first = ferroserve.load_cached(IRIS)
+    assert ferroserve.load_cached(os.path.relpath(IRIS)) is first
+    assert ferroserve.Model.load(IRIS) is not first

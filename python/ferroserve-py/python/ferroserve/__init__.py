@@ -14,7 +14,15 @@ The GIL is released while the model predicts, so threads score in parallel.
 from ._native import ArrowArray, ArrowStream, ModelError, PredictError
 from ._native import Model as _NativeModel
 
-__all__ = ["Model", "ModelError", "PredictError", "PREDICT_OUTPUT", "ArrowArray", "ArrowStream"]
+__all__ = [
+    "Model",
+    "ModelError",
+    "PredictError",
+    "PREDICT_OUTPUT",
+    "ArrowArray",
+    "ArrowStream",
+    "load_cached",
+]
 
 #: The name of the prediction column in DataFrame and Arrow results.
 PREDICT_OUTPUT = "predict"
@@ -159,3 +167,24 @@ class Model:
                     columns.append((name, "string", values))
             labels = self._native._predict_columns(columns)
         return pd.DataFrame({PREDICT_OUTPUT: _labels_to_numpy(labels)}, index=frame.index)
+
+
+_CACHE = {}
+_CACHE_LOCK = __import__("threading").Lock()
+
+
+def load_cached(path):
+    """``Model.load(path)`` once per process: later calls with the same file (same path,
+    size and modification time) get the same model. For Spark's ``mapInArrow`` and
+    similar, whose function runs many times in one long-lived Python worker."""
+    import os
+
+    path = os.path.abspath(os.fspath(path))
+    stat = os.stat(path)
+    key = (path, stat.st_size, stat.st_mtime_ns)
+    with _CACHE_LOCK:
+        model = _CACHE.get(key)
+        if model is None:
+            model = Model.load(path)
+            _CACHE[key] = model
+        return model
