@@ -74,7 +74,7 @@ make_venv .venv-dist python/requirements-dist.txt
 # The Python package's wheel (issue 19), rebuilt on every run: cargo rebuilds only what
 # changed, and it shares target/ with the server (its own Cargo workspace and lock file).
 echo "== building the ferroserve wheel"
-CARGO_TARGET_DIR="$PWD/target" .venv-py/bin/maturin build --quiet --release \
+CARGO_TARGET_DIR="$PWD/target" .venv-py/bin/maturin build --quiet --release --locked \
   -m python/ferroserve-py/Cargo.toml -i .venv-py/bin/python -o target/wheels
 for venv in .venv-py .venv-dist; do
   "$venv/bin/pip" install -q --disable-pip-version-check --no-deps --force-reinstall \

@@ -193,9 +193,17 @@ def test_predict_releases_the_gil():
         os.path.join(SKLEARN_FIXTURES, "knn_classifier.z3.joblib")
     )
     n_features = model.signature["inputs"][0]["shape"][1]
-    rows = np.random.default_rng(1).normal(size=(50_000, n_features))
-    payload = rows.tobytes()
     native = model._native  # the native call alone: it is what must run without the GIL
+    # A batch that takes at least 0.1 s here, however fast the machine.
+    n_rows = 25_000
+    while True:
+        rows = np.random.default_rng(1).normal(size=(n_rows, n_features))
+        payload = rows.tobytes()
+        start = time.perf_counter()
+        native._predict_dense(payload, n_rows, n_features)
+        if time.perf_counter() - start >= 0.1 or n_rows >= 3_200_000:
+            break
+        n_rows *= 2
 
     wakeups = []
     stop = threading.Event()
