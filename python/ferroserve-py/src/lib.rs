@@ -408,6 +408,16 @@ impl Model {
     /// allowlisted classes are rebuilt and nothing in the file is executed.
     #[staticmethod]
     fn load(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Model> {
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+        {
+            return Err(ModelError::new_err(format!(
+                "{}: ONNX models are not supported by the ferroserve package yet \
+                 (scikit-learn pickle and joblib files are); serve it with the ferroserve server",
+                path.display()
+            )));
+        }
         let model = py.detach(|| {
             let bytes =
                 std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
