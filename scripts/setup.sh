@@ -10,6 +10,10 @@
 #   .venv-tf       tensorflow-cpu==2.21.0 (SavedModel fixtures; its tensorflow/ directory
 #                  holds the C API libraries the server loads for SavedModels), and
 #                  tensorflow-serving-api (python/requirements-tf-nodeps.txt, no deps)
+#   .venv-py       the ferroserve Python package's wheel (python/ferroserve-py, built here
+#                  with maturin) and what its tests use: numpy, pandas, pyarrow,
+#                  scikit-learn, pytest
+#   .venv-dist     pyspark and ray with the same wheel: the package's Spark and Ray tests
 #   Debian packages the tests start throwaway servers from: postgresql, mariadb-server,
 #                  redis-server, nginx (installed if missing; their own services are not started),
 #                  chromium (the console's browser test)
@@ -65,6 +69,17 @@ if ! .venv-tf/bin/python -c 'import tensorflow_serving.apis.prediction_log_pb2' 
   .venv-tf/bin/pip install -q --disable-pip-version-check --no-deps -r python/requirements-tf-nodeps.txt
 fi
 make_venv .venv-openapi python/requirements-openapi.txt
+make_venv .venv-py python/requirements-py.txt
+make_venv .venv-dist python/requirements-dist.txt
+# The Python package's wheel (issue 19), rebuilt on every run: cargo rebuilds only what
+# changed, and it shares target/ with the server (its own Cargo workspace and lock file).
+echo "== building the ferroserve wheel"
+CARGO_TARGET_DIR="$PWD/target" .venv-py/bin/maturin build --quiet --release --locked \
+  -m python/ferroserve-py/Cargo.toml -i .venv-py/bin/python -o target/wheels
+for venv in .venv-py .venv-dist; do
+  "$venv/bin/pip" install -q --disable-pip-version-check --no-deps --force-reinstall \
+    target/wheels/ferroserve-0.1.0-cp39-abi3-*.whl
+done
 
 if [ ! -f ".ort/$ORT_LIB" ]; then
   mkdir -p .ort

@@ -19,6 +19,11 @@ cargo test --workspace
 cargo build --quiet --bin ferroserve
 timeout 300 .venv-clients/bin/python tests/console_browser.py target/debug/ferroserve
 
+# --- the ferroserve Python package (issue 19): the wheel setup.sh built, under pytest ---
+python/ferroserve-py/run_tests.sh
+# ... and inside Spark (local mode) and Ray Data, its own step (.venv-dist)
+python/ferroserve-py/run_dist_tests.sh
+
 # --- scikit-learn fresh round (issue 4) ---
 python/sklearn_fresh_round.sh
 

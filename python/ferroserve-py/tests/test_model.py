@@ -1,0 +1,238 @@
+"""The ferroserve Python package against scikit-learn.
+
+Fixture models: crates/ferroserve-sklearn/tests/fixtures/sklearn/1.9.1 (each JSON file
+holds the rows and what scikit-learn itself predicted, see make_sklearn_fixtures.py)
+and examples/models. Every model is scored through each input kind it accepts: numpy,
+pandas, an Arrow RecordBatch and an Arrow Table.
+"""
+
+import glob
+import json
+import os
+import threading
+import time
+
+import joblib
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+import ferroserve
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+SKLEARN_FIXTURES = os.path.join(ROOT, "crates/ferroserve-sklearn/tests/fixtures/sklearn/1.9.1")
+HOSTILE = os.path.join(ROOT, "crates/ferroserve-sklearn/tests/hostile")
+IRIS = os.path.join(ROOT, "examples/models/iris_sklearn/1/model.joblib")
+
+
+def fixture_cases():
+    cases = []
+    for path in sorted(glob.glob(os.path.join(SKLEARN_FIXTURES, "*.json"))):
+        with open(path) as f:
+            spec = json.load(f)
+        for name in spec["files"]:
+            cases.append(pytest.param(spec, os.path.join(SKLEARN_FIXTURES, name), id=name))
+    return cases
+
+
+def assert_predictions_equal(got, spec):
+    want = spec["predict"]
+    got = list(got)
+    assert len(got) == len(want)
+    if spec["classifier"]:
+        assert [type(w)(g) for g, w in zip(got, want)] == want
+    else:
+        tolerance = 1e-6 if "float32" in spec["name"] else 1e-9
+        np.testing.assert_allclose(np.asarray(got, dtype=float), want, rtol=tolerance, atol=1e-12)
+
+
+def frame_of(spec):
+    """The fixture's rows as a DataFrame, as scikit-learn was given them."""
+    data = spec["input"]
+    if data["kind"] == "dense":
+        rows = np.array(data["rows"], dtype=np.float64)
+        names = spec["feature_names"] or ["x%d" % i for i in range(rows.shape[1])]
+        return pd.DataFrame(rows, columns=names)
+    if data["kind"] == "text":
+        return pd.DataFrame({"text": data["docs"]})
+    columns = {}
+    for column in data["columns"]:
+        if column["kind"] == "numeric":
+            columns[column["name"]] = pd.Series(
+                [np.nan if v is None else v for v in column["values"]], dtype="float64"
+            )
+        else:
+            columns[column["name"]] = pd.Series(column["values"], dtype=object)
+    return pd.DataFrame(columns)
+
+
+@pytest.mark.parametrize("spec,path", fixture_cases())
+def test_fixture_predictions_equal_scikit_learn_through_every_input_kind(spec, path):
+    model = ferroserve.Model.load(path)
+    frame = frame_of(spec)
+    kind = spec["input"]["kind"]
+
+    got = model.predict(frame)
+    assert isinstance(got, pd.DataFrame)
+    assert list(got.columns) == ["predict"]
+    assert got.index.equals(frame.index)
+    assert_predictions_equal(got["predict"], spec)
+
+    if kind == "dense":
+        got = model.predict(np.array(spec["input"]["rows"], dtype=np.float64))
+        assert isinstance(got, np.ndarray)
+        assert_predictions_equal(got, spec)
+    elif kind == "text":
+        assert_predictions_equal(model.predict(np.array(spec["input"]["docs"], dtype=object)), spec)
+
+    # Arrow from pandas keeps string columns as strings and missing numbers as nulls.
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    batch = table.combine_chunks().to_batches()[0]
+    got = model.predict(batch)
+    assert isinstance(got, pa.RecordBatch)
+    assert got.schema.names == ["predict"]
+    assert_predictions_equal(got.column(0).to_pylist(), spec)
+
+    # A table of several batches gives a table with the same batches, in order.
+    split = pa.Table.from_batches([batch.slice(0, 5), batch.slice(5)])
+    got = model.predict(split)
+    assert isinstance(got, pa.Table)
+    assert got.num_rows == frame.shape[0]
+    assert_predictions_equal(got.column("predict").to_pylist(), spec)
+
+
+def test_signature_names_inputs_and_outputs():
+    model = ferroserve.Model.load(IRIS)
+    signature = model.signature
+    assert signature["inputs"] == [
+        {
+            "name": "input",
+            "dtype": "float64",
+            "shape": [-1, 4],
+            "feature_names": ["sepal_length", "sepal_width", "petal_length", "petal_width"],
+        }
+    ]
+    assert signature["outputs"] == [{"name": "predict", "dtype": "string", "shape": [-1]}]
+
+    columns = ferroserve.Model.load(os.path.join(SKLEARN_FIXTURES, "ct_onehot_logreg.p5.pkl"))
+    inputs = {i["name"]: i for i in columns.signature["inputs"]}
+    assert inputs["age"]["dtype"] == "float64"
+    assert inputs["city"]["dtype"] == "string"
+
+
+def iris_rows(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.uniform([4.0, 2.0, 1.0, 0.1], [8.0, 4.5, 7.0, 2.5], size=(n, 4))
+
+
+def test_iris_equals_live_scikit_learn_and_selects_columns_by_name():
+    estimator = joblib.load(IRIS)["model"]
+    model = ferroserve.Model.load(IRIS)
+    rows = iris_rows(500)
+    want = estimator.predict(rows)
+    assert list(model.predict(rows)) == list(want)
+
+    names = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    frame = pd.DataFrame(rows, columns=names)
+    # Columns are matched by the model's feature names, whatever their order.
+    shuffled = frame[names[::-1]]
+    assert list(model.predict(shuffled)["predict"]) == list(want)
+    got = model.predict(pa.RecordBatch.from_pandas(shuffled, preserve_index=False))
+    assert got.column(0).to_pylist() == list(want)
+    # Narrower integer and float types are widened to float64.
+    as_f32 = pa.record_batch([pa.array(rows[:, i], pa.float32()) for i in range(4)], names=names)
+    want32 = estimator.predict(rows.astype(np.float32).astype(np.float64))
+    assert model.predict(as_f32).column(0).to_pylist() == list(want32)
+
+
+def test_bad_input_raises_a_clear_error():
+    model = ferroserve.Model.load(IRIS)
+    with pytest.raises(ferroserve.PredictError, match="features"):
+        model.predict(np.zeros((2, 3)))
+    with pytest.raises(ferroserve.PredictError, match="2-D"):
+        model.predict(np.zeros(4))
+    with pytest.raises(ferroserve.PredictError, match="missing input column"):
+        model.predict(pa.record_batch({"a": ["x"], "b": ["y"], "c": ["z"], "d": ["w"]}))
+    names = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    with pytest.raises(ferroserve.PredictError, match="holds text"):
+        model.predict(pa.record_batch({n: ["x"] for n in names}))
+    with pytest.raises(ferroserve.PredictError, match="not a number type"):
+        model.predict(pa.record_batch({n: pa.array([[1.0]]) for n in names}))
+    with pytest.raises(ferroserve.PredictError, match="4 features"):
+        model.predict(pa.record_batch({"a": [1.0]}))
+    columns = ferroserve.Model.load(os.path.join(SKLEARN_FIXTURES, "ct_onehot_logreg.p5.pkl"))
+    with pytest.raises(ferroserve.PredictError, match="by name"):
+        columns.predict(np.zeros((1, 4)))
+    with pytest.raises(ferroserve.PredictError, match="no column"):
+        columns.predict(pd.DataFrame({"age": [1.0]}))
+    with pytest.raises(ferroserve.ModelError, match="ONNX models are not supported"):
+        ferroserve.Model.load(os.path.join(ROOT, "examples/models/iris_lr/1/model.onnx"))
+    with pytest.raises(ferroserve.ModelError, match="cannot read"):
+        ferroserve.Model.load(os.path.join(ROOT, "no-such-model.joblib"))
+
+
+def hostile_cases():
+    with open(os.path.join(HOSTILE, "expected_errors.json")) as f:
+        expected = json.load(f)
+    return [pytest.param(name, message, id=name) for name, message in sorted(expected.items())]
+
+
+@pytest.mark.parametrize("name,message", hostile_cases())
+def test_hostile_pickle_raises_with_the_readers_message_and_runs_nothing(name, message):
+    # The corpus's payloads would create /tmp/ferroserve-canary-<name> if unpickled.
+    for canary in glob.glob("/tmp/ferroserve-canary-*"):
+        os.remove(canary)
+    with pytest.raises(ferroserve.ModelError) as raised:
+        ferroserve.Model.load(os.path.join(HOSTILE, "files", name))
+    assert message in str(raised.value)
+    assert glob.glob("/tmp/ferroserve-canary-*") == []
+
+
+def test_predict_releases_the_gil():
+    """A Python thread keeps running while another thread is inside a long predict."""
+    model = ferroserve.Model.load(
+        os.path.join(SKLEARN_FIXTURES, "knn_classifier.z3.joblib")
+    )
+    n_features = model.signature["inputs"][0]["shape"][1]
+    native = model._native  # the native call alone: it is what must run without the GIL
+    # A batch that takes at least 0.1 s here, however fast the machine.
+    n_rows = 25_000
+    while True:
+        rows = np.random.default_rng(1).normal(size=(n_rows, n_features))
+        payload = rows.tobytes()
+        start = time.perf_counter()
+        native._predict_dense(payload, n_rows, n_features)
+        if time.perf_counter() - start >= 0.1 or n_rows >= 3_200_000:
+            break
+        n_rows *= 2
+
+    wakeups = []
+    stop = threading.Event()
+
+    def sampler():
+        while not stop.is_set():
+            wakeups.append(time.perf_counter())
+            time.sleep(0.001)
+
+    sampling = threading.Thread(target=sampler)
+    sampling.start()
+    try:
+        time.sleep(0.01)
+        before = time.perf_counter()
+        native._predict_dense(payload, rows.shape[0], n_features)
+        after = time.perf_counter()
+    finally:
+        stop.set()
+        sampling.join()
+    assert after - before > 0.05, "the batch must be long enough to tell (%.3f s)" % (after - before)
+    during = [t for t in wakeups if before < t < after]
+    # Were the GIL held for the whole call, the sampler could not wake inside it at all.
+    # Released, it wakes about every millisecond; allow a slow, loaded machine 10x.
+    assert len(during) >= max(3, (after - before) / 0.01), (len(during), after - before)
+
+
+def test_load_cached_loads_a_file_once_per_process():
+    first = ferroserve.load_cached(IRIS)
+    assert ferroserve.load_cached(os.path.relpath(IRIS)) is first
+    assert ferroserve.Model.load(IRIS) is not first
