@@ -102,7 +102,7 @@ pub async fn simple_predict(
         ApiError::Internal(format!("the model gave no output {prediction_output:?}"))
     })?;
     Ok(SimpleResponse {
-        class_labels: response.handle.backend.traits().class_labels.clone(),
+        class_labels: response.handle.class_labels().map(<[String]>::to_vec),
         handle: response.handle,
         prediction,
         probabilities,
