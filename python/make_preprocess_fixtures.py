@@ -13,8 +13,20 @@ Writes tests/fixtures/preprocess/logits/
                  strings Triton gives ("%g:index:label", C++ stream formatting) of the
                  logits and of the softmaxed scores; TF Serving classify's top-2
                  labels and scores of the softmaxed scores.
+
+and tests/fixtures/preprocess/images/
+  *.jpg *.png *.webp  small synthetic photos (gradients, shapes, noise): RGB JPEG,
+                 PNG and lossy WebP, an RGBA PNG, a grayscale PNG, a portrait JPEG
+  identity_*.onnx  Identity graphs ("image" -> "pixels") of the four image shapes
+                 the cases use, so a test reads back the tensor the server made
+  cases.json     per case the model config's `image` table and the image; the
+                 tensor PIL + numpy make with the same steps (convert("RGB"), then
+                 convert("L") for gray; resize with Image.BILINEAR, fit_pad centred
+                 on black, crop centred; (x * scale - mean) / std in float32) is in
+                 <case>.f32 / <case>.u8 (raw little-endian)
 Deterministic: the same inputs give the same files.
 """
+import math
 import json
 import os
 import sys
@@ -90,5 +102,119 @@ def main():
         f.write("\n")
 
 
+IMAGE_CONFIGS = {
+    "imagenet": {"width": 32, "height": 24, "resize": "stretch", "channels": "rgb",
+                 "layout": "nchw", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+    "fitpad_bgr": {"width": 32, "height": 24, "resize": "fit_pad", "channels": "bgr",
+                   "layout": "nhwc", "scale": 1 / 127.5, "mean": [1.0, 1.0, 1.0]},
+    "crop_gray": {"width": 32, "height": 24, "resize": "crop", "channels": "gray", "layout": "nchw"},
+    "raw_uint8": {"width": 32, "height": 24, "resize": "stretch", "channels": "rgb",
+                  "layout": "nhwc", "dtype": "uint8"},
+}
+IDENTITY = {  # model file -> (elem type, shape after n)
+    "identity_nchw3": (TensorProto.FLOAT, [3, 24, 32]),
+    "identity_nhwc3": (TensorProto.FLOAT, [24, 32, 3]),
+    "identity_nchw1": (TensorProto.FLOAT, [1, 24, 32]),
+    "identity_nhwc3_u8": (TensorProto.UINT8, [24, 32, 3]),
+}
+CONFIG_MODEL = {"imagenet": "identity_nchw3", "fitpad_bgr": "identity_nhwc3",
+                "crop_gray": "identity_nchw1", "raw_uint8": "identity_nhwc3_u8"}
+
+
+def synthetic(width, height, seed):
+    from PIL import Image, ImageDraw
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    r = 255 * x / max(width - 1, 1)
+    g = 255 * y / max(height - 1, 1)
+    b = 128 + 100 * np.sin(x / 5.0) * np.cos(y / 7.0)
+    a = np.stack([r, g, b], axis=-1) + rng.normal(0, 12, size=(height, width, 3))
+    img = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "RGB")
+    d = ImageDraw.Draw(img)
+    d.ellipse([width // 5, height // 4, width // 2, height * 3 // 4], fill=(240, 30, 60))
+    d.rectangle([width * 3 // 5, height // 6, width * 9 // 10, height // 2], fill=(20, 200, 90))
+    return img
+
+
+def pil_reference(path, cfg):
+    from PIL import Image
+    img = Image.open(path).convert("RGB")
+    if cfg["channels"] == "gray":
+        img = img.convert("L")
+    W, H = img.size
+    w, h = cfg["width"], cfg["height"]
+    rnd = lambda v: max(1, int(math.floor(v + 0.5)))
+    if cfg["resize"] == "stretch":
+        img = img.resize((w, h), Image.BILINEAR)
+    elif cfg["resize"] == "fit_pad":
+        s = min(w / W, h / H)
+        nw, nh = min(w, rnd(W * s)), min(h, rnd(H * s))
+        resized = img.resize((nw, nh), Image.BILINEAR)
+        canvas = Image.new(img.mode, (w, h))
+        canvas.paste(resized, ((w - nw) // 2, (h - nh) // 2))
+        img = canvas
+    else:
+        s = max(w / W, h / H)
+        nw, nh = max(w, rnd(W * s)), max(h, rnd(H * s))
+        resized = img.resize((nw, nh), Image.BILINEAR)
+        left, top = (nw - w) // 2, (nh - h) // 2
+        img = resized.crop((left, top, left + w, top + h))
+    a = np.asarray(img)
+    if a.ndim == 2:
+        a = a[..., None]
+    if cfg["channels"] == "bgr":
+        a = a[..., ::-1]
+    if cfg.get("dtype") == "uint8":
+        out = np.ascontiguousarray(a)
+    else:
+        c = a.shape[-1]
+        scale = np.float32(cfg.get("scale", 1 / 255))
+        mean = np.array(cfg.get("mean", [0.0] * c), dtype=np.float32)
+        std = np.array(cfg.get("std", [1.0] * c), dtype=np.float32)
+        out = (a.astype(np.float32) * scale - mean) / std
+    if cfg["layout"] == "nchw":
+        out = out.transpose(2, 0, 1)
+    return np.ascontiguousarray(out)
+
+
+def make_images(root):
+    from PIL import Image
+    out = os.path.join(root, "tests/fixtures/preprocess/images")
+    os.makedirs(out, exist_ok=True)
+    photo = synthetic(97, 61, 1)
+    photo.save(os.path.join(out, "photo.jpg"), quality=90)
+    photo.save(os.path.join(out, "photo.png"))
+    photo.save(os.path.join(out, "photo.webp"), quality=80)
+    rgba = synthetic(40, 50, 2).convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize((40, 50)))
+    rgba.save(os.path.join(out, "alpha.png"))
+    synthetic(50, 30, 3).convert("L").save(os.path.join(out, "gray.png"))
+    synthetic(45, 120, 4).save(os.path.join(out, "tall.jpg"), quality=85)
+    for name, (elem, dims) in IDENTITY.items():
+        graph = helper.make_graph(
+            [helper.make_node("Identity", ["image"], ["pixels"])],
+            name,
+            [helper.make_tensor_value_info("image", elem, [None] + dims)],
+            [helper.make_tensor_value_info("pixels", elem, [None] + dims)],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        model.ir_version = 8
+        onnx.checker.check_model(model)
+        onnx.save(model, os.path.join(out, name + ".onnx"))
+    cases = []
+    for config_name, cfg in IMAGE_CONFIGS.items():
+        for image in ["photo.jpg", "photo.png", "photo.webp", "alpha.png", "gray.png", "tall.jpg"]:
+            case = config_name + "_" + image.replace(".", "_")
+            t = pil_reference(os.path.join(out, image), cfg)
+            ext = "u8" if t.dtype == np.uint8 else "f32"
+            t.astype("<u1" if ext == "u8" else "<f4").tofile(os.path.join(out, f"{case}.{ext}"))
+            cases.append({"case": case, "config": config_name, "model": CONFIG_MODEL[config_name],
+                          "image": image, "shape": list(t.shape), "expected": f"{case}.{ext}"})
+    with open(os.path.join(out, "cases.json"), "w") as f:
+        json.dump({"configs": IMAGE_CONFIGS, "cases": cases}, f, indent=1)
+        f.write("\n")
+
+
 if __name__ == "__main__":
     main()
+    make_images(sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), ".."))

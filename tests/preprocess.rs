@@ -328,3 +328,368 @@ async fn labels_softmax_and_classification_answer_as_the_reference_over_every_ap
     }
     server.stop().await;
 }
+
+const IMAGES: &str = "tests/fixtures/preprocess/images";
+
+fn image_cases() -> Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(root_path(&format!("{IMAGES}/cases.json"))).unwrap(),
+    )
+    .unwrap()
+}
+
+/// A config's `image` table as TOML (numbers as JSON writes them).
+fn image_table(config: &Value) -> String {
+    let fields: Vec<String> = config
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| format!("{k} = {v}"))
+        .collect();
+    format!("[preprocess]\nimage = {{ {} }}\n", fields.join(", "))
+}
+
+/// The reference tensor PIL + numpy made, as f64.
+fn reference(case: &Value) -> Vec<f64> {
+    let file = case["expected"].as_str().unwrap();
+    let bytes = std::fs::read(root_path(&format!("{IMAGES}/{file}"))).unwrap();
+    if file.ends_with(".u8") {
+        bytes.iter().map(|&b| f64::from(b)).collect()
+    } else {
+        bytes
+            .chunks_exact(4)
+            .map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+            .collect()
+    }
+}
+
+/// How many 0-255 pixel levels one unit of the tensor is, for a config.
+fn levels_per_unit(config: &Value) -> f64 {
+    if config["dtype"] == "uint8" {
+        return 1.0;
+    }
+    let scale = config["scale"].as_f64().unwrap_or(1.0 / 255.0);
+    let std = config["std"]
+        .as_array()
+        .map(|s| s.iter().map(|v| v.as_f64().unwrap()).fold(0.0, f64::max))
+        .unwrap_or(1.0);
+    std / scale
+}
+
+fn numbers(v: &Value) -> Vec<f64> {
+    let mut out = Vec::new();
+    fn walk(v: &Value, out: &mut Vec<f64>) {
+        match v {
+            Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            other => out.push(other.as_f64().unwrap_or_else(|| panic!("{other}"))),
+        }
+    }
+    walk(v, &mut out);
+    out
+}
+
+/// V2 REST with the binary data extension: one BYTES element per image.
+async fn v2_binary_images(server: &TestServer, model: &str, images: &[Vec<u8>]) -> (u16, Value) {
+    let mut blob = Vec::new();
+    for image in images {
+        blob.extend_from_slice(&(image.len() as u32).to_le_bytes());
+        blob.extend_from_slice(image);
+    }
+    let header = json!({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [images.len()],
+        "parameters": {"binary_data_size": blob.len()}}]})
+    .to_string();
+    let mut body = header.clone().into_bytes();
+    body.extend_from_slice(&blob);
+    let r = server
+        .client
+        .post(server.url(&format!("/v2/models/{model}/infer")))
+        .header("content-type", "application/octet-stream")
+        .header("inference-header-content-length", header.len().to_string())
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_become_the_tensor_pil_and_numpy_make_over_every_api() {
+    use base64::Engine as _;
+    let fixture = image_cases();
+    let repo = tempfile::tempdir().unwrap();
+    for (name, config) in fixture["configs"].as_object().unwrap() {
+        let model = fixture["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["config"] == *name)
+            .unwrap()["model"]
+            .as_str()
+            .unwrap();
+        install_model(
+            repo.path(),
+            name,
+            1,
+            &root_path(&format!("{IMAGES}/{model}.onnx")),
+        );
+        std::fs::write(
+            repo.path().join(name).join("config.toml"),
+            format!(
+                "warmup = false\n[batching]\nenabled = true\nmax_batch_size = 8\nmax_queue_delay_micros = 2000\n{}",
+                image_table(config)
+            ),
+        )
+        .unwrap();
+    }
+    let server = TestServer::start(repo.path()).await;
+    let read = |image: &str| std::fs::read(root_path(&format!("{IMAGES}/{image}"))).unwrap();
+
+    let mut report = Vec::new();
+    for (name, config) in fixture["configs"].as_object().unwrap() {
+        let cases: Vec<&Value> = fixture["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["config"] == *name)
+            .collect();
+        let per_unit = levels_per_unit(config);
+        let mut worst: f64 = 0.0;
+        let mut compare = |what: &str, case: &Value, got: &[f64]| {
+            let want = reference(case);
+            assert_eq!(got.len(), want.len(), "{what}");
+            let d = got
+                .iter()
+                .zip(&want)
+                .map(|(g, w)| (g - w).abs() * per_unit)
+                .fold(0.0, f64::max);
+            // Decoders (zune-jpeg vs libjpeg-turbo, image-webp vs libwebp) and the
+            // resize's intermediate rounding (PIL keeps 8 bits between passes) may
+            // differ by a few levels; PNG has no decoder difference.
+            let bound = if case["image"].as_str().unwrap().ends_with(".png") {
+                2.5
+            } else {
+                4.0
+            };
+            assert!(d <= bound, "{what}: {d} levels (bound {bound})");
+            worst = worst.max(d);
+        };
+
+        // V2 REST, binary BYTES: each image alone, then all of them in one request.
+        for case in &cases {
+            let image = case["image"].as_str().unwrap();
+            let (status, body) = v2_binary_images(&server, name, &[read(image)]).await;
+            assert_eq!(status, 200, "{name} {image}: {body}");
+            let out = &body["outputs"][0];
+            let mut shape = vec![json!(1)];
+            shape.extend(case["shape"].as_array().unwrap().iter().cloned());
+            assert_eq!(out["shape"], Value::Array(shape), "{name} {image}");
+            compare(&format!("v2 {name} {image}"), case, &numbers(&out["data"]));
+        }
+        let all: Vec<Vec<u8>> = cases
+            .iter()
+            .map(|c| read(c["image"].as_str().unwrap()))
+            .collect();
+        let (status, body) = v2_binary_images(&server, name, &all).await;
+        assert_eq!(status, 200, "{name}: {body}");
+        let got = numbers(&body["outputs"][0]["data"]);
+        let per = got.len() / cases.len();
+        for (i, case) in cases.iter().enumerate() {
+            compare(
+                &format!("v2 batch {name} {}", case["image"]),
+                case,
+                &got[i * per..(i + 1) * per],
+            );
+        }
+
+        // TF Serving REST, {"b64": …} instances: one prediction per image.
+        let instances: Vec<Value> = all
+            .iter()
+            .map(|b| json!({"b64": base64::engine::general_purpose::STANDARD.encode(b)}))
+            .collect();
+        let (status, body) = server
+            .post_json(
+                &format!("/v1/models/{name}:predict"),
+                &json!({"instances": instances}),
+            )
+            .await;
+        assert_eq!(status, 200, "{name}: {body}");
+        for (case, prediction) in cases.iter().zip(body["predictions"].as_array().unwrap()) {
+            compare(
+                &format!("tfs {name} {}", case["image"]),
+                case,
+                &numbers(prediction),
+            );
+        }
+
+        // V2 gRPC: bytes_contents.
+        let mut client = GrpcInferenceServiceClient::new(channel(&server).await);
+        let answer = client
+            .model_infer(v2::ModelInferRequest {
+                model_name: name.clone(),
+                inputs: vec![InferInputTensor {
+                    name: "image".into(),
+                    datatype: "BYTES".into(),
+                    shape: vec![all.len() as i64],
+                    contents: Some(InferTensorContents {
+                        bytes_contents: all.clone(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let out = &answer.outputs[0].contents.as_ref().unwrap();
+        let got: Vec<f64> = if config["dtype"] == "uint8" {
+            out.uint_contents.iter().map(|&v| f64::from(v)).collect()
+        } else {
+            out.fp32_contents.iter().map(|&v| f64::from(v)).collect()
+        };
+        for (i, case) in cases.iter().enumerate() {
+            compare(
+                &format!("grpc {name} {}", case["image"]),
+                case,
+                &got[i * per..(i + 1) * per],
+            );
+        }
+        report.push(format!("{name}: {worst:.3} levels"));
+    }
+    eprintln!("largest difference from PIL + numpy, in 0-255 pixel levels: {report:?}");
+    server.stop().await;
+}
+
+/// CRC-32 (IEEE), for a hand-made PNG chunk.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A PNG whose header declares `width` × `height` (valid signature and IHDR
+/// checksum), followed by a tiny image body: a decompression bomb's header.
+fn png_declaring(width: u32, height: u32) -> Vec<u8> {
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB
+    png.extend_from_slice(&13u32.to_be_bytes());
+    png.extend_from_slice(&ihdr);
+    png.extend_from_slice(&crc32(&ihdr).to_be_bytes());
+    // One compressed zero byte: the start of an all-black image.
+    let idat = b"IDAT\x78\x9c\x63\x00\x00\x00\x01\x00\x01";
+    png.extend_from_slice(&9u32.to_be_bytes());
+    png.extend_from_slice(idat);
+    png.extend_from_slice(&crc32(idat).to_be_bytes());
+    png.extend_from_slice(&0u32.to_be_bytes());
+    png.extend_from_slice(b"IEND");
+    png.extend_from_slice(&crc32(b"IEND").to_be_bytes());
+    png
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_images_and_misplaced_text_are_400s_with_clear_messages() {
+    let repo = tempfile::tempdir().unwrap();
+    install_model(
+        repo.path(),
+        "img",
+        1,
+        &root_path(&format!("{IMAGES}/identity_nchw3.onnx")),
+    );
+    std::fs::write(
+        repo.path().join("img/config.toml"),
+        "warmup = false\n[preprocess]\nimage = { width = 32, height = 24, max_pixels = 4000 }\n",
+    )
+    .unwrap();
+    install_model(
+        repo.path(),
+        "iris",
+        1,
+        &root_path("examples/models/iris_lr/1/model.onnx"),
+    );
+    // A model whose shape does not fit the image table fails its load.
+    install_model(
+        repo.path(),
+        "wrong_shape",
+        1,
+        &root_path(&format!("{IMAGES}/identity_nchw1.onnx")),
+    );
+    std::fs::write(
+        repo.path().join("wrong_shape/config.toml"),
+        "[preprocess]\nimage = { width = 32, height = 24 }\n",
+    )
+    .unwrap();
+    let server = TestServer::start(repo.path()).await;
+    let photo = std::fs::read(root_path(&format!("{IMAGES}/photo.png"))).unwrap();
+    let small = std::fs::read(root_path(&format!("{IMAGES}/gray.png"))).unwrap();
+
+    for (what, images, words) in [
+        (
+            "bytes that are not an image",
+            vec![b"hello, world".to_vec()],
+            "image 0: 12 bytes that are not a JPEG, PNG or WebP image",
+        ),
+        (
+            "a truncated image",
+            vec![small.clone(), small[..small.len() / 2].to_vec()],
+            "image 1: cannot decode the image",
+        ),
+        (
+            "too many pixels",
+            vec![photo.clone()],
+            "97 x 61 = 5917 pixels, more than the 4000",
+        ),
+        (
+            "a decompression bomb's header",
+            vec![png_declaring(100_000, 100_000)],
+            "100000 x 100000 = 10000000000 pixels",
+        ),
+    ] {
+        let (status, body) = v2_binary_images(&server, "img", &images).await;
+        assert_eq!(status, 400, "{what}: {body}");
+        let msg = body["error"].as_str().unwrap();
+        assert!(msg.contains(words), "{what}: {msg}");
+        assert!(msg.contains("input \"image\""), "{what}: {msg}");
+    }
+    // The image model still answers a good image after those.
+    let (status, body) = v2_binary_images(&server, "img", &[small]).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Text sent to a model that takes numbers and has no tokenizer or segmenter.
+    let (status, body) = server
+        .post_json(
+            "/v2/models/iris/infer",
+            &json!({"inputs": [{"name": "input", "datatype": "BYTES", "shape": [1], "data": ["a text"]}]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let msg = body["error"].as_str().unwrap();
+    assert!(msg.contains("must be FP32, not BYTES"), "{msg}");
+
+    let (status, body) = server.get("/v1/models/wrong_shape").await;
+    assert_eq!(status, 200, "{body}");
+    let v = &body["model_version_status"][0];
+    assert_eq!(v["state"], "ERROR", "{body}");
+    let msg = v["status"]["error_message"].as_str().unwrap();
+    assert!(
+        msg.contains("preprocess.image makes [n, 3, 24, 32] tensors"),
+        "{msg}"
+    );
+    server.stop().await;
+}

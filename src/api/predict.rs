@@ -188,11 +188,19 @@ async fn run(
     } else {
         std::mem::take(&mut request.signature_name)
     };
-    let inputs = prepare_inputs(
-        signature,
-        handle.config().input_name.as_deref(),
-        request.inputs,
-    )?;
+    // Pre-processing (`[preprocess]`, per version) before the inputs are checked
+    // against the signature and queued, so decoded images batch with the rest. It
+    // is CPU work, so it runs on a blocking thread, never on the async workers.
+    let raw_inputs = if handle.pipeline.transforms_inputs() && signature_name.is_empty() {
+        let pipeline = handle.pipeline.clone();
+        let inputs = std::mem::take(&mut request.inputs);
+        tokio::task::spawn_blocking(move || pipeline.prepare_inputs(inputs))
+            .await
+            .map_err(|e| ApiError::Internal(format!("pre-processing failed: {e}")))??
+    } else {
+        std::mem::take(&mut request.inputs)
+    };
+    let inputs = prepare_inputs(signature, handle.config().input_name.as_deref(), raw_inputs)?;
     check_outputs(signature, &request.outputs)?;
     let max_rows = handle
         .config()

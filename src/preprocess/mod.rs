@@ -13,6 +13,7 @@
 //! Invariant: nothing here panics on a client's tensor; bad input is a
 //! [`PreprocessError::InvalidInput`] (400 / INVALID_ARGUMENT).
 
+pub mod image;
 pub mod labels;
 
 use std::path::Path;
@@ -54,6 +55,8 @@ pub struct Pipeline {
     pub softmax: bool,
     /// Classes per TF Serving classify / simple API answer.
     pub top_k: Option<usize>,
+    /// `[preprocess] image` and the input it feeds.
+    pub image: Option<(String, crate::model_config::ImageConfig)>,
 }
 
 impl Pipeline {
@@ -112,12 +115,54 @@ impl Pipeline {
             }
             None => None,
         };
+        let image = match &config.preprocess.image {
+            Some(image) => Some((image_input(image, backend)?, image.clone())),
+            None => None,
+        };
         Ok(Pipeline {
             score_output,
             labels,
             softmax: post.softmax,
             top_k: post.top_k,
+            image,
         })
+    }
+
+    /// Whether requests' inputs go through [`Pipeline::prepare_inputs`] (on a
+    /// blocking thread: decoding images is CPU work).
+    pub fn transforms_inputs(&self) -> bool {
+        self.image.is_some()
+    }
+
+    /// Turns what the client sent into the model's tensors: encoded images (BYTES)
+    /// sent to the image input are decoded, resized and normalized. A tensor that
+    /// is not BYTES passes as it is (a client may send the tensor itself).
+    pub fn prepare_inputs(
+        &self,
+        mut inputs: Vec<NamedTensor>,
+    ) -> Result<Vec<NamedTensor>, PreprocessError> {
+        let Some((input, config)) = &self.image else {
+            return Ok(inputs);
+        };
+        for (name, tensor) in inputs.iter_mut() {
+            let ours = name == input || name.is_empty();
+            if !ours {
+                continue;
+            }
+            let TensorData::Bytes(images) = tensor.data() else {
+                continue;
+            };
+            let per_row = tensor.shape().iter().skip(1).product::<usize>();
+            if per_row != 1 || tensor.shape().is_empty() {
+                return Err(PreprocessError::InvalidInput(format!(
+                    "input {input:?} takes one encoded image per row (BYTES [n] or [n, 1]), not shape {:?}",
+                    tensor.shape()
+                )));
+            }
+            *tensor = image::images_to_tensor(input, images, config)?;
+            *name = input.clone();
+        }
+        Ok(inputs)
     }
 
     /// The class names of the score output, when the config gives them.
@@ -168,6 +213,49 @@ impl Pipeline {
         }
         Ok(())
     }
+}
+
+/// The input `[preprocess] image` feeds (its `input`, else the model's only input),
+/// checked against the model's shape: four dimensions, the fixed ones equal to the
+/// configured channels, height and width in the configured layout.
+fn image_input(
+    image: &crate::model_config::ImageConfig,
+    backend: &dyn Backend,
+) -> Result<String, String> {
+    let inputs = &backend.signature().inputs;
+    let spec = match &image.input {
+        Some(name) => inputs
+            .iter()
+            .find(|s| s.name == *name)
+            .ok_or_else(|| format!("preprocess.image.input: the model has no input {name:?}"))?,
+        None => match inputs.as_slice() {
+            [only] => only,
+            _ => {
+                return Err(
+                    "preprocess.image: the model has several inputs; name the image input with preprocess.image.input"
+                        .into(),
+                )
+            }
+        },
+    };
+    let c = image.channels.count() as i64;
+    let (h, w) = (i64::from(image.height), i64::from(image.width));
+    let want = match image.layout {
+        crate::model_config::ImageLayout::Nchw => [c, h, w],
+        crate::model_config::ImageLayout::Nhwc => [h, w, c],
+    };
+    let fits = spec.shape.len() == 4
+        && spec.shape[1..]
+            .iter()
+            .zip(want)
+            .all(|(&d, w)| d < 0 || d == w);
+    if !fits {
+        return Err(format!(
+            "preprocess.image makes [n, {}, {}, {}] tensors, but input {:?} has shape {:?}",
+            want[0], want[1], want[2], spec.name, spec.shape
+        ));
+    }
+    Ok(spec.name.clone())
 }
 
 /// Softmax over the last dimension, in place, computed in `f64` (max subtracted
