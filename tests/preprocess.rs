@@ -559,6 +559,51 @@ async fn images_become_the_tensor_pil_and_numpy_make_over_every_api() {
                 &got[i * per..(i + 1) * per],
             );
         }
+        // The simple API: a multipart request with one image file (single values
+        // back), then with every image (lists back).
+        let part = |i: usize| {
+            reqwest::multipart::Part::bytes(all[i].clone())
+                .file_name(cases[i]["image"].as_str().unwrap().to_string())
+        };
+        let form = reqwest::multipart::Form::new()
+            .text("model_id", name.clone())
+            .part("image", part(0));
+        let r = server
+            .client
+            .post(server.url("/predict"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        compare(
+            &format!("simple {name} {}", cases[0]["image"]),
+            cases[0],
+            &numbers(&body["prediction"]),
+        );
+        let mut form = reqwest::multipart::Form::new();
+        for i in 0..cases.len() {
+            form = form.part(format!("image{i}"), part(i));
+        }
+        let r = server
+            .client
+            .post(server.url(&format!("/predict/{name}")))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        let rows = body["prediction"].as_array().unwrap();
+        assert_eq!(rows.len(), cases.len());
+        for (case, row) in cases.iter().zip(rows) {
+            compare(
+                &format!("simple list {name} {}", case["image"]),
+                case,
+                &numbers(row),
+            );
+        }
         report.push(format!("{name}: {worst:.3} levels"));
     }
     eprintln!("largest difference from PIL + numpy, in 0-255 pixel levels: {report:?}");
@@ -670,6 +715,47 @@ async fn bad_images_and_misplaced_text_are_400s_with_clear_messages() {
     // The image model still answers a good image after those.
     let (status, body) = v2_binary_images(&server, "img", &[small]).await;
     assert_eq!(status, 200, "{body}");
+
+    // A multipart request without a file, and a file that is not an image.
+    let form = reqwest::multipart::Form::new().text("model_id", "img");
+    let r = server
+        .client
+        .post(server.url("/predict"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("at least one file part"),
+        "{body}"
+    );
+    let form = reqwest::multipart::Form::new()
+        .text("model_id", "img")
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(b"GIF89a not really".to_vec()).file_name("x.gif"),
+        );
+    let r = server
+        .client
+        .post(server.url("/predict"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a JPEG, PNG or WebP image"),
+        "{body}"
+    );
 
     // Text sent to a model that takes numbers and has no tokenizer or segmenter.
     let (status, body) = server
