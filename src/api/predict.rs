@@ -202,6 +202,7 @@ async fn run(
     };
     let inputs = prepare_inputs(signature, handle.config().input_name.as_deref(), raw_inputs)?;
     check_outputs(signature, &request.outputs)?;
+    let pooling_mask = handle.pipeline.pooling_mask(&inputs);
     let max_rows = handle
         .config()
         .max_request_rows
@@ -275,7 +276,9 @@ async fn run(
         Err(BatchError::InvalidInput(m)) => return Err(ApiError::InvalidArgument(m)),
         Err(BatchError::Internal(m)) => return Err(ApiError::Internal(m)),
     };
-    handle.pipeline.finish_answer(&mut outputs)?;
+    handle
+        .pipeline
+        .finish_answer(&mut outputs, pooling_mask.as_ref())?;
     check_response_size(&outputs, encoding, state.settings.max_response_bytes)?;
     if let (Some(inputs), Some(store)) = (logged_inputs, &state.store) {
         log_prediction(store, &handle, request.protocol, started, inputs, &outputs);

@@ -119,6 +119,22 @@ pub async fn simple_predict(
 /// per column, else one `[rows, features]` tensor. Batch scoring (`crate::jobs`)
 /// lays out its rows through this too, so both read features the same way.
 pub fn row_inputs(handle: &ServableHandle, rows: &Rows) -> Result<Vec<(String, Tensor)>, ApiError> {
+    if let (Some(_), Rows::Positional(rows)) = (&handle.pipeline.tokenizer, rows) {
+        // A text model with a tokenizer: one text per row, tokenized by its pipeline.
+        let texts = rows
+            .iter()
+            .map(|row| match row.as_slice() {
+                [FeatureValue::Text(t)] => Ok(t.clone().into_bytes()),
+                _ => Err(ApiError::InvalidArgument(format!(
+                    "model {:?} takes text: send \"text\" or \"texts\"",
+                    handle.model
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let tensor = Tensor::new(vec![texts.len()], TensorData::Bytes(texts))
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        return Ok(vec![("text".to_string(), tensor)]);
+    }
     if let Rows::Files(files) = rows {
         // Unnamed: the pipeline's image input (else the model's only input, which
         // refuses bytes by its dtype).

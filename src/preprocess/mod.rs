@@ -15,6 +15,7 @@
 
 pub mod image;
 pub mod labels;
+pub mod tokenizer;
 
 use std::path::Path;
 
@@ -57,6 +58,11 @@ pub struct Pipeline {
     pub top_k: Option<usize>,
     /// `[preprocess] image` and the input it feeds.
     pub image: Option<(String, crate::model_config::ImageConfig)>,
+    /// `[preprocess] tokenizer`.
+    pub tokenizer: Option<tokenizer::TextTokenizer>,
+    /// `[postprocess] pooling` and `normalize`, on the score output (the token
+    /// embeddings).
+    pub pooling: Option<(crate::model_config::Pooling, bool)>,
 }
 
 impl Pipeline {
@@ -84,7 +90,7 @@ impl Pipeline {
         let spec = score_output
             .as_ref()
             .and_then(|name| signature.outputs.iter().find(|o| o.name == *name));
-        if post.is_set() {
+        if post.is_set() || post.pooling.is_some() {
             let Some(spec) = spec else {
                 return Err(match &score_output {
                     Some(name) => format!("[postprocess]: the model has no output {name:?}"),
@@ -119,19 +125,48 @@ impl Pipeline {
             Some(image) => Some((image_input(image, backend)?, image.clone())),
             None => None,
         };
+        let tokenizer = match &config.preprocess.tokenizer {
+            Some(name) => Some(tokenizer::TextTokenizer::load(
+                version_dir,
+                name,
+                &config.preprocess,
+                backend,
+            )?),
+            None => None,
+        };
+        if let (Some(_), Some(spec)) = (post.pooling, spec) {
+            if spec.shape.len() != 3 {
+                return Err(format!(
+                    "postprocess.pooling needs token embeddings [n, tokens, dim], but output {:?} has shape {:?}",
+                    spec.name, spec.shape
+                ));
+            }
+        }
         Ok(Pipeline {
             score_output,
             labels,
             softmax: post.softmax,
             top_k: post.top_k,
             image,
+            tokenizer,
+            pooling: post.pooling.map(|p| (p, post.normalize)),
         })
     }
 
     /// Whether requests' inputs go through [`Pipeline::prepare_inputs`] (on a
     /// blocking thread: decoding images is CPU work).
     pub fn transforms_inputs(&self) -> bool {
-        self.image.is_some()
+        self.image.is_some() || self.tokenizer.is_some()
+    }
+
+    /// The attention mask of prepared inputs, which mean pooling needs after the
+    /// batcher (`None` without pooling, or a model without that input).
+    pub fn pooling_mask(&self, inputs: &[NamedTensor]) -> Option<Tensor> {
+        self.pooling?;
+        inputs
+            .iter()
+            .find(|(n, _)| n == tokenizer::ATTENTION_MASK)
+            .map(|(_, t)| t.clone())
     }
 
     /// Turns what the client sent into the model's tensors: encoded images (BYTES)
@@ -141,6 +176,39 @@ impl Pipeline {
         &self,
         mut inputs: Vec<NamedTensor>,
     ) -> Result<Vec<NamedTensor>, PreprocessError> {
+        if let Some(tokenizer) = &self.tokenizer {
+            // The text: a BYTES tensor under any name but the graph's own inputs
+            // (a client may send input_ids itself), one text per row.
+            let Some(at) = inputs.iter().position(|(n, t)| {
+                t.dtype() == DataType::Bytes
+                    && ![
+                        tokenizer::INPUT_IDS,
+                        tokenizer::ATTENTION_MASK,
+                        tokenizer::TOKEN_TYPE_IDS,
+                    ]
+                    .contains(&n.as_str())
+            }) else {
+                return Ok(inputs);
+            };
+            let (name, tensor) = inputs.remove(at);
+            let per_row = tensor.shape().iter().skip(1).product::<usize>();
+            let TensorData::Bytes(texts) = tensor.data() else {
+                return Ok(inputs);
+            };
+            if per_row != 1 || tensor.shape().is_empty() {
+                return Err(PreprocessError::InvalidInput(format!(
+                    "input {name:?} takes one text per row (BYTES [n] or [n, 1]), not shape {:?}",
+                    tensor.shape()
+                )));
+            }
+            let label = if name.is_empty() {
+                "text"
+            } else {
+                name.as_str()
+            };
+            inputs.extend(tokenizer.encode(label, texts)?);
+            return Ok(inputs);
+        }
         let Some((input, config)) = &self.image else {
             return Ok(inputs);
         };
@@ -172,7 +240,19 @@ impl Pipeline {
 
     /// Post-processes the model's answer, the same for every request: the softmax
     /// on the score output. Runs before the response cache keeps the answer.
-    pub fn finish_answer(&self, outputs: &mut [NamedTensor]) -> Result<(), PreprocessError> {
+    pub fn finish_answer(
+        &self,
+        outputs: &mut [NamedTensor],
+        mask: Option<&Tensor>,
+    ) -> Result<(), PreprocessError> {
+        if let Some((pooling, normalize)) = self.pooling {
+            if let Some((_, tensor)) = outputs
+                .iter_mut()
+                .find(|(n, _)| Some(n) == self.score_output.as_ref())
+            {
+                *tensor = tokenizer::pool(tensor, mask, pooling, normalize)?;
+            }
+        }
         if self.softmax {
             if let Some((_, tensor)) = outputs
                 .iter_mut()
