@@ -86,6 +86,9 @@ pub struct LoadedVersion {
     /// The config this version was loaded with: what `[batching]` and `warmup`,
     /// which take effect only at load, were when it loaded.
     pub loaded_config: Arc<ModelConfig>,
+    /// This version's pre- and post-processing (`[preprocess]`, `[postprocess]` and
+    /// their files), built when it loaded; `crate::api::predict` runs it.
+    pub pipeline: Arc<crate::preprocess::Pipeline>,
     /// This version's request queue and batcher (`[batching]` in its config).
     /// It lives as long as the version: requests queued when the version is
     /// unpublished hold the handle, so they drain before it is freed.
@@ -121,7 +124,21 @@ impl LoadedVersion {
         if now.sklearn != self.loaded_config.sklearn {
             out.push("sklearn");
         }
+        if now.preprocess != self.loaded_config.preprocess {
+            out.push("preprocess");
+        }
+        if now.postprocess != self.loaded_config.postprocess {
+            out.push("postprocess");
+        }
         out
+    }
+
+    /// The class names of this version's scores: `[postprocess] labels`, else the
+    /// model's own (a scikit-learn classifier's `classes_`).
+    pub fn class_labels(&self) -> Option<&[String]> {
+        self.pipeline
+            .class_labels()
+            .or(self.backend.traits().class_labels.as_deref())
     }
 
     /// The model's request deadline now (`None`: the server's default).
@@ -700,14 +717,15 @@ impl Manager {
         let started = std::time::Instant::now();
         let result = load_backend_with(artifact, &self.options, &config).map_err(|e| e.to_string());
         let result = result.and_then(|backend| {
+            let dir = artifact.parent().unwrap_or(Path::new("."));
+            let pipeline = crate::preprocess::Pipeline::load(dir, &config, &*backend)?;
             if config.warmup_enabled() {
-                let dir = artifact.parent().unwrap_or(Path::new("."));
                 crate::warmup::warm_up(model, version, &*backend, dir)?;
             }
-            Ok(backend)
+            Ok((backend, pipeline))
         });
         let (state, error) = match result {
-            Ok(backend) => {
+            Ok((backend, pipeline)) => {
                 let format = backend.format();
                 let model_name: Arc<str> = Arc::from(model);
                 let queue = Arc::new(BatchQueue::new(
@@ -723,6 +741,7 @@ impl Manager {
                     timeout_nanos: AtomicU64::new(0),
                     config: ArcSwap::new(config.clone()),
                     loaded_config: config,
+                    pipeline: Arc::new(pipeline),
                     queue,
                     records: Arc::downgrade(&self.records),
                     observer: self.observer.clone(),

@@ -26,6 +26,11 @@
 //! max_queue_length = 512
 //! instances = 1
 //!
+//! [postprocess]                     # labels, softmax, top-k (see `crate::preprocess`)
+//! labels = "labels.txt"
+//! softmax = true
+//! top_k = 3
+//!
 //! [cache]                           # the response cache (see `crate::cache`)
 //! enabled = true
 //! ttl_secs = 300
@@ -117,6 +122,10 @@ pub struct ModelConfig {
     /// Pre-processing of text inputs (`[preprocess]`), applied per version.
     #[serde(default)]
     pub preprocess: PreprocessConfig,
+    /// Post-processing of a classifier's scores (`[postprocess]`), applied per
+    /// version: labels, softmax, top-k.
+    #[serde(default)]
+    pub postprocess: PostprocessConfig,
     /// TensorFlow SavedModel options (`[tensorflow]`).
     #[serde(default)]
     pub tensorflow: TensorflowConfig,
@@ -331,6 +340,185 @@ pub struct PreprocessConfig {
     /// A jieba user dictionary (`word [freq [tag]]` per line), a file name in the
     /// version directory. Default: none.
     pub user_dict: Option<String>,
+    /// Decode JPEG / PNG / WebP bytes sent to the model's image input into its
+    /// tensor (`image = { width, height, … }`, see [`ImageConfig`]). Default: none.
+    pub image: Option<ImageConfig>,
+    /// A Hugging Face `tokenizer.json` in the version directory: text sent to the
+    /// model becomes its `input_ids`, `attention_mask` and `token_type_ids` (those
+    /// of them the graph has). Default: none.
+    pub tokenizer: Option<String>,
+    /// Tokens per text, special tokens included. Default 128.
+    pub max_length: usize,
+    /// Cut a longer text to `max_length` tokens; false makes it a 400. Default true.
+    pub truncation: bool,
+    /// `"max_length"` (default: every text padded to `max_length`, so requests
+    /// batch together) or `"longest"` (to the longest text of the request).
+    pub padding: Padding,
+}
+
+/// How tokenized texts are padded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Padding {
+    #[default]
+    MaxLength,
+    Longest,
+}
+
+/// `[postprocess] pooling`: how token embeddings `[n, tokens, dim]` become one
+/// vector per text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// The mean over the tokens the attention mask keeps (sentence-transformers).
+    Mean,
+    /// The first token's embedding.
+    Cls,
+}
+
+/// How an image is brought to the model's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResizeMode {
+    /// Resized to exactly `width` × `height`, whatever its aspect ratio. Default.
+    #[default]
+    Stretch,
+    /// Scaled to fit inside, aspect ratio kept, centred on a black canvas.
+    FitPad,
+    /// Scaled to cover, aspect ratio kept, the centre cut out.
+    Crop,
+}
+
+/// The channels of the model's image tensor, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelOrder {
+    /// Red, green, blue. Default.
+    #[default]
+    Rgb,
+    /// Blue, green, red (OpenCV-trained models).
+    Bgr,
+    /// One luma channel, PIL's `convert("L")` (ITU-R 601-2).
+    Gray,
+}
+
+impl ChannelOrder {
+    pub fn count(self) -> usize {
+        match self {
+            ChannelOrder::Gray => 1,
+            ChannelOrder::Rgb | ChannelOrder::Bgr => 3,
+        }
+    }
+}
+
+/// Where the channel dimension sits in the image tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageLayout {
+    /// `[n, channels, height, width]`. Default.
+    #[default]
+    Nchw,
+    /// `[n, height, width, channels]`.
+    Nhwc,
+}
+
+/// The element type of the image tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageDtype {
+    /// `(pixel * scale - mean) / std` as 32-bit floats. Default.
+    #[default]
+    Fp32,
+    /// The pixels as they are (0 to 255); scale, mean and std do not apply.
+    Uint8,
+}
+
+/// `[preprocess] image`: how bytes sent to the image input become its tensor:
+/// decoded (JPEG, PNG, WebP), converted to the channels, resized (bilinear, as
+/// PIL's `Image.BILINEAR`), then `(pixel * scale - mean[c]) / std[c]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageConfig {
+    /// The model's image width in pixels.
+    pub width: u32,
+    /// The model's image height in pixels.
+    pub height: u32,
+    #[serde(default)]
+    pub resize: ResizeMode,
+    #[serde(default)]
+    pub channels: ChannelOrder,
+    #[serde(default)]
+    pub layout: ImageLayout,
+    /// Multiplies every pixel (0 to 255) first. Default 1/255.
+    pub scale: Option<f32>,
+    /// Subtracted per channel after scaling, in the tensor's channel order.
+    /// Default 0.
+    #[serde(default)]
+    pub mean: Vec<f32>,
+    /// Divides per channel after the mean. Default 1.
+    #[serde(default)]
+    pub std: Vec<f32>,
+    #[serde(default)]
+    pub dtype: ImageDtype,
+    /// The largest image (width × height, as its header declares) decoded; a larger
+    /// one is refused with a 400 before it is decompressed. Default 33554432 (32 Mi).
+    pub max_pixels: Option<u64>,
+    /// The input the images go to. Default: the model's only input.
+    pub input: Option<String>,
+}
+
+impl ImageConfig {
+    pub const DEFAULT_MAX_PIXELS: u64 = 32 << 20;
+    const MAX_SIDE: u32 = 16_384;
+
+    pub fn scale(&self) -> f32 {
+        self.scale.unwrap_or(1.0 / 255.0)
+    }
+
+    pub fn max_pixels(&self) -> u64 {
+        self.max_pixels.unwrap_or(Self::DEFAULT_MAX_PIXELS)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        for (name, v) in [("width", self.width), ("height", self.height)] {
+            if v == 0 || v > Self::MAX_SIDE {
+                return Err(format!(
+                    "preprocess.image.{name} must be between 1 and {}, not {v}",
+                    Self::MAX_SIDE
+                ));
+            }
+        }
+        let c = self.channels.count();
+        for (name, v) in [("mean", &self.mean), ("std", &self.std)] {
+            if !v.is_empty() && v.len() != c {
+                return Err(format!(
+                    "preprocess.image.{name} must give {c} values (one per channel), not {}",
+                    v.len()
+                ));
+            }
+            if v.iter().any(|x| !x.is_finite()) {
+                return Err(format!("preprocess.image.{name} must be finite numbers"));
+            }
+        }
+        if self.std.contains(&0.0) {
+            return Err("preprocess.image.std must not be 0".into());
+        }
+        if self.scale.is_some_and(|s| !s.is_finite()) {
+            return Err("preprocess.image.scale must be a finite number".into());
+        }
+        if self.dtype == ImageDtype::Uint8
+            && (self.scale.is_some() || !self.mean.is_empty() || !self.std.is_empty())
+        {
+            return Err(
+                "preprocess.image: dtype \"uint8\" takes the pixels as they are; scale, mean and std do not apply"
+                    .into(),
+            );
+        }
+        if self.max_pixels == Some(0) {
+            return Err("preprocess.image.max_pixels must be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 impl Default for PreprocessConfig {
@@ -339,12 +527,41 @@ impl Default for PreprocessConfig {
             segmenter: None,
             hmm: true,
             user_dict: None,
+            image: None,
+            tokenizer: None,
+            max_length: 128,
+            truncation: true,
+            padding: Padding::MaxLength,
         }
     }
 }
 
 impl PreprocessConfig {
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(name) = &self.tokenizer {
+            if !is_plain_file_name(name) {
+                return Err(format!(
+                    "preprocess.tokenizer must be a file name in the version directory, not {name:?}"
+                ));
+            }
+            if self.segmenter.is_some() || self.image.is_some() {
+                return Err(
+                    "preprocess.tokenizer cannot be combined with a segmenter or an image".into(),
+                );
+            }
+            if self.max_length == 0 || self.max_length > 65_536 {
+                return Err(format!(
+                    "preprocess.max_length must be between 1 and 65536, not {}",
+                    self.max_length
+                ));
+            }
+        }
+        if let Some(image) = &self.image {
+            if self.segmenter.is_some() {
+                return Err("preprocess.image and preprocess.segmenter cannot both be set".into());
+            }
+            image.validate()?;
+        }
         if let Some(name) = &self.user_dict {
             if self.segmenter.is_none() {
                 return Err("preprocess.user_dict needs a segmenter".into());
@@ -361,6 +578,65 @@ impl PreprocessConfig {
         }
         Ok(())
     }
+}
+
+/// The `[postprocess]` table: what becomes of a classifier's score output, per
+/// version (read when a version loads; see `crate::preprocess`).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostprocessConfig {
+    /// Class names, one per line in score-column order, a file name in the version
+    /// directory (`labels.txt`). Used by TF Serving classify, the simple API and the
+    /// KServe classification extension. Default: none (classes are numbered).
+    pub labels: Option<String>,
+    /// Turn the scores into probabilities with a softmax over their last dimension
+    /// (for a model that gives logits), in every protocol's answer. Default false.
+    pub softmax: bool,
+    /// Classes per answer in TF Serving classify and the simple API: the k best,
+    /// best first. Default: every class, in column order.
+    pub top_k: Option<usize>,
+    /// The score output these apply to (and the token embeddings `pooling` reads).
+    /// Default: `probabilities_output`, else the model's own probabilities output,
+    /// else its only output.
+    pub output: Option<String>,
+    /// Pool token embeddings `[n, tokens, dim]` into `[n, dim]` (embedding models
+    /// with a tokenizer). Default: none.
+    pub pooling: Option<Pooling>,
+    /// Divide each pooled vector by its L2 norm. Default false.
+    pub normalize: bool,
+}
+
+impl PostprocessConfig {
+    /// Whether anything is asked of the version.
+    pub fn is_set(&self) -> bool {
+        self.labels.is_some() || self.softmax || self.top_k.is_some()
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(name) = &self.labels {
+            if !is_plain_file_name(name) {
+                return Err(format!(
+                    "postprocess.labels must be a file name in the version directory, not {name:?}"
+                ));
+            }
+        }
+        if self.top_k == Some(0) {
+            return Err("postprocess.top_k must be 1 or more".into());
+        }
+        if self.normalize && self.pooling.is_none() {
+            return Err("postprocess.normalize needs pooling".into());
+        }
+        if self.pooling.is_some() && (self.softmax || self.labels.is_some()) {
+            return Err("postprocess.pooling cannot be combined with softmax or labels".into());
+        }
+        Ok(())
+    }
+}
+
+/// A file name with no directory part (no `/`, `\`, `..`): what a config may
+/// name inside a version directory.
+pub fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
 }
 
 /// The `[batching]` table: how requests for one model version queue and merge.
@@ -547,6 +823,7 @@ impl ModelConfig {
         self.cache.validate()?;
         self.fasttext.validate()?;
         self.preprocess.validate()?;
+        self.postprocess.validate()?;
         if let Some(attr) = &self.sklearn.wrapper_attribute {
             let ok = attr
                 .chars()
@@ -593,6 +870,73 @@ mod tests {
             "[preprocess]\nsegmenter = \"jieba\"\nuser_dict = \"../d.txt\""
         )
         .is_err());
+    }
+
+    #[test]
+    fn image_table_is_validated() {
+        let c = ModelConfig::parse(
+            "[preprocess]\nimage = { width = 32, height = 24, resize = \"fit_pad\", channels = \"bgr\", layout = \"nhwc\", mean = [0.5, 0.5, 0.5], std = [0.25, 0.25, 0.25] }",
+        )
+        .unwrap();
+        let image = c.preprocess.image.unwrap();
+        assert_eq!((image.width, image.height), (32, 24));
+        assert_eq!(image.resize, ResizeMode::FitPad);
+        assert_eq!(image.channels, ChannelOrder::Bgr);
+        assert_eq!(image.layout, ImageLayout::Nhwc);
+        assert_eq!(image.scale(), 1.0 / 255.0);
+        assert_eq!(image.max_pixels(), ImageConfig::DEFAULT_MAX_PIXELS);
+        for bad in [
+            "[preprocess]\nimage = { width = 0, height = 24 }",
+            "[preprocess]\nimage = { width = 32, height = 24, mean = [0.5] }",
+            "[preprocess]\nimage = { width = 32, height = 24, std = [1, 0, 1] }",
+            "[preprocess]\nimage = { width = 32, height = 24, dtype = \"uint8\", scale = 1.0 }",
+            "[preprocess]\nimage = { width = 32, height = 24, resize = \"squash\" }",
+            "[preprocess]\nimage = { width = 32, height = 24, colour = \"rgb\" }",
+            "[preprocess]\nsegmenter = \"jieba\"\nimage = { width = 32, height = 24 }",
+        ] {
+            assert!(ModelConfig::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tokenizer_and_pooling_are_validated() {
+        let c = ModelConfig::parse(
+            "[preprocess]\ntokenizer = \"tokenizer.json\"\nmax_length = 32\npadding = \"longest\"\n[postprocess]\npooling = \"mean\"\nnormalize = true",
+        )
+        .unwrap();
+        assert_eq!(c.preprocess.max_length, 32);
+        assert_eq!(c.preprocess.padding, Padding::Longest);
+        assert!(c.preprocess.truncation);
+        assert_eq!(c.postprocess.pooling, Some(Pooling::Mean));
+        for bad in [
+            "[preprocess]\ntokenizer = \"../tokenizer.json\"",
+            "[preprocess]\ntokenizer = \"t.json\"\nmax_length = 0",
+            "[preprocess]\ntokenizer = \"t.json\"\nsegmenter = \"jieba\"",
+            "[postprocess]\nnormalize = true",
+            "[postprocess]\npooling = \"max\"",
+            "[postprocess]\npooling = \"cls\"\nsoftmax = true",
+        ] {
+            assert!(ModelConfig::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn postprocess_table_is_validated() {
+        let c = ModelConfig::parse(
+            "[postprocess]\nlabels = \"labels.txt\"\nsoftmax = true\ntop_k = 2\noutput = \"logits\"",
+        )
+        .unwrap();
+        assert_eq!(c.postprocess.labels.as_deref(), Some("labels.txt"));
+        assert!(c.postprocess.softmax && c.postprocess.is_set());
+        assert_eq!(c.postprocess.top_k, Some(2));
+        assert!(!ModelConfig::parse("").unwrap().postprocess.is_set());
+        for bad in [
+            "[postprocess]\nlabels = \"../labels.txt\"",
+            "[postprocess]\ntop_k = 0",
+            "[postprocess]\nlabel = \"labels.txt\"",
+        ] {
+            assert!(ModelConfig::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

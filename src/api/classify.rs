@@ -115,7 +115,16 @@ pub async fn classify(
         .config()
         .probabilities_output
         .clone()
-        .or_else(|| traits.probabilities_output.clone());
+        .or_else(|| traits.probabilities_output.clone())
+        .or_else(|| {
+            // `[postprocess]` names a score output (logits with `softmax`, say).
+            handle
+                .loaded_config
+                .postprocess
+                .is_set()
+                .then(|| handle.pipeline.score_output.clone())
+                .flatten()
+        });
     let prediction = handle
         .config()
         .prediction_output
@@ -141,14 +150,24 @@ pub async fn classify(
         if per_row * n != scores.len() {
             return Err(internal_output(&output, &tensor));
         }
-        let labels: Vec<String> = match &handle.backend.traits().class_labels {
-            Some(labels) if labels.len() == per_row => labels.clone(),
+        let labels: Vec<String> = match handle.class_labels() {
+            Some(labels) if labels.len() == per_row => labels.to_vec(),
             _ => (0..per_row).map(|i| i.to_string()).collect(),
         };
+        // `[postprocess] top_k`: the k best, best first; else every class in order.
+        let top_k = handle.pipeline.top_k;
         scores
             .chunks(per_row.max(1))
             .take(n)
-            .map(|row| labels.iter().cloned().zip(row.iter().copied()).collect())
+            .map(|row| {
+                let mut classes: Classes =
+                    labels.iter().cloned().zip(row.iter().copied()).collect();
+                if let Some(k) = top_k {
+                    classes.sort_by(|a, b| b.1.total_cmp(&a.1));
+                    classes.truncate(k);
+                }
+                classes
+            })
             .collect()
     } else {
         if tensor.len() != n {

@@ -77,3 +77,12 @@ impl From<JobError> for ApiError {
         }
     }
 }
+
+impl From<crate::preprocess::PreprocessError> for ApiError {
+    fn from(e: crate::preprocess::PreprocessError) -> ApiError {
+        match e {
+            crate::preprocess::PreprocessError::InvalidInput(m) => ApiError::InvalidArgument(m),
+            crate::preprocess::PreprocessError::Internal(m) => ApiError::Internal(m),
+        }
+    }
+}

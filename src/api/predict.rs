@@ -19,6 +19,7 @@ use crate::batching::{BatchError, QueuedRequest};
 use crate::cache::{CacheKey, CacheStatus};
 use crate::manager::{ServableHandle, VersionRequest};
 use crate::metrics;
+use crate::preprocess::Classification;
 use crate::tensor::{DataType, NamedTensor, Tensor, TensorSpec};
 
 /// A decoded inference request, whatever protocol it came in on.
@@ -40,6 +41,10 @@ pub struct PredictRequest {
     /// The model's signature to run (TF Serving's `signature_name`); empty means
     /// the default. Only TF SavedModels have others.
     pub signature_name: String,
+    /// Outputs to answer as their `k` best classes (`"score:index:label"` strings,
+    /// the KServe / Triton classification extension), done by the version's
+    /// pipeline after the batcher.
+    pub classifications: Vec<Classification>,
 }
 
 impl PredictRequest {
@@ -57,6 +62,7 @@ impl PredictRequest {
             client_timeout: None,
             options: PredictOptions::default(),
             signature_name: String::new(),
+            classifications: Vec::new(),
         }
     }
 }
@@ -182,12 +188,21 @@ async fn run(
     } else {
         std::mem::take(&mut request.signature_name)
     };
-    let inputs = prepare_inputs(
-        signature,
-        handle.config().input_name.as_deref(),
-        request.inputs,
-    )?;
+    // Pre-processing (`[preprocess]`, per version) before the inputs are checked
+    // against the signature and queued, so decoded images batch with the rest. It
+    // is CPU work, so it runs on a blocking thread, never on the async workers.
+    let raw_inputs = if handle.pipeline.transforms_inputs() && signature_name.is_empty() {
+        let pipeline = handle.pipeline.clone();
+        let inputs = std::mem::take(&mut request.inputs);
+        tokio::task::spawn_blocking(move || pipeline.prepare_inputs(inputs))
+            .await
+            .map_err(|e| ApiError::Internal(format!("pre-processing failed: {e}")))??
+    } else {
+        std::mem::take(&mut request.inputs)
+    };
+    let inputs = prepare_inputs(signature, handle.config().input_name.as_deref(), raw_inputs)?;
     check_outputs(signature, &request.outputs)?;
+    let pooling_mask = handle.pipeline.pooling_mask(&inputs);
     let max_rows = handle
         .config()
         .max_request_rows
@@ -219,13 +234,20 @@ async fn run(
     };
     if let Some((cache, key)) = &cached {
         if let Some(answer) = cache.lookup(key, &handle.model, deadline).await {
-            let outputs = answer.outputs_for(&request.outputs).ok_or_else(|| {
+            let mut outputs = answer.outputs_for(&request.outputs).ok_or_else(|| {
                 ApiError::Internal("a cached answer lacks an output its key names".into())
             })?;
             check_response_size(&outputs, encoding, state.settings.max_response_bytes)?;
             if let (Some(inputs), Some(store)) = (logged_inputs, &state.store) {
                 log_prediction(store, &handle, request.protocol, started, inputs, &outputs);
             }
+            classify_outputs(
+                &handle,
+                &mut outputs,
+                &request.classifications,
+                encoding,
+                state,
+            )?;
             return Ok(PredictResponse {
                 handle,
                 outputs,
@@ -236,6 +258,7 @@ async fn run(
             return Err(timed_out(&handle, timeout));
         }
     }
+    let classifications = std::mem::take(&mut request.classifications);
     let queued = QueuedRequest {
         inputs,
         outputs: request.outputs,
@@ -243,7 +266,7 @@ async fn run(
         options: request.options,
         signature: signature_name,
     };
-    let outputs = match handle.queue.submit(&state.inference, queued).await {
+    let mut outputs = match handle.queue.submit(&state.inference, queued).await {
         Ok(outputs) => outputs,
         Err(BatchError::DeadlineExceeded) => return Err(timed_out(&handle, timeout)),
         Err(e @ BatchError::QueueFull { .. }) => {
@@ -253,10 +276,15 @@ async fn run(
         Err(BatchError::InvalidInput(m)) => return Err(ApiError::InvalidArgument(m)),
         Err(BatchError::Internal(m)) => return Err(ApiError::Internal(m)),
     };
+    handle
+        .pipeline
+        .finish_answer(&mut outputs, pooling_mask.as_ref())?;
     check_response_size(&outputs, encoding, state.settings.max_response_bytes)?;
     if let (Some(inputs), Some(store)) = (logged_inputs, &state.store) {
         log_prediction(store, &handle, request.protocol, started, inputs, &outputs);
     }
+    // The cache keeps the version's answer (softmax included); a request's own
+    // classification is applied after it, hit or miss.
     let cache = match cached {
         Some((cache, key)) => {
             let ttl = handle.config().cache.ttl();
@@ -265,11 +293,28 @@ async fn run(
         }
         None => None,
     };
+    classify_outputs(&handle, &mut outputs, &classifications, encoding, state)?;
     Ok(PredictResponse {
         handle,
         outputs,
         cache,
     })
+}
+
+/// The classification extension a request asked for (`"classification": k` on an
+/// output), then the answer-size bound again, as the strings replace numbers.
+fn classify_outputs(
+    handle: &ServableHandle,
+    outputs: &mut [NamedTensor],
+    classifications: &[Classification],
+    encoding: ResponseEncoding,
+    state: &ServerState,
+) -> Result<(), ApiError> {
+    if classifications.is_empty() {
+        return Ok(());
+    }
+    handle.pipeline.classify_outputs(outputs, classifications)?;
+    check_response_size(outputs, encoding, state.settings.max_response_bytes)
 }
 
 /// TF Serving's answer to a signature name the model lacks, naming the ones it has.

@@ -29,6 +29,9 @@ pub enum Rows {
     Positional(Vec<Vec<FeatureValue>>),
     /// Values by feature name.
     Named(Vec<BTreeMap<String, FeatureValue>>),
+    /// Files (encoded images), one per row, for a model with `[preprocess] image`:
+    /// they go to its image input as BYTES `[n]` and are decoded by its pipeline.
+    Files(Vec<Vec<u8>>),
 }
 
 impl Rows {
@@ -36,6 +39,7 @@ impl Rows {
         match self {
             Rows::Positional(r) => r.len(),
             Rows::Named(r) => r.len(),
+            Rows::Files(f) => f.len(),
         }
     }
 }
@@ -102,7 +106,7 @@ pub async fn simple_predict(
         ApiError::Internal(format!("the model gave no output {prediction_output:?}"))
     })?;
     Ok(SimpleResponse {
-        class_labels: response.handle.backend.traits().class_labels.clone(),
+        class_labels: response.handle.class_labels().map(<[String]>::to_vec),
         handle: response.handle,
         prediction,
         probabilities,
@@ -115,6 +119,29 @@ pub async fn simple_predict(
 /// per column, else one `[rows, features]` tensor. Batch scoring (`crate::jobs`)
 /// lays out its rows through this too, so both read features the same way.
 pub fn row_inputs(handle: &ServableHandle, rows: &Rows) -> Result<Vec<(String, Tensor)>, ApiError> {
+    if let (Some(_), Rows::Positional(rows)) = (&handle.pipeline.tokenizer, rows) {
+        // A text model with a tokenizer: one text per row, tokenized by its pipeline.
+        let texts = rows
+            .iter()
+            .map(|row| match row.as_slice() {
+                [FeatureValue::Text(t)] => Ok(t.clone().into_bytes()),
+                _ => Err(ApiError::InvalidArgument(format!(
+                    "model {:?} takes text: send \"text\" or \"texts\"",
+                    handle.model
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let tensor = Tensor::new(vec![texts.len()], TensorData::Bytes(texts))
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        return Ok(vec![("text".to_string(), tensor)]);
+    }
+    if let Rows::Files(files) = rows {
+        // Unnamed: the pipeline's image input (else the model's only input, which
+        // refuses bytes by its dtype).
+        let tensor = Tensor::new(vec![files.len()], TensorData::Bytes(files.clone()))
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        return Ok(vec![(String::new(), tensor)]);
+    }
     Ok(match per_column_inputs(handle, rows) {
         Some(specs) => rows_to_columns(handle, specs, rows)?,
         None => {
@@ -199,6 +226,7 @@ fn per_column_inputs<'h>(handle: &'h ServableHandle, rows: &Rows) -> Option<&'h 
     }
     match rows {
         Rows::Named(_) => Some(inputs),
+        Rows::Files(_) => None,
         Rows::Positional(r) => r
             .iter()
             .all(|row| row.len() == inputs.len())
@@ -217,6 +245,7 @@ fn rows_to_columns(
     let config = handle.config();
     let defaults = &config.feature_defaults;
     let columns: Vec<Vec<&FeatureValue>> = match rows {
+        Rows::Files(_) => return Err(ApiError::Internal("files are not columns".into())),
         Rows::Positional(rows) => (0..inputs.len())
             .map(|i| rows.iter().map(|row| &row[i]).collect())
             .collect(),
@@ -347,6 +376,7 @@ fn rows_to_tensor(
     // One read of the config in force for the whole request.
     let config = handle.config();
     let positional: Vec<Vec<&FeatureValue>> = match rows {
+        Rows::Files(_) => return Err(ApiError::Internal("files are not features".into())),
         Rows::Positional(rows) => rows.iter().map(|r| r.iter().collect()).collect(),
         Rows::Named(rows) => {
             let names = feature_names(handle, &config).ok_or_else(|| {

@@ -71,6 +71,35 @@ fn timeout_parameter(
     }
 }
 
+/// The classification extension: `"classification": k` on a requested output.
+fn classifications(
+    request: &pb::ModelInferRequest,
+) -> Result<Vec<crate::preprocess::Classification>, ApiError> {
+    let mut out = Vec::new();
+    for o in &request.outputs {
+        let k = match o
+            .parameters
+            .get("classification")
+            .and_then(|p| p.parameter_choice.as_ref())
+        {
+            None => continue,
+            Some(ParameterChoice::Int64Param(k)) if *k >= 1 => *k as u64,
+            Some(ParameterChoice::Uint64Param(k)) if *k >= 1 => *k,
+            Some(other) => {
+                return Err(ApiError::InvalidArgument(format!(
+                    "parameter \"classification\" of output {:?} must be an integer of 1 or more, not {other:?}",
+                    o.name
+                )))
+            }
+        };
+        out.push(crate::preprocess::Classification {
+            output: o.name.clone(),
+            k: usize::try_from(k).unwrap_or(usize::MAX),
+        });
+    }
+    Ok(out)
+}
+
 /// A fastText model's `k` (an integer, 1 or more, or -1) and `threshold` (a
 /// number) from the request's parameters.
 fn predict_options(
@@ -239,6 +268,7 @@ impl grpc_inference_service_server::GrpcInferenceService for InferenceService {
         };
         predict.inputs = decode_inputs(&request).map_err(status_from)?;
         predict.outputs = request.outputs.iter().map(|o| o.name.clone()).collect();
+        predict.classifications = classifications(&request).map_err(status_from)?;
         predict.options = predict_options(&request.parameters).map_err(status_from)?;
         let response = api::predict(&self.state, predict)
             .await

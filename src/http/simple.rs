@@ -12,6 +12,10 @@
 //! * a text model (fastText): `{"model_id": "intent", "text": "…"}` or
 //!   `{"model_id": "intent", "texts": ["…", "…"]}` in place of `features`;
 //!
+//! * an image model (`[preprocess] image`): `multipart/form-data` with `model_id`
+//!   (unless in the path), optional `version`, and one or more file parts (each an
+//!   image; one file answers single values, several answer lists);
+//!
 //! Answer: `{"model_id", "version", "prediction", "probabilities"?, "classes"?,
 //! "latency", "timestamp", "time"}`; one row in gives single values out, a list of rows
 //! gives lists. `timestamp` is epoch seconds (a number, as the old services sent it),
@@ -311,7 +315,7 @@ fn decode_form(bytes: &[u8]) -> Result<SimpleBody, HttpError> {
     })
 }
 
-fn decode_body(
+async fn decode_body(
     state: &AppState,
     headers: &HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
@@ -319,9 +323,77 @@ fn decode_body(
     let bytes = body(bytes, state.settings.max_request_bytes)?;
     if is_form(headers) {
         decode_form(&bytes)
+    } else if let Some(content_type) = multipart_type(headers) {
+        decode_multipart(content_type, bytes).await
     } else {
         decode_json(&bytes)
     }
+}
+
+fn multipart_type(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/form-data")
+        })
+}
+
+/// A multipart body for an image model: `model_id`, `version` (text fields) and
+/// file parts, each one row. The body is already whole and bounded by
+/// `max_request_bytes`.
+async fn decode_multipart(content_type: &str, bytes: Bytes) -> Result<SimpleBody, HttpError> {
+    use axum::extract::FromRequest;
+    let request = axum::http::Request::builder()
+        .header(header::CONTENT_TYPE, content_type)
+        .body(axum::body::Body::from(bytes))
+        .map_err(|e| invalid(format!("malformed multipart body: {e}")))?;
+    let mut multipart = axum::extract::Multipart::from_request(request, &())
+        .await
+        .map_err(|e| invalid(format!("malformed multipart body: {e}")))?;
+    let (mut model, mut version, mut files) = (None, VersionRequest::Latest, Vec::new());
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| invalid(format!("malformed multipart body: {e}")))?
+    {
+        let name = field.name().unwrap_or_default().to_string();
+        let is_file = field.file_name().is_some();
+        let data = field
+            .bytes()
+            .await
+            .map_err(|e| invalid(format!("malformed multipart body: {e}")))?;
+        match (name.as_str(), is_file) {
+            (_, true) => files.push(data.to_vec()),
+            ("model_id", false) => model = Some(text_field(&name, &data)?),
+            ("version", false) => version = version_from_text(&text_field(&name, &data)?),
+            (other, false) => {
+                return Err(invalid(format!(
+                    "unknown multipart field {other:?}: send model_id, version and image files"
+                )))
+            }
+        }
+    }
+    if files.is_empty() {
+        return Err(invalid(
+            "a multipart request needs at least one file part (an image)",
+        ));
+    }
+    Ok(SimpleBody {
+        model,
+        version,
+        single: files.len() == 1,
+        rows: Rows::Files(files),
+        options: Default::default(),
+    })
+}
+
+fn text_field(name: &str, data: &[u8]) -> Result<String, HttpError> {
+    String::from_utf8(data.to_vec())
+        .map(|s| s.trim().to_string())
+        .map_err(|_| invalid(format!("multipart field {name:?} is not UTF-8 text")))
 }
 
 /// The model named by the path, unless the body names another.
@@ -375,7 +447,7 @@ async fn predict_post(
     headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<axum::response::Response, HttpError> {
-    let mut body = decode_body(&state, &headers, bytes)?;
+    let mut body = decode_body(&state, &headers, bytes).await?;
     let model = body
         .model
         .take()
@@ -407,7 +479,7 @@ async fn predict_model_post(
     headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<axum::response::Response, HttpError> {
-    let mut body = decode_body(&state, &headers, bytes)?;
+    let mut body = decode_body(&state, &headers, bytes).await?;
     let model = model_from_path(model, body.model.take())?;
     answer(&state, model, body).await
 }

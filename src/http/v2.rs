@@ -409,6 +409,22 @@ async fn run_infer(
         })
         .collect();
     let mut predict = PredictRequest::new(model, version, Protocol::V2Rest);
+    predict.classifications = request
+        .outputs
+        .iter()
+        .filter_map(|o| {
+            o.parameters.get("classification").map(|v| match v.as_u64() {
+                Some(k) if k >= 1 => Ok(crate::preprocess::Classification {
+                    output: o.name.clone(),
+                    k: usize::try_from(k).unwrap_or(usize::MAX),
+                }),
+                _ => Err(invalid(format!(
+                    "parameter \"classification\" of output {:?} must be an integer of 1 or more, not {v}",
+                    o.name
+                ))),
+            })
+        })
+        .collect::<Result<_, _>>()?;
     predict.inputs = decode_inputs(request.inputs, binary)?;
     predict.outputs = request.outputs.into_iter().map(|o| o.name).collect();
     predict.options = super::predict_options(

@@ -321,7 +321,7 @@ fn output_names(
     outputs: &[(String, Tensor)],
     probabilities: Option<&str>,
 ) -> Vec<String> {
-    let labels = handle.backend.traits().class_labels.clone();
+    let labels = handle.class_labels().map(<[String]>::to_vec);
     let mut names = Vec::new();
     for (name, tensor) in outputs {
         let width = row_width(tensor);

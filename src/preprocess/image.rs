@@ -1,0 +1,205 @@
+//! `[preprocess] image`: JPEG / PNG / WebP bytes become the model's image tensor,
+//! as PIL + numpy would make it: `Image.open(…).convert("RGB")` (then
+//! `.convert("L")` for gray), the resize (`Image.BILINEAR`), then
+//! `(pixels * scale - mean) / std` in float32, channels and layout as configured.
+//!
+//! Decompression bombs: the header's width × height is checked against
+//! `max_pixels` before anything is decoded, and the decoder itself runs under the
+//! `image` crate's `Limits` (sides and allocation), so a header that lies cannot
+//! make it allocate more.
+
+use std::io::Cursor;
+
+use image::imageops::FilterType;
+use image::{GrayImage, ImageFormat, ImageReader, Limits, RgbImage};
+
+use super::PreprocessError;
+use crate::model_config::{ChannelOrder, ImageConfig, ImageDtype, ImageLayout, ResizeMode};
+use crate::tensor::{Tensor, TensorData};
+
+/// Decoded pixels of one image at the model's size: `channels` interleaved bytes
+/// per pixel, row by row (`height` × `width` × `channels`).
+struct Pixels {
+    data: Vec<u8>,
+    channels: usize,
+}
+
+/// The images of one request (BYTES, one encoded image per element) as the
+/// model's tensor: `[n, c, h, w]` or `[n, h, w, c]`.
+pub fn images_to_tensor(
+    input: &str,
+    images: &[Vec<u8>],
+    config: &ImageConfig,
+) -> Result<Tensor, PreprocessError> {
+    let (w, h) = (config.width as usize, config.height as usize);
+    let c = config.channels.count();
+    let per_image = w * h * c;
+    let shape = match config.layout {
+        ImageLayout::Nchw => vec![images.len(), c, h, w],
+        ImageLayout::Nhwc => vec![images.len(), h, w, c],
+    };
+    let mut floats: Vec<f32> = Vec::new();
+    let mut bytes: Vec<u8> = Vec::new();
+    for (i, encoded) in images.iter().enumerate() {
+        let pixels = decode_and_resize(encoded, config).map_err(|m| {
+            PreprocessError::InvalidInput(format!("input {input:?} image {i}: {m}"))
+        })?;
+        let ordered = in_layout(&pixels, config);
+        match config.dtype {
+            ImageDtype::Uint8 => bytes.extend_from_slice(&ordered),
+            ImageDtype::Fp32 => {
+                floats.reserve(per_image);
+                normalize_into(&ordered, config, &mut floats);
+            }
+        }
+    }
+    let data = match config.dtype {
+        ImageDtype::Uint8 => TensorData::U8(bytes),
+        ImageDtype::Fp32 => TensorData::F32(floats),
+    };
+    Tensor::new(shape, data).map_err(|e| PreprocessError::Internal(e.to_string()))
+}
+
+/// Decodes one image and brings it to the model's size and channels.
+fn decode_and_resize(encoded: &[u8], config: &ImageConfig) -> Result<Pixels, String> {
+    let reader = |limits: Option<Limits>| -> Result<ImageReader<Cursor<&[u8]>>, String> {
+        let mut reader = ImageReader::new(Cursor::new(encoded))
+            .with_guessed_format()
+            .map_err(|e| e.to_string())?;
+        match reader.format() {
+            Some(ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP) => {}
+            _ => {
+                return Err(format!(
+                    "{} bytes that are not a JPEG, PNG or WebP image",
+                    encoded.len()
+                ))
+            }
+        }
+        if let Some(limits) = limits {
+            reader.limits(limits);
+        }
+        Ok(reader)
+    };
+    let max_pixels = config.max_pixels();
+    let (width, height) = reader(None)?
+        .into_dimensions()
+        .map_err(|e| format!("cannot read the image header: {e}"))?;
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > max_pixels {
+        return Err(format!(
+            "the image is {width} x {height} = {pixels} pixels, more than the {max_pixels} \
+             this model takes (preprocess.image.max_pixels)"
+        ));
+    }
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(width);
+    limits.max_image_height = Some(height);
+    // RGBA of 16-bit channels is the largest buffer a decoder makes, plus room
+    // for its own working memory.
+    limits.max_alloc = Some(pixels.saturating_mul(8).saturating_add(64 << 20));
+    let decoded = reader(Some(limits))?
+        .decode()
+        .map_err(|e| format!("cannot decode the image: {e}"))?;
+    let rgb: RgbImage = decoded.to_rgb8();
+    drop(decoded);
+    match config.channels {
+        ChannelOrder::Gray => {
+            let gray = GrayImage::from_fn(rgb.width(), rgb.height(), |x, y| {
+                let [r, g, b] = rgb.get_pixel(x, y).0;
+                // PIL's RGB to L (Convert.c): ITU-R 601-2 luma in 16-bit fixed point.
+                let l =
+                    (u32::from(r) * 19595 + u32::from(g) * 38470 + u32::from(b) * 7471 + 0x8000)
+                        >> 16;
+                image::Luma([l as u8])
+            });
+            Ok(Pixels {
+                data: fit(&gray, config).into_raw(),
+                channels: 1,
+            })
+        }
+        ChannelOrder::Rgb | ChannelOrder::Bgr => Ok(Pixels {
+            data: fit(&rgb, config).into_raw(),
+            channels: 3,
+        }),
+    }
+}
+
+/// `floor(x + 0.5)`: the rounding the reference script uses too.
+fn round_half_up(x: f64) -> u32 {
+    (x + 0.5).floor().max(1.0) as u32
+}
+
+/// Resizes (bilinear) to the model's size as `config.resize` says.
+fn fit<P>(
+    img: &image::ImageBuffer<P, Vec<u8>>,
+    config: &ImageConfig,
+) -> image::ImageBuffer<P, Vec<u8>>
+where
+    P: image::Pixel<Subpixel = u8> + 'static,
+{
+    let (w, h) = (config.width, config.height);
+    let (sw, sh) = (f64::from(img.width()), f64::from(img.height()));
+    match config.resize {
+        ResizeMode::Stretch => image::imageops::resize(img, w, h, FilterType::Triangle),
+        ResizeMode::FitPad => {
+            let s = (f64::from(w) / sw).min(f64::from(h) / sh);
+            let (nw, nh) = (round_half_up(sw * s).min(w), round_half_up(sh * s).min(h));
+            let resized = image::imageops::resize(img, nw, nh, FilterType::Triangle);
+            let mut canvas = image::ImageBuffer::<P, Vec<u8>>::new(w, h);
+            image::imageops::replace(
+                &mut canvas,
+                &resized,
+                i64::from((w - nw) / 2),
+                i64::from((h - nh) / 2),
+            );
+            canvas
+        }
+        ResizeMode::Crop => {
+            let s = (f64::from(w) / sw).max(f64::from(h) / sh);
+            let (nw, nh) = (round_half_up(sw * s).max(w), round_half_up(sh * s).max(h));
+            let resized = image::imageops::resize(img, nw, nh, FilterType::Triangle);
+            image::imageops::crop_imm(&resized, (nw - w) / 2, (nh - h) / 2, w, h).to_image()
+        }
+    }
+}
+
+/// The pixels in the tensor's channel order and layout (still bytes).
+fn in_layout(pixels: &Pixels, config: &ImageConfig) -> Vec<u8> {
+    let c = pixels.channels;
+    let hw = pixels.data.len() / c;
+    let channel = |k: usize| match config.channels {
+        ChannelOrder::Bgr => c - 1 - k,
+        ChannelOrder::Rgb | ChannelOrder::Gray => k,
+    };
+    let mut out = Vec::with_capacity(pixels.data.len());
+    match config.layout {
+        ImageLayout::Nhwc => {
+            for p in pixels.data.chunks_exact(c) {
+                out.extend((0..c).map(|k| p[channel(k)]));
+            }
+        }
+        ImageLayout::Nchw => {
+            for k in 0..c {
+                let src = channel(k);
+                out.extend((0..hw).map(|i| pixels.data[i * c + src]));
+            }
+        }
+    }
+    out
+}
+
+/// `(pixel * scale - mean[c]) / std[c]` in float32, in numpy's order of operations.
+fn normalize_into(ordered: &[u8], config: &ImageConfig, out: &mut Vec<f32>) {
+    let c = config.channels.count();
+    let scale = config.scale();
+    let mean = |k: usize| config.mean.get(k).copied().unwrap_or(0.0);
+    let std = |k: usize| config.std.get(k).copied().unwrap_or(1.0);
+    let hw = ordered.len() / c;
+    for (i, &p) in ordered.iter().enumerate() {
+        let k = match config.layout {
+            ImageLayout::Nchw => i / hw,
+            ImageLayout::Nhwc => i % c,
+        };
+        out.push((f32::from(p) * scale - mean(k)) / std(k));
+    }
+}

@@ -1,0 +1,373 @@
+//! Per-version pre- and post-processing pipelines (issue 15).
+//!
+//! A [`Pipeline`] is built once when a version loads, from the model's
+//! `[preprocess]` / `[postprocess]` tables and files in the version directory, and
+//! lives on the version's handle (`crate::manager::LoadedVersion::pipeline`).
+//! `crate::api::predict` runs it between the api operation and the batcher: on the
+//! way out, after the batcher answers (or the cache does), [`Pipeline::finish`]
+//! applies the softmax and the classification extension.
+//!
+//! Invariant: adapters never pre- or post-process; they pass what the client asked
+//! (e.g. `"parameters": {"classification": k}` on an output) to the api operation,
+//! so every protocol answers the same.
+//! Invariant: nothing here panics on a client's tensor; bad input is a
+//! [`PreprocessError::InvalidInput`] (400 / INVALID_ARGUMENT).
+
+pub mod image;
+pub mod labels;
+pub mod tokenizer;
+
+use std::path::Path;
+
+use crate::backends::Backend;
+use crate::model_config::ModelConfig;
+use crate::tensor::{DataType, NamedTensor, Tensor, TensorData};
+
+pub use labels::{classification_strings, load_labels, ClassScores};
+
+/// Why a request cannot be pre- or post-processed.
+#[derive(Debug, thiserror::Error)]
+pub enum PreprocessError {
+    /// The client's input or request does not fit the pipeline.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The model's output does not have the shape the pipeline was set up for.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// A request for the classification extension on one output: its `k` best classes
+/// as `"score:index:label"` strings (KServe / Triton `"classification": k`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classification {
+    pub output: String,
+    pub k: usize,
+}
+
+/// What one version does to requests and answers besides running the model.
+#[derive(Debug, Default)]
+pub struct Pipeline {
+    /// The output that holds class scores (`[postprocess] output`, else the
+    /// probabilities output, else the only output); `None` when the model has none.
+    pub score_output: Option<String>,
+    /// Class names in score-column order (`[postprocess] labels`).
+    pub labels: Option<Vec<String>>,
+    /// Softmax over the score output's last dimension.
+    pub softmax: bool,
+    /// Classes per TF Serving classify / simple API answer.
+    pub top_k: Option<usize>,
+    /// `[preprocess] image` and the input it feeds.
+    pub image: Option<(String, crate::model_config::ImageConfig)>,
+    /// `[preprocess] tokenizer`.
+    pub tokenizer: Option<tokenizer::TextTokenizer>,
+    /// `[postprocess] pooling` and `normalize`, on the score output (the token
+    /// embeddings).
+    pub pooling: Option<(crate::model_config::Pooling, bool)>,
+}
+
+impl Pipeline {
+    /// Builds the pipeline of the version in `version_dir` from its config, checked
+    /// against the loaded model's signature: a label file whose line count differs
+    /// from the score output's width, or a softmax on an output that is not
+    /// floating point, fails the load with a message naming the setting.
+    pub fn load(
+        version_dir: &Path,
+        config: &ModelConfig,
+        backend: &dyn Backend,
+    ) -> Result<Pipeline, String> {
+        let post = &config.postprocess;
+        let signature = backend.signature();
+        let traits = backend.traits();
+        let score_output = post
+            .output
+            .clone()
+            .or_else(|| config.probabilities_output.clone())
+            .or_else(|| traits.probabilities_output.clone())
+            .or_else(|| match signature.outputs.as_slice() {
+                [only] => Some(only.name.clone()),
+                _ => None,
+            });
+        let spec = score_output
+            .as_ref()
+            .and_then(|name| signature.outputs.iter().find(|o| o.name == *name));
+        if post.is_set() || post.pooling.is_some() {
+            let Some(spec) = spec else {
+                return Err(match &score_output {
+                    Some(name) => format!("[postprocess]: the model has no output {name:?}"),
+                    None => "[postprocess]: the model has several outputs; name the score \
+                             output with postprocess.output"
+                        .to_string(),
+                });
+            };
+            if post.softmax && !matches!(spec.dtype, DataType::F32 | DataType::F64) {
+                return Err(format!(
+                    "postprocess.softmax needs a floating point output, but {:?} is {}",
+                    spec.name, spec.dtype
+                ));
+            }
+        }
+        let labels = match &post.labels {
+            Some(name) => {
+                let labels = load_labels(&version_dir.join(name), name)?;
+                let width = spec.and_then(|s| s.shape.last().copied()).unwrap_or(-1);
+                if width > 0 && width as usize != labels.len() {
+                    return Err(format!(
+                        "postprocess.labels: {name} has {} labels but output {:?} has {width} classes",
+                        labels.len(),
+                        score_output.as_deref().unwrap_or_default()
+                    ));
+                }
+                Some(labels)
+            }
+            None => None,
+        };
+        let image = match &config.preprocess.image {
+            Some(image) => Some((image_input(image, backend)?, image.clone())),
+            None => None,
+        };
+        let tokenizer = match &config.preprocess.tokenizer {
+            Some(name) => Some(tokenizer::TextTokenizer::load(
+                version_dir,
+                name,
+                &config.preprocess,
+                backend,
+            )?),
+            None => None,
+        };
+        if let (Some(_), Some(spec)) = (post.pooling, spec) {
+            if spec.shape.len() != 3 {
+                return Err(format!(
+                    "postprocess.pooling needs token embeddings [n, tokens, dim], but output {:?} has shape {:?}",
+                    spec.name, spec.shape
+                ));
+            }
+        }
+        Ok(Pipeline {
+            score_output,
+            labels,
+            softmax: post.softmax,
+            top_k: post.top_k,
+            image,
+            tokenizer,
+            pooling: post.pooling.map(|p| (p, post.normalize)),
+        })
+    }
+
+    /// Whether requests' inputs go through [`Pipeline::prepare_inputs`] (on a
+    /// blocking thread: decoding images is CPU work).
+    pub fn transforms_inputs(&self) -> bool {
+        self.image.is_some() || self.tokenizer.is_some()
+    }
+
+    /// The attention mask of prepared inputs, which mean pooling needs after the
+    /// batcher (`None` without pooling, or a model without that input).
+    pub fn pooling_mask(&self, inputs: &[NamedTensor]) -> Option<Tensor> {
+        self.pooling?;
+        inputs
+            .iter()
+            .find(|(n, _)| n == tokenizer::ATTENTION_MASK)
+            .map(|(_, t)| t.clone())
+    }
+
+    /// Turns what the client sent into the model's tensors: encoded images (BYTES)
+    /// sent to the image input are decoded, resized and normalized. A tensor that
+    /// is not BYTES passes as it is (a client may send the tensor itself).
+    pub fn prepare_inputs(
+        &self,
+        mut inputs: Vec<NamedTensor>,
+    ) -> Result<Vec<NamedTensor>, PreprocessError> {
+        if let Some(tokenizer) = &self.tokenizer {
+            // The text: a BYTES tensor under any name but the graph's own inputs
+            // (a client may send input_ids itself), one text per row.
+            let Some(at) = inputs.iter().position(|(n, t)| {
+                t.dtype() == DataType::Bytes
+                    && ![
+                        tokenizer::INPUT_IDS,
+                        tokenizer::ATTENTION_MASK,
+                        tokenizer::TOKEN_TYPE_IDS,
+                    ]
+                    .contains(&n.as_str())
+            }) else {
+                return Ok(inputs);
+            };
+            let (name, tensor) = inputs.remove(at);
+            let per_row = tensor.shape().iter().skip(1).product::<usize>();
+            let TensorData::Bytes(texts) = tensor.data() else {
+                return Ok(inputs);
+            };
+            if per_row != 1 || tensor.shape().is_empty() {
+                return Err(PreprocessError::InvalidInput(format!(
+                    "input {name:?} takes one text per row (BYTES [n] or [n, 1]), not shape {:?}",
+                    tensor.shape()
+                )));
+            }
+            let label = if name.is_empty() {
+                "text"
+            } else {
+                name.as_str()
+            };
+            inputs.extend(tokenizer.encode(label, texts)?);
+            return Ok(inputs);
+        }
+        let Some((input, config)) = &self.image else {
+            return Ok(inputs);
+        };
+        for (name, tensor) in inputs.iter_mut() {
+            let ours = name == input || name.is_empty();
+            if !ours {
+                continue;
+            }
+            let TensorData::Bytes(images) = tensor.data() else {
+                continue;
+            };
+            let per_row = tensor.shape().iter().skip(1).product::<usize>();
+            if per_row != 1 || tensor.shape().is_empty() {
+                return Err(PreprocessError::InvalidInput(format!(
+                    "input {input:?} takes one encoded image per row (BYTES [n] or [n, 1]), not shape {:?}",
+                    tensor.shape()
+                )));
+            }
+            *tensor = image::images_to_tensor(input, images, config)?;
+            *name = input.clone();
+        }
+        Ok(inputs)
+    }
+
+    /// The class names of the score output, when the config gives them.
+    pub fn class_labels(&self) -> Option<&[String]> {
+        self.labels.as_deref()
+    }
+
+    /// Post-processes the model's answer, the same for every request: the softmax
+    /// on the score output. Runs before the response cache keeps the answer.
+    pub fn finish_answer(
+        &self,
+        outputs: &mut [NamedTensor],
+        mask: Option<&Tensor>,
+    ) -> Result<(), PreprocessError> {
+        if let Some((pooling, normalize)) = self.pooling {
+            if let Some((_, tensor)) = outputs
+                .iter_mut()
+                .find(|(n, _)| Some(n) == self.score_output.as_ref())
+            {
+                *tensor = tokenizer::pool(tensor, mask, pooling, normalize)?;
+            }
+        }
+        if self.softmax {
+            if let Some((_, tensor)) = outputs
+                .iter_mut()
+                .find(|(n, _)| Some(n) == self.score_output.as_ref())
+            {
+                softmax_last_dim(tensor)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What one request asked of the answer: each classification replaces its
+    /// output with `[rows, k]` BYTES strings. Runs on cached answers too.
+    pub fn classify_outputs(
+        &self,
+        outputs: &mut [NamedTensor],
+        classifications: &[Classification],
+    ) -> Result<(), PreprocessError> {
+        for c in classifications {
+            if c.k == 0 {
+                return Err(PreprocessError::InvalidInput(format!(
+                    "classification of output {:?} must ask for 1 or more classes",
+                    c.output
+                )));
+            }
+            let Some((name, tensor)) = outputs.iter_mut().find(|(n, _)| *n == c.output) else {
+                return Err(PreprocessError::InvalidInput(format!(
+                    "classification asked for output {:?}, which the answer does not hold",
+                    c.output
+                )));
+            };
+            let labels = if Some(&*name) == self.score_output.as_ref() {
+                self.labels.as_deref()
+            } else {
+                None
+            };
+            *tensor = classification_strings(name, tensor, c.k, labels)?;
+        }
+        Ok(())
+    }
+}
+
+/// The input `[preprocess] image` feeds (its `input`, else the model's only input),
+/// checked against the model's shape: four dimensions, the fixed ones equal to the
+/// configured channels, height and width in the configured layout.
+fn image_input(
+    image: &crate::model_config::ImageConfig,
+    backend: &dyn Backend,
+) -> Result<String, String> {
+    let inputs = &backend.signature().inputs;
+    let spec = match &image.input {
+        Some(name) => inputs
+            .iter()
+            .find(|s| s.name == *name)
+            .ok_or_else(|| format!("preprocess.image.input: the model has no input {name:?}"))?,
+        None => match inputs.as_slice() {
+            [only] => only,
+            _ => {
+                return Err(
+                    "preprocess.image: the model has several inputs; name the image input with preprocess.image.input"
+                        .into(),
+                )
+            }
+        },
+    };
+    let c = image.channels.count() as i64;
+    let (h, w) = (i64::from(image.height), i64::from(image.width));
+    let want = match image.layout {
+        crate::model_config::ImageLayout::Nchw => [c, h, w],
+        crate::model_config::ImageLayout::Nhwc => [h, w, c],
+    };
+    let fits = spec.shape.len() == 4
+        && spec.shape[1..]
+            .iter()
+            .zip(want)
+            .all(|(&d, w)| d < 0 || d == w);
+    if !fits {
+        return Err(format!(
+            "preprocess.image makes [n, {}, {}, {}] tensors, but input {:?} has shape {:?}",
+            want[0], want[1], want[2], spec.name, spec.shape
+        ));
+    }
+    Ok(spec.name.clone())
+}
+
+/// Softmax over the last dimension, in place, computed in `f64` (max subtracted
+/// first, as `scipy.special.softmax`).
+fn softmax_last_dim(tensor: &mut Tensor) -> Result<(), PreprocessError> {
+    let empty = Tensor::new(vec![0], TensorData::F32(Vec::new()))
+        .map_err(|e| PreprocessError::Internal(e.to_string()))?;
+    let (shape, mut data) = std::mem::replace(tensor, empty).into_parts();
+    let width = shape.last().copied().unwrap_or(1).max(1);
+    fn rows<T: Copy + Into<f64>>(v: &mut [T], width: usize, back: impl Fn(f64) -> T) {
+        for row in v.chunks_mut(width) {
+            let max = row
+                .iter()
+                .map(|&x| x.into())
+                .fold(f64::NEG_INFINITY, f64::max);
+            let exps: Vec<f64> = row.iter().map(|&x| (x.into() - max).exp()).collect();
+            let sum: f64 = exps.iter().sum();
+            for (x, e) in row.iter_mut().zip(exps) {
+                *x = back(e / sum);
+            }
+        }
+    }
+    match &mut data {
+        TensorData::F32(v) => rows(v, width, |x| x as f32),
+        TensorData::F64(v) => rows(v, width, |x| x),
+        other => {
+            return Err(PreprocessError::Internal(format!(
+                "softmax needs floating point scores, not {}",
+                other.dtype()
+            )))
+        }
+    }
+    *tensor = Tensor::new(shape, data).map_err(|e| PreprocessError::Internal(e.to_string()))?;
+    Ok(())
+}
