@@ -40,6 +40,36 @@ fn repo() -> tempfile::TempDir {
         &root_path("tests/fixtures/fasttext/softmax.bin"),
     );
     std::fs::rename(&ft, ft.with_file_name("model.bin")).unwrap();
+    // An image model (`[preprocess] image`) and a text model fed through a tokenizer.
+    let image = install_model(
+        &models,
+        "gray_image",
+        1,
+        &root_path("tests/fixtures/preprocess/images/identity_nchw1.onnx"),
+    );
+    std::fs::rename(&image, image.with_file_name("model.onnx")).unwrap();
+    std::fs::write(
+        models.join("gray_image/config.toml"),
+        "[preprocess]\nimage = { width = 32, height = 24, resize = \"crop\", \
+         channels = \"gray\", layout = \"nchw\" }\n",
+    )
+    .unwrap();
+    let minilm = install_model(
+        &models,
+        "minilm",
+        1,
+        &root_path("tests/fixtures/preprocess/minilm/model.onnx"),
+    );
+    std::fs::copy(
+        root_path("tests/fixtures/preprocess/minilm/tokenizer.json"),
+        minilm.with_file_name("tokenizer.json"),
+    )
+    .unwrap();
+    std::fs::write(
+        models.join("minilm/config.toml"),
+        "[preprocess]\ntokenizer = \"tokenizer.json\"\n",
+    )
+    .unwrap();
     dir
 }
 
@@ -216,6 +246,19 @@ async fn pages_fragments_assets_and_chart_data() {
         200,
         &["data-mode=\"text\"", "<textarea", "data-feature=\"text\""],
     );
+    // An image model gets a file input (sent as multipart), a tokenizer model a text box.
+    let image = get(&server, "/console/fragments/models/gray_image/try", None).await;
+    assert_html(
+        &image,
+        200,
+        &[
+            "data-mode=\"image\"",
+            "type=\"file\"",
+            "accept=\"image/jpeg,image/png,image/webp\"",
+        ],
+    );
+    let tokenized = get(&server, "/console/fragments/models/minilm/try", None).await;
+    assert_html(&tokenized, 200, &["data-mode=\"text\"", "<textarea"]);
     let (status, answer) = server
         .post_json("/predict/intent", &json!({"text": "hello there"}))
         .await;

@@ -7,7 +7,8 @@ the example models AVAILABLE, runs a prediction from the "try it" form and check
 the answer against the fixture's expected output, sees the live charts sample the
 server's metrics, uploads a model with the progress bar and sees it become
 AVAILABLE, then deploys, stops and deletes it through the confirmed buttons; keyboard
-focus survives the live refresh. With tokens, the shell loads without one, the data asks for one, and the
+focus survives the live refresh; an image model's form sends a file and answers the
+tensor PIL + numpy make from it. With tokens, the shell loads without one, the data asks for one, and the
 token entered is sent from then on. Screenshots go to target/console-screenshots/.
 
 usage: .venv-clients/bin/python tests/console_browser.py target/debug/ferroserve
@@ -19,6 +20,7 @@ import json
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -30,6 +32,7 @@ from playwright.sync_api import expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "target" / "console-screenshots"
+IMAGES = ROOT / "tests" / "fixtures" / "preprocess" / "images"
 TOKEN = "fst_console-browser-test-token-inference-management"
 WAIT_MS = 30_000
 
@@ -43,6 +46,14 @@ def free_port():
 def start_server(binary, work, with_tokens):
     models = work / "models"
     shutil.copytree(ROOT / "examples" / "models", models)
+    # An image model: the gray identity graph behind `[preprocess] image`, so the
+    # answer is the tensor the server made from the image.
+    (models / "gray_image" / "1").mkdir(parents=True)
+    shutil.copy(IMAGES / "identity_nchw1.onnx", models / "gray_image" / "1" / "model.onnx")
+    (models / "gray_image" / "config.toml").write_text(
+        '[preprocess]\nimage = { width = 32, height = 24, resize = "crop", '
+        'channels = "gray", layout = "nchw" }\n'
+    )
     rest, grpc = free_port(), free_port()
     args = [
         str(binary), "serve",
@@ -75,6 +86,12 @@ def start_server(binary, work, with_tokens):
             proc.kill()
             sys.exit("server did not get ready:\n" + (work / "server.log").read_text())
         time.sleep(0.1)
+
+
+def flatten(value):
+    if isinstance(value, list):
+        return [x for v in value for x in flatten(v)]
+    return [value]
 
 
 def expected(model, row):
@@ -139,6 +156,23 @@ def run(browser, binary, with_tokens):
             expect(page.locator("#charts-now")).to_contain_text("1 requests", timeout=WAIT_MS)
             expect(page.locator("#model-detail")).to_contain_text("AVAILABLE")
             page.screenshot(path=str(SHOTS / f"{name}-2-model.png"), full_page=True)
+
+            # An image model's form takes a file, sent as multipart; the answer is
+            # the tensor PIL + numpy make from it (python/make_preprocess_fixtures.py).
+            if not with_tokens:
+                page.goto(base + "/console/models/gray_image")
+                form = page.locator("#try-form")
+                expect(form).to_have_attribute("data-mode", "image", timeout=WAIT_MS)
+                page.set_input_files("#try-field-0", str(IMAGES / "photo.png"))
+                page.click("#try-form button[type=submit]")
+                expect(page.locator("#try-prediction")).to_be_visible(timeout=WAIT_MS)
+                got = flatten(json.loads(page.locator("#try-prediction").text_content()))
+                raw = (IMAGES / "crop_gray_photo_png.f32").read_bytes()
+                want = struct.unpack(f"<{len(raw) // 4}f", raw)
+                assert len(got) == len(want), (len(got), len(want))
+                worst = max(abs(a - b) for a, b in zip(got, want))
+                assert worst <= 3 / 255, worst
+                page.screenshot(path=str(SHOTS / f"{name}-2b-image-model.png"), full_page=True)
 
             # Upload with the progress bar; the new model becomes AVAILABLE.
             page.goto(base + "/console")

@@ -478,6 +478,9 @@ enum FormMode {
     Named,
     /// One box of comma-separated values (the model's width is not known).
     List,
+    /// One image file, sent as `multipart/form-data` (a model with
+    /// `[preprocess] image`).
+    Image,
 }
 
 impl FormMode {
@@ -487,6 +490,7 @@ impl FormMode {
             FormMode::Positional => "positional",
             FormMode::Named => "named",
             FormMode::List => "list",
+            FormMode::Image => "image",
         }
     }
 }
@@ -533,14 +537,39 @@ fn spec_text(s: &crate::tensor::TensorSpec) -> String {
 
 /// The form a model's signature calls for: a text box for text models, one field
 /// per named feature, one per column of a fixed-width input, or a list box.
-fn form_for(metadata: &api::ModelMetadata) -> (FormMode, Vec<FormField>) {
+/// What a model's `[preprocess]` table makes of its input, which decides the form
+/// rather than the graph's tensors.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Preprocessed {
+    /// Tensors as the signature says.
+    No,
+    /// Text (a tokenizer or a segmenter).
+    Text,
+    /// An image file.
+    Image,
+}
+
+fn form_for(
+    metadata: &api::ModelMetadata,
+    preprocessed: Preprocessed,
+) -> (FormMode, Vec<FormField>) {
     let inputs = &metadata.signature.inputs;
     let number = |name: &str, label: String| FormField {
         name: name.to_string(),
         label,
         kind: "number",
     };
-    if metadata.format == "fasttext" {
+    if preprocessed == Preprocessed::Image {
+        return (
+            FormMode::Image,
+            vec![FormField {
+                name: "image".into(),
+                label: "Image (JPEG, PNG or WebP)".into(),
+                kind: "file",
+            }],
+        );
+    }
+    if metadata.format == "fasttext" || preprocessed == Preprocessed::Text {
         return (
             FormMode::Text,
             vec![FormField {
@@ -614,7 +643,21 @@ async fn try_fragment(State(state): State<AppState>, Path(model): Path<String>) 
         Ok(m) => m,
         Err(e) => return error_fragment(&e),
     };
-    let (mode, fields) = form_for(&metadata);
+    let preprocessed = match state.manager.resolve(&model, &VersionRequest::Latest) {
+        Ok(handle) => {
+            let config = handle.config();
+            let p = &config.preprocess;
+            if p.image.is_some() {
+                Preprocessed::Image
+            } else if p.tokenizer.is_some() || p.segmenter.is_some() {
+                Preprocessed::Text
+            } else {
+                Preprocessed::No
+            }
+        }
+        Err(_) => Preprocessed::No,
+    };
+    let (mode, fields) = form_for(&metadata, preprocessed);
     html(
         StatusCode::OK,
         &TryFragment {

@@ -91,7 +91,10 @@
   function call(method, url, body) {
     var headers = withToken({ Accept: "application/json" });
     var init = { method: method, headers: headers, credentials: "same-origin" };
-    if (body !== undefined) {
+    if (body instanceof FormData) {
+      // The browser writes the multipart Content-Type with its boundary.
+      init.body = body;
+    } else if (body !== undefined) {
       headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
     }
@@ -247,7 +250,12 @@
       return f.dataset.kind === "number" ? Number(f.value) : f.value;
     };
     var body;
-    if (mode === "text") {
+    if (mode === "image") {
+      // The simple API's multipart form: model_id, then the image file.
+      body = new FormData();
+      body.append("model_id", model);
+      body.append("image", fields[0].files[0]);
+    } else if (mode === "text") {
       body = { text: fields[0].value };
     } else if (mode === "positional") {
       body = { features: fields.map(valueOf) };
