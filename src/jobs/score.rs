@@ -35,7 +35,7 @@ pub fn run(ctx: &JobContext, spec: &ScoreSpec) -> Result<serde_json::Value, JobE
         .map_err(|e| failed(format!("model {:?}: {e}", spec.model)))?;
     let version = handle.version;
     ctx.message(format!("scoring with {} version {version}", spec.model));
-    let features = simple::feature_columns(&handle).map_err(failed)?;
+    let layout = simple::named_layout(&handle).map_err(failed)?;
     let (prediction, probabilities) = simple::answer_outputs(&handle).map_err(failed)?;
     let wanted = match &spec.outputs {
         Some(o) => o.clone(),
@@ -59,7 +59,7 @@ pub fn run(ctx: &JobContext, spec: &ScoreSpec) -> Result<serde_json::Value, JobE
             })
         })
         .collect::<Result<_, _>>()?;
-    let plans = plan_inputs(&handle, &features, &columns, &spec.model)?;
+    let plans = plan_inputs(&handle, layout, &columns, &spec.model)?;
     let (mut batch, mut out_rows): (Vec<Vec<Value>>, Vec<Vec<Value>>) = (Vec::new(), Vec::new());
 
     let mut sink: Option<Box<dyn io::Sink>> = None;
@@ -159,17 +159,21 @@ struct InputPlan {
     features: Vec<(String, Cell)>,
 }
 
+/// The plan of each input in `layout` (`api::simple::named_layout`) over the
+/// source's `columns`; a feature the source lacks takes the config's default, and
+/// one without a default fails the job, naming every such feature.
 fn plan_inputs(
     handle: &ServableHandle,
-    features: &[String],
+    layout: Vec<(TensorSpec, Vec<String>)>,
     columns: &[String],
     model: &str,
 ) -> Result<Vec<InputPlan>, JobError> {
     let index_of = |name: &str| columns.iter().position(|c| c == name);
     let defaults = handle.config().feature_defaults.clone();
-    let missing: Vec<&String> = features
+    let features: Vec<&String> = layout.iter().flat_map(|(_, names)| names).collect();
+    let missing: Vec<&&String> = features
         .iter()
-        .filter(|f| index_of(f).is_none() && !defaults.contains_key(*f))
+        .filter(|f| index_of(f).is_none() && !defaults.contains_key(**f))
         .collect();
     if !missing.is_empty() {
         return Err(failed(format!(
@@ -177,7 +181,6 @@ fn plan_inputs(
              features: {features:?}; the source's columns: {columns:?})"
         )));
     }
-    let layout = simple::named_layout(handle).map_err(failed)?;
     layout
         .into_iter()
         .map(|(spec, names)| {
@@ -191,15 +194,12 @@ fn plan_inputs(
                 .map(|name| {
                     let cell = match index_of(&name) {
                         Some(i) => Cell::Column(i),
-                        None => Cell::Default(defaults.get(&name).cloned().ok_or_else(|| {
-                            failed(format!(
-                                "the source has no column {name:?}, which model {model:?} needs"
-                            ))
-                        })?),
+                        // Checked above: a missing column has a default.
+                        None => Cell::Default(defaults[&name].clone()),
                     };
-                    Ok((name, cell))
+                    (name, cell)
                 })
-                .collect::<Result<_, JobError>>()?;
+                .collect();
             Ok(InputPlan { spec, features })
         })
         .collect()

@@ -60,11 +60,12 @@ impl Value {
     /// As CSV text (empty for null).
     pub fn to_text(&self) -> String {
         match self {
-            Value::Null => String::new(),
-            Value::Bool(b) => b.to_string(),
-            Value::Int(i) => i.to_string(),
-            Value::Float(f) => f.to_string(),
             Value::Text(s) => s.clone(),
+            other => {
+                let mut buf = Vec::new();
+                other.write_text(&mut buf);
+                String::from_utf8(buf).expect("numbers and booleans are ASCII")
+            }
         }
     }
 }
