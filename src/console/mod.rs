@@ -266,10 +266,10 @@ impl ModelRow {
                 m.settings_needing_reload.join(", ")
             ));
         }
+        let or_none = |v: &Option<String>| v.clone().unwrap_or_else(|| "—".into());
         let deployment = match (&m.deployment, worker) {
             (None, _) => Vec::new(),
             (Some(d), Some(w)) => {
-                let or_none = |v: &Option<String>| v.clone().unwrap_or_else(|| "—".into());
                 let limit = |v: &Option<String>, e: crate::workers::limits::Enforcement| {
                     v.as_ref()
                         .map_or_else(|| "—".into(), |v| format!("{v} ({})", e.describe()))
@@ -291,7 +291,6 @@ impl ModelRow {
                 ]
             }
             (Some(d), None) => {
-                let or_none = |v: &Option<String>| v.clone().unwrap_or_else(|| "—".into());
                 vec![
                     ("environment", or_none(&d.environment)),
                     (
