@@ -1,7 +1,8 @@
 //! Scoring: every row of a source through a served model, into a sink.
 //!
 //! Rows are read a batch at a time, laid out for the model exactly as the simple
-//! API lays out named features (`api::simple::row_inputs`), and predicted through
+//! API lays out named features (the plan comes from `api::simple::named_layout`,
+//! once per job), and predicted through
 //! `api::predict`, so the version's queue, batcher and backend do the work as for
 //! any request. The version is fixed when the job starts ("latest" or a label is
 //! resolved once), so every row is scored by the same model.
