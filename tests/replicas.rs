@@ -52,7 +52,7 @@ fn replica_command(
         .args(["--redis-url", redis])
         .args(["--file-system-poll-wait-seconds", "0.2"])
         .args(["--inference-threads", "1"])
-        .args(["--shutdown-delay", "0.5"]);
+        .args(["--shutdown-delay", "1.5"]);
     (c, rest)
 }
 
@@ -327,9 +327,22 @@ async fn three_replicas_behind_nginx_behave_as_one_service() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let leaving = cluster.replicas.pop().unwrap();
     leaving.terminate();
-    // Not ready at once (the shutdown delay), still answering.
-    let (status, _) = get(leaving.url("/v2/health/ready")).await;
-    assert_eq!(status, 503);
+    // Not ready as soon as the signal is handled (the shutdown delay), still
+    // answering. The signal arrives asynchronously, so a first look may still see
+    // it ready; it must turn 503 well within the 1.5 s delay.
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        let (status, _) = get(leaving.url("/v2/health/ready")).await;
+        if status == 503 {
+            break;
+        }
+        assert_eq!(status, 200, "still serving while it drains");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still ready 1 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let mut leaving = leaving;
     let code = tokio::task::spawn_blocking(move || {
         let code = leaving.wait_exit(Duration::from_secs(30));
