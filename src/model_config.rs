@@ -18,13 +18,14 @@
 //! stable = 1
 //! canary = 2
 //!
-//! [batching]                        # see `BatchingConfig` and docs/batching.md
+//! [batching]                        # see `BatchingConfig` and README.md, "Batching and overload"
 //! enabled = true
 //! max_batch_size = 32
 //! max_queue_delay_micros = 200
 //! preferred_batch_sizes = [8, 32]
 //! max_queue_length = 512
 //! instances = 1
+//! inline_max_micros = 50           # cheaper runs skip the hand-off to an inference thread
 //!
 //! [postprocess]                     # labels, softmax, top-k (see `crate::preprocess`)
 //! labels = "labels.txt"
@@ -668,6 +669,12 @@ pub struct BatchingConfig {
     /// threads). Default 1. For ONNX models raise `onnx_sessions` with it, as a
     /// session runs one batch at a time.
     pub instances: usize,
+    /// A batch whose run is expected (from this version's recent runs, per row)
+    /// to take less than this many microseconds runs on the thread that closes it,
+    /// instead of being handed to an inference thread and back: for a model that
+    /// cheap the two thread switches cost more than the model. Default 50; 0
+    /// always hands off. Slower models never run on the async workers.
+    pub inline_max_micros: u64,
 }
 
 impl Default for BatchingConfig {
@@ -679,6 +686,7 @@ impl Default for BatchingConfig {
             preferred_batch_sizes: Vec::new(),
             max_queue_length: 512,
             instances: 1,
+            inline_max_micros: 50,
         }
     }
 }
@@ -690,6 +698,7 @@ impl BatchingConfig {
     const MAX_DELAY_MICROS: u64 = 10_000_000;
     const MAX_QUEUE_LENGTH: usize = 1_000_000;
     const MAX_INSTANCES: usize = 256;
+    const MAX_INLINE_MICROS: u64 = 1_000;
 
     pub(crate) fn validate(&self) -> Result<(), String> {
         let in_range = |name: &str, v: usize, max: usize| {
@@ -708,6 +717,13 @@ impl BatchingConfig {
             Self::MAX_QUEUE_LENGTH,
         )?;
         in_range("instances", self.instances, Self::MAX_INSTANCES)?;
+        if self.inline_max_micros > Self::MAX_INLINE_MICROS {
+            return Err(format!(
+                "batching.inline_max_micros must be at most {} (1 ms: longer runs belong on the inference threads), not {}",
+                Self::MAX_INLINE_MICROS,
+                self.inline_max_micros
+            ));
+        }
         if self.max_queue_delay_micros > Self::MAX_DELAY_MICROS {
             return Err(format!(
                 "batching.max_queue_delay_micros must be at most {} (10 s), not {}",
@@ -730,6 +746,10 @@ impl BatchingConfig {
 
     pub fn max_queue_delay(&self) -> Duration {
         Duration::from_micros(self.max_queue_delay_micros)
+    }
+
+    pub fn inline_max(&self) -> Duration {
+        Duration::from_micros(self.inline_max_micros)
     }
 }
 

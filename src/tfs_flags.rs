@@ -785,6 +785,7 @@ mod tests {
                 preferred_batch_sizes: vec![16, 64],
                 max_queue_length: 640,
                 instances: 2,
+                ..BatchingConfig::default()
             }
         );
         let e = |t: &str| parse_batching_parameters(t).unwrap_err();

@@ -7,6 +7,7 @@
 //! waiting for its delay to run out.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -85,6 +86,9 @@ struct Entry {
     /// Rows along the batch dimension; `None` when this request cannot be merged
     /// with others (batching off, or inputs that disagree on their first dimension).
     rows: Option<usize>,
+    /// Rows for the run-time estimate and the batch-size metric, merged or not: the
+    /// inputs' shared first dimension, else 1.
+    size: usize,
     deadline: Option<Instant>,
     enqueued: Instant,
     reply: Reply,
@@ -126,6 +130,8 @@ struct Limits {
     preferred: Vec<usize>,
     max_queue_length: usize,
     instances: usize,
+    /// Batches expected to run faster than this run on the thread that closes them.
+    inline_max: Duration,
 }
 
 /// The mutable part of a queue, behind one short-held lock.
@@ -173,6 +179,9 @@ pub struct BatchQueue {
     context: OnceLock<Context>,
     /// Registered once here so that the request path formats no labels.
     metrics: QueueMetrics,
+    /// A moving average of this version's run time per row, in nanoseconds;
+    /// `u64::MAX` until a first run was timed. Decides which batches run inline.
+    nanos_per_row: AtomicU64,
 }
 
 impl BatchQueue {
@@ -218,6 +227,7 @@ impl BatchQueue {
                 preferred,
                 max_queue_length: config.max_queue_length,
                 instances: config.instances,
+                inline_max: config.inline_max(),
             },
             model,
             version,
@@ -225,6 +235,7 @@ impl BatchQueue {
             state: Mutex::new(State::default()),
             context: OnceLock::new(),
             metrics,
+            nanos_per_row: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -265,8 +276,9 @@ impl BatchQueue {
         // same limits as the default one.
         let batched =
             request.signature.is_empty() || self.batched_signatures.contains(&request.signature);
+        let size = batch_rows(&request.inputs);
         let rows = if self.limits.batching && batched {
-            batch_rows(&request.inputs)
+            size
         } else {
             None
         };
@@ -286,6 +298,7 @@ impl BatchQueue {
                 options: request.options,
                 signature: request.signature,
                 rows,
+                size: size.unwrap_or(1).max(1),
                 deadline,
                 enqueued: now,
                 reply,
@@ -427,46 +440,120 @@ impl BatchQueue {
         }
     }
 
-    /// Hands batches to the executor and arms the delay timer. Called without the lock.
-    fn start(self: &Arc<Self>, work: Work) {
-        if work.batches.is_empty() && work.timer.is_none() {
-            return;
-        }
-        let Some(context) = self.context.get() else {
-            return; // unreachable: work only exists after a request set the context
-        };
-        for batch in work.batches {
-            let queue = self.clone();
-            let job: Job = Box::new(move || queue.run_batch(batch));
-            // A refused job is dropped with its entries, whose callers see ShutDown.
-            if context.executor.execute(job).is_err() {
-                let mut state = self.state.lock();
-                state.in_flight -= 1;
-                state.closed = true;
-                for e in state.entries.drain(..) {
-                    let _ = e.reply.send(Err(BatchError::ShutDown));
+    /// Hands batches to the executor (or runs the cheap ones here, see
+    /// [`BatchQueue::runs_inline`]) and arms the delay timer. Called without the lock.
+    fn start(self: &Arc<Self>, mut work: Work) {
+        loop {
+            if work.batches.is_empty() && work.timer.is_none() {
+                return;
+            }
+            let Some(context) = self.context.get() else {
+                return; // unreachable: work only exists after a request set the context
+            };
+            let mut inline = Vec::new();
+            for batch in work.batches {
+                if self.runs_inline(&batch) {
+                    inline.push(batch);
+                    continue;
+                }
+                let queue = self.clone();
+                let job: Job = Box::new(move || {
+                    queue.run_batch(batch);
+                    let next = queue.finish_batch();
+                    queue.start(next);
+                });
+                // A refused job is dropped with its entries, whose callers see ShutDown.
+                if context.executor.execute(job).is_err() {
+                    let mut state = self.state.lock();
+                    state.in_flight -= 1;
+                    state.closed = true;
+                    for e in state.entries.drain(..) {
+                        let _ = e.reply.send(Err(BatchError::ShutDown));
+                    }
                 }
             }
-        }
-        if let Some(at) = work.timer {
-            let queue = self.clone();
-            context.runtime.spawn(async move {
-                tokio::time::sleep_until(at).await;
-                let work = {
-                    let mut state = queue.state.lock();
-                    if state.timer_at == Some(at) {
-                        state.timer_at = None;
-                    }
-                    queue.take_work(&mut state, Instant::now())
+            if let Some(at) = work.timer {
+                self.arm_timer(context, at);
+            }
+            if inline.is_empty() {
+                return;
+            }
+            // Cheap batches run here, one after another; what they free may start
+            // more work, handled by the next turn of the loop rather than by
+            // recursion, however long the queue.
+            let mut next = Work::default();
+            for batch in inline {
+                self.run_batch(batch);
+                let more = self.finish_batch();
+                next.batches.extend(more.batches);
+                next.timer = match (next.timer, more.timer) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
                 };
-                queue.start(work);
-            });
+            }
+            work = next;
         }
     }
 
-    /// Runs one batch on an inference thread, answers its callers, and starts
-    /// whatever may run next.
-    fn run_batch(self: Arc<Self>, batch: Vec<Entry>) {
+    /// Whether `batch` is expected to run faster than `inline_max`, from the moving
+    /// average of this version's run time per row: then handing it to an inference
+    /// thread and its answer back would cost more than the model, and it runs on
+    /// the thread that closed it (an async worker, a timer, or an inference thread
+    /// that just finished a batch). Until a first run was timed, nothing runs
+    /// inline, and a run that turns out slow moves the next ones back to the pool.
+    fn runs_inline(&self, batch: &[Entry]) -> bool {
+        if self.limits.inline_max.is_zero() {
+            return false;
+        }
+        let per_row = self.nanos_per_row.load(Ordering::Relaxed);
+        if per_row == u64::MAX {
+            return false;
+        }
+        let rows: usize = batch.iter().map(|e| e.size).sum();
+        per_row.saturating_mul(rows as u64) < self.limits.inline_max.as_nanos() as u64
+    }
+
+    /// Folds one run's time into the per-row moving average (weight 1/8 for the
+    /// newest; the first run sets it).
+    fn time_run(&self, elapsed: std::time::Duration, rows: usize) {
+        let per_row = (elapsed.as_nanos() / rows.max(1) as u128).min(u64::MAX as u128 - 1) as u64;
+        let old = self.nanos_per_row.load(Ordering::Relaxed);
+        let new = if old == u64::MAX {
+            per_row
+        } else {
+            old - old / 8 + per_row / 8
+        };
+        self.nanos_per_row.store(new, Ordering::Relaxed);
+    }
+
+    /// Ends a batch: frees its instance and forms what may start next.
+    fn finish_batch(&self) -> Work {
+        let mut state = self.state.lock();
+        state.in_flight -= 1;
+        self.take_work(&mut state, Instant::now())
+    }
+
+    /// Looks at the queue again at `at`, when a partial batch's delay runs out.
+    fn arm_timer(self: &Arc<Self>, context: &Context, at: Instant) {
+        let queue = self.clone();
+        context.runtime.spawn(async move {
+            tokio::time::sleep_until(at).await;
+            let work = {
+                let mut state = queue.state.lock();
+                if state.timer_at == Some(at) {
+                    state.timer_at = None;
+                }
+                queue.take_work(&mut state, Instant::now())
+            };
+            queue.start(work);
+        });
+    }
+
+    /// Runs one batch (on an inference thread, or inline when cheap) and answers its
+    /// callers. The caller then frees its instance ([`BatchQueue::finish_batch`]).
+    /// A panicking model answers its batch with an error instead of taking the
+    /// thread, or the instance, with it.
+    fn run_batch(&self, batch: Vec<Entry>) {
         let now = Instant::now();
         let live: Vec<Entry> = batch
             .into_iter()
@@ -482,7 +569,7 @@ impl BatchQueue {
             })
             .collect();
         if !live.is_empty() {
-            let rows: usize = live.iter().map(|e| e.rows.unwrap_or(1)).sum();
+            let rows: usize = live.iter().map(|e| e.size).sum();
             for e in &live {
                 self.metrics
                     .queue_duration
@@ -490,17 +577,25 @@ impl BatchQueue {
             }
             self.metrics.batch_size.record(rows as f64);
             let started = std::time::Instant::now();
-            self.run_entries(live);
-            let compute = started.elapsed().as_secs_f64();
+            let ran =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_entries(live)));
+            let elapsed = started.elapsed();
+            if ran.is_err() {
+                // The entries' replies were dropped with the panic: their callers see
+                // an error. The run time is learnt again, on the pool.
+                tracing::error!(
+                    model = &*self.model,
+                    version = self.version,
+                    "the model panicked while running a batch"
+                );
+                self.nanos_per_row.store(u64::MAX, Ordering::Relaxed);
+            } else {
+                self.time_run(elapsed, rows);
+            }
+            let compute = elapsed.as_secs_f64();
             self.metrics.compute_duration.record(compute);
             self.metrics.inference_duration.record(compute);
         }
-        let work = {
-            let mut state = self.state.lock();
-            state.in_flight -= 1;
-            self.take_work(&mut state, Instant::now())
-        };
-        self.start(work);
     }
 
     fn run_entries(&self, mut live: Vec<Entry>) {
@@ -674,6 +769,10 @@ mod tests {
         runs: Mutex<Vec<Vec<f32>>>,
         /// When set, each run first waits for a message (a blocked model).
         gate: Option<Mutex<std::sync::mpsc::Receiver<()>>>,
+        /// How long each run takes at least (a slow model).
+        delay: Duration,
+        /// The name of the thread each run ran on, in order.
+        threads: Mutex<Vec<String>>,
     }
 
     impl Doubler {
@@ -692,6 +791,8 @@ mod tests {
                 traits: ModelTraits::default(),
                 runs: Mutex::new(Vec::new()),
                 gate: None,
+                delay: Duration::ZERO,
+                threads: Mutex::new(Vec::new()),
             }
         }
 
@@ -725,6 +826,11 @@ mod tests {
             if let Some(gate) = &self.gate {
                 let _ = gate.lock().recv();
             }
+            std::thread::sleep(self.delay);
+            let thread = std::thread::current();
+            self.threads
+                .lock()
+                .push(thread.name().unwrap_or("unnamed").to_string());
             let (shape, data) = inputs.into_iter().next().unwrap().1.into_parts();
             let TensorData::F32(x) = data else {
                 return Err(BackendError::InvalidInput("not f32".into()));
@@ -1015,5 +1121,87 @@ mod tests {
         for b in backlog {
             b.await.unwrap().unwrap();
         }
+    }
+
+    /// The threads a model's runs took, after `n` requests one after another. After
+    /// the first run, whose time is learnt, the estimate is set to `per_row` ns (a
+    /// preempted first run on a busy machine must not decide the test).
+    async fn threads_after(
+        model: Doubler,
+        config: &BatchingConfig,
+        n: usize,
+        per_row: Option<u64>,
+    ) -> Vec<String> {
+        let pool = Arc::new(InferencePool::new(1));
+        let model = Arc::new(model);
+        let q = queue(&model, config);
+        for i in 0..n {
+            let answer = q.submit(&pool, request(1, i as f32, None)).await;
+            assert_eq!(y_values(answer), vec![2.0 * i as f32; 2]);
+            if i == 0 {
+                // The answer is sent before the run's time is folded in.
+                wait_until(|| q.nanos_per_row.load(Ordering::Relaxed) != u64::MAX).await;
+                if let Some(per_row) = per_row {
+                    q.nanos_per_row.store(per_row, Ordering::Relaxed);
+                }
+            }
+        }
+        let threads = model.threads.lock().clone();
+        threads
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_cheap_model_runs_on_the_calling_thread_once_timed() {
+        // The first run is timed on an inference thread; a model far below 50 µs a
+        // row then runs where the request is, with the same answers.
+        let threads = threads_after(Doubler::new(true), &config(false, 1, 0), 4, Some(1_000)).await;
+        assert!(threads[0].starts_with("inference-"), "{threads:?}");
+        assert!(
+            threads[1..].iter().all(|t| !t.starts_with("inference-")),
+            "{threads:?}"
+        );
+        // Batching on: the batches a zero-delay flush closes run inline too.
+        let threads = threads_after(Doubler::new(true), &config(true, 8, 0), 4, Some(1_000)).await;
+        assert!(
+            threads[1..].iter().all(|t| !t.starts_with("inference-")),
+            "{threads:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn slow_models_and_inline_max_0_always_use_the_inference_threads() {
+        let mut slow = Doubler::new(true);
+        slow.delay = Duration::from_micros(300);
+        let threads = threads_after(slow, &config(false, 1, 0), 4, None).await;
+        assert!(
+            threads.iter().all(|t| t.starts_with("inference-")),
+            "{threads:?}"
+        );
+        let never = BatchingConfig {
+            inline_max_micros: 0,
+            ..config(false, 1, 0)
+        };
+        let threads = threads_after(Doubler::new(true), &never, 4, Some(1_000)).await;
+        assert!(
+            threads.iter().all(|t| t.starts_with("inference-")),
+            "{threads:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_large_request_to_a_cheap_model_goes_to_the_pool() {
+        // The estimate is per row: 10,000 rows of a model timed at a few hundred
+        // nanoseconds a row would hold an async worker too long.
+        let pool = Arc::new(InferencePool::new(1));
+        let model = Arc::new(Doubler::new(true));
+        let q = queue(&model, &config(false, 1, 0));
+        q.submit(&pool, request(1, 1.0, None)).await.unwrap();
+        wait_until(|| q.nanos_per_row.load(Ordering::Relaxed) != u64::MAX).await;
+        q.nanos_per_row.store(100, Ordering::Relaxed);
+        q.submit(&pool, request(1, 1.0, None)).await.unwrap();
+        q.submit(&pool, request(10_000, 1.0, None)).await.unwrap();
+        let threads = model.threads.lock().clone();
+        assert!(!threads[1].starts_with("inference-"), "{threads:?}");
+        assert!(threads[2].starts_with("inference-"), "{threads:?}");
     }
 }
