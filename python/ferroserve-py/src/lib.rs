@@ -69,7 +69,8 @@ impl Labels {
         }
     }
 
-    /// `(dtype, payload)`: raw native-endian bytes for numbers, a list for strings.
+    /// `(dtype, payload)`: raw native-endian bytes for numbers; for strings, the
+    /// distinct labels and each row's int32 index into them.
     fn into_py(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let (dtype, payload): (&str, Py<PyAny>) = match self {
             Labels::Int(v) => {
@@ -80,7 +81,28 @@ impl Labels {
                 let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_ne_bytes()).collect();
                 ("float64", PyBytes::new(py, &bytes).into_any().unbind())
             }
-            Labels::Str(v) => ("str", PyList::new(py, v)?.into_any().unbind()),
+            Labels::Str(v) => {
+                // Few distinct labels, many rows: each distinct label crosses once, and
+                // the rows as int32 codes into them, so Python makes no string per row.
+                let mut distinct: Vec<&str> = Vec::new();
+                let mut index: std::collections::HashMap<&str, i32> = Default::default();
+                let mut codes: Vec<u8> = Vec::with_capacity(v.len() * 4);
+                for label in &v {
+                    let code = *index.entry(label.as_str()).or_insert_with(|| {
+                        distinct.push(label);
+                        distinct.len() as i32 - 1
+                    });
+                    codes.extend_from_slice(&code.to_ne_bytes());
+                }
+                let payload = PyTuple::new(
+                    py,
+                    [
+                        PyList::new(py, distinct)?.into_any(),
+                        PyBytes::new(py, &codes).into_any(),
+                    ],
+                )?;
+                ("str", payload.into_any().unbind())
+            }
         };
         Ok(
             PyTuple::new(py, [dtype.into_pyobject(py)?.into_any().unbind(), payload])?

@@ -84,9 +84,11 @@ def _labels_to_numpy(result):
 
     dtype, payload = result
     if dtype == "str":
-        out = np.empty(len(payload), dtype=object)
-        out[:] = payload
-        return out
+        # The distinct labels and each row's index into them (see the native side).
+        distinct, codes = payload
+        labels = np.empty(len(distinct), dtype=object)
+        labels[:] = distinct
+        return labels[np.frombuffer(codes, dtype=np.int32)]
     return np.frombuffer(payload, dtype=dtype).copy()
 
 
