@@ -117,3 +117,19 @@ def test_a_truncated_model_raises_the_readers_message(tmp_path):
     path.write_bytes(head)
     with pytest.raises(ferroserve.ModelError, match="(truncated|invalid) fastText model"):
         ferroserve.Model.load(path)
+
+
+def test_predict_releases_the_gil():
+    import time
+
+    from test_onnx import assert_runs_without_the_gil
+
+    native = model_for("lid176")._native
+    texts = ["Hello, how are you today? Ceci est une phrase en français."] * 2000
+    while True:
+        start = time.perf_counter()
+        native._predict_texts(texts, 5, 0.0)
+        if time.perf_counter() - start >= 0.1 or len(texts) >= 1_000_000:
+            break
+        texts = texts * 2
+    assert_runs_without_the_gil(lambda: native._predict_texts(texts, 5, 0.0))

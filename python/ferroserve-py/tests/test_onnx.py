@@ -231,3 +231,49 @@ def test_bad_input_raises_a_clear_error(tmp_path):
     broken.write_bytes(b"\x08\x07" + b"\xff" * 64)
     with pytest.raises(ferroserve.ModelError, match="cannot load ONNX model"):
         ferroserve.Model.load(broken)
+
+
+def assert_runs_without_the_gil(call):
+    """A Python thread keeps running while another thread is inside `call` (a native
+    method, made to take at least 0.1 s): were the GIL held, it could not wake at all."""
+    import threading
+    import time
+
+    wakeups = []
+    stop = threading.Event()
+
+    def sampler():
+        while not stop.is_set():
+            wakeups.append(time.perf_counter())
+            time.sleep(0.001)
+
+    sampling = threading.Thread(target=sampler)
+    sampling.start()
+    try:
+        time.sleep(0.01)
+        before = time.perf_counter()
+        call()
+        after = time.perf_counter()
+    finally:
+        stop.set()
+        sampling.join()
+    assert after - before > 0.05, "the call must be long enough to tell (%.3f s)" % (after - before)
+    during = [t for t in wakeups if before < t < after]
+    assert len(during) >= max(3, (after - before) / 0.01), (len(during), after - before)
+
+
+def test_predict_releases_the_gil():
+    import time
+
+    model = ferroserve.Model.load(os.path.join(FIXTURES, "iris_str", "model.onnx"))
+    native = model._native  # the native call alone: it is what must run without the GIL
+    n_rows = 50_000
+    while True:
+        rows = np.random.default_rng(1).uniform(0, 8, size=(n_rows, 4)).astype(np.float32)
+        tensors = [("input", "float32", [n_rows, 4], rows.tobytes())]
+        start = time.perf_counter()
+        native._predict_tensors(tensors)
+        if time.perf_counter() - start >= 0.1 or n_rows >= 6_400_000:
+            break
+        n_rows *= 2
+    assert_runs_without_the_gil(lambda: native._predict_tensors(tensors))
