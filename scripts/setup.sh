@@ -12,7 +12,7 @@
 #                  tensorflow-serving-api (python/requirements-tf-nodeps.txt, no deps)
 #   .venv-py       the ferroserve Python package's wheel (python/ferroserve-py, built here
 #                  with maturin) and what its tests use: numpy, pandas, pyarrow,
-#                  scikit-learn, pytest
+#                  scikit-learn, onnxruntime (its library runs the package's ONNX models), pytest
 #   .venv-dist     pyspark and ray with the same wheel: the package's Spark and Ray tests
 #   Debian packages the tests start throwaway servers from: postgresql, mariadb-server,
 #                  redis-server, nginx (installed if missing; their own services are not started),

@@ -26,7 +26,9 @@ pub mod server;
 pub mod settings;
 pub mod sources;
 pub mod store;
-pub mod tensor;
+// Tensors live in ferroserve-core (shared with the Python package); same path here.
+pub use ferroserve_core::tensor;
+pub use ferroserve_core::with_tensor_data;
 pub mod tfrecord;
 pub mod tfs_flags;
 pub mod tls;

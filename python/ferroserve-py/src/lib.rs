@@ -1,8 +1,10 @@
 //! `ferroserve._native`: the compiled half of the `ferroserve` Python package.
 //!
-//! It loads scikit-learn pickle/joblib files with the server's own safe reader
-//! (`ferroserve-sklearn`: nothing in the file is executed) and predicts with the same
-//! native estimators. The Python half (`python/ferroserve/__init__.py`) turns numpy
+//! It loads models with the server's own code: scikit-learn pickle/joblib files with
+//! its safe reader (`ferroserve-sklearn`: nothing in the file is executed, `Model`),
+//! ONNX models with its ONNX backend (`ferroserve-core`, `onnx::OnnxModel`) and
+//! fastText models with its reader (`ferroserve-fasttext`, `fasttext::FastTextModel`);
+//! `format_of` tells them apart as the server does. The Python half (`python/ferroserve/__init__.py`) turns numpy
 //! arrays and pandas DataFrames into the plain buffers taken here; Arrow data crosses
 //! through the Arrow C data interface (PyCapsules), so no pyarrow version is tied to
 //! the build.
@@ -10,17 +12,15 @@
 //! Invariant: every prediction and every model load runs with the GIL released, and
 //! every failure is a Python exception carrying the reader's message, never a panic.
 
-use std::ffi::CStr;
-use std::ptr::NonNull;
+mod arrow_io;
+mod fasttext;
+mod onnx;
+
 use std::sync::Arc;
 
-use arrow_array::ffi::{from_ffi, to_ffi, FFI_ArrowArray, FFI_ArrowSchema};
-use arrow_array::ffi_stream::{FFI_ArrowArrayStream, RecordBatchStreamReader};
-use arrow_array::{
-    Array, ArrayRef, Float64Array, Int64Array, RecordBatch, RecordBatchIterator, StringArray,
-    StructArray,
-};
-use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
+use arrow_array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow_io::{dense_columns, is_string, numeric_values, string_values, ArrowArray, ArrowStream};
+use arrow_schema::{ArrowError, DataType, Field, Schema};
 use ferroserve_sklearn::{
     ClassLabels, Column, ColumnKind, Input, InputSchema, Prediction, SklearnModel,
 };
@@ -47,10 +47,6 @@ const PREDICT_OUTPUT: &str = "predict";
 /// The name of the single matrix input, as the server's sklearn backend names it.
 const MATRIX_INPUT: &str = "input";
 
-const SCHEMA_CAPSULE: &CStr = c"arrow_schema";
-const ARRAY_CAPSULE: &CStr = c"arrow_array";
-const STREAM_CAPSULE: &CStr = c"arrow_array_stream";
-
 /// A loaded model. Immutable once loaded, so threads may predict with it at once.
 #[pyclass(module = "ferroserve._native", frozen)]
 struct Model {
@@ -73,7 +69,8 @@ impl Labels {
         }
     }
 
-    /// `(dtype, payload)`: raw native-endian bytes for numbers, a list for strings.
+    /// `(dtype, payload)`: raw native-endian bytes for numbers; for strings, the
+    /// distinct labels and each row's int32 index into them.
     fn into_py(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let (dtype, payload): (&str, Py<PyAny>) = match self {
             Labels::Int(v) => {
@@ -84,7 +81,28 @@ impl Labels {
                 let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_ne_bytes()).collect();
                 ("float64", PyBytes::new(py, &bytes).into_any().unbind())
             }
-            Labels::Str(v) => ("str", PyList::new(py, v)?.into_any().unbind()),
+            Labels::Str(v) => {
+                // Few distinct labels, many rows: each distinct label crosses once, and
+                // the rows as int32 codes into them, so Python makes no string per row.
+                let mut distinct: Vec<&str> = Vec::new();
+                let mut index: std::collections::HashMap<&str, i32> = Default::default();
+                let mut codes: Vec<u8> = Vec::with_capacity(v.len() * 4);
+                for label in &v {
+                    let code = *index.entry(label.as_str()).or_insert_with(|| {
+                        distinct.push(label);
+                        distinct.len() as i32 - 1
+                    });
+                    codes.extend_from_slice(&code.to_ne_bytes());
+                }
+                let payload = PyTuple::new(
+                    py,
+                    [
+                        PyList::new(py, distinct)?.into_any(),
+                        PyBytes::new(py, &codes).into_any(),
+                    ],
+                )?;
+                ("str", payload.into_any().unbind())
+            }
         };
         Ok(
             PyTuple::new(py, [dtype.into_pyobject(py)?.into_any().unbind(), payload])?
@@ -143,6 +161,12 @@ impl Model {
         py.detach(|| model.predict(&input))
             .map(Labels::from_prediction)
             .map_err(predict_error)
+    }
+
+    /// One Arrow record batch in, its predictions (one column, `predict`) out.
+    fn predict_arrow(&self, batch: &RecordBatch) -> Result<RecordBatch, String> {
+        let labels = self.predict_batch(batch)?;
+        prediction_batch(labels).map_err(|e| e.to_string())
     }
 
     /// Reads one Arrow record batch (a struct array) into the model's input and predicts.
@@ -224,119 +248,6 @@ impl Model {
     }
 }
 
-/// The columns of a dense model, in order: by the model's feature names when it has them,
-/// else by position (then the batch must have exactly `n_features` columns).
-fn dense_columns(
-    batch: &RecordBatch,
-    n_features: usize,
-    feature_names: Option<&[String]>,
-) -> Result<Vec<Vec<f64>>, String> {
-    if let Some(names) = feature_names {
-        if names.iter().all(|n| batch.column_by_name(n).is_some()) {
-            return names
-                .iter()
-                .map(|n| numeric_values(n, batch.column_by_name(n).expect("checked")))
-                .collect();
-        }
-    }
-    if batch.num_columns() != n_features {
-        return Err(format!(
-            "the model takes {n_features} features; the input has {} columns",
-            batch.num_columns()
-        ));
-    }
-    let schema = batch.schema();
-    batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(array, field)| numeric_values(field.name(), array))
-        .collect()
-}
-
-/// A numeric column as f64 (nulls become NaN, which the estimators treat as missing).
-fn numeric_values(name: &str, array: &ArrayRef) -> Result<Vec<f64>, String> {
-    use arrow_array::cast::AsArray;
-    use arrow_array::types::*;
-    macro_rules! widen {
-        ($t:ty) => {{
-            let a = array.as_primitive::<$t>();
-            (0..a.len())
-                .map(|i| {
-                    if a.is_null(i) {
-                        f64::NAN
-                    } else {
-                        a.value(i) as f64
-                    }
-                })
-                .collect()
-        }};
-    }
-    Ok(match array.data_type() {
-        DataType::Float64 => widen!(Float64Type),
-        DataType::Float32 => widen!(Float32Type),
-        DataType::Int64 => widen!(Int64Type),
-        DataType::Int32 => widen!(Int32Type),
-        DataType::Int16 => widen!(Int16Type),
-        DataType::Int8 => widen!(Int8Type),
-        DataType::UInt64 => widen!(UInt64Type),
-        DataType::UInt32 => widen!(UInt32Type),
-        DataType::UInt16 => widen!(UInt16Type),
-        DataType::UInt8 => widen!(UInt8Type),
-        DataType::Boolean => {
-            let a = array.as_boolean();
-            (0..a.len())
-                .map(|i| match a.is_null(i) {
-                    true => f64::NAN,
-                    false => f64::from(u8::from(a.value(i))),
-                })
-                .collect()
-        }
-        other => return Err(format!("column {name:?} is {other}, not a number type")),
-    })
-}
-
-fn is_string(array: &ArrayRef) -> bool {
-    matches!(
-        array.data_type(),
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-    )
-}
-
-fn string_values(name: &str, array: &ArrayRef) -> Result<Vec<Option<String>>, String> {
-    use arrow_array::cast::AsArray;
-    let collect = |len: usize, get: &dyn Fn(usize) -> Option<String>| (0..len).map(get).collect();
-    Ok(match array.data_type() {
-        DataType::Utf8 => {
-            let a = array.as_string::<i32>();
-            collect(a.len(), &|i| a.is_valid(i).then(|| a.value(i).to_string()))
-        }
-        DataType::LargeUtf8 => {
-            let a = array.as_string::<i64>();
-            collect(a.len(), &|i| a.is_valid(i).then(|| a.value(i).to_string()))
-        }
-        DataType::Utf8View => {
-            let a = array.as_string_view();
-            collect(a.len(), &|i| a.is_valid(i).then(|| a.value(i).to_string()))
-        }
-        other => return Err(format!("column {name:?} is {other}, not a string type")),
-    })
-}
-
-/// Takes the struct an Arrow PyCapsule points at, leaving an empty (released) one behind,
-/// as the PyCapsule interface asks of a consumer.
-///
-/// # Safety
-/// `capsule` must hold a `T` under `name` (checked by name by `pointer_checked`).
-unsafe fn take_from_capsule<T>(
-    capsule: &Bound<'_, PyCapsule>,
-    name: &CStr,
-    empty: T,
-) -> PyResult<T> {
-    let pointer: NonNull<T> = capsule.pointer_checked(Some(name))?.cast();
-    Ok(unsafe { std::ptr::replace(pointer.as_ptr(), empty) })
-}
-
 /// The prediction of one batch as an Arrow record batch with one column, `predict`.
 fn prediction_batch(labels: Labels) -> Result<RecordBatch, ArrowError> {
     let array = labels.into_arrow();
@@ -348,76 +259,12 @@ fn prediction_batch(labels: Labels) -> Result<RecordBatch, ArrowError> {
     RecordBatch::try_new(Arc::new(schema), vec![array])
 }
 
-/// An Arrow array (a record batch as a struct array) handed to Python through the
-/// PyCapsule interface: `pyarrow.record_batch(result)` imports it without a copy.
-#[pyclass(module = "ferroserve._native", frozen)]
-struct ArrowArray {
-    batch: RecordBatch,
-}
-
-#[pymethods]
-impl ArrowArray {
-    #[pyo3(signature = (requested_schema=None))]
-    fn __arrow_c_array__<'py>(
-        &self,
-        py: Python<'py>,
-        requested_schema: Option<Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyTuple>> {
-        // A requested schema is a hint the producer may ignore (the interface says so).
-        let _ = requested_schema;
-        let data = StructArray::from(self.batch.clone()).into_data();
-        let (array, schema) = to_ffi(&data).map_err(|e| PyValueError::new_err(e.to_string()))?;
-        let schema = PyCapsule::new_with_value(py, schema, SCHEMA_CAPSULE)?;
-        let array = PyCapsule::new_with_value(py, array, ARRAY_CAPSULE)?;
-        PyTuple::new(py, [schema.into_any(), array.into_any()])
-    }
-}
-
-/// A stream of Arrow record batches handed to Python through the PyCapsule interface:
-/// `pyarrow.table(result)` imports it. Consumed once.
-#[pyclass(module = "ferroserve._native", frozen)]
-struct ArrowStream {
-    schema: SchemaRef,
-    batches: std::sync::Mutex<Option<Vec<RecordBatch>>>,
-}
-
-#[pymethods]
-impl ArrowStream {
-    #[pyo3(signature = (requested_schema=None))]
-    fn __arrow_c_stream__<'py>(
-        &self,
-        py: Python<'py>,
-        requested_schema: Option<Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyCapsule>> {
-        let _ = requested_schema;
-        let batches = self
-            .batches
-            .lock()
-            .map_err(|_| PyValueError::new_err("the stream's lock is poisoned"))?
-            .take()
-            .ok_or_else(|| PyValueError::new_err("this Arrow stream was already consumed"))?;
-        let reader = RecordBatchIterator::new(batches.into_iter().map(Ok), self.schema.clone());
-        let stream = FFI_ArrowArrayStream::new(Box::new(reader));
-        PyCapsule::new_with_value(py, stream, STREAM_CAPSULE)
-    }
-}
-
 #[pymethods]
 impl Model {
     /// Loads a scikit-learn pickle or joblib file with ferroserve's safe reader: only
     /// allowlisted classes are rebuilt and nothing in the file is executed.
     #[staticmethod]
     fn load(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Model> {
-        if path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
-        {
-            return Err(ModelError::new_err(format!(
-                "{}: ONNX models are not supported by the ferroserve package yet \
-                 (scikit-learn pickle and joblib files are); serve it with the ferroserve server",
-                path.display()
-            )));
-        }
         let model = py.detach(|| {
             let bytes =
                 std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -546,28 +393,7 @@ impl Model {
         schema: &Bound<'_, PyCapsule>,
         array: &Bound<'_, PyCapsule>,
     ) -> PyResult<ArrowArray> {
-        let schema_ptr: NonNull<FFI_ArrowSchema> =
-            schema.pointer_checked(Some(SCHEMA_CAPSULE))?.cast();
-        // SAFETY: the capsule's name says it holds an ArrowArray; we move it out and leave
-        // a released one, so the producer's capsule destructor releases nothing twice.
-        let array = unsafe { take_from_capsule(array, ARRAY_CAPSULE, FFI_ArrowArray::empty())? };
-        // SAFETY: the schema capsule stays alive (borrowed) for the whole import.
-        let data = unsafe { from_ffi(array, schema_ptr.as_ref()) }
-            .map_err(|e| predict_error(format!("cannot import the Arrow data: {e}")))?;
-        if !matches!(data.data_type(), DataType::Struct(_)) {
-            return Err(predict_error(format!(
-                "expected a record batch (a struct array), got {}",
-                data.data_type()
-            )));
-        }
-        let batch = RecordBatch::from(StructArray::from(data));
-        let batch = py
-            .detach(|| {
-                self.predict_batch(&batch)
-                    .and_then(|l| prediction_batch(l).map_err(|e| e.to_string()))
-            })
-            .map_err(predict_error)?;
-        Ok(ArrowArray { batch })
+        arrow_io::predict_array(py, schema, array, |batch| self.predict_arrow(batch))
     }
 
     /// Predicts every batch of an Arrow stream given as the PyCapsule of
@@ -577,34 +403,12 @@ impl Model {
         py: Python<'_>,
         stream: &Bound<'_, PyCapsule>,
     ) -> PyResult<ArrowStream> {
-        // SAFETY: as in `_predict_arrow_array`.
-        let stream =
-            unsafe { take_from_capsule(stream, STREAM_CAPSULE, FFI_ArrowArrayStream::empty())? };
-        let reader = RecordBatchStreamReader::try_new(stream)
-            .map_err(|e| predict_error(format!("cannot import the Arrow stream: {e}")))?;
-        let batches = py
-            .detach(|| {
-                let mut out = Vec::new();
-                for batch in reader {
-                    let batch = batch.map_err(|e| format!("cannot read the Arrow stream: {e}"))?;
-                    let labels = self.predict_batch(&batch)?;
-                    out.push(prediction_batch(labels).map_err(|e| e.to_string())?);
-                }
-                Ok::<_, String>(out)
-            })
-            .map_err(predict_error)?;
-        let schema = match batches.first() {
-            Some(b) => b.schema(),
-            None => Arc::new(Schema::new(vec![Field::new(
-                PREDICT_OUTPUT,
-                arrow_label_type(self.model.classes()),
-                false,
-            )])),
-        };
-        Ok(ArrowStream {
-            schema,
-            batches: std::sync::Mutex::new(Some(batches)),
-        })
+        let empty = Arc::new(Schema::new(vec![Field::new(
+            PREDICT_OUTPUT,
+            arrow_label_type(self.model.classes()),
+            false,
+        )]));
+        arrow_io::predict_stream(py, stream, |batch| self.predict_arrow(batch), empty)
     }
 }
 
@@ -616,9 +420,29 @@ fn arrow_label_type(labels: Option<&ClassLabels>) -> DataType {
     }
 }
 
+/// The format of a model file: `"onnx"`, `"fasttext"` or `"sklearn"`, recognised from
+/// its first bytes by the server's own `format::sniff_file`, else from its extension.
+/// A file that is neither goes to the pickle reader, whose message says what is wrong.
+#[pyfunction]
+fn format_of(path: std::path::PathBuf) -> PyResult<&'static str> {
+    use ferroserve_core::backends::format::{sniff_file, ArtifactFormat};
+    let sniffed = sniff_file(&path)
+        .map_err(|e| ModelError::new_err(format!("cannot read {}: {e}", path.display())))?;
+    Ok(
+        match sniffed.or_else(|| ArtifactFormat::from_extension(&path)) {
+            Some(ArtifactFormat::Onnx) => "onnx",
+            Some(ArtifactFormat::FastText) => "fasttext",
+            Some(ArtifactFormat::Pickle | ArtifactFormat::CompressedJoblib) | None => "sklearn",
+        },
+    )
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Model>()?;
+    m.add_class::<onnx::OnnxModel>()?;
+    m.add_class::<fasttext::FastTextModel>()?;
+    m.add_function(wrap_pyfunction!(format_of, m)?)?;
     m.add_class::<ArrowArray>()?;
     m.add_class::<ArrowStream>()?;
     m.add("ModelError", m.py().get_type::<ModelError>())?;

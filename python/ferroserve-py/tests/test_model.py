@@ -166,8 +166,6 @@ def test_bad_input_raises_a_clear_error():
         columns.predict(np.zeros((1, 4)))
     with pytest.raises(ferroserve.PredictError, match="no column"):
         columns.predict(pd.DataFrame({"age": [1.0]}))
-    with pytest.raises(ferroserve.ModelError, match="ONNX models are not supported"):
-        ferroserve.Model.load(os.path.join(ROOT, "examples/models/iris_lr/1/model.onnx"))
     with pytest.raises(ferroserve.ModelError, match="cannot read"):
         ferroserve.Model.load(os.path.join(ROOT, "no-such-model.joblib"))
 

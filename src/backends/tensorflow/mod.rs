@@ -31,8 +31,8 @@ use ffi::Api;
 /// The file that makes a version directory a SavedModel.
 pub const SAVED_MODEL_FILE: &str = "saved_model.pb";
 
-/// TF Serving's default signature key.
-pub const DEFAULT_SIGNATURE: &str = "serving_default";
+// TF Serving's default signature key, which the Backend trait's defaults answer to.
+pub use super::DEFAULT_SIGNATURE;
 
 /// The process-wide TensorFlow library and the directory it came from. TensorFlow
 /// cannot be unloaded, so the first successful load stays; a failure is not kept,

@@ -1,24 +1,47 @@
-"""ferroserve in-process: scikit-learn pickles read by ferroserve's safe reader.
+"""ferroserve in-process: models read and run by the ferroserve server's own code.
 
     import ferroserve
     model = ferroserve.Model.load("model.joblib")   # nothing in the file is executed
     df["prediction"] = model.predict(df)["predict"]
 
-``Model.predict`` takes a numpy 2-D array, a pandas DataFrame, or any Arrow record
-batch / table (pyarrow or another library implementing the Arrow PyCapsule interface)
-and gives back the same kind: a numpy array of labels/values, a DataFrame with one
-column ``predict`` (same index), or a RecordBatch / Table with one column ``predict``.
-The GIL is released while the model predicts, so threads score in parallel.
+``Model.load`` recognises the file from its first bytes as the server does:
+
+* a scikit-learn pickle or joblib file, read by ferroserve's safe reader (only
+  allowlisted classes are rebuilt; nothing in the file runs). ``predict`` takes a numpy
+  2-D array, a pandas DataFrame, or any Arrow record batch / table (pyarrow or another
+  library implementing the Arrow PyCapsule interface) and gives back the same kind: a
+  numpy array of labels/values, a DataFrame with one column ``predict`` (same index),
+  or a RecordBatch / Table with one column ``predict``.
+* an ONNX model, run by the server's ONNX backend on ONNX Runtime, whose library is
+  taken from the installed ``onnxruntime`` wheel (``pip install onnxruntime``) or from
+  ``ORT_DYLIB_PATH``. ``predict`` takes a numpy array (a model with one input) or a
+  dict of input name to array, and gives a dict of output name to array; a DataFrame
+  or Arrow data gives one column per output, each input read from the column of its
+  name (a one-input model takes every column as its matrix). Values are cast to the
+  model's dtypes as the server casts them.
+* a fastText model (``.bin``, quantized ``.ftz``): ``predict(texts, k=1,
+  threshold=0.0)`` gives each text's most probable labels and their probabilities, as
+  the fasttext package's ``predict`` does; a DataFrame or Arrow data gives the columns
+  ``labels`` and ``probabilities`` (lists).
+
+The GIL is released while a model loads and predicts, so threads score in parallel.
 """
 
+import glob as _glob
+import os as _os
+
 from ._native import ArrowArray, ArrowStream, ModelError, PredictError
+from ._native import FastTextModel as _NativeFastText
 from ._native import Model as _NativeModel
+from ._native import OnnxModel as _NativeOnnx
+from ._native import format_of as _format_of
 
 __all__ = [
     "Model",
     "ModelError",
     "PredictError",
     "PREDICT_OUTPUT",
+    "ONNXRUNTIME_LIBRARY",
     "ArrowArray",
     "ArrowStream",
     "load_cached",
@@ -27,15 +50,45 @@ __all__ = [
 #: The name of the prediction column in DataFrame and Arrow results.
 PREDICT_OUTPUT = "predict"
 
+#: The ONNX Runtime library the server's ONNX backend is built for.
+ONNXRUNTIME_LIBRARY = "libonnxruntime.so.1.31.1"
+
+
+def _onnxruntime_library():
+    """The ONNX Runtime library to open: None when ``ORT_DYLIB_PATH`` is set (the
+    native side reads it), else ``libonnxruntime.so*`` in the installed onnxruntime
+    wheel's ``capi/`` directory, found without importing onnxruntime."""
+    if _os.environ.get("ORT_DYLIB_PATH"):
+        return None
+    import importlib.util
+
+    spec = importlib.util.find_spec("onnxruntime")
+    locations = (spec.submodule_search_locations or []) if spec is not None else []
+    for location in locations:
+        capi = _os.path.join(location, "capi")
+        exact = _os.path.join(capi, ONNXRUNTIME_LIBRARY)
+        if _os.path.isfile(exact):
+            return exact
+        found = sorted(_glob.glob(_os.path.join(capi, "libonnxruntime.so*")), key=len)
+        if found:
+            return found[-1]
+    raise ModelError(
+        "ONNX Runtime not found: install the onnxruntime wheel (pip install "
+        "onnxruntime==1.31.1), whose %s ferroserve opens, or set ORT_DYLIB_PATH to that "
+        "library" % ONNXRUNTIME_LIBRARY
+    )
+
 
 def _labels_to_numpy(result):
     import numpy as np
 
     dtype, payload = result
     if dtype == "str":
-        out = np.empty(len(payload), dtype=object)
-        out[:] = payload
-        return out
+        # The distinct labels and each row's index into them (see the native side).
+        distinct, codes = payload
+        labels = np.empty(len(distinct), dtype=object)
+        labels[:] = distinct
+        return labels[np.frombuffer(codes, dtype=np.int32)]
     return np.frombuffer(payload, dtype=dtype).copy()
 
 
@@ -49,17 +102,36 @@ class Model:
         self.path = path
 
     @classmethod
-    def load(cls, path):
-        """Loads a scikit-learn pickle or joblib file without executing anything in it.
+    def load(cls, path, *, threads=1, sessions=1):
+        """Loads a scikit-learn pickle or joblib file (without executing anything in
+        it), an ONNX model or a fastText model, recognised from the file's content.
+
+        ``threads`` (ONNX Runtime's intra-op threads per session) and ``sessions`` (how
+        many threads can run the model at once) apply to ONNX models.
 
         Raises ``ferroserve.ModelError`` with the reader's message when the file is
         refused (a class that is not allowlisted, a code-running payload), malformed or
         holds an estimator ferroserve does not reproduce exactly.
         """
-        import os
+        path = _os.fspath(path)
+        kind = _format_of(path)
+        if kind == "onnx":
+            native = _NativeOnnx.load(path, _onnxruntime_library(), threads, sessions)
+        elif kind == "fasttext":
+            native = _NativeFastText.load(path)
+        else:
+            native = _NativeModel.load(path)
+        return cls(native, path)
 
-        path = os.fspath(path)
-        return cls(_NativeModel.load(path), path)
+    @property
+    def format(self):
+        """``"sklearn"``, ``"onnx"`` or ``"fasttext"``."""
+        native = self._native
+        if isinstance(native, _NativeOnnx):
+            return "onnx"
+        if isinstance(native, _NativeFastText):
+            return "fasttext"
+        return "sklearn"
 
     @property
     def signature(self):
@@ -70,31 +142,142 @@ class Model:
     def __repr__(self):
         return "ferroserve.Model(%r, %s)" % (self.path, self._native.signature["description"])
 
-    def predict(self, data):
-        """Predicts every row of ``data`` (numpy 2-D array, pandas DataFrame, Arrow
-        record batch or table); returns the same kind. Raises
+    def predict(self, data, *, k=None, threshold=None):
+        """Predicts every row of ``data`` and returns the same kind (see the module's
+        docs for each format). ``k`` (labels per text, -1 for all; default 1) and
+        ``threshold`` (default 0.0) apply to fastText models. Raises
         ``ferroserve.PredictError`` (a ``ValueError``) when the data does not fit."""
+        fmt = self.format
+        if fmt == "fasttext":
+            return self._predict_fasttext(
+                data, 1 if k is None else int(k), 0.0 if threshold is None else float(threshold)
+            )
+        if k is not None or threshold is not None:
+            raise PredictError(
+                "k and threshold apply to fastText models; this is a %s model" % fmt
+            )
+        module = type(data).__module__.split(".")[0]
+        if fmt == "onnx" and module != "pandas" and not _is_arrow(data):
+            return self._predict_onnx_numpy(data)
         # Arrow first: pandas DataFrames gained __arrow_c_stream__ too, and keeping
         # them pandas in, pandas out matters more than the route taken.
-        module = type(data).__module__.split(".")[0]
         if module == "pandas":
+            if fmt == "onnx":
+                return self._predict_onnx_pandas(data)
             return self._predict_pandas(data)
+        if _is_arrow(data):
+            return self._predict_arrow(data, module, ())
+        return self._predict_numpy(data)
+
+    def _predict_arrow(self, data, module, extra):
         if hasattr(data, "__arrow_c_array__"):
             schema, array = data.__arrow_c_array__()
-            out = self._native._predict_arrow_array(schema, array)
+            out = self._native._predict_arrow_array(schema, array, *extra)
             if module == "pyarrow":
                 import pyarrow as pa
 
                 return pa.record_batch(out)
             return out
-        if hasattr(data, "__arrow_c_stream__"):
-            out = self._native._predict_arrow_stream(data.__arrow_c_stream__())
-            if module == "pyarrow":
-                import pyarrow as pa
+        out = self._native._predict_arrow_stream(data.__arrow_c_stream__(), *extra)
+        if module == "pyarrow":
+            import pyarrow as pa
 
-                return pa.table(out)
-            return out
-        return self._predict_numpy(data)
+            return pa.table(out)
+        return out
+
+    def _predict_onnx_numpy(self, data):
+        if isinstance(data, dict):
+            inputs = data
+        else:
+            names = [i["name"] for i in self._native.signature["inputs"]]
+            if len(names) != 1:
+                raise PredictError(
+                    "this model has %d inputs (%s): pass a dict of input name to array"
+                    % (len(names), ", ".join(names))
+                )
+            inputs = {names[0]: data}
+        tensors = [_tensor_payload(str(name), value) for name, value in inputs.items()]
+        return {name: array for name, array in _tensors_to_numpy(self._native._predict_tensors(tensors))}
+
+    def _predict_onnx_pandas(self, frame):
+        import numpy as np
+        import pandas as pd
+
+        if isinstance(frame, pd.Series):
+            frame = frame.to_frame()
+        specs = self._native.signature["inputs"]
+        if all(spec["name"] in frame.columns for spec in specs):
+            tensors = [_tensor_payload(spec["name"], _column_values(frame[spec["name"]])) for spec in specs]
+        elif len(specs) == 1:
+            if specs[0]["dtype"] == "string":
+                if frame.shape[1] != 1:
+                    raise PredictError(
+                        "input %r takes text; give one string column (the DataFrame has %d)"
+                        % (specs[0]["name"], frame.shape[1])
+                    )
+                values = _column_values(frame.iloc[:, 0])
+            else:
+                if not all(pd.api.types.is_numeric_dtype(t) or pd.api.types.is_bool_dtype(t) for t in frame.dtypes):
+                    raise PredictError(
+                        "input %r is a matrix of numbers; the DataFrame has non-numeric columns"
+                        % specs[0]["name"]
+                    )
+                values = frame.to_numpy()
+            tensors = [_tensor_payload(specs[0]["name"], values)]
+        else:
+            missing = [spec["name"] for spec in specs if spec["name"] not in frame.columns]
+            raise PredictError("the DataFrame has no column %s" % ", ".join(map(repr, missing)))
+        n = len(frame)
+        columns = {}
+        for name, array in _tensors_to_numpy(self._native._predict_tensors(tensors)):
+            if array.ndim == 0 or array.shape[0] != n:
+                raise PredictError(
+                    "output %r has shape %s, not one row per input row (%d); pass numpy "
+                    "arrays to get it whole" % (name, list(array.shape), n)
+                )
+            if array.ndim == 1 or (array.ndim == 2 and array.shape[1] == 1):
+                columns[name] = array.reshape(n)
+            else:
+                cells = np.empty(n, dtype=object)
+                cells[:] = list(array)
+                columns[name] = cells
+        return pd.DataFrame(columns, index=frame.index)
+
+    def _predict_fasttext(self, data, k, threshold):
+        import numpy as np
+
+        if isinstance(data, str):
+            labels, probabilities = self._native._predict_texts([data], k, threshold)[0]
+            return labels, np.asarray(probabilities, dtype=np.float32)
+        module = type(data).__module__.split(".")[0]
+        if module == "pandas":
+            import pandas as pd
+
+            frame = data.to_frame() if isinstance(data, pd.Series) else data
+            if "text" in frame.columns:
+                column = frame["text"]
+            elif frame.shape[1] == 1:
+                column = frame.iloc[:, 0]
+            else:
+                raise PredictError(
+                    "a fastText model reads one text column (or a column named \"text\"); "
+                    "the DataFrame has %d columns" % frame.shape[1]
+                )
+            answers = self._native._predict_texts(_texts(column), k, threshold)
+            labels = np.empty(len(answers), dtype=object)
+            labels[:] = [a[0] for a in answers]
+            probabilities = np.empty(len(answers), dtype=object)
+            probabilities[:] = [np.asarray(a[1], dtype=np.float32) for a in answers]
+            return pd.DataFrame(
+                {"labels": labels, "probabilities": probabilities}, index=frame.index
+            )
+        if _is_arrow(data):
+            return self._predict_arrow(data, module, (k, threshold))
+        answers = self._native._predict_texts(_texts(data), k, threshold)
+        return (
+            [a[0] for a in answers],
+            [np.asarray(a[1], dtype=np.float32) for a in answers],
+        )
 
     def _predict_numpy(self, data):
         import numpy as np
@@ -167,6 +350,69 @@ class Model:
                     columns.append((name, "string", values))
             labels = self._native._predict_columns(columns)
         return pd.DataFrame({PREDICT_OUTPUT: _labels_to_numpy(labels)}, index=frame.index)
+
+
+def _is_arrow(data):
+    return hasattr(data, "__arrow_c_array__") or hasattr(data, "__arrow_c_stream__")
+
+
+def _texts(values):
+    """One ``str`` per row: a text, or UTF-8 bytes."""
+    out = []
+    for value in values:
+        if isinstance(value, bytes):
+            value = value.decode("utf-8")
+        elif not isinstance(value, str):
+            raise PredictError("expected texts; got %s" % type(value).__name__)
+        out.append(value)
+    return out
+
+
+def _column_values(column):
+    """A pandas column as a numpy array: numbers as they are (float NaN kept), text as
+    an object array of str (a missing text is refused)."""
+    import numpy as np
+    import pandas as pd
+
+    if pd.api.types.is_numeric_dtype(column.dtype) or pd.api.types.is_bool_dtype(column.dtype):
+        return column.to_numpy()
+    if column.isna().any():
+        raise PredictError("column %r has missing values" % column.name)
+    values = np.empty(len(column), dtype=object)
+    values[:] = _texts(column)
+    return values
+
+
+def _tensor_payload(name, value):
+    """``(name, dtype, shape, payload)`` for the native side: native-endian bytes for
+    numbers and booleans, a list of str for text."""
+    import numpy as np
+
+    array = np.asarray(value)
+    shape = list(array.shape)
+    if array.dtype.kind in "OUS":
+        return (name, "string", shape, _texts(array.reshape(-1)))
+    if array.dtype.kind not in "biuf":
+        raise PredictError("input %r: arrays of %s are not supported" % (name, array.dtype))
+    array = np.ascontiguousarray(array)
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    return (name, array.dtype.name, shape, array.tobytes())
+
+
+def _tensors_to_numpy(tensors):
+    """``(name, ndarray)`` for each ``(name, dtype, shape, payload)`` the native side gives."""
+    import numpy as np
+
+    out = []
+    for name, dtype, shape, payload in tensors:
+        if dtype == "string":
+            array = np.empty(len(payload), dtype=object)
+            array[:] = payload
+        else:
+            array = np.frombuffer(payload, dtype=dtype).copy()
+        out.append((name, array.reshape(shape)))
+    return out
 
 
 _CACHE = {}

@@ -35,7 +35,7 @@ pub const EXPECTED_FORMATS: &str = "an ONNX model (a protobuf ModelProto), a pic
 
 impl ArtifactFormat {
     /// The name an artifact of this format is stored under by an upload; one of
-    /// [`super::ARTIFACT_NAMES`].
+    /// the server's `backends::ARTIFACT_NAMES`.
     pub fn canonical_name(self) -> &'static str {
         match self {
             ArtifactFormat::Onnx => "model.onnx",
@@ -236,7 +236,8 @@ mod tests {
 
     #[test]
     fn recognises_the_shipped_models() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        // The repository's root, two levels above this crate.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let onnx = root.join("examples/models/iris_lr/1/model.onnx");
         assert_eq!(sniff_file(&onnx).unwrap(), Some(ArtifactFormat::Onnx));
         let joblib = root.join("examples/models/iris_sklearn/1/model.joblib");

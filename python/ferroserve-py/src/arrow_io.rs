@@ -1,0 +1,252 @@
+//! Arrow data in and out of the package: record batches imported and exported through
+//! the Arrow C data interface's PyCapsules (so no pyarrow version is tied to the
+//! build), and the column readers every model kind shares.
+
+use arrow_array::ffi::{from_ffi, to_ffi, FFI_ArrowArray, FFI_ArrowSchema};
+use arrow_array::ffi_stream::{FFI_ArrowArrayStream, RecordBatchStreamReader};
+use arrow_array::{Array, ArrayRef, RecordBatch, RecordBatchIterator, StructArray};
+use arrow_schema::{DataType, SchemaRef};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyCapsule, PyTuple};
+use std::ffi::CStr;
+use std::ptr::NonNull;
+
+use crate::predict_error;
+
+pub const SCHEMA_CAPSULE: &CStr = c"arrow_schema";
+pub const ARRAY_CAPSULE: &CStr = c"arrow_array";
+pub const STREAM_CAPSULE: &CStr = c"arrow_array_stream";
+
+/// Imports the record batch behind the two PyCapsules of `__arrow_c_array__()`,
+/// predicts it with `predict` (the GIL released) and hands the answer back.
+pub fn predict_array<F>(
+    py: Python<'_>,
+    schema: &Bound<'_, PyCapsule>,
+    array: &Bound<'_, PyCapsule>,
+    predict: F,
+) -> PyResult<ArrowArray>
+where
+    F: Fn(&RecordBatch) -> Result<RecordBatch, String> + Send + Sync,
+{
+    let schema_ptr: NonNull<FFI_ArrowSchema> = schema.pointer_checked(Some(SCHEMA_CAPSULE))?.cast();
+    // SAFETY: the capsule's name says it holds an ArrowArray; we move it out and leave
+    // a released one, so the producer's capsule destructor releases nothing twice.
+    let array = unsafe { take_from_capsule(array, ARRAY_CAPSULE, FFI_ArrowArray::empty())? };
+    // SAFETY: the schema capsule stays alive (borrowed) for the whole import.
+    let data = unsafe { from_ffi(array, schema_ptr.as_ref()) }
+        .map_err(|e| predict_error(format!("cannot import the Arrow data: {e}")))?;
+    if !matches!(data.data_type(), DataType::Struct(_)) {
+        return Err(predict_error(format!(
+            "expected a record batch (a struct array), got {}",
+            data.data_type()
+        )));
+    }
+    let batch = RecordBatch::from(StructArray::from(data));
+    let batch = py.detach(|| predict(&batch)).map_err(predict_error)?;
+    Ok(ArrowArray { batch })
+}
+
+/// Imports the stream behind the PyCapsule of `__arrow_c_stream__()` and predicts
+/// every batch with `predict` (the GIL released); `empty_schema` is the answer's
+/// schema when the stream has no batch.
+pub fn predict_stream<F>(
+    py: Python<'_>,
+    stream: &Bound<'_, PyCapsule>,
+    predict: F,
+    empty_schema: SchemaRef,
+) -> PyResult<ArrowStream>
+where
+    F: Fn(&RecordBatch) -> Result<RecordBatch, String> + Send + Sync,
+{
+    // SAFETY: as in `predict_array`.
+    let stream =
+        unsafe { take_from_capsule(stream, STREAM_CAPSULE, FFI_ArrowArrayStream::empty())? };
+    let reader = RecordBatchStreamReader::try_new(stream)
+        .map_err(|e| predict_error(format!("cannot import the Arrow stream: {e}")))?;
+    let batches = py
+        .detach(|| {
+            let mut out = Vec::new();
+            for batch in reader {
+                let batch = batch.map_err(|e| format!("cannot read the Arrow stream: {e}"))?;
+                out.push(predict(&batch)?);
+            }
+            Ok::<_, String>(out)
+        })
+        .map_err(predict_error)?;
+    let schema = match batches.first() {
+        Some(b) => b.schema(),
+        None => empty_schema,
+    };
+    Ok(ArrowStream {
+        schema,
+        batches: std::sync::Mutex::new(Some(batches)),
+    })
+}
+
+/// The columns of a dense model, in order: by the model's feature names when it has them,
+/// else by position (then the batch must have exactly `n_features` columns).
+pub fn dense_columns(
+    batch: &RecordBatch,
+    n_features: usize,
+    feature_names: Option<&[String]>,
+) -> Result<Vec<Vec<f64>>, String> {
+    if let Some(names) = feature_names {
+        if names.iter().all(|n| batch.column_by_name(n).is_some()) {
+            return names
+                .iter()
+                .map(|n| numeric_values(n, batch.column_by_name(n).expect("checked")))
+                .collect();
+        }
+    }
+    if batch.num_columns() != n_features {
+        return Err(format!(
+            "the model takes {n_features} features; the input has {} columns",
+            batch.num_columns()
+        ));
+    }
+    let schema = batch.schema();
+    batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(array, field)| numeric_values(field.name(), array))
+        .collect()
+}
+
+/// A numeric column as f64 (nulls become NaN, which the estimators treat as missing).
+pub fn numeric_values(name: &str, array: &ArrayRef) -> Result<Vec<f64>, String> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::*;
+    macro_rules! widen {
+        ($t:ty) => {{
+            let a = array.as_primitive::<$t>();
+            (0..a.len())
+                .map(|i| {
+                    if a.is_null(i) {
+                        f64::NAN
+                    } else {
+                        a.value(i) as f64
+                    }
+                })
+                .collect()
+        }};
+    }
+    Ok(match array.data_type() {
+        DataType::Float64 => widen!(Float64Type),
+        DataType::Float32 => widen!(Float32Type),
+        DataType::Int64 => widen!(Int64Type),
+        DataType::Int32 => widen!(Int32Type),
+        DataType::Int16 => widen!(Int16Type),
+        DataType::Int8 => widen!(Int8Type),
+        DataType::UInt64 => widen!(UInt64Type),
+        DataType::UInt32 => widen!(UInt32Type),
+        DataType::UInt16 => widen!(UInt16Type),
+        DataType::UInt8 => widen!(UInt8Type),
+        DataType::Boolean => {
+            let a = array.as_boolean();
+            (0..a.len())
+                .map(|i| match a.is_null(i) {
+                    true => f64::NAN,
+                    false => f64::from(u8::from(a.value(i))),
+                })
+                .collect()
+        }
+        other => return Err(format!("column {name:?} is {other}, not a number type")),
+    })
+}
+
+pub fn is_string(array: &ArrayRef) -> bool {
+    matches!(
+        array.data_type(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    )
+}
+
+pub fn string_values(name: &str, array: &ArrayRef) -> Result<Vec<Option<String>>, String> {
+    use arrow_array::cast::AsArray;
+    let collect = |len: usize, get: &dyn Fn(usize) -> Option<String>| (0..len).map(get).collect();
+    Ok(match array.data_type() {
+        DataType::Utf8 => {
+            let a = array.as_string::<i32>();
+            collect(a.len(), &|i| a.is_valid(i).then(|| a.value(i).to_string()))
+        }
+        DataType::LargeUtf8 => {
+            let a = array.as_string::<i64>();
+            collect(a.len(), &|i| a.is_valid(i).then(|| a.value(i).to_string()))
+        }
+        DataType::Utf8View => {
+            let a = array.as_string_view();
+            collect(a.len(), &|i| a.is_valid(i).then(|| a.value(i).to_string()))
+        }
+        other => return Err(format!("column {name:?} is {other}, not a string type")),
+    })
+}
+
+/// Takes the struct an Arrow PyCapsule points at, leaving an empty (released) one behind,
+/// as the PyCapsule interface asks of a consumer.
+///
+/// # Safety
+/// `capsule` must hold a `T` under `name` (checked by name by `pointer_checked`).
+unsafe fn take_from_capsule<T>(
+    capsule: &Bound<'_, PyCapsule>,
+    name: &CStr,
+    empty: T,
+) -> PyResult<T> {
+    let pointer: NonNull<T> = capsule.pointer_checked(Some(name))?.cast();
+    Ok(unsafe { std::ptr::replace(pointer.as_ptr(), empty) })
+}
+
+/// An Arrow array (a record batch as a struct array) handed to Python through the
+/// PyCapsule interface: `pyarrow.record_batch(result)` imports it without a copy.
+#[pyclass(module = "ferroserve._native", frozen)]
+pub struct ArrowArray {
+    pub batch: RecordBatch,
+}
+
+#[pymethods]
+impl ArrowArray {
+    #[pyo3(signature = (requested_schema=None))]
+    fn __arrow_c_array__<'py>(
+        &self,
+        py: Python<'py>,
+        requested_schema: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        // A requested schema is a hint the producer may ignore (the interface says so).
+        let _ = requested_schema;
+        let data = StructArray::from(self.batch.clone()).into_data();
+        let (array, schema) = to_ffi(&data).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let schema = PyCapsule::new_with_value(py, schema, SCHEMA_CAPSULE)?;
+        let array = PyCapsule::new_with_value(py, array, ARRAY_CAPSULE)?;
+        PyTuple::new(py, [schema.into_any(), array.into_any()])
+    }
+}
+
+/// A stream of Arrow record batches handed to Python through the PyCapsule interface:
+/// `pyarrow.table(result)` imports it. Consumed once.
+#[pyclass(module = "ferroserve._native", frozen)]
+pub struct ArrowStream {
+    pub schema: SchemaRef,
+    pub batches: std::sync::Mutex<Option<Vec<RecordBatch>>>,
+}
+
+#[pymethods]
+impl ArrowStream {
+    #[pyo3(signature = (requested_schema=None))]
+    fn __arrow_c_stream__<'py>(
+        &self,
+        py: Python<'py>,
+        requested_schema: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyCapsule>> {
+        let _ = requested_schema;
+        let batches = self
+            .batches
+            .lock()
+            .map_err(|_| PyValueError::new_err("the stream's lock is poisoned"))?
+            .take()
+            .ok_or_else(|| PyValueError::new_err("this Arrow stream was already consumed"))?;
+        let reader = RecordBatchIterator::new(batches.into_iter().map(Ok), self.schema.clone());
+        let stream = FFI_ArrowArrayStream::new(Box::new(reader));
+        PyCapsule::new_with_value(py, stream, STREAM_CAPSULE)
+    }
+}

@@ -1,0 +1,578 @@
+//! ONNX models in the Python package, run by the server's own ONNX backend
+//! (`ferroserve_core::backends::onnx`): ONNX Runtime through `ort` with the library
+//! opened at run time, found by the Python half in the installed `onnxruntime` wheel.
+//!
+//! Tensors cross from Python as `(name, dtype, shape, payload)`: raw native-endian
+//! bytes for numbers, a list of strings for text. They are cast to the model's dtypes
+//! here with the server's `Tensor::cast` (an integer out of range or a fractional
+//! float given to an integer input is an error, never a wrap), so numpy and the
+//! server's REST API agree on what a model accepts.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow_array::builder::{BooleanBuilder, StringBuilder};
+use arrow_array::cast::AsArray;
+use arrow_array::types::*;
+use arrow_array::{Array, ArrayRef, FixedSizeListArray, PrimitiveArray, RecordBatch};
+use arrow_buffer::{Buffer, ScalarBuffer};
+use arrow_schema::{DataType as ArrowType, Field, Schema};
+use ferroserve_core::backends::onnx::OnnxBackend;
+use ferroserve_core::backends::{Backend, BackendError, BackendOptions};
+use ferroserve_core::tensor::{DataType, NamedTensor, Tensor, TensorData, TensorSpec};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+
+use crate::arrow_io::{self, ArrowArray, ArrowStream};
+use crate::{predict_error, ModelError};
+
+/// An ONNX model. Its sessions are behind their own locks in the backend, so threads
+/// may predict with one model at once.
+#[pyclass(module = "ferroserve._native", frozen)]
+pub struct OnnxModel {
+    backend: Arc<OnnxBackend>,
+}
+
+/// The numpy name of a dtype; `"string"` for BYTES (a numpy object array of `str`).
+pub fn numpy_name(dtype: DataType) -> &'static str {
+    match dtype {
+        DataType::Bool => "bool",
+        DataType::U8 => "uint8",
+        DataType::U16 => "uint16",
+        DataType::U32 => "uint32",
+        DataType::U64 => "uint64",
+        DataType::I8 => "int8",
+        DataType::I16 => "int16",
+        DataType::I32 => "int32",
+        DataType::I64 => "int64",
+        DataType::F16 => "float16",
+        DataType::F32 => "float32",
+        DataType::F64 => "float64",
+        DataType::Bytes => "string",
+    }
+}
+
+fn from_numpy_name(name: &str) -> Option<DataType> {
+    DataType::ALL.into_iter().find(|d| numpy_name(*d) == name)
+}
+
+/// Values of `T` from native-endian bytes, copied (a bytes object is not aligned).
+fn from_ne<T, const N: usize>(bytes: &[u8], read: fn([u8; N]) -> T) -> Result<Vec<T>, String> {
+    if !bytes.len().is_multiple_of(N) {
+        return Err(format!(
+            "a buffer of {} bytes is not a whole number of {N}-byte values",
+            bytes.len()
+        ));
+    }
+    Ok(bytes
+        .chunks_exact(N)
+        .map(|c| read(c.try_into().expect("chunks of N")))
+        .collect())
+}
+
+/// A tensor's elements from the payload the Python half sends for `dtype`.
+fn data_from_python(dtype: DataType, payload: &Bound<'_, PyAny>) -> PyResult<TensorData> {
+    if dtype == DataType::Bytes {
+        let strings: Vec<String> = payload.extract()?;
+        return Ok(TensorData::Bytes(
+            strings.into_iter().map(String::into_bytes).collect(),
+        ));
+    }
+    let bytes = payload.cast::<PyBytes>()?.as_bytes();
+    let data = match dtype {
+        DataType::Bool => Ok(TensorData::Bool(bytes.iter().map(|&b| b != 0).collect())),
+        DataType::U8 => Ok(TensorData::U8(bytes.to_vec())),
+        DataType::I8 => Ok(TensorData::I8(bytes.iter().map(|&b| b as i8).collect())),
+        DataType::U16 => from_ne(bytes, u16::from_ne_bytes).map(TensorData::U16),
+        DataType::U32 => from_ne(bytes, u32::from_ne_bytes).map(TensorData::U32),
+        DataType::U64 => from_ne(bytes, u64::from_ne_bytes).map(TensorData::U64),
+        DataType::I16 => from_ne(bytes, i16::from_ne_bytes).map(TensorData::I16),
+        DataType::I32 => from_ne(bytes, i32::from_ne_bytes).map(TensorData::I32),
+        DataType::I64 => from_ne(bytes, i64::from_ne_bytes).map(TensorData::I64),
+        DataType::F16 => from_ne(bytes, u16::from_ne_bytes).map(TensorData::F16),
+        DataType::F32 => from_ne(bytes, f32::from_ne_bytes).map(TensorData::F32),
+        DataType::F64 => from_ne(bytes, f64::from_ne_bytes).map(TensorData::F64),
+        DataType::Bytes => unreachable!("handled above"),
+    };
+    data.map_err(predict_error)
+}
+
+/// `(dtype, payload)` for Python: raw native-endian bytes, or a list of strings.
+fn data_to_python(py: Python<'_>, data: &TensorData) -> PyResult<(&'static str, Py<PyAny>)> {
+    macro_rules! bytes {
+        ($v:expr) => {
+            PyBytes::new(
+                py,
+                &$v.iter().flat_map(|x| x.to_ne_bytes()).collect::<Vec<u8>>(),
+            )
+            .into_any()
+            .unbind()
+        };
+    }
+    let payload = match data {
+        TensorData::Bool(v) => PyBytes::new(py, &v.iter().map(|&b| b as u8).collect::<Vec<_>>())
+            .into_any()
+            .unbind(),
+        TensorData::U8(v) => PyBytes::new(py, v).into_any().unbind(),
+        TensorData::I8(v) => bytes!(v),
+        TensorData::U16(v) | TensorData::F16(v) => bytes!(v),
+        TensorData::U32(v) => bytes!(v),
+        TensorData::U64(v) => bytes!(v),
+        TensorData::I16(v) => bytes!(v),
+        TensorData::I32(v) => bytes!(v),
+        TensorData::I64(v) => bytes!(v),
+        TensorData::F32(v) => bytes!(v),
+        TensorData::F64(v) => bytes!(v),
+        TensorData::Bytes(v) => PyList::new(py, v.iter().map(|b| String::from_utf8_lossy(b)))?
+            .into_any()
+            .unbind(),
+    };
+    Ok((numpy_name(data.dtype()), payload))
+}
+
+/// Fits a tensor to the model's input: a column (`[n]`) given to a `[n, 1]` input
+/// gains its trailing dimension, and the elements are cast to the input's dtype.
+fn fit_to_spec(spec: &TensorSpec, tensor: Tensor) -> Result<Tensor, String> {
+    let fail = |e: &dyn std::fmt::Display| format!("input {:?}: {e}", spec.name);
+    let tensor = if spec.shape.len() == tensor.shape().len() + 1
+        && spec.shape.last().is_some_and(|&d| d == 1 || d < 0)
+    {
+        let mut shape = tensor.shape().to_vec();
+        shape.push(1);
+        tensor.reshape(shape).map_err(|e| fail(&e))?
+    } else {
+        tensor
+    };
+    if !spec.accepts_shape(tensor.shape()) {
+        return Err(format!(
+            "input {:?} takes shape {:?} (-1: any size); got {:?}",
+            spec.name,
+            spec.shape,
+            tensor.shape()
+        ));
+    }
+    if tensor.dtype() == spec.dtype {
+        return Ok(tensor);
+    }
+    if tensor.dtype() == DataType::Bytes || spec.dtype == DataType::Bytes {
+        return Err(format!(
+            "input {:?} takes {}; got {}",
+            spec.name,
+            numpy_name(spec.dtype),
+            numpy_name(tensor.dtype())
+        ));
+    }
+    tensor.cast(spec.dtype).map_err(|e| fail(&e))
+}
+
+fn backend_error(e: BackendError) -> String {
+    e.to_string()
+}
+
+impl OnnxModel {
+    fn spec(&self, name: &str) -> Option<&TensorSpec> {
+        self.backend
+            .signature()
+            .inputs
+            .iter()
+            .find(|s| s.name == name)
+    }
+
+    /// Reads one Arrow record batch into the model's inputs: each input from the
+    /// column of its name; a model with one input and no column of that name takes
+    /// every column as a matrix, in the batch's order.
+    fn batch_inputs(&self, batch: &RecordBatch) -> Result<Vec<NamedTensor>, String> {
+        let inputs = &self.backend.signature().inputs;
+        let n_rows = batch.num_rows();
+        let mut out = Vec::with_capacity(inputs.len());
+        if let [only] = inputs.as_slice() {
+            if batch.column_by_name(&only.name).is_none() {
+                let tensor = if only.dtype == DataType::Bytes {
+                    if batch.num_columns() != 1 {
+                        return Err(format!(
+                            "input {:?} takes text; give one string column (the batch has {})",
+                            only.name,
+                            batch.num_columns()
+                        ));
+                    }
+                    column_tensor(&only.name, batch.column(0))?
+                } else {
+                    let columns = arrow_io::dense_columns(batch, batch.num_columns(), None)?;
+                    let n_cols = columns.len();
+                    let mut data = vec![0.0; n_rows * n_cols];
+                    for (j, column) in columns.iter().enumerate() {
+                        for (i, value) in column.iter().enumerate() {
+                            data[i * n_cols + j] = *value;
+                        }
+                    }
+                    Tensor::new(vec![n_rows, n_cols], TensorData::F64(data))
+                        .map_err(|e| e.to_string())?
+                };
+                out.push((only.name.clone(), fit_to_spec(only, tensor)?));
+                return Ok(out);
+            }
+        }
+        for spec in inputs {
+            let array = batch.column_by_name(&spec.name).ok_or_else(|| {
+                format!(
+                    "the input has no column {:?} (the model's inputs: {})",
+                    spec.name,
+                    inputs
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?;
+            let tensor = column_tensor(&spec.name, array)?;
+            out.push((spec.name.clone(), fit_to_spec(spec, tensor)?));
+        }
+        Ok(out)
+    }
+
+    /// One Arrow batch through the model: a column per output.
+    fn predict_batch(&self, batch: &RecordBatch) -> Result<RecordBatch, String> {
+        let inputs = self.batch_inputs(batch)?;
+        let outputs = self.backend.predict(inputs, &[]).map_err(backend_error)?;
+        outputs_batch(outputs, batch.num_rows())
+    }
+
+    /// The schema of [`OnnxModel::predict_batch`]'s answers, for an empty stream.
+    fn output_schema(&self) -> Schema {
+        let fields = self
+            .backend
+            .signature()
+            .outputs
+            .iter()
+            .map(|o| {
+                let inner: Vec<usize> =
+                    o.shape.iter().skip(1).map(|&d| d.max(0) as usize).collect();
+                Field::new(&o.name, column_type(o.dtype, &inner), false)
+            })
+            .collect::<Vec<_>>();
+        Schema::new(fields)
+    }
+}
+
+/// The Arrow type of an output column whose rows have `inner` dimensions: a plain
+/// column for `[n]` and `[n, 1]`, a fixed-size list per further dimension.
+fn column_type(dtype: DataType, inner: &[usize]) -> ArrowType {
+    let inner = match inner {
+        [1] => &[][..],
+        other => other,
+    };
+    let scalar = match dtype {
+        DataType::Bool => ArrowType::Boolean,
+        DataType::U8 => ArrowType::UInt8,
+        DataType::U16 => ArrowType::UInt16,
+        DataType::U32 => ArrowType::UInt32,
+        DataType::U64 => ArrowType::UInt64,
+        DataType::I8 => ArrowType::Int8,
+        DataType::I16 => ArrowType::Int16,
+        DataType::I32 => ArrowType::Int32,
+        DataType::I64 => ArrowType::Int64,
+        DataType::F16 => ArrowType::Float16,
+        DataType::F32 => ArrowType::Float32,
+        DataType::F64 => ArrowType::Float64,
+        DataType::Bytes => ArrowType::Utf8,
+    };
+    inner.iter().rev().fold(scalar, |child, &size| {
+        ArrowType::FixedSizeList(Arc::new(Field::new("item", child, false)), size as i32)
+    })
+}
+
+/// The flat Arrow array of a tensor's elements.
+fn flat_array(data: TensorData) -> ArrayRef {
+    fn primitive<T: ArrowPrimitiveType>(v: Vec<T::Native>) -> ArrayRef {
+        Arc::new(PrimitiveArray::<T>::new(ScalarBuffer::from(v), None))
+    }
+    match data {
+        TensorData::Bool(v) => {
+            let mut b = BooleanBuilder::with_capacity(v.len());
+            b.append_slice(&v);
+            Arc::new(b.finish())
+        }
+        TensorData::U8(v) => primitive::<UInt8Type>(v),
+        TensorData::U16(v) => primitive::<UInt16Type>(v),
+        TensorData::U32(v) => primitive::<UInt32Type>(v),
+        TensorData::U64(v) => primitive::<UInt64Type>(v),
+        TensorData::I8(v) => primitive::<Int8Type>(v),
+        TensorData::I16(v) => primitive::<Int16Type>(v),
+        TensorData::I32(v) => primitive::<Int32Type>(v),
+        TensorData::I64(v) => primitive::<Int64Type>(v),
+        TensorData::F16(v) => {
+            let len = v.len();
+            Arc::new(PrimitiveArray::<Float16Type>::new(
+                ScalarBuffer::new(Buffer::from_vec(v), 0, len),
+                None,
+            ))
+        }
+        TensorData::F32(v) => primitive::<Float32Type>(v),
+        TensorData::F64(v) => primitive::<Float64Type>(v),
+        TensorData::Bytes(v) => {
+            let mut b = StringBuilder::with_capacity(v.len(), v.iter().map(Vec::len).sum());
+            for s in &v {
+                b.append_value(String::from_utf8_lossy(s));
+            }
+            Arc::new(b.finish())
+        }
+    }
+}
+
+/// The model's outputs as one record batch of `n_rows` rows.
+fn outputs_batch(outputs: Vec<NamedTensor>, n_rows: usize) -> Result<RecordBatch, String> {
+    let mut fields = Vec::with_capacity(outputs.len());
+    let mut columns = Vec::with_capacity(outputs.len());
+    for (name, tensor) in outputs {
+        let (shape, data) = tensor.into_parts();
+        if shape.first() != Some(&n_rows) {
+            return Err(format!(
+                "output {name:?} has shape {shape:?}, not one row per input row ({n_rows}); \
+                 pass numpy arrays to get it whole"
+            ));
+        }
+        let inner: Vec<usize> = match &shape[1..] {
+            [1] => Vec::new(),
+            other => other.to_vec(),
+        };
+        let dtype = data.dtype();
+        let mut array = flat_array(data);
+        for (depth, &size) in inner.iter().enumerate().rev() {
+            let child_type = column_type(dtype, &inner[depth + 1..]);
+            let field = Arc::new(Field::new("item", child_type, false));
+            array = Arc::new(
+                FixedSizeListArray::try_new(field, size as i32, array, None)
+                    .map_err(|e| format!("output {name:?}: {e}"))?,
+            );
+        }
+        fields.push(Field::new(&name, array.data_type().clone(), false));
+        columns.push(array);
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| e.to_string())
+}
+
+/// A column (and, for fixed-size list columns, the dimensions of each row) as a tensor
+/// of the column's own element type. Nulls in float columns become NaN; nulls elsewhere
+/// are refused, as no other type has a value meaning "missing".
+fn column_tensor(name: &str, array: &ArrayRef) -> Result<Tensor, String> {
+    let mut shape = vec![array.len()];
+    let mut values = array.clone();
+    while let ArrowType::FixedSizeList(_, size) = values.data_type() {
+        let size = *size as usize;
+        let list = values.as_fixed_size_list();
+        if list.null_count() > 0 {
+            return Err(format!("column {name:?} has null rows"));
+        }
+        shape.push(size);
+        values = list.values().slice(0, list.len() * size);
+    }
+    let no_nulls = |values: &ArrayRef| {
+        if values.null_count() > 0 {
+            Err(format!(
+                "column {name:?} has nulls; only float columns may (as NaN)"
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    macro_rules! ints {
+        ($t:ty, $variant:ident) => {{
+            no_nulls(&values)?;
+            TensorData::$variant(values.as_primitive::<$t>().values().to_vec())
+        }};
+    }
+    macro_rules! floats {
+        ($t:ty, $variant:ident, $nan:expr) => {{
+            let a = values.as_primitive::<$t>();
+            TensorData::$variant(
+                (0..a.len())
+                    .map(|i| if a.is_null(i) { $nan } else { a.value(i) })
+                    .collect(),
+            )
+        }};
+    }
+    let data = match values.data_type() {
+        ArrowType::Boolean => {
+            no_nulls(&values)?;
+            let a = values.as_boolean();
+            TensorData::Bool((0..a.len()).map(|i| a.value(i)).collect())
+        }
+        ArrowType::UInt8 => ints!(UInt8Type, U8),
+        ArrowType::UInt16 => ints!(UInt16Type, U16),
+        ArrowType::UInt32 => ints!(UInt32Type, U32),
+        ArrowType::UInt64 => ints!(UInt64Type, U64),
+        ArrowType::Int8 => ints!(Int8Type, I8),
+        ArrowType::Int16 => ints!(Int16Type, I16),
+        ArrowType::Int32 => ints!(Int32Type, I32),
+        ArrowType::Int64 => ints!(Int64Type, I64),
+        ArrowType::Float32 => floats!(Float32Type, F32, f32::NAN),
+        ArrowType::Float64 => floats!(Float64Type, F64, f64::NAN),
+        ArrowType::Utf8 | ArrowType::LargeUtf8 | ArrowType::Utf8View => {
+            let strings = arrow_io::string_values(name, &values)?;
+            TensorData::Bytes(
+                strings
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, s)| {
+                        s.map(String::into_bytes)
+                            .ok_or_else(|| format!("row {i} of column {name:?} is null"))
+                    })
+                    .collect::<Result<_, _>>()?,
+            )
+        }
+        other => {
+            return Err(format!(
+                "column {name:?} is {other}; ONNX inputs take numbers, booleans, strings \
+                 or fixed-size lists of them"
+            ))
+        }
+    };
+    Tensor::new(shape, data).map_err(|e| format!("column {name:?}: {e}"))
+}
+
+fn spec_dict<'py>(py: Python<'py>, spec: &TensorSpec) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("name", &spec.name)?;
+    d.set_item("dtype", numpy_name(spec.dtype))?;
+    d.set_item("shape", spec.shape.clone())?;
+    Ok(d)
+}
+
+#[pymethods]
+impl OnnxModel {
+    /// Loads an ONNX model with the server's ONNX backend. `runtime`: the ONNX Runtime
+    /// library to open (else `ORT_DYLIB_PATH`); the first library opened in a process
+    /// serves every later model. `threads`: ONNX Runtime's intra-op threads per session;
+    /// `sessions`: sessions of this model, so that as many threads can run it at once.
+    #[staticmethod]
+    #[pyo3(signature = (path, runtime=None, threads=1, sessions=1))]
+    fn load(
+        py: Python<'_>,
+        path: PathBuf,
+        runtime: Option<PathBuf>,
+        threads: usize,
+        sessions: usize,
+    ) -> PyResult<OnnxModel> {
+        let options = BackendOptions {
+            onnxruntime_path: runtime,
+            onnx_intra_threads: threads,
+            onnx_sessions: sessions,
+            tensorflow_path: None,
+        };
+        let backend = py
+            .detach(|| OnnxBackend::load(&path, &options))
+            .map_err(|e| ModelError::new_err(e.to_string()))?;
+        Ok(OnnxModel {
+            backend: Arc::new(backend),
+        })
+    }
+
+    /// `{"inputs": [...], "outputs": [...], "description": str}`, each input and output
+    /// `{"name", "dtype", "shape"}` as the graph declares them (-1: any size).
+    #[getter]
+    fn signature<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let signature = self.backend.signature();
+        let inputs = PyList::empty(py);
+        for spec in &signature.inputs {
+            inputs.append(spec_dict(py, spec)?)?;
+        }
+        let outputs = PyList::empty(py);
+        for spec in &signature.outputs {
+            outputs.append(spec_dict(py, spec)?)?;
+        }
+        let d = PyDict::new(py);
+        d.set_item("inputs", inputs)?;
+        d.set_item("outputs", outputs)?;
+        d.set_item(
+            "description",
+            format!(
+                "ONNX model, {} input(s), {} output(s)",
+                signature.inputs.len(),
+                signature.outputs.len()
+            ),
+        )?;
+        Ok(d)
+    }
+
+    #[getter]
+    fn input_kind(&self) -> &'static str {
+        "tensors"
+    }
+
+    /// Runs the model on `[(name, dtype, shape, payload)]` (see the module's docs);
+    /// returns every output (or those named in `outputs`) the same way.
+    #[pyo3(signature = (inputs, outputs=Vec::new()))]
+    fn _predict_tensors(
+        &self,
+        py: Python<'_>,
+        inputs: Vec<(String, String, Vec<usize>, Bound<'_, PyAny>)>,
+        outputs: Vec<String>,
+    ) -> PyResult<Py<PyList>> {
+        let mut tensors = Vec::with_capacity(inputs.len());
+        for (name, dtype, shape, payload) in inputs {
+            let spec = self.spec(&name).ok_or_else(|| {
+                predict_error(format!(
+                    "the model has no input {name:?} (its inputs: {})",
+                    self.backend
+                        .signature()
+                        .inputs
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+            let dtype = from_numpy_name(&dtype)
+                .ok_or_else(|| predict_error(format!("input {name:?}: unknown dtype {dtype:?}")))?;
+            let data = data_from_python(dtype, &payload)?;
+            let tensor = Tensor::new(shape, data)
+                .map_err(|e| predict_error(format!("input {name:?}: {e}")))?;
+            tensors.push((name, fit_to_spec(spec, tensor).map_err(predict_error)?));
+        }
+        let backend = &self.backend;
+        let results = py
+            .detach(|| backend.predict(tensors, &outputs))
+            .map_err(|e| predict_error(backend_error(e)))?;
+        let list = PyList::empty(py);
+        for (name, tensor) in results {
+            let (payload_dtype, payload) = data_to_python(py, tensor.data())?;
+            let shape = tensor.shape().to_vec();
+            list.append(PyTuple::new(
+                py,
+                [
+                    name.into_pyobject(py)?.into_any(),
+                    payload_dtype.into_pyobject(py)?.into_any(),
+                    shape.into_pyobject(py)?.into_any(),
+                    payload.into_bound(py),
+                ],
+            )?)?;
+        }
+        Ok(list.unbind())
+    }
+
+    /// Predicts an Arrow record batch given as the two PyCapsules of
+    /// `__arrow_c_array__()`; returns an object with `__arrow_c_array__`, a column per
+    /// output.
+    fn _predict_arrow_array(
+        &self,
+        py: Python<'_>,
+        schema: &Bound<'_, pyo3::types::PyCapsule>,
+        array: &Bound<'_, pyo3::types::PyCapsule>,
+    ) -> PyResult<ArrowArray> {
+        arrow_io::predict_array(py, schema, array, |batch| self.predict_batch(batch))
+    }
+
+    /// Predicts every batch of an Arrow stream (the PyCapsule of `__arrow_c_stream__()`).
+    fn _predict_arrow_stream(
+        &self,
+        py: Python<'_>,
+        stream: &Bound<'_, pyo3::types::PyCapsule>,
+    ) -> PyResult<ArrowStream> {
+        arrow_io::predict_stream(
+            py,
+            stream,
+            |batch| self.predict_batch(batch),
+            Arc::new(self.output_schema()),
+        )
+    }
+}
