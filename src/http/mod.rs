@@ -127,8 +127,10 @@ const QUOTED_ERROR_BODY_LIMIT: usize = 4096;
 /// that are JSON already (every [`HttpError`]) pass untouched, and so do the web
 /// console's HTML error pages (`crate::console`), which are for people.
 async fn json_errors(request: Request, next: Next) -> Response {
+    // Kept for the message of an error; cloning the URI shares its bytes, so the
+    // usual answer pays no allocation for it.
     let method = request.method().clone();
-    let path = request.uri().path().to_string();
+    let uri = request.uri().clone();
     let response = next.run(request).await;
     let status = response.status();
     let content_type = response
@@ -140,6 +142,7 @@ async fn json_errors(request: Request, next: Next) -> Response {
     if !(status.is_client_error() || status.is_server_error()) || is_json || is_html {
         return response;
     }
+    let path = uri.path();
     let (mut parts, body) = response.into_parts();
     let text = axum::body::to_bytes(body, QUOTED_ERROR_BODY_LIMIT)
         .await
