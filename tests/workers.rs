@@ -914,6 +914,37 @@ async fn stop_deployment_under_load_brings_the_model_back_in_process() {
     assert_eq!(code, 200, "{answer}");
     let pid = pid_of(&answer);
 
+    // An upload to a deployed model reaches its worker, never this process.
+    let uploaded = now_ms();
+    let model_file = std::fs::read(root_path("examples/models/iris_dt/1/model.onnx")).unwrap();
+    let form = reqwest::multipart::Form::new()
+        .text("model_id", "iris")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(model_file).file_name("iris.onnx"),
+        );
+    let (code, body) = send(
+        reqwest::Client::new()
+            .post(server.url("/upload_model"))
+            .multipart(form),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["version"], 2, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("worker process loads it"),
+        "{body}"
+    );
+    wait_registry(&server, "iris", Duration::from_secs(20), |e| {
+        e["served_versions"] == json!([2])
+    })
+    .await;
+    let states = in_process_states(&server, "iris", uploaded).await;
+    assert!(states.is_empty(), "loaded in-process: {states:?}");
+
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut clients = Vec::new();
     for path in ["/predict", "/v1/models/iris:predict", "/v1/models/iris"] {
@@ -960,7 +991,7 @@ async fn stop_deployment_under_load_brings_the_model_back_in_process() {
     let status = model_status(&server, "iris").await;
     assert!(status["worker"].is_null(), "{status}");
     assert!(status["deployment"].is_null(), "{status}");
-    assert_eq!(status["served_versions"], json!([1]), "{status}");
+    assert_eq!(status["served_versions"], json!([2]), "{status}");
     let states = in_process_states(&server, "iris", since).await;
     assert!(
         states.iter().any(|e| e["detail"]["to"] == "AVAILABLE"),

@@ -274,6 +274,12 @@ async fn upload_model(
     Ok(Json(json!({
         "message": if served {
             format!("model {} version {} uploaded and served", outcome.model, outcome.version)
+        } else if outcome.summary.worker.is_some() {
+            // Deployed in a worker process, which loads it from the model's directory.
+            format!(
+                "model {} version {} uploaded; the model's worker process loads it",
+                outcome.model, outcome.version
+            )
         } else {
             format!(
                 "model {} version {} uploaded; its version policy does not serve it",
