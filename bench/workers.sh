@@ -6,7 +6,8 @@
 # server that forwards to the model's worker process (deployed with POST /deploy).
 # Prints throughput ratio (target >= 0.5x) and p50 added (target <= 100 us), the
 # idle worker's RSS and the time from deploy to ready. Both servers run at once with
-# --inference-threads 1 (the worker with cpu_limit 1); wrk: one thread, C connections
+# --inference-threads 1 (the worker with cpu_limit 1); also the RSS of both servers
+# (the main server holds no copy of the deployed model); wrk: one thread, C connections
 # (default 10), SECONDS per run (default 10) after a 2 s warm-up. The forwarded path
 # has one more process and hop on the same few cores: run it on a quiet machine.
 set -euo pipefail
@@ -55,6 +56,9 @@ grep -q '"pid"' "$OUT/deploy.json" || { echo "deploy failed: $(cat "$OUT/deploy.
 WPID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pid"])' "$OUT/deploy.json")
 sleep 1
 RSS_KB=$(awk '/^VmRSS/ {print $2}' "/proc/$WPID/status")
+# The deployed model lives only in its worker: the main server holds no copy of it.
+INPROC_RSS_KB=$(awk '/^VmRSS/ {print $2}' "/proc/${PIDS[0]}/status")
+MAIN_RSS_KB=$(awk '/^VmRSS/ {print $2}' "/proc/${PIDS[1]}/status")
 
 cat >"$OUT/iris.lua" <<'LUA'
 wrk.method = "POST"
@@ -68,7 +72,7 @@ function done(s, lat, req)
 end
 LUA
 echo "# $(date -Is) $(uname -n), $(nproc) CPUs, $PROFILE build; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RAW" >&2
-echo "# deploy to ready: $(python3 -c "print(f'{$t1 - $t0:.2f}')") s; idle worker RSS: $((RSS_KB / 1024)) MiB" | tee -a "$RAW" >&2
+echo "# deploy to ready: $(python3 -c "print(f'{$t1 - $t0:.2f}')") s; idle worker RSS: $((RSS_KB / 1024)) MiB; RSS of the main server (model in its worker): $((MAIN_RSS_KB / 1024)) MiB, of the in-process server: $((INPROC_RSS_KB / 1024)) MiB" | tee -a "$RAW" >&2
 run() { # NAME URL
   wrk -t 1 -c "$C" -d 2s --timeout 30s -s "$OUT/iris.lua" "$2" >/dev/null
   echo "$1 $(wrk -t 1 -c "$C" -d "${T}s" --timeout 30s -s "$OUT/iris.lua" "$2" | grep '^req/s=')" | tee -a "$RAW" >&2

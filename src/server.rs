@@ -224,6 +224,9 @@ pub async fn run(
                     continue;
                 }
             };
+            // Served by its worker alone: never loaded in this process (the
+            // initial load has not started yet).
+            state.sources.restore_isolated(&saved.model);
             let port = old_ports.get(&saved.model).copied();
             if let Err(e) = supervisor
                 .restore(&saved.model, dir, deployment, port)

@@ -13,6 +13,11 @@
 //! * the watcher loads a new version only once its files (name, size, mtime of each)
 //!   are the same on two polls in a row, so a directory being copied is never loaded
 //!   half-written; uploads appear by an atomic rename and are reconciled at once;
+//! * a model deployed in a worker process (`crate::workers`) is *isolated*: this
+//!   process never loads its versions (the watcher, reload-all and reloads leave
+//!   it), so the only copy in memory is the worker's. It is isolated only once its
+//!   worker serves and forwarding reaches it, and loaded here again before
+//!   forwarding stops ([`Sources::isolate_locked`], [`Sources::end_isolation_locked`]);
 //! * a stopped model is never reloaded by the watcher, only by an explicit reload,
 //!   load or deploy of that model. A stop is recorded as pending before it waits
 //!   for the lock, and reload-all and the watcher check both after taking the lock,
@@ -79,6 +84,9 @@ pub enum SourcesError {
     /// The caller left, or its deadline passed, before the operation started.
     #[error("{0}")]
     Cancelled(String),
+    /// The model cannot be served where it was asked to be (no version loads).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Staging directories older than this that no operation of this process holds are
@@ -213,6 +221,9 @@ pub struct Sources {
     /// When the watcher last swept stale staging directories.
     last_sweep: Mutex<Option<Instant>>,
     deployments: Mutex<BTreeMap<String, Deployment>>,
+    /// Models deployed in a worker process: served there alone, so nothing here
+    /// loads their versions (held back like stopped models, but not stopped).
+    isolated: Mutex<BTreeSet<String>>,
     /// One lock per model name ever operated on (a handful of bytes each).
     locks: Mutex<HashMap<String, ModelLock>>,
     /// Watcher state per model. Only touched with the model's lock held or by the
@@ -254,6 +265,7 @@ impl Sources {
             staging: Mutex::new(HashSet::new()),
             last_sweep: Mutex::new(None),
             deployments: Mutex::new(BTreeMap::new()),
+            isolated: Mutex::new(BTreeSet::new()),
             locks: Mutex::new(HashMap::new()),
             watch: Mutex::new(HashMap::new()),
             model_defaults: ModelDefaults::default(),
@@ -331,9 +343,15 @@ impl Sources {
         }
     }
 
-    /// Stopped, or a stop is waiting for the lock: reload-all and the watcher leave it.
+    /// Stopped, a stop is waiting for the lock, or served by a worker process:
+    /// reload-all and the watcher leave it.
     fn held_back(&self, name: &str) -> bool {
-        self.is_stopped(name) || guard(&self.stopping).contains_key(name)
+        self.is_stopped(name) || self.is_isolated(name) || guard(&self.stopping).contains_key(name)
+    }
+
+    /// Whether the model is deployed in a worker process, and so never loaded here.
+    pub fn is_isolated(&self, name: &str) -> bool {
+        guard(&self.isolated).contains(name)
     }
 
     /// Marks a staging directory as in use by this process (see `staging`).
@@ -553,6 +571,10 @@ impl Sources {
             )));
         }
         guard(&self.stopped).remove(name);
+        if self.is_isolated(name) {
+            // Its worker watches the model's directory and loads what is new there.
+            return Ok(());
+        }
         self.reconcile_now(name, &dir);
         Ok(())
     }
@@ -573,6 +595,72 @@ impl Sources {
         }
         guard(&self.deployments).insert(name.to_string(), deployment);
         self.reload_model_locked(name, lock)
+    }
+
+    /// Isolates a model whose worker process serves it now (forwarding reaches the
+    /// worker): records the deployment and unloads every version loaded here.
+    /// Requests that hold a version finish on it. The caller holds the model's
+    /// lock. Blocking.
+    pub fn isolate_locked(
+        &self,
+        name: &str,
+        deployment: Deployment,
+        _lock: &ModelGuard,
+    ) -> Result<(), SourcesError> {
+        check_name(name)?;
+        guard(&self.deployments).insert(name.to_string(), deployment);
+        guard(&self.stopped).remove(name);
+        guard(&self.isolated).insert(name.to_string());
+        guard(&self.watch).remove(name);
+        self.manager.unload_model(name);
+        Ok(())
+    }
+
+    /// Ends a model's isolation: the deployment is forgotten and the model loads
+    /// here, as a reload does. Answers whether a version serves here now; when none
+    /// does, the model is isolated again (its worker must keep serving it) and the
+    /// error names the failed versions. The caller holds the model's lock and stops
+    /// forwarding only after this succeeded. Blocking.
+    pub fn end_isolation_locked(&self, name: &str, lock: &ModelGuard) -> Result<(), SourcesError> {
+        let deployment = guard(&self.deployments).get(name).cloned();
+        guard(&self.isolated).remove(name);
+        guard(&self.deployments).remove(name);
+        let loaded = self.reload_model_locked(name, lock).and_then(|()| {
+            if self.manager.serving().models.contains_key(name) {
+                return Ok(());
+            }
+            let why: Vec<String> = self
+                .manager
+                .model_record(name)
+                .into_iter()
+                .flat_map(|r| r.versions.into_iter())
+                .filter_map(|(v, r)| r.error.map(|e| format!("version {v}: {e}")))
+                .collect();
+            Err(SourcesError::Unavailable(format!(
+                "model {name:?} cannot be served in this process ({}); its worker keeps \
+                 serving it",
+                if why.is_empty() {
+                    "no version loaded".to_string()
+                } else {
+                    why.join("; ")
+                }
+            )))
+        });
+        if loaded.is_err() {
+            if let Some(d) = deployment {
+                guard(&self.deployments).insert(name.to_string(), d);
+            }
+            guard(&self.isolated).insert(name.to_string());
+            guard(&self.watch).remove(name);
+            self.manager.unload_model(name);
+        }
+        loaded
+    }
+
+    /// Marks a model deployed in a worker before the initial load (a restart), so
+    /// it is never loaded here.
+    pub fn restore_isolated(&self, name: &str) {
+        guard(&self.isolated).insert(name.to_string());
     }
 
     /// Restores what management decided before a restart (from the metadata
@@ -611,6 +699,7 @@ impl Sources {
         self.check_stoppable(name)?;
         guard(&self.stopped).insert(name.to_string());
         guard(&self.deployments).remove(name);
+        guard(&self.isolated).remove(name);
         guard(&self.watch).remove(name);
         self.manager.unload_model(name);
         Ok(())
@@ -637,6 +726,7 @@ impl Sources {
         // Stopped first, so that the watcher cannot reload it meanwhile.
         guard(&self.stopped).insert(name.to_string());
         guard(&self.deployments).remove(name);
+        guard(&self.isolated).remove(name);
         self.manager.unload_model(name);
         // Renamed out of sight in one step, then removed: a failure halfway through
         // the removal leaves only a hidden directory the scan ignores (and the
@@ -668,6 +758,7 @@ impl Sources {
     fn delete_flat_locked(&self, name: &str, file: &str) -> Result<(), SourcesError> {
         guard(&self.stopped).insert(name.to_string());
         guard(&self.deployments).remove(name);
+        guard(&self.isolated).remove(name);
         self.manager.unload_model(name);
         let path = self.root.join(file);
         match std::fs::remove_file(&path) {

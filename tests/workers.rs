@@ -349,7 +349,8 @@ async fn the_old_workflow_runs_in_a_worker_process() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    // Stop: the worker drains and goes, the files stay; deploying again brings it back.
+    // Stop: the model is served in-process again (loaded before forwarding stops),
+    // the worker drains and goes, the files stay; deploying again isolates it again.
     assert!(repo
         .path()
         .join(format!(".ferroserve/workers/iris-{port}/worker.db"))
@@ -371,12 +372,12 @@ async fn the_old_workflow_runs_in_a_worker_process() {
         metrics.contains("ferroserve_worker_up{model=\"iris\"} 0"),
         "{metrics}"
     );
-    let (code, _) = post(
+    let (code, body) = post(
         server.url("/predict"),
         &json!({"model_id": "iris", "features": ROW}),
     )
     .await;
-    assert_eq!(code, 404);
+    assert_eq!((code, &body["version"]), (200, &json!(2)), "{body}");
     let (code, answer) = deploy(&server, json!({"model_id": "iris"})).await;
     assert_eq!(code, 200, "{answer}");
     let pid = pid_of(&answer);
@@ -635,11 +636,21 @@ async fn redeploys_replace_the_worker_and_a_restart_restores_it() {
     assert!(server.wait_exit(Duration::from_secs(30)).is_some());
     assert_gone(&[pid_of(&second)], Duration::from_secs(5));
     drop(server);
+    let restarted = now_ms();
     let server = start_server(repo.path(), ports, &[]).await;
     let entry = wait_registry(&server, "iris", Duration::from_secs(30), |e| {
         e["state"] == "ready"
     })
     .await;
+    // Served by its worker alone: the main server never loaded it (its initial load
+    // is over once it answers ready).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(server.url("/v2/health/ready")).await.0 != 200 {
+        assert!(Instant::now() < deadline, "main server never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let states = in_process_states(&server, "iris", restarted).await;
+    assert!(states.is_empty(), "loaded in-process: {states:?}");
     assert_eq!(entry["port"], port, "{entry}");
     assert_eq!(entry["resources"]["memory_limit"], "1Gi");
     let (code, _) = post(
@@ -750,4 +761,465 @@ async fn grpc_calls_for_a_deployed_model_reach_its_worker() {
     let entry = registry(&server, "hog").await;
     assert_ne!(pid_of(&entry), pid);
     assert!(entry["grpc_port"].as_u64().unwrap() > 0, "{entry}");
+}
+
+/// The main server's peak resident memory (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .unwrap_or_else(|| panic!("no VmHWM: {status}"));
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// The model's entry of the main server's `/models/status`.
+async fn model_status(server: &ChildServer, model: &str) -> Value {
+    let (code, status) = get(server.url("/models/status")).await;
+    assert_eq!(code, 200, "{status}");
+    status["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model_id"] == model)
+        .unwrap_or_else(|| panic!("{model} not in {status}"))
+        .clone()
+}
+
+/// The main server's own version state changes of `model` (its audit trail, kept
+/// in memory: every load and unload in this process), at or after `since_ms`.
+async fn in_process_states(server: &ChildServer, model: &str, since_ms: i64) -> Vec<Value> {
+    model_status(server, model).await["recent_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "state" && e["at_ms"].as_i64().unwrap() >= since_ms)
+        .cloned()
+        .collect()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployed_model_lives_only_in_its_worker() {
+    let repo = tempfile::tempdir().unwrap();
+    install(
+        repo.path(),
+        "hog",
+        "tests/fixtures/onnx/memory_hog/model.onnx",
+    );
+    install(repo.path(), "iris", "examples/models/iris_lr/1/model.onnx");
+    let server = start_server(repo.path(), port_range(20), &[]).await;
+    let (code, hog) = deploy(
+        &server,
+        json!({"model_id": "hog", "resources": {"memory_limit": "256Mi"}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{hog}\n{}", server.log());
+    let port = hog["port"].as_u64().unwrap();
+    let worker = |path: &str| format!("http://127.0.0.1:{port}{path}");
+
+    // The copy this process loaded before the deployment is unloaded (its version
+    // ends), and every per-model answer is the worker's.
+    let status = model_status(&server, "hog").await;
+    assert_eq!(status["served"], true, "{status}");
+    assert_eq!(status["served_versions"], json!([1]), "{status}");
+    assert_eq!(status["versions"][0]["state"], "AVAILABLE", "{status}");
+    assert_eq!(status["versions"][0]["format"], "onnx", "{status}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !in_process_states(&server, "hog", 0)
+        .await
+        .iter()
+        .any(|e| e["detail"]["to"] == "END" && e["version"] == 1)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the in-process version was not unloaded: {}",
+            model_status(&server, "hog").await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for path in [
+        "/v1/models/hog",
+        "/v1/models/hog/metadata",
+        "/v2/models/hog",
+        "/v2/models/hog/ready",
+    ] {
+        let (code, main) = get(server.url(path)).await;
+        let (direct_code, direct) = get(worker(path)).await;
+        assert_eq!((code, &main), (direct_code, &direct), "{path}");
+        assert_eq!(code, 200, "{path}: {main}");
+    }
+    let (code, index) = post(server.url("/v2/repository/index"), &json!({})).await;
+    assert_eq!(code, 200, "{index}");
+    assert!(
+        index
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "hog" && e["state"] == "AVAILABLE"),
+        "{index}"
+    );
+
+    // A hostile version: loading it allocates 1 GiB (its warm-up request). Only the
+    // worker, limited to 256 MiB, ever tries; the main server never opens it.
+    let since = now_ms();
+    let v2 = repo.path().join("hog/2");
+    std::fs::create_dir_all(&v2).unwrap();
+    std::fs::copy(
+        root_path("tests/fixtures/onnx/memory_hog/model.onnx"),
+        v2.join("model.onnx"),
+    )
+    .unwrap();
+    std::fs::write(v2.join("warmup.json"), r#"[{"mib": [1024]}]"#).unwrap();
+    wait_registry(&server, "hog", Duration::from_secs(30), |e| {
+        e["last_exit"]["oom"] == true
+            || e["versions"]
+                .as_array()
+                .is_some_and(|v| v.iter().any(|v| v["version"] == 2 && !v["error"].is_null()))
+    })
+    .await;
+    // Two more polls of the main server's watcher (1 s each) for it to have erred.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let states = in_process_states(&server, "hog", since).await;
+    assert!(states.is_empty(), "the main server loaded hog: {states:?}");
+    let peak = peak_rss(server.pid());
+    assert!(peak < 512 << 20, "main server peak RSS {peak} bytes");
+    // The main server and its in-process models never noticed.
+    let (code, _) = post(
+        server.url("/predict"),
+        &json!({"model_id": "iris", "features": ROW}),
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert!(model_status(&server, "iris").await["worker"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_deployment_under_load_brings_the_model_back_in_process() {
+    let repo = tempfile::tempdir().unwrap();
+    install(repo.path(), "iris", "examples/models/iris_lr/1/model.onnx");
+    let server = start_server(repo.path(), port_range(20), &[]).await;
+    let (code, answer) = deploy(&server, json!({"model_id": "iris"})).await;
+    assert_eq!(code, 200, "{answer}");
+    let pid = pid_of(&answer);
+
+    // An upload to a deployed model reaches its worker, never this process.
+    let uploaded = now_ms();
+    let model_file = std::fs::read(root_path("examples/models/iris_dt/1/model.onnx")).unwrap();
+    let form = reqwest::multipart::Form::new()
+        .text("model_id", "iris")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(model_file).file_name("iris.onnx"),
+        );
+    let (code, body) = send(
+        reqwest::Client::new()
+            .post(server.url("/upload_model"))
+            .multipart(form),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["version"], 2, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("worker process loads it"),
+        "{body}"
+    );
+    wait_registry(&server, "iris", Duration::from_secs(20), |e| {
+        e["served_versions"] == json!([2])
+    })
+    .await;
+    let states = in_process_states(&server, "iris", uploaded).await;
+    assert!(states.is_empty(), "loaded in-process: {states:?}");
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for path in ["/predict", "/v1/models/iris:predict", "/v1/models/iris"] {
+        let (stop, url) = (stop.clone(), server.url(path));
+        clients.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut answers = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let request = if url.ends_with(":predict") {
+                    client.post(&url).json(&json!({"instances": [ROW]}))
+                } else if url.ends_with("/predict") {
+                    client
+                        .post(&url)
+                        .json(&json!({"model_id": "iris", "features": ROW}))
+                } else {
+                    client.get(&url)
+                };
+                let r = request.send().await.unwrap();
+                let code = r.status().as_u16();
+                answers.push((code, r.text().await.unwrap()));
+            }
+            answers
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let since = now_ms();
+    let (code, body) = send(reqwest::Client::new().post(server.url("/stop_deployment/iris"))).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["in_process"], true, "{body}");
+    assert_eq!(body["stopped"], false, "{body}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut answers = Vec::new();
+    for c in clients {
+        answers.extend(c.await.unwrap());
+    }
+    let failed: Vec<_> = answers.iter().filter(|(code, _)| *code != 200).collect();
+    assert!(!answers.is_empty() && failed.is_empty(), "{failed:?}");
+
+    // The worker is gone; the model is this process's again (loaded before the
+    // switch), and stays so after a restart of the main server.
+    assert_gone(&[pid], Duration::from_secs(15));
+    assert_eq!(get(server.url("/registry/services/iris")).await.0, 404);
+    let status = model_status(&server, "iris").await;
+    assert!(status["worker"].is_null(), "{status}");
+    assert!(status["deployment"].is_null(), "{status}");
+    assert_eq!(status["served_versions"], json!([2]), "{status}");
+    let states = in_process_states(&server, "iris", since).await;
+    assert!(
+        states.iter().any(|e| e["detail"]["to"] == "AVAILABLE"),
+        "not loaded in-process: {states:?}"
+    );
+    // stop_deployment of a model served in-process stops it, as before.
+    let (code, body) = send(reqwest::Client::new().post(server.url("/stop_deployment/iris"))).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["stopped"], true, "{body}");
+    let (code, _) = post(
+        server.url("/predict"),
+        &json!({"model_id": "iris", "features": ROW}),
+    )
+    .await;
+    assert_eq!(code, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_metadata_status_and_classify_are_forwarded() {
+    use ferroserve_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+    use ferroserve_proto::inference::{ModelMetadataRequest, ModelReadyRequest};
+    use ferroserve_proto::tensorflow as tf;
+    use ferroserve_proto::tensorflow::serving as tfs;
+    use tfs::model_service_client::ModelServiceClient;
+    use tfs::prediction_service_client::PredictionServiceClient;
+
+    let repo = tempfile::tempdir().unwrap();
+    install(repo.path(), "iris", "examples/models/iris_lr/1/model.onnx");
+    std::fs::write(
+        repo.path().join("iris/config.toml"),
+        "feature_names = [\"sl\", \"sw\", \"pl\", \"pw\"]\n[labels]\nstable = 1\n",
+    )
+    .unwrap();
+    let grpc_port = free_port();
+    let server = start_server_with_grpc(repo.path(), port_range(20), grpc_port, &[]).await;
+    let (code, answer) = deploy(&server, json!({"model_id": "iris"})).await;
+    assert_eq!(code, 200, "{answer}");
+    let entry = registry(&server, "iris").await;
+    let main_url = format!("http://127.0.0.1:{grpc_port}");
+    let worker_url = format!("http://127.0.0.1:{}", entry["grpc_port"]);
+    let mut main = PredictionServiceClient::connect(main_url.clone())
+        .await
+        .unwrap();
+    let mut direct = PredictionServiceClient::connect(worker_url.clone())
+        .await
+        .unwrap();
+    let mut main_models = ModelServiceClient::connect(main_url.clone()).await.unwrap();
+    let mut direct_models = ModelServiceClient::connect(worker_url.clone())
+        .await
+        .unwrap();
+    let mut main_v2 = GrpcInferenceServiceClient::connect(main_url).await.unwrap();
+    let mut direct_v2 = GrpcInferenceServiceClient::connect(worker_url)
+        .await
+        .unwrap();
+
+    let spec = |label: Option<&str>| {
+        Some(tfs::ModelSpec {
+            name: "iris".into(),
+            version_label: label.map(str::to_string),
+            ..Default::default()
+        })
+    };
+    let example = tf::Example {
+        features: Some(tf::Features {
+            feature: ["sl", "sw", "pl", "pw"]
+                .iter()
+                .zip(ROW)
+                .map(|(name, v)| {
+                    let value = vec![v as f32];
+                    let kind = tf::feature::Kind::FloatList(tf::FloatList { value });
+                    (name.to_string(), tf::Feature { kind: Some(kind) })
+                })
+                .collect(),
+        }),
+    };
+    let input = Some(tfs::Input {
+        kind: Some(tfs::input::Kind::ExampleList(tfs::ExampleList {
+            examples: vec![example],
+        })),
+    });
+    // Each answer (or error) through the main server is the worker's own.
+    macro_rules! same {
+        ($main:expr, $direct:expr) => {{
+            let (m, d) = ($main.await, $direct.await);
+            match (&m, &d) {
+                (Ok(m), Ok(d)) => assert_eq!(m.get_ref(), d.get_ref()),
+                (Err(m), Err(d)) => {
+                    assert_eq!((m.code(), m.message()), (d.code(), d.message()))
+                }
+                _ => panic!("main {m:?}, worker {d:?}"),
+            }
+            m
+        }};
+    }
+    let metadata = || tfs::GetModelMetadataRequest {
+        model_spec: spec(None),
+        metadata_field: vec!["signature_def".into()],
+    };
+    // The signature map's encoding follows a hash map's order: compared decoded.
+    let signatures = |r: tonic::Response<tfs::GetModelMetadataResponse>| {
+        let r = r.into_inner();
+        let any = &r.metadata["signature_def"];
+        let map = <tfs::SignatureDefMap as prost::Message>::decode(any.value.as_slice()).unwrap();
+        (r.model_spec, any.type_url.clone(), map)
+    };
+    let meta = signatures(main.get_model_metadata(metadata()).await.unwrap());
+    assert_eq!(
+        meta,
+        signatures(direct.get_model_metadata(metadata()).await.unwrap())
+    );
+    assert!(
+        meta.2.signature_def.contains_key("serving_default"),
+        "{meta:?}"
+    );
+    let status = || tfs::GetModelStatusRequest {
+        model_spec: spec(Some("stable")),
+    };
+    let status = same!(
+        main_models.get_model_status(status()),
+        direct_models.get_model_status(status())
+    )
+    .unwrap();
+    assert_eq!(status.get_ref().model_version_status[0].version, 1);
+    let classify = || tfs::ClassificationRequest {
+        model_spec: spec(None),
+        input: input.clone(),
+    };
+    let classified = same!(main.classify(classify()), direct.classify(classify())).unwrap();
+    let classes = &classified
+        .get_ref()
+        .result
+        .as_ref()
+        .unwrap()
+        .classifications[0]
+        .classes;
+    assert_eq!(classes.len(), 3, "{classified:?}");
+    let regress = || tfs::RegressionRequest {
+        model_spec: spec(None),
+        input: input.clone(),
+    };
+    let _ = same!(main.regress(regress()), direct.regress(regress()));
+    let multi = || tfs::MultiInferenceRequest {
+        tasks: vec![tfs::InferenceTask {
+            model_spec: spec(None),
+            method_name: "tensorflow/serving/classify".into(),
+        }],
+        input: input.clone(),
+    };
+    same!(
+        main.multi_inference(multi()),
+        direct.multi_inference(multi())
+    )
+    .unwrap();
+    let v2_meta = || ModelMetadataRequest {
+        name: "iris".into(),
+        version: String::new(),
+    };
+    same!(
+        main_v2.model_metadata(v2_meta()),
+        direct_v2.model_metadata(v2_meta())
+    )
+    .unwrap();
+    let ready = || ModelReadyRequest {
+        name: "iris".into(),
+        version: String::new(),
+    };
+    let ready = same!(main_v2.model_ready(ready()), direct_v2.model_ready(ready())).unwrap();
+    assert!(ready.get_ref().ready);
+
+    // A worker that is down: UNAVAILABLE (a client retries), never the main
+    // server's own answer (it holds no copy: NOT_FOUND).
+    kill9(pid_of(&entry));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut saw_unavailable = false;
+    loop {
+        match main_models.get_model_status(status_request()).await {
+            Err(s) => {
+                assert_eq!(s.code(), tonic::Code::Unavailable, "{s:?}");
+                saw_unavailable = true;
+            }
+            Ok(_) if saw_unavailable => break,
+            Ok(_) => {}
+        }
+        assert!(Instant::now() < deadline, "no UNAVAILABLE then recovery");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    fn status_request() -> tfs::GetModelStatusRequest {
+        tfs::GetModelStatusRequest {
+            model_spec: Some(tfs::ModelSpec {
+                name: "iris".into(),
+                ..Default::default()
+            }),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_its_worker_cannot_load_is_refused_at_once() {
+    let repo = tempfile::tempdir().unwrap();
+    install(repo.path(), "iris", "examples/models/iris_lr/1/model.onnx");
+    // A version whose file is no model at all, next to a good model: deployed, its
+    // worker finishes its initial load with nothing to serve.
+    let dir = repo.path().join("broken/1");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("model.onnx"), b"not an onnx graph").unwrap();
+    let server = start_server(repo.path(), port_range(20), &[]).await;
+    let started = Instant::now();
+    let (code, body) = deploy(&server, json!({"model_id": "broken"})).await;
+    assert_eq!(code, 503, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(error.contains("cannot serve model broken"), "{body}");
+    assert!(error.contains("version 1"), "{body}");
+    // At once: not after the worker's start-up timeout (two minutes).
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    // Nothing changed: no worker, no deployment recorded, the other model serves.
+    assert_eq!(get(server.url("/registry/services/broken")).await.0, 404);
+    let status = model_status(&server, "broken").await;
+    assert!(status["deployment"].is_null(), "{status}");
+    assert!(status["worker"].is_null(), "{status}");
+    let (code, _) = post(
+        server.url("/predict"),
+        &json!({"model_id": "iris", "features": ROW}),
+    )
+    .await;
+    assert_eq!(code, 200);
 }

@@ -69,6 +69,7 @@ impl From<SourcesError> for ApiError {
             SourcesError::Io(m) => ApiError::Internal(m),
             SourcesError::Busy(m) => ApiError::Unavailable(m),
             SourcesError::Cancelled(m) => ApiError::DeadlineExceeded(m),
+            SourcesError::Unavailable(m) => ApiError::Unavailable(m),
         }
     }
 }
@@ -113,9 +114,52 @@ pub struct ModelSummary {
 }
 
 impl ModelSummary {
+    /// Requests reach a version of it now: here, or in its worker.
     pub fn is_served(&self) -> bool {
         !self.served_versions.is_empty()
+            || self
+                .worker
+                .as_ref()
+                .is_some_and(|w| w.state == crate::workers::WorkerState::Ready)
     }
+
+    /// A model deployed in a worker is reported as its worker reports it: this
+    /// process holds no copy of it (`crate::sources`, isolated models).
+    fn take_worker_status(&mut self) {
+        let Some(worker) = &self.worker else { return };
+        let status = worker.model_status.clone().unwrap_or_default();
+        let serving = worker.state == crate::workers::WorkerState::Ready;
+        self.served_versions = if serving {
+            status.served_versions
+        } else {
+            Vec::new()
+        };
+        self.versions = status
+            .versions
+            .into_iter()
+            .map(|v| VersionSummary {
+                version: v.version,
+                state: VersionState::ALL
+                    .into_iter()
+                    .find(|s| s.as_str() == v.state)
+                    .unwrap_or(VersionState::Error),
+                error: v.error,
+                format: v.format.and_then(|f| format_name(&f)),
+            })
+            .collect();
+        self.labels = status.labels;
+        self.label_errors = status.label_errors;
+        self.config_error = status.config_error;
+        self.policy_warning = None;
+        self.settings_needing_reload = Vec::new();
+    }
+}
+
+/// The name of a backend format, as `Backend::format` gives it.
+fn format_name(name: &str) -> Option<&'static str> {
+    ["onnx", "sklearn", "tensorflow", "fasttext"]
+        .into_iter()
+        .find(|f| *f == name)
 }
 
 /// Status of every model the server knows: on disk, listed, stopped or unloading.
@@ -147,6 +191,7 @@ pub fn models_status(state: &ServerState) -> Vec<ModelSummary> {
         }
         if let Some(workers) = state.workers.get() {
             model.worker = workers.status(&model.model);
+            model.take_worker_status();
         }
         out.push(model);
     }
@@ -384,7 +429,9 @@ pub struct DeployRequest {
 
 /// Serves a stored model with the given settings. With workers on
 /// (`--worker-ports`), the model is served by its own `ferroserve worker` process
-/// with its limits enforced (see `crate::workers`), and a deployed model deployed
+/// with its limits enforced (see `crate::workers`), and only there: once the worker
+/// serves and requests are forwarded to it, the versions loaded in this process are
+/// unloaded and not loaded again while it is deployed. A deployed model deployed
 /// again gets a new worker (started before the old one stops). Without workers the
 /// model serves in this process: the timeout is its request deadline, CPU and
 /// memory limits are recorded and reported as not enforced.
@@ -411,6 +458,11 @@ pub async fn deploy(
     let sources = state.sources.clone();
     sources.model_dir(&request.model)?; // a valid name, before waiting
     let lock = sources.lock_model(&request.model, deadline).await?;
+    let before = ModelSettings {
+        model: request.model.clone(),
+        stopped: sources.is_stopped(&request.model),
+        deployment: sources.deployment(&request.model),
+    };
     // Recorded before it takes effect: with the store down nothing changes (503),
     // and after a restart the deployment comes back with its settings.
     if let Some(store) = &state.store {
@@ -423,34 +475,133 @@ pub async fn deploy(
             .await?;
     }
     let detail = deployment_json(&request.deployment);
-    let for_worker = request.deployment.clone();
     let name = request.model.clone();
+    if let Some(workers) = state.workers.get() {
+        let deployed = deploy_in_worker(state, workers, request, lock, deadline).await;
+        if deployed.is_err() {
+            // Nothing changed: the store says so again.
+            if let Some(store) = &state.store {
+                if let Err(e) = store.save_model_settings(&before).await {
+                    tracing::warn!(model = %name, "the failed deployment stays in the store: {e}");
+                }
+            }
+        }
+        deployed?;
+        audit(state, caller, EventKind::Deploy, &name, None, detail);
+        return model_summary(state, &name);
+    }
     run_locked(deadline, "the deployment", move |_| {
-        sources.deploy_locked(&name, request.deployment, &lock)
+        sources.deploy_locked(&request.model, request.deployment, &lock)
     })
     .await?;
-    audit(
-        state,
-        caller,
-        EventKind::Deploy,
-        &request.model,
-        None,
-        detail,
-    );
-    let summary = model_summary(state, &request.model)?;
+    audit(state, caller, EventKind::Deploy, &name, None, detail);
+    let summary = model_summary(state, &name)?;
     if !summary.is_served() {
         return Err(ApiError::Unavailable(format!(
-            "model {:?} was deployed but no version is available: {}",
-            request.model,
+            "model {name:?} was deployed but no version is available: {}",
             describe_failures(&summary)
         )));
     }
-    if let Some(workers) = state.workers.get() {
-        let dir = state.sources.model_dir(&request.model)?.dir;
-        workers.deploy(&request.model, dir, for_worker).await?;
-        return model_summary(state, &request.model);
-    }
     Ok(summary)
+}
+
+/// A deployment in a worker process, in the order that fails no request: the worker
+/// starts and serves, forwarding switches to it, and only then are the versions
+/// loaded in this process unloaded (requests holding them finish on them). The
+/// model never loads here meanwhile: the caller holds its lock. A worker that
+/// cannot serve the model changes nothing.
+async fn deploy_in_worker(
+    state: &ServerState,
+    workers: &Arc<crate::workers::Supervisor>,
+    request: DeployRequest,
+    lock: crate::sources::ModelGuard,
+    deadline: tokio::time::Instant,
+) -> Result<(), ApiError> {
+    let dir = state.sources.model_dir(&request.model)?.dir;
+    if !dir.is_dir() {
+        return Err(ApiError::NotFound(format!(
+            "model {:?} not found in the model repository",
+            request.model
+        )));
+    }
+    workers
+        .deploy(&request.model, dir, request.deployment.clone())
+        .await?;
+    let sources = state.sources.clone();
+    // Past the management deadline the worker serves already: isolating is quick
+    // and must happen, so it gets a deadline of its own.
+    let deadline = deadline.max(tokio::time::Instant::now() + std::time::Duration::from_secs(30));
+    run_locked(deadline, "the deployment", move |_| {
+        sources.isolate_locked(&request.model, request.deployment, &lock)
+    })
+    .await
+}
+
+/// What `stop_deployment` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopDeployment {
+    /// The model was deployed in a worker: it serves in this process again and its
+    /// worker is gone.
+    BackInProcess,
+    /// The model served in this process: it is stopped.
+    Stopped,
+}
+
+/// Ends a model's deployment. A model deployed in a worker process comes back to
+/// this process with no request failing: it loads here first (its worker serving
+/// meanwhile), then forwarding stops and the worker drains and goes; when no
+/// version loads here, nothing changes (503) and the worker keeps serving. Any
+/// other model stops ([`stop_model`]).
+pub async fn stop_deployment(
+    state: &ServerState,
+    model: &str,
+    caller: &Caller,
+) -> Result<StopDeployment, ApiError> {
+    let Some(workers) = state.workers.get().filter(|w| w.status(model).is_some()) else {
+        stop_model(state, model, caller).await?;
+        return Ok(StopDeployment::Stopped);
+    };
+    let deadline = deadline(state);
+    let sources = state.sources.clone();
+    let lock = sources.lock_model(model, deadline).await?;
+    if let Some(store) = &state.store {
+        store
+            .save_model_settings(&ModelSettings {
+                model: model.to_string(),
+                stopped: false,
+                deployment: None,
+            })
+            .await?;
+    }
+    let name = model.to_string();
+    let loaded = run_locked(deadline, "loading the model in this process", move |_| {
+        sources.end_isolation_locked(&name, &lock)
+    })
+    .await;
+    if let Err(e) = loaded {
+        // Still deployed (end_isolation_locked isolated it again, or never started).
+        if let (Some(store), Some(d)) = (&state.store, state.sources.deployment(model)) {
+            let saved = ModelSettings {
+                model: model.to_string(),
+                stopped: false,
+                deployment: Some(d),
+            };
+            if let Err(e) = store.save_model_settings(&saved).await {
+                tracing::warn!(model, "the store no longer records the deployment: {e}");
+            }
+        }
+        return Err(e);
+    }
+    workers.hand_back(model).await;
+    audit(
+        state,
+        caller,
+        EventKind::Stop,
+        model,
+        None,
+        serde_json::json!({ "deployment": "ended", "serving": "in-process" }),
+    );
+    Ok(StopDeployment::BackInProcess)
 }
 
 /// Stops serving a model and keeps its files. Requests already running finish. The

@@ -47,6 +47,32 @@ pub fn repository_index(state: &ServerState, ready_only: bool) -> Vec<IndexEntry
             });
         }
     }
+    // Models deployed in a worker, as their workers report them.
+    let deployed = state
+        .workers
+        .get()
+        .map(|w| w.statuses())
+        .unwrap_or_default();
+    for (model, worker) in deployed {
+        let versions = worker.model_status.map(|m| m.versions).unwrap_or_default();
+        out.retain(|e| e.model != model);
+        for v in versions {
+            let state = crate::manager::VersionState::ALL
+                .into_iter()
+                .find(|s| s.as_str() == v.state)
+                .unwrap_or(crate::manager::VersionState::Error);
+            if ready_only && state != crate::manager::VersionState::Available {
+                continue;
+            }
+            out.push(IndexEntry {
+                model: model.clone(),
+                version: Some(v.version),
+                state: state.as_str(),
+                reason: v.error.unwrap_or_default(),
+            });
+        }
+    }
+    out.sort_by(|a, b| (&a.model, a.version).cmp(&(&b.model, b.version)));
     out
 }
 
@@ -66,6 +92,16 @@ fn check_model_name(model: &str) -> Result<(), ApiError> {
 pub async fn load_model(state: &ServerState, model: &str, caller: &Caller) -> Result<(), ApiError> {
     check_model_name(model)?;
     super::manage::reload(state, Some(model), caller).await?;
+    // A model deployed in a worker is loaded there (it watches its directory).
+    if let Some(worker) = state.workers.get().and_then(|w| w.status(model)) {
+        return match worker.state {
+            crate::workers::WorkerState::Ready => Ok(()),
+            other => Err(ApiError::Unavailable(format!(
+                "model {model:?}'s worker is {}; retry shortly",
+                other.as_str()
+            ))),
+        };
+    }
     state
         .manager
         .resolve(model, &crate::manager::VersionRequest::Latest)

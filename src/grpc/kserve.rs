@@ -35,6 +35,13 @@ impl InferenceService {
 }
 
 /// A V2 version string: empty means the latest.
+/// A client of a deployed model's worker (issue 14).
+fn inference_of(
+    channel: tonic::transport::Channel,
+) -> pb::grpc_inference_service_client::GrpcInferenceServiceClient<tonic::transport::Channel> {
+    pb::grpc_inference_service_client::GrpcInferenceServiceClient::new(channel)
+}
+
 fn version_request(version: &str) -> Result<VersionRequest, ApiError> {
     if version.is_empty() {
         return Ok(VersionRequest::Latest);
@@ -200,6 +207,12 @@ impl grpc_inference_service_server::GrpcInferenceService for InferenceService {
         &self,
         request: Request<pb::ModelReadyRequest>,
     ) -> Result<Response<pb::ModelReadyResponse>, Status> {
+        if let Some(channel) = crate::workers::grpc_forward(&self.state, &request.get_ref().name) {
+            return inference_of(channel?)
+                .model_ready(request)
+                .await
+                .map_err(crate::workers::forwarded_status);
+        }
         let request = request.into_inner();
         let version = version_request(&request.version).map_err(status_from)?;
         Ok(Response::new(pb::ModelReadyResponse {
@@ -222,6 +235,12 @@ impl grpc_inference_service_server::GrpcInferenceService for InferenceService {
         &self,
         request: Request<pb::ModelMetadataRequest>,
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
+        if let Some(channel) = crate::workers::grpc_forward(&self.state, &request.get_ref().name) {
+            return inference_of(channel?)
+                .model_metadata(request)
+                .await
+                .map_err(crate::workers::forwarded_status);
+        }
         let request = request.into_inner();
         let version = version_request(&request.version).map_err(status_from)?;
         let meta =
@@ -247,11 +266,10 @@ impl grpc_inference_service_server::GrpcInferenceService for InferenceService {
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         // A model deployed in a worker process is answered by it (issue 14).
-        if let Some(target) =
-            crate::workers::grpc_target(&self.state, &request.get_ref().model_name)
+        if let Some(channel) =
+            crate::workers::grpc_forward(&self.state, &request.get_ref().model_name)
         {
-            let channel = target.map_err(Status::unavailable)?;
-            return pb::grpc_inference_service_client::GrpcInferenceServiceClient::new(channel)
+            return inference_of(channel?)
                 .model_infer(request)
                 .await
                 .map_err(crate::workers::forwarded_status);

@@ -63,6 +63,18 @@ fn model_and_version(spec: Option<&ModelSpec>) -> Result<(String, VersionRequest
 }
 
 /// The signature a request ran: the one it named, else the default.
+/// The model a spec names ("" when none: never a deployed model).
+fn spec_model(spec: Option<&ModelSpec>) -> &str {
+    spec.map_or("", |s| s.name.as_str())
+}
+
+/// A client of a deployed model's worker (issue 14).
+fn predictions_of(
+    channel: tonic::transport::Channel,
+) -> pb::prediction_service_client::PredictionServiceClient<tonic::transport::Channel> {
+    pb::prediction_service_client::PredictionServiceClient::new(channel)
+}
+
 fn signature_used(spec: Option<&ModelSpec>) -> String {
     match spec.map(|s| s.signature_name.as_str()) {
         Some(name) if !name.is_empty() => name.to_string(),
@@ -242,14 +254,9 @@ impl prediction_service_server::PredictionService for PredictionService {
         request: Request<pb::PredictRequest>,
     ) -> Result<Response<pb::PredictResponse>, Status> {
         // A model deployed in a worker process is answered by it (issue 14).
-        let model = request
-            .get_ref()
-            .model_spec
-            .as_ref()
-            .map(|s| s.name.as_str());
-        if let Some(target) = model.and_then(|m| crate::workers::grpc_target(&self.state, m)) {
-            let channel = target.map_err(Status::unavailable)?;
-            return pb::prediction_service_client::PredictionServiceClient::new(channel)
+        let model = spec_model(request.get_ref().model_spec.as_ref());
+        if let Some(channel) = crate::workers::grpc_forward(&self.state, model) {
+            return predictions_of(channel?)
                 .predict(request)
                 .await
                 .map_err(crate::workers::forwarded_status);
@@ -301,6 +308,13 @@ impl prediction_service_server::PredictionService for PredictionService {
         &self,
         request: Request<pb::ClassificationRequest>,
     ) -> Result<Response<pb::ClassificationResponse>, Status> {
+        let model = spec_model(request.get_ref().model_spec.as_ref());
+        if let Some(channel) = crate::workers::grpc_forward(&self.state, model) {
+            return predictions_of(channel?)
+                .classify(request)
+                .await
+                .map_err(crate::workers::forwarded_status);
+        }
         let timeout = client_timeout(request.metadata());
         let request = request.into_inner();
         let spec = request.model_spec.as_ref();
@@ -327,6 +341,13 @@ impl prediction_service_server::PredictionService for PredictionService {
         &self,
         request: Request<pb::RegressionRequest>,
     ) -> Result<Response<pb::RegressionResponse>, Status> {
+        let model = spec_model(request.get_ref().model_spec.as_ref());
+        if let Some(channel) = crate::workers::grpc_forward(&self.state, model) {
+            return predictions_of(channel?)
+                .regress(request)
+                .await
+                .map_err(crate::workers::forwarded_status);
+        }
         let timeout = client_timeout(request.metadata());
         let request = request.into_inner();
         let spec = request.model_spec.as_ref();
@@ -355,6 +376,20 @@ impl prediction_service_server::PredictionService for PredictionService {
         &self,
         request: Request<pb::MultiInferenceRequest>,
     ) -> Result<Response<pb::MultiInferenceResponse>, Status> {
+        // Every task names the same model (checked below, or by the worker).
+        let model = spec_model(
+            request
+                .get_ref()
+                .tasks
+                .first()
+                .and_then(|t| t.model_spec.as_ref()),
+        );
+        if let Some(channel) = crate::workers::grpc_forward(&self.state, model) {
+            return predictions_of(channel?)
+                .multi_inference(request)
+                .await
+                .map_err(crate::workers::forwarded_status);
+        }
         let timeout = client_timeout(request.metadata());
         let request = request.into_inner();
         if request.tasks.is_empty() {
@@ -409,6 +444,13 @@ impl prediction_service_server::PredictionService for PredictionService {
         &self,
         request: Request<pb::GetModelMetadataRequest>,
     ) -> Result<Response<pb::GetModelMetadataResponse>, Status> {
+        let model = spec_model(request.get_ref().model_spec.as_ref());
+        if let Some(channel) = crate::workers::grpc_forward(&self.state, model) {
+            return predictions_of(channel?)
+                .get_model_metadata(request)
+                .await
+                .map_err(crate::workers::forwarded_status);
+        }
         let request = request.into_inner();
         if request.metadata_field.is_empty() {
             return Err(invalid(
@@ -519,6 +561,13 @@ impl model_service_server::ModelService for ModelService {
         &self,
         request: Request<pb::GetModelStatusRequest>,
     ) -> Result<Response<pb::GetModelStatusResponse>, Status> {
+        let model = spec_model(request.get_ref().model_spec.as_ref());
+        if let Some(channel) = crate::workers::grpc_forward(&self.state, model) {
+            return pb::model_service_client::ModelServiceClient::new(channel?)
+                .get_model_status(request)
+                .await
+                .map_err(crate::workers::forwarded_status);
+        }
         let request = request.into_inner();
         let (model, version) =
             model_and_version(request.model_spec.as_ref()).map_err(status_from)?;

@@ -274,6 +274,12 @@ async fn upload_model(
     Ok(Json(json!({
         "message": if served {
             format!("model {} version {} uploaded and served", outcome.model, outcome.version)
+        } else if outcome.summary.worker.is_some() {
+            // Deployed in a worker process, which loads it from the model's directory.
+            format!(
+                "model {} version {} uploaded; the model's worker process loads it",
+                outcome.model, outcome.version
+            )
         } else {
             format!(
                 "model {} version {} uploaded; its version policy does not serve it",
@@ -481,23 +487,35 @@ async fn deploy(
 #[utoipa::path(post, path = "/stop_deployment/{model_id}", tag = "management",
     params(("model_id" = String, Path, description = "The model's name")),
     responses(
-        (status = 200, description = "Stopped; its files are kept", body = ModelChangeResponse),
+        (status = 200, description = "Stopped, its files kept; a model deployed in a worker \
+            process is served in-process again instead (`in_process: true`)", body = ModelChangeResponse),
         (status = 400, description = "Malformed model name", body = ErrorBody),
         (status = 404, description = "No such model", body = ErrorBody),
         (status = 409, description = "Another operation holds the model, or the request conflicts with its state", body = ErrorBody),
-        (status = 503, description = "The metadata store does not answer; nothing changed", body = ErrorBody),
+        (status = 503, description = "The metadata store does not answer, or a model deployed \
+            in a worker cannot load in-process (its worker keeps serving it); nothing changed", body = ErrorBody),
     ))]
 async fn stop_deployment(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
     Path(model): Path<String>,
 ) -> Result<Json<Value>, HttpError> {
-    manage::stop_model(&state, &model, &caller_of(caller)).await?;
-    Ok(Json(json!({
-        "message": format!("model {model} stopped; its files are kept"),
-        "model_id": model,
-        "stopped": true,
-    })))
+    let answer = match manage::stop_deployment(&state, &model, &caller_of(caller)).await? {
+        manage::StopDeployment::Stopped => json!({
+            "message": format!("model {model} stopped; its files are kept"),
+            "model_id": model,
+            "stopped": true,
+        }),
+        manage::StopDeployment::BackInProcess => json!({
+            "message": format!(
+                "model {model}'s worker process is stopped; the model is served in-process again"
+            ),
+            "model_id": model,
+            "stopped": false,
+            "in_process": true,
+        }),
+    };
+    Ok(Json(answer))
 }
 
 /// `DELETE /delete_model/{model_id}`
@@ -788,6 +806,10 @@ mod schema {
         stopped: bool,
         #[schema(required = false)]
         deleted: bool,
+        /// Set by `stop_deployment` when the model left its worker process and is
+        /// served in-process again.
+        #[schema(required = false)]
+        in_process: bool,
     }
 
     #[derive(ToSchema)]

@@ -48,11 +48,36 @@ pub async fn get_ok(client: &Client, addr: SocketAddr, path: &str) -> bool {
     )
 }
 
+/// The body of a GET answered 200 within a second (at most 4 MiB), or `None`.
+pub async fn get_body(client: &Client, addr: SocketAddr, path: &str) -> Option<bytes::Bytes> {
+    let uri = format!("http://{addr}{path}").parse::<Uri>().ok()?;
+    let request = axum::http::Request::get(uri).body(Body::empty()).ok()?;
+    let read = async {
+        let response = client.request(request).await.ok()?;
+        if response.status() != 200 {
+            return None;
+        }
+        let body = Body::new(response.into_body());
+        axum::body::to_bytes(body, 4 << 20).await.ok()
+    };
+    tokio::time::timeout(Duration::from_secs(1), read)
+        .await
+        .ok()
+        .flatten()
+}
+
 /// The model a REST path names, for the routes that forward.
 fn model_of_path(path: &str) -> Option<&str> {
     let mut segments = path.trim_start_matches('/').split('/');
     match (segments.next()?, segments.next()) {
         ("predict", Some(m)) if !m.is_empty() => Some(m),
+        // The console's try-it form is built from the model's signature and
+        // pre-processing, which only its worker holds.
+        ("console", Some("fragments")) => match (segments.next(), segments.next(), segments.next())
+        {
+            (Some("models"), Some(m), Some("try")) if !m.is_empty() => Some(m),
+            _ => None,
+        },
         ("v1", Some("models")) | ("v2", Some("models")) => {
             let m = segments.next()?;
             // The main server's own records (the store), not the model's API.
@@ -218,6 +243,12 @@ mod tests {
         assert_eq!(model_of_path("/v1/models/iris/history"), None);
         assert_eq!(model_of_path("/v1/models/iris/predictions"), None);
         assert_eq!(model_of_path("/v1/models/iris/versions/1"), Some("iris"));
+        assert_eq!(
+            model_of_path("/console/fragments/models/iris/try"),
+            Some("iris")
+        );
+        assert_eq!(model_of_path("/console/fragments/models/iris"), None);
+        assert_eq!(model_of_path("/console/models/iris"), None);
     }
 
     #[test]

@@ -20,7 +20,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-pub use supervisor::{Supervisor, WorkerConfig, WorkerState, WorkerStatus};
+pub use supervisor::{
+    Supervisor, WorkerConfig, WorkerModel, WorkerState, WorkerStatus, WorkerVersion,
+};
 
 use crate::api::ApiError;
 use crate::http::{AppState, HttpError};
@@ -42,6 +44,16 @@ pub fn grpc_target(
     model: &str,
 ) -> Option<Result<tonic::transport::Channel, String>> {
     state.workers.get()?.grpc_target(model)
+}
+
+/// The channel a gRPC call for `model` is forwarded on when the model is deployed
+/// in a worker: `None` when it is not (the main server answers), UNAVAILABLE while
+/// its worker is not ready. Every per-model gRPC method asks this first.
+pub fn grpc_forward(
+    state: &crate::api::ServerState,
+    model: &str,
+) -> Option<Result<tonic::transport::Channel, tonic::Status>> {
+    grpc_target(state, model).map(|t| t.map_err(tonic::Status::unavailable))
 }
 
 /// A forwarded gRPC call's failure as the client sees it: the worker's own answers
@@ -97,6 +109,9 @@ pub fn status_json(s: &WorkerStatus) -> Value {
             "timeout": s.enforced.timeout.is_enforced(),
         },
         "enforcement": s.enforced,
+        // The worker's own status of its model (none while it is not serving).
+        "served_versions": s.model_status.as_ref().map(|m| &m.served_versions),
+        "versions": s.model_status.as_ref().map(|m| &m.versions),
     })
 }
 

@@ -13,7 +13,11 @@
 //! * a redeploy starts the new worker before the old one leaves the map: requests
 //!   go to the old one until the new one is ready, then the old one drains;
 //! * each slot has one supervision task, owned by the slot (its `stop` token ends it,
-//!   and the task kills and reaps its process before it returns).
+//!   and the task kills and reaps its process before it returns);
+//! * what the main server reports of a deployed model (versions, states, labels)
+//!   is the worker's own word: its `/models/status` entry, read when it turns ready
+//!   and with every health check, cleared when it exits. The main server holds no
+//!   copy of the model to answer from (`crate::sources`, isolated models).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -99,6 +103,33 @@ fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error
     s.serialize_str(&humantime::format_rfc3339_millis(*t).to_string())
 }
 
+/// What a worker last said of its model: its `/models/status` entry (the fields
+/// the main server's status shows).
+#[derive(Debug, Clone, PartialEq, Default, serde::Deserialize, serde::Serialize)]
+pub struct WorkerModel {
+    #[serde(default)]
+    pub served_versions: Vec<u64>,
+    #[serde(default)]
+    pub versions: Vec<WorkerVersion>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub label_errors: Vec<String>,
+    #[serde(default)]
+    pub config_error: Option<String>,
+}
+
+/// One version of a worker's model, as its status names it.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+pub struct WorkerVersion {
+    pub version: u64,
+    pub state: String,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub format: Option<String>,
+}
+
 /// How each limit is enforced.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Enforcements {
@@ -127,6 +158,8 @@ pub struct WorkerStatus {
     pub deployment: Deployment,
     pub limits: Limits,
     pub enforced: Enforcements,
+    /// The worker's status of its model, while it serves.
+    pub model_status: Option<WorkerModel>,
 }
 
 /// One deployment's worker and its supervision.
@@ -145,6 +178,9 @@ struct Slot {
     grpc_channel: Mutex<Option<(u16, tonic::transport::Channel)>>,
     /// Set while the worker serves; forwarding answers 503 otherwise.
     ready: AtomicBool,
+    /// Set once a worker of this slot has served: a model that cannot load before
+    /// that is a failed deployment (crash-loop at once), not a crash to retry.
+    ever_ready: AtomicBool,
     pid: AtomicU32,
     restarts: AtomicU64,
     /// Everything else the registry shows (read rarely, written on state changes).
@@ -160,6 +196,7 @@ struct SlotStatus {
     started_at: Option<SystemTime>,
     last_exit: Option<ExitReason>,
     healthy: bool,
+    model_status: Option<WorkerModel>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -170,6 +207,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct Spawned {
     pid: u32,
     exited: oneshot::Receiver<std::io::Result<std::process::ExitStatus>>,
+}
+
+/// How one started worker's run ended.
+enum RunEnd {
+    /// Its process exited (or could not be waited for).
+    Exited(std::io::Result<std::process::ExitStatus>),
+    /// It started but its model cannot load (the worker finished its initial load
+    /// with no version serving); the worker was killed.
+    Unservable(String),
+    /// The slot stopped; the worker was drained and reaped.
+    Stopped,
 }
 
 /// A request to the spawner thread.
@@ -360,12 +408,27 @@ impl Supervisor {
 
     /// Stops `model`'s worker (drained); false when it had none.
     pub async fn stop(&self, model: &str) -> bool {
+        self.stop_with_grace(model, Duration::ZERO).await
+    }
+
+    /// Stops forwarding `model`'s requests, then (after a moment for requests that
+    /// read the old target just before) drains and stops its worker: the main
+    /// server serves the model itself again. False when it had no worker.
+    pub async fn hand_back(&self, model: &str) -> bool {
+        self.stop_with_grace(model, Duration::from_millis(500))
+            .await
+    }
+
+    async fn stop_with_grace(&self, model: &str, grace: Duration) -> bool {
         let _changing = self.changing.lock().await;
         let mut map = (**self.slots.load()).clone();
         let Some(slot) = map.remove(model) else {
             return false;
         };
         self.slots.store(Arc::new(map));
+        if !grace.is_zero() {
+            tokio::time::sleep(grace).await;
+        }
         self.finish_slot(&slot).await;
         metrics::gauge!("ferroserve_worker_up", "model" => model.to_string()).set(0.0);
         self.remove_state_dir(&slot);
@@ -450,6 +513,7 @@ impl Supervisor {
             deployment: slot.deployment.clone(),
             limits: slot.limits,
             enforced: slot.enforced,
+            model_status: status.model_status.clone(),
         }
     }
 
@@ -512,6 +576,7 @@ impl Supervisor {
             grpc_port: AtomicU16::new(0),
             grpc_channel: Mutex::new(None),
             ready: AtomicBool::new(false),
+            ever_ready: AtomicBool::new(false),
             pid: AtomicU32::new(0),
             restarts: AtomicU64::new(0),
             status: Mutex::new(SlotStatus::default()),
@@ -711,6 +776,7 @@ impl Supervisor {
                 .map_or(0, |a| a.port());
             slot.grpc_port.store(grpc_port, Ordering::Relaxed);
             let oom_kills_before = slot.cgroups.oom_kills();
+            let mut unservable = false;
             let exit = match self.spawn(&slot, port).await {
                 Err(e) => ExitReason {
                     exit_code: None,
@@ -723,10 +789,20 @@ impl Supervisor {
                     slot.pid.store(spawned.pid, Ordering::Relaxed);
                     lock(&slot.status).started_at = Some(SystemTime::now());
                     match self.run_one(&slot, port, spawned).await {
-                        Some(status) => self.exit_reason(&slot, status, oom_kills_before),
-                        None => {
-                            // Stopped on purpose.
+                        RunEnd::Exited(status) => self.exit_reason(&slot, status, oom_kills_before),
+                        RunEnd::Unservable(reason) => {
+                            unservable = true;
+                            ExitReason {
+                                exit_code: None,
+                                signal: None,
+                                oom: false,
+                                reason,
+                                at: SystemTime::now(),
+                            }
+                        }
+                        RunEnd::Stopped => {
                             slot.pid.store(0, Ordering::Relaxed);
+                            lock(&slot.status).model_status = None;
                             self.set_state(&slot, WorkerState::Stopped);
                             return;
                         }
@@ -739,6 +815,7 @@ impl Supervisor {
                 let mut status = lock(&slot.status);
                 status.last_exit = Some(exit);
                 status.healthy = false;
+                status.model_status = None;
             }
             let now = Instant::now();
             failures.push_back(now);
@@ -748,7 +825,9 @@ impl Supervisor {
             {
                 failures.pop_front();
             }
-            if failures.len() >= self.config.crash_loop_failures {
+            // A model that never served cannot be fixed by starting it again.
+            let never_served = unservable && !slot.ever_ready.load(Ordering::Relaxed);
+            if never_served || failures.len() >= self.config.crash_loop_failures {
                 self.set_state(&slot, WorkerState::CrashLoop);
                 self.record(&slot).await;
                 return;
@@ -776,14 +855,9 @@ impl Supervisor {
         }
     }
 
-    /// Runs one started worker until it exits (its status) or the slot stops
-    /// (`None`, after draining and reaping it).
-    async fn run_one(
-        &self,
-        slot: &Slot,
-        port: u16,
-        spawned: Spawned,
-    ) -> Option<std::io::Result<std::process::ExitStatus>> {
+    /// Runs one started worker until it exits, turns out unable to serve its
+    /// model, or the slot stops (after draining and reaping it).
+    async fn run_one(&self, slot: &Slot, port: u16, spawned: Spawned) -> RunEnd {
         let Spawned { pid, mut exited } = spawned;
         let addr = SocketAddr::new(connect_ip(self.config.bind), port);
         let ready_path = format!("/v2/models/{}/ready", slot.model);
@@ -791,26 +865,49 @@ impl Supervisor {
         let deadline = Instant::now() + self.config.startup_timeout;
         loop {
             tokio::select! {
-                status = &mut exited => return Some(status.unwrap_or_else(|_| Err(std::io::Error::other("lost")))),
+                status = &mut exited => return RunEnd::Exited(status.unwrap_or_else(|_| Err(std::io::Error::other("lost")))),
                 _ = slot.stop.cancelled() => {
                     self.terminate(pid, &mut exited).await;
-                    return None;
+                    return RunEnd::Stopped;
                 }
                 _ = tokio::time::sleep(Duration::from_millis(25)) => {}
             }
             if super::forward::get_ok(&self.client, addr, &ready_path).await {
                 break;
             }
+            // The worker is ready (its initial load is over) but its model is not:
+            // no version of it can load. Asked in this order, so a model that
+            // turned ready in between is not taken for one that failed.
+            if super::forward::get_ok(&self.client, addr, "/v2/health/ready").await
+                && !super::forward::get_ok(&self.client, addr, &ready_path).await
+            {
+                let why = match self.model_status(addr, &slot.model).await {
+                    Some(m) => unservable_reason(&m),
+                    None => "no version of it loads".to_string(),
+                };
+                kill_group(pid, libc::SIGKILL);
+                let _ = (&mut exited).await;
+                return RunEnd::Unservable(format!(
+                    "the worker cannot serve model {}: {why}",
+                    slot.model
+                ));
+            }
             if Instant::now() >= deadline {
                 kill_group(pid, libc::SIGKILL);
                 let _ = (&mut exited).await;
-                return Some(Err(std::io::Error::other(format!(
+                return RunEnd::Exited(Err(std::io::Error::other(format!(
                     "the worker did not serve its model within {:?}",
                     self.config.startup_timeout
                 ))));
             }
         }
-        lock(&slot.status).healthy = true;
+        {
+            let model_status = self.model_status(addr, &slot.model).await;
+            let mut status = lock(&slot.status);
+            status.healthy = true;
+            status.model_status = model_status;
+        }
+        slot.ever_ready.store(true, Ordering::Relaxed);
         self.set_state(slot, WorkerState::Ready);
         self.record(slot).await;
         // Serving: a liveness check every second; three failures in a row kill it
@@ -820,22 +917,56 @@ impl Supervisor {
             tokio::select! {
                 status = &mut exited => {
                     slot.ready.store(false, Ordering::Release);
-                    return Some(status.unwrap_or_else(|_| Err(std::io::Error::other("lost"))));
+                    return RunEnd::Exited(status.unwrap_or_else(|_| Err(std::io::Error::other("lost"))));
                 }
                 _ = slot.stop.cancelled() => {
                     self.terminate(pid, &mut exited).await;
-                    return None;
+                    return RunEnd::Stopped;
                 }
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
             let healthy = super::forward::get_ok(&self.client, addr, "/v2/health/live").await;
-            lock(&slot.status).healthy = healthy;
+            // A status the worker does not give (a server with tokens, which the
+            // supervisor does not hold) keeps the last one.
+            let model_status = if healthy {
+                self.model_status(addr, &slot.model).await
+            } else {
+                None
+            };
+            {
+                let mut status = lock(&slot.status);
+                status.healthy = healthy;
+                if model_status.is_some() {
+                    status.model_status = model_status;
+                }
+            }
             failed_checks = if healthy { 0 } else { failed_checks + 1 };
             if failed_checks >= 3 {
                 tracing::warn!(model = %slot.model, pid, "worker failed 3 health checks; killing it");
                 kill_group(pid, libc::SIGKILL);
             }
         }
+    }
+
+    /// The worker's status of its model (its `/models/status` entry), if it answers.
+    async fn model_status(&self, addr: SocketAddr, model: &str) -> Option<WorkerModel> {
+        #[derive(serde::Deserialize)]
+        struct Entry {
+            model_id: String,
+            #[serde(flatten)]
+            status: WorkerModel,
+        }
+        #[derive(serde::Deserialize)]
+        struct Status {
+            models: Vec<Entry>,
+        }
+        let body = super::forward::get_body(&self.client, addr, "/models/status").await?;
+        let status: Status = serde_json::from_slice(&body).ok()?;
+        status
+            .models
+            .into_iter()
+            .find(|e| e.model_id == model)
+            .map(|e| e.status)
     }
 
     /// SIGTERM (the worker drains), then SIGKILL past the stop timeout; reaps it.
@@ -897,6 +1028,25 @@ impl Supervisor {
             reason,
             at,
         }
+    }
+}
+
+/// Why no version of a worker's model serves, from its status.
+fn unservable_reason(model: &WorkerModel) -> String {
+    let mut why: Vec<String> = model
+        .versions
+        .iter()
+        .filter_map(|v| {
+            v.error
+                .as_ref()
+                .map(|e| format!("version {}: {e}", v.version))
+        })
+        .collect();
+    why.extend(model.config_error.clone());
+    if why.is_empty() {
+        "it has no version that loads".to_string()
+    } else {
+        why.join("; ")
     }
 }
 
