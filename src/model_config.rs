@@ -280,29 +280,10 @@ impl Default for FastTextConfig {
     }
 }
 
-/// The `[tensorflow]` table: how a SavedModel of this model is loaded.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TensorflowConfig {
-    /// The MetaGraph's tag set to load. Default `["serve"]`, as TF Serving.
-    pub tags: Vec<String>,
-    /// TensorFlow's intra-op threads (`ConfigProto.intra_op_parallelism_threads`).
-    /// Default 0: TensorFlow chooses (one per core), as TF Serving.
-    pub intra_op_threads: u32,
-    /// TensorFlow's inter-op threads (`ConfigProto.inter_op_parallelism_threads`).
-    /// Default 0: TensorFlow chooses.
-    pub inter_op_threads: u32,
-}
-
-impl Default for TensorflowConfig {
-    fn default() -> TensorflowConfig {
-        TensorflowConfig {
-            tags: vec!["serve".to_string()],
-            intra_op_threads: 0,
-            inter_op_threads: 0,
-        }
-    }
-}
+/// The `[tensorflow]` table: how a SavedModel of this model is loaded (tags, threads).
+/// Declared with the TensorFlow backend in ferroserve-core, which the Python package
+/// shares.
+pub use crate::backends::tensorflow::TensorflowConfig;
 
 impl FastTextConfig {
     pub fn validate(&self) -> Result<(), String> {

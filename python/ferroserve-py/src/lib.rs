@@ -2,9 +2,10 @@
 //!
 //! It loads models with the server's own code: scikit-learn pickle/joblib files with
 //! its safe reader (`ferroserve-sklearn`: nothing in the file is executed, `Model`),
-//! ONNX models with its ONNX backend (`ferroserve-core`, `onnx::OnnxModel`) and
-//! fastText models with its reader (`ferroserve-fasttext`, `fasttext::FastTextModel`);
-//! `format_of` tells them apart as the server does. The Python half (`python/ferroserve/__init__.py`) turns numpy
+//! ONNX models and TensorFlow SavedModels with its backends (`ferroserve-core`,
+//! `tensor_model::TensorModel`) and fastText models with its reader
+//! (`ferroserve-fasttext`, `fasttext::FastTextModel`); `format_of` tells them apart as
+//! the server does. The Python half (`python/ferroserve/__init__.py`) turns numpy
 //! arrays and pandas DataFrames into the plain buffers taken here; Arrow data crosses
 //! through the Arrow C data interface (PyCapsules), so no pyarrow version is tied to
 //! the build.
@@ -14,7 +15,7 @@
 
 mod arrow_io;
 mod fasttext;
-mod onnx;
+mod tensor_model;
 
 use std::sync::Arc;
 
@@ -423,9 +424,24 @@ fn arrow_label_type(labels: Option<&ClassLabels>) -> DataType {
 /// The format of a model file: `"onnx"`, `"fasttext"` or `"sklearn"`, recognised from
 /// its first bytes by the server's own `format::sniff_file`, else from its extension.
 /// A file that is neither goes to the pickle reader, whose message says what is wrong.
+/// A directory holding `saved_model.pb` (or that file itself) is `"tensorflow"`.
 #[pyfunction]
 fn format_of(path: std::path::PathBuf) -> PyResult<&'static str> {
     use ferroserve_core::backends::format::{sniff_file, ArtifactFormat};
+    use ferroserve_core::backends::tensorflow::SAVED_MODEL_FILE;
+    if path.is_dir() {
+        if path.join(SAVED_MODEL_FILE).is_file() {
+            return Ok("tensorflow");
+        }
+        return Err(ModelError::new_err(format!(
+            "{} is a directory without {SAVED_MODEL_FILE}: give a model file, or a \
+             TensorFlow SavedModel directory",
+            path.display()
+        )));
+    }
+    if path.file_name().and_then(|n| n.to_str()) == Some(SAVED_MODEL_FILE) {
+        return Ok("tensorflow");
+    }
     let sniffed = sniff_file(&path)
         .map_err(|e| ModelError::new_err(format!("cannot read {}: {e}", path.display())))?;
     Ok(
@@ -440,7 +456,7 @@ fn format_of(path: std::path::PathBuf) -> PyResult<&'static str> {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Model>()?;
-    m.add_class::<onnx::OnnxModel>()?;
+    m.add_class::<tensor_model::TensorModel>()?;
     m.add_class::<fasttext::FastTextModel>()?;
     m.add_function(wrap_pyfunction!(format_of, m)?)?;
     m.add_class::<ArrowArray>()?;

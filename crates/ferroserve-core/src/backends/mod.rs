@@ -1,13 +1,14 @@
 //! The [`Backend`] trait (a loaded model that runs batches) and its types, the
 //! recognition of a model file's format ([`format`]), and the backends that need
-//! nothing of the server ([`onnx`]). The server adds its other formats and picks one
-//! per artifact (`ferroserve::backends::load_backend`).
+//! nothing of the server ([`onnx`], [`tensorflow`]). The server adds its other
+//! formats and picks one per artifact (`ferroserve::backends::load_backend`).
 //!
 //! Backends are synchronous: they are called only from inference threads, never
 //! from async workers.
 
 pub mod format;
 pub mod onnx;
+pub mod tensorflow;
 
 use std::path::{Path, PathBuf};
 

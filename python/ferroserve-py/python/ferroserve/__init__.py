@@ -19,6 +19,15 @@
   or Arrow data gives one column per output, each input read from the column of its
   name (a one-input model takes every column as its matrix). Values are cast to the
   model's dtypes as the server casts them.
+* a TensorFlow SavedModel: the directory holding ``saved_model.pb`` and
+  ``variables/``, run by the server's TensorFlow backend through TensorFlow's C API,
+  whose libraries are taken from the installed ``tensorflow`` (or ``tensorflow-cpu``)
+  wheel's package directory (``pip install tensorflow-cpu``) or from
+  ``FERROSERVE_TENSORFLOW_PATH`` (that directory). ``signature`` describes the default
+  signature (``serving_default``, else the first by name); ``signatures`` lists them
+  all, and ``Model.load(path, signature_name=...)``, ``model.with_signature(name)`` or
+  ``predict(data, signature_name=...)`` run another. ``predict`` takes and gives what
+  it does for ONNX models.
 * a fastText model (``.bin``, quantized ``.ftz``): ``predict(texts, k=1,
   threshold=0.0)`` gives each text's most probable labels and their probabilities, as
   the fasttext package's ``predict`` does; a DataFrame or Arrow data gives the columns
@@ -33,7 +42,7 @@ import os as _os
 from ._native import ArrowArray, ArrowStream, ModelError, PredictError
 from ._native import FastTextModel as _NativeFastText
 from ._native import Model as _NativeModel
-from ._native import OnnxModel as _NativeOnnx
+from ._native import TensorModel as _NativeTensor
 from ._native import format_of as _format_of
 
 __all__ = [
@@ -42,6 +51,7 @@ __all__ = [
     "PredictError",
     "PREDICT_OUTPUT",
     "ONNXRUNTIME_LIBRARY",
+    "TENSORFLOW_LIBRARY",
     "ArrowArray",
     "ArrowStream",
     "load_cached",
@@ -52,6 +62,13 @@ PREDICT_OUTPUT = "predict"
 
 #: The ONNX Runtime library the server's ONNX backend is built for.
 ONNXRUNTIME_LIBRARY = "libonnxruntime.so.1.31.1"
+
+#: The TensorFlow C API library the TensorFlow backend opens (beside
+#: ``libtensorflow_framework.so.2``) in the tensorflow wheel's package directory.
+TENSORFLOW_LIBRARY = "libtensorflow_cc.so.2"
+
+#: The formats whose models take and give named tensors.
+_TENSOR_FORMATS = ("onnx", "tensorflow")
 
 
 def _onnxruntime_library():
@@ -79,6 +96,30 @@ def _onnxruntime_library():
     )
 
 
+def _tensorflow_library():
+    """The directory of TensorFlow's libraries: None when ``FERROSERVE_TENSORFLOW_PATH``
+    is set (the native side reads it), else the installed tensorflow (or
+    tensorflow-cpu) wheel's ``tensorflow/`` package directory, found without importing
+    tensorflow."""
+    if _os.environ.get("FERROSERVE_TENSORFLOW_PATH"):
+        return None
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("tensorflow")
+    except (ImportError, ValueError):
+        spec = None
+    locations = (spec.submodule_search_locations or []) if spec is not None else []
+    for location in locations:
+        if _os.path.isfile(_os.path.join(location, TENSORFLOW_LIBRARY)):
+            return location
+    raise ModelError(
+        "TensorFlow not found: install the tensorflow or tensorflow-cpu wheel (pip install "
+        "tensorflow-cpu), whose %s ferroserve opens, or set FERROSERVE_TENSORFLOW_PATH to "
+        "the directory holding it" % TENSORFLOW_LIBRARY
+    )
+
+
 def _labels_to_numpy(result):
     import numpy as np
 
@@ -102,12 +143,16 @@ class Model:
         self.path = path
 
     @classmethod
-    def load(cls, path, *, threads=1, sessions=1):
+    def load(cls, path, *, threads=1, sessions=1, signature_name=None, tags=("serve",)):
         """Loads a scikit-learn pickle or joblib file (without executing anything in
-        it), an ONNX model or a fastText model, recognised from the file's content.
+        it), an ONNX model or a fastText model, recognised from the file's content, or
+        a TensorFlow SavedModel directory.
 
         ``threads`` (ONNX Runtime's intra-op threads per session) and ``sessions`` (how
-        many threads can run the model at once) apply to ONNX models.
+        many threads can run the model at once) apply to ONNX models; for a SavedModel
+        ``threads`` is TensorFlow's intra- and inter-op threads (0: TensorFlow chooses),
+        ``tags`` the MetaGraph to load and ``signature_name`` the signature to run
+        (default ``serving_default``, else the first by name).
 
         Raises ``ferroserve.ModelError`` with the reader's message when the file is
         refused (a class that is not allowlisted, a code-running payload), malformed or
@@ -115,8 +160,19 @@ class Model:
         """
         path = _os.fspath(path)
         kind = _format_of(path)
+        if kind != "tensorflow" and signature_name not in (None, "", "serving_default"):
+            raise ModelError(
+                "signature_name applies to TensorFlow SavedModels; a %s model has one "
+                "signature, serving_default" % kind
+            )
         if kind == "onnx":
-            native = _NativeOnnx.load(path, _onnxruntime_library(), threads, sessions)
+            native = _NativeTensor.load(path, _onnxruntime_library(), threads, sessions)
+        elif kind == "tensorflow":
+            if _os.path.basename(path) == "saved_model.pb":
+                path = _os.path.dirname(path) or "."
+            native = _NativeTensor.load_saved_model(
+                path, _tensorflow_library(), [str(t) for t in tags], int(threads), signature_name
+            )
         elif kind == "fasttext":
             native = _NativeFastText.load(path)
         else:
@@ -125,13 +181,41 @@ class Model:
 
     @property
     def format(self):
-        """``"sklearn"``, ``"onnx"`` or ``"fasttext"``."""
+        """``"sklearn"``, ``"onnx"``, ``"tensorflow"`` or ``"fasttext"``."""
         native = self._native
-        if isinstance(native, _NativeOnnx):
-            return "onnx"
+        if isinstance(native, _NativeTensor):
+            return native.format
         if isinstance(native, _NativeFastText):
             return "fasttext"
         return "sklearn"
+
+    @property
+    def signature_name(self):
+        """The name of the signature ``signature`` describes and ``predict`` runs."""
+        if isinstance(self._native, _NativeTensor):
+            return self._native.signature_name
+        return "serving_default"
+
+    @property
+    def signatures(self):
+        """Every signature by name, each ``{"inputs", "outputs", "method_name"}``
+        (several for a SavedModel; one, ``serving_default``, for other formats)."""
+        if isinstance(self._native, _NativeTensor):
+            return self._native.signatures
+        signature = dict(self._native.signature)
+        signature.pop("description", None)
+        signature["method_name"] = ""
+        return {"serving_default": signature}
+
+    def with_signature(self, name):
+        """This model (the same loaded session) running the signature ``name``."""
+        if isinstance(self._native, _NativeTensor):
+            return type(self)(self._native.with_signature(str(name)), self.path)
+        if name in ("", "serving_default"):
+            return self
+        raise ModelError(
+            "the model has no signature %r (its signatures: serving_default)" % (name,)
+        )
 
     @property
     def signature(self):
@@ -142,11 +226,18 @@ class Model:
     def __repr__(self):
         return "ferroserve.Model(%r, %s)" % (self.path, self._native.signature["description"])
 
-    def predict(self, data, *, k=None, threshold=None):
+    def predict(self, data, *, k=None, threshold=None, signature_name=None):
         """Predicts every row of ``data`` and returns the same kind (see the module's
         docs for each format). ``k`` (labels per text, -1 for all; default 1) and
-        ``threshold`` (default 0.0) apply to fastText models. Raises
-        ``ferroserve.PredictError`` (a ``ValueError``) when the data does not fit."""
+        ``threshold`` (default 0.0) apply to fastText models; ``signature_name`` runs
+        another signature of a SavedModel. Raises ``ferroserve.PredictError`` (a
+        ``ValueError``) when the data does not fit."""
+        if signature_name is not None and signature_name != self.signature_name:
+            try:
+                other = self.with_signature(signature_name)
+            except ModelError as e:
+                raise PredictError(str(e)) from None
+            return other.predict(data, k=k, threshold=threshold)
         fmt = self.format
         if fmt == "fasttext":
             return self._predict_fasttext(
@@ -157,13 +248,13 @@ class Model:
                 "k and threshold apply to fastText models; this is a %s model" % fmt
             )
         module = type(data).__module__.split(".")[0]
-        if fmt == "onnx" and module != "pandas" and not _is_arrow(data):
-            return self._predict_onnx_numpy(data)
+        if fmt in _TENSOR_FORMATS and module != "pandas" and not _is_arrow(data):
+            return self._predict_tensors_numpy(data)
         # Arrow first: pandas DataFrames gained __arrow_c_stream__ too, and keeping
         # them pandas in, pandas out matters more than the route taken.
         if module == "pandas":
-            if fmt == "onnx":
-                return self._predict_onnx_pandas(data)
+            if fmt in _TENSOR_FORMATS:
+                return self._predict_tensors_pandas(data)
             return self._predict_pandas(data)
         if _is_arrow(data):
             return self._predict_arrow(data, module, ())
@@ -185,7 +276,7 @@ class Model:
             return pa.table(out)
         return out
 
-    def _predict_onnx_numpy(self, data):
+    def _predict_tensors_numpy(self, data):
         if isinstance(data, dict):
             inputs = data
         else:
@@ -199,7 +290,7 @@ class Model:
         tensors = [_tensor_payload(str(name), value) for name, value in inputs.items()]
         return {name: array for name, array in _tensors_to_numpy(self._native._predict_tensors(tensors))}
 
-    def _predict_onnx_pandas(self, frame):
+    def _predict_tensors_pandas(self, frame):
         import numpy as np
         import pandas as pd
 

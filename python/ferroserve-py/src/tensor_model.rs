@@ -1,6 +1,10 @@
-//! ONNX models in the Python package, run by the server's own ONNX backend
-//! (`ferroserve_core::backends::onnx`): ONNX Runtime through `ort` with the library
-//! opened at run time, found by the Python half in the installed `onnxruntime` wheel.
+//! Models of named tensors in the Python package, run by the server's own backends
+//! (`ferroserve_core::backends`): ONNX models on ONNX Runtime through `ort`, and
+//! TensorFlow SavedModels through TensorFlow's C API, each library opened at run time
+//! and found by the Python half in the installed `onnxruntime` / `tensorflow` wheel.
+//! A SavedModel has several signatures; a [`TensorModel`] runs one of them (the
+//! default unless one is named), and `with_signature` gives another on the same
+//! loaded session.
 //!
 //! Tensors cross from Python as `(name, dtype, shape, payload)`: raw native-endian
 //! bytes for numbers, a list of strings for text. They are cast to the model's dtypes
@@ -18,7 +22,10 @@ use arrow_array::{Array, ArrayRef, FixedSizeListArray, PrimitiveArray, RecordBat
 use arrow_buffer::{Buffer, ScalarBuffer};
 use arrow_schema::{DataType as ArrowType, Field, Schema};
 use ferroserve_core::backends::onnx::OnnxBackend;
-use ferroserve_core::backends::{Backend, BackendError, BackendOptions};
+use ferroserve_core::backends::tensorflow::{TensorflowBackend, TensorflowConfig};
+use ferroserve_core::backends::{
+    Backend, BackendError, BackendOptions, Signature, DEFAULT_SIGNATURE,
+};
 use ferroserve_core::tensor::{DataType, NamedTensor, Tensor, TensorData, TensorSpec};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
@@ -26,11 +33,15 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use crate::arrow_io::{self, ArrowArray, ArrowStream};
 use crate::{predict_error, ModelError};
 
-/// An ONNX model. Its sessions are behind their own locks in the backend, so threads
-/// may predict with one model at once.
+/// An ONNX model or a SavedModel's signature. ONNX sessions are behind their own locks
+/// in the backend and TensorFlow's sessions may run from several threads at once, so
+/// threads may predict with one model at once.
 #[pyclass(module = "ferroserve._native", frozen)]
-pub struct OnnxModel {
-    backend: Arc<OnnxBackend>,
+pub struct TensorModel {
+    backend: Arc<dyn Backend>,
+    /// The signature this model runs: empty for the default one, else a name the
+    /// backend has (checked when the model is made).
+    signature_name: String,
 }
 
 /// The numpy name of a dtype; `"string"` for BYTES (a numpy object array of `str`).
@@ -169,20 +180,55 @@ fn backend_error(e: BackendError) -> String {
     e.to_string()
 }
 
-impl OnnxModel {
-    fn spec(&self, name: &str) -> Option<&TensorSpec> {
+impl TensorModel {
+    fn new(backend: Arc<dyn Backend>, signature_name: Option<String>) -> PyResult<TensorModel> {
+        let signature_name = signature_name.unwrap_or_default();
+        if backend.signature_named(&signature_name).is_none() {
+            let mut names: Vec<&str> = backend
+                .signatures()
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect();
+            if names.is_empty() {
+                names.push(DEFAULT_SIGNATURE);
+            }
+            return Err(ModelError::new_err(format!(
+                "the model has no signature {signature_name:?} (its signatures: {})",
+                names.join(", ")
+            )));
+        }
+        Ok(TensorModel {
+            backend,
+            signature_name,
+        })
+    }
+
+    /// The signature this model runs.
+    fn run_signature(&self) -> &Signature {
         self.backend
-            .signature()
-            .inputs
-            .iter()
-            .find(|s| s.name == name)
+            .signature_named(&self.signature_name)
+            .expect("checked when the model was made")
+    }
+
+    /// Runs the model's signature.
+    fn run(
+        &self,
+        inputs: Vec<NamedTensor>,
+        outputs: &[String],
+    ) -> Result<Vec<NamedTensor>, BackendError> {
+        self.backend
+            .predict_signature(&self.signature_name, inputs, outputs)
+    }
+
+    fn spec(&self, name: &str) -> Option<&TensorSpec> {
+        self.run_signature().inputs.iter().find(|s| s.name == name)
     }
 
     /// Reads one Arrow record batch into the model's inputs: each input from the
     /// column of its name; a model with one input and no column of that name takes
     /// every column as a matrix, in the batch's order.
     fn batch_inputs(&self, batch: &RecordBatch) -> Result<Vec<NamedTensor>, String> {
-        let inputs = &self.backend.signature().inputs;
+        let inputs = &self.run_signature().inputs;
         let n_rows = batch.num_rows();
         let mut out = Vec::with_capacity(inputs.len());
         if let [only] = inputs.as_slice() {
@@ -233,15 +279,14 @@ impl OnnxModel {
     /// One Arrow batch through the model: a column per output.
     fn predict_batch(&self, batch: &RecordBatch) -> Result<RecordBatch, String> {
         let inputs = self.batch_inputs(batch)?;
-        let outputs = self.backend.predict(inputs, &[]).map_err(backend_error)?;
+        let outputs = self.run(inputs, &[]).map_err(backend_error)?;
         outputs_batch(outputs, batch.num_rows())
     }
 
-    /// The schema of [`OnnxModel::predict_batch`]'s answers, for an empty stream.
+    /// The schema of [`TensorModel::predict_batch`]'s answers, for an empty stream.
     fn output_schema(&self) -> Schema {
         let fields = self
-            .backend
-            .signature()
+            .run_signature()
             .outputs
             .iter()
             .map(|o| {
@@ -438,8 +483,24 @@ fn spec_dict<'py>(py: Python<'py>, spec: &TensorSpec) -> PyResult<Bound<'py, PyD
     Ok(d)
 }
 
+/// `{"inputs": [...], "outputs": [...]}` of one signature.
+fn signature_dict<'py>(py: Python<'py>, signature: &Signature) -> PyResult<Bound<'py, PyDict>> {
+    let inputs = PyList::empty(py);
+    for spec in &signature.inputs {
+        inputs.append(spec_dict(py, spec)?)?;
+    }
+    let outputs = PyList::empty(py);
+    for spec in &signature.outputs {
+        outputs.append(spec_dict(py, spec)?)?;
+    }
+    let d = PyDict::new(py);
+    d.set_item("inputs", inputs)?;
+    d.set_item("outputs", outputs)?;
+    Ok(d)
+}
+
 #[pymethods]
-impl OnnxModel {
+impl TensorModel {
     /// Loads an ONNX model with the server's ONNX backend. `runtime`: the ONNX Runtime
     /// library to open (else `ORT_DYLIB_PATH`); the first library opened in a process
     /// serves every later model. `threads`: ONNX Runtime's intra-op threads per session;
@@ -452,7 +513,7 @@ impl OnnxModel {
         runtime: Option<PathBuf>,
         threads: usize,
         sessions: usize,
-    ) -> PyResult<OnnxModel> {
+    ) -> PyResult<TensorModel> {
         let options = BackendOptions {
             onnxruntime_path: runtime,
             onnx_intra_threads: threads,
@@ -462,35 +523,108 @@ impl OnnxModel {
         let backend = py
             .detach(|| OnnxBackend::load(&path, &options))
             .map_err(|e| ModelError::new_err(e.to_string()))?;
-        Ok(OnnxModel {
-            backend: Arc::new(backend),
-        })
+        TensorModel::new(Arc::new(backend), None)
     }
 
-    /// `{"inputs": [...], "outputs": [...], "description": str}`, each input and output
-    /// `{"name", "dtype", "shape"}` as the graph declares them (-1: any size).
+    /// Loads the TensorFlow SavedModel in the directory `path` (holding
+    /// `saved_model.pb` and `variables/`) with the server's TensorFlow backend.
+    /// `library`: the directory of TensorFlow's `libtensorflow_cc.so.2` (the tensorflow
+    /// wheel's package directory; else `FERROSERVE_TENSORFLOW_PATH`); the first library
+    /// opened in a process serves every later model. `tags`: the MetaGraph to load;
+    /// `threads`: TensorFlow's intra- and inter-op threads (0: TensorFlow chooses);
+    /// `signature_name`: the signature to run (default `serving_default`, else the
+    /// first by name).
+    #[staticmethod]
+    #[pyo3(signature = (path, library=None, tags=vec!["serve".to_string()], threads=0, signature_name=None))]
+    fn load_saved_model(
+        py: Python<'_>,
+        path: PathBuf,
+        library: Option<PathBuf>,
+        tags: Vec<String>,
+        threads: u32,
+        signature_name: Option<String>,
+    ) -> PyResult<TensorModel> {
+        let options = BackendOptions {
+            tensorflow_path: library,
+            ..BackendOptions::default()
+        };
+        let config = TensorflowConfig {
+            tags,
+            intra_op_threads: threads,
+            inter_op_threads: threads,
+        };
+        let backend = py
+            .detach(|| TensorflowBackend::load(&path, &options, &config))
+            .map_err(|e| ModelError::new_err(e.to_string()))?;
+        TensorModel::new(Arc::new(backend), signature_name)
+    }
+
+    /// This model's loaded session running the signature called `name` (empty: the
+    /// default one).
+    fn with_signature(&self, name: String) -> PyResult<TensorModel> {
+        TensorModel::new(self.backend.clone(), Some(name))
+    }
+
+    /// The backend's format: `"onnx"` or `"tensorflow"`.
+    #[getter]
+    fn format(&self) -> &'static str {
+        self.backend.format()
+    }
+
+    /// The name of the signature this model runs.
+    #[getter]
+    fn signature_name(&self) -> String {
+        if !self.signature_name.is_empty() {
+            return self.signature_name.clone();
+        }
+        // The backend's own rule: `serving_default`, else the first by name.
+        let named = self.backend.signatures();
+        named
+            .iter()
+            .find(|s| s.name == DEFAULT_SIGNATURE)
+            .or(named.first())
+            .map_or_else(|| DEFAULT_SIGNATURE.to_string(), |s| s.name.clone())
+    }
+
+    /// Every signature of the model by name: `{"inputs", "outputs", "method_name"}`.
+    /// An ONNX model has one, `serving_default`.
+    #[getter]
+    fn signatures<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let all = PyDict::new(py);
+        let named = self.backend.signatures();
+        if named.is_empty() {
+            let d = signature_dict(py, self.backend.signature())?;
+            d.set_item("method_name", "")?;
+            all.set_item(DEFAULT_SIGNATURE, d)?;
+        }
+        for s in named {
+            let d = signature_dict(py, &s.signature)?;
+            d.set_item("method_name", &s.method_name)?;
+            all.set_item(&s.name, d)?;
+        }
+        Ok(all)
+    }
+
+    /// `{"inputs": [...], "outputs": [...], "description": str}` of the signature this
+    /// model runs, each input and output `{"name", "dtype", "shape"}` as the graph
+    /// declares them (-1: any size).
     #[getter]
     fn signature<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let signature = self.backend.signature();
-        let inputs = PyList::empty(py);
-        for spec in &signature.inputs {
-            inputs.append(spec_dict(py, spec)?)?;
-        }
-        let outputs = PyList::empty(py);
-        for spec in &signature.outputs {
-            outputs.append(spec_dict(py, spec)?)?;
-        }
-        let d = PyDict::new(py);
-        d.set_item("inputs", inputs)?;
-        d.set_item("outputs", outputs)?;
-        d.set_item(
-            "description",
-            format!(
-                "ONNX model, {} input(s), {} output(s)",
-                signature.inputs.len(),
-                signature.outputs.len()
+        let signature = self.run_signature();
+        let d = signature_dict(py, signature)?;
+        let counts = format!(
+            "{} input(s), {} output(s)",
+            signature.inputs.len(),
+            signature.outputs.len()
+        );
+        let description = match self.backend.format() {
+            "onnx" => format!("ONNX model, {counts}"),
+            _ => format!(
+                "TensorFlow SavedModel, signature {:?}, {counts}",
+                self.signature_name()
             ),
-        )?;
+        };
+        d.set_item("description", description)?;
         Ok(d)
     }
 
@@ -513,8 +647,7 @@ impl OnnxModel {
             let spec = self.spec(&name).ok_or_else(|| {
                 predict_error(format!(
                     "the model has no input {name:?} (its inputs: {})",
-                    self.backend
-                        .signature()
+                    self.run_signature()
                         .inputs
                         .iter()
                         .map(|s| s.name.as_str())
@@ -529,9 +662,8 @@ impl OnnxModel {
                 .map_err(|e| predict_error(format!("input {name:?}: {e}")))?;
             tensors.push((name, fit_to_spec(spec, tensor).map_err(predict_error)?));
         }
-        let backend = &self.backend;
         let results = py
-            .detach(|| backend.predict(tensors, &outputs))
+            .detach(|| self.run(tensors, &outputs))
             .map_err(|e| predict_error(backend_error(e)))?;
         let list = PyList::empty(py);
         for (name, tensor) in results {

@@ -1,0 +1,248 @@
+"""TensorFlow SavedModels through the ferroserve package against TensorFlow's own outputs.
+
+Fixtures: the server's tests/fixtures/tensorflow/<model>/1 (made by
+python/make_tf_models.py; each expected.json holds, per signature, the inputs and what
+TensorFlow gave for them). Each model is run by ferroserve (the server's TensorFlow
+backend on TensorFlow's C API) through numpy, pandas and Arrow; floats must equal
+TensorFlow's within 1e-6 relative (as the server's tests/tensorflow.rs checks), every
+other dtype exactly.
+
+TensorFlow's libraries come from FERROSERVE_TENSORFLOW_PATH (run_tests.sh points it at
+the .venv-tf environment scripts/setup.sh makes) or an installed tensorflow wheel; where
+neither is there, these tests are skipped.
+"""
+
+import json
+import os
+import shutil
+import time
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+import ferroserve
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+FIXTURES = os.path.join(ROOT, "tests/fixtures/tensorflow")
+MODELS = ["mlp", "cnn", "multi", "text"]
+
+
+def _tensorflow_available():
+    try:
+        ferroserve._tensorflow_library()
+        return True
+    except ferroserve.ModelError:
+        return False
+
+
+if not _tensorflow_available():
+    pytest.skip(
+        "TensorFlow's libraries are not installed (no tensorflow wheel, no "
+        "FERROSERVE_TENSORFLOW_PATH)",
+        allow_module_level=True,
+    )
+
+
+def model_dir(name):
+    return os.path.join(FIXTURES, name, "1")
+
+
+def expected(name):
+    with open(os.path.join(FIXTURES, name, "expected.json")) as f:
+        return json.load(f)
+
+
+def to_numpy(t):
+    if t["dtype"] == "string":
+        array = np.empty(len(t["data"]), dtype=object)
+        array[:] = t["data"]
+        return array.reshape(t["shape"])
+    return np.asarray(t["data"], dtype=t["dtype"]).reshape(t["shape"])
+
+
+def assert_equal_to_tensorflow(got, want, what):
+    want = to_numpy(want)
+    got = np.asarray(got)
+    assert got.shape == want.shape, (what, got.shape, want.shape)
+    if want.dtype.kind == "f":
+        assert got.dtype == want.dtype, (what, got.dtype, want.dtype)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=0, err_msg=what)
+    elif want.dtype == object:
+        assert [str(v) for v in got.reshape(-1)] == [str(v) for v in want.reshape(-1)], what
+    else:
+        assert got.dtype == want.dtype, (what, got.dtype, want.dtype)
+        np.testing.assert_array_equal(got, want, err_msg=what)
+
+
+def cases():
+    for name in MODELS:
+        for signature in sorted(expected(name)):
+            yield pytest.param(name, signature, id="%s-%s" % (name, signature))
+
+
+@pytest.mark.parametrize("name,signature", list(cases()))
+def test_numpy_outputs_equal_tensorflows(name, signature):
+    case = expected(name)[signature]
+    inputs = {k: to_numpy(t) for k, t in case["inputs"].items()}
+    model = ferroserve.Model.load(model_dir(name), signature_name=signature)
+    assert model.format == "tensorflow"
+    assert model.signature_name == signature
+    got = model.predict(inputs)
+    assert sorted(got) == sorted(case["outputs"])
+    for output, want in case["outputs"].items():
+        assert_equal_to_tensorflow(got[output], want, "%s %s %s" % (name, signature, output))
+    # The same through the default model with signature_name= and with_signature.
+    default = ferroserve.Model.load(model_dir(name))
+    for result in (
+        default.predict(inputs, signature_name=signature),
+        default.with_signature(signature).predict(inputs),
+    ):
+        for output, want in case["outputs"].items():
+            assert_equal_to_tensorflow(result[output], want, "%s %s %s" % (name, signature, output))
+
+
+def test_a_one_input_model_takes_a_bare_array_and_a_dataframe_and_arrow():
+    case = expected("mlp")["serving_default"]
+    features = to_numpy(case["inputs"]["features"])
+    want = case["outputs"]["probabilities"]
+    model = ferroserve.Model.load(model_dir("mlp"))
+    assert_equal_to_tensorflow(model.predict(features)["probabilities"], want, "numpy")
+    # float64 columns are cast to the signature's float32, as the server casts them.
+    frame = pd.DataFrame(features.astype(np.float64), columns=["a", "b", "c", "d"], index=[7, 8, 9, 10, 11])
+    out = model.predict(frame)
+    assert list(out.index) == [7, 8, 9, 10, 11]
+    assert_equal_to_tensorflow(np.stack(out["probabilities"].to_list()), want, "pandas")
+    batch = pa.record_batch(frame.reset_index(drop=True))
+    got = model.predict(batch)
+    assert isinstance(got, pa.RecordBatch)
+    assert_equal_to_tensorflow(np.asarray(got.column("probabilities").to_pylist(), dtype=np.float32), want, "arrow")
+    table = model.predict(pa.Table.from_batches([batch, batch]))
+    assert isinstance(table, pa.Table) and table.num_rows == 2 * len(features)
+
+
+def test_named_inputs_from_arrow_columns_and_text_from_pandas():
+    case = expected("multi")["serving_default"]
+    inputs = {k: to_numpy(t) for k, t in case["inputs"].items()}
+    model = ferroserve.Model.load(model_dir("multi"))
+    x = inputs["x"]
+    batch = pa.record_batch(
+        {
+            "x": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1]),
+            "count": pa.array(inputs["count"]),
+            "flag": pa.array(inputs["flag"]),
+        }
+    )
+    got = model.predict(batch)
+    for output, want in case["outputs"].items():
+        assert_equal_to_tensorflow(got.column(output).to_numpy(zero_copy_only=False), want, output)
+
+    case = expected("text")["serving_default"]
+    model = ferroserve.Model.load(model_dir("text"))
+    frame = pd.DataFrame({"words": case["inputs"]["words"]["data"]})
+    out = model.predict(frame)
+    for output, want in case["outputs"].items():
+        assert_equal_to_tensorflow(out[output].to_numpy(), want, output)
+
+
+def test_signatures_list_the_served_ones_with_their_tensors():
+    model = ferroserve.Model.load(model_dir("multi"))
+    assert model.signature_name == "serving_default"
+    signatures = model.signatures
+    # `half` has a float16 output, which the backend does not serve: it is left out.
+    assert sorted(signatures) == ["combine", "serving_default"]
+    default = model.signature
+    assert [i["name"] for i in default["inputs"]] == ["count", "flag", "x"]
+    assert {i["name"]: (i["dtype"], i["shape"]) for i in default["inputs"]} == {
+        "count": ("int64", [-1]),
+        "flag": ("bool", [-1]),
+        "x": ("float32", [-1, 3]),
+    }
+    assert [o["name"] for o in default["outputs"]] == ["doubled", "gated", "positive", "score"]
+    assert "serving_default" in default["description"]
+    assert signatures["serving_default"]["inputs"] == default["inputs"]
+    assert signatures["combine"]["method_name"] == "tensorflow/serving/predict"
+    combine = model.with_signature("combine")
+    assert [i["name"] for i in combine.signature["inputs"]] == ["a", "b"]
+    assert combine.signature_name == "combine"
+    # A saved_model.pb path loads its directory.
+    by_file = ferroserve.Model.load(os.path.join(model_dir("mlp"), "saved_model.pb"))
+    assert by_file.format == "tensorflow"
+
+
+def test_bad_signatures_inputs_and_directories_raise_clear_errors(tmp_path):
+    model = ferroserve.Model.load(model_dir("multi"))
+    with pytest.raises(ferroserve.ModelError, match='no signature "half"' ):
+        model.with_signature("half")
+    with pytest.raises(ferroserve.ModelError, match="combine, serving_default"):
+        ferroserve.Model.load(model_dir("multi"), signature_name="nope")
+    with pytest.raises(ferroserve.PredictError, match="no signature"):
+        model.predict({}, signature_name="nope")
+    with pytest.raises(ferroserve.PredictError, match="missing"):
+        model.predict({"x": np.zeros((2, 3), dtype=np.float32)})
+    with pytest.raises(ferroserve.PredictError, match="no input"):
+        model.predict({"nope": np.zeros(2)})
+    with pytest.raises(ferroserve.PredictError, match=r"shape"):
+        model.predict(
+            {
+                "x": np.zeros((2, 4), dtype=np.float32),
+                "count": np.zeros(2, dtype=np.int64),
+                "flag": np.zeros(2, dtype=bool),
+            }
+        )
+    with pytest.raises(ferroserve.PredictError, match="does not fit"):
+        model.predict(
+            {
+                "x": np.zeros((2, 3), dtype=np.float32),
+                "count": np.array([0.5, 1.0]),
+                "flag": np.zeros(2, dtype=bool),
+            }
+        )
+    with pytest.raises(ferroserve.PredictError, match="fastText"):
+        model.predict({}, k=2)
+    with pytest.raises(ferroserve.ModelError, match="without saved_model.pb"):
+        ferroserve.Model.load(str(tmp_path))
+    # A SavedModel whose variables are gone is refused at load, not at every run.
+    broken = tmp_path / "mlp"
+    shutil.copytree(model_dir("mlp"), broken)
+    shutil.rmtree(broken / "variables")
+    with pytest.raises(ferroserve.ModelError, match="variables"):
+        ferroserve.Model.load(str(broken))
+    with pytest.raises(ferroserve.ModelError, match="MetaGraph|tags|serve2"):
+        ferroserve.Model.load(model_dir("mlp"), tags=["serve2"])
+
+
+def test_the_library_comes_from_the_environment_or_the_wheel(monkeypatch, tmp_path):
+    monkeypatch.delenv("FERROSERVE_TENSORFLOW_PATH", raising=False)
+    # With no variable, the installed tensorflow wheel's package directory, found by
+    # its import machinery (a fake one on sys.path here).
+    fake = tmp_path / "tensorflow"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('never imported')\n")
+    (fake / ferroserve.TENSORFLOW_LIBRARY).write_bytes(b"")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert ferroserve._tensorflow_library() == str(fake)
+    (fake / ferroserve.TENSORFLOW_LIBRARY).unlink()
+    with pytest.raises(ferroserve.ModelError, match="tensorflow-cpu"):
+        ferroserve._tensorflow_library()
+    monkeypatch.setenv("FERROSERVE_TENSORFLOW_PATH", "/somewhere")
+    assert ferroserve._tensorflow_library() is None
+
+
+def test_predict_releases_the_gil():
+    from test_onnx import assert_runs_without_the_gil
+
+    model = ferroserve.Model.load(model_dir("cnn"))
+    native = model._native  # the native call alone: it is what must run without the GIL
+    n_rows = 256
+    native._predict_tensors([("image", "float32", [1, 8, 8, 1], bytes(256))])  # warm-up
+    while True:
+        images = np.random.default_rng(1).uniform(0, 1, size=(n_rows, 8, 8, 1)).astype(np.float32)
+        tensors = [("image", "float32", [n_rows, 8, 8, 1], images.tobytes())]
+        start = time.perf_counter()
+        native._predict_tensors(tensors)
+        if time.perf_counter() - start >= 0.1 or n_rows >= 1_000_000:
+            break
+        n_rows *= 2
+    assert_runs_without_the_gil(lambda: native._predict_tensors(tensors))
