@@ -387,6 +387,11 @@ pub enum ResizeMode {
     FitPad,
     /// Scaled to cover, aspect ratio kept, the centre cut out.
     Crop,
+    /// Scaled to `height`, the width in proportion rounded up (`ceil(height * w / h)`,
+    /// at most `width`: a wider image is squeezed to `width`), and the rest of each
+    /// row, on the right, 0 in the tensor (after normalization): how PaddleOCR and
+    /// rapidocr feed text-line models (the PP-OCR direction classifier).
+    FitHeight,
 }
 
 /// The channels of the model's image tensor, in order.
