@@ -890,6 +890,14 @@ mod tests {
         assert_eq!(image.layout, ImageLayout::Nhwc);
         assert_eq!(image.scale(), 1.0 / 255.0);
         assert_eq!(image.max_pixels(), ImageConfig::DEFAULT_MAX_PIXELS);
+        let text_line = ModelConfig::parse(
+            "[preprocess]\nimage = { width = 192, height = 48, resize = \"fit_height\" }",
+        )
+        .unwrap();
+        assert_eq!(
+            text_line.preprocess.image.unwrap().resize,
+            ResizeMode::FitHeight
+        );
         for bad in [
             "[preprocess]\nimage = { width = 0, height = 24 }",
             "[preprocess]\nimage = { width = 32, height = 24, mean = [0.5] }",
