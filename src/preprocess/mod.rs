@@ -15,6 +15,7 @@
 
 pub mod image;
 pub mod labels;
+pub mod segmenter;
 pub mod tokenizer;
 
 use std::path::Path;
@@ -68,6 +69,8 @@ pub struct Pipeline {
     pub image: Option<(String, crate::model_config::ImageConfig)>,
     /// `[preprocess] tokenizer`.
     pub tokenizer: Option<tokenizer::TextTokenizer>,
+    /// `[preprocess] segmenter` (jieba), applied to every text input.
+    pub segmenter: Option<segmenter::TextSegmenter>,
     /// `[postprocess] pooling` and `normalize`, on the score output (the token
     /// embeddings).
     pub pooling: Option<(crate::model_config::Pooling, bool)>,
@@ -142,6 +145,7 @@ impl Pipeline {
             )?),
             None => None,
         };
+        let segmenter = segmenter::TextSegmenter::load(version_dir, &config.preprocess)?;
         if let (Some(_), Some(spec)) = (post.pooling, spec) {
             if spec.shape.len() != 3 {
                 return Err(format!(
@@ -157,14 +161,15 @@ impl Pipeline {
             top_k: post.top_k,
             image,
             tokenizer,
+            segmenter,
             pooling: post.pooling.map(|p| (p, post.normalize)),
         })
     }
 
     /// Whether requests' inputs go through [`Pipeline::prepare_inputs`] (on a
-    /// blocking thread: decoding images is CPU work).
+    /// blocking thread: decoding images and segmenting text is CPU work).
     pub fn transforms_inputs(&self) -> bool {
-        self.image.is_some() || self.tokenizer.is_some()
+        self.image.is_some() || self.tokenizer.is_some() || self.segmenter.is_some()
     }
 
     /// The attention mask of prepared inputs, which mean pooling needs after the
@@ -177,13 +182,22 @@ impl Pipeline {
             .map(|(_, t)| t.clone())
     }
 
-    /// Turns what the client sent into the model's tensors: encoded images (BYTES)
-    /// sent to the image input are decoded, resized and normalized. A tensor that
-    /// is not BYTES passes as it is (a client may send the tensor itself).
+    /// Turns what the client sent into the model's tensors: texts are segmented
+    /// (jieba) or tokenized; encoded images (BYTES) sent to the image input are
+    /// decoded, resized and normalized. A tensor that is not BYTES passes as it is
+    /// (a client may send the tensor itself).
     pub fn prepare_inputs(
         &self,
         mut inputs: Vec<NamedTensor>,
     ) -> Result<Vec<NamedTensor>, PreprocessError> {
+        if let Some(segmenter) = &self.segmenter {
+            // Every text input, row by row (the config allows no tokenizer or image
+            // beside a segmenter).
+            return inputs
+                .into_iter()
+                .map(|(name, tensor)| Ok((name, segmenter.segment_tensor(tensor)?)))
+                .collect();
+        }
         if let Some(tokenizer) = &self.tokenizer {
             // The text: a BYTES tensor under any name but the graph's own inputs
             // (a client may send input_ids itself), one text per row.
