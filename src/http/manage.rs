@@ -691,7 +691,7 @@ const ENDPOINTS: &[(&str, &str, &str)] = &[
     (
         "POST",
         "/upload_model",
-        "Upload a model file (multipart: model_id?, version?, file)",
+        "Upload a model file (multipart: model_id?, version?, file, then asset files beside it)",
     ),
     (
         "GET|POST",
