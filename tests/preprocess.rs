@@ -390,12 +390,22 @@ fn numbers(v: &Value) -> Vec<f64> {
 
 /// V2 REST with the binary data extension: one BYTES element per image.
 async fn v2_binary_images(server: &TestServer, model: &str, images: &[Vec<u8>]) -> (u16, Value) {
+    v2_binary_images_to(server, model, "image", images).await
+}
+
+/// [`v2_binary_images`] to the input named `input`.
+async fn v2_binary_images_to(
+    server: &TestServer,
+    model: &str,
+    input: &str,
+    images: &[Vec<u8>],
+) -> (u16, Value) {
     let mut blob = Vec::new();
     for image in images {
         blob.extend_from_slice(&(image.len() as u32).to_le_bytes());
         blob.extend_from_slice(image);
     }
-    let header = json!({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [images.len()],
+    let header = json!({"inputs": [{"name": input, "datatype": "BYTES", "shape": [images.len()],
         "parameters": {"binary_data_size": blob.len()}}]})
     .to_string();
     let mut body = header.clone().into_bytes();
@@ -962,5 +972,753 @@ async fn text_becomes_the_token_ids_and_embeddings_of_the_python_reference() {
             .contains("text 1 is not UTF-8"),
         "{body}"
     );
+    server.stop().await;
+}
+
+/// `(label, score)` pairs of a simple answer's `top_classes` row.
+fn top_classes_row(row: &Value) -> Vec<(String, f64)> {
+    row.as_array()
+        .unwrap_or_else(|| panic!("{row}"))
+        .iter()
+        .map(|c| {
+            (
+                c["label"].as_str().unwrap().to_string(),
+                c["score"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The k best of a softmax row with the fixture's labels, best first.
+fn best_classes(softmax: &Value, labels: &[String], k: usize) -> Vec<(String, f64)> {
+    let mut row: Vec<(String, f64)> = labels.iter().cloned().zip(numbers(softmax)).collect();
+    row.sort_by(|a, b| b.1.total_cmp(&a.1));
+    row.truncate(k);
+    row
+}
+
+fn assert_classes(got: &[(String, f64)], want: &[(String, f64)], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: {got:?} vs {want:?}");
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!(g.0, w.0, "{what}: {got:?} vs {want:?}");
+        assert!((g.1 - w.1).abs() <= 1e-6, "{what}: {got:?} vs {want:?}");
+    }
+}
+
+/// The simple API answers a labelled model's top-k classes with their (softmaxed)
+/// scores as `top_classes`: k from the request's `top_k`, else the config's, else
+/// every class; a bad `top_k`, or one sent to a model without labels, is a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simple_api_answers_the_top_k_labels_with_scores() {
+    let exp = expected();
+    let rows = rows(&exp);
+    let labels: Vec<String> = std::fs::read_to_string(root_path(&format!("{LOGITS}/labels.txt")))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let softmax = exp["softmax"].as_array().unwrap();
+    let repo = tempfile::tempdir().unwrap();
+    install(repo.path(), "labelled", LABELLED, None);
+    install(
+        repo.path(),
+        "every_class",
+        "[postprocess]\nlabels = \"labels.txt\"\nsoftmax = true\n",
+        None,
+    );
+    install(repo.path(), "raw", "", None);
+    let server = TestServer::start(repo.path()).await;
+
+    // One row: single values; the config's top_k (2).
+    let (status, body) = server
+        .post_json(
+            "/predict",
+            &json!({"model_id": "labelled", "features": rows[0]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_classes(
+        &top_classes_row(&body["top_classes"]),
+        &best_classes(&softmax[0], &labels, 2),
+        "config top_k",
+    );
+    // The prediction is still the scores.
+    assert_eq!(numbers(&body["prediction"]).len(), 4, "{body}");
+
+    // The request's top_k wins, over every row; by name and in the path too.
+    for k in 1..=4 {
+        let (status, body) = server
+            .post_json("/predict/labelled", &json!({"features": rows, "top_k": k}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let got = body["top_classes"].as_array().unwrap();
+        assert_eq!(got.len(), rows.len(), "{body}");
+        for (i, row) in got.iter().enumerate() {
+            assert_classes(
+                &top_classes_row(row),
+                &best_classes(&softmax[i], &labels, k),
+                &format!("k={k} row {i}"),
+            );
+        }
+    }
+    let named: Value = FEATURES
+        .iter()
+        .zip(&rows[1])
+        .map(|(f, v)| (f.to_string(), json!(v)))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    let (status, body) = server
+        .post_json(
+            "/predict",
+            &json!({"model_id": "labelled", "features": named, "top_k": 3}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_classes(
+        &top_classes_row(&body["top_classes"]),
+        &best_classes(&softmax[1], &labels, 3),
+        "named features",
+    );
+
+    // No top_k anywhere: every class, best first.
+    let (status, body) = server
+        .post_json(
+            "/predict",
+            &json!({"model_id": "every_class", "features": rows[2]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_classes(
+        &top_classes_row(&body["top_classes"]),
+        &best_classes(&softmax[2], &labels, 4),
+        "every class",
+    );
+    // More than the model has: every class.
+    let (status, body) = server
+        .post_json(
+            "/predict",
+            &json!({"model_id": "labelled", "features": rows[2], "top_k": 9}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["top_classes"].as_array().unwrap().len(), 4, "{body}");
+
+    // Without labels: no top_classes, and asking for them is a 400.
+    let (status, body) = server
+        .post_json("/predict", &json!({"model_id": "raw", "features": rows[0]}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("top_classes").is_none(), "{body}");
+    let (status, body) = server
+        .post_json(
+            "/predict",
+            &json!({"model_id": "raw", "features": rows[0], "top_k": 2}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let msg = body["error"].as_str().unwrap();
+    assert!(
+        msg.contains("top_k") && msg.contains("[postprocess] labels"),
+        "{msg}"
+    );
+    for bad in [json!(0), json!(-1), json!(1.5), json!("two")] {
+        let (status, body) = server
+            .post_json(
+                "/predict",
+                &json!({"model_id": "labelled", "features": rows[0], "top_k": bad}),
+            )
+            .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body["error"].as_str().unwrap().contains("top_k"), "{body}");
+    }
+    server.stop().await;
+}
+
+/// A model's inputs and outputs in metadata, as `(name, datatype, shape)`.
+type Specs = Vec<(String, String, Vec<i64>)>;
+
+fn v2_specs(list: &Value) -> Specs {
+    list.as_array()
+        .unwrap_or_else(|| panic!("{list}"))
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["datatype"].as_str().unwrap().to_string(),
+                ints(&s["shape"]),
+            )
+        })
+        .collect()
+}
+
+fn spec(name: &str, datatype: &str, shape: &[i64]) -> (String, String, Vec<i64>) {
+    (name.to_string(), datatype.to_string(), shape.to_vec())
+}
+
+/// TF Serving REST's signature inputs or outputs (a map by key), sorted by name,
+/// with the dtype written as V2 writes it.
+fn tfs_rest_specs(map: &Value) -> Specs {
+    let mut specs: Specs = map
+        .as_object()
+        .unwrap_or_else(|| panic!("{map}"))
+        .iter()
+        .map(|(name, info)| {
+            let dims = info["tensor_shape"]["dim"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["size"].as_str().unwrap().parse::<i64>().unwrap())
+                .collect();
+            (
+                name.clone(),
+                tf_to_v2(info["dtype"].as_str().unwrap()),
+                dims,
+            )
+        })
+        .collect();
+    specs.sort();
+    specs
+}
+
+fn tf_to_v2(dtype: &str) -> String {
+    match dtype {
+        "DT_STRING" => "BYTES",
+        "DT_FLOAT" => "FP32",
+        "DT_INT64" => "INT64",
+        other => panic!("unexpected dtype {other}"),
+    }
+    .to_string()
+}
+
+fn tfs_grpc_specs(map: &std::collections::HashMap<String, tf::TensorInfo>) -> Specs {
+    let mut specs: Specs = map
+        .iter()
+        .map(|(name, info)| {
+            let dtype = match tf::DataType::try_from(info.dtype).unwrap() {
+                tf::DataType::DtString => "DT_STRING",
+                tf::DataType::DtFloat => "DT_FLOAT",
+                tf::DataType::DtInt64 => "DT_INT64",
+                other => panic!("unexpected dtype {other:?}"),
+            };
+            let dims = info
+                .tensor_shape
+                .as_ref()
+                .unwrap()
+                .dim
+                .iter()
+                .map(|d| d.size)
+                .collect();
+            (name.clone(), tf_to_v2(dtype), dims)
+        })
+        .collect();
+    specs.sort();
+    specs
+}
+
+/// Metadata describes the request a client sends once the pipeline stands in
+/// front of the model, over V2 REST and gRPC and TF Serving REST and gRPC: an
+/// image model takes encoded images (BYTES / DT_STRING), a model with a tokenizer
+/// one text input instead of input_ids, attention_mask and token_type_ids, pooled
+/// embeddings are `[n, dim]`; a labelled classifier still answers its scores; a
+/// model without a pipeline lists its graph's tensors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_describes_what_the_client_sends_over_every_api() {
+    use ferroserve_proto::prost::Message as _;
+    let fixture = image_cases();
+    let repo = tempfile::tempdir().unwrap();
+    install_model(
+        repo.path(),
+        "image",
+        1,
+        &root_path(&format!("{IMAGES}/identity_nchw3.onnx")),
+    );
+    std::fs::write(
+        repo.path().join("image/config.toml"),
+        format!(
+            "warmup = false\n{}",
+            image_table(&fixture["configs"]["imagenet"])
+        ),
+    )
+    .unwrap();
+    install_model(
+        repo.path(),
+        "graph",
+        1,
+        &root_path(&format!("{IMAGES}/identity_nchw3.onnx")),
+    );
+    install_text_model(
+        repo.path(),
+        "embed",
+        "model.onnx",
+        "warmup = false\n[preprocess]\ntokenizer = \"tokenizer.json\"\n\
+         [postprocess]\npooling = \"mean\"\nnormalize = true\n",
+    );
+    install_text_model(
+        repo.path(),
+        "echo",
+        "echo.onnx",
+        "warmup = false\n[preprocess]\ntokenizer = \"tokenizer.json\"\n",
+    );
+    install(repo.path(), "labelled", LABELLED, None);
+    let server = TestServer::start(repo.path()).await;
+
+    let bytes_in = |name: &str| vec![spec(name, "BYTES", &[-1])];
+    let mut echo_outputs = vec![
+        spec("attention_mask_out", "INT64", &[-1, -1]),
+        spec("input_ids_out", "INT64", &[-1, -1]),
+        spec("token_type_ids_out", "INT64", &[-1, -1]),
+    ];
+    echo_outputs.sort();
+    let cases: Vec<(&str, Specs, Specs)> = vec![
+        (
+            "image",
+            bytes_in("image"),
+            vec![spec("pixels", "FP32", &[-1, 3, 24, 32])],
+        ),
+        (
+            "graph",
+            vec![spec("image", "FP32", &[-1, 3, 24, 32])],
+            vec![spec("pixels", "FP32", &[-1, 3, 24, 32])],
+        ),
+        (
+            "embed",
+            bytes_in("text"),
+            vec![spec("last_hidden_state", "FP32", &[-1, 16])],
+        ),
+        ("echo", bytes_in("text"), echo_outputs),
+        (
+            "labelled",
+            vec![spec("input", "FP32", &[-1, 4])],
+            vec![spec("logits", "FP32", &[-1, 4])],
+        ),
+    ];
+    let sorted = |mut s: Specs| {
+        s.sort();
+        s
+    };
+    let mut v2_client = GrpcInferenceServiceClient::new(channel(&server).await);
+    let mut tfs_client = PredictionServiceClient::new(channel(&server).await);
+    for (model, inputs, outputs) in &cases {
+        // V2 REST.
+        let (status, body) = server.get(&format!("/v2/models/{model}")).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            &sorted(v2_specs(&body["inputs"])),
+            inputs,
+            "{model}: {body}"
+        );
+        assert_eq!(
+            &sorted(v2_specs(&body["outputs"])),
+            outputs,
+            "{model}: {body}"
+        );
+
+        // V2 gRPC.
+        let meta = v2_client
+            .model_metadata(v2::ModelMetadataRequest {
+                name: model.to_string(),
+                version: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let grpc = |list: &[v2::model_metadata_response::TensorMetadata]| {
+            sorted(
+                list.iter()
+                    .map(|t| (t.name.clone(), t.datatype.clone(), t.shape.clone()))
+                    .collect(),
+            )
+        };
+        assert_eq!(&grpc(&meta.inputs), inputs, "{model}: {meta:?}");
+        assert_eq!(&grpc(&meta.outputs), outputs, "{model}: {meta:?}");
+
+        // TF Serving REST.
+        let (status, body) = server.get(&format!("/v1/models/{model}/metadata")).await;
+        assert_eq!(status, 200, "{body}");
+        let def = &body["metadata"]["signature_def"]["signature_def"]["serving_default"];
+        assert_eq!(&tfs_rest_specs(&def["inputs"]), inputs, "{model}: {body}");
+        assert_eq!(&tfs_rest_specs(&def["outputs"]), outputs, "{model}: {body}");
+
+        // TF Serving gRPC.
+        let meta = tfs_client
+            .get_model_metadata(tfs::GetModelMetadataRequest {
+                model_spec: Some(ModelSpec {
+                    name: model.to_string(),
+                    ..Default::default()
+                }),
+                metadata_field: vec!["signature_def".into()],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let map = tfs::SignatureDefMap::decode(&*meta.metadata["signature_def"].value).unwrap();
+        let def = &map.signature_def["serving_default"];
+        assert_eq!(&tfs_grpc_specs(&def.inputs), inputs, "{model}");
+        assert_eq!(&tfs_grpc_specs(&def.outputs), outputs, "{model}");
+    }
+
+    // What metadata says is what the model takes: the image input takes an encoded
+    // image, the text input a text.
+    let photo = std::fs::read(root_path(&format!("{IMAGES}/photo.png"))).unwrap();
+    let (status, body) = v2_binary_images(&server, "image", &[photo]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outputs"][0]["shape"], json!([1, 3, 24, 32]), "{body}");
+    let (status, body) = server
+        .post_json(
+            "/v2/models/embed/infer",
+            &json!({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["hello"]}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outputs"][0]["shape"], json!([1, 16]), "{body}");
+    server.stop().await;
+}
+
+const PPOCR: &str = "tests/fixtures/preprocess/ppocr_cls";
+
+/// The PP-OCR direction classifier served with `resize = "fit_height"` (rapidocr's
+/// text-line preprocessing: height 48, width in proportion up to 192, zeros on the
+/// right) gives, for real text lines upright and turned 180 degrees, the class
+/// rapidocr's own pipeline gives, with its scores (python/make_ppocr_cls_fixture.py).
+/// Two of the lines are words whose direction the model is unsure of: centring
+/// them, or padding with black, would change the class or the scores by far more
+/// than the tolerance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ppocr_direction_classifier_answers_as_rapidocr() {
+    let exp: Value = serde_json::from_str(
+        &std::fs::read_to_string(root_path(&format!("{PPOCR}/expected.json"))).unwrap(),
+    )
+    .unwrap();
+    let repo = tempfile::tempdir().unwrap();
+    let dest = install_model(
+        repo.path(),
+        "ppocr_cls",
+        1,
+        &root_path(&format!("{PPOCR}/model.onnx")),
+    );
+    std::fs::copy(
+        root_path(&format!("{PPOCR}/labels.txt")),
+        dest.with_file_name("labels.txt"),
+    )
+    .unwrap();
+    std::fs::write(
+        repo.path().join("ppocr_cls/config.toml"),
+        "warmup = false\n[preprocess]\nimage = { width = 192, height = 48, resize = \"fit_height\", \
+         channels = \"bgr\", mean = [0.5, 0.5, 0.5], std = [0.5, 0.5, 0.5] }\n\
+         [postprocess]\nlabels = \"labels.txt\"\n",
+    )
+    .unwrap();
+    let server = TestServer::start(repo.path()).await;
+    let cases = exp["images"].as_array().unwrap();
+    let images: Vec<Vec<u8>> = cases
+        .iter()
+        .map(|c| {
+            std::fs::read(root_path(&format!(
+                "{PPOCR}/{}",
+                c["image"].as_str().unwrap()
+            )))
+            .unwrap()
+        })
+        .collect();
+    assert!(cases.iter().any(|c| c["label"] == "180") && cases.iter().any(|c| c["label"] == "0"));
+
+    // The probabilities, all images in one request.
+    let (status, body) = v2_binary_images_to(&server, "ppocr_cls", "x", &images).await;
+    assert_eq!(status, 200, "{body}");
+    let probs = numbers(&body["outputs"][0]["data"]);
+    assert_eq!(probs.len(), 2 * cases.len(), "{body}");
+    let mut largest = 0.0f64;
+    for (case, got) in cases.iter().zip(probs.chunks(2)) {
+        let want = numbers(&case["probabilities"]);
+        for (g, w) in got.iter().zip(&want) {
+            largest = largest.max((g - w).abs());
+            assert!(
+                (g - w).abs() <= 1e-4,
+                "{}: {got:?} vs {want:?}",
+                case["image"]
+            );
+        }
+    }
+    eprintln!("PP-OCR cls: largest probability difference from rapidocr {largest:e}");
+
+    // The class and its score, one image per request, as the classification
+    // extension answers them ("score:index:label").
+    for (case, image) in cases.iter().zip(&images) {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(image);
+        let (status, body) = server
+            .post_json(
+                "/v2/models/ppocr_cls/infer",
+                &json!({"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1], "data": [{"b64": b64}]}],
+                        "outputs": [{"name": "save_infer_model/scale_0.tmp_1", "parameters": {"classification": 1}}]}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let got = strings(&body["outputs"][0]["data"]);
+        let parts: Vec<&str> = got[0].split(':').collect();
+        assert_eq!(
+            parts[2],
+            case["label"].as_str().unwrap(),
+            "{}: {got:?}",
+            case["image"]
+        );
+        let score: f64 = parts[0].parse().unwrap();
+        assert!(
+            (score - case["score"].as_f64().unwrap()).abs() <= 1e-4,
+            "{}: {got:?} vs {}",
+            case["image"],
+            case["score"]
+        );
+    }
+
+    // The simple API: one multipart request with every image, top_k 1: each
+    // image's class and score.
+    let mut form = reqwest::multipart::Form::new().text("top_k", "1");
+    for (i, (case, image)) in cases.iter().zip(&images).enumerate() {
+        form = form.part(
+            format!("image{i}"),
+            reqwest::multipart::Part::bytes(image.clone())
+                .file_name(case["image"].as_str().unwrap().to_string()),
+        );
+    }
+    let r = server
+        .client
+        .post(server.url("/predict/ppocr_cls"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let rows = body["top_classes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(rows.len(), cases.len(), "{body}");
+    for (case, row) in cases.iter().zip(rows) {
+        let got = top_classes_row(row);
+        assert_eq!(got.len(), 1, "{body}");
+        assert_eq!(
+            got[0].0,
+            case["label"].as_str().unwrap(),
+            "{}: {body}",
+            case["image"]
+        );
+        assert!(
+            (got[0].1 - case["score"].as_f64().unwrap()).abs() <= 1e-4,
+            "{body}"
+        );
+    }
+    server.stop().await;
+}
+
+/// A file of an upload: its name and bytes.
+type UploadFile<'a> = (&'a str, Vec<u8>);
+
+/// `POST /upload_model` with the model `file` and `asset` files after it.
+async fn upload_with_assets(
+    server: &TestServer,
+    model: &str,
+    file: (&str, Vec<u8>),
+    assets: &[(&str, Vec<u8>)],
+) -> (u16, Value) {
+    let mut form = reqwest::multipart::Form::new().text("model_id", model.to_string());
+    form = form.part(
+        "file",
+        reqwest::multipart::Part::bytes(file.1).file_name(file.0.to_string()),
+    );
+    for (name, bytes) in assets {
+        form = form.part(
+            "asset",
+            reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.to_string()),
+        );
+    }
+    let r = server
+        .client
+        .post(server.url("/upload_model"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// The versions of a model on disk, ascending.
+fn versions_on_disk(repo: &std::path::Path, model: &str) -> Vec<u64> {
+    let mut v: Vec<u64> = std::fs::read_dir(repo.join(model))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// An upload is checked by building the version's pipeline from its config.toml
+/// and the files sent with it (`asset` parts): a labels file, tokenizer or image
+/// setting that does not fit the model is a 400 naming the problem, and nothing
+/// is stored (the version served before keeps serving, its files untouched); a
+/// fitting one serves at once with its labels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_whose_pipeline_does_not_fit_are_refused_and_change_nothing() {
+    let repo = tempfile::tempdir().unwrap();
+    let read = |path: &str| std::fs::read(root_path(path)).unwrap();
+    let logits = read(&format!("{LOGITS}/model.onnx"));
+    let labels = read(&format!("{LOGITS}/labels.txt"));
+    for (model, config) in [
+        ("labelled", LABELLED.to_string()),
+        (
+            "text",
+            "[preprocess]\ntokenizer = \"tokenizer.json\"\n".to_string(),
+        ),
+        (
+            "image",
+            "[preprocess]\nimage = { width = 64, height = 24 }\n".to_string(),
+        ),
+    ] {
+        std::fs::create_dir_all(repo.path().join(model)).unwrap();
+        std::fs::write(repo.path().join(model).join("config.toml"), config).unwrap();
+    }
+    let server = TestServer::start(repo.path()).await;
+
+    // A fitting upload: the model with its labels file serves at once, labelled.
+    let (status, body) = upload_with_assets(
+        &server,
+        "labelled",
+        ("logits.onnx", logits.clone()),
+        &[("labels.txt", labels.clone())],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["version"], 1, "{body}");
+    let stored = repo.path().join("labelled/1");
+    assert_eq!(std::fs::read(stored.join("labels.txt")).unwrap(), labels);
+    assert!(stored.join("model.onnx").exists());
+    let row = rows(&expected())[0].clone();
+    let (status, answer) = server
+        .post_json(
+            "/predict",
+            &json!({"model_id": "labelled", "features": row}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["version"], 1);
+    assert_eq!(
+        answer["top_classes"].as_array().unwrap().len(),
+        2,
+        "{answer}"
+    );
+
+    // Uploads that do not fit, each refused with the setting and the problem.
+    let cases: Vec<(&str, UploadFile, Vec<UploadFile>, &[&str])> = vec![
+        (
+            "labelled",
+            ("logits.onnx", logits.clone()),
+            vec![("labels.txt", b"cat\ndog\nbird\n".to_vec())],
+            &[
+                "postprocess.labels",
+                "has 3 labels but output \"logits\" has 4 classes",
+            ],
+        ),
+        (
+            "labelled",
+            ("logits.onnx", logits.clone()),
+            vec![],
+            &["postprocess.labels", "cannot read labels.txt"],
+        ),
+        (
+            "labelled",
+            ("logits.onnx", logits.clone()),
+            vec![("labels.txt", vec![0xff, 0xfe, b'\n'])],
+            &["postprocess.labels", "not UTF-8"],
+        ),
+        (
+            "text",
+            ("model.onnx", read(&format!("{MINILM}/model.onnx"))),
+            vec![("tokenizer.json", b"{\"not\": \"a tokenizer\"}".to_vec())],
+            &["preprocess.tokenizer", "is not a tokenizer.json"],
+        ),
+        (
+            "text",
+            ("logits.onnx", logits.clone()),
+            vec![("tokenizer.json", read(&format!("{MINILM}/tokenizer.json")))],
+            &["preprocess.tokenizer", "no input \"input_ids\""],
+        ),
+        (
+            "image",
+            (
+                "identity.onnx",
+                read(&format!("{IMAGES}/identity_nchw3.onnx")),
+            ),
+            vec![],
+            &["preprocess.image", "[n, 3, 24, 64]", "[-1, 3, 24, 32]"],
+        ),
+    ];
+    for (model, file, assets, words) in cases {
+        let before = versions_on_disk(repo.path(), model);
+        let (status, body) = upload_with_assets(&server, model, file, &assets).await;
+        assert_eq!(status, 400, "{model}: {body}");
+        let msg = body["error"].as_str().unwrap();
+        assert!(msg.contains("config.toml"), "{model}: {msg}");
+        for w in words {
+            assert!(msg.contains(w), "{model}: {w:?} not in {msg}");
+        }
+        assert!(!msg.contains(repo.path().to_str().unwrap()), "{msg}");
+        assert_eq!(versions_on_disk(repo.path(), model), before, "{model}");
+    }
+    // Nothing staged is left behind, and the stored version still serves with its
+    // own labels.
+    let leftovers: Vec<_> = std::fs::read_dir(repo.path().join("labelled"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_eq!(std::fs::read(stored.join("labels.txt")).unwrap(), labels);
+    let (status, answer) = server
+        .post_json(
+            "/predict",
+            &json!({"model_id": "labelled", "features": row}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["version"], 1);
+    let (_, status_body) = server.get("/v1/models/labelled").await;
+    let states: Vec<&Value> = status_body["model_version_status"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| &v["state"])
+        .collect();
+    assert_eq!(states, [&json!("AVAILABLE")], "{status_body}");
+
+    // Asset names the version directory cannot hold.
+    for (name, words) in [
+        ("config.toml", "config.toml"),
+        (".hidden", "does not start with '.'"),
+        ("labels.txt", "name of another file"),
+    ] {
+        let mut assets = vec![(name, b"x\n".to_vec())];
+        if name == "labels.txt" {
+            assets.push(("labels.txt", labels.clone()));
+        }
+        let (status, body) = upload_with_assets(
+            &server,
+            "labelled",
+            ("logits.onnx", logits.clone()),
+            &assets,
+        )
+        .await;
+        assert_eq!(status, 400, "{name}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(words),
+            "{name}: {body}"
+        );
+    }
+    assert_eq!(versions_on_disk(repo.path(), "labelled"), [1]);
     server.stop().await;
 }

@@ -372,6 +372,7 @@ pub async fn old_predict(
             version: VersionRequest::Specific(handle.version),
             rows: Rows::Named(vec![row]),
             options: Default::default(),
+            top_k: None,
         },
     )
     .await?;

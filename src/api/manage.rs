@@ -748,6 +748,11 @@ pub struct Upload {
     artifact_name: String,
     file: Option<tokio::fs::File>,
     written: u64,
+    /// The files sent beside the model (`labels.txt`, `tokenizer.json`), by their
+    /// names in the version directory, and the one being written now.
+    assets: Vec<String>,
+    asset_file: Option<tokio::fs::File>,
+    asset_bytes: u64,
     /// SHA-256 of what was written, for the audit trail.
     sha256: sha2::Sha256,
     /// The client's file name, for the audit trail.
@@ -764,9 +769,20 @@ pub struct Upload {
 /// meaning (`config.toml`, `warmup.json`). Any name is accepted: the content says
 /// the format (see [`crate::backends::format`]).
 fn staging_file_name(file_name: &str) -> String {
+    let clean = sanitized_file_name(file_name);
+    let clean = clean.trim_start_matches('.');
+    if clean.is_empty() || clean == "config.toml" || clean == crate::warmup::WARMUP_FILE {
+        "model.bin".to_string()
+    } else {
+        clean.chars().take(200).collect()
+    }
+}
+
+/// A client's file name as the version directory stores it: its last path
+/// component, every character but letters, digits, `.`, `_` and `-` made `_`.
+fn sanitized_file_name(file_name: &str) -> String {
     let last = file_name.rsplit(['/', '\\']).next().unwrap_or_default();
-    let clean: String = last
-        .chars()
+    last.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
                 c
@@ -774,13 +790,7 @@ fn staging_file_name(file_name: &str) -> String {
                 '_'
             }
         })
-        .collect();
-    let clean = clean.trim_start_matches('.');
-    if clean.is_empty() || clean == "config.toml" || clean == crate::warmup::WARMUP_FILE {
-        "model.bin".to_string()
-    } else {
-        clean.chars().take(200).collect()
-    }
+        .collect()
 }
 
 /// The model id an upload uses when none is given: the file name without extension.
@@ -853,6 +863,9 @@ pub async fn begin_upload(
         artifact_name,
         file: None,
         written: 0,
+        assets: Vec::new(),
+        asset_file: None,
+        asset_bytes: 0,
         sha256: sha2::Sha256::default(),
         file_name: file_name.chars().take(255).collect(),
         caller,
@@ -927,6 +940,68 @@ impl Upload {
             .map_err(|e| ApiError::Internal(format!("cannot write the staging file: {e}")))
     }
 
+    /// Starts a file the version needs beside the model (a labels file, a
+    /// `tokenizer.json`, a jieba dictionary), stored under its own name (sanitized
+    /// as the model's); written by [`Upload::write_asset`], checked with the model
+    /// by [`Upload::finish`]. Names that the version directory cannot hold beside
+    /// the model are refused: hidden ones, `config.toml` (the model's, one level
+    /// up), the model file's own, and a name given twice.
+    pub async fn begin_asset(&mut self, file_name: &str) -> Result<(), ApiError> {
+        self.close_asset().await?;
+        let name: String = sanitized_file_name(file_name).chars().take(200).collect();
+        let refuse = |why: &str| {
+            Err(ApiError::InvalidArgument(format!(
+                "asset file {file_name:?} {why}"
+            )))
+        };
+        if name.is_empty() || name.starts_with('.') {
+            return refuse("needs a file name that does not start with '.'");
+        }
+        if name == "config.toml" {
+            return refuse(
+                "cannot be config.toml: a model's config.toml sits beside its versions, not in one",
+            );
+        }
+        if name == self.artifact_name || self.assets.contains(&name) {
+            return refuse("has the name of another file of the upload");
+        }
+        let file = tokio::fs::File::create(self.staging.join(&name))
+            .await
+            .map_err(|e| ApiError::Internal(format!("cannot create the staging file: {e}")))?;
+        self.asset_file = Some(file);
+        self.assets.push(name);
+        Ok(())
+    }
+
+    /// Appends a chunk of the asset begun last; the model and its assets together
+    /// are bounded by the upload limit (413).
+    pub async fn write_asset(&mut self, chunk: &[u8]) -> Result<(), ApiError> {
+        self.asset_bytes += chunk.len() as u64;
+        if self.written + self.asset_bytes > self.limit {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "the model file and its assets are larger than the upload limit of {} bytes",
+                self.limit
+            )));
+        }
+        let file = self
+            .asset_file
+            .as_mut()
+            .ok_or_else(|| ApiError::Internal("no asset begun".into()))?;
+        file.write_all(chunk)
+            .await
+            .map_err(|e| ApiError::Internal(format!("cannot write the staging file: {e}")))
+    }
+
+    async fn close_asset(&mut self) -> Result<(), ApiError> {
+        if let Some(mut file) = self.asset_file.take() {
+            file.flush()
+                .await
+                .and(file.sync_all().await)
+                .map_err(|e| ApiError::Internal(format!("cannot write the staging file: {e}")))?;
+        }
+        Ok(())
+    }
+
     /// Checks the file by loading it, then, under the model's lock, moves it into
     /// place and reloads the model. Bounded by the management timeout from here on;
     /// if the caller leaves before the move, nothing moves.
@@ -941,6 +1016,7 @@ impl Upload {
             .and(file.sync_all().await)
             .map_err(|e| ApiError::Internal(format!("cannot write the staging file: {e}")))?;
         drop(file);
+        self.close_asset().await?;
         if self.written == 0 {
             return Err(ApiError::InvalidArgument("the model file is empty".into()));
         }
@@ -977,6 +1053,15 @@ impl Upload {
                 .staging
                 .join(by_extension.unwrap_or(format.canonical_name()));
             if canonical != artifact {
+                if let Some(clash) = self
+                    .assets
+                    .iter()
+                    .find(|a| self.staging.join(a) == canonical)
+                {
+                    return Err(ApiError::InvalidArgument(format!(
+                        "asset file {clash:?} has the name the model file is stored under"
+                    )));
+                }
                 tokio::fs::rename(&artifact, &canonical)
                     .await
                     .map_err(|e| {
@@ -987,10 +1072,21 @@ impl Upload {
         }
         let options = self.state.manager.backend_options().clone();
         // The model's own config.toml (if any) says how its pickles are read (a
-        // fastText model's segmenter, a SavedModel's tags).
+        // fastText model's segmenter, a SavedModel's tags), and what its pre- and
+        // post-processing pipeline needs: that is built too, from the files of the
+        // upload, so a labels file, tokenizer or image setting that does not fit
+        // the model is refused here rather than stored as a version that fails.
         let config = crate::model_config::ModelConfig::load(&self.model_dir).unwrap_or_default();
+        let version_dir = self.staging.clone();
         let check = tokio::task::spawn_blocking(move || {
-            load_backend_with(&artifact, &options, &config).map(|_| ())
+            let backend = load_backend_with(&artifact, &options, &config).map_err(|e| {
+                format!("the uploaded file is not a model ferroserve can load: {e}")
+            })?;
+            crate::preprocess::Pipeline::load(&version_dir, &config, &*backend)
+                .map(|_| ())
+                .map_err(|e| {
+                    format!("the uploaded model does not fit the model's config.toml: {e}")
+                })
         });
         let checked = tokio::time::timeout_at(deadline, check)
             .await
@@ -1002,9 +1098,7 @@ impl Upload {
             })?
             .map_err(|e| ApiError::Internal(format!("model check failed: {e}")))?;
         if let Err(e) = checked {
-            return Err(ApiError::InvalidArgument(format!(
-                "the uploaded file is not a model ferroserve can load: {e}"
-            )));
+            return Err(ApiError::InvalidArgument(e));
         }
         let state = self.state.clone();
         let model = self.model.clone();
@@ -1014,6 +1108,7 @@ impl Upload {
             "bytes": bytes,
             "sha256": hex(&sha2::Digest::finalize(self.sha256.clone())),
             "file_name": self.file_name,
+            "assets": self.assets,
         });
         let lock = state.sources.lock_model(&model, deadline).await?;
         // The upload itself moves to the blocking thread: if that never runs its

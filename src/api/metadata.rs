@@ -1,4 +1,6 @@
-//! Model metadata: the signature of a served version.
+//! Model metadata: the signature of a served version, as a client calls it: after
+//! the version's pre- and post-processing pipeline (an image model takes encoded
+//! images, a model with a tokenizer takes text), not the graph's own tensors.
 
 use super::{ApiError, ServerState};
 use crate::backends::{ModelTraits, NamedSignature, Signature};
@@ -45,13 +47,45 @@ pub fn model_metadata(
         .get(model)
         .map(|m| m.versions.keys().copied().collect())
         .unwrap_or_default();
+    let default = handle.backend.signature();
     Ok(ModelMetadata {
         name: model.to_string(),
         version: handle.version,
         available_versions,
         format: handle.backend.format(),
-        signature: handle.backend.signature().clone(),
-        signatures: handle.backend.signatures().to_vec(),
+        signature: handle.pipeline.request_signature(default),
+        // The pipeline runs on the default signature only (`crate::api::predict`),
+        // so only that one is described as the client calls it.
+        signatures: handle
+            .backend
+            .signatures()
+            .iter()
+            .map(|s| {
+                if s.signature != *default {
+                    return s.clone();
+                }
+                let signature = handle.pipeline.request_signature(&s.signature);
+                // Each input keeps its graph tensor; the text input a tokenizer
+                // reads has none, so it shows its own name.
+                let input_tensors = signature
+                    .inputs
+                    .iter()
+                    .map(|spec| {
+                        s.signature
+                            .inputs
+                            .iter()
+                            .position(|g| g.name == spec.name)
+                            .and_then(|i| s.input_tensors.get(i).cloned())
+                            .unwrap_or_else(|| spec.name.clone())
+                    })
+                    .collect();
+                NamedSignature {
+                    signature,
+                    input_tensors,
+                    ..s.clone()
+                }
+            })
+            .collect(),
         traits: handle.backend.traits().clone(),
     })
 }

@@ -51,6 +51,9 @@ pub struct SimpleRequest {
     pub rows: Rows,
     /// Options for the backend (a fastText model's `k` and `threshold`).
     pub options: crate::backends::PredictOptions,
+    /// Named classes per row in the answer, for a model with `[postprocess]
+    /// labels` (overrides its `top_k`); refused for a model without labels.
+    pub top_k: Option<usize>,
 }
 
 pub struct SimpleResponse {
@@ -62,6 +65,9 @@ pub struct SimpleResponse {
     pub probabilities: Option<Tensor>,
     /// Class labels in the column order of the probabilities, when known.
     pub class_labels: Option<Vec<String>>,
+    /// For a model with `[postprocess] labels`: per row, the k best classes with
+    /// their scores, best first (see [`crate::preprocess::Pipeline::top_classes`]).
+    pub top_classes: Option<Vec<crate::preprocess::TopClasses>>,
     pub latency: Duration,
     /// As [`super::PredictResponse::cache`].
     pub cache: Option<crate::cache::CacheStatus>,
@@ -80,6 +86,17 @@ pub async fn simple_predict(
     let (prediction_output, probabilities_output) = answer_outputs(&handle)?;
     let mut wanted = vec![prediction_output.clone()];
     wanted.extend(probabilities_output.clone());
+    match (request.top_k, handle.pipeline.labelled_output()) {
+        (Some(0), _) => return Err(ApiError::InvalidArgument("top_k must be 1 or more".into())),
+        (Some(_), None) => {
+            return Err(ApiError::InvalidArgument(format!(
+            "top_k needs a model with class labels ([postprocess] labels), and model {:?} has none",
+            request.model
+        )))
+        }
+        (_, Some(scores)) if !wanted.iter().any(|w| w == scores) => wanted.push(scores.to_string()),
+        _ => {}
+    }
 
     // Run on the very version resolved above, so that a swap in between can neither
     // change the model under the features laid out for it nor, by resolving it
@@ -93,6 +110,10 @@ pub async fn simple_predict(
     predict_request.outputs = wanted;
     predict_request.options = request.options;
     let response = predict_on(state, handle, predict_request).await?;
+    let top_classes = response
+        .handle
+        .pipeline
+        .top_classes(&response.outputs, request.top_k)?;
     let mut prediction = None;
     let mut probabilities = None;
     for (name, tensor) in response.outputs {
@@ -107,6 +128,7 @@ pub async fn simple_predict(
     })?;
     Ok(SimpleResponse {
         class_labels: response.handle.class_labels().map(<[String]>::to_vec),
+        top_classes,
         handle: response.handle,
         prediction,
         probabilities,
@@ -133,7 +155,7 @@ pub fn row_inputs(handle: &ServableHandle, rows: &Rows) -> Result<Vec<(String, T
             .collect::<Result<Vec<_>, _>>()?;
         let tensor = Tensor::new(vec![texts.len()], TensorData::Bytes(texts))
             .map_err(|e| ApiError::Internal(e.to_string()))?;
-        return Ok(vec![("text".to_string(), tensor)]);
+        return Ok(vec![(crate::preprocess::TEXT_INPUT.to_string(), tensor)]);
     }
     if let Rows::Files(files) = rows {
         // Unnamed: the pipeline's image input (else the model's only input, which

@@ -1,6 +1,7 @@
 //! fastText classifiers (`model.bin`, quantized `model.ftz`), read by
-//! `crates/ferroserve-fasttext`, with the version's `[preprocess]` segmenter (jieba)
-//! applied to every text before the model.
+//! `crates/ferroserve-fasttext`. A version's `[preprocess] segmenter` (jieba) is a
+//! step of its pipeline (`crate::preprocess::segmenter`), run before the batcher:
+//! the texts arrive here segmented.
 //!
 //! Signature: input `text` (BYTES, `[batch]` or `[batch, 1]`, UTF-8, one line each);
 //! outputs `labels` (BYTES `[batch, k]`, most probable first) and `probabilities`
@@ -9,20 +10,13 @@
 //! `k` and `threshold` come from `[fasttext]` in `config.toml`. A text with fewer
 //! labels over the threshold than `k` has its row padded with `""` and `0.0`, so
 //! the outputs stay rectangular.
-//!
-//! The segmenter runs here, on the inference thread with the model, per version:
-//! it is part of what the version computes, so every protocol (and the response
-//! cache, which keys on the raw text) sees the same answers, and none of its work
-//! runs on the async workers.
 
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
 
 use ferroserve_fasttext::{FastText, Limits};
-use jieba_rs::Jieba;
 
 use super::{Backend, BackendError, ModelTraits, PredictOptions, Signature};
-use crate::model_config::{ModelConfig, Segmenter};
+use crate::model_config::ModelConfig;
 use crate::tensor::{DataType, NamedTensor, Tensor, TensorData, TensorSpec};
 
 pub const TEXT_INPUT: &str = "text";
@@ -30,42 +24,10 @@ pub const LABELS_OUTPUT: &str = "labels";
 pub const PROBABILITIES_OUTPUT: &str = "probabilities";
 pub const VECTOR_OUTPUT: &str = "sentence_vector";
 
-/// The user dictionary may hold at most this many bytes (jieba's own default
-/// dictionary is about 5 MB).
-const MAX_USER_DICT_BYTES: u64 = 64 << 20;
-
-/// jieba with its default dictionary, built once per process (about 0.3 s and
-/// tens of MB) and shared by every version without a user dictionary.
-fn default_jieba() -> Arc<Jieba> {
-    static JIEBA: OnceLock<Arc<Jieba>> = OnceLock::new();
-    JIEBA.get_or_init(|| Arc::new(Jieba::new())).clone()
-}
-
-struct JiebaSegmenter {
-    jieba: Arc<Jieba>,
-    hmm: bool,
-}
-
-impl JiebaSegmenter {
-    /// `" ".join(jieba.cut(text, HMM=hmm))`.
-    fn segment(&self, text: &str) -> String {
-        let tokens = self.jieba.cut(text, self.hmm);
-        let mut out = String::with_capacity(text.len() + tokens.len());
-        for (i, t) in tokens.iter().enumerate() {
-            if i > 0 {
-                out.push(' ');
-            }
-            out.push_str(t.word);
-        }
-        out
-    }
-}
-
 pub struct FastTextBackend {
     model: FastText,
     k: i32,
     threshold: f32,
-    segmenter: Option<JiebaSegmenter>,
     signature: Signature,
     traits: ModelTraits,
 }
@@ -74,22 +36,6 @@ impl FastTextBackend {
     pub fn load(artifact: &Path, config: &ModelConfig) -> Result<FastTextBackend, BackendError> {
         let model = FastText::load(artifact, &Limits::default())
             .map_err(|e| BackendError::Load(format!("{}: {e}", artifact.display())))?;
-        let segmenter = match config.preprocess.segmenter {
-            None => None,
-            Some(Segmenter::Jieba) => {
-                let jieba = match &config.preprocess.user_dict {
-                    None => default_jieba(),
-                    Some(name) => {
-                        let dir = artifact.parent().unwrap_or(Path::new("."));
-                        Arc::new(load_user_dict(&dir.join(name), name)?)
-                    }
-                };
-                Some(JiebaSegmenter {
-                    jieba,
-                    hmm: config.preprocess.hmm,
-                })
-            }
-        };
         let k = config.fasttext.k;
         let n_labels = model.labels().len();
         let columns = if k < 0 {
@@ -131,13 +77,12 @@ impl FastTextBackend {
             model,
             k,
             threshold: config.fasttext.threshold,
-            segmenter,
             signature,
             traits,
         })
     }
 
-    /// The texts of the request, checked and segmented.
+    /// The texts of the request, checked.
     fn texts(&self, inputs: Vec<NamedTensor>) -> Result<Vec<String>, BackendError> {
         let Some((_, tensor)) = inputs.into_iter().find(|(n, _)| n == TEXT_INPUT) else {
             return Err(BackendError::InvalidInput(format!(
@@ -174,31 +119,10 @@ impl FastTextBackend {
                         "input {TEXT_INPUT:?} row {i} holds a newline; fastText predicts one line per text"
                     )));
                 }
-                Ok(match &self.segmenter {
-                    Some(s) => s.segment(&text),
-                    None => text,
-                })
+                Ok(text)
             })
             .collect()
     }
-}
-
-fn load_user_dict(path: &Path, name: &str) -> Result<Jieba, BackendError> {
-    let size = std::fs::metadata(path)
-        .map_err(|e| BackendError::Load(format!("jieba user dictionary {name}: {e}")))?
-        .len();
-    if size > MAX_USER_DICT_BYTES {
-        return Err(BackendError::Load(format!(
-            "jieba user dictionary {name} is {size} bytes, over the limit of {MAX_USER_DICT_BYTES}"
-        )));
-    }
-    let bytes = std::fs::read(path)
-        .map_err(|e| BackendError::Load(format!("jieba user dictionary {name}: {e}")))?;
-    let mut jieba = Jieba::new();
-    jieba
-        .load_dict(&mut bytes.as_slice())
-        .map_err(|e| BackendError::Load(format!("jieba user dictionary {name}: {e}")))?;
-    Ok(jieba)
 }
 
 fn internal(e: impl std::fmt::Display) -> BackendError {
@@ -316,7 +240,6 @@ impl Backend for FastTextBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value;
 
     fn fixtures() -> std::path::PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fasttext")
@@ -338,34 +261,6 @@ mod tests {
                 sniff(&other_version, bytes.len() as u64),
                 Some(ArtifactFormat::FastText)
             );
-        }
-    }
-
-    /// jieba-rs against Python jieba 0.42.1's `" ".join(jieba.cut(text, HMM=…))`, with
-    /// and without HMM and with a user dictionary (python/make_fasttext_models.py).
-    #[test]
-    fn jieba_segments_as_python_jieba() {
-        let expected: Value = serde_json::from_str(
-            &std::fs::read_to_string(fixtures().join("jieba_expected.json")).unwrap(),
-        )
-        .unwrap();
-        let default = default_jieba();
-        let user =
-            Arc::new(load_user_dict(&fixtures().join("user_dict.txt"), "user_dict.txt").unwrap());
-        for (key, jieba, hmm) in [
-            ("hmm", default.clone(), true),
-            ("no_hmm", default, false),
-            ("with_user_dict", user, true),
-        ] {
-            let s = JiebaSegmenter { jieba, hmm };
-            for case in expected[key].as_array().unwrap() {
-                let text = case["text"].as_str().unwrap();
-                assert_eq!(
-                    s.segment(text),
-                    case["segmented"].as_str().unwrap(),
-                    "{key}: {text}"
-                );
-            }
         }
     }
 }

@@ -188,13 +188,16 @@ async fn text_field(mut field: Field<'_>, name: &str) -> Result<String, HttpErro
     })
 }
 
-/// `POST /upload_model`, multipart: `model_id` and `version` (both optional) and then
-/// `file`. The file streams to disk as it arrives; it is never held in memory.
+/// `POST /upload_model`, multipart: `model_id` and `version` (both optional), then
+/// `file`, then any `asset` files the version needs beside it (a labels file, a
+/// `tokenizer.json`). The files stream to disk as they arrive; they are never held
+/// in memory. The model and its pre- and post-processing pipeline are built before
+/// anything moves into place: one that does not fit is a 400 and changes nothing.
 #[utoipa::path(post, path = "/upload_model", tag = "management",
     request_body(content = UploadForm, content_type = "multipart/form-data"),
     responses(
         (status = 200, description = "Uploaded (and served, when its version policy serves it)", body = UploadResponse),
-        (status = 400, description = "Not a multipart body, an unknown or misplaced field, a bad version, or a file that is not a model", body = ErrorBody),
+        (status = 400, description = "Not a multipart body, an unknown or misplaced field, a bad version, a file that is not a model, or a model that does not fit its config's pre- or post-processing (labels, tokenizer, image)", body = ErrorBody),
         (status = 408, description = "The body stopped arriving", body = ErrorBody),
         (status = 409, description = "The version exists already, or another operation holds the model", body = ErrorBody),
         (status = 503, description = "The metadata store does not answer; nothing changed", body = ErrorBody),
@@ -217,10 +220,15 @@ async fn upload_model(
     let mut staged = None;
     while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
         let name = field.name().unwrap_or_default().to_string();
-        if staged.is_some() {
-            return Err(HttpError(ApiError::InvalidArgument(format!(
-                "field {name:?} comes after the file; send model_id and version before file"
-            ))));
+        if let Some(upload) = staged.as_mut() {
+            if name != "asset" {
+                return Err(HttpError(ApiError::InvalidArgument(format!(
+                    "field {name:?} comes after the file; send model_id and version before \
+                     file, and only asset files after it"
+                ))));
+            }
+            receive_asset(upload, field).await?;
+            continue;
         }
         match name.as_str() {
             "model_id" => model_id = Some(text_field(field, "model_id").await?.trim().to_string()),
@@ -256,9 +264,14 @@ async fn upload_model(
                     .await?,
                 );
             }
+            "asset" => {
+                return Err(HttpError(ApiError::InvalidArgument(
+                    "asset files come after the model's file field".into(),
+                )))
+            }
             other => {
                 return Err(HttpError(ApiError::InvalidArgument(format!(
-                    "unknown field {other:?}; expected model_id, version and file"
+                    "unknown field {other:?}; expected model_id, version, file and asset"
                 ))))
             }
         }
@@ -318,6 +331,17 @@ async fn receive_file(
         }
     }
     Ok(upload)
+}
+
+/// An `asset` part: a file the version needs beside the model, streamed into the
+/// staging directory under its file name.
+async fn receive_asset(upload: &mut manage::Upload, mut field: Field<'_>) -> Result<(), HttpError> {
+    let file_name = field.file_name().unwrap_or_default().to_string();
+    upload.begin_asset(&file_name).await?;
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        upload.write_asset(&chunk).await?;
+    }
+    Ok(())
 }
 
 // ---- reload, status, deploy, stop, delete ----
@@ -685,7 +709,7 @@ const ENDPOINTS: &[(&str, &str, &str)] = &[
     (
         "POST",
         "/upload_model",
-        "Upload a model file (multipart: model_id?, version?, file)",
+        "Upload a model file (multipart: model_id?, version?, file, then asset files beside it)",
     ),
     (
         "GET|POST",
@@ -756,7 +780,8 @@ mod schema {
     use serde_json::Value;
     use utoipa::ToSchema;
 
-    /// `POST /upload_model`'s form: `model_id` and `version` before `file`.
+    /// `POST /upload_model`'s form: `model_id` and `version` before `file`, `asset`
+    /// files after it.
     #[derive(ToSchema)]
     pub struct UploadForm {
         /// The model's name (default: the file name without its extension).
@@ -768,6 +793,10 @@ mod schema {
         /// The model file (.onnx, .pkl, .joblib, .bin/.ftz, a zipped SavedModel, ...).
         #[schema(format = Binary, content_media_type = "application/octet-stream")]
         file: String,
+        /// Files the version needs beside the model (`labels.txt`, `tokenizer.json`),
+        /// stored under their own names; repeat the field for several.
+        #[schema(required = false, format = Binary, content_media_type = "application/octet-stream")]
+        asset: String,
     }
 
     #[derive(ToSchema)]

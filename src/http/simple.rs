@@ -16,8 +16,14 @@
 //!   (unless in the path), optional `version`, and one or more file parts (each an
 //!   image; one file answers single values, several answer lists);
 //!
+//! * a model with `[postprocess] labels`: `"top_k": k` (JSON, or a multipart text
+//!   field) sets how many named classes `top_classes` holds (default: the config's
+//!   `top_k`, else every class); refused for a model without labels;
+//!
 //! Answer: `{"model_id", "version", "prediction", "probabilities"?, "classes"?,
-//! "latency", "timestamp", "time"}`; one row in gives single values out, a list of rows
+//! "top_classes"?, "latency", "timestamp", "time"}`, where `top_classes` is, for a
+//! model with labels, the k best classes of the score output as `{"label", "score"}`,
+//! best first; one row in gives single values out, a list of rows
 //! gives lists. `timestamp` is epoch seconds (a number, as the old services sent it),
 //! `time` the same instant as RFC 3339 text; `classes` have the type of the labels.
 
@@ -151,6 +157,9 @@ struct SimpleBody {
     single: bool,
     /// A fastText model's `k` and `threshold` (JSON bodies only).
     options: crate::backends::PredictOptions,
+    /// Named classes per row, for a model with `[postprocess] labels` (JSON and
+    /// multipart bodies).
+    top_k: Option<usize>,
 }
 
 fn is_form(headers: &HeaderMap) -> bool {
@@ -202,11 +211,11 @@ fn decode_json(bytes: &[u8]) -> Result<SimpleBody, HttpError> {
     if let Some(unknown) = request.keys().find(|k| {
         !matches!(
             k.as_str(),
-            "model_id" | "features" | "version" | "text" | "texts" | "k" | "threshold"
+            "model_id" | "features" | "version" | "text" | "texts" | "k" | "threshold" | "top_k"
         )
     }) {
         return Err(invalid(format!(
-            "unknown field {unknown:?}; expected model_id, features (or text, texts), version, k and threshold"
+            "unknown field {unknown:?}; expected model_id, features (or text, texts), version, k, threshold and top_k"
         )));
     }
     let model = match request.get("model_id") {
@@ -237,12 +246,17 @@ fn decode_json(bytes: &[u8]) -> Result<SimpleBody, HttpError> {
     };
     let version = parse_version(request.get("version"))?;
     let options = super::predict_options(request.get("k"), request.get("threshold"))?;
+    let top_k = match request.get("top_k") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(top_k_value(v.as_u64(), &v.to_string())?),
+    };
     Ok(SimpleBody {
         model,
         version,
         rows,
         single,
         options,
+        top_k,
     })
 }
 
@@ -312,6 +326,7 @@ fn decode_form(bytes: &[u8]) -> Result<SimpleBody, HttpError> {
         rows,
         single,
         options: Default::default(),
+        top_k: None,
     })
 }
 
@@ -354,6 +369,7 @@ async fn decode_multipart(content_type: &str, bytes: Bytes) -> Result<SimpleBody
         .await
         .map_err(|e| invalid(format!("malformed multipart body: {e}")))?;
     let (mut model, mut version, mut files) = (None, VersionRequest::Latest, Vec::new());
+    let mut top_k = None;
     while let Some(field) = multipart
         .next_field()
         .await
@@ -369,10 +385,14 @@ async fn decode_multipart(content_type: &str, bytes: Bytes) -> Result<SimpleBody
             (_, true) => files.push(data.to_vec()),
             ("model_id", false) => model = Some(text_field(&name, &data)?),
             ("version", false) => version = version_from_text(&text_field(&name, &data)?),
+            ("top_k", false) => {
+                let text = text_field(&name, &data)?;
+                top_k = Some(top_k_value(text.parse().ok(), &format!("{text:?}"))?);
+            }
             (other, false) => {
                 return Err(invalid(format!(
-                    "unknown multipart field {other:?}: send model_id, version and image files"
-                )))
+                "unknown multipart field {other:?}: send model_id, version, top_k and image files"
+            )))
             }
         }
     }
@@ -387,7 +407,20 @@ async fn decode_multipart(content_type: &str, bytes: Bytes) -> Result<SimpleBody
         single: files.len() == 1,
         rows: Rows::Files(files),
         options: Default::default(),
+        top_k,
     })
+}
+
+/// A request's `top_k`: a whole number, 1 or more.
+fn top_k_value(value: Option<u64>, given: &str) -> Result<usize, HttpError> {
+    value
+        .filter(|&k| k >= 1)
+        .and_then(|k| usize::try_from(k).ok())
+        .ok_or_else(|| {
+            invalid(format!(
+                "top_k must be a whole number, 1 or more, not {given}"
+            ))
+        })
 }
 
 fn text_field(name: &str, data: &[u8]) -> Result<String, HttpError> {
@@ -418,6 +451,7 @@ async fn answer(
             version: body.version,
             rows: body.rows,
             options: body.options,
+            top_k: body.top_k,
         },
     )
     .await?;
@@ -522,6 +556,10 @@ struct SimpleAnswer<'a> {
     probabilities: Option<NestedJson<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     classes: Option<Vec<Value>>,
+    /// A model with `[postprocess] labels`: the top-k classes, best first, as
+    /// `{"label", "score"}` (a list of them per row for a list of rows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_classes: Option<Value>,
     latency: f64,
     timestamp: f64,
     time: String,
@@ -544,12 +582,26 @@ fn encode(r: &SimpleResponse, single: bool) -> SimpleAnswer<'_> {
         }
         _ => None,
     };
+    let top_classes = r.top_classes.as_ref().map(|rows| {
+        let row_json = |row: &Vec<(String, f64)>| {
+            Value::Array(
+                row.iter()
+                    .map(|(label, score)| serde_json::json!({"label": label, "score": score}))
+                    .collect(),
+            )
+        };
+        match (single, rows.first()) {
+            (true, Some(row)) => row_json(row),
+            _ => Value::Array(rows.iter().map(row_json).collect()),
+        }
+    });
     SimpleAnswer {
         model_id: &r.handle.model,
         version: r.handle.version,
         prediction: pick(&r.prediction),
         probabilities,
         classes,
+        top_classes,
         latency: r.latency.as_secs_f64(),
         timestamp: epoch_seconds(now),
         time: utc_timestamp(now),
@@ -619,6 +671,10 @@ mod schema {
         /// A text model's lowest score.
         #[schema(required = false)]
         threshold: f64,
+        /// For a model with `[postprocess] labels`: how many of the best classes
+        /// `top_classes` holds (default: the config's `top_k`, else every class).
+        #[schema(required = false, minimum = 1)]
+        top_k: u64,
     }
 
     #[derive(ToSchema)]
@@ -632,6 +688,10 @@ mod schema {
         /// The classes, with the labels' type.
         #[schema(required = false)]
         classes: Vec<Value>,
+        /// For a model with `[postprocess] labels`: the best classes, best first,
+        /// each `{"label", "score"}` (a list of them per row for a list of rows).
+        #[schema(required = false)]
+        top_classes: Vec<Value>,
         /// Milliseconds.
         latency: f64,
         /// Seconds since the epoch.

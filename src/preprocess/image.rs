@@ -22,6 +22,9 @@ use crate::tensor::{Tensor, TensorData};
 struct Pixels {
     data: Vec<u8>,
     channels: usize,
+    /// The columns the image fills, from the left; the others are padding that is
+    /// 0 in the tensor (`resize = "fit_height"`). `width` for the other modes.
+    filled_width: usize,
 }
 
 /// The images of one request (BYTES, one encoded image per element) as the
@@ -49,7 +52,7 @@ pub fn images_to_tensor(
             ImageDtype::Uint8 => bytes.extend_from_slice(&ordered),
             ImageDtype::Fp32 => {
                 floats.reserve(per_image);
-                normalize_into(&ordered, config, &mut floats);
+                normalize_into(&ordered, pixels.filled_width, config, &mut floats);
             }
         }
     }
@@ -112,15 +115,21 @@ fn decode_and_resize(encoded: &[u8], config: &ImageConfig) -> Result<Pixels, Str
                         >> 16;
                 image::Luma([l as u8])
             });
+            let (fitted, filled_width) = fit(&gray, config);
             Ok(Pixels {
-                data: fit(&gray, config).into_raw(),
+                data: fitted.into_raw(),
                 channels: 1,
+                filled_width,
             })
         }
-        ChannelOrder::Rgb | ChannelOrder::Bgr => Ok(Pixels {
-            data: fit(&rgb, config).into_raw(),
-            channels: 3,
-        }),
+        ChannelOrder::Rgb | ChannelOrder::Bgr => {
+            let (fitted, filled_width) = fit(&rgb, config);
+            Ok(Pixels {
+                data: fitted.into_raw(),
+                channels: 3,
+                filled_width,
+            })
+        }
     }
 }
 
@@ -129,18 +138,22 @@ fn round_half_up(x: f64) -> u32 {
     (x + 0.5).floor().max(1.0) as u32
 }
 
-/// Resizes (bilinear) to the model's size as `config.resize` says.
+/// Resizes (bilinear) to the model's size as `config.resize` says; also gives the
+/// columns the image fills from the left (see [`Pixels::filled_width`]).
 fn fit<P>(
     img: &image::ImageBuffer<P, Vec<u8>>,
     config: &ImageConfig,
-) -> image::ImageBuffer<P, Vec<u8>>
+) -> (image::ImageBuffer<P, Vec<u8>>, usize)
 where
     P: image::Pixel<Subpixel = u8> + 'static,
 {
     let (w, h) = (config.width, config.height);
     let (sw, sh) = (f64::from(img.width()), f64::from(img.height()));
     match config.resize {
-        ResizeMode::Stretch => image::imageops::resize(img, w, h, FilterType::Triangle),
+        ResizeMode::Stretch => (
+            image::imageops::resize(img, w, h, FilterType::Triangle),
+            w as usize,
+        ),
         ResizeMode::FitPad => {
             let s = (f64::from(w) / sw).min(f64::from(h) / sh);
             let (nw, nh) = (round_half_up(sw * s).min(w), round_half_up(sh * s).min(h));
@@ -152,13 +165,23 @@ where
                 i64::from((w - nw) / 2),
                 i64::from((h - nh) / 2),
             );
-            canvas
+            (canvas, w as usize)
         }
         ResizeMode::Crop => {
             let s = (f64::from(w) / sw).max(f64::from(h) / sh);
             let (nw, nh) = (round_half_up(sw * s).max(w), round_half_up(sh * s).max(h));
             let resized = image::imageops::resize(img, nw, nh, FilterType::Triangle);
-            image::imageops::crop_imm(&resized, (nw - w) / 2, (nh - h) / 2, w, h).to_image()
+            let cropped =
+                image::imageops::crop_imm(&resized, (nw - w) / 2, (nh - h) / 2, w, h).to_image();
+            (cropped, w as usize)
+        }
+        ResizeMode::FitHeight => {
+            // rapidocr: `min(ceil(h * w0 / h0), w)`, computed as Python does, in f64.
+            let nw = (f64::from(h) * (sw / sh)).ceil().clamp(1.0, f64::from(w)) as u32;
+            let resized = image::imageops::resize(img, nw, h, FilterType::Triangle);
+            let mut canvas = image::ImageBuffer::<P, Vec<u8>>::new(w, h);
+            image::imageops::replace(&mut canvas, &resized, 0, 0);
+            (canvas, nw as usize)
         }
     }
 }
@@ -188,18 +211,24 @@ fn in_layout(pixels: &Pixels, config: &ImageConfig) -> Vec<u8> {
     out
 }
 
-/// `(pixel * scale - mean[c]) / std[c]` in float32, in numpy's order of operations.
-fn normalize_into(ordered: &[u8], config: &ImageConfig, out: &mut Vec<f32>) {
+/// `(pixel * scale - mean[c]) / std[c]` in float32, in numpy's order of operations;
+/// columns from `filled_width` on (padding) are 0.
+fn normalize_into(ordered: &[u8], filled_width: usize, config: &ImageConfig, out: &mut Vec<f32>) {
     let c = config.channels.count();
+    let width = config.width as usize;
     let scale = config.scale();
     let mean = |k: usize| config.mean.get(k).copied().unwrap_or(0.0);
     let std = |k: usize| config.std.get(k).copied().unwrap_or(1.0);
     let hw = ordered.len() / c;
     for (i, &p) in ordered.iter().enumerate() {
-        let k = match config.layout {
-            ImageLayout::Nchw => i / hw,
-            ImageLayout::Nhwc => i % c,
+        let (k, x) = match config.layout {
+            ImageLayout::Nchw => (i / hw, (i % hw) % width),
+            ImageLayout::Nhwc => (i % c, (i / c) % width),
         };
-        out.push((f32::from(p) * scale - mean(k)) / std(k));
+        out.push(if x < filled_width {
+            (f32::from(p) * scale - mean(k)) / std(k)
+        } else {
+            0.0
+        });
     }
 }

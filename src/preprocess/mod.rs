@@ -15,15 +15,24 @@
 
 pub mod image;
 pub mod labels;
+pub mod segmenter;
 pub mod tokenizer;
 
 use std::path::Path;
 
 use crate::backends::Backend;
 use crate::model_config::ModelConfig;
-use crate::tensor::{DataType, NamedTensor, Tensor, TensorData};
+use crate::tensor::{DataType, NamedTensor, Tensor, TensorData, TensorSpec};
 
 pub use labels::{classification_strings, load_labels, ClassScores};
+
+/// One row's named classes with their scores, best first (the simple API's
+/// `top_classes`).
+pub type TopClasses = Vec<(String, f64)>;
+
+/// The name metadata gives the text input of a model with a tokenizer (any BYTES
+/// input name is read as the text; the simple API sends this one).
+pub const TEXT_INPUT: &str = "text";
 
 /// Why a request cannot be pre- or post-processed.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +69,8 @@ pub struct Pipeline {
     pub image: Option<(String, crate::model_config::ImageConfig)>,
     /// `[preprocess] tokenizer`.
     pub tokenizer: Option<tokenizer::TextTokenizer>,
+    /// `[preprocess] segmenter` (jieba), applied to every text input.
+    pub segmenter: Option<segmenter::TextSegmenter>,
     /// `[postprocess] pooling` and `normalize`, on the score output (the token
     /// embeddings).
     pub pooling: Option<(crate::model_config::Pooling, bool)>,
@@ -134,6 +145,7 @@ impl Pipeline {
             )?),
             None => None,
         };
+        let segmenter = segmenter::TextSegmenter::load(version_dir, &config.preprocess)?;
         if let (Some(_), Some(spec)) = (post.pooling, spec) {
             if spec.shape.len() != 3 {
                 return Err(format!(
@@ -149,14 +161,15 @@ impl Pipeline {
             top_k: post.top_k,
             image,
             tokenizer,
+            segmenter,
             pooling: post.pooling.map(|p| (p, post.normalize)),
         })
     }
 
     /// Whether requests' inputs go through [`Pipeline::prepare_inputs`] (on a
-    /// blocking thread: decoding images is CPU work).
+    /// blocking thread: decoding images and segmenting text is CPU work).
     pub fn transforms_inputs(&self) -> bool {
-        self.image.is_some() || self.tokenizer.is_some()
+        self.image.is_some() || self.tokenizer.is_some() || self.segmenter.is_some()
     }
 
     /// The attention mask of prepared inputs, which mean pooling needs after the
@@ -169,24 +182,27 @@ impl Pipeline {
             .map(|(_, t)| t.clone())
     }
 
-    /// Turns what the client sent into the model's tensors: encoded images (BYTES)
-    /// sent to the image input are decoded, resized and normalized. A tensor that
-    /// is not BYTES passes as it is (a client may send the tensor itself).
+    /// Turns what the client sent into the model's tensors: texts are segmented
+    /// (jieba) or tokenized; encoded images (BYTES) sent to the image input are
+    /// decoded, resized and normalized. A tensor that is not BYTES passes as it is
+    /// (a client may send the tensor itself).
     pub fn prepare_inputs(
         &self,
         mut inputs: Vec<NamedTensor>,
     ) -> Result<Vec<NamedTensor>, PreprocessError> {
+        if let Some(segmenter) = &self.segmenter {
+            // Every text input, row by row (the config allows no tokenizer or image
+            // beside a segmenter).
+            return inputs
+                .into_iter()
+                .map(|(name, tensor)| Ok((name, segmenter.segment_tensor(tensor)?)))
+                .collect();
+        }
         if let Some(tokenizer) = &self.tokenizer {
             // The text: a BYTES tensor under any name but the graph's own inputs
             // (a client may send input_ids itself), one text per row.
             let Some(at) = inputs.iter().position(|(n, t)| {
-                t.dtype() == DataType::Bytes
-                    && ![
-                        tokenizer::INPUT_IDS,
-                        tokenizer::ATTENTION_MASK,
-                        tokenizer::TOKEN_TYPE_IDS,
-                    ]
-                    .contains(&n.as_str())
+                t.dtype() == DataType::Bytes && !tokenizer::GRAPH_INPUTS.contains(&n.as_str())
             }) else {
                 return Ok(inputs);
             };
@@ -202,7 +218,7 @@ impl Pipeline {
                 )));
             }
             let label = if name.is_empty() {
-                "text"
+                TEXT_INPUT
             } else {
                 name.as_str()
             };
@@ -231,6 +247,104 @@ impl Pipeline {
             *name = input.clone();
         }
         Ok(inputs)
+    }
+
+    /// The signature a client sees once this pipeline stands in front of the model
+    /// (what metadata answers, over every API): the image input takes encoded
+    /// images (BYTES `[-1]`); a tokenizer's graph inputs become one text input
+    /// ([`TEXT_INPUT`], BYTES `[-1]`); pooled token embeddings `[n, tokens, dim]`
+    /// are answered as `[n, dim]` FP32. Softmax and labels change no tensor type:
+    /// the score output still answers scores (labels come with the classification
+    /// extension, TF Serving classify and the simple API).
+    pub fn request_signature(
+        &self,
+        graph: &crate::backends::Signature,
+    ) -> crate::backends::Signature {
+        let text = || TensorSpec {
+            name: TEXT_INPUT.to_string(),
+            dtype: DataType::Bytes,
+            shape: vec![-1],
+        };
+        let mut inputs = Vec::with_capacity(graph.inputs.len());
+        for spec in &graph.inputs {
+            if self.tokenizer.is_some() && tokenizer::GRAPH_INPUTS.contains(&spec.name.as_str()) {
+                if spec.name == tokenizer::INPUT_IDS {
+                    inputs.push(text());
+                }
+            } else if self
+                .image
+                .as_ref()
+                .is_some_and(|(input, _)| *input == spec.name)
+            {
+                inputs.push(TensorSpec {
+                    name: spec.name.clone(),
+                    dtype: DataType::Bytes,
+                    shape: vec![-1],
+                });
+            } else {
+                inputs.push(spec.clone());
+            }
+        }
+        let outputs = graph
+            .outputs
+            .iter()
+            .map(|spec| match (self.pooling, &spec.shape[..]) {
+                (Some(_), &[n, _, dim]) if Some(&spec.name) == self.score_output.as_ref() => {
+                    TensorSpec {
+                        name: spec.name.clone(),
+                        dtype: DataType::F32,
+                        shape: vec![n, dim],
+                    }
+                }
+                _ => spec.clone(),
+            })
+            .collect();
+        crate::backends::Signature { inputs, outputs }
+    }
+
+    /// The output whose classes have names (`[postprocess] labels`): the score
+    /// output, when the config gives labels.
+    pub fn labelled_output(&self) -> Option<&str> {
+        self.labels.as_ref()?;
+        self.score_output.as_deref()
+    }
+
+    /// The `k` best named classes of each row of the score output, best first,
+    /// with their scores (the simple API's `top_classes`): `k` the request's, else
+    /// `[postprocess] top_k`, else every class. `None` for a model without labels.
+    pub fn top_classes(
+        &self,
+        outputs: &[NamedTensor],
+        k: Option<usize>,
+    ) -> Result<Option<Vec<TopClasses>>, PreprocessError> {
+        let (Some(labels), Some(output)) = (&self.labels, self.labelled_output()) else {
+            return Ok(None);
+        };
+        let k = k.or(self.top_k).unwrap_or(labels.len());
+        if k == 0 {
+            return Err(PreprocessError::InvalidInput(
+                "top_k must be 1 or more".into(),
+            ));
+        }
+        let Some((name, tensor)) = outputs.iter().find(|(n, _)| n == output) else {
+            return Err(PreprocessError::Internal(format!(
+                "the answer lacks the score output {output:?}"
+            )));
+        };
+        let rows = labels::class_rows(name, tensor)?;
+        Ok(Some(
+            rows.into_iter()
+                .map(|row| {
+                    labels::top_k(row, k)
+                        .into_iter()
+                        .map(|(index, score)| {
+                            let label = labels.get(index).cloned().unwrap_or_default();
+                            (label, score)
+                        })
+                        .collect()
+                })
+                .collect(),
+        ))
     }
 
     /// The class names of the score output, when the config gives them.

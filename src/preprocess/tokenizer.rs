@@ -17,6 +17,8 @@ use crate::tensor::{DataType, NamedTensor, Tensor, TensorData};
 pub const INPUT_IDS: &str = "input_ids";
 pub const ATTENTION_MASK: &str = "attention_mask";
 pub const TOKEN_TYPE_IDS: &str = "token_type_ids";
+/// Every graph input a tokenizer fills.
+pub const GRAPH_INPUTS: [&str; 3] = [INPUT_IDS, ATTENTION_MASK, TOKEN_TYPE_IDS];
 
 /// The most bytes a `tokenizer.json` may hold (MiniLM's is 0.7 MB; large
 /// multilingual ones are ~17 MB).
@@ -67,7 +69,7 @@ impl TextTokenizer {
         }
         if let Some(other) = inputs
             .iter()
-            .find(|s| ![INPUT_IDS, ATTENTION_MASK, TOKEN_TYPE_IDS].contains(&s.name.as_str()))
+            .find(|s| !GRAPH_INPUTS.contains(&s.name.as_str()))
         {
             return Err(format!(
                 "preprocess.tokenizer: the model's input {:?} is not one a tokenizer fills \

@@ -1,0 +1,191 @@
+//! `[preprocess] segmenter = "jieba"`: every text sent to the model becomes its words
+//! joined by spaces, as Python's `" ".join(jieba.cut(text, HMM=hmm))`, through
+//! jieba-rs with its default dictionary or a user dictionary in the version
+//! directory (`user_dict`). The old Chinese fastText service did exactly this before
+//! `model.predict`.
+//!
+//! It runs in `Pipeline::prepare_inputs`, before the batcher and on a blocking
+//! thread like the other pre-processing. A row that is not UTF-8 is passed on as it
+//! is, so the model refuses it with its own message (400), as it does unsegmented.
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use jieba_rs::Jieba;
+
+use super::PreprocessError;
+use crate::model_config::{PreprocessConfig, Segmenter};
+use crate::tensor::{Tensor, TensorData};
+
+/// The user dictionary may hold at most this many bytes (jieba's own default
+/// dictionary is about 5 MB).
+const MAX_USER_DICT_BYTES: u64 = 64 << 20;
+
+/// jieba with its default dictionary, built once per process (about 0.3 s and
+/// tens of MB) and shared by every version without a user dictionary.
+fn default_jieba() -> Arc<Jieba> {
+    static JIEBA: OnceLock<Arc<Jieba>> = OnceLock::new();
+    JIEBA.get_or_init(|| Arc::new(Jieba::new())).clone()
+}
+
+/// A version's segmenter.
+pub struct TextSegmenter {
+    jieba: Arc<Jieba>,
+    hmm: bool,
+}
+
+impl std::fmt::Debug for TextSegmenter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextSegmenter")
+            .field("hmm", &self.hmm)
+            .finish()
+    }
+}
+
+impl TextSegmenter {
+    /// The segmenter `[preprocess]` asks for (`None` without one), with its user
+    /// dictionary read from the version directory.
+    pub fn load(
+        version_dir: &Path,
+        config: &PreprocessConfig,
+    ) -> Result<Option<TextSegmenter>, String> {
+        let Some(Segmenter::Jieba) = config.segmenter else {
+            return Ok(None);
+        };
+        let jieba = match &config.user_dict {
+            None => default_jieba(),
+            Some(name) => Arc::new(load_user_dict(&version_dir.join(name), name)?),
+        };
+        Ok(Some(TextSegmenter {
+            jieba,
+            hmm: config.hmm,
+        }))
+    }
+
+    /// `" ".join(jieba.cut(text, HMM=hmm))`.
+    pub fn segment(&self, text: &str) -> String {
+        let tokens = self.jieba.cut(text, self.hmm);
+        let mut out = String::with_capacity(text.len() + tokens.len());
+        for (i, t) in tokens.iter().enumerate() {
+            if i > 0 {
+                out.push(' ');
+            }
+            out.push_str(t.word);
+        }
+        out
+    }
+
+    /// Every UTF-8 row of a BYTES tensor segmented; a tensor of another type, and
+    /// a row that is not UTF-8, unchanged.
+    pub fn segment_tensor(&self, tensor: Tensor) -> Result<Tensor, PreprocessError> {
+        let (shape, data) = tensor.into_parts();
+        let data = match data {
+            TensorData::Bytes(rows) => TensorData::Bytes(
+                rows.into_iter()
+                    .map(|row| match std::str::from_utf8(&row) {
+                        Ok(text) => self.segment(text).into_bytes(),
+                        Err(_) => row,
+                    })
+                    .collect(),
+            ),
+            other => other,
+        };
+        Tensor::new(shape, data).map_err(|e| PreprocessError::Internal(e.to_string()))
+    }
+}
+
+fn load_user_dict(path: &Path, name: &str) -> Result<Jieba, String> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| format!("jieba user dictionary {name}: {e}"))?
+        .len();
+    if size > MAX_USER_DICT_BYTES {
+        return Err(format!(
+            "jieba user dictionary {name} is {size} bytes, over the limit of {MAX_USER_DICT_BYTES}"
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| format!("jieba user dictionary {name}: {e}"))?;
+    let mut jieba = Jieba::new();
+    jieba
+        .load_dict(&mut bytes.as_slice())
+        .map_err(|e| format!("jieba user dictionary {name}: {e}"))?;
+    Ok(jieba)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn fixtures() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fasttext")
+    }
+
+    /// jieba-rs against Python jieba 0.42.1's `" ".join(jieba.cut(text, HMM=…))`, with
+    /// and without HMM and with a user dictionary (python/make_fasttext_models.py).
+    #[test]
+    fn jieba_segments_as_python_jieba() {
+        let expected: Value = serde_json::from_str(
+            &std::fs::read_to_string(fixtures().join("jieba_expected.json")).unwrap(),
+        )
+        .unwrap();
+        let config = |hmm: bool, user_dict: Option<&str>| PreprocessConfig {
+            segmenter: Some(Segmenter::Jieba),
+            hmm,
+            user_dict: user_dict.map(str::to_string),
+            ..PreprocessConfig::default()
+        };
+        for (key, hmm, user_dict) in [
+            ("hmm", true, None),
+            ("no_hmm", false, None),
+            ("with_user_dict", true, Some("user_dict.txt")),
+        ] {
+            let s = TextSegmenter::load(&fixtures(), &config(hmm, user_dict))
+                .unwrap()
+                .unwrap();
+            for case in expected[key].as_array().unwrap() {
+                let text = case["text"].as_str().unwrap();
+                assert_eq!(
+                    s.segment(text),
+                    case["segmented"].as_str().unwrap(),
+                    "{key}: {text}"
+                );
+            }
+        }
+        assert!(
+            TextSegmenter::load(&fixtures(), &PreprocessConfig::default())
+                .unwrap()
+                .is_none()
+        );
+        let missing = TextSegmenter::load(&fixtures(), &config(true, Some("nope.txt")));
+        assert!(missing
+            .unwrap_err()
+            .contains("jieba user dictionary nope.txt"));
+    }
+
+    #[test]
+    fn tensors_are_segmented_row_by_row() {
+        let s = TextSegmenter::load(
+            &fixtures(),
+            &PreprocessConfig {
+                segmenter: Some(Segmenter::Jieba),
+                ..PreprocessConfig::default()
+            },
+        )
+        .unwrap()
+        .unwrap();
+        let t = Tensor::new(
+            vec![2, 1],
+            TensorData::Bytes(vec!["我爱北京".as_bytes().to_vec(), vec![0xff, 0xfe]]),
+        )
+        .unwrap();
+        let out = s.segment_tensor(t).unwrap();
+        assert_eq!(out.shape(), &[2, 1]);
+        let TensorData::Bytes(rows) = out.data() else {
+            panic!("not bytes")
+        };
+        assert_eq!(rows[0], s.segment("我爱北京").into_bytes());
+        assert_eq!(rows[1], vec![0xff, 0xfe]);
+        let numbers = Tensor::new(vec![1], TensorData::F32(vec![1.0])).unwrap();
+        assert_eq!(s.segment_tensor(numbers.clone()).unwrap(), numbers);
+    }
+}
