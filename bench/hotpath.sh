@@ -4,7 +4,8 @@
 # Issue 9's hot-path targets, one command, one Markdown table on stdout (raw lines in
 # $OUT/raw.txt). Every ratio is against a ceiling measured in the same run:
 #  * one-row iris over REST at c = 1, 10, 64 (wrk, keep-alive): the bare hyper server
-#    (examples/bare_baseline.rs), then ferroserve's TF Serving REST, V2 JSON and simple
+#    (examples/bare_baseline.rs), then ferroserve's `GET /v2/health/live` (no model, the
+#    routing and middleware alone), TF Serving REST, V2 JSON and simple
 #    API on the ONNX iris LR, TF Serving REST on the native scikit-learn pickle, and TF
 #    Serving REST on the ONNX LR with batching on (zero delay);
 #  * gRPC at c = 10 and 64 (h2load): a bare tonic server answering a fixed ModelInfer
@@ -47,6 +48,14 @@ stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 rest() { # NAME C URL BODY
   local b; b=$(busy)
   local line; line=$("$PEERS_DIR/load.sh" "$3" "$4" "$2" "$T")
+  echo "rest $1 busy=$b% $line" | tee -a "$RAW" >&2
+}
+get() { # NAME C URL: keep-alive GET load (wrk, no script)
+  local b; b=$(busy)
+  local out; out=$(taskset -c "$LOAD_CPUS" wrk -t 1 -c "$2" -d "${T}s" --latency "$3")
+  local line; line=$(awk -v c="$2" -v t="$T" '
+    /Requests\/sec:/ {r=$2} / 50%/ {p50=$2} / 99%/ {p99=$2} /Non-2xx/ {e=$NF} /Socket errors/ {e+=0}
+    END {printf "gen=wrk c=%s t=%ss req/s=%s p50=%s p99=%s errors=%d", c, t, r, p50, p99, e}' <<<"$out")
   echo "rest $1 busy=$b% $line" | tee -a "$RAW" >&2
 }
 grpc() { # NAME C PORT BODY METHOD
@@ -111,7 +120,7 @@ U=http://127.0.0.1:18200
 if has rest; then
   "$PEERS_DIR/load.sh" "$U/v1/models/iris_lr:predict" "$TFS_BODY" 10 2 >/dev/null
   for c in 1 10 64; do
-    rest live "$c" "$U/v2/health/live" "$TFS_BODY"
+    get live "$c" "$U/v2/health/live"
     rest tfs "$c" "$U/v1/models/iris_lr:predict" "$TFS_BODY"
     rest v2 "$c" "$U/v2/models/iris_lr/infer" "$V2_BODY"
     rest simple "$c" "$U/predict" "$SIMPLE_BODY"
