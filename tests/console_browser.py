@@ -193,8 +193,12 @@ def run(browser, binary, with_tokens):
             expect(page.locator("#manage-result")).to_contain_text("deployed", timeout=WAIT_MS)
             expect(page.locator("#model-detail")).to_contain_text("500m", timeout=WAIT_MS)
             expect(page.locator("#model-detail")).to_contain_text("30 s")
+            # Stopping a deployed model ends its deployment: it is served in process
+            # again (its worker drains and exits). Stopping it again stops it.
             page.click('button[data-action="stop"]')
             expect(page.locator("#manage-result")).to_contain_text("stop", timeout=WAIT_MS)
+            expect(page.locator("#model-detail")).to_contain_text("Not deployed", timeout=WAIT_MS)
+            page.click('button[data-action="stop"]')
             expect(page.locator("#model-detail")).to_contain_text("(stopped)", timeout=WAIT_MS)
             page.click('button[data-action="delete"]')
             page.wait_for_url(base + "/console", timeout=WAIT_MS)
