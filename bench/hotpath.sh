@@ -162,7 +162,8 @@ for r in rows:
         print(f"| memory | ferroserve RSS | | | | | | | {int(field(r, 'rss_kb')) // 1024} MiB |"); continue
     c = field(r, "c") or "10"
     base = ceiling.get((r[0], c))
-    ratio = "" if r[1] in ("bare", "bare-tonic") or not base else f"{rate(r) / base:.2f}x bare"
+    ceiling_name = "bare tonic" if r[0] == "grpc" else "bare"
+    ratio = "" if r[1] in ("bare", "bare-tonic") or not base else f"{rate(r) / base:.2f}x {ceiling_name}"
     if r[0] == "grpc" and r[1] != "bare-tonic" and rest_tfs.get(c):
         ratio += f", {rate(r) / rest_tfs[c]:.2f}x REST tfs"
     p50 = field(r, "p50") or (("mean " + field(r, "mean")) if field(r, "mean") else "")
