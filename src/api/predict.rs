@@ -265,6 +265,8 @@ async fn run(
         deadline: Some(tokio::time::Instant::from_std(deadline)),
         options: request.options,
         signature: signature_name,
+        // A job's thread never runs the model itself (see `QueuedRequest`).
+        may_run_inline: request.protocol != Protocol::Job,
     };
     let mut outputs = match handle.queue.submit(&state.inference, queued).await {
         Ok(outputs) => outputs,

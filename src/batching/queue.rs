@@ -38,6 +38,11 @@ pub struct QueuedRequest {
     pub options: PredictOptions,
     /// The model's signature to run (TF SavedModels); empty: the default one.
     pub signature: String,
+    /// Whether a cheap batch holding this request may run on the thread that closes
+    /// it (`inline_max_micros`). Off for batch-scoring jobs: their thread would then
+    /// run the model itself, taking the CPU from the async workers for the whole job
+    /// and the online requests' tail latency with it.
+    pub may_run_inline: bool,
 }
 
 /// Why a queued request got no outputs.
@@ -83,6 +88,7 @@ struct Entry {
     options: PredictOptions,
     /// Empty: the model's default signature.
     signature: String,
+    may_run_inline: bool,
     /// Rows along the batch dimension; `None` when this request cannot be merged
     /// with others (batching off, or inputs that disagree on their first dimension).
     rows: Option<usize>,
@@ -297,6 +303,7 @@ impl BatchQueue {
                 outputs: request.outputs,
                 options: request.options,
                 signature: request.signature,
+                may_run_inline: request.may_run_inline,
                 rows,
                 size: size.unwrap_or(1).max(1),
                 deadline,
@@ -502,7 +509,7 @@ impl BatchQueue {
     /// that just finished a batch). Until a first run was timed, nothing runs
     /// inline, and a run that turns out slow moves the next ones back to the pool.
     fn runs_inline(&self, batch: &[Entry]) -> bool {
-        if self.limits.inline_max.is_zero() {
+        if self.limits.inline_max.is_zero() || !batch.iter().all(|e| e.may_run_inline) {
             return false;
         }
         let per_row = self.nanos_per_row.load(Ordering::Relaxed);
@@ -871,6 +878,7 @@ mod tests {
             deadline,
             options: PredictOptions::default(),
             signature: String::new(),
+            may_run_inline: true,
         }
     }
 
@@ -1203,5 +1211,25 @@ mod tests {
         let threads = model.threads.lock().clone();
         assert!(!threads[1].starts_with("inference-"), "{threads:?}");
         assert!(threads[2].starts_with("inference-"), "{threads:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn requests_that_may_not_run_inline_always_use_the_inference_threads() {
+        let pool = Arc::new(InferencePool::new(1));
+        let model = Arc::new(Doubler::new(true));
+        let q = queue(&model, &config(false, 1, 0));
+        q.submit(&pool, request(1, 1.0, None)).await.unwrap();
+        wait_until(|| q.nanos_per_row.load(Ordering::Relaxed) != u64::MAX).await;
+        q.nanos_per_row.store(100, Ordering::Relaxed);
+        for _ in 0..3 {
+            let mut r = request(1, 1.0, None);
+            r.may_run_inline = false;
+            q.submit(&pool, r).await.unwrap();
+        }
+        let threads = model.threads.lock().clone();
+        assert!(
+            threads.iter().all(|t| t.starts_with("inference-")),
+            "{threads:?}"
+        );
     }
 }
