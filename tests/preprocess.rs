@@ -578,15 +578,8 @@ async fn images_become_the_tensor_pil_and_numpy_make_over_every_api() {
         let form = reqwest::multipart::Form::new()
             .text("model_id", name.clone())
             .part("image", part(0));
-        let r = server
-            .client
-            .post(server.url("/predict"))
-            .multipart(form)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let body: Value = r.json().await.unwrap();
+        let (status, body) = server.post_multipart("/predict", form).await;
+        assert_eq!(status, 200, "{body}");
         compare(
             &format!("simple {name} {}", cases[0]["image"]),
             cases[0],
@@ -596,15 +589,10 @@ async fn images_become_the_tensor_pil_and_numpy_make_over_every_api() {
         for i in 0..cases.len() {
             form = form.part(format!("image{i}"), part(i));
         }
-        let r = server
-            .client
-            .post(server.url(&format!("/predict/{name}")))
-            .multipart(form)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let body: Value = r.json().await.unwrap();
+        let (status, body) = server
+            .post_multipart(&format!("/predict/{name}"), form)
+            .await;
+        assert_eq!(status, 200, "{body}");
         let rows = body["prediction"].as_array().unwrap();
         assert_eq!(rows.len(), cases.len());
         for (case, row) in cases.iter().zip(rows) {
@@ -728,15 +716,8 @@ async fn bad_images_and_misplaced_text_are_400s_with_clear_messages() {
 
     // A multipart request without a file, and a file that is not an image.
     let form = reqwest::multipart::Form::new().text("model_id", "img");
-    let r = server
-        .client
-        .post(server.url("/predict"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let body: Value = r.json().await.unwrap();
+    let (status, body) = server.post_multipart("/predict", form).await;
+    assert_eq!(status, 400, "{body}");
     assert!(
         body["error"]
             .as_str()
@@ -750,15 +731,8 @@ async fn bad_images_and_misplaced_text_are_400s_with_clear_messages() {
             "image",
             reqwest::multipart::Part::bytes(b"GIF89a not really".to_vec()).file_name("x.gif"),
         );
-    let r = server
-        .client
-        .post(server.url("/predict"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let body: Value = r.json().await.unwrap();
+    let (status, body) = server.post_multipart("/predict", form).await;
+    assert_eq!(status, 400, "{body}");
     assert!(
         body["error"]
             .as_str()
@@ -1481,15 +1455,8 @@ async fn ppocr_direction_classifier_answers_as_rapidocr() {
                 .file_name(case["image"].as_str().unwrap().to_string()),
         );
     }
-    let r = server
-        .client
-        .post(server.url("/predict/ppocr_cls"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let body: Value = r.json().await.unwrap();
+    let (status, body) = server.post_multipart("/predict/ppocr_cls", form).await;
+    assert_eq!(status, 200, "{body}");
     let rows = body["top_classes"]
         .as_array()
         .unwrap_or_else(|| panic!("{body}"));
@@ -1532,19 +1499,7 @@ async fn upload_with_assets(
             reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.to_string()),
         );
     }
-    let r = server
-        .client
-        .post(server.url("/upload_model"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    server.post_multipart("/upload_model", form).await
 }
 
 /// The versions of a model on disk, ascending.

@@ -130,12 +130,7 @@ impl TestServer {
 
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
         let r = self.client.get(self.url(path)).send().await.unwrap();
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
-        )
+        status_and_body(r).await
     }
 
     pub async fn post_json(
@@ -144,6 +139,22 @@ impl TestServer {
         body: &serde_json::Value,
     ) -> (u16, serde_json::Value) {
         self.post_raw(path, body.to_string().into_bytes()).await
+    }
+
+    /// A multipart POST; the status and the JSON body (the text when not JSON).
+    pub async fn post_multipart(
+        &self,
+        path: &str,
+        form: reqwest::multipart::Form,
+    ) -> (u16, serde_json::Value) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        status_and_body(r).await
     }
 
     pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
@@ -155,12 +166,7 @@ impl TestServer {
             .send()
             .await
             .unwrap();
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
-        )
+        status_and_body(r).await
     }
 
     /// Stops the server gracefully and checks that it exited cleanly.
@@ -180,19 +186,7 @@ impl TestServer {
             "file",
             reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_string()),
         );
-        let r = self
-            .client
-            .post(self.url("/upload_model"))
-            .multipart(form)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
-        )
+        self.post_multipart("/upload_model", form).await
     }
 
     pub async fn stop(mut self) {
@@ -224,4 +218,14 @@ pub fn assert_close(actual: f64, expected: f64, rel: f64, what: &str) {
         (actual - expected).abs() <= tol,
         "{what}: {actual} != {expected} (rel tol {rel})"
     );
+}
+
+/// An answer's status and JSON body (the text when it is not JSON).
+pub async fn status_and_body(r: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
 }
