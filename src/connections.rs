@@ -251,6 +251,7 @@ pub const MIN_HEADER_BYTES: usize = 8192;
 pub async fn serve(
     mut listener: ServerListener,
     router: axum::Router,
+    fast_path: Option<crate::http::AppState>,
     options: ConnectionOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
@@ -267,6 +268,7 @@ pub async fn serve(
             (io, peer, permit) = listener.accept_limited() => {
                 let service = ConnectionService {
                     router: router.clone(),
+                    fast_path: fast_path.clone(),
                     peer,
                     activity: Arc::new(ConnectionActivity::new()),
                     body_read_timeout: options.body_read_timeout,
@@ -583,6 +585,9 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for WatchedIo<I> {
 #[derive(Clone)]
 pub struct ConnectionService {
     router: axum::Router,
+    /// The REST predict routes' way around the router (`crate::http::fast`);
+    /// `None` on gRPC.
+    fast_path: Option<crate::http::AppState>,
     peer: SocketAddr,
     activity: Arc<ConnectionActivity>,
     body_read_timeout: Option<Duration>,
@@ -607,16 +612,31 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
             Some(timeout) => Body::new(ReadTimeoutBody::new(body, timeout)),
             None => Body::new(body),
         };
-        let request = http::Request::from_parts(parts, body);
-        let router = self.router.clone();
-        Box::pin(async move {
-            let response = tower::ServiceExt::oneshot(router, request).await?;
-            Ok(response.map(|body| {
+        let guard_body = |response: http::Response<Body>| {
+            response.map(|body| {
                 Body::new(GuardedBody {
                     inner: body,
                     _guard: guard,
                 })
-            }))
+            })
+        };
+        if let Some(state) = &self.fast_path {
+            if crate::http::fast::takes(state, &parts) {
+                let request = http::Request::from_parts(parts, body);
+                let state = state.clone();
+                let peer = self.peer;
+                return Box::pin(async move {
+                    Ok(guard_body(
+                        crate::http::fast::serve(state, request, peer).await,
+                    ))
+                });
+            }
+        }
+        let request = http::Request::from_parts(parts, body);
+        let router = self.router.clone();
+        Box::pin(async move {
+            let response = tower::ServiceExt::oneshot(router, request).await?;
+            Ok(guard_body(response))
         })
     }
 }

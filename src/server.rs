@@ -333,6 +333,8 @@ pub async fn run(
     let rest = tokio::spawn(crate::connections::serve(
         rest_listener,
         rest_router,
+        // Small predict requests skip the router (`crate::http::fast`).
+        Some(state.clone()),
         crate::connections::ConnectionOptions::rest(&state.settings),
         stopped(stop_rx.clone()),
     ));

@@ -73,7 +73,7 @@ pub async fn serve(
         shutdown.await;
         stop_streams.cancel();
     };
-    crate::connections::serve(listener, router, options, shutdown).await;
+    crate::connections::serve(listener, router, None, options, shutdown).await;
 }
 
 tokio::task_local! {

@@ -69,7 +69,7 @@ pub async fn require(State(state): State<AppState>, request: Request, next: Next
     response
 }
 
-fn denied_response(denied: &Denied) -> Response {
+pub(super) fn denied_response(denied: &Denied) -> Response {
     let status = if denied.is_unauthenticated() {
         StatusCode::UNAUTHORIZED
     } else {

@@ -15,6 +15,7 @@
 //!   management, cross-site refusal)
 
 mod auth;
+pub mod fast;
 pub mod job_uploads;
 mod jobs;
 mod manage;

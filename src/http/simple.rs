@@ -476,7 +476,7 @@ async fn answer(
         (status = 503, description = "The model is not available now", body = ErrorBody),
         (status = 504, description = "The prediction took longer than the deadline", body = ErrorBody),
     ))]
-async fn predict_post(
+pub(super) async fn predict_post(
     State(state): State<AppState>,
     headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
@@ -507,7 +507,7 @@ async fn predict_post(
         (status = 503, description = "The model is not available now", body = ErrorBody),
         (status = 504, description = "The prediction took longer than the deadline", body = ErrorBody),
     ))]
-async fn predict_model_post(
+pub(super) async fn predict_model_post(
     State(state): State<AppState>,
     Path(model): Path<String>,
     headers: HeaderMap,

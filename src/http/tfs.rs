@@ -328,7 +328,7 @@ fn encode_rows(outputs: &[NamedTensor]) -> Result<RowsJson<'_>, ApiError> {
     Ok(RowsJson { outputs, batch })
 }
 
-async fn post_model(
+pub(super) async fn post_model(
     State(state): State<AppState>,
     Path(rest): Path<String>,
     raw: Result<Bytes, BytesRejection>,

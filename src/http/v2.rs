@@ -341,7 +341,7 @@ fn flag(params: &Map<String, Value>, name: &str) -> bool {
         (status = 503, description = "The model is not available now", body = super::openapi::ErrorBody),
         (status = 504, description = "The inference took longer than the deadline", body = super::openapi::ErrorBody),
     ))]
-async fn infer(
+pub(super) async fn infer(
     State(state): State<AppState>,
     Path(model): Path<String>,
     headers: HeaderMap,
@@ -371,7 +371,7 @@ async fn infer(
         (status = 503, description = "The model is not available now", body = super::openapi::ErrorBody),
         (status = 504, description = "The inference took longer than the deadline", body = super::openapi::ErrorBody),
     ))]
-async fn infer_version(
+pub(super) async fn infer_version(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
     headers: HeaderMap,
