@@ -361,6 +361,7 @@ impl Jobs {
             let handle = std::thread::Builder::new()
                 .name(format!("ferroserve-job-{n}"))
                 .spawn(move || {
+                    lower_priority();
                     while let Ok(id) = rx.recv() {
                         let Some(runner) = runner.upgrade() else {
                             return;
@@ -837,5 +838,56 @@ mod tests {
         assert!(!is_orphan(&job("host-b:1", fresh), &me, false, now));
         assert!(is_orphan(&job("host-b:1", stale), &me, false, now));
         assert!(is_orphan(&job("", 0), &me, false, now));
+    }
+}
+
+/// How many nice steps below the server's own a job thread runs: the scheduler
+/// gives a waiting online request the CPU before the job's parsing and formatting,
+/// and the job still gets every cycle nothing else wants (issue 13: jobs yield to
+/// online traffic).
+pub const JOB_NICE: libc::c_int = 10;
+
+/// Lowers the calling thread's scheduling priority by [`JOB_NICE`] (at most to
+/// 19). Linux sets a thread's nice value with `PRIO_PROCESS` and its thread id.
+fn lower_priority() {
+    // SAFETY: `gettid`, `getpriority` and `setpriority` touch no memory of ours.
+    let (tid, now) = unsafe {
+        let tid = libc::gettid() as libc::id_t;
+        (tid, libc::getpriority(libc::PRIO_PROCESS, tid))
+    };
+    let nice = (now + JOB_NICE).min(19);
+    // SAFETY: as above.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, nice) } != 0 {
+        tracing::warn!(
+            "cannot lower a job thread's priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+#[cfg(test)]
+mod priority_tests {
+    /// The calling thread's nice value.
+    fn thread_nice() -> libc::c_int {
+        // SAFETY: as in `lower_priority`.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+    }
+
+    #[test]
+    fn a_job_thread_runs_below_the_server_and_only_it_does() {
+        let server = thread_nice();
+        let job = std::thread::spawn(|| {
+            super::lower_priority();
+            thread_nice()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(job, (server + super::JOB_NICE).min(19));
+        assert!(job > server || server == 19);
+        assert_eq!(
+            thread_nice(),
+            server,
+            "the calling thread keeps its priority"
+        );
     }
 }
