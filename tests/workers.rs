@@ -1223,3 +1223,138 @@ async fn a_model_its_worker_cannot_load_is_refused_at_once() {
     .await;
     assert_eq!(code, 200);
 }
+
+const MANAGER: &str = "fst_workers-test-manager-token";
+const READER: &str = "fst_workers-test-reader-token";
+
+/// A tokens file (issue 10's format) with a manager and an inference-only reader.
+fn write_tokens(path: &Path) {
+    let entry = |name: &str, token: &str, scopes: &str| {
+        format!(
+            "[[token]]\nname = \"{name}\"\nsha256 = \"{}\"\nscopes = [{scopes}]\n",
+            ferroserve::auth::to_hex(&ferroserve::auth::token_sha256(token))
+        )
+    };
+    let text = entry("manager", MANAGER, r#""inference", "management""#)
+        + &entry("reader", READER, r#""inference""#);
+    std::fs::write(path, text).unwrap();
+}
+
+async fn send_with(request: reqwest::RequestBuilder, token: Option<&str>) -> (u16, Value) {
+    match token {
+        Some(t) => send(request.bearer_auth(t)).await,
+        None => send(request).await,
+    }
+}
+
+/// The value of `name` in the environment `pid` started with.
+fn initial_env(pid: u64, name: &str) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    environ.split(|b| *b == 0).find_map(|kv| {
+        let kv = String::from_utf8_lossy(kv);
+        kv.strip_prefix(&format!("{name}=")).map(str::to_string)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tokens_the_server_reads_its_workers_and_clients_keep_their_scope() {
+    let repo = tempfile::tempdir().unwrap();
+    install(repo.path(), "iris", "examples/models/iris_lr/1/model.onnx");
+    let tokens = repo.path().join("tokens.toml");
+    write_tokens(&tokens);
+    let server = start_server(
+        repo.path(),
+        port_range(20),
+        &["--auth-tokens", tokens.to_str().unwrap()],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let (code, answer) = send_with(
+        client
+            .post(server.url("/deploy"))
+            .json(&json!({"model_id": "iris"})),
+        Some(MANAGER),
+    )
+    .await;
+    assert_eq!(code, 200, "{answer}\n{}", server.log());
+    let (pid, port) = (pid_of(&answer), answer["port"].as_u64().unwrap());
+
+    // The registry shows what the worker says of its model: the main server reads
+    // its status past the worker's tokens file, now and at every health check.
+    let registry_entry = || async {
+        let (code, entry) = send_with(
+            client.get(server.url("/registry/services/iris")),
+            Some(READER),
+        )
+        .await;
+        assert_eq!(code, 200, "{entry}");
+        entry
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let checked_after = Instant::now() + Duration::from_millis(2500);
+    loop {
+        let entry = registry_entry().await;
+        let good = entry["state"] == "ready"
+            && entry["healthy"] == true
+            && entry["served_versions"] == json!([1])
+            && entry["versions"][0]["state"] == "AVAILABLE";
+        if good && Instant::now() > checked_after {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the registry does not show the worker's model: {entry}\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, status) = send_with(client.get(server.url("/models/status")), Some(READER)).await;
+    assert_eq!(code, 200, "{status}");
+    let iris = status["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model_id"] == "iris")
+        .unwrap();
+    assert_eq!(iris["served_versions"], json!([1]), "{status}");
+
+    // Clients' tokens pass through: the main server and the worker both enforce them.
+    let predict = json!({"model_id": "iris", "features": ROW});
+    let worker = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    for url in [server.url("/predict"), worker("/predict")] {
+        let (code, body) = send_with(client.post(&url).json(&predict), Some(READER)).await;
+        assert_eq!(code, 200, "{url}: {body}");
+        let (code, body) = send_with(client.post(&url).json(&predict), None).await;
+        assert_eq!(code, 401, "{url}: {body}");
+        let (code, body) = send_with(client.post(&url).json(&predict), Some("fst_wrong")).await;
+        assert_eq!(code, 401, "{url}: {body}");
+    }
+    let instances = json!({"instances": [ROW]});
+    let url = server.url("/v1/models/iris:predict");
+    let (code, body) = send_with(client.post(&url).json(&instances), Some(READER)).await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = send_with(client.post(&url).json(&instances), None).await;
+    assert_eq!(code, 401, "{body}");
+    for path in ["/models/status", "/v1/models/iris"] {
+        let (code, body) = send_with(client.get(worker(path)), None).await;
+        assert_eq!(code, 401, "{path}: {body}");
+    }
+    // Open routes stay open through the main server.
+    let (code, body) = send_with(client.get(server.url("/v2/models/iris/ready")), None).await;
+    assert_eq!(code, 200, "{body}");
+
+    // The supervisor's token reaches the worker in its environment only: not on its
+    // command line, not in the registry, not in the logs, and it opens nothing on
+    // the main server.
+    let token = initial_env(pid, "FERROSERVE_SUPERVISOR_TOKEN").expect("the worker got a token");
+    assert!(token.len() >= 40, "a short token");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(!String::from_utf8_lossy(&cmdline).contains(&token));
+    let (_, list) = send_with(client.get(server.url("/registry/services")), Some(READER)).await;
+    assert!(!list.to_string().contains(&token), "{list}");
+    assert!(!server.log().contains(&token));
+    let (code, body) = send_with(client.get(worker("/models/status")), Some(&token)).await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = send_with(client.get(server.url("/models/status")), Some(&token)).await;
+    assert_eq!(code, 401, "{body}");
+}
