@@ -1358,3 +1358,99 @@ async fn with_tokens_the_server_reads_its_workers_and_clients_keep_their_scope()
     let (code, body) = send_with(client.get(server.url("/models/status")), Some(&token)).await;
     assert_eq!(code, 401, "{body}");
 }
+
+/// A repository with the scikit-learn iris model (named features) as `iris`, and a
+/// data directory holding `in.csv` (four rows of its features).
+fn scoring_repo() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let version = repo.join("iris/1");
+    std::fs::create_dir_all(&version).unwrap();
+    std::fs::copy(
+        root_path("examples/models/iris_sklearn/1/model.joblib"),
+        version.join("model.joblib"),
+    )
+    .unwrap();
+    std::fs::write(
+        repo.join("iris/config.toml"),
+        "feature_names = [\"sepal_length\", \"sepal_width\", \"petal_length\", \"petal_width\"]\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        data.join("in.csv"),
+        "id,sepal_length,sepal_width,petal_length,petal_width\n\
+         1,5.1,3.5,1.4,0.2\n2,6.2,2.9,4.3,1.3\n3,7.7,3.0,6.1,2.3\n4,5.9,3.0,5.1,1.8\n",
+    )
+    .unwrap();
+    (dir, repo)
+}
+
+async fn wait_job(server: &ChildServer, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, job) = get(server.url(&format!("/v1/jobs/{id}"))).await;
+        assert_eq!(code, 200, "{job}");
+        if matches!(
+            job["state"].as_str(),
+            Some("succeeded" | "failed" | "cancelled")
+        ) {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "the job did not finish: {job}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scoring_job_on_a_deployed_model_is_refused_naming_the_deployment() {
+    let (dir, repo) = scoring_repo();
+    let data = dir.path().join("data");
+    let server = start_server(
+        &repo,
+        port_range(20),
+        &["--data-dir", data.to_str().unwrap()],
+    )
+    .await;
+    let job = |sink: &str| {
+        json!({"kind": "score", "spec": {
+            "model": "iris", "source": {"path": "in.csv"}, "sink": {"path": sink},
+            "carry": ["id"],
+        }})
+    };
+    // Served in-process: scored.
+    let (code, body) = post(server.url("/v1/jobs"), &job("before.csv")).await;
+    assert_eq!(code, 202, "{body}");
+    let done = wait_job(&server, body["job_id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+
+    // Deployed: refused at submission, saying what to do instead.
+    let (code, answer) = deploy(&server, json!({"model_id": "iris"})).await;
+    assert_eq!(code, 200, "{answer}\n{}", server.log());
+    let port = answer["port"].as_u64().unwrap();
+    let (code, body) = post(server.url("/v1/jobs"), &job("during.csv")).await;
+    assert_eq!(code, 409, "{body}");
+    let error = body["error"].as_str().unwrap();
+    for part in [
+        "spec.model",
+        "deployed in its own worker process",
+        &format!("port {port}"),
+        "/stop_deployment/iris",
+    ] {
+        assert!(error.contains(part), "{part:?} not in {body}");
+    }
+    assert!(!data.join("during.csv").exists());
+
+    // Back in process: scored again, with the same answers as before.
+    let (code, body) = send(reqwest::Client::new().post(server.url("/stop_deployment/iris"))).await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = post(server.url("/v1/jobs"), &job("after.csv")).await;
+    assert_eq!(code, 202, "{body}");
+    let done = wait_job(&server, body["job_id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(
+        std::fs::read_to_string(data.join("before.csv")).unwrap(),
+        std::fs::read_to_string(data.join("after.csv")).unwrap()
+    );
+}

@@ -68,6 +68,9 @@ async fn check_spec(state: &ServerState, spec: &JobSpec) -> Result<(), ApiError>
 /// What can be checked before a scoring job runs: the model and version exist,
 /// rows can be named for it, the outputs asked for are its.
 fn check_score(state: &ServerState, s: &spec::ScoreSpec) -> Result<(), ApiError> {
+    if let Some(why) = crate::workers::scoring_refusal(state, &s.model) {
+        return Err(ApiError::Conflict(format!("spec.model: {why}")));
+    }
     let handle =
         state
             .manager

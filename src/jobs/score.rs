@@ -29,6 +29,10 @@ fn failed(e: impl std::fmt::Display) -> JobError {
 
 pub fn run(ctx: &JobContext, spec: &ScoreSpec) -> Result<serde_json::Value, JobError> {
     ctx.progress(|p| p.stage = "resolving the model".into());
+    // Deployed after the job was queued: its worker alone holds it.
+    if let Some(why) = crate::workers::scoring_refusal(&ctx.state, &spec.model) {
+        return Err(failed(why));
+    }
     let handle = ctx
         .state
         .manager

@@ -72,6 +72,20 @@ pub fn forwarded_status(status: tonic::Status) -> tonic::Status {
     }
 }
 
+/// Why a scoring job cannot use `model`, when it is deployed in a worker: a job
+/// scores with a model this process serves, and a deployed model lives only in its
+/// worker (`None` when the model is not deployed).
+pub fn scoring_refusal(state: &crate::api::ServerState, model: &str) -> Option<String> {
+    let status = state.workers.get()?.status(model)?;
+    Some(format!(
+        "model {model:?} is deployed in its own worker process (port {}), and scoring \
+         jobs run only on models served in this process: stop its deployment first \
+         (POST /stop_deployment/{model}), or score through the worker's own API \
+         (http://{}:{}/predict/{model})",
+        status.port, status.host, status.port
+    ))
+}
+
 /// A deployment's registry entry.
 pub fn status_json(s: &WorkerStatus) -> Value {
     let base = format!("http://{}", std::net::SocketAddr::new(s.host, s.port));
