@@ -1454,3 +1454,65 @@ async fn a_scoring_job_on_a_deployed_model_is_refused_naming_the_deployment() {
         std::fs::read_to_string(data.join("after.csv")).unwrap()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployed_model_left_out_of_a_reloaded_config_loses_its_worker() {
+    use ferroserve_proto::tensorflow::serving::model_service_client::ModelServiceClient;
+    use ferroserve_proto::tensorflow::serving::{self as tfs};
+
+    let repo = tempfile::tempdir().unwrap();
+    install(repo.path(), "iris", "examples/models/iris_lr/1/model.onnx");
+    install(repo.path(), "other", "examples/models/iris_dt/1/model.onnx");
+    let grpc_port = free_port();
+    let server = start_server_with_grpc(repo.path(), port_range(20), grpc_port, &[]).await;
+    let (code, answer) = deploy(&server, json!({"model_id": "iris"})).await;
+    assert_eq!(code, 200, "{answer}");
+    let pid = pid_of(&answer);
+    let mut models = ModelServiceClient::connect(format!("http://127.0.0.1:{grpc_port}"))
+        .await
+        .unwrap();
+    let reload = |names: &[&str]| tfs::ReloadConfigRequest {
+        config: Some(tfs::ModelServerConfig {
+            config: Some(tfs::model_server_config::Config::ModelConfigList(
+                tfs::ModelConfigList {
+                    config: names
+                        .iter()
+                        .map(|n| tfs::ModelConfig {
+                            name: n.to_string(),
+                            model_platform: "onnx".into(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                },
+            )),
+        }),
+    };
+    let predict = |model: &str| {
+        let url = server.url("/predict");
+        let body = json!({"model_id": model, "features": ROW});
+        async move { post(url, &body).await.0 }
+    };
+
+    // A list without iris: its worker goes, with its deployment, as a stop would.
+    models
+        .handle_reload_config_request(reload(&["other"]))
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", server.log()));
+    assert_gone(&[pid], Duration::from_secs(15));
+    assert_eq!(get(server.url("/registry/services/iris")).await.0, 404);
+    let (code, list) = get(server.url("/registry/services")).await;
+    assert_eq!((code, &list["services"]), (200, &json!([])), "{list}");
+    assert_eq!(predict("iris").await, 404);
+    assert_eq!(predict("other").await, 200);
+
+    // Listed again, it serves again, in this process (its deployment ended).
+    models
+        .handle_reload_config_request(reload(&["iris", "other"]))
+        .await
+        .unwrap();
+    assert_eq!(predict("iris").await, 200);
+    let status = model_status(&server, "iris").await;
+    assert!(status["worker"].is_null(), "{status}");
+    assert!(status["deployment"].is_null(), "{status}");
+    assert_eq!(get(server.url("/registry/services/iris")).await.0, 404);
+}

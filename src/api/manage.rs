@@ -417,7 +417,81 @@ pub async fn reload_config(
         let detail = serde_json::json!({ "base_path": base_path });
         audit(state, caller, EventKind::ReloadConfig, &model, None, detail);
     }
+    end_unlisted_deployments(state, caller).await?;
     Ok(models_status(state))
+}
+
+/// Ends the deployment of every model deployed in a worker that the model config
+/// list in force leaves out, as stopping its deployment would (its record in the
+/// store, its worker), but without marking it stopped: the list decides what is
+/// served, and a list that names it again serves it again, in this process. The
+/// list is in force already; a model whose lock stays busy past the management
+/// deadline keeps its worker, and the error names it.
+async fn end_unlisted_deployments(state: &ServerState, caller: &Caller) -> Result<(), ApiError> {
+    let Some(workers) = state.workers.get() else {
+        return Ok(());
+    };
+    let unlisted: Vec<String> = workers
+        .statuses()
+        .into_keys()
+        .filter(|m| !state.sources.is_source(m))
+        .collect();
+    let mut kept = Vec::new();
+    for model in unlisted {
+        let sources = state.sources.clone();
+        let lock = match sources.lock_model(&model, deadline(state)).await {
+            Ok(lock) => lock,
+            Err(e) => {
+                tracing::warn!(model, "left out of the model config list, but kept: {e}");
+                kept.push(model);
+                continue;
+            }
+        };
+        // Recorded first: after a restart the model is no deployment either.
+        if let Some(store) = &state.store {
+            let ended = ModelSettings {
+                model: model.clone(),
+                stopped: false,
+                deployment: None,
+            };
+            if let Err(e) = store.save_model_settings(&ended).await {
+                tracing::warn!(model, "left out of the model config list, but kept: {e}");
+                kept.push(model);
+                continue;
+            }
+        }
+        let name = model.clone();
+        let forgotten = tokio::task::spawn_blocking(move || {
+            sources.forget_deployment_locked(&name, &lock);
+        })
+        .await;
+        if let Err(e) = forgotten {
+            return Err(ApiError::Internal(format!(
+                "ending model {model:?}'s deployment failed: {e}"
+            )));
+        }
+        workers.stop(&model).await;
+        audit(
+            state,
+            caller,
+            EventKind::Stop,
+            &model,
+            None,
+            serde_json::json!({
+                "deployment": "ended",
+                "reason": "left out of the model config list",
+            }),
+        );
+    }
+    if kept.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Unavailable(format!(
+            "the model config list is in force, but these models it leaves out are \
+             still deployed in their workers (busy or the store is down; reload the \
+             config again): {kept:?}"
+        )))
+    }
 }
 
 /// What `POST /deploy` asks for.
