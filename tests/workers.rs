@@ -1516,3 +1516,87 @@ async fn a_deployed_model_left_out_of_a_reloaded_config_loses_its_worker() {
     assert!(status["deployment"].is_null(), "{status}");
     assert_eq!(get(server.url("/registry/services/iris")).await.0, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_deployment_past_the_management_timeout_changes_nothing() {
+    let repo = tempfile::tempdir().unwrap();
+    install(
+        repo.path(),
+        "hog",
+        "tests/fixtures/onnx/memory_hog/model.onnx",
+    );
+    // A slow load: its warm-up is 100 requests that each allocate and fill 64 MiB.
+    let warmup: Vec<Value> = (0..100).map(|_| json!({"mib": [64]})).collect();
+    std::fs::write(
+        repo.path().join("hog/1/warmup.json"),
+        serde_json::to_string(&warmup).unwrap(),
+    )
+    .unwrap();
+    let server = start_server(
+        repo.path(),
+        port_range(20),
+        &["--management-timeout", "0.2"],
+    )
+    .await;
+    let (code, answer) = deploy(&server, json!({"model_id": "hog"})).await;
+    assert_eq!(code, 200, "{answer}\n{}", server.log());
+    let pid = pid_of(&answer);
+    let predict = || {
+        let url = server.url("/v2/models/hog/infer");
+        let body =
+            json!({"inputs": [{"name": "mib", "datatype": "INT64", "shape": [1], "data": [1]}]});
+        async move { post(url, &body).await }
+    };
+    assert_eq!(predict().await.0, 200);
+
+    let since = now_ms();
+    let (code, body) = send(reqwest::Client::new().post(server.url("/stop_deployment/hog"))).await;
+    assert_eq!(code, 504, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(error.contains("nothing changed"), "{body}");
+    assert!(error.contains("stays deployed"), "{body}");
+    // What the answer says holds while the load runs on (the model is busy: the
+    // worker serves it), and after it finished (it is undone: loaded, then
+    // unloaded here).
+    let consistent = |when: &str, entry: &Value, status: &Value| {
+        assert_eq!(entry["pid"], json!(pid), "{when}: {entry}");
+        assert_eq!(entry["state"], "ready", "{when}: {entry}");
+        assert!(!status["worker"].is_null(), "{when}: {status}");
+    };
+    let status = model_status(&server, "hog").await;
+    consistent("at once", &registry(&server, "hog").await, &status);
+    assert_eq!(status["busy"], true, "{status}");
+    assert_eq!(predict().await.0, 200);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let states = in_process_states(&server, "hog", since).await;
+        let to = |s: &str| states.iter().any(|e| e["detail"]["to"] == s);
+        if to("AVAILABLE") && to("END") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the in-process load was not undone: {states:?}\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = model_status(&server, "hog").await;
+    consistent("after the load", &registry(&server, "hog").await, &status);
+    assert!(!status["deployment"].is_null(), "{status}");
+    assert_eq!(status["busy"], false, "{status}");
+    assert_eq!(predict().await.0, 200);
+    assert!(alive(pid));
+
+    // The store says so too: after a restart of the main server the model is
+    // deployed again, in a worker.
+    drop(server);
+    assert_gone(&[pid], Duration::from_secs(15));
+    let server = start_server(repo.path(), port_range(20), &[]).await;
+    let entry = wait_registry(&server, "hog", Duration::from_secs(60), |e| {
+        e["state"] == "ready"
+    })
+    .await;
+    assert_ne!(pid_of(&entry), pid);
+    assert!(!model_status(&server, "hog").await["deployment"].is_null());
+}

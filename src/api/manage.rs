@@ -624,8 +624,9 @@ pub enum StopDeployment {
 /// Ends a model's deployment. A model deployed in a worker process comes back to
 /// this process with no request failing: it loads here first (its worker serving
 /// meanwhile), then forwarding stops and the worker drains and goes; when no
-/// version loads here, nothing changes (503) and the worker keeps serving. Any
-/// other model stops ([`stop_model`]).
+/// version loads here (503), or the load outlives the management timeout (504,
+/// the load undone when it finishes: [`load_back_in_process`]), nothing changes
+/// and the worker keeps serving. Any other model stops ([`stop_model`]).
 pub async fn stop_deployment(
     state: &ServerState,
     model: &str,
@@ -647,14 +648,12 @@ pub async fn stop_deployment(
             })
             .await?;
     }
-    let name = model.to_string();
-    let loaded = run_locked(deadline, "loading the model in this process", move |_| {
-        sources.end_isolation_locked(&name, &lock)
-    })
-    .await;
+    let deployment = state.sources.deployment(model);
+    let loaded = load_back_in_process(&sources, model, lock, deadline).await;
     if let Err(e) = loaded {
-        // Still deployed (end_isolation_locked isolated it again, or never started).
-        if let (Some(store), Some(d)) = (&state.store, state.sources.deployment(model)) {
+        // Still deployed: end_isolation_locked isolated it again, or it never
+        // started, or the load is undone once it finishes.
+        if let (Some(store), Some(d)) = (&state.store, deployment) {
             let saved = ModelSettings {
                 model: model.to_string(),
                 stopped: false,
@@ -676,6 +675,101 @@ pub async fn stop_deployment(
         serde_json::json!({ "deployment": "ended", "serving": "in-process" }),
     );
     Ok(StopDeployment::BackInProcess)
+}
+
+/// Where a load back in process stands between the caller and the blocking
+/// thread that loads: whoever moves it from `PENDING` first decides the outcome.
+const LOAD_PENDING: u8 = 0;
+const LOAD_COMMITTED: u8 = 1;
+const LOAD_ABANDONED: u8 = 2;
+
+/// Gives the load up (if it has not committed) when the caller's future is dropped:
+/// a client that left, or the deadline.
+struct AbandonOnDrop(Arc<std::sync::atomic::AtomicU8>);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.compare_exchange(
+            LOAD_PENDING,
+            LOAD_ABANDONED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+}
+
+/// Loads a deployed model back in this process ([`Sources::end_isolation_locked`])
+/// within `deadline`, all or nothing: a load that outlives the deadline (or whose
+/// caller leaves) cannot be interrupted, so it finishes, and is then undone on its
+/// thread, under the model's lock, before anything else can see the model: its
+/// versions are unloaded and it is isolated again with its deployment. The caller
+/// gets 504 and its worker never stopped serving. A load that finished first wins
+/// even when the deadline passes a moment later (the caller waits for its answer):
+/// the answer always says what happened.
+///
+/// [`Sources::end_isolation_locked`]: crate::sources::Sources::end_isolation_locked
+async fn load_back_in_process(
+    sources: &Arc<crate::sources::Sources>,
+    model: &str,
+    lock: crate::sources::ModelGuard,
+    deadline: tokio::time::Instant,
+) -> Result<(), ApiError> {
+    let decided = Arc::new(std::sync::atomic::AtomicU8::new(LOAD_PENDING));
+    let _abandon_when_gone = AbandonOnDrop(decided.clone());
+    let (sources, name, decision) = (sources.clone(), model.to_string(), decided.clone());
+    let mut task = tokio::task::spawn_blocking(move || {
+        if decision.load(Ordering::Acquire) != LOAD_PENDING {
+            return Err(SourcesError::Cancelled(
+                "the operation was given up before it started".into(),
+            ));
+        }
+        let deployment = sources.deployment(&name);
+        let loaded = sources.end_isolation_locked(&name, &lock);
+        let committed = decision
+            .compare_exchange(
+                LOAD_PENDING,
+                LOAD_COMMITTED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok();
+        if loaded.is_ok() && !committed {
+            // The caller was told nothing changed: make it so.
+            tracing::info!(
+                model = %name,
+                "loaded back in process past the management deadline; undone, the \
+                 deployment stays"
+            );
+            sources.isolate_locked(&name, deployment.unwrap_or_default(), &lock)?;
+        }
+        loaded
+    });
+    let joined = match tokio::time::timeout_at(deadline, &mut task).await {
+        Ok(joined) => joined,
+        Err(_) => {
+            let abandoned = decided
+                .compare_exchange(
+                    LOAD_PENDING,
+                    LOAD_ABANDONED,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok();
+            if abandoned {
+                return Err(ApiError::DeadlineExceeded(format!(
+                    "loading model {model:?} in this process did not finish within the \
+                     management timeout; nothing changed: it stays deployed and its \
+                     worker keeps serving it (the load that had started is undone when it \
+                     finishes)"
+                )));
+            }
+            // It committed just now: its answer is a moment away.
+            task.await
+        }
+    };
+    joined
+        .map_err(|e| ApiError::Internal(format!("model operation failed: {e}")))?
+        .map_err(ApiError::from)
 }
 
 /// Stops serving a model and keeps its files. Requests already running finish. The
