@@ -1404,7 +1404,7 @@ async fn wait_job(server: &ChildServer, id: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_scoring_job_on_a_deployed_model_is_refused_naming_the_deployment() {
+async fn a_scoring_job_on_a_deployed_model_scores_through_its_worker() {
     let (dir, repo) = scoring_repo();
     let data = dir.path().join("data");
     let server = start_server(
@@ -1416,43 +1416,99 @@ async fn a_scoring_job_on_a_deployed_model_is_refused_naming_the_deployment() {
     let job = |sink: &str| {
         json!({"kind": "score", "spec": {
             "model": "iris", "source": {"path": "in.csv"}, "sink": {"path": sink},
-            "carry": ["id"],
+            "carry": ["id"], "batch_size": 3,
         }})
     };
-    // Served in-process: scored.
-    let (code, body) = post(server.url("/v1/jobs"), &job("before.csv")).await;
-    assert_eq!(code, 202, "{body}");
-    let done = wait_job(&server, body["job_id"].as_str().unwrap()).await;
-    assert_eq!(done["state"], "succeeded", "{done}");
+    let score = |sink: &'static str| {
+        let (url, body) = (server.url("/v1/jobs"), job(sink));
+        let (server, data) = (&server, data.clone());
+        async move {
+            let (code, body) = post(url, &body).await;
+            assert_eq!(code, 202, "{body}");
+            let done = wait_job(server, body["job_id"].as_str().unwrap()).await;
+            assert_eq!(done["state"], "succeeded", "{done}\n{}", server.log());
+            assert_eq!(done["result"]["version"], 1, "{done}");
+            assert_eq!(done["progress"]["rows_written"], 4, "{done}");
+            std::fs::read_to_string(data.join(sink)).unwrap()
+        }
+    };
+    // Served in-process.
+    let in_process = score("before.csv").await;
+    assert!(
+        in_process.starts_with("id,predict,predict_proba_setosa,"),
+        "{in_process}"
+    );
 
-    // Deployed: refused at submission, saying what to do instead.
+    // Deployed: the job's batches go to the worker, the main server never loads
+    // the model, and the output is the same, value for value.
     let (code, answer) = deploy(&server, json!({"model_id": "iris"})).await;
     assert_eq!(code, 200, "{answer}\n{}", server.log());
+    let pid = pid_of(&answer);
+    let deployed_at = now_ms();
+    assert_eq!(score("during.csv").await, in_process);
+    let loads: Vec<Value> = in_process_states(&server, "iris", deployed_at)
+        .await
+        .into_iter()
+        .filter(|e| e["detail"]["to"] == "LOADING")
+        .collect();
+    assert!(loads.is_empty(), "the main server loaded iris: {loads:?}");
+    assert_eq!(registry(&server, "iris").await["pid"], json!(pid));
+    // Its batches (4 rows, 3 a batch) were the worker's V2 requests.
     let port = answer["port"].as_u64().unwrap();
-    let (code, body) = post(server.url("/v1/jobs"), &job("during.csv")).await;
-    assert_eq!(code, 409, "{body}");
-    let error = body["error"].as_str().unwrap();
-    for part in [
-        "spec.model",
-        "deployed in its own worker process",
-        &format!("port {port}"),
-        "/stop_deployment/iris",
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let v2_requests: Vec<&str> = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("ferroserve_requests_total")
+                && l.contains("protocol=\"v2_rest\"")
+                && l.contains("model=\"iris\"")
+        })
+        .collect();
+    assert!(
+        v2_requests.iter().any(|l| l.ends_with(" 2")),
+        "{v2_requests:?}\n{metrics}"
+    );
+    // The plan the job used is the worker's, through the main server too.
+    let (code, plan) = get(server.url("/v1/scoring-plans/iris")).await;
+    assert_eq!(code, 200, "{plan}");
+    assert_eq!(
+        (code, &plan),
+        (
+            200,
+            &get(format!("http://127.0.0.1:{port}/v1/scoring-plans/iris"))
+                .await
+                .1
+        )
+    );
+    assert_eq!(plan["inputs"][0]["features"][0], "sepal_length", "{plan}");
+    assert_eq!(
+        plan["class_labels"],
+        json!(["setosa", "versicolor", "virginica"]),
+        "{plan}"
+    );
+    // Checked at submission against the worker's model.
+    for (bad, what) in [
+        (json!({"outputs": ["nope"]}), "spec.outputs"),
+        (json!({"version": 7}), "spec.model"),
     ] {
-        assert!(error.contains(part), "{part:?} not in {body}");
+        let mut body = job("never.csv");
+        for (k, v) in bad.as_object().unwrap() {
+            body["spec"][k] = v.clone();
+        }
+        let (code, answer) = post(server.url("/v1/jobs"), &body).await;
+        assert_eq!(code, 400, "{answer}");
+        assert!(answer["error"].as_str().unwrap().contains(what), "{answer}");
     }
-    assert!(!data.join("during.csv").exists());
 
-    // Back in process: scored again, with the same answers as before.
+    // Back in process: the same again.
     let (code, body) = send(reqwest::Client::new().post(server.url("/stop_deployment/iris"))).await;
     assert_eq!(code, 200, "{body}");
-    let (code, body) = post(server.url("/v1/jobs"), &job("after.csv")).await;
-    assert_eq!(code, 202, "{body}");
-    let done = wait_job(&server, body["job_id"].as_str().unwrap()).await;
-    assert_eq!(done["state"], "succeeded", "{done}");
-    assert_eq!(
-        std::fs::read_to_string(data.join("before.csv")).unwrap(),
-        std::fs::read_to_string(data.join("after.csv")).unwrap()
-    );
+    assert_eq!(score("after.csv").await, in_process);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -87,6 +87,8 @@ fn model_of_path(path: &str) -> Option<&str> {
     let mut segments = path.trim_start_matches('/').split('/');
     match (segments.next()?, segments.next()) {
         ("predict", Some(m)) if !m.is_empty() => Some(m),
+        // A score job's plan (`workers::scoring`) is the worker's word too.
+        ("v1", Some("scoring-plans")) => segments.next().filter(|m| !m.is_empty()),
         // The console's try-it form is built from the model's signature and
         // pre-processing, which only its worker holds.
         ("console", Some("fragments")) => match (segments.next(), segments.next(), segments.next())
@@ -268,6 +270,8 @@ mod tests {
         );
         assert_eq!(model_of_path("/v2/models/iris/infer"), Some("iris"));
         assert_eq!(model_of_path("/v2/health/ready"), None);
+        assert_eq!(model_of_path("/v1/scoring-plans/iris"), Some("iris"));
+        assert_eq!(model_of_path("/v1/scoring-plans/"), None);
         assert_eq!(model_of_path("/models/status"), None);
         assert_eq!(model_of_path("/v1/models/iris/history"), None);
         assert_eq!(model_of_path("/v1/models/iris/predictions"), None);

@@ -7,11 +7,13 @@
 //! * `supervisor`: spawns, health-checks, restarts (backoff, crash-loop), stops;
 //! * `forward`: the REST layer that sends a deployed model's requests to its worker;
 //! * `worker`: the `ferroserve worker` subcommand (the same server, one model);
+//! * `scoring`: scoring jobs for deployed models (plan and batches from the worker);
 //! * this file: the registry's JSON and routes (`/registry/services[/{model}]`).
 
 pub mod forward;
 pub mod limits;
 pub mod resources;
+pub mod scoring;
 pub mod supervisor;
 pub mod worker;
 
@@ -72,20 +74,6 @@ pub fn forwarded_status(status: tonic::Status) -> tonic::Status {
     }
 }
 
-/// Why a scoring job cannot use `model`, when it is deployed in a worker: a job
-/// scores with a model this process serves, and a deployed model lives only in its
-/// worker (`None` when the model is not deployed).
-pub fn scoring_refusal(state: &crate::api::ServerState, model: &str) -> Option<String> {
-    let status = state.workers.get()?.status(model)?;
-    Some(format!(
-        "model {model:?} is deployed in its own worker process (port {}), and scoring \
-         jobs run only on models served in this process: stop its deployment first \
-         (POST /stop_deployment/{model}), or score through the worker's own API \
-         (http://{}:{}/predict/{model})",
-        status.port, status.host, status.port
-    ))
-}
-
 /// A deployment's registry entry.
 pub fn status_json(s: &WorkerStatus) -> Value {
     let base = format!("http://{}", std::net::SocketAddr::new(s.host, s.port));
@@ -134,6 +122,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/registry/services", get(services))
         .route("/registry/services/{model}", get(service))
+        .route("/v1/scoring-plans/{model}", get(scoring::scoring_plan))
 }
 
 /// The registry alone, for its own listener (`--registry-addr`).
