@@ -649,7 +649,7 @@ pub async fn stop_deployment(
             .await?;
     }
     let deployment = state.sources.deployment(model);
-    let loaded = load_back_in_process(&sources, model, lock, deadline).await;
+    let loaded = load_back_in_process(&sources, state.store.clone(), model, lock, deadline).await;
     if let Err(e) = loaded {
         // Still deployed: end_isolation_locked isolated it again, or it never
         // started, or the load is undone once it finishes.
@@ -705,11 +705,14 @@ impl Drop for AbandonOnDrop {
 /// versions are unloaded and it is isolated again with its deployment. The caller
 /// gets 504 and its worker never stopped serving. A load that finished first wins
 /// even when the deadline passes a moment later (the caller waits for its answer):
-/// the answer always says what happened.
+/// the answer always says what happened. An abandoned load also puts the
+/// deployment's row back in `store` itself, before it releases the lock, so that a
+/// caller that left (whose future never resumes) leaves the store right too.
 ///
 /// [`Sources::end_isolation_locked`]: crate::sources::Sources::end_isolation_locked
 async fn load_back_in_process(
     sources: &Arc<crate::sources::Sources>,
+    store: Option<Arc<crate::store::Store>>,
     model: &str,
     lock: crate::sources::ModelGuard,
     deadline: tokio::time::Instant,
@@ -717,6 +720,7 @@ async fn load_back_in_process(
     let decided = Arc::new(std::sync::atomic::AtomicU8::new(LOAD_PENDING));
     let _abandon_when_gone = AbandonOnDrop(decided.clone());
     let (sources, name, decision) = (sources.clone(), model.to_string(), decided.clone());
+    let runtime = tokio::runtime::Handle::current();
     let mut task = tokio::task::spawn_blocking(move || {
         if decision.load(Ordering::Acquire) != LOAD_PENDING {
             return Err(SourcesError::Cancelled(
@@ -733,14 +737,27 @@ async fn load_back_in_process(
                 Ordering::Acquire,
             )
             .is_ok();
-        if loaded.is_ok() && !committed {
-            // The caller was told nothing changed: make it so.
+        if committed {
+            return loaded;
+        }
+        // The caller was told nothing changed: make it so.
+        if loaded.is_ok() {
             tracing::info!(
                 model = %name,
                 "loaded back in process past the management deadline; undone, the \
                  deployment stays"
             );
-            sources.isolate_locked(&name, deployment.unwrap_or_default(), &lock)?;
+            sources.isolate_locked(&name, deployment.clone().unwrap_or_default(), &lock)?;
+        }
+        if let (Some(store), Some(d)) = (store, deployment) {
+            let saved = ModelSettings {
+                model: name.clone(),
+                stopped: false,
+                deployment: Some(d),
+            };
+            if let Err(e) = runtime.block_on(store.save_model_settings(&saved)) {
+                tracing::warn!(model = %name, "the store no longer records the deployment: {e}");
+            }
         }
         loaded
     });
