@@ -1656,3 +1656,53 @@ async fn stop_deployment_past_the_management_timeout_changes_nothing() {
     assert_ne!(pid_of(&entry), pid);
     assert!(!model_status(&server, "hog").await["deployment"].is_null());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployed_model_left_out_of_a_changed_config_file_loses_its_worker() {
+    let repo = tempfile::tempdir().unwrap();
+    install(repo.path(), "iris", "examples/models/iris_lr/1/model.onnx");
+    install(repo.path(), "other", "examples/models/iris_dt/1/model.onnx");
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("models.config");
+    let write_config = |names: &[&str]| {
+        let entries: String = names
+            .iter()
+            .map(|n| {
+                format!(
+                    "  config {{ name: \"{n}\" base_path: \"{}\" model_platform: \"onnx\" }}\n",
+                    repo.path().join(n).display()
+                )
+            })
+            .collect();
+        // Written whole, then renamed: the watcher never reads half a file.
+        let staged = config_dir.path().join("models.config.new");
+        std::fs::write(&staged, format!("model_config_list {{\n{entries}}}\n")).unwrap();
+        std::fs::rename(&staged, &config).unwrap();
+    };
+    write_config(&["iris", "other"]);
+    let server = start_server(
+        repo.path(),
+        port_range(20),
+        &[
+            "--model-config-file",
+            config.to_str().unwrap(),
+            "--model-config-file-poll-wait-seconds",
+            "0.2",
+        ],
+    )
+    .await;
+    let (code, answer) = deploy(&server, json!({"model_id": "iris"})).await;
+    assert_eq!(code, 200, "{answer}\n{}", server.log());
+    let pid = pid_of(&answer);
+
+    write_config(&["other"]);
+    assert_gone(&[pid], Duration::from_secs(15));
+    assert_eq!(get(server.url("/registry/services/iris")).await.0, 404);
+    let predict = |model: &str| {
+        let url = server.url("/predict");
+        let body = json!({"model_id": model, "features": ROW});
+        async move { post(url, &body).await.0 }
+    };
+    assert_eq!(predict("iris").await, 404);
+    assert_eq!(predict("other").await, 200);
+}

@@ -427,7 +427,10 @@ pub async fn reload_config(
 /// served, and a list that names it again serves it again, in this process. The
 /// list is in force already; a model whose lock stays busy past the management
 /// deadline keeps its worker, and the error names it.
-async fn end_unlisted_deployments(state: &ServerState, caller: &Caller) -> Result<(), ApiError> {
+pub(crate) async fn end_unlisted_deployments(
+    state: &ServerState,
+    caller: &Caller,
+) -> Result<(), ApiError> {
     let Some(workers) = state.workers.get() else {
         return Ok(());
     };
@@ -447,6 +450,11 @@ async fn end_unlisted_deployments(state: &ServerState, caller: &Caller) -> Resul
                 continue;
             }
         };
+        // Another operation may have decided meanwhile (its deployment ended, or a
+        // list that names it again).
+        if workers.status(&model).is_none() || state.sources.is_source(&model) {
+            continue;
+        }
         // Recorded first: after a restart the model is no deployment either.
         if let Some(store) = &state.store {
             let ended = ModelSettings {
@@ -491,6 +499,39 @@ async fn end_unlisted_deployments(state: &ServerState, caller: &Caller) -> Resul
              still deployed in their workers (busy or the store is down; reload the \
              config again): {kept:?}"
         )))
+    }
+}
+
+/// Follows the model config list `--model-config-file` puts in force (the watcher
+/// re-reads the file every `poll`): each time it changes, the deployments of the
+/// models it leaves out end ([`end_unlisted_deployments`], as after a gRPC
+/// `HandleReloadConfigRequest`). Runs until `stop` turns true.
+pub async fn follow_config_file(
+    state: Arc<ServerState>,
+    poll: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut in_force = state.sources.config_list();
+    let mut tick = tokio::time::interval(poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tick.tick() => {}
+        }
+        let now = state.sources.config_list();
+        let changed = match (&in_force, &now) {
+            (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
+            (None, None) => false,
+            _ => true,
+        };
+        if !changed {
+            continue;
+        }
+        in_force = now;
+        if let Err(e) = end_unlisted_deployments(&state, &Caller::default()).await {
+            tracing::warn!("the model config file changed: {e}");
+        }
     }
 }
 
