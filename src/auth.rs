@@ -34,6 +34,9 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+/// The name a worker's logs and audit trail give its supervisor's token.
+pub const SUPERVISOR_TOKEN_NAME: &str = "ferroserve-supervisor";
+
 /// What a request needs, decided from its route alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -265,6 +268,11 @@ pub struct Auth {
     allow_unauthenticated_management: bool,
     /// `/metrics` needs a token with scope `metrics` (tokens required).
     metrics_require_token: bool,
+    /// In a deployed model's worker: the SHA-256 of its supervisor's token (the main
+    /// server's, generated at its start and handed over in the worker's
+    /// environment), accepted with every scope besides the tokens file, so the main
+    /// server can read the status of the workers it runs (`crate::workers`).
+    supervisor_token: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -276,6 +284,7 @@ impl std::fmt::Debug for Auth {
                 &self.allow_unauthenticated_management,
             )
             .field("metrics_require_token", &self.metrics_require_token)
+            .field("supervisor_token", &self.supervisor_token.is_some())
             .finish()
     }
 }
@@ -287,6 +296,7 @@ impl Auth {
             tokens: None,
             allow_unauthenticated_management,
             metrics_require_token: false,
+            supervisor_token: None,
         }
     }
 
@@ -305,17 +315,24 @@ impl Auth {
             }),
             allow_unauthenticated_management: false,
             metrics_require_token,
+            supervisor_token: None,
         })
     }
 
     /// The access rules `Settings` ask for; reads the tokens file when one is given.
     pub fn from_settings(settings: &crate::settings::Settings) -> Result<Auth, TokensError> {
-        match &settings.auth_tokens {
-            Some(path) => Auth::with_token_file(path, settings.metrics_require_token),
-            None => Ok(Auth::without_tokens(
-                settings.allow_unauthenticated_management,
-            )),
-        }
+        let auth = match &settings.auth_tokens {
+            Some(path) => Auth::with_token_file(path, settings.metrics_require_token)?,
+            None => Auth::without_tokens(settings.allow_unauthenticated_management),
+        };
+        Ok(auth.with_supervisor_token(settings.supervisor_token_sha256))
+    }
+
+    /// Also accepts the token whose SHA-256 is `sha256`, with every scope, under the
+    /// name [`SUPERVISOR_TOKEN_NAME`] (a worker: its supervisor's token).
+    pub fn with_supervisor_token(mut self, sha256: Option<[u8; 32]>) -> Auth {
+        self.supervisor_token = sha256;
+        self
     }
 
     pub fn tokens_configured(&self) -> bool {
@@ -395,6 +412,13 @@ impl Auth {
             if bool::from(entry.sha256.ct_eq(&presented)) {
                 found = Some(entry);
             }
+        }
+        // The supervisor's token, compared the same way, opens every scope.
+        let supervisor = self
+            .supervisor_token
+            .is_some_and(|s| bool::from(s.ct_eq(&presented)));
+        if supervisor {
+            return Ok(Some(SUPERVISOR_TOKEN_NAME.to_string()));
         }
         let entry = found.ok_or(Denied::InvalidToken)?;
         if entry.scopes.contains(&needed) {
@@ -577,6 +601,39 @@ mod tests {
 
     fn peer(s: &str) -> Option<SocketAddr> {
         Some(s.parse().unwrap())
+    }
+
+    #[test]
+    fn a_workers_supervisor_token_opens_every_scope() {
+        let (_dir, auth) = auth_with(&entry("reader", "secret-r", "\"inference\""));
+        let auth = auth.with_supervisor_token(Some(token_sha256("secret-sup")));
+        let local = peer("127.0.0.1:1");
+        for access in [Access::Inference, Access::Management, Access::Metrics] {
+            assert_eq!(
+                auth.check(access, Some(b"Bearer secret-sup"), local),
+                Ok(Some(SUPERVISOR_TOKEN_NAME.into())),
+                "{access:?}"
+            );
+        }
+        // The file's tokens keep their scopes; anything else is refused.
+        assert_eq!(
+            auth.check(Access::Inference, Some(b"Bearer secret-r"), local),
+            Ok(Some("reader".into()))
+        );
+        assert!(matches!(
+            auth.check(Access::Management, Some(b"Bearer secret-r"), local),
+            Err(Denied::MissingScope { .. })
+        ));
+        assert!(matches!(
+            auth.check(Access::Inference, Some(b"Bearer secret-su"), local),
+            Err(Denied::InvalidToken)
+        ));
+        // A server with no supervisor (the main server) knows no such token.
+        let (_dir, plain) = auth_with(&entry("reader", "secret-r", "\"inference\""));
+        assert!(matches!(
+            plain.check(Access::Inference, Some(b"Bearer secret-sup"), local),
+            Err(Denied::InvalidToken)
+        ));
     }
 
     #[test]

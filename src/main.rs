@@ -236,7 +236,9 @@ fn main() -> anyhow::Result<()> {
             command: TokenCommand::New { name, scopes },
         } => token_new(&name, &scopes),
         Command::Db { command } => db_command(command),
-        Command::Worker(args) => {
+        Command::Worker(mut args) => {
+            // Before any thread starts (the environment is changed).
+            args.take_supervisor_token();
             init_logging(args.log_format.unwrap_or(LogFormat::Human));
             let mut runtime = tokio::runtime::Builder::new_multi_thread();
             if let Some(threads) = args.threads {

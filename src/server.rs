@@ -262,6 +262,17 @@ pub async fn run(
         watcher_settings,
         stop_rx.clone(),
     ));
+    // A deployed model a changed model config file leaves out loses its worker.
+    let config_follower = (state.workers.get().is_some()
+        && state.settings.model_config_file.is_some()
+        && !state.settings.model_config_file_poll_wait.is_zero())
+    .then(|| {
+        tokio::spawn(crate::api::manage::follow_config_file(
+            state.clone(),
+            state.settings.model_config_file_poll_wait,
+            stop_rx.clone(),
+        ))
+    });
     // The tokens file is re-read when it changes, until shutdown.
     // Free memory goes back to the OS after a large request (src/memory.rs).
     let stop_trimmer = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -422,6 +433,9 @@ pub async fn run(
     }
     // The watcher has seen the stop signal; a load in progress is not waited for.
     let _ = watcher.await;
+    if let Some(follower) = config_follower {
+        let _ = follower.await;
+    }
     if let Some(tokens_watcher) = tokens_watcher {
         let _ = tokens_watcher.await;
     }

@@ -222,6 +222,10 @@ pub struct Settings {
     /// Whether workers' limits may use cgroup v1 groups (`--worker-cgroups`); off
     /// leaves memory to RLIMIT_AS + the RSS watchdog and cpu to affinity. Default on.
     pub worker_cgroups: bool,
+    /// In a worker (`ferroserve worker`): the SHA-256 of its supervisor's token,
+    /// accepted with every scope besides `auth_tokens` (`crate::auth`). Never a
+    /// flag or a file: the worker reads it from its environment. Default none.
+    pub supervisor_token_sha256: Option<[u8; 32]>,
 }
 
 /// A model named on the command line with the directory of its versions.
@@ -362,6 +366,7 @@ impl Default for Settings {
             registry_addr: None,
             worker_binary: None,
             worker_cgroups: true,
+            supervisor_token_sha256: None,
         }
     }
 }
@@ -1080,6 +1085,7 @@ impl ServeArgs {
             registry_addr: self.registry_addr,
             worker_binary: None,
             worker_cgroups: self.worker_cgroups.unwrap_or(d.worker_cgroups),
+            supervisor_token_sha256: None,
             cache_max_bytes: self.cache_max_bytes.unwrap_or(d.cache_max_bytes),
             redis_url,
             redis_timeout,

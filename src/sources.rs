@@ -657,6 +657,17 @@ impl Sources {
         loaded
     }
 
+    /// Forgets a deployment whose model is no longer a source (the model config
+    /// list in force left it out): it is neither isolated nor loaded here any more,
+    /// and not marked stopped, so a list that names it again serves it again. The
+    /// caller holds the model's lock and stops its worker. Blocking.
+    pub fn forget_deployment_locked(&self, name: &str, _lock: &ModelGuard) {
+        guard(&self.deployments).remove(name);
+        guard(&self.isolated).remove(name);
+        guard(&self.watch).remove(name);
+        self.manager.unload_model(name);
+    }
+
     /// Marks a model deployed in a worker before the initial load (a restart), so
     /// it is never loaded here.
     pub fn restore_isolated(&self, name: &str) {

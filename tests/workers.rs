@@ -1223,3 +1223,486 @@ async fn a_model_its_worker_cannot_load_is_refused_at_once() {
     .await;
     assert_eq!(code, 200);
 }
+
+const MANAGER: &str = "fst_workers-test-manager-token";
+const READER: &str = "fst_workers-test-reader-token";
+
+/// A tokens file (issue 10's format) with a manager and an inference-only reader.
+fn write_tokens(path: &Path) {
+    let entry = |name: &str, token: &str, scopes: &str| {
+        format!(
+            "[[token]]\nname = \"{name}\"\nsha256 = \"{}\"\nscopes = [{scopes}]\n",
+            ferroserve::auth::to_hex(&ferroserve::auth::token_sha256(token))
+        )
+    };
+    let text = entry("manager", MANAGER, r#""inference", "management""#)
+        + &entry("reader", READER, r#""inference""#);
+    std::fs::write(path, text).unwrap();
+}
+
+async fn send_with(request: reqwest::RequestBuilder, token: Option<&str>) -> (u16, Value) {
+    match token {
+        Some(t) => send(request.bearer_auth(t)).await,
+        None => send(request).await,
+    }
+}
+
+/// The value of `name` in the environment `pid` started with.
+fn initial_env(pid: u64, name: &str) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    environ.split(|b| *b == 0).find_map(|kv| {
+        let kv = String::from_utf8_lossy(kv);
+        kv.strip_prefix(&format!("{name}=")).map(str::to_string)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tokens_the_server_reads_its_workers_and_clients_keep_their_scope() {
+    let repo = tempfile::tempdir().unwrap();
+    install(repo.path(), "iris", "examples/models/iris_lr/1/model.onnx");
+    let tokens = repo.path().join("tokens.toml");
+    write_tokens(&tokens);
+    let server = start_server(
+        repo.path(),
+        port_range(20),
+        &["--auth-tokens", tokens.to_str().unwrap()],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let (code, answer) = send_with(
+        client
+            .post(server.url("/deploy"))
+            .json(&json!({"model_id": "iris"})),
+        Some(MANAGER),
+    )
+    .await;
+    assert_eq!(code, 200, "{answer}\n{}", server.log());
+    let (pid, port) = (pid_of(&answer), answer["port"].as_u64().unwrap());
+
+    // The registry shows what the worker says of its model: the main server reads
+    // its status past the worker's tokens file, now and at every health check.
+    let registry_entry = || async {
+        let (code, entry) = send_with(
+            client.get(server.url("/registry/services/iris")),
+            Some(READER),
+        )
+        .await;
+        assert_eq!(code, 200, "{entry}");
+        entry
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let checked_after = Instant::now() + Duration::from_millis(2500);
+    loop {
+        let entry = registry_entry().await;
+        let good = entry["state"] == "ready"
+            && entry["healthy"] == true
+            && entry["served_versions"] == json!([1])
+            && entry["versions"][0]["state"] == "AVAILABLE";
+        if good && Instant::now() > checked_after {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the registry does not show the worker's model: {entry}\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, status) = send_with(client.get(server.url("/models/status")), Some(READER)).await;
+    assert_eq!(code, 200, "{status}");
+    let iris = status["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model_id"] == "iris")
+        .unwrap();
+    assert_eq!(iris["served_versions"], json!([1]), "{status}");
+
+    // Clients' tokens pass through: the main server and the worker both enforce them.
+    let predict = json!({"model_id": "iris", "features": ROW});
+    let worker = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    for url in [server.url("/predict"), worker("/predict")] {
+        let (code, body) = send_with(client.post(&url).json(&predict), Some(READER)).await;
+        assert_eq!(code, 200, "{url}: {body}");
+        let (code, body) = send_with(client.post(&url).json(&predict), None).await;
+        assert_eq!(code, 401, "{url}: {body}");
+        let (code, body) = send_with(client.post(&url).json(&predict), Some("fst_wrong")).await;
+        assert_eq!(code, 401, "{url}: {body}");
+    }
+    let instances = json!({"instances": [ROW]});
+    let url = server.url("/v1/models/iris:predict");
+    let (code, body) = send_with(client.post(&url).json(&instances), Some(READER)).await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = send_with(client.post(&url).json(&instances), None).await;
+    assert_eq!(code, 401, "{body}");
+    for path in ["/models/status", "/v1/models/iris"] {
+        let (code, body) = send_with(client.get(worker(path)), None).await;
+        assert_eq!(code, 401, "{path}: {body}");
+    }
+    // Open routes stay open through the main server.
+    let (code, body) = send_with(client.get(server.url("/v2/models/iris/ready")), None).await;
+    assert_eq!(code, 200, "{body}");
+
+    // The supervisor's token reaches the worker in its environment only: not on its
+    // command line, not in the registry, not in the logs, and it opens nothing on
+    // the main server.
+    let token = initial_env(pid, "FERROSERVE_SUPERVISOR_TOKEN").expect("the worker got a token");
+    assert!(token.len() >= 40, "a short token");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(!String::from_utf8_lossy(&cmdline).contains(&token));
+    let (_, list) = send_with(client.get(server.url("/registry/services")), Some(READER)).await;
+    assert!(!list.to_string().contains(&token), "{list}");
+    assert!(!server.log().contains(&token));
+    let (code, body) = send_with(client.get(worker("/models/status")), Some(&token)).await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = send_with(client.get(server.url("/models/status")), Some(&token)).await;
+    assert_eq!(code, 401, "{body}");
+}
+
+/// A repository with the scikit-learn iris model (named features) as `iris`, and a
+/// data directory holding `in.csv` (four rows of its features).
+fn scoring_repo() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let version = repo.join("iris/1");
+    std::fs::create_dir_all(&version).unwrap();
+    std::fs::copy(
+        root_path("examples/models/iris_sklearn/1/model.joblib"),
+        version.join("model.joblib"),
+    )
+    .unwrap();
+    std::fs::write(
+        repo.join("iris/config.toml"),
+        "feature_names = [\"sepal_length\", \"sepal_width\", \"petal_length\", \"petal_width\"]\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        data.join("in.csv"),
+        "id,sepal_length,sepal_width,petal_length,petal_width\n\
+         1,5.1,3.5,1.4,0.2\n2,6.2,2.9,4.3,1.3\n3,7.7,3.0,6.1,2.3\n4,5.9,3.0,5.1,1.8\n",
+    )
+    .unwrap();
+    (dir, repo)
+}
+
+async fn wait_job(server: &ChildServer, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, job) = get(server.url(&format!("/v1/jobs/{id}"))).await;
+        assert_eq!(code, 200, "{job}");
+        if matches!(
+            job["state"].as_str(),
+            Some("succeeded" | "failed" | "cancelled")
+        ) {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "the job did not finish: {job}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scoring_job_on_a_deployed_model_scores_through_its_worker() {
+    let (dir, repo) = scoring_repo();
+    let data = dir.path().join("data");
+    let server = start_server(
+        &repo,
+        port_range(20),
+        &["--data-dir", data.to_str().unwrap()],
+    )
+    .await;
+    let job = |sink: &str| {
+        json!({"kind": "score", "spec": {
+            "model": "iris", "source": {"path": "in.csv"}, "sink": {"path": sink},
+            "carry": ["id"], "batch_size": 3,
+        }})
+    };
+    let score = |sink: &'static str| {
+        let (url, body) = (server.url("/v1/jobs"), job(sink));
+        let (server, data) = (&server, data.clone());
+        async move {
+            let (code, body) = post(url, &body).await;
+            assert_eq!(code, 202, "{body}");
+            let done = wait_job(server, body["job_id"].as_str().unwrap()).await;
+            assert_eq!(done["state"], "succeeded", "{done}\n{}", server.log());
+            assert_eq!(done["result"]["version"], 1, "{done}");
+            assert_eq!(done["progress"]["rows_written"], 4, "{done}");
+            std::fs::read_to_string(data.join(sink)).unwrap()
+        }
+    };
+    // Served in-process.
+    let in_process = score("before.csv").await;
+    assert!(
+        in_process.starts_with("id,predict,predict_proba_setosa,"),
+        "{in_process}"
+    );
+
+    // Deployed: the job's batches go to the worker, the main server never loads
+    // the model, and the output is the same, value for value.
+    let (code, answer) = deploy(&server, json!({"model_id": "iris"})).await;
+    assert_eq!(code, 200, "{answer}\n{}", server.log());
+    let pid = pid_of(&answer);
+    let deployed_at = now_ms();
+    assert_eq!(score("during.csv").await, in_process);
+    let loads: Vec<Value> = in_process_states(&server, "iris", deployed_at)
+        .await
+        .into_iter()
+        .filter(|e| e["detail"]["to"] == "LOADING")
+        .collect();
+    assert!(loads.is_empty(), "the main server loaded iris: {loads:?}");
+    assert_eq!(registry(&server, "iris").await["pid"], json!(pid));
+    // Its batches (4 rows, 3 a batch) were the worker's V2 requests.
+    let port = answer["port"].as_u64().unwrap();
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let v2_requests: Vec<&str> = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("ferroserve_requests_total")
+                && l.contains("protocol=\"v2_rest\"")
+                && l.contains("model=\"iris\"")
+        })
+        .collect();
+    assert!(
+        v2_requests.iter().any(|l| l.ends_with(" 2")),
+        "{v2_requests:?}\n{metrics}"
+    );
+    // The plan the job used is the worker's, through the main server too.
+    let (code, plan) = get(server.url("/v1/scoring-plans/iris")).await;
+    assert_eq!(code, 200, "{plan}");
+    assert_eq!(
+        (code, &plan),
+        (
+            200,
+            &get(format!("http://127.0.0.1:{port}/v1/scoring-plans/iris"))
+                .await
+                .1
+        )
+    );
+    assert_eq!(plan["inputs"][0]["features"][0], "sepal_length", "{plan}");
+    assert_eq!(
+        plan["class_labels"],
+        json!(["setosa", "versicolor", "virginica"]),
+        "{plan}"
+    );
+    // Checked at submission against the worker's model.
+    for (bad, what) in [
+        (json!({"outputs": ["nope"]}), "spec.outputs"),
+        (json!({"version": 7}), "spec.model"),
+    ] {
+        let mut body = job("never.csv");
+        for (k, v) in bad.as_object().unwrap() {
+            body["spec"][k] = v.clone();
+        }
+        let (code, answer) = post(server.url("/v1/jobs"), &body).await;
+        assert_eq!(code, 400, "{answer}");
+        assert!(answer["error"].as_str().unwrap().contains(what), "{answer}");
+    }
+
+    // Back in process: the same again.
+    let (code, body) = send(reqwest::Client::new().post(server.url("/stop_deployment/iris"))).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(score("after.csv").await, in_process);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployed_model_left_out_of_a_reloaded_config_loses_its_worker() {
+    use ferroserve_proto::tensorflow::serving::model_service_client::ModelServiceClient;
+    use ferroserve_proto::tensorflow::serving::{self as tfs};
+
+    let repo = tempfile::tempdir().unwrap();
+    install(repo.path(), "iris", "examples/models/iris_lr/1/model.onnx");
+    install(repo.path(), "other", "examples/models/iris_dt/1/model.onnx");
+    let grpc_port = free_port();
+    let server = start_server_with_grpc(repo.path(), port_range(20), grpc_port, &[]).await;
+    let (code, answer) = deploy(&server, json!({"model_id": "iris"})).await;
+    assert_eq!(code, 200, "{answer}");
+    let pid = pid_of(&answer);
+    let mut models = ModelServiceClient::connect(format!("http://127.0.0.1:{grpc_port}"))
+        .await
+        .unwrap();
+    let reload = |names: &[&str]| tfs::ReloadConfigRequest {
+        config: Some(tfs::ModelServerConfig {
+            config: Some(tfs::model_server_config::Config::ModelConfigList(
+                tfs::ModelConfigList {
+                    config: names
+                        .iter()
+                        .map(|n| tfs::ModelConfig {
+                            name: n.to_string(),
+                            model_platform: "onnx".into(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                },
+            )),
+        }),
+    };
+    let predict = |model: &str| {
+        let url = server.url("/predict");
+        let body = json!({"model_id": model, "features": ROW});
+        async move { post(url, &body).await.0 }
+    };
+
+    // A list without iris: its worker goes, with its deployment, as a stop would.
+    models
+        .handle_reload_config_request(reload(&["other"]))
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", server.log()));
+    assert_gone(&[pid], Duration::from_secs(15));
+    assert_eq!(get(server.url("/registry/services/iris")).await.0, 404);
+    let (code, list) = get(server.url("/registry/services")).await;
+    assert_eq!((code, &list["services"]), (200, &json!([])), "{list}");
+    assert_eq!(predict("iris").await, 404);
+    assert_eq!(predict("other").await, 200);
+
+    // Listed again, it serves again, in this process (its deployment ended).
+    models
+        .handle_reload_config_request(reload(&["iris", "other"]))
+        .await
+        .unwrap();
+    assert_eq!(predict("iris").await, 200);
+    let status = model_status(&server, "iris").await;
+    assert!(status["worker"].is_null(), "{status}");
+    assert!(status["deployment"].is_null(), "{status}");
+    assert_eq!(get(server.url("/registry/services/iris")).await.0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_deployment_past_the_management_timeout_changes_nothing() {
+    let repo = tempfile::tempdir().unwrap();
+    install(
+        repo.path(),
+        "hog",
+        "tests/fixtures/onnx/memory_hog/model.onnx",
+    );
+    // A slow load: its warm-up is 100 requests that each allocate and fill 64 MiB.
+    let warmup: Vec<Value> = (0..100).map(|_| json!({"mib": [64]})).collect();
+    std::fs::write(
+        repo.path().join("hog/1/warmup.json"),
+        serde_json::to_string(&warmup).unwrap(),
+    )
+    .unwrap();
+    let server = start_server(
+        repo.path(),
+        port_range(20),
+        &["--management-timeout", "0.2"],
+    )
+    .await;
+    let (code, answer) = deploy(&server, json!({"model_id": "hog"})).await;
+    assert_eq!(code, 200, "{answer}\n{}", server.log());
+    let pid = pid_of(&answer);
+    let predict = || {
+        let url = server.url("/v2/models/hog/infer");
+        let body =
+            json!({"inputs": [{"name": "mib", "datatype": "INT64", "shape": [1], "data": [1]}]});
+        async move { post(url, &body).await }
+    };
+    assert_eq!(predict().await.0, 200);
+
+    let since = now_ms();
+    let (code, body) = send(reqwest::Client::new().post(server.url("/stop_deployment/hog"))).await;
+    assert_eq!(code, 504, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(error.contains("nothing changed"), "{body}");
+    assert!(error.contains("stays deployed"), "{body}");
+    // What the answer says holds while the load runs on (the model is busy: the
+    // worker serves it), and after it finished (it is undone: loaded, then
+    // unloaded here).
+    let consistent = |when: &str, entry: &Value, status: &Value| {
+        assert_eq!(entry["pid"], json!(pid), "{when}: {entry}");
+        assert_eq!(entry["state"], "ready", "{when}: {entry}");
+        assert!(!status["worker"].is_null(), "{when}: {status}");
+    };
+    let status = model_status(&server, "hog").await;
+    consistent("at once", &registry(&server, "hog").await, &status);
+    assert_eq!(status["busy"], true, "{status}");
+    assert_eq!(predict().await.0, 200);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let states = in_process_states(&server, "hog", since).await;
+        let to = |s: &str| states.iter().any(|e| e["detail"]["to"] == s);
+        // Undone, and the model's lock released.
+        if to("AVAILABLE") && to("END") && model_status(&server, "hog").await["busy"] == false {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the in-process load was not undone: {states:?}\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = model_status(&server, "hog").await;
+    consistent("after the load", &registry(&server, "hog").await, &status);
+    assert!(!status["deployment"].is_null(), "{status}");
+    assert_eq!(predict().await.0, 200);
+    assert!(alive(pid));
+
+    // The store says so too: after a restart of the main server the model is
+    // deployed again, in a worker.
+    drop(server);
+    assert_gone(&[pid], Duration::from_secs(15));
+    let server = start_server(repo.path(), port_range(20), &[]).await;
+    let entry = wait_registry(&server, "hog", Duration::from_secs(60), |e| {
+        e["state"] == "ready"
+    })
+    .await;
+    assert_ne!(pid_of(&entry), pid);
+    assert!(!model_status(&server, "hog").await["deployment"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployed_model_left_out_of_a_changed_config_file_loses_its_worker() {
+    let repo = tempfile::tempdir().unwrap();
+    install(repo.path(), "iris", "examples/models/iris_lr/1/model.onnx");
+    install(repo.path(), "other", "examples/models/iris_dt/1/model.onnx");
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("models.config");
+    let write_config = |names: &[&str]| {
+        let entries: String = names
+            .iter()
+            .map(|n| {
+                format!(
+                    "  config {{ name: \"{n}\" base_path: \"{}\" model_platform: \"onnx\" }}\n",
+                    repo.path().join(n).display()
+                )
+            })
+            .collect();
+        // Written whole, then renamed: the watcher never reads half a file.
+        let staged = config_dir.path().join("models.config.new");
+        std::fs::write(&staged, format!("model_config_list {{\n{entries}}}\n")).unwrap();
+        std::fs::rename(&staged, &config).unwrap();
+    };
+    write_config(&["iris", "other"]);
+    let server = start_server(
+        repo.path(),
+        port_range(20),
+        &[
+            "--model-config-file",
+            config.to_str().unwrap(),
+            "--model-config-file-poll-wait-seconds",
+            "0.2",
+        ],
+    )
+    .await;
+    let (code, answer) = deploy(&server, json!({"model_id": "iris"})).await;
+    assert_eq!(code, 200, "{answer}\n{}", server.log());
+    let pid = pid_of(&answer);
+
+    write_config(&["other"]);
+    assert_gone(&[pid], Duration::from_secs(15));
+    assert_eq!(get(server.url("/registry/services/iris")).await.0, 404);
+    let predict = |model: &str| {
+        let url = server.url("/predict");
+        let body = json!({"model_id": model, "features": ROW});
+        async move { post(url, &body).await.0 }
+    };
+    assert_eq!(predict("iris").await, 404);
+    assert_eq!(predict("other").await, 200);
+}

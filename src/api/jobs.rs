@@ -51,7 +51,7 @@ fn audit_submit(state: &ServerState, caller: &Caller, spec: &JobSpec, id: &str) 
 /// What can be checked before a job runs, beyond the spec's shape.
 async fn check_spec(state: &ServerState, spec: &JobSpec) -> Result<(), ApiError> {
     match spec {
-        JobSpec::Score(s) => check_score(state, s)?,
+        JobSpec::Score(s) => check_score(state, s).await?,
         JobSpec::Train(t) => {
             crate::jobs::train::check(t).map_err(ApiError::InvalidArgument)?;
             // A file's header is read here, so an unknown column is a 400 now.
@@ -66,8 +66,25 @@ async fn check_spec(state: &ServerState, spec: &JobSpec) -> Result<(), ApiError>
 }
 
 /// What can be checked before a scoring job runs: the model and version exist,
-/// rows can be named for it, the outputs asked for are its.
-fn check_score(state: &ServerState, s: &spec::ScoreSpec) -> Result<(), ApiError> {
+/// rows can be named for it, the outputs asked for are its. A model deployed in a
+/// worker process is asked through its worker ([`crate::workers::scoring`]).
+async fn check_score(state: &ServerState, s: &spec::ScoreSpec) -> Result<(), ApiError> {
+    let deployed = state.workers.get().filter(|w| w.status(&s.model).is_some());
+    if let Some(plan) = match deployed {
+        Some(workers) => workers.scoring_plan(&s.model, &s.version).await,
+        None => None,
+    } {
+        let plan = plan.map_err(|e| match e {
+            ApiError::NotFound(m) | ApiError::InvalidArgument(m) => {
+                ApiError::InvalidArgument(format!("spec.model: {m}"))
+            }
+            ApiError::Unavailable(m) => {
+                ApiError::InvalidArgument(format!("spec.model: not available now: {m}"))
+            }
+            other => other,
+        })?;
+        return check_outputs(s, &plan.outputs);
+    }
     let handle =
         state
             .manager
@@ -81,15 +98,20 @@ fn check_score(state: &ServerState, s: &spec::ScoreSpec) -> Result<(), ApiError>
             })?;
     crate::api::simple::feature_columns(&handle)
         .map_err(|e| ApiError::InvalidArgument(format!("spec.model: {e}")))?;
+    let known: Vec<String> = handle
+        .backend
+        .signature()
+        .outputs
+        .iter()
+        .map(|o| o.name.clone())
+        .collect();
+    check_outputs(s, &known)
+}
+
+/// The outputs a score job asks for are among the model's `known` ones.
+fn check_outputs(s: &spec::ScoreSpec, known: &[String]) -> Result<(), ApiError> {
     if let Some(outputs) = &s.outputs {
-        let known: Vec<&str> = handle
-            .backend
-            .signature()
-            .outputs
-            .iter()
-            .map(|o| o.name.as_str())
-            .collect();
-        if let Some(bad) = outputs.iter().find(|o| !known.contains(&o.as_str())) {
+        if let Some(bad) = outputs.iter().find(|o| !known.contains(o)) {
             return Err(ApiError::InvalidArgument(format!(
                 "spec.outputs: model {:?} has no output {bad:?} (its outputs: {known:?})",
                 s.model

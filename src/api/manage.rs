@@ -417,7 +417,122 @@ pub async fn reload_config(
         let detail = serde_json::json!({ "base_path": base_path });
         audit(state, caller, EventKind::ReloadConfig, &model, None, detail);
     }
+    end_unlisted_deployments(state, caller).await?;
     Ok(models_status(state))
+}
+
+/// Ends the deployment of every model deployed in a worker that the model config
+/// list in force leaves out, as stopping its deployment would (its record in the
+/// store, its worker), but without marking it stopped: the list decides what is
+/// served, and a list that names it again serves it again, in this process. The
+/// list is in force already; a model whose lock stays busy past the management
+/// deadline keeps its worker, and the error names it.
+pub(crate) async fn end_unlisted_deployments(
+    state: &ServerState,
+    caller: &Caller,
+) -> Result<(), ApiError> {
+    let Some(workers) = state.workers.get() else {
+        return Ok(());
+    };
+    let unlisted: Vec<String> = workers
+        .statuses()
+        .into_keys()
+        .filter(|m| !state.sources.is_source(m))
+        .collect();
+    let mut kept = Vec::new();
+    for model in unlisted {
+        let sources = state.sources.clone();
+        let lock = match sources.lock_model(&model, deadline(state)).await {
+            Ok(lock) => lock,
+            Err(e) => {
+                tracing::warn!(model, "left out of the model config list, but kept: {e}");
+                kept.push(model);
+                continue;
+            }
+        };
+        // Another operation may have decided meanwhile (its deployment ended, or a
+        // list that names it again).
+        if workers.status(&model).is_none() || state.sources.is_source(&model) {
+            continue;
+        }
+        // Recorded first: after a restart the model is no deployment either.
+        if let Some(store) = &state.store {
+            let ended = ModelSettings {
+                model: model.clone(),
+                stopped: false,
+                deployment: None,
+            };
+            if let Err(e) = store.save_model_settings(&ended).await {
+                tracing::warn!(model, "left out of the model config list, but kept: {e}");
+                kept.push(model);
+                continue;
+            }
+        }
+        let name = model.clone();
+        let forgotten = tokio::task::spawn_blocking(move || {
+            sources.forget_deployment_locked(&name, &lock);
+        })
+        .await;
+        if let Err(e) = forgotten {
+            return Err(ApiError::Internal(format!(
+                "ending model {model:?}'s deployment failed: {e}"
+            )));
+        }
+        workers.stop(&model).await;
+        audit(
+            state,
+            caller,
+            EventKind::Stop,
+            &model,
+            None,
+            serde_json::json!({
+                "deployment": "ended",
+                "reason": "left out of the model config list",
+            }),
+        );
+    }
+    if kept.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Unavailable(format!(
+            "the model config list is in force, but these models it leaves out are \
+             still deployed in their workers (busy or the store is down; reload the \
+             config again): {kept:?}"
+        )))
+    }
+}
+
+/// Follows the model config list `--model-config-file` puts in force (the watcher
+/// re-reads the file every `poll`): each time it changes, the deployments of the
+/// models it leaves out end ([`end_unlisted_deployments`], as after a gRPC
+/// `HandleReloadConfigRequest`). Runs until `stop` turns true.
+pub async fn follow_config_file(
+    state: Arc<ServerState>,
+    poll: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut in_force = state.sources.config_list();
+    let mut tick = tokio::time::interval(poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tick.tick() => {}
+        }
+        let now = state.sources.config_list();
+        let changed = match (&in_force, &now) {
+            (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
+            (None, None) => false,
+            _ => true,
+        };
+        if !changed {
+            continue;
+        }
+        in_force = now;
+        if let Err(e) = end_unlisted_deployments(&state, &Caller::default()).await {
+            tracing::warn!("the model config file changed: {e}");
+        }
+    }
 }
 
 /// What `POST /deploy` asks for.
@@ -550,8 +665,9 @@ pub enum StopDeployment {
 /// Ends a model's deployment. A model deployed in a worker process comes back to
 /// this process with no request failing: it loads here first (its worker serving
 /// meanwhile), then forwarding stops and the worker drains and goes; when no
-/// version loads here, nothing changes (503) and the worker keeps serving. Any
-/// other model stops ([`stop_model`]).
+/// version loads here (503), or the load outlives the management timeout (504,
+/// the load undone when it finishes: [`load_back_in_process`]), nothing changes
+/// and the worker keeps serving. Any other model stops ([`stop_model`]).
 pub async fn stop_deployment(
     state: &ServerState,
     model: &str,
@@ -573,14 +689,12 @@ pub async fn stop_deployment(
             })
             .await?;
     }
-    let name = model.to_string();
-    let loaded = run_locked(deadline, "loading the model in this process", move |_| {
-        sources.end_isolation_locked(&name, &lock)
-    })
-    .await;
+    let deployment = state.sources.deployment(model);
+    let loaded = load_back_in_process(&sources, state.store.clone(), model, lock, deadline).await;
     if let Err(e) = loaded {
-        // Still deployed (end_isolation_locked isolated it again, or never started).
-        if let (Some(store), Some(d)) = (&state.store, state.sources.deployment(model)) {
+        // Still deployed: end_isolation_locked isolated it again, or it never
+        // started, or the load is undone once it finishes.
+        if let (Some(store), Some(d)) = (&state.store, deployment) {
             let saved = ModelSettings {
                 model: model.to_string(),
                 stopped: false,
@@ -602,6 +716,118 @@ pub async fn stop_deployment(
         serde_json::json!({ "deployment": "ended", "serving": "in-process" }),
     );
     Ok(StopDeployment::BackInProcess)
+}
+
+/// Where a load back in process stands between the caller and the blocking
+/// thread that loads: whoever moves it from `PENDING` first decides the outcome.
+const LOAD_PENDING: u8 = 0;
+const LOAD_COMMITTED: u8 = 1;
+const LOAD_ABANDONED: u8 = 2;
+
+/// Gives the load up (if it has not committed) when the caller's future is dropped:
+/// a client that left, or the deadline.
+struct AbandonOnDrop(Arc<std::sync::atomic::AtomicU8>);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.compare_exchange(
+            LOAD_PENDING,
+            LOAD_ABANDONED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+}
+
+/// Loads a deployed model back in this process ([`Sources::end_isolation_locked`])
+/// within `deadline`, all or nothing: a load that outlives the deadline (or whose
+/// caller leaves) cannot be interrupted, so it finishes, and is then undone on its
+/// thread, under the model's lock, before anything else can see the model: its
+/// versions are unloaded and it is isolated again with its deployment. The caller
+/// gets 504 and its worker never stopped serving. A load that finished first wins
+/// even when the deadline passes a moment later (the caller waits for its answer):
+/// the answer always says what happened. An abandoned load also puts the
+/// deployment's row back in `store` itself, before it releases the lock, so that a
+/// caller that left (whose future never resumes) leaves the store right too.
+///
+/// [`Sources::end_isolation_locked`]: crate::sources::Sources::end_isolation_locked
+async fn load_back_in_process(
+    sources: &Arc<crate::sources::Sources>,
+    store: Option<Arc<crate::store::Store>>,
+    model: &str,
+    lock: crate::sources::ModelGuard,
+    deadline: tokio::time::Instant,
+) -> Result<(), ApiError> {
+    let decided = Arc::new(std::sync::atomic::AtomicU8::new(LOAD_PENDING));
+    let _abandon_when_gone = AbandonOnDrop(decided.clone());
+    let (sources, name, decision) = (sources.clone(), model.to_string(), decided.clone());
+    let runtime = tokio::runtime::Handle::current();
+    let mut task = tokio::task::spawn_blocking(move || {
+        if decision.load(Ordering::Acquire) != LOAD_PENDING {
+            return Err(SourcesError::Cancelled(
+                "the operation was given up before it started".into(),
+            ));
+        }
+        let deployment = sources.deployment(&name);
+        let loaded = sources.end_isolation_locked(&name, &lock);
+        let committed = decision
+            .compare_exchange(
+                LOAD_PENDING,
+                LOAD_COMMITTED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok();
+        if committed {
+            return loaded;
+        }
+        // The caller was told nothing changed: make it so.
+        if loaded.is_ok() {
+            tracing::info!(
+                model = %name,
+                "loaded back in process past the management deadline; undone, the \
+                 deployment stays"
+            );
+            sources.isolate_locked(&name, deployment.clone().unwrap_or_default(), &lock)?;
+        }
+        if let (Some(store), Some(d)) = (store, deployment) {
+            let saved = ModelSettings {
+                model: name.clone(),
+                stopped: false,
+                deployment: Some(d),
+            };
+            if let Err(e) = runtime.block_on(store.save_model_settings(&saved)) {
+                tracing::warn!(model = %name, "the store no longer records the deployment: {e}");
+            }
+        }
+        loaded
+    });
+    let joined = match tokio::time::timeout_at(deadline, &mut task).await {
+        Ok(joined) => joined,
+        Err(_) => {
+            let abandoned = decided
+                .compare_exchange(
+                    LOAD_PENDING,
+                    LOAD_ABANDONED,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok();
+            if abandoned {
+                return Err(ApiError::DeadlineExceeded(format!(
+                    "loading model {model:?} in this process did not finish within the \
+                     management timeout; nothing changed: it stays deployed and its \
+                     worker keeps serving it (the load that had started is undone when it \
+                     finishes)"
+                )));
+            }
+            // It committed just now: its answer is a moment away.
+            task.await
+        }
+    };
+    joined
+        .map_err(|e| ApiError::Internal(format!("model operation failed: {e}")))?
+        .map_err(ApiError::from)
 }
 
 /// Stops serving a model and keeps its files. Requests already running finish. The

@@ -113,6 +113,7 @@ pub struct Health {
         super::healthz,
         crate::workers::services,
         crate::workers::service,
+        crate::workers::scoring::scoring_plan,
         openapi_json,
         swagger_yaml,
     ),

@@ -28,6 +28,7 @@
 pub mod io;
 pub mod old_service;
 mod score;
+pub use score::ScoringPlan;
 pub mod spec;
 pub mod train;
 pub mod uploads;

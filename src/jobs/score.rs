@@ -1,12 +1,20 @@
 //! Scoring: every row of a source through a served model, into a sink.
 //!
 //! Rows are read a batch at a time, laid out for the model exactly as the simple
-//! API lays out named features (the plan comes from `api::simple::named_layout`,
+//! API lays out named features (the [`ScoringPlan`], from `api::simple::named_layout`,
 //! once per job), and predicted through
 //! `api::predict`, so the version's queue, batcher and backend do the work as for
 //! any request. The version is fixed when the job starts ("latest" or a label is
 //! resolved once), so every row is scored by the same model.
+//!
+//! A model deployed in a worker process (`crate::workers`) lives only there: its plan
+//! comes from the worker (`GET /v1/scoring-plans/{model}`, the same [`ScoringPlan`]
+//! made from the worker's own handle) and each batch goes to the worker's V2 infer
+//! (binary tensors both ways, so the values are the ones the model gave). Which way
+//! a batch goes is decided per batch, so a deploy or `stop_deployment` while the job
+//! runs moves it along with the model.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::json;
@@ -27,17 +35,182 @@ fn failed(e: impl std::fmt::Display) -> JobError {
     JobError::Failed(e.to_string())
 }
 
+/// What a scoring job needs of the model version it scores with, decided once per
+/// job: how named features fill its inputs, its answer's outputs, the features'
+/// defaults and the class labels. Made from a handle here, or read from the worker
+/// a deployed model lives in (which makes it the same way).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoringPlan {
+    pub model: String,
+    pub version: u64,
+    /// Each input and the features that fill it, in order (`simple::named_layout`).
+    pub layout: Vec<(TensorSpec, Vec<String>)>,
+    /// The prediction's output and the class probabilities' (`simple::answer_outputs`).
+    pub prediction: String,
+    pub probabilities: Option<String>,
+    /// Every output of the signature.
+    pub outputs: Vec<String>,
+    pub feature_defaults: BTreeMap<String, FeatureValue>,
+    pub class_labels: Option<Vec<String>>,
+}
+
+impl ScoringPlan {
+    /// The plan of a version served in this process.
+    pub fn of(handle: &ServableHandle) -> Result<ScoringPlan, ApiError> {
+        let layout = simple::named_layout(handle)?;
+        let (prediction, probabilities) = simple::answer_outputs(handle)?;
+        Ok(ScoringPlan {
+            model: handle.model.to_string(),
+            version: handle.version,
+            layout,
+            prediction,
+            probabilities,
+            outputs: handle
+                .backend
+                .signature()
+                .outputs
+                .iter()
+                .map(|o| o.name.clone())
+                .collect(),
+            feature_defaults: handle.config().feature_defaults.clone(),
+            class_labels: handle.class_labels().map(<[String]>::to_vec),
+        })
+    }
+
+    /// As `GET /v1/scoring-plans/{model}` answers it.
+    pub fn to_json(&self) -> serde_json::Value {
+        let defaults: serde_json::Map<String, serde_json::Value> = self
+            .feature_defaults
+            .iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    FeatureValue::Number(n) => json!(n),
+                    FeatureValue::Text(t) => json!(t),
+                };
+                (k.clone(), v)
+            })
+            .collect();
+        json!({
+            "model": self.model,
+            "version": self.version,
+            "inputs": self.layout.iter().map(|(spec, features)| json!({
+                "name": spec.name,
+                "datatype": spec.dtype.v2_name(),
+                "shape": spec.shape,
+                "features": features,
+            })).collect::<Vec<_>>(),
+            "prediction_output": self.prediction,
+            "probabilities_output": self.probabilities,
+            "outputs": self.outputs,
+            "feature_defaults": defaults,
+            "class_labels": self.class_labels,
+        })
+    }
+
+    /// Reads [`ScoringPlan::to_json`]'s answer.
+    pub fn from_json(value: serde_json::Value) -> Result<ScoringPlan, String> {
+        #[derive(serde::Deserialize)]
+        struct Input {
+            name: String,
+            datatype: String,
+            shape: Vec<i64>,
+            features: Vec<String>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Plan {
+            model: String,
+            version: u64,
+            inputs: Vec<Input>,
+            prediction_output: String,
+            probabilities_output: Option<String>,
+            outputs: Vec<String>,
+            #[serde(default)]
+            feature_defaults: BTreeMap<String, FeatureValue>,
+            class_labels: Option<Vec<String>>,
+        }
+        let plan: Plan = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        let layout = plan
+            .inputs
+            .into_iter()
+            .map(|i| {
+                let dtype = DataType::from_v2_name(&i.datatype).ok_or_else(|| {
+                    format!("input {:?}: unknown datatype {:?}", i.name, i.datatype)
+                })?;
+                let spec = TensorSpec {
+                    name: i.name,
+                    dtype,
+                    shape: i.shape,
+                };
+                Ok((spec, i.features))
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(ScoringPlan {
+            model: plan.model,
+            version: plan.version,
+            layout,
+            prediction: plan.prediction_output,
+            probabilities: plan.probabilities_output,
+            outputs: plan.outputs,
+            feature_defaults: plan.feature_defaults,
+            class_labels: plan.class_labels,
+        })
+    }
+}
+
+/// The supervisor, when `model` is deployed in a worker process now.
+fn deployed_in_worker(
+    state: &crate::api::ServerState,
+    model: &str,
+) -> Option<std::sync::Arc<crate::workers::Supervisor>> {
+    state
+        .workers
+        .get()
+        .filter(|w| w.status(model).is_some())
+        .cloned()
+}
+
+/// How long a job waits, in all, for a deployed model's worker that is restarting.
+const WORKER_WAIT: Duration = Duration::from_secs(30);
+
+/// The plan of the version `spec` asks for, and the handle that keeps it loaded
+/// when it is served in this process (a deployed model's worker holds its own).
+fn resolve_plan(
+    ctx: &JobContext,
+    spec: &ScoreSpec,
+) -> Result<(ScoringPlan, Option<ServableHandle>), JobError> {
+    let started = std::time::Instant::now();
+    loop {
+        ctx.check_cancelled()?;
+        let Some(workers) = deployed_in_worker(&ctx.state, &spec.model) else {
+            let handle = ctx
+                .state
+                .manager
+                .resolve(&spec.model, &spec.version)
+                .map_err(|e| failed(format!("model {:?}: {e}", spec.model)))?;
+            let plan = ScoringPlan::of(&handle).map_err(failed)?;
+            return Ok((plan, Some(handle)));
+        };
+        match ctx
+            .runtime
+            .block_on(workers.scoring_plan(&spec.model, &spec.version))
+        {
+            Some(Ok(plan)) => return Ok((plan, None)),
+            Some(Err(ApiError::Unavailable(_))) if started.elapsed() < WORKER_WAIT => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Some(Err(e)) => return Err(failed(format!("model {:?}: {e}", spec.model))),
+            // Its deployment ended meanwhile: served here again.
+            None => {}
+        }
+    }
+}
+
 pub fn run(ctx: &JobContext, spec: &ScoreSpec) -> Result<serde_json::Value, JobError> {
     ctx.progress(|p| p.stage = "resolving the model".into());
-    let handle = ctx
-        .state
-        .manager
-        .resolve(&spec.model, &spec.version)
-        .map_err(|e| failed(format!("model {:?}: {e}", spec.model)))?;
-    let version = handle.version;
+    let (plan, _handle) = resolve_plan(ctx, spec)?;
+    let version = plan.version;
     ctx.message(format!("scoring with {} version {version}", spec.model));
-    let layout = simple::named_layout(&handle).map_err(failed)?;
-    let (prediction, probabilities) = simple::answer_outputs(&handle).map_err(failed)?;
+    let (prediction, probabilities) = (plan.prediction.clone(), plan.probabilities.clone());
     let wanted = match &spec.outputs {
         Some(o) => o.clone(),
         None => std::iter::once(prediction.clone())
@@ -60,7 +233,7 @@ pub fn run(ctx: &JobContext, spec: &ScoreSpec) -> Result<serde_json::Value, JobE
             })
         })
         .collect::<Result<_, _>>()?;
-    let plans = plan_inputs(&handle, layout, &columns, &spec.model)?;
+    let plans = plan_inputs(&plan, &columns)?;
     let (mut batch, mut out_rows): (Vec<Vec<Value>>, Vec<Vec<Value>>) = (Vec::new(), Vec::new());
 
     let mut sink: Option<Box<dyn io::Sink>> = None;
@@ -79,7 +252,7 @@ pub fn run(ctx: &JobContext, spec: &ScoreSpec) -> Result<serde_json::Value, JobE
         rows_read += n as u64;
         let inputs = input_tensors(&plans, batch)
             .map_err(|e| failed(format!("row {}: {e}", first_row + e.row as u64)))?;
-        let outputs = predict(ctx, &handle, inputs, &wanted).map_err(|e| match e {
+        let outputs = predict(ctx, &plan, inputs, &wanted).map_err(|e| match e {
             JobError::Failed(m) => failed(format!(
                 "rows {first_row} to {rows_read} ({}): {m}",
                 source.describe_position()
@@ -89,7 +262,7 @@ pub fn run(ctx: &JobContext, spec: &ScoreSpec) -> Result<serde_json::Value, JobE
         fill_output_rows(&mut out_rows, batch, &carry, outputs.iter().map(|(_, t)| t));
         if sink.is_none() {
             output_columns = spec.carry.clone();
-            output_columns.extend(output_names(&handle, &outputs, probabilities.as_deref()));
+            output_columns.extend(output_names(&plan, &outputs, probabilities.as_deref()));
             sink = Some(
                 io::open_sink(
                     &spec.sink,
@@ -163,14 +336,10 @@ struct InputPlan {
 /// The plan of each input in `layout` (`api::simple::named_layout`) over the
 /// source's `columns`; a feature the source lacks takes the config's default, and
 /// one without a default fails the job, naming every such feature.
-fn plan_inputs(
-    handle: &ServableHandle,
-    layout: Vec<(TensorSpec, Vec<String>)>,
-    columns: &[String],
-    model: &str,
-) -> Result<Vec<InputPlan>, JobError> {
+fn plan_inputs(plan: &ScoringPlan, columns: &[String]) -> Result<Vec<InputPlan>, JobError> {
+    let (layout, model) = (plan.layout.clone(), &plan.model);
     let index_of = |name: &str| columns.iter().position(|c| c == name);
-    let defaults = handle.config().feature_defaults.clone();
+    let defaults = &plan.feature_defaults;
     let features: Vec<&String> = layout.iter().flat_map(|(_, names)| names).collect();
     let missing: Vec<&&String> = features
         .iter()
@@ -287,28 +456,50 @@ fn text_cell(row: &[Value], name: &str, cell: &Cell) -> Result<Vec<u8>, String> 
 }
 
 /// Predicts one batch, waiting (and checking for a cancel) while the version's
-/// queue is full: online requests go first.
+/// queue is full (online requests go first) and, for a deployed model, while its
+/// worker restarts (up to [`WORKER_WAIT`]). A deployed model's batch goes to its
+/// worker; any other is predicted here.
 fn predict(
     ctx: &JobContext,
-    handle: &ServableHandle,
+    plan: &ScoringPlan,
     inputs: Vec<(String, Tensor)>,
     wanted: &[String],
 ) -> Result<Vec<(String, Tensor)>, JobError> {
+    let mut unavailable_since: Option<std::time::Instant> = None;
     loop {
         ctx.check_cancelled()?;
-        let mut request = PredictRequest::new(
-            handle.model.to_string(),
-            VersionRequest::Specific(handle.version),
-            Protocol::Job,
-        );
-        request.inputs = inputs.clone();
-        request.outputs = wanted.to_vec();
-        match ctx
-            .runtime
-            .block_on(crate::api::predict(&ctx.state, request))
-        {
-            Ok(response) => return Ok(response.outputs),
+        let remote = deployed_in_worker(&ctx.state, &plan.model).and_then(|workers| {
+            ctx.runtime
+                .block_on(workers.infer(&plan.model, plan.version, &inputs, wanted))
+        });
+        let answer = match remote {
+            Some(answer) => answer,
+            None => {
+                let mut request = PredictRequest::new(
+                    plan.model.clone(),
+                    VersionRequest::Specific(plan.version),
+                    Protocol::Job,
+                );
+                request.inputs = inputs.clone();
+                request.outputs = wanted.to_vec();
+                ctx.runtime
+                    .block_on(crate::api::predict(&ctx.state, request))
+                    .map(|r| r.outputs)
+            }
+        };
+        match answer {
+            Ok(outputs) => return Ok(outputs),
             Err(ApiError::ResourceExhausted(_)) => std::thread::sleep(FULL_QUEUE_BACKOFF),
+            Err(ApiError::Unavailable(m))
+                if unavailable_since
+                    .get_or_insert_with(std::time::Instant::now)
+                    .elapsed()
+                    < WORKER_WAIT
+                    && deployed_in_worker(&ctx.state, &plan.model).is_some() =>
+            {
+                tracing::debug!(model = %plan.model, "scoring waits for the worker: {m}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
             Err(e) => return Err(failed(e)),
         }
     }
@@ -318,11 +509,11 @@ fn predict(
 /// `[rows, k]` output gives `name_<class>` (the model's class labels for its
 /// probabilities) or `name_<j>`.
 fn output_names(
-    handle: &ServableHandle,
+    plan: &ScoringPlan,
     outputs: &[(String, Tensor)],
     probabilities: Option<&str>,
 ) -> Vec<String> {
-    let labels = handle.class_labels().map(<[String]>::to_vec);
+    let labels = plan.class_labels.clone();
     let mut names = Vec::new();
     for (name, tensor) in outputs {
         let width = row_width(tensor);

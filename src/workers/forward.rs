@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderName, Method, Uri};
+use axum::http::{header, HeaderName, HeaderValue, Method, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -35,11 +35,19 @@ pub fn client() -> Client {
 }
 
 /// A GET answered 200 within a second (health checks).
-pub async fn get_ok(client: &Client, addr: SocketAddr, path: &str) -> bool {
+pub async fn get_ok(
+    client: &Client,
+    authorization: &HeaderValue,
+    addr: SocketAddr,
+    path: &str,
+) -> bool {
     let Ok(uri) = format!("http://{addr}{path}").parse::<Uri>() else {
         return false;
     };
-    let Ok(request) = axum::http::Request::get(uri).body(Body::empty()) else {
+    let Ok(request) = axum::http::Request::get(uri)
+        .header(header::AUTHORIZATION, authorization)
+        .body(Body::empty())
+    else {
         return false;
     };
     matches!(
@@ -49,9 +57,17 @@ pub async fn get_ok(client: &Client, addr: SocketAddr, path: &str) -> bool {
 }
 
 /// The body of a GET answered 200 within a second (at most 4 MiB), or `None`.
-pub async fn get_body(client: &Client, addr: SocketAddr, path: &str) -> Option<bytes::Bytes> {
+pub async fn get_body(
+    client: &Client,
+    authorization: &HeaderValue,
+    addr: SocketAddr,
+    path: &str,
+) -> Option<bytes::Bytes> {
     let uri = format!("http://{addr}{path}").parse::<Uri>().ok()?;
-    let request = axum::http::Request::get(uri).body(Body::empty()).ok()?;
+    let request = axum::http::Request::get(uri)
+        .header(header::AUTHORIZATION, authorization)
+        .body(Body::empty())
+        .ok()?;
     let read = async {
         let response = client.request(request).await.ok()?;
         if response.status() != 200 {
@@ -71,6 +87,8 @@ fn model_of_path(path: &str) -> Option<&str> {
     let mut segments = path.trim_start_matches('/').split('/');
     match (segments.next()?, segments.next()) {
         ("predict", Some(m)) if !m.is_empty() => Some(m),
+        // A score job's plan (`workers::scoring`) is the worker's word too.
+        ("v1", Some("scoring-plans")) => segments.next().filter(|m| !m.is_empty()),
         // The console's try-it form is built from the model's signature and
         // pre-processing, which only its worker holds.
         ("console", Some("fragments")) => match (segments.next(), segments.next(), segments.next())
@@ -121,7 +139,7 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
         let model = model.to_string();
         return match workers.target(&model) {
             None => next.run(request).await,
-            Some(target) => forward(&workers.client, target, request).await,
+            Some(target) => forward(workers, target, request).await,
         };
     }
     // `POST /predict` names the model in its body; `GET /predict?model_id=`.
@@ -134,7 +152,7 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
             });
             return match model.and_then(|m| workers.target(&m)) {
                 None => next.run(request).await,
-                Some(target) => forward(&workers.client, target, request).await,
+                Some(target) => forward(workers, target, request).await,
             };
         }
         let (parts, body) = request.into_parts();
@@ -161,7 +179,7 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
         let request = Request::from_parts(parts, Body::from(bytes));
         return match target {
             None => next.run(request).await,
-            Some(target) => forward(&workers.client, target, request).await,
+            Some(target) => forward(workers, target, request).await,
         };
     }
     next.run(request).await
@@ -178,7 +196,7 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 ];
 
 async fn forward(
-    client: &Client,
+    workers: &super::Supervisor,
     target: Result<SocketAddr, String>,
     request: Request,
 ) -> Response {
@@ -204,7 +222,20 @@ async fn forward(
         parts.headers.remove(h);
     }
     parts.headers.remove(header::HOST);
-    match client.request(Request::from_parts(parts, body)).await {
+    // The client's own token passes through, so the worker enforces its scope as
+    // this server did. A request without one passed this server's access layer as
+    // an open route, or with no tokens configured: it carries this server's token,
+    // which the worker accepts, so the two never disagree on it.
+    if !parts.headers.contains_key(header::AUTHORIZATION) {
+        parts
+            .headers
+            .insert(header::AUTHORIZATION, workers.authorization().clone());
+    }
+    match workers
+        .client
+        .request(Request::from_parts(parts, body))
+        .await
+    {
         Ok(response) => {
             let (mut parts, body) = response.into_parts();
             for h in &HOP_BY_HOP {
@@ -239,6 +270,8 @@ mod tests {
         );
         assert_eq!(model_of_path("/v2/models/iris/infer"), Some("iris"));
         assert_eq!(model_of_path("/v2/health/ready"), None);
+        assert_eq!(model_of_path("/v1/scoring-plans/iris"), Some("iris"));
+        assert_eq!(model_of_path("/v1/scoring-plans/"), None);
         assert_eq!(model_of_path("/models/status"), None);
         assert_eq!(model_of_path("/v1/models/iris/history"), None);
         assert_eq!(model_of_path("/v1/models/iris/predictions"), None);

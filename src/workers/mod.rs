@@ -7,11 +7,13 @@
 //! * `supervisor`: spawns, health-checks, restarts (backoff, crash-loop), stops;
 //! * `forward`: the REST layer that sends a deployed model's requests to its worker;
 //! * `worker`: the `ferroserve worker` subcommand (the same server, one model);
+//! * `scoring`: scoring jobs for deployed models (plan and batches from the worker);
 //! * this file: the registry's JSON and routes (`/registry/services[/{model}]`).
 
 pub mod forward;
 pub mod limits;
 pub mod resources;
+pub mod scoring;
 pub mod supervisor;
 pub mod worker;
 
@@ -120,6 +122,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/registry/services", get(services))
         .route("/registry/services/{model}", get(service))
+        .route("/v1/scoring-plans/{model}", get(scoring::scoring_plan))
 }
 
 /// The registry alone, for its own listener (`--registry-addr`).

@@ -237,6 +237,13 @@ pub struct Supervisor {
     store: Option<Arc<Store>>,
     /// Old workers draining after a redeploy; awaited at shutdown.
     draining: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// This server's token for its own workers (random, made at start, never
+    /// stored, logged or shown): each worker gets it in its environment and accepts
+    /// it with every scope, so health checks, status reads and the main server's
+    /// own requests pass a worker's tokens file.
+    token: String,
+    /// `Bearer <token>`, marked sensitive (kept out of hyper's debug output).
+    authorization: axum::http::HeaderValue,
 }
 
 impl Supervisor {
@@ -268,7 +275,13 @@ impl Supervisor {
                     let _ = reply.send(result);
                 }
             })?;
+        let token = supervisor_token()?;
+        let mut authorization = axum::http::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(std::io::Error::other)?;
+        authorization.set_sensitive(true);
         Ok(Arc::new(Supervisor {
+            token,
+            authorization,
             config,
             slots: ArcSwap::from_pointee(HashMap::new()),
             changing: tokio::sync::Mutex::new(()),
@@ -281,6 +294,11 @@ impl Supervisor {
 
     pub fn config(&self) -> &WorkerConfig {
         &self.config
+    }
+
+    /// The `Authorization` value workers accept from this server (every scope).
+    pub(crate) fn authorization(&self) -> &axum::http::HeaderValue {
+        &self.authorization
     }
 
     /// Whether `model` is deployed in a worker; where to forward its requests when it
@@ -725,6 +743,8 @@ impl Supervisor {
                 command.env_remove(&key);
             }
         }
+        // In the environment, not on the command line (which every user may read).
+        command.env(super::worker::SUPERVISOR_TOKEN_ENV, &self.token);
         command
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::inherit())
@@ -872,14 +892,16 @@ impl Supervisor {
                 }
                 _ = tokio::time::sleep(Duration::from_millis(25)) => {}
             }
-            if super::forward::get_ok(&self.client, addr, &ready_path).await {
+            if super::forward::get_ok(&self.client, &self.authorization, addr, &ready_path).await {
                 break;
             }
             // The worker is ready (its initial load is over) but its model is not:
             // no version of it can load. Asked in this order, so a model that
             // turned ready in between is not taken for one that failed.
-            if super::forward::get_ok(&self.client, addr, "/v2/health/ready").await
-                && !super::forward::get_ok(&self.client, addr, &ready_path).await
+            if super::forward::get_ok(&self.client, &self.authorization, addr, "/v2/health/ready")
+                .await
+                && !super::forward::get_ok(&self.client, &self.authorization, addr, &ready_path)
+                    .await
             {
                 let why = match self.model_status(addr, &slot.model).await {
                     Some(m) => unservable_reason(&m),
@@ -925,9 +947,11 @@ impl Supervisor {
                 }
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
-            let healthy = super::forward::get_ok(&self.client, addr, "/v2/health/live").await;
-            // A status the worker does not give (a server with tokens, which the
-            // supervisor does not hold) keeps the last one.
+            let healthy =
+                super::forward::get_ok(&self.client, &self.authorization, addr, "/v2/health/live")
+                    .await;
+            // A status the worker does not give (it is busy, or just failed) keeps
+            // the last one.
             let model_status = if healthy {
                 self.model_status(addr, &slot.model).await
             } else {
@@ -960,7 +984,9 @@ impl Supervisor {
         struct Status {
             models: Vec<Entry>,
         }
-        let body = super::forward::get_body(&self.client, addr, "/models/status").await?;
+        let body =
+            super::forward::get_body(&self.client, &self.authorization, addr, "/models/status")
+                .await?;
         let status: Status = serde_json::from_slice(&body).ok()?;
         status
             .models
@@ -1029,6 +1055,18 @@ impl Supervisor {
             at,
         }
     }
+}
+
+/// A fresh random token for a supervisor's workers (256 bits, URL-safe).
+fn supervisor_token() -> std::io::Result<String> {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| std::io::Error::other(format!("no randomness available: {e}")))?;
+    Ok(format!(
+        "fsw_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    ))
 }
 
 /// Why no version of a worker's model serves, from its status.

@@ -52,9 +52,33 @@ pub struct WorkerArgs {
     pub auth_tokens: Option<PathBuf>,
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// The SHA-256 of the supervisor's token ([`SUPERVISOR_TOKEN_ENV`]), taken from
+    /// the environment by [`WorkerArgs::take_supervisor_token`]; never a flag, so it
+    /// is not on the command line for other users to read.
+    #[arg(skip)]
+    pub supervisor_token_sha256: Option<[u8; 32]>,
 }
 
+/// The environment variable a worker's supervisor passes its token in: the worker
+/// accepts it with every scope besides its tokens file, so the main server can read
+/// its status and health when tokens are configured. The worker removes it from
+/// its environment at start, so nothing it starts inherits it.
+pub const SUPERVISOR_TOKEN_ENV: &str = "FERROSERVE_SUPERVISOR_TOKEN";
+
 impl WorkerArgs {
+    /// Takes the supervisor's token out of the environment (keeping only its hash).
+    /// Called before any other thread starts: changing the environment is not
+    /// thread-safe.
+    pub fn take_supervisor_token(&mut self) {
+        if let Some(token) = std::env::var_os(SUPERVISOR_TOKEN_ENV) {
+            std::env::remove_var(SUPERVISOR_TOKEN_ENV);
+            let token = token.to_string_lossy();
+            if !token.is_empty() {
+                self.supervisor_token_sha256 = Some(crate::auth::token_sha256(&token));
+            }
+        }
+    }
+
     /// The server settings of this worker.
     pub fn settings(&self) -> anyhow::Result<Settings> {
         let repository = self.state_dir.join("repository");
@@ -83,6 +107,7 @@ impl WorkerArgs {
         });
         settings.worker_ports = None;
         settings.registry_addr = None;
+        settings.supervisor_token_sha256 = self.supervisor_token_sha256;
         Ok(settings)
     }
 
