@@ -414,7 +414,11 @@ pub async fn old_predict(
         "prediction": unmapped(&text(&label)).map(serde_json::Value::String).unwrap_or_else(|| label.clone()),
         "label": label,
     });
-    let classes = response.class_labels.clone().or(trained_classes);
+    let classes = response
+        .handle
+        .class_labels()
+        .map(<[String]>::to_vec)
+        .or(trained_classes);
     if let (Some(p), Some(classes)) = (&response.probabilities, &classes) {
         let row = serde_json::to_value(NestedJson::row(p, 0))
             .map_err(|e| ApiError::Internal(format!("cannot encode the probabilities: {e}")))?;

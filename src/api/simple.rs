@@ -57,14 +57,13 @@ pub struct SimpleRequest {
 }
 
 pub struct SimpleResponse {
-    /// The version that answered.
+    /// The version that answered (and its class labels, in the column order of the
+    /// probabilities: `ServableHandle::class_labels`).
     pub handle: ServableHandle,
     /// One prediction per row (`[rows]` or `[rows, …]`).
     pub prediction: Tensor,
     /// Class probabilities `[rows, classes]`, for classifiers.
     pub probabilities: Option<Tensor>,
-    /// Class labels in the column order of the probabilities, when known.
-    pub class_labels: Option<Vec<String>>,
     /// For a model with `[postprocess] labels`: per row, the k best classes with
     /// their scores, best first (see [`crate::preprocess::Pipeline::top_classes`]).
     pub top_classes: Option<Vec<crate::preprocess::TopClasses>>,
@@ -127,7 +126,6 @@ pub async fn simple_predict(
         ApiError::Internal(format!("the model gave no output {prediction_output:?}"))
     })?;
     Ok(SimpleResponse {
-        class_labels: response.handle.class_labels().map(<[String]>::to_vec),
         top_classes,
         handle: response.handle,
         prediction,

@@ -167,10 +167,16 @@ fn is_form(headers: &HeaderMap) -> bool {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
-            v.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("application/x-www-form-urlencoded")
+            starts_with_ignoring_case(v.trim_start(), "application/x-www-form-urlencoded")
         })
+}
+
+/// Whether `text` starts with `prefix`, ASCII case ignored (media types), without
+/// copying it.
+fn starts_with_ignoring_case(text: &str, prefix: &str) -> bool {
+    text.as_bytes()
+        .get(..prefix.len())
+        .is_some_and(|start| start.eq_ignore_ascii_case(prefix.as_bytes()))
 }
 
 /// A form or query value: a finite number when it reads as one, else text.
@@ -349,11 +355,7 @@ fn multipart_type(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            v.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("multipart/form-data")
-        })
+        .filter(|v| starts_with_ignoring_case(v.trim_start(), "multipart/form-data"))
 }
 
 /// A multipart body for an image model: `model_id`, `version` (text fields) and
@@ -575,7 +577,7 @@ fn encode(r: &SimpleResponse, single: bool) -> SimpleAnswer<'_> {
     };
     let now = SystemTime::now();
     let probabilities = r.probabilities.as_ref().map(pick);
-    let classes = match (&r.probabilities, &r.class_labels) {
+    let classes = match (&r.probabilities, r.handle.class_labels()) {
         (Some(_), Some(labels)) => {
             let dtype = r.prediction.dtype();
             Some(labels.iter().map(|l| class_label(l, dtype)).collect())
