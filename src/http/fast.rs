@@ -81,8 +81,8 @@ fn route(path: &str) -> Option<Route<'_>> {
     }
 }
 
-/// Whether this request is taken here (see the module comment); cheap, no
-/// allocation. `false` sends it through the router.
+/// Whether this request is taken here (see the module comment): header checks and
+/// two splits of the path. `false` sends it through the router.
 pub fn takes(state: &AppState, request: &http::request::Parts) -> bool {
     if request.method != Method::POST
         || !matches!(request.version, Version::HTTP_11 | Version::HTTP_10)
