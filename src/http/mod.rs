@@ -25,6 +25,8 @@ mod store;
 mod tfs;
 mod v2;
 
+pub(crate) use v2::{decode_tensors as decode_v2_tensors, InputBody as V2TensorBody};
+
 use std::sync::Arc;
 
 use axum::body::Bytes;

@@ -194,9 +194,11 @@ struct InferBody {
 }
 
 /// One input tensor: `data` flat or nested, or binary (`parameters.binary_data_size`).
+/// An answer's output tensors have the same fields (`crate::workers::scoring` reads
+/// a worker's answers with it).
 #[derive(Deserialize, utoipa::ToSchema)]
 #[schema(as = V2InferInput)]
-struct InputBody {
+pub(crate) struct InputBody {
     name: String,
     shape: Vec<i64>,
     datatype: String,
@@ -237,10 +239,20 @@ fn split_body<'a>(headers: &HeaderMap, bytes: &'a [u8]) -> Result<(&'a [u8], &'a
     Ok(bytes.split_at(length))
 }
 
-fn decode_inputs(inputs: Vec<InputBody>, mut binary: &[u8]) -> Result<Vec<NamedTensor>, ApiError> {
+fn decode_inputs(inputs: Vec<InputBody>, binary: &[u8]) -> Result<Vec<NamedTensor>, ApiError> {
+    decode_tensors(inputs, binary, "input")
+}
+
+/// V2 tensors (`kind` "input" or "output", for the messages), their binary data
+/// taken from `binary` in order; every byte of it must be claimed.
+pub(crate) fn decode_tensors(
+    inputs: Vec<InputBody>,
+    mut binary: &[u8],
+    kind: &str,
+) -> Result<Vec<NamedTensor>, ApiError> {
     let mut tensors = Vec::with_capacity(inputs.len());
     for input in inputs {
-        let what = format!("input {:?}", input.name);
+        let what = format!("{kind} {:?}", input.name);
         let dtype = DataType::from_v2_name(&input.datatype)
             .ok_or_else(|| invalid(format!("{what}: unknown datatype {:?}", input.datatype)))?;
         let shape: Vec<usize> = input
@@ -309,7 +321,7 @@ fn decode_inputs(inputs: Vec<InputBody>, mut binary: &[u8]) -> Result<Vec<NamedT
     }
     if !binary.is_empty() {
         return Err(invalid(format!(
-            "{} binary bytes after the JSON header are not claimed by any input's binary_data_size",
+            "{} binary bytes after the JSON header are not claimed by any {kind}'s binary_data_size",
             binary.len()
         )));
     }

@@ -24,7 +24,7 @@ use crate::api::ApiError;
 use crate::http::{AppState, HttpError};
 use crate::jobs::ScoringPlan;
 use crate::manager::VersionRequest;
-use crate::tensor::{DataType, Tensor};
+use crate::tensor::Tensor;
 
 /// The V2 header that gives the length of the JSON part of a binary body.
 const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -190,53 +190,17 @@ fn decode_answer(
     head_length: Option<usize>,
     body: &[u8],
 ) -> Result<Vec<(String, Tensor)>, ApiError> {
-    #[derive(serde::Deserialize)]
-    struct Output {
-        name: String,
-        datatype: String,
-        shape: Vec<usize>,
-        #[serde(default)]
-        parameters: serde_json::Map<String, Value>,
-        #[serde(default)]
-        data: Option<Value>,
-    }
+    /// A V2 answer's outputs have the fields of a request's inputs.
     #[derive(serde::Deserialize)]
     struct Answer {
-        outputs: Vec<Output>,
+        outputs: Vec<crate::http::V2TensorBody>,
     }
     let bad = |why: String| ApiError::Internal(format!("model {model:?}'s worker: {why}"));
     let head_length = head_length.unwrap_or(body.len()).min(body.len());
-    let (head, mut binary) = body.split_at(head_length);
+    let (head, binary) = body.split_at(head_length);
     let answer: Answer =
         serde_json::from_slice(head).map_err(|e| bad(format!("a bad infer answer: {e}")))?;
-    let mut outputs = Vec::with_capacity(answer.outputs.len());
-    for output in answer.outputs {
-        let what = format!("output {:?}", output.name);
-        let dtype = DataType::from_v2_name(&output.datatype)
-            .ok_or_else(|| bad(format!("{what}: unknown datatype {:?}", output.datatype)))?;
-        let count: usize = output.shape.iter().product();
-        let tensor = match (output.parameters.get("binary_data_size"), &output.data) {
-            (Some(size), _) => {
-                let size = size
-                    .as_u64()
-                    .and_then(|s| usize::try_from(s).ok())
-                    .filter(|s| *s <= binary.len())
-                    .ok_or_else(|| bad(format!("{what}: a bad binary_data_size")))?;
-                let (raw, rest) = binary.split_at(size);
-                binary = rest;
-                let data = crate::raw_tensor::decode(dtype, count, raw)
-                    .map_err(|e| bad(format!("{what}: {e}")))?;
-                Tensor::new(output.shape, data).map_err(|e| bad(format!("{what}: {e}")))?
-            }
-            (None, Some(data)) => {
-                let (_, leaves) = crate::json_tensor::flatten(data, &what)?;
-                crate::json_tensor::typed_tensor(output.shape, &leaves, dtype, &what)?
-            }
-            (None, None) => return Err(bad(format!("{what} has no data"))),
-        };
-        outputs.push((output.name, tensor));
-    }
-    Ok(outputs)
+    crate::http::decode_v2_tensors(answer.outputs, binary, "output").map_err(|e| bad(e.to_string()))
 }
 
 /// Which version `GET /v1/scoring-plans/{model}` is about.
