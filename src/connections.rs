@@ -621,13 +621,13 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
             })
         };
         if let Some(state) = &self.fast_path {
-            if crate::http::fast::takes(state, &parts) {
+            if let Some(route) = crate::http::fast::takes(state, &parts) {
                 let request = http::Request::from_parts(parts, body);
                 let state = state.clone();
                 let peer = self.peer;
                 return Box::pin(async move {
                     Ok(guard_body(
-                        crate::http::fast::serve(state, request, peer).await,
+                        crate::http::fast::serve(state, route, request, peer).await,
                     ))
                 });
             }

@@ -36,24 +36,25 @@ use crate::auth::{rest_access, Access};
 /// the plumbing is a large share of the work.
 pub const FAST_MAX_BODY: u64 = 64 * 1024;
 
-/// Which handler a request goes to.
+/// Which handler a request goes to, with the path parameters its extractors
+/// would give it (owned: the request moves into the handler).
 #[derive(Debug, PartialEq, Eq)]
-enum Route<'a> {
+pub enum Route {
     /// `/v1/models/{rest}` with a `:predict` verb (`rest` as the wildcard sees it).
-    TfsPredict(&'a str),
+    TfsPredict(String),
     /// `/v2/models/{model}/infer`
-    V2Infer(&'a str),
+    V2Infer(String),
     /// `/v2/models/{model}/versions/{version}/infer`
-    V2InferVersion(&'a str, &'a str),
+    V2InferVersion(String, String),
     /// `/predict`
     Simple,
     /// `/predict/{model_id}` and `/predict/{model_id}/infer`
-    SimpleModel(&'a str),
+    SimpleModel(String),
 }
 
 /// The route of a predict path, if it is one taken here (exactly as the router
 /// would match it: no empty segments, no percent-escapes).
-fn route(path: &str) -> Option<Route<'_>> {
+fn route(path: &str) -> Option<Route> {
     if path.contains('%') {
         return None;
     }
@@ -67,27 +68,30 @@ fn route(path: &str) -> Option<Route<'_>> {
             let tail = &rest["v1/models/".len()..];
             // TF Serving's verb after the last colon; only predict is taken.
             match tail.rsplit_once(':') {
-                Some((_, "predict")) => Some(Route::TfsPredict(tail)),
+                Some((_, "predict")) => Some(Route::TfsPredict(tail.to_string())),
                 _ => None,
             }
         }
-        ["v2", "models", model, "infer"] => Some(Route::V2Infer(model)),
-        ["v2", "models", model, "versions", version, "infer"] => {
-            Some(Route::V2InferVersion(model, version))
-        }
+        ["v2", "models", model, "infer"] => Some(Route::V2Infer(model.to_string())),
+        ["v2", "models", model, "versions", version, "infer"] => Some(Route::V2InferVersion(
+            model.to_string(),
+            version.to_string(),
+        )),
         ["predict"] => Some(Route::Simple),
-        ["predict", model] | ["predict", model, "infer"] => Some(Route::SimpleModel(model)),
+        ["predict", model] | ["predict", model, "infer"] => {
+            Some(Route::SimpleModel(model.to_string()))
+        }
         _ => None,
     }
 }
 
-/// Whether this request is taken here (see the module comment): header checks and
-/// two splits of the path. `false` sends it through the router.
-pub fn takes(state: &AppState, request: &http::request::Parts) -> bool {
+/// The route of this request if it is taken here (see the module comment): header
+/// checks and two splits of the path. `None` sends it through the router.
+pub fn takes(state: &AppState, request: &http::request::Parts) -> Option<Route> {
     if request.method != Method::POST
         || !matches!(request.version, Version::HTTP_11 | Version::HTTP_10)
     {
-        return false;
+        return None;
     }
     let limit = FAST_MAX_BODY.min(state.settings.max_request_bytes as u64);
     let declared = request
@@ -96,22 +100,22 @@ pub fn takes(state: &AppState, request: &http::request::Parts) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_none_or(|n| n > limit) {
-        return false;
+        return None;
     }
     let path = request.uri.path();
     if state.settings.metrics_path.as_deref() == Some(path)
         || rest_access(path) != Access::Inference
     {
-        return false;
+        return None;
     }
     if state.workers.get().is_some_and(|w| w.has_deployments()) {
-        return false;
+        return None;
     }
-    route(path).is_some()
+    route(path)
 }
 
-/// Answers a request [`takes`] accepted, with `peer` the client's address.
-pub async fn serve(state: AppState, request: Request, peer: SocketAddr) -> Response {
+/// Answers a request on the `route` [`takes`] found, with `peer` the client's address.
+pub async fn serve(state: AppState, route: Route, request: Request, peer: SocketAddr) -> Response {
     let authorization = request.headers().get(header::AUTHORIZATION);
     let path = request.uri().path();
     if let Err(denied) = state.auth.authorize(
@@ -123,33 +127,22 @@ pub async fn serve(state: AppState, request: Request, peer: SocketAddr) -> Respo
     ) {
         return super::auth::denied_response(&denied);
     }
-    // Owned before the request is handed over (its path borrows the request).
-    let Some(route) = route(path) else {
-        // `takes` checked it; answered as the router's fallback would be.
-        return super::HttpError(crate::api::ApiError::NotFound(format!(
-            "no such endpoint: POST {path}"
-        )))
-        .into_response();
-    };
     match route {
         Route::TfsPredict(rest) => {
-            let rest = rest.to_string();
             let raw = axum::body::Bytes::from_request(request, &state).await;
             super::tfs::post_model(State(state), Path(rest), raw)
                 .await
                 .into_response()
         }
         Route::V2Infer(model) => {
-            let model = model.to_string();
             let headers = request.headers().clone();
             super::v2::infer(State(state), Path(model), headers, request)
                 .await
                 .into_response()
         }
         Route::V2InferVersion(model, version) => {
-            let path = (model.to_string(), version.to_string());
             let headers = request.headers().clone();
-            super::v2::infer_version(State(state), Path(path), headers, request)
+            super::v2::infer_version(State(state), Path((model, version)), headers, request)
                 .await
                 .into_response()
         }
@@ -161,7 +154,6 @@ pub async fn serve(state: AppState, request: Request, peer: SocketAddr) -> Respo
                 .into_response()
         }
         Route::SimpleModel(model) => {
-            let model = model.to_string();
             let headers = request.headers().clone();
             let raw = axum::body::Bytes::from_request(request, &state).await;
             super::simple::predict_model_post(State(state), Path(model), headers, raw)
@@ -179,26 +171,32 @@ mod tests {
     fn predict_paths_and_only_those_are_routed() {
         assert_eq!(
             route("/v1/models/iris:predict"),
-            Some(Route::TfsPredict("iris:predict"))
+            Some(Route::TfsPredict("iris:predict".into()))
         );
         assert_eq!(
             route("/v1/models/iris/versions/2:predict"),
-            Some(Route::TfsPredict("iris/versions/2:predict"))
+            Some(Route::TfsPredict("iris/versions/2:predict".into()))
         );
         assert_eq!(
             route("/v1/models/iris/labels/stable:predict"),
-            Some(Route::TfsPredict("iris/labels/stable:predict"))
+            Some(Route::TfsPredict("iris/labels/stable:predict".into()))
         );
-        assert_eq!(route("/v2/models/iris/infer"), Some(Route::V2Infer("iris")));
+        assert_eq!(
+            route("/v2/models/iris/infer"),
+            Some(Route::V2Infer("iris".into()))
+        );
         assert_eq!(
             route("/v2/models/iris/versions/3/infer"),
-            Some(Route::V2InferVersion("iris", "3"))
+            Some(Route::V2InferVersion("iris".into(), "3".into()))
         );
         assert_eq!(route("/predict"), Some(Route::Simple));
-        assert_eq!(route("/predict/iris"), Some(Route::SimpleModel("iris")));
+        assert_eq!(
+            route("/predict/iris"),
+            Some(Route::SimpleModel("iris".into()))
+        );
         assert_eq!(
             route("/predict/iris/infer"),
-            Some(Route::SimpleModel("iris"))
+            Some(Route::SimpleModel("iris".into()))
         );
         for other in [
             "/",
