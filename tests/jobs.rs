@@ -793,3 +793,40 @@ async fn job_submissions_and_cancels_are_audited() {
     }
     server.stop().await;
 }
+
+/// The nice value of each of this process's threads whose name starts with `prefix`
+/// (Linux: `/proc/self/task/*/stat`, field 19), and of the process's main thread.
+fn thread_nices(prefix: &str) -> (i32, Vec<i32>) {
+    let nice = |stat: &str| -> i32 {
+        // The name is in parentheses and may hold spaces: count fields after it.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        after.split(' ').nth(16).unwrap().parse().unwrap()
+    };
+    let main = nice(&std::fs::read_to_string("/proc/self/stat").unwrap());
+    let mut found = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end().starts_with(prefix) {
+            if let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) {
+                found.push(nice(&stat));
+            }
+        }
+    }
+    (main, found)
+}
+
+/// Jobs yield the CPU to online requests: the server's job threads run
+/// `JOB_NICE` steps below the rest of the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_threads_run_at_a_lower_priority() {
+    let env = env();
+    let _server = TestServer::start_with(settings(&env)).await;
+    // Thread names are cut to 15 bytes: "ferroserve-job-0" reads "ferroserve-job-".
+    let (main, jobs) = thread_nices("ferroserve-job");
+    assert!(!jobs.is_empty(), "no job thread found");
+    let expected = (main + ferroserve::jobs::JOB_NICE).min(19);
+    assert!(
+        jobs.iter().all(|&n| n == expected),
+        "main {main}, job threads {jobs:?}"
+    );
+}
