@@ -167,6 +167,66 @@ pub async fn serve(state: AppState, route: Route, request: Request, peer: Socket
 mod tests {
     use super::*;
 
+    fn server(max_request_bytes: usize) -> AppState {
+        let settings = crate::settings::Settings {
+            max_request_bytes,
+            ..Default::default()
+        };
+        let manager = std::sync::Arc::new(crate::manager::Manager::new(
+            crate::server::backend_options(&settings),
+        ));
+        std::sync::Arc::new(crate::api::ServerState::new(settings, manager))
+    }
+
+    fn parts(
+        method: &str,
+        path: &str,
+        version: Version,
+        length: Option<&str>,
+    ) -> http::request::Parts {
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .version(version);
+        if let Some(length) = length {
+            request = request.header(header::CONTENT_LENGTH, length);
+        }
+        request.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn only_small_http1_predict_posts_with_a_declared_length_are_taken() {
+        let state = server(1 << 20);
+        let taken =
+            |method, path, version, length| takes(&state, &parts(method, path, version, length));
+        let tfs = "/v1/models/iris:predict";
+        assert_eq!(
+            taken("POST", tfs, Version::HTTP_11, Some("40")),
+            Some(Route::TfsPredict("iris:predict".into()))
+        );
+        assert_eq!(
+            taken("POST", "/predict", Version::HTTP_10, Some("65536")),
+            Some(Route::Simple)
+        );
+        // Chunked, larger than FAST_MAX_BODY, HTTP/2, another method, another route.
+        assert_eq!(taken("POST", tfs, Version::HTTP_11, None), None);
+        assert_eq!(taken("POST", tfs, Version::HTTP_11, Some("65537")), None);
+        assert_eq!(taken("POST", tfs, Version::HTTP_11, Some("x")), None);
+        assert_eq!(taken("POST", tfs, Version::HTTP_2, Some("40")), None);
+        assert_eq!(taken("GET", tfs, Version::HTTP_11, Some("0")), None);
+        assert_eq!(
+            taken("POST", "/upload_model", Version::HTTP_11, Some("40")),
+            None
+        );
+        // A server limit below FAST_MAX_BODY: larger bodies get the router's 413.
+        let small = server(100);
+        assert_eq!(
+            takes(&small, &parts("POST", tfs, Version::HTTP_11, Some("101"))),
+            None
+        );
+        assert!(takes(&small, &parts("POST", tfs, Version::HTTP_11, Some("100"))).is_some());
+    }
+
     #[test]
     fn predict_paths_and_only_those_are_routed() {
         assert_eq!(
