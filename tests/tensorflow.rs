@@ -1136,23 +1136,32 @@ async fn tf_serving_warmup_records_are_replayed_and_a_broken_file_fails_the_load
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_for_a_named_signature_batch_together() {
-    let repo = repo(&["multi"]);
+    // Its own model name: the metrics registry is the process's, and other tests in
+    // this binary serve "multi" at the same time.
+    let repo = tempfile::tempdir().unwrap();
+    copy_dir(
+        &root_path("tests/fixtures/tensorflow/multi/1"),
+        &repo.path().join("multi_batched/1"),
+    );
     // Four one-row requests close a batch of four (a preferred size); the long delay
     // would show if they ran one by one.
     std::fs::write(
-        repo.path().join("multi/config.toml"),
+        repo.path().join("multi_batched/config.toml"),
         "[batching]\nenabled = true\nmax_batch_size = 4\npreferred_batch_sizes = [4]\n\
          max_queue_delay_micros = 5000000\n",
     )
     .unwrap();
     let server = TestServer::start_with(settings(repo.path())).await;
-    assert_eq!(settled_status(&server, "multi").await["state"], "AVAILABLE");
+    assert_eq!(
+        settled_status(&server, "multi_batched").await["state"],
+        "AVAILABLE"
+    );
     let started = Instant::now();
     let mut requests = Vec::new();
     for i in 0..4u8 {
         let (client, url) = (
             server.client.clone(),
-            server.url("/v1/models/multi:predict"),
+            server.url("/v1/models/multi_batched:predict"),
         );
         let body = json!({
             "signature_name": "combine",
@@ -1193,8 +1202,9 @@ async fn requests_for_a_named_signature_batch_together() {
     let (_, metrics) = server.get("/metrics").await;
     let metrics = metrics.as_str().unwrap();
     assert!(
-        metrics.contains("ferroserve_batch_size_count{model=\"multi\",version=\"1\"} 1")
-            && metrics.contains("ferroserve_batch_size_sum{model=\"multi\",version=\"1\"} 4"),
+        metrics.contains("ferroserve_batch_size_count{model=\"multi_batched\",version=\"1\"} 1")
+            && metrics
+                .contains("ferroserve_batch_size_sum{model=\"multi_batched\",version=\"1\"} 4"),
         "{}",
         metrics
             .lines()
