@@ -213,6 +213,11 @@ impl VersionRecorder {
 
 impl Drop for VersionRecorder {
     fn drop(&mut self) {
+        // The samples recorded since the last upkeep pass sit in blocks of
+        // metrics-util's `AtomicBucket`, which has no `Drop` of its own: only a drain
+        // frees them. Undrained, they leaked with every version that ended while it
+        // was answering (about 1 s of samples each, 270–430 KiB per swap under load).
+        self.handle.run_upkeep();
         let mut recorders = VERSION_RECORDERS.lock();
         // A new instance of the same version may have registered meanwhile: its
         // entry upgrades, and stays.
