@@ -689,23 +689,9 @@ pub async fn stop_deployment(
             })
             .await?;
     }
-    let deployment = state.sources.deployment(model);
-    let loaded = load_back_in_process(&sources, state.store.clone(), model, lock, deadline).await;
-    if let Err(e) = loaded {
-        // Still deployed: end_isolation_locked isolated it again, or it never
-        // started, or the load is undone once it finishes.
-        if let (Some(store), Some(d)) = (&state.store, deployment) {
-            let saved = ModelSettings {
-                model: model.to_string(),
-                stopped: false,
-                deployment: Some(d),
-            };
-            if let Err(e) = store.save_model_settings(&saved).await {
-                tracing::warn!(model, "the store no longer records the deployment: {e}");
-            }
-        }
-        return Err(e);
-    }
+    // On an error the model is still deployed, and load_back_in_process has put
+    // its deployment's row back under the model's lock.
+    load_back_in_process(&sources, state.store.clone(), model, lock, deadline).await?;
     workers.hand_back(model).await;
     audit(
         state,
@@ -746,9 +732,11 @@ impl Drop for AbandonOnDrop {
 /// versions are unloaded and it is isolated again with its deployment. The caller
 /// gets 504 and its worker never stopped serving. A load that finished first wins
 /// even when the deadline passes a moment later (the caller waits for its answer):
-/// the answer always says what happened. An abandoned load also puts the
-/// deployment's row back in `store` itself, before it releases the lock, so that a
-/// caller that left (whose future never resumes) leaves the store right too.
+/// the answer always says what happened. Whenever the model stays deployed (the
+/// load failed, was abandoned, or never started) the deployment's row goes back into
+/// `store` here, before the lock is released: a caller that left (whose future never
+/// resumes) leaves the store right too, and no later management call's row is
+/// overwritten by a late write.
 ///
 /// [`Sources::end_isolation_locked`]: crate::sources::Sources::end_isolation_locked
 async fn load_back_in_process(
@@ -763,41 +751,48 @@ async fn load_back_in_process(
     let (sources, name, decision) = (sources.clone(), model.to_string(), decided.clone());
     let runtime = tokio::runtime::Handle::current();
     let mut task = tokio::task::spawn_blocking(move || {
-        if decision.load(Ordering::Acquire) != LOAD_PENDING {
-            return Err(SourcesError::Cancelled(
-                "the operation was given up before it started".into(),
-            ));
-        }
         let deployment = sources.deployment(&name);
-        let loaded = sources.end_isolation_locked(&name, &lock);
-        let committed = decision
-            .compare_exchange(
-                LOAD_PENDING,
-                LOAD_COMMITTED,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_ok();
-        if committed {
-            return loaded;
-        }
-        // The caller was told nothing changed: make it so.
-        if loaded.is_ok() {
-            tracing::info!(
-                model = %name,
-                "loaded back in process past the management deadline; undone, the \
-                 deployment stays"
-            );
-            sources.isolate_locked(&name, deployment.clone().unwrap_or_default(), &lock)?;
-        }
-        if let (Some(store), Some(d)) = (store, deployment) {
-            let saved = ModelSettings {
-                model: name.clone(),
-                stopped: false,
-                deployment: Some(d),
-            };
-            if let Err(e) = runtime.block_on(store.save_model_settings(&saved)) {
-                tracing::warn!(model = %name, "the store no longer records the deployment: {e}");
+        let (loaded, still_deployed) = if decision.load(Ordering::Acquire) != LOAD_PENDING {
+            let given_up =
+                SourcesError::Cancelled("the operation was given up before it started".into());
+            (Err(given_up), true)
+        } else {
+            let loaded = sources.end_isolation_locked(&name, &lock);
+            let committed = decision
+                .compare_exchange(
+                    LOAD_PENDING,
+                    LOAD_COMMITTED,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok();
+            if !committed && loaded.is_ok() {
+                // The caller was told nothing changed: make it so.
+                tracing::info!(
+                    model = %name,
+                    "loaded back in process past the management deadline; undone, the \
+                     deployment stays"
+                );
+                sources.isolate_locked(&name, deployment.clone().unwrap_or_default(), &lock)?;
+            }
+            // A failed load leaves the model isolated (end_isolation_locked isolates
+            // it again), and an abandoned one was just undone.
+            let still_deployed = !committed || loaded.is_err();
+            (loaded, still_deployed)
+        };
+        // The caller wrote the row without the deployment before the load: put it
+        // back here, still under the model's lock, so that no later management call
+        // can come between (the caller itself may have left).
+        if still_deployed {
+            if let (Some(store), Some(d)) = (store, deployment) {
+                let saved = ModelSettings {
+                    model: name.clone(),
+                    stopped: false,
+                    deployment: Some(d),
+                };
+                if let Err(e) = runtime.block_on(store.save_model_settings(&saved)) {
+                    tracing::warn!(model = %name, "the store no longer records the deployment: {e}");
+                }
             }
         }
         loaded
