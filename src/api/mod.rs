@@ -14,6 +14,7 @@ pub mod predict;
 pub mod repository;
 pub mod simple;
 pub mod status;
+pub mod upload;
 
 use std::sync::Arc;
 

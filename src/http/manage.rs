@@ -16,6 +16,7 @@ use serde_json::{json, Map, Value};
 use super::openapi::ErrorBody;
 use super::{body, parse_json, AppState, HttpError};
 use crate::api::manage::{self, DeployRequest, ModelSummary};
+use crate::api::upload;
 use crate::api::{repository, ApiError, Caller, SERVER_NAME, SERVER_VERSION};
 use crate::sources::Deployment;
 
@@ -250,7 +251,7 @@ async fn upload_model(
                 let file_name = field.file_name().unwrap_or_default().to_string();
                 let model = match &model_id {
                     Some(id) => id.clone(),
-                    None => manage::default_model_id(&file_name),
+                    None => upload::default_model_id(&file_name),
                 };
                 staged = Some(
                     receive_file(
@@ -313,8 +314,8 @@ async fn receive_file(
     version: Option<u64>,
     file_name: &str,
     caller: Caller,
-) -> Result<manage::Upload, HttpError> {
-    let mut upload = manage::begin_upload(state.clone(), model, version, file_name, caller).await?;
+) -> Result<upload::Upload, HttpError> {
+    let mut upload = upload::begin_upload(state.clone(), model, version, file_name, caller).await?;
     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
         if let Err(e) = upload.write(&chunk).await {
             drop(upload); // removes the staging directory
@@ -335,7 +336,7 @@ async fn receive_file(
 
 /// An `asset` part: a file the version needs beside the model, streamed into the
 /// staging directory under its file name.
-async fn receive_asset(upload: &mut manage::Upload, mut field: Field<'_>) -> Result<(), HttpError> {
+async fn receive_asset(upload: &mut upload::Upload, mut field: Field<'_>) -> Result<(), HttpError> {
     let file_name = field.file_name().unwrap_or_default().to_string();
     upload.begin_asset(&file_name).await?;
     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {

@@ -10,7 +10,7 @@
 //! * [`onnx`]: the graph over the raw named columns.
 //!
 //! The model files are staged and renamed into place by
-//! `api::manage::publish_files`, the upload's own path: a failed or cancelled job
+//! `api::upload::publish_files`, the upload's own path: a failed or cancelled job
 //! leaves no version and no staging directory.
 
 pub mod cv;
@@ -372,7 +372,7 @@ pub fn run(ctx: &JobContext, spec: &TrainSpec) -> Result<Json, JobError> {
     ];
     let outcome = ctx
         .runtime
-        .block_on(crate::api::manage::publish_files(
+        .block_on(crate::api::upload::publish_files(
             ctx.state.clone(),
             &spec.model,
             &files,

@@ -1,0 +1,506 @@
+//! Uploads: a model file (and the files sent beside it) streamed into a staging
+//! directory inside the model's folder without the model's lock, checked by loading
+//! it, then renamed into place as `<version>/` under the lock. The REST upload routes
+//! and training jobs ([`publish_files`]) use it.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
+
+use super::manage::{audit, deadline, model_summary, run_locked, ModelSummary};
+use super::{ApiError, Caller, ServerState};
+use crate::backends::load_backend_with;
+use crate::model_config_list::is_valid_model_name;
+use crate::repository::{parse_version, MAX_VERSION};
+use crate::sources::SourcesError;
+use crate::store::EventKind;
+
+/// What an upload produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UploadOutcome {
+    pub model: String,
+    pub version: u64,
+    pub bytes: u64,
+    /// The model after the upload: whether the new version serves depends on its policy.
+    pub summary: ModelSummary,
+}
+
+/// An upload in progress: the file is streamed into a staging directory inside the
+/// model's folder (`.tmp-upload-*`, which the repository scan ignores) without the
+/// model's lock, checked by loading it, then, under the lock, renamed into place as
+/// `<version>/`. Dropping it before [`Upload::finish`] removes the staging directory,
+/// so nothing partial is ever left where the scan looks; a stalled client holds only
+/// its staging directory, never the model.
+pub struct Upload {
+    model: String,
+    version: Option<u64>,
+    model_dir: PathBuf,
+    /// Whether this upload created the model directory (removed again on failure).
+    created_model_dir: bool,
+    staging: PathBuf,
+    /// The file's name in the staging directory until [`Upload::finish`] sees its
+    /// content: the client's file name, sanitized.
+    artifact_name: String,
+    file: Option<tokio::fs::File>,
+    written: u64,
+    /// The files sent beside the model (`labels.txt`, `tokenizer.json`), by their
+    /// names in the version directory, and the one being written now.
+    assets: Vec<String>,
+    asset_file: Option<tokio::fs::File>,
+    asset_bytes: u64,
+    /// SHA-256 of what was written, for the audit trail.
+    sha256: sha2::Sha256,
+    /// The client's file name, for the audit trail.
+    file_name: String,
+    caller: Caller,
+    limit: u64,
+    state: Arc<ServerState>,
+    finished: bool,
+}
+
+/// The name an uploaded file is staged under: the client's file name (its last
+/// path component) with every character but letters, digits, `.`, `_` and `-`
+/// made `_`, never hidden and never a name the version directory gives another
+/// meaning (`config.toml`, `warmup.json`). Any name is accepted: the content says
+/// the format (see [`crate::backends::format`]).
+fn staging_file_name(file_name: &str) -> String {
+    let clean = sanitized_file_name(file_name);
+    let clean = clean.trim_start_matches('.');
+    if clean.is_empty() || clean == "config.toml" || clean == crate::warmup::WARMUP_FILE {
+        "model.bin".to_string()
+    } else {
+        clean.chars().take(200).collect()
+    }
+}
+
+/// A client's file name as the version directory stores it: its last path
+/// component, every character but letters, digits, `.`, `_` and `-` made `_`.
+fn sanitized_file_name(file_name: &str) -> String {
+    let last = file_name.rsplit(['/', '\\']).next().unwrap_or_default();
+    last.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The model id an upload uses when none is given: the file name without extension.
+pub fn default_model_id(file_name: &str) -> String {
+    Path::new(file_name)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+static STAGING_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Starts an upload of `file_name` as `model` (version: given, or the next integer).
+/// Takes no lock: uploads of one model stream side by side and are serialised only
+/// when each moves into place.
+pub async fn begin_upload(
+    state: Arc<ServerState>,
+    model: &str,
+    version: Option<u64>,
+    file_name: &str,
+    caller: Caller,
+) -> Result<Upload, ApiError> {
+    if !is_valid_model_name(model) {
+        return Err(ApiError::InvalidArgument(format!(
+            "model_id {model:?} is not valid: use letters, digits, '.', '_' and '-', \
+             not starting with '.'"
+        )));
+    }
+    if version.is_some_and(|v| v == 0 || v > MAX_VERSION) {
+        return Err(ApiError::InvalidArgument(format!(
+            "version must be an integer from 1 to {MAX_VERSION}"
+        )));
+    }
+    let artifact_name = staging_file_name(file_name);
+    let model_dir = state.sources.model_dir(model)?.dir;
+    if let Some(file) = state.sources.flat_file(model) {
+        return Err(ApiError::Conflict(format!(
+            "model {model:?} is served from the file {file:?} in the repository root; \
+             replace that file to publish a new version, or delete the model first"
+        )));
+    }
+    // The upload's record must not be lost: with the store down, refused before
+    // the client sends the file.
+    if let Some(store) = &state.store {
+        store.check_writable().await?;
+    }
+    // Checked again under the lock when the file moves into place; this only fails
+    // early, before the client sends the whole file.
+    if let Some(v) = version {
+        if model_dir.join(v.to_string()).exists() {
+            return Err(version_exists(model, v));
+        }
+    }
+    let created_model_dir = !model_dir.exists();
+    let staging = model_dir.join(format!(
+        ".tmp-upload-{}-{}",
+        std::process::id(),
+        STAGING_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let io = |what: &str, e: std::io::Error| ApiError::Internal(format!("cannot {what}: {e}"));
+    // Registered first, so the sweep of stale staging never removes it.
+    state.sources.staging_started(&staging);
+    let mut upload = Upload {
+        model: model.to_string(),
+        version,
+        model_dir,
+        created_model_dir,
+        staging,
+        artifact_name,
+        file: None,
+        written: 0,
+        assets: Vec::new(),
+        asset_file: None,
+        asset_bytes: 0,
+        sha256: sha2::Sha256::default(),
+        file_name: file_name.chars().take(255).collect(),
+        caller,
+        limit: state.settings.max_upload_bytes,
+        state,
+        finished: false,
+    };
+    tokio::fs::create_dir_all(&upload.staging)
+        .await
+        .map_err(|e| io("create the staging directory", e))?;
+    let file = tokio::fs::File::create(upload.staging.join(&upload.artifact_name))
+        .await
+        .map_err(|e| io("create the staging file", e))?;
+    upload.file = Some(file);
+    Ok(upload)
+}
+
+/// Publishes files made inside the server (a training job's `model.onnx` and
+/// `training.json`) as the model's next version, through the same staging,
+/// load check, locked rename and reload as an upload: the first file is the model
+/// (its format read from its content), the others go beside it. Nothing is left
+/// behind when it fails or the caller goes away before the rename.
+pub async fn publish_files(
+    state: Arc<ServerState>,
+    model: &str,
+    files: &[(String, Vec<u8>)],
+    caller: Caller,
+) -> Result<UploadOutcome, ApiError> {
+    let Some(((name, bytes), rest)) = files.split_first() else {
+        return Err(ApiError::Internal("no files to publish".into()));
+    };
+    let mut upload = begin_upload(state, model, None, name, caller).await?;
+    upload.write(bytes).await?;
+    for (name, bytes) in rest {
+        let name = staging_file_name(name);
+        tokio::fs::write(upload.staging.join(&name), bytes)
+            .await
+            .map_err(|e| {
+                ApiError::Internal(format!("cannot write the staging file {name}: {e}"))
+            })?;
+    }
+    upload.finish().await
+}
+
+fn version_exists(model: &str, version: u64) -> ApiError {
+    ApiError::Conflict(format!(
+        "model {model:?} already has a version {version}; upload a new version number"
+    ))
+}
+
+impl Upload {
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// Appends a chunk of the file; over the size limit is 413.
+    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), ApiError> {
+        self.written += chunk.len() as u64;
+        if self.written > self.limit {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "the model file is larger than the upload limit of {} bytes",
+                self.limit
+            )));
+        }
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| ApiError::Internal("upload already finished".into()))?;
+        sha2::Digest::update(&mut self.sha256, chunk);
+        file.write_all(chunk)
+            .await
+            .map_err(|e| ApiError::Internal(format!("cannot write the staging file: {e}")))
+    }
+
+    /// Starts a file the version needs beside the model (a labels file, a
+    /// `tokenizer.json`, a jieba dictionary), stored under its own name (sanitized
+    /// as the model's); written by [`Upload::write_asset`], checked with the model
+    /// by [`Upload::finish`]. Names that the version directory cannot hold beside
+    /// the model are refused: hidden ones, `config.toml` (the model's, one level
+    /// up), the model file's own, and a name given twice.
+    pub async fn begin_asset(&mut self, file_name: &str) -> Result<(), ApiError> {
+        self.close_asset().await?;
+        let name: String = sanitized_file_name(file_name).chars().take(200).collect();
+        let refuse = |why: &str| {
+            Err(ApiError::InvalidArgument(format!(
+                "asset file {file_name:?} {why}"
+            )))
+        };
+        if name.is_empty() || name.starts_with('.') {
+            return refuse("needs a file name that does not start with '.'");
+        }
+        if name == "config.toml" {
+            return refuse(
+                "cannot be config.toml: a model's config.toml sits beside its versions, not in one",
+            );
+        }
+        if name == self.artifact_name || self.assets.contains(&name) {
+            return refuse("has the name of another file of the upload");
+        }
+        let file = tokio::fs::File::create(self.staging.join(&name))
+            .await
+            .map_err(|e| ApiError::Internal(format!("cannot create the staging file: {e}")))?;
+        self.asset_file = Some(file);
+        self.assets.push(name);
+        Ok(())
+    }
+
+    /// Appends a chunk of the asset begun last; the model and its assets together
+    /// are bounded by the upload limit (413).
+    pub async fn write_asset(&mut self, chunk: &[u8]) -> Result<(), ApiError> {
+        self.asset_bytes += chunk.len() as u64;
+        if self.written + self.asset_bytes > self.limit {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "the model file and its assets are larger than the upload limit of {} bytes",
+                self.limit
+            )));
+        }
+        let file = self
+            .asset_file
+            .as_mut()
+            .ok_or_else(|| ApiError::Internal("no asset begun".into()))?;
+        file.write_all(chunk)
+            .await
+            .map_err(|e| ApiError::Internal(format!("cannot write the staging file: {e}")))
+    }
+
+    async fn close_asset(&mut self) -> Result<(), ApiError> {
+        if let Some(mut file) = self.asset_file.take() {
+            file.flush()
+                .await
+                .and(file.sync_all().await)
+                .map_err(|e| ApiError::Internal(format!("cannot write the staging file: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Checks the file by loading it, then, under the model's lock, moves it into
+    /// place and reloads the model. Bounded by the management timeout from here on;
+    /// if the caller leaves before the move, nothing moves.
+    pub async fn finish(mut self) -> Result<UploadOutcome, ApiError> {
+        let deadline = deadline(&self.state);
+        let mut file = self
+            .file
+            .take()
+            .ok_or_else(|| ApiError::Internal("upload already finished".into()))?;
+        file.flush()
+            .await
+            .and(file.sync_all().await)
+            .map_err(|e| ApiError::Internal(format!("cannot write the staging file: {e}")))?;
+        drop(file);
+        self.close_asset().await?;
+        if self.written == 0 {
+            return Err(ApiError::InvalidArgument("the model file is empty".into()));
+        }
+        // Checked by actually loading it, on a blocking thread, before anything moves
+        // and without the lock.
+        // Stored under the canonical name of the format its content shows
+        // (`lr_iris.model` holding a pickle becomes `model.pkl`), so the version
+        // directory reads the same as any other; else under its own name.
+        let mut artifact = self.staging.join(&self.artifact_name);
+        let sniffed = tokio::task::spawn_blocking({
+            let artifact = artifact.clone();
+            move || crate::backends::format::sniff_file(&artifact)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("model check failed: {e}")))?
+        .map_err(|e| ApiError::Internal(format!("cannot read the staging file: {e}")))?;
+        if let Some(format) = sniffed {
+            // A known extension that agrees with the content keeps its name
+            // (`iris.joblib` holding a plain pickle stays `model.joblib`).
+            let by_extension = Path::new(&self.artifact_name)
+                .extension()
+                .and_then(|e| e.to_str())
+                .map(str::to_ascii_lowercase)
+                .and_then(|ext| {
+                    crate::backends::ARTIFACT_NAMES
+                        .into_iter()
+                        .find(|known| known.strip_prefix("model.") == Some(ext.as_str()))
+                })
+                .filter(|known| {
+                    crate::backends::format::ArtifactFormat::from_extension(Path::new(known))
+                        .is_some_and(|f| f.backend() == format.backend())
+                });
+            let canonical = self
+                .staging
+                .join(by_extension.unwrap_or(format.canonical_name()));
+            if canonical != artifact {
+                if let Some(clash) = self
+                    .assets
+                    .iter()
+                    .find(|a| self.staging.join(a) == canonical)
+                {
+                    return Err(ApiError::InvalidArgument(format!(
+                        "asset file {clash:?} has the name the model file is stored under"
+                    )));
+                }
+                tokio::fs::rename(&artifact, &canonical)
+                    .await
+                    .map_err(|e| {
+                        ApiError::Internal(format!("cannot rename the staging file: {e}"))
+                    })?;
+                artifact = canonical;
+            }
+        }
+        let options = self.state.manager.backend_options().clone();
+        // The model's own config.toml (if any) says how its pickles are read (a
+        // fastText model's segmenter, a SavedModel's tags), and what its pre- and
+        // post-processing pipeline needs: that is built too, from the files of the
+        // upload, so a labels file, tokenizer or image setting that does not fit
+        // the model is refused here rather than stored as a version that fails.
+        let config = crate::model_config::ModelConfig::load(&self.model_dir).unwrap_or_default();
+        let version_dir = self.staging.clone();
+        let check = tokio::task::spawn_blocking(move || {
+            let backend = load_backend_with(&artifact, &options, &config).map_err(|e| {
+                format!("the uploaded file is not a model ferroserve can load: {e}")
+            })?;
+            crate::preprocess::Pipeline::load(&version_dir, &config, &*backend)
+                .map(|_| ())
+                .map_err(|e| {
+                    format!("the uploaded model does not fit the model's config.toml: {e}")
+                })
+        });
+        let checked = tokio::time::timeout_at(deadline, check)
+            .await
+            .map_err(|_| {
+                ApiError::DeadlineExceeded(
+                    "checking the uploaded model did not finish within the management timeout"
+                        .into(),
+                )
+            })?
+            .map_err(|e| ApiError::Internal(format!("model check failed: {e}")))?;
+        if let Err(e) = checked {
+            return Err(ApiError::InvalidArgument(e));
+        }
+        let state = self.state.clone();
+        let model = self.model.clone();
+        let bytes = self.written;
+        let caller = self.caller.clone();
+        let detail = serde_json::json!({
+            "bytes": bytes,
+            "sha256": hex(&sha2::Digest::finalize(self.sha256.clone())),
+            "file_name": self.file_name,
+            "assets": self.assets,
+        });
+        let lock = state.sources.lock_model(&model, deadline).await?;
+        // The upload itself moves to the blocking thread: if that never runs its
+        // effect (the caller left), dropping it there removes the staging directory.
+        let version = run_locked(deadline, "the upload", move |_| {
+            let version = self.move_into_place()?;
+            let sources = &self.state.sources;
+            // A model outside the config list in force is stored but not served.
+            if sources.is_source(&self.model) {
+                sources.reload_model_locked(&self.model, &lock)?;
+            }
+            Ok(version)
+        })
+        .await?;
+        audit(
+            &state,
+            &caller,
+            EventKind::Upload,
+            &model,
+            Some(version),
+            detail,
+        );
+        let summary = model_summary(&state, &model)?;
+        Ok(UploadOutcome {
+            model,
+            version,
+            bytes,
+            summary,
+        })
+    }
+
+    /// Renames the staging directory to `<version>/`. The caller holds the model's
+    /// lock, so the version number cannot be taken meanwhile. Blocking.
+    fn move_into_place(&mut self) -> Result<u64, SourcesError> {
+        let version = match self.version {
+            Some(v) => v,
+            None => next_version(&self.model_dir)?,
+        };
+        let target = self.model_dir.join(version.to_string());
+        if target.exists() {
+            return Err(SourcesError::Conflict(
+                version_exists(&self.model, version).to_string(),
+            ));
+        }
+        // The one step that makes the version visible: a rename within one directory.
+        std::fs::rename(&self.staging, &target).map_err(|e| {
+            tracing::error!(path = %target.display(), error = %e, "cannot move the upload into place");
+            SourcesError::Io(format!(
+                "cannot move the upload into version directory {version}: {e}"
+            ))
+        })?;
+        self.finished = true;
+        self.state.sources.staging_ended(&self.staging);
+        if let Ok(dir) = std::fs::File::open(&self.model_dir) {
+            let _ = dir.sync_all();
+        }
+        tracing::info!(model = %self.model, version, bytes = self.written, "model uploaded");
+        Ok(version)
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        if let Err(e) = std::fs::remove_dir_all(&self.staging) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!("cannot remove {}: {e}", self.staging.display());
+            }
+        }
+        self.state.sources.staging_ended(&self.staging);
+        if self.created_model_dir {
+            let _ = std::fs::remove_dir(&self.model_dir); // only if still empty
+        }
+    }
+}
+
+/// One more than the highest version directory of the model (1 for a new model).
+fn next_version(model_dir: &Path) -> Result<u64, SourcesError> {
+    let highest = std::fs::read_dir(model_dir)
+        .map_err(|e| {
+            tracing::error!(path = %model_dir.display(), error = %e, "cannot list versions");
+            SourcesError::Io(format!("cannot list the model's versions: {e}"))
+        })?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(parse_version))
+        .max()
+        .unwrap_or(0);
+    highest
+        .checked_add(1)
+        .filter(|v| *v <= MAX_VERSION)
+        .ok_or_else(|| SourcesError::Conflict("no version number left".into()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
