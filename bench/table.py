@@ -20,6 +20,7 @@ def ms(v):
 
 def main(path):
     rest, grpc, ab, cnn, mem, overload, notes = {}, {}, {}, {}, {}, [], []
+    probe = None
     for line in open(path):
         line = line.strip()
         if line.startswith("#"):
@@ -43,6 +44,8 @@ def main(path):
             mem[name] = f
         elif kind == "overload":
             overload.append((name, f))
+        elif kind == "probe":
+            probe = rest_of
 
     print("| measure | server | c | req/s | p50 | p99 | errors | ratio |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -115,6 +118,11 @@ def main(path):
         print(f"- target overload: answered {during / before:.2f}x capacity under 10x load, "
               f"{shed:.0f} 429/s, p50 {overload[1][1]['p50']}; after: {after / before:.2f}x capacity, "
               f"{overload[2][1]['429/s']} 429/s")
+    if probe:
+        m = re.search(r"429: n=\d+ p50=[\d.]+ms p99=([\d.]+)ms", probe)
+        verdict = "no 429 seen" if not m else (
+            "met" if float(m.group(1)) < 1.0 else "NOT met")
+        print(f"- target 429 p99 < 1 ms under overload (one probe client): {probe} ({verdict})")
 
 
 if __name__ == "__main__":
