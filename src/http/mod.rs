@@ -108,6 +108,24 @@ pub fn status_code(e: &ApiError) -> StatusCode {
     }
 }
 
+/// The error an HTTP error answer of a ferroserve (a worker's, to the server that
+/// forwarded to it) was made from: [`status_code`] read back. Any other status is
+/// an internal error that names it.
+pub fn error_of_status(status: StatusCode, message: String) -> ApiError {
+    match status {
+        StatusCode::BAD_REQUEST => ApiError::InvalidArgument(message),
+        StatusCode::NOT_FOUND => ApiError::NotFound(message),
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ApiError::PermissionDenied(message),
+        StatusCode::CONFLICT => ApiError::Conflict(message),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(message),
+        StatusCode::TOO_MANY_REQUESTS => ApiError::ResourceExhausted(message),
+        StatusCode::SERVICE_UNAVAILABLE => ApiError::Unavailable(message),
+        StatusCode::GATEWAY_TIMEOUT => ApiError::DeadlineExceeded(message),
+        StatusCode::REQUEST_TIMEOUT => ApiError::RequestTimeout(message),
+        _ => ApiError::Internal(format!("the model's worker answered {status}: {message}")),
+    }
+}
+
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let status = status_code(&self.0);
@@ -292,4 +310,39 @@ pub fn predict_options(
         },
     };
     Ok(crate::backends::PredictOptions { k, threshold })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_read_back_from_its_status_is_the_same_error() {
+        let all = [
+            ApiError::InvalidArgument("m".into()),
+            ApiError::NotFound("m".into()),
+            ApiError::PermissionDenied("m".into()),
+            ApiError::Conflict("m".into()),
+            ApiError::PayloadTooLarge("m".into()),
+            ApiError::ResourceExhausted("m".into()),
+            ApiError::Unavailable("m".into()),
+            ApiError::DeadlineExceeded("m".into()),
+            ApiError::RequestTimeout("m".into()),
+            ApiError::Internal("m".into()),
+        ];
+        for e in all {
+            let back = error_of_status(status_code(&e), "m".into());
+            assert_eq!(
+                std::mem::discriminant(&back),
+                std::mem::discriminant(&e),
+                "{e:?} read back as {back:?}"
+            );
+        }
+        assert!(matches!(
+            error_of_status(StatusCode::UNAUTHORIZED, "no token".into()),
+            ApiError::PermissionDenied(_)
+        ));
+        let other = error_of_status(StatusCode::BAD_GATEWAY, "m".into());
+        assert!(other.to_string().contains("502"), "{other}");
+    }
 }

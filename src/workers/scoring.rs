@@ -157,7 +157,7 @@ impl Supervisor {
                 .ok()
                 .and_then(|v| v["error"].as_str().map(str::to_string))
                 .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-            Err(error_of_status(status, message))
+            Err(crate::http::error_of_status(status, message))
         };
         tokio::time::timeout(BATCH_TIMEOUT, exchange)
             .await
@@ -166,21 +166,6 @@ impl Supervisor {
                     "the model's worker at {addr} did not answer within {BATCH_TIMEOUT:?}"
                 )))
             })
-    }
-}
-
-/// A worker's error answer as the error it was made from (`http::HttpError`'s
-/// statuses, read back).
-fn error_of_status(status: StatusCode, message: String) -> ApiError {
-    match status.as_u16() {
-        400 | 413 => ApiError::InvalidArgument(message),
-        401 | 403 => ApiError::PermissionDenied(message),
-        404 => ApiError::NotFound(message),
-        409 => ApiError::Conflict(message),
-        429 => ApiError::ResourceExhausted(message),
-        503 => ApiError::Unavailable(message),
-        504 => ApiError::DeadlineExceeded(message),
-        _ => ApiError::Internal(format!("the model's worker answered {status}: {message}")),
     }
 }
 
