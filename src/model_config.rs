@@ -740,7 +740,7 @@ impl BatchingConfig {
 }
 
 /// A feature value in a model config: a number, or a string for string inputs.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(untagged)]
 pub enum FeatureValue {
     Number(f64),

@@ -77,58 +77,33 @@ impl ScoringPlan {
         })
     }
 
-    /// As `GET /v1/scoring-plans/{model}` answers it.
+    /// As `GET /v1/scoring-plans/{model}` answers it ([`PlanJson`]).
     pub fn to_json(&self) -> serde_json::Value {
-        let defaults: serde_json::Map<String, serde_json::Value> = self
-            .feature_defaults
-            .iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    FeatureValue::Number(n) => json!(n),
-                    FeatureValue::Text(t) => json!(t),
-                };
-                (k.clone(), v)
-            })
-            .collect();
-        json!({
-            "model": self.model,
-            "version": self.version,
-            "inputs": self.layout.iter().map(|(spec, features)| json!({
-                "name": spec.name,
-                "datatype": spec.dtype.v2_name(),
-                "shape": spec.shape,
-                "features": features,
-            })).collect::<Vec<_>>(),
-            "prediction_output": self.prediction,
-            "probabilities_output": self.probabilities,
-            "outputs": self.outputs,
-            "feature_defaults": defaults,
-            "class_labels": self.class_labels,
-        })
+        let plan = PlanJson {
+            model: self.model.clone(),
+            version: self.version,
+            inputs: self
+                .layout
+                .iter()
+                .map(|(spec, features)| InputJson {
+                    name: spec.name.clone(),
+                    datatype: spec.dtype.v2_name().to_string(),
+                    shape: spec.shape.clone(),
+                    features: features.clone(),
+                })
+                .collect(),
+            prediction_output: self.prediction.clone(),
+            probabilities_output: self.probabilities.clone(),
+            outputs: self.outputs.clone(),
+            feature_defaults: self.feature_defaults.clone(),
+            class_labels: self.class_labels.clone(),
+        };
+        serde_json::to_value(plan).expect("a scoring plan is plain JSON")
     }
 
     /// Reads [`ScoringPlan::to_json`]'s answer.
     pub fn from_json(value: serde_json::Value) -> Result<ScoringPlan, String> {
-        #[derive(serde::Deserialize)]
-        struct Input {
-            name: String,
-            datatype: String,
-            shape: Vec<i64>,
-            features: Vec<String>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Plan {
-            model: String,
-            version: u64,
-            inputs: Vec<Input>,
-            prediction_output: String,
-            probabilities_output: Option<String>,
-            outputs: Vec<String>,
-            #[serde(default)]
-            feature_defaults: BTreeMap<String, FeatureValue>,
-            class_labels: Option<Vec<String>>,
-        }
-        let plan: Plan = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        let plan: PlanJson = serde_json::from_value(value).map_err(|e| e.to_string())?;
         let layout = plan
             .inputs
             .into_iter()
@@ -155,6 +130,30 @@ impl ScoringPlan {
             class_labels: plan.class_labels,
         })
     }
+}
+
+/// A [`ScoringPlan`] on the wire (`GET /v1/scoring-plans/{model}`, read by the main
+/// server from a worker): one description for both directions.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PlanJson {
+    model: String,
+    version: u64,
+    inputs: Vec<InputJson>,
+    prediction_output: String,
+    probabilities_output: Option<String>,
+    outputs: Vec<String>,
+    #[serde(default)]
+    feature_defaults: BTreeMap<String, FeatureValue>,
+    class_labels: Option<Vec<String>>,
+}
+
+/// One input of a [`PlanJson`]: its tensor (V2 datatype name) and its features.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct InputJson {
+    name: String,
+    datatype: String,
+    shape: Vec<i64>,
+    features: Vec<String>,
 }
 
 /// The supervisor, when `model` is deployed in a worker process now.
@@ -599,5 +598,46 @@ fn values(tensor: &Tensor) -> Vec<Value> {
             .iter()
             .map(|b| Value::Text(String::from_utf8_lossy(b).into_owned()))
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scoring_plan_reads_back_what_it_wrote() {
+        let plan = ScoringPlan {
+            model: "iris".into(),
+            version: 3,
+            layout: vec![(
+                TensorSpec {
+                    name: "input".into(),
+                    dtype: DataType::F32,
+                    shape: vec![-1, 2],
+                },
+                vec!["a".into(), "b".into()],
+            )],
+            prediction: "label".into(),
+            probabilities: Some("probabilities".into()),
+            outputs: vec!["label".into(), "probabilities".into()],
+            feature_defaults: BTreeMap::from([
+                ("a".to_string(), FeatureValue::Number(0.5)),
+                ("city".to_string(), FeatureValue::Text("Paris".into())),
+            ]),
+            class_labels: Some(vec!["no".into(), "yes".into()]),
+        };
+        let json = plan.to_json();
+        assert_eq!(json["inputs"][0]["datatype"], "FP32", "{json}");
+        assert_eq!(json["feature_defaults"]["city"], "Paris", "{json}");
+        assert_eq!(ScoringPlan::from_json(json).unwrap(), plan);
+        let unknown = serde_json::json!({
+            "model": "m", "version": 1, "prediction_output": "y", "probabilities_output": null,
+            "outputs": ["y"], "class_labels": null,
+            "inputs": [{"name": "x", "datatype": "FP128", "shape": [1], "features": []}],
+        });
+        assert!(ScoringPlan::from_json(unknown)
+            .unwrap_err()
+            .contains("FP128"));
     }
 }
