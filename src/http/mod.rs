@@ -23,6 +23,7 @@ pub mod openapi;
 mod simple;
 mod store;
 mod tfs;
+mod upload;
 mod v2;
 
 pub(crate) use v2::{decode_tensors as decode_v2_tensors, InputBody as V2TensorBody};

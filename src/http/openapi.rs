@@ -87,7 +87,7 @@ pub struct Health {
         super::v2::model_version_ready,
         super::v2::infer,
         super::v2::infer_version,
-        super::manage::upload_model,
+        super::upload::upload_model,
         super::manage::reload_model,
         super::manage::models_status,
         super::manage::deploy,

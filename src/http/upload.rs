@@ -1,0 +1,269 @@
+//! `POST /upload_model`: the multipart decoding of an upload (`model_id`, `version`,
+//! `file`, `asset`s), streamed into `crate::api::upload::Upload`. Its routes are
+//! merged into the management API's (`super::manage::routes`).
+
+use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
+use axum::extract::{DefaultBodyLimit, Multipart, State};
+use axum::routing::post;
+use axum::Extension;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use super::manage::{base_url, caller_of, summary_json};
+use super::openapi::ErrorBody;
+use super::{AppState, HttpError};
+use crate::api::{upload, ApiError, Caller};
+
+/// Room for the multipart framing and the text fields around the file.
+const MULTIPART_OVERHEAD: u64 = 1024 * 1024;
+/// How much of an oversized upload is still read (and discarded) before answering
+/// 413, so the client reads the answer instead of a reset connection.
+const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+
+/// `/upload_model`, with a body limit of the upload limit plus the multipart framing.
+pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
+    let upload_limit =
+        usize::try_from(max_upload_bytes.saturating_add(MULTIPART_OVERHEAD)).unwrap_or(usize::MAX);
+    Router::new().route(
+        "/upload_model",
+        post(upload_model).layer(DefaultBodyLimit::max(upload_limit)),
+    )
+}
+
+fn multipart_error(e: MultipartError) -> HttpError {
+    if crate::connections::is_body_read_timeout(&e) {
+        HttpError(ApiError::RequestTimeout(super::rejection_message(&e)))
+    } else if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        HttpError(ApiError::PayloadTooLarge(format!(
+            "the upload is larger than the limit: {}",
+            e.body_text()
+        )))
+    } else {
+        HttpError(ApiError::InvalidArgument(format!(
+            "malformed multipart body: {}",
+            e.body_text()
+        )))
+    }
+}
+
+/// The longest `model_id` or `version` field accepted, in bytes.
+const MAX_TEXT_FIELD: usize = 256;
+
+/// Reads a text field chunk by chunk and refuses it as soon as it passes
+/// [`MAX_TEXT_FIELD`] bytes, so a field of any length costs at most one chunk of
+/// memory. The rest of it is read and discarded (the route's body limit bounds it)
+/// so the client gets the 400 rather than a reset connection.
+async fn text_field(mut field: Field<'_>, name: &str) -> Result<String, HttpError> {
+    let mut bytes: Vec<u8> = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        if bytes.len() + chunk.len() > MAX_TEXT_FIELD {
+            drop(bytes);
+            while let Ok(Some(_)) = field.chunk().await {}
+            return Err(HttpError(ApiError::InvalidArgument(format!(
+                "field {name} is too long: at most {MAX_TEXT_FIELD} bytes"
+            ))));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    // Not trimmed here: the version field is refused with surrounding spaces (one
+    // number, one spelling); model_id trims itself.
+    String::from_utf8(bytes).map_err(|_| {
+        HttpError(ApiError::InvalidArgument(format!(
+            "field {name} is not valid UTF-8"
+        )))
+    })
+}
+
+/// `POST /upload_model`, multipart: `model_id` and `version` (both optional), then
+/// `file`, then any `asset` files the version needs beside it (a labels file, a
+/// `tokenizer.json`). The files stream to disk as they arrive; they are never held
+/// in memory. The model and its pre- and post-processing pipeline are built before
+/// anything moves into place: one that does not fit is a 400 and changes nothing.
+#[utoipa::path(post, path = "/upload_model", tag = "management",
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "Uploaded (and served, when its version policy serves it)", body = UploadResponse),
+        (status = 400, description = "Not a multipart body, an unknown or misplaced field, a bad version, a file that is not a model, or a model that does not fit its config's pre- or post-processing (labels, tokenizer, image)", body = ErrorBody),
+        (status = 408, description = "The body stopped arriving", body = ErrorBody),
+        (status = 409, description = "The version exists already, or another operation holds the model", body = ErrorBody),
+        (status = 503, description = "The metadata store does not answer; nothing changed", body = ErrorBody),
+    ))]
+async fn upload_model(
+    State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Json<Value>, HttpError> {
+    let mut multipart = multipart.map_err(|e| {
+        HttpError(ApiError::InvalidArgument(format!(
+            "expected a multipart/form-data body with a file field: {}",
+            e.body_text()
+        )))
+    })?;
+    let mut model_id: Option<String> = None;
+    let mut version: Option<u64> = None;
+    // The file is staged as it streams, but only checked and moved into place once
+    // the whole body has been read and found well-formed.
+    let mut staged = None;
+    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+        let name = field.name().unwrap_or_default().to_string();
+        if let Some(upload) = staged.as_mut() {
+            if name != "asset" {
+                return Err(HttpError(ApiError::InvalidArgument(format!(
+                    "field {name:?} comes after the file; send model_id and version before \
+                     file, and only asset files after it"
+                ))));
+            }
+            receive_asset(upload, field).await?;
+            continue;
+        }
+        match name.as_str() {
+            "model_id" => model_id = Some(text_field(field, "model_id").await?.trim().to_string()),
+            "version" => {
+                // Not trimmed: " 7 " is refused like "+7", so that one number has
+                // one spelling.
+                let text = text_field(field, "version").await?;
+                if !text.is_empty() {
+                    version = Some(crate::repository::parse_version(&text).ok_or_else(|| {
+                        HttpError(ApiError::InvalidArgument(format!(
+                            "version {text:?} is not a version number: decimal digits only, \
+                             no sign, spaces or leading zeros, from 1 to {}",
+                            crate::repository::MAX_VERSION
+                        )))
+                    })?);
+                }
+            }
+            "file" => {
+                let file_name = field.file_name().unwrap_or_default().to_string();
+                let model = match &model_id {
+                    Some(id) => id.clone(),
+                    None => upload::default_model_id(&file_name),
+                };
+                staged = Some(
+                    receive_file(
+                        &state,
+                        field,
+                        &model,
+                        version,
+                        &file_name,
+                        caller_of(caller.clone()),
+                    )
+                    .await?,
+                );
+            }
+            "asset" => {
+                return Err(HttpError(ApiError::InvalidArgument(
+                    "asset files come after the model's file field".into(),
+                )))
+            }
+            other => {
+                return Err(HttpError(ApiError::InvalidArgument(format!(
+                    "unknown field {other:?}; expected model_id, version, file and asset"
+                ))))
+            }
+        }
+    }
+    let staged = staged.ok_or_else(|| {
+        HttpError(ApiError::InvalidArgument(
+            "no file field in the upload".into(),
+        ))
+    })?;
+    let outcome = staged.finish().await?;
+    let (base, _) = base_url(&state);
+    let served = outcome.summary.served_versions.contains(&outcome.version);
+    Ok(Json(json!({
+        "message": if served {
+            format!("model {} version {} uploaded and served", outcome.model, outcome.version)
+        } else if outcome.summary.worker.is_some() {
+            // Deployed in a worker process, which loads it from the model's directory.
+            format!(
+                "model {} version {} uploaded; the model's worker process loads it",
+                outcome.model, outcome.version
+            )
+        } else {
+            format!(
+                "model {} version {} uploaded; its version policy does not serve it",
+                outcome.model, outcome.version
+            )
+        },
+        "model_id": outcome.model,
+        "version": outcome.version,
+        "bytes": outcome.bytes,
+        "model": summary_json(&outcome.summary, &base),
+    })))
+}
+
+async fn receive_file(
+    state: &AppState,
+    mut field: Field<'_>,
+    model: &str,
+    version: Option<u64>,
+    file_name: &str,
+    caller: Caller,
+) -> Result<upload::Upload, HttpError> {
+    let mut upload = upload::begin_upload(state.clone(), model, version, file_name, caller).await?;
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        if let Err(e) = upload.write(&chunk).await {
+            drop(upload); // removes the staging directory
+            if matches!(e, ApiError::PayloadTooLarge(_)) {
+                let mut drained = 0;
+                while let Ok(Some(chunk)) = field.chunk().await {
+                    drained += chunk.len();
+                    if drained > DRAIN_LIMIT {
+                        break;
+                    }
+                }
+            }
+            return Err(HttpError(e));
+        }
+    }
+    Ok(upload)
+}
+
+/// An `asset` part: a file the version needs beside the model, streamed into the
+/// staging directory under its file name.
+async fn receive_asset(upload: &mut upload::Upload, mut field: Field<'_>) -> Result<(), HttpError> {
+    let file_name = field.file_name().unwrap_or_default().to_string();
+    upload.begin_asset(&file_name).await?;
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        upload.write_asset(&chunk).await?;
+    }
+    Ok(())
+}
+
+/// The description's types for the upload's form and answer (built as JSON values
+/// above); never built.
+#[allow(dead_code)]
+mod schema {
+    use serde_json::Value;
+    use utoipa::ToSchema;
+
+    /// `POST /upload_model`'s form: `model_id` and `version` before `file`, `asset`
+    /// files after it.
+    #[derive(ToSchema)]
+    pub struct UploadForm {
+        /// The model's name (default: the file name without its extension).
+        #[schema(required = false)]
+        model_id: String,
+        /// The version number (default: one more than the newest).
+        #[schema(required = false)]
+        version: String,
+        /// The model file (.onnx, .pkl, .joblib, .bin/.ftz, a zipped SavedModel, ...).
+        #[schema(format = Binary, content_media_type = "application/octet-stream")]
+        file: String,
+        /// Files the version needs beside the model (`labels.txt`, `tokenizer.json`),
+        /// stored under their own names; repeat the field for several.
+        #[schema(required = false, format = Binary, content_media_type = "application/octet-stream")]
+        asset: String,
+    }
+
+    #[derive(ToSchema)]
+    pub struct UploadResponse {
+        message: String,
+        model_id: String,
+        version: u64,
+        bytes: u64,
+        /// The model's summary, as in `/models/status`.
+        model: Value,
+    }
+}
+use schema::{UploadForm, UploadResponse};
