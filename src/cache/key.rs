@@ -46,27 +46,47 @@ impl std::fmt::Debug for CacheKey {
     }
 }
 
+/// The hasher in key-derivation mode for [`KEY_CONTEXT`], made once: deriving the
+/// context key costs as much as hashing a small request, so each key starts from a
+/// copy of this one.
+static BASE: std::sync::LazyLock<blake3::Hasher> =
+    std::sync::LazyLock::new(|| blake3::Hasher::new_derive_key(KEY_CONTEXT));
+
 impl CacheKey {
     /// The key of a prediction of `model` at `version` on `inputs` (as prepared for
     /// the model), asking for `outputs` (empty: every output).
     pub fn new(model: &str, version: u64, inputs: &[NamedTensor], outputs: &[String]) -> CacheKey {
-        let mut h = blake3::Hasher::new_derive_key(KEY_CONTEXT);
-        write_str(&mut h, model);
-        write_u64(&mut h, version);
-        let mut sorted: Vec<&NamedTensor> = inputs.iter().collect();
-        sorted.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        write_u64(&mut h, sorted.len() as u64);
-        for (name, tensor) in sorted {
-            write_str(&mut h, name);
-            write_tensor(&mut h, tensor);
+        // Everything but the elements goes through one small buffer: an `update` per
+        // integer costs more than the hashing itself. The byte stream is the same.
+        let mut h = Encoder {
+            hasher: BASE.clone(),
+            buf: Vec::with_capacity(256),
+        };
+        h.str(model);
+        h.u64(version);
+        let mut by_name: [usize; 4] = [0, 1, 2, 3];
+        let mut many: Vec<usize> = Vec::new();
+        let order: &mut [usize] = if inputs.len() <= by_name.len() {
+            &mut by_name[..inputs.len()]
+        } else {
+            many.extend(0..inputs.len());
+            &mut many
+        };
+        order.sort_unstable_by(|&a, &b| inputs[a].0.as_bytes().cmp(inputs[b].0.as_bytes()));
+        h.u64(order.len() as u64);
+        for &i in order.iter() {
+            let (name, tensor) = &inputs[i];
+            h.str(name);
+            h.tensor(tensor);
         }
         let mut wanted: Vec<&String> = outputs.iter().collect();
         wanted.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        write_u64(&mut h, wanted.len() as u64);
+        h.u64(wanted.len() as u64);
         for name in wanted {
-            write_str(&mut h, name);
+            h.str(name);
         }
-        CacheKey(*h.finalize().as_bytes())
+        h.flush();
+        CacheKey(*h.hasher.finalize().as_bytes())
     }
 
     pub fn to_hex(self) -> String {
@@ -74,64 +94,83 @@ impl CacheKey {
     }
 }
 
-fn write_u64(h: &mut blake3::Hasher, v: u64) {
-    h.update(&v.to_le_bytes());
+/// Writes the encoding to BLAKE3: small fields gathered in `buf`, elements straight
+/// from the tensor's buffer where their memory already is their little-endian bytes.
+struct Encoder {
+    hasher: blake3::Hasher,
+    buf: Vec<u8>,
 }
 
-fn write_str(h: &mut blake3::Hasher, s: &str) {
-    write_u64(h, s.len() as u64);
-    h.update(s.as_bytes());
-}
-
-fn write_tensor(h: &mut blake3::Hasher, tensor: &Tensor) {
-    write_str(h, tensor.dtype().v2_name());
-    write_u64(h, tensor.shape().len() as u64);
-    for &d in tensor.shape() {
-        write_u64(h, d as u64);
+impl Encoder {
+    fn u64(&mut self, v: u64) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
     }
-    // Elements go through a small buffer: one `update` per element would cost more
-    // than the hashing itself.
-    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK_BYTES);
-    macro_rules! le {
-        ($v:expr) => {
-            for chunk in $v.chunks(CHUNK_BYTES / 8) {
-                buf.clear();
-                for x in chunk {
-                    buf.extend_from_slice(&x.to_le_bytes());
+
+    fn str(&mut self, s: &str) {
+        self.u64(s.len() as u64);
+        self.bytes(s.as_bytes());
+    }
+
+    /// Bytes of any length: small ones into the buffer, large ones hashed in place.
+    fn bytes(&mut self, b: &[u8]) {
+        if b.len() <= 64 {
+            self.buf.extend_from_slice(b);
+        } else {
+            self.flush();
+            self.hasher.update(b);
+        }
+    }
+
+    fn flush(&mut self) {
+        if !self.buf.is_empty() {
+            self.hasher.update(&self.buf);
+            self.buf.clear();
+        }
+    }
+
+    fn tensor(&mut self, tensor: &Tensor) {
+        self.str(tensor.dtype().v2_name());
+        self.u64(tensor.shape().len() as u64);
+        for &d in tensor.shape() {
+            self.u64(d as u64);
+        }
+        macro_rules! le {
+            ($v:expr) => {{
+                #[cfg(target_endian = "little")]
+                self.bytes(bytemuck::cast_slice($v));
+                #[cfg(not(target_endian = "little"))]
+                for chunk in $v.chunks(CHUNK_BYTES / 8) {
+                    self.flush();
+                    for x in chunk {
+                        self.buf.extend_from_slice(&x.to_le_bytes());
+                    }
                 }
-                h.update(&buf);
-            }
-        };
-    }
-    match tensor.data() {
-        TensorData::Bool(v) => {
-            for chunk in v.chunks(CHUNK_BYTES) {
-                buf.clear();
-                buf.extend(chunk.iter().map(|&b| b as u8));
-                h.update(&buf);
-            }
+            }};
         }
-        TensorData::U8(v) => {
-            h.update(v);
-        }
-        TensorData::I8(v) => le!(v),
-        TensorData::U16(v) | TensorData::F16(v) => le!(v),
-        TensorData::I16(v) => le!(v),
-        TensorData::U32(v) => le!(v),
-        TensorData::I32(v) => le!(v),
-        TensorData::F32(v) => le!(v),
-        TensorData::U64(v) => le!(v),
-        TensorData::I64(v) => le!(v),
-        TensorData::F64(v) => le!(v),
-        TensorData::Bytes(v) => {
-            for item in v {
-                write_u64(h, item.len() as u64);
-                h.update(item);
+        match tensor.data() {
+            // `bool` is one byte, 0 or 1.
+            TensorData::Bool(v) => self.bytes(bytemuck::cast_slice(v)),
+            TensorData::U8(v) => self.bytes(v),
+            TensorData::I8(v) => self.bytes(bytemuck::cast_slice(v)),
+            TensorData::U16(v) | TensorData::F16(v) => le!(v),
+            TensorData::I16(v) => le!(v),
+            TensorData::U32(v) => le!(v),
+            TensorData::I32(v) => le!(v),
+            TensorData::F32(v) => le!(v),
+            TensorData::U64(v) => le!(v),
+            TensorData::I64(v) => le!(v),
+            TensorData::F64(v) => le!(v),
+            TensorData::Bytes(v) => {
+                for item in v {
+                    self.u64(item.len() as u64);
+                    self.bytes(item);
+                }
             }
         }
     }
 }
 
+#[cfg(not(target_endian = "little"))]
 const CHUNK_BYTES: usize = 16 * 1024;
 
 #[cfg(test)]
@@ -205,14 +244,155 @@ mod tests {
         assert_ne!(key("m\u{1}", 0, &[], &[]), key("m", 1, &[], &[]));
     }
 
+    /// The encoding of the module's documentation, one field per `update`, as
+    /// plainly as it reads: what the buffered [`CacheKey::new`] must agree with.
+    fn reference(model: &str, version: u64, inputs: &[NamedTensor], outputs: &[&str]) -> CacheKey {
+        let mut h = blake3::Hasher::new_derive_key(KEY_CONTEXT);
+        let u = |h: &mut blake3::Hasher, v: u64| {
+            h.update(&v.to_le_bytes());
+        };
+        let st = |h: &mut blake3::Hasher, s: &[u8]| {
+            h.update(&(s.len() as u64).to_le_bytes());
+            h.update(s);
+        };
+        st(&mut h, model.as_bytes());
+        u(&mut h, version);
+        let mut sorted: Vec<&NamedTensor> = inputs.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        u(&mut h, sorted.len() as u64);
+        for (name, t) in sorted {
+            st(&mut h, name.as_bytes());
+            st(&mut h, t.dtype().v2_name().as_bytes());
+            u(&mut h, t.shape().len() as u64);
+            for &d in t.shape() {
+                u(&mut h, d as u64);
+            }
+            match t.data() {
+                TensorData::Bool(v) => v.iter().for_each(|&b| {
+                    h.update(&[b as u8]);
+                }),
+                TensorData::U8(v) => v.iter().for_each(|x| {
+                    h.update(&x.to_le_bytes());
+                }),
+                TensorData::I8(v) => v.iter().for_each(|x| {
+                    h.update(&x.to_le_bytes());
+                }),
+                TensorData::U16(v) | TensorData::F16(v) => v.iter().for_each(|x| {
+                    h.update(&x.to_le_bytes());
+                }),
+                TensorData::I16(v) => v.iter().for_each(|x| {
+                    h.update(&x.to_le_bytes());
+                }),
+                TensorData::U32(v) => v.iter().for_each(|x| {
+                    h.update(&x.to_le_bytes());
+                }),
+                TensorData::I32(v) => v.iter().for_each(|x| {
+                    h.update(&x.to_le_bytes());
+                }),
+                TensorData::F32(v) => v.iter().for_each(|x| {
+                    h.update(&x.to_le_bytes());
+                }),
+                TensorData::U64(v) => v.iter().for_each(|x| {
+                    h.update(&x.to_le_bytes());
+                }),
+                TensorData::I64(v) => v.iter().for_each(|x| {
+                    h.update(&x.to_le_bytes());
+                }),
+                TensorData::F64(v) => v.iter().for_each(|x| {
+                    h.update(&x.to_le_bytes());
+                }),
+                TensorData::Bytes(v) => v.iter().for_each(|b| st(&mut h, b)),
+            }
+        }
+        let mut wanted = outputs.to_vec();
+        wanted.sort();
+        u(&mut h, wanted.len() as u64);
+        for name in wanted {
+            st(&mut h, name.as_bytes());
+        }
+        CacheKey(*h.finalize().as_bytes())
+    }
+
     #[test]
-    fn large_tensors_hash_in_chunks_like_small_ones() {
-        let n = CHUNK_BYTES; // several chunks of f32
-        let v: Vec<f32> = (0..n).map(|i| i as f32).collect();
-        let mut w = v.clone();
-        w[n - 1] = -1.0;
-        let t = |v: Vec<f32>| vec![("x".to_string(), f32s(vec![n], v))];
-        assert_ne!(key("m", 1, &t(v.clone()), &[]), key("m", 1, &t(w), &[]));
-        assert_eq!(key("m", 1, &t(v.clone()), &[]), key("m", 1, &t(v), &[]));
+    fn keys_hash_exactly_the_documented_encoding() {
+        let t = |data: TensorData| {
+            let n = data.len();
+            Tensor::new(vec![n], data).unwrap()
+        };
+        // Every dtype, small (gathered in the buffer) and large (hashed in place).
+        let all = |n: usize| -> Vec<NamedTensor> {
+            vec![
+                (
+                    "bool".into(),
+                    t(TensorData::Bool((0..n).map(|i| i % 3 == 0).collect())),
+                ),
+                (
+                    "u8".into(),
+                    t(TensorData::U8((0..n).map(|i| i as u8).collect())),
+                ),
+                (
+                    "i8".into(),
+                    t(TensorData::I8((0..n).map(|i| i as i8).collect())),
+                ),
+                (
+                    "u16".into(),
+                    t(TensorData::U16((0..n).map(|i| i as u16).collect())),
+                ),
+                (
+                    "f16".into(),
+                    t(TensorData::F16((0..n).map(|i| (i * 7) as u16).collect())),
+                ),
+                (
+                    "i16".into(),
+                    t(TensorData::I16((0..n).map(|i| -(i as i16)).collect())),
+                ),
+                (
+                    "u32".into(),
+                    t(TensorData::U32((0..n).map(|i| i as u32 * 65_537).collect())),
+                ),
+                (
+                    "i32".into(),
+                    t(TensorData::I32((0..n).map(|i| -(i as i32)).collect())),
+                ),
+                (
+                    "f32".into(),
+                    t(TensorData::F32((0..n).map(|i| i as f32 / 3.0).collect())),
+                ),
+                (
+                    "u64".into(),
+                    t(TensorData::U64((0..n).map(|i| (i as u64) << 40).collect())),
+                ),
+                (
+                    "i64".into(),
+                    t(TensorData::I64((0..n).map(|i| -(i as i64) << 33).collect())),
+                ),
+                (
+                    "f64".into(),
+                    t(TensorData::F64((0..n).map(|i| i as f64 / 7.0).collect())),
+                ),
+                (
+                    "bytes".into(),
+                    t(TensorData::Bytes(
+                        (0..n).map(|i| vec![b'x'; i % 100]).collect(),
+                    )),
+                ),
+            ]
+        };
+        for n in [0, 1, 4, 63, 65, 5000] {
+            let inputs = all(n);
+            assert_eq!(
+                CacheKey::new("model", 3, &inputs, &["b".into(), "a".into()]),
+                reference("model", 3, &inputs, &["b", "a"]),
+                "{n} elements"
+            );
+            // Four inputs or fewer take the other path to their order.
+            let few = &inputs[..3];
+            assert_eq!(CacheKey::new("m", 1, few, &[]), reference("m", 1, few, &[]));
+        }
+        let long_name = "n".repeat(300);
+        assert_eq!(
+            CacheKey::new(&long_name, 1, &all(2), &[]),
+            reference(&long_name, 1, &all(2), &[])
+        );
     }
 }

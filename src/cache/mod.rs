@@ -1,5 +1,5 @@
 //! The response cache: answers of models whose `config.toml` says `[cache]
-//! enabled = true`, kept in an in-process tier (`--cache-max-bytes`, `moka`) and,
+//! enabled = true`, kept in an in-process tier (`--cache-max-bytes`, `quick_cache`) and,
 //! when `--redis-url` names one, a Redis tier that several replicas share.
 //!
 //! `api::predict` consults it after the request is checked and converted for the
@@ -61,8 +61,8 @@ pub struct CachedAnswer {
     /// The model it answers for: the label of its eviction counts.
     pub model: Arc<str>,
     pub outputs: Vec<NamedTensor>,
-    /// How long it lives in the in-process tier from when it is stored.
-    pub ttl: Duration,
+    /// When it stops answering in the in-process tier: its TTL after it was made.
+    pub expires_at: Instant,
     /// Its weight in the in-process tier (see [`memory::weight`]).
     pub weight: u32,
 }
@@ -70,10 +70,15 @@ pub struct CachedAnswer {
 impl CachedAnswer {
     pub fn new(model: Arc<str>, outputs: Vec<NamedTensor>, ttl: Duration) -> CachedAnswer {
         let weight = memory::weight(&outputs);
+        let now = Instant::now();
         CachedAnswer {
             model,
             outputs,
-            ttl,
+            // A TTL past what `Instant` can count lives as long as the process.
+            expires_at: now
+                .checked_add(ttl)
+                .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+                .unwrap_or(now),
             weight,
         }
     }
@@ -131,7 +136,7 @@ impl ResponseCache {
         deadline: Instant,
     ) -> Option<Arc<CachedAnswer>> {
         if let Some(memory) = &self.memory {
-            if let Some(found) = memory.get(key).await {
+            if let Some(found) = memory.get(key) {
                 count_hit(model, "memory");
                 return Some(found);
             }
@@ -142,7 +147,7 @@ impl ResponseCache {
                 let ttl = hit.ttl_left.unwrap_or(Duration::from_secs(1));
                 let answer = Arc::new(CachedAnswer::new(model.clone(), hit.outputs, ttl));
                 if let Some(memory) = &self.memory {
-                    memory.insert(*key, answer.clone()).await;
+                    memory.insert(*key, answer.clone());
                 }
                 return Some(answer);
             }
@@ -166,14 +171,14 @@ impl ResponseCache {
         }
         if let Some(memory) = &self.memory {
             let answer = Arc::new(CachedAnswer::new(model.clone(), outputs.to_vec(), ttl));
-            memory.insert(key, answer).await;
+            memory.insert(key, answer);
         }
     }
 
     /// Refreshes the entries and bytes gauges (at scrape time).
     pub async fn refresh_gauges(&self) {
         if let Some(memory) = &self.memory {
-            memory.refresh_gauges().await;
+            memory.refresh_gauges();
         }
     }
 }
