@@ -9,9 +9,10 @@
 //! eviction happens as answers are stored.
 //!
 //! It replaced `moka` (issue 12's benchmark): with the cache enabled and every
-//! request missing, moka's lookup and insert cost 3 to 8 µs per request (growing
+//! request missing, moka's lookup and insert cost 4 to 12 µs per request (growing
 //! with the number of entries: its read and write logs are applied in batches on
-//! the request path), `quick_cache`'s well under 1 µs (see bench/RESULTS.md).
+//! the request path), `quick_cache`'s 1.1 to 1.5 µs, the copy of the answer
+//! included (see bench/RESULTS.md).
 
 use std::cell::Cell;
 use std::sync::Arc;
