@@ -3,27 +3,42 @@
 //! `tensor_content`: elements little-endian, BOOL one byte each, FP16 as its bits,
 //! and each BYTES element a 4-byte little-endian length followed by its bytes.
 
+use std::borrow::Cow;
+
 use crate::tensor::{DataType, TensorData};
 
 /// Appends the raw encoding of `data` to `out`.
 pub fn encode(data: &TensorData, out: &mut Vec<u8>) {
-    // On little-endian targets an element's memory is its encoding: one copy (for
-    // 110 KB of FP32, 2 µs against 25 µs element by element).
+    if let TensorData::Bytes(v) = data {
+        for item in v {
+            out.extend_from_slice(&(item.len() as u32).to_le_bytes());
+            out.extend_from_slice(item);
+        }
+    } else if let Some(elements) = fixed_size_bytes(data) {
+        out.extend_from_slice(&elements);
+    }
+}
+
+/// The elements of a fixed-size tensor as their raw encoding (little-endian, BOOL
+/// one byte 0 or 1); `None` for BYTES. On little-endian targets that is the
+/// elements' own memory, borrowed: no copy (for 110 KB of FP32, encoding then costs
+/// 2 µs against 25 µs element by element). The response cache's key hashes the same
+/// bytes.
+pub fn fixed_size_bytes(data: &TensorData) -> Option<Cow<'_, [u8]>> {
     macro_rules! le {
         ($v:expr) => {{
             #[cfg(target_endian = "little")]
-            out.extend_from_slice(bytemuck::cast_slice($v));
+            let bytes = Cow::Borrowed(bytemuck::cast_slice($v));
             #[cfg(not(target_endian = "little"))]
-            for x in $v {
-                out.extend_from_slice(&x.to_le_bytes());
-            }
+            let bytes = Cow::Owned($v.iter().flat_map(|x| x.to_le_bytes()).collect());
+            bytes
         }};
     }
-    match data {
+    Some(match data {
         // `bool` is one byte, 0 or 1.
-        TensorData::Bool(v) => out.extend_from_slice(bytemuck::cast_slice(v)),
-        TensorData::U8(v) => out.extend_from_slice(v),
-        TensorData::I8(v) => out.extend_from_slice(bytemuck::cast_slice(v)),
+        TensorData::Bool(v) => Cow::Borrowed(bytemuck::cast_slice(v)),
+        TensorData::U8(v) => Cow::Borrowed(v),
+        TensorData::I8(v) => Cow::Borrowed(bytemuck::cast_slice(v)),
         TensorData::U16(v) | TensorData::F16(v) => le!(v),
         TensorData::I16(v) => le!(v),
         TensorData::U32(v) => le!(v),
@@ -32,13 +47,8 @@ pub fn encode(data: &TensorData, out: &mut Vec<u8>) {
         TensorData::U64(v) => le!(v),
         TensorData::I64(v) => le!(v),
         TensorData::F64(v) => le!(v),
-        TensorData::Bytes(v) => {
-            for item in v {
-                out.extend_from_slice(&(item.len() as u32).to_le_bytes());
-                out.extend_from_slice(item);
-            }
-        }
-    }
+        TensorData::Bytes(_) => return None,
+    })
 }
 
 /// Decodes `count` elements of `dtype`. The byte length must be exactly what

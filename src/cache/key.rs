@@ -134,44 +134,16 @@ impl Encoder {
         for &d in tensor.shape() {
             self.u64(d as u64);
         }
-        macro_rules! le {
-            ($v:expr) => {{
-                #[cfg(target_endian = "little")]
-                self.bytes(bytemuck::cast_slice($v));
-                #[cfg(not(target_endian = "little"))]
-                for chunk in $v.chunks(CHUNK_BYTES / 8) {
-                    self.flush();
-                    for x in chunk {
-                        self.buf.extend_from_slice(&x.to_le_bytes());
-                    }
-                }
-            }};
-        }
-        match tensor.data() {
-            // `bool` is one byte, 0 or 1.
-            TensorData::Bool(v) => self.bytes(bytemuck::cast_slice(v)),
-            TensorData::U8(v) => self.bytes(v),
-            TensorData::I8(v) => self.bytes(bytemuck::cast_slice(v)),
-            TensorData::U16(v) | TensorData::F16(v) => le!(v),
-            TensorData::I16(v) => le!(v),
-            TensorData::U32(v) => le!(v),
-            TensorData::I32(v) => le!(v),
-            TensorData::F32(v) => le!(v),
-            TensorData::U64(v) => le!(v),
-            TensorData::I64(v) => le!(v),
-            TensorData::F64(v) => le!(v),
-            TensorData::Bytes(v) => {
-                for item in v {
-                    self.u64(item.len() as u64);
-                    self.bytes(item);
-                }
+        if let TensorData::Bytes(v) = tensor.data() {
+            for item in v {
+                self.u64(item.len() as u64);
+                self.bytes(item);
             }
+        } else if let Some(elements) = crate::raw_tensor::fixed_size_bytes(tensor.data()) {
+            self.bytes(&elements);
         }
     }
 }
-
-#[cfg(not(target_endian = "little"))]
-const CHUNK_BYTES: usize = 16 * 1024;
 
 #[cfg(test)]
 mod tests {

@@ -82,12 +82,10 @@ fn count_eviction(model: &str, reason: &'static str) {
 impl MemoryTier {
     pub fn new(max_bytes: u64) -> MemoryTier {
         let parallelism = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let shards = (max_bytes / MIN_SHARD_BYTES).clamp(1, 4 * parallelism as u64);
         let options = quick_cache::OptionsBuilder::new()
             .weight_capacity(max_bytes)
             .estimated_items_capacity((max_bytes / TYPICAL_WEIGHT).max(1) as usize)
-            // A power of two no larger than asked (quick_cache rounds up).
-            .shards(1 << shards.ilog2())
+            .shards(shard_count(max_bytes, parallelism))
             .build()
             .expect("the cache's options are complete");
         MemoryTier {
@@ -145,6 +143,14 @@ impl MemoryTier {
         metrics::gauge!("ferroserve_cache_bytes", "tier" => "memory")
             .set(self.cache.weight() as f64);
     }
+}
+
+/// quick_cache's default, four shards per CPU, but never so many that a shard holds
+/// less than [`MIN_SHARD_BYTES`] (one shard for a smaller cache); a power of two no
+/// larger than that (quick_cache rounds up).
+fn shard_count(max_bytes: u64, parallelism: usize) -> usize {
+    let shards = (max_bytes / MIN_SHARD_BYTES).clamp(1, 4 * parallelism as u64);
+    1 << shards.ilog2()
 }
 
 /// What an answer weighs in the in-process tier: its tensors' bytes, the names,
@@ -218,6 +224,20 @@ mod tests {
             "only {} answers kept",
             tier.cache.len()
         );
+    }
+
+    #[test]
+    fn shards_never_get_smaller_than_their_minimum() {
+        let mib = 1024 * 1024;
+        // quick_cache's default on 64 CPUs would be 256 shards of 1 MiB.
+        assert_eq!(shard_count(256 * mib, 64), 32);
+        assert_eq!(shard_count(256 * mib, 2), 8);
+        assert_eq!(shard_count(4096, 64), 1);
+        assert_eq!(shard_count(20 * mib, 64), 2);
+        for (bytes, cpus) in [(256 * mib, 64), (100 * mib, 7), (9 * mib, 1)] {
+            let shards = shard_count(bytes, cpus) as u64;
+            assert!(shards.is_power_of_two() && bytes / shards >= MIN_SHARD_BYTES);
+        }
     }
 
     #[test]
