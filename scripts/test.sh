@@ -13,11 +13,16 @@ export FERROSERVE_TENSORFLOW_PATH="$PWD/.venv-tf/lib/python3.11/site-packages/te
 .venv/bin/python deploy/validate.py --self-test
 
 cargo test --workspace
+# The black-box tests above ran target/debug/ferroserve, which cargo test built with the
+# test build's features (tokio's test-util, tonic's TLS). The steps below use that binary:
+# a plain `cargo build --bin ferroserve` resolves features without the dev-dependencies
+# and would rebuild tokio and everything above it a second time, in time and disk.
+export FERROSERVE_BIN="$PWD/target/debug/ferroserve"
+test -x "$FERROSERVE_BIN"
 
 # --- the web console in a real browser (issue 17): Debian's chromium driven by
 # Playwright; screenshots are kept under target/console-screenshots/ ---
-cargo build --quiet --bin ferroserve
-timeout 300 .venv-clients/bin/python tests/console_browser.py target/debug/ferroserve
+timeout 300 .venv-clients/bin/python tests/console_browser.py "$FERROSERVE_BIN"
 
 # --- the ferroserve Python package (issue 19): the wheel setup.sh built, under pytest ---
 python/ferroserve-py/run_tests.sh
@@ -33,4 +38,7 @@ python/sklearn_fresh_round.sh
 # --- real clients (tritonclient, TF Serving stubs) ---
 ./tests/interop/run.sh
 
+# What the build and the tests left on disk (CI once ran out of it).
+du -sh target 2>/dev/null || true
+df -h . | tail -1
 echo "all tests passed"

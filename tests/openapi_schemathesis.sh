@@ -8,14 +8,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-cargo build --quiet --bin ferroserve
+# scripts/test.sh passes the binary its cargo test built; run alone, build one.
+if [ -z "${FERROSERVE_BIN:-}" ]; then
+  cargo build --quiet --bin ferroserve
+  FERROSERVE_BIN="$ROOT/target/debug/ferroserve"
+fi
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 REST_PORT=$(free_port); GRPC_PORT=$(free_port)
 WORK=$(mktemp -d)
 # A copy: the fuzzed management routes (upload, delete, stop) must not touch the
 # committed examples.
 cp -r examples/models "$WORK/models"
-ORT_DYLIB_PATH="$ROOT/.ort/libonnxruntime.so.1.31.1" ./target/debug/ferroserve serve \
+ORT_DYLIB_PATH="$ROOT/.ort/libonnxruntime.so.1.31.1" "$FERROSERVE_BIN" serve \
   --model-repository "$WORK/models" --state-dir "$WORK/state" \
   --rest-addr "127.0.0.1:$REST_PORT" --grpc-addr "127.0.0.1:$GRPC_PORT" >"$WORK/server.log" 2>&1 &
 PID=$!

@@ -5,12 +5,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
-cargo build --quiet --bin ferroserve
+# scripts/test.sh passes the binary its cargo test built; run alone, build one.
+if [ -z "${FERROSERVE_BIN:-}" ]; then
+  cargo build --quiet --bin ferroserve
+  FERROSERVE_BIN="$ROOT/target/debug/ferroserve"
+fi
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 REST_PORT=$(free_port); GRPC_PORT=$(free_port)
 LOG=$(mktemp)
 WORK=$(mktemp -d)  # models the config reload adds from outside the repository
-ORT_DYLIB_PATH="$ROOT/.ort/libonnxruntime.so.1.31.1" ./target/debug/ferroserve serve \
+ORT_DYLIB_PATH="$ROOT/.ort/libonnxruntime.so.1.31.1" "$FERROSERVE_BIN" serve \
   --model-repository examples/models --rest-addr "127.0.0.1:$REST_PORT" --grpc-addr "127.0.0.1:$GRPC_PORT" \
   --allowed-model-roots "$WORK" >"$LOG" 2>&1 &
 PID=$!
@@ -40,7 +44,7 @@ wait $PID
 # --- TLS with client certificates (issue 10): a second server, certificates from openssl ---
 tests/interop/make_certs.sh "$WORK"
 REST_PORT=$(free_port); GRPC_PORT=$(free_port)
-ORT_DYLIB_PATH="$ROOT/.ort/libonnxruntime.so.1.31.1" ./target/debug/ferroserve serve \
+ORT_DYLIB_PATH="$ROOT/.ort/libonnxruntime.so.1.31.1" "$FERROSERVE_BIN" serve \
   --model-repository examples/models --rest-addr "127.0.0.1:$REST_PORT" --grpc-addr "127.0.0.1:$GRPC_PORT" \
   --tls-cert "$WORK/server.pem" --tls-key "$WORK/server.key" --tls-client-ca "$WORK/ca.pem" >"$LOG" 2>&1 &
 PID=$!
@@ -71,7 +75,7 @@ wait $PID
 # --- TF Serving's own client code on SavedModels (issue 16): tf.make_tensor_proto and
 # tensorflow-serving-api's stubs, in .venv-tf, against a server of the SavedModel fixtures ---
 REST_PORT=$(free_port); GRPC_PORT=$(free_port)
-FERROSERVE_TENSORFLOW_PATH="$ROOT/.venv-tf/lib/python3.11/site-packages/tensorflow" ./target/debug/ferroserve serve \
+FERROSERVE_TENSORFLOW_PATH="$ROOT/.venv-tf/lib/python3.11/site-packages/tensorflow" "$FERROSERVE_BIN" serve \
   --model-repository tests/fixtures/tensorflow --rest-addr "127.0.0.1:$REST_PORT" --grpc-addr "127.0.0.1:$GRPC_PORT" >"$LOG" 2>&1 &
 PID=$!
 .venv-tf/bin/python tests/interop/tfs_saved_models.py "127.0.0.1:$REST_PORT" "127.0.0.1:$GRPC_PORT" "$ROOT" \
