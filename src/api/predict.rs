@@ -351,29 +351,15 @@ fn log_prediction(
     inputs: Vec<NamedTensor>,
     outputs: &[NamedTensor],
 ) {
-    let log = &handle.config().log;
-    let outputs = outputs.to_vec();
-    store.log_prediction(crate::store::predictions::PendingPrediction {
-        at_ms: crate::store::now_ms(),
-        model: handle.model.clone(),
-        version: handle.version,
-        protocol: protocol.as_str(),
-        latency_us: started.elapsed().as_micros() as i64,
-        request_id: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
-        encode: Box::new(move || (tensors_json(&inputs), tensors_json(&outputs))),
-        max_rows: log.max_rows,
-        max_age_days: log.max_age_days,
-    });
-}
-
-/// `{"name": nested values, …}` as JSON text, written straight from the tensors'
-/// buffers (no `Value` tree).
-fn tensors_json(tensors: &[NamedTensor]) -> String {
-    let map: std::collections::BTreeMap<&str, crate::json_tensor::NestedJson<'_>> = tensors
-        .iter()
-        .map(|(name, t)| (name.as_str(), crate::json_tensor::NestedJson::whole(t)))
-        .collect();
-    serde_json::to_string(&map).unwrap_or_else(|_| "null".to_string())
+    store.log_prediction(crate::store::predictions::PendingPrediction::new(
+        handle.model.clone(),
+        handle.version,
+        protocol.as_str(),
+        started.elapsed(),
+        inputs,
+        outputs,
+        &handle.config().log,
+    ));
 }
 
 fn timed_out(handle: &ServableHandle, timeout: Duration) -> ApiError {

@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::pool::on_pool;
 use super::{Store, StoreError};
+use crate::model_config::LogConfig;
+use crate::tensor::NamedTensor;
 
 /// Entries waiting for the writer; past this they are dropped and counted.
 pub const LOG_BUFFER: usize = 4096;
@@ -41,6 +43,43 @@ pub struct PendingPrediction {
     /// The model's retention when the entry was made.
     pub max_rows: Option<u64>,
     pub max_age_days: Option<f64>,
+}
+
+impl PendingPrediction {
+    /// The entry for one sampled prediction: the request's inputs (a copy the log
+    /// owns), its answer, and the model's `[log]` retention as it is now.
+    pub fn new(
+        model: Arc<str>,
+        version: u64,
+        protocol: &'static str,
+        latency: Duration,
+        inputs: Vec<NamedTensor>,
+        outputs: &[NamedTensor],
+        log: &LogConfig,
+    ) -> PendingPrediction {
+        let outputs = outputs.to_vec();
+        PendingPrediction {
+            at_ms: super::now_ms(),
+            model,
+            version,
+            protocol,
+            latency_us: latency.as_micros() as i64,
+            request_id: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
+            encode: Box::new(move || (tensors_json(&inputs), tensors_json(&outputs))),
+            max_rows: log.max_rows,
+            max_age_days: log.max_age_days,
+        }
+    }
+}
+
+/// `{"name": nested values, …}` as JSON text, written straight from the tensors'
+/// buffers (no `Value` tree).
+fn tensors_json(tensors: &[NamedTensor]) -> String {
+    let map: std::collections::BTreeMap<&str, crate::json_tensor::NestedJson<'_>> = tensors
+        .iter()
+        .map(|(name, t)| (name.as_str(), crate::json_tensor::NestedJson::whole(t)))
+        .collect();
+    serde_json::to_string(&map).unwrap_or_else(|_| "null".to_string())
 }
 
 /// One row read back.
