@@ -22,6 +22,7 @@
 # "hit" run that missed) shows in the table.
 # Server pinned to CPU $SERVER_CPUS (default 1), wrk to $LOAD_CPUS (default 0),
 # concurrency $C (default 10), SECONDS per run (default 10) after a 2 s warm-up.
+# SKIP_BUILD=1 uses the binary already built; BIN= names another (a build to compare).
 # Needs: scripts/setup.sh (.ort/), wrk (../shared/peers/install-peers.sh installs it).
 # Run it on a quiet machine: the ratios of one run are what counts, and a machine busy
 # with builds makes them noise.
@@ -39,8 +40,8 @@ command -v wrk >/dev/null || { echo "wrk missing (../shared/peers/install-peers.
 OUT=${OUT:-$(mktemp -d /tmp/ferroserve-cache-bench.XXXXXX)}; mkdir -p "$OUT"
 RAW=$OUT/raw.txt; : >"$RAW"
 
-cargo build -q --release --bin ferroserve
-BIN=$TARGET/release/ferroserve
+[ -n "${SKIP_BUILD:-}" ] || cargo build -q --release --bin ferroserve
+BIN=${BIN:-$TARGET/release/ferroserve}
 
 # --- models -----------------------------------------------------------------------
 REPO=$OUT/repo
@@ -162,9 +163,17 @@ BASE=http://127.0.0.1:$REST_PORT
 echo "# $(date -Is) $(uname -n), $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" | tee -a "$RAW" >&2
 echo "# commit $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- src 2>/dev/null || echo '+local'), load average: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RAW" >&2
 
-run() { # NAME SCRIPT URL -> raw line
+cpu_ticks() { # the server's user + system CPU time so far, in clock ticks (all threads)
+  awk '{print $14 + $15}' "/proc/$PID/stat"
+}
+run() { # NAME SCRIPT URL -> raw line, with the server's CPU time per request
   taskset -c "$LOAD_CPUS" wrk -t 1 -c "$C" -d 2s --timeout 30s -s "$2" "$3" >/dev/null
-  echo "$1 c=$C $(taskset -c "$LOAD_CPUS" wrk -t 1 -c "$C" -d "${T}s" --timeout 30s -s "$2" "$3" | grep '^req/s=')" | tee -a "$RAW" >&2
+  local t0 line t1
+  t0=$(cpu_ticks)
+  line=$(taskset -c "$LOAD_CPUS" wrk -t 1 -c "$C" -d "${T}s" --timeout 30s -s "$2" "$3" | grep '^req/s=')
+  t1=$(cpu_ticks)
+  local n=${line##* n=}; n=${n%% *}
+  echo "$1 c=$C $line cpu_us=$(python3 -c "print(round(($t1 - $t0) * 1e6 / $(getconf CLK_TCK) / max($n, 1), 2))")" | tee -a "$RAW" >&2
 }
 run big_hit "$OUT/big_fixed.lua" "$BASE/v2/models/big_cached/infer"
 run big_miss "$OUT/big_varying.lua" "$BASE/v2/models/big_cached/infer"
@@ -187,10 +196,10 @@ for line in open(sys.argv[1]):
     name, rest = line.split(" ", 1)
     rows[name] = dict(re.findall(r"([\w/]+)=([\d.]+)", rest))
 print(f"\nbig model: {sys.argv[2]}\n")
-print("| run | req/s | p50 ms | p99 ms | hit | miss | errors |")
-print("|---|---|---|---|---|---|---|")
+print("| run | req/s | server CPU us/req | p50 ms | p99 ms | hit | miss | errors |")
+print("|---|---|---|---|---|---|---|---|")
 for name, r in rows.items():
-    print(f"| {name} | {r['req/s']} | {r['p50']} | {r['p99']} | {r['hit']} | {r['miss']} | {r['errors']} |")
+    print(f"| {name} | {r['req/s']} | {r['cpu_us']} | {r['p50']} | {r['p99']} | {r['hit']} | {r['miss']} | {r['errors']} |")
 rps = lambda k: float(rows[k]["req/s"])
 print(f"\nhit / miss (big model): {rps('big_hit') / rps('big_miss'):.1f}x")
 on = sum(rps(k) for k in rows if k.startswith("iris_cache_missing"))
@@ -198,4 +207,10 @@ off = sum(rps(k) for k in rows if k.startswith("iris_cache_off"))
 print(f"iris, cache enabled and always missing vs disabled: {100 * (1 - on / off):+.1f} % throughput cost")
 logged = sum(rps(k) for k in rows if k.startswith("iris_log_all"))
 print(f"iris, every prediction logged vs none: {100 * (1 - logged / off):+.1f} % throughput cost")
+# The server's own CPU per request: what the feature costs the server, whether or not
+# the server's one CPU was the bottleneck (wrk, generating each body in Lua, can be).
+cpu = lambda prefix: sum(float(r["cpu_us"]) for k, r in rows.items() if k.startswith(prefix)) / sum(1 for k in rows if k.startswith(prefix))
+print(f"server CPU per request: cache off {cpu('iris_cache_off'):.1f} us, cache missing "
+      f"{cpu('iris_cache_missing'):.1f} us ({100 * (cpu('iris_cache_missing') / cpu('iris_cache_off') - 1):+.1f} %), "
+      f"logged {cpu('iris_log_all'):.1f} us ({100 * (cpu('iris_log_all') / cpu('iris_cache_off') - 1):+.1f} %)")
 PY

@@ -1,7 +1,7 @@
 //! What the prediction log costs per logged request: the request's own part (copying
 //! what it hands over and offering it to the buffer) timed per call, and everything
 //! the process spends on the entry in all (the writer's encoding and SQLite's insert
-//! included) as CPU time over 200,000 one-row iris predictions written to a fresh
+//! included) as CPU time over 200,000 (`LOG_COSTS_N`) one-row iris predictions written to a fresh
 //! SQLite store, as `[log] sample_rate = 1.0` does.
 //!
 //! `taskset -c 1 cargo run --release --example log_costs` (pinned to one CPU, so that
@@ -18,7 +18,6 @@ use ferroserve::store::Store;
 use ferroserve::tensor::{NamedTensor, Tensor, TensorData};
 use tokio_util::sync::CancellationToken;
 
-const N: usize = 200_000;
 /// Entries offered between pauses: well under the buffer (4,096), so none is dropped.
 const CHUNK: usize = 1_000;
 
@@ -36,6 +35,11 @@ fn main() {
         .enable_all()
         .build()
         .expect("a Tokio runtime");
+    // LOG_COSTS_N: fewer entries, e.g. under valgrind (instruction counts).
+    let n: usize = std::env::var("LOG_COSTS_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
     runtime.block_on(async {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let url = format!("sqlite://{}/ferroserve.db", dir.path().display());
@@ -60,7 +64,7 @@ fn main() {
         let cpu0 = cpu_time();
         let wall0 = Instant::now();
         let mut offering = Duration::ZERO;
-        for i in 0..N {
+        for i in 0..n {
             let x = i as f32;
             let row = Tensor::new(vec![1, 4], TensorData::F32(vec![x, 1.0, 2.0, 3.0])).unwrap();
             let inputs: Vec<NamedTensor> = vec![("input".to_string(), row)];
@@ -92,19 +96,19 @@ fn main() {
             .status()
             .await
             .expect("the store's status")
-            .tables
-            .iter()
-            .find(|t| t.name == "predictions")
-            .map_or(0, |t| t.rows);
+            .rows
+            .get("predictions")
+            .copied()
+            .unwrap_or(0);
         println!(
-            "{N} logged predictions ({rows} rows written) in {:.1} s: request side {:.0} ns each; \
+            "{n} logged predictions ({rows} rows written) in {:.1} s: request side {:.0} ns each; \
              CPU in all {:.2} us each (request side, writer, SQLite)",
             wall.as_secs_f64(),
-            offering.as_nanos() as f64 / N as f64,
-            cpu.as_nanos() as f64 / N as f64 / 1000.0,
+            offering.as_nanos() as f64 / n as f64,
+            cpu.as_nanos() as f64 / n as f64 / 1000.0,
         );
         assert_eq!(
-            rows, N as i64,
+            rows, n as i64,
             "entries were dropped: pace the offers more slowly"
         );
     });

@@ -385,6 +385,17 @@ async fn labels_move_under_load_and_refuse_unavailable_versions() {
     let url = server.url("/predict");
     let request = by_label.clone();
     let load = Load::start(4, move |c| c.post(&url).json(&request), simple_version);
+    // Answers through the label's first version before it moves: on a busy machine
+    // the watcher can see the edit before the load has sent anything.
+    eventually(
+        "requests through the label",
+        Duration::from_secs(20),
+        || {
+            let answers = load.answers.clone();
+            async move { (answers.lock().unwrap().len() >= 20).then_some(()) }
+        },
+    )
+    .await;
     write_atomically(&config, "version_policy = \"all\"\n[labels]\nstable = 2\n");
     eventually(
         "stable to point at version 2",

@@ -30,19 +30,21 @@ const ROWS_PER_INSERT: usize = 64;
 /// How often the writer applies each model's `max_rows` and `max_age_days`.
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
 
-/// What the request path hands over: cheap to build, encoded later by the writer.
+/// What the request path hands over: cheap to build (the tensors it already has,
+/// moved; no text), encoded later by the writer.
 pub struct PendingPrediction {
-    pub at_ms: i64,
-    pub model: Arc<str>,
-    pub version: u64,
-    pub protocol: &'static str,
-    pub latency_us: i64,
-    pub request_id: String,
-    /// Turns the inputs and outputs into JSON text; run by the writer.
-    pub encode: Box<dyn FnOnce() -> (String, String) + Send>,
+    at_ms: i64,
+    model: Arc<str>,
+    version: u64,
+    protocol: &'static str,
+    latency_us: i64,
+    /// 128 random bits, written as 32 hex digits by the writer.
+    request_id: u128,
+    inputs: Vec<NamedTensor>,
+    outputs: Vec<NamedTensor>,
     /// The model's retention when the entry was made.
-    pub max_rows: Option<u64>,
-    pub max_age_days: Option<f64>,
+    max_rows: Option<u64>,
+    max_age_days: Option<f64>,
 }
 
 impl PendingPrediction {
@@ -57,29 +59,40 @@ impl PendingPrediction {
         outputs: &[NamedTensor],
         log: &LogConfig,
     ) -> PendingPrediction {
-        let outputs = outputs.to_vec();
         PendingPrediction {
             at_ms: super::now_ms(),
             model,
             version,
             protocol,
             latency_us: latency.as_micros() as i64,
-            request_id: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
-            encode: Box::new(move || (tensors_json(&inputs), tensors_json(&outputs))),
+            request_id: fastrand::u128(..),
+            inputs,
+            outputs: outputs.to_vec(),
             max_rows: log.max_rows,
             max_age_days: log.max_age_days,
         }
     }
 }
 
-/// `{"name": nested values, …}` as JSON text, written straight from the tensors'
-/// buffers (no `Value` tree).
-fn tensors_json(tensors: &[NamedTensor]) -> String {
-    let map: std::collections::BTreeMap<&str, crate::json_tensor::NestedJson<'_>> = tensors
-        .iter()
-        .map(|(name, t)| (name.as_str(), crate::json_tensor::NestedJson::whole(t)))
-        .collect();
-    serde_json::to_string(&map).unwrap_or_else(|_| "null".to_string())
+/// `{"name": nested values, …}` as JSON text, names in order, written straight
+/// from the tensors' buffers (no `Value` tree).
+fn tensors_json(tensors: &mut [NamedTensor]) -> String {
+    tensors.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut out = Vec::with_capacity(64);
+    out.push(b'{');
+    for (i, (name, t)) in tensors.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // Writing a string or a tensor to a Vec cannot fail (non-finite floats are
+        // written as the strings "NaN", "Infinity", "-Infinity").
+        let _ = serde_json::to_writer(&mut out, name);
+        out.push(b':');
+        let _ = serde_json::to_writer(&mut out, &crate::json_tensor::NestedJson::whole(t));
+    }
+    out.push(b'}');
+    // serde_json writes UTF-8 only.
+    String::from_utf8(out).unwrap_or_else(|_| "null".to_string())
 }
 
 /// One row read back.
@@ -143,15 +156,17 @@ pub(super) fn start_writer(
     Some(tokio::spawn(write_predictions(store, rx, stop, drain)))
 }
 
+/// A row ready to insert. Its text is shared (`Arc<str>`), so that binding it to a
+/// statement, again when a failed batch is retried, copies nothing.
 struct Encoded {
     at_ms: i64,
     model: Arc<str>,
     version: u64,
-    protocol: &'static str,
+    protocol: Arc<str>,
     latency_us: i64,
-    request_id: String,
-    inputs: String,
-    outputs: String,
+    request_id: Arc<str>,
+    inputs: Arc<str>,
+    outputs: Arc<str>,
 }
 
 async fn write_predictions(
@@ -232,17 +247,16 @@ async fn write_predictions(
     .await;
 }
 
-fn encode(p: PendingPrediction) -> Encoded {
-    let (inputs, outputs) = (p.encode)();
+fn encode(mut p: PendingPrediction) -> Encoded {
     Encoded {
         at_ms: p.at_ms,
         model: p.model,
         version: p.version,
-        protocol: p.protocol,
+        protocol: p.protocol.into(),
         latency_us: p.latency_us,
-        request_id: p.request_id,
-        inputs,
-        outputs,
+        request_id: format!("{:032x}", p.request_id).into(),
+        inputs: tensors_json(&mut p.inputs).into(),
+        outputs: tensors_json(&mut p.outputs).into(),
     }
 }
 
@@ -272,13 +286,13 @@ impl Store {
                 for r in chunk {
                     q = q
                         .bind(r.at_ms)
-                        .bind(&*r.model)
+                        .bind(r.model.clone())
                         .bind(r.version as i64)
-                        .bind(r.protocol)
+                        .bind(r.protocol.clone())
                         .bind(r.latency_us)
-                        .bind(&r.request_id)
-                        .bind(&r.inputs)
-                        .bind(&r.outputs);
+                        .bind(r.request_id.clone())
+                        .bind(r.inputs.clone())
+                        .bind(r.outputs.clone());
                 }
                 q.execute(&mut *tx).await?;
             }
@@ -395,5 +409,78 @@ impl Store {
         let rows = rows.map_err(|e| self.unavailable("read the prediction log", e))?;
         self.worked();
         Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::{Tensor, TensorData};
+
+    /// The log's JSON is what a map from names to nested values serialises to:
+    /// names in order, nested by shape, non-finite floats and raw bytes as the
+    /// answers write them.
+    #[test]
+    fn tensors_json_equals_a_sorted_map_of_nested_values() {
+        let mut tensors: Vec<NamedTensor> = vec![
+            (
+                "probabilities".to_string(),
+                Tensor::new(
+                    vec![2, 2],
+                    TensorData::F32(vec![0.25, f32::NAN, f32::INFINITY, -1.5]),
+                )
+                .unwrap(),
+            ),
+            (
+                "label".to_string(),
+                Tensor::new(vec![2], TensorData::I64(vec![3, -4])).unwrap(),
+            ),
+            (
+                "text \"quoted\"".to_string(),
+                Tensor::new(
+                    vec![2],
+                    TensorData::Bytes(vec![b"caf\xc3\xa9".to_vec(), vec![0xff, 0x00]]),
+                )
+                .unwrap(),
+            ),
+        ];
+        let reference: std::collections::BTreeMap<&str, crate::json_tensor::NestedJson<'_>> =
+            tensors
+                .iter()
+                .map(|(n, t)| (n.as_str(), crate::json_tensor::NestedJson::whole(t)))
+                .collect();
+        let reference = serde_json::to_string(&reference).unwrap();
+        let written = tensors_json(&mut tensors);
+        assert_eq!(written, reference);
+        assert!(
+            written.starts_with(
+                r#"{"label":[3,-4],"probabilities":[[0.25,"NaN"],["Infinity",-1.5]],"#
+            ),
+            "{written}"
+        );
+        assert_eq!(tensors_json(&mut []), "{}");
+    }
+
+    /// The request id is 32 hex digits, as before it was kept as a number.
+    #[test]
+    fn a_pending_entry_encodes_its_request_id_as_32_hex_digits() {
+        let row = Tensor::new(vec![1, 1], TensorData::F64(vec![1.0])).unwrap();
+        let p = PendingPrediction::new(
+            "m".into(),
+            3,
+            "v2",
+            Duration::from_micros(1500),
+            vec![("x".to_string(), row.clone())],
+            &[("y".to_string(), row)],
+            &LogConfig::default(),
+        );
+        let e = encode(p);
+        assert_eq!(e.request_id.len(), 32);
+        assert!(e.request_id.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(
+            (&*e.inputs, &*e.outputs),
+            (r#"{"x":[[1.0]]}"#, r#"{"y":[[1.0]]}"#)
+        );
+        assert_eq!((e.version, e.latency_us, &*e.protocol), (3, 1500, "v2"));
     }
 }
