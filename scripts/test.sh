@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh --no-build
+# No incremental compilation data (6 GB of target/debug/incremental for one run, on
+# a clean clone rebuilt from nothing anyway); CI once ran out of disk.
+export CARGO_INCREMENTAL=0
 export ORT_DYLIB_PATH="$PWD/.ort/libonnxruntime.so.1.31.1"
 # TensorFlow's C API for SavedModels (issue 16): the tensorflow-cpu wheel's libraries.
 export FERROSERVE_TENSORFLOW_PATH="$PWD/.venv-tf/lib/python3.11/site-packages/tensorflow"
