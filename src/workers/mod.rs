@@ -14,6 +14,7 @@ pub mod forward;
 pub mod limits;
 pub mod resources;
 pub mod scoring;
+pub mod status;
 pub mod supervisor;
 pub mod worker;
 
@@ -22,9 +23,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-pub use supervisor::{
-    Supervisor, WorkerConfig, WorkerModel, WorkerState, WorkerStatus, WorkerVersion,
-};
+pub use status::{WorkerModel, WorkerState, WorkerStatus, WorkerVersion};
+pub use supervisor::{Supervisor, WorkerConfig};
 
 use crate::api::ApiError;
 use crate::http::{AppState, HttpError};
