@@ -19,6 +19,7 @@ pub mod memory;
 pub mod metrics;
 pub mod model_config;
 pub mod model_config_list;
+pub mod pbtext;
 pub mod preprocess;
 pub mod raw_tensor;
 pub mod repository;

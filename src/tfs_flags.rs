@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use crate::model_config::BatchingConfig;
-use crate::model_config_list::{integer, message, parse_text_fields, string, unknown, Field};
+use crate::pbtext::{integer, message, parse_text_fields, string, unknown, Field};
 use crate::settings::{ServeArgs, Settings, SingleModel};
 
 /// The name TF Serving's binary has; ferroserve installed under it takes its flags.
@@ -580,7 +580,7 @@ fn wrapped(f: &Field) -> Result<&Field, String> {
 }
 
 fn boolean(f: &Field) -> Result<bool, String> {
-    use crate::model_config_list::{Tok, Value};
+    use crate::pbtext::{Tok, Value};
     match &f.value {
         Value::Scalar(Tok::Ident(s)) | Value::Scalar(Tok::Num(s)) => {
             match s.to_ascii_lowercase().as_str() {

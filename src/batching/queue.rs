@@ -1132,8 +1132,9 @@ mod tests {
     }
 
     /// The threads a model's runs took, after `n` requests one after another. After
-    /// the first run, whose time is learnt, the estimate is set to `per_row` ns (a
-    /// preempted first run on a busy machine must not decide the test).
+    /// the first run, whose time is learnt, the estimate is set to `per_row` ns
+    /// before every request (a preempted run on a busy machine, folded into the
+    /// average, must not decide the test).
     async fn threads_after(
         model: Doubler,
         config: &BatchingConfig,
@@ -1144,6 +1145,9 @@ mod tests {
         let model = Arc::new(model);
         let q = queue(&model, config);
         for i in 0..n {
+            if let (true, Some(per_row)) = (i > 0, per_row) {
+                q.nanos_per_row.store(per_row, Ordering::Relaxed);
+            }
             let answer = q.submit(&pool, request(1, i as f32, None)).await;
             assert_eq!(y_values(answer), vec![2.0 * i as f32; 2]);
             if i == 0 {

@@ -1,0 +1,332 @@
+//! Protobuf's text format, as TF Serving's configuration files use it
+//! (`models.config`'s `ModelServerConfig` in `crate::model_config_list`, the
+//! batching parameters and monitoring config in `crate::tfs_flags`): a tokenizer, a
+//! parser into a tree of named fields (each with its line, for messages), and the
+//! checks that turn a field into a message, a string or an integer, or name it
+//! unknown. No schema: the callers say which fields they take.
+//!
+//! Invariant: parsing never panics; anything malformed is an error naming its line.
+
+// ---- protobuf text format: tokens ----
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Tok {
+    Ident(String),
+    Str(String),
+    /// A number as written (sign included), interpreted by the field that takes it.
+    Num(String),
+    Sym(char),
+}
+
+#[derive(Debug, Clone)]
+struct Token {
+    tok: Tok,
+    line: usize,
+}
+
+fn tokenize(text: &str) -> Result<Vec<Token>, String> {
+    let mut out = Vec::new();
+    let chars: Vec<char> = text.chars().collect();
+    let (mut i, mut line) = (0usize, 1usize);
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '\n' => {
+                line += 1;
+                i += 1;
+            }
+            c if c.is_whitespace() => i += 1,
+            '#' => {
+                while i < chars.len() && chars[i] != '\n' {
+                    i += 1;
+                }
+            }
+            '{' | '}' | ':' | '[' | ']' | ',' | ';' | '<' | '>' => {
+                out.push(Token {
+                    tok: Tok::Sym(c),
+                    line,
+                });
+                i += 1;
+            }
+            '"' | '\'' => {
+                let quote = c;
+                let start_line = line;
+                let mut s = String::new();
+                i += 1;
+                loop {
+                    let Some(&c) = chars.get(i) else {
+                        return Err(format!("line {start_line}: unterminated string"));
+                    };
+                    i += 1;
+                    match c {
+                        '\n' => return Err(format!("line {start_line}: unterminated string")),
+                        c if c == quote => break,
+                        '\\' => {
+                            let Some(&e) = chars.get(i) else {
+                                return Err(format!("line {start_line}: unterminated string"));
+                            };
+                            i += 1;
+                            s.push(match e {
+                                'n' => '\n',
+                                't' => '\t',
+                                'r' => '\r',
+                                '\\' | '\'' | '"' => e,
+                                other => {
+                                    return Err(format!(
+                                        "line {line}: unsupported escape \\{other} in a string"
+                                    ))
+                                }
+                            });
+                        }
+                        c => s.push(c),
+                    }
+                }
+                // Adjacent strings concatenate, as in protobuf text format.
+                if let Some(Token {
+                    tok: Tok::Str(prev),
+                    ..
+                }) = out.last_mut()
+                {
+                    prev.push_str(&s);
+                } else {
+                    out.push(Token {
+                        tok: Tok::Str(s),
+                        line: start_line,
+                    });
+                }
+            }
+            c if c.is_ascii_digit() || c == '-' || c == '+' => {
+                let start = i;
+                i += 1;
+                while i < chars.len()
+                    && (chars[i].is_ascii_alphanumeric() || matches!(chars[i], '.' | '_'))
+                {
+                    i += 1;
+                }
+                out.push(Token {
+                    tok: Tok::Num(chars[start..i].iter().collect()),
+                    line,
+                });
+            }
+            c if c.is_ascii_alphabetic() || c == '_' => {
+                let start = i;
+                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
+                    i += 1;
+                }
+                out.push(Token {
+                    tok: Tok::Ident(chars[start..i].iter().collect()),
+                    line,
+                });
+            }
+            other => return Err(format!("line {line}: unexpected character {other:?}")),
+        }
+    }
+    Ok(out)
+}
+
+// ---- protobuf text format: a generic tree ----
+
+#[derive(Debug, Clone)]
+pub(crate) enum Value {
+    Scalar(Tok),
+    Message(Vec<Field>),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Field {
+    pub(crate) name: String,
+    pub(crate) line: usize,
+    pub(crate) value: Value,
+}
+
+struct Parser {
+    tokens: Vec<Token>,
+    pos: usize,
+}
+
+/// Deepest nesting accepted, so a hostile file cannot overflow the stack.
+const MAX_DEPTH: usize = 32;
+
+impl Parser {
+    fn peek(&self) -> Option<&Token> {
+        self.tokens.get(self.pos)
+    }
+
+    fn next(&mut self) -> Option<Token> {
+        let t = self.tokens.get(self.pos).cloned();
+        self.pos += 1;
+        t
+    }
+
+    fn line(&self) -> usize {
+        self.peek()
+            .or(self.tokens.last())
+            .map(|t| t.line)
+            .unwrap_or(1)
+    }
+
+    /// Fields until `close` (or the end of input when `None`).
+    fn fields(&mut self, close: Option<char>) -> Result<Vec<Field>, String> {
+        self.fields_at(close, 0)
+    }
+
+    fn fields_at(&mut self, close: Option<char>, depth: usize) -> Result<Vec<Field>, String> {
+        if depth > MAX_DEPTH {
+            return Err(format!("line {}: nested too deeply", self.line()));
+        }
+        let mut fields = Vec::new();
+        loop {
+            let Some(token) = self.next() else {
+                return match close {
+                    None => Ok(fields),
+                    Some(c) => Err(format!("unexpected end of file: missing {c:?}")),
+                };
+            };
+            let name = match token.tok {
+                Tok::Sym(c) if Some(c) == close => return Ok(fields),
+                Tok::Ident(name) => name,
+                other => {
+                    return Err(format!(
+                        "line {}: expected a field name, found {}",
+                        token.line,
+                        describe(&other)
+                    ))
+                }
+            };
+            let has_colon = matches!(
+                self.peek(),
+                Some(Token {
+                    tok: Tok::Sym(':'),
+                    ..
+                })
+            );
+            if has_colon {
+                self.pos += 1;
+            }
+            let line = token.line;
+            match self.peek().map(|t| t.tok.clone()) {
+                Some(Tok::Sym('[')) if has_colon => {
+                    self.pos += 1;
+                    if matches!(
+                        self.peek(),
+                        Some(Token {
+                            tok: Tok::Sym(']'),
+                            ..
+                        })
+                    ) {
+                        self.pos += 1;
+                    } else {
+                        loop {
+                            let value = self.value(depth)?;
+                            fields.push(Field {
+                                name: name.clone(),
+                                line,
+                                value,
+                            });
+                            match self.next().map(|t| t.tok) {
+                                Some(Tok::Sym(',')) => continue,
+                                Some(Tok::Sym(']')) => break,
+                                _ => return Err(format!("line {line}: expected ',' or ']'")),
+                            }
+                        }
+                    }
+                }
+                Some(Tok::Sym('{' | '<')) => {
+                    let value = self.value(depth)?;
+                    fields.push(Field { name, line, value });
+                }
+                Some(_) if has_colon => {
+                    let value = self.value(depth)?;
+                    fields.push(Field { name, line, value });
+                }
+                _ => {
+                    return Err(format!(
+                        "line {line}: expected ':' or '{{' after field {name:?}"
+                    ))
+                }
+            }
+            if matches!(
+                self.peek(),
+                Some(Token {
+                    tok: Tok::Sym(',' | ';'),
+                    ..
+                })
+            ) {
+                self.pos += 1;
+            }
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Value, String> {
+        let line = self.line();
+        match self.next().map(|t| t.tok) {
+            Some(Tok::Sym('{')) => Ok(Value::Message(self.fields_at(Some('}'), depth + 1)?)),
+            Some(Tok::Sym('<')) => Ok(Value::Message(self.fields_at(Some('>'), depth + 1)?)),
+            Some(t @ (Tok::Str(_) | Tok::Num(_) | Tok::Ident(_))) => Ok(Value::Scalar(t)),
+            Some(other) => Err(format!(
+                "line {line}: expected a value, found {}",
+                describe(&other)
+            )),
+            None => Err("unexpected end of file: expected a value".into()),
+        }
+    }
+}
+
+fn describe(t: &Tok) -> String {
+    match t {
+        Tok::Ident(s) => format!("{s:?}"),
+        Tok::Str(s) => format!("the string {s:?}"),
+        Tok::Num(s) => format!("the number {s}"),
+        Tok::Sym(c) => format!("{c:?}"),
+    }
+}
+
+/// Any protobuf text-format document as a tree of fields.
+pub(crate) fn parse_text_fields(text: &str) -> Result<Vec<Field>, String> {
+    let tokens = tokenize(text)?;
+    let mut parser = Parser { tokens, pos: 0 };
+    parser.fields(None)
+}
+
+// ---- what the fields hold ----
+
+pub(crate) fn message(f: &Field) -> Result<&[Field], String> {
+    match &f.value {
+        Value::Message(fields) => Ok(fields),
+        Value::Scalar(_) => Err(format!(
+            "line {}: {} must be a message {{ … }}",
+            f.line, f.name
+        )),
+    }
+}
+
+pub(crate) fn string(f: &Field) -> Result<String, String> {
+    match &f.value {
+        Value::Scalar(Tok::Str(s)) => Ok(s.clone()),
+        _ => Err(format!(
+            "line {}: {} must be a quoted string",
+            f.line, f.name
+        )),
+    }
+}
+
+pub(crate) fn integer(f: &Field) -> Result<u64, String> {
+    match &f.value {
+        Value::Scalar(Tok::Num(n)) => n.trim_start_matches('+').parse::<u64>().map_err(|_| {
+            format!(
+                "line {}: {} must be a non-negative integer, not {n}",
+                f.line, f.name
+            )
+        }),
+        _ => Err(format!("line {}: {} must be an integer", f.line, f.name)),
+    }
+}
+
+pub(crate) fn unknown(f: &Field, within: &str, known: &[&str]) -> String {
+    format!(
+        "line {}: unknown field {:?} in {within} (known: {})",
+        f.line,
+        f.name,
+        known.join(", ")
+    )
+}
