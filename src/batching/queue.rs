@@ -1145,17 +1145,15 @@ mod tests {
         let model = Arc::new(model);
         let q = queue(&model, config);
         for i in 0..n {
-            if let (true, Some(per_row)) = (i > 0, per_row) {
-                q.nanos_per_row.store(per_row, Ordering::Relaxed);
+            match per_row {
+                Some(per_row) if i > 0 => q.nanos_per_row.store(per_row, Ordering::Relaxed),
+                _ => {}
             }
             let answer = q.submit(&pool, request(1, i as f32, None)).await;
             assert_eq!(y_values(answer), vec![2.0 * i as f32; 2]);
             if i == 0 {
                 // The answer is sent before the run's time is folded in.
                 wait_until(|| q.nanos_per_row.load(Ordering::Relaxed) != u64::MAX).await;
-                if let Some(per_row) = per_row {
-                    q.nanos_per_row.store(per_row, Ordering::Relaxed);
-                }
             }
         }
         let threads = model.threads.lock().clone();
