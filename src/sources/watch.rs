@@ -1,0 +1,388 @@
+//! The repository watch of [`Sources`]: each poll's view of every model directory
+//! (fingerprints), what has settled since the previous poll, the reconcile of what
+//! changed, and the sweep of stale staging directories.
+
+use super::*;
+
+/// Staging directories older than this that no operation of this process holds are
+/// debris (a crash, or a process sharing the repository that died): the watcher
+/// removes them. Younger ones may belong to another process still writing.
+pub const STAGING_GRACE: Duration = Duration::from_secs(10 * 60);
+/// How often the watcher looks for stale staging directories.
+const STAGING_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What the watcher saw of one model: its config file and every file of every version.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(super) struct ModelView {
+    config: Option<Vec<u8>>,
+    versions: BTreeMap<u64, Fingerprint>,
+}
+
+/// What the watcher compares of one version between polls.
+#[derive(Debug, Clone, PartialEq)]
+enum Fingerprint {
+    /// Name, size and modification time of every file under the version directory:
+    /// for versions not yet handed to the manager (they may still be being copied)
+    /// and versions in ERROR (a fix copied over them is picked up).
+    Files(Vec<(String, u64, Option<SystemTime>)>),
+    /// Only the directory's modification time, for versions already reconciled:
+    /// the manager never reloads a served version, so reading every file of every
+    /// version on every poll would cost without changing anything.
+    Dir(Option<SystemTime>),
+}
+
+#[derive(Default)]
+pub(super) struct WatchState {
+    /// The view of the previous poll, to tell which versions have settled.
+    previous: ModelView,
+    /// The view last handed to the manager; a poll reconciles only when it differs.
+    pub(super) reconciled: Option<ModelView>,
+}
+
+/// Deepest directory level and most files looked at in one version directory.
+const MAX_FINGERPRINT_DEPTH: usize = 4;
+const MAX_FINGERPRINT_FILES: usize = 10_000;
+
+impl Sources {
+    /// One watcher poll: reconciles each model whose settled view changed since it was
+    /// last reconciled, unloads models whose directory is gone, and now and then
+    /// removes stale staging directories. Blocking.
+    pub fn poll(&self) {
+        let sweep_due = {
+            let mut last = guard(&self.last_sweep);
+            let due = last.is_none_or(|t| t.elapsed() >= STAGING_SWEEP_INTERVAL);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        if sweep_due {
+            self.sweep_staging(STAGING_GRACE);
+        }
+        self.sync_flat(FlatSync::Poll);
+        let dirs = self.model_dirs();
+        self.unload_gone(&dirs);
+        let mut work = Vec::new();
+        for (name, dir) in dirs {
+            if self.held_back(&name) {
+                continue;
+            }
+            let record = self.manager.model_record(&name);
+            let state_of = |v: &u64| {
+                record
+                    .as_ref()
+                    .and_then(|r| r.versions.get(v))
+                    .map(|r| r.state)
+            };
+            let serving: BTreeSet<u64> = record
+                .iter()
+                .flat_map(|r| r.versions.iter())
+                .filter(|(_, v)| matches!(v.state, VersionState::Available | VersionState::Loading))
+                .map(|(k, _)| *k)
+                .collect();
+            let known: BTreeSet<u64> = guard(&self.watch)
+                .get(&name)
+                .and_then(|w| w.reconciled.as_ref())
+                .map(|r| r.versions.keys().copied().collect())
+                .unwrap_or_default();
+            // Every file is read only for versions the manager has not had yet and
+            // versions that failed to load.
+            let seen = observe(&dir.dir, |v| {
+                !known.contains(&v) || state_of(&v) == Some(VersionState::Error)
+            });
+            let mut watch = guard(&self.watch);
+            let state = watch.entry(name.clone()).or_default();
+            // Settled: unchanged since the previous poll, or already serving (a served
+            // version is never unloaded because its files are being touched). A version
+            // whose fingerprint changed kind was settled when it was reconciled.
+            let settled: BTreeMap<u64, Fingerprint> = seen
+                .versions
+                .iter()
+                .filter(|(v, f)| match state.previous.versions.get(v) {
+                    Some(p) => p == *f || !same_kind(p, f) || serving.contains(v),
+                    None => serving.contains(v),
+                })
+                .map(|(v, f)| (*v, f.clone()))
+                .collect();
+            let candidate = ModelView {
+                config: seen.config.clone(),
+                versions: settled,
+            };
+            state.previous = seen;
+            if state.reconciled.as_ref() != Some(&candidate) {
+                work.push((name, dir, candidate));
+            }
+        }
+        self.for_each_bounded(&work, |(name, dir, candidate)| {
+            let Ok(_lock) = self.model_lock(name).try_acquire_owned() else {
+                return; // busy (an upload, a reload): next poll
+            };
+            if self.held_back(name) {
+                return;
+            }
+            let settled: BTreeSet<u64> = candidate.versions.keys().copied().collect();
+            self.reconcile(name, dir, Some(&settled));
+            if let Some(state) = guard(&self.watch).get_mut(name) {
+                state.reconciled = Some(candidate.clone());
+            }
+        });
+    }
+
+    /// Removes staging directories (`.tmp-upload-*` in model directories,
+    /// `.tmp-delete-*` and `.tmp-upload-*` in the root) that no operation of this
+    /// process holds and that are at least `min_age` old; a root directory left
+    /// empty by that (an upload of a new model that never finished) goes too.
+    /// Blocking.
+    pub(super) fn sweep_staging(&self, min_age: Duration) {
+        let mut dirs: Vec<(PathBuf, bool)> = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(&self.root) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if is_staging_name(&name) {
+                    self.remove_if_stale(&path, min_age);
+                } else if !name.starts_with('.') && path.is_dir() {
+                    dirs.push((path, true));
+                }
+            }
+        }
+        for m in self.config_list().iter().flat_map(|l| l.models.iter()) {
+            dirs.push((m.base_path.clone(), false));
+        }
+        for (dir, under_root) in dirs {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            let mut removed = false;
+            for entry in entries.flatten() {
+                if entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(".tmp-upload-")
+                {
+                    removed |= self.remove_if_stale(&entry.path(), min_age);
+                }
+            }
+            if removed && under_root {
+                let _ = std::fs::remove_dir(&dir); // only if nothing else is left
+            }
+        }
+    }
+
+    fn remove_if_stale(&self, path: &Path, min_age: Duration) -> bool {
+        if guard(&self.staging).contains(path) {
+            return false;
+        }
+        let age = std::fs::symlink_metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .unwrap_or_default();
+        if age < min_age {
+            return false;
+        }
+        let removed = match std::fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+            Ok(_) => std::fs::remove_file(path),
+            Err(e) => Err(e),
+        };
+        match removed {
+            Ok(()) => {
+                tracing::info!("removed stale staging {}", path.display());
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => {
+                tracing::warn!("cannot remove stale staging {}: {e}", path.display());
+                false
+            }
+        }
+    }
+
+    /// Reconciles a model with everything on disk now, and records what was seen so
+    /// the watcher does not redo it. The caller holds the model's lock.
+    pub(super) fn reconcile_now(&self, name: &str, dir: &ModelDir) {
+        let seen = observe(&dir.dir, |_| true);
+        self.reconcile(name, dir, None);
+        guard(&self.watch).insert(
+            name.to_string(),
+            WatchState {
+                previous: seen.clone(),
+                reconciled: Some(seen),
+            },
+        );
+    }
+
+    /// Unloads models the manager serves whose directory is gone. A busy model is
+    /// left for the next poll or reload.
+    pub(super) fn unload_gone(&self, dirs: &BTreeMap<String, ModelDir>) {
+        let known: Vec<String> = self
+            .manager
+            .serving()
+            .models
+            .keys()
+            .cloned()
+            .chain(self.manager.records_snapshot().into_keys())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .filter(|name| !dirs.contains_key(name))
+            .collect();
+        for name in known {
+            let Ok(_held) = self.model_lock(&name).try_acquire_owned() else {
+                continue;
+            };
+            self.manager.unload_model(&name);
+            guard(&self.watch).remove(&name);
+        }
+    }
+}
+
+/// Staging made by an upload or a delete (a crash may leave them behind).
+fn is_staging_name(name: &str) -> bool {
+    name.starts_with(".tmp-upload-") || name.starts_with(".tmp-delete-")
+}
+
+/// Reads what the watcher compares between polls; `files(v)` says whether every file
+/// of version `v` is read, or only its directory. Unreadable parts read as absent.
+fn observe(model_dir: &Path, files: impl Fn(u64) -> bool) -> ModelView {
+    let config = std::fs::read(model_dir.join(ModelConfig::FILE_NAME)).ok();
+    let mut versions = BTreeMap::new();
+    if let Ok(entries) = std::fs::read_dir(model_dir) {
+        for entry in entries.flatten() {
+            let Some(version) = entry.file_name().to_str().and_then(parse_version) else {
+                continue;
+            };
+            let Ok(meta) = std::fs::metadata(entry.path()) else {
+                continue;
+            };
+            if !meta.is_dir() {
+                continue;
+            }
+            let print = if files(version) {
+                let mut list = Vec::new();
+                fingerprint(&entry.path(), "", 0, &mut list);
+                list.sort();
+                Fingerprint::Files(list)
+            } else {
+                Fingerprint::Dir(meta.modified().ok())
+            };
+            versions.insert(version, print);
+        }
+    }
+    ModelView { config, versions }
+}
+
+fn same_kind(a: &Fingerprint, b: &Fingerprint) -> bool {
+    matches!(
+        (a, b),
+        (Fingerprint::Files(_), Fingerprint::Files(_)) | (Fingerprint::Dir(_), Fingerprint::Dir(_))
+    )
+}
+
+fn fingerprint(
+    dir: &Path,
+    prefix: &str,
+    depth: usize,
+    out: &mut Vec<(String, u64, Option<SystemTime>)>,
+) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if out.len() >= MAX_FINGERPRINT_FILES {
+            return;
+        }
+        let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
+        let Ok(meta) = entry.metadata() else {
+            continue;
+        };
+        if meta.is_dir() {
+            if depth < MAX_FINGERPRINT_DEPTH {
+                fingerprint(&entry.path(), &format!("{name}/"), depth + 1, out);
+            }
+            out.push((format!("{name}/"), 0, meta.modified().ok()));
+        } else {
+            out.push((name, meta.len(), meta.modified().ok()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watcher_sweeps_only_old_staging_that_no_operation_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let sources = Sources::new(
+            Arc::new(Manager::new(crate::backends::BackendOptions::default())),
+            root.to_path_buf(),
+        );
+        let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        let staging = |path: &str, old: bool| {
+            let p = root.join(path);
+            std::fs::create_dir_all(p.join("sub")).unwrap();
+            if old {
+                std::fs::File::open(&p)
+                    .unwrap()
+                    .set_modified(an_hour_ago)
+                    .unwrap();
+            }
+            p
+        };
+        std::fs::create_dir_all(root.join("m/1")).unwrap();
+        let old = staging("m/.tmp-upload-1-1", true);
+        let young = staging("m/.tmp-upload-1-2", false);
+        let held = staging("m/.tmp-upload-1-3", true);
+        let trash = staging(".tmp-delete-x-1", true);
+        let ghost = staging("ghost/.tmp-upload-1-4", true);
+        let other = staging("m/.tmp-copy-1", true);
+        sources.staging_started(&held);
+
+        sources.sweep_staging(STAGING_GRACE);
+        assert!(!old.exists() && !trash.exists() && !ghost.exists());
+        assert!(
+            !root.join("ghost").exists(),
+            "a directory of debris only goes too"
+        );
+        assert!(
+            young.exists(),
+            "may belong to another process still writing"
+        );
+        assert!(held.exists(), "an upload of this process is writing it");
+        assert!(other.exists(), "not staging ferroserve makes");
+        assert!(root.join("m/1").exists());
+
+        // At start-up, age does not matter; what this process holds still does.
+        sources.sweep_staging(Duration::ZERO);
+        assert!(!young.exists() && held.exists());
+    }
+
+    #[test]
+    fn fingerprints_change_with_size_and_new_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = dir.path().join("1");
+        std::fs::create_dir_all(&v).unwrap();
+        std::fs::write(v.join("model.onnx"), b"abc").unwrap();
+        let all = |_| true;
+        let a = observe(dir.path(), all);
+        assert_eq!(a, observe(dir.path(), all), "stable when nothing changes");
+        std::fs::write(v.join("model.onnx"), b"abcd").unwrap();
+        let b = observe(dir.path(), all);
+        assert_ne!(a, b);
+        std::fs::write(v.join("extra"), b"").unwrap();
+        assert_ne!(b, observe(dir.path(), all));
+        std::fs::create_dir_all(dir.path().join(".tmp-upload-1")).unwrap();
+        std::fs::create_dir_all(dir.path().join("latest")).unwrap();
+        assert_eq!(
+            observe(dir.path(), all).versions.len(),
+            1,
+            "only version dirs"
+        );
+        // A reconciled version is looked at as a directory only.
+        let dir_only = observe(dir.path(), |_| false);
+        assert!(matches!(dir_only.versions[&1], Fingerprint::Dir(_)));
+    }
+}
