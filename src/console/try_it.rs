@@ -51,6 +51,16 @@ struct FormField {
     kind: &'static str,
 }
 
+impl FormField {
+    fn new(name: impl Into<String>, label: impl Into<String>, kind: &'static str) -> FormField {
+        FormField {
+            name: name.into(),
+            label: label.into(),
+            kind,
+        }
+    }
+}
+
 #[derive(Template)]
 #[template(path = "try_fragment.html")]
 struct TryFragment {
@@ -101,29 +111,16 @@ fn form_for(
     preprocessed: Preprocessed,
 ) -> (FormMode, Vec<FormField>) {
     let inputs = &metadata.signature.inputs;
-    let number = |name: &str, label: String| FormField {
-        name: name.to_string(),
-        label,
-        kind: "number",
-    };
     if preprocessed == Preprocessed::Image {
         return (
             FormMode::Image,
-            vec![FormField {
-                name: "image".into(),
-                label: "Image (JPEG, PNG or WebP)".into(),
-                kind: "file",
-            }],
+            vec![FormField::new("image", "Image (JPEG, PNG or WebP)", "file")],
         );
     }
     if metadata.format == "fasttext" || preprocessed == Preprocessed::Text {
         return (
             FormMode::Text,
-            vec![FormField {
-                name: "text".into(),
-                label: "Text".into(),
-                kind: "textarea",
-            }],
+            vec![FormField::new("text", "Text", "textarea")],
         );
     }
     if let Some(names) = &metadata.traits.feature_names {
@@ -135,11 +132,7 @@ fn form_for(
                     .iter()
                     .find(|i| &i.name == n)
                     .is_some_and(|i| is_text(i.dtype));
-                FormField {
-                    name: n.clone(),
-                    label: n.clone(),
-                    kind: if text { "text" } else { "number" },
-                }
+                FormField::new(n, n, if text { "text" } else { "number" })
             })
             .collect();
         return (FormMode::Named, fields);
@@ -149,37 +142,41 @@ fn form_for(
         {
             return (
                 FormMode::Positional,
-                vec![FormField {
-                    name: "0".into(),
-                    label: format!("{} (text)", only.name),
-                    kind: "textarea",
-                }],
+                vec![FormField::new(
+                    "0",
+                    format!("{} (text)", only.name),
+                    "textarea",
+                )],
             );
         }
         if let [_, width] = only.shape.as_slice() {
             if (1..=256).contains(width) {
                 let fields = (0..*width)
-                    .map(|i| number(&i.to_string(), format!("{} [{i}]", only.name)))
+                    .map(|i| {
+                        FormField::new(i.to_string(), format!("{} [{i}]", only.name), "number")
+                    })
                     .collect();
                 return (FormMode::Positional, fields);
             }
         }
         return (
             FormMode::List,
-            vec![FormField {
-                name: "values".into(),
-                label: format!("{} (comma-separated values)", only.name),
-                kind: "text",
-            }],
+            vec![FormField::new(
+                "values",
+                format!("{} (comma-separated values)", only.name),
+                "text",
+            )],
         );
     }
     // Several inputs, one column each: fed by name.
     let fields = inputs
         .iter()
-        .map(|i| FormField {
-            name: i.name.clone(),
-            label: i.name.clone(),
-            kind: if is_text(i.dtype) { "text" } else { "number" },
+        .map(|i| {
+            FormField::new(
+                &i.name,
+                &i.name,
+                if is_text(i.dtype) { "text" } else { "number" },
+            )
         })
         .collect();
     (FormMode::Named, fields)
