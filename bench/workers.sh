@@ -22,9 +22,12 @@ OUT=${OUT:-$(mktemp -d /tmp/ferroserve-workers-bench.XXXXXX)}; mkdir -p "$OUT"
 RAW=$OUT/raw.txt; : >"$RAW"
 
 # PROFILE=debug measures the debug binary (a rough look when no release build exists).
+# SKIP_BUILD=1 uses the binary already built; BIN= names another (a build to compare).
 PROFILE=${PROFILE:-release}
-if [ "$PROFILE" = release ]; then cargo build -q --release --bin ferroserve; else cargo build -q --bin ferroserve; fi
-BIN=$TARGET/$PROFILE/ferroserve
+if [ -z "${SKIP_BUILD:-}" ]; then
+  if [ "$PROFILE" = release ]; then cargo build -q --release --bin ferroserve; else cargo build -q --bin ferroserve; fi
+fi
+BIN=${BIN:-$TARGET/$PROFILE/ferroserve}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 PIDS=()

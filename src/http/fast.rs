@@ -10,9 +10,11 @@
 //!   the route's [`Access`], the `Authorization` header and the peer), answered
 //!   the same way on refusal. Only routes whose access is `Inference` are taken;
 //!   management routes (logged, cross-site checked) always go through the router.
-//! * **forwarding**: nothing is taken while any model is deployed
-//!   (`crate::workers`), so a deployed model's requests always reach the
-//!   forwarding layer.
+//! * **forwarding**: a deployed model's request (`crate::workers`) goes to the
+//!   same [`crate::workers::forward::forward`] the forwarding layer calls, after
+//!   the access check; the model is read from the path as that layer reads it.
+//!   `POST /predict`, which names its model in the body, takes the router while
+//!   any model is deployed (the layer reads the body to find it).
 //! * **JSON errors**: the handlers answer every error as JSON already.
 //! * **body limit**: only bodies that declare their length, at most
 //!   [`FAST_MAX_BODY`] and the server's `max_request_bytes`, are taken; anything
@@ -108,10 +110,25 @@ pub fn takes(state: &AppState, request: &http::request::Parts) -> Option<Route> 
     {
         return None;
     }
-    if state.workers.get().is_some_and(|w| w.has_deployments()) {
+    let route = route(path)?;
+    if route == Route::Simple && state.workers.get().is_some_and(|w| w.has_deployments()) {
         return None;
     }
-    route(path)
+    Some(route)
+}
+
+impl Route {
+    /// The model the path names, as the forwarding layer reads it
+    /// (`crate::workers::forward`); `POST /predict` names it in its body.
+    fn model(&self) -> Option<&str> {
+        match self {
+            Route::TfsPredict(rest) => rest.split(['/', ':']).next(),
+            Route::V2Infer(model) | Route::V2InferVersion(model, _) | Route::SimpleModel(model) => {
+                Some(model)
+            }
+            Route::Simple => None,
+        }
+    }
 }
 
 /// Answers a request on the `route` [`takes`] found, with `peer` the client's address.
@@ -126,6 +143,11 @@ pub async fn serve(state: AppState, route: Route, request: Request, peer: Socket
         path,
     ) {
         return super::auth::denied_response(&denied);
+    }
+    if let Some(workers) = state.workers.get() {
+        if let Some(target) = route.model().and_then(|model| workers.target(model)) {
+            return crate::workers::forward::forward(workers, target, request).await;
+        }
     }
     match route {
         Route::TfsPredict(rest) => {
@@ -225,6 +247,28 @@ mod tests {
             None
         );
         assert!(takes(&small, &parts("POST", tfs, Version::HTTP_11, Some("100"))).is_some());
+    }
+
+    #[test]
+    fn routes_name_the_model_the_forwarding_layer_reads() {
+        for path in [
+            "/v1/models/iris:predict",
+            "/v1/models/iris/versions/2:predict",
+            "/v1/models/iris/labels/stable:predict",
+            "/v2/models/iris/infer",
+            "/v2/models/iris/versions/3/infer",
+            "/predict/iris",
+            "/predict/iris/infer",
+        ] {
+            let route = route(path).unwrap();
+            assert_eq!(route.model(), Some("iris"), "{path}");
+            assert_eq!(
+                route.model(),
+                crate::workers::forward::model_of_path(path),
+                "{path}"
+            );
+        }
+        assert_eq!(route("/predict").unwrap().model(), None);
     }
 
     #[test]

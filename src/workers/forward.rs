@@ -2,6 +2,9 @@
 //! worker over kept-alive HTTP/1.1 connections (hyper's pooled client); status
 //! codes, headers and bodies pass through unchanged. A worker that is starting or
 //! restarting, or whose connection fails, is answered 503 with `Retry-After`.
+//! The predict fast path (`crate::http::fast`) calls [`forward`] itself for the
+//! predict routes it takes, after its access check, with the model read from the
+//! path by the same rules ([`model_of_path`]).
 //!
 //! Invariant: forwarding decides from the path (and, for `POST /predict`, the body's
 //! `model_id`) alone; a model that is not deployed in a worker never sees this
@@ -83,7 +86,7 @@ pub async fn get_body(
 }
 
 /// The model a REST path names, for the routes that forward.
-fn model_of_path(path: &str) -> Option<&str> {
+pub(crate) fn model_of_path(path: &str) -> Option<&str> {
     let mut segments = path.trim_start_matches('/').split('/');
     match (segments.next()?, segments.next()) {
         ("predict", Some(m)) if !m.is_empty() => Some(m),
@@ -195,7 +198,9 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::PROXY_AUTHORIZATION,
 ];
 
-async fn forward(
+/// Sends `request` to the worker at `target` and passes its answer back; `Err`
+/// (the worker is not ready) and a failed connection are answered 503.
+pub(crate) async fn forward(
     workers: &super::Supervisor,
     target: Result<SocketAddr, String>,
     request: Request,
