@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_close, install_model, root_path, TestServer};
+use common::{assert_close, install_model, raw_post, root_path, timeless, TestServer};
 use serde_json::{json, Value};
 
 fn expected(rel: &str) -> Value {
@@ -488,61 +488,6 @@ async fn tf_serving_rest_classify_and_regress() {
     server.stop().await;
 }
 
-/// One HTTP/1.1 request over a new connection, its body sent with `Content-Length`
-/// or chunked; answers the status, the content type and the body.
-async fn raw_post(
-    addr: std::net::SocketAddr,
-    path: &str,
-    body: &str,
-    chunked: bool,
-) -> (u16, String, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nConnection: close\r\n"
-    );
-    let request = if chunked {
-        format!(
-            "{head}Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
-            body.len()
-        )
-    } else {
-        format!("{head}Content-Length: {}\r\n\r\n{body}", body.len())
-    };
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.unwrap();
-    let answer = String::from_utf8(answer).unwrap();
-    let (head, rest) = answer.split_once("\r\n\r\n").unwrap();
-    let status = head[9..12].parse().unwrap();
-    let header = |name: &str| {
-        head.lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
-            })
-            .unwrap_or_default()
-    };
-    let body = if header("transfer-encoding") == "chunked" {
-        // Chunk sizes out, data in.
-        let mut data = String::new();
-        let mut rest = rest;
-        loop {
-            let (size, tail) = rest.split_once("\r\n").unwrap();
-            let size = usize::from_str_radix(size, 16).unwrap();
-            if size == 0 {
-                break;
-            }
-            data.push_str(&tail[..size]);
-            rest = &tail[size + 2..];
-        }
-        data
-    } else {
-        rest.to_string()
-    };
-    (status, header("content-type"), body)
-}
-
 /// Small predict requests with a declared length skip the router
 /// (`ferroserve::http::fast`); chunked ones go through it. Both must answer the
 /// same, successes and errors alike, on every API the fast path takes.
@@ -600,15 +545,6 @@ async fn the_fast_path_answers_as_the_router_does() {
     ];
     for (path, body, status) in &cases {
         // The simple API's answer says when and how fast it was made.
-        let timeless = |(status, content_type, body): (u16, String, String)| {
-            let mut body: Value = serde_json::from_str(&body).unwrap();
-            if let Some(answer) = body.as_object_mut() {
-                for key in ["latency", "timestamp", "time"] {
-                    answer.remove(key);
-                }
-            }
-            (status, content_type, body)
-        };
         let fast = timeless(raw_post(server.rest_addr, path, body, false).await);
         let routed = timeless(raw_post(server.rest_addr, path, body, true).await);
         assert_eq!(fast.0, *status, "{path} {body}: {}", fast.2);

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::child::{free_port, ChildServer};
-use common::root_path;
+use common::{raw_post, root_path, timeless};
 use serde_json::{json, Value};
 
 const ROW: [f64; 4] = [5.1, 3.5, 1.4, 0.2];
@@ -264,6 +264,38 @@ async fn the_old_workflow_runs_in_a_worker_process() {
     )
     .await;
     assert_eq!(code, 200, "{tfs}");
+    // A small body with a declared length is forwarded from the predict fast path
+    // (`http::fast`), a chunked one by the router's forwarding layer: the same
+    // answers, from the worker (the main server holds no copy of the model).
+    let row = "[5.1, 3.5, 1.4, 0.2]";
+    let v2 = format!(
+        r#"{{"inputs": [{{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": {row}}}]}}"#
+    );
+    for (path, body) in [
+        (
+            "/v1/models/iris:predict",
+            format!(r#"{{"instances": [{row}]}}"#),
+        ),
+        (
+            "/v1/models/iris/versions/1:predict",
+            format!(r#"{{"instances": [{row}]}}"#),
+        ),
+        ("/v2/models/iris/infer", v2.clone()),
+        ("/v2/models/iris/versions/1/infer", v2),
+        ("/predict/iris", format!(r#"{{"features": {row}}}"#)),
+        (
+            "/v1/models/iris:predict",
+            r#"{"instances": [[1.0]]}"#.to_string(),
+        ),
+    ] {
+        let fast = timeless(raw_post(server.rest, path, &body, false).await);
+        let routed = timeless(raw_post(server.rest, path, &body, true).await);
+        assert_eq!(fast, routed, "{path} {body}");
+        let worker = format!("127.0.0.1:{port}").parse().unwrap();
+        let direct = timeless(raw_post(worker, path, &body, false).await);
+        assert_eq!(fast, direct, "{path} {body}");
+        assert!(matches!(fast.0, 200 | 400), "{path} {body}: {fast:?}");
+    }
     let (code, meta) = get(server.url("/v2/models/iris")).await;
     assert_eq!(code, 200, "{meta}");
     // Errors pass through with the worker's status and body.

@@ -229,3 +229,72 @@ pub async fn status_and_body(r: reqwest::Response) -> (u16, serde_json::Value) {
         serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
     )
 }
+
+/// One HTTP/1.1 request over a new connection, its body sent with `Content-Length`
+/// or chunked; answers the status, the content type and the body.
+pub async fn raw_post(
+    addr: std::net::SocketAddr,
+    path: &str,
+    body: &str,
+    chunked: bool,
+) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nConnection: close\r\n"
+    );
+    let request = if chunked {
+        format!(
+            "{head}Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+            body.len()
+        )
+    } else {
+        format!("{head}Content-Length: {}\r\n\r\n{body}", body.len())
+    };
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    let (head, rest) = answer.split_once("\r\n\r\n").unwrap();
+    let status = head[9..12].parse().unwrap();
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            })
+            .unwrap_or_default()
+    };
+    let body = if header("transfer-encoding") == "chunked" {
+        // Chunk sizes out, data in.
+        let mut data = String::new();
+        let mut rest = rest;
+        loop {
+            let (size, tail) = rest.split_once("\r\n").unwrap();
+            let size = usize::from_str_radix(size, 16).unwrap();
+            if size == 0 {
+                break;
+            }
+            data.push_str(&tail[..size]);
+            rest = &tail[size + 2..];
+        }
+        data
+    } else {
+        rest.to_string()
+    };
+    (status, header("content-type"), body)
+}
+
+/// A [`raw_post`] answer with its JSON body parsed, less the fields that differ
+/// from one call to the next (the simple API's `latency`, `timestamp`, `time`).
+pub fn timeless(
+    (status, content_type, body): (u16, String, String),
+) -> (u16, String, serde_json::Value) {
+    let mut body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    if let Some(answer) = body.as_object_mut() {
+        for key in ["latency", "timestamp", "time"] {
+            answer.remove(key);
+        }
+    }
+    (status, content_type, body)
+}
