@@ -12,7 +12,8 @@
 //!   management routes (logged, cross-site checked) always go through the router.
 //! * **forwarding**: a deployed model's request (`crate::workers`) goes to the
 //!   same [`crate::workers::forward::forward`] the forwarding layer calls, after
-//!   the access check; the model is read from the path as that layer reads it.
+//!   the access check, the model read from the path by that layer's own
+//!   `model_of_path`.
 //!   `POST /predict`, which names its model in the body, takes the router while
 //!   any model is deployed (the layer reads the body to find it).
 //! * **JSON errors**: the handlers answer every error as JSON already.
@@ -117,20 +118,6 @@ pub fn takes(state: &AppState, request: &http::request::Parts) -> Option<Route> 
     Some(route)
 }
 
-impl Route {
-    /// The model the path names, as the forwarding layer reads it
-    /// (`crate::workers::forward`); `POST /predict` names it in its body.
-    fn model(&self) -> Option<&str> {
-        match self {
-            Route::TfsPredict(rest) => rest.split(['/', ':']).next(),
-            Route::V2Infer(model) | Route::V2InferVersion(model, _) | Route::SimpleModel(model) => {
-                Some(model)
-            }
-            Route::Simple => None,
-        }
-    }
-}
-
 /// Answers a request on the `route` [`takes`] found, with `peer` the client's address.
 pub async fn serve(state: AppState, route: Route, request: Request, peer: SocketAddr) -> Response {
     let authorization = request.headers().get(header::AUTHORIZATION);
@@ -144,8 +131,11 @@ pub async fn serve(state: AppState, route: Route, request: Request, peer: Socket
     ) {
         return super::auth::denied_response(&denied);
     }
+    // A deployed model's request goes to its worker, the model read from the path
+    // by the forwarding layer's own rule.
     if let Some(workers) = state.workers.get() {
-        if let Some(target) = route.model().and_then(|model| workers.target(model)) {
+        let model = crate::workers::forward::model_of_path(request.uri().path());
+        if let Some(target) = model.and_then(|model| workers.target(model)) {
             return crate::workers::forward::forward(workers, target, request).await;
         }
     }
@@ -250,7 +240,7 @@ mod tests {
     }
 
     #[test]
-    fn routes_name_the_model_the_forwarding_layer_reads() {
+    fn the_forwarding_layer_reads_the_model_of_every_route_taken() {
         for path in [
             "/v1/models/iris:predict",
             "/v1/models/iris/versions/2:predict",
@@ -260,15 +250,15 @@ mod tests {
             "/predict/iris",
             "/predict/iris/infer",
         ] {
-            let route = route(path).unwrap();
-            assert_eq!(route.model(), Some("iris"), "{path}");
+            assert!(route(path).is_some(), "{path}");
             assert_eq!(
-                route.model(),
                 crate::workers::forward::model_of_path(path),
+                Some("iris"),
                 "{path}"
             );
         }
-        assert_eq!(route("/predict").unwrap().model(), None);
+        assert!(route("/predict").is_some());
+        assert_eq!(crate::workers::forward::model_of_path("/predict"), None);
     }
 
     #[test]

@@ -156,13 +156,13 @@ pub(super) fn start_writer(
     Some(tokio::spawn(write_predictions(store, rx, stop, drain)))
 }
 
-/// A row ready to insert. Its text is shared (`Arc<str>`), so that binding it to a
-/// statement, again when a failed batch is retried, copies nothing.
+/// A row ready to insert. Its text is shared (`Arc<str>`) or static, so that binding
+/// it to a statement, again when a failed batch is retried, copies nothing.
 struct Encoded {
     at_ms: i64,
     model: Arc<str>,
     version: u64,
-    protocol: Arc<str>,
+    protocol: &'static str,
     latency_us: i64,
     request_id: Arc<str>,
     inputs: Arc<str>,
@@ -252,7 +252,7 @@ fn encode(mut p: PendingPrediction) -> Encoded {
         at_ms: p.at_ms,
         model: p.model,
         version: p.version,
-        protocol: p.protocol.into(),
+        protocol: p.protocol,
         latency_us: p.latency_us,
         request_id: format!("{:032x}", p.request_id).into(),
         inputs: tensors_json(&mut p.inputs).into(),
@@ -288,7 +288,7 @@ impl Store {
                         .bind(r.at_ms)
                         .bind(r.model.clone())
                         .bind(r.version as i64)
-                        .bind(r.protocol.clone())
+                        .bind(r.protocol)
                         .bind(r.latency_us)
                         .bind(r.request_id.clone())
                         .bind(r.inputs.clone())
@@ -481,6 +481,6 @@ mod tests {
             (&*e.inputs, &*e.outputs),
             (r#"{"x":[[1.0]]}"#, r#"{"y":[[1.0]]}"#)
         );
-        assert_eq!((e.version, e.latency_us, &*e.protocol), (3, 1500, "v2"));
+        assert_eq!((e.version, e.latency_us, e.protocol), (3, 1500, "v2"));
     }
 }
