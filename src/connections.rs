@@ -87,10 +87,18 @@ pub struct ConnectionLimit {
     /// when it closes; an accept loop takes a permit before it accepts.
     permits: Arc<Semaphore>,
     max: usize,
-    /// The limit is logged when it is reached, then not again until connections
-    /// fell below it, so a sustained flood logs once.
-    full: AtomicBool,
+    /// The limit is logged when it is first reached, then at most once per
+    /// [`LIMIT_LOG_EVERY`] while connections keep waiting, with how many waited
+    /// since: a flood that holds the server at its limit must not flood the log too.
+    /// When it was last logged, in milliseconds after `created` (0: never).
+    logged_at_ms: AtomicU64,
+    /// Connections that waited for a permit since the last log line.
+    waited: AtomicU64,
+    created: std::time::Instant,
 }
+
+/// The least time between two log lines about the connection limit.
+const LIMIT_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl ConnectionLimit {
     pub fn new(max: usize) -> Arc<ConnectionLimit> {
@@ -98,7 +106,9 @@ impl ConnectionLimit {
         Arc::new(ConnectionLimit {
             permits: Arc::new(Semaphore::new(max)),
             max,
-            full: AtomicBool::new(false),
+            logged_at_ms: AtomicU64::new(0),
+            waited: AtomicU64::new(0),
+            created: std::time::Instant::now(),
         })
     }
 
@@ -114,12 +124,13 @@ impl ConnectionLimit {
     /// Waits for room for one more connection.
     pub async fn acquire(&self) -> OwnedSemaphorePermit {
         if let Ok(permit) = self.permits.clone().try_acquire_owned() {
-            self.full.store(false, Ordering::Relaxed);
             return permit;
         }
-        if !self.full.swap(true, Ordering::Relaxed) {
+        self.waited.fetch_add(1, Ordering::Relaxed);
+        if self.should_log() {
             tracing::warn!(
                 max_connections = self.max,
+                waited = self.waited.swap(0, Ordering::Relaxed),
                 "connection limit reached; new connections wait in the listen backlog \
                  until open ones close"
             );
@@ -129,6 +140,21 @@ impl ConnectionLimit {
             .acquire_owned()
             .await
             .expect("the connection semaphore is never closed")
+    }
+}
+
+impl ConnectionLimit {
+    /// Whether the limit is to be logged now: the first time, then once per
+    /// [`LIMIT_LOG_EVERY`]; one caller wins when several reach it at once.
+    fn should_log(&self) -> bool {
+        // +1: 0 means never logged.
+        let now = self.created.elapsed().as_millis() as u64 + 1;
+        let last = self.logged_at_ms.load(Ordering::Relaxed);
+        (last == 0 || now - last >= LIMIT_LOG_EVERY.as_millis() as u64)
+            && self
+                .logged_at_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 }
 
@@ -852,5 +878,19 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(limit.open(), 2);
+    }
+
+    #[test]
+    fn the_limit_is_logged_once_per_period() {
+        let mut limit = Arc::into_inner(ConnectionLimit::new(1)).unwrap();
+        assert!(limit.should_log(), "the first time");
+        assert!(!limit.should_log(), "not again at once");
+        // As if the limit were created, and last logged, two periods ago.
+        limit.created = std::time::Instant::now()
+            .checked_sub(2 * LIMIT_LOG_EVERY)
+            .unwrap();
+        limit.logged_at_ms.store(1, Ordering::Relaxed);
+        assert!(limit.should_log(), "a period later");
+        assert!(!limit.should_log());
     }
 }

@@ -1,16 +1,20 @@
 //! No client can starve the server (issue 9): the server runs as a child process
-//! with a low open-files limit (`prlimit --nofile=1024`, so its connection limit is
-//! 768), and more connections than that are kept open against it, reconnecting as
-//! soon as the server closes them:
+//! with a low open-files limit (`prlimit --nofile`), and more connections than its
+//! connection limit are kept open against it, reconnecting as soon as the server
+//! closes them:
 //! * HTTP/1 requests whose head is never finished (closed by the header-read timeout);
 //! * idle HTTP/2 connections on the gRPC port (closed by the idle timeout);
 //! * gRPC calls whose request message never comes (body read timeout, then idle).
+//!
+//! Two sizes: 1,100 attackers (tasks of this test) against 1,024 descriptors, and the
+//! issue's 24,000, from four processes (`tests/flood_clients.py`, each from its own
+//! loopback address), against 16,384 descriptors (14,746 connections).
 //!
 //! Meanwhile a client keeps predicting over fresh connections: every request must be
 //! answered within [`ANSWER_WITHIN`]; a new model version copied into the repository
 //! during the attack must be served (the watcher still has descriptors); and the
 //! server's descriptor count (`/proc/<pid>/fd`) must stay clear of its limit.
-//! Everything runs on 127.0.0.1 and stops itself; only the child started here is
+//! Everything runs on 127.0.0.1 and stops itself; only the processes started here are
 //! killed. Smaller tests check the timeouts one by one on an in-process server.
 
 mod common;
@@ -32,10 +36,39 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-/// The server's open-files limit; its connection limit is 1024 − 256 = 768.
-const SERVER_FD_LIMIT: u64 = 1024;
-/// Attacking connections kept open at once: more than the server's connection limit.
-const ATTACKERS: usize = 1100;
+/// How big an attack is and where it comes from.
+#[derive(Clone, Copy, Debug)]
+struct Scale {
+    /// The server's open-files limit; its connection limit is this less a reserve of
+    /// a tenth (at least 256).
+    server_fds: u64,
+    /// Attacking connections kept open at once, in all: more than the server's
+    /// connection limit.
+    attackers: usize,
+    /// Attacking processes (`tests/flood_clients.py`); 0: tasks of this test.
+    processes: usize,
+    /// The server's header-read and body-read timeouts; its keep-alive and HTTP/2
+    /// idle timeouts are twice this.
+    timeout_secs: u64,
+}
+
+/// 1,100 attackers against 1,024 descriptors (768 connections).
+const SMALL: Scale = Scale {
+    server_fds: 1024,
+    attackers: 1100,
+    processes: 0,
+    timeout_secs: 1,
+};
+
+/// The issue's attack: 24,000 connections from four processes against 16,384
+/// descriptors (14,746 connections).
+const LARGE: Scale = Scale {
+    server_fds: 16_384,
+    attackers: 24_000,
+    processes: 4,
+    timeout_secs: 1,
+};
+
 /// The tests of this file run one at a time: the flood needs the machine's CPUs.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -52,13 +85,14 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The attackers need more descriptors than a default soft limit of 1024.
-fn raise_own_fd_limit() {
+/// Raises this process's open-files limit to its hard limit, which must allow
+/// `needed`: the server's limit (prlimit cannot go above it) and, for attacks from
+/// this process, the attackers' descriptors.
+fn raise_own_fd_limit(needed: u64) {
     let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap();
     assert!(
-        limit >= 2 * ATTACKERS as u64 + 256,
-        "this test needs an open-files hard limit of at least {}, not {limit}",
-        2 * ATTACKERS + 256
+        limit >= needed,
+        "this test needs an open-files hard limit of at least {needed}, not {limit}"
     );
 }
 
@@ -80,7 +114,7 @@ impl Drop for ChildServer {
 }
 
 impl ChildServer {
-    async fn start() -> ChildServer {
+    async fn start(scale: Scale) -> ChildServer {
         let repo = tempfile::tempdir().unwrap();
         install_model(
             repo.path(),
@@ -91,9 +125,13 @@ impl ChildServer {
         let rest: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let log = tempfile::NamedTempFile::new().unwrap();
+        let (timeout, idle) = (
+            scale.timeout_secs.to_string(),
+            (2 * scale.timeout_secs).to_string(),
+        );
         let mut command = Command::new("prlimit");
         command
-            .arg(format!("--nofile={SERVER_FD_LIMIT}:{SERVER_FD_LIMIT}"))
+            .arg(format!("--nofile={0}:{0}", scale.server_fds))
             .arg("--")
             .arg(env!("CARGO_BIN_EXE_ferroserve"))
             .args(["serve", "--model-repository"])
@@ -101,10 +139,10 @@ impl ChildServer {
             .args(["--rest-addr", &rest.to_string()])
             .args(["--grpc-addr", &grpc.to_string()])
             .args(["--inference-threads", "2"])
-            .args(["--header-read-timeout-secs", "1"])
-            .args(["--keep-alive-timeout-secs", "2"])
-            .args(["--grpc-idle-timeout-secs", "2"])
-            .args(["--body-read-timeout-secs", "1"])
+            .args(["--header-read-timeout-secs", &timeout])
+            .args(["--keep-alive-timeout-secs", &idle])
+            .args(["--grpc-idle-timeout-secs", &idle])
+            .args(["--body-read-timeout-secs", &timeout])
             .args(["--file-system-poll-wait-seconds", "0.2"])
             .env("FERROSERVE_LOG", "warn")
             // The server logs to stdout.
@@ -165,26 +203,112 @@ fn fresh_client() -> reqwest::Client {
         .unwrap()
 }
 
-/// Keeps `count` attackers running `attack` in a loop until `stop`.
-fn flood<F, Fut>(count: usize, stop: &CancellationToken, attack: F) -> tokio::task::JoinSet<()>
-where
-    F: Fn() -> Fut + Send + Sync + Clone + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..count {
-        let stop = stop.clone();
-        let attack = attack.clone();
-        tasks.spawn(async move {
-            while !stop.is_cancelled() {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = attack() => {}
-                }
-            }
-        });
+/// What the attacking connections do.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    /// Half of an HTTP/1 request head, then silence.
+    HalfSentRequest,
+    /// The HTTP/2 preface and an empty SETTINGS frame, then silence.
+    IdleHttp2,
+    /// A gRPC call whose request message never comes.
+    UnfinishedGrpcCall,
+}
+
+impl Kind {
+    fn flood_clients_name(self) -> &'static str {
+        match self {
+            Kind::HalfSentRequest => "http1",
+            Kind::IdleHttp2 => "h2",
+            Kind::UnfinishedGrpcCall => "grpc",
+        }
     }
-    tasks
+
+    async fn attack(self, addr: SocketAddr) {
+        match self {
+            Kind::HalfSentRequest => half_sent_request(addr).await,
+            Kind::IdleHttp2 => idle_http2(addr).await,
+            Kind::UnfinishedGrpcCall => unfinished_grpc_call(addr).await,
+        }
+    }
+}
+
+/// Attackers at work: tasks of this test, or processes of `tests/flood_clients.py`.
+enum Attack {
+    Tasks(tokio::task::JoinSet<()>, CancellationToken),
+    Processes(Vec<Child>),
+}
+
+impl Attack {
+    /// Keeps `scale.attackers` connections of `kind` open against `addr` for
+    /// [`ATTACK`] (processes end by themselves then; tasks when [`Attack::end`] is
+    /// called).
+    fn start(scale: Scale, kind: Kind, addr: SocketAddr) -> Attack {
+        if scale.processes == 0 {
+            let stop = CancellationToken::new();
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..scale.attackers {
+                let stop = stop.clone();
+                tasks.spawn(async move {
+                    while !stop.is_cancelled() {
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            () = kind.attack(addr) => {}
+                        }
+                    }
+                });
+            }
+            return Attack::Tasks(tasks, stop);
+        }
+        let processes = (0..scale.processes)
+            .map(|i| {
+                Command::new("python3")
+                    .arg(root_path("tests/flood_clients.py"))
+                    .args(["--target", &addr.to_string()])
+                    .args(["--kind", kind.flood_clients_name()])
+                    .args([
+                        "--connections",
+                        &(scale.attackers / scale.processes).to_string(),
+                    ])
+                    // 127.0.0.2, 127.0.0.3, ...: each process its own ephemeral ports.
+                    .args(["--source", &format!("127.0.0.{}", i + 2)])
+                    .args(["--seconds", &ATTACK.as_secs_f64().to_string()])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("python3 runs tests/flood_clients.py")
+            })
+            .collect();
+        Attack::Processes(processes)
+    }
+
+    /// Stops the attackers; for processes, gives the most connections they had open
+    /// at once, added up.
+    async fn end(self) -> Option<usize> {
+        match self {
+            Attack::Tasks(tasks, stop) => {
+                stop.cancel();
+                tasks.join_all().await;
+                None
+            }
+            Attack::Processes(processes) => {
+                let mut most_open = 0;
+                for child in processes {
+                    // They end by themselves after ATTACK; the pipe is read to the end.
+                    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    let stderr = String::from_utf8_lossy(&output.stderr);
+                    assert!(output.status.success(), "flood_clients.py: {stderr}");
+                    let stats: Value = serde_json::from_slice(&output.stdout)
+                        .unwrap_or_else(|e| panic!("flood_clients.py: {e}: {stderr}"));
+                    eprintln!("attacking process: {stats}");
+                    most_open += stats["most_open"].as_u64().unwrap() as usize;
+                }
+                Some(most_open)
+            }
+        }
+    }
 }
 
 /// Connects, or gives up after a moment (a full listen backlog drops the SYN).
@@ -352,22 +476,42 @@ fn watch_fds(server: &ChildServer, stop: CancellationToken) -> tokio::task::Join
     })
 }
 
-/// Descriptors the server must always have free: its reserve is 256, so staying
-/// this far below the limit shows the connections never took the reserve.
+/// Descriptors the server must always have free: its reserve is at least 256, so
+/// staying this far below the limit shows the connections never took the reserve.
 const FREE_FDS_KEPT: usize = 128;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn floods_of_stalled_connections_do_not_starve_the_server() {
+    attacks_do_not_starve_the_server(SMALL).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn floods_of_24000_connections_from_four_processes_do_not_starve_the_server() {
+    attacks_do_not_starve_the_server(LARGE).await;
+}
+
+/// The three attacks one after the other against one server, each while legitimate
+/// clients keep predicting; during the first a new model version is loaded.
+async fn attacks_do_not_starve_the_server(scale: Scale) {
     let _alone = ONE_AT_A_TIME.lock().await;
-    raise_own_fd_limit();
-    let server = ChildServer::start().await;
-    eprintln!("server idles with {} descriptors", server.open_fds());
+    let in_process = if scale.processes == 0 {
+        2 * scale.attackers as u64 + 256
+    } else {
+        0
+    };
+    raise_own_fd_limit(scale.server_fds.max(in_process));
+    let server = ChildServer::start(scale).await;
+    eprintln!(
+        "{scale:?}: server idles with {} descriptors",
+        server.open_fds()
+    );
+    let limit = scale.server_fds as usize - FREE_FDS_KEPT;
 
     // 1. Half-sent HTTP/1 requests on the REST port, and a new model version.
     let stop = CancellationToken::new();
     let fds = watch_fds(&server, stop.clone());
     let rest = server.rest;
-    let attackers = flood(ATTACKERS, &stop, move || half_sent_request(rest));
+    let attack = Attack::start(scale, Kind::HalfSentRequest, rest);
     let legit = tokio::spawn(keep_predicting_rest(rest, stop.clone()));
     tokio::time::sleep(ATTACK / 2).await;
     install_model(
@@ -402,14 +546,14 @@ async fn floods_of_stalled_connections_do_not_starve_the_server() {
     tokio::time::sleep(ATTACK / 2).await;
     stop.cancel();
     let (answered, slowest) = legit.await.unwrap();
-    attackers.join_all().await;
+    let attackers_open = attack.end().await;
     let most = fds.await.unwrap();
-    eprintln!("half-sent HTTP/1: {answered} answered, slowest {slowest:?}, at most {most} fds");
-    assert!(answered >= 5, "only {answered} requests answered");
-    assert!(
-        most < SERVER_FD_LIMIT as usize - FREE_FDS_KEPT,
-        "{most} descriptors open"
+    eprintln!(
+        "half-sent HTTP/1: {answered} answered, slowest {slowest:?}, at most {most} fds, \
+         attackers open at most {attackers_open:?}"
     );
+    assert!(answered >= 5, "only {answered} requests answered");
+    assert!(most < limit, "{most} descriptors open");
     let status: Value = client
         .get(format!("http://{rest}/v1/models/iris_lr/versions/2"))
         .send()
@@ -427,42 +571,40 @@ async fn floods_of_stalled_connections_do_not_starve_the_server() {
     let stop = CancellationToken::new();
     let fds = watch_fds(&server, stop.clone());
     let grpc = server.grpc;
-    let attackers = flood(ATTACKERS, &stop, move || idle_http2(grpc));
+    let attack = Attack::start(scale, Kind::IdleHttp2, grpc);
     let legit = tokio::spawn(keep_predicting_grpc(grpc, stop.clone()));
     tokio::time::sleep(ATTACK).await;
     stop.cancel();
     let (answered, slowest) = legit.await.unwrap();
-    attackers.join_all().await;
+    let attackers_open = attack.end().await;
     let most = fds.await.unwrap();
-    eprintln!("idle HTTP/2: {answered} answered, slowest {slowest:?}, at most {most} fds");
+    eprintln!(
+        "idle HTTP/2: {answered} answered, slowest {slowest:?}, at most {most} fds, \
+         attackers open at most {attackers_open:?}"
+    );
     // A call waits a whole idle-timeout cycle for a slot: two in the attack show it.
     assert!(answered >= 2, "only {answered} calls answered");
-    assert!(
-        most < SERVER_FD_LIMIT as usize - FREE_FDS_KEPT,
-        "{most} descriptors open"
-    );
+    assert!(most < limit, "{most} descriptors open");
 
     // 3. gRPC calls opened and never finished (nor their answers read).
     let stop = CancellationToken::new();
     let fds = watch_fds(&server, stop.clone());
-    let attackers = flood(ATTACKERS, &stop, move || unfinished_grpc_call(grpc));
+    let attack = Attack::start(scale, Kind::UnfinishedGrpcCall, grpc);
     let legit = tokio::spawn(keep_predicting_grpc(grpc, stop.clone()));
     let legit_rest = tokio::spawn(keep_predicting_rest(rest, stop.clone()));
     tokio::time::sleep(ATTACK).await;
     stop.cancel();
     let (answered, slowest) = legit.await.unwrap();
     let (answered_rest, slowest_rest) = legit_rest.await.unwrap();
-    attackers.join_all().await;
+    let attackers_open = attack.end().await;
     let most = fds.await.unwrap();
     eprintln!(
         "unfinished gRPC calls: {answered} gRPC answered (slowest {slowest:?}), \
-         {answered_rest} REST (slowest {slowest_rest:?}), at most {most} fds"
+         {answered_rest} REST (slowest {slowest_rest:?}), at most {most} fds, \
+         attackers open at most {attackers_open:?}"
     );
     assert!(answered >= 2 && answered_rest >= 3);
-    assert!(
-        most < SERVER_FD_LIMIT as usize - FREE_FDS_KEPT,
-        "{most} descriptors open"
-    );
+    assert!(most < limit, "{most} descriptors open");
 
     let log = server.log();
     assert!(
