@@ -12,7 +12,8 @@
 #    reply (examples/bare_tonic.rs), then ferroserve's V2 ModelInfer and TF Serving
 #    Predict on the same model;
 #  * a new connection per request, `ab -n N -c 10`: bare against ferroserve's TF Serving
-#    predict.
+#    predict (ONNX LR and native scikit-learn) and `GET /v2/health/live` (the connection
+#    handling alone), each with the server's CPU time per connection (/proc/PID/stat).
 # The server under test is pinned to CPU $SERVER_CPUS (default 1) and the load generator
 # to $LOAD_CPUS (default 0); each row notes how busy all CPUs were just before it.
 # Needs: scripts/setup.sh (.ort/, .venv-clients, .venv-tf for the gRPC bodies), wrk, ab, h2load.
@@ -63,12 +64,16 @@ grpc() { # NAME C PORT BODY METHOD
   local line; line=$("$PEERS_DIR/load-grpc.sh" "127.0.0.1:$3" "$4" "$2" "$T" "$5")
   echo "grpc $1 busy=$b% $line" | tee -a "$RAW" >&2
 }
-ab_run() { # NAME URL BODY
+ab_run() { # NAME URL BODY (empty: GET) PID (the server, for its CPU time)
   local b; b=$(busy)
-  local r; r=$(taskset -c "$LOAD_CPUS" ab -q -n "$AB_N" -c 10 -p "$3" -T application/json "$2" 2>&1 |
+  local body=(); [ -n "$3" ] && body=(-p "$3" -T application/json)
+  local t0; t0=$(cpu_ticks "$4")
+  local r; r=$(taskset -c "$LOAD_CPUS" ab -q -n "$AB_N" -c 10 "${body[@]}" "$2" 2>&1 |
     awk '/Requests per second/ {r=$4} /Failed requests/ {f=$3} /Non-2xx/ {n=$3} END {printf "req/s=%s failed=%s non2xx=%s", r, f, (n == "" ? 0 : n)}')
-  echo "ab $1 busy=$b% $r" | tee -a "$RAW" >&2
+  local t1; t1=$(cpu_ticks "$4")
+  echo "ab $1 busy=$b% $r cpu_us=$(( (t1 - t0) * 1000000 / $(getconf CLK_TCK) / AB_N ))" | tee -a "$RAW" >&2
 }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # --- models and bodies --------------------------------------------------------------
 REPO=$OUT/repo; mkdir -p "$REPO"
@@ -108,7 +113,7 @@ if has rest; then
   for c in 1 10 64; do rest bare "$c" http://127.0.0.1:18300/ "$TFS_BODY"; done
 fi
 has grpc && for c in 10 64; do grpc bare-tonic "$c" 18301 "$OUT/v2.grpc" /inference.GRPCInferenceService/ModelInfer; done
-has ab && ab_run bare http://127.0.0.1:18300/ "$TFS_BODY"
+has ab && ab_run bare http://127.0.0.1:18300/ "$TFS_BODY" "$BARE"
 stop_pid "$BARE"; stop_pid "$TONIC"
 
 # --- ferroserve -----------------------------------------------------------------------
@@ -134,7 +139,11 @@ if has grpc; then
     grpc tfs-predict "$c" 18201 "$OUT/tfs.grpc" /tensorflow.serving.PredictionService/Predict
   done
 fi
-has ab && ab_run ferroserve "$U/v1/models/iris_lr:predict" "$TFS_BODY"
+if has ab; then
+  ab_run ferroserve-live "$U/v2/health/live" "" "$FS"
+  ab_run ferroserve "$U/v1/models/iris_lr:predict" "$TFS_BODY" "$FS"
+  ab_run ferroserve-sklearn "$U/v1/models/iris_sklearn:predict" "$TFS_BODY" "$FS"
+fi
 echo "mem ferroserve rss_kb=$(awk '/^VmRSS:/ {print $2}' /proc/$FS/status)" | tee -a "$RAW" >&2
 stop_pid "$FS"
 
@@ -171,5 +180,7 @@ for r in rows:
     errors = field(r, "errors") or field(r, "failed")
     if r[0] == "grpc":
         errors = str(int(field(r, "n") or 0) - int(field(r, "2xx") or 0))
+    if r[0] == "ab":
+        ratio += f"{', ' if ratio else ''}server CPU {field(r, 'cpu_us')} us/connection"
     print(f"| {r[0]} | {r[1]} | {c} | {rate(r):.0f} | {p50} | {p99} | {errors} | {field(r, 'busy')} | {ratio} |")
 PY
