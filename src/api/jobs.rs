@@ -175,12 +175,17 @@ pub async fn list(state: &ServerState, query: ListQuery) -> Result<(Vec<JobView>
             offset,
         })
         .await?;
-    // A job running here shows its latest progress, not the last one written.
+    // A job running here shows its latest progress, not the last one written; a
+    // job whose end is stored shows that, even while its runner is still
+    // publishing it.
     let views = rows
         .into_iter()
-        .map(|row| match jobs.live(&row.id) {
-            Some(live) => live.view(),
-            None => JobView::from_row(row),
+        .map(|row| {
+            let stored_end = JobState::parse(&row.state).is_some_and(|s| s.is_finished());
+            match jobs.live(&row.id) {
+                Some(live) if !stored_end => live.view(),
+                _ => JobView::from_row(row),
+            }
         })
         .collect();
     Ok((views, total))

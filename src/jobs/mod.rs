@@ -629,7 +629,8 @@ impl Jobs {
             Err(JobError::Cancelled) => (JobState::Cancelled, None, None),
             Err(JobError::Failed(e)) => (JobState::Failed, None, Some(e)),
         };
-        job.view.send_modify(|v| {
+        let finished_ms = now_ms();
+        let end = |v: &mut JobView| {
             v.state = state;
             v.progress.stage = state.as_str().into();
             if state == JobState::Succeeded {
@@ -638,12 +639,16 @@ impl Jobs {
             }
             v.result = result.clone();
             v.error = error.clone();
-            v.finished_ms = Some(now_ms());
-        });
-        let view = job.view();
+            v.finished_ms = Some(finished_ms);
+        };
+        // The store first, then the live view: whoever sees the job finished (its
+        // record, its events) finds it finished in the listing too, which reads the
+        // store.
+        let mut view = job.view();
+        end(&mut view);
         let progress = serde_json::to_string(&view.progress).unwrap_or_default();
         let messages = serde_json::to_string(&view.messages).unwrap_or_default();
-        let result = result.map(|r| r.to_string());
+        let stored_result = result.as_ref().map(|r| r.to_string());
         // The end must be recorded: a few tries over a short outage.
         for attempt in 0..5 {
             match self.runtime.block_on(self.store.finish_job(
@@ -651,7 +656,7 @@ impl Jobs {
                 state.as_str(),
                 &progress,
                 &messages,
-                result.as_deref(),
+                stored_result.as_deref(),
                 error.as_deref(),
             )) {
                 Ok(()) => break,
@@ -661,6 +666,7 @@ impl Jobs {
                 }
             }
         }
+        job.view.send_modify(end);
         crate::metrics::record_job_finished(job.kind.as_str(), state.as_str());
         tracing::info!(job = %job.id, state = state.as_str(), error = error.as_deref().unwrap_or(""), "job finished");
         self.live
