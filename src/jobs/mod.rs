@@ -851,8 +851,11 @@ mod tests {
 /// How many nice steps below the server's own a job thread runs: the scheduler
 /// gives a waiting online request the CPU before the job's parsing and formatting,
 /// and the job still gets every cycle nothing else wants (issue 13: jobs yield to
-/// online traffic).
-pub const JOB_NICE: libc::c_int = 10;
+/// online traffic). Measured on one CPU (bench/RESULTS.md): the online p99 while a
+/// job ran was 3.9-4.2x idle at +10, 1.13-1.73x at +19, with the job alone as fast.
+/// `SCHED_IDLE` did better for the p99 (1.03-1.26x) but all but stopped jobs while
+/// the CPUs were busy: a finished job's record waited seconds to be written.
+pub const JOB_NICE: libc::c_int = 19;
 
 /// Lowers the calling thread's scheduling priority by [`JOB_NICE`] (at most to
 /// 19). Linux sets a thread's nice value with `PRIO_PROCESS` and its thread id.
