@@ -94,6 +94,13 @@ pub fn write_float(f: f64, buf: &mut Vec<u8>) {
     }
     let mut ryu = ryu::Buffer::new();
     let text = ryu.format_finite(f).as_bytes();
+    // Most numbers (every one from 1e-5 to 1e16): ryu writes them in plain notation
+    // already, the shortest digits, with `.0` after a whole number where `Display`
+    // writes none.
+    if !text.contains(&b'e') {
+        buf.extend_from_slice(text.strip_suffix(b".0").unwrap_or(text));
+        return;
+    }
     let (negative, text) = match text.split_first() {
         Some((b'-', rest)) => (true, rest),
         _ => (false, text),
