@@ -141,9 +141,7 @@ impl ConnectionLimit {
             .await
             .expect("the connection semaphore is never closed")
     }
-}
 
-impl ConnectionLimit {
     /// Whether the limit is to be logged now: the first time, then once per
     /// [`LIMIT_LOG_EVERY`]; one caller wins when several reach it at once.
     fn should_log(&self) -> bool {

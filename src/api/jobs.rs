@@ -181,10 +181,10 @@ pub async fn list(state: &ServerState, query: ListQuery) -> Result<(Vec<JobView>
     let views = rows
         .into_iter()
         .map(|row| {
-            let stored_end = JobState::parse(&row.state).is_some_and(|s| s.is_finished());
-            match jobs.live(&row.id) {
-                Some(live) if !stored_end => live.view(),
-                _ => JobView::from_row(row),
+            let stored = JobView::from_row(row);
+            match jobs.live(&stored.job_id) {
+                Some(live) if !stored.state.is_finished() => live.view(),
+                _ => stored,
             }
         })
         .collect();

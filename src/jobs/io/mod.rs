@@ -101,59 +101,38 @@ pub fn write_float(f: f64, buf: &mut Vec<u8>) {
         buf.extend_from_slice(text.strip_suffix(b".0").unwrap_or(text));
         return;
     }
-    let (negative, text) = match text.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, text),
+    // The rest ryu writes as `d.ddde-x` or `de16`: the shortest digits (the first
+    // not 0, the last not 0), a point after the first, and a decimal exponent.
+    let (sign, text) = match text.split_first() {
+        Some((b'-', rest)) => (&b"-"[..], rest),
+        _ => (&b""[..], text),
     };
-    if negative {
-        buf.push(b'-');
-    }
-    // ryu writes `d.ddd`, `ddd.0`, `0.000ddd` or `d.ddde-x`: the digits without the
-    // point, and where the point goes (digits before it; may be <= 0 or past them).
-    let (mantissa, exponent) = match text.iter().position(|&b| b == b'e') {
-        Some(e) => {
-            let exponent: i32 = std::str::from_utf8(&text[e + 1..])
-                .ok()
-                .and_then(|x| x.parse().ok())
-                .expect("ryu writes a decimal exponent");
-            (&text[..e], exponent)
-        }
-        None => (text, 0),
-    };
-    let (mut digits, mut n, mut point, mut after_point) = ([0u8; 32], 0, exponent, false);
-    for &b in mantissa {
-        if b == b'.' {
-            after_point = true;
-        } else {
-            digits[n] = b;
-            n += 1;
-            point += i32::from(!after_point);
-        }
-    }
-    // Leading zeros (`0.000ddd`) move the point; trailing ones are put back below.
-    let mut start = 0;
-    while start + 1 < n && digits[start] == b'0' {
-        start += 1;
-        point -= 1;
-    }
-    let mut end = n;
-    while end - start > 1 && digits[end - 1] == b'0' {
-        end -= 1;
-    }
-    let digits = &digits[start..end];
-    if digits == b"0" {
-        buf.push(b'0');
-    } else if point <= 0 {
+    let e = text
+        .iter()
+        .position(|&b| b == b'e')
+        .expect("ryu writes an exponent outside 1e-5..1e16");
+    let exponent: i32 = std::str::from_utf8(&text[e + 1..])
+        .ok()
+        .and_then(|x| x.parse().ok())
+        .expect("ryu writes a decimal exponent");
+    let (first, rest) = text[..e].split_at(1);
+    let rest = rest.strip_prefix(b".").unwrap_or(rest);
+    buf.extend_from_slice(sign);
+    if exponent < 0 {
+        // 0.000ddd: the point before -exponent - 1 zeros and the digits.
         buf.extend_from_slice(b"0.");
-        buf.extend(std::iter::repeat_n(b'0', point.unsigned_abs() as usize));
-        buf.extend_from_slice(digits);
-    } else if point as usize >= digits.len() {
-        buf.extend_from_slice(digits);
-        buf.extend(std::iter::repeat_n(b'0', point as usize - digits.len()));
+        buf.extend(std::iter::repeat_n(b'0', (-exponent - 1) as usize));
+        buf.extend_from_slice(first);
+        buf.extend_from_slice(rest);
     } else {
-        buf.extend_from_slice(&digits[..point as usize]);
-        buf.push(b'.');
-        buf.extend_from_slice(&digits[point as usize..]);
+        // ddd000 (an exponent of 16 or more, at most 17 digits): zeros after them.
+        debug_assert!(exponent as usize >= rest.len());
+        buf.extend_from_slice(first);
+        buf.extend_from_slice(rest);
+        buf.extend(std::iter::repeat_n(
+            b'0',
+            (exponent as usize).saturating_sub(rest.len()),
+        ));
     }
 }
 
