@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import resource
+import socket
 import struct
 import sys
 
@@ -45,6 +46,8 @@ def literal_new(name, value):
     return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
 
 
+# SO_LINGER on, 0 s: close() sends a reset.
+LINGER_RESET = struct.pack("ii", 1, 0)
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0)
 HALF_REQUEST = b"POST /v1/models/iris_lr:predict HTTP/1.1\r\nHost: x\r\nContent-Le"
 
@@ -77,12 +80,21 @@ async def until_closed(reader):
 
 async def attacker(args, stats, stop):
     host, port = args.target.rsplit(":", 1)
+    loop = asyncio.get_running_loop()
     while not stop.is_set():
+        # Closed with a reset, not a FIN, whenever the attacker closes first (when it
+        # stops, gives up waiting, or its connect times out): no TIME_WAIT socket then
+        # holds its port for a minute, which would keep later tests from binding that
+        # port on 0.0.0.0.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+        sock.setblocking(False)
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, int(port), local_addr=(args.source, 0)), 2
-            )
+            sock.bind((args.source, 0))
+            await asyncio.wait_for(loop.sock_connect(sock, (host, int(port))), 2)
+            reader, writer = await asyncio.open_connection(sock=sock)
         except (OSError, asyncio.TimeoutError):
+            sock.close()
             stats.failed += 1
             await asyncio.sleep(0.1)
             continue
