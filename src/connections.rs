@@ -352,6 +352,10 @@ async fn serve_one(
             }
         };
         tokio::select! {
+            // The connection first: when this task is polled late (a busy server), the
+            // bytes that arrived in time are read before the watchdog judges the
+            // connection by them, so a client is never cut off for the server's delay.
+            biased;
             result = connection.as_mut() => {
                 if let Err(e) = result {
                     tracing::debug!(%peer, "{} connection ended: {e}", options.name);
