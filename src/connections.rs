@@ -2,9 +2,15 @@
 //! client can starve the server (issue 9).
 //!
 //! * [`ConnectionLimit`]: one semaphore shared by both listeners; a connection holds a
-//!   permit for as long as it is open. At the limit the accept loops stop accepting,
-//!   so new connections wait in the kernel's listen backlog, and the file descriptors
-//!   kept in reserve stay free for the repository, model files and the watcher.
+//!   permit for as long as it is open. At the limit an accept loop closes the oldest
+//!   idle connections to make room, as nginx reuses its keep-alive connections: idle
+//!   is nothing read for [`EVICT_AFTER_IDLE`] and no request in progress, or only
+//!   requests waiting for a body their client stopped sending. With none idle it
+//!   stops accepting, so new connections wait in the kernel's listen backlog. Either
+//!   way the file descriptors kept in reserve stay free for the repository, model
+//!   files and the watcher. Stopping alone is not enough under a flood: the backlog
+//!   fills with the attacker's connections, the kernel drops further SYNs, and a
+//!   legitimate client's retransmissions back off for 1, 2, 4, 8 s.
 //! * [`serve`]: the accept loop. Each connection is served by hyper's auto builder
 //!   (HTTP/1 and HTTP/2, or HTTP/2 only for gRPC) in a task owned by a `JoinSet`, so
 //!   dropping [`serve`]'s future (a shutdown deadline) ends every connection, and
@@ -23,16 +29,18 @@
 //! Invariants:
 //! * at most `max_connections` connections are open across both listeners (TLS
 //!   handshakes in progress included); past it nothing more is accepted until one
-//!   closes; requests already accepted and the watcher are never touched;
+//!   closes or is closed for idleness; requests already accepted and the watcher are
+//!   never touched;
 //! * every request reaches the routers with `ConnectInfo<SocketAddr>` (the peer);
 //! * a connection with no request in progress never outlives its idle or header
 //!   timeout, and one whose client does not read never outlives the send timeout.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -87,6 +95,13 @@ pub struct ConnectionLimit {
     /// when it closes; an accept loop takes a permit before it accepts.
     permits: Arc<Semaphore>,
     max: usize,
+    /// The open connections, oldest first, where an accept loop at the limit looks
+    /// for an idle one to close; one found busy goes to the back, so the order is
+    /// close to least recently idle. Entries of closed connections are dropped when
+    /// met, and all at once when they outnumber the open ones.
+    watched: Mutex<VecDeque<Weak<ConnectionActivity>>>,
+    /// Idle connections closed to make room since the last log line.
+    evicted: AtomicU64,
     /// The limit is logged when it is first reached, then at most once per
     /// [`LIMIT_LOG_EVERY`] while connections keep waiting, with how many waited
     /// since: a flood that holds the server at its limit must not flood the log too.
@@ -100,6 +115,39 @@ pub struct ConnectionLimit {
 /// The least time between two log lines about the connection limit.
 const LIMIT_LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// How long a connection must have read nothing, and have had no request in progress
+/// but for those waiting on their client's body, before it may be closed to make
+/// room at the limit: a keep-alive client between two requests, or a new client
+/// whose request is on its way, is not cut off, nor an upload that keeps coming.
+pub const EVICT_AFTER_IDLE: Duration = Duration::from_millis(250);
+
+/// How many idle connections an accept loop at the limit closes at a time. The room
+/// they leave is taken by the next accepts without waiting; one at a time, each
+/// accept would wait for the evicted connection's task to run, and under a flood the
+/// listen backlog would fill while it waits.
+const EVICTION_BATCH: usize = 32;
+
+/// How many watched connections an accept loop at the limit looks at for idle ones
+/// each time, so that a server full of busy connections costs little to look over.
+const EVICTION_SCAN: usize = 8 * EVICTION_BATCH;
+
+/// How long an accept loop at the limit waits for a permit before it evicts again.
+const EVICTION_RETRY: Duration = Duration::from_millis(100);
+
+/// A connection's place within the [`ConnectionLimit`], held for as long as it is open.
+#[derive(Debug)]
+pub struct ConnectionPermit {
+    _permit: OwnedSemaphorePermit,
+    limit: Arc<ConnectionLimit>,
+}
+
+impl ConnectionPermit {
+    /// Makes the connection `activity` describes one the limit may close when idle.
+    pub fn watch(&self, activity: &Arc<ConnectionActivity>) {
+        self.limit.watch(activity);
+    }
+}
+
 impl ConnectionLimit {
     pub fn new(max: usize) -> Arc<ConnectionLimit> {
         let max = max.clamp(1, Semaphore::MAX_PERMITS);
@@ -109,6 +157,8 @@ impl ConnectionLimit {
             logged_at_ms: AtomicU64::new(0),
             waited: AtomicU64::new(0),
             created: std::time::Instant::now(),
+            watched: Mutex::new(VecDeque::new()),
+            evicted: AtomicU64::new(0),
         })
     }
 
@@ -121,25 +171,79 @@ impl ConnectionLimit {
         self.max - self.permits.available_permits()
     }
 
-    /// Waits for room for one more connection.
-    pub async fn acquire(&self) -> OwnedSemaphorePermit {
-        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
-            return permit;
+    /// Waits for room for one more connection; at the limit, makes room by closing
+    /// an idle connection when there is one. Cancel-safe.
+    pub async fn acquire(self: &Arc<Self>) -> ConnectionPermit {
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => self.acquire_at_limit().await,
+        };
+        ConnectionPermit {
+            _permit: permit,
+            limit: self.clone(),
         }
+    }
+
+    async fn acquire_at_limit(&self) -> OwnedSemaphorePermit {
         self.waited.fetch_add(1, Ordering::Relaxed);
-        if self.should_log() {
-            tracing::warn!(
-                max_connections = self.max,
-                waited = self.waited.swap(0, Ordering::Relaxed),
-                "connection limit reached; new connections wait in the listen backlog \
-                 until open ones close"
-            );
+        loop {
+            self.evict_idle(EVICTION_BATCH);
+            if self.should_log() {
+                tracing::warn!(
+                    max_connections = self.max,
+                    waited = self.waited.swap(0, Ordering::Relaxed),
+                    closed_idle = self.evicted.swap(0, Ordering::Relaxed),
+                    "connection limit reached; idle connections are closed to make room, \
+                     and while none is idle new connections wait in the listen backlog"
+                );
+            }
+            // An evicted connection's task closes it and gives its permit back when it
+            // next runs. When none was idle (or the one evicted began a request after
+            // all), look again a little later, unless a connection closes first.
+            let permit = self.permits.clone().acquire_owned();
+            if let Ok(permit) = tokio::time::timeout(EVICTION_RETRY, permit).await {
+                return permit.expect("the connection semaphore is never closed");
+            }
         }
-        self.permits
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the connection semaphore is never closed")
+    }
+
+    /// Watches `activity`'s connection for [`ConnectionLimit::evict_idle`].
+    fn watch(&self, activity: &Arc<ConnectionActivity>) {
+        let mut watched = self.watched.lock().unwrap_or_else(PoisonError::into_inner);
+        // Amortized O(1): after a purge at most the open connections remain, and the
+        // next comes after as many pushes again.
+        if watched.len() >= 2 * self.open() + 64 {
+            watched.retain(|w| w.strong_count() > 0);
+        }
+        watched.push_back(Arc::downgrade(activity));
+    }
+
+    /// Closes the oldest `n` idle connections among the first [`EVICTION_SCAN`]
+    /// watched; how many it closed.
+    fn evict_idle(&self, n: usize) -> usize {
+        let mut watched = self.watched.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut evicted = 0;
+        for _ in 0..EVICTION_SCAN.min(watched.len()) {
+            let Some(weak) = watched.pop_front() else {
+                break;
+            };
+            let Some(activity) = weak.upgrade() else {
+                continue;
+            };
+            if activity.evict_if_idle() {
+                evicted += 1;
+                if evicted == n {
+                    break;
+                }
+            } else {
+                watched.push_back(weak);
+            }
+        }
+        if evicted > 0 {
+            self.evicted.fetch_add(evicted as u64, Ordering::Relaxed);
+            crate::metrics::record_connections_evicted(evicted as u64);
+        }
+        evicted
     }
 
     /// Whether the limit is to be logged now: the first time, then once per
@@ -290,11 +394,15 @@ pub async fn serve(
             // Cancel-safe: a permit taken for a connection not yet accepted is
             // given back when this branch loses.
             (io, peer, permit) = listener.accept_limited() => {
+                let activity = Arc::new(ConnectionActivity::new());
+                if let Some(permit) = &permit {
+                    permit.watch(&activity);
+                }
                 let service = ConnectionService {
                     router: router.clone(),
                     fast_path: fast_path.clone(),
                     peer,
-                    activity: Arc::new(ConnectionActivity::new()),
+                    activity,
                     body_read_timeout: options.body_read_timeout,
                 };
                 let builder = builder.clone();
@@ -344,10 +452,12 @@ async fn serve_one(
     loop {
         let watchdog = async {
             match hard_deadline {
-                Some(deadline) => {
-                    tokio::time::sleep_until(deadline).await;
-                    Expiry::Stalled("did not close after its idle timeout")
-                }
+                Some(deadline) => tokio::select! {
+                    () = tokio::time::sleep_until(deadline) => {
+                        Expiry::Stalled("did not close after its idle timeout")
+                    }
+                    () = activity.evicted() => Expiry::Stalled(EVICTED),
+                },
                 None => activity.expired(&options).await,
             }
         };
@@ -385,6 +495,9 @@ async fn serve_one(
     }
 }
 
+/// Why an evicted connection was closed.
+const EVICTED: &str = "closed at the connection limit to make room for a new connection";
+
 /// "Not set" for the instants below (stored as milliseconds since the connection
 /// was accepted).
 const UNSET: u64 = u64::MAX;
@@ -397,6 +510,10 @@ pub struct ConnectionActivity {
     accepted: Instant,
     /// Requests whose answer has not been handed over completely.
     active: AtomicUsize,
+    /// Of those, requests whose handler waits for body bytes the client has not sent.
+    waiting_bodies: AtomicUsize,
+    /// When bytes were last read.
+    last_read: AtomicU64,
     /// When the last request ended (or the accept).
     idle_since: AtomicU64,
     /// When the first byte of the next request arrived; the accept for the first
@@ -411,6 +528,8 @@ pub struct ConnectionActivity {
     /// apply between requests.
     http2: AtomicBool,
     first_read: AtomicBool,
+    /// Set by the connection limit to close this idle connection and make room.
+    evicted: AtomicBool,
     /// Wakes the watchdog when a deadline moves earlier or appears.
     changed: Notify,
 }
@@ -420,12 +539,15 @@ impl ConnectionActivity {
         ConnectionActivity {
             accepted: Instant::now(),
             active: AtomicUsize::new(0),
+            waiting_bodies: AtomicUsize::new(0),
+            last_read: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
             request_started: AtomicU64::new(0),
             awaiting_request: AtomicBool::new(false),
             write_blocked_since: AtomicU64::new(UNSET),
             http2: AtomicBool::new(false),
             first_read: AtomicBool::new(true),
+            evicted: AtomicBool::new(false),
             changed: Notify::new(),
         }
     }
@@ -452,6 +574,7 @@ impl ConnectionActivity {
     }
 
     fn bytes_read(&self, bytes: &[u8]) {
+        self.last_read.store(self.now(), Ordering::Relaxed);
         if self.first_read.swap(false, Ordering::Relaxed) && bytes.starts_with(b"PRI") {
             self.http2.store(true, Ordering::Relaxed);
             self.changed.notify_one();
@@ -478,9 +601,50 @@ impl ConnectionActivity {
         }
     }
 
+    /// Whether every request in progress (if any) waits for its client's body.
+    fn only_waits_for_bodies(&self) -> bool {
+        self.active.load(Ordering::Acquire) <= self.waiting_bodies.load(Ordering::Acquire)
+    }
+
+    /// A request's handler began waiting for body bytes not yet sent.
+    fn body_waits(&self) {
+        self.waiting_bodies.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// ... and stopped waiting (bytes came, the body failed or was dropped).
+    fn body_resumes(&self) {
+        self.waiting_bodies.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Asks the watchdog to close the connection if it is idle (see
+    /// [`EVICT_AFTER_IDLE`]); whether it asked.
+    fn evict_if_idle(&self) -> bool {
+        if !self.only_waits_for_bodies() {
+            return false;
+        }
+        let last_progress = self
+            .idle_since
+            .load(Ordering::Relaxed)
+            .max(self.last_read.load(Ordering::Relaxed));
+        if self.now().saturating_sub(last_progress) < EVICT_AFTER_IDLE.as_millis() as u64 {
+            return false;
+        }
+        self.evicted.store(true, Ordering::Relaxed);
+        self.changed.notify_one();
+        true
+    }
+
     /// The next deadline (milliseconds since the accept) and what happens then.
     fn deadline(&self, options: &ConnectionOptions) -> Option<(u64, Expiry)> {
         let ms = |d: Duration| d.as_millis() as u64;
+        if self.evicted.load(Ordering::Relaxed) {
+            if self.only_waits_for_bodies() {
+                return Some((0, Expiry::Stalled(EVICTED)));
+            }
+            // A request began (or its body came) after the limit chose this
+            // connection: it stays, and the accept loop looks for another.
+            self.evicted.store(false, Ordering::Relaxed);
+        }
         let blocked = self.write_blocked_since.load(Ordering::Relaxed);
         if blocked != UNSET {
             return Some((
@@ -509,6 +673,19 @@ impl ConnectionActivity {
             ));
         }
         Some(idle)
+    }
+
+    /// Completes when the connection limit evicts the connection.
+    async fn evicted(&self) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.evicted.load(Ordering::Relaxed) {
+                return;
+            }
+            changed.await;
+        }
     }
 
     /// Completes when a deadline passes.
@@ -637,7 +814,11 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
             .extensions
             .insert(axum::extract::ConnectInfo(self.peer));
         let body = match self.body_read_timeout {
-            Some(timeout) => Body::new(ReadTimeoutBody::new(body, timeout)),
+            Some(timeout) => Body::new(ReadTimeoutBody::new(
+                body,
+                timeout,
+                Some(self.activity.clone()),
+            )),
             None => Body::new(body),
         };
         let guard_body = |response: http::Response<Body>| {
@@ -733,21 +914,46 @@ pub fn is_body_read_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// A request body that fails with [`BodyReadTimeout`] when no data comes for
-/// `timeout` while it is being read.
+/// `timeout` while it is being read, and tells its connection's activity while it
+/// waits for the client.
 pub struct ReadTimeoutBody {
     inner: Incoming,
     timeout: Duration,
     /// Armed while a read waits for the client.
     stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Once the timeout passed, every read that would wait fails at once.
+    timed_out: bool,
+    activity: Option<Arc<ConnectionActivity>>,
 }
 
 impl ReadTimeoutBody {
-    pub fn new(inner: Incoming, timeout: Duration) -> ReadTimeoutBody {
+    pub fn new(
+        inner: Incoming,
+        timeout: Duration,
+        activity: Option<Arc<ConnectionActivity>>,
+    ) -> ReadTimeoutBody {
         ReadTimeoutBody {
             inner,
             timeout,
             stalled: None,
+            timed_out: false,
+            activity,
         }
+    }
+
+    /// Disarms the timer, when armed: the read no longer waits for the client.
+    fn resume(&mut self) {
+        if self.stalled.take().is_some() {
+            if let Some(activity) = &self.activity {
+                activity.body_resumes();
+            }
+        }
+    }
+}
+
+impl Drop for ReadTimeoutBody {
+    fn drop(&mut self) {
+        self.resume();
     }
 }
 
@@ -761,16 +967,27 @@ impl http_body::Body for ReadTimeoutBody {
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                self.stalled = None;
+                self.resume();
                 Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
+            }
+            Poll::Pending if self.timed_out => {
+                Poll::Ready(Some(Err(Box::new(BodyReadTimeout(self.timeout)))))
             }
             Poll::Pending => {
                 let timeout = self.timeout;
-                let stalled = self
-                    .stalled
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                let this = &mut *self;
+                let stalled = this.stalled.get_or_insert_with(|| {
+                    if let Some(activity) = &this.activity {
+                        activity.body_waits();
+                    }
+                    Box::pin(tokio::time::sleep(timeout))
+                });
                 match stalled.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyReadTimeout(timeout))))),
+                    Poll::Ready(()) => {
+                        this.resume();
+                        this.timed_out = true;
+                        Poll::Ready(Some(Err(Box::new(BodyReadTimeout(timeout)))))
+                    }
                     Poll::Pending => Poll::Pending,
                 }
             }
@@ -880,6 +1097,95 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(limit.open(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_the_limit_the_oldest_idle_connection_makes_room() {
+        let o = options();
+        let limit = ConnectionLimit::new(3);
+        let connection = || async {
+            let permit = limit.acquire().await;
+            let activity = Arc::new(ConnectionActivity::new());
+            permit.watch(&activity);
+            (permit, activity)
+        };
+        // The oldest is busy, the second idle, the third idle but too recently.
+        let (_busy, busy) = connection().await;
+        busy.request_begins(false);
+        let (idle_permit, idle) = connection().await;
+        tokio::time::advance(EVICT_AFTER_IDLE).await;
+        let (_fresh, fresh) = connection().await;
+        assert_eq!(limit.open(), 3);
+
+        let waiting = tokio::spawn({
+            let limit = limit.clone();
+            async move { limit.acquire().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "no room until the idle one closes");
+        assert_eq!(idle.deadline(&o), Some((0, Expiry::Stalled(EVICTED))));
+        assert!(matches!(idle.expired(&o).await, Expiry::Stalled(EVICTED)));
+        assert_ne!(busy.deadline(&o), Some((0, Expiry::Stalled(EVICTED))));
+        assert_ne!(fresh.deadline(&o), Some((0, Expiry::Stalled(EVICTED))));
+        // The idle connection's task ends and gives its permit back.
+        drop(idle_permit);
+        let _new = waiting.await.unwrap();
+        assert_eq!(limit.open(), 3);
+
+        // Nothing idle: the busy and the fresh (now busy too) are kept, and a new
+        // connection waits until one closes.
+        fresh.request_begins(false);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(limit.evict_idle(1), 0);
+        // A connection chosen just before its next request began is kept.
+        fresh.request_ends();
+        tokio::time::advance(EVICT_AFTER_IDLE).await;
+        assert_eq!(limit.evict_idle(1), 1);
+        fresh.request_begins(false);
+        assert_eq!(fresh.deadline(&o), None);
+        assert!(!fresh.evicted.load(Ordering::Relaxed));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_waiting_for_a_stalled_body_does_not_keep_its_connection() {
+        let o = options();
+        let a = ConnectionActivity::new();
+        a.bytes_read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        a.request_begins(true);
+        a.body_waits();
+        tokio::time::advance(EVICT_AFTER_IDLE / 2).await;
+        a.bytes_read(b"part of the body");
+        tokio::time::advance(EVICT_AFTER_IDLE / 2).await;
+        assert!(!a.evict_if_idle(), "body bytes came recently");
+        tokio::time::advance(EVICT_AFTER_IDLE / 2).await;
+        assert!(a.evict_if_idle(), "nothing read for a while");
+        assert_eq!(a.deadline(&o), Some((0, Expiry::Stalled(EVICTED))));
+
+        // A second request that has its body (being computed) keeps it.
+        let a = ConnectionActivity::new();
+        a.request_begins(true);
+        a.body_waits();
+        a.request_begins(true);
+        tokio::time::advance(2 * EVICT_AFTER_IDLE).await;
+        assert!(!a.evict_if_idle());
+        // Its end (progress too) leaves only the stalled one.
+        a.request_ends();
+        assert!(!a.evict_if_idle());
+        tokio::time::advance(EVICT_AFTER_IDLE).await;
+        assert!(a.evict_if_idle());
+        // The body resumes before the watchdog acts: the connection stays.
+        a.body_resumes();
+        assert_eq!(a.deadline(&o), None);
+    }
+
+    #[test]
+    fn closed_connections_leave_the_watch_list() {
+        let limit = ConnectionLimit::new(1000);
+        for _ in 0..10_000 {
+            limit.watch(&Arc::new(ConnectionActivity::new()));
+        }
+        let watched = limit.watched.lock().unwrap().len();
+        assert!(watched <= 64, "{watched} entries for no open connection");
     }
 
     #[test]

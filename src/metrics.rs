@@ -16,6 +16,8 @@
 //!   cross_site)
 //! * `ferroserve_jobs_total{kind,state}` (counter: jobs this process ran to an end,
 //!   by kind and final state; a job claimed by another replica is not counted here)
+//! * `ferroserve_connections_evicted_total` (counter: idle connections closed at the
+//!   connection limit to make room for new ones)
 //! * `process_resident_memory_bytes` (gauge, read at scrape time)
 //!
 //! Series labelled with a version live in a recorder of that version's own and
@@ -117,17 +119,23 @@ pub fn record_auth_failure(protocol: &'static str, reason: &'static str) {
     .increment(1);
 }
 
+/// Idle connections closed at the connection limit to make room for new ones.
+pub fn record_connections_evicted(n: u64) {
+    metrics::counter!("ferroserve_connections_evicted_total").increment(n);
+}
+
 /// A failed use of the metadata store (a write retried later, a management call
 /// refused with 503).
 pub fn record_store_error() {
     metrics::counter!("ferroserve_store_errors_total").increment(1);
 }
 
-/// An entry dropped because a store buffer (`events`, `predictions`) was full.
+/// A job this process ran to an end (`state`: succeeded, failed, cancelled).
 pub fn record_job_finished(kind: &'static str, state: &'static str) {
     metrics::counter!("ferroserve_jobs_total", "kind" => kind, "state" => state).increment(1);
 }
 
+/// An entry dropped because a store buffer (`events`, `predictions`) was full.
 pub fn record_store_dropped(buffer: &'static str) {
     metrics::counter!("ferroserve_store_dropped_total", "buffer" => buffer).increment(1);
 }

@@ -30,9 +30,9 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{RootCertStore, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, watch};
 
-use crate::connections::ConnectionLimit;
+use crate::connections::{ConnectionLimit, ConnectionPermit};
 use tokio::task::JoinSet;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
@@ -330,12 +330,10 @@ impl ServerListener {
 
     /// The next connection and the permit it holds for as long as it is open (`None`
     /// without a limit).
-    pub async fn accept_limited(
-        &mut self,
-    ) -> (ServerStream, SocketAddr, Option<OwnedSemaphorePermit>) {
+    pub async fn accept_limited(&mut self) -> (ServerStream, SocketAddr, Option<ConnectionPermit>) {
         match self {
             ServerListener::Plain(tcp, limit) => {
-                let (stream, peer, permit) = accept(tcp, limit.as_deref()).await;
+                let (stream, peer, permit) = accept(tcp, limit.as_ref()).await;
                 set_nodelay(&stream);
                 (Either::Left(stream), peer, permit)
             }
@@ -380,11 +378,7 @@ pub struct TlsListener {
 }
 
 /// A connection whose handshake finished, with its permit of the connection limit.
-type ReadyConnection = (
-    TlsStream<TcpStream>,
-    SocketAddr,
-    Option<OwnedSemaphorePermit>,
-);
+type ReadyConnection = (TlsStream<TcpStream>, SocketAddr, Option<ConnectionPermit>);
 
 impl TlsListener {
     fn new(
@@ -424,8 +418,8 @@ impl Drop for TlsListener {
 /// The next TCP connection, after a permit of `limit` when there is one.
 async fn accept(
     tcp: &mut TcpListener,
-    limit: Option<&ConnectionLimit>,
-) -> (TcpStream, SocketAddr, Option<OwnedSemaphorePermit>) {
+    limit: Option<&Arc<ConnectionLimit>>,
+) -> (TcpStream, SocketAddr, Option<ConnectionPermit>) {
     let permit = match limit {
         Some(limit) => Some(limit.acquire().await),
         None => None,
@@ -452,7 +446,7 @@ async fn accept_loop(
             Some(_) = handshakes.join_next(), if !handshakes.is_empty() => {}
             // The permit is taken before the accept, so that at the limit connections
             // wait in the backlog rather than in handshakes; cancel-safe like the accept.
-            (stream, peer, permit) = accept(&mut tcp, limit.as_deref()),
+            (stream, peer, permit) = accept(&mut tcp, limit.as_ref()),
                 if handshakes.len() < MAX_HANDSHAKES =>
             {
                 set_nodelay(&stream);

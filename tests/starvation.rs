@@ -6,9 +6,12 @@
 //! * idle HTTP/2 connections on the gRPC port (closed by the idle timeout);
 //! * gRPC calls whose request message never comes (body read timeout, then idle).
 //!
-//! Two sizes: 1,100 attackers (tasks of this test) against 1,024 descriptors, and the
-//! issue's 24,000, from four processes (`tests/flood_clients.py`, each from its own
-//! loopback address), against 16,384 descriptors (14,746 connections).
+//! Three runs: 1,100 attackers (tasks of this test) against 1,024 descriptors, with
+//! 1 s timeouts and with 30 s ones (no connection times out during the attack, so
+//! only the limit's closing of idle connections lets the client in); and the issue's
+//! 24,000, from four processes (`tests/flood_clients.py`, each from its own loopback
+//! address, at the lowest CPU priority as if on other machines), against 16,384
+//! descriptors (14,746 connections).
 //!
 //! Meanwhile a client keeps predicting over fresh connections: every request must be
 //! answered within [`ANSWER_WITHIN`]; a new model version copied into the repository
@@ -67,6 +70,14 @@ const LARGE: Scale = Scale {
     attackers: 24_000,
     processes: 4,
     timeout_secs: 1,
+};
+
+/// SMALL's attack against timeouts longer than the attack (the defaults' order of
+/// magnitude): no connection times out while it lasts, so only the connection
+/// limit closing idle connections to make room lets legitimate clients in.
+const LONG_TIMEOUTS: Scale = Scale {
+    timeout_secs: 30,
+    ..SMALL
 };
 
 /// The tests of this file run one at a time: the flood needs the machine's CPUs.
@@ -261,7 +272,12 @@ impl Attack {
         }
         let processes = (0..scale.processes)
             .map(|i| {
-                Command::new("python3")
+                // At the lowest priority: the attackers stand for clients on other
+                // machines. Sharing this machine's CPUs on equal terms they would
+                // take most of them, and the kernel's accept queue would fill
+                // however little the server spends per connection.
+                Command::new("nice")
+                    .args(["-n", "19", "python3"])
                     .arg(root_path("tests/flood_clients.py"))
                     .args(["--target", &addr.to_string()])
                     .args(["--kind", kind.flood_clients_name()])
@@ -486,6 +502,11 @@ async fn floods_of_stalled_connections_do_not_starve_the_server() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn floods_that_outlast_no_timeout_do_not_starve_the_server() {
+    attacks_do_not_starve_the_server(LONG_TIMEOUTS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn floods_of_24000_connections_from_four_processes_do_not_starve_the_server() {
     attacks_do_not_starve_the_server(LARGE).await;
 }
@@ -582,8 +603,7 @@ async fn attacks_do_not_starve_the_server(scale: Scale) {
         "idle HTTP/2: {answered} answered, slowest {slowest:?}, at most {most} fds, \
          attackers open at most {attackers_open:?}"
     );
-    // A call waits a whole idle-timeout cycle for a slot: two in the attack show it.
-    assert!(answered >= 2, "only {answered} calls answered");
+    assert!(answered >= 5, "only {answered} calls answered");
     assert!(most < limit, "{most} descriptors open");
 
     // 3. gRPC calls opened and never finished (nor their answers read).
@@ -603,7 +623,10 @@ async fn attacks_do_not_starve_the_server(scale: Scale) {
          {answered_rest} REST (slowest {slowest_rest:?}), at most {most} fds, \
          attackers open at most {attackers_open:?}"
     );
-    assert!(answered >= 2 && answered_rest >= 3);
+    assert!(
+        answered >= 5 && answered_rest >= 5,
+        "only {answered} gRPC calls and {answered_rest} REST requests answered"
+    );
     assert!(most < limit, "{most} descriptors open");
 
     let log = server.log();
@@ -615,6 +638,21 @@ async fn attacks_do_not_starve_the_server(scale: Scale) {
         log.contains("connection limit reached"),
         "the attacks never reached the connection limit, so they proved nothing:\n{log}"
     );
+    let metrics = fresh_client()
+        .get(format!("http://{rest}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let evicted: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ferroserve_connections_evicted_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    eprintln!("idle connections closed to make room: {evicted}");
+    assert!(evicted > 0.0, "no idle connection was closed at the limit");
 }
 
 // ---- one timeout at a time, on an in-process server ----
