@@ -18,6 +18,9 @@ fn main() {
         .enable_all()
         .build()
         .expect("a Tokio runtime");
+    // The server's metrics recorder, so that the hit and miss counters cost what
+    // they cost in the server.
+    ferroserve::metrics::install();
     runtime.block_on(async {
         let cache = ResponseCache::from_settings(&Settings::default()).expect("a memory tier");
         let model: Arc<str> = "iris".into();
