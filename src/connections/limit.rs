@@ -49,9 +49,11 @@ pub struct ConnectionLimit {
     permits: Arc<Semaphore>,
     max: usize,
     /// The open connections, oldest first, where an accept loop at the limit looks
-    /// for an idle one to close; one found busy goes to the back, so the order is
-    /// close to least recently idle. Entries of closed connections are dropped when
-    /// met, and all at once when they outnumber the open ones.
+    /// for idle ones to close; each one looked at goes to the back (busy, or asked to
+    /// close: one whose request began before it closed stays open and must stay
+    /// watched), so the order is close to least recently idle. Entries of closed
+    /// connections are dropped when met, and all at once when they outnumber the open
+    /// ones.
     watched: Mutex<VecDeque<Weak<ConnectionActivity>>>,
     /// Idle connections closed to make room since the last log line.
     evicted: AtomicU64,
@@ -125,7 +127,7 @@ impl ConnectionLimit {
     }
 
     /// Waits for room for one more connection; at the limit, makes room by closing
-    /// an idle connection when there is one. Cancel-safe.
+    /// idle connections (up to [`EVICTION_BATCH`]) when there are any. Cancel-safe.
     pub async fn acquire(self: &Arc<Self>) -> ConnectionPermit {
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
@@ -183,13 +185,12 @@ impl ConnectionLimit {
             let Some(activity) = weak.upgrade() else {
                 continue;
             };
+            watched.push_back(weak);
             if activity.evict_if_idle() {
                 evicted += 1;
                 if evicted == n {
                     break;
                 }
-            } else {
-                watched.push_back(weak);
             }
         }
         if evicted > 0 {
@@ -296,6 +297,13 @@ mod tests {
         fresh.request_begins(false);
         assert_eq!(fresh.deadline(&o), None);
         assert!(!fresh.evicted.load(Ordering::Relaxed));
+        // ... and stays watched: idle again, it can be closed again.
+        fresh.request_ends();
+        tokio::time::advance(EVICT_AFTER_IDLE).await;
+        assert_eq!(limit.evict_idle(1), 1);
+        assert_eq!(fresh.deadline(&o), Some((0, Expiry::Stalled(EVICTED))));
+        // One asked to close (but not closed yet) is not counted twice.
+        assert_eq!(limit.evict_idle(8), 0);
     }
 
     #[test]

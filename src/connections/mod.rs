@@ -434,7 +434,10 @@ impl ConnectionActivity {
         if self.now().saturating_sub(last_progress) < EVICT_AFTER_IDLE.as_millis() as u64 {
             return false;
         }
-        self.evicted.store(true, Ordering::Relaxed);
+        // Asked once: a connection asked before and not closed yet is not counted again.
+        if self.evicted.swap(true, Ordering::Relaxed) {
+            return false;
+        }
         self.changed.notify_one();
         true
     }
