@@ -426,6 +426,48 @@ async fn keep_predicting_rest(rest: SocketAddr, stop: CancellationToken) -> (usi
     (answered, slowest)
 }
 
+/// A REST predict whose body comes in ten pieces 50 ms apart (within the body read
+/// timeout, and within the 250 ms of silence after which the connection limit may
+/// close a connection): it must be answered.
+async fn slow_upload(rest: SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = br#"{"instances": [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3]]}"#;
+    let started = Instant::now();
+    let mut stream = tokio::time::timeout(ANSWER_WITHIN, tokio::net::TcpStream::connect(rest))
+        .await
+        .expect("a slow upload connected within the bound")
+        .unwrap();
+    stream
+        .write_all(
+            format!(
+                "POST /v1/models/iris_lr:predict HTTP/1.1\r\nHost: x\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    for piece in body.chunks(body.len().div_ceil(10)) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stream
+            .write_all(piece)
+            .await
+            .unwrap_or_else(|e| panic!("a slow upload was cut after {:?}: {e}", started.elapsed()));
+    }
+    let mut answer = Vec::new();
+    tokio::time::timeout(ANSWER_WITHIN, stream.read_to_end(&mut answer))
+        .await
+        .expect("a slow upload answered within the bound")
+        .unwrap_or_else(|e| panic!("a slow upload was cut after {:?}: {e}", started.elapsed()));
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "a slow upload under attack: {answer}"
+    );
+}
+
 fn iris_row() -> tfs::PredictRequest {
     tfs::PredictRequest {
         model_spec: Some(ModelSpec {
@@ -535,6 +577,14 @@ async fn attacks_do_not_starve_the_server(scale: Scale) {
     let rest = server.rest;
     let attack = Attack::start(scale, Kind::HalfSentRequest, rest);
     let legit = tokio::spawn(keep_predicting_rest(rest, stop.clone()));
+    let uploads = tokio::spawn(async move {
+        // Once the flood has filled the server: uploads that pause between pieces
+        // keep their connections while idle ones are closed around them.
+        tokio::time::sleep(ATTACK / 4).await;
+        for _ in 0..3 {
+            slow_upload(rest).await;
+        }
+    });
     tokio::time::sleep(ATTACK / 2).await;
     install_model(
         server.repo.path(),
@@ -568,6 +618,7 @@ async fn attacks_do_not_starve_the_server(scale: Scale) {
     tokio::time::sleep(ATTACK / 2).await;
     stop.cancel();
     let (answered, slowest) = legit.await.unwrap();
+    uploads.await.unwrap();
     let attackers_open = attack.end().await;
     let most = fds.await.unwrap();
     eprintln!(

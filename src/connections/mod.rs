@@ -421,17 +421,20 @@ impl ConnectionActivity {
         self.waiting_bodies.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// Asks the watchdog to close the connection if it is idle (see
-    /// [`EVICT_AFTER_IDLE`]); whether it asked.
-    fn evict_if_idle(&self) -> bool {
-        if !self.only_waits_for_bodies() {
-            return false;
-        }
+    /// Idle as [`EVICT_AFTER_IDLE`] means it.
+    fn idle(&self) -> bool {
         let last_progress = self
             .idle_since
             .load(Ordering::Relaxed)
             .max(self.last_read.load(Ordering::Relaxed));
-        if self.now().saturating_sub(last_progress) < EVICT_AFTER_IDLE.as_millis() as u64 {
+        self.only_waits_for_bodies()
+            && self.now().saturating_sub(last_progress) >= EVICT_AFTER_IDLE.as_millis() as u64
+    }
+
+    /// Asks the watchdog to close the connection if it is idle (see
+    /// [`EVICT_AFTER_IDLE`]); whether it asked.
+    fn evict_if_idle(&self) -> bool {
+        if !self.idle() {
             return false;
         }
         // Asked once: a connection asked before and not closed yet is not counted again.
@@ -446,11 +449,12 @@ impl ConnectionActivity {
     fn deadline(&self, options: &ConnectionOptions) -> Option<(u64, Expiry)> {
         let ms = |d: Duration| d.as_millis() as u64;
         if self.evicted.load(Ordering::Relaxed) {
-            if self.only_waits_for_bodies() {
+            if self.idle() {
                 return Some((0, Expiry::Stalled(EVICTED)));
             }
-            // A request began (or its body came) after the limit chose this
-            // connection: it stays, and the accept loop looks for another.
+            // Bytes came (read when the task woke, just before this), or a request
+            // began, after the limit chose this connection: it stays, and the accept
+            // loop looks for another.
             self.evicted.store(false, Ordering::Relaxed);
         }
         let blocked = self.write_blocked_since.load(Ordering::Relaxed);
@@ -796,5 +800,13 @@ mod tests {
         // The body resumes before the watchdog acts: the connection stays.
         a.body_resumes();
         assert_eq!(a.deadline(&o), None);
+
+        // Bytes read after the choice, when the task wakes and before its watchdog
+        // looks: the connection stays.
+        let a = ConnectionActivity::new();
+        tokio::time::advance(EVICT_AFTER_IDLE).await;
+        assert!(a.evict_if_idle());
+        a.bytes_read(b"GET / HTTP/1.1\r\n");
+        assert_ne!(a.deadline(&o), Some((0, Expiry::Stalled(EVICTED))));
     }
 }
