@@ -42,14 +42,14 @@ pub struct ReadTimeoutBody {
     stalled: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Once the timeout passed, every read that would wait fails at once.
     timed_out: bool,
-    activity: Option<Arc<ConnectionActivity>>,
+    activity: Arc<ConnectionActivity>,
 }
 
 impl ReadTimeoutBody {
     pub fn new(
         inner: Incoming,
         timeout: Duration,
-        activity: Option<Arc<ConnectionActivity>>,
+        activity: Arc<ConnectionActivity>,
     ) -> ReadTimeoutBody {
         ReadTimeoutBody {
             inner,
@@ -63,9 +63,7 @@ impl ReadTimeoutBody {
     /// Disarms the timer, when armed: the read no longer waits for the client.
     fn resume(&mut self) {
         if self.stalled.take().is_some() {
-            if let Some(activity) = &self.activity {
-                activity.body_resumes();
-            }
+            self.activity.body_resumes();
         }
     }
 }
@@ -96,9 +94,7 @@ impl http_body::Body for ReadTimeoutBody {
                 let timeout = self.timeout;
                 let this = &mut *self;
                 let stalled = this.stalled.get_or_insert_with(|| {
-                    if let Some(activity) = &this.activity {
-                        activity.body_waits();
-                    }
+                    this.activity.body_waits();
                     Box::pin(tokio::time::sleep(timeout))
                 });
                 match stalled.as_mut().poll(cx) {

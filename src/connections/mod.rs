@@ -10,7 +10,7 @@
 //!   way the file descriptors kept in reserve stay free for the repository, model
 //!   files and the watcher. Stopping alone is not enough under a flood: the backlog
 //!   fills with the attacker's connections, the kernel drops further SYNs, and a
-//!   legitimate client's retransmissions back off for 1, 2, 4, 8 s.
+//!   legitimate client retries only 1, 3 and 7 s after its first attempt.
 //! * [`serve`]: the accept loop. Each connection is served by hyper's auto builder
 //!   (HTTP/1 and HTTP/2, or HTTP/2 only for gRPC) in a task owned by a `JoinSet`, so
 //!   dropping [`serve`]'s future (a shutdown deadline) ends every connection, and
@@ -29,8 +29,8 @@
 //! Invariants:
 //! * at most `max_connections` connections are open across both listeners (TLS
 //!   handshakes in progress included); past it nothing more is accepted until one
-//!   closes or is closed for idleness; requests already accepted and the watcher are
-//!   never touched;
+//!   closes or an idle one is closed to make room; a request whose body has arrived
+//!   (being computed or answered) and the watcher are never touched;
 //! * every request reaches the routers with `ConnectInfo<SocketAddr>` (the peer);
 //! * a connection with no request in progress never outlives its idle or header
 //!   timeout, and one whose client does not read never outlives the send timeout.
@@ -626,11 +626,7 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
             .extensions
             .insert(axum::extract::ConnectInfo(self.peer));
         let body = match self.body_read_timeout {
-            Some(timeout) => Body::new(ReadTimeoutBody::new(
-                body,
-                timeout,
-                Some(self.activity.clone()),
-            )),
+            Some(timeout) => Body::new(ReadTimeoutBody::new(body, timeout, self.activity.clone())),
             None => Body::new(body),
         };
         let guard_body = |response: http::Response<Body>| {
