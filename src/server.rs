@@ -21,7 +21,8 @@ pub struct Listeners {
 }
 
 /// The listen backlog asked for (the kernel caps it at `net.core.somaxconn`). At the
-/// connection limit new connections wait there (issue 9); a short backlog (tokio's
+/// connection limit, with no idle connection to close, new connections wait there
+/// (issue 9); a short backlog (tokio's
 /// default is 128) would drop their SYNs instead, and the client would retry only
 /// after one, three, seven seconds.
 pub const LISTEN_BACKLOG: u32 = 4096;
@@ -313,8 +314,8 @@ pub async fn run(
     let with_tls = |protocol| tls.clone().map(|tls| (tls, protocol));
 
     // One limit for both listeners, from the open-files limit raised to its hard
-    // limit (issue 9): a flood of idle connections waits in the backlog instead of
-    // taking the descriptors the watcher and model loads need.
+    // limit (issue 9): a flood of idle connections is closed to make room or waits in
+    // the backlog instead of taking the descriptors the watcher and model loads need.
     let fd_limit = crate::connections::raise_fd_limit();
     let max_connections = state
         .settings

@@ -235,7 +235,8 @@ pub struct ServeArgs {
     )]
     pub max_served_versions_per_model: Option<usize>,
 
-    /// Most connections open at once across both listeners; more wait in the listen
+    /// Most connections open at once across both listeners; at the limit idle ones
+    /// are closed to make room, and with none idle new ones wait in the listen
     /// backlog [default: the open-files limit less a reserve of 10 %, at least 256]
     #[arg(long, env = "FERROSERVE_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,

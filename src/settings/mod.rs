@@ -137,8 +137,9 @@ pub struct Settings {
     /// Most versions one model serves, whatever its policy asks; beyond it the highest
     /// ones are served and status says so. Default 100.
     pub max_served_versions_per_model: usize,
-    /// Most connections open at once across the REST and gRPC listeners; past it new
-    /// connections wait in the listen backlog until one closes. Default none: the
+    /// Most connections open at once across the REST and gRPC listeners; at it idle
+    /// connections are closed to make room (`connections::limit`), and with none idle
+    /// new connections wait in the listen backlog until one closes. Default none: the
     /// open-files limit (raised to its hard limit at start) less a reserve of a tenth,
     /// at least 256 (`connections::default_max_connections`).
     pub max_connections: Option<usize>,
