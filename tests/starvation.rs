@@ -427,8 +427,9 @@ async fn keep_predicting_rest(rest: SocketAddr, stop: CancellationToken) -> (usi
 }
 
 /// A REST predict whose body comes in ten pieces 50 ms apart (within the body read
-/// timeout, and within the 250 ms of silence after which the connection limit may
-/// close a connection): it must be answered.
+/// timeout, and within the silence after which the connection limit may close a
+/// connection whose request waits for its body, `EVICT_STALLED_BODY_AFTER`): it must
+/// be answered.
 async fn slow_upload(rest: SocketAddr) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let body = br#"{"instances": [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3]]}"#;
@@ -675,8 +676,11 @@ async fn attacks_do_not_starve_the_server(scale: Scale) {
          {answered_rest} REST (slowest {slowest_rest:?}), at most {most} fds, \
          attackers open at most {attackers_open:?}"
     );
+    // A call may wait for a connection whose request stalled to be closed (1 s of
+    // silence at the limit, EVICT_STALLED_BODY_AFTER): fewer gRPC calls than in the
+    // other attacks.
     assert!(
-        answered >= 5 && answered_rest >= 5,
+        answered >= 3 && answered_rest >= 5,
         "only {answered} gRPC calls and {answered_rest} REST requests answered"
     );
     assert!(most < limit, "{most} descriptors open");

@@ -70,11 +70,17 @@ pub struct ConnectionLimit {
 /// The least time between two log lines about the connection limit.
 const LIMIT_LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// How long a connection must have read nothing, and have had no request in progress
-/// but for those waiting on their client's body, before it may be closed to make
-/// room at the limit: a keep-alive client between two requests, or a new client
-/// whose request is on its way, is not cut off, nor an upload that keeps coming.
+/// How long a connection with no request in progress must have read nothing before
+/// it may be closed to make room at the limit: a keep-alive client between two
+/// requests, or a new client whose request is on its way, is not cut off.
 pub const EVICT_AFTER_IDLE: Duration = Duration::from_millis(250);
+
+/// How long a connection whose every request in progress waits for its client's
+/// body must have read nothing before it may be closed to make room at the limit: a
+/// pressure-time body read timeout, long enough that an upload pausing on a lossy
+/// link (a TCP retransmission) is not cut off, short enough that calls left
+/// unfinished by a flood do not hold the server for the whole body read timeout.
+pub const EVICT_STALLED_BODY_AFTER: Duration = Duration::from_secs(1);
 
 /// How many idle connections an accept loop at the limit closes at a time. The room
 /// they leave is taken by the next accepts without waiting; one at a time, each

@@ -4,8 +4,9 @@
 //! * [`ConnectionLimit`]: one semaphore shared by both listeners; a connection holds a
 //!   permit for as long as it is open. At the limit an accept loop closes the oldest
 //!   idle connections to make room, as nginx reuses its keep-alive connections: idle
-//!   is nothing read for [`EVICT_AFTER_IDLE`] and no request in progress, or only
-//!   requests waiting for a body their client stopped sending. With none idle it
+//!   is nothing read for [`EVICT_AFTER_IDLE`] and no request in progress, or nothing
+//!   read for [`EVICT_STALLED_BODY_AFTER`] and only requests waiting for a body their
+//!   client stopped sending. With none idle it
 //!   stops accepting, so new connections wait in the kernel's listen backlog. Either
 //!   way the file descriptors kept in reserve stay free for the repository, model
 //!   files and the watcher. Stopping alone is not enough under a flood: the backlog
@@ -62,7 +63,7 @@ mod limit;
 pub use body::{is_body_read_timeout, BodyReadTimeout, ReadTimeoutBody};
 pub use limit::{
     default_max_connections, raise_fd_limit, ConnectionLimit, ConnectionPermit, EVICT_AFTER_IDLE,
-    FD_RESERVE_MIN,
+    EVICT_STALLED_BODY_AFTER, FD_RESERVE_MIN,
 };
 
 /// HTTP/2 settings of a listener.
@@ -421,18 +422,25 @@ impl ConnectionActivity {
         self.waiting_bodies.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// Idle as [`EVICT_AFTER_IDLE`] means it.
+    /// Idle as [`EVICT_AFTER_IDLE`] and [`EVICT_STALLED_BODY_AFTER`] mean it.
     fn idle(&self) -> bool {
+        if !self.only_waits_for_bodies() {
+            return false;
+        }
+        let after = if self.active.load(Ordering::Acquire) > 0 {
+            EVICT_STALLED_BODY_AFTER
+        } else {
+            EVICT_AFTER_IDLE
+        };
         let last_progress = self
             .idle_since
             .load(Ordering::Relaxed)
             .max(self.last_read.load(Ordering::Relaxed));
-        self.only_waits_for_bodies()
-            && self.now().saturating_sub(last_progress) >= EVICT_AFTER_IDLE.as_millis() as u64
+        self.now().saturating_sub(last_progress) >= after.as_millis() as u64
     }
 
     /// Asks the watchdog to close the connection if it is idle (see
-    /// [`EVICT_AFTER_IDLE`]); whether it asked.
+    /// [`ConnectionActivity::idle`]); whether it asked.
     fn evict_if_idle(&self) -> bool {
         if !self.idle() {
             return false;
@@ -773,11 +781,16 @@ mod tests {
         a.bytes_read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
         a.request_begins(true);
         a.body_waits();
-        tokio::time::advance(EVICT_AFTER_IDLE / 2).await;
+        tokio::time::advance(EVICT_STALLED_BODY_AFTER / 2).await;
         a.bytes_read(b"part of the body");
-        tokio::time::advance(EVICT_AFTER_IDLE / 2).await;
+        tokio::time::advance(EVICT_STALLED_BODY_AFTER / 2).await;
         assert!(!a.evict_if_idle(), "body bytes came recently");
-        tokio::time::advance(EVICT_AFTER_IDLE / 2).await;
+        tokio::time::advance(EVICT_AFTER_IDLE).await;
+        assert!(
+            !a.evict_if_idle(),
+            "a stalled body is given longer than an idle connection"
+        );
+        tokio::time::advance(EVICT_STALLED_BODY_AFTER / 2).await;
         assert!(a.evict_if_idle(), "nothing read for a while");
         assert_eq!(a.deadline(&o), Some((0, Expiry::Stalled(EVICTED))));
 
@@ -786,12 +799,12 @@ mod tests {
         a.request_begins(true);
         a.body_waits();
         a.request_begins(true);
-        tokio::time::advance(2 * EVICT_AFTER_IDLE).await;
+        tokio::time::advance(2 * EVICT_STALLED_BODY_AFTER).await;
         assert!(!a.evict_if_idle());
         // Its end (progress too) leaves only the stalled one.
         a.request_ends();
         assert!(!a.evict_if_idle());
-        tokio::time::advance(EVICT_AFTER_IDLE).await;
+        tokio::time::advance(EVICT_STALLED_BODY_AFTER).await;
         assert!(a.evict_if_idle());
         // The body resumes before the watchdog acts: the connection stays.
         a.body_resumes();
