@@ -10,7 +10,7 @@
 //! 1 s timeouts and with 30 s ones (no connection times out during the attack, so
 //! only the limit's closing of idle connections lets the client in); and the issue's
 //! 24,000, from four processes (`tests/flood_clients.py`, each from its own loopback
-//! address, at the lowest CPU priority as if on other machines), against 16,384
+//! address, at a lower CPU priority, nice 10, as if on other machines), against 16,384
 //! descriptors (14,746 connections).
 //!
 //! Meanwhile a client keeps predicting over fresh connections: every request must be
