@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::redis_server::RedisServer;
-use common::{install_model, root_path, test_settings, TestServer};
+use common::{install_model, metric_value, root_path, test_settings, TestServer};
 use ferroserve::settings::Settings;
 use ferroserve_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use ferroserve_proto::inference::model_infer_request::InferInputTensor;
@@ -118,28 +118,7 @@ async fn metric(server: &TestServer, name: &str, labels: &[(&str, &str)]) -> f64
         .text()
         .await
         .unwrap();
-    let mut sum = 0.0;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let (series, value) = match line.rsplit_once(' ') {
-            Some(parts) => parts,
-            None => continue,
-        };
-        let (series_name, series_labels) = match series.split_once('{') {
-            Some((n, l)) => (n, l.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        if series_name != name {
-            continue;
-        }
-        if labels.iter().all(|(k, v)| {
-            series_labels
-                .split(',')
-                .any(|l| l == format!("{k}=\"{v}\""))
-        }) {
-            sum += value.parse::<f64>().unwrap();
-        }
-    }
-    sum
+    metric_value(&text, name, labels)
 }
 
 /// Model runs of `model` version `version`: each run records one batch size.

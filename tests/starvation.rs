@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{install_model, root_path};
+use common::{install_model, metric_value, root_path};
 use ferroserve_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 use ferroserve_proto::tensorflow::serving::{self as tfs, ModelSpec};
 use ferroserve_proto::tensorflow::{
@@ -702,11 +702,7 @@ async fn attacks_do_not_starve_the_server(scale: Scale) {
         .text()
         .await
         .unwrap();
-    let evicted: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("ferroserve_connections_evicted_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
+    let evicted = metric_value(&metrics, "ferroserve_connections_evicted_total", &[]);
     eprintln!("idle connections closed to make room: {evicted}");
     assert!(evicted > 0.0, "no idle connection was closed at the limit");
 }

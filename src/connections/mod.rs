@@ -380,7 +380,8 @@ impl ConnectionActivity {
     }
 
     fn bytes_read(&self, bytes: &[u8]) {
-        self.last_read.store(self.now(), Ordering::Relaxed);
+        let now = self.now();
+        self.last_read.store(now, Ordering::Relaxed);
         if self.first_read.swap(false, Ordering::Relaxed) && bytes.starts_with(b"PRI") {
             self.http2.store(true, Ordering::Relaxed);
             self.changed.notify_one();
@@ -388,7 +389,7 @@ impl ConnectionActivity {
         if self.awaiting_request.load(Ordering::Relaxed)
             && self.awaiting_request.swap(false, Ordering::Relaxed)
         {
-            self.request_started.store(self.now(), Ordering::Relaxed);
+            self.request_started.store(now, Ordering::Relaxed);
             self.changed.notify_one();
         }
     }

@@ -17,6 +17,33 @@ use ferroserve::settings::Settings;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// The sum of the samples of metric `name` in Prometheus text `text` whose labels
+/// include all of `labels` (0 when there is none).
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let mut sum = 0.0;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (series, value) = match line.rsplit_once(' ') {
+            Some(parts) => parts,
+            None => continue,
+        };
+        let (series_name, series_labels) = match series.split_once('{') {
+            Some((n, l)) => (n, l.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if series_name != name {
+            continue;
+        }
+        if labels.iter().all(|(k, v)| {
+            series_labels
+                .split(',')
+                .any(|l| l == format!("{k}=\"{v}\""))
+        }) {
+            sum += value.parse::<f64>().unwrap();
+        }
+    }
+    sum
+}
+
 /// A path under the crate root (fixtures, examples).
 pub fn root_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
