@@ -109,10 +109,14 @@ impl DbServer {
                 run_checked(&mut init, "initdb");
             }
             DbKind::MariaDb => {
+                // Its own temporary directory: the server's temporary tables live
+                // there, not in the machine's /tmp, where anything else may clean up.
+                std::fs::create_dir(dir.path().join("tmp")).unwrap();
                 run_checked(
                     Command::new("mariadb-install-db")
                         .arg("--no-defaults")
                         .arg(format!("--datadir={}", data.display()))
+                        .arg(format!("--tmpdir={}", dir.path().join("tmp").display()))
                         .arg("--auth-root-authentication-method=normal")
                         .arg("--skip-test-db")
                         .arg("--user=root"),
@@ -175,6 +179,10 @@ impl DbServer {
                 let mut c = Command::new("mariadbd");
                 c.arg("--no-defaults")
                     .arg(format!("--datadir={}", data.display()))
+                    .arg(format!(
+                        "--tmpdir={}",
+                        self.dir.path().join("tmp").display()
+                    ))
                     .arg(format!("--port={}", self.port))
                     .arg("--bind-address=127.0.0.1")
                     .arg(format!("--socket={}", self.socket().display()))
