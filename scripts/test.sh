@@ -15,7 +15,34 @@ export FERROSERVE_TENSORFLOW_PATH="$PWD/.venv-tf/lib/python3.11/site-packages/te
 # --- deployment files: Helm chart, KServe manifests, Dockerfile (issue 18), offline ---
 .venv/bin/python deploy/validate.py --self-test
 
-cargo test --workspace
+# The Rust tests. Each black-box test binary of the server (tests/*.rs, about 40) links
+# the whole server and its dependencies, about 160 MB: built all at once by
+# `cargo test --workspace` they took 6 GB of target/debug/deps, and CI's disk ran out
+# while linking them ("ld terminated with signal 7 [Bus error]"). So the integration
+# test binaries are built and run a few at a time, and each group's binaries are removed
+# once it has passed: the peak is the dependencies plus one group. The same tests with
+# the same harness; every call names --workspace so that features resolve as for
+# `cargo test --workspace` and nothing is built twice.
+cargo test --workspace --lib --bins --examples
+cargo test --workspace --doc
+mapfile -t test_targets < <(cargo metadata --no-deps --format-version 1 | python3 -c '
+import json, sys
+for package in json.load(sys.stdin)["packages"]:
+    for target in package["targets"]:
+        if "test" in target["kind"]:
+            print(target["name"])' | sort -u)
+test "${#test_targets[@]}" -gt 0
+group_size=6
+for ((i = 0; i < ${#test_targets[@]}; i += group_size)); do
+    group=("${test_targets[@]:i:group_size}")
+    args=()
+    for t in "${group[@]}"; do args+=(--test "$t"); done
+    cargo test --workspace "${args[@]}"
+    for t in "${group[@]}"; do
+        find target/debug/deps -maxdepth 1 -type f -regex ".*/${t}-[0-9a-f]+" -delete
+    done
+done
+
 # The black-box tests above ran target/debug/ferroserve, which cargo test built with the
 # test build's features (tokio's test-util, tonic's TLS). The steps below use that binary:
 # a plain `cargo build --bin ferroserve` resolves features without the dev-dependencies
