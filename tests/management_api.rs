@@ -299,6 +299,86 @@ async fn concurrent_uploads_to_one_model_are_serialised() {
     server.stop().await;
 }
 
+/// A delete of a model while an upload to it streams: the delete moves the model's
+/// folder, the upload's staging directory with it. The delete wins; the upload
+/// answers 409 and stores nothing (it answered 500 "cannot read the staging file"
+/// when schemathesis sent the two side by side).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_during_an_upload_wins_and_the_upload_answers_409() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let repo = tempfile::tempdir().unwrap();
+    install_model(
+        repo.path(),
+        "iris",
+        1,
+        &root_path("examples/models/iris_lr/1/model.onnx"),
+    );
+    let server = TestServer::start_with(unwatched(repo.path())).await;
+    assert!(status_of(&server, "iris").await.is_some());
+
+    let boundary = "ferroserve-test-boundary";
+    let fields = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"model_id\"\r\n\r\niris\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"dt.onnx\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n"
+    );
+    let end = format!("\r\n--{boundary}--\r\n");
+    let model = iris("iris_dt");
+    let (first, second) = model.split_at(model.len() / 2);
+    let mut stream = tokio::net::TcpStream::connect(server.rest_addr)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /upload_model HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\
+         Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\r\n",
+        server.rest_addr,
+        fields.len() + model.len() + end.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(fields.as_bytes()).await.unwrap();
+    stream.write_all(first).await.unwrap();
+
+    // The first half is in the upload's staging directory inside the model's folder.
+    let staged = |repo: &Path| {
+        std::fs::read_dir(repo.join("iris"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(".tmp-upload-"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !staged(repo.path()) {
+        assert!(Instant::now() < deadline, "the upload never began");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (code, body) = request(&server, reqwest::Method::DELETE, "/delete_model/iris").await;
+    assert_eq!(code, 200, "{body}");
+
+    stream.write_all(second).await.unwrap();
+    stream.write_all(end.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 409"), "{answer}");
+    let body: Value = serde_json::from_str(body).unwrap();
+    assert!(
+        error_text(&body).contains("was deleted while this upload was in progress"),
+        "{body}"
+    );
+
+    // Nothing was stored: no model, no staging, no trash.
+    assert_eq!(tree(repo.path()), Vec::<String>::new());
+    assert!(status_of(&server, "iris").await.is_none());
+    // And the model can be uploaded again.
+    let (code, body) = server
+        .upload(&[("model_id", "iris")], "dt.onnx", iris("iris_dt"))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["version"], 1, "{body}");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_status_stop_deploy_and_delete() {
     let repo = tempfile::tempdir().unwrap();

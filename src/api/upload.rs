@@ -200,9 +200,7 @@ pub async fn publish_files(
         let name = staging_file_name(name);
         tokio::fs::write(upload.staging.join(&name), bytes)
             .await
-            .map_err(|e| {
-                ApiError::Internal(format!("cannot write the staging file {name}: {e}"))
-            })?;
+            .map_err(|e| upload.staging_error(&format!("write the staging file {name}"), e))?;
     }
     upload.finish().await
 }
@@ -213,9 +211,28 @@ fn version_exists(model: &str, version: u64) -> ApiError {
     ))
 }
 
+/// A delete of the model while its upload streamed moved the model's folder, and
+/// this upload's staging directory with it, out of the repository: the delete won.
+fn deleted_during_upload(model: &str) -> String {
+    format!(
+        "model {model:?} was deleted while this upload was in progress; nothing was \
+         stored: upload it again"
+    )
+}
+
 impl Upload {
     pub fn model(&self) -> &str {
         &self.model
+    }
+
+    /// The error for a failed operation on the staging directory: 409 when the
+    /// directory is gone because the model was deleted meanwhile, else 500.
+    fn staging_error(&self, what: &str, e: std::io::Error) -> ApiError {
+        if self.staging.is_dir() {
+            ApiError::Internal(format!("cannot {what}: {e}"))
+        } else {
+            ApiError::Conflict(deleted_during_upload(&self.model))
+        }
     }
 
     /// Appends a chunk of the file; over the size limit is 413.
@@ -232,9 +249,8 @@ impl Upload {
             .as_mut()
             .ok_or_else(|| ApiError::Internal("upload already finished".into()))?;
         sha2::Digest::update(&mut self.sha256, chunk);
-        file.write_all(chunk)
-            .await
-            .map_err(|e| ApiError::Internal(format!("cannot write the staging file: {e}")))
+        let written = file.write_all(chunk).await;
+        written.map_err(|e| self.staging_error("write the staging file", e))
     }
 
     /// Starts a file the version needs beside the model (a labels file, a
@@ -264,7 +280,7 @@ impl Upload {
         }
         let file = tokio::fs::File::create(self.staging.join(&name))
             .await
-            .map_err(|e| ApiError::Internal(format!("cannot create the staging file: {e}")))?;
+            .map_err(|e| self.staging_error("create the staging file", e))?;
         self.asset_file = Some(file);
         self.assets.push(name);
         Ok(())
@@ -284,17 +300,14 @@ impl Upload {
             .asset_file
             .as_mut()
             .ok_or_else(|| ApiError::Internal("no asset begun".into()))?;
-        file.write_all(chunk)
-            .await
-            .map_err(|e| ApiError::Internal(format!("cannot write the staging file: {e}")))
+        let written = file.write_all(chunk).await;
+        written.map_err(|e| self.staging_error("write the staging file", e))
     }
 
     async fn close_asset(&mut self) -> Result<(), ApiError> {
         if let Some(mut file) = self.asset_file.take() {
-            file.flush()
-                .await
-                .and(file.sync_all().await)
-                .map_err(|e| ApiError::Internal(format!("cannot write the staging file: {e}")))?;
+            let synced = file.flush().await.and(file.sync_all().await);
+            synced.map_err(|e| self.staging_error("write the staging file", e))?;
         }
         Ok(())
     }
@@ -308,14 +321,17 @@ impl Upload {
             .file
             .take()
             .ok_or_else(|| ApiError::Internal("upload already finished".into()))?;
-        file.flush()
-            .await
-            .and(file.sync_all().await)
-            .map_err(|e| ApiError::Internal(format!("cannot write the staging file: {e}")))?;
+        let synced = file.flush().await.and(file.sync_all().await);
+        synced.map_err(|e| self.staging_error("write the staging file", e))?;
         drop(file);
         self.close_asset().await?;
         if self.written == 0 {
             return Err(ApiError::InvalidArgument("the model file is empty".into()));
+        }
+        // The files stay writable through their open descriptors when a delete of
+        // the model moves the staging directory away; what follows reads by path.
+        if !self.staging.is_dir() {
+            return Err(ApiError::Conflict(deleted_during_upload(&self.model)));
         }
         // Checked by actually loading it, on a blocking thread, before anything moves
         // and without the lock.
@@ -329,7 +345,7 @@ impl Upload {
         })
         .await
         .map_err(|e| ApiError::Internal(format!("model check failed: {e}")))?
-        .map_err(|e| ApiError::Internal(format!("cannot read the staging file: {e}")))?;
+        .map_err(|e| self.staging_error("read the staging file", e))?;
         if let Some(format) = sniffed {
             // A known extension that agrees with the content keeps its name
             // (`iris.joblib` holding a plain pickle stays `model.joblib`).
@@ -359,11 +375,8 @@ impl Upload {
                         "asset file {clash:?} has the name the model file is stored under"
                     )));
                 }
-                tokio::fs::rename(&artifact, &canonical)
-                    .await
-                    .map_err(|e| {
-                        ApiError::Internal(format!("cannot rename the staging file: {e}"))
-                    })?;
+                let renamed = tokio::fs::rename(&artifact, &canonical).await;
+                renamed.map_err(|e| self.staging_error("rename the staging file", e))?;
                 artifact = canonical;
             }
         }
@@ -395,6 +408,9 @@ impl Upload {
             })?
             .map_err(|e| ApiError::Internal(format!("model check failed: {e}")))?;
         if let Err(e) = checked {
+            if !self.staging.is_dir() {
+                return Err(ApiError::Conflict(deleted_during_upload(&self.model)));
+            }
             return Err(ApiError::InvalidArgument(e));
         }
         let state = self.state.clone();
@@ -440,6 +456,11 @@ impl Upload {
     /// Renames the staging directory to `<version>/`. The caller holds the model's
     /// lock, so the version number cannot be taken meanwhile. Blocking.
     fn move_into_place(&mut self) -> Result<u64, SourcesError> {
+        // Under the lock, so a delete cannot move the model away between this look
+        // and the rename.
+        if !self.staging.is_dir() {
+            return Err(SourcesError::Conflict(deleted_during_upload(&self.model)));
+        }
         let version = match self.version {
             Some(v) => v,
             None => next_version(&self.model_dir)?,
