@@ -547,7 +547,7 @@ pub struct DeployRequest {
 /// model serves in this process: the timeout is its request deadline, CPU and
 /// memory limits are recorded and reported as not enforced.
 pub async fn deploy(
-    state: &ServerState,
+    state: &Arc<ServerState>,
     request: DeployRequest,
     caller: &Caller,
 ) -> Result<ModelSummary, ApiError> {
@@ -601,12 +601,18 @@ pub async fn deploy(
         audit(state, caller, EventKind::Deploy, &name, None, detail);
         return model_summary(state, &name);
     }
-    run_locked(deadline, "the deployment", move |_| {
-        sources.deploy_locked(&request.model, request.deployment, &lock)
+    let summary = run_locked(deadline, "the deployment", {
+        let state = state.clone();
+        move |_| {
+            sources.deploy_locked(&request.model, request.deployment, &lock)?;
+            // The model as this deployment left it, read under its lock: a delete or
+            // stop right after is another call's answer, not this one's.
+            Ok(model_summary(&state, &request.model))
+        }
     })
     .await?;
     audit(state, caller, EventKind::Deploy, &name, None, detail);
-    let summary = model_summary(state, &name)?;
+    let summary = summary?;
     if !summary.is_served() {
         return Err(ApiError::Unavailable(format!(
             "model {name:?} was deployed but no version is available: {}",
@@ -931,6 +937,17 @@ fn describe_failures(summary: &ModelSummary) -> String {
     }
     if summary.versions.is_empty() && why.is_empty() {
         why.push("no version directory with a model file".into());
+    }
+    if why.is_empty() {
+        // No error, none served: stopped, unloading or still loading.
+        why = summary
+            .versions
+            .iter()
+            .map(|v| format!("version {} is {}", v.version, v.state.as_str()))
+            .collect();
+        if summary.stopped {
+            why.insert(0, "the model is stopped".into());
+        }
     }
     why.join("; ")
 }

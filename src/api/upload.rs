@@ -148,7 +148,6 @@ pub async fn begin_upload(
         std::process::id(),
         STAGING_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
-    let io = |what: &str, e: std::io::Error| ApiError::Internal(format!("cannot {what}: {e}"));
     // Registered first, so the sweep of stale staging never removes it.
     state.sources.staging_started(&staging);
     let mut upload = Upload {
@@ -170,12 +169,16 @@ pub async fn begin_upload(
         state,
         finished: false,
     };
-    tokio::fs::create_dir_all(&upload.staging)
-        .await
-        .map_err(|e| io("create the staging directory", e))?;
+    // A delete of the model can move the model directory away between the
+    // creation of the model directory and of the staging directory in it.
+    let created = tokio::fs::create_dir_all(&upload.staging).await;
+    created.map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ApiError::Conflict(deleted_during_upload(model)),
+        _ => ApiError::Internal(format!("cannot create the staging directory: {e}")),
+    })?;
     let file = tokio::fs::File::create(upload.staging.join(&upload.artifact_name))
         .await
-        .map_err(|e| io("create the staging file", e))?;
+        .map_err(|e| upload.staging_error("create the staging file", e))?;
     upload.file = Some(file);
     Ok(upload)
 }
@@ -426,14 +429,16 @@ impl Upload {
         let lock = state.sources.lock_model(&model, deadline).await?;
         // The upload itself moves to the blocking thread: if that never runs its
         // effect (the caller left), dropping it there removes the staging directory.
-        let version = run_locked(deadline, "the upload", move |_| {
+        let (version, summary) = run_locked(deadline, "the upload", move |_| {
             let version = self.move_into_place()?;
             let sources = &self.state.sources;
             // A model outside the config list in force is stored but not served.
             if sources.is_source(&self.model) {
                 sources.reload_model_locked(&self.model, &lock)?;
             }
-            Ok(version)
+            // The model as this upload left it, read under its lock: a delete right
+            // after must not turn the stored upload into a 404.
+            Ok((version, model_summary(&self.state, &self.model)))
         })
         .await?;
         audit(
@@ -444,7 +449,7 @@ impl Upload {
             Some(version),
             detail,
         );
-        let summary = model_summary(&state, &model)?;
+        let summary = summary?;
         Ok(UploadOutcome {
             model,
             version,

@@ -400,7 +400,7 @@ async fn repository_index(
         (status = 400, description = "Malformed model name", body = ErrorBody),
         (status = 404, description = "No such model", body = ErrorBody),
         (status = 409, description = "Another operation holds the model, or the request conflicts with its state", body = ErrorBody),
-        (status = 503, description = "The metadata store does not answer; nothing changed", body = ErrorBody),
+        (status = 503, description = "No version of the model serves after the load (the message says why: each version's error, or none found), or the metadata store does not answer and nothing changed", body = ErrorBody),
     ))]
 async fn repository_load(
     State(state): State<AppState>,
