@@ -314,13 +314,15 @@ pub struct ReloadOutcome {
 /// what each policy asks for. Reloading every model skips (and names) busy models;
 /// reloading one waits for it, up to the management timeout.
 pub async fn reload(
-    state: &ServerState,
+    state: &Arc<ServerState>,
     model: Option<&str>,
     caller: &Caller,
 ) -> Result<ReloadOutcome, ApiError> {
     let deadline = deadline(state);
     let sources = state.sources.clone();
-    let outcome = match model {
+    // One model's status is read under its lock, as the reload left it; a reload of
+    // every model reads them after (no one lock covers them all).
+    let (outcome, status) = match model {
         Some(name) => {
             let name = model_named_by_file(&sources, name);
             let name = name.as_str();
@@ -332,20 +334,24 @@ pub async fn reload(
                 store.unstop_model(name).await?;
             }
             let name = name.to_string();
+            let state = state.clone();
             run_locked(deadline, "the reload", move |_| {
                 sources.reload_model_locked(&name, &lock)?;
-                Ok(ReloadAll {
+                let status = models_status(&state);
+                let reloaded = ReloadAll {
                     reloaded: vec![name],
                     busy: Vec::new(),
-                })
+                };
+                Ok((reloaded, status))
             })
             .await?
         }
         None => {
-            run_locked(deadline, "the reload", move |cancel| {
+            let reloaded = run_locked(deadline, "the reload", move |cancel| {
                 Ok(sources.reload_all(cancel))
             })
-            .await?
+            .await?;
+            (reloaded, models_status(state))
         }
     };
     for model in &outcome.reloaded {
@@ -358,7 +364,6 @@ pub async fn reload(
             serde_json::json!({}),
         );
     }
-    let status = models_status(state);
     Ok(ReloadOutcome {
         models: status
             .into_iter()
@@ -922,7 +927,7 @@ fn deployment_json(d: &Deployment) -> serde_json::Value {
     })
 }
 
-fn describe_failures(summary: &ModelSummary) -> String {
+pub(super) fn describe_failures(summary: &ModelSummary) -> String {
     let mut why: Vec<String> = summary
         .versions
         .iter()

@@ -6,6 +6,7 @@
 //! the model's directory handed to `Manager::reconcile_model`, on a blocking thread.
 
 use super::{ApiError, Caller, ServerState};
+use std::sync::Arc;
 
 /// One model version the repository knows, or a model with no versions (`version`
 /// `None`), with its lifecycle state and the reason for an error.
@@ -89,9 +90,13 @@ fn check_model_name(model: &str) -> Result<(), ApiError> {
 /// Loads or reloads a model from its directory, as start-up does, starting it again
 /// if it was stopped. Answers once the load has finished; an error if no version of
 /// the model is serving then.
-pub async fn load_model(state: &ServerState, model: &str, caller: &Caller) -> Result<(), ApiError> {
+pub async fn load_model(
+    state: &Arc<ServerState>,
+    model: &str,
+    caller: &Caller,
+) -> Result<(), ApiError> {
     check_model_name(model)?;
-    super::manage::reload(state, Some(model), caller).await?;
+    let outcome = super::manage::reload(state, Some(model), caller).await?;
     // A model deployed in a worker is loaded there (it watches its directory).
     if let Some(worker) = state.workers.get().and_then(|w| w.status(model)) {
         return match worker.state {
@@ -102,11 +107,16 @@ pub async fn load_model(state: &ServerState, model: &str, caller: &Caller) -> Re
             ))),
         };
     }
-    state
-        .manager
-        .resolve(model, &crate::manager::VersionRequest::Latest)
-        .map(|_| ())
-        .map_err(ApiError::from)
+    // The model as the reload left it, read under its lock: an unload or delete by
+    // another client right after is that call's answer, not this one's.
+    match outcome.models.first() {
+        Some(summary) if summary.is_served() => Ok(()),
+        Some(summary) => Err(ApiError::Unavailable(format!(
+            "model {model:?} has no available version ({})",
+            super::manage::describe_failures(summary)
+        ))),
+        None => Err(ApiError::NotFound(format!("model {model:?} not found"))),
+    }
 }
 
 /// Stops serving every version of a model and keeps it stopped (the repository
