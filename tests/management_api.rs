@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{install_model, root_path, test_settings, TestServer};
+use common::{install_model, root_path, test_settings, tree, TestServer};
 use ferroserve::settings::Settings;
 use serde_json::{json, Value};
 
@@ -56,33 +56,6 @@ async fn predict_version(server: &TestServer, model: &str) -> (u16, Value) {
         .post_json("/predict", &json!({"model_id": model, "features": ROW}))
         .await;
     (code, body)
-}
-
-/// Every entry of a directory tree, relative, sorted: to check nothing partial or
-/// stray was left behind.
-/// Every file and directory under `dir` but the server's own state directory.
-fn tree(dir: &Path) -> Vec<String> {
-    fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            if prefix.is_empty() && e.file_name() == ".ferroserve" {
-                continue;
-            }
-            let name = format!("{prefix}{}", e.file_name().to_string_lossy());
-            if e.path().is_dir() {
-                out.push(format!("{name}/"));
-                walk(&e.path(), &format!("{name}/"), out);
-            } else {
-                out.push(name);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, "", &mut out);
-    out.sort();
-    out
 }
 
 fn error_text(body: &Value) -> String {

@@ -9,10 +9,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
-use common::{install_model, root_path, test_settings, TestServer};
+use common::{install_model, root_path, test_settings, tree, TestServer};
 use ferroserve::settings::Settings;
 use serde_json::{json, Value};
 
@@ -88,29 +87,6 @@ fn assert_json_error(code: u16, body: &Value, name: &str) {
             "{name}: {code} without an error message: {body}"
         );
     }
-}
-
-/// Every file and directory under `dir` but the server's own state directory.
-fn tree(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![(dir.to_path_buf(), String::new())];
-    while let Some((dir, prefix)) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap().flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
-            if prefix.is_empty() && name == ".ferroserve" {
-                continue;
-            }
-            let path = format!("{prefix}{name}");
-            if e.path().is_dir() {
-                stack.push((e.path(), format!("{path}/")));
-                out.push(format!("{path}/"));
-            } else {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -325,3 +325,30 @@ pub fn timeless(
     }
     (status, content_type, body)
 }
+
+/// Every file and directory under `dir`, relative (directories end in `/`), sorted,
+/// but the server's own state directory (`.ferroserve`): to check that nothing
+/// partial or stray was left behind.
+pub fn tree(dir: &Path) -> Vec<String> {
+    fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if prefix.is_empty() && e.file_name() == ".ferroserve" {
+                continue;
+            }
+            let name = format!("{prefix}{}", e.file_name().to_string_lossy());
+            if e.path().is_dir() {
+                out.push(format!("{name}/"));
+                walk(&e.path(), &format!("{name}/"), out);
+            } else {
+                out.push(name);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, "", &mut out);
+    out.sort();
+    out
+}
