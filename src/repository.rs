@@ -116,7 +116,7 @@ pub fn model_directories(root: &Path) -> Result<Vec<(String, PathBuf)>, Reposito
 /// Whether a directory holds staging and nothing that makes it a model. Stops at the
 /// first version directory or config file, so a model with many versions costs one
 /// directory entry or so.
-fn holds_only_staging(dir: &Path) -> bool {
+pub fn holds_only_staging(dir: &Path) -> bool {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return false;
     };

@@ -1,7 +1,8 @@
 //! Management calls racing on one model, as schemathesis sends them: several clients
-//! at once upload, delete, reload, stop, deploy (in-process), load and unload through
-//! the V2 repository API, predict and read the status of the same model. Every answer
-//! is one its route documents (never a 500: an upload whose model a delete took away
+//! at once upload, delete, reload, stop, deploy, load and unload through the V2
+//! repository API, predict and read the status of the same model, on a server that
+//! deploys in-process and on one that deploys into worker processes. Every answer is
+//! one its route documents (never a 500: an upload whose model a delete took away
 //! answered 500 until it was fixed), the server keeps answering, and what is left on
 //! disk is whole: no staging or trash directory, each version directory one complete
 //! model file.
@@ -9,8 +10,11 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
+use common::child::{free_port, ChildServer};
 use common::{install_model, root_path, test_settings, tree, TestServer};
 use ferroserve::settings::Settings;
 use serde_json::{json, Value};
@@ -23,13 +27,32 @@ fn iris(name: &str) -> Vec<u8> {
     std::fs::read(root_path(&format!("examples/models/{name}/1/model.onnx"))).unwrap()
 }
 
+/// Where the server under test answers: `http://127.0.0.1:PORT`.
+struct Server {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Server {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn upload(&self, file: &str) -> reqwest::Response {
+        let form = reqwest::multipart::Form::new()
+            .text("model_id", MODEL)
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(iris(file)).file_name("m.onnx"),
+            );
+        let r = self.client.post(self.url("/upload_model")).multipart(form);
+        r.send().await.unwrap()
+    }
+}
+
 /// One management or predict call on [`MODEL`]: its name, status and error message
 /// (empty when it succeeded).
-async fn call(
-    server: &TestServer,
-    which: u32,
-    rng: &mut fastrand::Rng,
-) -> (&'static str, u16, String) {
+async fn call(server: &Server, which: u32, rng: &mut fastrand::Rng) -> (&'static str, u16, String) {
     use reqwest::Method;
     let send = |method: Method, path: &str, body: Option<Value>| {
         let mut r = server.client.request(method, server.url(path));
@@ -41,11 +64,7 @@ async fn call(
     let response = match which {
         0 | 1 => {
             let file = if rng.bool() { "iris_lr" } else { "iris_dt" };
-            let (code, body) = server
-                .upload(&[("model_id", MODEL)], "m.onnx", iris(file))
-                .await;
-            assert_json_error(code, &body, "upload");
-            return ("upload", code, error_of(&body));
+            Ok(server.upload(file).await)
         }
         2 => send(Method::DELETE, "/delete_model/m", None).await,
         3 => send(Method::POST, "/reload_model?modelname=m", None).await,
@@ -89,35 +108,18 @@ fn assert_json_error(code: u16, body: &Value, name: &str) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn racing_management_calls_on_one_model_answer_as_documented_and_leave_it_whole() {
-    let repo = tempfile::tempdir().unwrap();
-    install_model(
-        repo.path(),
-        MODEL,
-        1,
-        &root_path("examples/models/iris_lr/1/model.onnx"),
-    );
-    let server = TestServer::start_with(Settings {
-        // The watcher on, polling often: it races with the calls too.
-        file_system_poll_wait: Duration::from_millis(20),
-        // Deployments in-process: the race is about the model's files and states.
-        worker_ports: None,
-        ..test_settings(repo.path())
-    })
-    .await;
-
-    let clients = (0..CLIENTS).map(|seed| {
-        let server = &server;
-        async move {
-            let mut rng = fastrand::Rng::with_seed(seed);
-            let mut seen = Vec::new();
-            for _ in 0..CALLS_PER_CLIENT {
-                let which = rng.u32(0..10);
-                seen.push(call(server, which, &mut rng).await);
-            }
-            seen
+/// Sends the calls from [`CLIENTS`] clients at once, then checks every answer against
+/// what its route documents (`extra` adds statuses a setup may answer) and the
+/// repository on disk; the model serves again after.
+async fn race(server: &Server, repo: &Path, extra: &[(&str, u16)]) {
+    let clients = (0..CLIENTS).map(|seed| async move {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut seen = Vec::new();
+        for _ in 0..CALLS_PER_CLIENT {
+            let which = rng.u32(0..10);
+            seen.push(call(server, which, &mut rng).await);
         }
+        seen
     });
     // How often each call answered each status, and one error message of each.
     let mut answers: BTreeMap<(&str, u16), (usize, String)> = BTreeMap::new();
@@ -135,7 +137,7 @@ async fn racing_management_calls_on_one_model_answer_as_documented_and_leave_it_
         ("delete", &[200, 404, 409]),
         ("reload", &[200, 404]),
         ("stop", &[200, 404, 409]),
-        ("deploy", &[200, 404, 409]),
+        ("deploy", &[200, 404, 409, 503]),
         ("load", &[200, 404, 409, 503]),
         ("unload", &[200, 404, 409]),
         ("predict", &[200, 404, 503]),
@@ -144,7 +146,7 @@ async fn racing_management_calls_on_one_model_answer_as_documented_and_leave_it_
     for (&(name, code), (count, error)) in &answers {
         let allowed = documented.iter().find(|(n, _)| *n == name).unwrap().1;
         assert!(
-            allowed.contains(&code),
+            allowed.contains(&code) || extra.contains(&(name, code)),
             "{name} answered {code} ({count} times, {error:?}); all answers: {answers:?}"
         );
     }
@@ -155,30 +157,86 @@ async fn racing_management_calls_on_one_model_answer_as_documented_and_leave_it_
     // Whole on disk: no staging or trash left, each version one complete model.
     let lr = iris("iris_lr");
     let dt = iris("iris_dt");
-    for path in tree(repo.path()) {
+    for path in tree(repo) {
         assert!(!path.contains(".tmp"), "left behind: {path}");
         if let Some(file) = path.strip_suffix("model.onnx") {
-            let stored = std::fs::read(repo.path().join(&path)).unwrap();
+            let stored = std::fs::read(repo.join(&path)).unwrap();
             assert!(stored == lr || stored == dt, "{file} holds a partial model");
         }
     }
     // And the model can be made to serve again: reload (it may be stopped) or upload.
-    server
-        .client
-        .post(server.url("/reload_model?modelname=m"))
-        .send()
-        .await
-        .unwrap();
-    let (code, body) = server
-        .upload(&[("model_id", MODEL)], "m.onnx", iris("iris_lr"))
-        .await;
-    assert_eq!(code, 200, "{body}");
-    let (code, body) = server
-        .post_json(
-            "/predict",
-            &json!({"model_id": MODEL, "features": [5.1, 3.5, 1.4, 0.2]}),
-        )
-        .await;
-    assert_eq!(code, 200, "{body}");
+    let r = server.client.post(server.url("/reload_model?modelname=m"));
+    r.send().await.unwrap();
+    let r = server.upload("iris_lr").await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let row = json!({"model_id": MODEL, "features": [5.1, 3.5, 1.4, 0.2]});
+    let r = server.client.post(server.url("/predict")).json(&row);
+    let r = r.send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_management_calls_on_one_model_answer_as_documented_and_leave_it_whole() {
+    let repo = tempfile::tempdir().unwrap();
+    install_model(
+        repo.path(),
+        MODEL,
+        1,
+        &root_path("examples/models/iris_lr/1/model.onnx"),
+    );
+    let server = TestServer::start_with(Settings {
+        // The watcher on, polling often: it races with the calls too.
+        file_system_poll_wait: Duration::from_millis(20),
+        // Deployments in-process here; into worker processes in the test below.
+        worker_ports: None,
+        ..test_settings(repo.path())
+    })
+    .await;
+    let target = Server {
+        base: server.base.clone(),
+        client: server.client.clone(),
+    };
+    race(&target, repo.path(), &[]).await;
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_management_calls_with_worker_deployments_answer_as_documented() {
+    let repo = tempfile::tempdir().unwrap();
+    install_model(
+        repo.path(),
+        MODEL,
+        1,
+        &root_path("examples/models/iris_lr/1/model.onnx"),
+    );
+    let rest: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let first_worker_port = free_port().min(65535 - 8);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferroserve"));
+    command
+        .arg("serve")
+        .arg("--model-repository")
+        .arg(repo.path())
+        .arg("--rest-addr")
+        .arg(rest.to_string())
+        .arg("--grpc-addr")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--worker-ports")
+        .arg(format!("{first_worker_port}-{}", first_worker_port + 7))
+        .arg("--file-system-poll-wait-seconds")
+        .arg("0.02")
+        .arg("--inference-threads")
+        .arg("1");
+    let mut server = ChildServer::start(command, rest).await;
+    let target = Server {
+        base: format!("http://{rest}"),
+        client: reqwest::Client::new(),
+    };
+    race(&target, repo.path(), &[]).await;
+    server.terminate();
+    assert_eq!(
+        server.wait_exit(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        server.log()
+    );
 }

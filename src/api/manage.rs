@@ -640,7 +640,9 @@ async fn deploy_in_worker(
     deadline: tokio::time::Instant,
 ) -> Result<(), ApiError> {
     let dir = state.sources.model_dir(&request.model)?.dir;
-    if !dir.is_dir() {
+    // A folder that holds only an upload's staging is not a model yet (as status
+    // and an in-process deployment see it).
+    if !dir.is_dir() || crate::repository::holds_only_staging(&dir) {
         return Err(ApiError::NotFound(format!(
             "model {:?} not found in the model repository",
             request.model

@@ -233,7 +233,7 @@ fn limit_text(v: Option<Value>, name: &str) -> Result<Option<String>, HttpError>
         (status = 408, description = "The body stopped arriving", body = ErrorBody),
         (status = 404, description = "No such model", body = ErrorBody),
         (status = 409, description = "Another operation holds the model, or the request conflicts with its state", body = ErrorBody),
-        (status = 503, description = "The metadata store does not answer; nothing changed", body = ErrorBody),
+        (status = 503, description = "No version of the model loads (the message says why; a worker that cannot serve it changes nothing), or the metadata store does not answer and nothing changed", body = ErrorBody),
     ))]
 async fn deploy(
     State(state): State<AppState>,
