@@ -1,0 +1,421 @@
+//! What a connection is doing ([`ConnectionActivity`]), kept up to date by its IO
+//! ([`WatchedIo`]) and its requests, and read by its watchdog in `serve_one`: which
+//! timeout runs out next ([`Expiry`]), and whether the connection limit chose it to
+//! make room.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::{ConnectionOptions, EVICT_AFTER_IDLE, EVICT_STALLED_BODY_AFTER};
+
+/// Why the watchdog ended a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Expiry {
+    /// No request in progress for the idle timeout: closed gracefully.
+    Idle,
+    /// A client that stalls: closed at once.
+    Stalled(&'static str),
+}
+
+/// Why an evicted connection was closed.
+pub(super) const EVICTED: &str = "closed at the connection limit to make room for a new connection";
+
+/// "Not set" for the instants below (stored as milliseconds since the connection
+/// was accepted).
+const UNSET: u64 = u64::MAX;
+
+/// What a connection is doing, updated by its IO ([`WatchedIo`]) and its requests
+/// ([`ConnectionService`]), read by its watchdog. Atomics rather than a lock: the IO
+/// updates it on every read and write.
+#[derive(Debug)]
+pub struct ConnectionActivity {
+    accepted: Instant,
+    /// Requests whose answer has not been handed over completely.
+    active: AtomicUsize,
+    /// Of those, requests whose handler waits for body bytes the client has not sent.
+    waiting_bodies: AtomicUsize,
+    /// When bytes were last read.
+    last_read: AtomicU64,
+    /// When the last request ended (or the accept).
+    idle_since: AtomicU64,
+    /// When the first byte of the next request arrived; the accept for the first
+    /// request. `UNSET` while a request is in progress or none has begun.
+    request_started: AtomicU64,
+    /// Set when a request ends: the next bytes read start the next request.
+    awaiting_request: AtomicBool,
+    /// When a write last found the client's window full; `UNSET` when writes go through.
+    write_blocked_since: AtomicU64,
+    /// HTTP/2 (by the connection preface or a request's version): requests are
+    /// streams, pings keep the connection busy, and the header-read rule does not
+    /// apply between requests.
+    http2: AtomicBool,
+    first_read: AtomicBool,
+    /// Set by the connection limit to close this idle connection and make room.
+    pub(super) evicted: AtomicBool,
+    /// Wakes the watchdog when a deadline moves earlier or appears.
+    changed: Notify,
+}
+
+impl ConnectionActivity {
+    pub(super) fn new() -> ConnectionActivity {
+        ConnectionActivity {
+            accepted: Instant::now(),
+            active: AtomicUsize::new(0),
+            waiting_bodies: AtomicUsize::new(0),
+            last_read: AtomicU64::new(0),
+            idle_since: AtomicU64::new(0),
+            request_started: AtomicU64::new(0),
+            awaiting_request: AtomicBool::new(false),
+            write_blocked_since: AtomicU64::new(UNSET),
+            http2: AtomicBool::new(false),
+            first_read: AtomicBool::new(true),
+            evicted: AtomicBool::new(false),
+            changed: Notify::new(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.accepted.elapsed().as_millis() as u64
+    }
+
+    pub(super) fn request_begins(&self, http2: bool) {
+        if http2 {
+            self.http2.store(true, Ordering::Relaxed);
+        }
+        self.awaiting_request.store(false, Ordering::Relaxed);
+        self.request_started.store(UNSET, Ordering::Relaxed);
+        self.active.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(super) fn request_ends(&self) {
+        self.idle_since.store(self.now(), Ordering::Relaxed);
+        self.awaiting_request.store(true, Ordering::Relaxed);
+        if self.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.changed.notify_one();
+        }
+    }
+
+    fn bytes_read(&self, bytes: &[u8]) {
+        let now = self.now();
+        self.last_read.store(now, Ordering::Relaxed);
+        if self.first_read.swap(false, Ordering::Relaxed) && bytes.starts_with(b"PRI") {
+            self.http2.store(true, Ordering::Relaxed);
+            self.changed.notify_one();
+        }
+        if self.awaiting_request.load(Ordering::Relaxed)
+            && self.awaiting_request.swap(false, Ordering::Relaxed)
+        {
+            self.request_started.store(now, Ordering::Relaxed);
+            self.changed.notify_one();
+        }
+    }
+
+    fn write_blocked(&self) {
+        if self.write_blocked_since.load(Ordering::Relaxed) == UNSET {
+            self.write_blocked_since
+                .store(self.now(), Ordering::Relaxed);
+            self.changed.notify_one();
+        }
+    }
+
+    fn write_went_through(&self) {
+        if self.write_blocked_since.load(Ordering::Relaxed) != UNSET {
+            self.write_blocked_since.store(UNSET, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether every request in progress (if any) waits for its client's body.
+    fn only_waits_for_bodies(&self) -> bool {
+        self.active.load(Ordering::Acquire) <= self.waiting_bodies.load(Ordering::Acquire)
+    }
+
+    /// A request's handler began waiting for body bytes not yet sent.
+    pub(super) fn body_waits(&self) {
+        self.waiting_bodies.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// ... and stopped waiting (bytes came, the body failed or was dropped).
+    pub(super) fn body_resumes(&self) {
+        self.waiting_bodies.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Idle as [`EVICT_AFTER_IDLE`] and [`EVICT_STALLED_BODY_AFTER`] mean it.
+    fn idle(&self) -> bool {
+        if !self.only_waits_for_bodies() {
+            return false;
+        }
+        let after = if self.active.load(Ordering::Acquire) > 0 {
+            EVICT_STALLED_BODY_AFTER
+        } else {
+            EVICT_AFTER_IDLE
+        };
+        let last_progress = self
+            .idle_since
+            .load(Ordering::Relaxed)
+            .max(self.last_read.load(Ordering::Relaxed));
+        self.now().saturating_sub(last_progress) >= after.as_millis() as u64
+    }
+
+    /// Asks the watchdog to close the connection if it is idle (see
+    /// [`ConnectionActivity::idle`]); whether it asked.
+    pub(super) fn evict_if_idle(&self) -> bool {
+        if !self.idle() {
+            return false;
+        }
+        // Asked once: a connection asked before and not closed yet is not counted again.
+        if self.evicted.swap(true, Ordering::Relaxed) {
+            return false;
+        }
+        self.changed.notify_one();
+        true
+    }
+
+    /// The next deadline (milliseconds since the accept) and what happens then.
+    pub(super) fn deadline(&self, options: &ConnectionOptions) -> Option<(u64, Expiry)> {
+        let ms = |d: Duration| d.as_millis() as u64;
+        if self.evicted.load(Ordering::Relaxed) {
+            if self.idle() {
+                return Some((0, Expiry::Stalled(EVICTED)));
+            }
+            // Bytes came (read when the task woke, just before this), or a request
+            // began, after the limit chose this connection: it stays, and the accept
+            // loop looks for another.
+            self.evicted.store(false, Ordering::Relaxed);
+        }
+        let blocked = self.write_blocked_since.load(Ordering::Relaxed);
+        if blocked != UNSET {
+            return Some((
+                blocked.saturating_add(ms(options.send_timeout)),
+                Expiry::Stalled("the client did not read its answer within the send timeout"),
+            ));
+        }
+        if self.active.load(Ordering::Acquire) > 0 {
+            // Bodies have their own timeout; inference its deadline.
+            return None;
+        }
+        let idle = (
+            self.idle_since
+                .load(Ordering::Relaxed)
+                .saturating_add(ms(options.idle_timeout)),
+            Expiry::Idle,
+        );
+        if self.http2.load(Ordering::Relaxed) {
+            return Some(idle);
+        }
+        let started = self.request_started.load(Ordering::Relaxed);
+        if started != UNSET {
+            return Some((
+                started.saturating_add(ms(options.header_read_timeout)),
+                Expiry::Stalled("no complete request head within the header read timeout"),
+            ));
+        }
+        Some(idle)
+    }
+
+    /// Completes when the connection limit evicts the connection.
+    pub(super) async fn evicted(&self) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.evicted.load(Ordering::Relaxed) {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// Completes when a deadline passes.
+    pub(super) async fn expired(&self, options: &ConnectionOptions) -> Expiry {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            // Registered before reading the state, so a change after the read wakes us.
+            changed.as_mut().enable();
+            match self.deadline(options) {
+                Some((at, expiry)) if at <= self.now() => return expiry,
+                Some((at, _)) => {
+                    let at = self.accepted + Duration::from_millis(at);
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at) => {}
+                        () = changed => {}
+                    }
+                }
+                None => changed.await,
+            }
+        }
+    }
+}
+
+/// A connection's socket (TCP or TLS) that tells its [`ConnectionActivity`] when
+/// bytes arrive and when writes wait for the client.
+pub struct WatchedIo<I> {
+    inner: I,
+    activity: Arc<ConnectionActivity>,
+}
+
+impl<I> WatchedIo<I> {
+    pub(super) fn new(inner: I, activity: Arc<ConnectionActivity>) -> WatchedIo<I> {
+        WatchedIo { inner, activity }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for WatchedIo<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = result {
+            let read = &buf.filled()[before..];
+            if !read.is_empty() {
+                self.activity.bytes_read(read);
+            }
+        }
+        result
+    }
+}
+
+impl<I: AsyncWrite + Unpin> WatchedIo<I> {
+    fn watch_write<T>(&self, result: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+        match &result {
+            Poll::Pending => self.activity.write_blocked(),
+            Poll::Ready(_) => self.activity.write_went_through(),
+        }
+        result
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for WatchedIo<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch_write(result)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch_write(result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let result = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch_write(result)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_options;
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watchdog_applies_each_timeout_in_its_phase() {
+        let o = test_options();
+        let a = ConnectionActivity::new();
+        // A fresh HTTP/1 connection must send its first head within the header timeout.
+        assert_eq!(
+            a.deadline(&o),
+            Some((
+                10_000,
+                Expiry::Stalled("no complete request head within the header read timeout")
+            ))
+        );
+        let started = Instant::now();
+        assert!(matches!(a.expired(&o).await, Expiry::Stalled(_)));
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+
+        // A request in progress has no connection deadline ...
+        let a = ConnectionActivity::new();
+        a.request_begins(false);
+        assert_eq!(a.deadline(&o), None);
+        // ... unless its client stops reading the answer.
+        a.write_blocked();
+        assert!(matches!(a.deadline(&o), Some((30_000, Expiry::Stalled(_)))));
+        a.write_went_through();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        a.request_ends();
+        // Idle keep-alive: the idle timeout from the end of the request.
+        assert_eq!(a.deadline(&o), Some((65_000, Expiry::Idle)));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        // The next request's first bytes: the header timeout from them.
+        a.bytes_read(b"GET /");
+        assert!(matches!(a.deadline(&o), Some((16_000, Expiry::Stalled(_)))));
+
+        // HTTP/2: between streams only the idle timeout counts, pings or not.
+        let a = ConnectionActivity::new();
+        a.bytes_read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        assert_eq!(a.deadline(&o), Some((60_000, Expiry::Idle)));
+        a.bytes_read(b"ping");
+        assert_eq!(a.deadline(&o), Some((60_000, Expiry::Idle)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_waiting_for_a_stalled_body_does_not_keep_its_connection() {
+        let o = test_options();
+        let a = ConnectionActivity::new();
+        a.bytes_read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        a.request_begins(true);
+        a.body_waits();
+        tokio::time::advance(EVICT_STALLED_BODY_AFTER / 2).await;
+        a.bytes_read(b"part of the body");
+        tokio::time::advance(EVICT_STALLED_BODY_AFTER / 2).await;
+        assert!(!a.evict_if_idle(), "body bytes came recently");
+        tokio::time::advance(EVICT_AFTER_IDLE).await;
+        assert!(
+            !a.evict_if_idle(),
+            "a stalled body is given longer than an idle connection"
+        );
+        tokio::time::advance(EVICT_STALLED_BODY_AFTER / 2).await;
+        assert!(a.evict_if_idle(), "nothing read for a while");
+        assert_eq!(a.deadline(&o), Some((0, Expiry::Stalled(EVICTED))));
+
+        // A second request that has its body (being computed) keeps it.
+        let a = ConnectionActivity::new();
+        a.request_begins(true);
+        a.body_waits();
+        a.request_begins(true);
+        tokio::time::advance(2 * EVICT_STALLED_BODY_AFTER).await;
+        assert!(!a.evict_if_idle());
+        // Its end (progress too) leaves only the stalled one.
+        a.request_ends();
+        assert!(!a.evict_if_idle());
+        tokio::time::advance(EVICT_STALLED_BODY_AFTER).await;
+        assert!(a.evict_if_idle());
+        // The body resumes before the watchdog acts: the connection stays.
+        a.body_resumes();
+        assert_eq!(a.deadline(&o), None);
+
+        // Bytes read after the choice, when the task wakes and before its watchdog
+        // looks: the connection stays.
+        let a = ConnectionActivity::new();
+        tokio::time::advance(EVICT_AFTER_IDLE).await;
+        assert!(a.evict_if_idle());
+        a.bytes_read(b"GET / HTTP/1.1\r\n");
+        assert_ne!(a.deadline(&o), Some((0, Expiry::Stalled(EVICTED))));
+    }
+}
