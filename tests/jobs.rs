@@ -365,6 +365,102 @@ async fn cancel_stops_a_running_job_and_leaves_no_output() {
     server.stop().await;
 }
 
+/// A model deleted while a job scores with it: the job holds the version it resolved
+/// at its start (every row scored by the same model), so it finishes on that version
+/// with every row written, and the delete neither waits for it nor breaks it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_deleted_while_a_job_scores_with_it_finishes_the_job_whole() {
+    let env = env();
+    let n = 40_000;
+    write_csv(&env.data.join("big.csv"), &iris_rows(n));
+    let server = TestServer::start_with(settings(&env)).await;
+    let id = submit(
+        &server,
+        score_spec(json!({"path": "big.csv"}), json!({"path": "out.csv"}), 4),
+    )
+    .await;
+    wait_for(&server, &id, Duration::from_secs(60), |j| {
+        j["progress"]["rows_read"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
+    let response = server
+        .client
+        .delete(server.url("/delete_model/iris"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    let (_, job) = server.get(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(job["state"], "running", "the delete came too late: {job}");
+    // New requests no longer reach it; the version drains while the job holds it.
+    let row = json!({"model_id": "iris", "features": iris_rows(1)[0]});
+    let (code, answer) = server.post_json("/predict", &row).await;
+    assert_eq!(code, 404, "{answer}");
+    let (_, status) = server.get("/v1/models/iris").await;
+    assert_eq!(
+        status["model_version_status"][0]["state"], "UNLOADING",
+        "{status}"
+    );
+
+    let job = finished(&server, &id).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["result"]["version"], 1, "{job}");
+    assert_eq!(job["progress"]["rows_written"], n, "{job}");
+    let rows = csv::Reader::from_path(env.data.join("out.csv"))
+        .unwrap()
+        .records()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    assert_eq!(rows.len(), n);
+    assert_eq!(data_files(&env), ["big.csv", "out.csv"]);
+    // Once the job let it go, the version is gone.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.get("/v1/models/iris").await.0 != 404 {
+        assert!(
+            Instant::now() < deadline,
+            "the version never finished unloading"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.stop().await;
+}
+
+/// A new version uploaded while a job scores: "latest" moves to it and the old one
+/// unloads, but the job keeps the version it began with to its last row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_during_a_job_leaves_the_job_on_its_version() {
+    let env = env();
+    let n = 40_000;
+    write_csv(&env.data.join("big.csv"), &iris_rows(n));
+    let server = TestServer::start_with(settings(&env)).await;
+    let id = submit(
+        &server,
+        score_spec(json!({"path": "big.csv"}), json!({"path": "out.csv"}), 4),
+    )
+    .await;
+    wait_for(&server, &id, Duration::from_secs(60), |j| {
+        j["progress"]["rows_read"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
+    let model = std::fs::read(common::root_path(
+        "examples/models/iris_sklearn/1/model.joblib",
+    ))
+    .unwrap();
+    let (code, body) = server
+        .upload(&[("model_id", "iris")], "model.joblib", model)
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["model"]["served_versions"], json!([2]), "{body}");
+    let (_, job) = server.get(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(job["state"], "running", "the upload came too late: {job}");
+
+    let job = finished(&server, &id).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["result"]["version"], 1, "{job}");
+    assert_eq!(job["progress"]["rows_written"], n, "{job}");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_fails_the_running_job_and_runs_the_queued_one() {
     let env = env();

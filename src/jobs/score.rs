@@ -3,9 +3,11 @@
 //! Rows are read a batch at a time, laid out for the model exactly as the simple
 //! API lays out named features (the [`ScoringPlan`], from `api::simple::named_layout`,
 //! once per job), and predicted through
-//! `api::predict`, so the version's queue, batcher and backend do the work as for
+//! `api::predict_on`, so the version's queue, batcher and backend do the work as for
 //! any request. The version is fixed when the job starts ("latest" or a label is
-//! resolved once), so every row is scored by the same model.
+//! resolved once) and its handle held to the end, so every row is scored by the same
+//! model: a new version, or a delete of the model, meanwhile leaves the job's version
+//! draining (UNLOADING) until the job lets it go.
 //!
 //! A model deployed in a worker process (`crate::workers`) lives only there: its plan
 //! comes from the worker (`GET /v1/scoring-plans/{model}`, the same [`ScoringPlan`]
@@ -206,7 +208,7 @@ fn resolve_plan(
 
 pub fn run(ctx: &JobContext, spec: &ScoreSpec) -> Result<serde_json::Value, JobError> {
     ctx.progress(|p| p.stage = "resolving the model".into());
-    let (plan, _handle) = resolve_plan(ctx, spec)?;
+    let (plan, handle) = resolve_plan(ctx, spec)?;
     let version = plan.version;
     ctx.message(format!("scoring with {} version {version}", spec.model));
     let (prediction, probabilities) = (plan.prediction.clone(), plan.probabilities.clone());
@@ -251,13 +253,14 @@ pub fn run(ctx: &JobContext, spec: &ScoreSpec) -> Result<serde_json::Value, JobE
         rows_read += n as u64;
         let inputs = input_tensors(&plans, batch)
             .map_err(|e| failed(format!("row {}: {e}", first_row + e.row as u64)))?;
-        let outputs = predict(ctx, &plan, inputs, &wanted).map_err(|e| match e {
-            JobError::Failed(m) => failed(format!(
-                "rows {first_row} to {rows_read} ({}): {m}",
-                source.describe_position()
-            )),
-            other => other,
-        })?;
+        let outputs =
+            predict(ctx, &plan, handle.as_ref(), inputs, &wanted).map_err(|e| match e {
+                JobError::Failed(m) => failed(format!(
+                    "rows {first_row} to {rows_read} ({}): {m}",
+                    source.describe_position()
+                )),
+                other => other,
+            })?;
         fill_output_rows(&mut out_rows, batch, &carry, outputs.iter().map(|(_, t)| t));
         if sink.is_none() {
             output_columns = spec.carry.clone();
@@ -458,9 +461,14 @@ fn text_cell(row: &[Value], name: &str, cell: &Cell) -> Result<Vec<u8>, String> 
 /// queue is full (online requests go first) and, for a deployed model, while its
 /// worker restarts (up to [`WORKER_WAIT`]). A deployed model's batch goes to its
 /// worker; any other is predicted here.
+/// Predicts one batch: on the model's worker when it is deployed in one, else on the
+/// version the job resolved at its start (`handle`), held rather than looked up again
+/// by number, so a delete of the model or a new version unloading it does not fail
+/// the job halfway.
 fn predict(
     ctx: &JobContext,
     plan: &ScoringPlan,
+    handle: Option<&ServableHandle>,
     inputs: Vec<(String, Tensor)>,
     wanted: &[String],
 ) -> Result<Vec<(String, Tensor)>, JobError> {
@@ -481,9 +489,18 @@ fn predict(
                 );
                 request.inputs = inputs.clone();
                 request.outputs = wanted.to_vec();
-                ctx.runtime
-                    .block_on(crate::api::predict(&ctx.state, request))
-                    .map(|r| r.outputs)
+                let answer = match handle {
+                    Some(handle) => ctx.runtime.block_on(crate::api::predict_on(
+                        &ctx.state,
+                        handle.clone(),
+                        request,
+                    )),
+                    // Deployed in a worker when the job began, back here since.
+                    None => ctx
+                        .runtime
+                        .block_on(crate::api::predict(&ctx.state, request)),
+                };
+                answer.map(|r| r.outputs)
             }
         };
         match answer {
