@@ -75,6 +75,8 @@ async fn upload_serves_the_new_version_at_once() {
         (json!("iris"), json!(1))
     );
     assert_eq!(body["model"]["served_versions"], json!([1]), "{body}");
+    // Read while the upload held the model, but not "busy" on its account.
+    assert_eq!(body["model"]["busy"], false, "{body}");
     let (code, answer) = predict_version(&server, "iris").await;
     assert_eq!(
         (code, answer["version"].clone()),
@@ -392,6 +394,7 @@ async fn reload_status_stop_deploy_and_delete() {
     .await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["served_versions"], json!({"iris_dt": [1]}), "{body}");
+    assert_eq!(body["models"][0]["busy"], false, "{body}");
     assert_eq!(
         predict_version(&server, "iris_lr").await.1["version"],
         1,
@@ -461,6 +464,7 @@ async fn reload_status_stop_deploy_and_delete() {
     assert_eq!(body["deployment"]["resources"]["memory_limit"], "1Gi");
     assert_eq!(body["deployment"]["enforced"]["timeout"], true);
     assert_eq!(body["deployment"]["enforced"]["cpu_limit"], false);
+    assert_eq!(body["busy"], false, "{body}");
     assert_eq!(predict_version(&server, "iris_dt").await.0, 200);
     let m = status_of(&server, "iris_dt").await.unwrap();
     assert_eq!(m["deployment"]["environment"], "staging");

@@ -208,6 +208,18 @@ pub fn model_summary(state: &ServerState, model: &str) -> Result<ModelSummary, A
         .ok_or_else(|| ApiError::NotFound(format!("model {model:?} not found")))
 }
 
+/// [`model_summary`] read by the operation that holds the model's lock, so that a
+/// delete or stop by another client right after does not change this operation's
+/// answer; the model is not "busy" on account of the operation reading it.
+pub(super) fn summary_under_lock(
+    state: &ServerState,
+    model: &str,
+) -> Result<ModelSummary, ApiError> {
+    let mut summary = model_summary(state, model)?;
+    summary.busy = false;
+    Ok(summary)
+}
+
 fn served_versions(map: &crate::manager::ServingMap, model: &str) -> Vec<u64> {
     map.models
         .get(model)
@@ -337,7 +349,7 @@ pub async fn reload(
             let state = state.clone();
             run_locked(deadline, "the reload", move |_| {
                 sources.reload_model_locked(&name, &lock)?;
-                let status = models_status(&state);
+                let status = summary_under_lock(&state, &name).into_iter().collect();
                 let reloaded = ReloadAll {
                     reloaded: vec![name],
                     busy: Vec::new(),
@@ -610,9 +622,7 @@ pub async fn deploy(
         let state = state.clone();
         move |_| {
             sources.deploy_locked(&request.model, request.deployment, &lock)?;
-            // The model as this deployment left it, read under its lock: a delete or
-            // stop right after is another call's answer, not this one's.
-            Ok(model_summary(&state, &request.model))
+            Ok(summary_under_lock(&state, &request.model))
         }
     })
     .await?;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
 
-use super::manage::{audit, deadline, model_summary, run_locked, ModelSummary};
+use super::manage::{audit, deadline, run_locked, summary_under_lock, ModelSummary};
 use super::{ApiError, Caller, ServerState};
 use crate::backends::load_backend_with;
 use crate::model_config_list::is_valid_model_name;
@@ -436,9 +436,9 @@ impl Upload {
             if sources.is_source(&self.model) {
                 sources.reload_model_locked(&self.model, &lock)?;
             }
-            // The model as this upload left it, read under its lock: a delete right
-            // after must not turn the stored upload into a 404.
-            Ok((version, model_summary(&self.state, &self.model)))
+            // The model as this upload left it: a delete right after must not turn
+            // the stored upload into a 404.
+            Ok((version, summary_under_lock(&self.state, &self.model)))
         })
         .await?;
         audit(
