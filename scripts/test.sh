@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh --no-build
+# The free disk before the build: CI's ld once died with SIGBUS, the sign of a disk
+# that filled while linking, and only this line can tell next time.
+echo "free disk before the build: $(df -h . | tail -1)"
 # No incremental compilation data (6 GB of target/debug/incremental for one run, on
 # a clean clone rebuilt from nothing anyway); CI once ran out of disk.
 export CARGO_INCREMENTAL=0
