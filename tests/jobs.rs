@@ -365,13 +365,14 @@ async fn cancel_stops_a_running_job_and_leaves_no_output() {
     server.stop().await;
 }
 
-/// A model deleted while a job scores with it: the job holds the version it resolved
-/// at its start (every row scored by the same model), so it finishes on that version
-/// with every row written, and the delete neither waits for it nor breaks it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_model_deleted_while_a_job_scores_with_it_finishes_the_job_whole() {
+/// Rows of [`running_job`]'s source: enough, at batch 4, to keep it running while a
+/// test changes its model.
+const ROWS_OF_A_LONG_JOB: usize = 40_000;
+
+/// A server scoring `big.csv` (`n` rows, batch 4) into `out.csv` with "iris", once
+/// the job has read its first rows: its environment, server and job id.
+async fn running_job(n: usize) -> (Env, TestServer, String) {
     let env = env();
-    let n = 40_000;
     write_csv(&env.data.join("big.csv"), &iris_rows(n));
     let server = TestServer::start_with(settings(&env)).await;
     let id = submit(
@@ -383,6 +384,16 @@ async fn a_model_deleted_while_a_job_scores_with_it_finishes_the_job_whole() {
         j["progress"]["rows_read"].as_u64().unwrap_or(0) > 0
     })
     .await;
+    (env, server, id)
+}
+
+/// A model deleted while a job scores with it: the job holds the version it resolved
+/// at its start (every row scored by the same model), so it finishes on that version
+/// with every row written, and the delete neither waits for it nor breaks it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_deleted_while_a_job_scores_with_it_finishes_the_job_whole() {
+    let (env, server, id) = running_job(ROWS_OF_A_LONG_JOB).await;
+    let n = ROWS_OF_A_LONG_JOB;
     let response = server
         .client
         .delete(server.url("/delete_model/iris"))
@@ -429,19 +440,8 @@ async fn a_model_deleted_while_a_job_scores_with_it_finishes_the_job_whole() {
 /// unloads, but the job keeps the version it began with to its last row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_version_during_a_job_leaves_the_job_on_its_version() {
-    let env = env();
-    let n = 40_000;
-    write_csv(&env.data.join("big.csv"), &iris_rows(n));
-    let server = TestServer::start_with(settings(&env)).await;
-    let id = submit(
-        &server,
-        score_spec(json!({"path": "big.csv"}), json!({"path": "out.csv"}), 4),
-    )
-    .await;
-    wait_for(&server, &id, Duration::from_secs(60), |j| {
-        j["progress"]["rows_read"].as_u64().unwrap_or(0) > 0
-    })
-    .await;
+    let (_env, server, id) = running_job(ROWS_OF_A_LONG_JOB).await;
+    let n = ROWS_OF_A_LONG_JOB;
     let model = std::fs::read(common::root_path(
         "examples/models/iris_sklearn/1/model.joblib",
     ))

@@ -460,11 +460,9 @@ fn text_cell(row: &[Value], name: &str, cell: &Cell) -> Result<Vec<u8>, String> 
 /// Predicts one batch, waiting (and checking for a cancel) while the version's
 /// queue is full (online requests go first) and, for a deployed model, while its
 /// worker restarts (up to [`WORKER_WAIT`]). A deployed model's batch goes to its
-/// worker; any other is predicted here.
-/// Predicts one batch: on the model's worker when it is deployed in one, else on the
-/// version the job resolved at its start (`handle`), held rather than looked up again
-/// by number, so a delete of the model or a new version unloading it does not fail
-/// the job halfway.
+/// worker; any other is predicted here, on the version the job resolved at its
+/// start (`handle`), held rather than looked up again by number, so a delete of the
+/// model or a new version unloading it does not fail the job halfway.
 fn predict(
     ctx: &JobContext,
     plan: &ScoringPlan,
