@@ -228,13 +228,22 @@ impl Upload {
         &self.model
     }
 
+    /// Whether the staging directory is still there: a delete of the model takes it
+    /// away with the model's folder (the error says so).
+    fn still_staged(&self) -> Result<(), String> {
+        if self.staging.is_dir() {
+            Ok(())
+        } else {
+            Err(deleted_during_upload(&self.model))
+        }
+    }
+
     /// The error for a failed operation on the staging directory: 409 when the
     /// directory is gone because the model was deleted meanwhile, else 500.
     fn staging_error(&self, what: &str, e: std::io::Error) -> ApiError {
-        if self.staging.is_dir() {
-            ApiError::Internal(format!("cannot {what}: {e}"))
-        } else {
-            ApiError::Conflict(deleted_during_upload(&self.model))
+        match self.still_staged() {
+            Ok(()) => ApiError::Internal(format!("cannot {what}: {e}")),
+            Err(deleted) => ApiError::Conflict(deleted),
         }
     }
 
@@ -333,9 +342,7 @@ impl Upload {
         }
         // The files stay writable through their open descriptors when a delete of
         // the model moves the staging directory away; what follows reads by path.
-        if !self.staging.is_dir() {
-            return Err(ApiError::Conflict(deleted_during_upload(&self.model)));
-        }
+        self.still_staged().map_err(ApiError::Conflict)?;
         // Checked by actually loading it, on a blocking thread, before anything moves
         // and without the lock.
         // Stored under the canonical name of the format its content shows
@@ -411,9 +418,7 @@ impl Upload {
             })?
             .map_err(|e| ApiError::Internal(format!("model check failed: {e}")))?;
         if let Err(e) = checked {
-            if !self.staging.is_dir() {
-                return Err(ApiError::Conflict(deleted_during_upload(&self.model)));
-            }
+            self.still_staged().map_err(ApiError::Conflict)?;
             return Err(ApiError::InvalidArgument(e));
         }
         let state = self.state.clone();
@@ -463,9 +468,7 @@ impl Upload {
     fn move_into_place(&mut self) -> Result<u64, SourcesError> {
         // Under the lock, so a delete cannot move the model away between this look
         // and the rename.
-        if !self.staging.is_dir() {
-            return Err(SourcesError::Conflict(deleted_during_upload(&self.model)));
-        }
+        self.still_staged().map_err(SourcesError::Conflict)?;
         let version = match self.version {
             Some(v) => v,
             None => next_version(&self.model_dir)?,
