@@ -6,6 +6,7 @@
 //! answer or its [`ApiError`].
 
 pub mod classify;
+mod deploy;
 mod error;
 pub mod jobs;
 pub mod manage;

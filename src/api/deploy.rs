@@ -1,0 +1,321 @@
+//! Deployments (`POST /deploy`, `stop_deployment`): a stored model served with its
+//! settings, in this process or in its own worker process (`crate::workers`), and
+//! brought back from a worker without failing a request. The rest of model
+//! management is in [`super::manage`].
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::manage::{
+    audit, deadline, describe_failures, model_summary, run_locked, stop_model, summary_under_lock,
+    ModelSummary,
+};
+use super::{ApiError, Caller, ServerState};
+use crate::sources::{Deployment, SourcesError};
+use crate::store::{EventKind, ModelSettings};
+
+/// What `POST /deploy` asks for.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DeployRequest {
+    pub model: String,
+    pub deployment: Deployment,
+}
+
+/// Serves a stored model with the given settings. With workers on
+/// (`--worker-ports`), the model is served by its own `ferroserve worker` process
+/// with its limits enforced (see `crate::workers`), and only there: once the worker
+/// serves and requests are forwarded to it, the versions loaded in this process are
+/// unloaded and not loaded again while it is deployed. A deployed model deployed
+/// again gets a new worker (started before the old one stops). Without workers the
+/// model serves in this process: the timeout is its request deadline, CPU and
+/// memory limits are recorded and reported as not enforced.
+pub async fn deploy(
+    state: &Arc<ServerState>,
+    request: DeployRequest,
+    caller: &Caller,
+) -> Result<ModelSummary, ApiError> {
+    if let Some(t) = request.deployment.timeout_secs {
+        if !(t.is_finite() && t > 0.0 && t <= 86_400.0) {
+            return Err(ApiError::InvalidArgument(format!(
+                "resources.timeout must be a positive number of seconds (at most 86400), not {t}"
+            )));
+        }
+    }
+    let d = &request.deployment;
+    crate::workers::resources::Limits::parse(
+        d.cpu_limit.as_deref(),
+        d.memory_limit.as_deref(),
+        d.timeout_secs,
+    )
+    .map_err(ApiError::InvalidArgument)?;
+    let deadline = deadline(state);
+    let sources = state.sources.clone();
+    sources.model_dir(&request.model)?; // a valid name, before waiting
+    let lock = sources.lock_model(&request.model, deadline).await?;
+    let before = ModelSettings {
+        model: request.model.clone(),
+        stopped: sources.is_stopped(&request.model),
+        deployment: sources.deployment(&request.model),
+    };
+    // Recorded before it takes effect: with the store down nothing changes (503),
+    // and after a restart the deployment comes back with its settings.
+    if let Some(store) = &state.store {
+        store
+            .save_model_settings(&ModelSettings {
+                model: request.model.clone(),
+                stopped: false,
+                deployment: Some(request.deployment.clone()),
+            })
+            .await?;
+    }
+    let detail = deployment_json(&request.deployment);
+    let name = request.model.clone();
+    if let Some(workers) = state.workers.get() {
+        let deployed = deploy_in_worker(state, workers, request, lock, deadline).await;
+        if deployed.is_err() {
+            // Nothing changed: the store says so again.
+            if let Some(store) = &state.store {
+                if let Err(e) = store.save_model_settings(&before).await {
+                    tracing::warn!(model = %name, "the failed deployment stays in the store: {e}");
+                }
+            }
+        }
+        deployed?;
+        audit(state, caller, EventKind::Deploy, &name, None, detail);
+        return model_summary(state, &name);
+    }
+    let summary = run_locked(deadline, "the deployment", {
+        let state = state.clone();
+        move |_| {
+            sources.deploy_locked(&request.model, request.deployment, &lock)?;
+            Ok(summary_under_lock(&state, &request.model))
+        }
+    })
+    .await?;
+    audit(state, caller, EventKind::Deploy, &name, None, detail);
+    let summary = summary?;
+    if !summary.is_served() {
+        return Err(ApiError::Unavailable(format!(
+            "model {name:?} was deployed but no version is available: {}",
+            describe_failures(&summary)
+        )));
+    }
+    Ok(summary)
+}
+
+/// A deployment in a worker process, in the order that fails no request: the worker
+/// starts and serves, forwarding switches to it, and only then are the versions
+/// loaded in this process unloaded (requests holding them finish on them). The
+/// model never loads here meanwhile: the caller holds its lock. A worker that
+/// cannot serve the model changes nothing.
+async fn deploy_in_worker(
+    state: &ServerState,
+    workers: &Arc<crate::workers::Supervisor>,
+    request: DeployRequest,
+    lock: crate::sources::ModelGuard,
+    deadline: tokio::time::Instant,
+) -> Result<(), ApiError> {
+    let dir = state.sources.model_dir(&request.model)?.dir;
+    // A folder that holds only an upload's staging is not a model yet (as status
+    // and an in-process deployment see it).
+    if !dir.is_dir() || crate::repository::holds_only_staging(&dir) {
+        return Err(ApiError::NotFound(format!(
+            "model {:?} not found in the model repository",
+            request.model
+        )));
+    }
+    workers
+        .deploy(&request.model, dir, request.deployment.clone())
+        .await?;
+    let sources = state.sources.clone();
+    // Past the management deadline the worker serves already: isolating is quick
+    // and must happen, so it gets a deadline of its own.
+    let deadline = deadline.max(tokio::time::Instant::now() + std::time::Duration::from_secs(30));
+    run_locked(deadline, "the deployment", move |_| {
+        sources.isolate_locked(&request.model, request.deployment, &lock)
+    })
+    .await
+}
+
+/// What `stop_deployment` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopDeployment {
+    /// The model was deployed in a worker: it serves in this process again and its
+    /// worker is gone.
+    BackInProcess,
+    /// The model served in this process: it is stopped.
+    Stopped,
+}
+
+/// Ends a model's deployment. A model deployed in a worker process comes back to
+/// this process with no request failing: it loads here first (its worker serving
+/// meanwhile), then forwarding stops and the worker drains and goes; when no
+/// version loads here (503), or the load outlives the management timeout (504,
+/// the load undone when it finishes: [`load_back_in_process`]), nothing changes
+/// and the worker keeps serving. Any other model stops ([`stop_model`]).
+pub async fn stop_deployment(
+    state: &ServerState,
+    model: &str,
+    caller: &Caller,
+) -> Result<StopDeployment, ApiError> {
+    let Some(workers) = state.workers.get().filter(|w| w.status(model).is_some()) else {
+        stop_model(state, model, caller).await?;
+        return Ok(StopDeployment::Stopped);
+    };
+    let deadline = deadline(state);
+    let sources = state.sources.clone();
+    let lock = sources.lock_model(model, deadline).await?;
+    if let Some(store) = &state.store {
+        store
+            .save_model_settings(&ModelSettings {
+                model: model.to_string(),
+                stopped: false,
+                deployment: None,
+            })
+            .await?;
+    }
+    // On an error the model is still deployed, and load_back_in_process has put
+    // its deployment's row back under the model's lock.
+    load_back_in_process(&sources, state.store.clone(), model, lock, deadline).await?;
+    workers.hand_back(model).await;
+    audit(
+        state,
+        caller,
+        EventKind::Stop,
+        model,
+        None,
+        serde_json::json!({ "deployment": "ended", "serving": "in-process" }),
+    );
+    Ok(StopDeployment::BackInProcess)
+}
+
+/// Where a load back in process stands between the caller and the blocking
+/// thread that loads: whoever moves it from `PENDING` first decides the outcome.
+const LOAD_PENDING: u8 = 0;
+const LOAD_COMMITTED: u8 = 1;
+const LOAD_ABANDONED: u8 = 2;
+
+/// Gives the load up (if it has not committed) when the caller's future is dropped:
+/// a client that left, or the deadline.
+struct AbandonOnDrop(Arc<std::sync::atomic::AtomicU8>);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.compare_exchange(
+            LOAD_PENDING,
+            LOAD_ABANDONED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+}
+
+/// Loads a deployed model back in this process ([`Sources::end_isolation_locked`])
+/// within `deadline`, all or nothing: a load that outlives the deadline (or whose
+/// caller leaves) cannot be interrupted, so it finishes, and is then undone on its
+/// thread, under the model's lock, before anything else can see the model: its
+/// versions are unloaded and it is isolated again with its deployment. The caller
+/// gets 504 and its worker never stopped serving. A load that finished first wins
+/// even when the deadline passes a moment later (the caller waits for its answer):
+/// the answer always says what happened. Whenever the model stays deployed (the
+/// load failed, was abandoned, or never started) the deployment's row goes back into
+/// `store` here, before the lock is released: a caller that left (whose future never
+/// resumes) leaves the store right too, and no later management call's row is
+/// overwritten by a late write.
+///
+/// [`Sources::end_isolation_locked`]: crate::sources::Sources::end_isolation_locked
+async fn load_back_in_process(
+    sources: &Arc<crate::sources::Sources>,
+    store: Option<Arc<crate::store::Store>>,
+    model: &str,
+    lock: crate::sources::ModelGuard,
+    deadline: tokio::time::Instant,
+) -> Result<(), ApiError> {
+    let decided = Arc::new(std::sync::atomic::AtomicU8::new(LOAD_PENDING));
+    let _abandon_when_gone = AbandonOnDrop(decided.clone());
+    let (sources, name, decision) = (sources.clone(), model.to_string(), decided.clone());
+    let runtime = tokio::runtime::Handle::current();
+    let mut task = tokio::task::spawn_blocking(move || {
+        let deployment = sources.deployment(&name);
+        let (loaded, still_deployed) = if decision.load(Ordering::Acquire) != LOAD_PENDING {
+            let given_up =
+                SourcesError::Cancelled("the operation was given up before it started".into());
+            (Err(given_up), true)
+        } else {
+            let loaded = sources.end_isolation_locked(&name, &lock);
+            let committed = decision
+                .compare_exchange(
+                    LOAD_PENDING,
+                    LOAD_COMMITTED,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok();
+            if !committed && loaded.is_ok() {
+                // The caller was told nothing changed: make it so.
+                tracing::info!(
+                    model = %name,
+                    "loaded back in process past the management deadline; undone, the \
+                     deployment stays"
+                );
+                sources.isolate_locked(&name, deployment.clone().unwrap_or_default(), &lock)?;
+            }
+            // A failed load leaves the model isolated (end_isolation_locked isolates
+            // it again), and an abandoned one was just undone.
+            let still_deployed = !committed || loaded.is_err();
+            (loaded, still_deployed)
+        };
+        // The caller wrote the row without the deployment before the load: put it
+        // back here, still under the model's lock, so that no later management call
+        // can come between (the caller itself may have left).
+        if still_deployed {
+            if let (Some(store), Some(d)) = (store, deployment) {
+                let saved = ModelSettings {
+                    model: name.clone(),
+                    stopped: false,
+                    deployment: Some(d),
+                };
+                if let Err(e) = runtime.block_on(store.save_model_settings(&saved)) {
+                    tracing::warn!(model = %name, "the store no longer records the deployment: {e}");
+                }
+            }
+        }
+        loaded
+    });
+    let joined = match tokio::time::timeout_at(deadline, &mut task).await {
+        Ok(joined) => joined,
+        Err(_) => {
+            let abandoned = decided
+                .compare_exchange(
+                    LOAD_PENDING,
+                    LOAD_ABANDONED,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok();
+            if abandoned {
+                return Err(ApiError::DeadlineExceeded(format!(
+                    "loading model {model:?} in this process did not finish within the \
+                     management timeout; nothing changed: it stays deployed and its \
+                     worker keeps serving it (the load that had started is undone when it \
+                     finishes)"
+                )));
+            }
+            // It committed just now: its answer is a moment away.
+            task.await
+        }
+    };
+    joined
+        .map_err(|e| ApiError::Internal(format!("model operation failed: {e}")))?
+        .map_err(ApiError::from)
+}
+
+/// A deployment's settings, as its audit event records them.
+fn deployment_json(d: &Deployment) -> serde_json::Value {
+    serde_json::json!({
+        "environment": d.environment,
+        "cpu_limit": d.cpu_limit,
+        "memory_limit": d.memory_limit,
+        "timeout_secs": d.timeout_secs,
+    })
+}
