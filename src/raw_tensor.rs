@@ -116,6 +116,80 @@ pub fn decode(dtype: DataType, count: usize, raw: &[u8]) -> Result<TensorData, S
     })
 }
 
+/// Decodes `count` elements of `dtype` from the next `size` bytes of `buf`, which
+/// may be split over several chunks (a request body as it arrived): fixed-size
+/// elements are copied once, straight from the chunks into the tensor, never first
+/// into one contiguous buffer. `buf` must hold at least `size` bytes. Errors as
+/// [`decode`].
+pub fn decode_buf(
+    dtype: DataType,
+    count: usize,
+    size: usize,
+    buf: &mut impl bytes::Buf,
+) -> Result<TensorData, String> {
+    assert!(buf.remaining() >= size, "the caller checks the length");
+    let Some(element) = dtype.fixed_size() else {
+        return decode(dtype, count, &buf.copy_to_bytes(size));
+    };
+    if Some(size) != count.checked_mul(element) || element == 1 {
+        // A length error (the message is `decode`'s), or one-byte elements (no
+        // byte order: one copy either way).
+        return decode(dtype, count, &buf.copy_to_bytes(size));
+    }
+    macro_rules! le {
+        ($variant:ident, $t:ty) => {
+            TensorData::$variant(collect_le::<$t, { std::mem::size_of::<$t>() }>(
+                buf,
+                count,
+                <$t>::from_le_bytes,
+            ))
+        };
+    }
+    Ok(match dtype {
+        DataType::U16 => le!(U16, u16),
+        DataType::I16 => le!(I16, i16),
+        DataType::F16 => le!(F16, u16),
+        DataType::U32 => le!(U32, u32),
+        DataType::I32 => le!(I32, i32),
+        DataType::F32 => le!(F32, f32),
+        DataType::U64 => le!(U64, u64),
+        DataType::I64 => le!(I64, i64),
+        DataType::F64 => le!(F64, f64),
+        // One-byte and BYTES dtypes were handled above.
+        _ => return decode(dtype, count, &buf.copy_to_bytes(size)),
+    })
+}
+
+/// `count` little-endian elements of `N` bytes from `buf`, chunk by chunk; an
+/// element split between two chunks is put together on its own.
+/// (`from_le` is a type parameter, not a function pointer, so that it inlines and
+/// the loop below becomes a copy.)
+fn collect_le<T, const N: usize>(
+    buf: &mut impl bytes::Buf,
+    count: usize,
+    from_le: impl Fn([u8; N]) -> T,
+) -> Vec<T> {
+    let mut out = Vec::with_capacity(count);
+    while out.len() < count {
+        let chunk = buf.chunk();
+        let whole = (chunk.len() / N).min(count - out.len());
+        if whole == 0 {
+            let mut split = [0u8; N];
+            buf.copy_to_slice(&mut split);
+            out.push(from_le(split));
+            continue;
+        }
+        // As in `decode`: the compiler makes this loop a plain copy.
+        out.extend(
+            chunk[..whole * N]
+                .chunks_exact(N)
+                .map(|c| from_le(c.try_into().expect("chunk has the element size"))),
+        );
+        buf.advance(whole * N);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +216,42 @@ mod tests {
             encode(&data, &mut raw);
             assert_eq!(decode(data.dtype(), 2, &raw).unwrap(), data);
         }
+    }
+
+    #[test]
+    fn decoding_from_chunks_split_anywhere_equals_decoding_one_slice() {
+        let cases = [
+            TensorData::Bool(vec![true, false, true]),
+            TensorData::I8(vec![-128, 127, 0]),
+            TensorData::F16(vec![0x3c00, 0xc000, 1]),
+            TensorData::I32(vec![-1, 7, i32::MIN]),
+            TensorData::F32(vec![1.5, -2.0, f32::MIN_POSITIVE]),
+            TensorData::F64(vec![0.1, 1e300, -0.0]),
+            TensorData::U64(vec![u64::MAX, 0, 1 << 40]),
+            TensorData::Bytes(vec![b"ab".to_vec(), vec![], b"xyz".to_vec()]),
+        ];
+        for data in cases {
+            let mut raw = Vec::new();
+            encode(&data, &mut raw);
+            let size = raw.len();
+            // Three more bytes after the tensor, which must be left in the buffer.
+            raw.extend_from_slice(&[1, 2, 3]);
+            for i in 0..=size {
+                for j in i..=raw.len() {
+                    let mut chunks =
+                        bytes::Buf::chain(bytes::Buf::chain(&raw[..i], &raw[i..j]), &raw[j..]);
+                    let decoded = decode_buf(data.dtype(), 3, size, &mut chunks).unwrap();
+                    assert_eq!(decoded, data, "split at {i} and {j}");
+                    assert_eq!(bytes::Buf::remaining(&chunks), 3);
+                }
+            }
+        }
+        // A length that does not fit the count is refused as `decode` refuses it.
+        let raw = [0u8; 12];
+        assert_eq!(
+            decode_buf(DataType::F32, 2, 7, &mut &raw[..]).unwrap_err(),
+            decode(DataType::F32, 2, &raw[..7]).unwrap_err()
+        );
     }
 
     #[test]

@@ -488,7 +488,7 @@ async fn tf_serving_rest_classify_and_regress() {
     server.stop().await;
 }
 
-/// Small predict requests with a declared length skip the router
+/// Predict requests of at most 1 MiB with a declared length skip the router
 /// (`ferroserve::http::fast`); chunked ones go through it. Both must answer the
 /// same, successes and errors alike, on every API the fast path takes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -499,6 +499,11 @@ async fn the_fast_path_answers_as_the_router_does() {
     let v2 = format!(
         r#"{{"inputs": [{{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": {row}}}]}}"#
     );
+    let rows = vec![row; 4000].join(", ");
+    let big_v2 = format!(
+        r#"{{"inputs": [{{"name": "input", "shape": [4000, 4], "datatype": "FP32", "data": [{rows}]}}]}}"#
+    );
+    assert!(big_v2.len() > 64 * 1024 && big_v2.len() < 1024 * 1024);
     let cases = [
         (
             "/v1/models/iris_lr:predict",
@@ -527,6 +532,8 @@ async fn the_fast_path_answers_as_the_router_does() {
             400,
         ),
         ("/v2/models/iris_lr/infer", v2.clone(), 200),
+        // Bodies up to 1 MiB take the fast path: 4,000 rows, about 100 KB.
+        ("/v2/models/iris_lr/infer", big_v2, 200),
         ("/v2/models/iris_lr/versions/1/infer", v2.clone(), 200),
         ("/v2/models/iris_lr/versions/0/infer", v2.clone(), 400),
         ("/v2/models/nope/infer", v2.clone(), 404),

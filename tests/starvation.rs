@@ -742,27 +742,30 @@ async fn answer(stream: &mut TcpStream, within: Duration) -> Option<String> {
 async fn a_body_that_stops_arriving_is_a_json_408() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let (server, _repo) = short_timeouts_server().await;
-    let mut stream = TcpStream::connect(server.rest_addr).await.unwrap();
-    stream
-        .write_all(
-            b"POST /v1/models/iris_lr:predict HTTP/1.1\r\nHost: x\r\n\
-              Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"instances\":",
-        )
-        .await
-        .unwrap();
-    let started = Instant::now();
-    let text = answer(&mut stream, Duration::from_secs(10)).await.unwrap();
-    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
-    let body = text.split("\r\n\r\n").nth(1).unwrap();
-    let error: Value = serde_json::from_str(body).unwrap();
-    assert!(
-        error["error"]
-            .as_str()
-            .unwrap()
-            .contains("stopped arriving"),
-        "{error}"
-    );
-    assert!(started.elapsed() < Duration::from_secs(5));
+    // TF Serving's JSON, and a V2 binary body (read in chunks, not as one buffer).
+    let heads: [&[u8]; 2] = [
+        b"POST /v1/models/iris_lr:predict HTTP/1.1\r\nHost: x\r\n\
+          Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"instances\":",
+        b"POST /v2/models/iris_lr/infer HTTP/1.1\r\nHost: x\r\n\
+          Inference-Header-Content-Length: 18\r\nContent-Length: 100\r\n\r\n{\"inputs\": []}    \x01\x02",
+    ];
+    for head in heads {
+        let mut stream = TcpStream::connect(server.rest_addr).await.unwrap();
+        stream.write_all(head).await.unwrap();
+        let started = Instant::now();
+        let text = answer(&mut stream, Duration::from_secs(10)).await.unwrap();
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        let body = text.split("\r\n\r\n").nth(1).unwrap();
+        let error: Value = serde_json::from_str(body).unwrap();
+        assert!(
+            error["error"]
+                .as_str()
+                .unwrap()
+                .contains("stopped arriving"),
+            "{error}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
     server.stop().await;
 }
 

@@ -35,9 +35,12 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use crate::auth::{rest_access, Access};
 
-/// The largest declared body taken here: one-row and small-batch requests, where
-/// the plumbing is a large share of the work.
-pub const FAST_MAX_BODY: u64 = 64 * 1024;
+/// The largest declared body taken here. Small requests are where the plumbing is
+/// a large share of the work, but a cache hit on a large tensor (an image) is all
+/// plumbing too. The body is read by the handlers' own extractors, which apply
+/// axum's default body limit (2 MB) to a request that skipped the router's
+/// `DefaultBodyLimit` layer: this bound stays below it.
+pub const FAST_MAX_BODY: u64 = 1024 * 1024;
 
 /// Which handler a request goes to, with the path parameters its extractors
 /// would give it (owned: the request moves into the handler).
@@ -217,12 +220,12 @@ mod tests {
             Some(Route::TfsPredict("iris:predict".into()))
         );
         assert_eq!(
-            taken("POST", "/predict", Version::HTTP_10, Some("65536")),
+            taken("POST", "/predict", Version::HTTP_10, Some("1048576")),
             Some(Route::Simple)
         );
         // Chunked, larger than FAST_MAX_BODY, HTTP/2, another method, another route.
         assert_eq!(taken("POST", tfs, Version::HTTP_11, None), None);
-        assert_eq!(taken("POST", tfs, Version::HTTP_11, Some("65537")), None);
+        assert_eq!(taken("POST", tfs, Version::HTTP_11, Some("1048577")), None);
         assert_eq!(taken("POST", tfs, Version::HTTP_11, Some("x")), None);
         assert_eq!(taken("POST", tfs, Version::HTTP_2, Some("40")), None);
         assert_eq!(taken("GET", tfs, Version::HTTP_11, Some("0")), None);

@@ -219,6 +219,42 @@ pub fn body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, 
     })
 }
 
+/// Reads a whole request body as the chunks it arrived in, without copying them
+/// into one buffer, under the same limit and with the same errors as the `Bytes`
+/// extractor through [`body`]: 413 over the limit (the router's `DefaultBodyLimit`,
+/// or axum's default where the request skipped the router), 408 when it stopped
+/// arriving, 400 otherwise.
+pub async fn body_chunks(request: Request, limit: usize) -> Result<impl bytes::Buf, HttpError> {
+    use axum::RequestExt;
+    use http_body_util::BodyExt;
+    match request.with_limited_body().into_body().collect().await {
+        Ok(collected) => Ok(collected.aggregate()),
+        Err(error) => Err(HttpError(
+            if crate::connections::is_body_read_timeout(&error) {
+                ApiError::RequestTimeout(rejection_message(&error))
+            } else if is_length_limit(&error) {
+                ApiError::PayloadTooLarge(format!(
+                    "request body is larger than the limit of {limit} bytes"
+                ))
+            } else {
+                ApiError::InvalidArgument(format!("cannot read request body: {error}"))
+            },
+        )),
+    }
+}
+
+/// Whether `error` or one of its sources is the body limit's.
+fn is_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut error = Some(error);
+    while let Some(e) = error {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        error = e.source();
+    }
+    false
+}
+
 /// The message of the innermost error of `error` (a body read timeout says how long).
 pub fn rejection_message(error: &(dyn std::error::Error + 'static)) -> String {
     let mut innermost = error;

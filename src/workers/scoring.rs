@@ -182,10 +182,11 @@ fn decode_answer(
     }
     let bad = |why: String| ApiError::Internal(format!("model {model:?}'s worker: {why}"));
     let head_length = head_length.unwrap_or(body.len()).min(body.len());
-    let (head, binary) = body.split_at(head_length);
+    let (head, mut binary) = body.split_at(head_length);
     let answer: Answer =
         serde_json::from_slice(head).map_err(|e| bad(format!("a bad infer answer: {e}")))?;
-    crate::http::decode_v2_tensors(answer.outputs, binary, "output").map_err(|e| bad(e.to_string()))
+    crate::http::decode_v2_tensors(answer.outputs, &mut binary, "output")
+        .map_err(|e| bad(e.to_string()))
 }
 
 /// Which version `GET /v1/scoring-plans/{model}` is about.

@@ -461,7 +461,7 @@ mod tests {
                     left: if leaf { LEAF } else { (2 * i + 1) as u32 },
                     right: if leaf { LEAF } else { (2 * i + 2) as u32 },
                     feature: (rng.next() % n_features as u64) as u32,
-                    missing_go_to_left: rng.next() % 2 == 0,
+                    missing_go_to_left: rng.next().is_multiple_of(2),
                     threshold: f64::from((rng.uniform() * 2.0 - 1.0) as f32),
                 }
             })
