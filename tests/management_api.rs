@@ -274,6 +274,65 @@ async fn concurrent_uploads_to_one_model_are_serialised() {
     server.stop().await;
 }
 
+/// A model folder that holds only an upload's staging (an upload in progress) is
+/// no model yet: a deploy of it is 404 and records nothing, neither in memory nor
+/// in the store (a deployment recorded there would come back after a restart, or
+/// apply to the model once uploaded), and a reload of it says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_of_a_folder_with_only_an_upload_in_progress_is_404_and_records_nothing() {
+    // Deployed in this process (tests/management_races.rs checks the 404s of
+    // deployments into worker processes).
+    let settings = |repo: &Path| Settings {
+        worker_ports: None,
+        ..unwatched(repo)
+    };
+    let repo = tempfile::tempdir().unwrap();
+    let staging = repo.path().join("m/.tmp-upload-1");
+    let server = TestServer::start_with(settings(repo.path())).await;
+    // Made after the start, which clears staging left by an earlier process.
+    std::fs::create_dir_all(&staging).unwrap();
+    std::fs::write(staging.join("model.onnx"), b"half").unwrap();
+    let deploy = json!({"model_id": "m", "resources": {"timeout": 5}});
+    let (code, body) = server.post_json("/deploy", &deploy).await;
+    assert_eq!(code, 404, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("only an upload in progress"),
+        "{body}"
+    );
+    let (code, body) = request(&server, reqwest::Method::POST, "/reload_model?modelname=m").await;
+    assert_eq!(code, 404, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("only an upload in progress"),
+        "no config list is in force: {body}"
+    );
+
+    // The upload lands: the model serves, with no deployment.
+    std::fs::remove_dir_all(&staging).unwrap();
+    install_model(
+        repo.path(),
+        "m",
+        1,
+        &root_path("examples/models/iris_lr/1/model.onnx"),
+    );
+    let (code, body) = request(&server, reqwest::Method::POST, "/reload_model?modelname=m").await;
+    assert_eq!(code, 200, "{body}");
+    let m = status_of(&server, "m").await.unwrap();
+    assert!(m["deployment"].is_null(), "{m}");
+    server.stop().await;
+    // Nor after a restart on the same store.
+    let server = TestServer::start_with(settings(repo.path())).await;
+    let m = status_of(&server, "m").await.unwrap();
+    assert!(m["deployment"].is_null(), "{m}");
+    assert_eq!(predict_version(&server, "m").await.0, 200);
+    server.stop().await;
+}
+
 /// A delete of a model while an upload to it streams: the delete moves the model's
 /// folder, the upload's staging directory with it. The delete wins; the upload
 /// answers 409 and stores nothing (it answered 500 "cannot read the staging file"

@@ -7,8 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::manage::{
-    audit, deadline, describe_failures, model_summary, run_locked, stop_model, summary_under_lock,
-    ModelSummary,
+    audit, deadline, describe_failures, run_locked, stop_model, summary_under_lock, ModelSummary,
 };
 use super::{ApiError, Caller, ServerState};
 use crate::sources::{Deployment, SourcesError};
@@ -73,25 +72,26 @@ pub async fn deploy(
     if let Some(workers) = state.workers.get() {
         let deployed = deploy_in_worker(state, workers, request, lock, deadline).await;
         if deployed.is_err() {
-            // Nothing changed: the store says so again.
-            if let Some(store) = &state.store {
-                if let Err(e) = store.save_model_settings(&before).await {
-                    tracing::warn!(model = %name, "the failed deployment stays in the store: {e}");
-                }
-            }
+            restore_settings(state, &before).await;
         }
-        deployed?;
+        let summary = deployed?;
         audit(state, caller, EventKind::Deploy, &name, None, detail);
-        return model_summary(state, &name);
+        return Ok(summary);
     }
-    let summary = run_locked(deadline, "the deployment", {
+    let deployed = run_locked(deadline, "the deployment", {
         let state = state.clone();
         move |_| {
             sources.deploy_locked(&request.model, request.deployment, &lock)?;
             Ok(summary_under_lock(&state, &request.model))
         }
     })
-    .await?;
+    .await;
+    // Refused (no such model): nothing changed. Past the deadline the deployment
+    // goes on in the background, and the store keeps it.
+    if matches!(&deployed, Err(e) if !matches!(e, ApiError::DeadlineExceeded(_))) {
+        restore_settings(state, &before).await;
+    }
+    let summary = deployed?;
     audit(state, caller, EventKind::Deploy, &name, None, detail);
     let summary = summary?;
     if !summary.is_served() {
@@ -103,24 +103,42 @@ pub async fn deploy(
     Ok(summary)
 }
 
+/// After a deployment that failed: nothing changed, and the store says so again.
+async fn restore_settings(state: &ServerState, before: &ModelSettings) {
+    if let Some(store) = &state.store {
+        if let Err(e) = store.save_model_settings(before).await {
+            tracing::warn!(model = %before.model, "the failed deployment stays in the store: {e}");
+        }
+    }
+}
+
 /// A deployment in a worker process, in the order that fails no request: the worker
 /// starts and serves, forwarding switches to it, and only then are the versions
 /// loaded in this process unloaded (requests holding them finish on them). The
 /// model never loads here meanwhile: the caller holds its lock. A worker that
-/// cannot serve the model changes nothing.
+/// cannot serve the model changes nothing. Answers the model's summary read under
+/// the lock, so that a delete right after cannot turn this deployment's answer into
+/// a 404.
 async fn deploy_in_worker(
-    state: &ServerState,
+    state: &Arc<ServerState>,
     workers: &Arc<crate::workers::Supervisor>,
     request: DeployRequest,
     lock: crate::sources::ModelGuard,
     deadline: tokio::time::Instant,
-) -> Result<(), ApiError> {
+) -> Result<ModelSummary, ApiError> {
     let dir = state.sources.model_dir(&request.model)?.dir;
     // A folder that holds only an upload's staging is not a model yet (as status
     // and an in-process deployment see it).
-    if !dir.is_dir() || crate::repository::holds_only_staging(&dir) {
+    if !dir.is_dir() {
         return Err(ApiError::NotFound(format!(
             "model {:?} not found in the model repository",
+            request.model
+        )));
+    }
+    if crate::repository::holds_only_staging(&dir) {
+        return Err(ApiError::NotFound(format!(
+            "model {:?} not found in the model repository: its directory holds only an \
+             upload in progress",
             request.model
         )));
     }
@@ -131,10 +149,13 @@ async fn deploy_in_worker(
     // Past the management deadline the worker serves already: isolating is quick
     // and must happen, so it gets a deadline of its own.
     let deadline = deadline.max(tokio::time::Instant::now() + std::time::Duration::from_secs(30));
-    run_locked(deadline, "the deployment", move |_| {
-        sources.isolate_locked(&request.model, request.deployment, &lock)
+    let state = state.clone();
+    let summary = run_locked(deadline, "the deployment", move |_| {
+        sources.isolate_locked(&request.model, request.deployment, &lock)?;
+        Ok(summary_under_lock(&state, &request.model))
     })
-    .await
+    .await?;
+    summary
 }
 
 /// What `stop_deployment` did.

@@ -474,9 +474,7 @@ impl Sources {
             )));
         }
         if !self.is_source(name) {
-            return Err(SourcesError::NotFound(format!(
-                "model {name:?} is not in the model config list in force"
-            )));
+            return Err(self.not_a_source(name));
         }
         guard(&self.stopped).remove(name);
         if self.is_isolated(name) {
@@ -489,20 +487,41 @@ impl Sources {
 
     /// Records a deployment's settings, then (re)loads the model. The caller holds
     /// the model's lock. Blocking.
+    /// A model that is not there (no directory, or one holding only an upload in
+    /// progress) changes nothing: its deployment is not recorded.
     pub fn deploy_locked(
         &self,
         name: &str,
         deployment: Deployment,
         lock: &ModelGuard,
     ) -> Result<(), SourcesError> {
+        check_name(name)?;
+        self.sync_flat(FlatSync::One(name));
         let dir = self.model_dir(name)?;
         if !dir.dir.is_dir() {
             return Err(SourcesError::NotFound(format!(
                 "model {name:?} not found in the model repository"
             )));
         }
+        if !self.is_source(name) {
+            return Err(self.not_a_source(name));
+        }
         guard(&self.deployments).insert(name.to_string(), deployment);
         self.reload_model_locked(name, lock)
+    }
+
+    /// Why a model with a directory is not served from it: not in the model config
+    /// list in force, or (without a list) a directory that holds only an upload's
+    /// staging, which is no model yet.
+    fn not_a_source(&self, name: &str) -> SourcesError {
+        SourcesError::NotFound(if self.config_list().is_some() {
+            format!("model {name:?} is not in the model config list in force")
+        } else {
+            format!(
+                "model {name:?} not found in the model repository: its directory holds \
+                 only an upload in progress"
+            )
+        })
     }
 
     /// Isolates a model whose worker process serves it now (forwarding reaches the
