@@ -666,3 +666,45 @@ fn loads_are_bounded_and_a_policy_serves_at_most_the_cap() {
         300
     );
 }
+
+/// A stop refused because the model stayed busy past the deadline changes nothing,
+/// in the store either: after a restart the model still serves (the stop used to be
+/// recorded before it waited for the model's lock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_refused_while_the_model_is_busy_records_nothing() {
+    let repo = tempfile::tempdir().unwrap();
+    install_model(repo.path(), "f", 1, &iris());
+    let settings = || Settings {
+        management_timeout: Duration::from_millis(500),
+        ..settings(repo.path())
+    };
+    let server = TestServer::start_with(settings()).await;
+    let pipe = Pipe::new(&repo.path().join("f"));
+    let holder = hold_lock(&server, "f").await;
+    let (code, body) = call(
+        &server,
+        reqwest::Method::POST,
+        "/stop_deployment/f",
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("the stop answers within the management timeout");
+    assert_eq!(code, 503, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("busy"), "{body}");
+    tokio::task::spawn_blocking(move || pipe.release())
+        .await
+        .unwrap();
+    let _ = holder.await.unwrap();
+    let predict = json!({"model_id": "f", "features": ROW});
+    let (code, body) = server.post_json("/predict", &predict).await;
+    assert_eq!(code, 200, "{body}");
+    server.stop().await;
+
+    let server = TestServer::start_with(settings()).await;
+    let (code, body) = server.post_json("/predict", &predict).await;
+    assert_eq!(
+        code, 200,
+        "the refused stop came back with the restart: {body}"
+    );
+    server.stop().await;
+}

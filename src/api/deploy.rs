@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::manage::{
-    audit, deadline, describe_failures, run_locked, stop_model, summary_under_lock, ModelSummary,
+    audit, deadline, describe_failures, restore_model_settings, run_locked, stop_model,
+    summary_under_lock, ModelSummary,
 };
 use super::{ApiError, Caller, ServerState};
 use crate::sources::{Deployment, SourcesError};
@@ -72,7 +73,7 @@ pub async fn deploy(
     if let Some(workers) = state.workers.get() {
         let deployed = deploy_in_worker(state, workers, request, lock, deadline).await;
         if deployed.is_err() {
-            restore_settings(state, &before).await;
+            restore_model_settings(state, &before).await;
         }
         let summary = deployed?;
         audit(state, caller, EventKind::Deploy, &name, None, detail);
@@ -89,7 +90,7 @@ pub async fn deploy(
     // Refused (no such model): nothing changed. Past the deadline the deployment
     // goes on in the background, and the store keeps it.
     if matches!(&deployed, Err(e) if !matches!(e, ApiError::DeadlineExceeded(_))) {
-        restore_settings(state, &before).await;
+        restore_model_settings(state, &before).await;
     }
     let summary = deployed?;
     audit(state, caller, EventKind::Deploy, &name, None, detail);
@@ -101,15 +102,6 @@ pub async fn deploy(
         )));
     }
     Ok(summary)
-}
-
-/// After a deployment that failed: nothing changed, and the store says so again.
-async fn restore_settings(state: &ServerState, before: &ModelSettings) {
-    if let Some(store) = &state.store {
-        if let Err(e) = store.save_model_settings(before).await {
-            tracing::warn!(model = %before.model, "the failed deployment stays in the store: {e}");
-        }
-    }
 }
 
 /// A deployment in a worker process, in the order that fails no request: the worker

@@ -556,8 +556,16 @@ pub async fn stop_model(state: &ServerState, model: &str, caller: &Caller) -> Re
     let deadline = deadline(state);
     let sources = state.sources.clone();
     sources.check_stoppable(model)?;
-    // Recorded before it takes effect: with the store down nothing changes (503),
-    // and after a restart the model stays stopped.
+    let intent = sources.intend_stop(model);
+    let lock = sources.lock_model(model, deadline).await?;
+    // Recorded under the model's lock, before it takes effect: with the store down
+    // nothing changes (503), and after a restart the model stays stopped. A stop
+    // refused before (the model busy past the deadline) records nothing.
+    let before = ModelSettings {
+        model: model.to_string(),
+        stopped: sources.is_stopped(model),
+        deployment: sources.deployment(model),
+    };
     if let Some(store) = &state.store {
         store
             .save_model_settings(&ModelSettings {
@@ -567,15 +575,19 @@ pub async fn stop_model(state: &ServerState, model: &str, caller: &Caller) -> Re
             })
             .await?;
     }
-    let intent = sources.intend_stop(model);
-    let lock = sources.lock_model(model, deadline).await?;
     let name = model.to_string();
-    run_locked(deadline, "the stop", move |_| {
+    let stopped = run_locked(deadline, "the stop", move |_| {
         let stopped = sources.stop_locked(&name, &lock);
         drop(intent); // only once the stopped set holds the model
         stopped
     })
-    .await?;
+    .await;
+    // Refused (a delete came first, a listed model): the store says so again.
+    // Past the deadline the stop goes on in the background, and the store keeps it.
+    if matches!(&stopped, Err(e) if !matches!(e, ApiError::DeadlineExceeded(_))) {
+        restore_model_settings(state, &before).await;
+    }
+    stopped?;
     // Its worker, if any, drains and goes.
     if let Some(workers) = state.workers.get() {
         workers.stop(model).await;
@@ -589,6 +601,16 @@ pub async fn stop_model(state: &ServerState, model: &str, caller: &Caller) -> Re
         serde_json::json!({}),
     );
     Ok(())
+}
+
+/// After a stop or deployment that was refused: nothing changed, and the store says
+/// so again (it was written first, so that a restart keeps what did change).
+pub(super) async fn restore_model_settings(state: &ServerState, before: &ModelSettings) {
+    if let Some(store) = &state.store {
+        if let Err(e) = store.save_model_settings(before).await {
+            tracing::warn!(model = %before.model, "a refused change stays in the store: {e}");
+        }
+    }
 }
 
 /// Stops serving a model and deletes its files. A delete whose caller gave up while
