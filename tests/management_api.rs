@@ -798,3 +798,38 @@ async fn scikit_learn_files_can_be_uploaded_too() {
     assert_eq!(code, 400, "{body}");
     server.stop().await;
 }
+
+/// A reload refused because the model's folder is gone (404) leaves a stopped model
+/// stopped, in the store too: once the folder is back, a restart does not serve it
+/// (the reload used to record the model as started before it was refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_reload_leaves_a_stopped_model_stopped_across_a_restart() {
+    let repo = tempfile::tempdir().unwrap();
+    let away = tempfile::tempdir().unwrap();
+    install_model(
+        repo.path(),
+        "m",
+        1,
+        &root_path("examples/models/iris_lr/1/model.onnx"),
+    );
+    let server = TestServer::start_with(unwatched(repo.path())).await;
+    let (code, body) = request(&server, reqwest::Method::POST, "/stop_deployment/m").await;
+    assert_eq!(code, 200, "{body}");
+    std::fs::rename(repo.path().join("m"), away.path().join("m")).unwrap();
+    let (code, body) = request(&server, reqwest::Method::POST, "/reload_model?modelname=m").await;
+    assert_eq!(code, 404, "{body}");
+    std::fs::rename(away.path().join("m"), repo.path().join("m")).unwrap();
+    server.stop().await;
+
+    let server = TestServer::start_with(unwatched(repo.path())).await;
+    assert_eq!(
+        predict_version(&server, "m").await.0,
+        404,
+        "the refused reload started the model after a restart"
+    );
+    // A reload that finds it starts it.
+    let (code, body) = request(&server, reqwest::Method::POST, "/reload_model?modelname=m").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(predict_version(&server, "m").await.0, 200);
+    server.stop().await;
+}

@@ -342,22 +342,36 @@ pub async fn reload(
             sources.model_dir(name)?; // a valid name, before waiting
             let lock = sources.lock_model(name, deadline).await?;
             // A reload starts a stopped model again: recorded first, so a restart
-            // keeps it started.
+            // keeps it started, and written back when the reload is refused (no
+            // such model any more), which leaves it stopped.
+            let before = ModelSettings {
+                model: name.to_string(),
+                stopped: sources.is_stopped(name),
+                deployment: sources.deployment(name),
+            };
             if let Some(store) = &state.store {
                 store.unstop_model(name).await?;
             }
             let name = name.to_string();
-            let state = state.clone();
-            run_locked(deadline, "the reload", move |_| {
-                sources.reload_model_locked(&name, &lock)?;
-                let status = summary_under_lock(&state, &name).into_iter().collect();
-                let reloaded = ReloadAll {
-                    reloaded: vec![name],
-                    busy: Vec::new(),
-                };
-                Ok((reloaded, status))
+            let reloaded = run_locked(deadline, "the reload", {
+                let state = state.clone();
+                move |_| {
+                    sources.reload_model_locked(&name, &lock)?;
+                    let status = summary_under_lock(&state, &name).into_iter().collect();
+                    let reloaded = ReloadAll {
+                        reloaded: vec![name],
+                        busy: Vec::new(),
+                    };
+                    Ok((reloaded, status))
+                }
             })
-            .await?
+            .await;
+            if before.stopped
+                && matches!(&reloaded, Err(e) if !matches!(e, ApiError::DeadlineExceeded(_)))
+            {
+                restore_model_settings(state, &before).await;
+            }
+            reloaded?
         }
         None => {
             let reloaded = run_locked(deadline, "the reload", move |cancel| {
