@@ -1738,3 +1738,45 @@ async fn a_deployed_model_left_out_of_a_changed_config_file_loses_its_worker() {
     assert_eq!(predict("iris").await, 404);
     assert_eq!(predict("other").await, 200);
 }
+
+/// A delete refused because the model comes from the model config list (409) leaves
+/// its deployment alone: the worker keeps serving it (the worker used to be stopped
+/// before the refusal, and the model then served nowhere).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_delete_of_a_deployed_listed_model_keeps_its_worker() {
+    let repo = tempfile::tempdir().unwrap();
+    install(repo.path(), "iris", "examples/models/iris_lr/1/model.onnx");
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("models.config");
+    std::fs::write(
+        &config,
+        format!(
+            "model_config_list {{\n  config {{ name: \"iris\" base_path: \"{}\" model_platform: \"onnx\" }}\n}}\n",
+            repo.path().join("iris").display()
+        ),
+    )
+    .unwrap();
+    let server = start_server(
+        repo.path(),
+        port_range(20),
+        &["--model-config-file", config.to_str().unwrap()],
+    )
+    .await;
+    let (code, answer) = deploy(&server, json!({"model_id": "iris"})).await;
+    assert_eq!(code, 200, "{answer}\n{}", server.log());
+    let pid = pid_of(&answer);
+
+    let r = reqwest::Client::new()
+        .delete(server.url("/delete_model/iris"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 409, "{}", r.text().await.unwrap());
+    let entry = registry(&server, "iris").await;
+    assert_eq!(entry["state"], "ready", "{entry}");
+    assert_eq!(pid_of(&entry), pid);
+    let body = json!({"model_id": "iris", "features": ROW});
+    let (code, answer) = post(server.url("/predict"), &body).await;
+    assert_eq!(code, 200, "{answer}\n{}", server.log());
+    assert!(repo.path().join("iris/1/model.onnx").is_file());
+}

@@ -643,6 +643,9 @@ pub async fn delete_model(
     if let Some(store) = &state.store {
         store.check_writable().await?;
     }
+    // Refused (a listed model, or none) before anything changes: a deployed
+    // model's worker goes only for a delete that happens.
+    sources.check_deletable_locked(model, &lock)?;
     // Its worker, if any, drains and goes before the files do.
     if let Some(workers) = state.workers.get() {
         workers.stop(model).await;

@@ -643,13 +643,18 @@ impl Sources {
         Ok(())
     }
 
-    /// Stops serving a model and deletes its directory. Only models under the
-    /// repository root can be deleted; a listed model's files are not ours. The
-    /// caller holds the model's lock. Blocking.
-    pub fn delete_locked(&self, name: &str, _lock: &ModelGuard) -> Result<(), SourcesError> {
+    /// Whether [`Sources::delete_locked`] would delete the model: refused for a
+    /// model of the model config list (409) or one that is not there (404). The
+    /// caller holds the model's lock, and checks before it changes anything (a
+    /// worker's deployment ends only for a delete that will happen).
+    pub fn check_deletable_locked(
+        &self,
+        name: &str,
+        _lock: &ModelGuard,
+    ) -> Result<(), SourcesError> {
         check_name(name)?;
-        if let Some(file) = self.flat_file(name) {
-            return self.delete_flat_locked(name, &file);
+        if self.flat_file(name).is_some() {
+            return Ok(());
         }
         let dir = self.model_dir(name)?;
         if dir.listed.is_some() {
@@ -661,6 +666,18 @@ impl Sources {
         if !dir.dir.is_dir() {
             return Err(SourcesError::NotFound(format!("model {name:?} not found")));
         }
+        Ok(())
+    }
+
+    /// Stops serving a model and deletes its directory. Only models under the
+    /// repository root can be deleted; a listed model's files are not ours. The
+    /// caller holds the model's lock. Blocking.
+    pub fn delete_locked(&self, name: &str, lock: &ModelGuard) -> Result<(), SourcesError> {
+        self.check_deletable_locked(name, lock)?;
+        if let Some(file) = self.flat_file(name) {
+            return self.delete_flat_locked(name, &file);
+        }
+        let dir = self.model_dir(name)?;
         // Stopped first, so that the watcher cannot reload it meanwhile.
         guard(&self.stopped).insert(name.to_string());
         guard(&self.deployments).remove(name);
