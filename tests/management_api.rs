@@ -833,3 +833,49 @@ async fn a_refused_reload_leaves_a_stopped_model_stopped_across_a_restart() {
     assert_eq!(predict_version(&server, "m").await.0, 200);
     server.stop().await;
 }
+
+/// An upload to a stopped model stores the version and leaves the model stopped, as
+/// the store keeps it (it used to start the model until the next restart stopped it
+/// again); a reload then serves the new version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_to_a_stopped_model_stores_it_and_the_model_stays_stopped() {
+    let repo = tempfile::tempdir().unwrap();
+    install_model(
+        repo.path(),
+        "m",
+        1,
+        &root_path("examples/models/iris_lr/1/model.onnx"),
+    );
+    let server = TestServer::start_with(unwatched(repo.path())).await;
+    let (code, body) = request(&server, reqwest::Method::POST, "/stop_deployment/m").await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = server
+        .upload(&[("model_id", "m")], "dt.onnx", iris("iris_dt"))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["version"], 2, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("stopped"),
+        "{body}"
+    );
+    assert_eq!(body["model"]["stopped"], true, "{body}");
+    assert!(repo.path().join("m/2/model.onnx").is_file());
+    assert_eq!(predict_version(&server, "m").await.0, 404);
+    server.stop().await;
+
+    let server = TestServer::start_with(unwatched(repo.path())).await;
+    assert_eq!(
+        predict_version(&server, "m").await.0,
+        404,
+        "stopped after a restart"
+    );
+    let (code, body) = request(&server, reqwest::Method::POST, "/reload_model?modelname=m").await;
+    assert_eq!(code, 200, "{body}");
+    let (code, answer) = predict_version(&server, "m").await;
+    assert_eq!(
+        (code, answer["version"].clone()),
+        (200, json!(2)),
+        "{answer}"
+    );
+    server.stop().await;
+}

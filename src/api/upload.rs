@@ -437,8 +437,10 @@ impl Upload {
         let (version, summary) = run_locked(deadline, "the upload", move |_| {
             let version = self.move_into_place()?;
             let sources = &self.state.sources;
-            // A model outside the config list in force is stored but not served.
-            if sources.is_source(&self.model) {
+            // A model outside the config list in force is stored but not served; a
+            // stopped model stays stopped (as the store keeps it) until it is
+            // reloaded, loaded or deployed.
+            if sources.is_source(&self.model) && !sources.is_stopped(&self.model) {
                 sources.reload_model_locked(&self.model, &lock)?;
             }
             // The model as this upload left it: a delete right after must not turn

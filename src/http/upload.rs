@@ -82,7 +82,7 @@ async fn text_field(mut field: Field<'_>, name: &str) -> Result<String, HttpErro
 #[utoipa::path(post, path = "/upload_model", tag = "management",
     request_body(content = UploadForm, content_type = "multipart/form-data"),
     responses(
-        (status = 200, description = "Uploaded (and served, when its version policy serves it)", body = UploadResponse),
+        (status = 200, description = "Uploaded (and served, when its version policy serves it and the model is not stopped)", body = UploadResponse),
         (status = 400, description = "Not a multipart body, an unknown or misplaced field, a bad version, a file that is not a model, or a model that does not fit its config's pre- or post-processing (labels, tokenizer, image)", body = ErrorBody),
         (status = 408, description = "The body stopped arriving", body = ErrorBody),
         (status = 409, description = "The version exists already, or another operation holds the model", body = ErrorBody),
@@ -173,6 +173,12 @@ async fn upload_model(
     Ok(Json(json!({
         "message": if served {
             format!("model {} version {} uploaded and served", outcome.model, outcome.version)
+        } else if outcome.summary.stopped {
+            format!(
+                "model {} version {} uploaded; the model is stopped: reload, load or deploy \
+                 it to serve it",
+                outcome.model, outcome.version
+            )
         } else if outcome.summary.worker.is_some() {
             // Deployed in a worker process, which loads it from the model's directory.
             format!(
