@@ -383,12 +383,17 @@ pub fn run(ctx: &JobContext, spec: &TrainSpec) -> Result<Json, JobError> {
         ))
         .map_err(|e| failed(format!("cannot save the model: {e}")))?;
     ctx.message(format!(
-        "saved {} version {} (best {} {} = {:.4})",
+        "saved {} version {} (best {} {} = {:.4}){}",
         spec.model,
         outcome.version,
         best_params,
         cvspec.scoring.name(),
-        best_score.as_f64().unwrap_or(f64::NAN)
+        best_score.as_f64().unwrap_or(f64::NAN),
+        if outcome.summary.stopped {
+            "; the model is stopped: reload, load or deploy it to serve this version"
+        } else {
+            ""
+        }
     ));
     Ok(json!({
         "model": spec.model,
