@@ -43,7 +43,7 @@ fn main() {
                 let row = Tensor::new(vec![1, 4], TensorData::F32(vec![x, 1.0, 2.0, 3.0])).unwrap();
                 let inputs = vec![("input".to_string(), row)];
                 let t0 = Instant::now();
-                let key = CacheKey::new(&model, 1, &inputs, &[]);
+                let key = CacheKey::new(&model, 1, &[0; 32], &inputs, &[]);
                 let t1 = Instant::now();
                 let found = cache
                     .lookup(&key, &model, t1 + Duration::from_secs(1))

@@ -93,6 +93,15 @@ pub struct LoadedVersion {
     /// It lives as long as the version: requests queued when the version is
     /// unpublished hold the handle, so they drain before it is freed.
     pub queue: Arc<BatchQueue>,
+    /// This version's content fingerprint (`cache::key::fingerprint`), in every key
+    /// of its cached answers: computed at load when its config enables `[cache]`,
+    /// else in the background the first time a request finds `[cache]` turned on
+    /// (read it with [`LoadedVersion::content`]).
+    content: Arc<OnceLock<[u8; 32]>>,
+    /// Whether the fingerprint's computation has started (it runs once).
+    fingerprinting: AtomicBool,
+    /// The version's directory, which the fingerprint reads.
+    pub dir: PathBuf,
     /// The model's request deadline in nanoseconds (0: none, the server's default
     /// applies). Atomic, not part of `config`, because a deployment or an edited
     /// `config.toml` changes it for versions already serving, without a reload.
@@ -131,6 +140,33 @@ impl LoadedVersion {
             out.push("postprocess");
         }
         out
+    }
+
+    /// The version's content fingerprint, for the response cache's keys; `None`
+    /// while it is not known yet: the first call starts computing it on a blocking
+    /// thread (the version's files are read once), and until it is done the version's
+    /// answers are not cached. A version whose files cannot be read is never cached.
+    pub fn content(&self) -> Option<&[u8; 32]> {
+        if let Some(content) = self.content.get() {
+            return Some(content);
+        }
+        if !self.fingerprinting.swap(true, Ordering::AcqRel) {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let (cell, dir) = (self.content.clone(), self.dir.clone());
+                let (model, version) = (self.model.clone(), self.version);
+                runtime.spawn_blocking(move || match crate::cache::key::fingerprint(&dir) {
+                    Ok(content) => {
+                        let _ = cell.set(content);
+                    }
+                    Err(e) => tracing::warn!(
+                        model = &*model,
+                        version,
+                        "response cache left off: cannot fingerprint the version's files: {e}"
+                    ),
+                });
+            }
+        }
+        None
     }
 
     /// The class names of this version's scores: `[postprocess] labels`, else the
@@ -722,10 +758,25 @@ impl Manager {
             if config.warmup_enabled() {
                 crate::warmup::warm_up(model, version, &*backend, dir)?;
             }
-            Ok((backend, pipeline))
+            // A cache never fails a load: unreadable files leave it off (and the
+            // fingerprint is tried once more if a request finds the cache on).
+            let content = OnceLock::new();
+            if config.cache.enabled {
+                match crate::cache::key::fingerprint(dir) {
+                    Ok(c) => {
+                        let _ = content.set(c);
+                    }
+                    Err(e) => tracing::warn!(
+                        model,
+                        version,
+                        "cannot fingerprint the version's files for the response cache: {e}"
+                    ),
+                }
+            }
+            Ok((backend, pipeline, content))
         });
         let (state, error) = match result {
-            Ok((backend, pipeline)) => {
+            Ok((backend, pipeline, content)) => {
                 let format = backend.format();
                 let model_name: Arc<str> = Arc::from(model);
                 let queue = Arc::new(BatchQueue::new(
@@ -742,6 +793,9 @@ impl Manager {
                     config: ArcSwap::new(config.clone()),
                     loaded_config: config,
                     pipeline: Arc::new(pipeline),
+                    content: Arc::new(content),
+                    fingerprinting: AtomicBool::new(false),
+                    dir: artifact.parent().unwrap_or(Path::new(".")).to_path_buf(),
                     queue,
                     records: Arc::downgrade(&self.records),
                     observer: self.observer.clone(),

@@ -423,6 +423,73 @@ async fn a_new_version_never_answers_from_the_old_ones_entries() {
     server.stop().await;
 }
 
+/// A model deleted and put back with other weights under the same name and version
+/// number is another model: the key holds the version's content fingerprint, so
+/// the old entries never answer for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_weights_under_a_reused_version_number_never_answer_from_old_entries() {
+    let repo = tempfile::tempdir().unwrap();
+    install_model(repo.path(), "reused", 1, &root_path(IRIS_LR));
+    write_config(repo.path(), "reused", CACHE_ON);
+    let server = TestServer::start_with(settings(repo.path())).await;
+    let row = [6.0, 2.9, 4.5, 1.5];
+    let old = v2_infer(&server, "reused", row).await;
+    assert_eq!(old.cache.as_deref(), Some("miss"));
+    assert_eq!(
+        v2_infer(&server, "reused", row).await.cache.as_deref(),
+        Some("hit")
+    );
+    let r = server
+        .client
+        .delete(server.url("/delete_model/reused"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    install_model(repo.path(), "reused", 1, &root_path(IRIS_DT));
+    write_config(repo.path(), "reused", CACHE_ON);
+    let r = post(&server, "/reload_model?modelname=reused", &json!({})).await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    let new = v2_infer(&server, "reused", row).await;
+    assert_eq!(new.status, 200);
+    assert_eq!(new.cache.as_deref(), Some("miss"), "{:?}", new.json());
+    assert_ne!(
+        new.json()["outputs"],
+        old.json()["outputs"],
+        "the new weights answer, not the old entries"
+    );
+    server.stop().await;
+}
+
+/// `[cache]` turned on in a config.toml edit applies to the version already serving,
+/// without a reload: its content fingerprint, not computed at load (the cache was
+/// off), is computed in the background at the first request that finds the cache
+/// on; answers are cached from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_turned_on_by_an_edit_applies_without_a_reload() {
+    let repo = tempfile::tempdir().unwrap();
+    install_model(repo.path(), "later", 1, &root_path(IRIS_LR));
+    write_config(repo.path(), "later", "");
+    let server = TestServer::start_with(settings(repo.path())).await;
+    assert_eq!(tfs_predict(&server, "later", ROW).await.cache, None);
+    write_config(repo.path(), "later", CACHE_ON);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        let a = tfs_predict(&server, "later", ROW).await;
+        assert_eq!(a.status, 200);
+        if a.cache.is_some() {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "the cache never applied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(first.cache.as_deref(), Some("miss"));
+    let again = tfs_predict(&server, "later", ROW).await;
+    assert_eq!(again.cache.as_deref(), Some("hit"));
+    assert_eq!(again.body, first.body);
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_models_given_identical_inputs_never_share_entries() {
     let repo = tempfile::tempdir().unwrap();

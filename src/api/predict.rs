@@ -219,16 +219,26 @@ async fn run(
     // The model's cache settings as they are now: `[cache]` edits apply at once.
     // The key names inputs and outputs only, neither a request's own options nor a
     // signature other than the default: only requests with neither are cached.
+    // The version's content fingerprint is in the key; a version loaded with the
+    // cache off has none yet, and is cached once it is computed.
     let cached = match &state.cache {
         Some(cache)
             if handle.config().cache.enabled
                 && request.options.is_empty()
                 && signature_name.is_empty() =>
         {
-            Some((
-                cache,
-                CacheKey::new(&handle.model, handle.version, &inputs, &request.outputs),
-            ))
+            handle.content().map(|content| {
+                (
+                    cache,
+                    CacheKey::new(
+                        &handle.model,
+                        handle.version,
+                        content,
+                        &inputs,
+                        &request.outputs,
+                    ),
+                )
+            })
         }
         _ => None,
     };

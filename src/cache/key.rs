@@ -7,7 +7,10 @@
 //!
 //! 1. the model's name;
 //! 2. the version number that answers (labels and "latest" are resolved first, so a
-//!    new version never answers from an old one's entries);
+//!    new version never answers from an old one's entries), then the 32 bytes of
+//!    that version's content fingerprint ([`fingerprint`]: a model deleted and
+//!    uploaded again under the same name and version number is other weights, and
+//!    never answers from the old one's entries);
 //! 3. the number of inputs, then each input, in byte order of their names: its
 //!    name, its dtype's KServe V2 name (`FP32`, `BYTES`, …), its rank, each
 //!    dimension, then its elements: fixed-size dtypes as their little-endian bytes
@@ -34,7 +37,7 @@ use crate::tensor::{NamedTensor, Tensor, TensorData};
 
 /// BLAKE3's key-derivation context: versioned, so a change of the encoding starts
 /// afresh instead of colliding with entries made by the old one.
-pub const KEY_CONTEXT: &str = "ferroserve 2026-12 response cache key v1";
+pub const KEY_CONTEXT: &str = "ferroserve 2026-12 response cache key v2";
 
 /// A 256-bit cache key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -53,9 +56,16 @@ static BASE: std::sync::LazyLock<blake3::Hasher> =
     std::sync::LazyLock::new(|| blake3::Hasher::new_derive_key(KEY_CONTEXT));
 
 impl CacheKey {
-    /// The key of a prediction of `model` at `version` on `inputs` (as prepared for
-    /// the model), asking for `outputs` (empty: every output).
-    pub fn new(model: &str, version: u64, inputs: &[NamedTensor], outputs: &[String]) -> CacheKey {
+    /// The key of a prediction of `model` at `version` (whose files have the
+    /// [`fingerprint`] `content`) on `inputs` (as prepared for the model), asking for
+    /// `outputs` (empty: every output).
+    pub fn new(
+        model: &str,
+        version: u64,
+        content: &[u8; 32],
+        inputs: &[NamedTensor],
+        outputs: &[String],
+    ) -> CacheKey {
         // Everything but the elements goes through one small buffer: an `update` per
         // integer costs more than the hashing itself. The byte stream is the same.
         let mut h = Encoder {
@@ -64,6 +74,7 @@ impl CacheKey {
         };
         h.str(model);
         h.u64(version);
+        h.buf.extend_from_slice(content);
         let mut by_name: [usize; 4] = [0, 1, 2, 3];
         let mut many: Vec<usize> = Vec::new();
         let order: &mut [usize] = if inputs.len() <= by_name.len() {
@@ -145,6 +156,46 @@ impl Encoder {
     }
 }
 
+/// A version's content fingerprint: BLAKE3 over every file under its directory
+/// (in byte order of their paths relative to it: each path, its length and its
+/// bytes), computed when a cache-enabled version loads. The same files give the same
+/// fingerprint on every replica, so they share entries through Redis.
+pub fn fingerprint(version_dir: &std::path::Path) -> std::io::Result<[u8; 32]> {
+    let mut files = Vec::new();
+    let mut dirs = vec![version_dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            // Links are not followed into directories (a loop would never end): a
+            // link to one fails to read, and leaves the cache off.
+            if entry.file_type()?.is_dir() {
+                dirs.push(entry.path());
+            } else {
+                files.push(entry.path());
+            }
+        }
+    }
+    let relative = |p: &std::path::PathBuf| {
+        p.strip_prefix(version_dir)
+            .unwrap_or(p)
+            .as_os_str()
+            .as_encoded_bytes()
+            .to_vec()
+    };
+    files.sort_by_key(relative);
+    let mut h = blake3::Hasher::new_derive_key("ferroserve 2026-12 version content fingerprint v1");
+    for path in &files {
+        let name = relative(path);
+        h.update(&(name.len() as u64).to_le_bytes());
+        h.update(&name);
+        // Followed through links, as the backends read them.
+        let length = std::fs::metadata(path)?.len();
+        h.update(&length.to_le_bytes());
+        h.update_reader(std::fs::File::open(path)?)?;
+    }
+    Ok(*h.finalize().as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,7 +206,35 @@ mod tests {
 
     fn key(model: &str, version: u64, inputs: &[NamedTensor], outputs: &[&str]) -> CacheKey {
         let outputs: Vec<String> = outputs.iter().map(|s| s.to_string()).collect();
-        CacheKey::new(model, version, inputs, &outputs)
+        CacheKey::new(model, version, &[7; 32], inputs, &outputs)
+    }
+
+    #[test]
+    fn the_fingerprint_follows_the_files_and_only_them() {
+        let write = |dir: &std::path::Path, files: &[(&str, &[u8])]| {
+            for (name, bytes) in files {
+                let path = dir.join(name);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(path, bytes).unwrap();
+            }
+        };
+        let one = tempfile::tempdir().unwrap();
+        let two = tempfile::tempdir().unwrap();
+        let files: &[(&str, &[u8])] = &[("model.onnx", b"weights"), ("assets/vocab.txt", b"a b")];
+        write(one.path(), files);
+        write(two.path(), files);
+        let a = fingerprint(one.path()).unwrap();
+        assert_eq!(
+            a,
+            fingerprint(two.path()).unwrap(),
+            "same files, same fingerprint"
+        );
+        write(two.path(), &[("model.onnx", b"weightz")]);
+        assert_ne!(a, fingerprint(two.path()).unwrap(), "other weights");
+        write(two.path(), &[("model.onnx", b"weights")]);
+        std::fs::rename(two.path().join("assets"), two.path().join("extra")).unwrap();
+        assert_ne!(a, fingerprint(two.path()).unwrap(), "a renamed file");
+        assert!(fingerprint(&one.path().join("missing")).is_err());
     }
 
     #[test]
@@ -229,6 +308,7 @@ mod tests {
         };
         st(&mut h, model.as_bytes());
         u(&mut h, version);
+        h.update(&[7; 32]);
         let mut sorted: Vec<&NamedTensor> = inputs.iter().collect();
         sorted.sort_by(|a, b| a.0.cmp(&b.0));
         u(&mut h, sorted.len() as u64);
@@ -353,17 +433,20 @@ mod tests {
         for n in [0, 1, 4, 63, 65, 5000] {
             let inputs = all(n);
             assert_eq!(
-                CacheKey::new("model", 3, &inputs, &["b".into(), "a".into()]),
+                CacheKey::new("model", 3, &[7; 32], &inputs, &["b".into(), "a".into()]),
                 reference("model", 3, &inputs, &["b", "a"]),
                 "{n} elements"
             );
             // Four inputs or fewer take the other path to their order.
             let few = &inputs[..3];
-            assert_eq!(CacheKey::new("m", 1, few, &[]), reference("m", 1, few, &[]));
+            assert_eq!(
+                CacheKey::new("m", 1, &[7; 32], few, &[]),
+                reference("m", 1, few, &[])
+            );
         }
         let long_name = "n".repeat(300);
         assert_eq!(
-            CacheKey::new(&long_name, 1, &all(2), &[]),
+            CacheKey::new(&long_name, 1, &[7; 32], &all(2), &[]),
             reference(&long_name, 1, &all(2), &[])
         );
     }
