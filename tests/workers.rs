@@ -1780,3 +1780,36 @@ async fn a_refused_delete_of_a_deployed_listed_model_keeps_its_worker() {
     assert_eq!(code, 200, "{answer}\n{}", server.log());
     assert!(repo.path().join("iris/1/model.onnx").is_file());
 }
+
+/// With workers, a deploy of a model folder that holds only an upload in progress
+/// is 404 and says why, and records nothing: once the upload lands the model serves
+/// in this process, with no deployment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_of_an_upload_in_progress_is_404_with_workers_too() {
+    let repo = tempfile::tempdir().unwrap();
+    let server = start_server(repo.path(), port_range(20), &[]).await;
+    // Made after the start, which clears staging left by an earlier process.
+    let staging = repo.path().join("m/.tmp-upload-1");
+    std::fs::create_dir_all(&staging).unwrap();
+    std::fs::write(staging.join("model.onnx"), b"half").unwrap();
+    let (code, answer) = deploy(&server, json!({"model_id": "m"})).await;
+    assert_eq!(code, 404, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("only an upload in progress"),
+        "{answer}"
+    );
+    std::fs::remove_dir_all(&staging).unwrap();
+    install(repo.path(), "m", "examples/models/iris_lr/1/model.onnx");
+    let (code, answer) = post(server.url("/reload_model?modelname=m"), &json!({})).await;
+    assert_eq!(code, 200, "{answer}");
+    assert!(model_status(&server, "m").await["deployment"].is_null());
+    let (code, answer) = post(
+        server.url("/predict"),
+        &json!({"model_id": "m", "features": ROW}),
+    )
+    .await;
+    assert_eq!(code, 200, "{answer}");
+}
