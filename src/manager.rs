@@ -101,7 +101,7 @@ pub struct LoadedVersion {
     /// Whether the fingerprint's computation has started (it runs once).
     fingerprinting: AtomicBool,
     /// The version's directory, which the fingerprint reads.
-    pub dir: PathBuf,
+    dir: PathBuf,
     /// The model's request deadline in nanoseconds (0: none, the server's default
     /// applies). Atomic, not part of `config`, because a deployment or an edited
     /// `config.toml` changes it for versions already serving, without a reload.

@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::manage::{
-    audit, deadline, describe_failures, restore_model_settings, run_locked, stop_model,
-    summary_under_lock, ModelSummary,
+    audit, deadline, describe_failures, refused, restore_model_settings, run_locked, settings_now,
+    stop_model, summary_under_lock, ModelSummary,
 };
 use super::{ApiError, Caller, ServerState};
 use crate::sources::{Deployment, SourcesError};
@@ -52,11 +52,7 @@ pub async fn deploy(
     let sources = state.sources.clone();
     sources.model_dir(&request.model)?; // a valid name, before waiting
     let lock = sources.lock_model(&request.model, deadline).await?;
-    let before = ModelSettings {
-        model: request.model.clone(),
-        stopped: sources.is_stopped(&request.model),
-        deployment: sources.deployment(&request.model),
-    };
+    let before = settings_now(&sources, &request.model);
     // Recorded before it takes effect: with the store down nothing changes (503),
     // and after a restart the deployment comes back with its settings.
     if let Some(store) = &state.store {
@@ -89,7 +85,7 @@ pub async fn deploy(
     .await;
     // Refused (no such model): nothing changed. Past the deadline the deployment
     // goes on in the background, and the store keeps it.
-    if matches!(&deployed, Err(e) if !matches!(e, ApiError::DeadlineExceeded(_))) {
+    if refused(&deployed) {
         restore_model_settings(state, &before).await;
     }
     let summary = deployed?;
@@ -118,22 +114,9 @@ async fn deploy_in_worker(
     lock: crate::sources::ModelGuard,
     deadline: tokio::time::Instant,
 ) -> Result<ModelSummary, ApiError> {
-    let dir = state.sources.model_dir(&request.model)?.dir;
     // A folder that holds only an upload's staging is not a model yet (as status
     // and an in-process deployment see it).
-    if !dir.is_dir() {
-        return Err(ApiError::NotFound(format!(
-            "model {:?} not found in the model repository",
-            request.model
-        )));
-    }
-    if crate::repository::holds_only_staging(&dir) {
-        return Err(ApiError::NotFound(format!(
-            "model {:?} not found in the model repository: its directory holds only an \
-             upload in progress",
-            request.model
-        )));
-    }
+    let dir = state.sources.deployable_dir(&request.model)?.dir;
     workers
         .deploy(&request.model, dir, request.deployment.clone())
         .await?;
@@ -142,12 +125,11 @@ async fn deploy_in_worker(
     // and must happen, so it gets a deadline of its own.
     let deadline = deadline.max(tokio::time::Instant::now() + std::time::Duration::from_secs(30));
     let state = state.clone();
-    let summary = run_locked(deadline, "the deployment", move |_| {
+    run_locked(deadline, "the deployment", move |_| {
         sources.isolate_locked(&request.model, request.deployment, &lock)?;
         Ok(summary_under_lock(&state, &request.model))
     })
-    .await?;
-    summary
+    .await?
 }
 
 /// What `stop_deployment` did.

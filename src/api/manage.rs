@@ -344,11 +344,7 @@ pub async fn reload(
             // A reload starts a stopped model again: recorded first, so a restart
             // keeps it started, and written back when the reload is refused (no
             // such model any more), which leaves it stopped.
-            let before = ModelSettings {
-                model: name.to_string(),
-                stopped: sources.is_stopped(name),
-                deployment: sources.deployment(name),
-            };
+            let before = settings_now(&sources, name);
             if let Some(store) = &state.store {
                 store.unstop_model(name).await?;
             }
@@ -366,9 +362,7 @@ pub async fn reload(
                 }
             })
             .await;
-            if before.stopped
-                && matches!(&reloaded, Err(e) if !matches!(e, ApiError::DeadlineExceeded(_)))
-            {
+            if before.stopped && refused(&reloaded) {
                 restore_model_settings(state, &before).await;
             }
             reloaded?
@@ -575,11 +569,7 @@ pub async fn stop_model(state: &ServerState, model: &str, caller: &Caller) -> Re
     // Recorded under the model's lock, before it takes effect: with the store down
     // nothing changes (503), and after a restart the model stays stopped. A stop
     // refused before (the model busy past the deadline) records nothing.
-    let before = ModelSettings {
-        model: model.to_string(),
-        stopped: sources.is_stopped(model),
-        deployment: sources.deployment(model),
-    };
+    let before = settings_now(&sources, model);
     if let Some(store) = &state.store {
         store
             .save_model_settings(&ModelSettings {
@@ -598,7 +588,7 @@ pub async fn stop_model(state: &ServerState, model: &str, caller: &Caller) -> Re
     .await;
     // Refused (a delete came first, a listed model): the store says so again.
     // Past the deadline the stop goes on in the background, and the store keeps it.
-    if matches!(&stopped, Err(e) if !matches!(e, ApiError::DeadlineExceeded(_))) {
+    if refused(&stopped) {
         restore_model_settings(state, &before).await;
     }
     stopped?;
@@ -615,6 +605,22 @@ pub async fn stop_model(state: &ServerState, model: &str, caller: &Caller) -> Re
         serde_json::json!({}),
     );
     Ok(())
+}
+
+/// A model's stored settings as they are in force now: what a refused change writes
+/// back ([`restore_model_settings`]).
+pub(super) fn settings_now(sources: &crate::sources::Sources, model: &str) -> ModelSettings {
+    ModelSettings {
+        model: model.to_string(),
+        stopped: sources.is_stopped(model),
+        deployment: sources.deployment(model),
+    }
+}
+
+/// Whether an operation was refused, and so changed nothing: any error but a 504,
+/// after which the operation goes on in the background (and the store keeps it).
+pub(super) fn refused<T>(outcome: &Result<T, ApiError>) -> bool {
+    matches!(outcome, Err(e) if !matches!(e, ApiError::DeadlineExceeded(_)))
 }
 
 /// After a stop or deployment that was refused: nothing changed, and the store says

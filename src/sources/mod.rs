@@ -495,6 +495,15 @@ impl Sources {
         deployment: Deployment,
         lock: &ModelGuard,
     ) -> Result<(), SourcesError> {
+        self.deployable_dir(name)?;
+        guard(&self.deployments).insert(name.to_string(), deployment);
+        self.reload_model_locked(name, lock)
+    }
+
+    /// The directory of a model that can be deployed, in this process or into a
+    /// worker: 404 when there is none, or when it holds only an upload in progress
+    /// (or, with a model config list in force, the model is not in it).
+    pub fn deployable_dir(&self, name: &str) -> Result<ModelDir, SourcesError> {
         check_name(name)?;
         self.sync_flat(FlatSync::One(name));
         let dir = self.model_dir(name)?;
@@ -506,8 +515,7 @@ impl Sources {
         if !self.is_source(name) {
             return Err(self.not_a_source(name));
         }
-        guard(&self.deployments).insert(name.to_string(), deployment);
-        self.reload_model_locked(name, lock)
+        Ok(dir)
     }
 
     /// Why a model with a directory is not served from it: not in the model config
