@@ -879,3 +879,58 @@ async fn an_upload_to_a_stopped_model_stores_it_and_the_model_stays_stopped() {
     );
     server.stop().await;
 }
+
+/// A delete that cannot move the model's files out of sight changes nothing: it
+/// answers 500 naming the cause, and the model serves on with its files and its
+/// stored settings; once the cause is gone the delete works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_that_cannot_move_the_files_changes_nothing() {
+    let repo = tempfile::tempdir().unwrap();
+    install_model(
+        repo.path(),
+        "d",
+        1,
+        &root_path("examples/models/iris_lr/1/model.onnx"),
+    );
+    let server = TestServer::start(repo.path()).await;
+    // Every name the delete could move the model to is a directory that is not
+    // empty (rename(2) refuses to replace one). Made after the start, whose sweep
+    // removes such debris; young, so the watcher's sweep leaves them for now.
+    let blockers: Vec<_> = (0..2048)
+        .map(|n| {
+            let dir = repo
+                .path()
+                .join(format!(".tmp-delete-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(dir.join("x")).unwrap();
+            dir
+        })
+        .collect();
+    let (code, body) = request(&server, reqwest::Method::DELETE, "/delete_model/d").await;
+    assert_eq!(code, 500, "{body}");
+    assert!(
+        error_text(&body).contains("cannot delete model \"d\""),
+        "{body}"
+    );
+    assert!(repo.path().join("d/1/model.onnx").is_file());
+    let (code, body) = server
+        .post_json("/predict", &json!({"model_id": "d", "features": ROW}))
+        .await;
+    assert_eq!(code, 200, "the refused delete stopped serving d: {body}");
+    let status = status_of(&server, "d")
+        .await
+        .expect("d is gone from status");
+    assert_eq!(status["served_versions"], json!([1]), "{status}");
+    assert_eq!(status["stopped"], false, "{status}");
+
+    for dir in blockers {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+    let (code, body) = request(&server, reqwest::Method::DELETE, "/delete_model/d").await;
+    assert_eq!(code, 200, "{body}");
+    assert!(!repo.path().join("d").exists());
+    let (code, _) = server
+        .post_json("/predict", &json!({"model_id": "d", "features": ROW}))
+        .await;
+    assert_eq!(code, 404);
+    server.stop().await;
+}

@@ -1813,3 +1813,66 @@ async fn a_deploy_of_an_upload_in_progress_is_404_with_workers_too() {
     .await;
     assert_eq!(code, 200, "{answer}");
 }
+
+/// A management call whose client leaves once it has begun to change things runs to
+/// its end: here `stop_deployment`, whose client gives up after the model loaded back
+/// in process, while the worker is handed back (forwarding stops, then a grace
+/// moment, then the worker drains). The worker must go, the model serve in process,
+/// the audit trail and the store say so (a restart keeps it in process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_deployment_whose_client_leaves_still_ends_its_worker() {
+    let repo = tempfile::tempdir().unwrap();
+    install(repo.path(), "iris", "examples/models/iris_lr/1/model.onnx");
+    let ports = port_range(20);
+    let server = start_server(repo.path(), ports, &[]).await;
+    let (code, answer) = deploy(&server, json!({"model_id": "iris"})).await;
+    assert_eq!(code, 200, "{answer}\n{}", server.log());
+    let pid = pid_of(&answer);
+
+    // The client's own timeout fires before the hand-back's grace moment is over.
+    let gave_up = reqwest::Client::new()
+        .post(server.url("/stop_deployment/iris"))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(
+        gave_up.as_ref().is_err_and(|e| e.is_timeout()),
+        "the stop answered before its client left: {gave_up:?}"
+    );
+
+    assert_gone(&[pid], Duration::from_secs(15));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        let status = model_status(&server, "iris").await;
+        if status["busy"] == false && status["worker"].is_null() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stop did not end: {status}\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status["deployment"].is_null(), "{status}");
+    assert_eq!(status["served_versions"], json!([1]), "{status}");
+    assert!(
+        status["recent_events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "stop" && e["detail"]["deployment"] == "ended"),
+        "the stop is not in the audit trail: {status}"
+    );
+    assert_eq!(get(server.url("/registry/services/iris")).await.0, 404);
+    let body = json!({"model_id": "iris", "features": ROW});
+    assert_eq!(post(server.url("/predict"), &body).await.0, 200);
+
+    // The store says so too: after a restart the model serves in process.
+    drop(server);
+    let server = start_server(repo.path(), ports, &[]).await;
+    assert_eq!(post(server.url("/predict"), &body).await.0, 200);
+    let status = model_status(&server, "iris").await;
+    assert!(status["worker"].is_null(), "{status}");
+    assert!(status["deployment"].is_null(), "{status}");
+}

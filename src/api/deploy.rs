@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::manage::{
-    audit, deadline, describe_failures, refused, restore_model_settings, run_locked, settings_now,
-    stop_model, summary_under_lock, ModelSummary,
+    audit, deadline, describe_failures, restore_model_settings, run_locked, settings_now,
+    stop_model, summary_under_lock, to_the_end, ModelSummary,
 };
 use super::{ApiError, Caller, ServerState};
 use crate::sources::{Deployment, SourcesError};
@@ -52,84 +52,118 @@ pub async fn deploy(
     let sources = state.sources.clone();
     sources.model_dir(&request.model)?; // a valid name, before waiting
     let lock = sources.lock_model(&request.model, deadline).await?;
-    let before = settings_now(&sources, &request.model);
-    // Recorded before it takes effect: with the store down nothing changes (503),
-    // and after a restart the deployment comes back with its settings.
-    if let Some(store) = &state.store {
-        store
-            .save_model_settings(&ModelSettings {
-                model: request.model.clone(),
-                stopped: false,
-                deployment: Some(request.deployment.clone()),
-            })
-            .await?;
+    let (state, caller) = (state.clone(), caller.clone());
+    if let Some(workers) = state.workers.get().cloned() {
+        // Starting a worker takes seconds and has its own deadline; the deployment
+        // runs to its end on a task of its own once it has the model's lock.
+        return to_the_end(async move {
+            deploy_in_worker(&state, &workers, request, lock, &caller).await
+        })
+        .await;
     }
-    let detail = deployment_json(&request.deployment);
-    let name = request.model.clone();
-    if let Some(workers) = state.workers.get() {
-        let deployed = deploy_in_worker(state, workers, request, lock, deadline).await;
-        if deployed.is_err() {
-            restore_model_settings(state, &before).await;
+    let runtime = tokio::runtime::Handle::current();
+    let summary = run_locked(deadline, "the deployment", move |_| {
+        // Recorded before it takes effect: with the store down nothing changes
+        // (503), and after a restart the deployment comes back with its settings.
+        let before = settings_now(&sources, &request.model);
+        if let Some(store) = &state.store {
+            runtime.block_on(store.save_model_settings(&deployed_row(&request)))?;
         }
-        let summary = deployed?;
-        audit(state, caller, EventKind::Deploy, &name, None, detail);
-        return Ok(summary);
-    }
-    let deployed = run_locked(deadline, "the deployment", {
-        let state = state.clone();
-        move |_| {
-            sources.deploy_locked(&request.model, request.deployment, &lock)?;
-            Ok(summary_under_lock(&state, &request.model))
+        let detail = deployment_json(&request.deployment);
+        if let Err(e) = sources.deploy_locked(&request.model, request.deployment, &lock) {
+            // Refused (no such model): nothing changed, and the store says so again.
+            runtime.block_on(restore_model_settings(&state, &before));
+            return Err(e.into());
         }
+        audit(
+            &state,
+            &caller,
+            EventKind::Deploy,
+            &request.model,
+            None,
+            detail,
+        );
+        summary_under_lock(&state, &request.model)
     })
-    .await;
-    // Refused (no such model): nothing changed. Past the deadline the deployment
-    // goes on in the background, and the store keeps it.
-    if refused(&deployed) {
-        restore_model_settings(state, &before).await;
-    }
-    let summary = deployed?;
-    audit(state, caller, EventKind::Deploy, &name, None, detail);
-    let summary = summary?;
+    .await?;
     if !summary.is_served() {
         return Err(ApiError::Unavailable(format!(
-            "model {name:?} was deployed but no version is available: {}",
+            "model {:?} was deployed but no version is available: {}",
+            summary.model,
             describe_failures(&summary)
         )));
     }
     Ok(summary)
 }
 
+/// The store's row of a model deployed as `request` asks.
+fn deployed_row(request: &DeployRequest) -> ModelSettings {
+    ModelSettings {
+        model: request.model.clone(),
+        stopped: false,
+        deployment: Some(request.deployment.clone()),
+    }
+}
+
 /// A deployment in a worker process, in the order that fails no request: the worker
 /// starts and serves, forwarding switches to it, and only then are the versions
 /// loaded in this process unloaded (requests holding them finish on them). The
 /// model never loads here meanwhile: the caller holds its lock. A worker that
-/// cannot serve the model changes nothing. Answers the model's summary read under
-/// the lock, so that a delete right after cannot turn this deployment's answer into
-/// a 404.
+/// cannot serve the model changes nothing (the store's row is written back).
+/// Answers the model's summary read under the lock, so that a delete right after
+/// cannot turn this deployment's answer into a 404.
 async fn deploy_in_worker(
     state: &Arc<ServerState>,
     workers: &Arc<crate::workers::Supervisor>,
     request: DeployRequest,
     lock: crate::sources::ModelGuard,
-    deadline: tokio::time::Instant,
+    caller: &Caller,
 ) -> Result<ModelSummary, ApiError> {
+    let before = settings_now(&state.sources, &request.model);
+    // Recorded before it takes effect, as in process.
+    if let Some(store) = &state.store {
+        store.save_model_settings(&deployed_row(&request)).await?;
+    }
     // A folder that holds only an upload's staging is not a model yet (as status
     // and an in-process deployment see it).
-    let dir = state.sources.deployable_dir(&request.model)?.dir;
-    workers
-        .deploy(&request.model, dir, request.deployment.clone())
-        .await?;
-    let sources = state.sources.clone();
-    // Past the management deadline the worker serves already: isolating is quick
-    // and must happen, so it gets a deadline of its own.
-    let deadline = deadline.max(tokio::time::Instant::now() + std::time::Duration::from_secs(30));
-    let state = state.clone();
-    run_locked(deadline, "the deployment", move |_| {
-        sources.isolate_locked(&request.model, request.deployment, &lock)?;
-        Ok(summary_under_lock(&state, &request.model))
+    let started = match state.sources.deployable_dir(&request.model) {
+        Ok(dir) => {
+            workers
+                .deploy(&request.model, dir.dir, request.deployment.clone())
+                .await
+        }
+        Err(e) => Err(e.into()),
+    };
+    if let Err(e) = started {
+        restore_model_settings(state, &before).await;
+        return Err(e);
+    }
+    // The worker serves already: isolating is quick and must happen, whatever the
+    // management deadline.
+    let detail = deployment_json(&request.deployment);
+    let (sources, reader, name) = (state.sources.clone(), state.clone(), request.model.clone());
+    let summary = tokio::task::spawn_blocking(move || {
+        sources.isolate_locked(&name, request.deployment, &lock)?;
+        summary_under_lock(&reader, &name)
     })
-    .await?
+    .await
+    .map_err(|e| ApiError::Internal(format!("the deployment failed: {e}")));
+    let summary = match summary {
+        Ok(Ok(summary)) => summary,
+        Ok(Err(e)) | Err(e) => {
+            restore_model_settings(state, &before).await;
+            return Err(e);
+        }
+    };
+    audit(
+        state,
+        caller,
+        EventKind::Deploy,
+        &summary.model,
+        None,
+        detail,
+    );
+    Ok(summary)
 }
 
 /// What `stop_deployment` did.
@@ -149,7 +183,7 @@ pub enum StopDeployment {
 /// the load undone when it finishes: [`load_back_in_process`]), nothing changes
 /// and the worker keeps serving. Any other model stops ([`stop_model`]).
 pub async fn stop_deployment(
-    state: &ServerState,
+    state: &Arc<ServerState>,
     model: &str,
     caller: &Caller,
 ) -> Result<StopDeployment, ApiError> {
@@ -160,28 +194,39 @@ pub async fn stop_deployment(
     let deadline = deadline(state);
     let sources = state.sources.clone();
     let lock = sources.lock_model(model, deadline).await?;
-    if let Some(store) = &state.store {
-        store
-            .save_model_settings(&ModelSettings {
-                model: model.to_string(),
-                stopped: false,
-                deployment: None,
-            })
-            .await?;
-    }
-    // On an error the model is still deployed, and load_back_in_process has put
-    // its deployment's row back under the model's lock.
-    load_back_in_process(&sources, state.store.clone(), model, lock, deadline).await?;
-    workers.hand_back(model).await;
-    audit(
-        state,
-        caller,
-        EventKind::Stop,
-        model,
-        None,
-        serde_json::json!({ "deployment": "ended", "serving": "in-process" }),
+    let (state, workers, model, caller) = (
+        state.clone(),
+        workers.clone(),
+        model.to_string(),
+        caller.clone(),
     );
-    Ok(StopDeployment::BackInProcess)
+    // From here on it runs to its end even if its caller leaves: a hand-back cut
+    // short would leave a worker running that nothing tracks.
+    to_the_end(async move {
+        if let Some(store) = &state.store {
+            store
+                .save_model_settings(&ModelSettings {
+                    model: model.clone(),
+                    stopped: false,
+                    deployment: None,
+                })
+                .await?;
+        }
+        // On an error the model is still deployed, and load_back_in_process has put
+        // its deployment's row back under the model's lock.
+        load_back_in_process(&sources, state.store.clone(), &model, lock, deadline).await?;
+        workers.hand_back(&model).await;
+        audit(
+            &state,
+            &caller,
+            EventKind::Stop,
+            &model,
+            None,
+            serde_json::json!({ "deployment": "ended", "serving": "in-process" }),
+        );
+        Ok(StopDeployment::BackInProcess)
+    })
+    .await
 }
 
 /// Where a load back in process stands between the caller and the blocking
@@ -191,7 +236,8 @@ const LOAD_COMMITTED: u8 = 1;
 const LOAD_ABANDONED: u8 = 2;
 
 /// Gives the load up (if it has not committed) when the caller's future is dropped:
-/// a client that left, or the deadline.
+/// the deadline (`stop_deployment` runs on a task of its own, which a client that
+/// leaves does not drop).
 struct AbandonOnDrop(Arc<std::sync::atomic::AtomicU8>);
 
 impl Drop for AbandonOnDrop {
@@ -206,17 +252,17 @@ impl Drop for AbandonOnDrop {
 }
 
 /// Loads a deployed model back in this process ([`Sources::end_isolation_locked`])
-/// within `deadline`, all or nothing: a load that outlives the deadline (or whose
-/// caller leaves) cannot be interrupted, so it finishes, and is then undone on its
+/// within `deadline`, all or nothing: a load that outlives the deadline cannot be
+/// interrupted, so it finishes, and is then undone on its
 /// thread, under the model's lock, before anything else can see the model: its
 /// versions are unloaded and it is isolated again with its deployment. The caller
 /// gets 504 and its worker never stopped serving. A load that finished first wins
 /// even when the deadline passes a moment later (the caller waits for its answer):
 /// the answer always says what happened. Whenever the model stays deployed (the
 /// load failed, was abandoned, or never started) the deployment's row goes back into
-/// `store` here, before the lock is released: a caller that left (whose future never
-/// resumes) leaves the store right too, and no later management call's row is
-/// overwritten by a late write.
+/// `store` here, before the lock is released: a caller that was answered 504 leaves
+/// the store right too, and no later management call's row is overwritten by a
+/// late write.
 ///
 /// [`Sources::end_isolation_locked`]: crate::sources::Sources::end_isolation_locked
 async fn load_back_in_process(

@@ -12,6 +12,12 @@
 //! * an operation whose caller left (the request future dropped) or whose deadline
 //!   passed before it started never starts its effect: the blocking part checks a
 //!   cancellation token first (`run_locked`);
+//! * an operation that started runs to its end whatever its caller does: everything
+//!   it changes (the store's row, what is served, a worker, the audit trail) is done
+//!   on its blocking thread (`run_locked`) or on a task of its own (`to_the_end`),
+//!   never in the caller's future after an `.await` the caller could be dropped at.
+//!   A client whose timeout fires halfway leaves no store that disagrees with what
+//!   is served, and no worker that nothing tracks;
 //! * no lock is held while waiting on a client: an upload streams into its staging
 //!   directory without the lock and takes it only to move the checked file into place.
 
@@ -287,27 +293,30 @@ pub(super) fn deadline(state: &ServerState) -> tokio::time::Instant {
 /// lock the caller took moved into `f`. The effect does not start if the caller has
 /// gone (this future was dropped) or the deadline passed before a thread picked it
 /// up; past the deadline the caller gets 504 and `f` sees its token cancelled (what
-/// it had started, a load, finishes; nothing new starts).
+/// it had started, a load, finishes; nothing new starts). Once `f` starts it runs
+/// to its end whatever the caller does, so everything an operation changes (the
+/// store, what is served, a worker, the audit trail) is done inside `f`: a caller
+/// that leaves never stops an operation halfway.
 pub(super) async fn run_locked<T: Send + 'static>(
     deadline: tokio::time::Instant,
     what: &str,
-    f: impl FnOnce(&CancellationToken) -> Result<T, SourcesError> + Send + 'static,
+    f: impl FnOnce(&CancellationToken) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let cancel = CancellationToken::new();
     // Dropped with this future: when the client leaves, or when it returns.
     let _cancel_when_gone = cancel.clone().drop_guard();
     let task = tokio::task::spawn_blocking(move || {
         if cancel.is_cancelled() {
-            return Err(SourcesError::Cancelled(
+            return Err(ApiError::DeadlineExceeded(
                 "the operation was given up before it started".into(),
             ));
         }
         f(&cancel)
     });
     match tokio::time::timeout_at(deadline, task).await {
-        Ok(joined) => joined
-            .map_err(|e| ApiError::Internal(format!("model operation failed: {e}")))?
-            .map_err(ApiError::from),
+        Ok(joined) => {
+            joined.map_err(|e| ApiError::Internal(format!("model operation failed: {e}")))?
+        }
         Err(_) => Err(ApiError::DeadlineExceeded(format!(
             "{what} did not finish within the management timeout; what had started \
              (a model load) finishes in the background"
@@ -334,48 +343,63 @@ pub async fn reload(
     let deadline = deadline(state);
     let sources = state.sources.clone();
     // One model's status is read under its lock, as the reload left it; a reload of
-    // every model reads them after (no one lock covers them all).
+    // every model reads them after (no one lock covers them all). What a reload
+    // records (the store, the audit trail) is done with its effect, on its thread.
+    let runtime = tokio::runtime::Handle::current();
+    let (state, caller) = (state.clone(), caller.clone());
     let (outcome, status) = match model {
         Some(name) => {
             let name = model_named_by_file(&sources, name);
-            let name = name.as_str();
-            sources.model_dir(name)?; // a valid name, before waiting
-            let lock = sources.lock_model(name, deadline).await?;
-            // A reload starts a stopped model again: recorded first, so a restart
-            // keeps it started, and written back when the reload is refused (no
-            // such model any more), which leaves it stopped.
-            let before = settings_now(&sources, name);
-            if let Some(store) = &state.store {
-                store.unstop_model(name).await?;
-            }
-            let name = name.to_string();
-            let reloaded = run_locked(deadline, "the reload", {
-                let state = state.clone();
-                move |_| {
-                    sources.reload_model_locked(&name, &lock)?;
-                    let status = summary_under_lock(&state, &name).into_iter().collect();
-                    let reloaded = ReloadAll {
-                        reloaded: vec![name],
-                        busy: Vec::new(),
-                    };
-                    Ok((reloaded, status))
+            sources.model_dir(&name)?; // a valid name, before waiting
+            let lock = sources.lock_model(&name, deadline).await?;
+            run_locked(deadline, "the reload", move |_| {
+                // A reload starts a stopped model again: recorded first, so a
+                // restart keeps it started, and written back when the reload is
+                // refused (no such model any more), which leaves it stopped.
+                let before = settings_now(&sources, &name);
+                if let Some(store) = &state.store {
+                    runtime.block_on(store.unstop_model(&name))?;
                 }
+                if let Err(e) = sources.reload_model_locked(&name, &lock) {
+                    if before.stopped {
+                        runtime.block_on(restore_model_settings(&state, &before));
+                    }
+                    return Err(e.into());
+                }
+                audit_reloads(&state, &caller, std::slice::from_ref(&name));
+                let status = summary_under_lock(&state, &name).into_iter().collect();
+                let reloaded = ReloadAll {
+                    reloaded: vec![name],
+                    busy: Vec::new(),
+                };
+                Ok((reloaded, status))
             })
-            .await;
-            if before.stopped && refused(&reloaded) {
-                restore_model_settings(state, &before).await;
-            }
-            reloaded?
+            .await?
         }
         None => {
-            let reloaded = run_locked(deadline, "the reload", move |cancel| {
-                Ok(sources.reload_all(cancel))
+            let reloaded = run_locked(deadline, "the reload", {
+                let state = state.clone();
+                move |cancel| {
+                    let reloaded = sources.reload_all(cancel);
+                    audit_reloads(&state, &caller, &reloaded.reloaded);
+                    Ok(reloaded)
+                }
             })
             .await?;
-            (reloaded, models_status(state))
+            (reloaded, models_status(&state))
         }
     };
-    for model in &outcome.reloaded {
+    Ok(ReloadOutcome {
+        models: status
+            .into_iter()
+            .filter(|m| outcome.reloaded.contains(&m.model))
+            .collect(),
+        busy: outcome.busy,
+    })
+}
+
+fn audit_reloads(state: &ServerState, caller: &Caller, models: &[String]) {
+    for model in models {
         audit(
             state,
             caller,
@@ -385,13 +409,6 @@ pub async fn reload(
             serde_json::json!({}),
         );
     }
-    Ok(ReloadOutcome {
-        models: status
-            .into_iter()
-            .filter(|m| outcome.reloaded.contains(&m.model))
-            .collect(),
-        busy: outcome.busy,
-    })
 }
 
 /// The model a reload names. Old clients name the model by its file
@@ -416,7 +433,7 @@ fn model_named_by_file(sources: &crate::sources::Sources, name: &str) -> String 
 /// Replaces the model config list (from the config file or gRPC `ReloadConfig`) and
 /// brings serving in line with it. Answers the status of every model.
 pub async fn reload_config(
-    state: &ServerState,
+    state: &Arc<ServerState>,
     list: ModelConfigList,
     caller: &Caller,
 ) -> Result<Vec<ModelSummary>, ApiError> {
@@ -429,17 +446,31 @@ pub async fn reload_config(
         .map(|m| (m.name.clone(), m.base_path.display().to_string()))
         .collect();
     let sources = state.sources.clone();
-    run_locked(
-        deadline(state),
-        "applying the model config list",
-        move |cancel| sources.apply_config_list(list, cancel),
-    )
+    // The deployments the list leaves out end on a task of their own, started with
+    // the list in force: a caller that leaves meanwhile stops neither.
+    let ending = run_locked(deadline(state), "applying the model config list", {
+        let (state, caller) = (state.clone(), caller.clone());
+        move |cancel| {
+            sources.apply_config_list(list, cancel)?;
+            for (model, base_path) in listed {
+                let detail = serde_json::json!({ "base_path": base_path });
+                audit(
+                    &state,
+                    &caller,
+                    EventKind::ReloadConfig,
+                    &model,
+                    None,
+                    detail,
+                );
+            }
+            Ok(tokio::runtime::Handle::current()
+                .spawn(async move { end_unlisted_deployments(&state, &caller).await }))
+        }
+    })
     .await?;
-    for (model, base_path) in listed {
-        let detail = serde_json::json!({ "base_path": base_path });
-        audit(state, caller, EventKind::ReloadConfig, &model, None, detail);
-    }
-    end_unlisted_deployments(state, caller).await?;
+    ending
+        .await
+        .map_err(|e| ApiError::Internal(format!("ending unlisted deployments failed: {e}")))??;
     Ok(models_status(state))
 }
 
@@ -560,51 +591,53 @@ pub async fn follow_config_file(
 /// Stops serving a model and keeps its files. Requests already running finish. The
 /// stop is recorded before it waits for the model's lock, so a reload of every model
 /// that gets the lock first leaves the model alone: the stop wins.
-pub async fn stop_model(state: &ServerState, model: &str, caller: &Caller) -> Result<(), ApiError> {
+pub async fn stop_model(
+    state: &Arc<ServerState>,
+    model: &str,
+    caller: &Caller,
+) -> Result<(), ApiError> {
     let deadline = deadline(state);
     let sources = state.sources.clone();
     sources.check_stoppable(model)?;
     let intent = sources.intend_stop(model);
     let lock = sources.lock_model(model, deadline).await?;
-    // Recorded under the model's lock, before it takes effect: with the store down
-    // nothing changes (503), and after a restart the model stays stopped. A stop
-    // refused before (the model busy past the deadline) records nothing.
-    let before = settings_now(&sources, model);
-    if let Some(store) = &state.store {
-        store
-            .save_model_settings(&ModelSettings {
-                model: model.to_string(),
+    let (state, name, caller) = (state.clone(), model.to_string(), caller.clone());
+    let runtime = tokio::runtime::Handle::current();
+    run_locked(deadline, "the stop", move |_| {
+        // Recorded under the model's lock, before it takes effect: with the store
+        // down nothing changes (503), and after a restart the model stays stopped.
+        // A stop refused before (the model busy past the deadline) records nothing.
+        let before = settings_now(&sources, &name);
+        if let Some(store) = &state.store {
+            let stopped = ModelSettings {
+                model: name.clone(),
                 stopped: true,
                 deployment: None,
-            })
-            .await?;
-    }
-    let name = model.to_string();
-    let stopped = run_locked(deadline, "the stop", move |_| {
+            };
+            runtime.block_on(store.save_model_settings(&stopped))?;
+        }
         let stopped = sources.stop_locked(&name, &lock);
         drop(intent); // only once the stopped set holds the model
-        stopped
+        if let Err(e) = stopped {
+            // Refused (a delete came first, a listed model): the store says so again.
+            runtime.block_on(restore_model_settings(&state, &before));
+            return Err(e.into());
+        }
+        // Its worker, if any, drains and goes.
+        if let Some(workers) = state.workers.get() {
+            runtime.block_on(workers.stop(&name));
+        }
+        audit(
+            &state,
+            &caller,
+            EventKind::Stop,
+            &name,
+            None,
+            serde_json::json!({}),
+        );
+        Ok(())
     })
-    .await;
-    // Refused (a delete came first, a listed model): the store says so again.
-    // Past the deadline the stop goes on in the background, and the store keeps it.
-    if refused(&stopped) {
-        restore_model_settings(state, &before).await;
-    }
-    stopped?;
-    // Its worker, if any, drains and goes.
-    if let Some(workers) = state.workers.get() {
-        workers.stop(model).await;
-    }
-    audit(
-        state,
-        caller,
-        EventKind::Stop,
-        model,
-        None,
-        serde_json::json!({}),
-    );
-    Ok(())
+    .await
 }
 
 /// A model's stored settings as they are in force now: what a refused change writes
@@ -615,12 +648,6 @@ pub(super) fn settings_now(sources: &crate::sources::Sources, model: &str) -> Mo
         stopped: sources.is_stopped(model),
         deployment: sources.deployment(model),
     }
-}
-
-/// Whether an operation was refused, and so changed nothing: any error but a 504,
-/// after which the operation goes on in the background (and the store keeps it).
-pub(super) fn refused<T>(outcome: &Result<T, ApiError>) -> bool {
-    matches!(outcome, Err(e) if !matches!(e, ApiError::DeadlineExceeded(_)))
 }
 
 /// After a stop or deployment that was refused: nothing changed, and the store says
@@ -634,9 +661,12 @@ pub(super) async fn restore_model_settings(state: &ServerState, before: &ModelSe
 }
 
 /// Stops serving a model and deletes its files. A delete whose caller gave up while
-/// it waited for the model's lock never happens.
+/// it waited for the model's lock never happens; once it starts, on its blocking
+/// thread, it runs to its end whatever its caller does. The files go out of sight
+/// first: a delete that cannot move them changes nothing, and a deployed model's
+/// worker goes only once they are gone.
 pub async fn delete_model(
-    state: &ServerState,
+    state: &Arc<ServerState>,
     model: &str,
     caller: &Caller,
 ) -> Result<(), ApiError> {
@@ -649,34 +679,51 @@ pub async fn delete_model(
     if let Some(store) = &state.store {
         store.check_writable().await?;
     }
-    // Refused (a listed model, or none) before anything changes: a deployed
-    // model's worker goes only for a delete that happens.
-    sources.check_deletable_locked(model, &lock)?;
-    // Its worker, if any, drains and goes before the files do.
-    if let Some(workers) = state.workers.get() {
-        workers.stop(model).await;
-    }
-    let name = model.to_string();
+    let (state, name, caller) = (state.clone(), model.to_string(), caller.clone());
+    let runtime = tokio::runtime::Handle::current();
     run_locked(deadline, "the delete", move |_| {
-        sources.delete_locked(&name, &lock)
-    })
-    .await?;
-    audit(
-        state,
-        caller,
-        EventKind::Delete,
-        model,
-        None,
-        serde_json::json!({}),
-    );
-    if let Some(store) = &state.store {
-        // What was decided for the old model does not carry over to a new one of
-        // the same name.
-        if let Err(e) = store.forget_model(model).await {
-            tracing::warn!(model, "the deleted model's settings stay in the store: {e}");
+        let retired = sources.retire_locked(&name, &lock)?;
+        // Its worker, if any, drains and goes.
+        if let Some(workers) = state.workers.get() {
+            runtime.block_on(workers.stop(&name));
         }
-    }
-    Ok(())
+        sources.forget_deleted_locked(&name, retired, &lock);
+        audit(
+            &state,
+            &caller,
+            EventKind::Delete,
+            &name,
+            None,
+            serde_json::json!({}),
+        );
+        if let Some(store) = &state.store {
+            // What was decided for the old model does not carry over to a new one
+            // of the same name.
+            if let Err(e) = runtime.block_on(store.forget_model(&name)) {
+                tracing::warn!(
+                    model = name,
+                    "the deleted model's settings stay in the store: {e}"
+                );
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Runs the rest of a management operation on a task of its own and waits for it.
+/// Once an operation holds the model's lock it changes things in several steps (the
+/// store, what is served, a worker, the audit trail); its caller leaving (the
+/// request's future dropped, e.g. a client whose timeout fired) must not stop it
+/// halfway, which would leave them disagreeing: a store that says stopped for a
+/// model that serves, a worker no one tracks. Past the management deadline the
+/// caller still gets 504 where the operation says so.
+pub(super) async fn to_the_end<T: Send + 'static>(
+    op: impl std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::spawn(op)
+        .await
+        .map_err(|e| ApiError::Internal(format!("model operation failed: {e}")))?
 }
 
 pub(super) fn describe_failures(summary: &ModelSummary) -> String {

@@ -122,7 +122,7 @@ pub async fn load_model(
 /// Stops serving every version of a model and keeps it stopped (the repository
 /// watcher does not reload it); requests already running finish first.
 pub async fn unload_model(
-    state: &ServerState,
+    state: &Arc<ServerState>,
     model: &str,
     caller: &Caller,
 ) -> Result<(), ApiError> {
@@ -152,7 +152,7 @@ pub struct ModelSource {
 /// models that have no serving version then (a model that was serving keeps its old
 /// version, as on any failed load).
 pub async fn reload_config(
-    state: &ServerState,
+    state: &Arc<ServerState>,
     models: Vec<ModelSource>,
     caller: &Caller,
 ) -> Result<(), ApiError> {

@@ -436,6 +436,15 @@ impl Upload {
         // effect (the caller left), dropping it there removes the staging directory.
         let (version, summary) = run_locked(deadline, "the upload", move |_| {
             let version = self.move_into_place()?;
+            // Recorded with the move, whatever the caller does next.
+            audit(
+                &self.state,
+                &caller,
+                EventKind::Upload,
+                &self.model,
+                Some(version),
+                detail,
+            );
             let sources = &self.state.sources;
             // A model outside the config list in force is stored but not served; a
             // stopped model stays stopped (as the store keeps it) until it is
@@ -448,14 +457,6 @@ impl Upload {
             Ok((version, summary_under_lock(&self.state, &self.model)))
         })
         .await?;
-        audit(
-            &state,
-            &caller,
-            EventKind::Upload,
-            &model,
-            Some(version),
-            detail,
-        );
         let summary = summary?;
         Ok(UploadOutcome {
             model,

@@ -67,13 +67,13 @@ impl Sources {
             && self.root.join(file_name).is_file()
     }
 
-    /// Deletes a flat model: its file in the root first (so no sync can take it
-    /// again), then its managed copies. The caller holds the model's lock. Blocking.
-    pub(super) fn delete_flat_locked(&self, name: &str, file: &str) -> Result<(), SourcesError> {
-        guard(&self.stopped).insert(name.to_string());
-        guard(&self.deployments).remove(name);
-        guard(&self.isolated).remove(name);
-        self.manager.unload_model(name);
+    /// A delete's first step for a flat model: its file in the root goes (so no
+    /// sync can take it again), or nothing changes. Blocking.
+    pub(super) fn retire_flat_locked(
+        &self,
+        name: &str,
+        file: &str,
+    ) -> Result<super::Retired, SourcesError> {
         let path = self.root.join(file);
         match std::fs::remove_file(&path) {
             Ok(()) => {}
@@ -86,6 +86,11 @@ impl Sources {
             }
         }
         guard(&self.flat_models).files.remove(name);
+        Ok(super::Retired::Flat)
+    }
+
+    /// The end of a flat model's delete: its managed copies go. Blocking.
+    pub(super) fn forget_flat(&self, name: &str) {
         let managed = self.managed_dir(name);
         if managed.exists() {
             // Out of sight in one step, as for a model directory.
@@ -104,10 +109,7 @@ impl Sources {
                 );
             }
         }
-        guard(&self.stopped).remove(name);
-        guard(&self.watch).remove(name);
-        tracing::info!(model = name, file, "flat model deleted");
-        Ok(())
+        tracing::info!(model = name, "flat model deleted");
     }
 
     /// Brings the flat models in line with the files directly in the repository

@@ -178,6 +178,16 @@ fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Numbers the `.tmp-delete-<pid>-<n>` directories a deleted model is renamed to.
 static TRASH_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// A model whose files a delete took away ([`Sources::retire_locked`]), still
+/// served until [`Sources::forget_deleted_locked`].
+#[derive(Debug)]
+pub enum Retired {
+    /// Its directory, renamed to this hidden one.
+    Dir(PathBuf),
+    /// A flat model: its file in the root is gone.
+    Flat,
+}
+
 impl Sources {
     pub fn new(manager: Arc<Manager>, root: PathBuf) -> Sources {
         Sources {
@@ -651,15 +661,9 @@ impl Sources {
         Ok(())
     }
 
-    /// Whether [`Sources::delete_locked`] would delete the model: refused for a
-    /// model of the model config list (409) or one that is not there (404). The
-    /// caller holds the model's lock, and checks before it changes anything (a
-    /// worker's deployment ends only for a delete that will happen).
-    pub fn check_deletable_locked(
-        &self,
-        name: &str,
-        _lock: &ModelGuard,
-    ) -> Result<(), SourcesError> {
+    /// Whether a delete may take the model: refused for a model of the model config
+    /// list (409) or one that is not there (404). The caller holds the model's lock.
+    fn check_deletable_locked(&self, name: &str, _lock: &ModelGuard) -> Result<(), SourcesError> {
         check_name(name)?;
         if self.flat_file(name).is_some() {
             return Ok(());
@@ -677,43 +681,56 @@ impl Sources {
         Ok(())
     }
 
-    /// Stops serving a model and deletes its directory. Only models under the
-    /// repository root can be deleted; a listed model's files are not ours. The
-    /// caller holds the model's lock. Blocking.
-    pub fn delete_locked(&self, name: &str, lock: &ModelGuard) -> Result<(), SourcesError> {
+    /// The first step of a delete: takes the model's files out of sight, or fails
+    /// having changed nothing (the model serves on). A model directory is renamed
+    /// in one step to a hidden `.tmp-delete-*` directory the scan ignores (without
+    /// the model's name, which may use up all 255 bytes a name may have); a flat
+    /// model's file in the root is removed. What is served is untouched until
+    /// [`Sources::forget_deleted_locked`]: the caller holds the model's lock, so no
+    /// scan reloads or unloads it meanwhile. Only models under the repository root
+    /// can be deleted; a listed model's files are not ours. Blocking.
+    pub fn retire_locked(&self, name: &str, lock: &ModelGuard) -> Result<Retired, SourcesError> {
         self.check_deletable_locked(name, lock)?;
         if let Some(file) = self.flat_file(name) {
-            return self.delete_flat_locked(name, &file);
+            return self.retire_flat_locked(name, &file);
         }
         let dir = self.model_dir(name)?;
-        // Stopped first, so that the watcher cannot reload it meanwhile.
-        guard(&self.stopped).insert(name.to_string());
-        guard(&self.deployments).remove(name);
-        guard(&self.isolated).remove(name);
-        self.manager.unload_model(name);
-        // Renamed out of sight in one step, then removed: a failure halfway through
-        // the removal leaves only a hidden directory the scan ignores (and the
-        // staging sweep removes later). Without the model's name, which may use up
-        // all 255 bytes a name may have.
         let trash = self.root.join(format!(
             ".tmp-delete-{}-{}",
             std::process::id(),
             TRASH_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
         self.staging_started(&trash);
-        let renamed = std::fs::rename(&dir.dir, &trash).map_err(|e| {
+        if let Err(e) = std::fs::rename(&dir.dir, &trash) {
+            self.staging_ended(&trash);
             tracing::error!(model = name, path = %dir.dir.display(), error = %e, "cannot delete");
-            SourcesError::Io(format!("cannot delete model {name:?}: {e}"))
-        });
-        if renamed.is_ok() {
-            guard(&self.stopped).remove(name);
-            guard(&self.watch).remove(name);
-            if let Err(e) = std::fs::remove_dir_all(&trash) {
-                tracing::warn!(model = name, "cannot remove {}: {e}", trash.display());
-            }
+            return Err(SourcesError::Io(format!(
+                "cannot delete model {name:?}: {e}"
+            )));
         }
-        self.staging_ended(&trash);
-        renamed
+        Ok(Retired::Dir(trash))
+    }
+
+    /// The rest of a delete, once [`Sources::retire_locked`] took the files away:
+    /// the model stops being served and what was decided for it is forgotten, and
+    /// its renamed directory (or a flat model's managed copies) is removed; a
+    /// failure there leaves only a hidden directory the staging sweep removes
+    /// later. The caller still holds the model's lock. Blocking.
+    pub fn forget_deleted_locked(&self, name: &str, retired: Retired, _lock: &ModelGuard) {
+        guard(&self.deployments).remove(name);
+        guard(&self.isolated).remove(name);
+        guard(&self.stopped).remove(name);
+        guard(&self.watch).remove(name);
+        self.manager.unload_model(name);
+        match retired {
+            Retired::Dir(trash) => {
+                if let Err(e) = std::fs::remove_dir_all(&trash) {
+                    tracing::warn!(model = name, "cannot remove {}: {e}", trash.display());
+                }
+                self.staging_ended(&trash);
+            }
+            Retired::Flat => self.forget_flat(name),
+        }
     }
 
     /// Sets the model config list without loading anything (start-up, before the
