@@ -145,6 +145,7 @@ struct ReloadQuery {
         (status = 404, description = "No such model", body = ErrorBody),
         (status = 409, description = "Another operation holds the model, or the request conflicts with its state", body = ErrorBody),
         (status = 503, description = "The metadata store does not answer; nothing changed", body = ErrorBody),
+        (status = 504, description = "The management timeout passed: waiting for the model (another operation held it) or for the operation to start, which then never happens; or for one that had started, which ends in the background", body = ErrorBody),
     ))]
 async fn reload_model(
     State(state): State<AppState>,
@@ -234,6 +235,7 @@ fn limit_text(v: Option<Value>, name: &str) -> Result<Option<String>, HttpError>
         (status = 404, description = "No such model", body = ErrorBody),
         (status = 409, description = "Another operation holds the model, or the request conflicts with its state", body = ErrorBody),
         (status = 503, description = "No version of the model loads (the message says why; a worker that cannot serve it changes nothing), or the metadata store does not answer and nothing changed", body = ErrorBody),
+        (status = 504, description = "The management timeout passed: waiting for the model (another operation held it) or for the operation to start, which then never happens; or for one that had started, which ends in the background", body = ErrorBody),
     ))]
 async fn deploy(
     State(state): State<AppState>,
@@ -303,6 +305,7 @@ async fn deploy(
         (status = 409, description = "Another operation holds the model, or the request conflicts with its state", body = ErrorBody),
         (status = 503, description = "The metadata store does not answer, or a model deployed \
             in a worker cannot load in-process (its worker keeps serving it); nothing changed", body = ErrorBody),
+        (status = 504, description = "The management timeout passed: waiting for the model, or loading a model deployed in a worker back in-process (nothing changed; it stays deployed)", body = ErrorBody),
     ))]
 async fn stop_deployment(
     State(state): State<AppState>,
@@ -335,7 +338,9 @@ async fn stop_deployment(
         (status = 400, description = "Malformed model name", body = ErrorBody),
         (status = 404, description = "No such model", body = ErrorBody),
         (status = 409, description = "Another operation holds the model, or the request conflicts with its state", body = ErrorBody),
+        (status = 500, description = "The model's folder could not be moved out of sight (the message names the cause); nothing changed", body = ErrorBody),
         (status = 503, description = "The metadata store does not answer; nothing changed", body = ErrorBody),
+        (status = 504, description = "The management timeout passed: waiting for the model (another operation held it) or for the operation to start, which then never happens; or for one that had started, which ends in the background", body = ErrorBody),
     ))]
 async fn delete_model(
     State(state): State<AppState>,
@@ -401,6 +406,7 @@ async fn repository_index(
         (status = 404, description = "No such model", body = ErrorBody),
         (status = 409, description = "Another operation holds the model, or the request conflicts with its state", body = ErrorBody),
         (status = 503, description = "No version of the model serves after the load (the message says why: each version's error, or none found), or the metadata store does not answer and nothing changed", body = ErrorBody),
+        (status = 504, description = "The management timeout passed: waiting for the model (another operation held it) or for the operation to start, which then never happens; or for one that had started, which ends in the background", body = ErrorBody),
     ))]
 async fn repository_load(
     State(state): State<AppState>,
@@ -420,6 +426,7 @@ async fn repository_load(
         (status = 404, description = "No such model", body = ErrorBody),
         (status = 409, description = "Another operation holds the model, or the request conflicts with its state", body = ErrorBody),
         (status = 503, description = "The metadata store does not answer; nothing changed", body = ErrorBody),
+        (status = 504, description = "The management timeout passed: waiting for the model (another operation held it) or for the operation to start, which then never happens; or for one that had started, which ends in the background", body = ErrorBody),
     ))]
 async fn repository_unload(
     State(state): State<AppState>,
