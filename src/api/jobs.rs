@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use super::manage::to_the_end;
 use super::{ApiError, Caller, ServerState};
 use crate::jobs::spec::{self, JobSpec};
 use crate::jobs::uploads::{StagedUploads, UploadError};
@@ -22,7 +23,7 @@ fn runner(state: &ServerState) -> Result<&Arc<Jobs>, ApiError> {
 /// `POST /v1/jobs`: checks the spec at once (400 naming the field) and queues the
 /// job. Answers its id.
 pub async fn submit(
-    state: &ServerState,
+    state: &Arc<ServerState>,
     body: serde_json::Value,
     caller: &Caller,
 ) -> Result<String, ApiError> {
@@ -31,9 +32,15 @@ pub async fn submit(
         .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
     check_spec(state, &spec).await?;
     let spec_json = body.get("spec").cloned().unwrap_or_default();
-    let id = jobs.submit(&spec, spec_json).await?;
-    audit_submit(state, caller, &spec, &id);
-    Ok(id)
+    // Queued, recorded and audited whatever the client does meanwhile: a job row
+    // written but never queued here would wait for a restart.
+    let (state, jobs, caller) = (state.clone(), jobs.clone(), caller.clone());
+    to_the_end(async move {
+        let id = jobs.submit(&spec, spec_json).await?;
+        audit_submit(&state, &caller, &spec, &id);
+        Ok(id)
+    })
+    .await
 }
 
 /// The submission in the model's audit trail.
@@ -193,7 +200,11 @@ pub async fn list(state: &ServerState, query: ListQuery) -> Result<(Vec<JobView>
 
 /// `POST /v1/jobs/{id}/cancel`: a queued job is cancelled at once, a running one
 /// stops at its next batch. A finished job is a 409.
-pub async fn cancel(state: &ServerState, id: &str, caller: &Caller) -> Result<JobView, ApiError> {
+pub async fn cancel(
+    state: &Arc<ServerState>,
+    id: &str,
+    caller: &Caller,
+) -> Result<JobView, ApiError> {
     let jobs = runner(state)?;
     let before = jobs.get(id).await?.ok_or_else(|| not_found(id))?;
     if before.state.is_finished() {
@@ -202,21 +213,26 @@ pub async fn cancel(state: &ServerState, id: &str, caller: &Caller) -> Result<Jo
             before.state.as_str()
         )));
     }
-    let after = jobs.cancel(id).await?.ok_or_else(|| not_found(id))?;
-    let model = before
-        .spec
-        .get("model")
-        .and_then(|m| m.as_str())
-        .unwrap_or("");
-    super::manage::audit(
-        state,
-        caller,
-        EventKind::JobCancel,
-        model,
-        None,
-        serde_json::json!({"job_id": id, "kind": before.kind}),
-    );
-    Ok(after)
+    // Cancelled and audited whatever the client does meanwhile.
+    let (state, jobs, id, caller) = (state.clone(), jobs.clone(), id.to_string(), caller.clone());
+    to_the_end(async move {
+        let after = jobs.cancel(&id).await?.ok_or_else(|| not_found(&id))?;
+        let model = before
+            .spec
+            .get("model")
+            .and_then(|m| m.as_str())
+            .unwrap_or("");
+        super::manage::audit(
+            &state,
+            &caller,
+            EventKind::JobCancel,
+            model,
+            None,
+            serde_json::json!({"job_id": id, "kind": before.kind}),
+        );
+        Ok(after)
+    })
+    .await
 }
 
 /// What `GET /v1/jobs/{id}/events` follows: the live job's changes, or the record
@@ -238,7 +254,7 @@ pub async fn events(state: &ServerState, id: &str) -> Result<JobEvents, ApiError
 
 /// `POST /predictall/` with the old job.json (see `jobs::old_service::predictall_to_score`).
 pub async fn predictall(
-    state: &ServerState,
+    state: &Arc<ServerState>,
     job: serde_json::Value,
     caller: &Caller,
 ) -> Result<String, ApiError> {
@@ -269,7 +285,7 @@ async fn predictall_body(
 
 /// `POST /train/` with the old job.json (see `jobs::old_service::train_job_to_spec`).
 pub async fn train(
-    state: &ServerState,
+    state: &Arc<ServerState>,
     job: serde_json::Value,
     caller: &Caller,
 ) -> Result<String, ApiError> {
@@ -524,7 +540,7 @@ impl From<UploadError> for ApiError {
 /// source without `format` takes it from the part's file name. The files move to
 /// the job's own directory, removed when the job ends.
 pub async fn submit_uploaded(
-    state: &ServerState,
+    state: &Arc<ServerState>,
     mut body: serde_json::Value,
     uploads: StagedUploads,
     caller: &Caller,
@@ -568,18 +584,24 @@ pub async fn submit_uploaded(
     .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
     check_spec(state, &spec).await?;
     let id = crate::jobs::new_job_id();
-    let dir = uploads.persist(&id).await?;
     let spec_json = body.get("spec").cloned().unwrap_or_default();
-    match jobs.submit_as(id, &spec, spec_json).await {
-        Ok(id) => {
-            audit_submit(state, caller, &spec, &id);
-            Ok(id)
+    // The files move to the job's directory and the job is queued (or the files
+    // removed) whatever the client does meanwhile: no directory without a job.
+    let (state, jobs, caller) = (state.clone(), jobs.clone(), caller.clone());
+    to_the_end(async move {
+        let dir = uploads.persist(&id).await?;
+        match jobs.submit_as(id, &spec, spec_json).await {
+            Ok(id) => {
+                audit_submit(&state, &caller, &spec, &id);
+                Ok(id)
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_dir_all(&dir).await;
+                Err(e.into())
+            }
         }
-        Err(e) => {
-            let _ = tokio::fs::remove_dir_all(&dir).await;
-            Err(e.into())
-        }
-    }
+    })
+    .await
 }
 
 fn format_name(format: spec::FileFormat) -> &'static str {
@@ -593,7 +615,7 @@ fn format_name(format: spec::FileFormat) -> &'static str {
 /// `POST /predictall/` as `multipart/form-data`: the old job.json in the `spec`
 /// part, `inputCollection` may be `{"upload": "<part>"}`.
 pub async fn predictall_uploaded(
-    state: &ServerState,
+    state: &Arc<ServerState>,
     job: serde_json::Value,
     uploads: StagedUploads,
     caller: &Caller,
@@ -605,7 +627,7 @@ pub async fn predictall_uploaded(
 /// `POST /train/` as `multipart/form-data`: the old job.json in the `spec` part,
 /// `inputCollection` may be `{"upload": "<part>"}`.
 pub async fn train_uploaded(
-    state: &ServerState,
+    state: &Arc<ServerState>,
     job: serde_json::Value,
     uploads: StagedUploads,
     caller: &Caller,
