@@ -1020,7 +1020,7 @@ async fn kserve_v2_health_metadata_and_infer_match_rest() {
                 .flat_map(|b| [(b.len() as u32).to_le_bytes().to_vec(), b.clone()].concat())
                 .collect(),
         };
-        raw.raw_input_contents.push(bytes);
+        raw.raw_input_contents.push(bytes.into());
         raw.inputs.push(InferInputTensor {
             contents: None,
             ..input
@@ -1121,7 +1121,7 @@ async fn kserve_v2_infer_refuses_bad_requests() {
         ),
         (
             "raw count",
-            with(|r| r.raw_input_contents = vec![vec![], vec![]]),
+            with(|r| r.raw_input_contents = vec![Default::default(), Default::default()]),
             Code::InvalidArgument,
             "raw_input_contents",
         ),
@@ -1129,7 +1129,7 @@ async fn kserve_v2_infer_refuses_bad_requests() {
             "raw too short",
             with(|r| {
                 r.inputs[0].contents = None;
-                r.raw_input_contents = vec![vec![0; 15]];
+                r.raw_input_contents = vec![vec![0u8; 15].into()];
             }),
             Code::InvalidArgument,
             "15 bytes",

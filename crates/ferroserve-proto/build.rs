@@ -15,6 +15,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    // Large tensors' raw bytes as `Bytes`: decoded as a view of tonic's receive buffer
+    // instead of a copy of it (the server copies them once more, into the tensor).
+    config.bytes([
+        ".inference.ModelInferRequest.raw_input_contents",
+        ".tensorflow.TensorProto.tensor_content",
+    ]);
     tonic_prost_build::configure()
         // Hand-written, wire-identical, so that both members of its oneof can be seen.
         .extern_path(

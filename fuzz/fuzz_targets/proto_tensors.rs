@@ -33,8 +33,8 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         _ => {
-            if let Ok(request) = ModelInferRequest::decode(rest) {
-                let _ = ferroserve::grpc::kserve::decode_inputs(&request);
+            if let Ok(mut request) = ModelInferRequest::decode(rest) {
+                let _ = ferroserve::grpc::kserve::decode_inputs(&mut request);
             }
         }
     }

@@ -147,8 +147,9 @@ fn predict_options(
 }
 
 /// Decodes the inputs, from `raw_input_contents` (one entry per input, in order) when
-/// the request has any, else from each input's typed `contents`.
-pub fn decode_inputs(request: &pb::ModelInferRequest) -> Result<Vec<NamedTensor>, ApiError> {
+/// the request has any, else from each input's typed `contents`, which are taken out
+/// of the request (moved into the tensors, not copied).
+pub fn decode_inputs(request: &mut pb::ModelInferRequest) -> Result<Vec<NamedTensor>, ApiError> {
     let raw = &request.raw_input_contents;
     if !raw.is_empty() && raw.len() != request.inputs.len() {
         return Err(ApiError::InvalidArgument(format!(
@@ -159,15 +160,15 @@ pub fn decode_inputs(request: &pb::ModelInferRequest) -> Result<Vec<NamedTensor>
     }
     request
         .inputs
-        .iter()
+        .iter_mut()
         .enumerate()
         .map(|(i, input)| {
             let name = input.name.as_str();
             let dtype = dtype_from_v2(name, &input.datatype)?;
             let shape = shape_from_v2(name, &input.shape)?;
             let tensor = if raw.is_empty() {
-                let contents = input.contents.clone().unwrap_or_default();
-                tensor_from_contents(name, dtype, shape, &contents)?
+                let contents = input.contents.take().unwrap_or_default();
+                tensor_from_contents(name, dtype, shape, contents)?
             } else {
                 if input.contents.is_some() {
                     return Err(ApiError::InvalidArgument(format!(
@@ -275,7 +276,7 @@ impl grpc_inference_service_server::GrpcInferenceService for InferenceService {
                 .map_err(crate::workers::forwarded_status);
         }
         let deadline = client_timeout(request.metadata());
-        let request = request.into_inner();
+        let mut request = request.into_inner();
         let version = version_request(&request.model_version).map_err(status_from)?;
         let parameter_timeout = timeout_parameter(&request.parameters).map_err(status_from)?;
         let mut predict =
@@ -284,7 +285,7 @@ impl grpc_inference_service_server::GrpcInferenceService for InferenceService {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        predict.inputs = decode_inputs(&request).map_err(status_from)?;
+        predict.inputs = decode_inputs(&mut request).map_err(status_from)?;
         predict.outputs = request.outputs.iter().map(|o| o.name.clone()).collect();
         predict.classifications = classifications(&request).map_err(status_from)?;
         predict.options = predict_options(&request.parameters).map_err(status_from)?;

@@ -348,18 +348,20 @@ mod tests {
     #[test]
     fn tensor_content_is_little_endian() {
         let mut p = proto(TfDataType::DtFloat, &[1, 2]);
-        p.tensor_content = [1.0f32.to_le_bytes(), (-2.5f32).to_le_bytes()].concat();
+        p.tensor_content = [1.0f32.to_le_bytes(), (-2.5f32).to_le_bytes()]
+            .concat()
+            .into();
         assert_eq!(
             tensor_from_proto("x", &p).unwrap().data(),
             &TensorData::F32(vec![1.0, -2.5])
         );
         let mut p = proto(TfDataType::DtInt64, &[2]);
-        p.tensor_content = [7i64.to_le_bytes(), (-1i64).to_le_bytes()].concat();
+        p.tensor_content = [7i64.to_le_bytes(), (-1i64).to_le_bytes()].concat().into();
         assert_eq!(
             tensor_from_proto("x", &p).unwrap().data(),
             &TensorData::I64(vec![7, -1])
         );
-        p.tensor_content.pop();
+        p.tensor_content.truncate(p.tensor_content.len() - 1);
         assert!(tensor_from_proto("x", &p)
             .unwrap_err()
             .to_string()
@@ -416,7 +418,7 @@ mod tests {
     #[test]
     fn tensor_content_with_a_typed_field_is_refused() {
         let mut both = proto(TfDataType::DtFloat, &[2]);
-        both.tensor_content = [1.0f32.to_le_bytes(), 2.0f32.to_le_bytes()].concat();
+        both.tensor_content = [1.0f32.to_le_bytes(), 2.0f32.to_le_bytes()].concat().into();
         both.float_val = vec![3.0, 4.0];
         let err = tensor_from_proto("x", &both).unwrap_err();
         assert!(

@@ -4,6 +4,8 @@
 //! Raw elements are little-endian; a BYTES element is a 4-byte little-endian length
 //! followed by that many bytes. FP16 has no typed field, so it travels raw only.
 
+use std::mem::take;
+
 use ferroserve_proto::inference::InferTensorContents;
 
 use crate::api::ApiError;
@@ -54,12 +56,13 @@ pub fn tensor_to_raw(data: &TensorData) -> Vec<u8> {
     out
 }
 
-/// Decodes an input given in the typed `contents` field of its datatype.
+/// Decodes an input given in the typed `contents` field of its datatype, taking the
+/// field's values (no copy) where the dtype matches the field's element type.
 pub fn tensor_from_contents(
     name: &str,
     dtype: DataType,
     shape: Vec<usize>,
-    c: &InferTensorContents,
+    mut c: InferTensorContents,
 ) -> Result<Tensor, ApiError> {
     fn narrow<S: Copy + std::fmt::Display, T: TryFrom<S>>(
         name: &str,
@@ -74,18 +77,18 @@ pub fn tensor_from_contents(
             .collect()
     }
     let data = match dtype {
-        DataType::Bool => TensorData::Bool(c.bool_contents.clone()),
+        DataType::Bool => TensorData::Bool(take(&mut c.bool_contents)),
         DataType::I8 => TensorData::I8(narrow(name, dtype, &c.int_contents)?),
         DataType::I16 => TensorData::I16(narrow(name, dtype, &c.int_contents)?),
-        DataType::I32 => TensorData::I32(c.int_contents.clone()),
-        DataType::I64 => TensorData::I64(c.int64_contents.clone()),
+        DataType::I32 => TensorData::I32(take(&mut c.int_contents)),
+        DataType::I64 => TensorData::I64(take(&mut c.int64_contents)),
         DataType::U8 => TensorData::U8(narrow(name, dtype, &c.uint_contents)?),
         DataType::U16 => TensorData::U16(narrow(name, dtype, &c.uint_contents)?),
-        DataType::U32 => TensorData::U32(c.uint_contents.clone()),
-        DataType::U64 => TensorData::U64(c.uint64_contents.clone()),
-        DataType::F32 => TensorData::F32(c.fp32_contents.clone()),
-        DataType::F64 => TensorData::F64(c.fp64_contents.clone()),
-        DataType::Bytes => TensorData::Bytes(c.bytes_contents.clone()),
+        DataType::U32 => TensorData::U32(take(&mut c.uint_contents)),
+        DataType::U64 => TensorData::U64(take(&mut c.uint64_contents)),
+        DataType::F32 => TensorData::F32(take(&mut c.fp32_contents)),
+        DataType::F64 => TensorData::F64(take(&mut c.fp64_contents)),
+        DataType::Bytes => TensorData::Bytes(take(&mut c.bytes_contents)),
         DataType::F16 => {
             return Err(invalid(
                 name,
@@ -148,7 +151,7 @@ mod tests {
             assert_eq!(t.data(), &data, "raw {dtype}");
             match tensor_to_contents(&data) {
                 Some(c) => {
-                    let t = tensor_from_contents("x", dtype, vec![2], &c).unwrap();
+                    let t = tensor_from_contents("x", dtype, vec![2], c).unwrap();
                     assert_eq!(t.data(), &data, "typed {dtype}");
                 }
                 None => assert_eq!(dtype, DataType::F16),
@@ -185,14 +188,14 @@ mod tests {
             fp32_contents: vec![1.0; 3],
             ..Default::default()
         };
-        assert!(tensor_from_contents("x", DataType::F32, vec![1, 4], &c).is_err());
+        assert!(tensor_from_contents("x", DataType::F32, vec![1, 4], c.clone()).is_err());
         // Values in the wrong field for the datatype are as good as none.
-        assert!(tensor_from_contents("x", DataType::I64, vec![3], &c).is_err());
+        assert!(tensor_from_contents("x", DataType::I64, vec![3], c.clone()).is_err());
         let c = InferTensorContents {
             uint_contents: vec![256],
             ..Default::default()
         };
-        assert!(tensor_from_contents("x", DataType::U8, vec![1], &c)
+        assert!(tensor_from_contents("x", DataType::U8, vec![1], c.clone())
             .unwrap_err()
             .to_string()
             .contains("does not fit"));
