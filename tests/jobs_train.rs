@@ -383,7 +383,7 @@ async fn multinomial_training_matches_scikit_learn() {
     spec["spec"]["algorithm"] = json!({"name": "random_forest",
         "grid": {"max_depth": [4], "n_estimators": [5]}});
     spec["spec"]["cv"] = json!({"folds": 3});
-    let forest = succeeded(&server, spec).await;
+    let forest = succeeded(&server, spec.clone()).await;
     assert_eq!(forest["version"], 2);
     let (labels, proba) = served(
         &server,
@@ -394,6 +394,34 @@ async fn multinomial_training_matches_scikit_learn() {
     )
     .await;
     assert_same_as_job(&forest, &labels, &proba);
+
+    // A training job for a stopped model saves the version, leaves the model
+    // stopped, and says so.
+    let (code, body) = server.post_json("/stop_deployment/three", &json!({})).await;
+    assert_eq!(code, 200, "{body}");
+    let id = submit(&server, spec).await;
+    let job = finished(&server, &id).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["result"]["version"], 3, "{job}");
+    let saved = job["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["text"].as_str())
+        .find(|m| m.starts_with("saved three version 3"))
+        .unwrap_or_else(|| panic!("no saved message: {job}"));
+    assert!(
+        saved.ends_with("; the model is stopped: reload, load or deploy it to serve this version"),
+        "{saved}"
+    );
+    assert!(env.repo.join("three/3").is_dir());
+    let (code, body) = server
+        .post_json(
+            "/v1/models/three:predict",
+            &json!({"instances": [{"x1": 0.1, "x2": 0.2, "x3": 0.3, "region": "east"}]}),
+        )
+        .await;
+    assert_eq!(code, 404, "the stopped model answered: {body}");
     server.stop().await;
 }
 
