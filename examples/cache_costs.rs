@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferroserve::cache::{CacheKey, ResponseCache};
+use ferroserve::model_config::Admission;
 use ferroserve::settings::Settings;
 use ferroserve::tensor::{Tensor, TensorData};
 
@@ -51,7 +52,13 @@ fn main() {
                 assert!(found.is_none(), "every request differs");
                 let t2 = Instant::now();
                 cache
-                    .store(key, &model, &answer, Duration::from_secs(3600))
+                    .store(
+                        key,
+                        &model,
+                        &answer,
+                        Duration::from_secs(3600),
+                        Admission::FirstMiss,
+                    )
                     .await;
                 let t3 = Instant::now();
                 key_t += t1 - t0;

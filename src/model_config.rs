@@ -35,6 +35,7 @@
 //! [cache]                           # the response cache (see `crate::cache`)
 //! enabled = true
 //! ttl_secs = 300
+//! admission = "first_miss"          # or "second_miss": store an answer when its request misses again
 //! ```
 //! Every key is optional; an unknown key is an error, so a typo never passes silently.
 
@@ -218,6 +219,21 @@ pub struct CacheConfig {
     /// How long an answer is kept, in seconds, from when it was computed.
     /// Default 300; between 1 and 2592000 (30 days).
     pub ttl_secs: u64,
+    /// When a computed answer is stored. Default `first_miss`.
+    pub admission: Admission,
+}
+
+/// When a missed request's answer is stored (`[cache] admission`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Admission {
+    /// At once: the next identical request is a hit.
+    #[default]
+    FirstMiss,
+    /// When the same request misses a second time (`crate::cache::doorkeeper`):
+    /// requests that never repeat cost a lookup and no store, and the third
+    /// identical request is the first hit.
+    SecondMiss,
 }
 
 impl Default for CacheConfig {
@@ -225,6 +241,7 @@ impl Default for CacheConfig {
         CacheConfig {
             enabled: false,
             ttl_secs: 300,
+            admission: Admission::FirstMiss,
         }
     }
 }
@@ -1061,6 +1078,9 @@ mod tests {
         assert_eq!(c.cache.ttl(), Duration::from_secs(60));
         let d = ModelConfig::parse("[cache]\nenabled = true").unwrap();
         assert_eq!(d.cache.ttl_secs, 300, "default TTL");
+        assert_eq!(d.cache.admission, Admission::FirstMiss, "default admission");
+        let e = ModelConfig::parse("[cache]\nenabled = true\nadmission = \"second_miss\"").unwrap();
+        assert_eq!(e.cache.admission, Admission::SecondMiss);
         assert!(
             !ModelConfig::parse("").unwrap().cache.enabled,
             "off by default"
@@ -1070,6 +1090,7 @@ mod tests {
             "[cache]\nttl_secs = 99999999999",
             "[cache]\nttl = 5",
             "[cache]\nenabled = \"yes\"",
+            "[cache]\nadmission = \"third_miss\"",
         ] {
             assert!(ModelConfig::parse(bad).is_err(), "{bad}");
         }

@@ -540,6 +540,65 @@ async fn two_models_given_identical_inputs_never_share_entries() {
     server.stop().await;
 }
 
+/// `admission = "second_miss"`: an answer is stored when its request misses for
+/// the second time, so the third identical request is the first hit; a request
+/// seen once stores nothing (counted). The default stores at the first miss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_miss_admission_stores_an_answer_when_its_request_repeats() {
+    let repo = tempfile::tempdir().unwrap();
+    install_model(repo.path(), "picky", 1, &root_path(IRIS_LR));
+    write_config(
+        repo.path(),
+        "picky",
+        "[cache]\nenabled = true\nadmission = \"second_miss\"\n",
+    );
+    let server = TestServer::start_with(settings(repo.path())).await;
+    let not_admitted = || async {
+        metric(
+            &server,
+            "ferroserve_cache_not_admitted_total",
+            &[("model", "picky")],
+        )
+        .await
+    };
+    for row in [[6.0, 2.9, 4.5, 1.5], [5.9, 3.0, 5.1, 1.8]] {
+        let before = not_admitted().await;
+        let runs = model_runs(&server, "picky", 1).await;
+        let first = tfs_predict(&server, "picky", row).await;
+        assert_eq!(first.status, 200);
+        assert_eq!(first.cache.as_deref(), Some("miss"));
+        assert_eq!(not_admitted().await, before + 1.0, "the first miss stores");
+        let second = tfs_predict(&server, "picky", row).await;
+        assert_eq!(
+            second.cache.as_deref(),
+            Some("miss"),
+            "stored at the first miss"
+        );
+        assert_eq!(not_admitted().await, before + 1.0);
+        let third = tfs_predict(&server, "picky", row).await;
+        assert_eq!(third.cache.as_deref(), Some("hit"));
+        assert_eq!(third.body, first.body);
+        assert_eq!(model_runs(&server, "picky", 1).await, runs + 2.0);
+    }
+    // Switched back by an edit (live, like the rest of [cache]): stored at the
+    // first miss, so a new request's second call is a hit.
+    write_config(repo.path(), "picky", CACHE_ON);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for n in 0.. {
+        let row = [6.3, 3.3, 6.0, 2.5 + n as f32 / 100.0];
+        assert_eq!(
+            tfs_predict(&server, "picky", row).await.cache.as_deref(),
+            Some("miss")
+        );
+        if tfs_predict(&server, "picky", row).await.cache.as_deref() == Some("hit") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the edit did not apply");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_expire_after_the_models_ttl() {
     let repo = tempfile::tempdir().unwrap();

@@ -299,8 +299,10 @@ async fn run(
     // classification is applied after it, hit or miss.
     let cache = match cached {
         Some((cache, key)) => {
-            let ttl = handle.config().cache.ttl();
-            cache.store(key, &handle.model, &outputs, ttl).await;
+            let config = &handle.config().cache;
+            cache
+                .store(key, &handle.model, &outputs, config.ttl(), config.admission)
+                .await;
             Some(CacheStatus::Miss)
         }
         None => None,

@@ -10,7 +10,9 @@
 //!
 //! Lookups try the in-process tier, then Redis (an answer found there is kept in
 //! process too, for the time it has left in Redis). A miss stores the answer in
-//! both; the Redis write runs on a task of its own.
+//! both; the Redis write runs on a task of its own. A model with `admission =
+//! "second_miss"` stores it only when its request misses a second time
+//! ([`doorkeeper`]).
 //!
 //! Invariant: no request waits on Redis longer than `redis_timeout`, and a Redis
 //! failure is a miss, never a failed prediction (see [`redis`]).
@@ -21,9 +23,12 @@
 //! `expired`), `ferroserve_cache_entries{tier}` and `ferroserve_cache_bytes{tier}`
 //! (refreshed at scrape time), `ferroserve_cache_redis_errors_total{op,reason}`
 //! (op `get`, `set` or `ping`; reason `error`, `timeout`, `corrupt` or `dropped`:
-//! a write refused because too many were in flight).
+//! a write refused because too many were in flight),
+//! `ferroserve_cache_not_admitted_total{model}` (answers not stored: their request
+//! missed for the first time, under `admission = "second_miss"`).
 
 pub mod codec;
+pub mod doorkeeper;
 pub mod key;
 pub mod memory;
 pub mod redis;
@@ -33,6 +38,7 @@ use std::time::{Duration, Instant};
 
 pub use key::CacheKey;
 
+use crate::model_config::Admission;
 use crate::settings::Settings;
 use crate::tensor::NamedTensor;
 
@@ -102,6 +108,8 @@ impl CachedAnswer {
 pub struct ResponseCache {
     memory: Option<memory::MemoryTier>,
     redis: Option<redis::RedisTier>,
+    /// Made at the first answer of a model with `admission = "second_miss"`.
+    doorkeeper: std::sync::OnceLock<doorkeeper::Doorkeeper>,
 }
 
 /// Checks a `--redis-url` (for `Settings`); the message never repeats the URL.
@@ -124,7 +132,11 @@ impl ResponseCache {
         if memory.is_none() && redis.is_none() {
             return None;
         }
-        Some(Arc::new(ResponseCache { memory, redis }))
+        Some(Arc::new(ResponseCache {
+            memory,
+            redis,
+            doorkeeper: std::sync::OnceLock::new(),
+        }))
     }
 
     /// Finds the answer stored under `key`, counting a hit or a miss for `model`.
@@ -158,14 +170,26 @@ impl ResponseCache {
     }
 
     /// Stores a successful answer under `key` for `ttl`, in process at once and in
-    /// Redis on a task of its own.
+    /// Redis on a task of its own; under [`Admission::SecondMiss`] only when `key`
+    /// missed before.
     pub async fn store(
         &self,
         key: CacheKey,
         model: &Arc<str>,
         outputs: &[NamedTensor],
         ttl: Duration,
+        admission: Admission,
     ) {
+        if admission == Admission::SecondMiss
+            && !self
+                .doorkeeper
+                .get_or_init(doorkeeper::Doorkeeper::default)
+                .missed_before(&key)
+        {
+            metrics::counter!("ferroserve_cache_not_admitted_total", "model" => model.to_string())
+                .increment(1);
+            return;
+        }
         if let Some(redis) = &self.redis {
             redis.put(&key, outputs, ttl);
         }
