@@ -94,7 +94,7 @@ mod tests {
             door.missed_before(&key(n));
             n += 1;
         }
-        assert!(n >= RESET_AFTER - 1 && n < RESET_AFTER + 2_000, "{n}");
+        assert!((RESET_AFTER - 1..RESET_AFTER + 2_000).contains(&n), "{n}");
         assert!(
             !door.missed_before(&key(u64::MAX)),
             "remembered past a reset"
