@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferroserve::cache::{CacheKey, ResponseCache};
+use ferroserve::cache::{CacheCounters, CacheKey, ResponseCache};
 use ferroserve::model_config::Admission;
 use ferroserve::settings::Settings;
 use ferroserve::tensor::{Tensor, TensorData};
@@ -35,6 +35,7 @@ fn main() {
                 Tensor::new(vec![1, 3], TensorData::F32(vec![0.1, 0.2, 0.7])).unwrap(),
             ),
         ];
+        let counters = CacheCounters::new(&model);
         let n = 400_000u32;
         for phase in 0..3 {
             let (mut key_t, mut lookup_t, mut store_t) =
@@ -47,7 +48,7 @@ fn main() {
                 let key = CacheKey::new(&model, 1, &[0; 32], &inputs, &[]);
                 let t1 = Instant::now();
                 let found = cache
-                    .lookup(&key, &model, t1 + Duration::from_secs(1))
+                    .lookup(&key, &model, &counters, t1 + Duration::from_secs(1))
                     .await;
                 assert!(found.is_none(), "every request differs");
                 let t2 = Instant::now();
@@ -58,6 +59,7 @@ fn main() {
                         &answer,
                         Duration::from_secs(3600),
                         Admission::FirstMiss,
+                        &counters,
                     )
                     .await;
                 let t3 = Instant::now();

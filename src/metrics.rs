@@ -274,6 +274,39 @@ pub struct QueueMetrics {
     pub rejected: Counter,
     /// Requests answered by this version, per protocol.
     pub answered: AnsweredRequests,
+    /// The model's response-cache counters, registered at its first cached
+    /// request (a model without `[cache]` has none).
+    cache: std::sync::OnceLock<CacheCounters>,
+}
+
+/// A model's response-cache counters (see `crate::cache`), as handles: a cached
+/// request formats no labels and looks nothing up in the registry.
+pub struct CacheCounters {
+    pub hits_memory: Counter,
+    pub hits_redis: Counter,
+    pub misses: Counter,
+    pub not_admitted: Counter,
+}
+
+impl CacheCounters {
+    pub fn new(model: &str) -> CacheCounters {
+        let hits = |tier: &'static str| {
+            metrics::counter!(
+                "ferroserve_cache_hits_total",
+                "model" => model.to_string(),
+                "tier" => tier
+            )
+        };
+        CacheCounters {
+            hits_memory: hits("memory"),
+            hits_redis: hits("redis"),
+            misses: metrics::counter!("ferroserve_cache_misses_total", "model" => model.to_string()),
+            not_admitted: metrics::counter!(
+                "ferroserve_cache_not_admitted_total",
+                "model" => model.to_string()
+            ),
+        }
+    }
 }
 
 /// `ferroserve_requests_total{outcome="ok"}` and `ferroserve_request_duration_seconds`
@@ -334,7 +367,14 @@ impl QueueMetrics {
             inference_duration: recorder.histogram("ferroserve_inference_duration_seconds"),
             rejected: recorder.counter("ferroserve_rejected_total", &[]),
             answered: AnsweredRequests::new(model, recorder),
+            cache: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The model's response-cache counters.
+    pub fn cache(&self) -> &CacheCounters {
+        self.cache
+            .get_or_init(|| CacheCounters::new(&self.answered.model))
     }
 }
 

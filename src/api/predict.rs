@@ -243,7 +243,8 @@ async fn run(
         _ => None,
     };
     if let Some((cache, key)) = &cached {
-        if let Some(answer) = cache.lookup(key, &handle.model, deadline).await {
+        let counters = handle.queue.metrics().cache();
+        if let Some(answer) = cache.lookup(key, &handle.model, counters, deadline).await {
             let mut outputs = answer.outputs_for(&request.outputs).ok_or_else(|| {
                 ApiError::Internal("a cached answer lacks an output its key names".into())
             })?;
@@ -301,7 +302,14 @@ async fn run(
         Some((cache, key)) => {
             let config = &handle.config().cache;
             cache
-                .store(key, &handle.model, &outputs, config.ttl(), config.admission)
+                .store(
+                    key,
+                    &handle.model,
+                    &outputs,
+                    config.ttl(),
+                    config.admission,
+                    handle.queue.metrics().cache(),
+                )
                 .await;
             Some(CacheStatus::Miss)
         }

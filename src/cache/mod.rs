@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 
 pub use key::CacheKey;
 
+pub use crate::metrics::CacheCounters;
 use crate::model_config::Admission;
 use crate::settings::Settings;
 use crate::tensor::NamedTensor;
@@ -145,17 +146,18 @@ impl ResponseCache {
         &self,
         key: &CacheKey,
         model: &Arc<str>,
+        counters: &CacheCounters,
         deadline: Instant,
     ) -> Option<Arc<CachedAnswer>> {
         if let Some(memory) = &self.memory {
             if let Some(found) = memory.get(key) {
-                count_hit(model, "memory");
+                counters.hits_memory.increment(1);
                 return Some(found);
             }
         }
         if let Some(redis) = &self.redis {
             if let Some(hit) = redis.get(key, deadline).await {
-                count_hit(model, "redis");
+                counters.hits_redis.increment(1);
                 let ttl = hit.ttl_left.unwrap_or(Duration::from_secs(1));
                 let answer = Arc::new(CachedAnswer::new(model.clone(), hit.outputs, ttl));
                 if let Some(memory) = &self.memory {
@@ -164,8 +166,7 @@ impl ResponseCache {
                 return Some(answer);
             }
         }
-        metrics::counter!("ferroserve_cache_misses_total", "model" => model.to_string())
-            .increment(1);
+        counters.misses.increment(1);
         None
     }
 
@@ -179,6 +180,7 @@ impl ResponseCache {
         outputs: &[NamedTensor],
         ttl: Duration,
         admission: Admission,
+        counters: &CacheCounters,
     ) {
         if admission == Admission::SecondMiss
             && !self
@@ -186,8 +188,7 @@ impl ResponseCache {
                 .get_or_init(doorkeeper::Doorkeeper::default)
                 .missed_before(&key)
         {
-            metrics::counter!("ferroserve_cache_not_admitted_total", "model" => model.to_string())
-                .increment(1);
+            counters.not_admitted.increment(1);
             return;
         }
         if let Some(redis) = &self.redis {
@@ -205,13 +206,4 @@ impl ResponseCache {
             memory.refresh_gauges();
         }
     }
-}
-
-fn count_hit(model: &str, tier: &'static str) {
-    metrics::counter!(
-        "ferroserve_cache_hits_total",
-        "model" => model.to_string(),
-        "tier" => tier
-    )
-    .increment(1);
 }
