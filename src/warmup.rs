@@ -187,10 +187,10 @@ fn replay_record(backend: &dyn Backend, log: PredictionLog) -> Result<(), String
             };
             let inputs = request
                 .inputs
-                .iter()
+                .into_iter()
                 .map(|(name, proto)| {
-                    crate::grpc::tf_tensor::tensor_from_proto(name, proto, limits)
-                        .map(|t| (name.clone(), t))
+                    crate::grpc::tf_tensor::tensor_from_proto(&name, proto, limits)
+                        .map(|t| (name, t))
                         .map_err(|e| e.to_string())
                 })
                 .collect::<Result<Vec<NamedTensor>, String>>()?;

@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
     match selector % 3 {
         0 => {
             if let Ok(proto) = TensorProto::decode(rest) {
-                let _ = tensor_from_proto("x", &proto, LIMITS);
+                let _ = tensor_from_proto("x", proto, LIMITS);
             }
         }
         1 => {

@@ -88,10 +88,11 @@ pub fn to_tf_shape(dims: impl IntoIterator<Item = i64>) -> TensorShapeProto {
     }
 }
 
-/// Decodes the TensorProto the client sent as input `name` (the name is for messages).
+/// Decodes the TensorProto the client sent as input `name` (the name is for messages),
+/// taking its typed values (no copy) where the dtype matches the field's element type.
 pub fn tensor_from_proto(
     name: &str,
-    proto: &TensorProto,
+    mut proto: TensorProto,
     limits: DecodeLimits,
 ) -> Result<Tensor, ApiError> {
     let dtype = from_tf_dtype(proto.dtype).ok_or_else(|| {
@@ -118,7 +119,7 @@ pub fn tensor_from_proto(
         .ok_or_else(|| invalid(name, format_args!("shape {shape:?} is too large")))?;
 
     if !proto.tensor_content.is_empty() {
-        if let Some(field) = filled_typed_field(proto) {
+        if let Some(field) = filled_typed_field(&proto) {
             return Err(invalid(
                 name,
                 format_args!("gives both tensor_content and {field}; give the values once"),
@@ -128,7 +129,7 @@ pub fn tensor_from_proto(
     let data = if !proto.tensor_content.is_empty() && dtype != DataType::Bytes {
         decode_content(name, dtype, &proto.tensor_content, count)?
     } else {
-        let data = typed_values(name, dtype, proto)?;
+        let data = typed_values(name, dtype, &mut proto)?;
         pad_to(name, data, &shape, count, limits)?
     };
     Tensor::new(shape, data).map_err(|e| invalid(name, e))
@@ -179,7 +180,8 @@ fn filled_typed_field(p: &TensorProto) -> Option<&'static str> {
 }
 
 /// Elements from the typed field of `dtype`, as given (see [`pad_to`]).
-fn typed_values(name: &str, dtype: DataType, p: &TensorProto) -> Result<TensorData, ApiError> {
+fn typed_values(name: &str, dtype: DataType, p: &mut TensorProto) -> Result<TensorData, ApiError> {
+    use std::mem::take;
     fn narrow<T: TryFrom<i32>>(
         name: &str,
         dtype: DataType,
@@ -194,9 +196,9 @@ fn typed_values(name: &str, dtype: DataType, p: &TensorProto) -> Result<TensorDa
             .collect()
     }
     let data = match dtype {
-        DataType::F32 => TensorData::F32(p.float_val.clone()),
-        DataType::F64 => TensorData::F64(p.double_val.clone()),
-        DataType::I32 => TensorData::I32(p.int_val.clone()),
+        DataType::F32 => TensorData::F32(take(&mut p.float_val)),
+        DataType::F64 => TensorData::F64(take(&mut p.double_val)),
+        DataType::I32 => TensorData::I32(take(&mut p.int_val)),
         DataType::I16 => TensorData::I16(narrow(name, dtype, &p.int_val)?),
         DataType::I8 => TensorData::I8(narrow(name, dtype, &p.int_val)?),
         DataType::U8 => TensorData::U8(narrow(name, dtype, &p.int_val)?),
@@ -211,11 +213,11 @@ fn typed_values(name: &str, dtype: DataType, p: &TensorProto) -> Result<TensorDa
                 })
                 .collect::<Result<_, _>>()?,
         ),
-        DataType::I64 => TensorData::I64(p.int64_val.clone()),
-        DataType::U32 => TensorData::U32(p.uint32_val.clone()),
-        DataType::U64 => TensorData::U64(p.uint64_val.clone()),
-        DataType::Bool => TensorData::Bool(p.bool_val.clone()),
-        DataType::Bytes => TensorData::Bytes(p.string_val.clone()),
+        DataType::I64 => TensorData::I64(take(&mut p.int64_val)),
+        DataType::U32 => TensorData::U32(take(&mut p.uint32_val)),
+        DataType::U64 => TensorData::U64(take(&mut p.uint64_val)),
+        DataType::Bool => TensorData::Bool(take(&mut p.bool_val)),
+        DataType::Bytes => TensorData::Bytes(take(&mut p.string_val)),
     };
     Ok(data)
 }
@@ -310,7 +312,7 @@ mod tests {
     };
 
     fn tensor_from_proto(name: &str, p: &TensorProto) -> Result<Tensor, ApiError> {
-        super::tensor_from_proto(name, p, LIMITS)
+        super::tensor_from_proto(name, p.clone(), LIMITS)
     }
 
     fn proto(dtype: TfDataType, shape: &[i64]) -> TensorProto {

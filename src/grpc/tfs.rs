@@ -277,8 +277,11 @@ impl prediction_service_server::PredictionService for PredictionService {
         };
         predict.inputs = request
             .inputs
-            .iter()
-            .map(|(name, proto)| Ok((name.clone(), tensor_from_proto(name, proto, limits)?)))
+            .into_iter()
+            .map(|(name, proto)| {
+                let tensor = tensor_from_proto(&name, proto, limits)?;
+                Ok((name, tensor))
+            })
             .collect::<Result<_, ApiError>>()
             .map_err(status_from)?;
         let response = api::predict(&self.state, predict)
