@@ -14,6 +14,9 @@
 //!   go to the old one until the new one is ready, then the old one drains;
 //! * each slot has one supervision task, owned by the slot (its `stop` token ends it,
 //!   and the task kills and reaps its process before it returns);
+//! * a deploy and a stop run on tasks of their own: a caller dropped halfway (a
+//!   client that left) never leaves a worker running outside the map, nor one out
+//!   of the map that was not told to stop;
 //! * what the main server reports of a deployed model (versions, states, labels)
 //!   is the worker's own word: its `/models/status` entry, read when it turns ready
 //!   and with every health check, cleared when it exits. The main server holds no
@@ -267,6 +270,20 @@ impl Supervisor {
         model_dir: PathBuf,
         deployment: Deployment,
     ) -> Result<WorkerStatus, ApiError> {
+        // On a task of its own: a caller dropped while the worker starts must not
+        // leave a worker running that the map does not hold.
+        let (this, model) = (self.clone(), model.to_string());
+        tokio::spawn(async move { this.deploy_now(&model, model_dir, deployment).await })
+            .await
+            .map_err(|e| ApiError::Internal(format!("the deployment failed: {e}")))?
+    }
+
+    async fn deploy_now(
+        self: &Arc<Self>,
+        model: &str,
+        model_dir: PathBuf,
+        deployment: Deployment,
+    ) -> Result<WorkerStatus, ApiError> {
         let _changing = self.changing.lock().await;
         let slot = self.start_slot(model, model_dir, deployment, None)?;
         let mut state = slot.state.subscribe();
@@ -327,19 +344,28 @@ impl Supervisor {
     }
 
     /// Stops `model`'s worker (drained); false when it had none.
-    pub async fn stop(&self, model: &str) -> bool {
+    pub async fn stop(self: &Arc<Self>, model: &str) -> bool {
         self.stop_with_grace(model, Duration::ZERO).await
     }
 
     /// Stops forwarding `model`'s requests, then (after a moment for requests that
     /// read the old target just before) drains and stops its worker: the main
     /// server serves the model itself again. False when it had no worker.
-    pub async fn hand_back(&self, model: &str) -> bool {
+    pub async fn hand_back(self: &Arc<Self>, model: &str) -> bool {
         self.stop_with_grace(model, Duration::from_millis(500))
             .await
     }
 
-    async fn stop_with_grace(&self, model: &str, grace: Duration) -> bool {
+    /// On a task of its own: a caller dropped once the worker has left the map
+    /// (a client that left) must not leave it running with nothing tracking it.
+    async fn stop_with_grace(self: &Arc<Self>, model: &str, grace: Duration) -> bool {
+        let (this, model) = (self.clone(), model.to_string());
+        tokio::spawn(async move { this.stop_now(&model, grace).await })
+            .await
+            .unwrap_or(false)
+    }
+
+    async fn stop_now(&self, model: &str, grace: Duration) -> bool {
         let _changing = self.changing.lock().await;
         let mut map = (**self.slots.load()).clone();
         let Some(slot) = map.remove(model) else {
