@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::manage::{
-    audit, deadline, describe_failures, restore_model_settings, run_locked, settings_now,
-    stop_model, summary_under_lock, to_the_end, ModelSummary,
+    audit, deadline, describe_failures, recorded_locked, restore_model_settings, run_locked,
+    settings_now, stop_model, summary_under_lock, to_the_end, ModelSummary,
 };
 use super::{ApiError, Caller, ServerState};
 use crate::sources::{Deployment, SourcesError};
@@ -63,18 +63,12 @@ pub async fn deploy(
     }
     let runtime = tokio::runtime::Handle::current();
     let summary = run_locked(deadline, "the deployment", move |_| {
-        // Recorded before it takes effect: with the store down nothing changes
-        // (503), and after a restart the deployment comes back with its settings.
-        let before = settings_now(&sources, &request.model);
-        if let Some(store) = &state.store {
-            runtime.block_on(store.save_model_settings(&deployed_row(&request)))?;
-        }
+        // Recorded before it takes effect, so that after a restart the deployment
+        // comes back with its settings; refused (no such model), nothing changed.
         let detail = deployment_json(&request.deployment);
-        if let Err(e) = sources.deploy_locked(&request.model, request.deployment, &lock) {
-            // Refused (no such model): nothing changed, and the store says so again.
-            runtime.block_on(restore_model_settings(&state, &before));
-            return Err(e.into());
-        }
+        recorded_locked(&state, &runtime, deployed_row(&request), || {
+            sources.deploy_locked(&request.model, request.deployment, &lock)
+        })?;
         audit(
             &state,
             &caller,

@@ -604,25 +604,19 @@ pub async fn stop_model(
     let (state, name, caller) = (state.clone(), model.to_string(), caller.clone());
     let runtime = tokio::runtime::Handle::current();
     run_locked(deadline, "the stop", move |_| {
-        // Recorded under the model's lock, before it takes effect: with the store
-        // down nothing changes (503), and after a restart the model stays stopped.
-        // A stop refused before (the model busy past the deadline) records nothing.
-        let before = settings_now(&sources, &name);
-        if let Some(store) = &state.store {
-            let stopped = ModelSettings {
-                model: name.clone(),
-                stopped: true,
-                deployment: None,
-            };
-            runtime.block_on(store.save_model_settings(&stopped))?;
-        }
-        let stopped = sources.stop_locked(&name, &lock);
-        drop(intent); // only once the stopped set holds the model
-        if let Err(e) = stopped {
-            // Refused (a delete came first, a listed model): the store says so again.
-            runtime.block_on(restore_model_settings(&state, &before));
-            return Err(e.into());
-        }
+        // Recorded under the model's lock: a stop refused before (the model busy
+        // past the deadline) records nothing; one refused here (a delete came
+        // first, a listed model) writes the row back.
+        let stopped = ModelSettings {
+            model: name.clone(),
+            stopped: true,
+            deployment: None,
+        };
+        recorded_locked(&state, &runtime, stopped, || {
+            let stopped = sources.stop_locked(&name, &lock);
+            drop(intent); // only once the stopped set holds the model
+            stopped
+        })?;
         // Its worker, if any, drains and goes.
         if let Some(workers) = state.workers.get() {
             runtime.block_on(workers.stop(&name));
@@ -638,6 +632,27 @@ pub async fn stop_model(
         Ok(())
     })
     .await
+}
+
+/// The part of a stop or an in-process deployment that runs on its blocking thread,
+/// under the model's lock: `row` goes to the store first (with the store down
+/// nothing changes: 503; after a restart what did happen stays), then `effect`; an
+/// effect that is refused writes the settings in force before back, so that the
+/// store says nothing changed either.
+pub(super) fn recorded_locked<T>(
+    state: &ServerState,
+    runtime: &tokio::runtime::Handle,
+    row: ModelSettings,
+    effect: impl FnOnce() -> Result<T, SourcesError>,
+) -> Result<T, ApiError> {
+    let before = settings_now(&state.sources, &row.model);
+    if let Some(store) = &state.store {
+        runtime.block_on(store.save_model_settings(&row))?;
+    }
+    effect().map_err(|e| {
+        runtime.block_on(restore_model_settings(state, &before));
+        e.into()
+    })
 }
 
 /// A model's stored settings as they are in force now: what a refused change writes

@@ -94,11 +94,7 @@ impl Sources {
         let managed = self.managed_dir(name);
         if managed.exists() {
             // Out of sight in one step, as for a model directory.
-            let trash = managed.with_file_name(format!(
-                ".tmp-delete-{}-{}",
-                std::process::id(),
-                TRASH_COUNTER.fetch_add(1, Ordering::Relaxed)
-            ));
+            let trash = super::trash_in(managed.parent().unwrap_or(&self.root));
             let removed =
                 std::fs::rename(&managed, &trash).and_then(|()| std::fs::remove_dir_all(&trash));
             if let Err(e) = removed {

@@ -178,6 +178,16 @@ fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Numbers the `.tmp-delete-<pid>-<n>` directories a deleted model is renamed to.
 static TRASH_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// A new hidden `.tmp-delete-*` path in `parent` to rename a deleted model's files
+/// to (without the model's name, which may use up all 255 bytes a name may have).
+fn trash_in(parent: &Path) -> PathBuf {
+    parent.join(format!(
+        ".tmp-delete-{}-{}",
+        std::process::id(),
+        TRASH_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
 /// A model whose files a delete took away ([`Sources::retire_locked`]), still
 /// served until [`Sources::forget_deleted_locked`].
 #[derive(Debug)]
@@ -695,11 +705,7 @@ impl Sources {
             return self.retire_flat_locked(name, &file);
         }
         let dir = self.model_dir(name)?;
-        let trash = self.root.join(format!(
-            ".tmp-delete-{}-{}",
-            std::process::id(),
-            TRASH_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
+        let trash = trash_in(&self.root);
         self.staging_started(&trash);
         if let Err(e) = std::fs::rename(&dir.dir, &trash) {
             self.staging_ended(&trash);
