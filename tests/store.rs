@@ -3,7 +3,9 @@
 //! `common::db_servers` on free loopback ports. The same tests run against each:
 //! a restart keeps what management decided and the history; the database killed
 //! while clients predict fails no prediction, refuses management writes with 503
-//! and recovers by itself; a corrupt SQLite file or an unreachable URL stops the
+//! and recovers by itself; a write that lands after its call answered 503 is
+//! written back (PostgreSQL and MariaDB: another client's lock makes it late; a
+//! SQLite write gives up waiting with the same timeout); a corrupt SQLite file or an unreachable URL stops the
 //! start with a clear message and is never overwritten.
 
 mod common;
@@ -336,6 +338,149 @@ async fn postgres_killed_under_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_killed_under_load() {
     database_killed_under_load(DbKind::MariaDb).await;
+}
+
+/// Another client's lock on `model_settings`, taken on a connection of its own:
+/// the server's writes to the table wait for it.
+enum SettingsLock {
+    Postgres(sqlx::PgConnection),
+    MariaDb(sqlx::MySqlConnection),
+}
+
+impl SettingsLock {
+    async fn take(kind: DbKind, url: &str) -> SettingsLock {
+        use sqlx::Connection;
+        match kind {
+            DbKind::Postgres => {
+                let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+                sqlx::raw_sql("BEGIN; LOCK TABLE model_settings IN ACCESS EXCLUSIVE MODE")
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+                SettingsLock::Postgres(c)
+            }
+            DbKind::MariaDb => {
+                let mut c = sqlx::MySqlConnection::connect(url).await.unwrap();
+                sqlx::raw_sql("LOCK TABLES model_settings WRITE")
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+                SettingsLock::MariaDb(c)
+            }
+        }
+    }
+
+    async fn release(self) {
+        use sqlx::Connection;
+        match self {
+            SettingsLock::Postgres(mut c) => {
+                sqlx::raw_sql("COMMIT").execute(&mut c).await.unwrap();
+                c.close().await.unwrap();
+            }
+            SettingsLock::MariaDb(mut c) => {
+                sqlx::raw_sql("UNLOCK TABLES")
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+                c.close().await.unwrap();
+            }
+        }
+    }
+}
+
+/// What `model_settings` says of `model`: `None` without a row.
+async fn stored_stopped(kind: DbKind, url: &str, model: &str) -> Option<i64> {
+    use sqlx::{Connection, Row};
+    let row = match kind {
+        DbKind::Postgres => {
+            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query("SELECT stopped FROM model_settings WHERE model = $1")
+                .bind(model)
+                .fetch_optional(&mut c)
+                .await
+                .unwrap()
+                .map(|r| r.get::<i64, _>(0))
+        }
+        DbKind::MariaDb => {
+            let mut c = sqlx::MySqlConnection::connect(url).await.unwrap();
+            sqlx::query("SELECT stopped FROM model_settings WHERE model = ?")
+                .bind(model)
+                .fetch_optional(&mut c)
+                .await
+                .unwrap()
+                .map(|r| r.get::<i64, _>(0))
+        }
+    };
+    row
+}
+
+/// A stop whose write outlives the database timeout answers 503 and stops nothing.
+/// The database applies the write once another client's lock goes: the row is
+/// written back, so a restart serves the model; meanwhile the model's settings
+/// cannot change (503), so nothing newer is overwritten.
+async fn a_late_settings_write_is_written_back(kind: DbKind) {
+    let db = start_db(kind).await;
+    let repo = repo();
+    let settings = settings(repo.path(), Some(db.url()));
+    let server = TestServer::start_with(settings.clone()).await;
+    let lock = SettingsLock::take(kind, &db.url()).await;
+    let (code, body) = server
+        .post_json("/stop_deployment/iris_lr", &json!({}))
+        .await;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("did not answer"),
+        "{body}"
+    );
+    let (code, body) = server
+        .post_json("/reload_model?modelname=iris_lr", &json!({}))
+        .await;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("not settled"),
+        "{body}"
+    );
+    assert_eq!(predict(&server, "iris_lr").await.0, 200, "nothing stopped");
+
+    lock.release().await;
+    // The late stop lands, and is written back.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stored_stopped(kind, &db.url(), "iris_lr").await != Some(0) {
+        assert!(Instant::now() < deadline, "the late stop stays recorded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Then the model's settings can change again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, body) = server
+            .post_json("/reload_model?modelname=iris_lr", &json!({}))
+            .await;
+        if code == 200 {
+            break;
+        }
+        assert_eq!(code, 503, "{body}");
+        assert!(Instant::now() < deadline, "still unsettled: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(predict(&server, "iris_lr").await.0, 200);
+    server.stop().await;
+    let server = TestServer::start_with(settings).await;
+    assert_eq!(
+        predict(&server, "iris_lr").await.0,
+        200,
+        "a restart serves the model the stop was refused for"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_late_settings_write_is_written_back() {
+    a_late_settings_write_is_written_back(DbKind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_late_settings_write_is_written_back() {
+    a_late_settings_write_is_written_back(DbKind::MariaDb).await;
 }
 
 /// Replicas starting together on one fresh database each migrate it safely.

@@ -116,7 +116,9 @@ async fn deploy_in_worker(
     let before = settings_now(&state.sources, &request.model);
     // Recorded before it takes effect, as in process.
     if let Some(store) = &state.store {
-        store.save_model_settings(&deployed_row(&request)).await?;
+        store
+            .save_model_settings(&deployed_row(&request), &before)
+            .await?;
     }
     // A folder that holds only an upload's staging is not a model yet (as status
     // and an in-process deployment see it).
@@ -198,12 +200,13 @@ pub async fn stop_deployment(
     // short would leave a worker running that nothing tracks.
     to_the_end(async move {
         if let Some(store) = &state.store {
+            let ended = ModelSettings {
+                model: model.clone(),
+                stopped: false,
+                deployment: None,
+            };
             store
-                .save_model_settings(&ModelSettings {
-                    model: model.clone(),
-                    stopped: false,
-                    deployment: None,
-                })
+                .save_model_settings(&ended, &settings_now(&state.sources, &model))
                 .await?;
         }
         // On an error the model is still deployed, and load_back_in_process has put
@@ -310,7 +313,7 @@ async fn load_back_in_process(
                     stopped: false,
                     deployment: Some(d),
                 };
-                if let Err(e) = runtime.block_on(store.save_model_settings(&saved)) {
+                if let Err(e) = runtime.block_on(store.save_model_settings(&saved, &saved)) {
                     tracing::warn!(model = %name, "the store no longer records the deployment: {e}");
                 }
             }

@@ -358,7 +358,7 @@ pub async fn reload(
                 // refused (no such model any more), which leaves it stopped.
                 let before = settings_now(&sources, &name);
                 if let Some(store) = &state.store {
-                    runtime.block_on(store.unstop_model(&name))?;
+                    runtime.block_on(store.unstop_model(&name, &before))?;
                 }
                 if let Err(e) = sources.reload_model_locked(&name, &lock) {
                     if before.stopped {
@@ -515,7 +515,10 @@ pub(crate) async fn end_unlisted_deployments(
                 stopped: false,
                 deployment: None,
             };
-            if let Err(e) = store.save_model_settings(&ended).await {
+            if let Err(e) = store
+                .save_model_settings(&ended, &settings_now(&state.sources, &model))
+                .await
+            {
                 tracing::warn!(model, "left out of the model config list, but kept: {e}");
                 kept.push(model);
                 continue;
@@ -647,7 +650,7 @@ pub(super) fn recorded_locked<T>(
 ) -> Result<T, ApiError> {
     let before = settings_now(&state.sources, &row.model);
     if let Some(store) = &state.store {
-        runtime.block_on(store.save_model_settings(&row))?;
+        runtime.block_on(store.save_model_settings(&row, &before))?;
     }
     effect().map_err(|e| {
         runtime.block_on(restore_model_settings(state, &before));
@@ -669,7 +672,7 @@ pub(super) fn settings_now(sources: &crate::sources::Sources, model: &str) -> Mo
 /// so again (it was written first, so that a restart keeps what did change).
 pub(super) async fn restore_model_settings(state: &ServerState, before: &ModelSettings) {
     if let Some(store) = &state.store {
-        if let Err(e) = store.save_model_settings(before).await {
+        if let Err(e) = store.save_model_settings(before, before).await {
             tracing::warn!(model = %before.model, "a refused change stays in the store: {e}");
         }
     }
@@ -692,6 +695,7 @@ pub async fn delete_model(
     // The record of a delete must not be lost: with the store down, nothing is
     // deleted (503).
     if let Some(store) = &state.store {
+        store.check_settled(model)?;
         store.check_writable().await?;
     }
     let (state, name, caller) = (state.clone(), model.to_string(), caller.clone());

@@ -16,7 +16,9 @@
 //!   background writers; a full buffer drops and counts, never blocks;
 //! * a write management depends on (a stop, a deployment) is made before the change
 //!   it records, bounded by `Settings::database_timeout`, so with the database down
-//!   the call answers 503 and changes nothing; the pool reconnects by itself;
+//!   the call answers 503 and changes nothing, and one the database applies after
+//!   the call gave up on it is written back (`settings`); the pool reconnects by
+//!   itself;
 //! * a database that cannot be read at start is an error, never repaired: a file
 //!   that is not SQLite is reported and left as it is.
 
@@ -26,6 +28,7 @@ mod jobs;
 // (sources and sinks of jobs) with the same connection code and `on_pool!`.
 pub(crate) mod pool;
 pub mod predictions;
+mod settings;
 mod workers;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -34,7 +37,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
@@ -42,9 +45,8 @@ pub use audit::{Event, EventKind, HistoryPage};
 pub use jobs::{JobQuery, JobRow, RunningJob};
 use pool::{on_pool, DbKind, Pool};
 pub use predictions::{LoggedPrediction, PredictionQuery};
+pub use settings::ModelSettings;
 pub use workers::WorkerRow;
-
-use crate::sources::Deployment;
 
 /// Why the store could not do something.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -58,14 +60,6 @@ pub enum StoreError {
     /// The URL or a request is wrong.
     #[error("{0}")]
     Invalid(String),
-}
-
-/// What management decided for one model, restored at start.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ModelSettings {
-    pub model: String,
-    pub stopped: bool,
-    pub deployment: Option<Deployment>,
 }
 
 /// Counts and versions for `ferroserve db status`.
@@ -104,6 +98,8 @@ pub struct Store {
     events_rx: Mutex<Option<tokio::sync::mpsc::Receiver<Event>>>,
     /// The last few events per model, for status (see [`RECENT_EVENTS`]).
     recent: Mutex<HashMap<String, VecDeque<Event>>>,
+    /// Models whose last settings write has not settled (see `settings`).
+    unsettled: settings::Unsettled,
     pub(crate) predictions: predictions::PredictionLog,
 }
 
@@ -165,6 +161,7 @@ impl Store {
             events: tx,
             events_rx: Mutex::new(Some(rx)),
             recent: Mutex::new(HashMap::new()),
+            unsettled: Default::default(),
             predictions: predictions::PredictionLog::new(),
         }
     }
@@ -359,17 +356,20 @@ impl Store {
                 Ok(v)
             }
             Ok(Err(e)) => Err(self.unavailable(doing, e)),
-            Err(_) => {
-                self.up.store(false, Ordering::Relaxed);
-                crate::metrics::record_store_error();
-                Err(StoreError::Unavailable(format!(
-                    "the metadata store ({} at {}) did not answer within {:?} to {doing}",
-                    self.kind(),
-                    self.url,
-                    self.timeout
-                )))
-            }
+            Err(_) => Err(self.timed_out(doing)),
         }
+    }
+
+    /// The error of a write that did not answer within the database timeout.
+    fn timed_out(&self, doing: &str) -> StoreError {
+        self.up.store(false, Ordering::Relaxed);
+        crate::metrics::record_store_error();
+        StoreError::Unavailable(format!(
+            "the metadata store ({} at {}) did not answer within {:?} to {doing}",
+            self.kind(),
+            self.url,
+            self.timeout
+        ))
     }
 
     /// Checks that the database answers now (before a management call whose record
@@ -379,106 +379,6 @@ impl Store {
             on_pool!(&self.pool, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ()))
         })
         .await
-    }
-
-    // ---- model settings ----
-
-    /// Records whether `model` is stopped and how it is deployed (`None`: not
-    /// deployed), replacing what was recorded.
-    pub async fn save_model_settings(&self, settings: &ModelSettings) -> Result<(), StoreError> {
-        let deployment = settings
-            .deployment
-            .as_ref()
-            .map(|d| serde_json::to_string(&DeploymentRecord::from(d)).unwrap_or_default());
-        let sql = match self.kind {
-            DbKind::MySql => {
-                "INSERT INTO model_settings (model, stopped, deployment, updated_ms) \
-                 VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE stopped = VALUES(stopped), \
-                 deployment = VALUES(deployment), updated_ms = VALUES(updated_ms)"
-            }
-            _ => {
-                "INSERT INTO model_settings (model, stopped, deployment, updated_ms) \
-                 VALUES (?, ?, ?, ?) ON CONFLICT (model) DO UPDATE SET \
-                 stopped = excluded.stopped, deployment = excluded.deployment, \
-                 updated_ms = excluded.updated_ms"
-            }
-        };
-        let sql = self.sql(sql);
-        let stopped = i64::from(settings.stopped);
-        let now = now_ms();
-        self.must_write("record the model's settings", async {
-            on_pool!(&self.pool, p => sqlx::query(sqlx::AssertSqlSafe(&*sql))
-                .bind(&settings.model)
-                .bind(stopped)
-                .bind(&deployment)
-                .bind(now)
-                .execute(p)
-                .await
-                .map(|_| ()))
-        })
-        .await
-    }
-
-    /// Marks `model` as no longer stopped, keeping its deployment (a reload).
-    pub async fn unstop_model(&self, model: &str) -> Result<(), StoreError> {
-        let sql = self.sql("UPDATE model_settings SET stopped = 0, updated_ms = ? WHERE model = ?");
-        let now = now_ms();
-        self.must_write("record the model's settings", async {
-            on_pool!(&self.pool, p => sqlx::query(sqlx::AssertSqlSafe(&*sql))
-                .bind(now)
-                .bind(model)
-                .execute(p)
-                .await
-                .map(|_| ()))
-        })
-        .await
-    }
-
-    /// Forgets what was decided for `model` (deleted).
-    pub async fn forget_model(&self, model: &str) -> Result<(), StoreError> {
-        let sql = self.sql("DELETE FROM model_settings WHERE model = ?");
-        self.must_write("forget the model's settings", async {
-            on_pool!(&self.pool, p => sqlx::query(sqlx::AssertSqlSafe(&*sql))
-                .bind(model)
-                .execute(p)
-                .await
-                .map(|_| ()))
-        })
-        .await
-    }
-
-    /// Every model's recorded settings (start-up restores them).
-    pub async fn model_settings(&self) -> Result<Vec<ModelSettings>, StoreError> {
-        let sql = "SELECT model, stopped, deployment FROM model_settings ORDER BY model";
-        let rows: Result<Vec<(String, i64, Option<String>)>, sqlx::Error> = on_pool!(&self.pool, p => {
-            match sqlx::query(sql).fetch_all(p).await {
-                Ok(rows) => rows
-                    .iter()
-                    .map(|r| Ok((r.try_get("model")?, r.try_get("stopped")?, r.try_get("deployment")?)))
-                    .collect(),
-                Err(e) => Err(e),
-            }
-        });
-        let rows = rows.map_err(|e| self.unavailable("read the model settings", e))?;
-        let mut out = Vec::with_capacity(rows.len());
-        for (model, stopped, deployment) in rows {
-            let deployment = match deployment {
-                None => None,
-                Some(text) => match serde_json::from_str::<DeploymentRecord>(&text) {
-                    Ok(d) => Some(Deployment::from(d)),
-                    Err(e) => {
-                        tracing::warn!(model, "a stored deployment cannot be read ({e}); ignored");
-                        None
-                    }
-                },
-            };
-            out.push(ModelSettings {
-                model,
-                stopped: stopped != 0,
-                deployment,
-            });
-        }
-        Ok(out)
     }
 
     /// Starts the background writers (audit events, prediction log) on the current
@@ -507,41 +407,6 @@ impl Store {
             handles.push(h);
         }
         handles
-    }
-}
-
-/// A deployment as stored (JSON in `model_settings.deployment`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct DeploymentRecord {
-    #[serde(default)]
-    environment: Option<String>,
-    #[serde(default)]
-    cpu_limit: Option<String>,
-    #[serde(default)]
-    memory_limit: Option<String>,
-    #[serde(default)]
-    timeout_secs: Option<f64>,
-}
-
-impl From<&Deployment> for DeploymentRecord {
-    fn from(d: &Deployment) -> DeploymentRecord {
-        DeploymentRecord {
-            environment: d.environment.clone(),
-            cpu_limit: d.cpu_limit.clone(),
-            memory_limit: d.memory_limit.clone(),
-            timeout_secs: d.timeout_secs,
-        }
-    }
-}
-
-impl From<DeploymentRecord> for Deployment {
-    fn from(d: DeploymentRecord) -> Deployment {
-        Deployment {
-            environment: d.environment,
-            cpu_limit: d.cpu_limit,
-            memory_limit: d.memory_limit,
-            timeout_secs: d.timeout_secs,
-        }
     }
 }
 

@@ -30,7 +30,8 @@ impl DbKind {
     }
 }
 
-/// An open pool of one of the three kinds.
+/// An open pool of one of the three kinds (a clone shares the connections).
+#[derive(Clone)]
 pub enum Pool {
     Sqlite(sqlx::SqlitePool),
     Postgres(sqlx::PgPool),

@@ -130,15 +130,16 @@ impl WorkerArgs {
         let store = Store::open(&settings.database_url(), settings.database_timeout, true)
             .await
             .map_err(|e| anyhow::anyhow!("worker store: {e}"))?;
+        let row = ModelSettings {
+            model: self.model.clone(),
+            stopped: false,
+            deployment: Some(Deployment {
+                timeout_secs: self.timeout_secs,
+                ..Deployment::default()
+            }),
+        };
         store
-            .save_model_settings(&ModelSettings {
-                model: self.model.clone(),
-                stopped: false,
-                deployment: Some(Deployment {
-                    timeout_secs: self.timeout_secs,
-                    ..Deployment::default()
-                }),
-            })
+            .save_model_settings(&row, &row)
             .await
             .map_err(|e| anyhow::anyhow!("worker store: {e}"))?;
         store.close().await;
