@@ -926,3 +926,70 @@ async fn job_threads_run_at_a_lower_priority() {
         "main {main}, job threads {jobs:?}"
     );
 }
+
+/// A submission whose record outlives the database timeout answers 503; when the
+/// database records the job after all (another client held a lock on the table),
+/// it is marked failed, never run: no server may run a job its client was told
+/// was refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_recorded_after_its_503_is_never_run() {
+    use sqlx::Connection;
+    let env = env();
+    write_csv(&env.data.join("small.csv"), &iris_rows(20));
+    let db = tokio::task::spawn_blocking(|| DbServer::start(DbKind::Postgres))
+        .await
+        .unwrap();
+    let server = TestServer::start_with(ferroserve::settings::Settings {
+        database_url: Some(db.url()),
+        database_timeout: Duration::from_secs(2),
+        ..settings(&env)
+    })
+    .await;
+    let mut lock = sqlx::PgConnection::connect(&db.url()).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    let spec = score_spec(json!({"path": "small.csv"}), json!({"path": "late.csv"}), 8);
+    let (code, body) = server.post_json("/v1/jobs", &spec).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("did not answer"),
+        "{body}"
+    );
+    sqlx::raw_sql("COMMIT").execute(&mut lock).await.unwrap();
+    lock.close().await.unwrap();
+
+    let pool = sqlx::PgPool::connect(&db.url()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (state, error) = loop {
+        let rows = sqlx::query("SELECT state, error FROM jobs")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        assert!(rows.len() <= 1, "one submission, one row");
+        if let Some(row) = rows.first() {
+            let state: String = row.get(0);
+            if state != "queued" {
+                break (state, row.get::<Option<String>, _>(1).unwrap_or_default());
+            }
+        }
+        assert!(Instant::now() < deadline, "the late job stays queued");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(state, "failed", "{error}");
+    assert!(error.contains("never run"), "{error}");
+    // Nor does a restart run it.
+    server.stop().await;
+    let server = TestServer::start_with(ferroserve::settings::Settings {
+        database_url: Some(db.url()),
+        ..settings(&env)
+    })
+    .await;
+    let (code, body) = server.get("/v1/jobs").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["jobs"][0]["state"], "failed", "{body}");
+    assert!(!env.data.join("late.csv").exists());
+    pool.close().await;
+    server.stop().await;
+}

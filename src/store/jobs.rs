@@ -74,31 +74,57 @@ where
 }
 
 impl Store {
-    /// Records a new job (state `queued`).
+    /// Records a new job (state `queued`). One recorded after this call answered
+    /// its timeout's error (the job was never queued here) is marked failed, so that
+    /// no server runs it ([`Store::write_undone_if_late`]).
     pub async fn insert_job(&self, job: &JobRow) -> Result<(), StoreError> {
-        let sql = self.sql(
-            "INSERT INTO jobs (id, kind, state, spec, progress, messages, result, error, \
-             created_ms, started_ms, finished_ms, claimed_by, heartbeat_ms, cancel_requested) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, 0)",
-        );
-        self.must_write("record the job", async {
-            on_pool!(&self.pool, p => sqlx::query(sqlx::AssertSqlSafe(&*sql))
-                .bind(&job.id)
-                .bind(&job.kind)
-                .bind(&job.state)
-                .bind(&job.spec)
-                .bind(&job.progress)
-                .bind(&job.messages)
-                .bind(&job.result)
-                .bind(&job.error)
-                .bind(job.created_ms)
-                .bind(job.started_ms)
-                .bind(job.finished_ms)
+        let sql = self
+            .sql(
+                "INSERT INTO jobs (id, kind, state, spec, progress, messages, result, error, \
+                 created_ms, started_ms, finished_ms, claimed_by, heartbeat_ms, cancel_requested) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, 0)",
+            )
+            .into_owned();
+        let undo_sql = self
+            .sql("UPDATE jobs SET state = 'failed', error = ?, finished_ms = ? WHERE id = ? AND state = 'queued'")
+            .into_owned();
+        let (pool, job_owned) = (self.pool.clone(), job.clone());
+        let write = async move {
+            on_pool!(&pool, p => sqlx::query(sqlx::AssertSqlSafe(&*sql))
+                .bind(&job_owned.id)
+                .bind(&job_owned.kind)
+                .bind(&job_owned.state)
+                .bind(&job_owned.spec)
+                .bind(&job_owned.progress)
+                .bind(&job_owned.messages)
+                .bind(&job_owned.result)
+                .bind(&job_owned.error)
+                .bind(job_owned.created_ms)
+                .bind(job_owned.started_ms)
+                .bind(job_owned.finished_ms)
                 .execute(p)
                 .await
                 .map(|_| ()))
-        })
-        .await
+        };
+        let (pool, id, timeout) = (self.pool.clone(), job.id.clone(), self.timeout);
+        let undo = move || {
+            let (pool, sql, id) = (pool.clone(), undo_sql.clone(), id.clone());
+            async move {
+                let error = format!(
+                    "never run: the metadata store recorded the job after more than {timeout:?}, \
+                     when its submission had already been answered with an error"
+                );
+                on_pool!(&pool, p => sqlx::query(sqlx::AssertSqlSafe(&*sql))
+                    .bind(&error)
+                    .bind(now_ms())
+                    .bind(&id)
+                    .execute(p)
+                    .await
+                    .map(|_| ()))
+            }
+        };
+        self.write_undone_if_late("record the job", write, undo, || {})
+            .await
     }
 
     /// Takes a queued job for this server: `true` when it was queued and is now

@@ -32,6 +32,7 @@ mod settings;
 mod workers;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -79,6 +80,9 @@ pub struct DbStatus {
 /// How many of a model's latest events status shows, kept in memory so status never
 /// waits on the database.
 const RECENT_EVENTS: usize = 10;
+/// How long the undoing of a late write waits between attempts while the database
+/// refuses it ([`Store::write_undone_if_late`]).
+const UNDO_RETRY: Duration = Duration::from_secs(1);
 /// Audit events waiting for the writer; past this they are dropped and counted.
 const EVENT_BUFFER: usize = 10_000;
 
@@ -358,6 +362,63 @@ impl Store {
             Ok(Err(e)) => Err(self.unavailable(doing, e)),
             Err(_) => Err(self.timed_out(doing)),
         }
+    }
+
+    /// Runs a write management depends on like [`Store::must_write`], but on a task
+    /// of its own: one that outlives the timeout is not dropped, since the database
+    /// may have received it and apply it still (a lock held by another client, a
+    /// paused server). The call answers the timeout's error at once; the write is
+    /// left to end, and if it lands after all, `undo` is written (retried every
+    /// second until the database takes it), so that the store says what the
+    /// answered error said. `settled` runs once that is over, whichever way it went
+    /// (not at all if the server stops first).
+    async fn write_undone_if_late<U>(
+        &self,
+        doing: &'static str,
+        write: impl Future<Output = Result<(), sqlx::Error>> + Send + 'static,
+        undo: impl Fn() -> U + Send + 'static,
+        settled: impl FnOnce() + Send + 'static,
+    ) -> Result<(), StoreError>
+    where
+        U: Future<Output = Result<(), sqlx::Error>> + Send + 'static,
+    {
+        let mut task = tokio::spawn(write);
+        let late = match tokio::time::timeout(self.timeout, &mut task).await {
+            Ok(Ok(Ok(()))) => {
+                self.worked();
+                settled();
+                return Ok(());
+            }
+            // The write itself failed: nothing was written.
+            Ok(Ok(Err(e))) => {
+                settled();
+                return Err(self.unavailable(doing, e));
+            }
+            Ok(Err(e)) => {
+                settled();
+                return Err(StoreError::Unavailable(format!(
+                    "the metadata store could not {doing}: {e}"
+                )));
+            }
+            Err(_) => self.timed_out(doing),
+        };
+        let url = self.url.clone();
+        tokio::spawn(async move {
+            if let Ok(Ok(())) = task.await {
+                tracing::warn!(
+                    "a write to {url} answered as failed (to {doing}) landed late; undoing it"
+                );
+                while let Err(e) = undo().await {
+                    tracing::warn!(
+                        "cannot undo a late write to {url} yet: {}",
+                        pool::describe_error(&e)
+                    );
+                    tokio::time::sleep(UNDO_RETRY).await;
+                }
+            }
+            settled();
+        });
+        Err(late)
     }
 
     /// The error of a write that did not answer within the database timeout.

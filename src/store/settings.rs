@@ -16,7 +16,6 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -35,10 +34,6 @@ pub struct ModelSettings {
 
 /// Models whose last settings write did not answer in time and is not settled yet.
 pub(super) type Unsettled = Arc<Mutex<HashSet<String>>>;
-
-/// How long an unsettled model's correction waits between attempts while the
-/// database refuses it.
-const RETRY: Duration = Duration::from_secs(1);
 
 impl Store {
     /// Records whether `model` is stopped and how it is deployed (`None`: not
@@ -95,80 +90,59 @@ impl Store {
     pub fn check_settled(&self, model: &str) -> Result<(), StoreError> {
         let unsettled = self.unsettled.lock().unwrap_or_else(|e| e.into_inner());
         if unsettled.contains(model) {
-            return Err(StoreError::Unavailable(format!(
-                "the metadata store ({} at {}) has not settled an earlier write for model \
-                 '{model}' (it did not answer within {:?}); its settings cannot change \
-                 until it has",
-                self.kind(),
-                self.url,
-                self.timeout
-            )));
+            return Err(self.not_settled(model));
         }
         Ok(())
     }
 
-    /// Runs one settings write for `model` on a task of its own, answering within the
-    /// database timeout; past it, the model stays unsettled until the write has
-    /// ended and, if it landed, `if_refused` has been written back.
+    fn not_settled(&self, model: &str) -> StoreError {
+        StoreError::Unavailable(format!(
+            "the metadata store ({} at {}) has not settled an earlier write for model \
+                 '{model}' (it did not answer within {:?}); its settings cannot change \
+                 until it has",
+            self.kind(),
+            self.url,
+            self.timeout
+        ))
+    }
+
+    /// Runs one settings write for `model` ([`Store::write_undone_if_late`]): past
+    /// the timeout the model stays unsettled until the write has ended and, if it
+    /// landed, `if_refused` has been written back.
     async fn settled_write(
         &self,
         model: &str,
         write: impl Future<Output = Result<(), sqlx::Error>> + Send + 'static,
         if_refused: &ModelSettings,
     ) -> Result<(), StoreError> {
-        const DOING: &str = "record the model's settings";
-        self.check_settled(model)?;
-        let mut task = tokio::spawn(write);
-        let late = match tokio::time::timeout(self.timeout, &mut task).await {
-            Ok(Ok(Ok(()))) => {
-                self.worked();
-                return Ok(());
-            }
-            // The write itself failed: nothing was written.
-            Ok(Ok(Err(e))) => return Err(self.unavailable(DOING, e)),
-            Ok(Err(e)) => {
-                return Err(StoreError::Unavailable(format!(
-                    "the metadata store could not {DOING}: {e}"
-                )))
-            }
-            Err(_) => self.timed_out(DOING),
-        };
-        self.unsettled
+        // Settings writes for one model come one at a time (under the model's
+        // lock); the model counts as unsettled while its write is in flight.
+        if !self
+            .unsettled
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(model.to_string());
-        let (unsettled, pool, kind, url) = (
-            self.unsettled.clone(),
-            self.pool.clone(),
-            self.kind,
-            self.url.clone(),
-        );
+            .insert(model.to_string())
+        {
+            return Err(self.not_settled(model));
+        }
+        let (pool, kind, unsettled) = (self.pool.clone(), self.kind, self.unsettled.clone());
         let correction = ModelSettings {
             model: model.to_string(),
             ..if_refused.clone()
         };
-        tokio::spawn(async move {
-            if let Ok(Ok(())) = task.await {
-                tracing::warn!(
-                    model = %correction.model,
-                    "a settings write answered as failed has landed late; writing back \
-                     the settings in force"
-                );
-                while let Err(e) = write_row(pool.clone(), kind, correction.clone()).await {
-                    tracing::warn!(
-                        model = %correction.model,
-                        "cannot write back the settings in force to {url} yet: {}",
-                        super::pool::describe_error(&e)
-                    );
-                    tokio::time::sleep(RETRY).await;
-                }
-            }
-            unsettled
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&correction.model);
-        });
-        Err(late)
+        let name = model.to_string();
+        self.write_undone_if_late(
+            "record the model's settings",
+            write,
+            move || write_row(pool.clone(), kind, correction.clone()),
+            move || {
+                unsettled
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&name);
+            },
+        )
+        .await
     }
 
     /// Every model's recorded settings (start-up restores them).
