@@ -83,6 +83,9 @@ const RECENT_EVENTS: usize = 10;
 /// How long the undoing of a late write waits between attempts while the database
 /// refuses it ([`Store::write_undone_if_late`]).
 const UNDO_RETRY: Duration = Duration::from_secs(1);
+/// How long a write that outlived the database timeout is waited for before it is
+/// undone in case it landed ([`Store::write_undone_if_late`]).
+const SETTLE_LIMIT: Duration = Duration::from_secs(120);
 /// Audit events waiting for the writer; past this they are dropped and counted.
 const EVENT_BUFFER: usize = 10_000;
 
@@ -368,9 +371,10 @@ impl Store {
     /// of its own: one that outlives the timeout is not dropped, since the database
     /// may have received it and apply it still (a lock held by another client, a
     /// paused server). The call answers the timeout's error at once; the write is
-    /// left to end, and if it lands after all, `undo` is written (retried every
-    /// second until the database takes it), so that the store says what the
-    /// answered error said. `settled` runs once that is over, whichever way it went
+    /// left to end, and if it lands after all (or has not ended after
+    /// [`SETTLE_LIMIT`]: a connection to a host that died may never answer), `undo`
+    /// is written (retried every second until the database takes it), so that the
+    /// store says what the answered error said. `settled` runs once that is over, whichever way it went
     /// (not at all if the server stops first).
     async fn write_undone_if_late<U>(
         &self,
@@ -402,22 +406,7 @@ impl Store {
             }
             Err(_) => self.timed_out(doing),
         };
-        let url = self.url.clone();
-        tokio::spawn(async move {
-            if let Ok(Ok(())) = task.await {
-                tracing::warn!(
-                    "a write to {url} answered as failed (to {doing}) landed late; undoing it"
-                );
-                while let Err(e) = undo().await {
-                    tracing::warn!(
-                        "cannot undo a late write to {url} yet: {}",
-                        pool::describe_error(&e)
-                    );
-                    tokio::time::sleep(UNDO_RETRY).await;
-                }
-            }
-            settled();
-        });
+        tokio::spawn(settle(task, self.url.clone(), doing, undo, settled));
         Err(late)
     }
 
@@ -471,6 +460,48 @@ impl Store {
     }
 }
 
+/// The end of a write that outlived its call ([`Store::write_undone_if_late`]):
+/// waits for it (at most [`SETTLE_LIMIT`]), undoes it if it landed or never ended,
+/// then runs `settled`.
+async fn settle<U>(
+    task: tokio::task::JoinHandle<Result<(), sqlx::Error>>,
+    url: String,
+    doing: &'static str,
+    undo: impl Fn() -> U,
+    settled: impl FnOnce(),
+) where
+    U: Future<Output = Result<(), sqlx::Error>>,
+{
+    let undo_it = match tokio::time::timeout(SETTLE_LIMIT, task).await {
+        Ok(Ok(Ok(()))) => {
+            tracing::warn!(
+                "a write to {url} answered as failed (to {doing}) landed late; undoing it"
+            );
+            true
+        }
+        Ok(_) => false,
+        Err(_) => {
+            // A connection to a host that died after taking the write may never
+            // answer: undo in case it landed, and let the model go.
+            tracing::warn!(
+                "a write to {url} (to {doing}) has not ended after {SETTLE_LIMIT:?}; \
+                 undoing it in case it landed"
+            );
+            true
+        }
+    };
+    if undo_it {
+        while let Err(e) = undo().await {
+            tracing::warn!(
+                "cannot undo a late write to {url} yet: {}",
+                pool::describe_error(&e)
+            );
+            tokio::time::sleep(UNDO_RETRY).await;
+        }
+    }
+    settled();
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -484,4 +515,87 @@ fn hostname() -> Option<String> {
         .ok()
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::{settle, SETTLE_LIMIT, UNDO_RETRY};
+
+    /// Runs [`settle`] on a write that ends as `write` does; answers how many undo
+    /// attempts were made and whether `settled` ran, at `after`.
+    async fn settle_with(
+        write: impl std::future::Future<Output = Result<(), sqlx::Error>> + Send + 'static,
+        refusals: usize,
+        after: Duration,
+    ) -> (usize, bool) {
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let settled = Arc::new(AtomicUsize::new(0));
+        let (a, s) = (attempts.clone(), settled.clone());
+        tokio::spawn(settle(
+            tokio::spawn(write),
+            "sqlite://x".into(),
+            "test",
+            move || {
+                let n = a.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n < refusals {
+                        Err(sqlx::Error::PoolTimedOut)
+                    } else {
+                        Ok(())
+                    }
+                }
+            },
+            move || {
+                s.fetch_add(1, Ordering::SeqCst);
+            },
+        ));
+        tokio::time::sleep(after).await;
+        (
+            attempts.load(Ordering::SeqCst),
+            settled.load(Ordering::SeqCst) == 1,
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_write_that_lands_is_undone_until_the_undo_is_taken() {
+        let write = async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok(())
+        };
+        assert_eq!(
+            settle_with(write, 2, Duration::from_secs(29)).await,
+            (0, false)
+        );
+        let write = async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok(())
+        };
+        let after = Duration::from_secs(31) + UNDO_RETRY * 2;
+        assert_eq!(settle_with(write, 2, after).await, (3, true));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_write_that_fails_needs_no_undo() {
+        let write = async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Err(sqlx::Error::PoolClosed)
+        };
+        assert_eq!(
+            settle_with(write, 0, Duration::from_secs(31)).await,
+            (0, true)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_never_ends_is_undone_after_the_limit() {
+        let never = std::future::pending::<Result<(), sqlx::Error>>;
+        let just_before = SETTLE_LIMIT - Duration::from_secs(1);
+        assert_eq!(settle_with(never(), 0, just_before).await, (0, false));
+        let after = SETTLE_LIMIT + Duration::from_secs(1);
+        assert_eq!(settle_with(never(), 0, after).await, (1, true));
+    }
 }

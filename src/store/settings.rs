@@ -7,7 +7,8 @@
 //! and apply it later (a lock held elsewhere, a server paused), which would leave a
 //! row saying what the server never did, in force after the next restart. So a
 //! write runs on a task of its own, and one that did not answer in time leaves its
-//! model *unsettled*: the task waits for the write's end and, when it landed after
+//! model *unsettled*: the task waits for the write's end (at most two minutes: a
+//! connection to a host that died may never answer) and, when it landed after
 //! all, writes back what the caller gave as in force when refused (retrying until
 //! the database takes it). Until then every other settings write for that model is
 //! refused (503), so nothing newer can be overwritten by the late one or by its
