@@ -27,6 +27,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".tensorflow.serving.ModelSpec",
             "crate::model_spec::ModelSpec",
         )
+        // Hand-written, wire-identical, so that packed floats decode as blocks.
+        .extern_path(
+            ".inference.InferTensorContents",
+            "crate::contents::InferTensorContents",
+        )
         .build_server(true)
         .build_client(true)
         .compile_with_config(config, &protos, std::slice::from_ref(&proto_root))?;

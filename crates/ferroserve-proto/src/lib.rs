@@ -2,11 +2,14 @@
 //! protobuf package so that the generated cross-package paths (`super::TensorProto`) resolve.
 //! The `.proto` sources are in the repository's `proto/` (see its README).
 
+mod contents;
 mod model_spec;
 
 /// KServe V2 / Open Inference Protocol (`inference.GRPCInferenceService`).
 pub mod inference {
     tonic::include_proto!("inference");
+
+    pub use crate::contents::InferTensorContents;
 }
 
 /// TensorFlow core messages (`TensorProto`, `Example`, `SignatureDef`, ...).
