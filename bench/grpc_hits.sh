@@ -4,9 +4,9 @@
 # Server CPU per gRPC call for a large tensor, one binary or several taking turns (an
 # A/B: pass the builds to compare). Every call is a cache hit on the PP-OCR direction
 # classifier (CNN, 1x3x48x192 FP32, `[cache] enabled`), so what is measured is the
-# gRPC plumbing around a 110 KB tensor: decoding, the key's hash, encoding. Three
+# gRPC plumbing around a 110 KB tensor: decoding, the key's hash, encoding. Four
 # cases: KServe ModelInfer with raw_input_contents, KServe with typed fp32_contents,
-# TF Serving Predict with tensor_content. h2load -c 10 for 5 s after 300 warm-up
+# TF Serving Predict with tensor_content, and with float_val. h2load -c 10 for 5 s after 300 warm-up
 # calls; server pinned to CPU $SERVER_CPUS (default 1), h2load to $LOAD_CPUS (default
 # 0); $ROUNDS rounds (default 3). Prints one line per round, binary and case: req/s
 # and server CPU µs per call (/proc/PID/stat, all threads).
@@ -62,6 +62,10 @@ for d in [1, 3, 48, 192]: t.tensor_shape.dim.add(size=d)
 t.tensor_content = raw
 msg = req.SerializeToString()
 open(sys.argv[1] + "/tfs_content.bin", "wb").write(struct.pack(">?I", False, len(msg)) + msg)
+t.ClearField("tensor_content")
+t.float_val.extend(struct.unpack("<%df" % n, raw))
+msg = req.SerializeToString()
+open(sys.argv[1] + "/tfs_float_val.bin", "wb").write(struct.pack(">?I", False, len(msg)) + msg)
 PY
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
@@ -77,7 +81,8 @@ for round in $(seq 1 "$ROUNDS"); do
     for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$REST/v2/health/ready" >/dev/null && break; sleep 0.1; done
     for case in "kserve_raw /inference.GRPCInferenceService/ModelInfer v2_raw.bin" \
                 "kserve_typed /inference.GRPCInferenceService/ModelInfer v2_typed.bin" \
-                "tfs_tensor_content /tensorflow.serving.PredictionService/Predict tfs_content.bin"; do
+                "tfs_tensor_content /tensorflow.serving.PredictionService/Predict tfs_content.bin" \
+                "tfs_float_val /tensorflow.serving.PredictionService/Predict tfs_float_val.bin"; do
       read -r name path body <<<"$case"
       taskset -c "$LOAD_CPUS" h2load -n 300 -c 10 -m 1 -H content-type:application/grpc -H te:trailers \
         -d "$T/$body" "http://127.0.0.1:$GRPC$path" >/dev/null 2>&1

@@ -17,10 +17,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     // Large tensors' raw bytes as `Bytes`: decoded as a view of tonic's receive buffer
     // instead of a copy of it (the server copies them once more, into the tensor).
-    config.bytes([
-        ".inference.ModelInferRequest.raw_input_contents",
-        ".tensorflow.TensorProto.tensor_content",
-    ]);
+    // `TensorProto.tensor_content` is one too, in the hand-written `TensorProto`.
+    config.bytes([".inference.ModelInferRequest.raw_input_contents"]);
     tonic_prost_build::configure()
         // Hand-written, wire-identical, so that both members of its oneof can be seen.
         .extern_path(
@@ -31,6 +29,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(
             ".inference.InferTensorContents",
             "crate::contents::InferTensorContents",
+        )
+        .extern_path(
+            ".tensorflow.TensorProto",
+            "crate::tensor_proto::TensorProto",
         )
         .build_server(true)
         .build_client(true)

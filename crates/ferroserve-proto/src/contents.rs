@@ -6,16 +6,15 @@
 //! 1x3x48x192 image that is about a third of a typed KServe request's server time.
 //! This type has the same fields, numbers and wire encoding
 //! (`proto/kserve/grpc_service.proto`); `fp32_contents` and `fp64_contents` are
-//! converted a chunk of the buffer at a time, and the other fields use prost's own
-//! functions. Unpacked encodings (one key per element), which protobuf parsers must
+//! converted a chunk of the buffer at a time ([`crate::fixed`]), and the other fields
+//! use prost's own functions. Unpacked encodings (one key per element), which protobuf parsers must
 //! accept for packed fields, are read too.
 
 use prost::bytes::{Buf, BufMut};
-use prost::encoding::{
-    self, decode_varint, encode_key, encode_varint, encoded_len_varint, key_len, skip_field,
-    DecodeContext, WireType,
-};
+use prost::encoding::{self, skip_field, DecodeContext, WireType};
 use prost::DecodeError;
+
+use crate::fixed::{encode_fixed, encoded_len_fixed, merge_fixed};
 
 /// The typed contents of one tensor, as in the generated code.
 #[derive(Clone, PartialEq, Default, Debug)]
@@ -28,142 +27,6 @@ pub struct InferTensorContents {
     pub fp32_contents: Vec<f32>,
     pub fp64_contents: Vec<f64>,
     pub bytes_contents: Vec<Vec<u8>>,
-}
-
-/// A fixed-width element read and written as little-endian bytes.
-trait Fixed: Copy + Default {
-    const WIDTH: usize;
-    const WIRE_TYPE: WireType;
-    fn from_le(bytes: &[u8]) -> Self;
-    /// Writes the element into `out`, exactly `WIDTH` bytes.
-    fn write_le(self, out: &mut [u8]);
-    /// prost's own decoder of one element (its checks and its errors).
-    fn merge_one(
-        wire_type: WireType,
-        value: &mut Self,
-        buf: &mut impl Buf,
-        ctx: DecodeContext,
-    ) -> Result<(), DecodeError>;
-}
-
-impl Fixed for f32 {
-    const WIDTH: usize = 4;
-    const WIRE_TYPE: WireType = WireType::ThirtyTwoBit;
-    #[inline]
-    fn from_le(bytes: &[u8]) -> f32 {
-        f32::from_le_bytes(bytes.try_into().expect("4 bytes"))
-    }
-    #[inline]
-    fn write_le(self, out: &mut [u8]) {
-        out.copy_from_slice(&self.to_le_bytes());
-    }
-    fn merge_one(
-        wire_type: WireType,
-        value: &mut f32,
-        buf: &mut impl Buf,
-        ctx: DecodeContext,
-    ) -> Result<(), DecodeError> {
-        encoding::float::merge(wire_type, value, buf, ctx)
-    }
-}
-
-impl Fixed for f64 {
-    const WIDTH: usize = 8;
-    const WIRE_TYPE: WireType = WireType::SixtyFourBit;
-    #[inline]
-    fn from_le(bytes: &[u8]) -> f64 {
-        f64::from_le_bytes(bytes.try_into().expect("8 bytes"))
-    }
-    #[inline]
-    fn write_le(self, out: &mut [u8]) {
-        out.copy_from_slice(&self.to_le_bytes());
-    }
-    fn merge_one(
-        wire_type: WireType,
-        value: &mut f64,
-        buf: &mut impl Buf,
-        ctx: DecodeContext,
-    ) -> Result<(), DecodeError> {
-        encoding::double::merge(wire_type, value, buf, ctx)
-    }
-}
-
-/// Merges one occurrence of a `repeated` fixed-width field: packed (a length, then
-/// the elements), or one unpacked element. Malformed input gets prost's own errors.
-fn merge_fixed<T: Fixed>(
-    wire_type: WireType,
-    values: &mut Vec<T>,
-    buf: &mut impl Buf,
-    ctx: DecodeContext,
-) -> Result<(), DecodeError> {
-    if wire_type != WireType::LengthDelimited {
-        // Unpacked (or a wrong wire type, which prost reports).
-        let mut value = T::default();
-        T::merge_one(wire_type, &mut value, buf, ctx)?;
-        values.push(value);
-        return Ok(());
-    }
-    // What prost's `merge_loop` checks, then whole chunks of the buffer at a time.
-    let len = decode_varint(buf)?;
-    let mut len = usize::try_from(len).unwrap_or(usize::MAX);
-    if len > buf.remaining() {
-        return Err(underflow::<T>(ctx));
-    }
-    values.reserve(len / T::WIDTH);
-    while len >= T::WIDTH {
-        let chunk = buf.chunk();
-        let whole = chunk.len().min(len) / T::WIDTH * T::WIDTH;
-        if whole > 0 {
-            values.extend(chunk[..whole].chunks_exact(T::WIDTH).map(T::from_le));
-            buf.advance(whole);
-            len -= whole;
-        } else {
-            // An element split between two chunks of the buffer.
-            let mut one = [0u8; 8];
-            buf.copy_to_slice(&mut one[..T::WIDTH]);
-            values.push(T::from_le(&one[..T::WIDTH]));
-            len -= T::WIDTH;
-        }
-    }
-    if len > 0 {
-        // Not a whole number of elements.
-        return Err(underflow::<T>(ctx));
-    }
-    Ok(())
-}
-
-/// prost's "buffer underflow" error (its constructors are internal): what its
-/// decoder of one element answers on an empty buffer.
-fn underflow<T: Fixed>(ctx: DecodeContext) -> DecodeError {
-    match T::merge_one(T::WIRE_TYPE, &mut T::default(), &mut &[][..], ctx) {
-        Err(e) => e,
-        Ok(()) => unreachable!("an element decoded from no bytes"),
-    }
-}
-
-fn encode_fixed<T: Fixed>(tag: u32, values: &[T], buf: &mut impl BufMut) {
-    if values.is_empty() {
-        return;
-    }
-    encode_key(tag, WireType::LengthDelimited, buf);
-    encode_varint((values.len() * T::WIDTH) as u64, buf);
-    // Through a block on the stack: one `put_slice` per 4 KiB, not a call per element.
-    let mut block = [0u8; 4096];
-    for group in values.chunks(4096 / T::WIDTH) {
-        let bytes = &mut block[..group.len() * T::WIDTH];
-        for (out, &v) in bytes.chunks_exact_mut(T::WIDTH).zip(group) {
-            v.write_le(out);
-        }
-        buf.put_slice(bytes);
-    }
-}
-
-fn encoded_len_fixed<T: Fixed>(tag: u32, values: &[T]) -> usize {
-    if values.is_empty() {
-        return 0;
-    }
-    let len = values.len() * T::WIDTH;
-    key_len(tag) + encoded_len_varint(len as u64) + len
 }
 
 impl prost::Message for InferTensorContents {
@@ -418,7 +281,10 @@ mod tests {
                 (theirs, ours) => panic!("{wire:?}: generated {theirs:?}, ours {ours:?}"),
             }
         }
-        assert!(agreed_ok > 1000 && agreed_err > 1000, "{agreed_ok} / {agreed_err}");
+        assert!(
+            agreed_ok > 1000 && agreed_err > 1000,
+            "{agreed_ok} / {agreed_err}"
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! The `.proto` sources are in the repository's `proto/` (see its README).
 
 mod contents;
+mod fixed;
 mod model_spec;
+mod tensor_proto;
 
 /// KServe V2 / Open Inference Protocol (`inference.GRPCInferenceService`).
 pub mod inference {
@@ -15,6 +17,8 @@ pub mod inference {
 /// TensorFlow core messages (`TensorProto`, `Example`, `SignatureDef`, ...).
 pub mod tensorflow {
     tonic::include_proto!("tensorflow");
+
+    pub use crate::tensor_proto::TensorProto;
 
     /// `tensorflow.error.Code`, used by TF Serving's `StatusProto`.
     pub mod error {
