@@ -993,3 +993,62 @@ async fn a_job_recorded_after_its_503_is_never_run() {
     pool.close().await;
     server.stop().await;
 }
+
+/// A cancel the store cannot record answers 503 and cancels nothing: the job runs
+/// on to its end, which is recorded once the database is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_the_store_refuses_changes_nothing() {
+    let env = env();
+    write_csv(&env.data.join("mid.csv"), &iris_rows(60_000));
+    let mut db = tokio::task::spawn_blocking(|| DbServer::start(DbKind::Postgres))
+        .await
+        .unwrap();
+    let server = TestServer::start_with(ferroserve::settings::Settings {
+        database_url: Some(db.url()),
+        database_timeout: Duration::from_secs(2),
+        ..settings(&env)
+    })
+    .await;
+    let id = submit(
+        &server,
+        score_spec(
+            json!({"path": "mid.csv"}),
+            json!({"path": "mid_out.csv"}),
+            4,
+        ),
+    )
+    .await;
+    wait_for(&server, &id, Duration::from_secs(60), |j| {
+        j["progress"]["rows_read"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
+    db = tokio::task::spawn_blocking(move || {
+        db.kill();
+        db
+    })
+    .await
+    .unwrap();
+    let (status, answer) = server
+        .post_json(&format!("/v1/jobs/{id}/cancel"), &json!({}))
+        .await;
+    // Still running here (a finished job would be read from the dead database).
+    let (code, live) = server.get(&format!("/v1/jobs/{id}")).await;
+    let _db = tokio::task::spawn_blocking(move || {
+        db.restart();
+        db
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 503, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("metadata store"),
+        "{answer}"
+    );
+    assert_eq!(code, 200, "{live}");
+    assert_eq!(live["state"], "running", "{live}");
+    let job = finished(&server, &id).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["progress"]["rows_read"], 60_000, "{job}");
+    assert!(env.data.join("mid_out.csv").exists());
+    server.stop().await;
+}

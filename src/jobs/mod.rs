@@ -521,16 +521,18 @@ impl Jobs {
     }
 
     /// Asks a job to stop. Answers its view after the request, or `None` when no
-    /// such job exists.
+    /// such job exists. The store records the request first: with the store down the
+    /// call fails (503) and the job goes on.
     pub async fn cancel(&self, id: &str) -> Result<Option<JobView>, crate::store::StoreError> {
         if let Some(job) = self.live(id) {
+            let cancelled_queued = self.store.request_job_cancel(id).await?;
             let _ = job.cancel.compare_exchange(
                 NOT_CANCELLED,
                 CANCELLED_BY_CLIENT,
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             );
-            if self.store.request_job_cancel(id).await? {
+            if cancelled_queued {
                 // Still queued: cancelled now; the worker will find it taken.
                 job.view.send_modify(|v| {
                     v.state = JobState::Cancelled;
