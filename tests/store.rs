@@ -473,6 +473,48 @@ async fn a_late_settings_write_is_written_back(kind: DbKind) {
     server.stop().await;
 }
 
+async fn delete(server: &TestServer, path: &str) -> (u16, Value) {
+    common::status_and_body(server.client.delete(server.url(path)).send().await.unwrap()).await
+}
+
+/// A delete forgets the model's stored settings before it moves the files: when the
+/// store cannot forget them (another client's lock outlasts the timeout), the delete
+/// answers 503 and the model stays, files and all; once the store has settled, the
+/// delete goes through.
+async fn a_delete_the_store_cannot_record_deletes_nothing(kind: DbKind) {
+    let db = start_db(kind).await;
+    let repo = repo();
+    let server = TestServer::start_with(settings(repo.path(), Some(db.url()))).await;
+    let lock = SettingsLock::take(kind, &db.url()).await;
+    let (code, body) = delete(&server, "/delete_model/iris_lr").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("metadata store"),
+        "{body}"
+    );
+    assert!(repo.path().join("iris_lr/1/model.onnx").is_file());
+    assert_eq!(predict(&server, "iris_lr").await.0, 200);
+    lock.release().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, body) = delete(&server, "/delete_model/iris_lr").await;
+        if code == 200 {
+            break;
+        }
+        assert_eq!(code, 503, "{body}");
+        assert!(Instant::now() < deadline, "still refused: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!repo.path().join("iris_lr").exists());
+    assert_eq!(stored_stopped(kind, &db.url(), "iris_lr").await, None);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_delete_the_store_cannot_record_deletes_nothing() {
+    a_delete_the_store_cannot_record_deletes_nothing(DbKind::Postgres).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_late_settings_write_is_written_back() {
     a_late_settings_write_is_written_back(DbKind::Postgres).await;

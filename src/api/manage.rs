@@ -495,7 +495,21 @@ pub async fn delete_model(
     let (state, name, caller) = (state.clone(), model.to_string(), caller.clone());
     let runtime = tokio::runtime::Handle::current();
     run_locked(deadline, "the delete", move |_| {
-        let retired = sources.retire_locked(&name, &lock)?;
+        // What was decided for the model (stopped, deployed) must not carry over to
+        // a new one of the same name: forgotten first (with the store down nothing
+        // is deleted: 503), and written back if the files cannot be moved.
+        sources.check_deletable_locked(&name, &lock)?;
+        let before = settings_now(&sources, &name);
+        if let Some(store) = &state.store {
+            runtime.block_on(store.forget_model(&name, &before))?;
+        }
+        let retired = match sources.retire_locked(&name, &lock) {
+            Ok(retired) => retired,
+            Err(e) => {
+                runtime.block_on(restore_model_settings(&state, &before));
+                return Err(e.into());
+            }
+        };
         // Its worker, if any, drains and goes.
         if let Some(workers) = state.workers.get() {
             runtime.block_on(workers.stop(&name));
@@ -509,16 +523,6 @@ pub async fn delete_model(
             None,
             serde_json::json!({}),
         );
-        if let Some(store) = &state.store {
-            // What was decided for the old model does not carry over to a new one
-            // of the same name.
-            if let Err(e) = runtime.block_on(store.forget_model(&name)) {
-                tracing::warn!(
-                    model = name,
-                    "the deleted model's settings stay in the store: {e}"
-                );
-            }
-        }
         Ok(())
     })
     .await

@@ -673,7 +673,11 @@ impl Sources {
 
     /// Whether a delete may take the model: refused for a model of the model config
     /// list (409) or one that is not there (404). The caller holds the model's lock.
-    fn check_deletable_locked(&self, name: &str, _lock: &ModelGuard) -> Result<(), SourcesError> {
+    pub fn check_deletable_locked(
+        &self,
+        name: &str,
+        _lock: &ModelGuard,
+    ) -> Result<(), SourcesError> {
         check_name(name)?;
         if self.flat_file(name).is_some() {
             return Ok(());

@@ -72,18 +72,25 @@ impl Store {
         self.settled_write(model, write, if_refused).await
     }
 
-    /// Forgets what was decided for `model` (deleted).
-    pub async fn forget_model(&self, model: &str) -> Result<(), StoreError> {
-        self.check_settled(model)?;
-        let sql = self.sql("DELETE FROM model_settings WHERE model = ?");
-        self.must_write("forget the model's settings", async {
-            on_pool!(&self.pool, p => sqlx::query(sqlx::AssertSqlSafe(&*sql))
-                .bind(model)
+    /// Forgets what was decided for `model` (before a delete); `if_refused` as for
+    /// [`Store::save_model_settings`].
+    pub async fn forget_model(
+        &self,
+        model: &str,
+        if_refused: &ModelSettings,
+    ) -> Result<(), StoreError> {
+        let sql = self
+            .sql("DELETE FROM model_settings WHERE model = ?")
+            .into_owned();
+        let (pool, name) = (self.pool.clone(), model.to_string());
+        let write = async move {
+            on_pool!(&pool, p => sqlx::query(sqlx::AssertSqlSafe(&*sql))
+                .bind(&name)
                 .execute(p)
                 .await
                 .map(|_| ()))
-        })
-        .await
+        };
+        self.settled_write(model, write, if_refused).await
     }
 
     /// Refuses (503) while an earlier settings write for `model` has not settled:
