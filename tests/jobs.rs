@@ -927,6 +927,21 @@ async fn job_threads_run_at_a_lower_priority() {
     );
 }
 
+/// A throwaway PostgreSQL server, and a server keeping its store there (with a 2 s
+/// database timeout).
+async fn on_a_postgres_store(env: &Env) -> (DbServer, TestServer) {
+    let db = tokio::task::spawn_blocking(|| DbServer::start(DbKind::Postgres))
+        .await
+        .unwrap();
+    let server = TestServer::start_with(ferroserve::settings::Settings {
+        database_url: Some(db.url()),
+        database_timeout: Duration::from_secs(2),
+        ..settings(env)
+    })
+    .await;
+    (db, server)
+}
+
 /// A submission whose record outlives the database timeout answers 503; when the
 /// database records the job after all (another client held a lock on the table),
 /// it is marked failed, never run: no server may run a job its client was told
@@ -936,15 +951,7 @@ async fn a_job_recorded_after_its_503_is_never_run() {
     use sqlx::Connection;
     let env = env();
     write_csv(&env.data.join("small.csv"), &iris_rows(20));
-    let db = tokio::task::spawn_blocking(|| DbServer::start(DbKind::Postgres))
-        .await
-        .unwrap();
-    let server = TestServer::start_with(ferroserve::settings::Settings {
-        database_url: Some(db.url()),
-        database_timeout: Duration::from_secs(2),
-        ..settings(&env)
-    })
-    .await;
+    let (db, server) = on_a_postgres_store(&env).await;
     let mut lock = sqlx::PgConnection::connect(&db.url()).await.unwrap();
     sqlx::raw_sql("BEGIN; LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
         .execute(&mut lock)
@@ -1000,15 +1007,7 @@ async fn a_job_recorded_after_its_503_is_never_run() {
 async fn a_cancel_the_store_refuses_changes_nothing() {
     let env = env();
     write_csv(&env.data.join("mid.csv"), &iris_rows(60_000));
-    let mut db = tokio::task::spawn_blocking(|| DbServer::start(DbKind::Postgres))
-        .await
-        .unwrap();
-    let server = TestServer::start_with(ferroserve::settings::Settings {
-        database_url: Some(db.url()),
-        database_timeout: Duration::from_secs(2),
-        ..settings(&env)
-    })
-    .await;
+    let (mut db, server) = on_a_postgres_store(&env).await;
     let id = submit(
         &server,
         score_spec(

@@ -231,13 +231,6 @@ mod tests {
     /// generated type decodes them: the same values, or an error for both.
     #[test]
     fn damaged_encodings_decode_as_generated_code_does() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
         let wires: Vec<Vec<u8>> = [0, 1, 3, 40]
             .iter()
             .map(|&n| sample(n).encode_to_vec())
@@ -248,21 +241,7 @@ mod tests {
             .encode_to_vec()])
             .collect();
         let (mut agreed_ok, mut agreed_err) = (0, 0);
-        for _ in 0..20_000 {
-            let mut wire = wires[next() as usize % wires.len()].clone();
-            for _ in 0..1 + next() % 4 {
-                if wire.is_empty() {
-                    wire.push(next() as u8);
-                    continue;
-                }
-                let at = next() as usize % wire.len();
-                match next() % 4 {
-                    0 => wire[at] ^= 1 << (next() % 8),
-                    1 => wire.truncate(at),
-                    2 => wire[at] = next() as u8,
-                    _ => wire.insert(at, next() as u8),
-                }
-            }
+        for wire in crate::fixed::damage::damaged(&wires, 20_000) {
             let theirs = Generated::decode(&wire[..]);
             let ours = InferTensorContents::decode(&wire[..]);
             match (theirs, ours) {

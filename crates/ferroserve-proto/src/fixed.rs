@@ -147,3 +147,36 @@ pub(crate) fn encoded_len_fixed<T: Fixed>(tag: u32, values: &[T]) -> usize {
     let len = values.len() * T::WIDTH;
     key_len(tag) + encoded_len_varint(len as u64) + len
 }
+
+/// For the hand-written messages' tests: damaged copies of valid encodings.
+#[cfg(test)]
+pub(crate) mod damage {
+    /// `count` copies of `wires` (chosen in turn at random), each with one to four
+    /// bytes flipped, replaced, inserted, or cut off there; the same every run.
+    pub(crate) fn damaged(wires: &[Vec<u8>], count: usize) -> impl Iterator<Item = Vec<u8>> + '_ {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        (0..count).map(move |_| {
+            let mut wire = wires[next() as usize % wires.len()].clone();
+            for _ in 0..1 + next() % 4 {
+                if wire.is_empty() {
+                    wire.push(next() as u8);
+                    continue;
+                }
+                let at = next() as usize % wire.len();
+                match next() % 4 {
+                    0 => wire[at] ^= 1 << (next() % 8),
+                    1 => wire.truncate(at),
+                    2 => wire[at] = next() as u8,
+                    _ => wire.insert(at, next() as u8),
+                }
+            }
+            wire
+        })
+    }
+}
