@@ -374,40 +374,48 @@ impl Store {
     /// left to end, and if it lands after all (or has not ended after
     /// [`SETTLE_LIMIT`]: a connection to a host that died may never answer), `undo`
     /// is written (retried every second until the database takes it), so that the
-    /// store says what the answered error said. `settled` runs once that is over, whichever way it went
-    /// (not at all if the server stops first).
-    async fn write_undone_if_late<U>(
+    /// store says what the answered error said. `settled` runs once that is over,
+    /// whichever way it went (not at all if the server stops first). A call dropped
+    /// while it waits (its caller gone) leaves its write to end the same way.
+    async fn write_undone_if_late<U, F, S>(
         &self,
         doing: &'static str,
         write: impl Future<Output = Result<(), sqlx::Error>> + Send + 'static,
-        undo: impl Fn() -> U + Send + 'static,
-        settled: impl FnOnce() + Send + 'static,
+        undo: F,
+        settled: S,
     ) -> Result<(), StoreError>
     where
         U: Future<Output = Result<(), sqlx::Error>> + Send + 'static,
+        F: Fn() -> U + Send + 'static,
+        S: FnOnce() + Send + 'static,
     {
-        let mut task = tokio::spawn(write);
-        let late = match tokio::time::timeout(self.timeout, &mut task).await {
-            Ok(Ok(Ok(()))) => {
+        let mut pending = Pending {
+            write: Some(tokio::spawn(write)),
+            undo: Some(undo),
+            settled: Some(settled),
+            url: self.url.clone(),
+            doing,
+        };
+        let task = pending.write.as_mut().expect("just spawned");
+        let ended = match tokio::time::timeout(self.timeout, task).await {
+            Ok(ended) => ended,
+            // Dropping `pending` hands the write to `settle`.
+            Err(_) => return Err(self.timed_out(doing)),
+        };
+        if let Some(settled) = pending.answered() {
+            settled();
+        }
+        match ended {
+            Ok(Ok(())) => {
                 self.worked();
-                settled();
-                return Ok(());
+                Ok(())
             }
             // The write itself failed: nothing was written.
-            Ok(Ok(Err(e))) => {
-                settled();
-                return Err(self.unavailable(doing, e));
-            }
-            Ok(Err(e)) => {
-                settled();
-                return Err(StoreError::Unavailable(format!(
-                    "the metadata store could not {doing}: {e}"
-                )));
-            }
-            Err(_) => self.timed_out(doing),
-        };
-        tokio::spawn(settle(task, self.url.clone(), doing, undo, settled));
-        Err(late)
+            Ok(Err(e)) => Err(self.unavailable(doing, e)),
+            Err(e) => Err(StoreError::Unavailable(format!(
+                "the metadata store could not {doing}: {e}"
+            ))),
+        }
     }
 
     /// The error of a write that did not answer within the database timeout.
@@ -457,6 +465,63 @@ impl Store {
             handles.push(h);
         }
         handles
+    }
+}
+
+/// A write [`Store::write_undone_if_late`] waits for: unless the call saw it end
+/// ([`Pending::answered`]), dropping it hands the write to [`settle`], whether the
+/// call timed out or was itself dropped.
+struct Pending<F, U, S>
+where
+    F: Fn() -> U + Send + 'static,
+    U: Future<Output = Result<(), sqlx::Error>> + Send + 'static,
+    S: FnOnce() + Send + 'static,
+{
+    write: Option<tokio::task::JoinHandle<Result<(), sqlx::Error>>>,
+    undo: Option<F>,
+    settled: Option<S>,
+    url: String,
+    doing: &'static str,
+}
+
+impl<F, U, S> Pending<F, U, S>
+where
+    F: Fn() -> U + Send + 'static,
+    U: Future<Output = Result<(), sqlx::Error>> + Send + 'static,
+    S: FnOnce() + Send + 'static,
+{
+    /// The write ended while the call waited: nothing is left to settle but
+    /// `settled` itself, which the call runs.
+    fn answered(&mut self) -> Option<S> {
+        self.write = None;
+        self.undo = None;
+        self.settled.take()
+    }
+}
+
+impl<F, U, S> Drop for Pending<F, U, S>
+where
+    F: Fn() -> U + Send + 'static,
+    U: Future<Output = Result<(), sqlx::Error>> + Send + 'static,
+    S: FnOnce() + Send + 'static,
+{
+    fn drop(&mut self) {
+        // Nothing to do without a runtime (the server is stopping).
+        let (Some(write), Some(undo), Some(settled), Ok(runtime)) = (
+            self.write.take(),
+            self.undo.take(),
+            self.settled.take(),
+            tokio::runtime::Handle::try_current(),
+        ) else {
+            return;
+        };
+        runtime.spawn(settle(
+            write,
+            std::mem::take(&mut self.url),
+            self.doing,
+            undo,
+            settled,
+        ));
     }
 }
 
@@ -558,6 +623,71 @@ mod tests {
             attempts.load(Ordering::SeqCst),
             settled.load(Ordering::SeqCst) == 1,
         )
+    }
+
+    /// A store on a fresh SQLite file, with a 100 ms database timeout.
+    async fn quick_store(dir: &std::path::Path) -> super::Store {
+        let url = format!("sqlite://{}", dir.join("t.db").display());
+        super::Store::open(&url, Duration::from_millis(100), true)
+            .await
+            .unwrap()
+    }
+
+    /// Runs `write_undone_if_late` with a write that ends Ok after `write_ms`, the
+    /// call itself cut off after `call_ms`; answers the call's outcome (`None`: cut
+    /// off), the undo attempts and whether `settled` ran, 600 ms later.
+    async fn undone(write_ms: u64, call_ms: u64) -> (Option<bool>, usize, bool) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = quick_store(dir.path()).await;
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let settled = Arc::new(AtomicUsize::new(0));
+        let (a, s) = (attempts.clone(), settled.clone());
+        let call = store.write_undone_if_late(
+            "test",
+            async move {
+                tokio::time::sleep(Duration::from_millis(write_ms)).await;
+                Ok(())
+            },
+            move || {
+                a.fetch_add(1, Ordering::SeqCst);
+                async { Ok(()) }
+            },
+            move || {
+                s.fetch_add(1, Ordering::SeqCst);
+            },
+        );
+        let outcome = tokio::time::timeout(Duration::from_millis(call_ms), call)
+            .await
+            .ok()
+            .map(|r| r.is_ok());
+        if outcome == Some(true) {
+            assert_eq!(
+                settled.load(Ordering::SeqCst),
+                1,
+                "settled before the answer"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        (
+            outcome,
+            attempts.load(Ordering::SeqCst),
+            settled.load(Ordering::SeqCst) == 1,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_write_in_time_is_answered_and_not_undone() {
+        assert_eq!(undone(10, 1000).await, (Some(true), 0, true));
+    }
+
+    #[tokio::test]
+    async fn a_write_past_the_timeout_is_refused_and_undone_when_it_lands() {
+        assert_eq!(undone(300, 1000).await, (Some(false), 1, true));
+    }
+
+    #[tokio::test]
+    async fn a_call_dropped_while_it_waits_leaves_its_write_settled() {
+        assert_eq!(undone(300, 50).await, (None, 1, true));
     }
 
     #[tokio::test(start_paused = true)]
