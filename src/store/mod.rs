@@ -625,17 +625,17 @@ mod tests {
         )
     }
 
-    /// A store on a fresh SQLite file, with a 100 ms database timeout.
+    /// A store on a fresh SQLite file, with a one-second database timeout.
     async fn quick_store(dir: &std::path::Path) -> super::Store {
         let url = format!("sqlite://{}", dir.join("t.db").display());
-        super::Store::open(&url, Duration::from_millis(100), true)
+        super::Store::open(&url, Duration::from_secs(1), true)
             .await
             .unwrap()
     }
 
     /// Runs `write_undone_if_late` with a write that ends Ok after `write_ms`, the
     /// call itself cut off after `call_ms`; answers the call's outcome (`None`: cut
-    /// off), the undo attempts and whether `settled` ran, 600 ms later.
+    /// off), the undo attempts and whether `settled` ran (waited for up to 10 s).
     async fn undone(write_ms: u64, call_ms: u64) -> (Option<bool>, usize, bool) {
         let dir = tempfile::tempdir().unwrap();
         let store = quick_store(dir.path()).await;
@@ -667,7 +667,10 @@ mod tests {
                 "settled before the answer"
             );
         }
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while settled.load(Ordering::SeqCst) == 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         (
             outcome,
             attempts.load(Ordering::SeqCst),
@@ -677,17 +680,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_write_in_time_is_answered_and_not_undone() {
-        assert_eq!(undone(10, 1000).await, (Some(true), 0, true));
+        assert_eq!(undone(10, 3000).await, (Some(true), 0, true));
     }
 
     #[tokio::test]
     async fn a_write_past_the_timeout_is_refused_and_undone_when_it_lands() {
-        assert_eq!(undone(300, 1000).await, (Some(false), 1, true));
+        assert_eq!(undone(1500, 3000).await, (Some(false), 1, true));
     }
 
     #[tokio::test]
     async fn a_call_dropped_while_it_waits_leaves_its_write_settled() {
-        assert_eq!(undone(300, 50).await, (None, 1, true));
+        assert_eq!(undone(1500, 50).await, (None, 1, true));
     }
 
     #[tokio::test(start_paused = true)]
