@@ -486,18 +486,14 @@ pub async fn delete_model(
     let sources = state.sources.clone();
     sources.model_dir(model)?; // a valid name, before waiting
     let lock = sources.lock_model(model, deadline).await?;
-    // The record of a delete must not be lost: with the store down, nothing is
-    // deleted (503).
-    if let Some(store) = &state.store {
-        store.check_settled(model)?;
-        store.check_writable().await?;
-    }
     let (state, name, caller) = (state.clone(), model.to_string(), caller.clone());
     let runtime = tokio::runtime::Handle::current();
     run_locked(deadline, "the delete", move |_| {
         // What was decided for the model (stopped, deployed) must not carry over to
-        // a new one of the same name: forgotten first (with the store down nothing
-        // is deleted: 503), and written back if the files cannot be moved.
+        // a new one of the same name: forgotten first, and written back if the files
+        // cannot be moved. With the store down (or an earlier write of the model's
+        // not settled) nothing is deleted (503), so the delete's audit record is
+        // never lost to an outage already known.
         sources.check_deletable_locked(&name, &lock)?;
         let before = settings_now(&sources, &name);
         if let Some(store) = &state.store {

@@ -93,16 +93,6 @@ impl Store {
         self.settled_write(model, write, if_refused).await
     }
 
-    /// Refuses (503) while an earlier settings write for `model` has not settled:
-    /// a delete checks this before it starts, as every settings write does.
-    pub fn check_settled(&self, model: &str) -> Result<(), StoreError> {
-        let unsettled = self.unsettled.lock().unwrap_or_else(|e| e.into_inner());
-        if unsettled.contains(model) {
-            return Err(self.not_settled(model));
-        }
-        Ok(())
-    }
-
     fn not_settled(&self, model: &str) -> StoreError {
         StoreError::Unavailable(format!(
             "the metadata store ({} at {}) has not settled an earlier write for model \
