@@ -893,6 +893,15 @@ async fn a_delete_that_cannot_move_the_files_changes_nothing() {
         &root_path("examples/models/iris_lr/1/model.onnx"),
     );
     let server = TestServer::start(repo.path()).await;
+    // A deployment, so that the store holds a row for d that the refused delete,
+    // which forgets it first, must write back.
+    let (code, body) = server
+        .post_json(
+            "/deploy",
+            &json!({"model_id": "d", "resources": {"timeout": 30}}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
     // Every name the delete could move the model to is a directory that is not
     // empty (rename(2) refuses to replace one). Made after the start, whose sweep
     // removes such debris; young, so the watcher's sweep leaves them for now.
@@ -921,9 +930,22 @@ async fn a_delete_that_cannot_move_the_files_changes_nothing() {
         .expect("d is gone from status");
     assert_eq!(status["served_versions"], json!([1]), "{status}");
     assert_eq!(status["stopped"], false, "{status}");
+    assert_eq!(
+        status["deployment"]["resources"]["timeout"], 30.0,
+        "{status}"
+    );
+    // The store still records the deployment: a restart brings it back (and its
+    // start sweeps the blockers away).
+    server.stop().await;
+    let server = TestServer::start(repo.path()).await;
+    let status = status_of(&server, "d").await.expect("d after a restart");
+    assert_eq!(
+        status["deployment"]["resources"]["timeout"], 30.0,
+        "{status}"
+    );
 
     for dir in blockers {
-        std::fs::remove_dir_all(dir).unwrap();
+        let _ = std::fs::remove_dir_all(dir);
     }
     let (code, body) = request(&server, reqwest::Method::DELETE, "/delete_model/d").await;
     assert_eq!(code, 200, "{body}");
