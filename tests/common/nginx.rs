@@ -1,7 +1,9 @@
 //! A throwaway real nginx for tests (Debian's package; `scripts/setup.sh` installs
 //! it): a load balancer on a free loopback port in front of the given upstreams,
 //! with its configuration, logs, temporary files and pid file in a temporary
-//! directory; killed (only this child, by its handle) when dropped.
+//! directory; stopped when dropped: SIGTERM to the master (this child, by its
+//! pid), which takes its worker down with it, and SIGKILL only if it has not
+//! exited within five seconds (a SIGKILLed master leaves its worker running).
 
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -17,6 +19,16 @@ pub struct Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
+        // SAFETY: kill(2) on the pid of a child this handle owns and has not
+        // yet waited for, so the pid cannot have been reused.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
