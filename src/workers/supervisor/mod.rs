@@ -21,26 +21,35 @@
 //!   is the worker's own word: its `/models/status` entry, read when it turns ready
 //!   and with every health check, cleared when it exits. The main server holds no
 //!   copy of the model to answer from (`crate::sources`, isolated models).
+//!
+//! Here: the deployments map (deploy, restore, stop, shutdown, statuses, where to
+//! forward). `supervise`: one slot's loop (readiness, health checks, restarts,
+//! crash-loop). `process`: the process mechanics (command line, spawner thread,
+//! signals to the process group, how a process ended).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::limits::{self, Enforcement, PreExec, WorkerCgroups};
+use super::limits::{self, Enforcement, WorkerCgroups};
 use super::resources::Limits;
 use super::status::{Enforcements, ExitReason, WorkerModel, WorkerState, WorkerStatus};
-use super::WATCHDOG_EXIT_CODE;
 use crate::api::ApiError;
 use crate::sources::Deployment;
 use crate::store::{Store, WorkerRow};
+
+mod process;
+mod supervise;
+
+pub use process::connect_ip;
+use process::{supervisor_token, Spawner};
 
 /// How workers are started, from the server's settings.
 #[derive(Debug, Clone)]
@@ -108,36 +117,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A started worker: its pid and the receiver of its exit status.
-struct Spawned {
-    pid: u32,
-    exited: oneshot::Receiver<std::io::Result<std::process::ExitStatus>>,
-}
-
-/// How one started worker's run ended.
-enum RunEnd {
-    /// Its process exited (or could not be waited for).
-    Exited(std::io::Result<std::process::ExitStatus>),
-    /// It started but its model cannot load (the worker finished its initial load
-    /// with no version serving); the worker was killed.
-    Unservable(String),
-    /// The slot stopped; the worker was drained and reaped.
-    Stopped,
-}
-
-/// A request to the spawner thread.
-struct SpawnJob {
-    command: std::process::Command,
-    reply: oneshot::Sender<std::io::Result<Spawned>>,
-}
-
 pub struct Supervisor {
     config: WorkerConfig,
     /// The deployments forwarding reaches, by model (read without a lock).
     slots: ArcSwap<HashMap<String, Arc<Slot>>>,
     /// Serialises changes to `slots` (deploy, stop) per server.
     changing: tokio::sync::Mutex<()>,
-    spawner: Mutex<std::sync::mpsc::Sender<SpawnJob>>,
+    spawner: Spawner,
     pub(super) client: super::forward::Client,
     store: Option<Arc<Store>>,
     /// Old workers draining after a redeploy; awaited at shutdown.
@@ -159,27 +145,7 @@ impl Supervisor {
         if config.cgroups {
             limits::remove_stale_groups();
         }
-        let (tx, rx) = std::sync::mpsc::channel::<SpawnJob>();
-        // The spawner lives as long as the process (see the invariants above).
-        std::thread::Builder::new()
-            .name("ferroserve-spawner".into())
-            .spawn(move || {
-                for job in rx {
-                    let SpawnJob { mut command, reply } = job;
-                    let result = command.spawn().map(|mut child| {
-                        let pid = child.id();
-                        let (exit_tx, exited) = oneshot::channel();
-                        // Reaps the worker when it exits; one thread per worker.
-                        let _ = std::thread::Builder::new()
-                            .name(format!("ferroserve-wait-{pid}"))
-                            .spawn(move || {
-                                let _ = exit_tx.send(child.wait());
-                            });
-                        Spawned { pid, exited }
-                    });
-                    let _ = reply.send(result);
-                }
-            })?;
+        let spawner = Spawner::start()?;
         let token = supervisor_token()?;
         let mut authorization = axum::http::HeaderValue::from_str(&format!("Bearer {token}"))
             .map_err(std::io::Error::other)?;
@@ -190,7 +156,7 @@ impl Supervisor {
             config,
             slots: ArcSwap::from_pointee(HashMap::new()),
             changing: tokio::sync::Mutex::new(()),
-            spawner: Mutex::new(tx),
+            spawner,
             client: super::forward::client(),
             store,
             draining: Mutex::new(Vec::new()),
@@ -623,412 +589,5 @@ impl Supervisor {
         if let Err(e) = store.save_worker(&row).await {
             tracing::warn!(model = %s.model, "cannot record the worker: {e}");
         }
-    }
-
-    /// The command line of `slot`'s worker.
-    fn command(&self, slot: &Slot, port: u16) -> std::process::Command {
-        let c = &self.config;
-        let mut command = std::process::Command::new(&c.binary);
-        command
-            .arg("worker")
-            .arg("--model")
-            .arg(&slot.model)
-            .arg("--model-dir")
-            .arg(&slot.model_dir)
-            .arg("--rest-addr")
-            .arg(SocketAddr::new(c.bind, port).to_string())
-            .arg("--state-dir")
-            .arg(c.state_dir.join(format!("{}-{port}", slot.model)))
-            .arg("--grpc-addr")
-            .arg(SocketAddr::new(c.bind, slot.grpc_port.load(Ordering::Relaxed)).to_string())
-            .arg("--parent-pid")
-            .arg(std::process::id().to_string());
-        if let Some(cores) = slot.limits.cores() {
-            command.arg("--threads").arg(cores.to_string());
-        }
-        if let Some(t) = slot.limits.timeout_secs {
-            command.arg("--timeout-secs").arg(t.to_string());
-        }
-        if let (Some(m), None) = (slot.limits.memory, &slot.cgroups.memory) {
-            command.arg("--rss-limit-bytes").arg(m.to_string());
-        }
-        for (flag, value) in [
-            ("--onnxruntime-path", &c.onnxruntime_path),
-            ("--tensorflow-path", &c.tensorflow_path),
-            ("--auth-tokens", &c.auth_tokens),
-        ] {
-            if let Some(v) = value {
-                command.arg(flag).arg(v);
-            }
-        }
-        // The worker reads only its own flags: none of the main server's settings
-        // from the environment may redirect it (a database URL, a config list).
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("FERROSERVE_")
-                && key != "FERROSERVE_LOG"
-                && key != "FERROSERVE_LOG_FORMAT"
-            {
-                command.env_remove(&key);
-            }
-        }
-        // In the environment, not on the command line (which every user may read).
-        command.env(super::worker::SUPERVISOR_TOKEN_ENV, &self.token);
-        command
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::inherit())
-            .stderr(std::process::Stdio::inherit());
-        let pre_exec = PreExec {
-            procs_files: slot.cgroups.procs_files(),
-            cores: slot
-                .limits
-                .cores()
-                .map(|n| limits::cores_for(n, usize::from(port)))
-                .unwrap_or_default(),
-            address_space: match (slot.limits.memory, &slot.cgroups.memory) {
-                (Some(m), None) => Some(limits::address_space_limit(m)),
-                _ => None,
-            },
-            parent_pid: std::process::id() as libc::pid_t,
-        };
-        // SAFETY: `apply` makes only async-signal-safe system calls on data prepared
-        // before the fork.
-        unsafe {
-            command.pre_exec(move || pre_exec.apply());
-        }
-        command
-    }
-
-    async fn spawn(&self, slot: &Slot, port: u16) -> std::io::Result<Spawned> {
-        let (reply, answer) = oneshot::channel();
-        let job = SpawnJob {
-            command: self.command(slot, port),
-            reply,
-        };
-        lock(&self.spawner)
-            .send(job)
-            .map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
-        answer
-            .await
-            .map_err(|_| std::io::Error::other("the spawner thread is gone"))?
-    }
-
-    /// The supervision loop of one slot: start, wait ready, watch, restart with
-    /// backoff; crash-loop after too many failures in the window.
-    async fn supervise(self: Arc<Self>, slot: Arc<Slot>) {
-        let mut failures: VecDeque<Instant> = VecDeque::new();
-        loop {
-            let port = slot.port.load(Ordering::Relaxed);
-            // gRPC on a port the system picks (not one of --worker-ports).
-            let grpc_port = std::net::TcpListener::bind(SocketAddr::new(self.config.bind, 0))
-                .and_then(|l| l.local_addr())
-                .map_or(0, |a| a.port());
-            slot.grpc_port.store(grpc_port, Ordering::Relaxed);
-            let oom_kills_before = slot.cgroups.oom_kills();
-            let mut unservable = false;
-            let exit = match self.spawn(&slot, port).await {
-                Err(e) => ExitReason {
-                    exit_code: None,
-                    signal: None,
-                    oom: false,
-                    reason: format!("cannot start the worker: {e}"),
-                    at: SystemTime::now(),
-                },
-                Ok(spawned) => {
-                    slot.pid.store(spawned.pid, Ordering::Relaxed);
-                    lock(&slot.status).started_at = Some(SystemTime::now());
-                    match self.run_one(&slot, port, spawned).await {
-                        RunEnd::Exited(status) => self.exit_reason(&slot, status, oom_kills_before),
-                        RunEnd::Unservable(reason) => {
-                            unservable = true;
-                            ExitReason {
-                                exit_code: None,
-                                signal: None,
-                                oom: false,
-                                reason,
-                                at: SystemTime::now(),
-                            }
-                        }
-                        RunEnd::Stopped => {
-                            slot.pid.store(0, Ordering::Relaxed);
-                            lock(&slot.status).model_status = None;
-                            self.set_state(&slot, WorkerState::Stopped);
-                            return;
-                        }
-                    }
-                }
-            };
-            slot.pid.store(0, Ordering::Relaxed);
-            tracing::warn!(model = %slot.model, oom = exit.oom, "worker exited: {}", exit.reason);
-            {
-                let mut status = lock(&slot.status);
-                status.last_exit = Some(exit);
-                status.healthy = false;
-                status.model_status = None;
-            }
-            let now = Instant::now();
-            failures.push_back(now);
-            while failures
-                .front()
-                .is_some_and(|t| now.duration_since(*t) > self.config.crash_loop_window)
-            {
-                failures.pop_front();
-            }
-            // A model that never served cannot be fixed by starting it again.
-            let never_served = unservable && !slot.ever_ready.load(Ordering::Relaxed);
-            if never_served || failures.len() >= self.config.crash_loop_failures {
-                self.set_state(&slot, WorkerState::CrashLoop);
-                self.record(&slot).await;
-                return;
-            }
-            self.set_state(&slot, WorkerState::Restarting);
-            self.record(&slot).await;
-            let backoff = Duration::from_millis(100)
-                .saturating_mul(1 << (failures.len() - 1).min(7))
-                .min(Duration::from_secs(10));
-            tokio::select! {
-                _ = slot.stop.cancelled() => {
-                    self.set_state(&slot, WorkerState::Stopped);
-                    return;
-                }
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            slot.restarts.fetch_add(1, Ordering::Relaxed);
-            // The port went to someone else while the worker was down: take another.
-            if std::net::TcpListener::bind(SocketAddr::new(self.config.bind, port)).is_err() {
-                match self.free_port(None) {
-                    Ok(p) => slot.port.store(p, Ordering::Relaxed),
-                    Err(e) => tracing::warn!(model = %slot.model, "{e}"),
-                }
-            }
-        }
-    }
-
-    /// Runs one started worker until it exits, turns out unable to serve its
-    /// model, or the slot stops (after draining and reaping it).
-    async fn run_one(&self, slot: &Slot, port: u16, spawned: Spawned) -> RunEnd {
-        let Spawned { pid, mut exited } = spawned;
-        let addr = SocketAddr::new(connect_ip(self.config.bind), port);
-        let ready_path = format!("/v2/models/{}/ready", slot.model);
-        // Starting: poll readiness until the deadline.
-        let deadline = Instant::now() + self.config.startup_timeout;
-        loop {
-            tokio::select! {
-                status = &mut exited => return RunEnd::Exited(status.unwrap_or_else(|_| Err(std::io::Error::other("lost")))),
-                _ = slot.stop.cancelled() => {
-                    self.terminate(pid, &mut exited).await;
-                    return RunEnd::Stopped;
-                }
-                _ = tokio::time::sleep(Duration::from_millis(25)) => {}
-            }
-            if super::forward::get_ok(&self.client, &self.authorization, addr, &ready_path).await {
-                break;
-            }
-            // The worker is ready (its initial load is over) but its model is not:
-            // no version of it can load. Asked in this order, so a model that
-            // turned ready in between is not taken for one that failed.
-            if super::forward::get_ok(&self.client, &self.authorization, addr, "/v2/health/ready")
-                .await
-                && !super::forward::get_ok(&self.client, &self.authorization, addr, &ready_path)
-                    .await
-            {
-                let why = match self.model_status(addr, &slot.model).await {
-                    Some(m) => unservable_reason(&m),
-                    None => "no version of it loads".to_string(),
-                };
-                kill_group(pid, libc::SIGKILL);
-                let _ = (&mut exited).await;
-                return RunEnd::Unservable(format!(
-                    "the worker cannot serve model {}: {why}",
-                    slot.model
-                ));
-            }
-            if Instant::now() >= deadline {
-                kill_group(pid, libc::SIGKILL);
-                let _ = (&mut exited).await;
-                return RunEnd::Exited(Err(std::io::Error::other(format!(
-                    "the worker did not serve its model within {:?}",
-                    self.config.startup_timeout
-                ))));
-            }
-        }
-        {
-            let model_status = self.model_status(addr, &slot.model).await;
-            let mut status = lock(&slot.status);
-            status.healthy = true;
-            status.model_status = model_status;
-        }
-        slot.ever_ready.store(true, Ordering::Relaxed);
-        self.set_state(slot, WorkerState::Ready);
-        self.record(slot).await;
-        // Serving: a liveness check every second; three failures in a row kill it
-        // (then it is restarted like any exit).
-        let mut failed_checks = 0;
-        loop {
-            tokio::select! {
-                status = &mut exited => {
-                    slot.ready.store(false, Ordering::Release);
-                    return RunEnd::Exited(status.unwrap_or_else(|_| Err(std::io::Error::other("lost"))));
-                }
-                _ = slot.stop.cancelled() => {
-                    self.terminate(pid, &mut exited).await;
-                    return RunEnd::Stopped;
-                }
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-            let healthy =
-                super::forward::get_ok(&self.client, &self.authorization, addr, "/v2/health/live")
-                    .await;
-            // A status the worker does not give (it is busy, or just failed) keeps
-            // the last one.
-            let model_status = if healthy {
-                self.model_status(addr, &slot.model).await
-            } else {
-                None
-            };
-            {
-                let mut status = lock(&slot.status);
-                status.healthy = healthy;
-                if model_status.is_some() {
-                    status.model_status = model_status;
-                }
-            }
-            failed_checks = if healthy { 0 } else { failed_checks + 1 };
-            if failed_checks >= 3 {
-                tracing::warn!(model = %slot.model, pid, "worker failed 3 health checks; killing it");
-                kill_group(pid, libc::SIGKILL);
-            }
-        }
-    }
-
-    /// The worker's status of its model (its `/models/status` entry), if it answers.
-    async fn model_status(&self, addr: SocketAddr, model: &str) -> Option<WorkerModel> {
-        #[derive(serde::Deserialize)]
-        struct Entry {
-            model_id: String,
-            #[serde(flatten)]
-            status: WorkerModel,
-        }
-        #[derive(serde::Deserialize)]
-        struct Status {
-            models: Vec<Entry>,
-        }
-        let body =
-            super::forward::get_body(&self.client, &self.authorization, addr, "/models/status")
-                .await?;
-        let status: Status = serde_json::from_slice(&body).ok()?;
-        status
-            .models
-            .into_iter()
-            .find(|e| e.model_id == model)
-            .map(|e| e.status)
-    }
-
-    /// SIGTERM (the worker drains), then SIGKILL past the stop timeout; reaps it.
-    async fn terminate(
-        &self,
-        pid: u32,
-        exited: &mut oneshot::Receiver<std::io::Result<std::process::ExitStatus>>,
-    ) {
-        kill_group(pid, libc::SIGTERM);
-        if tokio::time::timeout(self.config.stop_timeout, &mut *exited)
-            .await
-            .is_err()
-        {
-            kill_group(pid, libc::SIGKILL);
-            let _ = exited.await;
-        }
-    }
-
-    fn exit_reason(
-        &self,
-        slot: &Slot,
-        status: std::io::Result<std::process::ExitStatus>,
-        oom_kills_before: Option<u64>,
-    ) -> ExitReason {
-        let at = SystemTime::now();
-        let status = match status {
-            Ok(s) => s,
-            Err(e) => {
-                return ExitReason {
-                    exit_code: None,
-                    signal: None,
-                    oom: false,
-                    reason: e.to_string(),
-                    at,
-                }
-            }
-        };
-        let (code, signal) = (status.code(), status.signal());
-        let cgroup_oom = signal == Some(libc::SIGKILL)
-            && match (oom_kills_before, slot.cgroups.oom_kills()) {
-                (Some(before), Some(after)) => after > before,
-                _ => false,
-            };
-        let watchdog_oom = code == Some(WATCHDOG_EXIT_CODE);
-        let limit = slot.deployment.memory_limit.as_deref().unwrap_or("?");
-        let reason = if cgroup_oom {
-            format!("killed by the kernel's OOM killer past its memory limit ({limit})")
-        } else if watchdog_oom {
-            format!("its RSS watchdog stopped it past its memory limit ({limit})")
-        } else if let Some(sig) = signal {
-            format!("killed by signal {sig}")
-        } else {
-            format!("exited with code {}", code.unwrap_or(-1))
-        };
-        ExitReason {
-            exit_code: code,
-            signal,
-            oom: cgroup_oom || watchdog_oom,
-            reason,
-            at,
-        }
-    }
-}
-
-/// A fresh random token for a supervisor's workers (256 bits, URL-safe).
-fn supervisor_token() -> std::io::Result<String> {
-    use base64::Engine;
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| std::io::Error::other(format!("no randomness available: {e}")))?;
-    Ok(format!(
-        "fsw_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    ))
-}
-
-/// Why no version of a worker's model serves, from its status.
-fn unservable_reason(model: &WorkerModel) -> String {
-    let mut why: Vec<String> = model
-        .versions
-        .iter()
-        .filter_map(|v| {
-            v.error
-                .as_ref()
-                .map(|e| format!("version {}: {e}", v.version))
-        })
-        .collect();
-    why.extend(model.config_error.clone());
-    if why.is_empty() {
-        "it has no version that loads".to_string()
-    } else {
-        why.join("; ")
-    }
-}
-
-/// Sends `signal` to the process group `pid` leads (every worker leads its own).
-fn kill_group(pid: u32, signal: libc::c_int) {
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe {
-        libc::kill(-(pid as libc::pid_t), signal);
-    }
-}
-
-/// The address to reach a worker bound to `bind` (loopback for an unspecified bind).
-pub fn connect_ip(bind: IpAddr) -> IpAddr {
-    if bind.is_unspecified() {
-        IpAddr::V4(Ipv4Addr::LOCALHOST)
-    } else {
-        bind
     }
 }

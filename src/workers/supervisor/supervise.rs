@@ -1,0 +1,261 @@
+//! One deployment's supervision: start its worker, wait until it serves its model,
+//! check its health every second, and restart it with exponential backoff when it
+//! exits or fails three checks in a row; crash-loop after too many failures in the
+//! window, or at once when its model never served (starting it again cannot fix
+//! that). The deployments map, deploy and stop are in `super`; the process
+//! mechanics in `super::process`.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::process::{connect_ip, exit_reason, kill_group, terminate, Spawned};
+use super::{lock, process, Slot, Supervisor};
+use crate::workers::forward;
+use crate::workers::status::{ExitReason, WorkerModel, WorkerState};
+
+/// How one started worker's run ended.
+enum RunEnd {
+    /// Its process exited (or could not be waited for).
+    Exited(std::io::Result<std::process::ExitStatus>),
+    /// It started but its model cannot load (the worker finished its initial load
+    /// with no version serving); the worker was killed.
+    Unservable(String),
+    /// The slot stopped; the worker was drained and reaped.
+    Stopped,
+}
+
+impl Supervisor {
+    async fn spawn(&self, slot: &Slot, port: u16) -> std::io::Result<Spawned> {
+        let command = process::command(&self.config, &self.token, slot, port);
+        self.spawner.spawn(command).await
+    }
+
+    /// The supervision loop of one slot: start, wait ready, watch, restart with
+    /// backoff; crash-loop after too many failures in the window.
+    pub(super) async fn supervise(self: Arc<Self>, slot: Arc<Slot>) {
+        let mut failures: VecDeque<Instant> = VecDeque::new();
+        loop {
+            let port = slot.port.load(Ordering::Relaxed);
+            // gRPC on a port the system picks (not one of --worker-ports).
+            let grpc_port = std::net::TcpListener::bind(SocketAddr::new(self.config.bind, 0))
+                .and_then(|l| l.local_addr())
+                .map_or(0, |a| a.port());
+            slot.grpc_port.store(grpc_port, Ordering::Relaxed);
+            let oom_kills_before = slot.cgroups.oom_kills();
+            let mut unservable = false;
+            let exit = match self.spawn(&slot, port).await {
+                Err(e) => ExitReason {
+                    exit_code: None,
+                    signal: None,
+                    oom: false,
+                    reason: format!("cannot start the worker: {e}"),
+                    at: SystemTime::now(),
+                },
+                Ok(spawned) => {
+                    slot.pid.store(spawned.pid, Ordering::Relaxed);
+                    lock(&slot.status).started_at = Some(SystemTime::now());
+                    match self.run_one(&slot, port, spawned).await {
+                        RunEnd::Exited(status) => exit_reason(&slot, status, oom_kills_before),
+                        RunEnd::Unservable(reason) => {
+                            unservable = true;
+                            ExitReason {
+                                exit_code: None,
+                                signal: None,
+                                oom: false,
+                                reason,
+                                at: SystemTime::now(),
+                            }
+                        }
+                        RunEnd::Stopped => {
+                            slot.pid.store(0, Ordering::Relaxed);
+                            lock(&slot.status).model_status = None;
+                            self.set_state(&slot, WorkerState::Stopped);
+                            return;
+                        }
+                    }
+                }
+            };
+            slot.pid.store(0, Ordering::Relaxed);
+            tracing::warn!(model = %slot.model, oom = exit.oom, "worker exited: {}", exit.reason);
+            {
+                let mut status = lock(&slot.status);
+                status.last_exit = Some(exit);
+                status.healthy = false;
+                status.model_status = None;
+            }
+            let now = Instant::now();
+            failures.push_back(now);
+            while failures
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > self.config.crash_loop_window)
+            {
+                failures.pop_front();
+            }
+            // A model that never served cannot be fixed by starting it again.
+            let never_served = unservable && !slot.ever_ready.load(Ordering::Relaxed);
+            if never_served || failures.len() >= self.config.crash_loop_failures {
+                self.set_state(&slot, WorkerState::CrashLoop);
+                self.record(&slot).await;
+                return;
+            }
+            self.set_state(&slot, WorkerState::Restarting);
+            self.record(&slot).await;
+            let backoff = Duration::from_millis(100)
+                .saturating_mul(1 << (failures.len() - 1).min(7))
+                .min(Duration::from_secs(10));
+            tokio::select! {
+                _ = slot.stop.cancelled() => {
+                    self.set_state(&slot, WorkerState::Stopped);
+                    return;
+                }
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            slot.restarts.fetch_add(1, Ordering::Relaxed);
+            // The port went to someone else while the worker was down: take another.
+            if std::net::TcpListener::bind(SocketAddr::new(self.config.bind, port)).is_err() {
+                match self.free_port(None) {
+                    Ok(p) => slot.port.store(p, Ordering::Relaxed),
+                    Err(e) => tracing::warn!(model = %slot.model, "{e}"),
+                }
+            }
+        }
+    }
+
+    /// Runs one started worker until it exits, turns out unable to serve its
+    /// model, or the slot stops (after draining and reaping it).
+    async fn run_one(&self, slot: &Slot, port: u16, spawned: Spawned) -> RunEnd {
+        let Spawned { pid, mut exited } = spawned;
+        let addr = SocketAddr::new(connect_ip(self.config.bind), port);
+        let ready_path = format!("/v2/models/{}/ready", slot.model);
+        // Starting: poll readiness until the deadline.
+        let deadline = Instant::now() + self.config.startup_timeout;
+        loop {
+            tokio::select! {
+                status = &mut exited => return RunEnd::Exited(status.unwrap_or_else(|_| Err(std::io::Error::other("lost")))),
+                _ = slot.stop.cancelled() => {
+                    terminate(pid, &mut exited, self.config.stop_timeout).await;
+                    return RunEnd::Stopped;
+                }
+                _ = tokio::time::sleep(Duration::from_millis(25)) => {}
+            }
+            if forward::get_ok(&self.client, &self.authorization, addr, &ready_path).await {
+                break;
+            }
+            // The worker is ready (its initial load is over) but its model is not:
+            // no version of it can load. Asked in this order, so a model that
+            // turned ready in between is not taken for one that failed.
+            if forward::get_ok(&self.client, &self.authorization, addr, "/v2/health/ready").await
+                && !forward::get_ok(&self.client, &self.authorization, addr, &ready_path).await
+            {
+                let why = match self.model_status(addr, &slot.model).await {
+                    Some(m) => unservable_reason(&m),
+                    None => "no version of it loads".to_string(),
+                };
+                kill_group(pid, libc::SIGKILL);
+                let _ = (&mut exited).await;
+                return RunEnd::Unservable(format!(
+                    "the worker cannot serve model {}: {why}",
+                    slot.model
+                ));
+            }
+            if Instant::now() >= deadline {
+                kill_group(pid, libc::SIGKILL);
+                let _ = (&mut exited).await;
+                return RunEnd::Exited(Err(std::io::Error::other(format!(
+                    "the worker did not serve its model within {:?}",
+                    self.config.startup_timeout
+                ))));
+            }
+        }
+        {
+            let model_status = self.model_status(addr, &slot.model).await;
+            let mut status = lock(&slot.status);
+            status.healthy = true;
+            status.model_status = model_status;
+        }
+        slot.ever_ready.store(true, Ordering::Relaxed);
+        self.set_state(slot, WorkerState::Ready);
+        self.record(slot).await;
+        // Serving: a liveness check every second; three failures in a row kill it
+        // (then it is restarted like any exit).
+        let mut failed_checks = 0;
+        loop {
+            tokio::select! {
+                status = &mut exited => {
+                    slot.ready.store(false, Ordering::Release);
+                    return RunEnd::Exited(status.unwrap_or_else(|_| Err(std::io::Error::other("lost"))));
+                }
+                _ = slot.stop.cancelled() => {
+                    terminate(pid, &mut exited, self.config.stop_timeout).await;
+                    return RunEnd::Stopped;
+                }
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            let healthy =
+                forward::get_ok(&self.client, &self.authorization, addr, "/v2/health/live").await;
+            // A status the worker does not give (it is busy, or just failed) keeps
+            // the last one.
+            let model_status = if healthy {
+                self.model_status(addr, &slot.model).await
+            } else {
+                None
+            };
+            {
+                let mut status = lock(&slot.status);
+                status.healthy = healthy;
+                if model_status.is_some() {
+                    status.model_status = model_status;
+                }
+            }
+            failed_checks = if healthy { 0 } else { failed_checks + 1 };
+            if failed_checks >= 3 {
+                tracing::warn!(model = %slot.model, pid, "worker failed 3 health checks; killing it");
+                kill_group(pid, libc::SIGKILL);
+            }
+        }
+    }
+
+    /// The worker's status of its model (its `/models/status` entry), if it answers.
+    async fn model_status(&self, addr: SocketAddr, model: &str) -> Option<WorkerModel> {
+        #[derive(serde::Deserialize)]
+        struct Entry {
+            model_id: String,
+            #[serde(flatten)]
+            status: WorkerModel,
+        }
+        #[derive(serde::Deserialize)]
+        struct Status {
+            models: Vec<Entry>,
+        }
+        let body =
+            forward::get_body(&self.client, &self.authorization, addr, "/models/status").await?;
+        let status: Status = serde_json::from_slice(&body).ok()?;
+        status
+            .models
+            .into_iter()
+            .find(|e| e.model_id == model)
+            .map(|e| e.status)
+    }
+}
+
+/// Why no version of a worker's model serves, from its status.
+fn unservable_reason(model: &WorkerModel) -> String {
+    let mut why: Vec<String> = model
+        .versions
+        .iter()
+        .filter_map(|v| {
+            v.error
+                .as_ref()
+                .map(|e| format!("version {}: {e}", v.version))
+        })
+        .collect();
+    why.extend(model.config_error.clone());
+    if why.is_empty() {
+        "it has no version that loads".to_string()
+    } else {
+        why.join("; ")
+    }
+}
