@@ -455,6 +455,8 @@ pub async fn run(
     for writer in store_writers {
         let _ = writer.await;
     }
+    // A late write that lands now must still be undone (bounded like the drain).
+    store.settle_pending(state.settings.shutdown_timeout).await;
     store.close().await;
     tracing::info!("shut down");
     Ok(())

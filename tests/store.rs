@@ -845,3 +845,68 @@ async fn a_full_prediction_log_drops_and_counts() {
     assert!(dropped(&metrics) >= 400, "{}", dropped(&metrics));
     drop(db);
 }
+
+/// The settings in force written back after a refused change, while the database
+/// refuses writes (another connection holds SQLite's write lock past the timeout):
+/// the write-back answers an error, the model stays unsettled, and the write is
+/// tried until it lands, so the row ends saying what is in force (a restart would
+/// otherwise apply the refused change).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_back_the_database_refuses_is_tried_until_it_lands() {
+    use ferroserve::store::{ModelSettings, Store};
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/s.db", dir.path().display());
+    let store = Store::open(&url, Duration::from_secs(1), true)
+        .await
+        .unwrap();
+    let before = ModelSettings {
+        model: "m".into(),
+        stopped: false,
+        deployment: None,
+    };
+    let refused = ModelSettings {
+        stopped: true,
+        ..before.clone()
+    };
+    store.save_model_settings(&refused, &before).await.unwrap();
+    let stored_stopped = || async {
+        store
+            .model_settings()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|s| s.model == "m")
+            .map(|s| s.stopped)
+    };
+    assert_eq!(stored_stopped().await, Some(true));
+
+    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    assert!(store.write_back_model_settings(&before).await.is_err());
+    let e = store
+        .save_model_settings(&refused, &before)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not settled"), "{e}");
+    // Held past SQLite's busy timeout (the database timeout), so that the first
+    // attempt is refused outright (SQLITE_BUSY), not just late.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while stored_stopped().await != Some(false) {
+        assert!(Instant::now() < deadline, "the refused stop stays recorded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Then the model settles: its settings can change again.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while let Err(e) = store.save_model_settings(&before, &before).await {
+        assert!(Instant::now() < deadline, "still unsettled: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    store.close().await;
+}

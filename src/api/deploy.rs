@@ -313,8 +313,8 @@ async fn load_back_in_process(
                     stopped: false,
                     deployment: Some(d),
                 };
-                if let Err(e) = runtime.block_on(store.save_model_settings(&saved, &saved)) {
-                    tracing::warn!(model = %name, "the store no longer records the deployment: {e}");
+                if let Err(e) = runtime.block_on(store.write_back_model_settings(&saved)) {
+                    tracing::warn!(model = %name, "the deployment is not yet recorded again: {e}");
                 }
             }
         }

@@ -463,11 +463,13 @@ pub(super) fn settings_now(sources: &crate::sources::Sources, model: &str) -> Mo
 }
 
 /// After a stop or deployment that was refused: nothing changed, and the store says
-/// so again (it was written first, so that a restart keeps what did change).
+/// so again (it was written first, so that a restart keeps what did change); a
+/// store that does not take it at once is written until it does
+/// ([`crate::store::Store::write_back_model_settings`]).
 pub(super) async fn restore_model_settings(state: &ServerState, before: &ModelSettings) {
     if let Some(store) = &state.store {
-        if let Err(e) = store.save_model_settings(before, before).await {
-            tracing::warn!(model = %before.model, "a refused change stays in the store: {e}");
+        if let Err(e) = store.write_back_model_settings(before).await {
+            tracing::warn!(model = %before.model, "a refused change is not yet written back: {e}");
         }
     }
 }

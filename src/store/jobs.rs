@@ -76,7 +76,8 @@ where
 impl Store {
     /// Records a new job (state `queued`). One recorded after this call answered
     /// its timeout's error (the job was never queued here) is marked failed, so that
-    /// no server runs it ([`Store::write_undone_if_late`]).
+    /// no server runs it ([`Store::write_undone_if_late`]); should a server have
+    /// claimed it in between, it is asked to cancel.
     pub async fn insert_job(&self, job: &JobRow) -> Result<(), StoreError> {
         let sql = self
             .sql(
@@ -84,9 +85,6 @@ impl Store {
                  created_ms, started_ms, finished_ms, claimed_by, heartbeat_ms, cancel_requested) \
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, 0)",
             )
-            .into_owned();
-        let undo_sql = self
-            .sql("UPDATE jobs SET state = 'failed', error = ?, finished_ms = ? WHERE id = ? AND state = 'queued'")
             .into_owned();
         let (pool, job_owned) = (self.pool.clone(), job.clone());
         let write = async move {
@@ -106,25 +104,29 @@ impl Store {
                 .await
                 .map(|_| ()))
         };
-        let (pool, id, timeout) = (self.pool.clone(), job.id.clone(), self.timeout);
-        let undo = move || {
-            let (pool, sql, id) = (pool.clone(), undo_sql.clone(), id.clone());
-            async move {
-                let error = format!(
-                    "never run: the metadata store recorded the job after more than {timeout:?}, \
-                     when its submission had already been answered with an error"
-                );
-                on_pool!(&pool, p => sqlx::query(sqlx::AssertSqlSafe(&*sql))
-                    .bind(&error)
-                    .bind(now_ms())
-                    .bind(&id)
-                    .execute(p)
-                    .await
-                    .map(|_| ()))
-            }
-        };
+        let disown = self.disowning(&job.id);
+        let undo = move || disown.clone().run();
         self.write_undone_if_late("record the job", write, undo, || {})
             .await
+    }
+
+    /// What undoes a job recorded after its submission was answered with an error
+    /// ([`Store::insert_job`]).
+    fn disowning(&self, id: &str) -> Disown {
+        Disown {
+            pool: self.pool.clone(),
+            fail_queued: self
+                .sql(
+                    "UPDATE jobs SET state = 'failed', error = ?, finished_ms = ? \
+                     WHERE id = ? AND state = 'queued'",
+                )
+                .into_owned(),
+            cancel_running: self
+                .sql("UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state = 'running'")
+                .into_owned(),
+            id: id.to_string(),
+            timeout: self.timeout,
+        }
     }
 
     /// Takes a queued job for this server: `true` when it was queued and is now
@@ -410,5 +412,98 @@ impl Store {
                 .map(|r| r.rows_affected()))
         })
         .await
+    }
+}
+
+/// The undo of a job recorded late ([`Store::insert_job`]): owns what it needs, so
+/// that it can run on a task of its own, as often as it takes.
+#[derive(Clone)]
+struct Disown {
+    pool: super::pool::Pool,
+    fail_queued: String,
+    cancel_running: String,
+    id: String,
+    timeout: std::time::Duration,
+}
+
+impl Disown {
+    /// Marks the job failed ("never run") if it is still queued, or asks it to
+    /// cancel if a server claimed it in between; a job that ended is left alone.
+    async fn run(self) -> Result<(), sqlx::Error> {
+        let error = format!(
+            "never run: the metadata store recorded the job after more than {:?}, when \
+             its submission had already been answered with an error",
+            self.timeout
+        );
+        on_pool!(&self.pool, p => {
+            match sqlx::query(sqlx::AssertSqlSafe(&*self.fail_queued))
+                .bind(&error)
+                .bind(now_ms())
+                .bind(&self.id)
+                .execute(p)
+                .await
+            {
+                Ok(r) if r.rows_affected() == 1 => Ok(()),
+                Ok(_) => sqlx::query(sqlx::AssertSqlSafe(&*self.cancel_running))
+                    .bind(&self.id)
+                    .execute(p)
+                    .await
+                    .map(|_| ()),
+                Err(e) => Err(e),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{JobRow, Store};
+
+    fn job(id: &str) -> JobRow {
+        JobRow {
+            id: id.into(),
+            kind: "score".into(),
+            state: "queued".into(),
+            spec: "{}".into(),
+            progress: "{}".into(),
+            messages: "[]".into(),
+            result: None,
+            error: None,
+            created_ms: 0,
+            started_ms: None,
+            finished_ms: None,
+            cancel_requested: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_job_recorded_late_is_failed_if_queued_and_cancelled_if_claimed() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::open(&url, Duration::from_secs(5), true)
+            .await
+            .unwrap();
+        store.insert_job(&job("queued")).await.unwrap();
+        store.disowning("queued").run().await.unwrap();
+        let row = store.job("queued").await.unwrap().unwrap();
+        assert_eq!(row.state, "failed");
+        assert!(row.error.unwrap().starts_with("never run"));
+        assert!(
+            !store.claim_job("queued").await.unwrap(),
+            "no server runs it"
+        );
+
+        // Claimed by a server between the late insert and its undo.
+        store.insert_job(&job("claimed")).await.unwrap();
+        assert!(store.claim_job("claimed").await.unwrap());
+        store.disowning("claimed").run().await.unwrap();
+        let row = store.job("claimed").await.unwrap().unwrap();
+        assert_eq!(row.state, "running");
+        assert!(
+            row.cancel_requested,
+            "the server running it is asked to cancel"
+        );
     }
 }

@@ -4,7 +4,14 @@
 //! reached the database, which can apply it later (a lock held by another client, a
 //! paused server): the store would then say what the server never did. Here the
 //! write runs on a task of its own; past the timeout the call answers 503 and the
-//! write is left to end, and if it lands, its undo is written.
+//! write is left to end, and if it lands, its undo is written. So is the undo of a
+//! write whose connection failed after sending it (it may have been committed).
+//!
+//! Limits: the undo of a write that has not ended after [`SETTLE_LIMIT`] is written
+//! while that write may still be delivered (after a server paused for minutes, say),
+//! and an undo attempt cut off by the timeout may land after a later one; no
+//! generation counter fences these. A server that stops waits at most
+//! [`Store::settle_pending`]'s bound for what is unsettled.
 
 use std::future::Future;
 use std::time::Duration;
@@ -26,9 +33,11 @@ impl Store {
     /// left to end, and if it lands after all (or has not ended after
     /// [`SETTLE_LIMIT`]: a connection to a host that died may never answer), `undo`
     /// is written (retried every second until the database takes it), so that the
-    /// store says what the answered error said. `settled` runs once that is over,
-    /// whichever way it went (not at all if the server stops first). A call dropped
-    /// while it waits (its caller gone) leaves its write to end the same way.
+    /// store says what the answered error said; so is the undo of a write whose
+    /// connection failed after sending it ([`may_have_landed`]). `settled` runs once
+    /// that is over, whichever way it went (a stopping server waits for it a while:
+    /// [`Store::settle_pending`]). A call dropped while it waits (its caller gone)
+    /// leaves its write to end the same way.
     pub(super) async fn write_undone_if_late<U, F, S>(
         &self,
         doing: &'static str,
@@ -47,6 +56,8 @@ impl Store {
             settled: Some(settled),
             url: self.url.clone(),
             doing,
+            timeout: self.timeout,
+            tracker: self.settling.clone(),
         };
         let task = pending.write.as_mut().expect("just spawned");
         let ended = match tokio::time::timeout(self.timeout, task).await {
@@ -54,21 +65,100 @@ impl Store {
             // Dropping `pending` hands the write to `settle`.
             Err(_) => return Err(self.timed_out(doing)),
         };
-        if let Some(settled) = pending.answered() {
-            settled();
-        }
         match ended {
             Ok(Ok(())) => {
+                if let Some((_, settled)) = pending.answered() {
+                    settled();
+                }
                 self.worked();
                 Ok(())
             }
-            // The write itself failed: nothing was written.
-            Ok(Err(e)) => Err(self.unavailable(doing, e)),
-            Err(e) => Err(StoreError::Unavailable(format!(
-                "the metadata store could not {doing}: {e}"
-            ))),
+            // The connection failed once the write may have been sent: it may have
+            // been committed, so it is undone as a late one would be.
+            Ok(Err(e)) if may_have_landed(&e) => {
+                if let Some((undo, settled)) = pending.answered() {
+                    self.settling.spawn(undo_until_taken(
+                        self.url.clone(),
+                        "undo a write that may have landed",
+                        self.timeout,
+                        undo,
+                        settled,
+                    ));
+                }
+                Err(self.unavailable(doing, e))
+            }
+            // The write itself was refused: nothing was written.
+            Ok(Err(e)) => {
+                if let Some((_, settled)) = pending.answered() {
+                    settled();
+                }
+                Err(self.unavailable(doing, e))
+            }
+            Err(e) => {
+                if let Some((_, settled)) = pending.answered() {
+                    settled();
+                }
+                Err(StoreError::Unavailable(format!(
+                    "the metadata store could not {doing}: {e}"
+                )))
+            }
         }
     }
+
+    /// Writes `write` until the database takes it, on a task of its own (each
+    /// attempt bounded by the database timeout, retried every second), then runs
+    /// `settled`: for a correction that must land, such as the settings in force
+    /// written back after a refused change ([`Store::write_back_model_settings`]).
+    pub(super) fn write_until_taken<U, F>(
+        &self,
+        what: &'static str,
+        write: F,
+        settled: impl FnOnce() + Send + 'static,
+    ) where
+        U: Future<Output = Result<(), sqlx::Error>> + Send + 'static,
+        F: Fn() -> U + Send + 'static,
+    {
+        self.settling.spawn(undo_until_taken(
+            self.url.clone(),
+            what,
+            self.timeout,
+            write,
+            settled,
+        ));
+    }
+
+    /// Waits, at most `within`, for the writes still settling (late writes and
+    /// their undoes) to end: a server that stops lets them finish so that what a
+    /// refused call answered stays true after the restart. Answers whether they all
+    /// ended; a warning names how many did not.
+    pub async fn settle_pending(&self, within: Duration) -> bool {
+        self.settling.close();
+        if tokio::time::timeout(within, self.settling.wait())
+            .await
+            .is_ok()
+        {
+            return true;
+        }
+        tracing::warn!(
+            "{} write(s) to {} answered as failed had not settled after {within:?} at \
+             shutdown: if they land, the store may say what their calls were refused",
+            self.settling.len(),
+            self.url
+        );
+        false
+    }
+}
+
+/// Whether a write that failed with `e` may still have been committed: its
+/// connection failed (or its driver's worker died) once the statement may have been
+/// sent, so the reply was lost, not the write. A refusal by the database, a pool
+/// with no connection to give, or a statement that could not be prepared wrote
+/// nothing.
+fn may_have_landed(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed
+    )
 }
 
 /// A write [`Store::write_undone_if_late`] waits for: unless the call saw it end
@@ -85,6 +175,9 @@ where
     settled: Option<S>,
     url: String,
     doing: &'static str,
+    /// Bounds each undo attempt.
+    timeout: Duration,
+    tracker: tokio_util::task::TaskTracker,
 }
 
 impl<F, U, S> Pending<F, U, S>
@@ -93,12 +186,11 @@ where
     U: Future<Output = Result<(), sqlx::Error>> + Send + 'static,
     S: FnOnce() + Send + 'static,
 {
-    /// The write ended while the call waited: nothing is left to settle but
-    /// `settled` itself, which the call runs.
-    fn answered(&mut self) -> Option<S> {
+    /// The write ended while the call waited: the call settles it (runs `settled`,
+    /// after the undo when the write may have landed).
+    fn answered(&mut self) -> Option<(F, S)> {
         self.write = None;
-        self.undo = None;
-        self.settled.take()
+        self.undo.take().zip(self.settled.take())
     }
 }
 
@@ -118,39 +210,55 @@ where
         ) else {
             return;
         };
-        runtime.spawn(settle(
-            write,
-            std::mem::take(&mut self.url),
-            self.doing,
-            undo,
-            settled,
-        ));
+        self.tracker.spawn_on(
+            settle(
+                write,
+                std::mem::take(&mut self.url),
+                self.doing,
+                self.timeout,
+                undo,
+                settled,
+            ),
+            &runtime,
+        );
     }
 }
 
 /// The end of a write that outlived its call ([`Store::write_undone_if_late`]):
-/// waits for it (at most [`SETTLE_LIMIT`]), undoes it if it landed or never ended,
-/// then runs `settled`.
+/// waits for it (at most [`SETTLE_LIMIT`]), undoes it if it landed, may have (its
+/// connection failed) or never ended, then runs `settled`.
 async fn settle<U>(
-    task: tokio::task::JoinHandle<Result<(), sqlx::Error>>,
+    mut task: tokio::task::JoinHandle<Result<(), sqlx::Error>>,
     url: String,
     doing: &'static str,
+    timeout: Duration,
     undo: impl Fn() -> U,
     settled: impl FnOnce(),
 ) where
     U: Future<Output = Result<(), sqlx::Error>>,
 {
-    let undo_it = match tokio::time::timeout(SETTLE_LIMIT, task).await {
+    let undo_it = match tokio::time::timeout(SETTLE_LIMIT, &mut task).await {
         Ok(Ok(Ok(()))) => {
             tracing::warn!(
                 "a write to {url} answered as failed (to {doing}) landed late; undoing it"
             );
             true
         }
+        Ok(Ok(Err(e))) if may_have_landed(&e) => {
+            tracing::warn!(
+                "a write to {url} answered as failed (to {doing}) lost its connection \
+                 late ({}); undoing it in case it landed",
+                pool::describe_error(&e)
+            );
+            true
+        }
         Ok(_) => false,
         Err(_) => {
             // A connection to a host that died after taking the write may never
-            // answer: undo in case it landed, and let the model go.
+            // answer: undo in case it landed, and let the model go. The write is
+            // ended here, so that it holds no pooled connection for good (which
+            // would keep the pool from closing).
+            task.abort();
             tracing::warn!(
                 "a write to {url} (to {doing}) has not ended after {SETTLE_LIMIT:?}; \
                  undoing it in case it landed"
@@ -159,13 +267,32 @@ async fn settle<U>(
         }
     };
     if undo_it {
-        while let Err(e) = undo().await {
-            tracing::warn!(
-                "cannot undo a late write to {url} yet: {}",
-                pool::describe_error(&e)
-            );
-            tokio::time::sleep(UNDO_RETRY).await;
-        }
+        undo_until_taken(url, "undo a late write", timeout, undo, settled).await;
+    } else {
+        settled();
+    }
+}
+
+/// Writes `undo` until the database takes it (each attempt bounded by `timeout`:
+/// a connection that hangs is given up and another attempt made), then runs
+/// `settled`. `what` names it in the warnings.
+async fn undo_until_taken<U>(
+    url: String,
+    what: &'static str,
+    timeout: Duration,
+    undo: impl Fn() -> U,
+    settled: impl FnOnce(),
+) where
+    U: Future<Output = Result<(), sqlx::Error>>,
+{
+    loop {
+        let why = match tokio::time::timeout(timeout, undo()).await {
+            Ok(Ok(())) => break,
+            Ok(Err(e)) => pool::describe_error(&e),
+            Err(_) => format!("no answer within {timeout:?}"),
+        };
+        tracing::warn!("cannot {what} on {url} yet: {why}");
+        tokio::time::sleep(UNDO_RETRY).await;
     }
     settled();
 }
@@ -178,10 +305,28 @@ mod tests {
 
     use super::{settle, SETTLE_LIMIT, UNDO_RETRY};
 
+    /// The database timeout in the [`settle`] tests.
+    const TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// A connection that failed once the statement may have been sent.
+    fn lost_connection() -> sqlx::Error {
+        sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset))
+    }
+
     /// Runs [`settle`] on a write that ends as `write` does; answers how many undo
     /// attempts were made and whether `settled` ran, at `after`.
     async fn settle_with(
         write: impl std::future::Future<Output = Result<(), sqlx::Error>> + Send + 'static,
+        refusals: usize,
+        after: Duration,
+    ) -> (usize, bool) {
+        settle_hanging(write, 0, refusals, after).await
+    }
+
+    /// [`settle_with`] whose first `hangs` undo attempts never answer.
+    async fn settle_hanging(
+        write: impl std::future::Future<Output = Result<(), sqlx::Error>> + Send + 'static,
+        hangs: usize,
         refusals: usize,
         after: Duration,
     ) -> (usize, bool) {
@@ -192,10 +337,13 @@ mod tests {
             tokio::spawn(write),
             "sqlite://x".into(),
             "test",
+            TIMEOUT,
             move || {
                 let n = a.fetch_add(1, Ordering::SeqCst);
                 async move {
-                    if n < refusals {
+                    if n < hangs {
+                        std::future::pending().await
+                    } else if n < hangs + refusals {
                         Err(sqlx::Error::PoolTimedOut)
                     } else {
                         Ok(())
@@ -225,6 +373,15 @@ mod tests {
     /// call itself cut off after `call_ms`; answers the call's outcome (`None`: cut
     /// off), the undo attempts and whether `settled` ran (waited for up to 10 s).
     async fn undone(write_ms: u64, call_ms: u64) -> (Option<bool>, usize, bool) {
+        undone_ending(write_ms, call_ms, || Ok(())).await
+    }
+
+    /// [`undone`] with a write that ends as `end` says.
+    async fn undone_ending(
+        write_ms: u64,
+        call_ms: u64,
+        end: fn() -> Result<(), sqlx::Error>,
+    ) -> (Option<bool>, usize, bool) {
         let dir = tempfile::tempdir().unwrap();
         let store = quick_store(dir.path()).await;
         let attempts = Arc::new(AtomicUsize::new(0));
@@ -234,7 +391,7 @@ mod tests {
             "test",
             async move {
                 tokio::time::sleep(Duration::from_millis(write_ms)).await;
-                Ok(())
+                end()
             },
             move || {
                 a.fetch_add(1, Ordering::SeqCst);
@@ -318,5 +475,105 @@ mod tests {
         assert_eq!(settle_with(never(), 0, just_before).await, (0, false));
         let after = SETTLE_LIMIT + Duration::from_secs(1);
         assert_eq!(settle_with(never(), 0, after).await, (1, true));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_never_ends_is_ended_at_the_limit() {
+        // Held by the write while it runs (as its pooled connection would be).
+        let held = Arc::new(());
+        let in_write = held.clone();
+        let write = async move {
+            let _connection = in_write;
+            std::future::pending::<Result<(), sqlx::Error>>().await
+        };
+        let after = SETTLE_LIMIT + Duration::from_secs(1);
+        assert_eq!(settle_with(write, 0, after).await, (1, true));
+        assert_eq!(Arc::strong_count(&held), 1, "the write still runs");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_write_that_loses_its_connection_is_undone() {
+        let write = async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Err(lost_connection())
+        };
+        assert_eq!(
+            settle_with(write, 0, Duration::from_secs(31)).await,
+            (1, true)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_undo_that_hangs_is_given_up_and_tried_again() {
+        let lands = || async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok(())
+        };
+        // The first attempt starts at 30 s and is given up at 30 s + TIMEOUT.
+        let during = Duration::from_secs(30) + TIMEOUT - Duration::from_millis(500);
+        assert_eq!(settle_hanging(lands(), 1, 0, during).await, (1, false));
+        let after = Duration::from_secs(30) + TIMEOUT + UNDO_RETRY + Duration::from_millis(500);
+        assert_eq!(settle_hanging(lands(), 1, 0, after).await, (2, true));
+    }
+
+    #[tokio::test]
+    async fn a_write_whose_connection_fails_in_time_is_undone() {
+        assert_eq!(
+            undone_ending(10, 3000, || Err(lost_connection())).await,
+            (Some(false), 1, true)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_write_the_database_refuses_in_time_needs_no_undo() {
+        assert_eq!(
+            undone_ending(10, 3000, || Err(sqlx::Error::PoolTimedOut)).await,
+            (Some(false), 0, true)
+        );
+    }
+
+    /// Makes a write on `store` that outlives its call (the write ends Ok after
+    /// `write_ms`); answers the count of its undo attempts.
+    async fn late_write(store: &super::Store, write_ms: u64) -> Arc<AtomicUsize> {
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let a = attempts.clone();
+        let answered = store
+            .write_undone_if_late(
+                "test",
+                async move {
+                    tokio::time::sleep(Duration::from_millis(write_ms)).await;
+                    Ok(())
+                },
+                move || {
+                    a.fetch_add(1, Ordering::SeqCst);
+                    async { Ok(()) }
+                },
+                || {},
+            )
+            .await;
+        assert!(answered.is_err(), "the write outlived the timeout");
+        attempts
+    }
+
+    #[tokio::test]
+    async fn a_stopping_server_waits_for_a_late_write_to_be_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = quick_store(dir.path()).await;
+        // The call answers after the one-second timeout; the write lands at 1.5 s.
+        let attempts = late_write(&store, 1500).await;
+        assert_eq!(attempts.load(Ordering::SeqCst), 0);
+        assert!(store.settle_pending(Duration::from_secs(10)).await);
+        assert_eq!(attempts.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_stopping_server_waits_for_late_writes_only_so_long() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = quick_store(dir.path()).await;
+        let attempts = late_write(&store, 60_000).await;
+        let started = std::time::Instant::now();
+        assert!(!store.settle_pending(Duration::from_millis(300)).await);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(attempts.load(Ordering::SeqCst), 0);
     }
 }

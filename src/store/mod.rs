@@ -101,6 +101,8 @@ pub struct Store {
     recent: Mutex<HashMap<String, VecDeque<Event>>>,
     /// Models whose last settings write has not settled (see `settings`).
     unsettled: settings::Unsettled,
+    /// Late writes and their undoes still running ([`Store::settle_pending`]).
+    settling: tokio_util::task::TaskTracker,
     pub(crate) predictions: predictions::PredictionLog,
 }
 
@@ -163,6 +165,7 @@ impl Store {
             events_rx: Mutex::new(Some(rx)),
             recent: Mutex::new(HashMap::new()),
             unsettled: Default::default(),
+            settling: tokio_util::task::TaskTracker::new(),
             predictions: predictions::PredictionLog::new(),
         }
     }

@@ -93,6 +93,45 @@ impl Store {
         self.settled_write(model, write, if_refused).await
     }
 
+    /// Writes back `row`, the settings in force, after a change recorded first and
+    /// then refused (or a deployment put back after its row was rewritten): a
+    /// write that must land, or the store says what the server does not do, which
+    /// a restart would make so. It is tried until the database takes it, on a task
+    /// of its own (each attempt bounded by the timeout, one a second), with the
+    /// model unsettled meanwhile. Answers an error when it has not landed within
+    /// the timeout (it is still being tried).
+    pub async fn write_back_model_settings(&self, row: &ModelSettings) -> Result<(), StoreError> {
+        if !self
+            .unsettled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(row.model.clone())
+        {
+            return Err(self.not_settled(&row.model));
+        }
+        let (pool, kind, unsettled) = (self.pool.clone(), self.kind, self.unsettled.clone());
+        let (name, row) = (row.model.clone(), row.clone());
+        let (landed, written) = tokio::sync::oneshot::channel();
+        self.write_until_taken(
+            "write back the model's settings in force",
+            move || write_row(pool.clone(), kind, row.clone()),
+            move || {
+                unsettled
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&name);
+                let _ = landed.send(());
+            },
+        );
+        match tokio::time::timeout(self.timeout, written).await {
+            Ok(Ok(())) => {
+                self.worked();
+                Ok(())
+            }
+            _ => Err(self.timed_out("write back the model's settings in force (tried again every second until it lands)")),
+        }
+    }
+
     fn not_settled(&self, model: &str) -> StoreError {
         StoreError::Unavailable(format!(
             "the metadata store ({} at {}) has not settled an earlier write for model \
