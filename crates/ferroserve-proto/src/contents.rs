@@ -48,17 +48,46 @@ impl prost::Message for InferTensorContents {
         buf: &mut impl Buf,
         ctx: DecodeContext,
     ) -> Result<(), DecodeError> {
-        match tag {
-            1 => encoding::bool::merge_repeated(wire_type, &mut self.bool_contents, buf, ctx),
-            2 => encoding::int32::merge_repeated(wire_type, &mut self.int_contents, buf, ctx),
-            3 => encoding::int64::merge_repeated(wire_type, &mut self.int64_contents, buf, ctx),
-            4 => encoding::uint32::merge_repeated(wire_type, &mut self.uint_contents, buf, ctx),
-            5 => encoding::uint64::merge_repeated(wire_type, &mut self.uint64_contents, buf, ctx),
-            6 => merge_fixed(wire_type, &mut self.fp32_contents, buf, ctx),
-            7 => merge_fixed(wire_type, &mut self.fp64_contents, buf, ctx),
-            8 => encoding::bytes::merge_repeated(wire_type, &mut self.bytes_contents, buf, ctx),
-            _ => skip_field(wire_type, tag, buf, ctx),
-        }
+        // Errors name the field, as prost's generated code does.
+        let (field, merged) = match tag {
+            1 => (
+                "bool_contents",
+                encoding::bool::merge_repeated(wire_type, &mut self.bool_contents, buf, ctx),
+            ),
+            2 => (
+                "int_contents",
+                encoding::int32::merge_repeated(wire_type, &mut self.int_contents, buf, ctx),
+            ),
+            3 => (
+                "int64_contents",
+                encoding::int64::merge_repeated(wire_type, &mut self.int64_contents, buf, ctx),
+            ),
+            4 => (
+                "uint_contents",
+                encoding::uint32::merge_repeated(wire_type, &mut self.uint_contents, buf, ctx),
+            ),
+            5 => (
+                "uint64_contents",
+                encoding::uint64::merge_repeated(wire_type, &mut self.uint64_contents, buf, ctx),
+            ),
+            6 => (
+                "fp32_contents",
+                merge_fixed(wire_type, &mut self.fp32_contents, buf, ctx),
+            ),
+            7 => (
+                "fp64_contents",
+                merge_fixed(wire_type, &mut self.fp64_contents, buf, ctx),
+            ),
+            8 => (
+                "bytes_contents",
+                encoding::bytes::merge_repeated(wire_type, &mut self.bytes_contents, buf, ctx),
+            ),
+            _ => return skip_field(wire_type, tag, buf, ctx),
+        };
+        merged.map_err(|mut e| {
+            e.push("InferTensorContents", field);
+            e
+        })
     }
 
     fn encoded_len(&self) -> usize {
@@ -80,7 +109,6 @@ impl prost::Message for InferTensorContents {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prost::bytes::Bytes;
     use prost::Message;
 
     /// The generated type, for comparison: the same message as prost derives it.
@@ -172,32 +200,9 @@ mod tests {
         let g = sample(300);
         let wire = g.encode_to_vec();
         for piece in [1, 3, 5, 7, 64] {
-            let mut buf = Pieces(wire.chunks(piece).map(Bytes::copy_from_slice).collect());
+            let mut buf = crate::fixed::damage::Pieces::of(&wire, piece);
             let c = InferTensorContents::decode(&mut buf).unwrap();
             assert_eq!(bits(&generated(&c)), bits(&g), "pieces of {piece}");
-        }
-    }
-
-    /// A buffer in pieces.
-    struct Pieces(std::collections::VecDeque<Bytes>);
-
-    impl Buf for Pieces {
-        fn remaining(&self) -> usize {
-            self.0.iter().map(|b| b.len()).sum()
-        }
-        fn chunk(&self) -> &[u8] {
-            self.0.front().map_or(&[], |b| &b[..])
-        }
-        fn advance(&mut self, mut n: usize) {
-            while n > 0 {
-                let front = self.0.front_mut().expect("advance past the end");
-                let step = n.min(front.len());
-                front.advance(step);
-                n -= step;
-                if front.is_empty() {
-                    self.0.pop_front();
-                }
-            }
         }
     }
 
@@ -274,8 +279,13 @@ mod tests {
         assert!(InferTensorContents::decode(&[0x32, 8, 0, 0, 0, 0][..]).is_err());
         // fp64, one unpacked element cut short.
         assert!(InferTensorContents::decode(&[0x39, 0, 0, 0][..]).is_err());
-        // fp32 as a varint: a wrong wire type.
-        assert!(InferTensorContents::decode(&[0x30, 1][..]).is_err());
+        // fp32 as a varint: a wrong wire type, named as prost names it.
+        let e = InferTensorContents::decode(&[0x30, 1][..]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("InferTensorContents.fp32_contents: invalid wire type"),
+            "{e}"
+        );
         // An unknown field is skipped, as generated code does.
         let c = InferTensorContents::decode(&[0x48, 1, 0x35, 0, 0, 0x80, 0x3f][..]).unwrap();
         assert_eq!(c.fp32_contents, vec![1.0]);

@@ -179,4 +179,39 @@ pub(crate) mod damage {
             wire
         })
     }
+
+    /// A buffer in pieces (each element may straddle two), as tonic hands a
+    /// message over when it arrived in several frames.
+    pub(crate) struct Pieces(std::collections::VecDeque<prost::bytes::Bytes>);
+
+    impl Pieces {
+        /// `wire` cut into pieces of `size` bytes.
+        pub(crate) fn of(wire: &[u8], size: usize) -> Pieces {
+            Pieces(
+                wire.chunks(size)
+                    .map(prost::bytes::Bytes::copy_from_slice)
+                    .collect(),
+            )
+        }
+    }
+
+    impl prost::bytes::Buf for Pieces {
+        fn remaining(&self) -> usize {
+            self.0.iter().map(|b| b.len()).sum()
+        }
+        fn chunk(&self) -> &[u8] {
+            self.0.front().map_or(&[], |b| &b[..])
+        }
+        fn advance(&mut self, mut n: usize) {
+            while n > 0 {
+                let front = self.0.front_mut().expect("advance past the end");
+                let step = n.min(front.len());
+                front.advance(step);
+                n -= step;
+                if front.is_empty() {
+                    self.0.pop_front();
+                }
+            }
+        }
+    }
 }

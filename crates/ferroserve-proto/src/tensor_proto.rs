@@ -403,4 +403,71 @@ mod tests {
             "{agreed_ok} / {agreed_err}"
         );
     }
+
+    /// TensorProto's fixed-width fields unpacked: one key per element, as a parser
+    /// must accept (and as some old writers send them).
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Unpacked {
+        #[prost(float, repeated, packed = "false", tag = "5")]
+        float_val: Vec<f32>,
+        #[prost(double, repeated, packed = "false", tag = "6")]
+        double_val: Vec<f64>,
+        #[prost(float, repeated, packed = "false", tag = "9")]
+        scomplex_val: Vec<f32>,
+        #[prost(double, repeated, packed = "false", tag = "12")]
+        dcomplex_val: Vec<f64>,
+    }
+
+    #[test]
+    fn unpacked_elements_are_read_and_append_to_packed_ones() {
+        let u = Unpacked {
+            float_val: vec![1.5, -2.0, f32::MIN_POSITIVE],
+            double_val: vec![1e300, -0.5],
+            scomplex_val: vec![0.25, 4.0],
+            dcomplex_val: vec![-1e-300, 2.0],
+        };
+        let t = TensorProto::decode(&u.encode_to_vec()[..]).unwrap();
+        assert_eq!(t.float_val, u.float_val);
+        assert_eq!(t.double_val, u.double_val);
+        assert_eq!(t.scomplex_val, u.scomplex_val);
+        assert_eq!(t.dcomplex_val, u.dcomplex_val);
+        // Packed, then unpacked, then packed again: one list, in wire order.
+        let mut wire = sample(2).encode_to_vec();
+        wire.extend(u.encode_to_vec());
+        wire.extend(sample(1).encode_to_vec());
+        let (g, t) = (
+            Generated::decode(&wire[..]).unwrap(),
+            TensorProto::decode(&wire[..]).unwrap(),
+        );
+        assert_eq!(differ(&t, &g), Vec::<&str>::new());
+        assert_eq!(g.float_val.len(), 4 + 3 + 3);
+    }
+
+    #[test]
+    fn negative_varints_encode_as_generated_code_does() {
+        let g = Generated {
+            dtype: -1,
+            version_number: i32::MIN,
+            int_val: vec![-1, i32::MIN],
+            half_val: vec![-7],
+            ..Default::default()
+        };
+        let wire = g.encode_to_vec();
+        let t = TensorProto::decode(&wire[..]).unwrap();
+        assert_eq!(differ(&t, &g), Vec::<&str>::new());
+        assert_eq!((t.dtype, t.dtype()), (-1, DataType::DtInvalid));
+        assert_eq!(t.encode_to_vec(), wire);
+        assert_eq!(t.encoded_len(), wire.len());
+    }
+
+    #[test]
+    fn elements_split_between_chunks_decode_the_same() {
+        let g = sample(300);
+        let wire = g.encode_to_vec();
+        for piece in [1, 3, 5, 7, 64] {
+            let mut buf = crate::fixed::damage::Pieces::of(&wire, piece);
+            let t = TensorProto::decode(&mut buf).unwrap();
+            assert_eq!(differ(&t, &g), Vec::<&str>::new(), "pieces of {piece}");
+        }
+    }
 }
