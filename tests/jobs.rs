@@ -365,6 +365,82 @@ async fn cancel_stops_a_running_job_and_leaves_no_output() {
     server.stop().await;
 }
 
+/// A job queued on this server that another replica cancels (its row only, as
+/// that replica's cancel writes it; a cancel that lands after its 503 looks the
+/// same) is shown cancelled here within a heartbeat, and its event stream here
+/// ends with that state, while this server's one job worker is still busy with
+/// another job (before, it stayed "queued" here until the worker came to it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_job_cancelled_elsewhere_is_shown_cancelled_here() {
+    let env = env();
+    write_csv(&env.data.join("small.csv"), &iris_rows(20));
+    let server = TestServer::start_with(settings(&env)).await;
+    // One row a batch: it runs far longer than the heartbeat (it is cancelled).
+    let mut busy = slow_job(&env, "busy.csv");
+    busy["spec"]["batch_size"] = json!(1);
+    let busy = submit(&server, busy).await;
+    wait_for(&server, &busy, Duration::from_secs(60), |j| {
+        j["state"] == "running"
+    })
+    .await;
+    let queued = submit(
+        &server,
+        score_spec(
+            json!({"path": "small.csv"}),
+            json!({"path": "later.csv"}),
+            8,
+        ),
+    )
+    .await;
+    let (_, job) = server.get(&format!("/v1/jobs/{queued}")).await;
+    assert_eq!(job["state"], "queued", "{job}");
+    let response = server
+        .client
+        .get(server.url(&format!("/v1/jobs/{queued}/events")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    let db = format!("sqlite://{}", env.state.join("ferroserve.db").display());
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    let cancelled = sqlx::query(
+        "UPDATE jobs SET state = 'cancelled', finished_ms = 1, cancel_requested = 1 \
+         WHERE id = ? AND state = 'queued'",
+    )
+    .bind(&queued)
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(cancelled.rows_affected(), 1);
+    pool.close().await;
+
+    // The heartbeat runs every 5 s.
+    wait_for(&server, &queued, Duration::from_secs(15), |j| {
+        j["state"] == "cancelled"
+    })
+    .await;
+    let text = tokio::time::timeout(Duration::from_secs(10), response.text())
+        .await
+        .expect("the event stream ends")
+        .unwrap();
+    assert!(
+        text.contains("event: end") && text.contains("\"cancelled\""),
+        "{text}"
+    );
+    // The busy job was left alone, and the cancelled one never runs.
+    let (_, job) = server.get(&format!("/v1/jobs/{busy}")).await;
+    assert_eq!(job["state"], "running", "{job}");
+    let (status, _) = server
+        .post_json(&format!("/v1/jobs/{busy}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200);
+    finished(&server, &busy).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!env.data.join("later.csv").exists());
+    server.stop().await;
+}
+
 /// Rows of [`running_job`]'s source: enough, at batch 4, to keep it running while a
 /// test changes its model.
 const ROWS_OF_A_LONG_JOB: usize = 40_000;

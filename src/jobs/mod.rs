@@ -23,7 +23,9 @@
 //!   [`STALE_AFTER`]. Then it is marked failed ("interrupted by restart"), at
 //!   start and by the heartbeat loop; other replicas' live jobs are never touched;
 //! * queued jobs run on whichever replica claims them first: each replica picks
-//!   up the queued jobs it does not know, at start and every [`HEARTBEAT_EVERY`].
+//!   up the queued jobs it does not know, at start and every [`HEARTBEAT_EVERY`];
+//!   one queued here that the store shows ended (cancelled through another
+//!   replica) takes the store's word then too, as does one a worker finds taken.
 
 pub mod io;
 pub mod old_service;
@@ -418,8 +420,31 @@ impl Jobs {
     /// Queues here the queued jobs this server does not know yet (submitted to a
     /// replica that stopped, or still waiting there): whichever replica claims a
     /// job first runs it.
+    /// Jobs queued here that the store no longer has queued and shows ended
+    /// (cancelled through another replica, or by a cancel that landed after its
+    /// 503) take the store's word at once, not when a job worker comes to them.
     async fn pick_up_queued(&self) -> Result<(), crate::store::StoreError> {
-        for id in self.store.queued_job_ids().await? {
+        let queued = self.store.queued_job_ids().await?;
+        let known: std::collections::HashSet<&str> = queued.iter().map(|id| id.as_str()).collect();
+        let waiting_here: Vec<Arc<LiveJob>> = self
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|job| {
+                job.view.borrow().state == JobState::Queued && !known.contains(job.id.as_str())
+            })
+            .cloned()
+            .collect();
+        for job in waiting_here {
+            // Claimed (here or elsewhere) is left to the job worker.
+            if let Some(row) = self.store.job(&job.id).await? {
+                if matches!(row.state.as_str(), "cancelled" | "failed" | "succeeded") {
+                    self.left_elsewhere(&job, row);
+                }
+            }
+        }
+        for id in queued {
             if self.live(&id).is_some() {
                 continue;
             }
@@ -557,17 +582,40 @@ impl Jobs {
         }
     }
 
+    /// A job queued here that the store shows cancelled, failed or claimed by
+    /// another server: its view (and so its event streams, which end with it)
+    /// takes the store's word, it leaves this server's memory (status then reads
+    /// the store), and its uploaded files go once it has ended.
+    fn left_elsewhere(&self, job: &LiveJob, row: JobRow) {
+        let view = JobView::from_row(row);
+        let ended = view.state.is_finished();
+        job.view.send_replace(view);
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&job.id);
+        if ended {
+            uploads::remove_job_dir(&self.uploads_dir, &job.id);
+        }
+    }
+
     /// Runs one queued job on this thread, to its end.
     fn run_one(&self, id: &str) {
         let Some(job) = self.live(id) else { return };
         match self.runtime.block_on(self.store.claim_job(id)) {
             Ok(true) => {}
             Ok(false) => {
-                // Cancelled while queued, or taken by another server.
-                self.live
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(id);
+                // Cancelled while queued, or taken by another server: this
+                // server's view takes the store's word before the job leaves.
+                match self.runtime.block_on(self.store.job(id)) {
+                    Ok(Some(row)) => self.left_elsewhere(&job, row),
+                    _ => {
+                        self.live
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(id);
+                    }
+                }
                 return;
             }
             Err(e) => {
