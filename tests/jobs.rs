@@ -1018,6 +1018,57 @@ async fn on_a_postgres_store(env: &Env) -> (DbServer, TestServer) {
     (db, server)
 }
 
+/// A claim the store cannot answer in time (another client holds the job's row
+/// past the database timeout) leaves the job queued and is tried again; once the
+/// row is free the job runs. Before, the job was failed for good ("cannot start"),
+/// which could also overwrite another replica's claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_the_store_cannot_answer_is_tried_again() {
+    use sqlx::Connection;
+    let env = env();
+    write_csv(&env.data.join("small.csv"), &iris_rows(20));
+    let (db, server) = on_a_postgres_store(&env).await;
+    // The one job worker is busy while the next job is queued behind it.
+    let mut busy = slow_job(&env, "busy.csv");
+    busy["spec"]["batch_size"] = json!(1);
+    let busy = submit(&server, busy).await;
+    wait_for(&server, &busy, Duration::from_secs(60), |j| {
+        j["state"] == "running"
+    })
+    .await;
+    let queued = submit(
+        &server,
+        score_spec(
+            json!({"path": "small.csv"}),
+            json!({"path": "later.csv"}),
+            8,
+        ),
+    )
+    .await;
+    let mut lock = sqlx::PgConnection::connect(&db.url()).await.unwrap();
+    sqlx::raw_sql("BEGIN").execute(&mut lock).await.unwrap();
+    sqlx::query("SELECT id FROM jobs WHERE id = $1 FOR UPDATE")
+        .bind(&queued)
+        .fetch_one(&mut lock)
+        .await
+        .unwrap();
+    let (status, answer) = server
+        .post_json(&format!("/v1/jobs/{busy}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    finished(&server, &busy).await;
+    // The worker's claims of the locked row time out (2 s each), more than once.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (_, job) = server.get(&format!("/v1/jobs/{queued}")).await;
+    assert_eq!(job["state"], "queued", "{job}");
+
+    sqlx::raw_sql("ROLLBACK").execute(&mut lock).await.unwrap();
+    let job = finished(&server, &queued).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert!(env.data.join("later.csv").is_file());
+    server.stop().await;
+}
+
 /// A submission whose record outlives the database timeout answers 503; when the
 /// database records the job after all (another client held a lock on the table),
 /// it is marked failed, never run: no server may run a job its client was told

@@ -602,9 +602,24 @@ impl Jobs {
     /// Runs one queued job on this thread, to its end.
     fn run_one(&self, id: &str) {
         let Some(job) = self.live(id) else { return };
-        match self.runtime.block_on(self.store.claim_job(id)) {
-            Ok(true) => {}
-            Ok(false) => {
+        // A store that does not answer leaves the job queued there: the claim is
+        // tried again (a job failed for it would be failed for good, and could
+        // overwrite another server's claim), until this server stops.
+        let claimed = loop {
+            match self.runtime.block_on(self.store.claim_job(id)) {
+                Ok(claimed) => break claimed,
+                Err(e) => {
+                    if self.stopping.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    tracing::warn!(job = id, "cannot claim the job yet: {e}");
+                    std::thread::sleep(CLAIM_RETRY);
+                }
+            }
+        };
+        match claimed {
+            true => {}
+            false => {
                 // Cancelled while queued, or taken by another server: this
                 // server's view takes the store's word before the job leaves.
                 match self.runtime.block_on(self.store.job(id)) {
@@ -616,11 +631,6 @@ impl Jobs {
                             .remove(id);
                     }
                 }
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(job = id, "cannot claim the job: {e}");
-                self.finish(&job, Err(JobError::Failed(format!("cannot start: {e}"))));
                 return;
             }
         }
@@ -769,6 +779,9 @@ fn row_of(view: &JobView) -> JobRow {
 /// How often this replica refreshes its running jobs' heartbeat, looks for
 /// orphaned jobs and picks up queued ones.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+/// How long a job worker waits before it tries again to claim a job the store
+/// did not let it claim (down, or a lock past the timeout).
+const CLAIM_RETRY: Duration = Duration::from_secs(1);
 /// A running job whose heartbeat is older than this belongs to a replica that is
 /// gone (or cut off from the store), whatever host it ran on.
 const STALE_AFTER: Duration = Duration::from_secs(30);

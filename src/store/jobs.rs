@@ -131,10 +131,13 @@ impl Store {
 
     /// Takes a queued job for this server: `true` when it was queued and is now
     /// `running` here, `false` when another server took it or it was cancelled.
+    /// A row already `running` under this server's name counts as taken here: an
+    /// earlier claim of this server's that outlived its timeout and landed late
+    /// (the caller, the job worker about to run it, tries again after an error).
     pub async fn claim_job(&self, id: &str) -> Result<bool, StoreError> {
         let sql = self.sql(
             "UPDATE jobs SET state = 'running', started_ms = ?, claimed_by = ?, heartbeat_ms = ? \
-             WHERE id = ? AND state = 'queued'",
+             WHERE id = ? AND (state = 'queued' OR (state = 'running' AND claimed_by = ?))",
         );
         let now = now_ms();
         let replica = self.replica.clone();
@@ -144,6 +147,7 @@ impl Store {
                 .bind(&replica)
                 .bind(now)
                 .bind(id)
+                .bind(&replica)
                 .execute(p)
                 .await
                 .map(|r| r.rows_affected() == 1))
