@@ -441,6 +441,108 @@ async fn a_queued_job_cancelled_elsewhere_is_shown_cancelled_here() {
     server.stop().await;
 }
 
+/// Jobs another replica runs: this server shows them as the store has them, and
+/// a job's event stream here follows the store until the job ends. Before, a job
+/// queued here showed "queued" while it ran elsewhere, and the stream of a job not
+/// held here sent one event and closed without `end`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_running_elsewhere_are_followed_through_the_store() {
+    use futures::StreamExt;
+    let env = env();
+    write_csv(&env.data.join("small.csv"), &iris_rows(20));
+    let server = TestServer::start_with(settings(&env)).await;
+    let mut busy = slow_job(&env, "busy.csv");
+    busy["spec"]["batch_size"] = json!(1);
+    let busy = submit(&server, busy).await;
+    wait_for(&server, &busy, Duration::from_secs(60), |j| {
+        j["state"] == "running"
+    })
+    .await;
+    let spec = score_spec(
+        json!({"path": "small.csv"}),
+        json!({"path": "later.csv"}),
+        8,
+    );
+    let queued = submit(&server, spec.clone()).await;
+
+    let db = format!("sqlite://{}", env.state.join("ferroserve.db").display());
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    // Another replica claims the job queued here...
+    let claimed = sqlx::query(
+        "UPDATE jobs SET state = 'running', started_ms = ?, claimed_by = 'other-host:42', \
+         heartbeat_ms = ? WHERE id = ? AND state = 'queued'",
+    )
+    .bind(now)
+    .bind(now)
+    .bind(&queued)
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(claimed.rows_affected(), 1);
+    let (_, job) = server.get(&format!("/v1/jobs/{queued}")).await;
+    assert_eq!(job["state"], "running", "{job}");
+    // ... and runs one this server never knew.
+    sqlx::query(
+        "INSERT INTO jobs (id, kind, state, spec, progress, messages, created_ms, started_ms, \
+         claimed_by, heartbeat_ms, cancel_requested) \
+         VALUES ('elsewhere', 'score', 'running', ?, '{}', '[]', ?, ?, 'other-host:43', ?, 0)",
+    )
+    .bind(spec["spec"].to_string())
+    .bind(now)
+    .bind(now)
+    .bind(now)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let response = server
+        .client
+        .get(server.url("/v1/jobs/elsewhere/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut stream = response.bytes_stream();
+    let mut text = String::new();
+    while !text.contains("\"running\"") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("a first event")
+            .expect("the stream goes on")
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(!text.contains("event: end"), "{text}");
+    sqlx::query("UPDATE jobs SET state = 'succeeded', finished_ms = ? WHERE id = 'elsewhere'")
+        .bind(now + 1)
+        .execute(&pool)
+        .await
+        .unwrap();
+    while !text.contains("event: end") {
+        match tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("the end event")
+        {
+            Some(chunk) => text.push_str(&String::from_utf8_lossy(&chunk.unwrap())),
+            None => break,
+        }
+    }
+    assert!(
+        text.contains("event: end") && text.contains("\"succeeded\""),
+        "{text}"
+    );
+    pool.close().await;
+    let (status, _) = server
+        .post_json(&format!("/v1/jobs/{busy}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200);
+    finished(&server, &busy).await;
+    server.stop().await;
+}
+
 /// Rows of [`running_job`]'s source: enough, at batch 4, to keep it running while a
 /// test changes its model.
 const ROWS_OF_A_LONG_JOB: usize = 40_000;

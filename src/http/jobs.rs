@@ -155,6 +155,86 @@ async fn cancel(
     Ok(Json(jobs::cancel(&state, &id, &caller_of(caller)).await?))
 }
 
+/// How often the events stream of a job this server does not hold (it runs on
+/// another replica, or left this server's memory before it ended) reads the store.
+const POLL_EVERY: Duration = Duration::from_secs(1);
+
+/// Where a job's events stream is: following this server's live copy, or the
+/// store, for a job that is not (or no longer) running here.
+enum Follow {
+    /// This server holds the job: every change of its view (`first`: the view
+    /// as it is now has not been sent yet).
+    Live {
+        rx: tokio::sync::watch::Receiver<JobView>,
+        first: bool,
+    },
+    /// The job as the store has it now, not yet sent.
+    Once(Box<JobView>),
+    /// Polling the store; `last` was sent.
+    Store {
+        last: Box<JobView>,
+    },
+    Done,
+}
+
+impl Follow {
+    /// The next event, and where the stream goes on from; `None` once the job's
+    /// end was sent.
+    async fn next(self, state: &AppState, id: &str) -> Option<(Result<Event, Infallible>, Follow)> {
+        let after = |view: JobView| {
+            let event = event_of(&view);
+            let next = if view.state.is_finished() {
+                Follow::Done
+            } else {
+                Follow::Store {
+                    last: Box::new(view),
+                }
+            };
+            Some((Ok(event), next))
+        };
+        let mut follow = self;
+        loop {
+            match follow {
+                Follow::Done => return None,
+                Follow::Once(view) => return after(*view),
+                Follow::Live { mut rx, first } => {
+                    // A closed channel means the job left this server's memory
+                    // (its last view was seen): ended (that view is the end), or
+                    // taken by another server (the store goes on from there).
+                    if !first && rx.changed().await.is_err() {
+                        let view = rx.borrow().clone();
+                        if view.state.is_finished() {
+                            return after(view);
+                        }
+                        follow = Follow::Store {
+                            last: Box::new(view),
+                        };
+                        continue;
+                    }
+                    let view = rx.borrow_and_update().clone();
+                    let next = if view.state.is_finished() {
+                        Follow::Done
+                    } else {
+                        Follow::Live { rx, first: false }
+                    };
+                    return Some((Ok(event_of(&view)), next));
+                }
+                Follow::Store { last } => loop {
+                    tokio::time::sleep(POLL_EVERY).await;
+                    match jobs::get(state, id).await {
+                        Ok(view) if view != *last => return after(view),
+                        Ok(_) => {}
+                        // Gone (past its retention): nothing more to tell.
+                        Err(ApiError::NotFound(_)) => return None,
+                        // The store does not answer: try again.
+                        Err(_) => {}
+                    }
+                },
+            }
+        }
+    }
+}
+
 fn event_of(view: &JobView) -> Event {
     let name = if view.state.is_finished() {
         "end"
@@ -168,7 +248,8 @@ fn event_of(view: &JobView) -> Event {
 
 /// Every change of the job as an event `progress` (its whole record as JSON), the
 /// last one `end`; then the stream closes. A slow client sees the latest state
-/// rather than every intermediate one.
+/// rather than every intermediate one. A job running on another replica is
+/// followed through the store (read every second) until it ends.
 #[utoipa::path(get, path = "/v1/jobs/{id}/events", tag = "jobs", operation_id = "job_events",
     params(("id" = String, Path, description = "The job's id")),
     responses(
@@ -180,28 +261,15 @@ async fn events(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, HttpError> {
-    let stream = match jobs::events(&state, &id).await? {
-        JobEvents::Finished(view) => {
-            futures::stream::once(async move { Ok::<_, Infallible>(event_of(&view)) }).boxed()
-        }
-        JobEvents::Live(rx) => {
-            futures::stream::unfold((rx, true, false), |(mut rx, first, done)| async move {
-                if done {
-                    return None;
-                }
-                // After the first event, wait for the next change. A closed channel
-                // means the job ended and left memory: its last state is the end.
-                if !first && rx.changed().await.is_err() {
-                    let view = rx.borrow().clone();
-                    return Some((Ok::<_, Infallible>(event_of(&view)), (rx, false, true)));
-                }
-                let view = rx.borrow_and_update().clone();
-                let finished = view.state.is_finished();
-                Some((Ok(event_of(&view)), (rx, false, finished)))
-            })
-            .boxed()
-        }
+    let first = match jobs::events(&state, &id).await? {
+        JobEvents::Live(rx) => Follow::Live { rx, first: true },
+        JobEvents::Finished(view) => Follow::Once(view),
     };
+    let stream = futures::stream::unfold(first, move |follow| {
+        let (state, id) = (state.clone(), id.clone());
+        async move { follow.next(&state, &id).await }
+    })
+    .boxed();
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())

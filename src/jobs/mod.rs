@@ -536,7 +536,17 @@ impl Jobs {
     /// A job, from memory when it is queued or running here, else from the store.
     pub async fn get(&self, id: &str) -> Result<Option<JobView>, crate::store::StoreError> {
         if let Some(job) = self.live(id) {
-            return Ok(Some(job.view()));
+            let view = job.view();
+            // Queued here, it may have been claimed (here or by another server) or
+            // ended elsewhere since: the store knows.
+            if view.state == JobState::Queued {
+                if let Ok(Some(row)) = self.store.job(id).await {
+                    if row.state != "queued" {
+                        return Ok(Some(JobView::from_row(row)));
+                    }
+                }
+            }
+            return Ok(Some(view));
         }
         Ok(self.store.job(id).await?.map(JobView::from_row))
     }
