@@ -182,17 +182,18 @@ pub fn remove_job_dir(root: &Path, job_id: &str) {
     }
 }
 
-/// Removes what no job needs: directories of jobs that are not queued or running
-/// (or are unknown), and staging directories: all of them at start (`min_age`
-/// `None`, before any request), else those older than `min_age` (a request
-/// still receiving one is younger).
+/// Removes what no job needs: directories of jobs that are not queued or running,
+/// and staging directories and directories of unknown jobs: all of them at start
+/// (`min_age` `None`, before any request), else those older than `min_age` (a
+/// request still receiving one is younger, and so is a job's directory moved into
+/// place just before its record is written).
 pub async fn remove_leftovers(root: &Path, store: &Store, min_age: Option<Duration>) {
     let Ok(mut entries) = tokio::fs::read_dir(root).await else {
         return;
     };
     while let Ok(Some(entry)) = entries.next_entry().await {
         let name = entry.file_name().to_string_lossy().to_string();
-        let stale = if name.starts_with(INCOMING_PREFIX) {
+        let old_enough = || async {
             match min_age {
                 None => true,
                 Some(age) => entry
@@ -203,10 +204,13 @@ pub async fn remove_leftovers(root: &Path, store: &Store, min_age: Option<Durati
                     .and_then(|t| SystemTime::now().duration_since(t).ok())
                     .is_some_and(|elapsed| elapsed > age),
             }
+        };
+        let stale = if name.starts_with(INCOMING_PREFIX) {
+            old_enough().await
         } else {
             match store.job(&name).await {
                 Ok(Some(row)) => !matches!(row.state.as_str(), "queued" | "running"),
-                Ok(None) => true,
+                Ok(None) => old_enough().await,
                 // The store is away: keep it for the next sweep.
                 Err(_) => false,
             }
@@ -215,5 +219,36 @@ pub async fn remove_leftovers(root: &Path, store: &Store, min_age: Option<Durati
             tracing::info!(entry = %name, "removing leftover job uploads");
             let _ = tokio::fs::remove_dir_all(entry.path()).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::remove_leftovers;
+    use crate::store::Store;
+
+    #[tokio::test]
+    async fn the_sweep_keeps_a_young_directory_of_a_job_not_yet_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::open(&url, Duration::from_secs(5), true)
+            .await
+            .unwrap();
+        let root = dir.path().join("uploads");
+        let job = root.join("0123456789abcdef");
+        std::fs::create_dir_all(&job).unwrap();
+        std::fs::write(job.join("data.csv"), "a\n1\n").unwrap();
+        // Moved into place just before its record is written: the sweep keeps it.
+        remove_leftovers(&root, &store, Some(Duration::from_secs(3600))).await;
+        assert!(job.join("data.csv").is_file());
+        // Older than the sweep's age (here: any age), or at start, it goes.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        remove_leftovers(&root, &store, Some(Duration::ZERO)).await;
+        assert!(!job.exists());
+        std::fs::create_dir_all(&job).unwrap();
+        remove_leftovers(&root, &store, None).await;
+        assert!(!job.exists());
     }
 }
