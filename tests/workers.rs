@@ -22,31 +22,41 @@ fn port_range(n: u16) -> (u16, u16) {
 }
 
 async fn start_server(repo: &Path, ports: (u16, u16), extra: &[&str]) -> ChildServer {
-    start_server_with_grpc(repo, ports, free_port(), extra).await
+    start_server_with_grpc(repo, ports, extra).await.0
 }
 
+/// A server and its gRPC port. Its REST and gRPC ports are free when chosen, but
+/// another test's process (a worker on a port the system picked) may take one
+/// before the server binds it: then it starts again on others.
 async fn start_server_with_grpc(
     repo: &Path,
     ports: (u16, u16),
-    grpc_port: u16,
     extra: &[&str],
-) -> ChildServer {
-    let rest: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ferroserve"));
-    command
-        .arg("serve")
-        .arg("--model-repository")
-        .arg(repo)
-        .arg("--rest-addr")
-        .arg(rest.to_string())
-        .arg("--grpc-addr")
-        .arg(format!("127.0.0.1:{grpc_port}"))
-        .arg("--worker-ports")
-        .arg(format!("{}-{}", ports.0, ports.1))
-        .arg("--inference-threads")
-        .arg("1")
-        .args(extra);
-    ChildServer::start(command, rest).await
+) -> (ChildServer, u16) {
+    for _ in 0..5 {
+        let rest: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let grpc_port = free_port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ferroserve"));
+        command
+            .arg("serve")
+            .arg("--model-repository")
+            .arg(repo)
+            .arg("--rest-addr")
+            .arg(rest.to_string())
+            .arg("--grpc-addr")
+            .arg(format!("127.0.0.1:{grpc_port}"))
+            .arg("--worker-ports")
+            .arg(format!("{}-{}", ports.0, ports.1))
+            .arg("--inference-threads")
+            .arg("1")
+            .args(extra);
+        match ChildServer::try_start(command, rest).await {
+            Ok(server) => return (server, grpc_port),
+            Err(log) if log.contains("Address already in use") => continue,
+            Err(log) => panic!("{log}"),
+        }
+    }
+    panic!("the server found its ports taken 5 times in a row");
 }
 
 fn install(repo: &Path, model: &str, fixture: &str) {
@@ -745,8 +755,7 @@ async fn grpc_calls_for_a_deployed_model_reach_its_worker() {
         "hog",
         "tests/fixtures/onnx/memory_hog/model.onnx",
     );
-    let grpc_port = free_port();
-    let server = start_server_with_grpc(repo.path(), port_range(20), grpc_port, &[]).await;
+    let (server, grpc_port) = start_server_with_grpc(repo.path(), port_range(20), &[]).await;
     let (code, answer) = deploy(&server, json!({"model_id": "hog"})).await;
     assert_eq!(code, 200, "{answer}");
     let pid = pid_of(&answer);
@@ -1057,8 +1066,7 @@ async fn grpc_metadata_status_and_classify_are_forwarded() {
         "feature_names = [\"sl\", \"sw\", \"pl\", \"pw\"]\n[labels]\nstable = 1\n",
     )
     .unwrap();
-    let grpc_port = free_port();
-    let server = start_server_with_grpc(repo.path(), port_range(20), grpc_port, &[]).await;
+    let (server, grpc_port) = start_server_with_grpc(repo.path(), port_range(20), &[]).await;
     let (code, answer) = deploy(&server, json!({"model_id": "iris"})).await;
     assert_eq!(code, 200, "{answer}");
     let entry = registry(&server, "iris").await;
@@ -1551,8 +1559,7 @@ async fn a_deployed_model_left_out_of_a_reloaded_config_loses_its_worker() {
     let repo = tempfile::tempdir().unwrap();
     install(repo.path(), "iris", "examples/models/iris_lr/1/model.onnx");
     install(repo.path(), "other", "examples/models/iris_dt/1/model.onnx");
-    let grpc_port = free_port();
-    let server = start_server_with_grpc(repo.path(), port_range(20), grpc_port, &[]).await;
+    let (server, grpc_port) = start_server_with_grpc(repo.path(), port_range(20), &[]).await;
     let (code, answer) = deploy(&server, json!({"model_id": "iris"})).await;
     assert_eq!(code, 200, "{answer}");
     let pid = pid_of(&answer);

@@ -31,7 +31,16 @@ impl Drop for ChildServer {
 impl ChildServer {
     /// Starts `command` (ONNX Runtime's library passed on) and waits until
     /// `/v2/health/ready` on `rest` answers 200.
-    pub async fn start(mut command: Command, rest: SocketAddr) -> ChildServer {
+    pub async fn start(command: Command, rest: SocketAddr) -> ChildServer {
+        Self::try_start(command, rest)
+            .await
+            .unwrap_or_else(|log| panic!("{log}"))
+    }
+
+    /// [`ChildServer::start`], answering why the server exited before it was
+    /// ready (its log) instead of failing: a caller that chose its ports can try
+    /// others when one was taken in the meantime ("Address already in use").
+    pub async fn try_start(mut command: Command, rest: SocketAddr) -> Result<ChildServer, String> {
         let log = tempfile::NamedTempFile::new().unwrap();
         if let Some(ort) = super::onnxruntime_path() {
             command.env("ORT_DYLIB_PATH", ort);
@@ -51,10 +60,10 @@ impl ChildServer {
                 .await
                 .is_ok_and(|r| r.status() == 200);
             if ready {
-                return server;
+                return Ok(server);
             }
             if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("the server exited ({status}): {}", server.log());
+                return Err(format!("the server exited ({status}): {}", server.log()));
             }
             assert!(
                 Instant::now() < deadline,
