@@ -365,6 +365,32 @@ async fn cancel_stops_a_running_job_and_leaves_no_output() {
     server.stop().await;
 }
 
+/// The short job the tests of a queue behind a busy worker queue: `small.csv`
+/// scored into `later.csv`.
+fn later_job() -> Value {
+    score_spec(
+        json!({"path": "small.csv"}),
+        json!({"path": "later.csv"}),
+        8,
+    )
+}
+
+/// Makes the server's one job worker busy with a long job (one row a batch: it
+/// runs far longer than these tests, which cancel it) and queues [`later_job`]
+/// behind it; answers both jobs' ids (busy, queued).
+async fn queued_behind_a_busy_worker(server: &TestServer, env: &Env) -> (String, String) {
+    write_csv(&env.data.join("small.csv"), &iris_rows(20));
+    let mut busy = slow_job(env, "busy.csv");
+    busy["spec"]["batch_size"] = json!(1);
+    let busy = submit(server, busy).await;
+    wait_for(server, &busy, Duration::from_secs(60), |j| {
+        j["state"] == "running"
+    })
+    .await;
+    let queued = submit(server, later_job()).await;
+    (busy, queued)
+}
+
 /// A job queued on this server that another replica cancels (its row only, as
 /// that replica's cancel writes it; a cancel that lands after its 503 looks the
 /// same) is shown cancelled here within a heartbeat, and its event stream here
@@ -373,25 +399,8 @@ async fn cancel_stops_a_running_job_and_leaves_no_output() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_job_cancelled_elsewhere_is_shown_cancelled_here() {
     let env = env();
-    write_csv(&env.data.join("small.csv"), &iris_rows(20));
     let server = TestServer::start_with(settings(&env)).await;
-    // One row a batch: it runs far longer than the heartbeat (it is cancelled).
-    let mut busy = slow_job(&env, "busy.csv");
-    busy["spec"]["batch_size"] = json!(1);
-    let busy = submit(&server, busy).await;
-    wait_for(&server, &busy, Duration::from_secs(60), |j| {
-        j["state"] == "running"
-    })
-    .await;
-    let queued = submit(
-        &server,
-        score_spec(
-            json!({"path": "small.csv"}),
-            json!({"path": "later.csv"}),
-            8,
-        ),
-    )
-    .await;
+    let (busy, queued) = queued_behind_a_busy_worker(&server, &env).await;
     let (_, job) = server.get(&format!("/v1/jobs/{queued}")).await;
     assert_eq!(job["state"], "queued", "{job}");
     let response = server
@@ -449,21 +458,8 @@ async fn a_queued_job_cancelled_elsewhere_is_shown_cancelled_here() {
 async fn jobs_running_elsewhere_are_followed_through_the_store() {
     use futures::StreamExt;
     let env = env();
-    write_csv(&env.data.join("small.csv"), &iris_rows(20));
     let server = TestServer::start_with(settings(&env)).await;
-    let mut busy = slow_job(&env, "busy.csv");
-    busy["spec"]["batch_size"] = json!(1);
-    let busy = submit(&server, busy).await;
-    wait_for(&server, &busy, Duration::from_secs(60), |j| {
-        j["state"] == "running"
-    })
-    .await;
-    let spec = score_spec(
-        json!({"path": "small.csv"}),
-        json!({"path": "later.csv"}),
-        8,
-    );
-    let queued = submit(&server, spec.clone()).await;
+    let (busy, queued) = queued_behind_a_busy_worker(&server, &env).await;
 
     let db = format!("sqlite://{}", env.state.join("ferroserve.db").display());
     let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
@@ -491,7 +487,7 @@ async fn jobs_running_elsewhere_are_followed_through_the_store() {
          claimed_by, heartbeat_ms, cancel_requested) \
          VALUES ('elsewhere', 'score', 'running', ?, '{}', '[]', ?, ?, 'other-host:43', ?, 0)",
     )
-    .bind(spec["spec"].to_string())
+    .bind(later_job()["spec"].to_string())
     .bind(now)
     .bind(now)
     .bind(now)
@@ -1128,25 +1124,8 @@ async fn on_a_postgres_store(env: &Env) -> (DbServer, TestServer) {
 async fn a_claim_the_store_cannot_answer_is_tried_again() {
     use sqlx::Connection;
     let env = env();
-    write_csv(&env.data.join("small.csv"), &iris_rows(20));
     let (db, server) = on_a_postgres_store(&env).await;
-    // The one job worker is busy while the next job is queued behind it.
-    let mut busy = slow_job(&env, "busy.csv");
-    busy["spec"]["batch_size"] = json!(1);
-    let busy = submit(&server, busy).await;
-    wait_for(&server, &busy, Duration::from_secs(60), |j| {
-        j["state"] == "running"
-    })
-    .await;
-    let queued = submit(
-        &server,
-        score_spec(
-            json!({"path": "small.csv"}),
-            json!({"path": "later.csv"}),
-            8,
-        ),
-    )
-    .await;
+    let (busy, queued) = queued_behind_a_busy_worker(&server, &env).await;
     let mut lock = sqlx::PgConnection::connect(&db.url()).await.unwrap();
     sqlx::raw_sql("BEGIN").execute(&mut lock).await.unwrap();
     sqlx::query("SELECT id FROM jobs WHERE id = $1 FOR UPDATE")
