@@ -65,43 +65,32 @@ impl Store {
             // Dropping `pending` hands the write to `settle`.
             Err(_) => return Err(self.timed_out(doing)),
         };
+        // The write ended while the call waited: the call settles it, after an
+        // undo when its connection failed once it may have been sent (it may have
+        // been committed, so it is undone as a late one would be).
+        let undo_it = matches!(&ended, Ok(Err(e)) if may_have_landed(e));
+        if let Some((undo, settled)) = pending.answered() {
+            if undo_it {
+                self.settling.spawn(undo_until_taken(
+                    self.url.clone(),
+                    "undo a write that may have landed",
+                    self.timeout,
+                    undo,
+                    settled,
+                ));
+            } else {
+                settled();
+            }
+        }
         match ended {
             Ok(Ok(())) => {
-                if let Some((_, settled)) = pending.answered() {
-                    settled();
-                }
                 self.worked();
                 Ok(())
             }
-            // The connection failed once the write may have been sent: it may have
-            // been committed, so it is undone as a late one would be.
-            Ok(Err(e)) if may_have_landed(&e) => {
-                if let Some((undo, settled)) = pending.answered() {
-                    self.settling.spawn(undo_until_taken(
-                        self.url.clone(),
-                        "undo a write that may have landed",
-                        self.timeout,
-                        undo,
-                        settled,
-                    ));
-                }
-                Err(self.unavailable(doing, e))
-            }
-            // The write itself was refused: nothing was written.
-            Ok(Err(e)) => {
-                if let Some((_, settled)) = pending.answered() {
-                    settled();
-                }
-                Err(self.unavailable(doing, e))
-            }
-            Err(e) => {
-                if let Some((_, settled)) = pending.answered() {
-                    settled();
-                }
-                Err(StoreError::Unavailable(format!(
-                    "the metadata store could not {doing}: {e}"
-                )))
-            }
+            Ok(Err(e)) => Err(self.unavailable(doing, e)),
+            Err(e) => Err(StoreError::Unavailable(format!(
+                "the metadata store could not {doing}: {e}"
+            ))),
         }
     }
 

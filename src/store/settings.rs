@@ -101,25 +101,14 @@ impl Store {
     /// model unsettled meanwhile. Answers an error when it has not landed within
     /// the timeout (it is still being tried).
     pub async fn write_back_model_settings(&self, row: &ModelSettings) -> Result<(), StoreError> {
-        if !self
-            .unsettled
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(row.model.clone())
-        {
-            return Err(self.not_settled(&row.model));
-        }
-        let (pool, kind, unsettled) = (self.pool.clone(), self.kind, self.unsettled.clone());
-        let (name, row) = (row.model.clone(), row.clone());
+        let settled = self.unsettle(&row.model)?;
+        let (pool, kind, row) = (self.pool.clone(), self.kind, row.clone());
         let (landed, written) = tokio::sync::oneshot::channel();
         self.write_until_taken(
             "write back the model's settings in force",
             move || write_row(pool.clone(), kind, row.clone()),
             move || {
-                unsettled
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&name);
+                settled();
                 let _ = landed.send(());
             },
         );
@@ -152,8 +141,25 @@ impl Store {
         write: impl Future<Output = Result<(), sqlx::Error>> + Send + 'static,
         if_refused: &ModelSettings,
     ) -> Result<(), StoreError> {
-        // Settings writes for one model come one at a time (under the model's
-        // lock); the model counts as unsettled while its write is in flight.
+        let settled = self.unsettle(model)?;
+        let (pool, kind) = (self.pool.clone(), self.kind);
+        let correction = ModelSettings {
+            model: model.to_string(),
+            ..if_refused.clone()
+        };
+        self.write_undone_if_late(
+            "record the model's settings",
+            write,
+            move || write_row(pool.clone(), kind, correction.clone()),
+            settled,
+        )
+        .await
+    }
+
+    /// Marks `model` unsettled while a settings write of its is in flight (settings
+    /// writes for one model come one at a time, under the model's lock); answers
+    /// what settles it again, or 503 when an earlier write has not settled.
+    fn unsettle(&self, model: &str) -> Result<impl FnOnce() + Send + 'static, StoreError> {
         if !self
             .unsettled
             .lock()
@@ -162,24 +168,13 @@ impl Store {
         {
             return Err(self.not_settled(model));
         }
-        let (pool, kind, unsettled) = (self.pool.clone(), self.kind, self.unsettled.clone());
-        let correction = ModelSettings {
-            model: model.to_string(),
-            ..if_refused.clone()
-        };
-        let name = model.to_string();
-        self.write_undone_if_late(
-            "record the model's settings",
-            write,
-            move || write_row(pool.clone(), kind, correction.clone()),
-            move || {
-                unsettled
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&name);
-            },
-        )
-        .await
+        let (unsettled, name) = (self.unsettled.clone(), model.to_string());
+        Ok(move || {
+            unsettled
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&name);
+        })
     }
 
     /// Every model's recorded settings (start-up restores them).
