@@ -927,10 +927,13 @@ async fn cli_submit_watch_exits_by_the_job_outcome() {
 }
 
 /// Several replicas share one store: a restart fails only the jobs whose replica
-/// is gone (a dead process on this host, or a silent heartbeat), never another
-/// live replica's; queued jobs another replica recorded run here.
+/// is gone (a dead process in this pid namespace at once, a silent heartbeat once
+/// seen silent), never another live replica's: not one in a container beside this
+/// one with the same host name, whose pids mean nothing here, nor one on a machine
+/// whose clock is two minutes behind. Queued jobs another replica recorded run here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_keep_each_others_jobs_and_share_the_queue() {
+    use ferroserve::store::ReplicaName;
     let env = env();
     write_csv(&env.data.join("small.csv"), &iris_rows(20));
     // The first start creates the database.
@@ -941,20 +944,37 @@ async fn replicas_keep_each_others_jobs_and_share_the_queue() {
         .unwrap()
         .trim()
         .to_string();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    // pid 1 exists (another live replica on this host); u32::MAX - 7 does not.
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    // The server runs in this process: its machine and pid namespace are ours.
+    let here = ReplicaName::this_process(&host);
+    let name = |pid: u32, pid_ns: Option<u64>, machine: Option<&str>| {
+        ReplicaName {
+            host: host.clone(),
+            pid,
+            machine: machine.map(String::from).or(here.machine.clone()),
+            pid_ns,
+            token: "0badcafe".into(),
+        }
+        .to_string()
+    };
+    let beside = here.pid_ns.map(|ns| ns + 1);
+    let away = Some("0123456789abcdef");
+    const BEHIND: i64 = 120_000;
+    // (id, claimer, how far behind its clock is; None: silent, never beats)
+    // pid 1 exists here (another live replica in this namespace); u32::MAX - 7
+    // does not, which means nothing in another namespace.
     let rows = [
-        ("alive-here", format!("{host}:1"), now),
-        ("dead-here", format!("{host}:{}", u32::MAX - 7), now),
-        ("alive-elsewhere", "other-host:42".to_string(), now),
-        (
-            "silent-elsewhere",
-            "other-host:43".to_string(),
-            now - 120_000,
-        ),
+        ("alive-here", name(1, here.pid_ns, None), Some(0)),
+        ("dead-here", name(u32::MAX - 7, here.pid_ns, None), Some(0)),
+        ("beside-here", name(u32::MAX - 7, beside, None), Some(0)),
+        ("alive-elsewhere", name(42, Some(1), away), Some(0)),
+        ("behind-elsewhere", name(43, Some(1), away), Some(BEHIND)),
+        ("silent-elsewhere", name(44, Some(1), away), None),
     ];
     let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
     let spec = score_spec(
@@ -963,7 +983,7 @@ async fn replicas_keep_each_others_jobs_and_share_the_queue() {
         8,
     )["spec"]
         .to_string();
-    for (id, by, heartbeat) in &rows {
+    for (id, by, behind) in &rows {
         sqlx::query(
             "INSERT INTO jobs (id, kind, state, spec, progress, messages, created_ms, started_ms, \
              claimed_by, heartbeat_ms, cancel_requested) \
@@ -971,28 +991,79 @@ async fn replicas_keep_each_others_jobs_and_share_the_queue() {
         )
         .bind(id)
         .bind(&spec)
-        .bind(now)
-        .bind(now)
+        .bind(now())
+        .bind(now())
         .bind(by)
-        .bind(heartbeat)
+        .bind(now() - behind.unwrap_or(BEHIND))
         .execute(&pool)
         .await
         .unwrap();
     }
+    // The live replicas beat every second, each by its own clock.
+    let beating = {
+        let pool = pool.clone();
+        let rows = rows.clone();
+        tokio::spawn(async move {
+            loop {
+                for (id, _, behind) in &rows {
+                    if let Some(behind) = behind {
+                        sqlx::query("UPDATE jobs SET heartbeat_ms = ? WHERE id = ?")
+                            .bind(now() - behind)
+                            .bind(id)
+                            .execute(&pool)
+                            .await
+                            .unwrap();
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
     let server = TestServer::start_with(settings(&env)).await;
-    let state = |id: &'static str| {
-        let server = &server;
+    let states = || {
+        let (server, rows) = (&server, &rows);
         async move {
-            let (_, job) = server.get(&format!("/v1/jobs/{id}")).await;
-            job["state"].as_str().unwrap().to_string()
+            let mut states = Vec::new();
+            for (id, _, _) in rows {
+                let (_, job) = server.get(&format!("/v1/jobs/{id}")).await;
+                states.push((*id, job["state"].as_str().unwrap().to_string()));
+            }
+            states
         }
     };
-    assert_eq!(state("alive-here").await, "running");
-    assert_eq!(state("dead-here").await, "failed");
-    assert_eq!(state("alive-elsewhere").await, "running");
-    assert_eq!(state("silent-elsewhere").await, "failed");
+    let expected = |silent: &str| {
+        rows.iter()
+            .map(|(id, _, _)| {
+                let state = match *id {
+                    "dead-here" => "failed",
+                    "silent-elsewhere" => silent,
+                    _ => "running",
+                };
+                (*id, state.to_string())
+            })
+            .collect::<Vec<_>>()
+    };
+    // At start: the dead process's job is failed; the silent one's old time stamp,
+    // from another clock, is not believed yet.
+    assert_eq!(states().await, expected("running"));
     let (_, job) = server.get("/v1/jobs/dead-here").await;
     assert_eq!(job["error"], "interrupted by restart", "{job}");
+    // Seen silent for 15 s, it is failed; every live replica keeps its job.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let (_, job) = server.get("/v1/jobs/silent-elsewhere").await;
+        if job["state"] != "running" {
+            assert_eq!(job["error"], "interrupted by restart", "{job}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the silent job stays running: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(states().await, expected("failed"));
+    beating.abort();
 
     // A job another replica queued (its row only) runs here.
     let scored = score_spec(
@@ -1006,7 +1077,7 @@ async fn replicas_keep_each_others_jobs_and_share_the_queue() {
          VALUES ('queued-elsewhere', 'score', 'queued', ?, '{}', '[]', ?, 0)",
     )
     .bind(&scored)
-    .bind(now)
+    .bind(now())
     .execute(&pool)
     .await
     .unwrap();

@@ -17,15 +17,18 @@
 //! * cancellation is checked before every batch and while waiting for a full
 //!   queue, so a cancel stops a running job within one batch;
 //! * a job the store says is running belongs to a live replica until that
-//!   replica is seen gone: on this host its process no longer exists (or it had
-//!   this process's name and is not running here: a restart with the same pid),
-//!   on any host its heartbeat (refreshed every [`replicas::HEARTBEAT_EVERY`]) is older than
-//!   [`replicas::STALE_AFTER`]. Then it is marked failed ("interrupted by restart"), at
-//!   start and by the heartbeat loop; other replicas' live jobs are never touched;
+//!   replica is seen gone (see [`replicas`]): its process, in this pid namespace
+//!   on this machine, no longer exists, or its heartbeat (refreshed every
+//!   [`replicas::HEARTBEAT_EVERY`]) has not moved for [`replicas::STALE_AFTER`];
+//!   another machine's heartbeat time stamps are believed only once this replica
+//!   has seen them stand still. Then it is marked failed ("interrupted by
+//!   restart"), at start and by the heartbeat loop; other replicas' live jobs are
+//!   never touched;
 //! * queued jobs run on whichever replica claims them first: each replica picks
-//!   up the queued jobs it does not know, at start and every [`replicas::HEARTBEAT_EVERY`];
-//!   one queued here that the store shows ended (cancelled through another
-//!   replica) takes the store's word then too, as does one a worker finds taken.
+//!   up the queued jobs it does not know, at start and every
+//!   [`replicas::HEARTBEAT_EVERY`]; one queued here that the store shows ended
+//!   (cancelled through another replica) takes the store's word then too, as does
+//!   one a worker finds taken.
 
 pub mod io;
 pub mod old_service;
@@ -319,6 +322,8 @@ pub struct Jobs {
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     stopping: AtomicBool,
     stop_sweeper: CancellationToken,
+    /// The running jobs' heartbeats as the recovery sweep last saw them.
+    seen: Mutex<replicas::Seen>,
     pub data_dir: PathBuf,
     /// Files uploaded with jobs (`<state dir>/job-uploads/<job id>/`): private to
     /// the server, never in the data directory; a job's directory is removed when
@@ -347,6 +352,7 @@ impl Jobs {
             threads: Mutex::new(Vec::new()),
             stopping: AtomicBool::new(false),
             stop_sweeper: CancellationToken::new(),
+            seen: Mutex::new(replicas::Seen::default()),
             data_dir,
             uploads_dir: state.settings.state_dir().join(uploads::UPLOADS_DIR),
         });

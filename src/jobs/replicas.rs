@@ -1,33 +1,85 @@
 //! Replicas sharing one store: each refreshes its running jobs' heartbeat, marks
 //! failed the jobs whose replica is gone and picks up the queued jobs it does not
 //! know (see the invariants in [`super`]).
+//!
+//! Whether a replica is gone is decided from what this process can know for sure:
+//! a pid only in its own pid namespace on its own machine ([`ReplicaName`]), a
+//! heartbeat's age only against its own machine's clock. Another machine's
+//! heartbeats are written by another clock, which may be minutes off: there a
+//! heartbeat counts as silent only once this replica has itself seen it stand
+//! still (its own monotonic clock), so a skewed clock never costs a live replica
+//! its job.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
 use super::{JobKind, JobState, JobView, Jobs, LiveJob, INTERRUPTED};
-use crate::store::now_ms;
+use crate::store::{now_ms, ReplicaName, RunningJob};
 
 /// How often this replica refreshes its running jobs' heartbeat, looks for
 /// orphaned jobs and picks up queued ones.
 pub(super) const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
-/// A running job whose heartbeat is older than this belongs to a replica that is
-/// gone (or cut off from the store), whatever host it ran on.
+/// A running job whose heartbeat has not moved for this long belongs to a replica
+/// that is gone (or cut off from the store).
 pub(super) const STALE_AFTER: Duration = Duration::from_secs(30);
+/// How long this replica must itself see another machine's heartbeat stand still
+/// before it believes that heartbeat's old time stamp (three missed heartbeats):
+/// a replica just started fails a job left by a dead one that soon, not at once.
+pub(super) const CONFIRM_SILENCE: Duration = Duration::from_secs(15);
+
+/// The heartbeats of the running jobs, as this replica saw them: each job's
+/// claimer and heartbeat, and since when (this process's clock) they have not
+/// changed.
+#[derive(Default)]
+pub(super) struct Seen {
+    jobs: HashMap<String, (String, i64, Instant)>,
+}
+
+impl Seen {
+    /// Records `running` (the store's running jobs, all of them) as seen at `at`;
+    /// answers, per job, how long its heartbeat has stood still. Jobs no longer
+    /// running are forgotten.
+    fn observe(&mut self, running: &[RunningJob], at: Instant) -> Vec<Duration> {
+        let mut still = Vec::with_capacity(running.len());
+        let mut next = HashMap::with_capacity(running.len());
+        for job in running {
+            let since = match self.jobs.remove(&job.id) {
+                Some((by, beat, since)) if by == job.claimed_by && beat == job.heartbeat_ms => {
+                    since
+                }
+                _ => at,
+            };
+            still.push(at.saturating_duration_since(since));
+            next.insert(
+                job.id.clone(),
+                (job.claimed_by.clone(), job.heartbeat_ms, since),
+            );
+        }
+        self.jobs = next;
+        still
+    }
+}
 
 impl Jobs {
     /// Marks failed the jobs recorded as running whose replica is gone (see
     /// [`is_orphan`]). Answers how many.
     pub(super) async fn recover_orphans(&self) -> Result<u64, crate::store::StoreError> {
+        let running = self.store.running_jobs().await?;
+        let still = self
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .observe(&running, Instant::now());
         let now = now_ms();
         let mut marked = 0;
-        for job in self.store.running_jobs().await? {
+        for (job, still) in running.iter().zip(still) {
             let live_here = self.live(&job.id).is_some();
-            if is_orphan(&job, self.store.replica(), live_here, now)
-                && self.store.fail_orphaned_job(&job, INTERRUPTED).await?
+            if is_orphan(job, self.store.claimant(), live_here, now, still)
+                && self.store.fail_orphaned_job(job, INTERRUPTED).await?
             {
                 tracing::warn!(job = %job.id, replica = %job.claimed_by, "job interrupted: its server is gone");
                 marked += 1;
@@ -82,26 +134,35 @@ impl Jobs {
     }
 }
 
-/// Whether a job recorded as running has lost its replica: it was claimed by this
-/// replica's name but is not running here (this process restarted with the same
-/// pid, as in a container), by another process on this host that no longer
-/// exists, or its heartbeat is older than [`STALE_AFTER`] (any host).
-fn is_orphan(job: &crate::store::RunningJob, me: &str, live_here: bool, now_ms: i64) -> bool {
-    if job.claimed_by == me {
+/// Whether a job recorded as running has lost its replica, `still` being how long
+/// this replica has seen its heartbeat stand still:
+/// * claimed under this process's name: when it is not running here;
+/// * claimed by a process in this pid namespace on this machine: when that pid no
+///   longer exists, or is this process's (a process before this one, such as the
+///   same container started again), or its heartbeat is [`STALE_AFTER`] old;
+/// * claimed by another pid namespace on this machine (same clock): when its
+///   heartbeat is [`STALE_AFTER`] old;
+/// * claimed on another machine, or under a name this server cannot read: when its
+///   heartbeat has stood still for [`STALE_AFTER`], or for [`CONFIRM_SILENCE`] with
+///   a time stamp [`STALE_AFTER`] old by this machine's clock.
+fn is_orphan(
+    job: &RunningJob,
+    me: &ReplicaName,
+    live_here: bool,
+    now_ms: i64,
+    still: Duration,
+) -> bool {
+    let theirs = ReplicaName::parse(&job.claimed_by);
+    if theirs.as_ref() == Some(me) {
         return !live_here;
     }
-    let stale = now_ms.saturating_sub(job.heartbeat_ms) > STALE_AFTER.as_millis() as i64;
-    if stale {
-        return true;
-    }
-    let host_of = |r: &str| r.rsplit_once(':').map(|(h, _)| h.to_string());
-    match (host_of(&job.claimed_by), host_of(me)) {
-        (Some(theirs), Some(mine)) if theirs == mine => job
-            .claimed_by
-            .rsplit_once(':')
-            .and_then(|(_, pid)| pid.parse::<u32>().ok())
-            .is_some_and(|pid| !process_exists(pid)),
-        _ => false,
+    let old = now_ms.saturating_sub(job.heartbeat_ms) > STALE_AFTER.as_millis() as i64;
+    match theirs {
+        Some(theirs) if me.same_pid_namespace(&theirs) => {
+            theirs.pid == me.pid || !process_exists(theirs.pid) || old
+        }
+        Some(theirs) if me.same_machine(&theirs) => old,
+        _ => still >= STALE_AFTER || (old && still >= CONFIRM_SILENCE),
     }
 }
 
@@ -141,13 +202,22 @@ pub(super) async fn heartbeat(jobs: Weak<Jobs>, stop: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::RunningJob;
 
-    fn job(claimed_by: &str, heartbeat_ms: i64) -> RunningJob {
+    fn job(claimed_by: &ReplicaName, heartbeat_ms: i64) -> RunningJob {
         RunningJob {
             id: "j".into(),
-            claimed_by: claimed_by.into(),
+            claimed_by: claimed_by.to_string(),
             heartbeat_ms,
+        }
+    }
+
+    fn name(machine: &str, pid_ns: u64, pid: u32, token: &str) -> ReplicaName {
+        ReplicaName {
+            host: "host-a".into(),
+            pid,
+            machine: Some(machine.into()),
+            pid_ns: Some(pid_ns),
+            token: token.into(),
         }
     }
 
@@ -155,22 +225,109 @@ mod tests {
     fn only_jobs_whose_replica_is_gone_are_orphans() {
         let now = 1_000_000_000;
         let fresh = now - 1000;
-        let stale = now - STALE_AFTER.as_millis() as i64 - 1;
-        let me = format!("host-a:{}", std::process::id());
-        // Ours: an orphan only when not running here (a restart with the same pid).
-        assert!(!is_orphan(&job(&me, fresh), &me, true, now));
-        assert!(is_orphan(&job(&me, fresh), &me, false, now));
-        // Another live process on this host keeps its job; a dead one loses it.
-        assert!(!is_orphan(&job("host-a:1", fresh), &me, false, now));
-        assert!(is_orphan(
-            &job(&format!("host-a:{}", u32::MAX - 7), fresh),
-            &me,
+        let old = now - STALE_AFTER.as_millis() as i64 - 1;
+        let moving = Duration::ZERO;
+        let me = name("m1", 7, std::process::id(), "aaaa");
+        let orphan = |by: &ReplicaName, beat: i64, live_here: bool, still: Duration| {
+            is_orphan(&job(by, beat), &me, live_here, now, still)
+        };
+        // Ours: an orphan only when not running here.
+        assert!(!orphan(&me, fresh, true, moving));
+        assert!(orphan(&me, fresh, false, moving));
+        // This pid namespace: a live process keeps its job while it beats; a dead
+        // one, or one before this process with this pid, loses it at once.
+        assert!(!orphan(&name("m1", 7, 1, "bbbb"), fresh, false, moving));
+        assert!(orphan(&name("m1", 7, 1, "bbbb"), old, false, moving));
+        assert!(orphan(
+            &name("m1", 7, u32::MAX - 7, "bbbb"),
+            fresh,
             false,
-            now
+            moving
         ));
-        // Another host: only the heartbeat tells.
-        assert!(!is_orphan(&job("host-b:1", fresh), &me, false, now));
-        assert!(is_orphan(&job("host-b:1", stale), &me, false, now));
-        assert!(is_orphan(&job("", 0), &me, false, now));
+        assert!(orphan(
+            &name("m1", 7, std::process::id(), "bbbb"),
+            fresh,
+            false,
+            moving
+        ));
+        // Another pid namespace on this machine (a container beside this one, with
+        // the same host name and maybe the same pid): its pids mean nothing here,
+        // its heartbeat is on this clock.
+        let beside = name("m1", 8, std::process::id(), "cccc");
+        assert!(!orphan(&beside, fresh, false, moving));
+        assert!(!orphan(
+            &name("m1", 8, u32::MAX - 7, "cccc"),
+            fresh,
+            false,
+            moving
+        ));
+        assert!(orphan(&beside, old, false, moving));
+        // Another machine: its time stamps are on another clock. An old one is
+        // believed only once seen standing still; a fresh-looking one that stands
+        // still (a clock ahead) is an orphan after STALE_AFTER.
+        let away = name("m2", 7, 1, "dddd");
+        assert!(!orphan(&away, old, false, moving));
+        assert!(!orphan(
+            &away,
+            old,
+            false,
+            CONFIRM_SILENCE - Duration::from_millis(1)
+        ));
+        assert!(orphan(&away, old, false, CONFIRM_SILENCE));
+        assert!(!orphan(&away, fresh, false, CONFIRM_SILENCE));
+        assert!(!orphan(
+            &away,
+            now + 600_000,
+            false,
+            STALE_AFTER - Duration::from_millis(1)
+        ));
+        assert!(orphan(&away, now + 600_000, false, STALE_AFTER));
+        // Names older servers wrote (`host:pid`), or none: as another machine.
+        let plain = |by: &str, beat: i64, still: Duration| {
+            let job = RunningJob {
+                id: "j".into(),
+                claimed_by: by.into(),
+                heartbeat_ms: beat,
+            };
+            is_orphan(&job, &me, false, now, still)
+        };
+        assert!(!plain("host-a:1", old, moving));
+        assert!(plain("host-a:1", old, CONFIRM_SILENCE));
+        assert!(!plain("", 0, moving));
+        assert!(plain("", 0, STALE_AFTER));
+    }
+
+    #[test]
+    fn a_heartbeat_stands_still_until_it_or_its_claimer_changes() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let running = |beat: i64, by: &str| {
+            vec![RunningJob {
+                id: "j".into(),
+                claimed_by: by.into(),
+                heartbeat_ms: beat,
+            }]
+        };
+        let mut seen = Seen::default();
+        assert_eq!(seen.observe(&running(1, "a"), at(0)), [Duration::ZERO]);
+        assert_eq!(
+            seen.observe(&running(1, "a"), at(5)),
+            [Duration::from_secs(5)]
+        );
+        assert_eq!(
+            seen.observe(&running(1, "a"), at(10)),
+            [Duration::from_secs(10)]
+        );
+        // A new heartbeat, or a new claimer with the same time stamp, starts over.
+        assert_eq!(seen.observe(&running(2, "a"), at(15)), [Duration::ZERO]);
+        assert_eq!(seen.observe(&running(2, "b"), at(20)), [Duration::ZERO]);
+        assert_eq!(
+            seen.observe(&running(2, "b"), at(25)),
+            [Duration::from_secs(5)]
+        );
+        // A job that stops running is forgotten: seen again, it starts over.
+        assert_eq!(seen.observe(&[], at(30)), Vec::<Duration>::new());
+        assert!(seen.jobs.is_empty());
+        assert_eq!(seen.observe(&running(2, "b"), at(35)), [Duration::ZERO]);
     }
 }

@@ -8,7 +8,7 @@
 use sqlx::Row;
 
 use super::pool::on_pool;
-use super::{now_ms, Store, StoreError};
+use super::{now_ms, ReplicaName, Store, StoreError};
 
 /// One job as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,7 +34,8 @@ pub struct JobRow {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunningJob {
     pub id: String,
-    /// `host:pid` of the replica that claimed it.
+    /// The [`ReplicaName`](super::ReplicaName) that claimed it (or, written by
+    /// older servers, `host:pid`).
     pub claimed_by: String,
     pub heartbeat_ms: i64,
 }
@@ -140,7 +141,7 @@ impl Store {
              WHERE id = ? AND (state = 'queued' OR (state = 'running' AND claimed_by = ?))",
         );
         let now = now_ms();
-        let replica = self.replica.clone();
+        let replica = self.claimant_name.clone();
         self.must_write("claim the job", async {
             on_pool!(&self.pool, p => sqlx::query(sqlx::AssertSqlSafe(&*sql))
                 .bind(now)
@@ -385,7 +386,7 @@ impl Store {
         let sql =
             self.sql("UPDATE jobs SET heartbeat_ms = ? WHERE claimed_by = ? AND state = 'running'");
         let now = now_ms();
-        let replica = self.replica.clone();
+        let replica = self.claimant_name.clone();
         self.must_write("record the jobs' heartbeat", async {
             on_pool!(&self.pool, p => sqlx::query(sqlx::AssertSqlSafe(&*sql))
                 .bind(now)
@@ -397,9 +398,9 @@ impl Store {
         .await
     }
 
-    /// This replica's name as jobs record it (`host:pid`).
-    pub fn replica(&self) -> &str {
-        &self.replica
+    /// This process's name as the jobs it claims record it.
+    pub fn claimant(&self) -> &ReplicaName {
+        &self.claimant
     }
 
     /// Deletes jobs that finished before `cutoff_ms`. Answers how many.

@@ -29,6 +29,7 @@ mod late;
 // (sources and sinks of jobs) with the same connection code and `on_pool!`.
 pub(crate) mod pool;
 pub mod predictions;
+mod replica;
 mod settings;
 mod workers;
 
@@ -46,6 +47,7 @@ pub use audit::{Event, EventKind, HistoryPage};
 pub use jobs::{JobQuery, JobRow, RunningJob};
 use pool::{on_pool, DbKind, Pool};
 pub use predictions::{LoggedPrediction, PredictionQuery};
+pub use replica::ReplicaName;
 pub use settings::ModelSettings;
 pub use workers::WorkerRow;
 
@@ -91,6 +93,9 @@ pub struct Store {
     timeout: Duration,
     /// Names the replica in audit rows (host name and pid).
     replica: String,
+    /// Names this process in the jobs it claims (see [`ReplicaName`]), and as text.
+    claimant: ReplicaName,
+    claimant_name: String,
     /// Whether the last attempt to use the database worked; set by every write, so a
     /// management call can refuse quickly while the writer keeps retrying.
     up: AtomicBool,
@@ -150,16 +155,16 @@ impl Store {
 
     fn with_pool(pool: Pool, kind: DbKind, url: String, timeout: Duration) -> Store {
         let (tx, rx) = tokio::sync::mpsc::channel(EVENT_BUFFER);
+        let host = hostname().unwrap_or_else(|| "localhost".into());
+        let claimant = ReplicaName::this_process(&host);
         Store {
             pool,
             kind,
             url,
             timeout,
-            replica: format!(
-                "{}:{}",
-                hostname().unwrap_or_else(|| "localhost".into()),
-                std::process::id()
-            ),
+            replica: format!("{host}:{}", std::process::id()),
+            claimant_name: claimant.to_string(),
+            claimant,
             up: AtomicBool::new(true),
             events: tx,
             events_rx: Mutex::new(Some(rx)),
