@@ -931,6 +931,8 @@ async fn cli_submit_watch_exits_by_the_job_outcome() {
 /// seen silent), never another live replica's: not one in a container beside this
 /// one with the same host name, whose pids mean nothing here, nor one on a machine
 /// whose clock is two minutes behind. Queued jobs another replica recorded run here.
+/// A queued job whose uploaded files are on a replica that is gone is failed; one
+/// whose files are here (left by the process before this one) runs here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_keep_each_others_jobs_and_share_the_queue() {
     use ferroserve::store::ReplicaName;
@@ -999,13 +1001,44 @@ async fn replicas_keep_each_others_jobs_and_share_the_queue() {
         .await
         .unwrap();
     }
+    // Queued jobs with uploaded files, held by the replica that has them.
+    let uploaded = score_spec(
+        json!({"upload": "rows", "format": "csv"}),
+        json!({"path": "from_upload.csv"}),
+        8,
+    )["spec"]
+        .to_string();
+    let left_here = env.state.join("job-uploads").join("upload-left-here");
+    std::fs::create_dir_all(&left_here).unwrap();
+    write_csv(&left_here.join("rows"), &iris_rows(20));
+    let held = [
+        ("upload-gone-here", name(u32::MAX - 7, here.pid_ns, None)),
+        ("upload-held-elsewhere", name(42, Some(1), away)),
+        ("upload-left-here", name(u32::MAX - 7, here.pid_ns, None)),
+    ];
+    for (id, by) in &held {
+        sqlx::query(
+            "INSERT INTO jobs (id, kind, state, spec, progress, messages, created_ms, \
+             claimed_by, heartbeat_ms, cancel_requested) \
+             VALUES (?, 'score', 'queued', ?, '{}', '[]', ?, ?, ?, 0)",
+        )
+        .bind(id)
+        .bind(&uploaded)
+        .bind(now())
+        .bind(by)
+        .bind(now())
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
     // The live replicas beat every second, each by its own clock.
     let beating = {
         let pool = pool.clone();
         let rows = rows.clone();
         tokio::spawn(async move {
             loop {
-                for (id, _, behind) in &rows {
+                let held_elsewhere = ("upload-held-elsewhere", String::new(), Some(0));
+                for (id, _, behind) in rows.iter().chain([&held_elsewhere]) {
                     if let Some(behind) = behind {
                         sqlx::query("UPDATE jobs SET heartbeat_ms = ? WHERE id = ?")
                             .bind(now() - behind)
@@ -1048,6 +1081,22 @@ async fn replicas_keep_each_others_jobs_and_share_the_queue() {
     assert_eq!(states().await, expected("running"));
     let (_, job) = server.get("/v1/jobs/dead-here").await;
     assert_eq!(job["error"], "interrupted by restart", "{job}");
+    let (_, job) = server.get("/v1/jobs/upload-gone-here").await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap()
+            .contains("uploaded files is gone"),
+        "{job}"
+    );
+    let job = wait_for(&server, "upload-left-here", Duration::from_secs(30), |j| {
+        j["state"] == "succeeded" || j["state"] == "failed"
+    })
+    .await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert!(env.data.join("from_upload.csv").is_file());
+    assert!(!left_here.exists(), "its files go when it ends");
     // Seen silent for 15 s, it is failed; every live replica keeps its job.
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
@@ -1063,6 +1112,8 @@ async fn replicas_keep_each_others_jobs_and_share_the_queue() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert_eq!(states().await, expected("failed"));
+    let (_, job) = server.get("/v1/jobs/upload-held-elsewhere").await;
+    assert_eq!(job["state"], "queued", "{job}");
     beating.abort();
 
     // A job another replica queued (its row only) runs here.

@@ -483,6 +483,67 @@ async fn uploaded_files_are_scored_and_removed_after() {
     server.stop().await;
 }
 
+/// A job with uploaded files still waiting when its server stops is held by that
+/// server in the store (so replicas fail it if the server never comes back), and
+/// runs when the server starts again on the same state directory: the new process
+/// takes it over instead of taking its own files' job for an orphan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uploaded_job_waiting_at_a_stop_runs_after_the_restart() {
+    let env = env();
+    let server = TestServer::start_with(settings(&env)).await;
+    std::fs::write(env.data.join("big.csv"), csv_text(&iris_rows(200_000))).unwrap();
+    let busy = submit(
+        &server,
+        score_spec(json!({"path": "big.csv"}), json!({"path": "busy.csv"}), 1),
+    )
+    .await;
+    wait_for(&server, &busy, Duration::from_secs(60), |j| {
+        j["state"] == "running"
+    })
+    .await;
+    let rows = iris_rows(30);
+    let (status, answer) = post_multipart(
+        &server,
+        "/v1/jobs",
+        &score_spec(json!({"upload": "rows"}), json!({"path": "up.csv"}), 8),
+        &[("rows", "new.csv", csv_text(&rows).into_bytes())],
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    let id = answer["job_id"].as_str().unwrap().to_string();
+    let db = format!("sqlite://{}", env.state.join("ferroserve.db").display());
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    let holder = || async {
+        sqlx::query("SELECT state, claimed_by FROM jobs WHERE id = ?")
+            .bind(&id)
+            .fetch_one(&pool)
+            .await
+            .map(|r| (r.get::<String, _>(0), r.get::<Option<String>, _>(1)))
+            .unwrap()
+    };
+    let (state, before) = holder().await;
+    assert_eq!(state, "queued");
+    let before = before.expect("a job with uploaded files is held by its server");
+    server.stop().await;
+
+    let server = TestServer::start_with(settings(&env)).await;
+    let job = finished(&server, &id).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["progress"]["rows_written"], 30, "{job}");
+    let (_, after) = holder().await;
+    assert_ne!(
+        after.as_deref(),
+        Some(before.as_str()),
+        "run by the new process"
+    );
+    assert_eq!(
+        dir_entries(&env.state.join("job-uploads")),
+        Vec::<String>::new()
+    );
+    pool.close().await;
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leftover_uploads_are_removed_at_start() {
     let env = env();

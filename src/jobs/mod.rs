@@ -62,6 +62,9 @@ const RETENTION_SWEEP: Duration = Duration::from_secs(3600);
 const MAX_MESSAGES: usize = 100;
 /// The error of a job whose process ended while it ran.
 pub const INTERRUPTED: &str = "interrupted by restart";
+/// The error of a queued job whose uploaded files were on a server that is gone.
+pub const FILES_GONE: &str =
+    "never run: the server that holds its uploaded files is gone (submit it again)";
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -358,10 +361,7 @@ impl Jobs {
         });
         let interrupted = jobs.recover_orphans().await?;
         if interrupted > 0 {
-            tracing::warn!(
-                interrupted,
-                "jobs whose server stopped while they ran are marked failed"
-            );
+            tracing::warn!(interrupted, "jobs whose server is gone are marked failed");
         }
         uploads::remove_leftovers(&jobs.uploads_dir, &store, None).await;
         jobs.pick_up_queued().await?;
@@ -467,7 +467,8 @@ impl Jobs {
             started_ms: None,
             finished_ms: None,
         };
-        self.store.insert_job(&row_of(&view)).await?;
+        let held = has_uploads(&view.spec);
+        self.store.insert_job(&row_of(&view), held).await?;
         self.enqueue(Arc::new(LiveJob::new(view, spec.kind())));
         Ok(id)
     }
@@ -732,6 +733,12 @@ fn row_of(view: &JobView) -> JobRow {
         finished_ms: view.finished_ms,
         cancel_requested: false,
     }
+}
+
+/// Whether a job's spec reads files uploaded with it: it runs only on the server
+/// that has them.
+fn has_uploads(spec: &serde_json::Value) -> bool {
+    spec["source"].get("upload").is_some()
 }
 
 /// How long a job worker waits before it tries again to claim a job the store

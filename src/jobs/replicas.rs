@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{JobKind, JobState, JobView, Jobs, LiveJob, INTERRUPTED};
-use crate::store::{now_ms, ReplicaName, RunningJob};
+use super::{has_uploads, JobKind, JobState, JobView, Jobs, LiveJob, FILES_GONE, INTERRUPTED};
+use crate::store::{now_ms, ClaimedJob, ReplicaName};
 
 /// How often this replica refreshes its running jobs' heartbeat, looks for
 /// orphaned jobs and picks up queued ones.
@@ -43,7 +43,7 @@ impl Seen {
     /// Records `running` (the store's running jobs, all of them) as seen at `at`;
     /// answers, per job, how long its heartbeat has stood still. Jobs no longer
     /// running are forgotten.
-    fn observe(&mut self, running: &[RunningJob], at: Instant) -> Vec<Duration> {
+    fn observe(&mut self, running: &[ClaimedJob], at: Instant) -> Vec<Duration> {
         let mut still = Vec::with_capacity(running.len());
         let mut next = HashMap::with_capacity(running.len());
         for job in running {
@@ -65,23 +65,35 @@ impl Seen {
 }
 
 impl Jobs {
-    /// Marks failed the jobs recorded as running whose replica is gone (see
-    /// [`is_orphan`]). Answers how many.
+    /// Marks failed the jobs held by a replica that is gone (see [`is_orphan`]):
+    /// running ones as interrupted, queued ones whose uploaded files were there as
+    /// never to run. A queued job whose files are here is this server's: taken
+    /// over from the process before this one. Answers how many were failed.
     pub(super) async fn recover_orphans(&self) -> Result<u64, crate::store::StoreError> {
-        let running = self.store.running_jobs().await?;
+        let claimed = self.store.claimed_jobs().await?;
         let still = self
             .seen
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .observe(&running, Instant::now());
+            .observe(&claimed, Instant::now());
+        let me = self.store.claimant();
         let now = now_ms();
         let mut marked = 0;
-        for (job, still) in running.iter().zip(still) {
+        for (job, still) in claimed.iter().zip(still) {
+            if job.queued && self.uploads_dir.join(&job.id).is_dir() {
+                if ReplicaName::parse(&job.claimed_by).as_ref() != Some(me)
+                    && self.store.adopt_queued_job(job).await?
+                {
+                    tracing::info!(job = %job.id, replica = %job.claimed_by, "queued job with its files here taken over");
+                }
+                continue;
+            }
             let live_here = self.live(&job.id).is_some();
-            if is_orphan(job, self.store.claimant(), live_here, now, still)
-                && self.store.fail_orphaned_job(job, INTERRUPTED).await?
+            let error = if job.queued { FILES_GONE } else { INTERRUPTED };
+            if is_orphan(job, me, live_here, now, still)
+                && self.store.fail_orphaned_job(job, error).await?
             {
-                tracing::warn!(job = %job.id, replica = %job.claimed_by, "job interrupted: its server is gone");
+                tracing::warn!(job = %job.id, replica = %job.claimed_by, "{error}");
                 marked += 1;
             }
         }
@@ -122,7 +134,7 @@ impl Jobs {
             if let Some(row) = self.store.job(&id).await? {
                 // A job with uploaded files runs where they were stored.
                 let uploads_elsewhere = serde_json::from_str::<serde_json::Value>(&row.spec)
-                    .is_ok_and(|spec| spec["source"].get("upload").is_some())
+                    .is_ok_and(|spec| has_uploads(&spec))
                     && !self.uploads_dir.join(&id).is_dir();
                 if row.state == "queued" && !uploads_elsewhere {
                     let kind = JobKind::parse(&row.kind).unwrap_or(JobKind::Score);
@@ -134,9 +146,10 @@ impl Jobs {
     }
 }
 
-/// Whether a job recorded as running has lost its replica, `still` being how long
-/// this replica has seen its heartbeat stand still:
-/// * claimed under this process's name: when it is not running here;
+/// Whether a job held by a replica (running, or queued with its files there) has
+/// lost that replica, `still` being how long this replica has seen its heartbeat
+/// stand still:
+/// * claimed under this process's name: when it is not queued or running here;
 /// * claimed by a process in this pid namespace on this machine: when that pid no
 ///   longer exists, or is this process's (a process before this one, such as the
 ///   same container started again), or its heartbeat is [`STALE_AFTER`] old;
@@ -146,7 +159,7 @@ impl Jobs {
 ///   heartbeat has stood still for [`STALE_AFTER`], or for [`CONFIRM_SILENCE`] with
 ///   a time stamp [`STALE_AFTER`] old by this machine's clock.
 fn is_orphan(
-    job: &RunningJob,
+    job: &ClaimedJob,
     me: &ReplicaName,
     live_here: bool,
     now_ms: i64,
@@ -203,9 +216,10 @@ pub(super) async fn heartbeat(jobs: Weak<Jobs>, stop: CancellationToken) {
 mod tests {
     use super::*;
 
-    fn job(claimed_by: &ReplicaName, heartbeat_ms: i64) -> RunningJob {
-        RunningJob {
+    fn job(claimed_by: &ReplicaName, heartbeat_ms: i64) -> ClaimedJob {
+        ClaimedJob {
             id: "j".into(),
+            queued: false,
             claimed_by: claimed_by.to_string(),
             heartbeat_ms,
         }
@@ -284,8 +298,9 @@ mod tests {
         assert!(orphan(&away, now + 600_000, false, STALE_AFTER));
         // Names older servers wrote (`host:pid`), or none: as another machine.
         let plain = |by: &str, beat: i64, still: Duration| {
-            let job = RunningJob {
+            let job = ClaimedJob {
                 id: "j".into(),
+                queued: false,
                 claimed_by: by.into(),
                 heartbeat_ms: beat,
             };
@@ -302,8 +317,9 @@ mod tests {
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
         let running = |beat: i64, by: &str| {
-            vec![RunningJob {
+            vec![ClaimedJob {
                 id: "j".into(),
+                queued: false,
                 claimed_by: by.into(),
                 heartbeat_ms: beat,
             }]

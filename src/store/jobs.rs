@@ -30,10 +30,13 @@ pub struct JobRow {
     pub cancel_requested: bool,
 }
 
-/// A job recorded as running, as the recovery sweep sees it.
+/// A job some server holds, as the recovery sweep sees it: running there, or
+/// queued with its uploaded files there (only that server can run it).
 #[derive(Debug, Clone, PartialEq)]
-pub struct RunningJob {
+pub struct ClaimedJob {
     pub id: String,
+    /// Queued (held for its files), not running.
+    pub queued: bool,
     /// The [`ReplicaName`](super::ReplicaName) that claimed it (or, written by
     /// older servers, `host:pid`).
     pub claimed_by: String,
@@ -79,14 +82,19 @@ impl Store {
     /// its timeout's error (the job was never queued here) is marked failed, so that
     /// no server runs it ([`Store::write_undone_if_late`]); should a server have
     /// claimed it in between, it is asked to cancel.
-    pub async fn insert_job(&self, job: &JobRow) -> Result<(), StoreError> {
+    ///
+    /// A job `held` here (its uploaded files are on this server, so only this
+    /// server can run it) is recorded under this server's name, and its heartbeat
+    /// refreshed while it waits: replicas fail it once this server is gone.
+    pub async fn insert_job(&self, job: &JobRow, held: bool) -> Result<(), StoreError> {
         let sql = self
             .sql(
                 "INSERT INTO jobs (id, kind, state, spec, progress, messages, result, error, \
                  created_ms, started_ms, finished_ms, claimed_by, heartbeat_ms, cancel_requested) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, 0)",
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
             )
             .into_owned();
+        let holder = held.then(|| (self.claimant_name.clone(), now_ms()));
         let (pool, job_owned) = (self.pool.clone(), job.clone());
         let write = async move {
             on_pool!(&pool, p => sqlx::query(sqlx::AssertSqlSafe(&*sql))
@@ -101,6 +109,8 @@ impl Store {
                 .bind(job_owned.created_ms)
                 .bind(job_owned.started_ms)
                 .bind(job_owned.finished_ms)
+                .bind(holder.as_ref().map(|(name, _)| name))
+                .bind(holder.as_ref().map(|(_, at)| *at))
                 .execute(p)
                 .await
                 .map(|_| ()))
@@ -331,44 +341,71 @@ impl Store {
         ids.map_err(|e| self.unavailable("read the queued jobs", e))
     }
 
-    /// The jobs recorded as running: id, the replica that claimed it and its last
-    /// heartbeat (the recovery sweep decides which of them are orphans).
-    pub async fn running_jobs(&self) -> Result<Vec<RunningJob>, StoreError> {
-        let sql = "SELECT id, claimed_by, heartbeat_ms FROM jobs WHERE state = 'running'";
-        let rows: Result<Vec<RunningJob>, sqlx::Error> = on_pool!(&self.pool, p => {
+    /// The jobs some server holds ([`ClaimedJob`]): running, or queued with their
+    /// uploaded files on one server. The recovery sweep decides which are orphans.
+    pub async fn claimed_jobs(&self) -> Result<Vec<ClaimedJob>, StoreError> {
+        let sql = "SELECT id, state, claimed_by, heartbeat_ms FROM jobs \
+                   WHERE state = 'running' OR (state = 'queued' AND claimed_by IS NOT NULL)";
+        let rows: Result<Vec<ClaimedJob>, sqlx::Error> = on_pool!(&self.pool, p => {
             match sqlx::query(sql).fetch_all(p).await {
                 Ok(rows) => rows
                     .iter()
                     .map(|r| {
-                        Ok(RunningJob {
+                        Ok(ClaimedJob {
                             id: r.try_get(0)?,
-                            claimed_by: r.try_get::<Option<String>, _>(1)?.unwrap_or_default(),
-                            heartbeat_ms: r.try_get::<Option<i64>, _>(2)?.unwrap_or(0),
+                            queued: r.try_get::<String, _>(1)? == "queued",
+                            claimed_by: r.try_get::<Option<String>, _>(2)?.unwrap_or_default(),
+                            heartbeat_ms: r.try_get::<Option<i64>, _>(3)?.unwrap_or(0),
                         })
                     })
                     .collect(),
                 Err(e) => Err(e),
             }
         });
-        rows.map_err(|e| self.unavailable("read the running jobs", e))
+        rows.map_err(|e| self.unavailable("read the claimed jobs", e))
     }
 
-    /// Marks one orphaned running job failed with `error`, only if it is still
-    /// as `seen` (same claimer, no heartbeat since): a replica that is alive after
-    /// all keeps its job. Answers whether it was marked.
+    /// Marks one orphaned job failed with `error`, only if it is still as `seen`
+    /// (same state, same claimer, no heartbeat since): a replica that is alive
+    /// after all keeps its job. Answers whether it was marked.
     pub async fn fail_orphaned_job(
         &self,
-        seen: &RunningJob,
+        seen: &ClaimedJob,
         error: &str,
     ) -> Result<bool, StoreError> {
         let sql = self.sql(
             "UPDATE jobs SET state = 'failed', error = ?, finished_ms = ? \
-             WHERE id = ? AND state = 'running' AND claimed_by = ? AND heartbeat_ms = ?",
+             WHERE id = ? AND state = ? AND claimed_by = ? AND heartbeat_ms = ?",
         );
         let now = now_ms();
         self.must_write("mark an interrupted job", async {
             on_pool!(&self.pool, p => sqlx::query(sqlx::AssertSqlSafe(&*sql))
                 .bind(error)
+                .bind(now)
+                .bind(&seen.id)
+                .bind(if seen.queued { "queued" } else { "running" })
+                .bind(&seen.claimed_by)
+                .bind(seen.heartbeat_ms)
+                .execute(p)
+                .await
+                .map(|r| r.rows_affected() == 1))
+        })
+        .await
+    }
+
+    /// Takes over a queued job held (for its uploaded files) by a process before
+    /// this one that had the same files: a restart on the same state directory.
+    /// Only if it is still as `seen`. Answers whether it was taken.
+    pub async fn adopt_queued_job(&self, seen: &ClaimedJob) -> Result<bool, StoreError> {
+        let sql = self.sql(
+            "UPDATE jobs SET claimed_by = ?, heartbeat_ms = ? \
+             WHERE id = ? AND state = 'queued' AND claimed_by = ? AND heartbeat_ms = ?",
+        );
+        let now = now_ms();
+        let me = self.claimant_name.clone();
+        self.must_write("take over a queued job", async {
+            on_pool!(&self.pool, p => sqlx::query(sqlx::AssertSqlSafe(&*sql))
+                .bind(&me)
                 .bind(now)
                 .bind(&seen.id)
                 .bind(&seen.claimed_by)
@@ -380,11 +417,13 @@ impl Store {
         .await
     }
 
-    /// Refreshes the heartbeat of every job this replica runs (so other replicas
-    /// see it alive between progress writes).
+    /// Refreshes the heartbeat of every job this replica holds (running, or queued
+    /// with its files here), so other replicas see it alive between progress writes.
     pub async fn heartbeat_jobs(&self) -> Result<(), StoreError> {
-        let sql =
-            self.sql("UPDATE jobs SET heartbeat_ms = ? WHERE claimed_by = ? AND state = 'running'");
+        let sql = self.sql(
+            "UPDATE jobs SET heartbeat_ms = ? \
+             WHERE claimed_by = ? AND state IN ('queued', 'running')",
+        );
         let now = now_ms();
         let replica = self.claimant_name.clone();
         self.must_write("record the jobs' heartbeat", async {
@@ -490,7 +529,7 @@ mod tests {
         let store = Store::open(&url, Duration::from_secs(5), true)
             .await
             .unwrap();
-        store.insert_job(&job("queued")).await.unwrap();
+        store.insert_job(&job("queued"), false).await.unwrap();
         store.disowning("queued").run().await.unwrap();
         let row = store.job("queued").await.unwrap().unwrap();
         assert_eq!(row.state, "failed");
@@ -501,7 +540,7 @@ mod tests {
         );
 
         // Claimed by a server between the late insert and its undo.
-        store.insert_job(&job("claimed")).await.unwrap();
+        store.insert_job(&job("claimed"), false).await.unwrap();
         assert!(store.claim_job("claimed").await.unwrap());
         store.disowning("claimed").run().await.unwrap();
         let row = store.job("claimed").await.unwrap().unwrap();

@@ -44,7 +44,7 @@ use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
 pub use audit::{Event, EventKind, HistoryPage};
-pub use jobs::{JobQuery, JobRow, RunningJob};
+pub use jobs::{ClaimedJob, JobQuery, JobRow};
 use pool::{on_pool, DbKind, Pool};
 pub use predictions::{LoggedPrediction, PredictionQuery};
 pub use replica::ReplicaName;
