@@ -1331,6 +1331,84 @@ async fn a_job_recorded_after_its_503_is_never_run() {
     server.stop().await;
 }
 
+/// A job whose end the database refuses (here a trigger refuses every end, as a
+/// database that is down or read-only would) has its end recorded once the
+/// database takes it, however long that takes, and stays this server's meanwhile.
+/// Before, its end was tried five times over a few seconds, then the job left this
+/// server's memory, and the first heartbeat after the database took writes again
+/// took it for an orphan and recorded it "interrupted by restart", its output whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_end_the_database_refuses_is_recorded_when_it_takes_it() {
+    let env = env();
+    write_csv(&env.data.join("small.csv"), &iris_rows(20));
+    let (db, server) = on_a_postgres_store(&env).await;
+    let pool = sqlx::PgPool::connect(&db.url()).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_ends() RETURNS trigger AS $$ BEGIN \
+           IF OLD.state = 'running' AND NEW.state <> 'running' THEN \
+             RAISE EXCEPTION 'no job ends today'; \
+           END IF; RETURN NEW; END $$ LANGUAGE plpgsql; \
+         CREATE TRIGGER refuse_ends BEFORE UPDATE ON jobs \
+           FOR EACH ROW EXECUTE FUNCTION refuse_ends();",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let id = submit(
+        &server,
+        score_spec(
+            json!({"path": "small.csv"}),
+            json!({"path": "small_out.csv"}),
+            4,
+        ),
+    )
+    .await;
+    let stored = || async {
+        let row = sqlx::query("SELECT state, error FROM jobs WHERE id = $1")
+            .bind(&id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        (
+            row.get::<String, _>(0),
+            row.get::<Option<String>, _>(1).unwrap_or_default(),
+        )
+    };
+    // This server shows the end once it has tried to record it a few times...
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, job) = server.get(&format!("/v1/jobs/{id}")).await;
+        assert_eq!(code, 200, "{job}");
+        if job["state"] != "queued" && job["state"] != "running" {
+            assert_eq!(job["state"], "succeeded", "{job}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job never ends: {job}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // ... and keeps the job, long past those tries and a heartbeat.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let (code, job) = server.get(&format!("/v1/jobs/{id}")).await;
+    assert_eq!((code, &job["state"]), (200, &json!("succeeded")), "{job}");
+    assert_eq!(stored().await.0, "running");
+
+    sqlx::raw_sql("DROP TRIGGER refuse_ends ON jobs")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stored().await.0 == "running" {
+        assert!(Instant::now() < deadline, "the job's end is never recorded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stored().await, ("succeeded".to_string(), String::new()));
+    // A heartbeat later (every 5 s), still so.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(stored().await, ("succeeded".to_string(), String::new()));
+    assert!(env.data.join("small_out.csv").exists());
+    server.stop().await;
+}
+
 /// A cancel the store cannot record answers 503 and cancels nothing: the job runs
 /// on to its end, which is recorded once the database is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -668,8 +668,14 @@ impl Jobs {
         let progress = serde_json::to_string(&view.progress).unwrap_or_default();
         let messages = serde_json::to_string(&view.messages).unwrap_or_default();
         let stored_result = result.as_ref().map(|r| r.to_string());
-        // The end must be recorded: a few tries over a short outage.
-        for attempt in 0..5 {
+        // The end must be recorded: with the store away, this worker tries until it
+        // is back (no other job could be claimed meanwhile). The job stays live
+        // here until then, so that no replica, this one included, takes it for an
+        // orphan and records it interrupted; its view shows the end after a few
+        // tries. Only a server that stops gives up (its next start marks the job
+        // interrupted).
+        let mut shown = false;
+        for attempt in 0u32.. {
             match self.runtime.block_on(self.store.finish_job(
                 &job.id,
                 state.as_str(),
@@ -680,12 +686,22 @@ impl Jobs {
             )) {
                 Ok(()) => break,
                 Err(e) => {
-                    tracing::warn!(job = %job.id, attempt, "cannot record the job's end: {e}");
-                    std::thread::sleep(Duration::from_millis(200 << attempt));
+                    tracing::warn!(job = %job.id, attempt, "cannot record the job's end yet: {e}");
+                    if attempt + 1 == SHOW_END_AFTER {
+                        job.view.send_modify(end);
+                        shown = true;
+                    }
+                    if self.stopping.load(Ordering::Relaxed) {
+                        tracing::warn!(job = %job.id, "the server stops before the job's end is recorded: the next start records it interrupted");
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis((200 << attempt.min(3)).min(1000)));
                 }
             }
         }
-        job.view.send_modify(end);
+        if !shown {
+            job.view.send_modify(end);
+        }
         crate::metrics::record_job_finished(job.kind.as_str(), state.as_str());
         tracing::info!(job = %job.id, state = state.as_str(), error = error.as_deref().unwrap_or(""), "job finished");
         self.live
@@ -740,6 +756,10 @@ fn row_of(view: &JobView) -> JobRow {
 fn has_uploads(spec: &serde_json::Value) -> bool {
     spec["source"].get("upload").is_some()
 }
+
+/// After how many failed attempts to record a job's end its live view shows the
+/// end anyway (the attempts go on).
+const SHOW_END_AFTER: u32 = 5;
 
 /// How long a job worker waits before it tries again to claim a job the store
 /// did not let it claim (down, or a lock past the timeout).
