@@ -931,8 +931,9 @@ async fn cli_submit_watch_exits_by_the_job_outcome() {
 /// seen silent), never another live replica's: not one in a container beside this
 /// one with the same host name, whose pids mean nothing here, nor one on a machine
 /// whose clock is two minutes behind. Queued jobs another replica recorded run here.
-/// A queued job whose uploaded files are on a replica that is gone is failed; one
-/// whose files are here (left by the process before this one) runs here.
+/// A queued job whose uploaded files are on a replica that is gone is failed once
+/// that replica has been silent for the grace; one whose files are here (left by
+/// the process before this one) runs here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_keep_each_others_jobs_and_share_the_queue() {
     use ferroserve::store::ReplicaName;
@@ -1040,19 +1041,27 @@ async fn replicas_keep_each_others_jobs_and_share_the_queue() {
                 let held_elsewhere = ("upload-held-elsewhere", String::new(), Some(0));
                 for (id, _, behind) in rows.iter().chain([&held_elsewhere]) {
                     if let Some(behind) = behind {
-                        sqlx::query("UPDATE jobs SET heartbeat_ms = ? WHERE id = ?")
+                        // A beat that fails shows as the job's failure below.
+                        if let Err(e) = sqlx::query("UPDATE jobs SET heartbeat_ms = ? WHERE id = ?")
                             .bind(now() - behind)
                             .bind(id)
                             .execute(&pool)
                             .await
-                            .unwrap();
+                        {
+                            eprintln!("cannot beat for {id}: {e}");
+                        }
                     }
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         })
     };
-    let server = TestServer::start_with(settings(&env)).await;
+    // Another server's job with uploaded files waits 3 s of silence here.
+    let server = TestServer::start_with(ferroserve::settings::Settings {
+        upload_job_grace: Duration::from_secs(3),
+        ..settings(&env)
+    })
+    .await;
     let states = || {
         let (server, rows) = (&server, &rows);
         async move {
@@ -1081,15 +1090,10 @@ async fn replicas_keep_each_others_jobs_and_share_the_queue() {
     assert_eq!(states().await, expected("running"));
     let (_, job) = server.get("/v1/jobs/dead-here").await;
     assert_eq!(job["error"], "interrupted by restart", "{job}");
+    // A dead pid is not enough for a job held for its files: its server may be
+    // starting again.
     let (_, job) = server.get("/v1/jobs/upload-gone-here").await;
-    assert_eq!(job["state"], "failed", "{job}");
-    assert!(
-        job["error"]
-            .as_str()
-            .unwrap()
-            .contains("uploaded files is gone"),
-        "{job}"
-    );
+    assert_eq!(job["state"], "queued", "{job}");
     let job = wait_for(&server, "upload-left-here", Duration::from_secs(30), |j| {
         j["state"] == "succeeded" || j["state"] == "failed"
     })
@@ -1112,6 +1116,16 @@ async fn replicas_keep_each_others_jobs_and_share_the_queue() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert_eq!(states().await, expected("failed"));
+    // Silent past the grace, the held job is failed; the beating one waits on.
+    let (_, job) = server.get("/v1/jobs/upload-gone-here").await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap()
+            .contains("uploaded files is gone"),
+        "{job}"
+    );
     let (_, job) = server.get("/v1/jobs/upload-held-elsewhere").await;
     assert_eq!(job["state"], "queued", "{job}");
     beating.abort();
@@ -1139,6 +1153,99 @@ async fn replicas_keep_each_others_jobs_and_share_the_queue() {
     .await;
     assert_eq!(job["state"], "succeeded", "{job}");
     assert!(env.data.join("from_elsewhere.csv").is_file());
+    server.stop().await;
+}
+
+/// While the store takes no writes, nobody's heartbeat moves: when it takes them
+/// again, a replica must not fail another's live job before that replica has had
+/// time to beat again. Here the other replica's clock is a minute behind (its time
+/// stamps look old), the store refuses every write for 18 s, and the other replica
+/// beats again 6 s after it takes them. Before, the heartbeats seen standing still
+/// through the outage counted, and the job was failed at the first sweep after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_took_no_writes_for_a_while_costs_no_live_job() {
+    use ferroserve::store::ReplicaName;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let env = env();
+    write_csv(&env.data.join("small.csv"), &iris_rows(20));
+    let (db, server) = on_a_postgres_store(&env).await;
+    let pool = sqlx::PgPool::connect(&db.url()).await.unwrap();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    let elsewhere = ReplicaName {
+        host: "other-host".into(),
+        pid: 42,
+        machine: Some("0123456789abcdef".into()),
+        pid_ns: Some(1),
+        token: "0badcafe".into(),
+    };
+    let spec = score_spec(
+        json!({"path": "small.csv"}),
+        json!({"path": "never.csv"}),
+        8,
+    )["spec"]
+        .to_string();
+    sqlx::query(
+        "INSERT INTO jobs (id, kind, state, spec, progress, messages, created_ms, started_ms, \
+         claimed_by, heartbeat_ms, cancel_requested) \
+         VALUES ('elsewhere', 'score', 'running', $1, '{}', '[]', $2, $2, $3, $4, 0)",
+    )
+    .bind(&spec)
+    .bind(now())
+    .bind(elsewhere.to_string())
+    .bind(now() - 60_000)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let beating = Arc::new(AtomicBool::new(true));
+    let beater = {
+        let (pool, beating) = (pool.clone(), beating.clone());
+        tokio::spawn(async move {
+            loop {
+                if beating.load(Ordering::Relaxed) {
+                    // Refused while the store takes no writes, as everyone's are.
+                    let _ = sqlx::query("UPDATE jobs SET heartbeat_ms = $1 WHERE id = 'elsewhere'")
+                        .bind(now() - 60_000)
+                        .execute(&pool)
+                        .await;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+    let state = || async {
+        let (_, job) = server.get("/v1/jobs/elsewhere").await;
+        job["state"].as_str().unwrap().to_string()
+    };
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(state().await, "running");
+    // Every write refused, as by a read-only database.
+    sqlx::raw_sql(
+        "CREATE FUNCTION read_only() RETURNS trigger AS $$ BEGIN \
+           RAISE EXCEPTION 'read-only' USING ERRCODE = 'read_only_sql_transaction'; \
+         END $$ LANGUAGE plpgsql; \
+         CREATE TRIGGER read_only BEFORE UPDATE OR INSERT OR DELETE ON jobs \
+           FOR EACH STATEMENT EXECUTE FUNCTION read_only();",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(18)).await;
+    beating.store(false, Ordering::Relaxed);
+    sqlx::raw_sql("DROP TRIGGER read_only ON jobs")
+        .execute(&pool)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    beating.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(state().await, "running");
+    beater.abort();
     server.stop().await;
 }
 
@@ -1331,9 +1438,10 @@ async fn a_job_recorded_after_its_503_is_never_run() {
     server.stop().await;
 }
 
-/// A job whose end the database refuses (here a trigger refuses every end, as a
-/// database that is down or read-only would) has its end recorded once the
-/// database takes it, however long that takes, and stays this server's meanwhile.
+/// A job whose end the database cannot take for the moment (here a trigger
+/// refuses every end as a read-only transaction, as a replica being promoted in a
+/// failover does) has its end recorded once the database takes it, however long
+/// that takes, and stays this server's meanwhile.
 /// Before, its end was tried five times over a few seconds, then the job left this
 /// server's memory, and the first heartbeat after the database took writes again
 /// took it for an orphan and recorded it "interrupted by restart", its output whole.
@@ -1346,7 +1454,7 @@ async fn a_job_end_the_database_refuses_is_recorded_when_it_takes_it() {
     sqlx::raw_sql(
         "CREATE FUNCTION refuse_ends() RETURNS trigger AS $$ BEGIN \
            IF OLD.state = 'running' AND NEW.state <> 'running' THEN \
-             RAISE EXCEPTION 'no job ends today'; \
+             RAISE EXCEPTION 'read-only for now' USING ERRCODE = 'read_only_sql_transaction'; \
            END IF; RETURN NEW; END $$ LANGUAGE plpgsql; \
          CREATE TRIGGER refuse_ends BEFORE UPDATE ON jobs \
            FOR EACH ROW EXECUTE FUNCTION refuse_ends();",
@@ -1406,6 +1514,41 @@ async fn a_job_end_the_database_refuses_is_recorded_when_it_takes_it() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(stored().await, ("succeeded".to_string(), String::new()));
     assert!(env.data.join("small_out.csv").exists());
+    server.stop().await;
+}
+
+/// A job end the database refuses as such (not for the moment: here a trigger
+/// raises a plain error for one job's end) is given up after a few tries, and the
+/// job worker goes on to the next job instead of trying for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_end_the_database_refuses_for_good_frees_the_worker() {
+    let env = env();
+    write_csv(&env.data.join("small.csv"), &iris_rows(20));
+    let (db, server) = on_a_postgres_store(&env).await;
+    let pool = sqlx::PgPool::connect(&db.url()).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_one_end() RETURNS trigger AS $$ BEGIN \
+           IF OLD.state = 'running' AND NEW.state <> 'running' \
+              AND NEW.spec LIKE '%refused.csv%' THEN \
+             RAISE EXCEPTION 'not this one'; \
+           END IF; RETURN NEW; END $$ LANGUAGE plpgsql; \
+         CREATE TRIGGER refuse_one_end BEFORE UPDATE ON jobs \
+           FOR EACH ROW EXECUTE FUNCTION refuse_one_end();",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let spec = |sink: &str| score_spec(json!({"path": "small.csv"}), json!({"path": sink}), 4);
+    let refused = submit(&server, spec("refused.csv")).await;
+    let next = submit(&server, spec("next.csv")).await;
+    let job = finished(&server, &next).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let state: String = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
+        .bind(&refused)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(state, "running", "the trigger kept every end of it out");
     server.stop().await;
 }
 

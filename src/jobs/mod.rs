@@ -18,12 +18,11 @@
 //!   queue, so a cancel stops a running job within one batch;
 //! * a job the store says is running belongs to a live replica until that
 //!   replica is seen gone (see [`replicas`]): its process, in this pid namespace
-//!   on this machine, no longer exists, or its heartbeat (refreshed every
-//!   [`replicas::HEARTBEAT_EVERY`]) has not moved for [`replicas::STALE_AFTER`];
-//!   another machine's heartbeat time stamps are believed only once this replica
-//!   has seen them stand still. Then it is marked failed ("interrupted by
-//!   restart"), at start and by the heartbeat loop; other replicas' live jobs are
-//!   never touched;
+//!   on this machine, no longer exists, or this replica has seen its heartbeat
+//!   (refreshed every [`replicas::HEARTBEAT_EVERY`]) stand still for
+//!   [`replicas::STALE_AFTER`] (a time stamp alone is never believed). Then it is
+//!   marked failed ("interrupted by restart"), at start and by the sweep; other
+//!   replicas' live jobs are never touched;
 //! * queued jobs run on whichever replica claims them first: each replica picks
 //!   up the queued jobs it does not know, at start and every
 //!   [`replicas::HEARTBEAT_EVERY`]; one queued here that the store shows ended
@@ -325,8 +324,11 @@ pub struct Jobs {
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     stopping: AtomicBool,
     stop_sweeper: CancellationToken,
-    /// The running jobs' heartbeats as the recovery sweep last saw them.
+    /// The held jobs' heartbeats as the recovery sweep last saw them.
     seen: Mutex<replicas::Seen>,
+    /// How long another server's queued job with uploaded files waits for that
+    /// server, its heartbeat standing still, before it is failed here.
+    upload_grace: Duration,
     pub data_dir: PathBuf,
     /// Files uploaded with jobs (`<state dir>/job-uploads/<job id>/`): private to
     /// the server, never in the data directory; a job's directory is removed when
@@ -356,6 +358,7 @@ impl Jobs {
             stopping: AtomicBool::new(false),
             stop_sweeper: CancellationToken::new(),
             seen: Mutex::new(replicas::Seen::default()),
+            upload_grace: state.settings.upload_job_grace,
             data_dir,
             uploads_dir: state.settings.state_dir().join(uploads::UPLOADS_DIR),
         });
@@ -403,7 +406,11 @@ impl Jobs {
             jobs.stop_sweeper.clone(),
             jobs.uploads_dir.clone(),
         ));
-        tokio::spawn(replicas::heartbeat(
+        tokio::spawn(replicas::beat(
+            Arc::downgrade(&jobs),
+            jobs.stop_sweeper.clone(),
+        ));
+        tokio::spawn(replicas::watch(
             Arc::downgrade(&jobs),
             jobs.stop_sweeper.clone(),
         ));
@@ -668,13 +675,14 @@ impl Jobs {
         let progress = serde_json::to_string(&view.progress).unwrap_or_default();
         let messages = serde_json::to_string(&view.messages).unwrap_or_default();
         let stored_result = result.as_ref().map(|r| r.to_string());
-        // The end must be recorded: with the store away, this worker tries until it
-        // is back (no other job could be claimed meanwhile). The job stays live
-        // here until then, so that no replica, this one included, takes it for an
-        // orphan and records it interrupted; its view shows the end after a few
-        // tries. Only a server that stops gives up (its next start marks the job
-        // interrupted).
-        let mut shown = false;
+        // The end must be recorded: with the store away (or unable to take it for
+        // the moment), this worker tries until it is back (no other job could be
+        // claimed meanwhile). The job stays live here until then, so that no
+        // replica, this one included, takes it for an orphan and records it
+        // interrupted; its view shows the end after a few tries. A statement the
+        // store refuses as such is given up after as many (the job is then
+        // recorded interrupted), and so is every try when the server stops.
+        let (mut shown, mut refused) = (false, 0);
         for attempt in 0u32.. {
             match self.runtime.block_on(self.store.finish_job(
                 &job.id,
@@ -690,6 +698,14 @@ impl Jobs {
                     if attempt + 1 == SHOW_END_AFTER {
                         job.view.send_modify(end);
                         shown = true;
+                    }
+                    refused = match e {
+                        crate::store::StoreError::Invalid(_) => refused + 1,
+                        _ => 0,
+                    };
+                    if refused == SHOW_END_AFTER {
+                        tracing::error!(job = %job.id, "the store refuses the job's end: it will be recorded interrupted");
+                        break;
                     }
                     if self.stopping.load(Ordering::Relaxed) {
                         tracing::warn!(job = %job.id, "the server stops before the job's end is recorded: the next start records it interrupted");

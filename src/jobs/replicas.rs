@@ -1,14 +1,17 @@
-//! Replicas sharing one store: each refreshes its running jobs' heartbeat, marks
-//! failed the jobs whose replica is gone and picks up the queued jobs it does not
-//! know (see the invariants in [`super`]).
+//! Replicas sharing one store: each refreshes its jobs' heartbeat, marks failed
+//! the jobs whose replica is gone and picks up the queued jobs it does not know
+//! (see the invariants in [`super`]).
 //!
-//! Whether a replica is gone is decided from what this process can know for sure:
-//! a pid only in its own pid namespace on its own machine ([`ReplicaName`]), a
-//! heartbeat's age only against its own machine's clock. Another machine's
-//! heartbeats are written by another clock, which may be minutes off: there a
-//! heartbeat counts as silent only once this replica has itself seen it stand
-//! still (its own monotonic clock), so a skewed clock never costs a live replica
-//! its job.
+//! Whether a replica is gone is decided from what this process can know for sure.
+//! A pid means something only in this process's own pid namespace on its own
+//! machine ([`ReplicaName`]). A heartbeat's time stamp alone proves nothing: it
+//! may come from another clock, minutes off, or have stood still only because
+//! nobody could write (the store down, or read-only). So a heartbeat counts as
+//! silent only once this replica has itself seen it stand still (its own
+//! monotonic clock), in touch with the store all along: any failed read or
+//! heartbeat of its own starts its watch over ([`Seen::forget`]).
+//!
+//! The heartbeat runs on a task of its own, so that a slow sweep never delays it.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -20,18 +23,19 @@ use tokio_util::sync::CancellationToken;
 use super::{has_uploads, JobKind, JobState, JobView, Jobs, LiveJob, FILES_GONE, INTERRUPTED};
 use crate::store::{now_ms, ClaimedJob, ReplicaName};
 
-/// How often this replica refreshes its running jobs' heartbeat, looks for
-/// orphaned jobs and picks up queued ones.
+/// How often this replica refreshes its jobs' heartbeat, and how often it looks
+/// for orphaned jobs and picks up queued ones.
 pub(super) const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
-/// A running job whose heartbeat has not moved for this long belongs to a replica
-/// that is gone (or cut off from the store).
+/// A job whose heartbeat this replica has seen stand still this long belongs to a
+/// replica that is gone (or cut off from the store).
 pub(super) const STALE_AFTER: Duration = Duration::from_secs(30);
-/// How long this replica must itself see another machine's heartbeat stand still
-/// before it believes that heartbeat's old time stamp (three missed heartbeats):
-/// a replica just started fails a job left by a dead one that soon, not at once.
+/// How long this replica must itself see a heartbeat stand still before it
+/// believes that heartbeat's time stamp when it is [`STALE_AFTER`] old (three
+/// missed heartbeats): a replica just started fails a job left by a dead one that
+/// soon, not at once.
 pub(super) const CONFIRM_SILENCE: Duration = Duration::from_secs(15);
 
-/// The heartbeats of the running jobs, as this replica saw them: each job's
+/// The heartbeats of the jobs replicas hold, as this replica saw them: each job's
 /// claimer and heartbeat, and since when (this process's clock) they have not
 /// changed.
 #[derive(Default)]
@@ -40,13 +44,13 @@ pub(super) struct Seen {
 }
 
 impl Seen {
-    /// Records `running` (the store's running jobs, all of them) as seen at `at`;
+    /// Records `held` (the store's held jobs, all of them) as seen at `at`;
     /// answers, per job, how long its heartbeat has stood still. Jobs no longer
-    /// running are forgotten.
-    fn observe(&mut self, running: &[ClaimedJob], at: Instant) -> Vec<Duration> {
-        let mut still = Vec::with_capacity(running.len());
-        let mut next = HashMap::with_capacity(running.len());
-        for job in running {
+    /// held are forgotten.
+    fn observe(&mut self, held: &[ClaimedJob], at: Instant) -> Vec<Duration> {
+        let mut still = Vec::with_capacity(held.len());
+        let mut next = HashMap::with_capacity(held.len());
+        for job in held {
             let since = match self.jobs.remove(&job.id) {
                 Some((by, beat, since)) if by == job.claimed_by && beat == job.heartbeat_ms => {
                     since
@@ -62,15 +66,32 @@ impl Seen {
         self.jobs = next;
         still
     }
+
+    /// Starts the watch over: what was seen before a failure to reach the store
+    /// proves nothing (nobody may have been able to write meanwhile).
+    pub(super) fn forget(&mut self) {
+        self.jobs.clear();
+    }
 }
 
 impl Jobs {
-    /// Marks failed the jobs held by a replica that is gone (see [`is_orphan`]):
-    /// running ones as interrupted, queued ones whose uploaded files were there as
-    /// never to run. A queued job whose files are here is this server's: taken
-    /// over from the process before this one. Answers how many were failed.
+    fn forget_heartbeats(&self) {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).forget();
+    }
+
+    /// Marks failed the jobs held by a replica that is gone: running ones (see
+    /// [`is_orphan`]) as interrupted, queued ones whose uploaded files were there
+    /// (see [`holder_is_gone`]) as never to run. A queued job whose files are here
+    /// and whose holder is gone by [`is_orphan`]'s rules (the process before this
+    /// one, say) is taken over. Answers how many were failed.
     pub(super) async fn recover_orphans(&self) -> Result<u64, crate::store::StoreError> {
-        let claimed = self.store.claimed_jobs().await?;
+        let claimed = match self.store.claimed_jobs().await {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                self.forget_heartbeats();
+                return Err(e);
+            }
+        };
         let still = self
             .seen
             .lock()
@@ -80,19 +101,25 @@ impl Jobs {
         let now = now_ms();
         let mut marked = 0;
         for (job, still) in claimed.iter().zip(still) {
+            let live_here = self.live(&job.id).is_some();
             if job.queued && self.uploads_dir.join(&job.id).is_dir() {
                 if ReplicaName::parse(&job.claimed_by).as_ref() != Some(me)
+                    && is_orphan(job, me, live_here, now, still)
                     && self.store.adopt_queued_job(job).await?
                 {
                     tracing::info!(job = %job.id, replica = %job.claimed_by, "queued job with its files here taken over");
                 }
                 continue;
             }
-            let live_here = self.live(&job.id).is_some();
-            let error = if job.queued { FILES_GONE } else { INTERRUPTED };
-            if is_orphan(job, me, live_here, now, still)
-                && self.store.fail_orphaned_job(job, error).await?
-            {
+            let (gone, error) = if job.queued {
+                (
+                    holder_is_gone(job, me, live_here, still, self.upload_grace),
+                    FILES_GONE,
+                )
+            } else {
+                (is_orphan(job, me, live_here, now, still), INTERRUPTED)
+            };
+            if gone && self.store.fail_orphaned_job(job, error).await? {
                 tracing::warn!(job = %job.id, replica = %job.claimed_by, "{error}");
                 marked += 1;
             }
@@ -108,7 +135,8 @@ impl Jobs {
     /// 503) take the store's word at once, not when a job worker comes to them.
     pub(super) async fn pick_up_queued(&self) -> Result<(), crate::store::StoreError> {
         let queued = self.store.queued_job_ids().await?;
-        let known: std::collections::HashSet<&str> = queued.iter().map(|id| id.as_str()).collect();
+        let known: std::collections::HashSet<&str> =
+            queued.iter().map(|(id, _)| id.as_str()).collect();
         let waiting_here: Vec<Arc<LiveJob>> = self
             .live
             .lock()
@@ -127,15 +155,18 @@ impl Jobs {
                 }
             }
         }
-        for id in queued {
-            if self.live(&id).is_some() {
+        for (id, held) in queued {
+            // A job with uploaded files runs where they were stored: one held by
+            // another server is not even read.
+            let files_here = || self.uploads_dir.join(&id).is_dir();
+            if self.live(&id).is_some() || (held && !files_here()) {
                 continue;
             }
             if let Some(row) = self.store.job(&id).await? {
-                // A job with uploaded files runs where they were stored.
+                // Recorded by a server before holders were: the spec tells.
                 let uploads_elsewhere = serde_json::from_str::<serde_json::Value>(&row.spec)
                     .is_ok_and(|spec| has_uploads(&spec))
-                    && !self.uploads_dir.join(&id).is_dir();
+                    && !files_here();
                 if row.state == "queued" && !uploads_elsewhere {
                     let kind = JobKind::parse(&row.kind).unwrap_or(JobKind::Score);
                     self.enqueue(Arc::new(LiveJob::new(JobView::from_row(row), kind)));
@@ -146,18 +177,15 @@ impl Jobs {
     }
 }
 
-/// Whether a job held by a replica (running, or queued with its files there) has
-/// lost that replica, `still` being how long this replica has seen its heartbeat
-/// stand still:
-/// * claimed under this process's name: when it is not queued or running here;
+/// Whether a running job has lost its replica, `still` being how long this
+/// replica has seen its heartbeat stand still:
+/// * claimed under this process's name: when it is not running here;
 /// * claimed by a process in this pid namespace on this machine: when that pid no
 ///   longer exists, or is this process's (a process before this one, such as the
-///   same container started again), or its heartbeat is [`STALE_AFTER`] old;
-/// * claimed by another pid namespace on this machine (same clock): when its
-///   heartbeat is [`STALE_AFTER`] old;
-/// * claimed on another machine, or under a name this server cannot read: when its
-///   heartbeat has stood still for [`STALE_AFTER`], or for [`CONFIRM_SILENCE`] with
-///   a time stamp [`STALE_AFTER`] old by this machine's clock.
+///   same container started again);
+/// * otherwise (another pid namespace or machine, or a name this server cannot
+///   read): when its heartbeat has stood still for [`STALE_AFTER`], or for
+///   [`CONFIRM_SILENCE`] with a time stamp [`STALE_AFTER`] old by this clock.
 fn is_orphan(
     job: &ClaimedJob,
     me: &ReplicaName,
@@ -169,14 +197,31 @@ fn is_orphan(
     if theirs.as_ref() == Some(me) {
         return !live_here;
     }
-    let old = now_ms.saturating_sub(job.heartbeat_ms) > STALE_AFTER.as_millis() as i64;
-    match theirs {
-        Some(theirs) if me.same_pid_namespace(&theirs) => {
-            theirs.pid == me.pid || !process_exists(theirs.pid) || old
-        }
-        Some(theirs) if me.same_machine(&theirs) => old,
-        _ => still >= STALE_AFTER || (old && still >= CONFIRM_SILENCE),
+    if theirs.is_some_and(|theirs| {
+        me.same_pid_namespace(&theirs) && (theirs.pid == me.pid || !process_exists(theirs.pid))
+    }) {
+        return true;
     }
+    let old = now_ms.saturating_sub(job.heartbeat_ms) > STALE_AFTER.as_millis() as i64;
+    still >= STALE_AFTER || (old && still >= CONFIRM_SILENCE)
+}
+
+/// Whether a queued job held for its uploaded files, which are not here, has lost
+/// the server that holds them: claimed under this process's name but not queued
+/// here, or its heartbeat seen standing still for `grace`. Neither a missing pid
+/// nor an old time stamp is enough: the server may be starting again on its state
+/// directory, and only it can run the job.
+fn holder_is_gone(
+    job: &ClaimedJob,
+    me: &ReplicaName,
+    live_here: bool,
+    still: Duration,
+    grace: Duration,
+) -> bool {
+    if ReplicaName::parse(&job.claimed_by).as_ref() == Some(me) {
+        return !live_here;
+    }
+    still >= grace
 }
 
 fn process_exists(pid: u32) -> bool {
@@ -189,18 +234,33 @@ fn process_exists(pid: u32) -> bool {
 }
 
 /// Every [`HEARTBEAT_EVERY`] until `stop`: refreshes the heartbeat of the jobs
-/// running here, marks orphaned jobs failed, picks up queued jobs.
-pub(super) async fn heartbeat(jobs: Weak<Jobs>, stop: CancellationToken) {
+/// held here. A heartbeat the store refuses starts this replica's watch of the
+/// others' over (nobody may be able to write).
+pub(super) async fn beat(jobs: Weak<Jobs>, stop: CancellationToken) {
+    let mut every = tokio::time::interval(HEARTBEAT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let Some(jobs) = jobs.upgrade() else { return };
+        if let Err(e) = jobs.store.heartbeat_jobs().await {
+            tracing::warn!("cannot record the jobs' heartbeat: {e}");
+            jobs.forget_heartbeats();
+        }
+    }
+}
+
+/// Every [`HEARTBEAT_EVERY`] until `stop`: marks orphaned jobs failed, picks up
+/// queued jobs.
+pub(super) async fn watch(jobs: Weak<Jobs>, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(HEARTBEAT_EVERY) => {}
         }
         let Some(jobs) = jobs.upgrade() else { return };
-        if let Err(e) = jobs.store.heartbeat_jobs().await {
-            tracing::warn!("cannot record the jobs' heartbeat: {e}");
-            continue;
-        }
         if let Err(e) = jobs.recover_orphans().await {
             tracing::warn!("cannot look for interrupted jobs: {e}");
         }
@@ -250,8 +310,10 @@ mod tests {
         assert!(orphan(&me, fresh, false, moving));
         // This pid namespace: a live process keeps its job while it beats; a dead
         // one, or one before this process with this pid, loses it at once.
-        assert!(!orphan(&name("m1", 7, 1, "bbbb"), fresh, false, moving));
-        assert!(orphan(&name("m1", 7, 1, "bbbb"), old, false, moving));
+        let sibling = name("m1", 7, 1, "bbbb");
+        assert!(!orphan(&sibling, fresh, false, moving));
+        assert!(!orphan(&sibling, old, false, moving));
+        assert!(orphan(&sibling, old, false, CONFIRM_SILENCE));
         assert!(orphan(
             &name("m1", 7, u32::MAX - 7, "bbbb"),
             fresh,
@@ -266,7 +328,7 @@ mod tests {
         ));
         // Another pid namespace on this machine (a container beside this one, with
         // the same host name and maybe the same pid): its pids mean nothing here,
-        // its heartbeat is on this clock.
+        // and its heartbeat counts only once seen standing still.
         let beside = name("m1", 8, std::process::id(), "cccc");
         assert!(!orphan(&beside, fresh, false, moving));
         assert!(!orphan(
@@ -275,7 +337,8 @@ mod tests {
             false,
             moving
         ));
-        assert!(orphan(&beside, old, false, moving));
+        assert!(!orphan(&beside, old, false, moving));
+        assert!(orphan(&beside, old, false, CONFIRM_SILENCE));
         // Another machine: its time stamps are on another clock. An old one is
         // believed only once seen standing still; a fresh-looking one that stands
         // still (a clock ahead) is an orphan after STALE_AFTER.
@@ -313,6 +376,30 @@ mod tests {
     }
 
     #[test]
+    fn a_held_job_without_its_files_waits_for_its_holder_the_grace() {
+        let me = name("m1", 7, std::process::id(), "aaaa");
+        let grace = Duration::from_secs(600);
+        let held = |by: &ReplicaName| ClaimedJob {
+            id: "j".into(),
+            queued: true,
+            claimed_by: by.to_string(),
+            heartbeat_ms: 0,
+        };
+        let gone = |by: &ReplicaName, live_here: bool, still: Duration| {
+            holder_is_gone(&held(by), &me, live_here, still, grace)
+        };
+        // Ours: gone only when it is not queued here (its files went).
+        assert!(!gone(&me, true, grace));
+        assert!(gone(&me, false, Duration::ZERO));
+        // A dead pid here, or an old time stamp, is not enough: the server may be
+        // starting again. Only a heartbeat seen standing still for the grace is.
+        let dead_here = name("m1", 7, u32::MAX - 7, "bbbb");
+        assert!(!gone(&dead_here, false, grace - Duration::from_millis(1)));
+        assert!(gone(&dead_here, false, grace));
+        assert!(!gone(&name("m2", 7, 1, "cccc"), false, STALE_AFTER));
+    }
+
+    #[test]
     fn a_heartbeat_stands_still_until_it_or_its_claimer_changes() {
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
@@ -342,6 +429,9 @@ mod tests {
             [Duration::from_secs(5)]
         );
         // A job that stops running is forgotten: seen again, it starts over.
+        // A failure to reach the store starts the watch over.
+        seen.forget();
+        assert_eq!(seen.observe(&running(2, "b"), at(27)), [Duration::ZERO]);
         assert_eq!(seen.observe(&[], at(30)), Vec::<Duration>::new());
         assert!(seen.jobs.is_empty());
         assert_eq!(seen.observe(&running(2, "b"), at(35)), [Duration::ZERO]);

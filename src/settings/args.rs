@@ -342,6 +342,10 @@ pub struct ServeArgs {
         value_name = "DAYS"
     )]
     pub job_retention_days: Option<f64>,
+    /// Seconds a queued job with uploaded files waits for the server that holds
+    /// them, silent, before another replica fails it [default: 600]
+    #[arg(long, env = "FERROSERVE_UPLOAD_JOB_GRACE_SECS", value_name = "SECONDS")]
+    pub upload_job_grace_secs: Option<u64>,
     /// Most rows a training job reads [default: 1000000]
     #[arg(long, env = "FERROSERVE_TRAIN_MAX_ROWS", value_name = "N")]
     pub train_max_rows: Option<usize>,
@@ -479,6 +483,7 @@ impl ServeArgs {
             redis_timeout_ms: upper.redis_timeout_ms.or(self.redis_timeout_ms),
             job_workers: upper.job_workers.or(self.job_workers),
             job_retention_days: upper.job_retention_days.or(self.job_retention_days),
+            upload_job_grace_secs: upper.upload_job_grace_secs.or(self.upload_job_grace_secs),
             train_max_rows: upper.train_max_rows.or(self.train_max_rows),
             max_categories: upper.max_categories.or(self.max_categories),
             data_dir: upper.data_dir.or(self.data_dir),
@@ -663,9 +668,20 @@ impl ServeArgs {
                 })
             }
         };
+        let upload_job_grace = match self.upload_job_grace_secs {
+            None => d.upload_job_grace,
+            Some(secs @ 1..=604_800) => Duration::from_secs(secs),
+            Some(secs) => {
+                return Err(SettingsError::Invalid {
+                    name: "upload_job_grace_secs",
+                    reason: format!("{secs} is not a number of seconds between 1 and 604800"),
+                })
+            }
+        };
         Ok(Settings {
             job_workers: positive("job_workers", self.job_workers, d.job_workers)?,
             job_retention,
+            upload_job_grace,
             train_max_rows: positive("train_max_rows", self.train_max_rows, d.train_max_rows)?,
             max_categories: positive("max_categories", self.max_categories, d.max_categories)?,
             data_dir: self.data_dir,

@@ -188,6 +188,10 @@ pub struct Settings {
     pub job_workers: usize,
     /// How long finished jobs are kept before they are deleted. Default 30 days.
     pub job_retention: Duration,
+    /// How long a queued job with uploaded files waits for the server that holds
+    /// them (its heartbeat seen standing still by another replica) before that
+    /// replica fails it. Default 10 minutes.
+    pub upload_job_grace: Duration,
     /// Most rows a training job reads; a larger source fails the job naming the
     /// limit (training loads its data whole). Default 1,000,000.
     pub train_max_rows: usize,
@@ -356,6 +360,7 @@ impl Default for Settings {
             redis_timeout: Duration::from_millis(5),
             job_workers: 1,
             job_retention: Duration::from_secs(30 * 86_400),
+            upload_job_grace: Duration::from_secs(600),
             train_max_rows: 1_000_000,
             max_categories: 1000,
             data_dir: None,

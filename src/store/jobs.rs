@@ -206,7 +206,10 @@ impl Store {
         .await
     }
 
-    /// Records how a job ended (`succeeded`, `failed` or `cancelled`).
+    /// Records how a job ended (`succeeded`, `failed` or `cancelled`). A statement
+    /// the database refuses as such (not for the moment: see
+    /// `store::pool::is_transient`) is a
+    /// [`StoreError::Invalid`]: trying again will not help.
     pub async fn finish_job(
         &self,
         id: &str,
@@ -221,7 +224,7 @@ impl Store {
              finished_ms = ?, heartbeat_ms = ? WHERE id = ?",
         );
         let now = now_ms();
-        self.must_write("record the job's end", async {
+        let write = async {
             on_pool!(&self.pool, p => sqlx::query(sqlx::AssertSqlSafe(&*sql))
                 .bind(state)
                 .bind(progress)
@@ -234,8 +237,25 @@ impl Store {
                 .execute(p)
                 .await
                 .map(|_| ()))
-        })
-        .await
+        };
+        let doing = "record the job's end";
+        match tokio::time::timeout(self.timeout, write).await {
+            Ok(Ok(())) => {
+                self.worked();
+                Ok(())
+            }
+            Ok(Err(e)) if !super::pool::is_transient(&e) => {
+                crate::metrics::record_store_error();
+                Err(StoreError::Invalid(format!(
+                    "the metadata store ({} at {}) refused to {doing}: {}",
+                    self.kind(),
+                    self.url,
+                    super::pool::describe_error(&e)
+                )))
+            }
+            Ok(Err(e)) => Err(self.unavailable(doing, e)),
+            Err(_) => Err(self.timed_out(doing)),
+        }
     }
 
     /// Asks for a job to stop: a queued one is cancelled at once (answers `true`);
@@ -329,12 +349,21 @@ impl Store {
         result.map_err(|e| self.unavailable("list the jobs", e))
     }
 
-    /// The queued jobs' ids, oldest first (start-up runs them).
-    pub async fn queued_job_ids(&self) -> Result<Vec<String>, StoreError> {
-        let sql = "SELECT id FROM jobs WHERE state = 'queued' ORDER BY created_ms, id";
-        let ids: Result<Vec<String>, sqlx::Error> = on_pool!(&self.pool, p => {
+    /// The queued jobs' ids, oldest first (start-up runs them), each with whether a
+    /// server holds it ([`Store::insert_job`]: its uploaded files are there).
+    pub async fn queued_job_ids(&self) -> Result<Vec<(String, bool)>, StoreError> {
+        let sql = "SELECT id, claimed_by FROM jobs WHERE state = 'queued' ORDER BY created_ms, id";
+        let ids: Result<Vec<(String, bool)>, sqlx::Error> = on_pool!(&self.pool, p => {
             match sqlx::query(sql).fetch_all(p).await {
-                Ok(rows) => rows.iter().map(|r| r.try_get::<String, _>(0)).collect(),
+                Ok(rows) => rows
+                    .iter()
+                    .map(|r| {
+                        Ok((
+                            r.try_get::<String, _>(0)?,
+                            r.try_get::<Option<String>, _>(1)?.is_some(),
+                        ))
+                    })
+                    .collect(),
                 Err(e) => Err(e),
             }
         });

@@ -259,6 +259,47 @@ pub fn describe_error(e: &sqlx::Error) -> String {
     }
 }
 
+/// Whether `e` may pass by itself: the database could not be reached or answer
+/// (connection, pool, timeout), or answered that it cannot take the statement now
+/// (busy, locked, a deadlock, read-only during a failover, shutting down, out of
+/// connections or space). Any other answer (a statement it refuses as such) comes
+/// again however often it is tried.
+pub fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            if let Some(mysql) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+                // Too many connections, shutdown in progress, lock wait timeout,
+                // deadlock, read-only (option, and transaction), server gone.
+                return matches!(
+                    mysql.number(),
+                    1040 | 1053 | 1205 | 1213 | 1290 | 1792 | 1836 | 2006 | 2013
+                );
+            }
+            let code = db.code().unwrap_or_default();
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // Busy, locked, I/O error, full (primary result codes, from the
+                // extended code).
+                return code
+                    .parse::<i32>()
+                    .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 13));
+            }
+            // PostgreSQL's SQLSTATE: connection exception (08), transaction rollback
+            // (40), insufficient resources (53), operator intervention (57),
+            // read-only transaction, lock not available.
+            matches!(code.get(..2), Some("08" | "40" | "53" | "57"))
+                || code == "25006"
+                || code == "55P03"
+        }
+        _ => false,
+    }
+}
+
 /// `sql` with its `?` placeholders numbered for PostgreSQL (`$1`, `$2`, …); the
 /// other databases take `?`. The queries of the store hold no `?` in literals.
 pub fn placeholders(kind: DbKind, sql: &str) -> Cow<'_, str> {
