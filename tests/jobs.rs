@@ -1056,9 +1056,9 @@ async fn replicas_keep_each_others_jobs_and_share_the_queue() {
             }
         })
     };
-    // Another server's job with uploaded files waits 3 s of silence here.
+    // Another server's job with uploaded files waits 20 s of silence here.
     let server = TestServer::start_with(ferroserve::settings::Settings {
-        upload_job_grace: Duration::from_secs(3),
+        upload_job_grace: Duration::from_secs(20),
         ..settings(&env)
     })
     .await;
@@ -1117,7 +1117,10 @@ async fn replicas_keep_each_others_jobs_and_share_the_queue() {
     }
     assert_eq!(states().await, expected("failed"));
     // Silent past the grace, the held job is failed; the beating one waits on.
-    let (_, job) = server.get("/v1/jobs/upload-gone-here").await;
+    let job = wait_for(&server, "upload-gone-here", Duration::from_secs(60), |j| {
+        j["state"] != "queued"
+    })
+    .await;
     assert_eq!(job["state"], "failed", "{job}");
     assert!(
         job["error"]

@@ -329,6 +329,8 @@ pub struct Jobs {
     /// How long another server's queued job with uploaded files waits for that
     /// server, its heartbeat standing still, before it is failed here.
     upload_grace: Duration,
+    /// When this replica's own heartbeat last landed in the store.
+    beat_landed: Mutex<Instant>,
     pub data_dir: PathBuf,
     /// Files uploaded with jobs (`<state dir>/job-uploads/<job id>/`): private to
     /// the server, never in the data directory; a job's directory is removed when
@@ -359,6 +361,7 @@ impl Jobs {
             stop_sweeper: CancellationToken::new(),
             seen: Mutex::new(replicas::Seen::default()),
             upload_grace: state.settings.upload_job_grace,
+            beat_landed: Mutex::new(Instant::now()),
             data_dir,
             uploads_dir: state.settings.state_dir().join(uploads::UPLOADS_DIR),
         });
@@ -707,11 +710,11 @@ impl Jobs {
                         tracing::error!(job = %job.id, "the store refuses the job's end: it will be recorded interrupted");
                         break;
                     }
+                    std::thread::sleep(Duration::from_millis((200 << attempt.min(3)).min(1000)));
                     if self.stopping.load(Ordering::Relaxed) {
                         tracing::warn!(job = %job.id, "the server stops before the job's end is recorded: the next start records it interrupted");
                         break;
                     }
-                    std::thread::sleep(Duration::from_millis((200 << attempt.min(3)).min(1000)));
                 }
             }
         }

@@ -35,42 +35,79 @@ pub(super) const STALE_AFTER: Duration = Duration::from_secs(30);
 /// soon, not at once.
 pub(super) const CONFIRM_SILENCE: Duration = Duration::from_secs(15);
 
-/// The heartbeats of the jobs replicas hold, as this replica saw them: each job's
-/// claimer and heartbeat, and since when (this process's clock) they have not
-/// changed.
+/// The heartbeats of the jobs replicas hold, as this replica saw them.
 #[derive(Default)]
 pub(super) struct Seen {
-    jobs: HashMap<String, (String, i64, Instant)>,
+    jobs: HashMap<String, Watched>,
+}
+
+/// One job's heartbeat as seen: its claimer and time stamp, and how long they have
+/// stood still.
+struct Watched {
+    by: String,
+    beat: i64,
+    /// Since when it has stood still in this stretch of unbroken contact with the
+    /// store; `None` after a failure, until the next look.
+    since: Option<Instant>,
+    /// How long it stood still in earlier stretches (the gaps between them, when
+    /// nobody may have been able to write, not counted).
+    banked: Duration,
+    /// When it was last seen.
+    last: Instant,
+}
+
+/// How long a job's heartbeat has stood still, as this replica saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Still {
+    /// Since this replica last failed to reach the store (or since it changed).
+    pub recent: Duration,
+    /// In every stretch of contact since it last changed, the gaps not counted.
+    pub total: Duration,
 }
 
 impl Seen {
     /// Records `held` (the store's held jobs, all of them) as seen at `at`;
     /// answers, per job, how long its heartbeat has stood still. Jobs no longer
     /// held are forgotten.
-    fn observe(&mut self, held: &[ClaimedJob], at: Instant) -> Vec<Duration> {
+    fn observe(&mut self, held: &[ClaimedJob], at: Instant) -> Vec<Still> {
         let mut still = Vec::with_capacity(held.len());
         let mut next = HashMap::with_capacity(held.len());
         for job in held {
-            let since = match self.jobs.remove(&job.id) {
-                Some((by, beat, since)) if by == job.claimed_by && beat == job.heartbeat_ms => {
-                    since
+            let (since, banked) = match self.jobs.remove(&job.id) {
+                Some(w) if w.by == job.claimed_by && w.beat == job.heartbeat_ms => {
+                    (w.since.unwrap_or(at), w.banked)
                 }
-                _ => at,
+                _ => (at, Duration::ZERO),
             };
-            still.push(at.saturating_duration_since(since));
+            let recent = at.saturating_duration_since(since);
+            still.push(Still {
+                recent,
+                total: banked + recent,
+            });
             next.insert(
                 job.id.clone(),
-                (job.claimed_by.clone(), job.heartbeat_ms, since),
+                Watched {
+                    by: job.claimed_by.clone(),
+                    beat: job.heartbeat_ms,
+                    since: Some(since),
+                    banked,
+                    last: at,
+                },
             );
         }
         self.jobs = next;
         still
     }
 
-    /// Starts the watch over: what was seen before a failure to reach the store
-    /// proves nothing (nobody may have been able to write meanwhile).
+    /// Ends the stretch of contact: what is seen after a failure to reach the
+    /// store counts again from the next look (nobody may have been able to write
+    /// meanwhile), what was seen before it is kept in the total.
     pub(super) fn forget(&mut self) {
-        self.jobs.clear();
+        for w in self.jobs.values_mut() {
+            if let Some(since) = w.since.take() {
+                w.banked += w.last.saturating_duration_since(since);
+            }
+        }
     }
 }
 
@@ -83,8 +120,16 @@ impl Jobs {
     /// [`is_orphan`]) as interrupted, queued ones whose uploaded files were there
     /// (see [`holder_is_gone`]) as never to run. A queued job whose files are here
     /// and whose holder is gone by [`is_orphan`]'s rules (the process before this
-    /// one, say) is taken over. Answers how many were failed.
+    /// one, say) is taken over. Looks at every held job: a write the store refuses
+    /// for one is logged and the others are still looked at. Decides nothing while
+    /// this replica's own heartbeat has not landed for [`CONFIRM_SILENCE`] (writes
+    /// that hang rather than fail: nobody may be able to write). Answers how many
+    /// were failed.
     pub(super) async fn recover_orphans(&self) -> Result<u64, crate::store::StoreError> {
+        if self.beat_landed_at().elapsed() > CONFIRM_SILENCE {
+            self.forget_heartbeats();
+            return Ok(0);
+        }
         let claimed = match self.store.claimed_jobs().await {
             Ok(claimed) => claimed,
             Err(e) => {
@@ -104,27 +149,46 @@ impl Jobs {
             let live_here = self.live(&job.id).is_some();
             if job.queued && self.uploads_dir.join(&job.id).is_dir() {
                 if ReplicaName::parse(&job.claimed_by).as_ref() != Some(me)
-                    && is_orphan(job, me, live_here, now, still)
-                    && self.store.adopt_queued_job(job).await?
+                    && is_orphan(job, me, live_here, now, still.recent)
                 {
-                    tracing::info!(job = %job.id, replica = %job.claimed_by, "queued job with its files here taken over");
+                    match self.store.adopt_queued_job(job).await {
+                        Ok(true) => {
+                            tracing::info!(job = %job.id, replica = %job.claimed_by, "queued job with its files here taken over")
+                        }
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(job = %job.id, "cannot take the job over: {e}"),
+                    }
                 }
                 continue;
             }
             let (gone, error) = if job.queued {
                 (
-                    holder_is_gone(job, me, live_here, still, self.upload_grace),
+                    holder_is_gone(job, me, live_here, still.total, self.upload_grace),
                     FILES_GONE,
                 )
             } else {
-                (is_orphan(job, me, live_here, now, still), INTERRUPTED)
+                (
+                    is_orphan(job, me, live_here, now, still.recent),
+                    INTERRUPTED,
+                )
             };
-            if gone && self.store.fail_orphaned_job(job, error).await? {
-                tracing::warn!(job = %job.id, replica = %job.claimed_by, "{error}");
-                marked += 1;
+            if gone {
+                match self.store.fail_orphaned_job(job, error).await {
+                    Ok(true) => {
+                        tracing::warn!(job = %job.id, replica = %job.claimed_by, "{error}");
+                        marked += 1;
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(job = %job.id, "cannot mark the job failed: {e}"),
+                }
             }
         }
         Ok(marked)
+    }
+
+    /// When this replica's own heartbeat last landed (or the runner started).
+    fn beat_landed_at(&self) -> Instant {
+        *self.beat_landed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Queues here the queued jobs this server does not know yet (submitted to a
@@ -208,7 +272,9 @@ fn is_orphan(
 
 /// Whether a queued job held for its uploaded files, which are not here, has lost
 /// the server that holds them: claimed under this process's name but not queued
-/// here, or its heartbeat seen standing still for `grace`. Neither a missing pid
+/// here, or its heartbeat seen standing still for `grace` (`still`: in all, across
+/// this replica's failures to reach the store, which only pause the count: a
+/// grace of minutes might otherwise never pass). Neither a missing pid
 /// nor an old time stamp is enough: the server may be starting again on its state
 /// directory, and only it can run the job.
 fn holder_is_gone(
@@ -245,9 +311,14 @@ pub(super) async fn beat(jobs: Weak<Jobs>, stop: CancellationToken) {
             _ = every.tick() => {}
         }
         let Some(jobs) = jobs.upgrade() else { return };
-        if let Err(e) = jobs.store.heartbeat_jobs().await {
-            tracing::warn!("cannot record the jobs' heartbeat: {e}");
-            jobs.forget_heartbeats();
+        match jobs.store.heartbeat_jobs().await {
+            Ok(()) => {
+                *jobs.beat_landed.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+            }
+            Err(e) => {
+                tracing::warn!("cannot record the jobs' heartbeat: {e}");
+                jobs.forget_heartbeats();
+            }
         }
     }
 }
@@ -403,7 +474,12 @@ mod tests {
     fn a_heartbeat_stands_still_until_it_or_its_claimer_changes() {
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
-        let running = |beat: i64, by: &str| {
+        let secs = Duration::from_secs;
+        let still = |recent: u64, total: u64| Still {
+            recent: secs(recent),
+            total: secs(total),
+        };
+        let held = |beat: i64, by: &str| {
             vec![ClaimedJob {
                 id: "j".into(),
                 queued: false,
@@ -412,28 +488,24 @@ mod tests {
             }]
         };
         let mut seen = Seen::default();
-        assert_eq!(seen.observe(&running(1, "a"), at(0)), [Duration::ZERO]);
-        assert_eq!(
-            seen.observe(&running(1, "a"), at(5)),
-            [Duration::from_secs(5)]
-        );
-        assert_eq!(
-            seen.observe(&running(1, "a"), at(10)),
-            [Duration::from_secs(10)]
-        );
-        // A new heartbeat, or a new claimer with the same time stamp, starts over.
-        assert_eq!(seen.observe(&running(2, "a"), at(15)), [Duration::ZERO]);
-        assert_eq!(seen.observe(&running(2, "b"), at(20)), [Duration::ZERO]);
-        assert_eq!(
-            seen.observe(&running(2, "b"), at(25)),
-            [Duration::from_secs(5)]
-        );
-        // A job that stops running is forgotten: seen again, it starts over.
-        // A failure to reach the store starts the watch over.
+        assert_eq!(seen.observe(&held(1, "a"), at(0)), [still(0, 0)]);
+        assert_eq!(seen.observe(&held(1, "a"), at(5)), [still(5, 5)]);
+        assert_eq!(seen.observe(&held(1, "a"), at(10)), [still(10, 10)]);
+        // A failure to reach the store: the recent count starts again at the next
+        // look; the total keeps what was seen before it, not the gap.
         seen.forget();
-        assert_eq!(seen.observe(&running(2, "b"), at(27)), [Duration::ZERO]);
-        assert_eq!(seen.observe(&[], at(30)), Vec::<Duration>::new());
+        assert_eq!(seen.observe(&held(1, "a"), at(40)), [still(0, 10)]);
+        assert_eq!(seen.observe(&held(1, "a"), at(45)), [still(5, 15)]);
+        seen.forget();
+        seen.forget();
+        assert_eq!(seen.observe(&held(1, "a"), at(60)), [still(0, 15)]);
+        // A new heartbeat, or a new claimer with the same time stamp, starts over.
+        assert_eq!(seen.observe(&held(2, "a"), at(65)), [still(0, 0)]);
+        assert_eq!(seen.observe(&held(2, "b"), at(70)), [still(0, 0)]);
+        assert_eq!(seen.observe(&held(2, "b"), at(75)), [still(5, 5)]);
+        // A job no longer held is forgotten: seen again, it starts over.
+        assert_eq!(seen.observe(&[], at(80)), Vec::<Still>::new());
         assert!(seen.jobs.is_empty());
-        assert_eq!(seen.observe(&running(2, "b"), at(35)), [Duration::ZERO]);
+        assert_eq!(seen.observe(&held(2, "b"), at(85)), [still(0, 0)]);
     }
 }

@@ -402,41 +402,50 @@ impl Store {
         seen: &ClaimedJob,
         error: &str,
     ) -> Result<bool, StoreError> {
-        let sql = self.sql(
-            "UPDATE jobs SET state = 'failed', error = ?, finished_ms = ? \
-             WHERE id = ? AND state = ? AND claimed_by = ? AND heartbeat_ms = ?",
-        );
-        let now = now_ms();
-        self.must_write("mark an interrupted job", async {
-            on_pool!(&self.pool, p => sqlx::query(sqlx::AssertSqlSafe(&*sql))
-                .bind(error)
-                .bind(now)
-                .bind(&seen.id)
-                .bind(if seen.queued { "queued" } else { "running" })
-                .bind(&seen.claimed_by)
-                .bind(seen.heartbeat_ms)
-                .execute(p)
-                .await
-                .map(|r| r.rows_affected() == 1))
-        })
+        self.set_if_still_as_seen(
+            "mark an interrupted job",
+            "state = 'failed', error = ?, finished_ms = ?",
+            error,
+            seen,
+        )
         .await
     }
 
-    /// Takes over a queued job held (for its uploaded files) by a process before
-    /// this one that had the same files: a restart on the same state directory.
-    /// Only if it is still as `seen`. Answers whether it was taken.
+    /// Takes over a queued job held (for its uploaded files) by a server that is
+    /// gone and had the same files (the process before this one, on the same
+    /// state directory). Only if it is still as `seen`. Answers whether it was
+    /// taken.
     pub async fn adopt_queued_job(&self, seen: &ClaimedJob) -> Result<bool, StoreError> {
-        let sql = self.sql(
-            "UPDATE jobs SET claimed_by = ?, heartbeat_ms = ? \
-             WHERE id = ? AND state = 'queued' AND claimed_by = ? AND heartbeat_ms = ?",
+        self.set_if_still_as_seen(
+            "take over a queued job",
+            "claimed_by = ?, heartbeat_ms = ?",
+            &self.claimant_name,
+            seen,
+        )
+        .await
+    }
+
+    /// Sets `set` (a text, then the time now) on a held job that is still as
+    /// `seen`: same state, claimer and heartbeat. Answers whether it was set.
+    async fn set_if_still_as_seen(
+        &self,
+        doing: &str,
+        set: &str,
+        text: &str,
+        seen: &ClaimedJob,
+    ) -> Result<bool, StoreError> {
+        let sql = format!(
+            "UPDATE jobs SET {set} \
+             WHERE id = ? AND state = ? AND claimed_by = ? AND heartbeat_ms = ?"
         );
+        let sql = self.sql(&sql);
         let now = now_ms();
-        let me = self.claimant_name.clone();
-        self.must_write("take over a queued job", async {
+        self.must_write(doing, async {
             on_pool!(&self.pool, p => sqlx::query(sqlx::AssertSqlSafe(&*sql))
-                .bind(&me)
+                .bind(text)
                 .bind(now)
                 .bind(&seen.id)
+                .bind(if seen.queued { "queued" } else { "running" })
                 .bind(&seen.claimed_by)
                 .bind(seen.heartbeat_ms)
                 .execute(p)

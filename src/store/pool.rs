@@ -275,19 +275,33 @@ pub fn is_transient(e: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => {
             if let Some(mysql) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
                 // Too many connections, shutdown in progress, lock wait timeout,
-                // deadlock, read-only (option, and transaction), server gone.
+                // deadlock, read-only (option, transaction, mode), a cluster node
+                // not ready (Galera), the connection killed (MariaDB), group
+                // replication stopped or not yet online, disconnected for
+                // inactivity.
                 return matches!(
                     mysql.number(),
-                    1040 | 1053 | 1205 | 1213 | 1290 | 1792 | 1836 | 2006 | 2013
+                    1040 | 1047
+                        | 1053
+                        | 1205
+                        | 1213
+                        | 1290
+                        | 1792
+                        | 1836
+                        | 1927
+                        | 3100
+                        | 3101
+                        | 4031
                 );
             }
             let code = db.code().unwrap_or_default();
             if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-                // Busy, locked, I/O error, full (primary result codes, from the
-                // extended code).
+                // Busy, locked, out of memory, read-only (a file remounted or
+                // replaced), I/O error, cannot open, full, lock protocol (primary
+                // result codes, from the extended code).
                 return code
                     .parse::<i32>()
-                    .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 13));
+                    .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 7 | 8 | 10 | 13 | 14 | 15));
             }
             // PostgreSQL's SQLSTATE: connection exception (08), transaction rollback
             // (40), insufficient resources (53), operator intervention (57),
