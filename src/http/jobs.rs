@@ -145,7 +145,7 @@ async fn list(
         (status = 200, description = "The job's record after the cancel", body = Object),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 409, description = "The job has finished already", body = ErrorBody),
-        (status = 503, description = "The metadata store is off or does not answer", body = ErrorBody),
+        (status = 503, description = "The metadata store is off or does not answer (had the request reached it, the cancel may still take effect: ask again to know)", body = ErrorBody),
     ))]
 async fn cancel(
     State(state): State<AppState>,

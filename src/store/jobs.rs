@@ -30,6 +30,11 @@ pub struct JobRow {
     pub cancel_requested: bool,
 }
 
+/// What a cancel does, as its errors name it: a cancel the database did not
+/// answer in time (503) may still land afterwards, and then it takes effect.
+const CANCELLING: &str =
+    "cancel the job (had the request reached it, the cancel may still take effect)";
+
 /// A job some server holds, as the recovery sweep sees it: running there, or
 /// queued with its uploaded files there (only that server can run it).
 #[derive(Debug, Clone, PartialEq)]
@@ -268,7 +273,7 @@ impl Store {
         let flag =
             self.sql("UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state = 'running'");
         let now = now_ms();
-        self.must_write("cancel the job", async {
+        self.must_write(CANCELLING, async {
             on_pool!(&self.pool, p => {
                 match sqlx::query(sqlx::AssertSqlSafe(&*cancel_queued))
                     .bind(now)
