@@ -879,6 +879,28 @@ mod tests {
         };
         assert!(neg.into_settings().is_err());
         assert!(toml::from_str::<ServeArgs>("no_such_key = 1").is_err());
+        for secs in [0, 604_801] {
+            let grace = ServeArgs {
+                upload_job_grace_secs: Some(secs),
+                ..ServeArgs::default()
+            };
+            assert!(grace
+                .into_settings()
+                .unwrap_err()
+                .to_string()
+                .contains("upload_job_grace_secs"));
+        }
+    }
+
+    #[test]
+    fn upload_job_grace() {
+        let d = ServeArgs::default().into_settings().unwrap();
+        assert_eq!(d.upload_job_grace, Duration::from_secs(600));
+        let file: ServeArgs = toml::from_str("upload_job_grace_secs = 30").unwrap();
+        assert_eq!(
+            file.into_settings().unwrap().upload_job_grace,
+            Duration::from_secs(30)
+        );
     }
 
     #[test]
