@@ -463,10 +463,7 @@ async fn jobs_running_elsewhere_are_followed_through_the_store() {
 
     let db = format!("sqlite://{}", env.state.join("ferroserve.db").display());
     let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now = ferroserve::store::now_ms();
     // Another replica claims the job queued here...
     let claimed = sqlx::query(
         "UPDATE jobs SET state = 'running', started_ms = ?, claimed_by = 'other-host:42', \
@@ -947,12 +944,7 @@ async fn replicas_keep_each_others_jobs_and_share_the_queue() {
         .unwrap()
         .trim()
         .to_string();
-    let now = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64
-    };
+    let now = ferroserve::store::now_ms;
     // The server runs in this process: its machine and pid namespace are ours.
     let here = ReplicaName::this_process(&host);
     let name = |pid: u32, pid_ns: Option<u64>, machine: Option<&str>| {
@@ -1174,12 +1166,7 @@ async fn a_store_that_took_no_writes_for_a_while_costs_no_live_job() {
     write_csv(&env.data.join("small.csv"), &iris_rows(20));
     let (db, server) = on_a_postgres_store(&env).await;
     let pool = sqlx::PgPool::connect(&db.url()).await.unwrap();
-    let now = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64
-    };
+    let now = ferroserve::store::now_ms;
     let elsewhere = ReplicaName {
         host: "other-host".into(),
         pid: 42,

@@ -148,9 +148,8 @@ impl Jobs {
         for (job, still) in claimed.iter().zip(still) {
             let live_here = self.live(&job.id).is_some();
             if job.queued && self.uploads_dir.join(&job.id).is_dir() {
-                if ReplicaName::parse(&job.claimed_by).as_ref() != Some(me)
-                    && is_orphan(job, me, live_here, now, still.recent)
-                {
+                // Held under this process's name it is queued here: no orphan.
+                if is_orphan(job, me, live_here, now, still.recent) {
                     match self.store.adopt_queued_job(job).await {
                         Ok(true) => {
                             tracing::info!(job = %job.id, replica = %job.claimed_by, "queued job with its files here taken over")

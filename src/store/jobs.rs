@@ -99,7 +99,7 @@ impl Store {
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
             )
             .into_owned();
-        let holder = held.then(|| (self.claimant_name.clone(), now_ms()));
+        let holder = held.then(|| (self.claimant.to_string(), now_ms()));
         let (pool, job_owned) = (self.pool.clone(), job.clone());
         let write = async move {
             on_pool!(&pool, p => sqlx::query(sqlx::AssertSqlSafe(&*sql))
@@ -156,7 +156,7 @@ impl Store {
              WHERE id = ? AND (state = 'queued' OR (state = 'running' AND claimed_by = ?))",
         );
         let now = now_ms();
-        let replica = self.claimant_name.clone();
+        let replica = self.claimant.to_string();
         self.must_write("claim the job", async {
             on_pool!(&self.pool, p => sqlx::query(sqlx::AssertSqlSafe(&*sql))
                 .bind(now)
@@ -424,7 +424,7 @@ impl Store {
         self.set_if_still_as_seen(
             "take over a queued job",
             "claimed_by = ?, heartbeat_ms = ?",
-            &self.claimant_name,
+            &self.claimant.to_string(),
             seen,
         )
         .await
@@ -468,7 +468,7 @@ impl Store {
              WHERE claimed_by = ? AND state IN ('queued', 'running')",
         );
         let now = now_ms();
-        let replica = self.claimant_name.clone();
+        let replica = self.claimant.to_string();
         self.must_write("record the jobs' heartbeat", async {
             on_pool!(&self.pool, p => sqlx::query(sqlx::AssertSqlSafe(&*sql))
                 .bind(now)

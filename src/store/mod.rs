@@ -93,9 +93,8 @@ pub struct Store {
     timeout: Duration,
     /// Names the replica in audit rows (host name and pid).
     replica: String,
-    /// Names this process in the jobs it claims (see [`ReplicaName`]), and as text.
+    /// Names this process in the jobs it claims (see [`ReplicaName`]).
     claimant: ReplicaName,
-    claimant_name: String,
     /// Whether the last attempt to use the database worked; set by every write, so a
     /// management call can refuse quickly while the writer keeps retrying.
     up: AtomicBool,
@@ -163,7 +162,6 @@ impl Store {
             url,
             timeout,
             replica: format!("{host}:{}", std::process::id()),
-            claimant_name: claimant.to_string(),
             claimant,
             up: AtomicBool::new(true),
             events: tx,
