@@ -1,0 +1,125 @@
+//! A job's record as the API shows it ([`JobView`]) and as the store keeps it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::JobRow;
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        Some(match s {
+            "queued" => JobState::Queued,
+            "running" => JobState::Running,
+            "succeeded" => JobState::Succeeded,
+            "failed" => JobState::Failed,
+            "cancelled" => JobState::Cancelled,
+            _ => return None,
+        })
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+/// How far a job has come.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// What it is doing: `queued`, `reading`, `scoring`, `committing`, `done`.
+    pub stage: String,
+    /// Done so far, 0 to 1, when the source's size is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<f64>,
+    pub rows_read: u64,
+    pub rows_written: u64,
+    /// Training: cross-validation folds done of the total.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub folds_done: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub folds_total: Option<u64>,
+    pub elapsed_ms: u64,
+    /// Estimated from the fraction and the elapsed time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remaining_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub at_ms: i64,
+    pub text: String,
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobView {
+    pub job_id: String,
+    pub kind: String,
+    pub state: JobState,
+    pub spec: serde_json::Value,
+    pub progress: Progress,
+    pub messages: Vec<Message>,
+    pub result: Option<serde_json::Value>,
+    pub error: Option<String>,
+    pub created_ms: i64,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+}
+
+impl JobView {
+    pub fn from_row(row: JobRow) -> JobView {
+        JobView {
+            state: JobState::parse(&row.state).unwrap_or(JobState::Failed),
+            spec: serde_json::from_str(&row.spec).unwrap_or(serde_json::Value::Null),
+            progress: serde_json::from_str(&row.progress).unwrap_or_default(),
+            messages: serde_json::from_str(&row.messages).unwrap_or_default(),
+            result: row.result.and_then(|r| serde_json::from_str(&r).ok()),
+            error: row.error,
+            job_id: row.id,
+            kind: row.kind,
+            created_ms: row.created_ms,
+            started_ms: row.started_ms,
+            finished_ms: row.finished_ms,
+        }
+    }
+}
+
+/// The record of `view`, as the store keeps it.
+pub(super) fn row_of(view: &JobView) -> JobRow {
+    JobRow {
+        id: view.job_id.clone(),
+        kind: view.kind.clone(),
+        state: view.state.as_str().to_string(),
+        spec: view.spec.to_string(),
+        progress: serde_json::to_string(&view.progress).unwrap_or_default(),
+        messages: serde_json::to_string(&view.messages).unwrap_or_default(),
+        result: view.result.as_ref().map(|r| r.to_string()),
+        error: view.error.clone(),
+        created_ms: view.created_ms,
+        started_ms: view.started_ms,
+        finished_ms: view.finished_ms,
+        cancel_requested: false,
+    }
+}
