@@ -1,5 +1,9 @@
 //! ferroserve: a machine-learning model server. See `docs/architecture.md` for the code map.
 
+// The docs are written for this code's own developers and read with
+// `cargo doc --document-private-items`, so they may link to private items.
+#![allow(rustdoc::private_intra_doc_links)]
+
 pub mod api;
 pub mod auth;
 pub mod backends;

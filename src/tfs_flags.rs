@@ -36,6 +36,9 @@ pub const TFS_BINARY: &str = "tensorflow_model_server";
 
 /// TF Serving's flags (see the module documentation). Ids carry a `tfs_` prefix so
 /// that they never clash with ferroserve's own flags of a similar name.
+// Doc comments here are also clap's --help text, written for a terminal: `<dir>`
+// placeholders and `[default: …]` are not HTML or intra-doc links.
+#[allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
 #[derive(Debug, Clone, Default, Args)]
 #[command(next_help_heading = "TensorFlow Serving's flags (tensorflow_model_server drop-in)")]
 pub struct TfsArgs {

@@ -1,6 +1,6 @@
 //! Classify and regress: TF Serving's example-based operations. Each example is a
 //! set of named features (tf.Example); the features are laid out in the model's
-//! feature order as one row of its input, the model runs through [`predict`], and the
+//! feature order as one row of its input, the model runs through [`predict()`], and the
 //! answer is read as classes with scores, or as one value per example.
 //!
 //! Added for the gRPC `Classify` / `Regress` / `MultiInference` RPCs (issue 5); the

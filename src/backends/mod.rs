@@ -1,6 +1,6 @@
 //! Model formats. Each format implements [`Backend`] (a loaded model that runs
 //! batches) and is chosen by [`load_backend`] from the artifact's content (see
-//! [`format`]), falling back to its file name's extension.
+//! [`mod@format`]), falling back to its file name's extension.
 //!
 //! Backends are synchronous: they are called only from inference threads
 //! (see `crate::inference`), never from async workers.

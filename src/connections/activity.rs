@@ -32,7 +32,7 @@ pub(super) const EVICTED: &str = "closed at the connection limit to make room fo
 const UNSET: u64 = u64::MAX;
 
 /// What a connection is doing, updated by its IO ([`WatchedIo`]) and its requests
-/// ([`ConnectionService`]), read by its watchdog. Atomics rather than a lock: the IO
+/// ([`ConnectionService`](super::ConnectionService)), read by its watchdog. Atomics rather than a lock: the IO
 /// updates it on every read and write.
 #[derive(Debug)]
 pub struct ConnectionActivity {

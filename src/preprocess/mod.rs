@@ -4,8 +4,10 @@
 //! `[preprocess]` / `[postprocess]` tables and files in the version directory, and
 //! lives on the version's handle (`crate::manager::LoadedVersion::pipeline`).
 //! `crate::api::predict` runs it between the api operation and the batcher: on the
-//! way out, after the batcher answers (or the cache does), [`Pipeline::finish`]
-//! applies the softmax and the classification extension.
+//! way out, [`Pipeline::finish_answer`] applies the pooling and the softmax once
+//! the batcher answers (before the response cache keeps the answer), and
+//! [`Pipeline::classify_outputs`] the classification extension to every answer,
+//! cached ones included.
 //!
 //! Invariant: adapters never pre- or post-process; they pass what the client asked
 //! (e.g. `"parameters": {"classification": k}` on an output) to the api operation,

@@ -24,6 +24,9 @@ fn parse_public_url(url: &str) -> Result<String, String> {
 /// Flags of `ferroserve serve`; each also reads `FERROSERVE_<NAME>` from the
 /// environment, and the TOML file given by `--config` uses the same names with
 /// underscores (`rest_addr = "0.0.0.0:8501"`).
+// Doc comments here are also clap's --help text, written for a terminal: `<dir>`
+// placeholders and `[default: …]` are not HTML or intra-doc links.
+#[allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
 #[derive(Debug, Clone, Default, Args, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServeArgs {

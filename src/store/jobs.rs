@@ -42,7 +42,7 @@ pub struct ClaimedJob {
     pub id: String,
     /// Queued (held for its files), not running.
     pub queued: bool,
-    /// The [`ReplicaName`](super::ReplicaName) that claimed it (or, written by
+    /// The [`ReplicaName`] that claimed it (or, written by
     /// older servers, `host:pid`).
     pub claimed_by: String,
     pub heartbeat_ms: i64,

@@ -10,6 +10,10 @@
 //! * [`estimators`] rebuilds allowlisted estimator classes from that tree, and
 //!   [`model::SklearnModel`] serves them: `predict` and `predict_proba` as scikit-learn.
 
+// The docs are written for this code's own developers and read with
+// `cargo doc --document-private-items`, so they may link to private items.
+#![allow(rustdoc::private_intra_doc_links)]
+
 pub mod allowlist;
 pub mod estimators;
 pub mod joblib;

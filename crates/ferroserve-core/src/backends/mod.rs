@@ -1,5 +1,5 @@
 //! The [`Backend`] trait (a loaded model that runs batches) and its types, the
-//! recognition of a model file's format ([`format`]), and the backends that need
+//! recognition of a model file's format ([`mod@format`]), and the backends that need
 //! nothing of the server ([`onnx`], [`tensorflow`]). The server adds its other
 //! formats and picks one per artifact (`ferroserve::backends::load_backend`).
 //!
