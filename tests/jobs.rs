@@ -1159,39 +1159,12 @@ async fn replicas_keep_each_others_jobs_and_share_the_queue() {
 /// through the outage counted, and the job was failed at the first sweep after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_took_no_writes_for_a_while_costs_no_live_job() {
-    use ferroserve::store::ReplicaName;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     let env = env();
-    write_csv(&env.data.join("small.csv"), &iris_rows(20));
     let (db, server) = on_a_postgres_store(&env).await;
     let pool = sqlx::PgPool::connect(&db.url()).await.unwrap();
-    let now = ferroserve::store::now_ms;
-    let elsewhere = ReplicaName {
-        host: "other-host".into(),
-        pid: 42,
-        machine: Some("0123456789abcdef".into()),
-        pid_ns: Some(1),
-        token: "0badcafe".into(),
-    };
-    let spec = score_spec(
-        json!({"path": "small.csv"}),
-        json!({"path": "never.csv"}),
-        8,
-    )["spec"]
-        .to_string();
-    sqlx::query(
-        "INSERT INTO jobs (id, kind, state, spec, progress, messages, created_ms, started_ms, \
-         claimed_by, heartbeat_ms, cancel_requested) \
-         VALUES ('elsewhere', 'score', 'running', $1, '{}', '[]', $2, $2, $3, $4, 0)",
-    )
-    .bind(&spec)
-    .bind(now())
-    .bind(elsewhere.to_string())
-    .bind(now() - 60_000)
-    .execute(&pool)
-    .await
-    .unwrap();
+    running_elsewhere(&env, &pool).await;
     let beating = Arc::new(AtomicBool::new(true));
     let beater = {
         let (pool, beating) = (pool.clone(), beating.clone());
@@ -1199,21 +1172,14 @@ async fn a_store_that_took_no_writes_for_a_while_costs_no_live_job() {
             loop {
                 if beating.load(Ordering::Relaxed) {
                     // Refused while the store takes no writes, as everyone's are.
-                    let _ = sqlx::query("UPDATE jobs SET heartbeat_ms = $1 WHERE id = 'elsewhere'")
-                        .bind(now() - 60_000)
-                        .execute(&pool)
-                        .await;
+                    let _ = beat_elsewhere(&pool).await;
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         })
     };
-    let state = || async {
-        let (_, job) = server.get("/v1/jobs/elsewhere").await;
-        job["state"].as_str().unwrap().to_string()
-    };
     tokio::time::sleep(Duration::from_secs(6)).await;
-    assert_eq!(state().await, "running");
+    assert_eq!(state_of(&server, "elsewhere").await, "running");
     // Every write refused, as by a read-only database.
     sqlx::raw_sql(
         "CREATE FUNCTION read_only() RETURNS trigger AS $$ BEGIN \
@@ -1234,9 +1200,121 @@ async fn a_store_that_took_no_writes_for_a_while_costs_no_live_job() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     beating.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(state().await, "running");
+    assert_eq!(state_of(&server, "elsewhere").await, "running");
     beater.abort();
     server.stop().await;
+}
+
+/// Writes the store makes wait rather than refuses (a lock held past the point
+/// where a heartbeat has stood still long enough, with a database timeout longer
+/// than that): this server's own heartbeat waits too, so it decides nothing while
+/// it does, since nobody may be able to write. Here the other replica beats last
+/// just after this server's heartbeat lands, as the lock is taken; its clock is a
+/// minute behind. Before, this server's sweep saw that heartbeat stand still through
+/// the lock and queued the job's failure behind it, which landed the moment the
+/// lock went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_that_wait_for_the_store_fail_no_live_job() {
+    use sqlx::Connection;
+    let env = env();
+    let db = tokio::task::spawn_blocking(|| DbServer::start(DbKind::Postgres))
+        .await
+        .unwrap();
+    let server = TestServer::start_with(ferroserve::settings::Settings {
+        database_url: Some(db.url()),
+        database_timeout: Duration::from_secs(60),
+        ..settings(&env)
+    })
+    .await;
+    let pool = sqlx::PgPool::connect(&db.url()).await.unwrap();
+    running_elsewhere(&env, &pool).await;
+    // A job of this server's own, whose row shows when its heartbeat lands.
+    let mine = submit(&server, slow_job(&env, "mine.csv")).await;
+    wait_for(&server, &mine, Duration::from_secs(30), |j| {
+        j["state"] == "running"
+    })
+    .await;
+    let heartbeat = || async {
+        sqlx::query("SELECT heartbeat_ms FROM jobs WHERE id = $1")
+            .bind(&mine)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .get::<i64, _>(0)
+    };
+    let before = heartbeat().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while heartbeat().await == before {
+        assert!(
+            Instant::now() < deadline,
+            "this server's heartbeat never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    beat_elsewhere(&pool).await.unwrap();
+    let mut lock = sqlx::PgConnection::connect(&db.url()).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE jobs IN EXCLUSIVE MODE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    // Reads go on; every write waits. The other replica's heartbeat seen still
+    // for 15 s with a stamp a minute old would make it an orphan by 20 s.
+    tokio::time::sleep(Duration::from_secs(23)).await;
+    assert_eq!(state_of(&server, "elsewhere").await, "running");
+    sqlx::raw_sql("ROLLBACK").execute(&mut lock).await.unwrap();
+    // The other replica beats again, now that it can.
+    beat_elsewhere(&pool).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(state_of(&server, "elsewhere").await, "running");
+    server.stop().await;
+}
+
+/// Records a running score job, "elsewhere", claimed by a replica on another
+/// machine whose clock is a minute behind this one.
+async fn running_elsewhere(env: &Env, pool: &sqlx::PgPool) {
+    use ferroserve::store::{now_ms, ReplicaName};
+    write_csv(&env.data.join("small.csv"), &iris_rows(20));
+    let elsewhere = ReplicaName {
+        host: "other-host".into(),
+        pid: 42,
+        machine: Some("0123456789abcdef".into()),
+        pid_ns: Some(1),
+        token: "0badcafe".into(),
+    };
+    let spec = score_spec(
+        json!({"path": "small.csv"}),
+        json!({"path": "never.csv"}),
+        8,
+    )["spec"]
+        .to_string();
+    sqlx::query(
+        "INSERT INTO jobs (id, kind, state, spec, progress, messages, created_ms, started_ms, \
+         claimed_by, heartbeat_ms, cancel_requested) \
+         VALUES ('elsewhere', 'score', 'running', $1, '{}', '[]', $2, $2, $3, $4, 0)",
+    )
+    .bind(&spec)
+    .bind(now_ms())
+    .bind(elsewhere.to_string())
+    .bind(now_ms() - 60_000)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// The heartbeat of [`running_elsewhere`]'s replica, its clock a minute behind.
+async fn beat_elsewhere(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE jobs SET heartbeat_ms = $1 WHERE id = 'elsewhere'")
+        .bind(ferroserve::store::now_ms() - 60_000)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
+
+/// A job's state as this server answers it.
+async fn state_of(server: &TestServer, id: &str) -> String {
+    let (status, job) = server.get(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(status, 200, "{job}");
+    job["state"].as_str().unwrap().to_string()
 }
 
 /// Submitting and cancelling a job is in the model's audit trail.
