@@ -1586,23 +1586,32 @@ async fn a_job_end_the_database_refuses_is_recorded_when_it_takes_it() {
 }
 
 /// A job end the database refuses as such (not for the moment: here a trigger
-/// raises a plain error for one job's end) is given up after a few tries, and the
-/// job worker goes on to the next job instead of trying for ever.
+/// raises a plain error for one job's end) is handed to the recovery sweep after a
+/// few tries, and the job worker goes on to the next job instead of trying for
+/// ever. The sweep records the end once the store takes it: here the store goes on
+/// refusing it with its result, so it is recorded without, the error saying so.
+/// Before, the end was given up and the sweep recorded the job "interrupted by
+/// restart".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_end_the_database_refuses_for_good_frees_the_worker() {
     let env = env();
     write_csv(&env.data.join("small.csv"), &iris_rows(20));
     let (db, server) = on_a_postgres_store(&env).await;
     let pool = sqlx::PgPool::connect(&db.url()).await.unwrap();
-    sqlx::raw_sql(
-        "CREATE FUNCTION refuse_one_end() RETURNS trigger AS $$ BEGIN \
-           IF OLD.state = 'running' AND NEW.state <> 'running' \
-              AND NEW.spec LIKE '%refused.csv%' THEN \
-             RAISE EXCEPTION 'not this one'; \
-           END IF; RETURN NEW; END $$ LANGUAGE plpgsql; \
-         CREATE TRIGGER refuse_one_end BEFORE UPDATE ON jobs \
+    let refuse_ends_when = |condition: &str| {
+        format!(
+            "CREATE OR REPLACE FUNCTION refuse_one_end() RETURNS trigger AS $$ BEGIN \
+               IF OLD.state = 'running' AND NEW.state <> 'running' \
+                  AND NEW.spec LIKE '%refused.csv%' AND {condition} THEN \
+                 RAISE EXCEPTION 'not this one'; \
+               END IF; RETURN NEW; END $$ LANGUAGE plpgsql;"
+        )
+    };
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "{} CREATE TRIGGER refuse_one_end BEFORE UPDATE ON jobs \
            FOR EACH ROW EXECUTE FUNCTION refuse_one_end();",
-    )
+        refuse_ends_when("true")
+    )))
     .execute(&pool)
     .await
     .unwrap();
@@ -1611,12 +1620,47 @@ async fn a_job_end_the_database_refuses_for_good_frees_the_worker() {
     let next = submit(&server, spec("next.csv")).await;
     let job = finished(&server, &next).await;
     assert_eq!(job["state"], "succeeded", "{job}");
-    let state: String = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
-        .bind(&refused)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let stored = || async {
+        let row = sqlx::query("SELECT state, result, error FROM jobs WHERE id = $1")
+            .bind(&refused)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        (
+            row.get::<String, _>(0),
+            row.get::<Option<String>, _>(1),
+            row.get::<Option<String>, _>(2),
+        )
+    };
+    // Past a sweep (every 5 s), which tried it again.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (state, _, _) = stored().await;
     assert_eq!(state, "running", "the trigger kept every end of it out");
+    // Now only an end with a result is refused.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(refuse_ends_when(
+        "NEW.result IS NOT NULL",
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (state, result, error) = loop {
+        let (state, result, error) = stored().await;
+        if state != "running" {
+            break (state, result, error);
+        }
+        assert!(Instant::now() < deadline, "the end was never recorded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(state, "succeeded");
+    assert_eq!(result, None);
+    let error = error.unwrap_or_default();
+    assert!(
+        error.contains("its result was not recorded: the metadata store refused it"),
+        "{error}"
+    );
+    let (_, job) = server.get(&format!("/v1/jobs/{refused}")).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
     server.stop().await;
 }
 

@@ -184,14 +184,17 @@ pub async fn list(state: &ServerState, query: ListQuery) -> Result<(Vec<JobView>
         .await?;
     // A job running here shows its latest progress, not the last one written; a
     // job whose end is stored shows that, even while its runner is still
-    // publishing it.
+    // publishing it; one whose end the store refused so far shows that end.
     let views = rows
         .into_iter()
         .map(|row| {
             let stored = JobView::from_row(row);
+            if stored.state.is_finished() {
+                return stored;
+            }
             match jobs.live(&stored.job_id) {
-                Some(live) if !stored.state.is_finished() => live.view(),
-                _ => stored,
+                Some(live) => live.view(),
+                None => jobs.unrecorded_end(&stored.job_id).unwrap_or(stored),
             }
         })
         .collect();

@@ -231,6 +231,10 @@ pub struct Jobs {
     upload_grace: Duration,
     /// When this replica's own heartbeat last landed in the store.
     beat_landed: Mutex<Instant>,
+    /// Ends of jobs that left this server's memory, so that their worker could go
+    /// on, because the store refused to record them as such: the recovery sweep
+    /// tries them again, and the heartbeat keeps their rows from looking orphaned.
+    refused_ends: Mutex<HashMap<String, JobEnd>>,
     pub data_dir: PathBuf,
     /// Files uploaded with jobs (`<state dir>/job-uploads/<job id>/`): private to
     /// the server, never in the data directory; a job's directory is removed when
@@ -262,6 +266,7 @@ impl Jobs {
             seen: Mutex::new(replicas::Seen::default()),
             upload_grace: state.settings.upload_job_grace,
             beat_landed: Mutex::new(Instant::now()),
+            refused_ends: Mutex::new(HashMap::new()),
             data_dir,
             uploads_dir: state.settings.state_dir().join(uploads::UPLOADS_DIR),
         });
@@ -392,8 +397,22 @@ impl Jobs {
             .cloned()
     }
 
-    /// A job, from memory when it is queued or running here, else from the store.
+    /// A job that ended here whose end the store has refused so far (see
+    /// `finish`): its view as it ended.
+    pub fn unrecorded_end(&self, id: &str) -> Option<JobView> {
+        self.refused_ends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .map(|end| end.view.clone())
+    }
+
+    /// A job, from memory when it is queued or running here or its end is not
+    /// recorded yet, else from the store.
     pub async fn get(&self, id: &str) -> Result<Option<JobView>, crate::store::StoreError> {
+        if let Some(view) = self.unrecorded_end(id) {
+            return Ok(Some(view));
+        }
         if let Some(job) = self.live(id) {
             let view = job.view();
             // Queued here, it may have been claimed (here or by another server) or
@@ -575,26 +594,27 @@ impl Jobs {
         // store.
         let mut view = job.view();
         end(&mut view);
-        let progress = serde_json::to_string(&view.progress).unwrap_or_default();
-        let messages = serde_json::to_string(&view.messages).unwrap_or_default();
-        let stored_result = result.as_ref().map(|r| r.to_string());
+        let record = JobEnd {
+            state,
+            progress: serde_json::to_string(&view.progress).unwrap_or_default(),
+            messages: serde_json::to_string(&view.messages).unwrap_or_default(),
+            result: result.as_ref().map(|r| r.to_string()),
+            error: error.clone(),
+            tries: 0,
+            view: view.clone(),
+        };
         // The end must be recorded: with the store away (or unable to take it for
         // the moment), this worker tries until it is back (no other job could be
         // claimed meanwhile). The job stays live here until then, so that no
         // replica, this one included, takes it for an orphan and records it
         // interrupted; its view shows the end after a few tries. A statement the
-        // store refuses as such is given up after as many (the job is then
-        // recorded interrupted), and so is every try when the server stops.
+        // store refuses as such is handed to the recovery sweep after as many
+        // tries (see `replicas::record_refused_ends`), so that the worker goes
+        // on; every try is given up when the server stops (the next start records
+        // the job interrupted).
         let (mut shown, mut refused) = (false, 0);
         for attempt in 0u32.. {
-            match self.runtime.block_on(self.store.finish_job(
-                &job.id,
-                state.as_str(),
-                &progress,
-                &messages,
-                stored_result.as_deref(),
-                error.as_deref(),
-            )) {
+            match self.runtime.block_on(record.write(&self.store, &job.id)) {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::warn!(job = %job.id, attempt, "cannot record the job's end yet: {e}");
@@ -607,7 +627,16 @@ impl Jobs {
                         _ => 0,
                     };
                     if refused == SHOW_END_AFTER {
-                        tracing::error!(job = %job.id, "the store refuses the job's end: it will be recorded interrupted");
+                        tracing::error!(
+                            job = %job.id,
+                            state = state.as_str(),
+                            error = error.as_deref().unwrap_or(""),
+                            "the store refuses the job's end: tried again at every sweep"
+                        );
+                        self.refused_ends
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(job.id.clone(), record);
                         break;
                     }
                     std::thread::sleep(Duration::from_millis((200 << attempt.min(3)).min(1000)));
@@ -644,12 +673,51 @@ impl Jobs {
                 Ordering::Relaxed,
             );
         }
+        let refused = self
+            .refused_ends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>();
+        if !refused.is_empty() {
+            tracing::warn!(jobs = ?refused, "the store never took these jobs' ends: the next start records them interrupted");
+        }
         // Closing the queue ends the idle threads.
         self.queue.lock().unwrap_or_else(|e| e.into_inner()).take();
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
         for t in threads {
             let _ = t.join();
         }
+    }
+}
+
+/// A job's end as the store records it (see `Store::finish_job`).
+#[derive(Clone)]
+struct JobEnd {
+    state: JobState,
+    progress: String,
+    messages: String,
+    result: Option<String>,
+    error: Option<String>,
+    /// Tries by the recovery sweep.
+    tries: u32,
+    /// The job as it ended, shown until the store has it.
+    view: JobView,
+}
+
+impl JobEnd {
+    async fn write(&self, store: &Store, id: &str) -> Result<(), crate::store::StoreError> {
+        store
+            .finish_job(
+                id,
+                self.state.as_str(),
+                &self.progress,
+                &self.messages,
+                self.result.as_deref(),
+                self.error.as_deref(),
+            )
+            .await
     }
 }
 

@@ -20,8 +20,10 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{has_uploads, JobKind, JobState, JobView, Jobs, LiveJob, FILES_GONE, INTERRUPTED};
-use crate::store::{now_ms, ClaimedJob, ReplicaName};
+use super::{
+    has_uploads, JobEnd, JobKind, JobState, JobView, Jobs, LiveJob, FILES_GONE, INTERRUPTED,
+};
+use crate::store::{now_ms, ClaimedJob, ReplicaName, StoreError};
 
 /// How often this replica refreshes its jobs' heartbeat, and how often it looks
 /// for orphaned jobs and picks up queued ones.
@@ -123,13 +125,15 @@ impl Jobs {
     /// one, say) is taken over. Looks at every held job: a write the store refuses
     /// for one is logged and the others are still looked at. Decides nothing while
     /// this replica's own heartbeat has not landed for [`CONFIRM_SILENCE`] (writes
-    /// that hang rather than fail: nobody may be able to write). Answers how many
+    /// that hang rather than fail: nobody may be able to write). Tries again first
+    /// the ends the store refused ([`Jobs::record_refused_ends`]). Answers how many
     /// were failed.
     pub(super) async fn recover_orphans(&self) -> Result<u64, crate::store::StoreError> {
         if self.beat_landed_at().elapsed() > CONFIRM_SILENCE {
             self.forget_heartbeats();
             return Ok(0);
         }
+        self.record_refused_ends().await;
         let claimed = match self.store.claimed_jobs().await {
             Ok(claimed) => claimed,
             Err(e) => {
@@ -145,8 +149,14 @@ impl Jobs {
         let me = self.store.claimant();
         let now = now_ms();
         let mut marked = 0;
+        let refused_here = |id: &str| {
+            self.refused_ends
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(id)
+        };
         for (job, still) in claimed.iter().zip(still) {
-            let live_here = self.live(&job.id).is_some();
+            let live_here = self.live(&job.id).is_some() || refused_here(&job.id);
             if job.queued && self.uploads_dir.join(&job.id).is_dir() {
                 // Held under this process's name it is queued here: no orphan.
                 if is_orphan(job, me, live_here, now, still.recent) {
@@ -183,6 +193,61 @@ impl Jobs {
             }
         }
         Ok(marked)
+    }
+
+    /// Records the ends the store refused as such when their jobs finished (see
+    /// `Jobs::finish`): whole, and when the store refuses that again, without
+    /// the result (what a store refuses for its size or content), the error
+    /// saying so. One still refused stays for the next sweep.
+    async fn record_refused_ends(&self) {
+        let ids: Vec<String> = self
+            .refused_ends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        for id in ids {
+            let Some(mut end) = self
+                .refused_ends
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id)
+            else {
+                continue;
+            };
+            let mut written = end.write(&self.store, &id).await;
+            if matches!(written, Err(StoreError::Invalid(_))) && end.result.is_some() {
+                let without = JobEnd {
+                    result: None,
+                    error: Some(format!(
+                        "{}its result was not recorded: the metadata store refused it \
+                         (the server's log says why)",
+                        end.error
+                            .as_deref()
+                            .map(|e| format!("{e}; "))
+                            .unwrap_or_default()
+                    )),
+                    ..end.clone()
+                };
+                written = without.write(&self.store, &id).await;
+            }
+            match written {
+                Ok(()) => {
+                    tracing::info!(job = %id, state = end.state.as_str(), "the job's end is recorded at last");
+                }
+                Err(e) => {
+                    end.tries += 1;
+                    if end.tries.is_power_of_two() {
+                        tracing::warn!(job = %id, tries = end.tries, "the store still refuses the job's end: {e}");
+                    }
+                    self.refused_ends
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(id, end);
+                }
+            }
+        }
     }
 
     /// When this replica's own heartbeat last landed (or the runner started).
