@@ -44,7 +44,7 @@ pub const TF_SERVING_WARMUP_FILE: &str = "assets.extra/tf_serving_warmup_request
 /// TF Serving's limit on warm-up records per file (`saved_model_warmup_util.cc`).
 const MAX_TF_SERVING_RECORDS: usize = 1000;
 
-/// Most bytes one warm-up tensor may take once decoded.
+/// Most bytes the padded tensors of one warm-up request may take once decoded.
 const MAX_WARMUP_TENSOR_BYTES: usize = 256 << 20;
 
 /// Most requests taken from `warmup.json`, so a large file cannot stall a load.
@@ -181,7 +181,7 @@ fn replay_record(backend: &dyn Backend, log: PredictionLog) -> Result<(), String
         Some(LogType::Predict(PredictLog {
             request: Some(request),
         })) => {
-            let limits = crate::grpc::tf_tensor::DecodeLimits {
+            let mut limits = crate::grpc::tf_tensor::DecodeLimits {
                 max_bytes: MAX_WARMUP_TENSOR_BYTES,
                 max_rows: usize::MAX,
             };
@@ -189,7 +189,7 @@ fn replay_record(backend: &dyn Backend, log: PredictionLog) -> Result<(), String
                 .inputs
                 .into_iter()
                 .map(|(name, proto)| {
-                    crate::grpc::tf_tensor::tensor_from_proto(&name, proto, limits)
+                    crate::grpc::tf_tensor::tensor_from_proto(&name, proto, &mut limits)
                         .map(|t| (name, t))
                         .map_err(|e| e.to_string())
                 })

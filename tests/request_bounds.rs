@@ -318,7 +318,26 @@ async fn tf_padding_is_bounded_and_tensor_content_conflicts_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    assert!(status.message().contains("request limit"), "{status:?}");
+    assert!(
+        status.message().contains("request size limit"),
+        "{status:?}"
+    );
+
+    // Tensors each within the limit share it: 600 bytes once asked for a
+    // gigabyte, 62 MiB for each of 16 inputs.
+    let big = TensorProto {
+        dtype: Dt::DtDouble as i32,
+        tensor_shape: shape(&[1000, 4, 2048]),
+        double_val: vec![1.0],
+        ..Default::default()
+    };
+    let mut many = tf_request("iris_lr", big.clone(), vec![]);
+    for k in 0..16 {
+        many.inputs.insert(format!("in{k}"), big.clone());
+    }
+    let status = tf_client.predict(many).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("may still take"), "{status:?}");
 
     // The model's own row limit bounds padding too.
     let status = tf_client

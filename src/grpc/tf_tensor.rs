@@ -5,9 +5,9 @@
 //! arrays) and the typed `*_val` field of the dtype (what hand-written clients fill).
 //! As in TensorFlow, a typed field with fewer values than the shape holds is padded
 //! with its last value, so `float_val: [0]` with shape `[2, 3]` is six zeros.
-//! Padding is bounded by [`DecodeLimits`]: it may not make a tensor larger than the
-//! message size limit would have let the client send, nor with more rows than the
-//! model takes. A tensor that fills both `tensor_content` and a typed field is
+//! Padding is bounded by [`DecodeLimits`]: the padding of all of one request's
+//! tensors together may not take more memory than the message size limit would
+//! have let the client send, nor give a tensor more rows than the model takes. A tensor that fills both `tensor_content` and a typed field is
 //! refused, since one of the two would be silently ignored.
 //! Writing uses the typed fields, as TF Serving's Predict does by default.
 
@@ -20,11 +20,12 @@ use crate::tensor::{DataType, Tensor, TensorData};
 
 /// What decoding one request's tensors may allocate beyond the message itself.
 /// Without it a few bytes (`float_val: [0]`, shape `[16777216, 4]`) could ask for
-/// gigabytes.
+/// gigabytes. One value serves every tensor of a request: the budget is shared.
 #[derive(Debug, Clone, Copy)]
 pub struct DecodeLimits {
-    /// The most bytes a padded tensor may take in memory: the largest request
-    /// message, so padding never gives more than the client could have sent.
+    /// The most bytes the request's padded tensors may still take in memory: at
+    /// first the largest request message, so padding never gives more than the
+    /// client could have sent; each padded tensor spends its size.
     pub max_bytes: usize,
     /// The most rows (dimension 0) a padded tensor may have: the model's
     /// `max_request_rows`.
@@ -93,7 +94,7 @@ pub fn to_tf_shape(dims: impl IntoIterator<Item = i64>) -> TensorShapeProto {
 pub fn tensor_from_proto(
     name: &str,
     mut proto: TensorProto,
-    limits: DecodeLimits,
+    limits: &mut DecodeLimits,
 ) -> Result<Tensor, ApiError> {
     let dtype = from_tf_dtype(proto.dtype).ok_or_else(|| {
         let tf_name = TfDataType::try_from(proto.dtype)
@@ -229,7 +230,7 @@ fn pad_to(
     mut data: TensorData,
     shape: &[usize],
     count: usize,
-    limits: DecodeLimits,
+    limits: &mut DecodeLimits,
 ) -> Result<TensorData, ApiError> {
     let given = data.len();
     if given == count {
@@ -264,12 +265,19 @@ fn pad_to(
     };
     let padded_bytes = count.saturating_mul(element_bytes);
     if padded_bytes > limits.max_bytes {
+        let bytes = if padded_bytes == usize::MAX {
+            "more bytes than memory holds".to_string()
+        } else {
+            format!("{padded_bytes} bytes")
+        };
         return Err(ApiError::PayloadTooLarge(format!(
-            "input {name:?}: padding {given} values to shape {shape:?} would take \
-             {padded_bytes} bytes, more than the request limit of {} bytes",
+            "input {name:?}: padding {given} values to shape {shape:?} would take {bytes}, \
+             more than the {} bytes the request's padded tensors may still take (the \
+             request size limit)",
             limits.max_bytes
         )));
     }
+    limits.max_bytes -= padded_bytes;
     crate::with_tensor_data!(&mut data, v => {
         let last = v[given - 1].clone();
         v.resize(count, last);
@@ -312,7 +320,7 @@ mod tests {
     };
 
     fn tensor_from_proto(name: &str, p: &TensorProto) -> Result<Tensor, ApiError> {
-        super::tensor_from_proto(name, p.clone(), LIMITS)
+        super::tensor_from_proto(name, p.clone(), &mut LIMITS.clone())
     }
 
     fn proto(dtype: TfDataType, shape: &[i64]) -> TensorProto {
@@ -403,7 +411,7 @@ mod tests {
         wide.float_val = vec![1.0];
         let err = tensor_from_proto("x", &wide).unwrap_err();
         assert!(
-            matches!(&err, ApiError::PayloadTooLarge(m) if m.contains("request limit")),
+            matches!(&err, ApiError::PayloadTooLarge(m) if m.contains("request size limit")),
             "{err}"
         );
         let mut strings = proto(TfDataType::DtString, &[1000]);
@@ -415,6 +423,31 @@ mod tests {
         let mut fits = proto(TfDataType::DtFloat, &[65_536, 4]);
         fits.float_val = vec![0.5];
         assert_eq!(tensor_from_proto("x", &fits).unwrap().len(), 65_536 * 4);
+    }
+
+    #[test]
+    fn the_padding_budget_is_shared_by_the_request_tensors() {
+        // Each of these fits the limit alone; a request of many must not take many
+        // times the limit (a 600-byte request once took a gigabyte).
+        let mut limits = DecodeLimits {
+            max_bytes: 1 << 20,
+            max_rows: 65_536,
+        };
+        let mut quarter = proto(TfDataType::DtDouble, &[256, 128]);
+        quarter.double_val = vec![1.0];
+        for _ in 0..4 {
+            assert!(super::tensor_from_proto("x", quarter.clone(), &mut limits).is_ok());
+        }
+        assert_eq!(limits.max_bytes, 0);
+        let err = super::tensor_from_proto("x", quarter.clone(), &mut limits).unwrap_err();
+        assert!(
+            matches!(&err, ApiError::PayloadTooLarge(m) if m.contains("may still take")),
+            "{err}"
+        );
+        // Tensors given whole spend nothing: the message carried them.
+        let mut whole = proto(TfDataType::DtFloat, &[2]);
+        whole.float_val = vec![1.0, 2.0];
+        assert!(super::tensor_from_proto("y", whole, &mut limits).is_ok());
     }
 
     #[test]

@@ -271,7 +271,7 @@ impl prediction_service_server::PredictionService for PredictionService {
         // The model's signatures decide (`crate::api::predict`): SavedModels have several.
         predict.signature_name = signature_name.clone();
         predict.outputs = request.output_filter;
-        let limits = DecodeLimits {
+        let mut limits = DecodeLimits {
             max_bytes: self.state.settings.grpc_max_receive_bytes,
             max_rows: api::predict::row_limit(&self.state, &predict.model, &predict.version),
         };
@@ -279,7 +279,7 @@ impl prediction_service_server::PredictionService for PredictionService {
             .inputs
             .into_iter()
             .map(|(name, proto)| {
-                let tensor = tensor_from_proto(&name, proto, limits)?;
+                let tensor = tensor_from_proto(&name, proto, &mut limits)?;
                 Ok((name, tensor))
             })
             .collect::<Result<_, ApiError>>()
