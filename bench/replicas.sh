@@ -81,6 +81,7 @@ http {
       proxy_pass http://ferroserve;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
+      proxy_set_header Host \$http_host;
       proxy_next_upstream error timeout http_502 http_503 non_idempotent;
     }
   }

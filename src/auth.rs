@@ -376,6 +376,14 @@ impl Auth {
         }
     }
 
+    /// Whether management is open to this request only because its client is on
+    /// the server's own host (no tokens, no --allow-unauthenticated-management):
+    /// a browser page made to reach the server through a rebound DNS name must
+    /// then be told apart (`crate::http::auth::rebinding_refusal`).
+    pub fn management_by_loopback(&self) -> bool {
+        self.tokens.is_none() && !self.allow_unauthenticated_management
+    }
+
     /// Decides whether a request may proceed. `authorization` is the raw
     /// `Authorization` header (or gRPC `authorization` metadata); `peer` is the
     /// client's address when known. Answers the token's name when one was used.

@@ -614,6 +614,32 @@ async fn cross_site_management_is_refused() {
         200
     );
     assert_eq!(send(vec![], "/reload_model", "").await, 200);
+    // A page whose DNS name was rebound to 127.0.0.1 is same-origin with what it
+    // reaches: its Host tells it apart. Before, it could delete models.
+    let rebound = format!("attacker.example:{}", server.rest_addr.port());
+    let (status, error) = {
+        let r = server
+            .client
+            .delete(server.url("/delete_model/iris_dt"))
+            .header("host", &rebound)
+            .header("origin", format!("http://{rebound}"))
+            .header("sec-fetch-site", "same-origin")
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    assert_eq!(status, 403, "{error}");
+    assert!(error.contains("not a name of this machine"), "{error}");
+    let localhost = format!("localhost:{}", server.rest_addr.port());
+    assert_eq!(
+        send(vec![("host", localhost)], "/reload_model", "").await,
+        200
+    );
+    let (status, _) = server
+        .post_json("/v1/models/iris_dt:predict", &predict_body())
+        .await;
+    assert_eq!(status, 200);
     server.stop().await;
 }
 

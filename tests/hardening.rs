@@ -335,8 +335,19 @@ async fn urls_in_answers_come_from_settings_not_the_host_header() {
             .send()
     };
 
-    // Without public_url: the REST listener's own address.
+    // Without tokens, a loopback client's management request with a foreign Host
+    // is refused outright (it may be a rebound DNS name); allowed from anywhere,
+    // it is served, and the answer's URLs still ignore its Host.
     let server = TestServer::start(repo.path()).await;
+    assert_eq!(deploy(&server).await.unwrap().status(), 403);
+    server.stop().await;
+    let open = |settings: Settings| Settings {
+        allow_unauthenticated_management: true,
+        ..settings
+    };
+
+    // Without public_url: the REST listener's own address.
+    let server = TestServer::start_with(open(test_settings(repo.path()))).await;
     let answer: Value = deploy(&server).await.unwrap().json().await.unwrap();
     assert_eq!(
         answer["service_url"],
@@ -353,10 +364,10 @@ async fn urls_in_answers_come_from_settings_not_the_host_header() {
     server.stop().await;
 
     // With public_url: that URL.
-    let server = TestServer::start_with(Settings {
+    let server = TestServer::start_with(open(Settings {
         public_url: Some("https://models.example/ml".into()),
         ..test_settings(repo.path())
-    })
+    }))
     .await;
     let answer: Value = deploy(&server).await.unwrap().json().await.unwrap();
     assert_eq!(

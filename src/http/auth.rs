@@ -4,7 +4,8 @@
 //! `Authorization` header and the peer address, and answers 401 (with
 //! `WWW-Authenticate: Bearer`) or 403 on refusal. Management requests also pass
 //! [`cross_site_refusal`] (a browser on another site must not be able to make them,
-//! token or not) and are logged with the token's name once answered.
+//! token or not) and, when only their loopback client lets them in,
+//! [`rebinding_refusal`]; they are logged with the token's name once answered.
 
 use std::net::SocketAddr;
 
@@ -48,6 +49,18 @@ pub async fn require(State(state): State<AppState>, request: Request, next: Next
         crate::metrics::record_auth_failure("rest", "cross_site");
         tracing::warn!(client = %display_peer(peer), path = %request.uri().path(), "{message}");
         return (status, Json(json!({ "error": message }))).into_response();
+    }
+    if state.auth.management_by_loopback() {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| request.uri().authority().map(|a| a.as_str()));
+        if let Some(message) = rebinding_refusal(host, state.settings.public_url.as_deref()) {
+            crate::metrics::record_auth_failure("rest", "rebinding");
+            tracing::warn!(client = %display_peer(peer), path = %request.uri().path(), "{message}");
+            return (StatusCode::FORBIDDEN, Json(json!({ "error": message }))).into_response();
+        }
     }
     let method = request.method().clone();
     let path = request.uri().path().to_string();
@@ -135,6 +148,45 @@ pub fn cross_site_refusal(headers: &HeaderMap) -> Option<(StatusCode, String)> {
     None
 }
 
+/// Why a management request that only its loopback client lets in may come from
+/// a browser page whose DNS name was rebound to this machine, if it may: its
+/// `Host` (`host`: the header, or HTTP/2's authority) names neither an IP address,
+/// nor `localhost`, nor this machine's host name, nor the host of `public_url`.
+/// Such a page is same-origin with what it reaches, so [`cross_site_refusal`]
+/// cannot see it; a name the attacker's DNS answers can only be its own.
+/// Requests without a host (no browser sends one) pass.
+pub fn rebinding_refusal(host: Option<&str>, public_url: Option<&str>) -> Option<String> {
+    let authority = host?.trim();
+    let name = if let Some(rest) = authority.strip_prefix('[') {
+        // An IPv6 literal, `[::1]:8501`.
+        rest.split_once(']').map_or(rest, |(ip, _)| ip)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => authority,
+        }
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let public = public_url
+        .and_then(|u| url::Url::parse(u).ok())
+        .and_then(|u| {
+            u.host_str()
+                .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+        });
+    let allowed = name.parse::<std::net::IpAddr>().is_ok()
+        || name == "localhost"
+        || name.ends_with(".localhost")
+        || public.as_deref() == Some(name.as_str())
+        || crate::store::hostname().is_some_and(|h| h.eq_ignore_ascii_case(&name));
+    (!allowed).then(|| {
+        format!(
+            "management request refused: its Host {authority:?} is not a name of this \
+             machine (use localhost or an IP address, set --public-url to the name \
+             clients use, or configure --auth-tokens)"
+        )
+    })
+}
+
 /// Whether `Origin: scheme://authority` names the server the `Host` header names.
 fn same_origin(origin: &str, host: &str) -> bool {
     let Some((scheme, authority)) = origin.split_once("://") else {
@@ -164,6 +216,38 @@ mod tests {
             h.insert(*k, HeaderValue::from_static(v));
         }
         h
+    }
+
+    #[test]
+    fn loopback_management_through_a_foreign_host_name_is_refused() {
+        let public = Some("https://models.example.com/");
+        for ok in [
+            None,
+            Some("127.0.0.1:8501"),
+            Some("127.0.0.2"),
+            Some("[::1]:8501"),
+            Some("10.1.2.3:8501"),
+            Some("localhost:8501"),
+            Some("LOCALHOST."),
+            Some("app.localhost:8501"),
+            Some("models.example.com"),
+            Some("models.example.com:443"),
+        ] {
+            assert_eq!(rebinding_refusal(ok, public), None, "{ok:?}");
+        }
+        if let Some(me) = crate::store::hostname() {
+            assert_eq!(rebinding_refusal(Some(&format!("{me}:8501")), None), None);
+        }
+        for bad in [
+            "attacker.example:8501",
+            "attacker.example",
+            "localhost.attacker.example",
+            "127.0.0.1.attacker.example:8501",
+            "models.example.com.evil",
+        ] {
+            let refused = rebinding_refusal(Some(bad), public).expect(bad);
+            assert!(refused.contains("not a name of this machine"), "{refused}");
+        }
     }
 
     #[test]

@@ -425,7 +425,8 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn hostname() -> Option<String> {
+/// This machine's host name, as the kernel has it.
+pub fn hostname() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_string())

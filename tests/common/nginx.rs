@@ -70,6 +70,7 @@ impl Nginx {
                              proxy_pass http://ferroserve;\n\
                              proxy_http_version 1.1;\n\
                              proxy_set_header Connection \"\";\n\
+                             proxy_set_header Host $http_host;\n\
                              proxy_next_upstream error timeout http_502 http_503 non_idempotent;\n\
                              proxy_next_upstream_tries 3;\n\
                              proxy_read_timeout 60s;\n\
