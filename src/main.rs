@@ -260,14 +260,11 @@ fn main() -> anyhow::Result<()> {
             client_command(ferroserve::cli::models::status(connection, output))
         }
         Command::Stop { pid_file, timeout } => {
-            if !(timeout.is_finite() && timeout >= 0.0) {
+            let Ok(timeout) = std::time::Duration::try_from_secs_f64(timeout) else {
                 eprintln!("error: --timeout must be a number of seconds");
                 std::process::exit(2);
-            }
-            match ferroserve::cli::service::stop(
-                &pid_file,
-                std::time::Duration::from_secs_f64(timeout),
-            ) {
+            };
+            match ferroserve::cli::service::stop(&pid_file, timeout) {
                 Ok(code) => std::process::exit(code),
                 Err(e) => {
                     eprintln!("error: {e:#}");

@@ -751,29 +751,45 @@ impl Manager {
 
     fn load_version(&self, model: &str, version: u64, artifact: &Path, config: Arc<ModelConfig>) {
         let started = std::time::Instant::now();
-        let result = load_backend_with(artifact, &self.options, &config).map_err(|e| e.to_string());
-        let result = result.and_then(|backend| {
-            let dir = artifact.parent().unwrap_or(Path::new("."));
-            let pipeline = crate::preprocess::Pipeline::load(dir, &config, &*backend)?;
-            if config.warmup_enabled() {
-                crate::warmup::warm_up(model, version, &*backend, dir)?;
-            }
-            // A cache never fails a load: unreadable files leave it off (and the
-            // fingerprint is tried once more if a request finds the cache on).
-            let content = OnceLock::new();
-            if config.cache.enabled {
-                match crate::cache::key::fingerprint(dir) {
-                    Ok(c) => {
-                        let _ = content.set(c);
+        // A panic while loading (a bug, a backend's or ours) is the version's error,
+        // not a version left LOADING for good.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            load_backend_with(artifact, &self.options, &config)
+                .map_err(|e| e.to_string())
+                .and_then(|backend| {
+                    let dir = artifact.parent().unwrap_or(Path::new("."));
+                    let pipeline = crate::preprocess::Pipeline::load(dir, &config, &*backend)?;
+                    if config.warmup_enabled() {
+                        crate::warmup::warm_up(model, version, &*backend, dir)?;
                     }
-                    Err(e) => tracing::warn!(
-                        model,
-                        version,
-                        "cannot fingerprint the version's files for the response cache: {e}"
-                    ),
-                }
-            }
-            Ok((backend, pipeline, content))
+                    // A cache never fails a load: unreadable files leave it off (and the
+                    // fingerprint is tried once more if a request finds the cache on).
+                    let content = OnceLock::new();
+                    if config.cache.enabled {
+                        match crate::cache::key::fingerprint(dir) {
+                            Ok(c) => {
+                                let _ = content.set(c);
+                            }
+                            Err(e) => tracing::warn!(
+                                model,
+                                version,
+                                "cannot fingerprint the version's files for the response \
+                                 cache: {e}"
+                            ),
+                        }
+                    }
+                    Ok((backend, pipeline, content))
+                })
+        }))
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("no message");
+            Err(format!(
+                "loading panicked (a bug, please report it): {what}"
+            ))
         });
         let (state, error) = match result {
             Ok((backend, pipeline, content)) => {

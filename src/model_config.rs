@@ -819,8 +819,11 @@ impl ModelConfig {
 
     fn validate(&self) -> Result<(), String> {
         if let Some(t) = self.timeout_secs {
-            if !(t.is_finite() && t > 0.0) {
-                return Err(format!("timeout_secs must be a positive number, not {t}"));
+            let max = crate::settings::MAX_REQUEST_TIMEOUT_SECS;
+            if crate::settings::deadline(t, max).is_none() {
+                return Err(format!(
+                    "timeout_secs must be a number of seconds above 0 and at most {max}, not {t}"
+                ));
             }
         }
         if let (Some(names), false) = (&self.feature_names, self.feature_defaults.is_empty()) {
@@ -862,8 +865,11 @@ impl ModelConfig {
         Ok(())
     }
 
+    /// The request deadline `timeout_secs` gives (a value no `Duration` holds, which
+    /// only a stored deployment could bring past `validate`, gives none).
     pub fn timeout(&self) -> Option<Duration> {
-        self.timeout_secs.map(Duration::from_secs_f64)
+        self.timeout_secs
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
     }
 
     pub fn warmup_enabled(&self) -> bool {
@@ -1013,6 +1019,10 @@ mod tests {
     fn refuses_typos_and_bad_values() {
         assert!(ModelConfig::parse("timeout_sec = 3").is_err());
         assert!(ModelConfig::parse("timeout_secs = -3").is_err());
+        // Past a year: once a panic when the version loaded, stuck in LOADING.
+        let err = ModelConfig::parse("timeout_secs = 1e300").unwrap_err();
+        assert!(err.to_string().contains("at most 31536000"), "{err}");
+        assert!(ModelConfig::parse("timeout_secs = 31536000").is_ok());
         assert!(ModelConfig::parse("version_policy = { latest = 0 }").is_err());
         assert!(ModelConfig::parse("max_request_rows = 0").is_err());
         assert!(ModelConfig::parse("max_request_rows = 99999999999").is_err());

@@ -135,6 +135,42 @@ async fn error_bodies_name_no_server_paths() {
     server.stop().await;
 }
 
+/// A request deadline no clock holds (`timeout_secs = 1e300`) is a config error
+/// that names the setting. Before, it passed the check (finite and positive),
+/// panicked when the version loaded, and left the version LOADING for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_past_any_clock_is_a_config_error() {
+    let repo = tempfile::tempdir().unwrap();
+    let lr = root_path("examples/models/iris_lr/1/model.onnx");
+    install_model(repo.path(), "eternal", 1, &lr);
+    std::fs::write(
+        repo.path().join("eternal/config.toml"),
+        "timeout_secs = 1e300\n",
+    )
+    .unwrap();
+    install_model(repo.path(), "iris", 1, &lr);
+    let server = TestServer::start_with(unwatched(repo.path())).await;
+    let (code, status) = server.get("/models/status").await;
+    assert_eq!(code, 200);
+    let eternal = status["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model_id"] == "eternal")
+        .unwrap()
+        .clone();
+    let error = eternal["config_error"].as_str().unwrap_or_default();
+    assert!(error.contains("timeout_secs"), "{eternal}");
+    let (code, body) = server
+        .post_json(
+            "/v1/models/iris:predict",
+            &json!({"instances": [[5.1, 3.5, 1.4, 0.2]]}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_with_the_longest_name_can_be_deleted() {
     let repo = tempfile::tempdir().unwrap();

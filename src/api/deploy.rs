@@ -35,7 +35,7 @@ pub async fn deploy(
     caller: &Caller,
 ) -> Result<ModelSummary, ApiError> {
     if let Some(t) = request.deployment.timeout_secs {
-        if !(t.is_finite() && t > 0.0 && t <= 86_400.0) {
+        if crate::settings::deadline(t, 86_400.0).is_none() {
             return Err(ApiError::InvalidArgument(format!(
                 "resources.timeout must be a positive number of seconds (at most 86400), not {t}"
             )));

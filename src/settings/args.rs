@@ -510,15 +510,15 @@ impl ServeArgs {
         };
         let request_timeout = match self.request_timeout_secs {
             None => d.request_timeout,
-            Some(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 * 365.0 => {
-                Duration::from_secs_f64(s)
-            }
-            Some(s) => {
-                return Err(SettingsError::Invalid {
+            Some(s) => super::deadline(s, super::MAX_REQUEST_TIMEOUT_SECS).ok_or_else(|| {
+                SettingsError::Invalid {
                     name: "request_timeout_secs",
-                    reason: format!("{s} is not a positive number of seconds"),
-                })
-            }
+                    reason: format!(
+                        "{s} is not a number of seconds above 0 and at most {}",
+                        super::MAX_REQUEST_TIMEOUT_SECS
+                    ),
+                }
+            })?,
         };
         let poll_wait = |name: &'static str, v: Option<f64>, default: Duration| match v {
             None => Ok(default),
@@ -544,8 +544,7 @@ impl ServeArgs {
         // wants.
         let seconds = |name: &'static str, v: Option<f64>, default: Duration| match v {
             None => Ok(default),
-            Some(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(Duration::from_secs_f64(s)),
-            Some(s) => Err(SettingsError::Invalid {
+            Some(s) => super::deadline(s, 86_400.0).ok_or_else(|| SettingsError::Invalid {
                 name,
                 reason: format!("{s} is not a number of seconds above 0 and at most 86400"),
             }),

@@ -377,6 +377,19 @@ impl Default for Settings {
     }
 }
 
+/// The longest request deadline the server or a model's `config.toml` may give: a
+/// year.
+pub const MAX_REQUEST_TIMEOUT_SECS: f64 = 365.0 * 86_400.0;
+
+/// A deadline of `secs` seconds, when it is a number above 0 and at most
+/// `max_secs` (never a panic: `Duration::from_secs_f64` has one for values it
+/// cannot hold).
+pub fn deadline(secs: f64, max_secs: f64) -> Option<Duration> {
+    (secs.is_finite() && secs > 0.0 && secs <= max_secs)
+        .then(|| Duration::try_from_secs_f64(secs).ok())
+        .flatten()
+}
+
 /// The public URL of a server whose REST listener is bound to `addr`: `http://` and
 /// the address, with an unspecified IP (`0.0.0.0`, `::`) as loopback, since that
 /// is the one address of the machine known to reach it.
