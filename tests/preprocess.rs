@@ -1651,14 +1651,18 @@ async fn uploads_whose_pipeline_does_not_fit_are_refused_and_change_nothing() {
         .collect();
     assert_eq!(states, [&json!("AVAILABLE")], "{status_body}");
 
-    // Asset names the version directory cannot hold.
+    // Asset names the version directory cannot hold: a file the repository
+    // would load instead of the model, a warm-up that fails (both once stored
+    // with a 200, the version in ERROR).
     for (name, words) in [
         ("config.toml", "config.toml"),
         (".hidden", "does not start with '.'"),
         ("labels.txt", "name of another file"),
+        ("saved_model.pb", "would be taken for the version's model"),
+        ("warmup.json", "warm-up failed: warmup.json"),
     ] {
         let mut assets = vec![(name, b"x\n".to_vec())];
-        if name == "labels.txt" {
+        if name == "labels.txt" || name == "warmup.json" {
             assets.push(("labels.txt", labels.clone()));
         }
         let (status, body) = upload_with_assets(

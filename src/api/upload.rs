@@ -390,23 +390,54 @@ impl Upload {
                 artifact = canonical;
             }
         }
+        // The repository must find this same file the model's: an asset named as a
+        // model file it prefers (`saved_model.pb`, `model.onnx` beside a pickle)
+        // would be loaded instead.
+        let found = tokio::task::spawn_blocking({
+            let staging = self.staging.clone();
+            move || crate::backends::find_artifact(&staging)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("model check failed: {e}")))?;
+        if found.as_deref() != Some(artifact.as_path()) {
+            return Err(ApiError::InvalidArgument(
+                match found.as_deref().and_then(Path::file_name) {
+                    Some(taken) => format!(
+                        "asset file {:?} would be taken for the version's model instead of \
+                         the uploaded model file: give it another name",
+                        taken.to_string_lossy()
+                    ),
+                    None => format!(
+                        "the model file's name ({:?}) is not one the repository knows a \
+                         model by when other files sit beside it: name it {}",
+                        self.artifact_name,
+                        crate::backends::ARTIFACT_NAMES.join(", ")
+                    ),
+                },
+            ));
+        }
         let options = self.state.manager.backend_options().clone();
         // The model's own config.toml (if any) says how its pickles are read (a
         // fastText model's segmenter, a SavedModel's tags), and what its pre- and
         // post-processing pipeline needs: that is built too, from the files of the
         // upload, so a labels file, tokenizer or image setting that does not fit
-        // the model is refused here rather than stored as a version that fails.
+        // the model is refused here rather than stored as a version that fails;
+        // so is a warm-up (`warmup.json`, TF Serving's warm-up records) that fails.
         let config = crate::model_config::ModelConfig::load(&self.model_dir).unwrap_or_default();
         let version_dir = self.staging.clone();
+        let model = self.model.clone();
         let check = tokio::task::spawn_blocking(move || {
             let backend = load_backend_with(&artifact, &options, &config).map_err(|e| {
                 format!("the uploaded file is not a model ferroserve can load: {e}")
             })?;
-            crate::preprocess::Pipeline::load(&version_dir, &config, &*backend)
-                .map(|_| ())
-                .map_err(|e| {
-                    format!("the uploaded model does not fit the model's config.toml: {e}")
-                })
+            crate::preprocess::Pipeline::load(&version_dir, &config, &*backend).map_err(|e| {
+                format!("the uploaded model does not fit the model's config.toml: {e}")
+            })?;
+            if config.warmup_enabled() {
+                crate::warmup::warm_up(&model, 0, &*backend, &version_dir)
+                    .map_err(|e| format!("the uploaded model's warm-up failed: {e}"))?;
+            }
+            Ok(())
         });
         let checked = tokio::time::timeout_at(deadline, check)
             .await
