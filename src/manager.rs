@@ -580,8 +580,19 @@ impl Manager {
     /// Loads the versions the model's policy asks for that are not loaded yet, then
     /// unloads those it no longer asks for, provided at least one asked-for version
     /// is available (so a failed new version leaves the old one serving).
+    ///
+    /// A model whose directory changed (a config file or gRPC `ReloadConfig` giving
+    /// it another base path) has every version its policy asks for loaded from the
+    /// new directory, replacing the one of the same number; what the old directory
+    /// served goes, whether or not the new one loads: a version number names
+    /// different files there.
     pub fn reconcile_model(&self, model: &ModelOnDisk) {
         let name = model.name.as_str();
+        let moved = self
+            .records()
+            .get(name)
+            .map(|r| r.dir.clone())
+            .is_some_and(|dir| !dir.as_os_str().is_empty() && !same_dir(&dir, &model.dir));
         let config = match &model.config {
             Ok(c) => Arc::new(c.clone()),
             Err(e) => {
@@ -624,6 +635,12 @@ impl Manager {
             .get(name)
             .map(|m| m.versions.keys().copied().collect())
             .unwrap_or_default();
+        // Served from this directory, so not to be loaded again.
+        let served_here = if moved {
+            BTreeSet::new()
+        } else {
+            serving_now.clone()
+        };
 
         let to_load: Vec<(u64, PathBuf)> = {
             let mut records = self.records();
@@ -642,7 +659,7 @@ impl Manager {
                 .versions
                 .retain(|v, r| r.state != VersionState::End || model.versions.contains_key(v));
             for v in model.versions.values().filter(|v| v.artifact.is_none()) {
-                if serving_now.contains(&v.version) {
+                if served_here.contains(&v.version) {
                     continue;
                 }
                 let entry = record.versions.entry(v.version).or_insert_with(new_record);
@@ -664,7 +681,7 @@ impl Manager {
             }
             let mut to_load = Vec::new();
             for &v in &aspired {
-                if serving_now.contains(&v) {
+                if served_here.contains(&v) {
                     continue;
                 }
                 let artifact = model.versions[&v].artifact.clone().expect("filtered above");
@@ -703,7 +720,28 @@ impl Manager {
                 .get(name)
                 .is_some_and(|m| m.versions.keys().any(|v| aspired.contains(v)))
         };
-        let to_unload: Vec<u64> = if any_aspired_available {
+        let to_unload: Vec<u64> = if moved {
+            // Every version but those just loaded from the new directory.
+            let records = self.records();
+            let loaded_now = |v: &u64| {
+                to_load.iter().any(|(l, _)| l == v)
+                    && records
+                        .get(name)
+                        .and_then(|m| m.versions.get(v))
+                        .is_some_and(|r| r.state == VersionState::Available)
+            };
+            let map = self.serving();
+            map.models
+                .get(name)
+                .map(|m| {
+                    m.versions
+                        .keys()
+                        .filter(|v| !loaded_now(v))
+                        .copied()
+                        .collect()
+                })
+                .unwrap_or_default()
+        } else if any_aspired_available {
             serving_now.difference(&aspired).copied().collect()
         } else {
             Vec::new()
@@ -906,6 +944,15 @@ impl Manager {
             .retain(|_, m| !m.versions.is_empty() || !m.labels.is_empty());
         self.serving.store(Arc::new(next));
     }
+}
+
+/// Whether two paths name the same directory (`models/x` and `/srv/models/x`, say).
+fn same_dir(a: &Path, b: &Path) -> bool {
+    a == b
+        || match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        }
 }
 
 /// The labels to publish: those of the config whose version is available (or all

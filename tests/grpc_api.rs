@@ -1550,6 +1550,68 @@ async fn tf_serving_reload_config_replaces_the_model_list() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    let row = || float_tensor(&[vec![5.9, 3.0, 5.1, 1.8]]);
+    // Version 1 of the repository's iris_lr: the logistic regression.
+    let lr = Some(ModelSpec {
+        name: "iris_lr".into(),
+        version: Some(1),
+        ..Default::default()
+    });
+    let lr_answer = client
+        .predict(predict_request(lr, row()))
+        .await
+        .unwrap()
+        .into_inner()
+        .outputs;
+
+    // "added" pointed at another directory serves that directory's version 3 (here
+    // iris_lr's model), not the one loaded from the old path under that number.
+    // Before, the call answered OK and the old model kept serving.
+    install_model(
+        elsewhere.path(),
+        "moved",
+        3,
+        &root_path("examples/models/iris_lr/1/model.onnx"),
+    );
+    let mut moved = config(
+        "added",
+        &elsewhere.path().join("moved").display().to_string(),
+    );
+    moved.version_labels = HashMap::from([("stable".to_string(), 3)]);
+    let r = models
+        .handle_reload_config_request(reload(vec![config("iris_lr", ""), moved.clone()]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status.unwrap().error_code, tf::error::Code::Ok as i32);
+    let answer = client
+        .predict(predict_request(spec("added"), row()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.model_spec.unwrap().version, Some(3));
+    assert_eq!(answer.outputs, lr_answer);
+    // Pointed at a directory with no versions, it serves nothing: UNAVAILABLE.
+    std::fs::create_dir_all(elsewhere.path().join("empty")).unwrap();
+    let empty = config(
+        "added",
+        &elsewhere.path().join("empty").display().to_string(),
+    );
+    let status = models
+        .handle_reload_config_request(reload(vec![config("iris_lr", ""), empty]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+
+    // A label naming a version the model does not have fails the call, as in TF
+    // Serving (allow_version_labels_for_unavailable_models is off).
+    moved.version_labels = HashMap::from([("stable".to_string(), 7)]);
+    let status = models
+        .handle_reload_config_request(reload(vec![config("iris_lr", ""), moved]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("stable"), "{status:?}");
     assert!(client
         .predict(predict_request(
             spec("iris_lr"),

@@ -188,12 +188,24 @@ pub async fn reload_config(
                 .map(|e| e.to_string())
         })
         .collect();
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::Unavailable(format!(
+    if !failed.is_empty() {
+        return Err(ApiError::Unavailable(format!(
             "config applied, but some models are not serving: {}",
             failed.join("; ")
-        )))
+        )));
     }
+    // As TF Serving, a label that cannot point at its version fails the call
+    // (FAILED_PRECONDITION), unless the model allows unavailable labels.
+    let label_errors: Vec<String> = names
+        .iter()
+        .filter_map(|name| state.manager.model_record(name))
+        .flat_map(|record| record.label_errors)
+        .collect();
+    if !label_errors.is_empty() {
+        return Err(ApiError::Conflict(format!(
+            "config applied, but some labels are not set: {}",
+            label_errors.join("; ")
+        )));
+    }
+    Ok(())
 }

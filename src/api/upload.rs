@@ -400,6 +400,8 @@ impl Upload {
         .await
         .map_err(|e| ApiError::Internal(format!("model check failed: {e}")))?;
         if found.as_deref() != Some(artifact.as_path()) {
+            // A delete of the model may have moved the staging directory away.
+            self.still_staged().map_err(ApiError::Conflict)?;
             return Err(ApiError::InvalidArgument(
                 match found.as_deref().and_then(Path::file_name) {
                     Some(taken) => format!(
