@@ -295,6 +295,15 @@ async fn raw_grpc(server: &TestServer, path: &str, message: &[u8]) -> (Option<St
     let mut framed = vec![0u8];
     framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
     framed.extend_from_slice(message);
+    raw_grpc_body(server, path, framed).await
+}
+
+/// As [`raw_grpc`], with the request body as given (framed or not).
+async fn raw_grpc_body(
+    server: &TestServer,
+    path: &str,
+    framed: Vec<u8>,
+) -> (Option<String>, String) {
     let client = reqwest::Client::builder()
         .http2_prior_knowledge()
         .build()
@@ -338,14 +347,29 @@ async fn malformed_protobuf_is_invalid_argument() {
             assert_eq!(status, invalid_argument, "{path} {message:?}: {text}");
         }
     }
+    // A body that is no gRPC message: none, cut short, flagged compressed with no
+    // encoding, an unknown flag. tonic says INTERNAL; it is the client's error.
+    let infer = "/inference.GRPCInferenceService/ModelInfer";
+    for body in [
+        vec![],
+        vec![0, 0, 0, 0, 10, 0x0a, 0x01],
+        vec![0, 0],
+        vec![1, 0, 0, 0, 3, 0x0a, 0x01, b'x'],
+        vec![2, 0, 0, 0, 3, 0x0a, 0x01, b'x'],
+    ] {
+        let (status, text) = raw_grpc_body(&server, infer, body.clone()).await;
+        assert_eq!(status, invalid_argument, "{body:?}: {text}");
+    }
     // A well-formed request still gets its own code (here: no such model).
-    let (status, text) = raw_grpc(
-        &server,
-        "/inference.GRPCInferenceService/ModelInfer",
-        &[0x0a, 0x01, b'x'],
-    )
-    .await;
+    let (status, text) = raw_grpc(&server, infer, &[0x0a, 0x01, b'x']).await;
     assert_eq!(status.as_deref(), Some("5"), "{text}");
+    // Its message stays short when the name it echoes is not: clients refuse
+    // headers past 8 KiB and would see RESOURCE_EXHAUSTED instead.
+    let mut long = vec![0x0a, 0xa8, 0x46]; // field 1, 9000 bytes
+    long.extend(std::iter::repeat_n(b'n', 9000));
+    let (status, text) = raw_grpc(&server, infer, &long).await;
+    assert_eq!(status.as_deref(), Some("5"), "{text}");
+    assert!(text.len() < 1200 && text.contains("cut"), "{}", text.len());
     server.stop().await;
 }
 

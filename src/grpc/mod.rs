@@ -10,8 +10,12 @@
 //! * an [`ApiError`] becomes a `tonic::Status` only in [`status_from`];
 //! * a message over the size limits is RESOURCE_EXHAUSTED, never a dropped connection
 //!   (tonic says OUT_OF_RANGE; [`ClientStatusLayer`] corrects it);
-//! * a request that is not valid protobuf is INVALID_ARGUMENT (tonic says INTERNAL;
-//!   [`ClientStatusLayer`] corrects it too), so INTERNAL always means the server;
+//! * a request that is not valid protobuf, or a body that is no gRPC message (none,
+//!   cut short, a compression flag without an encoding), is INVALID_ARGUMENT (tonic
+//!   says INTERNAL; [`ClientStatusLayer`] corrects it too), so INTERNAL always means
+//!   the server;
+//! * a status message is at most about a kilobyte ([`ClientStatusLayer`] cuts longer
+//!   ones, such as an echoed megabyte-long name, that clients would refuse);
 //! * a client deadline (`grpc-timeout`) bounds the operation like the REST timeout.
 
 mod auth;
@@ -340,10 +344,25 @@ pub struct ClientStatus<S> {
     inner: S,
 }
 
-/// How prost's `DecodeError` (which tonic's codec puts in an INTERNAL status) begins.
-const DECODE_ERROR_PREFIX: &str = "failed to decode Protobuf message";
+/// How the errors tonic's codec puts in an INTERNAL status for a request the
+/// client sent wrong begin: prost's `DecodeError`, and a request body that is no
+/// gRPC message (none at all, cut short, or flagged compressed without an
+/// encoding).
+const CLIENT_ERROR_PREFIXES: [&str; 6] = [
+    "failed to decode Protobuf message",
+    "Missing request message",
+    "Unexpected EOF decoding stream",
+    "protocol error: received message with compressed-flag",
+    "protocol error: received message with invalid compression flag",
+    "invalid compression flag",
+];
+
+/// The longest `grpc-message` sent, in bytes: clients refuse headers past 8 KiB,
+/// and a message echoing a client's megabyte-long name would hide its status.
+const MAX_MESSAGE_BYTES: usize = 1024;
 
 fn fix_status(headers: &mut http::HeaderMap) {
+    shorten_message(headers);
     let code = headers
         .get("grpc-status")
         .and_then(|v| v.to_str().ok())
@@ -351,19 +370,48 @@ fn fix_status(headers: &mut http::HeaderMap) {
         .map(Code::from_i32);
     let fixed = match code {
         Some(Code::OutOfRange) => Code::ResourceExhausted,
-        Some(Code::Internal) if is_decode_error(headers) => Code::InvalidArgument,
+        Some(Code::Internal) if is_client_error(headers) => Code::InvalidArgument,
         _ => return,
     };
     headers.insert("grpc-status", http::HeaderValue::from(fixed as i32));
 }
 
-/// Whether `grpc-message` (percent-encoded by tonic: a space is `%20`) is a
-/// protobuf decode error.
-fn is_decode_error(headers: &http::HeaderMap) -> bool {
+/// Cuts `grpc-message` (percent-encoded: ASCII) to [`MAX_MESSAGE_BYTES`], never
+/// inside an escape, saying that it was cut.
+fn shorten_message(headers: &mut http::HeaderMap) {
+    let Some(message) = headers.get("grpc-message") else {
+        return;
+    };
+    let bytes = message.as_bytes();
+    if bytes.len() <= MAX_MESSAGE_BYTES {
+        return;
+    }
+    let mut end = MAX_MESSAGE_BYTES;
+    // An escape is `%XY`: never keep a `%` without its two digits.
+    if let Some(percent) = bytes[end.saturating_sub(2)..end]
+        .iter()
+        .position(|&b| b == b'%')
+    {
+        end = end - 2 + percent;
+    }
+    let mut shortened = bytes[..end].to_vec();
+    shortened
+        .extend_from_slice(format!("%20(cut:%20{}%20bytes%20in%20all)", bytes.len()).as_bytes());
+    if let Ok(value) = http::HeaderValue::from_bytes(&shortened) {
+        headers.insert("grpc-message", value);
+    }
+}
+
+/// Whether `grpc-message` (percent-encoded by tonic: a space is `%20`) is one of
+/// the codec's errors about what the client sent.
+fn is_client_error(headers: &http::HeaderMap) -> bool {
     headers
         .get("grpc-message")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|m| m.replace("%20", " ").starts_with(DECODE_ERROR_PREFIX))
+        .is_some_and(|m| {
+            let m = m.replace("%20", " ");
+            CLIENT_ERROR_PREFIXES.iter().any(|p| m.starts_with(p))
+        })
 }
 
 impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for ClientStatus<S>
@@ -454,6 +502,46 @@ mod tests {
             fixed(Code::NotFound, "failed%20to%20decode%20Protobuf%20message"),
             Code::NotFound
         );
+        // A request body that is no gRPC message is the client's error too.
+        for message in [
+            "Missing%20request%20message.",
+            "Unexpected%20EOF%20decoding%20stream.",
+            "protocol%20error:%20received%20message%20with%20compressed-flag%20but%20no%20grpc-encoding%20was%20specified",
+            "invalid%20compression%20flag:%202",
+        ] {
+            assert_eq!(fixed(Code::Internal, message), Code::InvalidArgument);
+        }
+    }
+
+    #[test]
+    fn long_messages_are_cut_outside_escapes() {
+        for name_len in [2000, 2001, 2002, 2003] {
+            let message = format!("model%20{}%2Fx%20not%20found", "n".repeat(name_len));
+            let mut headers = http::HeaderMap::new();
+            headers.insert("grpc-message", message.parse().unwrap());
+            fix_status(&mut headers);
+            let cut = headers["grpc-message"].to_str().unwrap();
+            assert!(cut.len() < MAX_MESSAGE_BYTES + 64, "{}", cut.len());
+            assert!(cut.starts_with("model%20nnn"), "{cut}");
+            assert!(
+                cut.ends_with(&format!("(cut:%20{}%20bytes%20in%20all)", message.len())),
+                "{cut}"
+            );
+        }
+        // An escape across the limit is dropped whole.
+        for at in [MAX_MESSAGE_BYTES - 2, MAX_MESSAGE_BYTES - 1] {
+            let message = format!("{}%2F{}", "a".repeat(at), "b".repeat(100));
+            let mut headers = http::HeaderMap::new();
+            headers.insert("grpc-message", message.parse().unwrap());
+            shorten_message(&mut headers);
+            let cut = headers["grpc-message"].to_str().unwrap();
+            let kept = cut.split("%20(cut").next().unwrap();
+            assert_eq!(kept, "a".repeat(at), "{at}");
+        }
+        let mut short = http::HeaderMap::new();
+        short.insert("grpc-message", "fine".parse().unwrap());
+        shorten_message(&mut short);
+        assert_eq!(short["grpc-message"], "fine");
     }
 
     #[test]
