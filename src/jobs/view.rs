@@ -78,6 +78,8 @@ pub struct JobView {
     pub job_id: String,
     pub kind: String,
     pub state: JobState,
+    /// As given; shown with the passwords of its database URLs masked.
+    #[serde(serialize_with = "serialize_redacted")]
     pub spec: serde_json::Value,
     pub progress: Progress,
     pub messages: Vec<Message>,
@@ -106,6 +108,33 @@ impl JobView {
     }
 }
 
+fn serialize_redacted<S: serde::Serializer>(
+    spec: &serde_json::Value,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    redacted(spec).serialize(s)
+}
+
+/// `spec` with the password of every URL in it masked (`postgres://u:***@h/db`):
+/// clients that may read a job may not read the credentials it runs with (the
+/// store keeps them, for the job to run).
+pub fn redacted(spec: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match spec {
+        Value::String(text) if text.contains("://") && text.contains('@') => {
+            Value::String(crate::store::pool::redact(text))
+        }
+        Value::Array(items) => Value::Array(items.iter().map(redacted).collect()),
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (k.clone(), redacted(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 /// The record of `view`, as the store keeps it.
 pub(super) fn row_of(view: &JobView) -> JobRow {
     JobRow {
@@ -121,5 +150,44 @@ pub(super) fn row_of(view: &JobView) -> JobRow {
         started_ms: view.started_ms,
         finished_ms: view.finished_ms,
         cancel_requested: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shown_spec_masks_database_passwords_and_the_stored_one_keeps_them() {
+        let spec = serde_json::json!({
+            "model": "iris",
+            "source": {"url": "postgres://u:s3cret@db.example:5432/x", "query": "select 1"},
+            "sink": {"url": "mysql://root:pw%40rd@127.0.0.1/y", "table": "t"},
+            "carry": ["id"],
+        });
+        let view = JobView {
+            job_id: "j".into(),
+            kind: "score".into(),
+            state: JobState::Queued,
+            spec: spec.clone(),
+            progress: Progress::default(),
+            messages: Vec::new(),
+            result: None,
+            error: None,
+            created_ms: 0,
+            started_ms: None,
+            finished_ms: None,
+        };
+        let shown = serde_json::to_string(&view).unwrap();
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("pw%40rd"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("postgres://u:***@db.example:5432/x"),
+            "{shown}"
+        );
+        assert!(shown.contains("\"carry\":[\"id\"]"), "{shown}");
+        assert_eq!(row_of(&view).spec, spec.to_string());
     }
 }
