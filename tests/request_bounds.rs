@@ -380,6 +380,64 @@ async fn tf_padding_is_bounded_and_tensor_content_conflicts_are_refused() {
 
 /// The peak resident memory of this process since the last [`reset_peak_rss`], in
 /// bytes (`VmHWM`).
+/// A client that asks before sending its body (`Expect: 100-continue`) and
+/// declares one past the route's limit is answered 413 at once, never told to
+/// send it; within the limit it is told to, and answered. Before, the server
+/// asked for the whole body and refused it only past the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_declared_too_large_is_refused_before_it_is_sent() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let repo = repo();
+    let server = TestServer::start_with(Settings {
+        max_request_bytes: 1 << 20,
+        max_upload_bytes: 2 << 20,
+        ..settings(repo.path())
+    })
+    .await;
+    let head = |path: &str, length: u64| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+             Content-Length: {length}\r\nExpect: 100-continue\r\n\r\n",
+            server.rest_addr
+        )
+    };
+    let first_answer = |request: String| async move {
+        let mut tcp = tokio::net::TcpStream::connect(server.rest_addr)
+            .await
+            .unwrap();
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut answer))
+            .await
+            .expect("an answer before the body")
+            .unwrap();
+        (tcp, String::from_utf8_lossy(&answer[..n]).into_owned())
+    };
+    for (path, length) in [
+        ("/v1/models/iris_lr:predict", (1 << 20) + 1),
+        ("/upload_model", 4 << 20),
+        ("/v1/jobs", 1 << 40),
+    ] {
+        let (_, answer) = first_answer(head(path, length)).await;
+        assert!(answer.starts_with("HTTP/1.1 413"), "{path}: {answer}");
+        assert!(answer.contains("larger than the limit"), "{path}: {answer}");
+    }
+    // Within the limit: told to continue, then answered.
+    let body = json!({"instances": [[5.1, 3.5, 1.4, 0.2]]}).to_string();
+    let (mut tcp, answer) =
+        first_answer(head("/v1/models/iris_lr:predict", body.len() as u64)).await;
+    assert!(answer.starts_with("HTTP/1.1 100 Continue"), "{answer}");
+    tcp.write_all(body.as_bytes()).await.unwrap();
+    let mut rest = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    let rest = String::from_utf8_lossy(&rest[..n]);
+    assert!(rest.contains("HTTP/1.1 200"), "{answer}{rest}");
+    server.stop().await;
+}
+
 fn peak_rss() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status

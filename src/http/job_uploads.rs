@@ -22,6 +22,15 @@ const MULTIPART_OVERHEAD: u64 = 1024 * 1024;
 /// 413, so the client reads the answer instead of a reset connection.
 const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
 
+/// The most bytes a multipart job request may hold: its files, their framing and
+/// the spec.
+pub(super) fn multipart_limit(settings: &crate::settings::Settings) -> u64 {
+    settings
+        .max_upload_bytes
+        .saturating_add(MULTIPART_OVERHEAD)
+        .saturating_add(settings.max_request_bytes as u64)
+}
+
 /// A job request's body: JSON, or a multipart spec with its files.
 pub enum JobBody {
     Json(serde_json::Value),
@@ -43,11 +52,7 @@ impl JobBody {
                     .starts_with("multipart/form-data")
             });
         if multipart {
-            let limit = state
-                .settings
-                .max_upload_bytes
-                .saturating_add(MULTIPART_OVERHEAD)
-                .saturating_add(state.settings.max_request_bytes as u64);
+            let limit = multipart_limit(&state.settings);
             let request = limited(request, usize::try_from(limit).unwrap_or(usize::MAX));
             let multipart = Multipart::from_request(request, state).await.map_err(|e| {
                 HttpError(ApiError::InvalidArgument(format!(

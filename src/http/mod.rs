@@ -71,6 +71,10 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::workers::forward::layer,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            expected_length,
+        ))
         // Inside the access layer (whose refusals are JSON already) and around every
         // route, the default fallback (unknown path) and each route's wrong-method
         // answer, so that no error leaves without the documented JSON body.
@@ -81,6 +85,43 @@ pub fn router(state: AppState) -> Router {
             auth::require,
         ))
         .with_state(state)
+}
+
+/// The most bytes a request body to `path` may hold (the `DefaultBodyLimit` of
+/// its route).
+fn body_limit(settings: &crate::settings::Settings, path: &str) -> u64 {
+    match path.trim_end_matches('/') {
+        "/upload_model" => upload::body_limit(settings.max_upload_bytes),
+        // JSON or multipart with files; the handler tells which.
+        "/v1/jobs" | "/predictall" | "/train" => job_uploads::multipart_limit(settings),
+        _ => settings.max_request_bytes as u64,
+    }
+}
+
+/// A body declared larger than its route takes, from a client that waits to be
+/// told to send it (`Expect: 100-continue`, as curl does for large bodies), is a
+/// 413 before any of it is sent. Other clients' bodies are read up to the limit
+/// first: an answer before they have sent it could be lost in a reset connection.
+async fn expected_length(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let waits = request
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let (true, Some(declared)) = (waits, declared) {
+        let limit = body_limit(&state.settings, request.uri().path());
+        if declared > limit {
+            return HttpError(ApiError::PayloadTooLarge(format!(
+                "request body of {declared} bytes is larger than the limit of {limit} bytes"
+            )))
+            .into_response();
+        }
+    }
+    next.run(request).await
 }
 
 /// An [`ApiError`] as an HTTP response: `{"error": "..."}` with the status TF

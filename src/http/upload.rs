@@ -20,10 +20,15 @@ const MULTIPART_OVERHEAD: u64 = 1024 * 1024;
 /// 413, so the client reads the answer instead of a reset connection.
 const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
 
-/// `/upload_model`, with a body limit of the upload limit plus the multipart framing.
+/// The most bytes an upload's body may hold: the upload limit plus the multipart
+/// framing.
+pub(super) fn body_limit(max_upload_bytes: u64) -> u64 {
+    max_upload_bytes.saturating_add(MULTIPART_OVERHEAD)
+}
+
+/// `/upload_model`, with a body limit of [`body_limit`].
 pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
-    let upload_limit =
-        usize::try_from(max_upload_bytes.saturating_add(MULTIPART_OVERHEAD)).unwrap_or(usize::MAX);
+    let upload_limit = usize::try_from(body_limit(max_upload_bytes)).unwrap_or(usize::MAX);
     Router::new().route(
         "/upload_model",
         post(upload_model).layer(DefaultBodyLimit::max(upload_limit)),
