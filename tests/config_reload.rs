@@ -92,6 +92,15 @@ async fn config_edits_apply_to_served_versions_without_a_reload() {
     assert_eq!(status["models"][0]["model_id"], "iris");
     let (code, _) = server.get(QUERY).await;
     assert_eq!(code, 200, "the timeout edit was undone with the rest");
+    // A misspelt parameter is refused, not taken for a reload of every model.
+    let (code, body) = server
+        .post_json("/reload_model?model_name=iris", &serde_json::json!({}))
+        .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("model_name"),
+        "{body}"
+    );
     let (code, body) = server
         .post_json("/reload_model?modelname=iris", &serde_json::json!({}))
         .await;

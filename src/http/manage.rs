@@ -131,7 +131,9 @@ fn deployment_json(d: &Deployment) -> Value {
 
 // ---- reload, status, deploy, stop, delete ----
 
+/// A misspelt parameter (`model_name=`) is a 400, not a reload of every model.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ReloadQuery {
     modelname: Option<String>,
 }

@@ -51,12 +51,7 @@ fn parse_path(rest: &str) -> Result<ModelPath<'_>, HttpError> {
     let segments: Vec<&str> = path.split('/').collect();
     let (model, version, tail) = match segments.as_slice() {
         [m, "versions", v, tail @ ..] => {
-            let v = v.parse::<u64>().ok().filter(|v| *v > 0).ok_or_else(|| {
-                HttpError(ApiError::InvalidArgument(format!(
-                    "invalid version {v:?}: must be a positive integer"
-                )))
-            })?;
-            (*m, VersionRequest::Specific(v), tail)
+            (*m, VersionRequest::Specific(super::path_version(v)?), tail)
         }
         [m, "labels", l, tail @ ..] => (*m, VersionRequest::Label(l.to_string()), tail),
         [m, tail @ ..] => (*m, VersionRequest::Latest, tail),
@@ -730,6 +725,14 @@ mod tests {
         assert_eq!(p.verb, Some("metadata"));
         assert!(parse_path("iris/versions/x").is_err());
         assert!(parse_path("iris/versions/0").is_err());
+        // Digits only, as TF Serving's `\d+` (leading zeros included).
+        for bad in ["+1", "-1", " 1", "1 ", "", "0x1"] {
+            assert!(
+                parse_path(&format!("iris/versions/{bad}:predict")).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(parse_path("iris/versions/01:predict").is_ok());
         assert!(parse_path("iris/other").is_err());
         assert!(parse_path("").is_err());
         let p = parse_path("iris/labels/stable:classify").unwrap();

@@ -48,15 +48,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 fn parse_version(v: &str) -> Result<VersionRequest, HttpError> {
-    v.parse::<u64>()
-        .ok()
-        .filter(|v| *v > 0)
-        .map(VersionRequest::Specific)
-        .ok_or_else(|| {
-            HttpError(ApiError::InvalidArgument(format!(
-                "invalid version {v:?}: must be a positive integer"
-            )))
-        })
+    super::path_version(v).map(VersionRequest::Specific)
 }
 
 /// The server's name, version and extensions.
