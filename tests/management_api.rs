@@ -600,9 +600,21 @@ async fn stopped_models_are_not_reloaded_by_the_watcher() {
         assert_eq!(predict_version(&server, "m").await.0, 404);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // The V2 repository extension loads it again, and unloads it.
+    // The V2 repository extension loads it again, and unloads it. A load's
+    // overrides (Triton's config and files) are refused, as is a malformed body:
+    // they were ignored, and the model loaded as it was on disk.
+    for bad in [
+        json!({"parameters": {"config": "{\"max_batch_size\": 8}"}}),
+        json!({"parameters": {"file:1/model.onnx": "AAAA"}}),
+        json!({"params": {}}),
+        json!([]),
+    ] {
+        let (code, body) = server.post_json("/v2/repository/models/m/load", &bad).await;
+        assert_eq!(code, 400, "{bad}: {body}");
+        assert_eq!(predict_version(&server, "m").await.0, 404, "{bad}");
+    }
     let (code, body) = server
-        .post_json("/v2/repository/models/m/load", &json!({}))
+        .post_json("/v2/repository/models/m/load", &json!({"parameters": {}}))
         .await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(predict_version(&server, "m").await.1["version"], 2);
@@ -615,7 +627,10 @@ async fn stopped_models_are_not_reloaded_by_the_watcher() {
         json!([{"name": "m", "version": "2", "state": "AVAILABLE", "reason": ""}])
     );
     let (code, _) = server
-        .post_json("/v2/repository/models/m/unload", &json!({}))
+        .post_json(
+            "/v2/repository/models/m/unload",
+            &json!({"parameters": {"unload_dependents": false}}),
+        )
         .await;
     assert_eq!(code, 200);
     assert_eq!(server.get("/v2/models/m/ready").await.0, 404);

@@ -402,9 +402,11 @@ async fn repository_index(
 /// `POST /v2/repository/models/{model}/load`
 #[utoipa::path(post, path = "/v2/repository/models/{model}/load", tag = "management",
     params(("model" = String, Path, description = "The model's name")),
+    request_body(content = Option<Object>, content_type = "application/json", description = "Optional: `{\"parameters\": {}}`; a load takes no parameters (no `config` or `file:` overrides: models load as they are on disk)"),
     responses(
         (status = 200, description = "Loaded (an empty object)", body = Object),
-        (status = 400, description = "Malformed model name", body = ErrorBody),
+        (status = 400, description = "Malformed model name or body, or a load parameter", body = ErrorBody),
+        (status = 408, description = "The body stopped arriving", body = ErrorBody),
         (status = 404, description = "No such model", body = ErrorBody),
         (status = 409, description = "Another operation holds the model, or the request conflicts with its state", body = ErrorBody),
         (status = 503, description = "No version of the model serves after the load (the message says why: each version's error, or none found), or the metadata store does not answer and nothing changed", body = ErrorBody),
@@ -414,17 +416,59 @@ async fn repository_load(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
     Path(model): Path<String>,
+    bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, HttpError> {
+    let bytes = body(bytes, state.settings.max_request_bytes)?;
+    repository_parameters(&bytes, &[])?;
     repository::load_model(&state, &model, &caller_of(caller)).await?;
     Ok(Json(json!({})))
+}
+
+/// The body of a V2 repository load or unload: none, or `{"parameters": {...}}`
+/// naming only parameters in `accepted` (a load's `config` or `file:` overrides
+/// are refused, as over gRPC: models load as they are on disk).
+fn repository_parameters(bytes: &[u8], accepted: &[&str]) -> Result<(), HttpError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    let invalid = |m: String| HttpError(ApiError::InvalidArgument(m));
+    let request: Value = parse_json(bytes)?;
+    let Value::Object(mut fields) = request else {
+        return Err(invalid(format!(
+            "the body must be a JSON object ({{\"parameters\": {{...}}}}), not {request}"
+        )));
+    };
+    let parameters = match fields.remove("parameters") {
+        None => Map::new(),
+        Some(Value::Object(p)) => p,
+        Some(other) => {
+            return Err(invalid(format!(
+                "parameters must be an object, not {other}"
+            )))
+        }
+    };
+    if let Some(field) = fields.keys().next() {
+        return Err(invalid(format!(
+            "unknown field {field:?}: the body takes only \"parameters\""
+        )));
+    }
+    match parameters.keys().find(|k| !accepted.contains(&k.as_str())) {
+        Some(name) => Err(HttpError(ApiError::InvalidArgument(format!(
+            "parameter {name:?} is not supported: models load from the repository as they are \
+             on disk"
+        )))),
+        None => Ok(()),
+    }
 }
 
 /// `POST /v2/repository/models/{model}/unload`
 #[utoipa::path(post, path = "/v2/repository/models/{model}/unload", tag = "management",
     params(("model" = String, Path, description = "The model's name")),
+    request_body(content = Option<Object>, content_type = "application/json", description = "Optional: `{\"parameters\": {\"unload_dependents\": bool}}` (no model here has dependents)"),
     responses(
         (status = 200, description = "Unloaded (an empty object)", body = Object),
-        (status = 400, description = "Malformed model name", body = ErrorBody),
+        (status = 400, description = "Malformed model name or body, or a parameter other than unload_dependents", body = ErrorBody),
+        (status = 408, description = "The body stopped arriving", body = ErrorBody),
         (status = 404, description = "No such model", body = ErrorBody),
         (status = 409, description = "Another operation holds the model, or the request conflicts with its state", body = ErrorBody),
         (status = 503, description = "The metadata store does not answer; nothing changed", body = ErrorBody),
@@ -434,7 +478,11 @@ async fn repository_unload(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
     Path(model): Path<String>,
+    bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, HttpError> {
+    let bytes = body(bytes, state.settings.max_request_bytes)?;
+    // Triton's `unload_dependents`: no model here has dependents.
+    repository_parameters(&bytes, &["unload_dependents"])?;
     repository::unload_model(&state, &model, &caller_of(caller)).await?;
     Ok(Json(json!({})))
 }
