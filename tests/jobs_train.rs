@@ -592,6 +592,39 @@ async fn bad_data_fails_the_job_with_a_clear_message() {
     .await;
     assert!(e.contains("row 2") && e.contains("missing"), "{e}");
 
+    // Values no float input holds: the job once succeeded and saved a model that
+    // answered NaN for every row.
+    write("huge.csv", "x,y\n1e308,a\n-1e308,b\n1,a\n2,b\n");
+    let e = failed(
+        &server,
+        spec(
+            "huge.csv",
+            json!({"key": "y"}),
+            json!([{"key": "x"}]),
+            json!([]),
+        ),
+    )
+    .await;
+    assert!(
+        e.contains("row 1") && e.contains("not a finite 32-bit float"),
+        "{e}"
+    );
+
+    // A category column with no value at all: once ONNX Runtime's refusal of the
+    // saved model ("num_categories_ > 0").
+    write("no_categories.csv", "x,y\n,a\n,b\n,a\n,b\n");
+    let e = failed(
+        &server,
+        spec(
+            "no_categories.csv",
+            json!({"key": "y"}),
+            json!([{"key": "x", "missing": "most_frequent"}]),
+            json!(["x"]),
+        ),
+    )
+    .await;
+    assert!(e.contains("no values to learn its categories"), "{e}");
+
     // The bank's job column has 6 values; the limit here is 5.
     let e = failed(
         &server,

@@ -464,7 +464,15 @@ pub fn encode(raw: &RawData, schema: &Schema, max_categories: usize) -> Result<E
                 continue;
             }
             match number(v) {
-                Some(x) => values.push(Some(x as f32)),
+                Some(x) if (x as f32).is_finite() => values.push(Some(x as f32)),
+                Some(x) => {
+                    return fail(format!(
+                        "column {:?}, row {}: {x} is not a finite 32-bit float, which the \
+                         saved model takes (at most about 3.4e38 in size)",
+                        f.key,
+                        r + 1
+                    ))
+                }
                 None => {
                     return fail(format!(
                         "column {:?}, row {}: {:?} is not a number (list the feature in \
@@ -536,6 +544,12 @@ pub fn encode(raw: &RawData, schema: &Schema, max_categories: usize) -> Result<E
                         "categorical feature {:?} has more than {max_categories} distinct values, \
                          the most a training job learns (--max-categories); give its categories \
                          in schema.features[].values or treat it as numeric",
+                        f.key
+                    ));
+                }
+                if counts.is_empty() {
+                    return fail(format!(
+                        "categorical feature {:?} has no values to learn its categories from",
                         f.key
                     ));
                 }
