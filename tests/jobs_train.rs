@@ -656,6 +656,55 @@ async fn bad_data_fails_the_job_with_a_clear_message() {
     server.stop().await;
 }
 
+/// Training into a model no training job made would replace what its clients
+/// call with a model of other inputs: 409 at submission. A model trained before
+/// trains again. Before, the job saved its version over the served model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn training_never_replaces_a_model_it_did_not_make() {
+    let env = env();
+    common::install_model(
+        &env.repo,
+        "iris",
+        1,
+        &root_path("examples/models/iris_lr/1/model.onnx"),
+    );
+    let server = TestServer::start_with(settings(&env)).await;
+    std::fs::write(
+        env.data.join("xy.csv"),
+        "x,y\n1,a\n2,b\n3,a\n4,b\n5,a\n6,b\n",
+    )
+    .unwrap();
+    let spec = |model: &str| {
+        json!({"kind": "train", "spec": {
+            "model": model, "source": {"path": "xy.csv"},
+            "schema": {"label": {"key": "y"}, "features": [{"key": "x"}]},
+            "algorithm": {"name": "logistic_regression"},
+            "cv": {"folds": 2},
+        }})
+    };
+    let (status, answer) = server.post_json("/v1/jobs", &spec("iris")).await;
+    assert_eq!(status, 409, "{answer}");
+    let error = answer["error"].as_str().unwrap();
+    assert!(
+        error.contains("training.json") && error.contains("\"iris\""),
+        "{error}"
+    );
+    assert!(!env.repo.join("iris/2").exists());
+    let (status, body) = server
+        .post_json(
+            "/v1/models/iris:predict",
+            &json!({"instances": [[5.1, 3.5, 1.4, 0.2]]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // A model of its own, trained twice.
+    for version in [1, 2] {
+        let result = succeeded(&server, spec("xy")).await;
+        assert_eq!(result["version"], version, "{result}");
+    }
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_specs_are_refused_at_submission_naming_the_field() {
     let env = env();

@@ -61,6 +61,9 @@ async fn check_spec(state: &ServerState, spec: &JobSpec) -> Result<(), ApiError>
         JobSpec::Score(s) => check_score(state, s).await?,
         JobSpec::Train(t) => {
             crate::jobs::train::check(t).map_err(ApiError::InvalidArgument)?;
+            if let Some(why) = crate::jobs::train::replaces_a_foreign_model(state, &t.model) {
+                return Err(ApiError::Conflict(why));
+            }
             // A file's header is read here, so an unknown column is a 400 now.
             let (t, runtime) = (t.clone(), tokio::runtime::Handle::current());
             tokio::task::spawn_blocking(move || crate::jobs::train::check_columns(&t, &runtime))

@@ -156,6 +156,24 @@ pub(crate) fn grid_values(
     }
 }
 
+/// Why saving a trained version of `model` would replace a model no training job
+/// made, if it would: its newest version holds no `training.json`. A trained
+/// version takes the raw named columns of its schema, so it would answer other
+/// inputs than the version it replaces, and every client of that model would
+/// fail. (A model trained before may be trained again, on another schema too.)
+pub fn replaces_a_foreign_model(state: &crate::api::ServerState, model: &str) -> Option<String> {
+    let dir = state.sources.model_dir(model).ok()?.dir;
+    let on_disk = crate::repository::scan_model(model, &dir).ok()?;
+    let (version, newest) = on_disk.versions.iter().next_back()?;
+    (!newest.dir.join("training.json").is_file()).then(|| {
+        format!(
+            "spec.model: model {model:?} has versions no training job made (its newest, \
+             {version}, has no training.json): a trained version would replace it with one \
+             that takes other inputs; train into another model name"
+        )
+    })
+}
+
 /// Everything about a training spec that can be checked before it runs; the
 /// message starts with the field. Submission answers it as a 400.
 pub fn check(spec: &TrainSpec) -> Result<(), String> {
@@ -370,6 +388,10 @@ pub fn run(ctx: &JobContext, spec: &TrainSpec) -> Result<Json, JobError> {
             serde_json::to_vec_pretty(&training).unwrap_or_default(),
         ),
     ];
+    // Checked at submission; a version uploaded since would be replaced as well.
+    if let Some(why) = replaces_a_foreign_model(&ctx.state, &spec.model) {
+        return Err(failed(format!("cannot save the model: {why}")));
+    }
     let outcome = ctx
         .runtime
         .block_on(crate::api::upload::publish_files(
