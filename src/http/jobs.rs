@@ -65,6 +65,7 @@ fn caller_of(caller: Option<Extension<Caller>>) -> Caller {
         (status = 202, description = "Queued", body = JobIdResponse),
         (status = 400, description = "A malformed or invalid job spec", body = ErrorBody),
         (status = 403, description = "A path outside the allowed data roots", body = ErrorBody),
+        (status = 409, description = "A training job into a model no training job made (its newest version has no training.json)", body = ErrorBody),
         (status = 408, description = "The body stopped arriving", body = ErrorBody),
         (status = 503, description = "Jobs need the metadata store, which is off or does not answer", body = ErrorBody),
     ))]
@@ -313,6 +314,7 @@ async fn predictall(
         (status = 200, description = "Queued (the old service's training)", body = JobIdResponse),
         (status = 400, description = "A malformed or invalid job.json", body = ErrorBody),
         (status = 403, description = "A path outside the allowed data roots", body = ErrorBody),
+        (status = 409, description = "Training into a model no training job made (its newest version has no training.json)", body = ErrorBody),
         (status = 408, description = "The body stopped arriving", body = ErrorBody),
         (status = 503, description = "Jobs need the metadata store, which is off or does not answer", body = ErrorBody),
     ))]
