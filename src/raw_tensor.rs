@@ -60,7 +60,8 @@ pub fn decode(dtype: DataType, count: usize, raw: &[u8]) -> Result<TensorData, S
             return Err(format!(
                 "raw data has {} bytes, but {count} {dtype} elements take {}",
                 raw.len(),
-                count.saturating_mul(size)
+                // Exact, however large the count.
+                count as u128 * size as u128
             ));
         }
     }

@@ -438,6 +438,46 @@ async fn a_body_declared_too_large_is_refused_before_it_is_sent() {
     server.stop().await;
 }
 
+/// A body sent compressed is a 415 naming the encoding: the server does not
+/// decompress, and it read the bytes as they came (a gzip header as JSON).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encoded_body_is_refused() {
+    let repo = repo();
+    let server = TestServer::start_with(settings(repo.path())).await;
+    let body = json!({"instances": [[5.1, 3.5, 1.4, 0.2]]}).to_string();
+    for (path, encoding) in [
+        ("/v1/models/iris_lr:predict", "gzip"),
+        ("/v2/models/iris_lr/infer", "deflate"),
+        ("/predict/iris_lr", "br"),
+    ] {
+        let response = server
+            .client
+            .post(server.url(path))
+            .header("content-type", "application/json")
+            .header("content-encoding", encoding)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 415, "{path}");
+        let text = response.text().await.unwrap();
+        assert!(
+            text.contains(encoding) && text.contains("not decompressed"),
+            "{text}"
+        );
+    }
+    let response = server
+        .client
+        .post(server.url("/v1/models/iris_lr:predict"))
+        .header("content-encoding", "identity")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    server.stop().await;
+}
+
 fn peak_rss() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status

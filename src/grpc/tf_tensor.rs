@@ -127,7 +127,13 @@ pub fn tensor_from_proto(
             ));
         }
     }
-    let data = if !proto.tensor_content.is_empty() && dtype != DataType::Bytes {
+    if !proto.tensor_content.is_empty() && dtype == DataType::Bytes {
+        return Err(invalid(
+            name,
+            "DT_STRING values go in string_val: tensor_content cannot hold them",
+        ));
+    }
+    let data = if !proto.tensor_content.is_empty() {
         decode_content(name, dtype, &proto.tensor_content, count)?
     } else {
         let data = typed_values(name, dtype, &mut proto)?;
@@ -151,7 +157,7 @@ fn decode_content(
                 "tensor_content has {} bytes, but {count} {} elements take {}",
                 bytes.len(),
                 to_tf_dtype(dtype).as_str_name(),
-                count.saturating_mul(size)
+                count as u128 * size as u128
             ),
         ));
     }
@@ -490,6 +496,17 @@ mod tests {
         let mut unknown = proto(TfDataType::DtFloat, &[1]);
         unknown.tensor_shape.as_mut().unwrap().unknown_rank = true;
         assert!(err(&unknown).contains("unknown rank"));
+        let mut strings = proto(TfDataType::DtString, &[1]);
+        strings.tensor_content = b"abc".to_vec().into();
+        assert!(err(&strings).contains("DT_STRING values go in string_val"));
+        // A count whose size overflows is shown exactly, not as usize::MAX.
+        let mut huge = proto(TfDataType::DtFloat, &[1 << 61, 4]);
+        huge.tensor_content = vec![0u8; 8].into();
+        assert!(
+            err(&huge).contains("elements take 36893488147419103232"),
+            "{}",
+            err(&huge)
+        );
     }
 
     #[test]

@@ -105,7 +105,9 @@ pub fn takes(state: &AppState, request: &http::request::Parts) -> Option<Route> 
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_none_or(|n| n > limit) {
+    // An encoded body is the router's to refuse (`encoded_body`).
+    if declared.is_none_or(|n| n > limit) || request.headers.contains_key(header::CONTENT_ENCODING)
+    {
         return None;
     }
     let path = request.uri.path();

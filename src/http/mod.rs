@@ -75,6 +75,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             expected_length,
         ))
+        .layer(axum::middleware::from_fn(encoded_body))
         // Inside the access layer (whose refusals are JSON already) and around every
         // route, the default fallback (unknown path) and each route's wrong-method
         // answer, so that no error leaves without the documented JSON body.
@@ -133,6 +134,26 @@ async fn expected_length(State(state): State<AppState>, request: Request, next: 
                 "request body of {declared} bytes is larger than the limit of {limit} bytes"
             )))
             .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// A request body sent with a `Content-Encoding` (gzip, say) is a 415: the server
+/// does not decompress bodies, and reading compressed bytes as JSON or tensors
+/// would give a misleading error, or a wrong answer for binary tensors.
+async fn encoded_body(request: Request, next: Next) -> Response {
+    if let Some(encoding) = request.headers().get(header::CONTENT_ENCODING) {
+        if !encoding.as_bytes().eq_ignore_ascii_case(b"identity") {
+            let shown = String::from_utf8_lossy(encoding.as_bytes()).into_owned();
+            return (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Json(json!({ "error": format!(
+                    "request bodies are not decompressed: send it without Content-Encoding \
+                     (not {shown:?})"
+                ) })),
+            )
+                .into_response();
         }
     }
     next.run(request).await

@@ -221,6 +221,9 @@ fn take_header(headers: &HeaderMap, body: &mut impl Buf) -> Result<Bytes, ApiErr
     let Some(value) = headers.get(HEADER_LENGTH) else {
         return Ok(body.copy_to_bytes(body.remaining()));
     };
+    if headers.get_all(HEADER_LENGTH).iter().nth(1).is_some() {
+        return Err(invalid(format!("{HEADER_LENGTH} is given more than once")));
+    }
     let length: usize = value
         .to_str()
         .ok()
@@ -602,6 +605,12 @@ mod tests {
         let mut body = Buf::chain(&b"{"[..], &b"}xy"[..]);
         assert_eq!(take_header(&headers, &mut body).unwrap(), &b"{}"[..]);
         assert_eq!(body.copy_to_bytes(body.remaining()), &b"xy"[..]);
+        // Given twice, it is not taken for either value.
+        headers.append(HEADER_LENGTH, "1".parse().unwrap());
+        assert!(take_header(&headers, &mut &b"{}xy"[..])
+            .unwrap_err()
+            .to_string()
+            .contains("more than once"));
         headers.remove(HEADER_LENGTH);
         let mut body = Buf::chain(&b"{"[..], &b"}"[..]);
         assert_eq!(take_header(&headers, &mut body).unwrap(), &b"{}"[..]);

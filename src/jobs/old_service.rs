@@ -149,7 +149,16 @@ pub fn train_job_to_spec(job: &Value) -> Result<Value, SpecError> {
                 let mut cs = Vec::new();
                 for l in values {
                     match l.as_f64() {
-                        Some(l) if l > 0.0 && l.is_finite() => cs.push(serde_json::json!(1.0 / l)),
+                        // C = 1/λ must be a number too (1e-320 gives infinity).
+                        Some(x) if x > 0.0 && (1.0 / x).is_finite() => {
+                            cs.push(serde_json::json!(1.0 / x))
+                        }
+                        Some(x) if x > 0.0 => {
+                            return Err(err(
+                                "algorithm.regParam",
+                                format!("{l} is too small: C = 1/regParam must be finite"),
+                            ))
+                        }
                         _ => {
                             return Err(err(
                                 "algorithm.regParam",
@@ -256,6 +265,13 @@ mod tests {
                          "params": {"regParam": 0}})
         )
         .starts_with("algorithm.regParam"));
+        assert_eq!(
+            e(
+                json!({"schema": schema, "inputCollection": "a.csv", "algorithm": "lr",
+                             "params": {"regParam": 1e-320}})
+            ),
+            "algorithm.regParam: 1e-320 is too small: C = 1/regParam must be finite"
+        );
     }
 
     #[test]

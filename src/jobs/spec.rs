@@ -300,15 +300,19 @@ fn string_list(obj: &Obj, field: &str, key: &str) -> Result<Option<Vec<String>>,
     let name = format!("{field}.{key}");
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(i, v)| match v {
-                Value::String(s) if !s.is_empty() => Ok(s.clone()),
-                _ => Err(err(&format!("{name}[{i}]"), "must be a non-empty string")),
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some),
+        Some(Value::Array(items)) => {
+            let mut names: Vec<String> = Vec::with_capacity(items.len());
+            for (i, v) in items.iter().enumerate() {
+                match v {
+                    Value::String(s) if names.contains(s) => {
+                        return Err(err(&format!("{name}[{i}]"), format!("names {s:?} twice")))
+                    }
+                    Value::String(s) if !s.is_empty() => names.push(s.clone()),
+                    _ => return Err(err(&format!("{name}[{i}]"), "must be a non-empty string")),
+                }
+            }
+            Ok(Some(names))
+        }
         Some(_) => Err(err(&name, "must be a list of strings")),
     }
 }
@@ -749,6 +753,13 @@ mod tests {
         assert!(e(json!({"kind": "score", "spec": {"model": "m", "source": {"upload": "data"}, "sink": {"path": "o.csv"}}}))
             .starts_with("spec.source.upload: an uploaded file needs a multipart"));
         assert!(e(json!({"kind": "nope", "spec": {}})).starts_with("kind"));
+        // A column carried twice would be written twice.
+        assert_eq!(
+            e(
+                json!({"kind": "score", "spec": {"model": "m", "source": {"path": "in.csv"}, "sink": {"path": "o.csv"}, "carry": ["id", "a", "id"]}})
+            ),
+            "spec.carry[2]: names \"id\" twice"
+        );
         let ok = parse_job(
             &json!({"kind": "score", "spec": {"model": "m", "version": 3, "source": {"path": "in.csv", "delimiter": ";"}, "sink": {"url": "sqlite://out.db", "table": "scores", "mode": "overwrite"}, "carry": ["id"]}}),
             data,
