@@ -588,11 +588,6 @@ impl Manager {
     /// different files there.
     pub fn reconcile_model(&self, model: &ModelOnDisk) {
         let name = model.name.as_str();
-        let moved = self
-            .records()
-            .get(name)
-            .map(|r| r.dir.clone())
-            .is_some_and(|dir| !dir.as_os_str().is_empty() && !same_dir(&dir, &model.dir));
         let config = match &model.config {
             Ok(c) => Arc::new(c.clone()),
             Err(e) => {
@@ -635,12 +630,29 @@ impl Manager {
             .get(name)
             .map(|m| m.versions.keys().copied().collect())
             .unwrap_or_default();
-        // Served from this directory, so not to be loaded again.
-        let served_here = if moved {
-            BTreeSet::new()
-        } else {
-            serving_now.clone()
+        // Versions served from this directory's own files, not to be loaded again.
+        // One loaded from another directory (the model had another base path) is
+        // loaded anew from this one, and goes whether or not that load works:
+        // decided per version, so a reconcile that stopped early (a config error)
+        // leaves nothing of the old directory behind once it runs whole.
+        let from_here = |handle: &LoadedVersion| {
+            handle
+                .dir
+                .parent()
+                .is_some_and(|p| p == model.dir || same_dir(p, &model.dir))
         };
+        let served_here: BTreeSet<u64> = self
+            .serving()
+            .models
+            .get(name)
+            .map(|m| {
+                m.versions
+                    .iter()
+                    .filter(|(_, h)| from_here(h))
+                    .map(|(v, _)| *v)
+                    .collect()
+            })
+            .unwrap_or_default();
 
         let to_load: Vec<(u64, PathBuf)> = {
             let mut records = self.records();
@@ -720,31 +732,23 @@ impl Manager {
                 .get(name)
                 .is_some_and(|m| m.versions.keys().any(|v| aspired.contains(v)))
         };
-        let to_unload: Vec<u64> = if moved {
-            // Every version but those just loaded from the new directory.
-            let records = self.records();
-            let loaded_now = |v: &u64| {
-                to_load.iter().any(|(l, _)| l == v)
-                    && records
-                        .get(name)
-                        .and_then(|m| m.versions.get(v))
-                        .is_some_and(|r| r.state == VersionState::Available)
+        let to_unload: Vec<u64> = {
+            let mut going: BTreeSet<u64> = if any_aspired_available {
+                serving_now.difference(&aspired).copied().collect()
+            } else {
+                BTreeSet::new()
             };
-            let map = self.serving();
-            map.models
-                .get(name)
-                .map(|m| {
+            // Whatever another directory still serves (its load here failed, or
+            // its number is not asked for).
+            if let Some(m) = self.serving().models.get(name) {
+                going.extend(
                     m.versions
-                        .keys()
-                        .filter(|v| !loaded_now(v))
-                        .copied()
-                        .collect()
-                })
-                .unwrap_or_default()
-        } else if any_aspired_available {
-            serving_now.difference(&aspired).copied().collect()
-        } else {
-            Vec::new()
+                        .iter()
+                        .filter(|(_, h)| !from_here(h))
+                        .map(|(v, _)| *v),
+                );
+            }
+            going.into_iter().collect()
         };
         let (labels, label_errors) = {
             let map = self.serving();

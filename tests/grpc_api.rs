@@ -1591,6 +1591,41 @@ async fn tf_serving_reload_config_replaces_the_model_list() {
         .into_inner();
     assert_eq!(answer.model_spec.unwrap().version, Some(3));
     assert_eq!(answer.outputs, lr_answer);
+    // Pointed at a directory whose config.toml is broken, it keeps what it served
+    // and the call says so; once the file is mended, the directory's own
+    // versions serve, nothing of the one before.
+    install_model(
+        elsewhere.path(),
+        "misconfigured",
+        3,
+        &root_path("examples/models/iris_dt/1/model.onnx"),
+    );
+    let config_toml = elsewhere.path().join("misconfigured/config.toml");
+    std::fs::write(&config_toml, "version_policy = [").unwrap();
+    let misconfigured = config(
+        "added",
+        &elsewhere.path().join("misconfigured").display().to_string(),
+    );
+    let status = models
+        .handle_reload_config_request(reload(vec![config("iris_lr", ""), misconfigured.clone()]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("config.toml"), "{status:?}");
+    std::fs::write(&config_toml, "").unwrap();
+    let r = models
+        .handle_reload_config_request(reload(vec![config("iris_lr", ""), misconfigured]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status.unwrap().error_code, tf::error::Code::Ok as i32);
+    let answer = client
+        .predict(predict_request(spec("added"), row()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(answer.outputs, lr_answer, "still the directory before");
+
     // Pointed at a directory with no versions, it serves nothing: UNAVAILABLE.
     std::fs::create_dir_all(elsewhere.path().join("empty")).unwrap();
     let empty = config(

@@ -194,6 +194,19 @@ pub async fn reload_config(
             failed.join("; ")
         )));
     }
+    // A model whose config.toml cannot be used keeps what it served, which may
+    // be another directory's versions: the call says so.
+    let config_errors: Vec<String> = names
+        .iter()
+        .filter_map(|name| state.manager.model_record(name))
+        .filter_map(|record| record.config_error)
+        .collect();
+    if !config_errors.is_empty() {
+        return Err(ApiError::Conflict(format!(
+            "config applied, but some models keep what they served before: {}",
+            config_errors.join("; ")
+        )));
+    }
     // As TF Serving, a label that cannot point at its version fails the call
     // (FAILED_PRECONDITION), unless the model allows unavailable labels.
     let label_errors: Vec<String> = names
