@@ -151,7 +151,9 @@ pub fn cross_site_refusal(headers: &HeaderMap) -> Option<(StatusCode, String)> {
 /// Why a management request that only its loopback client lets in may come from
 /// a browser page whose DNS name was rebound to this machine, if it may: its
 /// `Host` (`host`: the header, or HTTP/2's authority) names neither an IP address,
-/// nor `localhost`, nor this machine's host name, nor the host of `public_url`.
+/// nor `localhost`, nor this machine's host name, nor a name `/etc/hosts` gives a
+/// loopback address (Debian's `127.0.1.1 host.example host`), nor the host of
+/// `public_url`. (Names from DNS are what an attacker controls; these are not.)
 /// Such a page is same-origin with what it reaches, so [`cross_site_refusal`]
 /// cannot see it; a name the attacker's DNS answers can only be its own.
 /// Requests without a host (no browser sends one) pass.
@@ -177,13 +179,28 @@ pub fn rebinding_refusal(host: Option<&str>, public_url: Option<&str>) -> Option
         || name == "localhost"
         || name.ends_with(".localhost")
         || public.as_deref() == Some(name.as_str())
-        || crate::store::hostname().is_some_and(|h| h.eq_ignore_ascii_case(&name));
+        || crate::store::hostname().is_some_and(|h| h.eq_ignore_ascii_case(&name))
+        || std::fs::read_to_string("/etc/hosts")
+            .is_ok_and(|hosts| loopback_names(&hosts).any(|h| h.eq_ignore_ascii_case(&name)));
     (!allowed).then(|| {
         format!(
             "management request refused: its Host {authority:?} is not a name of this \
              machine (use localhost or an IP address, set --public-url to the name \
              clients use, or configure --auth-tokens)"
         )
+    })
+}
+
+/// The names a hosts file (`/etc/hosts`) gives loopback addresses.
+fn loopback_names(hosts: &str) -> impl Iterator<Item = &str> {
+    hosts.lines().flat_map(|line| {
+        let line = line.split('#').next().unwrap_or("");
+        let mut fields = line.split_whitespace();
+        let loopback = fields
+            .next()
+            .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
+            .is_some_and(|ip| ip.is_loopback());
+        fields.filter(move |_| loopback)
     })
 }
 
@@ -238,6 +255,13 @@ mod tests {
         if let Some(me) = crate::store::hostname() {
             assert_eq!(rebinding_refusal(Some(&format!("{me}:8501")), None), None);
         }
+        let hosts = "127.0.0.1 localhost\n127.0.1.1 box.corp.example box # me\n\
+                     10.0.0.5 db.corp.example\n::1 ip6-localhost\n# 127.0.0.1 commented\n";
+        let names: Vec<&str> = loopback_names(hosts).collect();
+        assert_eq!(
+            names,
+            ["localhost", "box.corp.example", "box", "ip6-localhost"]
+        );
         for bad in [
             "attacker.example:8501",
             "attacker.example",
