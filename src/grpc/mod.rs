@@ -11,9 +11,10 @@
 //! * a message over the size limits is RESOURCE_EXHAUSTED, never a dropped connection
 //!   (tonic says OUT_OF_RANGE; [`ClientStatusLayer`] corrects it);
 //! * a request that is not valid protobuf, or a body that is no gRPC message (none,
-//!   cut short, a compression flag without an encoding), is INVALID_ARGUMENT (tonic
-//!   says INTERNAL; [`ClientStatusLayer`] corrects it too), so INTERNAL always means
-//!   the server;
+//!   cut short, an unknown compression flag), is INVALID_ARGUMENT (tonic says
+//!   INTERNAL; [`ClientStatusLayer`] corrects it too), so INTERNAL means the server
+//!   (or, as the gRPC compression spec requires, a message flagged compressed
+//!   without `grpc-encoding`);
 //! * a status message is at most about a kilobyte ([`ClientStatusLayer`] cuts longer
 //!   ones, such as an echoed megabyte-long name, that clients would refuse);
 //! * a client deadline (`grpc-timeout`) bounds the operation like the REST timeout.
@@ -346,13 +347,13 @@ pub struct ClientStatus<S> {
 
 /// How the errors tonic's codec puts in an INTERNAL status for a request the
 /// client sent wrong begin: prost's `DecodeError`, and a request body that is no
-/// gRPC message (none at all, cut short, or flagged compressed without an
-/// encoding).
-const CLIENT_ERROR_PREFIXES: [&str; 6] = [
+/// gRPC message (none at all, cut short, or an unknown compression flag). A
+/// message flagged compressed without `grpc-encoding` stays INTERNAL, as the gRPC
+/// compression spec requires.
+const CLIENT_ERROR_PREFIXES: [&str; 5] = [
     "failed to decode Protobuf message",
     "Missing request message",
     "Unexpected EOF decoding stream",
-    "protocol error: received message with compressed-flag",
     "protocol error: received message with invalid compression flag",
     "invalid compression flag",
 ];
@@ -393,6 +394,19 @@ fn shorten_message(headers: &mut http::HeaderMap) {
         .position(|&b| b == b'%')
     {
         end = end - 2 + percent;
+    }
+    // Nor part of a character: each byte of one past ASCII is an escape, and the
+    // client decodes the message as UTF-8 (tonic answers UNKNOWN when it cannot).
+    let continues = |at: &[u8]| {
+        at.len() >= 3
+            && at[0] == b'%'
+            && std::str::from_utf8(&at[1..3])
+                .ok()
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                .is_some_and(|b| b & 0xC0 == 0x80)
+    };
+    while continues(&bytes[end..]) && end >= 3 && bytes[end - 3] == b'%' {
+        end -= 3;
     }
     let mut shortened = bytes[..end].to_vec();
     shortened
@@ -506,7 +520,6 @@ mod tests {
         for message in [
             "Missing%20request%20message.",
             "Unexpected%20EOF%20decoding%20stream.",
-            "protocol%20error:%20received%20message%20with%20compressed-flag%20but%20no%20grpc-encoding%20was%20specified",
             "invalid%20compression%20flag:%202",
         ] {
             assert_eq!(fixed(Code::Internal, message), Code::InvalidArgument);
@@ -537,6 +550,31 @@ mod tests {
             let cut = headers["grpc-message"].to_str().unwrap();
             let kept = cut.split("%20(cut").next().unwrap();
             assert_eq!(kept, "a".repeat(at), "{at}");
+        }
+        // Nor inside a character: the rest must decode as UTF-8 (a tonic client
+        // answers UNKNOWN otherwise).
+        for pad in 0..6 {
+            let text = format!("{}{}", "a".repeat(pad), "ж".repeat(600));
+            let encoded: String = text
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect();
+            let mut headers = http::HeaderMap::new();
+            headers.insert(
+                "grpc-status",
+                http::HeaderValue::from(Code::NotFound as i32),
+            );
+            headers.insert("grpc-message", encoded.parse().unwrap());
+            shorten_message(&mut headers);
+            let decoded = tonic::Status::from_header_map(&headers).unwrap();
+            assert_eq!(decoded.code(), Code::NotFound, "pad {pad}: {decoded:?}");
+            assert!(decoded.message().contains("(cut:"), "{decoded:?}");
         }
         let mut short = http::HeaderMap::new();
         short.insert("grpc-message", "fine".parse().unwrap());
