@@ -121,7 +121,7 @@ fn serialize_redacted<S: serde::Serializer>(
 pub fn redacted(spec: &serde_json::Value) -> serde_json::Value {
     use serde_json::Value;
     match spec {
-        Value::String(text) if text.contains("://") && text.contains('@') => {
+        Value::String(text) if crate::store::pool::has_secret(text) => {
             Value::String(crate::store::pool::redact(text))
         }
         Value::Array(items) => Value::Array(items.iter().map(redacted).collect()),
@@ -163,6 +163,7 @@ mod tests {
             "model": "iris",
             "source": {"url": "postgres://u:s3cret@db.example:5432/x", "query": "select 1"},
             "sink": {"url": "mysql://root:pw%40rd@127.0.0.1/y", "table": "t"},
+            "also": ["postgres://db/z?user=u&password=qu3ry"],
             "carry": ["id"],
         });
         let view = JobView {
@@ -180,7 +181,7 @@ mod tests {
         };
         let shown = serde_json::to_string(&view).unwrap();
         assert!(
-            !shown.contains("s3cret") && !shown.contains("pw%40rd"),
+            !shown.contains("s3cret") && !shown.contains("pw%40rd") && !shown.contains("qu3ry"),
             "{shown}"
         );
         assert!(

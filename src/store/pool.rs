@@ -65,14 +65,43 @@ fn kind_of(url: &str) -> Option<DbKind> {
     }
 }
 
-/// `url` without its password, for messages and status.
+/// Query parameters that hold a password: the PostgreSQL and MySQL drivers take
+/// `password` there too, PostgreSQL `sslpassword` besides.
+fn is_secret_parameter(key: &str) -> bool {
+    key.eq_ignore_ascii_case("password") || key.eq_ignore_ascii_case("sslpassword")
+}
+
+/// Whether `text` is a URL that holds a password (see [`redact`]).
+pub fn has_secret(text: &str) -> bool {
+    url::Url::parse(text).is_ok_and(|u| {
+        u.password().is_some() || u.query_pairs().any(|(k, _)| is_secret_parameter(&k))
+    })
+}
+
+/// `url` without its password (in its user part, or a `password` or `sslpassword`
+/// query parameter), for messages and status.
 pub fn redact(url: &str) -> String {
     match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            if parsed.query_pairs().any(|(k, _)| is_secret_parameter(&k)) {
+                let pairs: Vec<(String, String)> = parsed
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let v = if is_secret_parameter(&k) {
+                            "***".to_string()
+                        } else {
+                            v.into_owned()
+                        };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                parsed.query_pairs_mut().clear().extend_pairs(pairs);
+            }
             parsed.to_string()
         }
-        Ok(parsed) => parsed.to_string(),
         // Not a URL the parser takes: keep only the scheme and what follows an '@'.
         Err(_) => match (url.split_once("://"), url.rsplit_once('@')) {
             (Some((scheme, _)), Some((_, host))) => format!("{scheme}://***@{host}"),
@@ -349,6 +378,14 @@ mod tests {
             "mysql://root@127.0.0.1:3306/x"
         );
         assert!(!redact("postgres://u:p%40ss@h/db").contains("p%40ss"));
+        assert_eq!(
+            redact("postgres://db/x?user=u&password=s3cret&sslmode=require"),
+            "postgres://db/x?user=u&password=***&sslmode=require"
+        );
+        assert!(has_secret("mysql://u@db/x?Password=s3cret"));
+        assert!(has_secret("postgres://u:p@db/x"));
+        assert!(!has_secret("postgres://u@db/x?sslmode=require"));
+        assert!(!has_secret("scores.csv"));
     }
 
     #[test]
