@@ -1589,7 +1589,8 @@ async fn a_job_end_the_database_refuses_is_recorded_when_it_takes_it() {
 /// raises a plain error for one job's end) is handed to the recovery sweep after a
 /// few tries, and the job worker goes on to the next job instead of trying for
 /// ever. The sweep records the end once the store takes it: here the store goes on
-/// refusing it with its result, so it is recorded without, the error saying so.
+/// refusing it with its result or messages, so it is recorded without, the error
+/// saying so.
 /// Before, the end was given up and the sweep recorded the job "interrupted by
 /// restart".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1636,9 +1637,13 @@ async fn a_job_end_the_database_refuses_for_good_frees_the_worker() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     let (state, _, _) = stored().await;
     assert_eq!(state, "running", "the trigger kept every end of it out");
-    // Now only an end with a result is refused.
+    // This server shows the end it could not record.
+    let (_, job) = server.get(&format!("/v1/jobs/{refused}")).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    // Now an end with a result, or with messages, is refused: the sweep records
+    // it without either.
     sqlx::raw_sql(sqlx::AssertSqlSafe(refuse_ends_when(
-        "NEW.result IS NOT NULL",
+        "(NEW.result IS NOT NULL OR NEW.messages <> '[]')",
     )))
     .execute(&pool)
     .await
@@ -1656,7 +1661,9 @@ async fn a_job_end_the_database_refuses_for_good_frees_the_worker() {
     assert_eq!(result, None);
     let error = error.unwrap_or_default();
     assert!(
-        error.contains("its result was not recorded: the metadata store refused it"),
+        error.contains(
+            "its result and messages were not recorded: the metadata store refused to record it"
+        ),
         "{error}"
     );
     let (_, job) = server.get(&format!("/v1/jobs/{refused}")).await;

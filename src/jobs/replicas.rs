@@ -208,21 +208,25 @@ impl Jobs {
             .cloned()
             .collect();
         for id in ids {
-            let Some(mut end) = self
+            // Kept in the map while written: the job shows its end meanwhile.
+            let Some(end) = self
                 .refused_ends
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .remove(&id)
+                .get(&id)
+                .cloned()
             else {
                 continue;
             };
             let mut written = end.write(&self.store, &id).await;
+            // Then without what a store refuses for its size or content: the
+            // result, and last the messages and all but the start of the error.
+            let note = "the metadata store refused to record it (the server's log says why)";
             if matches!(written, Err(StoreError::Invalid(_))) && end.result.is_some() {
                 let without = JobEnd {
                     result: None,
                     error: Some(format!(
-                        "{}its result was not recorded: the metadata store refused it \
-                         (the server's log says why)",
+                        "{}its result was not recorded: {note}",
                         end.error
                             .as_deref()
                             .map(|e| format!("{e}; "))
@@ -232,19 +236,38 @@ impl Jobs {
                 };
                 written = without.write(&self.store, &id).await;
             }
+            if matches!(written, Err(StoreError::Invalid(_))) {
+                let full = end.error.as_deref().unwrap_or("");
+                let mut error: String = full.chars().take(200).collect();
+                if error.len() < full.len() {
+                    error.push('…');
+                }
+                if !error.is_empty() {
+                    error.push_str("; ");
+                }
+                let bare = JobEnd {
+                    result: None,
+                    messages: "[]".into(),
+                    error: Some(format!(
+                        "{error}its result and messages were not recorded: {note}"
+                    )),
+                    ..end.clone()
+                };
+                written = bare.write(&self.store, &id).await;
+            }
+            let mut ends = self.refused_ends.lock().unwrap_or_else(|e| e.into_inner());
             match written {
                 Ok(()) => {
+                    ends.remove(&id);
                     tracing::info!(job = %id, state = end.state.as_str(), "the job's end is recorded at last");
                 }
                 Err(e) => {
-                    end.tries += 1;
-                    if end.tries.is_power_of_two() {
-                        tracing::warn!(job = %id, tries = end.tries, "the store still refuses the job's end: {e}");
+                    if let Some(kept) = ends.get_mut(&id) {
+                        kept.tries += 1;
+                        if kept.tries.is_power_of_two() {
+                            tracing::warn!(job = %id, tries = kept.tries, "the store still refuses the job's end: {e}");
+                        }
                     }
-                    self.refused_ends
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(id, end);
                 }
             }
         }
