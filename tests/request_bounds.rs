@@ -378,8 +378,6 @@ async fn tf_padding_is_bounded_and_tensor_content_conflicts_are_refused() {
     server.stop().await;
 }
 
-/// The peak resident memory of this process since the last [`reset_peak_rss`], in
-/// bytes (`VmHWM`).
 /// A client that asks before sending its body (`Expect: 100-continue`) and
 /// declares one past the route's limit is answered 413 at once, never told to
 /// send it; within the limit it is told to, and answered. Before, the server
@@ -478,6 +476,8 @@ async fn an_encoded_body_is_refused() {
     server.stop().await;
 }
 
+/// The peak resident memory of this process since the last [`reset_peak_rss`], in
+/// bytes (`VmHWM`).
 fn peak_rss() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status

@@ -356,6 +356,11 @@ impl Upload {
         .await
         .map_err(|e| ApiError::Internal(format!("model check failed: {e}")))?
         .map_err(|e| self.staging_error("read the staging file", e))?;
+        // Content the sniffer does not know is taken at its extension's word
+        // (`iris.onnx`), as the repository would load it.
+        let sniffed = sniffed.or_else(|| {
+            crate::backends::format::ArtifactFormat::from_extension(Path::new(&self.artifact_name))
+        });
         if let Some(format) = sniffed {
             // A known extension that agrees with the content keeps its name
             // (`iris.joblib` holding a plain pickle stays `model.joblib`).

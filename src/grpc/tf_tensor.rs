@@ -130,7 +130,7 @@ pub fn tensor_from_proto(
     if !proto.tensor_content.is_empty() && dtype == DataType::Bytes {
         return Err(invalid(
             name,
-            "DT_STRING values go in string_val: tensor_content cannot hold them",
+            "DT_STRING values in tensor_content are not supported: send them in string_val",
         ));
     }
     let data = if !proto.tensor_content.is_empty() {
@@ -498,7 +498,7 @@ mod tests {
         assert!(err(&unknown).contains("unknown rank"));
         let mut strings = proto(TfDataType::DtString, &[1]);
         strings.tensor_content = b"abc".to_vec().into();
-        assert!(err(&strings).contains("DT_STRING values go in string_val"));
+        assert!(err(&strings).contains("send them in string_val"));
         // A count whose size overflows is shown exactly, not as usize::MAX.
         let mut huge = proto(TfDataType::DtFloat, &[1 << 61, 4]);
         huge.tensor_content = vec![0u8; 8].into();
