@@ -194,31 +194,29 @@ pub async fn reload_config(
             failed.join("; ")
         )));
     }
-    // A model whose config.toml cannot be used keeps what it served, which may
-    // be another directory's versions: the call says so.
-    let config_errors: Vec<String> = names
+    // A model whose config.toml cannot be used keeps what it served, which may be
+    // another directory's versions; as TF Serving, a label that cannot point at
+    // its version fails the call (unless the model allows unavailable labels).
+    // Both FAILED_PRECONDITION.
+    let records: Vec<_> = names
         .iter()
         .filter_map(|name| state.manager.model_record(name))
-        .filter_map(|record| record.config_error)
         .collect();
-    if !config_errors.is_empty() {
-        return Err(ApiError::Conflict(format!(
-            "config applied, but some models keep what they served before: {}",
-            config_errors.join("; ")
-        )));
-    }
-    // As TF Serving, a label that cannot point at its version fails the call
-    // (FAILED_PRECONDITION), unless the model allows unavailable labels.
-    let label_errors: Vec<String> = names
-        .iter()
-        .filter_map(|name| state.manager.model_record(name))
-        .flat_map(|record| record.label_errors)
-        .collect();
-    if !label_errors.is_empty() {
-        return Err(ApiError::Conflict(format!(
-            "config applied, but some labels are not set: {}",
-            label_errors.join("; ")
-        )));
+    let config_errors = records.iter().filter_map(|r| r.config_error.clone());
+    let label_errors = records.iter().flat_map(|r| r.label_errors.clone());
+    for (what, errors) in [
+        (
+            "some models keep what they served before",
+            config_errors.collect::<Vec<_>>(),
+        ),
+        ("some labels are not set", label_errors.collect()),
+    ] {
+        if !errors.is_empty() {
+            return Err(ApiError::Conflict(format!(
+                "config applied, but {what}: {}",
+                errors.join("; ")
+            )));
+        }
     }
     Ok(())
 }
