@@ -702,6 +702,30 @@ async fn training_never_replaces_a_model_it_did_not_make() {
         let result = succeeded(&server, spec("xy")).await;
         assert_eq!(result["version"], version, "{result}");
     }
+    // A version uploaded while the job trains is not replaced either: the job
+    // looks again when it stores its own, under the model's lock.
+    let rows: String = (0..20_000)
+        .map(|i| format!("{},{}\n", i % 97, if i % 3 == 0 { "a" } else { "b" }))
+        .collect();
+    std::fs::write(env.data.join("long.csv"), format!("x,y\n{rows}")).unwrap();
+    let mut long = spec("late");
+    long["spec"]["source"]["path"] = json!("long.csv");
+    long["spec"]["algorithm"]["grid"] = json!({"C": [0.01, 0.1, 1, 10]});
+    long["spec"]["cv"] = json!({"folds": 5});
+    let id = submit(&server, long).await;
+    let (status, body) = server
+        .upload(
+            &[("model_id", "late")],
+            "model.onnx",
+            std::fs::read(root_path("examples/models/iris_lr/1/model.onnx")).unwrap(),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let job = finished(&server, &id).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    let error = job["error"].as_str().unwrap();
+    assert!(error.contains("training.json"), "{error}");
+    assert!(!env.repo.join("late/2").exists());
     server.stop().await;
 }
 

@@ -58,6 +58,9 @@ pub struct Upload {
     limit: u64,
     state: Arc<ServerState>,
     finished: bool,
+    /// A training job's version: stored only over a model that training made, as
+    /// decided under the model's lock (`crate::jobs::train::foreign_model`).
+    trained: bool,
 }
 
 /// The name an uploaded file is staged under: the client's file name (its last
@@ -168,6 +171,7 @@ pub async fn begin_upload(
         limit: state.settings.max_upload_bytes,
         state,
         finished: false,
+        trained: false,
     };
     // A delete of the model can move the model directory away between the
     // creation of the model directory and of the staging directory in it.
@@ -198,6 +202,7 @@ pub async fn publish_files(
         return Err(ApiError::Internal("no files to publish".into()));
     };
     let mut upload = begin_upload(state, model, None, name, caller).await?;
+    upload.trained = true;
     upload.write(bytes).await?;
     for (name, bytes) in rest {
         let name = staging_file_name(name);
@@ -510,6 +515,11 @@ impl Upload {
         // Under the lock, so a delete cannot move the model away between this look
         // and the rename.
         self.still_staged().map_err(SourcesError::Conflict)?;
+        if self.trained {
+            if let Some(why) = crate::jobs::train::foreign_model(&self.model, &self.model_dir) {
+                return Err(SourcesError::Conflict(why));
+            }
+        }
         let version = match self.version {
             Some(v) => v,
             None => next_version(&self.model_dir)?,

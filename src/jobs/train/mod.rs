@@ -162,8 +162,14 @@ pub(crate) fn grid_values(
 /// inputs than the version it replaces, and every client of that model would
 /// fail. (A model trained before may be trained again, on another schema too.)
 pub fn replaces_a_foreign_model(state: &crate::api::ServerState, model: &str) -> Option<String> {
-    let dir = state.sources.model_dir(model).ok()?.dir;
-    let on_disk = crate::repository::scan_model(model, &dir).ok()?;
+    foreign_model(model, &state.sources.model_dir(model).ok()?.dir)
+}
+
+/// [`replaces_a_foreign_model`] for the model directory `dir`; checked again under
+/// the model's lock when the version is stored (`api::upload`), so that a version
+/// uploaded since submission is never replaced either.
+pub fn foreign_model(model: &str, dir: &std::path::Path) -> Option<String> {
+    let on_disk = crate::repository::scan_model(model, dir).ok()?;
     let (version, newest) = on_disk.versions.iter().next_back()?;
     (!newest.dir.join("training.json").is_file()).then(|| {
         format!(
@@ -388,10 +394,6 @@ pub fn run(ctx: &JobContext, spec: &TrainSpec) -> Result<Json, JobError> {
             serde_json::to_vec_pretty(&training).unwrap_or_default(),
         ),
     ];
-    // Checked at submission; a version uploaded since would be replaced as well.
-    if let Some(why) = replaces_a_foreign_model(&ctx.state, &spec.model) {
-        return Err(failed(format!("cannot save the model: {why}")));
-    }
     let outcome = ctx
         .runtime
         .block_on(crate::api::upload::publish_files(
