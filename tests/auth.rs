@@ -636,6 +636,29 @@ async fn cross_site_management_is_refused() {
         send(vec![("host", localhost)], "/reload_model", "").await,
         200
     );
+    // Over HTTP/2 (as browsers speak over TLS) there is no Host header: the
+    // authority is the host, so a same-origin request passes (it was a 403 for
+    // every console action over HTTPS).
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let status = h2
+        .post(server.url("/reload_model"))
+        .header("origin", format!("http://{host}"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 200);
+    let status = h2
+        .post(server.url("/reload_model"))
+        .header("origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 403);
     let (status, _) = server
         .post_json("/v1/models/iris_dt:predict", &predict_body())
         .await;

@@ -45,18 +45,20 @@ pub async fn require(State(state): State<AppState>, request: Request, next: Next
     if access != Access::Management {
         return next.run(request).await;
     }
-    if let Some((status, message)) = cross_site_refusal(request.headers()) {
+    // HTTP/1's `Host`, or HTTP/2's authority (no `Host` header there). One that is
+    // not text is kept as what it can be read as, to be refused, not skipped.
+    let host: Option<String> = match request.headers().get(header::HOST) {
+        Some(h) => Some(String::from_utf8_lossy(h.as_bytes()).into_owned()),
+        None => request.uri().authority().map(|a| a.as_str().to_string()),
+    };
+    if let Some((status, message)) = cross_site_refusal(request.headers(), host.as_deref()) {
         crate::metrics::record_auth_failure("rest", "cross_site");
         tracing::warn!(client = %display_peer(peer), path = %request.uri().path(), "{message}");
         return (status, Json(json!({ "error": message }))).into_response();
     }
     if state.auth.management_by_loopback() {
-        let host = request
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| request.uri().authority().map(|a| a.as_str()));
-        if let Some(message) = rebinding_refusal(host, state.settings.public_url.as_deref()) {
+        let public_url = state.settings.public_url.as_deref();
+        if let Some(message) = rebinding_refusal(host.as_deref(), public_url) {
             crate::metrics::record_auth_failure("rest", "rebinding");
             tracing::warn!(client = %display_peer(peer), path = %request.uri().path(), "{message}");
             return (StatusCode::FORBIDDEN, Json(json!({ "error": message }))).into_response();
@@ -104,7 +106,8 @@ pub(super) fn denied_response(denied: &Denied) -> Response {
 /// or `multipart/form-data`, so JSON bodies must say `application/json` (which
 /// needs a CORS preflight this server never grants) and a multipart upload must
 /// come from the same origin or from a non-browser client.
-pub fn cross_site_refusal(headers: &HeaderMap) -> Option<(StatusCode, String)> {
+/// `host` is the request's `Host` header, or its HTTP/2 authority.
+pub fn cross_site_refusal(headers: &HeaderMap, host: Option<&str>) -> Option<(StatusCode, String)> {
     let forbidden = |what: String| {
         Some((
             StatusCode::FORBIDDEN,
@@ -118,10 +121,7 @@ pub fn cross_site_refusal(headers: &HeaderMap) -> Option<(StatusCode, String)> {
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
-        let host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("");
+        let host = host.unwrap_or("");
         if !same_origin(origin, host) {
             return forbidden(format!("Origin {origin:?} is not this server ({host:?})"));
         }
@@ -263,6 +263,7 @@ mod tests {
             ["localhost", "box.corp.example", "box", "ip6-localhost"]
         );
         for bad in [
+            "evil\u{fffd}.com",
             "attacker.example:8501",
             "attacker.example",
             "localhost.attacker.example",
@@ -289,8 +290,14 @@ mod tests {
             vec![host, ("sec-fetch-site", "same-origin")],
             vec![host, ("sec-fetch-site", "none")],
         ] {
-            assert_eq!(cross_site_refusal(&headers(&ok)), None, "{ok:?}");
+            let h = headers(&ok);
+            let host = h.get("host").map(|v| v.to_str().unwrap());
+            assert_eq!(cross_site_refusal(&h, host), None, "{ok:?}");
         }
+        // HTTP/2 (a browser over TLS) sends no Host: its authority is the host.
+        let h2 = headers(&[("origin", "https://localhost:8443")]);
+        assert_eq!(cross_site_refusal(&h2, Some("localhost:8443")), None);
+        assert!(cross_site_refusal(&h2, Some("evil.example:8443")).is_some());
         for (bad, status) in [
             (vec![host, ("origin", "http://evil.example")], 403),
             (vec![host, ("origin", "null")], 403),
@@ -302,7 +309,8 @@ mod tests {
                 415,
             ),
         ] {
-            let refused = cross_site_refusal(&headers(&bad));
+            let h = headers(&bad);
+            let refused = cross_site_refusal(&h, h.get("host").map(|v| v.to_str().unwrap()));
             assert_eq!(refused.map(|r| r.0.as_u16()), Some(status), "{bad:?}");
         }
     }
