@@ -626,6 +626,13 @@ async fn stopped_models_are_not_reloaded_by_the_watcher() {
         index,
         json!([{"name": "m", "version": "2", "state": "AVAILABLE", "reason": ""}])
     );
+    let (code, body) = server
+        .post_json(
+            "/v2/repository/models/m/unload",
+            &json!({"parameters": {"unload_dependents": "yes"}}),
+        )
+        .await;
+    assert_eq!(code, 400, "{body}");
     let (code, _) = server
         .post_json(
             "/v2/repository/models/m/unload",

@@ -1660,6 +1660,8 @@ async fn uploads_whose_pipeline_does_not_fit_are_refused_and_change_nothing() {
         ("labels.txt", "name of another file"),
         ("saved_model.pb", "would be taken for the version's model"),
         ("warmup.json", "warm-up failed: warmup.json"),
+        // It marks a model training may replace.
+        ("training.json", "only a training job writes it"),
     ] {
         let mut assets = vec![(name, b"x\n".to_vec())];
         if name == "labels.txt" || name == "warmup.json" {

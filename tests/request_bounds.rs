@@ -467,8 +467,17 @@ async fn an_encoded_body_is_refused() {
     let response = server
         .client
         .post(server.url("/v1/models/iris_lr:predict"))
-        .header("content-encoding", "identity")
+        .header("content-encoding", "identity, identity")
         .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    // Without a body there is nothing to decode.
+    let response = server
+        .client
+        .get(server.url("/v1/models/iris_lr"))
+        .header("content-encoding", "gzip")
         .send()
         .await
         .unwrap();

@@ -292,6 +292,12 @@ impl Upload {
                 "cannot be config.toml: a model's config.toml sits beside its versions, not in one",
             );
         }
+        if name == crate::jobs::train::TRAINING_FILE {
+            return refuse(
+                "cannot be training.json: only a training job writes it (it marks a model \
+                 that training may replace)",
+            );
+        }
         if name == self.artifact_name || self.assets.contains(&name) {
             return refuse("has the name of another file of the upload");
         }

@@ -452,6 +452,14 @@ fn repository_parameters(bytes: &[u8], accepted: &[&str]) -> Result<(), HttpErro
             "unknown field {field:?}: the body takes only \"parameters\""
         )));
     }
+    if let Some(v) = parameters
+        .get("unload_dependents")
+        .filter(|v| accepted.contains(&"unload_dependents") && !v.is_boolean())
+    {
+        return Err(invalid(format!(
+            "parameter \"unload_dependents\" must be true or false, not {v}"
+        )));
+    }
     match parameters.keys().find(|k| !accepted.contains(&k.as_str())) {
         Some(name) => Err(HttpError(ApiError::InvalidArgument(format!(
             "parameter {name:?} is not supported: models load from the repository as they are \

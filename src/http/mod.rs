@@ -143,8 +143,18 @@ async fn expected_length(State(state): State<AppState>, request: Request, next: 
 /// does not decompress bodies, and reading compressed bytes as JSON or tensors
 /// would give a misleading error, or a wrong answer for binary tensors.
 async fn encoded_body(request: Request, next: Next) -> Response {
-    if let Some(encoding) = request.headers().get(header::CONTENT_ENCODING) {
-        if !encoding.as_bytes().eq_ignore_ascii_case(b"identity") {
+    let headers = request.headers();
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0");
+    if let Some(encoding) = headers.get(header::CONTENT_ENCODING).filter(|_| has_body) {
+        let identity = encoding
+            .as_bytes()
+            .split(|&b| b == b',')
+            .all(|e| e.trim_ascii().eq_ignore_ascii_case(b"identity"));
+        if !identity {
             let shown = String::from_utf8_lossy(encoding.as_bytes()).into_owned();
             return (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,

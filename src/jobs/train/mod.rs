@@ -156,6 +156,10 @@ pub(crate) fn grid_values(
     }
 }
 
+/// The file a trained version holds beside its model: what training saw and chose.
+/// Only a training job writes it (an upload may not send it).
+pub const TRAINING_FILE: &str = "training.json";
+
 /// Why saving a trained version of `model` would replace a model no training job
 /// made, if it would: its newest version holds no `training.json`. A trained
 /// version takes the raw named columns of its schema, so it would answer other
@@ -171,7 +175,7 @@ pub fn replaces_a_foreign_model(state: &crate::api::ServerState, model: &str) ->
 pub fn foreign_model(model: &str, dir: &std::path::Path) -> Option<String> {
     let on_disk = crate::repository::scan_model(model, dir).ok()?;
     let (version, newest) = on_disk.versions.iter().next_back()?;
-    (!newest.dir.join("training.json").is_file()).then(|| {
+    (!newest.dir.join(TRAINING_FILE).is_file()).then(|| {
         format!(
             "spec.model: model {model:?} has versions no training job made (its newest, \
              {version}, has no training.json): a trained version would replace it with one \
@@ -390,7 +394,7 @@ pub fn run(ctx: &JobContext, spec: &TrainSpec) -> Result<Json, JobError> {
     let files = vec![
         ("model.onnx".to_string(), model_bytes),
         (
-            "training.json".to_string(),
+            TRAINING_FILE.to_string(),
             serde_json::to_vec_pretty(&training).unwrap_or_default(),
         ),
     ];
