@@ -635,12 +635,8 @@ impl Manager {
         // loaded anew from this one, and goes whether or not that load works:
         // decided per version, so a reconcile that stopped early (a config error)
         // leaves nothing of the old directory behind once it runs whole.
-        let from_here = |handle: &LoadedVersion| {
-            handle
-                .dir
-                .parent()
-                .is_some_and(|p| p == model.dir || same_dir(p, &model.dir))
-        };
+        let from_here =
+            |handle: &LoadedVersion| handle.dir.parent().is_some_and(|p| same_dir(p, &model.dir));
         let served_here: BTreeSet<u64> = self
             .serving()
             .models

@@ -105,7 +105,7 @@ pub fn takes(state: &AppState, request: &http::request::Parts) -> Option<Route> 
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    // An encoded body is the router's to refuse (`encoded_body`).
+    // An encoded body is the router's to refuse (`body_headers`).
     if declared.is_none_or(|n| n > limit) || request.headers.contains_key(header::CONTENT_ENCODING)
     {
         return None;

@@ -73,9 +73,8 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            expected_length,
+            body_headers,
         ))
-        .layer(axum::middleware::from_fn(encoded_body))
         // Inside the access layer (whose refusals are JSON already) and around every
         // route, the default fallback (unknown path) and each route's wrong-method
         // answer, so that no error leaves without the documented JSON body.
@@ -113,20 +112,23 @@ fn body_limit(settings: &crate::settings::Settings, path: &str) -> u64 {
     }
 }
 
-/// A body declared larger than its route takes, from a client that waits to be
-/// told to send it (`Expect: 100-continue`, as curl does for large bodies), is a
-/// 413 before any of it is sent. Other clients' bodies are read up to the limit
-/// first: an answer before they have sent it could be lost in a reset connection.
-async fn expected_length(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let waits = request
-        .headers()
-        .get(header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    let declared = request
-        .headers()
+/// Checks a request's body headers before the body is read:
+/// * a body declared larger than its route takes, from a client that waits to be
+///   told to send it (`Expect: 100-continue`, as curl does for large bodies), is a
+///   413 before any of it is sent (other clients' bodies are read up to the limit
+///   first: an answer before they have sent it could be lost in a reset);
+/// * a body sent with a `Content-Encoding` (gzip, say) is a 415: the server does
+///   not decompress bodies, and reading compressed bytes as JSON or tensors would
+///   give a misleading error, or a wrong answer for binary tensors.
+async fn body_headers(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
+    let waits = headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     if let (true, Some(declared)) = (waits, declared) {
         let limit = body_limit(&state.settings, request.uri().path());
         if declared > limit {
@@ -136,19 +138,8 @@ async fn expected_length(State(state): State<AppState>, request: Request, next: 
             .into_response();
         }
     }
-    next.run(request).await
-}
-
-/// A request body sent with a `Content-Encoding` (gzip, say) is a 415: the server
-/// does not decompress bodies, and reading compressed bytes as JSON or tensors
-/// would give a misleading error, or a wrong answer for binary tensors.
-async fn encoded_body(request: Request, next: Next) -> Response {
-    let headers = request.headers();
-    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
-        || headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim() != "0");
+    let has_body =
+        headers.contains_key(header::TRANSFER_ENCODING) || declared.is_some_and(|n| n > 0);
     if let Some(encoding) = headers.get(header::CONTENT_ENCODING).filter(|_| has_body) {
         let identity = encoding
             .as_bytes()

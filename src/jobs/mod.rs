@@ -594,15 +594,6 @@ impl Jobs {
         // store.
         let mut view = job.view();
         end(&mut view);
-        let record = JobEnd {
-            state,
-            progress: serde_json::to_string(&view.progress).unwrap_or_default(),
-            messages: serde_json::to_string(&view.messages).unwrap_or_default(),
-            result: result.as_ref().map(|r| r.to_string()),
-            error: error.clone(),
-            tries: 0,
-            view: view.clone(),
-        };
         // The end must be recorded: with the store away (or unable to take it for
         // the moment), this worker tries until it is back (no other job could be
         // claimed meanwhile). The job stays live here until then, so that no
@@ -614,7 +605,7 @@ impl Jobs {
         // the job interrupted).
         let (mut shown, mut refused) = (false, 0);
         for attempt in 0u32.. {
-            match self.runtime.block_on(record.write(&self.store, &job.id)) {
+            match self.runtime.block_on(record_end(&self.store, &view)) {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::warn!(job = %job.id, attempt, "cannot record the job's end yet: {e}");
@@ -636,7 +627,7 @@ impl Jobs {
                         self.refused_ends
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
-                            .insert(job.id.clone(), record);
+                            .insert(job.id.clone(), JobEnd { view, tries: 0 });
                         break;
                     }
                     std::thread::sleep(Duration::from_millis((200 << attempt.min(3)).min(1000)));
@@ -692,33 +683,27 @@ impl Jobs {
     }
 }
 
-/// A job's end as the store records it (see `Store::finish_job`).
-#[derive(Clone)]
+/// A job's end the store refused as such, for the recovery sweep to try again.
 struct JobEnd {
-    state: JobState,
-    progress: String,
-    messages: String,
-    result: Option<String>,
-    error: Option<String>,
-    /// Tries by the recovery sweep.
-    tries: u32,
     /// The job as it ended, shown until the store has it.
     view: JobView,
+    /// Tries by the recovery sweep.
+    tries: u32,
 }
 
-impl JobEnd {
-    async fn write(&self, store: &Store, id: &str) -> Result<(), crate::store::StoreError> {
-        store
-            .finish_job(
-                id,
-                self.state.as_str(),
-                &self.progress,
-                &self.messages,
-                self.result.as_deref(),
-                self.error.as_deref(),
-            )
-            .await
-    }
+/// Records the end of the job `view` shows (`Store::finish_job`).
+async fn record_end(store: &Store, view: &JobView) -> Result<(), crate::store::StoreError> {
+    let row = row_of(view);
+    store
+        .finish_job(
+            &row.id,
+            &row.state,
+            &row.progress,
+            &row.messages,
+            row.result.as_deref(),
+            row.error.as_deref(),
+        )
+        .await
 }
 
 /// Whether a job's spec reads files uploaded with it: it runs only on the server

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    has_uploads, JobEnd, JobKind, JobState, JobView, Jobs, LiveJob, FILES_GONE, INTERRUPTED,
+    has_uploads, record_end, JobKind, JobState, JobView, Jobs, LiveJob, FILES_GONE, INTERRUPTED,
 };
 use crate::store::{now_ms, ClaimedJob, ReplicaName, StoreError};
 
@@ -200,44 +200,37 @@ impl Jobs {
     /// the result (what a store refuses for its size or content), the error
     /// saying so. One still refused stays for the next sweep.
     async fn record_refused_ends(&self) {
-        let ids: Vec<String> = self
+        // A snapshot: the ends stay in the map while written, so that their jobs
+        // show their end meanwhile.
+        let ends: Vec<JobView> = self
             .refused_ends
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .cloned()
+            .values()
+            .map(|end| end.view.clone())
             .collect();
-        for id in ids {
-            // Kept in the map while written: the job shows its end meanwhile.
-            let Some(end) = self
-                .refused_ends
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&id)
-                .cloned()
-            else {
-                continue;
-            };
-            let mut written = end.write(&self.store, &id).await;
+        let refused =
+            |written: &Result<(), StoreError>| matches!(written, Err(StoreError::Invalid(_)));
+        let note = "the metadata store refused to record it (the server's log says why)";
+        for view in ends {
+            let mut written = record_end(&self.store, &view).await;
             // Then without what a store refuses for its size or content: the
             // result, and last the messages and all but the start of the error.
-            let note = "the metadata store refused to record it (the server's log says why)";
-            if matches!(written, Err(StoreError::Invalid(_))) && end.result.is_some() {
-                let without = JobEnd {
+            if refused(&written) && view.result.is_some() {
+                let error = view
+                    .error
+                    .as_deref()
+                    .map(|e| format!("{e}; "))
+                    .unwrap_or_default();
+                let without = JobView {
                     result: None,
-                    error: Some(format!(
-                        "{}its result was not recorded: {note}",
-                        end.error
-                            .as_deref()
-                            .map(|e| format!("{e}; "))
-                            .unwrap_or_default()
-                    )),
-                    ..end.clone()
+                    error: Some(format!("{error}its result was not recorded: {note}")),
+                    ..view.clone()
                 };
-                written = without.write(&self.store, &id).await;
+                written = record_end(&self.store, &without).await;
             }
-            if matches!(written, Err(StoreError::Invalid(_))) {
-                let full = end.error.as_deref().unwrap_or("");
+            if refused(&written) {
+                let full = view.error.as_deref().unwrap_or("");
                 let mut error: String = full.chars().take(200).collect();
                 if error.len() < full.len() {
                     error.push('…');
@@ -245,24 +238,25 @@ impl Jobs {
                 if !error.is_empty() {
                     error.push_str("; ");
                 }
-                let bare = JobEnd {
+                let bare = JobView {
                     result: None,
-                    messages: "[]".into(),
+                    messages: Vec::new(),
                     error: Some(format!(
                         "{error}its result and messages were not recorded: {note}"
                     )),
-                    ..end.clone()
+                    ..view.clone()
                 };
-                written = bare.write(&self.store, &id).await;
+                written = record_end(&self.store, &bare).await;
             }
+            let id = &view.job_id;
             let mut ends = self.refused_ends.lock().unwrap_or_else(|e| e.into_inner());
             match written {
                 Ok(()) => {
-                    ends.remove(&id);
-                    tracing::info!(job = %id, state = end.state.as_str(), "the job's end is recorded at last");
+                    ends.remove(id);
+                    tracing::info!(job = %id, state = view.state.as_str(), "the job's end is recorded at last");
                 }
                 Err(e) => {
-                    if let Some(kept) = ends.get_mut(&id) {
+                    if let Some(kept) = ends.get_mut(id) {
                         kept.tries += 1;
                         if kept.tries.is_power_of_two() {
                             tracing::warn!(job = %id, tries = kept.tries, "the store still refuses the job's end: {e}");

@@ -118,7 +118,7 @@ fn serialize_redacted<S: serde::Serializer>(
 /// `spec` with the password of every URL in it masked (`postgres://u:***@h/db`):
 /// clients that may read a job may not read the credentials it runs with (the
 /// store keeps them, for the job to run).
-pub fn redacted(spec: &serde_json::Value) -> serde_json::Value {
+fn redacted(spec: &serde_json::Value) -> serde_json::Value {
     use serde_json::Value;
     match spec {
         Value::String(text) if crate::store::pool::has_secret(text) => {
