@@ -641,14 +641,35 @@ async fn tf_serving_metadata_status_classify_regress() {
         );
     }
 
-    // MultiInference: classify and regress over the same examples.
+    // MultiInference: a classify task; a regress task beside it on a classifier is
+    // refused, as TF Serving refuses a method its signature is not for.
+    let classify_task = || tfs::InferenceTask {
+        model_spec: stable.clone(),
+        method_name: "tensorflow/serving/classify".into(),
+    };
     let multi = client
         .multi_inference(tfs::MultiInferenceRequest {
+            tasks: vec![classify_task()],
+            input: input(&rows[..2]),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(multi.results.len(), 1);
+    for result in &multi.results {
+        match &result.result {
+            Some(tfs::inference_result::Result::ClassificationResult(c)) => {
+                assert_eq!(c.classifications.len(), 2);
+                let best = &c.classifications[0].classes[0];
+                assert_eq!(best.label, "0", "two setosa rows: {c:?}");
+            }
+            other => panic!("expected a classification result, got {other:?}"),
+        }
+    }
+    let status = client
+        .multi_inference(tfs::MultiInferenceRequest {
             tasks: vec![
-                tfs::InferenceTask {
-                    model_spec: stable.clone(),
-                    method_name: "tensorflow/serving/classify".into(),
-                },
+                classify_task(),
                 tfs::InferenceTask {
                     model_spec: stable.clone(),
                     method_name: "tensorflow/serving/regress".into(),
@@ -657,20 +678,13 @@ async fn tf_serving_metadata_status_classify_regress() {
             input: input(&rows[..2]),
         })
         .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(multi.results.len(), 2);
-    match &multi.results[1].result {
-        Some(tfs::inference_result::Result::RegressionResult(r)) => {
-            let values: Vec<f32> = r.regressions.iter().map(|r| r.value).collect();
-            assert_eq!(
-                values,
-                vec![0.0, 0.0],
-                "predicted labels of two setosa rows"
-            );
-        }
-        other => panic!("expected a regression result, got {other:?}"),
-    }
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("classifier"),
+        "{}",
+        status.message()
+    );
     let status = client
         .multi_inference(tfs::MultiInferenceRequest {
             tasks: vec![tfs::InferenceTask {

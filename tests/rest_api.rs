@@ -470,6 +470,23 @@ async fn tf_serving_rest_classify_and_regress() {
             json!({"signature_name": "other", "examples": examples(&rows[..1])}),
             400,
         ),
+        // A classifier does not regress (its label is no value), nor a regressor
+        // classify (its value is no class).
+        (
+            "/v1/models/iris_lr:regress",
+            json!({"examples": examples(&rows[..1])}),
+            400,
+        ),
+        (
+            "/v1/models/iris_sklearn:regress",
+            json!({"examples": examples(&rows[..1])}),
+            400,
+        ),
+        (
+            "/v1/models/diabetes_f64:classify",
+            json!({"examples": [{"input": vec![0.0; 10]}]}),
+            400,
+        ),
         (
             "/v1/models/nope:classify",
             json!({"examples": [{"a": 1}]}),

@@ -110,26 +110,23 @@ pub async fn classify(
         });
     }
     check_plain_signature(&request.signature_name, "classification")?;
-    let traits = handle.backend.traits();
-    let probabilities = handle
-        .config()
-        .probabilities_output
-        .clone()
-        .or_else(|| traits.probabilities_output.clone())
-        .or_else(|| {
-            // `[postprocess]` names a score output (logits with `softmax`, say).
-            handle
-                .loaded_config
-                .postprocess
-                .is_set()
-                .then(|| handle.pipeline.score_output.clone())
-                .flatten()
+    let probabilities = probabilities_output(&handle);
+    let prediction = prediction_output(&handle);
+    if probabilities.is_none() && handle.class_labels().is_none() {
+        // A label output of floats with no class labels is a regressor's value: TF
+        // Serving refuses to classify with a regression signature, so does this.
+        let floats = prediction.as_ref().is_some_and(|name| {
+            handle.backend.signature().outputs.iter().any(|o| {
+                &o.name == name && matches!(o.dtype, DataType::F16 | DataType::F32 | DataType::F64)
+            })
         });
-    let prediction = handle
-        .config()
-        .prediction_output
-        .clone()
-        .or_else(|| traits.prediction_output.clone());
+        if let (true, Some(name)) = (floats, &prediction) {
+            return Err(ApiError::InvalidArgument(format!(
+                "model {:?} gives no classes: its prediction output {name:?} is a number, and it has no probabilities output or class labels (a regressor: use regress or predict; a classifier: name probabilities_output in its config.toml)",
+                request.model
+            )));
+        }
+    }
     let (output, with_scores) = match (probabilities, prediction) {
         (Some(p), _) => (p, true),
         (None, Some(p)) => (p, false),
@@ -215,11 +212,14 @@ pub async fn regress(
         });
     }
     check_plain_signature(&request.signature_name, "regression")?;
-    let output = handle
-        .config()
-        .prediction_output
-        .clone()
-        .or_else(|| handle.backend.traits().prediction_output.clone())
+    if probabilities_output(&handle).is_some() || handle.class_labels().is_some() {
+        // Its prediction is a class label: regressing would answer labels as numbers.
+        return Err(ApiError::InvalidArgument(format!(
+            "model {:?} is a classifier (it has classes): use classify or predict",
+            request.model
+        )));
+    }
+    let output = prediction_output(&handle)
         .or_else(|| match handle.backend.signature().outputs.as_slice() {
             [only] => Some(only.name.clone()),
             _ => None,
@@ -246,6 +246,34 @@ pub async fn regress(
         values,
         cache,
     })
+}
+
+/// The output holding a classifier's class probabilities, if the model has one: named
+/// in `config.toml`, known to the backend, or the score output of a `[postprocess]`.
+fn probabilities_output(handle: &ServableHandle) -> Option<String> {
+    handle
+        .config()
+        .probabilities_output
+        .clone()
+        .or_else(|| handle.backend.traits().probabilities_output.clone())
+        .or_else(|| {
+            // `[postprocess]` names a score output (logits with `softmax`, say).
+            handle
+                .loaded_config
+                .postprocess
+                .is_set()
+                .then(|| handle.pipeline.score_output.clone())
+                .flatten()
+        })
+}
+
+/// The output holding the model's prediction (a label or a value), if it names one.
+fn prediction_output(handle: &ServableHandle) -> Option<String> {
+    handle
+        .config()
+        .prediction_output
+        .clone()
+        .or_else(|| handle.backend.traits().prediction_output.clone())
 }
 
 fn resolve(state: &ServerState, request: &ExamplesRequest) -> Result<ServableHandle, ApiError> {
