@@ -323,6 +323,11 @@ async fn pages_fragments_assets_and_chart_data() {
         404,
         &["nope"],
     );
+    assert_html(
+        &get(&server, "/console/jobs/nope", None).await,
+        404,
+        &["nope"],
+    );
 
     // A fragment's text is escaped: a model name with markup shows as text.
     let weird = "a<b>";
@@ -378,6 +383,9 @@ async fn with_tokens_shells_are_open_and_data_is_not() {
     // Without a token the shell cannot tell whether a model exists.
     let unknown = get(&server, "/console/models/no_such_model", None).await;
     assert_html(&unknown, 200, &["/console/fragments/models/no_such_model"]);
+    // Nor whether a job exists.
+    let unknown = get(&server, "/console/jobs/no_such_job", None).await;
+    assert_html(&unknown, 200, &["/console/fragments/jobs/no_such_job"]);
     // With one, the data fragment says it.
     assert_eq!(
         get(

@@ -18,7 +18,7 @@
 //!   `sessionStorage` with each of them, and asks for one on a 401.
 //!
 //! Invariant: a shell renders nothing read from the server's state except, when an
-//! anonymous caller could see it anyway, whether the model exists (for the 404).
+//! anonymous caller could see it anyway, whether the model or job exists (for the 404).
 
 mod assets;
 mod jobs;
@@ -203,7 +203,23 @@ struct JobPage {
     refresh: &'static str,
 }
 
-async fn job_page(Path(id): Path<String>) -> Response {
+async fn job_page(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+) -> Response {
+    let peer = peer.map(|Extension(ConnectInfo(p))| p);
+    if anonymous_may(&state, Access::Management, peer) {
+        if let Err(e) = api::jobs::get(&state, &id).await {
+            return html(
+                status_code(&e),
+                &NotFoundPage {
+                    title: "Not found".into(),
+                    message: e.to_string(),
+                },
+            );
+        }
+    }
     html(
         StatusCode::OK,
         &JobPage {
