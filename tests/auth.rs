@@ -245,6 +245,61 @@ async fn rest_tokens_and_scopes() {
     .await;
     assert_eq!(status, 200, "{body}");
 
+    // Who did it (token name, client address) is audit data: the models' status
+    // shows it to a caller with the management scope only; the store's views are
+    // management routes, however the path is spelled.
+    let events_of = |status: &Value| -> Vec<Value> {
+        status["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["model_id"] == "iris_dt")
+            .flat_map(|m| m["recent_events"].as_array().unwrap().clone())
+            .collect()
+    };
+    let mut by_ci = Vec::new();
+    for _ in 0..100 {
+        let (_, status, _) = call(&server, Method::GET, "/models/status", Some(CI), None).await;
+        by_ci = events_of(&status)
+            .into_iter()
+            .filter(|e| e["actor"] == "ci")
+            .collect();
+        if !by_ci.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        !by_ci.is_empty(),
+        "ci's reload and stop are in the recent events"
+    );
+    assert!(by_ci.iter().all(|e| e["client"].is_string()), "{by_ci:?}");
+    let (status, as_reader, _) =
+        call(&server, Method::GET, "/models/status", Some(READER), None).await;
+    assert_eq!(status, 200);
+    let events = events_of(&as_reader);
+    assert!(events.len() >= by_ci.len(), "{as_reader}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["actor"].is_null() && e["client"].is_null()),
+        "{as_reader}"
+    );
+    for path in [
+        "/v1/models/iris_dt/history",
+        "/v1/models/iris_dt/predictions",
+    ] {
+        let (status, body, _) = call(&server, Method::GET, path, Some(READER), None).await;
+        assert_eq!(status, 403, "{path}: {body}");
+    }
+    for path in [
+        "/v1/models/iris_dt:history",
+        "/v1/models/iris_dt:predictions",
+    ] {
+        let (status, body, _) = call(&server, Method::GET, path, Some(READER), None).await;
+        assert_eq!(status, 404, "{path}: {body}");
+    }
+
     // /metrics is closed by metrics_require_token: only the metrics scope opens it,
     // and it counts the refusals above.
     let (status, _, _) = call(&server, Method::GET, "/metrics", None, None).await;

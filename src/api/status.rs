@@ -101,6 +101,15 @@ pub struct ModelSummary {
 }
 
 impl ModelSummary {
+    /// Leaves out who made the recent events (token names, client addresses), for
+    /// a caller that may not read the audit trail.
+    pub fn hide_callers(&mut self) {
+        for event in &mut self.recent_events {
+            event.client = None;
+            event.actor = None;
+        }
+    }
+
     /// Requests reach a version of it now: here, or in its worker.
     pub fn is_served(&self) -> bool {
         !self.served_versions.is_empty()

@@ -29,7 +29,7 @@ use std::net::SocketAddr;
 
 use askama::Template;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
@@ -447,7 +447,14 @@ struct ModelsFragment {
     models: Vec<ModelRow>,
 }
 
-async fn models_fragment(State(state): State<AppState>) -> Response {
+async fn models_fragment(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+) -> Response {
+    let peer = peer.map(|Extension(ConnectInfo(p))| p);
+    let sees_callers = crate::http::sees_callers(&state, &headers, &uri, peer);
     let workers = state
         .workers
         .get()
@@ -455,7 +462,10 @@ async fn models_fragment(State(state): State<AppState>) -> Response {
         .unwrap_or_default();
     let models = api::manage::models_status(&state)
         .into_iter()
-        .map(|m| {
+        .map(|mut m| {
+            if !sees_callers {
+                m.hide_callers();
+            }
             let worker = workers.get(&m.model);
             ModelRow::from_summary(m, worker)
         })
@@ -469,15 +479,27 @@ struct ModelFragment {
     m: ModelRow,
 }
 
-async fn model_fragment(State(state): State<AppState>, Path(model): Path<String>) -> Response {
+async fn model_fragment(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+) -> Response {
+    let peer = peer.map(|Extension(ConnectInfo(p))| p);
     let worker = state.workers.get().and_then(|w| w.status(&model));
     match api::manage::model_summary(&state, &model) {
-        Ok(summary) => html(
-            StatusCode::OK,
-            &ModelFragment {
-                m: ModelRow::from_summary(summary, worker.as_ref()),
-            },
-        ),
+        Ok(mut summary) => {
+            if !crate::http::sees_callers(&state, &headers, &uri, peer) {
+                summary.hide_callers();
+            }
+            html(
+                StatusCode::OK,
+                &ModelFragment {
+                    m: ModelRow::from_summary(summary, worker.as_ref()),
+                },
+            )
+        }
         Err(e) => error_fragment(&e),
     }
 }

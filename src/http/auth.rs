@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -45,12 +45,7 @@ pub async fn require(State(state): State<AppState>, request: Request, next: Next
     if access != Access::Management {
         return next.run(request).await;
     }
-    // HTTP/1's `Host`, or HTTP/2's authority (no `Host` header there). One that is
-    // not text is kept as what it can be read as, to be refused, not skipped.
-    let host: Option<String> = match request.headers().get(header::HOST) {
-        Some(h) => Some(String::from_utf8_lossy(h.as_bytes()).into_owned()),
-        None => request.uri().authority().map(|a| a.as_str().to_string()),
-    };
+    let host = request_host(request.headers(), request.uri());
     if let Some((status, message)) = cross_site_refusal(request.headers(), host.as_deref()) {
         crate::metrics::record_auth_failure("rest", "cross_site");
         tracing::warn!(client = %display_peer(peer), path = %request.uri().path(), "{message}");
@@ -82,6 +77,40 @@ pub async fn require(State(state): State<AppState>, request: Request, next: Next
         "management request"
     );
     response
+}
+
+/// HTTP/1's `Host`, or HTTP/2's authority (no `Host` header there). One that is not
+/// text is kept as what it can be read as, to be refused, not skipped.
+fn request_host(headers: &HeaderMap, uri: &Uri) -> Option<String> {
+    match headers.get(header::HOST) {
+        Some(h) => Some(String::from_utf8_lossy(h.as_bytes()).into_owned()),
+        None => uri.authority().map(|a| a.as_str().to_string()),
+    }
+}
+
+/// Whether the caller of a route open to inference (the models' status, the
+/// console's fragments) may also see who did what: the token names and client
+/// addresses of the audit trail, which `/v1/models/{m}/history` keeps to
+/// management. It may when a management route would let it in.
+pub(crate) fn sees_callers(
+    state: &AppState,
+    headers: &HeaderMap,
+    uri: &Uri,
+    peer: Option<SocketAddr>,
+) -> bool {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    if state
+        .auth
+        .check(Access::Management, authorization, peer)
+        .is_err()
+    {
+        return false;
+    }
+    let host = request_host(headers, uri);
+    !state.auth.management_by_loopback()
+        || rebinding_refusal(host.as_deref(), state.settings.public_url.as_deref()).is_none()
 }
 
 pub(super) fn denied_response(denied: &Denied) -> Response {

@@ -5,7 +5,10 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, Uri};
 use axum::routing::{delete, get, post};
 use axum::Extension;
 use axum::{Json, Router};
@@ -188,9 +191,18 @@ async fn reload_model(
 /// `GET /models/status`
 #[utoipa::path(get, path = "/models/status", tag = "management",
     responses((status = 200, description = "Every model with its versions, states and settings", body = ModelsResponse)))]
-async fn models_status(State(state): State<AppState>) -> Json<Value> {
+async fn models_status(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+) -> Json<Value> {
     let (base, _) = base_url(&state);
-    let models = manage::models_status(&state);
+    let mut models = manage::models_status(&state);
+    let peer = peer.map(|Extension(ConnectInfo(p))| p);
+    if !super::sees_callers(&state, &headers, &uri, peer) {
+        models.iter_mut().for_each(ModelSummary::hide_callers);
+    }
     Json(json!({
         "models": models.iter().map(|m| summary_json(m, &base)).collect::<Vec<_>>(),
     }))

@@ -26,6 +26,7 @@ mod tfs;
 mod upload;
 mod v2;
 
+pub(crate) use auth::sees_callers;
 pub(crate) use v2::{decode_tensors as decode_v2_tensors, InputBody as V2TensorBody};
 
 use std::sync::Arc;

@@ -61,6 +61,9 @@ fn parse_path(rest: &str) -> Result<ModelPath<'_>, HttpError> {
         return Err(not_found(rest));
     }
     let verb = match (tail, colon_verb) {
+        // The store's views are paths, never verbs: access is decided by the path
+        // (`auth::rest_access`), which would read `m:history` as a model's name.
+        ([], Some("history" | "predictions")) => return Err(not_found(rest)),
         ([], verb) => verb,
         (["metadata"], None) => Some("metadata"),
         // The metadata store's views of a model (`http/store.rs`).
