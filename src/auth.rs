@@ -545,7 +545,8 @@ pub fn grpc_access(path: &str) -> Access {
 
 /// Whether `path` lies under one of `roots`, after resolving symbolic links and
 /// `..` in the part of the path that exists. A path that does not exist yet is
-/// judged by its nearest existing ancestor plus the remaining plain components.
+/// judged by its nearest existing ancestor plus the remaining plain components; a
+/// link to nothing is never under a root.
 pub fn is_under_roots(path: &Path, roots: &[PathBuf]) -> bool {
     let Some(path) = resolve(path) else {
         return false;
@@ -573,6 +574,11 @@ fn resolve(path: &Path) -> Option<PathBuf> {
                 out.push(c);
             }
             return Some(out);
+        }
+        // It exists but cannot be resolved: a link to nothing (whatever creates it
+        // would create the link's target, wherever that is), a loop, or no access.
+        if existing.symlink_metadata().is_ok() {
+            return None;
         }
         let name = existing.file_name()?;
         rest.push(name);
@@ -859,5 +865,12 @@ mod tests {
         std::os::unix::fs::symlink("/proc", root.join("escape")).unwrap();
         assert!(!is_under_roots(&root.join("escape"), &roots));
         assert!(!is_under_roots(&root.join("escape/self"), &roots));
+        // So is a link to nothing: creating the path would create its target,
+        // outside the root, even when the target's name is under it.
+        std::os::unix::fs::symlink(dir.path().join("out/new.db"), root.join("new.db")).unwrap();
+        assert!(!is_under_roots(&root.join("new.db"), &roots));
+        std::os::unix::fs::symlink(root.join("later"), root.join("dangling_in")).unwrap();
+        assert!(!is_under_roots(&root.join("dangling_in"), &roots));
+        assert!(!is_under_roots(&root.join("dangling_in/x"), &roots));
     }
 }

@@ -216,6 +216,128 @@ async fn score_jsonl_into_a_sqlite_table() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_source_is_read_only_and_reaches_no_other_file() {
+    let env = env();
+    let server = TestServer::start_with(settings(&env)).await;
+    score_jsonl_into_table(&env, &server, "sqlite://scores.db").await;
+    let db = format!("sqlite://{}", env.data.join("scores.db").display());
+    let outside = env.state.parent().unwrap().join("outside.db");
+    let store = env.state.join("ferroserve.db");
+    // A query can neither attach another file (the server's store, a new file
+    // outside the data directory) nor change the data it reads.
+    for (query, expected) in [
+        (
+            format!(
+                "ATTACH DATABASE '{}' AS e; CREATE TABLE e.x(a); SELECT * FROM scores",
+                outside.display()
+            ),
+            "too many attached databases",
+        ),
+        (
+            format!(
+                "ATTACH DATABASE '{}' AS s; SELECT * FROM s.jobs",
+                store.display()
+            ),
+            "too many attached databases",
+        ),
+        ("DROP TABLE scores".to_string(), "readonly database"),
+        ("PRAGMA journal_mode = WAL".to_string(), "readonly database"),
+    ] {
+        let id = submit(
+            &server,
+            score_spec(
+                json!({"url": "sqlite://scores.db", "query": query}),
+                json!({"path": "out.csv"}),
+                8,
+            ),
+        )
+        .await;
+        let job = finished(&server, &id).await;
+        assert_eq!(job["state"], "failed", "{query}: {job}");
+        let error = job["error"].as_str().unwrap();
+        assert!(error.contains(expected), "{query}: {error}");
+    }
+    assert!(
+        !outside.exists(),
+        "nothing created outside the data directory"
+    );
+    assert_eq!(read_table(&db).await.len(), 200, "the table is still there");
+    // The sink and the source leave the file's journal mode as it was.
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(mode, "delete");
+    pool.close().await;
+    // A link to nothing inside the data directory is no way out of it: SQLite
+    // would create the link's target.
+    std::os::unix::fs::symlink(&outside, env.data.join("link.db")).unwrap();
+    let (status, answer) = server
+        .post_json(
+            "/v1/jobs",
+            &score_spec(
+                json!({"path": "in.jsonl"}),
+                json!({"url": "sqlite://link.db", "table": "scores"}),
+                8,
+            ),
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("not inside the data directory"),
+        "{answer}"
+    );
+    assert!(!outside.exists());
+    // A temporary table would go with the job's connection, its rows with it.
+    let (status, answer) = server
+        .post_json(
+            "/v1/jobs",
+            &score_spec(
+                json!({"path": "in.jsonl"}),
+                json!({"url": "sqlite://scores.db", "table": "temp.scores"}),
+                8,
+            ),
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("spec.sink.table"),
+        "{answer}"
+    );
+    // A carried column whose name holds a dot is one column.
+    let mut text = format!("a.b,{}\n", FEATURES.join(","));
+    for (i, r) in iris_rows(3).iter().enumerate() {
+        let cells: Vec<String> = r.iter().map(|v| v.to_string()).collect();
+        text.push_str(&format!("{i},{}\n", cells.join(",")));
+    }
+    std::fs::write(env.data.join("dotted.csv"), text).unwrap();
+    let mut spec = score_spec(
+        json!({"path": "dotted.csv"}),
+        json!({"url": "sqlite://scores.db", "table": "dotted"}),
+        8,
+    );
+    spec["spec"]["carry"] = json!(["a.b"]);
+    let id = submit(&server, spec).await;
+    let job = finished(&server, &id).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    let ids: Vec<String> = sqlx::query_scalar("SELECT \"a.b\" FROM dotted ORDER BY 1")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(ids, ["0", "1", "2"]);
+    pool.close().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn score_jsonl_into_a_postgres_table_and_read_a_query() {
     let env = env();
     let db = tokio::task::spawn_blocking(|| DbServer::start(DbKind::Postgres))
@@ -278,6 +400,32 @@ async fn score_jsonl_into_a_postgres_table_and_read_a_query() {
         "{job}"
     );
     assert!(!env.data.join("never.jsonl").exists());
+    // A source's session is read only: a query that writes fails, changing nothing.
+    let id = submit(
+        &server,
+        score_spec(
+            json!({"url": db.url(), "query": "DROP TABLE flowers"}),
+            json!({"path": "never.jsonl"}),
+            16,
+        ),
+    )
+    .await;
+    let job = finished(&server, &id).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap()
+            .contains("read-only transaction"),
+        "{job}"
+    );
+    let pool = sqlx::PgPool::connect(&db.url()).await.unwrap();
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM flowers")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 50);
+    pool.close().await;
     server.stop().await;
 }
 

@@ -684,6 +684,22 @@ async fn score_a_mariadb_query_into_a_mariadb_table() {
         );
         assert_eq!(read().await.len(), 240, "{mode}");
     }
+    // A source's session is read only: a query that writes fails, changing nothing.
+    let id = submit(
+        &server,
+        score_spec(
+            json!({"url": url, "query": "DROP TABLE flowers"}),
+            json!({"path": "never.csv"}),
+            50,
+        ),
+    )
+    .await;
+    let job = finished(&server, &id).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(
+        job["error"].as_str().unwrap().contains("READ ONLY"),
+        "{job}"
+    );
     // Overwrite into a table that does not exist yet; no work table is left.
     let id = submit(
         &server,

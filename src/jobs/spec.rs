@@ -488,6 +488,15 @@ fn parse_sink(v: Option<&Value>, field: &str, data_dir: &Path) -> Result<SinkSpe
                 "must be a table name of letters, digits and underscores (optionally schema.table)",
             ));
         }
+        if let Some((schema, _)) = table.split_once('.') {
+            let schema = schema.to_ascii_lowercase();
+            if schema == "temp" || schema == "temporary" || schema.starts_with("pg_temp") {
+                return Err(err(
+                    &format!("{field}.table"),
+                    "a temporary table goes when the job's connection closes: name a table that stays",
+                ));
+            }
+        }
         let mode = match string(obj, field, "mode")?.as_deref() {
             None | Some("append") => SinkMode::Append,
             Some("overwrite") => SinkMode::Overwrite,

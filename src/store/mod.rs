@@ -121,7 +121,8 @@ impl Store {
     /// cannot be reached within `timeout`, or cannot be read, is an error whose
     /// message names the host, never a password.
     pub async fn open(url: &str, timeout: Duration, migrate: bool) -> Result<Store, StoreError> {
-        let (pool, kind, shown) = pool::connect(url, timeout, true).await?;
+        let (pool, kind, shown) =
+            pool::connect(url, timeout, pool::Use::Store { create: true }).await?;
         let store = Store::with_pool(pool, kind, shown, timeout);
         if migrate {
             store.migrate_while_others_may().await?;
@@ -148,7 +149,8 @@ impl Store {
     /// Connects without migrating or checking the schema version, for
     /// `ferroserve db status`: it reports what it finds.
     pub async fn open_for_status(url: &str, timeout: Duration) -> Result<Store, StoreError> {
-        let (pool, kind, shown) = pool::connect(url, timeout, false).await?;
+        let (pool, kind, shown) =
+            pool::connect(url, timeout, pool::Use::Store { create: false }).await?;
         Ok(Store::with_pool(pool, kind, shown, timeout))
     }
 

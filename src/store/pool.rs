@@ -119,13 +119,28 @@ pub fn sqlite_path(url: &str) -> Option<PathBuf> {
     (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
 }
 
-/// Opens a pool on `url`, waiting at most `timeout` for the first connection; a
-/// SQLite file is created when missing only with `create`. Answers the pool, its
-/// kind, and the URL without its password.
+/// What a connection is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// The server's store: a SQLite file is created when missing only with
+    /// `create`, and switched to the write-ahead log.
+    Store { create: bool },
+    /// A job's data source: read only. A SQLite file is opened read-only with no
+    /// other database attachable (a query could otherwise `ATTACH` any file the
+    /// server can read, its store included); PostgreSQL and MySQL sessions run
+    /// read-only transactions. The file's journal mode is left as it is.
+    ReadData,
+    /// A job's sink: a SQLite file is created when missing; its journal mode is
+    /// left as it is.
+    WriteData,
+}
+
+/// Opens a pool on `url` for `purpose`, waiting at most `timeout` for the first
+/// connection. Answers the pool, its kind, and the URL without its password.
 pub async fn connect(
     url: &str,
     timeout: Duration,
-    create: bool,
+    purpose: Use,
 ) -> Result<(Pool, DbKind, String), StoreError> {
     let shown = redact(url);
     let kind = kind_of(url).ok_or_else(|| {
@@ -148,40 +163,58 @@ pub async fn connect(
             let path = sqlite_path(url).ok_or_else(|| {
                 StoreError::Invalid(format!("database URL {shown:?} names no file"))
             })?;
-            check_sqlite_file(&path)?;
-            if !create && !path.exists() {
-                return Err(StoreError::Invalid(format!(
-                    "there is no database at {} yet: the server creates it at start, \
-                     or run `ferroserve db migrate`",
-                    path.display()
-                )));
+            check_sqlite_file(&path, purpose)?;
+            match purpose {
+                Use::Store { create: false } if !path.exists() => {
+                    return Err(StoreError::Invalid(format!(
+                        "there is no database at {} yet: the server creates it at start, \
+                         or run `ferroserve db migrate`",
+                        path.display()
+                    )));
+                }
+                Use::ReadData if !path.exists() => {
+                    return Err(StoreError::Invalid(format!(
+                        "there is no SQLite database {}",
+                        path.display()
+                    )));
+                }
+                _ => {}
             }
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-                })?;
+                if purpose != Use::ReadData {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+                    })?;
+                }
             }
-            let options = SqliteConnectOptions::new()
+            let mut options = SqliteConnectOptions::new()
                 .filename(&path)
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                // With the write-ahead log, NORMAL syncs at checkpoints, not at every
-                // commit: the file cannot be corrupted by a crash, and a power loss
-                // can lose only the last commits. A sync per commit cost the
-                // prediction log most of its time.
-                .synchronous(SqliteSynchronous::Normal)
+                .create_if_missing(purpose != Use::ReadData)
+                .read_only(purpose == Use::ReadData)
                 // Replicas sharing a file wait for each other's writes.
                 .busy_timeout(timeout);
+            if let Use::Store { .. } = purpose {
+                options = options
+                    .journal_mode(SqliteJournalMode::Wal)
+                    // With the write-ahead log, NORMAL syncs at checkpoints, not at
+                    // every commit: the file cannot be corrupted by a crash, and a
+                    // power loss can lose only the last commits. A sync per commit
+                    // cost the prediction log most of its time.
+                    .synchronous(SqliteSynchronous::Normal);
+            }
             // Switching a new file to WAL takes a lock that SQLite's busy handler
             // does not wait for: a server starting beside another tries again.
             let deadline = tokio::time::Instant::now() + timeout;
             let pool = loop {
-                match SqlitePoolOptions::new()
+                let pool_options = SqlitePoolOptions::new()
                     .max_connections(4)
-                    .acquire_timeout(timeout)
-                    .connect_with(options.clone())
-                    .await
-                {
+                    .acquire_timeout(timeout);
+                let pool_options = if purpose == Use::ReadData {
+                    pool_options.after_connect(|conn, _| Box::pin(forbid_attach(conn)))
+                } else {
+                    pool_options
+                };
+                match pool_options.connect_with(options.clone()).await {
                     Ok(pool) => break pool,
                     Err(e)
                         if describe_error(&e).contains("locked")
@@ -195,7 +228,10 @@ pub async fn connect(
             Pool::Sqlite(pool)
         }
         DbKind::Postgres => {
-            let options = PgConnectOptions::from_str(url).map_err(invalid)?;
+            let mut options = PgConnectOptions::from_str(url).map_err(invalid)?;
+            if purpose == Use::ReadData {
+                options = options.options([("default_transaction_read_only", "on")]);
+            }
             let pool = PgPoolOptions::new()
                 .max_connections(MAX_CONNECTIONS)
                 .acquire_timeout(timeout)
@@ -210,9 +246,21 @@ pub async fn connect(
                 None => Cow::Borrowed(url),
             };
             let options = MySqlConnectOptions::from_str(&url).map_err(invalid)?;
-            let pool = MySqlPoolOptions::new()
+            let pool_options = MySqlPoolOptions::new()
                 .max_connections(MAX_CONNECTIONS)
-                .acquire_timeout(timeout)
+                .acquire_timeout(timeout);
+            let pool_options = if purpose == Use::ReadData {
+                pool_options.after_connect(|conn, _| {
+                    Box::pin(async move {
+                        use sqlx::Executor;
+                        conn.execute("SET SESSION TRANSACTION READ ONLY").await?;
+                        Ok(())
+                    })
+                })
+            } else {
+                pool_options
+            };
+            let pool = pool_options
                 .connect_with(options)
                 .await
                 .map_err(unreachable)?;
@@ -222,12 +270,28 @@ pub async fn connect(
     Ok((pool, kind, shown))
 }
 
+/// No database may be attached to this connection: a job's query names a file
+/// inside the data directory, and `ATTACH` would reach any other.
+async fn forbid_attach(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+    let mut handle = conn.lock_handle().await?;
+    // SAFETY: the handle is locked for this call, and sqlite3_limit only sets a
+    // limit of that open connection.
+    unsafe {
+        libsqlite3_sys::sqlite3_limit(
+            handle.as_raw_handle().as_ptr(),
+            libsqlite3_sys::SQLITE_LIMIT_ATTACHED,
+            0,
+        );
+    }
+    Ok(())
+}
+
 /// SQLite files start with this header; an empty file is a new database.
 const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 
 /// Refuses a file that exists and is not a SQLite database, before SQLite opens it
 /// (which could write to it). The file is left as it is.
-fn check_sqlite_file(path: &std::path::Path) -> Result<(), StoreError> {
+fn check_sqlite_file(path: &std::path::Path, purpose: Use) -> Result<(), StoreError> {
     use std::io::Read;
     let mut file = match std::fs::File::open(path) {
         Ok(f) => f,
@@ -256,9 +320,12 @@ fn check_sqlite_file(path: &std::path::Path) -> Result<(), StoreError> {
     if read == 0 || (read == head.len() && &head == SQLITE_HEADER) {
         return Ok(());
     }
+    let advice = match purpose {
+        Use::Store { .. } => ": move it away or give another --database-url",
+        Use::ReadData | Use::WriteData => "",
+    };
     Err(StoreError::Broken(format!(
-        "{} is not a SQLite database (corrupt, or another file); it was left as it is: \
-         move it away or give another --database-url",
+        "{} is not a SQLite database (corrupt, or another file); it was left as it is{advice}",
         path.display()
     )))
 }
@@ -416,13 +483,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.db");
         std::fs::write(&path, b"this is not a database at all").unwrap();
-        let e = check_sqlite_file(&path).unwrap_err();
+        let e = check_sqlite_file(&path, Use::Store { create: true }).unwrap_err();
         assert!(matches!(e, StoreError::Broken(_)), "{e}");
         assert_eq!(
             std::fs::read(&path).unwrap(),
             b"this is not a database at all"
         );
         std::fs::write(&path, b"").unwrap();
-        check_sqlite_file(&path).unwrap();
+        check_sqlite_file(&path, Use::Store { create: true }).unwrap();
     }
 }

@@ -106,7 +106,7 @@ impl Source for SqlSource {
 
 async fn stream_rows(url: String, query: String, tx: mpsc::Sender<SourceMsg>) {
     let shown = pool::redact(&url);
-    let (db, _, _) = match pool::connect(&url, CONNECT_TIMEOUT, false).await {
+    let (db, _, _) = match pool::connect(&url, CONNECT_TIMEOUT, pool::Use::ReadData).await {
         Ok(c) => c,
         Err(e) => {
             let _ = tx.send(SourceMsg::Error(e.to_string())).await;
@@ -298,14 +298,21 @@ fn column_kinds(columns: usize, rows: &[Vec<Value>]) -> Vec<ColumnKind> {
         .collect()
 }
 
+/// A table's name (`table` or `schema.table`, checked by the spec), quoted.
 fn quote(kind: DbKind, name: &str) -> String {
     name.split('.')
-        .map(|part| match kind {
-            DbKind::MySql => format!("`{part}`"),
-            _ => format!("\"{part}\""),
-        })
+        .map(|part| quote_column(kind, part))
         .collect::<Vec<_>>()
         .join(".")
+}
+
+/// A column's name, quoted whole: a dot in it is part of the name. Names that hold
+/// a quote character are refused before a sink opens.
+fn quote_column(kind: DbKind, name: &str) -> String {
+    match kind {
+        DbKind::MySql => format!("`{name}`"),
+        _ => format!("\"{name}\""),
+    }
 }
 
 fn type_name(db: DbKind, kind: ColumnKind) -> &'static str {
@@ -354,7 +361,7 @@ async fn write_rows(
     mut rx: mpsc::Receiver<SinkMsg>,
 ) {
     let shown = pool::redact(&url);
-    let (db, kind, _) = match pool::connect(&url, CONNECT_TIMEOUT, true).await {
+    let (db, kind, _) = match pool::connect(&url, CONNECT_TIMEOUT, pool::Use::WriteData).await {
         Ok(c) => c,
         Err(e) => {
             // Answer whatever comes first with the connection error.
@@ -379,7 +386,7 @@ async fn write_rows(
     };
     let column_list = columns
         .iter()
-        .map(|c| quote(kind, c))
+        .map(|c| quote_column(kind, c))
         .collect::<Vec<_>>()
         .join(", ");
     let rows_per_insert = (MAX_PARAMS / columns.len().max(1)).max(1);
@@ -559,7 +566,7 @@ where
     let definition = columns
         .iter()
         .zip(kinds)
-        .map(|(c, k)| format!("{} {}", quote(db, c), type_name(db, *k)))
+        .map(|(c, k)| format!("{} {}", quote_column(db, c), type_name(db, *k)))
         .collect::<Vec<_>>()
         .join(", ");
     if mode == SinkMode::Overwrite {
