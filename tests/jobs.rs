@@ -823,11 +823,19 @@ async fn restart_fails_the_running_job_and_runs_the_queued_one() {
         pool.close().await;
     }
     assert!(!env.data.join("slow.csv").exists());
+    // A process killed mid-job leaves its temporary output behind; another name
+    // beside it is no job's to remove.
+    let left = env.data.join(format!(".slow.csv.{running}.tmp"));
+    let other = env.data.join(".slow.csv.0123456789abcdef.tmp");
+    std::fs::write(&left, "id,predict\n").unwrap();
+    std::fs::write(&other, "kept").unwrap();
 
     let server = TestServer::start_with(settings(&env)).await;
     let (_, job) = server.get(&format!("/v1/jobs/{running}")).await;
     assert_eq!(job["state"], "failed", "{job}");
     assert_eq!(job["error"], "interrupted by restart", "{job}");
+    assert!(!left.exists(), "the interrupted job's output is discarded");
+    assert!(other.exists());
     let job = finished(&server, &queued).await;
     assert_eq!(job["state"], "succeeded", "{job}");
     assert!(env.data.join("small_out.csv").is_file());

@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use super::io;
+use super::spec::{self, SinkSpec};
 use super::{
     has_uploads, record_end, JobKind, JobState, JobView, Jobs, LiveJob, FILES_GONE, INTERRUPTED,
 };
@@ -186,6 +188,9 @@ impl Jobs {
                     Ok(true) => {
                         tracing::warn!(job = %job.id, replica = %job.claimed_by, "{error}");
                         marked += 1;
+                        if !job.queued {
+                            self.discard_output(&job.id).await;
+                        }
                     }
                     Ok(false) => {}
                     Err(e) => tracing::warn!(job = %job.id, "cannot mark the job failed: {e}"),
@@ -193,6 +198,34 @@ impl Jobs {
             }
         }
         Ok(marked)
+    }
+
+    /// Removes what an interrupted job left of its output: a file sink's temporary
+    /// file, which its process could not remove (a SQL sink's transaction ended
+    /// with its connection). The job is failed in the store first, so nothing
+    /// writes the file any more.
+    async fn discard_output(&self, id: &str) {
+        let Ok(Some(row)) = self.store.job(id).await else {
+            return;
+        };
+        let spec = JobView::from_row(row).spec;
+        let Ok(SinkSpec::File(file)) =
+            spec::parse_sink(spec.get("sink"), "spec.sink", &self.data_dir)
+        else {
+            return;
+        };
+        let Some(temp) = io::temp_path(&file.path, id) else {
+            return;
+        };
+        match std::fs::remove_file(&temp) {
+            Ok(()) => {
+                tracing::info!(job = %id, file = %temp.display(), "the interrupted job's unfinished output is removed")
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(job = %id, file = %temp.display(), "cannot remove the interrupted job's unfinished output: {e}")
+            }
+        }
     }
 
     /// Records the ends the store refused as such when their jobs finished (see

@@ -461,7 +461,11 @@ fn parse_source(v: Option<&Value>, field: &str, roots: Roots<'_>) -> Result<Sour
     Ok(SourceSpec::File(file))
 }
 
-fn parse_sink(v: Option<&Value>, field: &str, data_dir: &Path) -> Result<SinkSpec, SpecError> {
+pub(crate) fn parse_sink(
+    v: Option<&Value>,
+    field: &str,
+    data_dir: &Path,
+) -> Result<SinkSpec, SpecError> {
     let obj = match v {
         None | Some(Value::Null) => return Err(err(field, "missing")),
         Some(Value::String(s)) if !s.is_empty() => {

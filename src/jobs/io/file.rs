@@ -273,13 +273,8 @@ impl FileSink {
             .parent()
             .ok_or_else(|| IoError(format!("{:?} names no file", spec.name)))?;
         std::fs::create_dir_all(dir).map_err(io)?;
-        let file_name = spec
-            .path
-            .file_name()
-            .ok_or_else(|| IoError(format!("{:?} names no file", spec.name)))?
-            .to_string_lossy()
-            .to_string();
-        let temp = dir.join(format!(".{file_name}.{tag}.tmp"));
+        let temp = super::temp_path(&spec.path, tag)
+            .ok_or_else(|| IoError(format!("{:?} names no file", spec.name)))?;
         let file = File::create(&temp).map_err(io)?;
         let buffered = BufWriter::with_capacity(256 * 1024, file);
         let writer = match spec.format {

@@ -15,6 +15,8 @@ mod file;
 mod parquet_file;
 mod sql;
 
+use std::path::{Path, PathBuf};
+
 use tokio::runtime::Handle;
 
 use super::spec::{FileFormat, SinkSpec, SourceSpec};
@@ -189,6 +191,23 @@ pub fn open_source(spec: &SourceSpec, runtime: &Handle) -> Result<Box<dyn Source
     }
 }
 
+/// Where a file sink writes before its commit renames it over `path`:
+/// `.<name>.<tag>.tmp` beside it, the name cut (at a character) so that the whole
+/// stays within the 255 bytes a file name may have. `None` when `path` names no
+/// file in a directory.
+pub fn temp_path(path: &Path, tag: &str) -> Option<PathBuf> {
+    const NAME_MAX: usize = 255;
+    let dir = path.parent()?;
+    let name = path.file_name()?.to_string_lossy();
+    // `.` name `.` tag `.tmp`
+    let room = NAME_MAX.saturating_sub(tag.len() + 6);
+    let mut end = name.len().min(room);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(dir.join(format!(".{}.{tag}.tmp", &name[..end])))
+}
+
 /// A sink for rows of `columns`. `tag` makes temporary names unique (the job id).
 pub fn open_sink(
     spec: &SinkSpec,
@@ -210,6 +229,23 @@ pub fn open_sink(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temporary_names_fit_a_file_name() {
+        let tag = "0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            temp_path(Path::new("/d/out.csv"), tag).unwrap(),
+            Path::new("/d/.out.csv.0123456789abcdef0123456789abcdef.tmp")
+        );
+        // A long name (255 bytes is allowed) is cut, at a character boundary.
+        for name in ["b".repeat(250), "é".repeat(120)] {
+            let temp = temp_path(&Path::new("/d").join(&name), tag).unwrap();
+            let temp_name = temp.file_name().unwrap().to_str().unwrap();
+            assert!(temp_name.len() <= 255, "{}", temp_name.len());
+            assert!(temp_name.ends_with(&format!(".{tag}.tmp")));
+        }
+        assert_eq!(temp_path(Path::new("/"), tag), None);
+    }
 
     fn ours(f: f64) -> String {
         let mut buf = b"kept ".to_vec();

@@ -271,13 +271,7 @@ impl ParquetSink {
         let named_no_file = || IoError(format!("{:?} names no file", spec.name));
         let dir = spec.path.parent().ok_or_else(named_no_file)?;
         std::fs::create_dir_all(dir).map_err(io)?;
-        let file_name = spec
-            .path
-            .file_name()
-            .ok_or_else(named_no_file)?
-            .to_string_lossy()
-            .to_string();
-        let temp = dir.join(format!(".{file_name}.{tag}.tmp"));
+        let temp = super::temp_path(&spec.path, tag).ok_or_else(named_no_file)?;
         // Created now, so that a sink that cannot write fails before any scoring.
         File::create(&temp).map_err(io)?;
         Ok(ParquetSink {
