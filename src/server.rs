@@ -233,7 +233,21 @@ pub async fn run(
                 .restore(&saved.model, dir, deployment, port)
                 .await
             {
-                tracing::warn!(model = %saved.model, "cannot restore the deployment's worker: {e}");
+                // Served here rather than not at all (its deployment's settings
+                // stay); deploying it again moves it into a worker.
+                state.sources.end_restored_isolation(&saved.model);
+                tracing::warn!(model = %saved.model, "cannot restore the deployment's worker: {e}; the model is served in this process until it is deployed again");
+                crate::api::manage::audit(
+                    &state,
+                    &crate::api::Caller::default(),
+                    crate::store::EventKind::Deploy,
+                    &saved.model,
+                    None,
+                    serde_json::json!({
+                        "worker": format!("not restored: {e}"),
+                        "serving": "in-process",
+                    }),
+                );
             }
         }
     }

@@ -707,6 +707,62 @@ async fn redeploys_replace_the_worker_and_a_restart_restores_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_whose_worker_cannot_start_at_a_restart_is_served_in_process() {
+    let repo = tempfile::tempdir().unwrap();
+    install(repo.path(), "iris", "examples/models/iris_lr/1/model.onnx");
+    let ports = port_range(1);
+    let mut server = start_server(repo.path(), ports, &[]).await;
+    let (code, first) = deploy(&server, json!({"model_id": "iris"})).await;
+    assert_eq!(code, 200, "{first}");
+    server.terminate();
+    assert!(server.wait_exit(Duration::from_secs(30)).is_some());
+    assert_gone(&[pid_of(&first)], Duration::from_secs(5));
+    drop(server);
+
+    // Something else holds the one worker port when the server starts again: the
+    // model is served here rather than not at all, and the audit trail says why.
+    let taken = std::net::TcpListener::bind(("127.0.0.1", ports.0)).unwrap();
+    let server = start_server(repo.path(), ports, &[]).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(server.url("/v2/health/ready")).await.0 != 200 {
+        assert!(Instant::now() < deadline, "main server never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, answer) = post(
+        server.url("/predict"),
+        &json!({"model_id": "iris", "features": ROW}),
+    )
+    .await;
+    assert_eq!(code, 200, "{answer}");
+    let status = model_status(&server, "iris").await;
+    assert_eq!(status["served"], true, "{status}");
+    assert!(
+        status["recent_events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "deploy"
+                && e["detail"]["worker"]
+                    .as_str()
+                    .is_some_and(|w| w.contains("no free worker port"))),
+        "{status}"
+    );
+    // Deployed again once the port is free: in its worker.
+    drop(taken);
+    let (code, second) = deploy(&server, json!({"model_id": "iris"})).await;
+    assert_eq!(code, 200, "{second}");
+    let (code, _) = post(
+        server.url("/predict"),
+        &json!({"model_id": "iris", "features": ROW}),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let pid = pid_of(&second);
+    drop(server);
+    assert_gone(&[pid], Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_cgroups_the_rss_watchdog_enforces_the_memory_limit() {
     let repo = tempfile::tempdir().unwrap();
     install(

@@ -629,6 +629,12 @@ impl Sources {
         guard(&self.isolated).insert(name.to_string());
     }
 
+    /// Undoes [`Sources::restore_isolated`] when the worker cannot be started: the
+    /// initial load serves the model here, with its deployment's settings.
+    pub fn end_restored_isolation(&self, name: &str) {
+        guard(&self.isolated).remove(name);
+    }
+
     /// Restores what management decided before a restart (from the metadata
     /// store): a stopped model stays stopped, a deployed one gets its settings
     /// back. Called before the initial load.
