@@ -171,6 +171,22 @@ async fn models_upload_predict_and_status_with_exit_codes() {
     let (code, out) = run(cli(&url, &["models", "delete", "iris_onnx"])).await;
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("--yes"), "{out}");
+    // A name is one name: a `/`, `..`, `#` or `?` in it reaches no other model or
+    // route (`nope/../iris_onnx` was a delete of iris_onnx, `iris_onnx/unload#` a
+    // "load" that unloaded it).
+    for args in [
+        &["models", "delete", "nope/../iris_onnx", "--yes"][..],
+        &["models", "delete", "iris_onnx#", "--yes"],
+        &["models", "load", "iris_onnx/unload#"],
+        &["models", "unload", "nope/../iris_onnx"],
+        &["jobs", "status", "../../models/status"],
+    ] {
+        let (code, out) = run(cli(&url, args)).await;
+        assert_eq!(code, 4, "{args:?}: {out}");
+    }
+    let (code, out) = run(cli(&url, &["models", "status", "iris_onnx"])).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("AVAILABLE"), "{out}");
     let (code, out) = run(cli(&url, &["models", "delete", "iris_onnx", "--yes"])).await;
     assert_eq!(code, 0, "{out}");
     assert!(!dir.path().join("models/iris_onnx").exists());
@@ -290,4 +306,29 @@ async fn serve_writes_its_pid_file_and_stop_ends_it() {
     again.arg("stop").arg("--pid-file").arg(&pid_file);
     let (code, out) = run(again).await;
     assert_eq!(code, 0, "{out}");
+
+    // A pid file naming a ferroserve that is no server (a client waiting on its
+    // input) makes stop signal nothing, and the file is left to its owner.
+    let mut client = std::process::Command::new(env!("CARGO_BIN_EXE_ferroserve"))
+        .args(["predict", "iris", "--input", "-", "--server"])
+        .arg(format!("http://{rest}"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let other = dir.path().join("client.pid");
+    std::fs::write(&other, format!("{}\n", client.id())).unwrap();
+    let mut stop = Command::new(env!("CARGO_BIN_EXE_ferroserve"));
+    stop.arg("stop").arg("--pid-file").arg(&other);
+    let (code, out) = run(stop).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("not a running ferroserve server"), "{out}");
+    assert!(
+        client.try_wait().unwrap().is_none(),
+        "the client was signalled"
+    );
+    assert!(other.exists());
+    client.kill().unwrap();
+    client.wait().unwrap();
 }

@@ -92,6 +92,17 @@ impl Client {
         format!("{}{path}", self.base)
     }
 
+    /// A model name or job id as one path segment: percent-encoded, so that a
+    /// `/`, `?`, `#` or `..` in it names that text, never another route or model.
+    pub fn segment(text: &str) -> String {
+        const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+            .remove(b'-')
+            .remove(b'_')
+            .remove(b'~');
+        // `.` is encoded too: `.` and `..` alone would be read as path steps.
+        percent_encoding::utf8_percent_encode(text, KEEP).to_string()
+    }
+
     /// Sends a request (the token added); a JSON answer, or the error's class.
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, ClientError> {
         let request = match &self.token {

@@ -116,7 +116,9 @@ pub async fn run(command: JobsCommand) -> anyhow::Result<i32> {
         }
         JobsCommand::Status { id, connection } => {
             let client = Client::new(&connection, Duration::from_secs(30))?;
-            let job = client.get(&format!("/v1/jobs/{id}")).await?;
+            let job = client
+                .get(&format!("/v1/jobs/{}", Client::segment(&id)))
+                .await?;
             println!("{}", serde_json::to_string_pretty(&job)?);
             Ok(0)
         }
@@ -127,7 +129,10 @@ pub async fn run(command: JobsCommand) -> anyhow::Result<i32> {
         JobsCommand::Cancel { id, connection } => {
             let client = Client::new(&connection, Duration::from_secs(30))?;
             let job = client
-                .post(&format!("/v1/jobs/{id}/cancel"), &Value::Null)
+                .post(
+                    &format!("/v1/jobs/{}/cancel", Client::segment(&id)),
+                    &Value::Null,
+                )
                 .await?;
             println!("{}", job["state"].as_str().unwrap_or(""));
             Ok(0)
@@ -146,7 +151,9 @@ async fn follow(client: &Client, id: &str) -> anyhow::Result<i32> {
         .progress_chars("=> "),
     );
     loop {
-        let job = client.get(&format!("/v1/jobs/{id}")).await?;
+        let job = client
+            .get(&format!("/v1/jobs/{}", Client::segment(&id)))
+            .await?;
         let progress = &job["progress"];
         if let Some(f) = progress["fraction"].as_f64() {
             bar.set_position((f * 1000.0) as u64);
@@ -182,7 +189,11 @@ async fn follow(client: &Client, id: &str) -> anyhow::Result<i32> {
                 eprintln!("job {id} was cancelled");
                 return Ok(1);
             }
-            _ => tokio::time::sleep(Duration::from_millis(250)).await,
+            "queued" | "running" => tokio::time::sleep(Duration::from_millis(250)).await,
+            other => {
+                bar.abandon();
+                anyhow::bail!("the server answered no job state for {id} (state {other:?})");
+            }
         }
     }
 }

@@ -207,14 +207,20 @@ pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
         ModelsCommand::Load { model, connection } => {
             let client = Client::new(&connection, timeout)?;
             client
-                .post(&format!("/v2/repository/models/{model}/load"), &json!({}))
+                .post(
+                    &format!("/v2/repository/models/{}/load", Client::segment(&model)),
+                    &json!({}),
+                )
                 .await?;
             eprintln!("model {model} loaded");
         }
         ModelsCommand::Unload { model, connection } => {
             let client = Client::new(&connection, timeout)?;
             client
-                .post(&format!("/v2/repository/models/{model}/unload"), &json!({}))
+                .post(
+                    &format!("/v2/repository/models/{}/unload", Client::segment(&model)),
+                    &json!({}),
+                )
                 .await?;
             eprintln!("model {model} unloaded (its files are kept)");
         }
@@ -237,7 +243,9 @@ pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
                 }
             }
             let client = Client::new(&connection, timeout)?;
-            client.delete(&format!("/delete_model/{model}")).await?;
+            client
+                .delete(&format!("/delete_model/{}", Client::segment(&model)))
+                .await?;
             eprintln!("model {model} deleted");
         }
     }

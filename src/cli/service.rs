@@ -23,19 +23,22 @@ fn read_pid(path: &Path) -> anyhow::Result<Option<u32>> {
     }
 }
 
-/// Whether `pid` is a running ferroserve (under its own name or TF Serving's), so
-/// that a stale file whose pid was reused never makes us signal a stranger.
+/// Whether `pid` is a running ferroserve server (`ferroserve serve`, or the binary
+/// under TF Serving's name), so that a stale file whose pid was reused never makes
+/// us signal a stranger, nor a ferroserve client (`ferroserve predict`, say).
 fn is_ferroserve(pid: u32) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };
-    let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+    let mut args = cmdline.split(|b| *b == 0);
+    let argv0 = args.next().unwrap_or_default();
     let name = Path::new(std::str::from_utf8(argv0).unwrap_or_default())
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or_default()
         .to_string();
-    name == "ferroserve" || name == crate::tfs_flags::TFS_BINARY
+    (name == "ferroserve" && args.next() == Some(b"serve".as_slice()))
+        || name == crate::tfs_flags::TFS_BINARY
 }
 
 /// Held while the server runs: the pid file, removed on drop.
@@ -85,10 +88,9 @@ pub fn stop(path: &Path, timeout: Duration) -> anyhow::Result<i32> {
     };
     if !is_ferroserve(pid) {
         eprintln!(
-            "pid {pid} in {} is not a running ferroserve: nothing to stop",
+            "pid {pid} in {} is not a running ferroserve server: nothing to stop (the file is left as it is)",
             path.display()
         );
-        let _ = std::fs::remove_file(path);
         return Ok(0);
     }
     let pid_t = libc::pid_t::try_from(pid).context("pid out of range")?;
