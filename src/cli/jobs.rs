@@ -152,7 +152,7 @@ async fn follow(client: &Client, id: &str) -> anyhow::Result<i32> {
     );
     loop {
         let job = client
-            .get(&format!("/v1/jobs/{}", Client::segment(&id)))
+            .get(&format!("/v1/jobs/{}", Client::segment(id)))
             .await?;
         let progress = &job["progress"];
         if let Some(f) = progress["fraction"].as_f64() {
