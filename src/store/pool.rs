@@ -73,15 +73,54 @@ fn is_secret_parameter(key: &str) -> bool {
 
 /// Whether `text` is a URL that holds a password (see [`redact`]).
 pub fn has_secret(text: &str) -> bool {
-    url::Url::parse(text).is_ok_and(|u| {
-        u.password().is_some() || u.query_pairs().any(|(k, _)| is_secret_parameter(&k))
+    match url::Url::parse(text) {
+        Ok(u) if !u.cannot_be_a_base() => {
+            u.password().is_some() || u.query_pairs().any(|(k, _)| is_secret_parameter(&k))
+        }
+        // A URL the parser reads otherwise (or not at all) may still be one a
+        // driver takes, password included.
+        Ok(_) | Err(_) => unparsed_has_secret(text),
+    }
+}
+
+/// Whether text that is no URL the parser takes looks like one that carries a
+/// password: a user part, or a query.
+fn unparsed_has_secret(text: &str) -> bool {
+    text.split_once(':').is_some_and(|(scheme, rest)| {
+        is_scheme(scheme) && (rest.contains('@') || rest.contains('?'))
     })
+}
+
+fn is_scheme(s: &str) -> bool {
+    s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
+/// What [`redact`] shows of text it cannot parse as a URL with a host: the scheme,
+/// the host part after any user part, no query.
+fn redact_unparsed(text: &str) -> String {
+    let Some((scheme, rest)) = text.split_once(':').filter(|(s, _)| is_scheme(s)) else {
+        return "***".to_string();
+    };
+    let rest = rest.trim_start_matches('/');
+    let (rest, query) = match rest.split_once('?') {
+        Some((rest, _)) => (rest, "?***"),
+        None => (rest, ""),
+    };
+    let rest = match rest.rsplit_once('@') {
+        Some((_, host)) => format!("***@{host}"),
+        None => rest.to_string(),
+    };
+    format!("{scheme}://{rest}{query}")
 }
 
 /// `url` without its password (in its user part, or a `password` or `sslpassword`
 /// query parameter), for messages and status.
 pub fn redact(url: &str) -> String {
     match url::Url::parse(url) {
+        // `postgres:user:pw@host/db` parses, as a path: no password is seen in it.
+        Ok(parsed) if parsed.cannot_be_a_base() && unparsed_has_secret(url) => redact_unparsed(url),
         Ok(mut parsed) => {
             if parsed.password().is_some() {
                 let _ = parsed.set_password(Some("***"));
@@ -102,11 +141,9 @@ pub fn redact(url: &str) -> String {
             }
             parsed.to_string()
         }
-        // Not a URL the parser takes: keep only the scheme and what follows an '@'.
-        Err(_) => match (url.split_once("://"), url.rsplit_once('@')) {
-            (Some((scheme, _)), Some((_, host))) => format!("{scheme}://***@{host}"),
-            _ => url.to_string(),
-        },
+        // Not a URL the parser takes (a port out of range, say): the scheme and
+        // the host alone.
+        Err(_) => redact_unparsed(url),
     }
 }
 
@@ -453,6 +490,28 @@ mod tests {
         assert!(has_secret("postgres://u:p@db/x"));
         assert!(!has_secret("postgres://u@db/x?sslmode=require"));
         assert!(!has_secret("scores.csv"));
+        // Text the URL parser refuses, or reads as a path, still has its password
+        // hidden (a port out of range; no `//` after the scheme).
+        for (url, shown) in [
+            (
+                "postgres://127.0.0.1:99999/db?password=S3CRET",
+                "postgres://127.0.0.1:99999/db?***",
+            ),
+            (
+                "postgres://u:S3CRET@127.0.0.1:99999/db",
+                "postgres://***@127.0.0.1:99999/db",
+            ),
+            (
+                "postgres:u:S3CRET@127.0.0.1:5432/db",
+                "postgres://***@127.0.0.1:5432/db",
+            ),
+            ("mysql:?password=S3CRET", "mysql://?***"),
+        ] {
+            assert_eq!(redact(url), shown, "{url}");
+            assert!(has_secret(url), "{url}");
+        }
+        assert!(!has_secret("postgres:db"));
+        assert_eq!(redact("sqlite:state.db"), "sqlite:state.db");
     }
 
     #[test]
