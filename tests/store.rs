@@ -507,6 +507,17 @@ async fn a_delete_the_store_cannot_record_deletes_nothing(kind: DbKind) {
     }
     assert!(!repo.path().join("iris_lr").exists());
     assert_eq!(stored_stopped(kind, &db.url(), "iris_lr").await, None);
+    // A deleted model keeps its history.
+    let (code, body) = server.get("/v1/models/iris_lr/history").await;
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "delete"),
+        "{body}"
+    );
     server.stop().await;
 }
 
@@ -779,6 +790,15 @@ async fn the_prediction_log_keeps_a_sample_and_reads_back() {
         .get("/v1/models/iris_lr/predictions?since=yesterday")
         .await;
     assert_eq!(code, 400, "{body}");
+    let (code, body) = server
+        .get("/v1/models/iris_lr/predictions?since=2030-01-01T00:00:00Z&until=2020-01-01T00:00:00Z")
+        .await;
+    assert_eq!(code, 400, "{body}");
+    // A name the server never knew is a 404, not an empty log or history.
+    for path in ["/v1/models/nope/predictions", "/v1/models/nope/history"] {
+        let (code, body) = server.get(path).await;
+        assert_eq!(code, 404, "{path}: {body}");
+    }
 
     // A sample rate of 0.5 over 400 requests: 200 expected, sd 10.
     for _ in 0..400 {

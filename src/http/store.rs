@@ -68,12 +68,23 @@ pub async fn history(
         .history(model, before, limit)
         .await
         .map_err(ApiError::from)?;
+    if page.events.is_empty() && before.is_none() {
+        // A deleted model keeps its history; a name never served has none.
+        known(state, model)?;
+    }
     Ok(axum::Json(json!({
         "model": model,
         "events": page.events,
         "next_before": page.next_before,
     }))
     .into_response())
+}
+
+/// Refuses a model the server does not know (whose store views are empty): a
+/// misspelt name is a 404, not an empty answer.
+fn known(state: &AppState, model: &str) -> Result<(), HttpError> {
+    crate::api::manage::model_summary(state, model)?;
+    Ok(())
 }
 
 /// A time as milliseconds since the epoch, or RFC 3339.
@@ -133,10 +144,20 @@ pub async fn predictions(
             other => return Err(unknown(other, "since, until, limit, format")),
         }
     }
+    if let (Some(since), Some(until)) = (q.since_ms, q.until_ms) {
+        if since > until {
+            return Err(HttpError(ApiError::InvalidArgument(
+                "since is after until: no time is in that range".into(),
+            )));
+        }
+    }
     let rows = store(state)?
         .predictions(model, &q)
         .await
         .map_err(ApiError::from)?;
+    if rows.is_empty() {
+        known(state, model)?;
+    }
     let mut body = String::new();
     if csv {
         body.push_str("id,time_ms,model,version,protocol,latency_us,request_id,inputs,outputs\n");

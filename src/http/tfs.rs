@@ -677,6 +677,7 @@ pub(super) mod doc {
         responses(
             (status = 200, description = "A page of events, newest first", body = HistoryResponse),
             (status = 400, description = "A malformed or unknown query parameter", body = ErrorBody),
+            (status = 404, description = "No such model, and no history under its name (a deleted model keeps its history)", body = ErrorBody),
             (status = 503, description = "The metadata store is off or does not answer", body = ErrorBody),
         )
     )]
@@ -700,7 +701,8 @@ pub(super) mod doc {
                 (String = "application/x-ndjson"),
                 (String = "text/csv"),
             )),
-            (status = 400, description = "A malformed or unknown query parameter", body = ErrorBody),
+            (status = 400, description = "A malformed or unknown query parameter, or `since` after `until`", body = ErrorBody),
+            (status = 404, description = "No such model, and nothing logged under its name", body = ErrorBody),
             (status = 503, description = "The metadata store is off or does not answer", body = ErrorBody),
         )
     )]
