@@ -251,6 +251,23 @@ pub async fn run(
             }
         }
     }
+    // The log's limits as the served models' configs say now, applied every minute
+    // to the rows logged before a restart or by a model that logs no more too.
+    let manager = state.manager.clone();
+    store.predictions.set_retention_source(Arc::new(move || {
+        manager
+            .serving()
+            .models
+            .iter()
+            .map(|(name, model)| {
+                let log = match model.versions.values().next_back() {
+                    Some(newest) => newest.config().log.clone(),
+                    None => model.config.log.clone(),
+                };
+                (Arc::from(name.as_str()), (log.max_rows, log.max_age_days))
+            })
+            .collect()
+    }));
     let stop_store = tokio_util::sync::CancellationToken::new();
     let store_writers = store.start_writers(stop_store.clone(), Duration::from_secs(2));
     // Jobs (issue 13): jobs left running by a previous process are marked failed,

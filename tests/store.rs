@@ -714,6 +714,45 @@ async fn logged(server: &TestServer, model: &str, n: usize) -> Vec<Value> {
     }
 }
 
+/// `[log] max_rows` applies to the rows already stored: those logged before a
+/// restart, by a model that logs no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_limits_apply_to_rows_logged_before_a_restart() {
+    let repo = repo();
+    write_config(repo.path(), "iris_lr", "[log]\nsample_rate = 1.0\n");
+    let server = TestServer::start_with(settings(repo.path(), None)).await;
+    for _ in 0..5 {
+        assert_eq!(predict(&server, "iris_lr").await.0, 200);
+    }
+    let rows = logged(&server, "iris_lr", 5).await;
+    assert_eq!(rows.len(), 5);
+    server.stop().await;
+    write_config(
+        repo.path(),
+        "iris_lr",
+        "[log]\nsample_rate = 0.0\nmax_rows = 2\n",
+    );
+    let server = TestServer::start_with(settings(repo.path(), None)).await;
+    let mut newest: Vec<i64> = rows.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    newest.sort_unstable();
+    let newest = newest.split_off(3);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let kept: Vec<i64> = logged(&server, "iris_lr", 0)
+            .await
+            .iter()
+            .map(|r| r["id"].as_i64().unwrap())
+            .collect();
+        if kept.len() <= 2 {
+            assert_eq!(kept, newest, "the newest two are kept");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} rows still kept", kept.len());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    server.stop().await;
+}
+
 /// Sampled predictions come back with their inputs, outputs, version and protocol,
 /// as JSON lines or CSV, filtered by time; the sample rate holds; `[log]` edits
 /// apply to the version already serving.

@@ -29,6 +29,9 @@ const LINGER: Duration = Duration::from_millis(20);
 const ROWS_PER_INSERT: usize = 64;
 /// How often the writer applies each model's `max_rows` and `max_age_days`.
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
+/// When it first does, after the start: once the models have loaded, so that the
+/// limits of a config changed while the server was down apply soon.
+const RETENTION_FIRST: Duration = Duration::from_secs(5);
 
 /// What the request path hands over: cheap to build (the tensors it already has,
 /// moved; no text), encoded later by the writer.
@@ -121,7 +124,15 @@ pub struct PredictionQuery {
 pub struct PredictionLog {
     tx: tokio::sync::mpsc::Sender<PendingPrediction>,
     rx: Mutex<Option<tokio::sync::mpsc::Receiver<PendingPrediction>>>,
+    /// Every served model's `[log]` retention as its config says now.
+    retention: std::sync::OnceLock<RetentionSource>,
 }
+
+/// Each served model's `max_rows` and `max_age_days` as its config says now.
+pub type RetentionSource = Arc<dyn Fn() -> Vec<(Arc<str>, Retention)> + Send + Sync>;
+
+/// A model's `[log]` limits: `max_rows`, `max_age_days`.
+pub type Retention = (Option<u64>, Option<f64>);
 
 impl PredictionLog {
     pub(super) fn new() -> PredictionLog {
@@ -129,7 +140,15 @@ impl PredictionLog {
         PredictionLog {
             tx,
             rx: Mutex::new(Some(rx)),
+            retention: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Where the writer reads the models' limits when it applies them: without
+    /// it, only the limits of entries logged since the start apply (a model that
+    /// logs no more, or logged before a restart, would keep its rows).
+    pub fn set_retention_source(&self, source: RetentionSource) {
+        let _ = self.retention.set(source);
     }
 
     /// Hands an entry to the writer, or drops and counts it when the buffer is
@@ -177,10 +196,11 @@ async fn write_predictions(
 ) {
     let mut pending: Vec<PendingPrediction> = Vec::with_capacity(BATCH);
     let mut batch: Vec<Encoded> = Vec::with_capacity(BATCH);
-    // Each model's latest retention, applied every RETENTION_EVERY.
-    let mut retention: std::collections::HashMap<Arc<str>, (Option<u64>, Option<f64>)> =
+    // Each model's latest retention, applied every RETENTION_EVERY: that of its
+    // entries, and the served models' configs' (which win).
+    let mut retention: std::collections::HashMap<Arc<str>, Retention> =
         std::collections::HashMap::new();
-    let mut next_retention = tokio::time::Instant::now() + RETENTION_EVERY;
+    let mut next_retention = tokio::time::Instant::now() + RETENTION_FIRST;
     let mut pause = Duration::from_millis(100);
     loop {
         if batch.is_empty() {
@@ -227,6 +247,9 @@ async fn write_predictions(
             }
         }
         if tokio::time::Instant::now() >= next_retention {
+            if let Some(source) = store.predictions.retention.get() {
+                retention.extend(source());
+            }
             for (model, (max_rows, max_age_days)) in &retention {
                 if let Err(e) = store.apply_retention(model, *max_rows, *max_age_days).await {
                     tracing::warn!(%model, "prediction log retention: {e}");
