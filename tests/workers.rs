@@ -561,6 +561,14 @@ async fn a_worker_past_its_memory_limit_is_reported_oom_and_others_carry_on() {
     .await;
     let (code, small) = post(server.url("/v2/models/hog/infer"), &infer(1)).await;
     assert_eq!(code, 200, "{small}");
+    // Past the address-space limit the runtime's allocation fails at once: out of
+    // memory, a 503 like the watchdog's, never the client's fault (a 400).
+    let (code, body) = post(server.url("/v2/models/hog/infer"), &infer(8000)).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("out of memory"),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -762,6 +770,40 @@ async fn a_deployment_whose_worker_cannot_start_at_a_restart_is_served_in_proces
     assert_gone(&[pid], Duration::from_secs(10));
 }
 
+/// A cpu limit above the machine's cores gives the worker no more threads than
+/// the cores it is pinned to (`"1000"` started a worker of 2008 threads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cpu_limit_past_the_machine_gives_no_more_threads_than_cores() {
+    let repo = tempfile::tempdir().unwrap();
+    install(repo.path(), "iris", "examples/models/iris_lr/1/model.onnx");
+    let server = start_server(repo.path(), port_range(20), &[]).await;
+    let (code, entry) = deploy(
+        &server,
+        json!({"model_id": "iris", "resources": {"cpu_limit": "1000"}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{entry}");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid_of(&entry))).unwrap();
+    let threads: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert!(
+        threads <= 4 * cores + 32,
+        "{threads} threads on {cores} cores"
+    );
+    let (code, _) = post(
+        server.url("/predict"),
+        &json!({"model_id": "iris", "features": ROW}),
+    )
+    .await;
+    assert_eq!(code, 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_cgroups_the_rss_watchdog_enforces_the_memory_limit() {
     let repo = tempfile::tempdir().unwrap();
@@ -797,6 +839,14 @@ async fn without_cgroups_the_rss_watchdog_enforces_the_memory_limit() {
     .await;
     let (code, small) = post(server.url("/v2/models/hog/infer"), &infer(1)).await;
     assert_eq!(code, 200, "{small}");
+    // Past the address-space limit the runtime's allocation fails at once: out of
+    // memory, a 503 like the watchdog's, never the client's fault (a 400).
+    let (code, body) = post(server.url("/v2/models/hog/infer"), &infer(8000)).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("out of memory"),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

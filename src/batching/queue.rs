@@ -67,12 +67,16 @@ pub enum BatchError {
     /// The model failed, or gave outputs that do not fit the batch.
     #[error("{0}")]
     Internal(String),
+    /// The runtime could not allocate the memory the batch needs.
+    #[error("{0}")]
+    OutOfMemory(String),
 }
 
 impl From<BackendError> for BatchError {
     fn from(e: BackendError) -> BatchError {
         match e {
             BackendError::InvalidInput(m) => BatchError::InvalidInput(m),
+            e @ BackendError::OutOfMemory(_) => BatchError::OutOfMemory(e.to_string()),
             e @ (BackendError::Inference(_) | BackendError::Load(_)) => {
                 BatchError::Internal(e.to_string())
             }

@@ -101,7 +101,12 @@ pub(super) fn command(
         .arg("--parent-pid")
         .arg(std::process::id().to_string());
     if let Some(cores) = slot.limits.cores() {
-        command.arg("--threads").arg(cores.to_string());
+        // As many threads as the cores it is pinned to: a limit above the
+        // machine's cores (`"1000"`) gives no more threads than there are cores.
+        let pinned = limits::cores_for(cores, usize::from(port)).len();
+        command
+            .arg("--threads")
+            .arg(pinned.clamp(1, cores).to_string());
     }
     if let Some(t) = slot.limits.timeout_secs {
         command.arg("--timeout-secs").arg(t.to_string());

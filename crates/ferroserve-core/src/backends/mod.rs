@@ -81,6 +81,24 @@ pub enum BackendError {
     /// The model failed while running a valid request.
     #[error("inference failed: {0}")]
     Inference(String),
+    /// The runtime could not allocate the memory a valid request needs (a memory
+    /// limit, or a request too large for the machine): a 503, not the client's fault.
+    #[error("out of memory: {0}")]
+    OutOfMemory(String),
+}
+
+impl BackendError {
+    /// A runtime's run error: out of memory when its message says an allocation
+    /// failed, else the request's fault (runtimes report shape and type
+    /// mismatches as run errors).
+    pub fn from_run_message(message: String) -> BackendError {
+        let lower = message.to_ascii_lowercase();
+        if lower.contains("failed to allocate memory") || lower.contains("bad_alloc") {
+            BackendError::OutOfMemory(message)
+        } else {
+            BackendError::InvalidInput(message)
+        }
+    }
 }
 
 /// A loaded model version.

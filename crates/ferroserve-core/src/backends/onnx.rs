@@ -335,10 +335,9 @@ impl Backend for OnnxBackend {
                 let i = self.next_session.fetch_add(1, Ordering::Relaxed) % self.sessions.len();
                 self.sessions[i].lock()
             });
-        let outputs = session.run(ort_inputs).map_err(|e| {
-            // ONNX Runtime reports shape and type mismatches as run errors.
-            BackendError::InvalidInput(runtime_message(e))
-        })?;
+        let outputs = session
+            .run(ort_inputs)
+            .map_err(|e| BackendError::from_run_message(runtime_message(e)))?;
         let wanted: Vec<&str> = if output_names.is_empty() {
             self.signature
                 .outputs

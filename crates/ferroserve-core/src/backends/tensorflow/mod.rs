@@ -173,6 +173,8 @@ impl Drop for Status<'_> {
 
 /// TensorFlow's `TF_Code` for INVALID_ARGUMENT.
 const TF_INVALID_ARGUMENT: c_int = 3;
+/// TensorFlow's code for an allocation that failed (`OOM when allocating ...`).
+const TF_RESOURCE_EXHAUSTED: c_int = 8;
 
 /// One SignatureDef, resolved against the graph.
 struct LoadedSignature {
@@ -610,10 +612,10 @@ impl TensorflowBackend {
             .collect();
         if let Err((code, message)) = status.check() {
             let message = super::client_message(&message, None);
-            return Err(if code == TF_INVALID_ARGUMENT {
-                BackendError::InvalidInput(message)
-            } else {
-                BackendError::Inference(message)
+            return Err(match code {
+                TF_INVALID_ARGUMENT => BackendError::InvalidInput(message),
+                TF_RESOURCE_EXHAUSTED => BackendError::OutOfMemory(message),
+                _ => BackendError::Inference(message),
             });
         }
         wanted
