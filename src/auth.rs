@@ -209,6 +209,10 @@ fn parse_hex32(s: &str) -> Option<[u8; 32]> {
     if s.len() != 64 {
         return None;
     }
+    // from_str_radix would take a sign ("+a").
+    if !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
     let mut out = [0u8; 32];
     for (i, byte) in out.iter_mut().enumerate() {
         *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
@@ -258,6 +262,8 @@ struct TokenFile {
     entries: ArcSwap<Vec<TokenEntry>>,
     /// The file's last contents, to re-parse only when they change.
     last_text: parking_lot::Mutex<String>,
+    /// The last error reading it, logged once, not at every poll.
+    last_read_error: parking_lot::Mutex<Option<String>>,
 }
 
 /// How requests are authorised, from `Settings`. Shared by every adapter.
@@ -312,6 +318,7 @@ impl Auth {
                 path: path.to_path_buf(),
                 entries: ArcSwap::from_pointee(entries),
                 last_text: parking_lot::Mutex::new(text),
+                last_read_error: parking_lot::Mutex::new(None),
             }),
             allow_unauthenticated_management: false,
             metrics_require_token,
@@ -347,9 +354,19 @@ impl Auth {
             return false;
         };
         let text = match read_tokens_file(&file.path) {
-            Ok(text) => text,
+            Ok(text) => {
+                if file.last_read_error.lock().take().is_some() {
+                    tracing::info!(path = %file.path.display(), "the tokens file reads again");
+                }
+                text
+            }
             Err(e) => {
-                tracing::error!("{e}; the tokens in force stay");
+                let e = e.to_string();
+                let mut last = file.last_read_error.lock();
+                if last.as_deref() != Some(e.as_str()) {
+                    tracing::error!("{e}; the tokens in force stay");
+                    *last = Some(e);
+                }
                 return false;
             }
         };
@@ -843,6 +860,15 @@ mod tests {
         ] {
             assert_eq!(grpc_access(path), access, "{path}");
         }
+    }
+
+    #[test]
+    fn a_sha256_is_64_hex_digits_and_nothing_else() {
+        let hex = "ab".repeat(32);
+        assert_eq!(parse_hex32(&hex), Some([0xab; 32]));
+        assert_eq!(parse_hex32(&"+a".repeat(32)), None, "a sign is no digit");
+        assert_eq!(parse_hex32(&"ab".repeat(31)), None);
+        assert_eq!(parse_hex32(&"zz".repeat(32)), None);
     }
 
     #[test]

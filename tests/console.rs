@@ -85,6 +85,7 @@ struct Answer {
     status: u16,
     content_type: String,
     location: String,
+    frame_policy: String,
     body: String,
 }
 
@@ -101,16 +102,24 @@ async fn get(server: &TestServer, path: &str, token: Option<&str>) -> Answer {
             .unwrap_or_default()
     };
     let (content_type, location) = (header("content-type"), header("location"));
+    let frame_policy = format!(
+        "{} {}",
+        header("content-security-policy"),
+        header("x-frame-options")
+    );
     Answer {
         status: r.status().as_u16(),
         content_type,
         location,
+        frame_policy,
         body: r.text().await.unwrap(),
     }
 }
 
 fn assert_html(a: &Answer, status: u16, contains: &[&str]) {
     assert_eq!(a.status, status, "{}", a.body);
+    // No other site may frame a page (clickjacking its buttons).
+    assert_eq!(a.frame_policy, "frame-ancestors 'self' SAMEORIGIN");
     assert!(
         a.content_type.starts_with("text/html"),
         "{}: {}",

@@ -78,6 +78,16 @@ fn html(status: StatusCode, template: &impl Template) -> Response {
                     HeaderValue::from_static("text/html; charset=utf-8"),
                 ),
                 (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+                // Never framed by another site: its buttons would be clicked
+                // through an invisible frame (clickjacking).
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static("frame-ancestors 'self'"),
+                ),
+                (
+                    header::X_FRAME_OPTIONS,
+                    HeaderValue::from_static("SAMEORIGIN"),
+                ),
             ],
             body,
         )
