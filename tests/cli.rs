@@ -162,6 +162,38 @@ async fn models_upload_predict_and_status_with_exit_codes() {
             .collect();
         assert_eq!(got, labels, "{input}");
     }
+    // A failed predict (an unknown model) leaves an existing output file whole,
+    // and no temporary file beside it.
+    let output = dir.path().join("rows.csv.out");
+    let before = std::fs::read_to_string(&output).unwrap();
+    let (code, out) = run(cli(
+        &url,
+        &[
+            "predict",
+            "no_such_model",
+            "--input",
+            &dir.path().join("rows.csv").display().to_string(),
+            "--output",
+            &output.display().to_string(),
+        ],
+    ))
+    .await;
+    assert_eq!(code, 4, "{out}");
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), before);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // A directory is no model file: exit 1 (the server was never asked).
+    let (code, out) = run(cli(
+        &url,
+        &["upload", &dir.path().display().to_string(), "--model", "x"],
+    ))
+    .await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("is not a file"), "{out}");
 
     // unload, load, delete (which needs --yes without a terminal).
     let (code, out) = run(cli(&url, &["models", "unload", "iris_onnx"])).await;

@@ -258,7 +258,14 @@ pub async fn upload(args: UploadArgs) -> anyhow::Result<i32> {
     let file = tokio::fs::File::open(&args.file)
         .await
         .with_context(|| format!("cannot open {}", args.file.display()))?;
-    let len = file.metadata().await?.len();
+    let metadata = file.metadata().await?;
+    if !metadata.is_file() {
+        bail!(
+            "{} is not a file: upload takes one model file",
+            args.file.display()
+        );
+    }
+    let len = metadata.len();
     let name = args
         .file
         .file_name()
@@ -352,7 +359,8 @@ fn read_rows(path: &Path) -> anyhow::Result<Vec<Value>> {
     };
     let mut rows = Vec::new();
     for (i, line) in reader.lines().enumerate() {
-        let line = line?;
+        let line =
+            line.with_context(|| format!("cannot read {} line {}", path.display(), i + 1))?;
         if line.trim().is_empty() {
             continue;
         }
@@ -372,10 +380,13 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<i32> {
     if rows.is_empty() {
         bail!("{} holds no rows", args.input.display());
     }
-    let mut out: Box<dyn Write> = match &args.output {
-        Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path)
-                .with_context(|| format!("cannot create {}", path.display()))?,
+    // An --output file is written under a temporary name and renamed over the
+    // file only once every row is answered: a failure leaves the old file whole.
+    let temp = args.output.as_deref().map(TempOutput::new).transpose()?;
+    let mut out: Box<dyn Write> = match &temp {
+        Some(t) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(&t.temp)
+                .with_context(|| format!("cannot create {}", t.temp.display()))?,
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout())),
     };
@@ -425,9 +436,54 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<i32> {
         bar.inc(batch.len() as u64);
     }
     out.flush()?;
+    drop(out);
+    if let Some(t) = temp {
+        t.commit()?;
+    }
     bar.finish_and_clear();
     eprintln!("{} rows predicted with {}", rows.len(), args.model);
     Ok(0)
+}
+
+/// `predict --output`'s file while it is written: `.<name>.<pid>.tmp` beside it,
+/// renamed over it by [`TempOutput::commit`], removed when dropped before that.
+struct TempOutput {
+    temp: PathBuf,
+    path: PathBuf,
+    committed: bool,
+}
+
+impl TempOutput {
+    fn new(path: &Path) -> anyhow::Result<TempOutput> {
+        let name = path
+            .file_name()
+            .with_context(|| format!("{} names no file", path.display()))?;
+        let temp = path.with_file_name(format!(
+            ".{}.{}.tmp",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        Ok(TempOutput {
+            temp,
+            path: path.to_path_buf(),
+            committed: false,
+        })
+    }
+
+    fn commit(mut self) -> anyhow::Result<()> {
+        std::fs::rename(&self.temp, &self.path)
+            .with_context(|| format!("cannot write {}", self.path.display()))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempOutput {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
 }
 
 /// `ferroserve status`: health, then every model and version, as the old
