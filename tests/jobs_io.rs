@@ -225,6 +225,48 @@ async fn score_csv_to_parquet_and_parquet_to_csv_and_jsonl() {
     server.stop().await;
 }
 
+/// A carried column of integers and floats is a float column in Parquet, as in a
+/// SQL table (it failed on the first float after an integer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_of_integers_and_floats_is_written_as_floats() {
+    let env = env();
+    let mut text = String::new();
+    for (i, r) in iris_rows(4).iter().enumerate() {
+        let mut row = serde_json::Map::new();
+        row.insert(
+            "id".into(),
+            json!(if i % 2 == 0 {
+                json!(i)
+            } else {
+                json!(i as f64 + 0.5)
+            }),
+        );
+        for (name, v) in FEATURES.iter().zip(r) {
+            row.insert(name.to_string(), json!(v));
+        }
+        text.push_str(&Value::Object(row).to_string());
+        text.push('\n');
+    }
+    std::fs::write(env.data.join("mixed.jsonl"), text).unwrap();
+    let server = TestServer::start_with(settings(&env)).await;
+    let id = submit(
+        &server,
+        score_spec(
+            json!({"path": "mixed.jsonl"}),
+            json!({"path": "mixed.parquet"}),
+            16,
+        ),
+    )
+    .await;
+    let job = finished(&server, &id).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let (names, rows) = read_parquet(&env.data.join("mixed.parquet"));
+    assert_eq!(names[0], "id");
+    let ids: Vec<f64> = rows.iter().map(|r| r[0].as_f64().unwrap()).collect();
+    assert_eq!(ids, [0.0, 1.5, 2.0, 3.5]);
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parquet_problems_fail_clearly_and_a_cancel_leaves_no_file() {
     let env = env();

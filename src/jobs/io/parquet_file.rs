@@ -239,13 +239,41 @@ impl Source for ParquetSource {
 
 /// The Arrow type a column is written as: from its first non-null cell in the
 /// first rows written; a column with no value there is text.
+/// A column's type from the first batch's cells: text if any is text, else floats
+/// if any is a float (integers widen), else integers if any is one (booleans
+/// widen), else booleans; text when every cell is null.
 fn column_type(rows: &[Vec<Value>], c: usize) -> DataType {
-    match rows.iter().map(|r| &r[c]).find(|v| **v != Value::Null) {
-        Some(Value::Bool(_)) => DataType::Boolean,
-        Some(Value::Int(_)) => DataType::Int64,
-        Some(Value::Float(_)) => DataType::Float64,
-        _ => DataType::Utf8,
+    let (mut bools, mut ints, mut floats) = (false, false, false);
+    for row in rows {
+        match &row[c] {
+            Value::Null => {}
+            Value::Bool(_) => bools = true,
+            Value::Int(_) => ints = true,
+            Value::Float(_) => floats = true,
+            Value::Text(_) => return DataType::Utf8,
+        }
     }
+    if floats {
+        DataType::Float64
+    } else if ints {
+        DataType::Int64
+    } else if bools {
+        DataType::Boolean
+    } else {
+        DataType::Utf8
+    }
+}
+
+/// A cell as a message shows it: its text and its kind.
+fn describe(v: &Value) -> String {
+    let kind = match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Int(_) => "an integer",
+        Value::Float(_) => "a float",
+        Value::Text(_) => "text",
+    };
+    format!("{:?} ({kind})", v.to_text())
 }
 
 /// A Parquet file written as `.<name>.<tag>.tmp` beside its final name and renamed
@@ -318,8 +346,10 @@ impl ParquetSink {
     ) -> Result<ArrayRef, IoError> {
         let mismatch = |v: &Value| {
             self.error(format!(
-                "column {:?} holds {v:?} where earlier rows hold {data_type} values",
-                self.columns[c]
+                "column {:?} holds {} where the first rows written hold {data_type} values \
+                 (a Parquet column keeps the type of the job's first batch)",
+                self.columns[c],
+                describe(v)
             ))
         };
         let cells = rows.iter().map(|r| &r[c]);
@@ -349,6 +379,7 @@ impl ParquetSink {
                         Value::Null => Ok(None),
                         Value::Float(f) => Ok(Some(*f)),
                         Value::Int(i) => Ok(Some(*i as f64)),
+                        Value::Bool(b) => Ok(Some(f64::from(u8::from(*b)))),
                         other => Err(mismatch(other)),
                     })
                     .collect::<Result<Float64Array, _>>()?,
