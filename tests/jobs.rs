@@ -10,7 +10,7 @@ use common::db_servers::{DbKind, DbServer};
 use common::jobs::{
     env, finished, iris_rows, model_answers, settings, submit, wait_for, Env, FEATURES,
 };
-use common::TestServer;
+use common::{install_model, root_path, TestServer};
 use serde_json::{json, Value};
 use sqlx::Row;
 
@@ -930,6 +930,33 @@ async fn problems_found_while_reading_fail_the_job_clearly() {
         assert!(error.contains(expected), "{file}: {error}");
         assert!(!env.data.join("out.csv").exists(), "{file}");
     }
+    // A column named twice is refused, naming it (the second was never read).
+    std::fs::write(
+        env.data.join("dup.csv"),
+        format!(
+            "id,{},sepal_length\n1,5.1,3.5,1.4,0.2,9\n",
+            FEATURES.join(",")
+        ),
+    )
+    .unwrap();
+    let (status, answer) = server
+        .post_json(
+            "/v1/jobs",
+            &score_spec(json!({"path": "dup.csv"}), json!({"path": "out.csv"}), 8),
+        )
+        .await;
+    let message = match status {
+        400 => answer["error"].as_str().unwrap().to_string(),
+        _ => {
+            let job = finished(&server, answer["job_id"].as_str().unwrap()).await;
+            assert_eq!(job["state"], "failed", "{job}");
+            job["error"].as_str().unwrap().to_string()
+        }
+    };
+    assert!(
+        message.contains("two columns named \"sepal_length\""),
+        "{message}"
+    );
     // An SQL error (SQLite here) fails the job with the database's words.
     std::fs::write(env.data.join("words.db"), b"").unwrap();
     let id = submit(
@@ -966,7 +993,39 @@ async fn problems_found_while_reading_fail_the_job_clearly() {
 async fn old_predictall_and_training_status_routes() {
     let env = env();
     write_csv(&env.data.join("new.csv"), &iris_rows(40));
+    // A served classifier that names no classes (ONNX): POST /predict/ answers its
+    // probabilities by class position, as classify does.
+    install_model(
+        &env.repo,
+        "iris_onnx",
+        1,
+        &root_path("examples/models/iris_lr/1/model.onnx"),
+    );
+    std::fs::write(
+        env.repo.join("iris_onnx/config.toml"),
+        format!("feature_names = {:?}\n", FEATURES),
+    )
+    .unwrap();
     let server = TestServer::start_with(settings(&env)).await;
+    let record: serde_json::Map<String, Value> = FEATURES
+        .iter()
+        .zip([5.1, 3.5, 1.4, 0.2])
+        .map(|(f, v)| (f.to_string(), json!(v)))
+        .collect();
+    let (status, answer) = server
+        .post_json(
+            "/predict/",
+            &json!({"modelkey": "iris_onnx", "record": record}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let probabilities = answer["probabilities"].as_object().unwrap();
+    assert_eq!(
+        probabilities.keys().collect::<Vec<_>>(),
+        ["0", "1", "2"],
+        "{answer}"
+    );
+    assert!(probabilities["0"].as_f64().unwrap() > 0.9, "{answer}");
     let (status, answer) = server
         .post_json(
             "/predictall/",

@@ -1041,7 +1041,51 @@ async fn the_old_services_routes_train_and_score_with_the_trained_model() {
         answer["error"].as_str().unwrap().contains("failed"),
         "{answer}"
     );
+
+    // A newer version replaces the one the job saved (the policy serves the newest):
+    // its id is a 404 that says so, on both routes.
+    copy_dir(&env.repo.join("bank_old/1"), &env.repo.join("bank_old/2"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, status) = server.get("/v1/models/bank_old/versions/1").await;
+        if status["model_version_status"][0]["state"] == "END" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, answer) = server
+        .post_json("/predict/", &json!({"modelkey": id, "record": record}))
+        .await;
+    assert_eq!(status, 404, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("is not served any more"),
+        "{answer}"
+    );
+    let (status, answer) = server
+        .post_json(
+            "/predictall/",
+            &json!({"modelkey": id, "inputCollection": "bank.csv", "outputCollection": "late.csv"}),
+        )
+        .await;
+    assert_eq!(status, 404, "{answer}");
     server.stop().await;
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }
 
 /// The committed example (examples/jobs/): its data script, its train and score

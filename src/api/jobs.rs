@@ -281,6 +281,7 @@ async fn predictall_body(
         .unwrap_or_default()
         .to_string();
     if let Some((model, version)) = trained_by_job(state, &key).await? {
+        check_still_served(state, &key, &model, version)?;
         body["spec"]["model"] = serde_json::Value::String(model);
         if body["spec"].get("version").is_none() {
             body["spec"]["version"] = serde_json::json!(version);
@@ -346,6 +347,32 @@ pub async fn trained_by_job(
     }
 }
 
+/// Refuses a training job's model version that is served no more (a later
+/// training replaced it under a policy that serves the newest, or it was removed)
+/// with a message that says so, not the version's state alone.
+fn check_still_served(
+    state: &ServerState,
+    key: &str,
+    model: &str,
+    version: u64,
+) -> Result<(), ApiError> {
+    use crate::manager::{ResolveError, VersionRequest};
+    match state
+        .manager
+        .resolve(model, &VersionRequest::Specific(version))
+    {
+        Err(ResolveError::VersionNotFound { .. } | ResolveError::ModelNotFound(_)) => {
+            Err(ApiError::NotFound(format!(
+                "the model training job {key:?} saved ({model:?} version {version}) is \
+                 not served any more: a later version replaced it (a version_policy that \
+                 serves the newest only; version_policy = \"all\" in its config.toml keeps \
+                 every version) or it was removed; use the newest training job's id"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// `POST /predict/` of the old service: `{"modelkey": <training job id or model
 /// name>, "record": {…one row…}, "schema"?}`. The row is scored with the model
 /// the job trained; fields of the record that are not the model's features (the
@@ -381,6 +408,7 @@ pub async fn old_predict(
         .ok_or_else(|| invalid("record is required (an object of the row's fields)"))?;
     let (model, version, label_map, trained_classes) = match trained_by_job(state, &key).await? {
         Some((model, version)) => {
+            check_still_served(state, &key, &model, version)?;
             let view = runner(state)?
                 .get(&key)
                 .await?
@@ -446,10 +474,14 @@ pub async fn old_predict(
         .class_labels()
         .map(<[String]>::to_vec)
         .or(trained_classes);
-    if let (Some(p), Some(classes)) = (&response.probabilities, &classes) {
+    if let Some(p) = &response.probabilities {
         let row = serde_json::to_value(NestedJson::row(p, 0))
             .map_err(|e| ApiError::Internal(format!("cannot encode the probabilities: {e}")))?;
         if let Some(row) = row.as_array() {
+            // A model that names no classes: its classes by position, as classify
+            // answers them.
+            let classes =
+                classes.unwrap_or_else(|| (0..row.len()).map(|i| i.to_string()).collect());
             let by_class: serde_json::Map<String, serde_json::Value> = classes
                 .iter()
                 .zip(row)

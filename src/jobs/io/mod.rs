@@ -181,13 +181,30 @@ pub trait Sink: Send {
 }
 
 pub fn open_source(spec: &SourceSpec, runtime: &Handle) -> Result<Box<dyn Source>, IoError> {
-    match spec {
+    let source: Box<dyn Source> = match spec {
         SourceSpec::File(f) => match f.format {
-            FileFormat::Csv => Ok(Box::new(file::CsvSource::open(f)?)),
-            FileFormat::JsonLines => Ok(Box::new(file::JsonLinesSource::open(f)?)),
-            FileFormat::Parquet => Ok(Box::new(parquet_file::ParquetSource::open(f)?)),
+            FileFormat::Csv => Box::new(file::CsvSource::open(f)?),
+            FileFormat::JsonLines => Box::new(file::JsonLinesSource::open(f)?),
+            FileFormat::Parquet => Box::new(parquet_file::ParquetSource::open(f)?),
         },
-        SourceSpec::Sql { url, query } => Ok(Box::new(sql::SqlSource::open(url, query, runtime)?)),
+        SourceSpec::Sql { url, query } => Box::new(sql::SqlSource::open(url, query, runtime)?),
+    };
+    check_unique_columns(source.columns())?;
+    Ok(source)
+}
+
+/// A column named twice would be read as its first and the other left out
+/// unseen: refused, naming it. (Unnamed columns, `""`, may repeat.)
+fn check_unique_columns(columns: &[String]) -> Result<(), IoError> {
+    let mut seen = std::collections::HashSet::new();
+    match columns
+        .iter()
+        .find(|c| !c.is_empty() && !seen.insert(c.as_str()))
+    {
+        Some(twice) => Err(IoError(format!(
+            "the source has two columns named {twice:?}: rename one"
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -229,6 +246,14 @@ pub fn open_sink(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_column_named_twice_is_refused() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(check_unique_columns(&names(&["a", "b", "", ""])).is_ok());
+        let e = check_unique_columns(&names(&["sl", "sl", "sw"])).unwrap_err();
+        assert!(e.0.contains("\"sl\""), "{}", e.0);
+    }
 
     #[test]
     fn temporary_names_fit_a_file_name() {
