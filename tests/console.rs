@@ -26,6 +26,12 @@ fn repo() -> tempfile::TempDir {
             &root_path(&format!("examples/models/{m}/1/model.onnx")),
         );
     }
+    // Feature names from config.toml, which the simple API takes by name.
+    std::fs::write(
+        models.join("iris_dt/config.toml"),
+        "feature_names = [\"sl\", \"sw\", \"pl\", \"pw\"]\n",
+    )
+    .unwrap();
     install_model(
         &models,
         "iris_sklearn",
@@ -248,6 +254,16 @@ async fn pages_fragments_assets_and_chart_data() {
     for i in 0..4 {
         assert!(onnx.body.contains(&format!("<label for=\"try-field-{i}\"")));
     }
+    let named = get(&server, "/console/fragments/models/iris_dt/try", None).await;
+    assert_html(
+        &named,
+        200,
+        &[
+            "data-mode=\"named\"",
+            "data-feature=\"sl\"",
+            "data-feature=\"pw\"",
+        ],
+    );
     // A text model gets one text box, sent as the simple API's `text`.
     let text = get(&server, "/console/fragments/models/intent/try", None).await;
     assert_html(

@@ -186,13 +186,17 @@ pub(super) async fn try_fragment(
     State(state): State<AppState>,
     Path(model): Path<String>,
 ) -> Response {
-    let metadata = match api::model_metadata(&state, &model, &VersionRequest::Latest) {
+    let mut metadata = match api::model_metadata(&state, &model, &VersionRequest::Latest) {
         Ok(m) => m,
         Err(e) => return error_fragment(&e),
     };
     let preprocessed = match state.manager.resolve(&model, &VersionRequest::Latest) {
         Ok(handle) => {
             let config = handle.config();
+            // The names the simple API takes: the config's before the model's own.
+            if let Some(names) = &config.feature_names {
+                metadata.traits.feature_names = Some(names.clone());
+            }
             let p = &config.preprocess;
             if p.image.is_some() {
                 Preprocessed::Image
