@@ -209,6 +209,18 @@ async fn the_old_workflow_runs_in_a_worker_process() {
         "{body}"
     );
     assert_eq!(deploy(&server, json!({"model_id": "nope"})).await.0, 404);
+    // ... and leaves no row behind in the store.
+    let db = format!(
+        "sqlite://{}",
+        repo.path().join(".ferroserve/ferroserve.db").display()
+    );
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM model_settings WHERE model = 'nope'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0);
+    pool.close().await;
 
     // Deploy: the old service's answer, a process of its own on a port of the range.
     let (code, answer) = deploy(
@@ -607,12 +619,18 @@ async fn repeated_failures_end_in_crash_loop_and_a_full_port_range_is_503() {
         "crash-loop",
         "stays there"
     );
-    let (code, _) = post(
+    let (code, body) = post(
         server.url("/predict"),
         &json!({"model_id": "iris", "features": ROW}),
     )
     .await;
     assert_eq!(code, 503);
+    // It says what to do: retrying is no use.
+    let message = body["error"].as_str().unwrap();
+    assert!(
+        message.contains("crash-loop") && message.contains("deploy the model again"),
+        "{body}"
+    );
     // Deploying again starts it afresh.
     let (code, answer) = deploy(&server, json!({"model_id": "iris"})).await;
     assert_eq!(code, 200, "{answer}");
@@ -788,6 +806,36 @@ async fn a_cpu_limit_past_the_machine_gives_no_more_threads_than_cores() {
         threads <= 4 * cores + 32,
         "{threads} threads on {cores} cores"
     );
+    let (code, _) = post(
+        server.url("/predict"),
+        &json!({"model_id": "iris", "features": ROW}),
+    )
+    .await;
+    assert_eq!(code, 200);
+}
+
+/// A worker that stops answering (here: stopped by SIGSTOP) is killed after three
+/// failed health checks and restarted; its last exit says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_stops_answering_is_killed_and_says_why() {
+    let repo = tempfile::tempdir().unwrap();
+    install(repo.path(), "iris", "examples/models/iris_lr/1/model.onnx");
+    let server = start_server(repo.path(), port_range(20), &[]).await;
+    let (code, entry) = deploy(&server, json!({"model_id": "iris"})).await;
+    assert_eq!(code, 200, "{entry}");
+    let pid = pid_of(&entry);
+    assert!(Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let entry = wait_registry(&server, "iris", Duration::from_secs(30), |e| {
+        e["state"] == "ready" && e["pid"].as_u64().is_some_and(|p| p != pid)
+    })
+    .await;
+    let reason = entry["last_exit"]["reason"].as_str().unwrap();
+    assert!(reason.contains("failed 3 health checks"), "{entry}");
+    assert_gone(&[pid], Duration::from_secs(5));
     let (code, _) = post(
         server.url("/predict"),
         &json!({"model_id": "iris", "features": ROW}),

@@ -113,6 +113,9 @@ async fn deploy_in_worker(
     lock: crate::sources::ModelGuard,
     caller: &Caller,
 ) -> Result<ModelSummary, ApiError> {
+    // A folder that holds only an upload's staging is not a model yet (as status
+    // and an in-process deployment see it): refused before anything is recorded.
+    let dir = state.sources.deployable_dir(&request.model)?;
     let before = settings_now(&state.sources, &request.model);
     // Recorded before it takes effect, as in process.
     if let Some(store) = &state.store {
@@ -120,16 +123,9 @@ async fn deploy_in_worker(
             .save_model_settings(&deployed_row(&request), &before)
             .await?;
     }
-    // A folder that holds only an upload's staging is not a model yet (as status
-    // and an in-process deployment see it).
-    let started = match state.sources.deployable_dir(&request.model) {
-        Ok(dir) => {
-            workers
-                .deploy(&request.model, dir.dir, request.deployment.clone())
-                .await
-        }
-        Err(e) => Err(e.into()),
-    };
+    let started = workers
+        .deploy(&request.model, dir.dir, request.deployment.clone())
+        .await;
     if let Err(e) = started {
         restore_model_settings(state, &before).await;
         return Err(e);

@@ -101,10 +101,7 @@ pub async fn load_model(
     if let Some(worker) = state.workers.get().and_then(|w| w.status(model)) {
         return match worker.state {
             crate::workers::WorkerState::Ready => Ok(()),
-            other => Err(ApiError::Unavailable(format!(
-                "model {model:?}'s worker is {}; retry shortly",
-                other.as_str()
-            ))),
+            other => Err(ApiError::Unavailable(other.unavailable(model))),
         };
     }
     // The model as the reload left it, read under its lock: an unload or delete by

@@ -23,6 +23,22 @@ pub enum WorkerState {
 }
 
 impl WorkerState {
+    /// Why requests cannot reach a worker in this state, and what to do: a
+    /// worker in crash-loop restarts no more, so retrying is no use.
+    pub fn unavailable(self, model: &str) -> String {
+        match self {
+            WorkerState::CrashLoop => format!(
+                "model {model:?}'s worker is in crash-loop: it failed too often and is not \
+                 restarted; deploy the model again (POST /deploy) or end its deployment \
+                 (POST /stop_deployment/{model})"
+            ),
+            other => format!(
+                "model {model:?}'s worker is {}; retry shortly",
+                other.as_str()
+            ),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             WorkerState::Starting => "starting",

@@ -184,10 +184,7 @@ impl Supervisor {
                 slot.port.load(Ordering::Relaxed),
             )))
         } else {
-            Some(Err(format!(
-                "model {model}'s worker is {}; retry shortly",
-                state.as_str()
-            )))
+            Some(Err(state.unavailable(model)))
         }
     }
 
@@ -196,10 +193,7 @@ impl Supervisor {
         let slots = self.slots.load();
         let slot = slots.get(model)?;
         if !slot.ready.load(Ordering::Acquire) {
-            return Some(Err(format!(
-                "model {model}'s worker is {}; retry shortly",
-                slot.state.borrow().as_str()
-            )));
+            return Some(Err(slot.state.borrow().unavailable(model)));
         }
         let port = slot.grpc_port.load(Ordering::Relaxed);
         let mut cached = lock(&slot.grpc_channel);

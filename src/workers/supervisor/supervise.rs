@@ -20,6 +20,8 @@ use crate::workers::status::{ExitReason, WorkerModel, WorkerState};
 enum RunEnd {
     /// Its process exited (or could not be waited for).
     Exited(std::io::Result<std::process::ExitStatus>),
+    /// It failed three health checks in a row and was killed for it.
+    Unhealthy(std::io::Result<std::process::ExitStatus>),
     /// It started but its model cannot load (the worker finished its initial load
     /// with no version serving); the worker was killed.
     Unservable(String),
@@ -59,6 +61,14 @@ impl Supervisor {
                     lock(&slot.status).started_at = Some(SystemTime::now());
                     match self.run_one(&slot, port, spawned).await {
                         RunEnd::Exited(status) => exit_reason(&slot, status, oom_kills_before),
+                        RunEnd::Unhealthy(status) => {
+                            let mut exit = exit_reason(&slot, status, oom_kills_before);
+                            exit.reason = format!(
+                                "failed 3 health checks in a row and was killed ({})",
+                                exit.reason
+                            );
+                            exit
+                        }
                         RunEnd::Unservable(reason) => {
                             unservable = true;
                             ExitReason {
@@ -182,11 +192,17 @@ impl Supervisor {
         // Serving: a liveness check every second; three failures in a row kill it
         // (then it is restarted like any exit).
         let mut failed_checks = 0;
+        let mut killed_unhealthy = false;
         loop {
             tokio::select! {
                 status = &mut exited => {
                     slot.ready.store(false, Ordering::Release);
-                    return RunEnd::Exited(status.unwrap_or_else(|_| Err(std::io::Error::other("lost"))));
+                    let status = status.unwrap_or_else(|_| Err(std::io::Error::other("lost")));
+                    return if killed_unhealthy {
+                        RunEnd::Unhealthy(status)
+                    } else {
+                        RunEnd::Exited(status)
+                    };
                 }
                 _ = slot.stop.cancelled() => {
                     terminate(pid, &mut exited, self.config.stop_timeout).await;
@@ -214,6 +230,7 @@ impl Supervisor {
             if failed_checks >= 3 {
                 tracing::warn!(model = %slot.model, pid, "worker failed 3 health checks; killing it");
                 kill_group(pid, libc::SIGKILL);
+                killed_unhealthy = true;
             }
         }
     }
