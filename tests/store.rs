@@ -593,6 +593,26 @@ async fn a_corrupt_sqlite_file_is_reported_and_kept() {
     let e = start_fails(settings(repo.path(), None)).await;
     assert!(e.contains("metadata store"), "{e}");
     assert_eq!(std::fs::read(&db).unwrap(), bytes, "the file was changed");
+
+    // Its first page whole and the others overwritten: the migrations find it
+    // malformed, which no wait mends (the start waited 30 s for other replicas).
+    std::fs::remove_file(&db).unwrap();
+    let server = TestServer::start_with(settings(repo.path(), None)).await;
+    server.stop().await;
+    let mut bytes = std::fs::read(&db).unwrap();
+    for b in &mut bytes[4096..] {
+        *b = 0xA5;
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    let asked = Instant::now();
+    let e = start_fails(settings(repo.path(), None)).await;
+    assert!(e.contains("corrupt") || e.contains("malformed"), "{e}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(std::fs::read(&db).unwrap(), bytes, "the file was changed");
 }
 
 /// Runs the server expecting it to refuse to start; answers its error.

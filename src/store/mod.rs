@@ -115,6 +115,12 @@ static MIGRATE_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqli
 static MIGRATE_POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 static MIGRATE_MYSQL: sqlx::migrate::Migrator = sqlx::migrate!("migrations/mysql");
 
+/// Whether an error says the database file is damaged (SQLite's words).
+fn is_corrupt(e: &StoreError) -> bool {
+    let text = e.to_string();
+    text.contains("malformed") || text.contains("file is not a database")
+}
+
 impl Store {
     /// Connects to `url`. With `migrate`, applies the migrations this binary has
     /// (under a lock); without, checks that the schema is current. A database that
@@ -233,6 +239,12 @@ impl Store {
                 Err(e) => Err(e),
             };
             match result {
+                // A corrupt file stays corrupt: no other replica's migration mends it.
+                Err(e) if is_corrupt(&e) => {
+                    return Err(StoreError::Broken(format!(
+                        "{e}; the database is corrupt and was left as it is"
+                    )))
+                }
                 Err(e) if tokio::time::Instant::now() < deadline => {
                     tracing::debug!("migration not done yet ({e}); trying again");
                     tokio::time::sleep(Duration::from_millis(250)).await;
