@@ -243,13 +243,28 @@ fn certificates(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>,
     Ok(certs)
 }
 
+/// A PEM key protected by a passphrase: PKCS#8's `ENCRYPTED PRIVATE KEY`, or the
+/// traditional form's `Proc-Type: 4,ENCRYPTED` header.
+fn is_encrypted_key(pem: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(pem);
+    text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        || text.contains("Proc-Type: 4,ENCRYPTED")
+}
+
 fn build_configs(files: &TlsFiles, contents: &Contents) -> Result<Configs, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = certificates(&files.cert, &contents.cert)?;
     let key = PrivateKeyDer::from_pem_slice(&contents.key).map_err(|e| TlsError::Pem {
         path: files.key.clone(),
         what: "private key",
-        reason: e.to_string(),
+        reason: if is_encrypted_key(&contents.key) {
+            "the key is encrypted (it needs a passphrase), and only unencrypted keys are \
+             read: decrypt it first (openssl pkey -in KEY -out PLAIN) and keep that file \
+             readable by this server alone"
+                .to_string()
+        } else {
+            e.to_string()
+        },
     })?;
     // from_der also checks that the key is the certificate's, so a half-written
     // pair (new certificate, old key) is refused rather than served.

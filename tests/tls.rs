@@ -418,6 +418,38 @@ async fn client_certificates_are_required_with_a_client_ca() {
         Ok(channel) => grpc_infer(channel).await.is_err(),
     };
     assert!(refused, "gRPC without a client certificate was served");
+
+    // The CLI shows its certificate with --client-cert/--client-key; without one it
+    // cannot reach the server (exit 3).
+    std::fs::write(tls.path("ca.pem"), &server_ca.pem).unwrap();
+    std::fs::write(tls.path("client.pem"), &member.cert).unwrap();
+    std::fs::write(tls.path("client.key"), &member.key).unwrap();
+    let cli = |ca: PathBuf, extra: Vec<PathBuf>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_ferroserve"));
+        c.args(["status", "--server", &server.url("")])
+            .arg("--ca-cert")
+            .arg(ca)
+            .args(extra);
+        async move {
+            tokio::task::spawn_blocking(move || common::child::run_to_end(c))
+                .await
+                .unwrap()
+        }
+    };
+    let with_cert = vec![
+        PathBuf::from("--client-cert"),
+        tls.path("client.pem"),
+        PathBuf::from("--client-key"),
+        tls.path("client.key"),
+    ];
+    let (code, out) = cli(tls.path("ca.pem"), with_cert).await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = cli(tls.path("ca.pem"), Vec::new()).await;
+    assert_eq!(code, 3, "{out}");
+    // A CA file with no certificate in it is said to be so (exit 1).
+    let (code, out) = cli(tls.path("client.key"), Vec::new()).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("holds no PEM certificate"), "{out}");
     server.stop().await;
 }
 
@@ -488,6 +520,18 @@ async fn bad_tls_files_stop_the_start() {
     };
     let error = format!("{:#}", start_error(mismatched).await);
     assert!(error.contains("does not fit"), "{error}");
+    // A key behind a passphrase is named as such (it read "no items found").
+    std::fs::write(
+        tls.path("encrypted.key"),
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBvTBXBgkqhkiG9w0BBQ0wSjApBgkqhkiG9w0BBQwwHAQI\n-----END ENCRYPTED PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let encrypted = Settings {
+        tls_key: Some(tls.path("encrypted.key")),
+        ..tls.settings(repo.path())
+    };
+    let error = format!("{:#}", start_error(encrypted).await);
+    assert!(error.contains("the key is encrypted"), "{error}");
 }
 
 /// The client CA file is reloaded like the certificate: after it names another CA,

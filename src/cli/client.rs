@@ -1,5 +1,5 @@
 //! What every client command shares: where the server is (`--server`, `--token`,
-//! `--ca-cert`), a REST client whose failures fall into classes, and the exit code
+//! `--ca-cert`, `--client-cert`/`--client-key`), a REST client whose failures fall into classes, and the exit code
 //! of each class.
 //!
 //! Exit codes: 0 done; 1 the operation failed (a job that failed, a file that
@@ -32,6 +32,12 @@ pub struct Connection {
     /// PEM file of the CA that signed the server's certificate (https URLs)
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
+    /// PEM certificate this client shows a server started with --tls-client-ca
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert (unencrypted)
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
 }
 
 /// How a client command failed, for its exit code.
@@ -72,14 +78,31 @@ impl Client {
         let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(10));
+        let read = |path: &PathBuf| {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+        };
         if let Some(path) = &c.ca_cert {
-            let pem =
-                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .with_context(|| format!("{} holds no PEM certificate", path.display()))?
-            {
+            let certs = reqwest::Certificate::from_pem_bundle(&read(path)?)
+                .with_context(|| format!("{} holds no PEM certificate", path.display()))?;
+            if certs.is_empty() {
+                anyhow::bail!("{} holds no PEM certificate", path.display());
+            }
+            for cert in certs {
                 builder = builder.add_root_certificate(cert);
             }
+        }
+        if let (Some(cert), Some(key)) = (&c.client_cert, &c.client_key) {
+            let mut pem = read(cert)?;
+            pem.push(b'\n');
+            pem.extend(read(key)?);
+            let identity = reqwest::Identity::from_pem(&pem).with_context(|| {
+                format!(
+                    "{} and {} are no PEM certificate and unencrypted private key",
+                    cert.display(),
+                    key.display()
+                )
+            })?;
+            builder = builder.identity(identity);
         }
         Ok(Client {
             http: builder.build().context("cannot build the HTTP client")?,
