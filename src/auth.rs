@@ -536,14 +536,27 @@ pub fn rest_access(path: &str) -> Access {
         ["upload_model"] | ["reload_model"] | ["deploy"] => Access::Management,
         ["stop_deployment", ..] | ["delete_model", ..] => Access::Management,
         ["v2", "repository", "models", _, "load" | "unload"] => Access::Management,
-        // Who did what, and what clients sent (the metadata store).
-        ["v1", "models", _, "history" | "predictions"] => Access::Management,
+        // Who did what, and what clients sent (the metadata store): however the
+        // path is spelled, as the route decodes it (`%68istory`, `m%2Fhistory`).
+        ["v1", "models", rest @ ..] if names_store_view(rest) => Access::Management,
         // Jobs read and write the server's data directory and databases.
         ["v1", "jobs", ..] | ["predictall"] | ["train"] | ["training", "status", ..] => {
             Access::Management
         }
         _ => Access::Inference,
     }
+}
+
+/// Whether the part of a `/v1/models/` path after it names a model's history or
+/// prediction log once percent-decoded, as `http::tfs` reads it (its last part).
+fn names_store_view(rest: &[&str]) -> bool {
+    let decoded = percent_encoding::percent_decode_str(&rest.join("/"))
+        .decode_utf8_lossy()
+        .into_owned();
+    decoded
+        .rsplit('/')
+        .next()
+        .is_some_and(|last| matches!(last, "history" | "predictions"))
 }
 
 /// What a gRPC method (`/package.Service/Method`) needs.
@@ -577,6 +590,12 @@ pub fn is_under_roots(path: &Path, roots: &[PathBuf]) -> bool {
 /// The absolute, symlink-free form of `path` (see [`is_under_roots`]); `None`
 /// when a component that does not exist is `..` or the path cannot be made absolute.
 fn resolve(path: &Path) -> Option<PathBuf> {
+    resolve_within(path, 0)
+}
+
+/// [`resolve`], `links` links to nothing followed so far (at most 40, as the
+/// kernel follows).
+fn resolve_within(path: &Path, links: usize) -> Option<PathBuf> {
     let absolute = if path.is_absolute() {
         path.to_path_buf()
     } else {
@@ -592,10 +611,19 @@ fn resolve(path: &Path) -> Option<PathBuf> {
             }
             return Some(out);
         }
-        // It exists but cannot be resolved: a link to nothing (whatever creates it
-        // would create the link's target, wherever that is), a loop, or no access.
-        if existing.symlink_metadata().is_ok() {
-            return None;
+        // It exists but cannot be resolved: a link to nothing, judged by its
+        // target (whatever creates the path creates the target, wherever that
+        // is), or a loop, or no access.
+        if let Ok(meta) = existing.symlink_metadata() {
+            if !meta.file_type().is_symlink() || links >= 40 {
+                return None;
+            }
+            let target = std::fs::read_link(existing).ok()?;
+            let mut followed = existing.parent()?.join(target);
+            for c in rest.iter().rev() {
+                followed.push(c);
+            }
+            return resolve_within(&followed, links + 1);
         }
         let name = existing.file_name()?;
         rest.push(name);
@@ -895,8 +923,15 @@ mod tests {
         // outside the root, even when the target's name is under it.
         std::os::unix::fs::symlink(dir.path().join("out/new.db"), root.join("new.db")).unwrap();
         assert!(!is_under_roots(&root.join("new.db"), &roots));
+        // One whose target is under a root is under it (a model not mounted yet).
         std::os::unix::fs::symlink(root.join("later"), root.join("dangling_in")).unwrap();
-        assert!(!is_under_roots(&root.join("dangling_in"), &roots));
-        assert!(!is_under_roots(&root.join("dangling_in/x"), &roots));
+        assert!(is_under_roots(&root.join("dangling_in"), &roots));
+        assert!(is_under_roots(&root.join("dangling_in/x"), &roots));
+        std::os::unix::fs::symlink("../out", root.join("relative_out")).unwrap();
+        assert!(!is_under_roots(&root.join("relative_out"), &roots));
+        // A loop resolves to nothing.
+        std::os::unix::fs::symlink(root.join("loop_b"), root.join("loop_a")).unwrap();
+        std::os::unix::fs::symlink(root.join("loop_a"), root.join("loop_b")).unwrap();
+        assert!(!is_under_roots(&root.join("loop_a"), &roots));
     }
 }

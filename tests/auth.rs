@@ -288,6 +288,10 @@ async fn rest_tokens_and_scopes() {
     for path in [
         "/v1/models/iris_dt/history",
         "/v1/models/iris_dt/predictions",
+        // Percent-encoded, as the route decodes it.
+        "/v1/models/iris_dt/%68istory",
+        "/v1/models/iris_dt%2Fhistory",
+        "/v1/models/iris_dt/%70redictions",
     ] {
         let (status, body, _) = call(&server, Method::GET, path, Some(READER), None).await;
         assert_eq!(status, 403, "{path}: {body}");
