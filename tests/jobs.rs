@@ -231,17 +231,21 @@ async fn a_sqlite_source_is_read_only_and_reaches_no_other_file() {
                 "ATTACH DATABASE '{}' AS e; CREATE TABLE e.x(a); SELECT * FROM scores",
                 outside.display()
             ),
-            "too many attached databases",
+            "not authorized",
         ),
         (
             format!(
                 "ATTACH DATABASE '{}' AS s; SELECT * FROM s.jobs",
                 store.display()
             ),
-            "too many attached databases",
+            "not authorized",
         ),
         ("DROP TABLE scores".to_string(), "readonly database"),
-        ("PRAGMA journal_mode = WAL".to_string(), "readonly database"),
+        ("PRAGMA journal_mode = WAL".to_string(), "not authorized"),
+        (
+            "PRAGMA temp_store_directory = '/tmp'; SELECT * FROM scores".to_string(),
+            "not authorized",
+        ),
     ] {
         let id = submit(
             &server,

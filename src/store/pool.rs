@@ -74,13 +74,26 @@ fn is_secret_parameter(key: &str) -> bool {
 /// Whether `text` is a URL that holds a password (see [`redact`]).
 pub fn has_secret(text: &str) -> bool {
     match url::Url::parse(text) {
-        Ok(u) if !u.cannot_be_a_base() => {
+        Ok(u) if !misread(&u, text) => {
             u.password().is_some() || u.query_pairs().any(|(k, _)| is_secret_parameter(&k))
         }
         // A URL the parser reads otherwise (or not at all) may still be one a
         // driver takes, password included.
         Ok(_) | Err(_) => unparsed_has_secret(text),
     }
+}
+
+/// Whether the parser may have read a user part as something else: an `@` it did
+/// not take as the end of a user part (`postgres:u:pw@h/db`, `postgres:/u:pw@h`,
+/// `postgres://u:1234?x@h/db`, whose "port" ends the host early).
+fn misread(parsed: &url::Url, text: &str) -> bool {
+    text.contains('@')
+        && (parsed.cannot_be_a_base()
+            || parsed.host_str().is_none()
+            || (parsed.username().is_empty() && parsed.password().is_none())
+            || parsed.path().contains('@')
+            || parsed.query().is_some_and(|q| q.contains('@'))
+            || parsed.fragment().is_some_and(|f| f.contains('@')))
 }
 
 /// Whether text that is no URL the parser takes looks like one that carries a
@@ -104,15 +117,16 @@ fn redact_unparsed(text: &str) -> String {
         return "***".to_string();
     };
     let rest = rest.trim_start_matches('/');
+    // The user part first (a password may hold `?` or `/`), then the query.
+    let (user, rest) = match rest.rsplit_once('@') {
+        Some((_, host)) => ("***@", host),
+        None => ("", rest),
+    };
     let (rest, query) = match rest.split_once('?') {
         Some((rest, _)) => (rest, "?***"),
         None => (rest, ""),
     };
-    let rest = match rest.rsplit_once('@') {
-        Some((_, host)) => format!("***@{host}"),
-        None => rest.to_string(),
-    };
-    format!("{scheme}://{rest}{query}")
+    format!("{scheme}://{user}{rest}{query}")
 }
 
 /// `url` without its password (in its user part, or a `password` or `sslpassword`
@@ -120,7 +134,7 @@ fn redact_unparsed(text: &str) -> String {
 pub fn redact(url: &str) -> String {
     match url::Url::parse(url) {
         // `postgres:user:pw@host/db` parses, as a path: no password is seen in it.
-        Ok(parsed) if parsed.cannot_be_a_base() && unparsed_has_secret(url) => redact_unparsed(url),
+        Ok(parsed) if misread(&parsed, url) => redact_unparsed(url),
         Ok(mut parsed) => {
             if parsed.password().is_some() {
                 let _ = parsed.set_password(Some("***"));
@@ -164,8 +178,9 @@ pub enum Use {
     Store { create: bool },
     /// A job's data source: read only. A SQLite file is opened read-only with no
     /// other database attachable (a query could otherwise `ATTACH` any file the
-    /// server can read, its store included); PostgreSQL and MySQL sessions run
-    /// read-only transactions. The file's journal mode is left as it is.
+    /// server can read, its store included) and no `PRAGMA` (some change settings
+    /// of the whole process); the file's journal mode is left as it is. PostgreSQL
+    /// and MySQL queries run in a read-only transaction (`jobs::io::sql`).
     ReadData,
     /// A job's sink: a SQLite file is created when missing; its journal mode is
     /// left as it is.
@@ -265,10 +280,7 @@ pub async fn connect(
             Pool::Sqlite(pool)
         }
         DbKind::Postgres => {
-            let mut options = PgConnectOptions::from_str(url).map_err(invalid)?;
-            if purpose == Use::ReadData {
-                options = options.options([("default_transaction_read_only", "on")]);
-            }
+            let options = PgConnectOptions::from_str(url).map_err(invalid)?;
             let pool = PgPoolOptions::new()
                 .max_connections(MAX_CONNECTIONS)
                 .acquire_timeout(timeout)
@@ -283,21 +295,9 @@ pub async fn connect(
                 None => Cow::Borrowed(url),
             };
             let options = MySqlConnectOptions::from_str(&url).map_err(invalid)?;
-            let pool_options = MySqlPoolOptions::new()
+            let pool = MySqlPoolOptions::new()
                 .max_connections(MAX_CONNECTIONS)
-                .acquire_timeout(timeout);
-            let pool_options = if purpose == Use::ReadData {
-                pool_options.after_connect(|conn, _| {
-                    Box::pin(async move {
-                        use sqlx::Executor;
-                        conn.execute("SET SESSION TRANSACTION READ ONLY").await?;
-                        Ok(())
-                    })
-                })
-            } else {
-                pool_options
-            };
-            let pool = pool_options
+                .acquire_timeout(timeout)
                 .connect_with(options)
                 .await
                 .map_err(unreachable)?;
@@ -307,20 +307,37 @@ pub async fn connect(
     Ok((pool, kind, shown))
 }
 
-/// No database may be attached to this connection: a job's query names a file
-/// inside the data directory, and `ATTACH` would reach any other.
+/// No database may be attached to this connection (a job's query names a file
+/// inside the data directory, and `ATTACH`, or `VACUUM INTO`, would reach any
+/// other), and no `PRAGMA` runs (`temp_store_directory` changes a setting of the
+/// whole process, the server's store included).
 async fn forbid_attach(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
     let mut handle = conn.lock_handle().await?;
-    // SAFETY: the handle is locked for this call, and sqlite3_limit only sets a
-    // limit of that open connection.
+    let db = handle.as_raw_handle().as_ptr();
+    // SAFETY: the handle is locked for these calls; sqlite3_limit sets a limit of
+    // that open connection, and the authorizer is a plain function with no state.
     unsafe {
-        libsqlite3_sys::sqlite3_limit(
-            handle.as_raw_handle().as_ptr(),
-            libsqlite3_sys::SQLITE_LIMIT_ATTACHED,
-            0,
-        );
+        libsqlite3_sys::sqlite3_limit(db, libsqlite3_sys::SQLITE_LIMIT_ATTACHED, 0);
+        libsqlite3_sys::sqlite3_set_authorizer(db, Some(source_authorizer), std::ptr::null_mut());
     }
     Ok(())
+}
+
+/// SQLite's authorizer for job sources: no `PRAGMA`, `ATTACH` or `DETACH`.
+unsafe extern "C" fn source_authorizer(
+    _: *mut std::ffi::c_void,
+    action: std::ffi::c_int,
+    _: *const std::ffi::c_char,
+    _: *const std::ffi::c_char,
+    _: *const std::ffi::c_char,
+    _: *const std::ffi::c_char,
+) -> std::ffi::c_int {
+    match action {
+        libsqlite3_sys::SQLITE_PRAGMA
+        | libsqlite3_sys::SQLITE_ATTACH
+        | libsqlite3_sys::SQLITE_DETACH => libsqlite3_sys::SQLITE_DENY,
+        _ => libsqlite3_sys::SQLITE_OK,
+    }
 }
 
 /// SQLite files start with this header; an empty file is a new database.
@@ -505,7 +522,14 @@ mod tests {
                 "postgres:u:S3CRET@127.0.0.1:5432/db",
                 "postgres://***@127.0.0.1:5432/db",
             ),
-            ("mysql:?password=S3CRET", "mysql://?***"),
+            ("mysql:?password=S3CRET", "mysql:?password=***"),
+            // A password holding `?`, a numeric password read as a port, one slash.
+            (
+                "postgres://app:s3cr?t@db.internal:5432/prod",
+                "postgres://***@db.internal:5432/prod",
+            ),
+            ("postgres://app:1234?x@db/prod", "postgres://***@db/prod"),
+            ("postgres:/u:pw@host/db", "postgres://***@host/db"),
         ] {
             assert_eq!(redact(url), shown, "{url}");
             assert!(has_secret(url), "{url}");

@@ -106,15 +106,49 @@ impl Source for SqlSource {
 
 async fn stream_rows(url: String, query: String, tx: mpsc::Sender<SourceMsg>) {
     let shown = pool::redact(&url);
-    let (db, _, _) = match pool::connect(&url, CONNECT_TIMEOUT, pool::Use::ReadData).await {
+    let (db, kind, _) = match pool::connect(&url, CONNECT_TIMEOUT, pool::Use::ReadData).await {
         Ok(c) => c,
         Err(e) => {
             let _ = tx.send(SourceMsg::Error(e.to_string())).await;
             return;
         }
     };
+    // The query runs read only: in a read-only transaction on PostgreSQL (whose
+    // DDL is transactional too), in a read-only session on MySQL (whose DDL would
+    // commit a transaction and run outside it); a SQLite source's file is opened
+    // read-only. The extended protocol sqlx speaks runs one statement, so the
+    // query cannot end the transaction itself. The connection is this job's alone
+    // and closes with it.
+    let begin = match kind {
+        DbKind::Postgres => Some("BEGIN READ ONLY"),
+        DbKind::MySql => Some("SET SESSION TRANSACTION READ ONLY"),
+        DbKind::Sqlite => None,
+    };
     on_pool!(&db, p => {
-        let mut rows = sqlx::query(sqlx::AssertSqlSafe(query.as_str())).fetch(p);
+        let mut conn = match p.acquire().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                let _ = tx
+                    .send(SourceMsg::Error(format!(
+                        "cannot connect to {shown}: {}",
+                        pool::describe_error(&e)
+                    )))
+                    .await;
+                return;
+            }
+        };
+        if let Some(begin) = begin {
+            if let Err(e) = sqlx::query(begin).execute(&mut *conn).await {
+                let _ = tx
+                    .send(SourceMsg::Error(format!(
+                        "cannot make the session read only on {shown}: {}",
+                        pool::describe_error(&e)
+                    )))
+                    .await;
+                return;
+            }
+        }
+        let mut rows = sqlx::query(sqlx::AssertSqlSafe(query.as_str())).fetch(&mut *conn);
         let mut first = true;
         while let Some(row) = rows.next().await {
             let msg = match row {
@@ -141,6 +175,11 @@ async fn stream_rows(url: String, query: String, tx: mpsc::Sender<SourceMsg>) {
             if tx.send(msg).await.is_err() || stop {
                 break;
             }
+        }
+        drop(rows);
+        if kind == DbKind::Postgres {
+            // Nothing was written; the connection closes with the pool below anyway.
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
         }
     });
     db_close(db).await;
