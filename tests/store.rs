@@ -853,11 +853,14 @@ async fn the_prediction_log_keeps_a_sample_and_reads_back() {
         .get("/v1/models/iris_lr/predictions?since=2030-01-01T00:00:00Z&until=2020-01-01T00:00:00Z")
         .await;
     assert_eq!(code, 400, "{body}");
-    // A name the server never knew is a 404, not an empty log or history.
+    // A name the server never knew is a 404, not an empty log or history; a time
+    // window is answered as it is (a deleted model's rows may lie outside it).
     for path in ["/v1/models/nope/predictions", "/v1/models/nope/history"] {
         let (code, body) = server.get(path).await;
         assert_eq!(code, 404, "{path}: {body}");
     }
+    let (code, _) = server.get("/v1/models/nope/predictions?since=0").await;
+    assert_eq!(code, 200);
 
     // A sample rate of 0.5 over 400 requests: 200 expected, sd 10.
     for _ in 0..400 {
@@ -876,6 +879,30 @@ async fn the_prediction_log_keeps_a_sample_and_reads_back() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(logged(&server, "iris_lr", 1).await.len(), 1);
     server.stop().await;
+}
+
+/// A deploy of a model the server does not have is a 404 that records nothing:
+/// no settings row is left for the name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_deploy_leaves_no_row() {
+    let repo = repo();
+    let server = TestServer::start_with(settings(repo.path(), None)).await;
+    let (code, body) = server
+        .post_json("/deploy", &json!({"model_id": "nope"}))
+        .await;
+    assert_eq!(code, 404, "{body}");
+    server.stop().await;
+    let db = format!(
+        "sqlite://{}",
+        repo.path().join(".ferroserve/ferroserve.db").display()
+    );
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM model_settings WHERE model = 'nope'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0);
+    pool.close().await;
 }
 
 /// With the database down the log's buffer fills: the entries past it are dropped

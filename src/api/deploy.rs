@@ -61,6 +61,8 @@ pub async fn deploy(
         })
         .await;
     }
+    // Refused before anything is recorded, as in a worker.
+    sources.deployable_dir(&request.model)?;
     let runtime = tokio::runtime::Handle::current();
     let summary = run_locked(deadline, "the deployment", move |_| {
         // Recorded before it takes effect, so that after a restart the deployment

@@ -356,19 +356,27 @@ fn check_still_served(
     model: &str,
     version: u64,
 ) -> Result<(), ApiError> {
-    use crate::manager::{ResolveError, VersionRequest};
+    use crate::manager::{ResolveError, VersionRequest, VersionState};
+    // A model deployed in a worker is served there, not here.
+    if state.workers.get().and_then(|w| w.status(model)).is_some() {
+        return Ok(());
+    }
     match state
         .manager
         .resolve(model, &VersionRequest::Specific(version))
     {
-        Err(ResolveError::VersionNotFound { .. } | ResolveError::ModelNotFound(_)) => {
-            Err(ApiError::NotFound(format!(
-                "the model training job {key:?} saved ({model:?} version {version}) is \
+        Err(
+            ResolveError::VersionNotFound {
+                state: None | Some(VersionState::End),
+                ..
+            }
+            | ResolveError::ModelNotFound(_),
+        ) => Err(ApiError::NotFound(format!(
+            "the model training job {key:?} saved ({model:?} version {version}) is \
                  not served any more: a later version replaced it (a version_policy that \
                  serves the newest only; version_policy = \"all\" in its config.toml keeps \
                  every version) or it was removed; use the newest training job's id"
-            )))
-        }
+        ))),
         _ => Ok(()),
     }
 }

@@ -155,7 +155,7 @@ pub async fn predictions(
         .predictions(model, &q)
         .await
         .map_err(ApiError::from)?;
-    if rows.is_empty() {
+    if rows.is_empty() && q.since_ms.is_none() && q.until_ms.is_none() {
         known(state, model)?;
     }
     let mut body = String::new();
