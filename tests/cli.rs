@@ -186,6 +186,25 @@ async fn models_upload_predict_and_status_with_exit_codes() {
         .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+    // An output that is no plain file (here the standard output's device) is
+    // written in place.
+    let (code, out) = run(cli(
+        &url,
+        &[
+            "predict",
+            "iris",
+            "--input",
+            &dir.path().join("rows.csv").display().to_string(),
+            "--output",
+            "/dev/stdout",
+        ],
+    ))
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("\"prediction\""), "{out}");
+    // `.` and `..` are no names.
+    let (code, out) = run(cli(&url, &["models", "load", ".."])).await;
+    assert_eq!(code, 1, "{out}");
     // A directory is no model file: exit 1 (the server was never asked).
     let (code, out) = run(cli(
         &url,

@@ -116,14 +116,18 @@ impl Client {
     }
 
     /// A model name or job id as one path segment: percent-encoded, so that a
-    /// `/`, `?`, `#` or `..` in it names that text, never another route or model.
-    pub fn segment(text: &str) -> String {
+    /// `/`, `?` or `#` in it names that text, never another route or model. `.`
+    /// and `..` alone are refused: URLs read them as path steps even encoded.
+    pub fn segment(text: &str) -> anyhow::Result<String> {
         const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
             .remove(b'-')
             .remove(b'_')
-            .remove(b'~');
-        // `.` is encoded too: `.` and `..` alone would be read as path steps.
-        percent_encoding::utf8_percent_encode(text, KEEP).to_string()
+            .remove(b'~')
+            .remove(b'.');
+        if text.is_empty() || text == "." || text == ".." {
+            anyhow::bail!("{text:?} is no model name or job id");
+        }
+        Ok(percent_encoding::utf8_percent_encode(text, KEEP).to_string())
     }
 
     /// Sends a request (the token added); a JSON answer, or the error's class.

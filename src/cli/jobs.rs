@@ -117,7 +117,7 @@ pub async fn run(command: JobsCommand) -> anyhow::Result<i32> {
         JobsCommand::Status { id, connection } => {
             let client = Client::new(&connection, Duration::from_secs(30))?;
             let job = client
-                .get(&format!("/v1/jobs/{}", Client::segment(&id)))
+                .get(&format!("/v1/jobs/{}", Client::segment(&id)?))
                 .await?;
             println!("{}", serde_json::to_string_pretty(&job)?);
             Ok(0)
@@ -130,7 +130,7 @@ pub async fn run(command: JobsCommand) -> anyhow::Result<i32> {
             let client = Client::new(&connection, Duration::from_secs(30))?;
             let job = client
                 .post(
-                    &format!("/v1/jobs/{}/cancel", Client::segment(&id)),
+                    &format!("/v1/jobs/{}/cancel", Client::segment(&id)?),
                     &Value::Null,
                 )
                 .await?;
@@ -152,7 +152,7 @@ async fn follow(client: &Client, id: &str) -> anyhow::Result<i32> {
     );
     loop {
         let job = client
-            .get(&format!("/v1/jobs/{}", Client::segment(id)))
+            .get(&format!("/v1/jobs/{}", Client::segment(id)?))
             .await?;
         let progress = &job["progress"];
         if let Some(f) = progress["fraction"].as_f64() {

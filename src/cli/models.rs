@@ -208,7 +208,7 @@ pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
             let client = Client::new(&connection, timeout)?;
             client
                 .post(
-                    &format!("/v2/repository/models/{}/load", Client::segment(&model)),
+                    &format!("/v2/repository/models/{}/load", Client::segment(&model)?),
                     &json!({}),
                 )
                 .await?;
@@ -218,7 +218,7 @@ pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
             let client = Client::new(&connection, timeout)?;
             client
                 .post(
-                    &format!("/v2/repository/models/{}/unload", Client::segment(&model)),
+                    &format!("/v2/repository/models/{}/unload", Client::segment(&model)?),
                     &json!({}),
                 )
                 .await?;
@@ -244,7 +244,7 @@ pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
             }
             let client = Client::new(&connection, timeout)?;
             client
-                .delete(&format!("/delete_model/{}", Client::segment(&model)))
+                .delete(&format!("/delete_model/{}", Client::segment(&model)?))
                 .await?;
             eprintln!("model {model} deleted");
         }
@@ -382,13 +382,21 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<i32> {
     }
     // An --output file is written under a temporary name and renamed over the
     // file only once every row is answered: a failure leaves the old file whole.
-    let temp = args.output.as_deref().map(TempOutput::new).transpose()?;
-    let mut out: Box<dyn Write> = match &temp {
-        Some(t) => Box::new(std::io::BufWriter::new(
+    // Anything else (a device, a pipe, a link) is written as it is.
+    let temp = match &args.output {
+        Some(path) if is_plain_output(path) => Some(TempOutput::new(path)?),
+        _ => None,
+    };
+    let mut out: Box<dyn Write> = match (&temp, &args.output) {
+        (Some(t), _) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(&t.temp)
                 .with_context(|| format!("cannot create {}", t.temp.display()))?,
         )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+        (None, Some(path)) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        )),
+        (None, None) => Box::new(std::io::BufWriter::new(std::io::stdout())),
     };
     let client = Client::new(&args.connection, Duration::from_secs(600))?;
     let bar = progress_bar(
@@ -445,6 +453,15 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// Whether `path` is a plain file or none yet: one written under a temporary
+/// name and renamed (a device, a pipe or a symbolic link is written in place).
+fn is_plain_output(path: &Path) -> bool {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) => m.file_type().is_file(),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    }
+}
+
 /// `predict --output`'s file while it is written: `.<name>.<pid>.tmp` beside it,
 /// renamed over it by [`TempOutput::commit`], removed when dropped before that.
 struct TempOutput {
@@ -455,14 +472,8 @@ struct TempOutput {
 
 impl TempOutput {
     fn new(path: &Path) -> anyhow::Result<TempOutput> {
-        let name = path
-            .file_name()
+        let temp = crate::jobs::io::temp_path(path, &std::process::id().to_string())
             .with_context(|| format!("{} names no file", path.display()))?;
-        let temp = path.with_file_name(format!(
-            ".{}.{}.tmp",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
         Ok(TempOutput {
             temp,
             path: path.to_path_buf(),
