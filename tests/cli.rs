@@ -245,6 +245,9 @@ async fn models_upload_predict_and_status_with_exit_codes() {
     // Exit codes: usage 2, rejected 4, server failure 5, unreachable 3.
     let (code, _) = run(cli(&url, &["models", "frobnicate"])).await;
     assert_eq!(code, 2);
+    let (code, out) = run(cli("notaurl", &["status"])).await;
+    assert_eq!(code, 2, "a server that is no URL is a usage error: {out}");
+    assert!(out.contains("is no URL"), "{out}");
     let (code, out) = run(cli(&url, &["models", "status", "nope"])).await;
     assert_eq!(code, 4, "{out}");
     let (code, out) = run(cli(

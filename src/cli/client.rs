@@ -22,7 +22,8 @@ pub struct Connection {
         alias = "url",
         env = "FERROSERVE_URL",
         default_value = "http://127.0.0.1:8501",
-        value_name = "URL"
+        value_name = "URL",
+        value_parser = server_url
     )]
     pub url: String,
     /// Bearer token (the scope the command needs: management for changes, inference
@@ -38,6 +39,20 @@ pub struct Connection {
     /// PEM private key of --client-cert (unencrypted)
     #[arg(long, value_name = "FILE", requires = "client_cert")]
     pub client_key: Option<PathBuf>,
+}
+
+/// `--server`: an http or https URL of a server (a usage error otherwise, exit 2).
+fn server_url(text: &str) -> Result<String, String> {
+    match url::Url::parse(text) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+            Ok(text.to_string())
+        }
+        Ok(u) => Err(format!(
+            "{text:?} is no http:// or https:// URL of a server (scheme {:?})",
+            u.scheme()
+        )),
+        Err(e) => Err(format!("{text:?} is no URL: {e} (say http://HOST:PORT)")),
+    }
 }
 
 /// How a client command failed, for its exit code.
