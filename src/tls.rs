@@ -251,9 +251,33 @@ fn is_encrypted_key(pem: &[u8]) -> bool {
         || text.contains("Proc-Type: 4,ENCRYPTED")
 }
 
+/// Why `cert` is not valid at `now` (expired, or not yet valid), if it is not.
+fn validity_problem(cert: &CertificateDer<'_>, now: std::time::SystemTime) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let validity = parsed.validity();
+    let now = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_secs()).ok())?;
+    if now > validity.not_after.timestamp() {
+        Some(format!("the certificate expired at {}", validity.not_after))
+    } else if now < validity.not_before.timestamp() {
+        Some(format!(
+            "the certificate is not valid before {}",
+            validity.not_before
+        ))
+    } else {
+        None
+    }
+}
+
 fn build_configs(files: &TlsFiles, contents: &Contents) -> Result<Configs, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = certificates(&files.cert, &contents.cert)?;
+    if let Some(problem) = validity_problem(&chain[0], std::time::SystemTime::now()) {
+        // Served anyway (a renewed file is picked up when it changes), but said.
+        tracing::warn!(cert = %files.cert.display(), "{problem}: clients will refuse it");
+    }
     let key = PrivateKeyDer::from_pem_slice(&contents.key).map_err(|e| TlsError::Pem {
         path: files.key.clone(),
         what: "private key",
@@ -479,5 +503,31 @@ async fn accept_loop(
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert_valid(from: (i32, u8, u8), until: (i32, u8, u8)) -> CertificateDer<'static> {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
+        params.not_after = rcgen::date_time_ymd(until.0, until.1, until.2);
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn an_expired_or_future_certificate_is_named() {
+        let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let expired = cert_valid((2019, 1, 1), (2020, 1, 1));
+        let problem = validity_problem(&expired, now).unwrap();
+        assert!(problem.contains("expired"), "{problem}");
+        let future = cert_valid((2040, 1, 1), (2041, 1, 1));
+        let problem = validity_problem(&future, now).unwrap();
+        assert!(problem.contains("not valid before"), "{problem}");
+        let current = cert_valid((2020, 1, 1), (2040, 1, 1));
+        assert_eq!(validity_problem(&current, now), None);
     }
 }
