@@ -281,12 +281,22 @@ pub async fn connect(
         }
         DbKind::Postgres => {
             let options = PgConnectOptions::from_str(url).map_err(invalid)?;
-            let pool = PgPoolOptions::new()
+            let pool = match PgPoolOptions::new()
                 .max_connections(MAX_CONNECTIONS)
                 .acquire_timeout(timeout)
-                .connect_with(options)
+                .connect_with(options.clone())
                 .await
-                .map_err(unreachable)?;
+            {
+                Ok(pool) => pool,
+                Err(e) => {
+                    let why = why_not(
+                        e,
+                        <sqlx::PgConnection as sqlx::Connection>::connect_with(&options),
+                    )
+                    .await;
+                    return Err(unreachable(why));
+                }
+            };
             Pool::Postgres(pool)
         }
         DbKind::MySql => {
@@ -295,16 +305,42 @@ pub async fn connect(
                 None => Cow::Borrowed(url),
             };
             let options = MySqlConnectOptions::from_str(&url).map_err(invalid)?;
-            let pool = MySqlPoolOptions::new()
+            let pool = match MySqlPoolOptions::new()
                 .max_connections(MAX_CONNECTIONS)
                 .acquire_timeout(timeout)
-                .connect_with(options)
+                .connect_with(options.clone())
                 .await
-                .map_err(unreachable)?;
+            {
+                Ok(pool) => pool,
+                Err(e) => {
+                    let why = why_not(
+                        e,
+                        <sqlx::MySqlConnection as sqlx::Connection>::connect_with(&options),
+                    )
+                    .await;
+                    return Err(unreachable(why));
+                }
+            };
             Pool::MySql(pool)
         }
     };
     Ok((pool, kind, shown))
+}
+
+/// Why a pool could not connect: a pool that timed out says only that, so one
+/// direct connection (given 2 s) tells the cause (refused, unknown host, bad
+/// password); otherwise the pool's own error.
+async fn why_not<C, F>(pool_error: sqlx::Error, direct: F) -> sqlx::Error
+where
+    F: std::future::Future<Output = Result<C, sqlx::Error>>,
+{
+    if !matches!(pool_error, sqlx::Error::PoolTimedOut) {
+        return pool_error;
+    }
+    match tokio::time::timeout(Duration::from_secs(2), direct).await {
+        Ok(Err(cause)) => cause,
+        Ok(Ok(_)) | Err(_) => pool_error,
+    }
 }
 
 /// No database may be attached to this connection (a job's query names a file
