@@ -202,6 +202,51 @@ async fn models_upload_predict_and_status_with_exit_codes() {
     .await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("\"prediction\""), "{out}");
+    // Through a link to a file, a failed predict leaves the file whole too, and
+    // the link stays a link.
+    let target = dir.path().join("target.jsonl");
+    let link = dir.path().join("link.jsonl");
+    std::fs::write(&target, "ORIGINAL\n").unwrap();
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let (code, out) = run(cli(
+        &url,
+        &[
+            "predict",
+            "no_such_model",
+            "--input",
+            &dir.path().join("rows.csv").display().to_string(),
+            "--output",
+            &link.display().to_string(),
+        ],
+    ))
+    .await;
+    assert_eq!(code, 4, "{out}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "ORIGINAL\n");
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    // ... and a successful one replaces the link's target.
+    let (code, out) = run(cli(
+        &url,
+        &[
+            "predict",
+            "iris",
+            "--input",
+            &dir.path().join("rows.csv").display().to_string(),
+            "--output",
+            &link.display().to_string(),
+        ],
+    ))
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(std::fs::read_to_string(&target)
+        .unwrap()
+        .contains("\"prediction\""));
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
     // `.` and `..` are no names.
     let (code, out) = run(cli(&url, &["models", "load", ".."])).await;
     assert_eq!(code, 1, "{out}");
@@ -360,6 +405,26 @@ async fn serve_writes_its_pid_file_and_stop_ends_it() {
     again.arg("stop").arg("--pid-file").arg(&pid_file);
     let (code, out) = run(again).await;
     assert_eq!(code, 0, "{out}");
+
+    // A server started through a link under another name is a ferroserve server.
+    let renamed = dir.path().join("fsrv");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_ferroserve"), &renamed).unwrap();
+    let rest2 = format!("127.0.0.1:{}", free_port());
+    let via_link = serve(&rest2);
+    let mut c = Command::new(&renamed);
+    c.args(via_link.get_args());
+    let mut server = ChildServer::start(c, rest2.parse().unwrap()).await;
+    let waiter = std::thread::spawn(move || {
+        let code = server.wait_exit(Duration::from_secs(60));
+        (code, server)
+    });
+    let mut stop = Command::new(env!("CARGO_BIN_EXE_ferroserve"));
+    stop.arg("stop").arg("--pid-file").arg(&pid_file);
+    let (code, out) = run(stop).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("stopped"), "{out}");
+    let (exit, _server) = waiter.join().unwrap();
+    assert_eq!(exit, Some(0));
 
     // A pid file naming a ferroserve that is no server (a client waiting on its
     // input) makes stop signal nothing, and the file is left to its owner.

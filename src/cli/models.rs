@@ -380,23 +380,27 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<i32> {
     if rows.is_empty() {
         bail!("{} holds no rows", args.input.display());
     }
-    // An --output file is written under a temporary name and renamed over the
-    // file only once every row is answered: a failure leaves the old file whole.
-    // Anything else (a device, a pipe, a link) is written as it is.
-    let temp = match &args.output {
-        Some(path) if is_plain_output(path) => Some(TempOutput::new(path)?),
+    // An --output file (a link's target for a link) is written under a temporary
+    // name and renamed over it only once every row is answered: a failure leaves
+    // the old file whole. A device or a pipe is written as it is, never truncated;
+    // `-` and /dev/stdout are the standard output.
+    let output = args.output.as_deref().map(output_target).transpose()?;
+    let temp = match &output {
+        Some(Output::File(path)) => Some(TempOutput::new(path)?),
         _ => None,
     };
-    let mut out: Box<dyn Write> = match (&temp, &args.output) {
+    let mut out: Box<dyn Write> = match (&temp, &output) {
         (Some(t), _) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(&t.temp)
                 .with_context(|| format!("cannot create {}", t.temp.display()))?,
         )),
-        (None, Some(path)) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path)
-                .with_context(|| format!("cannot create {}", path.display()))?,
+        (None, Some(Output::Special(path))) => Box::new(std::io::BufWriter::new(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .with_context(|| format!("cannot open {}", path.display()))?,
         )),
-        (None, None) => Box::new(std::io::BufWriter::new(std::io::stdout())),
+        _ => Box::new(std::io::BufWriter::new(std::io::stdout())),
     };
     let client = Client::new(&args.connection, Duration::from_secs(600))?;
     let bar = progress_bar(
@@ -453,12 +457,41 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// Whether `path` is a plain file or none yet: one written under a temporary
-/// name and renamed (a device, a pipe or a symbolic link is written in place).
-fn is_plain_output(path: &Path) -> bool {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) => m.file_type().is_file(),
-        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+/// Where `predict --output` writes.
+enum Output {
+    /// A plain file, or none yet: written under a temporary name and renamed.
+    File(PathBuf),
+    /// A device or a pipe: written as it is.
+    Special(PathBuf),
+    /// The standard output (`-`, /dev/stdout).
+    Stdout,
+}
+
+fn output_target(path: &Path) -> anyhow::Result<Output> {
+    let given = path.as_os_str();
+    if given == "-" || given == "/dev/stdout" || given == "/dev/fd/1" || given == "/proc/self/fd/1"
+    {
+        return Ok(Output::Stdout);
+    }
+    // A link is followed: its target is the file replaced or created (the link
+    // stays).
+    let target = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => match std::fs::canonicalize(path) {
+            Ok(target) => target,
+            Err(_) => {
+                let link = std::fs::read_link(path)
+                    .with_context(|| format!("cannot read the link {}", path.display()))?;
+                path.parent().unwrap_or(Path::new(".")).join(link)
+            }
+        },
+        _ => path.to_path_buf(),
+    };
+    match std::fs::metadata(&target) {
+        Ok(m) if m.is_file() => Ok(Output::File(target)),
+        Ok(m) if m.is_dir() => anyhow::bail!("{} is a directory", path.display()),
+        Ok(_) => Ok(Output::Special(target)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Output::File(target)),
+        Err(e) => Err(e).with_context(|| format!("cannot use {}", path.display())),
     }
 }
 

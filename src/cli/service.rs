@@ -37,7 +37,12 @@ fn is_ferroserve(pid: u32) -> bool {
         .and_then(|n| n.to_str())
         .unwrap_or_default()
         .to_string();
-    (name == "ferroserve" && args.next() == Some(b"serve".as_slice()))
+    // This very binary under another name (a link, a copy renamed) is one too.
+    let same_binary = || {
+        let theirs = std::fs::read_link(format!("/proc/{pid}/exe"));
+        matches!((theirs, std::env::current_exe()), (Ok(a), Ok(b)) if a == b)
+    };
+    ((name == "ferroserve" || same_binary()) && args.next() == Some(b"serve".as_slice()))
         || name == crate::tfs_flags::TFS_BINARY
 }
 
