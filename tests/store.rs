@@ -656,6 +656,8 @@ fn an_unreachable_database_stops_the_start() {
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
     assert!(!stderr.contains("topsecret"), "{stderr}");
+    // Why, not the pool's "timed out waiting for a connection".
+    assert!(stderr.contains("refused"), "{stderr}");
 }
 
 /// `ferroserve db status` reports what it finds; `db migrate` brings the schema up.
