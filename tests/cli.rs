@@ -162,22 +162,20 @@ async fn models_upload_predict_and_status_with_exit_codes() {
             .collect();
         assert_eq!(got, labels, "{input}");
     }
+    // `predict MODEL --input rows.csv --output OUTPUT`: its exit code and output.
+    let rows_csv = dir.path().join("rows.csv").display().to_string();
+    let predict_into = |model: &'static str, output: String| {
+        let c = cli(
+            &url,
+            &["predict", model, "--input", &rows_csv, "--output", &output],
+        );
+        run(c)
+    };
     // A failed predict (an unknown model) leaves an existing output file whole,
     // and no temporary file beside it.
     let output = dir.path().join("rows.csv.out");
     let before = std::fs::read_to_string(&output).unwrap();
-    let (code, out) = run(cli(
-        &url,
-        &[
-            "predict",
-            "no_such_model",
-            "--input",
-            &dir.path().join("rows.csv").display().to_string(),
-            "--output",
-            &output.display().to_string(),
-        ],
-    ))
-    .await;
+    let (code, out) = predict_into("no_such_model", output.display().to_string()).await;
     assert_eq!(code, 4, "{out}");
     assert_eq!(std::fs::read_to_string(&output).unwrap(), before);
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
@@ -188,18 +186,7 @@ async fn models_upload_predict_and_status_with_exit_codes() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
     // An output that is no plain file (here the standard output's device) is
     // written in place.
-    let (code, out) = run(cli(
-        &url,
-        &[
-            "predict",
-            "iris",
-            "--input",
-            &dir.path().join("rows.csv").display().to_string(),
-            "--output",
-            "/dev/stdout",
-        ],
-    ))
-    .await;
+    let (code, out) = predict_into("iris", "/dev/stdout".to_string()).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("\"prediction\""), "{out}");
     // Through a link to a file, a failed predict leaves the file whole too, and
@@ -208,18 +195,7 @@ async fn models_upload_predict_and_status_with_exit_codes() {
     let link = dir.path().join("link.jsonl");
     std::fs::write(&target, "ORIGINAL\n").unwrap();
     std::os::unix::fs::symlink(&target, &link).unwrap();
-    let (code, out) = run(cli(
-        &url,
-        &[
-            "predict",
-            "no_such_model",
-            "--input",
-            &dir.path().join("rows.csv").display().to_string(),
-            "--output",
-            &link.display().to_string(),
-        ],
-    ))
-    .await;
+    let (code, out) = predict_into("no_such_model", link.display().to_string()).await;
     assert_eq!(code, 4, "{out}");
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "ORIGINAL\n");
     assert!(std::fs::symlink_metadata(&link)
@@ -227,18 +203,7 @@ async fn models_upload_predict_and_status_with_exit_codes() {
         .file_type()
         .is_symlink());
     // ... and a successful one replaces the link's target.
-    let (code, out) = run(cli(
-        &url,
-        &[
-            "predict",
-            "iris",
-            "--input",
-            &dir.path().join("rows.csv").display().to_string(),
-            "--output",
-            &link.display().to_string(),
-        ],
-    ))
-    .await;
+    let (code, out) = predict_into("iris", link.display().to_string()).await;
     assert_eq!(code, 0, "{out}");
     assert!(std::fs::read_to_string(&target)
         .unwrap()

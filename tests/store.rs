@@ -894,17 +894,7 @@ async fn a_refused_deploy_leaves_no_row() {
         .await;
     assert_eq!(code, 404, "{body}");
     server.stop().await;
-    let db = format!(
-        "sqlite://{}",
-        repo.path().join(".ferroserve/ferroserve.db").display()
-    );
-    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM model_settings WHERE model = 'nope'")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(rows, 0);
-    pool.close().await;
+    assert_eq!(common::stored_settings_rows(repo.path(), "nope").await, 0);
 }
 
 /// With the database down the log's buffer fills: the entries past it are dropped

@@ -210,17 +210,7 @@ async fn the_old_workflow_runs_in_a_worker_process() {
     );
     assert_eq!(deploy(&server, json!({"model_id": "nope"})).await.0, 404);
     // ... and leaves no row behind in the store.
-    let db = format!(
-        "sqlite://{}",
-        repo.path().join(".ferroserve/ferroserve.db").display()
-    );
-    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM model_settings WHERE model = 'nope'")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(rows, 0);
-    pool.close().await;
+    assert_eq!(common::stored_settings_rows(repo.path(), "nope").await, 0);
 
     // Deploy: the old service's answer, a process of its own on a port of the range.
     let (code, answer) = deploy(

@@ -352,3 +352,20 @@ pub fn tree(dir: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// How many `model_settings` rows the default SQLite store of `repo`
+/// (`<repo>/.ferroserve/ferroserve.db`) holds for `model`.
+pub async fn stored_settings_rows(repo: &Path, model: &str) -> i64 {
+    let db = format!(
+        "sqlite://{}",
+        repo.join(".ferroserve/ferroserve.db").display()
+    );
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM model_settings WHERE model = ?")
+        .bind(model)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    rows
+}
