@@ -842,7 +842,24 @@ async fn without_cgroups_the_rss_watchdog_enforces_the_memory_limit() {
         "hog",
         "tests/fixtures/onnx/memory_hog/model.onnx",
     );
-    let server = start_server(repo.path(), port_range(20), &["--worker-cgroups", "false"]).await;
+    std::fs::write(
+        repo.path().join("hog/config.toml"),
+        "feature_names = [\"mib\"]\n",
+    )
+    .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("big.csv"), "mib\n8000\n").unwrap();
+    let server = start_server(
+        repo.path(),
+        port_range(20),
+        &[
+            "--worker-cgroups",
+            "false",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+        ],
+    )
+    .await;
     let (code, hog) = deploy(
         &server,
         json!({"model_id": "hog", "resources": {"memory_limit": "256Mi", "cpu_limit": "1"}}),
@@ -877,6 +894,26 @@ async fn without_cgroups_the_rss_watchdog_enforces_the_memory_limit() {
         body["error"].as_str().unwrap().contains("out of memory"),
         "{body}"
     );
+    // A scoring job's batch the worker has no memory for fails the job at once:
+    // the same batch would only fail again (a restarting worker is waited for).
+    let started = Instant::now();
+    let (code, job) = post(
+        server.url("/v1/jobs"),
+        &json!({"kind": "score", "spec": {
+            "model": "hog", "source": {"path": "big.csv"}, "sink": {"path": "out.csv"},
+            "batch_size": 1,
+        }}),
+    )
+    .await;
+    assert_eq!(code, 202, "{job}");
+    let done = wait_job(&server, job["job_id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "failed", "{done}");
+    assert!(
+        done["error"].as_str().unwrap().contains("out of memory"),
+        "{done}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20), "{done}");
+    assert!(!data.path().join("out.csv").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

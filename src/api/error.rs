@@ -1,6 +1,10 @@
 use crate::inference::JobError;
 use crate::manager::ResolveError;
 
+/// How the message of an [`ApiError::OutOfMemory`] begins (the backends' own
+/// `BackendError::OutOfMemory` display).
+pub const OUT_OF_MEMORY: &str = "out of memory";
+
 /// Every way an operation can fail, in terms a client understands. Each adapter
 /// maps it to its status codes in one exhaustive `match`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -28,6 +32,12 @@ pub enum ApiError {
     /// The model exists but cannot serve now: loading, failed, shutting down (503, UNAVAILABLE).
     #[error("{0}")]
     Unavailable(String),
+    /// The runtime could not allocate the memory the request needs (503,
+    /// UNAVAILABLE): the server's limit, not the client's fault, and the same
+    /// request alone may fit once other batches are done. The message begins with
+    /// [`OUT_OF_MEMORY`], which is how a worker's answer is read back as this.
+    #[error("{0}")]
+    OutOfMemory(String),
     /// The request's deadline passed (504, DEADLINE_EXCEEDED).
     #[error("{0}")]
     DeadlineExceeded(String),
@@ -51,6 +61,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::ResourceExhausted(_) => "resource_exhausted",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::OutOfMemory(_) => "out_of_memory",
             ApiError::DeadlineExceeded(_) => "deadline_exceeded",
             ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::Internal(_) => "internal",

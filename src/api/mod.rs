@@ -19,7 +19,7 @@ pub mod upload;
 
 use std::sync::Arc;
 
-pub use error::ApiError;
+pub use error::{ApiError, OUT_OF_MEMORY};
 pub use metadata::{model_metadata, ModelMetadata};
 pub use predict::{admit, predict, predict_on, PredictRequest, PredictResponse};
 pub use status::{model_status, VersionStatus};

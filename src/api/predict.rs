@@ -288,7 +288,7 @@ async fn run(
         Err(e @ BatchError::ShutDown) => return Err(ApiError::Unavailable(e.to_string())),
         Err(BatchError::InvalidInput(m)) => return Err(ApiError::InvalidArgument(m)),
         Err(BatchError::Internal(m)) => return Err(ApiError::Internal(m)),
-        Err(BatchError::OutOfMemory(m)) => return Err(ApiError::Unavailable(m)),
+        Err(BatchError::OutOfMemory(m)) => return Err(ApiError::OutOfMemory(m)),
     };
     handle
         .pipeline

@@ -180,7 +180,7 @@ pub fn status_code(e: &ApiError) -> StatusCode {
         ApiError::Conflict(_) => StatusCode::CONFLICT,
         ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         ApiError::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
-        ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ApiError::Unavailable(_) | ApiError::OutOfMemory(_) => StatusCode::SERVICE_UNAVAILABLE,
         ApiError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
         ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -198,6 +198,9 @@ pub fn error_of_status(status: StatusCode, message: String) -> ApiError {
         StatusCode::CONFLICT => ApiError::Conflict(message),
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(message),
         StatusCode::TOO_MANY_REQUESTS => ApiError::ResourceExhausted(message),
+        StatusCode::SERVICE_UNAVAILABLE if message.starts_with(crate::api::OUT_OF_MEMORY) => {
+            ApiError::OutOfMemory(message)
+        }
         StatusCode::SERVICE_UNAVAILABLE => ApiError::Unavailable(message),
         StatusCode::GATEWAY_TIMEOUT => ApiError::DeadlineExceeded(message),
         StatusCode::REQUEST_TIMEOUT => ApiError::RequestTimeout(message),
@@ -441,12 +444,13 @@ mod tests {
             ApiError::PayloadTooLarge("m".into()),
             ApiError::ResourceExhausted("m".into()),
             ApiError::Unavailable("m".into()),
+            ApiError::OutOfMemory("out of memory: m".into()),
             ApiError::DeadlineExceeded("m".into()),
             ApiError::RequestTimeout("m".into()),
             ApiError::Internal("m".into()),
         ];
         for e in all {
-            let back = error_of_status(status_code(&e), "m".into());
+            let back = error_of_status(status_code(&e), e.to_string());
             assert_eq!(
                 std::mem::discriminant(&back),
                 std::mem::discriminant(&e),

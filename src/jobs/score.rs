@@ -505,13 +505,12 @@ fn predict(
             Ok(outputs) => return Ok(outputs),
             Err(ApiError::ResourceExhausted(_)) => std::thread::sleep(FULL_QUEUE_BACKOFF),
             // A worker restarting is waited for; one out of memory for this batch
-            // would only be asked the same again.
+            // (`ApiError::OutOfMemory`) would only be asked the same again.
             Err(ApiError::Unavailable(m))
-                if !m.starts_with("out of memory")
-                    && unavailable_since
-                        .get_or_insert_with(std::time::Instant::now)
-                        .elapsed()
-                        < WORKER_WAIT
+                if unavailable_since
+                    .get_or_insert_with(std::time::Instant::now)
+                    .elapsed()
+                    < WORKER_WAIT
                     && deployed_in_worker(&ctx.state, &plan.model).is_some() =>
             {
                 tracing::debug!(model = %plan.model, "scoring waits for the worker: {m}");

@@ -21,6 +21,8 @@ pub struct CsvSource {
     columns: Vec<String>,
     size: u64,
     record: csv::StringRecord,
+    /// The line the last record read began on (a quoted cell may span lines).
+    last_line: u64,
     name: String,
 }
 
@@ -49,6 +51,7 @@ impl CsvSource {
             columns,
             size,
             record: csv::StringRecord::new(),
+            last_line: 1,
             name: spec.name.clone(),
         })
     }
@@ -75,6 +78,9 @@ impl Source for CsvSource {
             match self.reader.read_record(&mut self.record) {
                 Ok(false) => break,
                 Ok(true) => {
+                    if let Some(p) = self.record.position() {
+                        self.last_line = p.line();
+                    }
                     if rows.len() == n {
                         rows.push(Vec::with_capacity(self.record.len()));
                     }
@@ -116,7 +122,7 @@ impl Source for CsvSource {
     }
 
     fn describe_position(&self) -> String {
-        format!("{:?} line {}", self.name, self.reader.position().line())
+        format!("{:?} line {}", self.name, self.last_line)
     }
 }
 
@@ -368,5 +374,33 @@ impl Drop for FileSink {
         if !self.temp.as_os_str().is_empty() {
             let _ = std::fs::remove_file(&self.temp);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::spec::{CsvOptions, FileFormat};
+
+    #[test]
+    fn a_csv_source_names_the_line_its_last_row_began_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.csv");
+        std::fs::write(&path, "id,text\n1,a\n2,\"two\nlines\"\n3,c\n").unwrap();
+        let spec = FileSpec {
+            path,
+            name: "in.csv".into(),
+            format: FileFormat::Csv,
+            csv: CsvOptions::default(),
+        };
+        let mut source = CsvSource::open(&spec).unwrap();
+        let mut rows = Vec::new();
+        assert_eq!(source.next_batch_into(1, &mut rows).unwrap(), 1);
+        assert_eq!(source.describe_position(), "\"in.csv\" line 2");
+        assert_eq!(source.next_batch_into(1, &mut rows).unwrap(), 1);
+        assert_eq!(source.describe_position(), "\"in.csv\" line 3");
+        // The last row, then the end: still the last row's line.
+        assert_eq!(source.next_batch_into(5, &mut rows).unwrap(), 1);
+        assert_eq!(source.describe_position(), "\"in.csv\" line 5");
     }
 }
