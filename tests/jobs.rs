@@ -819,7 +819,11 @@ async fn restart_fails_the_running_job_and_runs_the_queued_one() {
             .unwrap();
         assert_eq!(row.get::<String, _>(0), "failed");
         assert!(row.get::<String, _>(1).contains("interrupted by restart"));
-        sqlx::query("UPDATE jobs SET state = 'running', error = NULL WHERE id = ?")
+        // As a killed process leaves it: a stage and rows written by then.
+        let progress = json!({"stage": "scoring", "rows_read": 16, "rows_written": 16,
+                              "elapsed_ms": 5, "remaining_ms": 900});
+        sqlx::query("UPDATE jobs SET state = 'running', error = NULL, progress = ? WHERE id = ?")
+            .bind(progress.to_string())
             .bind(&running)
             .execute(&pool)
             .await
@@ -838,6 +842,11 @@ async fn restart_fails_the_running_job_and_runs_the_queued_one() {
     let (_, job) = server.get(&format!("/v1/jobs/{running}")).await;
     assert_eq!(job["state"], "failed", "{job}");
     assert_eq!(job["error"], "interrupted by restart", "{job}");
+    // Its progress says how it ended: nothing of its output is kept.
+    assert_eq!(job["progress"]["stage"], "failed", "{job}");
+    assert_eq!(job["progress"]["rows_read"], 16, "{job}");
+    assert_eq!(job["progress"]["rows_written"], 0, "{job}");
+    assert!(job["progress"].get("remaining_ms").is_none(), "{job}");
     assert!(!left.exists(), "the interrupted job's output is discarded");
     assert!(other.exists());
     let job = finished(&server, &queued).await;

@@ -350,6 +350,7 @@ async fn parquet_problems_fail_clearly_and_a_cancel_leaves_no_file() {
     })
     .await;
     assert!(job["progress"]["rows_read"].as_u64().unwrap() < 200_000);
+    assert_eq!(job["progress"]["rows_written"], 0, "{job}");
     assert_eq!(
         dir_entries(&env.data),
         ["big.csv", "dates.parquet", "garbage.parquet"]
@@ -720,10 +721,13 @@ async fn score_a_mariadb_query_into_a_mariadb_table() {
         .await;
         let job = finished(&server, &id).await;
         assert_eq!(job["state"], "failed", "{job}");
+        // It had got past its first batches, and says that it wrote nothing.
         assert!(
-            job["progress"]["rows_written"].as_u64().unwrap() >= 32,
+            job["progress"]["rows_read"].as_u64().unwrap() >= 32,
             "{job}"
         );
+        assert_eq!(job["progress"]["rows_written"], 0, "{job}");
+        assert_eq!(job["progress"]["stage"], "failed", "{job}");
         assert_eq!(read().await.len(), 240, "{mode}");
     }
     // A source's session is read only: a query that writes fails, changing nothing.

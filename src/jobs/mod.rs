@@ -580,11 +580,7 @@ impl Jobs {
         let finished_ms = now_ms();
         let end = |v: &mut JobView| {
             v.state = state;
-            v.progress.stage = state.as_str().into();
-            if state == JobState::Succeeded {
-                v.progress.fraction = Some(1.0);
-                v.progress.remaining_ms = Some(0);
-            }
+            v.settle_progress();
             v.result = result.clone();
             v.error = error.clone();
             v.finished_ms = Some(finished_ms);

@@ -92,7 +92,7 @@ pub struct JobView {
 
 impl JobView {
     pub fn from_row(row: JobRow) -> JobView {
-        JobView {
+        let mut view = JobView {
             state: JobState::parse(&row.state).unwrap_or(JobState::Failed),
             spec: serde_json::from_str(&row.spec).unwrap_or(serde_json::Value::Null),
             progress: serde_json::from_str(&row.progress).unwrap_or_default(),
@@ -104,6 +104,31 @@ impl JobView {
             created_ms: row.created_ms,
             started_ms: row.started_ms,
             finished_ms: row.finished_ms,
+        };
+        // A job another replica (or the last run) left running and that was
+        // marked interrupted in the store kept its last progress there.
+        view.settle_progress();
+        view
+    }
+
+    /// Makes a finished job's progress say how it ended: the stage is its state,
+    /// and a job that did not succeed wrote nothing (its output was discarded:
+    /// a temporary file removed, a transaction rolled back), whatever it had
+    /// written before it ended.
+    pub fn settle_progress(&mut self) {
+        if !self.state.is_finished() {
+            return;
+        }
+        self.progress.stage = self.state.as_str().into();
+        match self.state {
+            JobState::Succeeded => {
+                self.progress.fraction = Some(1.0);
+                self.progress.remaining_ms = Some(0);
+            }
+            _ => {
+                self.progress.rows_written = 0;
+                self.progress.remaining_ms = None;
+            }
         }
     }
 }
