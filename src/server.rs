@@ -203,6 +203,7 @@ pub async fn run(
         let supervisor = crate::workers::Supervisor::new(config, Some(store.clone()))
             .context("cannot start the worker supervisor")?;
         let _ = state.workers.set(supervisor.clone());
+        supervisor.start_harvesting();
         let old_ports: std::collections::HashMap<String, u16> = store
             .workers()
             .await

@@ -1006,13 +1006,19 @@ async fn model_status(server: &ChildServer, model: &str) -> Value {
 }
 
 /// The main server's own version state changes of `model` (its audit trail, kept
-/// in memory: every load and unload in this process), at or after `since_ms`.
+/// in memory: every load and unload in this process, recorded by it, not by a
+/// worker), at or after `since_ms`.
 async fn in_process_states(server: &ChildServer, model: &str, since_ms: i64) -> Vec<Value> {
+    let main = format!(":{}", server.pid());
     model_status(server, model).await["recent_events"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|e| e["kind"] == "state" && e["at_ms"].as_i64().unwrap() >= since_ms)
+        .filter(|e| {
+            e["kind"] == "state"
+                && e["at_ms"].as_i64().unwrap() >= since_ms
+                && e["replica"].as_str().unwrap().ends_with(&main)
+        })
         .cloned()
         .collect()
 }
@@ -2054,4 +2060,95 @@ async fn a_stop_deployment_whose_client_leaves_still_ends_its_worker() {
     let status = model_status(&server, "iris").await;
     assert!(status["worker"].is_null(), "{status}");
     assert!(status["deployment"].is_null(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployed_models_log_and_events_reach_the_main_store_and_outlive_its_worker() {
+    let (_dir, repo) = scoring_repo();
+    let mut config = std::fs::read_to_string(repo.join("iris/config.toml")).unwrap();
+    config.push_str("[log]\nsample_rate = 1.0\n");
+    std::fs::write(repo.join("iris/config.toml"), config).unwrap();
+    let server = start_server(&repo, port_range(20), &[]).await;
+    let (code, answer) = deploy(&server, json!({"model_id": "iris"})).await;
+    assert_eq!(code, 200, "{answer}\n{}", server.log());
+    let port = answer["port"].as_u64().unwrap();
+    let worker_dir = repo.join(format!(".ferroserve/workers/iris-{port}"));
+    assert!(worker_dir.join("worker.db").is_file());
+    for row in [
+        [5.1, 3.5, 1.4, 0.2],
+        [6.2, 2.9, 4.3, 1.3],
+        [7.7, 3.0, 6.1, 2.3],
+    ] {
+        let (code, body) = post(
+            server.url("/v1/models/iris:predict"),
+            &json!({"instances": [row]}),
+        )
+        .await;
+        assert_eq!(code, 200, "{body}");
+    }
+    let logged = || async {
+        let (code, text) = send_text(server.url("/v1/models/iris/predictions")).await;
+        assert_eq!(code, 200, "{text}");
+        text.lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    // The worker logged them; within a few seconds they are the main server's.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let rows = loop {
+        let rows = logged().await;
+        if rows.len() == 3 || Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(rows.len(), 3, "{rows:?}\n{}", server.log());
+    assert_eq!(
+        rows[2]["inputs"]["input"],
+        json!([[7.7, 3.0, 6.1, 2.3]]),
+        "{rows:?}"
+    );
+    assert_eq!(rows[0]["version"], 1, "{rows:?}");
+    // So are the worker's version state changes, recorded by the worker.
+    let (code, history) = get(server.url("/v1/models/iris/history")).await;
+    assert_eq!(code, 200, "{history}");
+    let main = format!(":{}", server.pid());
+    let by_worker: Vec<&Value> = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "state" && !e["replica"].as_str().unwrap().ends_with(&main))
+        .collect();
+    assert!(
+        by_worker.iter().any(|e| e["detail"]["to"] == "AVAILABLE"),
+        "{history}"
+    );
+
+    // One more, then the deployment ends: its records are moved before its state
+    // directory goes, and stay.
+    let (code, body) = post(
+        server.url("/v1/models/iris:predict"),
+        &json!({"instances": [[5.9, 3.0, 5.1, 1.8]]}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = send(reqwest::Client::new().post(server.url("/stop_deployment/iris"))).await;
+    assert_eq!(code, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while worker_dir.exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!worker_dir.exists(), "{}", server.log());
+    let rows = logged().await;
+    assert_eq!(rows.len(), 4, "{rows:?}\n{}", server.log());
+    assert_eq!(
+        rows[3]["inputs"]["input"],
+        json!([[5.9, 3.0, 5.1, 1.8]]),
+        "{rows:?}"
+    );
+}
+
+async fn send_text(url: String) -> (u16, String) {
+    let r = reqwest::get(url).await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
 }

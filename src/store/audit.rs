@@ -120,6 +120,21 @@ impl Store {
         }
     }
 
+    /// Adds events another process recorded (a worker's) to the recent-events
+    /// memory, where they fall by time.
+    pub(super) fn remember_events(&self, events: &[Event]) {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        for event in events {
+            let list = recent.entry(event.model.clone()).or_default();
+            let at = list
+                .iter()
+                .position(|e| e.at_ms <= event.at_ms)
+                .unwrap_or(list.len());
+            list.insert(at, event.clone());
+            list.truncate(RECENT_EVENTS);
+        }
+    }
+
     /// The latest events of `model` known to this process, newest first (status).
     pub fn recent_events(&self, model: &str) -> Vec<Event> {
         let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
@@ -172,6 +187,22 @@ impl Store {
         before: Option<i64>,
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
+        self.query_events_in(model, before, limit, "DESC").await
+    }
+
+    /// The `limit` oldest events, oldest first (a worker's, moved into the main
+    /// server's store: `imports`).
+    pub(super) async fn oldest_events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.query_events_in(None, None, limit, "ASC").await
+    }
+
+    async fn query_events_in(
+        &self,
+        model: Option<&str>,
+        before: Option<i64>,
+        limit: usize,
+        order: &'static str,
+    ) -> Result<Vec<Event>, StoreError> {
         let mut sql = String::from(
             "SELECT id, at_ms, model, version, kind, detail, client, actor, replica FROM events",
         );
@@ -186,7 +217,7 @@ impl Store {
             sql.push_str(" WHERE ");
             sql.push_str(&clauses.join(" AND "));
         }
-        sql.push_str(&format!(" ORDER BY id DESC LIMIT {limit}"));
+        sql.push_str(&format!(" ORDER BY id {order} LIMIT {limit}"));
         let sql = self.sql(&sql).into_owned();
         let rows: Result<Vec<Event>, sqlx::Error> = on_pool!(&self.pool, p => {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(&*sql));
@@ -226,7 +257,7 @@ impl Store {
     }
 
     /// Inserts `events` in one transaction.
-    async fn insert_events(&self, events: &[Event]) -> Result<(), sqlx::Error> {
+    pub(super) async fn insert_events(&self, events: &[Event]) -> Result<(), sqlx::Error> {
         let sql = self.sql(
             "INSERT INTO events (at_ms, model, version, kind, detail, client, actor, replica) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

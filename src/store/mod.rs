@@ -23,6 +23,8 @@
 //!   that is not SQLite is reported and left as it is.
 
 mod audit;
+mod imports;
+pub use imports::MOVE_AT_ONCE;
 mod jobs;
 mod late;
 // Shared with `crate::jobs::io::sql`, which reads and writes the user's databases

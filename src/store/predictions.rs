@@ -177,11 +177,11 @@ pub(super) fn start_writer(
 
 /// A row ready to insert. Its text is shared (`Arc<str>`) or static, so that binding
 /// it to a statement, again when a failed batch is retried, copies nothing.
-struct Encoded {
+pub(super) struct Encoded {
     at_ms: i64,
     model: Arc<str>,
     version: u64,
-    protocol: &'static str,
+    protocol: Arc<str>,
     latency_us: i64,
     request_id: Arc<str>,
     inputs: Arc<str>,
@@ -275,7 +275,7 @@ fn encode(mut p: PendingPrediction) -> Encoded {
         at_ms: p.at_ms,
         model: p.model,
         version: p.version,
-        protocol: p.protocol,
+        protocol: p.protocol.into(),
         latency_us: p.latency_us,
         request_id: format!("{:032x}", p.request_id).into(),
         inputs: tensors_json(&mut p.inputs).into(),
@@ -292,7 +292,7 @@ impl Store {
     /// Inserts `rows` in one transaction, [`ROWS_PER_INSERT`] rows per statement:
     /// a statement's own cost (a round trip to SQLite's thread, or to the server)
     /// is what a row-per-statement insert spends most on.
-    async fn insert_predictions(&self, rows: &[Encoded]) -> Result<(), sqlx::Error> {
+    pub(super) async fn insert_predictions(&self, rows: &[Encoded]) -> Result<(), sqlx::Error> {
         on_pool!(&self.pool, p => {
             let mut tx = p.begin().await?;
             for chunk in rows.chunks(ROWS_PER_INSERT) {
@@ -311,7 +311,7 @@ impl Store {
                         .bind(r.at_ms)
                         .bind(r.model.clone())
                         .bind(r.version as i64)
-                        .bind(r.protocol)
+                        .bind(r.protocol.clone())
                         .bind(r.latency_us)
                         .bind(r.request_id.clone())
                         .bind(r.inputs.clone())
@@ -375,6 +375,39 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// The `limit` oldest rows of the log, with their ids, as they are stored (a
+    /// worker's log, moved into the main server's: `imports`).
+    pub(super) async fn oldest_predictions(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(i64, Encoded)>, sqlx::Error> {
+        let sql = format!(
+            "SELECT id, at_ms, model, version, protocol, latency_us, request_id, inputs, \
+             outputs FROM predictions ORDER BY id LIMIT {limit}"
+        );
+        on_pool!(&self.pool, p => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(&*sql)).fetch_all(p).await?;
+            rows.iter()
+                .map(|r| {
+                    let text = |column: &str| r.try_get::<String, _>(column).map(Arc::<str>::from);
+                    Ok((
+                        r.try_get("id")?,
+                        Encoded {
+                            at_ms: r.try_get("at_ms")?,
+                            model: text("model")?,
+                            version: r.try_get::<i64, _>("version")? as u64,
+                            protocol: text("protocol")?,
+                            latency_us: r.try_get("latency_us")?,
+                            request_id: text("request_id")?,
+                            inputs: text("inputs")?,
+                            outputs: text("outputs")?,
+                        },
+                    ))
+                })
+                .collect()
+        })
     }
 
     /// `model`'s logged predictions in time order (oldest first) within the query.
@@ -504,6 +537,6 @@ mod tests {
             (&*e.inputs, &*e.outputs),
             (r#"{"x":[[1.0]]}"#, r#"{"y":[[1.0]]}"#)
         );
-        assert_eq!((e.version, e.latency_us, e.protocol), (3, 1500, "v2"));
+        assert_eq!((e.version, e.latency_us, &*e.protocol), (3, 1500, "v2"));
     }
 }

@@ -65,6 +65,10 @@ pub struct WorkerArgs {
 /// its environment at start, so nothing it starts inherits it.
 pub const SUPERVISOR_TOKEN_ENV: &str = "FERROSERVE_SUPERVISOR_TOKEN";
 
+/// A worker's SQLite store, in its state directory: what it records (sampled
+/// predictions, its events) until the main server moves it into its own store.
+pub const STORE_FILE: &str = "worker.db";
+
 impl WorkerArgs {
     /// Takes the supervisor's token out of the environment (keeping only its hash).
     /// Called before any other thread starts: changing the environment is not
@@ -88,7 +92,7 @@ impl WorkerArgs {
             state_dir: Some(self.state_dir.clone()),
             database_url: Some(format!(
                 "sqlite://{}",
-                self.state_dir.join("worker.db").display()
+                self.state_dir.join(STORE_FILE).display()
             )),
             inference_threads: self.threads,
             max_concurrent_loads: Some(1),

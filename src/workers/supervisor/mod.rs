@@ -48,6 +48,11 @@ use crate::store::{Store, WorkerRow};
 mod process;
 mod supervise;
 
+/// How often a worker's sampled predictions and events move into the main store.
+const HARVEST_EVERY: Duration = Duration::from_secs(2);
+/// How long a worker's store may keep the mover waiting (it is busy writing).
+const HARVEST_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub use process::connect_ip;
 use process::{supervisor_token, Spawner};
 
@@ -128,6 +133,9 @@ pub struct Supervisor {
     store: Option<Arc<Store>>,
     /// Old workers draining after a redeploy; awaited at shutdown.
     draining: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Held while a worker's records move into the main store (`harvest`): one
+    /// mover at a time, so that no row is read twice.
+    harvesting: tokio::sync::Mutex<()>,
     /// This server's token for its own workers (random, made at start, never
     /// stored, logged or shown): each worker gets it in its environment and accepts
     /// it with every scope, so health checks, status reads and the main server's
@@ -160,6 +168,7 @@ impl Supervisor {
             client: super::forward::client(),
             store,
             draining: Mutex::new(Vec::new()),
+            harvesting: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -280,7 +289,7 @@ impl Supervisor {
                 // before it starts draining.
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 this.finish_slot(&old).await;
-                this.remove_state_dir(&old);
+                this.retire_state_dir(&old).await;
             });
             lock(&self.draining).push(handle);
         }
@@ -337,7 +346,7 @@ impl Supervisor {
         }
         self.finish_slot(&slot).await;
         metrics::gauge!("ferroserve_worker_up", "model" => model.to_string()).set(0.0);
-        self.remove_state_dir(&slot);
+        self.retire_state_dir(&slot).await;
         if let Some(store) = &self.store {
             if let Err(e) = store.forget_worker(model).await {
                 tracing::warn!(model, "the stopped worker stays in the store: {e}");
@@ -357,6 +366,11 @@ impl Supervisor {
         let draining: Vec<_> = lock(&self.draining).drain(..).collect();
         for handle in draining {
             let _ = handle.await;
+        }
+        // What they recorded up to their end is the main server's before it stops
+        // (their state stays, for the next start to restart them).
+        for slot in &slots {
+            self.harvest(slot).await;
         }
     }
 
@@ -507,18 +521,85 @@ impl Supervisor {
         slot.cgroups.remove();
     }
 
-    /// Removes a finished worker's state directory: its deployment is over or
-    /// replaced (a restart of the main server keeps it, to start the worker again
-    /// where it was).
-    fn remove_state_dir(&self, slot: &Slot) {
-        let dir = self.config.state_dir.join(format!(
+    /// A worker's own state directory (its store, its repository).
+    fn state_dir_of(&self, slot: &Slot) -> PathBuf {
+        self.config.state_dir.join(format!(
             "{}-{}",
             slot.model,
             slot.port.load(Ordering::Relaxed)
-        ));
+        ))
+    }
+
+    /// Removes a finished worker's state directory, once what its store recorded
+    /// is the main server's: its deployment is over or replaced (a restart of the
+    /// main server keeps it, to start the worker again where it was). Records that
+    /// cannot be moved now (the main store down) are kept, the directory with them.
+    async fn retire_state_dir(&self, slot: &Slot) {
+        if !self.harvest(slot).await {
+            tracing::warn!(
+                model = %slot.model,
+                dir = %self.state_dir_of(slot).display(),
+                "the stopped worker's prediction log and events could not be moved into \
+                 the metadata store; its state directory is kept"
+            );
+            return;
+        }
+        let dir = self.state_dir_of(slot);
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             tracing::debug!(dir = %dir.display(), "worker state not removed: {e}");
         }
+    }
+
+    /// Moves what `slot`'s worker recorded in its own store (sampled predictions,
+    /// its events) into the main server's store (`Store::take_records_from`).
+    /// Answers false when records are left there.
+    async fn harvest(&self, slot: &Slot) -> bool {
+        let Some(store) = &self.store else {
+            return true;
+        };
+        let db = self.state_dir_of(slot).join(super::worker::STORE_FILE);
+        let _one = self.harvesting.lock().await;
+        if !db.exists() {
+            return true;
+        }
+        let url = format!("sqlite://{}", db.display());
+        let from = match Store::open_for_status(&url, HARVEST_TIMEOUT).await {
+            Ok(from) => from,
+            Err(e) => {
+                tracing::debug!(model = %slot.model, "cannot read the worker's store: {e}");
+                return false;
+            }
+        };
+        let done = loop {
+            match store.take_records_from(&from).await {
+                Ok(n) if n >= crate::store::MOVE_AT_ONCE => continue,
+                Ok(_) => break true,
+                Err(e) => {
+                    tracing::debug!(model = %slot.model, "worker records not moved yet: {e}");
+                    break false;
+                }
+            }
+        };
+        from.close().await;
+        done
+    }
+
+    /// Every [`HARVEST_EVERY`], moves each worker's records into the main store,
+    /// until the supervisor is dropped.
+    pub fn start_harvesting(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let this = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(HARVEST_EVERY).await;
+                let Some(this) = this.upgrade() else {
+                    return;
+                };
+                let slots: Vec<Arc<Slot>> = this.slots.load().values().cloned().collect();
+                for slot in slots {
+                    this.harvest(&slot).await;
+                }
+            }
+        })
     }
 
     /// The next port of the range that no deployment uses and nothing listens on. A
