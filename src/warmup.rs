@@ -46,6 +46,8 @@ const MAX_TF_SERVING_RECORDS: usize = 1000;
 
 /// Most bytes the padded tensors of one warm-up request may take once decoded.
 const MAX_WARMUP_TENSOR_BYTES: usize = 256 << 20;
+/// Most bytes of zeros a synthetic warm-up request may take, all inputs together.
+const MAX_SYNTHETIC_BYTES: usize = 64 << 20;
 
 /// Most requests taken from `warmup.json`, so a large file cannot stall a load.
 const MAX_STORED_REQUESTS: usize = 100;
@@ -87,7 +89,18 @@ pub fn warm_up(
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && replayed_tf_serving => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let inputs = synthetic_inputs(backend.signature());
+            let inputs = match synthetic_inputs(backend.signature()) {
+                Ok(inputs) => inputs,
+                Err(e) => {
+                    tracing::warn!(
+                        model,
+                        version,
+                        "no synthetic warm-up (the version serves anyway; add a \
+                         {WARMUP_FILE} with a valid request to warm it up): {e}"
+                    );
+                    return Ok(());
+                }
+            };
             if let Err(e) = backend.predict(inputs, &[]) {
                 tracing::warn!(
                     model,
@@ -284,7 +297,8 @@ fn replay_examples(
 }
 
 /// Zeros of each input's shape, with variable dimensions set to 1.
-pub fn synthetic_inputs(signature: &Signature) -> Vec<NamedTensor> {
+pub fn synthetic_inputs(signature: &Signature) -> Result<Vec<NamedTensor>, String> {
+    let mut total: usize = 0;
     signature
         .inputs
         .iter()
@@ -294,10 +308,27 @@ pub fn synthetic_inputs(signature: &Signature) -> Vec<NamedTensor> {
                 .iter()
                 .map(|&d| if d < 0 { 1 } else { d as usize })
                 .collect();
+            // A fixed shape can be anything a model declares ([2^20, 2^20]): what
+            // the zeros would take is checked before they are made.
+            let bytes = shape
+                .iter()
+                .try_fold(spec.dtype.fixed_size().unwrap_or(24), |n, &d| {
+                    n.checked_mul(d)
+                })
+                .and_then(|b| total.checked_add(b))
+                .filter(|&t| t <= MAX_SYNTHETIC_BYTES)
+                .ok_or_else(|| {
+                    format!(
+                        "input {:?} of shape {:?} would take more than {} MiB of zeros",
+                        spec.name,
+                        spec.shape,
+                        MAX_SYNTHETIC_BYTES >> 20
+                    )
+                })?;
+            total = bytes;
             let n: usize = shape.iter().product();
-            let data = zeros(spec.dtype, n);
-            let tensor = Tensor::new(shape, data).expect("zeros match their shape");
-            (spec.name.clone(), tensor)
+            let tensor = Tensor::new(shape, zeros(spec.dtype, n)).expect("zeros match their shape");
+            Ok((spec.name.clone(), tensor))
         })
         .collect()
 }
@@ -389,10 +420,39 @@ mod tests {
 
     #[test]
     fn synthetic_inputs_fill_variable_dimensions_with_one() {
-        let inputs = synthetic_inputs(&sig());
+        let inputs = synthetic_inputs(&sig()).unwrap();
         assert_eq!(inputs[0].0, "input");
         assert_eq!(inputs[0].1.shape(), &[1, 4]);
         assert_eq!(inputs[0].1.dtype(), DataType::F32);
+    }
+
+    /// A model may declare any fixed shape: zeros too large to make are refused
+    /// (the server aborted on a [2^20, 2^20] input, and panicked on [2^31, 2^31]).
+    #[test]
+    fn synthetic_inputs_too_large_to_make_are_refused() {
+        for (shape, dtype) in [
+            (vec![1 << 20, 1 << 20], DataType::F32),
+            (vec![1 << 31, 1 << 31], DataType::F64),
+            (vec![-1, 1 << 40, 1 << 40], DataType::Bytes),
+            (vec![1 << 24, 8], DataType::U8),
+        ] {
+            let mut big = sig();
+            big.inputs[0].shape = shape.clone();
+            let e = synthetic_inputs(&big).unwrap_err();
+            assert!(e.contains("64 MiB"), "{shape:?}: {e}");
+        }
+        // Below the limit one at a time, above it together.
+        let mut two = sig();
+        two.inputs[0].shape = vec![3 << 22, 1];
+        two.inputs.push(TensorSpec {
+            name: "other".into(),
+            dtype: DataType::F32,
+            shape: vec![3 << 22],
+        });
+        two.inputs[0].dtype = DataType::F32;
+        assert!(synthetic_inputs(&two).is_err());
+        two.inputs.pop();
+        assert_eq!(synthetic_inputs(&two).unwrap()[0].1.len(), 3 << 22);
     }
 
     #[test]
