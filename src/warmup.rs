@@ -438,6 +438,7 @@ mod tests {
         ] {
             let mut big = sig();
             big.inputs[0].shape = shape.clone();
+            big.inputs[0].dtype = dtype;
             let e = synthetic_inputs(&big).unwrap_err();
             assert!(e.contains("64 MiB"), "{shape:?}: {e}");
         }

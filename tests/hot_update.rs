@@ -284,7 +284,7 @@ fn unloading_waits_for_the_request_that_holds_the_old_version() {
     let state = |v| manager.model_record("m").unwrap().versions[&v].state;
     assert_eq!(state(1), VersionState::Unloading, "held, so not freed yet");
     // The request holding version 1 still runs on version 1.
-    let inputs = ferroserve::warmup::synthetic_inputs(held.backend.signature());
+    let inputs = ferroserve::warmup::synthetic_inputs(held.backend.signature()).unwrap();
     let outputs = held.backend.predict(inputs, &[]).unwrap();
     assert!(!outputs.is_empty());
     assert_eq!(held.version, 1);

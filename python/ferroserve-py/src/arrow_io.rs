@@ -84,18 +84,27 @@ where
     })
 }
 
-/// The columns of a dense model, in order: by the model's feature names when it has them,
-/// else by position (then the batch must have exactly `n_features` columns).
+/// The columns of a dense model, in order: by the model's feature names when it has
+/// them, else by position (then the batch must have exactly `n_features` columns).
+/// A model with feature names takes the batch's columns by position only when their
+/// names say nothing (see [`names_are_positional`]); named columns that lack one of
+/// its features are an error naming it, never a silent fall back to column order.
 pub fn dense_columns(
     batch: &RecordBatch,
     n_features: usize,
     feature_names: Option<&[String]>,
 ) -> Result<Vec<Vec<f64>>, String> {
+    let schema = batch.schema();
     if let Some(names) = feature_names {
-        if names.iter().all(|n| batch.column_by_name(n).is_some()) {
-            return names
+        let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let positional = names_are_positional(&columns);
+        let columns: Vec<Option<&str>> =
+            columns.into_iter().map(|c| (!positional).then_some(c)).collect();
+        if let Some(found) = feature_columns(&columns, names, "input")? {
+            return found
                 .iter()
-                .map(|n| numeric_values(n, batch.column_by_name(n).expect("checked")))
+                .zip(names)
+                .map(|(&i, name)| numeric_values(name, batch.column(i)))
                 .collect();
         }
     }
@@ -105,13 +114,107 @@ pub fn dense_columns(
             batch.num_columns()
         ));
     }
-    let schema = batch.schema();
     batch
         .columns()
         .iter()
         .zip(schema.fields())
         .map(|(array, field)| numeric_values(field.name(), array))
         .collect()
+}
+
+/// Whether Arrow column names say nothing about what the columns are: every name empty
+/// or an integer (`"0"`, `"1"`, …: what pandas' default `RangeIndex` columns, and other
+/// integer column labels, become in Arrow). scikit-learn likewise takes a DataFrame
+/// whose column labels are not strings as having no feature names.
+pub fn names_are_positional(names: &[&str]) -> bool {
+    names.iter().all(|name| {
+        let digits = name.strip_prefix('-').unwrap_or(name);
+        name.is_empty() || (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
+/// The position among `columns` of each of the model's `features`, in the features'
+/// order. `columns` are the input's column names, `None` for a column without one
+/// (a pandas label that is not a string). `Ok(None)`: no column has a name and not
+/// every feature was found, so the caller takes the columns by position. A feature
+/// that no named column (or more than one) carries is an error naming it; columns
+/// that are no feature are left out. `what` names the input in messages
+/// (`"input"`, `"DataFrame"`).
+pub fn feature_columns(
+    columns: &[Option<&str>],
+    features: &[String],
+    what: &str,
+) -> Result<Option<Vec<usize>>, String> {
+    let mut position: std::collections::HashMap<&str, Result<usize, usize>> =
+        std::collections::HashMap::with_capacity(columns.len());
+    for (i, column) in columns.iter().enumerate() {
+        if let Some(name) = column {
+            position
+                .entry(name)
+                .and_modify(|p| *p = Err(p.map_or_else(|n| n + 1, |_| 2)))
+                .or_insert(Ok(i));
+        }
+    }
+    let mut found = Vec::with_capacity(features.len());
+    let mut missing = Vec::new();
+    for feature in features {
+        match position.get(feature.as_str()) {
+            Some(Ok(i)) => found.push(*i),
+            Some(Err(times)) => {
+                return Err(format!(
+                    "the {what} has {times} columns named {feature:?}; each of the \
+                     model's features must name one column"
+                ))
+            }
+            None => missing.push(feature.as_str()),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(Some(found));
+    }
+    if columns.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let unmatched: Vec<&str> = columns
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|c| !features.iter().any(|f| f == c))
+        .collect();
+    let plural = if missing.len() == 1 { "" } else { "s" };
+    let mut message = format!(
+        "the {what} has no column for the model's feature{plural} {}; the model takes its \
+         {} features by name: {}",
+        quoted_list(&missing),
+        features.len(),
+        quoted_list(&features.iter().map(String::as_str).collect::<Vec<_>>()),
+    );
+    if !unmatched.is_empty() {
+        message.push_str(&format!(
+            " (columns that name no feature: {})",
+            quoted_list(&unmatched)
+        ));
+    }
+    message.push_str(
+        ". Name the columns as the model's features, or pass a numpy array (or unnamed \
+         columns) to take them by position",
+    );
+    Err(message)
+}
+
+/// `"a", "b", "c"`, the first 10 of them and how many more.
+pub fn quoted_list(items: &[&str]) -> String {
+    const SHOWN: usize = 10;
+    let mut out = items
+        .iter()
+        .take(SHOWN)
+        .map(|s| format!("{s:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > SHOWN {
+        out.push_str(&format!(" and {} more", items.len() - SHOWN));
+    }
+    out
 }
 
 /// A numeric column as f64 (nulls become NaN, which the estimators treat as missing).

@@ -336,6 +336,22 @@ impl Model {
         self.model.feature_names().map(<[String]>::to_vec)
     }
 
+    /// Where each of the model's features is among a DataFrame's `columns` (`None` for
+    /// a label that is not a string): `None` when the model has no feature names, or
+    /// when no label is a string and not every feature is found (the columns then go
+    /// by position); raises `PredictError` naming the features that named columns lack.
+    fn _feature_columns(
+        &self,
+        columns: Vec<Option<String>>,
+        what: &str,
+    ) -> PyResult<Option<Vec<usize>>> {
+        let Some(features) = self.model.feature_names() else {
+            return Ok(None);
+        };
+        let columns: Vec<Option<&str>> = columns.iter().map(Option::as_deref).collect();
+        arrow_io::feature_columns(&columns, features, what).map_err(predict_error)
+    }
+
     #[getter]
     fn n_features(&self) -> Option<usize> {
         match self.model.input_schema() {
