@@ -98,8 +98,10 @@ pub fn dense_columns(
     if let Some(names) = feature_names {
         let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         let positional = names_are_positional(&columns);
-        let columns: Vec<Option<&str>> =
-            columns.into_iter().map(|c| (!positional).then_some(c)).collect();
+        let columns: Vec<Option<&str>> = columns
+            .into_iter()
+            .map(|c| (!positional).then_some(c))
+            .collect();
         if let Some(found) = feature_columns(&columns, names, "input")? {
             return found
                 .iter()

@@ -176,6 +176,67 @@ fn fit_to_spec(spec: &TensorSpec, tensor: Tensor) -> Result<Tensor, String> {
     tensor.cast(spec.dtype).map_err(|e| fail(&e))
 }
 
+/// `"a" (float32 [-1, 4]), "b" (string [-1])`: the inputs a model takes, as the
+/// server's messages list them (with the package's numpy dtype names).
+fn describe_specs(specs: &[TensorSpec]) -> String {
+    specs
+        .iter()
+        .map(|s| format!("{:?} ({} {:?})", s.name, numpy_name(s.dtype), s.shape))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The server's check of a request's input names (`prepare_inputs` in the server's
+/// `api::predict`), made before anything runs: some inputs are given, each names an
+/// input of the signature, once, and every input of the signature is given. ONNX
+/// Runtime would otherwise answer a missing input with its own internal message (and
+/// print it to stderr).
+fn check_input_names<'a>(
+    specs: &[TensorSpec],
+    names: impl Iterator<Item = &'a str>,
+) -> Result<(), String> {
+    let mut given: Vec<&str> = Vec::new();
+    for name in names {
+        if !specs.iter().any(|s| s.name == name) {
+            return Err(format!(
+                "the model has no input {name:?}; it takes {}",
+                describe_specs(specs)
+            ));
+        }
+        if given.contains(&name) {
+            return Err(format!("input {name:?} is given twice"));
+        }
+        given.push(name);
+    }
+    if given.is_empty() && !specs.is_empty() {
+        return Err(format!(
+            "no inputs given; the model takes {}",
+            describe_specs(specs)
+        ));
+    }
+    let missing: Vec<&str> = specs
+        .iter()
+        .map(|s| s.name.as_str())
+        .filter(|name| !given.contains(name))
+        .collect();
+    match missing.as_slice() {
+        [] => Ok(()),
+        [one] => Err(format!(
+            "input {one:?} is missing; the model takes {}",
+            describe_specs(specs)
+        )),
+        several => Err(format!(
+            "inputs {} are missing; the model takes {}",
+            several
+                .iter()
+                .map(|n| format!("{n:?}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            describe_specs(specs)
+        )),
+    }
+}
+
 fn backend_error(e: BackendError) -> String {
     e.to_string()
 }
@@ -642,19 +703,17 @@ impl TensorModel {
         inputs: Vec<(String, String, Vec<usize>, Bound<'_, PyAny>)>,
         outputs: Vec<String>,
     ) -> PyResult<Py<PyList>> {
+        check_input_names(
+            &self.run_signature().inputs,
+            inputs.iter().map(|(name, ..)| name.as_str()),
+        )
+        .map_err(predict_error)?;
         let mut tensors = Vec::with_capacity(inputs.len());
         for (name, dtype, shape, payload) in inputs {
-            let spec = self.spec(&name).ok_or_else(|| {
-                predict_error(format!(
-                    "the model has no input {name:?} (its inputs: {})",
-                    self.run_signature()
-                        .inputs
-                        .iter()
-                        .map(|s| s.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            })?;
+            // Checked by check_input_names; an error all the same, never a panic.
+            let spec = self
+                .spec(&name)
+                .ok_or_else(|| predict_error(format!("the model has no input {name:?}")))?;
             let dtype = from_numpy_name(&dtype)
                 .ok_or_else(|| predict_error(format!("input {name:?}: unknown dtype {dtype:?}")))?;
             let data = data_from_python(dtype, &payload)?;

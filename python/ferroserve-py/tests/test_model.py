@@ -234,3 +234,87 @@ def test_load_cached_loads_a_file_once_per_process():
     first = ferroserve.load_cached(IRIS)
     assert ferroserve.load_cached(os.path.relpath(IRIS)) is first
     assert ferroserve.Model.load(IRIS) is not first
+
+
+IRIS_NAMES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+
+
+def test_named_columns_that_lack_a_feature_are_refused_not_taken_by_position():
+    # Bug: a frame whose columns are named, one of them not a feature ("SL"), was scored
+    # by column order, so a reordered frame silently gave other predictions.
+    model = ferroserve.Model.load(IRIS)
+    rows = iris_rows(50)
+    frame = pd.DataFrame(rows, columns=IRIS_NAMES).rename(columns={"sepal_length": "SL"})
+    reordered = frame[["petal_width", "SL", "sepal_width", "petal_length"]]
+    message = r'no column for the model\'s feature "sepal_length".*4 features by name.*"SL"'
+    for data in (
+        frame,
+        reordered,
+        pa.RecordBatch.from_pandas(reordered, preserve_index=False),
+        pa.Table.from_pandas(reordered, preserve_index=False),
+    ):
+        with pytest.raises(ferroserve.PredictError, match=message):
+            model.predict(data)
+    # Every feature missing: each is named.
+    with pytest.raises(ferroserve.PredictError, match=r'features "sepal_length", "sepal_width", "petal_length", "petal_width"'):
+        model.predict(pd.DataFrame(rows, columns=["a", "b", "c", "d"]))
+    # A feature in two columns is ambiguous.
+    twice = pd.DataFrame(rows[:, [0, 0, 1, 2, 3]], columns=["sepal_length"] + IRIS_NAMES)
+    with pytest.raises(ferroserve.PredictError, match='2 columns named "sepal_length"'):
+        model.predict(twice)
+
+
+def test_unnamed_columns_still_go_by_position_and_extra_named_columns_are_left_out():
+    model = ferroserve.Model.load(IRIS)
+    rows = iris_rows(50)
+    want = list(model.predict(rows))
+    # pandas' default RangeIndex columns (and other integer labels) carry no names.
+    assert list(model.predict(pd.DataFrame(rows))["predict"]) == want
+    assert list(model.predict(pd.DataFrame(rows, columns=[10, 11, 12, 13]))["predict"]) == want
+    # ... nor do they once in Arrow, where they become "0", "1", ...
+    table = pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False)
+    assert table.column_names == ["0", "1", "2", "3"]
+    assert model.predict(table).column("predict").to_pylist() == want
+    # Named columns with every feature: by name, whatever the order; others left out.
+    frame = pd.DataFrame(rows, columns=IRIS_NAMES)
+    frame["row_id"] = np.arange(len(frame), dtype=np.float64)
+    shuffled = frame[["row_id"] + IRIS_NAMES[::-1]]
+    assert list(model.predict(shuffled)["predict"]) == want
+    batch = pa.RecordBatch.from_pandas(shuffled, preserve_index=False)
+    assert model.predict(batch).column(0).to_pylist() == want
+
+
+def test_a_model_without_feature_names_takes_named_columns_by_position():
+    # As scikit-learn does (with a warning) for an estimator fitted on a numpy array.
+    path = os.path.join(SKLEARN_FIXTURES, "random_forest_classifier.z3.joblib")
+    model = ferroserve.Model.load(path)
+    assert model.signature["inputs"][0].get("feature_names") is None
+    n = model.signature["inputs"][0]["shape"][1]
+    rows = np.random.default_rng(2).normal(size=(20, n))
+    want = list(model.predict(rows))
+    named = pd.DataFrame(rows, columns=["c%d" % i for i in range(n)])
+    assert list(model.predict(named)["predict"]) == want
+    assert model.predict(pa.RecordBatch.from_pandas(named, preserve_index=False)).column(0).to_pylist() == want
+
+
+@pytest.mark.parametrize(
+    "option,value,error",
+    [
+        ("sessions", 10_000, ValueError),
+        ("sessions", 0, ValueError),
+        ("sessions", -1, ValueError),
+        ("threads", 2**40, ValueError),
+        ("threads", 1025, ValueError),
+        ("threads", -1, ValueError),
+        ("threads", 1.5, TypeError),
+    ],
+)
+def test_absurd_threads_and_sessions_are_refused(option, value, error):
+    with pytest.raises(error, match=option):
+        ferroserve.Model.load(IRIS, **{option: value})
+
+
+def test_threads_and_sessions_within_bounds_load():
+    assert ferroserve.MAX_THREADS == 1024 and ferroserve.MAX_SESSIONS == 256
+    ferroserve.Model.load(IRIS, threads=0, sessions=1)
+    ferroserve.Model.load(IRIS, threads=ferroserve.MAX_THREADS, sessions=ferroserve.MAX_SESSIONS)

@@ -277,3 +277,43 @@ def test_predict_releases_the_gil():
             break
         n_rows *= 2
     assert_runs_without_the_gil(lambda: native._predict_tensors(tensors))
+
+
+MULTI_IO = os.path.join(FIXTURES, "multi_io", "model.onnx")
+MULTI_IO_TAKES = (
+    'the model takes "f32" (float32 [-1, 2]), "f64" (float64 [-1]), "i32" (int32 [-1]), '
+    '"i64" (int64 [-1]), "flag" (bool [-1]), "text" (string [-1])'
+)
+
+
+def test_missing_inputs_are_named_before_anything_runs(capfd):
+    # Bug: ONNX Runtime ran without the input and answered with its internal message
+    # ("Missing Input: input", "Trying to get a TensorSeq, but got: (null)"), printed
+    # to stderr too. The package now checks the names first, as the server does.
+    multi = ferroserve.Model.load(MULTI_IO)
+    feeds = feeds_for(MULTI_IO, "multi_io")
+    capfd.readouterr()
+    without_f32 = {k: v for k, v in feeds.items() if k != "f32"}
+    with pytest.raises(ferroserve.PredictError) as raised:
+        multi.predict(without_f32)
+    assert str(raised.value) == 'input "f32" is missing; ' + MULTI_IO_TAKES
+    with pytest.raises(ferroserve.PredictError) as raised:
+        multi.predict({"f32": feeds["f32"], "flag": feeds["flag"]})
+    assert str(raised.value) == 'inputs "f64", "i32", "i64", "text" are missing; ' + MULTI_IO_TAKES
+    with pytest.raises(ferroserve.PredictError) as raised:
+        multi.predict({})
+    assert str(raised.value) == "no inputs given; " + MULTI_IO_TAKES
+    # An unknown name is refused too, with what the model takes.
+    with pytest.raises(ferroserve.PredictError) as raised:
+        multi.predict({**feeds, "f16": feeds["f32"]})
+    assert str(raised.value) == 'the model has no input "f16"; it takes' + MULTI_IO_TAKES[len("the model takes"):]
+
+    iris = ferroserve.Model.load(IRIS_LR)
+    (name,) = [i["name"] for i in iris.signature["inputs"]]
+    with pytest.raises(ferroserve.PredictError, match=r'^no inputs given; the model takes "%s" \(float32 \[-1, 4\]\)$' % name):
+        iris.predict({})
+    # Nothing ran, so ONNX Runtime printed nothing.
+    out, err = capfd.readouterr()
+    assert "onnxruntime" not in err and "Missing Input" not in err, err
+    # The whole dict still runs.
+    assert set(multi.predict(feeds)) == {o["name"] for o in multi.signature["outputs"]}

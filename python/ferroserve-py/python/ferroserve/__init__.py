@@ -11,14 +11,19 @@
   2-D array, a pandas DataFrame, or any Arrow record batch / table (pyarrow or another
   library implementing the Arrow PyCapsule interface) and gives back the same kind: a
   numpy array of labels/values, a DataFrame with one column ``predict`` (same index),
-  or a RecordBatch / Table with one column ``predict``.
+  or a RecordBatch / Table with one column ``predict``. A model that knows its
+  feature names takes DataFrame and Arrow columns by name (in any order; other columns
+  are left out), and refuses named columns that lack one of its features; columns go
+  by position only when they have no names (numpy, non-string pandas labels such as a
+  ``RangeIndex``, Arrow columns named ``"0"``, ``"1"``, ...).
 * an ONNX model, run by the server's ONNX backend on ONNX Runtime, whose library is
   taken from the installed ``onnxruntime`` wheel (``pip install onnxruntime``) or from
   ``ORT_DYLIB_PATH``. ``predict`` takes a numpy array (a model with one input) or a
   dict of input name to array, and gives a dict of output name to array; a DataFrame
   or Arrow data gives one column per output, each input read from the column of its
   name (a one-input model takes every column as its matrix). Values are cast to the
-  model's dtypes as the server casts them.
+  model's dtypes as the server casts them; a dict that lacks one of the model's inputs
+  or names one it does not have is refused before anything runs, as the server does.
 * a TensorFlow SavedModel: the directory holding ``saved_model.pb`` and
   ``variables/``, run by the server's TensorFlow backend through TensorFlow's C API,
   whose libraries are taken from the installed ``tensorflow`` (or ``tensorflow-cpu``)
@@ -52,6 +57,8 @@ __all__ = [
     "PREDICT_OUTPUT",
     "ONNXRUNTIME_LIBRARY",
     "TENSORFLOW_LIBRARY",
+    "MAX_THREADS",
+    "MAX_SESSIONS",
     "ArrowArray",
     "ArrowStream",
     "load_cached",
@@ -66,6 +73,13 @@ ONNXRUNTIME_LIBRARY = "libonnxruntime.so.1.31.1"
 #: The TensorFlow C API library the TensorFlow backend opens (beside
 #: ``libtensorflow_framework.so.2``) in the tensorflow wheel's package directory.
 TENSORFLOW_LIBRARY = "libtensorflow_cc.so.2"
+
+#: The most ONNX Runtime intra-op (or TensorFlow intra- and inter-op) threads
+#: ``Model.load`` takes per session.
+MAX_THREADS = 1024
+
+#: The most sessions of one ONNX model ``Model.load`` makes.
+MAX_SESSIONS = 256
 
 #: The formats whose models take and give named tensors.
 _TENSOR_FORMATS = ("onnx", "tensorflow")
@@ -154,10 +168,15 @@ class Model:
         ``tags`` the MetaGraph to load and ``signature_name`` the signature to run
         (default ``serving_default``, else the first by name).
 
+        ``threads`` is from 0 to ``MAX_THREADS`` (1024) and ``sessions`` from 1 to
+        ``MAX_SESSIONS`` (256); other values raise ``ValueError`` before anything loads.
+
         Raises ``ferroserve.ModelError`` with the reader's message when the file is
         refused (a class that is not allowlisted, a code-running payload), malformed or
         holds an estimator ferroserve does not reproduce exactly.
         """
+        threads = _bounded("threads", threads, 0, MAX_THREADS)
+        sessions = _bounded("sessions", sessions, 1, MAX_SESSIONS)
         path = _os.fspath(path)
         kind = _format_of(path)
         if kind != "tensorflow" and signature_name not in (None, "", "serving_default"):
@@ -171,7 +190,7 @@ class Model:
             if _os.path.basename(path) == "saved_model.pb":
                 path = _os.path.dirname(path) or "."
             native = _NativeTensor.load_saved_model(
-                path, _tensorflow_library(), [str(t) for t in tags], int(threads), signature_name
+                path, _tensorflow_library(), [str(t) for t in tags], threads, signature_name
             )
         elif kind == "fasttext":
             native = _NativeFastText.load(path)
@@ -397,11 +416,14 @@ class Model:
         kind = self._native.input_kind
         numeric = all(pd.api.types.is_numeric_dtype(t) for t in frame.dtypes)
         if kind == "dense" and numeric:
-            names = self._native.feature_names
-            if names is not None and all(n in frame.columns for n in names):
-                frame_in = frame[names]
-            else:
-                frame_in = frame
+            # By the model's feature names when it has them and the frame's columns have
+            # names (string labels); by position only when no label is a string (a
+            # RangeIndex). A feature the named columns lack is an error, never a fall
+            # back to column order.
+            positions = self._native._feature_columns(
+                [c if isinstance(c, str) else None for c in frame.columns], "DataFrame"
+            )
+            frame_in = frame if positions is None else frame.iloc[:, positions]
             matrix = np.ascontiguousarray(frame_in.to_numpy(dtype=np.float64, na_value=np.nan))
             rows, cols = matrix.shape
             labels = self._native._predict_dense(matrix.tobytes(), rows, cols)
@@ -441,6 +463,19 @@ class Model:
                     columns.append((name, "string", values))
             labels = self._native._predict_columns(columns)
         return pd.DataFrame({PREDICT_OUTPUT: _labels_to_numpy(labels)}, index=frame.index)
+
+
+def _bounded(name, value, low, high):
+    """``value`` as an int from ``low`` to ``high``, else ``TypeError`` / ``ValueError``."""
+    import operator
+
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise TypeError("%s must be an integer, not %s" % (name, type(value).__name__)) from None
+    if not low <= number <= high:
+        raise ValueError("%s=%d is out of range: from %d to %d" % (name, number, low, high))
+    return number
 
 
 def _is_arrow(data):
