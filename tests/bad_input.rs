@@ -298,6 +298,41 @@ async fn v2_bad_requests() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simple_api_feature_texts_out_of_range_are_400() {
+    let repo = repo();
+    let server = TestServer::start(repo.path()).await;
+    // A number too large for a double, quoted, was read as infinity (200 with NaN
+    // probabilities); unquoted it is malformed JSON, as before.
+    for big in ["1e400", "-1e400", " 1E999 "] {
+        let body = json!({"model_id": "iris_lr", "features": [big, 3.5, 1.4, 0.2]});
+        expect(&server, "/predict", body, 400, "out of range").await;
+    }
+    let r = server
+        .client
+        .post(server.url("/predict"))
+        .form(&[
+            ("model_id", "iris_lr"),
+            ("features", "1e400"),
+            ("features", "3.5"),
+            ("features", "1.4"),
+            ("features", "0.2"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert!(error_text(&body).contains("out of range"), "{body}");
+    // Infinity by name stays a value one may send.
+    for named in ["Infinity", "-inf", "+INF"] {
+        let body = json!({"model_id": "iris_lr", "features": [named, 3.5, 1.4, 0.2]});
+        let (status, answer) = server.post_json("/predict", &body).await;
+        assert_eq!(status, 200, "{named}: {answer}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_body_is_413_and_timeouts_are_504() {
     let repo = repo();
     let mut settings = test_settings(repo.path());

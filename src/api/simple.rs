@@ -189,12 +189,26 @@ pub fn named_layout(handle: &ServableHandle) -> Result<Vec<(TensorSpec, Vec<Stri
 
 /// A text feature value read as a number for `input` (surrounding spaces allowed).
 pub fn number_from_text(input: &TensorSpec, text: &str) -> Result<f64, ApiError> {
-    text.trim().parse::<f64>().map_err(|_| {
+    let trimmed = text.trim();
+    let n = trimmed.parse::<f64>().map_err(|_| {
         ApiError::InvalidArgument(format!(
             "feature value {text:?} is not a number, and the model's input {:?} takes numbers",
             input.name
         ))
-    })
+    })?;
+    // Infinity is asked for by name ("inf", "Infinity"); a number too large for a
+    // double ("1e400") is out of range, as the same number unquoted is.
+    let named = trimmed
+        .trim_start_matches(['+', '-'])
+        .chars()
+        .next()
+        .is_some_and(|c| c.eq_ignore_ascii_case(&'i'));
+    if n.is_infinite() && !named {
+        return Err(ApiError::InvalidArgument(format!(
+            "feature value {text:?} is out of range for a number (the largest is about 1.8e308)"
+        )));
+    }
+    Ok(n)
 }
 
 /// The outputs a simple answer gives: the prediction's, and the class
