@@ -94,6 +94,21 @@ fn decode_and_resize(encoded: &[u8], config: &ImageConfig) -> Result<Pixels, Str
              this model takes (preprocess.image.max_pixels)"
         ));
     }
+    if config.resize == ResizeMode::Crop {
+        // Crop scales the whole image until its short side fits: a thin image
+        // (1 x 1,000,000) would become 32 x 32,000,000 pixels before its centre is
+        // cut out. That image is held to max_pixels too.
+        let (nw, nh) = crop_scaled_size(config, f64::from(width), f64::from(height));
+        let scaled = u64::from(nw) * u64::from(nh);
+        if scaled > max_pixels {
+            return Err(format!(
+                "the image is {width} x {height}: scaled for resize = \"crop\" it would be \
+                 {nw} x {nh} = {scaled} pixels, more than the {max_pixels} this model takes \
+                 (preprocess.image.max_pixels); its sides are too far from the model's \
+                 proportions"
+            ));
+        }
+    }
     let mut limits = Limits::default();
     limits.max_image_width = Some(width);
     limits.max_image_height = Some(height);
@@ -133,6 +148,15 @@ fn decode_and_resize(encoded: &[u8], config: &ImageConfig) -> Result<Pixels, Str
     }
 }
 
+/// The size `resize = "crop"` scales an image of `sw` x `sh` to before it cuts out
+/// the model's size from the centre: the short side (relative to the model's
+/// proportions) fits.
+fn crop_scaled_size(config: &ImageConfig, sw: f64, sh: f64) -> (u32, u32) {
+    let (w, h) = (config.width, config.height);
+    let s = (f64::from(w) / sw).max(f64::from(h) / sh);
+    (round_half_up(sw * s).max(w), round_half_up(sh * s).max(h))
+}
+
 /// `floor(x + 0.5)`: the rounding the reference script uses too.
 fn round_half_up(x: f64) -> u32 {
     (x + 0.5).floor().max(1.0) as u32
@@ -168,8 +192,7 @@ where
             (canvas, w as usize)
         }
         ResizeMode::Crop => {
-            let s = (f64::from(w) / sw).max(f64::from(h) / sh);
-            let (nw, nh) = (round_half_up(sw * s).max(w), round_half_up(sh * s).max(h));
+            let (nw, nh) = crop_scaled_size(config, sw, sh);
             let resized = image::imageops::resize(img, nw, nh, FilterType::Triangle);
             let cropped =
                 image::imageops::crop_imm(&resized, (nw - w) / 2, (nh - h) / 2, w, h).to_image();
@@ -230,5 +253,44 @@ fn normalize_into(ordered: &[u8], filled_width: usize, config: &ImageConfig, out
         } else {
             0.0
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(resize: &str) -> ImageConfig {
+        toml::from_str(&format!(
+            "width = 32\nheight = 24\nchannels = \"gray\"\nresize = \"{resize}\"\n"
+        ))
+        .unwrap()
+    }
+
+    fn png(width: u32, height: u32) -> Vec<u8> {
+        let img = GrayImage::from_pixel(width, height, image::Luma([128]));
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        out.into_inner()
+    }
+
+    /// A 1 x 1,000,000 PNG (2 KB, under max_pixels) took 214 s and 1.3 GB to crop:
+    /// scaled whole to 32 x 32,000,000 first. It is refused from its header now.
+    #[test]
+    fn crop_refuses_an_image_it_would_scale_past_max_pixels() {
+        let started = std::time::Instant::now();
+        let e = decode_and_resize(&png(1, 1_000_000), &config("crop"))
+            .err()
+            .unwrap();
+        assert!(e.contains("32 x 32000000"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // The other modes bring it down to the model's size, as before.
+        for mode in ["stretch", "fit_pad"] {
+            let pixels = decode_and_resize(&png(1, 1_000_000), &config(mode)).unwrap();
+            assert_eq!(pixels.data.len(), 32 * 24, "{mode}");
+        }
+        // An image of ordinary proportions is cropped.
+        let pixels = decode_and_resize(&png(400, 100), &config("crop")).unwrap();
+        assert_eq!(pixels.data.len(), 32 * 24);
     }
 }
