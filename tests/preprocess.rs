@@ -666,6 +666,18 @@ async fn bad_images_and_misplaced_text_are_400s_with_clear_messages() {
         1,
         &root_path("examples/models/iris_lr/1/model.onnx"),
     );
+    // A limit of what one request may decode to: its rows.
+    install_model(
+        repo.path(),
+        "img_rows",
+        1,
+        &root_path(&format!("{IMAGES}/identity_nchw3.onnx")),
+    );
+    std::fs::write(
+        repo.path().join("img_rows/config.toml"),
+        "warmup = false\nmax_request_rows = 2\n[preprocess]\nimage = { width = 32, height = 24 }\n",
+    )
+    .unwrap();
     // A model whose shape does not fit the image table fails its load.
     install_model(
         repo.path(),
@@ -711,7 +723,21 @@ async fn bad_images_and_misplaced_text_are_400s_with_clear_messages() {
         assert!(msg.contains("input \"image\""), "{what}: {msg}");
     }
     // The image model still answers a good image after those.
-    let (status, body) = v2_binary_images(&server, "img", &[small]).await;
+    let (status, body) = v2_binary_images(&server, "img", std::slice::from_ref(&small)).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Past max_request_rows before any image is decoded (it was checked on the
+    // decoded tensor: 120 tiny images to a 1024 x 1024 model took 1.5 GB first).
+    // (Bytes that are no image: refused for their number, before any decoding.)
+    let (status, body) =
+        v2_binary_images(&server, "img_rows", &vec![b"no image".to_vec(); 3]).await;
+    assert_eq!(status, 413, "{body}");
+    let msg = body["error"].as_str().unwrap();
+    assert!(
+        msg.contains("input \"image\" has 3 rows, more than the 2"),
+        "{msg}"
+    );
+    let (status, body) = v2_binary_images(&server, "img_rows", &vec![small.clone(); 2]).await;
     assert_eq!(status, 200, "{body}");
 
     // A multipart request without a file, and a file that is not an image.

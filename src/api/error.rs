@@ -94,6 +94,7 @@ impl From<crate::preprocess::PreprocessError> for ApiError {
         match e {
             crate::preprocess::PreprocessError::InvalidInput(m) => ApiError::InvalidArgument(m),
             crate::preprocess::PreprocessError::Internal(m) => ApiError::Internal(m),
+            crate::preprocess::PreprocessError::TooLarge(m) => ApiError::PayloadTooLarge(m),
         }
     }
 }

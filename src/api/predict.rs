@@ -191,22 +191,31 @@ async fn run(
     // Pre-processing (`[preprocess]`, per version) before the inputs are checked
     // against the signature and queued, so decoded images batch with the rest. It
     // is CPU work, so it runs on a blocking thread, never on the async workers.
+    let max_rows = handle
+        .config()
+        .max_request_rows
+        .unwrap_or(state.settings.max_request_rows);
     let raw_inputs = if handle.pipeline.transforms_inputs() && signature_name.is_empty() {
+        // The rows are known before the work: images or texts past the limit are
+        // refused before any is decoded or tokenized.
+        check_rows(&request.inputs, max_rows, &handle)?;
         let pipeline = handle.pipeline.clone();
         let inputs = std::mem::take(&mut request.inputs);
-        tokio::task::spawn_blocking(move || pipeline.prepare_inputs(inputs))
-            .await
-            .map_err(|e| ApiError::Internal(format!("pre-processing failed: {e}")))??
+        // The client is answered at its deadline; the work itself (bounded by the
+        // rows, the pixels and the decoded bytes one request may have) finishes
+        // on its blocking thread.
+        let work = tokio::task::spawn_blocking(move || pipeline.prepare_inputs(inputs));
+        match tokio::time::timeout_at(deadline.into(), work).await {
+            Ok(prepared) => prepared
+                .map_err(|e| ApiError::Internal(format!("pre-processing failed: {e}")))??,
+            Err(_) => return Err(timed_out(&handle, timeout)),
+        }
     } else {
         std::mem::take(&mut request.inputs)
     };
     let inputs = prepare_inputs(signature, handle.config().input_name.as_deref(), raw_inputs)?;
     check_outputs(signature, &request.outputs)?;
     let pooling_mask = handle.pipeline.pooling_mask(&inputs);
-    let max_rows = handle
-        .config()
-        .max_request_rows
-        .unwrap_or(state.settings.max_request_rows);
     check_rows(&inputs, max_rows, &handle)?;
     if Instant::now() >= deadline {
         return Err(timed_out(&handle, timeout));

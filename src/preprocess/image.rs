@@ -29,6 +29,10 @@ struct Pixels {
 
 /// The images of one request (BYTES, one encoded image per element) as the
 /// model's tensor: `[n, c, h, w]` or `[n, h, w, c]`.
+/// Most bytes the images of one request may decode to, all together (the tensor the
+/// model gets).
+pub const MAX_DECODED_BYTES: usize = 1 << 30;
+
 pub fn images_to_tensor(
     input: &str,
     images: &[Vec<u8>],
@@ -41,6 +45,24 @@ pub fn images_to_tensor(
         ImageLayout::Nchw => vec![images.len(), c, h, w],
         ImageLayout::Nhwc => vec![images.len(), h, w, c],
     };
+    // Tiny images (a 1 x 1 PNG is 67 bytes) each become the model's size: what
+    // they decode to is bounded before any is decoded.
+    let element = match config.dtype {
+        ImageDtype::Uint8 => 1,
+        ImageDtype::Fp32 => 4,
+    };
+    let decoded = images
+        .len()
+        .saturating_mul(per_image)
+        .saturating_mul(element);
+    if decoded > MAX_DECODED_BYTES {
+        return Err(PreprocessError::TooLarge(format!(
+            "input {input:?}: {} images of {w} x {h} x {c} would decode to {decoded} bytes, more \
+             than the {} MiB one request may take; send them in smaller requests",
+            images.len(),
+            MAX_DECODED_BYTES >> 20
+        )));
+    }
     let mut floats: Vec<f32> = Vec::new();
     let mut bytes: Vec<u8> = Vec::new();
     for (i, encoded) in images.iter().enumerate() {
@@ -292,5 +314,31 @@ mod tests {
         // An image of ordinary proportions is cropped.
         let pixels = decode_and_resize(&png(400, 100), &config("crop")).unwrap();
         assert_eq!(pixels.data.len(), 32 * 24);
+    }
+
+    /// Tiny images that each become the model's size: what they would decode to
+    /// is refused (413) before any is decoded.
+    #[test]
+    fn images_that_would_decode_past_the_limit_are_refused_first() {
+        let mut big = config("stretch");
+        (big.width, big.height) = (8192, 8192);
+        let tiny = png(1, 1);
+        let e = images_to_tensor("image", &vec![tiny.clone(); 17], &big).unwrap_err();
+        let PreprocessError::TooLarge(m) = e else {
+            panic!("{e:?}")
+        };
+        assert!(
+            m.contains("17 images of 8192 x 8192 x 1 would decode to"),
+            "{m}"
+        );
+        // Under it, they are decoded (smaller, to be quick).
+        (big.width, big.height) = (512, 512);
+        big.dtype = ImageDtype::Uint8;
+        assert_eq!(
+            images_to_tensor("image", &vec![tiny; 3], &big)
+                .unwrap()
+                .shape(),
+            &[3, 1, 512, 512]
+        );
     }
 }

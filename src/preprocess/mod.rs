@@ -45,6 +45,9 @@ pub enum PreprocessError {
     /// The model's output does not have the shape the pipeline was set up for.
     #[error("{0}")]
     Internal(String),
+    /// What the request would decode to is more than one request may take.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 /// A request for the classification extension on one output: its `k` best classes
