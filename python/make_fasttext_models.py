@@ -15,6 +15,7 @@ import json
 import os
 import random
 import shutil
+import sys
 
 import fasttext
 import jieba
@@ -71,6 +72,15 @@ JIEBA_CORPUS = [
     "  空格  和\t制表符 ",
 ]
 USER_DICT = "云计算 5\n创新办 3 i\n李小福 2 nr\n"
+# The other forms of a user dictionary line jieba takes: a word alone (its frequency
+# is suggest_freq's), a word and a tag, a word holding a space.
+USER_DICT_FORMS = "石墨烯\n凱特琳 nz\n机器 学习 5\n"
+USER_DICT_FORMS_CORPUS = [
+    "石墨烯很重要",
+    "凱特琳是云计算的专家",
+    "我喜欢机器 学习",
+    "李小福是创新办主任",
+]
 
 
 def corpus_en(rng):
@@ -175,7 +185,11 @@ def main():
 
     with open(os.path.join(OUT, "expected.json"), "w") as f:
         json.dump(index, f, ensure_ascii=False, indent=1)
+    jieba_fixtures()
 
+
+def jieba_fixtures():
+    """jieba's segmentations (jieba_expected.json) and the user dictionaries they used."""
     seg = {"hmm": [], "no_hmm": [], "user_dict": USER_DICT, "with_user_dict": []}
     for t in JIEBA_CORPUS:
         seg["hmm"].append({"text": t, "segmented": " ".join(jieba.cut(t))})
@@ -185,9 +199,22 @@ def main():
     jieba.load_userdict(os.path.join(OUT, "user_dict.txt"))
     for t in JIEBA_CORPUS:
         seg["with_user_dict"].append({"text": t, "segmented": " ".join(jieba.cut(t))})
+    # A tokenizer of its own: the default one has the first dictionary loaded.
+    with open(os.path.join(OUT, "user_dict_forms.txt"), "w") as f:
+        f.write(USER_DICT_FORMS)
+    forms = jieba.Tokenizer()
+    forms.load_userdict(os.path.join(OUT, "user_dict_forms.txt"))
+    seg["user_dict_forms"] = USER_DICT_FORMS
+    seg["with_user_dict_forms"] = [
+        {"text": t, "segmented": " ".join(forms.cut(t))} for t in USER_DICT_FORMS_CORPUS
+    ]
     with open(os.path.join(OUT, "jieba_expected.json"), "w") as f:
         json.dump(seg, f, ensure_ascii=False, indent=1)
 
 
 if __name__ == "__main__":
-    main()
+    # `jieba`: only jieba's segmentations (the fastText models stay as they are).
+    if sys.argv[1:] == ["jieba"]:
+        jieba_fixtures()
+    else:
+        main()

@@ -104,11 +104,68 @@ fn load_user_dict(path: &Path, name: &str) -> Result<Jieba, String> {
         ));
     }
     let bytes = std::fs::read(path).map_err(|e| format!("jieba user dictionary {name}: {e}"))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| format!("jieba user dictionary {name} is not UTF-8: {e}"))?;
     let mut jieba = Jieba::new();
-    jieba
-        .load_dict(&mut bytes.as_slice())
-        .map_err(|e| format!("jieba user dictionary {name}: {e}"))?;
+    // As Python jieba's `load_userdict`: each line `word [freq] [tag]` is added in
+    // turn with `add_word`, a word without a frequency getting the one
+    // `suggest_freq` gives it (so that it is cut whole).
+    for (i, line) in text.trim_start_matches('\u{feff}').lines().enumerate() {
+        let Some(entry) = user_dict_entry(line) else {
+            continue;
+        };
+        let freq = match entry.freq {
+            Some(f) => Some(
+                f.parse::<usize>()
+                    .ok()
+                    .filter(|&f| f <= MAX_USER_FREQ)
+                    .ok_or_else(|| {
+                        format!(
+                            "jieba user dictionary {name} line {}: frequency {f} is not a whole \
+                         number up to {MAX_USER_FREQ}",
+                            i + 1
+                        )
+                    })?,
+            ),
+            None => None,
+        };
+        jieba.add_word(entry.word, freq, entry.tag);
+    }
     Ok(jieba)
+}
+
+/// Most a user dictionary's word frequency may be (the dictionary jieba ships tops
+/// out near 10^6); their sum must fit a counter.
+const MAX_USER_FREQ: usize = 1_000_000_000_000;
+
+/// One line of a user dictionary, as Python jieba's `^(.+?)( [0-9]+)?( [a-z]+)?$`
+/// reads the stripped line: the shortest word that leaves a frequency and a tag,
+/// each after one space, when they are there.
+struct UserDictEntry<'a> {
+    word: &'a str,
+    freq: Option<&'a str>,
+    tag: Option<&'a str>,
+}
+
+fn user_dict_entry(line: &str) -> Option<UserDictEntry<'_>> {
+    let line = line.trim();
+    if line.is_empty() {
+        return None;
+    }
+    let (rest, tag) = split_last(line, |b| b.is_ascii_lowercase());
+    let (word, freq) = split_last(rest, |b| b.is_ascii_digit());
+    Some(UserDictEntry { word, freq, tag })
+}
+
+/// `text` without its last space-separated part when every byte of that part
+/// `fits` and a non-empty head is left; else `text` whole.
+fn split_last(text: &str, fits: fn(u8) -> bool) -> (&str, Option<&str>) {
+    match text.rsplit_once(' ') {
+        Some((head, last)) if !head.is_empty() && !last.is_empty() && last.bytes().all(fits) => {
+            (head, Some(last))
+        }
+        _ => (text, None),
+    }
 }
 
 #[cfg(test)]
@@ -138,6 +195,9 @@ mod tests {
             ("hmm", true, None),
             ("no_hmm", false, None),
             ("with_user_dict", true, Some("user_dict.txt")),
+            // Words without a frequency (jieba-rs's own reader ignored them), with a
+            // tag only (refused), holding a space.
+            ("with_user_dict_forms", true, Some("user_dict_forms.txt")),
         ] {
             let s = TextSegmenter::load(&fixtures(), &config(hmm, user_dict))
                 .unwrap()
@@ -187,5 +247,34 @@ mod tests {
         assert_eq!(rows[1], vec![0xff, 0xfe]);
         let numbers = Tensor::new(vec![1], TensorData::F32(vec![1.0])).unwrap();
         assert_eq!(s.segment_tensor(numbers.clone()).unwrap(), numbers);
+    }
+
+    /// A frequency past what the counters hold made jieba-rs panic (an upload
+    /// answered 500); it is refused naming the line. Other lines are as jieba reads
+    /// them.
+    #[test]
+    fn user_dictionary_lines_are_read_as_python_jieba_reads_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dict.txt");
+        std::fs::write(&path, "云计算 5\n\n石墨烯 18446744073709551615\n").unwrap();
+        let e = load_user_dict(&path, "dict.txt").err().unwrap();
+        assert!(
+            e.contains("dict.txt line 3: frequency 18446744073709551615"),
+            "{e}"
+        );
+        for (line, word, freq, tag) in [
+            ("石墨烯", "石墨烯", None, None),
+            ("  凱特琳 nz ", "凱特琳", None, Some("nz")),
+            ("机器 学习 5", "机器 学习", Some("5"), None),
+            ("x 12 ab", "x", Some("12"), Some("ab")),
+            ("x ab 12", "x ab", Some("12"), None),
+            ("abc", "abc", None, None),
+            ("5", "5", None, None),
+            ("词 5x", "词 5x", None, None),
+        ] {
+            let e = user_dict_entry(line).unwrap();
+            assert_eq!((e.word, e.freq, e.tag), (word, freq, tag), "{line:?}");
+        }
+        assert!(user_dict_entry("   ").is_none());
     }
 }
