@@ -847,7 +847,24 @@ async fn text_becomes_the_token_ids_and_embeddings_of_the_python_reference() {
         "model.onnx",
         &format!("{tok}[postprocess]\npooling = \"cls\"\n"),
     );
+    // Truncated to 2 tokens, a text has no room beside [CLS] and [SEP]: the version
+    // fails its load saying so (the tokenizers crate panicked).
+    install_text_model(
+        repo.path(),
+        "echo_too_short",
+        "echo.onnx",
+        "warmup = false\n[preprocess]\ntokenizer = \"tokenizer.json\"\nmax_length = 2\n",
+    );
     let server = TestServer::start(repo.path()).await;
+    let (status, body) = server.get("/v1/models/echo_too_short").await;
+    assert_eq!(status, 200, "{body}");
+    let msg = body["model_version_status"][0]["status"]["error_message"]
+        .as_str()
+        .unwrap();
+    assert!(
+        msg.contains("max_length is 2, but the tokenizer adds 2 special tokens"),
+        "{msg}"
+    );
     let v2_texts = |texts: &[&str]| json!({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [texts.len()], "data": texts}]});
     let output = |body: &Value, name: &str| {
         body["outputs"]

@@ -92,6 +92,18 @@ impl TextTokenizer {
             pad_type_id,
             ..PaddingParams::default()
         }));
+        // Truncation keeps room for the special tokens ([CLS], [SEP]): a max_length
+        // that leaves none made the tokenizers crate panic.
+        let special = tokenizer
+            .get_post_processor()
+            .map_or(0, |p| tokenizers::PostProcessor::added_tokens(p, false));
+        if config.truncation && config.max_length <= special {
+            return Err(format!(
+                "preprocess.max_length is {}, but the tokenizer adds {special} special tokens \
+                 to every text: it must be more than {special}",
+                config.max_length
+            ));
+        }
         tokenizer
             .with_truncation(config.truncation.then(|| TruncationParams {
                 max_length: config.max_length,
