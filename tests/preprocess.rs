@@ -1724,5 +1724,24 @@ async fn uploads_whose_pipeline_does_not_fit_are_refused_and_change_nothing() {
         );
     }
     assert_eq!(versions_on_disk(repo.path(), "labelled"), [1]);
+
+    // The model's config.toml broken meanwhile: an upload is checked against
+    // nothing, so it is refused (409) and nothing stored (it was checked against
+    // the defaults and stored without its labels: a version that failed once the
+    // file was fixed).
+    let config = repo.path().join("labelled/config.toml");
+    let good = std::fs::read(&config).unwrap();
+    std::fs::write(&config, "[postprocess\nlabels = \"labels.txt\"\n").unwrap();
+    let (status, body) =
+        upload_with_assets(&server, "labelled", ("logits.onnx", logits.clone()), &[]).await;
+    assert_eq!(status, 409, "{body}");
+    let msg = body["error"].as_str().unwrap();
+    assert!(
+        msg.contains("config.toml is not a valid model config"),
+        "{msg}"
+    );
+    assert!(!msg.contains(repo.path().to_str().unwrap()), "{msg}");
+    assert_eq!(versions_on_disk(repo.path(), "labelled"), [1]);
+    std::fs::write(&config, good).unwrap();
     server.stop().await;
 }

@@ -441,7 +441,15 @@ impl Upload {
         // upload, so a labels file, tokenizer or image setting that does not fit
         // the model is refused here rather than stored as a version that fails;
         // so is a warm-up (`warmup.json`, TF Serving's warm-up records) that fails.
-        let config = crate::model_config::ModelConfig::load(&self.model_dir).unwrap_or_default();
+        // A config.toml that does not parse says nothing of how the upload would be
+        // served: it is checked against nothing, so it is refused (it was checked
+        // against the defaults, and stored).
+        let config = crate::model_config::ModelConfig::load(&self.model_dir).map_err(|e| {
+            ApiError::Conflict(format!(
+                "model {:?}'s {e}; fix it before uploading a version (nothing was stored)",
+                self.model
+            ))
+        })?;
         let version_dir = self.staging.clone();
         let model = self.model.clone();
         let check = tokio::task::spawn_blocking(move || {
