@@ -10,6 +10,7 @@ Writes
   tests/fixtures/onnx/iris_str/model.onnx  LogisticRegression with string class labels
   tests/fixtures/onnx/diabetes_f64/model.onnx  Ridge on float64 inputs (output float64)
   tests/fixtures/onnx/multi_io/model.onnx  hand-made graph with one input of each dtype
+  tests/fixtures/onnx/half_io/model.onnx   hand-made graph with float16 inputs and outputs
   tests/fixtures/onnx/bank_columns/model.onnx  ColumnTransformer(OneHotEncoder on string
                                            columns, numeric columns passed through) +
                                            LogisticRegression, one ONNX input per column
@@ -200,6 +201,50 @@ def multi_io(root, rel):
     print(f"{rel}: written")
 
 
+def half_io(root, rel):
+    """FP16 in and out: float16 doubled, float16 to float32 and float32 to float16."""
+    B = "batch"
+    inputs = [
+        helper.make_tensor_value_info("h", TensorProto.FLOAT16, [B, 3]),
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, [B, 3]),
+    ]
+    outputs = [
+        helper.make_tensor_value_info("h_twice", TensorProto.FLOAT16, [B, 3]),
+        helper.make_tensor_value_info("h_float", TensorProto.FLOAT, [B, 3]),
+        helper.make_tensor_value_info("x_half", TensorProto.FLOAT16, [B, 3]),
+    ]
+    nodes = [
+        helper.make_node("Add", ["h", "h"], ["h_twice"]),
+        helper.make_node("Cast", ["h"], ["h_float"], to=TensorProto.FLOAT),
+        helper.make_node("Cast", ["x"], ["x_half"], to=TensorProto.FLOAT16),
+    ]
+    graph = helper.make_graph(nodes, "half_io", inputs, outputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    model.ir_version = 8
+    path = os.path.join(root, rel, "model.onnx")
+    save(model, path)
+    feeds = {
+        "h": np.array([[1.5, -0.333, 65504.0], [6e-8, -0.0, 2049.0]], dtype=np.float16),
+        "x": np.array([[0.1, 70000.0, -1e-9], [3.14159, -2.5, 1.0 / 3.0]], dtype=np.float32),
+    }
+    out = onnx_outputs(path, feeds)
+    # Every value as its IEEE half bits too, so a test compares bit for bit.
+    bits = lambda a: np.asarray(a, dtype=np.float16).view(np.uint16).reshape(-1).tolist()
+    write_expected(
+        os.path.join(root, rel, "expected.json"),
+        {
+            "inputs": {k: tolist(v.astype(np.float64)) for k, v in feeds.items()},
+            "input_bits": {"h": bits(feeds["h"])},
+            "onnxruntime": {
+                k: [None if not np.isfinite(x) else x for x in np.asarray(v, np.float64).reshape(-1).tolist()]
+                for k, v in out.items()
+            },
+            "onnxruntime_half_bits": {k: bits(v) for k, v in out.items() if v.dtype == np.float16},
+        },
+    )
+    print(f"{rel}: written")
+
+
 def bank_columns(root, rel):
     """A tabular pipeline the way it is usually written: columns selected by name, a
     one-hot encoding of the string columns, the numeric ones passed through. Exported
@@ -295,6 +340,7 @@ def main():
     iris_sklearn(ex, "iris_sklearn/1")
     diabetes_regressor(fx, "diabetes_f64")
     multi_io(fx, "multi_io")
+    half_io(fx, "half_io")
     bank_columns(fx, "bank_columns")
 
 

@@ -351,7 +351,7 @@ impl serde::Serialize for ElementJson<'_> {
             TensorData::I16(v) => serializer.serialize_i16(v[i]),
             TensorData::I32(v) => serializer.serialize_i32(v[i]),
             TensorData::I64(v) => serializer.serialize_i64(v[i]),
-            TensorData::F16(v) => serializer.serialize_u16(v[i]),
+            TensorData::F16(v) => float(half::f16::from_bits(v[i]).to_f64(), serializer),
             TensorData::F32(v) => float(v[i] as f64, serializer),
             TensorData::F64(v) => float(v[i], serializer),
             TensorData::Bytes(v) => match std::str::from_utf8(&v[i]) {

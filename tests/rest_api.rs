@@ -323,6 +323,129 @@ async fn v2_binary_tensor_extension() {
     server.stop().await;
 }
 
+/// FP16 inputs and outputs of an ONNX model, in the binary extension (the V2 JSON
+/// form has no FP16): the bits onnxruntime-Python gave. An FP16 input was refused
+/// ("not supported by the ONNX backend") and an FP16 output was a 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_binary_fp16_in_and_out_of_an_onnx_model() {
+    let dir = tempfile::tempdir().unwrap();
+    install_model(
+        dir.path(),
+        "half_io",
+        1,
+        &root_path("tests/fixtures/onnx/half_io/model.onnx"),
+    );
+    let server = TestServer::start(dir.path()).await;
+    let exp = expected("tests/fixtures/onnx/half_io/expected.json");
+    let u16s = |v: &Value| -> Vec<u16> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u16)
+            .collect()
+    };
+    let h: Vec<u8> = u16s(&exp["input_bits"]["h"])
+        .iter()
+        .flat_map(|b| b.to_le_bytes())
+        .collect();
+    let x: Vec<u8> = f64s(&exp["inputs"]["x"])
+        .iter()
+        .flat_map(|&v| (v as f32).to_le_bytes())
+        .collect();
+    let header = json!({
+        "inputs": [
+            {"name": "h", "shape": [2, 3], "datatype": "FP16", "parameters": {"binary_data_size": h.len()}},
+            {"name": "x", "shape": [2, 3], "datatype": "FP32", "parameters": {"binary_data_size": x.len()}},
+        ],
+        "outputs": [
+            {"name": "h_twice", "parameters": {"binary_data": true}},
+            {"name": "x_half", "parameters": {"binary_data": true}},
+            {"name": "h_float", "parameters": {"binary_data": true}},
+        ]
+    })
+    .to_string();
+    let mut body = header.clone().into_bytes();
+    body.extend_from_slice(&h);
+    body.extend_from_slice(&x);
+    let r = server
+        .client
+        .post(server.url("/v2/models/half_io/infer"))
+        .header("Inference-Header-Content-Length", header.len())
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let json_len: usize = r.headers()["inference-header-content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let bytes = r.bytes().await.unwrap();
+    let doc: Value = serde_json::from_slice(&bytes[..json_len]).unwrap();
+    let mut raw = &bytes[json_len..];
+    for (i, name) in ["h_twice", "x_half", "h_float"].into_iter().enumerate() {
+        let out = &doc["outputs"][i];
+        assert_eq!(out["name"], name, "{doc}");
+        let size = out["parameters"]["binary_data_size"].as_u64().unwrap() as usize;
+        let (mine, rest) = raw.split_at(size);
+        raw = rest;
+        if name == "h_float" {
+            assert_eq!(out["datatype"], "FP32", "{doc}");
+            let got: Vec<f64> = mine
+                .chunks_exact(4)
+                .map(|c| f64::from(f32::from_le_bytes(c.try_into().unwrap())))
+                .collect();
+            assert_eq!(got, f64s(&exp["onnxruntime"]["h_float"]), "{name}");
+        } else {
+            assert_eq!(out["datatype"], "FP16", "{doc}");
+            let got: Vec<u16> = mine
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            assert_eq!(got, u16s(&exp["onnxruntime_half_bits"][name]), "{name}");
+        }
+    }
+    // An FP16 output asked for in JSON is its values as numbers (they were its
+    // bits, 15360 for 1.0); one past FP16's range is "Infinity", as other floats.
+    let header = json!({
+        "inputs": [
+            {"name": "h", "shape": [2, 3], "datatype": "FP16", "parameters": {"binary_data_size": h.len()}},
+            {"name": "x", "shape": [2, 3], "datatype": "FP32", "parameters": {"binary_data_size": x.len()}},
+        ],
+        "outputs": [{"name": "x_half"}]
+    })
+    .to_string();
+    let mut body = header.clone().into_bytes();
+    body.extend_from_slice(&h);
+    body.extend_from_slice(&x);
+    let r = server
+        .client
+        .post(server.url("/v2/models/half_io/infer"))
+        .header("Inference-Header-Content-Length", header.len())
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let doc: Value = r.json().await.unwrap();
+    let data = &doc["outputs"][0]["data"];
+    let want: Vec<Value> = exp["onnxruntime"]["x_half"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            if v.is_null() {
+                json!("Infinity")
+            } else {
+                v.clone()
+            }
+        })
+        .collect();
+    assert_eq!(data, &json!(want), "{doc}");
+    server.stop().await;
+}
+
 /// TF Serving REST `:classify` and `:regress` (issue 11), as TF Serving's REST API
 /// takes them: named features per example, a shared context, `{"result": ...}` back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

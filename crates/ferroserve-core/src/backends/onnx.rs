@@ -235,10 +235,12 @@ fn to_ort<'a>(tensor: &'a Tensor) -> Result<ort::session::SessionInputValue<'a>,
         TensorData::I64(v) => view!(v),
         TensorData::F32(v) => view!(v),
         TensorData::F64(v) => view!(v),
-        TensorData::F16(_) => {
-            return Err(BackendError::InvalidInput(
-                "FP16 inputs are not supported by the ONNX backend".into(),
-            ))
+        TensorData::F16(v) => {
+            use half::slice::HalfBitsSliceExt;
+            let halves: &[half::f16] = v.as_slice().reinterpret_cast();
+            TensorRef::from_array_view((shape, halves))
+                .map_err(invalid)?
+                .into()
         }
         TensorData::Bytes(v) => {
             let strings = v
@@ -288,6 +290,13 @@ fn from_ort(name: &str, value: &DynValue) -> Result<Tensor, BackendError> {
         TensorElementType::Uint32 => extract!(u32, U32),
         TensorElementType::Uint64 => extract!(u64, U64),
         TensorElementType::Bool => extract!(bool, Bool),
+        TensorElementType::Float16 => {
+            let (shape, data) = value.try_extract_tensor::<half::f16>().map_err(fail)?;
+            (
+                shape.iter().map(|&d| d as usize).collect::<Vec<_>>(),
+                TensorData::F16(data.iter().map(|h| h.to_bits()).collect()),
+            )
+        }
         TensorElementType::String => {
             let (shape, strings) = value.try_extract_strings().map_err(fail)?;
             (
