@@ -332,6 +332,57 @@ async fn simple_api_feature_texts_out_of_range_are_400() {
     server.stop().await;
 }
 
+/// `curl -d '{…}'` (the README's examples) sends its JSON labelled as a form; it
+/// was read as one form field named by the whole JSON text (400 "model_id is
+/// required").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simple_api_takes_json_that_curl_labels_a_form() {
+    let repo = repo();
+    let server = TestServer::start(repo.path()).await;
+    let form = "application/x-www-form-urlencoded";
+    for (path, body) in [
+        (
+            "/predict",
+            r#"{"model_id":"iris_lr","features":[5.1,3.5,1.4,0.2]}"#,
+        ),
+        ("/predict", " \n[{\"model_id\":\"iris_lr\"}]"),
+        ("/predict/iris_lr", r#"{"features":[5.1,3.5,1.4,0.2]}"#),
+    ] {
+        let r = server
+            .client
+            .post(server.url(path))
+            .header("content-type", form)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let answer: Value = r.json().await.unwrap();
+        if body.trim_start().starts_with('[') {
+            // A list is no simple-API body: refused as JSON, not as a form.
+            assert_eq!(status, 400, "{answer}");
+            assert!(
+                !error_text(&answer).contains("model_id is given"),
+                "{answer}"
+            );
+            continue;
+        }
+        assert_eq!(status, 200, "{path} {body}: {answer}");
+        assert_eq!(answer["prediction"], 0, "{answer}");
+    }
+    // A real form still reads as one.
+    let r = server
+        .client
+        .post(server.url("/predict/iris_lr"))
+        .header("content-type", form)
+        .body("features=5.1&features=3.5&features=1.4&features=0.2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_body_is_413_and_timeouts_are_504() {
     let repo = repo();

@@ -342,7 +342,15 @@ async fn decode_body(
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<SimpleBody, HttpError> {
     let bytes = body(bytes, state.settings.max_request_bytes)?;
-    if is_form(headers) {
+    // `curl -d '{"model_id": …}'` labels its JSON a form: a "form" that begins as a
+    // JSON object or list does (no form field is named `{…`), so it is read as JSON.
+    let looks_like_json = || {
+        bytes
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| matches!(b, b'{' | b'['))
+    };
+    if is_form(headers) && !looks_like_json() {
         decode_form(&bytes)
     } else if let Some(content_type) = multipart_type(headers) {
         decode_multipart(content_type, bytes).await
