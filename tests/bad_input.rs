@@ -323,6 +323,24 @@ async fn simple_api_feature_texts_out_of_range_are_400() {
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
     assert!(error_text(&body).contains("out of range"), "{body}");
+    // A field given twice is refused (the last one answered), as a
+    // form's or multipart's is.
+    for body in [
+        r#"{"model_id":"iris_lr","model_id":"impatient","features":[5.1,3.5,1.4,0.2]}"#,
+        r#"{"model_id":"iris_lr","features":[1,2,3,4],"features":[5.1,3.5,1.4,0.2]}"#,
+    ] {
+        let r = server
+            .client
+            .post(server.url("/predict"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+        let answer: Value = r.json().await.unwrap();
+        assert!(error_text(&answer).contains("is given twice"), "{answer}");
+    }
     // Infinity by name stays a value one may send.
     for named in ["Infinity", "-inf", "+INF"] {
         let body = json!({"model_id": "iris_lr", "features": [named, 3.5, 1.4, 0.2]});

@@ -210,6 +210,30 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    // A field given twice (the last one named the model).
+    for field in ["model_id", "version"] {
+        let value = if field == "version" { "7" } else { "twice" };
+        let form = reqwest::multipart::Form::new()
+            .text(field, value)
+            .text(field, value)
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(iris("iris_lr")).file_name("twice.onnx"),
+            );
+        let r = server
+            .client
+            .post(server.url("/upload_model"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{field}");
+        let body: Value = r.json().await.unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains("is given twice"),
+            "{body}"
+        );
+    }
 
     assert_eq!(
         tree(repo.path()),

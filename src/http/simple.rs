@@ -187,6 +187,66 @@ fn text_value(v: &str) -> FeatureValue {
     }
 }
 
+/// A JSON body read as an object whose keys are each given once (`None` when it is
+/// some other value): `{"model_id": "a", "model_id": "b"}` is refused, where a map
+/// would keep the last (and a proxy in front may have judged the first), as form
+/// and multipart bodies refuse a field given twice.
+struct UniqueKeys(Option<serde_json::Map<String, Value>>);
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<UniqueKeys, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = UniqueKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut access: A,
+            ) -> Result<UniqueKeys, A::Error> {
+                let mut map = serde_json::Map::new();
+                while let Some(key) = access.next_key::<String>()? {
+                    let value: Value = access.next_value()?;
+                    if map.contains_key(&key) {
+                        return Err(serde::de::Error::custom(format!(
+                            "field {key:?} is given twice"
+                        )));
+                    }
+                    map.insert(key, value);
+                }
+                Ok(UniqueKeys(Some(map)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut access: A,
+            ) -> Result<UniqueKeys, A::Error> {
+                while access.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(UniqueKeys(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys(None))
+            }
+            fn visit_unit<E>(self) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys(None))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
 /// `"texts": ["…", …]` for a text model (fastText): one row per text, answered
 /// with lists, as the old fastText service's list of sentences.
 fn parse_texts(texts: &Value) -> Result<(Rows, bool), HttpError> {
@@ -210,8 +270,8 @@ fn parse_texts(texts: &Value) -> Result<(Rows, bool), HttpError> {
 /// The JSON body: `{"model_id"?, "features", "version"?}`, or `"text": "…"` /
 /// `"texts": [...]` in place of `features` for a text model.
 fn decode_json(bytes: &[u8]) -> Result<SimpleBody, HttpError> {
-    let request: Value = parse_json(bytes)?;
-    let Value::Object(request) = request else {
+    let UniqueKeys(request) = parse_json(bytes)?;
+    let Some(request) = request else {
         return Err(invalid("the body must be a JSON object"));
     };
     if let Some(unknown) = request.keys().find(|k| {

@@ -121,7 +121,14 @@ async fn upload_model(
             receive_asset(upload, field).await?;
             continue;
         }
+        let twice = |field: &str| {
+            HttpError(ApiError::InvalidArgument(format!(
+                "field {field:?} is given twice"
+            )))
+        };
         match name.as_str() {
+            "model_id" if model_id.is_some() => return Err(twice("model_id")),
+            "version" if version.is_some() => return Err(twice("version")),
             "model_id" => model_id = Some(text_field(field, "model_id").await?.trim().to_string()),
             "version" => {
                 // Not trimmed: " 7 " is refused like "+7", so that one number has
