@@ -176,6 +176,26 @@ def text():
     ])
 
 
+def slow():
+    """A signature whose run time the request sets: `n` turns of a while loop of
+    small matrix products, each turn a few ops TensorFlow can cancel between (the
+    request deadline's test: a run past it is cancelled, not left holding the
+    version)."""
+
+    class Slow(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="n")])
+        def run(self, n):
+            def body(i, x):
+                return i + 1, tf.matmul(x, x) / 64.0
+
+            x = tf.ones([64, 64])
+            _, x = tf.while_loop(lambda i, x: i < n[0], body, [tf.constant(0), x])
+            return {"y": tf.reshape(tf.reduce_sum(x), [1]) + tf.cast(n * 0, tf.float32)}
+
+    module = Slow()
+    save("slow", module, {"serving_default": module.run}, [("serving_default", {"n": np.array([3], np.int32)})])
+
+
 def tf_example(features):
     """A tf.train.Example from TF Serving REST's JSON features (ints, floats, strings)."""
     out = tf.train.Example()
@@ -315,9 +335,10 @@ def write_warmup(path, protos):
 
 
 if __name__ == "__main__":
-    mlp()
-    cnn()
-    multi()
-    text()
-    tf1_classifier()
+    import sys
+
+    # A name writes that fixture alone (the others stay as they are).
+    chosen = sys.argv[1:] or ["mlp", "cnn", "multi", "text", "tf1_classifier", "slow"]
+    for name in chosen:
+        globals()[name]()
     print("written to", os.path.normpath(OUT))

@@ -579,7 +579,7 @@ async fn broken_saved_models_go_to_error_with_tensorflows_message() {
         ("gpu", &["gpu", "serve"][..]),
     ] {
         let v = settled_status(&server, model).await;
-        assert_eq!(v["state"], "ERROR", "{model}: {v}");
+        assert_eq!(v["state"], "END", "{model}: {v}");
         let message = v["status"]["error_message"].as_str().unwrap();
         assert!(
             message.contains("cannot load TensorFlow SavedModel"),
@@ -612,7 +612,7 @@ async fn without_the_library_a_saved_model_is_error_and_other_models_serve() {
     };
     let server = TestServer::start_with(settings).await;
     let v = settled_status(&server, "mlp").await;
-    assert_eq!(v["state"], "ERROR", "{v}");
+    assert_eq!(v["state"], "END", "{v}");
     let message = v["status"]["error_message"].as_str().unwrap();
     assert!(
         message.contains("libtensorflow_cc.so.2") && message.contains("--tensorflow-path"),
@@ -1121,7 +1121,7 @@ async fn tf_serving_warmup_records_are_replayed_and_a_broken_file_fails_the_load
         ("failing", &["record 0", "\"nope\""][..]),
     ] {
         let v = settled_status(&server, model).await;
-        assert_eq!(v["state"], "ERROR", "{model}: {v}");
+        assert_eq!(v["state"], "END", "{model}: {v}");
         let message = v["status"]["error_message"].as_str().unwrap();
         assert!(
             message.contains("assets.extra/tf_serving_warmup_requests"),
@@ -1212,5 +1212,43 @@ async fn requests_for_a_named_signature_batch_together() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+    server.stop().await;
+}
+
+/// A run past its request's deadline is cancelled by TensorFlow (RunOptions'
+/// timeout, as TF Serving passes it): it answered 504 but ran on, holding the
+/// version's thread, so the next request waited for it (and timed out too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_past_its_deadline_is_cancelled_and_the_next_request_runs() {
+    let repo = repo(&["slow"]);
+    std::fs::write(repo.path().join("slow/config.toml"), "timeout_secs = 1.0\n").unwrap();
+    let server = TestServer::start_with(Settings {
+        inference_threads: 1,
+        ..settings(repo.path())
+    })
+    .await;
+    let exp = expected("slow");
+    let (status, answer) = server
+        .post_json("/v1/models/slow:predict", &json!({"instances": [3]}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let mut got = Vec::new();
+    flatten(&answer["predictions"], &mut got);
+    assert_values(&got, &exp["serving_default"]["outputs"]["y"], "slow");
+    // About a minute of matrix products, cut at the deadline.
+    let started = std::time::Instant::now();
+    let (status, answer) = server
+        .post_json(
+            "/v1/models/slow:predict",
+            &json!({"instances": [50_000_000]}),
+        )
+        .await;
+    assert_eq!(status, 504, "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The thread is free again: a short run answers within its own second.
+    let (status, answer) = server
+        .post_json("/v1/models/slow:predict", &json!({"instances": [3]}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
     server.stop().await;
 }

@@ -77,6 +77,7 @@ impl From<BackendError> for BatchError {
         match e {
             BackendError::InvalidInput(m) => BatchError::InvalidInput(m),
             e @ BackendError::OutOfMemory(_) => BatchError::OutOfMemory(e.to_string()),
+            BackendError::DeadlineExceeded(_) => BatchError::DeadlineExceeded,
             e @ (BackendError::Inference(_) | BackendError::Load(_)) => {
                 BatchError::Internal(e.to_string())
             }
@@ -587,9 +588,17 @@ impl BatchQueue {
                     .record(now.duration_since(e.enqueued).as_secs_f64());
             }
             self.metrics.batch_size.record(rows as f64);
+            // The latest of the requests' deadlines: past it no caller waits, and a
+            // runtime that can cancel a run does (none when one request has none).
+            let deadline = live
+                .iter()
+                .map(|e| e.deadline.map(Instant::into_std))
+                .collect::<Option<Vec<_>>>()
+                .and_then(|all| all.into_iter().max());
             let started = std::time::Instant::now();
-            let ran =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_entries(live)));
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                crate::backends::with_run_deadline(deadline, || self.run_entries(live))
+            }));
             let elapsed = started.elapsed();
             if ran.is_err() {
                 // The entries' replies were dropped with the panic: their callers see

@@ -85,6 +85,34 @@ pub enum BackendError {
     /// limit, or a request too large for the machine): a 503, not the client's fault.
     #[error("out of memory: {0}")]
     OutOfMemory(String),
+    /// The runtime cancelled the run at its deadline ([`run_deadline`]).
+    #[error("the deadline passed while the model ran: {0}")]
+    DeadlineExceeded(String),
+}
+
+thread_local! {
+    static RUN_DEADLINE: std::cell::Cell<Option<std::time::Instant>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` (a backend's run, on this thread) with `deadline` as the time past which
+/// a runtime that can cancel a run does (TensorFlow's `RunOptions.timeout_in_ms`):
+/// a run nobody waits for any more stops holding the model's threads. `None`: no
+/// deadline (one request of the batch has none).
+pub fn with_run_deadline<T>(deadline: Option<std::time::Instant>, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<std::time::Instant>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            RUN_DEADLINE.with(|d| d.set(self.0));
+        }
+    }
+    let _restore = Restore(RUN_DEADLINE.with(|d| d.replace(deadline)));
+    f()
+}
+
+/// The deadline [`with_run_deadline`] set for the run on this thread.
+pub fn run_deadline() -> Option<std::time::Instant> {
+    RUN_DEADLINE.with(|d| d.get())
 }
 
 impl BackendError {

@@ -175,6 +175,20 @@ impl Drop for Status<'_> {
 const TF_INVALID_ARGUMENT: c_int = 3;
 /// TensorFlow's code for an allocation that failed (`OOM when allocating ...`).
 const TF_RESOURCE_EXHAUSTED: c_int = 8;
+const TF_DEADLINE_EXCEEDED: c_int = 4;
+
+/// A serialized `tensorflow.RunOptions` with `timeout_in_ms` (field 2, a varint) set
+/// to `timeout`, at least 1 ms (0 would mean none).
+fn run_options_with_timeout(timeout: std::time::Duration) -> Vec<u8> {
+    let mut ms = timeout.as_millis().clamp(1, i64::MAX as u128) as u64;
+    let mut out = vec![0x10];
+    while ms >= 0x80 {
+        out.push((ms as u8 & 0x7f) | 0x80);
+        ms >>= 7;
+    }
+    out.push(ms as u8);
+    out
+}
 
 /// One SignatureDef, resolved against the graph.
 struct LoadedSignature {
@@ -581,12 +595,25 @@ impl TensorflowBackend {
         let input_ptrs: Vec<*mut ffi::TF_Tensor> = values.iter().map(|v| v.raw).collect();
         let mut output_ptrs: Vec<*mut ffi::TF_Tensor> = vec![std::ptr::null_mut(); fetches.len()];
         let status = Status::new(self.api);
-        // SAFETY: the arrays have the lengths passed; the input tensors stay alive
-        // for the call; TensorFlow fills `output_ptrs` with tensors we now own.
+        // The run's deadline as TF Serving passes it: RunOptions.timeout_in_ms, past
+        // which TensorFlow cancels the run between ops.
+        let run_options = super::run_deadline().map(|d| {
+            run_options_with_timeout(d.saturating_duration_since(std::time::Instant::now()))
+        });
+        let run_options_buffer = run_options.as_ref().map(|bytes| ffi::TF_Buffer {
+            data: bytes.as_ptr().cast(),
+            length: bytes.len(),
+            data_deallocator: None,
+        });
+        // SAFETY: the arrays have the lengths passed; the input tensors and the run
+        // options stay alive for the call; TensorFlow fills `output_ptrs` with
+        // tensors we now own.
         unsafe {
             (self.api.TF_SessionRun)(
                 self.session,
-                std::ptr::null(),
+                run_options_buffer
+                    .as_ref()
+                    .map_or(std::ptr::null(), |b| b as *const ffi::TF_Buffer),
                 feeds.as_ptr(),
                 input_ptrs.as_ptr(),
                 feeds.len() as c_int,
@@ -615,6 +642,7 @@ impl TensorflowBackend {
             return Err(match code {
                 TF_INVALID_ARGUMENT => BackendError::InvalidInput(message),
                 TF_RESOURCE_EXHAUSTED => BackendError::OutOfMemory(message),
+                TF_DEADLINE_EXCEEDED => BackendError::DeadlineExceeded(message),
                 _ => BackendError::Inference(message),
             });
         }
@@ -831,5 +859,30 @@ impl Backend for TensorflowBackend {
             BackendError::InvalidInput(format!("serving signature name {signature:?} not found"))
         })?;
         self.run(found, inputs, output_names)
+    }
+}
+
+#[cfg(test)]
+mod run_options_tests {
+    use super::run_options_with_timeout;
+    use std::time::Duration;
+
+    /// `RunOptions { timeout_in_ms }` as protobuf writes it: tag 0x10, then the
+    /// milliseconds as a varint; never 0 (no timeout).
+    #[test]
+    fn run_options_carry_the_timeout_in_milliseconds() {
+        assert_eq!(
+            run_options_with_timeout(Duration::from_millis(1500)),
+            [0x10, 0xdc, 0x0b]
+        );
+        assert_eq!(
+            run_options_with_timeout(Duration::from_millis(5)),
+            [0x10, 5]
+        );
+        assert_eq!(run_options_with_timeout(Duration::ZERO), [0x10, 1]);
+        assert_eq!(
+            run_options_with_timeout(Duration::from_micros(300)),
+            [0x10, 1]
+        );
     }
 }
