@@ -265,6 +265,9 @@ pub struct NestedJson<'a> {
     data: &'a TensorData,
     shape: &'a [usize],
     start: usize,
+    /// Bytes always as `{"b64": …}`, UTF-8 or not (TF Serving's rule for an output
+    /// whose name ends in `_bytes`).
+    b64: bool,
 }
 
 impl<'a> NestedJson<'a> {
@@ -274,7 +277,13 @@ impl<'a> NestedJson<'a> {
             data: tensor.data(),
             shape: tensor.shape(),
             start: 0,
+            b64: false,
         }
+    }
+
+    /// The same, its bytes written as `{"b64": …}` whatever they hold when `yes`.
+    pub fn b64_if(self, yes: bool) -> NestedJson<'a> {
+        NestedJson { b64: yes, ..self }
     }
 
     /// Row `i` (of the first dimension), nested.
@@ -284,6 +293,7 @@ impl<'a> NestedJson<'a> {
             data: tensor.data(),
             shape: rest,
             start: i * rest.iter().product::<usize>(),
+            b64: false,
         }
     }
 }
@@ -292,7 +302,10 @@ impl serde::Serialize for NestedJson<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeSeq;
         match self.shape.split_first() {
-            None => ElementJson(self.data, self.start).serialize(serializer),
+            None => match self.data {
+                TensorData::Bytes(v) if self.b64 => b64_json(&v[self.start], serializer),
+                _ => ElementJson(self.data, self.start).serialize(serializer),
+            },
             Some((&n, rest)) => {
                 let stride: usize = rest.iter().product();
                 let mut seq = serializer.serialize_seq(Some(n))?;
@@ -301,6 +314,7 @@ impl serde::Serialize for NestedJson<'_> {
                         data: self.data,
                         shape: rest,
                         start: self.start + i * stride,
+                        b64: self.b64,
                     })?;
                 }
                 seq.end()
@@ -322,6 +336,17 @@ impl serde::Serialize for FlatJson<'_> {
         }
         seq.end()
     }
+}
+
+/// `{"b64": "…"}`.
+fn b64_json<S: serde::Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = serializer.serialize_map(Some(1))?;
+    map.serialize_entry(
+        "b64",
+        &base64::engine::general_purpose::STANDARD.encode(bytes),
+    )?;
+    map.end()
 }
 
 /// One element of a tensor.
@@ -356,15 +381,7 @@ impl serde::Serialize for ElementJson<'_> {
             TensorData::F64(v) => float(v[i], serializer),
             TensorData::Bytes(v) => match std::str::from_utf8(&v[i]) {
                 Ok(s) => serializer.serialize_str(s),
-                Err(_) => {
-                    use serde::ser::SerializeMap;
-                    let mut map = serializer.serialize_map(Some(1))?;
-                    map.serialize_entry(
-                        "b64",
-                        &base64::engine::general_purpose::STANDARD.encode(&v[i]),
-                    )?;
-                    map.end()
-                }
+                Err(_) => b64_json(&v[i], serializer),
             },
         }
     }

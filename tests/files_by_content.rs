@@ -168,7 +168,7 @@ async fn version_directories_holding_one_file_of_any_name_are_served() {
     let (status, body) = server.get("/v1/models/text").await;
     assert_eq!(status, 200, "{body}");
     let v = &body["model_version_status"][0];
-    assert_eq!(v["state"], "ERROR", "{body}");
+    assert_eq!(v["state"], "END", "{body}");
     let message = v["status"]["error_message"].as_str().unwrap();
     assert!(
         message.contains("model.bin") && message.contains("ONNX") && message.contains("pickle"),

@@ -22,7 +22,7 @@ async fn missing_onnxruntime_is_a_model_error_not_a_crash() {
     let (status, body) = server.get("/v1/models/iris_lr").await;
     assert_eq!(status, 200);
     let v = &body["model_version_status"][0];
-    assert_eq!(v["state"], "ERROR");
+    assert_eq!(v["state"], "END");
     assert!(
         v["status"]["error_message"]
             .as_str()

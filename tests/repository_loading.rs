@@ -110,7 +110,7 @@ async fn corrupt_and_missing_artifacts_go_to_error_while_others_serve() {
     let (status, body) = server.get("/v1/models/corrupt").await;
     assert_eq!(status, 200);
     let v = &body["model_version_status"][0];
-    assert_eq!(v["state"], "ERROR");
+    assert_eq!(v["state"], "END");
     assert_eq!(v["status"]["error_code"], "UNKNOWN");
     assert!(
         v["status"]["error_message"]
@@ -133,7 +133,7 @@ async fn corrupt_and_missing_artifacts_go_to_error_while_others_serve() {
 
     let (_, body) = server.get("/v1/models/empty").await;
     let v = &body["model_version_status"][0];
-    assert_eq!(v["state"], "ERROR");
+    assert_eq!(v["state"], "END");
     assert!(v["status"]["error_message"]
         .as_str()
         .unwrap()
@@ -164,7 +164,7 @@ async fn unreadable_artifact_goes_to_error() {
     let server = TestServer::start(repo.path()).await;
     let (_, body) = server.get("/v1/models/weird").await;
     assert_eq!(body["model_version_status"][0]["version"], "2");
-    assert_eq!(body["model_version_status"][0]["state"], "ERROR");
+    assert_eq!(body["model_version_status"][0]["state"], "END");
     let (status, _) = server
         .post_json(
             "/v1/models/good:predict",

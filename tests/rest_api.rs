@@ -625,6 +625,22 @@ async fn tf_serving_rest_classify_and_regress() {
         assert_eq!(status, code, "{path} {body}: {answer}");
         assert!(answer["error"].is_string(), "{answer}");
     }
+    // A float feature past FP32's range is refused, as predict refuses it (it
+    // became an infinity, and the scores null).
+    let big = json!({"examples": [{"sepal_length": 1e39, "sepal_width": 3.5,
+                                   "petal_length": 1.4, "petal_width": 0.2}]});
+    for path in [
+        "/v1/models/iris_lr:classify",
+        "/v1/models/iris_sklearn:classify",
+    ] {
+        let (status, answer) = server.post_json(path, &big).await;
+        assert_eq!(status, 400, "{path}: {answer}");
+        let msg = answer["error"].as_str().unwrap();
+        assert!(
+            msg.contains("\"sepal_length\": 1e39 is out of range"),
+            "{msg}"
+        );
+    }
     server.stop().await;
 }
 

@@ -200,7 +200,7 @@ async fn hostile_pickle_is_an_error_state_not_code_execution() {
     let server = TestServer::start(repo.path()).await;
     let (_, body) = server.get("/v1/models/evil").await;
     let v = &body["model_version_status"][0];
-    assert_eq!(v["state"], "ERROR");
+    assert_eq!(v["state"], "END");
     assert!(
         v["status"]["error_message"]
             .as_str()
@@ -244,7 +244,7 @@ async fn wrapper_object_pickle_is_served_only_with_the_opt_in() {
 
     let (_, body) = server.get("/v1/models/plain").await;
     let v = &body["model_version_status"][0];
-    assert_eq!(v["state"], "ERROR", "{v}");
+    assert_eq!(v["state"], "END", "{v}");
     assert!(
         v["status"]["error_message"]
             .as_str()

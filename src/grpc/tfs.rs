@@ -75,11 +75,23 @@ fn predictions_of(
     pb::prediction_service_client::PredictionServiceClient::new(channel)
 }
 
-fn signature_used(spec: Option<&ModelSpec>) -> String {
+/// The signature a request ran: the one it named, else `backend`'s default.
+fn signature_used(spec: Option<&ModelSpec>, backend: &dyn crate::backends::Backend) -> String {
     match spec.map(|s| s.signature_name.as_str()) {
         Some(name) if !name.is_empty() => name.to_string(),
-        _ => DEFAULT_SIGNATURE.to_string(),
+        _ => default_signature_name(backend),
     }
+}
+
+/// The name of the signature a request without one ran: the model's default, which
+/// a SavedModel without `serving_default` names otherwise (its first).
+fn default_signature_name(backend: &dyn crate::backends::Backend) -> String {
+    let default = backend.signature();
+    backend
+        .signatures()
+        .iter()
+        .find(|s| std::ptr::eq(&s.signature, default))
+        .map_or_else(|| DEFAULT_SIGNATURE.to_string(), |s| s.name.clone())
 }
 
 /// The spec a response carries: the model and the version that answered.
@@ -291,7 +303,7 @@ impl prediction_service_server::PredictionService for PredictionService {
             pb::PredictResponse {
                 model_spec: Some(ModelSpec {
                     signature_name: if signature_name.is_empty() {
-                        DEFAULT_SIGNATURE.to_string()
+                        default_signature_name(&*response.handle.backend)
                     } else {
                         signature_name
                     },
@@ -331,7 +343,7 @@ impl prediction_service_server::PredictionService for PredictionService {
         Ok(super::with_cache_metadata(
             pb::ClassificationResponse {
                 model_spec: Some(ModelSpec {
-                    signature_name: signature_used(spec),
+                    signature_name: signature_used(spec, &*response.handle.backend),
                     ..answered_spec(&response.handle.model, response.handle.version)
                 }),
                 result: Some(classification_result(response.classes)),
@@ -364,7 +376,7 @@ impl prediction_service_server::PredictionService for PredictionService {
         Ok(super::with_cache_metadata(
             pb::RegressionResponse {
                 model_spec: Some(ModelSpec {
-                    signature_name: signature_used(spec),
+                    signature_name: signature_used(spec, &*response.handle.backend),
                     ..answered_spec(&response.handle.model, response.handle.version)
                 }),
                 result: Some(regression_result(response.values)),
@@ -625,5 +637,97 @@ impl model_service_server::ModelService for ModelService {
         Ok(Response::new(pb::ReloadConfigResponse {
             status: Some(ok_status()),
         }))
+    }
+}
+
+#[cfg(test)]
+mod signature_name_tests {
+    use super::*;
+    use crate::backends::{Backend, BackendError, ModelTraits, NamedSignature, Signature};
+    use crate::tensor::NamedTensor;
+
+    /// A SavedModel's signatures, `alpha` (its default: it has no
+    /// `serving_default`) and `zeta`.
+    struct Named {
+        signatures: Vec<NamedSignature>,
+        traits: ModelTraits,
+    }
+
+    impl Backend for Named {
+        fn format(&self) -> &'static str {
+            "test"
+        }
+        fn signature(&self) -> &Signature {
+            &self.signatures[0].signature
+        }
+        fn traits(&self) -> &ModelTraits {
+            &self.traits
+        }
+        fn predict(
+            &self,
+            _: Vec<NamedTensor>,
+            _: &[String],
+        ) -> Result<Vec<NamedTensor>, BackendError> {
+            Ok(Vec::new())
+        }
+        fn signatures(&self) -> &[NamedSignature] {
+            &self.signatures
+        }
+    }
+
+    /// A response names the signature that ran: a model's default is not always
+    /// called `serving_default` (the answer said so for a model without one).
+    #[test]
+    fn a_request_without_a_signature_name_is_answered_with_the_defaults_name() {
+        let named = |name: &str| NamedSignature {
+            name: name.into(),
+            method_name: PREDICT_METHOD.into(),
+            signature: Signature {
+                inputs: Vec::new(),
+                outputs: Vec::new(),
+            },
+            input_tensors: Vec::new(),
+            output_tensors: Vec::new(),
+        };
+        let backend = Named {
+            signatures: vec![named("alpha"), named("zeta")],
+            traits: ModelTraits::default(),
+        };
+        assert_eq!(default_signature_name(&backend), "alpha");
+        let spec = |name: &str| ModelSpec {
+            signature_name: name.into(),
+            ..ModelSpec::default()
+        };
+        assert_eq!(signature_used(Some(&spec("")), &backend), "alpha");
+        assert_eq!(signature_used(Some(&spec("zeta")), &backend), "zeta");
+        assert_eq!(signature_used(None, &backend), "alpha");
+        // A model of one signature: TF Serving's default key.
+        struct Plain(Signature, ModelTraits);
+        impl Backend for Plain {
+            fn format(&self) -> &'static str {
+                "plain"
+            }
+            fn signature(&self) -> &Signature {
+                &self.0
+            }
+            fn traits(&self) -> &ModelTraits {
+                &self.1
+            }
+            fn predict(
+                &self,
+                _: Vec<NamedTensor>,
+                _: &[String],
+            ) -> Result<Vec<NamedTensor>, BackendError> {
+                Ok(Vec::new())
+            }
+        }
+        let plain = Plain(
+            Signature {
+                inputs: Vec::new(),
+                outputs: Vec::new(),
+            },
+            ModelTraits::default(),
+        );
+        assert_eq!(default_signature_name(&plain), DEFAULT_SIGNATURE);
     }
 }

@@ -102,6 +102,10 @@ async fn get_model(
     }
 }
 
+/// TF Serving's `GetModelStatusResponse` as its REST API writes it. A version that
+/// failed to load is `END` with its error, as TF Serving reports it (its state enum
+/// has no ERROR: clients parsing the answer with `json_format` refused "ERROR");
+/// ferroserve's own `/models/status` says `ERROR`.
 pub fn status_json(statuses: &[api::VersionStatus]) -> Value {
     let list: Vec<Value> = statuses
         .iter()
@@ -111,9 +115,13 @@ pub fn status_json(statuses: &[api::VersionStatus]) -> Value {
             } else {
                 "UNKNOWN"
             };
+            let state = match s.state {
+                crate::manager::VersionState::Error => crate::manager::VersionState::End,
+                other => other,
+            };
             json!({
                 "version": s.version.to_string(),
-                "state": s.state.as_str(),
+                "state": state.as_str(),
                 "status": { "error_code": code, "error_message": s.error_message },
             })
         })
@@ -262,6 +270,13 @@ struct Outputs<'a> {
     outputs: ColumnsJson<'a>,
 }
 
+/// Whether an output's strings are always written `{"b64": …}`: TF Serving's rule
+/// (`json_tensor.cc`) for a tensor whose name ends in `_bytes`, so that a client
+/// reading binary outputs gets them encoded even when they happen to be UTF-8.
+fn named_bytes(name: &str) -> bool {
+    name.ends_with("_bytes")
+}
+
 /// Row format: each row is the only output's row, or an object of every output's.
 struct RowsJson<'a> {
     outputs: &'a [NamedTensor],
@@ -275,11 +290,14 @@ impl serde::Serialize for RowsJson<'_> {
         impl serde::Serialize for Row<'_> {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 match self.0 {
-                    [(_, only)] => NestedJson::row(only, self.1).serialize(serializer),
+                    [(name, only)] => NestedJson::row(only, self.1)
+                        .b64_if(named_bytes(name))
+                        .serialize(serializer),
                     many => {
                         let mut map = serializer.serialize_map(Some(many.len()))?;
                         for (name, t) in many {
-                            map.serialize_entry(name, &NestedJson::row(t, self.1))?;
+                            let row = NestedJson::row(t, self.1).b64_if(named_bytes(name));
+                            map.serialize_entry(name, &row)?;
                         }
                         map.end()
                     }
@@ -301,11 +319,13 @@ impl serde::Serialize for ColumnsJson<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         match self.0 {
-            [(_, only)] => NestedJson::whole(only).serialize(serializer),
+            [(name, only)] => NestedJson::whole(only)
+                .b64_if(named_bytes(name))
+                .serialize(serializer),
             many => {
                 let mut map = serializer.serialize_map(Some(many.len()))?;
                 for (name, t) in many {
-                    map.serialize_entry(name, &NestedJson::whole(t))?;
+                    map.serialize_entry(name, &NestedJson::whole(t).b64_if(named_bytes(name)))?;
                 }
                 map.end()
             }
@@ -389,6 +409,18 @@ struct ExamplesBody {
 /// One JSON feature value as a tf.Example feature, as TF Serving reads it: integers are
 /// an int64 list, other numbers a float list, strings (or `{"b64": ...}`) a bytes list;
 /// a list is the feature's values and must not mix numbers and strings.
+/// A score as predict answers write floats: a number, or `"NaN"`, `"Infinity"`,
+/// `"-Infinity"` (serde writes those as `null`).
+fn float_json(x: f32) -> Value {
+    if x.is_nan() {
+        json!("NaN")
+    } else if x.is_infinite() {
+        json!(if x > 0.0 { "Infinity" } else { "-Infinity" })
+    } else {
+        json!(x)
+    }
+}
+
 fn feature_from_json(name: &str, value: &Value) -> Result<FeatureValues, ApiError> {
     let items: Vec<&Value> = match value {
         Value::Array(items) => items.iter().collect(),
@@ -419,7 +451,18 @@ fn feature_from_json(name: &str, value: &Value) -> Result<FeatureValues, ApiErro
         return Ok(FeatureValues::Floats(
             items
                 .iter()
-                .map(|v| v.as_f64().map(|x| x as f32).ok_or_else(bad))
+                .map(|v| {
+                    let x = v.as_f64().ok_or_else(bad)?;
+                    // A tf.Example float_list holds FP32: a value past its range
+                    // would become an infinity (TF Serving refuses it too).
+                    let single = x as f32;
+                    if single.is_infinite() {
+                        return Err(ApiError::InvalidArgument(format!(
+                            "feature {name:?}: {x:e} is out of range for a float (FP32)"
+                        )));
+                    }
+                    Ok(single)
+                })
                 .collect::<Result<_, _>>()?,
         ));
     }
@@ -491,14 +534,15 @@ async fn examples_verb(
             .map(|classes| {
                 classes
                     .into_iter()
-                    .map(|(label, score)| json!([label, score]))
+                    .map(|(label, score)| json!([label, float_json(score)]))
                     .collect()
             })
             .collect();
         (Value::Array(rows), response.cache)
     } else {
         let response = classify::regress(state, examples).await?;
-        (json!(response.values), response.cache)
+        let values: Vec<Value> = response.values.iter().map(|&v| float_json(v)).collect();
+        (Value::Array(values), response.cache)
     };
     Ok(super::with_cache_header(
         Json(json!({ "result": result })).into_response(),
@@ -712,6 +756,58 @@ pub(super) mod doc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// TF Serving writes the strings of an output named `…_bytes` as `{"b64": …}`
+    /// always (they were plain text when UTF-8), in both formats.
+    #[test]
+    fn outputs_named_bytes_are_base64_in_both_formats() {
+        use crate::tensor::{Tensor, TensorData};
+        let text = |v: &[&str]| {
+            Tensor::new(
+                vec![v.len()],
+                TensorData::Bytes(v.iter().map(|s| s.as_bytes().to_vec()).collect()),
+            )
+            .unwrap()
+        };
+        let outputs: Vec<NamedTensor> = vec![
+            ("out_bytes".into(), text(&["abc", "d"])),
+            ("label".into(), text(&["abc", "d"])),
+        ];
+        let rows = serde_json::to_value(Predictions {
+            predictions: RowsJson {
+                outputs: &outputs,
+                batch: 2,
+            },
+        })
+        .unwrap();
+        assert_eq!(
+            rows,
+            json!({"predictions": [
+                {"out_bytes": {"b64": "YWJj"}, "label": "abc"},
+                {"out_bytes": {"b64": "ZA=="}, "label": "d"},
+            ]})
+        );
+        let columns = serde_json::to_value(Outputs {
+            outputs: ColumnsJson(&outputs),
+        })
+        .unwrap();
+        assert_eq!(
+            columns,
+            json!({"outputs": {"out_bytes": [{"b64": "YWJj"}, {"b64": "ZA=="}], "label": ["abc", "d"]}})
+        );
+        let only = &outputs[..1];
+        let rows = serde_json::to_value(Predictions {
+            predictions: RowsJson {
+                outputs: only,
+                batch: 2,
+            },
+        })
+        .unwrap();
+        assert_eq!(
+            rows,
+            json!({"predictions": [{"b64": "YWJj"}, {"b64": "ZA=="}]})
+        );
+    }
 
     #[test]
     fn paths_parse_like_tf_serving() {

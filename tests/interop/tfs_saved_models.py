@@ -37,7 +37,7 @@ def wait_available(rest_url, models, seconds=120):
                 continue
             if state["state"] == "AVAILABLE":
                 pending.discard(m)
-            elif state["state"] == "ERROR":
+            elif state["state"] == "END" and state["status"]["error_code"] != "OK":
                 raise SystemExit(f"{m} failed to load: {state}")
         if pending and time.time() > deadline:
             raise SystemExit(f"not AVAILABLE in time: {sorted(pending)}")
