@@ -1419,9 +1419,29 @@ async fn message_size_limits_are_resource_exhausted_and_deadlines_are_honoured()
         "DEADLINE_EXCEEDED; headers {:?}",
         response.headers()
     );
-    let mut request = tonic::Request::new(small);
+    let mut request = tonic::Request::new(small.clone());
     request.set_timeout(Duration::from_secs(30));
     assert!(client.model_infer(request).await.is_ok());
+
+    // A client that gzips its messages (tritonclient's compression_algorithm) is
+    // answered (it was UNIMPLEMENTED); one whose message inflates past the receive
+    // limit is refused as a message that large is, and the server lives on.
+    let mut gzipped = GrpcInferenceServiceClient::new(channel(&server).await)
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let answer = gzipped
+        .model_infer(small.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.model_name, "iris_lr");
+    let zeros = vec![vec![0.0f32; 4]; 400];
+    let bomb = infer_request(
+        "iris_lr",
+        vec![v2_input("input", "FP32", &[400, 4], f32_contents(&zeros))],
+    );
+    let status = gzipped.model_infer(bomb).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(client.model_infer(small).await.is_ok());
 
     // gRPC requests show in the metrics with their protocol.
     let metrics = server
