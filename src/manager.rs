@@ -139,6 +139,12 @@ impl LoadedVersion {
         if now.postprocess != self.loaded_config.postprocess {
             out.push("postprocess");
         }
+        if now.fasttext != self.loaded_config.fasttext {
+            out.push("fasttext");
+        }
+        if now.tensorflow != self.loaded_config.tensorflow {
+            out.push("tensorflow");
+        }
         out
     }
 

@@ -115,5 +115,23 @@ async fn config_edits_apply_to_served_versions_without_a_reload() {
             || model["settings_needing_reload"] == serde_json::json!(["batching"]),
         "{model}"
     );
+    // Every table read at load is reported when it changes ([tensorflow] and
+    // [fasttext] were not: an edit showed nothing to reload, and did nothing).
+    std::fs::write(
+        repo.path().join("iris/config.toml"),
+        "feature_names = [\"sepal_length\", \"sepal_width\", \"petal_length\", \"petal_width\"]\n\
+         [fasttext]\nk = 2\n[tensorflow]\ntags = [\"serve\", \"gpu\"]\n",
+    )
+    .unwrap();
+    poll_until(&server, "/models/status", |_, b| {
+        let listed = b["models"][0]["settings_needing_reload"]
+            .as_array()
+            .cloned();
+        listed.is_some_and(|l| {
+            l.contains(&serde_json::json!("fasttext"))
+                && l.contains(&serde_json::json!("tensorflow"))
+        })
+    })
+    .await;
     server.stop().await;
 }

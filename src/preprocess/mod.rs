@@ -380,6 +380,21 @@ impl Pipeline {
                 softmax_last_dim(tensor)?;
             }
         }
+        // A score output whose classes the model's shape leaves open ([n, -1]) is
+        // checked against the labels here, answer by answer: classes without a
+        // label were named "" by one API and by their number by another.
+        if let (Some(labels), Some(output)) = (&self.labels, &self.score_output) {
+            if let Some((name, tensor)) = outputs.iter().find(|(n, _)| n == output) {
+                let width = tensor.shape().last().copied().unwrap_or(1);
+                if tensor.shape().len() >= 2 && width != labels.len() {
+                    return Err(PreprocessError::Internal(format!(
+                        "postprocess.labels has {} labels but output {name:?} has {width} \
+                         classes in this answer",
+                        labels.len()
+                    )));
+                }
+            }
+        }
         Ok(())
     }
 

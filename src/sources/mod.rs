@@ -169,6 +169,9 @@ pub struct Sources {
     flat: Mutex<FlatState>,
     /// The flat models in force (see [`FlatModels`]).
     flat_models: Mutex<FlatModels>,
+    /// Directories of the repository root whose name is no model name, each logged
+    /// once (the scan runs every poll).
+    ignored_names: Mutex<HashSet<String>>,
 }
 
 fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -205,6 +208,7 @@ impl Sources {
             state_dir: root.join(".ferroserve"),
             flat: Mutex::new(FlatState::default()),
             flat_models: Mutex::new(FlatModels::default()),
+            ignored_names: Mutex::new(HashSet::new()),
             root,
             listed: Mutex::new(None),
             stopped: Mutex::new(BTreeSet::new()),
@@ -340,6 +344,17 @@ impl Sources {
                     // A state directory set inside the repository is no model.
                     if is_valid_model_name(&name) && dir != self.state_dir {
                         dirs.insert(name, ModelDir { dir, listed: None });
+                    } else if !name.starts_with('.')
+                        && dir != self.state_dir
+                        && guard(&self.ignored_names).insert(name.clone())
+                    {
+                        // Hidden directories are never models; another name is
+                        // said once, or the model would be missing without a word.
+                        tracing::warn!(
+                            directory = %name,
+                            "not served: a model's directory name may hold only letters, \
+                             digits, '.', '_' and '-'"
+                        );
                     }
                 }
             }
