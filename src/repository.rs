@@ -57,6 +57,16 @@ pub fn parse_version(name: &str) -> Option<u64> {
     name.parse().ok().filter(|v| *v <= MAX_VERSION)
 }
 
+/// A version number as a request names it (a URL path, a V2 `model_version`):
+/// ASCII decimal digits, leading zeros allowed as TF Serving's `\d+` allows them
+/// (`01` is version 1), not 0, no sign or spaces. Every protocol reads it alike.
+pub fn parse_requested_version(text: &str) -> Option<u64> {
+    Some(text)
+        .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|t| t.parse::<u64>().ok())
+        .filter(|v| *v > 0)
+}
+
 fn subdirectories(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {

@@ -741,6 +741,15 @@ async fn kserve_v2_health_metadata_and_infer_match_rest() {
             .into_inner()
             .ready
     );
+    // As REST reads /versions/02: version 2 (it was INVALID_ARGUMENT here).
+    assert!(
+        client
+            .model_ready(ready("iris_lr", "02"))
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
     assert!(
         !client
             .model_ready(ready("iris_lr", "7"))

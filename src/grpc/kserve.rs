@@ -46,7 +46,8 @@ fn version_request(version: &str) -> Result<VersionRequest, ApiError> {
     if version.is_empty() {
         return Ok(VersionRequest::Latest);
     }
-    crate::repository::parse_version(version)
+    // As the REST API reads `/versions/{v}`: `01` is version 1 there and here.
+    crate::repository::parse_requested_version(version)
         .map(VersionRequest::Specific)
         .ok_or_else(|| ApiError::InvalidArgument(format!("{version:?} is not a model version")))
 }

@@ -91,15 +91,11 @@ pub fn router(state: AppState) -> Router {
 /// A version as a URL path gives it: decimal digits (leading zeros allowed, as TF
 /// Serving's `\d+`), not 0, no sign or spaces.
 pub fn path_version(v: &str) -> Result<u64, HttpError> {
-    Some(v)
-        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|v| v.parse::<u64>().ok())
-        .filter(|v| *v > 0)
-        .ok_or_else(|| {
-            HttpError(ApiError::InvalidArgument(format!(
-                "invalid version {v:?}: must be a positive integer"
-            )))
-        })
+    crate::repository::parse_requested_version(v).ok_or_else(|| {
+        HttpError(ApiError::InvalidArgument(format!(
+            "invalid version {v:?}: must be a positive integer"
+        )))
+    })
 }
 
 /// The most bytes a request body to `path` may hold (the `DefaultBodyLimit` of
