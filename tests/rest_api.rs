@@ -320,6 +320,47 @@ async fn v2_binary_tensor_extension() {
         .collect();
     assert_eq!(labels, vec![0, 2]);
     assert_eq!(doc["outputs"][1]["data"].as_array().unwrap().len(), 6);
+
+    // binary_data_output with every output opting out: plain JSON (it was framed
+    // as binary with nothing after the header). A flag that is no boolean is
+    // refused (it was taken for false).
+    let json_rows = json!({
+        "inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}],
+        "parameters": {"binary_data_output": true},
+        "outputs": [{"name": "label", "parameters": {"binary_data": false}}],
+    });
+    let r = server
+        .client
+        .post(server.url("/v2/models/iris_lr/infer"))
+        .json(&json_rows)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("inference-header-content-length").is_none());
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let doc: Value = r.json().await.unwrap();
+    assert_eq!(doc["outputs"][0]["data"], json!([0]), "{doc}");
+    for bad in [
+        json!({"parameters": {"binary_data_output": "yes"}}),
+        json!({"outputs": [{"name": "label", "parameters": {"binary_data": 1}}]}),
+    ] {
+        let mut body = json!({
+            "inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}],
+        });
+        for (k, v) in bad.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let (status, answer) = server.post_json("/v2/models/iris_lr/infer", &body).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(
+            answer["error"]
+                .as_str()
+                .unwrap()
+                .contains("must be true or false"),
+            "{answer}"
+        );
+    }
     server.stop().await;
 }
 

@@ -328,8 +328,16 @@ pub(crate) fn decode_tensors(
     Ok(tensors)
 }
 
-fn flag(params: &Map<String, Value>, name: &str) -> bool {
-    params.get(name).and_then(Value::as_bool).unwrap_or(false)
+/// A true/false parameter, false when absent; anything but a boolean is refused
+/// (`"yes"` was taken for false without a word).
+fn flag(params: &Map<String, Value>, name: &str) -> Result<Option<bool>, HttpError> {
+    match params.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(HttpError(invalid(format!(
+            "parameter {name:?} must be true or false, not {other}"
+        )))),
+    }
 }
 
 /// Run an inference. With the binary tensor data extension, the JSON part is
@@ -409,19 +417,15 @@ async fn run_infer(
     let mut body = body_chunks(request, state.settings.max_request_bytes).await?;
     let header_json = take_header(&headers, &mut body)?;
     let request: InferBody = parse_json(&header_json)?;
-    let all_binary = flag(&request.parameters, "binary_data_output");
+    let all_binary = flag(&request.parameters, "binary_data_output")?.unwrap_or(false);
     let binary_outputs: Vec<(String, bool)> = request
         .outputs
         .iter()
         .map(|o| {
-            let b = o
-                .parameters
-                .get("binary_data")
-                .and_then(Value::as_bool)
-                .unwrap_or(all_binary);
-            (o.name.clone(), b)
+            let b = flag(&o.parameters, "binary_data")?.unwrap_or(all_binary);
+            Ok((o.name.clone(), b))
         })
-        .collect();
+        .collect::<Result<_, HttpError>>()?;
     let mut predict = PredictRequest::new(model, version, Protocol::V2Rest);
     predict.classifications = request
         .outputs
@@ -449,6 +453,7 @@ async fn run_infer(
 
     // The answer is written straight from the output tensors (no `Value` tree).
     let mut blobs: Vec<u8> = Vec::new();
+    let mut any_binary = false;
     let outputs: Vec<V2Output<'_>> = response
         .outputs
         .iter()
@@ -465,6 +470,7 @@ async fn run_infer(
                 data: None,
             };
             if binary {
+                any_binary = true;
                 let start = blobs.len();
                 raw_tensor::encode(tensor.data(), &mut blobs);
                 out.parameters = Some(BinaryDataSize {
@@ -484,7 +490,9 @@ async fn run_infer(
     };
     let header_bytes =
         serde_json::to_vec(&doc).map_err(|e| HttpError(ApiError::Internal(e.to_string())))?;
-    if blobs.is_empty() && !binary_outputs.iter().any(|(_, b)| *b) && !all_binary {
+    // Binary framing only when an output of the answer is binary: one asked for
+    // binary_data_output whose every output opts out gets plain JSON.
+    if !any_binary {
         return Ok(super::with_cache_header(
             ([(header::CONTENT_TYPE, "application/json")], header_bytes).into_response(),
             response.cache,
