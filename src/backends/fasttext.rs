@@ -109,7 +109,12 @@ impl FastTextBackend {
                         "input {TEXT_INPUT:?} row {i} is not valid UTF-8"
                     ))
                 })?;
-                if text.trim().is_empty() {
+                // Empty as fastText sees it: only the bytes it splits words on. Other
+                // spaces (U+3000, U+00A0) are a word to it, and it predicts.
+                if text
+                    .bytes()
+                    .all(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t' | 0x0b | 0x0c | 0))
+                {
                     return Err(BackendError::InvalidInput(format!(
                         "input {TEXT_INPUT:?} row {i} is an empty text"
                     )));
@@ -243,6 +248,47 @@ mod tests {
 
     fn fixtures() -> std::path::PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fasttext")
+    }
+
+    /// A text of spaces fastText does not split on is a word to it: the fasttext
+    /// package answers `predict("\u3000", k=2)` on softmax.bin with
+    /// (__label__tech 0.35588658, __label__travel 0.31617939) (fasttext-wheel 0.9.3).
+    /// It was refused as an empty text.
+    #[test]
+    fn a_text_of_other_spaces_is_predicted_as_fasttext_does() {
+        use crate::tensor::{Tensor, TensorData};
+        let backend =
+            FastTextBackend::load(&fixtures().join("softmax.bin"), &ModelConfig::default())
+                .unwrap();
+        for text in ["\u{3000}", "\u{a0}"] {
+            let input =
+                Tensor::new(vec![1], TensorData::Bytes(vec![text.as_bytes().to_vec()])).unwrap();
+            let options = crate::backends::PredictOptions {
+                k: Some(2),
+                ..Default::default()
+            };
+            let out = backend
+                .predict_with_options(vec![(TEXT_INPUT.to_string(), input)], &[], &options)
+                .unwrap();
+            let labels = &out.iter().find(|(n, _)| n == "labels").unwrap().1;
+            let probabilities = &out.iter().find(|(n, _)| n == "probabilities").unwrap().1;
+            assert_eq!(
+                labels.data(),
+                &TensorData::Bytes(vec![b"__label__tech".to_vec(), b"__label__travel".to_vec()]),
+                "{text:?}"
+            );
+            let TensorData::F32(p) = probabilities.data() else {
+                panic!("{probabilities:?}")
+            };
+            assert!(
+                (p[0] - 0.355_886_58).abs() < 1e-5 && (p[1] - 0.316_179_4).abs() < 1e-5,
+                "{p:?}"
+            );
+        }
+        let blank = Tensor::new(vec![1], TensorData::Bytes(vec![b" \t".to_vec()])).unwrap();
+        assert!(backend
+            .predict(vec![(TEXT_INPUT.to_string(), blank)], &[])
+            .is_err());
     }
 
     #[test]
