@@ -349,6 +349,19 @@ fn b64_json<S: serde::Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, 
     map.end()
 }
 
+/// A float as answers write floats: a number, or `"NaN"`, `"Infinity"`,
+/// `"-Infinity"` (serde writes those as `null`).
+pub fn float_json(x: impl Into<f64>) -> Value {
+    let x: f64 = x.into();
+    if x.is_nan() {
+        Value::from("NaN")
+    } else if x.is_infinite() {
+        Value::from(if x > 0.0 { "Infinity" } else { "-Infinity" })
+    } else {
+        Value::from(x)
+    }
+}
+
 /// One element of a tensor.
 struct ElementJson<'a>(&'a TensorData, usize);
 
@@ -391,6 +404,18 @@ impl serde::Serialize for ElementJson<'_> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Scores outside a tensor (classify, top_classes) are written as tensors'
+    /// floats are: non-finite ones as strings (they were `null`).
+    #[test]
+    fn lone_floats_are_written_as_tensor_floats_are() {
+        assert_eq!(float_json(f32::NAN), json!("NaN"));
+        assert_eq!(float_json(f64::NEG_INFINITY), json!("-Infinity"));
+        assert_eq!(float_json(f32::INFINITY), json!("Infinity"));
+        assert_eq!(float_json(0.1f32), json!(0.1f32));
+        assert_eq!(float_json(0.1f64).to_string(), "0.1");
+        assert_eq!(float_json(-0.25f32), json!(-0.25));
+    }
 
     /// JSON numbers are read correctly rounded, as Python and ONNX Runtime read
     /// them (serde_json's `float_roundtrip`): its fast path was one unit in the last

@@ -656,7 +656,9 @@ fn encode(r: &SimpleResponse, single: bool) -> SimpleAnswer<'_> {
         let row_json = |row: &Vec<(String, f64)>| {
             Value::Array(
                 row.iter()
-                    .map(|(label, score)| serde_json::json!({"label": label, "score": score}))
+                    .map(|(label, score)| {
+                        serde_json::json!({"label": label, "score": crate::json_tensor::float_json(*score)})
+                    })
                     .collect(),
             )
         };

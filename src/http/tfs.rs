@@ -18,7 +18,7 @@ use serde_json::{json, Map, Value};
 use super::{body, parse_json, AppState, HttpError};
 use crate::api::classify::{self, Example, ExamplesRequest, FeatureValues};
 use crate::api::{self, ApiError, PredictRequest, Protocol};
-use crate::json_tensor::{flatten, infer_tensor, NestedJson};
+use crate::json_tensor::{flatten, float_json, infer_tensor, NestedJson};
 use crate::manager::VersionRequest;
 use crate::tensor::{NamedTensor, Tensor};
 
@@ -409,18 +409,6 @@ struct ExamplesBody {
 /// One JSON feature value as a tf.Example feature, as TF Serving reads it: integers are
 /// an int64 list, other numbers a float list, strings (or `{"b64": ...}`) a bytes list;
 /// a list is the feature's values and must not mix numbers and strings.
-/// A score as predict answers write floats: a number, or `"NaN"`, `"Infinity"`,
-/// `"-Infinity"` (serde writes those as `null`).
-fn float_json(x: f32) -> Value {
-    if x.is_nan() {
-        json!("NaN")
-    } else if x.is_infinite() {
-        json!(if x > 0.0 { "Infinity" } else { "-Infinity" })
-    } else {
-        json!(x)
-    }
-}
-
 fn feature_from_json(name: &str, value: &Value) -> Result<FeatureValues, ApiError> {
     let items: Vec<&Value> = match value {
         Value::Array(items) => items.iter().collect(),
