@@ -328,6 +328,9 @@ async fn simple_api_feature_texts_out_of_range_are_400() {
     for body in [
         r#"{"model_id":"iris_lr","model_id":"impatient","features":[5.1,3.5,1.4,0.2]}"#,
         r#"{"model_id":"iris_lr","features":[1,2,3,4],"features":[5.1,3.5,1.4,0.2]}"#,
+        // At any depth: named features, and a list of rows of them.
+        r#"{"model_id":"iris_lr","features":{"a":1,"a":2,"b":3}}"#,
+        r#"{"model_id":"iris_lr","features":[{"a":1},{"b":2,"\u0062":3}]}"#,
     ] {
         let r = server
             .client
@@ -339,6 +342,19 @@ async fn simple_api_feature_texts_out_of_range_are_400() {
             .unwrap();
         assert_eq!(r.status(), 400, "{body}");
         let answer: Value = r.json().await.unwrap();
+        assert!(error_text(&answer).contains("is given twice"), "{answer}");
+    }
+    // So is a multipart field given twice (the last model_id answered).
+    for field in ["model_id", "version", "top_k"] {
+        let form = reqwest::multipart::Form::new()
+            .text(field, "1")
+            .text(field, "2")
+            .part(
+                "image",
+                reqwest::multipart::Part::bytes(b"not an image".to_vec()).file_name("x.png"),
+            );
+        let (status, answer) = server.post_multipart("/predict", form).await;
+        assert_eq!(status, 400, "{field}: {answer}");
         assert!(error_text(&answer).contains("is given twice"), "{answer}");
     }
     // Infinity by name stays a value one may send.

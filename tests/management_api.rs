@@ -210,11 +210,11 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
-    // A field given twice (the last one named the model).
-    for field in ["model_id", "version"] {
+    // A field given twice (the last one named the model), an empty one too.
+    for (field, first) in [("model_id", "twice"), ("version", "7"), ("version", "")] {
         let value = if field == "version" { "7" } else { "twice" };
         let form = reqwest::multipart::Form::new()
-            .text(field, value)
+            .text(field, first)
             .text(field, value)
             .part(
                 "file",

@@ -187,11 +187,11 @@ fn text_value(v: &str) -> FeatureValue {
     }
 }
 
-/// A JSON body read as an object whose keys are each given once (`None` when it is
-/// some other value): `{"model_id": "a", "model_id": "b"}` is refused, where a map
-/// would keep the last (and a proxy in front may have judged the first), as form
-/// and multipart bodies refuse a field given twice.
-struct UniqueKeys(Option<serde_json::Map<String, Value>>);
+/// A JSON value whose objects, at every depth, give each key once:
+/// `{"model_id": "a", "model_id": "b"}` or `"features": {"a": 1, "a": 2}` is refused,
+/// where a map would keep the last (and a proxy in front may have judged the
+/// first), as form and multipart bodies refuse a field given twice.
+struct UniqueKeys(Value);
 
 impl<'de> serde::Deserialize<'de> for UniqueKeys {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<UniqueKeys, D::Error> {
@@ -207,7 +207,7 @@ impl<'de> serde::Deserialize<'de> for UniqueKeys {
             ) -> Result<UniqueKeys, A::Error> {
                 let mut map = serde_json::Map::new();
                 while let Some(key) = access.next_key::<String>()? {
-                    let value: Value = access.next_value()?;
+                    let UniqueKeys(value) = access.next_value()?;
                     if map.contains_key(&key) {
                         return Err(serde::de::Error::custom(format!(
                             "field {key:?} is given twice"
@@ -215,32 +215,38 @@ impl<'de> serde::Deserialize<'de> for UniqueKeys {
                     }
                     map.insert(key, value);
                 }
-                Ok(UniqueKeys(Some(map)))
+                Ok(UniqueKeys(Value::Object(map)))
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
                 self,
                 mut access: A,
             ) -> Result<UniqueKeys, A::Error> {
-                while access.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(UniqueKeys(None))
+                let mut items = Vec::with_capacity(access.size_hint().unwrap_or(0).min(4096));
+                while let Some(UniqueKeys(item)) = access.next_element()? {
+                    items.push(item);
+                }
+                Ok(UniqueKeys(Value::Array(items)))
             }
-            fn visit_bool<E>(self, _: bool) -> Result<UniqueKeys, E> {
-                Ok(UniqueKeys(None))
+            fn visit_bool<E>(self, b: bool) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys(Value::Bool(b)))
             }
-            fn visit_i64<E>(self, _: i64) -> Result<UniqueKeys, E> {
-                Ok(UniqueKeys(None))
+            fn visit_i64<E>(self, n: i64) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys(Value::from(n)))
             }
-            fn visit_u64<E>(self, _: u64) -> Result<UniqueKeys, E> {
-                Ok(UniqueKeys(None))
+            fn visit_u64<E>(self, n: u64) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys(Value::from(n)))
             }
-            fn visit_f64<E>(self, _: f64) -> Result<UniqueKeys, E> {
-                Ok(UniqueKeys(None))
+            fn visit_f64<E>(self, n: f64) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys(Value::from(n)))
             }
-            fn visit_str<E>(self, _: &str) -> Result<UniqueKeys, E> {
-                Ok(UniqueKeys(None))
+            fn visit_str<E>(self, s: &str) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys(Value::String(s.to_string())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys(Value::String(s)))
             }
             fn visit_unit<E>(self) -> Result<UniqueKeys, E> {
-                Ok(UniqueKeys(None))
+                Ok(UniqueKeys(Value::Null))
             }
         }
         d.deserialize_any(Visit)
@@ -271,7 +277,7 @@ fn parse_texts(texts: &Value) -> Result<(Rows, bool), HttpError> {
 /// `"texts": [...]` in place of `features` for a text model.
 fn decode_json(bytes: &[u8]) -> Result<SimpleBody, HttpError> {
     let UniqueKeys(request) = parse_json(bytes)?;
-    let Some(request) = request else {
+    let Value::Object(request) = request else {
         return Err(invalid("the body must be a JSON object"));
     };
     if let Some(unknown) = request.keys().find(|k| {
@@ -440,6 +446,7 @@ async fn decode_multipart(content_type: &str, bytes: Bytes) -> Result<SimpleBody
         .map_err(|e| invalid(format!("malformed multipart body: {e}")))?;
     let (mut model, mut version, mut files) = (None, VersionRequest::Latest, Vec::new());
     let mut top_k = None;
+    let mut seen: Vec<String> = Vec::new();
     while let Some(field) = multipart
         .next_field()
         .await
@@ -451,6 +458,14 @@ async fn decode_multipart(content_type: &str, bytes: Bytes) -> Result<SimpleBody
             .bytes()
             .await
             .map_err(|e| invalid(format!("malformed multipart body: {e}")))?;
+        // A field given twice is refused (the last one answered), empty or not;
+        // file parts are the images, any number of them.
+        if !is_file {
+            if seen.contains(&name) {
+                return Err(invalid(format!("field {name:?} is given twice")));
+            }
+            seen.push(name.clone());
+        }
         match (name.as_str(), is_file) {
             (_, true) => files.push(data.to_vec()),
             ("model_id", false) => model = Some(text_field(&name, &data)?),

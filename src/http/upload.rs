@@ -106,6 +106,8 @@ async fn upload_model(
     })?;
     let mut model_id: Option<String> = None;
     let mut version: Option<u64> = None;
+    // Given at all, empty or not (an empty `version` then `version=4` was taken).
+    let mut version_given = false;
     // The file is staged as it streams, but only checked and moved into place once
     // the whole body has been read and found well-formed.
     let mut staged = None;
@@ -128,9 +130,10 @@ async fn upload_model(
         };
         match name.as_str() {
             "model_id" if model_id.is_some() => return Err(twice("model_id")),
-            "version" if version.is_some() => return Err(twice("version")),
+            "version" if version_given => return Err(twice("version")),
             "model_id" => model_id = Some(text_field(field, "model_id").await?.trim().to_string()),
             "version" => {
+                version_given = true;
                 // Not trimmed: " 7 " is refused like "+7", so that one number has
                 // one spelling.
                 let text = text_field(field, "version").await?;
