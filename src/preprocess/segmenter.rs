@@ -110,7 +110,7 @@ fn load_user_dict(path: &Path, name: &str) -> Result<Jieba, String> {
     // As Python jieba's `load_userdict`: each line `word [freq] [tag]` is added in
     // turn with `add_word`, a word without a frequency getting the one
     // `suggest_freq` gives it (so that it is cut whole).
-    for (i, line) in text.trim_start_matches('\u{feff}').lines().enumerate() {
+    for (i, line) in text.lines().enumerate() {
         let Some(entry) = user_dict_entry(line) else {
             continue;
         };
@@ -148,7 +148,11 @@ struct UserDictEntry<'a> {
 }
 
 fn user_dict_entry(line: &str) -> Option<UserDictEntry<'_>> {
-    let line = line.trim();
+    // As jieba strips each line it reads in bytes: ASCII whitespace only (an
+    // U+00A0 or U+3000 stays part of the word), then a BOM, on any line.
+    let line = line
+        .trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c'))
+        .trim_start_matches('\u{feff}');
     if line.is_empty() {
         return None;
     }
@@ -271,6 +275,11 @@ mod tests {
             ("abc", "abc", None, None),
             ("5", "5", None, None),
             ("词 5x", "词 5x", None, None),
+            // Python strips bytes: ASCII whitespace, then a BOM, line by line.
+            ("\u{feff}深度学习 100 n", "深度学习", Some("100"), Some("n")),
+            ("石墨烯\u{a0}", "石墨烯\u{a0}", None, None),
+            ("\u{feff} 机器学习 3", " 机器学习", Some("3"), None),
+            ("\t石墨烯\r", "石墨烯", None, None),
         ] {
             let e = user_dict_entry(line).unwrap();
             assert_eq!((e.word, e.freq, e.tag), (word, freq, tag), "{line:?}");
