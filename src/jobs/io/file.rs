@@ -14,6 +14,29 @@ fn open(spec: &FileSpec) -> Result<(File, u64), IoError> {
     Ok((file, size))
 }
 
+/// The line (from 1) that byte `offset` of the file at `path` is on, for messages:
+/// lines end with `\n`, `\r\n` or a lone `\r`, as the CSV reader ends records (its
+/// own count took a `\r\n` for two lines). Read again from the start: only an
+/// error or a failed job's message asks.
+fn line_at(path: &std::path::Path, offset: u64) -> Option<u64> {
+    use std::io::Read;
+    let mut reader = File::open(path).ok()?.take(offset);
+    let (mut line, mut after_cr) = (1u64, false);
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = reader.read(&mut buf).ok()?;
+        if n == 0 {
+            return Some(line);
+        }
+        for &b in &buf[..n] {
+            if b == b'\r' || (b == b'\n' && !after_cr) {
+                line += 1;
+            }
+            after_cr = b == b'\r';
+        }
+    }
+}
+
 /// A CSV file with a header line. Every cell is text: the model's input types
 /// decide how it is read (as `/predict` does).
 pub struct CsvSource {
@@ -21,8 +44,9 @@ pub struct CsvSource {
     columns: Vec<String>,
     size: u64,
     record: csv::StringRecord,
-    /// The line the last record read began on (a quoted cell may span lines).
-    last_line: u64,
+    /// Where the last record read began (a quoted cell may span lines).
+    last_byte: u64,
+    path: std::path::PathBuf,
     name: String,
 }
 
@@ -51,7 +75,8 @@ impl CsvSource {
             columns,
             size,
             record: csv::StringRecord::new(),
-            last_line: 1,
+            last_byte: 0,
+            path: spec.path.clone(),
             name: spec.name.clone(),
         })
     }
@@ -79,7 +104,7 @@ impl Source for CsvSource {
                 Ok(false) => break,
                 Ok(true) => {
                     if let Some(p) = self.record.position() {
-                        self.last_line = p.line();
+                        self.last_byte = p.byte();
                     }
                     if rows.len() == n {
                         rows.push(Vec::with_capacity(self.record.len()));
@@ -101,7 +126,12 @@ impl Source for CsvSource {
                 Err(e) => {
                     let line = e
                         .position()
-                        .map(|p| format!("line {}: ", p.line()))
+                        .map(|p| {
+                            format!(
+                                "line {}: ",
+                                line_at(&self.path, p.byte()).unwrap_or(p.line())
+                            )
+                        })
                         .unwrap_or_default();
                     let what = match e.kind() {
                         csv::ErrorKind::UnequalLengths {
@@ -122,7 +152,11 @@ impl Source for CsvSource {
     }
 
     fn describe_position(&self) -> String {
-        format!("{:?} line {}", self.name, self.last_line)
+        format!(
+            "{:?} line {}",
+            self.name,
+            line_at(&self.path, self.last_byte).unwrap_or(1)
+        )
     }
 }
 
@@ -402,5 +436,41 @@ mod tests {
         // The last row, then the end: still the last row's line.
         assert_eq!(source.next_batch_into(5, &mut rows).unwrap(), 1);
         assert_eq!(source.describe_position(), "\"in.csv\" line 5");
+    }
+
+    /// CRLF and CR line ends count one line each (a CRLF file's errors named the
+    /// line before the bad row, a CR file's line 1).
+    #[test]
+    fn a_csv_source_counts_lines_whatever_ends_them() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, line) in [
+            ("a,b,c,d\r\n1,1,1,1\r\n1,1,1,1\r\n1,1,1,1,X\r\n", 4),
+            ("a,b,c,d\r\n1,1,1,\"1\nz\"\r\n1,1,1,1,X\r\n", 4),
+            ("a,b,c,d\r1,1,1,1\r1,1,1,1,X\r", 3),
+            ("a,b,c,d\n1,1,1,1\n1,1,1,1,X\n", 3),
+        ] {
+            let path = dir.path().join("in.csv");
+            std::fs::write(&path, text).unwrap();
+            let spec = FileSpec {
+                path,
+                name: "in.csv".into(),
+                format: FileFormat::Csv,
+                csv: CsvOptions::default(),
+            };
+            let mut source = CsvSource::open(&spec).unwrap();
+            let mut rows = Vec::new();
+            let e = loop {
+                match source.next_batch_into(1, &mut rows) {
+                    Ok(0) => panic!("{text:?}: no error"),
+                    Ok(_) => {}
+                    Err(e) => break e,
+                }
+            };
+            assert!(
+                e.0.contains(&format!("line {line}: 5 fields")),
+                "{text:?}: {}",
+                e.0
+            );
+        }
     }
 }
