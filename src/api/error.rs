@@ -95,6 +95,7 @@ impl From<crate::preprocess::PreprocessError> for ApiError {
             crate::preprocess::PreprocessError::InvalidInput(m) => ApiError::InvalidArgument(m),
             crate::preprocess::PreprocessError::Internal(m) => ApiError::Internal(m),
             crate::preprocess::PreprocessError::TooLarge(m) => ApiError::PayloadTooLarge(m),
+            crate::preprocess::PreprocessError::Stopped(m) => ApiError::DeadlineExceeded(m),
         }
     }
 }

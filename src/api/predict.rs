@@ -201,10 +201,23 @@ async fn run(
         check_rows(&request.inputs, max_rows, &handle)?;
         let pipeline = handle.pipeline.clone();
         let inputs = std::mem::take(&mut request.inputs);
-        // The client is answered at its deadline; the work itself (bounded by the
-        // rows, the pixels and the decoded bytes one request may have) finishes
-        // on its blocking thread.
-        let work = tokio::task::spawn_blocking(move || pipeline.prepare_inputs(inputs));
+        // The client is answered at its deadline; the work itself stops at its
+        // next image once the deadline has passed or nobody waits any more (this
+        // future dropped: the client left, or was answered).
+        struct Abandon(std::sync::Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Abandon {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let stop = crate::preprocess::Stop {
+            deadline: Some(deadline),
+            abandoned: std::sync::Arc::default(),
+        };
+        let _abandon = Abandon(stop.abandoned.clone());
+        let work = tokio::task::spawn_blocking(move || {
+            crate::preprocess::with_stop(stop, || pipeline.prepare_inputs(inputs))
+        });
         match tokio::time::timeout_at(deadline.into(), work).await {
             Ok(prepared) => prepared
                 .map_err(|e| ApiError::Internal(format!("pre-processing failed: {e}")))??,

@@ -66,6 +66,9 @@ pub fn images_to_tensor(
     let mut floats: Vec<f32> = Vec::new();
     let mut bytes: Vec<u8> = Vec::new();
     for (i, encoded) in images.iter().enumerate() {
+        if let Some(stop) = super::stopped() {
+            return Err(stop);
+        }
         let pixels = decode_and_resize(encoded, config).map_err(|m| {
             PreprocessError::InvalidInput(format!("input {input:?} image {i}: {m}"))
         })?;
@@ -340,5 +343,38 @@ mod tests {
                 .shape(),
             &[3, 1, 512, 512]
         );
+    }
+
+    /// Images are decoded one after another; once nobody waits (the deadline
+    /// passed, or the client left) the rest are not (a request of 20 large images
+    /// kept a core busy for a minute after its 504).
+    #[test]
+    fn decoding_stops_once_nobody_waits() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let images = vec![png(64, 64); 3];
+        let config = config("stretch");
+        let past = crate::preprocess::Stop {
+            deadline: Some(std::time::Instant::now()),
+            abandoned: Arc::default(),
+        };
+        let e = crate::preprocess::with_stop(past, || images_to_tensor("image", &images, &config))
+            .unwrap_err();
+        assert!(matches!(e, PreprocessError::Stopped(_)), "{e:?}");
+        let gone = crate::preprocess::Stop {
+            deadline: None,
+            abandoned: Arc::new(AtomicBool::new(false)),
+        };
+        let flag = gone.abandoned.clone();
+        let ok = crate::preprocess::with_stop(gone.clone(), || {
+            images_to_tensor("image", &images, &config)
+        });
+        assert_eq!(ok.unwrap().shape(), &[3, 1, 24, 32]);
+        flag.store(true, Ordering::Relaxed);
+        let e = crate::preprocess::with_stop(gone, || images_to_tensor("image", &images, &config))
+            .unwrap_err();
+        assert!(matches!(e, PreprocessError::Stopped(_)), "{e:?}");
+        // Outside a request nothing stops it.
+        assert!(images_to_tensor("image", &images, &config).is_ok());
     }
 }

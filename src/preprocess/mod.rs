@@ -48,6 +48,53 @@ pub enum PreprocessError {
     /// What the request would decode to is more than one request may take.
     #[error("{0}")]
     TooLarge(String),
+    /// The request's deadline passed, or its client left, while it was prepared
+    /// ([`with_stop`]): the rest is not done.
+    #[error("{0}")]
+    Stopped(String),
+}
+
+/// When the pre-processing of a request may stop early (see [`with_stop`]).
+#[derive(Clone)]
+pub struct Stop {
+    pub deadline: Option<std::time::Instant>,
+    /// Set once nobody waits for the answer (the client left, or was answered 504).
+    pub abandoned: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+thread_local! {
+    static STOP: std::cell::RefCell<Option<Stop>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` (a request's pre-processing, on this blocking thread) so that work done
+/// item by item (images decoded one after another: up to a minute of CPU for a
+/// request of many large ones) stops once `stop` says nobody waits.
+pub fn with_stop<T>(stop: Stop, f: impl FnOnce() -> T) -> T {
+    struct Restore;
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            STOP.with(|s| *s.borrow_mut() = None);
+        }
+    }
+    STOP.with(|s| *s.borrow_mut() = Some(stop));
+    let _restore = Restore;
+    f()
+}
+
+/// Why the work under way on this thread should stop, if it should.
+fn stopped() -> Option<PreprocessError> {
+    STOP.with(|s| {
+        let stop = s.borrow();
+        let stop = stop.as_ref()?;
+        if stop.abandoned.load(std::sync::atomic::Ordering::Relaxed) {
+            return Some(PreprocessError::Stopped(
+                "pre-processing stopped: nobody waits for the answer".into(),
+            ));
+        }
+        stop.deadline
+            .is_some_and(|d| std::time::Instant::now() >= d)
+            .then(|| PreprocessError::Stopped("the deadline passed during pre-processing".into()))
+    })
 }
 
 /// A request for the classification extension on one output: its `k` best classes
