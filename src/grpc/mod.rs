@@ -232,7 +232,7 @@ pub fn routes(
     limits: MessageLimits,
     stop_streams: CancellationToken,
 ) -> tonic::service::Routes {
-    // A gzip message is bounded once inflated by the same receive limit (tonic
+    // A gzip or deflate message is bounded once inflated by the same receive limit (tonic
     // inflates into a buffer of at most that size). Answers are not compressed
     // (grpcio clients accept gzip by default: every answer would cost CPU).
     macro_rules! limited {
@@ -241,6 +241,7 @@ pub fn routes(
                 .max_decoding_message_size(limits.max_receive_bytes)
                 .max_encoding_message_size(limits.max_send_bytes)
                 .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                .accept_compressed(tonic::codec::CompressionEncoding::Deflate)
         };
     }
     use ferroserve_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
