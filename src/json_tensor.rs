@@ -218,11 +218,21 @@ pub fn typed_tensor(
         DataType::I16 => ints!(I16),
         DataType::I32 => ints!(I32),
         DataType::I64 => ints!(I64),
-        DataType::F16 => {
-            return Err(invalid(format!(
-                "{what}: FP16 tensors must use the binary tensor data extension"
-            )))
-        }
+        DataType::F16 => TensorData::F16(
+            leaves
+                .iter()
+                .map(|v| {
+                    let f = float(v, dtype, what)?;
+                    let h = half::f16::from_f64(f);
+                    if f.is_finite() && h.is_infinite() {
+                        return Err(invalid(format!(
+                            "{what}: {v} does not fit FP16 (largest magnitude 65504)"
+                        )));
+                    }
+                    Ok(h.to_bits())
+                })
+                .collect::<Result<_, _>>()?,
+        ),
         DataType::F32 => TensorData::F32(
             leaves
                 .iter()

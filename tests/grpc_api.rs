@@ -1452,7 +1452,11 @@ async fn message_size_limits_are_resource_exhausted_and_deadlines_are_honoured()
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     let mut deflated = GrpcInferenceServiceClient::new(channel(&server).await)
         .send_compressed(tonic::codec::CompressionEncoding::Deflate);
-    let answer = deflated.model_infer(small.clone()).await.unwrap().into_inner();
+    let answer = deflated
+        .model_infer(small.clone())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(answer.model_name, "iris_lr");
     assert!(client.model_infer(small).await.is_ok());
 

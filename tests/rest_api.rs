@@ -484,6 +484,53 @@ async fn v2_binary_fp16_in_and_out_of_an_onnx_model() {
         })
         .collect();
     assert_eq!(data, &json!(want), "{doc}");
+
+    // FP16 inputs as JSON numbers, V2 and TF Serving REST (as TF Serving takes
+    // them for DT_HALF): the same halves, and one past FP16's range refused.
+    let h_json = json!(exp["inputs"]["h"]);
+    let x_json = json!(exp["inputs"]["x"]);
+    let (status, answer) = server
+        .post_json(
+            "/v2/models/half_io/infer",
+            &json!({"inputs": [
+                {"name": "h", "shape": [2, 3], "datatype": "FP16", "data": h_json},
+                {"name": "x", "shape": [2, 3], "datatype": "FP32", "data": x_json},
+            ], "outputs": [{"name": "h_float"}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        f64s(&answer["outputs"][0]["data"]),
+        f64s(&exp["onnxruntime"]["h_float"])
+    );
+    let (status, answer) = server
+        .post_json(
+            "/v1/models/half_io:predict",
+            &json!({"inputs": {"h": h_json, "x": x_json}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        f64s(&answer["outputs"]["h_float"]),
+        f64s(&exp["onnxruntime"]["h_float"])
+    );
+    let (status, answer) = server
+        .post_json(
+            "/v2/models/half_io/infer",
+            &json!({"inputs": [
+                {"name": "h", "shape": [1, 3], "datatype": "FP16", "data": [1, 2, 70000]},
+                {"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]},
+            ]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("does not fit FP16"),
+        "{answer}"
+    );
     server.stop().await;
 }
 

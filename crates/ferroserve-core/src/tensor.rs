@@ -301,7 +301,11 @@ fn to_nums(data: TensorData) -> Option<Vec<Num>> {
         TensorData::I64(v) => v.into_iter().map(Num::I).collect(),
         TensorData::F32(v) => v.into_iter().map(|x| Num::F(x as f64)).collect(),
         TensorData::F64(v) => v.into_iter().map(Num::F).collect(),
-        TensorData::F16(_) | TensorData::Bytes(_) => return None,
+        TensorData::F16(v) => v
+            .into_iter()
+            .map(|x| Num::F(half::f16::from_bits(x).to_f64()))
+            .collect(),
+        TensorData::Bytes(_) => return None,
     })
 }
 
@@ -379,7 +383,23 @@ fn cast_data(data: TensorData, to: DataType) -> Option<Result<TensorData, Tensor
             .collect::<Result<Vec<f32>, _>>()
             .map(TensorData::F32),
         DataType::F64 => Ok(TensorData::F64(nums.into_iter().map(num_to_f64).collect())),
-        DataType::F16 | DataType::Bytes => return None,
+        DataType::F16 => nums
+            .into_iter()
+            .map(|n| {
+                let f = num_to_f64(n);
+                // As for FP32: past FP16's range (65504) is refused, not infinity.
+                let h = half::f16::from_f64(f);
+                if f.is_finite() && h.is_infinite() {
+                    return Err(TensorError::OutOfRange {
+                        value: format!("{f:e}"),
+                        to,
+                    });
+                }
+                Ok(h.to_bits())
+            })
+            .collect::<Result<Vec<u16>, _>>()
+            .map(TensorData::F16),
+        DataType::Bytes => return None,
     })
 }
 
