@@ -855,6 +855,13 @@ async fn text_becomes_the_token_ids_and_embeddings_of_the_python_reference() {
         "echo.onnx",
         "warmup = false\n[preprocess]\ntokenizer = \"tokenizer.json\"\nmax_length = 2\n",
     );
+    // Nor without truncation: no text would fit (every one was refused at request).
+    install_text_model(
+        repo.path(),
+        "echo_too_short_strict",
+        "echo.onnx",
+        "warmup = false\n[preprocess]\ntokenizer = \"tokenizer.json\"\nmax_length = 2\ntruncation = false\n",
+    );
     // Labels for an output whose classes the model leaves open ([n, -1]): checked
     // answer by answer (a mismatch was answered with "" labels by one API and
     // class numbers by another).
@@ -878,15 +885,17 @@ async fn text_becomes_the_token_ids_and_embeddings_of_the_python_reference() {
         msg.contains("postprocess.labels has 2 labels but output \"input_ids_out\" has 32 classes"),
         "{msg}"
     );
-    let (status, body) = server.get("/v1/models/echo_too_short").await;
-    assert_eq!(status, 200, "{body}");
-    let msg = body["model_version_status"][0]["status"]["error_message"]
-        .as_str()
-        .unwrap();
-    assert!(
-        msg.contains("max_length is 2, but the tokenizer adds 2 special tokens"),
-        "{msg}"
-    );
+    for model in ["echo_too_short", "echo_too_short_strict"] {
+        let (status, body) = server.get(&format!("/v1/models/{model}")).await;
+        assert_eq!(status, 200, "{body}");
+        let msg = body["model_version_status"][0]["status"]["error_message"]
+            .as_str()
+            .unwrap();
+        assert!(
+            msg.contains("max_length is 2, but the tokenizer adds 2 special tokens"),
+            "{model}: {msg}"
+        );
+    }
     let v2_texts = |texts: &[&str]| json!({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [texts.len()], "data": texts}]});
     let output = |body: &Value, name: &str| {
         body["outputs"]

@@ -713,6 +713,22 @@ async fn tf_serving_rest_classify_and_regress() {
         assert_eq!(status, code, "{path} {body}: {answer}");
         assert!(answer["error"].is_string(), "{answer}");
     }
+    // An FP64 regressor answering past FP32's range: said as such (it was called
+    // a shape problem).
+    let (status, answer) = server
+        .post_json(
+            "/v1/models/diabetes_f64:regress",
+            &json!({"examples": [{"input": vec![1e38; 10]}]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("past the range of the float"),
+        "{answer}"
+    );
     // A float feature past FP32's range is refused, as predict refuses it (it
     // became an infinity, and the scores null).
     let big = json!({"examples": [{"sepal_length": 1e39, "sepal_width": 3.5,

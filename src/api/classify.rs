@@ -233,6 +233,14 @@ pub async fn regress(
     let (handle, tensor, cache) = run(state, request, handle, &output).await?;
     let values = match tensor.clone().cast(DataType::F32).map(Tensor::into_parts) {
         Ok((_, TensorData::F32(v))) if v.len() == n => v,
+        // A regression result holds a float: an FP64 answer past its range is
+        // said as such (it was called a shape problem).
+        Err(crate::tensor::TensorError::OutOfRange { value, .. }) => {
+            return Err(ApiError::InvalidArgument(format!(
+                "the model answered {value} for output {output:?}, past the range of the \
+                 float (FP32) a regression result holds; use predict for this model"
+            )))
+        }
         _ => {
             return Err(ApiError::InvalidArgument(format!(
                 "output {output:?} of {} {:?} is not one number per example, so the model cannot regress",

@@ -446,7 +446,7 @@ impl Upload {
         // against the defaults, and stored).
         let config = crate::model_config::ModelConfig::load(&self.model_dir).map_err(|e| {
             ApiError::Conflict(format!(
-                "model {:?}'s {e}; fix it before uploading a version (nothing was stored)",
+                "model {:?}: {e}; fix it before uploading a version (nothing was stored)",
                 self.model
             ))
         })?;

@@ -97,7 +97,8 @@ impl TextTokenizer {
         let special = tokenizer
             .get_post_processor()
             .map_or(0, |p| tokenizers::PostProcessor::added_tokens(p, false));
-        if config.truncation && config.max_length <= special {
+        // Without truncation too: no text would fit.
+        if config.max_length <= special {
             return Err(format!(
                 "preprocess.max_length is {}, but the tokenizer adds {special} special tokens \
                  to every text: it must be more than {special}",
