@@ -189,6 +189,22 @@ def test_signature_lists_the_graphs_inputs_and_outputs():
     ]
 
 
+def test_float16_in_and_out_as_onnxruntime_gives_them():
+    """FP16 inputs and outputs (half_io): the halves onnxruntime-Python gave, bit for
+    bit (the server's ONNX backend refused float16 before)."""
+    exp = expected("half_io")
+    model = ferroserve.Model.load(os.path.join(FIXTURES, "half_io", "model.onnx"))
+    h = np.array(exp["input_bits"]["h"], dtype=np.uint16).view(np.float16).reshape(2, 3)
+    x = np.array(exp["inputs"]["x"], dtype=np.float32)
+    got = model.predict({"h": h, "x": x})
+    for name in ["h_twice", "x_half"]:
+        assert got[name].dtype == np.float16, name
+        bits = got[name].view(np.uint16).reshape(-1).tolist()
+        assert bits == exp["onnxruntime_half_bits"][name], name
+    assert got["h_float"].dtype == np.float32
+    assert got["h_float"].reshape(-1).tolist() == exp["onnxruntime"]["h_float"]
+
+
 def test_the_runtime_comes_from_the_onnxruntime_wheel(monkeypatch):
     import onnxruntime
 
