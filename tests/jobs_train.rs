@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::jobs::{finished, settings, submit, wait_for, Env};
-use common::{root_path, TestServer};
+use common::{copy_dir, root_path, TestServer};
 use ferroserve::settings::Settings;
 use serde_json::{json, Value};
 
@@ -1073,19 +1073,6 @@ async fn the_old_services_routes_train_and_score_with_the_trained_model() {
         .await;
     assert_eq!(status, 404, "{answer}");
     server.stop().await;
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 /// The committed example (examples/jobs/): its data script, its train and score

@@ -46,6 +46,41 @@ fn f64s(v: &Value) -> Vec<f64> {
     out
 }
 
+/// POSTs a V2 infer body in the binary tensor data extension: `header`'s JSON,
+/// then `blobs` in order.
+async fn post_v2_binary(
+    server: &TestServer,
+    path: &str,
+    header: &Value,
+    blobs: &[&[u8]],
+) -> reqwest::Response {
+    let header = header.to_string();
+    let mut body = header.clone().into_bytes();
+    for blob in blobs {
+        body.extend_from_slice(blob);
+    }
+    server
+        .client
+        .post(server.url(path))
+        .header("Inference-Header-Content-Length", header.len())
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A binary V2 answer: its JSON part, and the bytes after it.
+async fn binary_answer(r: reqwest::Response) -> (Value, Vec<u8>) {
+    let json_len: usize = r.headers()["inference-header-content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let bytes = r.bytes().await.unwrap();
+    let doc: Value = serde_json::from_slice(&bytes[..json_len]).unwrap();
+    (doc, bytes[json_len..].to_vec())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tf_serving_status_and_metadata() {
     let repo = repo();
@@ -288,32 +323,14 @@ async fn v2_binary_tensor_extension() {
     let header = json!({
         "inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP32", "parameters": {"binary_data_size": 32}}],
         "outputs": [{"name": "label", "parameters": {"binary_data": true}}, {"name": "probabilities", "parameters": {"binary_data": false}}]
-    })
-    .to_string();
-    let mut body = header.clone().into_bytes();
-    for x in rows {
-        body.extend_from_slice(&x.to_le_bytes());
-    }
-    let r = server
-        .client
-        .post(server.url("/v2/models/iris_lr/infer"))
-        .header("Inference-Header-Content-Length", header.len())
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    });
+    let floats: Vec<u8> = rows.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let r = post_v2_binary(&server, "/v2/models/iris_lr/infer", &header, &[&floats]).await;
     assert_eq!(r.status(), 200);
-    let json_len: usize = r.headers()["inference-header-content-length"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let bytes = r.bytes().await.unwrap();
-    let doc: Value = serde_json::from_slice(&bytes[..json_len]).unwrap();
+    let (doc, raw) = binary_answer(r).await;
     let label = &doc["outputs"][0];
     assert_eq!(label["parameters"]["binary_data_size"], 16);
     assert!(label.get("data").is_none());
-    let raw = &bytes[json_len..];
     let labels: Vec<i64> = raw
         .chunks_exact(8)
         .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
@@ -403,28 +420,11 @@ async fn v2_binary_fp16_in_and_out_of_an_onnx_model() {
             {"name": "x_half", "parameters": {"binary_data": true}},
             {"name": "h_float", "parameters": {"binary_data": true}},
         ]
-    })
-    .to_string();
-    let mut body = header.clone().into_bytes();
-    body.extend_from_slice(&h);
-    body.extend_from_slice(&x);
-    let r = server
-        .client
-        .post(server.url("/v2/models/half_io/infer"))
-        .header("Inference-Header-Content-Length", header.len())
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    });
+    let r = post_v2_binary(&server, "/v2/models/half_io/infer", &header, &[&h, &x]).await;
     assert_eq!(r.status(), 200);
-    let json_len: usize = r.headers()["inference-header-content-length"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let bytes = r.bytes().await.unwrap();
-    let doc: Value = serde_json::from_slice(&bytes[..json_len]).unwrap();
-    let mut raw = &bytes[json_len..];
+    let (doc, raw) = binary_answer(r).await;
+    let mut raw = raw.as_slice();
     for (i, name) in ["h_twice", "x_half", "h_float"].into_iter().enumerate() {
         let out = &doc["outputs"][i];
         assert_eq!(out["name"], name, "{doc}");
@@ -455,19 +455,8 @@ async fn v2_binary_fp16_in_and_out_of_an_onnx_model() {
             {"name": "x", "shape": [2, 3], "datatype": "FP32", "parameters": {"binary_data_size": x.len()}},
         ],
         "outputs": [{"name": "x_half"}]
-    })
-    .to_string();
-    let mut body = header.clone().into_bytes();
-    body.extend_from_slice(&h);
-    body.extend_from_slice(&x);
-    let r = server
-        .client
-        .post(server.url("/v2/models/half_io/infer"))
-        .header("Inference-Header-Content-Length", header.len())
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    });
+    let r = post_v2_binary(&server, "/v2/models/half_io/infer", &header, &[&h, &x]).await;
     assert_eq!(r.status(), 200);
     let doc: Value = r.json().await.unwrap();
     let data = &doc["outputs"][0]["data"];

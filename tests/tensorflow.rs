@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{assert_close, root_path, test_settings, TestServer};
+use common::{assert_close, copy_dir, root_path, test_settings, TestServer};
 use ferroserve::settings::Settings;
 use ferroserve_proto::prost::Message;
 use ferroserve_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
@@ -34,19 +34,6 @@ fn tensorflow_dir() -> PathBuf {
         dir.display()
     );
     dir
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 /// A repository with the fixture SavedModels as version 1 of models of their names.

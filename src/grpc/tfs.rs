@@ -646,19 +646,22 @@ mod signature_name_tests {
     use crate::backends::{Backend, BackendError, ModelTraits, NamedSignature, Signature};
     use crate::tensor::NamedTensor;
 
-    /// A SavedModel's signatures, `alpha` (its default: it has no
-    /// `serving_default`) and `zeta`.
-    struct Named {
+    /// A model whose default signature is the first of `signatures` (a SavedModel
+    /// without `serving_default`), or `plain` when it has none (another format).
+    struct Stub {
         signatures: Vec<NamedSignature>,
+        plain: Signature,
         traits: ModelTraits,
     }
 
-    impl Backend for Named {
+    impl Backend for Stub {
         fn format(&self) -> &'static str {
             "test"
         }
         fn signature(&self) -> &Signature {
-            &self.signatures[0].signature
+            self.signatures
+                .first()
+                .map_or(&self.plain, |s| &s.signature)
         }
         fn traits(&self) -> &ModelTraits {
             &self.traits
@@ -675,24 +678,32 @@ mod signature_name_tests {
         }
     }
 
+    fn stub(names: &[&str]) -> Stub {
+        let empty = || Signature {
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+        };
+        Stub {
+            signatures: names
+                .iter()
+                .map(|name| NamedSignature {
+                    name: name.to_string(),
+                    method_name: PREDICT_METHOD.into(),
+                    signature: empty(),
+                    input_tensors: Vec::new(),
+                    output_tensors: Vec::new(),
+                })
+                .collect(),
+            plain: empty(),
+            traits: ModelTraits::default(),
+        }
+    }
+
     /// A response names the signature that ran: a model's default is not always
     /// called `serving_default` (the answer said so for a model without one).
     #[test]
     fn a_request_without_a_signature_name_is_answered_with_the_defaults_name() {
-        let named = |name: &str| NamedSignature {
-            name: name.into(),
-            method_name: PREDICT_METHOD.into(),
-            signature: Signature {
-                inputs: Vec::new(),
-                outputs: Vec::new(),
-            },
-            input_tensors: Vec::new(),
-            output_tensors: Vec::new(),
-        };
-        let backend = Named {
-            signatures: vec![named("alpha"), named("zeta")],
-            traits: ModelTraits::default(),
-        };
+        let backend = stub(&["alpha", "zeta"]);
         assert_eq!(default_signature_name(&backend), "alpha");
         let spec = |name: &str| ModelSpec {
             signature_name: name.into(),
@@ -702,32 +713,6 @@ mod signature_name_tests {
         assert_eq!(signature_used(Some(&spec("zeta")), &backend), "zeta");
         assert_eq!(signature_used(None, &backend), "alpha");
         // A model of one signature: TF Serving's default key.
-        struct Plain(Signature, ModelTraits);
-        impl Backend for Plain {
-            fn format(&self) -> &'static str {
-                "plain"
-            }
-            fn signature(&self) -> &Signature {
-                &self.0
-            }
-            fn traits(&self) -> &ModelTraits {
-                &self.1
-            }
-            fn predict(
-                &self,
-                _: Vec<NamedTensor>,
-                _: &[String],
-            ) -> Result<Vec<NamedTensor>, BackendError> {
-                Ok(Vec::new())
-            }
-        }
-        let plain = Plain(
-            Signature {
-                inputs: Vec::new(),
-                outputs: Vec::new(),
-            },
-            ModelTraits::default(),
-        );
-        assert_eq!(default_signature_name(&plain), DEFAULT_SIGNATURE);
+        assert_eq!(default_signature_name(&stub(&[])), DEFAULT_SIGNATURE);
     }
 }

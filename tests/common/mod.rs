@@ -80,6 +80,20 @@ pub fn install_model(repo: &Path, model: &str, version: u64, artifact: &Path) ->
     dest
 }
 
+/// Copies the directory `from` (a SavedModel's, say) to `to`, recursively.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
 pub struct TestServer {
     pub rest_addr: SocketAddr,
     pub grpc_addr: Option<SocketAddr>,

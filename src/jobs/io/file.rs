@@ -416,18 +416,23 @@ mod tests {
     use super::*;
     use crate::jobs::spec::{CsvOptions, FileFormat};
 
-    #[test]
-    fn a_csv_source_names_the_line_its_last_row_began_on() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("in.csv");
-        std::fs::write(&path, "id,text\n1,a\n2,\"two\nlines\"\n3,c\n").unwrap();
-        let spec = FileSpec {
+    /// A CSV source over `text`, written to `in.csv` in `dir`.
+    fn csv_source(dir: &std::path::Path, text: &str) -> CsvSource {
+        let path = dir.join("in.csv");
+        std::fs::write(&path, text).unwrap();
+        CsvSource::open(&FileSpec {
             path,
             name: "in.csv".into(),
             format: FileFormat::Csv,
             csv: CsvOptions::default(),
-        };
-        let mut source = CsvSource::open(&spec).unwrap();
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_csv_source_names_the_line_its_last_row_began_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut source = csv_source(dir.path(), "id,text\n1,a\n2,\"two\nlines\"\n3,c\n");
         let mut rows = Vec::new();
         assert_eq!(source.next_batch_into(1, &mut rows).unwrap(), 1);
         assert_eq!(source.describe_position(), "\"in.csv\" line 2");
@@ -449,15 +454,7 @@ mod tests {
             ("a,b,c,d\r1,1,1,1\r1,1,1,1,X\r", 3),
             ("a,b,c,d\n1,1,1,1\n1,1,1,1,X\n", 3),
         ] {
-            let path = dir.path().join("in.csv");
-            std::fs::write(&path, text).unwrap();
-            let spec = FileSpec {
-                path,
-                name: "in.csv".into(),
-                format: FileFormat::Csv,
-                csv: CsvOptions::default(),
-            };
-            let mut source = CsvSource::open(&spec).unwrap();
+            let mut source = csv_source(dir.path(), text);
             let mut rows = Vec::new();
             let e = loop {
                 match source.next_batch_into(1, &mut rows) {
