@@ -222,14 +222,11 @@ pub fn typed_tensor(
             leaves
                 .iter()
                 .map(|v| {
-                    let f = float(v, dtype, what)?;
-                    let h = half::f16::from_f64(f);
-                    if f.is_finite() && h.is_infinite() {
-                        return Err(invalid(format!(
+                    crate::tensor::f16_bits_of(float(v, dtype, what)?).ok_or_else(|| {
+                        invalid(format!(
                             "{what}: {v} does not fit FP16 (largest magnitude 65504)"
-                        )));
-                    }
-                    Ok(h.to_bits())
+                        ))
+                    })
                 })
                 .collect::<Result<_, _>>()?,
         ),
@@ -237,16 +234,12 @@ pub fn typed_tensor(
             leaves
                 .iter()
                 .map(|v| {
-                    let f = float(v, dtype, what)?;
-                    // A finite value past FP32's range would become an infinity.
-                    let single = f as f32;
-                    if f.is_finite() && single.is_infinite() {
-                        return Err(invalid(format!(
+                    crate::tensor::f32_of(float(v, dtype, what)?).ok_or_else(|| {
+                        invalid(format!(
                             "{what}: {v} does not fit FP32 (largest magnitude {:e})",
                             f32::MAX
-                        )));
-                    }
-                    Ok(single)
+                        ))
+                    })
                 })
                 .collect::<Result<_, _>>()?,
         ),

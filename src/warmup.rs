@@ -89,19 +89,9 @@ pub fn warm_up(
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && replayed_tf_serving => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let inputs = match synthetic_inputs(backend.signature()) {
-                Ok(inputs) => inputs,
-                Err(e) => {
-                    tracing::warn!(
-                        model,
-                        version,
-                        "no synthetic warm-up (the version serves anyway; add a \
-                         {WARMUP_FILE} with a valid request to warm it up): {e}"
-                    );
-                    return Ok(());
-                }
-            };
-            if let Err(e) = backend.predict(inputs, &[]) {
+            let warmed = synthetic_inputs(backend.signature())
+                .and_then(|inputs| backend.predict(inputs, &[]).map_err(|e| e.to_string()));
+            if let Err(e) = warmed {
                 tracing::warn!(
                     model,
                     version,

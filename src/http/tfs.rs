@@ -443,13 +443,11 @@ fn feature_from_json(name: &str, value: &Value) -> Result<FeatureValues, ApiErro
                     let x = v.as_f64().ok_or_else(bad)?;
                     // A tf.Example float_list holds FP32: a value past its range
                     // would become an infinity (TF Serving refuses it too).
-                    let single = x as f32;
-                    if single.is_infinite() {
-                        return Err(ApiError::InvalidArgument(format!(
+                    crate::tensor::f32_of(x).ok_or_else(|| {
+                        ApiError::InvalidArgument(format!(
                             "feature {name:?}: {x:e} is out of range for a float (FP32)"
-                        )));
-                    }
-                    Ok(single)
+                        ))
+                    })
                 })
                 .collect::<Result<_, _>>()?,
         ));

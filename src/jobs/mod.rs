@@ -449,7 +449,7 @@ impl Jobs {
                 // Still queued: cancelled now; the worker will find it taken.
                 job.view.send_modify(|v| {
                     v.state = JobState::Cancelled;
-                    v.progress.stage = "cancelled".into();
+                    v.settle_progress();
                     v.finished_ms = Some(now_ms());
                 });
                 self.live

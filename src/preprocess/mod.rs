@@ -70,14 +70,13 @@ thread_local! {
 /// item by item (images decoded one after another: up to a minute of CPU for a
 /// request of many large ones) stops once `stop` says nobody waits.
 pub fn with_stop<T>(stop: Stop, f: impl FnOnce() -> T) -> T {
-    struct Restore;
+    struct Restore(Option<Stop>);
     impl Drop for Restore {
         fn drop(&mut self) {
-            STOP.with(|s| *s.borrow_mut() = None);
+            STOP.with(|s| *s.borrow_mut() = self.0.take());
         }
     }
-    STOP.with(|s| *s.borrow_mut() = Some(stop));
-    let _restore = Restore;
+    let _restore = Restore(STOP.with(|s| s.borrow_mut().replace(stop)));
     f()
 }
 

@@ -13,17 +13,15 @@
 use super::{Store, StoreError};
 
 /// How many rows of each table one call moves at most.
-pub const MOVE_AT_ONCE: usize = 512;
+const MOVE_AT_ONCE: usize = 512;
 
 impl Store {
     /// Moves up to [`MOVE_AT_ONCE`] of `from`'s oldest prediction-log rows and as
-    /// many of its events into this store; answers how many rows moved, so that a
-    /// caller repeats while it gets a full batch.
-    pub async fn take_records_from(&self, from: &Store) -> Result<usize, StoreError> {
+    /// many of its events into this store; answers whether more may be left (a
+    /// table gave a full batch), for the caller to call again.
+    pub async fn take_records_from(&self, from: &Store) -> Result<bool, StoreError> {
         let read = |e: sqlx::Error| from.unavailable("read a worker's records", e);
         let write = |e: sqlx::Error| self.unavailable("copy a worker's records", e);
-        let mut moved = 0;
-
         let events = from.oldest_events(MOVE_AT_ONCE).await?;
         if let Some(last) = events.last().map(|e| e.id) {
             with_timeout(self, self.insert_events(&events))
@@ -33,12 +31,12 @@ impl Store {
             with_timeout(from, from.delete_through("events", last))
                 .await
                 .map_err(read)?;
-            moved += events.len();
         }
 
         let rows = with_timeout(from, from.oldest_predictions(MOVE_AT_ONCE))
             .await
             .map_err(read)?;
+        let rows_read = rows.len();
         if let Some(last) = rows.last().map(|(id, _)| *id) {
             let rows: Vec<_> = rows.into_iter().map(|(_, row)| row).collect();
             with_timeout(self, self.insert_predictions(&rows))
@@ -47,12 +45,11 @@ impl Store {
             with_timeout(from, from.delete_through("predictions", last))
                 .await
                 .map_err(read)?;
-            moved += rows.len();
         }
-        if moved > 0 {
+        if !events.is_empty() || rows_read > 0 {
             self.worked();
         }
-        Ok(moved)
+        Ok(events.len() == MOVE_AT_ONCE || rows_read == MOVE_AT_ONCE)
     }
 
     /// Deletes the rows of `table` with ids up to `id`.

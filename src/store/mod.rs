@@ -24,7 +24,6 @@
 
 mod audit;
 mod imports;
-pub use imports::MOVE_AT_ONCE;
 mod jobs;
 mod late;
 // Shared with `crate::jobs::io::sql`, which reads and writes the user's databases

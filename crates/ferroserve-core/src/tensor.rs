@@ -276,6 +276,20 @@ impl Tensor {
     }
 }
 
+/// `f` as an FP32 value; `None` for a finite value past FP32's range, which would
+/// silently become an infinity (and a model's answer NaN). NaN and infinities stay
+/// what they are.
+pub fn f32_of(f: f64) -> Option<f32> {
+    let single = f as f32;
+    (!(f.is_finite() && single.is_infinite())).then_some(single)
+}
+
+/// `f` as an FP16 value's bits, as [`f32_of`] (past 65504 is `None`).
+pub fn f16_bits_of(f: f64) -> Option<u16> {
+    let half = half::f16::from_f64(f);
+    (!(f.is_finite() && half.is_infinite())).then_some(half.to_bits())
+}
+
 pub fn element_count(shape: &[usize]) -> usize {
     shape.iter().product()
 }
@@ -369,16 +383,10 @@ fn cast_data(data: TensorData, to: DataType) -> Option<Result<TensorData, Tensor
             .into_iter()
             .map(|n| {
                 let f = num_to_f64(n);
-                // A finite value past FP32's range would silently become an
-                // infinity (and the model's answer NaN); an infinity stays one.
-                let single = f as f32;
-                if f.is_finite() && single.is_infinite() {
-                    return Err(TensorError::OutOfRange {
-                        value: format!("{f:e}"),
-                        to,
-                    });
-                }
-                Ok(single)
+                f32_of(f).ok_or_else(|| TensorError::OutOfRange {
+                    value: format!("{f:e}"),
+                    to,
+                })
             })
             .collect::<Result<Vec<f32>, _>>()
             .map(TensorData::F32),
@@ -387,15 +395,10 @@ fn cast_data(data: TensorData, to: DataType) -> Option<Result<TensorData, Tensor
             .into_iter()
             .map(|n| {
                 let f = num_to_f64(n);
-                // As for FP32: past FP16's range (65504) is refused, not infinity.
-                let h = half::f16::from_f64(f);
-                if f.is_finite() && h.is_infinite() {
-                    return Err(TensorError::OutOfRange {
-                        value: format!("{f:e}"),
-                        to,
-                    });
-                }
-                Ok(h.to_bits())
+                f16_bits_of(f).ok_or_else(|| TensorError::OutOfRange {
+                    value: format!("{f:e}"),
+                    to,
+                })
             })
             .collect::<Result<Vec<u16>, _>>()
             .map(TensorData::F16),

@@ -572,8 +572,8 @@ impl Supervisor {
         };
         let done = loop {
             match store.take_records_from(&from).await {
-                Ok(n) if n >= crate::store::MOVE_AT_ONCE => continue,
-                Ok(_) => break true,
+                Ok(true) => continue,
+                Ok(false) => break true,
                 Err(e) => {
                     tracing::debug!(model = %slot.model, "worker records not moved yet: {e}");
                     break false;
