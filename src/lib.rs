@@ -23,6 +23,7 @@ pub mod memory;
 pub mod metrics;
 pub mod model_config;
 pub mod model_config_list;
+pub mod paths;
 pub mod pbtext;
 pub mod preprocess;
 pub mod raw_tensor;

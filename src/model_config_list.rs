@@ -152,7 +152,7 @@ impl ModelConfigList {
     /// cannot serve arbitrary server directories.
     pub fn check_roots(&self, roots: &[PathBuf]) -> Result<(), String> {
         for m in &self.models {
-            if !crate::auth::is_under_roots(&m.base_path, roots) {
+            if !crate::paths::is_under_roots(&m.base_path, roots) {
                 return Err(format!(
                     "model {:?}: base path {} is outside the allowed model roots \
                      (the repository, and the config file's directory or --allowed-model-roots)",

@@ -638,7 +638,7 @@ pub fn data_path(given: &str, field: &str, data_dir: &Path) -> Result<PathBuf, S
     } else {
         data_dir.join(p)
     };
-    if !crate::auth::is_under_roots(&joined, &[data_dir.to_path_buf()]) {
+    if !crate::paths::is_under_roots(&joined, &[data_dir.to_path_buf()]) {
         return Err(outside());
     }
     Ok(joined)
