@@ -37,10 +37,75 @@ fn line_at(path: &std::path::Path, offset: u64) -> Option<u64> {
     }
 }
 
+/// Longest CSV record (the header included). A quote left open reads everything
+/// after it into one cell: without a bound, a stray quote near the start of a large
+/// file held the whole rest of the file in memory at once.
+const MAX_RECORD_BYTES: u64 = MAX_LINE_BYTES;
+
+/// The CSV reader's input: it refuses to give bytes past `limit`, which the source
+/// moves to [`MAX_RECORD_BYTES`] past the start of each record before reading it.
+struct BoundedReader {
+    inner: BufReader<File>,
+    read: u64,
+    limit: u64,
+}
+
+/// What [`BoundedReader`] answers past its limit, recognised in the CSV reader's error.
+#[derive(Debug)]
+struct RecordTooLong;
+
+impl std::fmt::Display for RecordTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a record longer than {MAX_RECORD_BYTES} bytes")
+    }
+}
+
+impl std::error::Error for RecordTooLong {}
+
+impl std::io::Read for BoundedReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.limit.saturating_sub(self.read);
+        if left == 0 {
+            return Err(std::io::Error::other(RecordTooLong));
+        }
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+/// Whether `bytes`, the file from the start of its last record to its end, end
+/// inside a quoted cell, read as the CSV reader reads (a quote opens a cell only at
+/// its start; two quotes inside one stand for one). The CSV reader takes the end of
+/// the file for the end of such a cell; Python's pandas refuses it ("EOF inside
+/// string"), and so does a job: the rest of the file would be one cell.
+fn ends_inside_quotes(bytes: &[u8], delimiter: u8, quote: u8) -> bool {
+    let (mut quoted, mut at_start) = (false, true);
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if quoted {
+            if b == quote {
+                if bytes.get(i + 1) == Some(&quote) {
+                    i += 1;
+                } else {
+                    quoted = false;
+                }
+            }
+        } else if b == quote && at_start {
+            quoted = true;
+        }
+        at_start = !quoted && (b == delimiter || b == b'\n' || b == b'\r');
+        i += 1;
+    }
+    quoted
+}
+
 /// A CSV file with a header line. Every cell is text: the model's input types
 /// decide how it is read (as `/predict` does).
 pub struct CsvSource {
-    reader: csv::Reader<BufReader<File>>,
+    reader: csv::Reader<BoundedReader>,
     columns: Vec<String>,
     size: u64,
     record: csv::StringRecord,
@@ -48,6 +113,7 @@ pub struct CsvSource {
     last_byte: u64,
     path: std::path::PathBuf,
     name: String,
+    csv: crate::jobs::spec::CsvOptions,
 }
 
 impl CsvSource {
@@ -57,10 +123,17 @@ impl CsvSource {
             .delimiter(spec.csv.delimiter)
             .quote(spec.csv.quote)
             .has_headers(true)
-            .from_reader(BufReader::new(file));
+            .from_reader(BoundedReader {
+                inner: BufReader::new(file),
+                read: 0,
+                limit: MAX_RECORD_BYTES,
+            });
         let columns: Vec<String> = reader
             .headers()
-            .map_err(|e| IoError(format!("{:?}: cannot read the header: {e}", spec.name)))?
+            .map_err(|e| match too_long(&e) {
+                true => IoError(format!("{:?}: the header is {RecordTooLong}", spec.name)),
+                false => IoError(format!("{:?}: cannot read the header: {e}", spec.name)),
+            })?
             .iter()
             .map(|h| h.trim().to_string())
             .collect();
@@ -78,8 +151,35 @@ impl CsvSource {
             last_byte: 0,
             path: spec.path.clone(),
             name: spec.name.clone(),
+            csv: spec.csv,
         })
     }
+
+    /// At the end of the file: an error when its last record (or the header, when
+    /// there is no record) leaves a quoted cell open. Reads that record again, at
+    /// most [`MAX_RECORD_BYTES`].
+    fn check_end(&self) -> Result<(), IoError> {
+        use std::io::{Read, Seek};
+        let mut bytes = Vec::new();
+        let read = File::open(&self.path).and_then(|mut f| {
+            f.seek(std::io::SeekFrom::Start(self.last_byte))?;
+            f.take(MAX_RECORD_BYTES + 1).read_to_end(&mut bytes)
+        });
+        if read.is_ok() && ends_inside_quotes(&bytes, self.csv.delimiter, self.csv.quote) {
+            return Err(IoError(format!(
+                "{:?}: line {}: a quoted cell is not closed before the end of the file",
+                self.name,
+                line_at(&self.path, self.last_byte).unwrap_or(1)
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Whether the CSV reader stopped at [`BoundedReader`]'s limit.
+fn too_long(e: &csv::Error) -> bool {
+    matches!(e.kind(), csv::ErrorKind::Io(io)
+        if io.get_ref().is_some_and(|inner| inner.is::<RecordTooLong>()))
 }
 
 impl Source for CsvSource {
@@ -100,8 +200,13 @@ impl Source for CsvSource {
     ) -> Result<usize, IoError> {
         let mut n = 0;
         while n < max {
+            let start = self.reader.position().byte();
+            self.reader.get_mut().limit = start + MAX_RECORD_BYTES + BOUND_SLACK;
             match self.reader.read_record(&mut self.record) {
-                Ok(false) => break,
+                Ok(false) => {
+                    self.check_end()?;
+                    break;
+                }
                 Ok(true) => {
                     if let Some(p) = self.record.position() {
                         self.last_byte = p.byte();
@@ -122,6 +227,13 @@ impl Source for CsvSource {
                         }
                     }
                     n += 1;
+                }
+                Err(e) if too_long(&e) => {
+                    return Err(IoError(format!(
+                        "{:?}: line {}: {RecordTooLong} (a quote left open?)",
+                        self.name,
+                        line_at(&self.path, start).unwrap_or(1)
+                    )));
                 }
                 Err(e) => {
                     let line = e
@@ -176,6 +288,9 @@ pub struct JsonLinesSource {
 
 /// Longest line read; a longer one is an error (bounded memory).
 const MAX_LINE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// How far the CSV reader's own buffer may have read past the record it returned.
+const BOUND_SLACK: u64 = 64 * 1024;
 
 impl JsonLinesSource {
     pub fn open(spec: &FileSpec) -> Result<JsonLinesSource, IoError> {
@@ -441,6 +556,86 @@ mod tests {
         // The last row, then the end: still the last row's line.
         assert_eq!(source.next_batch_into(5, &mut rows).unwrap(), 1);
         assert_eq!(source.describe_position(), "\"in.csv\" line 5");
+    }
+
+    /// Every row of `text`, or the first error.
+    fn read_all(dir: &std::path::Path, text: &str) -> Result<Vec<Vec<Value>>, IoError> {
+        let path = dir.join("in.csv");
+        std::fs::write(&path, text).unwrap();
+        let mut source = CsvSource::open(&FileSpec {
+            path,
+            name: "in.csv".into(),
+            format: FileFormat::Csv,
+            csv: CsvOptions::default(),
+        })?;
+        let mut all = Vec::new();
+        while let Some(rows) = source.next_batch(2)? {
+            all.extend(rows);
+        }
+        Ok(all)
+    }
+
+    /// A quote left open took the rest of the file for one cell, silently (a file
+    /// of any length was one row short of its end, or the header one column).
+    #[test]
+    fn a_quote_left_open_to_the_end_of_the_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, line) in [
+            ("id,text\n1,\"abc\n2,x\n3,y\n", 2),
+            ("id,text\n1,a\n2,b\n3,\"c", 4),
+            ("id,text\r\n1,a\r\n2,\"b\"\"\r\n", 3),
+            ("id,\"text\n1,a\n", 1),
+        ] {
+            let e = read_all(dir.path(), text).expect_err(text);
+            assert!(
+                e.0.contains(&format!("line {line}: a quoted cell is not closed")),
+                "{text:?}: {}",
+                e.0
+            );
+        }
+        // Closed quotes, doubled quotes, a quote inside an unquoted cell, a quoted
+        // cell over two lines at the end, blank lines after it: all read.
+        for (text, last) in [
+            ("id,text\n1,\"a\nb\"\n", "a\nb"),
+            ("id,text\n1,\"a\"\"b\"\n\n\n", "a\"b"),
+            ("id,text\n1,ab\"c\n", "ab\"c"),
+            ("id,text\n1,\"\"\n2,\"x,y\"", "x,y"),
+        ] {
+            let rows = read_all(dir.path(), text).expect(text);
+            assert_eq!(
+                rows.last().unwrap()[1],
+                Value::Text(last.into()),
+                "{text:?}"
+            );
+        }
+    }
+
+    /// A quote left open near the start of a large file read all the rest into
+    /// memory at once: records are bounded as JSON lines are.
+    #[test]
+    fn a_csv_record_past_the_bound_is_an_error_not_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        // Past the bound and the reader's slack (the bound is checked on what the
+        // CSV reader has taken in, which may run ahead of the record by its buffer).
+        let cell = "x".repeat((MAX_RECORD_BYTES + BOUND_SLACK) as usize + 1);
+        let first_error = |text: String| match read_all(dir.path(), &text) {
+            Ok(rows) => panic!("no error: {} rows", rows.len()),
+            Err(e) => e,
+        };
+        let e = first_error(format!("id,text\n1,a\n2,\"{cell}\"\n3,b\n"));
+        assert!(
+            e.0.contains(&format!(
+                "line 3: a record longer than {MAX_RECORD_BYTES} bytes"
+            )),
+            "{}",
+            e.0
+        );
+        let e = first_error(format!("id,\"{cell}\"\n1,a\n"));
+        assert!(e.0.contains("the header is a record longer"), "{}", e.0);
+        // One just under the bound is read.
+        let cell = "x".repeat(MAX_RECORD_BYTES as usize - 16);
+        let rows = read_all(dir.path(), &format!("id,text\n1,\"{cell}\"\n2,b\n")).unwrap();
+        assert_eq!(rows.len(), 2);
     }
 
     /// CRLF and CR line ends count one line each (a CRLF file's errors named the
