@@ -196,6 +196,35 @@ def slow():
     save("slow", module, {"serving_default": module.run}, [("serving_default", {"n": np.array([3], np.int32)})])
 
 
+def any_rank():
+    """A signature whose input has no shape at all (`tf.TensorSpec(None)`, as TF1
+    placeholders without a shape have too): TF Serving feeds it any shape, and the
+    metadata says `unknown_rank`. expected.json holds several cases (one per rank,
+    a scalar included) under "cases"."""
+
+    class AnyRank(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec(None, tf.float32, name="x")])
+        def run(self, x):
+            return {"y": x * 2.0 + 1.0}
+
+    module = AnyRank()
+    base = os.path.join(OUT, "any_rank")
+    shutil.rmtree(base, ignore_errors=True)
+    path = os.path.join(base, "1")
+    tf.saved_model.save(module, path, signatures={"serving_default": module.run})
+    fn = tf.saved_model.load(path).signatures["serving_default"]
+    cases = []
+    for x in [np.array(1.5, np.float32),
+              np.array([0.5, -1.25, 3.0], np.float32),
+              np.array([[1.0, 2.0], [-0.5, 0.25]], np.float32),
+              np.arange(6, dtype=np.float32).reshape(2, 1, 3) / 4]:
+        y = fn(x=tf.constant(x))["y"].numpy()
+        cases.append({"inputs": {"x": to_json(x)}, "outputs": {"y": to_json(y)}})
+    with open(os.path.join(base, "expected.json"), "w") as f:
+        json.dump({"cases": cases}, f, indent=1, sort_keys=True)
+        f.write("\n")
+
+
 def tf_example(features):
     """A tf.train.Example from TF Serving REST's JSON features (ints, floats, strings)."""
     out = tf.train.Example()
@@ -338,7 +367,7 @@ if __name__ == "__main__":
     import sys
 
     # A name writes that fixture alone (the others stay as they are).
-    chosen = sys.argv[1:] or ["mlp", "cnn", "multi", "text", "tf1_classifier", "slow"]
+    chosen = sys.argv[1:] or ["mlp", "cnn", "multi", "text", "tf1_classifier", "slow", "any_rank"]
     for name in chosen:
         globals()[name]()
     print("written to", os.path.normpath(OUT))

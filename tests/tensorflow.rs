@@ -483,6 +483,69 @@ async fn metadata_gives_the_saved_models_own_signature_defs() {
     server.stop().await;
 }
 
+/// A signature input without a shape (`tf.TensorSpec(None)`, a TF1 placeholder
+/// given none) takes every shape, as TF Serving feeds it; was taken for rank 1, and
+/// a matrix was refused before TensorFlow saw it. Its metadata says unknown_rank.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_of_any_rank_takes_every_shape_over_every_api() {
+    let repo = repo(&["any_rank"]);
+    let server = TestServer::start_with(settings(repo.path())).await;
+    let exp = expected("any_rank");
+    let cases = exp["cases"].as_array().unwrap();
+    let ranks: Vec<usize> = cases
+        .iter()
+        .map(|c| shape_of(&c["inputs"]["x"]).len())
+        .collect();
+    assert_eq!(ranks, [0, 1, 2, 3]);
+    for case in cases {
+        check_grpc(&server, "any_rank", "serving_default", case).await;
+        check_v2(&server, "any_rank", case).await;
+        if shape_of(&case["inputs"]["x"]).is_empty() {
+            // A scalar: columnar only (rows need a first dimension).
+            let x = &data_of(&case["inputs"]["x"])[0];
+            let (status, body) = server
+                .post_json("/v1/models/any_rank:predict", &json!({"inputs": {"x": x}}))
+                .await;
+            assert_eq!(status, 200, "{body}");
+            assert_nested(&body["outputs"], &case["outputs"]["y"], "scalar");
+        } else {
+            check_rest(&server, "any_rank", "serving_default", case).await;
+        }
+    }
+
+    let (status, body) = server.get("/v1/models/any_rank/metadata").await;
+    assert_eq!(status, 200, "{body}");
+    let defs = &body["metadata"]["signature_def"]["signature_def"];
+    assert_eq!(
+        defs["serving_default"]["inputs"]["x"]["tensor_shape"],
+        json!({"dim": [], "unknown_rank": true}),
+        "{defs}"
+    );
+    let mut client = PredictionServiceClient::new(channel(&server).await);
+    let meta = client
+        .get_model_metadata(tfs::GetModelMetadataRequest {
+            model_spec: Some(ModelSpec {
+                name: "any_rank".into(),
+                ..Default::default()
+            }),
+            metadata_field: vec!["signature_def".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let map = tfs::SignatureDefMap::decode(&*meta.metadata["signature_def"].value).unwrap();
+    let shape = map.signature_def["serving_default"].inputs["x"]
+        .tensor_shape
+        .clone()
+        .unwrap();
+    assert!(shape.unknown_rank && shape.dim.is_empty(), "{shape:?}");
+    // V2 has no unknown rank: one dimension of any size, as Triton writes it.
+    let (status, v2) = server.get("/v2/models/any_rank").await;
+    assert_eq!(status, 200, "{v2}");
+    assert_eq!(v2["inputs"][0]["shape"], json!([-1]), "{v2}");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_dtype_or_shape_is_400_before_tensorflow_runs() {
     let repo = repo(&["mlp", "multi"]);

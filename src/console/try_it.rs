@@ -78,6 +78,9 @@ fn is_text(dtype: DataType) -> bool {
 }
 
 fn spec_text(s: &crate::tensor::TensorSpec) -> String {
+    if s.any_rank() {
+        return format!("{} {:?} (any shape)", s.name, s.dtype);
+    }
     let dims: Vec<String> = s
         .shape
         .iter()

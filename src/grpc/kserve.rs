@@ -56,7 +56,7 @@ fn tensor_metadata(spec: &TensorSpec) -> TensorMetadata {
     TensorMetadata {
         name: spec.name.clone(),
         datatype: spec.dtype.v2_name().to_string(),
-        shape: spec.shape.clone(),
+        shape: spec.v2_shape(),
     }
 }
 

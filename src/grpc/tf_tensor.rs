@@ -89,6 +89,18 @@ pub fn to_tf_shape(dims: impl IntoIterator<Item = i64>) -> TensorShapeProto {
     }
 }
 
+/// A signature tensor's shape as TensorFlow writes it: no dimensions and
+/// `unknown_rank` for a tensor of any rank.
+pub fn spec_shape(spec: &crate::tensor::TensorSpec) -> TensorShapeProto {
+    if spec.any_rank() {
+        return TensorShapeProto {
+            dim: Vec::new(),
+            unknown_rank: true,
+        };
+    }
+    to_tf_shape(spec.shape.iter().copied())
+}
+
 /// Decodes the TensorProto the client sent as input `name` (the name is for messages),
 /// taking its typed values (no copy) where the dtype matches the field's element type.
 pub fn tensor_from_proto(

@@ -15,9 +15,7 @@ use ferroserve_proto::tensorflow::{feature, Example as TfExample, SignatureDef, 
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-use super::tf_tensor::{
-    tensor_from_proto, tensor_to_proto, to_tf_dtype, to_tf_shape, DecodeLimits,
-};
+use super::tf_tensor::{spec_shape, tensor_from_proto, tensor_to_proto, to_tf_dtype, DecodeLimits};
 use super::{client_timeout, status_from};
 use crate::api::classify::{self, Example, ExamplesRequest, FeatureValues};
 use crate::api::{self, repository, ApiError, PredictRequest, Protocol, ServerState};
@@ -107,7 +105,7 @@ fn answered_spec(model: &str, version: u64) -> ModelSpec {
 fn tensor_info(spec: &TensorSpec) -> TensorInfo {
     TensorInfo {
         dtype: to_tf_dtype(spec.dtype) as i32,
-        tensor_shape: Some(to_tf_shape(spec.shape.iter().copied())),
+        tensor_shape: Some(spec_shape(spec)),
         encoding: Some(ferroserve_proto::tensorflow::tensor_info::Encoding::Name(
             spec.name.clone(),
         )),

@@ -130,14 +130,18 @@ pub fn status_json(statuses: &[api::VersionStatus]) -> Value {
 }
 
 fn tensor_info(spec: &crate::tensor::TensorSpec, graph_name: &str) -> Value {
-    let dims: Vec<Value> = spec
-        .shape
-        .iter()
-        .map(|d| json!({ "size": d.to_string(), "name": "" }))
-        .collect();
+    // A tensor of any rank as TF Serving writes it: no dimensions, unknown_rank.
+    let dims: Vec<Value> = match spec.any_rank() {
+        true => Vec::new(),
+        false => spec
+            .shape
+            .iter()
+            .map(|d| json!({ "size": d.to_string(), "name": "" }))
+            .collect(),
+    };
     json!({
         "dtype": spec.dtype.tf_name(),
-        "tensor_shape": { "dim": dims, "unknown_rank": false },
+        "tensor_shape": { "dim": dims, "unknown_rank": spec.any_rank() },
         "name": graph_name,
     })
 }

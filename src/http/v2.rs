@@ -85,7 +85,7 @@ async fn ready(State(state): State<AppState>) -> StatusCode {
 }
 
 fn spec_json(s: &TensorSpec) -> Value {
-    json!({ "name": s.name, "datatype": s.dtype.v2_name(), "shape": s.shape })
+    json!({ "name": s.name, "datatype": s.dtype.v2_name(), "shape": s.v2_shape() })
 }
 
 fn metadata(

@@ -90,7 +90,7 @@ impl ScoringPlan {
                 .map(|(spec, features)| InputJson {
                     name: spec.name.clone(),
                     datatype: spec.dtype.v2_name().to_string(),
-                    shape: spec.shape.clone(),
+                    shape: spec.v2_shape(),
                     features: features.clone(),
                 })
                 .collect(),

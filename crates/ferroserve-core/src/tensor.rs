@@ -407,7 +407,8 @@ fn cast_data(data: TensorData, to: DataType) -> Option<Result<TensorData, Tensor
 }
 
 /// A tensor a model takes or gives, as its signature describes it.
-/// `shape` uses -1 for a dimension of any size (the batch dimension).
+/// `shape` uses -1 for a dimension of any size (the batch dimension), and is
+/// [`ANY_RANK`] alone for a tensor of any shape.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TensorSpec {
     pub name: String,
@@ -415,20 +416,46 @@ pub struct TensorSpec {
     pub shape: Vec<i64>,
 }
 
+/// The one dimension of a [`TensorSpec::shape`] that leaves the rank open: a
+/// TensorFlow signature tensor without a shape (`tf.TensorSpec(None)`, a TF1
+/// placeholder given none), which TF Serving feeds whatever shape a request has.
+/// Negative, so code that reads a negative dimension as "any size" sees one
+/// dimension of any size; [`TensorSpec::any_rank`] tells it apart.
+pub const ANY_RANK: i64 = i64::MIN;
+
 impl TensorSpec {
-    /// Whether a tensor of this shape fits the spec (same rank; fixed dimensions equal).
+    /// Whether a tensor of this shape fits the spec (same rank; fixed dimensions equal;
+    /// any shape for a spec of [`ANY_RANK`]).
     pub fn accepts_shape(&self, shape: &[usize]) -> bool {
-        self.shape.len() == shape.len()
-            && self
-                .shape
-                .iter()
-                .zip(shape)
-                .all(|(&want, &got)| want < 0 || want as usize == got)
+        self.any_rank()
+            || (self.shape.len() == shape.len()
+                && self
+                    .shape
+                    .iter()
+                    .zip(shape)
+                    .all(|(&want, &got)| want < 0 || want as usize == got))
     }
 
-    /// Whether the first dimension is a variable batch dimension.
+    /// Whether the first dimension is a variable batch dimension. Not for a tensor of
+    /// any rank: nothing says its first dimension is the batch (a request's may be
+    /// a scalar, an answer's need not follow the request's rows).
     pub fn has_batch_dim(&self) -> bool {
-        self.shape.first().is_some_and(|&d| d < 0)
+        !self.any_rank() && self.shape.first().is_some_and(|&d| d < 0)
+    }
+
+    /// Whether the model takes or gives this tensor in any shape ([`ANY_RANK`]).
+    pub fn any_rank(&self) -> bool {
+        self.shape == [ANY_RANK]
+    }
+
+    /// The shape as KServe V2 metadata writes it: `[-1]` for a tensor of any rank
+    /// (V2 has no way to say so; Triton writes `[-1]` too).
+    pub fn v2_shape(&self) -> Vec<i64> {
+        if self.any_rank() {
+            vec![-1]
+        } else {
+            self.shape.clone()
+        }
     }
 }
 
@@ -494,6 +521,16 @@ mod tests {
         assert!(spec.accepts_shape(&[7, 4]));
         assert!(!spec.accepts_shape(&[7, 3]));
         assert!(!spec.accepts_shape(&[4]));
+        let any = TensorSpec {
+            shape: vec![ANY_RANK],
+            ..spec.clone()
+        };
+        assert!(any.any_rank() && !spec.any_rank());
+        for shape in [&[][..], &[3], &[2, 2], &[1, 2, 3]] {
+            assert!(any.accepts_shape(shape), "{shape:?}");
+        }
+        assert!(!any.has_batch_dim());
+        assert_eq!(any.v2_shape(), vec![-1]);
         assert!(spec.has_batch_dim());
     }
 }

@@ -145,7 +145,8 @@ fn data_to_python(py: Python<'_>, data: &TensorData) -> PyResult<(&'static str, 
 /// gains its trailing dimension, and the elements are cast to the input's dtype.
 fn fit_to_spec(spec: &TensorSpec, tensor: Tensor) -> Result<Tensor, String> {
     let fail = |e: &dyn std::fmt::Display| format!("input {:?}: {e}", spec.name);
-    let tensor = if spec.shape.len() == tensor.shape().len() + 1
+    let tensor = if !spec.any_rank()
+        && spec.shape.len() == tensor.shape().len() + 1
         && spec.shape.last().is_some_and(|&d| d == 1 || d < 0)
     {
         let mut shape = tensor.shape().to_vec();
@@ -181,7 +182,10 @@ fn fit_to_spec(spec: &TensorSpec, tensor: Tensor) -> Result<Tensor, String> {
 fn describe_specs(specs: &[TensorSpec]) -> String {
     specs
         .iter()
-        .map(|s| format!("{:?} ({} {:?})", s.name, numpy_name(s.dtype), s.shape))
+        .map(|s| match s.any_rank() {
+            true => format!("{:?} ({} of any shape)", s.name, numpy_name(s.dtype)),
+            false => format!("{:?} ({} {:?})", s.name, numpy_name(s.dtype), s.shape),
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -540,7 +544,11 @@ fn spec_dict<'py>(py: Python<'py>, spec: &TensorSpec) -> PyResult<Bound<'py, PyD
     let d = PyDict::new(py);
     d.set_item("name", &spec.name)?;
     d.set_item("dtype", numpy_name(spec.dtype))?;
-    d.set_item("shape", spec.shape.clone())?;
+    // A tensor of any shape: None, as TensorFlow's TensorShape(None) prints.
+    match spec.any_rank() {
+        true => d.set_item("shape", py.None())?,
+        false => d.set_item("shape", spec.shape.clone())?,
+    }
     Ok(d)
 }
 

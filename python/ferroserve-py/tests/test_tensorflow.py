@@ -103,6 +103,15 @@ def test_numpy_outputs_equal_tensorflows(name, signature):
             assert_equal_to_tensorflow(result[output], want, "%s %s %s" % (name, signature, output))
 
 
+def test_an_input_of_any_rank_takes_every_shape_tensorflow_takes():
+    model = ferroserve.Model.load(model_dir("any_rank"))
+    assert model.signature["inputs"] == [{"name": "x", "dtype": "float32", "shape": None}]
+    for case in expected("any_rank")["cases"]:
+        x = to_numpy(case["inputs"]["x"])
+        got = model.predict({"x": x})["y"]
+        assert_equal_to_tensorflow(got, case["outputs"]["y"], "shape %s" % (x.shape,))
+
+
 def test_a_one_input_model_takes_a_bare_array_and_a_dataframe_and_arrow():
     case = expected("mlp")["serving_default"]
     features = to_numpy(case["inputs"]["features"])

@@ -239,7 +239,8 @@ class Model:
     @property
     def signature(self):
         """``{"inputs": [...], "outputs": [...], "description": str}``; each input and
-        output is ``{"name", "dtype", "shape"}`` with -1 for any number of rows."""
+        output is ``{"name", "dtype", "shape"}`` with -1 for any number of rows, and
+        a shape of None for a tensor of any shape (a SavedModel's ``tf.TensorSpec(None)``)."""
         return self._native.signature
 
     def __repr__(self):

@@ -510,8 +510,8 @@ impl TensorflowBackend {
         })?;
         let shape = match &info.tensor_shape {
             Some(shape) if !shape.unknown_rank => shape.dim.iter().map(|d| d.size).collect(),
-            // A tensor of unknown rank: described as one dimension of any size.
-            _ => vec![-1],
+            // A tensor of unknown rank: any shape (TF Serving feeds whatever comes).
+            _ => vec![crate::tensor::ANY_RANK],
         };
         Ok((
             TensorSpec {
