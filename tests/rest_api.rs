@@ -798,6 +798,10 @@ async fn the_fast_path_answers_as_the_router_does() {
             format!(r#"{{"features": [{row}, {row}]}}"#),
             200,
         ),
+        // No model: was sliced past the path's end on the fast path (a panic, the
+        // connection closed without an answer).
+        ("/v1/models", "{}".to_string(), 404),
+        ("/v1/models/", "{}".to_string(), 404),
     ];
     for (path, body, status) in &cases {
         // The simple API's answer says when and how fast it was made.

@@ -70,8 +70,8 @@ fn route(path: &str) -> Option<Route> {
         return None;
     }
     match segments.as_slice() {
-        ["v1", "models", ..] => {
-            let tail = &rest["v1/models/".len()..];
+        ["v1", "models", _, ..] => {
+            let tail = rest.strip_prefix("v1/models/")?;
             // TF Serving's verb after the last colon; only predict is taken.
             match tail.rsplit_once(':') {
                 Some((_, "predict")) => Some(Route::TfsPredict(tail.to_string())),
@@ -266,6 +266,35 @@ mod tests {
         assert_eq!(crate::workers::forward::model_of_path("/predict"), None);
     }
 
+    /// `POST /v1/models` (no model) sliced past the path's end: a panic for any
+    /// client, before the access check. Every path of up to four segments from
+    /// the routes' own words is routed or not, never a panic.
+    #[test]
+    fn no_path_panics_the_router() {
+        let words = [
+            "",
+            "v1",
+            "models",
+            "v2",
+            "predict",
+            "infer",
+            "versions",
+            "1",
+            "iris:predict",
+            ":",
+        ];
+        let mut paths = vec![String::new()];
+        for _ in 0..4 {
+            paths = paths
+                .iter()
+                .flat_map(|p| words.iter().map(move |w| format!("{p}/{w}")))
+                .collect();
+            for path in &paths {
+                let _ = route(path);
+            }
+        }
+    }
+
     #[test]
     fn predict_paths_and_only_those_are_routed() {
         assert_eq!(
@@ -299,6 +328,9 @@ mod tests {
         );
         for other in [
             "/",
+            "/v1/models",
+            "/v1",
+            "/v2/models",
             "/predict/",
             "//predict",
             "/predict/iris/other",
