@@ -807,3 +807,171 @@ async fn job_bodies_keep_their_size_limits() {
     assert_eq!(job["state"], "succeeded", "{job}");
     server.stop().await;
 }
+
+/// A TCP port that takes connections and never answers: a database that hangs. A
+/// driver connecting to it waits out its timeout (10 s, then 2 s to learn why).
+fn silent_database() -> (std::net::TcpListener, String) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "postgres://job:s3cr3t@127.0.0.1:{}/jobs",
+        listener.local_addr().unwrap().port()
+    );
+    (listener, url)
+}
+
+/// Cancels the running job `id` and waits at most `limit` for it to be recorded
+/// cancelled; answers the job.
+async fn cancel_within(server: &TestServer, id: &str, limit: Duration) -> Value {
+    wait_for(server, id, Duration::from_secs(60), |j| {
+        j["state"] == "running"
+    })
+    .await;
+    // Into the wait on the database.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (status, answer) = server
+        .post_json(&format!("/v1/jobs/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    wait_for(server, id, limit, |j| {
+        j["state"] != "running" && j["state"] != "queued"
+    })
+    .await
+}
+
+/// A cancel was not seen while a SQL source connected or ran its query, nor
+/// while a SQL sink connected: the job ran on until the database answered (9 to
+/// 19 s), and ended `failed` when that answer was an error. It stops at once now,
+/// recorded `cancelled`, and leaves no output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_stops_a_job_waiting_on_its_database() {
+    let env = env();
+    std::fs::write(env.data.join("in.csv"), csv_text(&iris_rows(10))).unwrap();
+    // An empty file is an empty SQLite database.
+    std::fs::write(env.data.join("empty.db"), b"").unwrap();
+    let (_listener, silent) = silent_database();
+    let server = TestServer::start_with(settings(&env)).await;
+    let limit = Duration::from_secs(3);
+
+    // A source connecting.
+    let id = submit(
+        &server,
+        score_spec(
+            json!({"url": silent, "query": "SELECT 1"}),
+            json!({"path": "a.csv"}),
+            8,
+        ),
+    )
+    .await;
+    let job = cancel_within(&server, &id, limit).await;
+    assert_eq!(job["state"], "cancelled", "{job}");
+
+    // A sink connecting (the first batch is scored, then written).
+    let id = submit(
+        &server,
+        score_spec(
+            json!({"path": "in.csv"}),
+            json!({"url": silent, "table": "scores"}),
+            8,
+        ),
+    )
+    .await;
+    let job = cancel_within(&server, &id, limit).await;
+    assert_eq!(job["state"], "cancelled", "{job}");
+    assert_eq!(job["progress"]["rows_written"], 0, "{job}");
+
+    // A SQLite query that computes for seconds before its first row, and then
+    // fails (abs of the smallest integer overflows).
+    let query = format!(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20000000) \
+         SELECT 'id0' AS id, 5.1 AS {}, 3.5 AS {}, 1.4 AS {}, 0.2 AS {}, \
+         abs(m - m - 9223372036854775807 - 1) AS boom FROM (SELECT max(x) AS m FROM c)",
+        FEATURES[0], FEATURES[1], FEATURES[2], FEATURES[3]
+    );
+    let id = submit(
+        &server,
+        score_spec(
+            json!({"url": "sqlite://empty.db", "query": query}),
+            json!({"path": "c.csv"}),
+            8,
+        ),
+    )
+    .await;
+    let job = cancel_within(&server, &id, limit).await;
+    assert_eq!(job["state"], "cancelled", "{job}");
+
+    assert_eq!(dir_entries(&env.data), ["empty.db", "in.csv"]);
+    server.stop().await;
+}
+
+/// Errors, messages and results named a SQLite database by the server's path to
+/// it (`/srv/data/x.db is not a SQLite database`, `the query on
+/// sqlite:///srv/data/x.db failed`, `sqlite:///srv/data/s.db table t`), and a
+/// `%2e%2e` in a sink's URL was shown resolved, as a file that was not written.
+/// They name it as the spec gave it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_name_databases_as_given_never_by_the_server_path() {
+    let env = env();
+    std::fs::write(env.data.join("in.csv"), csv_text(&iris_rows(10))).unwrap();
+    std::fs::write(env.data.join("x.db"), b"").unwrap();
+    std::fs::write(env.data.join("afile"), b"").unwrap();
+    let server = TestServer::start_with(settings(&env)).await;
+    let data_dir = env.data.display().to_string();
+    let run = |source: Value, sink: Value| {
+        let server = &server;
+        let data_dir = &data_dir;
+        async move {
+            let id = submit(server, score_spec(source, sink, 8)).await;
+            let job = finished(server, &id).await;
+            assert!(!job.to_string().contains(data_dir.as_str()), "{job}");
+            job
+        }
+    };
+    let csv = || json!({"path": "in.csv"});
+
+    let job = run(
+        json!({"url": "sqlite://in.csv", "query": "SELECT 1"}),
+        json!({"path": "o.csv"}),
+    )
+    .await;
+    assert_eq!(job["state"], "failed", "{job}");
+    let error = job["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("sqlite://in.csv is not a SQLite database"),
+        "{error}"
+    );
+
+    let job = run(
+        json!({"url": "sqlite://x.db", "query": "SELECT * FROM nosuch"}),
+        json!({"path": "o.csv"}),
+    )
+    .await;
+    assert_eq!(job["state"], "failed", "{job}");
+    let error = job["error"].as_str().unwrap();
+    assert!(
+        error.contains("the query on sqlite://x.db failed: no such table: nosuch"),
+        "{error}"
+    );
+
+    let job = run(csv(), json!({"url": "sqlite://s.db", "table": "t"})).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["result"]["sink"], "sqlite://s.db table t", "{job}");
+    assert!(job["messages"]
+        .to_string()
+        .contains("to sqlite://s.db table t"));
+
+    // Written where the name leads, and said so.
+    let job = run(csv(), json!({"url": "sqlite://%2e%2e/y.db", "table": "t"})).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(
+        job["result"]["sink"], "sqlite://%2e%2e/y.db table t",
+        "{job}"
+    );
+    assert!(env.data.join("%2e%2e/y.db").is_file());
+
+    // A directory that cannot be made (a file is in the way).
+    let job = run(csv(), json!({"url": "sqlite://afile/z.db", "table": "t"})).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    let error = job["error"].as_str().unwrap();
+    assert!(error.contains("sqlite://afile/z.db"), "{error}");
+    server.stop().await;
+}

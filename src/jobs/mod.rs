@@ -67,6 +67,10 @@ pub const INTERRUPTED: &str = "interrupted by restart";
 pub const FILES_GONE: &str =
     "never run: the server that holds its uploaded files is gone (submit it again)";
 
+/// How often a job waiting on a database refreshes its progress (see
+/// [`JobContext::stop_check`]).
+const STOP_BEAT: Duration = Duration::from_millis(250);
+
 /// Why a job stopped early.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobError {
@@ -119,6 +123,7 @@ impl LiveJob {
 }
 
 /// What a running job uses: the server, the runtime, and its own record.
+#[derive(Clone)]
 pub struct JobContext {
     pub state: Arc<ServerState>,
     pub runtime: Handle,
@@ -134,6 +139,29 @@ impl JobContext {
         } else {
             Ok(())
         }
+    }
+
+    /// What a source or sink waiting on a database asks (`io::StopCheck`): whether
+    /// this job was cancelled (or the server stops). Every quarter second it also
+    /// refreshes the progress, which is what writes it to the store and learns of a
+    /// cancel asked through another server, as training's solvers do.
+    pub fn stop_check(&self) -> io::StopCheck {
+        let ctx = self.clone();
+        let last_beat = Mutex::new(Instant::now());
+        std::sync::Arc::new(move || {
+            let beat = {
+                let mut last = last_beat.lock().unwrap_or_else(|e| e.into_inner());
+                let due = last.elapsed() >= STOP_BEAT;
+                if due {
+                    *last = Instant::now();
+                }
+                due
+            };
+            if beat {
+                ctx.progress(|_| {});
+            }
+            ctx.job.is_cancelled()
+        })
     }
 
     /// Updates the progress (elapsed and remaining are filled in here) and, at most
@@ -566,17 +594,7 @@ impl Jobs {
         // and gone before anyone sees the job finished. Queued jobs keep theirs
         // across a shutdown, for the next start.
         uploads::remove_job_dir(&self.uploads_dir, &job.id);
-        let shutdown = job.cancel.load(Ordering::Relaxed) == CANCELLED_BY_SHUTDOWN;
-        let (state, result, error) = match outcome {
-            Ok(result) => (JobState::Succeeded, Some(result), None),
-            Err(JobError::Cancelled) if shutdown => (
-                JobState::Failed,
-                None,
-                Some(format!("{INTERRUPTED} (the server shut down)")),
-            ),
-            Err(JobError::Cancelled) => (JobState::Cancelled, None, None),
-            Err(JobError::Failed(e)) => (JobState::Failed, None, Some(e)),
-        };
+        let (state, result, error) = end_of(outcome, job.cancel.load(Ordering::Relaxed));
         let finished_ms = now_ms();
         let end = |v: &mut JobView| {
             v.state = state;
@@ -679,6 +697,29 @@ impl Jobs {
     }
 }
 
+/// How a job that ran ends: its state, result and error, from its outcome and its
+/// cancel flag. A job asked to stop ends as asked even when it failed meanwhile: a
+/// source or sink that was waiting on a database when the cancel came, or whose
+/// database failed as it came, reports an error, but the job was cancelled (by a
+/// client) or interrupted (by shutdown), and its output is discarded all the same.
+fn end_of(
+    outcome: Result<serde_json::Value, JobError>,
+    cancel: u8,
+) -> (JobState, Option<serde_json::Value>, Option<String>) {
+    match (outcome, cancel) {
+        (Ok(result), _) => (JobState::Succeeded, Some(result), None),
+        (Err(_), CANCELLED_BY_SHUTDOWN) => (
+            JobState::Failed,
+            None,
+            Some(format!("{INTERRUPTED} (the server shut down)")),
+        ),
+        (Err(_), CANCELLED_BY_CLIENT) | (Err(JobError::Cancelled), _) => {
+            (JobState::Cancelled, None, None)
+        }
+        (Err(JobError::Failed(e)), _) => (JobState::Failed, None, Some(e)),
+    }
+}
+
 /// A job's end the store refused as such, for the recovery sweep to try again.
 struct JobEnd {
     /// The job as it ended, shown until the store has it.
@@ -771,6 +812,42 @@ fn lower_priority() {
         tracing::warn!(
             "cannot lower a job thread's priority: {}",
             std::io::Error::last_os_error()
+        );
+    }
+}
+
+#[cfg(test)]
+mod end_tests {
+    use super::*;
+
+    #[test]
+    fn a_job_asked_to_stop_ends_as_asked_even_when_it_failed_meanwhile() {
+        let failed = || Err(JobError::Failed("cannot connect to postgres://h/db".into()));
+        // A cancel seen by a source waiting on its database, or a database that
+        // failed as the cancel came: cancelled, not failed.
+        assert_eq!(
+            end_of(failed(), CANCELLED_BY_CLIENT),
+            (JobState::Cancelled, None, None)
+        );
+        let (state, _, error) = end_of(failed(), CANCELLED_BY_SHUTDOWN);
+        assert_eq!(state, JobState::Failed);
+        assert!(error.unwrap().starts_with(INTERRUPTED));
+        // Nobody asked: the failure stands; a finished job stays finished.
+        assert_eq!(
+            end_of(failed(), NOT_CANCELLED),
+            (
+                JobState::Failed,
+                None,
+                Some("cannot connect to postgres://h/db".into())
+            )
+        );
+        assert_eq!(
+            end_of(Ok(serde_json::json!({"rows": 1})), CANCELLED_BY_CLIENT).0,
+            JobState::Succeeded
+        );
+        assert_eq!(
+            end_of(Err(JobError::Cancelled), NOT_CANCELLED).0,
+            JobState::Cancelled
         );
     }
 }

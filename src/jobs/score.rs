@@ -220,7 +220,11 @@ pub fn run(ctx: &JobContext, spec: &ScoreSpec) -> Result<serde_json::Value, JobE
     };
 
     ctx.progress(|p| p.stage = "reading".into());
-    let mut source = io::open_source(&spec.source, &ctx.runtime).map_err(failed)?;
+    // A SQL source or sink waiting on its database (connecting, a query running,
+    // rows inserted) leaves the wait when the job is cancelled.
+    let stop = ctx.stop_check();
+    let mut source =
+        io::open_source_until(&spec.source, &ctx.runtime, stop.clone()).map_err(failed)?;
     let columns = source.columns().to_vec();
     let index_of = |name: &str| columns.iter().position(|c| c == name);
     let carry: Vec<usize> = spec
@@ -271,6 +275,7 @@ pub fn run(ctx: &JobContext, spec: &ScoreSpec) -> Result<serde_json::Value, JobE
                     output_columns.clone(),
                     &ctx.job.id,
                     &ctx.runtime,
+                    stop.clone(),
                 )
                 .map_err(failed)?,
             );

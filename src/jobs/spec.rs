@@ -160,7 +160,10 @@ pub enum SourceSpec {
     File(FileSpec),
     /// `{"url": "postgres://…", "query": "select …"}`: rows streamed.
     Sql {
+        /// The URL connected to (a SQLite file's resolved in the data directory).
         url: String,
+        /// The URL as the client gave it, password masked: messages show only this.
+        name: String,
         query: String,
     },
 }
@@ -178,7 +181,10 @@ pub enum SinkSpec {
     File(FileSpec),
     /// `{"url": …, "table": …, "mode": "overwrite" | "append"}`.
     Sql {
+        /// The URL connected to (a SQLite file's resolved in the data directory).
         url: String,
+        /// The URL as the client gave it, password masked: messages show only this.
+        name: String,
         table: String,
         mode: SinkMode,
     },
@@ -189,9 +195,7 @@ impl SinkSpec {
     pub fn describe(&self) -> String {
         match self {
             SinkSpec::File(f) => f.name.clone(),
-            SinkSpec::Sql { url, table, .. } => {
-                format!("{} table {table}", crate::store::pool::redact(url))
-            }
+            SinkSpec::Sql { name, table, .. } => format!("{name} table {table}"),
         }
     }
 }
@@ -403,6 +407,17 @@ fn check_url_scheme(url: &str, field: &str) -> Result<(), SpecError> {
     }
 }
 
+/// A database URL as messages and results show it: as the client gave it (a SQLite
+/// file by the name given, never the server's path to it), its password masked as
+/// in the job's record.
+fn shown_url(given: &str) -> String {
+    if crate::store::pool::has_secret(given) {
+        crate::store::pool::redact(given)
+    } else {
+        given.to_string()
+    }
+}
+
 /// A `sqlite:` URL's file must be in the data directory like any other file: the
 /// URL is rewritten to the resolved path.
 fn check_sql_url(url: &str, field: &str, data_dir: &Path) -> Result<String, SpecError> {
@@ -437,16 +452,20 @@ fn parse_source(v: Option<&Value>, field: &str, roots: Roots<'_>) -> Result<Sour
             ))
         }
     };
-    if let Some(url) = string(obj, field, "url")? {
+    if let Some(given) = string(obj, field, "url")? {
         check_fields(obj, field, &["url", "query"])?;
-        let url = check_sql_url(&url, &format!("{field}.url"), data_dir)?;
+        let url = check_sql_url(&given, &format!("{field}.url"), data_dir)?;
         if let Some(path) = crate::store::pool::sqlite_path(&url) {
             if !path.is_file() {
                 return Err(err(&format!("{field}.url"), "no such database file"));
             }
         }
         let query = required(obj, field, "query")?;
-        return Ok(SourceSpec::Sql { url, query });
+        return Ok(SourceSpec::Sql {
+            url,
+            name: shown_url(&given),
+            query,
+        });
     }
     if obj.contains_key("upload") {
         return parse_upload(obj, field, roots.uploads).map(SourceSpec::File);
@@ -482,9 +501,9 @@ pub(crate) fn parse_sink(
             ))
         }
     };
-    if let Some(url) = string(obj, field, "url")? {
+    if let Some(given) = string(obj, field, "url")? {
         check_fields(obj, field, &["url", "table", "mode"])?;
-        let url = check_sql_url(&url, &format!("{field}.url"), data_dir)?;
+        let url = check_sql_url(&given, &format!("{field}.url"), data_dir)?;
         let table = required(obj, field, "table")?;
         if !is_identifier(&table) {
             return Err(err(
@@ -511,7 +530,12 @@ pub(crate) fn parse_sink(
                 ))
             }
         };
-        return Ok(SinkSpec::Sql { url, table, mode });
+        return Ok(SinkSpec::Sql {
+            url,
+            name: shown_url(&given),
+            table,
+            mode,
+        });
     }
     let file = parse_file(obj, field, data_dir)?;
     if file.path.is_dir() {

@@ -194,7 +194,19 @@ pub async fn connect(
     timeout: Duration,
     purpose: Use,
 ) -> Result<(Pool, DbKind, String), StoreError> {
-    let shown = redact(url);
+    connect_as(url, None, timeout, purpose).await
+}
+
+/// [`connect`], its messages calling the database `name` when one is given (a job's
+/// URL as its client gave it, password masked) in place of the URL connected to
+/// or a SQLite file's path: a client never sees where the server keeps its files.
+pub async fn connect_as(
+    url: &str,
+    name: Option<&str>,
+    timeout: Duration,
+    purpose: Use,
+) -> Result<(Pool, DbKind, String), StoreError> {
+    let shown = name.map_or_else(|| redact(url), str::to_string);
     let kind = kind_of(url).ok_or_else(|| {
         StoreError::Invalid(format!(
             "database URL {shown:?}: use sqlite://FILE, postgres://… or mysql://…"
@@ -215,7 +227,9 @@ pub async fn connect(
             let path = sqlite_path(url).ok_or_else(|| {
                 StoreError::Invalid(format!("database URL {shown:?} names no file"))
             })?;
-            check_sqlite_file(&path, purpose)?;
+            // What messages call the file.
+            let file = name.map_or_else(|| path.display().to_string(), str::to_string);
+            check_sqlite_file(&path, &file, purpose)?;
             match purpose {
                 Use::Store { create: false } if !path.exists() => {
                     return Err(StoreError::Invalid(format!(
@@ -226,8 +240,7 @@ pub async fn connect(
                 }
                 Use::ReadData if !path.exists() => {
                     return Err(StoreError::Invalid(format!(
-                        "there is no SQLite database {}",
-                        path.display()
+                        "there is no SQLite database {file}"
                     )));
                 }
                 _ => {}
@@ -235,7 +248,10 @@ pub async fn connect(
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 if purpose != Use::ReadData {
                     std::fs::create_dir_all(dir).map_err(|e| {
-                        StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+                        StoreError::Unavailable(match name {
+                            Some(name) => format!("cannot create the directory of {name}: {e}"),
+                            None => format!("cannot create {}: {e}", dir.display()),
+                        })
                     })?;
                 }
             }
@@ -274,7 +290,7 @@ pub async fn connect(
                     {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
-                    Err(e) => return Err(sqlite_error(&path, e)),
+                    Err(e) => return Err(sqlite_error(&file, e)),
                 }
             };
             Pool::Sqlite(pool)
@@ -380,16 +396,15 @@ unsafe extern "C" fn source_authorizer(
 const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 
 /// Refuses a file that exists and is not a SQLite database, before SQLite opens it
-/// (which could write to it). The file is left as it is.
-fn check_sqlite_file(path: &std::path::Path, purpose: Use) -> Result<(), StoreError> {
+/// (which could write to it). The file is left as it is. Messages call it `shown`.
+fn check_sqlite_file(path: &std::path::Path, shown: &str, purpose: Use) -> Result<(), StoreError> {
     use std::io::Read;
     let mut file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => {
             return Err(StoreError::Unavailable(format!(
-                "cannot read the database file {}: {e}",
-                path.display()
+                "cannot read the database file {shown}: {e}"
             )))
         }
     };
@@ -401,8 +416,7 @@ fn check_sqlite_file(path: &std::path::Path, purpose: Use) -> Result<(), StoreEr
             Ok(n) => read += n,
             Err(e) => {
                 return Err(StoreError::Unavailable(format!(
-                    "cannot read the database file {}: {e}",
-                    path.display()
+                    "cannot read the database file {shown}: {e}"
                 )))
             }
         }
@@ -415,23 +429,19 @@ fn check_sqlite_file(path: &std::path::Path, purpose: Use) -> Result<(), StoreEr
         Use::ReadData | Use::WriteData => "",
     };
     Err(StoreError::Broken(format!(
-        "{} is not a SQLite database (corrupt, or another file); it was left as it is{advice}",
-        path.display()
+        "{shown} is not a SQLite database (corrupt, or another file); it was left as it is{advice}"
     )))
 }
 
-fn sqlite_error(path: &std::path::Path, e: sqlx::Error) -> StoreError {
+/// A SQLite file that would not open, called `shown`.
+fn sqlite_error(shown: &str, e: sqlx::Error) -> StoreError {
     let text = describe_error(&e);
     if text.contains("malformed") || text.contains("not a database") {
         StoreError::Broken(format!(
-            "the SQLite database {} is corrupt ({text}); it was left as it is",
-            path.display()
+            "the SQLite database {shown} is corrupt ({text}); it was left as it is"
         ))
     } else {
-        StoreError::Unavailable(format!(
-            "cannot open the SQLite database {}: {text}",
-            path.display()
-        ))
+        StoreError::Unavailable(format!("cannot open the SQLite database {shown}: {text}"))
     }
 }
 
@@ -602,13 +612,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.db");
         std::fs::write(&path, b"this is not a database at all").unwrap();
-        let e = check_sqlite_file(&path, Use::Store { create: true }).unwrap_err();
+        let e = check_sqlite_file(&path, "f.db", Use::Store { create: true }).unwrap_err();
         assert!(matches!(e, StoreError::Broken(_)), "{e}");
         assert_eq!(
             std::fs::read(&path).unwrap(),
             b"this is not a database at all"
         );
         std::fs::write(&path, b"").unwrap();
-        check_sqlite_file(&path, Use::Store { create: true }).unwrap();
+        check_sqlite_file(&path, "f.db", Use::Store { create: true }).unwrap();
     }
 }

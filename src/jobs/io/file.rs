@@ -352,18 +352,41 @@ impl JsonLinesSource {
         }
     }
 
+    /// The cells of `object`, the line last read (still in `buf`), in column order.
     fn row(
         &self,
         mut object: serde_json::Map<String, serde_json::Value>,
     ) -> Result<Vec<Value>, IoError> {
+        // The line's values as written, parsed again only for a row with an
+        // integer beyond i64 that serde_json could only read as a float.
+        let mut raw: Option<Option<RawObject>> = None;
         self.columns
             .iter()
             .map(|c| match object.remove(c) {
                 None | Some(serde_json::Value::Null) => Ok(Value::Null),
                 Some(serde_json::Value::Bool(b)) => Ok(Value::Bool(b)),
-                Some(serde_json::Value::Number(n)) => Ok(match n.as_i64() {
-                    Some(i) => Value::Int(i),
-                    None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+                Some(serde_json::Value::Number(n)) => Ok(if let Some(i) = n.as_i64() {
+                    Value::Int(i)
+                } else if let Some(u) = n.as_u64() {
+                    // Past i64: its digits, as text (a cell has no wider integer).
+                    Value::Text(u.to_string())
+                } else {
+                    let f = n.as_f64().unwrap_or(f64::NAN);
+                    let mut digits = None;
+                    if f.fract() == 0.0 && f.abs() >= BEYOND_INTEGERS {
+                        // Past u64 (or below i64): its digits when it is written
+                        // as an integer, rather than a float's 17 of them.
+                        digits = raw
+                            .get_or_insert_with(|| serde_json::from_str(self.buf.trim()).ok())
+                            .as_ref()
+                            .and_then(|o| o.get(c))
+                            .map(|v| v.get())
+                            .filter(|text| is_integer_literal(text));
+                    }
+                    match digits {
+                        Some(text) => Value::Text(text.to_string()),
+                        None => Value::Float(f),
+                    }
                 }),
                 Some(serde_json::Value::String(s)) => Ok(Value::Text(s)),
                 Some(_) => Err(IoError(format!(
@@ -373,6 +396,20 @@ impl JsonLinesSource {
             })
             .collect()
     }
+}
+
+/// A JSON line's members as written (`serde_json`'s `raw_value`).
+type RawObject<'a> = std::collections::BTreeMap<String, &'a serde_json::value::RawValue>;
+
+/// Magnitude from which serde_json, which reads integers up to u64 exactly, reads
+/// one as a float: 2^63 (a negative one past i64) and more.
+const BEYOND_INTEGERS: f64 = 9_223_372_036_854_775_808.0;
+
+/// Whether a JSON number is written as an integer (`-123`), not with a fraction or
+/// an exponent: such a number past u64 is kept as its digits, not rounded.
+fn is_integer_literal(text: &str) -> bool {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 impl Source for JsonLinesSource {
@@ -556,6 +593,67 @@ mod tests {
         // The last row, then the end: still the last row's line.
         assert_eq!(source.next_batch_into(5, &mut rows).unwrap(), 1);
         assert_eq!(source.describe_position(), "\"in.csv\" line 5");
+    }
+
+    /// Integers past i64 were read as floats and written as `12345678901234567000`
+    /// (CSV) or `1.2345678901234567e19` (JSON lines): they are kept as their digits,
+    /// and written back as read by a CSV sink.
+    #[test]
+    fn json_integers_past_i64_keep_their_digits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        let lines = [
+            r#"{"id": 12345678901234567890, "x": 1}"#,
+            r#"{"id": 18446744073709551615, "x": 2}"#,
+            r#"{"x": 3, "id": 123456789012345678901234567890}"#,
+            r#"{"id": -9223372036854775809, "x": 4}"#,
+            r#"{"id": 9223372036854775807, "x": 1e20}"#,
+            r#"{"id": 1.5e300, "x": 12345678901234567890.0}"#,
+        ];
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let mut source = JsonLinesSource::open(&FileSpec {
+            path,
+            name: "in.jsonl".into(),
+            format: FileFormat::JsonLines,
+            csv: CsvOptions::default(),
+        })
+        .unwrap();
+        assert_eq!(source.columns(), ["id", "x"]);
+        let rows = source.next_batch(10).unwrap().unwrap();
+        let text = |s: &str| Value::Text(s.into());
+        assert_eq!(
+            rows,
+            [
+                vec![text("12345678901234567890"), Value::Int(1)],
+                vec![text("18446744073709551615"), Value::Int(2)],
+                vec![text("123456789012345678901234567890"), Value::Int(3)],
+                vec![text("-9223372036854775809"), Value::Int(4)],
+                vec![Value::Int(i64::MAX), Value::Float(1e20)],
+                // Written with a fraction or an exponent: a float, as before.
+                vec![Value::Float(1.5e300), Value::Float(12345678901234567890.0)],
+            ]
+        );
+        let out = dir.path().join("out.csv");
+        let spec = FileSpec {
+            path: out.clone(),
+            name: "out.csv".into(),
+            format: FileFormat::Csv,
+            csv: CsvOptions::default(),
+        };
+        let mut sink = Box::new(FileSink::create(&spec, vec!["id".into()], "t").unwrap());
+        sink.write(
+            &rows[..4]
+                .iter()
+                .map(|r| vec![r[0].clone()])
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        sink.commit().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "id\n12345678901234567890\n18446744073709551615\n\
+             123456789012345678901234567890\n-9223372036854775809\n"
+        );
     }
 
     /// Every row of `text`, or the first error.

@@ -10,12 +10,17 @@
 //!
 //! Sources and sinks are used from the job's own thread: they may block (file IO),
 //! and the SQL ones drive their async driver on the runtime through channels.
+//! What waits on a database (connecting, a query running, rows being inserted)
+//! asks the job's [`StopCheck`] every [`STOP_POLL`], so that a cancel stops it
+//! within a fraction of a second however slow the database is.
 
 mod file;
 mod parquet_file;
 mod sql;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::runtime::Handle;
 
@@ -180,14 +185,47 @@ pub trait Sink: Send {
     fn commit(self: Box<Self>) -> Result<(), IoError>;
 }
 
+/// Whether the job a source or sink works for is to stop (cancelled, or the server
+/// shutting down). Asked from the job's thread, never inside the runtime, while a
+/// source or sink waits on a database: at most every [`STOP_POLL`]. It may block
+/// briefly (a job's check also records its progress, which is how a cancel asked
+/// through another server is learnt).
+pub type StopCheck = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// How often a wait on a database asks its [`StopCheck`].
+pub const STOP_POLL: Duration = Duration::from_millis(100);
+
+/// The error of a source or sink that stopped waiting because its job is to stop.
+/// The job runner records such a job cancelled (or interrupted), not failed.
+pub const STOPPED: &str = "stopped: the job was cancelled";
+
+/// A [`StopCheck`] that never stops: for callers that are not a running job.
+pub fn never_stop() -> StopCheck {
+    Arc::new(|| false)
+}
+
+/// [`open_source_until`] for a caller with nothing to stop it.
 pub fn open_source(spec: &SourceSpec, runtime: &Handle) -> Result<Box<dyn Source>, IoError> {
+    open_source_until(spec, runtime, never_stop())
+}
+
+/// The source `spec` names. A SQL source gives up waiting for its database
+/// (connecting, the query running, the next rows) with [`STOPPED`] once `stop`
+/// says so.
+pub fn open_source_until(
+    spec: &SourceSpec,
+    runtime: &Handle,
+    stop: StopCheck,
+) -> Result<Box<dyn Source>, IoError> {
     let source: Box<dyn Source> = match spec {
         SourceSpec::File(f) => match f.format {
             FileFormat::Csv => Box::new(file::CsvSource::open(f)?),
             FileFormat::JsonLines => Box::new(file::JsonLinesSource::open(f)?),
             FileFormat::Parquet => Box::new(parquet_file::ParquetSource::open(f)?),
         },
-        SourceSpec::Sql { url, query } => Box::new(sql::SqlSource::open(url, query, runtime)?),
+        SourceSpec::Sql { url, name, query } => {
+            Box::new(sql::SqlSource::open(url, name, query, runtime, stop)?)
+        }
     };
     check_unique_columns(source.columns())?;
     Ok(source)
@@ -226,19 +264,27 @@ pub fn temp_path(path: &Path, tag: &str) -> Option<PathBuf> {
 }
 
 /// A sink for rows of `columns`. `tag` makes temporary names unique (the job id).
+/// A SQL sink gives up waiting for its database with [`STOPPED`] once `stop` says
+/// so, except at commit, which is never left half done.
 pub fn open_sink(
     spec: &SinkSpec,
     columns: Vec<String>,
     tag: &str,
     runtime: &Handle,
+    stop: StopCheck,
 ) -> Result<Box<dyn Sink>, IoError> {
     match spec {
         SinkSpec::File(f) if f.format == FileFormat::Parquet => Ok(Box::new(
             parquet_file::ParquetSink::create(f, columns, tag)?,
         )),
         SinkSpec::File(f) => Ok(Box::new(file::FileSink::create(f, columns, tag)?)),
-        SinkSpec::Sql { url, table, mode } => Ok(Box::new(sql::SqlSink::open(
-            url, table, *mode, columns, runtime,
+        SinkSpec::Sql {
+            url,
+            name,
+            table,
+            mode,
+        } => Ok(Box::new(sql::SqlSink::open(
+            url, name, table, *mode, columns, runtime, stop,
         )?)),
     }
 }

@@ -101,8 +101,10 @@ fn column_values(array: &ArrayRef) -> Vec<Value> {
         DataType::UInt32 => each!(array.as_primitive::<UInt32Type>(), |v: u32| Value::Int(
             v.into()
         )),
+        // Past i64: its digits, as text (a cell has no wider integer; a float
+        // would round it).
         DataType::UInt64 => each!(array.as_primitive::<UInt64Type>(), |v: u64| {
-            i64::try_from(v).map_or(Value::Float(v as f64), Value::Int)
+            i64::try_from(v).map_or_else(|_| Value::Text(v.to_string()), Value::Int)
         }),
         DataType::Float16 => each!(array.as_primitive::<Float16Type>(), |v| Value::Float(
             f64::from(v)
@@ -237,11 +239,11 @@ impl Source for ParquetSource {
     }
 }
 
-/// The Arrow type a column is written as: from its first non-null cell in the
-/// first rows written; a column with no value there is text.
-/// A column's type from the first batch's cells: text if any is text, else floats
-/// if any is a float (integers widen), else integers if any is one (booleans
-/// widen), else booleans; text when every cell is null.
+/// The Arrow type a column is written as, from the first batch's cells: integers
+/// as `Int64`, floats as `Float64`, a column of both as `Float64` (integers
+/// widen), booleans as `Boolean`, and everything else as text: a column with text
+/// in it, one of booleans and numbers (a boolean is no number: written as one it
+/// would read back as 1 or 0), one where every cell is null.
 fn column_type(rows: &[Vec<Value>], c: usize) -> DataType {
     let (mut bools, mut ints, mut floats) = (false, false, false);
     for row in rows {
@@ -253,14 +255,11 @@ fn column_type(rows: &[Vec<Value>], c: usize) -> DataType {
             Value::Text(_) => return DataType::Utf8,
         }
     }
-    if floats {
-        DataType::Float64
-    } else if ints {
-        DataType::Int64
-    } else if bools {
-        DataType::Boolean
-    } else {
-        DataType::Utf8
+    match (bools, ints, floats) {
+        (true, false, false) => DataType::Boolean,
+        (false, true, false) => DataType::Int64,
+        (false, _, true) => DataType::Float64,
+        _ => DataType::Utf8,
     }
 }
 
@@ -368,7 +367,6 @@ impl ParquetSink {
                     .map(|v| match v {
                         Value::Null => Ok(None),
                         Value::Int(i) => Ok(Some(*i)),
-                        Value::Bool(b) => Ok(Some(i64::from(*b))),
                         other => Err(mismatch(other)),
                     })
                     .collect::<Result<Int64Array, _>>()?,
@@ -379,7 +377,6 @@ impl ParquetSink {
                         Value::Null => Ok(None),
                         Value::Float(f) => Ok(Some(*f)),
                         Value::Int(i) => Ok(Some(*i as f64)),
-                        Value::Bool(b) => Ok(Some(f64::from(u8::from(*b)))),
                         other => Err(mismatch(other)),
                     })
                     .collect::<Result<Float64Array, _>>()?,
@@ -444,5 +441,121 @@ impl Drop for ParquetSink {
         if !self.committed {
             let _ = std::fs::remove_file(&self.temp);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::spec::{CsvOptions, FileFormat};
+
+    fn spec(dir: &std::path::Path, name: &str) -> FileSpec {
+        FileSpec {
+            path: dir.join(name),
+            name: name.into(),
+            format: FileFormat::Parquet,
+            csv: CsvOptions::default(),
+        }
+    }
+
+    /// Writes `batches` of one column `id`: the file's column type and cells (as
+    /// text), or the error of the write that failed.
+    fn write(batches: &[Vec<Value>]) -> Result<(DataType, Vec<Value>), IoError> {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec(dir.path(), "out.parquet");
+        let mut sink = Box::new(ParquetSink::create(&spec, vec!["id".into()], "t")?);
+        for batch in batches {
+            let rows: Vec<Vec<Value>> = batch.iter().map(|v| vec![v.clone()]).collect();
+            sink.write(&rows)?;
+        }
+        sink.commit()?;
+        let mut source = ParquetSource::open(&spec)?;
+        let data_type = ParquetRecordBatchReaderBuilder::try_new(File::open(&spec.path).unwrap())
+            .unwrap()
+            .schema()
+            .field(0)
+            .data_type()
+            .clone();
+        let mut cells = Vec::new();
+        while let Some(rows) = source.next_batch(100)? {
+            cells.extend(rows.into_iter().map(|mut r| r.remove(0)));
+        }
+        Ok((data_type, cells))
+    }
+
+    /// Booleans were written as 1 and 0 in a number column, silently: when the first
+    /// batch mixed them with numbers, or a later batch held them in a column of
+    /// numbers. A column of both is text; a later boolean fails, naming the column.
+    #[test]
+    fn booleans_are_never_written_as_numbers() {
+        let (t, f) = (Value::Bool(true), Value::Bool(false));
+        let text = |s: &str| Value::Text(s.into());
+        assert_eq!(
+            write(&[vec![t.clone(), Value::Int(2)]]).unwrap(),
+            (DataType::Utf8, vec![text("true"), text("2")])
+        );
+        assert_eq!(
+            write(&[vec![Value::Float(1.5), f.clone(), Value::Null]]).unwrap(),
+            (
+                DataType::Utf8,
+                vec![text("1.5"), text("false"), Value::Null]
+            )
+        );
+        for first in [
+            vec![Value::Float(1.5), Value::Int(2)],
+            vec![Value::Int(1), Value::Int(2)],
+        ] {
+            let e = write(&[first.clone(), vec![t.clone(), f.clone()]]).unwrap_err();
+            assert!(
+                e.0.contains("column \"id\"") && e.0.contains("\"true\" (a boolean)"),
+                "{first:?}: {}",
+                e.0
+            );
+        }
+        let e = write(&[vec![t.clone()], vec![Value::Int(2)]]).unwrap_err();
+        assert!(e.0.contains("column \"id\""), "{}", e.0);
+        // Each kind alone keeps its type; integers widen into a float column.
+        assert_eq!(
+            write(&[vec![t.clone()], vec![f.clone()]]).unwrap(),
+            (DataType::Boolean, vec![t, f])
+        );
+        assert_eq!(
+            write(&[vec![Value::Float(0.5)], vec![Value::Int(3)]]).unwrap(),
+            (
+                DataType::Float64,
+                vec![Value::Float(0.5), Value::Float(3.0)]
+            )
+        );
+        assert_eq!(
+            write(&[vec![Value::Int(7)]]).unwrap(),
+            (DataType::Int64, vec![Value::Int(7)])
+        );
+    }
+
+    /// An unsigned 64-bit integer past i64 was read as a float (rounded): its
+    /// digits are kept, as text.
+    #[test]
+    fn uint64_past_i64_keeps_its_digits() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec(dir.path(), "in.parquet");
+        let ids = arrow_array::UInt64Array::from(vec![Some(7), Some(u64::MAX), None]);
+        let batch = RecordBatch::try_from_iter([("id", Arc::new(ids) as ArrayRef)]).unwrap();
+        let mut w =
+            ArrowWriter::try_new(File::create(&spec.path).unwrap(), batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let rows = ParquetSource::open(&spec)
+            .unwrap()
+            .next_batch(10)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            rows,
+            [
+                vec![Value::Int(7)],
+                vec![Value::Text("18446744073709551615".into())],
+                vec![Value::Null]
+            ]
+        );
     }
 }

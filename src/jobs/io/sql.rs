@@ -2,7 +2,12 @@
 //! connection code (`store::pool`). The async driver runs in a task on the runtime;
 //! the job's thread talks to it over bounded channels, so a query's rows are
 //! streamed (never fetched whole) and a sink's rows wait in one transaction until
-//! commit.
+//! commit. The job's thread never waits on the driver unboundedly: it asks the
+//! job's [`StopCheck`] every [`STOP_POLL`] while it waits (connecting, the query
+//! running, rows being inserted), and a job told to stop leaves the wait at once;
+//! dropping its end of the channel then makes the task roll back and close.
+//! Messages name the database as the client gave its URL (`name`), never by the
+//! server's path to a SQLite file.
 //!
 //! PostgreSQL and SQLite make the table's creation part of the transaction. MySQL
 //! commits DDL at once: on MySQL a failed job leaves no rows, but may leave the
@@ -15,7 +20,7 @@ use sqlx::{Column, Row, TypeInfo};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{IoError, Sink, Source, Value};
+use super::{IoError, Sink, Source, StopCheck, Value, STOPPED, STOP_POLL};
 use crate::jobs::spec::SinkMode;
 use crate::store::pool::{self, on_pool, DbKind};
 
@@ -35,6 +40,10 @@ enum SourceMsg {
 /// The rows of a query, streamed.
 pub struct SqlSource {
     rx: mpsc::Receiver<SourceMsg>,
+    /// The runtime the query's task runs on, to wait for its rows with a timeout.
+    runtime: Handle,
+    /// Asked while no row is there yet (see [`SqlSource::recv`]).
+    stop: StopCheck,
     columns: Vec<String>,
     /// The first row, read to learn the columns.
     first: Option<Vec<Value>>,
@@ -43,33 +52,73 @@ pub struct SqlSource {
 }
 
 impl SqlSource {
-    pub fn open(url: &str, query: &str, runtime: &Handle) -> Result<SqlSource, IoError> {
-        let (tx, mut rx) = mpsc::channel(ROW_BUFFER);
-        runtime.spawn(stream_rows(url.to_string(), query.to_string(), tx));
-        let mut columns = Vec::new();
-        let mut first = None;
-        match rx.blocking_recv() {
-            Some(SourceMsg::Columns(c)) => columns = c,
+    /// Connects to `url` and runs `query`, waiting for its first row (which tells
+    /// the columns) unless `stop` says the job is to stop first. Messages call the
+    /// database `name`.
+    pub fn open(
+        url: &str,
+        name: &str,
+        query: &str,
+        runtime: &Handle,
+        stop: StopCheck,
+    ) -> Result<SqlSource, IoError> {
+        let (tx, rx) = mpsc::channel(ROW_BUFFER);
+        runtime.spawn(stream_rows(
+            url.to_string(),
+            name.to_string(),
+            query.to_string(),
+            tx,
+        ));
+        let mut source = SqlSource {
+            rx,
+            runtime: runtime.clone(),
+            stop,
+            columns: Vec::new(),
+            first: None,
+            rows: 0,
+            done: false,
+        };
+        match source.recv()? {
+            Some(SourceMsg::Columns(c)) => source.columns = c,
             Some(SourceMsg::Error(e)) => return Err(IoError(e)),
             Some(SourceMsg::Row(_)) | None => {}
         }
-        if !columns.is_empty() {
-            match rx.blocking_recv() {
-                Some(SourceMsg::Row(r)) => first = Some(r),
+        if !source.columns.is_empty() {
+            match source.recv()? {
+                Some(SourceMsg::Row(r)) => source.first = Some(r),
                 Some(SourceMsg::Error(e)) => return Err(IoError(e)),
                 _ => {}
             }
         }
-        if first.is_none() {
+        if source.first.is_none() {
             return Err(IoError("the query returned no rows (empty data)".into()));
         }
-        Ok(SqlSource {
-            rx,
-            columns,
-            first,
-            rows: 0,
-            done: false,
-        })
+        Ok(source)
+    }
+
+    /// The query task's next message (`None` once it ended), waiting as long as
+    /// the database takes, unless the job is to stop: `stop` is asked every
+    /// [`STOP_POLL`] while nothing has come.
+    fn recv(&mut self) -> Result<Option<SourceMsg>, IoError> {
+        loop {
+            // Rows already buffered cost no wait (and no timer).
+            match self.rx.try_recv() {
+                Ok(msg) => return Ok(Some(msg)),
+                Err(mpsc::error::TryRecvError::Disconnected) => return Ok(None),
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+            if (self.stop)() {
+                return Err(IoError(STOPPED.into()));
+            }
+            let rx = &mut self.rx;
+            // The timer is made inside the runtime (`block_on` enters it).
+            let waited = self
+                .runtime
+                .block_on(async { tokio::time::timeout(STOP_POLL, rx.recv()).await });
+            if let Ok(msg) = waited {
+                return Ok(msg);
+            }
+        }
     }
 }
 
@@ -84,7 +133,7 @@ impl Source for SqlSource {
             rows.push(first);
         }
         while rows.len() < max && !self.done {
-            match self.rx.blocking_recv() {
+            match self.recv()? {
                 Some(SourceMsg::Row(r)) => rows.push(r),
                 Some(SourceMsg::Error(e)) => return Err(IoError(e)),
                 Some(SourceMsg::Columns(_)) => {}
@@ -104,9 +153,9 @@ impl Source for SqlSource {
     }
 }
 
-async fn stream_rows(url: String, query: String, tx: mpsc::Sender<SourceMsg>) {
-    let shown = pool::redact(&url);
-    let (db, kind, _) = match pool::connect(&url, CONNECT_TIMEOUT, pool::Use::ReadData).await {
+async fn stream_rows(url: String, shown: String, query: String, tx: mpsc::Sender<SourceMsg>) {
+    let connected = pool::connect_as(&url, Some(&shown), CONNECT_TIMEOUT, pool::Use::ReadData);
+    let (db, kind, _) = match connected.await {
         Ok(c) => c,
         Err(e) => {
             let _ = tx.send(SourceMsg::Error(e.to_string())).await;
@@ -258,15 +307,23 @@ enum SinkMsg {
 /// Rows inserted into a table in one transaction, committed at the end.
 pub struct SqlSink {
     tx: mpsc::Sender<SinkMsg>,
+    /// The runtime the writer task runs on, to wait for its answers with a timeout.
+    runtime: Handle,
+    /// Asked while the writer works on rows (see [`SqlSink::ask`]).
+    stop: StopCheck,
 }
 
 impl SqlSink {
+    /// A writer of `columns` into `table` of `url`, connecting at once; messages call
+    /// the database `name`.
     pub fn open(
         url: &str,
+        name: &str,
         table: &str,
         mode: SinkMode,
         columns: Vec<String>,
         runtime: &Handle,
+        stop: StopCheck,
     ) -> Result<SqlSink, IoError> {
         if let Some(c) = columns
             .iter()
@@ -279,36 +336,70 @@ impl SqlSink {
         let (tx, rx) = mpsc::channel(1);
         runtime.spawn(write_rows(
             url.to_string(),
+            name.to_string(),
             table.to_string(),
             mode,
             columns,
             rx,
         ));
-        Ok(SqlSink { tx })
+        Ok(SqlSink {
+            tx,
+            runtime: runtime.clone(),
+            stop,
+        })
     }
 
+    /// Sends `msg` to the writer and waits for its answer. A `stoppable` wait (rows:
+    /// connecting, creating the table, inserting) is left with [`STOPPED`] once the
+    /// job is to stop, `stop` being asked every [`STOP_POLL`]; the sink is then
+    /// dropped, and the writer rolls back. A commit is waited for to its end: left
+    /// midway, it could show the rows of a job recorded as cancelled.
     fn ask(
         &self,
         msg: impl FnOnce(oneshot::Sender<Result<(), String>>) -> SinkMsg,
+        stoppable: bool,
     ) -> Result<(), IoError> {
-        let (reply, answer) = oneshot::channel();
+        let writer_stopped = || IoError("the database writer stopped".into());
+        let (reply, mut answer) = oneshot::channel();
+        // The writer answers each message before the job sends the next: there
+        // is always room.
         self.tx
             .blocking_send(msg(reply))
-            .map_err(|_| IoError("the database writer stopped".into()))?;
-        answer
-            .blocking_recv()
-            .map_err(|_| IoError("the database writer stopped".into()))?
-            .map_err(IoError)
+            .map_err(|_| writer_stopped())?;
+        if !stoppable {
+            return answer
+                .blocking_recv()
+                .map_err(|_| writer_stopped())?
+                .map_err(IoError);
+        }
+        loop {
+            match answer.try_recv() {
+                Ok(result) => return result.map_err(IoError),
+                Err(oneshot::error::TryRecvError::Closed) => return Err(writer_stopped()),
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            if (self.stop)() {
+                return Err(IoError(STOPPED.into()));
+            }
+            let answer = &mut answer;
+            // The timer is made inside the runtime (`block_on` enters it).
+            let waited = self
+                .runtime
+                .block_on(async { tokio::time::timeout(STOP_POLL, answer).await });
+            if let Ok(result) = waited {
+                return result.map_err(|_| writer_stopped())?.map_err(IoError);
+            }
+        }
     }
 }
 
 impl Sink for SqlSink {
     fn write(&mut self, rows: &[Vec<Value>]) -> Result<(), IoError> {
-        self.ask(|reply| SinkMsg::Rows(rows.to_vec(), reply))
+        self.ask(|reply| SinkMsg::Rows(rows.to_vec(), reply), true)
     }
 
     fn commit(self: Box<Self>) -> Result<(), IoError> {
-        self.ask(SinkMsg::Commit)
+        self.ask(SinkMsg::Commit, false)
     }
 }
 
@@ -394,13 +485,14 @@ fn cell(kind: ColumnKind, value: &Value, column: &str) -> Result<Cell, String> {
 
 async fn write_rows(
     url: String,
+    shown: String,
     table: String,
     mode: SinkMode,
     columns: Vec<String>,
     mut rx: mpsc::Receiver<SinkMsg>,
 ) {
-    let shown = pool::redact(&url);
-    let (db, kind, _) = match pool::connect(&url, CONNECT_TIMEOUT, pool::Use::WriteData).await {
+    let connected = pool::connect_as(&url, Some(&shown), CONNECT_TIMEOUT, pool::Use::WriteData);
+    let (db, kind, _) = match connected.await {
         Ok(c) => c,
         Err(e) => {
             // Answer whatever comes first with the connection error.

@@ -224,8 +224,9 @@ pub struct RawData {
 pub fn read(ctx: &JobContext, spec: &TrainSpec, schema: &Schema) -> Result<RawData, JobError> {
     let max_rows = ctx.state.settings.train_max_rows;
     ctx.progress(|p| p.stage = "reading".into());
-    let mut source =
-        io::open_source(&spec.source, &ctx.runtime).map_err(|e| JobError::Failed(e.0))?;
+    // A SQL source stops waiting on its database at a cancel, as a scoring job's.
+    let mut source = io::open_source_until(&spec.source, &ctx.runtime, ctx.stop_check())
+        .map_err(|e| JobError::Failed(e.0))?;
     if let Some(m) = missing_column(schema, source.columns()) {
         return Err(JobError::Failed(m));
     }
