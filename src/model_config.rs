@@ -756,12 +756,15 @@ impl BatchingConfig {
     }
 }
 
-/// A feature value in a model config: a number, or a string for string inputs.
+/// A feature value in a model config: a number, or a string for string inputs; in a
+/// request also a JSON null, a missing value (which only an input the model imputes
+/// takes: `ModelTraits::missing_inputs`).
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(untagged)]
 pub enum FeatureValue {
     Number(f64),
     Text(String),
+    Missing,
 }
 
 /// Why a model's `config.toml` cannot be used. The message names the file relative

@@ -884,6 +884,83 @@ async fn missing_values_are_imputed_and_unknown_categories_encode_as_zeros() {
     assert!(encodings[0]["impute"].as_f64().is_some(), "{training}");
     assert!(encodings[1]["impute"].is_null(), "{training}");
     assert_eq!(encodings[2]["categories"], json!(["blue", "green", "red"]));
+    let (mean, most_frequent) = (
+        encodings[0]["impute"].as_f64().unwrap(),
+        encodings[2]["impute"].as_str().unwrap(),
+    );
+
+    // The served model fills missing values as training did: a score job over the
+    // training rows (empty cells included) answers the job's own predictions. The
+    // graph left a missing colour all zeros, and an empty x failed the job.
+    let scored = finished(
+        &server,
+        &submit(
+            &server,
+            json!({"kind": "score", "spec": {"model": "gaps", "source": {"path": "gaps.csv"},
+                   "sink": {"path": "gaps_scored.csv"}}}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(scored["state"], "succeeded", "{scored}");
+    let (header, rows) = read_csv(&env.data.join("gaps_scored.csv"));
+    let label = header.iter().position(|h| h == "label").unwrap();
+    let labels: Vec<Value> = rows.iter().map(|r| json!(r[label])).collect();
+    let proba: Vec<Vec<f64>> = rows
+        .iter()
+        .map(|r| {
+            header
+                .iter()
+                .zip(r)
+                .filter(|(h, _)| h.starts_with("probabilities_"))
+                .map(|(_, v)| v.parse().unwrap())
+                .collect()
+        })
+        .collect();
+    assert_eq!(proba[0].len(), 2, "{header:?}");
+    assert_same_as_job(&result, &labels, &proba);
+    // /predict: null (and an empty string) is the imputed value, for a number and a
+    // category alike; a feature the model does not impute still refuses null.
+    let answer = |features: Value| {
+        let server = &server;
+        async move {
+            let (status, got) = server
+                .post_json(
+                    "/predict",
+                    &json!({"model_id": "gaps", "features": features}),
+                )
+                .await;
+            (status, got)
+        }
+    };
+    let (status, filled) = answer(json!({"x": mean, "z": 1, "colour": most_frequent})).await;
+    assert_eq!(status, 200, "{filled}");
+    for missing in [
+        json!({"x": null, "z": 1, "colour": null}),
+        json!({"x": "", "z": 1, "colour": ""}),
+        json!({"x": " ", "z": 1, "colour": "  "}),
+    ] {
+        let (status, got) = answer(missing.clone()).await;
+        assert_eq!(status, 200, "{missing}: {got}");
+        assert_eq!(got["probabilities"], filled["probabilities"], "{missing}");
+    }
+    let (status, got) = answer(json!({"x": 1.0, "z": null, "colour": "red"})).await;
+    assert_eq!(status, 400, "{got}");
+    assert!(got["error"].as_str().unwrap().contains("\"z\""), "{got}");
+    // Over TF Serving REST a missing category is "": the graph itself fills it.
+    let (status, tfs) = server
+        .post_json(
+            "/v1/models/gaps:predict",
+            &json!({"inputs": {"x": [[mean]], "z": [[1.0]], "colour": [[""]]}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{tfs}");
+    let (a, b) = (
+        tfs["outputs"]["probabilities"][0][1].as_f64().unwrap(),
+        filled["probabilities"][1].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() < 1e-6, "{tfs} {filled}");
+
     // A colour never seen: all zeros, still an answer.
     let (status, got) = server
         .post_json(
@@ -899,6 +976,56 @@ async fn missing_values_are_imputed_and_unknown_categories_encode_as_zeros() {
         .map(|v| v.as_f64().unwrap())
         .sum();
     assert!((p - 1.0).abs() < 1e-5, "{got}");
+    server.stop().await;
+}
+
+/// A model trained on one feature takes it by name, as one of several features is
+/// (its one input is `[N, 1]` named after the feature; it knew no feature names).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_of_one_feature_serves_by_its_name() {
+    let env = env();
+    let server = TestServer::start_with(settings(&env)).await;
+    for (model, key, categorical, value) in [
+        ("one_number", "x1", false, json!(0.25)),
+        ("one_category", "region", true, json!("north")),
+    ] {
+        let categorical: Vec<&str> = if categorical { vec![key] } else { vec![] };
+        succeeded(
+            &server,
+            json!({"kind": "train", "spec": {
+                "model": model, "source": {"path": "three.csv"},
+                "schema": {"label": {"key": "kind"}, "features": [{"key": key}],
+                           "categorical": categorical},
+                "algorithm": {"name": "logistic_regression"}, "cv": {"folds": 2}}}),
+        )
+        .await;
+        let (status, named) = server
+            .post_json(
+                "/predict",
+                &json!({"model_id": model, "features": {key: value.clone()}}),
+            )
+            .await;
+        assert_eq!(status, 200, "{model}: {named}");
+        let (status, positional) = server
+            .post_json("/predict", &json!({"model_id": model, "features": [value]}))
+            .await;
+        assert_eq!(status, 200, "{model}: {positional}");
+        assert_eq!(
+            named["probabilities"], positional["probabilities"],
+            "{model}"
+        );
+        let scored = finished(
+            &server,
+            &submit(
+                &server,
+                json!({"kind": "score", "spec": {"model": model, "source": {"path": "three.csv"},
+                       "sink": {"path": format!("{model}.csv")}}}),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(scored["state"], "succeeded", "{model}: {scored}");
+    }
     server.stop().await;
 }
 

@@ -520,8 +520,9 @@ fn feature_value(
         }),
         serde_json::Value::String(s) => Ok(FeatureValue::Text(s.clone())),
         serde_json::Value::Bool(b) => Ok(FeatureValue::Number(f64::from(u8::from(*b)))),
+        serde_json::Value::Null => Ok(FeatureValue::Missing),
         other => Err(ApiError::InvalidArgument(format!(
-            "record.{column}: a value must be a number or a string, not {other}"
+            "record.{column}: a value must be a number, a string or null, not {other}"
         ))),
     }
 }

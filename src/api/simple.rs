@@ -241,13 +241,15 @@ pub fn feature_columns(handle: &ServableHandle) -> Result<Vec<String>, ApiError>
         return Ok(inputs.iter().map(|s| s.name.clone()).collect());
     }
     let config = handle.config();
-    feature_names(handle, &config).cloned().ok_or_else(|| {
-        ApiError::InvalidArgument(format!(
-            "model {:?} does not know its feature names (set feature_names in its \
+    feature_names(handle, &config)
+        .map(|n| n.to_vec())
+        .ok_or_else(|| {
+            ApiError::InvalidArgument(format!(
+                "model {:?} does not know its feature names (set feature_names in its \
              config.toml), so rows cannot be read by column name",
-            handle.model
-        ))
-    })
+                handle.model
+            ))
+        })
 }
 
 /// The model's inputs when the rows feed it column by column: it has several inputs,
@@ -332,7 +334,7 @@ fn rows_to_columns(
         .zip(columns)
         .map(|(spec, column)| {
             let n = column.len();
-            let data = column_data(spec, column.into_iter())?;
+            let data = column_data(spec, imputes(handle, spec), column.into_iter())?;
             let shape = if spec.shape.len() == 1 {
                 vec![n]
             } else {
@@ -345,27 +347,53 @@ fn rows_to_columns(
         .collect()
 }
 
+/// Whether the model fills missing values of `input` itself
+/// (`ModelTraits::missing_inputs`).
+pub fn imputes(handle: &ServableHandle, input: &TensorSpec) -> bool {
+    handle.backend.traits().missing_inputs.contains(&input.name)
+}
+
+/// The error for a missing value (JSON null) given to an input the model does not
+/// impute.
+pub fn missing_refused(input: &TensorSpec) -> ApiError {
+    ApiError::InvalidArgument(format!(
+        "a feature value is null, and the model's input {:?} does not take missing values \
+         (only a trained model whose feature has a \"missing\" policy does)",
+        input.name
+    ))
+}
+
 /// Feature values as the data of `input`: text for a string input (numbers written
-/// out), numbers otherwise (text that reads as a number is one).
+/// out), numbers otherwise (text that reads as a number is one). For an input the
+/// model imputes (`imputes`), a null or a blank text is a missing value: NaN for a
+/// number, `""` for a string, which the model fills as it was trained to.
 fn column_data<'a>(
     input: &TensorSpec,
+    imputes: bool,
     values: impl Iterator<Item = &'a FeatureValue>,
 ) -> Result<TensorData, ApiError> {
+    let blank = |s: &str| imputes && s.trim().is_empty();
     Ok(if input.dtype == DataType::Bytes {
         TensorData::Bytes(
             values
                 .map(|v| match v {
-                    FeatureValue::Text(s) => s.as_bytes().to_vec(),
-                    FeatureValue::Number(n) => n.to_string().into_bytes(),
+                    FeatureValue::Text(s) if blank(s) => Ok(Vec::new()),
+                    FeatureValue::Text(s) => Ok(s.as_bytes().to_vec()),
+                    FeatureValue::Number(n) => Ok(n.to_string().into_bytes()),
+                    FeatureValue::Missing if imputes => Ok(Vec::new()),
+                    FeatureValue::Missing => Err(missing_refused(input)),
                 })
-                .collect(),
+                .collect::<Result<_, _>>()?,
         )
     } else {
         TensorData::F64(
             values
                 .map(|v| match v {
                     FeatureValue::Number(n) => Ok(*n),
+                    FeatureValue::Text(s) if blank(s) => Ok(f64::NAN),
                     FeatureValue::Text(s) => number_from_text(input, s),
+                    FeatureValue::Missing if imputes => Ok(f64::NAN),
+                    FeatureValue::Missing => Err(missing_refused(input)),
                 })
                 .collect::<Result<_, _>>()?,
         )
@@ -391,15 +419,31 @@ fn input_spec(handle: &ServableHandle) -> Result<&TensorSpec, ApiError> {
 }
 
 /// The model's feature names: its config's (`config`, the one in force), else the
-/// model's own.
+/// model's own, else, for a model of one input that takes one value a row (`[n]` or
+/// `[n, 1]`: a trained model of one feature), that input's name.
 pub fn feature_names<'a>(
     handle: &'a ServableHandle,
     config: &'a ModelConfig,
-) -> Option<&'a Vec<String>> {
-    config
+) -> Option<std::borrow::Cow<'a, [String]>> {
+    use std::borrow::Cow;
+    if let Some(names) = config.feature_names.as_ref().or(handle
+        .backend
+        .traits()
         .feature_names
-        .as_ref()
-        .or(handle.backend.traits().feature_names.as_ref())
+        .as_ref())
+    {
+        return Some(Cow::Borrowed(names.as_slice()));
+    }
+    let inputs = &handle.backend.signature().inputs;
+    let one = match config.input_name.as_deref() {
+        Some(name) => inputs.iter().find(|s| s.name == name)?,
+        None => match inputs.as_slice() {
+            [only] => only,
+            _ => return None,
+        },
+    };
+    (!one.any_rank() && matches!(one.shape.as_slice(), [_] | [_, 1]))
+        .then(|| Cow::Owned(vec![one.name.clone()]))
 }
 
 fn rows_to_tensor(
@@ -462,7 +506,11 @@ fn rows_to_tensor(
             positional[i].len()
         )));
     }
-    let data = column_data(input, positional.iter().flatten().copied())?;
+    let data = column_data(
+        input,
+        imputes(handle, input),
+        positional.iter().flatten().copied(),
+    )?;
     // A rank-1 input (a text model's `[batch]` of strings) takes one value per row.
     let shape = if input.shape.len() == 1 && width == 1 {
         vec![positional.len()]

@@ -72,6 +72,7 @@ impl FastTextBackend {
             probabilities_output: Some(PROBABILITIES_OUTPUT.into()),
             class_labels: None,
             feature_names: None,
+            missing_inputs: Vec::new(),
         };
         Ok(FastTextBackend {
             model,

@@ -100,6 +100,7 @@ impl SklearnBackend {
             probabilities_output: model.has_predict_proba().then(|| PROBA_OUTPUT.into()),
             class_labels: model.classes().map(ClassLabels::to_strings),
             feature_names: model.feature_names().map(<[String]>::to_vec),
+            missing_inputs: Vec::new(),
         };
         SklearnBackend {
             model,

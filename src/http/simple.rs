@@ -70,8 +70,10 @@ fn feature(v: &Value) -> Result<FeatureValue, HttpError> {
             .ok_or_else(|| invalid(format!("feature value {n} is not a number"))),
         Value::String(s) => Ok(FeatureValue::Text(s.clone())),
         Value::Bool(b) => Ok(FeatureValue::Number(f64::from(u8::from(*b)))),
+        // A missing value: taken only by an input the model imputes.
+        Value::Null => Ok(FeatureValue::Missing),
         other => Err(invalid(format!(
-            "a feature value must be a number or a string, not {other}"
+            "a feature value must be a number, a string or null, not {other}"
         ))),
     }
 }

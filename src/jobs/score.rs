@@ -54,6 +54,8 @@ pub struct ScoringPlan {
     pub outputs: Vec<String>,
     pub feature_defaults: BTreeMap<String, FeatureValue>,
     pub class_labels: Option<Vec<String>>,
+    /// The inputs whose missing values the model fills (`ModelTraits::missing_inputs`).
+    pub missing_inputs: Vec<String>,
 }
 
 impl ScoringPlan {
@@ -76,6 +78,7 @@ impl ScoringPlan {
                 .collect(),
             feature_defaults: handle.config().feature_defaults.clone(),
             class_labels: handle.class_labels().map(<[String]>::to_vec),
+            missing_inputs: handle.backend.traits().missing_inputs.clone(),
         })
     }
 
@@ -99,6 +102,7 @@ impl ScoringPlan {
             outputs: self.outputs.clone(),
             feature_defaults: self.feature_defaults.clone(),
             class_labels: self.class_labels.clone(),
+            missing_inputs: self.missing_inputs.clone(),
         };
         serde_json::to_value(plan).expect("a scoring plan is plain JSON")
     }
@@ -130,6 +134,7 @@ impl ScoringPlan {
             outputs: plan.outputs,
             feature_defaults: plan.feature_defaults,
             class_labels: plan.class_labels,
+            missing_inputs: plan.missing_inputs,
         })
     }
 }
@@ -147,6 +152,8 @@ struct PlanJson {
     #[serde(default)]
     feature_defaults: BTreeMap<String, FeatureValue>,
     class_labels: Option<Vec<String>>,
+    #[serde(default)]
+    missing_inputs: Vec<String>,
 }
 
 /// One input of a [`PlanJson`]: its tensor (V2 datatype name) and its features.
@@ -338,6 +345,9 @@ enum Cell {
 struct InputPlan {
     spec: TensorSpec,
     features: Vec<(String, Cell)>,
+    /// Whether the model fills this input's missing values (an empty or blank cell,
+    /// a null): they go in as NaN or `""`.
+    imputes: bool,
 }
 
 /// The plan of each input in `layout` (`api::simple::named_layout`) over the
@@ -377,7 +387,12 @@ fn plan_inputs(plan: &ScoringPlan, columns: &[String]) -> Result<Vec<InputPlan>,
                     (name, cell)
                 })
                 .collect();
-            Ok(InputPlan { spec, features })
+            let imputes = plan.missing_inputs.contains(&spec.name);
+            Ok(InputPlan {
+                spec,
+                features,
+                imputes,
+            })
         })
         .collect()
 }
@@ -398,7 +413,7 @@ fn input_tensors(
                 for (r, row) in batch.iter().enumerate() {
                     for (name, cell) in &plan.features {
                         data.push(
-                            text_cell(row, name, cell)
+                            text_cell(row, name, cell, plan.imputes)
                                 .map_err(|message| RowError { row: r, message })?,
                         );
                     }
@@ -409,7 +424,7 @@ fn input_tensors(
                 for (r, row) in batch.iter().enumerate() {
                     for (name, cell) in &plan.features {
                         data.push(
-                            number_cell(&plan.spec, row, name, cell)
+                            number_cell(&plan.spec, row, name, cell, plan.imputes)
                                 .map_err(|message| RowError { row: r, message })?,
                         );
                     }
@@ -431,11 +446,26 @@ fn input_tensors(
         .collect()
 }
 
-fn number_cell(spec: &TensorSpec, row: &[Value], name: &str, cell: &Cell) -> Result<f64, String> {
-    let text = |s: &str| simple::number_from_text(spec, s).map_err(|e| e.to_string());
+/// A cell as a number for `spec`; with `imputes`, an empty or blank cell is NaN,
+/// which the model fills.
+fn number_cell(
+    spec: &TensorSpec,
+    row: &[Value],
+    name: &str,
+    cell: &Cell,
+    imputes: bool,
+) -> Result<f64, String> {
+    let text = |s: &str| match imputes && s.trim().is_empty() {
+        true => Ok(f64::NAN),
+        false => simple::number_from_text(spec, s).map_err(|e| e.to_string()),
+    };
     match cell {
         Cell::Default(FeatureValue::Number(v)) => Ok(*v),
         Cell::Default(FeatureValue::Text(s)) => text(s),
+        Cell::Default(FeatureValue::Missing) | Cell::Column(_) if is_null(row, cell) && imputes => {
+            Ok(f64::NAN)
+        }
+        Cell::Default(FeatureValue::Missing) => Err(simple::missing_refused(spec).to_string()),
         Cell::Column(i) => match &row[*i] {
             Value::Null => Err(format!("column {name:?} is empty")),
             Value::Bool(b) => Ok(f64::from(u8::from(*b))),
@@ -446,19 +476,34 @@ fn number_cell(spec: &TensorSpec, row: &[Value], name: &str, cell: &Cell) -> Res
     }
 }
 
-fn text_cell(row: &[Value], name: &str, cell: &Cell) -> Result<Vec<u8>, String> {
+/// A cell as text; with `imputes`, an empty or blank cell is `""`, which the model
+/// fills.
+fn text_cell(row: &[Value], name: &str, cell: &Cell, imputes: bool) -> Result<Vec<u8>, String> {
     // Numbers are written as `/predict` writes a number feature (an f64's shortest form).
     let number = |v: f64| v.to_string().into_bytes();
     match cell {
         Cell::Default(FeatureValue::Number(v)) => Ok(number(*v)),
         Cell::Default(FeatureValue::Text(s)) => Ok(s.as_bytes().to_vec()),
+        Cell::Default(FeatureValue::Missing) | Cell::Column(_) if is_null(row, cell) && imputes => {
+            Ok(Vec::new())
+        }
+        Cell::Default(FeatureValue::Missing) => Err(format!("feature {name:?} is null")),
         Cell::Column(i) => match &row[*i] {
+            Value::Text(s) if imputes && s.trim().is_empty() => Ok(Vec::new()),
             Value::Null => Err(format!("column {name:?} is empty")),
             Value::Bool(b) => Ok(number(f64::from(u8::from(*b)))),
             Value::Int(v) => Ok(number(*v as f64)),
             Value::Float(v) => Ok(number(*v)),
             Value::Text(s) => Ok(s.as_bytes().to_vec()),
         },
+    }
+}
+
+/// Whether `cell` is a missing value: a null cell of the source, or a null default.
+fn is_null(row: &[Value], cell: &Cell) -> bool {
+    match cell {
+        Cell::Column(i) => matches!(row[*i], Value::Null),
+        Cell::Default(v) => matches!(v, FeatureValue::Missing),
     }
 }
 
@@ -648,6 +693,7 @@ mod tests {
                 ("city".to_string(), FeatureValue::Text("Paris".into())),
             ]),
             class_labels: Some(vec!["no".into(), "yes".into()]),
+            missing_inputs: vec!["input".into()],
         };
         let json = plan.to_json();
         assert_eq!(json["inputs"][0]["datatype"], "FP32", "{json}");

@@ -3,9 +3,13 @@
 //! for numeric, string for categorical); the numeric ones concatenated, imputed
 //! (`Imputer`, when a policy imputes) and standardized (`Scaler`); each categorical
 //! one one-hot encoded (`OneHotEncoder`, `zeros=1`: an unknown category is all
-//! zeros) and reshaped from `[N, 1, C]` to `[N, C]`; everything concatenated in the
+//! zeros; when its policy imputes, a `LabelEncoder` first maps `""`, a missing
+//! value, to the category it imputes) and reshaped from `[N, 1, C]` to `[N, C]`; everything concatenated in the
 //! design matrix's order; then the classifier, with outputs `label` and
 //! `probabilities` (`[N, classes]`, no ZipMap). Opsets: ai.onnx 15, ai.onnx.ml 3.
+//! Each input whose missing values the graph fills is named in the model's
+//! metadata (`backends::onnx::IMPUTES_KEY`), so that the server
+//! feeds it NaN or `""` for a missing value instead of refusing it.
 
 use ferroserve_proto::onnx;
 use ferroserve_proto::prost::Message;
@@ -214,16 +218,47 @@ pub fn export(
     }
     for e in encodings {
         if let Encoding::Categorical {
-            key, categories, ..
+            key,
+            categories,
+            impute,
         } = e
         {
             let onehot = format!("{key}_onehot");
             let flat = format!("{key}_encoded");
             let shape = format!("{key}_shape");
+            let mut column = key.clone();
+            if let Some(imputed) = impute
+                .as_ref()
+                .filter(|_| !categories.contains(&String::new()))
+            {
+                // "" (missing) becomes the imputed category; every category stays
+                // itself; anything else becomes a text no category is (all zeros).
+                let filled = format!("{key}_imputed");
+                let mut unknown = String::from("\u{1}unknown");
+                while categories.contains(&unknown) {
+                    unknown.push('\u{1}');
+                }
+                let mut keys = categories.clone();
+                keys.push(String::new());
+                let mut values = categories.clone();
+                values.push(imputed.clone());
+                nodes.push(node(
+                    "LabelEncoder",
+                    "ai.onnx.ml",
+                    &[key],
+                    &[&filled],
+                    vec![
+                        strings("keys_strings", keys),
+                        strings("values_strings", values),
+                        string("default_string", &unknown),
+                    ],
+                ));
+                column = filled;
+            }
             nodes.push(node(
                 "OneHotEncoder",
                 "ai.onnx.ml",
-                &[key],
+                &[&column],
                 &[&onehot],
                 vec![strings("cats_strings", categories.clone()), int("zeros", 1)],
             ));
@@ -272,6 +307,24 @@ pub fn export(
                 version: Some(3),
             },
         ],
+        metadata_props: encodings
+            .iter()
+            .filter_map(|e| match e {
+                Encoding::Numeric {
+                    key,
+                    impute: Some(_),
+                }
+                | Encoding::Categorical {
+                    key,
+                    impute: Some(_),
+                    ..
+                } => Some(onnx::StringStringEntryProto {
+                    key: Some(format!("{}{key}", crate::backends::onnx::IMPUTES_KEY)),
+                    value: Some("1".into()),
+                }),
+                _ => None,
+            })
+            .collect(),
         producer_name: Some("ferroserve".into()),
         producer_version: Some(env!("CARGO_PKG_VERSION").into()),
         doc_string: Some(doc.into()),

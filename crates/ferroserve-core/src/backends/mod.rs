@@ -50,6 +50,11 @@ pub struct ModelTraits {
     /// Names of the model's input features, in column order, when the model knows them
     /// (scikit-learn's `feature_names_in_`); the model config can also give them.
     pub feature_names: Option<Vec<String>>,
+    /// Inputs whose missing values the model fills itself (a training job's
+    /// `missing` policy, [`onnx::IMPUTES_KEY`]): a missing value (JSON null, an
+    /// empty or blank cell) goes in as NaN to a float input, as `""` to a string
+    /// input. Any other input refuses one.
+    pub missing_inputs: Vec<String>,
 }
 
 /// Per-request options a backend may honour: a fastText model's `k` and `threshold`

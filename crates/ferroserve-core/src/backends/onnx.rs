@@ -196,8 +196,30 @@ fn describe(session: &Session) -> Result<(Signature, ModelTraits), BackendError>
         probabilities_output,
         class_labels: None,
         feature_names: None,
+        missing_inputs: missing_inputs(session, &inputs),
     };
     Ok((Signature { inputs, outputs }, traits))
+}
+
+/// The prefix of the ONNX metadata keys (`metadata_props`) that mark an input whose
+/// missing values the graph fills (`<prefix><input name>` = `"1"`): a training job
+/// writes one per feature with a `missing` policy other than `error` (its graph maps
+/// NaN through an `Imputer`, `""` through a `LabelEncoder`).
+pub const IMPUTES_KEY: &str = "ferroserve.imputes.";
+
+fn missing_inputs(session: &Session, inputs: &[TensorSpec]) -> Vec<String> {
+    let Ok(metadata) = session.metadata() else {
+        return Vec::new();
+    };
+    let keys = metadata.custom_keys().unwrap_or_default();
+    inputs
+        .iter()
+        .filter(|i| {
+            let key = format!("{IMPUTES_KEY}{}", i.name);
+            keys.contains(&key) && metadata.custom(&key).as_deref() == Some("1")
+        })
+        .map(|i| i.name.clone())
+        .collect()
 }
 
 fn invalid(e: ort::Error) -> BackendError {
