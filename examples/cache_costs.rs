@@ -48,7 +48,13 @@ fn main() {
                 let key = CacheKey::new(&model, 1, &[0; 32], &inputs, &[]);
                 let t1 = Instant::now();
                 let found = cache
-                    .lookup(&key, &model, &counters, t1 + Duration::from_secs(1))
+                    .lookup(
+                        &key,
+                        &model,
+                        &counters,
+                        t1 + Duration::from_secs(1),
+                        &|_| true,
+                    )
                     .await;
                 assert!(found.is_none(), "every request differs");
                 let t2 = Instant::now();

@@ -160,15 +160,18 @@ impl LoadedVersion {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 let (cell, dir) = (self.content.clone(), self.dir.clone());
                 let (model, version) = (self.model.clone(), self.version);
-                runtime.spawn_blocking(move || match crate::cache::key::fingerprint(&dir) {
-                    Ok(content) => {
-                        let _ = cell.set(content);
+                let settings = self.loaded_config.answer_settings();
+                runtime.spawn_blocking(move || {
+                    match crate::cache::key::fingerprint(&dir, &settings) {
+                        Ok(content) => {
+                            let _ = cell.set(content);
+                        }
+                        Err(e) => tracing::warn!(
+                            model = &*model,
+                            version,
+                            "response cache left off: cannot fingerprint the version's files: {e}"
+                        ),
                     }
-                    Err(e) => tracing::warn!(
-                        model = &*model,
-                        version,
-                        "response cache left off: cannot fingerprint the version's files: {e}"
-                    ),
                 });
             }
         }
@@ -810,7 +813,7 @@ impl Manager {
                     // fingerprint is tried once more if a request finds the cache on).
                     let content = OnceLock::new();
                     if config.cache.enabled {
-                        match crate::cache::key::fingerprint(dir) {
+                        match crate::cache::key::fingerprint(dir, &config.answer_settings()) {
                             Ok(c) => {
                                 let _ = content.set(c);
                             }

@@ -787,6 +787,25 @@ impl ModelConfigError {
 }
 
 impl ModelConfig {
+    /// The settings that take effect when a version loads and change its answers to
+    /// the same inputs (`[preprocess]`, `[postprocess]`, `[fasttext]`, `[sklearn]`,
+    /// `[tensorflow]`), as one canonical text: their `Debug` form (field names and
+    /// values; no map in them has a random order). The response cache's keys include
+    /// it (`cache::key::fingerprint`), so a version loaded again with other such
+    /// settings never answers from the entries the old ones made.
+    pub fn answer_settings(&self) -> String {
+        format!(
+            "{:?}",
+            (
+                &self.preprocess,
+                &self.postprocess,
+                &self.fasttext,
+                &self.sklearn,
+                &self.tensorflow
+            )
+        )
+    }
+
     pub const FILE_NAME: &'static str = "config.toml";
     /// The highest `max_request_rows` a config may set, so that a typo cannot lift
     /// the bound altogether.

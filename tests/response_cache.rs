@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use common::redis_server::RedisServer;
 use common::{install_model, metric_value, root_path, test_settings, TestServer};
 use ferroserve::settings::Settings;
+use ferroserve::tensor::{DataType, Tensor, TensorData};
 use ferroserve_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use ferroserve_proto::inference::model_infer_request::InferInputTensor;
 use ferroserve_proto::inference::{self as v2};
@@ -461,6 +462,64 @@ async fn other_weights_under_a_reused_version_number_never_answer_from_old_entri
     server.stop().await;
 }
 
+/// Load-time settings that change answers (`[postprocess] softmax`, `[fasttext] k`)
+/// are in the keys: the same version loaded again (V2 unload then load) with softmax
+/// turned on answered its cached logits until they expired, and the other way round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_loaded_again_with_other_answer_settings_never_answers_from_old_entries() {
+    let repo = tempfile::tempdir().unwrap();
+    install_model(
+        repo.path(),
+        "animals",
+        1,
+        &root_path("tests/fixtures/preprocess/logits/model.onnx"),
+    );
+    let server = TestServer::start_with(settings(repo.path())).await;
+    let mut answers = Vec::new();
+    // Back to the first settings, the first settings' entries answer again.
+    for (softmax, first_answer) in [(false, "miss"), (true, "miss"), (false, "hit")] {
+        write_config(
+            repo.path(),
+            "animals",
+            &format!("{CACHE_ON}[postprocess]\nsoftmax = {softmax}\n"),
+        );
+        for verb in ["unload", "load"] {
+            let r = post(
+                &server,
+                &format!("/v2/repository/models/animals/{verb}"),
+                &json!({}),
+            )
+            .await;
+            assert_eq!(r.status, 200, "{verb}: {:?}", r.json());
+        }
+        let first = v2_infer(&server, "animals", ROW).await;
+        assert_eq!(first.status, 200, "{:?}", first.json());
+        assert_eq!(
+            first.cache.as_deref(),
+            Some(first_answer),
+            "softmax {softmax}"
+        );
+        let again = v2_infer(&server, "animals", ROW).await;
+        assert_eq!(again.cache.as_deref(), Some("hit"), "softmax {softmax}");
+        assert_eq!(again.body, first.body);
+        let data: Vec<f64> = first.json()["outputs"][0]["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let sum: f64 = data.iter().sum();
+        assert_eq!(
+            (sum - 1.0).abs() < 1e-5,
+            softmax,
+            "softmax {softmax}: {data:?}"
+        );
+        answers.push(data);
+    }
+    assert_eq!(answers[0], answers[2]);
+    server.stop().await;
+}
+
 /// `[cache]` turned on in a config.toml edit applies to the version already serving,
 /// without a reload: its content fingerprint, not computed at load (the cache was
 /// off), is computed in the background at the first request that finds the cache
@@ -793,6 +852,60 @@ async fn two_servers_share_hits_through_one_redis() {
     // The key is namespaced, and the TTL set in Redis is the model's.
     let keys = redis.command("KEYS *").unwrap();
     assert!(keys.contains("ferroserve:cache:v1:"), "{keys}");
+
+    // An entry that decodes but does not fit the request (an output renamed, a
+    // dtype or a row count changed: written by something else) is corrupt and a
+    // miss; it was served as a hit ({"zzz": …}, or a 400 for a hit).
+    let key = keys
+        .lines()
+        .find(|l| l.starts_with("ferroserve:cache:v1:"))
+        .unwrap()
+        .to_string();
+    let c = TestServer::start_with(Settings {
+        cache_max_bytes: 0,
+        ..redis_settings(repo.path(), &redis)
+    })
+    .await;
+    let label = Tensor::new(vec![1], TensorData::I64(vec![0])).unwrap();
+    let proba = Tensor::new(vec![1, 3], TensorData::F32(vec![0.5, 0.25, 0.25])).unwrap();
+    for unfit in [
+        vec![
+            ("zzz".to_string(), label.clone()),
+            ("probabilities".to_string(), proba.clone()),
+        ],
+        vec![
+            (
+                "label".to_string(),
+                label.clone().cast(DataType::F64).unwrap(),
+            ),
+            ("probabilities".to_string(), proba.clone()),
+        ],
+        vec![
+            (
+                "label".to_string(),
+                Tensor::new(vec![2], TensorData::I64(vec![0, 1])).unwrap(),
+            ),
+            ("probabilities".to_string(), proba.clone()),
+        ],
+        vec![("label".to_string(), label.clone())],
+    ] {
+        let reply = redis
+            .set_bytes(&key, &ferroserve::cache::codec::encode(&unfit))
+            .unwrap();
+        assert!(reply.starts_with("+OK"), "{reply}");
+        let again = v2_infer(&c, "shared_lr", ROW).await;
+        assert_eq!(again.status, 200, "{:?}", again.json());
+        assert_eq!(again.cache.as_deref(), Some("miss"), "{unfit:?}");
+        assert_eq!(again.body, miss.body, "{unfit:?}");
+    }
+    let corrupt = metric(
+        &c,
+        "ferroserve_cache_redis_errors_total",
+        &[("op", "get"), ("reason", "corrupt")],
+    )
+    .await;
+    assert!(corrupt >= 4.0, "{corrupt}");
+    c.stop().await;
     a.stop().await;
     b.stop().await;
 }

@@ -266,7 +266,12 @@ async fn run(
     };
     if let Some((cache, key)) = &cached {
         let counters = handle.queue.metrics().cache();
-        if let Some(answer) = cache.lookup(key, &handle.model, counters, deadline).await {
+        let fits =
+            |outputs: &[NamedTensor]| answer_fits(&handle, &inputs, &request.outputs, outputs);
+        if let Some(answer) = cache
+            .lookup(key, &handle.model, counters, deadline, &fits)
+            .await
+        {
             let mut outputs = answer.outputs_for(&request.outputs).ok_or_else(|| {
                 ApiError::Internal("a cached answer lacks an output its key names".into())
             })?;
@@ -403,6 +408,39 @@ fn log_prediction(
         outputs,
         &handle.config().log,
     ));
+}
+
+/// Whether a cached answer found in Redis fits this request: exactly the outputs it
+/// asked for (every output of the signature when it named none), each of the dtype
+/// the signature gives it and, for an output with a batch dimension, as many rows
+/// as the request has. Redis is shared: an entry written by something else (another
+/// build, a hand) is not served.
+fn answer_fits(
+    handle: &ServableHandle,
+    inputs: &[NamedTensor],
+    requested: &[String],
+    outputs: &[NamedTensor],
+) -> bool {
+    let specs = &handle.backend.signature().outputs;
+    let wanted: Vec<&str> = if requested.is_empty() {
+        specs.iter().map(|s| s.name.as_str()).collect()
+    } else {
+        requested.iter().map(String::as_str).collect()
+    };
+    let rows = inputs
+        .first()
+        .and_then(|(_, t)| t.shape().first().copied())
+        .filter(|&n| inputs.iter().all(|(_, t)| t.shape().first() == Some(&n)));
+    outputs.len() == wanted.len()
+        && outputs.iter().all(|(name, tensor)| {
+            wanted.contains(&name.as_str())
+                && specs.iter().find(|s| s.name == *name).is_some_and(|spec| {
+                    spec.dtype == tensor.dtype()
+                        && (!spec.has_batch_dim()
+                            || rows.is_none()
+                            || tensor.shape().first().copied() == rows)
+                })
+        })
 }
 
 fn timed_out(handle: &ServableHandle, timeout: Duration) -> ApiError {

@@ -10,7 +10,9 @@
 //!    new version never answers from an old one's entries), then the 32 bytes of
 //!    that version's content fingerprint ([`fingerprint`]: a model deleted and
 //!    uploaded again under the same name and version number is other weights, and
-//!    never answers from the old one's entries);
+//!    never answers from the old one's entries; the same files loaded again with
+//!    other load-time settings that change answers, `[postprocess] softmax` or
+//!    `[fasttext] k`, never answer from the entries the old settings made);
 //! 3. the number of inputs, then each input, in byte order of their names: its
 //!    name, its dtype's KServe V2 name (`FP32`, `BYTES`, …), its rank, each
 //!    dimension, then its elements: fixed-size dtypes as their little-endian bytes
@@ -158,9 +160,11 @@ impl Encoder {
 
 /// A version's content fingerprint: BLAKE3 over every file under its directory
 /// (in byte order of their paths relative to it: each path, its length and its
-/// bytes), computed when a cache-enabled version loads. The same files give the same
+/// bytes), then `settings`, the load-time settings it was loaded with that change
+/// its answers (`ModelConfig::answer_settings`, length then bytes); computed when a
+/// cache-enabled version loads. The same files and settings give the same
 /// fingerprint on every replica, so they share entries through Redis.
-pub fn fingerprint(version_dir: &std::path::Path) -> std::io::Result<[u8; 32]> {
+pub fn fingerprint(version_dir: &std::path::Path, settings: &str) -> std::io::Result<[u8; 32]> {
     let mut files = Vec::new();
     let mut dirs = vec![version_dir.to_path_buf()];
     while let Some(dir) = dirs.pop() {
@@ -183,7 +187,7 @@ pub fn fingerprint(version_dir: &std::path::Path) -> std::io::Result<[u8; 32]> {
             .to_vec()
     };
     files.sort_by_key(relative);
-    let mut h = blake3::Hasher::new_derive_key("ferroserve 2026-12 version content fingerprint v1");
+    let mut h = blake3::Hasher::new_derive_key("ferroserve 2026-12 version content fingerprint v2");
     for path in &files {
         let name = relative(path);
         h.update(&(name.len() as u64).to_le_bytes());
@@ -193,6 +197,8 @@ pub fn fingerprint(version_dir: &std::path::Path) -> std::io::Result<[u8; 32]> {
         h.update(&length.to_le_bytes());
         h.update_reader(std::fs::File::open(path)?)?;
     }
+    h.update(&(settings.len() as u64).to_le_bytes());
+    h.update(settings.as_bytes());
     Ok(*h.finalize().as_bytes())
 }
 
@@ -210,7 +216,7 @@ mod tests {
     }
 
     #[test]
-    fn the_fingerprint_follows_the_files_and_only_them() {
+    fn the_fingerprint_follows_the_files_and_the_answer_settings_and_only_them() {
         let write = |dir: &std::path::Path, files: &[(&str, &[u8])]| {
             for (name, bytes) in files {
                 let path = dir.join(name);
@@ -223,18 +229,34 @@ mod tests {
         let files: &[(&str, &[u8])] = &[("model.onnx", b"weights"), ("assets/vocab.txt", b"a b")];
         write(one.path(), files);
         write(two.path(), files);
-        let a = fingerprint(one.path()).unwrap();
+        let a = fingerprint(one.path(), "").unwrap();
         assert_eq!(
             a,
-            fingerprint(two.path()).unwrap(),
+            fingerprint(two.path(), "").unwrap(),
             "same files, same fingerprint"
         );
         write(two.path(), &[("model.onnx", b"weightz")]);
-        assert_ne!(a, fingerprint(two.path()).unwrap(), "other weights");
+        assert_ne!(a, fingerprint(two.path(), "").unwrap(), "other weights");
         write(two.path(), &[("model.onnx", b"weights")]);
         std::fs::rename(two.path().join("assets"), two.path().join("extra")).unwrap();
-        assert_ne!(a, fingerprint(two.path()).unwrap(), "a renamed file");
-        assert!(fingerprint(&one.path().join("missing")).is_err());
+        assert_ne!(a, fingerprint(two.path(), "").unwrap(), "a renamed file");
+        assert!(fingerprint(&one.path().join("missing"), "").is_err());
+        let softmax = |on: bool| {
+            let mut c = crate::model_config::ModelConfig::default();
+            c.postprocess.softmax = on;
+            c.answer_settings()
+        };
+        assert_ne!(
+            fingerprint(one.path(), &softmax(false)).unwrap(),
+            fingerprint(one.path(), &softmax(true)).unwrap(),
+            "other load-time settings"
+        );
+        // Settings that take effect live, or never change an answer, are not in it.
+        let mut live = crate::model_config::ModelConfig::default();
+        live.cache.ttl_secs = 7;
+        live.timeout_secs = Some(1.0);
+        live.batching.max_batch_size = 3;
+        assert_eq!(live.answer_settings(), softmax(false));
     }
 
     #[test]

@@ -142,12 +142,18 @@ impl ResponseCache {
 
     /// Finds the answer stored under `key`, counting a hit or a miss for `model`.
     /// Waits on Redis at most its timeout, and never past `deadline`.
+    ///
+    /// An answer from Redis is used only when `fits` takes it (the outputs, dtypes
+    /// and rows the request would get): an entry that decodes but was written by
+    /// something else is counted `corrupt` and is a miss, as one that does not
+    /// decode. The in-process tier holds only this process's own answers.
     pub async fn lookup(
         &self,
         key: &CacheKey,
         model: &Arc<str>,
         counters: &CacheCounters,
         deadline: Instant,
+        fits: &(dyn Fn(&[NamedTensor]) -> bool + Sync),
     ) -> Option<Arc<CachedAnswer>> {
         if let Some(memory) = &self.memory {
             if let Some(found) = memory.get(key) {
@@ -156,7 +162,17 @@ impl ResponseCache {
             }
         }
         if let Some(redis) = &self.redis {
-            if let Some(hit) = redis.get(key, deadline).await {
+            if let Some(hit) = redis.get(key, deadline).await.filter(|hit| {
+                let fit = fits(&hit.outputs);
+                if !fit {
+                    redis::count_unfit();
+                    tracing::warn!(
+                        model = &**model,
+                        "response cache: a Redis entry does not fit the request's outputs, ignored"
+                    );
+                }
+                fit
+            }) {
                 counters.hits_redis.increment(1);
                 let ttl = hit.ttl_left.unwrap_or(Duration::from_secs(1));
                 let answer = Arc::new(CachedAnswer::new(model.clone(), hit.outputs, ttl));

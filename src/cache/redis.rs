@@ -198,6 +198,12 @@ fn redis_key(key: &CacheKey) -> String {
     format!("{KEY_PREFIX}{}", key.to_hex())
 }
 
+/// Counts a Redis entry that decoded but does not fit the request it was found for
+/// (`ResponseCache::lookup`): corrupt, as one that does not decode.
+pub(super) fn count_unfit() {
+    count_error("get", "corrupt");
+}
+
 fn count_error(op: &'static str, reason: &'static str) {
     metrics::counter!(
         "ferroserve_cache_redis_errors_total",

@@ -75,6 +75,26 @@ impl RedisServer {
         Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
     }
 
+    /// `SET key value` with a binary value (the RESP form: the inline one cannot
+    /// carry arbitrary bytes); returns the raw reply.
+    #[allow(dead_code)]
+    pub fn set_bytes(&self, key: &str, value: &[u8]) -> std::io::Result<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut request = format!(
+            "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n",
+            key.len(),
+            value.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(value);
+        request.extend_from_slice(b"\r\n");
+        stream.write_all(&request)?;
+        let mut buf = [0u8; 512];
+        let n = stream.read(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
     /// How many keys the server holds (`DBSIZE`).
     pub fn key_count(&self) -> u64 {
         let reply = self.command("DBSIZE").expect("DBSIZE");
