@@ -105,6 +105,32 @@ async fn restart_keeps_decisions_and_history(database_url: Option<String>) {
         .upload(&[("model_id", "uploaded")], "lr.onnx", file)
         .await;
     assert_eq!(code, 200, "{body}");
+    // Status names each event by the id the history gives it, once it is written
+    // (every event recorded since the start said 0).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, status) = server.get("/models/status").await;
+        let ids: Vec<i64> = model_status(&status, "iris_lr")["recent_events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_i64().unwrap())
+            .collect();
+        let stored: Vec<i64> = history(&server, "iris_lr")
+            .await
+            .iter()
+            .map(|e| e["id"].as_i64().unwrap())
+            .take(ids.len())
+            .collect();
+        if !ids.is_empty() && !ids.contains(&0) && ids == stored {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status {ids:?}, history {stored:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     server.stop().await;
 
     let server = TestServer::start_with(settings).await;
@@ -257,6 +283,15 @@ async fn database_killed_under_load(kind: DbKind) {
     assert_eq!(code, 503, "{body}");
     // Nothing changed: the stop was refused.
     assert_eq!(predict(&server, "iris_lr").await.0, 200);
+    // A reload of a model that is not stopped records nothing, so it works (it
+    // waited for the store, then answered 503); so does V2's load.
+    for path in [
+        "/reload_model?modelname=iris_lr",
+        "/v2/repository/models/iris_lr/load",
+    ] {
+        let (code, body) = server.post_json(path, &json!({})).await;
+        assert_eq!(code, 200, "{path}: {body}");
+    }
     // A version copied in while the database is down loads; its state changes wait
     // in the audit buffer.
     install_model(
@@ -1007,4 +1042,55 @@ async fn a_write_back_the_database_refuses_is_tried_until_it_lands() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     store.close().await;
+}
+
+/// A database a newer ferroserve migrated (a migration this binary lacks), or one
+/// whose migration was changed after it was applied or left half-applied, is
+/// refused at once saying so: it was retried for 30 s (the wait other replicas'
+/// migrations get) whatever `--database-timeout-secs` said, with sqlx's words only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_error_no_wait_mends_is_reported_at_once() {
+    use ferroserve::store::Store;
+    use sqlx::Connection;
+    for (change, words) in [
+        (
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, \
+             execution_time) VALUES (999999, 'from the future', 1, x'00', 0)",
+            "newer ferroserve migrated it",
+        ),
+        (
+            "UPDATE _sqlx_migrations SET checksum = x'00' \
+             WHERE version = (SELECT MIN(version) FROM _sqlx_migrations)",
+            "changed after it was applied",
+        ),
+        (
+            "UPDATE _sqlx_migrations SET success = 0 \
+             WHERE version = (SELECT MAX(version) FROM _sqlx_migrations)",
+            "half-applied",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/m.db", dir.path().display());
+        let store = Store::open(&url, Duration::from_secs(2), true)
+            .await
+            .unwrap();
+        store.close().await;
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(change))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+        let started = Instant::now();
+        let e = match Store::open(&url, Duration::from_secs(2), true).await {
+            Ok(_) => panic!("{change}: opened"),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.contains(words), "{change}: {e}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{change}: {:?}",
+            started.elapsed()
+        );
+    }
 }

@@ -149,9 +149,11 @@ pub async fn reload(
             run_locked(deadline, "the reload", move |_| {
                 // A reload starts a stopped model again: recorded first, so a
                 // restart keeps it started, and written back when the reload is
-                // refused (no such model any more), which leaves it stopped.
+                // refused (no such model any more), which leaves it stopped. A
+                // model not stopped has nothing to record: its reload works while
+                // the store is down, as a reload of every model does.
                 let before = settings_now(&sources, &name);
-                if let Some(store) = &state.store {
+                if let (Some(store), true) = (&state.store, before.stopped) {
                     runtime.block_on(store.unstop_model(&name, &before))?;
                 }
                 if let Err(e) = sources.reload_model_locked(&name, &lock) {

@@ -87,21 +87,47 @@ fn known(state: &AppState, model: &str) -> Result<(), HttpError> {
     Ok(())
 }
 
-/// A time as milliseconds since the epoch, or RFC 3339.
+/// A time as milliseconds since the epoch, or RFC 3339 (`Z` or a `±HH:MM` offset;
+/// without one, UTC).
 fn time_ms(name: &str, value: &str) -> Result<i64, HttpError> {
     if let Ok(ms) = value.parse::<i64>() {
         return Ok(ms);
     }
-    humantime::parse_rfc3339_weak(value)
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as i64)
-        .ok_or_else(|| {
-            HttpError(ApiError::InvalidArgument(format!(
-                "{name} must be milliseconds since the epoch or an RFC 3339 time \
-                 (2026-12-02T10:00:00Z), not {value:?}"
-            )))
-        })
+    rfc3339_ms(value).ok_or_else(|| {
+        HttpError(ApiError::InvalidArgument(format!(
+            "{name} must be milliseconds since the epoch or an RFC 3339 time \
+             (2026-12-02T10:00:00Z, 2026-12-02T11:00:00+01:00), not {value:?}"
+        )))
+    })
+}
+
+/// An RFC 3339 time in milliseconds since the epoch. humantime reads the time in
+/// UTC only (it refused `+01:00` and dropped the offset after a fraction of a
+/// second): the offset is taken off here and applied after.
+fn rfc3339_ms(value: &str) -> Option<i64> {
+    let (utc, offset_ms) = match value.len().checked_sub(6).map(|i| value.split_at(i)) {
+        Some((time, offset))
+            if offset.is_ascii() && matches!(offset.as_bytes()[0], b'+' | b'-') =>
+        {
+            let b = offset.as_bytes();
+            let digits = |i: usize| -> Option<i64> {
+                let (h, l) = (b[i], b[i + 1]);
+                (h.is_ascii_digit() && l.is_ascii_digit())
+                    .then(|| i64::from(h - b'0') * 10 + i64::from(l - b'0'))
+            };
+            let (hours, minutes) = (digits(1)?, digits(4)?);
+            if b[3] != b':' || hours > 23 || minutes > 59 {
+                return None;
+            }
+            let sign = if b[0] == b'-' { -1 } else { 1 };
+            (format!("{time}Z"), sign * (hours * 60 + minutes) * 60_000)
+        }
+        _ => (value.to_string(), 0),
+    };
+    let t = humantime::parse_rfc3339_weak(&utc).ok()?;
+    let ms = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as i64;
+    // 11:00+01:00 is 10:00Z.
+    Some(ms - offset_ms)
 }
 
 /// `GET /v1/models/{m}/predictions?since=&until=&limit=&format=jsonl|csv`: logged
@@ -203,6 +229,40 @@ fn csv_field(f: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every spelling of one instant is that instant (a `+01:00` without a fraction
+    /// was refused, with one its offset dropped; every negative offset refused).
+    #[test]
+    fn rfc3339_offsets_name_the_same_instant() {
+        let want = 1_796_486_466_000; // 2026-12-05T16:01:06Z
+        for spelling in [
+            "2026-12-05T16:01:06Z",
+            "2026-12-05T16:01:06+00:00",
+            "2026-12-05T17:01:06+01:00",
+            "2026-12-05T17:01:06.000+01:00",
+            "2026-12-05T11:01:06-05:00",
+            "2026-12-05T11:01:06.000-05:00",
+            "2026-12-05T21:31:06+05:30",
+            "2026-12-05T16:01:06",
+            "1796486466000",
+        ] {
+            assert_eq!(time_ms("since", spelling).ok(), Some(want), "{spelling}");
+        }
+        assert_eq!(
+            time_ms("since", "2026-12-05T16:01:06.250Z").ok(),
+            Some(want + 250)
+        );
+        for bad in [
+            "2026-12-05T16:01:06+24:00",
+            "2026-12-05T16:01:06+01:60",
+            "2026-12-05T16:01:06+0100",
+            "2026-02-30T00:00:00Z",
+            "yesterday",
+            "+01:00",
+        ] {
+            assert!(time_ms("since", bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn csv_fields_are_quoted_when_needed() {

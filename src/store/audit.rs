@@ -256,29 +256,82 @@ impl Store {
         Ok(rows)
     }
 
-    /// Inserts `events` in one transaction.
-    pub(super) async fn insert_events(&self, events: &[Event]) -> Result<(), sqlx::Error> {
+    /// Inserts `events` in one transaction; answers the id each was given.
+    pub(super) async fn insert_events(&self, events: &[Event]) -> Result<Vec<i64>, sqlx::Error> {
+        use super::pool::Pool;
         let sql = self.sql(
             "INSERT INTO events (at_ms, model, version, kind, detail, client, actor, replica) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         );
-        on_pool!(&self.pool, p => {
-            let mut tx = p.begin().await?;
-            for e in events {
-                sqlx::query(sqlx::AssertSqlSafe(&*sql))
-                    .bind(e.at_ms)
-                    .bind(&e.model)
-                    .bind(e.version.map(|v| v as i64))
-                    .bind(&e.kind)
-                    .bind(e.detail.to_string())
-                    .bind(&e.client)
-                    .bind(&e.actor)
-                    .bind(&e.replica)
-                    .execute(&mut *tx)
-                    .await?;
+        macro_rules! bound {
+            ($query:expr, $e:expr) => {
+                $query
+                    .bind($e.at_ms)
+                    .bind(&$e.model)
+                    .bind($e.version.map(|v| v as i64))
+                    .bind(&$e.kind)
+                    .bind($e.detail.to_string())
+                    .bind(&$e.client)
+                    .bind(&$e.actor)
+                    .bind(&$e.replica)
+            };
+        }
+        let mut ids = Vec::with_capacity(events.len());
+        // Each database says the new id its own way.
+        match &self.pool {
+            Pool::Sqlite(p) => {
+                let mut tx = p.begin().await?;
+                for e in events {
+                    let done = bound!(sqlx::query(sqlx::AssertSqlSafe(&*sql)), e)
+                        .execute(&mut *tx)
+                        .await?;
+                    ids.push(done.last_insert_rowid());
+                }
+                tx.commit().await?;
             }
-            tx.commit().await
-        })
+            Pool::MySql(p) => {
+                let mut tx = p.begin().await?;
+                for e in events {
+                    let done = bound!(sqlx::query(sqlx::AssertSqlSafe(&*sql)), e)
+                        .execute(&mut *tx)
+                        .await?;
+                    ids.push(done.last_insert_id() as i64);
+                }
+                tx.commit().await?;
+            }
+            Pool::Postgres(p) => {
+                let returning = format!("{sql} RETURNING id");
+                let mut tx = p.begin().await?;
+                for e in events {
+                    let id: i64 = bound!(sqlx::query_scalar(sqlx::AssertSqlSafe(&*returning)), e)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    ids.push(id);
+                }
+                tx.commit().await?;
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Gives the events this process recorded (held in the recent-events memory
+    /// with id 0 until written) the ids the database gave them, so that
+    /// `/models/status` names them as `/history` does.
+    pub(super) fn written(&self, events: &[Event], ids: &[i64]) {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        for (event, &id) in events.iter().zip(ids) {
+            if let Some(kept) = recent.get_mut(&event.model).and_then(|list| {
+                list.iter_mut().rev().find(|k| {
+                    k.id == 0
+                        && k.at_ms == event.at_ms
+                        && k.kind == event.kind
+                        && k.version == event.version
+                        && k.detail == event.detail
+                })
+            }) {
+                kept.id = id;
+            }
+        }
     }
 }
 
@@ -306,7 +359,8 @@ pub(super) async fn write_events(
         }
         let written = tokio::time::timeout(store.timeout, store.insert_events(&batch)).await;
         match written {
-            Ok(Ok(())) => {
+            Ok(Ok(ids)) => {
+                store.written(&batch, &ids);
                 store.worked();
                 batch.clear();
                 pause = Duration::from_millis(100);

@@ -22,11 +22,15 @@ impl Store {
     pub async fn take_records_from(&self, from: &Store) -> Result<bool, StoreError> {
         let read = |e: sqlx::Error| from.unavailable("read a worker's records", e);
         let write = |e: sqlx::Error| self.unavailable("copy a worker's records", e);
-        let events = from.oldest_events(MOVE_AT_ONCE).await?;
+        let mut events = from.oldest_events(MOVE_AT_ONCE).await?;
         if let Some(last) = events.last().map(|e| e.id) {
-            with_timeout(self, self.insert_events(&events))
+            let ids = with_timeout(self, self.insert_events(&events))
                 .await
                 .map_err(write)?;
+            // Remembered under the ids they have here, not the worker's.
+            for (e, id) in events.iter_mut().zip(ids) {
+                e.id = id;
+            }
             self.remember_events(&events);
             with_timeout(from, from.delete_through("events", last))
                 .await

@@ -209,17 +209,55 @@ impl Store {
     /// the database for this (sqlx's advisory lock); SQLite files are locked with a
     /// lock file beside them, so replicas starting together take turns.
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        self.migrate_once().await.map_err(|(e, _)| e)
+    }
+
+    /// [`Store::migrate`], telling apart (`true` beside the error) what another
+    /// replica's migration in progress may explain from what no wait mends: a
+    /// migration applied that this binary lacks (a newer ferroserve migrated the
+    /// database), one changed since it was applied, one left half-applied.
+    async fn migrate_once(&self) -> Result<(), (StoreError, bool)> {
+        use sqlx::migrate::MigrateError;
         let migrator = self.migrator();
         let _file_lock = match &self.pool {
-            Pool::Sqlite(_) => Some(self.lock_sqlite_file().await?),
+            Pool::Sqlite(_) => Some(self.lock_sqlite_file().await.map_err(|e| (e, true))?),
             _ => None,
         };
         let result = on_pool!(&self.pool, p => migrator.run(p).await);
         result.map_err(|e| {
-            StoreError::Broken(format!(
-                "cannot apply the database migrations at {}: {e}",
-                self.url
-            ))
+            let url = &self.url;
+            let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+            let (message, may_pass) = match &e {
+                MigrateError::VersionMissing(v) => (
+                    format!(
+                        "the database at {url} has migration {v} applied, which this \
+                         ferroserve does not have (it knows up to {known}): a newer \
+                         ferroserve migrated it; run that version, or restore a backup \
+                         taken before"
+                    ),
+                    false,
+                ),
+                MigrateError::VersionMismatch(v) => (
+                    format!(
+                        "the database at {url} has migration {v} applied in another form \
+                         than this ferroserve's (its checksum differs): it was changed after \
+                         it was applied"
+                    ),
+                    false,
+                ),
+                MigrateError::Dirty(v) => (
+                    format!(
+                        "the database at {url} has migration {v} half-applied (it failed \
+                         part way): repair or restore it, then start again"
+                    ),
+                    false,
+                ),
+                other => (
+                    format!("cannot apply the database migrations at {url}: {other}"),
+                    true,
+                ),
+            };
+            (StoreError::Broken(message), may_pass)
         })
     }
 
@@ -229,7 +267,7 @@ impl Store {
     async fn migrate_while_others_may(&self) -> Result<(), StoreError> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let result = match self.migrate().await {
+            let result = match self.migrate_once().await {
                 Ok(()) => match self.schema_versions().await {
                     Ok((applied, known)) if applied < known => Err(StoreError::Broken(format!(
                         "the database at {} stays at schema version {applied} of {known}",
@@ -237,7 +275,9 @@ impl Store {
                     ))),
                     other => other.map(|_| ()),
                 },
-                Err(e) => Err(e),
+                // No replica's migration mends it: said at once.
+                Err((e, false)) => return Err(e),
+                Err((e, true)) => Err(e),
             };
             match result {
                 // A corrupt file stays corrupt: no other replica's migration mends it.
