@@ -998,6 +998,13 @@ async fn classify_and_regress_signatures_answer_like_tensorflow() {
         .unwrap()
         .into_inner();
     assert_eq!(response.results.len(), 2);
+    // Each result names its task's signature (all said serving_default).
+    let names: Vec<&str> = response
+        .results
+        .iter()
+        .map(|r| r.model_spec.as_ref().unwrap().signature_name.as_str())
+        .collect();
+    assert_eq!(names, ["classification", "regression"]);
     match &response.results[0].result {
         Some(tfs::inference_result::Result::ClassificationResult(r)) => assert_classes(
             &grpc_classes(r),

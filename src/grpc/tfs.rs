@@ -443,8 +443,12 @@ impl prediction_service_server::PredictionService for PredictionService {
                     )))
                 }
             };
+            // Each result names the signature its task ran, as Classify and Regress do.
             results.push(pb::InferenceResult {
-                model_spec: Some(answered_spec(&handle.model, handle.version)),
+                model_spec: Some(ModelSpec {
+                    signature_name: signature_used(spec, &*handle.backend),
+                    ..answered_spec(&handle.model, handle.version)
+                }),
                 result: Some(result),
             });
         }
