@@ -153,7 +153,7 @@ pub fn parse_tokens(text: &str) -> Result<Vec<TokenEntry>, String> {
         sha256: String,
         scopes: Vec<String>,
     }
-    let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
+    let file: File = toml::from_str(text).map_err(|e| toml_error_without_text(&e, text))?;
     let mut names = BTreeSet::new();
     let mut hashes = BTreeSet::new();
     let mut out = Vec::with_capacity(file.token.len());
@@ -202,6 +202,78 @@ pub fn parse_tokens(text: &str) -> Result<Vec<TokenEntry>, String> {
         });
     }
     Ok(out)
+}
+
+/// Where a tokens file stops being TOML of the tokens file's shape, and what is
+/// wrong there (`line 3, column 1: unknown key, expected one of ...`), without its
+/// text: toml's own message quotes the offending line, and its words quote what it
+/// found there (``unknown field `fst_…` ``, `invalid type: string "fst_…"`). That
+/// is a token whenever one is pasted where its hash belongs (`token = "fst_…"`,
+/// `sha256 = fst_…`), and tokens are never logged.
+fn toml_error_without_text(e: &toml::de::Error, text: &str) -> String {
+    let at = e.span().map(|span| {
+        // The end of a file that ends its last line is told as that line's end.
+        let mut start = span.start.min(text.len());
+        if start == text.len() && text.ends_with('\n') {
+            start -= 1;
+        }
+        let before = text.get(..start).unwrap_or(text);
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+        format!("line {line}, column {column}: ")
+    });
+    let what: Vec<String> = e.message().lines().map(words_without_text).collect();
+    format!("{}{}", at.unwrap_or_default(), what.join("; "))
+}
+
+/// One line of toml's message, with whatever it quotes from the file left out.
+/// serde's words name the value or key found before `, expected …` (which names
+/// only what the tokens file takes): they become the kind of what was found.
+/// toml's own words (``duplicate key `sha256` in table `token` ``, ``expected `"`,
+/// `'` ``) keep what they quote only when it is one of the file's keys or a single
+/// character; past anything else (a quoted key may hold a backtick itself, so
+/// nothing after it can be told apart from the file's text) the line is cut.
+fn words_without_text(line: &str) -> String {
+    let expected = line.rsplit_once(", expected ").map(|(_, e)| e);
+    if line.starts_with("unknown field ") {
+        return match expected {
+            Some(e) => format!("unknown key, expected {e}"),
+            None => "unknown key".into(),
+        };
+    }
+    for what in ["invalid type", "invalid value"] {
+        if let Some(found) = line.strip_prefix(what).and_then(|r| r.strip_prefix(": ")) {
+            // `string "…"`, ``integer `3` ``, `sequence`: its kind, not its value.
+            let kind = match found.split([' ', ',']).next().unwrap_or("") {
+                "floating" => "floating point",
+                k => k,
+            };
+            return match expected {
+                Some(e) => format!("{what}: {kind}, expected {e}"),
+                None => format!("{what}: {kind}"),
+            };
+        }
+    }
+    let mut out = String::new();
+    for (i, part) in line.split('`').enumerate() {
+        let fits = match i {
+            // A double-quoted value (serde's words for a string) is the file's.
+            0 => !part.contains('"'),
+            i if i % 2 == 1 => {
+                part.chars().count() <= 1 || matches!(part, "token" | "name" | "sha256" | "scopes")
+            }
+            _ => matches!(part, "" | ", " | " in table " | " in document root"),
+        };
+        if !fits {
+            out.push('…');
+            break;
+        }
+        if i > 0 {
+            out.push('`');
+        }
+        out.push_str(part);
+    }
+    out
 }
 
 fn parse_hex32(s: &str) -> Option<[u8; 32]> {
@@ -712,7 +784,7 @@ mod tests {
             ),
             (
                 "[[token]]\nname = \"a\"\nsha256 = \"x\"\nscopes = []\ncolour = 1\n".into(),
-                "unknown field",
+                "line 5, column 1: unknown key, expected one of `name`, `sha256`, `scopes`",
             ),
             (entry("", "t", "\"inference\""), "not valid"),
             (
@@ -722,6 +794,68 @@ mod tests {
         ] {
             let e = parse_tokens(&bad).unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_file_that_does_not_parse_is_told_without_its_text() {
+        // With a backtick, as toml's messages quote what they found.
+        const SECRET: &str = "fst_pasted`Secret42";
+        let head = "[[token]]\nname = \"ci\"\n";
+        // (the file's text after its head, what is said of it)
+        for (rest, says) in [
+            (
+                format!("token = \"{SECRET}\"\n"),
+                "line 3, column 1: unknown key",
+            ),
+            (
+                format!("sha256 = {SECRET}\n"),
+                "line 3, column 10: invalid string",
+            ),
+            (
+                format!("sha256 = '{SECRET}\n"),
+                "line 3, column 30: invalid literal string",
+            ),
+            (
+                format!("sha256 = \"\"\"{SECRET}\n"),
+                "line 3, column 32: invalid multiline basic string",
+            ),
+            (
+                format!("sha256 = \"0\"\nscopes = \"{SECRET}\"\n"),
+                "line 4, column 10: invalid type: string, expected a sequence",
+            ),
+            (
+                format!("sha256 = \"0\"\nscopes = [1.5, \"{SECRET}\"]\n"),
+                "line 4, column 11: invalid type: floating point, expected a string",
+            ),
+            (
+                format!("sha256 = [\"{SECRET}\"]\n"),
+                "line 3, column 10: invalid type: sequence, expected a string",
+            ),
+            (format!("'{SECRET}' = 1\n"), "line 3, column 1: unknown key"),
+            (
+                format!("sha256 = \"0\"\n\"{SECRET}\" = 1\n\"{SECRET}\" = 2\n"),
+                "line 5, column 1: duplicate key …",
+            ),
+            (
+                "sha256 = \"0\"\nsha256 = \"1\"\n".into(),
+                "line 4, column 1: duplicate key `sha256` in table `token`",
+            ),
+            (
+                format!("[{SECRET}]\n"),
+                "line 3, column 12: invalid table header; expected `.`, `]`",
+            ),
+            (
+                "sha256 = \"0\"\nscopes = []\n[fst_pastedSecret42]\n".into(),
+                "line 5, column 2: unknown key, expected `token`",
+            ),
+        ] {
+            let text = format!("{head}{rest}");
+            let told = parse_tokens(&text).err().unwrap_or_default();
+            assert!(told.contains(says), "{text}\n{told}");
+            for part in ["pasted", "Secret"] {
+                assert!(!told.contains(part), "{text}\n{told}");
+            }
         }
     }
 

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use ferroserve::cli::client::{note, print_line, stdout_closed};
 use ferroserve::server::{run, Listeners};
 use ferroserve::settings::{LogFormat, ServeArgs, Settings};
 use ferroserve::tfs_flags::{self, TfsArgs};
@@ -124,7 +125,7 @@ fn db_command(command: DbCommand) -> anyhow::Result<()> {
         }
         .map_err(|e| anyhow::anyhow!("{e}"))?;
         let status = store.status().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        print_line(serde_json::to_string_pretty(&status)?)?;
         Ok(())
     })
 }
@@ -154,11 +155,13 @@ fn token_new(name: &str, scopes: &[String]) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let (token, entry) =
         ferroserve::auth::new_token(name, &scopes).map_err(|e| anyhow::anyhow!(e))?;
-    println!("# The token (shown once; give it to the client as `Authorization: Bearer <token>`):");
-    println!("{token}");
-    println!();
-    println!("# Add this entry to the --auth-tokens file (it holds only the token's SHA-256):");
-    print!("{entry}");
+    print_line(
+        "# The token (shown once; give it to the client as `Authorization: Bearer <token>`):",
+    )?;
+    print_line(&token)?;
+    print_line("")?;
+    print_line("# Add this entry to the --auth-tokens file (it holds only the token's SHA-256):")?;
+    print_line(entry.trim_end())?;
     Ok(())
 }
 
@@ -205,8 +208,10 @@ fn client_command(
         .context("cannot start the async runtime")?;
     match runtime.block_on(command) {
         Ok(code) => std::process::exit(code),
+        // `| head -1` has read what it wanted: no error (`StdoutClosed`).
+        Err(e) if stdout_closed(&e) => std::process::exit(0),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            note(format_args!("error: {e:#}"));
             std::process::exit(ferroserve::cli::client::exit_code(&e))
         }
     }
@@ -220,17 +225,37 @@ fn settings_from(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<Set
     Ok(file.overridden_by(args).into_settings()?)
 }
 
-fn main() -> anyhow::Result<()> {
+/// Runs the command; an error ends the process as `main` returning it would
+/// (`Error: ` and its causes, exit code 1), but quietly with 0 when it is the
+/// standard output closed, and without a panic when the standard error is.
+fn main() {
+    if let Err(e) = command() {
+        if stdout_closed(&e) {
+            std::process::exit(0);
+        }
+        note(format_args!("Error: {e:?}"));
+        std::process::exit(1);
+    }
+}
+
+fn command() -> anyhow::Result<()> {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let as_tfs = argv.first().is_some_and(|a| tfs_flags::invoked_as_tfs(a));
     let argv = match tfs_flags::normalize_args(argv) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("error: {e}");
+            note(format_args!("error: {e}"));
             std::process::exit(2);
         }
     };
-    let cli = Cli::parse_from(argv);
+    let cli = if as_tfs {
+        // Help and usage errors name the program as invoked, without `serve`.
+        let command = tfs_flags::usage_as_invoked(<Cli as clap::CommandFactory>::command());
+        let matches = command.get_matches_from(argv);
+        <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    } else {
+        Cli::parse_from(argv)
+    };
     match cli.command {
         Command::Token {
             command: TokenCommand::New { name, scopes },
@@ -261,13 +286,13 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Stop { pid_file, timeout } => {
             let Ok(timeout) = std::time::Duration::try_from_secs_f64(timeout) else {
-                eprintln!("error: --timeout must be a number of seconds");
+                note("error: --timeout must be a number of seconds");
                 std::process::exit(2);
             };
             match ferroserve::cli::service::stop(&pid_file, timeout) {
                 Ok(code) => std::process::exit(code),
                 Err(e) => {
-                    eprintln!("error: {e:#}");
+                    note(format_args!("error: {e:#}"));
                     std::process::exit(ferroserve::cli::client::EXIT_FAILED)
                 }
             }
@@ -279,10 +304,10 @@ fn main() -> anyhow::Result<()> {
             pid_file,
         } => {
             if tfs.version {
-                println!(
+                print_line(format_args!(
                     "ferroserve {} (a tensorflow_model_server drop-in)",
                     env!("CARGO_PKG_VERSION")
-                );
+                ))?;
                 return Ok(());
             }
             let tfs = if as_tfs {

@@ -402,6 +402,29 @@ model_config_list {
         );
     }
 
+    /// Protobuf's text format lets a message field drop the colon and gives a
+    /// repeated field its values as a list: TF Serving reads these forms too.
+    #[test]
+    fn message_lists_without_a_colon_parse() {
+        let list = ModelConfigList::parse_text_format(
+            "model_config_list { config [{ name: \"a\" base_path: \"/a\"\n\
+               version_labels [{ key: \"stable\" value: 1 }, < key: \"canary\" value: 2 >] },\n\
+             { name: \"b\" base_path: \"/b\" version_labels: [{ key: \"s\", value: 3 }] }] }",
+        )
+        .unwrap();
+        let names: Vec<&str> = list.models.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(list.models[0].labels["stable"], 1);
+        assert_eq!(list.models[0].labels["canary"], 2);
+        assert_eq!(list.models[1].labels["s"], 3);
+        // Scalars still need the colon: `name ["a"]` is not a message list.
+        let err = ModelConfigList::parse_text_format(
+            "model_config_list { config { name [\"a\"] base_path: \"/a\" } }",
+        )
+        .unwrap_err();
+        assert!(err.contains("expected ':'"), "{err}");
+    }
+
     #[test]
     fn refuses_unknown_fields_and_malformed_text_with_a_line_number() {
         let cases = [

@@ -5,6 +5,12 @@
 //! checks that turn a field into a message, a string or an integer, or name it
 //! unknown. No schema: the callers say which fields they take.
 //!
+//! The text format's rules for fields: a scalar needs a colon (`name: "a"`); a
+//! message may go without (`config { … }`, `config: < … >`); a repeated field may
+//! give its values as a list, each value becoming a field of that name
+//! (`versions: [1, 2]`, `config [{ … }, { … }]`; without the colon the list holds
+//! messages only); `,` or `;` may end a field.
+//!
 //! Invariant: parsing never panics; anything malformed is an error naming its line.
 
 // ---- protobuf text format: tokens ----
@@ -205,7 +211,10 @@ impl Parser {
             }
             let line = token.line;
             match self.peek().map(|t| t.tok.clone()) {
-                Some(Tok::Sym('[')) if has_colon => {
+                // A repeated field's values in a list. Without the colon the field
+                // is a message field (`config [{ … }, { … }]`), so its list holds
+                // messages only; with it, scalars or messages.
+                Some(Tok::Sym('[')) => {
                     self.pos += 1;
                     if matches!(
                         self.peek(),
@@ -217,6 +226,12 @@ impl Parser {
                         self.pos += 1;
                     } else {
                         loop {
+                            if !has_colon && self.peek().is_some() && !self.at_message() {
+                                return Err(format!(
+                                    "line {}: expected ':' after field {name:?} (only a list of messages may follow a field name without one)",
+                                    self.line()
+                                ));
+                            }
                             let value = self.value(depth)?;
                             fields.push(Field {
                                 name: name.clone(),
@@ -231,6 +246,7 @@ impl Parser {
                         }
                     }
                 }
+                // A message field: the colon before its value is optional.
                 Some(Tok::Sym('{' | '<')) => {
                     let value = self.value(depth)?;
                     fields.push(Field { name, line, value });
@@ -241,7 +257,7 @@ impl Parser {
                 }
                 _ => {
                     return Err(format!(
-                        "line {line}: expected ':' or '{{' after field {name:?}"
+                        "line {line}: expected ':', '{{' or '[' after field {name:?}"
                     ))
                 }
             }
@@ -255,6 +271,17 @@ impl Parser {
                 self.pos += 1;
             }
         }
+    }
+
+    /// Whether a message (`{ … }` or `< … >`) comes next.
+    fn at_message(&self) -> bool {
+        matches!(
+            self.peek(),
+            Some(Token {
+                tok: Tok::Sym('{' | '<'),
+                ..
+            })
+        )
     }
 
     fn value(&mut self, depth: usize) -> Result<Value, String> {
@@ -329,4 +356,58 @@ pub(crate) fn unknown(f: &Field, within: &str, known: &[&str]) -> String {
         f.name,
         known.join(", ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The field names, values flattened to their text, of a parsed document.
+    fn shape(fields: &[Field]) -> String {
+        fields
+            .iter()
+            .map(|f| match &f.value {
+                Value::Scalar(Tok::Str(s) | Tok::Num(s) | Tok::Ident(s)) => {
+                    format!("{}={s}", f.name)
+                }
+                Value::Scalar(Tok::Sym(c)) => format!("{}={c}", f.name),
+                Value::Message(inner) => format!("{}{{{}}}", f.name, shape(inner)),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    fn parsed(text: &str) -> String {
+        shape(&parse_text_fields(text).unwrap_or_else(|e| panic!("{text:?}: {e}")))
+    }
+
+    #[test]
+    fn message_fields_take_an_optional_colon_and_lists() {
+        let want = "m{a=1} m{a=2}";
+        for text in [
+            "m { a: 1 } m { a: 2 }",
+            "m: { a: 1 } m: < a: 2 >",
+            "m [{ a: 1 }, { a: 2 }]",
+            "m: [{ a: 1 }, < a: 2 >]",
+            "m [{ a: 1 }]; m [< a: 2 >],",
+            "m [] m [{ a: 1 }, { a: 2 }] m: []",
+        ] {
+            assert_eq!(parsed(text), want, "{text:?}");
+        }
+        assert_eq!(parsed("s: [1, 2] t: \"x\""), "s=1 s=2 t=x");
+    }
+
+    #[test]
+    fn scalar_values_and_lists_need_the_colon() {
+        for (text, says) in [
+            ("s [1, 2]", "expected ':'"),
+            ("m [{ a: 1 }, 2]", "expected ':'"),
+            ("s 1", "expected ':', '{' or '['"),
+            ("m [{ a: 1 } { a: 2 }]", "expected ',' or ']'"),
+            ("m [{ a: 1 },", "end of file"),
+        ] {
+            let err = parse_text_fields(text).unwrap_err();
+            assert!(err.contains(says), "{text:?}: {err}");
+        }
+    }
 }

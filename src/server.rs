@@ -194,6 +194,8 @@ pub async fn run(
             onnxruntime_path: state.settings.onnxruntime_path.clone(),
             tensorflow_path: state.settings.tensorflow_path.clone(),
             auth_tokens: state.settings.auth_tokens.clone(),
+            metrics_require_token: state.settings.metrics_require_token,
+            metrics_path: state.settings.metrics_path.clone(),
             startup_timeout: Duration::from_secs(120),
             stop_timeout: Duration::from_secs(10),
             crash_loop_failures: 5,

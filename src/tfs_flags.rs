@@ -17,7 +17,13 @@
 //!   `--allow_version_labels_for_unavailable_models`, `--enable_model_warmup`.
 //! * TF Serving's other flags ([`UNSUPPORTED`]) are accepted with their default
 //!   value (they ask for nothing) and refused with any other, with a message that
-//!   says why and what to use instead.
+//!   says why and what to use instead; thread counts whose default TF Serving
+//!   computes from the CPUs are accepted with any count and ignored.
+//!
+//! As in TF Serving, a flag given twice takes its last value, and under TF
+//! Serving's name a model (`--model_base_path`) or a config file must be given:
+//! ferroserve's default repository is never served in their place. A base path
+//! that does not exist stops the start ([`TfsArgs::finish`]).
 //!
 //! TF Serving spells flags `--name=value` or `-name=value`; [`normalize_args`]
 //! turns the single-dash form into the double-dash one clap reads.
@@ -35,7 +41,10 @@ use crate::settings::{ServeArgs, Settings, SingleModel};
 pub const TFS_BINARY: &str = "tensorflow_model_server";
 
 /// TF Serving's flags (see the module documentation). Ids carry a `tfs_` prefix so
-/// that they never clash with ferroserve's own flags of a similar name.
+/// that they never clash with ferroserve's own flags of a similar name. Each flag
+/// overrides itself: given twice, the last value wins, as in TF Serving, whose
+/// container image and KServe's runtime put the user's arguments after their own
+/// `--port`/`--rest_api_port`.
 // Doc comments here are also clap's --help text, written for a terminal: `<dir>`
 // placeholders and `[default: …]` are not HTML or intra-doc links.
 #[allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
@@ -43,26 +52,43 @@ pub const TFS_BINARY: &str = "tensorflow_model_server";
 #[command(next_help_heading = "TensorFlow Serving's flags (tensorflow_model_server drop-in)")]
 pub struct TfsArgs {
     /// gRPC port, on all interfaces (as --grpc-addr 0.0.0.0:PORT)
-    #[arg(long = "port", id = "tfs_port", value_name = "PORT")]
+    #[arg(
+        long = "port",
+        id = "tfs_port",
+        overrides_with = "tfs_port",
+        value_name = "PORT"
+    )]
     pub port: Option<u16>,
     /// REST port, on all interfaces (as --rest-addr 0.0.0.0:PORT)
-    #[arg(long = "rest_api_port", id = "tfs_rest_api_port", value_name = "PORT")]
+    #[arg(
+        long = "rest_api_port",
+        id = "tfs_rest_api_port",
+        overrides_with = "tfs_rest_api_port",
+        value_name = "PORT"
+    )]
     pub rest_api_port: Option<u16>,
     /// Request deadline in milliseconds (as --request-timeout-secs)
     #[arg(
         long = "rest_api_timeout_in_ms",
         id = "tfs_rest_api_timeout_in_ms",
+        overrides_with = "tfs_rest_api_timeout_in_ms",
         value_name = "MS"
     )]
     pub rest_api_timeout_in_ms: Option<u64>,
     /// Name of the one model --model_base_path serves [default: default]
-    #[arg(long = "model_name", id = "tfs_model_name", value_name = "NAME")]
+    #[arg(
+        long = "model_name",
+        id = "tfs_model_name",
+        overrides_with = "tfs_model_name",
+        value_name = "NAME"
+    )]
     pub model_name: Option<String>,
     /// Directory of the one model's versions (<base>/<version>/…), served instead of
     /// the repository
     #[arg(
         long = "model_base_path",
         id = "tfs_model_base_path",
+        overrides_with = "tfs_model_base_path",
         value_name = "DIR"
     )]
     pub model_base_path: Option<PathBuf>,
@@ -71,6 +97,7 @@ pub struct TfsArgs {
     #[arg(
         long = "model_config_file",
         id = "tfs_model_config_file",
+        overrides_with = "tfs_model_config_file",
         value_name = "FILE"
     )]
     pub model_config_file: Option<PathBuf>,
@@ -78,6 +105,7 @@ pub struct TfsArgs {
     #[arg(
         long = "model_config_file_poll_wait_seconds",
         id = "tfs_model_config_file_poll_wait_seconds",
+        overrides_with = "tfs_model_config_file_poll_wait_seconds",
         value_name = "SECONDS"
     )]
     pub model_config_file_poll_wait_seconds: Option<i64>,
@@ -85,6 +113,7 @@ pub struct TfsArgs {
     #[arg(
         long = "file_system_poll_wait_seconds",
         id = "tfs_file_system_poll_wait_seconds",
+        overrides_with = "tfs_file_system_poll_wait_seconds",
         value_name = "SECONDS"
     )]
     pub file_system_poll_wait_seconds: Option<i64>,
@@ -92,6 +121,7 @@ pub struct TfsArgs {
     #[arg(
         long = "enable_batching",
         id = "tfs_enable_batching",
+        overrides_with = "tfs_enable_batching",
         value_name = "BOOL",
         num_args = 0..=1,
         require_equals = true,
@@ -102,6 +132,7 @@ pub struct TfsArgs {
     #[arg(
         long = "batching_parameters_file",
         id = "tfs_batching_parameters_file",
+        overrides_with = "tfs_batching_parameters_file",
         value_name = "FILE"
     )]
     pub batching_parameters_file: Option<PathBuf>,
@@ -110,6 +141,7 @@ pub struct TfsArgs {
     #[arg(
         long = "monitoring_config_file",
         id = "tfs_monitoring_config_file",
+        overrides_with = "tfs_monitoring_config_file",
         value_name = "FILE"
     )]
     pub monitoring_config_file: Option<PathBuf>,
@@ -117,6 +149,7 @@ pub struct TfsArgs {
     #[arg(
         long = "allow_version_labels_for_unavailable_models",
         id = "tfs_allow_version_labels_for_unavailable_models",
+        overrides_with = "tfs_allow_version_labels_for_unavailable_models",
         value_name = "BOOL",
         num_args = 0..=1,
         require_equals = true,
@@ -128,6 +161,7 @@ pub struct TfsArgs {
     #[arg(
         long = "enable_model_warmup",
         id = "tfs_enable_model_warmup",
+        overrides_with = "tfs_enable_model_warmup",
         value_name = "BOOL",
         num_args = 0..=1,
         require_equals = true,
@@ -138,6 +172,7 @@ pub struct TfsArgs {
     #[arg(
         long = "num_load_threads",
         id = "tfs_num_load_threads",
+        overrides_with = "tfs_num_load_threads",
         value_name = "N"
     )]
     pub num_load_threads: Option<usize>,
@@ -145,6 +180,7 @@ pub struct TfsArgs {
     #[arg(
         long = "tensorflow_intra_op_parallelism",
         id = "tfs_tensorflow_intra_op_parallelism",
+        overrides_with = "tfs_tensorflow_intra_op_parallelism",
         value_name = "N"
     )]
     pub tensorflow_intra_op_parallelism: Option<usize>,
@@ -152,12 +188,24 @@ pub struct TfsArgs {
     #[arg(
         long = "grpc_channel_arguments",
         id = "tfs_grpc_channel_arguments",
+        overrides_with = "tfs_grpc_channel_arguments",
         value_name = "ARGS"
     )]
     pub grpc_channel_arguments: Option<String>,
     /// `--version` under TF Serving's name ([`normalize_args`] renames it)
-    #[arg(long = "tfs-version", id = "tfs_version", hide = true)]
+    #[arg(
+        long = "tfs-version",
+        id = "tfs_version",
+        overrides_with = "tfs_version",
+        hide = true
+    )]
     pub version: bool,
+    /// Whether the program was started under TF Serving's name (set by
+    /// [`TfsArgs::with_container_env`]): then, as in TF Serving, the models must be
+    /// named, and [`TfsArgs::finish`] refuses to fall back to ferroserve's default
+    /// repository.
+    #[arg(skip)]
+    pub under_tfs_name: bool,
 }
 
 /// A TF Serving command line ferroserve cannot honour.
@@ -169,53 +217,97 @@ fn fail(m: impl Into<String>) -> TfsError {
     TfsError(m.into())
 }
 
+/// The values of a TF Serving flag in [`UNSUPPORTED`] that ask for nothing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Accepted {
+    /// Only TF Serving's default; any other value is refused.
+    Default(&'static str),
+    /// Any count (a whole number): the flag sizes a thread pool of TF Serving's
+    /// that ferroserve does not have, with a default TF Serving computes from the
+    /// machine's CPUs. ferroserve sizes its own pools, so the count is ignored.
+    AnyCount,
+    /// `true` or `false`: ferroserve does what either value asks for.
+    AnyBool,
+}
+
 /// TF Serving's flags that ask for something ferroserve does not do: each with the
-/// value that asks for nothing (its default; `None` when every value asks for
-/// something) and why it is refused otherwise.
+/// values that ask for nothing and why any other is refused. Together with
+/// [`TfsArgs`] and `--version`, these are all the flags of TF Serving's `main.cc`.
 #[rustfmt::skip]
-pub const UNSUPPORTED: &[(&str, Option<&str>, &str)] = &[
-    ("grpc_socket_path", Some(""), "ferroserve serves gRPC on TCP only (--grpc-addr)"),
-    ("rest_api_num_threads", Some("0"), "REST runs on ferroserve's async workers; size inference with --inference-threads"),
-    ("rest_api_enable_cors_support", Some("false"), "ferroserve sends no CORS headers; put a proxy in front for browsers on other origins"),
-    ("enable_per_model_batching_parameters", Some("false"), "give each model its [batching] table in <model>/config.toml"),
-    ("num_unload_threads", Some("0"), "ferroserve unloads a version when its last request ends"),
-    ("max_num_load_retries", Some("5"), "a version that fails to load is in ERROR until its files change or it is reloaded"),
-    ("load_retry_interval_micros", Some("60000000"), "a version that fails to load is in ERROR until its files change or it is reloaded"),
-    ("flush_filesystem_caches", Some("true"), "ferroserve keeps no file-system caches of its own"),
-    ("tensorflow_session_parallelism", Some("0"), "give SavedModel threads in the model's config.toml: [tensorflow] intra_op_threads, inter_op_threads"),
-    ("tensorflow_session_config_file", Some(""), "there is no TensorFlow session config"),
-    ("tensorflow_inter_op_parallelism", Some("0"), "give SavedModel threads in the model's config.toml ([tensorflow] inter_op_threads); use --inference-threads for batches run at once"),
-    ("use_alts_credentials", Some("false"), "use TLS: --tls-cert, --tls-key, --tls-client-ca"),
-    ("ssl_config_file", Some(""), "use TLS with PEM files: --tls-cert, --tls-key, --tls-client-ca"),
-    ("platform_config_file", Some(""), "the backend follows the model file (saved_model.pb, model.onnx, model.pkl, model.joblib)"),
-    ("per_process_gpu_memory_fraction", Some("0"), "ferroserve runs models on the CPU"),
-    ("saved_model_tags", Some("serve"), "give a SavedModel's tags in its model's config.toml: [tensorflow] tags = [...]"),
-    ("grpc_max_threads", Some("0"), "gRPC runs on ferroserve's async workers; limit streams with --grpc-max-concurrent-streams"),
-    ("num_request_iterations_for_warmup", Some("0"), "warm-up runs each request once"),
-    ("remove_unused_fields_from_bundle_metagraph", Some("true"), "there is no TensorFlow meta graph"),
-    ("prefer_tflite_model", Some("false"), "TensorFlow Lite models are not served"),
-    ("num_tflite_pools", Some("0"), "TensorFlow Lite models are not served"),
-    ("num_tflite_interpreters_per_pool", Some("1"), "TensorFlow Lite models are not served"),
-    ("enable_signature_method_name_check", Some("false"), "ferroserve does not check SignatureDef method names"),
-    ("xla_cpu_compilation_enabled", Some("false"), "there is no XLA"),
-    ("enable_profiler", Some("true"), "there is no TensorFlow profiler service"),
-    ("thread_pool_factory_config_file", Some(""), "there is no thread-pool factory config"),
-    ("mixed_precision", Some(""), "ferroserve runs a model's own precision"),
-    ("skip_initialize_tpu", Some("false"), "ferroserve runs models on the CPU"),
+pub const UNSUPPORTED: &[(&str, Accepted, &str)] = &[
+    ("grpc_socket_path", Accepted::Default(""), "ferroserve serves gRPC on TCP only (--grpc-addr)"),
+    // TF Serving's default: 4 × the CPUs.
+    ("rest_api_num_threads", Accepted::AnyCount, "REST runs on ferroserve's async workers; size inference with --inference-threads"),
+    ("rest_api_enable_cors_support", Accepted::Default("false"), "ferroserve sends no CORS headers; put a proxy in front for browsers on other origins"),
+    ("enable_per_model_batching_parameters", Accepted::Default("false"), "give each model its [batching] table in <model>/config.toml"),
+    ("num_unload_threads", Accepted::Default("0"), "ferroserve unloads a version when its last request ends"),
+    ("max_num_load_retries", Accepted::Default("5"), "a version that fails to load is in ERROR until its files change or it is reloaded"),
+    ("load_retry_interval_micros", Accepted::Default("60000000"), "a version that fails to load is in ERROR until its files change or it is reloaded"),
+    ("flush_filesystem_caches", Accepted::Default("true"), "ferroserve keeps no file-system caches of its own"),
+    ("tensorflow_session_parallelism", Accepted::Default("0"), "give SavedModel threads in the model's config.toml: [tensorflow] intra_op_threads, inter_op_threads"),
+    ("tensorflow_session_config_file", Accepted::Default(""), "there is no TensorFlow session config"),
+    ("tensorflow_inter_op_parallelism", Accepted::Default("0"), "give SavedModel threads in the model's config.toml ([tensorflow] inter_op_threads); use --inference-threads for batches run at once"),
+    ("use_alts_credentials", Accepted::Default("false"), "use TLS: --tls-cert, --tls-key, --tls-client-ca"),
+    ("ssl_config_file", Accepted::Default(""), "use TLS with PEM files: --tls-cert, --tls-key, --tls-client-ca"),
+    ("platform_config_file", Accepted::Default(""), "the backend follows the model file (saved_model.pb, model.onnx, model.pkl, model.joblib)"),
+    ("per_process_gpu_memory_fraction", Accepted::Default("0"), "ferroserve runs models on the CPU"),
+    ("saved_model_tags", Accepted::Default("serve"), "give a SavedModel's tags in its model's config.toml: [tensorflow] tags = [...]"),
+    // TF Serving's default: 4 × the CPUs.
+    ("grpc_max_threads", Accepted::AnyCount, "gRPC runs on ferroserve's async workers; limit streams with --grpc-max-concurrent-streams"),
+    ("num_request_iterations_for_warmup", Accepted::Default("0"), "warm-up runs each request once"),
+    ("remove_unused_fields_from_bundle_metagraph", Accepted::Default("true"), "there is no TensorFlow meta graph"),
+    ("prefer_tflite_model", Accepted::Default("false"), "TensorFlow Lite models are not served"),
+    // TF Serving's default: the CPUs. Without --prefer_tflite_model it sizes nothing.
+    ("num_tflite_pools", Accepted::AnyCount, "TensorFlow Lite models are not served"),
+    ("num_tflite_interpreters_per_pool", Accepted::Default("1"), "TensorFlow Lite models are not served"),
+    ("enable_signature_method_name_check", Accepted::Default("false"), "ferroserve does not check SignatureDef method names"),
+    ("xla_cpu_compilation_enabled", Accepted::Default("false"), "there is no XLA"),
+    ("xla_gpu_compilation_enabled", Accepted::Default("false"), "there is no XLA, and ferroserve runs models on the CPU"),
+    ("enable_profiler", Accepted::Default("true"), "there is no TensorFlow profiler service"),
+    ("thread_pool_factory_config_file", Accepted::Default(""), "there is no thread-pool factory config"),
+    ("mixed_precision", Accepted::Default(""), "ferroserve runs a model's own precision"),
+    ("skip_initialize_tpu", Accepted::Default("false"), "ferroserve runs models on the CPU"),
+    // ferroserve always serves grpc.health.v1.Health (TF Serving's `true`); that
+    // one service more than `false` asks for harms no client.
+    ("enable_grpc_healthcheck_service", Accepted::AnyBool, "ferroserve always serves grpc.health.v1.Health"),
+    ("enable_serialization_as_tensor_content", Accepted::Default("false"), "ferroserve's gRPC responses give values in the typed fields (float_val, …), as TF Serving's default does"),
 ];
 
-fn unsupported(name: &str) -> Option<&'static (&'static str, Option<&'static str>, &'static str)> {
+fn unsupported(name: &str) -> Option<&'static (&'static str, Accepted, &'static str)> {
     UNSUPPORTED.iter().find(|(n, _, _)| *n == name)
+}
+
+/// Whether `value` of an [`UNSUPPORTED`] flag asks for nothing; if not, why not.
+fn check_unsupported(
+    flag: &str,
+    accepted: Accepted,
+    why: &str,
+    value: &str,
+) -> Result<(), TfsError> {
+    match accepted {
+        Accepted::Default(d) if same_value(value, d) => Ok(()),
+        Accepted::Default(_) => Err(fail(format!(
+            "--{flag}={value} is a TensorFlow Serving flag ferroserve does not support: {why}"
+        ))),
+        Accepted::AnyCount if value.parse::<u32>().is_ok() => Ok(()),
+        Accepted::AnyCount => Err(fail(format!("--{flag}={value}: give a whole number"))),
+        Accepted::AnyBool if truthy(value).is_some() => Ok(()),
+        Accepted::AnyBool => Err(fail(format!("--{flag}={value}: give true or false"))),
+    }
+}
+
+/// A boolean flag's value, in any spelling TF Serving accepts.
+fn truthy(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" => Some(true),
+        "false" | "0" => Some(false),
+        _ => None,
+    }
 }
 
 /// Whether `value` is the same as `default` for a flag (booleans in any
 /// spelling TF Serving accepts, numbers as numbers).
 fn same_value(value: &str, default: &str) -> bool {
-    let truthy = |v: &str| match v.to_ascii_lowercase().as_str() {
-        "true" | "1" => Some(true),
-        "false" | "0" => Some(false),
-        _ => None,
-    };
     if value == default {
         return true;
     }
@@ -236,8 +328,8 @@ pub fn invoked_as_tfs(arg0: &std::ffi::OsStr) -> bool {
 /// Prepares a command line for clap: under TF Serving's name, `serve` is put first
 /// (and `--version` prints ferroserve's version); `-name=value` becomes
 /// `--name=value` for TF Serving's flags; TF Serving's flags that ferroserve does
-/// not support are refused, unless given their default value (then dropped, as
-/// they ask for nothing). Only the `serve` command's arguments are touched.
+/// not support are refused, unless their last value asks for nothing (then they
+/// are dropped). Only the `serve` command's arguments are touched.
 pub fn normalize_args(args: Vec<OsString>) -> Result<Vec<OsString>, TfsError> {
     let mut args = args.into_iter();
     let mut out: Vec<OsString> = args.next().into_iter().collect();
@@ -255,6 +347,9 @@ pub fn normalize_args(args: Vec<OsString>) -> Result<Vec<OsString>, TfsError> {
             }
         }
     }
+    // The unsupported flags given, each with its last value: as for every TF
+    // Serving flag, a later value replaces an earlier one.
+    let mut given: Vec<(&(&str, Accepted, &str), String)> = Vec::new();
     let mut iter = rest.into_iter().peekable();
     while let Some(arg) = iter.next() {
         let Some(text) = arg.to_str() else {
@@ -285,7 +380,7 @@ pub fn normalize_args(args: Vec<OsString>) -> Result<Vec<OsString>, TfsError> {
             out.push("--tfs-version".into());
             continue;
         }
-        if let Some((flag, default, why)) = unsupported(name) {
+        if let Some(entry) = unsupported(name) {
             // A value in the next argument is TF Serving's `--flag value` form.
             let value = match value {
                 Some(v) => v,
@@ -298,18 +393,26 @@ pub fn normalize_args(args: Vec<OsString>) -> Result<Vec<OsString>, TfsError> {
                     _ => "true".into(),
                 },
             };
-            match default {
-                Some(d) if same_value(&value, d) => continue,
-                _ => {
-                    return Err(fail(format!(
-                        "--{flag}={value} is a TensorFlow Serving flag ferroserve does not support: {why}"
-                    )))
-                }
-            }
+            given.retain(|(e, _)| e.0 != entry.0);
+            given.push((entry, value));
+            continue;
         }
         out.push(format!("--{body}").into());
     }
+    for ((flag, accepted, why), value) in given {
+        check_unsupported(flag, *accepted, why, &value)?;
+    }
     Ok(out)
+}
+
+/// Under TF Serving's name the `serve` command is the whole program: its help and
+/// usage errors name the program as it was invoked, `tensorflow_model_server
+/// [OPTIONS]`, not `tensorflow_model_server serve [OPTIONS]` (which that name does
+/// not take). `command` is ferroserve's whole command line.
+pub fn usage_as_invoked(command: clap::Command) -> clap::Command {
+    command.mut_subcommand("serve", |serve| {
+        serve.override_usage(format!("{TFS_BINARY} [OPTIONS]"))
+    })
 }
 
 fn is_tfs_flag(name: &str) -> bool {
@@ -318,11 +421,15 @@ fn is_tfs_flag(name: &str) -> bool {
 }
 
 impl TfsArgs {
-    /// TF Serving's container image reads `MODEL_NAME` (default `model`) and
-    /// `MODEL_BASE_PATH` (default `/models`) and serves `<base>/<name>`: under TF
-    /// Serving's name, with neither a model nor a config file on the command
-    /// line, so does ferroserve when either variable is set.
+    /// For a start under TF Serving's name. TF Serving's container image reads
+    /// `MODEL_NAME` (default `model`) and `MODEL_BASE_PATH` (default `/models`) and
+    /// gives `--model_name=$MODEL_NAME --model_base_path=$MODEL_BASE_PATH/$MODEL_NAME`:
+    /// with neither a model nor a config file on the command line, so does
+    /// ferroserve when either variable is set. (TF Serving's binary itself reads
+    /// neither; with neither set there is no model, and [`TfsArgs::finish`]
+    /// refuses to start, as TF Serving does.)
     pub fn with_container_env(mut self, env: impl Fn(&str) -> Option<String>) -> TfsArgs {
+        self.under_tfs_name = true;
         if self.model_name.is_some()
             || self.model_base_path.is_some()
             || self.model_config_file.is_some()
@@ -474,7 +581,9 @@ impl TfsArgs {
 
     /// Sets what only TF Serving's flags say: the one model, the default batching,
     /// the metrics' second path, the label and warm-up defaults. Reads the batching
-    /// and monitoring files.
+    /// and monitoring files. Refuses, as TF Serving does, a model base path that is
+    /// not a directory (nothing is created), and, under TF Serving's name, a start
+    /// with no model named at all.
     pub fn finish(&self, settings: &mut Settings) -> Result<(), TfsError> {
         match (&self.model_base_path, &self.model_name) {
             (Some(base), name) => {
@@ -490,6 +599,7 @@ impl TfsArgs {
                             "--model_name={name:?} is not a valid model name (letters, digits, '.', '_', '-')"
                         )));
                     }
+                    check_base_path(base, &name)?;
                     if settings.state_dir.is_none() && settings.database_url.is_none() {
                         settings.state_dir = Some(single_model_state_dir(base, &name));
                     }
@@ -505,6 +615,21 @@ impl TfsArgs {
                 ))
             }
             _ => {}
+        }
+        if self.under_tfs_name
+            && settings.single_model.is_none()
+            && settings.model_config_file.is_none()
+            && settings.model_repository == Settings::default().model_repository
+        {
+            // TF Serving: "Both server_options.model_base_path and
+            // server_options.model_config_file are empty!". Serving ferroserve's
+            // `./models` instead could serve models nobody asked for.
+            return Err(fail(
+                "no model to serve: give --model_base_path (with --model_name) or \
+                 --model_config_file, as TF Serving requires (its container image gives \
+                 --model_base_path=$MODEL_BASE_PATH/$MODEL_NAME; set MODEL_NAME or \
+                 MODEL_BASE_PATH for ferroserve to do the same)",
+            ));
         }
         let batching = match (self.enable_batching, &self.batching_parameters_file) {
             (Some(true), Some(file)) => Some(read_batching_parameters(file)?),
@@ -535,6 +660,25 @@ impl TfsArgs {
                 .map_err(|e| fail(format!("--monitoring_config_file {}: {e}", file.display())))?;
         }
         Ok(())
+    }
+}
+
+/// A single model's base path must be a directory, as in TF Serving (whose source
+/// finds no versions without one: "Could not find base path …"). It is checked
+/// before anything is written under it, so a typo or a volume not yet mounted
+/// stops the start instead of creating the directory and serving nothing.
+fn check_base_path(base: &Path, name: &str) -> Result<(), TfsError> {
+    match std::fs::metadata(base) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(fail(format!(
+            "--model_base_path {} of model {name} is not a directory (it holds the \
+             model's versions: <base>/<version>/)",
+            base.display()
+        ))),
+        Err(e) => Err(fail(format!(
+            "Could not find base path {} for model {name}: {e}",
+            base.display()
+        ))),
     }
 }
 
@@ -757,13 +901,149 @@ mod tests {
         let e =
             normalize_args(os(&["ferroserve", "serve", "--ssl_config_file=/x.conf"])).unwrap_err();
         assert!(e.0.contains("--tls-cert"), "{e}");
-        let e =
-            normalize_args(os(&["tensorflow_model_server", "--grpc_max_threads=8"])).unwrap_err();
-        assert!(e.0.contains("grpc_max_threads"), "{e}");
-        assert!(normalize_args(os(&["tensorflow_model_server", "--grpc_max_threads=0"])).is_ok());
         let e = normalize_args(os(&["tensorflow_model_server", "--enable_profiler=false"]))
             .unwrap_err();
         assert!(e.0.contains("profiler"), "{e}");
+        let e = normalize_args(os(&["tensorflow_model_server", "--grpc_max_threads=many"]))
+            .unwrap_err();
+        assert!(e.0.contains("whole number"), "{e}");
+        let e = normalize_args(os(&[
+            "tensorflow_model_server",
+            "--enable_grpc_healthcheck_service=maybe",
+        ]))
+        .unwrap_err();
+        assert!(e.0.contains("true or false"), "{e}");
+    }
+
+    /// Every flag of TF Serving's main.cc is accepted at TF Serving's default,
+    /// those it computes from the CPU count (4 × CPUs, CPUs) included.
+    #[test]
+    fn every_tfs_flag_is_accepted_at_its_default() {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let defaults = [
+            "--enable_grpc_healthcheck_service=false".to_string(),
+            "--enable_grpc_healthcheck_service=true".to_string(),
+            "--xla_gpu_compilation_enabled=false".to_string(),
+            "--xla_cpu_compilation_enabled=false".to_string(),
+            "--enable_serialization_as_tensor_content=false".to_string(),
+            format!("--rest_api_num_threads={}", 4 * cpus),
+            format!("--grpc_max_threads={}", 4 * cpus),
+            format!("--num_tflite_pools={cpus}"),
+            "--saved_model_tags=serve".to_string(),
+            "--per_process_gpu_memory_fraction=0.0".to_string(),
+        ];
+        for flag in defaults {
+            let out = normalize_args(os(&["tensorflow_model_server", &flag]))
+                .unwrap_or_else(|e| panic!("{flag}: {e}"));
+            assert_eq!(strings(out), ["tensorflow_model_server", "serve"], "{flag}");
+        }
+        // A default that is not TF Serving's is still refused.
+        assert!(normalize_args(os(&[
+            "tensorflow_model_server",
+            "--enable_serialization_as_tensor_content=true"
+        ]))
+        .is_err());
+    }
+
+    /// As in TF Serving, the last value of a flag given twice wins: a later
+    /// default undoes an earlier value, and a later value an earlier default.
+    #[test]
+    fn the_last_value_of_a_repeated_flag_wins() {
+        let tfs =
+            |args: &[&str]| normalize_args(os(&[&["tensorflow_model_server"], args].concat()));
+        assert!(tfs(&["--enable_profiler=false", "--enable_profiler=true"]).is_ok());
+        let e = tfs(&["--enable_profiler=true", "-enable_profiler=false"]).unwrap_err();
+        assert!(e.0.contains("--enable_profiler=false"), "{e}");
+        // clap reads the flags TF Serving and ferroserve share the same way.
+        let command = usage_as_invoked(
+            clap::Command::new("ferroserve")
+                .subcommand(TfsArgs::augment_args(clap::Command::new("serve"))),
+        );
+        let matches = command
+            .try_get_matches_from(
+                tfs(&[
+                    "--rest_api_port=1",
+                    "--model_name=a",
+                    "--port=3",
+                    "--rest_api_port=2",
+                    "-model_name=b",
+                    "--enable_batching",
+                    "--enable_batching=false",
+                    "--version",
+                    "--version",
+                ])
+                .unwrap(),
+            )
+            .unwrap();
+        let (_, serve) = matches.subcommand().unwrap();
+        let t = <TfsArgs as clap::FromArgMatches>::from_arg_matches(serve).unwrap();
+        assert_eq!(t.rest_api_port, Some(2));
+        assert_eq!(t.port, Some(3));
+        assert_eq!(t.model_name.as_deref(), Some("b"));
+        assert_eq!(t.enable_batching, Some(false));
+        assert!(t.version);
+    }
+
+    /// Under TF Serving's name, help and usage errors show the program as it was
+    /// invoked, without the `serve` that name does not take.
+    #[test]
+    fn usage_names_the_program_as_invoked() {
+        let mut serve = usage_as_invoked(
+            clap::Command::new("ferroserve")
+                .bin_name(TFS_BINARY)
+                .subcommand(TfsArgs::augment_args(clap::Command::new("serve"))),
+        );
+        let err = serve
+            .try_get_matches_from_mut(["tensorflow_model_server", "serve", "--no_such_flag=1"])
+            .unwrap_err()
+            .render()
+            .to_string();
+        assert!(
+            err.contains("Usage: tensorflow_model_server [OPTIONS]"),
+            "{err}"
+        );
+        let help = serve
+            .find_subcommand_mut("serve")
+            .unwrap()
+            .render_help()
+            .to_string();
+        assert!(
+            help.contains("Usage: tensorflow_model_server [OPTIONS]"),
+            "{help}"
+        );
+        assert!(!help.contains("tensorflow_model_server serve"), "{help}");
+    }
+
+    /// A base path that does not exist (a typo, a volume not yet mounted) stops
+    /// the start and creates nothing; under TF Serving's name, so does a start
+    /// that names no model, instead of serving ferroserve's `./models`.
+    #[test]
+    fn a_missing_base_path_or_no_model_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let t = TfsArgs {
+            model_name: Some("m".into()),
+            model_base_path: Some(missing.clone()),
+            ..TfsArgs::default()
+        };
+        let e = t.finish(&mut Settings::default()).unwrap_err();
+        assert!(e.0.contains("Could not find base path"), "{e}");
+        assert!(!missing.exists());
+        std::fs::write(&missing, b"").unwrap();
+        let e = t.finish(&mut Settings::default()).unwrap_err();
+        assert!(e.0.contains("not a directory"), "{e}");
+
+        let none = TfsArgs::default().with_container_env(|_| None);
+        let e = none.finish(&mut Settings::default()).unwrap_err();
+        assert!(e.0.contains("--model_base_path"), "{e}");
+        // ferroserve's own ways of naming models still serve under that name.
+        let mut own = Settings {
+            model_repository: dir.path().into(),
+            ..Settings::default()
+        };
+        none.finish(&mut own).unwrap();
+        // `ferroserve serve` keeps its default repository.
+        TfsArgs::default().finish(&mut Settings::default()).unwrap();
     }
 
     #[test]

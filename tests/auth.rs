@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ConnectInfo;
+use common::child::{free_port, run_to_end, ChildServer};
 use common::{install_model, root_path, test_settings, TestServer};
 use ferroserve::auth::{to_hex, token_sha256};
 use ferroserve::settings::Settings;
@@ -377,6 +378,83 @@ async fn tokens_file_edited_while_serving() {
     server.stop().await;
 }
 
+/// A tokens file that does not parse is told by line and column, never with its
+/// text: the likeliest mistake pastes a token where its hash belongs, and toml's
+/// message quoted the line, token and all (on stderr at start, in the server's
+/// log on a reload).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tokens_file_that_does_not_parse_is_told_without_its_text() {
+    const SECRET: &str = "fst_MySecretToken123";
+    let dir = repo();
+    let bad = dir.path().join("bad.toml");
+    let serve = |tokens: &Path, rest: SocketAddr| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ferroserve"));
+        command
+            .arg("serve")
+            .arg("--model-repository")
+            .arg(dir.path().join("models"))
+            .arg("--rest-addr")
+            .arg(rest.to_string())
+            .args(["--grpc-addr", "127.0.0.1:0", "--auth-tokens"])
+            .arg(tokens);
+        command
+    };
+    // (the file, where it goes wrong)
+    for (text, at) in [
+        (
+            format!("[[token]]\nname = \"ci\"\ntoken = \"{SECRET}\"\nscopes = [\"inference\"]\n"),
+            "line 3, column 1: unknown key",
+        ),
+        (
+            format!("[[token]]\nname = \"ci\"\nsha256 = {SECRET}\nscopes = [\"inference\"]\n"),
+            "line 3, column 10: invalid string",
+        ),
+        (
+            format!("[[token]]\nname = \"ci\"\nsha256 = \"0\"\nscopes = \"{SECRET}\"\n"),
+            "line 4, column 10: invalid type: string, expected a sequence",
+        ),
+        (format!("{SECRET} = 1\n"), "line 1, column 1: unknown key"),
+        (
+            format!("[[token]]\nname = \"ci\"\n\"{SECRET}\" = 1\n"),
+            "line 3, column 1: unknown key",
+        ),
+    ] {
+        std::fs::write(&bad, &text).unwrap();
+        let command = serve(&bad, "127.0.0.1:0".parse().unwrap());
+        let (code, output) = tokio::task::spawn_blocking(move || run_to_end(command))
+            .await
+            .unwrap();
+        assert_eq!(code, 1, "{text}: {output}");
+        assert!(
+            output.contains(&format!("is not valid: {at}")),
+            "{text}: {output}"
+        );
+        assert!(!output.contains(SECRET), "{text}: {output}");
+    }
+    // An edit while serving: logged, and the tokens in force stay.
+    let rest = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let tokens = dir.path().join("tokens.toml");
+    let server = ChildServer::start(serve(&tokens, rest), rest).await;
+    std::fs::write(&tokens, tokens_text() + &format!("sha256 = {SECRET}\n")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !server.log().contains("is not valid") {
+        assert!(Instant::now() < deadline, "never logged: {}", server.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = server.log();
+    assert!(log.contains("is not valid: line 13, column 10"), "{log}");
+    assert!(!log.contains(SECRET), "{log}");
+    let status = reqwest::Client::new()
+        .post(server.url("/v1/models/iris_lr:predict"))
+        .bearer_auth(READER)
+        .json(&predict_body())
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+}
+
 async fn channel(server: &TestServer) -> Channel {
     Channel::from_shared(format!("http://{}", server.grpc_addr.unwrap()))
         .unwrap()
@@ -722,6 +800,73 @@ async fn cross_site_management_is_refused() {
         .post_json("/v1/models/iris_dt:predict", &predict_body())
         .await;
     assert_eq!(status, 200);
+    server.stop().await;
+}
+
+/// `multipart/form-data` is a type a cross-site form or a no-cors `fetch` sends
+/// with no preflight, so only the routes that take files (uploads, jobs with their
+/// files) take it. Every other management route read such a body as the JSON it
+/// held: a page could deploy, stop or delete models of a server that trusts
+/// loopback clients, with only the Origin check in the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_bodies_only_reach_the_routes_that_take_files() {
+    use reqwest::Method;
+    let dir = repo();
+    let server = TestServer::start(&dir.path().join("models")).await;
+    let multipart = "multipart/form-data; boundary=x";
+    for (method, path, body) in [
+        (Method::POST, "/deploy", r#"{"model_id": "iris_dt"}"#),
+        (Method::POST, "/reload_model?modelname=iris_dt", "{}"),
+        (Method::POST, "/stop_deployment/iris_dt", "{}"),
+        (Method::DELETE, "/delete_model/iris_dt", "{}"),
+        (Method::POST, "/v2/repository/models/iris_dt/load", "{}"),
+        (Method::POST, "/v2/repository/models/iris_dt/unload", "{}"),
+        (Method::POST, "/v1/jobs/nosuch/cancel", "{}"),
+    ] {
+        let r = server
+            .client
+            .request(method.clone(), server.url(path))
+            .header("content-type", multipart)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        assert_eq!(status, 415, "{method} {path}: {text}");
+        assert!(
+            text.contains("multipart/form-data only for uploads"),
+            "{text}"
+        );
+    }
+    // Nothing was deployed, stopped or deleted.
+    let (status, models) = server.get("/models/status").await;
+    assert_eq!(status, 200);
+    let iris_dt = models["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model_id"] == "iris_dt")
+        .unwrap_or_else(|| panic!("iris_dt is gone: {models}"));
+    assert_eq!(iris_dt["deployment"], Value::Null, "{models}");
+    assert_eq!(iris_dt["stopped"], false, "{models}");
+    let (status, _) = server
+        .post_json("/v1/models/iris_dt:predict", &predict_body())
+        .await;
+    assert_eq!(status, 200);
+    // The routes that take files still do: an upload, and jobs with their files
+    // (here without a spec part: the job's own refusal, not the content type's).
+    let onnx = std::fs::read(root_path("examples/models/iris_lr/1/model.onnx")).unwrap();
+    let (status, answer) = server
+        .upload(&[("model_id", "uploaded")], "model.onnx", onnx)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    for path in ["/v1/jobs", "/predictall", "/train"] {
+        let form = reqwest::multipart::Form::new().text("nothing", "here");
+        let (status, answer) = server.post_multipart(path, form).await;
+        assert_ne!(status, 415, "{path}: {answer}");
+        assert_eq!(status, 400, "{path}: {answer}");
+    }
     server.stop().await;
 }
 

@@ -293,6 +293,82 @@ async fn models_upload_predict_and_status_with_exit_codes() {
     server.stop().await;
 }
 
+/// A command whose standard output is closed (`ferroserve jobs list | head -1`
+/// once `head` has exited) ends quietly with 0, as other command-line tools do;
+/// so does one whose standard error is closed too (`2>&1 | head -1`). Every
+/// command panicked there ("failed printing to stdout: Broken pipe", exit 101).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_output_ends_every_command_quietly() {
+    use common::jobs::{finished, submit, FEATURES};
+    let env = common::jobs::env();
+    std::fs::write(
+        env.data.join("in.csv"),
+        format!("id,{}\nr1,5.1,3.5,1.4,0.2\n", FEATURES.join(",")),
+    )
+    .unwrap();
+    let server = TestServer::start_with(common::jobs::settings(&env)).await;
+    let id = submit(
+        &server,
+        serde_json::json!({"kind": "score", "spec": {
+            "model": "iris", "version": "latest",
+            "source": {"path": "in.csv"}, "sink": {"path": "out.csv"},
+            "carry": ["id"], "batch_size": 8,
+        }}),
+    )
+    .await;
+    finished(&server, &id).await;
+    let rows = env.data.join("rows.jsonl");
+    std::fs::write(&rows, "[5.1, 3.5, 1.4, 0.2]\n").unwrap();
+    let rows = rows.display().to_string();
+    let model = root_path("examples/models/iris_lr/1/model.onnx")
+        .display()
+        .to_string();
+    // (the command, whether its standard error is closed too)
+    for (args, stderr_closed) in [
+        (vec!["jobs", "list"], false),
+        (vec!["jobs", "list"], true),
+        (vec!["jobs", "status", &id], false),
+        (vec!["status"], false),
+        (vec!["status", "--output", "json"], false),
+        (vec!["models", "list"], false),
+        (vec!["models", "status", "iris"], false),
+        (vec!["models", "load", "iris"], true),
+        (vec!["predict", "iris", "--input", &rows], false),
+        (vec!["upload", &model, "--model", "uploaded"], false),
+        (
+            vec!["token", "new", "--name", "ci", "--scopes", "inference"],
+            false,
+        ),
+    ] {
+        let mut command = match args[0] {
+            "token" => {
+                let mut c = Command::new(env!("CARGO_BIN_EXE_ferroserve"));
+                c.args(&args);
+                c
+            }
+            _ => cli(&server.base, &args),
+        };
+        // A pipe nobody reads: every write to it is a broken pipe.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        if stderr_closed {
+            command.stderr(writer.try_clone().unwrap());
+        }
+        command.stdout(writer).stdin(std::process::Stdio::null());
+        let out = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .unwrap()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("error"),
+            "{args:?}: {stderr}"
+        );
+    }
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_token_is_sent() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,6 +6,7 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use common::child::{free_port, run_to_end, ChildServer};
 use common::{install_model, root_path};
@@ -215,4 +216,197 @@ fn unsupported_flags_are_refused_clearly() {
     let (code, out) = run_to_end(c);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("tensorflow_model_server"), "{out}");
+}
+
+/// Runs a command line the drop-in must refuse: its exit code and its output. A
+/// process still running after 30 s started instead of refusing: it is killed and
+/// the test fails.
+fn run_refused(mut command: Command) -> (i32, String) {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    if let Some(ort) = common::onnxruntime_path() {
+        command.env("ORT_DYLIB_PATH", ort);
+    }
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(log.reopen().unwrap())
+        .stderr(log.reopen().unwrap());
+    let mut child = command.spawn().expect("the binary runs");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let output = || std::fs::read_to_string(log.path()).unwrap_or_default();
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status.code().unwrap_or(-1), output());
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "still running after 30 s instead of refusing to start:\n{}",
+                output()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// KServe's runtime and TF Serving's container image put the user's arguments
+/// after their own fixed ones: as in TF Serving, the last value of a flag wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn later_flags_override_earlier_ones() {
+    let install = Install::new();
+    let (grpc, rest) = (free_port(), free_port());
+    let mut c = install.tfs();
+    c.arg("--port=1")
+        .arg("--rest_api_port=2")
+        .arg("--model_name=fixed")
+        .arg(format!(
+            "--model_base_path={}",
+            install.path("absent").display()
+        ))
+        .arg("--max_num_load_retries=3")
+        // The user's arguments.
+        .arg(format!("--port={grpc}"))
+        .arg(format!("--rest_api_port={rest}"))
+        .arg("-model_name=overridden")
+        .arg(format!(
+            "--model_base_path={}",
+            install.models().join("iris").display()
+        ))
+        .arg("--max_num_load_retries=5");
+    let server = ChildServer::start(c, format!("127.0.0.1:{rest}").parse().unwrap()).await;
+    iris_setosa(&predict(&server, "overridden").await);
+    assert!(std::net::TcpStream::connect(("127.0.0.1", grpc)).is_ok());
+}
+
+/// Every flag of TF Serving's main.cc given its default value asks for nothing
+/// and is accepted, those whose default TF Serving computes from the CPUs (4 ×
+/// CPUs threads, a TF Lite pool per CPU) included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tf_servings_defaults_are_accepted() {
+    let install = Install::new();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (grpc, rest) = (free_port(), free_port());
+    let mut c = install.tfs();
+    c.arg(format!("--port={grpc}"))
+        .arg(format!("--rest_api_port={rest}"))
+        .arg(format!(
+            "--model_base_path={}",
+            install.models().join("iris").display()
+        ));
+    for flag in [
+        "--enable_grpc_healthcheck_service=false",
+        "--xla_gpu_compilation_enabled=false",
+        "--xla_cpu_compilation_enabled=false",
+        "--enable_serialization_as_tensor_content=false",
+        &format!("--rest_api_num_threads={}", 4 * cpus),
+        &format!("--grpc_max_threads={}", 4 * cpus),
+        &format!("--num_tflite_pools={cpus}"),
+        "--num_tflite_interpreters_per_pool=1",
+        "--grpc_socket_path=",
+        "--saved_model_tags=serve",
+        "--enable_profiler=true",
+    ] {
+        c.arg(flag);
+    }
+    let server = ChildServer::start(c, format!("127.0.0.1:{rest}").parse().unwrap()).await;
+    iris_setosa(&predict(&server, "default").await);
+}
+
+/// TF Serving's binary needs --model_base_path or --model_config_file ("Both
+/// server_options.model_base_path and server_options.model_config_file are
+/// empty!"); /models/model is its container image's doing. Without them, and
+/// without the image's variables, the drop-in refuses too, rather than serve
+/// ferroserve's `./models` (which the working directory here has).
+#[test]
+fn no_model_is_refused_as_tf_serving_refuses_it() {
+    let install = Install::new();
+    let mut c = install.tfs();
+    c.arg(format!("--port={}", free_port()))
+        .arg(format!("--rest_api_port={}", free_port()))
+        .env_remove("MODEL_NAME")
+        .env_remove("MODEL_BASE_PATH")
+        .env_remove("FERROSERVE_MODEL_REPOSITORY")
+        .env_remove("FERROSERVE_MODEL_CONFIG_FILE");
+    let (code, out) = run_refused(c);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("--model_base_path"), "{out}");
+    assert!(out.contains("--model_config_file"), "{out}");
+}
+
+/// A base path that does not exist (a typo, a volume not mounted yet) stops the
+/// start with TF Serving's "Could not find base path", and nothing is created:
+/// given as a flag or by the container image's variables.
+#[test]
+fn a_missing_base_path_stops_the_start_and_creates_nothing() {
+    let install = Install::new();
+    let absent = install.path("absent");
+    let mut c = install.tfs();
+    c.arg(format!("--port={}", free_port()))
+        .arg(format!("--rest_api_port={}", free_port()))
+        .arg(format!("--model_base_path={}", absent.display()));
+    let (code, out) = run_refused(c);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("Could not find base path"), "{out}");
+    assert!(out.contains(&absent.display().to_string()), "{out}");
+    assert!(!absent.exists(), "{out}");
+
+    let mut c = install.tfs();
+    c.arg(format!("--port={}", free_port()))
+        .arg(format!("--rest_api_port={}", free_port()))
+        .env("MODEL_NAME", "mlp")
+        .env("MODEL_BASE_PATH", &absent);
+    let (code, out) = run_refused(c);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("Could not find base path"), "{out}");
+    assert!(!absent.exists(), "{out}");
+}
+
+/// Under TF Serving's name, help and usage errors name the program as invoked:
+/// `tensorflow_model_server [OPTIONS]`, never the `… serve` that name refuses.
+#[test]
+fn usage_names_the_program_as_invoked() {
+    let install = Install::new();
+    let mut c = install.tfs();
+    c.arg("--help");
+    let (code, help) = run_to_end(c);
+    assert_eq!(code, 0, "{help}");
+    let mut c = install.tfs();
+    c.arg("--no_such_flag=1");
+    let (code, error) = run_to_end(c);
+    assert_eq!(code, 2, "{error}");
+    for out in [help, error] {
+        assert!(
+            out.contains("Usage: tensorflow_model_server [OPTIONS]"),
+            "{out}"
+        );
+        assert!(!out.contains("tensorflow_model_server serve"), "{out}");
+    }
+}
+
+/// Protobuf's text format lets a message field drop its colon and give a
+/// repeated field's values as a list: `config [{ … }]`, `version_labels [{ … }]`,
+/// as TF Serving reads them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_config_file_takes_lists_of_messages() {
+    let install = Install::new();
+    let base = install.models().join("iris");
+    std::fs::write(
+        install.path("models.config"),
+        format!(
+            "model_config_list {{\n  config [{{\n    name: \"listed\"\n    base_path: {base:?}\n    \
+             version_labels [{{ key: \"stable\" value: 1 }}]\n  }}]\n}}\n"
+        ),
+    )
+    .unwrap();
+    let (grpc, rest) = (free_port(), free_port());
+    let mut c = install.tfs();
+    c.arg(format!("--port={grpc}"))
+        .arg(format!("--rest_api_port={rest}"))
+        .arg(format!(
+            "--model_config_file={}",
+            install.path("models.config").display()
+        ));
+    let server = ChildServer::start(c, format!("127.0.0.1:{rest}").parse().unwrap()).await;
+    iris_setosa(&predict(&server, "listed").await);
+    iris_setosa(&predict(&server, "listed/labels/stable").await);
 }

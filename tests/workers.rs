@@ -1445,8 +1445,10 @@ async fn a_model_its_worker_cannot_load_is_refused_at_once() {
 
 const MANAGER: &str = "fst_workers-test-manager-token";
 const READER: &str = "fst_workers-test-reader-token";
+const PROMETHEUS: &str = "fst_workers-test-metrics-token";
 
-/// A tokens file (issue 10's format) with a manager and an inference-only reader.
+/// A tokens file (issue 10's format) with a manager, an inference-only reader and
+/// a metrics-only scraper.
 fn write_tokens(path: &Path) {
     let entry = |name: &str, token: &str, scopes: &str| {
         format!(
@@ -1455,7 +1457,8 @@ fn write_tokens(path: &Path) {
         )
     };
     let text = entry("manager", MANAGER, r#""inference", "management""#)
-        + &entry("reader", READER, r#""inference""#);
+        + &entry("reader", READER, r#""inference""#)
+        + &entry("prometheus", PROMETHEUS, r#""metrics""#);
     std::fs::write(path, text).unwrap();
 }
 
@@ -1576,6 +1579,60 @@ async fn with_tokens_the_server_reads_its_workers_and_clients_keep_their_scope()
     assert_eq!(code, 200, "{body}");
     let (code, body) = send_with(client.get(server.url("/models/status")), Some(&token)).await;
     assert_eq!(code, 401, "{body}");
+}
+
+/// `--metrics-require-token` holds on a worker's port as on the main server's: its
+/// `/metrics`, the metrics' second path (`--monitoring_config_file`) and the
+/// console's chart data need the `metrics` scope. A worker was started without the
+/// setting (and without the second path), so they answered anyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_keeps_the_metrics_behind_a_token() {
+    let repo = tempfile::tempdir().unwrap();
+    install(repo.path(), "iris", "examples/models/iris_lr/1/model.onnx");
+    let tokens = repo.path().join("tokens.toml");
+    write_tokens(&tokens);
+    let monitoring = repo.path().join("monitoring.config");
+    std::fs::write(
+        &monitoring,
+        "prometheus_config { enable: true, path: \"/monitoring/prometheus/metrics\" }\n",
+    )
+    .unwrap();
+    let server = start_server(
+        repo.path(),
+        port_range(20),
+        &[
+            "--auth-tokens",
+            tokens.to_str().unwrap(),
+            "--metrics-require-token",
+            &format!("--monitoring_config_file={}", monitoring.display()),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let (code, answer) = send_with(
+        client
+            .post(server.url("/deploy"))
+            .json(&json!({"model_id": "iris"})),
+        Some(MANAGER),
+    )
+    .await;
+    assert_eq!(code, 200, "{answer}\n{}", server.log());
+    let port = answer["port"].as_u64().unwrap();
+    let worker = format!("http://127.0.0.1:{port}");
+    for base in [server.url(""), worker] {
+        for path in [
+            "/metrics",
+            "/monitoring/prometheus/metrics",
+            "/console/api/models/iris/metrics",
+        ] {
+            let url = format!("{base}{path}");
+            // (token, status): none, a token without the scope, the scraper's.
+            for (token, status) in [(None, 401), (Some(READER), 403), (Some(PROMETHEUS), 200)] {
+                let (code, body) = send_with(client.get(&url), token).await;
+                assert_eq!(code, status, "{url} with {token:?}: {body}");
+            }
+        }
+    }
 }
 
 /// A repository with the scikit-learn iris model (named features) as `iris`, and a

@@ -5,8 +5,12 @@
 //! Exit codes: 0 done; 1 the operation failed (a job that failed, a file that
 //! cannot be read); 2 usage (clap's own); 3 the server cannot be reached; 4 the
 //! server refused the request (a 4xx: bad input, unknown model, missing token);
-//! 5 the server failed (a 5xx, or an answer that is not what it should be).
+//! 5 the server failed (a 5xx, or an answer that is not what it should be). A
+//! closed standard output (`| head -1`) ends a command quietly with 0
+//! ([`StdoutClosed`]): what commands print goes through [`print_line`] and
+//! [`note`], never `println!`, which panics on it.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -79,6 +83,58 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
         Some(ClientError::Server { .. }) => EXIT_SERVER,
         None => EXIT_FAILED,
     }
+}
+
+/// The standard output was closed under a command: `ferroserve jobs list | head -1`
+/// once `head` has read its line and exited. Not a failure: the command ends
+/// quietly, with 0, as other command-line tools do (`stdout_closed`).
+#[derive(Debug, thiserror::Error)]
+#[error("the standard output is closed")]
+pub struct StdoutClosed;
+
+/// The standard output, as a writer whose broken pipe is [`StdoutClosed`]. What
+/// a client command prints goes through it: `println!` panics on a closed pipe.
+pub struct Stdout;
+
+impl std::io::Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        std::io::stdout().write(buf).map_err(closed_pipe)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stdout().flush().map_err(closed_pipe)
+    }
+}
+
+fn closed_pipe(e: std::io::Error) -> std::io::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::io::Error::new(e.kind(), StdoutClosed)
+    } else {
+        e
+    }
+}
+
+/// Prints `line` and a newline to the standard output ([`Stdout`]).
+pub fn print_line(line: impl std::fmt::Display) -> std::io::Result<()> {
+    writeln!(Stdout, "{line}")
+}
+
+/// Prints `line` and a newline to the standard error, for people: a closed
+/// standard error (`2>&1 | head -1`) loses it, where `eprintln!` would panic.
+pub fn note(line: impl std::fmt::Display) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// Whether a command ended because the standard output was closed
+/// ([`StdoutClosed`], also inside the `std::io::Error` a [`Stdout`] answered).
+pub fn stdout_closed(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause.is::<StdoutClosed>()
+            || cause
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+                .is_some_and(|inner| inner.is::<StdoutClosed>())
+    })
 }
 
 pub struct Client {
@@ -210,7 +266,7 @@ pub enum OutputFormat {
 }
 
 /// Prints rows as aligned columns under a header.
-pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+pub fn print_table(header: &[&str], rows: &[Vec<String>]) -> std::io::Result<()> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -226,10 +282,11 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
                 out.push_str(&format!("{cell:<w$}  "));
             }
         }
-        println!("{}", out.trim_end());
+        print_line(out.trim_end())
     };
-    line(header.iter().map(|h| h.to_string()).collect());
+    line(header.iter().map(|h| h.to_string()).collect())?;
     for row in rows {
-        line(row.clone());
+        line(row.clone())?;
     }
+    Ok(())
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::Value;
 
-use super::client::{Client, Connection};
+use super::client::{note, print_line, Client, Connection};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum JobsCommand {
@@ -77,7 +77,7 @@ pub async fn run(command: JobsCommand) -> anyhow::Result<i32> {
                 .and_then(Value::as_str)
                 .context("the server's answer has no job_id")?
                 .to_string();
-            println!("{id}");
+            print_line(&id)?;
             if watch {
                 return follow(&client, &id).await;
             }
@@ -102,16 +102,16 @@ pub async fn run(command: JobsCommand) -> anyhow::Result<i32> {
             let client = Client::new(&connection, Duration::from_secs(30))?;
             let answer = client.get(&format!("/v1/jobs?{}", query.finish())).await?;
             for job in answer["jobs"].as_array().into_iter().flatten() {
-                println!(
+                print_line(format_args!(
                     "{}  {:<5}  {:<9}  {:>6.1}%  {}",
                     job["job_id"].as_str().unwrap_or(""),
                     job["kind"].as_str().unwrap_or(""),
                     job["state"].as_str().unwrap_or(""),
                     job["progress"]["fraction"].as_f64().unwrap_or(0.0) * 100.0,
                     job["error"].as_str().unwrap_or(""),
-                );
+                ))?;
             }
-            eprintln!("{} job(s) in all", answer["total"]);
+            note(format_args!("{} job(s) in all", answer["total"]));
             Ok(0)
         }
         JobsCommand::Status { id, connection } => {
@@ -119,7 +119,7 @@ pub async fn run(command: JobsCommand) -> anyhow::Result<i32> {
             let job = client
                 .get(&format!("/v1/jobs/{}", Client::segment(&id)?))
                 .await?;
-            println!("{}", serde_json::to_string_pretty(&job)?);
+            print_line(serde_json::to_string_pretty(&job)?)?;
             Ok(0)
         }
         JobsCommand::Watch { id, connection } => {
@@ -134,7 +134,7 @@ pub async fn run(command: JobsCommand) -> anyhow::Result<i32> {
                     &Value::Null,
                 )
                 .await?;
-            println!("{}", job["state"].as_str().unwrap_or(""));
+            print_line(job["state"].as_str().unwrap_or(""))?;
             Ok(0)
         }
     }
@@ -172,21 +172,21 @@ async fn follow(client: &Client, id: &str) -> anyhow::Result<i32> {
         match job["state"].as_str().unwrap_or("") {
             "succeeded" => {
                 bar.finish_and_clear();
-                eprintln!("job {id} succeeded");
-                println!("{}", serde_json::to_string_pretty(&job["result"])?);
+                note(format_args!("job {id} succeeded"));
+                print_line(serde_json::to_string_pretty(&job["result"])?)?;
                 return Ok(0);
             }
             "failed" => {
                 bar.abandon();
-                eprintln!(
+                note(format_args!(
                     "job {id} failed: {}",
                     job["error"].as_str().unwrap_or("no reason given")
-                );
+                ));
                 return Ok(1);
             }
             "cancelled" => {
                 bar.abandon();
-                eprintln!("job {id} was cancelled");
+                note(format_args!("job {id} was cancelled"));
                 return Ok(1);
             }
             "queued" | "running" => tokio::time::sleep(Duration::from_millis(250)).await,

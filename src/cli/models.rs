@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
-use super::client::{print_table, Client, Connection, OutputFormat};
+use super::client::{note, print_line, print_table, Client, Connection, OutputFormat, Stdout};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ModelsCommand {
@@ -159,11 +159,11 @@ pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
             let answer = client.get("/models/status").await?;
             let models = answer["models"].as_array().cloned().unwrap_or_default();
             match output {
-                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&answer)?),
+                OutputFormat::Json => print_line(serde_json::to_string_pretty(&answer)?)?,
                 OutputFormat::Table => print_table(
                     &["MODEL", "VERSION", "STATE", "LABELS", "ERROR"],
                     &model_rows(&models),
-                ),
+                )?,
             }
         }
         ModelsCommand::Status {
@@ -187,19 +187,19 @@ pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
                 .into());
             };
             match output {
-                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&m)?),
+                OutputFormat::Json => print_line(serde_json::to_string_pretty(&m)?)?,
                 OutputFormat::Table => {
                     print_table(
                         &["MODEL", "VERSION", "STATE", "LABELS", "ERROR"],
                         &model_rows(std::slice::from_ref(&m)),
-                    );
+                    )?;
                     for e in m["recent_events"].as_array().into_iter().flatten() {
-                        println!(
+                        print_line(format_args!(
                             "  event: {} {} {}",
                             text(&e["kind"]),
                             text(&e["version"]),
                             text(&e["detail"])
-                        );
+                        ))?;
                     }
                 }
             }
@@ -212,7 +212,7 @@ pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
                     &json!({}),
                 )
                 .await?;
-            eprintln!("model {model} loaded");
+            note(format_args!("model {model} loaded"));
         }
         ModelsCommand::Unload { model, connection } => {
             let client = Client::new(&connection, timeout)?;
@@ -222,7 +222,7 @@ pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
                     &json!({}),
                 )
                 .await?;
-            eprintln!("model {model} unloaded (its files are kept)");
+            note(format_args!("model {model} unloaded (its files are kept)"));
         }
         ModelsCommand::Delete {
             model,
@@ -234,11 +234,15 @@ pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
                 if !std::io::stdin().is_terminal() {
                     bail!("deleting {model:?} removes its files: pass --yes to confirm");
                 }
-                eprint!("Delete model {model:?} and all its files? [y/N] ");
+                // A prompt: no newline. A closed standard error loses it, as `note`.
+                let _ = write!(
+                    std::io::stderr(),
+                    "Delete model {model:?} and all its files? [y/N] "
+                );
                 let mut line = String::new();
                 std::io::stdin().read_line(&mut line)?;
                 if !matches!(line.trim(), "y" | "Y" | "yes") {
-                    eprintln!("not deleted");
+                    note("not deleted");
                     return Ok(super::client::EXIT_FAILED);
                 }
             }
@@ -246,7 +250,7 @@ pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
             client
                 .delete(&format!("/delete_model/{}", Client::segment(&model)?))
                 .await?;
-            eprintln!("model {model} deleted");
+            note(format_args!("model {model} deleted"));
         }
     }
     Ok(0)
@@ -306,13 +310,13 @@ pub async fn upload(args: UploadArgs) -> anyhow::Result<i32> {
         .await;
     bar.finish_and_clear();
     let answer = answer?;
-    eprintln!(
+    note(format_args!(
         "uploaded {} as model {} version {}",
         args.file.display(),
         text(&answer["model_id"]),
         text(&answer["version"])
-    );
-    println!("{}", serde_json::to_string_pretty(&answer)?);
+    ));
+    print_line(serde_json::to_string_pretty(&answer)?)?;
     Ok(0)
 }
 
@@ -400,7 +404,7 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<i32> {
                 .open(path)
                 .with_context(|| format!("cannot open {}", path.display()))?,
         )),
-        _ => Box::new(std::io::BufWriter::new(std::io::stdout())),
+        _ => Box::new(std::io::BufWriter::new(Stdout)),
     };
     let client = Client::new(&args.connection, Duration::from_secs(600))?;
     let bar = progress_bar(
@@ -442,8 +446,9 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<i32> {
             if let Some(probs) = probabilities.and_then(|ps| ps.get(i)) {
                 line["probabilities"] = probs.clone();
             }
-            serde_json::to_writer(&mut out, &line)?;
-            out.write_all(b"\n")?;
+            // A Value displays as its compact JSON; written as an io::Error on
+            // failure, so that a closed stdout is told apart (`StdoutClosed`).
+            writeln!(out, "{line}")?;
         }
         bar.inc(batch.len() as u64);
     }
@@ -453,7 +458,11 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<i32> {
         t.commit()?;
     }
     bar.finish_and_clear();
-    eprintln!("{} rows predicted with {}", rows.len(), args.model);
+    note(format_args!(
+        "{} rows predicted with {}",
+        rows.len(),
+        args.model
+    ));
     Ok(0)
 }
 
@@ -538,26 +547,23 @@ pub async fn status(connection: Connection, output: OutputFormat) -> anyhow::Res
     let server = client.get("/v2").await?;
     let models = client.get("/models/status").await?;
     match output {
-        OutputFormat::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &json!({"health": health, "server": server, "models": models["models"]})
-            )?
-        ),
+        OutputFormat::Json => print_line(serde_json::to_string_pretty(
+            &json!({"health": health, "server": server, "models": models["models"]}),
+        )?)?,
         OutputFormat::Table => {
-            println!(
+            print_line(format_args!(
                 "{} {} at {}: live {}, ready {}",
                 text(&server["name"]),
                 text(&server["version"]),
                 client.base,
                 health["live"],
                 health["ready"]
-            );
+            ))?;
             let list = models["models"].as_array().cloned().unwrap_or_default();
             print_table(
                 &["MODEL", "VERSION", "STATE", "LABELS", "ERROR"],
                 &model_rows(&list),
-            );
+            )?;
         }
     }
     Ok(0)

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use super::client::note;
+
 /// The pid a file names, if it names one.
 fn read_pid(path: &Path) -> anyhow::Result<Option<u32>> {
     match std::fs::read_to_string(path) {
@@ -88,14 +90,14 @@ impl Drop for PidFile {
 /// after the timeout.
 pub fn stop(path: &Path, timeout: Duration) -> anyhow::Result<i32> {
     let Some(pid) = read_pid(path)? else {
-        eprintln!("no {}: no server to stop", path.display());
+        note(format_args!("no {}: no server to stop", path.display()));
         return Ok(0);
     };
     if !is_ferroserve(pid) {
-        eprintln!(
+        note(format_args!(
             "pid {pid} in {} is not a running ferroserve server: nothing to stop (the file is left as it is)",
             path.display()
-        );
+        ));
         return Ok(0);
     }
     let pid_t = libc::pid_t::try_from(pid).context("pid out of range")?;
@@ -107,15 +109,17 @@ pub fn stop(path: &Path, timeout: Duration) -> anyhow::Result<i32> {
             std::io::Error::last_os_error()
         );
     }
-    eprintln!("SIGTERM sent to ferroserve (pid {pid}); waiting for it to drain and exit");
+    note(format_args!(
+        "SIGTERM sent to ferroserve (pid {pid}); waiting for it to drain and exit"
+    ));
     let deadline = Instant::now() + timeout;
     while is_ferroserve(pid) {
         if Instant::now() >= deadline {
-            eprintln!("pid {pid} still runs after {timeout:?}");
+            note(format_args!("pid {pid} still runs after {timeout:?}"));
             return Ok(super::client::EXIT_FAILED);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    eprintln!("stopped");
+    note("stopped");
     Ok(0)
 }

@@ -46,7 +46,10 @@ pub async fn require(State(state): State<AppState>, request: Request, next: Next
         return next.run(request).await;
     }
     let host = request_host(request.headers(), request.uri());
-    if let Some((status, message)) = cross_site_refusal(request.headers(), host.as_deref()) {
+    let multipart = super::takes_multipart(request.uri().path());
+    if let Some((status, message)) =
+        cross_site_refusal(request.headers(), host.as_deref(), multipart)
+    {
         crate::metrics::record_auth_failure("rest", "cross_site");
         tracing::warn!(client = %display_peer(peer), path = %request.uri().path(), "{message}");
         return (status, Json(json!({ "error": message }))).into_response();
@@ -134,9 +137,15 @@ pub(super) fn denied_response(denied: &Denied) -> Response {
 /// no-cors `fetch` can only send `text/plain`, `application/x-www-form-urlencoded`
 /// or `multipart/form-data`, so JSON bodies must say `application/json` (which
 /// needs a CORS preflight this server never grants) and a multipart upload must
-/// come from the same origin or from a non-browser client.
+/// come from the same origin or from a non-browser client. Only the routes that
+/// take files (`multipart`: [`super::takes_multipart`]) take `multipart/form-data`:
+/// anywhere else such a body would be read as the JSON it holds, with no preflight.
 /// `host` is the request's `Host` header, or its HTTP/2 authority.
-pub fn cross_site_refusal(headers: &HeaderMap, host: Option<&str>) -> Option<(StatusCode, String)> {
+pub fn cross_site_refusal(
+    headers: &HeaderMap,
+    host: Option<&str>,
+    multipart: bool,
+) -> Option<(StatusCode, String)> {
     let forbidden = |what: String| {
         Some((
             StatusCode::FORBIDDEN,
@@ -164,13 +173,17 @@ pub fn cross_site_refusal(headers: &HeaderMap, host: Option<&str>) -> Option<(St
             .unwrap_or("")
             .trim()
             .to_ascii_lowercase();
-        if essence != "application/json" && essence != "multipart/form-data" {
+        let allowed =
+            essence == "application/json" || (multipart && essence == "multipart/form-data");
+        if !allowed {
+            let takes = if multipart {
+                "application/json or multipart/form-data"
+            } else {
+                "application/json (multipart/form-data only for uploads)"
+            };
             return Some((
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!(
-                    "management requests take application/json (or multipart/form-data \
-                     for uploads), not {essence:?}"
-                ),
+                format!("this management request takes {takes}, not {essence:?}"),
             ));
         }
     }
@@ -307,39 +320,65 @@ mod tests {
     #[test]
     fn cross_site_requests_are_refused() {
         let host = ("host", "127.0.0.1:8501");
-        for ok in [
-            vec![host],
-            vec![host, ("content-type", "application/json; charset=utf-8")],
-            vec![host, ("content-type", "multipart/form-data; boundary=x")],
-            vec![host, ("origin", "http://127.0.0.1:8501")],
-            vec![
-                ("host", "models.local"),
-                ("origin", "http://models.local:80"),
-            ],
-            vec![host, ("sec-fetch-site", "same-origin")],
-            vec![host, ("sec-fetch-site", "none")],
+        let multipart = ("content-type", "multipart/form-data; boundary=x");
+        // (headers, whether the route takes multipart/form-data: an upload)
+        for (ok, takes_multipart) in [
+            (vec![host], false),
+            (
+                vec![host, ("content-type", "application/json; charset=utf-8")],
+                false,
+            ),
+            (
+                vec![host, ("content-type", "application/json; charset=utf-8")],
+                true,
+            ),
+            (vec![host, multipart], true),
+            (vec![host, ("origin", "http://127.0.0.1:8501")], false),
+            (
+                vec![
+                    ("host", "models.local"),
+                    ("origin", "http://models.local:80"),
+                ],
+                false,
+            ),
+            (vec![host, ("sec-fetch-site", "same-origin")], false),
+            (vec![host, ("sec-fetch-site", "none")], false),
         ] {
             let h = headers(&ok);
             let host = h.get("host").map(|v| v.to_str().unwrap());
-            assert_eq!(cross_site_refusal(&h, host), None, "{ok:?}");
+            assert_eq!(
+                cross_site_refusal(&h, host, takes_multipart),
+                None,
+                "{ok:?}"
+            );
         }
         // HTTP/2 (a browser over TLS) sends no Host: its authority is the host.
         let h2 = headers(&[("origin", "https://localhost:8443")]);
-        assert_eq!(cross_site_refusal(&h2, Some("localhost:8443")), None);
-        assert!(cross_site_refusal(&h2, Some("evil.example:8443")).is_some());
-        for (bad, status) in [
-            (vec![host, ("origin", "http://evil.example")], 403),
-            (vec![host, ("origin", "null")], 403),
-            (vec![host, ("sec-fetch-site", "cross-site")], 403),
-            (vec![host, ("sec-fetch-site", "same-site")], 403),
-            (vec![host, ("content-type", "text/plain")], 415),
+        assert_eq!(cross_site_refusal(&h2, Some("localhost:8443"), false), None);
+        assert!(cross_site_refusal(&h2, Some("evil.example:8443"), false).is_some());
+        for (bad, takes_multipart, status) in [
+            (vec![host, ("origin", "http://evil.example")], false, 403),
+            (
+                vec![host, ("origin", "http://evil.example"), multipart],
+                true,
+                403,
+            ),
+            (vec![host, ("origin", "null")], false, 403),
+            (vec![host, ("sec-fetch-site", "cross-site")], false, 403),
+            (vec![host, ("sec-fetch-site", "same-site")], false, 403),
+            (vec![host, ("content-type", "text/plain")], false, 415),
+            (vec![host, ("content-type", "text/plain")], true, 415),
             (
                 vec![host, ("content-type", "application/x-www-form-urlencoded")],
+                true,
                 415,
             ),
+            // A safelisted type no preflight guards, read as JSON by a JSON route.
+            (vec![host, multipart], false, 415),
         ] {
             let h = headers(&bad);
-            let refused = cross_site_refusal(&h, h.get("host").map(|v| v.to_str().unwrap()));
+            let host = h.get("host").map(|v| v.to_str().unwrap());
+            let refused = cross_site_refusal(&h, host, takes_multipart);
             assert_eq!(refused.map(|r| r.0.as_u16()), Some(status), "{bad:?}");
         }
     }

@@ -98,6 +98,16 @@ pub fn path_version(v: &str) -> Result<u64, HttpError> {
     })
 }
 
+/// Whether the route at `path` takes `multipart/form-data` bodies (files): a model
+/// upload, a job with its files. Every other management route reads JSON, and a
+/// multipart body there is refused (`auth::cross_site_refusal`).
+fn takes_multipart(path: &str) -> bool {
+    matches!(
+        path.trim_end_matches('/'),
+        "/upload_model" | "/v1/jobs" | "/predictall" | "/train"
+    )
+}
+
 /// The most bytes a request body to `path` may hold (the `DefaultBodyLimit` of
 /// its route).
 fn body_limit(settings: &crate::settings::Settings, path: &str) -> u64 {

@@ -345,8 +345,12 @@ fn add_access_answers(doc: &mut OpenApiDoc) {
                 );
                 add(
                     "415",
-                    "A management request whose body is neither application/json nor \
-                     multipart/form-data",
+                    if super::takes_multipart(path) {
+                        "A management request whose body is neither application/json \
+                         nor multipart/form-data"
+                    } else {
+                        "A management request whose body is not application/json"
+                    },
                 );
             } else {
                 add("403", "The token lacks the scope this route needs");

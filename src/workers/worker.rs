@@ -50,6 +50,13 @@ pub struct WorkerArgs {
     pub tensorflow_path: Option<PathBuf>,
     #[arg(long, value_name = "FILE")]
     pub auth_tokens: Option<PathBuf>,
+    /// `/metrics` (and `--metrics-path`) need a token with the `metrics` scope
+    #[arg(long)]
+    pub metrics_require_token: bool,
+    /// The metrics' second path, besides `/metrics` (the main server's
+    /// `--monitoring_config_file`)
+    #[arg(long, value_name = "PATH")]
+    pub metrics_path: Option<String>,
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
     /// The SHA-256 of the supervisor's token ([`SUPERVISOR_TOKEN_ENV`]), taken from
@@ -99,6 +106,7 @@ impl WorkerArgs {
             onnxruntime_path: self.onnxruntime_path.clone(),
             tensorflow_path: self.tensorflow_path.clone(),
             auth_tokens: self.auth_tokens.clone(),
+            metrics_require_token: Some(self.metrics_require_token),
             log_format: self.log_format,
             // Stopping drains for at most this long; the supervisor kills later.
             shutdown_timeout_secs: Some(8.0),
@@ -109,6 +117,7 @@ impl WorkerArgs {
             name: self.model.clone(),
             base_path: self.model_dir.clone(),
         });
+        settings.metrics_path = self.metrics_path.clone();
         settings.worker_ports = None;
         settings.registry_addr = None;
         settings.supervisor_token_sha256 = self.supervisor_token_sha256;

@@ -69,7 +69,13 @@ pub struct WorkerConfig {
     pub state_dir: PathBuf,
     pub onnxruntime_path: Option<PathBuf>,
     pub tensorflow_path: Option<PathBuf>,
+    /// The access rules each worker enforces on its own port, as the main server
+    /// does on its: the tokens file (`--auth-tokens`), whether `/metrics` needs a
+    /// token (`--metrics-require-token`), and the metrics' second path (TF Serving's
+    /// `--monitoring_config_file`), which needs what `/metrics` needs.
     pub auth_tokens: Option<PathBuf>,
+    pub metrics_require_token: bool,
+    pub metrics_path: Option<String>,
     /// How long a worker may take to serve its model.
     pub startup_timeout: Duration,
     /// How long a stopping worker may drain before it is killed.

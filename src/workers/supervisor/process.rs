@@ -123,6 +123,14 @@ pub(super) fn command(
             command.arg(flag).arg(v);
         }
     }
+    // Every access rule the main server enforces, the worker enforces on its port
+    // (clients may call it directly: `service_url`).
+    if c.metrics_require_token {
+        command.arg("--metrics-require-token");
+    }
+    if let Some(path) = &c.metrics_path {
+        command.arg("--metrics-path").arg(path);
+    }
     // The worker reads only its own flags: none of the main server's settings
     // from the environment may redirect it (a database URL, a config list).
     for (key, _) in std::env::vars_os() {
