@@ -595,6 +595,16 @@ impl ServeArgs {
                     reason: "client certificates need TLS: give tls_cert and tls_key too".into(),
                 })
             }
+            // Workers serve plain HTTP: with TLS on, their ports stay on this machine.
+            (Some(_), Some(_), _) if !self.worker_bind.unwrap_or(d.worker_bind).is_loopback() => {
+                return Err(SettingsError::Invalid {
+                    name: "worker_bind",
+                    reason: "deployed models' workers serve plain HTTP (no TLS, no client \
+                             certificates): with tls_cert, worker_bind must be a loopback \
+                             address"
+                        .into(),
+                })
+            }
             _ => {}
         }
         let http2_keep_alive_interval = match self.http2_keep_alive_interval_secs {
@@ -1065,11 +1075,19 @@ mod tests {
             "tls_key = \"k.pem\"",
             "tls_client_ca = \"ca.pem\"",
             "tls_cert = \"c.pem\"\ntls_client_ca = \"ca.pem\"",
+            "tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\nworker_bind = \"0.0.0.0\"",
         ] {
             let args: ServeArgs = toml::from_str(bad).unwrap();
             let error = args.into_settings().unwrap_err().to_string();
-            assert!(error.contains("tls_"), "{bad}: {error}");
+            assert!(
+                error.contains("tls_") || error.contains("worker_bind"),
+                "{bad}: {error}"
+            );
         }
+        let local: ServeArgs =
+            toml::from_str("tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\nworker_bind = \"::1\"")
+                .unwrap();
+        assert!(local.into_settings().is_ok());
     }
 
     #[test]
