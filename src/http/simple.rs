@@ -839,10 +839,13 @@ mod tests {
             json!(3),
             json!([[1], 2]),
             json!([{"a": 1}, 2]),
-            json!([null]),
+            json!([true, [1]]),
         ] {
             assert!(parse_features(&bad).is_err(), "{bad}");
         }
+        // null is a missing value: read here, taken or refused by the model's input.
+        let (rows, _) = parse_features(&json!([1, null])).unwrap();
+        assert!(matches!(rows, Rows::Positional(r) if r[0][1] == FeatureValue::Missing));
         assert_eq!(
             parse_version(Some(&json!("stable"))).unwrap(),
             VersionRequest::Label("stable".into())
