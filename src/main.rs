@@ -317,10 +317,11 @@ fn command() -> anyhow::Result<()> {
             };
             let args = tfs.fold_into(*args)?;
             let mut settings = settings_from(config, args)?;
+            // Before `finish`, whose warnings (a flag ignored) were lost otherwise.
+            init_logging(settings.log_format);
             tfs.finish(&mut settings)?;
             // Deployed models' workers are this same binary.
             settings.worker_binary = std::env::current_exe().ok();
-            init_logging(settings.log_format);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_name("ferroserve-io")

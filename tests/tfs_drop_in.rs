@@ -166,6 +166,39 @@ async fn batching_parameters_and_monitoring_config_apply() {
     assert_eq!(line("ferroserve_batch_size_count"), 1.0, "{text}");
 }
 
+/// The drop-in's warnings reach the log: a batching file without
+/// `--enable_batching` is ignored, saying so (its warning, made before logging
+/// started, was lost, as was the one for a config file beside --model_base_path).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flag_warnings_reach_the_log() {
+    let install = Install::new();
+    std::fs::write(
+        install.path("batching.conf"),
+        "max_batch_size { value: 4 }\n",
+    )
+    .unwrap();
+    let (grpc, rest) = (free_port(), free_port());
+    let mut c = install.tfs();
+    c.arg("--model_name=iris")
+        .arg(format!("--port={grpc}"))
+        .arg(format!("--rest_api_port={rest}"))
+        .arg(format!(
+            "--model_base_path={}",
+            install.models().join("iris").display()
+        ))
+        .arg(format!(
+            "--batching_parameters_file={}",
+            install.path("batching.conf").display()
+        ));
+    let server = ChildServer::start(c, format!("127.0.0.1:{rest}").parse().unwrap()).await;
+    iris_setosa(&predict(&server, "iris").await);
+    let log = server.log();
+    assert!(
+        log.contains("--batching_parameters_file is ignored without --enable_batching"),
+        "{log}"
+    );
+}
+
 /// TF Serving's container image names its model with MODEL_NAME and
 /// MODEL_BASE_PATH and serves `<base>/<name>`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
