@@ -184,6 +184,15 @@ async fn models_upload_predict_and_status_with_exit_codes() {
         .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+    // A file replaced keeps its permissions (a 600 output became 644).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&output, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let (code, out) = predict_into("iris", output.display().to_string()).await;
+        assert_eq!(code, 0, "{out}");
+        let mode = std::fs::metadata(&output).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{mode:o}");
+    }
     // An output that is no plain file (here the standard output's device) is
     // written in place.
     let (code, out) = predict_into("iris", "/dev/stdout".to_string()).await;
@@ -290,6 +299,17 @@ async fn models_upload_predict_and_status_with_exit_codes() {
     .await;
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("cannot reach"), "{out}");
+    // A password in --server stays out of the message (it was shown whole).
+    let (code, out) = run(cli(
+        &format!("http://user:secretpw@127.0.0.1:{}", free_port()),
+        &["status"],
+    ))
+    .await;
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("cannot reach") && out.contains("user:***@") && !out.contains("secretpw"),
+        "{out}"
+    );
     server.stop().await;
 }
 

@@ -208,7 +208,8 @@ impl Client {
             None => request,
         };
         let response = request.send().await.map_err(|e| ClientError::Unreachable {
-            url: self.base.clone(),
+            // `--server http://user:pw@host`: the message shows no password.
+            url: crate::store::pool::redact(&self.base),
             reason: if e.is_timeout() {
                 "timed out".to_string()
             } else {

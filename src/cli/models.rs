@@ -524,6 +524,10 @@ impl TempOutput {
     }
 
     fn commit(mut self) -> anyhow::Result<()> {
+        // The file replaced keeps its permissions (a 600 file became 644).
+        if let Ok(m) = std::fs::metadata(&self.path) {
+            let _ = std::fs::set_permissions(&self.temp, m.permissions());
+        }
         std::fs::rename(&self.temp, &self.path)
             .with_context(|| format!("cannot write {}", self.path.display()))?;
         self.committed = true;

@@ -542,6 +542,10 @@ impl Sink for FileSink {
                 .map_err(|e| self.error(e.error().to_string()))?,
             None => return Ok(()),
         };
+        // A file replaced keeps its permissions.
+        if let Ok(m) = std::fs::metadata(&self.path) {
+            let _ = file.set_permissions(m.permissions());
+        }
         file.sync_all().map_err(|e| self.error(e))?;
         drop(file);
         std::fs::rename(&self.temp, &self.path).map_err(|e| self.error(e))?;

@@ -424,6 +424,10 @@ impl Sink for ParquetSink {
         let writer = self.writer.take().expect("opened above");
         // Flushes the last row group and writes the footer.
         let file = writer.into_inner().map_err(|e| self.error(e))?;
+        // A file replaced keeps its permissions.
+        if let Ok(m) = std::fs::metadata(&self.path) {
+            let _ = file.set_permissions(m.permissions());
+        }
         file.sync_all().map_err(|e| self.error(e))?;
         drop(file);
         std::fs::rename(&self.temp, &self.path).map_err(|e| self.error(e))?;
