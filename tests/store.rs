@@ -467,14 +467,20 @@ async fn a_late_settings_write_is_written_back(kind: DbKind) {
         body["error"].as_str().unwrap().contains("did not answer"),
         "{body}"
     );
+    // Meanwhile its settings cannot change: another stop is refused at once.
     let (code, body) = server
-        .post_json("/reload_model?modelname=iris_lr", &json!({}))
+        .post_json("/stop_deployment/iris_lr", &json!({}))
         .await;
     assert_eq!(code, 503, "{body}");
     assert!(
         body["error"].as_str().unwrap().contains("not settled"),
         "{body}"
     );
+    // A reload of the model, which is not stopped, records nothing: it works.
+    let (code, body) = server
+        .post_json("/reload_model?modelname=iris_lr", &json!({}))
+        .await;
+    assert_eq!(code, 200, "{body}");
     assert_eq!(predict(&server, "iris_lr").await.0, 200, "nothing stopped");
 
     lock.release().await;
@@ -484,11 +490,12 @@ async fn a_late_settings_write_is_written_back(kind: DbKind) {
         assert!(Instant::now() < deadline, "the late stop stays recorded");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Then the model's settings can change again.
+    // Then the model's settings can change again: a stop, and the reload that
+    // starts it again.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (code, body) = server
-            .post_json("/reload_model?modelname=iris_lr", &json!({}))
+            .post_json("/stop_deployment/iris_lr", &json!({}))
             .await;
         if code == 200 {
             break;
@@ -497,6 +504,10 @@ async fn a_late_settings_write_is_written_back(kind: DbKind) {
         assert!(Instant::now() < deadline, "still unsettled: {body}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let (code, body) = server
+        .post_json("/reload_model?modelname=iris_lr", &json!({}))
+        .await;
+    assert_eq!(code, 200, "{body}");
     assert_eq!(predict(&server, "iris_lr").await.0, 200);
     server.stop().await;
     let server = TestServer::start_with(settings).await;
