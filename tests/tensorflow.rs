@@ -398,6 +398,23 @@ async fn every_fixture_over_tf_serving_rest_grpc_and_v2_equals_tensorflow() {
     server.stop().await;
 }
 
+/// `GetModelMetadata`'s SignatureDefMap of `model`.
+async fn grpc_signature_defs(server: &TestServer, model: &str) -> tfs::SignatureDefMap {
+    let mut client = PredictionServiceClient::new(channel(server).await);
+    let meta = client
+        .get_model_metadata(tfs::GetModelMetadataRequest {
+            model_spec: Some(ModelSpec {
+                name: model.into(),
+                ..Default::default()
+            }),
+            metadata_field: vec!["signature_def".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    tfs::SignatureDefMap::decode(&*meta.metadata["signature_def"].value).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_gives_the_saved_models_own_signature_defs() {
     let repo = repo(&["multi"]);
@@ -421,19 +438,7 @@ async fn metadata_gives_the_saved_models_own_signature_defs() {
     );
     assert_eq!(defs["combine"]["method_name"], "tensorflow/serving/predict");
 
-    let mut client = PredictionServiceClient::new(channel(&server).await);
-    let meta = client
-        .get_model_metadata(tfs::GetModelMetadataRequest {
-            model_spec: Some(ModelSpec {
-                name: "multi".into(),
-                ..Default::default()
-            }),
-            metadata_field: vec!["signature_def".into()],
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let map = tfs::SignatureDefMap::decode(&*meta.metadata["signature_def"].value).unwrap();
+    let map = grpc_signature_defs(&server, "multi").await;
     let mut names: Vec<&String> = map.signature_def.keys().collect();
     names.sort();
     assert_eq!(names, ["combine", "serving_default"]);
@@ -467,6 +472,7 @@ async fn metadata_gives_the_saved_models_own_signature_defs() {
         message.contains("\"nope\"") && message.contains("\"combine\""),
         "{message}"
     );
+    let mut client = PredictionServiceClient::new(channel(&server).await);
     let err = client
         .predict(tfs::PredictRequest {
             model_spec: Some(ModelSpec {
@@ -521,19 +527,7 @@ async fn an_input_of_any_rank_takes_every_shape_over_every_api() {
         json!({"dim": [], "unknown_rank": true}),
         "{defs}"
     );
-    let mut client = PredictionServiceClient::new(channel(&server).await);
-    let meta = client
-        .get_model_metadata(tfs::GetModelMetadataRequest {
-            model_spec: Some(ModelSpec {
-                name: "any_rank".into(),
-                ..Default::default()
-            }),
-            metadata_field: vec!["signature_def".into()],
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let map = tfs::SignatureDefMap::decode(&*meta.metadata["signature_def"].value).unwrap();
+    let map = grpc_signature_defs(&server, "any_rank").await;
     let shape = map.signature_def["serving_default"].inputs["x"]
         .tensor_shape
         .clone()
