@@ -221,9 +221,9 @@ async fn models_upload_predict_and_status_with_exit_codes() {
         .unwrap()
         .file_type()
         .is_symlink());
-    // `.` and `..` are no names.
+    // `.` and `..` are no names: a usage error, found before anything is sent.
     let (code, out) = run(cli(&url, &["models", "load", ".."])).await;
-    assert_eq!(code, 1, "{out}");
+    assert_eq!(code, 2, "{out}");
     // A directory is no model file: exit 1 (the server was never asked).
     let (code, out) = run(cli(
         &url,
@@ -267,6 +267,17 @@ async fn models_upload_predict_and_status_with_exit_codes() {
     let (code, out) = run(cli("notaurl", &["status"])).await;
     assert_eq!(code, 2, "a server that is no URL is a usage error: {out}");
     assert!(out.contains("is no URL"), "{out}");
+    // So are arguments no request can carry, found before anything is sent (a
+    // token with a line break was "cannot reach the server", 3; the others 1).
+    let rows = dir.path().join("rows.csv").display().to_string();
+    for args in [
+        &["models", "list", "--token", "a\nb"][..],
+        &["jobs", "status", ".."],
+        &["predict", "iris", "--input", &rows, "--batch-size", "0"],
+    ] {
+        let (code, out) = run(cli(&url, args)).await;
+        assert_eq!(code, 2, "{args:?}: {out}");
+    }
     let (code, out) = run(cli(&url, &["models", "status", "nope"])).await;
     assert_eq!(code, 4, "{out}");
     let (code, out) = run(cli(

@@ -68,9 +68,14 @@ pub enum ClientError {
     Rejected { status: u16, message: String },
     #[error("the server failed ({status}): {message}")]
     Server { status: u16, message: String },
+    /// An argument no request can carry (a token with a line break, a batch size
+    /// of 0, `..` for a model name): found before anything is sent.
+    #[error("{0}")]
+    Usage(String),
 }
 
 pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_UNREACHABLE: i32 = 3;
 pub const EXIT_REJECTED: i32 = 4;
 pub const EXIT_SERVER: i32 = 5;
@@ -81,6 +86,7 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
         Some(ClientError::Unreachable { .. }) => EXIT_UNREACHABLE,
         Some(ClientError::Rejected { .. }) => EXIT_REJECTED,
         Some(ClientError::Server { .. }) => EXIT_SERVER,
+        Some(ClientError::Usage(_)) => EXIT_USAGE,
         None => EXIT_FAILED,
     }
 }
@@ -175,6 +181,16 @@ impl Client {
             })?;
             builder = builder.identity(identity);
         }
+        // A token no header can carry was sent as none, and the request failed as
+        // "cannot reach the server".
+        if let Some(t) = &c.token {
+            if reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).is_err() {
+                return Err(ClientError::Usage(
+                    "--token holds a character no HTTP header can carry (a line break?)".into(),
+                )
+                .into());
+            }
+        }
         Ok(Client {
             http: builder.build().context("cannot build the HTTP client")?,
             base: c.url.trim_end_matches('/').to_string(),
@@ -196,7 +212,7 @@ impl Client {
             .remove(b'~')
             .remove(b'.');
         if text.is_empty() || text == "." || text == ".." {
-            anyhow::bail!("{text:?} is no model name or job id");
+            return Err(ClientError::Usage(format!("{text:?} is no model name or job id")).into());
         }
         Ok(percent_encoding::utf8_percent_encode(text, KEEP).to_string())
     }

@@ -378,7 +378,9 @@ fn read_rows(path: &Path) -> anyhow::Result<Vec<Value>> {
 /// (`{"prediction": …, "probabilities": …}`), with a progress bar.
 pub async fn predict(args: PredictArgs) -> anyhow::Result<i32> {
     if args.batch_size == 0 {
-        bail!("--batch-size must be at least 1");
+        return Err(
+            super::client::ClientError::Usage("--batch-size must be at least 1".into()).into(),
+        );
     }
     let rows = read_rows(&args.input)?;
     if rows.is_empty() {
