@@ -807,6 +807,13 @@ async fn two_servers_share_hits_through_one_redis() {
     let repo = tempfile::tempdir().unwrap();
     install_model(repo.path(), "shared_lr", 1, &root_path(IRIS_LR));
     write_config(repo.path(), "shared_lr", CACHE_ON);
+    install_model(
+        repo.path(),
+        "shared_ft",
+        1,
+        &root_path("tests/fixtures/fasttext/softmax.bin"),
+    );
+    write_config(repo.path(), "shared_ft", CACHE_ON);
     let a = TestServer::start_with(redis_settings(repo.path(), &redis)).await;
     let b = TestServer::start_with(redis_settings(repo.path(), &redis)).await;
 
@@ -866,6 +873,25 @@ async fn two_servers_share_hits_through_one_redis() {
         ..redis_settings(repo.path(), &redis)
     })
     .await;
+    // A fastText answer (labels and probabilities; its sentence vector only when
+    // asked) is taken from Redis too: it was counted corrupt, every time.
+    let text = json!({"instances": ["hello there"]});
+    let first = post(&a, "/v1/models/shared_ft:predict", &text).await;
+    assert_eq!(first.cache.as_deref(), Some("miss"), "{:?}", first.json());
+    eventually(
+        "the fastText entry reaches Redis",
+        Duration::from_secs(10),
+        || async { redis.key_count() >= 2 },
+    )
+    .await;
+    let from_redis = post(&c, "/v1/models/shared_ft:predict", &text).await;
+    assert_eq!(
+        from_redis.cache.as_deref(),
+        Some("hit"),
+        "{:?}",
+        from_redis.json()
+    );
+    assert_eq!(from_redis.body, first.body);
     let label = Tensor::new(vec![1], TensorData::I64(vec![0])).unwrap();
     let proba = Tensor::new(vec![1, 3], TensorData::F32(vec![0.5, 0.25, 0.25])).unwrap();
     for unfit in [

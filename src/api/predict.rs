@@ -411,7 +411,8 @@ fn log_prediction(
 }
 
 /// Whether a cached answer found in Redis fits this request: exactly the outputs it
-/// asked for (every output of the signature when it named none), each of the dtype
+/// asked for (when it named none, those the model gives unasked: every output but
+/// fastText's sentence vector, [`crate::backends::Backend::answers_unasked`]), each of the dtype
 /// the signature gives it and, for an output with a batch dimension, as many rows
 /// as the request has. Redis is shared: an entry written by something else (another
 /// build, a hand) is not served.
@@ -423,7 +424,11 @@ fn answer_fits(
 ) -> bool {
     let specs = &handle.backend.signature().outputs;
     let wanted: Vec<&str> = if requested.is_empty() {
-        specs.iter().map(|s| s.name.as_str()).collect()
+        specs
+            .iter()
+            .map(|s| s.name.as_str())
+            .filter(|name| handle.backend.answers_unasked(name))
+            .collect()
     } else {
         requested.iter().map(String::as_str).collect()
     };

@@ -148,6 +148,11 @@ impl Backend for FastTextBackend {
         &self.traits
     }
 
+    /// The sentence vector is computed only when a request names it.
+    fn answers_unasked(&self, output: &str) -> bool {
+        output != VECTOR_OUTPUT
+    }
+
     fn predict(
         &self,
         inputs: Vec<NamedTensor>,

@@ -177,6 +177,13 @@ pub trait Backend: Send + Sync + 'static {
         self.predict(inputs, output_names)
     }
 
+    /// Whether `output` is in the answer to a request that names no outputs: every
+    /// output, unless the backend computes one only when asked for it.
+    fn answers_unasked(&self, output: &str) -> bool {
+        let _ = output;
+        true
+    }
+
     /// Every named signature, the default one included; empty for a format whose
     /// models have only [`Backend::signature`].
     fn signatures(&self) -> &[NamedSignature] {
