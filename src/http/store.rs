@@ -105,9 +105,17 @@ fn time_ms(name: &str, value: &str) -> Result<i64, HttpError> {
 /// UTC only (it refused `+01:00` and dropped the offset after a fraction of a
 /// second): the offset is taken off here and applied after.
 fn rfc3339_ms(value: &str) -> Option<i64> {
-    let (utc, offset_ms) = match value.len().checked_sub(6).map(|i| value.split_at(i)) {
+    let split = value
+        .len()
+        .checked_sub(6)
+        .filter(|&i| value.is_char_boundary(i))
+        .map(|i| value.split_at(i));
+    let (utc, offset_ms) = match split {
+        // `…Z+01:00` says two things: refused.
         Some((time, offset))
-            if offset.is_ascii() && matches!(offset.as_bytes()[0], b'+' | b'-') =>
+            if offset.is_ascii()
+                && matches!(offset.as_bytes()[0], b'+' | b'-')
+                && !time.ends_with(['Z', 'z']) =>
         {
             let b = offset.as_bytes();
             let digits = |i: usize| -> Option<i64> {
@@ -253,6 +261,10 @@ mod tests {
             Some(want + 250)
         );
         for bad in [
+            "%C3%A912345",
+            "\u{e9}12345",
+            "x\u{20ac}12345",
+            "2026-12-05T16:01:06Z+01:00",
             "2026-12-05T16:01:06+24:00",
             "2026-12-05T16:01:06+01:60",
             "2026-12-05T16:01:06+0100",
