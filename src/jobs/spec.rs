@@ -632,6 +632,12 @@ fn csv_options(obj: &Obj, field: &str, name: &str) -> Result<CsvOptions, SpecErr
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("tsv"));
     let one_char = |key: &str, default: u8| -> Result<u8, SpecError> {
+        // A tab (or a space) is a delimiter, not an empty string.
+        if let Some(Value::String(s)) = obj.get(key) {
+            if s.len() == 1 && s.is_ascii() {
+                return Ok(s.as_bytes()[0]);
+            }
+        }
         match string(obj, field, key)? {
             None => Ok(default),
             Some(s) if s.len() == 1 && s.is_ascii() => Ok(s.as_bytes()[0]),
@@ -805,6 +811,17 @@ mod tests {
         let JobSpec::Score(s) = ok else { panic!() };
         assert_eq!(s.version, VersionRequest::Specific(3));
         assert!(matches!(&s.source, SourceSpec::File(f) if f.csv.delimiter == b';'));
+        // A tab given as a tab is a delimiter (it was "must not be empty").
+        for tab in ["\t", "\\t"] {
+            let spec = json!({"kind": "score", "spec": {"model": "m", "source": {"path": "in.csv", "delimiter": tab}, "sink": {"path": "o.csv"}}});
+            let JobSpec::Score(s) = parse_job(&spec, data).unwrap() else {
+                panic!()
+            };
+            assert!(
+                matches!(&s.source, SourceSpec::File(f) if f.csv.delimiter == b'\t'),
+                "{tab:?}"
+            );
+        }
         assert!(
             matches!(&s.sink, SinkSpec::Sql { url, mode: SinkMode::Overwrite, .. } if url.ends_with("/out.db"))
         );

@@ -143,7 +143,7 @@ impl CsvSource {
                 spec.name
             )));
         }
-        Ok(CsvSource {
+        let source = CsvSource {
             reader,
             columns,
             size,
@@ -152,7 +152,13 @@ impl CsvSource {
             path: spec.path.clone(),
             name: spec.name.clone(),
             csv: spec.csv,
-        })
+        };
+        // A header that ran to the end of the file may be a quote left open in it:
+        // told now, before its columns (the rest of the file) reach any message.
+        if source.reader.position().byte() >= source.size {
+            source.check_end()?;
+        }
+        Ok(source)
     }
 
     /// At the end of the file: an error when its last record (or the header, when
@@ -694,6 +700,23 @@ mod tests {
                 "{text:?}: {}",
                 e.0
             );
+        }
+        // A header whose quote runs to the end is refused at open, before its
+        // "columns" (the rest of the file) reach a message.
+        std::fs::write(dir.path().join("in.csv"), "id,\"text\n1,a\n2,b\n").unwrap();
+        let opened = CsvSource::open(&FileSpec {
+            path: dir.path().join("in.csv"),
+            name: "in.csv".into(),
+            format: FileFormat::Csv,
+            csv: CsvOptions::default(),
+        });
+        match opened {
+            Ok(_) => panic!("a header with an open quote opened"),
+            Err(e) => assert!(
+                e.0.contains("line 1: a quoted cell is not closed"),
+                "{}",
+                e.0
+            ),
         }
         // Closed quotes, doubled quotes, a quote inside an unquoted cell, a quoted
         // cell over two lines at the end, blank lines after it: all read.
