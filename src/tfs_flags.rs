@@ -123,6 +123,7 @@ pub struct TfsArgs {
         id = "tfs_enable_batching",
         overrides_with = "tfs_enable_batching",
         value_name = "BOOL",
+        value_parser = clap::builder::BoolishValueParser::new(),
         num_args = 0..=1,
         require_equals = true,
         default_missing_value = "true"
@@ -151,6 +152,7 @@ pub struct TfsArgs {
         id = "tfs_allow_version_labels_for_unavailable_models",
         overrides_with = "tfs_allow_version_labels_for_unavailable_models",
         value_name = "BOOL",
+        value_parser = clap::builder::BoolishValueParser::new(),
         num_args = 0..=1,
         require_equals = true,
         default_missing_value = "true"
@@ -163,6 +165,7 @@ pub struct TfsArgs {
         id = "tfs_enable_model_warmup",
         overrides_with = "tfs_enable_model_warmup",
         value_name = "BOOL",
+        value_parser = clap::builder::BoolishValueParser::new(),
         num_args = 0..=1,
         require_equals = true,
         default_missing_value = "true"
@@ -982,6 +985,20 @@ mod tests {
         assert_eq!(t.model_name.as_deref(), Some("b"));
         assert_eq!(t.enable_batching, Some(false));
         assert!(t.version);
+        // Booleans as TF Serving's flag parser takes them (1, 0, True, f, ...): only
+        // true and false were.
+        for (given, want) in [("1", true), ("True", true), ("0", false), ("FALSE", false)] {
+            let command = clap::Command::new("ferroserve")
+                .subcommand(TfsArgs::augment_args(clap::Command::new("serve")));
+            let flag = format!("--enable_batching={given}");
+            let matches = command
+                .try_get_matches_from(tfs(&[&flag, "--enable_model_warmup=0"]).unwrap())
+                .unwrap();
+            let (_, serve) = matches.subcommand().unwrap();
+            let t = <TfsArgs as clap::FromArgMatches>::from_arg_matches(serve).unwrap();
+            assert_eq!(t.enable_batching, Some(want), "{given}");
+            assert_eq!(t.enable_model_warmup, Some(false));
+        }
     }
 
     /// Under TF Serving's name, help and usage errors show the program as it was
