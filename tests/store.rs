@@ -553,17 +553,23 @@ async fn a_delete_the_store_cannot_record_deletes_nothing(kind: DbKind) {
     }
     assert!(!repo.path().join("iris_lr").exists());
     assert_eq!(stored_stopped(kind, &db.url(), "iris_lr").await, None);
-    // A deleted model keeps its history.
-    let (code, body) = server.get("/v1/models/iris_lr/history").await;
-    assert_eq!(code, 200, "{body}");
-    assert!(
-        body["events"]
+    // A deleted model keeps its history. Events are written in the background: the
+    // writer, held back by the lock, retries after a pause that grew meanwhile.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, body) = server.get("/v1/models/iris_lr/history").await;
+        assert_eq!(code, 200, "{body}");
+        if body["events"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|e| e["kind"] == "delete"),
-        "{body}"
-    );
+            .any(|e| e["kind"] == "delete")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no delete event: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     server.stop().await;
 }
 
@@ -1056,9 +1062,11 @@ async fn a_write_back_the_database_refuses_is_tried_until_it_lands() {
 }
 
 /// A database a newer ferroserve migrated (a migration this binary lacks), or one
-/// whose migration was changed after it was applied or left half-applied, is
-/// refused at once saying so: it was retried for 30 s (the wait other replicas'
-/// migrations get) whatever `--database-timeout-secs` said, with sqlx's words only.
+/// whose migration was changed after it was applied, is refused at once saying so:
+/// it was retried for 30 s (the wait other replicas' migrations get) whatever
+/// `--database-timeout-secs` said, with sqlx's words only. (A half-applied one is
+/// still waited for: on MySQL, which cannot roll DDL back, another replica's
+/// migration in progress looks so.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_migration_error_no_wait_mends_is_reported_at_once() {
     use ferroserve::store::Store;
@@ -1073,11 +1081,6 @@ async fn a_migration_error_no_wait_mends_is_reported_at_once() {
             "UPDATE _sqlx_migrations SET checksum = x'00' \
              WHERE version = (SELECT MIN(version) FROM _sqlx_migrations)",
             "changed after it was applied",
-        ),
-        (
-            "UPDATE _sqlx_migrations SET success = 0 \
-             WHERE version = (SELECT MAX(version) FROM _sqlx_migrations)",
-            "half-applied",
         ),
     ] {
         let dir = tempfile::tempdir().unwrap();

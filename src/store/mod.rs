@@ -215,7 +215,7 @@ impl Store {
     /// [`Store::migrate`], telling apart (`true` beside the error) what another
     /// replica's migration in progress may explain from what no wait mends: a
     /// migration applied that this binary lacks (a newer ferroserve migrated the
-    /// database), one changed since it was applied, one left half-applied.
+    /// database), one changed since it was applied.
     async fn migrate_once(&self) -> Result<(), (StoreError, bool)> {
         use sqlx::migrate::MigrateError;
         let migrator = self.migrator();
@@ -245,12 +245,15 @@ impl Store {
                     ),
                     false,
                 ),
+                // Also what another replica's migration in progress looks like on
+                // MySQL (DDL is not transactional there): waited for, as before.
                 MigrateError::Dirty(v) => (
                     format!(
-                        "the database at {url} has migration {v} half-applied (it failed \
-                         part way): repair or restore it, then start again"
+                        "the database at {url} has migration {v} half-applied (another \
+                         server's migration still running, or one that failed part way: \
+                         then repair or restore it)"
                     ),
-                    false,
+                    true,
                 ),
                 other => (
                     format!("cannot apply the database migrations at {url}: {other}"),
