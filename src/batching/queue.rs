@@ -1105,6 +1105,17 @@ mod tests {
     }
 
     /// Polls a condition set by other threads; a hang guard, not a speed check.
+    /// After the first answer: its run's time folded in and its batch ended. The
+    /// answer is sent before both; a request submitted before the batch ended
+    /// queued behind it and ran on the inference thread that ended it (the
+    /// inline tests failed so under a busy `.ci/run`).
+    async fn settled(q: &BatchQueue) {
+        wait_until(|| {
+            q.nanos_per_row.load(Ordering::Relaxed) != u64::MAX && q.state.lock().in_flight == 0
+        })
+        .await;
+    }
+
     async fn wait_until(mut ok: impl FnMut() -> bool) {
         let limit = std::time::Instant::now() + Duration::from_secs(30);
         while !ok() {
@@ -1165,8 +1176,7 @@ mod tests {
             let answer = q.submit(&pool, request(1, i as f32, None)).await;
             assert_eq!(y_values(answer), vec![2.0 * i as f32; 2]);
             if i == 0 {
-                // The answer is sent before the run's time is folded in.
-                wait_until(|| q.nanos_per_row.load(Ordering::Relaxed) != u64::MAX).await;
+                settled(&q).await;
             }
         }
         let threads = model.threads.lock().clone();
@@ -1219,7 +1229,7 @@ mod tests {
         let model = Arc::new(Doubler::new(true));
         let q = queue(&model, &config(false, 1, 0));
         q.submit(&pool, request(1, 1.0, None)).await.unwrap();
-        wait_until(|| q.nanos_per_row.load(Ordering::Relaxed) != u64::MAX).await;
+        settled(&q).await;
         q.nanos_per_row.store(100, Ordering::Relaxed);
         q.submit(&pool, request(1, 1.0, None)).await.unwrap();
         q.submit(&pool, request(10_000, 1.0, None)).await.unwrap();
@@ -1234,7 +1244,7 @@ mod tests {
         let model = Arc::new(Doubler::new(true));
         let q = queue(&model, &config(false, 1, 0));
         q.submit(&pool, request(1, 1.0, None)).await.unwrap();
-        wait_until(|| q.nanos_per_row.load(Ordering::Relaxed) != u64::MAX).await;
+        settled(&q).await;
         q.nanos_per_row.store(100, Ordering::Relaxed);
         for _ in 0..3 {
             let mut r = request(1, 1.0, None);
