@@ -262,6 +262,14 @@ pub fn assert_close(actual: f64, expected: f64, rel: f64, what: &str) {
 }
 
 /// An answer's status and JSON body (the text when it is not JSON).
+/// An error answer: `status` is `want`, and its JSON `"error"` says `words`.
+#[allow(dead_code)]
+pub fn assert_error(status: u16, answer: &serde_json::Value, want: u16, words: &str) {
+    assert_eq!(status, want, "{answer}");
+    let message = answer["error"].as_str().unwrap_or_default();
+    assert!(message.contains(words), "{answer}");
+}
+
 pub async fn status_and_body(r: reqwest::Response) -> (u16, serde_json::Value) {
     let status = r.status().as_u16();
     let text = r.text().await.unwrap();
