@@ -278,26 +278,26 @@ impl Store {
         }
         let mut ids = Vec::with_capacity(events.len());
         // Each database says the new id its own way.
+        macro_rules! executed {
+            ($pool:expr, $id:expr) => {{
+                let mut tx = $pool.begin().await?;
+                for e in events {
+                    let done = bound!(sqlx::query(sqlx::AssertSqlSafe(&*sql)), e)
+                        .execute(&mut *tx)
+                        .await?;
+                    ids.push($id(done));
+                }
+                tx.commit().await?;
+            }};
+        }
         match &self.pool {
             Pool::Sqlite(p) => {
-                let mut tx = p.begin().await?;
-                for e in events {
-                    let done = bound!(sqlx::query(sqlx::AssertSqlSafe(&*sql)), e)
-                        .execute(&mut *tx)
-                        .await?;
-                    ids.push(done.last_insert_rowid());
-                }
-                tx.commit().await?;
+                executed!(p, |d: sqlx::sqlite::SqliteQueryResult| d
+                    .last_insert_rowid())
             }
             Pool::MySql(p) => {
-                let mut tx = p.begin().await?;
-                for e in events {
-                    let done = bound!(sqlx::query(sqlx::AssertSqlSafe(&*sql)), e)
-                        .execute(&mut *tx)
-                        .await?;
-                    ids.push(done.last_insert_id() as i64);
-                }
-                tx.commit().await?;
+                executed!(p, |d: sqlx::mysql::MySqlQueryResult| d.last_insert_id()
+                    as i64)
             }
             Pool::Postgres(p) => {
                 let returning = format!("{sql} RETURNING id");
