@@ -1462,6 +1462,19 @@ fn write_tokens(path: &Path) {
     std::fs::write(path, text).unwrap();
 }
 
+/// `POST /deploy` of iris with the manager's token, on a server with tokens: its answer.
+async fn deploy_iris_as_manager(server: &ChildServer, client: &reqwest::Client) -> Value {
+    let (code, answer) = send_with(
+        client
+            .post(server.url("/deploy"))
+            .json(&json!({"model_id": "iris"})),
+        Some(MANAGER),
+    )
+    .await;
+    assert_eq!(code, 200, "{answer}\n{}", server.log());
+    answer
+}
+
 async fn send_with(request: reqwest::RequestBuilder, token: Option<&str>) -> (u16, Value) {
     match token {
         Some(t) => send(request.bearer_auth(t)).await,
@@ -1491,14 +1504,7 @@ async fn with_tokens_the_server_reads_its_workers_and_clients_keep_their_scope()
     )
     .await;
     let client = reqwest::Client::new();
-    let (code, answer) = send_with(
-        client
-            .post(server.url("/deploy"))
-            .json(&json!({"model_id": "iris"})),
-        Some(MANAGER),
-    )
-    .await;
-    assert_eq!(code, 200, "{answer}\n{}", server.log());
+    let answer = deploy_iris_as_manager(&server, &client).await;
     let (pid, port) = (pid_of(&answer), answer["port"].as_u64().unwrap());
 
     // The registry shows what the worker says of its model: the main server reads
@@ -1609,14 +1615,7 @@ async fn a_worker_keeps_the_metrics_behind_a_token() {
     )
     .await;
     let client = reqwest::Client::new();
-    let (code, answer) = send_with(
-        client
-            .post(server.url("/deploy"))
-            .json(&json!({"model_id": "iris"})),
-        Some(MANAGER),
-    )
-    .await;
-    assert_eq!(code, 200, "{answer}\n{}", server.log());
+    let answer = deploy_iris_as_manager(&server, &client).await;
     let port = answer["port"].as_u64().unwrap();
     let worker = format!("http://127.0.0.1:{port}");
     for base in [server.url(""), worker] {
