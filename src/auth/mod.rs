@@ -24,15 +24,20 @@
 //! * the file is re-read when its contents change ([`Auth::reload_if_changed`]); a
 //!   file that no longer parses is logged and the tokens in force stay.
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+mod routes;
+mod tokens;
+
+pub use routes::{grpc_access, rest_access};
+use tokens::read_tokens_file;
+pub use tokens::{new_token, parse_tokens, to_hex, token_sha256, TokenEntry, TokensError};
 
 /// The name a worker's logs and audit trail give its supervisor's token.
 pub const SUPERVISOR_TOKEN_NAME: &str = "ferroserve-supervisor";
@@ -117,215 +122,6 @@ impl Denied {
             Denied::RemoteManagement => "remote_management",
         }
     }
-}
-
-/// One entry of the tokens file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenEntry {
-    pub name: String,
-    pub sha256: [u8; 32],
-    pub scopes: BTreeSet<Scope>,
-}
-
-/// The tokens file could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum TokensError {
-    #[error("cannot read tokens file {path}: {reason}")]
-    Read { path: String, reason: String },
-    #[error("tokens file {path} is not valid: {reason}")]
-    Invalid { path: String, reason: String },
-}
-
-/// Parses the TOML tokens file. Every entry needs a unique name, a 64-digit hex
-/// SHA-256 and at least one known scope; an empty file configures no token, which
-/// refuses every protected request (the operator asked for tokens).
-pub fn parse_tokens(text: &str) -> Result<Vec<TokenEntry>, String> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct File {
-        #[serde(default)]
-        token: Vec<Entry>,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Entry {
-        name: String,
-        sha256: String,
-        scopes: Vec<String>,
-    }
-    let file: File = toml::from_str(text).map_err(|e| toml_error_without_text(&e, text))?;
-    let mut names = BTreeSet::new();
-    let mut hashes = BTreeSet::new();
-    let mut out = Vec::with_capacity(file.token.len());
-    for e in file.token {
-        if e.name.is_empty()
-            || e.name.len() > 64
-            || !e.name.chars().all(|c| c.is_ascii_graphic() || c == ' ')
-        {
-            return Err(format!(
-                "token name {:?} is not valid: 1 to 64 printable ASCII characters",
-                e.name
-            ));
-        }
-        if !names.insert(e.name.clone()) {
-            return Err(format!("token name {:?} is used twice", e.name));
-        }
-        let sha256 = parse_hex32(&e.sha256).ok_or_else(|| {
-            format!(
-                "token {:?}: sha256 must be 64 hex digits (the SHA-256 of the token)",
-                e.name
-            )
-        })?;
-        if !hashes.insert(sha256) {
-            return Err(format!(
-                "token {:?}: the same token hash appears twice",
-                e.name
-            ));
-        }
-        if e.scopes.is_empty() {
-            return Err(format!("token {:?} has no scopes", e.name));
-        }
-        let mut scopes = BTreeSet::new();
-        for s in &e.scopes {
-            let scope = Scope::parse(s).ok_or_else(|| {
-                format!(
-                    "token {:?}: unknown scope {s:?} (known: inference, management, metrics)",
-                    e.name
-                )
-            })?;
-            scopes.insert(scope);
-        }
-        out.push(TokenEntry {
-            name: e.name,
-            sha256,
-            scopes,
-        });
-    }
-    Ok(out)
-}
-
-/// Where a tokens file stops being TOML of the tokens file's shape, and what is
-/// wrong there (`line 3, column 1: unknown key, expected one of ...`), without its
-/// text: toml's own message quotes the offending line, and its words quote what it
-/// found there (``unknown field `fst_…` ``, `invalid type: string "fst_…"`). That
-/// is a token whenever one is pasted where its hash belongs (`token = "fst_…"`,
-/// `sha256 = fst_…`), and tokens are never logged.
-fn toml_error_without_text(e: &toml::de::Error, text: &str) -> String {
-    let at = e.span().map(|span| {
-        // The end of a file that ends its last line is told as that line's end.
-        let mut start = span.start.min(text.len());
-        if start == text.len() && text.ends_with('\n') {
-            start -= 1;
-        }
-        let before = text.get(..start).unwrap_or(text);
-        let line = before.matches('\n').count() + 1;
-        let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-        format!("line {line}, column {column}: ")
-    });
-    let what: Vec<String> = e.message().lines().map(words_without_text).collect();
-    format!("{}{}", at.unwrap_or_default(), what.join("; "))
-}
-
-/// One line of toml's message, with whatever it quotes from the file left out.
-/// serde's words name the value or key found before `, expected …` (which names
-/// only what the tokens file takes): they become the kind of what was found.
-/// toml's own words (``duplicate key `sha256` in table `token` ``, ``expected `"`,
-/// `'` ``) keep what they quote only when it is one of the file's keys or a single
-/// character; past anything else (a quoted key may hold a backtick itself, so
-/// nothing after it can be told apart from the file's text) the line is cut.
-fn words_without_text(line: &str) -> String {
-    let expected = line.rsplit_once(", expected ").map(|(_, e)| e);
-    if line.starts_with("unknown field ") {
-        return match expected {
-            Some(e) => format!("unknown key, expected {e}"),
-            None => "unknown key".into(),
-        };
-    }
-    for what in ["invalid type", "invalid value"] {
-        if let Some(found) = line.strip_prefix(what).and_then(|r| r.strip_prefix(": ")) {
-            // `string "…"`, ``integer `3` ``, `sequence`: its kind, not its value.
-            let kind = match found.split([' ', ',']).next().unwrap_or("") {
-                "floating" => "floating point",
-                k => k,
-            };
-            return match expected {
-                Some(e) => format!("{what}: {kind}, expected {e}"),
-                None => format!("{what}: {kind}"),
-            };
-        }
-    }
-    let mut out = String::new();
-    for (i, part) in line.split('`').enumerate() {
-        let fits = match i {
-            // A double-quoted value (serde's words for a string) is the file's.
-            0 => !part.contains('"'),
-            i if i % 2 == 1 => {
-                part.chars().count() <= 1 || matches!(part, "token" | "name" | "sha256" | "scopes")
-            }
-            _ => matches!(part, "" | ", " | " in table " | " in document root"),
-        };
-        if !fits {
-            out.push('…');
-            break;
-        }
-        if i > 0 {
-            out.push('`');
-        }
-        out.push_str(part);
-    }
-    out
-}
-
-fn parse_hex32(s: &str) -> Option<[u8; 32]> {
-    let s = s.trim();
-    if s.len() != 64 {
-        return None;
-    }
-    // from_str_radix would take a sign ("+a").
-    if !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
-/// Lowercase hex of bytes.
-pub fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The SHA-256 of a token, as the tokens file stores it.
-pub fn token_sha256(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
-/// A fresh random token (`fst_` + 43 characters of URL-safe base64 = 256 bits)
-/// and the tokens-file entry that accepts it.
-pub fn new_token(name: &str, scopes: &[Scope]) -> Result<(String, String), String> {
-    use base64::Engine;
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness available: {e}"))?;
-    let token = format!(
-        "fst_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    );
-    let scopes: BTreeSet<Scope> = scopes.iter().copied().collect();
-    if scopes.is_empty() {
-        return Err("give at least one scope".into());
-    }
-    let list: Vec<String> = scopes.iter().map(|s| format!("{:?}", s.as_str())).collect();
-    let entry = format!(
-        "[[token]]\nname = {}\nsha256 = \"{}\"\nscopes = [{}]\n",
-        toml::Value::String(name.to_string()),
-        to_hex(&token_sha256(&token)),
-        list.join(", ")
-    );
-    // The entry must be one the server accepts.
-    parse_tokens(&entry)?;
-    Ok((token, entry))
 }
 
 /// The tokens file in force and what was last read from disk.
@@ -560,13 +356,6 @@ pub fn display_peer(peer: Option<SocketAddr>) -> String {
     peer.map_or_else(|| "unknown".to_string(), |p| p.to_string())
 }
 
-fn read_tokens_file(path: &Path) -> Result<String, TokensError> {
-    std::fs::read_to_string(path).map_err(|e| TokensError::Read {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })
-}
-
 /// The token of `Bearer <token>` (scheme case-insensitive), if the header is one.
 fn bearer_token(header: Option<&[u8]>) -> Option<&str> {
     let value = std::str::from_utf8(header?).ok()?.trim();
@@ -585,76 +374,10 @@ pub fn is_loopback(peer: Option<SocketAddr>) -> bool {
     })
 }
 
-/// What a REST route needs. Unknown routes need `inference`, so a server with
-/// tokens does not tell an anonymous client which routes exist.
-pub fn rest_access(path: &str) -> Access {
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match segments.as_slice() {
-        ["healthz"] | ["v2", "health", "live" | "ready"] => Access::Open,
-        ["v2", "models", _, "ready"] | ["v2", "models", _, "versions", _, "ready"] => Access::Open,
-        ["metrics"] => Access::Metrics,
-        // The web console's shells and static files hold no data (`crate::console`);
-        // its fragments and chart data are read like the status and metrics routes.
-        [""] | ["console"] | ["console", "models" | "jobs", _] | ["console", "jobs"] => {
-            Access::Open
-        }
-        ["console", "assets", _] => Access::Open,
-        // The API's description and its docs page describe routes, not data, and a
-        // browser cannot send a token to load them; calls made from the docs page
-        // (Swagger UI's "Authorize") carry the token like any other.
-        ["openapi.json"] | ["swagger.yaml"] | ["docs", ..] => Access::Open,
-        ["console", "fragments", "jobs", ..] => Access::Management,
-        ["console", "api", "models", _, "metrics"] => Access::Metrics,
-        ["upload_model"] | ["reload_model"] | ["deploy"] => Access::Management,
-        ["stop_deployment", ..] | ["delete_model", ..] => Access::Management,
-        ["v2", "repository", "models", _, "load" | "unload"] => Access::Management,
-        // Who did what, and what clients sent (the metadata store): however the
-        // path is spelled, as the route decodes it (`%68istory`, `m%2Fhistory`).
-        ["v1", "models", rest @ ..] if names_store_view(rest) => Access::Management,
-        // Jobs read and write the server's data directory and databases.
-        ["v1", "jobs", ..] | ["predictall"] | ["train"] | ["training", "status", ..] => {
-            Access::Management
-        }
-        _ => Access::Inference,
-    }
-}
-
-/// Whether the part of a `/v1/models/` path after it names a model's history or
-/// prediction log once percent-decoded, as `http::tfs` reads it (its last part).
-fn names_store_view(rest: &[&str]) -> bool {
-    let decoded = percent_encoding::percent_decode_str(&rest.join("/"))
-        .decode_utf8_lossy()
-        .into_owned();
-    decoded
-        .rsplit('/')
-        .next()
-        .is_some_and(|last| matches!(last, "history" | "predictions"))
-}
-
-/// What a gRPC method (`/package.Service/Method`) needs.
-pub fn grpc_access(path: &str) -> Access {
-    match path {
-        "/tensorflow.serving.ModelService/HandleReloadConfigRequest"
-        | "/inference.GRPCInferenceService/RepositoryModelLoad"
-        | "/inference.GRPCInferenceService/RepositoryModelUnload" => Access::Management,
-        "/inference.GRPCInferenceService/ServerLive"
-        | "/inference.GRPCInferenceService/ServerReady"
-        | "/inference.GRPCInferenceService/ModelReady" => Access::Open,
-        p if p.starts_with("/grpc.health.v1.Health/") => Access::Open,
-        _ => Access::Inference,
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::tokens::tests::entry;
     use super::*;
-
-    fn entry(name: &str, token: &str, scopes: &str) -> String {
-        format!(
-            "[[token]]\nname = \"{name}\"\nsha256 = \"{}\"\nscopes = [{scopes}]\n",
-            to_hex(&token_sha256(token))
-        )
-    }
 
     fn auth_with(text: &str) -> (tempfile::TempDir, Auth) {
         let dir = tempfile::tempdir().unwrap();
@@ -770,96 +493,6 @@ mod tests {
     }
 
     #[test]
-    fn tokens_file_is_validated() {
-        let good = entry("a", "t", "\"inference\"");
-        assert_eq!(parse_tokens(&good).unwrap().len(), 1);
-        assert!(parse_tokens("").unwrap().is_empty());
-        for (bad, says) in [
-            (good.clone() + &good, "used twice"),
-            (entry("a", "t", "\"admin\""), "unknown scope"),
-            (entry("a", "t", ""), "no scopes"),
-            (
-                "[[token]]\nname = \"a\"\nsha256 = \"abc\"\nscopes = [\"inference\"]\n".into(),
-                "64 hex",
-            ),
-            (
-                "[[token]]\nname = \"a\"\nsha256 = \"x\"\nscopes = []\ncolour = 1\n".into(),
-                "line 5, column 1: unknown key, expected one of `name`, `sha256`, `scopes`",
-            ),
-            (entry("", "t", "\"inference\""), "not valid"),
-            (
-                entry("a", "t", "\"inference\"") + &entry("b", "t", "\"inference\""),
-                "hash appears twice",
-            ),
-        ] {
-            let e = parse_tokens(&bad).unwrap_err();
-            assert!(e.contains(says), "{bad}: {e}");
-        }
-    }
-
-    #[test]
-    fn a_file_that_does_not_parse_is_told_without_its_text() {
-        // With a backtick, as toml's messages quote what they found.
-        const SECRET: &str = "fst_pasted`Secret42";
-        let head = "[[token]]\nname = \"ci\"\n";
-        // (the file's text after its head, what is said of it)
-        for (rest, says) in [
-            (
-                format!("token = \"{SECRET}\"\n"),
-                "line 3, column 1: unknown key",
-            ),
-            (
-                format!("sha256 = {SECRET}\n"),
-                "line 3, column 10: invalid string",
-            ),
-            (
-                format!("sha256 = '{SECRET}\n"),
-                "line 3, column 30: invalid literal string",
-            ),
-            (
-                format!("sha256 = \"\"\"{SECRET}\n"),
-                "line 3, column 32: invalid multiline basic string",
-            ),
-            (
-                format!("sha256 = \"0\"\nscopes = \"{SECRET}\"\n"),
-                "line 4, column 10: invalid type: string, expected a sequence",
-            ),
-            (
-                format!("sha256 = \"0\"\nscopes = [1.5, \"{SECRET}\"]\n"),
-                "line 4, column 11: invalid type: floating point, expected a string",
-            ),
-            (
-                format!("sha256 = [\"{SECRET}\"]\n"),
-                "line 3, column 10: invalid type: sequence, expected a string",
-            ),
-            (format!("'{SECRET}' = 1\n"), "line 3, column 1: unknown key"),
-            (
-                format!("sha256 = \"0\"\n\"{SECRET}\" = 1\n\"{SECRET}\" = 2\n"),
-                "line 5, column 1: duplicate key …",
-            ),
-            (
-                "sha256 = \"0\"\nsha256 = \"1\"\n".into(),
-                "line 4, column 1: duplicate key `sha256` in table `token`",
-            ),
-            (
-                format!("[{SECRET}]\n"),
-                "line 3, column 12: invalid table header; expected `.`, `]`",
-            ),
-            (
-                "sha256 = \"0\"\nscopes = []\n[fst_pastedSecret42]\n".into(),
-                "line 5, column 2: unknown key, expected `token`",
-            ),
-        ] {
-            let text = format!("{head}{rest}");
-            let told = parse_tokens(&text).err().unwrap_or_default();
-            assert!(told.contains(says), "{text}\n{told}");
-            for part in ["pasted", "Secret"] {
-                assert!(!told.contains(part), "{text}\n{told}");
-            }
-        }
-    }
-
-    #[test]
     fn edited_file_is_reloaded_and_bad_edits_keep_tokens() {
         let (dir, auth) = auth_with(&entry("a", "one", "\"inference\""));
         let path = dir.path().join("tokens.toml");
@@ -904,66 +537,5 @@ mod tests {
         let (other, _) = new_token("x", &[Scope::Inference]).unwrap();
         assert_ne!(token, other);
         assert!(new_token("x", &[]).is_err());
-    }
-
-    #[test]
-    fn routes_are_classified() {
-        for (path, access) in [
-            ("/healthz", Access::Open),
-            ("/v2/health/live", Access::Open),
-            ("/v2/models/iris/ready", Access::Open),
-            ("/v2/models/iris/versions/2/ready", Access::Open),
-            ("/metrics", Access::Metrics),
-            ("/upload_model", Access::Management),
-            ("/reload_model", Access::Management),
-            ("/deploy", Access::Management),
-            ("/stop_deployment/iris", Access::Management),
-            ("/delete_model/iris", Access::Management),
-            ("/v2/repository/models/iris/load", Access::Management),
-            ("/v2/repository/models/iris/unload", Access::Management),
-            ("/v2/repository/index", Access::Inference),
-            ("/models/status", Access::Inference),
-            ("/v1/models/iris:predict", Access::Inference),
-            ("/v2/models/iris/infer", Access::Inference),
-            ("/predict", Access::Inference),
-            ("/no/such/route", Access::Inference),
-        ] {
-            assert_eq!(rest_access(path), access, "{path}");
-        }
-        for (path, access) in [
-            (
-                "/tensorflow.serving.ModelService/HandleReloadConfigRequest",
-                Access::Management,
-            ),
-            (
-                "/tensorflow.serving.ModelService/GetModelStatus",
-                Access::Inference,
-            ),
-            (
-                "/tensorflow.serving.PredictionService/Predict",
-                Access::Inference,
-            ),
-            (
-                "/inference.GRPCInferenceService/ModelInfer",
-                Access::Inference,
-            ),
-            (
-                "/inference.GRPCInferenceService/RepositoryModelLoad",
-                Access::Management,
-            ),
-            ("/inference.GRPCInferenceService/ServerLive", Access::Open),
-            ("/grpc.health.v1.Health/Check", Access::Open),
-        ] {
-            assert_eq!(grpc_access(path), access, "{path}");
-        }
-    }
-
-    #[test]
-    fn a_sha256_is_64_hex_digits_and_nothing_else() {
-        let hex = "ab".repeat(32);
-        assert_eq!(parse_hex32(&hex), Some([0xab; 32]));
-        assert_eq!(parse_hex32(&"+a".repeat(32)), None, "a sign is no digit");
-        assert_eq!(parse_hex32(&"ab".repeat(31)), None);
-        assert_eq!(parse_hex32(&"zz".repeat(32)), None);
     }
 }
