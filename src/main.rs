@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use ferroserve::auth::Scope;
 use ferroserve::cli::client::{note, print_line, stdout_closed};
 use ferroserve::server::{run, Listeners};
 use ferroserve::settings::{LogFormat, ServeArgs, Settings};
@@ -135,26 +136,29 @@ enum TokenCommand {
     /// Print a fresh random token and the entry to add to the tokens file (which
     /// stores only the token's SHA-256).
     New {
-        /// Name logged with every management action made with this token
-        #[arg(long)]
+        /// Name logged with every management action made with this token (1 to 64
+        /// printable ASCII characters)
+        #[arg(long, value_parser = token_name)]
         name: String,
         /// Comma-separated scopes: inference, management, metrics
-        #[arg(long, value_delimiter = ',', required = true)]
-        scopes: Vec<String>,
+        #[arg(long, value_delimiter = ',', required = true, value_parser = token_scope)]
+        scopes: Vec<Scope>,
     },
 }
 
-fn token_new(name: &str, scopes: &[String]) -> anyhow::Result<()> {
-    let scopes = scopes
-        .iter()
-        .map(|s| {
-            ferroserve::auth::Scope::parse(s.trim()).with_context(|| {
-                format!("unknown scope {s:?} (known: inference, management, metrics)")
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+/// `--name`, checked as the tokens file checks it, so a bad one is a usage error.
+fn token_name(name: &str) -> Result<String, String> {
+    ferroserve::auth::check_token_name(name).map(|()| name.to_string())
+}
+
+fn token_scope(s: &str) -> Result<Scope, String> {
+    Scope::parse(s.trim())
+        .ok_or_else(|| format!("unknown scope {s:?} (known: inference, management, metrics)"))
+}
+
+fn token_new(name: &str, scopes: &[Scope]) -> anyhow::Result<()> {
     let (token, entry) =
-        ferroserve::auth::new_token(name, &scopes).map_err(|e| anyhow::anyhow!(e))?;
+        ferroserve::auth::new_token(name, scopes).map_err(|e| anyhow::anyhow!(e))?;
     print_line(
         "# The token (shown once; give it to the client as `Authorization: Bearer <token>`):",
     )?;

@@ -400,6 +400,39 @@ async fn a_closed_output_ends_every_command_quietly() {
     server.stop().await;
 }
 
+#[test]
+fn token_new_refuses_a_bad_name_or_scope_as_a_usage_error() {
+    // (the arguments, what the error says) — each was exit 1 with an `Error:` line.
+    for (args, says) in [
+        (
+            &["--name", "", "--scopes", "inference"][..],
+            "1 to 64 printable ASCII",
+        ),
+        (
+            &["--name", "caf\u{e9}", "--scopes", "inference"][..],
+            "1 to 64 printable ASCII",
+        ),
+        (
+            &["--name", "ci", "--scopes", "inference,admin"][..],
+            "unknown scope \"admin\"",
+        ),
+        (&["--name", "ci", "--scopes", ","][..], "unknown scope \"\""),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ferroserve"))
+            .args(["token", "new"])
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(says) && stderr.contains("--help"),
+            "{args:?}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}: no token is printed");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_token_is_sent() {
     let dir = tempfile::tempdir().unwrap();

@@ -37,7 +37,9 @@ mod tokens;
 
 pub use routes::{grpc_access, rest_access};
 use tokens::read_tokens_file;
-pub use tokens::{new_token, parse_tokens, to_hex, token_sha256, TokenEntry, TokensError};
+pub use tokens::{
+    check_token_name, new_token, parse_tokens, to_hex, token_sha256, TokenEntry, TokensError,
+};
 
 /// The name a worker's logs and audit trail give its supervisor's token.
 pub const SUPERVISOR_TOKEN_NAME: &str = "ferroserve-supervisor";

@@ -27,6 +27,18 @@ pub enum TokensError {
     Invalid { path: String, reason: String },
 }
 
+/// A token's name is 1 to 64 printable ASCII characters (spaces allowed): it goes
+/// into logs and the audit trail.
+pub fn check_token_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_graphic() || c == ' ')
+    {
+        return Err(format!(
+            "token name {name:?} is not valid: 1 to 64 printable ASCII characters"
+        ));
+    }
+    Ok(())
+}
+
 /// Parses the TOML tokens file. Every entry needs a unique name, a 64-digit hex
 /// SHA-256 and at least one known scope; an empty file configures no token, which
 /// refuses every protected request (the operator asked for tokens).
@@ -49,15 +61,7 @@ pub fn parse_tokens(text: &str) -> Result<Vec<TokenEntry>, String> {
     let mut hashes = BTreeSet::new();
     let mut out = Vec::with_capacity(file.token.len());
     for e in file.token {
-        if e.name.is_empty()
-            || e.name.len() > 64
-            || !e.name.chars().all(|c| c.is_ascii_graphic() || c == ' ')
-        {
-            return Err(format!(
-                "token name {:?} is not valid: 1 to 64 printable ASCII characters",
-                e.name
-            ));
-        }
+        check_token_name(&e.name)?;
         if !names.insert(e.name.clone()) {
             return Err(format!("token name {:?} is used twice", e.name));
         }
