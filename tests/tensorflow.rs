@@ -519,6 +519,22 @@ async fn an_input_of_any_rank_takes_every_shape_over_every_api() {
         }
     }
 
+    // More than TensorFlow's 254 dimensions aborted the whole server (a CHECK in
+    // TF_AllocateTensor); now a 400, and the server goes on. 254 runs.
+    for (rank, want) in [(255, 400), (254, 200)] {
+        let request = json!({"inputs": [{"name": "x", "shape": vec![1; rank], "datatype": "FP32", "data": [1.0]}]});
+        let (status, body) = server
+            .post_json("/v2/models/any_rank/infer", &request)
+            .await;
+        assert_eq!(status, want, "rank {rank}: {body}");
+        if want == 400 {
+            assert!(
+                body["error"].as_str().unwrap().contains("at most 254"),
+                "{body}"
+            );
+        }
+    }
+
     let (status, body) = server.get("/v1/models/any_rank/metadata").await;
     assert_eq!(status, 200, "{body}");
     let defs = &body["metadata"]["signature_def"]["signature_def"];

@@ -290,8 +290,18 @@ pub fn f16_bits_of(f: f64) -> Option<u16> {
     (!(f.is_finite() && half.is_infinite())).then_some(half.to_bits())
 }
 
+/// The number of elements a tensor of `shape` holds: 0 when a dimension is 0, else
+/// the product, saturated at `usize::MAX` (a count no tensor's data reaches, so a
+/// shape whose product overflows never matches its data; the product wrapped, and
+/// `[2^62, 4]` took an empty buffer to TensorFlow, which aborted the process).
 pub fn element_count(shape: &[usize]) -> usize {
-    shape.iter().product()
+    if shape.contains(&0) {
+        return 0;
+    }
+    shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .unwrap_or(usize::MAX)
 }
 
 /// A value every numeric element type can be read as, to convert between them.
@@ -471,6 +481,11 @@ mod tests {
         assert!(Tensor::new(vec![2, 2], TensorData::F32(vec![1.0; 4])).is_ok());
         let err = Tensor::new(vec![2, 3], TensorData::F32(vec![1.0; 4])).unwrap_err();
         assert!(err.to_string().contains("6 elements but 4"));
+        // A product that overflows matches no data (it wrapped to 0: [2^62, 4]).
+        assert!(Tensor::new(vec![1 << 62, 4], TensorData::F32(vec![])).is_err());
+        assert!(Tensor::new(vec![usize::MAX, 2, 0], TensorData::F32(vec![])).is_ok());
+        assert_eq!(element_count(&[1 << 62, 4]), usize::MAX);
+        assert_eq!(element_count(&[]), 1);
     }
 
     #[test]

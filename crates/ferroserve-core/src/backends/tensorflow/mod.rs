@@ -176,6 +176,8 @@ const TF_INVALID_ARGUMENT: c_int = 3;
 /// TensorFlow's code for an allocation that failed (`OOM when allocating ...`).
 const TF_RESOURCE_EXHAUSTED: c_int = 8;
 const TF_DEADLINE_EXCEEDED: c_int = 4;
+/// The most dimensions a TensorFlow tensor has (`TensorShape::MaxDimensions()`).
+const TF_MAX_DIMS: usize = 254;
 
 /// A serialized `tensorflow.RunOptions` with `timeout_in_ms` (field 2, a varint) set
 /// to `timeout`, at least 1 ms (0 would mean none).
@@ -557,6 +559,21 @@ impl TensorflowBackend {
                     "input {name:?} is {} but the signature takes {}",
                     tensor.dtype(),
                     spec.dtype
+                )));
+            }
+            if tensor.shape().len() > TF_MAX_DIMS {
+                // TF_AllocateTensor aborts the process on more (a CHECK in
+                // TensorShape), so an input of any rank is bounded here.
+                return Err(BackendError::InvalidInput(format!(
+                    "input {name:?} has {} dimensions; TensorFlow takes at most {TF_MAX_DIMS}",
+                    tensor.shape().len()
+                )));
+            }
+            if let Some(&d) = tensor.shape().iter().find(|&&d| i64::try_from(d).is_err()) {
+                // Possible beside a dimension of 0 (no elements, so no size bound).
+                return Err(BackendError::InvalidInput(format!(
+                    "input {name:?} has a dimension of {d}; TensorFlow takes at most {}",
+                    i64::MAX
                 )));
             }
             feeds.push(signature.inputs[i]);
