@@ -4,16 +4,22 @@
 //!
 //! TensorFlow splits them over two libraries: `libtensorflow_framework.so.2` (tensors,
 //! statuses, strings) and `libtensorflow_cc.so.2` (graphs, sessions, SavedModel
-//! loading). The framework is opened first with `RTLD_GLOBAL`, as the cc library
-//! expects its symbols to be global; each symbol is then looked up in the cc library
-//! and, failing that, in the framework.
+//! loading). The framework is opened first, by path, then the cc library, which
+//! names it as a dependency and so binds to that copy; each symbol is then looked
+//! up in the cc library and, failing that, in the framework.
+//!
+//! Both are opened `RTLD_LOCAL`, as Python's `import tensorflow` opens them: the
+//! framework exports its own copy of BoringSSL (`EVP_*`, `SSL_*`, …), and made
+//! global it took the place of OpenSSL's functions for any library loaded after it
+//! (Python's `_hashlib`, so `import pandas` after loading a SavedModel in the
+//! Python package died with SIGSEGV).
 
 #![allow(non_camel_case_types, non_snake_case)]
 
 use std::ffi::{c_char, c_int, c_void};
 use std::path::{Path, PathBuf};
 
-use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
+use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
 
 pub enum TF_Status {}
 pub enum TF_Graph {}
@@ -78,7 +84,7 @@ macro_rules! api {
                     let path: PathBuf = dir.join(name);
                     // SAFETY: loading TensorFlow runs its static initialisers, which
                     // is what the library is built for.
-                    unsafe { Library::open(Some(&path), RTLD_NOW | RTLD_GLOBAL) }
+                    unsafe { Library::open(Some(&path), RTLD_NOW | RTLD_LOCAL) }
                         .map_err(|e| format!("cannot load {}: {e}", path.display()))
                 };
                 let framework = open(FRAMEWORK_LIBRARY)?;
