@@ -91,10 +91,84 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-/// Builds a tensor from leaves, inferring the dtype from the JSON values.
+/// The float a string names: NaN and the infinities cannot be JSON numbers, so
+/// clients (tritonclient, TF Serving's, ferroserve's own answers) write them as
+/// strings.
+pub fn nonfinite_name(s: &str) -> Option<f64> {
+    match s {
+        "NaN" | "nan" => Some(f64::NAN),
+        "Infinity" | "inf" => Some(f64::INFINITY),
+        "-Infinity" | "-inf" => Some(f64::NEG_INFINITY),
+        _ => None,
+    }
+}
+
+/// `body` with each bare `NaN`, `Infinity` and `-Infinity` outside strings quoted
+/// (`"NaN"`), or `None` when it has none. TF Serving's parser takes them as numbers
+/// (`kParseNanAndInfFlag`) and Python's `json.dumps` writes them; quoted, a float
+/// input takes them ([`nonfinite_name`]).
+pub fn quote_nonfinite_literals(body: &[u8]) -> Option<Vec<u8>> {
+    const WORDS: [&[u8]; 3] = [b"-Infinity", b"Infinity", b"NaN"];
+    let mut out = Vec::with_capacity(body.len() + 16);
+    let (mut i, mut in_string, mut changed) = (0, false, false);
+    'bytes: while i < body.len() {
+        let b = body[i];
+        if in_string {
+            match b {
+                b'\\' => {
+                    out.extend_from_slice(&body[i..(i + 2).min(body.len())]);
+                    i += 2;
+                    continue;
+                }
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else {
+            for word in WORDS {
+                if body[i..].starts_with(word) {
+                    out.push(b'"');
+                    out.extend_from_slice(word);
+                    out.push(b'"');
+                    i += word.len();
+                    changed = true;
+                    continue 'bytes;
+                }
+            }
+        }
+        out.push(b);
+        i += 1;
+    }
+    changed.then_some(out)
+}
+
+/// Builds a tensor from leaves, inferring the dtype from the JSON values: numbers
+/// are INT64 when all are integers that fit, UINT64 when some are above
+/// `i64::MAX` (and none negative), else FP64, which may also hold NaN and the
+/// infinities written as strings ([`nonfinite_name`]) among numbers.
 pub fn infer_tensor(shape: Vec<usize>, leaves: &[&Value], what: &str) -> Result<Tensor, ApiError> {
     let first = leaves.first().copied().unwrap_or(&Value::Null);
+    let nonfinite = |v: &Value| v.as_str().and_then(nonfinite_name);
+    let numbers = leaves.iter().any(|v| v.is_number())
+        && leaves
+            .iter()
+            .all(|v| v.is_number() || nonfinite(v).is_some());
     let data = match first {
+        _ if numbers => {
+            if let Some(v) = leaves.iter().map(|v| v.as_i64()).collect::<Option<_>>() {
+                TensorData::I64(v)
+            } else if let Some(v) = leaves.iter().map(|v| v.as_u64()).collect::<Option<_>>() {
+                TensorData::U64(v)
+            } else {
+                TensorData::F64(
+                    leaves
+                        .iter()
+                        .map(|v| v.as_f64().or_else(|| nonfinite(v)).unwrap_or(f64::NAN))
+                        .collect(),
+                )
+            }
+        }
         Value::Bool(_) => TensorData::Bool(
             leaves
                 .iter()
@@ -111,25 +185,13 @@ pub fn infer_tensor(shape: Vec<usize>, leaves: &[&Value], what: &str) -> Result<
                 .collect::<Result<_, _>>()?,
         ),
         Value::Number(_) => {
-            if leaves.iter().all(|v| v.as_i64().is_some()) {
-                TensorData::I64(
-                    leaves
-                        .iter()
-                        .map(|v| v.as_i64().unwrap_or_default())
-                        .collect(),
-                )
-            } else {
-                TensorData::F64(
-                    leaves
-                        .iter()
-                        .map(|v| {
-                            v.as_f64().ok_or_else(|| {
-                                invalid(format!("{what}: mixes numbers with {}", kind(v)))
-                            })
-                        })
-                        .collect::<Result<_, _>>()?,
-                )
-            }
+            let other = leaves
+                .iter()
+                .find(|v| !v.is_number() && nonfinite(v).is_none());
+            return Err(invalid(format!(
+                "{what}: mixes numbers with {}",
+                other.map_or("other values", |v| kind(v))
+            )));
         }
         Value::Null if leaves.is_empty() => TensorData::F64(Vec::new()),
         other => {
@@ -170,12 +232,8 @@ fn float(v: &Value, dtype: DataType, what: &str) -> Result<f64, ApiError> {
             .ok_or_else(|| invalid(format!("{what}: {v} is not a valid {dtype} value"))),
         // NaN and infinities cannot be JSON numbers; accept them as strings, as
         // tritonclient and TF Serving clients write them.
-        Value::String(s) => match s.as_str() {
-            "NaN" | "nan" => Ok(f64::NAN),
-            "Infinity" | "inf" => Ok(f64::INFINITY),
-            "-Infinity" | "-inf" => Ok(f64::NEG_INFINITY),
-            _ => Err(invalid(format!("{what}: {v} is not a valid {dtype} value"))),
-        },
+        Value::String(s) => nonfinite_name(s)
+            .ok_or_else(|| invalid(format!("{what}: {v} is not a valid {dtype} value"))),
         _ => Err(invalid(format!(
             "{what}: {} is not a valid {dtype} value",
             kind(v)
@@ -407,6 +465,44 @@ impl serde::Serialize for ElementJson<'_> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn integers_above_i64_max_are_uint64_and_names_of_floats_are_floats() {
+        let infer = |v: Value| {
+            let (shape, leaves) = flatten(&v, "x").unwrap();
+            infer_tensor(shape, &leaves, "x").map(|t| t.data().clone())
+        };
+        assert_eq!(
+            infer(json!([[u64::MAX, 0]])).unwrap(),
+            TensorData::U64(vec![u64::MAX, 0])
+        );
+        assert!(matches!(
+            infer(json!([-1, u64::MAX])).unwrap(),
+            TensorData::F64(_)
+        ));
+        let TensorData::F64(v) = infer(json!(["Infinity", 1, "-inf", "NaN"])).unwrap() else {
+            panic!()
+        };
+        assert_eq!(v[..3], [f64::INFINITY, 1.0, f64::NEG_INFINITY]);
+        assert!(v[3].is_nan());
+        assert!(matches!(
+            infer(json!(["NaN"])).unwrap(),
+            TensorData::Bytes(_)
+        ));
+        let e = infer(json!([1, "one"])).unwrap_err().to_string();
+        assert!(e.contains("mixes numbers with a string"), "{e}");
+    }
+
+    #[test]
+    fn bare_nonfinite_words_are_quoted_outside_strings_only() {
+        let q =
+            |s: &str| quote_nonfinite_literals(s.as_bytes()).map(|v| String::from_utf8(v).unwrap());
+        assert_eq!(
+            q(r#"{"a": [NaN, -Infinity, Infinity], "b": "NaN \" NaN"}"#).unwrap(),
+            r#"{"a": ["NaN", "-Infinity", "Infinity"], "b": "NaN \" NaN"}"#
+        );
+        assert_eq!(q(r#"{"a": "Infinity", "b": [1, -2]}"#), None);
+    }
 
     /// Scores outside a tensor (classify, top_classes) are written as tensors'
     /// floats are: non-finite ones as strings (they were `null`).

@@ -168,6 +168,60 @@ async fn tf_serving_predict_matches_sklearn_in_both_formats() {
     server.stop().await;
 }
 
+/// NaN and the infinities over TF Serving REST: bare, as Python's `json.dumps` and
+/// TF Serving's parser write and read them, or as the strings the answers carry
+/// (both were 400: malformed JSON, "expected a string, found a number").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tf_serving_rest_takes_nan_and_infinity() {
+    let repo = repo();
+    let server = TestServer::start(repo.path()).await;
+    let path = "/v1/models/iris_lr:predict";
+    let (status, bare) = server
+        .post_raw(
+            path,
+            br#"{"instances": [[NaN, Infinity, 1.0, -Infinity]]}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(status, 200, "{bare}");
+    for body in [
+        json!({"instances": [["NaN", "Infinity", 1.0, "-Infinity"]]}),
+        json!({"instances": [[f64::NAN.to_string(), "Infinity", 1, "-Infinity"]]}),
+    ] {
+        let (status, answer) = server.post_json(path, &body).await;
+        assert_eq!(status, 200, "{body}: {answer}");
+        assert_eq!(answer, bare, "{body}");
+    }
+    // Nothing but names of floats: still floats for a float input.
+    let (status, answer) = server
+        .post_json(
+            path,
+            &json!({"inputs": [["NaN", "Infinity", "inf", "-Infinity"]]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    // A bare word inside a string stays text; a body that is broken stays refused.
+    let (status, answer) = server
+        .post_raw(
+            path,
+            br#"{"signature_name": "NaN", "instances": [[NaN, 1, 2, 3]]}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("\"NaN\""),
+        "{answer}"
+    );
+    let (status, answer) = server
+        .post_raw(path, br#"{"instances": [[NaNa, 1, 2, 3]]}"#.to_vec())
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("malformed JSON"),
+        "{answer}"
+    );
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn string_labels_and_float64_regression() {
     let repo = repo();

@@ -531,6 +531,27 @@ fn convert_input(spec: &TensorSpec, tensor: Tensor) -> Result<Tensor, ApiError> 
             tensor.shape()
         )));
     }
+    // Strings that name NaN or an infinity, and nothing else, for a float input:
+    // TF Serving's JSON carries no dtype, so `["NaN"]` decoded as text.
+    let named_floats = match (tensor.data(), spec.dtype) {
+        (crate::tensor::TensorData::Bytes(v), DataType::F16 | DataType::F32 | DataType::F64) => v
+            .iter()
+            .map(|b| {
+                std::str::from_utf8(b)
+                    .ok()
+                    .and_then(crate::json_tensor::nonfinite_name)
+            })
+            .collect::<Option<Vec<f64>>>()
+            .and_then(|floats| {
+                Tensor::new(
+                    tensor.shape().to_vec(),
+                    crate::tensor::TensorData::F64(floats),
+                )
+                .ok()
+            }),
+        _ => None,
+    };
+    let tensor = named_floats.unwrap_or(tensor);
     let given = tensor.dtype();
     if (given == DataType::Bytes) != (spec.dtype == DataType::Bytes) {
         return Err(ApiError::InvalidArgument(format!(

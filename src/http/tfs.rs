@@ -365,7 +365,14 @@ pub(super) async fn post_model(
         _ => return Err(not_found(&rest)),
     }
     let bytes = body(raw, state.settings.max_request_bytes)?;
-    let request: PredictBody = parse_json(&bytes)?;
+    // TF Serving reads bare NaN and ±Infinity as numbers (rapidjson's
+    // kParseNanAndInfFlag), as Python's `json.dumps` writes them; serde_json does not,
+    // so a body that fails is read again with them quoted, as float inputs take them.
+    let request: PredictBody = parse_json(&bytes).or_else(|e| {
+        crate::json_tensor::quote_nonfinite_literals(&bytes)
+            .and_then(|quoted| parse_json(&quoted).ok())
+            .ok_or(e)
+    })?;
     let (inputs, row_format) =
         match (&request.instances, &request.inputs) {
             (Some(instances), None) => (decode_instances(instances)?, true),
