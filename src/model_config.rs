@@ -767,6 +767,19 @@ pub enum FeatureValue {
     Missing,
 }
 
+impl FeatureValue {
+    /// An integer a client wrote (JSON, a form): a `Number` when a double holds it
+    /// exactly, else `Text` of its digits, so an integer input takes it exactly and
+    /// a text input gets the digits written (both saw it rounded past 2^53).
+    pub fn integer(n: i128) -> FeatureValue {
+        if (n as f64) as i128 == n {
+            FeatureValue::Number(n as f64)
+        } else {
+            FeatureValue::Text(n.to_string())
+        }
+    }
+}
+
 /// Why a model's `config.toml` cannot be used. The message names the file relative
 /// to the model (it shows in status); `path` is the full one, for the log.
 #[derive(Debug, thiserror::Error)]

@@ -370,9 +370,14 @@ pub fn missing_refused(input: &TensorSpec) -> ApiError {
 fn column_data<'a>(
     input: &TensorSpec,
     imputes: bool,
-    values: impl Iterator<Item = &'a FeatureValue>,
+    values: impl Iterator<Item = &'a FeatureValue> + Clone,
 ) -> Result<TensorData, ApiError> {
     let blank = |s: &str| imputes && s.trim().is_empty();
+    if is_integer(input.dtype) {
+        if let Some(data) = exact_integers(values.clone()) {
+            return Ok(data);
+        }
+    }
     Ok(if input.dtype == DataType::Bytes {
         TensorData::Bytes(
             values
@@ -398,6 +403,40 @@ fn column_data<'a>(
                 .collect::<Result<_, _>>()?,
         )
     })
+}
+
+fn is_integer(dtype: DataType) -> bool {
+    use DataType::*;
+    matches!(dtype, U8 | U16 | U32 | U64 | I8 | I16 | I32 | I64)
+}
+
+/// The values as integers, exactly, for an integer input: INT64, or UINT64 when one
+/// is above `i64::MAX`; `None` when one is not an integer (a fraction, text that is
+/// no integer, a missing value), which then goes as a double and is refused by the
+/// cast to the input's dtype as before. Integers beyond 2^53 reach here as their
+/// digits (`FeatureValue::integer`): as doubles they were rounded (9007199254740993
+/// went in as ...992).
+fn exact_integers<'a>(
+    values: impl Iterator<Item = &'a FeatureValue> + Clone,
+) -> Option<TensorData> {
+    let integer = |v: &FeatureValue| -> Option<i128> {
+        match v {
+            FeatureValue::Number(n) if n.fract() == 0.0 && n.abs() < 2f64.powi(64) => {
+                Some(*n as i128)
+            }
+            FeatureValue::Text(s) => s.trim().parse::<i128>().ok(),
+            _ => None,
+        }
+    };
+    let all: Vec<i128> = values.map(integer).collect::<Option<_>>()?;
+    if let Ok(v) = all.iter().map(|&i| i64::try_from(i)).collect() {
+        return Some(TensorData::I64(v));
+    }
+    all.iter()
+        .map(|&i| u64::try_from(i))
+        .collect::<Result<_, _>>()
+        .ok()
+        .map(TensorData::U64)
 }
 
 fn input_spec(handle: &ServableHandle) -> Result<&TensorSpec, ApiError> {
@@ -518,4 +557,55 @@ fn rows_to_tensor(
         vec![positional.len(), width]
     };
     Tensor::new(shape, data).map_err(|e| ApiError::InvalidArgument(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(dtype: DataType) -> TensorSpec {
+        TensorSpec {
+            name: "x".into(),
+            dtype,
+            shape: vec![-1, 2],
+        }
+    }
+
+    #[test]
+    fn integers_past_2_to_the_53_reach_an_integer_input_exactly() {
+        // As doubles they went in as ...992 and i64::MAX "did not fit INT64".
+        let values = [
+            FeatureValue::integer(9_007_199_254_740_993),
+            FeatureValue::integer(i64::MAX.into()),
+        ];
+        assert_eq!(
+            column_data(&spec(DataType::I64), false, values.iter()).unwrap(),
+            TensorData::I64(vec![9_007_199_254_740_993, i64::MAX])
+        );
+        let values = [
+            FeatureValue::integer(u64::MAX.into()),
+            FeatureValue::Number(1.0),
+        ];
+        assert_eq!(
+            column_data(&spec(DataType::U64), false, values.iter()).unwrap(),
+            TensorData::U64(vec![u64::MAX, 1])
+        );
+        // A text input gets the digits; a float input the nearest double, as before.
+        let big = [FeatureValue::integer(9_007_199_254_740_993)];
+        assert_eq!(
+            column_data(&spec(DataType::Bytes), false, big.iter()).unwrap(),
+            TensorData::Bytes(vec![b"9007199254740993".to_vec()])
+        );
+        assert_eq!(
+            column_data(&spec(DataType::F64), false, big.iter()).unwrap(),
+            TensorData::F64(vec![9_007_199_254_740_992.0])
+        );
+        // Not an integer: a double, which the cast to the input's dtype refuses.
+        let half = [FeatureValue::Number(1.5)];
+        assert_eq!(
+            column_data(&spec(DataType::I64), false, half.iter()).unwrap(),
+            TensorData::F64(vec![1.5])
+        );
+        assert_eq!(FeatureValue::integer(3), FeatureValue::Number(3.0));
+    }
 }

@@ -64,10 +64,13 @@ fn invalid(msg: impl Into<String>) -> HttpError {
 
 fn feature(v: &Value) -> Result<FeatureValue, HttpError> {
     match v {
-        Value::Number(n) => n
-            .as_f64()
-            .map(FeatureValue::Number)
-            .ok_or_else(|| invalid(format!("feature value {n} is not a number"))),
+        Value::Number(n) => match n.as_i64().map(i128::from).or(n.as_u64().map(i128::from)) {
+            Some(i) => Ok(FeatureValue::integer(i)),
+            None => n
+                .as_f64()
+                .map(FeatureValue::Number)
+                .ok_or_else(|| invalid(format!("feature value {n} is not a number"))),
+        },
         Value::String(s) => Ok(FeatureValue::Text(s.clone())),
         Value::Bool(b) => Ok(FeatureValue::Number(f64::from(u8::from(*b)))),
         // A missing value: taken only by an input the model imputes.
@@ -183,6 +186,9 @@ fn starts_with_ignoring_case(text: &str, prefix: &str) -> bool {
 
 /// A form or query value: a finite number when it reads as one, else text.
 fn text_value(v: &str) -> FeatureValue {
+    if let Ok(i) = v.trim().parse::<i128>() {
+        return FeatureValue::integer(i);
+    }
     match v.trim().parse::<f64>() {
         Ok(n) if n.is_finite() => FeatureValue::Number(n),
         _ => FeatureValue::Text(v.to_string()),
