@@ -4,13 +4,17 @@
 
 use arrow_array::ffi::{from_ffi, to_ffi, FFI_ArrowArray, FFI_ArrowSchema};
 use arrow_array::ffi_stream::{FFI_ArrowArrayStream, RecordBatchStreamReader};
-use arrow_array::{Array, ArrayRef, RecordBatch, RecordBatchIterator, StructArray};
-use arrow_schema::{DataType, SchemaRef};
+use arrow_array::{
+    Array, ArrayRef, BinaryArray, ListArray, RecordBatch, RecordBatchIterator, RecordBatchOptions,
+    StructArray,
+};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyCapsule, PyTuple};
 use std::ffi::CStr;
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 use crate::predict_error;
 
@@ -42,7 +46,26 @@ where
             data.data_type()
         )));
     }
-    let batch = RecordBatch::from(StructArray::from(data));
+    // A struct array may have null rows, which a record batch cannot (arrow-rs's
+    // `RecordBatch::from` panics on them): refused, saying where.
+    if data.null_count() > 0 {
+        let first = (0..data.len())
+            .find(|&i| data.is_null(i))
+            .unwrap_or_default();
+        return Err(predict_error(format!(
+            "the struct array has {} null rows (the first: row {first}); a record batch's \
+             rows cannot be null: drop or fill them first",
+            data.null_count()
+        )));
+    }
+    let len = data.len();
+    let (fields, columns, _) = StructArray::from(data).into_parts();
+    let batch = RecordBatch::try_new_with_options(
+        Arc::new(Schema::new(fields)),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(len)),
+    )
+    .map_err(|e| predict_error(format!("cannot import the Arrow data: {e}")))?;
     let batch = py.detach(|| predict(&batch)).map_err(predict_error)?;
     Ok(ArrowArray { batch })
 }
@@ -71,7 +94,7 @@ where
                 let batch = batch.map_err(|e| format!("cannot read the Arrow stream: {e}"))?;
                 out.push(predict(&batch)?);
             }
-            Ok::<_, String>(out)
+            binary_where_any_is(out)
         })
         .map_err(predict_error)?;
     let schema = match batches.first() {
@@ -81,6 +104,77 @@ where
     Ok(ArrowStream {
         schema,
         batches: std::sync::Mutex::new(Some(batches)),
+    })
+}
+
+/// The answers to one stream's batches with one schema: a string column that is
+/// `Binary` in some batch (a TensorFlow string output with an element that is not
+/// UTF-8) is made `Binary` in every batch, as an Arrow stream has one schema.
+fn binary_where_any_is(batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, String> {
+    let Some(first) = batches.first() else {
+        return Ok(batches);
+    };
+    let schema = first.schema();
+    if batches.iter().all(|b| b.schema() == schema) {
+        return Ok(batches);
+    }
+    let binary: Vec<bool> = (0..schema.fields().len())
+        .map(|j| {
+            batches.iter().any(|b| {
+                b.schema()
+                    .fields()
+                    .get(j)
+                    .is_some_and(|f| has_binary(f.data_type()))
+            })
+        })
+        .collect();
+    batches
+        .into_iter()
+        .map(|batch| {
+            let schema = batch.schema();
+            let mut fields = Vec::with_capacity(batch.num_columns());
+            let mut columns = Vec::with_capacity(batch.num_columns());
+            for (j, (field, column)) in schema.fields().iter().zip(batch.columns()).enumerate() {
+                let column = match binary.get(j) {
+                    Some(true) => utf8_to_binary(column)?,
+                    _ => column.clone(),
+                };
+                fields.push(Field::new(
+                    field.name(),
+                    column.data_type().clone(),
+                    field.is_nullable(),
+                ));
+                columns.push(column);
+            }
+            RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+fn has_binary(dtype: &DataType) -> bool {
+    match dtype {
+        DataType::Binary => true,
+        DataType::List(item) => has_binary(item.data_type()),
+        _ => false,
+    }
+}
+
+/// A `Utf8` column (or list of them, at any depth) as `Binary`, the same bytes.
+fn utf8_to_binary(array: &ArrayRef) -> Result<ArrayRef, String> {
+    use arrow_array::cast::AsArray;
+    Ok(match array.data_type() {
+        DataType::Utf8 => Arc::new(BinaryArray::from(array.as_string::<i32>().clone())),
+        DataType::List(_) => {
+            let list = array.as_list::<i32>();
+            let values = utf8_to_binary(list.values())?;
+            let item = Arc::new(Field::new("item", values.data_type().clone(), true));
+            let nulls = list.nulls().cloned();
+            Arc::new(
+                ListArray::try_new(item, list.offsets().clone(), values, nulls)
+                    .map_err(|e| e.to_string())?,
+            )
+        }
+        _ => array.clone(),
     })
 }
 
@@ -284,8 +378,26 @@ pub fn string_values(name: &str, array: &ArrayRef) -> Result<Vec<Option<String>>
             let a = array.as_string_view();
             collect(a.len(), &|i| a.is_valid(i).then(|| a.value(i).to_string()))
         }
+        // Bytes are text in UTF-8, as scikit-learn's vectorizers (encoding="utf-8",
+        // decode_error="strict") and the fasttext package take them.
+        DataType::Binary => utf8_values(name, array.as_binary::<i32>())?,
+        DataType::LargeBinary => utf8_values(name, array.as_binary::<i64>())?,
         other => return Err(format!("column {name:?} is {other}, not a string type")),
     })
+}
+
+fn utf8_values<O: arrow_array::OffsetSizeTrait>(
+    name: &str,
+    array: &arrow_array::GenericBinaryArray<O>,
+) -> Result<Vec<Option<String>>, String> {
+    (0..array.len())
+        .map(|i| match array.is_valid(i) {
+            false => Ok(None),
+            true => String::from_utf8(array.value(i).to_vec())
+                .map(Some)
+                .map_err(|e| format!("row {i} of column {name:?} is not valid UTF-8: {e}")),
+        })
+        .collect()
 }
 
 /// Takes the struct an Arrow PyCapsule points at, leaving an empty (released) one behind,

@@ -441,10 +441,22 @@ fn arrow_label_type(labels: Option<&ClassLabels>) -> DataType {
 /// its first bytes by the server's own `format::sniff_file`, else from its extension.
 /// A file that is neither goes to the pickle reader, whose message says what is wrong.
 /// A directory holding `saved_model.pb` (or that file itself) is `"tensorflow"`.
+/// Anything that is neither a regular file nor a directory is refused (`ModelError`).
 #[pyfunction]
 fn format_of(path: std::path::PathBuf) -> PyResult<&'static str> {
     use ferroserve_core::backends::format::{sniff_file, ArtifactFormat};
     use ferroserve_core::backends::tensorflow::SAVED_MODEL_FILE;
+    // A device (/dev/zero, /dev/urandom), FIFO or socket would be read forever or
+    // block: refused before anything opens it. Symbolic links are followed.
+    let metadata = std::fs::metadata(&path)
+        .map_err(|e| ModelError::new_err(format!("cannot read {}: {e}", path.display())))?;
+    if !metadata.is_file() && !metadata.is_dir() {
+        return Err(ModelError::new_err(format!(
+            "{} is not a regular file (a device, FIFO or socket): give a model file, or a \
+             TensorFlow SavedModel directory",
+            path.display()
+        )));
+    }
     if path.is_dir() {
         if path.join(SAVED_MODEL_FILE).is_file() {
             return Ok("tensorflow");

@@ -15,11 +15,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arrow_array::builder::{BooleanBuilder, StringBuilder};
+use arrow_array::builder::{BinaryBuilder, BooleanBuilder, StringBuilder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
-use arrow_array::{Array, ArrayRef, FixedSizeListArray, PrimitiveArray, RecordBatch};
-use arrow_buffer::{Buffer, ScalarBuffer};
+use arrow_array::{Array, ArrayRef, ListArray, PrimitiveArray, RecordBatch};
+use arrow_buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType as ArrowType, Field, Schema};
 use ferroserve_core::backends::onnx::OnnxBackend;
 use ferroserve_core::backends::tensorflow::{TensorflowBackend, TensorflowConfig};
@@ -28,7 +28,7 @@ use ferroserve_core::backends::{
 };
 use ferroserve_core::tensor::{DataType, NamedTensor, Tensor, TensorData, TensorSpec};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use crate::arrow_io::{self, ArrowArray, ArrowStream};
 use crate::{predict_error, ModelError};
@@ -84,10 +84,23 @@ fn from_ne<T, const N: usize>(bytes: &[u8], read: fn([u8; N]) -> T) -> Result<Ve
 /// A tensor's elements from the payload the Python half sends for `dtype`.
 fn data_from_python(dtype: DataType, payload: &Bound<'_, PyAny>) -> PyResult<TensorData> {
     if dtype == DataType::Bytes {
-        let strings: Vec<String> = payload.extract()?;
-        return Ok(TensorData::Bytes(
-            strings.into_iter().map(String::into_bytes).collect(),
-        ));
+        // Each element as given: `bytes` pass through unchanged (a serialized
+        // tf.train.Example is not UTF-8), `str` as its UTF-8 encoding.
+        let list = payload.cast::<PyList>()?;
+        let mut elements = Vec::with_capacity(list.len());
+        for (i, item) in list.iter().enumerate() {
+            if let Ok(bytes) = item.cast::<PyBytes>() {
+                elements.push(bytes.as_bytes().to_vec());
+            } else if let Ok(text) = item.cast::<PyString>() {
+                elements.push(text.to_cow()?.as_bytes().to_vec());
+            } else {
+                return Err(predict_error(format!(
+                    "element {i} of a string input is {}, not str or bytes",
+                    item.get_type().name()?
+                )));
+            }
+        }
+        return Ok(TensorData::Bytes(elements));
     }
     let bytes = payload.cast::<PyBytes>()?.as_bytes();
     let data = match dtype {
@@ -108,7 +121,15 @@ fn data_from_python(dtype: DataType, payload: &Bound<'_, PyAny>) -> PyResult<Ten
     data.map_err(predict_error)
 }
 
-/// `(dtype, payload)` for Python: raw native-endian bytes, or a list of strings.
+/// Whether every element of a string tensor is valid UTF-8: such a tensor goes back to
+/// Python as `str` (an ONNX string always is), any other one as `bytes`, every element
+/// of it, so that one output never mixes the two and nothing is replaced or lost.
+fn all_utf8(elements: &[Vec<u8>]) -> bool {
+    elements.iter().all(|e| std::str::from_utf8(e).is_ok())
+}
+
+/// `(dtype, payload)` for Python: raw native-endian bytes, or a list of `str` (every
+/// element valid UTF-8) or of `bytes` (see [`all_utf8`]).
 fn data_to_python(py: Python<'_>, data: &TensorData) -> PyResult<(&'static str, Py<PyAny>)> {
     macro_rules! bytes {
         ($v:expr) => {
@@ -134,7 +155,13 @@ fn data_to_python(py: Python<'_>, data: &TensorData) -> PyResult<(&'static str, 
         TensorData::I64(v) => bytes!(v),
         TensorData::F32(v) => bytes!(v),
         TensorData::F64(v) => bytes!(v),
-        TensorData::Bytes(v) => PyList::new(py, v.iter().map(|b| String::from_utf8_lossy(b)))?
+        TensorData::Bytes(v) if all_utf8(v) => PyList::new(
+            py,
+            v.iter().map(|b| std::str::from_utf8(b).unwrap_or_default()),
+        )?
+        .into_any()
+        .unbind(),
+        TensorData::Bytes(v) => PyList::new(py, v.iter().map(|b| PyBytes::new(py, b)))?
             .into_any()
             .unbind(),
     };
@@ -145,7 +172,10 @@ fn data_to_python(py: Python<'_>, data: &TensorData) -> PyResult<(&'static str, 
 /// gains its trailing dimension, and the elements are cast to the input's dtype.
 fn fit_to_spec(spec: &TensorSpec, tensor: Tensor) -> Result<Tensor, String> {
     let fail = |e: &dyn std::fmt::Display| format!("input {:?}: {e}", spec.name);
+    // A 0-d scalar is no column: it is refused for a `[-1]` input (as ONNX Runtime and
+    // TensorFlow refuse rank 0 there), never taken as one row.
     let tensor = if !spec.any_rank()
+        && !tensor.shape().is_empty()
         && spec.shape.len() == tensor.shape().len() + 1
         && spec.shape.last().is_some_and(|&d| d == 1 || d < 0)
     {
@@ -365,7 +395,10 @@ impl TensorModel {
 }
 
 /// The Arrow type of an output column whose rows have `inner` dimensions: a plain
-/// column for `[n]` and `[n, 1]`, a fixed-size list per further dimension.
+/// column for `[n]` and `[n, 1]`, a (variable-size) list per further dimension, as the
+/// fastText columns are: Spark's `mapInArrow` takes lists (`array<float>`) but refuses
+/// fixed-size lists. String outputs are `Utf8`, or `Binary` when an element is not
+/// UTF-8 (see [`all_utf8`]).
 fn column_type(dtype: DataType, inner: &[usize]) -> ArrowType {
     let inner = match inner {
         [1] => &[][..],
@@ -386,9 +419,13 @@ fn column_type(dtype: DataType, inner: &[usize]) -> ArrowType {
         DataType::F64 => ArrowType::Float64,
         DataType::Bytes => ArrowType::Utf8,
     };
-    inner.iter().rev().fold(scalar, |child, &size| {
-        ArrowType::FixedSizeList(Arc::new(Field::new("item", child, false)), size as i32)
-    })
+    inner.iter().fold(scalar, |child, _| list_type(child))
+}
+
+/// A list of `child`, its items nullable as pyarrow's `pa.list_` and Spark's
+/// `array<...>` declare them (no item is ever null).
+fn list_type(child: ArrowType) -> ArrowType {
+    ArrowType::List(Arc::new(Field::new("item", child, true)))
 }
 
 /// The flat Arrow array of a tensor's elements.
@@ -420,11 +457,20 @@ fn flat_array(data: TensorData) -> ArrayRef {
         TensorData::F32(v) => primitive::<Float32Type>(v),
         TensorData::F64(v) => primitive::<Float64Type>(v),
         TensorData::Bytes(v) => {
-            let mut b = StringBuilder::with_capacity(v.len(), v.iter().map(Vec::len).sum());
-            for s in &v {
-                b.append_value(String::from_utf8_lossy(s));
+            let capacity = v.iter().map(Vec::len).sum();
+            if all_utf8(&v) {
+                let mut b = StringBuilder::with_capacity(v.len(), capacity);
+                for s in &v {
+                    b.append_value(std::str::from_utf8(s).unwrap_or_default());
+                }
+                Arc::new(b.finish())
+            } else {
+                let mut b = BinaryBuilder::with_capacity(v.len(), capacity);
+                for s in &v {
+                    b.append_value(s);
+                }
+                Arc::new(b.finish())
             }
-            Arc::new(b.finish())
         }
     }
 }
@@ -445,13 +491,22 @@ fn outputs_batch(outputs: Vec<NamedTensor>, n_rows: usize) -> Result<RecordBatch
             [1] => Vec::new(),
             other => other.to_vec(),
         };
-        let dtype = data.dtype();
         let mut array = flat_array(data);
-        for (depth, &size) in inner.iter().enumerate().rev() {
-            let child_type = column_type(dtype, &inner[depth + 1..]);
-            let field = Arc::new(Field::new("item", child_type, false));
+        for depth in (0..inner.len()).rev() {
+            // As many lists as the dimensions outside this one make, each `size` long.
+            let size = inner[depth];
+            let lists = shape[..=depth].iter().product::<usize>();
+            let too_long = || format!("output {name:?} has too many elements for an Arrow list");
+            let offsets = (0..=lists)
+                .map(|i| {
+                    i.checked_mul(size)
+                        .and_then(|o| i32::try_from(o).ok())
+                        .ok_or_else(too_long)
+                })
+                .collect::<Result<Vec<i32>, String>>()?;
+            let field = Arc::new(Field::new("item", array.data_type().clone(), true));
             array = Arc::new(
-                FixedSizeListArray::try_new(field, size as i32, array, None)
+                ListArray::try_new(field, OffsetBuffer::new(offsets.into()), array, None)
                     .map_err(|e| format!("output {name:?}: {e}"))?,
             );
         }
@@ -467,14 +522,35 @@ fn outputs_batch(outputs: Vec<NamedTensor>, n_rows: usize) -> Result<RecordBatch
 fn column_tensor(name: &str, array: &ArrayRef) -> Result<Tensor, String> {
     let mut shape = vec![array.len()];
     let mut values = array.clone();
-    while let ArrowType::FixedSizeList(_, size) = values.data_type() {
-        let size = *size as usize;
-        let list = values.as_fixed_size_list();
-        if list.null_count() > 0 {
+    loop {
+        if values.null_count() > 0 && is_list(values.data_type()) {
             return Err(format!("column {name:?} has null rows"));
         }
-        shape.push(size);
-        values = list.values().slice(0, list.len() * size);
+        values = match values.data_type() {
+            ArrowType::FixedSizeList(_, size) => {
+                let size = usize::try_from(*size).map_err(|e| format!("column {name:?}: {e}"))?;
+                let list = values.as_fixed_size_list();
+                shape.push(size);
+                list.values().slice(0, list.len() * size)
+            }
+            // Lists (what the package gives for `[n, k]` outputs, and Spark's `array<...>`)
+            // whose rows are all as long.
+            ArrowType::List(_) => {
+                let list = values.as_list::<i32>();
+                let offsets: Vec<usize> = list.offsets().iter().map(|&o| o as usize).collect();
+                let (size, values) = equal_lists(name, &offsets, list.values())?;
+                shape.push(size);
+                values
+            }
+            ArrowType::LargeList(_) => {
+                let list = values.as_list::<i64>();
+                let offsets: Vec<usize> = list.offsets().iter().map(|&o| o as usize).collect();
+                let (size, values) = equal_lists(name, &offsets, list.values())?;
+                shape.push(size);
+                values
+            }
+            _ => break,
+        };
     }
     let no_nulls = |values: &ArrayRef| {
         if values.null_count() > 0 {
@@ -517,6 +593,17 @@ fn column_tensor(name: &str, array: &ArrayRef) -> Result<Tensor, String> {
         ArrowType::Int64 => ints!(Int64Type, I64),
         ArrowType::Float32 => floats!(Float32Type, F32, f32::NAN),
         ArrowType::Float64 => floats!(Float64Type, F64, f64::NAN),
+        // Binary columns pass their bytes through unchanged (a serialized tf.train.Example
+        // for a TensorFlow string input is not UTF-8).
+        ArrowType::Binary => TensorData::Bytes(binary_values(name, values.as_binary::<i32>())?),
+        ArrowType::LargeBinary => {
+            TensorData::Bytes(binary_values(name, values.as_binary::<i64>())?)
+        }
+        ArrowType::BinaryView => {
+            let a = values.as_binary_view();
+            no_nulls(&values)?;
+            TensorData::Bytes((0..a.len()).map(|i| a.value(i).to_vec()).collect())
+        }
         ArrowType::Utf8 | ArrowType::LargeUtf8 | ArrowType::Utf8View => {
             let strings = arrow_io::string_values(name, &values)?;
             TensorData::Bytes(
@@ -532,12 +619,58 @@ fn column_tensor(name: &str, array: &ArrayRef) -> Result<Tensor, String> {
         }
         other => {
             return Err(format!(
-                "column {name:?} is {other}; ONNX inputs take numbers, booleans, strings \
-                 or fixed-size lists of them"
+                "column {name:?} is {other}; inputs take numbers, booleans, strings, binary \
+                 or lists of them"
             ))
         }
     };
     Tensor::new(shape, data).map_err(|e| format!("column {name:?}: {e}"))
+}
+
+fn is_list(dtype: &ArrowType) -> bool {
+    matches!(
+        dtype,
+        ArrowType::FixedSizeList(..) | ArrowType::List(_) | ArrowType::LargeList(_)
+    )
+}
+
+/// The length every row of a list column has (`offsets` its row offsets) and the
+/// values of those rows; rows of different lengths make no tensor and are refused.
+fn equal_lists(
+    name: &str,
+    offsets: &[usize],
+    values: &ArrayRef,
+) -> Result<(usize, ArrayRef), String> {
+    let (Some(&first), Some(&last)) = (offsets.first(), offsets.last()) else {
+        return Ok((0, values.slice(0, 0)));
+    };
+    let size = offsets.get(1).map_or(0, |&o| o.saturating_sub(first));
+    if let Some(row) = offsets
+        .windows(2)
+        .position(|w| w[1].checked_sub(w[0]) != Some(size))
+    {
+        return Err(format!(
+            "column {name:?}: row {row} has {} values, row 0 has {size}; every row of a list \
+             column must be as long",
+            offsets[row + 1].saturating_sub(offsets[row])
+        ));
+    }
+    if last > values.len() || first > last {
+        return Err(format!("column {name:?}: list offsets out of range"));
+    }
+    Ok((size, values.slice(first, last - first)))
+}
+
+fn binary_values<O: arrow_array::OffsetSizeTrait>(
+    name: &str,
+    array: &arrow_array::GenericBinaryArray<O>,
+) -> Result<Vec<Vec<u8>>, String> {
+    (0..array.len())
+        .map(|i| match array.is_valid(i) {
+            true => Ok(array.value(i).to_vec()),
+            false => Err(format!("row {i} of column {name:?} is null")),
+        })
+        .collect()
 }
 
 fn spec_dict<'py>(py: Python<'py>, spec: &TensorSpec) -> PyResult<Bound<'py, PyDict>> {

@@ -133,3 +133,26 @@ def test_predict_releases_the_gil():
             break
         texts = texts * 2
     assert_runs_without_the_gil(lambda: native._predict_texts(texts, 5, 0.0))
+
+
+def test_a_dict_of_columns_is_read_by_its_text_column_never_its_keys():
+    # Bug: a dict (Ray Data's batch_format="numpy") was iterated: its keys were the texts.
+    model = ferroserve.Model.load(os.path.join(FIXTURES, "lid.176.ftz"))
+    texts = ["Bonjour, comment allez-vous ?", "Guten Morgen", "Buenos dias"]
+    want = model.predict(texts)
+    for batch in ({"text": np.array(texts)}, {"text": np.array(texts), "id": np.arange(3)}, {"t": texts}):
+        labels, probabilities = model.predict(batch)
+        assert labels == want[0]
+    with pytest.raises(ferroserve.PredictError, match="'a', 'b'"):
+        model.predict({"a": texts, "b": texts})
+
+
+def test_null_rows_fractional_k_and_nan_threshold_are_refused():
+    model = ferroserve.Model.load(os.path.join(FIXTURES, "lid.176.ftz"))
+    rows = pa.StructArray.from_arrays([pa.array(["hello", "world"])], names=["text"], mask=pa.array([True, False]))
+    with pytest.raises(ferroserve.PredictError, match="null rows"):
+        model.predict(rows)
+    with pytest.raises(ferroserve.PredictError, match="integer"):
+        model.predict("hello", k=1.7)
+    with pytest.raises(ferroserve.PredictError, match="NaN"):
+        model.predict("hello", threshold=float("nan"))

@@ -318,3 +318,90 @@ def test_threads_and_sessions_within_bounds_load():
     assert ferroserve.MAX_THREADS == 1024 and ferroserve.MAX_SESSIONS == 256
     ferroserve.Model.load(IRIS, threads=0, sessions=1)
     ferroserve.Model.load(IRIS, threads=ferroserve.MAX_THREADS, sessions=ferroserve.MAX_SESSIONS)
+
+
+TEXT_ZH = os.path.join(SKLEARN_FIXTURES, "text_tfidf_logreg_zh.z3.joblib")
+
+
+def test_text_models_decode_bytes_and_refuse_missing_and_2d_documents():
+    # Bug: bytes documents were scored as str(bytes) ("b'...'"), None and NaN as the
+    # words "None" and "nan", and a 2-D array was flattened (2 rows in, 4 answers out).
+    with open(TEXT_ZH.replace(".z3.joblib", ".json")) as f:
+        docs = [d for d in json.load(f)["input"]["docs"] if d]
+    estimator = joblib.load(TEXT_ZH)
+    model = ferroserve.Model.load(TEXT_ZH)
+    want = list(estimator.predict([d.encode() for d in docs]))
+    assert want == list(estimator.predict(docs))
+    as_bytes = np.empty(len(docs), dtype=object)
+    as_bytes[:] = [d.encode() for d in docs]
+    assert list(model.predict(as_bytes)) == want
+    assert list(model.predict(np.array([d.encode() for d in docs]))) == want
+    assert list(model.predict(pd.DataFrame({"text": list(as_bytes)}))["predict"]) == want
+    assert list(model.predict(pa.record_batch({"text": pa.array(list(as_bytes), pa.binary())})).column(0).to_pylist()) == want
+    with pytest.raises(ferroserve.PredictError, match="document 1 is missing"):
+        model.predict(np.array(["a", None], dtype=object))
+    with pytest.raises(ferroserve.PredictError, match="document 0 is missing"):
+        model.predict(np.array([np.nan, "a"], dtype=object))
+    with pytest.raises(ferroserve.PredictError, match="document 0 is missing"):
+        model.predict(pd.DataFrame({"text": [None, "a"]}))
+    with pytest.raises(ferroserve.PredictError, match="not valid UTF-8"):
+        model.predict([b"\xff\xfe"])
+    with pytest.raises(ferroserve.PredictError, match="1-D"):
+        model.predict(np.array([["a", "b"], ["c", "d"]]))
+
+
+def test_a_dict_of_columns_is_read_by_its_columns_never_its_keys():
+    # Bug: a dict batch (Ray Data's batch_format="numpy") given to a text model was
+    # scored as one document, str(dict).
+    path = os.path.join(SKLEARN_FIXTURES, "text_tfidf_logreg.z3.joblib")
+    model = ferroserve.Model.load(path)
+    docs = np.array(["the team scored a goal", "new app for the phone", "cheese cake and bread"])
+    want = list(joblib.load(path).predict(list(docs)))
+    assert list(model.predict({"text": docs})) == want
+    assert list(model.predict({"input": docs, "id": np.arange(3)})) == want
+    with pytest.raises(ferroserve.PredictError, match="'a', 'b'"):
+        model.predict({"a": docs, "b": docs})
+    # A dense model reads a dict's columns by name, as a DataFrame's.
+    iris = ferroserve.Model.load(IRIS)
+    rows = np.random.default_rng(5).uniform(1, 7, size=(6, 4))
+    columns = {name: rows[:, j] for j, name in reversed(list(enumerate(IRIS_NAMES)))}
+    assert list(iris.predict(columns)) == list(iris.predict(rows))
+
+
+def test_a_struct_array_with_null_rows_is_refused_not_a_panic():
+    # Bug: arrow-rs's RecordBatch::from(StructArray) panicked on null rows
+    # (pyo3's PanicException, a BaseException).
+    rows = pa.StructArray.from_arrays(
+        [pa.array(np.arange(3.0)) for _ in IRIS_NAMES], names=IRIS_NAMES, mask=pa.array([False, True, False])
+    )
+    with pytest.raises(ferroserve.PredictError, match="1 null rows.*row 1"):
+        ferroserve.Model.load(IRIS).predict(rows)
+    # Without null rows a struct array is a record batch.
+    valid = pa.StructArray.from_arrays([pa.array(np.arange(3.0)) for _ in IRIS_NAMES], names=IRIS_NAMES)
+    assert len(ferroserve.Model.load(IRIS).predict(valid)) == 3
+
+
+def test_a_model_says_it_cannot_be_pickled_and_what_to_do():
+    import copy
+    import pickle
+
+    model = ferroserve.Model.load(IRIS)
+    for dump in (pickle.dumps, copy.deepcopy):
+        with pytest.raises(TypeError, match="cannot be pickled.*load_cached"):
+            dump(model)
+
+
+def test_devices_fifos_and_missing_files_are_refused_before_reading(tmp_path):
+    # Bug: /dev/zero was read until memory ran out; /dev/urandom and a FIFO forever.
+    fifo = tmp_path / "model.fifo"
+    os.mkfifo(fifo)
+    for path in ("/dev/zero", "/dev/urandom", str(fifo)):
+        with pytest.raises(ferroserve.ModelError, match="not a regular file"):
+            ferroserve.Model.load(path)
+    # Bug: load_cached raised FileNotFoundError where Model.load raises ModelError.
+    missing = str(tmp_path / "missing.joblib")
+    for load in (ferroserve.Model.load, ferroserve.load_cached):
+        with pytest.raises(ferroserve.ModelError, match="cannot read"):
+            load(missing)
+    # A bytes path is a path.
+    assert ferroserve.Model.load(IRIS.encode()).format == "sklearn"

@@ -333,3 +333,50 @@ def test_missing_inputs_are_named_before_anything_runs(capfd):
     assert "onnxruntime" not in err and "Missing Input" not in err, err
     # The whole dict still runs.
     assert set(multi.predict(feeds)) == {o["name"] for o in multi.signature["outputs"]}
+
+
+def test_matrix_outputs_are_arrow_lists_that_spark_takes_and_lists_go_back_in():
+    # Bug: [n, k] outputs were fixed-size lists, which Spark's mapInArrow refuses
+    # (UNSUPPORTED_ARROWTYPE); they are lists, as the fastText columns are.
+    model = ferroserve.Model.load(os.path.join(FIXTURES, "iris_str", "model.onnx"))
+    rows = np.random.default_rng(2).uniform(0, 7, size=(5, 4)).astype(np.float32)
+    want = model.predict(rows)["probabilities"]
+    batch = pa.record_batch({"x%d" % j: rows[:, j] for j in range(4)})
+    got = model.predict(batch)
+    assert got.schema.field("probabilities").type == pa.list_(pa.float32())
+    assert np.array_equal(np.array(got.column("probabilities").to_pylist(), dtype=np.float32), want)
+    table = model.predict(pa.Table.from_batches([batch.slice(0, 2), batch.slice(2)]))
+    assert table.schema.field("probabilities").type == pa.list_(pa.float32())
+    # A list column whose rows are as long is a matrix input, as a fixed-size list is.
+    lists = pa.record_batch({"input": pa.array(list(rows), pa.list_(pa.float32()))})
+    assert np.array_equal(np.array(model.predict(lists).column("probabilities").to_pylist(), dtype=np.float32), want)
+    ragged = pa.record_batch({"input": pa.array([[1.0, 2.0, 3.0, 4.0], [1.0]], pa.list_(pa.float32()))})
+    with pytest.raises(ferroserve.PredictError, match="row 1 has 1 values"):
+        model.predict(ragged)
+
+
+def test_null_rows_scalars_and_bytes_that_are_not_utf8_are_refused():
+    model = ferroserve.Model.load(os.path.join(FIXTURES, "iris_str", "model.onnx"))
+    rows = pa.StructArray.from_arrays(
+        [pa.array(np.arange(3.0)) for _ in range(4)], names=list("abcd"), mask=pa.array([False, True, True])
+    )
+    with pytest.raises(ferroserve.PredictError, match="2 null rows.*row 1"):
+        model.predict(rows)
+    multi = ferroserve.Model.load(os.path.join(FIXTURES, "multi_io", "model.onnx"))
+    inputs = {
+        "f32": np.ones((1, 2), np.float32),
+        "f64": np.ones(1),
+        "i32": np.ones(1, np.int32),
+        "i64": np.ones(1, np.int64),
+        "flag": np.ones(1, bool),
+        "text": np.array([b"a"], dtype=object),
+    }
+    assert multi.predict(inputs)["text_out"].tolist() == list(
+        multi.predict(dict(inputs, text=np.array(["a"], dtype=object)))["text_out"]
+    )
+    # A 0-d scalar for a [-1] input is refused, not taken as one row.
+    with pytest.raises(ferroserve.PredictError, match="takes shape"):
+        multi.predict(dict(inputs, f64=np.float64(1.0)))
+    # ONNX strings are UTF-8: other bytes are refused with a clear message.
+    with pytest.raises(ferroserve.PredictError, match="UTF-8"):
+        multi.predict(dict(inputs, text=np.array([b"\xff"], dtype=object)))

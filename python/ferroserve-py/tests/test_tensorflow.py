@@ -15,6 +15,9 @@ neither is there, these tests are skipped.
 import json
 import os
 import shutil
+import struct
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -255,3 +258,118 @@ def test_predict_releases_the_gil():
             break
         n_rows *= 2
     assert_runs_without_the_gil(lambda: native._predict_tensors(tensors))
+
+
+def test_loading_a_saved_model_leaves_openssl_importable():
+    # Bug: TensorFlow's libraries were opened RTLD_GLOBAL, so their BoringSSL symbols
+    # took the place of OpenSSL's, and importing _hashlib (hashlib, ssl, pandas, ...)
+    # after a load crashed the process (SIGSEGV). A fresh interpreter: nothing may have
+    # loaded OpenSSL before the model.
+    script = (
+        "import sys, ferroserve\n"
+        "ferroserve.Model.load(sys.argv[1])\n"
+        "import _hashlib, hashlib\n"
+        "assert hashlib.sha256(b'x').hexdigest().startswith('2d711642')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, model_dir("mlp")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+
+
+def _varint(n):
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(number, payload):
+    """A length-delimited protobuf field."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def serialized_example(features):
+    """A tf.train.Example in its wire format (what `SerializeToString` gives), made
+    without TensorFlow: float lists, int64 lists and bytes features."""
+    entries = b""
+    for key, value in sorted(features.items()):
+        if isinstance(value, list):  # FloatList, packed
+            feature = _field(2, _field(1, struct.pack("<%df" % len(value), *value)))
+        elif isinstance(value, int):  # Int64List, packed
+            feature = _field(3, _field(1, _varint(value)))
+        else:  # BytesList
+            feature = _field(1, _field(1, value.encode()))
+        entries += _field(1, _field(1, key.encode()) + _field(2, feature))
+    return _field(1, entries)
+
+
+def test_string_inputs_take_bytes_unchanged():
+    # Bug: string inputs had to be valid UTF-8 (bytes were decoded, Arrow binary refused),
+    # so serialized tf.train.Examples, what a TF1 estimator's signatures take, could not
+    # be given at all.
+    want = expected("tf1_classifier")
+    examples = [serialized_example(e) for e in want["examples"]]
+    assert any(not _is_utf8(e) for e in examples)
+    scores = np.array(want["predict"]["scores"]["data"], dtype=np.float32).reshape(4, 3)
+    model = ferroserve.Model.load(model_dir("tf1_classifier"), signature_name="predict")
+    as_object = np.empty(len(examples), dtype=object)
+    as_object[:] = examples
+    for data in (as_object, np.array(examples), {"examples": as_object}):
+        np.testing.assert_allclose(model.predict(data)["scores"], scores, rtol=1e-6)
+    for column in (pa.array(examples, pa.binary()), pa.array(examples, pa.large_binary())):
+        got = model.predict(pa.record_batch({"examples": column}))
+        np.testing.assert_allclose(np.array(got.column("scores").to_pylist()), scores, rtol=1e-6)
+    got = model.predict(pd.DataFrame({"examples": examples}))
+    np.testing.assert_allclose(np.stack(got["scores"].to_list()), scores, rtol=1e-6)
+    # The classify and regress signatures, as TensorFlow gave them.
+    classify = model.with_signature("serving_default").predict(as_object)
+    assert classify["classes"].tolist() == [[c for c, _ in row] for row in want["classify"]["serving_default"]]
+    np.testing.assert_allclose(
+        classify["scores"], [[s for _, s in row] for row in want["classify"]["serving_default"]], rtol=1e-6
+    )
+    regress = model.predict(as_object, signature_name="regression")["outputs"]
+    np.testing.assert_allclose(regress, want["regress"], rtol=1e-6)
+
+
+def _is_utf8(data):
+    try:
+        data.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def test_string_outputs_are_str_when_utf8_else_bytes():
+    # Bug: string outputs were decoded with replacement characters (lossy). An output
+    # whose elements are all UTF-8 is str (as ONNX strings are); any other is bytes,
+    # every element, unchanged; in Arrow a string or a binary column.
+    model = ferroserve.Model.load(model_dir("text"))
+    words = np.array([b"\xffcat", b"dog"], dtype=object)
+    got = model.predict(words)
+    assert got["upper"].tolist() == [b"\xffCAT", b"DOG"]
+    assert got["length"].tolist() == [4, 3]
+    assert model.predict(np.array([b"dog", "cat"], dtype=object))["upper"].tolist() == ["DOG", "CAT"]
+    batch = pa.record_batch({"words": pa.array(list(words), pa.binary())})
+    got = model.predict(batch)
+    assert got.column("upper").type == pa.binary()
+    assert got.column("upper").to_pylist() == [b"\xffCAT", b"DOG"]
+    utf8 = pa.record_batch({"words": pa.array(["dog"])})
+    assert model.predict(utf8).column("upper").to_pylist() == ["DOG"]
+    # A stream has one schema: the column is binary in every batch when one needs it.
+    table = model.predict(pa.Table.from_batches([utf8.cast(batch.schema), batch]))
+    assert table.column("upper").type == pa.binary()
+    assert table.column("upper").to_pylist() == [b"DOG", b"\xffCAT", b"DOG"]
+
+
+def test_a_str_tag_is_one_tag():
+    # Bug: tags="serve" was taken as the tags "s", "e", "r", "v", "e".
+    model = ferroserve.Model.load(model_dir("mlp"), tags="serve")
+    assert model.format == "tensorflow"
+    with pytest.raises(TypeError, match="tags"):
+        ferroserve.Model.load(model_dir("mlp"), tags=1)

@@ -78,6 +78,49 @@ def test_spark_map_in_arrow_equals_scikit_learn(spark, path):
     assert list(result["predict"]) == want
 
 
+IRIS_ONNX = os.path.join(ROOT, "tests/fixtures/onnx/iris_str/model.onnx")
+
+
+def onnxruntime_library():
+    """ONNX Runtime's library: ORT_DYLIB_PATH, the onnxruntime wheel's, or the one
+    scripts/setup.sh leaves in .ort/ (this environment has no onnxruntime wheel)."""
+    try:
+        return ferroserve._onnxruntime_library() or os.environ["ORT_DYLIB_PATH"]
+    except ferroserve.ModelError:
+        local = os.path.join(ROOT, ".ort", ferroserve.ONNXRUNTIME_LIBRARY)
+        if not os.path.isfile(local):
+            pytest.skip("no ONNX Runtime library (no onnxruntime wheel, ORT_DYLIB_PATH or .ort/)")
+        return local
+
+
+def test_spark_map_in_arrow_takes_an_onnx_classifiers_probabilities(spark, monkeypatch):
+    # Bug: an [n, k] output came back as an Arrow fixed-size list, which Spark refuses
+    # (UNSUPPORTED_ARROWTYPE FixedSizeList(3)); it is a list: array<float>.
+    library = onnxruntime_library()
+    monkeypatch.setenv("ORT_DYLIB_PATH", library)
+    rows = np.random.default_rng(0).uniform(0, 7, size=(40, 4)).astype(np.float32)
+    want = ferroserve.Model.load(IRIS_ONNX).predict(rows)
+    frame = pd.DataFrame(rows, columns=list("abcd"))
+    frame.insert(0, "row", np.arange(len(frame)))
+
+    def score(batches):
+        os.environ.setdefault("ORT_DYLIB_PATH", library)
+        model = ferroserve.load_cached(IRIS_ONNX)
+        for batch in batches:
+            predicted = model.predict(batch.drop_columns(["row"]))
+            yield pa.record_batch(
+                [batch.column("row"), predicted.column("label"), predicted.column("probabilities")],
+                names=["row", "label", "probabilities"],
+            )
+
+    df = spark.createDataFrame(frame).repartition(2)
+    result = df.mapInArrow(score, "row long, label string, probabilities array<float>").toPandas()
+    result = result.sort_values("row")
+    assert list(result["label"]) == list(want["label"])
+    got = np.stack(result["probabilities"].to_list()).astype(np.float32)
+    np.testing.assert_array_equal(got, want["probabilities"])
+
+
 def test_ray_data_map_batches_equals_scikit_learn():
     import ray
 

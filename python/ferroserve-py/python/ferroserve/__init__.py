@@ -39,10 +39,14 @@
   ``labels`` and ``probabilities`` (lists).
 
 The GIL is released while a model loads and predicts, so threads score in parallel.
+A model cannot be pickled: load it where it runs (``load_cached(path)`` in a Spark
+``mapInArrow`` function, ``Model.load`` in a Ray actor's ``__init__``).
 """
 
 import glob as _glob
+import math as _math
 import os as _os
+from collections.abc import Mapping as _Mapping
 
 from ._native import ArrowArray, ArrowStream, ModelError, PredictError
 from ._native import FastTextModel as _NativeFastText
@@ -165,7 +169,7 @@ class Model:
         ``threads`` (ONNX Runtime's intra-op threads per session) and ``sessions`` (how
         many threads can run the model at once) apply to ONNX models; for a SavedModel
         ``threads`` is TensorFlow's intra- and inter-op threads (0: TensorFlow chooses),
-        ``tags`` the MetaGraph to load and ``signature_name`` the signature to run
+        ``tags`` the MetaGraph to load (a str is one tag) and ``signature_name`` the signature to run
         (default ``serving_default``, else the first by name).
 
         ``threads`` is from 0 to ``MAX_THREADS`` (1024) and ``sessions`` from 1 to
@@ -177,7 +181,8 @@ class Model:
         """
         threads = _bounded("threads", threads, 0, MAX_THREADS)
         sessions = _bounded("sessions", sessions, 1, MAX_SESSIONS)
-        path = _os.fspath(path)
+        tags = _tags(tags)
+        path = _os.fsdecode(_os.fspath(path))
         kind = _format_of(path)
         if kind != "tensorflow" and signature_name not in (None, "", "serving_default"):
             raise ModelError(
@@ -190,7 +195,7 @@ class Model:
             if _os.path.basename(path) == "saved_model.pb":
                 path = _os.path.dirname(path) or "."
             native = _NativeTensor.load_saved_model(
-                path, _tensorflow_library(), [str(t) for t in tags], threads, signature_name
+                path, _tensorflow_library(), tags, threads, signature_name
             )
         elif kind == "fasttext":
             native = _NativeFastText.load(path)
@@ -246,6 +251,14 @@ class Model:
     def __repr__(self):
         return "ferroserve.Model(%r, %s)" % (self.path, self._native.signature["description"])
 
+    def __reduce_ex__(self, protocol):
+        # A loaded model holds native sessions, which do not travel: say what works.
+        raise TypeError(
+            "ferroserve.Model cannot be pickled (nor copied): load it where it runs, e.g. "
+            "ferroserve.load_cached(path) inside a Spark mapInArrow function, or "
+            "ferroserve.Model.load(path) in a Ray actor's __init__"
+        )
+
     def predict(self, data, *, k=None, threshold=None, signature_name=None):
         """Predicts every row of ``data`` and returns the same kind (see the module's
         docs for each format). ``k`` (labels per text, -1 for all; default 1) and
@@ -260,9 +273,9 @@ class Model:
             return other.predict(data, k=k, threshold=threshold)
         fmt = self.format
         if fmt == "fasttext":
-            return self._predict_fasttext(
-                data, 1 if k is None else int(k), 0.0 if threshold is None else float(threshold)
-            )
+            if isinstance(data, _Mapping):
+                data = _text_column(data, ("text",), "a fastText model")
+            return self._predict_fasttext(data, _fasttext_k(k), _fasttext_threshold(threshold))
         if k is not None or threshold is not None:
             raise PredictError(
                 "k and threshold apply to fastText models; this is a %s model" % fmt
@@ -278,7 +291,24 @@ class Model:
             return self._predict_pandas(data)
         if _is_arrow(data):
             return self._predict_arrow(data, module, ())
+        if isinstance(data, _Mapping):
+            return self._predict_mapping(data)
         return self._predict_numpy(data)
+
+    def _predict_mapping(self, data):
+        """A dict of column name to array (Ray Data's ``batch_format="numpy"``): a text
+        model reads its one text column, other models the columns by name, as from a
+        DataFrame; the answer is what a numpy array gives."""
+        if self._native.input_kind == "text":
+            return self._predict_numpy(_text_column(data, ("input",), "this model"))
+        import numpy as np
+        import pandas as pd
+
+        try:
+            frame = pd.DataFrame({name: np.asarray(values) for name, values in data.items()})
+        except ValueError as e:
+            raise PredictError("a dict of columns must hold 1-D arrays of one length: %s" % e) from None
+        return self._predict_pandas(frame)[PREDICT_OUTPUT].to_numpy()
 
     def _predict_arrow(self, data, module, extra):
         if hasattr(data, "__arrow_c_array__"):
@@ -297,7 +327,7 @@ class Model:
         return out
 
     def _predict_tensors_numpy(self, data):
-        if isinstance(data, dict):
+        if isinstance(data, _Mapping):
             inputs = data
         else:
             names = [i["name"] for i in self._native.signature["inputs"]]
@@ -395,8 +425,7 @@ class Model:
 
         kind = self._native.input_kind
         if kind == "text":
-            texts = [str(t) for t in np.asarray(data, dtype=object).reshape(-1)]
-            return _labels_to_numpy(self._native._predict_text(texts))
+            return _labels_to_numpy(self._native._predict_text(_documents(data)))
         if kind != "dense":
             raise PredictError(
                 "this model selects its input columns by name: pass a pandas DataFrame "
@@ -433,7 +462,7 @@ class Model:
                 raise PredictError(
                     "this model reads one text column; the DataFrame has %d" % frame.shape[1]
                 )
-            labels = self._native._predict_text([str(t) for t in frame.iloc[:, 0]])
+            labels = self._native._predict_text(_documents(frame.iloc[:, 0].to_numpy(dtype=object)))
         else:
             if kind == "columns":
                 specs = self._native.signature["inputs"]
@@ -479,6 +508,90 @@ def _bounded(name, value, low, high):
     return number
 
 
+def _tags(tags):
+    """A SavedModel's MetaGraph tags as a list of str: one str is one tag."""
+    if isinstance(tags, str):
+        return [tags]
+    try:
+        tags = list(tags)
+    except TypeError:
+        raise TypeError("tags must be a str or a sequence of str, not %s" % type(tags).__name__) from None
+    if not all(isinstance(t, str) for t in tags):
+        raise TypeError("tags must be a str or a sequence of str, got %r" % (tags,))
+    return tags
+
+
+def _fasttext_k(k):
+    """fastText's ``k``: an integer (-1: every label); a float is refused, never truncated."""
+    if k is None:
+        return 1
+    import operator
+
+    try:
+        return operator.index(k)
+    except TypeError:
+        raise PredictError("k must be an integer, not %r" % (k,)) from None
+
+
+def _fasttext_threshold(threshold):
+    if threshold is None:
+        return 0.0
+    value = float(threshold)
+    if _math.isnan(value):
+        raise PredictError("threshold must be a number, not NaN")
+    return value
+
+
+def _text_column(data, names, what):
+    """The text column of a dict of columns: its only one, else the one named as the
+    model's input (one of ``names``); never the dict's keys."""
+    if len(data) == 1:
+        return next(iter(data.values()))
+    for name in names:
+        if name in data:
+            return data[name]
+    raise PredictError(
+        "%s reads one text column (or a column named %s); the dict has columns %s"
+        % (what, " or ".join(repr(n) for n in names), ", ".join(repr(k) for k in data) or "none")
+    )
+
+
+def _documents(values):
+    """A scikit-learn text model's documents, one per row, as its vectorizers take them:
+    ``str`` as is, ``bytes`` decoded as UTF-8 (their ``encoding="utf-8"``,
+    ``decode_error="strict"``); a missing document (None, NaN) or anything else is
+    refused naming its row, and so is anything but a 1-D sequence."""
+    import numpy as np
+
+    if isinstance(values, (str, bytes)):
+        raise PredictError(
+            "expected a 1-D sequence of documents, got one %s: pass a list of them"
+            % type(values).__name__
+        )
+    array = np.asarray(values, dtype=object)
+    if array.ndim != 1:
+        raise PredictError(
+            "a text model takes a 1-D sequence of documents (one per row); got an array "
+            "of %d dimensions" % array.ndim
+        )
+    out = []
+    for row, value in enumerate(array):
+        if isinstance(value, str):
+            out.append(value)
+        elif isinstance(value, bytes):
+            try:
+                out.append(value.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                raise PredictError("document %d is not valid UTF-8: %s" % (row, e)) from None
+        elif value is None or (isinstance(value, float) and _math.isnan(value)) or (
+            type(value).__name__ in ("NAType", "NaTType")
+        ):
+            raise PredictError("document %d is missing (%r): give a text for every row" % (row, value))
+        else:
+            raise PredictError("document %d is %s, not text" % (row, type(value).__name__))
+    return out
+
+
 def _is_arrow(data):
     return hasattr(data, "__arrow_c_array__") or hasattr(data, "__arrow_c_stream__")
 
@@ -486,18 +599,40 @@ def _is_arrow(data):
 def _texts(values):
     """One ``str`` per row: a text, or UTF-8 bytes."""
     out = []
-    for value in values:
+    for row, value in enumerate(values):
         if isinstance(value, bytes):
-            value = value.decode("utf-8")
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise PredictError("text %d is not valid UTF-8: %s" % (row, e)) from None
         elif not isinstance(value, str):
             raise PredictError("expected texts; got %s" % type(value).__name__)
         out.append(value)
     return out
 
 
+def _strings(name, values):
+    """The elements of a string input as ``bytes``: ``bytes`` unchanged (a serialized
+    tf.train.Example is not UTF-8), ``str`` in UTF-8."""
+    out = []
+    for value in values:
+        if isinstance(value, bytes):
+            out.append(bytes(value))
+        elif isinstance(value, str):
+            try:
+                out.append(value.encode("utf-8"))
+            except UnicodeEncodeError as e:
+                raise PredictError("input %r: %s" % (name, e)) from None
+        else:
+            raise PredictError(
+                "input %r takes str or bytes; got %s" % (name, type(value).__name__)
+            )
+    return out
+
+
 def _column_values(column):
     """A pandas column as a numpy array: numbers as they are (float NaN kept), text as
-    an object array of str (a missing text is refused)."""
+    an object array of its str or bytes (a missing text is refused)."""
     import numpy as np
     import pandas as pd
 
@@ -505,9 +640,7 @@ def _column_values(column):
         return column.to_numpy()
     if column.isna().any():
         raise PredictError("column %r has missing values" % column.name)
-    values = np.empty(len(column), dtype=object)
-    values[:] = _texts(column)
-    return values
+    return column.to_numpy(dtype=object)
 
 
 def _tensor_payload(name, value):
@@ -518,7 +651,7 @@ def _tensor_payload(name, value):
     array = np.asarray(value)
     shape = list(array.shape)
     if array.dtype.kind in "OUS":
-        return (name, "string", shape, _texts(array.reshape(-1)))
+        return (name, "string", shape, _strings(name, array.reshape(-1)))
     if array.dtype.kind not in "biuf":
         raise PredictError("input %r: arrays of %s are not supported" % (name, array.dtype))
     array = np.ascontiguousarray(array)
@@ -552,8 +685,12 @@ def load_cached(path):
     similar, whose function runs many times in one long-lived Python worker."""
     import os
 
-    path = os.path.abspath(os.fspath(path))
-    stat = os.stat(path)
+    path = os.path.abspath(os.fsdecode(os.fspath(path)))
+    try:
+        stat = os.stat(path)
+    except OSError as e:
+        # As Model.load says it, so that both raise the same error.
+        raise ModelError("cannot read %s: %s" % (path, e.strerror or e)) from None
     key = (path, stat.st_size, stat.st_mtime_ns)
     with _CACHE_LOCK:
         model = _CACHE.get(key)
