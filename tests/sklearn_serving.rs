@@ -178,6 +178,81 @@ async fn column_transformer_takes_named_columns() {
     server.stop().await;
 }
 
+/// A column the pipeline was fitted with but no transformer reads (`income`, `color`
+/// here): scikit-learn requires it in the DataFrame, so a full record must work (it
+/// was a 400, "the model has no input"); leaving it out works too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_the_model_drops_may_be_given_or_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    install_model(
+        dir.path(),
+        "dropped",
+        1,
+        &root_path(&format!("{SKL}/ct_dropped_column_logreg.joblib")),
+    );
+    let server = TestServer::start(dir.path()).await;
+    let exp = load_json(&format!("{SKL}/ct_dropped_column_logreg.json"));
+    let input = field(&exp, "input");
+    let columns = input["columns"].as_array().unwrap();
+    let predict = field(&exp, "predict");
+    let rows: Vec<usize> = (0..predict.as_array().unwrap().len())
+        .filter(|&i| columns.iter().all(|c| !c["values"][i].is_null()))
+        .collect();
+    let record = |i: usize, keep: &dyn Fn(&str) -> bool| -> Value {
+        Value::Object(
+            columns
+                .iter()
+                .filter(|c| keep(c["name"].as_str().unwrap()))
+                .map(|c| {
+                    (
+                        c["name"].as_str().unwrap().to_string(),
+                        c["values"][i].clone(),
+                    )
+                })
+                .collect(),
+        )
+    };
+    let want: Vec<Value> = rows.iter().map(|&i| predict[i].clone()).collect();
+    for (what, keep) in [
+        ("every column", &(|_: &str| true) as &dyn Fn(&str) -> bool),
+        ("the used ones", &|name: &str| {
+            matches!(name, "age" | "city")
+        }),
+    ] {
+        let instances: Vec<Value> = rows.iter().map(|&i| record(i, keep)).collect();
+        assert_eq!(
+            instances[0].as_object().unwrap().len() > 2,
+            what == "every column"
+        );
+        let (status, body) = server
+            .post_json(
+                "/v1/models/dropped:predict",
+                &json!({"instances": instances}),
+            )
+            .await;
+        assert_eq!(status, 200, "{what}: {body}");
+        let got: Vec<Value> = body["predictions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["predict"].clone())
+            .collect();
+        assert_eq!(got, want, "{what}");
+    }
+    // Not a column of the model at all: still refused.
+    let mut other = record(rows[0], &|_| true);
+    other
+        .as_object_mut()
+        .unwrap()
+        .insert("colour".into(), json!("red"));
+    let (status, body) = server
+        .post_json("/v1/models/dropped:predict", &json!({"instances": [other]}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("colour"), "{body}");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_pickle_is_an_error_state_not_code_execution() {
     let repo = tempfile::tempdir().unwrap();

@@ -226,6 +226,11 @@ async fn run(
     } else {
         std::mem::take(&mut request.inputs)
     };
+    let mut raw_inputs = raw_inputs;
+    let ignored = &handle.backend.traits().ignored_inputs;
+    if !ignored.is_empty() {
+        raw_inputs.retain(|(name, _)| !ignored.contains(name));
+    }
     let inputs = prepare_inputs(signature, handle.config().input_name.as_deref(), raw_inputs)?;
     check_outputs(signature, &request.outputs)?;
     let pooling_mask = handle.pipeline.pooling_mask(&inputs);

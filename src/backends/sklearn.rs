@@ -101,6 +101,14 @@ impl SklearnBackend {
             class_labels: model.classes().map(ClassLabels::to_strings),
             feature_names: model.feature_names().map(<[String]>::to_vec),
             missing_inputs: Vec::new(),
+            ignored_inputs: match model.input_schema() {
+                InputSchema::Columns(columns) => columns
+                    .iter()
+                    .filter(|c| !c.used)
+                    .map(|c| c.name.clone())
+                    .collect(),
+                _ => Vec::new(),
+            },
         };
         SklearnBackend {
             model,

@@ -103,6 +103,7 @@ pub const SKLEARN_CLASSES: &[&str] = &[
     "OneHotEncoder",
     "OrdinalEncoder",
     "SimpleImputer",
+    "MissingIndicator",
     "LabelEncoder",
     "LabelBinarizer",
     "FunctionTransformer",
@@ -120,6 +121,9 @@ pub const SKLEARN_CLASSES: &[&str] = &[
     "_CalibratedClassifier",
     "_SigmoidCalibration",
     "IsotonicRegression",
+    // scikit-learn 1.6+: `CalibratedClassifierCV(FrozenEstimator(fitted))` replaces
+    // `cv="prefit"`; a transparent wrapper around the fitted estimator.
+    "FrozenEstimator",
     // Composition.
     "Pipeline",
     "ColumnTransformer",

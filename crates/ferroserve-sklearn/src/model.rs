@@ -119,7 +119,10 @@ impl SklearnModel {
             wrapper_objects: options.wrapper_attribute.is_some(),
         };
         let value = crate::read_model_file_with_options(bytes, &crate::Limits::default(), &read)
-            .map_err(|e| ModelError::Read(e.to_string()))?;
+            .map_err(|e| match refusal_hint(&e) {
+                Some(hint) => ModelError::Read(format!("{e}; {hint}")),
+                None => ModelError::Read(e.to_string()),
+            })?;
         match &options.wrapper_attribute {
             Some(attribute) => SklearnModel::from_value(unwrap_wrapper(&value, attribute)?),
             None => SklearnModel::from_value(&value),
@@ -141,7 +144,7 @@ impl SklearnModel {
             None => first_obj.feature_names()?,
         };
         let input = if first_obj.name == "ColumnTransformer" {
-            ColumnTransformer::build(first_obj)?.input_schema()
+            ColumnTransformer::build(first_obj)?.input_schema()?
         } else if text::is_vectorizer(first_obj.name) {
             if steps.is_empty() {
                 return Err(ModelError::Unsupported(format!(
@@ -467,6 +470,23 @@ fn rows_view<'a>(x: &'a Data<'a>, who: &str) -> Result<Rows<'a>, PredictError> {
         Data::Table(_) => Err(PredictError::InvalidInput(format!(
             "{who}: the final estimator needs numbers (convert the table first)"
         ))),
+    }
+}
+
+/// What a refused class says about the model, for classes that scikit-learn pickles
+/// only inside features this crate does not support.
+fn refusal_hint(e: &crate::LoadError) -> Option<&'static str> {
+    match e {
+        crate::LoadError::Refused { module, name }
+            if module == "functools" && name == "partial" =>
+        {
+            Some(
+                "scikit-learn pickles it inside HistGradientBoosting models fitted with \
+                 categorical features (categorical features are not supported) and inside a \
+                 FunctionTransformer with a function (not supported)",
+            )
+        }
+        _ => None,
     }
 }
 

@@ -55,6 +55,11 @@ pub struct ModelTraits {
     /// empty or blank cell) goes in as NaN to a float input, as `""` to a string
     /// input. Any other input refuses one.
     pub missing_inputs: Vec<String>,
+    /// Inputs the model was fitted with but does not use (a scikit-learn
+    /// `ColumnTransformer` column no transformer selects): scikit-learn requires them
+    /// in a DataFrame, so a request may carry them, in any dtype, and they are
+    /// dropped before the model runs. Not in the signature: nothing says their dtype.
+    pub ignored_inputs: Vec<String>,
 }
 
 /// Per-request options a backend may honour: a fastText model's `k` and `threshold`

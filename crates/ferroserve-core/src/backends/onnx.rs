@@ -197,6 +197,7 @@ fn describe(session: &Session) -> Result<(Signature, ModelTraits), BackendError>
         class_labels: None,
         feature_names: None,
         missing_inputs: missing_inputs(session, &inputs),
+        ignored_inputs: Vec::new(),
     };
     Ok((Signature { inputs, outputs }, traits))
 }

@@ -11,6 +11,7 @@ use super::naive_bayes::logsumexp;
 use super::tree::{to_float32, Tree};
 use super::{
     argmax, check_width, expit, softmax_in_place, ClassLabels, Classifier, MatrixRef, Regressor,
+    Rows,
 };
 use crate::model::{ModelError, PredictError};
 use crate::value::Value;
@@ -262,6 +263,23 @@ impl Classifier for GbClassifier {
                 out.extend_from_slice(row);
                 softmax_in_place(&mut out[start..]);
             }
+        }
+        Ok(())
+    }
+
+    /// `decision_function` is the raw score: one column for a binary problem, one per
+    /// class otherwise (what `CalibratedClassifierCV` calibrates).
+    fn decision_width(&self) -> Option<usize> {
+        Some(self.stages.k)
+    }
+
+    fn decision_function(&self, x: Rows<'_>, out: &mut Vec<f64>) -> Result<(), PredictError> {
+        match x {
+            Rows::Dense(m) => out.extend(self.raw(m)?),
+            Rows::Sparse(s) => s.for_each_dense_row("GradientBoostingClassifier", |row| {
+                out.extend(self.raw(row)?);
+                Ok(())
+            })?,
         }
         Ok(())
     }

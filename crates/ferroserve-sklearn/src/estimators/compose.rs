@@ -1,7 +1,10 @@
 //! `Pipeline` and `ColumnTransformer`.
 
-use super::access::{array_i64, as_i64, as_list, as_str, describe, Obj};
-use super::{build_transformer, Column, ColumnKind, Data, Matrix, SparseRows, Table, Transformer};
+use super::access::{array_i64, as_f64, as_i64, as_list, as_str, describe, Obj};
+use super::{
+    build_predictor, build_transformer, text, Classifier, Column, ColumnKind, Data, Matrix,
+    MatrixRef, Predictor, Rows, SparseRows, Table, Transformer,
+};
 use crate::model::{InputColumn, InputSchema, ModelError, PredictError};
 use crate::value::{ArrayData, Value};
 
@@ -73,6 +76,119 @@ impl Transformer for TransformerPipeline {
     }
 }
 
+/// A `Pipeline` used as an estimator inside another one (the base estimator of
+/// `CalibratedClassifierCV`): its transformers, then its final classifier. It takes the
+/// numeric matrix its first step takes; pipelines that start with named or text
+/// columns are refused, since the model around them takes a matrix.
+#[derive(Debug)]
+struct PipelineClassifier {
+    steps: Vec<Box<dyn Transformer>>,
+    model: Box<dyn Classifier>,
+    n_features: usize,
+}
+
+pub(crate) fn build_pipeline_predictor(value: &Value) -> Result<Predictor, ModelError> {
+    let (steps, last) = split_pipeline(value)?;
+    if let Some(first) = steps.first() {
+        let first = Obj::new(first)?;
+        if first.name == "ColumnTransformer" || text::is_vectorizer(first.name) {
+            return Err(first.unsupported(
+                "a pipeline that starts with a ColumnTransformer or a text vectorizer inside \
+                 another estimator (e.g. as the base of CalibratedClassifierCV); put the \
+                 calibrated classifier last in the pipeline instead",
+            ));
+        }
+    }
+    let steps = steps
+        .into_iter()
+        .map(build_transformer)
+        .collect::<Result<Vec<_>, _>>()?;
+    let (classes, model) = match build_predictor(last)? {
+        Predictor::Classifier { classes, model } => (classes, model),
+        Predictor::Regressor(_) => {
+            return Err(ModelError::Unsupported(
+                "a pipeline ending in a regressor inside another estimator".into(),
+            ))
+        }
+    };
+    let n_features = match steps.first() {
+        Some(t) => t.n_features_in().unwrap_or(model.n_features()),
+        None => model.n_features(),
+    };
+    Ok(Predictor::Classifier {
+        classes,
+        model: Box::new(PipelineClassifier {
+            steps,
+            model,
+            n_features,
+        }),
+    })
+}
+
+impl PipelineClassifier {
+    /// Runs the transformers, then `f` on the final estimator's rows.
+    fn run<T>(
+        &self,
+        x: Rows<'_>,
+        f: impl FnOnce(Rows<'_>) -> Result<T, PredictError>,
+    ) -> Result<T, PredictError> {
+        let mut data = match x {
+            Rows::Dense(m) => Data::Borrowed(m),
+            Rows::Sparse(s) => Data::Sparse(s.clone()),
+        };
+        for step in &self.steps {
+            data = step.transform(data)?;
+        }
+        match data {
+            Data::Borrowed(m) => f(Rows::Dense(m)),
+            Data::Sparse(s) => f(Rows::Sparse(&s)),
+            other => {
+                let m = other.into_dense("Pipeline")?;
+                f(Rows::Dense(m.view()))
+            }
+        }
+    }
+}
+
+impl Classifier for PipelineClassifier {
+    fn n_features(&self) -> usize {
+        self.n_features
+    }
+
+    fn name(&self) -> &str {
+        "Pipeline"
+    }
+
+    fn predict(&self, x: MatrixRef<'_>, out: &mut Vec<usize>) -> Result<(), PredictError> {
+        self.run(Rows::Dense(x), |r| self.model.predict_rows(r, out))
+    }
+
+    fn predict_sparse(&self, x: &SparseRows, out: &mut Vec<usize>) -> Result<(), PredictError> {
+        self.run(Rows::Sparse(x), |r| self.model.predict_rows(r, out))
+    }
+
+    fn has_proba(&self) -> bool {
+        self.model.has_proba()
+    }
+
+    fn predict_proba(&self, x: MatrixRef<'_>, out: &mut Vec<f64>) -> Result<(), PredictError> {
+        self.run(Rows::Dense(x), |r| self.model.predict_proba_rows(r, out))
+    }
+
+    fn predict_proba_sparse(&self, x: &SparseRows, out: &mut Vec<f64>) -> Result<(), PredictError> {
+        self.run(Rows::Sparse(x), |r| self.model.predict_proba_rows(r, out))
+    }
+
+    /// `Pipeline.decision_function` exists when the final estimator's does.
+    fn decision_width(&self) -> Option<usize> {
+        self.model.decision_width()
+    }
+
+    fn decision_function(&self, x: Rows<'_>, out: &mut Vec<f64>) -> Result<(), PredictError> {
+        self.run(x, |r| self.model.decision_function(r, out))
+    }
+}
+
 #[derive(Debug)]
 enum Part {
     Drop,
@@ -80,11 +196,22 @@ enum Part {
     Apply(Box<dyn Transformer>),
 }
 
+/// One entry of `transformers_`: what it does, the input columns it reads, and its
+/// `transformer_weights` entry.
+#[derive(Debug)]
+struct Entry {
+    part: Part,
+    columns: Vec<usize>,
+    /// scikit-learn multiplies this part's output by the weight (`_transform_one`),
+    /// passthrough and the remainder (keyed `"remainder"`) included.
+    weight: Option<f64>,
+}
+
 /// A fitted `ColumnTransformer`: each part reads some input columns; the outputs are
 /// stacked side by side in the order of `transformers_`.
 #[derive(Debug)]
 pub(crate) struct ColumnTransformer {
-    parts: Vec<(Part, Vec<usize>)>,
+    parts: Vec<Entry>,
     n_features_in: usize,
     feature_names_in: Option<Vec<String>>,
     /// Whether any part selects its columns by name.
@@ -99,6 +226,7 @@ impl ColumnTransformer {
             (None, Some(names)) => names.len(),
             (None, None) => obj.usize("_n_features")?,
         };
+        let weights = transformer_weights(obj)?;
         let mut parts = Vec::new();
         let mut by_name = false;
         for entry in obj.list("transformers_")? {
@@ -125,7 +253,14 @@ impl ColumnTransformer {
                     }
                 }
             }
-            parts.push((part, columns));
+            let weight = as_str(&triple[0])
+                .and_then(|name| weights.iter().find(|(n, _)| n == name))
+                .map(|(_, w)| *w);
+            parts.push(Entry {
+                part,
+                columns,
+                weight,
+            });
         }
         Ok(ColumnTransformer {
             parts,
@@ -135,17 +270,27 @@ impl ColumnTransformer {
         })
     }
 
-    /// The input columns: named (with the kind each needs) when the transformer
-    /// was fitted on a DataFrame and selects by name, else a numeric matrix.
-    pub fn input_schema(&self) -> InputSchema {
-        let names = match (&self.feature_names_in, self.by_name) {
-            (Some(names), true) => names,
-            _ => {
-                return InputSchema::Dense {
-                    n_features: self.n_features_in,
+    /// The input columns: named (with the kind each needs) when the transformer was
+    /// fitted on a DataFrame and selects by name or reads text (a request carries text
+    /// only in named columns), else a numeric matrix. Text columns chosen by position
+    /// in an array without column names are refused: no request could carry them.
+    pub fn input_schema(&self) -> Result<InputSchema, ModelError> {
+        let reads_text = (0..self.n_features_in).any(|j| self.input_kind(j) == ColumnKind::String);
+        let names =
+            match &self.feature_names_in {
+                Some(names) if self.by_name || reads_text => names,
+                None if reads_text => return Err(ModelError::Unsupported(
+                    "ColumnTransformer: it selects text columns by position in an array without \
+                     column names, which a request cannot carry; fit it on a pandas DataFrame \
+                     with named columns"
+                        .into(),
+                )),
+                _ => {
+                    return Ok(InputSchema::Dense {
+                        n_features: self.n_features_in,
+                    })
                 }
-            }
-        };
+            };
         let mut columns: Vec<InputColumn> = names
             .iter()
             .map(|n| InputColumn {
@@ -154,7 +299,12 @@ impl ColumnTransformer {
                 used: false,
             })
             .collect();
-        for (part, cols) in &self.parts {
+        for Entry {
+            part,
+            columns: cols,
+            ..
+        } in &self.parts
+        {
             for (k, &j) in cols.iter().enumerate() {
                 match part {
                     Part::Drop => {}
@@ -168,8 +318,49 @@ impl ColumnTransformer {
                 }
             }
         }
-        InputSchema::Columns(columns)
+        Ok(InputSchema::Columns(columns))
     }
+}
+
+/// `transformer_weights`: (transformer name, weight) pairs; empty when `None`.
+fn transformer_weights(obj: Obj<'_>) -> Result<Vec<(String, f64)>, ModelError> {
+    match obj.some("transformer_weights") {
+        None => Ok(Vec::new()),
+        Some(Value::Dict(items)) => items
+            .iter()
+            .map(|(k, v)| match (as_str(k), as_f64(v)) {
+                (Some(name), Some(w)) if !matches!(v, Value::Bool(_)) => Ok((name.to_owned(), w)),
+                _ => Err(obj.unsupported(format!(
+                    "a transformer_weights entry {}: {}",
+                    describe(k),
+                    describe(v)
+                ))),
+            })
+            .collect(),
+        Some(other) => Err(obj.unsupported(format!("transformer_weights {}", describe(other)))),
+    }
+}
+
+/// A part's output times its weight (`res * weight`): every value of a dense matrix,
+/// the stored values of sparse rows. Text cannot be weighted (scikit-learn fails to
+/// fit such a model).
+fn scale(out: Data<'static>, weight: f64) -> Result<Data<'static>, PredictError> {
+    Ok(match out {
+        Data::Sparse(mut s) => {
+            s.data.iter_mut().for_each(|v| *v *= weight);
+            Data::Sparse(s)
+        }
+        Data::Table(t) if t.columns.iter().any(|c| matches!(c, Column::Str(_))) => {
+            return Err(PredictError::InvalidInput(
+                "ColumnTransformer: a weighted part outputs text".into(),
+            ))
+        }
+        other => {
+            let mut m = other.into_dense("ColumnTransformer")?;
+            m.data.iter_mut().for_each(|v| *v *= weight);
+            Data::Dense(m)
+        }
+    })
 }
 
 /// Column indices of a `transformers_` entry, and whether it selected by name.
@@ -325,8 +516,8 @@ impl Transformer for ColumnTransformer {
     }
 
     fn input_kind(&self, j: usize) -> ColumnKind {
-        for (part, cols) in &self.parts {
-            if let (Part::Apply(t), Some(k)) = (part, cols.iter().position(|&c| c == j)) {
+        for Entry { part, columns, .. } in &self.parts {
+            if let (Part::Apply(t), Some(k)) = (part, columns.iter().position(|&c| c == j)) {
                 if t.input_kind(k) == ColumnKind::String {
                     return ColumnKind::String;
                 }
@@ -345,14 +536,14 @@ impl Transformer for ColumnTransformer {
         }
         let n_rows = x.n_rows();
         let mut outputs: Vec<Data<'static>> = Vec::new();
-        for (part, cols) in &self.parts {
-            if cols.is_empty() {
+        for entry in &self.parts {
+            if entry.columns.is_empty() {
                 continue;
             }
-            let sub = select(&x, cols, self.feature_names_in.as_deref());
-            match part {
-                Part::Drop => {}
-                Part::Passthrough => outputs.push(sub),
+            let sub = select(&x, &entry.columns, self.feature_names_in.as_deref());
+            let out = match &entry.part {
+                Part::Drop => continue,
+                Part::Passthrough => sub,
                 Part::Apply(t) => {
                     let out = t.transform(sub)?;
                     if out.n_rows() != n_rows {
@@ -360,9 +551,13 @@ impl Transformer for ColumnTransformer {
                             "a transformer changed the number of rows".into(),
                         ));
                     }
-                    outputs.push(out);
+                    out
                 }
-            }
+            };
+            outputs.push(match entry.weight {
+                Some(w) => scale(out, w)?,
+                None => out,
+            });
         }
         let all_numeric = outputs.iter().all(|d| match d {
             Data::Table(t) => t.columns.iter().all(|c| matches!(c, Column::Num(_))),

@@ -8,6 +8,7 @@
 use super::access::{array_i64, as_list, record_field, Obj, SkVersion};
 use super::{
     argmax, check_width, expit, softmax_in_place, ClassLabels, Classifier, MatrixRef, Regressor,
+    Rows,
 };
 use crate::model::{ModelError, PredictError};
 use crate::value::{ArrayData, Value};
@@ -295,6 +296,24 @@ impl Classifier for HgbClassifier {
     fn predict_proba(&self, x: MatrixRef<'_>, out: &mut Vec<f64>) -> Result<(), PredictError> {
         let raw = self.e.raw(x, "HistGradientBoostingClassifier")?;
         self.proba_from_raw(&raw, out);
+        Ok(())
+    }
+
+    /// `decision_function` is the raw score: one column for a binary problem, one per
+    /// class otherwise (what `CalibratedClassifierCV` calibrates).
+    fn decision_width(&self) -> Option<usize> {
+        Some(self.e.k)
+    }
+
+    fn decision_function(&self, x: Rows<'_>, out: &mut Vec<f64>) -> Result<(), PredictError> {
+        let who = "HistGradientBoostingClassifier";
+        match x {
+            Rows::Dense(m) => out.extend(self.e.raw(m, who)?),
+            Rows::Sparse(s) => s.for_each_dense_row(who, |row| {
+                out.extend(self.e.raw(row, who)?);
+                Ok(())
+            })?,
+        }
         Ok(())
     }
 }

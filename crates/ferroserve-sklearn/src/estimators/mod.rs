@@ -440,6 +440,11 @@ pub(crate) fn build_predictor(value: &Value) -> Result<Predictor, ModelError> {
             classifier(classes, model)
         }
         "KNeighborsRegressor" => Ok(Predictor::Regressor(neighbors::build_regressor(obj)?)),
+        // A transparent wrapper: it answers with the wrapped estimator's methods.
+        "FrozenEstimator" => build_predictor(obj.req("estimator")?),
+        // A pipeline inside another estimator (the base of `CalibratedClassifierCV`);
+        // a top-level pipeline is split into steps by `split_pipeline` instead.
+        "Pipeline" => compose::build_pipeline_predictor(value),
         other => Err(ModelError::Unsupported(format!(
             "estimator {}.{other} is not supported as a final estimator",
             obj.module
@@ -455,6 +460,7 @@ pub(crate) fn build_transformer(value: &Value) -> Result<Box<dyn Transformer>, M
         | "MinMaxScaler"
         | "RobustScaler"
         | "SimpleImputer"
+        | "MissingIndicator"
         | "FunctionTransformer" => preprocessing::build(obj),
         "OneHotEncoder" | "OrdinalEncoder" => encoders::build(obj),
         "CountVectorizer" | "TfidfVectorizer" | "HashingVectorizer" | "TfidfTransformer" => {

@@ -46,11 +46,27 @@ fn fma_dot(a: &[f64], b: &[f64]) -> f64 {
     acc
 }
 
+/// Refuses, by what they are, a model fitted on sparse input and a multi-output one
+/// (checked before the attributes whose shape they change are read).
+fn check_single_output_dense(obj: Obj<'_>) -> Result<(), ModelError> {
+    if let Some(crate::value::Value::Object { name, .. }) = obj.get("_fit_X") {
+        return Err(obj.unsupported(format!(
+            "a model fitted on sparse input (_fit_X is a {name}); only dense training data is \
+             supported"
+        )));
+    }
+    let y_2d = obj
+        .some("_y")
+        .is_some_and(|y| matches!(y, crate::value::Value::Array(a) if a.shape.len() == 2));
+    if obj.bool_or("outputs_2d_", false)? || y_2d {
+        return Err(obj.unsupported("multi-output targets (a 2-D y)"));
+    }
+    Ok(())
+}
+
 impl Neighbors {
     fn build(obj: Obj<'_>) -> Result<Neighbors, ModelError> {
-        if obj.bool_or("outputs_2d_", false)? {
-            return Err(obj.unsupported("multi-output targets"));
-        }
+        check_single_output_dense(obj)?;
         let (fit_x, shape) = obj.f64s("_fit_X")?;
         let (n_samples, n_features) = match shape.as_slice() {
             [n, d] => (*n, *d),
@@ -204,6 +220,7 @@ struct KnnClassifier {
 pub(crate) fn build_classifier(
     obj: Obj<'_>,
 ) -> Result<(ClassLabels, Box<dyn Classifier>), ModelError> {
+    check_single_output_dense(obj)?;
     let classes = obj.labels("classes_")?;
     let nn = Neighbors::build(obj)?;
     let (y, _) = obj.f64s("_y")?;

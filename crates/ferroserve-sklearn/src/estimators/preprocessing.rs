@@ -12,6 +12,7 @@ pub(crate) fn build(obj: Obj<'_>) -> Result<Box<dyn Transformer>, ModelError> {
         "RobustScaler" => Ok(Box::new(Affine::robust(obj)?)),
         "SimpleImputer" => Ok(Box::new(SimpleImputer::build(obj)?)),
         "FunctionTransformer" => Ok(Box::new(Identity::build(obj)?)),
+        "MissingIndicator" => Ok(Box::new(MissingIndicator::build(obj)?)),
         other => Err(obj.unsupported(format!("unknown transformer {other}"))),
     }
 }
@@ -206,29 +207,147 @@ struct SimpleImputer {
     /// (its statistic is NaN: it was all-missing during fit).
     fills: Vec<Option<Fill>>,
     missing: Missing,
+    /// `indicator_` (`add_indicator=True`): its 0/1 columns are appended after the
+    /// imputed ones, computed on the input before imputation.
+    indicator: Option<MissingIndicator>,
+}
+
+/// `missing_values` as scikit-learn stores it.
+fn missing_values(obj: Obj<'_>) -> Result<Missing, ModelError> {
+    Ok(match obj.get("missing_values") {
+        Some(Value::Float(f)) if f.is_nan() => Missing::NaN,
+        Some(Value::Float(f)) => Missing::Num(*f),
+        Some(Value::Int(i)) => Missing::Num(*i as f64),
+        Some(Value::Str(s)) => Missing::Str(s.clone()),
+        Some(v) => {
+            return Err(obj.unsupported(format!("missing_values {}", super::access::describe(v))))
+        }
+        None => Missing::NaN,
+    })
+}
+
+fn is_missing_num(missing: &Missing, v: f64) -> bool {
+    match missing {
+        Missing::NaN => v.is_nan(),
+        Missing::Num(m) => v == *m,
+        Missing::Str(_) => false,
+    }
+}
+
+/// `MissingIndicator` on numbers: one 0/1 column per feature of `features_` (the
+/// features that had missing values in fit, or all of them for `features="all"`).
+#[derive(Debug)]
+struct MissingIndicator {
+    n_features: usize,
+    missing: Missing,
+    /// `features_`: the input columns that get an indicator, in order.
+    features: Vec<usize>,
+    /// `features="missing-only"` with `error_on_new` (true for a standalone indicator,
+    /// false inside `SimpleImputer`): a batch with missing values in a feature outside
+    /// `features_` is refused, as scikit-learn raises.
+    error_on_new: bool,
+}
+
+impl MissingIndicator {
+    fn build(obj: Obj<'_>) -> Result<MissingIndicator, ModelError> {
+        let missing = missing_values(obj)?;
+        if matches!(missing, Missing::Str(_)) {
+            return Err(obj.unsupported("a MissingIndicator over text (missing_values a string)"));
+        }
+        let n_features = match obj.n_features_in()? {
+            Some(n) => n,
+            None => obj.usize("_n_features")?,
+        };
+        let all = match obj.opt_str("features")?.unwrap_or("missing-only") {
+            "missing-only" => false,
+            "all" => true,
+            other => return Err(obj.unsupported(format!("features={other:?}"))),
+        };
+        let features = super::access::array_i64(&obj.array("features_")?.data)
+            .ok_or_else(|| obj.malformed("features_ is not an integer array"))?
+            .into_iter()
+            .map(|j| usize::try_from(j).ok().filter(|&j| j < n_features))
+            .collect::<Option<Vec<usize>>>()
+            .ok_or_else(|| obj.malformed("features_ holds an index out of range"))?;
+        if all && features.len() != n_features {
+            return Err(obj.malformed("features=\"all\" without every feature in features_"));
+        }
+        Ok(MissingIndicator {
+            n_features,
+            missing,
+            features,
+            error_on_new: !all && obj.bool_or("error_on_new", true)?,
+        })
+    }
+
+    /// The indicator columns of `m` (`n_rows x features.len()`), row-major.
+    fn indicators(&self, m: &Matrix) -> Result<Vec<f64>, PredictError> {
+        if self.error_on_new {
+            let new: Vec<usize> = (0..m.n_cols)
+                .filter(|j| !self.features.contains(j))
+                .filter(|&j| {
+                    (0..m.n_rows).any(|i| is_missing_num(&self.missing, m.data[i * m.n_cols + j]))
+                })
+                .collect();
+            if !new.is_empty() {
+                return Err(PredictError::InvalidInput(format!(
+                    "The features {new:?} have missing values in transform but have no missing \
+                     values in fit (MissingIndicator)"
+                )));
+            }
+        }
+        let mut out = Vec::with_capacity(m.n_rows * self.features.len());
+        for i in 0..m.n_rows {
+            let row = &m.data[i * m.n_cols..(i + 1) * m.n_cols];
+            out.extend(
+                self.features
+                    .iter()
+                    .map(|&j| f64::from(u8::from(is_missing_num(&self.missing, row[j])))),
+            );
+        }
+        Ok(out)
+    }
+}
+
+impl Transformer for MissingIndicator {
+    fn n_features_in(&self) -> Option<usize> {
+        Some(self.n_features)
+    }
+
+    fn input_kind(&self, _j: usize) -> ColumnKind {
+        ColumnKind::Numeric
+    }
+
+    fn transform(&self, x: Data<'_>) -> Result<Data<'static>, PredictError> {
+        if x.n_cols() != self.n_features {
+            return Err(PredictError::InvalidInput(format!(
+                "X has {} features, but MissingIndicator is expecting {} features as input",
+                x.n_cols(),
+                self.n_features
+            )));
+        }
+        let m = x.into_dense("MissingIndicator")?;
+        Ok(Data::Dense(Matrix {
+            data: self.indicators(&m)?,
+            n_rows: m.n_rows,
+            n_cols: self.features.len(),
+        }))
+    }
 }
 
 impl SimpleImputer {
     fn build(obj: Obj<'_>) -> Result<SimpleImputer, ModelError> {
-        if obj.bool_or("add_indicator", false)? {
-            return Err(obj.unsupported("add_indicator=True"));
-        }
+        let indicator = if obj.bool_or("add_indicator", false)? {
+            let indicator = MissingIndicator::build(obj.obj("indicator_")?)?;
+            Some(indicator)
+        } else {
+            None
+        };
         let strategy = obj.str("strategy")?;
         if !matches!(strategy, "mean" | "median" | "most_frequent" | "constant") {
             return Err(obj.unsupported(format!("strategy {strategy:?}")));
         }
-        let missing = match obj.get("missing_values") {
-            Some(Value::Float(f)) if f.is_nan() => Missing::NaN,
-            Some(Value::Float(f)) => Missing::Num(*f),
-            Some(Value::Int(i)) => Missing::Num(*i as f64),
-            Some(Value::Str(s)) => Missing::Str(s.clone()),
-            Some(v) => {
-                return Err(
-                    obj.unsupported(format!("missing_values {}", super::access::describe(v)))
-                )
-            }
-            None => Missing::NaN,
-        };
+        let missing = missing_values(obj)?;
         let stats = obj.array("statistics_")?;
         let fills: Vec<Fill> = match &stats.data {
             ArrayData::Object(items) => items
@@ -259,19 +378,24 @@ impl SimpleImputer {
         if fills.len() != n_features {
             return Err(obj.malformed("statistics_ does not match n_features_in_"));
         }
+        if let Some(indicator) = &indicator {
+            if fills.iter().any(|f| matches!(f, Some(Fill::Str(_)))) {
+                return Err(obj.unsupported("add_indicator=True over text columns"));
+            }
+            if indicator.n_features != n_features || indicator.missing != missing {
+                return Err(obj.malformed("indicator_ does not match the imputer"));
+            }
+        }
         Ok(SimpleImputer {
             n_features,
             fills,
             missing,
+            indicator,
         })
     }
 
     fn is_missing_num(&self, v: f64) -> bool {
-        match &self.missing {
-            Missing::NaN => v.is_nan(),
-            Missing::Num(m) => v == *m,
-            Missing::Str(_) => false,
-        }
+        is_missing_num(&self.missing, v)
     }
 }
 
@@ -305,6 +429,10 @@ impl Transformer for SimpleImputer {
                     "Input X contains infinity (SimpleImputer does not accept it)".into(),
                 ));
             }
+            let indicators = match &self.indicator {
+                Some(indicator) => Some(indicator.indicators(&m)?),
+                None => None,
+            };
             let kept: Vec<(usize, f64)> = self
                 .fills
                 .iter()
@@ -314,19 +442,28 @@ impl Transformer for SimpleImputer {
                     _ => None,
                 })
                 .collect();
-            let mut out = Vec::with_capacity(m.n_rows * kept.len());
+            let n_indicators = self.indicator.as_ref().map_or(0, |ind| ind.features.len());
+            let mut out = Vec::with_capacity(m.n_rows * (kept.len() + n_indicators));
             for i in 0..m.n_rows {
                 let row = &m.data[i * m.n_cols..(i + 1) * m.n_cols];
                 for &(j, fill) in &kept {
                     let v = row[j];
                     out.push(if self.is_missing_num(v) { fill } else { v });
                 }
+                if let Some(ind) = &indicators {
+                    out.extend_from_slice(&ind[i * n_indicators..(i + 1) * n_indicators]);
+                }
             }
             return Ok(Data::Dense(Matrix {
                 data: out,
                 n_rows: m.n_rows,
-                n_cols: kept.len(),
+                n_cols: kept.len() + n_indicators,
             }));
+        }
+        if self.indicator.is_some() {
+            return Err(PredictError::InvalidInput(
+                "SimpleImputer(add_indicator=True) takes numbers only".into(),
+            ));
         }
         // Text columns: scikit-learn works on an object array; missing text is NaN.
         let table = x.into_table()?;

@@ -265,10 +265,10 @@ struct TreeClassifier {
 pub(crate) fn build_classifier(
     obj: Obj<'_>,
 ) -> Result<(ClassLabels, Box<dyn Classifier>), ModelError> {
-    let classes = obj.labels("classes_")?;
     if obj.some("n_outputs_").is_some() && obj.i64("n_outputs_")? != 1 {
-        return Err(obj.unsupported("multi-output trees"));
+        return Err(obj.unsupported("multi-output trees (a 2-D y)"));
     }
+    let classes = obj.labels("classes_")?;
     let (trees, allow_nan, normalize) = collect_trees(obj)?;
     let n_features = trees[0].n_features;
     let n_classes = classes.len();
