@@ -210,12 +210,11 @@ impl Model {
             }
             InputSchema::Columns(wanted) => {
                 let mut columns = Vec::with_capacity(wanted.len());
-                for column in wanted {
+                // A column the model does not use is never read (it may be of any
+                // type: scikit-learn only asks that a DataFrame has it).
+                for column in wanted.iter().filter(|c| c.used) {
                     let Some(array) = batch.column_by_name(&column.name) else {
-                        if column.used {
-                            return Err(format!("the input has no column {:?}", column.name));
-                        }
-                        continue;
+                        return Err(format!("the input has no column {:?}", column.name));
                     };
                     let values = match column.kind {
                         ColumnKind::Numeric => Column::Num(numeric_values(&column.name, array)?),

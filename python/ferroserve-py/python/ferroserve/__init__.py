@@ -480,10 +480,12 @@ class Model:
             columns = []
             for spec in specs:
                 name = spec["name"]
-                if name not in frame.columns:
-                    if spec["used"]:
-                        raise PredictError("the DataFrame has no column %r" % name)
+                if not spec["used"]:
+                    # Fitted with but never read (any dtype): scikit-learn only asks
+                    # that the frame has it.
                     continue
+                if name not in frame.columns:
+                    raise PredictError("the DataFrame has no column %r" % name)
                 column = frame[name]
                 if spec["dtype"] == "float64":
                     values = column.to_numpy(dtype=np.float64, na_value=np.nan)
