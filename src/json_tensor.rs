@@ -319,7 +319,8 @@ pub fn typed_tensor(
 
 /// A tensor (or part of one) written as JSON straight from its buffer, without
 /// building a `serde_json::Value` tree first (a `Value` costs 32 bytes and an
-/// allocation per element and array). Floats that are not finite become `"NaN"`,
+/// allocation per element and array). FP32 elements take the fewest digits that
+/// read back as the same float (TF Serving's way). Floats that are not finite become `"NaN"`,
 /// `"Infinity"`, `"-Infinity"`; bytes that are not UTF-8 become `{"b64": …}`.
 #[derive(Clone, Copy)]
 pub struct NestedJson<'a> {
@@ -365,7 +366,7 @@ impl serde::Serialize for NestedJson<'_> {
         match self.shape.split_first() {
             None => match self.data {
                 TensorData::Bytes(v) if self.b64 => b64_json(&v[self.start], serializer),
-                _ => ElementJson(self.data, self.start).serialize(serializer),
+                _ => ElementJson(self.data, self.start, true).serialize(serializer),
             },
             Some((&n, rest)) => {
                 let stride: usize = rest.iter().product();
@@ -393,7 +394,7 @@ impl serde::Serialize for FlatJson<'_> {
         use serde::ser::SerializeSeq;
         let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
         for i in 0..self.0.len() {
-            seq.serialize_element(&ElementJson(self.0.data(), i))?;
+            seq.serialize_element(&ElementJson(self.0.data(), i, false))?;
         }
         seq.end()
     }
@@ -423,8 +424,11 @@ pub fn float_json(x: impl Into<f64>) -> Value {
     }
 }
 
-/// One element of a tensor.
-struct ElementJson<'a>(&'a TensorData, usize);
+/// One element of a tensor; with `.2`, an FP32 element in the fewest digits that
+/// read back as the same float (`1.2`), as TF Serving writes them (`WriteDecimal`),
+/// else as the double it converts to (`1.2000000476837158`), as Triton's V2 JSON
+/// does.
+struct ElementJson<'a>(&'a TensorData, usize, bool);
 
 impl serde::Serialize for ElementJson<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -451,6 +455,7 @@ impl serde::Serialize for ElementJson<'_> {
             TensorData::I32(v) => serializer.serialize_i32(v[i]),
             TensorData::I64(v) => serializer.serialize_i64(v[i]),
             TensorData::F16(v) => float(half::f16::from_bits(v[i]).to_f64(), serializer),
+            TensorData::F32(v) if self.2 && v[i].is_finite() => serializer.serialize_f32(v[i]),
             TensorData::F32(v) => float(v[i] as f64, serializer),
             TensorData::F64(v) => float(v[i], serializer),
             TensorData::Bytes(v) => match std::str::from_utf8(&v[i]) {
@@ -491,6 +496,15 @@ mod tests {
         ));
         let e = infer(json!([1, "one"])).unwrap_err().to_string();
         assert!(e.contains("mixes numbers with a string"), "{e}");
+    }
+
+    #[test]
+    fn fp32_is_written_as_tf_serving_writes_it_in_nested_json_only() {
+        let t = Tensor::new(vec![3], TensorData::F32(vec![1.2, 3.0, f32::INFINITY])).unwrap();
+        let nested = serde_json::to_string(&NestedJson::whole(&t)).unwrap();
+        assert_eq!(nested, r#"[1.2,3.0,"Infinity"]"#);
+        let flat = serde_json::to_string(&FlatJson(&t)).unwrap();
+        assert_eq!(flat, r#"[1.2000000476837158,3.0,"Infinity"]"#);
     }
 
     #[test]

@@ -186,9 +186,9 @@ fn metadata_json(meta: &api::ModelMetadata) -> Value {
     })
 }
 
-/// A `:predict` body: `instances` (row format) or `inputs` (columnar format).
+/// A `:predict` body: `instances` (row format) or `inputs` (columnar format). Other
+/// keys are ignored, as TF Serving ignores them (a client may send `model_name`).
 #[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
 #[schema(as = TfsPredictRequest)]
 struct PredictBody {
     signature_name: Option<String>,
