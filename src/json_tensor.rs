@@ -41,10 +41,14 @@ fn collect<'a>(
 ) -> Result<(), ApiError> {
     match value {
         Value::Array(items) => {
-            if depth >= shape.len() || items.len() != shape[depth] {
+            let Some(&want) = shape.get(depth) else {
                 return Err(invalid(format!(
-                    "{what} is not a rectangular array: expected {} elements at depth {depth}, found {}",
-                    shape.get(depth).map_or("a value".to_string(), |n| n.to_string()),
+                    "{what} is not a rectangular array: a list where a value was expected at depth {depth}"
+                )));
+            };
+            if items.len() != want {
+                return Err(invalid(format!(
+                    "{what} is not a rectangular array: expected {want} elements at depth {depth}, found {}",
                     items.len()
                 )));
             }

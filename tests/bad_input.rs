@@ -164,6 +164,28 @@ async fn tf_serving_bad_requests() {
         "several inputs",
     )
     .await;
+    // A NUL in an ONNX string (ort's "Attempted to pass invalid string to C") and a
+    // list where a value belongs ("expected a value elements") are told plainly.
+    let multi = |text: Value| {
+        json!({"inputs": {"f32": [[1.0, 2.0]], "f64": [1.0], "i32": [1], "i64": [1],
+                          "flag": [true], "text": text}})
+    };
+    expect(
+        &server,
+        "/v1/models/multi_io:predict",
+        multi(json!(["a\u{0}b"])),
+        400,
+        "input \"text\" element 0 holds a NUL byte",
+    )
+    .await;
+    expect(
+        &server,
+        "/v1/models/multi_io:predict",
+        json!({"instances": [[1.0, 2.0], [3.0, [4.0]]]}),
+        400,
+        "a list where a value was expected at depth 2",
+    )
+    .await;
     expect(
         &server,
         "/v1/models/iris_lr/versions/x:predict",

@@ -60,6 +60,17 @@ fn tensor_metadata(spec: &TensorSpec) -> TensorMetadata {
     }
 }
 
+/// A parameter's value as a client reads it in an error: `the string "abc"`, `0`.
+fn parameter_value(choice: &ParameterChoice) -> String {
+    match choice {
+        ParameterChoice::BoolParam(b) => format!("the boolean {b}"),
+        ParameterChoice::Int64Param(n) => n.to_string(),
+        ParameterChoice::Uint64Param(n) => n.to_string(),
+        ParameterChoice::DoubleParam(x) => x.to_string(),
+        ParameterChoice::StringParam(t) => format!("the string {t:?}"),
+    }
+}
+
 /// Triton's request parameter `timeout`: microseconds.
 fn timeout_parameter(
     parameters: &std::collections::HashMap<String, pb::InferParameter>,
@@ -74,7 +85,8 @@ fn timeout_parameter(
         }
         Some(ParameterChoice::Uint64Param(us)) if *us > 0 => Ok(Some(Duration::from_micros(*us))),
         Some(other) => Err(ApiError::InvalidArgument(format!(
-            "parameter \"timeout\" must be a positive number of microseconds, not {other:?}"
+            "parameter \"timeout\" must be a positive number of microseconds, not {}",
+            parameter_value(other)
         ))),
     }
 }
@@ -95,8 +107,9 @@ fn classifications(
             Some(ParameterChoice::Uint64Param(k)) if *k >= 1 => *k,
             Some(other) => {
                 return Err(ApiError::InvalidArgument(format!(
-                    "parameter \"classification\" of output {:?} must be an integer of 1 or more, not {other:?}",
-                    o.name
+                    "parameter \"classification\" of output {:?} must be an integer of 1 or more, not {}",
+                    o.name,
+                    parameter_value(other)
                 )))
             }
         };
@@ -130,8 +143,9 @@ fn predict_options(
         }
         Some(other) => {
             return Err(ApiError::InvalidArgument(format!(
-            "parameter \"k\" must be an integer of 1 or more, or -1 for every label, not {other:?}"
-        )))
+                "parameter \"k\" must be an integer of 1 or more, or -1 for every label, not {}",
+                parameter_value(other)
+            )))
         }
     };
     let threshold = match choice("threshold") {
@@ -140,7 +154,8 @@ fn predict_options(
         Some(ParameterChoice::Int64Param(t)) => Some(*t as f32),
         Some(other) => {
             return Err(ApiError::InvalidArgument(format!(
-                "parameter \"threshold\" must be a number, not {other:?}"
+                "parameter \"threshold\" must be a number, not {}",
+                parameter_value(other)
             )))
         }
     };
@@ -390,4 +405,27 @@ fn check_repository_name(name: &str) -> Result<(), Status> {
     Err(status_from(ApiError::NotFound(format!(
         "repository {name:?} not found; this server has one repository, named \"\""
     ))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_parameter_is_told_by_its_value_not_its_rust_type() {
+        let with = |choice| {
+            let mut p = std::collections::HashMap::new();
+            p.insert(
+                "timeout".to_string(),
+                pb::InferParameter {
+                    parameter_choice: Some(choice),
+                },
+            );
+            timeout_parameter(&p).unwrap_err().to_string()
+        };
+        let e = with(ParameterChoice::StringParam("abc".into()));
+        assert!(e.ends_with("microseconds, not the string \"abc\""), "{e}");
+        let e = with(ParameterChoice::Int64Param(0));
+        assert!(e.ends_with("not 0"), "{e}");
+    }
 }

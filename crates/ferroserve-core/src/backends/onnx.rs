@@ -237,7 +237,10 @@ fn runtime_message(e: ort::Error) -> String {
 
 /// Wraps a tensor's buffer for ONNX Runtime without copying it (strings are copied,
 /// as ONNX Runtime needs its own null-terminated copies).
-fn to_ort<'a>(tensor: &'a Tensor) -> Result<ort::session::SessionInputValue<'a>, BackendError> {
+fn to_ort<'a>(
+    name: &str,
+    tensor: &'a Tensor,
+) -> Result<ort::session::SessionInputValue<'a>, BackendError> {
     let shape: Vec<i64> = tensor.shape().iter().map(|&d| d as i64).collect();
     macro_rules! view {
         ($v:expr) => {
@@ -268,9 +271,21 @@ fn to_ort<'a>(tensor: &'a Tensor) -> Result<ort::session::SessionInputValue<'a>,
         TensorData::Bytes(v) => {
             let strings = v
                 .iter()
-                .map(|b| {
+                .enumerate()
+                .map(|(i, b)| {
+                    // ONNX Runtime copies each string as a C string: a NUL would end
+                    // it (ort refused it with "Attempted to pass invalid string to C").
+                    if b.contains(&0) {
+                        return Err(BackendError::InvalidInput(format!(
+                            "input {name:?} element {i} holds a NUL byte, which ONNX \
+                             Runtime's string tensors cannot carry"
+                        )));
+                    }
                     String::from_utf8(b.clone()).map_err(|_| {
-                        BackendError::InvalidInput("string input is not valid UTF-8".into())
+                        BackendError::InvalidInput(format!(
+                            "input {name:?} element {i} is not valid UTF-8, which ONNX \
+                             strings must be"
+                        ))
                     })
                 })
                 .collect::<Result<Vec<String>, _>>()?;
@@ -356,7 +371,7 @@ impl Backend for OnnxBackend {
     ) -> Result<Vec<NamedTensor>, BackendError> {
         let ort_inputs = inputs
             .iter()
-            .map(|(name, t)| Ok((name.as_str(), to_ort(t)?)))
+            .map(|(name, t)| Ok((name.as_str(), to_ort(name, t)?)))
             .collect::<Result<Vec<_>, BackendError>>()?;
         // Prefer a free session; if all are busy, queue on one in turn.
         let mut session = self
