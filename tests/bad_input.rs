@@ -232,6 +232,26 @@ async fn v2_bad_requests() {
         "unknown datatype",
     )
     .await;
+    // The shared-memory extension is refused by name (an output's region was
+    // ignored and its data sent in JSON; an input's said "no data").
+    expect(
+        &server,
+        p,
+        json!({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32",
+                           "parameters": {"shared_memory_region": "r", "shared_memory_byte_size": 16}}]}),
+        400,
+        "shared-memory extension is not supported",
+    )
+    .await;
+    expect(
+        &server,
+        p,
+        json!({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}],
+               "outputs": [{"name": "label", "parameters": {"shared_memory_region": "out"}}]}),
+        400,
+        "output \"label\": parameter \"shared_memory_region\"",
+    )
+    .await;
     expect(
         &server,
         p,

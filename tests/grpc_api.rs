@@ -1116,6 +1116,21 @@ async fn kserve_v2_infer_refuses_bad_requests() {
             "unknown datatype",
         ),
         (
+            "shared memory",
+            with(|r| {
+                r.inputs[0].parameters.insert(
+                    "shared_memory_region".into(),
+                    v2::InferParameter {
+                        parameter_choice: Some(v2::infer_parameter::ParameterChoice::StringParam(
+                            "r".into(),
+                        )),
+                    },
+                );
+            }),
+            Code::InvalidArgument,
+            "shared-memory extension is not supported",
+        ),
+        (
             "shape mismatch",
             with(|r| r.inputs[0].shape = vec![2, 4]),
             Code::InvalidArgument,
@@ -1260,6 +1275,18 @@ async fn kserve_v2_repository_index_load_unload() {
         "{:?}",
         names(&ready)
     );
+    // The full index still lists the unloaded model, UNAVAILABLE with a reason.
+    let all = client
+        .repository_index(index(false))
+        .await
+        .unwrap()
+        .into_inner();
+    let unloaded = all
+        .models
+        .iter()
+        .find(|m| m.name == "iris_dt" && m.state == "UNAVAILABLE")
+        .unwrap_or_else(|| panic!("iris_dt not listed: {:?}", names(&all)));
+    assert!(unloaded.reason.contains("unloaded"), "{unloaded:?}");
     let infer = infer_request(
         "iris_dt",
         vec![v2_input(

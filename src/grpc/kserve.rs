@@ -71,6 +71,21 @@ fn parameter_value(choice: &ParameterChoice) -> String {
     }
 }
 
+/// The shared-memory extension's parameters, which this server does not offer:
+/// refused by name (an output's region was ignored and its data sent in the answer).
+fn refuse_shared_memory(
+    parameters: &std::collections::HashMap<String, pb::InferParameter>,
+    what: &str,
+) -> Result<(), ApiError> {
+    match parameters.keys().find(|k| k.starts_with("shared_memory_")) {
+        Some(key) => Err(ApiError::InvalidArgument(format!(
+            "{what}: parameter {key:?}: the shared-memory extension is not supported; \
+             send the data in the request"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Triton's request parameter `timeout`: microseconds.
 fn timeout_parameter(
     parameters: &std::collections::HashMap<String, pb::InferParameter>,
@@ -180,6 +195,7 @@ pub fn decode_inputs(request: &mut pb::ModelInferRequest) -> Result<Vec<NamedTen
         .enumerate()
         .map(|(i, input)| {
             let name = input.name.as_str();
+            refuse_shared_memory(&input.parameters, &format!("input {name:?}"))?;
             let dtype = dtype_from_v2(name, &input.datatype)?;
             let shape = shape_from_v2(name, &input.shape)?;
             let tensor = if raw.is_empty() {
@@ -302,6 +318,10 @@ impl grpc_inference_service_server::GrpcInferenceService for InferenceService {
             (a, b) => a.or(b),
         };
         predict.inputs = decode_inputs(&mut request).map_err(status_from)?;
+        for o in &request.outputs {
+            refuse_shared_memory(&o.parameters, &format!("output {:?}", o.name))
+                .map_err(status_from)?;
+        }
         predict.outputs = request.outputs.iter().map(|o| o.name.clone()).collect();
         predict.classifications = classifications(&request).map_err(status_from)?;
         predict.options = predict_options(&request.parameters).map_err(status_from)?;

@@ -187,6 +187,20 @@ struct InferBody {
     outputs: Vec<OutputBody>,
 }
 
+/// The shared-memory extension (`shared_memory_region`, `_byte_size`, `_offset`),
+/// which this server does not offer: refused by name (an input said "no data and no
+/// binary_data_size"; an output's region was ignored and the data sent in JSON,
+/// where the client would never look).
+fn refuse_shared_memory(parameters: &Map<String, Value>, what: &str) -> Result<(), ApiError> {
+    match parameters.keys().find(|k| k.starts_with("shared_memory_")) {
+        Some(key) => Err(ApiError::InvalidArgument(format!(
+            "{what}: parameter {key:?}: the shared-memory extension is not supported; \
+             send the data in the request (JSON or binary data)"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// One input tensor: `data` flat or nested, or binary (`parameters.binary_data_size`).
 /// An answer's output tensors have the same fields (`crate::workers::scoring` reads
 /// a worker's answers with it).
@@ -273,6 +287,7 @@ pub(crate) fn decode_tensors(
             .iter()
             .try_fold(1usize, |acc, &d| acc.checked_mul(d))
             .ok_or_else(|| invalid(format!("{what}: shape {shape:?} is too large")))?;
+        refuse_shared_memory(&input.parameters, &what)?;
         let binary_size = match input.parameters.get("binary_data_size") {
             None => None,
             Some(v) => Some(v.as_u64().ok_or_else(|| {
@@ -422,6 +437,7 @@ async fn run_infer(
         .outputs
         .iter()
         .map(|o| {
+            refuse_shared_memory(&o.parameters, &format!("output {:?}", o.name))?;
             let b = flag(&o.parameters, "binary_data")?.unwrap_or(all_binary);
             Ok((o.name.clone(), b))
         })
