@@ -768,11 +768,12 @@ pub enum FeatureValue {
 }
 
 impl FeatureValue {
-    /// An integer a client wrote (JSON, a form): a `Number` when a double holds it
-    /// exactly, else `Text` of its digits, so an integer input takes it exactly and
-    /// a text input gets the digits written (both saw it rounded past 2^53).
+    /// An integer a client wrote (JSON, a form): a `Number` up to 2^53 in size,
+    /// where every integer is a double, else `Text` of its digits, so an integer
+    /// input takes it exactly and a text input gets the digits written (both saw it
+    /// rounded, or printed as the double's shortest form: 2^63 as ...6000).
     pub fn integer(n: i128) -> FeatureValue {
-        if (n as f64) as i128 == n {
+        if n.unsigned_abs() <= 1 << 53 {
             FeatureValue::Number(n as f64)
         } else {
             FeatureValue::Text(n.to_string())

@@ -421,7 +421,9 @@ fn exact_integers<'a>(
 ) -> Option<TensorData> {
     let integer = |v: &FeatureValue| -> Option<i128> {
         match v {
-            FeatureValue::Number(n) if n.fract() == 0.0 && n.abs() < 2f64.powi(64) => {
+            // Past 2^53 a double is not the number written (integers that large come
+            // as their digits): -2^63 - 1 read as a double is i64::MIN.
+            FeatureValue::Number(n) if n.fract() == 0.0 && n.abs() <= 2f64.powi(53) => {
                 Some(*n as i128)
             }
             FeatureValue::Text(s) => s.trim().parse::<i128>().ok(),
@@ -607,5 +609,18 @@ mod tests {
             TensorData::F64(vec![1.5])
         );
         assert_eq!(FeatureValue::integer(3), FeatureValue::Number(3.0));
+        // 2^63 is a double, but prints as ...6000: a text input gets the digits.
+        let exact = [FeatureValue::integer(1 << 63)];
+        assert_eq!(
+            column_data(&spec(DataType::Bytes), false, exact.iter()).unwrap(),
+            TensorData::Bytes(vec![b"9223372036854775808".to_vec()])
+        );
+        // A number no integer type holds, read as a double (-2^63 - 1 is then
+        // exactly i64::MIN), goes as a double, which the cast refuses, as before.
+        let beyond = [FeatureValue::Number(-9_223_372_036_854_775_809.0)];
+        assert!(matches!(
+            column_data(&spec(DataType::I64), false, beyond.iter()).unwrap(),
+            TensorData::F64(_)
+        ));
     }
 }

@@ -407,9 +407,8 @@ pub(super) async fn post_model(
     Ok(super::with_cache_header(answer, response.cache))
 }
 
-/// A `:classify` or `:regress` body.
+/// A `:classify` or `:regress` body; other keys are ignored, as for `:predict`.
 #[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
 #[schema(as = TfsExamplesRequest)]
 struct ExamplesBody {
     signature_name: Option<String>,
