@@ -10,7 +10,8 @@
 //! * the manager is the only writer of the serving map, and writers are serialised
 //!   by `publish_lock`; requests read the map through `ArcSwap` and take no lock;
 //! * the manager never does file IO itself beyond loading a version (the backend's
-//!   load and the version's `warmup.json`): it acts on the `ModelOnDisk` scans it is given;
+//!   load, the version's `warmup.json` and the identity of its files): it acts on the
+//!   `ModelOnDisk` scans it is given;
 //! * a new version is warmed up (one inference) before it is published;
 //! * a label only points at an AVAILABLE version, unless the model's config sets
 //!   `allow_unavailable_labels`; labels change in the same publish as versions;
@@ -102,6 +103,9 @@ pub struct LoadedVersion {
     fingerprinting: AtomicBool,
     /// The version's directory, which the fingerprint reads.
     dir: PathBuf,
+    /// The identity of the version's files when it loaded (read just before): an
+    /// explicit reload that finds them changed loads the version again.
+    files: crate::repository::VersionFiles,
     /// The model's request deadline in nanoseconds (0: none, the server's default
     /// applies). Atomic, not part of `config`, because a deployment or an edited
     /// `config.toml` changes it for versions already serving, without a reload.
@@ -262,6 +266,12 @@ pub struct ModelRecord {
     /// Labels of the config that were refused (pointing at a version that is not
     /// available), each with the reason.
     pub label_errors: Vec<String>,
+    /// Labels the config declares whose version is not available and that point at
+    /// no other version, each with what a request through it is told (the version and
+    /// why it is not available). Such a label is not published, but a request for it
+    /// is UNAVAILABLE, not "no such label": the config still declares it, and it works
+    /// again as soon as its version is available, as TF Serving's label map does.
+    pub unavailable_labels: BTreeMap<String, String>,
     /// Set when the policy asks for more versions than `max_served_versions_per_model`
     /// allows: says how many are served and which are left out.
     pub policy_warning: Option<String>,
@@ -487,17 +497,21 @@ impl Manager {
             VersionRequest::Specific(v) => serving.versions.get(v),
             VersionRequest::Label(label) => {
                 let Some(&v) = serving.labels.get(label) else {
-                    return Err(ResolveError::LabelNotFound {
-                        model: model.to_string(),
-                        label: label.clone(),
-                    });
+                    return Err(self.explain_missing(model, request));
                 };
                 match serving.versions.get(&v) {
                     Some(h) => Some(h),
                     None => {
-                        return Err(ResolveError::Unavailable(format!(
-                            "label {label:?} of model {model:?} points at version {v}, which is not available"
-                        )))
+                        let why = self
+                            .records()
+                            .get(model)
+                            .and_then(|r| r.unavailable_labels.get(label).cloned());
+                        return Err(ResolveError::Unavailable(why.unwrap_or_else(|| {
+                            format!(
+                                "label {label:?} of model {model:?} points at version {v}, \
+                                 which is not available"
+                            )
+                        })));
                     }
                 }
             }
@@ -513,6 +527,7 @@ impl Manager {
         let records = self.records();
         let gone = |r: &ModelRecord| {
             r.config_error.is_none()
+                && r.policy_warning.is_none()
                 && !r.versions.is_empty()
                 && r.versions
                     .values()
@@ -536,6 +551,9 @@ impl Manager {
                     }
                 }
             }
+            VersionRequest::Label(label) if record.unavailable_labels.contains_key(label) => {
+                ResolveError::Unavailable(record.unavailable_labels[label].clone())
+            }
             VersionRequest::Label(label) if !record.labels.contains_key(label) => {
                 ResolveError::LabelNotFound {
                     model: model.to_string(),
@@ -553,6 +571,9 @@ impl Manager {
                     .collect();
                 if let Some(e) = &record.config_error {
                     why.insert(0, e.clone());
+                }
+                if let Some(w) = &record.policy_warning {
+                    why.insert(0, w.clone());
                 }
                 if why.is_empty() {
                     why.push("no versions found".into());
@@ -617,15 +638,16 @@ impl Manager {
             .filter(|v| v.artifact.is_some())
             .map(|v| v.version)
             .collect();
-        let mut aspired: BTreeSet<u64> = config
+        let selected: BTreeSet<u64> = config
             .version_policy
             .select(&with_artifact)
             .into_iter()
             .collect();
+        let mut aspired = selected.clone();
         // The policy may ask for thousands of versions: the highest N are served.
         let asked = aspired.len();
         let cap = self.limits.max_served_versions;
-        let policy_warning = (asked > cap).then(|| {
+        let mut policy_warning = (asked > cap).then(|| {
             aspired = aspired.iter().rev().take(cap).copied().collect();
             format!(
                 "the version policy asks for {asked} versions; only the highest {cap} are \
@@ -633,6 +655,35 @@ impl Manager {
                 aspired.first().copied().unwrap_or_default()
             )
         });
+        // A specific policy naming versions that are not on disk (with a model file):
+        // said in status, and, when it names none that are, in every request's error.
+        // As TF Serving does, a policy that selects no version on disk serves none:
+        // the versions served before are unloaded (see `to_unload`).
+        let policy_selects_none = !with_artifact.is_empty() && selected.is_empty();
+        if let crate::model_config::VersionPolicy::Specific(wanted) = &config.version_policy {
+            let missing: Vec<u64> = wanted
+                .iter()
+                .filter(|v| !with_artifact.contains(v))
+                .copied()
+                .collect();
+            if !missing.is_empty() || wanted.is_empty() {
+                let named = if wanted.is_empty() {
+                    "names no version".to_string()
+                } else {
+                    format!("names versions {missing:?}, which are not on disk with a model file")
+                };
+                let mut w = format!("the version policy ({}) {named}", config.version_policy);
+                if policy_selects_none {
+                    w.push_str(&format!(
+                        "; it serves none of the versions on disk ({with_artifact:?})"
+                    ));
+                }
+                policy_warning = Some(match policy_warning {
+                    Some(cap_warning) => format!("{w}; {cap_warning}"),
+                    None => w,
+                });
+            }
+        }
         let serving_now: BTreeSet<u64> = self
             .serving()
             .models
@@ -658,6 +709,36 @@ impl Manager {
                     .collect()
             })
             .unwrap_or_default();
+        // Served versions whose files changed since they loaded (known only on an
+        // explicit reload, which reads them): loaded again, and the new load replaces
+        // the old one in one publish, as a new version would; until then, and if it
+        // fails, the old one keeps serving.
+        let changed: BTreeSet<u64> = self
+            .serving()
+            .models
+            .get(name)
+            .map(|m| {
+                m.versions
+                    .iter()
+                    .filter(|(v, h)| {
+                        served_here.contains(v)
+                            && aspired.contains(v)
+                            && model.versions.get(v).is_some_and(|d| {
+                                d.artifact.is_some()
+                                    && d.files.as_ref().is_some_and(|f| *f != h.files)
+                            })
+                    })
+                    .map(|(v, _)| *v)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for v in &changed {
+            tracing::info!(
+                model = name,
+                version = v,
+                "files changed since the version loaded: loading it again"
+            );
+        }
 
         let to_load: Vec<(u64, PathBuf)> = {
             let mut records = self.records();
@@ -681,12 +762,23 @@ impl Manager {
                 }
                 let entry = record.versions.entry(v.version).or_insert_with(new_record);
                 // Named relative to the model: status bodies carry no server paths.
-                let error = format!(
-                    "no model artifact in version directory {} (expected one of {}, a \
-                     SavedModel's saved_model.pb, or a single model file of any name)",
-                    v.version,
-                    ARTIFACT_NAMES.join(", ")
-                );
+                let error = if v.candidates.len() > 1 {
+                    format!(
+                        "no model artifact in version directory {}: it holds several \
+                         candidate files ({}) and none has a known name; keep one, or \
+                         name the model one of {}",
+                        v.version,
+                        v.candidates.join(", "),
+                        ARTIFACT_NAMES.join(", ")
+                    )
+                } else {
+                    format!(
+                        "no model artifact in version directory {} (expected one of {}, a \
+                         SavedModel's saved_model.pb, or a single model file of any name)",
+                        v.version,
+                        ARTIFACT_NAMES.join(", ")
+                    )
+                };
                 set_state(
                     &self.observer,
                     name,
@@ -698,7 +790,7 @@ impl Manager {
             }
             let mut to_load = Vec::new();
             for &v in &aspired {
-                if served_here.contains(&v) {
+                if served_here.contains(&v) && !changed.contains(&v) {
                     continue;
                 }
                 let artifact = model.versions[&v].artifact.clone().expect("filtered above");
@@ -730,6 +822,38 @@ impl Manager {
             }
         });
 
+        // A changed version whose new load failed still serves what it loaded
+        // before: AVAILABLE, with why its files were not taken.
+        if !changed.is_empty() {
+            let map = self.serving();
+            let mut records = self.records();
+            if let Some(record) = records.get_mut(name) {
+                for v in &changed {
+                    let still_served = map
+                        .models
+                        .get(name)
+                        .is_some_and(|m| m.versions.contains_key(v));
+                    if let Some(r) = record.versions.get_mut(v) {
+                        if still_served && r.state == VersionState::Error {
+                            let error = format!(
+                                "its files changed but loading them again failed, so it keeps \
+                                 serving what it loaded before: {}",
+                                r.error.as_deref().unwrap_or("no reason recorded")
+                            );
+                            set_state(
+                                &self.observer,
+                                name,
+                                *v,
+                                r,
+                                VersionState::Available,
+                                Some(error),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+
         // Labels and config take effect atomically with the new versions.
         let any_aspired_available = {
             let map = self.serving();
@@ -738,7 +862,7 @@ impl Manager {
                 .is_some_and(|m| m.versions.keys().any(|v| aspired.contains(v)))
         };
         let to_unload: Vec<u64> = {
-            let mut going: BTreeSet<u64> = if any_aspired_available {
+            let mut going: BTreeSet<u64> = if any_aspired_available || policy_selects_none {
                 serving_now.difference(&aspired).copied().collect()
             } else {
                 BTreeSet::new()
@@ -755,7 +879,7 @@ impl Manager {
             }
             going.into_iter().collect()
         };
-        let (labels, label_errors) = {
+        let (labels, label_errors, unavailable_labels) = {
             let map = self.serving();
             let current = map.models.get(name);
             let available: BTreeSet<u64> = current
@@ -766,7 +890,11 @@ impl Manager {
                 .filter(|v| !to_unload.contains(v))
                 .collect();
             let previous = current.map(|m| m.labels.clone()).unwrap_or_default();
-            effective_labels(&config, &previous, &available)
+            let records = self.records();
+            let why_not = |v: u64| {
+                why_not_available(v, model, &config, &selected, &aspired, records.get(name))
+            };
+            effective_labels(name, &config, &previous, &available, why_not)
         };
         for e in &label_errors {
             tracing::warn!(model = name, "{e}");
@@ -794,12 +922,16 @@ impl Manager {
         let record = records.entry(name.to_string()).or_default();
         record.labels = labels;
         record.label_errors = label_errors;
+        record.unavailable_labels = unavailable_labels;
     }
 
     fn load_version(&self, model: &str, version: u64, artifact: &Path, config: Arc<ModelConfig>) {
         let started = std::time::Instant::now();
         // A panic while loading (a bug, a backend's or ours) is the version's error,
         // not a version left LOADING for good.
+        // Read before the load, so that a file replaced while it loads reads as
+        // changed on the next explicit reload rather than as what was loaded.
+        let files = crate::repository::version_files(artifact.parent().unwrap_or(Path::new(".")));
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             load_backend_with(artifact, &self.options, &config)
                 .map_err(|e| e.to_string())
@@ -859,6 +991,7 @@ impl Manager {
                     content: Arc::new(content),
                     fingerprinting: AtomicBool::new(false),
                     dir: artifact.parent().unwrap_or(Path::new(".")).to_path_buf(),
+                    files,
                     queue,
                     records: Arc::downgrade(&self.records),
                     observer: self.observer.clone(),
@@ -920,6 +1053,7 @@ impl Manager {
                 .retain(|_, r| matches!(r.state, VersionState::Unloading | VersionState::Loading));
             record.labels.clear();
             record.label_errors.clear();
+            record.unavailable_labels.clear();
             record.config_error = None;
             record.policy_warning = None;
             if record.versions.is_empty() {
@@ -967,34 +1101,107 @@ fn same_dir(a: &Path, b: &Path) -> bool {
 /// The labels to publish: those of the config whose version is available (or all
 /// of them when the config allows labels on unavailable versions). A refused label
 /// keeps the version it pointed at before if that one is still available, so a bad
-/// edit never takes a working label away.
+/// edit never takes a working label away; one with no such version is not published
+/// but stays declared: it is returned with what a request through it is told (its
+/// version and `why_not` that version is available), so that such a request is
+/// UNAVAILABLE rather than "no such label", and the label works again as soon as its
+/// version is available.
 fn effective_labels(
+    model: &str,
     config: &ModelConfig,
     previous: &BTreeMap<String, u64>,
     available: &BTreeSet<u64>,
-) -> (BTreeMap<String, u64>, Vec<String>) {
+    why_not: impl Fn(u64) -> String,
+) -> (BTreeMap<String, u64>, Vec<String>, BTreeMap<String, String>) {
     let mut labels = BTreeMap::new();
     let mut errors = Vec::new();
+    let mut unavailable = BTreeMap::new();
     for (label, &version) in &config.labels {
-        if config.allow_unavailable_labels || available.contains(&version) {
+        if available.contains(&version) {
             labels.insert(label.clone(), version);
+            continue;
+        }
+        let unserved = format!(
+            "label {label:?} of model {model:?} points at version {version}, which is not \
+             available: {}",
+            why_not(version)
+        );
+        if config.allow_unavailable_labels {
+            labels.insert(label.clone(), version);
+            unavailable.insert(label.clone(), unserved);
             continue;
         }
         let kept = previous
             .get(label)
             .copied()
             .filter(|p| available.contains(p));
-        let mut why = format!(
-            "label {label:?} cannot point at version {version}: it is not available \
-             (set allow_unavailable_labels = true to allow it)"
-        );
-        if let Some(p) = kept {
-            labels.insert(label.clone(), p);
-            why.push_str(&format!("; the label stays at version {p}"));
+        match kept {
+            Some(p) => {
+                labels.insert(label.clone(), p);
+                errors.push(format!(
+                    "{unserved}; the label stays at version {p} (set \
+                     allow_unavailable_labels = true to move it anyway)"
+                ));
+            }
+            None => {
+                errors.push(format!(
+                    "{unserved}; requests through the label are refused as unavailable \
+                     until it is"
+                ));
+                unavailable.insert(label.clone(), unserved);
+            }
         }
-        errors.push(why);
     }
-    (labels, errors)
+    (labels, errors, unavailable)
+}
+
+/// Why version `version` of a model is not available, for a label that points at it:
+/// its load failed or is under way, it is not on disk, or the version policy (or
+/// `max_served_versions_per_model`) does not serve it.
+fn why_not_available(
+    version: u64,
+    model: &ModelOnDisk,
+    config: &ModelConfig,
+    selected: &BTreeSet<u64>,
+    aspired: &BTreeSet<u64>,
+    record: Option<&ModelRecord>,
+) -> String {
+    let state = record.and_then(|r| r.versions.get(&version));
+    match state {
+        Some(VersionRecord {
+            state: VersionState::Error,
+            error,
+            ..
+        }) => {
+            return format!(
+                "version {version} failed to load: {}",
+                error.as_deref().unwrap_or("no reason recorded")
+            )
+        }
+        Some(VersionRecord {
+            state: VersionState::Start | VersionState::Loading,
+            ..
+        }) => return format!("version {version} is still loading"),
+        _ => {}
+    }
+    if !model.versions.contains_key(&version) {
+        let on_disk: Vec<u64> = model.versions.keys().copied().collect();
+        return format!("there is no version {version} on disk (versions on disk: {on_disk:?})");
+    }
+    if selected.contains(&version) && !aspired.contains(&version) {
+        return format!(
+            "only the highest {} versions are served (max_served_versions_per_model)",
+            aspired.len()
+        );
+    }
+    if !selected.contains(&version) {
+        let served: Vec<u64> = aspired.iter().copied().collect();
+        return format!(
+            "the version policy ({}) does not serve it (it serves versions {served:?})",
+            config.version_policy
+        );
+    }
+    format!("version {version} is not loaded")
 }
 
 fn new_record() -> VersionRecord {

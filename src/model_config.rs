@@ -63,6 +63,17 @@ impl Default for VersionPolicy {
     }
 }
 
+/// As in config.toml: `latest 1`, `all`, `specific [1, 3]`.
+impl std::fmt::Display for VersionPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VersionPolicy::Latest(n) => write!(f, "latest {n}"),
+            VersionPolicy::All => write!(f, "all"),
+            VersionPolicy::Specific(versions) => write!(f, "specific {versions:?}"),
+        }
+    }
+}
+
 impl VersionPolicy {
     /// Picks the versions to serve from those available on disk (any order).
     pub fn select(&self, on_disk: &[u64]) -> Vec<u64> {

@@ -17,6 +17,57 @@ pub struct VersionOnDisk {
     pub dir: PathBuf,
     /// The model file, or `None` when the directory holds no known artifact.
     pub artifact: Option<PathBuf>,
+    /// The identity of the version's files now ([`version_files`]), read only for an
+    /// explicit reload of versions that serve, so that a version whose files were
+    /// replaced in place is loaded again; `None` otherwise (the watcher never
+    /// reloads a served version).
+    pub files: Option<VersionFiles>,
+    /// When there is no artifact: the files that could each be the model (several,
+    /// none with a known name), for the version's error.
+    pub candidates: Vec<String>,
+}
+
+/// What identifies the files of a version directory: each file's path inside it,
+/// size, modification time and inode (0 where there are none), sorted. A file
+/// replaced in place (`mv` over it, or written anew) changes at least one of them.
+pub type VersionFiles = Vec<(String, u64, Option<std::time::SystemTime>, u64)>;
+
+/// Deepest directory level and most files [`version_files`] looks at.
+const MAX_IDENTITY_DEPTH: usize = 4;
+const MAX_IDENTITY_FILES: usize = 10_000;
+
+/// Reads the identity of the files under a version directory (see [`VersionFiles`]).
+/// Unreadable parts read as absent.
+pub fn version_files(dir: &Path) -> VersionFiles {
+    fn walk(dir: &Path, prefix: &str, depth: usize, out: &mut VersionFiles) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if out.len() >= MAX_IDENTITY_FILES {
+                return;
+            }
+            let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            if meta.is_dir() {
+                if depth < MAX_IDENTITY_DEPTH {
+                    walk(&entry.path(), &format!("{name}/"), depth + 1, out);
+                }
+                continue;
+            }
+            #[cfg(unix)]
+            let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+            #[cfg(not(unix))]
+            let inode = 0;
+            out.push((name, meta.len(), meta.modified().ok(), inode));
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, "", 0, &mut out);
+    out.sort();
+    out
 }
 
 /// One model directory found on disk.
@@ -91,12 +142,19 @@ pub fn scan_model(name: &str, dir: &Path) -> Result<ModelOnDisk, RepositoryError
     let mut versions = BTreeMap::new();
     for (version_name, version_dir) in subdirectories(dir).map_err(err)? {
         if let Some(version) = parse_version(&version_name) {
+            let artifact = find_artifact(&version_dir);
+            let candidates = match artifact {
+                Some(_) => Vec::new(),
+                None => crate::backends::artifact_candidates(&version_dir),
+            };
             versions.insert(
                 version,
                 VersionOnDisk {
                     version,
-                    artifact: find_artifact(&version_dir),
+                    artifact,
                     dir: version_dir,
+                    files: None,
+                    candidates,
                 },
             );
         }

@@ -551,3 +551,218 @@ async fn tf_serving_model_config_list_is_honoured_and_a_broken_one_keeps_the_old
     }
     server.stop().await;
 }
+
+/// A label config.toml declares whose version the policy stops serving (a newer
+/// version arrived under `latest 1`) stays declared: requests through it are
+/// UNAVAILABLE naming the label, its version and why, status says it, and it works
+/// again once its version is served, with no change to the config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_label_whose_version_the_policy_unloads_is_unavailable_not_unknown() {
+    let repo = tempfile::tempdir().unwrap();
+    install_model(repo.path(), "lb", 1, &model_file(1));
+    std::fs::write(repo.path().join("lb/config.toml"), "[labels]\nstable = 1\n").unwrap();
+    let server = TestServer::start_with(watched(repo.path())).await;
+    let body = json!({"instances": [ROW]});
+    let by_label = "/v1/models/lb/labels/stable:predict";
+    let (code, answer) = server.post_json(by_label, &body).await;
+    assert_eq!(code, 200, "{answer}");
+
+    add_version_atomically(repo.path(), "lb", 2, &model_file(2));
+    eventually("version 2 alone served", Duration::from_secs(20), || {
+        let server = &server;
+        async move { (served_versions(server, "lb").await == [2]).then_some(()) }
+    })
+    .await;
+    let (code, answer) = server.post_json(by_label, &body).await;
+    assert_eq!(code, 503, "{answer}");
+    let error = answer["error"].as_str().unwrap();
+    for part in ["\"stable\"", "version 1", "version policy (latest 1)"] {
+        assert!(error.contains(part), "{part} not in {error}");
+    }
+    let m = model_status(&server, "lb").await.unwrap();
+    let label_error = m["label_errors"][0].as_str().unwrap_or_default();
+    assert!(label_error.contains("version 1"), "{m}");
+
+    // Version 2 goes: version 1 is served again, and so is the label.
+    std::fs::rename(repo.path().join("lb/2"), repo.path().join("lb/.tmp-gone")).unwrap();
+    eventually("the label to work again", Duration::from_secs(20), || {
+        let (server, body) = (&server, &body);
+        async move { (server.post_json(by_label, body).await.0 == 200).then_some(()) }
+    })
+    .await;
+    let m = model_status(&server, "lb").await.unwrap();
+    assert_eq!(m["labels"]["stable"], 1, "{m}");
+    assert_eq!(m["label_errors"], json!([]), "{m}");
+    server.stop().await;
+}
+
+/// An explicit reload loads again a served version whose files were replaced in
+/// place (a different model moved over its file), and keeps one whose files did not
+/// change; a request that holds the old load finishes on it.
+#[test]
+fn an_explicit_reload_loads_again_a_version_whose_files_changed() {
+    let repo = tempfile::tempdir().unwrap();
+    install_model(repo.path(), "rf", 1, &model_file(1));
+    let manager = Arc::new(Manager::new(BackendOptions {
+        onnxruntime_path: onnxruntime_path(),
+        onnx_intra_threads: 1,
+        onnx_sessions: 1,
+        tensorflow_path: None,
+    }));
+    let sources = Sources::new(manager.clone(), repo.path().to_path_buf());
+    sources.initial_load();
+    let first = manager.resolve("rf", &VersionRequest::Latest).unwrap();
+
+    sources.reload_model("rf").unwrap();
+    let again = manager.resolve("rf", &VersionRequest::Latest).unwrap();
+    assert!(
+        Arc::ptr_eq(&first, &again),
+        "unchanged files: not loaded again"
+    );
+    drop(again);
+
+    let file = repo.path().join("rf/1/model.onnx");
+    let tmp = repo.path().join("rf/1/x.tmp");
+    std::fs::copy(model_file(2), &tmp).unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    sources.reload_model("rf").unwrap();
+    let reloaded = manager.resolve("rf", &VersionRequest::Latest).unwrap();
+    assert!(
+        !Arc::ptr_eq(&first, &reloaded),
+        "changed files: loaded again"
+    );
+    assert_eq!(reloaded.version, 1);
+    let record = manager.model_record("rf").unwrap();
+    assert_eq!(record.versions[&1].state, VersionState::Available);
+    assert_eq!(record.versions[&1].error, None);
+    // The two loads are different models (iris_lr and iris_dt), and the old one,
+    // still held, still answers.
+    let inputs = ferroserve::warmup::synthetic_inputs(first.backend.signature()).unwrap();
+    assert!(!first.backend.predict(inputs, &[]).unwrap().is_empty());
+    assert_ne!(
+        std::fs::read(model_file(1)).unwrap(),
+        std::fs::read(&file).unwrap()
+    );
+    drop(first);
+    assert_eq!(
+        manager.model_record("rf").unwrap().versions[&1].state,
+        VersionState::Available,
+        "freeing the old load leaves the version available"
+    );
+
+    // Reload of every model does the same.
+    let held = reloaded;
+    std::fs::copy(model_file(1), &tmp).unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    let _ = sources.reload_all(&Default::default());
+    let latest = manager.resolve("rf", &VersionRequest::Latest).unwrap();
+    assert!(!Arc::ptr_eq(&held, &latest), "reload-all: loaded again");
+}
+
+/// Over REST: `POST /reload_model` (one model, and all) serves the replaced file's
+/// answers at once; requests sent meanwhile all succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_model_serves_a_version_file_replaced_in_place() {
+    let repo = tempfile::tempdir().unwrap();
+    install_model(repo.path(), "rf", 1, &model_file(1));
+    let server = TestServer::start_with(Settings {
+        file_system_poll_wait: Duration::ZERO,
+        ..test_settings(repo.path())
+    })
+    .await;
+    let row = json!({"instances": [[5.9, 3.0, 4.2, 1.5]]});
+    let predict = || {
+        let (server, row) = (&server, &row);
+        async move {
+            let (code, body) = server
+                .post_json("/v1/models/rf/versions/1:predict", row)
+                .await;
+            assert_eq!(code, 200, "{body}");
+            body["predictions"].clone()
+        }
+    };
+    let before = predict().await;
+    let url = server.url("/v1/models/rf/versions/1:predict");
+    let request = row.clone();
+    let load = Load::start(2, move |c| c.post(&url).json(&request), |_| Some(1));
+
+    let file = repo.path().join("rf/1/model.onnx");
+    let tmp = repo.path().join("rf/1/x.tmp");
+    for (path, artifact) in [("/reload_model?modelname=rf", 2), ("/reload_model", 1)] {
+        std::fs::copy(model_file(artifact), &tmp).unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+        let (code, body) = server.post_json(path, &json!({})).await;
+        assert_eq!(code, 200, "{body}");
+        let now = predict().await;
+        assert_eq!(now != before, artifact == 2, "{path}: {now} vs {before}");
+    }
+    let answers = load.finish().await;
+    let failed: Vec<&Answer> = answers.iter().filter(|a| a.status != 200).collect();
+    assert!(failed.is_empty(), "failed during the swaps: {failed:?}");
+    assert!(!answers.is_empty(), "the load did not run");
+    server.stop().await;
+}
+
+/// A version policy naming versions that are not on disk says so in status, and when
+/// it selects none of the versions on disk it serves none (as TF Serving does: the
+/// versions served before are unloaded) and requests are told why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_specific_policy_naming_missing_versions_is_reported() {
+    let repo = tempfile::tempdir().unwrap();
+    install_model(repo.path(), "pa", 1, &model_file(1));
+    install_model(repo.path(), "pa", 2, &model_file(2));
+    install_model(repo.path(), "pb", 1, &model_file(1));
+    std::fs::write(
+        repo.path().join("pb/config.toml"),
+        "version_policy = { specific = [7] }\n",
+    )
+    .unwrap();
+    let server = TestServer::start_with(watched(repo.path())).await;
+    let body = json!({"instances": [ROW]});
+    assert_eq!(served_versions(&server, "pa").await, [2]);
+
+    // A fresh model: nothing served, and the answer says why.
+    let (code, answer) = server.post_json("/v1/models/pb:predict", &body).await;
+    assert_eq!(code, 503, "{answer}");
+    let error = answer["error"].as_str().unwrap();
+    assert!(
+        error.contains("[7]") && error.contains("serves none of the versions on disk ([1])"),
+        "{error}"
+    );
+    let m = model_status(&server, "pb").await.unwrap();
+    assert!(m["policy_warning"].as_str().unwrap().contains("[7]"), "{m}");
+
+    // A served model whose policy comes to name only missing versions stops serving.
+    write_atomically(
+        &repo.path().join("pa/config.toml"),
+        "version_policy = { specific = [7] }\n",
+    );
+    let m = eventually("the policy warning", Duration::from_secs(20), || {
+        let server = &server;
+        async move {
+            let m = model_status(server, "pa").await?;
+            (m["policy_warning"].is_string() && m["served_versions"] == json!([])).then_some(m)
+        }
+    })
+    .await;
+    let warning = m["policy_warning"].as_str().unwrap();
+    assert!(warning.contains("[7]") && warning.contains("[1, 2]"), "{m}");
+    let (code, answer) = server.post_json("/v1/models/pa:predict", &body).await;
+    assert_eq!(code, 503, "{answer}");
+
+    // Some named versions missing: the others serve, and status names the missing.
+    write_atomically(
+        &repo.path().join("pa/config.toml"),
+        "version_policy = { specific = [1, 7] }\n",
+    );
+    let m = eventually("version 1 served", Duration::from_secs(20), || {
+        let server = &server;
+        async move {
+            let m = model_status(server, "pa").await?;
+            (m["served_versions"] == json!([1])).then_some(m)
+        }
+    })
+    .await;
+    assert!(m["policy_warning"].as_str().unwrap().contains("[7]"), "{m}");
+    server.stop().await;
+}

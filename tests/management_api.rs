@@ -501,6 +501,10 @@ async fn reload_status_stop_deploy_and_delete() {
     )
     .await;
     assert_eq!(code, 400);
+    // An empty modelname is a mistake, not a reload of every model.
+    let (code, body) = request(&server, reqwest::Method::POST, "/reload_model?modelname=").await;
+    assert_eq!(code, 400, "{body}");
+    assert!(error_text(&body).contains("modelname"), "{body}");
 
     // Stop: 404 on predict, files kept, status says stopped, reload-all leaves it.
     let (code, body) = request(&server, reqwest::Method::POST, "/stop_deployment/iris_dt").await;
@@ -665,6 +669,19 @@ async fn stopped_models_are_not_reloaded_by_the_watcher() {
         .await;
     assert_eq!(code, 200);
     assert_eq!(server.get("/v2/models/m/ready").await.0, 404);
+    // The index lists the unloaded model, UNAVAILABLE with why; the ready one does not.
+    let (code, index) = server.post_json("/v2/repository/index", &json!({})).await;
+    assert_eq!(code, 200, "{index}");
+    assert_eq!(index[0]["name"], "m", "{index}");
+    assert_eq!(index[0]["state"], "UNAVAILABLE", "{index}");
+    assert!(
+        index[0]["reason"].as_str().unwrap().contains("unloaded"),
+        "{index}"
+    );
+    let (_, ready) = server
+        .post_json("/v2/repository/index", &json!({"ready": true}))
+        .await;
+    assert_eq!(ready, json!([]));
     assert_eq!(
         server
             .post_json("/v2/repository/models/nope/load", &json!({}))
@@ -1000,5 +1017,51 @@ async fn a_delete_that_cannot_move_the_files_changes_nothing() {
         .post_json("/predict", &json!({"model_id": "d", "features": ROW}))
         .await;
     assert_eq!(code, 404);
+    server.stop().await;
+}
+
+/// With a model config list in force, an upload of a model the list does not name
+/// would never be served: it is refused with 409 before anything is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_of_a_model_outside_the_config_list_is_409_and_stores_nothing() {
+    let repo = tempfile::tempdir().unwrap();
+    install_model(
+        repo.path(),
+        "iris",
+        1,
+        &root_path("examples/models/iris_lr/1/model.onnx"),
+    );
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("models.toml");
+    let base = repo.path().join("iris");
+    std::fs::write(
+        &config,
+        format!(
+            "[[models]]\nname = \"iris\"\nbase_path = {:?}\n",
+            base.display().to_string()
+        ),
+    )
+    .unwrap();
+    let settings = Settings {
+        model_config_file: Some(config),
+        ..unwatched(repo.path())
+    };
+    let server = TestServer::start_with(settings).await;
+    let before = tree(repo.path());
+    for fields in [
+        &[("model_id", "newm")][..],
+        &[("model_id", "newm"), ("version", "1")],
+    ] {
+        let (code, body) = server.upload(fields, "m.onnx", iris("iris_lr")).await;
+        assert_eq!(code, 409, "{body}");
+        assert!(error_text(&body).contains("model config list"), "{body}");
+    }
+    assert_eq!(tree(repo.path()), before);
+    // A model of the list still takes uploads.
+    let (code, body) = server
+        .upload(&[("model_id", "iris")], "m.onnx", iris("iris_dt"))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["version"], 2, "{body}");
     server.stop().await;
 }

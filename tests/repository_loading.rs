@@ -174,3 +174,26 @@ async fn unreadable_artifact_goes_to_error() {
     assert_eq!(status, 200);
     server.stop().await;
 }
+
+/// A version directory with several files that could each be the model, none with a
+/// known name, loads none, and its error names them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_unnamed_candidate_files_are_named_in_the_error() {
+    let repo = tempfile::tempdir().unwrap();
+    let dir = repo.path().join("two/2");
+    std::fs::create_dir_all(&dir).unwrap();
+    let onnx = std::fs::read(root_path("examples/models/iris_lr/1/model.onnx")).unwrap();
+    std::fs::write(dir.join("a.bin"), &onnx).unwrap();
+    std::fs::write(dir.join("b.bin"), &onnx).unwrap();
+    let server = TestServer::start(repo.path()).await;
+    let (_, body) = server.get("/v1/models/two").await;
+    let error = body["model_version_status"][0]["status"]["error_message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        error.contains("several candidate files (a.bin, b.bin)"),
+        "{body}"
+    );
+    server.stop().await;
+}

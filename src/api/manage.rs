@@ -134,6 +134,15 @@ pub async fn reload(
     model: Option<&str>,
     caller: &Caller,
 ) -> Result<ReloadOutcome, ApiError> {
+    // An empty name is a mistake (`?modelname=` with the value left out), not a
+    // request to reload every model.
+    if model == Some("") {
+        return Err(ApiError::InvalidArgument(
+            "modelname is empty: name a model, or leave the parameter out to reload every \
+             model"
+                .into(),
+        ));
+    }
     let deadline = deadline(state);
     let sources = state.sources.clone();
     // One model's status is read under its lock, as the reload left it; a reload of

@@ -20,11 +20,33 @@ pub struct IndexEntry {
     pub reason: String,
 }
 
-/// Every model version the manager knows, in name and version order; with
-/// `ready_only`, only those serving.
+/// Every model version the manager knows, and every model of the repository (or of
+/// the config list in force) that has none loaded (unloaded, never loaded) as one
+/// `UNAVAILABLE` entry with the reason, as the KServe/Triton repository extension
+/// lists every model whether loaded or not; in name and version order. With
+/// `ready_only`, only the versions serving.
 pub fn repository_index(state: &ServerState, ready_only: bool) -> Vec<IndexEntry> {
     let mut out = Vec::new();
-    for (model, record) in state.manager.records_snapshot() {
+    let records = state.manager.records_snapshot();
+    if !ready_only {
+        for source in state.sources.describe() {
+            if records.contains_key(&source.name) {
+                continue;
+            }
+            let reason = if source.stopped {
+                "unloaded: load the model to serve it again"
+            } else {
+                "no version of the model is loaded"
+            };
+            out.push(IndexEntry {
+                model: source.name,
+                version: None,
+                state: "UNAVAILABLE",
+                reason: reason.to_string(),
+            });
+        }
+    }
+    for (model, record) in records {
         if record.versions.is_empty() {
             if !ready_only {
                 out.push(IndexEntry {

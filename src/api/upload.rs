@@ -126,6 +126,7 @@ pub async fn begin_upload(
         )));
     }
     let artifact_name = staging_file_name(file_name);
+    state.sources.check_uploadable(model)?;
     let model_dir = state.sources.model_dir(model)?.dir;
     if let Some(file) = state.sources.flat_file(model) {
         return Err(ApiError::Conflict(format!(
@@ -492,6 +493,8 @@ impl Upload {
         // The upload itself moves to the blocking thread: if that never runs its
         // effect (the caller left), dropping it there removes the staging directory.
         let (version, summary) = run_locked(deadline, "the upload", move |_| {
+            // The config list may have changed while the file streamed in.
+            self.state.sources.check_uploadable(&self.model)?;
             let version = self.move_into_place()?;
             // Recorded with the move, whatever the caller does next.
             audit(
@@ -503,8 +506,7 @@ impl Upload {
                 detail,
             );
             let sources = &self.state.sources;
-            // A model outside the config list in force is stored but not served; a
-            // stopped model stays stopped (as the store keeps it) until it is
+            // A stopped model stays stopped (as the store keeps it) until it is
             // reloaded, loaded or deployed.
             if sources.is_source(&self.model) && !sources.is_stopped(&self.model) {
                 sources.reload_model_locked(&self.model, &lock)?;

@@ -72,6 +72,24 @@ pub fn find_artifact(version_dir: &Path) -> Option<PathBuf> {
     only
 }
 
+/// The files of a version directory that could each be its model (regular, not
+/// hidden, not a file the directory gives another meaning), by name, sorted: when
+/// [`find_artifact`] finds none with a known name and several of these, it takes
+/// none, and the version's error names them.
+pub fn artifact_candidates(version_dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(version_dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.path().is_file())
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|n| !n.starts_with('.') && !NOT_ARTIFACTS.contains(&n.as_str()))
+        .collect();
+    names.sort();
+    names
+}
+
 /// Loads an artifact with the backend its file name calls for.
 ///
 /// A load error says what is wrong in the client's terms: it names the file as in

@@ -146,7 +146,7 @@ struct ReloadQuery {
     params(("modelname" = Option<String>, Query, description = "Reload only this model (default: every model)")),
     responses(
         (status = 200, description = "What was reloaded", body = ReloadResponse),
-        (status = 400, description = "A malformed query string", body = ErrorBody),
+        (status = 400, description = "A malformed query string, or an empty modelname", body = ErrorBody),
         (status = 404, description = "No such model", body = ErrorBody),
         (status = 409, description = "Another operation holds the model, or the request conflicts with its state", body = ErrorBody),
         (status = 503, description = "The metadata store does not answer; nothing changed", body = ErrorBody),
@@ -157,7 +157,7 @@ async fn reload_model(
     caller: Option<Extension<Caller>>,
     Query(query): Query<ReloadQuery>,
 ) -> Result<Json<Value>, HttpError> {
-    let name = query.modelname.filter(|n| !n.is_empty());
+    let name = query.modelname;
     let outcome = manage::reload(&state, name.as_deref(), &caller_of(caller)).await?;
     let models = &outcome.models;
     let (base, _) = base_url(&state);

@@ -553,6 +553,23 @@ impl Sources {
         Ok(dir)
     }
 
+    /// Refuses (409) an upload of a model that the model config list in force does
+    /// not name: the version would be stored where nothing serves it (the list, not
+    /// the repository root, says what is served). Checked before the upload stores
+    /// anything and again under the model's lock before its version moves in.
+    pub fn check_uploadable(&self, name: &str) -> Result<(), SourcesError> {
+        match self.config_list() {
+            Some(list) if !list.models.iter().any(|m| m.name == name) => {
+                Err(SourcesError::Conflict(format!(
+                    "model {name:?} is not in the model config list in force, so an upload \
+                     of it would not be served; nothing was stored: add the model to the \
+                     list first"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Why a model with a directory is not served from it: not in the model config
     /// list in force, or (without a list) a directory that holds only an upload's
     /// staging, which is no model yet.
@@ -804,7 +821,9 @@ impl Sources {
     }
 
     /// Scans one model, applies the overrides, keeps only `settled` versions when
-    /// given, and hands it to the manager. The caller holds the model's lock.
+    /// given (the watcher), else reads the files of the versions that serve (an
+    /// explicit reload loads again those whose files changed), and hands it to the
+    /// manager. The caller holds the model's lock.
     fn reconcile(&self, name: &str, dir: &ModelDir, settled: Option<&BTreeSet<u64>>) {
         let mut on_disk = match scan_model(name, &dir.dir) {
             Ok(m) => m,
@@ -818,6 +837,18 @@ impl Sources {
         };
         if let Some(settled) = settled {
             on_disk.versions.retain(|v, _| settled.contains(v));
+        } else {
+            // An explicit reload (not the watcher): the manager loads again a served
+            // version whose files changed since it loaded, so it is told what they
+            // are now.
+            let serving = self.manager.serving();
+            if let Some(served) = serving.models.get(name) {
+                for (v, on_disk) in on_disk.versions.iter_mut() {
+                    if served.versions.contains_key(v) {
+                        on_disk.files = Some(crate::repository::version_files(&on_disk.dir));
+                    }
+                }
+            }
         }
         let deployment = guard(&self.deployments).get(name).cloned();
         if let Ok(config) = &mut on_disk.config {
