@@ -39,35 +39,65 @@ const MAX_IDENTITY_FILES: usize = 10_000;
 /// Reads the identity of the files under a version directory (see [`VersionFiles`]).
 /// Unreadable parts read as absent.
 pub fn version_files(dir: &Path) -> VersionFiles {
-    fn walk(dir: &Path, prefix: &str, depth: usize, out: &mut VersionFiles) {
+    let mut out = Vec::new();
+    walk_entries(dir, MAX_IDENTITY_DEPTH, &mut |name, meta| {
+        if meta.is_dir() {
+            return true;
+        }
+        if out.len() >= MAX_IDENTITY_FILES {
+            return false;
+        }
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(meta);
+        #[cfg(not(unix))]
+        let inode = 0;
+        out.push((name.to_string(), meta.len(), meta.modified().ok(), inode));
+        true
+    });
+    out.sort();
+    out
+}
+
+/// Walks the entries under `dir`, down to `max_depth` directory levels below it,
+/// calling `visit` with each one's path inside `dir` and its metadata (a directory
+/// after what it holds, its path ending in `/`) until `visit` answers `false`.
+/// Unreadable entries are skipped. Shared by [`version_files`] and the watcher's
+/// fingerprints (`sources::watch`).
+pub fn walk_entries(
+    dir: &Path,
+    max_depth: usize,
+    visit: &mut dyn FnMut(&str, &std::fs::Metadata) -> bool,
+) {
+    fn walk(
+        dir: &Path,
+        prefix: &str,
+        depth: usize,
+        max_depth: usize,
+        visit: &mut dyn FnMut(&str, &std::fs::Metadata) -> bool,
+    ) -> bool {
         let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
+            return true;
         };
         for entry in entries.flatten() {
-            if out.len() >= MAX_IDENTITY_FILES {
-                return;
-            }
             let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
             let Ok(meta) = entry.metadata() else {
                 continue;
             };
             if meta.is_dir() {
-                if depth < MAX_IDENTITY_DEPTH {
-                    walk(&entry.path(), &format!("{name}/"), depth + 1, out);
+                let name = format!("{name}/");
+                if depth < max_depth && !walk(&entry.path(), &name, depth + 1, max_depth, visit) {
+                    return false;
                 }
-                continue;
+                if !visit(&name, &meta) {
+                    return false;
+                }
+            } else if !visit(&name, &meta) {
+                return false;
             }
-            #[cfg(unix)]
-            let inode = std::os::unix::fs::MetadataExt::ino(&meta);
-            #[cfg(not(unix))]
-            let inode = 0;
-            out.push((name, meta.len(), meta.modified().ok(), inode));
         }
+        true
     }
-    let mut out = Vec::new();
-    walk(dir, "", 0, &mut out);
-    out.sort();
-    out
+    walk(dir, "", 0, max_depth, visit);
 }
 
 /// One model directory found on disk.

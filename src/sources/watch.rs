@@ -261,7 +261,7 @@ fn observe(model_dir: &Path, files: impl Fn(u64) -> bool) -> ModelView {
             }
             let print = if files(version) {
                 let mut list = Vec::new();
-                fingerprint(&entry.path(), "", 0, &mut list);
+                fingerprint(&entry.path(), &mut list);
                 list.sort();
                 Fingerprint::Files(list)
             } else {
@@ -280,32 +280,17 @@ fn same_kind(a: &Fingerprint, b: &Fingerprint) -> bool {
     )
 }
 
-fn fingerprint(
-    dir: &Path,
-    prefix: &str,
-    depth: usize,
-    out: &mut Vec<(String, u64, Option<SystemTime>)>,
-) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
+/// The path, size (0 for a directory) and modification time of every entry under
+/// `dir`, at most `MAX_FINGERPRINT_FILES` of them, `MAX_FINGERPRINT_DEPTH` levels deep.
+fn fingerprint(dir: &Path, out: &mut Vec<(String, u64, Option<SystemTime>)>) {
+    crate::repository::walk_entries(dir, MAX_FINGERPRINT_DEPTH, &mut |name, meta| {
         if out.len() >= MAX_FINGERPRINT_FILES {
-            return;
+            return false;
         }
-        let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
-        let Ok(meta) = entry.metadata() else {
-            continue;
-        };
-        if meta.is_dir() {
-            if depth < MAX_FINGERPRINT_DEPTH {
-                fingerprint(&entry.path(), &format!("{name}/"), depth + 1, out);
-            }
-            out.push((format!("{name}/"), 0, meta.modified().ok()));
-        } else {
-            out.push((name, meta.len(), meta.modified().ok()));
-        }
-    }
+        let size = if meta.is_dir() { 0 } else { meta.len() };
+        out.push((name.to_string(), size, meta.modified().ok()));
+        true
+    });
 }
 
 #[cfg(test)]
