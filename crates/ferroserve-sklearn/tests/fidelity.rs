@@ -14,6 +14,8 @@
 //! (the fresh round of `python/sklearn_fresh_round.sh`, made by the current
 //! scikit-learn at test time).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use ferroserve_sklearn::{ClassLabels, Column, Input, Prediction, SklearnModel};
@@ -100,31 +102,7 @@ fn input_of(case: &Json) -> CaseInput {
             (vec![], 0, 0, None, Some(docs))
         }
         Some("columns") => {
-            let columns = input["columns"]
-                .as_array()
-                .expect("columns")
-                .iter()
-                .map(|c| {
-                    let name = c["name"].as_str().unwrap().to_string();
-                    let values = c["values"].as_array().unwrap();
-                    let col = if c["kind"] == "numeric" {
-                        Column::Num(
-                            values
-                                .iter()
-                                .map(|v| v.as_f64().unwrap_or(f64::NAN))
-                                .collect(),
-                        )
-                    } else {
-                        Column::Str(
-                            values
-                                .iter()
-                                .map(|v| v.as_str().map(str::to_owned))
-                                .collect(),
-                        )
-                    };
-                    (name, col)
-                })
-                .collect();
+            let columns = common::fixture_columns(&input["columns"]);
             (vec![], 0, 0, Some(columns), None)
         }
         other => panic!("unknown input kind {other:?}"),

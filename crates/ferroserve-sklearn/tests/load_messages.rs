@@ -26,30 +26,7 @@ fn load(path: &str) -> SklearnModel {
 /// The case's input columns and scikit-learn's labels.
 fn case(name: &str) -> (Vec<(String, Column)>, Vec<String>) {
     let json: Json = serde_json::from_slice(&std::fs::read(fixture(name)).unwrap()).unwrap();
-    let columns = json["input"]["columns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            let values = c["values"].as_array().unwrap();
-            let col = if c["kind"] == "numeric" {
-                Column::Num(
-                    values
-                        .iter()
-                        .map(|v| v.as_f64().unwrap_or(f64::NAN))
-                        .collect(),
-                )
-            } else {
-                Column::Str(
-                    values
-                        .iter()
-                        .map(|v| v.as_str().map(str::to_owned))
-                        .collect(),
-                )
-            };
-            (c["name"].as_str().unwrap().to_string(), col)
-        })
-        .collect();
+    let columns = common::fixture_columns(&json["input"]["columns"]);
     let labels = json["predict"]
         .as_array()
         .unwrap()

@@ -109,3 +109,33 @@ pub fn to_json(value: &Value) -> Json {
         Value::DType(dtype) => json!({"dtype": dtype_name(dtype)}),
     }
 }
+
+/// A fixture's `"columns"` input (`[{"name", "kind": "numeric" | "string", "values"}]`)
+/// as the crate's named columns; null numbers are NaN, null strings `None`.
+pub fn fixture_columns(columns: &Json) -> Vec<(String, ferroserve_sklearn::Column)> {
+    use ferroserve_sklearn::Column;
+    columns
+        .as_array()
+        .expect("columns")
+        .iter()
+        .map(|c| {
+            let values = c["values"].as_array().unwrap();
+            let col = if c["kind"] == "numeric" {
+                Column::Num(
+                    values
+                        .iter()
+                        .map(|v| v.as_f64().unwrap_or(f64::NAN))
+                        .collect(),
+                )
+            } else {
+                Column::Str(
+                    values
+                        .iter()
+                        .map(|v| v.as_str().map(str::to_owned))
+                        .collect(),
+                )
+            };
+            (c["name"].as_str().unwrap().to_string(), col)
+        })
+        .collect()
+}
