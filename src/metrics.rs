@@ -381,6 +381,12 @@ impl QueueMetrics {
 /// Renders every metric, after refreshing the gauges that are read at scrape time:
 /// the global recorder's series and those of every live version, merged.
 pub fn render(manager: &Manager) -> String {
+    render_with(manager, None)
+}
+
+/// [`render`], with `extra`: series made at scrape time outside the recorder (a
+/// text exposition: the deployments' gauges, which must vanish with them).
+pub fn render_with(manager: &Manager, extra: Option<String>) -> String {
     let handle = install();
     for (state, count) in manager.state_counts() {
         metrics::gauge!("ferroserve_model_versions", "state" => state.as_str()).set(count as f64);
@@ -388,17 +394,19 @@ pub fn render(manager: &Manager) -> String {
     if let Some(rss) = resident_memory_bytes() {
         metrics::gauge!("process_resident_memory_bytes").set(rss as f64);
     }
-    exposition(handle)
+    exposition(handle, extra)
 }
 
-/// The global recorder's series and those of every live version, in one text.
-fn exposition(handle: &PrometheusHandle) -> String {
+/// The global recorder's series, those of every live version and `extra`, in
+/// one text.
+fn exposition(handle: &PrometheusHandle, extra: Option<String>) -> String {
     let mut texts = vec![handle.render()];
     texts.extend(
         live_version_recorders()
             .iter()
             .map(|recorder| recorder.handle.render()),
     );
+    texts.extend(extra);
     merge_expositions(&texts)
 }
 
@@ -498,14 +506,14 @@ mod tests {
         let second = QueueMetrics::new("unit_metrics_model", 7);
         second.rejected.increment(1);
         let series = "ferroserve_rejected_total{model=\"unit_metrics_model\",version=\"7\"}";
-        let text = exposition(handle);
+        let text = exposition(handle, None);
         assert_eq!(text.matches(series).count(), 1, "{text}");
         assert!(text.contains(&format!("{series} 3")), "{text}");
         assert!(text.contains("ferroserve_batch_size_bucket{model=\"unit_metrics_model\",version=\"7\",le=\"4\"} 1"), "{text}");
         drop(first);
-        assert!(exposition(handle).contains(series));
+        assert!(exposition(handle, None).contains(series));
         drop(second);
-        let text = exposition(handle);
+        let text = exposition(handle, None);
         assert!(!text.contains("unit_metrics_model"), "{text}");
     }
 

@@ -412,8 +412,12 @@ async fn the_old_workflow_runs_in_a_worker_process() {
         .text()
         .await
         .unwrap();
+    // A stopped deployment has no gauges left (`ferroserve_worker_up` stayed at 0
+    // for good, with the last memory and restarts beside it).
     assert!(
-        metrics.contains("ferroserve_worker_up{model=\"iris\"} 0"),
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("ferroserve_worker_") && l.contains("model=\"iris\"")),
         "{metrics}"
     );
     let (code, body) = post(
@@ -1435,6 +1439,19 @@ async fn a_model_its_worker_cannot_load_is_refused_at_once() {
     let status = model_status(&server, "broken").await;
     assert!(status["deployment"].is_null(), "{status}");
     assert!(status["worker"].is_null(), "{status}");
+    // Not even the failed worker's state directory (it stayed, its worker.db with
+    // it): its events, which say why, are the main store's.
+    let workers_dir = repo.path().join(".ferroserve/workers");
+    let left: Vec<String> = std::fs::read_dir(&workers_dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        !left.iter().any(|name| name.starts_with("broken-")),
+        "{left:?}"
+    );
     let (code, _) = post(
         server.url("/predict"),
         &json!({"model_id": "iris", "features": ROW}),
@@ -2207,4 +2224,300 @@ async fn a_deployed_models_log_and_events_reach_the_main_store_and_outlive_its_w
 async fn send_text(url: String) -> (u16, String) {
     let r = reqwest::get(url).await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// A worker's own port serves its model, never management: a deploy, a stop, a
+/// reload, an upload, a delete or a repository load/unload sent to it (REST or
+/// gRPC) is refused, whatever the token (a manager's, the supervisor's, none),
+/// naming the main server, and the main server's deployment is untouched. A worker
+/// took them with a management token (or from loopback): a deploy there changed the
+/// worker's timeout behind the registry's back, a stop there left the main server
+/// answering 404 for a model its registry called ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_refuses_management_on_its_own_port() {
+    use ferroserve_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+    use ferroserve_proto::inference::RepositoryModelUnloadRequest;
+    use ferroserve_proto::tensorflow::serving as tfs;
+    use ferroserve_proto::tensorflow::serving::model_service_client::ModelServiceClient;
+
+    let repo = tempfile::tempdir().unwrap();
+    install(repo.path(), "iris", "examples/models/iris_lr/1/model.onnx");
+    let tokens = repo.path().join("tokens.toml");
+    write_tokens(&tokens);
+    let server = start_server(
+        repo.path(),
+        port_range(20),
+        &["--auth-tokens", tokens.to_str().unwrap()],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let answer = deploy_iris_as_manager(&server, &client).await;
+    let (pid, port) = (pid_of(&answer), answer["port"].as_u64().unwrap());
+    let supervisor = initial_env(pid, "FERROSERVE_SUPERVISOR_TOKEN").unwrap();
+    let worker = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let registry_entry = || async {
+        let request = client.get(server.url("/registry/services/iris"));
+        let (code, entry) = send_with(request, Some(READER)).await;
+        assert_eq!(code, 200, "{entry}");
+        entry
+    };
+    let main_url = server.url("");
+    let refused = |code: u16, body: &Value, what: &str| {
+        assert_eq!(code, 403, "{what}: {body}");
+        let message = body["error"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("management goes through the main server at")
+                && message.contains(main_url.trim_end_matches('/')),
+            "{what}: {body}"
+        );
+    };
+    let model_file = std::fs::read(root_path("examples/models/iris_lr/1/model.onnx")).unwrap();
+    for token in [Some(MANAGER), Some(supervisor.as_str()), None] {
+        let what = |route: &str| format!("{route} with {:?}", token.map(|t| &t[..8]));
+        let requests = [
+            (
+                "deploy",
+                client
+                    .post(worker("/deploy"))
+                    .json(&json!({"model_id": "iris", "resources": {"timeout": 0.5}})),
+            ),
+            ("stop", client.post(worker("/stop_deployment/iris"))),
+            ("reload", client.post(worker("/reload_model"))),
+            ("delete", client.delete(worker("/delete_model/iris"))),
+            (
+                "unload",
+                client.post(worker("/v2/repository/models/iris/unload")),
+            ),
+            (
+                "upload",
+                client.post(worker("/upload_model")).multipart(
+                    reqwest::multipart::Form::new()
+                        .text("model_id", "iris")
+                        .part(
+                            "file",
+                            reqwest::multipart::Part::bytes(model_file.clone())
+                                .file_name("iris.onnx"),
+                        ),
+                ),
+            ),
+        ];
+        for (route, request) in requests {
+            let (code, body) = send_with(request, token).await;
+            refused(code, &body, &what(route));
+        }
+    }
+    // gRPC too, on the worker's own gRPC port.
+    let grpc_port = registry_entry().await["grpc_port"].as_u64().unwrap();
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{grpc_port}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    fn with_manager<T>(message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {MANAGER}").parse().unwrap(),
+        );
+        request
+    }
+    let status = ModelServiceClient::new(channel.clone())
+        .handle_reload_config_request(with_manager(tfs::ReloadConfigRequest {
+            config: Some(tfs::ModelServerConfig {
+                config: Some(tfs::model_server_config::Config::ModelConfigList(
+                    tfs::ModelConfigList { config: vec![] },
+                )),
+            }),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("main server"), "{status:?}");
+    let status = GrpcInferenceServiceClient::new(channel)
+        .repository_model_unload(with_manager(RepositoryModelUnloadRequest {
+            model_name: "iris".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+
+    // What the main server needs of its worker still answers it, and the
+    // deployment is as the main server made it: same worker, no timeout, serving.
+    let (code, body) = send_with(client.get(worker("/models/status")), Some(&supervisor)).await;
+    assert_eq!(code, 200, "{body}");
+    let entry = registry_entry().await;
+    assert_eq!(pid_of(&entry), pid, "{entry}");
+    assert_eq!(entry["state"], "ready", "{entry}");
+    assert_eq!(entry["limits"]["timeout_secs"], Value::Null, "{entry}");
+    let predict = json!({"model_id": "iris", "features": ROW});
+    for url in [server.url("/predict"), worker("/predict")] {
+        let (code, body) = send_with(client.post(&url).json(&predict), Some(READER)).await;
+        assert_eq!(code, 200, "{url}: {body}");
+    }
+    let (code, history) = send_with(
+        client.get(server.url("/v1/models/iris/history")),
+        Some(MANAGER),
+    )
+    .await;
+    assert_eq!(code, 200, "{history}");
+    let deploys = history.to_string().matches("\"deploy\"").count();
+    assert!(
+        deploys <= 1,
+        "a deploy on the worker reached the history: {history}"
+    );
+}
+
+/// The main server's bounds on one request hold for a deployed model as for an
+/// in-process one, through the main server and on the worker's port: too many
+/// rows, too large a body (declared, or chunked with no length), too large an
+/// answer. The worker got none of them, so it took what the main server refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployed_model_keeps_the_main_servers_request_bounds() {
+    let repo = tempfile::tempdir().unwrap();
+    install(repo.path(), "iris", "examples/models/iris_lr/1/model.onnx");
+    install(repo.path(), "local", "examples/models/iris_lr/1/model.onnx");
+    let server = start_server(
+        repo.path(),
+        port_range(20),
+        &[
+            "--max-request-rows",
+            "10",
+            "--max-request-bytes",
+            "4000",
+            "--max-response-bytes",
+            "600",
+        ],
+    )
+    .await;
+    let (code, answer) = deploy(&server, json!({"model_id": "iris"})).await;
+    assert_eq!(code, 200, "{answer}");
+    let port = answer["port"].as_u64().unwrap();
+    let main: std::net::SocketAddr = server
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let worker: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let rows = |n: usize| json!({"instances": vec![ROW; n]}).to_string();
+    let padded = format!(
+        r#"{{"instances": [{:?}], "pad": "{}"}}"#,
+        ROW,
+        "x".repeat(5000)
+    );
+    // (what, body, chunked, status, words)
+    let cases = [
+        ("one row", rows(1), false, 200, ""),
+        ("11 rows", rows(11), false, 413, "rows"),
+        (
+            "a 5 kB body",
+            padded.clone(),
+            false,
+            413,
+            "larger than the limit of 4000 bytes",
+        ),
+        (
+            "a chunked 5 kB body",
+            padded,
+            true,
+            413,
+            "larger than the limit of 4000 bytes",
+        ),
+        ("a 10-row answer", rows(10), false, 413, ""),
+    ];
+    for (what, body, chunked, status, words) in cases {
+        let (in_process, _, local_body) =
+            raw_post(main, "/v1/models/local:predict", &body, chunked).await;
+        assert_eq!(in_process, status, "in-process, {what}: {local_body}");
+        for (addr, via) in [(main, "the main server"), (worker, "the worker's port")] {
+            let (code, _, text) = raw_post(addr, "/v1/models/iris:predict", &body, chunked).await;
+            assert_eq!(code, status, "deployed, {what}, via {via}: {text}");
+            assert!(text.contains(words), "deployed, {what}, via {via}: {text}");
+            if status != 200 {
+                // The same words as the in-process model's answer.
+                assert_eq!(
+                    text.replace("iris", "local"),
+                    local_body,
+                    "deployed, {what}, via {via}"
+                );
+            }
+        }
+    }
+}
+
+/// A deployed model reads a request body as an in-process one does: a JSON body
+/// labelled a form (what `curl -d '{…}'` sends) reaches its worker (it was 404,
+/// the forwarding layer read the body as a form), and a body that stops arriving
+/// is the client's 408, not a 503 that blames (and names as restarting) the worker,
+/// which keeps serving, unrestarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployed_model_reads_request_bodies_as_an_in_process_one() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let repo = tempfile::tempdir().unwrap();
+    install(repo.path(), "iris", "examples/models/iris_lr/1/model.onnx");
+    install(repo.path(), "local", "examples/models/iris_lr/1/model.onnx");
+    let server = start_server(
+        repo.path(),
+        port_range(20),
+        &["--body-read-timeout-secs", "1"],
+    )
+    .await;
+    let (code, answer) = deploy(&server, json!({"model_id": "iris"})).await;
+    assert_eq!(code, 200, "{answer}");
+    let pid = pid_of(&answer);
+    let client = reqwest::Client::new();
+    for model in ["local", "iris"] {
+        let (code, body) = send(
+            client
+                .post(server.url("/predict"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(json!({"model_id": model, "features": ROW}).to_string()),
+        )
+        .await;
+        assert_eq!(code, 200, "{model}: {body}");
+        assert_eq!(body["model_id"], model, "{body}");
+    }
+
+    let main: std::net::SocketAddr = server
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let stalled = |path: String| async move {
+        let mut stream = tokio::net::TcpStream::connect(main).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {main}\r\nContent-Type: application/json\r\n\
+             Content-Length: 200\r\nConnection: close\r\n\r\n{{\"instances\": ["
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer))
+            .await
+            .expect("no answer to a stalled body")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        let status: u16 = answer[9..12].parse().unwrap();
+        let body = answer.split_once("\r\n\r\n").unwrap().1.to_string();
+        (status, body)
+    };
+    let (code, local) = stalled("/v1/models/local:predict".into()).await;
+    assert_eq!(code, 408, "{local}");
+    for path in ["/v1/models/iris:predict", "/v2/models/iris/infer"] {
+        let (code, body) = stalled(path.into()).await;
+        assert_eq!(code, 408, "{path}: {body}");
+        assert!(body.contains("stopped arriving for 1s"), "{path}: {body}");
+    }
+    // The worker was never blamed: it serves on, the same process, no restarts.
+    let entry = registry(&server, "iris").await;
+    assert_eq!(pid_of(&entry), pid, "{entry}");
+    assert_eq!(entry["restarts"], 0, "{entry}");
+    assert_eq!(entry["state"], "ready", "{entry}");
+    let (code, body) = post(
+        server.url("/predict"),
+        &json!({"model_id": "iris", "features": ROW}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
 }

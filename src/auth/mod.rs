@@ -353,6 +353,25 @@ impl Auth {
     }
 }
 
+/// Why a request that needs `access` is refused on a worker's port, whatever its
+/// token (`management_server`: the worker's `Settings::management_server`, `None`
+/// on a server that is no worker): a deployment's worker serves its model's
+/// predictions, metadata, health and metrics, and never management, which goes
+/// through the main server that deployed it. The supervisor needs no management
+/// route of its workers: it reads their health and `/models/status`.
+pub fn worker_refusal(management_server: Option<&str>, access: Access) -> Option<String> {
+    let main = management_server.filter(|_| access == Access::Management)?;
+    let at = if main.is_empty() {
+        "that deployed this model".to_string()
+    } else {
+        format!("at {main}")
+    };
+    Some(format!(
+        "this is a deployed model's worker, which takes no management requests: \
+         management goes through the main server {at}"
+    ))
+}
+
 /// A peer address for logs.
 pub fn display_peer(peer: Option<SocketAddr>) -> String {
     peer.map_or_else(|| "unknown".to_string(), |p| p.to_string())

@@ -12,7 +12,7 @@ use axum::response::Response;
 use tonic::Status;
 
 use crate::api::ServerState;
-use crate::auth::{display_peer, grpc_access, Access};
+use crate::auth::{display_peer, grpc_access, worker_refusal, Access};
 
 pub async fn require(
     State(state): State<std::sync::Arc<ServerState>>,
@@ -24,6 +24,12 @@ pub async fn require(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
+    // A worker takes no management at all (`Settings::management_server`).
+    if let Some(message) = worker_refusal(state.settings.management_server.as_deref(), access) {
+        crate::metrics::record_auth_failure("grpc", "worker");
+        tracing::warn!(client = %display_peer(peer), method = %request.uri().path(), "{message}");
+        return Status::permission_denied(message).into_http();
+    }
     let authorization = request.headers().get(http::header::AUTHORIZATION);
     let token = match state.auth.authorize(
         "grpc",

@@ -17,7 +17,7 @@ use axum::Json;
 use serde_json::json;
 
 use super::AppState;
-use crate::auth::{display_peer, rest_access, Access, Denied};
+use crate::auth::{display_peer, rest_access, worker_refusal, Access, Denied};
 
 pub async fn require(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
@@ -31,6 +31,12 @@ pub async fn require(State(state): State<AppState>, request: Request, next: Next
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
+    // A worker takes no management at all (`Settings::management_server`).
+    if let Some(message) = worker_refusal(state.settings.management_server.as_deref(), access) {
+        crate::metrics::record_auth_failure("rest", "worker");
+        tracing::warn!(client = %display_peer(peer), path = %request.uri().path(), "{message}");
+        return (StatusCode::FORBIDDEN, Json(json!({ "error": message }))).into_response();
+    }
     let authorization = request.headers().get(header::AUTHORIZATION);
     let token = match state.auth.authorize(
         "rest",

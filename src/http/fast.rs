@@ -141,7 +141,13 @@ pub async fn serve(state: AppState, route: Route, request: Request, peer: Socket
     if let Some(workers) = state.workers.get() {
         let model = crate::workers::forward::model_of_path(request.uri().path());
         if let Some(target) = model.and_then(|model| workers.target(model)) {
-            return crate::workers::forward::forward(workers, target, request).await;
+            return crate::workers::forward::forward(
+                workers,
+                target,
+                request,
+                state.settings.max_request_bytes,
+            )
+            .await;
         }
     }
     match route {

@@ -27,6 +27,7 @@ mod upload;
 mod v2;
 
 pub(crate) use auth::sees_callers;
+pub(crate) use simple::model_of_body as simple_model_of_body;
 pub(crate) use v2::{decode_tensors as decode_v2_tensors, InputBody as V2TensorBody};
 
 use std::sync::Arc;
@@ -316,17 +317,21 @@ pub async fn body_chunks(request: Request, limit: usize) -> Result<impl bytes::B
     use http_body_util::BodyExt;
     match request.with_limited_body().into_body().collect().await {
         Ok(collected) => Ok(collected.aggregate()),
-        Err(error) => Err(HttpError(
-            if crate::connections::is_body_read_timeout(&error) {
-                ApiError::RequestTimeout(rejection_message(&error))
-            } else if is_length_limit(&error) {
-                ApiError::PayloadTooLarge(format!(
-                    "request body is larger than the limit of {limit} bytes"
-                ))
-            } else {
-                ApiError::InvalidArgument(format!("cannot read request body: {error}"))
-            },
-        )),
+        Err(error) => Err(HttpError(body_read_error(&error, limit))),
+    }
+}
+
+/// A request body that could not be read, as [`body_chunks`] answers it: 408 when
+/// it stopped arriving, 413 past `limit` (a `http_body_util::Limited`'s), else 400.
+pub(crate) fn body_read_error(error: &(dyn std::error::Error + 'static), limit: usize) -> ApiError {
+    if crate::connections::is_body_read_timeout(error) {
+        ApiError::RequestTimeout(rejection_message(error))
+    } else if is_length_limit(error) {
+        ApiError::PayloadTooLarge(format!(
+            "request body is larger than the limit of {limit} bytes"
+        ))
+    } else {
+        ApiError::InvalidArgument(format!("cannot read request body: {error}"))
     }
 }
 
@@ -382,12 +387,11 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     if let Some(cache) = &state.cache {
         cache.refresh_gauges().await;
     }
-    if let Some(workers) = state.workers.get() {
-        workers.refresh_gauges();
-    }
+    // The deployments' gauges are made at each scrape (a stopped one has none).
+    let workers = state.workers.get().map(|w| w.gauges_exposition());
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        crate::metrics::render(&state.manager),
+        crate::metrics::render_with(&state.manager, workers),
     )
 }
 

@@ -416,6 +416,24 @@ async fn decode_body(
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<SimpleBody, HttpError> {
     let bytes = body(bytes, state.settings.max_request_bytes)?;
+    match body_kind(headers, &bytes) {
+        BodyKind::Form => decode_form(&bytes),
+        BodyKind::Multipart(content_type) => decode_multipart(content_type, bytes).await,
+        BodyKind::Json => decode_json(&bytes),
+    }
+}
+
+/// How a `/predict` body is read.
+enum BodyKind<'a> {
+    Form,
+    /// With its `Content-Type` (the boundary).
+    Multipart(&'a str),
+    Json,
+}
+
+/// How a `/predict` body with these headers is read: the one rule of
+/// [`decode_body`] and [`model_of_body`].
+fn body_kind<'a>(headers: &'a HeaderMap, bytes: &[u8]) -> BodyKind<'a> {
     // `curl -d '{"model_id": …}'` labels its JSON a form: a "form" that begins as a
     // JSON object or list does (no form field is named `{…`), so it is read as JSON.
     let looks_like_json = || {
@@ -425,12 +443,52 @@ async fn decode_body(
             .is_some_and(|b| matches!(b, b'{' | b'['))
     };
     if is_form(headers) && !looks_like_json() {
-        decode_form(&bytes)
+        BodyKind::Form
     } else if let Some(content_type) = multipart_type(headers) {
-        decode_multipart(content_type, bytes).await
+        BodyKind::Multipart(content_type)
     } else {
-        decode_json(&bytes)
+        BodyKind::Json
     }
+}
+
+/// The `model_id` a `POST /predict` body names, read as [`decode_body`] reads it
+/// (form, multipart or JSON, by the same rule), or `None` when it names none or
+/// cannot be read: the forwarding layer's lookup (`crate::workers::forward`), so
+/// that a body the simple API answers for a model reaches that model's worker.
+pub(crate) async fn model_of_body(headers: &HeaderMap, bytes: &Bytes) -> Option<String> {
+    let model = match body_kind(headers, bytes) {
+        BodyKind::Form => form_urlencoded::parse(bytes)
+            .find(|(k, _)| k == "model_id")
+            .map(|(_, v)| v.into_owned()),
+        BodyKind::Multipart(content_type) => multipart_model(content_type, bytes.clone()).await,
+        BodyKind::Json => {
+            #[derive(serde::Deserialize)]
+            struct Named {
+                model_id: Option<String>,
+            }
+            serde_json::from_slice::<Named>(bytes).ok()?.model_id
+        }
+    };
+    model.filter(|m| !m.is_empty())
+}
+
+/// The `model_id` text field of a multipart body, as [`decode_multipart`] reads it.
+async fn multipart_model(content_type: &str, bytes: Bytes) -> Option<String> {
+    use axum::extract::FromRequest;
+    let request = axum::http::Request::builder()
+        .header(header::CONTENT_TYPE, content_type)
+        .body(axum::body::Body::from(bytes))
+        .ok()?;
+    let mut multipart = axum::extract::Multipart::from_request(request, &())
+        .await
+        .ok()?;
+    while let Some(field) = multipart.next_field().await.ok()? {
+        if field.name() == Some("model_id") && field.file_name().is_none() {
+            let data = field.bytes().await.ok()?;
+            return text_field("model_id", &data).ok();
+        }
+    }
+    None
 }
 
 fn multipart_type(headers: &HeaderMap) -> Option<&str> {
@@ -802,6 +860,60 @@ mod tests {
     use super::*;
     use serde_json::json;
     use std::time::Duration;
+
+    /// The forwarding layer finds a deployed model in a `/predict` body as the simple
+    /// API reads it: a JSON body labelled a form (what `curl -d '{…}'` sends) is
+    /// JSON, and an image model's multipart body names it in a text field.
+    #[tokio::test]
+    async fn models_named_by_bodies() {
+        let headers = |content_type: Option<&str>| {
+            let mut h = HeaderMap::new();
+            if let Some(c) = content_type {
+                h.insert(header::CONTENT_TYPE, c.parse().unwrap());
+            }
+            h
+        };
+        let json = Bytes::from_static(br#"{"model_id": "iris", "features": [1, 2]}"#);
+        for content_type in [
+            Some("application/json"),
+            None,
+            Some("application/x-www-form-urlencoded"),
+            Some("Application/X-WWW-Form-Urlencoded; charset=utf-8"),
+        ] {
+            assert_eq!(
+                model_of_body(&headers(content_type), &json)
+                    .await
+                    .as_deref(),
+                Some("iris"),
+                "{content_type:?}"
+            );
+        }
+        let form = Bytes::from_static(b"model_id=iris&x=1");
+        let form_type = headers(Some("application/x-www-form-urlencoded"));
+        assert_eq!(
+            model_of_body(&form_type, &form).await.as_deref(),
+            Some("iris")
+        );
+        let multipart = Bytes::from_static(
+            b"--b\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n\r\n\
+              png\r\n--b\r\nContent-Disposition: form-data; name=\"model_id\"\r\n\r\n\
+              digits \r\n--b--\r\n",
+        );
+        let multipart_type = headers(Some("multipart/form-data; boundary=b"));
+        assert_eq!(
+            model_of_body(&multipart_type, &multipart).await.as_deref(),
+            Some("digits")
+        );
+        for (content_type, body) in [
+            (None, &b"{}"[..]),
+            (None, b"not json"),
+            (Some("application/x-www-form-urlencoded"), b"model_id="),
+            (Some("multipart/form-data; boundary=b"), b"--b--\r\n"),
+        ] {
+            let body = Bytes::copy_from_slice(body);
+            assert_eq!(model_of_body(&headers(content_type), &body).await, None);
+        }
+    }
 
     #[test]
     fn timestamps_are_rfc3339_utc() {

@@ -231,6 +231,13 @@ pub struct Settings {
     /// accepted with every scope besides `auth_tokens` (`crate::auth`). Never a
     /// flag or a file: the worker reads it from its environment. Default none.
     pub supervisor_token_sha256: Option<[u8; 32]>,
+    /// In a worker (`ferroserve worker`): where management goes, the URL of the main
+    /// server that deployed its model. Every management route and call (REST and
+    /// gRPC) on a worker's ports is refused, whatever the token, naming it: the main
+    /// server's registry and store are what a deployment is, and a change made on
+    /// a worker behind its back (a deploy, a stop, a reload) would leave the two
+    /// disagreeing. `Some("")` when the main server's URL is not known. Default none.
+    pub management_server: Option<String>,
 }
 
 /// A model named on the command line with the directory of its versions.
@@ -373,6 +380,7 @@ impl Default for Settings {
             worker_binary: None,
             worker_cgroups: true,
             supervisor_token_sha256: None,
+            management_server: None,
         }
     }
 }

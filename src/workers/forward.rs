@@ -1,7 +1,10 @@
 //! Forwarding: the main server's REST requests for a deployed model go to its
 //! worker over kept-alive HTTP/1.1 connections (hyper's pooled client); status
 //! codes, headers and bodies pass through unchanged. A worker that is starting or
-//! restarting, or whose connection fails, is answered 503 with `Retry-After`.
+//! restarting, or whose connection fails, is answered 503 with `Retry-After`; a
+//! request body the *client* fails to send (too large, stopped arriving, reset) is
+//! answered as an in-process model answers it (413, 408, 400), never blamed on the
+//! worker ([`ClientBody`]).
 //! The predict fast path (`crate::http::fast`) calls [`forward`] itself for the
 //! predict routes it takes, after its access check, with the model read from the
 //! path by the same rules ([`model_of_path`]).
@@ -11,6 +14,9 @@
 //! layer do anything but pass the request on.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -113,22 +119,6 @@ pub(crate) fn model_of_path(path: &str) -> Option<&str> {
     }
 }
 
-/// The `model_id` of a simple-API body (JSON or form-encoded).
-fn model_of_body(content_type: Option<&str>, body: &[u8]) -> Option<String> {
-    let is_form = content_type.is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
-    if is_form {
-        form_urlencoded::parse(body)
-            .find(|(k, _)| k == "model_id")
-            .map(|(_, v)| v.into_owned())
-    } else {
-        #[derive(serde::Deserialize)]
-        struct Named {
-            model_id: Option<String>,
-        }
-        serde_json::from_slice::<Named>(body).ok()?.model_id
-    }
-}
-
 /// The REST layer that forwards a deployed model's requests to its worker.
 pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Some(workers) = state.workers.get() else {
@@ -137,12 +127,14 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     if !workers.has_deployments() {
         return next.run(request).await;
     }
+    // A forwarded body is bounded here as the router bounds an in-process one.
+    let limit = state.settings.max_request_bytes;
     let path = request.uri().path();
     if let Some(model) = model_of_path(path) {
         let model = model.to_string();
         return match workers.target(&model) {
             None => next.run(request).await,
-            Some(target) => forward(workers, target, request).await,
+            Some(target) => forward(workers, target, request, limit).await,
         };
     }
     // `POST /predict` names the model in its body; `GET /predict?model_id=`.
@@ -155,34 +147,22 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
             });
             return match model.and_then(|m| workers.target(&m)) {
                 None => next.run(request).await,
-                Some(target) => forward(workers, target, request).await,
+                Some(target) => forward(workers, target, request, limit).await,
             };
         }
         let (parts, body) = request.into_parts();
-        let bytes = match axum::body::to_bytes(body, state.settings.max_request_bytes).await {
+        let limit = state.settings.max_request_bytes;
+        let bytes = match axum::body::to_bytes(body, limit).await {
             Ok(b) => b,
-            Err(e) => {
-                let message = crate::http::rejection_message(&e);
-                let error = if message.contains("length limit") {
-                    ApiError::PayloadTooLarge(format!(
-                        "request body is larger than the limit of {} bytes",
-                        state.settings.max_request_bytes
-                    ))
-                } else {
-                    ApiError::InvalidArgument(format!("cannot read request body: {message}"))
-                };
-                return HttpError(error).into_response();
-            }
+            Err(e) => return HttpError(crate::http::body_read_error(&e, limit)).into_response(),
         };
-        let content_type = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok());
-        let target = model_of_body(content_type, &bytes).and_then(|m| workers.target(&m));
+        // Read as the simple API reads it (a form-labelled JSON body is JSON).
+        let model = crate::http::simple_model_of_body(&parts.headers, &bytes).await;
+        let target = model.and_then(|m| workers.target(&m));
         let request = Request::from_parts(parts, Body::from(bytes));
         return match target {
             None => next.run(request).await,
-            Some(target) => forward(workers, target, request).await,
+            Some(target) => forward(workers, target, request, limit).await,
         };
     }
     next.run(request).await
@@ -198,18 +178,78 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::PROXY_AUTHORIZATION,
 ];
 
+/// The client's request body on its way to a worker: bounded by `max_request_bytes`
+/// (past it the body fails, as the router's limit fails an in-process one), and
+/// its failure (past the limit, stopped arriving for the body read timeout, the
+/// client gone) is kept in `failure`, so that the answer blames the client (413,
+/// 408, 400) and not the worker, whose request then fails with it.
+struct ClientBody {
+    inner: http_body_util::Limited<Body>,
+    limit: usize,
+    failure: Arc<Mutex<Option<ApiError>>>,
+}
+
+impl http_body::Body for ClientBody {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let frame = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Err(e))) = &frame {
+            let error = crate::http::body_read_error(&**e, self.limit);
+            self.failure
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert(error);
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Sends `request` to the worker at `target` and passes its answer back; `Err`
-/// (the worker is not ready) and a failed connection are answered 503.
+/// (the worker is not ready) and a failed connection are answered 503. The body
+/// is bounded by `body_limit` (the server's `max_request_bytes`); a body the client
+/// fails to send is answered as an in-process model answers it (413, 408, 400),
+/// never as the worker's failure.
 pub(crate) async fn forward(
     workers: &super::Supervisor,
     target: Result<SocketAddr, String>,
     request: Request,
+    body_limit: usize,
 ) -> Response {
     let addr = match target {
         Ok(addr) => addr,
         Err(why) => return HttpError(ApiError::Unavailable(why)).into_response(),
     };
     let (mut parts, body) = request.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > body_limit as u64) {
+        return HttpError(ApiError::PayloadTooLarge(format!(
+            "request body is larger than the limit of {body_limit} bytes"
+        )))
+        .into_response();
+    }
+    let failure = Arc::new(Mutex::new(None));
+    let body = Body::new(ClientBody {
+        inner: http_body_util::Limited::new(body, body_limit),
+        limit: body_limit,
+        failure: failure.clone(),
+    });
     let path_and_query = parts
         .uri
         .path_and_query()
@@ -249,6 +289,11 @@ pub(crate) async fn forward(
             Response::from_parts(parts, Body::new(body))
         }
         Err(e) => {
+            let client_failure = failure.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(error) = client_failure {
+                tracing::debug!(%addr, "forwarding stopped: the client's body failed: {error}");
+                return HttpError(error).into_response();
+            }
             tracing::debug!(%addr, "forwarding failed: {e}");
             HttpError(ApiError::Unavailable(format!(
                 "the model's worker at {addr} did not answer ({e}); it is being restarted, \
@@ -287,22 +332,5 @@ mod tests {
         );
         assert_eq!(model_of_path("/console/fragments/models/iris"), None);
         assert_eq!(model_of_path("/console/models/iris"), None);
-    }
-
-    #[test]
-    fn models_named_by_bodies() {
-        let json = br#"{"model_id": "iris", "features": [1, 2]}"#;
-        assert_eq!(
-            model_of_body(Some("application/json"), json).as_deref(),
-            Some("iris")
-        );
-        assert_eq!(model_of_body(None, json).as_deref(), Some("iris"));
-        let form = b"model_id=iris&x=1";
-        assert_eq!(
-            model_of_body(Some("application/x-www-form-urlencoded"), form).as_deref(),
-            Some("iris")
-        );
-        assert_eq!(model_of_body(None, b"{}"), None);
-        assert_eq!(model_of_body(None, b"not json"), None);
     }
 }

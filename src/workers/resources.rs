@@ -34,6 +34,9 @@ impl Limits {
 
 /// The most cores a limit may name (more than any machine this runs on).
 const MAX_CPU: f64 = 4096.0;
+/// The least CPU limit: the kernel's least `cpu.cfs_quota_us` (1000 µs) over the
+/// period `limits` uses (100000 µs).
+const MIN_CPU: f64 = 0.01;
 
 /// `"2"`, `"0.5"`, `"500m"` (millicores) → cores.
 pub fn parse_cpu(text: &str) -> Result<f64, String> {
@@ -54,6 +57,14 @@ pub fn parse_cpu(text: &str) -> Result<f64, String> {
     let cores = number.parse::<f64>().map_err(|_| invalid())? / scale;
     if !(cores.is_finite() && cores > 0.0 && cores <= MAX_CPU) {
         return Err(invalid());
+    }
+    if cores < MIN_CPU {
+        // Below it the cgroup would enforce its least quota, not this limit, and
+        // the registry would report a limit that is not the one applied.
+        return Err(format!(
+            "resources.cpu_limit {text:?} is below the least CPU limit that can be applied, \
+             {MIN_CPU} cores (\"10m\"): a CPU cgroup's quota is at least 1 ms per 100 ms"
+        ));
     }
     Ok(cores)
 }
@@ -113,6 +124,14 @@ mod tests {
         ] {
             let e = parse_cpu(bad).unwrap_err();
             assert!(e.contains("resources.cpu_limit"), "{bad}: {e}");
+        }
+        // The least a cgroup applies, and no less (0.0001 was taken, and reported,
+        // while the cgroup gave 0.01 cores).
+        assert_eq!(parse_cpu("0.01"), Ok(0.01));
+        assert_eq!(parse_cpu("10m"), Ok(0.01));
+        for tiny in ["0.0001", "9m", "0.009"] {
+            let e = parse_cpu(tiny).unwrap_err();
+            assert!(e.contains("below the least CPU limit"), "{tiny}: {e}");
         }
     }
 

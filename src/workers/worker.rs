@@ -59,11 +59,96 @@ pub struct WorkerArgs {
     pub metrics_path: Option<String>,
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// The main server's URL: every management request on this worker's ports is
+    /// refused, naming it (`Settings::management_server`)
+    #[arg(long, value_name = "URL")]
+    pub main_server: Option<String>,
+    /// The main server's bounds on one request, enforced here as there.
+    #[command(flatten)]
+    pub bounds: RequestBounds,
     /// The SHA-256 of the supervisor's token ([`SUPERVISOR_TOKEN_ENV`]), taken from
     /// the environment by [`WorkerArgs::take_supervisor_token`]; never a flag, so it
     /// is not on the command line for other users to read.
     #[arg(skip)]
     pub supervisor_token_sha256: Option<[u8; 32]>,
+}
+
+/// The bounds the main server puts on one request, which a worker enforces on
+/// its port as the main server does on its own, so that a deployed model answers
+/// a request past one (413, 408, RESOURCE_EXHAUSTED) as an in-process one does.
+/// The flags are the `serve` command's, and [`RequestBounds::of`] reads every one
+/// from the main server's settings.
+#[derive(Debug, Clone, Default, PartialEq, clap::Args)]
+pub struct RequestBounds {
+    #[arg(long, value_name = "ROWS")]
+    pub max_request_rows: Option<usize>,
+    #[arg(long, value_name = "BYTES")]
+    pub max_request_bytes: Option<usize>,
+    #[arg(long, value_name = "BYTES")]
+    pub max_response_bytes: Option<usize>,
+    #[arg(long, value_name = "BYTES")]
+    pub grpc_max_receive_bytes: Option<usize>,
+    #[arg(long, value_name = "BYTES")]
+    pub grpc_max_send_bytes: Option<usize>,
+    /// The deadline when neither the deployment nor the model's config gives one
+    #[arg(long, value_name = "SECONDS")]
+    pub request_timeout_secs: Option<f64>,
+    #[arg(long, value_name = "SECONDS")]
+    pub body_read_timeout_secs: Option<f64>,
+    #[arg(long, value_name = "SECONDS")]
+    pub header_read_timeout_secs: Option<f64>,
+    #[arg(long, value_name = "SECONDS")]
+    pub send_timeout_secs: Option<f64>,
+    #[arg(long, value_name = "SECONDS")]
+    pub grpc_send_timeout_secs: Option<f64>,
+    #[arg(long, value_name = "BYTES")]
+    pub max_header_bytes: Option<usize>,
+}
+
+impl RequestBounds {
+    /// The bounds of the main server's `settings`.
+    pub fn of(settings: &Settings) -> RequestBounds {
+        RequestBounds {
+            max_request_rows: Some(settings.max_request_rows),
+            max_request_bytes: Some(settings.max_request_bytes),
+            max_response_bytes: Some(settings.max_response_bytes),
+            grpc_max_receive_bytes: Some(settings.grpc_max_receive_bytes),
+            grpc_max_send_bytes: Some(settings.grpc_max_send_bytes),
+            request_timeout_secs: Some(settings.request_timeout.as_secs_f64()),
+            body_read_timeout_secs: Some(settings.body_read_timeout.as_secs_f64()),
+            header_read_timeout_secs: Some(settings.header_read_timeout.as_secs_f64()),
+            send_timeout_secs: Some(settings.send_timeout.as_secs_f64()),
+            grpc_send_timeout_secs: Some(settings.grpc_send_timeout.as_secs_f64()),
+            max_header_bytes: Some(settings.max_header_bytes),
+        }
+    }
+
+    /// The worker's command-line flags for these bounds.
+    pub fn args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        let mut flag = |name: &str, value: Option<String>| {
+            if let Some(v) = value {
+                args.push(format!("--{name}={v}"));
+            }
+        };
+        let text = |v: Option<usize>| v.map(|v| v.to_string());
+        let secs = |v: Option<f64>| v.map(|v| v.to_string());
+        flag("max-request-rows", text(self.max_request_rows));
+        flag("max-request-bytes", text(self.max_request_bytes));
+        flag("max-response-bytes", text(self.max_response_bytes));
+        flag("grpc-max-receive-bytes", text(self.grpc_max_receive_bytes));
+        flag("grpc-max-send-bytes", text(self.grpc_max_send_bytes));
+        flag("request-timeout-secs", secs(self.request_timeout_secs));
+        flag("body-read-timeout-secs", secs(self.body_read_timeout_secs));
+        flag(
+            "header-read-timeout-secs",
+            secs(self.header_read_timeout_secs),
+        );
+        flag("send-timeout-secs", secs(self.send_timeout_secs));
+        flag("grpc-send-timeout-secs", secs(self.grpc_send_timeout_secs));
+        flag("max-header-bytes", text(self.max_header_bytes));
+        args
+    }
 }
 
 /// The environment variable a worker's supervisor passes its token in: the worker
@@ -108,6 +193,17 @@ impl WorkerArgs {
             auth_tokens: self.auth_tokens.clone(),
             metrics_require_token: Some(self.metrics_require_token),
             log_format: self.log_format,
+            max_request_rows: self.bounds.max_request_rows,
+            max_request_bytes: self.bounds.max_request_bytes,
+            max_response_bytes: self.bounds.max_response_bytes,
+            grpc_max_receive_bytes: self.bounds.grpc_max_receive_bytes,
+            grpc_max_send_bytes: self.bounds.grpc_max_send_bytes,
+            request_timeout_secs: self.bounds.request_timeout_secs,
+            body_read_timeout_secs: self.bounds.body_read_timeout_secs,
+            header_read_timeout_secs: self.bounds.header_read_timeout_secs,
+            send_timeout_secs: self.bounds.send_timeout_secs,
+            grpc_send_timeout_secs: self.bounds.grpc_send_timeout_secs,
+            max_header_bytes: self.bounds.max_header_bytes,
             // Stopping drains for at most this long; the supervisor kills later.
             shutdown_timeout_secs: Some(8.0),
             ..ServeArgs::default()
@@ -121,6 +217,7 @@ impl WorkerArgs {
         settings.worker_ports = None;
         settings.registry_addr = None;
         settings.supervisor_token_sha256 = self.supervisor_token_sha256;
+        settings.management_server = Some(self.main_server.clone().unwrap_or_default());
         Ok(settings)
     }
 
@@ -195,4 +292,72 @@ fn start_rss_watchdog(limit: u64) -> anyhow::Result<()> {
         })
         .context("cannot start the RSS watchdog")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        worker: WorkerArgs,
+    }
+
+    /// Every bound the main server puts on one request reaches a worker's settings
+    /// through its command line (none did: a deployed model took 20 rows past
+    /// `--max-request-rows 10`), and a worker knows it takes no management.
+    #[test]
+    fn a_worker_takes_every_request_bound_of_its_main_server() {
+        let main = ServeArgs {
+            max_request_rows: Some(10),
+            max_request_bytes: Some(4000),
+            max_response_bytes: Some(600),
+            grpc_max_receive_bytes: Some(5000),
+            grpc_max_send_bytes: Some(6000),
+            request_timeout_secs: Some(2.5),
+            body_read_timeout_secs: Some(3.0),
+            header_read_timeout_secs: Some(4.0),
+            send_timeout_secs: Some(5.0),
+            grpc_send_timeout_secs: Some(6.0),
+            max_header_bytes: Some(9000),
+            ..ServeArgs::default()
+        }
+        .into_settings()
+        .unwrap();
+        let mut argv: Vec<String> = [
+            "worker",
+            "--model",
+            "m",
+            "--model-dir",
+            "/models/m",
+            "--rest-addr",
+            "127.0.0.1:1",
+            "--state-dir",
+            "/state/m-1",
+            "--main-server",
+            "http://main.example:8501",
+        ]
+        .map(String::from)
+        .to_vec();
+        argv.extend(RequestBounds::of(&main).args());
+        let worker = Cli::try_parse_from(argv).unwrap().worker;
+        let s = worker.settings().unwrap();
+        assert_eq!(s.max_request_rows, main.max_request_rows);
+        assert_eq!(s.max_request_bytes, main.max_request_bytes);
+        assert_eq!(s.max_response_bytes, main.max_response_bytes);
+        assert_eq!(s.grpc_max_receive_bytes, main.grpc_max_receive_bytes);
+        assert_eq!(s.grpc_max_send_bytes, main.grpc_max_send_bytes);
+        assert_eq!(s.request_timeout, main.request_timeout);
+        assert_eq!(s.body_read_timeout, main.body_read_timeout);
+        assert_eq!(s.header_read_timeout, main.header_read_timeout);
+        assert_eq!(s.send_timeout, main.send_timeout);
+        assert_eq!(s.grpc_send_timeout, main.grpc_send_timeout);
+        assert_eq!(s.max_header_bytes, main.max_header_bytes);
+        assert_eq!(
+            s.management_server.as_deref(),
+            Some("http://main.example:8501")
+        );
+    }
 }

@@ -76,6 +76,13 @@ pub struct WorkerConfig {
     pub auth_tokens: Option<PathBuf>,
     pub metrics_require_token: bool,
     pub metrics_path: Option<String>,
+    /// The main server's URL (its `public_url`), which a worker names when it
+    /// refuses a management request on its port (`Settings::management_server`).
+    pub main_server_url: Option<String>,
+    /// The main server's bounds on one request (rows, body and answer sizes, body
+    /// and head timeouts, the default deadline), which each worker enforces as the
+    /// main server does.
+    pub request_bounds: crate::workers::worker::RequestBounds,
     /// How long a worker may take to serve its model.
     pub startup_timeout: Duration,
     /// How long a stopping worker may drain before it is killed.
@@ -122,6 +129,17 @@ struct SlotStatus {
     last_exit: Option<ExitReason>,
     healthy: bool,
     model_status: Option<WorkerModel>,
+}
+
+/// One per-deployment gauge's value of a deployment, if it has one.
+type GaugeOf = dyn Fn(&WorkerStatus) -> Option<f64>;
+
+/// A Prometheus label value, escaped as the text format requires.
+fn label_value(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -282,6 +300,9 @@ impl Supervisor {
                 .map(|e| e.reason.clone())
                 .unwrap_or_else(|| "it did not become ready in time".into());
             self.finish_slot(&slot).await;
+            // Nothing of the failed worker stays behind: its events (why it could
+            // not load) move into the main store, as a retired worker's do.
+            self.retire_state_dir(&slot).await;
             return Err(ApiError::Unavailable(format!(
                 "model {model:?}'s worker did not start: {why}"
             )));
@@ -351,7 +372,6 @@ impl Supervisor {
             tokio::time::sleep(grace).await;
         }
         self.finish_slot(&slot).await;
-        metrics::gauge!("ferroserve_worker_up", "model" => model.to_string()).set(0.0);
         self.retire_state_dir(&slot).await;
         if let Some(store) = &self.store {
             if let Err(e) = store.forget_worker(model).await {
@@ -393,28 +413,61 @@ impl Supervisor {
         self.slots.load().get(model).map(|s| self.status_of(s))
     }
 
-    /// Per-deployment gauges for the main server's `/metrics`.
-    pub fn refresh_gauges(&self) {
-        for (model, s) in self.statuses() {
-            let up = f64::from(u8::from(s.state == WorkerState::Ready));
-            metrics::gauge!("ferroserve_worker_up", "model" => model.clone()).set(up);
-            metrics::gauge!("ferroserve_worker_restarts", "model" => model.clone())
-                .set(s.restarts as f64);
-            if let Some(u) = s.usage {
-                metrics::gauge!("ferroserve_worker_resident_memory_bytes", "model" => model.clone())
-                    .set(u.rss_bytes as f64);
-                metrics::gauge!("ferroserve_worker_cpu_seconds", "model" => model.clone())
-                    .set(u.cpu_seconds);
+    /// Per-deployment gauges for the main server's `/metrics`, as Prometheus text
+    /// made from the deployments of this moment. They are not kept in the metrics
+    /// recorder, which can never forget a series: a stopped deployment's gauges
+    /// (`ferroserve_worker_up` at 0, its last memory) would stay there for good.
+    pub fn gauges_exposition(&self) -> String {
+        let statuses = self.statuses();
+        let families: [(&str, &str, &GaugeOf); 6] = [
+            (
+                "ferroserve_worker_up",
+                "Whether the deployment's worker serves (1) or not (0).",
+                &|s| Some(f64::from(u8::from(s.state == WorkerState::Ready))),
+            ),
+            (
+                "ferroserve_worker_restarts",
+                "Restarts of the deployment's worker.",
+                &|s| Some(s.restarts as f64),
+            ),
+            (
+                "ferroserve_worker_resident_memory_bytes",
+                "Resident memory of the deployment's worker.",
+                &|s| s.usage.map(|u| u.rss_bytes as f64),
+            ),
+            (
+                "ferroserve_worker_cpu_seconds",
+                "CPU time of the deployment's worker.",
+                &|s| s.usage.map(|u| u.cpu_seconds),
+            ),
+            (
+                "ferroserve_worker_memory_limit_bytes",
+                "The deployment's memory limit.",
+                &|s| s.limits.memory.map(|m| m as f64),
+            ),
+            (
+                "ferroserve_worker_cpu_limit_cores",
+                "The deployment's CPU limit, in cores.",
+                &|s| s.limits.cpu,
+            ),
+        ];
+        let mut text = String::new();
+        for (name, help, value) in families {
+            let samples: Vec<String> = statuses
+                .iter()
+                .filter_map(|(model, s)| {
+                    let v = value(s)?;
+                    Some(format!("{name}{{model=\"{}\"}} {v}\n", label_value(model)))
+                })
+                .collect();
+            if samples.is_empty() {
+                continue;
             }
-            if let Some(m) = s.limits.memory {
-                metrics::gauge!("ferroserve_worker_memory_limit_bytes", "model" => model.clone())
-                    .set(m as f64);
-            }
-            if let Some(c) = s.limits.cpu {
-                metrics::gauge!("ferroserve_worker_cpu_limit_cores", "model" => model.clone())
-                    .set(c);
-            }
+            text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+            text.extend(samples);
+            text.push('\n');
         }
+        text
     }
 
     fn status_of(&self, slot: &Slot) -> WorkerStatus {

@@ -131,6 +131,13 @@ pub(super) fn command(
     if let Some(path) = &c.metrics_path {
         command.arg("--metrics-path").arg(path);
     }
+    // Every bound on one request the main server enforces, the worker enforces
+    // too: a deployed model answers as an in-process one does.
+    command.args(c.request_bounds.args());
+    // Management goes through the main server only; the worker refuses it.
+    if let Some(url) = &c.main_server_url {
+        command.arg("--main-server").arg(url);
+    }
     // The worker reads only its own flags: none of the main server's settings
     // from the environment may redirect it (a database URL, a config list).
     for (key, _) in std::env::vars_os() {
