@@ -579,6 +579,13 @@ async fn a_label_whose_version_the_policy_unloads_is_unavailable_not_unknown() {
     for part in ["\"stable\"", "version 1", "version policy (latest 1)"] {
         assert!(error.contains(part), "{part} not in {error}");
     }
+    // The label's status says the same (it was 404 "has no label").
+    let (code, answer) = server.get("/v1/models/lb/labels/stable").await;
+    assert_eq!(code, 503, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("version 1"),
+        "{answer}"
+    );
     let m = model_status(&server, "lb").await.unwrap();
     let label_error = m["label_errors"][0].as_str().unwrap_or_default();
     assert!(label_error.contains("version 1"), "{m}");

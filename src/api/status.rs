@@ -32,9 +32,18 @@ pub fn model_status(
     let wanted = match version {
         None | Some(VersionRequest::Latest) => None,
         Some(VersionRequest::Specific(v)) => Some(*v),
-        Some(VersionRequest::Label(label)) => Some(*record.labels.get(label).ok_or_else(|| {
-            ApiError::NotFound(format!("model {model:?} has no label {label:?}"))
-        })?),
+        Some(VersionRequest::Label(label)) => match record.labels.get(label) {
+            Some(v) => Some(*v),
+            // Declared, but its version does not serve: as a request through it is told.
+            None => match record.unavailable_labels.get(label) {
+                Some(why) => return Err(ApiError::Unavailable(why.clone())),
+                None => {
+                    return Err(ApiError::NotFound(format!(
+                        "model {model:?} has no label {label:?}"
+                    )))
+                }
+            },
+        },
     };
     let mut statuses: Vec<VersionStatus> = record
         .versions

@@ -103,6 +103,12 @@ pub struct RequestBounds {
     pub grpc_send_timeout_secs: Option<f64>,
     #[arg(long, value_name = "BYTES")]
     pub max_header_bytes: Option<usize>,
+    /// Not a request's bound, but the main server's too: the most versions of the
+    /// model served at once, and how often its directory is scanned.
+    #[arg(long, value_name = "N")]
+    pub max_served_versions_per_model: Option<usize>,
+    #[arg(long, value_name = "SECONDS")]
+    pub file_system_poll_wait_seconds: Option<f64>,
 }
 
 impl RequestBounds {
@@ -120,6 +126,8 @@ impl RequestBounds {
             send_timeout_secs: Some(settings.send_timeout.as_secs_f64()),
             grpc_send_timeout_secs: Some(settings.grpc_send_timeout.as_secs_f64()),
             max_header_bytes: Some(settings.max_header_bytes),
+            max_served_versions_per_model: Some(settings.max_served_versions_per_model),
+            file_system_poll_wait_seconds: Some(settings.file_system_poll_wait.as_secs_f64()),
         }
     }
 
@@ -147,6 +155,14 @@ impl RequestBounds {
         flag("send-timeout-secs", secs(self.send_timeout_secs));
         flag("grpc-send-timeout-secs", secs(self.grpc_send_timeout_secs));
         flag("max-header-bytes", text(self.max_header_bytes));
+        flag(
+            "max-served-versions-per-model",
+            text(self.max_served_versions_per_model),
+        );
+        flag(
+            "file-system-poll-wait-seconds",
+            secs(self.file_system_poll_wait_seconds),
+        );
         args
     }
 }
@@ -204,6 +220,8 @@ impl WorkerArgs {
             send_timeout_secs: self.bounds.send_timeout_secs,
             grpc_send_timeout_secs: self.bounds.grpc_send_timeout_secs,
             max_header_bytes: self.bounds.max_header_bytes,
+            max_served_versions_per_model: self.bounds.max_served_versions_per_model,
+            file_system_poll_wait_seconds: self.bounds.file_system_poll_wait_seconds,
             // Stopping drains for at most this long; the supervisor kills later.
             shutdown_timeout_secs: Some(8.0),
             ..ServeArgs::default()
@@ -322,6 +340,8 @@ mod tests {
             send_timeout_secs: Some(5.0),
             grpc_send_timeout_secs: Some(6.0),
             max_header_bytes: Some(9000),
+            max_served_versions_per_model: Some(1),
+            file_system_poll_wait_seconds: Some(7.5),
             ..ServeArgs::default()
         }
         .into_settings()
@@ -349,6 +369,11 @@ mod tests {
         assert_eq!(s.max_response_bytes, main.max_response_bytes);
         assert_eq!(s.grpc_max_receive_bytes, main.grpc_max_receive_bytes);
         assert_eq!(s.grpc_max_send_bytes, main.grpc_max_send_bytes);
+        assert_eq!(
+            s.max_served_versions_per_model,
+            main.max_served_versions_per_model
+        );
+        assert_eq!(s.file_system_poll_wait, main.file_system_poll_wait);
         assert_eq!(s.request_timeout, main.request_timeout);
         assert_eq!(s.body_read_timeout, main.body_read_timeout);
         assert_eq!(s.header_read_timeout, main.header_read_timeout);
