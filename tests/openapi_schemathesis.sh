@@ -17,10 +17,14 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 REST_PORT=$(free_port); GRPC_PORT=$(free_port)
 WORK=$(mktemp -d)
 # A copy: the fuzzed management routes (upload, delete, stop) must not touch the
-# committed examples.
+# committed examples. Deployments are served in-process (`--worker-ports off`): a
+# fuzzed /deploy would otherwise start worker processes (on the default ports, 8000
+# and up) with whatever limits it drew, and a request that meets one of them while
+# it restarts is rightly a 503, which this run counts as a failure (a CI run failed
+# so). Workers have their own tests (tests/workers.rs).
 cp -r examples/models "$WORK/models"
 ORT_DYLIB_PATH="$ROOT/.ort/libonnxruntime.so.1.31.1" "$FERROSERVE_BIN" serve \
-  --model-repository "$WORK/models" --state-dir "$WORK/state" \
+  --model-repository "$WORK/models" --state-dir "$WORK/state" --worker-ports off \
   --rest-addr "127.0.0.1:$REST_PORT" --grpc-addr "127.0.0.1:$GRPC_PORT" >"$WORK/server.log" 2>&1 &
 PID=$!
 trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
