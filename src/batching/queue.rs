@@ -618,24 +618,34 @@ impl BatchQueue {
         }
     }
 
+    /// One request's run, with its own inputs.
+    fn run_alone(
+        &self,
+        inputs: Vec<NamedTensor>,
+        outputs: &[String],
+        options: &PredictOptions,
+        signature: &str,
+    ) -> Result<Vec<NamedTensor>, BatchError> {
+        if signature.is_empty() {
+            self.backend.predict_with_options(inputs, outputs, options)
+        } else if !options.is_empty() {
+            // Named signatures are SavedModels', which take no options.
+            Err(BackendError::InvalidInput(format!(
+                "the parameters k and threshold apply to fastText models; this is a {} model",
+                self.backend.format()
+            )))
+        } else {
+            self.backend.predict_signature(signature, inputs, outputs)
+        }
+        .map_err(BatchError::from)
+    }
+
     fn run_entries(&self, mut live: Vec<Entry>) {
         if live.len() == 1 {
             // Alone: no copy into a batch and out again.
             let e = live.pop().expect("one entry");
-            let result = if e.signature.is_empty() {
-                self.backend
-                    .predict_with_options(e.inputs, &e.outputs, &e.options)
-            } else if !e.options.is_empty() {
-                // Named signatures are SavedModels', which take no options.
-                Err(BackendError::InvalidInput(format!(
-                    "the parameters k and threshold apply to fastText models; this is a {} model",
-                    self.backend.format()
-                )))
-            } else {
-                self.backend
-                    .predict_signature(&e.signature, e.inputs, &e.outputs)
-            };
-            let _ = e.reply.send(result.map_err(BatchError::from));
+            let result = self.run_alone(e.inputs, &e.outputs, &e.options, &e.signature);
+            let _ = e.reply.send(result);
             return;
         }
         let rows: Vec<usize> = live.iter().map(|e| e.rows.unwrap_or(1)).collect();
@@ -643,38 +653,27 @@ impl BatchQueue {
         let options = live[0].options;
         let signature = std::mem::take(&mut live[0].signature);
         let names: Vec<String> = live[0].inputs.iter().map(|(n, _)| n.clone()).collect();
-        let mut columns: Vec<Vec<Tensor>> = names
-            .iter()
-            .map(|_| Vec::with_capacity(live.len()))
-            .collect();
-        let mut replies = Vec::with_capacity(live.len());
-        for e in live {
-            for (name, tensor) in e.inputs {
-                // `merges_with` checked that every entry has every name.
-                if let Some(i) = names.iter().position(|n| *n == name) {
-                    columns[i].push(tensor);
-                }
-            }
-            replies.push(e.reply);
-        }
+        // Each request keeps its inputs while the batch runs (they are copied into
+        // it): if the batch fails, they run one by one, so that a request the model
+        // fails on (an index out of range, a string ONNX Runtime refuses) fails
+        // alone, with its own error, and the others get their answers.
+        let (inputs_of, replies): (Vec<Vec<NamedTensor>>, Vec<Reply>) =
+            live.into_iter().map(|e| (e.inputs, e.reply)).unzip();
         let inputs: Result<Vec<NamedTensor>, String> = names
             .into_iter()
-            .zip(columns)
-            .map(|(name, parts)| concat(parts).map(|t| (name, t)))
+            .map(|name| {
+                // `merges_with` checked that every entry has every name.
+                let parts: Vec<&Tensor> = inputs_of
+                    .iter()
+                    .filter_map(|inputs| inputs.iter().find(|(n, _)| *n == name))
+                    .map(|(_, t)| t)
+                    .collect();
+                concat(&parts).map(|t| (name, t))
+            })
             .collect();
         let result = inputs
             .map_err(|e| BatchError::Internal(format!("cannot form a batch: {e}")))
-            .and_then(|inputs| {
-                if signature.is_empty() {
-                    self.backend
-                        .predict_with_options(inputs, &outputs_wanted, &options)
-                } else {
-                    // Named signatures are SavedModels', whose requests carry no options.
-                    self.backend
-                        .predict_signature(&signature, inputs, &outputs_wanted)
-                }
-                .map_err(BatchError::from)
-            })
+            .and_then(|inputs| self.run_alone(inputs, &outputs_wanted, &options, &signature))
             .and_then(|outputs| self.split_outputs(outputs, &rows));
         match result {
             Ok(per_request) => {
@@ -682,9 +681,20 @@ impl BatchQueue {
                     let _ = reply.send(Ok(outputs));
                 }
             }
-            Err(e) => {
+            // Past the deadline no caller waits; out of memory, running them one by
+            // one would only add load.
+            Err(e @ (BatchError::DeadlineExceeded | BatchError::OutOfMemory(_))) => {
                 for reply in replies {
                     let _ = reply.send(Err(e.clone()));
+                }
+            }
+            Err(_) => {
+                for (inputs, reply) in inputs_of.into_iter().zip(replies) {
+                    if reply.is_closed() {
+                        continue;
+                    }
+                    let _ =
+                        reply.send(self.run_alone(inputs, &outputs_wanted, &options, &signature));
                 }
             }
         }
@@ -856,6 +866,11 @@ mod tests {
                 return Err(BackendError::InvalidInput("not f32".into()));
             };
             self.runs.lock().push(x.clone());
+            // A value the model fails on, as ONNX Runtime fails on an index out of
+            // range: only at run time.
+            if let Some(v) = x.iter().find(|v| **v < 0.0) {
+                return Err(BackendError::InvalidInput(format!("x = {v} is negative")));
+            }
             let y = x.iter().map(|v| v * 2.0).collect();
             Ok(vec![(
                 "y".into(),
@@ -939,6 +954,43 @@ mod tests {
             assert_eq!(y_values(answer.await.unwrap()), want);
         }
         assert!(q.is_empty());
+    }
+
+    /// A request the model fails on fails alone, with its own error: the batch it
+    /// was in runs again one request at a time (every request of it got the
+    /// failure, naming another client's input).
+    #[tokio::test(start_paused = true)]
+    async fn a_request_the_model_fails_on_does_not_fail_its_batch() {
+        let model = Arc::new(Doubler::new(true));
+        let q = queue(&model, &config(true, 3, 10_000_000));
+        let exec = Arc::new(Inline);
+        let answers: Vec<Answer> = [1.0, -1.0, 3.0]
+            .into_iter()
+            .map(|v| spawn_submit(&q, &exec, request(1, v, None)))
+            .collect();
+        settle().await;
+        assert_eq!(
+            model.runs(),
+            vec![
+                vec![1.0, 1.0, -1.0, -1.0, 3.0, 3.0],
+                vec![1.0, 1.0],
+                vec![-1.0, -1.0],
+                vec![3.0, 3.0]
+            ]
+        );
+        let mut answers = answers.into_iter();
+        assert_eq!(
+            y_values(answers.next().unwrap().await.unwrap()),
+            vec![2.0; 2]
+        );
+        match answers.next().unwrap().await.unwrap() {
+            Err(BatchError::InvalidInput(m)) => assert_eq!(m, "x = -1 is negative"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            y_values(answers.next().unwrap().await.unwrap()),
+            vec![6.0; 2]
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -47,22 +47,25 @@ pub fn stackable(a: &Tensor, b: &Tensor) -> bool {
 
 /// Stacks tensors along dim 0. The caller has checked [`stackable`]; a mismatch
 /// is still refused here rather than producing a tensor that lies about its shape.
-pub fn concat(parts: Vec<Tensor>) -> Result<Tensor, String> {
-    let total: usize = parts.iter().map(Tensor::len).sum();
-    let mut parts = parts.into_iter();
+/// The parts are borrowed (copied into the batch), so that each request keeps its
+/// own inputs while the batch runs: a batch that fails runs them one by one.
+pub fn concat(parts: &[&Tensor]) -> Result<Tensor, String> {
+    let total: usize = parts.iter().map(|t| t.len()).sum();
+    let mut parts = parts.iter();
     let first = parts.next().ok_or("nothing to concatenate")?;
-    let (mut shape, mut data) = first.into_parts();
+    let mut shape = first.shape().to_vec();
     if shape.is_empty() {
         return Err("a scalar has no batch dimension".into());
     }
+    let mut data = first.data().clone();
     crate::with_tensor_data!(&mut data, v => v.reserve(total - v.len()));
     for part in parts {
-        let (s, d) = part.into_parts();
+        let s = part.shape();
         if s.len() != shape.len() || s[1..] != shape[1..] {
             return Err(format!("cannot stack shape {s:?} under {shape:?}"));
         }
         shape[0] += s[0];
-        same_variant!(&mut data, d, (into, from) => into.extend(from), {
+        same_variant!(&mut data, part.data(), (into, from) => into.extend_from_slice(from), {
             return Err("cannot stack tensors of different dtypes".into())
         });
     }
@@ -112,7 +115,7 @@ mod tests {
         let a = f32s(vec![1, 2], vec![1.0, 2.0]);
         let b = f32s(vec![2, 2], vec![3.0, 4.0, 5.0, 6.0]);
         assert!(stackable(&a, &b));
-        let joined = concat(vec![a.clone(), b.clone()]).unwrap();
+        let joined = concat(&[&a, &b]).unwrap();
         assert_eq!(joined.shape(), &[3, 2]);
         assert_eq!(split(joined, &[1, 2]).unwrap(), vec![a, b]);
     }
@@ -135,8 +138,8 @@ mod tests {
         let d = Tensor::new(vec![1, 2], TensorData::F64(vec![1.0, 2.0])).unwrap();
         assert!(!stackable(&a, &c));
         assert!(!stackable(&a, &d));
-        assert!(concat(vec![a.clone(), c]).is_err());
-        assert!(concat(vec![a.clone(), d]).is_err());
+        assert!(concat(&[&a, &c]).is_err());
+        assert!(concat(&[&a, &d]).is_err());
         assert!(split(a, &[2]).is_none(), "rows must add up");
     }
 }
