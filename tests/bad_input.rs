@@ -485,6 +485,28 @@ async fn oversized_body_is_413_and_timeouts_are_504() {
         )
         .await;
     assert_eq!(status, 504, "{body}");
+    // Triton's `timeout` parameter (microseconds) bounds a V2 REST request as it does
+    // over gRPC (it was ignored): 1 µs has passed before the request can run.
+    let v2 = |parameters: Value| {
+        json!({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}],
+               "parameters": parameters})
+    };
+    let (status, body) = server
+        .post_json("/v2/models/iris_lr/infer", &v2(json!({"timeout": 1})))
+        .await;
+    assert_eq!(status, 504, "{body}");
+    let (status, body) = server
+        .post_json("/v2/models/iris_lr/infer", &v2(json!({"timeout": "1s"})))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(error_text(&body).contains("microseconds"), "{body}");
+    let (status, body) = server
+        .post_json(
+            "/v2/models/iris_lr/infer",
+            &v2(json!({"timeout": 60_000_000})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
     // The server is still healthy afterwards.
     assert_eq!(
         server

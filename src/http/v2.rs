@@ -443,6 +443,20 @@ async fn run_infer(
         })
         .collect::<Result<_, HttpError>>()?;
     let mut predict = PredictRequest::new(model, version, Protocol::V2Rest);
+    // Triton's request parameter `timeout` (microseconds), as over gRPC: the earlier of
+    // it and the model's timeout applies (it was ignored here).
+    predict.client_timeout = match request.parameters.get("timeout") {
+        None => None,
+        Some(v) => match v.as_u64() {
+            Some(us) if us > 0 => Some(std::time::Duration::from_micros(us)),
+            _ => {
+                return Err(invalid(format!(
+                    "parameter \"timeout\" must be a positive number of microseconds, not {v}"
+                ))
+                .into())
+            }
+        },
+    };
     predict.classifications = request
         .outputs
         .iter()
