@@ -684,12 +684,14 @@ impl Manager {
                 });
             }
         }
-        let serving_now: BTreeSet<u64> = self
-            .serving()
+        // One snapshot of what serves now, for the three sets below.
+        let serving = self.serving();
+        let served: Vec<(u64, &Arc<LoadedVersion>)> = serving
             .models
             .get(name)
-            .map(|m| m.versions.keys().copied().collect())
+            .map(|m| m.versions.iter().map(|(v, h)| (*v, h)).collect())
             .unwrap_or_default();
+        let serving_now: BTreeSet<u64> = served.iter().map(|(v, _)| *v).collect();
         // Versions served from this directory's own files, not to be loaded again.
         // One loaded from another directory (the model had another base path) is
         // loaded anew from this one, and goes whether or not that load works:
@@ -697,41 +699,29 @@ impl Manager {
         // leaves nothing of the old directory behind once it runs whole.
         let from_here =
             |handle: &LoadedVersion| handle.dir.parent().is_some_and(|p| same_dir(p, &model.dir));
-        let served_here: BTreeSet<u64> = self
-            .serving()
-            .models
-            .get(name)
-            .map(|m| {
-                m.versions
-                    .iter()
-                    .filter(|(_, h)| from_here(h))
-                    .map(|(v, _)| *v)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let served_here: BTreeSet<u64> = served
+            .iter()
+            .filter(|(_, h)| from_here(h))
+            .map(|(v, _)| *v)
+            .collect();
         // Served versions whose files changed since they loaded (known only on an
         // explicit reload, which reads them): loaded again, and the new load replaces
         // the old one in one publish, as a new version would; until then, and if it
         // fails, the old one keeps serving.
-        let changed: BTreeSet<u64> = self
-            .serving()
-            .models
-            .get(name)
-            .map(|m| {
-                m.versions
-                    .iter()
-                    .filter(|(v, h)| {
-                        served_here.contains(v)
-                            && aspired.contains(v)
-                            && model.versions.get(v).is_some_and(|d| {
-                                d.artifact.is_some()
-                                    && d.files.as_ref().is_some_and(|f| *f != h.files)
-                            })
+        let changed: BTreeSet<u64> = served
+            .iter()
+            .filter(|(v, h)| {
+                served_here.contains(v)
+                    && aspired.contains(v)
+                    && model.versions.get(v).is_some_and(|d| {
+                        d.artifact.is_some() && d.files.as_ref().is_some_and(|f| *f != h.files)
                     })
-                    .map(|(v, _)| *v)
-                    .collect()
             })
-            .unwrap_or_default();
+            .map(|(v, _)| *v)
+            .collect();
+        // Let go of the snapshot: it holds the versions an unload waits for.
+        drop(served);
+        drop(serving);
         for v in &changed {
             tracing::info!(
                 model = name,

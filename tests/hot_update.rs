@@ -31,6 +31,16 @@ fn model_file(i: u64) -> PathBuf {
     root_path(&format!("examples/models/{name}/1/model.onnx"))
 }
 
+/// A manager of its own, one ONNX Runtime thread and session per version.
+fn one_thread_manager() -> Arc<Manager> {
+    Arc::new(Manager::new(BackendOptions {
+        onnxruntime_path: onnxruntime_path(),
+        onnx_intra_threads: 1,
+        onnx_sessions: 1,
+        tensorflow_path: None,
+    }))
+}
+
 fn watched(repo: &Path) -> Settings {
     Settings {
         file_system_poll_wait: POLL,
@@ -260,12 +270,7 @@ async fn versions_swap_under_load_without_a_failed_request() {
 fn unloading_waits_for_the_request_that_holds_the_old_version() {
     let repo = tempfile::tempdir().unwrap();
     install_model(repo.path(), "m", 1, &model_file(1));
-    let manager = Arc::new(Manager::new(BackendOptions {
-        onnxruntime_path: onnxruntime_path(),
-        onnx_intra_threads: 1,
-        onnx_sessions: 1,
-        tensorflow_path: None,
-    }));
+    let manager = one_thread_manager();
     let sources = Sources::new(manager.clone(), repo.path().to_path_buf());
     sources.initial_load();
     let held = manager.resolve("m", &VersionRequest::Latest).unwrap();
@@ -610,12 +615,7 @@ async fn a_label_whose_version_the_policy_unloads_is_unavailable_not_unknown() {
 fn an_explicit_reload_loads_again_a_version_whose_files_changed() {
     let repo = tempfile::tempdir().unwrap();
     install_model(repo.path(), "rf", 1, &model_file(1));
-    let manager = Arc::new(Manager::new(BackendOptions {
-        onnxruntime_path: onnxruntime_path(),
-        onnx_intra_threads: 1,
-        onnx_sessions: 1,
-        tensorflow_path: None,
-    }));
+    let manager = one_thread_manager();
     let sources = Sources::new(manager.clone(), repo.path().to_path_buf());
     sources.initial_load();
     let first = manager.resolve("rf", &VersionRequest::Latest).unwrap();
