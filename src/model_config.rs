@@ -158,7 +158,10 @@ pub struct ModelConfig {
 /// Server-wide defaults for what a model's `config.toml` leaves out (TF Serving's
 /// `--enable_batching` with `--batching_parameters_file`,
 /// `--allow_version_labels_for_unavailable_models`, `--enable_model_warmup`).
-#[derive(Debug, Clone, PartialEq, Default)]
+/// A deployed model's worker gets its main server's, as JSON
+/// (`worker::Inherited::model_defaults`).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ModelDefaults {
     /// `[batching]` for a model whose file has none.
     pub batching: Option<BatchingConfig>,
@@ -658,7 +661,7 @@ pub fn is_plain_file_name(name: &str) -> bool {
 ///
 /// Every version has one bounded queue, batching or not, so overload control
 /// applies to every model: a request that finds the queue full is refused at once.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchingConfig {
     /// Merge queued requests into one run. Default false: request by request.

@@ -197,7 +197,7 @@ pub async fn run(
             metrics_require_token: state.settings.metrics_require_token,
             metrics_path: state.settings.metrics_path.clone(),
             main_server_url: state.settings.public_url.clone(),
-            request_bounds: crate::workers::worker::RequestBounds::of(&state.settings),
+            inherited: crate::workers::worker::Inherited::of(&state.settings),
             startup_timeout: Duration::from_secs(120),
             stop_timeout: Duration::from_secs(10),
             crash_loop_failures: 5,

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::model_config::ModelDefaults;
 use crate::server::Listeners;
 use crate::settings::{LogFormat, ServeArgs, Settings, SingleModel};
 use crate::sources::Deployment;
@@ -63,9 +64,10 @@ pub struct WorkerArgs {
     /// refused, naming it (`Settings::management_server`)
     #[arg(long, value_name = "URL")]
     pub main_server: Option<String>,
-    /// The main server's bounds on one request, enforced here as there.
+    /// The main server's bounds on one request, enforced here as there, and its
+    /// model defaults.
     #[command(flatten)]
-    pub bounds: RequestBounds,
+    pub inherited: Inherited,
     /// The SHA-256 of the supervisor's token ([`SUPERVISOR_TOKEN_ENV`]), taken from
     /// the environment by [`WorkerArgs::take_supervisor_token`]; never a flag, so it
     /// is not on the command line for other users to read.
@@ -73,13 +75,16 @@ pub struct WorkerArgs {
     pub supervisor_token_sha256: Option<[u8; 32]>,
 }
 
-/// The bounds the main server puts on one request, which a worker enforces on
-/// its port as the main server does on its own, so that a deployed model answers
-/// a request past one (413, 408, RESOURCE_EXHAUSTED) as an in-process one does.
-/// The flags are the `serve` command's, and [`RequestBounds::of`] reads every one
-/// from the main server's settings.
-#[derive(Debug, Clone, Default, PartialEq, clap::Args)]
-pub struct RequestBounds {
+/// What a worker takes from its main server's settings: the bounds on one request,
+/// which it enforces on its port as the main server does on its own (so that a
+/// deployed model answers a request past one — 413, 408, RESOURCE_EXHAUSTED — as an
+/// in-process one does), and the defaults for what the model's `config.toml` leaves
+/// out (TF Serving's `--enable_batching`, `--batching_parameters_file`, ...).
+/// The flags are the `serve` command's (the defaults' one is the worker's own);
+/// [`Inherited::of`] reads every one from the main server's settings and
+/// [`Inherited::args`] writes them from clap's own names.
+#[derive(Debug, Clone, Default, PartialEq, clap::Args, serde::Serialize)]
+pub struct Inherited {
     #[arg(long, value_name = "ROWS")]
     pub max_request_rows: Option<usize>,
     #[arg(long, value_name = "BYTES")]
@@ -109,12 +114,20 @@ pub struct RequestBounds {
     pub max_served_versions_per_model: Option<usize>,
     #[arg(long, value_name = "SECONDS")]
     pub file_system_poll_wait_seconds: Option<f64>,
+    /// The main server's defaults for what the model's `config.toml` leaves out
+    /// (batching, labels of unavailable versions, warm-up), as JSON
+    #[arg(long, value_name = "JSON", value_parser = parse_model_defaults)]
+    pub model_defaults: Option<ModelDefaults>,
 }
 
-impl RequestBounds {
-    /// The bounds of the main server's `settings`.
-    pub fn of(settings: &Settings) -> RequestBounds {
-        RequestBounds {
+fn parse_model_defaults(text: &str) -> Result<ModelDefaults, String> {
+    serde_json::from_str(text).map_err(|e| format!("not the model defaults' JSON: {e}"))
+}
+
+impl Inherited {
+    /// What a worker takes from the main server's `settings`.
+    pub fn of(settings: &Settings) -> Inherited {
+        Inherited {
             max_request_rows: Some(settings.max_request_rows),
             max_request_bytes: Some(settings.max_request_bytes),
             max_response_bytes: Some(settings.max_response_bytes),
@@ -128,41 +141,30 @@ impl RequestBounds {
             max_header_bytes: Some(settings.max_header_bytes),
             max_served_versions_per_model: Some(settings.max_served_versions_per_model),
             file_system_poll_wait_seconds: Some(settings.file_system_poll_wait.as_secs_f64()),
+            model_defaults: Some(settings.model_defaults.clone()),
         }
     }
 
-    /// The worker's command-line flags for these bounds.
+    /// The worker's command-line flags for these settings: `--<clap's long name>=<value>`
+    /// for every field given, a number as written, the model defaults as JSON.
     pub fn args(&self) -> Vec<String> {
-        let mut args = Vec::new();
-        let mut flag = |name: &str, value: Option<String>| {
-            if let Some(v) = value {
-                args.push(format!("--{name}={v}"));
-            }
+        use clap::Args as _;
+        let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(self) else {
+            unreachable!("a struct of numbers serializes to a JSON object")
         };
-        let text = |v: Option<usize>| v.map(|v| v.to_string());
-        let secs = |v: Option<f64>| v.map(|v| v.to_string());
-        flag("max-request-rows", text(self.max_request_rows));
-        flag("max-request-bytes", text(self.max_request_bytes));
-        flag("max-response-bytes", text(self.max_response_bytes));
-        flag("grpc-max-receive-bytes", text(self.grpc_max_receive_bytes));
-        flag("grpc-max-send-bytes", text(self.grpc_max_send_bytes));
-        flag("request-timeout-secs", secs(self.request_timeout_secs));
-        flag("body-read-timeout-secs", secs(self.body_read_timeout_secs));
-        flag(
-            "header-read-timeout-secs",
-            secs(self.header_read_timeout_secs),
-        );
-        flag("send-timeout-secs", secs(self.send_timeout_secs));
-        flag("grpc-send-timeout-secs", secs(self.grpc_send_timeout_secs));
-        flag("max-header-bytes", text(self.max_header_bytes));
-        flag(
-            "max-served-versions-per-model",
-            text(self.max_served_versions_per_model),
-        );
-        flag(
-            "file-system-poll-wait-seconds",
-            secs(self.file_system_poll_wait_seconds),
-        );
+        let command = Inherited::augment_args(clap::Command::new("worker"));
+        let mut args = Vec::new();
+        for arg in command.get_arguments() {
+            let (Some(long), Some(value)) = (arg.get_long(), fields.get(arg.get_id().as_str()))
+            else {
+                continue;
+            };
+            match value {
+                serde_json::Value::Null => {}
+                serde_json::Value::String(text) => args.push(format!("--{long}={text}")),
+                other => args.push(format!("--{long}={other}")),
+            }
+        }
         args
     }
 }
@@ -209,19 +211,19 @@ impl WorkerArgs {
             auth_tokens: self.auth_tokens.clone(),
             metrics_require_token: Some(self.metrics_require_token),
             log_format: self.log_format,
-            max_request_rows: self.bounds.max_request_rows,
-            max_request_bytes: self.bounds.max_request_bytes,
-            max_response_bytes: self.bounds.max_response_bytes,
-            grpc_max_receive_bytes: self.bounds.grpc_max_receive_bytes,
-            grpc_max_send_bytes: self.bounds.grpc_max_send_bytes,
-            request_timeout_secs: self.bounds.request_timeout_secs,
-            body_read_timeout_secs: self.bounds.body_read_timeout_secs,
-            header_read_timeout_secs: self.bounds.header_read_timeout_secs,
-            send_timeout_secs: self.bounds.send_timeout_secs,
-            grpc_send_timeout_secs: self.bounds.grpc_send_timeout_secs,
-            max_header_bytes: self.bounds.max_header_bytes,
-            max_served_versions_per_model: self.bounds.max_served_versions_per_model,
-            file_system_poll_wait_seconds: self.bounds.file_system_poll_wait_seconds,
+            max_request_rows: self.inherited.max_request_rows,
+            max_request_bytes: self.inherited.max_request_bytes,
+            max_response_bytes: self.inherited.max_response_bytes,
+            grpc_max_receive_bytes: self.inherited.grpc_max_receive_bytes,
+            grpc_max_send_bytes: self.inherited.grpc_max_send_bytes,
+            request_timeout_secs: self.inherited.request_timeout_secs,
+            body_read_timeout_secs: self.inherited.body_read_timeout_secs,
+            header_read_timeout_secs: self.inherited.header_read_timeout_secs,
+            send_timeout_secs: self.inherited.send_timeout_secs,
+            grpc_send_timeout_secs: self.inherited.grpc_send_timeout_secs,
+            max_header_bytes: self.inherited.max_header_bytes,
+            max_served_versions_per_model: self.inherited.max_served_versions_per_model,
+            file_system_poll_wait_seconds: self.inherited.file_system_poll_wait_seconds,
             // Stopping drains for at most this long; the supervisor kills later.
             shutdown_timeout_secs: Some(8.0),
             ..ServeArgs::default()
@@ -232,6 +234,7 @@ impl WorkerArgs {
             base_path: self.model_dir.clone(),
         });
         settings.metrics_path = self.metrics_path.clone();
+        settings.model_defaults = self.inherited.model_defaults.clone().unwrap_or_default();
         settings.worker_ports = None;
         settings.registry_addr = None;
         settings.supervisor_token_sha256 = self.supervisor_token_sha256;
@@ -325,7 +328,9 @@ mod tests {
 
     /// Every bound the main server puts on one request reaches a worker's settings
     /// through its command line (none did: a deployed model took 20 rows past
-    /// `--max-request-rows 10`), and a worker knows it takes no management.
+    /// `--max-request-rows 10`), so do its model defaults (a deployed model ran
+    /// unbatched under `--enable_batching`), and a worker knows it takes no
+    /// management.
     #[test]
     fn a_worker_takes_every_request_bound_of_its_main_server() {
         let main = ServeArgs {
@@ -346,6 +351,22 @@ mod tests {
         }
         .into_settings()
         .unwrap();
+        let mut main = main;
+        // What `tensorflow_model_server --enable_batching --batching_parameters_file
+        // --allow_version_labels_for_unavailable_models --enable_model_warmup=false` gives.
+        main.model_defaults = ModelDefaults {
+            batching: Some(crate::model_config::BatchingConfig {
+                enabled: true,
+                max_batch_size: 7,
+                max_queue_delay_micros: 1500,
+                preferred_batch_sizes: vec![4, 7],
+                max_queue_length: 33,
+                instances: 2,
+                inline_max_micros: 0,
+            }),
+            allow_unavailable_labels: true,
+            warmup: Some(false),
+        };
         let mut argv: Vec<String> = [
             "worker",
             "--model",
@@ -361,7 +382,7 @@ mod tests {
         ]
         .map(String::from)
         .to_vec();
-        argv.extend(RequestBounds::of(&main).args());
+        argv.extend(Inherited::of(&main).args());
         let worker = Cli::try_parse_from(argv).unwrap().worker;
         let s = worker.settings().unwrap();
         assert_eq!(s.max_request_rows, main.max_request_rows);
@@ -380,9 +401,33 @@ mod tests {
         assert_eq!(s.send_timeout, main.send_timeout);
         assert_eq!(s.grpc_send_timeout, main.grpc_send_timeout);
         assert_eq!(s.max_header_bytes, main.max_header_bytes);
+        assert_eq!(s.model_defaults, main.model_defaults);
         assert_eq!(
             s.management_server.as_deref(),
             Some("http://main.example:8501")
         );
+    }
+
+    /// `Inherited::args` writes a flag for every field, under clap's own name: what
+    /// it writes parses back to the same value (a field added later needs no
+    /// hand-written flag name), and a field not given writes nothing.
+    #[test]
+    fn inherited_settings_survive_the_command_line() {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            inherited: Inherited,
+        }
+        let given = Inherited::of(&ServeArgs::default().into_settings().unwrap());
+        let args = given.args();
+        let back = Only::try_parse_from(std::iter::once("w".to_string()).chain(args.clone()))
+            .unwrap()
+            .inherited;
+        assert_eq!(back, given);
+        let fields = serde_json::to_value(&given).unwrap();
+        assert_eq!(args.len(), fields.as_object().unwrap().len(), "{args:?}");
+        assert!(Inherited::default().args().is_empty());
+        let bad = Only::try_parse_from(["w", "--model-defaults", "{\"batchin\": {}}"]);
+        assert!(bad.is_err());
     }
 }

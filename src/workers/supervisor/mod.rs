@@ -81,8 +81,8 @@ pub struct WorkerConfig {
     pub main_server_url: Option<String>,
     /// The main server's bounds on one request (rows, body and answer sizes, body
     /// and head timeouts, the default deadline), which each worker enforces as the
-    /// main server does.
-    pub request_bounds: crate::workers::worker::RequestBounds,
+    /// main server does, and its defaults for what a model's `config.toml` leaves out.
+    pub inherited: crate::workers::worker::Inherited,
     /// How long a worker may take to serve its model.
     pub startup_timeout: Duration,
     /// How long a stopping worker may drain before it is killed.

@@ -132,8 +132,9 @@ pub(super) fn command(
         command.arg("--metrics-path").arg(path);
     }
     // Every bound on one request the main server enforces, the worker enforces
-    // too: a deployed model answers as an in-process one does.
-    command.args(c.request_bounds.args());
+    // too, and a model's config.toml gets the same defaults (batching, ...): a
+    // deployed model answers as an in-process one does.
+    command.args(c.inherited.args());
     // Management goes through the main server only; the worker refuses it.
     if let Some(url) = &c.main_server_url {
         command.arg("--main-server").arg(url);
