@@ -30,6 +30,12 @@ use crate::batching::BatchQueue;
 use crate::model_config::ModelConfig;
 use crate::repository::ModelOnDisk;
 
+mod labels;
+mod resolve;
+
+use labels::{effective_labels, why_not_available};
+pub use resolve::ResolveError;
+
 /// Which version of a model a request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VersionRequest {
@@ -279,32 +285,6 @@ pub struct ModelRecord {
 
 type Records = BTreeMap<String, ModelRecord>;
 
-/// Why a request could not get a handle.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ResolveError {
-    #[error("model {0:?} not found")]
-    ModelNotFound(String),
-    #[error("model {model:?} has no version {version}{}", state_suffix(.state))]
-    VersionNotFound {
-        model: String,
-        version: u64,
-        state: Option<VersionState>,
-    },
-    #[error("model {model:?} has no label {label:?}")]
-    LabelNotFound { model: String, label: String },
-    /// The model or version exists but cannot serve now (loading, failed, label
-    /// pointing at a version that is not available).
-    #[error("{0}")]
-    Unavailable(String),
-}
-
-fn state_suffix(state: &Option<VersionState>) -> String {
-    match state {
-        Some(s) => format!(" available (it is {})", s.as_str()),
-        None => String::new(),
-    }
-}
-
 /// Told of every version state change: model, version, from, to, error. Called with
 /// the manager's records locked, so it must only hand the change on (the metadata
 /// store buffers it), never wait or call back into the manager.
@@ -480,110 +460,6 @@ impl Manager {
     /// The current serving map (a cheap `Arc` clone; no lock).
     pub fn serving(&self) -> Arc<ServingMap> {
         self.serving.load_full()
-    }
-
-    /// Finds the version a request asks for and returns a handle to it.
-    pub fn resolve(
-        &self,
-        model: &str,
-        request: &VersionRequest,
-    ) -> Result<ServableHandle, ResolveError> {
-        let map = self.serving.load();
-        let Some(serving) = map.models.get(model) else {
-            return Err(self.explain_missing(model, request));
-        };
-        let found = match request {
-            VersionRequest::Latest => serving.versions.values().next_back(),
-            VersionRequest::Specific(v) => serving.versions.get(v),
-            VersionRequest::Label(label) => {
-                let Some(&v) = serving.labels.get(label) else {
-                    return Err(self.explain_missing(model, request));
-                };
-                match serving.versions.get(&v) {
-                    Some(h) => Some(h),
-                    None => {
-                        let why = self
-                            .records()
-                            .get(model)
-                            .and_then(|r| r.unavailable_labels.get(label).cloned());
-                        return Err(ResolveError::Unavailable(why.unwrap_or_else(|| {
-                            format!(
-                                "label {label:?} of model {model:?} points at version {v}, \
-                                 which is not available"
-                            )
-                        })));
-                    }
-                }
-            }
-        };
-        found
-            .cloned()
-            .ok_or_else(|| self.explain_missing(model, request))
-    }
-
-    /// Builds the most useful error for a request that found nothing to serve.
-    /// Only reached on the failure path, so it may take the records lock.
-    fn explain_missing(&self, model: &str, request: &VersionRequest) -> ResolveError {
-        let records = self.records();
-        let gone = |r: &ModelRecord| {
-            r.config_error.is_none()
-                && r.policy_warning.is_none()
-                && !r.versions.is_empty()
-                && r.versions
-                    .values()
-                    .all(|v| matches!(v.state, VersionState::End | VersionState::Unloading))
-        };
-        let Some(record) = records.get(model).filter(|r| !gone(r)) else {
-            return ResolveError::ModelNotFound(model.to_string());
-        };
-        match request {
-            VersionRequest::Specific(v) => {
-                let state = record.versions.get(v).map(|r| r.state);
-                if matches!(state, Some(VersionState::Start | VersionState::Loading)) {
-                    ResolveError::Unavailable(format!(
-                        "model {model:?} version {v} is still loading"
-                    ))
-                } else {
-                    ResolveError::VersionNotFound {
-                        model: model.to_string(),
-                        version: *v,
-                        state,
-                    }
-                }
-            }
-            VersionRequest::Label(label) if record.unavailable_labels.contains_key(label) => {
-                ResolveError::Unavailable(record.unavailable_labels[label].clone())
-            }
-            VersionRequest::Label(label) if !record.labels.contains_key(label) => {
-                ResolveError::LabelNotFound {
-                    model: model.to_string(),
-                    label: label.clone(),
-                }
-            }
-            _ => {
-                let mut why: Vec<String> = record
-                    .versions
-                    .iter()
-                    .map(|(v, r)| match &r.error {
-                        Some(e) => format!("version {v} is {}: {e}", r.state.as_str()),
-                        None => format!("version {v} is {}", r.state.as_str()),
-                    })
-                    .collect();
-                if let Some(e) = &record.config_error {
-                    why.insert(0, e.clone());
-                }
-                if let Some(w) = &record.policy_warning {
-                    why.insert(0, w.clone());
-                }
-                if why.is_empty() {
-                    why.push("no versions found".into());
-                }
-                ResolveError::Unavailable(format!(
-                    "model {model:?} has no available version ({})",
-                    why.join("; ")
-                ))
-            }
-        }
     }
 
     /// Lifecycle records of every model, for status.
@@ -1086,112 +962,6 @@ fn same_dir(a: &Path, b: &Path) -> bool {
             (Ok(a), Ok(b)) => a == b,
             _ => false,
         }
-}
-
-/// The labels to publish: those of the config whose version is available (or all
-/// of them when the config allows labels on unavailable versions). A refused label
-/// keeps the version it pointed at before if that one is still available, so a bad
-/// edit never takes a working label away; one with no such version is not published
-/// but stays declared: it is returned with what a request through it is told (its
-/// version and `why_not` that version is available), so that such a request is
-/// UNAVAILABLE rather than "no such label", and the label works again as soon as its
-/// version is available.
-fn effective_labels(
-    model: &str,
-    config: &ModelConfig,
-    previous: &BTreeMap<String, u64>,
-    available: &BTreeSet<u64>,
-    why_not: impl Fn(u64) -> String,
-) -> (BTreeMap<String, u64>, Vec<String>, BTreeMap<String, String>) {
-    let mut labels = BTreeMap::new();
-    let mut errors = Vec::new();
-    let mut unavailable = BTreeMap::new();
-    for (label, &version) in &config.labels {
-        if available.contains(&version) {
-            labels.insert(label.clone(), version);
-            continue;
-        }
-        let unserved = format!(
-            "label {label:?} of model {model:?} points at version {version}, which is not \
-             available: {}",
-            why_not(version)
-        );
-        if config.allow_unavailable_labels {
-            labels.insert(label.clone(), version);
-            unavailable.insert(label.clone(), unserved);
-            continue;
-        }
-        let kept = previous
-            .get(label)
-            .copied()
-            .filter(|p| available.contains(p));
-        match kept {
-            Some(p) => {
-                labels.insert(label.clone(), p);
-                errors.push(format!(
-                    "{unserved}; the label stays at version {p} (set \
-                     allow_unavailable_labels = true to move it anyway)"
-                ));
-            }
-            None => {
-                errors.push(format!(
-                    "{unserved}; requests through the label are refused as unavailable \
-                     until it is"
-                ));
-                unavailable.insert(label.clone(), unserved);
-            }
-        }
-    }
-    (labels, errors, unavailable)
-}
-
-/// Why version `version` of a model is not available, for a label that points at it:
-/// its load failed or is under way, it is not on disk, or the version policy (or
-/// `max_served_versions_per_model`) does not serve it.
-fn why_not_available(
-    version: u64,
-    model: &ModelOnDisk,
-    config: &ModelConfig,
-    selected: &BTreeSet<u64>,
-    aspired: &BTreeSet<u64>,
-    record: Option<&ModelRecord>,
-) -> String {
-    let state = record.and_then(|r| r.versions.get(&version));
-    match state {
-        Some(VersionRecord {
-            state: VersionState::Error,
-            error,
-            ..
-        }) => {
-            return format!(
-                "version {version} failed to load: {}",
-                error.as_deref().unwrap_or("no reason recorded")
-            )
-        }
-        Some(VersionRecord {
-            state: VersionState::Start | VersionState::Loading,
-            ..
-        }) => return format!("version {version} is still loading"),
-        _ => {}
-    }
-    if !model.versions.contains_key(&version) {
-        let on_disk: Vec<u64> = model.versions.keys().copied().collect();
-        return format!("there is no version {version} on disk (versions on disk: {on_disk:?})");
-    }
-    if selected.contains(&version) && !aspired.contains(&version) {
-        return format!(
-            "only the highest {} versions are served (max_served_versions_per_model)",
-            aspired.len()
-        );
-    }
-    if !selected.contains(&version) {
-        let served: Vec<u64> = aspired.iter().copied().collect();
-        return format!(
-            "the version policy ({}) does not serve it (it serves versions {served:?})",
-            config.version_policy
-        );
-    }
-    format!("version {version} is not loaded")
 }
 
 fn new_record() -> VersionRecord {
