@@ -138,6 +138,31 @@ pub fn parse_version(name: &str) -> Option<u64> {
     name.parse().ok().filter(|v| *v <= MAX_VERSION)
 }
 
+/// A version directory's number, as TF Serving reads one (`00000123`, the directory
+/// of its own test models, is version 123): ASCII decimal digits, leading zeros
+/// allowed, from 1 to [`MAX_VERSION`]. Where two directories name one version
+/// (`123` and `0123`), [`prefer_version_dir`] chooses. Uploads and requests that
+/// write a version use [`parse_version`], which has one spelling per number.
+pub fn version_of_dir(name: &str) -> Option<u64> {
+    parse_requested_version(name).filter(|v| *v <= MAX_VERSION)
+}
+
+/// Whether version directory `candidate` wins over `current` for one version: the
+/// shorter name (the one with fewer leading zeros; `123` itself when it is there),
+/// then the smaller, so the choice never depends on the order a listing gives.
+pub fn prefer_version_dir(candidate: &str, current: &str) -> bool {
+    (candidate.len(), candidate) < (current.len(), current)
+}
+
+/// Whether `model_dir` has a directory for version `version`, however written.
+pub fn has_version_dir(model_dir: &Path, version: u64) -> bool {
+    std::fs::read_dir(model_dir).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            e.file_name().to_str().and_then(version_of_dir) == Some(version) && e.path().is_dir()
+        })
+    })
+}
+
 /// A version number as a request names it (a URL path, a V2 `model_version`):
 /// ASCII decimal digits, leading zeros allowed as TF Serving's `\d+` allows them
 /// (`01` is version 1), not 0, no sign or spaces. Every protocol reads it alike.
@@ -170,8 +195,24 @@ pub fn scan_model(name: &str, dir: &Path) -> Result<ModelOnDisk, RepositoryError
         source,
     };
     let mut versions = BTreeMap::new();
+    let mut names: BTreeMap<u64, String> = BTreeMap::new();
     for (version_name, version_dir) in subdirectories(dir).map_err(err)? {
-        if let Some(version) = parse_version(&version_name) {
+        if let Some(version) = version_of_dir(&version_name) {
+            if let Some(current) = names.get(&version) {
+                let (kept, other) = match prefer_version_dir(&version_name, current) {
+                    true => (version_name.as_str(), current.as_str()),
+                    false => (current.as_str(), version_name.as_str()),
+                };
+                tracing::warn!(
+                    model = name,
+                    "directories {kept:?} and {other:?} both name version {version}: \
+                     {kept:?} is the one served; remove or rename the other"
+                );
+                if !prefer_version_dir(&version_name, current) {
+                    continue;
+                }
+            }
+            names.insert(version, version_name.clone());
             let artifact = find_artifact(&version_dir);
             let candidates = match artifact {
                 Some(_) => Vec::new(),
@@ -224,7 +265,7 @@ pub fn holds_only_staging(dir: &Path) -> bool {
         let Some(name) = name.to_str() else {
             continue;
         };
-        if name == ModelConfig::FILE_NAME || parse_version(name).is_some() {
+        if name == ModelConfig::FILE_NAME || version_of_dir(name).is_some() {
             return false;
         }
         staging |= name.starts_with(".tmp-");
@@ -313,6 +354,35 @@ mod tests {
             m.versions[&3].artifact.as_deref(),
             Some(root.join("m/3/model.pkl").as_path())
         );
+    }
+
+    /// TF Serving's own test models live in `00000123/`: version 123, as there.
+    /// Where two directories name one version, the shorter name serves, whatever
+    /// order the listing gives.
+    #[test]
+    fn version_directories_may_have_leading_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        touch(&root.join("m/00000123/model.onnx"));
+        touch(&root.join("m/7/model.onnx"));
+        touch(&root.join("m/007/model.pkl"));
+        touch(&root.join("m/0007/model.pkl"));
+        touch(&root.join("m/0/model.onnx"));
+        touch(&root.join("m/000/model.onnx"));
+        let m = scan_model("m", &root.join("m")).unwrap();
+        assert_eq!(m.versions.keys().copied().collect::<Vec<_>>(), vec![7, 123]);
+        assert_eq!(m.versions[&123].dir, root.join("m/00000123"));
+        assert_eq!(m.versions[&7].dir, root.join("m/7"));
+        assert!(has_version_dir(&root.join("m"), 123));
+        assert!(!has_version_dir(&root.join("m"), 12));
+        assert!(prefer_version_dir("07", "007"));
+        assert!(prefer_version_dir("007", "070") || !prefer_version_dir("070", "007"));
+        assert_eq!(version_of_dir("0"), None);
+        assert_eq!(version_of_dir("9007199254740992"), None);
+        assert_eq!(version_of_dir("+1"), None);
+        touch(&root.join("staged/.tmp-upload-1/model.onnx"));
+        touch(&root.join("staged/0001/model.onnx"));
+        assert!(!holds_only_staging(&root.join("staged")));
     }
 
     #[test]

@@ -26,7 +26,7 @@ async fn latest_version_is_the_highest_integer() {
         install_model(repo.path(), "m", v, &lr());
     }
     // Ignored: not an integer, hidden, staging.
-    for ignored in ["latest", ".hidden", ".tmp-upload", "01"] {
+    for ignored in ["latest", ".hidden", ".tmp-upload", "0", "+11"] {
         let d = repo.path().join("m").join(ignored);
         std::fs::create_dir_all(&d).unwrap();
         std::fs::copy(lr(), d.join("model.onnx")).unwrap();
@@ -48,6 +48,50 @@ async fn latest_version_is_the_highest_integer() {
     let (_, meta) = server.get("/v2/models/m").await;
     assert_eq!(meta["versions"], json!(["10"]));
     assert_eq!(server.get("/v1/models/.git").await.0, 404);
+    server.stop().await;
+}
+
+/// TF Serving reads a version directory's name as an integer: its own test models
+/// (and its Docker guide) live in `00000123/`, version 123. So does ferroserve; an
+/// upload of a version a zero-padded directory holds is a conflict, and the next
+/// version after it is 124.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_padded_version_directories_are_their_number() {
+    let repo = tempfile::tempdir().unwrap();
+    let padded = repo.path().join("m/00000123");
+    std::fs::create_dir_all(&padded).unwrap();
+    std::fs::copy(lr(), padded.join("model.onnx")).unwrap();
+    let server = TestServer::start(repo.path()).await;
+    let (_, body) = server.get("/v1/models/m").await;
+    assert_eq!(body["model_version_status"][0]["version"], "123", "{body}");
+    assert_eq!(
+        body["model_version_status"][0]["state"], "AVAILABLE",
+        "{body}"
+    );
+    let row = json!({"instances": [[5.1, 3.5, 1.4, 0.2]]});
+    for path in [
+        "/v1/models/m/versions/123:predict",
+        "/v1/models/m/versions/00000123:predict",
+    ] {
+        let (status, body) = server.post_json(path, &row).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    let file = std::fs::read(lr()).unwrap();
+    let (status, body) = server
+        .upload(
+            &[("model_id", "m"), ("version", "123")],
+            "model.onnx",
+            file.clone(),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(padded.join("model.onnx").exists());
+    assert!(!repo.path().join("m/123").exists());
+    let (status, body) = server
+        .upload(&[("model_id", "m")], "model.onnx", file)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["version"], 124, "{body}");
     server.stop().await;
 }
 

@@ -13,7 +13,7 @@ use super::manage::{audit, deadline, run_locked, summary_under_lock, ModelSummar
 use super::{ApiError, Caller, ServerState};
 use crate::backends::load_backend_with;
 use crate::model_config_list::is_valid_model_name;
-use crate::repository::{parse_version, MAX_VERSION};
+use crate::repository::MAX_VERSION;
 use crate::sources::SourcesError;
 use crate::store::EventKind;
 
@@ -142,7 +142,7 @@ pub async fn begin_upload(
     // Checked again under the lock when the file moves into place; this only fails
     // early, before the client sends the whole file.
     if let Some(v) = version {
-        if model_dir.join(v.to_string()).exists() {
+        if crate::repository::has_version_dir(&model_dir, v) {
             return Err(version_exists(model, v));
         }
     }
@@ -541,7 +541,8 @@ impl Upload {
             None => next_version(&self.model_dir)?,
         };
         let target = self.model_dir.join(version.to_string());
-        if target.exists() {
+        // However written: `0005/` is version 5 too.
+        if target.exists() || crate::repository::has_version_dir(&self.model_dir, version) {
             return Err(SourcesError::Conflict(
                 version_exists(&self.model, version).to_string(),
             ));
@@ -588,7 +589,11 @@ fn next_version(model_dir: &Path) -> Result<u64, SourcesError> {
             SourcesError::Io(format!("cannot list the model's versions: {e}"))
         })?
         .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(parse_version))
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(crate::repository::version_of_dir)
+        })
         .max()
         .unwrap_or(0);
     highest

@@ -49,7 +49,7 @@ use crate::flat::{FileStat, Materialised, RootFile};
 use crate::manager::{Manager, VersionState};
 use crate::model_config::{ModelConfig, ModelDefaults};
 use crate::model_config_list::{is_valid_model_name, ModelConfigList, ModelListEntry};
-use crate::repository::{model_directories, parse_version, scan_model};
+use crate::repository::{model_directories, scan_model};
 
 mod flat;
 mod watch;

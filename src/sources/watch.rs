@@ -248,11 +248,24 @@ fn is_staging_name(name: &str) -> bool {
 fn observe(model_dir: &Path, files: impl Fn(u64) -> bool) -> ModelView {
     let config = std::fs::read(model_dir.join(ModelConfig::FILE_NAME)).ok();
     let mut versions = BTreeMap::new();
+    // The directory that serves each version (`repository::scan_model` chooses the
+    // same way when two names give one number).
+    let mut names: BTreeMap<u64, String> = BTreeMap::new();
     if let Ok(entries) = std::fs::read_dir(model_dir) {
         for entry in entries.flatten() {
-            let Some(version) = entry.file_name().to_str().and_then(parse_version) else {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
                 continue;
             };
+            let Some(version) = crate::repository::version_of_dir(name) else {
+                continue;
+            };
+            if names
+                .get(&version)
+                .is_some_and(|current| !crate::repository::prefer_version_dir(name, current))
+            {
+                continue;
+            }
             let Ok(meta) = std::fs::metadata(entry.path()) else {
                 continue;
             };
@@ -267,6 +280,7 @@ fn observe(model_dir: &Path, files: impl Fn(u64) -> bool) -> ModelView {
             } else {
                 Fingerprint::Dir(meta.modified().ok())
             };
+            names.insert(version, name.to_string());
             versions.insert(version, print);
         }
     }
