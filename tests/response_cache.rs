@@ -549,6 +549,44 @@ async fn a_cache_turned_on_by_an_edit_applies_without_a_reload() {
     server.stop().await;
 }
 
+/// A version's fingerprint describes the files it loaded: files replaced in place
+/// after the load (which only an explicit reload loads) leave a cache turned on
+/// later off for that version. Its fingerprint was read from the new files, so the
+/// old model's answers were keyed as the new one's, and after the reload the new
+/// model answered a logistic regression's probabilities from them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_replaced_after_the_load_never_key_the_old_models_answers() {
+    let repo = tempfile::tempdir().unwrap();
+    install_model(repo.path(), "swapped", 1, &root_path(IRIS_LR));
+    write_config(repo.path(), "swapped", "");
+    install_model(repo.path(), "reference", 1, &root_path(IRIS_DT));
+    let server = TestServer::start_with(settings(repo.path())).await;
+    let row = [6.0, 2.9, 4.5, 1.5];
+    let lr = v2_infer(&server, "swapped", row).await;
+    std::fs::copy(root_path(IRIS_DT), repo.path().join("swapped/1/model.onnx")).unwrap();
+    write_config(repo.path(), "swapped", CACHE_ON);
+    // The edit applies (the config is polled); the version, still the logistic
+    // regression, answers uncached.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for _ in 0..20 {
+        let a = v2_infer(&server, "swapped", row).await;
+        assert_eq!(a.status, 200);
+        assert_eq!(a.cache, None, "the old model's answer was cached");
+        assert_eq!(a.json()["outputs"], lr.json()["outputs"]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = post(&server, "/reload_model?modelname=swapped", &json!({})).await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    let dt = v2_infer(&server, "reference", row).await;
+    let new = v2_infer(&server, "swapped", row).await;
+    assert_eq!(new.cache.as_deref(), Some("miss"), "{:?}", new.json());
+    assert_eq!(new.json()["outputs"], dt.json()["outputs"]);
+    let again = v2_infer(&server, "swapped", row).await;
+    assert_eq!(again.cache.as_deref(), Some("hit"));
+    assert_eq!(again.body, new.body);
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_models_given_identical_inputs_never_share_entries() {
     let repo = tempfile::tempdir().unwrap();

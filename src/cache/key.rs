@@ -25,7 +25,8 @@
 //!    rebuilds in the order asked.
 //!
 //! Nothing else changes the tensors: the protocol, TF Serving's signature name
-//! (only the default one, or its classification / regression aliases, is served),
+//! (the default one, or its classification / regression aliases: a request naming
+//! another signature, or giving its own options, is not cached, `api::predict`),
 //! KServe's `binary_data` parameters, the response format and classify / regress
 //! versus predict only change how the same tensors are encoded or laid out into an
 //! answer, and that happens after the cache, per request. (Classify and regress run

@@ -171,17 +171,16 @@ impl LoadedVersion {
                 let (cell, dir) = (self.content.clone(), self.dir.clone());
                 let (model, version) = (self.model.clone(), self.version);
                 let settings = self.loaded_config.answer_settings();
-                runtime.spawn_blocking(move || {
-                    match crate::cache::key::fingerprint(&dir, &settings) {
-                        Ok(content) => {
-                            let _ = cell.set(content);
-                        }
-                        Err(e) => tracing::warn!(
-                            model = &*model,
-                            version,
-                            "response cache left off: cannot fingerprint the version's files: {e}"
-                        ),
+                let files = self.files.clone();
+                runtime.spawn_blocking(move || match fingerprint_loaded(&dir, &files, &settings) {
+                    Ok(content) => {
+                        let _ = cell.set(content);
                     }
+                    Err(e) => tracing::warn!(
+                        model = &*model,
+                        version,
+                        "response cache left off for this version: {e}"
+                    ),
                 });
             }
         }
@@ -811,15 +810,14 @@ impl Manager {
                     // fingerprint is tried once more if a request finds the cache on).
                     let content = OnceLock::new();
                     if config.cache.enabled {
-                        match crate::cache::key::fingerprint(dir, &config.answer_settings()) {
+                        match fingerprint_loaded(dir, &files, &config.answer_settings()) {
                             Ok(c) => {
                                 let _ = content.set(c);
                             }
                             Err(e) => tracing::warn!(
                                 model,
                                 version,
-                                "cannot fingerprint the version's files for the response \
-                                 cache: {e}"
+                                "response cache left off for this version: {e}"
                             ),
                         }
                     }
@@ -956,6 +954,33 @@ impl Manager {
 }
 
 /// Whether two paths name the same directory (`models/x` and `/srv/models/x`, say).
+/// The content fingerprint of a loaded version's files (`cache::key::fingerprint`),
+/// only while they are still the files it loaded (`files`, their identity read just
+/// before the load): the fingerprint, in every key of the version's cached answers,
+/// must describe the model that answers. Files replaced in place after the load (which
+/// only an explicit reload loads) would otherwise key the old model's answers under
+/// the new files' fingerprint, and the reloaded version would answer from them.
+fn fingerprint_loaded(
+    dir: &Path,
+    files: &crate::repository::VersionFiles,
+    settings: &str,
+) -> Result<[u8; 32], String> {
+    let changed = || {
+        "its files changed since it loaded (an explicit reload loads them, and caches \
+         the new version's answers)"
+            .to_string()
+    };
+    if crate::repository::version_files(dir) != *files {
+        return Err(changed());
+    }
+    let content = crate::cache::key::fingerprint(dir, settings)
+        .map_err(|e| format!("cannot read its files: {e}"))?;
+    if crate::repository::version_files(dir) != *files {
+        return Err(changed());
+    }
+    Ok(content)
+}
+
 fn same_dir(a: &Path, b: &Path) -> bool {
     a == b
         || match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
