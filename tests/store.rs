@@ -667,6 +667,104 @@ async fn a_corrupt_sqlite_file_is_reported_and_kept() {
     assert_eq!(std::fs::read(&db).unwrap(), bytes, "the file was changed");
 }
 
+/// A database that is not ferroserve's is refused before anything is written to
+/// it: a SQLite file of another program's (its tables were joined by ferroserve's),
+/// or tables named as ferroserve's on a shared server (the migration failed half way
+/// and left its history behind). A shared PostgreSQL or MariaDB database with other
+/// tables is fine. `db status` says what is wrong with a half-applied migration (it
+/// read as a new, empty database).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_is_not_ferroserves_is_refused_and_left_as_it_is() {
+    use ferroserve::store::Store;
+    use sqlx::Connection;
+    let open = |url: String| async move {
+        match Store::open(&url, Duration::from_secs(2), true).await {
+            Ok(_) => panic!("{url}: opened"),
+            Err(e) => e.to_string(),
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for (name, table) in [("other.db", "foo"), ("clash.db", "events")] {
+        let path = dir.path().join(name);
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE TABLE {table} (x)")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+        let e = open(format!("sqlite://{}", path.display())).await;
+        assert!(e.contains("not ferroserve's metadata store"), "{e}");
+        assert!(e.contains(table), "{e}");
+        // Its tables are its own still (the pool's write-ahead-log mode is the only
+        // change, in the header).
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        let tables: Vec<(String,)> = sqlx::query_as("SELECT name FROM sqlite_master")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(tables, [(table.to_string(),)], "{name}");
+        conn.close().await.unwrap();
+    }
+
+    // A migration recorded as failed part way.
+    let url = format!("sqlite://{}/dirty.db", dir.path().display());
+    Store::open(&url, Duration::from_secs(2), true)
+        .await
+        .unwrap()
+        .close()
+        .await;
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("UPDATE _sqlx_migrations SET success = 0")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let store = Store::open_for_status(&url, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let e = store.status().await.unwrap_err().to_string();
+    assert!(e.contains("half-applied"), "{e}");
+
+    let pg = start_db(DbKind::Postgres).await;
+    let mut conn = sqlx::PgConnection::connect(&pg.url()).await.unwrap();
+    sqlx::query("CREATE TABLE events (x int)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let e = open(pg.url()).await;
+    assert!(e.contains("not ferroserve's metadata store"), "{e}");
+    let history: (bool,) = sqlx::query_as("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert!(!history.0, "a migration history was left behind");
+    sqlx::query("ALTER TABLE events RENAME TO other_programs_table")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    Store::open(&pg.url(), Duration::from_secs(5), true)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let maria = start_db(DbKind::MariaDb).await;
+    let mut conn = sqlx::MySqlConnection::connect(&maria.url()).await.unwrap();
+    sqlx::query("CREATE TABLE jobs (x int)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let e = open(maria.url()).await;
+    assert!(e.contains("not ferroserve's metadata store"), "{e}");
+    assert!(e.contains("jobs"), "{e}");
+    sqlx::query("RENAME TABLE jobs TO other_programs_table")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    Store::open(&maria.url(), Duration::from_secs(5), true)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// Runs the server expecting it to refuse to start; answers its error.
 async fn start_fails(settings: Settings) -> String {
     let rest = ferroserve::server::listen("127.0.0.1:0".parse().unwrap()).unwrap();

@@ -117,6 +117,9 @@ static MIGRATE_POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("migrations/po
 static MIGRATE_MYSQL: sqlx::migrate::Migrator = sqlx::migrate!("migrations/mysql");
 
 /// Whether an error says the database file is damaged (SQLite's words).
+/// Every table ferroserve's migrations create.
+const TABLES: [&str; 5] = ["events", "model_settings", "jobs", "workers", "predictions"];
+
 fn is_corrupt(e: &StoreError) -> bool {
     let text = e.to_string();
     text.contains("malformed") || text.contains("file is not a database")
@@ -223,6 +226,7 @@ impl Store {
             Pool::Sqlite(_) => Some(self.lock_sqlite_file().await.map_err(|e| (e, true))?),
             _ => None,
         };
+        self.check_ours().await.map_err(|e| (e, false))?;
         let result = on_pool!(&self.pool, p => migrator.run(p).await);
         result.map_err(|e| {
             let url = &self.url;
@@ -357,12 +361,128 @@ impl Store {
         }
     }
 
-    /// Schema version, database kind and rows per table.
+    /// The tables of the database (the current schema's, on PostgreSQL and MySQL),
+    /// SQLite's own and the migration history aside.
+    async fn tables(&self) -> Result<Vec<String>, StoreError> {
+        let sql = match self.kind {
+            DbKind::Sqlite => {
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            }
+            DbKind::Postgres => {
+                "SELECT table_name::text AS name FROM information_schema.tables \
+                 WHERE table_schema = current_schema()"
+            }
+            DbKind::MySql => {
+                "SELECT CAST(table_name AS CHAR) AS name FROM information_schema.tables \
+                 WHERE table_schema = DATABASE()"
+            }
+        };
+        let names: Result<Vec<String>, sqlx::Error> = on_pool!(&self.pool, p => {
+            match sqlx::query(sql).fetch_all(p).await {
+                Ok(rows) => rows.iter().map(|r| r.try_get::<String, _>("name")).collect(),
+                Err(e) => Err(e),
+            }
+        });
+        let mut names = names.map_err(|e| self.unavailable("list its tables", e))?;
+        names.retain(|n| n != "_sqlx_migrations");
+        names.sort();
+        Ok(names)
+    }
+
+    /// Refuses, before any migration writes to it, a database that is not
+    /// ferroserve's: one with no migration applied that holds tables already (a
+    /// SQLite file of another program's, given by mistake), or, on a shared
+    /// PostgreSQL or MySQL database, tables named as ferroserve's. Migrating it would
+    /// add ferroserve's tables to another program's file, or fail half way on a
+    /// clash and leave a migration history behind.
+    async fn check_ours(&self) -> Result<(), StoreError> {
+        let (applied, _) = self.schema_versions().await?;
+        if applied > 0 || self.failed_migration().await?.is_some() {
+            return Ok(());
+        }
+        let tables = self.tables().await?;
+        let clash: Vec<&String> = match self.kind {
+            DbKind::Sqlite => tables.iter().collect(),
+            _ => tables
+                .iter()
+                .filter(|t| TABLES.contains(&t.as_str()))
+                .collect(),
+        };
+        if clash.is_empty() {
+            return Ok(());
+        }
+        let shown: Vec<&str> = clash.iter().take(5).map(|t| t.as_str()).collect();
+        Err(StoreError::Broken(format!(
+            "the database at {} is not ferroserve's metadata store: it has no ferroserve \
+             migration applied but holds tables ({}{}); nothing was changed. Give an empty \
+             database or a new file (--database-url)",
+            self.url,
+            shown.join(", "),
+            if clash.len() > shown.len() {
+                ", …"
+            } else {
+                ""
+            }
+        )))
+    }
+
+    /// A migration recorded as failed part way (`success` false), if any.
+    async fn failed_migration(&self) -> Result<Option<i64>, StoreError> {
+        let sql = match self.kind {
+            DbKind::Sqlite => "SELECT MIN(version) AS v FROM _sqlx_migrations WHERE success = 0",
+            _ => "SELECT MIN(version) AS v FROM _sqlx_migrations WHERE success = FALSE",
+        };
+        let result: Result<Option<i64>, sqlx::Error> = on_pool!(&self.pool, p => {
+            match sqlx::query(sql).fetch_one(p).await {
+                Ok(row) => row.try_get::<Option<i64>, _>("v"),
+                Err(e) => Err(e),
+            }
+        });
+        match result {
+            Ok(v) => Ok(v),
+            Err(sqlx::Error::Database(e))
+                if e.message().contains("_sqlx_migrations")
+                    || e.message().contains("no such table")
+                    || e.message().contains("doesn't exist")
+                    || e.message().contains("does not exist") =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(self.unavailable("read the migration history", e)),
+        }
+    }
+
+    /// Schema version, database kind and rows per table. A database that would not
+    /// serve is an error saying why: a migration half-applied, or (SQLite) a file
+    /// whose pages fail SQLite's `quick_check`; the file is left as it is.
     pub async fn status(&self) -> Result<DbStatus, StoreError> {
+        if let Some(v) = self.failed_migration().await? {
+            return Err(StoreError::Broken(format!(
+                "the database at {} has migration {v} half-applied (a migration that \
+                 failed part way): repair it or restore a backup",
+                self.url
+            )));
+        }
+        if let Pool::Sqlite(p) = &self.pool {
+            let check: Result<Vec<String>, sqlx::Error> =
+                match sqlx::query("PRAGMA quick_check(5)").fetch_all(p).await {
+                    Ok(rows) => rows.iter().map(|r| r.try_get::<String, _>(0)).collect(),
+                    Err(e) => Err(e),
+                };
+            let check = check.map_err(|e| self.unavailable("check the file", e))?;
+            if check != ["ok"] {
+                return Err(StoreError::Broken(format!(
+                    "the database at {} is corrupt (SQLite's quick_check: {}); it was left \
+                     as it is",
+                    self.url,
+                    check.join("; ")
+                )));
+            }
+        }
         let (applied, known) = self.schema_versions().await?;
         let mut rows = BTreeMap::new();
         if applied > 0 {
-            for table in ["events", "model_settings", "jobs", "workers", "predictions"] {
+            for table in TABLES {
                 let sql = format!("SELECT COUNT(*) AS n FROM {table}");
                 let n: Result<i64, sqlx::Error> = on_pool!(&self.pool, p => {
                     match sqlx::query(sqlx::AssertSqlSafe(&*sql)).fetch_one(p).await {
