@@ -105,6 +105,8 @@ fn time_ms(name: &str, value: &str) -> Result<i64, HttpError> {
 /// UTC only (it refused `+01:00` and dropped the offset after a fraction of a
 /// second): the offset is taken off here and applied after.
 fn rfc3339_ms(value: &str) -> Option<i64> {
+    // RFC 3339 (§5.6) allows `t` and `z`; humantime reads only `T` and `Z`.
+    let value = &value.to_ascii_uppercase();
     let split = value
         .len()
         .checked_sub(6)
@@ -291,6 +293,10 @@ mod tests {
         );
         assert_eq!(
             time_ms("since", "2023-11-14T22:13:20Z").unwrap(),
+            1_700_000_000_000
+        );
+        assert_eq!(
+            time_ms("since", "2023-11-14t22:13:20z").unwrap(),
             1_700_000_000_000
         );
         assert!(time_ms("since", "yesterday").is_err());
