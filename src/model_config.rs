@@ -611,7 +611,7 @@ pub struct PostprocessConfig {
     /// (for a model that gives logits), in every protocol's answer. Default false.
     pub softmax: bool,
     /// Classes per answer in TF Serving classify and the simple API: the k best,
-    /// best first. Default: every class, in column order.
+    /// best first. Default: every class, in column order. Needs `labels`.
     pub top_k: Option<usize>,
     /// The score output these apply to (and the token embeddings `pooling` reads).
     /// Default: `probabilities_output`, else the model's own probabilities output,
@@ -640,6 +640,12 @@ impl PostprocessConfig {
         }
         if self.top_k == Some(0) {
             return Err("postprocess.top_k must be 1 or more".into());
+        }
+        // The simple API's `top_classes` needs class names for its k best; without
+        // them the APIs would disagree (classify numbered the classes, the simple
+        // API refused every request).
+        if self.top_k.is_some() && self.labels.is_none() {
+            return Err("postprocess.top_k needs postprocess.labels (the class names)".into());
         }
         if self.normalize && self.pooling.is_none() {
             return Err("postprocess.normalize needs pooling".into());
@@ -1017,10 +1023,17 @@ mod tests {
         assert!(c.postprocess.softmax && c.postprocess.is_set());
         assert_eq!(c.postprocess.top_k, Some(2));
         assert!(!ModelConfig::parse("").unwrap().postprocess.is_set());
+        let e = ModelConfig::parse("[postprocess]\ntop_k = 2").unwrap_err();
+        assert!(
+            e.contains("postprocess.top_k needs postprocess.labels"),
+            "{e}"
+        );
         for bad in [
             "[postprocess]\nlabels = \"../labels.txt\"",
             "[postprocess]\ntop_k = 0",
             "[postprocess]\nlabel = \"labels.txt\"",
+            "[postprocess]\ntop_k = 2",
+            "[postprocess]\nsoftmax = true\ntop_k = 2",
         ] {
             assert!(ModelConfig::parse(bad).is_err(), "{bad}");
         }

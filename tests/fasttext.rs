@@ -451,6 +451,38 @@ async fn a_request_chooses_its_own_k_and_threshold() {
         assert_eq!(body["outputs"][0]["data"][0], want_l[0].as_str(), "{body}");
     }
 
+    // A k over the model's 4 labels gives every label: [n, 4], not [n, k]; k up
+    // to 2^31 - 1 is taken, over it refused (gRPC takes the same range, below).
+    for k in [json!(1000), json!(i32::MAX)] {
+        let (status, body) = server
+            .post_json("/v2/models/softmax/infer", &infer(json!({ "k": k })))
+            .await;
+        assert_eq!(status, 200, "{k}: {body}");
+        assert_eq!(body["outputs"][0]["shape"], json!([1, 4]), "{k}: {body}");
+        assert_eq!(body["outputs"][1]["shape"], json!([1, 4]), "{k}: {body}");
+    }
+    let (status, body) = server
+        .post_json(
+            "/v2/models/softmax/infer",
+            &infer(json!({"k": 1_u64 << 31})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+
+    // The classification extension on `probabilities`: its columns are ranks, not
+    // classes (it answered "0.355887:0", the index of the best, not a class).
+    let mut classify = infer(json!({}));
+    classify["outputs"] = json!([{"name": "probabilities", "parameters": {"classification": 2}}]);
+    let (status, body) = server
+        .post_json("/v2/models/softmax/infer", &classify)
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let msg = body["error"].as_str().unwrap();
+    assert!(
+        msg.contains("output \"probabilities\" holds the model's k best classes"),
+        "{msg}"
+    );
+
     // The simple API takes them too.
     let (text, want_l, want_p) = case("softmax", 3, 0.0);
     let (status, body) = server
@@ -568,6 +600,19 @@ async fn kserve_grpc_parameters_choose_k() {
     }
     let err = client
         .model_infer(request(ParameterChoice::StringParam("3".into())))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    // The range V2 REST takes: up to 2^31 - 1 (every label), not past it.
+    let r = client
+        .model_infer(request(ParameterChoice::Int64Param(i64::from(i32::MAX))))
+        .await
+        .unwrap()
+        .into_inner();
+    let labels = r.outputs.iter().find(|o| o.name == "labels").unwrap();
+    assert_eq!(labels.shape, vec![three.len() as i64, 176]);
+    let err = client
+        .model_infer(request(ParameterChoice::Int64Param(1 << 31)))
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");

@@ -693,6 +693,15 @@ async fn bad_images_and_misplaced_text_are_400s_with_clear_messages() {
     let server = TestServer::start(repo.path()).await;
     let photo = std::fs::read(root_path(&format!("{IMAGES}/photo.png"))).unwrap();
     let small = std::fs::read(root_path(&format!("{IMAGES}/gray.png"))).unwrap();
+    // A JPEG under the model's max_pixels, cut: it was decoded with grey for what
+    // is missing (a 200).
+    let mut jpeg = std::io::Cursor::new(Vec::new());
+    image::RgbImage::from_fn(40, 30, |x, y| {
+        image::Rgb([(x * 6) as u8, (y * 8) as u8, 90])
+    })
+    .write_to(&mut jpeg, image::ImageFormat::Jpeg)
+    .unwrap();
+    let jpeg = jpeg.into_inner();
 
     for (what, images, words) in [
         (
@@ -704,6 +713,11 @@ async fn bad_images_and_misplaced_text_are_400s_with_clear_messages() {
             "a truncated image",
             vec![small.clone(), small[..small.len() / 2].to_vec()],
             "image 1: cannot decode the image",
+        ),
+        (
+            "a truncated JPEG",
+            vec![jpeg.clone(), jpeg[..jpeg.len() * 9 / 10].to_vec()],
+            "image 1: cannot decode the image: truncated",
         ),
         (
             "too many pixels",
@@ -724,6 +738,8 @@ async fn bad_images_and_misplaced_text_are_400s_with_clear_messages() {
     }
     // The image model still answers a good image after those.
     let (status, body) = v2_binary_images(&server, "img", std::slice::from_ref(&small)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = v2_binary_images(&server, "img", std::slice::from_ref(&jpeg)).await;
     assert_eq!(status, 200, "{body}");
 
     // Past max_request_rows before any image is decoded (it was checked on the
@@ -935,6 +951,22 @@ async fn text_becomes_the_token_ids_and_embeddings_of_the_python_reference() {
     assert_eq!(status, 400, "{body}");
     assert!(
         body["error"].as_str().unwrap().contains("text 5 has"),
+        "{body}"
+    );
+    // TF Serving rows name no input: the error names the text input (it said
+    // `input ""`).
+    let (status, body) = server
+        .post_json(
+            "/v1/models/echo:predict",
+            &json!({"instances": [["a", "b"]]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("input \"text\" takes one text per row"),
         "{body}"
     );
 

@@ -88,6 +88,82 @@ pub fn images_to_tensor(
     Tensor::new(shape, data).map_err(|e| PreprocessError::Internal(e.to_string()))
 }
 
+/// What walking a JPEG's segments found: how many bytes of entropy-coded data its
+/// scans hold, and whether they are Huffman coded (baseline, extended, progressive).
+#[derive(Debug, PartialEq)]
+struct JpegScans {
+    bytes: usize,
+    huffman: bool,
+}
+
+/// Walks JPEG bytes segment by segment, and through the entropy-coded data of
+/// every scan, to the end-of-image marker (FFD9). `None` when the data ends before
+/// it: the file is truncated. libjpeg (so PIL) refuses those too, even when only
+/// the marker is missing; bytes after the marker are ignored, as PIL ignores them.
+fn jpeg_scans(data: &[u8]) -> Option<JpegScans> {
+    const SOI: u8 = 0xD8;
+    const EOI: u8 = 0xD9;
+    const SOS: u8 = 0xDA;
+    if data.len() < 2 || data[0] != 0xFF || data[1] != SOI {
+        return None;
+    }
+    let mut scans = JpegScans {
+        bytes: 0,
+        huffman: false,
+    };
+    let mut at = 2;
+    loop {
+        // A marker: 0xFF, any number of 0xFF fill bytes, then its code. Stray
+        // bytes where a marker should be are skipped, as libjpeg skips them.
+        at += data[at..].iter().position(|&b| b == 0xFF)?;
+        while data.get(at) == Some(&0xFF) {
+            at += 1;
+        }
+        let code = *data.get(at)?;
+        at += 1;
+        match code {
+            EOI => return Some(scans),
+            // Markers without a length: TEM and the restart markers.
+            0x01 | 0xD0..=0xD7 => continue,
+            // Start of frame, Huffman coded: baseline, extended, progressive.
+            0xC0..=0xC2 => scans.huffman = true,
+            _ => {}
+        }
+        let length = data.get(at..at + 2)?;
+        let length = usize::from(u16::from_be_bytes([length[0], length[1]]));
+        if length < 2 || at + length > data.len() {
+            return None;
+        }
+        at += length;
+        if code == SOS {
+            // Entropy-coded data: it runs to the next 0xFF that is neither a
+            // stuffed 0xFF00 nor a restart marker (or fill bytes before one).
+            let scan_start = at;
+            loop {
+                at += data[at..].iter().position(|&b| b == 0xFF)?;
+                let mut next = at + 1;
+                while data.get(next) == Some(&0xFF) {
+                    next += 1;
+                }
+                match data.get(next)? {
+                    0x00 | 0xD0..=0xD7 => at = next + 1,
+                    _ => break,
+                }
+            }
+            scans.bytes += at - scan_start;
+        }
+    }
+}
+
+/// The fewest bytes of Huffman-coded scan data a JPEG of `pixels` pixels may have:
+/// every 8 x 8 block of its full-resolution component costs at least one bit (its
+/// DC code), so `pixels / 512` bytes; a quarter of that leaves room for padding
+/// and odd encoders. A file with less (a few hundred bytes whose header claims
+/// 5000 x 5000) is data that ends early: the decoder would make up the rest.
+fn jpeg_min_scan_bytes(pixels: u64) -> u64 {
+    pixels / 2048
+}
+
 /// Decodes one image and brings it to the model's size and channels.
 fn decode_and_resize(encoded: &[u8], config: &ImageConfig) -> Result<Pixels, String> {
     let reader = |limits: Option<Limits>| -> Result<ImageReader<Cursor<&[u8]>>, String> {
@@ -131,6 +207,27 @@ fn decode_and_resize(encoded: &[u8], config: &ImageConfig) -> Result<Pixels, Str
                  {nw} x {nh} = {scaled} pixels, more than the {max_pixels} this model takes \
                  (preprocess.image.max_pixels); its sides are too far from the model's \
                  proportions"
+            ));
+        }
+    }
+    if reader(None)?.format() == Some(ImageFormat::Jpeg) {
+        // zune-jpeg (in the `image` crate's lenient mode) fills what is missing
+        // with grey and calls it an image; PIL refuses a file cut short ("image
+        // file is truncated"). Checked before decoding, so a short file whose
+        // header claims a large image costs no decoding either.
+        let Some(scans) = jpeg_scans(encoded) else {
+            return Err(
+                "cannot decode the image: truncated (the JPEG data ends before \
+                        its end-of-image marker)"
+                    .into(),
+            );
+        };
+        let least = jpeg_min_scan_bytes(pixels);
+        if scans.huffman && (scans.bytes as u64) < least {
+            return Err(format!(
+                "cannot decode the image: truncated (its {} bytes of JPEG scan data \
+                 cannot hold a {width} x {height} image, which takes at least {least})",
+                scans.bytes
             ));
         }
     }
@@ -297,6 +394,101 @@ mod tests {
         let mut out = std::io::Cursor::new(Vec::new());
         img.write_to(&mut out, image::ImageFormat::Png).unwrap();
         out.into_inner()
+    }
+
+    /// A cut JPEG was decoded with grey where its data was missing (a 600-byte
+    /// file whose header claims 5000 x 5000 took 13 s); PIL refuses it as
+    /// truncated, and so does this now, before decoding.
+    #[test]
+    fn a_truncated_jpeg_is_refused() {
+        let photo = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/preprocess/images/photo.jpg"
+        ))
+        .unwrap();
+        let config = config("stretch");
+        for cut in [photo.len() / 2, photo.len() * 9 / 10, photo.len() - 2] {
+            let e = decode_and_resize(&photo[..cut], &config).err().unwrap();
+            assert!(
+                e.contains("cannot decode the image: truncated"),
+                "{cut}: {e}"
+            );
+        }
+        // A short file whose header claims 5000 x 5000 is refused before decoding,
+        // cut or whole (its scans then end at its end-of-image marker, but hold
+        // 3 KB where 5000 x 5000 takes 48 KB at the very least).
+        let mut bomb = photo.clone();
+        let sof = bomb.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        bomb[sof + 5..sof + 9].copy_from_slice(&[0x13, 0x88, 0x13, 0x88]);
+        for bomb in [&bomb[..bomb.len() / 2], &bomb[..]] {
+            let started = std::time::Instant::now();
+            let e = decode_and_resize(bomb, &config).err().unwrap();
+            assert!(e.contains("cannot decode the image: truncated"), "{e}");
+            assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        }
+        let e = decode_and_resize(&bomb, &config).err().unwrap();
+        assert!(e.contains("cannot hold a 5000 x 5000 image"), "{e}");
+        // Every fixture JPEG holds far more than the least.
+        for name in ["photo.jpg", "tall.jpg"] {
+            let path = format!(
+                "{}/tests/fixtures/preprocess/images/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let jpeg = std::fs::read(path).unwrap();
+            let scans = jpeg_scans(&jpeg).unwrap();
+            let (w, h) = ImageReader::new(Cursor::new(&jpeg))
+                .with_guessed_format()
+                .unwrap()
+                .into_dimensions()
+                .unwrap();
+            let least = jpeg_min_scan_bytes(u64::from(w) * u64::from(h));
+            assert!(
+                scans.huffman && scans.bytes as u64 > 8 * least,
+                "{name}: {scans:?}"
+            );
+        }
+        // Whole, and with bytes after its end (PIL ignores them), it decodes.
+        decode_and_resize(&photo, &config).unwrap();
+        let mut trailing = photo.clone();
+        trailing.extend_from_slice(b"trailing bytes");
+        decode_and_resize(&trailing, &config).unwrap();
+    }
+
+    /// The scan walk of a progressive-like layout: several scans, stuffed 0xFF00,
+    /// restart markers, fill bytes and stray bytes between segments.
+    #[test]
+    fn jpeg_end_of_image_is_found_through_every_scan() {
+        let segment = |code: u8, body: &[u8]| {
+            let mut s = vec![0xFF, code];
+            s.extend_from_slice(&(body.len() as u16 + 2).to_be_bytes());
+            s.extend_from_slice(body);
+            s
+        };
+        let mut jpeg = vec![0xFF, 0xD8];
+        jpeg.extend(segment(0xDB, &[0; 65]));
+        jpeg.extend(segment(0xC2, &[8, 0, 16, 0, 16, 1, 1, 0x11, 0]));
+        jpeg.extend(segment(0xDA, &[1, 1, 0, 0, 0, 0]));
+        jpeg.extend([0x12, 0xFF, 0x00, 0x34, 0xFF, 0xD0, 0x56]);
+        jpeg.extend(segment(0xC4, &[0; 17]));
+        jpeg.extend([0x00, 0x00]); // stray bytes between segments
+        jpeg.extend(segment(0xDA, &[1, 1, 0, 1, 63, 0]));
+        jpeg.extend([0x78, 0xFF, 0xFF, 0xD1, 0x9A]);
+        let scans_end = jpeg.len();
+        jpeg.extend([0xFF, 0xFF, 0xD9]);
+        assert_eq!(
+            jpeg_scans(&jpeg),
+            Some(JpegScans {
+                bytes: 12,
+                huffman: true
+            })
+        );
+        for cut in 0..jpeg.len() {
+            assert_eq!(jpeg_scans(&jpeg[..cut]), None, "cut at {cut}");
+        }
+        // An end-of-image code inside the scan data, stuffed, is not the end.
+        let mut stuffed = jpeg[..scans_end].to_vec();
+        stuffed.extend([0xFF, 0x00, 0xD9]);
+        assert_eq!(jpeg_scans(&stuffed), None);
     }
 
     /// A 1 x 1,000,000 PNG (2 KB, under max_pixels) took 214 s and 1.3 GB to crop:

@@ -15,8 +15,9 @@ const MAX_LABELS_BYTES: u64 = 16 << 20;
 /// One row's classes: `(index, score)` in column order.
 pub type ClassScores = Vec<(usize, f64)>;
 
-/// Reads a labels file: one label per line (UTF-8; a trailing newline and `\r`
-/// are ignored; an empty line is an empty label, as Triton's label files).
+/// Reads a labels file: one label per line (UTF-8; a byte order mark, a trailing
+/// newline and `\r` are ignored; an empty line is an empty label, as Triton's label
+/// files).
 pub fn load_labels(path: &Path, name: &str) -> Result<Vec<String>, String> {
     let size = std::fs::metadata(path)
         .map_err(|e| format!("postprocess.labels: cannot read {name}: {e}"))?
@@ -30,9 +31,12 @@ pub fn load_labels(path: &Path, name: &str) -> Result<Vec<String>, String> {
         std::fs::read(path).map_err(|e| format!("postprocess.labels: cannot read {name}: {e}"))?;
     let text = String::from_utf8(bytes)
         .map_err(|e| format!("postprocess.labels: {name} is not UTF-8 text: {e}"))?;
+    // A byte order mark (Windows editors write one) is no part of the first label,
+    // as the jieba dictionary loader treats it too.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let labels: Vec<String> = text
         .strip_suffix('\n')
-        .unwrap_or(&text)
+        .unwrap_or(text)
         .split('\n')
         .map(|l| l.strip_suffix('\r').unwrap_or(l).to_string())
         .collect();
@@ -160,6 +164,19 @@ mod tests {
         ] {
             assert_eq!(format_score(v), want, "{v}");
         }
+    }
+
+    /// A labels file saved with a byte order mark named its first class
+    /// "\u{feff}cat".
+    #[test]
+    fn a_byte_order_mark_is_no_part_of_the_first_label() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("labels.txt");
+        std::fs::write(&path, "\u{feff}cat\r\ndog\r\n").unwrap();
+        assert_eq!(load_labels(&path, "labels.txt").unwrap(), ["cat", "dog"]);
+        std::fs::write(&path, "\u{feff}").unwrap();
+        let e = load_labels(&path, "labels.txt").unwrap_err();
+        assert!(e.contains("labels.txt is empty"), "{e}");
     }
 
     #[test]

@@ -125,6 +125,11 @@ pub struct Pipeline {
     /// `[postprocess] pooling` and `normalize`, on the score output (the token
     /// embeddings).
     pub pooling: Option<(crate::model_config::Pooling, bool)>,
+    /// An output whose columns are the model's own k best, best first, rather than
+    /// one column per class (fastText's `probabilities`, whose labels are in its
+    /// `labels` output): the classification extension refuses it, since its
+    /// indices would be ranks, not classes.
+    pub ranked_output: Option<String>,
 }
 
 impl Pipeline {
@@ -214,6 +219,8 @@ impl Pipeline {
             tokenizer,
             segmenter,
             pooling: post.pooling.map(|p| (p, post.normalize)),
+            ranked_output: (backend.format() == "fasttext")
+                .then(|| crate::backends::fasttext::PROBABILITIES_OUTPUT.to_string()),
         })
     }
 
@@ -262,17 +269,19 @@ impl Pipeline {
             let TensorData::Bytes(texts) = tensor.data() else {
                 return Ok(inputs);
             };
-            if per_row != 1 || tensor.shape().is_empty() {
-                return Err(PreprocessError::InvalidInput(format!(
-                    "input {name:?} takes one text per row (BYTES [n] or [n, 1]), not shape {:?}",
-                    tensor.shape()
-                )));
-            }
+            // TF Serving's row format names no input: errors name the text input
+            // the metadata shows.
             let label = if name.is_empty() {
                 TEXT_INPUT
             } else {
                 name.as_str()
             };
+            if per_row != 1 || tensor.shape().is_empty() {
+                return Err(PreprocessError::InvalidInput(format!(
+                    "input {label:?} takes one text per row (BYTES [n] or [n, 1]), not shape {:?}",
+                    tensor.shape()
+                )));
+            }
             inputs.extend(tokenizer.encode(label, texts)?);
             return Ok(inputs);
         }
@@ -464,6 +473,13 @@ impl Pipeline {
                     c.output
                 )));
             };
+            if Some(&*name) == self.ranked_output.as_ref() {
+                return Err(PreprocessError::InvalidInput(format!(
+                    "output {name:?} holds the model's k best classes, best first, not one \
+                     column per class, so it cannot be classified; its labels are in output \
+                     \"labels\", and parameters {{\"k\": n}} asks for the n best"
+                )));
+            }
             let labels = if Some(&*name) == self.score_output.as_ref() {
                 self.labels.as_deref()
             } else {
@@ -520,6 +536,11 @@ fn image_input(
 
 /// Softmax over the last dimension, in place, computed in `f64` (max subtracted
 /// first, as `scipy.special.softmax`).
+///
+/// Infinite logits have the softmax's limits (where scipy answers NaN for the
+/// whole row): the `+inf` entries share probability 1 equally and every other
+/// entry is 0; a row of only `-inf` is uniform, as any row of equal logits. A row
+/// with a NaN logit stays NaN throughout, as in scipy.
 fn softmax_last_dim(tensor: &mut Tensor) -> Result<(), PreprocessError> {
     let empty = Tensor::new(vec![0], TensorData::F32(Vec::new()))
         .map_err(|e| PreprocessError::Internal(e.to_string()))?;
@@ -531,7 +552,14 @@ fn softmax_last_dim(tensor: &mut Tensor) -> Result<(), PreprocessError> {
                 .iter()
                 .map(|&x| x.into())
                 .fold(f64::NEG_INFINITY, f64::max);
-            let exps: Vec<f64> = row.iter().map(|&x| (x.into() - max).exp()).collect();
+            let exps: Vec<f64> = if max.is_infinite() && !row.iter().any(|&x| x.into().is_nan()) {
+                // +inf: only the +inf entries count; -inf: every entry is -inf.
+                row.iter()
+                    .map(|&x| f64::from(u8::from(x.into() == max)))
+                    .collect()
+            } else {
+                row.iter().map(|&x| (x.into() - max).exp()).collect()
+            };
             let sum: f64 = exps.iter().sum();
             for (x, e) in row.iter_mut().zip(exps) {
                 *x = back(e / sum);
@@ -550,4 +578,41 @@ fn softmax_last_dim(tensor: &mut Tensor) -> Result<(), PreprocessError> {
     }
     *tensor = Tensor::new(shape, data).map_err(|e| PreprocessError::Internal(e.to_string()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn softmax(width: usize, values: Vec<f32>) -> Vec<f32> {
+        let mut t =
+            Tensor::new(vec![values.len() / width, width], TensorData::F32(values)).unwrap();
+        softmax_last_dim(&mut t).unwrap();
+        let TensorData::F32(v) = t.data() else {
+            panic!()
+        };
+        v.clone()
+    }
+
+    /// Logits of ±infinity (a model fed [1e38; 4]) made every probability NaN.
+    #[test]
+    fn softmax_of_infinite_logits_is_their_limit() {
+        let inf = f32::INFINITY;
+        assert_eq!(softmax(4, vec![inf, 1.0, -inf, 2.0]), [1.0, 0.0, 0.0, 0.0]);
+        assert_eq!(softmax(4, vec![inf, -inf, inf, 0.0]), [0.5, 0.0, 0.5, 0.0]);
+        assert_eq!(softmax(2, vec![-inf, -inf]), [0.5, 0.5]);
+        assert_eq!(softmax(3, vec![-inf, 0.0, 0.0]), [0.0, 0.5, 0.5]);
+        // A NaN logit leaves its row NaN (and no other row).
+        let v = softmax(2, vec![f32::NAN, inf, 0.0, 0.0]);
+        assert!(v[0].is_nan() && v[1].is_nan(), "{v:?}");
+        assert_eq!(v[2..], [0.5, 0.5]);
+        // Finite logits as before: max subtracted, so large ones do not overflow.
+        let v = softmax(2, vec![3.0e38, 3.0e38]);
+        assert_eq!(v, [0.5, 0.5]);
+        let v = softmax(2, vec![0.0, f32::ln(3.0)]);
+        assert!(
+            (v[0] - 0.25).abs() < 1e-6 && (v[1] - 0.75).abs() < 1e-6,
+            "{v:?}"
+        );
+    }
 }
