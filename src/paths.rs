@@ -22,7 +22,7 @@ pub fn is_under_roots(path: &Path, roots: &[PathBuf]) -> bool {
 
 /// The absolute, symlink-free form of `path` (see [`is_under_roots`]); `None`
 /// when a component that does not exist is `..` or the path cannot be made absolute.
-fn resolve(path: &Path) -> Option<PathBuf> {
+pub fn resolve(path: &Path) -> Option<PathBuf> {
     resolve_within(path, 0)
 }
 

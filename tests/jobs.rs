@@ -1073,6 +1073,14 @@ async fn old_predictall_and_training_status_routes() {
         .contains("MongoDB is not supported"));
     let (status, _) = server.get("/training/status/unknown").await;
     assert_eq!(status, 404);
+    // The OpenAPI document lists what /predictall/ answers for a training job's
+    // modelkey: 404 (its version is served no more), 409 (it saved no model).
+    let (status, doc) = server.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    let responses = &doc["paths"]["/predictall"]["post"]["responses"];
+    for code in ["200", "400", "404", "409", "503"] {
+        assert!(responses.get(code).is_some(), "{code}: {responses}");
+    }
     server.stop().await;
 }
 

@@ -961,3 +961,63 @@ async fn jobs_name_databases_as_given_never_by_the_server_path() {
     assert!(error.contains("sqlite://afile/z.db"), "{error}");
     server.stop().await;
 }
+
+/// A SQLite sink whose file another connection keeps a read lock on fails with a
+/// clear error, within a bounded time: SQLite's cache spills each waited the whole
+/// busy timeout and then went on, so such a job used to insert one page every 10 s,
+/// for ever, holding a job worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_sink_locked_by_a_reader_fails_instead_of_hanging() {
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+    use sqlx::{ConnectOptions, Connection};
+    let env = env();
+    std::fs::write(env.data.join("in.csv"), csv_text(&iris_rows(40_000))).unwrap();
+    let options = SqliteConnectOptions::new()
+        .filename(env.data.join("locked.db"))
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Delete);
+    let mut reader = options.connect().await.unwrap();
+    sqlx::query("CREATE TABLE other (a INTEGER)")
+        .execute(&mut reader)
+        .await
+        .unwrap();
+    // A read transaction: its shared lock stays until it ends.
+    let mut read = reader.begin().await.unwrap();
+    sqlx::query("SELECT count(*) FROM other")
+        .fetch_one(&mut *read)
+        .await
+        .unwrap();
+    let server = TestServer::start_with(settings(&env)).await;
+    let id = submit(
+        &server,
+        score_spec(
+            json!({"path": "in.csv"}),
+            json!({"url": "sqlite://locked.db", "table": "scores"}),
+            4096,
+        ),
+    )
+    .await;
+    let job = wait_for(&server, &id, Duration::from_secs(120), |j| {
+        matches!(
+            j["state"].as_str(),
+            Some("succeeded" | "failed" | "cancelled")
+        )
+    })
+    .await;
+    assert_eq!(job["state"], "failed", "{job}");
+    let error = job["error"].as_str().unwrap();
+    assert!(
+        error.contains("sqlite://locked.db")
+            && error.contains("stayed locked by another connection"),
+        "{error}"
+    );
+    read.rollback().await.unwrap();
+    // Nothing was written.
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .fetch_all(&mut reader)
+            .await
+            .unwrap();
+    assert_eq!(tables, ["other"]);
+    server.stop().await;
+}

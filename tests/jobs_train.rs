@@ -979,6 +979,76 @@ async fn missing_values_are_imputed_and_unknown_categories_encode_as_zeros() {
     server.stop().await;
 }
 
+/// A feature whose `missing` policy is `error` (the default) refuses in scoring what
+/// training refused: the text NaN for a number, an empty cell for a category (not
+/// an unseen category). The failed job names the row and its file's line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feature_that_refuses_missing_values_refuses_them_in_scoring_too() {
+    let env = env();
+    let server = TestServer::start_with(settings(&env)).await;
+    let mut text = String::from("x,cat,y\n");
+    for i in 0..40 {
+        let y = if i % 4 > 1 { "pos" } else { "neg" };
+        text.push_str(&format!("{},{},{y}\n", i % 7, ["g", "h"][i % 2]));
+    }
+    std::fs::write(env.data.join("strict.csv"), text).unwrap();
+    succeeded(
+        &server,
+        json!({"kind": "train", "spec": {
+            "model": "strict", "source": {"path": "strict.csv"},
+            "schema": {"label": {"key": "y"}, "features": [{"key": "x"}, {"key": "cat"}],
+                       "categorical": ["cat"]},
+            "algorithm": {"name": "logistic_regression"}, "cv": {"folds": 2}}}),
+    )
+    .await;
+    let score = |file: &str| {
+        json!({"kind": "score", "spec": {"model": "strict", "source": {"path": file},
+               "sink": {"path": format!("{file}.out.csv")}}})
+    };
+    std::fs::write(env.data.join("nan.csv"), "x,cat\n1,g\nNaN,g\n").unwrap();
+    let error = failed(&server, score("nan.csv")).await;
+    assert!(
+        error.starts_with(
+            "row 2 (\"nan.csv\" line 3): column \"x\": feature value \"NaN\" is a missing value"
+        ),
+        "{error}"
+    );
+    std::fs::write(env.data.join("blank.csv"), "x,cat\n1,g\n2,\n").unwrap();
+    let error = failed(&server, score("blank.csv")).await;
+    assert!(
+        error.starts_with("row 2 (\"blank.csv\" line 3): column \"cat\": the value is missing"),
+        "{error}"
+    );
+    // A JSON-lines source names the line too.
+    std::fs::write(
+        env.data.join("nan.jsonl"),
+        "{\"x\": 1, \"cat\": \"g\"}\n{\"x\": \"nan\", \"cat\": \"g\"}\n",
+    )
+    .unwrap();
+    let error = failed(&server, score("nan.jsonl")).await;
+    assert!(
+        error.starts_with("row 2 (\"nan.jsonl\" line 2): "),
+        "{error}"
+    );
+    assert!(!env.data.join("nan.csv.out.csv").exists());
+    // The simple API refuses NaN as it refuses null.
+    let (status, got) = server
+        .post_json(
+            "/predict",
+            &json!({"model_id": "strict", "features": {"x": "NaN", "cat": "g"}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{got}");
+    assert!(
+        got["error"].as_str().unwrap().contains("missing value"),
+        "{got}"
+    );
+    // Values that are there still score.
+    std::fs::write(env.data.join("fine.csv"), "x,cat\n1,g\n2,h\n").unwrap();
+    assert_eq!(succeeded(&server, score("fine.csv")).await["rows"], 2);
+    server.stop().await;
+}
+
 /// A model trained on one feature takes it by name, as one of several features is
 /// (its one input is `[N, 1]` named after the feature; it knew no feature names).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1119,6 +1189,24 @@ async fn the_old_services_routes_train_and_score_with_the_trained_model() {
             "{answer} vs {own_p}"
         );
     }
+    // The served model's name as modelkey answers as its training job's id does:
+    // the label mapped back through the version's training.json.
+    let (status, by_name) = server
+        .post_json(
+            "/predict/",
+            &json!({"modelkey": "bank_old", "record": record}),
+        )
+        .await;
+    assert_eq!(status, 200, "{by_name}");
+    assert_eq!(
+        by_name["prediction"], answer["prediction"],
+        "{by_name} vs {answer}"
+    );
+    assert_eq!(by_name["label"], answer["label"], "{by_name} vs {answer}");
+    assert_eq!(
+        by_name["probabilities"], answer["probabilities"],
+        "{by_name} vs {answer}"
+    );
     // A record without one of the model's features is a 400 naming it.
     let mut partial = record.clone();
     partial.remove("balance");

@@ -205,7 +205,8 @@ pub async fn list(state: &ServerState, query: ListQuery) -> Result<(Vec<JobView>
 }
 
 /// `POST /v1/jobs/{id}/cancel`: a queued job is cancelled at once, a running one
-/// stops at its next batch. A finished job is a 409.
+/// stops at its next batch. A finished job is a 409, as is a training job
+/// publishing its version (too late: it is saved).
 pub async fn cancel(
     state: &Arc<ServerState>,
     id: &str,
@@ -222,7 +223,13 @@ pub async fn cancel(
     // Cancelled and audited whatever the client does meanwhile.
     let (state, jobs, id, caller) = (state.clone(), jobs.clone(), id.to_string(), caller.clone());
     to_the_end(async move {
-        let after = jobs.cancel(&id).await?.ok_or_else(|| not_found(&id))?;
+        let after = match jobs.cancel(&id).await {
+            Ok(after) => after.ok_or_else(|| not_found(&id))?,
+            Err(crate::jobs::CancelError::Store(e)) => return Err(e.into()),
+            Err(e @ crate::jobs::CancelError::TooLate) => {
+                return Err(ApiError::Conflict(format!("job {id:?}: {e}")))
+            }
+        };
         let model = before
             .spec
             .get("model")
@@ -440,6 +447,19 @@ pub async fn old_predict(
         }
     };
     let handle = state.manager.resolve(&model, &version)?;
+    // A served model's name: a version a training job made has its label map and
+    // classes in its training.json, as the job's record has them.
+    let by_name = model == key && label_map.is_none() && trained_classes.is_none();
+    let (label_map, trained_classes) =
+        match by_name.then(|| crate::jobs::train::training_record(state, &model, handle.version)) {
+            Some(Some(training)) => (
+                training["schema"]["label_map"].as_object().cloned(),
+                training["classes"]
+                    .as_array()
+                    .map(|c| c.iter().map(text).collect()),
+            ),
+            _ => (label_map, trained_classes),
+        };
     let columns = feature_columns(&handle)?;
     let mut row = std::collections::BTreeMap::new();
     for column in &columns {

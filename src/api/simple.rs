@@ -334,7 +334,12 @@ fn rows_to_columns(
         .zip(columns)
         .map(|(spec, column)| {
             let n = column.len();
-            let data = column_data(spec, imputes(handle, spec), column.into_iter())?;
+            let data = column_data(
+                spec,
+                imputes(handle, spec),
+                takes_nan(handle, spec),
+                column.into_iter(),
+            )?;
             let shape = if spec.shape.len() == 1 {
                 vec![n]
             } else {
@@ -353,6 +358,14 @@ pub fn imputes(handle: &ServableHandle, input: &TensorSpec) -> bool {
     handle.backend.traits().missing_inputs.contains(&input.name)
 }
 
+/// Whether `input` takes the text "NaN" as a number: every input but those of a
+/// model a training job wrote that do not impute (`ModelTraits::trained`), for
+/// which NaN is a missing value their training refused.
+pub fn takes_nan(handle: &ServableHandle, input: &TensorSpec) -> bool {
+    let traits = handle.backend.traits();
+    !traits.trained || traits.missing_inputs.contains(&input.name)
+}
+
 /// The error for a missing value (JSON null) given to an input the model does not
 /// impute.
 pub fn missing_refused(input: &TensorSpec) -> ApiError {
@@ -363,6 +376,25 @@ pub fn missing_refused(input: &TensorSpec) -> ApiError {
     ))
 }
 
+/// `n`, read from the text `text`, unless it is NaN (a missing value) and `input`
+/// does not take one (`takes_nan`): that is refused as a null is, as training
+/// refuses it.
+pub fn nan_refused(
+    input: &TensorSpec,
+    takes_nan: bool,
+    text: &str,
+    n: f64,
+) -> Result<f64, ApiError> {
+    if n.is_nan() && !takes_nan {
+        return Err(ApiError::InvalidArgument(format!(
+            "feature value {text:?} is a missing value, and the model's input {:?} does not \
+             take missing values (only a trained model whose feature has a \"missing\" policy does)",
+            input.name
+        )));
+    }
+    Ok(n)
+}
+
 /// Feature values as the data of `input`: text for a string input (numbers written
 /// out), numbers otherwise (text that reads as a number is one). For an input the
 /// model imputes (`imputes`), a null or a blank text is a missing value: NaN for a
@@ -370,6 +402,7 @@ pub fn missing_refused(input: &TensorSpec) -> ApiError {
 fn column_data<'a>(
     input: &TensorSpec,
     imputes: bool,
+    takes_nan: bool,
     values: impl Iterator<Item = &'a FeatureValue> + Clone,
 ) -> Result<TensorData, ApiError> {
     let blank = |s: &str| imputes && s.trim().is_empty();
@@ -396,7 +429,9 @@ fn column_data<'a>(
                 .map(|v| match v {
                     FeatureValue::Number(n) => Ok(*n),
                     FeatureValue::Text(s) if blank(s) => Ok(f64::NAN),
-                    FeatureValue::Text(s) => number_from_text(input, s),
+                    FeatureValue::Text(s) => {
+                        number_from_text(input, s).and_then(|n| nan_refused(input, takes_nan, s, n))
+                    }
                     FeatureValue::Missing if imputes => Ok(f64::NAN),
                     FeatureValue::Missing => Err(missing_refused(input)),
                 })
@@ -550,6 +585,7 @@ fn rows_to_tensor(
     let data = column_data(
         input,
         imputes(handle, input),
+        takes_nan(handle, input),
         positional.iter().flatten().copied(),
     )?;
     // A rank-1 input (a text model's `[batch]` of strings) takes one value per row.
@@ -574,6 +610,23 @@ mod tests {
     }
 
     #[test]
+    fn nan_text_is_a_missing_value_only_an_imputing_input_takes() {
+        let nan = [FeatureValue::Text("NaN".into()), FeatureValue::Number(1.0)];
+        // A trained model's input that does not impute.
+        let e = column_data(&spec(DataType::F32), false, false, nan.iter()).unwrap_err();
+        assert!(e.to_string().contains("\"NaN\" is a missing value"), "{e}");
+        // One that imputes, and any other model's input (NaN is a number to it).
+        for (imputes, takes_nan) in [(true, true), (false, true)] {
+            let TensorData::F64(v) =
+                column_data(&spec(DataType::F32), imputes, takes_nan, nan.iter()).unwrap()
+            else {
+                panic!()
+            };
+            assert!(v[0].is_nan() && v[1] == 1.0);
+        }
+    }
+
+    #[test]
     fn integers_past_2_to_the_53_reach_an_integer_input_exactly() {
         // As doubles they went in as ...992 and i64::MAX "did not fit INT64".
         let values = [
@@ -581,7 +634,7 @@ mod tests {
             FeatureValue::integer(i64::MAX.into()),
         ];
         assert_eq!(
-            column_data(&spec(DataType::I64), false, values.iter()).unwrap(),
+            column_data(&spec(DataType::I64), false, true, values.iter()).unwrap(),
             TensorData::I64(vec![9_007_199_254_740_993, i64::MAX])
         );
         let values = [
@@ -589,37 +642,37 @@ mod tests {
             FeatureValue::Number(1.0),
         ];
         assert_eq!(
-            column_data(&spec(DataType::U64), false, values.iter()).unwrap(),
+            column_data(&spec(DataType::U64), false, true, values.iter()).unwrap(),
             TensorData::U64(vec![u64::MAX, 1])
         );
         // A text input gets the digits; a float input the nearest double, as before.
         let big = [FeatureValue::integer(9_007_199_254_740_993)];
         assert_eq!(
-            column_data(&spec(DataType::Bytes), false, big.iter()).unwrap(),
+            column_data(&spec(DataType::Bytes), false, true, big.iter()).unwrap(),
             TensorData::Bytes(vec![b"9007199254740993".to_vec()])
         );
         assert_eq!(
-            column_data(&spec(DataType::F64), false, big.iter()).unwrap(),
+            column_data(&spec(DataType::F64), false, true, big.iter()).unwrap(),
             TensorData::F64(vec![9_007_199_254_740_992.0])
         );
         // Not an integer: a double, which the cast to the input's dtype refuses.
         let half = [FeatureValue::Number(1.5)];
         assert_eq!(
-            column_data(&spec(DataType::I64), false, half.iter()).unwrap(),
+            column_data(&spec(DataType::I64), false, true, half.iter()).unwrap(),
             TensorData::F64(vec![1.5])
         );
         assert_eq!(FeatureValue::integer(3), FeatureValue::Number(3.0));
         // 2^63 is a double, but prints as ...6000: a text input gets the digits.
         let exact = [FeatureValue::integer(1 << 63)];
         assert_eq!(
-            column_data(&spec(DataType::Bytes), false, exact.iter()).unwrap(),
+            column_data(&spec(DataType::Bytes), false, true, exact.iter()).unwrap(),
             TensorData::Bytes(vec![b"9223372036854775808".to_vec()])
         );
         // A number no integer type holds, read as a double (-2^63 - 1 is then
         // exactly i64::MIN), goes as a double, which the cast refuses, as before.
         let beyond = [FeatureValue::Number(-9_223_372_036_854_775_809.0)];
         assert!(matches!(
-            column_data(&spec(DataType::I64), false, beyond.iter()).unwrap(),
+            column_data(&spec(DataType::I64), false, true, beyond.iter()).unwrap(),
             TensorData::F64(_)
         ));
     }

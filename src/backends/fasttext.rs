@@ -74,6 +74,7 @@ impl FastTextBackend {
             feature_names: None,
             missing_inputs: Vec::new(),
             ignored_inputs: Vec::new(),
+            trained: false,
         };
         Ok(FastTextBackend {
             model,

@@ -109,6 +109,7 @@ impl SklearnBackend {
                     .collect(),
                 _ => Vec::new(),
             },
+            trained: false,
         };
         SklearnBackend {
             model,

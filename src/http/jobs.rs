@@ -145,7 +145,7 @@ async fn list(
     responses(
         (status = 200, description = "The job's record after the cancel", body = Object),
         (status = 404, description = "No such job", body = ErrorBody),
-        (status = 409, description = "The job has finished already", body = ErrorBody),
+        (status = 409, description = "The job has finished already, or is a training job publishing its model version (too late to cancel: it is saved)", body = ErrorBody),
         (status = 503, description = "The metadata store is off or does not answer (had the request reached it, the cancel may still take effect: ask again to know)", body = ErrorBody),
     ))]
 async fn cancel(
@@ -285,7 +285,9 @@ async fn events(
         (status = 200, description = "Queued (the old service's batch scoring)", body = JobIdResponse),
         (status = 400, description = "A malformed or invalid job.json", body = ErrorBody),
         (status = 403, description = "A path outside the allowed data roots", body = ErrorBody),
+        (status = 404, description = "modelkey is a training job whose model version is not served any more (a later version replaced it, or it was removed)", body = ErrorBody),
         (status = 408, description = "The body stopped arriving", body = ErrorBody),
+        (status = 409, description = "modelkey is a training job that failed or was cancelled (it saved no model), or is still queued or running", body = ErrorBody),
         (status = 503, description = "Jobs need the metadata store, which is off or does not answer", body = ErrorBody),
     ))]
 async fn predictall(

@@ -82,6 +82,20 @@ pub enum JobError {
 const NOT_CANCELLED: u8 = 0;
 const CANCELLED_BY_CLIENT: u8 = 1;
 const CANCELLED_BY_SHUTDOWN: u8 = 2;
+/// A training job publishing its version: past the last moment a cancel could
+/// leave nothing saved, so a cancel is refused ([`CancelError::TooLate`]) rather
+/// than answered and then not honoured.
+const SAVING: u8 = 3;
+
+/// Why a cancel was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The job is publishing its model version (see [`JobContext::begin_publishing`]).
+    #[error("too late to cancel: the model is being saved")]
+    TooLate,
+}
 
 /// A job this server knows in memory: queued here or running here.
 pub struct LiveJob {
@@ -118,7 +132,41 @@ impl LiveJob {
     }
 
     pub fn is_cancelled(&self) -> bool {
-        self.cancel.load(Ordering::Relaxed) != NOT_CANCELLED
+        matches!(
+            self.cancel.load(Ordering::Relaxed),
+            CANCELLED_BY_CLIENT | CANCELLED_BY_SHUTDOWN
+        )
+    }
+
+    /// Whether the job is publishing its model version: a cancel now is too late.
+    pub fn is_publishing(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed) == SAVING
+    }
+
+    /// See [`JobContext::begin_publishing`].
+    fn begin_publishing(&self) -> Result<(), JobError> {
+        match self.cancel.compare_exchange(
+            NOT_CANCELLED,
+            SAVING,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => Ok(()),
+            Err(_) => Err(JobError::Cancelled),
+        }
+    }
+
+    /// Marks the job cancelled by its client, unless it is publishing its version.
+    fn cancel_by_client(&self) -> Result<(), CancelError> {
+        match self.cancel.compare_exchange(
+            NOT_CANCELLED,
+            CANCELLED_BY_CLIENT,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
+            Err(SAVING) => Err(CancelError::TooLate),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -132,6 +180,15 @@ pub struct JobContext {
 }
 
 impl JobContext {
+    /// The last moment a cancel stops the job: `Err(Cancelled)` if one was asked;
+    /// else from now on a cancel is refused as too late (a training job calls it
+    /// just before it publishes its version, which then always completes: a
+    /// cancel answered 200 never leaves a saved version behind). A shutdown
+    /// meanwhile waits for the publication.
+    pub fn begin_publishing(&self) -> Result<(), JobError> {
+        self.job.begin_publishing()
+    }
+
     /// `Err(Cancelled)` once a cancel was asked.
     pub fn check_cancelled(&self) -> Result<(), JobError> {
         if self.job.is_cancelled() {
@@ -463,16 +520,16 @@ impl Jobs {
 
     /// Asks a job to stop. Answers its view after the request, or `None` when no
     /// such job exists. The store records the request first: with the store down the
-    /// call fails (503) and the job goes on.
-    pub async fn cancel(&self, id: &str) -> Result<Option<JobView>, crate::store::StoreError> {
+    /// call fails (503) and the job goes on. A training job of this server that is
+    /// publishing its version is [`CancelError::TooLate`]: it will be saved.
+    pub async fn cancel(&self, id: &str) -> Result<Option<JobView>, CancelError> {
         if let Some(job) = self.live(id) {
+            if job.is_publishing() {
+                return Err(CancelError::TooLate);
+            }
             let cancelled_queued = self.store.request_job_cancel(id).await?;
-            let _ = job.cancel.compare_exchange(
-                NOT_CANCELLED,
-                CANCELLED_BY_CLIENT,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
+            // It may have begun publishing while the store took the request.
+            job.cancel_by_client()?;
             if cancelled_queued {
                 // Still queued: cancelled now; the worker will find it taken.
                 job.view.send_modify(|v| {
@@ -819,6 +876,42 @@ fn lower_priority() {
 #[cfg(test)]
 mod end_tests {
     use super::*;
+
+    fn live_job() -> LiveJob {
+        let view = JobView {
+            job_id: "j".into(),
+            kind: "train".into(),
+            state: JobState::Running,
+            spec: serde_json::json!({}),
+            progress: Progress::default(),
+            messages: Vec::new(),
+            result: None,
+            error: None,
+            created_ms: 0,
+            started_ms: None,
+            finished_ms: None,
+        };
+        LiveJob::new(view, JobKind::Train)
+    }
+
+    #[test]
+    fn a_cancel_before_publishing_stops_the_job_and_one_after_is_too_late() {
+        // Cancelled first: the job does not publish.
+        let job = live_job();
+        job.cancel_by_client().unwrap();
+        assert!(matches!(job.begin_publishing(), Err(JobError::Cancelled)));
+        assert!(job.is_cancelled());
+        // Publishing first: the cancel is refused, and the job is not cancelled.
+        let job = live_job();
+        job.begin_publishing().unwrap();
+        assert!(matches!(job.cancel_by_client(), Err(CancelError::TooLate)));
+        assert!(!job.is_cancelled() && job.is_publishing());
+        let (state, _, _) = end_of(
+            Ok(serde_json::json!({})),
+            job.cancel.load(Ordering::Relaxed),
+        );
+        assert_eq!(state, JobState::Succeeded);
+    }
 
     #[test]
     fn a_job_asked_to_stop_ends_as_asked_even_when_it_failed_meanwhile() {

@@ -56,6 +56,9 @@ pub struct ScoringPlan {
     pub class_labels: Option<Vec<String>>,
     /// The inputs whose missing values the model fills (`ModelTraits::missing_inputs`).
     pub missing_inputs: Vec<String>,
+    /// A model a training job wrote (`ModelTraits::trained`): NaN is a missing value
+    /// to its inputs that do not impute. Other models take NaN as a number.
+    pub trained: bool,
 }
 
 impl ScoringPlan {
@@ -79,6 +82,7 @@ impl ScoringPlan {
             feature_defaults: handle.config().feature_defaults.clone(),
             class_labels: handle.class_labels().map(<[String]>::to_vec),
             missing_inputs: handle.backend.traits().missing_inputs.clone(),
+            trained: handle.backend.traits().trained,
         })
     }
 
@@ -103,6 +107,7 @@ impl ScoringPlan {
             feature_defaults: self.feature_defaults.clone(),
             class_labels: self.class_labels.clone(),
             missing_inputs: self.missing_inputs.clone(),
+            trained: self.trained,
         };
         serde_json::to_value(plan).expect("a scoring plan is plain JSON")
     }
@@ -135,6 +140,7 @@ impl ScoringPlan {
             feature_defaults: plan.feature_defaults,
             class_labels: plan.class_labels,
             missing_inputs: plan.missing_inputs,
+            trained: plan.trained,
         })
     }
 }
@@ -154,6 +160,8 @@ struct PlanJson {
     class_labels: Option<Vec<String>>,
     #[serde(default)]
     missing_inputs: Vec<String>,
+    #[serde(default)]
+    trained: bool,
 }
 
 /// One input of a [`PlanJson`]: its tensor (V2 datatype name) and its features.
@@ -245,7 +253,8 @@ pub fn run(ctx: &JobContext, spec: &ScoreSpec) -> Result<serde_json::Value, JobE
             })
         })
         .collect::<Result<_, _>>()?;
-    let plans = plan_inputs(&plan, &columns)?;
+    let strict = categorical_features_refusing_missing(ctx, &spec.model, version);
+    let plans = plan_inputs(&plan, &columns, &strict)?;
     let (mut batch, mut out_rows): (Vec<Vec<Value>>, Vec<Vec<Value>>) = (Vec::new(), Vec::new());
 
     let mut sink: Option<Box<dyn io::Sink>> = None;
@@ -262,8 +271,13 @@ pub fn run(ctx: &JobContext, spec: &ScoreSpec) -> Result<serde_json::Value, JobE
         let batch = &batch[..n];
         let first_row = rows_read + 1;
         rows_read += n as u64;
-        let inputs = input_tensors(&plans, batch)
-            .map_err(|e| failed(format!("row {}: {e}", first_row + e.row as u64)))?;
+        let inputs = input_tensors(&plans, batch).map_err(|e| {
+            let row = first_row + e.row as u64;
+            match source.describe_batch_row(e.row) {
+                Some(at) => failed(format!("row {row} ({at}): {e}")),
+                None => failed(format!("row {row}: {e}")),
+            }
+        })?;
         let outputs =
             predict(ctx, &plan, handle.as_ref(), inputs, &wanted).map_err(|e| match e {
                 JobError::Failed(m) => failed(format!(
@@ -331,6 +345,26 @@ impl std::fmt::Display for RowError {
     }
 }
 
+/// The categorical features whose `missing` policy is `error`, when `model`'s
+/// `version` is a trained one (its `training.json`): their inputs refuse a blank
+/// value as training did. Empty for any other model.
+fn categorical_features_refusing_missing(
+    ctx: &JobContext,
+    model: &str,
+    version: u64,
+) -> Vec<String> {
+    let Some(training) = crate::jobs::train::training_record(&ctx.state, model, version) else {
+        return Vec::new();
+    };
+    training["encodings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["kind"] == "categorical" && e["impute"].is_null())
+        .filter_map(|e| e["key"].as_str().map(str::to_string))
+        .collect()
+}
+
 /// Where one feature's cells come from: a column of the source, or the model
 /// config's `feature_defaults` value when the source lacks the column.
 enum Cell {
@@ -348,12 +382,24 @@ struct InputPlan {
     /// Whether the model fills this input's missing values (an empty or blank cell,
     /// a null): they go in as NaN or `""`.
     imputes: bool,
+    /// Whether the text `NaN` (or a NaN cell) goes in as a number: unless the model
+    /// is a trained one and this input does not impute (`ScoringPlan::trained`).
+    takes_nan: bool,
+    /// Whether a blank text is a missing value this input refuses: a trained
+    /// model's categorical feature whose `missing` policy is `error` (training
+    /// refused it; otherwise it would score as an unseen category). Any other
+    /// string input takes `""` as text.
+    blank_is_missing: bool,
 }
 
 /// The plan of each input in `layout` (`api::simple::named_layout`) over the
 /// source's `columns`; a feature the source lacks takes the config's default, and
 /// one without a default fails the job, naming every such feature.
-fn plan_inputs(plan: &ScoringPlan, columns: &[String]) -> Result<Vec<InputPlan>, JobError> {
+fn plan_inputs(
+    plan: &ScoringPlan,
+    columns: &[String],
+    strict: &[String],
+) -> Result<Vec<InputPlan>, JobError> {
     let (layout, model) = (plan.layout.clone(), &plan.model);
     let index_of = |name: &str| columns.iter().position(|c| c == name);
     let defaults = &plan.feature_defaults;
@@ -388,10 +434,13 @@ fn plan_inputs(plan: &ScoringPlan, columns: &[String]) -> Result<Vec<InputPlan>,
                 })
                 .collect();
             let imputes = plan.missing_inputs.contains(&spec.name);
+            let blank_is_missing = !imputes && strict.contains(&spec.name);
             Ok(InputPlan {
                 spec,
                 features,
                 imputes,
+                takes_nan: imputes || !plan.trained,
+                blank_is_missing,
             })
         })
         .collect()
@@ -413,7 +462,7 @@ fn input_tensors(
                 for (r, row) in batch.iter().enumerate() {
                     for (name, cell) in &plan.features {
                         data.push(
-                            text_cell(row, name, cell, plan.imputes)
+                            text_cell(plan, row, name, cell)
                                 .map_err(|message| RowError { row: r, message })?,
                         );
                     }
@@ -424,7 +473,7 @@ fn input_tensors(
                 for (r, row) in batch.iter().enumerate() {
                     for (name, cell) in &plan.features {
                         data.push(
-                            number_cell(&plan.spec, row, name, cell, plan.imputes)
+                            number_cell(&plan.spec, row, name, cell, plan.imputes, plan.takes_nan)
                                 .map_err(|message| RowError { row: r, message })?,
                         );
                     }
@@ -447,17 +496,21 @@ fn input_tensors(
 }
 
 /// A cell as a number for `spec`; with `imputes`, an empty or blank cell is NaN,
-/// which the model fills.
+/// which the model fills. NaN (the text, or a NaN cell) is a number to an input that
+/// `takes_nan`, else a missing value, refused as a null is and as training refused it.
 fn number_cell(
     spec: &TensorSpec,
     row: &[Value],
     name: &str,
     cell: &Cell,
     imputes: bool,
+    takes_nan: bool,
 ) -> Result<f64, String> {
     let text = |s: &str| match imputes && s.trim().is_empty() {
         true => Ok(f64::NAN),
-        false => simple::number_from_text(spec, s).map_err(|e| e.to_string()),
+        false => simple::number_from_text(spec, s)
+            .and_then(|n| simple::nan_refused(spec, takes_nan, s, n))
+            .map_err(|e| format!("column {name:?}: {e}")),
     };
     match cell {
         Cell::Default(FeatureValue::Number(v)) => Ok(*v),
@@ -470,17 +523,31 @@ fn number_cell(
             Value::Null => Err(format!("column {name:?} is empty")),
             Value::Bool(b) => Ok(f64::from(u8::from(*b))),
             Value::Int(v) => Ok(*v as f64),
-            Value::Float(v) => Ok(*v),
+            Value::Float(v) => simple::nan_refused(spec, takes_nan, "NaN", *v)
+                .map_err(|e| format!("column {name:?}: {e}")),
             Value::Text(s) => text(s),
         },
     }
 }
 
 /// A cell as text; with `imputes`, an empty or blank cell is `""`, which the model
-/// fills.
-fn text_cell(row: &[Value], name: &str, cell: &Cell, imputes: bool) -> Result<Vec<u8>, String> {
+/// fills; with `blank_is_missing`, one is refused as missing.
+fn text_cell(plan: &InputPlan, row: &[Value], name: &str, cell: &Cell) -> Result<Vec<u8>, String> {
+    let imputes = plan.imputes;
     // Numbers are written as `/predict` writes a number feature (an f64's shortest form).
     let number = |v: f64| v.to_string().into_bytes();
+    let blank = match cell {
+        Cell::Column(i) => matches!(&row[*i], Value::Text(s) if s.trim().is_empty()),
+        Cell::Default(FeatureValue::Text(s)) => s.trim().is_empty(),
+        Cell::Default(_) => false,
+    };
+    if blank && plan.blank_is_missing {
+        return Err(format!(
+            "column {name:?}: the value is missing (empty), and the model's input {:?} does \
+             not take missing values (its training's \"missing\" policy is \"error\")",
+            plan.spec.name
+        ));
+    }
     match cell {
         Cell::Default(FeatureValue::Number(v)) => Ok(number(*v)),
         Cell::Default(FeatureValue::Text(s)) => Ok(s.as_bytes().to_vec()),
@@ -694,6 +761,7 @@ mod tests {
             ]),
             class_labels: Some(vec!["no".into(), "yes".into()]),
             missing_inputs: vec!["input".into()],
+            trained: true,
         };
         let json = plan.to_json();
         assert_eq!(json["inputs"][0]["datatype"], "FP32", "{json}");

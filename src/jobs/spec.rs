@@ -340,11 +340,7 @@ fn parse_score(spec: &Obj, roots: Roots<'_>) -> Result<ScoreSpec, SpecError> {
     let version = parse_version(spec.get("version"))?;
     let source = parse_source(spec.get("source"), "spec.source", roots)?;
     let sink = parse_sink(spec.get("sink"), "spec.sink", data_dir)?;
-    if let (SourceSpec::File(a), SinkSpec::File(b)) = (&source, &sink) {
-        if a.path == b.path {
-            return Err(err("spec.sink.path", "is the source file"));
-        }
-    }
+    check_sink_is_not_the_source(&source, &sink)?;
     let carry = string_list(spec, "spec", "carry")?.unwrap_or_default();
     let batch_size = match spec.get("batch_size") {
         None | Some(Value::Null) => DEFAULT_BATCH_SIZE,
@@ -371,6 +367,72 @@ fn parse_score(spec: &Obj, roots: Roots<'_>) -> Result<ScoreSpec, SpecError> {
         batch_size,
         outputs,
     })
+}
+
+/// Refuses a sink that would write the file the source reads: the same file by
+/// another name (absolute, through a symbolic link, a hard link) included, and a
+/// SQLite database file on either side. A file sink replaces the source at commit;
+/// a SQLite sink on the source's database waits for the source query's lock (a
+/// spilling transaction for ever). Judged on the files the names resolve to, at
+/// submission and again when the job starts (the spec is read again then), so a
+/// link swapped in between is caught too.
+fn check_sink_is_not_the_source(source: &SourceSpec, sink: &SinkSpec) -> Result<(), SpecError> {
+    let source_file = match source {
+        SourceSpec::File(f) => Some((f.path.clone(), false)),
+        SourceSpec::Sql { url, .. } => crate::store::pool::sqlite_path(url).map(|p| (p, true)),
+    };
+    let Some((source_path, source_is_db)) = source_file else {
+        return Ok(());
+    };
+    let sink_file = match sink {
+        SinkSpec::File(f) => Some(f.path.clone()),
+        SinkSpec::Sql { url, .. } => crate::store::pool::sqlite_path(url),
+    };
+    let Some(sink_path) = sink_file else {
+        return Ok(());
+    };
+    if !same_file(&source_path, &sink_path) {
+        return Ok(());
+    }
+    let source_name = match source {
+        SourceSpec::File(f) => f.name.as_str(),
+        SourceSpec::Sql { name, .. } => name.as_str(),
+    };
+    Err(match (sink, source_is_db) {
+        (SinkSpec::File(_), false) => err("spec.sink.path", "is the source file"),
+        (SinkSpec::File(_), true) => err(
+            "spec.sink.path",
+            format!("is the source's database file ({source_name}): write the scores to another file"),
+        ),
+        (SinkSpec::Sql { name, .. }, false) => err(
+            "spec.sink.url",
+            format!("{name} is the source file ({source_name}): write the scores to another database file"),
+        ),
+        (SinkSpec::Sql { name, .. }, true) => err(
+            "spec.sink.url",
+            format!(
+                "{name} is the database file spec.source.url {source_name} reads: a job cannot \
+                 write the SQLite file its query reads (the writes would wait for the query's \
+                 lock); write the scores to another database file"
+            ),
+        ),
+    })
+}
+
+/// Whether `a` and `b` name one file: their symbolic links resolved (a file not
+/// there yet by its resolved directory and name), or, both existing, one inode.
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            if x.dev() == y.dev() && x.ino() == y.ino() {
+                return true;
+            }
+        }
+    }
+    let resolved = |p: &Path| crate::paths::resolve(p).unwrap_or_else(|| p.to_path_buf());
+    resolved(a) == resolved(b)
 }
 
 fn parse_version(v: Option<&Value>) -> Result<VersionRequest, SpecError> {
@@ -686,10 +748,12 @@ fn parse_train(spec: &Obj, roots: Roots<'_>) -> Result<TrainSpec, SpecError> {
         .get("schema")
         .and_then(Value::as_object)
         .ok_or_else(|| err("spec.schema", "missing (an object with label and features)"))?;
+    check_fields(schema, "spec.schema", &["label", "features", "categorical"])?;
     let label_obj = schema
         .get("label")
         .and_then(Value::as_object)
         .ok_or_else(|| err("spec.schema.label", "missing (an object with a key)"))?;
+    check_fields(label_obj, "spec.schema.label", &["key", "values"])?;
     let label = required(label_obj, "spec.schema.label", "key")?;
     let label_values = match label_obj.get("values") {
         None | Some(Value::Null) => None,
@@ -773,6 +837,98 @@ mod tests {
             std::os::unix::fs::symlink("/etc", data.join("escape")).unwrap();
             assert!(data_path("escape/passwd", "f", &data).is_err());
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_sink_never_writes_the_source_file_by_any_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir_all(&real).unwrap();
+        // The data directory as given is a link: the source resolves through it,
+        // the sink is written with the real directory's absolute path.
+        std::os::unix::fs::symlink(&real, dir.path().join("data")).unwrap();
+        let data = dir.path().join("data");
+        for f in ["in.csv", "in2.csv"] {
+            std::fs::write(real.join(f), "a\n1\n").unwrap();
+        }
+        std::fs::copy(real.join("in.csv"), real.join("src.db")).unwrap();
+        std::os::unix::fs::symlink("in2.csv", real.join("alias.csv")).unwrap();
+        let e = |source: Value, sink: Value| {
+            let body =
+                json!({"kind": "score", "spec": {"model": "m", "source": source, "sink": sink}});
+            parse_job(&body, &data).map(|_| ()).map_err(|e| e.0)
+        };
+        let absolute = real.join("in.csv").display().to_string();
+        assert_eq!(
+            e(json!({"path": "in.csv"}), json!({"path": absolute})),
+            Err("spec.sink.path: is the source file".into())
+        );
+        assert_eq!(
+            e(json!({"path": "alias.csv"}), json!({"path": "in2.csv"})),
+            Err("spec.sink.path: is the source file".into())
+        );
+        let sql = json!({"url": "sqlite://src.db", "query": "select 1"});
+        assert!(e(sql.clone(), json!({"path": "src.db", "format": "csv"}))
+            .unwrap_err()
+            .starts_with("spec.sink.path: is the source's database file (sqlite://src.db)"));
+        assert!(e(
+            json!({"path": "in.csv"}),
+            json!({"url": "sqlite://in.csv", "table": "t"})
+        )
+        .unwrap_err()
+        .starts_with("spec.sink.url: sqlite://in.csv is the source file (in.csv)"));
+        let both = e(
+            sql.clone(),
+            json!({"url": "sqlite://src.db", "table": "t", "mode": "overwrite"}),
+        )
+        .unwrap_err();
+        assert!(
+            both.starts_with("spec.sink.url: sqlite://src.db is the database file spec.source.url sqlite://src.db reads"),
+            "{both}"
+        );
+        // Another file, one not there yet, and another database are fine.
+        assert_eq!(
+            e(json!({"path": "in.csv"}), json!({"path": "in2.csv"})),
+            Ok(())
+        );
+        assert_eq!(
+            e(json!({"path": "alias.csv"}), json!({"path": "new.csv"})),
+            Ok(())
+        );
+        assert_eq!(
+            e(sql, json!({"url": "sqlite://out.db", "table": "t"})),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn the_schema_and_its_label_refuse_unknown_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path();
+        std::fs::write(data.join("t.csv"), "x,y\n1,a\n").unwrap();
+        let train = |schema: Value| {
+            let body = json!({"kind": "train", "spec": {"model": "m", "source": {"path": "t.csv"},
+                "schema": schema, "algorithm": {"name": "logistic_regression"}}});
+            parse_job(&body, data).map(|_| ()).map_err(|e| e.0)
+        };
+        assert_eq!(
+            train(json!({"label": {"key": "y"}, "features": [{"key": "x"}], "categorcal": ["x"]})),
+            Err(
+                "spec.schema.categorcal: unknown field (known: label, features, categorical)"
+                    .into()
+            )
+        );
+        assert_eq!(
+            train(json!({"label": {"key": "y", "value": {"a": 1}}, "features": [{"key": "x"}]})),
+            Err("spec.schema.label.value: unknown field (known: key, values)".into())
+        );
+        assert_eq!(
+            train(
+                json!({"label": {"key": "y", "values": {"a": 1}}, "features": [{"key": "x"}], "categorical": []})
+            ),
+            Ok(())
+        );
     }
 
     #[test]

@@ -111,6 +111,8 @@ pub struct CsvSource {
     record: csv::StringRecord,
     /// Where the last record read began (a quoted cell may span lines).
     last_byte: u64,
+    /// Where each record of the last batch began, for a message naming its line.
+    batch_starts: Vec<u64>,
     path: std::path::PathBuf,
     name: String,
     csv: crate::jobs::spec::CsvOptions,
@@ -149,6 +151,7 @@ impl CsvSource {
             size,
             record: csv::StringRecord::new(),
             last_byte: 0,
+            batch_starts: Vec::new(),
             path: spec.path.clone(),
             name: spec.name.clone(),
             csv: spec.csv,
@@ -205,6 +208,7 @@ impl Source for CsvSource {
         rows: &mut Vec<Vec<Value>>,
     ) -> Result<usize, IoError> {
         let mut n = 0;
+        self.batch_starts.clear();
         while n < max {
             let start = self.reader.position().byte();
             self.reader.get_mut().limit = start + MAX_RECORD_BYTES + BOUND_SLACK;
@@ -217,6 +221,7 @@ impl Source for CsvSource {
                     if let Some(p) = self.record.position() {
                         self.last_byte = p.byte();
                     }
+                    self.batch_starts.push(self.last_byte);
                     if rows.len() == n {
                         rows.push(Vec::with_capacity(self.record.len()));
                     }
@@ -276,6 +281,15 @@ impl Source for CsvSource {
             line_at(&self.path, self.last_byte).unwrap_or(1)
         )
     }
+
+    fn describe_batch_row(&self, i: usize) -> Option<String> {
+        let start = *self.batch_starts.get(i)?;
+        Some(format!(
+            "{:?} line {}",
+            self.name,
+            line_at(&self.path, start).unwrap_or(1)
+        ))
+    }
 }
 
 /// One JSON object per line; the columns are the first object's keys, a key missing
@@ -285,7 +299,11 @@ pub struct JsonLinesSource {
     columns: Vec<String>,
     /// The first row, read to learn the columns.
     first: Option<Vec<Value>>,
+    /// The first row's line.
+    first_line: u64,
     line: u64,
+    /// The line of each row of the last batch, for a message naming it.
+    batch_lines: Vec<u64>,
     read: u64,
     size: u64,
     name: String,
@@ -305,7 +323,9 @@ impl JsonLinesSource {
             reader: BufReader::new(file),
             columns: Vec::new(),
             first: None,
+            first_line: 0,
             line: 0,
+            batch_lines: Vec::new(),
             read: 0,
             size,
             name: spec.name.clone(),
@@ -314,6 +334,7 @@ impl JsonLinesSource {
         if let Some(object) = source.next_object()? {
             source.columns = object.keys().cloned().collect();
             source.first = Some(source.row(object)?);
+            source.first_line = source.line;
         }
         if source.columns.is_empty() {
             return Err(IoError(format!("{:?} has no rows (empty data)", spec.name)));
@@ -425,12 +446,17 @@ impl Source for JsonLinesSource {
 
     fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Vec<Value>>>, IoError> {
         let mut rows = Vec::with_capacity(max);
+        self.batch_lines.clear();
         if let Some(first) = self.first.take() {
             rows.push(first);
+            self.batch_lines.push(self.first_line);
         }
         while rows.len() < max {
             match self.next_object()? {
-                Some(object) => rows.push(self.row(object)?),
+                Some(object) => {
+                    rows.push(self.row(object)?);
+                    self.batch_lines.push(self.line);
+                }
                 None => break,
             }
         }
@@ -443,6 +469,10 @@ impl Source for JsonLinesSource {
 
     fn describe_position(&self) -> String {
         format!("{:?} line {}", self.name, self.line)
+    }
+
+    fn describe_batch_row(&self, i: usize) -> Option<String> {
+        Some(format!("{:?} line {}", self.name, self.batch_lines.get(i)?))
     }
 }
 

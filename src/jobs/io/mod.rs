@@ -175,6 +175,11 @@ pub trait Source: Send {
     fn fraction(&self) -> Option<f64>;
     /// Where the last row read came from, for messages ("line 12").
     fn describe_position(&self) -> String;
+    /// Where row `i` of the last batch came from (`"in.csv" line 4`), when the
+    /// source can tell (a CSV or JSON-lines file); messages about one row name it.
+    fn describe_batch_row(&self, _i: usize) -> Option<String> {
+        None
+    }
 }
 
 /// Where rows go. Nothing is visible until `commit`; dropping without committing

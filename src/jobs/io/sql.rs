@@ -28,6 +28,15 @@ use crate::store::pool::{self, on_pool, DbKind};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Rows buffered between the query and the job.
 const ROW_BUFFER: usize = 1024;
+/// How long one INSERT into a SQLite sink may take before the sink fails. SQLite
+/// writes pages to the file (spills its cache) mid-transaction; when another
+/// connection holds a read lock on the file, each spill waits the whole busy
+/// timeout (`CONNECT_TIMEOUT`, set by `pool::connect_as`), then carries on in
+/// memory, and the next spill waits again: without this bound such a job would
+/// insert one page every busy timeout, for ever. An INSERT of at most
+/// [`MAX_PARAMS`] values that took a busy timeout waited for a lock it did not
+/// get.
+const SQLITE_LOCK_WAIT: Duration = CONNECT_TIMEOUT;
 /// Placeholders per INSERT statement (SQLite's historical limit is 999).
 const MAX_PARAMS: usize = 900;
 
@@ -599,8 +608,13 @@ async fn write_rows(
                     result = Err(e);
                     break;
                 }
+                let started = std::time::Instant::now();
                 if let Err(e) = q.execute(&mut *tx).await {
                     result = Err(sql_error("inserting rows", e));
+                    break;
+                }
+                if kind == DbKind::Sqlite && started.elapsed() >= SQLITE_LOCK_WAIT {
+                    result = Err(sqlite_locked(&shown));
                     break;
                 }
             }
@@ -618,6 +632,15 @@ async fn write_rows(
         }
     });
     db_close(db).await;
+}
+
+/// The error of a SQLite sink whose file stayed locked (see [`SQLITE_LOCK_WAIT`]).
+fn sqlite_locked(shown: &str) -> String {
+    format!(
+        "inserting rows on {shown} failed: the database file stayed locked by another \
+         connection (a query reading it, or another writer) for more than {} s",
+        SQLITE_LOCK_WAIT.as_secs()
+    )
 }
 
 /// The work table a MySQL overwrite of `table` fills: `table` plus a random

@@ -160,6 +160,15 @@ pub(crate) fn grid_values(
 /// Only a training job writes it (an upload may not send it).
 pub const TRAINING_FILE: &str = "training.json";
 
+/// The `training.json` of `model`'s version `version`, when a training job made
+/// that version (`None` for any other version, or one that cannot be read).
+pub fn training_record(state: &crate::api::ServerState, model: &str, version: u64) -> Option<Json> {
+    let dir = state.sources.model_dir(model).ok()?.dir;
+    let on_disk = crate::repository::scan_model(model, &dir).ok()?;
+    let bytes = std::fs::read(on_disk.versions.get(&version)?.dir.join(TRAINING_FILE)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 /// Why saving a trained version of `model` would replace a model no training job
 /// made, if it would: its newest version holds no `training.json`. A trained
 /// version takes the raw named columns of its schema, so it would answer other
@@ -398,6 +407,8 @@ pub fn run(ctx: &JobContext, spec: &TrainSpec) -> Result<Json, JobError> {
             serde_json::to_vec_pretty(&training).unwrap_or_default(),
         ),
     ];
+    // A cancel until now leaves nothing saved; from here one is refused (409).
+    ctx.begin_publishing()?;
     let outcome = ctx
         .runtime
         .block_on(crate::api::upload::publish_files(

@@ -60,6 +60,12 @@ pub struct ModelTraits {
     /// in a DataFrame, so a request may carry them, in any dtype, and they are
     /// dropped before the model runs. Not in the signature: nothing says their dtype.
     pub ignored_inputs: Vec<String>,
+    /// Written by a ferroserve training job (an ONNX model whose producer is
+    /// `ferroserve`): its inputs that do not impute (`missing_inputs`) refuse NaN
+    /// as the missing value it is, as its training refused it. Other models take
+    /// NaN as the number it is (a scikit-learn imputer or a gradient-boosted model
+    /// may handle it).
+    pub trained: bool,
 }
 
 /// Per-request options a backend may honour: a fastText model's `k` and `threshold`

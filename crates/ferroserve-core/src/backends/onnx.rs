@@ -198,6 +198,11 @@ fn describe(session: &Session) -> Result<(Signature, ModelTraits), BackendError>
         feature_names: None,
         missing_inputs: missing_inputs(session, &inputs),
         ignored_inputs: Vec::new(),
+        trained: session
+            .metadata()
+            .ok()
+            .and_then(|m| m.producer())
+            .is_some_and(|p| p == "ferroserve"),
     };
     Ok((Signature { inputs, outputs }, traits))
 }
