@@ -242,6 +242,26 @@ fn main() {
     }
 }
 
+/// The ids of the arguments `matches` holds that a `FERROSERVE_*` variable gave,
+/// and those the command line gave.
+fn value_sources(
+    matches: &clap::ArgMatches,
+) -> (
+    std::collections::BTreeSet<String>,
+    std::collections::BTreeSet<String>,
+) {
+    let (mut environment, mut command_line) = (Default::default(), Default::default());
+    for id in matches.ids() {
+        let set: &mut std::collections::BTreeSet<String> = match matches.value_source(id.as_str()) {
+            Some(clap::parser::ValueSource::EnvVariable) => &mut environment,
+            Some(clap::parser::ValueSource::CommandLine) => &mut command_line,
+            _ => continue,
+        };
+        set.insert(id.as_str().to_string());
+    }
+    (environment, command_line)
+}
+
 fn command() -> anyhow::Result<()> {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let as_tfs = argv.first().is_some_and(|a| tfs_flags::invoked_as_tfs(a));
@@ -252,14 +272,20 @@ fn command() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    let cli = if as_tfs {
+    let mut command = <Cli as clap::CommandFactory>::command();
+    if as_tfs {
         // Help and usage errors name the program as invoked, without `serve`.
-        let command = tfs_flags::usage_as_invoked(<Cli as clap::CommandFactory>::command());
-        let matches = command.get_matches_from(argv);
-        <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
-    } else {
-        Cli::parse_from(argv)
-    };
+        command = tfs_flags::usage_as_invoked(command);
+    }
+    let matches = command.get_matches_from(argv);
+    let cli =
+        <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // Which of the serve command's settings the environment gave and which the
+    // command line: a TF Serving flag overrides the first, not the second.
+    let (mut from_environment, mut from_command_line) = (Default::default(), Default::default());
+    if let Some(serve) = matches.subcommand_matches("serve") {
+        (from_environment, from_command_line) = value_sources(serve);
+    }
     match cli.command {
         Command::Token {
             command: TokenCommand::New { name, scopes },
@@ -314,11 +340,12 @@ fn command() -> anyhow::Result<()> {
                 ))?;
                 return Ok(());
             }
-            let tfs = if as_tfs {
-                tfs.with_container_env(|k| std::env::var(k).ok())
-            } else {
-                *tfs
-            };
+            let mut tfs = *tfs;
+            tfs.from_environment = from_environment;
+            tfs.from_command_line = from_command_line;
+            if as_tfs {
+                tfs = tfs.with_container_env(|k| std::env::var(k).ok());
+            }
             let args = tfs.fold_into(*args)?;
             let mut settings = settings_from(config, args)?;
             // Before `finish`, whose warnings (a flag ignored) were lost otherwise.

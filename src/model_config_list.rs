@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::model_config::VersionPolicy;
-use crate::pbtext::{integer, message, parse_text_fields, string, unknown, Field};
+use crate::pbtext::{integer, message, once, parse_text_fields, string, unknown, Field};
 
 /// Models to serve besides those found in the repository root.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -189,11 +189,13 @@ impl ModelConfigList {
                         m.name
                     ))
                 }
+                // As TF Serving: no version is served, and it warns ("No
+                // specific versions requested for servable …").
                 Some(VersionPolicy::Specific(v)) if v.is_empty() => {
-                    return Err(format!(
-                        "model {:?}: specific version policy lists no versions",
+                    tracing::warn!(
+                        "model {:?}: the specific version policy lists no versions: none is served",
                         m.name
-                    ))
+                    )
                 }
                 _ => {}
             }
@@ -207,9 +209,11 @@ impl ModelConfigList {
 fn interpret_server_config(root: &[Field]) -> Result<ModelConfigList, String> {
     let mut list = ModelConfigList::default();
     let mut found = false;
+    let mut seen = Vec::new();
     for f in root {
         match f.name.as_str() {
             "model_config_list" => {
+                once(&mut seen, f)?;
                 found = true;
                 for c in message(f)? {
                     match c.name.as_str() {
@@ -256,20 +260,21 @@ fn interpret_model_config(fields: &[Field], line: usize) -> Result<ModelListEntr
     let mut model_platform = None;
     let mut version_policy = None;
     let mut labels = BTreeMap::new();
+    let mut seen = Vec::new();
     for f in fields {
+        if f.name != "version_labels" {
+            once(&mut seen, f)?;
+        }
         match f.name.as_str() {
             "name" => name = Some(string(f)?),
             "base_path" => base_path = Some(PathBuf::from(string(f)?)),
             "model_platform" => model_platform = Some(string(f)?),
-            "model_version_policy" => {
-                if version_policy.is_some() {
-                    return Err(format!("line {}: model_version_policy given twice", f.line));
-                }
-                version_policy = Some(interpret_policy(f)?);
-            }
+            "model_version_policy" => version_policy = Some(interpret_policy(f)?),
             "version_labels" => {
                 let (mut key, mut value) = (None, None);
+                let mut seen = Vec::new();
                 for kv in message(f)? {
+                    once(&mut seen, kv)?;
                     match kv.name.as_str() {
                         "key" => key = Some(string(kv)?),
                         "value" => value = Some(integer(kv)?),
@@ -282,9 +287,9 @@ fn interpret_model_config(fields: &[Field], line: usize) -> Result<ModelListEntr
                         f.line
                     ));
                 };
-                if labels.insert(key.clone(), value).is_some() {
-                    return Err(format!("line {}: label {key:?} given twice", f.line));
-                }
+                // A map's entry: a key given again replaces the earlier one, as
+                // protobuf's text format (and so TF Serving) reads it.
+                labels.insert(key, value);
             }
             // Known to TF Serving but without effect here: accepted, with a warning,
             // so that a TF Serving file works unchanged.
@@ -306,8 +311,14 @@ fn interpret_model_config(fields: &[Field], line: usize) -> Result<ModelListEntr
     })
 }
 
+/// TF Serving's `ServableVersionPolicy`: an empty one is `latest` (its default);
+/// `latest` serves at least one version (`num_versions: 0` is 1, as
+/// `std::max(num_versions, 1)` there); an empty `specific` serves none.
 fn interpret_policy(f: &Field) -> Result<VersionPolicy, String> {
     let fields = message(f)?;
+    if fields.is_empty() {
+        return Ok(VersionPolicy::Latest(1));
+    }
     let [choice] = fields else {
         return Err(format!(
             "line {}: model_version_policy must hold exactly one of latest, all, specific",
@@ -318,7 +329,9 @@ fn interpret_policy(f: &Field) -> Result<VersionPolicy, String> {
     match choice.name.as_str() {
         "latest" => {
             let mut n = 1;
+            let mut seen = Vec::new();
             for x in inner {
+                once(&mut seen, x)?;
                 match x.name.as_str() {
                     "num_versions" => n = integer(x)?,
                     _ => return Err(unknown(x, "latest", &["num_versions"])),
@@ -326,7 +339,7 @@ fn interpret_policy(f: &Field) -> Result<VersionPolicy, String> {
             }
             let n =
                 usize::try_from(n).map_err(|_| format!("line {}: too many versions", f.line))?;
-            Ok(VersionPolicy::Latest(n))
+            Ok(VersionPolicy::Latest(n.max(1)))
         }
         "all" => match inner.first() {
             Some(x) => Err(unknown(x, "all", &[])),
@@ -439,6 +452,10 @@ model_config_list {
             ("model_config_list { config { name: \"a\" base_path: \"/a\" } config { name: \"a\" base_path: \"/b\" } }", "twice"),
             ("model_config_list { config { name: \"a\" base_path: \"/a\" version_labels { key: \"s\" } } }", "key and a value"),
             ("custom_model_config { }", "not supported"),
+            ("model_config_list { config { name: \"a\" name: \"b\" base_path: \"/a\" } }", "line 1: non-repeated field \"name\" is specified multiple times"),
+            ("model_config_list { }\nmodel_config_list { config { name: \"a\" base_path: \"/a\" } }", "line 2: non-repeated field \"model_config_list\""),
+            ("model_config_list { config { name: \"a\" base_path: \"/a\" model_version_policy { all {} } model_version_policy { all {} } } }", "multiple times"),
+            ("model_config_list { config { name: \"a\" base_path: \"/a\" version_labels { key: \"s\" key: \"t\" value: 1 } } }", "multiple times"),
             ("model_config_list { config { name: \"unterminated } }", "unterminated"),
             ("model_config_list { config { name: \"a\" base_path: \"/a\" model_version_policy { latest {} all {} } } }", "exactly one"),
         ];
@@ -446,6 +463,46 @@ model_config_list {
             let err = ModelConfigList::parse_text_format(text).unwrap_err();
             assert!(err.contains(want), "{text:?}: {err:?} lacks {want:?}");
         }
+    }
+
+    /// TF Serving's readings of policies ferroserve refused before: an empty
+    /// policy is `latest` 1, `num_versions: 0` is 1, an empty `specific` serves
+    /// none (with a warning).
+    #[test]
+    fn empty_policies_read_as_tf_serving_reads_them() {
+        let policy = |p: &str| {
+            ModelConfigList::parse_text_format(&format!(
+                "model_config_list {{ config {{ name: \"a\" base_path: \"/a\" model_version_policy {p} }} }}"
+            ))
+            .map(|l| l.models[0].version_policy.clone())
+        };
+        assert_eq!(policy("{ }"), Ok(Some(VersionPolicy::Latest(1))));
+        assert_eq!(
+            policy("{ latest { num_versions: 0 } }"),
+            Ok(Some(VersionPolicy::Latest(1)))
+        );
+        assert_eq!(
+            policy("{ specific { } }"),
+            Ok(Some(VersionPolicy::Specific(vec![])))
+        );
+        assert_eq!(
+            VersionPolicy::Specific(vec![]).select(&[1, 2]),
+            Vec::<u64>::new()
+        );
+    }
+
+    /// `version_labels` is a map: a key given again keeps its last value, as in
+    /// protobuf's text format (TF Serving).
+    #[test]
+    fn a_label_given_again_keeps_its_last_version() {
+        let list = ModelConfigList::parse_text_format(
+            "model_config_list { config { name: \"a\" base_path: \"/a\"\n\
+             version_labels { key: \"stable\" value: 1 }\n\
+             version_labels { key: \"stable\" value: 2 } } }",
+        )
+        .unwrap();
+        assert_eq!(list.models[0].labels["stable"], 2);
+        assert_eq!(list.models[0].labels.len(), 1);
     }
 
     #[test]

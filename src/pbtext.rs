@@ -32,6 +32,8 @@ struct Token {
 
 fn tokenize(text: &str) -> Result<Vec<Token>, String> {
     let mut out = Vec::new();
+    // A UTF-8 byte-order mark (an editor's) is no text: protobuf skips it too.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let chars: Vec<char> = text.chars().collect();
     let (mut i, mut line) = (0usize, 1usize);
     while i < chars.len() {
@@ -57,7 +59,9 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
             '"' | '\'' => {
                 let quote = c;
                 let start_line = line;
-                let mut s = String::new();
+                // Bytes: an octal or hex escape gives one byte, and the whole must
+                // be UTF-8.
+                let mut s: Vec<u8> = Vec::new();
                 i += 1;
                 loop {
                     let Some(&c) = chars.get(i) else {
@@ -72,21 +76,74 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
                                 return Err(format!("line {start_line}: unterminated string"));
                             };
                             i += 1;
-                            s.push(match e {
-                                'n' => '\n',
-                                't' => '\t',
-                                'r' => '\r',
-                                '\\' | '\'' | '"' => e,
+                            // Protobuf's escapes (text_format's CUnescape).
+                            let digits = |i: &mut usize, radix: u32, most: usize| {
+                                let mut n = 0u32;
+                                let mut taken = 0;
+                                while taken < most {
+                                    match chars.get(*i).and_then(|c| c.to_digit(radix)) {
+                                        Some(d) => n = n * radix + d,
+                                        None => break,
+                                    }
+                                    *i += 1;
+                                    taken += 1;
+                                }
+                                (n, taken)
+                            };
+                            let char_escape = |c: char, s: &mut Vec<u8>| {
+                                s.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes())
+                            };
+                            match e {
+                                'n' => s.push(b'\n'),
+                                't' => s.push(b'\t'),
+                                'r' => s.push(b'\r'),
+                                'a' => s.push(0x07),
+                                'b' => s.push(0x08),
+                                'f' => s.push(0x0c),
+                                'v' => s.push(0x0b),
+                                '\\' | '\'' | '"' | '?' => s.push(e as u8),
+                                '0'..='7' => {
+                                    i -= 1;
+                                    let (n, _) = digits(&mut i, 8, 3);
+                                    let byte = u8::try_from(n).map_err(|_| {
+                                        format!("line {line}: octal escape \\{n:o} is above \\377")
+                                    })?;
+                                    s.push(byte);
+                                }
+                                'x' | 'X' => match digits(&mut i, 16, 2) {
+                                    (_, 0) => {
+                                        return Err(format!(
+                                            "line {line}: \\x needs a hex digit in a string"
+                                        ))
+                                    }
+                                    (n, _) => s.push(n as u8),
+                                },
+                                'u' | 'U' => {
+                                    let want = if e == 'u' { 4 } else { 8 };
+                                    let (n, taken) = digits(&mut i, 16, want);
+                                    match char::from_u32(n).filter(|_| taken == want) {
+                                        Some(c) => char_escape(c, &mut s),
+                                        None => {
+                                            return Err(format!(
+                                                "line {line}: \\{e} needs {want} hex digits of a \
+                                                 Unicode character in a string"
+                                            ))
+                                        }
+                                    }
+                                }
                                 other => {
                                     return Err(format!(
-                                        "line {line}: unsupported escape \\{other} in a string"
+                                        "line {line}: unknown escape \\{other} in a string"
                                     ))
                                 }
-                            });
+                            }
                         }
-                        c => s.push(c),
+                        c => s.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
                     }
                 }
+                let s = String::from_utf8(s).map_err(|_| {
+                    format!("line {start_line}: the string's escapes make no UTF-8 text")
+                })?;
                 // Adjacent strings concatenate, as in protobuf text format.
                 if let Some(Token {
                     tok: Tok::Str(prev),
@@ -349,6 +406,20 @@ pub(crate) fn integer(f: &Field) -> Result<u64, String> {
     }
 }
 
+/// Refuses a second value of a field that is not repeated, as protobuf's text
+/// format does ("Non-repeated field … is specified multiple times"); `seen` holds
+/// the names met so far in one message.
+pub(crate) fn once<'a>(seen: &mut Vec<&'a str>, f: &'a Field) -> Result<(), String> {
+    if seen.contains(&f.name.as_str()) {
+        return Err(format!(
+            "line {}: non-repeated field {:?} is specified multiple times",
+            f.line, f.name
+        ));
+    }
+    seen.push(&f.name);
+    Ok(())
+}
+
 pub(crate) fn unknown(f: &Field, within: &str, known: &[&str]) -> String {
     format!(
         "line {}: unknown field {:?} in {within} (known: {})",
@@ -361,6 +432,32 @@ pub(crate) fn unknown(f: &Field, within: &str, known: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn the_string(text: &str) -> Result<String, String> {
+        let fields = parse_text_fields(&format!("s: {text}"))?;
+        string(&fields[0])
+    }
+
+    /// Protobuf's escapes, and a leading byte-order mark, read as protobuf reads
+    /// them.
+    #[test]
+    fn escapes_and_a_byte_order_mark() {
+        assert_eq!(the_string(r#""\x6dodel""#).unwrap(), "model");
+        assert_eq!(the_string(r#""\155odel""#).unwrap(), "model");
+        assert_eq!(the_string(r#""\0""#).unwrap(), "\0");
+        assert_eq!(the_string(r#""caf\303\251""#).unwrap(), "caf\u{e9}");
+        assert_eq!(
+            the_string(r#""caf\u00e9 \a\?""#).unwrap(),
+            "caf\u{e9} \u{7}?"
+        );
+        assert!(the_string(r#""\xzz""#).is_err());
+        assert!(the_string(r#""\q""#)
+            .unwrap_err()
+            .contains("unknown escape"));
+        assert!(the_string(r#""\377""#).unwrap_err().contains("UTF-8"));
+        let fields = parse_text_fields("\u{feff}name: \"a\"").unwrap();
+        assert_eq!(fields[0].name, "name");
+    }
 
     /// The field names, values flattened to their text, of a parsed document.
     fn shape(fields: &[Field]) -> String {

@@ -20,6 +20,12 @@
 //!   says why and what to use instead; thread counts whose default TF Serving
 //!   computes from the CPUs are accepted with any count and ignored.
 //!
+//! A TF Serving flag overrides the `FERROSERVE_*` variable of the same setting (as
+//! every flag overrides the environment); given with the ferroserve flag of the
+//! same setting it is refused. A `--monitoring_config_file` path that a route of
+//! the server answers is refused (`crate::http::check_metrics_path`), and
+//! `--tensorflow_intra_op_parallelism` is at most `crate::settings::MAX_THREADS`.
+//!
 //! As in TF Serving, a flag given twice takes its last value, and under TF
 //! Serving's name a model (`--model_base_path`) or a config file must be given:
 //! ferroserve's default repository is never served in their place. A base path
@@ -28,13 +34,14 @@
 //! TF Serving spells flags `--name=value` or `-name=value`; [`normalize_args`]
 //! turns the single-dash form into the double-dash one clap reads.
 
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 
 use crate::model_config::BatchingConfig;
-use crate::pbtext::{integer, message, parse_text_fields, string, unknown, Field};
+use crate::pbtext::{integer, message, once, parse_text_fields, string, unknown, Field};
 use crate::settings::{ServeArgs, Settings, SingleModel};
 
 /// The name TF Serving's binary has; ferroserve installed under it takes its flags.
@@ -123,7 +130,7 @@ pub struct TfsArgs {
         id = "tfs_enable_batching",
         overrides_with = "tfs_enable_batching",
         value_name = "BOOL",
-        value_parser = clap::builder::BoolishValueParser::new(),
+        value_parser = tfs_bool,
         num_args = 0..=1,
         require_equals = true,
         default_missing_value = "true"
@@ -152,7 +159,7 @@ pub struct TfsArgs {
         id = "tfs_allow_version_labels_for_unavailable_models",
         overrides_with = "tfs_allow_version_labels_for_unavailable_models",
         value_name = "BOOL",
-        value_parser = clap::builder::BoolishValueParser::new(),
+        value_parser = tfs_bool,
         num_args = 0..=1,
         require_equals = true,
         default_missing_value = "true"
@@ -165,7 +172,7 @@ pub struct TfsArgs {
         id = "tfs_enable_model_warmup",
         overrides_with = "tfs_enable_model_warmup",
         value_name = "BOOL",
-        value_parser = clap::builder::BoolishValueParser::new(),
+        value_parser = tfs_bool,
         num_args = 0..=1,
         require_equals = true,
         default_missing_value = "true"
@@ -209,6 +216,20 @@ pub struct TfsArgs {
     /// repository.
     #[arg(skip)]
     pub under_tfs_name: bool,
+    /// The serve command's settings (ids of [`ServeArgs`] fields, `grpc_addr`) whose
+    /// value came from a `FERROSERVE_*` environment variable (set by `main` from
+    /// clap's value sources). A TF Serving flag of the same setting overrides such a
+    /// value, as every flag overrides the environment; only two command-line flags
+    /// of one setting are refused ([`TfsArgs::fold_into`]).
+    #[arg(skip)]
+    pub from_environment: BTreeSet<String>,
+    /// The serve command's settings given as command-line flags (as above).
+    #[arg(skip)]
+    pub from_command_line: BTreeSet<String>,
+    /// Whether `model_base_path` came from the container image's variables
+    /// (`MODEL_NAME`, `MODEL_BASE_PATH`), not from the command line.
+    #[arg(skip)]
+    pub base_path_from_environment: bool,
 }
 
 /// A TF Serving command line ferroserve cannot honour.
@@ -299,6 +320,12 @@ fn check_unsupported(
     }
 }
 
+/// A TF Serving boolean flag's value for clap: `true`, `false`, `1` or `0` (as
+/// TensorFlow's flag parser takes them; `yes`, `on` are refused as there).
+fn tfs_bool(v: &str) -> Result<bool, String> {
+    truthy(v).ok_or_else(|| format!("{v:?} is not a boolean: give true or false"))
+}
+
 /// A boolean flag's value, in any spelling TF Serving accepts.
 fn truthy(v: &str) -> Option<bool> {
     match v.to_ascii_lowercase().as_str() {
@@ -328,8 +355,9 @@ pub fn invoked_as_tfs(arg0: &std::ffi::OsStr) -> bool {
         .is_some_and(|n| n == TFS_BINARY)
 }
 
-/// Prepares a command line for clap: under TF Serving's name, `serve` is put first
-/// (and `--version` prints ferroserve's version); `-name=value` becomes
+/// Prepares a command line for clap: under TF Serving's name, `serve` is put first;
+/// `--version` (`--version=true`) of `serve` prints ferroserve's version, and
+/// `--version=false` is dropped; `-name=value` becomes
 /// `--name=value` for TF Serving's flags; TF Serving's flags that ferroserve does
 /// not support are refused, unless their last value asks for nothing (then they
 /// are dropped). Only the `serve` command's arguments are touched.
@@ -379,8 +407,19 @@ pub fn normalize_args(args: Vec<OsString>) -> Result<Vec<OsString>, TfsError> {
             Some((n, v)) => (n, Some(v.to_string())),
             None => (body, None),
         };
-        if as_tfs && name == "version" && value.as_deref().is_none_or(|v| same_value(v, "true")) {
-            out.push("--tfs-version".into());
+        // TF Serving's boolean `--version`: true prints the version, false asks for
+        // nothing (under either name: `serve` takes TF Serving's flags).
+        if name == "version" {
+            match value.as_deref().map_or(Some(true), truthy) {
+                Some(true) => out.push("--tfs-version".into()),
+                Some(false) => {}
+                None => {
+                    return Err(fail(format!(
+                        "--version={}: give true or false",
+                        value.unwrap_or_default()
+                    )))
+                }
+            }
             continue;
         }
         if let Some(entry) = unsupported(name) {
@@ -447,29 +486,15 @@ impl TfsArgs {
         let base = PathBuf::from(base.unwrap_or_else(|| "/models".into()));
         self.model_base_path = Some(base.join(&name));
         self.model_name = Some(name);
+        self.base_path_from_environment = true;
         self
     }
 
-    /// Folds the flags that are ferroserve settings under another name into `args`
-    /// (flags of the same command line: giving both forms of one setting is an
-    /// error).
+    /// Folds the flags that are ferroserve settings under another name into `args`.
+    /// A TF Serving flag overrides the same setting's `FERROSERVE_*` variable
+    /// ([`TfsArgs::from_environment`]); giving both forms of one setting as flags is
+    /// an error.
     pub fn fold_into(&self, mut args: ServeArgs) -> Result<ServeArgs, TfsError> {
-        fn set<T>(
-            slot: &mut Option<T>,
-            value: Option<T>,
-            ours: &str,
-            theirs: &str,
-        ) -> Result<(), TfsError> {
-            if let Some(v) = value {
-                if slot.is_some() {
-                    return Err(fail(format!(
-                        "--{theirs} and --{ours} set the same thing: give one"
-                    )));
-                }
-                *slot = Some(v);
-            }
-            Ok(())
-        }
         if self.port == Some(0) {
             return Err(fail(
                 "--port=0 would disable gRPC, which ferroserve always serves: give a port",
@@ -484,8 +509,8 @@ impl TfsArgs {
             return Err(fail("--port and --rest_api_port must differ"));
         }
         let any = |port: u16| std::net::SocketAddr::from(([0, 0, 0, 0], port));
-        set(&mut args.grpc_addr, self.port.map(any), "grpc-addr", "port")?;
-        set(
+        self.set_once(&mut args.grpc_addr, self.port.map(any), "grpc-addr", "port")?;
+        self.set_once(
             &mut args.rest_addr,
             self.rest_api_port.map(any),
             "rest-addr",
@@ -494,13 +519,13 @@ impl TfsArgs {
         if self.rest_api_timeout_in_ms == Some(0) {
             return Err(fail("--rest_api_timeout_in_ms must be positive"));
         }
-        set(
+        self.set_once(
             &mut args.request_timeout_secs,
             self.rest_api_timeout_in_ms.map(|ms| ms as f64 / 1000.0),
             "request-timeout-secs",
             "rest_api_timeout_in_ms",
         )?;
-        set(
+        self.set_once(
             &mut args.model_config_file,
             self.model_config_file.clone(),
             "model-config-file",
@@ -514,7 +539,7 @@ impl TfsArgs {
                 other => Ok(other.map(|s| s as f64)),
             }
         };
-        set(
+        self.set_once(
             &mut args.model_config_file_poll_wait_seconds,
             seconds(
                 self.model_config_file_poll_wait_seconds,
@@ -523,7 +548,7 @@ impl TfsArgs {
             "model-config-file-poll-wait-seconds",
             "model_config_file_poll_wait_seconds",
         )?;
-        set(
+        self.set_once(
             &mut args.file_system_poll_wait_seconds,
             seconds(
                 self.file_system_poll_wait_seconds,
@@ -533,13 +558,23 @@ impl TfsArgs {
             "file_system_poll_wait_seconds",
         )?;
         // TF Serving's 0 loads serially; so does one ferroserve load at a time.
-        set(
+        self.set_once(
             &mut args.max_concurrent_loads,
             self.num_load_threads.map(|n| n.max(1)),
             "max-concurrent-loads",
             "num_load_threads",
         )?;
-        set(
+        if let Some(n) = self
+            .tensorflow_intra_op_parallelism
+            .filter(|n| *n > crate::settings::MAX_THREADS)
+        {
+            return Err(fail(format!(
+                "--tensorflow_intra_op_parallelism={n}: at most {} threads (each ONNX \
+                 Runtime session of every model starts that many)",
+                crate::settings::MAX_THREADS
+            )));
+        }
+        self.set_once(
             &mut args.onnx_intra_threads,
             self.tensorflow_intra_op_parallelism.filter(|n| *n > 0),
             "onnx-intra-threads",
@@ -552,19 +587,26 @@ impl TfsArgs {
                         "--grpc_channel_arguments: {item:?} is not key=value"
                     ))
                 })?;
-                let bytes = value.trim().parse::<usize>().map_err(|_| {
+                // gRPC's -1 is "unlimited": the most a gRPC channel argument (an
+                // int) can say, protobuf's 2 GiB message limit.
+                let value = value.trim();
+                let bytes = match value {
+                    "-1" => Ok(i32::MAX as usize),
+                    _ => value.parse::<usize>(),
+                };
+                let bytes = bytes.map_err(|_| {
                     fail(format!(
                         "--grpc_channel_arguments: {key} must be a number of bytes, not {value:?}"
                     ))
                 })?;
                 match key.trim() {
-                    "grpc.max_receive_message_length" => set(
+                    "grpc.max_receive_message_length" => self.set_once(
                         &mut args.grpc_max_receive_bytes,
                         Some(bytes),
                         "grpc-max-receive-bytes",
                         "grpc_channel_arguments",
                     )?,
-                    "grpc.max_send_message_length" => set(
+                    "grpc.max_send_message_length" => self.set_once(
                         &mut args.grpc_max_send_bytes,
                         Some(bytes),
                         "grpc-max-send-bytes",
@@ -582,12 +624,51 @@ impl TfsArgs {
         Ok(args)
     }
 
+    /// Puts a TF Serving flag's `value` in the `slot` of ferroserve's flag `--ours`:
+    /// over a value of the environment, but not over the same setting given as a
+    /// flag (an error: which one was meant?).
+    fn set_once<T>(
+        &self,
+        slot: &mut Option<T>,
+        value: Option<T>,
+        ours: &str,
+        theirs: &str,
+    ) -> Result<(), TfsError> {
+        if let Some(v) = value {
+            if slot.is_some() && !self.from_environment.contains(&ours.replace('-', "_")) {
+                return Err(fail(format!(
+                    "--{theirs} and --{ours} set the same thing: give one"
+                )));
+            }
+            *slot = Some(v);
+        }
+        Ok(())
+    }
+
     /// Sets what only TF Serving's flags say: the one model, the default batching,
     /// the metrics' second path, the label and warm-up defaults. Reads the batching
     /// and monitoring files. Refuses, as TF Serving does, a model base path that is
     /// not a directory (nothing is created), and, under TF Serving's name, a start
     /// with no model named at all.
     pub fn finish(&self, settings: &mut Settings) -> Result<(), TfsError> {
+        // A model config file that only the environment (FERROSERVE_MODEL_CONFIG_FILE)
+        // or the --config file names gives way to --model_base_path on the command
+        // line: a flag overrides both. (Both as flags: TF Serving's rule, below.)
+        let config_file_is_a_flag = self.model_config_file.is_some()
+            || (self.from_command_line.contains("model_config_file")
+                && !self.from_environment.contains("model_config_file"));
+        if self.model_base_path.is_some()
+            && !self.base_path_from_environment
+            && !config_file_is_a_flag
+        {
+            if let Some(file) = settings.model_config_file.take() {
+                tracing::warn!(
+                    "--model_base_path is given: the model config file {} (from the \
+                     environment or the --config file) is ignored",
+                    file.display()
+                );
+            }
+        }
         match (&self.model_base_path, &self.model_name) {
             (Some(base), name) => {
                 if settings.model_config_file.is_some() {
@@ -758,7 +839,11 @@ pub fn parse_batching_parameters(text: &str) -> Result<BatchingConfig, String> {
         ..BatchingConfig::default()
     };
     let mut enqueued_batches = None;
+    let mut seen = Vec::new();
     for f in &fields {
+        if f.name != "allowed_batch_sizes" {
+            once(&mut seen, f)?;
+        }
         match f.name.as_str() {
             "max_batch_size" => b.max_batch_size = integer(wrapped(f)?)? as usize,
             "batch_timeout_micros" => b.max_queue_delay_micros = integer(wrapped(f)?)?,
@@ -766,6 +851,16 @@ pub fn parse_batching_parameters(text: &str) -> Result<BatchingConfig, String> {
             "num_batch_threads" => b.instances = integer(wrapped(f)?)? as usize,
             "thread_pool_name" => {
                 string(wrapped(f)?)?;
+            }
+            // TF Serving reads it only with enable_large_batch_splitting, which
+            // ferroserve refuses: without it TF Serving ignores it too.
+            "max_execution_batch_size" => {
+                integer(wrapped(f)?)?;
+                tracing::warn!(
+                    "--batching_parameters_file line {}: max_execution_batch_size is ignored \
+                     (it applies only with enable_large_batch_splitting, which ferroserve does not do)",
+                    f.line
+                );
             }
             "allowed_batch_sizes" => b.preferred_batch_sizes.push(integer(f)? as usize),
             "pad_variable_length_inputs" => {
@@ -794,6 +889,7 @@ pub fn parse_batching_parameters(text: &str) -> Result<BatchingConfig, String> {
                         "max_enqueued_batches",
                         "num_batch_threads",
                         "thread_pool_name",
+                        "max_execution_batch_size",
                         "allowed_batch_sizes",
                         "pad_variable_length_inputs",
                         "enable_large_batch_splitting",
@@ -826,12 +922,16 @@ pub fn parse_batching_parameters(text: &str) -> Result<BatchingConfig, String> {
 pub fn parse_monitoring_config(text: &str) -> Result<Option<String>, String> {
     let fields = parse_text_fields(text)?;
     let mut path = None;
+    let mut seen = Vec::new();
     for f in &fields {
+        once(&mut seen, f)?;
         match f.name.as_str() {
             "prometheus_config" => {
                 let mut enable = false;
                 let mut p = None;
+                let mut seen = Vec::new();
                 for g in message(f)? {
+                    once(&mut seen, g)?;
                     match g.name.as_str() {
                         "enable" => enable = boolean(g)?,
                         "path" => p = Some(string(g)?),
@@ -842,15 +942,11 @@ pub fn parse_monitoring_config(text: &str) -> Result<Option<String>, String> {
                     let p = p
                         .filter(|p| !p.is_empty())
                         .unwrap_or_else(|| "/monitoring/prometheus/metrics".into());
-                    if !p.starts_with('/')
-                        || p.contains(['{', '}', '*', '?', '#', ' '])
-                        || p.contains("//")
-                    {
-                        return Err(format!(
-                            "line {}: path {p:?} must be an absolute URL path",
-                            f.line
-                        ));
-                    }
+                    // A path a route answers or captures (`/healthz`, `/v1/models/m`)
+                    // or that is not a plain path (`/v2/models/:x`) is refused here,
+                    // before the router is built.
+                    crate::http::check_metrics_path(&p)
+                        .map_err(|e| format!("line {}: {e}", f.line))?;
                     path = Some(p);
                 }
             }
@@ -1094,6 +1190,43 @@ mod tests {
         assert!(e("max_batch_size: 8").contains("{ value: … }"));
         assert!(e("nope { value: 1 }").contains("unknown field"));
         assert!(e("max_batch_size { value: 0 }").contains("max_batch_size"));
+        // As protobuf's text format: a field that is not repeated, given twice.
+        assert!(
+            e("max_batch_size { value: 8 }\nmax_batch_size { value: 16 }").contains(
+                "line 2: non-repeated field \"max_batch_size\" is specified multiple times"
+            )
+        );
+        // Ignored, as TF Serving ignores it without enable_large_batch_splitting.
+        let b = parse_batching_parameters(
+            "max_batch_size { value: 8 }\nmax_execution_batch_size { value: 4 }",
+        )
+        .unwrap();
+        assert_eq!(b.max_batch_size, 8);
+        assert!(e("max_execution_batch_size: 4").contains("{ value: … }"));
+    }
+
+    #[test]
+    fn tfs_booleans_and_unlimited_message_sizes() {
+        for (v, want) in [("true", true), ("1", true), ("false", false), ("0", false)] {
+            assert_eq!(tfs_bool(v), Ok(want), "{v}");
+        }
+        for v in ["yes", "on", "no", "off", "y", ""] {
+            assert!(tfs_bool(v).is_err(), "{v}");
+        }
+        let t = TfsArgs {
+            grpc_channel_arguments: Some(
+                "grpc.max_receive_message_length=-1,grpc.max_send_message_length=-1".into(),
+            ),
+            ..TfsArgs::default()
+        };
+        let args = t.fold_into(ServeArgs::default()).unwrap();
+        assert_eq!(args.grpc_max_receive_bytes, Some(i32::MAX as usize));
+        assert_eq!(args.grpc_max_send_bytes, Some(i32::MAX as usize));
+        let t = TfsArgs {
+            grpc_channel_arguments: Some("grpc.max_receive_message_length=-2".into()),
+            ..TfsArgs::default()
+        };
+        assert!(t.fold_into(ServeArgs::default()).is_err());
     }
 
     #[test]
@@ -1118,6 +1251,11 @@ mod tests {
             parse_monitoring_config("prometheus_config { enable: true, path: \"x\" }").is_err()
         );
         assert!(parse_monitoring_config("other {}").is_err());
+        assert!(parse_monitoring_config(
+            "prometheus_config { enable: true path: \"/a\" path: \"/b\" }"
+        )
+        .unwrap_err()
+        .contains("multiple times"));
     }
 
     #[test]
@@ -1167,5 +1305,94 @@ mod tests {
             ..TfsArgs::default()
         };
         assert!(zero.fold_into(ServeArgs::default()).is_err());
+    }
+
+    /// A value a FERROSERVE_* variable gave is overridden by the TF Serving flag of
+    /// the same setting, not refused as a clash.
+    #[test]
+    fn tfs_flags_override_the_environment() {
+        let t = TfsArgs {
+            port: Some(9000),
+            rest_api_timeout_in_ms: Some(60_000),
+            from_environment: ["grpc_addr".to_string(), "request_timeout_secs".into()].into(),
+            ..TfsArgs::default()
+        };
+        let from_env = ServeArgs {
+            grpc_addr: Some("127.0.0.1:1".parse().unwrap()),
+            request_timeout_secs: Some(5.0),
+            ..ServeArgs::default()
+        };
+        let args = t.fold_into(from_env).unwrap();
+        assert_eq!(args.grpc_addr, Some("0.0.0.0:9000".parse().unwrap()));
+        assert_eq!(args.request_timeout_secs, Some(60.0));
+    }
+
+    /// --model_base_path on the command line wins over a config file the
+    /// environment names; a config file given as a flag still wins (TF Serving).
+    #[test]
+    fn a_base_path_flag_wins_over_the_environments_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = TfsArgs {
+            model_base_path: Some(dir.path().to_path_buf()),
+            from_environment: ["model_config_file".to_string()].into(),
+            ..TfsArgs::default()
+        };
+        let mut settings = Settings {
+            model_config_file: Some("/env/models.config".into()),
+            ..Settings::default()
+        };
+        t.finish(&mut settings).unwrap();
+        assert_eq!(settings.model_config_file, None);
+        assert!(settings.single_model.is_some());
+        let flag = TfsArgs {
+            model_base_path: Some(dir.path().to_path_buf()),
+            from_command_line: ["model_config_file".to_string()].into(),
+            ..TfsArgs::default()
+        };
+        let mut settings = Settings {
+            model_config_file: Some("/flag/models.config".into()),
+            ..Settings::default()
+        };
+        flag.finish(&mut settings).unwrap();
+        assert!(settings.model_config_file.is_some());
+        assert!(settings.single_model.is_none());
+    }
+
+    /// A thread count far above any machine's cores is refused before any
+    /// session starts it.
+    #[test]
+    fn intra_op_parallelism_is_bounded() {
+        let at = |n| TfsArgs {
+            tensorflow_intra_op_parallelism: Some(n),
+            ..TfsArgs::default()
+        };
+        let max = crate::settings::MAX_THREADS;
+        assert_eq!(
+            at(max)
+                .fold_into(ServeArgs::default())
+                .unwrap()
+                .onnx_intra_threads,
+            Some(max)
+        );
+        for n in [max + 1, 100_000] {
+            let e = at(n).fold_into(ServeArgs::default()).unwrap_err();
+            assert!(e.0.contains("at most 1024"), "{e}");
+        }
+    }
+
+    #[test]
+    fn version_flag_reads_as_tf_serving_reads_it() {
+        for args in [
+            &["ferroserve", "serve", "--version"][..],
+            &["ferroserve", "serve", "--version=true"],
+            &["ferroserve", "serve", "-version=1"],
+            &["/bin/tensorflow_model_server", "--version"],
+        ] {
+            let out = strings(normalize_args(os(args)).unwrap());
+            assert_eq!(out.last().unwrap(), "--tfs-version", "{args:?}");
+        }
+        let out = strings(normalize_args(os(&["ferroserve", "serve", "--version=false"])).unwrap());
+        assert_eq!(out, ["ferroserve", "serve"]);
+        assert!(normalize_args(os(&["ferroserve", "serve", "--version=maybe"])).is_err());
     }
 }

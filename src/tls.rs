@@ -82,6 +82,11 @@ pub enum TlsError {
         key: PathBuf,
         reason: rustls::Error,
     },
+    #[error(
+        "the key {key} cannot be used: {reason}; keys may be RSA (2048 to 8192 bits), \
+         ECDSA on P-256 or P-384, or Ed25519"
+    )]
+    UnusableKey { key: PathBuf, reason: String },
     #[error("client CA {path}: {reason}")]
     ClientCa { path: PathBuf, reason: String },
     #[error("TLS configuration: {0}")]
@@ -251,6 +256,86 @@ fn is_encrypted_key(pem: &[u8]) -> bool {
         || text.contains("Proc-Type: 4,ENCRYPTED")
 }
 
+/// What a private key is, when it is of a kind this server cannot use: ring signs
+/// with RSA, ECDSA on P-256 and P-384, and Ed25519 only. `None` for those kinds (a
+/// key of them that still fails, an RSA key of 1024 bits say, is told by rustls'
+/// words) and for DER that is not a key at all.
+fn unsupported_key_kind(key: &PrivateKeyDer<'_>) -> Option<String> {
+    use x509_parser::asn1_rs::{Any, Class, FromDer, Oid, Tag};
+
+    /// The items of a SEQUENCE whose contents are `data`.
+    fn items(data: &[u8]) -> Option<Vec<Any<'_>>> {
+        let mut rest = data;
+        let mut out = Vec::new();
+        while !rest.is_empty() {
+            let (after, item) = Any::from_der(rest).ok()?;
+            out.push(item);
+            rest = after;
+        }
+        Some(out)
+    }
+    /// The items of the DER SEQUENCE `der`.
+    fn sequence(der: &[u8]) -> Option<Vec<Any<'_>>> {
+        let (_, sequence) = Any::from_der(der).ok()?;
+        if sequence.header.tag() != Tag::Sequence {
+            return None;
+        }
+        items(sequence.data)
+    }
+    let (algorithm, curve) = match key {
+        PrivateKeyDer::Pkcs1(_) => return None,
+        // ECPrivateKey: version, privateKey, [0] parameters (the curve), [1] publicKey.
+        PrivateKeyDer::Sec1(k) => {
+            let fields = sequence(k.secret_sec1_der())?;
+            let parameters = fields
+                .iter()
+                .find(|i| i.header.class() == Class::ContextSpecific && i.header.tag() == Tag(0))?;
+            let (_, curve) = Oid::from_der(parameters.data).ok()?;
+            ("1.2.840.10045.2.1".to_string(), Some(curve.to_id_string()))
+        }
+        // PrivateKeyInfo: version, AlgorithmIdentifier { algorithm, parameters }, ...
+        PrivateKeyDer::Pkcs8(k) => {
+            let fields = sequence(k.secret_pkcs8_der())?;
+            let identifier = fields.get(1).filter(|i| i.header.tag() == Tag::Sequence)?;
+            let parts = items(identifier.data)?;
+            let algorithm = parts.first()?.as_oid().ok()?.to_id_string();
+            let curve = parts
+                .get(1)
+                .and_then(|p| p.as_oid().ok())
+                .map(|c| c.to_id_string());
+            (algorithm, curve)
+        }
+        _ => return None,
+    };
+    let kind = match (algorithm.as_str(), curve.as_deref()) {
+        // rsaEncryption, Ed25519.
+        ("1.2.840.113549.1.1.1" | "1.3.101.112", _) => return None,
+        ("1.2.840.10045.2.1", Some("1.2.840.10045.3.1.7" | "1.3.132.0.34")) => return None,
+        ("1.2.840.10045.2.1", Some(curve)) => {
+            let name = match curve {
+                "1.3.132.0.35" => "P-521 (secp521r1)".to_string(),
+                "1.3.132.0.10" => "secp256k1".to_string(),
+                "1.2.840.10045.3.1.1" => "P-192 (prime192v1)".to_string(),
+                "1.3.132.0.33" => "P-224 (secp224r1)".to_string(),
+                "1.3.36.3.3.2.8.1.1.7" => "brainpoolP256r1".to_string(),
+                "1.3.36.3.3.2.8.1.1.11" => "brainpoolP384r1".to_string(),
+                "1.3.36.3.3.2.8.1.1.13" => "brainpoolP512r1".to_string(),
+                other => format!("the curve of OID {other}"),
+            };
+            format!("an ECDSA key on {name}")
+        }
+        ("1.2.840.10045.2.1", None) => "an EC key that names no curve".to_string(),
+        ("1.3.101.113", _) => "an Ed448 key".to_string(),
+        ("1.3.101.110" | "1.3.101.111", _) => {
+            "an X25519 or X448 key (for key agreement, it cannot sign)".to_string()
+        }
+        ("1.2.840.113549.1.1.10", _) => "an RSA-PSS key (id-RSASSA-PSS)".to_string(),
+        ("1.2.840.10040.4.1", _) => "a DSA key".to_string(),
+        (other, _) => format!("a key of the algorithm of OID {other}"),
+    };
+    Some(kind)
+}
+
 /// Why `cert` is not valid at `now` (expired, or not yet valid), if it is not.
 fn validity_problem(cert: &CertificateDer<'_>, now: std::time::SystemTime) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
@@ -290,14 +375,31 @@ fn build_configs(files: &TlsFiles, contents: &Contents) -> Result<Configs, TlsEr
             e.to_string()
         },
     })?;
-    // from_der also checks that the key is the certificate's, so a half-written
-    // pair (new certificate, old key) is refused rather than served.
-    let certified =
-        CertifiedKey::from_der(chain, key, &provider).map_err(|reason| TlsError::Key {
-            cert: files.cert.clone(),
+    // A key ring cannot sign with is told by its kind (rustls says only that it
+    // failed to parse it "as RSA, ECDSA, or EdDSA"), not as a key of another pair.
+    let signing_key = provider
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(|e| TlsError::UnusableKey {
             key: files.key.clone(),
-            reason,
+            reason: match unsupported_key_kind(&key) {
+                Some(kind) => format!("it is {kind}, which is not supported"),
+                None => e.to_string(),
+            },
         })?;
+    // The key must be the certificate's, so a half-written pair (new certificate,
+    // old key) is refused rather than served (as `CertifiedKey::from_der` checks).
+    let certified = CertifiedKey::new(chain, signing_key);
+    match certified.keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+        Err(reason) => {
+            return Err(TlsError::Key {
+                cert: files.cert.clone(),
+                key: files.key.clone(),
+                reason,
+            })
+        }
+    }
     let verifier = match (&files.client_ca, &contents.client_ca) {
         (Some(path), Some(pem)) => {
             let ca_error = |reason: String| TlsError::ClientCa {
@@ -516,6 +618,64 @@ mod tests {
         params.not_after = rcgen::date_time_ymd(until.0, until.1, until.2);
         let key = rcgen::KeyPair::generate().unwrap();
         params.self_signed(&key).unwrap().der().clone()
+    }
+
+    // Keys ring cannot sign with, made by `openssl genpkey` (PKCS#8) and
+    // `openssl pkey -traditional` (SEC1) for this test only.
+    const P521_PKCS8: &str = "-----BEGIN PRIVATE KEY-----
+MIHuAgEAMBAGByqGSM49AgEGBSuBBAAjBIHWMIHTAgEBBEIB1fUwwoN6Oc1YJROt
+3wpyMlgSmT/IrcqJFACHJ3VsEm9dWqeP9fe6z8BFcgtbKMyBnN1Z95sr9Y+BPRfL
+VNlwe+ChgYkDgYYABAEZxYTx9ginKiIiq2J/Vz/d351cD6XtOcVIRE4zDIYDz1BN
+H3BNqV/BXReeKmyCvVKRLrFuEg7Y/HJTzKPwZqyScQDEoGoKeyf1n4IvXLCqdAn2
+PZYEPMFDRPk6lEjPuT2KMS2rqAm1CTcBkZ7qgG6w8Gsp5fAQ84qDDNsL3FWPD74L
+lw==
+-----END PRIVATE KEY-----
+";
+    const P521_SEC1: &str = "-----BEGIN EC PRIVATE KEY-----
+MIHcAgEBBEIB1fUwwoN6Oc1YJROt3wpyMlgSmT/IrcqJFACHJ3VsEm9dWqeP9fe6
+z8BFcgtbKMyBnN1Z95sr9Y+BPRfLVNlwe+CgBwYFK4EEACOhgYkDgYYABAEZxYTx
+9ginKiIiq2J/Vz/d351cD6XtOcVIRE4zDIYDz1BNH3BNqV/BXReeKmyCvVKRLrFu
+Eg7Y/HJTzKPwZqyScQDEoGoKeyf1n4IvXLCqdAn2PZYEPMFDRPk6lEjPuT2KMS2r
+qAm1CTcBkZ7qgG6w8Gsp5fAQ84qDDNsL3FWPD74Llw==
+-----END EC PRIVATE KEY-----
+";
+    const SECP256K1_SEC1: &str = "-----BEGIN EC PRIVATE KEY-----
+MHQCAQEEINPy2Sph4qXkKpHC1rvyO2GEVflpwfviATlFLBoOBqFuoAcGBSuBBAAK
+oUQDQgAE8n5HUE5fl4WzGTeV/f6GTwE1pg45BFmozKy3LryVmonAXORchaQJ9uKl
+ALRQmMGQm7sdoSkyNlFMDHGuQbeh4A==
+-----END EC PRIVATE KEY-----
+";
+    const ED448_PKCS8: &str = "-----BEGIN PRIVATE KEY-----
+MEcCAQAwBQYDK2VxBDsEOQX/BrLLXjKr5CDiZjQ/6cbd+nyL+JSQp3ils5T8dUYo
+g92f76o4Z+Wl4g1XI8Q44n6R1GqX24q4Xw==
+-----END PRIVATE KEY-----
+";
+
+    #[test]
+    fn a_key_of_a_kind_ring_cannot_use_is_named() {
+        let kind = |pem: &str| {
+            unsupported_key_kind(&PrivateKeyDer::from_pem_slice(pem.as_bytes()).unwrap())
+        };
+        for (pem, says) in [
+            (P521_PKCS8, "an ECDSA key on P-521 (secp521r1)"),
+            (P521_SEC1, "an ECDSA key on P-521 (secp521r1)"),
+            (SECP256K1_SEC1, "an ECDSA key on secp256k1"),
+            (ED448_PKCS8, "an Ed448 key"),
+        ] {
+            assert_eq!(kind(pem).as_deref(), Some(says), "{pem}");
+        }
+        // The kinds ring signs with.
+        for algorithm in [
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+            &rcgen::PKCS_ECDSA_P384_SHA384,
+            &rcgen::PKCS_ED25519,
+        ] {
+            let key = rcgen::KeyPair::generate_for(algorithm).unwrap();
+            assert_eq!(kind(&key.serialize_pem()), None, "{algorithm:?}");
+        }
+        // Not a key at all: nothing to say.
+        let junk = PrivateKeyDer::Pkcs8(vec![0x30, 0x03, 0x02, 0x01, 0x00].into());
+        assert_eq!(unsupported_key_kind(&junk), None);
     }
 
     #[test]

@@ -418,6 +418,23 @@ async fn a_tokens_file_that_does_not_parse_is_told_without_its_text() {
             format!("[[token]]\nname = \"ci\"\n\"{SECRET}\" = 1\n"),
             "line 3, column 1: unknown key",
         ),
+        // A file that parses but holds a token where a scope or a name belongs: the
+        // entry and the scope are told by their place.
+        (
+            format!(
+                "[[token]]\nname = \"ci\"\nsha256 = \"{}\"\nscopes = [\"inference\", \"{SECRET}\"]\n",
+                "0".repeat(64)
+            ),
+            "token 1 \"ci\" (line 2): unknown scope: scope 2 is not one of inference, \
+             management, metrics",
+        ),
+        (
+            format!(
+                "[[token]]\nname = \"{SECRET}\"\nsha256 = \"{}\"\nscopes = [\"inference\"]\n",
+                "0".repeat(64)
+            ),
+            "token 1 (line 2): the token name is not valid",
+        ),
     ] {
         std::fs::write(&bad, &text).unwrap();
         let command = serve(&bad, "127.0.0.1:0".parse().unwrap());
@@ -453,6 +470,60 @@ async fn a_tokens_file_that_does_not_parse_is_told_without_its_text() {
         .unwrap()
         .status();
     assert_eq!(status, 200);
+}
+
+/// `--allow-unauthenticated-management` with `--auth-tokens` asked for two things at
+/// once; management needed a token all the same and nothing said so. Refused at
+/// start however each is given (flag, environment, config file), as
+/// `--metrics-require-token` without tokens is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_management_with_tokens_is_refused_at_start() {
+    let dir = repo();
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(&tokens, tokens_text()).unwrap();
+    let config = dir.path().join("ferroserve.toml");
+    std::fs::write(&config, "allow_unauthenticated_management = true\n").unwrap();
+    let serve = || {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ferroserve"));
+        command
+            .env_remove("FERROSERVE_ALLOW_UNAUTHENTICATED_MANAGEMENT")
+            .arg("serve")
+            .arg("--model-repository")
+            .arg(dir.path().join("models"))
+            .args(["--rest-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+            .arg("--auth-tokens")
+            .arg(&tokens);
+        command
+    };
+    let mut flag = serve();
+    flag.arg("--allow-unauthenticated-management");
+    let mut env = serve();
+    env.env("FERROSERVE_ALLOW_UNAUTHENTICATED_MANAGEMENT", "true");
+    let mut file = serve();
+    file.arg("--config").arg(&config);
+    for (how, command) in [("flag", flag), ("environment", env), ("config file", file)] {
+        // A server that starts instead is killed when the wait gives up.
+        let mut command = tokio::process::Command::from(command);
+        command
+            .kill_on_drop(true)
+            .stdin(std::process::Stdio::null());
+        let out = tokio::time::timeout(Duration::from_secs(30), command.output())
+            .await
+            .unwrap_or_else(|_| panic!("{how}: the server started"))
+            .unwrap();
+        let output = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(1), "{how}: {output}");
+        assert!(
+            output.contains(
+                "allow_unauthenticated_management: cannot be on together with auth_tokens"
+            ),
+            "{how}: {output}"
+        );
+    }
 }
 
 async fn channel(server: &TestServer) -> Channel {

@@ -556,3 +556,118 @@ async fn serve_writes_its_pid_file_and_stop_ends_it() {
     client.kill().unwrap();
     client.wait().unwrap();
 }
+
+/// A server that answers every request with `response` (a whole HTTP/1.1
+/// answer): another kind of server than ferroserve, or a proxy's error page.
+async fn foreign_server(response: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket.write_all(response.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    url
+}
+
+/// Messages name the server without the password of --server; names that name
+/// nothing (`..`) are usage errors found before anything is sent, in every
+/// command; a model the server does not list is said so, not "refused"; another
+/// kind of server's 200 is no empty table, and its error pages are cut short;
+/// predict's errors name the file's lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_messages_are_accurate() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    let server = TestServer::start_with(test_settings(&repo)).await;
+    let with_password = server.base.replace("http://", "http://user:secretpw@");
+    let (code, out) = run(cli(&with_password, &["status"])).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("secretpw"), "{out}");
+    assert!(out.contains("user:***@"), "{out}");
+
+    // Usage errors (2) even with no server to ask (that would be 3).
+    let model = root_path("examples/models/iris_lr/1/model.onnx")
+        .display()
+        .to_string();
+    let rows = dir.path().join("rows.jsonl");
+    std::fs::write(&rows, "[5.1, 3.5, 1.4, 0.2]\n").unwrap();
+    let rows = rows.display().to_string();
+    for args in [
+        &["models", "status", ".."][..],
+        &["models", "load", ".."],
+        &["predict", "..", "--input", &rows],
+        &["upload", &model, "--model", ".."],
+        &["jobs", "status", ".."],
+    ] {
+        let (code, out) = run(cli("http://127.0.0.1:1", args)).await;
+        assert_eq!(code, 2, "{args:?}: {out}");
+    }
+    let (code, out) = run(cli(&server.base, &["models", "status", "nosuch"])).await;
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("has no model \"nosuch\""), "{out}");
+    assert!(!out.contains("refused"), "{out}");
+
+    // Row numbers of the file, not of the request.
+    let big = dir.path().join("big.jsonl");
+    let text: String = (0..300)
+        .map(|i| {
+            if i == 290 {
+                "[1, 2, 3]\n"
+            } else {
+                "[5.1, 3.5, 1.4, 0.2]\n"
+            }
+        })
+        .collect();
+    std::fs::write(&big, text).unwrap();
+    let (code, out) = run(cli(
+        &server.base,
+        &["predict", "iris", "--input", &big.display().to_string()],
+    ))
+    .await;
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("line 291 of"), "{out}");
+    let csv = dir.path().join("bad.csv");
+    std::fs::write(
+        &csv,
+        format!("{}\n5.1,3.5,1.4,0.2\n5.1,abc,1.4,0.2\n", FEATURES.join(",")),
+    )
+    .unwrap();
+    let (code, out) = run(cli(
+        &server.base,
+        &["predict", "iris", "--input", &csv.display().to_string()],
+    ))
+    .await;
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("line 3 of"), "{out}");
+    server.stop().await;
+
+    // Not ferroserve: a 200 that is not JSON is an unexpected answer (5).
+    let url = foreign_server(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot json\n",
+    )
+    .await;
+    let (code, out) = run(cli(&url, &["models", "list"])).await;
+    assert_eq!(code, 5, "{out}");
+    assert!(out.contains("not JSON"), "{out}");
+    assert!(!out.contains("MODEL"), "{out}");
+    let page: &'static str = Box::leak(
+        format!(
+            "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html\r\nConnection: close\r\n\r\n\
+             <html><head><title>502 Bad Gateway</title></head><body>{}</body></html>",
+            "<p>filler</p>".repeat(500)
+        )
+        .into_boxed_str(),
+    );
+    let url = foreign_server(page).await;
+    let (code, out) = run(cli(&url, &["models", "list"])).await;
+    assert_eq!(code, 5, "{out}");
+    assert!(out.contains("502 Bad Gateway"), "{out}");
+    assert!(!out.contains("<html>") && out.len() < 1000, "{out}");
+}

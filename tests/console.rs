@@ -1,7 +1,10 @@
 //! The web console's routes without a browser (issue 17): pages render, assets are
 //! served with their content types, `/` redirects, an unknown model's page is a 404
 //! page, the chart data reads the server's own metrics, and with tokens the shells
-//! and assets load without one while everything with data needs it.
+//! and assets load without one while everything with data needs it; a page for a
+//! name no model or job can have (a crafted `..%2F..` link) is refused, and the
+//! deploy panel says what `/deploy` does with workers on or off; `/docs` is never
+//! framed by another site.
 //! The browser test is `tests/console_browser.py` (run by scripts/test.sh).
 
 mod common;
@@ -211,6 +214,15 @@ async fn pages_fragments_assets_and_chart_data() {
             "data-action=\"delete\"",
         ],
     );
+    // Workers are off in these settings: the deploy panel says deployments run in
+    // this process.
+    let page = get(&server, "/console/models/iris_lr", None).await;
+    assert!(
+        page.body.contains("deployments run in this process")
+            && !page.body.contains("own worker process"),
+        "{}",
+        page.body
+    );
     assert_html(
         &get(&server, "/console/models/no_such_model", None).await,
         404,
@@ -354,6 +366,13 @@ async fn pages_fragments_assets_and_chart_data() {
         &["nope"],
     );
 
+    // The docs page (Swagger UI, which sends requests) is never framed by another
+    // site either; the description it reads is no page.
+    let docs = get(&server, "/docs/", None).await;
+    assert_eq!(docs.status, 200, "{}", docs.body);
+    assert_eq!(docs.frame_policy, "frame-ancestors 'self' SAMEORIGIN");
+    assert_eq!(get(&server, "/openapi.json", None).await.status, 200);
+
     // A fragment's text is escaped: a model name with markup shows as text.
     let weird = "a<b>";
     let a = get(&server, &format!("/console/models/{}", "a%3Cb%3E"), None).await;
@@ -388,9 +407,21 @@ fn tokens_file(dir: &Path) -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_tokens_shells_are_open_and_data_is_not() {
     let dir = repo();
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let first_worker_port = free_port();
     let settings = ferroserve::settings::Settings {
         auth_tokens: Some(tokens_file(dir.path())),
         metrics_require_token: true,
+        // Workers on (none is started: nothing is deployed).
+        worker_ports: Some((first_worker_port, first_worker_port)),
+        worker_binary: Some(env!("CARGO_BIN_EXE_ferroserve").into()),
+        state_dir: Some(dir.path().join("state")),
         ..test_settings(&dir.path().join("models"))
     };
     let server = TestServer::start_with(settings).await;
@@ -411,6 +442,41 @@ async fn with_tokens_shells_are_open_and_data_is_not() {
     // Nor whether a job exists.
     let unknown = get(&server, "/console/jobs/no_such_job", None).await;
     assert_html(&unknown, 200, &["/console/fragments/jobs/no_such_job"]);
+    // A name that no model or job can have is refused, token or not: the page
+    // would build its requests (sent with the token) from it, and a crafted link
+    // could point them at another route (`../../../v1/models/m/predictions`, whose
+    // JSON holds what any inference client wrote).
+    for (path, says) in [
+        (
+            "/console/models/..%2F..%2F..%2Fv1%2Fmodels%2Firis_lr%2Fpredictions",
+            "not a valid model name",
+        ),
+        ("/console/models/.hidden", "not a valid model name"),
+        (
+            "/console/models/..%2F..%2F..%2Freload_model",
+            "not a valid model name",
+        ),
+        (
+            "/console/jobs/..%2F..%2F..%2Fv1%2Fmodels%2Firis_lr%2Fpredictions",
+            "not a valid job id",
+        ),
+        ("/console/jobs/a.b", "not a valid job id"),
+    ] {
+        for token in [None, Some(FULL)] {
+            let refused = get(&server, path, token).await;
+            assert_html(&refused, 404, &["Not found", says]);
+            assert!(!refused.body.contains("hx-get=\"/console/fragments/models/"));
+            assert!(!refused.body.contains("hx-get=\"/console/fragments/jobs/"));
+        }
+    }
+    // Workers are on: the deploy panel says a deployment gets its own process.
+    let page = get(&server, "/console/models/iris_lr", None).await;
+    assert!(
+        page.body.contains("its own worker process")
+            && !page.body.contains("deployments run in this process"),
+        "{}",
+        page.body
+    );
     // With one, the data fragment says it.
     assert_eq!(
         get(

@@ -9,7 +9,9 @@ server's metrics, uploads a model with the progress bar and sees it become
 AVAILABLE, then deploys, stops and deletes it through the confirmed buttons; keyboard
 focus survives the live refresh; an image model's form sends a file and answers the
 tensor PIL + numpy make from it. With tokens, the shell loads without one, the data asks for one, and the
-token entered is sent from then on. Screenshots go to target/console-screenshots/.
+token entered is sent from then on, and markup an inference client wrote into the
+prediction log never runs: a crafted `..%2F` link's page is refused, and a JSON
+answer is never put into the page as HTML. Screenshots go to target/console-screenshots/.
 
 usage: .venv-clients/bin/python tests/console_browser.py target/debug/ferroserve
 (never `playwright install`: the browser is /usr/bin/chromium)
@@ -54,6 +56,11 @@ def start_server(binary, work, with_tokens):
         '[preprocess]\nimage = { width = 32, height = 24, resize = "crop", '
         'channels = "gray", layout = "nchw" }\n'
     )
+    # A text model whose every prediction is logged: the log is JSON that holds what
+    # any inference client wrote, which the console must never run as HTML.
+    (models / "ft" / "1").mkdir(parents=True)
+    shutil.copy(ROOT / "tests" / "fixtures" / "fasttext" / "softmax.bin", models / "ft" / "1" / "model.bin")
+    (models / "ft" / "config.toml").write_text("[log]\nsample_rate = 1.0\n")
     rest, grpc = free_port(), free_port()
     args = [
         str(binary), "serve",
@@ -208,6 +215,9 @@ def run(browser, binary, with_tokens):
             # An unknown model's page.
             page.goto(base + "/console/models/no_such_model")
             expect(page.locator("main")).to_contain_text("not found", timeout=WAIT_MS)
+
+            if with_tokens:
+                stored_markup_never_runs(page, base)
             assert not errors, errors
             page.close()
             print(f"console browser test ({name}): ok")
@@ -217,6 +227,45 @@ def run(browser, binary, with_tokens):
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def call(base, method, path, body=None):
+    request = urllib.request.Request(base + path, method=method, data=body and json.dumps(body).encode())
+    request.add_header("Authorization", "Bearer " + TOKEN)
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=10) as r:
+        return r.read().decode()
+
+
+def stored_markup_never_runs(page, base):
+    """An inference client writes markup into the prediction log; a console user
+    (management token in the tab) follows a crafted link meant to make the page
+    fetch that log and swap it in as HTML, which would run the markup with the token
+    in reach. The link's page is refused, and the page's script shows a JSON answer
+    that is no console fragment as text, never as HTML."""
+    payload = "<img src=x onerror=document.title=`STOLEN:`+sessionStorage.getItem(`ferroserve-token`)>"
+    call(base, "POST", "/v1/models/ft:predict", {"instances": [payload]})
+    deadline = time.monotonic() + 30
+    while "onerror" not in call(base, "GET", "/v1/models/ft/predictions"):
+        assert time.monotonic() < deadline, "the prediction was never logged"
+        time.sleep(0.2)
+    response = page.goto(base + "/console/models/..%2F..%2F..%2Fv1%2Fmodels%2Fft%2Fpredictions")
+    assert response.status == 404, response.status
+    expect(page.locator("main")).to_contain_text("not a valid model name", timeout=WAIT_MS)
+    # Were a page to ask for the log anyway, it is not put in as HTML.
+    page.goto(base + "/console")
+    page.evaluate("""() => {
+        const probe = document.createElement("div");
+        probe.id = "probe";
+        probe.setAttribute("hx-get", "/v1/models/ft/predictions");
+        probe.setAttribute("hx-trigger", "load");
+        document.querySelector("main").appendChild(probe);
+        if (window.htmx && htmx.process) htmx.process(probe);
+    }""")
+    expect(page.locator("#probe")).to_contain_text("not part of the console", timeout=WAIT_MS)
+    page.wait_for_timeout(500)
+    assert page.locator("#probe img").count() == 0
+    assert "STOLEN" not in page.title(), page.title()
 
 
 def main():

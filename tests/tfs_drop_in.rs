@@ -443,3 +443,127 @@ async fn model_config_file_takes_lists_of_messages() {
     iris_setosa(&predict(&server, "listed").await);
     iris_setosa(&predict(&server, "listed/labels/stable").await);
 }
+
+/// A monitoring path that a route of the server answers or captures, or that is
+/// not a plain path, stops the start with a clear error (exit 1, as other bad
+/// config files), never a panic (axum's "Overlapping method route").
+#[test]
+fn a_monitoring_path_a_route_answers_is_refused() {
+    let install = Install::new();
+    for path in [
+        "/healthz",
+        "/v2",
+        "/v2/health/ready",
+        "/docs",
+        "/v1/jobs",
+        "/openapi.json",
+        "/console",
+        "/",
+        "/v2/models/:x",
+        "/v1/models/m",
+        "/a/../b",
+    ] {
+        let config = install.path("monitoring.conf");
+        std::fs::write(
+            &config,
+            format!("prometheus_config {{ enable: true path: \"{path}\" }}"),
+        )
+        .unwrap();
+        let mut c = install.tfs();
+        c.arg(format!("--port={}", free_port()))
+            .arg(format!("--rest_api_port={}", free_port()))
+            .arg(format!(
+                "--model_base_path={}",
+                install.models().join("iris").display()
+            ))
+            .arg(format!("--monitoring_config_file={}", config.display()))
+            .env("RUST_BACKTRACE", "0");
+        let (code, out) = run_refused(c);
+        assert_eq!(code, 1, "{path}: {out}");
+        assert!(!out.contains("panicked"), "{path}: {out}");
+        assert!(out.contains("--monitoring_config_file"), "{path}: {out}");
+        assert!(out.contains(&format!("{path:?}")), "{path}: {out}");
+    }
+}
+
+/// `--version` and `--version=true` print the version under both names
+/// (`ferroserve serve` takes TF Serving's flags); `--version=false` asks for
+/// nothing, as in TF Serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_flag_as_tf_serving_reads_it() {
+    let install = Install::new();
+    for name in ["tfs", "serve"] {
+        for flag in ["--version", "--version=true", "-version"] {
+            let mut c = if name == "tfs" {
+                install.tfs()
+            } else {
+                let mut c = Command::new(env!("CARGO_BIN_EXE_ferroserve"));
+                c.arg("serve");
+                c
+            };
+            c.arg(flag);
+            let (code, out) = run_to_end(c);
+            assert_eq!(code, 0, "{name} {flag}: {out}");
+            assert!(
+                out.contains(env!("CARGO_PKG_VERSION")),
+                "{name} {flag}: {out}"
+            );
+        }
+    }
+    let mut c = install.tfs();
+    c.arg("--version=maybe");
+    let (code, out) = run_to_end(c);
+    assert_eq!(code, 2, "{out}");
+    let rest = free_port();
+    let mut c = install.tfs();
+    c.arg("--version=false")
+        .arg(format!("--port={}", free_port()))
+        .arg(format!("--rest_api_port={rest}"))
+        .arg(format!(
+            "--model_base_path={}",
+            install.models().join("iris").display()
+        ));
+    let server = ChildServer::start(c, format!("127.0.0.1:{rest}").parse().unwrap()).await;
+    iris_setosa(&predict(&server, "default").await);
+}
+
+/// A TF Serving flag overrides the FERROSERVE_* variable of the same setting, as
+/// every flag overrides the environment; two flags of one setting are refused.
+/// --model_base_path wins over FERROSERVE_MODEL_CONFIG_FILE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tf_serving_flags_override_the_environment() {
+    let install = Install::new();
+    let other = install.path("other.config");
+    std::fs::write(
+        &other,
+        "model_config_list { config { name: \"other\" base_path: \"/nonexistent\" } }",
+    )
+    .unwrap();
+    let (grpc, rest) = (free_port(), free_port());
+    let mut c = install.tfs();
+    c.env("FERROSERVE_REQUEST_TIMEOUT_SECS", "60")
+        .env("FERROSERVE_GRPC_ADDR", "127.0.0.1:1")
+        .env("FERROSERVE_MODEL_CONFIG_FILE", &other)
+        .arg("--rest_api_timeout_in_ms=60000")
+        .arg(format!("--port={grpc}"))
+        .arg(format!("--rest_api_port={rest}"))
+        .arg(format!(
+            "--model_base_path={}",
+            install.models().join("iris").display()
+        ));
+    let server = ChildServer::start(c, format!("127.0.0.1:{rest}").parse().unwrap()).await;
+    iris_setosa(&predict(&server, "default").await);
+    assert!(std::net::TcpStream::connect(("127.0.0.1", grpc)).is_ok());
+    drop(server);
+
+    let mut c = install.tfs();
+    c.arg("--request-timeout-secs=5")
+        .arg("--rest_api_timeout_in_ms=60000")
+        .arg(format!(
+            "--model_base_path={}",
+            install.models().join("iris").display()
+        ));
+    let (code, out) = run_refused(c);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("set the same thing"), "{out}");
+}

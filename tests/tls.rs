@@ -532,7 +532,35 @@ async fn bad_tls_files_stop_the_start() {
     };
     let error = format!("{:#}", start_error(encrypted).await);
     assert!(error.contains("the key is encrypted"), "{error}");
+    // A key of a kind ring cannot sign with is named by its kind, not as another
+    // pair's key (it read "does not fit the certificate ...: failed to parse private
+    // key as RSA, ECDSA, or EdDSA"). A P-521 key made by `openssl genpkey`.
+    std::fs::write(tls.path("p521.key"), P521_KEY).unwrap();
+    let p521 = Settings {
+        tls_key: Some(tls.path("p521.key")),
+        ..tls.settings(repo.path())
+    };
+    let error = format!("{:#}", start_error(p521).await);
+    for says in [
+        "p521.key cannot be used: it is an ECDSA key on P-521 (secp521r1)",
+        "ECDSA on P-256 or P-384",
+    ] {
+        assert!(error.contains(says), "{error}");
+    }
+    assert!(!error.contains("does not fit"), "{error}");
 }
+
+/// A P-521 key (`openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-521`),
+/// made for the tests only.
+const P521_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIHuAgEAMBAGByqGSM49AgEGBSuBBAAjBIHWMIHTAgEBBEIB1fUwwoN6Oc1YJROt
+3wpyMlgSmT/IrcqJFACHJ3VsEm9dWqeP9fe6z8BFcgtbKMyBnN1Z95sr9Y+BPRfL
+VNlwe+ChgYkDgYYABAEZxYTx9ginKiIiq2J/Vz/d351cD6XtOcVIRE4zDIYDz1BN
+H3BNqV/BXReeKmyCvVKRLrFuEg7Y/HJTzKPwZqyScQDEoGoKeyf1n4IvXLCqdAn2
+PZYEPMFDRPk6lEjPuT2KMS2rqAm1CTcBkZ7qgG6w8Gsp5fAQ84qDDNsL3FWPD74L
+lw==
+-----END PRIVATE KEY-----
+";
 
 /// The client CA file is reloaded like the certificate: after it names another CA,
 /// that CA's clients are let in and the old CA's are not.

@@ -27,13 +27,21 @@ pub enum TokensError {
     Invalid { path: String, reason: String },
 }
 
-/// A token's name is 1 to 64 printable ASCII characters (spaces allowed): it goes
-/// into logs and the audit trail.
+/// What every token begins with (`ferroserve token new` makes them).
+pub const TOKEN_PREFIX: &str = "fst_";
+
+/// A token's name is 1 to 64 printable ASCII characters (spaces allowed), and does
+/// not begin as tokens do: it goes into logs and the audit trail, where a token
+/// pasted as a name would be told to everyone. The error never repeats the name.
 pub fn check_token_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_graphic() || c == ' ')
     {
+        return Err("the token name is not valid: 1 to 64 printable ASCII characters".into());
+    }
+    if name.starts_with(TOKEN_PREFIX) {
         return Err(format!(
-            "token name {name:?} is not valid: 1 to 64 printable ASCII characters"
+            "the token name is not valid: it begins with {TOKEN_PREFIX:?}, as tokens do \
+             (the name is logged; a token never is)"
         ));
     }
     Ok(())
@@ -42,6 +50,10 @@ pub fn check_token_name(name: &str) -> Result<(), String> {
 /// Parses the TOML tokens file. Every entry needs a unique name, a 64-digit hex
 /// SHA-256 and at least one known scope; an empty file configures no token, which
 /// refuses every protected request (the operator asked for tokens).
+///
+/// An error names the entry by its place (`token 3 (line 9)`), and by its name only
+/// when the name is a valid one; it never repeats a value that is wrong (a scope, a
+/// name, a hash): a token pasted there by mistake must not reach a log.
 pub fn parse_tokens(text: &str) -> Result<Vec<TokenEntry>, String> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -52,7 +64,7 @@ pub fn parse_tokens(text: &str) -> Result<Vec<TokenEntry>, String> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Entry {
-        name: String,
+        name: toml::Spanned<String>,
         sha256: String,
         scopes: Vec<String>,
     }
@@ -60,43 +72,52 @@ pub fn parse_tokens(text: &str) -> Result<Vec<TokenEntry>, String> {
     let mut names = BTreeSet::new();
     let mut hashes = BTreeSet::new();
     let mut out = Vec::with_capacity(file.token.len());
-    for e in file.token {
-        check_token_name(&e.name)?;
-        if !names.insert(e.name.clone()) {
-            return Err(format!("token name {:?} is used twice", e.name));
+    for (index, e) in file.token.into_iter().enumerate() {
+        let line = line_at(text, e.name.span().start);
+        let at = format!("token {} (line {line})", index + 1);
+        let name = e.name.into_inner();
+        check_token_name(&name).map_err(|reason| format!("{at}: {reason}"))?;
+        // The name is a valid one from here on: it may be told.
+        let at = format!("token {} {name:?} (line {line})", index + 1);
+        if !names.insert(name.clone()) {
+            return Err(format!("{at}: the name is used twice"));
         }
         let sha256 = parse_hex32(&e.sha256).ok_or_else(|| {
-            format!(
-                "token {:?}: sha256 must be 64 hex digits (the SHA-256 of the token)",
-                e.name
-            )
+            format!("{at}: sha256 must be 64 hex digits (the SHA-256 of the token)")
         })?;
         if !hashes.insert(sha256) {
-            return Err(format!(
-                "token {:?}: the same token hash appears twice",
-                e.name
-            ));
+            return Err(format!("{at}: the same token hash appears twice"));
         }
         if e.scopes.is_empty() {
-            return Err(format!("token {:?} has no scopes", e.name));
+            return Err(format!("{at} has no scopes"));
         }
         let mut scopes = BTreeSet::new();
-        for s in &e.scopes {
+        for (n, s) in e.scopes.iter().enumerate() {
             let scope = Scope::parse(s).ok_or_else(|| {
                 format!(
-                    "token {:?}: unknown scope {s:?} (known: inference, management, metrics)",
-                    e.name
+                    "{at}: unknown scope: scope {} is not one of inference, management, \
+                     metrics",
+                    n + 1
                 )
             })?;
             scopes.insert(scope);
         }
         out.push(TokenEntry {
-            name: e.name,
+            name,
             sha256,
             scopes,
         });
     }
     Ok(out)
+}
+
+/// The line (from 1) of byte `at` of `text`.
+fn line_at(text: &str, at: usize) -> usize {
+    text.get(..at.min(text.len()))
+        .unwrap_or(text)
+        .matches('\n')
+        .count()
+        + 1
 }
 
 /// Where a tokens file stops being TOML of the tokens file's shape, and what is
@@ -204,7 +225,7 @@ pub fn new_token(name: &str, scopes: &[Scope]) -> Result<(String, String), Strin
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| format!("no randomness available: {e}"))?;
     let token = format!(
-        "fst_{}",
+        "{TOKEN_PREFIX}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     );
     let scopes: BTreeSet<Scope> = scopes.iter().copied().collect();
@@ -329,6 +350,50 @@ pub(super) mod tests {
                 assert!(!told.contains(part), "{text}\n{told}");
             }
         }
+    }
+
+    /// A token pasted into `scopes` or as a name is not repeated: the entry and the
+    /// scope are told by their place.
+    #[test]
+    fn a_token_pasted_as_a_scope_or_a_name_is_not_told() {
+        const SECRET: &str = "fst_c-jts5PastedSecret42";
+        let ok = entry("ok", "t0", "\"inference\"");
+        for (text, says) in [
+            (
+                ok.clone() + &entry("ci", "t", &format!("\"inference\", \"{SECRET}\"")),
+                "token 2 \"ci\" (line 6): unknown scope: scope 2 is not one of inference, \
+                 management, metrics",
+            ),
+            (
+                ok.clone() + &entry("ci", "t", "\"admin\""),
+                "token 2 \"ci\" (line 6): unknown scope: scope 1 is not one",
+            ),
+            (
+                ok.clone() + &entry(SECRET, "t", "\"inference\""),
+                "token 2 (line 6): the token name is not valid: it begins with \"fst_\"",
+            ),
+            (
+                ok.clone() + &entry("fst_Pasted\\u0007Secret", "t", "\"inference\""),
+                "token 2 (line 6): the token name is not valid: 1 to 64 printable",
+            ),
+            (
+                ok.clone()
+                    + &entry(
+                        &format!("{SECRET} {}", "x".repeat(64)),
+                        "t",
+                        "\"inference\"",
+                    ),
+                "token 2 (line 6): the token name is not valid: 1 to 64 printable",
+            ),
+        ] {
+            let told = parse_tokens(&text).unwrap_err();
+            assert!(told.contains(says), "{text}\n{told}");
+            for part in ["Pasted", "Secret", "admin"] {
+                assert!(!told.contains(part), "{text}\n{told}");
+            }
+        }
+        assert!(check_token_name("fst_ci").is_err());
+        assert!(check_token_name("ci fst_").is_ok());
     }
 
     #[test]

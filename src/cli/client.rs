@@ -4,8 +4,10 @@
 //!
 //! Exit codes: 0 done; 1 the operation failed (a job that failed, a file that
 //! cannot be read); 2 usage (clap's own); 3 the server cannot be reached; 4 the
-//! server refused the request (a 4xx: bad input, unknown model, missing token);
-//! 5 the server failed (a 5xx, or an answer that is not what it should be). A
+//! server refused the request (a 4xx: bad input, unknown model, missing token),
+//! or has no model of the name asked for; 5 the server failed (a 5xx, or an
+//! answer that is not what it should be: a 200 that is not JSON, from a server
+//! that is not ferroserve, say). A
 //! closed standard output (`| head -1`) ends a command quietly with 0
 //! ([`StdoutClosed`]): what commands print goes through [`print_line`] and
 //! [`note`], never `println!`, which panics on it.
@@ -68,6 +70,18 @@ pub enum ClientError {
     Rejected { status: u16, message: String },
     #[error("the server failed ({status}): {message}")]
     Server { status: u16, message: String },
+    /// The server answered, but not as ferroserve answers (a 200 that is not JSON):
+    /// `--server` names another kind of server, or a proxy's page.
+    #[error("unexpected answer from {url} ({status}): {message}")]
+    Unexpected {
+        url: String,
+        status: u16,
+        message: String,
+    },
+    /// What the command looked for is not on the server (`models status NAME` of a
+    /// model the server does not list): found by the client in a good answer.
+    #[error("{0}")]
+    NotFound(String),
     /// An argument no request can carry (a token with a line break, a batch size
     /// of 0, `..` for a model name): found before anything is sent.
     #[error("{0}")]
@@ -86,6 +100,8 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
         Some(ClientError::Unreachable { .. }) => EXIT_UNREACHABLE,
         Some(ClientError::Rejected { .. }) => EXIT_REJECTED,
         Some(ClientError::Server { .. }) => EXIT_SERVER,
+        Some(ClientError::Unexpected { .. }) => EXIT_SERVER,
+        Some(ClientError::NotFound(_)) => EXIT_REJECTED,
         Some(ClientError::Usage(_)) => EXIT_USAGE,
         None => EXIT_FAILED,
     }
@@ -202,6 +218,22 @@ impl Client {
         format!("{}{path}", self.base)
     }
 
+    /// The server's URL for messages: without a password given in `--server`
+    /// (`http://user:***@host`).
+    pub fn server_name(&self) -> String {
+        crate::store::pool::redact(&self.base)
+    }
+
+    /// A model name or job id sent in a body or a form (not a path): refused
+    /// before anything is sent when it can name none (empty, `.`, `..`), as
+    /// [`Client::segment`] refuses it in a path.
+    pub fn name(text: &str) -> anyhow::Result<&str> {
+        if text.is_empty() || text == "." || text == ".." {
+            return Err(ClientError::Usage(format!("{text:?} is no model name or job id")).into());
+        }
+        Ok(text)
+    }
+
     /// A model name or job id as one path segment: percent-encoded, so that a
     /// `/`, `?` or `#` in it names that text, never another route or model. `.`
     /// and `..` alone are refused: URLs read them as path steps even encoded.
@@ -225,7 +257,7 @@ impl Client {
         };
         let response = request.send().await.map_err(|e| ClientError::Unreachable {
             // `--server http://user:pw@host`: the message shows no password.
-            url: crate::store::pool::redact(&self.base),
+            url: self.server_name(),
             reason: if e.is_timeout() {
                 "timed out".to_string()
             } else {
@@ -238,19 +270,41 @@ impl Client {
             },
         })?;
         let status = response.status();
+        let html = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().contains("html"));
         let text = response.text().await.unwrap_or_default();
-        let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        let parsed = serde_json::from_str::<Value>(&text);
         if status.is_success() {
-            return Ok(body);
+            return match parsed {
+                Ok(body) => Ok(body),
+                Err(_) if status == reqwest::StatusCode::NO_CONTENT => Ok(Value::Null),
+                // Another server's page (a 200 "not json", an HTML index): no
+                // ferroserve answer, and no empty table printed as if it were one.
+                Err(_) => Err(ClientError::Unexpected {
+                    url: self.server_name(),
+                    status: status.as_u16(),
+                    message: format!(
+                        "the answer is not JSON: is --server a ferroserve server? ({})",
+                        excerpt(&text, html)
+                    ),
+                }),
+            };
         }
-        let message = body
-            .get("error")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| match &body {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            });
+        let message = match parsed {
+            Ok(body) => body
+                .get("error")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| match &body {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                }),
+            // A proxy's or another server's error page: its gist, not the page.
+            Err(_) => excerpt(&text, html),
+        };
         let status = status.as_u16();
         Err(if status < 500 {
             ClientError::Rejected { status, message }
@@ -269,6 +323,50 @@ impl Client {
 
     pub async fn delete(&self, path: &str) -> Result<Value, ClientError> {
         self.send(self.http.delete(self.url(path))).await
+    }
+}
+
+/// The gist of an answer that is not JSON, for a message: an HTML page's title
+/// (or its text without tags), whitespace collapsed, at most 200 characters.
+pub fn excerpt(text: &str, html: bool) -> String {
+    let html = html || text.trim_start().starts_with('<');
+    let mut gist = text.to_string();
+    if html {
+        let lower = text.to_ascii_lowercase();
+        let title = lower.find("<title>").and_then(|start| {
+            let start = start + "<title>".len();
+            let end = start + lower[start..].find("</title>")?;
+            text.get(start..end)
+        });
+        gist = match title {
+            Some(t) if !t.trim().is_empty() => t.to_string(),
+            _ => {
+                // The text between tags.
+                let mut out = String::new();
+                let mut in_tag = false;
+                for c in text.chars() {
+                    match c {
+                        '<' => {
+                            in_tag = true;
+                            out.push(' ');
+                        }
+                        '>' => in_tag = false,
+                        c if !in_tag => out.push(c),
+                        _ => {}
+                    }
+                }
+                out
+            }
+        };
+    }
+    let gist = gist.split_whitespace().collect::<Vec<_>>().join(" ");
+    if gist.is_empty() {
+        return "an empty body".into();
+    }
+    const MAX: usize = 200;
+    match gist.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &gist[..cut]),
+        None => gist,
     }
 }
 
@@ -306,4 +404,35 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) -> std::io::Result<()>
         line(row.clone())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excerpts_give_the_gist_of_a_page() {
+        let page = format!(
+            "<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body>{}</body></html>",
+            "x".repeat(5000)
+        );
+        assert_eq!(excerpt(&page, true), "502 Bad Gateway");
+        assert_eq!(
+            excerpt("<html><body><h1>Not\n  Found</h1></body></html>", false),
+            "Not Found"
+        );
+        let long = excerpt(&"word ".repeat(1000), false);
+        assert!(long.chars().count() <= 201 && long.ends_with('…'), "{long}");
+        assert_eq!(excerpt("not json\n", false), "not json");
+        assert_eq!(excerpt("  ", false), "an empty body");
+    }
+
+    #[test]
+    fn names_that_name_nothing_are_usage_errors() {
+        for bad in ["", ".", ".."] {
+            assert_eq!(exit_code(&Client::name(bad).unwrap_err()), EXIT_USAGE);
+            assert_eq!(exit_code(&Client::segment(bad).unwrap_err()), EXIT_USAGE);
+        }
+        assert_eq!(Client::name("iris").unwrap(), "iris");
+    }
 }

@@ -171,6 +171,7 @@ pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
             output,
             connection,
         } => {
+            Client::name(&model)?;
             let client = Client::new(&connection, timeout)?;
             let answer = client.get("/models/status").await?;
             let Some(m) = answer["models"]
@@ -180,10 +181,12 @@ pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
                 .find(|m| m["model_id"] == model.as_str())
                 .cloned()
             else {
-                return Err(super::client::ClientError::Rejected {
-                    status: 404,
-                    message: format!("no model {model:?}"),
-                }
+                // The server answered; it lists no such model.
+                return Err(super::client::ClientError::NotFound(format!(
+                    "the server at {} has no model {model:?} (`ferroserve models list` \
+                     lists its models)",
+                    client.server_name()
+                ))
                 .into());
             };
             match output {
@@ -259,6 +262,9 @@ pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
 /// `ferroserve upload FILE --model NAME [--version N]`: the file streamed with a
 /// progress bar; prints the server's answer (the new version's status).
 pub async fn upload(args: UploadArgs) -> anyhow::Result<i32> {
+    if let Some(m) = &args.model {
+        Client::name(m)?;
+    }
     let file = tokio::fs::File::open(&args.file)
         .await
         .with_context(|| format!("cannot open {}", args.file.display()))?;
@@ -329,8 +335,79 @@ fn parse_json_row(line: &str, n: usize) -> anyhow::Result<Value> {
     }
 }
 
-/// Reads every row of the input (JSON lines, or CSV with a header of names).
-fn read_rows(path: &Path) -> anyhow::Result<Vec<Value>> {
+/// A batch's error with the file's lines in it: the server counts rows from the
+/// start of each request, so its `row N` becomes `row N (line L of FILE)`; a
+/// message that names no row but quotes a value (`feature value "abc" is not a
+/// number`) gets the line of the first row holding that text; and the message ends
+/// with the lines the request held.
+fn in_file(
+    e: super::client::ClientError,
+    batch: &[Value],
+    lines: &[usize],
+    file: &Path,
+) -> super::client::ClientError {
+    use super::client::ClientError;
+    let place = |message: String| {
+        let file = file.display();
+        let quoted_row = || {
+            let quoted: Vec<&str> = message.split('"').skip(1).step_by(2).collect();
+            batch.iter().zip(lines).find_map(|(row, line)| {
+                let cells: Vec<&Value> = match row {
+                    Value::Object(m) => m.values().collect(),
+                    Value::Array(a) => a.iter().collect(),
+                    _ => Vec::new(),
+                };
+                cells
+                    .iter()
+                    .filter_map(|c| c.as_str())
+                    .any(|c| quoted.contains(&c))
+                    .then_some(*line)
+            })
+        };
+        if !message.contains("row ") {
+            if let Some(line) = quoted_row() {
+                return format!("line {line} of {file}: {message}");
+            }
+        }
+        let mut out = String::new();
+        let mut rest = message.as_str();
+        while let Some(at) = rest.find("row ") {
+            let after = &rest[at + "row ".len()..];
+            let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            out.push_str(&rest[..at + "row ".len() + digits]);
+            if let Some(line) = after[..digits]
+                .parse::<usize>()
+                .ok()
+                .and_then(|n| lines.get(n))
+            {
+                out.push_str(&format!(" (line {line} of {file})"));
+            }
+            rest = &after[digits..];
+        }
+        out.push_str(rest);
+        match (lines.first(), lines.last()) {
+            (Some(first), Some(last)) => {
+                format!("{out} [in the request of lines {first} to {last} of {file}]")
+            }
+            _ => out,
+        }
+    };
+    match e {
+        ClientError::Rejected { status, message } => ClientError::Rejected {
+            status,
+            message: place(message),
+        },
+        ClientError::Server { status, message } => ClientError::Server {
+            status,
+            message: place(message),
+        },
+        other => other,
+    }
+}
+
+/// Reads every row of the input (JSON lines, or CSV with a header of names), with
+/// the line of the file each row starts on.
+fn read_rows(path: &Path) -> anyhow::Result<(Vec<Value>, Vec<usize>)> {
     let is_csv = path
         .extension()
         .and_then(|e| e.to_str())
@@ -340,8 +417,10 @@ fn read_rows(path: &Path) -> anyhow::Result<Vec<Value>> {
             .with_context(|| format!("cannot read {}", path.display()))?;
         let header: Vec<String> = reader.headers()?.iter().map(str::to_string).collect();
         let mut rows = Vec::new();
+        let mut lines = Vec::new();
         for (i, record) in reader.records().enumerate() {
             let record = record.with_context(|| format!("{} row {}", path.display(), i + 1))?;
+            lines.push(record.position().map_or(i + 2, |p| p.line() as usize));
             let mut row = serde_json::Map::new();
             for (name, cell) in header.iter().zip(record.iter()) {
                 let value = match cell.trim().parse::<f64>() {
@@ -352,7 +431,7 @@ fn read_rows(path: &Path) -> anyhow::Result<Vec<Value>> {
             }
             rows.push(Value::Object(row));
         }
-        return Ok(rows);
+        return Ok((rows, lines));
     }
     let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
         Box::new(std::io::BufReader::new(std::io::stdin()))
@@ -362,6 +441,7 @@ fn read_rows(path: &Path) -> anyhow::Result<Vec<Value>> {
         ))
     };
     let mut rows = Vec::new();
+    let mut lines = Vec::new();
     for (i, line) in reader.lines().enumerate() {
         let line =
             line.with_context(|| format!("cannot read {} line {}", path.display(), i + 1))?;
@@ -369,8 +449,9 @@ fn read_rows(path: &Path) -> anyhow::Result<Vec<Value>> {
             continue;
         }
         rows.push(parse_json_row(&line, i + 1)?);
+        lines.push(i + 1);
     }
-    Ok(rows)
+    Ok((rows, lines))
 }
 
 /// `ferroserve predict MODEL --input FILE [--output FILE]`: the rows in batches
@@ -382,7 +463,8 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<i32> {
             super::client::ClientError::Usage("--batch-size must be at least 1".into()).into(),
         );
     }
-    let rows = read_rows(&args.input)?;
+    Client::name(&args.model)?;
+    let (rows, lines) = read_rows(&args.input)?;
     if rows.is_empty() {
         bail!("{} holds no rows", args.input.display());
     }
@@ -413,7 +495,10 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<i32> {
         rows.len() as u64,
         "predicting [{bar:30}] {pos}/{len} rows {per_sec} {msg}",
     );
-    for batch in rows.chunks(args.batch_size) {
+    for (batch, lines) in rows
+        .chunks(args.batch_size)
+        .zip(lines.chunks(args.batch_size))
+    {
         let mut body = json!({"model_id": args.model, "features": batch});
         if let Some(v) = &args.version {
             body["version"] = match v.parse::<u64>() {
@@ -425,7 +510,7 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<i32> {
             Ok(a) => a,
             Err(e) => {
                 bar.abandon();
-                return Err(e.into());
+                return Err(in_file(e, batch, lines, &args.input).into());
             }
         };
         let predictions = answer["prediction"]
@@ -561,7 +646,7 @@ pub async fn status(connection: Connection, output: OutputFormat) -> anyhow::Res
                 "{} {} at {}: live {}, ready {}",
                 text(&server["name"]),
                 text(&server["version"]),
-                client.base,
+                client.server_name(),
                 health["live"],
                 health["ready"]
             ))?;
@@ -573,4 +658,75 @@ pub async fn status(connection: Connection, output: OutputFormat) -> anyhow::Res
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::client::ClientError;
+
+    /// The server's `row N` counts from the start of each request: the message
+    /// names the file's line instead.
+    #[test]
+    fn batch_errors_name_the_files_lines() {
+        let lines: Vec<usize> = (281..=300).collect();
+        let batch = vec![json!([1.0]); 20];
+        let e = in_file(
+            ClientError::Rejected {
+                status: 400,
+                message: "row 10 has 3 features but row 0 has 4".into(),
+            },
+            &batch,
+            &lines,
+            Path::new("big.jsonl"),
+        );
+        assert_eq!(
+            e.to_string(),
+            "the server refused the request (400): row 10 (line 291 of big.jsonl) has 3 \
+             features but row 0 (line 281 of big.jsonl) has 4 [in the request of lines 281 \
+             to 300 of big.jsonl]"
+        );
+        let e = in_file(
+            ClientError::Rejected {
+                status: 400,
+                message: "feature \"x\" must be a number".into(),
+            },
+            &batch,
+            &lines,
+            Path::new("rows.csv"),
+        );
+        assert!(e
+            .to_string()
+            .ends_with("[in the request of lines 281 to 300 of rows.csv]"));
+        // A value the message quotes is found in the batch.
+        let mut batch = batch;
+        batch[3] = json!({"x": "abc"});
+        let e = in_file(
+            ClientError::Rejected {
+                status: 400,
+                message: "feature value \"abc\" is not a number".into(),
+            },
+            &batch,
+            &lines,
+            Path::new("rows.csv"),
+        );
+        assert_eq!(
+            e.to_string(),
+            "the server refused the request (400): line 284 of rows.csv: feature value \"abc\" \
+             is not a number"
+        );
+    }
+
+    #[test]
+    fn rows_keep_their_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let jsonl = dir.path().join("rows.jsonl");
+        std::fs::write(&jsonl, "[1,2]\n\n[3,4]\n").unwrap();
+        assert_eq!(read_rows(&jsonl).unwrap().1, [1, 3]);
+        let csv = dir.path().join("rows.csv");
+        std::fs::write(&csv, "a,b\n1,2\n3,x\n").unwrap();
+        let (rows, lines) = read_rows(&csv).unwrap();
+        assert_eq!(lines, [2, 3]);
+        assert_eq!(rows[1]["b"], "x");
+    }
 }

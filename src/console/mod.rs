@@ -19,6 +19,16 @@
 //!
 //! Invariant: a shell renders nothing read from the server's state except, when an
 //! anonymous caller could see it anyway, whether the model or job exists (for the 404).
+//! A shell renders only a name that could be a model's or a job's (a model name is
+//! `[A-Za-z0-9._-]`, a job id `[A-Za-z0-9_-]`), anything else is a 404 page whoever
+//! asks; and every URL a template builds from data encodes it as one path segment
+//! (`urlencode_strict`: `/` too). Together they keep a crafted link
+//! (`/console/models/..%2F..%2Fv1%2F...`) from pointing the page's own requests,
+//! which carry the token, at another route: the browser would resolve the `../`.
+//!
+//! Invariant: `console.js` puts a response into the page as HTML only when it is
+//! `text/html` from a `/console/fragments/` route; anything else (a JSON answer with
+//! text a client wrote, such as the prediction log) is shown as text or not at all.
 
 mod assets;
 mod jobs;
@@ -70,28 +80,22 @@ pub fn routes() -> Router<AppState> {
 /// the templates are checked at compile time and their values are plain data).
 fn html(status: StatusCode, template: &impl Template) -> Response {
     match template.render() {
-        Ok(body) => (
-            status,
-            [
-                (
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/html; charset=utf-8"),
-                ),
-                (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-                // Never framed by another site: its buttons would be clicked
-                // through an invisible frame (clickjacking).
-                (
-                    header::CONTENT_SECURITY_POLICY,
-                    HeaderValue::from_static("frame-ancestors 'self'"),
-                ),
-                (
-                    header::X_FRAME_OPTIONS,
-                    HeaderValue::from_static("SAMEORIGIN"),
-                ),
-            ],
-            body,
-        )
-            .into_response(),
+        Ok(body) => {
+            let mut response = (
+                status,
+                [
+                    (
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/html; charset=utf-8"),
+                    ),
+                    (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+                ],
+                body,
+            )
+                .into_response();
+            forbid_framing(response.headers_mut());
+            response
+        }
         Err(e) => {
             tracing::error!(error = %e, "console template failed to render");
             (
@@ -102,6 +106,20 @@ fn html(status: StatusCode, template: &impl Template) -> Response {
                 .into_response()
         }
     }
+}
+
+/// Says that no other site may frame the page: its buttons would be clicked through
+/// an invisible frame (clickjacking). Every page for people sends it: the console's
+/// and the docs page (`crate::http::openapi`), whose "try it out" sends requests.
+pub(crate) fn forbid_framing(headers: &mut HeaderMap) {
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("frame-ancestors 'self'"),
+    );
+    headers.insert(
+        header::X_FRAME_OPTIONS,
+        HeaderValue::from_static("SAMEORIGIN"),
+    );
 }
 
 /// An error of an `api` operation as a fragment: the status REST would answer,
@@ -146,6 +164,9 @@ struct ModelPage {
     title: String,
     model: String,
     refresh: &'static str,
+    /// Whether `/deploy` starts a worker process (`--worker-ports`), which the deploy
+    /// panel explains: the server's mode, not its data.
+    workers: bool,
 }
 
 #[derive(Template)]
@@ -166,6 +187,10 @@ async fn model_page(
     Path(model): Path<String>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
 ) -> Response {
+    // No model has such a name, so saying so tells no one anything.
+    if !crate::model_config_list::is_valid_model_name(&model) {
+        return not_found_page(format!("no model {model:?}: not a valid model name"));
+    }
     let peer = peer.map(|Extension(ConnectInfo(p))| p);
     if anonymous_may(&state, Access::Inference, peer) {
         if let Err(e) = api::manage::model_summary(&state, &model) {
@@ -184,8 +209,31 @@ async fn model_page(
             title: model.clone(),
             model,
             refresh: REFRESH,
+            workers: state.settings.worker_ports.is_some(),
         },
     )
+}
+
+/// The 404 page for a name that cannot be a model's or a job's.
+fn not_found_page(message: String) -> Response {
+    html(
+        StatusCode::NOT_FOUND,
+        &NotFoundPage {
+            title: "Not found".into(),
+            message,
+        },
+    )
+}
+
+/// Whether `id` could be a job's: the server makes them of hex digits
+/// (`jobs::new_job_id`); letters, digits, `-` and `_` up to 64 are let through to
+/// the 404 of the job's fragment, anything else (`/`, `.`, `%`) is refused here.
+fn is_valid_job_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
 }
 
 #[derive(Template)]
@@ -218,6 +266,9 @@ async fn job_page(
     Path(id): Path<String>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
 ) -> Response {
+    if !is_valid_job_id(&id) {
+        return not_found_page(format!("no job {id:?}: not a valid job id"));
+    }
     let peer = peer.map(|Extension(ConnectInfo(p))| p);
     if anonymous_may(&state, Access::Management, peer) {
         if let Err(e) = api::jobs::get(&state, &id).await {
@@ -409,7 +460,8 @@ impl WorkerRow {
             state: w.state.as_str(),
             healthy: w.healthy,
             pid: w.pid.map(|p| p.to_string()).unwrap_or_else(|| "—".into()),
-            service_url: format!("{base}/predict/{}", w.model),
+            // One path segment, as the templates encode theirs.
+            service_url: format!("{base}/predict/{}", path_segment(&w.model)),
             restarts: w.restarts,
             started: w
                 .started_at
@@ -431,6 +483,15 @@ impl WorkerRow {
                 .map_or_else(|| "—".into(), |u| format!("{:.2} s", u.cpu_seconds)),
             cores: w.cores_allowed.clone().unwrap_or_else(|| "any".into()),
         }
+    }
+}
+
+/// `text` encoded as one URL path segment: every byte but ASCII letters, digits and
+/// `-._~` percent-encoded, `/` included (askama's `urlencode_strict`).
+fn path_segment(text: &str) -> String {
+    match askama::filters::urlencode_strict(text) {
+        Ok(encoded) => encoded.to_string(),
+        Err(never) => match never {},
     }
 }
 
@@ -532,4 +593,92 @@ async fn model_metrics(State(state): State<AppState>, Path(model): Path<String>)
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A crafted link's name (`/console/models/..%2F..%2F..%2Fv1%2F...`, decoded by
+    /// the router) stays one path segment in the URLs the page builds: were its `/`
+    /// left as they are, the browser would resolve the `../` and the page's own
+    /// requests, which carry the token, would go to another route.
+    #[test]
+    fn urls_in_pages_encode_data_as_one_path_segment() {
+        let name = "../../../v1/models/ft/predictions";
+        let encoded = "..%2F..%2F..%2Fv1%2Fmodels%2Fft%2Fpredictions";
+        let page = ModelPage {
+            title: name.into(),
+            model: name.into(),
+            refresh: REFRESH,
+            workers: false,
+        }
+        .render()
+        .unwrap();
+        for url in [
+            format!("hx-get=\"/console/fragments/models/{encoded}\""),
+            format!("hx-get=\"/console/fragments/models/{encoded}/try\""),
+        ] {
+            assert!(page.contains(&url), "{url} not in {page}");
+        }
+        assert!(!page.contains("models/../"), "{page}");
+
+        let page = JobPage {
+            title: "Job".into(),
+            job_id: "../../v1/jobs".into(),
+            refresh: REFRESH,
+        }
+        .render()
+        .unwrap();
+        assert!(
+            page.contains("hx-get=\"/console/fragments/jobs/..%2F..%2Fv1%2Fjobs\""),
+            "{page}"
+        );
+
+        let row = ModelRow {
+            name: "a/../b c".into(),
+            served: true,
+            stopped: false,
+            busy: false,
+            source: "repository",
+            versions: Vec::new(),
+            labels: Vec::new(),
+            problems: Vec::new(),
+            events: Vec::new(),
+            deployment: Vec::new(),
+            worker: None,
+        };
+        let list = ModelsFragment { models: vec![row] }.render().unwrap();
+        assert!(
+            list.contains("href=\"/console/models/a%2F..%2Fb%20c\""),
+            "{list}"
+        );
+        assert_eq!(path_segment("a/b?c#d%"), "a%2Fb%3Fc%23d%25");
+    }
+
+    /// askama's `urlencode` keeps `/`; the templates use `urlencode_strict` only.
+    #[test]
+    fn no_template_uses_the_filter_that_keeps_slashes() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/console/templates");
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let file = path.display();
+            let lenient = text
+                .match_indices("urlencode")
+                .filter(|(at, _)| !text[*at..].starts_with("urlencode_strict"))
+                .count();
+            assert_eq!(lenient, 0, "{file} uses |urlencode");
+        }
+    }
+
+    #[test]
+    fn job_ids_and_model_names_a_shell_renders() {
+        for ok in ["0123456789abcdef0123456789abcdef", "nope", "no_such_job"] {
+            assert!(is_valid_job_id(ok), "{ok}");
+        }
+        for bad in ["", "..", "a/b", "a%2Fb", "a.b", "<b>", &"a".repeat(65)] {
+            assert!(!is_valid_job_id(bad), "{bad}");
+        }
+    }
 }

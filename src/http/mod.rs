@@ -50,8 +50,13 @@ pub type AppState = Arc<ServerState>;
 pub fn router(state: AppState) -> Router {
     let mut routes = Router::new();
     if let Some(path) = state.settings.metrics_path.as_deref() {
-        if path != "/metrics" {
-            routes = routes.route(path, get(metrics));
+        // Checked at start (`check_metrics_path`); checked again here because axum
+        // panics on a route that overlaps another: a path that slipped past is
+        // left unserved, never a panic.
+        match check_metrics_path(path) {
+            Ok(()) if path != "/metrics" => routes = routes.route(path, get(metrics)),
+            Ok(()) => {}
+            Err(e) => tracing::error!("the metrics' second path is not served: {e}"),
         }
     }
     routes
@@ -87,6 +92,75 @@ pub fn router(state: AppState) -> Router {
             auth::require,
         ))
         .with_state(state)
+}
+
+/// The first path segments of the server's own routes (`""` is `/` itself, the
+/// console's redirect). A metrics path (TF Serving's `--monitoring_config_file`,
+/// a worker's `--metrics-path`) under one of them could clash with a route, or be
+/// captured by one (`/v1/models/{*rest}`): it is refused. The test at the end of
+/// this file checks the list against the routers' source.
+pub const ROUTE_PREFIXES: &[&str] = &[
+    "",
+    "console",
+    "delete_model",
+    "deploy",
+    "description",
+    "docs",
+    "healthz",
+    "metrics",
+    "models",
+    "openapi.json",
+    "predict",
+    "predictall",
+    "registry",
+    "reload_model",
+    "stop_deployment",
+    "swagger.yaml",
+    "train",
+    "training",
+    "upload_model",
+    "v1",
+    "v2",
+];
+
+/// Whether `path` can be the metrics' second path: an absolute path of plain
+/// segments (letters, digits, `-`, `_`, `.`, `~`; not `.` or `..`), under none of
+/// the server's routes ([`ROUTE_PREFIXES`]); `/metrics` itself is allowed (it is
+/// the same answer). The error says why not.
+pub fn check_metrics_path(path: &str) -> Result<(), String> {
+    if path == "/metrics" {
+        return Ok(());
+    }
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err(format!("metrics path {path:?} must start with '/'"));
+    };
+    let segments: Vec<&str> = rest.split('/').collect();
+    let plain = |s: &&str| {
+        !s.is_empty()
+            && *s != "."
+            && *s != ".."
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
+    };
+    if path.len() > 1024 || !segments.iter().all(plain) {
+        return Err(format!(
+            "metrics path {path:?} must be an absolute URL path of plain segments \
+             (letters, digits, '-', '_', '.', '~'; no empty, '.' or '..' segment)"
+        ));
+    }
+    if ROUTE_PREFIXES.contains(&segments[0]) {
+        return Err(format!(
+            "metrics path {path:?} is under /{}, which the server's own routes use: \
+             choose another (TF Serving's default is /monitoring/prometheus/metrics)",
+            segments[0]
+        ));
+    }
+    Ok(())
+}
+
+/// `--metrics-path` (a worker's): [`check_metrics_path`], as clap's value parser.
+pub fn metrics_path_arg(path: &str) -> Result<String, String> {
+    check_metrics_path(path).map(|()| path.to_string())
 }
 
 /// A version as a URL path gives it: decimal digits (leading zeros allowed, as TF
@@ -443,6 +517,88 @@ pub fn predict_options(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_paths_that_a_route_answers_or_that_are_not_plain_are_refused() {
+        for ok in [
+            "/metrics",
+            "/monitoring/prometheus/metrics",
+            "/prom",
+            "/a.b/c-d_e~f",
+        ] {
+            assert_eq!(check_metrics_path(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "/",
+            "/healthz",
+            "/v2",
+            "/v2/health/ready",
+            "/v2/models/:x",
+            "/v2/models/{x}",
+            "/v1/models/m",
+            "/v1/jobs",
+            "/docs",
+            "/openapi.json",
+            "/console",
+            "/metrics/x",
+            "x",
+            "",
+            "//x",
+            "/x/",
+            "/x/../y",
+            "/x/./y",
+            "/x y",
+            "/x?y",
+            "/x#y",
+            "/x/{*rest}",
+            "/x/*y",
+            "/:x",
+            "/caf\u{e9}",
+        ] {
+            assert!(check_metrics_path(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    /// Every route the routers' source adds with a literal path starts with a segment
+    /// of [`ROUTE_PREFIXES`], so no metrics path can clash with a new route.
+    #[test]
+    fn route_prefixes_cover_every_route_in_the_source() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut dirs = vec![
+            root.join("src/http"),
+            root.join("src/console"),
+            root.join("src/workers"),
+        ];
+        let mut found = 0;
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                if path.extension().is_none_or(|e| e != "rs") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (at, _) in text.match_indices(".route(") {
+                    let after = text[at + ".route(".len()..].trim_start();
+                    let Some(literal) = after.strip_prefix("\"/") else {
+                        continue;
+                    };
+                    let route = &literal[..literal.find('"').unwrap()];
+                    let first = route.split('/').next().unwrap();
+                    found += 1;
+                    assert!(
+                        ROUTE_PREFIXES.contains(&first),
+                        "{}: route /{route} is under no ROUTE_PREFIXES entry",
+                        path.display()
+                    );
+                }
+            }
+        }
+        assert!(found > 20, "only {found} routes found");
+    }
 
     #[test]
     fn an_error_read_back_from_its_status_is_the_same_error() {

@@ -375,10 +375,18 @@ pub fn routes(settings: &Settings) -> Router<AppState> {
             .persist_authorization(false)
             .try_it_out_enabled(true),
     );
+    // A page for people whose "try it out" sends requests: never framed by another
+    // site, as the console's pages are not (the description itself is no page).
+    let docs = Router::<AppState>::from(swagger).layer(axum::middleware::map_response(
+        |mut response: Response| async move {
+            crate::console::forbid_framing(response.headers_mut());
+            response
+        },
+    ));
     Router::new()
         .route("/openapi.json", get(move || openapi_json(json.clone())))
         .route("/swagger.yaml", get(move || swagger_yaml(yaml.clone())))
-        .merge(swagger)
+        .merge(docs)
 }
 
 /// This description as JSON.

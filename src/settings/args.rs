@@ -60,7 +60,7 @@ pub struct ServeArgs {
     #[arg(long, env = "FERROSERVE_MAX_REQUEST_BYTES", value_name = "BYTES")]
     pub max_request_bytes: Option<usize>,
 
-    /// Number of inference threads [default: number of CPU cores]
+    /// Number of inference threads, at most 1024 [default: number of CPU cores]
     #[arg(long, env = "FERROSERVE_INFERENCE_THREADS", value_name = "N")]
     pub inference_threads: Option<usize>,
 
@@ -72,7 +72,8 @@ pub struct ServeArgs {
     #[arg(long, env = "FERROSERVE_ONNXRUNTIME_PATH", value_name = "FILE")]
     pub onnxruntime_path: Option<PathBuf>,
 
-    /// ONNX Runtime intra-op threads per session [default: 1]
+    /// ONNX Runtime intra-op threads per session, at most 1024 (and sessions × threads
+    /// at most 1024) [default: 1]
     #[arg(long, env = "FERROSERVE_ONNX_INTRA_THREADS", value_name = "N")]
     pub onnx_intra_threads: Option<usize>,
 
@@ -116,7 +117,8 @@ pub struct ServeArgs {
     pub auth_tokens: Option<PathBuf>,
 
     /// Without --auth-tokens, allow management (upload, reload, deploy, stop, delete)
-    /// from any client, not only from the server's own host
+    /// from any client, not only from the server's own host (refused with
+    /// --auth-tokens) [default: false]
     #[arg(
         long,
         env = "FERROSERVE_ALLOW_UNAUTHENTICATED_MANAGEMENT",
@@ -508,6 +510,34 @@ impl ServeArgs {
             Some(n) => Ok(n),
             None => Ok(default),
         };
+        // A thread count: at least 1, at most `MAX_THREADS`.
+        let threads = |name: &'static str, v: Option<usize>, default: usize| match v {
+            Some(n) if n > super::MAX_THREADS => Err(SettingsError::Invalid {
+                name,
+                reason: format!(
+                    "{n} threads is more than the {} allowed",
+                    super::MAX_THREADS
+                ),
+            }),
+            other => positive(name, other, default),
+        };
+        let onnx_intra_threads = threads(
+            "onnx_intra_threads",
+            self.onnx_intra_threads,
+            d.onnx_intra_threads,
+        )?;
+        let onnx_sessions = threads("onnx_sessions", self.onnx_sessions, d.onnx_sessions)?;
+        if onnx_intra_threads * onnx_sessions > super::MAX_THREADS {
+            return Err(SettingsError::Invalid {
+                name: "onnx_sessions",
+                reason: format!(
+                    "{onnx_sessions} sessions of {onnx_intra_threads} intra-op threads each \
+                     would start {} threads per model version, more than the {} allowed",
+                    onnx_intra_threads * onnx_sessions,
+                    super::MAX_THREADS
+                ),
+            });
+        }
         let request_timeout = match self.request_timeout_secs {
             None => d.request_timeout,
             Some(s) => super::deadline(s, super::MAX_REQUEST_TIMEOUT_SECS).ok_or_else(|| {
@@ -580,6 +610,19 @@ impl ServeArgs {
             return Err(SettingsError::Invalid {
                 name: "metrics_require_token",
                 reason: "needs auth_tokens (a tokens file with a `metrics` token)".into(),
+            });
+        }
+        // With tokens, management needs a `management` token whatever this says: a
+        // server started with both would look open to whoever reads its flags, and
+        // not be.
+        if self.allow_unauthenticated_management == Some(true) && self.auth_tokens.is_some() {
+            return Err(SettingsError::Invalid {
+                name: "allow_unauthenticated_management",
+                reason: "cannot be on together with auth_tokens \
+                         (--allow-unauthenticated-management with --auth-tokens): with a \
+                         tokens file, management always needs a token with the \
+                         `management` scope; leave one of the two out"
+                    .into(),
             });
         }
         match (&self.tls_cert, &self.tls_key, &self.tls_client_ca) {
@@ -691,7 +734,7 @@ impl ServeArgs {
             }
         };
         Ok(Settings {
-            job_workers: positive("job_workers", self.job_workers, d.job_workers)?,
+            job_workers: threads("job_workers", self.job_workers, d.job_workers)?,
             job_retention,
             upload_job_grace,
             train_max_rows: positive("train_max_rows", self.train_max_rows, d.train_max_rows)?,
@@ -836,19 +879,15 @@ impl ServeArgs {
                 self.max_request_bytes,
                 d.max_request_bytes,
             )?,
-            inference_threads: positive(
+            inference_threads: threads(
                 "inference_threads",
                 self.inference_threads,
                 d.inference_threads,
             )?,
             log_format: self.log_format.unwrap_or(d.log_format),
             onnxruntime_path: self.onnxruntime_path.or(d.onnxruntime_path),
-            onnx_intra_threads: positive(
-                "onnx_intra_threads",
-                self.onnx_intra_threads,
-                d.onnx_intra_threads,
-            )?,
-            onnx_sessions: positive("onnx_sessions", self.onnx_sessions, d.onnx_sessions)?,
+            onnx_intra_threads,
+            onnx_sessions,
             tensorflow_path: self.tensorflow_path.or(d.tensorflow_path),
         })
     }
@@ -873,6 +912,37 @@ mod tests {
         assert_eq!(s.request_timeout, Duration::from_secs(5));
         assert_eq!(s.inference_threads, 7, "flag overrides file");
         assert_eq!(s.grpc_addr.port(), 8500, "default kept");
+    }
+
+    /// A thread count far above any machine's cores is refused, not started.
+    #[test]
+    fn thread_counts_are_bounded() {
+        type Setter = fn(&mut ServeArgs, usize);
+        let max = super::super::MAX_THREADS;
+        let with = |f: Setter, n: usize| {
+            let mut a = ServeArgs::default();
+            f(&mut a, n);
+            a.into_settings()
+        };
+        let setters: [(&str, Setter); 4] = [
+            ("inference_threads", |a, n| a.inference_threads = Some(n)),
+            ("onnx_intra_threads", |a, n| a.onnx_intra_threads = Some(n)),
+            ("onnx_sessions", |a, n| a.onnx_sessions = Some(n)),
+            ("job_workers", |a, n| a.job_workers = Some(n)),
+        ];
+        for (name, set) in setters {
+            assert!(with(set, max).is_ok(), "{name}");
+            let e = with(set, max + 1).unwrap_err().to_string();
+            assert!(e.contains(name) && e.contains("1024"), "{name}: {e}");
+            assert!(with(set, 100_000).is_err(), "{name}");
+        }
+        let both = ServeArgs {
+            onnx_intra_threads: Some(64),
+            onnx_sessions: Some(32),
+            ..ServeArgs::default()
+        };
+        let e = both.into_settings().unwrap_err().to_string();
+        assert!(e.contains("2048 threads per model version"), "{e}");
     }
 
     #[test]
@@ -929,6 +999,16 @@ mod tests {
         .unwrap();
         let s = file.into_settings().unwrap();
         assert!(s.metrics_require_token);
+        // Said to be off, it does not conflict with tokens.
+        let file: ServeArgs =
+            toml::from_str("auth_tokens = \"t.toml\"\nallow_unauthenticated_management = false")
+                .unwrap();
+        assert!(
+            !file
+                .into_settings()
+                .unwrap()
+                .allow_unauthenticated_management
+        );
         assert_eq!(
             s.model_roots(),
             ["/r", "/srv/a", "/srv/b"].map(PathBuf::from).to_vec(),
@@ -986,6 +1066,7 @@ mod tests {
             "model_config_file_poll_wait_seconds = nan",
             "max_upload_bytes = 0",
             "metrics_require_token = true",
+            "auth_tokens = \"t.toml\"\nallow_unauthenticated_management = true",
             "max_request_rows = 0",
             "max_response_bytes = 0",
             "grpc_max_concurrent_streams = 0",

@@ -389,6 +389,14 @@ impl Default for Settings {
 /// year.
 pub const MAX_REQUEST_TIMEOUT_SECS: f64 = 365.0 * 86_400.0;
 
+/// The most threads one thread-count setting may ask for (`inference_threads`,
+/// `onnx_intra_threads`, `onnx_sessions`, `job_workers`, and TF Serving's
+/// `--tensorflow_intra_op_parallelism`), and the most ONNX Runtime threads one
+/// model version may start (`onnx_sessions` × `onnx_intra_threads`): a count far
+/// above any machine's cores (a typo, `100000`) would start that many threads per
+/// model and exhaust the machine instead of serving.
+pub const MAX_THREADS: usize = 1024;
+
 /// A deadline of `secs` seconds, when it is a number above 0 and at most
 /// `max_secs` (never a panic: `Duration::from_secs_f64` has one for values it
 /// cannot hold).

@@ -56,7 +56,7 @@ pub struct WorkerArgs {
     pub metrics_require_token: bool,
     /// The metrics' second path, besides `/metrics` (the main server's
     /// `--monitoring_config_file`)
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", value_parser = crate::http::metrics_path_arg)]
     pub metrics_path: Option<String>,
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,

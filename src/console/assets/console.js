@@ -50,8 +50,25 @@
     });
   }
 
-  // Every htmx request carries the token; a 401 asks for one, and a JSON error
-  // (the access layer's) is shown as text rather than swapped in raw.
+  // Whether an answer is a console fragment: HTML from a /console/fragments/ route
+  // of this server (after redirects; `raw.url` is the URL the browser fetched, its
+  // `../` resolved). Only those are put into the page as HTML: a JSON answer holds
+  // text that clients wrote (the prediction log, error messages), and as HTML its
+  // markup would run with the token in reach.
+  function isFragment(response) {
+    var type = (response.headers.get("content-type") || "").toLowerCase();
+    if (type.indexOf("text/html") !== 0) return false;
+    try {
+      var url = new URL(response.raw.url);
+      return url.origin === window.location.origin && url.pathname.indexOf("/console/fragments/") === 0;
+    } catch (e) {
+      return false;
+    }
+  }
+
+  // Every htmx request carries the token; a 401 asks for one, a JSON error (the
+  // access layer's) is shown as text, and any other answer that is no console
+  // fragment is not swapped in at all.
   document.addEventListener("htmx:config:request", function (evt) {
     var ctx = evt.detail.ctx;
     var source = ctx.sourceElement;
@@ -72,15 +89,20 @@
       if (ctx.target) ctx.target.innerHTML = '<p class="error" role="alert">A token is needed to see this.</p>';
       return;
     }
-    var type = (ctx.response && ctx.response.headers.get("content-type")) || "";
+    if (!ctx.response || isFragment(ctx.response)) return;
+    evt.preventDefault();
+    var type = ctx.response.headers.get("content-type") || "";
+    var message;
     if (status >= 400 && type.indexOf("application/json") === 0) {
-      evt.preventDefault();
-      var message = ctx.text;
+      message = ctx.text;
       try {
         message = JSON.parse(ctx.text).error || message;
       } catch (e) { /* keep the text */ }
-      if (ctx.target) ctx.target.innerHTML = '<p class="error" role="alert">' + escapeHtml(message) + "</p>";
+    } else {
+      message = "The server's answer (HTTP " + status + ", " + (type || "no type") +
+        ") is not part of the console; it is not shown.";
     }
+    if (ctx.target) ctx.target.innerHTML = '<p class="error" role="alert">' + escapeHtml(message) + "</p>";
   });
 
   document.addEventListener("htmx:after:swap", function () {
