@@ -643,13 +643,19 @@ async fn tf_serving_metadata_status_classify_regress() {
 
     // MultiInference: a classify task; a regress task beside it on a classifier is
     // refused, as TF Serving refuses a method its signature is not for.
-    let classify_task = || tfs::InferenceTask {
-        model_spec: stable.clone(),
-        method_name: "tensorflow/serving/classify".into(),
+    let task = |spec: &Option<ModelSpec>, signature: &str, method: &str| {
+        let mut spec = spec.clone();
+        if let Some(s) = spec.as_mut() {
+            s.signature_name = signature.into();
+        }
+        tfs::InferenceTask {
+            model_spec: spec,
+            method_name: format!("tensorflow/serving/{method}"),
+        }
     };
     let multi = client
         .multi_inference(tfs::MultiInferenceRequest {
-            tasks: vec![classify_task()],
+            tasks: vec![task(&stable, "", "classify")],
             input: input(&rows[..2]),
         })
         .await
@@ -669,11 +675,8 @@ async fn tf_serving_metadata_status_classify_regress() {
     let status = client
         .multi_inference(tfs::MultiInferenceRequest {
             tasks: vec![
-                classify_task(),
-                tfs::InferenceTask {
-                    model_spec: stable.clone(),
-                    method_name: "tensorflow/serving/regress".into(),
-                },
+                task(&stable, "", "classify"),
+                task(&stable, "regression", "regress"),
             ],
             input: input(&rows[..2]),
         })
@@ -685,17 +688,93 @@ async fn tf_serving_metadata_status_classify_regress() {
         "{}",
         status.message()
     );
-    let status = client
+
+    // As TF Serving (multi_inference.cc): one version, the first task's, runs every
+    // task and stamps every result (the second task's version is not read), and
+    // two tasks of one method are fine under different signature names (the
+    // default and its Estimator name here).
+    let canary = Some(ModelSpec {
+        name: "iris_lr".into(),
+        version: Some(2),
+        ..Default::default()
+    });
+    let multi = client
         .multi_inference(tfs::MultiInferenceRequest {
-            tasks: vec![tfs::InferenceTask {
+            tasks: vec![
+                task(&stable, "", "classify"),
+                task(&canary, "classification", "classify"),
+            ],
+            input: input(&rows[..2]),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let stamps: Vec<(i64, &str)> = multi
+        .results
+        .iter()
+        .map(|r| {
+            let spec = r.model_spec.as_ref().unwrap();
+            (spec.version.unwrap(), spec.signature_name.as_str())
+        })
+        .collect();
+    assert_eq!(stamps, [(1, "serving_default"), (1, "classification")]);
+    assert_eq!(multi.results[0].result, multi.results[1].result);
+
+    // TF Serving's refusals, with its codes and words.
+    let other_model = Some(ModelSpec {
+        name: "iris_dt".into(),
+        ..Default::default()
+    });
+    let no_name = Some(ModelSpec::default());
+    for (tasks, code, words) in [
+        (
+            vec![
+                task(&stable, "", "classify"),
+                task(&stable, "serving_default", "regress"),
+            ],
+            Code::InvalidArgument,
+            "Duplicate evaluation of signature: serving_default",
+        ),
+        (
+            vec![
+                task(&stable, "", "classify"),
+                task(&other_model, "x", "classify"),
+            ],
+            Code::InvalidArgument,
+            "All ModelSpecs in a MultiInferenceRequest must access the same model name.",
+        ),
+        (
+            vec![
+                task(&stable, "", "classify"),
+                task(&no_name, "x", "classify"),
+            ],
+            Code::InvalidArgument,
+            "Found ModelSpec with an empty model name.",
+        ),
+        (
+            vec![tfs::InferenceTask {
                 model_spec: stable.clone(),
                 method_name: "predict".into(),
             }],
-            input: input(&rows[..1]),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument);
+            Code::Unimplemented,
+            "Unsupported signature method_name: predict",
+        ),
+        (
+            vec![task(&stable, "", "predict")],
+            Code::Unimplemented,
+            "Unsupported signature method_name: tensorflow/serving/predict",
+        ),
+    ] {
+        let status = client
+            .multi_inference(tfs::MultiInferenceRequest {
+                tasks,
+                input: input(&rows[..1]),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), code, "{status:?}");
+        assert!(status.message().starts_with(words), "{status:?}");
+    }
     server.stop().await;
 }
 
@@ -1225,6 +1304,165 @@ async fn kserve_v2_infer_refuses_bad_requests() {
     server.stop().await;
 }
 
+/// A 0-d scalar is no row of a `[-1]` input, on any protocol (TensorFlow, TF
+/// Serving and Triton refuse a tensor of rank 0 for an input of rank 1): 400 /
+/// INVALID_ARGUMENT naming the input and both shapes. The same value as one row
+/// (`[1]`) is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scalar_is_not_one_row_of_a_vector_input_on_any_protocol() {
+    let repo = repo();
+    let server = TestServer::start(repo.path()).await;
+    let words = |message: &str| {
+        message.contains("\"f64\"") && message.contains("shape []") && message.contains("[-1]")
+    };
+    // multi_io's inputs, one row each; `f64` (`[-1]`) with the shape given.
+    let v2_rest = |f64_shape: Value| {
+        json!({"inputs": [
+            {"name": "f32", "shape": [1, 2], "datatype": "FP32", "data": [1.5, 2.0]},
+            {"name": "f64", "shape": f64_shape, "datatype": "FP64", "data": [0.5]},
+            {"name": "i32", "shape": [1], "datatype": "INT32", "data": [3]},
+            {"name": "i64", "shape": [1], "datatype": "INT64", "data": [4]},
+            {"name": "flag", "shape": [1], "datatype": "BOOL", "data": [true]},
+            {"name": "text", "shape": [1], "datatype": "BYTES", "data": ["dog"]},
+        ]})
+    };
+    let (status, body) = server
+        .post_json("/v2/models/multi_io/infer", &v2_rest(json!([1])))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server
+        .post_json("/v2/models/multi_io/infer", &v2_rest(json!([])))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(words(body["error"].as_str().unwrap()), "{body}");
+    // TF Serving REST, columnar: a plain number is a scalar there too.
+    let (status, body) = server
+        .post_json(
+            "/v1/models/multi_io:predict",
+            &json!({"inputs": {"f32": [[1.5, 2.0]], "f64": 0.5, "i32": [3], "i64": [4],
+                               "flag": [true], "text": ["dog"]}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(words(body["error"].as_str().unwrap()), "{body}");
+
+    // V2 gRPC, typed and raw.
+    let mut v2_client = GrpcInferenceServiceClient::new(channel(&server).await);
+    let typed = |f64_shape: &[i64]| {
+        let contents = |f: fn(&mut InferTensorContents)| {
+            let mut c = InferTensorContents::default();
+            f(&mut c);
+            c
+        };
+        vec![
+            v2_input(
+                "f32",
+                "FP32",
+                &[1, 2],
+                contents(|c| c.fp32_contents = vec![1.5, 2.0]),
+            ),
+            v2_input(
+                "f64",
+                "FP64",
+                f64_shape,
+                contents(|c| c.fp64_contents = vec![0.5]),
+            ),
+            v2_input("i32", "INT32", &[1], contents(|c| c.int_contents = vec![3])),
+            v2_input(
+                "i64",
+                "INT64",
+                &[1],
+                contents(|c| c.int64_contents = vec![4]),
+            ),
+            v2_input(
+                "flag",
+                "BOOL",
+                &[1],
+                contents(|c| c.bool_contents = vec![true]),
+            ),
+            v2_input(
+                "text",
+                "BYTES",
+                &[1],
+                contents(|c| c.bytes_contents = vec![b"dog".to_vec()]),
+            ),
+        ]
+    };
+    v2_client
+        .model_infer(infer_request("multi_io", typed(&[1])))
+        .await
+        .unwrap();
+    let status = v2_client
+        .model_infer(infer_request("multi_io", typed(&[])))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(words(status.message()), "{status:?}");
+    let mut raw = infer_request("multi_io", typed(&[]));
+    for input in &mut raw.inputs {
+        input.contents = None;
+    }
+    let raw_contents: [Vec<u8>; 6] = [
+        [1.5f32, 2.0].iter().flat_map(|x| x.to_le_bytes()).collect(),
+        0.5f64.to_le_bytes().to_vec(),
+        3i32.to_le_bytes().to_vec(),
+        4i64.to_le_bytes().to_vec(),
+        vec![1],
+        [3u32.to_le_bytes().as_slice(), b"dog"].concat(),
+    ];
+    raw.raw_input_contents = raw_contents.into_iter().map(Into::into).collect();
+    let status = v2_client.model_infer(raw).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(words(status.message()), "{status:?}");
+
+    // TF Serving Predict.
+    let mut tf_client = PredictionServiceClient::new(channel(&server).await);
+    let tensor = |dtype: Dt, dims: &[i64], fill: fn(&mut TensorProto)| {
+        let mut t = TensorProto {
+            dtype: dtype as i32,
+            tensor_shape: shape(dims),
+            ..Default::default()
+        };
+        fill(&mut t);
+        t
+    };
+    let request = |f64_dims: &[i64]| tfs::PredictRequest {
+        model_spec: spec("multi_io"),
+        inputs: HashMap::from([
+            (
+                "f32".to_string(),
+                tensor(Dt::DtFloat, &[1, 2], |t| t.float_val = vec![1.5, 2.0]),
+            ),
+            (
+                "f64".to_string(),
+                tensor(Dt::DtDouble, f64_dims, |t| t.double_val = vec![0.5]),
+            ),
+            (
+                "i32".to_string(),
+                tensor(Dt::DtInt32, &[1], |t| t.int_val = vec![3]),
+            ),
+            (
+                "i64".to_string(),
+                tensor(Dt::DtInt64, &[1], |t| t.int64_val = vec![4]),
+            ),
+            (
+                "flag".to_string(),
+                tensor(Dt::DtBool, &[1], |t| t.bool_val = vec![true]),
+            ),
+            (
+                "text".to_string(),
+                tensor(Dt::DtString, &[1], |t| t.string_val = vec![b"dog".to_vec()]),
+            ),
+        ]),
+        output_filter: vec![],
+    };
+    tf_client.predict(request(&[1])).await.unwrap();
+    let status = tf_client.predict(request(&[])).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(words(status.message()), "{status:?}");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kserve_v2_repository_index_load_unload() {
     let repo = repo();
@@ -1387,7 +1625,224 @@ async fn health_reports_server_and_models() {
     let mut watch = health.watch(check("iris_lr")).await.unwrap().into_inner();
     let first = watch.message().await.unwrap().unwrap();
     assert_eq!(first.status, ServingStatus::Serving as i32);
+    let mut unknown = health.watch(check("nope")).await.unwrap().into_inner();
+    let first = unknown.message().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::ServiceUnknown as i32);
+
+    // A model the server knew and unloaded is NOT_SERVING (a watcher was told of
+    // it), not unknown; loaded again, it is SERVING again.
+    let mut watch_dt = health.watch(check("iris_dt")).await.unwrap().into_inner();
+    let first = watch_dt.message().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    let mut repository = GrpcInferenceServiceClient::new(channel(&server).await);
+    repository
+        .repository_model_unload(v2::RepositoryModelUnloadRequest {
+            model_name: "iris_dt".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), watch_dt.message())
+        .await
+        .expect("no Watch message after the unload")
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.status, ServingStatus::NotServing as i32);
+    let r = health.check(check("iris_dt")).await.unwrap().into_inner();
+    assert_eq!(r.status, ServingStatus::NotServing as i32);
+    repository
+        .repository_model_load(v2::RepositoryModelLoadRequest {
+            model_name: "iris_dt".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), watch_dt.message())
+        .await
+        .expect("no Watch message after the load")
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.status, ServingStatus::Serving as i32);
     // An open Watch stream must not hold the server's shutdown open.
+    server.stop().await;
+}
+
+/// From the stop signal, through the shutdown delay, no model is ready, as the
+/// server is not: gRPC health of a model (as of the server), V2 `ModelReady` and
+/// the REST model-ready routes, while requests are still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_the_shutdown_delay_no_model_is_ready() {
+    use ferroserve::server::{listen, run, Listeners};
+
+    let repo = repo();
+    let settings = Settings {
+        shutdown_delay: Duration::from_secs(4),
+        ..test_settings(repo.path())
+    };
+    let rest = listen(settings.rest_addr).unwrap();
+    let grpc = listen(settings.grpc_addr).unwrap();
+    let rest_url = format!("http://{}", rest.local_addr().unwrap());
+    let grpc_url = format!("http://{}", grpc.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(run(
+        settings,
+        Listeners {
+            rest,
+            grpc: Some(grpc),
+        },
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let http = reqwest::Client::new();
+    let status = |path: &'static str| {
+        let request = http.get(format!("{rest_url}{path}"));
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    while status("/v2/health/ready").await != 200 {
+        assert!(std::time::Instant::now() < deadline, "not ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let channel = Channel::from_shared(grpc_url)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel.clone());
+    let mut v2_client = GrpcInferenceServiceClient::new(channel);
+    let check = |service: &str| HealthCheckRequest {
+        service: service.into(),
+    };
+    let model_ready = || v2::ModelReadyRequest {
+        name: "iris_lr".into(),
+        version: String::new(),
+    };
+    let health_of = |r: tonic_health::pb::HealthCheckResponse| r.status;
+    assert_eq!(
+        health_of(health.check(check("iris_lr")).await.unwrap().into_inner()),
+        ServingStatus::Serving as i32
+    );
+    assert!(
+        v2_client
+            .model_ready(model_ready())
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
+    assert_eq!(status("/v2/models/iris_lr/ready").await, 200);
+
+    stop.send(()).unwrap();
+    while health_of(health.check(check("")).await.unwrap().into_inner())
+        != ServingStatus::NotServing as i32
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for service in ["iris_lr", "iris_dt", "inference.GRPCInferenceService"] {
+        assert_eq!(
+            health_of(health.check(check(service)).await.unwrap().into_inner()),
+            ServingStatus::NotServing as i32,
+            "{service}"
+        );
+    }
+    assert!(
+        !v2_client
+            .model_ready(model_ready())
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
+    assert!(
+        !v2_client
+            .server_ready(v2::ServerReadyRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
+    for path in [
+        "/v2/health/ready",
+        "/v2/models/iris_lr/ready",
+        "/v2/models/iris_lr/versions/1/ready",
+    ] {
+        assert_eq!(status(path).await, 503, "{path}");
+    }
+    // Still answering for the delay.
+    v2_client
+        .model_infer(infer_request(
+            "iris_lr",
+            vec![v2_input(
+                "input",
+                "FP32",
+                &[1, 4],
+                f32_contents(&[vec![5.1, 3.5, 1.4, 0.2]]),
+            )],
+        ))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("the server did not stop after its delay")
+        .unwrap()
+        .unwrap();
+}
+
+/// A model the server knows that serves no version (a `specific` policy naming
+/// none on disk): TF Serving's GetModelStatus answers NOT_FOUND "Could not find any
+/// versions of model <name>", and its REST status 404 with the same words;
+/// ferroserve's own `/models/status` lists the model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_of_a_model_serving_no_version_is_not_found() {
+    let repo = repo();
+    install_model(
+        repo.path(),
+        "none_served",
+        1,
+        &root_path("examples/models/iris_dt/1/model.onnx"),
+    );
+    std::fs::write(
+        repo.path().join("none_served/config.toml"),
+        "version_policy = { specific = [7] }\n",
+    )
+    .unwrap();
+    let server = TestServer::start(repo.path()).await;
+    let mut models = ModelServiceClient::new(channel(&server).await);
+    let status = models
+        .get_model_status(tfs::GetModelStatusRequest {
+            model_spec: spec("none_served"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    assert!(
+        status
+            .message()
+            .starts_with("Could not find any versions of model none_served"),
+        "{status:?}"
+    );
+    let (code, body) = server.get("/v1/models/none_served").await;
+    assert_eq!(code, 404, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("Could not find any versions of model none_served"),
+        "{body}"
+    );
+    let (code, body) = server.get("/models/status").await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.to_string().contains("none_served"), "{body}");
+    // A model that serves is listed as before.
+    let ok = models
+        .get_model_status(tfs::GetModelStatusRequest {
+            model_spec: spec("iris_dt"),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.model_version_status.len(), 1);
     server.stop().await;
 }
 

@@ -981,6 +981,182 @@ async fn grpc_calls_for_a_deployed_model_reach_its_worker() {
     assert!(entry["grpc_port"].as_u64().unwrap() > 0, "{entry}");
 }
 
+/// A deployed model's gRPC answer over 4 MiB (tonic's default for what a client
+/// decodes) reaches the client through the main server, over both gRPC APIs, as
+/// the same model's answer does in process: the main server forwards within its
+/// own message limits (`--grpc-max-send-bytes`, 64 MiB by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployed_models_grpc_answer_over_4_mib_is_forwarded() {
+    use ferroserve_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+    use ferroserve_proto::inference::model_infer_request::InferInputTensor;
+    use ferroserve_proto::inference::{InferTensorContents, ModelInferRequest};
+    use ferroserve_proto::tensorflow as tf;
+    use ferroserve_proto::tensorflow::serving as tfs;
+    use tfs::prediction_service_client::PredictionServiceClient;
+
+    // 360,000 rows: 4.3 MB of probabilities (3 floats a row) in either answer.
+    const ROWS: usize = 360_000;
+    let repo = tempfile::tempdir().unwrap();
+    install(repo.path(), "iris", "examples/models/iris_lr/1/model.onnx");
+    let (server, grpc_port) = start_server_with_grpc(
+        repo.path(),
+        port_range(20),
+        &["--max-request-rows", "400000"],
+    )
+    .await;
+    let (code, answer) = deploy(&server, json!({"model_id": "iris"})).await;
+    assert_eq!(code, 200, "{answer}");
+    let url = format!("http://127.0.0.1:{grpc_port}");
+    let values: Vec<f32> = ROW
+        .iter()
+        .map(|&v| v as f32)
+        .cycle()
+        .take(ROWS * 4)
+        .collect();
+
+    let mut v2 = GrpcInferenceServiceClient::connect(url.clone())
+        .await
+        .unwrap()
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+    let answer = v2
+        .model_infer(ModelInferRequest {
+            model_name: "iris".into(),
+            inputs: vec![InferInputTensor {
+                name: "input".into(),
+                datatype: "FP32".into(),
+                shape: vec![ROWS as i64, 4],
+                contents: Some(InferTensorContents {
+                    fp32_contents: values.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|s| panic!("V2 ModelInfer: {s:?}\n{}", server.log()))
+        .into_inner();
+    assert!(prost::Message::encoded_len(&answer) > 4 << 20);
+    let probabilities = answer
+        .outputs
+        .iter()
+        .find(|o| o.name == "probabilities")
+        .unwrap_or_else(|| panic!("no probabilities: {:?}", answer.outputs.len()));
+    assert_eq!(probabilities.shape, [ROWS as i64, 3]);
+    let scores = &probabilities.contents.as_ref().unwrap().fp32_contents;
+    assert_eq!(scores.len(), ROWS * 3);
+    // Every row is the same setosa row.
+    assert!(
+        scores[0] > 0.9 && scores[ROWS * 3 - 3] == scores[0],
+        "{:?}",
+        &scores[..3]
+    );
+
+    let mut tf_client = PredictionServiceClient::connect(url)
+        .await
+        .unwrap()
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+    let dims = [ROWS as i64, 4]
+        .iter()
+        .map(|&size| tf::tensor_shape_proto::Dim {
+            size,
+            name: String::new(),
+        })
+        .collect();
+    let answer = tf_client
+        .predict(tfs::PredictRequest {
+            model_spec: Some(tfs::ModelSpec {
+                name: "iris".into(),
+                ..Default::default()
+            }),
+            inputs: std::collections::HashMap::from([(
+                "input".to_string(),
+                tf::TensorProto {
+                    dtype: tf::DataType::DtFloat as i32,
+                    tensor_shape: Some(tf::TensorShapeProto {
+                        dim: dims,
+                        unknown_rank: false,
+                    }),
+                    float_val: values,
+                    ..Default::default()
+                },
+            )]),
+            output_filter: vec![],
+        })
+        .await
+        .unwrap_or_else(|s| panic!("TF Predict: {s:?}\n{}", server.log()))
+        .into_inner();
+    assert!(prost::Message::encoded_len(&answer) > 4 << 20);
+    let probabilities = &answer.outputs["probabilities"];
+    let count = if probabilities.tensor_content.is_empty() {
+        probabilities.float_val.len()
+    } else {
+        probabilities.tensor_content.len() / 4
+    };
+    assert_eq!(count, ROWS * 3);
+}
+
+/// From SIGTERM, through the shutdown delay, a deployed model is not ready either
+/// (the main server is not): REST model readiness is answered 503 by the main
+/// server, not forwarded to the still-serving worker; gRPC `ModelReady` is false
+/// and its health NOT_SERVING; predictions are still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_the_shutdown_delay_a_deployed_model_is_not_ready() {
+    use ferroserve_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+    use ferroserve_proto::inference::ModelReadyRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    let repo = tempfile::tempdir().unwrap();
+    install(repo.path(), "iris", "examples/models/iris_lr/1/model.onnx");
+    let (mut server, grpc_port) =
+        start_server_with_grpc(repo.path(), port_range(20), &["--shutdown-delay", "4"]).await;
+    let (code, answer) = deploy(&server, json!({"model_id": "iris"})).await;
+    assert_eq!(code, 200, "{answer}");
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{grpc_port}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel.clone());
+    let mut v2 = GrpcInferenceServiceClient::new(channel);
+    let health_of = |service: &str| HealthCheckRequest {
+        service: service.into(),
+    };
+    let model_ready = || ModelReadyRequest {
+        name: "iris".into(),
+        version: String::new(),
+    };
+    assert_eq!(get(server.url("/v2/models/iris/ready")).await.0, 200);
+    assert!(v2.model_ready(model_ready()).await.unwrap().get_ref().ready);
+    let status = health.check(health_of("iris")).await.unwrap();
+    assert_eq!(status.get_ref().status, ServingStatus::Serving as i32);
+
+    server.terminate();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while get(server.url("/v2/health/ready")).await.0 != 503 {
+        assert!(Instant::now() < deadline, "still ready after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for path in ["/v2/models/iris/ready", "/v2/models/iris/versions/1/ready"] {
+        let (code, body) = get(server.url(path)).await;
+        assert_eq!(code, 503, "{path}: {body}");
+    }
+    assert!(!v2.model_ready(model_ready()).await.unwrap().get_ref().ready);
+    let status = health.check(health_of("iris")).await.unwrap();
+    assert_eq!(status.get_ref().status, ServingStatus::NotServing as i32);
+    let (code, body) = post(
+        server.url("/v1/models/iris:predict"),
+        &json!({"instances": [ROW]}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(server.wait_exit(Duration::from_secs(30)), Some(0));
+}
+
 /// The main server's peak resident memory (VmHWM), in bytes.
 fn peak_rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -1265,6 +1441,13 @@ async fn grpc_metadata_status_and_classify_are_forwarded() {
     let mut direct_models = ModelServiceClient::connect(worker_url.clone())
         .await
         .unwrap();
+    let mut main_health = tonic_health::pb::health_client::HealthClient::new(
+        tonic::transport::Channel::from_shared(main_url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
     let mut main_v2 = GrpcInferenceServiceClient::connect(main_url).await.unwrap();
     let mut direct_v2 = GrpcInferenceServiceClient::connect(worker_url)
         .await
@@ -1383,6 +1566,17 @@ async fn grpc_metadata_status_and_classify_are_forwarded() {
     };
     let ready = same!(main_v2.model_ready(ready()), direct_v2.model_ready(ready())).unwrap();
     assert!(ready.get_ref().ready);
+    // Its gRPC health is its worker's word (the main server holds no copy of it).
+    let health = main_health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "iris".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        health.get_ref().status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
 
     // A worker that is down: UNAVAILABLE (a client retries), never the main
     // server's own answer (it holds no copy: NOT_FOUND).

@@ -1,6 +1,6 @@
 //! Classify and regress: TF Serving's example-based operations. Each example is a
 //! set of named features (tf.Example); the features are laid out in the model's
-//! feature order as one row of its input, the model runs through [`predict()`], and the
+//! feature order as one row of its input, the model runs through [`predict_on`], and the
 //! answer is read as classes with scores, or as one value per example.
 //!
 //! Added for the gRPC `Classify` / `Regress` / `MultiInference` RPCs (issue 5); the
@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 use ferroserve_proto::tensorflow::{feature, BytesList, Feature, FloatList, Int64List};
 
-use super::{predict, predict_on, ApiError, PredictRequest, Protocol, ServerState};
+use super::{predict_on, ApiError, PredictRequest, Protocol, ServerState};
 use crate::backends::tensorflow::examples::{
     self as tf_examples, ClassifySignature, RegressSignature,
 };
@@ -89,7 +89,20 @@ pub async fn classify(
     state: &ServerState,
     request: ExamplesRequest,
 ) -> Result<ClassifyResponse, ApiError> {
-    let (handle, n) = (resolve(state, &request)?, request.examples.len());
+    let handle = resolve(state, &request)?;
+    classify_on(state, handle, request).await
+}
+
+/// As [`classify`], on a version the caller already holds (MultiInference runs
+/// every task on the one version its first task resolved, as TF Serving does);
+/// `request.version` is not read.
+pub async fn classify_on(
+    state: &ServerState,
+    handle: ServableHandle,
+    request: ExamplesRequest,
+) -> Result<ClassifyResponse, ApiError> {
+    check_examples(&request)?;
+    let n = request.examples.len();
     if let Some(named) = saved_model_signature(&handle, &request.signature_name)? {
         let signature = ClassifySignature::of(named).map_err(ApiError::InvalidArgument)?;
         let outputs = signature.outputs();
@@ -188,6 +201,16 @@ pub async fn regress(
     request: ExamplesRequest,
 ) -> Result<RegressResponse, ApiError> {
     let handle = resolve(state, &request)?;
+    regress_on(state, handle, request).await
+}
+
+/// As [`regress`], on a version the caller already holds (see [`classify_on`]).
+pub async fn regress_on(
+    state: &ServerState,
+    handle: ServableHandle,
+    request: ExamplesRequest,
+) -> Result<RegressResponse, ApiError> {
+    check_examples(&request)?;
     let n = request.examples.len();
     if let Some(named) = saved_model_signature(&handle, &request.signature_name)? {
         let signature = RegressSignature::of(named).map_err(ApiError::InvalidArgument)?;
@@ -285,10 +308,15 @@ fn prediction_output(handle: &ServableHandle) -> Option<String> {
 }
 
 fn resolve(state: &ServerState, request: &ExamplesRequest) -> Result<ServableHandle, ApiError> {
+    check_examples(request)?;
+    Ok(state.manager.resolve(&request.model, &request.version)?)
+}
+
+fn check_examples(request: &ExamplesRequest) -> Result<(), ApiError> {
     if request.examples.is_empty() {
         return Err(ApiError::InvalidArgument("no examples given".into()));
     }
-    Ok(state.manager.resolve(&request.model, &request.version)?)
+    Ok(())
 }
 
 /// The signature a request names when the model is a SavedModel (it has named
@@ -366,7 +394,8 @@ fn proto_features(example: &Example) -> BTreeMap<String, Feature> {
 }
 
 /// Builds the input from the examples and predicts `output` with the version resolved
-/// (named by number, so a reload in between cannot swap the model under the features).
+/// (held, so a reload in between can neither swap the model under the features nor
+/// unload the version the features were laid out for).
 async fn run(
     state: &ServerState,
     request: ExamplesRequest,
@@ -382,7 +411,7 @@ async fn run(
     predict_request.inputs = vec![input];
     predict_request.outputs = vec![output.to_string()];
     predict_request.client_timeout = request.client_timeout;
-    let response = predict(state, predict_request).await?;
+    let response = predict_on(state, handle, predict_request).await?;
     let tensor = response
         .outputs
         .into_iter()

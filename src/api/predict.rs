@@ -565,10 +565,17 @@ fn convert_input(spec: &TensorSpec, tensor: Tensor) -> Result<Tensor, ApiError> 
         )));
     }
     // One value per row for a `[-1, 1]` column input (TF Serving row format with
-    // named scalars) is the same data: give it the trailing dimension.
+    // named scalars, `{"instances": [{"age": 65, ...}]}`, which gives `age` the
+    // shape `[N]`; a scikit-learn column model's inputs are `[-1, 1]`) is the same
+    // data: give it the trailing dimension. Never to a 0-d scalar: that would make
+    // one row of a `[-1]` input out of it, which TensorFlow, TF Serving and Triton
+    // refuse (a tensor of rank 0 for an input of rank 1), on every protocol.
     let mut column_shape = tensor.shape().to_vec();
     column_shape.push(1);
-    let tensor = if !spec.accepts_shape(tensor.shape()) && spec.accepts_shape(&column_shape) {
+    let tensor = if !tensor.shape().is_empty()
+        && !spec.accepts_shape(tensor.shape())
+        && spec.accepts_shape(&column_shape)
+    {
         tensor
             .reshape(column_shape)
             .map_err(|e| ApiError::Internal(e.to_string()))?
@@ -893,5 +900,29 @@ mod tests {
         .unwrap();
         assert_eq!(out[0].1.shape(), &[3, 1]);
         assert_eq!(out[0].1.dtype(), DataType::F64);
+    }
+
+    /// A 0-d scalar is no row: refused for a `[-1]` input (it was made `[1]`),
+    /// naming the input and both shapes.
+    #[test]
+    fn a_scalar_is_not_one_row_of_a_vector_input() {
+        let vector = Signature {
+            inputs: vec![TensorSpec {
+                name: "words".into(),
+                dtype: DataType::Bytes,
+                shape: vec![-1],
+            }],
+            outputs: vec![],
+        };
+        let scalar = t(vec![], TensorData::Bytes(vec![b"dog".to_vec()]));
+        let err = prepare_inputs(&vector, None, vec![("words".into(), scalar)]).unwrap_err();
+        assert!(
+            matches!(&err, ApiError::InvalidArgument(m)
+                if m.contains("\"words\"") && m.contains("shape []") && m.contains("[-1]")),
+            "{err}"
+        );
+        let row = t(vec![1], TensorData::Bytes(vec![b"dog".to_vec()]));
+        let out = prepare_inputs(&vector, None, vec![("words".into(), row)]).unwrap();
+        assert_eq!(out[0].1.shape(), &[1]);
     }
 }

@@ -64,6 +64,16 @@ pub fn model_status(
         if let Some(e) = record.config_error {
             return Err(ApiError::Unavailable(e));
         }
+        // Known, but no version at all (a `specific` policy that selects none of
+        // those on disk): TF Serving's GetModelStatus says NOT_FOUND, in these
+        // words, over gRPC and REST alike; the policy's warning says why.
+        let why = record
+            .policy_warning
+            .map(|w| format!(" ({w})"))
+            .unwrap_or_default();
+        return Err(ApiError::NotFound(format!(
+            "Could not find any versions of model {model}{why}"
+        )));
     }
     // Highest version first, as TF Serving lists them.
     statuses.reverse();

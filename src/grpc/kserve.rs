@@ -34,14 +34,19 @@ impl InferenceService {
     }
 }
 
-/// A V2 version string: empty means the latest.
-/// A client of a deployed model's worker (issue 14).
+/// A client of a deployed model's worker (issue 14), with this server's limits.
 fn inference_of(
+    state: &ServerState,
     channel: tonic::transport::Channel,
 ) -> pb::grpc_inference_service_client::GrpcInferenceServiceClient<tonic::transport::Channel> {
-    pb::grpc_inference_service_client::GrpcInferenceServiceClient::new(channel)
+    super::worker_client!(
+        pb::grpc_inference_service_client::GrpcInferenceServiceClient<_>,
+        state,
+        channel
+    )
 }
 
+/// A V2 version string: empty means the latest.
 fn version_request(version: &str) -> Result<VersionRequest, ApiError> {
     if version.is_empty() {
         return Ok(VersionRequest::Latest);
@@ -236,12 +241,21 @@ impl grpc_inference_service_server::GrpcInferenceService for InferenceService {
 
     /// Ready when the version resolves, as the REST `/ready` route answers 200; any
     /// model that is not (unknown, loading, failed) is `ready: false`, as Triton says it.
+    /// After the stop signal (the drain of `--shutdown-delay`) no model is ready, as
+    /// the server is not (a deployed model's worker is not asked).
     async fn model_ready(
         &self,
         request: Request<pb::ModelReadyRequest>,
     ) -> Result<Response<pb::ModelReadyResponse>, Status> {
+        if self
+            .state
+            .draining
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Ok(Response::new(pb::ModelReadyResponse { ready: false }));
+        }
         if let Some(channel) = crate::workers::grpc_forward(&self.state, &request.get_ref().name) {
-            return inference_of(channel?)
+            return inference_of(&self.state, channel?)
                 .model_ready(request)
                 .await
                 .map_err(crate::workers::forwarded_status);
@@ -269,7 +283,7 @@ impl grpc_inference_service_server::GrpcInferenceService for InferenceService {
         request: Request<pb::ModelMetadataRequest>,
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
         if let Some(channel) = crate::workers::grpc_forward(&self.state, &request.get_ref().name) {
-            return inference_of(channel?)
+            return inference_of(&self.state, channel?)
                 .model_metadata(request)
                 .await
                 .map_err(crate::workers::forwarded_status);
@@ -302,7 +316,7 @@ impl grpc_inference_service_server::GrpcInferenceService for InferenceService {
         if let Some(channel) =
             crate::workers::grpc_forward(&self.state, &request.get_ref().model_name)
         {
-            return inference_of(channel?)
+            return inference_of(&self.state, channel?)
                 .model_infer(request)
                 .await
                 .map_err(crate::workers::forwarded_status);

@@ -46,6 +46,31 @@ pub struct MessageLimits {
     pub max_send_bytes: usize,
 }
 
+impl MessageLimits {
+    pub fn of(settings: &crate::settings::Settings) -> MessageLimits {
+        MessageLimits {
+            max_receive_bytes: settings.grpc_max_receive_bytes,
+            max_send_bytes: settings.grpc_max_send_bytes,
+        }
+    }
+}
+
+/// Gives a client of a deployed model's worker (issue 14) this server's message
+/// limits, so that forwarding neither narrows nor widens them: it sends on what a
+/// client sent (decoded here within the receive limit) and takes back any answer
+/// within the send limit, which the worker (started with the same limits) and this
+/// server enforce. Left at tonic's client default, an answer over 4 MiB failed here
+/// although the same model in process answers it.
+macro_rules! worker_client {
+    ($client:ty, $state:expr, $channel:expr) => {{
+        let limits = $crate::grpc::MessageLimits::of(&$state.settings);
+        <$client>::new($channel)
+            .max_encoding_message_size(limits.max_receive_bytes)
+            .max_decoding_message_size(limits.max_send_bytes)
+    }};
+}
+pub(crate) use worker_client;
+
 /// Serves every gRPC service on `listener` until `shutdown` completes, then lets
 /// in-flight calls finish.
 ///
@@ -264,7 +289,6 @@ pub fn routes(
     ))))
 }
 
-/// The gRPC status of a domain error. The one place this mapping is made.
 /// Wraps an answer, with `x-ferroserve-cache: hit|miss` metadata for a
 /// cache-enabled model (`cache` is `None` for the others).
 pub fn with_cache_metadata<T>(
@@ -281,6 +305,7 @@ pub fn with_cache_metadata<T>(
     response
 }
 
+/// The gRPC status of a domain error. The one place this mapping is made.
 pub fn status_from(error: ApiError) -> Status {
     match error {
         ApiError::InvalidArgument(m) => Status::invalid_argument(m),
@@ -296,8 +321,6 @@ pub fn status_from(error: ApiError) -> Status {
     }
 }
 
-/// The deadline a client gave in `grpc-timeout` (`<digits><unit>`, unit one of
-/// `H M S m u n`), or `None` when absent or malformed, as gRPC servers treat it.
 /// Who made a management call (set by the access layer), for the audit trail.
 pub fn caller<T>(request: &tonic::Request<T>) -> crate::api::Caller {
     request
@@ -307,6 +330,8 @@ pub fn caller<T>(request: &tonic::Request<T>) -> crate::api::Caller {
         .unwrap_or_default()
 }
 
+/// The deadline a client gave in `grpc-timeout` (`<digits><unit>`, unit one of
+/// `H M S m u n`), or `None` when absent or malformed, as gRPC servers treat it.
 pub fn client_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
     let value = metadata.get("grpc-timeout")?.to_str().ok()?;
     if value.len() < 2 || value.len() > 9 {

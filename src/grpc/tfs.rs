@@ -60,17 +60,21 @@ fn model_and_version(spec: Option<&ModelSpec>) -> Result<(String, VersionRequest
     Ok((spec.name.clone(), version))
 }
 
-/// The signature a request ran: the one it named, else the default.
 /// The model a spec names ("" when none: never a deployed model).
 fn spec_model(spec: Option<&ModelSpec>) -> &str {
     spec.map_or("", |s| s.name.as_str())
 }
 
-/// A client of a deployed model's worker (issue 14).
+/// A client of a deployed model's worker (issue 14), with this server's limits.
 fn predictions_of(
+    state: &ServerState,
     channel: tonic::transport::Channel,
 ) -> pb::prediction_service_client::PredictionServiceClient<tonic::transport::Channel> {
-    pb::prediction_service_client::PredictionServiceClient::new(channel)
+    super::worker_client!(
+        pb::prediction_service_client::PredictionServiceClient<_>,
+        state,
+        channel
+    )
 }
 
 /// The signature a request ran: the one it named, else `backend`'s default.
@@ -257,6 +261,58 @@ fn regression_result(values: Vec<f32>) -> pb::RegressionResult {
     }
 }
 
+/// The method of a MultiInference task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Classify,
+    Regress,
+}
+
+/// Checks a MultiInference request's tasks as TF Serving does, with its codes and
+/// messages, before any task runs: each names `model` (the first task's), no
+/// signature twice (an empty name is the model's default), and a method this
+/// server runs (others are UNIMPLEMENTED, as there). Answers each task's method.
+fn multi_inference_tasks(
+    tasks: &[pb::InferenceTask],
+    model: &str,
+    backend: &dyn crate::backends::Backend,
+) -> Result<Vec<Method>, Status> {
+    let mut signatures: Vec<String> = Vec::with_capacity(tasks.len());
+    let mut methods = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        let spec = task.model_spec.as_ref();
+        let name = spec_model(spec);
+        if name.is_empty() {
+            return Err(invalid("Found ModelSpec with an empty model name."));
+        }
+        if name != model {
+            return Err(invalid(
+                "All ModelSpecs in a MultiInferenceRequest must access the same model name.",
+            ));
+        }
+        let signature = signature_used(spec, backend);
+        if signatures.contains(&signature) {
+            return Err(invalid(format!(
+                "Duplicate evaluation of signature: {signature}"
+            )));
+        }
+        signatures.push(signature);
+        methods.push(match task.method_name.as_str() {
+            CLASSIFY_METHOD => Method::Classify,
+            REGRESS_METHOD => Method::Regress,
+            // A method this server does not offer rather than a bad argument, as
+            // TF Serving says it; no `ApiError` stands for it.
+            other => {
+                return Err(Status::unimplemented(format!(
+                    "Unsupported signature method_name: {other}; use {CLASSIFY_METHOD:?} or \
+                     {REGRESS_METHOD:?}"
+                )))
+            }
+        });
+    }
+    Ok(methods)
+}
+
 #[tonic::async_trait]
 impl prediction_service_server::PredictionService for PredictionService {
     async fn predict(
@@ -266,7 +322,7 @@ impl prediction_service_server::PredictionService for PredictionService {
         // A model deployed in a worker process is answered by it (issue 14).
         let model = spec_model(request.get_ref().model_spec.as_ref());
         if let Some(channel) = crate::workers::grpc_forward(&self.state, model) {
-            return predictions_of(channel?)
+            return predictions_of(&self.state, channel?)
                 .predict(request)
                 .await
                 .map_err(crate::workers::forwarded_status);
@@ -323,7 +379,7 @@ impl prediction_service_server::PredictionService for PredictionService {
     ) -> Result<Response<pb::ClassificationResponse>, Status> {
         let model = spec_model(request.get_ref().model_spec.as_ref());
         if let Some(channel) = crate::workers::grpc_forward(&self.state, model) {
-            return predictions_of(channel?)
+            return predictions_of(&self.state, channel?)
                 .classify(request)
                 .await
                 .map_err(crate::workers::forwarded_status);
@@ -356,7 +412,7 @@ impl prediction_service_server::PredictionService for PredictionService {
     ) -> Result<Response<pb::RegressionResponse>, Status> {
         let model = spec_model(request.get_ref().model_spec.as_ref());
         if let Some(channel) = crate::workers::grpc_forward(&self.state, model) {
-            return predictions_of(channel?)
+            return predictions_of(&self.state, channel?)
                 .regress(request)
                 .await
                 .map_err(crate::workers::forwarded_status);
@@ -383,8 +439,11 @@ impl prediction_service_server::PredictionService for PredictionService {
         ))
     }
 
-    /// Several classify / regress tasks over the same examples, as TF Serving: every
-    /// task names the same model, and each method at most once.
+    /// Several classify / regress tasks over the same examples, as TF Serving
+    /// (`multi_inference.cc`): one version, resolved from the first task's
+    /// model_spec, runs every task and stamps every result; every task names the
+    /// same model, each signature at most once, and the classify or regress method.
+    /// The other tasks' version or label is not read, as in TF Serving.
     async fn multi_inference(
         &self,
         request: Request<pb::MultiInferenceRequest>,
@@ -398,49 +457,50 @@ impl prediction_service_server::PredictionService for PredictionService {
                 .and_then(|t| t.model_spec.as_ref()),
         );
         if let Some(channel) = crate::workers::grpc_forward(&self.state, model) {
-            return predictions_of(channel?)
+            return predictions_of(&self.state, channel?)
                 .multi_inference(request)
                 .await
                 .map_err(crate::workers::forwarded_status);
         }
+        let started = std::time::Instant::now();
         let timeout = client_timeout(request.metadata());
         let request = request.into_inner();
-        if request.tasks.is_empty() {
+        let Some(first) = request.tasks.first() else {
             return Err(invalid("MultiInferenceRequest has no tasks"));
-        }
-        let first_model = request.tasks[0].model_spec.as_ref().map(|s| s.name.clone());
-        let mut results = Vec::with_capacity(request.tasks.len());
-        for (i, task) in request.tasks.iter().enumerate() {
+        };
+        let (model, version) = model_and_version(first.model_spec.as_ref()).map_err(status_from)?;
+        // Held to the end: a version swap between tasks cannot mix versions.
+        let handle = self
+            .state
+            .manager
+            .resolve(&model, &version)
+            .map_err(|e| status_from(e.into()))?;
+        let tasks = multi_inference_tasks(&request.tasks, &model, &*handle.backend)?;
+        let examples = examples_from_input(request.input.as_ref()).map_err(status_from)?;
+        let mut results = Vec::with_capacity(tasks.len());
+        for (task, method) in request.tasks.iter().zip(tasks) {
             let spec = task.model_spec.as_ref();
-            if spec.map(|s| s.name.clone()) != first_model {
-                return Err(invalid("all MultiInference tasks must name the same model"));
-            }
-            if request.tasks[..i]
-                .iter()
-                .any(|t| t.method_name == task.method_name)
-            {
-                return Err(invalid(format!(
-                    "method {:?} is given twice",
-                    task.method_name
-                )));
-            }
-            let examples = self
-                .examples(spec, request.input.as_ref(), timeout)
-                .await
-                .map_err(status_from)?;
-            let (handle, result) = match task.method_name.as_str() {
-                CLASSIFY_METHOD => {
-                    let r = classify::classify(&self.state, examples).await.map_err(status_from)?;
-                    (r.handle, inference_result::Result::ClassificationResult(classification_result(r.classes)))
+            let examples = ExamplesRequest {
+                model: model.clone(),
+                version: VersionRequest::Specific(handle.version),
+                examples: examples.clone(),
+                protocol: Protocol::TfServingGrpc,
+                // The client's deadline bounds the whole call, not each task.
+                client_timeout: timeout.map(|t| t.saturating_sub(started.elapsed())),
+                signature_name: spec.map(|s| s.signature_name.clone()).unwrap_or_default(),
+            };
+            let result = match method {
+                Method::Classify => {
+                    let r = classify::classify_on(&self.state, handle.clone(), examples)
+                        .await
+                        .map_err(status_from)?;
+                    inference_result::Result::ClassificationResult(classification_result(r.classes))
                 }
-                REGRESS_METHOD => {
-                    let r = classify::regress(&self.state, examples).await.map_err(status_from)?;
-                    (r.handle, inference_result::Result::RegressionResult(regression_result(r.values)))
-                }
-                other => {
-                    return Err(invalid(format!(
-                        "unsupported method_name {other:?}; use {CLASSIFY_METHOD:?} or {REGRESS_METHOD:?}"
-                    )))
+                Method::Regress => {
+                    let r = classify::regress_on(&self.state, handle.clone(), examples)
+                        .await
+                        .map_err(status_from)?;
+                    inference_result::Result::RegressionResult(regression_result(r.values))
                 }
             };
             // Each result names the signature its task ran, as Classify and Regress do.
@@ -463,7 +523,7 @@ impl prediction_service_server::PredictionService for PredictionService {
     ) -> Result<Response<pb::GetModelMetadataResponse>, Status> {
         let model = spec_model(request.get_ref().model_spec.as_ref());
         if let Some(channel) = crate::workers::grpc_forward(&self.state, model) {
-            return predictions_of(channel?)
+            return predictions_of(&self.state, channel?)
                 .get_model_metadata(request)
                 .await
                 .map_err(crate::workers::forwarded_status);
@@ -580,10 +640,14 @@ impl model_service_server::ModelService for ModelService {
     ) -> Result<Response<pb::GetModelStatusResponse>, Status> {
         let model = spec_model(request.get_ref().model_spec.as_ref());
         if let Some(channel) = crate::workers::grpc_forward(&self.state, model) {
-            return pb::model_service_client::ModelServiceClient::new(channel?)
-                .get_model_status(request)
-                .await
-                .map_err(crate::workers::forwarded_status);
+            return super::worker_client!(
+                pb::model_service_client::ModelServiceClient<_>,
+                self.state,
+                channel?
+            )
+            .get_model_status(request)
+            .await
+            .map_err(crate::workers::forwarded_status);
         }
         let request = request.into_inner();
         let (model, version) =
@@ -716,5 +780,68 @@ mod signature_name_tests {
         assert_eq!(signature_used(None, &backend), "alpha");
         // A model of one signature: TF Serving's default key.
         assert_eq!(default_signature_name(&stub(&[])), DEFAULT_SIGNATURE);
+    }
+
+    /// MultiInference's tasks are checked as TF Serving checks them
+    /// (`multi_inference.cc`): one method may run under two signatures, a
+    /// signature only once (an empty name is the default's), one model, and an
+    /// unknown method is UNIMPLEMENTED.
+    #[test]
+    fn multi_inference_tasks_are_checked_as_tf_serving_checks_them() {
+        let backend = stub(&["serving_default", "classification", "regression"]);
+        let task = |model: &str, signature: &str, method: &str| pb::InferenceTask {
+            model_spec: Some(ModelSpec {
+                name: model.into(),
+                signature_name: signature.into(),
+                ..ModelSpec::default()
+            }),
+            method_name: method.into(),
+        };
+        let check = |tasks: &[pb::InferenceTask]| multi_inference_tasks(tasks, "m", &backend);
+        assert_eq!(
+            check(&[
+                task("m", "", CLASSIFY_METHOD),
+                task("m", "classification", CLASSIFY_METHOD),
+                task("m", "regression", REGRESS_METHOD),
+            ])
+            .unwrap(),
+            [Method::Classify, Method::Classify, Method::Regress]
+        );
+        let refused = |tasks: &[pb::InferenceTask]| {
+            let status = check(tasks).unwrap_err();
+            (status.code(), status.message().to_string())
+        };
+        let (code, message) = refused(&[
+            task("m", "", CLASSIFY_METHOD),
+            task("m", "serving_default", REGRESS_METHOD),
+        ]);
+        assert_eq!(code, tonic::Code::InvalidArgument);
+        assert_eq!(
+            message,
+            "Duplicate evaluation of signature: serving_default"
+        );
+        let (code, message) = refused(&[
+            task("m", "", CLASSIFY_METHOD),
+            task("n", "x", CLASSIFY_METHOD),
+        ]);
+        assert_eq!(code, tonic::Code::InvalidArgument);
+        assert!(
+            message.starts_with("All ModelSpecs in a MultiInferenceRequest"),
+            "{message}"
+        );
+        let (code, message) = refused(&[
+            task("m", "", CLASSIFY_METHOD),
+            task("", "x", CLASSIFY_METHOD),
+        ]);
+        assert_eq!(code, tonic::Code::InvalidArgument);
+        assert_eq!(message, "Found ModelSpec with an empty model name.");
+        let (code, message) = refused(&[task("m", "", PREDICT_METHOD)]);
+        assert_eq!(code, tonic::Code::Unimplemented);
+        assert!(
+            message.starts_with(&format!(
+                "Unsupported signature method_name: {PREDICT_METHOD}"
+            )),
+            "{message}"
+        );
     }
 }

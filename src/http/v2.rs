@@ -133,11 +133,18 @@ async fn model_version_metadata(
     metadata(&state, &model, parse_version(&version)?)
 }
 
+/// 200 when the version resolves. After the stop signal (the drain of
+/// `--shutdown-delay`) no model is ready, as the server is not: 503.
 fn ready_status(
     state: &AppState,
     model: &str,
     version: VersionRequest,
 ) -> Result<StatusCode, HttpError> {
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(HttpError(ApiError::Unavailable(
+            "the server is shutting down".into(),
+        )));
+    }
     state
         .manager
         .resolve(model, &version)
@@ -152,6 +159,7 @@ fn ready_status(
         (status = 200, description = "Ready"),
         (status = 400, description = "Malformed version", body = super::openapi::ErrorBody),
         (status = 404, description = "No such model or version, or it is not loaded", body = super::openapi::ErrorBody),
+        (status = 503, description = "The server is shutting down", body = super::openapi::ErrorBody),
     ))]
 async fn model_ready(
     State(state): State<AppState>,
@@ -167,6 +175,7 @@ async fn model_ready(
         (status = 200, description = "Ready"),
         (status = 400, description = "Malformed version", body = super::openapi::ErrorBody),
         (status = 404, description = "No such model or version, or it is not loaded", body = super::openapi::ErrorBody),
+        (status = 503, description = "The server is shutting down", body = super::openapi::ErrorBody),
     ))]
 async fn model_version_ready(
     State(state): State<AppState>,

@@ -10,8 +10,10 @@
 //! path by the same rules ([`model_of_path`]).
 //!
 //! Invariant: forwarding decides from the path (and, for `POST /predict`, the body's
-//! `model_id`) alone; a model that is not deployed in a worker never sees this
-//! layer do anything but pass the request on.
+//! `model_id`) alone, except that during the shutdown delay a model's V2 readiness
+//! route is answered by this server (503: it is not ready, whatever the worker
+//! says); a model that is not deployed in a worker never sees this layer do
+//! anything but pass the request on.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -119,6 +121,11 @@ pub(crate) fn model_of_path(path: &str) -> Option<&str> {
     }
 }
 
+/// Whether `path` is a V2 model-readiness route (`/v2/models/{m}[/versions/{v}]/ready`).
+fn is_model_ready_path(path: &str) -> bool {
+    path.starts_with("/v2/models/") && path.ends_with("/ready")
+}
+
 /// The REST layer that forwards a deployed model's requests to its worker.
 pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Some(workers) = state.workers.get() else {
@@ -131,6 +138,11 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     let limit = state.settings.max_request_bytes;
     let path = request.uri().path();
     if let Some(model) = model_of_path(path) {
+        // After the stop signal no model is ready, as this server is not: a
+        // deployed model's readiness is answered here (503), not by its worker.
+        if is_model_ready_path(path) && state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            return next.run(request).await;
+        }
         let model = model.to_string();
         return match workers.target(&model) {
             None => next.run(request).await,
@@ -332,5 +344,13 @@ mod tests {
         );
         assert_eq!(model_of_path("/console/fragments/models/iris"), None);
         assert_eq!(model_of_path("/console/models/iris"), None);
+    }
+
+    #[test]
+    fn model_ready_paths() {
+        assert!(is_model_ready_path("/v2/models/iris/ready"));
+        assert!(is_model_ready_path("/v2/models/iris/versions/2/ready"));
+        assert!(!is_model_ready_path("/v2/models/iris/infer"));
+        assert!(!is_model_ready_path("/v2/health/ready"));
     }
 }
