@@ -932,6 +932,11 @@ async fn two_servers_share_hits_through_one_redis() {
     assert_eq!(from_redis.body, first.body);
     let label = Tensor::new(vec![1], TensorData::I64(vec![0])).unwrap();
     let proba = Tensor::new(vec![1, 3], TensorData::F32(vec![0.5, 0.25, 0.25])).unwrap();
+    // The entry the servers wrote; after each miss below, c writes it back in the
+    // background, which must land before the next entry is planted (else it
+    // overwrites that one and the request is a hit).
+    let get = || redis.command(&format!("GET {key}")).unwrap();
+    let fresh = get();
     for unfit in [
         vec![
             ("zzz".to_string(), label.clone()),
@@ -961,6 +966,12 @@ async fn two_servers_share_hits_through_one_redis() {
         assert_eq!(again.status, 200, "{:?}", again.json());
         assert_eq!(again.cache.as_deref(), Some("miss"), "{unfit:?}");
         assert_eq!(again.body, miss.body, "{unfit:?}");
+        eventually(
+            "the answer is written back to Redis",
+            Duration::from_secs(10),
+            || async { get() == fresh },
+        )
+        .await;
     }
     let corrupt = metric(
         &c,
