@@ -693,18 +693,28 @@ async fn a_database_that_is_not_ferroserves_is_refused_and_left_as_it_is() {
             .await
             .unwrap();
         conn.close().await.unwrap();
+        let before = std::fs::read(&path).unwrap();
         let e = open(format!("sqlite://{}", path.display())).await;
         assert!(e.contains("not ferroserve's metadata store"), "{e}");
         assert!(e.contains(table), "{e}");
-        // Its tables are its own still (the pool's write-ahead-log mode is the only
-        // change, in the header).
-        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-        let tables: Vec<(String,)> = sqlx::query_as("SELECT name FROM sqlite_master")
-            .fetch_all(&mut conn)
-            .await
-            .unwrap();
-        assert_eq!(tables, [(table.to_string(),)], "{name}");
-        conn.close().await.unwrap();
+        // `db status` says so too.
+        let status = Store::open_for_status(
+            &format!("sqlite://{}", path.display()),
+            Duration::from_secs(2),
+        )
+        .await;
+        let e = status.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("not ferroserve's metadata store"), "{e}");
+        // Byte for byte as it was (the store's pool switched it to the write-ahead
+        // log), and nothing beside it.
+        assert_eq!(std::fs::read(&path).unwrap(), before, "{name} was changed");
+        let beside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(name) && n != name)
+            .collect();
+        assert!(beside.is_empty(), "{beside:?}");
     }
 
     // A migration recorded as failed part way.

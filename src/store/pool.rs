@@ -187,6 +187,54 @@ pub enum Use {
     WriteData,
 }
 
+/// Refuses, before anything writes to it (the store's pool switches a file to the
+/// write-ahead log, which rewrites its header), a SQLite file that holds tables but
+/// no ferroserve migration history: another program's database, given by mistake.
+/// Read through a read-only connection; a file that cannot be read so is left to
+/// the pool, whose errors say what is wrong (corrupt, not SQLite).
+async fn refuse_foreign_sqlite(
+    path: &std::path::Path,
+    file: &str,
+    timeout: Duration,
+) -> Result<(), StoreError> {
+    use sqlx::{Connection, Row};
+    if !path.metadata().is_ok_and(|m| m.len() > 0) {
+        return Ok(());
+    }
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .busy_timeout(timeout);
+    let Ok(mut conn) = sqlx::SqliteConnection::connect_with(&options).await else {
+        return Ok(());
+    };
+    let tables = sqlx::query(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+    )
+    .fetch_all(&mut conn)
+    .await;
+    let _ = conn.close().await;
+    let Ok(rows) = tables else {
+        return Ok(());
+    };
+    let mut names: Vec<String> = rows
+        .iter()
+        .filter_map(|r| r.try_get::<String, _>("name").ok())
+        .collect();
+    if names.is_empty() || names.iter().any(|n| n == "_sqlx_migrations") {
+        return Ok(());
+    }
+    names.sort();
+    let more = if names.len() > 5 { ", …" } else { "" };
+    names.truncate(5);
+    Err(StoreError::Broken(format!(
+        "the database at {file} is not ferroserve's metadata store: it has no ferroserve \
+         migration applied but holds tables ({}{more}); nothing was changed. Give an \
+         empty database or a new file (--database-url)",
+        names.join(", ")
+    )))
+}
+
 /// Opens a pool on `url` for `purpose`, waiting at most `timeout` for the first
 /// connection. Answers the pool, its kind, and the URL without its password.
 pub async fn connect(
@@ -254,6 +302,9 @@ pub async fn connect_as(
                         })
                     })?;
                 }
+            }
+            if let Use::Store { .. } = purpose {
+                refuse_foreign_sqlite(&path, &file, timeout).await?;
             }
             let mut options = SqliteConnectOptions::new()
                 .filename(&path)
