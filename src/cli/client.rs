@@ -28,8 +28,7 @@ pub struct Connection {
         alias = "url",
         env = "FERROSERVE_URL",
         default_value = "http://127.0.0.1:8501",
-        value_name = "URL",
-        value_parser = server_url
+        value_name = "URL"
     )]
     pub url: String,
     /// Bearer token (the scope the command needs: management for changes, inference
@@ -48,16 +47,20 @@ pub struct Connection {
 }
 
 /// `--server`: an http or https URL of a server (a usage error otherwise, exit 2).
-fn server_url(text: &str) -> Result<String, String> {
+/// Checks `--server` (`FERROSERVE_URL`) when the client is made, not as clap's value
+/// parser: clap's error repeats the value given, password and all. Messages name it
+/// without its password.
+fn server_url(text: &str) -> Result<(), String> {
+    let shown = crate::store::pool::redact(text);
     match url::Url::parse(text) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
-            Ok(text.to_string())
-        }
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(()),
         Ok(u) => Err(format!(
-            "{text:?} is no http:// or https:// URL of a server (scheme {:?})",
+            "--server {shown:?} is no http:// or https:// URL of a server (scheme {:?})",
             u.scheme()
         )),
-        Err(e) => Err(format!("{text:?} is no URL: {e} (say http://HOST:PORT)")),
+        Err(e) => Err(format!(
+            "--server {shown:?} is no URL: {e} (say http://HOST:PORT)"
+        )),
     }
 }
 
@@ -168,6 +171,7 @@ pub struct Client {
 impl Client {
     /// A client whose requests time out after `timeout`.
     pub fn new(c: &Connection, timeout: Duration) -> anyhow::Result<Client> {
+        server_url(&c.url).map_err(ClientError::Usage)?;
         let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(10));
@@ -409,6 +413,22 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) -> std::io::Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `--server` that is no URL is told without its password (clap's own error,
+    /// when this was its value parser, repeated the value whole).
+    #[test]
+    fn a_bad_server_url_is_told_without_its_password() {
+        for bad in [
+            "htp://user:s3cretPW@127.0.0.1:8501",
+            "http://user:s3cretPW@[::1",
+            "ftp://user:s3cretPW@host",
+        ] {
+            let e = server_url(bad).unwrap_err();
+            assert!(!e.contains("s3cretPW"), "{e}");
+            assert!(e.contains("--server"), "{e}");
+        }
+        assert!(server_url("http://user:pw@127.0.0.1:8501").is_ok());
+    }
 
     #[test]
     fn excerpts_give_the_gist_of_a_page() {

@@ -413,14 +413,31 @@ fn read_rows(path: &Path) -> anyhow::Result<(Vec<Value>, Vec<usize>)> {
         .and_then(|e| e.to_str())
         .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
     if is_csv {
-        let mut reader = csv::Reader::from_path(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut reader = csv::Reader::from_reader(bytes.as_slice());
         let header: Vec<String> = reader.headers()?.iter().map(str::to_string).collect();
         let mut rows = Vec::new();
         let mut lines = Vec::new();
+        // A record's line, from its byte offset: the csv crate's own line count is
+        // one short after a `\r\n` line end.
+        let (mut counted_to, mut line) = (0usize, 1usize);
         for (i, record) in reader.records().enumerate() {
             let record = record.with_context(|| format!("{} row {}", path.display(), i + 1))?;
-            lines.push(record.position().map_or(i + 2, |p| p.line() as usize));
+            let mut start = record
+                .position()
+                .map_or(counted_to, |p| (p.byte() as usize).min(bytes.len()));
+            // After a `\r\n` the position is the `\n`'s (and blank lines may precede
+            // the record): its first line is after them.
+            while matches!(bytes.get(start), Some(b'\r' | b'\n')) {
+                start += 1;
+            }
+            line += bytes[counted_to..start.max(counted_to)]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            counted_to = start.max(counted_to);
+            lines.push(line);
             let mut row = serde_json::Map::new();
             for (name, cell) in header.iter().zip(record.iter()) {
                 let value = match cell.trim().parse::<f64>() {
@@ -728,5 +745,8 @@ mod tests {
         let (rows, lines) = read_rows(&csv).unwrap();
         assert_eq!(lines, [2, 3]);
         assert_eq!(rows[1]["b"], "x");
+        // Windows line ends, and a quoted value over two lines.
+        std::fs::write(&csv, "a,b\r\n1,2\r\n\"3\r\n4\",5\r\n6,x\r\n").unwrap();
+        assert_eq!(read_rows(&csv).unwrap().1, [2, 3, 5]);
     }
 }
