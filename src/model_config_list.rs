@@ -182,22 +182,14 @@ impl ModelConfigList {
             if m.base_path.as_os_str().is_empty() {
                 return Err(format!("model {:?} has an empty base_path", m.name));
             }
-            match &m.version_policy {
-                Some(VersionPolicy::Latest(0)) => {
-                    return Err(format!(
-                        "model {:?}: latest num_versions must be at least 1",
-                        m.name
-                    ))
-                }
-                // As TF Serving: no version is served, and it warns ("No
-                // specific versions requested for servable …").
-                Some(VersionPolicy::Specific(v)) if v.is_empty() => {
-                    tracing::warn!(
-                        "model {:?}: the specific version policy lists no versions: none is served",
-                        m.name
-                    )
-                }
-                _ => {}
+            // (An empty `specific` list serves no version, as in TF Serving; the
+            // manager says so in the model's status, `policy_warning`, not at
+            // every poll of this file.)
+            if let Some(VersionPolicy::Latest(0)) = &m.version_policy {
+                return Err(format!(
+                    "model {:?}: latest num_versions must be at least 1",
+                    m.name
+                ));
             }
         }
         Ok(())

@@ -199,7 +199,8 @@ pub fn scan_model(name: &str, dir: &Path) -> Result<ModelOnDisk, RepositoryError
     for (version_name, version_dir) in subdirectories(dir).map_err(err)? {
         if let Some(version) = version_of_dir(&version_name) {
             if let Some(current) = names.get(&version) {
-                let (kept, other) = match prefer_version_dir(&version_name, current) {
+                let wins = prefer_version_dir(&version_name, current);
+                let (kept, other) = match wins {
                     true => (version_name.as_str(), current.as_str()),
                     false => (current.as_str(), version_name.as_str()),
                 };
@@ -208,7 +209,7 @@ pub fn scan_model(name: &str, dir: &Path) -> Result<ModelOnDisk, RepositoryError
                     "directories {kept:?} and {other:?} both name version {version}: \
                      {kept:?} is the one served; remove or rename the other"
                 );
-                if !prefer_version_dir(&version_name, current) {
+                if !wins {
                     continue;
                 }
             }

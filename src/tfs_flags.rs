@@ -655,8 +655,7 @@ impl TfsArgs {
         // or the --config file names gives way to --model_base_path on the command
         // line: a flag overrides both. (Both as flags: TF Serving's rule, below.)
         let config_file_is_a_flag = self.model_config_file.is_some()
-            || (self.from_command_line.contains("model_config_file")
-                && !self.from_environment.contains("model_config_file"));
+            || self.from_command_line.contains("model_config_file");
         if self.model_base_path.is_some()
             && !self.base_path_from_environment
             && !config_file_is_a_flag

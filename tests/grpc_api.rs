@@ -1601,6 +1601,19 @@ async fn kserve_v2_repository_index_load_unload() {
     server.stop().await;
 }
 
+/// The next status a health `Watch` stream sends, within 10 s (after `what`).
+async fn next_status(
+    watch: &mut tonic::Streaming<tonic_health::pb::HealthCheckResponse>,
+    what: &str,
+) -> i32 {
+    tokio::time::timeout(Duration::from_secs(10), watch.message())
+        .await
+        .unwrap_or_else(|_| panic!("no Watch message after {what}"))
+        .unwrap()
+        .unwrap()
+        .status
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_reports_server_and_models() {
     let repo = repo();
@@ -1642,12 +1655,10 @@ async fn health_reports_server_and_models() {
         })
         .await
         .unwrap();
-    let next = tokio::time::timeout(Duration::from_secs(10), watch_dt.message())
-        .await
-        .expect("no Watch message after the unload")
-        .unwrap()
-        .unwrap();
-    assert_eq!(next.status, ServingStatus::NotServing as i32);
+    assert_eq!(
+        next_status(&mut watch_dt, "the unload").await,
+        ServingStatus::NotServing as i32
+    );
     let r = health.check(check("iris_dt")).await.unwrap().into_inner();
     assert_eq!(r.status, ServingStatus::NotServing as i32);
     repository
@@ -1657,12 +1668,10 @@ async fn health_reports_server_and_models() {
         })
         .await
         .unwrap();
-    let next = tokio::time::timeout(Duration::from_secs(10), watch_dt.message())
-        .await
-        .expect("no Watch message after the load")
-        .unwrap()
-        .unwrap();
-    assert_eq!(next.status, ServingStatus::Serving as i32);
+    assert_eq!(
+        next_status(&mut watch_dt, "the load").await,
+        ServingStatus::Serving as i32
+    );
     // An open Watch stream must not hold the server's shutdown open.
     server.stop().await;
 }

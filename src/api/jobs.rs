@@ -449,7 +449,11 @@ pub async fn old_predict(
     let handle = state.manager.resolve(&model, &version)?;
     // A served model's name: a version a training job made has its label map and
     // classes in its training.json, as the job's record has them.
-    let by_name = model == key && label_map.is_none() && trained_classes.is_none();
+    // Only a model a training job wrote has one: others skip the read.
+    let by_name = model == key
+        && label_map.is_none()
+        && trained_classes.is_none()
+        && handle.backend.traits().trained;
     let (label_map, trained_classes) =
         match by_name.then(|| crate::jobs::train::training_record(state, &model, handle.version)) {
             Some(Some(training)) => (

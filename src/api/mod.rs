@@ -129,7 +129,13 @@ impl ServerState {
     /// Ready once every model found at start-up has loaded or failed, until the
     /// stop signal (then draining: load balancers should send elsewhere).
     pub fn is_ready(&self) -> bool {
-        self.manager.is_ready() && !self.draining.load(std::sync::atomic::Ordering::Relaxed)
+        self.manager.is_ready() && !self.is_draining()
+    }
+
+    /// Whether the stop signal came: the shutdown delay's drain, when nothing is
+    /// ready (the server, every model) though requests are still answered.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

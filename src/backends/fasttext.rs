@@ -75,6 +75,7 @@ impl FastTextBackend {
             missing_inputs: Vec::new(),
             ignored_inputs: Vec::new(),
             trained: false,
+            ranked_output: Some(PROBABILITIES_OUTPUT.into()),
         };
         Ok(FastTextBackend {
             model,

@@ -110,6 +110,7 @@ impl SklearnBackend {
                 _ => Vec::new(),
             },
             trained: false,
+            ranked_output: None,
         };
         SklearnBackend {
             model,

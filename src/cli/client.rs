@@ -247,9 +247,7 @@ impl Client {
             .remove(b'_')
             .remove(b'~')
             .remove(b'.');
-        if text.is_empty() || text == "." || text == ".." {
-            return Err(ClientError::Usage(format!("{text:?} is no model name or job id")).into());
-        }
+        let text = Self::name(text)?;
         Ok(percent_encoding::utf8_percent_encode(text, KEEP).to_string())
     }
 

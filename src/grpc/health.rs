@@ -9,7 +9,6 @@
 //! service and every model is NOT_SERVING.
 
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,7 +65,7 @@ async fn status_of(state: &ServerState, service: &str) -> Option<ServingStatus> 
     if service.is_empty() || SERVICES.contains(&service) {
         return Some(serving(state.is_ready()));
     }
-    let draining = state.draining.load(Ordering::Relaxed);
+    let draining = state.is_draining();
     if let Some(channel) = crate::workers::grpc_forward(state, service) {
         return Some(match channel {
             Ok(channel) if !draining => worker_status(state, channel, service).await,

@@ -247,11 +247,7 @@ impl grpc_inference_service_server::GrpcInferenceService for InferenceService {
         &self,
         request: Request<pb::ModelReadyRequest>,
     ) -> Result<Response<pb::ModelReadyResponse>, Status> {
-        if self
-            .state
-            .draining
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
+        if self.state.is_draining() {
             return Ok(Response::new(pb::ModelReadyResponse { ready: false }));
         }
         if let Some(channel) = crate::workers::grpc_forward(&self.state, &request.get_ref().name) {

@@ -140,7 +140,7 @@ fn ready_status(
     model: &str,
     version: VersionRequest,
 ) -> Result<StatusCode, HttpError> {
-    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+    if state.is_draining() {
         return Err(HttpError(ApiError::Unavailable(
             "the server is shutting down".into(),
         )));

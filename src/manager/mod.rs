@@ -953,7 +953,6 @@ impl Manager {
     }
 }
 
-/// Whether two paths name the same directory (`models/x` and `/srv/models/x`, say).
 /// The content fingerprint of a loaded version's files (`cache::key::fingerprint`),
 /// only while they are still the files it loaded (`files`, their identity read just
 /// before the load): the fingerprint, in every key of the version's cached answers,
@@ -981,6 +980,7 @@ fn fingerprint_loaded(
     Ok(content)
 }
 
+/// Whether two paths name the same directory (`models/x` and `/srv/models/x`, say).
 fn same_dir(a: &Path, b: &Path) -> bool {
     a == b
         || match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {

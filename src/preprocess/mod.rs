@@ -125,10 +125,8 @@ pub struct Pipeline {
     /// `[postprocess] pooling` and `normalize`, on the score output (the token
     /// embeddings).
     pub pooling: Option<(crate::model_config::Pooling, bool)>,
-    /// An output whose columns are the model's own k best, best first, rather than
-    /// one column per class (fastText's `probabilities`, whose labels are in its
-    /// `labels` output): the classification extension refuses it, since its
-    /// indices would be ranks, not classes.
+    /// The backend's `ModelTraits::ranked_output` (fastText's `probabilities`,
+    /// whose labels are in its `labels` output), which `finish` refuses to classify.
     pub ranked_output: Option<String>,
 }
 
@@ -219,8 +217,7 @@ impl Pipeline {
             tokenizer,
             segmenter,
             pooling: post.pooling.map(|p| (p, post.normalize)),
-            ranked_output: (backend.format() == "fasttext")
-                .then(|| crate::backends::fasttext::PROBABILITIES_OUTPUT.to_string()),
+            ranked_output: backend.traits().ranked_output.clone(),
         })
     }
 

@@ -116,10 +116,10 @@ static MIGRATE_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqli
 static MIGRATE_POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 static MIGRATE_MYSQL: sqlx::migrate::Migrator = sqlx::migrate!("migrations/mysql");
 
-/// Whether an error says the database file is damaged (SQLite's words).
 /// Every table ferroserve's migrations create.
 const TABLES: [&str; 5] = ["events", "model_settings", "jobs", "workers", "predictions"];
 
+/// Whether an error says the database file is damaged (SQLite's words).
 fn is_corrupt(e: &StoreError) -> bool {
     let text = e.to_string();
     text.contains("malformed") || text.contains("file is not a database")
@@ -334,40 +334,42 @@ impl Store {
     /// The highest migration applied (0: none) and the highest this binary has.
     async fn schema_versions(&self) -> Result<(i64, i64), StoreError> {
         let known = self.migrator().iter().map(|m| m.version).max().unwrap_or(0);
-        let sql = "SELECT MAX(version) AS v FROM _sqlx_migrations WHERE success = TRUE";
-        let sql = if self.kind == DbKind::Sqlite {
-            "SELECT MAX(version) AS v FROM _sqlx_migrations WHERE success = 1"
-        } else {
-            sql
+        let sql = match self.kind {
+            DbKind::Sqlite => "SELECT MAX(version) AS v FROM _sqlx_migrations WHERE success = 1",
+            _ => "SELECT MAX(version) AS v FROM _sqlx_migrations WHERE success = TRUE",
         };
+        let applied = self.history_value(sql, "read the schema version").await?;
+        Ok((applied.unwrap_or(0), known))
+    }
+
+    /// The one value (`v`) `sql` reads from the migration history; `None` when
+    /// it finds none, or there is no history yet (no migrations table).
+    async fn history_value(&self, sql: &str, doing: &str) -> Result<Option<i64>, StoreError> {
         let result: Result<Option<i64>, sqlx::Error> = on_pool!(&self.pool, p => {
-            match sqlx::query(sql).fetch_one(p).await {
+            match sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_one(p).await {
                 Ok(row) => row.try_get::<Option<i64>, _>("v"),
                 Err(e) => Err(e),
             }
         });
         match result {
-            Ok(v) => Ok((v.unwrap_or(0), known)),
-            // No migrations table: nothing applied yet.
+            Ok(v) => Ok(v),
             Err(sqlx::Error::Database(e))
                 if e.message().contains("_sqlx_migrations")
                     || e.message().contains("no such table")
                     || e.message().contains("doesn't exist")
                     || e.message().contains("does not exist") =>
             {
-                Ok((0, known))
+                Ok(None)
             }
-            Err(e) => Err(self.unavailable("read the schema version", e)),
+            Err(e) => Err(self.unavailable(doing, e)),
         }
     }
 
-    /// The tables of the database (the current schema's, on PostgreSQL and MySQL),
-    /// SQLite's own and the migration history aside.
+    /// The tables of the current schema of a PostgreSQL or MySQL database, the
+    /// migration history aside.
     async fn tables(&self) -> Result<Vec<String>, StoreError> {
         let sql = match self.kind {
-            DbKind::Sqlite => {
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-            }
+            DbKind::Sqlite => unreachable!("SQLite files are checked by the pool"),
             DbKind::Postgres => {
                 "SELECT table_name::text AS name FROM information_schema.tables \
                  WHERE table_schema = current_schema()"
@@ -389,41 +391,30 @@ impl Store {
         Ok(names)
     }
 
-    /// Refuses, before any migration writes to it, a database that is not
-    /// ferroserve's: one with no migration applied that holds tables already (a
-    /// SQLite file of another program's, given by mistake), or, on a shared
-    /// PostgreSQL or MySQL database, tables named as ferroserve's. Migrating it would
-    /// add ferroserve's tables to another program's file, or fail half way on a
-    /// clash and leave a migration history behind.
+    /// Refuses, before any migration writes to it, a shared PostgreSQL or MySQL
+    /// database holding tables named as ferroserve's but no migration history:
+    /// migrating it would fail half way on the clash and leave a history behind.
+    /// (Other programs' tables beside ferroserve's are fine there; a SQLite file
+    /// holding any table but no history is refused before the pool opens it,
+    /// `pool::refuse_foreign_sqlite`.)
     async fn check_ours(&self) -> Result<(), StoreError> {
+        if self.kind == DbKind::Sqlite {
+            return Ok(());
+        }
         let (applied, _) = self.schema_versions().await?;
         if applied > 0 || self.failed_migration().await?.is_some() {
             return Ok(());
         }
-        let tables = self.tables().await?;
-        let clash: Vec<&String> = match self.kind {
-            DbKind::Sqlite => tables.iter().collect(),
-            _ => tables
-                .iter()
-                .filter(|t| TABLES.contains(&t.as_str()))
-                .collect(),
-        };
-        if clash.is_empty() {
-            return Ok(());
+        let clash: Vec<String> = self
+            .tables()
+            .await?
+            .into_iter()
+            .filter(|t| TABLES.contains(&t.as_str()))
+            .collect();
+        match clash.is_empty() {
+            true => Ok(()),
+            false => Err(pool::not_ours(&self.url, clash)),
         }
-        let shown: Vec<&str> = clash.iter().take(5).map(|t| t.as_str()).collect();
-        Err(StoreError::Broken(format!(
-            "the database at {} is not ferroserve's metadata store: it has no ferroserve \
-             migration applied but holds tables ({}{}); nothing was changed. Give an empty \
-             database or a new file (--database-url)",
-            self.url,
-            shown.join(", "),
-            if clash.len() > shown.len() {
-                ", …"
-            } else {
-                ""
-            }
-        )))
     }
 
     /// A migration recorded as failed part way (`success` false), if any.
@@ -432,24 +423,7 @@ impl Store {
             DbKind::Sqlite => "SELECT MIN(version) AS v FROM _sqlx_migrations WHERE success = 0",
             _ => "SELECT MIN(version) AS v FROM _sqlx_migrations WHERE success = FALSE",
         };
-        let result: Result<Option<i64>, sqlx::Error> = on_pool!(&self.pool, p => {
-            match sqlx::query(sql).fetch_one(p).await {
-                Ok(row) => row.try_get::<Option<i64>, _>("v"),
-                Err(e) => Err(e),
-            }
-        });
-        match result {
-            Ok(v) => Ok(v),
-            Err(sqlx::Error::Database(e))
-                if e.message().contains("_sqlx_migrations")
-                    || e.message().contains("no such table")
-                    || e.message().contains("doesn't exist")
-                    || e.message().contains("does not exist") =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(self.unavailable("read the migration history", e)),
-        }
+        self.history_value(sql, "read the migration history").await
     }
 
     /// Schema version, database kind and rows per table. A database that would not

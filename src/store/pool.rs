@@ -225,14 +225,20 @@ async fn refuse_foreign_sqlite(
         return Ok(());
     }
     names.sort();
-    let more = if names.len() > 5 { ", …" } else { "" };
-    names.truncate(5);
-    Err(StoreError::Broken(format!(
-        "the database at {file} is not ferroserve's metadata store: it has no ferroserve \
+    Err(not_ours(file, names))
+}
+
+/// The refusal of a database that is not ferroserve's (`shown`: its URL or file),
+/// naming up to five of the `tables` that say so.
+pub(super) fn not_ours(shown: &str, mut tables: Vec<String>) -> StoreError {
+    let more = if tables.len() > 5 { ", …" } else { "" };
+    tables.truncate(5);
+    StoreError::Broken(format!(
+        "the database at {shown} is not ferroserve's metadata store: it has no ferroserve \
          migration applied but holds tables ({}{more}); nothing was changed. Give an \
          empty database or a new file (--database-url)",
-        names.join(", ")
-    )))
+        tables.join(", ")
+    ))
 }
 
 /// Opens a pool on `url` for `purpose`, waiting at most `timeout` for the first

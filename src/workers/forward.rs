@@ -140,7 +140,7 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     if let Some(model) = model_of_path(path) {
         // After the stop signal no model is ready, as this server is not: a
         // deployed model's readiness is answered here (503), not by its worker.
-        if is_model_ready_path(path) && state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        if is_model_ready_path(path) && state.is_draining() {
             return next.run(request).await;
         }
         let model = model.to_string();

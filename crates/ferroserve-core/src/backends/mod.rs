@@ -66,6 +66,10 @@ pub struct ModelTraits {
     /// NaN as the number it is (a scikit-learn imputer or a gradient-boosted model
     /// may handle it).
     pub trained: bool,
+    /// An output whose columns are the model's own k best, best first, rather than
+    /// one column per class (fastText's `probabilities`): the classification
+    /// extension refuses it, since its indices would be ranks, not classes.
+    pub ranked_output: Option<String>,
 }
 
 /// Per-request options a backend may honour: a fastText model's `k` and `threshold`

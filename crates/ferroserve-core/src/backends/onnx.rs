@@ -203,6 +203,7 @@ fn describe(session: &Session) -> Result<(Signature, ModelTraits), BackendError>
             .ok()
             .and_then(|m| m.producer())
             .is_some_and(|p| p == "ferroserve"),
+        ranked_output: None,
     };
     Ok((Signature { inputs, outputs }, traits))
 }
