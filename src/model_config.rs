@@ -153,6 +153,46 @@ pub struct ModelConfig {
     /// batching, [`ModelDefaults::batching`], applies).
     #[serde(skip)]
     pub batching_given: bool,
+    /// The tables of one model format the file has (`[fasttext]`, `[sklearn]`,
+    /// `[tensorflow]`), each by the format's name as `Backend::format` gives it: a
+    /// table no served version's format reads is a config error in status
+    /// ([`ModelConfig::unused_format_tables`]), not a setting ignored in silence.
+    #[serde(skip)]
+    pub format_tables: Vec<&'static str>,
+}
+
+/// The tables of `config.toml` that only one model format reads, with that format's
+/// name (`Backend::format`).
+const FORMAT_TABLES: [&str; 3] = ["fasttext", "sklearn", "tensorflow"];
+
+/// Whether `name` may name a version label: one or more ASCII letters, digits, `.`,
+/// `_` and `-`, so that a REST path (`/v1/models/M/labels/L`) carries it as it is.
+/// The one rule for labels, wherever they are declared (`config.toml`, the model
+/// config list).
+pub fn is_valid_label_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Checks one label as declared: its name ([`is_valid_label_name`]) and its version
+/// (from 1 to `repository::MAX_VERSION`; no directory is version 0). The message
+/// names the label, for the config's error.
+pub fn check_label(name: &str, version: u64) -> Result<(), String> {
+    if !is_valid_label_name(name) {
+        return Err(format!(
+            "label {name:?} is not a valid label name: use one or more ASCII letters, \
+             digits, '.', '_' and '-'"
+        ));
+    }
+    let max = crate::repository::MAX_VERSION;
+    if version == 0 || version > max {
+        return Err(format!(
+            "label {name:?} points at version {version}; versions are from 1 to {max}"
+        ));
+    }
+    Ok(())
 }
 
 /// Server-wide defaults for what a model's `config.toml` leaves out (TF Serving's
@@ -866,9 +906,10 @@ impl ModelConfig {
 
     pub fn parse(text: &str) -> Result<ModelConfig, String> {
         let mut config: ModelConfig = toml::from_str(text).map_err(|e| e.to_string())?;
-        config.batching_given = text
-            .parse::<toml::Table>()
-            .is_ok_and(|t| t.contains_key("batching"));
+        let table = text.parse::<toml::Table>().ok();
+        let given = |key: &str| table.as_ref().is_some_and(|t| t.contains_key(key));
+        config.batching_given = given("batching");
+        config.format_tables = FORMAT_TABLES.into_iter().filter(|t| given(t)).collect();
         config.validate()?;
         Ok(config)
     }
@@ -888,6 +929,17 @@ impl ModelConfig {
                     "feature_defaults names {unknown:?}, which is not in feature_names"
                 ));
             }
+        }
+        if let Some(names) = &self.feature_names {
+            let mut seen = std::collections::BTreeSet::new();
+            if let Some(twice) = names.iter().find(|n| !seen.insert(n.as_str())) {
+                return Err(format!(
+                    "feature_names names {twice:?} twice; each feature is one column"
+                ));
+            }
+        }
+        for (label, &version) in &self.labels {
+            check_label(label, version).map_err(|e| format!("[labels]: {e}"))?;
         }
         if self.version_policy == VersionPolicy::Latest(0) {
             return Err("version_policy latest must be at least 1".into());
@@ -930,6 +982,72 @@ impl ModelConfig {
 
     pub fn warmup_enabled(&self) -> bool {
         self.warmup.unwrap_or(true)
+    }
+
+    /// Checks the tensors this config names against a model's signature: an
+    /// `input_name` must be one of its inputs, a `prediction_output` and a
+    /// `probabilities_output` among its outputs. These settings apply to the versions
+    /// already serving when the file changes, so the manager checks them for each
+    /// served version (a mismatch is the model's config error in status, and the
+    /// requests that need the setting fail); an upload may check its model the same
+    /// way before it is stored.
+    pub fn check_names(&self, signature: &crate::backends::Signature) -> Result<(), String> {
+        fn names(specs: &[crate::tensor::TensorSpec]) -> Vec<&str> {
+            specs.iter().map(|s| s.name.as_str()).collect()
+        }
+        if let Some(input) = &self.input_name {
+            if !signature.inputs.iter().any(|s| s.name == *input) {
+                return Err(format!(
+                    "input_name names input {input:?}, which the model does not have (its \
+                     inputs: {:?})",
+                    names(&signature.inputs)
+                ));
+            }
+        }
+        for (key, output) in [
+            ("prediction_output", &self.prediction_output),
+            ("probabilities_output", &self.probabilities_output),
+        ] {
+            if let Some(output) = output {
+                if !signature.outputs.iter().any(|s| s.name == *output) {
+                    return Err(format!(
+                        "{key} names output {output:?}, which the model does not have (its \
+                         outputs: {:?})",
+                        names(&signature.outputs)
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The format tables of the file (`[fasttext]`, `[sklearn]`, `[tensorflow]`) that
+    /// none of `formats` (the served versions' `Backend::format`) reads, as an error
+    /// naming them; `Ok` when there is no served version to judge by.
+    pub fn unused_format_tables(&self, formats: &[&str]) -> Result<(), String> {
+        if formats.is_empty() {
+            return Ok(());
+        }
+        let mut served: Vec<&str> = formats.to_vec();
+        served.sort_unstable();
+        served.dedup();
+        let unused: Vec<String> = self
+            .format_tables
+            .iter()
+            .filter(|t| !formats.contains(t))
+            .map(|t| {
+                format!(
+                    "[{t}] is read only for {t} models, and the versions served are {} \
+                     models: remove the table",
+                    served.join(" and ")
+                )
+            })
+            .collect();
+        if unused.is_empty() {
+            Ok(())
+        } else {
+            Err(unused.join("; "))
+        }
     }
 }
 
@@ -1167,6 +1285,70 @@ mod tests {
         ] {
             assert!(ModelConfig::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn feature_names_and_labels_are_validated() {
+        let e = ModelConfig::parse("feature_names = [\"a\", \"a\", \"b\", \"c\"]").unwrap_err();
+        assert!(e.contains("feature_names names \"a\" twice"), "{e}");
+        assert!(ModelConfig::parse("feature_names = [\"a\", \"b\"]").is_ok());
+        let e = ModelConfig::parse("[labels]\nstable = 0").unwrap_err();
+        assert!(e.contains("label \"stable\" points at version 0"), "{e}");
+        assert!(ModelConfig::parse("[labels]\nstable = 9007199254740992").is_err());
+        for bad in ["\"\"", "\"a b\"", "\"a/b\"", "\"caf\u{e9}\"", "\"a:b\""] {
+            let e = ModelConfig::parse(&format!("[labels]\n{bad} = 1")).unwrap_err();
+            assert!(e.contains("is not a valid label name"), "{bad}: {e}");
+        }
+        let c = ModelConfig::parse("[labels]\nstable = 1\n\"canary-2.x_y\" = 2").unwrap();
+        assert_eq!(c.labels["canary-2.x_y"], 2);
+        assert!(check_label("stable", 1).is_ok());
+        assert!(!is_valid_label_name(""));
+    }
+
+    #[test]
+    fn tensor_names_and_format_tables_are_checked_against_the_model() {
+        use crate::tensor::{DataType, TensorSpec};
+        let spec = |name: &str| TensorSpec {
+            name: name.into(),
+            dtype: DataType::F32,
+            shape: vec![-1, 4],
+        };
+        let signature = crate::backends::Signature {
+            inputs: vec![spec("x")],
+            outputs: vec![spec("label"), spec("probabilities")],
+        };
+        let fits = ModelConfig::parse(
+            "input_name = \"x\"\nprediction_output = \"label\"\nprobabilities_output = \"probabilities\"",
+        )
+        .unwrap();
+        assert!(fits.check_names(&signature).is_ok());
+        let e = ModelConfig::parse("input_name = \"nope\"")
+            .unwrap()
+            .check_names(&signature)
+            .unwrap_err();
+        assert!(e.contains("input \"nope\"") && e.contains("[\"x\"]"), "{e}");
+        for key in ["prediction_output", "probabilities_output"] {
+            let e = ModelConfig::parse(&format!("{key} = \"zzz\""))
+                .unwrap()
+                .check_names(&signature)
+                .unwrap_err();
+            assert!(e.contains(&format!("{key} names output \"zzz\"")), "{e}");
+        }
+
+        let c =
+            ModelConfig::parse("[fasttext]\nk = -1\n[sklearn]\nwrapper_attribute = \"m\"").unwrap();
+        assert_eq!(c.format_tables, ["fasttext", "sklearn"]);
+        let e = c.unused_format_tables(&["onnx"]).unwrap_err();
+        assert!(e.contains("[fasttext]") && e.contains("[sklearn]"), "{e}");
+        assert!(c.unused_format_tables(&["fasttext", "sklearn"]).is_ok());
+        assert!(
+            c.unused_format_tables(&[]).is_ok(),
+            "nothing served to judge by"
+        );
+        assert!(ModelConfig::parse("")
+            .unwrap()
+            .unused_format_tables(&["onnx"])
+            .is_ok());
     }
 
     #[test]

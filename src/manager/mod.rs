@@ -259,12 +259,19 @@ pub struct VersionRecord {
     pub error: Option<String>,
     pub artifact: Option<PathBuf>,
     pub format: Option<&'static str>,
+    /// The identity of the version's files when its last load failed (read just
+    /// before that load): a version in ERROR is not tried again as a fallback
+    /// ([`Manager::reconcile_model`]) while its files are still these.
+    failed_files: Option<crate::repository::VersionFiles>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ModelRecord {
     pub dir: PathBuf,
-    /// Why the model's config.toml could not be used, if it could not.
+    /// Why the model's config.toml could not be used, if it could not (the config
+    /// in force before stays), and what of the config in force does not fit the
+    /// versions it serves (a tensor name they do not have, a table of another model
+    /// format).
     pub config_error: Option<String>,
     pub versions: BTreeMap<u64, VersionRecord>,
     pub labels: BTreeMap<String, u64>,
@@ -280,6 +287,11 @@ pub struct ModelRecord {
     /// Set when the policy asks for more versions than `max_served_versions_per_model`
     /// allows: says how many are served and which are left out.
     pub policy_warning: Option<String>,
+    /// The last config that could be used: it stays in force while `config.toml`
+    /// cannot be used, so that versions added meanwhile are still served by its
+    /// policy. `None` until a config was applied (a model whose config fails at
+    /// start serves nothing until it is fixed).
+    config_in_force: Option<Arc<ModelConfig>>,
 }
 
 type Records = BTreeMap<String, ModelRecord>;
@@ -484,7 +496,10 @@ impl Manager {
 
     /// Loads the versions the model's policy asks for that are not loaded yet, then
     /// unloads those it no longer asks for, provided at least one asked-for version
-    /// is available (so a failed new version leaves the old one serving).
+    /// is available (so a failed new version leaves the old one serving). Under a
+    /// `latest` policy, when none of them is available and nothing of the model
+    /// serves (a restart with a broken newest version), the newest older version
+    /// that loads serves instead (see `fall_back`).
     ///
     /// A model whose directory changed (a config file or gRPC `ReloadConfig` giving
     /// it another base path) has every version its policy asks for loaded from the
@@ -493,18 +508,28 @@ impl Manager {
     /// different files there.
     pub fn reconcile_model(&self, model: &ModelOnDisk) {
         let name = model.name.as_str();
-        let config = match &model.config {
-            Ok(c) => Arc::new(c.clone()),
+        // A config.toml that cannot be used leaves the one in force before: the
+        // versions served keep serving, and versions added meanwhile follow its
+        // policy. With none before (a config that fails at start), nothing serves
+        // until the file is fixed. Either way the error shows in status.
+        let (config, refused) = match &model.config {
+            Ok(c) => (Arc::new(c.clone()), None),
             Err(e) => {
-                // Keep serving whatever is served; the error shows in status.
-                let mut records = self.records();
-                let record = records.entry(name.to_string()).or_default();
-                record.dir = model.dir.clone();
-                if record.config_error.as_deref() != Some(&e.to_string()) {
-                    tracing::warn!(model = name, path = e.path(), "{e}");
+                let in_force = {
+                    let mut records = self.records();
+                    let record = records.entry(name.to_string()).or_default();
+                    record.dir = model.dir.clone();
+                    record.config_in_force.clone()
+                };
+                tracing::debug!(model = name, path = e.path(), "{e}");
+                match in_force {
+                    Some(c) => (c, Some(format!("{e}; the config in force before stays"))),
+                    None => {
+                        let error = format!("{e}; the model serves nothing until it is fixed");
+                        self.set_config_error(name, Some(error));
+                        return;
+                    }
                 }
-                record.config_error = Some(e.to_string());
-                return;
             }
         };
         let with_artifact: Vec<u64> = model
@@ -609,7 +634,7 @@ impl Manager {
             let mut records = self.records();
             let record = records.entry(name.to_string()).or_default();
             record.dir = model.dir.clone();
-            record.config_error = None;
+            record.config_in_force = Some(config.clone());
             if record.policy_warning != policy_warning {
                 if let Some(w) = &policy_warning {
                     tracing::warn!(model = name, "{w}");
@@ -719,6 +744,8 @@ impl Manager {
             }
         }
 
+        self.fall_back(name, model, &config, &aspired);
+
         // Labels and config take effect atomically with the new versions.
         let any_aspired_available = {
             let map = self.serving();
@@ -783,11 +810,162 @@ impl Manager {
             serving.config = config.clone();
         });
         // After publishing, so status never shows a label requests cannot follow yet.
+        {
+            let mut records = self.records();
+            let record = records.entry(name.to_string()).or_default();
+            record.labels = labels;
+            record.label_errors = label_errors;
+            record.unavailable_labels = unavailable_labels;
+        }
+        // What of the config in force does not fit the versions it now applies to.
+        let misfit = self.config_misfit(name, &config);
+        let error = match (refused, misfit) {
+            (Some(r), Some(m)) => Some(format!("{r}; and the config in force: {m}")),
+            (r, m) => r.or(m),
+        };
+        self.set_config_error(name, error);
+    }
+
+    /// Sets a model's config error, logging it when it is new.
+    fn set_config_error(&self, name: &str, error: Option<String>) {
         let mut records = self.records();
         let record = records.entry(name.to_string()).or_default();
-        record.labels = labels;
-        record.label_errors = label_errors;
-        record.unavailable_labels = unavailable_labels;
+        if record.config_error != error {
+            if let Some(e) = &error {
+                tracing::warn!(model = name, "{e}");
+            }
+        }
+        record.config_error = error;
+    }
+
+    /// What of `config` does not fit the versions of the model that serve: a tensor
+    /// name (`input_name`, `prediction_output`, `probabilities_output`) one of them
+    /// does not have, or a format's table (`[fasttext]`, …) none of them reads.
+    /// These settings would otherwise only show as a 500 on every request that needs
+    /// them.
+    fn config_misfit(&self, name: &str, config: &ModelConfig) -> Option<String> {
+        let serving = self.serving();
+        let versions: Vec<&ServableHandle> = serving
+            .models
+            .get(name)
+            .map(|m| m.versions.values().collect())
+            .unwrap_or_default();
+        let mut misfits: Vec<String> = versions
+            .iter()
+            .filter_map(|h| {
+                config
+                    .check_names(h.backend.signature())
+                    .err()
+                    .map(|e| format!("version {}: {e}", h.version))
+            })
+            .collect();
+        let formats: Vec<&str> = versions.iter().map(|h| h.backend.format()).collect();
+        misfits.extend(config.unused_format_tables(&formats).err());
+        (!misfits.is_empty()).then(|| {
+            format!(
+                "config.toml does not fit the versions served: {}",
+                misfits.join("; ")
+            )
+        })
+    }
+
+    /// Under a `latest` policy, when none of the versions it asks for (`aspired`) is
+    /// available and no version of the model's directory serves, loads the newest
+    /// older version instead, one at a time, newest first, until one serves: after
+    /// a restart, a model whose newest version is broken serves the one before it, as
+    /// it did before the restart. A version in ERROR whose files have not changed
+    /// since it failed is not tried again. The version served this way stays until a
+    /// version the policy asks for is available; that one's reconcile unloads it, as
+    /// any version the policy no longer asks for. A `specific` policy never falls
+    /// back: the operator named its versions (and `all` asks for every version).
+    fn fall_back(
+        &self,
+        name: &str,
+        model: &ModelOnDisk,
+        config: &Arc<ModelConfig>,
+        aspired: &BTreeSet<u64>,
+    ) {
+        if !matches!(
+            config.version_policy,
+            crate::model_config::VersionPolicy::Latest(_)
+        ) {
+            return;
+        }
+        let serves = || {
+            self.serving().models.get(name).is_some_and(|m| {
+                m.versions
+                    .values()
+                    .any(|h| h.dir.parent().is_some_and(|p| same_dir(p, &model.dir)))
+            })
+        };
+        let older: Vec<(u64, PathBuf, PathBuf)> = model
+            .versions
+            .values()
+            .rev()
+            .filter(|v| !aspired.contains(&v.version))
+            .filter_map(|v| Some((v.version, v.artifact.clone()?, v.dir.clone())))
+            .collect();
+        for (version, artifact, dir) in older {
+            if serves() {
+                return;
+            }
+            let known_broken = {
+                let records = self.records();
+                let record = records.get(name);
+                // A version the policy asks for that is still loading (another
+                // reconcile's) may yet serve; so may an older one being loaded.
+                let loading = |v: &u64| {
+                    record
+                        .and_then(|r| r.versions.get(v))
+                        .is_some_and(|r| r.state == VersionState::Loading)
+                };
+                if aspired.iter().any(loading) || loading(&version) {
+                    return;
+                }
+                record
+                    .and_then(|r| r.versions.get(&version))
+                    .filter(|r| r.state == VersionState::Error)
+                    .and_then(|r| r.failed_files.clone())
+            };
+            if known_broken.is_some_and(|f| f == crate::repository::version_files(&dir)) {
+                continue;
+            }
+            {
+                let mut records = self.records();
+                let record = records.entry(name.to_string()).or_default();
+                let entry = record.versions.entry(version).or_insert_with(new_record);
+                entry.artifact = Some(artifact.clone());
+                set_state(
+                    &self.observer,
+                    name,
+                    version,
+                    entry,
+                    VersionState::Loading,
+                    None,
+                );
+            }
+            tracing::warn!(
+                model = name,
+                version,
+                "none of the versions the version policy ({}) asks for ({aspired:?}) is \
+                 available and no other version serves: falling back to version {version}, \
+                 the newest older version not known to be broken",
+                config.version_policy
+            );
+            {
+                let _slot = self.load_slots.acquire();
+                self.load_version(name, version, &artifact, config.clone());
+            }
+            if serves() {
+                tracing::warn!(
+                    model = name,
+                    version,
+                    "version {version} serves in place of {aspired:?} until a version the \
+                     policy asks for loads"
+                );
+                return;
+            }
+        }
     }
 
     fn load_version(&self, model: &str, version: u64, artifact: &Path, config: Arc<ModelConfig>) {
@@ -834,6 +1012,7 @@ impl Manager {
                 "loading panicked (a bug, please report it): {what}"
             ))
         });
+        let mut failed_files = None;
         let (state, error) = match result {
             Ok((backend, pipeline, content)) => {
                 let format = backend.format();
@@ -884,13 +1063,17 @@ impl Manager {
                 );
                 (VersionState::Available, None)
             }
-            Err(e) => (VersionState::Error, Some(e)),
+            Err(e) => {
+                failed_files = Some(files);
+                (VersionState::Error, Some(e))
+            }
         };
         let mut records = self.records();
         if let Some(record) = records
             .get_mut(model)
             .and_then(|m| m.versions.get_mut(&version))
         {
+            record.failed_files = failed_files;
             set_state(&self.observer, model, version, record, state, error);
         }
     }
@@ -920,6 +1103,7 @@ impl Manager {
             record.unavailable_labels.clear();
             record.config_error = None;
             record.policy_warning = None;
+            record.config_in_force = None;
             if record.versions.is_empty() {
                 records.remove(model);
             }
@@ -995,5 +1179,6 @@ fn new_record() -> VersionRecord {
         error: None,
         artifact: None,
         format: None,
+        failed_files: None,
     }
 }

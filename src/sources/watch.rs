@@ -45,7 +45,8 @@ const MAX_FINGERPRINT_FILES: usize = 10_000;
 
 impl Sources {
     /// One watcher poll: reconciles each model whose settled view changed since it was
-    /// last reconciled, unloads models whose directory is gone, and now and then
+    /// last reconciled (a changed `config.toml` waits for a poll that reads it the same
+    /// again), unloads models whose directory is gone, and now and then
     /// removes stale staging directories. Blocking.
     pub fn poll(&self) {
         let sweep_due = {
@@ -104,12 +105,17 @@ impl Sources {
                 })
                 .map(|(v, f)| (*v, f.clone()))
                 .collect();
+            // config.toml counts once it reads the same on two polls in a row, as a
+            // version directory does: a file caught mid-write (emptied, then written
+            // again) is never applied. The first view of a model (a new model, or
+            // one a busy reload left unreconciled) takes it as it is.
+            let config_settled = state.reconciled.is_none() || seen.config == state.previous.config;
             let candidate = ModelView {
                 config: seen.config.clone(),
                 versions: settled,
             };
             state.previous = seen;
-            if state.reconciled.as_ref() != Some(&candidate) {
+            if config_settled && state.reconciled.as_ref() != Some(&candidate) {
                 work.push((name, dir, candidate));
             }
         }
