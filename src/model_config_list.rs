@@ -20,6 +20,12 @@
 //!   }
 //! }
 //! ```
+//! A file that holds no list at all (empty, or only comments and blank lines) is no
+//! config: [`ModelConfigList::read`] answers `None` and the watcher takes no action,
+//! as TF Serving's `ServerCore::ReloadConfig` does for an empty `ModelServerConfig`
+//! ("Taking no action for empty config"). An explicit empty list, `model_config_list
+//! { }` or TOML's `models = []`, is a list of no models and unloads every model.
+//!
 //! [`ModelConfigList`] is also what the gRPC `HandleReloadConfigRequest` builds from its
 //! protobuf message, so a reload from the file and one over gRPC take the same path
 //! (`crate::sources::Sources::apply_config_list`).
@@ -34,6 +40,7 @@ use serde::Deserialize;
 
 use crate::model_config::VersionPolicy;
 use crate::pbtext::{integer, message, once, parse_text_fields, string, unknown, Field};
+use crate::repository::MAX_VERSION;
 
 /// Models to serve besides those found in the repository root.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -77,74 +84,67 @@ pub fn is_valid_model_name(name: &str) -> bool {
 
 impl ModelConfigList {
     /// Reads a config file: TOML when its name ends in `.toml`, TF Serving text format
-    /// otherwise. Relative base paths are resolved against the file's directory.
+    /// otherwise. Relative base paths are resolved against the file's directory. A
+    /// file with no list in it (see [`ModelConfigList::read`]) is an empty list: at
+    /// start-up nothing is in force that it could leave in force.
     pub fn load(path: &Path) -> Result<ModelConfigList, ModelConfigListError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ModelConfigListError::Read {
+        Ok(Self::read(path)?.unwrap_or_default())
+    }
+
+    /// Reads a config file as [`ModelConfigList::load`] does, but answers `None`
+    /// when the file holds no list at all: it is empty or holds only comments and
+    /// blank lines. The watcher then takes no action (TF Serving's "Taking no
+    /// action for empty config"), where an explicit `model_config_list { }` (TOML:
+    /// `models = []`) is a list of no models.
+    pub fn read(path: &Path) -> Result<Option<ModelConfigList>, ModelConfigListError> {
+        let bytes = std::fs::read(path).map_err(|e| ModelConfigListError::Read {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        let is_toml = path.extension().is_some_and(|e| e == "toml");
-        let parsed = if is_toml {
-            Self::parse_toml(&text)
-        } else {
-            Self::parse_text_format(&text)
-        };
-        let mut list = parsed.map_err(|reason| ModelConfigListError::Invalid {
+        Self::from_file_bytes(path, &bytes)
+    }
+
+    /// [`ModelConfigList::read`] of the file at `path` whose contents are `bytes`
+    /// (the watcher reads them itself, to tell one bad file from another).
+    pub fn from_file_bytes(
+        path: &Path,
+        bytes: &[u8],
+    ) -> Result<Option<ModelConfigList>, ModelConfigListError> {
+        let invalid = |reason: String| ModelConfigListError::Invalid {
             path: path.display().to_string(),
             reason,
-        })?;
+        };
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| invalid(format!("the file is not UTF-8 text: {e}")))?;
+        let is_toml = path.extension().is_some_and(|e| e == "toml");
+        let parsed = if is_toml {
+            toml_contents(text)
+        } else {
+            text_format_contents(text)
+        };
+        let Some(mut list) = parsed.map_err(invalid)? else {
+            return Ok(None);
+        };
         let base = path.parent().unwrap_or(Path::new("."));
         for m in &mut list.models {
             if m.base_path.is_relative() {
                 m.base_path = base.join(&m.base_path);
             }
         }
-        Ok(list)
+        Ok(Some(list))
     }
 
-    /// Parses ferroserve's TOML form (`[[models]]` tables).
+    /// Parses ferroserve's TOML form (`[[models]]` tables); a text with no `models`
+    /// is an empty list.
     pub fn parse_toml(text: &str) -> Result<ModelConfigList, String> {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct File {
-            #[serde(default)]
-            models: Vec<Entry>,
-        }
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Entry {
-            name: String,
-            base_path: PathBuf,
-            model_platform: Option<String>,
-            version_policy: Option<VersionPolicy>,
-            #[serde(default)]
-            labels: BTreeMap<String, u64>,
-        }
-        let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
-        let list = ModelConfigList {
-            models: file
-                .models
-                .into_iter()
-                .map(|e| ModelListEntry {
-                    name: e.name,
-                    base_path: e.base_path,
-                    model_platform: e.model_platform,
-                    version_policy: e.version_policy,
-                    labels: e.labels,
-                })
-                .collect(),
-        };
-        list.validate()?;
-        Ok(list)
+        Ok(toml_contents(text)?.unwrap_or_default())
     }
 
-    /// Parses TF Serving's `ModelServerConfig` text format (`model_config_list { … }`).
+    /// Parses TF Serving's `ModelServerConfig` text format (`model_config_list { … }`);
+    /// a text with no field is an empty list.
     /// (Other TF Serving text-format files read through [`crate::pbtext`].)
     pub fn parse_text_format(text: &str) -> Result<ModelConfigList, String> {
-        let root = parse_text_fields(text)?;
-        let list = interpret_server_config(&root)?;
-        list.validate()?;
-        Ok(list)
+        Ok(text_format_contents(text)?.unwrap_or_default())
     }
 
     /// Checks that every base path lies under one of `roots` (after resolving
@@ -185,20 +185,94 @@ impl ModelConfigList {
             // (An empty `specific` list serves no version, as in TF Serving; the
             // manager says so in the model's status, `policy_warning`, not at
             // every poll of this file.)
-            if let Some(VersionPolicy::Latest(0)) = &m.version_policy {
-                return Err(format!(
-                    "model {:?}: latest num_versions must be at least 1",
-                    m.name
-                ));
+            match &m.version_policy {
+                Some(VersionPolicy::Latest(0)) => {
+                    return Err(format!(
+                        "model {:?}: latest num_versions must be at least 1",
+                        m.name
+                    ))
+                }
+                Some(VersionPolicy::Specific(versions)) => {
+                    if let Some(v) = versions.iter().find(|v| !is_version_number(**v)) {
+                        return Err(format!(
+                            "model {:?}: the specific policy names version {v}; versions \
+                             are from 1 to {MAX_VERSION} (no directory is version {v})",
+                            m.name
+                        ));
+                    }
+                }
+                _ => {}
+            }
+            // One rule for labels wherever they are declared (`config.toml` too):
+            // a name a REST path carries as it is, a version that can exist.
+            for (label, &version) in &m.labels {
+                crate::model_config::check_label(label, version)
+                    .map_err(|e| format!("model {:?}: {e}", m.name))?;
             }
         }
         Ok(())
     }
 }
 
+/// Whether a version can exist: a version directory's number is 1 or more, and at
+/// most [`MAX_VERSION`] (`crate::repository::version_of_dir`).
+fn is_version_number(v: u64) -> bool {
+    (1..=MAX_VERSION).contains(&v)
+}
+
+/// ferroserve's TOML form: `None` when the text sets no `models` (it is empty or
+/// only comments), `models = []` an empty list.
+fn toml_contents(text: &str) -> Result<Option<ModelConfigList>, String> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        models: Option<Vec<Entry>>,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Entry {
+        name: String,
+        base_path: PathBuf,
+        model_platform: Option<String>,
+        version_policy: Option<VersionPolicy>,
+        #[serde(default)]
+        labels: BTreeMap<String, u64>,
+    }
+    let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
+    let Some(models) = file.models else {
+        return Ok(None);
+    };
+    let list = ModelConfigList {
+        models: models
+            .into_iter()
+            .map(|e| ModelListEntry {
+                name: e.name,
+                base_path: e.base_path,
+                model_platform: e.model_platform,
+                version_policy: e.version_policy,
+                labels: e.labels,
+            })
+            .collect(),
+    };
+    list.validate()?;
+    Ok(Some(list))
+}
+
+/// TF Serving's text format: `None` when the text has no field at all (it is
+/// empty or only comments), as TF Serving reads it to a `ModelServerConfig` with
+/// no config set.
+fn text_format_contents(text: &str) -> Result<Option<ModelConfigList>, String> {
+    let root = parse_text_fields(text)?;
+    let Some(list) = interpret_server_config(&root)? else {
+        return Ok(None);
+    };
+    list.validate()?;
+    Ok(Some(list))
+}
+
 // ---- TF Serving's ModelServerConfig ----
 
-fn interpret_server_config(root: &[Field]) -> Result<ModelConfigList, String> {
+fn interpret_server_config(root: &[Field]) -> Result<Option<ModelConfigList>, String> {
     let mut list = ModelConfigList::default();
     let mut found = false;
     let mut seen = Vec::new();
@@ -231,10 +305,8 @@ fn interpret_server_config(root: &[Field]) -> Result<ModelConfigList, String> {
             }
         }
     }
-    if !found && !root.is_empty() {
-        return Err("no model_config_list found".into());
-    }
-    Ok(list)
+    // Every other field was refused above: a root without the list has no field.
+    Ok(found.then_some(list))
 }
 
 fn interpret_model_config(fields: &[Field], line: usize) -> Result<ModelListEntry, String> {
@@ -534,6 +606,94 @@ model_config_list {
             ModelConfigList::load(&tf).unwrap().models[0].base_path,
             dir.path().join("x")
         );
+    }
+
+    /// A file with no list at all is no config (the watcher takes no action); an
+    /// explicit empty list is a list of no models. At start-up both are empty.
+    #[test]
+    fn an_empty_or_comment_only_file_holds_no_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let read = |name: &str, text: &str| {
+            ModelConfigList::from_file_bytes(&dir.path().join(name), text.as_bytes())
+        };
+        for name in ["models.config", "list.toml"] {
+            for text in ["", "\n  \n", "# a comment\n# another\n"] {
+                assert_eq!(read(name, text), Ok(None), "{name} {text:?}");
+            }
+        }
+        let empty = Some(ModelConfigList::default());
+        assert_eq!(
+            read("models.config", "model_config_list { }"),
+            Ok(empty.clone())
+        );
+        assert_eq!(
+            read("models.config", "# c\nmodel_config_list: {}"),
+            Ok(empty.clone())
+        );
+        assert_eq!(read("list.toml", "# c\nmodels = []"), Ok(empty));
+        let path = dir.path().join("models.config");
+        std::fs::write(&path, "# nothing yet\n").unwrap();
+        assert_eq!(ModelConfigList::read(&path), Ok(None));
+        assert_eq!(ModelConfigList::load(&path), Ok(ModelConfigList::default()));
+        let err = read("models.config", "model_config_list {")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("models.config"), "{err}");
+        let err = ModelConfigList::from_file_bytes(&path, b"\xff\xfe").unwrap_err();
+        assert!(err.to_string().contains("not UTF-8"), "{err}");
+    }
+
+    /// Version 0 can be no version directory, and a label name with `/`, `:`, a
+    /// space (or none at all) cannot be put in `/v1/models/M/labels/L`: refused in
+    /// both forms, naming the model, as `[labels]` in `config.toml` is.
+    #[test]
+    fn versions_and_labels_no_request_can_reach_are_refused() {
+        let text = |inner: &str| {
+            ModelConfigList::parse_text_format(&format!(
+                "model_config_list {{ config {{ name: \"m\" base_path: \"/m\" {inner} }} }}"
+            ))
+        };
+        let toml = |inner: &str| {
+            ModelConfigList::parse_toml(&format!(
+                "[[models]]\nname = \"m\"\nbase_path = \"/m\"\n{inner}\n"
+            ))
+        };
+        let cases = [
+            (
+                text("model_version_policy { specific { versions: 1 versions: 0 } }"),
+                "version 0",
+            ),
+            (
+                text("model_version_policy { specific { versions: 9007199254740992 } }"),
+                "version 9007199254740992",
+            ),
+            (toml("version_policy = { specific = [0] }"), "version 0"),
+            (text("version_labels { key: \"x/y\" value: 1 }"), "\"x/y\""),
+            (text("version_labels { key: \"\" value: 1 }"), "\"\""),
+            (text("version_labels { key: \"a b\" value: 1 }"), "\"a b\""),
+            (text("version_labels { key: \"a:b\" value: 1 }"), "\"a:b\""),
+            (
+                text("version_labels { key: \"stable\" value: 0 }"),
+                "version 0",
+            ),
+            (toml("labels = { \"x/y\" = 1 }"), "\"x/y\""),
+            (toml("labels = { \"\" = 1 }"), "\"\""),
+            (toml("labels = { stable = 0 }"), "version 0"),
+        ];
+        for (parsed, want) in cases {
+            let err = parsed.unwrap_err();
+            assert!(
+                err.contains("model \"m\"") && err.contains(want),
+                "{err:?} lacks {want:?}"
+            );
+        }
+        // What a REST path carries is accepted.
+        let list = text(
+            "model_version_policy { specific { versions: 9007199254740991 } }\n\
+             version_labels { key: \"v1.2_rc-3\" value: 1 }",
+        )
+        .unwrap();
+        assert_eq!(list.models[0].labels["v1.2_rc-3"], 1);
     }
 
     #[test]

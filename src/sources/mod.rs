@@ -784,19 +784,15 @@ impl Sources {
     /// Sets the model config list without loading anything (start-up, before the
     /// initial load).
     pub fn set_config_list(&self, list: ModelConfigList) {
-        for m in &list.models {
-            if !m.base_path.is_dir() {
-                tracing::warn!(model = %m.name, "base path {} is not a directory", m.base_path.display());
-            }
-        }
+        warn_of_missing_base_paths(&list);
         *guard(&self.listed) = Some(Arc::new(list));
     }
 
     /// Replaces the model config list and brings serving in line with it: listed
     /// models are (re)loaded, every other model is unloaded. The list is checked
     /// whole first (names, policies, base paths that are directories); a list that
-    /// fails changes nothing. The same path serves the config file and gRPC
-    /// `HandleReloadConfigRequest`. Blocking.
+    /// fails changes nothing. This is gRPC `HandleReloadConfigRequest`'s path; the
+    /// config file's is [`Sources::apply_config_file_list`]. Blocking.
     pub fn apply_config_list(
         &self,
         list: ModelConfigList,
@@ -810,6 +806,23 @@ impl Sources {
                 m.base_path.display()
             )));
         }
+        *guard(&self.listed) = Some(Arc::new(list));
+        Ok(self.reload_all(cancel))
+    }
+
+    /// [`Sources::apply_config_list`] for a list the watcher read from the model
+    /// config file, checked as the file is at start-up: a base path that is not a
+    /// directory (yet) is a warning, not a refusal. Its model is listed with no
+    /// version and loads once the directory appears, as TF Serving keeps polling a
+    /// missing base path; refusing it would keep every other edit of the file out
+    /// until then. Blocking.
+    pub fn apply_config_file_list(
+        &self,
+        list: ModelConfigList,
+        cancel: &CancellationToken,
+    ) -> Result<ReloadAll, SourcesError> {
+        list.validate().map_err(SourcesError::InvalidName)?;
+        warn_of_missing_base_paths(&list);
         *guard(&self.listed) = Some(Arc::new(list));
         Ok(self.reload_all(cancel))
     }
@@ -874,6 +887,21 @@ impl Drop for StopIntent {
             if *n == 0 {
                 stopping.remove(&self.name);
             }
+        }
+    }
+}
+
+/// Says which listed models have no directory (yet): they serve nothing until it
+/// appears.
+fn warn_of_missing_base_paths(list: &ModelConfigList) {
+    for m in &list.models {
+        if !m.base_path.is_dir() {
+            tracing::warn!(
+                model = %m.name,
+                "base path {} is not a directory (yet): the model serves no version \
+                 until it appears",
+                m.base_path.display()
+            );
         }
     }
 }
