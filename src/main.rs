@@ -10,6 +10,10 @@ use ferroserve::server::{run, Listeners};
 use ferroserve::settings::{LogFormat, ServeArgs, Settings};
 use ferroserve::tfs_flags::{self, TfsArgs};
 
+/// How long the server's process waits, once it has shut down, for blocking tasks
+/// still running (a model version loading or warming up) before it exits anyway.
+const SHUTDOWN_LEFTOVERS: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[derive(Parser)]
 #[command(
     name = "ferroserve",
@@ -358,7 +362,7 @@ fn command() -> anyhow::Result<()> {
                 .thread_name("ferroserve-io")
                 .build()
                 .context("cannot start the async runtime")?;
-            runtime.block_on(async move {
+            let served = runtime.block_on(async move {
                 let listeners = Listeners::bind(&settings).await?;
                 // Written once the ports are held, removed when the server returns.
                 let _pid_file = match &pid_file {
@@ -366,7 +370,14 @@ fn command() -> anyhow::Result<()> {
                     None => None,
                 };
                 run(settings, listeners, shutdown_signal()).await
-            })
+            });
+            // Dropping the runtime would wait for every blocking task, and a model
+            // version still loading or warming up (a SavedModel's load, a warm-up
+            // replay) is one: the process went on for as long as the load took after
+            // it had logged "shut down". `run` has drained the requests and flushed
+            // the store; a load in progress is not waited for.
+            runtime.shutdown_timeout(SHUTDOWN_LEFTOVERS);
+            served
         }
     }
 }

@@ -656,6 +656,44 @@ async fn broken_saved_models_go_to_error_with_tensorflows_message() {
     server.stop().await;
 }
 
+/// `[tensorflow]` thread counts past 1024 are a config error naming the bound: a
+/// pool of 100,000 threads kept the version LOADING for minutes while the server grew
+/// by gigabytes, and 2^32 - 1 wrapped to -1 in TensorFlow's `ConfigProto`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thread_counts_past_the_bound_are_a_config_error() {
+    let repo = repo(&["mlp"]);
+    let root = repo.path();
+    for (model, line) in [
+        ("intra", "intra_op_threads = 100000"),
+        ("inter", "inter_op_threads = 4294967295"),
+    ] {
+        copy_dir(&root.join("mlp/1"), &root.join(format!("{model}/1")));
+        std::fs::write(
+            root.join(format!("{model}/config.toml")),
+            format!("[tensorflow]\n{line}\n"),
+        )
+        .unwrap();
+    }
+    let server = TestServer::start_with(settings(root)).await;
+    assert_eq!(settled_status(&server, "mlp").await["state"], "AVAILABLE");
+    let (code, status) = server.get("/models/status").await;
+    assert_eq!(code, 200);
+    for (model, setting) in [("intra", "intra_op_threads"), ("inter", "inter_op_threads")] {
+        let entry = status["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["model_id"] == model)
+            .unwrap_or_else(|| panic!("{model} not in {status}"));
+        let error = entry["config_error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(setting) && error.contains("1024"),
+            "{model}: {entry}"
+        );
+    }
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_library_a_saved_model_is_error_and_other_models_serve() {
     let repo = repo(&["mlp"]);
@@ -1199,6 +1237,100 @@ async fn tf_serving_warmup_records_are_replayed_and_a_broken_file_fails_the_load
         }
     }
     server.stop().await;
+}
+
+/// SIGTERM while a SavedModel version is still warming up: the process exits once it
+/// has shut down, without waiting for the warm-up. Before, dropping the async runtime
+/// waited for every blocking task, the load among them: the process went on after it
+/// had logged "shut down", for as long as the warm-up took (here, hours).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_a_version_still_warming_up() {
+    use common::child::{free_port, ChildServer};
+    let repo = repo(&["mlp"]);
+    let root = repo.path();
+    // The `slow` fixture loops `n` times: a warm-up record with n = 2^31 - 1 keeps
+    // the version LOADING far longer than this test lasts.
+    let staging = root.join(".staging");
+    copy_dir(&root_path("tests/fixtures/tensorflow/slow/1"), &staging);
+    let request = tfs::PredictRequest {
+        model_spec: spec("slow", "serving_default"),
+        inputs: HashMap::from([(
+            "n".to_string(),
+            TensorProto {
+                dtype: Dt::DtInt32 as i32,
+                tensor_shape: proto_shape(&[1]),
+                int_val: vec![i32::MAX],
+                ..Default::default()
+            },
+        )]),
+        output_filter: vec![],
+    };
+    let log = field(6, &field(1, &request.encode_to_vec()));
+    std::fs::create_dir_all(staging.join("assets.extra")).unwrap();
+    std::fs::write(
+        staging.join("assets.extra/tf_serving_warmup_requests"),
+        ferroserve::tfrecord::write_records([&log[..]]),
+    )
+    .unwrap();
+
+    let rest: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ferroserve"));
+    command
+        .arg("serve")
+        .arg("--model-repository")
+        .arg(root)
+        .args(["--rest-addr", &rest.to_string()])
+        .args(["--grpc-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--file-system-poll-wait-seconds", "0.2"])
+        .env("FERROSERVE_TENSORFLOW_PATH", tensorflow_dir());
+    let mut server = ChildServer::start(command, rest).await;
+    std::fs::create_dir_all(root.join("slow")).unwrap();
+    std::fs::write(
+        root.join("slow/config.toml"),
+        "[tensorflow]\nintra_op_threads = 1\ninter_op_threads = 1\n",
+    )
+    .unwrap();
+    std::fs::rename(&staging, root.join("slow/1")).unwrap();
+    // Until the version is LOADING, and a moment more for its warm-up to begin.
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status: Value = client
+            .get(server.url("/v1/models/slow"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if status["model_version_status"][0]["state"] == "LOADING" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slow never loaded: {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let status: Value = client
+        .get(server.url("/v1/models/slow"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        status["model_version_status"][0]["state"], "LOADING",
+        "the warm-up should still run: {status}"
+    );
+    server.terminate();
+    let exit = tokio::task::spawn_blocking(move || {
+        let exit = server.wait_exit(Duration::from_secs(20));
+        (exit, server)
+    })
+    .await
+    .unwrap();
+    let (code, server) = exit;
+    assert_eq!(code, Some(0), "{}", server.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

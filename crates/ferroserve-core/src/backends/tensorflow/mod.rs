@@ -116,11 +116,31 @@ pub struct TensorflowConfig {
     /// The MetaGraph's tag set to load. Default `["serve"]`, as TF Serving.
     pub tags: Vec<String>,
     /// TensorFlow's intra-op threads (`ConfigProto.intra_op_parallelism_threads`).
-    /// Default 0: TensorFlow chooses (one per core), as TF Serving.
+    /// Default 0: TensorFlow chooses (one per core), as TF Serving. At most
+    /// [`MAX_THREADS`].
+    #[cfg_attr(feature = "serde", serde(deserialize_with = "thread_count"))]
     pub intra_op_threads: u32,
     /// TensorFlow's inter-op threads (`ConfigProto.inter_op_parallelism_threads`).
-    /// Default 0: TensorFlow chooses.
+    /// Default 0: TensorFlow chooses. At most [`MAX_THREADS`].
+    #[cfg_attr(feature = "serde", serde(deserialize_with = "thread_count"))]
     pub inter_op_threads: u32,
+}
+
+/// The most threads a `[tensorflow]` thread setting may ask for (the server's other
+/// thread settings have the same bound): TensorFlow starts them all while the
+/// version loads, and a pool of 100,000 took gigabytes before the first request.
+pub const MAX_THREADS: u32 = 1024;
+
+/// A thread count of `[tensorflow]`: 0 (TensorFlow chooses) to [`MAX_THREADS`].
+#[cfg(feature = "serde")]
+fn thread_count<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let n = <u64 as serde::Deserialize>::deserialize(deserializer)?;
+    match u32::try_from(n) {
+        Ok(n) if n <= MAX_THREADS => Ok(n),
+        _ => Err(serde::de::Error::custom(format!(
+            "{n} threads is more than the {MAX_THREADS} allowed (0: TensorFlow chooses)"
+        ))),
+    }
 }
 
 impl Default for TensorflowConfig {
@@ -301,6 +321,17 @@ impl TensorflowBackend {
             .collect::<Result<_, _>>()
             .map_err(|_| load_err("", "a tag holds a NUL byte".into()))?;
         let tag_ptrs: Vec<*const c_char> = tags.iter().map(|t| t.as_ptr()).collect();
+        for (name, n) in [
+            ("intra_op_threads", config.intra_op_threads),
+            ("inter_op_threads", config.inter_op_threads),
+        ] {
+            if n > MAX_THREADS {
+                return Err(load_err(
+                    "",
+                    format!("{name} = {n} is more than the {MAX_THREADS} allowed"),
+                ));
+            }
+        }
         let config_proto = proto::ConfigProto {
             intra_op_parallelism_threads: config.intra_op_threads as i32,
             inter_op_parallelism_threads: config.inter_op_threads as i32,
