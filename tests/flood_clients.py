@@ -11,14 +11,17 @@ ephemeral ports). Kinds:
 * ``grpc``: an HTTP/2 connection that opens a gRPC call (HEADERS without
   END_STREAM) whose request message never comes, then never reads its stream.
 
-Standard library only. Ends by itself after SECONDS and prints one JSON line: how
-many connections it made, how many attempts failed, and the most open at once.
+Standard library only. Ends after SECONDS, or sooner when sent SIGTERM (the test
+ends an attack once it has proved what it must, so SECONDS is only a bound), and
+then prints one JSON line: how many connections it made, how many attempts failed,
+and the most open at once.
 """
 
 import argparse
 import asyncio
 import json
 import resource
+import signal
 import socket
 import struct
 import sys
@@ -120,8 +123,12 @@ async def attacker(args, stats, stop):
 
 async def main(args):
     stats, stop = Stats(), asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     tasks = [asyncio.create_task(attacker(args, stats, stop)) for _ in range(args.connections)]
-    await asyncio.sleep(args.seconds)
+    try:
+        await asyncio.wait_for(stop.wait(), args.seconds)
+    except asyncio.TimeoutError:
+        pass
     stop.set()
     for task in tasks:
         task.cancel()
@@ -135,7 +142,9 @@ if __name__ == "__main__":
     parser.add_argument("--kind", choices=["http1", "h2", "grpc"], required=True)
     parser.add_argument("--connections", type=int, required=True)
     parser.add_argument("--source", default="127.0.0.1")
-    parser.add_argument("--seconds", type=float, required=True)
+    parser.add_argument(
+        "--seconds", type=float, required=True, help="the longest the attack lasts; SIGTERM ends it sooner"
+    )
     parser.add_argument(
         "--hold",
         type=float,

@@ -16,7 +16,16 @@
 //! Meanwhile a client keeps predicting over fresh connections: every request must be
 //! answered within [`ANSWER_WITHIN`]; a new model version copied into the repository
 //! during the attack must be served (the watcher still has descriptors); and the
-//! server's descriptor count (`/proc/<pid>/fd`) must stay clear of its limit.
+//! server's descriptor count (`/proc/<pid>/fd`) must stay clear of its limit. Each
+//! attack lasts [`ATTACK`] at least, and until the server logs that it reached its
+//! connection limit (at most [`REACH_LIMIT_WITHIN`]): on a busy machine the attackers
+//! take longer to get there, and the test ends them then, by pid.
+//!
+//! A flood of clients that trickle their request bodies (REST and gRPC, a byte every
+//! 400 ms, never silent long enough to look stalled) at a small connection limit must
+//! not lock other clients out either: the limit closes connections whose bodies
+//! arrive slower than the minimum rate.
+//!
 //! Everything runs on 127.0.0.1 and stops itself; only the processes started here are
 //! killed. Smaller tests check the timeouts one by one on an in-process server.
 
@@ -38,6 +47,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 /// How big an attack is and where it comes from.
 #[derive(Clone, Copy, Debug)]
@@ -83,8 +93,19 @@ const LONG_TIMEOUTS: Scale = Scale {
 /// The tests of this file run one at a time: the flood needs the machine's CPUs.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// How long each attack lasts while the legitimate client predicts.
+/// How long each attack lasts at least while the legitimate client predicts.
 const ATTACK: Duration = Duration::from_secs(8);
+/// How long an attack may go on, past [`ATTACK`], for the attackers to bring the
+/// server to its connection limit: on a machine busy with other work they open
+/// connections more slowly (a debug server there accepted 13,400 of its 14,746 in
+/// 8 s), and an attack that never reaches the limit proves nothing.
+const REACH_LIMIT_WITHIN: Duration = Duration::from_secs(40);
+/// How long an attack goes on once the server has logged that it reached its limit
+/// (and at least [`ATTACK`] in all), for the legitimate clients to be tried there.
+const AT_THE_LIMIT: Duration = Duration::from_secs(2);
+/// The longest an attacking process runs if nothing ends it: the test ends each
+/// attack (by the process's pid) when its phase is over, long before.
+const ATTACK_PROCESS_BOUND: Duration = Duration::from_secs(180);
 /// The longest a legitimate request may wait for its answer under attack.
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
@@ -202,6 +223,34 @@ impl ChildServer {
     fn log(&self) -> String {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
+
+    /// How many times the server has logged that it reached its connection limit
+    /// (the first time, then at most once per 10 s while it stays there).
+    fn limit_lines(&self) -> usize {
+        self.log().matches("connection limit reached").count()
+    }
+
+    /// Lets an attack that began at `started` go on: for [`ATTACK`] at least, and
+    /// until the server logs anew that it reached its limit ([`AT_THE_LIMIT`]
+    /// more then), or [`REACH_LIMIT_WITHIN`] passes. Whether it logged.
+    async fn attack_until_the_limit(&self, started: Instant, lines_before: usize) -> bool {
+        let mut reached: Option<Duration> = None;
+        loop {
+            let elapsed = started.elapsed();
+            if reached.is_none() && self.limit_lines() > lines_before {
+                reached = Some(elapsed);
+            }
+            let over = match reached {
+                Some(at) => elapsed >= ATTACK.max(at + AT_THE_LIMIT),
+                None => elapsed >= REACH_LIMIT_WITHIN,
+            };
+            if over {
+                eprintln!("the attack lasted {elapsed:?}; the limit was logged after {reached:?}");
+                return reached.is_some();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 /// A client that opens a new connection for every request, so each one has to be
@@ -246,13 +295,26 @@ impl Kind {
 /// Attackers at work: tasks of this test, or processes of `tests/flood_clients.py`.
 enum Attack {
     Tasks(tokio::task::JoinSet<()>, CancellationToken),
-    Processes(Vec<Child>),
+    Processes(FloodProcesses),
+}
+
+/// The attacking processes this test started; any still running when this is
+/// dropped (a failed assertion) are killed, each by its own handle.
+struct FloodProcesses(Vec<Child>);
+
+impl Drop for FloodProcesses {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 impl Attack {
-    /// Keeps `scale.attackers` connections of `kind` open against `addr` for
-    /// [`ATTACK`] (processes end by themselves then; tasks when [`Attack::end`] is
-    /// called).
+    /// Keeps `scale.attackers` connections of `kind` open against `addr` until
+    /// [`Attack::end`] is called (processes end by themselves after
+    /// [`ATTACK_PROCESS_BOUND`] at the latest).
     fn start(scale: Scale, kind: Kind, addr: SocketAddr) -> Attack {
         if scale.processes == 0 {
             let stop = CancellationToken::new();
@@ -288,14 +350,14 @@ impl Attack {
                     ])
                     // 127.0.0.2, 127.0.0.3, ...: each process its own ephemeral ports.
                     .args(["--source", &format!("127.0.0.{}", i + 2)])
-                    .args(["--seconds", &ATTACK.as_secs_f64().to_string()])
+                    .args(["--seconds", &ATTACK_PROCESS_BOUND.as_secs_f64().to_string()])
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped())
                     .spawn()
                     .expect("python3 runs tests/flood_clients.py")
             })
             .collect();
-        Attack::Processes(processes)
+        Attack::Processes(FloodProcesses(processes))
     }
 
     /// Stops the attackers; for processes, gives the most connections they had open
@@ -307,10 +369,17 @@ impl Attack {
                 tasks.join_all().await;
                 None
             }
-            Attack::Processes(processes) => {
+            Attack::Processes(mut processes) => {
+                // SIGTERM, by the pid of each process this test started (not yet
+                // waited for, so its pid is still its own): each stops, prints what it
+                // did and exits.
+                for child in &processes.0 {
+                    // SAFETY: kill(2) reads nothing of this process's memory.
+                    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+                }
                 let mut most_open = 0;
-                for child in processes {
-                    // They end by themselves after ATTACK; the pipe is read to the end.
+                for child in std::mem::take(&mut processes.0) {
+                    // The pipe is read to the end.
                     let output = tokio::task::spawn_blocking(move || child.wait_with_output())
                         .await
                         .unwrap()
@@ -572,10 +641,14 @@ async fn attacks_do_not_starve_the_server(scale: Scale) {
     );
     let limit = scale.server_fds as usize - FREE_FDS_KEPT;
 
+    // Whether each attack brought the server to its limit (logged it anew).
+    let mut reached = Vec::new();
+
     // 1. Half-sent HTTP/1 requests on the REST port, and a new model version.
     let stop = CancellationToken::new();
     let fds = watch_fds(&server, stop.clone());
     let rest = server.rest;
+    let (started, lines) = (Instant::now(), server.limit_lines());
     let attack = Attack::start(scale, Kind::HalfSentRequest, rest);
     let legit = tokio::spawn(keep_predicting_rest(rest, stop.clone()));
     let uploads = tokio::spawn(async move {
@@ -616,7 +689,7 @@ async fn attacks_do_not_starve_the_server(scale: Scale) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    tokio::time::sleep(ATTACK / 2).await;
+    reached.push(server.attack_until_the_limit(started, lines).await);
     stop.cancel();
     let (answered, slowest) = legit.await.unwrap();
     uploads.await.unwrap();
@@ -645,9 +718,10 @@ async fn attacks_do_not_starve_the_server(scale: Scale) {
     let stop = CancellationToken::new();
     let fds = watch_fds(&server, stop.clone());
     let grpc = server.grpc;
+    let (started, lines) = (Instant::now(), server.limit_lines());
     let attack = Attack::start(scale, Kind::IdleHttp2, grpc);
     let legit = tokio::spawn(keep_predicting_grpc(grpc, stop.clone()));
-    tokio::time::sleep(ATTACK).await;
+    reached.push(server.attack_until_the_limit(started, lines).await);
     stop.cancel();
     let (answered, slowest) = legit.await.unwrap();
     let attackers_open = attack.end().await;
@@ -662,10 +736,11 @@ async fn attacks_do_not_starve_the_server(scale: Scale) {
     // 3. gRPC calls opened and never finished (nor their answers read).
     let stop = CancellationToken::new();
     let fds = watch_fds(&server, stop.clone());
+    let (started, lines) = (Instant::now(), server.limit_lines());
     let attack = Attack::start(scale, Kind::UnfinishedGrpcCall, grpc);
     let legit = tokio::spawn(keep_predicting_grpc(grpc, stop.clone()));
     let legit_rest = tokio::spawn(keep_predicting_rest(rest, stop.clone()));
-    tokio::time::sleep(ATTACK).await;
+    reached.push(server.attack_until_the_limit(started, lines).await);
     stop.cancel();
     let (answered, slowest) = legit.await.unwrap();
     let (answered_rest, slowest_rest) = legit_rest.await.unwrap();
@@ -690,6 +765,7 @@ async fn attacks_do_not_starve_the_server(scale: Scale) {
         !log.contains("Too many open files"),
         "the server ran out of descriptors:\n{log}"
     );
+    eprintln!("each attack logged the connection limit anew: {reached:?}");
     assert!(
         log.contains("connection limit reached"),
         "the attacks never reached the connection limit, so they proved nothing:\n{log}"
@@ -705,6 +781,198 @@ async fn attacks_do_not_starve_the_server(scale: Scale) {
     let evicted = metric_value(&metrics, "ferroserve_connections_evicted_total", &[]);
     eprintln!("idle connections closed to make room: {evicted}");
     assert!(evicted > 0.0, "no idle connection was closed at the limit");
+}
+
+/// A byte of a trickled body every this long: never silent for the body read
+/// timeout, nor for the silence after which the limit may close a connection
+/// waiting for its body (`EVICT_STALLED_BODY_AFTER`, 1 s), yet 2.5 bytes/s, far
+/// below the minimum rate (`MIN_BODY_BYTES_PER_SEC`, 500).
+const TRICKLE_EVERY: Duration = Duration::from_millis(400);
+
+/// The head of a REST predict whose body (announced as 100,000 bytes) trickles.
+const TRICKLED_HEAD: &[u8] = b"POST /v1/models/iris_lr:predict HTTP/1.1\r\nHost: x\r\n\
+    Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"instances\": [";
+
+/// Sends [`TRICKLED_HEAD`] over `stream`, then a byte of its body every `every`,
+/// until the server closes the connection; what the server answered. Dropped, it
+/// closes the connection (the writer's task with it).
+async fn trickled_rest_body(stream: TcpStream, every: Duration) -> String {
+    let (mut read, mut write) = stream.into_split();
+    let writer = AbortOnDropHandle::new(tokio::spawn(async move {
+        if write.write_all(TRICKLED_HEAD).await.is_err() {
+            return;
+        }
+        loop {
+            tokio::time::sleep(every).await;
+            if write.write_all(b" ").await.is_err() {
+                return;
+            }
+        }
+    }));
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Until the server closes (or resets) the connection.
+    while let Ok(n @ 1..) = read.read(&mut buf).await {
+        answer.extend_from_slice(&buf[..n]);
+    }
+    drop(writer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The 5-byte gRPC prefix of a 100,000-byte request message, which never comes whole.
+const GRPC_MESSAGE_PREFIX: [u8; 5] = [0, 0, 0x01, 0x86, 0xA0];
+
+/// A gRPC Predict call over `stream` (raw HTTP/2) whose request message never comes
+/// (`trickle` `None`), or comes a byte every `trickle`. Its status and message once
+/// the server ends it; `None` when the connection closed first. Dropped, it closes
+/// the connection.
+async fn unfinished_grpc_predict(
+    stream: TcpStream,
+    addr: SocketAddr,
+    trickle: Option<Duration>,
+) -> Option<(String, String)> {
+    let (client, connection) = tokio::time::timeout(ANSWER_WITHIN, h2::client::handshake(stream))
+        .await
+        .ok()?
+        .ok()?;
+    let mut driver = AbortOnDropHandle::new(tokio::spawn(connection));
+    let mut client = tokio::time::timeout(ANSWER_WITHIN, client.ready())
+        .await
+        .ok()?
+        .ok()?;
+    let request = http::Request::post(format!(
+        "http://{addr}/tensorflow.serving.PredictionService/Predict"
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(())
+    .unwrap();
+    let (response, mut send) = client.send_request(request, false).ok()?;
+    let _sender = AbortOnDropHandle::new(tokio::spawn(async move {
+        if let Some(every) = trickle {
+            let prefix = bytes::Bytes::from_static(&GRPC_MESSAGE_PREFIX);
+            if send.send_data(prefix, false).is_err() {
+                return;
+            }
+            loop {
+                tokio::time::sleep(every).await;
+                if send
+                    .send_data(bytes::Bytes::from_static(b"\n"), false)
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+        // Holds the stream open, sending nothing.
+        std::future::pending::<()>().await;
+        drop(send);
+    }));
+    let status = async {
+        let (parts, mut body) = response.await.ok()?.into_parts();
+        let text = |headers: &http::HeaderMap, name: &str| {
+            headers
+                .get(name)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).replace("%20", " "))
+        };
+        if let Some(status) = text(&parts.headers, "grpc-status") {
+            let message = text(&parts.headers, "grpc-message").unwrap_or_default();
+            return Some((status, message));
+        }
+        while let Some(data) = body.data().await {
+            data.ok()?;
+        }
+        let trailers = body.trailers().await.ok()??;
+        Some((
+            text(&trailers, "grpc-status")?,
+            text(&trailers, "grpc-message").unwrap_or_default(),
+        ))
+    };
+    tokio::select! {
+        outcome = status => outcome,
+        _ = &mut driver => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_of_trickled_bodies_at_the_limit_does_not_lock_out_other_clients() {
+    // Connections open at most, REST and gRPC together; two trickling attackers for
+    // each, a quarter of them gRPC calls.
+    const LIMIT: usize = 16;
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let repo = tempfile::tempdir().unwrap();
+    install_model(
+        repo.path(),
+        "iris_lr",
+        1,
+        &root_path("examples/models/iris_lr/1/model.onnx"),
+    );
+    // The default timeouts (a 30 s body read timeout, longer than the attack): only
+    // the limit closing the trickling connections lets the other clients in.
+    let settings = ferroserve::settings::Settings {
+        max_connections: Some(LIMIT),
+        ..common::test_settings(repo.path())
+    };
+    let server = common::TestServer::start_with(settings).await;
+    let (rest, grpc) = (server.rest_addr, server.grpc_addr.unwrap());
+
+    let stop = CancellationToken::new();
+    let connected = Arc::new(AtomicUsize::new(0));
+    let mut attackers = tokio::task::JoinSet::new();
+    for i in 0..2 * LIMIT {
+        let (stop, connected) = (stop.clone(), connected.clone());
+        attackers.spawn(async move {
+            while !stop.is_cancelled() {
+                let addr = if i % 4 == 3 { grpc } else { rest };
+                let attack = async {
+                    let Some(stream) = connect(addr).await else {
+                        return;
+                    };
+                    connected.fetch_add(1, Ordering::Relaxed);
+                    if addr == grpc {
+                        unfinished_grpc_predict(stream, addr, Some(TRICKLE_EVERY)).await;
+                    } else {
+                        trickled_rest_body(stream, TRICKLE_EVERY).await;
+                    }
+                };
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = attack => {}
+                }
+            }
+        });
+    }
+    // The flood fills the server first.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let legit = tokio::spawn(keep_predicting_rest(rest, stop.clone()));
+    let legit_grpc = tokio::spawn(keep_predicting_grpc(grpc, stop.clone()));
+    // Uploads that pause between pieces are real clients: never closed for it.
+    let uploads = tokio::spawn(async move {
+        for _ in 0..3 {
+            slow_upload(rest).await;
+        }
+    });
+    tokio::time::sleep(ATTACK).await;
+    stop.cancel();
+    let (answered, slowest) = legit.await.unwrap();
+    let (answered_grpc, slowest_grpc) = legit_grpc.await.unwrap();
+    uploads.await.unwrap();
+    attackers.join_all().await;
+    let connected = connected.load(Ordering::Relaxed);
+    eprintln!(
+        "trickled bodies: {answered} REST answered (slowest {slowest:?}), {answered_grpc} \
+         gRPC (slowest {slowest_grpc:?}); {connected} attacking connections"
+    );
+    // Each new connection waits behind the trickling ones queued before it, each of
+    // which holds its place for a second or so: fewer answers than in other floods.
+    assert!(
+        answered >= 3 && answered_grpc >= 3,
+        "only {answered} REST requests and {answered_grpc} gRPC calls answered"
+    );
+    // More connections than attackers: the server closed trickling ones (long before
+    // their body read timeout) and they came back.
+    assert!(connected > 2 * LIMIT, "{connected} attacking connections");
+    server.stop().await;
 }
 
 // ---- one timeout at a time, on an in-process server ----
@@ -765,6 +1033,62 @@ async fn a_body_that_stops_arriving_is_a_json_408() {
             "{error}"
         );
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_trickles_in_is_a_json_408() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let (server, _repo) = short_timeouts_server().await;
+    // A byte every 200 ms: never silent for the body read timeout (1 s), 5 bytes/s.
+    let stream = TcpStream::connect(server.rest_addr).await.unwrap();
+    let started = Instant::now();
+    let text = tokio::time::timeout(
+        Duration::from_secs(10),
+        trickled_rest_body(stream, Duration::from_millis(200)),
+    )
+    .await
+    .expect("a trickled body was still being read after 10 s");
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    let body = text.split("\r\n\r\n").nth(1).unwrap();
+    let error: Value = serde_json::from_str(body).unwrap();
+    assert!(
+        error["error"].as_str().unwrap().contains("too slowly"),
+        "{error}"
+    );
+    // The read timeout, plus 2 ms per byte received.
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_message_that_stops_or_trickles_is_deadline_exceeded() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let (server, _repo) = short_timeouts_server().await;
+    let grpc = server.grpc_addr.unwrap();
+    // Never sent, and a byte every 200 ms: DEADLINE_EXCEEDED (4), as the REST 408 is.
+    for (trickle, why) in [
+        (None, "stopped arriving for 1s"),
+        (Some(Duration::from_millis(200)), "too slowly"),
+    ] {
+        let stream = TcpStream::connect(grpc).await.unwrap();
+        let started = Instant::now();
+        let (status, message) = tokio::time::timeout(
+            Duration::from_secs(10),
+            unfinished_grpc_predict(stream, grpc, trickle),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{trickle:?}: the call was still open after 10 s"))
+        .unwrap_or_else(|| panic!("{trickle:?}: the connection closed without a status"));
+        assert_eq!(status, "4", "{trickle:?}: {message}");
+        assert!(message.contains(why), "{trickle:?}: {message}");
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(5), "{trickle:?}: {took:?}");
     }
     server.stop().await;
 }

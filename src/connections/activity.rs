@@ -5,7 +5,7 @@
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -13,7 +13,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{ConnectionOptions, EVICT_AFTER_IDLE, EVICT_STALLED_BODY_AFTER};
+use super::{
+    ConnectionOptions, EVICT_AFTER_IDLE, EVICT_STALLED_BODY_AFTER, MIN_BODY_BYTES_PER_SEC,
+};
 
 /// Why the watchdog ended a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,10 +41,17 @@ pub struct ConnectionActivity {
     accepted: Instant,
     /// Requests whose answer has not been handed over completely.
     active: AtomicUsize,
-    /// Of those, requests whose handler waits for body bytes the client has not sent.
+    /// Of those, requests whose handler waits for body bytes the client has not sent
+    /// (`bodies.count`, readable without the lock).
     waiting_bodies: AtomicUsize,
+    /// The waiting bodies' progress, for the limit's minimum-rate rule. A lock, not
+    /// atomics: the count and the instant change together, once per wait for the
+    /// client (not per read), and the limit reads them only when it is reached.
+    bodies: Mutex<WaitingBodies>,
     /// When bytes were last read.
     last_read: AtomicU64,
+    /// Bytes read in all.
+    total_read: AtomicU64,
     /// When the last request ended (or the accept).
     idle_since: AtomicU64,
     /// When the first byte of the next request arrived; the accept for the first
@@ -63,13 +72,41 @@ pub struct ConnectionActivity {
     changed: Notify,
 }
 
+/// The bodies a connection's requests wait for, as the connection limit judges them.
+#[derive(Debug, Default)]
+struct WaitingBodies {
+    count: usize,
+    /// When the last of them falls behind the rate the limit asks of a body (a grace
+    /// of [`EVICT_STALLED_BODY_AFTER`], then [`MIN_BODY_BYTES_PER_SEC`]) if no more
+    /// bytes come, in milliseconds after the accept. Each body's instant only moves
+    /// later, so the greatest stays right for one body; with several (HTTP/2), one
+    /// that stopped waiting leaves its instant until none waits, which errs towards
+    /// keeping the connection.
+    behind_at: u64,
+    /// `total_read` when `behind_at` was set: each byte read since (taken from the
+    /// socket, perhaps not yet by the body's handler) moves it later as the body's
+    /// own bytes would, at [`MIN_BODY_BYTES_PER_SEC`].
+    read_at: u64,
+}
+
+impl WaitingBodies {
+    /// `behind_at` with the credit of the bytes read since it was set.
+    fn behind_at(&self, total_read: u64) -> u64 {
+        let credit =
+            total_read.saturating_sub(self.read_at).saturating_mul(1000) / MIN_BODY_BYTES_PER_SEC;
+        self.behind_at.saturating_add(credit)
+    }
+}
+
 impl ConnectionActivity {
     pub(super) fn new() -> ConnectionActivity {
         ConnectionActivity {
             accepted: Instant::now(),
             active: AtomicUsize::new(0),
             waiting_bodies: AtomicUsize::new(0),
+            bodies: Mutex::new(WaitingBodies::default()),
             last_read: AtomicU64::new(0),
+            total_read: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
             request_started: AtomicU64::new(0),
             awaiting_request: AtomicBool::new(false),
@@ -83,6 +120,11 @@ impl ConnectionActivity {
 
     fn now(&self) -> u64 {
         self.accepted.elapsed().as_millis() as u64
+    }
+
+    /// `at` in milliseconds after the accept.
+    fn ms_at(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.accepted).as_millis() as u64
     }
 
     pub(super) fn request_begins(&self, http2: bool) {
@@ -102,9 +144,11 @@ impl ConnectionActivity {
         }
     }
 
-    fn bytes_read(&self, bytes: &[u8]) {
+    pub(super) fn bytes_read(&self, bytes: &[u8]) {
         let now = self.now();
         self.last_read.store(now, Ordering::Relaxed);
+        self.total_read
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         if self.first_read.swap(false, Ordering::Relaxed) && bytes.starts_with(b"PRI") {
             self.http2.store(true, Ordering::Relaxed);
             self.changed.notify_one();
@@ -136,31 +180,63 @@ impl ConnectionActivity {
         self.active.load(Ordering::Acquire) <= self.waiting_bodies.load(Ordering::Acquire)
     }
 
-    /// A request's handler began waiting for body bytes not yet sent.
-    pub(super) fn body_waits(&self) {
+    fn bodies(&self) -> std::sync::MutexGuard<'_, WaitingBodies> {
+        self.bodies.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A request's handler began waiting for body bytes not yet sent; its body falls
+    /// behind the rate the connection limit asks at `behind_at` if none come.
+    pub(super) fn body_waits(&self, behind_at: Instant) {
+        let behind_at = self.ms_at(behind_at);
+        let total_read = self.total_read.load(Ordering::Relaxed);
+        let mut bodies = self.bodies();
+        let others = if bodies.count > 0 {
+            bodies.behind_at(total_read)
+        } else {
+            0
+        };
+        bodies.behind_at = others.max(behind_at);
+        bodies.read_at = total_read;
+        bodies.count += 1;
         self.waiting_bodies.fetch_add(1, Ordering::AcqRel);
     }
 
     /// ... and stopped waiting (bytes came, the body failed or was dropped).
     pub(super) fn body_resumes(&self) {
+        let mut bodies = self.bodies();
+        bodies.count = bodies.count.saturating_sub(1);
+        if bodies.count == 0 {
+            bodies.behind_at = 0;
+        }
         self.waiting_bodies.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// Idle as [`EVICT_AFTER_IDLE`] and [`EVICT_STALLED_BODY_AFTER`] mean it.
+    /// Whether every body the connection waits for arrives slower than the limit
+    /// asks (see [`WaitingBodies::behind_at`]).
+    fn bodies_behind(&self, now: u64) -> bool {
+        let total_read = self.total_read.load(Ordering::Relaxed);
+        let bodies = self.bodies();
+        bodies.count > 0 && now >= bodies.behind_at(total_read)
+    }
+
+    /// Idle as [`EVICT_AFTER_IDLE`] and [`EVICT_STALLED_BODY_AFTER`] mean it: no
+    /// request in progress and nothing read for the first; only requests waiting for
+    /// their bodies and nothing read for the second, or bodies that arrive slower
+    /// than [`MIN_BODY_BYTES_PER_SEC`] once that long has been waited for them.
     fn idle(&self) -> bool {
         if !self.only_waits_for_bodies() {
             return false;
         }
-        let after = if self.active.load(Ordering::Acquire) > 0 {
-            EVICT_STALLED_BODY_AFTER
-        } else {
-            EVICT_AFTER_IDLE
-        };
+        let now = self.now();
         let last_progress = self
             .idle_since
             .load(Ordering::Relaxed)
             .max(self.last_read.load(Ordering::Relaxed));
-        self.now().saturating_sub(last_progress) >= after.as_millis() as u64
+        let silent = now.saturating_sub(last_progress);
+        if self.active.load(Ordering::Acquire) == 0 {
+            return silent >= EVICT_AFTER_IDLE.as_millis() as u64;
+        }
+        silent >= EVICT_STALLED_BODY_AFTER.as_millis() as u64 || self.bodies_behind(now)
     }
 
     /// Asks the watchdog to close the connection if it is idle (see
@@ -374,13 +450,19 @@ mod tests {
         assert_eq!(a.deadline(&o), Some((60_000, Expiry::Idle)));
     }
 
+    /// A body that has brought enough bytes not to fall behind the minimum rate for
+    /// a long time: only silence can make its connection one to close.
+    fn on_schedule() -> Instant {
+        Instant::now() + 100 * EVICT_STALLED_BODY_AFTER
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_request_waiting_for_a_stalled_body_does_not_keep_its_connection() {
         let o = test_options();
         let a = ConnectionActivity::new();
         a.bytes_read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
         a.request_begins(true);
-        a.body_waits();
+        a.body_waits(on_schedule());
         tokio::time::advance(EVICT_STALLED_BODY_AFTER / 2).await;
         a.bytes_read(b"part of the body");
         tokio::time::advance(EVICT_STALLED_BODY_AFTER / 2).await;
@@ -397,7 +479,7 @@ mod tests {
         // A second request that has its body (being computed) keeps it.
         let a = ConnectionActivity::new();
         a.request_begins(true);
-        a.body_waits();
+        a.body_waits(on_schedule());
         a.request_begins(true);
         tokio::time::advance(2 * EVICT_STALLED_BODY_AFTER).await;
         assert!(!a.evict_if_idle());
@@ -417,5 +499,64 @@ mod tests {
         assert!(a.evict_if_idle());
         a.bytes_read(b"GET / HTTP/1.1\r\n");
         assert_ne!(a.deadline(&o), Some((0, Expiry::Stalled(EVICTED))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_waiting_for_a_trickled_body_does_not_keep_its_connection() {
+        let o = test_options();
+        // A byte every 400 ms: never silent for EVICT_STALLED_BODY_AFTER, but far
+        // slower than the minimum rate once that grace is spent.
+        let trickle = Duration::from_millis(400);
+        let a = ConnectionActivity::new();
+        a.request_begins(false);
+        // As ReadTimeoutBody registers a body that has brought nothing yet.
+        a.body_waits(Instant::now() + EVICT_STALLED_BODY_AFTER);
+        for _ in 0..2 {
+            tokio::time::advance(trickle).await;
+            a.bytes_read(b"x");
+            assert!(!a.evict_if_idle(), "within the grace");
+        }
+        tokio::time::advance(trickle).await;
+        a.bytes_read(b"x");
+        assert!(
+            a.evict_if_idle(),
+            "behind the minimum rate, a byte just read"
+        );
+        assert_eq!(a.deadline(&o), Some((0, Expiry::Stalled(EVICTED))));
+
+        // The same pauses with bodies that bring their bytes: each byte read counts
+        // (before the body's handler takes it) as it would in the body's own count.
+        let a = ConnectionActivity::new();
+        a.request_begins(false);
+        a.body_waits(Instant::now() + EVICT_STALLED_BODY_AFTER);
+        let chunk = [0u8; MIN_BODY_BYTES_PER_SEC as usize / 2];
+        for _ in 0..20 {
+            tokio::time::advance(trickle).await;
+            a.bytes_read(&chunk);
+            assert!(!a.evict_if_idle(), "{} B/s", chunk.len() as f64 / 0.4);
+        }
+
+        // HTTP/2: one stream's slow body does not make the connection closable while
+        // another stream's body keeps up (the greatest instant counts) ...
+        let a = ConnectionActivity::new();
+        a.bytes_read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        a.request_begins(true);
+        a.body_waits(Instant::now() + EVICT_STALLED_BODY_AFTER);
+        a.request_begins(true);
+        a.body_waits(Instant::now() + 10 * EVICT_STALLED_BODY_AFTER);
+        tokio::time::advance(2 * EVICT_STALLED_BODY_AFTER).await;
+        a.bytes_read(b"x");
+        assert!(!a.evict_if_idle());
+        // ... and once neither waits, the next wait starts afresh.
+        a.body_resumes();
+        a.body_resumes();
+        a.body_waits(Instant::now() + EVICT_STALLED_BODY_AFTER);
+        a.body_waits(Instant::now() + EVICT_STALLED_BODY_AFTER);
+        tokio::time::advance(EVICT_STALLED_BODY_AFTER / 2).await;
+        a.bytes_read(b"x");
+        assert!(!a.evict_if_idle());
+        tokio::time::advance(EVICT_STALLED_BODY_AFTER / 2 + Duration::from_millis(100)).await;
+        a.bytes_read(b"x");
+        assert!(a.evict_if_idle());
     }
 }

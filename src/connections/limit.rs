@@ -62,8 +62,13 @@ pub struct ConnectionLimit {
     /// since: a flood that holds the server at its limit must not flood the log too.
     /// When it was last logged, in milliseconds after `created` (0: never).
     logged_at_ms: AtomicU64,
-    /// Connections that waited for a permit since the last log line.
-    waited: AtomicU64,
+    /// Accept loops waiting for room now, each for the next connection it accepts
+    /// (a gauge: a wait given up, its accept cancelled, is no longer counted).
+    waiting: AtomicU64,
+    /// Connections let in after waiting for room since the last log line. With
+    /// `waiting`, how many connections waited since the last line: let in since,
+    /// or still waiting (a wait that spans two lines counts in both).
+    let_in_after_waiting: AtomicU64,
     created: std::time::Instant,
 }
 
@@ -80,6 +85,11 @@ pub const EVICT_AFTER_IDLE: Duration = Duration::from_millis(250);
 /// pressure-time body read timeout, long enough that an upload pausing on a lossy
 /// link (a TCP retransmission) is not cut off, short enough that calls left
 /// unfinished by a flood do not hold the server for the whole body read timeout.
+/// It is also the pressure-time grace of the minimum body rate: such a connection
+/// may be closed too once its bodies have been waited for longer than this plus a
+/// second per [`MIN_BODY_BYTES_PER_SEC`](super::MIN_BODY_BYTES_PER_SEC) bytes they
+/// brought, however often a byte comes (a client that trickles its body, a byte
+/// every few hundred milliseconds, would otherwise never look stalled).
 pub const EVICT_STALLED_BODY_AFTER: Duration = Duration::from_secs(1);
 
 /// How many idle connections an accept loop at the limit closes at a time. The room
@@ -94,6 +104,23 @@ const EVICTION_SCAN: usize = 8 * EVICTION_BATCH;
 
 /// How long an accept loop at the limit waits for a permit before it evicts again.
 const EVICTION_RETRY: Duration = Duration::from_millis(100);
+
+/// Counts an accept loop as waiting for room while it lives: dropped when the wait
+/// ends, or when the accept is cancelled (a `select!` branch that lost).
+struct Waiting<'a>(&'a AtomicU64);
+
+impl Waiting<'_> {
+    fn new(waiting: &AtomicU64) -> Waiting<'_> {
+        waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(waiting)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// A connection's place within the [`ConnectionLimit`], held for as long as it is open.
 #[derive(Debug)]
@@ -116,7 +143,8 @@ impl ConnectionLimit {
             permits: Arc::new(Semaphore::new(max)),
             max,
             logged_at_ms: AtomicU64::new(0),
-            waited: AtomicU64::new(0),
+            waiting: AtomicU64::new(0),
+            let_in_after_waiting: AtomicU64::new(0),
             created: std::time::Instant::now(),
             watched: Mutex::new(VecDeque::new()),
             evicted: AtomicU64::new(0),
@@ -146,13 +174,13 @@ impl ConnectionLimit {
     }
 
     async fn acquire_at_limit(&self) -> OwnedSemaphorePermit {
-        self.waited.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting::new(&self.waiting);
         loop {
             self.evict_idle(EVICTION_BATCH);
             if self.should_log() {
                 tracing::warn!(
                     max_connections = self.max,
-                    waited = self.waited.swap(0, Ordering::Relaxed),
+                    waited = self.waited_since_last_line(),
                     closed_idle = self.evicted.swap(0, Ordering::Relaxed),
                     "connection limit reached; idle connections are closed to make room, \
                      and while none is idle new connections wait in the listen backlog"
@@ -163,9 +191,16 @@ impl ConnectionLimit {
             // all), look again a little later, unless a connection closes first.
             let permit = self.permits.clone().acquire_owned();
             if let Ok(permit) = tokio::time::timeout(EVICTION_RETRY, permit).await {
+                self.let_in_after_waiting.fetch_add(1, Ordering::Relaxed);
                 return permit.expect("the connection semaphore is never closed");
             }
         }
+    }
+
+    /// For a log line: how many connections waited for room since the last line,
+    /// let in since or waiting still (the line's own accept loop among them).
+    fn waited_since_last_line(&self) -> u64 {
+        self.let_in_after_waiting.swap(0, Ordering::Relaxed) + self.waiting.load(Ordering::Relaxed)
     }
 
     /// Watches `activity`'s connection for [`ConnectionLimit::evict_idle`].
@@ -310,6 +345,59 @@ mod tests {
         assert_eq!(fresh.deadline(&o), Some((0, Expiry::Stalled(EVICTED))));
         // One asked to close (but not closed yet) is not counted twice.
         assert_eq!(limit.evict_idle(8), 0);
+    }
+
+    #[tokio::test]
+    async fn the_log_counts_the_connections_that_waited() {
+        /// An accept loop's acquire, once it waits at the limit.
+        async fn waiting_acquire(
+            limit: &Arc<ConnectionLimit>,
+        ) -> tokio::task::JoinHandle<ConnectionPermit> {
+            let task = tokio::spawn({
+                let limit = limit.clone();
+                async move { limit.acquire().await }
+            });
+            while limit.waiting.load(Ordering::Relaxed) == 0 {
+                tokio::task::yield_now().await;
+            }
+            task
+        }
+        let limit = ConnectionLimit::new(1);
+        let waiting_one = || waiting_acquire(&limit);
+        let mut open = limit.acquire().await;
+        assert_eq!(limit.waited_since_last_line(), 0, "none waited yet");
+        let waiting = waiting_one().await;
+        assert_eq!(limit.waited_since_last_line(), 1, "one waits");
+        assert_eq!(
+            limit.waited_since_last_line(),
+            1,
+            "the same one, still waiting at the next line"
+        );
+        drop(open);
+        open = waiting.await.unwrap();
+        assert_eq!(
+            limit.waited_since_last_line(),
+            1,
+            "let in since the last line"
+        );
+        assert_eq!(limit.waited_since_last_line(), 0);
+
+        // A wait given up (its accept cancelled when another branch of the accept
+        // loop's select! won) is not a connection: only the wait that follows counts.
+        let cancelled = waiting_one().await;
+        cancelled.abort();
+        assert!(cancelled.await.unwrap_err().is_cancelled());
+        assert_eq!(limit.waited_since_last_line(), 0);
+
+        // Three connections, each let in after waiting, and a fourth waiting.
+        for _ in 0..3 {
+            let waiting = waiting_one().await;
+            drop(open);
+            open = waiting.await.unwrap();
+        }
+        let _fourth = waiting_one().await;
+        assert_eq!(limit.waited_since_last_line(), 4);
+        drop(open);
     }
 
     #[test]

@@ -4,14 +4,16 @@
 //! * [`ConnectionLimit`]: one semaphore shared by both listeners; a connection holds a
 //!   permit for as long as it is open. At the limit an accept loop closes the oldest
 //!   idle connections to make room, as nginx reuses its keep-alive connections: idle
-//!   is nothing read for [`EVICT_AFTER_IDLE`] and no request in progress, or nothing
-//!   read for [`EVICT_STALLED_BODY_AFTER`] and only requests waiting for a body their
-//!   client stopped sending. With none idle it
-//!   stops accepting, so new connections wait in the kernel's listen backlog. Either
-//!   way the file descriptors kept in reserve stay free for the repository, model
-//!   files and the watcher. Stopping alone is not enough under a flood: the backlog
-//!   fills with the attacker's connections, the kernel drops further SYNs, and a
-//!   legitimate client retries only 1, 3 and 7 s after its first attempt.
+//!   is nothing read for [`EVICT_AFTER_IDLE`] and no request in progress, or only
+//!   requests waiting for bodies their clients stopped sending (nothing read for
+//!   [`EVICT_STALLED_BODY_AFTER`]) or send too slowly (slower than
+//!   [`MIN_BODY_BYTES_PER_SEC`] once that long has been waited for them). With none
+//!   idle it stops accepting, so new connections wait in the kernel's listen
+//!   backlog. Either way the file descriptors kept in reserve stay free for the
+//!   repository, model files and the watcher. Stopping alone is not enough under a
+//!   flood: the backlog fills with the attacker's connections, the kernel drops
+//!   further SYNs, and a legitimate client retries only 1, 3 and 7 s after its first
+//!   attempt.
 //! * [`serve`]: the accept loop. Each connection is served by hyper's auto builder
 //!   (HTTP/1 and HTTP/2, or HTTP/2 only for gRPC) in a task owned by a `JoinSet`, so
 //!   dropping [`serve`]'s future (a shutdown deadline) ends every connection, and
@@ -24,8 +26,8 @@
 //!   timeout meaningless, and it does not cover the bytes before hyper knows the
 //!   protocol.
 //! * [`ReadTimeoutBody`] fails a request whose body stops arriving for the body read
-//!   timeout: the REST adapters answer 408 with a JSON body; a gRPC call ends with an
-//!   error status.
+//!   timeout, or arrives slower than [`MIN_BODY_BYTES_PER_SEC`] past it: the REST
+//!   adapters answer 408 with a JSON body; a gRPC call ends with DEADLINE_EXCEEDED.
 //!
 //! Invariants:
 //! * at most `max_connections` connections are open across both listeners (TLS
@@ -34,7 +36,9 @@
 //!   (being computed or answered) and the watcher are never touched;
 //! * every request reaches the routers with `ConnectInfo<SocketAddr>` (the peer);
 //! * a connection with no request in progress never outlives its idle or header
-//!   timeout, and one whose client does not read never outlives the send timeout.
+//!   timeout, and one whose client does not read never outlives the send timeout;
+//! * a request body is never waited for longer in all than the body read timeout
+//!   plus a second per [`MIN_BODY_BYTES_PER_SEC`] bytes it brought.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -60,7 +64,7 @@ mod limit;
 
 pub use activity::{ConnectionActivity, WatchedIo};
 use activity::{Expiry, EVICTED};
-pub use body::{is_body_read_timeout, BodyReadTimeout, ReadTimeoutBody};
+pub use body::{is_body_read_timeout, BodyReadTimeout, ReadTimeoutBody, MIN_BODY_BYTES_PER_SEC};
 pub use limit::{
     default_max_connections, raise_fd_limit, ConnectionLimit, ConnectionPermit, EVICT_AFTER_IDLE,
     EVICT_STALLED_BODY_AFTER, FD_RESERVE_MIN,
@@ -90,8 +94,12 @@ pub struct ConnectionOptions {
     pub header_read_timeout: Duration,
     /// Longest a connection may stay without a request in progress.
     pub idle_timeout: Duration,
-    /// Longest a request body may stop arriving; `None` leaves bodies unwatched.
+    /// Longest a request body may stop arriving, and its grace before the minimum
+    /// rate counts ([`ReadTimeoutBody`]); `None` leaves bodies unwatched.
     pub body_read_timeout: Option<Duration>,
+    /// gRPC: a body that fails those rules ends its call with DEADLINE_EXCEEDED
+    /// (a `tonic::Status`) rather than with the error the REST adapters answer 408.
+    pub grpc: bool,
     /// Longest a write may wait for the client to take bytes.
     pub send_timeout: Duration,
     /// Largest request head (HTTP/1: start line and headers; HTTP/2: header list).
@@ -108,6 +116,7 @@ impl ConnectionOptions {
             header_read_timeout: settings.header_read_timeout,
             idle_timeout: settings.keep_alive_timeout,
             body_read_timeout: Some(settings.body_read_timeout),
+            grpc: false,
             send_timeout: settings.send_timeout,
             max_header_bytes: settings.max_header_bytes,
             http2: Http2Options {
@@ -118,8 +127,9 @@ impl ConnectionOptions {
     }
 
     /// The gRPC listener's: HTTP/2 only. Every ferroserve RPC takes one request
-    /// message, so a call whose message stops arriving for the body read timeout
-    /// fails too (otherwise a stream left open would keep its connection busy).
+    /// message, so a call whose message stops arriving for the body read timeout, or
+    /// trickles in, fails too (otherwise a stream left open would keep its
+    /// connection busy).
     pub fn grpc(settings: &Settings) -> ConnectionOptions {
         ConnectionOptions {
             name: "gRPC",
@@ -127,6 +137,7 @@ impl ConnectionOptions {
             header_read_timeout: settings.header_read_timeout,
             idle_timeout: settings.grpc_idle_timeout,
             body_read_timeout: Some(settings.body_read_timeout),
+            grpc: true,
             send_timeout: settings.grpc_send_timeout,
             max_header_bytes: settings.max_header_bytes,
             http2: Http2Options {
@@ -210,6 +221,7 @@ pub async fn serve(
                     peer,
                     activity,
                     body_read_timeout: options.body_read_timeout,
+                    grpc: options.grpc,
                 };
                 let builder = builder.clone();
                 let stop = stop.clone();
@@ -293,8 +305,8 @@ async fn serve_one(
 }
 
 /// The service hyper calls for each request of one connection: gives the request
-/// its peer address and (REST) a body read timeout, and counts it as in progress
-/// until its answer has been handed over.
+/// its peer address and a body read timeout, and counts it as in progress until its
+/// answer has been handed over.
 #[derive(Clone)]
 pub struct ConnectionService {
     router: axum::Router,
@@ -304,6 +316,8 @@ pub struct ConnectionService {
     peer: SocketAddr,
     activity: Arc<ConnectionActivity>,
     body_read_timeout: Option<Duration>,
+    /// Body failures as gRPC statuses (see [`ConnectionOptions::grpc`]).
+    grpc: bool,
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
@@ -322,7 +336,12 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
             .extensions
             .insert(axum::extract::ConnectInfo(self.peer));
         let body = match self.body_read_timeout {
-            Some(timeout) => Body::new(ReadTimeoutBody::new(body, timeout, self.activity.clone())),
+            Some(timeout) => Body::new(ReadTimeoutBody::new(
+                body,
+                timeout,
+                self.grpc,
+                self.activity.clone(),
+            )),
             None => Body::new(body),
         };
         let guard_body = |response: http::Response<Body>| {
@@ -406,6 +425,7 @@ fn test_options() -> ConnectionOptions {
         header_read_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(60),
         body_read_timeout: None,
+        grpc: false,
         send_timeout: Duration::from_secs(30),
         max_header_bytes: 65536,
         http2: Http2Options {

@@ -264,7 +264,8 @@ pub struct ServeArgs {
     pub keep_alive_timeout_secs: Option<f64>,
 
     /// Seconds a request body (REST) or message (gRPC) may stop arriving before the
-    /// request fails (REST: 408) [default: 30]
+    /// request fails (REST: 408, gRPC: DEADLINE_EXCEEDED); also the grace before a
+    /// body must average 500 bytes/s [default: 30]
     #[arg(
         long,
         env = "FERROSERVE_BODY_READ_TIMEOUT_SECS",

@@ -151,7 +151,8 @@ pub struct Settings {
     /// (HTTP/1 keep-alive, HTTP/2 without streams). Default 60 s.
     pub keep_alive_timeout: Duration,
     /// Longest a request body (REST) or request message (gRPC) may stop arriving
-    /// before the request fails (REST: 408). Default 30 s.
+    /// before the request fails (REST: 408, gRPC: DEADLINE_EXCEEDED); also the grace
+    /// before a body must average `connections::MIN_BODY_BYTES_PER_SEC`. Default 30 s.
     pub body_read_timeout: Duration,
     /// Longest a REST answer may wait for its client to take more of it before the
     /// connection (HTTP/1) or stream (HTTP/2) is closed. Default 30 s.
