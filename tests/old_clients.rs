@@ -87,7 +87,9 @@ async fn every_error_on_every_route_is_json() {
     for (method, path, allowed) in [
         ("GET", "/predict", "POST"),
         ("DELETE", "/predict/iris_lr", "GET"),
-        ("PUT", "/v1/models/iris_lr:predict", "GET"),
+        ("PUT", "/v1/models/iris_lr:predict", "POST"),
+        ("GET", "/v1/models/iris_lr:predict", "POST"),
+        ("POST", "/v1/models/iris_lr", "GET"),
         ("GET", "/v2/models/iris_lr/infer", "POST"),
         ("POST", "/models/status", "GET"),
         ("GET", "/delete_model/iris_lr", "DELETE"),

@@ -4,21 +4,25 @@
 //! and call the same operations as the gRPC `Classify` / `Regress` (`api::classify`).
 //!
 //! TF Serving puts the verb after a colon in the last path segment, which a
-//! router cannot match as a parameter, so one catch-all route parses the path.
+//! router cannot match as a parameter, so one catch-all route parses the path and
+//! answers a method the path does not take with 405 and that path's `Allow`.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRequest, Path, RawQuery, Request, State};
+use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::any;
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::{body, parse_json, AppState, HttpError};
+use super::{body, AppState, HttpError};
 use crate::api::classify::{self, Example, ExamplesRequest, FeatureValues};
+use crate::api::predict::{request_bounds, RequestBounds};
 use crate::api::{self, ApiError, PredictRequest, Protocol};
-use crate::json_tensor::{flatten, float_json, infer_tensor, NestedJson};
+use crate::json_tensor::{
+    flatten, float_json, infer_tensor, parse_bounded, BoundedFields, Budget, NestedJson, Rows,
+};
 use crate::manager::VersionRequest;
 use crate::tensor::{NamedTensor, Tensor};
 
@@ -26,7 +30,63 @@ use crate::tensor::{NamedTensor, Tensor};
 pub const DEFAULT_SIGNATURE: &str = "serving_default";
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/v1/models/{*rest}", get(get_model).post(post_model))
+    Router::new().route("/v1/models/{*rest}", any(model_route))
+}
+
+/// The methods a path takes, as its `Allow` header lists them, or `None` for a
+/// verb that names no endpoint.
+fn allowed_methods(verb: Option<&str>) -> Option<&'static str> {
+    match verb {
+        None | Some("metadata" | "history" | "predictions") => Some("GET,HEAD"),
+        Some("predict" | "classify" | "regress") => Some("POST"),
+        Some(_) => None,
+    }
+}
+
+/// 405 for a method `rest` does not take, with the methods it does in `Allow`.
+fn method_not_allowed(method: &Method, rest: &str, allowed: &'static str) -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::ALLOW, allowed)],
+        Json(json!({
+            "error": format!("method {method} is not allowed on /v1/models/{rest} (allowed: {allowed})")
+        })),
+    )
+        .into_response()
+}
+
+/// Every method on `/v1/models/…`: the path decides which it takes (the router
+/// cannot: the verb is not a segment of its own), and a method it does not take is
+/// 405 with that path's `Allow`, whatever the method.
+async fn model_route(
+    State(state): State<AppState>,
+    Path(rest): Path<String>,
+    RawQuery(query): RawQuery,
+    request: Request,
+) -> Response {
+    let method = request.method().clone();
+    // A path that names no endpoint is the handlers' to refuse (404, or 400 for a
+    // malformed version), whatever the method.
+    let allowed = parse_path(&rest)
+        .ok()
+        .and_then(|path| allowed_methods(path.verb));
+    let takes = match allowed {
+        Some("POST") => method == Method::POST,
+        Some(_) => method == Method::GET || method == Method::HEAD,
+        None => true,
+    };
+    let result = match (takes, allowed, &method) {
+        (false, Some(allowed), _) => Ok(method_not_allowed(&method, &rest, allowed)),
+        (_, _, &Method::GET | &Method::HEAD) => {
+            get_model(State(state), Path(rest), RawQuery(query)).await
+        }
+        (_, _, &Method::POST) => {
+            let raw = Bytes::from_request(request, &state).await;
+            post_model(State(state), Path(rest), raw).await
+        }
+        _ => parse_path(&rest).and(Err(not_found(&rest))),
+    };
+    result.into_response()
 }
 
 #[derive(Debug, PartialEq)]
@@ -188,7 +248,7 @@ fn metadata_json(meta: &api::ModelMetadata) -> Value {
 
 /// A `:predict` body: `instances` (row format) or `inputs` (columnar format). Other
 /// keys are ignored, as TF Serving ignores them (a client may send `model_name`).
-#[derive(Deserialize, utoipa::ToSchema)]
+#[derive(utoipa::ToSchema)]
 #[schema(as = TfsPredictRequest)]
 struct PredictBody {
     signature_name: Option<String>,
@@ -197,6 +257,47 @@ struct PredictBody {
     /// ferroserve's extra fields: a fastText model's labels per text and threshold.
     k: Option<Value>,
     threshold: Option<Value>,
+}
+
+impl PredictBody {
+    /// Reads a `:predict` body under `bounds`: the rows of `instances` and of each
+    /// columnar input are counted as they are read, and the body refused (413) at
+    /// the first row past the limit, before the rest of it is built.
+    fn parse(bytes: &[u8], bounds: &RequestBounds) -> Result<PredictBody, ApiError> {
+        let budget = Budget::new(bounds);
+        let fields = BoundedFields {
+            budget: &budget,
+            fields: [
+                ("signature_name", Rows::None),
+                ("instances", Rows::Elements("\"instances\"")),
+                ("inputs", Rows::Columns("\"inputs\"")),
+                ("k", Rows::None),
+                ("threshold", Rows::None),
+            ],
+        };
+        let [signature_name, instances, inputs, k, threshold] =
+            parse_bounded(bytes, fields, &budget)?.ok_or_else(|| {
+                ApiError::InvalidArgument("the body must be a JSON object".into())
+            })?;
+        Ok(PredictBody {
+            signature_name: signature_name_of(signature_name)?,
+            instances,
+            inputs,
+            k,
+            threshold,
+        })
+    }
+}
+
+/// A body's `signature_name`: a string, or absent.
+fn signature_name_of(value: Option<Value>) -> Result<Option<String>, ApiError> {
+    match value {
+        None => Ok(None),
+        Some(Value::String(name)) => Ok(Some(name)),
+        Some(_) => Err(ApiError::InvalidArgument(
+            "signature_name must be a string".into(),
+        )),
+    }
 }
 
 /// `{"b64": "..."}` is a value (binary string), not a set of named inputs.
@@ -365,14 +466,24 @@ pub(super) async fn post_model(
         _ => return Err(not_found(&rest)),
     }
     let bytes = body(raw, state.settings.max_request_bytes)?;
+    let bounds = request_bounds(&state, path.model, Some(&path.version));
     // TF Serving reads bare NaN and ±Infinity as numbers (rapidjson's
     // kParseNanAndInfFlag), as Python's `json.dumps` writes them; serde_json does not,
     // so a body that fails is read again with them quoted, as float inputs take them.
-    let request: PredictBody = parse_json(&bytes).or_else(|e| {
-        crate::json_tensor::quote_nonfinite_literals(&bytes)
-            .and_then(|quoted| parse_json(&quoted).ok())
-            .ok_or(e)
-    })?;
+    // A body refused for its size is not read again.
+    let too_large = |e: &ApiError| matches!(e, ApiError::PayloadTooLarge(_));
+    let request = match PredictBody::parse(&bytes, &bounds) {
+        Ok(request) => request,
+        Err(e) if too_large(&e) => return Err(e.into()),
+        Err(e) => match crate::json_tensor::quote_nonfinite_literals(&bytes) {
+            None => return Err(e.into()),
+            Some(quoted) => match PredictBody::parse(&quoted, &bounds) {
+                Ok(request) => request,
+                Err(again) if too_large(&again) => return Err(again.into()),
+                Err(_) => return Err(e.into()),
+            },
+        },
+    };
     let (inputs, row_format) =
         match (&request.instances, &request.inputs) {
             (Some(instances), None) => (decode_instances(instances)?, true),
@@ -408,12 +519,44 @@ pub(super) async fn post_model(
 }
 
 /// A `:classify` or `:regress` body; other keys are ignored, as for `:predict`.
-#[derive(Deserialize, utoipa::ToSchema)]
+#[derive(utoipa::ToSchema)]
 #[schema(as = TfsExamplesRequest)]
 struct ExamplesBody {
     signature_name: Option<String>,
     context: Option<Map<String, Value>>,
     examples: Option<Vec<Value>>,
+}
+
+impl ExamplesBody {
+    /// Reads a `:classify` / `:regress` body, its examples (one row each) counted
+    /// against the row limit as they are read.
+    fn parse(bytes: &[u8], bounds: &RequestBounds) -> Result<ExamplesBody, ApiError> {
+        let budget = Budget::new(bounds);
+        let fields = BoundedFields {
+            budget: &budget,
+            fields: [
+                ("signature_name", Rows::None),
+                ("context", Rows::None),
+                ("examples", Rows::Elements("\"examples\"")),
+            ],
+        };
+        let [signature_name, context, examples] = parse_bounded(bytes, fields, &budget)?
+            .ok_or_else(|| ApiError::InvalidArgument("the body must be a JSON object".into()))?;
+        let invalid = |m: &str| ApiError::InvalidArgument(m.into());
+        Ok(ExamplesBody {
+            signature_name: signature_name_of(signature_name)?,
+            context: match context {
+                None => None,
+                Some(Value::Object(context)) => Some(context),
+                Some(_) => return Err(invalid("\"context\" must be an object of named features")),
+            },
+            examples: match examples {
+                None => None,
+                Some(Value::Array(examples)) => Some(examples),
+                Some(_) => return Err(invalid("\"examples\" must be a list")),
+            },
+        })
+    }
 }
 
 /// One JSON feature value as a tf.Example feature, as TF Serving reads it: integers are
@@ -512,7 +655,13 @@ async fn examples_verb(
     verb: &str,
     bytes: &[u8],
 ) -> Result<axum::response::Response, HttpError> {
-    let request: ExamplesBody = parse_json(bytes)?;
+    // The examples are the rows; their features are not the model's tensors, so
+    // only rows are bounded while the body is read.
+    let bounds = RequestBounds {
+        max_values: None,
+        ..request_bounds(state, model, Some(&version))
+    };
+    let request = ExamplesBody::parse(bytes, &bounds)?;
     let examples = ExamplesRequest {
         model: model.to_string(),
         version,
@@ -860,6 +1009,56 @@ mod tests {
         };
         let err = decode_examples(&body).unwrap_err();
         assert!(err.to_string().contains("context"), "{err}");
+    }
+
+    /// A `:predict` body reads as serde's derive read it (unknown keys ignored, a
+    /// null field absent), its rows refused as they are read.
+    #[test]
+    fn predict_bodies_are_read_with_their_rows_bounded() {
+        let bounds = RequestBounds {
+            max_rows: 2,
+            limit_of: crate::api::predict::RowLimitOf::Server,
+            max_values: None,
+        };
+        let body = PredictBody::parse(
+            br#"{"model_name": {"x": [1]}, "signature_name": null, "instances": [[1, 2], [3, 4]], "k": 3}"#,
+            &bounds,
+        )
+        .unwrap();
+        assert_eq!(body.signature_name, None);
+        assert_eq!(body.instances, Some(json!([[1, 2], [3, 4]])));
+        assert_eq!((body.inputs, body.k), (None, Some(json!(3))));
+        for (text, words) in [
+            (
+                &br#"{"instances": [1, 2, 3]}"#[..],
+                "\"instances\" has at least 3 rows",
+            ),
+            (
+                br#"{"inputs": {"a": [1, 2, 3]}}"#,
+                "input \"a\" has at least 3 rows",
+            ),
+            (
+                br#"{"inputs": [[1], [2], [3]]}"#,
+                "\"inputs\" has at least 3 rows",
+            ),
+        ] {
+            match PredictBody::parse(text, &bounds) {
+                Err(ApiError::PayloadTooLarge(m)) => assert!(m.contains(words), "{m}"),
+                _ => panic!("{}", String::from_utf8_lossy(text)),
+            }
+        }
+        for text in [
+            &br#"[1]"#[..],
+            br#"{"signature_name": 3, "instances": [1]}"#,
+        ] {
+            assert!(matches!(
+                PredictBody::parse(text, &bounds),
+                Err(ApiError::InvalidArgument(_))
+            ));
+        }
+        assert_eq!(allowed_methods(Some("predict")), Some("POST"));
+        assert_eq!(allowed_methods(None), Some("GET,HEAD"));
+        assert_eq!(allowed_methods(Some("explain")), None);
     }
 
     #[test]

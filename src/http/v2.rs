@@ -11,14 +11,18 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use bytes::Buf;
 
-use super::{body_chunks, parse_json, AppState, HttpError};
+use super::{body_chunks, AppState, HttpError};
+use crate::api::predict::{request_bounds, too_many_rows, RequestBounds};
 use crate::api::{self, ApiError, PredictRequest, Protocol, SERVER_NAME, SERVER_VERSION};
-use crate::json_tensor::{flatten, typed_tensor, FlatJson};
+use crate::json_tensor::{
+    flatten, parse_bounded, typed_tensor, BoundedValue, Budget, DataLimit, FlatJson, Key, Rows,
+};
 use crate::manager::VersionRequest;
 use crate::raw_tensor;
 use crate::tensor::{element_count, DataType, NamedTensor, Tensor, TensorSpec};
@@ -185,15 +189,245 @@ async fn model_version_ready(
 }
 
 /// A V2 inference request.
-#[derive(Deserialize, utoipa::ToSchema)]
+#[derive(utoipa::ToSchema)]
 #[schema(as = V2InferRequest)]
 struct InferBody {
     id: Option<String>,
-    #[serde(default)]
+    #[schema(required = false)]
     parameters: Map<String, Value>,
     inputs: Vec<InputBody>,
-    #[serde(default)]
+    #[schema(required = false)]
     outputs: Vec<OutputBody>,
+}
+
+impl InferBody {
+    /// Reads a request's JSON header under `bounds` ([`InferBodySeed`]).
+    fn parse(bytes: &[u8], bounds: &RequestBounds) -> Result<InferBody, ApiError> {
+        let budget = Budget::new(bounds);
+        parse_bounded(bytes, InferBodySeed(&budget), &budget)
+    }
+}
+
+/// Reads an [`InferBody`] as serde's derive would (unknown fields skipped, a field
+/// given twice refused), with its inputs read by [`InputSeed`] and every value of
+/// its parameters and data spent from the budget.
+struct InferBodySeed<'s, 'b>(&'s Budget<'b>);
+
+impl<'de> DeserializeSeed<'de> for InferBodySeed<'_, '_> {
+    type Value = InferBody;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<InferBody, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for InferBodySeed<'_, '_> {
+    type Value = InferBody;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a V2 inference request (a JSON object)")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<InferBody, A::Error> {
+        let budget = self.0;
+        let (mut id, mut parameters, mut inputs, mut outputs) = (None, None, None, None);
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            match &*key {
+                "id" => once(&mut id, "id", map.next_value::<Option<String>>()?)?,
+                "parameters" => {
+                    let value = map.next_value_seed(BoundedValue::new(budget))?;
+                    once(
+                        &mut parameters,
+                        "parameters",
+                        object_of("parameters", value)?,
+                    )?
+                }
+                "inputs" => once(
+                    &mut inputs,
+                    "inputs",
+                    map.next_value_seed(InputsSeed(budget))?,
+                )?,
+                "outputs" => once(
+                    &mut outputs,
+                    "outputs",
+                    map.next_value::<Vec<OutputBody>>()?,
+                )?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(InferBody {
+            id: id.flatten(),
+            parameters: parameters.unwrap_or_default(),
+            inputs: inputs.ok_or_else(|| de::Error::missing_field("inputs"))?,
+            outputs: outputs.unwrap_or_default(),
+        })
+    }
+}
+
+/// Sets a field read once; a second time is refused as serde's derive refuses it.
+fn once<T, E: de::Error>(slot: &mut Option<T>, field: &'static str, value: T) -> Result<(), E> {
+    if slot.is_some() {
+        return Err(E::duplicate_field(field));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+/// A `parameters` value, which must be an object.
+fn object_of<E: de::Error>(field: &str, value: Value) -> Result<Map<String, Value>, E> {
+    match value {
+        Value::Object(map) => Ok(map),
+        _ => Err(E::custom(format!("{field} must be a JSON object"))),
+    }
+}
+
+/// The `inputs` list, each read by [`InputSeed`].
+struct InputsSeed<'s, 'b>(&'s Budget<'b>);
+
+impl<'de> DeserializeSeed<'de> for InputsSeed<'_, '_> {
+    type Value = Vec<InputBody>;
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for InputsSeed<'_, '_> {
+    type Value = Vec<InputBody>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of input tensors")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut inputs = Vec::new();
+        while let Some(input) = seq.next_element_seed(InputSeed(self.0))? {
+            inputs.push(input);
+        }
+        Ok(inputs)
+    }
+}
+
+/// One input tensor. A `shape` read before the `data` is checked at once: its first
+/// dimension against the row limit, its element count against what the model takes;
+/// the data is then refused as soon as it holds more than the shape's elements.
+/// A shape after the data is checked when the input is decoded, as before.
+struct InputSeed<'s, 'b>(&'s Budget<'b>);
+
+impl<'de> DeserializeSeed<'de> for InputSeed<'_, '_> {
+    type Value = InputBody;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<InputBody, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for InputSeed<'_, '_> {
+    type Value = InputBody;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an input tensor (a JSON object)")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<InputBody, A::Error> {
+        let budget = self.0;
+        let (mut name, mut shape, mut datatype, mut parameters, mut data) =
+            (None::<String>, None::<Vec<i64>>, None, None, None);
+        // The shape's element count, when it was read before the data.
+        let mut elements = None;
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            match &*key {
+                "name" => once(&mut name, "name", map.next_value()?)?,
+                "shape" => {
+                    let dims: Vec<i64> = map.next_value()?;
+                    let count = check_shape(budget, name.as_deref(), &dims)?;
+                    if data.is_none() {
+                        elements = Some(count);
+                    }
+                    once(&mut shape, "shape", dims)?
+                }
+                "datatype" => once(&mut datatype, "datatype", map.next_value::<String>()?)?,
+                "parameters" => {
+                    let value = map.next_value_seed(BoundedValue::new(budget))?;
+                    once(
+                        &mut parameters,
+                        "parameters",
+                        object_of("parameters", value)?,
+                    )?
+                }
+                "data" => {
+                    let limit = shape
+                        .as_deref()
+                        .zip(elements)
+                        .filter(|_| data.is_none())
+                        .map(|(dims, count)| DataLimit::new(name.as_deref(), dims, count));
+                    let value = map.next_value_seed(BoundedValue {
+                        budget,
+                        rows: Rows::None,
+                        data: limit.as_ref(),
+                    })?;
+                    once(&mut data, "data", Some(value).filter(|v| !v.is_null()))?
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(InputBody {
+            name: name.ok_or_else(|| de::Error::missing_field("name"))?,
+            shape: shape.ok_or_else(|| de::Error::missing_field("shape"))?,
+            datatype: datatype.ok_or_else(|| de::Error::missing_field("datatype"))?,
+            parameters: parameters.unwrap_or_default(),
+            data: data.flatten(),
+        })
+    }
+}
+
+/// Checks an input's declared shape while the body is read, and gives its element
+/// count: a negative dimension or a count past `usize` is refused (400) as
+/// [`decode_tensors`] refuses it, a first dimension past the row limit or more
+/// elements than the model takes in one request (413) as `api::predict` does.
+fn check_shape<E: de::Error>(
+    budget: &Budget<'_>,
+    name: Option<&str>,
+    dims: &[i64],
+) -> Result<usize, E> {
+    let what = || match name {
+        Some(name) => format!("input {name:?}"),
+        None => "an input".to_string(),
+    };
+    let mut count = 1usize;
+    for &d in dims {
+        let Ok(d) = usize::try_from(d) else {
+            return Err(budget.refuse(invalid(format!(
+                "{}: negative dimension in shape {dims:?}",
+                what()
+            ))));
+        };
+        count = count.checked_mul(d).ok_or_else(|| {
+            budget.refuse(invalid(format!("{}: shape {dims:?} is too large", what())))
+        })?;
+    }
+    let bounds = budget.bounds();
+    if let Some(&rows) = dims.first() {
+        if rows as u64 > bounds.max_rows as u64 {
+            return Err(budget.refuse(too_many_rows(
+                &what(),
+                rows,
+                bounds.max_rows,
+                &bounds.limit_of,
+            )));
+        }
+    }
+    if bounds.max_values.is_some_and(|most| count > most) {
+        return Err(budget.refuse(bounds.too_many_values()));
+    }
+    Ok(count)
 }
 
 /// The shared-memory extension (`shared_memory_region`, `_byte_size`, `_offset`),
@@ -440,7 +674,10 @@ async fn run_infer(
     // into one buffer first).
     let mut body = body_chunks(request, state.settings.max_request_bytes).await?;
     let header_json = take_header(&headers, &mut body)?;
-    let request: InferBody = parse_json(&header_json)?;
+    let request = InferBody::parse(
+        &header_json,
+        &request_bounds(&state, &model, Some(&version)),
+    )?;
     let all_binary = flag(&request.parameters, "binary_data_output")?.unwrap_or(false);
     let binary_outputs: Vec<(String, bool)> = request
         .outputs

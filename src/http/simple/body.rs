@@ -10,9 +10,13 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{header, HeaderMap};
 use serde_json::Value;
 
+use crate::api::predict::RequestBounds;
 use crate::api::simple::Rows;
 use crate::api::ApiError;
-use crate::http::{body, parse_json, AppState, HttpError};
+use crate::http::{body, AppState, HttpError};
+use crate::json_tensor::{
+    parse_bounded, parse_seed, BoundedObject, BoundedValue, Budget, Rows as JsonRows,
+};
 use crate::manager::VersionRequest;
 use crate::model_config::FeatureValue;
 
@@ -153,72 +157,6 @@ fn text_value(v: &str) -> FeatureValue {
     }
 }
 
-/// A JSON value whose objects, at every depth, give each key once:
-/// `{"model_id": "a", "model_id": "b"}` or `"features": {"a": 1, "a": 2}` is refused,
-/// where a map would keep the last (and a proxy in front may have judged the
-/// first), as form and multipart bodies refuse a field given twice.
-struct UniqueKeys(Value);
-
-impl<'de> serde::Deserialize<'de> for UniqueKeys {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<UniqueKeys, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = UniqueKeys;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON value")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut access: A,
-            ) -> Result<UniqueKeys, A::Error> {
-                let mut map = serde_json::Map::new();
-                while let Some(key) = access.next_key::<String>()? {
-                    let UniqueKeys(value) = access.next_value()?;
-                    if map.contains_key(&key) {
-                        return Err(serde::de::Error::custom(format!(
-                            "field {key:?} is given twice"
-                        )));
-                    }
-                    map.insert(key, value);
-                }
-                Ok(UniqueKeys(Value::Object(map)))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut access: A,
-            ) -> Result<UniqueKeys, A::Error> {
-                let mut items = Vec::with_capacity(access.size_hint().unwrap_or(0).min(4096));
-                while let Some(UniqueKeys(item)) = access.next_element()? {
-                    items.push(item);
-                }
-                Ok(UniqueKeys(Value::Array(items)))
-            }
-            fn visit_bool<E>(self, b: bool) -> Result<UniqueKeys, E> {
-                Ok(UniqueKeys(Value::Bool(b)))
-            }
-            fn visit_i64<E>(self, n: i64) -> Result<UniqueKeys, E> {
-                Ok(UniqueKeys(Value::from(n)))
-            }
-            fn visit_u64<E>(self, n: u64) -> Result<UniqueKeys, E> {
-                Ok(UniqueKeys(Value::from(n)))
-            }
-            fn visit_f64<E>(self, n: f64) -> Result<UniqueKeys, E> {
-                Ok(UniqueKeys(Value::from(n)))
-            }
-            fn visit_str<E>(self, s: &str) -> Result<UniqueKeys, E> {
-                Ok(UniqueKeys(Value::String(s.to_string())))
-            }
-            fn visit_string<E>(self, s: String) -> Result<UniqueKeys, E> {
-                Ok(UniqueKeys(Value::String(s)))
-            }
-            fn visit_unit<E>(self) -> Result<UniqueKeys, E> {
-                Ok(UniqueKeys(Value::Null))
-            }
-        }
-        d.deserialize_any(Visit)
-    }
-}
-
 /// `"texts": ["…", …]` for a text model (fastText): one row per text, answered
 /// with lists, as the old fastText service's list of sentences.
 fn parse_texts(texts: &Value) -> Result<(Rows, bool), HttpError> {
@@ -240,12 +178,28 @@ fn parse_texts(texts: &Value) -> Result<(Rows, bool), HttpError> {
 }
 
 /// The JSON body: `{"model_id"?, "features", "version"?}`, or `"text": "…"` /
-/// `"texts": [...]` in place of `features` for a text model.
-fn decode_json(bytes: &[u8]) -> Result<SimpleBody, HttpError> {
-    let UniqueKeys(request) = parse_json(bytes)?;
-    let Value::Object(request) = request else {
-        return Err(invalid("the body must be a JSON object"));
+/// `"texts": [...]` in place of `features` for a text model. Its rows are counted
+/// against `bounds` as they are read (a list of rows past the limit is refused
+/// before the rest is built), and an object at any depth that gives a key twice is
+/// refused (`{"model_id": "a", "model_id": "b"}`), where a map would keep the last
+/// one (and a proxy in front may have judged the first), as form and multipart
+/// bodies refuse a field given twice.
+fn decode_json(bytes: &[u8], bounds: &RequestBounds) -> Result<SimpleBody, HttpError> {
+    let budget = Budget::new(bounds).with_unique_keys();
+    let fields = |key: &str| match key {
+        "features" => JsonRows::ListedRows("\"features\""),
+        "texts" => JsonRows::Elements("\"texts\""),
+        _ => JsonRows::None,
     };
+    let request = parse_bounded(
+        bytes,
+        BoundedObject {
+            budget: &budget,
+            fields,
+        },
+        &budget,
+    )?
+    .ok_or_else(|| invalid("the body must be a JSON object"))?;
     if let Some(unknown) = request.keys().find(|k| {
         !matches!(
             k.as_str(),
@@ -309,8 +263,8 @@ fn decode_json(bytes: &[u8]) -> Result<SimpleBody, HttpError> {
 /// * any other field: a named feature (`sepal_length=5.1&…`).
 ///
 /// Values that read as finite numbers are numbers, others text. `features` and named
-/// fields do not mix.
-pub(super) fn decode_form(bytes: &[u8]) -> Result<SimpleBody, HttpError> {
+/// fields do not mix. JSON `features` are read under `bounds`, as a JSON body's.
+pub(super) fn decode_form(bytes: &[u8], bounds: &RequestBounds) -> Result<SimpleBody, HttpError> {
     let mut model = None;
     let mut version = VersionRequest::Latest;
     let mut features: Vec<String> = Vec::new();
@@ -348,8 +302,14 @@ pub(super) fn decode_form(bytes: &[u8]) -> Result<SimpleBody, HttpError> {
             )))
         }
         ([one], true) if one.trim_start().starts_with(['[', '{']) => {
-            let value: Value = serde_json::from_str(one).map_err(|e| {
-                invalid(format!("the features field is not valid JSON: {e}"))
+            let budget = Budget::new(bounds);
+            let seed = BoundedValue {
+                rows: JsonRows::ListedRows("\"features\""),
+                ..BoundedValue::new(&budget)
+            };
+            let value = parse_seed(one.as_bytes(), seed).map_err(|e| match budget.refusal() {
+                Some(refusal) => HttpError(refusal),
+                None => invalid(format!("the features field is not valid JSON: {e}")),
             })?;
             parse_features(&value)?
         }
@@ -368,16 +328,18 @@ pub(super) fn decode_form(bytes: &[u8]) -> Result<SimpleBody, HttpError> {
     })
 }
 
+/// A `/predict` body, its rows bounded by `bounds` while it is read.
 pub(super) async fn decode_body(
     state: &AppState,
     headers: &HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
+    bounds: &RequestBounds,
 ) -> Result<SimpleBody, HttpError> {
     let bytes = body(bytes, state.settings.max_request_bytes)?;
     match body_kind(headers, &bytes) {
-        BodyKind::Form => decode_form(&bytes),
+        BodyKind::Form => decode_form(&bytes, bounds),
         BodyKind::Multipart(content_type) => decode_multipart(content_type, bytes).await,
-        BodyKind::Json => decode_json(&bytes),
+        BodyKind::Json => decode_json(&bytes, bounds),
     }
 }
 
