@@ -238,6 +238,89 @@ impl Drop for VersionRecorder {
     }
 }
 
+tokio::task_local! {
+    /// The inference request whose task is running, while an adapter's counting
+    /// wrapper (`http::count_inference`, `grpc::count_inference`) runs it.
+    static TALLY: RequestTally;
+}
+
+/// What is known of one inference request while it runs, so that its outcome is
+/// recorded exactly once, whatever stage answers it: `api::predict` records the
+/// requests it sees (and says so here); the adapter's wrapper records the others
+/// (malformed JSON, a message that is not protobuf, a body over the limit) with
+/// the error their answer was made from. Cells, not atomics: only the request's
+/// own task touches it.
+#[derive(Debug, Default)]
+pub struct RequestTally {
+    /// Set where the outcome was recorded (`api::predict`, `api::admit`) or is
+    /// left to another process (a request forwarded to a model's worker).
+    recorded: std::cell::Cell<bool>,
+    /// The kind of the last error an answer was made from (`ApiError::kind`).
+    error: std::cell::Cell<Option<&'static str>>,
+    /// The model the request names, once an adapter has read it (a gRPC message).
+    model: std::cell::RefCell<Option<String>>,
+}
+
+impl RequestTally {
+    pub fn recorded(&self) -> bool {
+        self.recorded.get()
+    }
+
+    /// The kind of the error the answer was made from, if one was noted.
+    pub fn error(&self) -> Option<&'static str> {
+        self.error.get()
+    }
+
+    /// The model an adapter noted, if any.
+    pub fn model(&self) -> Option<String> {
+        self.model.borrow().clone()
+    }
+}
+
+/// Runs `request` (one inference request's answer) with a [`RequestTally`] that
+/// the code below it fills, and gives the tally back with its output.
+pub async fn tally_request<F: std::future::Future>(request: F) -> (F::Output, RequestTally) {
+    let mut scoped = std::pin::pin!(TALLY.scope(RequestTally::default(), request));
+    let output = scoped.as_mut().await;
+    let tally = scoped.as_mut().take_value().unwrap_or_default();
+    (output, tally)
+}
+
+/// Says that the running request's outcome is recorded (or left to the worker
+/// it is forwarded to), so that its adapter's wrapper does not record it again.
+/// Outside a wrapper (a job, the console) it does nothing.
+pub fn mark_request_recorded() {
+    let _ = TALLY.try_with(|t| t.recorded.set(true));
+}
+
+/// Notes the kind of error the running request's answer is made from.
+pub fn note_request_error(kind: &'static str) {
+    let _ = TALLY.try_with(|t| t.error.set(Some(kind)));
+}
+
+/// Notes the model the running request names (read from a gRPC message).
+pub fn note_request_model(model: &str) {
+    let _ = TALLY.try_with(|t| *t.model.borrow_mut() = Some(model.to_string()));
+}
+
+/// Records a request no operation recorded (refused before `api::predict`): under
+/// `model` only when that model is served here and the error is not `not_found`,
+/// else under `model=""`, as `api::predict` does, so that names a client makes up
+/// never become series.
+pub fn record_refused_request(
+    manager: &Manager,
+    model: Option<&str>,
+    protocol: &'static str,
+    outcome: &'static str,
+    elapsed: Duration,
+) {
+    let model = match model {
+        Some(m) if outcome != "not_found" && manager.serving().models.contains_key(m) => m,
+        _ => "",
+    };
+    record_request(model, "", protocol, outcome, elapsed);
+}
+
 pub fn record_request(
     model: &str,
     version: &str,

@@ -1,7 +1,9 @@
 //! What a careless or hostile client sees at the edges: error bodies in the client's
 //! terms (no server paths, process ids or runtime source locations), models with
 //! the longest names, strict version numbers, values that overflow FP32, malformed
-//! protobuf over gRPC and a forged `Host` header. Black-box over real sockets.
+//! protobuf over gRPC, a forged `Host` header, heads that read two ways (two
+//! `Host`s, a transfer coding, encoded bodies) and uploads of too many assets or
+//! names that are not UTF-8. Black-box over real sockets.
 
 mod common;
 
@@ -447,5 +449,230 @@ async fn urls_in_answers_come_from_settings_not_the_host_header() {
         text.contains("https://models.example/ml/v1/models/iris_lr"),
         "{text}"
     );
+    server.stop().await;
+}
+
+/// One HTTP/1.1 request written as given over a new connection: the status and
+/// the body of the answer.
+async fn raw_request(addr: std::net::SocketAddr, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no answer: {answer:?}"));
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// An HTTP/2 request (prior knowledge) whose body, if any, is sent without a
+/// `content-length`; the status.
+async fn h2_status(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> u16 {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(connection);
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let request = request.body(()).unwrap();
+    let (answer, mut send) = client.send_request(request, body.is_none()).unwrap();
+    if let Some(body) = body {
+        send.send_data(bytes::Bytes::from(body.to_string()), true)
+            .unwrap();
+    }
+    let status = answer.await.unwrap().status().as_u16();
+    driver.abort();
+    status
+}
+
+/// RFC 9112's refusals of a head that can be read more than one way: more than
+/// one `Host` is a 400 (before the access layer decides by either), a transfer
+/// coding other than `chunked` a 501 (hyper decodes the chunks and would leave
+/// the gzip unread); and a body with a `Content-Encoding` is a 415 whichever of
+/// its `Content-Encoding` lines says so, and over HTTP/2 with no `content-length`.
+/// On the predict routes (which a small HTTP/1.1 predict takes without the
+/// router) as on the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heads_that_read_two_ways_and_encoded_bodies_are_refused() {
+    let repo = tempfile::tempdir().unwrap();
+    install_model(
+        repo.path(),
+        "iris_lr",
+        1,
+        &root_path("examples/models/iris_lr/1/model.onnx"),
+    );
+    let server = TestServer::start(repo.path()).await;
+    let addr = server.rest_addr;
+    let body = json!({"instances": [[5.1, 3.5, 1.4, 0.2]]}).to_string();
+    let predict = "/v1/models/iris_lr:predict";
+    let post = |path: &str, headers: &str, body: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+             Connection: close\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    // The same request with one Host is answered.
+    let (status, answer) = raw_request(addr, &post(predict, "", &body)).await;
+    assert_eq!(status, 200, "{answer}");
+
+    // Two Host headers: 400, on a predict route, a management route and any other.
+    let two_hosts = "Host: evil.example\r\n";
+    let (status, answer) = raw_request(addr, &post(predict, two_hosts, &body)).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("more than one Host header"), "{answer}");
+    let (status, answer) = raw_request(addr, &post("/reload_model", two_hosts, "{}")).await;
+    assert_eq!(status, 400, "{answer}");
+    let get =
+        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    let (status, answer) = raw_request(addr, get).await;
+    assert_eq!(status, 400, "{answer}");
+
+    // A gzip (or any) coding before the chunks: 501.
+    let chunked = format!(
+        "POST {predict} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Connection: close\r\nTransfer-Encoding: gzip, chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    );
+    let (status, answer) = raw_request(addr, &chunked).await;
+    assert_eq!(status, 501, "{answer}");
+    assert!(answer.contains(r#"transfer coding \"gzip\""#), "{answer}");
+    let plain_chunks = chunked.replace("gzip, chunked", "chunked");
+    let (status, answer) = raw_request(addr, &plain_chunks).await;
+    assert_eq!(status, 200, "{answer}");
+
+    // Content-Encoding on a second line: 415 all the same.
+    let two_lines = "Content-Encoding: identity\r\nContent-Encoding: gzip\r\n";
+    let (status, answer) = raw_request(addr, &post(predict, two_lines, &body)).await;
+    assert_eq!(status, 415, "{answer}");
+    let identity = "Content-Encoding: identity\r\nContent-Encoding: identity\r\n";
+    let (status, answer) = raw_request(addr, &post(predict, identity, &body)).await;
+    assert_eq!(status, 200, "{answer}");
+
+    // HTTP/2: a body with no content-length is a body.
+    let json_type = ("content-type", "application/json");
+    let gzip = ("content-encoding", "gzip");
+    for path in [predict, "/v2/models/iris_lr/infer", "/predict/iris_lr"] {
+        let status = h2_status(addr, "POST", path, &[json_type, gzip], Some(&body)).await;
+        assert_eq!(status, 415, "{path}");
+    }
+    assert_eq!(
+        h2_status(addr, "POST", predict, &[json_type], Some(&body)).await,
+        200
+    );
+    // A request with no body is not refused for its Content-Encoding.
+    assert_eq!(
+        h2_status(addr, "GET", "/v1/models/iris_lr", &[gzip], None).await,
+        200
+    );
+    server.stop().await;
+}
+
+/// A multipart upload body: model `file`, then `assets` empty asset parts named
+/// `a0.txt`, `a1.txt`…, then the closing boundary.
+fn upload_body(boundary: &str, model: &str, assets: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    let part = |body: &mut Vec<u8>, name: &str, file: &[u8], content: &[u8]| {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        body.extend_from_slice(b"Content-Disposition: form-data; name=\"");
+        body.extend_from_slice(name.as_bytes());
+        body.extend_from_slice(b"\"; filename=\"");
+        body.extend_from_slice(file);
+        body.extend_from_slice(b"\"\r\nContent-Type: application/octet-stream\r\n\r\n");
+        body.extend_from_slice(content);
+        body.extend_from_slice(b"\r\n");
+    };
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"model_id\"\r\n\r\n{model}\r\n"
+        )
+        .as_bytes(),
+    );
+    part(&mut body, "file", b"model.onnx", &iris("iris_lr"));
+    for i in 0..assets {
+        part(&mut body, "asset", format!("a{i}.txt").as_bytes(), b"");
+    }
+    body
+}
+
+async fn post_upload(server: &TestServer, boundary: &str, mut body: Vec<u8>) -> (u16, Value) {
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    let r = server
+        .client
+        .post(server.url("/upload_model"))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    common::status_and_body(r).await
+}
+
+/// An upload carries at most 1000 asset files (each one a file created on disk):
+/// one more is a 413 that says so, and leaves nothing behind; and an asset whose
+/// file name is not UTF-8 is told so, not that it has no name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_carry_at_most_1000_assets_with_utf8_names() {
+    let repo = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(unwatched(repo.path())).await;
+    let boundary = "ferroserve-test-boundary";
+
+    let (code, answer) = post_upload(&server, boundary, upload_body(boundary, "many", 1001)).await;
+    common::assert_error(code, &answer, 413, "at most 1000 asset files");
+    assert!(
+        !repo.path().join("many").exists(),
+        "{:?}",
+        common::tree(repo.path())
+    );
+
+    let (code, answer) =
+        post_upload(&server, boundary, upload_body(boundary, "enough", 1000)).await;
+    assert_eq!(code, 200, "{answer}");
+    let stored = std::fs::read_dir(repo.path().join("enough/1"))
+        .unwrap()
+        .count();
+    assert_eq!(stored, 1001, "the model and its 1000 assets");
+
+    let mut body = upload_body(boundary, "latin1", 0);
+    body.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"asset\"; filename=\"")
+            .as_bytes(),
+    );
+    // The name in Latin-1: the byte 0xE9, no UTF-8 sequence.
+    body.extend_from_slice(b"caf\xe9.txt\"\r\n\r\nx\r\n");
+    let (code, answer) = post_upload(&server, boundary, body).await;
+    common::assert_error(code, &answer, 400, "is not valid UTF-8");
+    assert!(
+        !repo.path().join("latin1").exists(),
+        "{:?}",
+        common::tree(repo.path())
+    );
+    // A part with no file name at all is told that.
+    let mut body = upload_body(boundary, "nameless", 0);
+    body.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"asset\"\r\n\r\nx\r\n")
+            .as_bytes(),
+    );
+    let (code, answer) = post_upload(&server, boundary, body).await;
+    common::assert_error(code, &answer, 400, "an asset part needs a file name");
     server.stop().await;
 }

@@ -1,13 +1,25 @@
 //! `/metrics` over a real socket: a version's series leave with the version, the
-//! model's own series stay.
+//! model's own series stay; every inference request is counted once, whatever
+//! refused it; a request that left the queue leaves its length.
 
 mod common;
 
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use common::{install_model, root_path, test_settings, TestServer};
 use ferroserve::settings::Settings;
+use ferroserve_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use ferroserve_proto::inference::model_infer_request::InferInputTensor;
+use ferroserve_proto::inference::{self as v2, InferTensorContents};
+use ferroserve_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
+use ferroserve_proto::tensorflow::serving::{self as tfs, ModelSpec};
+use ferroserve_proto::tensorflow::{
+    tensor_shape_proto, DataType as Dt, TensorProto, TensorShapeProto,
+};
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::Code;
 
 async fn scrape(server: &TestServer) -> String {
     let r = server
@@ -73,5 +85,382 @@ async fn a_replaced_versions_series_leave_metrics() {
         )),
         "{text}"
     );
+    server.stop().await;
+}
+
+/// The samples of `ferroserve_requests_total` for `model` and `protocol`, by outcome,
+/// and the `_count` of `ferroserve_request_duration_seconds` for them.
+fn outcomes(text: &str, model: &str, protocol: &str) -> (BTreeMap<String, f64>, f64) {
+    let mut by_outcome = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some(labels) = line.strip_prefix("ferroserve_requests_total{") else {
+            continue;
+        };
+        let (labels, value) = labels.rsplit_once("} ").unwrap();
+        let has = |k: &str, v: &str| labels.split(',').any(|l| l == format!("{k}=\"{v}\""));
+        if !(has("model", model) && has("protocol", protocol)) {
+            continue;
+        }
+        let outcome = labels
+            .split(',')
+            .find_map(|l| l.strip_prefix("outcome=\""))
+            .unwrap()
+            .trim_end_matches('"');
+        *by_outcome.entry(outcome.to_string()).or_insert(0.0) += value.parse::<f64>().unwrap();
+    }
+    let count = common::metric_value(
+        text,
+        "ferroserve_request_duration_seconds_count",
+        &[("model", model), ("protocol", protocol)],
+    );
+    (by_outcome, count)
+}
+
+/// What `after` counts for `model` and `protocol` that `before` did not.
+fn counted_since(
+    before: &str,
+    after: &str,
+    model: &str,
+    protocol: &str,
+) -> (BTreeMap<String, f64>, f64) {
+    let (was, was_count) = outcomes(before, model, protocol);
+    let (mut now, count) = outcomes(after, model, protocol);
+    for (outcome, n) in was {
+        *now.entry(outcome).or_insert(0.0) -= n;
+    }
+    now.retain(|_, n| *n != 0.0);
+    (now, count - was_count)
+}
+
+fn expect(pairs: &[(&str, f64)]) -> (BTreeMap<String, f64>, f64) {
+    let map: BTreeMap<String, f64> = pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    let total = map.values().sum();
+    (map, total)
+}
+
+/// One HTTP/1.1 request written as given over a new connection; the status.
+async fn raw_status(addr: std::net::SocketAddr, request: &[u8]) -> u16 {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    answer
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no answer: {answer:?}"))
+}
+
+/// A POST with `body` sent chunked (so that it takes the router, not the predict
+/// fast path); the status.
+async fn chunked_post(addr: std::net::SocketAddr, path: &str, body: &str) -> u16 {
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Connection: close\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    );
+    raw_status(addr, request.as_bytes()).await
+}
+
+/// One gRPC message sent as raw HTTP/2 (a message that is no protobuf, say); the
+/// `grpc-status` of the answer.
+async fn raw_grpc(server: &TestServer, path: &str, message: &[u8]) -> String {
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(message);
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let response = client
+        .post(format!("http://{}{path}", server.grpc_addr.unwrap()))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(framed)
+        .send()
+        .await
+        .unwrap();
+    response.headers()["grpc-status"]
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Every inference request is counted once in `ferroserve_requests_total` and
+/// `ferroserve_request_duration_seconds`, whatever refused it, on every protocol:
+/// the adapters' own refusals (malformed JSON, no `instances`, an unknown V2
+/// datatype, a bad version in the path, feature errors, a message that is no
+/// protobuf), the body checks (over the limit, encoded, stopped arriving), on the
+/// predict fast path and through the router alike, and the requests
+/// `api::predict` answers, none of them twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_inference_request_is_counted_once_whatever_refused_it() {
+    // Named for this test alone: the recorder is global to the test binary.
+    let m = "counted_lr";
+    let repo = tempfile::tempdir().unwrap();
+    install_model(
+        repo.path(),
+        m,
+        1,
+        &root_path("examples/models/iris_lr/1/model.onnx"),
+    );
+    let server = TestServer::start_with(Settings {
+        max_request_bytes: 64 * 1024,
+        body_read_timeout: Duration::from_secs(1),
+        ..test_settings(repo.path())
+    })
+    .await;
+    let addr = server.rest_addr;
+    let row = [5.1, 3.5, 1.4, 0.2];
+    let big = format!("{{\"instances\": [[{}]]}}", "1.0,".repeat(30_000));
+    let post_with = |path: &str, body: String, header: Option<(&str, &str)>| {
+        let mut request = server
+            .client
+            .post(server.url(path))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some((k, v)) = header {
+            request = request.header(k, v);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let before = scrape(&server).await;
+
+    // TF Serving REST.
+    let tfs = format!("/v1/models/{m}:predict");
+    for _ in 0..3 {
+        let body = json!({"instances": [row]});
+        assert_eq!(server.post_json(&tfs, &body).await.0, 200);
+    }
+    let good = json!({"instances": [row]}).to_string();
+    assert_eq!(chunked_post(addr, &tfs, &good).await, 200);
+    let both = json!({"instances": [row], "inputs": [row]}).to_string();
+    for (body, path) in [
+        ("{bad".to_string(), tfs.clone()),
+        ("{}".to_string(), tfs.clone()),
+        (both, tfs.clone()),
+        (good.clone(), format!("/v1/models/{m}/versions/abc:predict")),
+    ] {
+        assert_eq!(post_with(&path, body, None).await, 400, "{path}");
+    }
+    assert_eq!(chunked_post(addr, &tfs, "{bad").await, 400);
+    assert_eq!(post_with(&tfs, big.clone(), None).await, 413);
+    let gzip = Some(("content-encoding", "gzip"));
+    assert_eq!(post_with(&tfs, good.clone(), gzip).await, 415);
+    // A body that stops arriving: 408 after the body read timeout.
+    let stalled = format!(
+        "POST {tfs} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: 100\r\n\r\n{{\"instances\""
+    );
+    assert_eq!(raw_status(addr, stalled.as_bytes()).await, 408);
+    // Unknown models are counted under model="".
+    let nowhere = "/v1/models/no_such_counted:predict";
+    assert_eq!(post_with(nowhere, good.clone(), None).await, 404);
+    assert_eq!(post_with(nowhere, "{bad".into(), None).await, 400);
+
+    // KServe V2 REST.
+    let v2 = format!("/v2/models/{m}/infer");
+    let v2_body = |datatype: &str, data: &[f64]| {
+        json!({"inputs": [{"name": "input", "shape": [1, 4], "datatype": datatype, "data": data}]})
+            .to_string()
+    };
+    for _ in 0..2 {
+        assert_eq!(post_with(&v2, v2_body("FP32", &row), None).await, 200);
+    }
+    for (path, body) in [
+        (v2.clone(), v2_body("FP99", &row)),
+        (v2.clone(), v2_body("FP32", &row[..3])),
+        (v2.clone(), "{bad".to_string()),
+        (
+            format!("/v2/models/{m}/versions/abc/infer"),
+            v2_body("FP32", &row),
+        ),
+    ] {
+        assert_eq!(post_with(&path, body, None).await, 400, "{path}");
+    }
+    assert_eq!(post_with(&v2, v2_body("FP32", &row), gzip).await, 415);
+
+    // The simple API; `POST /predict` names its model in the body.
+    let simple = json!({"model_id": m, "features": row}).to_string();
+    assert_eq!(post_with("/predict", simple.clone(), None).await, 200);
+    assert_eq!(post_with(&format!("/predict/{m}"), simple, None).await, 200);
+    let (code, answer) = server.get(&format!("/predict/{m}?petal=1")).await;
+    assert_eq!(code, 400, "{answer}");
+    let bad_features = json!({"model_id": m, "features": "nope"}).to_string();
+    assert_eq!(post_with("/predict", bad_features, None).await, 400);
+    assert_eq!(
+        post_with(&format!("/predict/{m}"), "{bad".into(), None).await,
+        400
+    );
+    // No model can be read from these: model="".
+    assert_eq!(post_with("/predict", "{bad".into(), None).await, 400);
+    assert_eq!(post_with("/predict", big.clone(), None).await, 413);
+
+    // TF Serving gRPC.
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", server.grpc_addr.unwrap()))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let mut tf_client = PredictionServiceClient::new(channel.clone());
+    let tensor = |values: &[f32]| TensorProto {
+        dtype: Dt::DtFloat as i32,
+        tensor_shape: Some(TensorShapeProto {
+            dim: [1, 4]
+                .iter()
+                .map(|&size| tensor_shape_proto::Dim {
+                    size,
+                    name: String::new(),
+                })
+                .collect(),
+            unknown_rank: false,
+        }),
+        float_val: values.to_vec(),
+        ..Default::default()
+    };
+    let tf_request = |name: &str, values: &[f32]| tfs::PredictRequest {
+        model_spec: Some(ModelSpec {
+            name: name.into(),
+            ..Default::default()
+        }),
+        inputs: HashMap::from([("input".to_string(), tensor(values))]),
+        output_filter: vec![],
+    };
+    let rowf = [5.1f32, 3.5, 1.4, 0.2];
+    for _ in 0..2 {
+        tf_client.predict(tf_request(m, &rowf)).await.unwrap();
+    }
+    // A tensor of unknown rank: refused by the adapter.
+    let mut unknown_rank = tf_request(m, &rowf);
+    let input = unknown_rank.inputs.get_mut("input").unwrap();
+    input.tensor_shape.as_mut().unwrap().unknown_rank = true;
+    let status = tf_client.predict(unknown_rank).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let mut unknown_input = tf_request(m, &rowf);
+    unknown_input.inputs = HashMap::from([("x".to_string(), tensor(&rowf))]);
+    let status = tf_client.predict(unknown_input).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let not_protobuf = [0x08, 0xff, 0xff, 0xff];
+    let path = "/tensorflow.serving.PredictionService/Predict";
+    assert_eq!(raw_grpc(&server, path, &not_protobuf).await, "3");
+
+    // KServe V2 gRPC.
+    let mut v2_client = GrpcInferenceServiceClient::new(channel);
+    let v2_request = |datatype: &str| v2::ModelInferRequest {
+        model_name: m.into(),
+        inputs: vec![InferInputTensor {
+            name: "input".into(),
+            datatype: datatype.into(),
+            shape: vec![1, 4],
+            contents: Some(InferTensorContents {
+                fp32_contents: rowf.to_vec(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    v2_client.model_infer(v2_request("FP32")).await.unwrap();
+    let status = v2_client.model_infer(v2_request("FP99")).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let path = "/inference.GRPCInferenceService/ModelInfer";
+    assert_eq!(raw_grpc(&server, path, &not_protobuf).await, "3");
+
+    let after = scrape(&server).await;
+    let cases = [
+        (
+            m,
+            "tfs_rest",
+            expect(&[
+                ("ok", 4.0),
+                ("invalid_argument", 5.0),
+                ("payload_too_large", 1.0),
+                ("unsupported_media_type", 1.0),
+                ("request_timeout", 1.0),
+            ]),
+        ),
+        (
+            "",
+            "tfs_rest",
+            expect(&[("not_found", 1.0), ("invalid_argument", 1.0)]),
+        ),
+        (
+            m,
+            "v2_rest",
+            expect(&[
+                ("ok", 2.0),
+                ("invalid_argument", 4.0),
+                ("unsupported_media_type", 1.0),
+            ]),
+        ),
+        (
+            m,
+            "simple_rest",
+            expect(&[("ok", 2.0), ("invalid_argument", 3.0)]),
+        ),
+        (
+            "",
+            "simple_rest",
+            expect(&[("invalid_argument", 1.0), ("payload_too_large", 1.0)]),
+        ),
+        (
+            m,
+            "tfs_grpc",
+            expect(&[("ok", 2.0), ("invalid_argument", 2.0)]),
+        ),
+        ("", "tfs_grpc", expect(&[("invalid_argument", 1.0)])),
+        (
+            m,
+            "v2_grpc",
+            expect(&[("ok", 1.0), ("invalid_argument", 1.0)]),
+        ),
+        ("", "v2_grpc", expect(&[("invalid_argument", 1.0)])),
+    ];
+    for (model, protocol, want) in cases {
+        assert_eq!(
+            counted_since(&before, &after, model, protocol),
+            want,
+            "model={model:?} protocol={protocol}"
+        );
+    }
+    server.stop().await;
+}
+
+/// A request that leaves the queue (its deadline passed) leaves
+/// `ferroserve_queue_length` at once, not when its batch would have closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_timed_out_leaves_the_queue_length() {
+    let model = "metrics_queued";
+    let repo = tempfile::tempdir().unwrap();
+    install_model(
+        repo.path(),
+        model,
+        1,
+        &root_path("examples/models/iris_lr/1/model.onnx"),
+    );
+    std::fs::write(
+        repo.path().join(model).join("config.toml"),
+        "[batching]\nenabled = true\nmax_queue_delay_micros = 3000000\nmax_queue_length = 2\n",
+    )
+    .unwrap();
+    let server = TestServer::start(repo.path()).await;
+    let body = json!({
+        "inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}],
+        "parameters": {"timeout": 100000},
+    });
+    let started = Instant::now();
+    let (code, answer) = server
+        .post_json(&format!("/v2/models/{model}/infer"), &body)
+        .await;
+    assert_eq!(code, 504, "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let text = scrape(&server).await;
+    let series = format!("ferroserve_queue_length{{model=\"{model}\",version=\"1\"}} 0");
+    assert!(text.contains(&series), "{text}");
     server.stop().await;
 }

@@ -191,3 +191,52 @@ async fn the_examples_in_the_description_work() {
     assert!(checked.len() >= 7, "{checked:?}");
     server.stop().await;
 }
+
+/// The description lists what the server answers before any route: a body with a
+/// `Content-Encoding` (415) on every route that takes a body, inference routes
+/// included; a transfer coding other than chunked (501); more than one `Host`
+/// (400). Each is checked against the server's answer for one such route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_answers_before_any_route_are_described() {
+    let dir = repo();
+    let server = TestServer::start(&dir.path().join("models")).await;
+    let (_, _, json) = fetch(&server, "/openapi.json", None).await;
+    let doc: Value = serde_json::from_str(&json).unwrap();
+    let body = serde_json::json!({"instances": [[5.1, 3.5, 1.4, 0.2]]}).to_string();
+    for (path, url) in [
+        ("/v1/models/{model}:predict", "/v1/models/iris_lr:predict"),
+        ("/v2/models/{model}/infer", "/v2/models/iris_lr/infer"),
+        ("/predict", "/predict"),
+        ("/predict/{model_id}", "/predict/iris_lr"),
+        ("/v2/repository/index", "/v2/repository/index"),
+    ] {
+        let responses = &doc["paths"][path]["post"]["responses"];
+        for code in ["415", "501", "400"] {
+            assert!(responses.get(code).is_some(), "{path} {code}: {responses}");
+        }
+        let status = server
+            .client
+            .post(server.url(url))
+            .header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        assert_eq!(status, 415, "{url}");
+    }
+    // More than one Host can be sent to any route.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            if ["get", "post", "put", "delete", "patch"].contains(&method.as_str()) {
+                assert!(
+                    operation["responses"].get("400").is_some(),
+                    "{method} {path}"
+                );
+            }
+        }
+    }
+    server.stop().await;
+}

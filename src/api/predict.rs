@@ -115,6 +115,8 @@ async fn predict_resolved(
     let protocol = request.protocol;
     let model_name = std::mem::take(&mut request.model);
     let result = run(state, &model_name, request, started, held).await;
+    // The adapter's wrapper records the requests refused before this point.
+    metrics::mark_request_recorded();
     match &result {
         // The usual case records through handles the version registered when it
         // loaded: no labels formatted, no registry lookup.
@@ -155,6 +157,7 @@ pub fn admit(
         Some(refusal) => {
             let e = ApiError::ResourceExhausted(refusal.to_string());
             metrics::record_request(model, "", protocol.as_str(), e.kind(), Duration::ZERO);
+            metrics::mark_request_recorded();
             Err(e)
         }
     }
@@ -619,15 +622,201 @@ fn check_rows(
     for (name, tensor) in inputs {
         if let Some(&rows) = tensor.shape().first() {
             if rows > max_rows {
-                return Err(ApiError::PayloadTooLarge(format!(
-                    "input {name:?} has {rows} rows, more than the {max_rows} that model {:?} \
-                     takes in one request (max_request_rows); send them in smaller requests",
-                    handle.model
-                )));
+                let limit = RowLimitOf::Model(handle.model.clone());
+                return Err(too_many_rows(
+                    &format!("input {name:?}"),
+                    rows,
+                    max_rows,
+                    &limit,
+                ));
             }
         }
     }
     Ok(())
+}
+
+/// Whose row limit a refusal names.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RowLimitOf {
+    /// The model's `max_request_rows`, else the server's.
+    Model(std::sync::Arc<str>),
+    /// The server's `--max-request-rows`: the model named no version that serves now.
+    Server,
+    /// The largest of every serving model's and the server's (a `POST /predict` body,
+    /// which names its model in the body).
+    AnyModel,
+}
+
+/// The refusal of `what` (an input, or a field of a body) with `rows` rows, past
+/// `max_rows`; `rows` may be a lower bound ("at least 65537") when the body was
+/// refused while it was read. The one message of [`check_rows`] and the adapters'
+/// checks while parsing (`crate::json_tensor::Budget`).
+pub fn too_many_rows(
+    what: &str,
+    rows: impl std::fmt::Display,
+    max_rows: usize,
+    limit: &RowLimitOf,
+) -> ApiError {
+    let whose = match limit {
+        RowLimitOf::Model(model) => format!("model {model:?} takes"),
+        RowLimitOf::Server => "the server takes".to_string(),
+        RowLimitOf::AnyModel => "any model takes".to_string(),
+    };
+    ApiError::PayloadTooLarge(format!(
+        "{what} has {rows} rows, more than the {max_rows} that {whose} in one request \
+         (max_request_rows); send them in smaller requests"
+    ))
+}
+
+/// What one request may hold, known before its body is read, so that an adapter
+/// refuses a body past it while parsing it rather than after building it (a JSON
+/// body becomes a tree of values first, many times its size: `crate::json_tensor`).
+/// The checks in [`predict`] still apply to the decoded tensors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestBounds {
+    /// The most rows (dimension 0) of any input.
+    pub max_rows: usize,
+    pub limit_of: RowLimitOf,
+    /// The most JSON values (numbers, strings, lists and objects, nested ones
+    /// included) a body's tensors may take to describe the largest request the
+    /// model answers: `max_rows` rows of each input, counted generously (every value
+    /// may be a `{"b64": …}` object, every row in a list or an object of its own).
+    /// `None` when an input's shape leaves a dimension other than the first open,
+    /// its inputs are pre-processed (texts, images), or nothing serves the model.
+    pub max_values: Option<usize>,
+}
+
+impl RequestBounds {
+    /// The refusal of a body whose tensors hold more than [`RequestBounds::max_values`].
+    pub fn too_many_values(&self) -> ApiError {
+        let whose = match &self.limit_of {
+            RowLimitOf::Model(model) => format!("model {model:?}"),
+            RowLimitOf::Server | RowLimitOf::AnyModel => "the model".to_string(),
+        };
+        ApiError::PayloadTooLarge(format!(
+            "the request's inputs hold more values than {whose} takes in one request \
+             ({} rows (max_request_rows) of its inputs' shapes, at most {} JSON values); \
+             send fewer rows, each of the model's shape",
+            self.max_rows,
+            self.max_values.unwrap_or(usize::MAX)
+        ))
+    }
+}
+
+/// The bounds of a request for `model` at `version` ([`RequestBounds`]), or at any
+/// of its serving versions when the version is not known yet (`None`: the simple
+/// API's body names it): the model's limits, or the server's row limit alone when
+/// nothing serves it.
+pub fn request_bounds(
+    state: &ServerState,
+    model: &str,
+    version: Option<&VersionRequest>,
+) -> RequestBounds {
+    let server = || RequestBounds {
+        max_rows: state.settings.max_request_rows,
+        limit_of: RowLimitOf::Server,
+        max_values: None,
+    };
+    let bounds = |handle: &ServableHandle| {
+        let max_rows = handle
+            .config()
+            .max_request_rows
+            .unwrap_or(state.settings.max_request_rows);
+        RequestBounds {
+            max_rows,
+            max_values: max_json_values(handle, max_rows),
+            limit_of: RowLimitOf::Model(handle.model.clone()),
+        }
+    };
+    match version {
+        Some(version) => match state.manager.resolve(model, version) {
+            Ok(handle) => bounds(&handle),
+            Err(_) => server(),
+        },
+        None => {
+            let serving = state.manager.serving();
+            let mut versions = serving
+                .models
+                .get(model)
+                .into_iter()
+                .flat_map(|m| m.versions.values());
+            let Some(first) = versions.next() else {
+                return server();
+            };
+            // The most any of them takes: values are bounded only when each version's are.
+            versions.fold(bounds(first), |most, handle| {
+                let other = bounds(handle);
+                RequestBounds {
+                    max_rows: most.max_rows.max(other.max_rows),
+                    max_values: most.max_values.zip(other.max_values).map(|(a, b)| a.max(b)),
+                    limit_of: most.limit_of,
+                }
+            })
+        }
+    }
+}
+
+/// The bounds of a request whose model is not known before its body is read: the
+/// largest row limit of the server's and every serving model's, and no bound on
+/// values.
+pub fn request_bounds_any_model(state: &ServerState) -> RequestBounds {
+    let serving = state.manager.serving();
+    let max_rows = serving
+        .models
+        .values()
+        .filter_map(|m| m.versions.values().next())
+        .filter_map(|h| h.config().max_request_rows)
+        .fold(state.settings.max_request_rows, usize::max);
+    RequestBounds {
+        max_rows,
+        limit_of: RowLimitOf::AnyModel,
+        max_values: None,
+    }
+}
+
+/// [`RequestBounds::max_values`] of a version: the most over its signatures.
+fn max_json_values(handle: &ServableHandle, max_rows: usize) -> Option<usize> {
+    let traits = handle.backend.traits();
+    if handle.pipeline.transforms_inputs() || !traits.ignored_inputs.is_empty() {
+        return None;
+    }
+    let named = handle.backend.signatures();
+    let mut most = signature_json_values(handle.backend.signature(), max_rows)?;
+    for s in named {
+        most = most.max(signature_json_values(&s.signature, max_rows)?);
+    }
+    Some(most)
+}
+
+/// The most JSON values a request for `signature` needs with `max_rows` rows, or
+/// `None` when a shape leaves a dimension other than the first open. Per row: two
+/// values per element (a `{"b64": …}` object and its string), one per list nested in
+/// the row, and one for the row itself (its list, or a named row's object); a few
+/// more for the lists and objects around the inputs.
+fn signature_json_values(signature: &Signature, max_rows: usize) -> Option<usize> {
+    let mut total = 8usize.saturating_add(signature.inputs.len().saturating_mul(2));
+    for spec in &signature.inputs {
+        if spec.any_rank() {
+            return None;
+        }
+        let (rows, dims) = match spec.shape.split_first() {
+            Some((&first, rest)) if first < 0 => (max_rows, rest),
+            _ => (1, spec.shape.as_slice()),
+        };
+        let mut elements = 1usize;
+        let mut lists = 0usize;
+        for &d in dims {
+            let d = usize::try_from(d).ok()?;
+            lists = lists.saturating_add(elements);
+            elements = elements.saturating_mul(d);
+        }
+        let per_row = elements
+            .saturating_mul(2)
+            .saturating_add(lists)
+            .saturating_add(1);
+        total = total.saturating_add(per_row.saturating_mul(rows));
+    }
+    Some(total)
 }
 
 /// How an adapter writes numbers, which decides what an answer may cost.

@@ -104,6 +104,11 @@ pub fn default_model_id(file_name: &str) -> String {
 
 static STAGING_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// The most asset files one upload may carry beside its model: a version needs a
+/// few (labels, a tokenizer, a dictionary), and each is a file created on disk, so
+/// an upload of empty parts could otherwise fill a directory with any number.
+pub const MAX_UPLOAD_ASSETS: usize = 1000;
+
 /// Starts an upload of `file_name` as `model` (version: given, or the next integer).
 /// Takes no lock: uploads of one model stream side by side and are serialised only
 /// when each moves into place.
@@ -279,6 +284,18 @@ impl Upload {
     /// up), the model file's own, and a name given twice.
     pub async fn begin_asset(&mut self, file_name: &str) -> Result<(), ApiError> {
         self.close_asset().await?;
+        if self.assets.len() >= MAX_UPLOAD_ASSETS {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "an upload carries at most {MAX_UPLOAD_ASSETS} asset files beside its model"
+            )));
+        }
+        if file_name.is_empty() {
+            return Err(ApiError::InvalidArgument(
+                "an asset part needs a file name (filename in its Content-Disposition): \
+                 the asset is stored under it"
+                    .into(),
+            ));
+        }
         let name: String = sanitized_file_name(file_name).chars().take(200).collect();
         let refuse = |why: &str| {
             Err(ApiError::InvalidArgument(format!(

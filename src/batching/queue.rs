@@ -103,6 +103,9 @@ struct Entry {
     deadline: Option<Instant>,
     enqueued: Instant,
     reply: Reply,
+    /// How many entries this queue took before this one: the entries stay in that
+    /// order, so a caller that stops waiting finds its own by binary search.
+    id: u64,
 }
 
 impl Entry {
@@ -159,6 +162,8 @@ struct State {
     /// before a zero-delay batch closes; until it comes back (or is dropped), a
     /// partial batch waits. See `BatchQueue::submit`.
     flush_pending: bool,
+    /// The `id` of the next entry queued.
+    next_id: u64,
 }
 
 /// Batches that may start now, and when to look again if a partial batch waits.
@@ -303,7 +308,10 @@ impl BatchQueue {
             if let Some(refusal) = self.refusal(&mut state, now) {
                 return Err(refusal);
             }
+            let id = state.next_id;
+            state.next_id += 1;
             state.entries.push_back(Entry {
+                id,
                 inputs: request.inputs,
                 outputs: request.outputs,
                 options: request.options,
@@ -327,9 +335,15 @@ impl BatchQueue {
             if defer {
                 state.flush_pending = true;
             }
-            (self.take_work(&mut state, now), defer)
+            (self.take_work(&mut state, now), defer, id)
         };
-        let (work, defer) = work;
+        let (work, defer, id) = work;
+        // From here on, a caller that stops waiting takes its entry out.
+        let mut waiting = Waiting {
+            queue: self,
+            id,
+            answered: false,
+        };
         self.start(work);
         if defer {
             // The guard flushes even if this request is dropped while yielding.
@@ -337,9 +351,14 @@ impl BatchQueue {
             tokio::task::yield_now().await;
             drop(flush);
         }
-        let answer = async { answer.await.unwrap_or(Err(BatchError::ShutDown)) };
+        let answer = async {
+            let answer = answer.await.unwrap_or(Err(BatchError::ShutDown));
+            // Any answer (or a dropped reply) means the entry left the queue.
+            waiting.answered = true;
+            answer
+        };
         match deadline {
-            // Dropping `answer` on timeout closes the reply, so the entry is skipped.
+            // On timeout `waiting` takes the entry out as this returns.
             Some(d) => tokio::time::timeout_at(d, answer)
                 .await
                 .unwrap_or(Err(BatchError::DeadlineExceeded)),
@@ -730,6 +749,35 @@ impl BatchQueue {
 /// Ends a deferred flush: closes the partial batch the yielding request held open.
 struct Flush<'a>(&'a Arc<BatchQueue>);
 
+/// A queued request's caller, while it waits: when it stops waiting without an
+/// answer (its deadline passed, or it left: the `submit` future dropped), its
+/// entry leaves the queue at once, and `ferroserve_queue_length` with it, rather
+/// than when a batch would have reached it (seconds later with a long
+/// `max_queue_delay_micros`). An answered caller's entry had left already: the
+/// usual path takes no lock here.
+struct Waiting<'a> {
+    queue: &'a BatchQueue,
+    id: u64,
+    answered: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let mut state = self.queue.state.lock();
+        // Not found: a batch took it (and will skip it: its reply is closed).
+        if let Ok(at) = state.entries.binary_search_by_key(&self.id, |e| e.id) {
+            state.entries.remove(at);
+            self.queue
+                .metrics
+                .queue_length
+                .set(state.entries.len() as f64);
+        }
+    }
+}
+
 impl Drop for Flush<'_> {
     fn drop(&mut self) {
         let queue = self.0;
@@ -1078,6 +1126,47 @@ mod tests {
             vec![vec![3.0, 3.0]],
             "only the live request ran"
         );
+    }
+
+    /// A caller that stops waiting (its deadline passed, or it left) takes its
+    /// request out of the queue at once, not when the batch's delay runs out: the
+    /// queue's length (`ferroserve_queue_length`) and its room count only callers
+    /// that wait.
+    #[tokio::test(start_paused = true)]
+    async fn requests_whose_callers_stopped_waiting_leave_the_queue_at_once() {
+        let model = Arc::new(Doubler::new(true));
+        let mut c = config(true, 32, 3_000_000);
+        c.max_queue_length = 2;
+        let q = queue(&model, &c);
+        let exec = Arc::new(Inline);
+        let soon = Instant::now() + Duration::from_millis(100);
+        let expiring = spawn_submit(&q, &exec, request(1, 1.0, Some(soon)));
+        let cancelled = spawn_submit(&q, &exec, request(1, 2.0, None));
+        settle().await;
+        assert_eq!(q.len(), 2);
+        cancelled.abort();
+        assert!(cancelled.await.unwrap_err().is_cancelled());
+        assert_eq!(q.len(), 1, "the caller that left still holds a place");
+        tokio::time::advance(Duration::from_millis(150)).await;
+        assert_eq!(
+            expiring.await.unwrap().unwrap_err(),
+            BatchError::DeadlineExceeded
+        );
+        assert_eq!(
+            q.len(),
+            0,
+            "the caller whose deadline passed still holds a place"
+        );
+        // Two places again; the batch closes on its delay and runs only them.
+        let a = spawn_submit(&q, &exec, request(1, 3.0, None));
+        let b = spawn_submit(&q, &exec, request(1, 4.0, None));
+        settle().await;
+        assert_eq!(q.len(), 2);
+        tokio::time::advance(Duration::from_secs(3)).await;
+        settle().await;
+        assert_eq!(y_values(a.await.unwrap()), vec![6.0; 2]);
+        assert_eq!(y_values(b.await.unwrap()), vec![8.0; 2]);
+        assert_eq!(model.runs(), vec![vec![3.0, 3.0, 4.0, 4.0]]);
     }
 
     #[tokio::test(start_paused = true)]

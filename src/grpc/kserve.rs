@@ -309,9 +309,7 @@ impl grpc_inference_service_server::GrpcInferenceService for InferenceService {
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         // A model deployed in a worker process is answered by it (issue 14).
-        if let Some(channel) =
-            crate::workers::grpc_forward(&self.state, &request.get_ref().model_name)
-        {
+        if let Some(channel) = super::inference_target(&self.state, &request.get_ref().model_name) {
             return inference_of(&self.state, channel?)
                 .model_infer(request)
                 .await

@@ -95,6 +95,11 @@ pub async fn serve(
         .prepare()
         .into_axum_router()
         .layer(ClientStatusLayer)
+        // Outside `ClientStatusLayer`, so that it sees the codes clients get.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            inference_outcomes,
+        ))
         .layer(axum::middleware::map_response(watch_send))
         // Outermost: a call is authorised before any service sees it.
         .layer(axum::middleware::from_fn_with_state(state, auth::require));
@@ -305,8 +310,105 @@ pub fn with_cache_metadata<T>(
     response
 }
 
+/// The protocol of an inference method (`/package.Service/Method`), whose every
+/// call is counted in `ferroserve_requests_total` ([`inference_outcomes`]).
+fn inference_protocol(path: &str) -> Option<crate::api::Protocol> {
+    match path {
+        "/tensorflow.serving.PredictionService/Predict"
+        | "/tensorflow.serving.PredictionService/Classify"
+        | "/tensorflow.serving.PredictionService/Regress"
+        | "/tensorflow.serving.PredictionService/MultiInference" => {
+            Some(crate::api::Protocol::TfServingGrpc)
+        }
+        "/inference.GRPCInferenceService/ModelInfer" => Some(crate::api::Protocol::V2Grpc),
+        _ => None,
+    }
+}
+
+/// Records the outcome of an inference call that `api::predict` did not record
+/// (a message that is not protobuf, over the size limit, or that the adapter
+/// refused before predicting): the error its status was made from ([`status_from`]
+/// notes it), else the kind its code stands for, under the model the method read
+/// from the message ([`inference_target`]) when it is served here (else
+/// `model=""`). The twin of `http::count_inference`; a call `api::predict` saw, or
+/// forwarded to a worker, is never recorded here.
+async fn inference_outcomes(
+    axum::extract::State(state): axum::extract::State<Arc<ServerState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let Some(protocol) = inference_protocol(request.uri().path()) else {
+        return next.run(request).await;
+    };
+    let started = std::time::Instant::now();
+    let (response, tally) = crate::metrics::tally_request(next.run(request)).await;
+    if tally.recorded() {
+        return response;
+    }
+    // A unary call's error is a trailers-only answer: its status is in the headers.
+    let code = response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map(Code::from_i32);
+    let Some(code) = code.filter(|c| *c != Code::Ok) else {
+        return response;
+    };
+    let outcome = tally.error().unwrap_or_else(|| outcome_of_code(code));
+    crate::metrics::record_refused_request(
+        &state.manager,
+        tally.model().as_deref(),
+        protocol.as_str(),
+        outcome,
+        started.elapsed(),
+    );
+    response
+}
+
+/// The outcome of a status no [`ApiError`] made (tonic's codec: a message that is
+/// not protobuf, or over the size limit), from its code.
+fn outcome_of_code(code: Code) -> &'static str {
+    let error = match code {
+        Code::NotFound => ApiError::NotFound(String::new()),
+        Code::PermissionDenied | Code::Unauthenticated => ApiError::PermissionDenied(String::new()),
+        Code::FailedPrecondition | Code::AlreadyExists | Code::Aborted => {
+            ApiError::Conflict(String::new())
+        }
+        // Past the message size limit (a full queue is recorded where it is found).
+        Code::ResourceExhausted => ApiError::PayloadTooLarge(String::new()),
+        Code::Unavailable => ApiError::Unavailable(String::new()),
+        Code::DeadlineExceeded | Code::Cancelled => ApiError::DeadlineExceeded(String::new()),
+        Code::InvalidArgument | Code::OutOfRange | Code::Unimplemented => {
+            ApiError::InvalidArgument(String::new())
+        }
+        Code::Ok | Code::Unknown | Code::Internal | Code::DataLoss => {
+            ApiError::Internal(String::new())
+        }
+    };
+    error.kind()
+}
+
+/// Notes the model an inference call names, for its outcome in metrics
+/// ([`inference_outcomes`]), and says whether a worker answers it
+/// (`crate::workers::grpc_forward`): then the worker counts the call, not this
+/// server.
+pub(crate) fn inference_target(
+    state: &ServerState,
+    model: &str,
+) -> Option<Result<tonic::transport::Channel, Status>> {
+    crate::metrics::note_request_model(model);
+    let target = crate::workers::grpc_forward(state, model);
+    if target.is_some() {
+        crate::metrics::mark_request_recorded();
+    }
+    target
+}
+
 /// The gRPC status of a domain error. The one place this mapping is made.
 pub fn status_from(error: ApiError) -> Status {
+    // An inference call's outcome is this error's kind (`inference_outcomes`).
+    crate::metrics::note_request_error(error.kind());
     match error {
         ApiError::InvalidArgument(m) => Status::invalid_argument(m),
         ApiError::NotFound(m) => Status::not_found(m),

@@ -321,7 +321,7 @@ impl prediction_service_server::PredictionService for PredictionService {
     ) -> Result<Response<pb::PredictResponse>, Status> {
         // A model deployed in a worker process is answered by it (issue 14).
         let model = spec_model(request.get_ref().model_spec.as_ref());
-        if let Some(channel) = crate::workers::grpc_forward(&self.state, model) {
+        if let Some(channel) = super::inference_target(&self.state, model) {
             return predictions_of(&self.state, channel?)
                 .predict(request)
                 .await
@@ -378,7 +378,7 @@ impl prediction_service_server::PredictionService for PredictionService {
         request: Request<pb::ClassificationRequest>,
     ) -> Result<Response<pb::ClassificationResponse>, Status> {
         let model = spec_model(request.get_ref().model_spec.as_ref());
-        if let Some(channel) = crate::workers::grpc_forward(&self.state, model) {
+        if let Some(channel) = super::inference_target(&self.state, model) {
             return predictions_of(&self.state, channel?)
                 .classify(request)
                 .await
@@ -411,7 +411,7 @@ impl prediction_service_server::PredictionService for PredictionService {
         request: Request<pb::RegressionRequest>,
     ) -> Result<Response<pb::RegressionResponse>, Status> {
         let model = spec_model(request.get_ref().model_spec.as_ref());
-        if let Some(channel) = crate::workers::grpc_forward(&self.state, model) {
+        if let Some(channel) = super::inference_target(&self.state, model) {
             return predictions_of(&self.state, channel?)
                 .regress(request)
                 .await
@@ -456,7 +456,7 @@ impl prediction_service_server::PredictionService for PredictionService {
                 .first()
                 .and_then(|t| t.model_spec.as_ref()),
         );
-        if let Some(channel) = crate::workers::grpc_forward(&self.state, model) {
+        if let Some(channel) = super::inference_target(&self.state, model) {
             return predictions_of(&self.state, channel?)
                 .multi_inference(request)
                 .await

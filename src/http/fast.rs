@@ -17,6 +17,10 @@
 //!   `POST /predict`, which names its model in the body, takes the router while
 //!   any model is deployed (the layer reads the body to find it).
 //! * **JSON errors**: the handlers answer every error as JSON already.
+//! * **metrics**: the same [`super::count_inference`] the router's layer calls
+//!   counts the requests the handlers refuse before `api::predict`.
+//! * **head checks**: a request with a `Transfer-Encoding` or more than one
+//!   `Host` takes the router, which refuses it.
 //! * **body limit**: only bodies that declare their length, at most
 //!   [`FAST_MAX_BODY`] and the server's `max_request_bytes`, are taken; anything
 //!   larger (or chunked) goes through the router, which answers 413.
@@ -105,8 +109,17 @@ pub fn takes(state: &AppState, request: &http::request::Parts) -> Option<Route> 
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    // An encoded body is the router's to refuse (`body_headers`).
-    if declared.is_none_or(|n| n > limit) || request.headers.contains_key(header::CONTENT_ENCODING)
+    // An encoded body, a transfer coding or more than one Host are the router's
+    // to refuse (`body_headers`, `head_checks`).
+    if declared.is_none_or(|n| n > limit)
+        || request.headers.contains_key(header::CONTENT_ENCODING)
+        || request.headers.contains_key(header::TRANSFER_ENCODING)
+        || request
+            .headers
+            .get_all(header::HOST)
+            .iter()
+            .nth(1)
+            .is_some()
     {
         return None;
     }
@@ -150,6 +163,16 @@ pub async fn serve(state: AppState, route: Route, request: Request, peer: Socket
             .await;
         }
     }
+    // Counted in metrics as the router counts it (`super::count_inference`).
+    let counted = state.clone();
+    super::count_inference(&counted, request, move |request| {
+        answer(state, route, request)
+    })
+    .await
+}
+
+/// The handler's answer to a request on `route`.
+async fn answer(state: AppState, route: Route, request: Request) -> Response {
     match route {
         Route::TfsPredict(rest) => {
             let raw = axum::body::Bytes::from_request(request, &state).await;

@@ -30,9 +30,12 @@ pub(crate) use auth::sees_callers;
 pub(crate) use simple::model_of_body as simple_model_of_body;
 pub(crate) use v2::{decode_tensors as decode_v2_tensors, InputBody as V2TensorBody};
 
+use std::borrow::Cow;
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
@@ -42,7 +45,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::api::{ApiError, ServerState};
+use crate::api::{ApiError, Protocol, ServerState};
 
 pub type AppState = Arc<ServerState>;
 
@@ -73,6 +76,12 @@ pub fn router(state: AppState) -> Router {
         // are HTML, errors included; `json_errors` passes HTML answers untouched.
         .merge(crate::console::routes())
         .layer(DefaultBodyLimit::max(state.settings.max_request_bytes))
+        // Every inference request's outcome in metrics, once (`count_inference`);
+        // inside the forwarding, as a forwarded request is the worker's to count.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            inference_outcomes,
+        ))
         // A deployed model's requests go to its worker (issue 14).
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -86,10 +95,15 @@ pub fn router(state: AppState) -> Router {
         // route, the default fallback (unknown path) and each route's wrong-method
         // answer, so that no error leaves without the documented JSON body.
         .layer(axum::middleware::from_fn(json_errors))
-        // Outermost, so every route (unknown ones too) is authorised first.
+        // Every route (unknown ones too) is authorised first...
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require,
+        ))
+        // ...once the head is one the access layer can read unambiguously.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            head_checks,
         ))
         .with_state(state)
 }
@@ -194,6 +208,66 @@ fn body_limit(settings: &crate::settings::Settings, path: &str) -> u64 {
     }
 }
 
+/// Checks a request's head before anything else reads it (the access layer
+/// included), answering what RFC 9112 requires:
+/// * more than one `Host` header is a 400: which one names the server (and so
+///   whether the request is a local one) would be a guess;
+/// * a `Transfer-Encoding` with a coding other than `chunked` (`gzip, chunked`)
+///   is a 501: hyper decodes the chunks and would leave the coding unread, so the
+///   body would be read as something it is not.
+async fn head_checks(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let refusal = if headers.get_all(header::HOST).iter().nth(1).is_some() {
+        Some((
+            StatusCode::BAD_REQUEST,
+            ApiError::InvalidArgument(String::new()).kind(),
+            "the request has more than one Host header".to_string(),
+        ))
+    } else {
+        unknown_transfer_coding(headers).map(|coding| {
+            (
+                StatusCode::NOT_IMPLEMENTED,
+                NOT_IMPLEMENTED_OUTCOME,
+                format!(
+                    "transfer coding {coding:?} is not supported: send the body as it is, \
+                     or chunked"
+                ),
+            )
+        })
+    };
+    match refusal {
+        Some((status, outcome, message)) => {
+            refused(&state, &request, outcome, Instant::now());
+            (status, Json(json!({ "error": message }))).into_response()
+        }
+        None => next.run(request).await,
+    }
+}
+
+/// The first transfer coding of the request's `Transfer-Encoding` header lines
+/// that is not `chunked`, the only one the server decodes.
+fn unknown_transfer_coding(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(|coding| {
+            coding
+                .split(|&b| b == b';')
+                .next()
+                .unwrap_or_default()
+                .trim_ascii()
+        })
+        .find(|coding| !coding.eq_ignore_ascii_case(b"chunked"))
+        .map(|coding| String::from_utf8_lossy(coding).into_owned())
+}
+
+/// The outcome in `ferroserve_requests_total` of a request refused for its
+/// `Content-Encoding` (415), which no [`ApiError`] stands for.
+pub const UNSUPPORTED_MEDIA_TYPE_OUTCOME: &str = "unsupported_media_type";
+/// The outcome of a request refused for its transfer coding (501).
+pub const NOT_IMPLEMENTED_OUTCOME: &str = "not_implemented";
+
 /// Checks a request's body headers before the body is read:
 /// * a body declared larger than its route takes, from a client that waits to be
 ///   told to send it (`Expect: 100-continue`, as curl does for large bodies), is a
@@ -201,8 +275,15 @@ fn body_limit(settings: &crate::settings::Settings, path: &str) -> u64 {
 ///   first: an answer before they have sent it could be lost in a reset);
 /// * a body sent with a `Content-Encoding` (gzip, say) is a 415: the server does
 ///   not decompress bodies, and reading compressed bytes as JSON or tensors would
-///   give a misleading error, or a wrong answer for binary tensors.
+///   give a misleading error, or a wrong answer for binary tensors. Every
+///   `Content-Encoding` line counts, and a body is any that HTTP/1 declares (a
+///   length or chunks) or that an HTTP/2 stream has not ended before (with or
+///   without a `content-length`).
+///
+/// An inference request refused here is counted in metrics as
+/// [`count_inference`] counts the others.
 async fn body_headers(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
     let headers = request.headers();
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -214,32 +295,213 @@ async fn body_headers(State(state): State<AppState>, request: Request, next: Nex
     if let (true, Some(declared)) = (waits, declared) {
         let limit = body_limit(&state.settings, request.uri().path());
         if declared > limit {
-            return HttpError(ApiError::PayloadTooLarge(format!(
+            let e = ApiError::PayloadTooLarge(format!(
                 "request body of {declared} bytes is larger than the limit of {limit} bytes"
-            )))
-            .into_response();
+            ));
+            refused(&state, &request, e.kind(), started);
+            return HttpError(e).into_response();
         }
     }
-    let has_body =
-        headers.contains_key(header::TRANSFER_ENCODING) || declared.is_some_and(|n| n > 0);
-    if let Some(encoding) = headers.get(header::CONTENT_ENCODING).filter(|_| has_body) {
-        let identity = encoding
-            .as_bytes()
-            .split(|&b| b == b',')
-            .all(|e| e.trim_ascii().eq_ignore_ascii_case(b"identity"));
-        if !identity {
-            let shown = String::from_utf8_lossy(encoding.as_bytes()).into_owned();
-            return (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                Json(json!({ "error": format!(
-                    "request bodies are not decompressed: send it without Content-Encoding \
-                     (not {shown:?})"
-                ) })),
-            )
-                .into_response();
-        }
+    let has_body = match declared {
+        Some(n) => n > 0,
+        None => !http_body::Body::is_end_stream(request.body()),
+    };
+    let encoded = headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|e| !e.trim_ascii().eq_ignore_ascii_case(b"identity"));
+    if has_body && encoded {
+        let shown = headers
+            .get_all(header::CONTENT_ENCODING)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect::<Vec<_>>()
+            .join(", ");
+        refused(&state, &request, UNSUPPORTED_MEDIA_TYPE_OUTCOME, started);
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Json(json!({ "error": format!(
+                "request bodies are not decompressed: send it without Content-Encoding \
+                 (not {shown:?})"
+            ) })),
+        )
+            .into_response();
     }
     next.run(request).await
+}
+
+/// Where an inference route's model name is (see [`inference_route`]).
+enum NamedModel<'a> {
+    /// In the path, percent-decoded as the route's extractor decodes it (borrowed
+    /// from the path unless it had escapes).
+    Path(Cow<'a, str>),
+    /// In the body (`POST /predict`'s `model_id`).
+    Body,
+}
+
+/// The protocol and model of a request to an inference route, whose every answer
+/// is counted in `ferroserve_requests_total` ([`count_inference`]): TF Serving's
+/// `:predict`, `:classify` and `:regress`, V2's `infer`, the simple API's
+/// `/predict` routes. `None` for every other request. Allocates nothing for a
+/// path without percent-escapes.
+fn inference_route<'a>(method: &Method, path: &'a str) -> Option<(Protocol, NamedModel<'a>)> {
+    let decoded = |s: &'a str| percent_encoding::percent_decode_str(s).decode_utf8_lossy();
+    let post = method == Method::POST;
+    if let Some(rest) = path.strip_prefix("/v1/models/") {
+        // As `tfs::parse_path` reads the decoded rest: the verb after the last
+        // colon, the model the first segment before it.
+        fn model_of(rest: &str) -> Option<&str> {
+            let (before, verb) = rest.rsplit_once(':')?;
+            let model = before.split('/').next().filter(|m| !m.is_empty())?;
+            matches!(verb, "predict" | "classify" | "regress").then_some(model)
+        }
+        let model = match decoded(rest) {
+            Cow::Borrowed(rest) => Cow::Borrowed(model_of(rest)?),
+            Cow::Owned(rest) => Cow::Owned(model_of(&rest)?.to_string()),
+        };
+        return post.then_some((Protocol::TfServingRest, NamedModel::Path(model)));
+    }
+    let mut segments = path.strip_prefix('/')?.split('/');
+    let segments: [Option<&str>; 7] = std::array::from_fn(|_| segments.next());
+    let named = |m: &&str| !m.is_empty();
+    let get = method == Method::GET || method == Method::HEAD;
+    match segments {
+        [Some("v2"), Some("models"), Some(m), Some("infer"), None, ..]
+        | [Some("v2"), Some("models"), Some(m), Some("versions"), Some(_), Some("infer"), None]
+            if post && named(&m) =>
+        {
+            Some((Protocol::V2Rest, NamedModel::Path(decoded(m))))
+        }
+        [Some("predict"), None, ..] if post => Some((Protocol::SimpleRest, NamedModel::Body)),
+        [Some("predict"), Some(m), Some("infer"), None, ..] if post && named(&m) => {
+            Some((Protocol::SimpleRest, NamedModel::Path(decoded(m))))
+        }
+        [Some("predict"), Some(m), None, ..] if (post || get) && named(&m) => {
+            Some((Protocol::SimpleRest, NamedModel::Path(decoded(m))))
+        }
+        _ => None,
+    }
+}
+
+/// Counts `request` in metrics if it is an inference request refused by the layer
+/// that calls this (see [`body_headers`]), under its path's model.
+fn refused(state: &AppState, request: &Request, outcome: &'static str, started: Instant) {
+    if let Some((protocol, named)) = inference_route(request.method(), request.uri().path()) {
+        let model = match &named {
+            NamedModel::Path(m) => Some(m.as_ref()),
+            NamedModel::Body => None,
+        };
+        crate::metrics::record_refused_request(
+            &state.manager,
+            model,
+            protocol.as_str(),
+            outcome,
+            started.elapsed(),
+        );
+    }
+}
+
+/// The router's side of [`count_inference`].
+async fn inference_outcomes(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    count_inference(&state, request, |request| next.run(request)).await
+}
+
+/// Answers `request` with `answer` and, for an inference request that `answer`
+/// refused before `api::predict` saw it (malformed JSON, a bad version in the
+/// path, a body over the limit or that stopped arriving), records its outcome in
+/// `ferroserve_requests_total` and `ferroserve_request_duration_seconds`: the
+/// error its answer was made from, under the model it names if that model is
+/// served here (else `model=""`). A request `api::predict` saw is recorded there
+/// and never again here ([`crate::metrics::RequestTally`]). Used by the router
+/// (inside the forwarding: a worker counts what it answers) and by the predict
+/// fast path (`fast::serve`).
+///
+/// `POST /predict` names its model in the body: it is read here (within the same
+/// limit, with the same errors, as the handler reads it) so that the model can be
+/// told when the handler refuses the request.
+pub(crate) async fn count_inference<F, Fut>(
+    state: &AppState,
+    request: Request,
+    answer: F,
+) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
+    // Cloning the URI shares its bytes; the route's model borrows from it.
+    let uri = request.uri().clone();
+    let Some((protocol, named)) = inference_route(request.method(), uri.path()) else {
+        return answer(request).await;
+    };
+    let started = Instant::now();
+    let (request, body) = match named {
+        NamedModel::Path(_) => (request, None),
+        NamedModel::Body => {
+            let (parts, body) = request.into_parts();
+            let limit = state.settings.max_request_bytes;
+            let bytes = match axum::body::to_bytes(body, limit).await {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    let e = body_read_error(&e, limit);
+                    let outcome = e.kind();
+                    let protocol = protocol.as_str();
+                    let elapsed = started.elapsed();
+                    crate::metrics::record_refused_request(
+                        &state.manager,
+                        None,
+                        protocol,
+                        outcome,
+                        elapsed,
+                    );
+                    return HttpError(e).into_response();
+                }
+            };
+            let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
+            let request = Request::from_parts(parts, Body::from(bytes.clone()));
+            (request, Some((content_type, bytes)))
+        }
+    };
+    let (response, tally) = crate::metrics::tally_request(answer(request)).await;
+    let status = response.status();
+    if tally.recorded() || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let outcome = tally.error().unwrap_or_else(|| outcome_of_status(status));
+    let model = match (tally.model(), named, body) {
+        (Some(model), ..) => Some(model),
+        (None, NamedModel::Path(model), _) => Some(model.into_owned()),
+        (None, NamedModel::Body, Some((content_type, bytes))) => {
+            let mut headers = axum::http::HeaderMap::new();
+            if let Some(content_type) = content_type {
+                headers.insert(header::CONTENT_TYPE, content_type);
+            }
+            simple::model_of_body(&headers, &bytes).await
+        }
+        (None, NamedModel::Body, None) => None,
+    };
+    crate::metrics::record_refused_request(
+        &state.manager,
+        model.as_deref(),
+        protocol.as_str(),
+        outcome,
+        started.elapsed(),
+    );
+    response
+}
+
+/// The outcome of an error answer that no [`HttpError`] made (an extractor's
+/// rejection), from its status.
+fn outcome_of_status(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => UNSUPPORTED_MEDIA_TYPE_OUTCOME,
+        StatusCode::NOT_IMPLEMENTED => NOT_IMPLEMENTED_OUTCOME,
+        _ => error_of_status(status, String::new()).kind(),
+    }
 }
 
 /// An [`ApiError`] as an HTTP response: `{"error": "..."}` with the status TF
@@ -291,6 +553,8 @@ pub fn error_of_status(status: StatusCode, message: String) -> ApiError {
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
+        // An inference request's outcome is this error's kind (`count_inference`).
+        crate::metrics::note_request_error(self.0.kind());
         let status = status_code(&self.0);
         let mut response = (status, Json(json!({ "error": self.0.to_string() }))).into_response();
         if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
@@ -598,6 +862,76 @@ mod tests {
             }
         }
         assert!(found > 20, "only {found} routes found");
+    }
+
+    #[test]
+    fn inference_routes_are_told_with_their_protocol_and_model() {
+        let model = |method: Method, path: &str| {
+            inference_route(&method, path).map(|(protocol, named)| {
+                let model = match named {
+                    NamedModel::Path(m) => Some(m.into_owned()),
+                    NamedModel::Body => None,
+                };
+                (protocol.as_str(), model)
+            })
+        };
+        let post = |path: &str| model(Method::POST, path);
+        let path = |protocol: &'static str, m: &str| Some((protocol, Some(m.to_string())));
+        assert_eq!(post("/v1/models/m:predict"), path("tfs_rest", "m"));
+        assert_eq!(
+            post("/v1/models/m/versions/2:classify"),
+            path("tfs_rest", "m")
+        );
+        assert_eq!(post("/v1/models/m/labels/x:regress"), path("tfs_rest", "m"));
+        assert_eq!(post("/v1/models/a%3Ab:predict"), path("tfs_rest", "a:b"));
+        assert_eq!(post("/v1/models/m%3Apredict"), path("tfs_rest", "m"));
+        assert_eq!(post("/v2/models/m/infer"), path("v2_rest", "m"));
+        assert_eq!(post("/v2/models/m/versions/x/infer"), path("v2_rest", "m"));
+        assert_eq!(
+            post("/v2/models/caf%C3%A9/infer"),
+            path("v2_rest", "caf\u{e9}")
+        );
+        assert_eq!(post("/predict"), Some(("simple_rest", None)));
+        assert_eq!(post("/predict/m"), path("simple_rest", "m"));
+        assert_eq!(post("/predict/m/infer"), path("simple_rest", "m"));
+        assert_eq!(model(Method::GET, "/predict/m"), path("simple_rest", "m"));
+        for other in [
+            "/v1/models/m",
+            "/v1/models/m:history",
+            "/v1/models/:predict",
+            "/v2/models/m",
+            "/v2/models//infer",
+            "/v2/models/m/infer/x",
+            "/v2/repository/index",
+            "/predict/",
+            "/predict/m/x",
+            "/predictall",
+            "/upload_model",
+        ] {
+            assert_eq!(post(other), None, "{other}");
+        }
+        assert_eq!(model(Method::GET, "/v1/models/m:predict"), None);
+        assert_eq!(model(Method::GET, "/predict"), None);
+        assert_eq!(model(Method::GET, "/v2/models/m/infer"), None);
+    }
+
+    #[test]
+    fn transfer_codings_other_than_chunked_are_found_on_every_line() {
+        let coding = |lines: &[&str]| {
+            let mut headers = axum::http::HeaderMap::new();
+            for line in lines {
+                headers.append(header::TRANSFER_ENCODING, line.parse().unwrap());
+            }
+            unknown_transfer_coding(&headers)
+        };
+        assert_eq!(coding(&[]), None);
+        assert_eq!(coding(&["chunked"]), None);
+        assert_eq!(coding(&["Chunked"]), None);
+        assert_eq!(coding(&["gzip, chunked"]), Some("gzip".into()));
+        assert_eq!(
+            coding(&["chunked", "x-custom;q=1"]),
+            Some("x-custom".into())
+        );
     }
 
     #[test]

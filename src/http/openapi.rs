@@ -310,7 +310,7 @@ fn add_access_answers(doc: &mut OpenApiDoc) {
     );
     for (path, item) in doc.paths.paths.iter_mut() {
         let access = rest_access(path);
-        for (_, operation) in operations_mut(item) {
+        for (method, operation) in operations_mut(item) {
             let Some(operation) = operation else { continue };
             let answers = &mut operation.responses.responses;
             let mut add = |code: &str, description: &str| {
@@ -325,6 +325,37 @@ fn add_access_answers(doc: &mut OpenApiDoc) {
                      or max_upload_bytes for uploads)",
                 );
             }
+            // What `http::body_headers` and `http::head_checks` answer, before any
+            // route: for a body, on every route that takes one.
+            let management = access == Access::Management;
+            let takes_body =
+                operation.request_body.is_some() || matches!(method, "post" | "put" | "patch");
+            if takes_body || management {
+                add(
+                    "415",
+                    match (management, super::takes_multipart(path)) {
+                        (true, true) => {
+                            "A management request whose body is neither application/json \
+                             nor multipart/form-data, or a body with a Content-Encoding \
+                             (bodies are not decompressed)"
+                        }
+                        (true, false) => {
+                            "A management request whose body is not application/json, or \
+                             a body with a Content-Encoding (bodies are not decompressed)"
+                        }
+                        (false, _) => {
+                            "A body with a Content-Encoding (bodies are not decompressed)"
+                        }
+                    },
+                );
+            }
+            if takes_body {
+                add(
+                    "501",
+                    "A Transfer-Encoding with a coding other than chunked",
+                );
+            }
+            add("400", "A malformed request: more than one Host header");
             match access {
                 Access::Open => {
                     operation.security = Some(vec![SecurityRequirement::default()]);
@@ -336,21 +367,12 @@ fn add_access_answers(doc: &mut OpenApiDoc) {
                 "401",
                 "Tokens are configured and the request has no valid bearer token",
             );
-            if access == Access::Management {
+            if management {
                 add(
                     "403",
                     "The token lacks the management scope; without tokens, the \
                      client is not on the server's host; or a browser's cross-site \
                      request",
-                );
-                add(
-                    "415",
-                    if super::takes_multipart(path) {
-                        "A management request whose body is neither application/json \
-                         nor multipart/form-data"
-                    } else {
-                        "A management request whose body is not application/json"
-                    },
                 );
             } else {
                 add("403", "The token lacks the scope this route needs");
@@ -439,6 +461,9 @@ mod tests {
     }
 
     const METHODS: [&str; 7] = ["get", "post", "put", "delete", "patch", "head", "options"];
+    /// The method list of an `any(handler)` route: described by whatever methods
+    /// its paths take, at least one.
+    const ANY_METHOD: &str = "any";
 
     /// One `.route(path, method_router)` found in the source.
     #[derive(Debug)]
@@ -482,6 +507,13 @@ mod tests {
                         .is_some_and(|s| METHODS.contains(&s.ident.to_string().as_str())) =>
                 {
                     out.push(p.path.segments.last().unwrap().ident.to_string());
+                    Ok(())
+                }
+                // A handler that takes every method and answers those its path does
+                // not take itself (TF Serving's catch-all: 405 with that path's
+                // `Allow`): described by the methods its paths take.
+                syn::Expr::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "any") => {
+                    out.push(ANY_METHOD.to_string());
                     Ok(())
                 }
                 other => Err(format!("unknown method router `{}`", quote_tokens(other))),
@@ -632,13 +664,14 @@ mod tests {
                 let found = if let Some((prefix, _)) = path.split_once("{*") {
                     // A catch-all route (TF Serving's `/v1/models/{*rest}`) parses its
                     // paths itself: each one it accepts is described under the prefix.
-                    described
-                        .iter()
-                        .any(|(p, m)| p.starts_with(&normalise(prefix)) && m.contains(method))
+                    described.iter().any(|(p, m)| {
+                        p.starts_with(&normalise(prefix))
+                            && (m.contains(method) || (method == ANY_METHOD && !m.is_empty()))
+                    })
                 } else {
-                    described
-                        .get(&normalise(path))
-                        .is_some_and(|m| m.contains(method))
+                    described.get(&normalise(path)).is_some_and(|m| {
+                        m.contains(method) || (method == ANY_METHOD && !m.is_empty())
+                    })
                 };
                 if !found {
                     missing.push(format!("{} {path} ({})", method.to_uppercase(), route.at));

@@ -91,6 +91,7 @@ async fn text_field(mut field: Field<'_>, name: &str) -> Result<String, HttpErro
         (status = 400, description = "Not a multipart body, an unknown or misplaced field, a bad version, a file that is not a model, or a model that does not fit its config's pre- or post-processing (labels, tokenizer, image)", body = ErrorBody),
         (status = 408, description = "The body stopped arriving", body = ErrorBody),
         (status = 409, description = "The version exists already, or another operation holds the model", body = ErrorBody),
+        (status = 413, description = "The model file and its assets are larger than max_upload_bytes, or the upload carries more than 1000 asset files", body = ErrorBody),
         (status = 503, description = "The metadata store does not answer; nothing changed", body = ErrorBody),
     ))]
 async fn upload_model(
@@ -120,7 +121,13 @@ async fn upload_model(
                      file, and only asset files after it"
                 ))));
             }
-            receive_asset(upload, field).await?;
+            if let Err(e) = receive_asset(upload, field).await {
+                // Too many assets: the client is still sending; it reads the answer.
+                if matches!(e.0, ApiError::PayloadTooLarge(_)) {
+                    drain(&mut multipart).await;
+                }
+                return Err(e);
+            }
             continue;
         }
         let twice = |field: &str| {
@@ -148,7 +155,7 @@ async fn upload_model(
                 }
             }
             "file" => {
-                let file_name = field.file_name().unwrap_or_default().to_string();
+                let file_name = part_file_name(&field, "file")?;
                 let model = match &model_id {
                     Some(id) => id.clone(),
                     None => upload::default_model_id(&file_name),
@@ -243,12 +250,72 @@ async fn receive_file(
 /// An `asset` part: a file the version needs beside the model, streamed into the
 /// staging directory under its file name.
 async fn receive_asset(upload: &mut upload::Upload, mut field: Field<'_>) -> Result<(), HttpError> {
-    let file_name = field.file_name().unwrap_or_default().to_string();
+    let file_name = part_file_name(&field, "asset")?;
     upload.begin_asset(&file_name).await?;
     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
         upload.write_asset(&chunk).await?;
     }
     Ok(())
+}
+
+/// Reads and discards the rest of a refused upload's body (at most about
+/// [`DRAIN_LIMIT`] bytes), so that the client reads the answer rather than a reset
+/// connection.
+async fn drain(multipart: &mut Multipart) {
+    let mut drained = 0;
+    while let Ok(Some(mut field)) = multipart.next_field().await {
+        // A part's head counts too: an upload of empty parts is drained no longer.
+        drained += 128;
+        while let Ok(Some(chunk)) = field.chunk().await {
+            drained += chunk.len();
+            if drained > DRAIN_LIMIT {
+                return;
+            }
+        }
+        if drained > DRAIN_LIMIT {
+            return;
+        }
+    }
+}
+
+/// The file name of a file part (`""` when it has none). A name that is not UTF-8
+/// is refused with a message that says so: the multipart reader gives no name for
+/// it, which would otherwise be reported as a part without a name.
+fn part_file_name(field: &Field<'_>, part: &str) -> Result<String, HttpError> {
+    if let Some(name) = field.file_name() {
+        return Ok(name.to_string());
+    }
+    let disposition = field
+        .headers()
+        .get(axum::http::header::CONTENT_DISPOSITION)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    match raw_file_name(disposition) {
+        Some(raw) => Err(HttpError(ApiError::InvalidArgument(format!(
+            "the file name of the {part} part is not valid UTF-8 ({:?}): send it in UTF-8",
+            String::from_utf8_lossy(raw)
+        )))),
+        None => Ok(String::new()),
+    }
+}
+
+/// The bytes of the `filename` parameter of a `Content-Disposition` value, quotes
+/// left out, when it has one.
+fn raw_file_name(disposition: &[u8]) -> Option<&[u8]> {
+    let lower = disposition.to_ascii_lowercase();
+    let at = lower
+        .windows(b"filename".len())
+        .position(|w| w == b"filename")?;
+    let rest = disposition[at + b"filename".len()..].trim_ascii_start();
+    let value = rest.strip_prefix(b"=")?.trim_ascii_start();
+    Some(match value.strip_prefix(b"\"") {
+        Some(quoted) => quoted.split(|&b| b == b'"').next().unwrap_or_default(),
+        None => value
+            .split(|&b| b == b';')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii_end(),
+    })
 }
 
 /// The description's types for the upload's form and answer (built as JSON values
