@@ -51,14 +51,14 @@ pub fn stackable(a: &Tensor, b: &Tensor) -> bool {
 /// own inputs while the batch runs: a batch that fails runs them one by one.
 pub fn concat(parts: &[&Tensor]) -> Result<Tensor, String> {
     let total: usize = parts.iter().map(|t| t.len()).sum();
-    let mut parts = parts.iter();
-    let first = parts.next().ok_or("nothing to concatenate")?;
+    let first = parts.first().ok_or("nothing to concatenate")?;
     let mut shape = first.shape().to_vec();
     if shape.is_empty() {
         return Err("a scalar has no batch dimension".into());
     }
-    let mut data = first.data().clone();
-    crate::with_tensor_data!(&mut data, v => v.reserve(total - v.len()));
+    // One allocation of the batch's size, and every part copied once into it.
+    let mut data = TensorData::with_capacity(first.dtype(), total);
+    shape[0] = 0;
     for part in parts {
         let s = part.shape();
         if s.len() != shape.len() || s[1..] != shape[1..] {
