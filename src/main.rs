@@ -377,7 +377,19 @@ fn command() -> anyhow::Result<()> {
             // it had logged "shut down". `run` has drained the requests and flushed
             // the store; a load in progress is not waited for.
             runtime.shutdown_timeout(SHUTDOWN_LEFTOVERS);
-            served
+            // A native library's thread may still run (TensorFlow's, warming up a
+            // version): the C++ static destructors that `exit` runs under it crashed
+            // the process, killed by a signal after a clean shutdown. `_exit` skips
+            // them; the server has closed everything of its own (store, pid file,
+            // listeners) and its log lines are written unbuffered.
+            if let Err(e) = &served {
+                note(format_args!("Error: {e:?}"));
+            }
+            use std::io::Write as _;
+            let _ = std::io::stdout().flush();
+            let _ = std::io::stderr().flush();
+            // SAFETY: `_exit` ends the process at once; nothing of Rust's runs after.
+            unsafe { libc::_exit(i32::from(served.is_err())) }
         }
     }
 }
