@@ -52,6 +52,30 @@ const MAX_SYNTHETIC_BYTES: usize = 64 << 20;
 /// Most requests taken from `warmup.json`, so a large file cannot stall a load.
 const MAX_STORED_REQUESTS: usize = 100;
 
+/// Largest `warmup.json` read: it is parsed whole into a JSON tree (about ten times
+/// its size in memory), so a larger file fails the load instead.
+pub const MAX_WARMUP_JSON_BYTES: u64 = 64 << 20;
+/// Largest TF Serving warm-up file read (the upload limit's default): its records
+/// are decoded one at a time, at about their own size.
+pub const MAX_TF_SERVING_WARMUP_BYTES: u64 = 1 << 30;
+
+/// Reads `path` whole, or fails (as `InvalidData`, naming the bound) once it holds
+/// more than `max` bytes, having read no more than that.
+fn read_at_most(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(max + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("it is larger than the {} MiB read", max >> 20),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Runs the warm-up of one version. Errors are messages for the version's status.
 pub fn warm_up(
     model: &str,
@@ -61,7 +85,7 @@ pub fn warm_up(
 ) -> Result<(), String> {
     let started = std::time::Instant::now();
     let tf_serving = version_dir.join(TF_SERVING_WARMUP_FILE);
-    let replayed_tf_serving = match std::fs::read(&tf_serving) {
+    let replayed_tf_serving = match read_at_most(&tf_serving, MAX_TF_SERVING_WARMUP_BYTES) {
         Ok(bytes) => {
             let n = replay_tf_serving(backend, &bytes)
                 .map_err(|e| format!("TF Serving warm-up file {TF_SERVING_WARMUP_FILE}: {e}"))?;
@@ -77,7 +101,7 @@ pub fn warm_up(
         Err(e) => return Err(format!("cannot read {TF_SERVING_WARMUP_FILE}: {e}")),
     };
     let path = version_dir.join(WARMUP_FILE);
-    match std::fs::read(&path) {
+    match read_at_most(&path, MAX_WARMUP_JSON_BYTES) {
         Ok(bytes) => {
             let requests = parse_requests(&bytes, backend.signature())
                 .map_err(|e| format!("{WARMUP_FILE}: {e}"))?;
@@ -396,6 +420,23 @@ fn json_tensor(value: &Value, dtype: DataType) -> Result<Tensor, String> {
 mod tests {
     use super::*;
     use crate::tensor::TensorSpec;
+
+    /// A warm-up file past its bound is refused having read only the bound (a 6.6 MB
+    /// `warmup.json` had raised the server's peak memory by 73 MB, and nothing
+    /// bounded a larger one).
+    #[test]
+    fn warm_up_files_are_read_up_to_their_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("warmup.json");
+        std::fs::write(&path, vec![b' '; (1 << 20) + 1]).unwrap();
+        let err = read_at_most(&path, 1 << 20).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("1 MiB"), "{err}");
+        std::fs::write(&path, vec![b' '; 1 << 20]).unwrap();
+        assert_eq!(read_at_most(&path, 1 << 20).unwrap().len(), 1 << 20);
+        let missing = read_at_most(&dir.path().join("none"), 1 << 20).unwrap_err();
+        assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
+    }
 
     fn sig() -> Signature {
         Signature {
