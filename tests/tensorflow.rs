@@ -1293,16 +1293,14 @@ async fn shutdown_does_not_wait_for_a_version_still_warming_up() {
     std::fs::rename(&staging, root.join("slow/1")).unwrap();
     // Until the version is LOADING, and a moment more for its warm-up to begin.
     let client = reqwest::Client::new();
+    let url = server.url("/v1/models/slow");
+    let status = || async {
+        let answer = client.get(&url).send().await.unwrap();
+        answer.json::<Value>().await.unwrap()
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let status: Value = client
-            .get(server.url("/v1/models/slow"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let status = status().await;
         if status["model_version_status"][0]["state"] == "LOADING" {
             break;
         }
@@ -1310,14 +1308,7 @@ async fn shutdown_does_not_wait_for_a_version_still_warming_up() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let status: Value = client
-        .get(server.url("/v1/models/slow"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = status().await;
     assert_eq!(
         status["model_version_status"][0]["state"], "LOADING",
         "the warm-up should still run: {status}"
