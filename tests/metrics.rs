@@ -162,30 +162,6 @@ async fn chunked_post(addr: std::net::SocketAddr, path: &str, body: &str) -> u16
     raw_status(addr, request.as_bytes()).await
 }
 
-/// One gRPC message sent as raw HTTP/2 (a message that is no protobuf, say); the
-/// `grpc-status` of the answer.
-async fn raw_grpc(server: &TestServer, path: &str, message: &[u8]) -> String {
-    let mut framed = vec![0u8];
-    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    framed.extend_from_slice(message);
-    let client = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
-    let response = client
-        .post(format!("http://{}{path}", server.grpc_addr.unwrap()))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(framed)
-        .send()
-        .await
-        .unwrap();
-    response.headers()["grpc-status"]
-        .to_str()
-        .unwrap()
-        .to_string()
-}
-
 /// Every inference request is counted once in `ferroserve_requests_total` and
 /// `ferroserve_request_duration_seconds`, whatever refused it, on every protocol:
 /// the adapters' own refusals (malformed JSON, no `instances`, an unknown V2
@@ -343,7 +319,13 @@ async fn every_inference_request_is_counted_once_whatever_refused_it() {
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     let not_protobuf = [0x08, 0xff, 0xff, 0xff];
     let path = "/tensorflow.serving.PredictionService/Predict";
-    assert_eq!(raw_grpc(&server, path, &not_protobuf).await, "3");
+    assert_eq!(
+        common::raw_grpc(&server, path, &not_protobuf)
+            .await
+            .0
+            .as_deref(),
+        Some("3")
+    );
 
     // KServe V2 gRPC.
     let mut v2_client = GrpcInferenceServiceClient::new(channel);
@@ -365,7 +347,13 @@ async fn every_inference_request_is_counted_once_whatever_refused_it() {
     let status = v2_client.model_infer(v2_request("FP99")).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     let path = "/inference.GRPCInferenceService/ModelInfer";
-    assert_eq!(raw_grpc(&server, path, &not_protobuf).await, "3");
+    assert_eq!(
+        common::raw_grpc(&server, path, &not_protobuf)
+            .await
+            .0
+            .as_deref(),
+        Some("3")
+    );
 
     let after = scrape(&server).await;
     let cases = [

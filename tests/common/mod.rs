@@ -391,3 +391,42 @@ pub async fn stored_settings_rows(repo: &Path, model: &str) -> i64 {
     pool.close().await;
     rows
 }
+
+/// Sends one gRPC message as raw HTTP/2 and gives the `grpc-status` and
+/// `grpc-message` headers of the (trailers-only) answer.
+pub async fn raw_grpc(server: &TestServer, path: &str, message: &[u8]) -> (Option<String>, String) {
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(message);
+    raw_grpc_body(server, path, framed).await
+}
+
+/// As [`raw_grpc`], with the request body as given (framed or not).
+pub async fn raw_grpc_body(
+    server: &TestServer,
+    path: &str,
+    framed: Vec<u8>,
+) -> (Option<String>, String) {
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let response = client
+        .post(format!("http://{}{path}", server.grpc_addr.unwrap()))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(framed)
+        .send()
+        .await
+        .unwrap();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    (
+        header("grpc-status"),
+        header("grpc-message").unwrap_or_default(),
+    )
+}
