@@ -407,14 +407,7 @@ fn tokens_file(dir: &Path) -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_tokens_shells_are_open_and_data_is_not() {
     let dir = repo();
-    let free_port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let first_worker_port = free_port();
+    let (first_worker_port, _) = common::child::worker_ports(1);
     let settings = ferroserve::settings::Settings {
         auth_tokens: Some(tokens_file(dir.path())),
         metrics_require_token: true,

@@ -219,7 +219,7 @@ async fn racing_management_calls_with_worker_deployments_answer_as_documented() 
         &root_path("examples/models/iris_lr/1/model.onnx"),
     );
     let rest: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let first_worker_port = free_port().min(65535 - 8);
+    let (first_worker_port, _) = common::child::worker_ports(8);
     let mut command = Command::new(env!("CARGO_BIN_EXE_ferroserve"));
     command
         .arg("serve")

@@ -15,10 +15,9 @@ use serde_json::{json, Value};
 
 const ROW: [f64; 4] = [5.1, 3.5, 1.4, 0.2];
 
-/// A range of ports for one test's workers: `n` ports from a free one.
+/// A range of ports for one test's workers.
 fn port_range(n: u16) -> (u16, u16) {
-    let first = free_port().min(65535 - n);
-    (first, first + n - 1)
+    common::child::worker_ports(n)
 }
 
 async fn start_server(repo: &Path, ports: (u16, u16), extra: &[&str]) -> ChildServer {

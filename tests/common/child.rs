@@ -14,6 +14,29 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `n` consecutive ports for `--worker-ports`, below Linux's ephemeral range
+/// (32768 and up), each free when chosen and none handed out twice in one test
+/// process. A port the system picked ([`free_port`]) is one it also picks as the
+/// local port of outgoing connections: any client of any test could hold it a moment
+/// later, and a worker port held so made a deploy answer "no free worker port".
+pub fn worker_ports(n: u16) -> (u16, u16) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = u32::from(n.max(1));
+    // Apart between processes too (two test binaries at once, a rerun).
+    let base = std::process::id().wrapping_mul(7919) % SPAN;
+    for _ in 0..1000 {
+        let first = LOW + (base + NEXT.fetch_add(n, Ordering::Relaxed)) % (SPAN - n);
+        let free = (first..first + n).all(|p| TcpListener::bind(("127.0.0.1", p as u16)).is_ok());
+        if free {
+            return (first as u16, (first + n - 1) as u16);
+        }
+    }
+    panic!("no {n} free ports between {LOW} and {}", LOW + SPAN);
+}
+
 pub struct ChildServer {
     child: Child,
     /// Where its REST API answers.
