@@ -38,6 +38,7 @@ pub use ferroserve_core::with_tensor_data;
 pub mod tfrecord;
 pub mod tfs_flags;
 pub mod tls;
+pub mod toml_error;
 pub mod warmup;
 pub mod watcher;
 pub mod workers;

@@ -68,7 +68,9 @@ pub fn parse_tokens(text: &str) -> Result<Vec<TokenEntry>, String> {
         sha256: String,
         scopes: Vec<String>,
     }
-    let file: File = toml::from_str(text).map_err(|e| toml_error_without_text(&e, text))?;
+    let file: File = toml::from_str(text).map_err(|e| {
+        crate::toml_error::without_text(&e, text, &["token", "name", "sha256", "scopes"])
+    })?;
     let mut names = BTreeSet::new();
     let mut hashes = BTreeSet::new();
     let mut out = Vec::with_capacity(file.token.len());
@@ -118,78 +120,6 @@ fn line_at(text: &str, at: usize) -> usize {
         .matches('\n')
         .count()
         + 1
-}
-
-/// Where a tokens file stops being TOML of the tokens file's shape, and what is
-/// wrong there (`line 3, column 1: unknown key, expected one of ...`), without its
-/// text: toml's own message quotes the offending line, and its words quote what it
-/// found there (``unknown field `fst_…` ``, `invalid type: string "fst_…"`). That
-/// is a token whenever one is pasted where its hash belongs (`token = "fst_…"`,
-/// `sha256 = fst_…`), and tokens are never logged.
-fn toml_error_without_text(e: &toml::de::Error, text: &str) -> String {
-    let at = e.span().map(|span| {
-        // The end of a file that ends its last line is told as that line's end.
-        let mut start = span.start.min(text.len());
-        if start == text.len() && text.ends_with('\n') {
-            start -= 1;
-        }
-        let before = text.get(..start).unwrap_or(text);
-        let line = before.matches('\n').count() + 1;
-        let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-        format!("line {line}, column {column}: ")
-    });
-    let what: Vec<String> = e.message().lines().map(words_without_text).collect();
-    format!("{}{}", at.unwrap_or_default(), what.join("; "))
-}
-
-/// One line of toml's message, with whatever it quotes from the file left out.
-/// serde's words name the value or key found before `, expected …` (which names
-/// only what the tokens file takes): they become the kind of what was found.
-/// toml's own words (``duplicate key `sha256` in table `token` ``, ``expected `"`,
-/// `'` ``) keep what they quote only when it is one of the file's keys or a single
-/// character; past anything else (a quoted key may hold a backtick itself, so
-/// nothing after it can be told apart from the file's text) the line is cut.
-fn words_without_text(line: &str) -> String {
-    let expected = line.rsplit_once(", expected ").map(|(_, e)| e);
-    if line.starts_with("unknown field ") {
-        return match expected {
-            Some(e) => format!("unknown key, expected {e}"),
-            None => "unknown key".into(),
-        };
-    }
-    for what in ["invalid type", "invalid value"] {
-        if let Some(found) = line.strip_prefix(what).and_then(|r| r.strip_prefix(": ")) {
-            // `string "…"`, ``integer `3` ``, `sequence`: its kind, not its value.
-            let kind = match found.split([' ', ',']).next().unwrap_or("") {
-                "floating" => "floating point",
-                k => k,
-            };
-            return match expected {
-                Some(e) => format!("{what}: {kind}, expected {e}"),
-                None => format!("{what}: {kind}"),
-            };
-        }
-    }
-    let mut out = String::new();
-    for (i, part) in line.split('`').enumerate() {
-        let fits = match i {
-            // A double-quoted value (serde's words for a string) is the file's.
-            0 => !part.contains('"'),
-            i if i % 2 == 1 => {
-                part.chars().count() <= 1 || matches!(part, "token" | "name" | "sha256" | "scopes")
-            }
-            _ => matches!(part, "" | ", " | " in table " | " in document root"),
-        };
-        if !fits {
-            out.push('…');
-            break;
-        }
-        if i > 0 {
-            out.push('`');
-        }
-        out.push_str(part);
-    }
-    out
 }
 
 fn parse_hex32(s: &str) -> Option<[u8; 32]> {

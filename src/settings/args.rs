@@ -387,11 +387,9 @@ pub enum SettingsError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config file {path} is not valid: {source}")]
-    Parse {
-        path: PathBuf,
-        source: toml::de::Error,
-    },
+    /// Told without the file's text ([`crate::toml_error::without_text`]).
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
     #[error("invalid setting {name}: {reason}")]
     Invalid { name: &'static str, reason: String },
 }
@@ -403,9 +401,17 @@ impl ServeArgs {
             path: path.to_path_buf(),
             source,
         })?;
-        toml::from_str(&text).map_err(|source| SettingsError::Parse {
-            path: path.to_path_buf(),
-            source,
+        toml::from_str(&text).map_err(|e| {
+            // The file's keys are the flags' names with underscores.
+            let command = <ServeArgs as clap::Args>::augment_args(clap::Command::new("serve"));
+            let keys: Vec<&str> = command
+                .get_arguments()
+                .map(|a| a.get_id().as_str())
+                .collect();
+            SettingsError::Parse {
+                path: path.to_path_buf(),
+                message: crate::toml_error::without_text(&e, &text, &keys),
+            }
         })
     }
 
@@ -973,6 +979,38 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("upload_job_grace_secs"));
+        }
+    }
+
+    /// A config file that does not parse is told by line and column, never by its
+    /// text: an unquoted database URL, a misspelled key or a value of the wrong
+    /// type would otherwise put a password in the log.
+    #[test]
+    fn a_config_file_that_does_not_parse_is_told_without_its_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferroserve.toml");
+        for (text, says) in [
+            (
+                "model_repository = \"repo\"\ndatabase_url = postgres://u:s3cretPW@db/f\n",
+                "line 2, column 16",
+            ),
+            (
+                "database_urll = \"postgres://u:s3cretPW@db/f\"\n",
+                "line 1, column 1: unknown key, expected one of",
+            ),
+            (
+                "redis_url = [\"redis://:s3cretPW@r\"]\n",
+                "invalid type: sequence",
+            ),
+            (
+                "rest_addr = \"0.0.0.0:1\"\nrest_addr = \"s3cretPW\"\n",
+                "duplicate key `rest_addr`",
+            ),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let e = ServeArgs::from_toml_file(&path).unwrap_err().to_string();
+            assert!(!e.contains("s3cretPW"), "{text}: {e}");
+            assert!(e.contains(says), "{text}: {e}");
         }
     }
 
