@@ -152,6 +152,17 @@ def test_bad_input_raises_a_clear_error():
         model.predict(np.zeros((2, 3)))
     with pytest.raises(ferroserve.PredictError, match="2-D"):
         model.predict(np.zeros(4))
+    # Numbers float64 cannot hold, text and ragged rows: refused, never cast.
+    for data, message in [
+        (np.array([["a", "1", "1", "1"]]), "array of text"),
+        (np.array([[1 + 2j, 1, 1, 1]]), "complex numbers"),
+        (np.zeros((1, 4), dtype="datetime64[s]"), "dates"),
+        ([[1, 2, 3, 4], [1, 2]], "not a rectangular array"),
+        (np.array([[1.0, "x", 1.0, 1.0]], dtype=object), "expected numbers"),
+    ]:
+        with pytest.raises(ferroserve.PredictError, match=message):
+            model.predict(data)
+    assert model.predict(np.array([[5.1, 3.5, 1.4, 0.2]], dtype=object)).shape == (1,)
     with pytest.raises(ferroserve.PredictError, match="missing input column"):
         model.predict(pa.record_batch({"a": ["x"], "b": ["y"], "c": ["z"], "d": ["w"]}))
     names = ["sepal_length", "sepal_width", "petal_length", "petal_width"]

@@ -138,6 +138,37 @@ def _tensorflow_library():
     )
 
 
+def _number_matrix(data):
+    """`data` (an array or nested lists) as contiguous float64, or a PredictError: ragged
+    rows, text, and numbers float64 cannot hold whole (complex, dates, times) are
+    refused rather than cast (numpy's cast would drop an imaginary part silently)."""
+    import numpy as np
+
+    try:
+        array = np.asarray(data)
+    except (ValueError, TypeError) as e:
+        raise PredictError("the rows are not a rectangular array: %s" % e) from None
+    if array.dtype.kind not in "biufO":
+        raise PredictError(
+            "expected numbers, got an array of %s (dtype %s)"
+            % (_DTYPE_KINDS.get(array.dtype.kind, "values"), array.dtype)
+        )
+    try:
+        return np.ascontiguousarray(array, dtype=np.float64)
+    except (ValueError, TypeError) as e:
+        raise PredictError("expected numbers: %s" % e) from None
+
+
+_DTYPE_KINDS = {
+    "c": "complex numbers",
+    "M": "dates",
+    "m": "time spans",
+    "U": "text",
+    "S": "bytes",
+    "V": "records",
+}
+
+
 def _labels_to_numpy(result):
     import numpy as np
 
@@ -431,7 +462,7 @@ class Model:
                 "this model selects its input columns by name: pass a pandas DataFrame "
                 "or an Arrow record batch / table"
             )
-        matrix = np.ascontiguousarray(data, dtype=np.float64)
+        matrix = _number_matrix(data)
         if matrix.ndim != 2:
             raise PredictError("expected a 2-D array, got %d dimensions" % matrix.ndim)
         rows, cols = matrix.shape
