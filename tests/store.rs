@@ -735,6 +735,17 @@ async fn a_database_that_is_not_ferroserves_is_refused_and_left_as_it_is() {
         .unwrap();
     let e = store.status().await.unwrap_err().to_string();
     assert!(e.contains("half-applied"), "{e}");
+    store.close().await;
+    // Starting on it (or `db migrate`) says so at once: no other server's migration
+    // can be in progress under the file lock (it waited 30 s in silence).
+    let started = std::time::Instant::now();
+    let e = open(url.clone()).await;
+    assert!(e.contains("half-applied"), "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 
     let pg = start_db(DbKind::Postgres).await;
     let mut conn = sqlx::PgConnection::connect(&pg.url()).await.unwrap();

@@ -251,6 +251,15 @@ impl Store {
                 ),
                 // Also what another replica's migration in progress looks like on
                 // MySQL (DDL is not transactional there): waited for, as before.
+                // SQLite's migrations run under the file lock this one holds: no
+                // other server's is in progress, so it failed part way: said at once.
+                MigrateError::Dirty(v) if matches!(self.pool, Pool::Sqlite(_)) => (
+                    format!(
+                        "the database at {url} has migration {v} half-applied: a migration \
+                         failed part way; repair the database or restore a backup"
+                    ),
+                    false,
+                ),
                 MigrateError::Dirty(v) => (
                     format!(
                         "the database at {url} has migration {v} half-applied (another \
@@ -273,6 +282,7 @@ impl Store {
     /// behind, so it tries again for up to 30 s.
     async fn migrate_while_others_may(&self) -> Result<(), StoreError> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut told = false;
         loop {
             let result = match self.migrate_once().await {
                 Ok(()) => match self.schema_versions().await {
@@ -294,7 +304,14 @@ impl Store {
                     )))
                 }
                 Err(e) if tokio::time::Instant::now() < deadline => {
-                    tracing::debug!("migration not done yet ({e}); trying again");
+                    // Told once, so that a wait of up to 30 s is not a silent one.
+                    if !told {
+                        told = true;
+                        tracing::warn!(
+                            "migration not done yet ({e}); trying again for up to 30 s, \
+                             in case another server's migration is in progress"
+                        );
+                    }
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
                 done => return done,
