@@ -348,3 +348,171 @@ async fn wrapper_object_pickle_is_served_only_with_the_opt_in() {
     }
     server.stop().await;
 }
+
+/// A missing value over TF Serving REST: a bare NaN (as Python's `json.dumps` writes
+/// it) in a numeric column is NaN, which the pipeline imputes; in a text column it is
+/// a 400 that says why (it was read as the text "NaN", and the model answered for
+/// that unknown category instead of a missing value). The string "NaN" in quotes is
+/// the text NaN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_nan_is_a_missing_number_and_refused_for_a_text_column() {
+    let repo = repo();
+    let server = TestServer::start(repo.path()).await;
+    let exp = load_json(&format!("{SKL}/ct_onehot_logreg.json"));
+    let input = field(&exp, "input");
+    let columns = input["columns"].as_array().unwrap();
+    let predict = field(&exp, "predict");
+    // Held-out row 1 misses its age (and nothing else); row 0's city is unknown.
+    let value = |name: &str, i: usize| {
+        columns.iter().find(|c| c["name"] == name).unwrap()["values"][i].clone()
+    };
+    assert!(value("age", 1).is_null());
+    let row = |age: &str, city: &str| {
+        format!(
+            r#"{{"instances": [{{"age": {age}, "city": {city}, "income": {}, "color": {}}}]}}"#,
+            value("income", 1),
+            value("color", 1)
+        )
+    };
+    let path = "/v1/models/mixed:predict";
+    let post = |body: String| server.post_raw(path, body.into_bytes());
+
+    // Numeric column: bare NaN and the string "NaN" are the missing value.
+    let (status, bare) = post(row("NaN", &value("city", 1).to_string())).await;
+    assert_eq!(status, 200, "{bare}");
+    assert_eq!(bare["predictions"][0]["predict"], predict[1], "{bare}");
+    let (status, quoted) = post(row("\"NaN\"", &value("city", 1).to_string())).await;
+    assert_eq!(status, 200, "{quoted}");
+    assert_eq!(quoted, bare);
+
+    // Text column: the string "NaN" is a category (unknown here, as "berlin" is),
+    // in a strict body and beside a bare NaN alike.
+    let (status, unknown) = post(row("40.0", "\"berlin\"")).await;
+    assert_eq!(status, 200, "{unknown}");
+    for city in ["\"NaN\"", r#""\u0000NaN""#] {
+        let (status, text) = post(row("40.0", city)).await;
+        assert_eq!(status, 200, "{city}: {text}");
+        assert_eq!(text, unknown, "{city}");
+    }
+    let (status, unknown_no_age) = post(row("\"NaN\"", "\"berlin\"")).await;
+    assert_eq!(status, 200, "{unknown_no_age}");
+    let (status, text_no_age) = post(row("NaN", "\"NaN\"")).await;
+    assert_eq!(status, 200, "{text_no_age}");
+    assert_eq!(text_no_age, unknown_no_age);
+
+    // A bare NaN or infinity for the text column, in either format: refused.
+    let columnar = |city: &str| {
+        format!(
+            r#"{{"inputs": {{"age": [40.0, NaN], "city": {city}, "income": [1.0, 2.0], "color": ["red", "blue"]}}}}"#
+        )
+    };
+    for body in [
+        row("40.0", "NaN"),
+        row("NaN", "Infinity"),
+        row("40.0", "-Infinity"),
+        columnar("[NaN, NaN]"),
+        columnar(r#"["paris", NaN]"#),
+        columnar(r#"[[NaN], ["paris"]]"#),
+    ] {
+        let (status, answer) = post(body.clone()).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        let error = answer["error"].as_str().unwrap();
+        assert!(
+            error.contains("\"city\"") && error.contains("cannot be missing"),
+            "{body}: {error}"
+        );
+        assert!(!error.contains("u0000"), "{body}: {error}");
+    }
+
+    // Anywhere but a tensor, a bare literal is the body's own JSON error.
+    for body in [
+        r#"{"signature_name": NaN, "instances": [[NaN]]}"#,
+        r#"{"threshold": NaN, "instances": [[NaN]]}"#,
+    ] {
+        let (status, answer) = post(body.to_string()).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains("malformed JSON"),
+            "{body}: {answer}"
+        );
+    }
+    server.stop().await;
+}
+
+/// scikit-learn's `LinearRegression` fitted on a target of one column (`y[:, :1]`)
+/// predicts `(n_rows, 1)`: every API answers that shape (it was a flat `[n_rows]`),
+/// and the metadata says `[-1, 1]`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_regressor_fitted_on_one_target_column_answers_a_column() {
+    let dir = tempfile::tempdir().unwrap();
+    install_model(
+        dir.path(),
+        "column",
+        1,
+        &root_path(&format!("{SKL}/linear_regression_column_target.z3.joblib")),
+    );
+    let server = TestServer::start(dir.path()).await;
+    let exp = load_json(&format!("{SKL}/linear_regression_column_target.json"));
+    let rows = exp["input"]["rows"].as_array().unwrap()[..3].to_vec();
+    let want = exp["predict"].as_array().unwrap()[..3].to_vec();
+    let check = |got: &Value, what: &str| {
+        let got = got.as_array().unwrap_or_else(|| panic!("{what}: {got}"));
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g.as_array().map(Vec::len), Some(1), "{what} row {i}: {g}");
+            assert_close(
+                g[0].as_f64().unwrap(),
+                w[0].as_f64().unwrap(),
+                1e-9,
+                &format!("{what} row {i}"),
+            );
+        }
+    };
+
+    let (status, meta) = server.get("/v2/models/column").await;
+    assert_eq!(status, 200, "{meta}");
+    assert_eq!(
+        meta["outputs"][0],
+        json!({"name": "predict", "datatype": "FP64", "shape": [-1, 1]})
+    );
+    let (status, meta) = server.get("/v1/models/column/metadata").await;
+    assert_eq!(status, 200, "{meta}");
+    let dims = &meta["metadata"]["signature_def"]["signature_def"]["serving_default"]["outputs"]
+        ["predict"]["tensor_shape"]["dim"];
+    assert_eq!(dims[0]["size"], "-1", "{meta}");
+    assert_eq!(dims[1]["size"], "1", "{meta}");
+
+    let (status, body) = server
+        .post_json("/v1/models/column:predict", &json!({"instances": rows}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    check(&body["predictions"], "TF Serving rows");
+    let (status, body) = server
+        .post_json("/v1/models/column:predict", &json!({"inputs": rows}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    check(&body["outputs"], "TF Serving columns");
+
+    let (status, body) = server
+        .post_json(
+            "/v2/models/column/infer",
+            &json!({"inputs": [{"name": "input", "shape": [3, 10], "datatype": "FP64", "data": rows}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outputs"][0]["shape"], json!([3, 1]), "{body}");
+    let flat: Vec<Value> = body["outputs"][0]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| json!([v]))
+        .collect();
+    check(&Value::Array(flat), "V2");
+
+    let (status, body) = server
+        .post_json("/predict", &json!({"model_id": "column", "features": rows}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    check(&body["prediction"], "simple API");
+    server.stop().await;
+}

@@ -561,6 +561,17 @@ fn convert_input(spec: &TensorSpec, tensor: Tensor) -> Result<Tensor, ApiError> 
     };
     let tensor = named_floats.unwrap_or(tensor);
     let given = tensor.dtype();
+    if spec.dtype == DataType::Bytes {
+        // A NaN for a text column is what a missing value is to pandas, but a text
+        // input has no missing value to give the model: say so, not just the dtype.
+        if let Some(word) = first_nonfinite_name(&tensor) {
+            return Err(ApiError::InvalidArgument(format!(
+                "input {:?} takes text (BYTES), and {word} is a number, not text: a text \
+                 value cannot be missing (there is no missing string to send)",
+                spec.name
+            )));
+        }
+    }
     if (given == DataType::Bytes) != (spec.dtype == DataType::Bytes) {
         return Err(ApiError::InvalidArgument(format!(
             "input {:?} must be {}, not {given}",
@@ -596,6 +607,28 @@ fn convert_input(spec: &TensorSpec, tensor: Tensor) -> Result<Tensor, ApiError> 
     tensor
         .cast(spec.dtype)
         .map_err(|e| ApiError::InvalidArgument(format!("input {:?}: {e}", spec.name)))
+}
+
+/// The name (`NaN`, `Infinity`, `-Infinity`) of the first float of `tensor` that is
+/// not finite, if it holds floats and one is not.
+fn first_nonfinite_name(tensor: &Tensor) -> Option<&'static str> {
+    use crate::tensor::TensorData;
+    let value = match tensor.data() {
+        TensorData::F16(v) => v
+            .iter()
+            .map(|&b| half::f16::from_bits(b).to_f64())
+            .find(|x| !x.is_finite()),
+        TensorData::F32(v) => v.iter().map(|&x| f64::from(x)).find(|x| !x.is_finite()),
+        TensorData::F64(v) => v.iter().copied().find(|x| !x.is_finite()),
+        _ => None,
+    }?;
+    Some(if value.is_nan() {
+        "NaN"
+    } else if value > 0.0 {
+        "Infinity"
+    } else {
+        "-Infinity"
+    })
 }
 
 /// The most rows (dimension 0) the request for `model` at `version` may carry:

@@ -8,8 +8,14 @@
 //! starts with a `CountVectorizer`, `TfidfVectorizer` or `HashingVectorizer`) has one
 //! input `input`, BYTES `[-1]` (UTF-8, one document per row; `[-1, 1]` is accepted
 //! too), so `{"instances": ["some text", ...]}` feeds it. Outputs: `predict` (`[-1]`:
-//! INT64 or BYTES labels, FP64 values) and, for classifiers that have it,
-//! `predict_proba` (FP64 `[-1, n_classes]`).
+//! INT64 or BYTES labels, FP64 values; `[-1, 1]` where scikit-learn's predict is 2-D,
+//! as for a `LinearRegression` fitted on a target of one column) and, for classifiers
+//! that have it, `predict_proba` (FP64 `[-1, n_classes]`).
+//!
+//! A text column (BYTES) has no missing value: scikit-learn reads a missing string
+//! as `None` or NaN, which no tensor of text holds, so clients cannot send one
+//! (`null` and a bare `NaN` are refused before the model; the string `"NaN"` is the
+//! text NaN). A numeric column's missing value is NaN.
 
 use std::path::Path;
 
@@ -82,10 +88,16 @@ impl SklearnBackend {
             Some(ClassLabels::Str(_)) => DataType::Bytes,
             Some(ClassLabels::Float(_)) | None => DataType::F64,
         };
+        // scikit-learn's own predict shape: `[-1]`, or `[-1, k]` where it answers 2-D
+        // (a `LinearRegression` fitted on a target of one column: `[-1, 1]`).
+        let predict_shape = match model.predict_width() {
+            Some(k) => vec![-1, k as i64],
+            None => vec![-1],
+        };
         let mut outputs = vec![TensorSpec {
             name: PREDICT_OUTPUT.into(),
             dtype: label_dtype,
-            shape: vec![-1],
+            shape: predict_shape,
         }];
         if model.has_predict_proba() {
             let n_classes = model.classes().map_or(0, ClassLabels::len);
@@ -235,7 +247,9 @@ fn as_strings(tensor: Tensor, name: &str) -> Result<Vec<Option<String>>, Backend
     }
 }
 
-fn prediction_tensor(p: Prediction) -> Result<Tensor, BackendError> {
+/// `predict` as a tensor of scikit-learn's shape: `[rows]`, or `[rows, width]` when
+/// the model's predict is 2-D (`SklearnModel::predict_width`).
+fn prediction_tensor(p: Prediction, width: Option<usize>) -> Result<Tensor, BackendError> {
     let data = match p {
         Prediction::Labels(ClassLabels::Int(v)) => TensorData::I64(v),
         Prediction::Labels(ClassLabels::Str(v)) => {
@@ -243,7 +257,11 @@ fn prediction_tensor(p: Prediction) -> Result<Tensor, BackendError> {
         }
         Prediction::Labels(ClassLabels::Float(v)) | Prediction::Values(v) => TensorData::F64(v),
     };
-    Tensor::new(vec![data.len()], data).map_err(|e| BackendError::Inference(e.to_string()))
+    let shape = match width {
+        Some(k) => vec![data.len().checked_div(k).unwrap_or(0), k],
+        None => vec![data.len()],
+    };
+    Tensor::new(shape, data).map_err(|e| BackendError::Inference(e.to_string()))
 }
 
 impl Backend for SklearnBackend {
@@ -288,7 +306,10 @@ impl Backend for SklearnBackend {
                 .iter()
                 .map(|&name| {
                     let tensor = if name == PREDICT_OUTPUT {
-                        prediction_tensor(self.model.predict(input).map_err(invalid)?)?
+                        prediction_tensor(
+                            self.model.predict(input).map_err(invalid)?,
+                            self.model.predict_width(),
+                        )?
                     } else {
                         let p = self.model.predict_proba(input).map_err(invalid)?;
                         let rows = p.len().checked_div(n_classes).unwrap_or(0);
@@ -380,6 +401,19 @@ mod tests {
         let x = Tensor::new(vec![1, 10], TensorData::F64(vec![0.01; 10])).unwrap();
         let out = b.predict(vec![("input".into(), x)], &[]).unwrap();
         assert_eq!(out[0].1.shape(), &[1]);
+    }
+
+    /// scikit-learn answers `(n_rows, 1)` for a `LinearRegression` fitted on a target
+    /// of one column (it was a flat `[n_rows]`): the signature and the tensor say so.
+    #[test]
+    fn a_regressor_fitted_on_a_column_predicts_a_column() {
+        let b =
+            SklearnBackend::load(&fixture("linear_regression_column_target.z3.joblib")).unwrap();
+        assert_eq!(b.signature().outputs[0].shape, vec![-1, 1]);
+        let x = Tensor::new(vec![2, 10], TensorData::F64(vec![0.01; 20])).unwrap();
+        let out = b.predict(vec![("input".into(), x)], &[]).unwrap();
+        assert_eq!(out[0].1.shape(), &[2, 1]);
+        assert!(b.signature().outputs[0].accepts_shape(out[0].1.shape()));
     }
 
     #[test]

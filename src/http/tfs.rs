@@ -21,7 +21,8 @@ use crate::api::classify::{self, Example, ExamplesRequest, FeatureValues};
 use crate::api::predict::{request_bounds, RequestBounds};
 use crate::api::{self, ApiError, PredictRequest, Protocol};
 use crate::json_tensor::{
-    flatten, float_json, infer_tensor, parse_bounded, BoundedFields, Budget, NestedJson, Rows,
+    flatten, float_json, infer_tensor, parse_bounded, BoundedFields, Budget, Literals, NestedJson,
+    Rows,
 };
 use crate::manager::VersionRequest;
 use crate::tensor::{NamedTensor, Tensor};
@@ -287,6 +288,21 @@ impl PredictBody {
             threshold,
         })
     }
+
+    /// Whether a field that is not a tensor holds a bare NaN or infinity that
+    /// `quote_nonfinite_literals` quoted (this body being read as
+    /// [`Literals::Quoted`]): only tensors take them, so such a body is answered with
+    /// its own parse error, and the marked text is never read.
+    fn bare_literals_outside_tensors(&self) -> bool {
+        let quoted = Literals::Quoted;
+        self.signature_name
+            .as_ref()
+            .is_some_and(|name| quoted.holds_bare(&Value::String(name.clone())))
+            || [&self.k, &self.threshold]
+                .into_iter()
+                .flatten()
+                .any(|v| quoted.holds_bare(v))
+    }
 }
 
 /// A body's `signature_name`: a string, or absent.
@@ -305,13 +321,13 @@ fn is_named_object(v: &Value) -> bool {
     matches!(v, Value::Object(o) if !(o.len() == 1 && o.contains_key("b64")))
 }
 
-fn tensor_from(value: &Value, what: &str) -> Result<Tensor, ApiError> {
+fn tensor_from(value: &Value, what: &str, literals: Literals) -> Result<Tensor, ApiError> {
     let (shape, leaves) = flatten(value, what)?;
-    infer_tensor(shape, &leaves, what)
+    infer_tensor(shape, &leaves, what, literals)
 }
 
 /// Row format: a list of instances, each a value or an object of named values.
-fn decode_instances(instances: &Value) -> Result<Vec<NamedTensor>, ApiError> {
+fn decode_instances(instances: &Value, literals: Literals) -> Result<Vec<NamedTensor>, ApiError> {
     let Value::Array(rows) = instances else {
         return Err(ApiError::InvalidArgument(
             "\"instances\" must be a list".into(),
@@ -321,7 +337,10 @@ fn decode_instances(instances: &Value) -> Result<Vec<NamedTensor>, ApiError> {
         return Err(ApiError::InvalidArgument("\"instances\" is empty".into()));
     };
     if !is_named_object(first) {
-        return Ok(vec![(String::new(), tensor_from(instances, "instances")?)]);
+        return Ok(vec![(
+            String::new(),
+            tensor_from(instances, "instances", literals)?,
+        )]);
     }
     let Value::Object(first) = first else {
         unreachable!("checked by is_named_object")
@@ -344,20 +363,26 @@ fn decode_instances(instances: &Value) -> Result<Vec<NamedTensor>, ApiError> {
             .collect::<Result<_, _>>()?;
         named.push((
             name.clone(),
-            tensor_from(&Value::Array(column), &format!("input {name:?}"))?,
+            tensor_from(&Value::Array(column), &format!("input {name:?}"), literals)?,
         ));
     }
     Ok(named)
 }
 
 /// Columnar format: one value, or an object of named values.
-fn decode_inputs(inputs: &Value) -> Result<Vec<NamedTensor>, ApiError> {
+fn decode_inputs(inputs: &Value, literals: Literals) -> Result<Vec<NamedTensor>, ApiError> {
     match inputs {
         Value::Object(o) if is_named_object(inputs) => o
             .iter()
-            .map(|(name, v)| Ok((name.clone(), tensor_from(v, &format!("input {name:?}"))?)))
+            .map(|(name, v)| {
+                let tensor = tensor_from(v, &format!("input {name:?}"), literals)?;
+                Ok((name.clone(), tensor))
+            })
             .collect(),
-        other => Ok(vec![(String::new(), tensor_from(other, "inputs")?)]),
+        other => Ok(vec![(
+            String::new(),
+            tensor_from(other, "inputs", literals)?,
+        )]),
     }
 }
 
@@ -469,16 +494,19 @@ pub(super) async fn post_model(
     let bounds = request_bounds(&state, path.model, Some(&path.version));
     // TF Serving reads bare NaN and ±Infinity as numbers (rapidjson's
     // kParseNanAndInfFlag), as Python's `json.dumps` writes them; serde_json does not,
-    // so a body that fails is read again with them quoted, as float inputs take them.
+    // so a body that fails is read again with them quoted and marked: the tensor
+    // conversions read them as numbers (a text input refuses them), and anywhere
+    // else (a signature name, an option) the body's own parse error stands.
     // A body refused for its size is not read again.
     let too_large = |e: &ApiError| matches!(e, ApiError::PayloadTooLarge(_));
-    let request = match PredictBody::parse(&bytes, &bounds) {
-        Ok(request) => request,
+    let (request, literals) = match PredictBody::parse(&bytes, &bounds) {
+        Ok(request) => (request, Literals::Strict),
         Err(e) if too_large(&e) => return Err(e.into()),
         Err(e) => match crate::json_tensor::quote_nonfinite_literals(&bytes) {
             None => return Err(e.into()),
             Some(quoted) => match PredictBody::parse(&quoted, &bounds) {
-                Ok(request) => request,
+                Ok(request) if request.bare_literals_outside_tensors() => return Err(e.into()),
+                Ok(request) => (request, Literals::Quoted),
                 Err(again) if too_large(&again) => return Err(again.into()),
                 Err(_) => return Err(e.into()),
             },
@@ -486,8 +514,8 @@ pub(super) async fn post_model(
     };
     let (inputs, row_format) =
         match (&request.instances, &request.inputs) {
-            (Some(instances), None) => (decode_instances(instances)?, true),
-            (None, Some(inputs)) => (decode_inputs(inputs)?, false),
+            (Some(instances), None) => (decode_instances(instances, literals)?, true),
+            (None, Some(inputs)) => (decode_inputs(inputs, literals)?, false),
             (Some(_), Some(_)) => return Err(HttpError(ApiError::InvalidArgument(
                 "give either \"instances\" (row format) or \"inputs\" (columnar format), not both"
                     .into(),
@@ -1064,11 +1092,11 @@ mod tests {
     #[test]
     fn named_instances_stack_per_input() {
         let v = json!([{"a": [1, 2], "b": "x"}, {"a": [3, 4], "b": "y"}]);
-        let named = decode_instances(&v).unwrap();
+        let named = decode_instances(&v, Literals::Strict).unwrap();
         assert_eq!(named[0].0, "a");
         assert_eq!(named[0].1.shape(), &[2, 2]);
         assert_eq!(named[1].1.shape(), &[2]);
-        assert!(decode_instances(&json!([{"a": 1}, {"b": 2}])).is_err());
-        assert!(decode_instances(&json!([])).is_err());
+        assert!(decode_instances(&json!([{"a": 1}, {"b": 2}]), Literals::Strict).is_err());
+        assert!(decode_instances(&json!([]), Literals::Strict).is_err());
     }
 }

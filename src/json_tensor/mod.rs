@@ -74,8 +74,19 @@ fn collect<'a>(
     }
 }
 
-/// Decodes one JSON leaf that is a string or `{"b64": "..."}` into bytes.
-fn leaf_bytes(v: &Value, what: &str) -> Result<Vec<u8>, ApiError> {
+/// Decodes one JSON leaf that is a string or `{"b64": "..."}` into bytes. A bare
+/// NaN or infinity (in a [`Literals::Quoted`] body) is a number, never text.
+fn leaf_bytes(v: &Value, what: &str, literals: Literals) -> Result<Vec<u8>, ApiError> {
+    let word = literals
+        .bare_word(v)
+        .or_else(|| v.get("b64").and_then(|b64| literals.bare_word(b64)));
+    if let Some(word) = word {
+        return Err(invalid(format!(
+            "{what}: {word}, unquoted, is a number, not text: a text value cannot be \
+             missing (there is no missing string to send), and \"{word}\" in quotes is \
+             the text {word}"
+        )));
+    }
     match v {
         Value::String(s) => Ok(s.as_bytes().to_vec()),
         Value::Object(o) if o.len() == 1 && o.get("b64").is_some_and(Value::is_string) => {
@@ -114,19 +125,34 @@ pub fn nonfinite_name(s: &str) -> Option<f64> {
     }
 }
 
+/// The mark that [`quote_nonfinite_literals`] puts before each word it quotes, so
+/// that the string it makes (`"\u0000NaN"`) is told apart from a client's text
+/// `"NaN"`, which stays text.
+const BARE_MARK: char = '\u{0}';
+
+/// [`BARE_MARK`] as JSON text writes it (JSON forbids it raw in a string).
+const BARE_MARK_ESCAPE: &[u8] = b"\\u0000";
+
 /// `body` with each bare `NaN`, `Infinity` and `-Infinity` outside strings quoted
-/// (`"NaN"`), or `None` when it has none. TF Serving's parser takes them as numbers
-/// (`kParseNanAndInfFlag`) and Python's `json.dumps` writes them; quoted, a float
-/// input takes them ([`nonfinite_name`]).
+/// and marked (`"\u0000NaN"`, [`BARE_MARK`]), to be read as [`Literals::Quoted`];
+/// `None` when it has none, or when a string of its own begins with the mark (the
+/// mark could not tell the two apart then: the caller answers the body's own parse
+/// error). TF Serving's parser takes bare ones as numbers (`kParseNanAndInfFlag`)
+/// and Python's `json.dumps` writes them.
 pub fn quote_nonfinite_literals(body: &[u8]) -> Option<Vec<u8>> {
     const WORDS: [&[u8]; 3] = [b"-Infinity", b"Infinity", b"NaN"];
     let mut out = Vec::with_capacity(body.len() + 16);
     let (mut i, mut in_string, mut changed) = (0, false, false);
+    // Where the string being read began (just past its opening quote).
+    let mut string_start = 0;
     'bytes: while i < body.len() {
         let b = body[i];
         if in_string {
             match b {
                 b'\\' => {
+                    if i == string_start && body[i..].starts_with(BARE_MARK_ESCAPE) {
+                        return None;
+                    }
                     out.extend_from_slice(&body[i..(i + 2).min(body.len())]);
                     i += 2;
                     continue;
@@ -136,10 +162,12 @@ pub fn quote_nonfinite_literals(body: &[u8]) -> Option<Vec<u8>> {
             }
         } else if b == b'"' {
             in_string = true;
+            string_start = i + 1;
         } else {
             for word in WORDS {
                 if body[i..].starts_with(word) {
                     out.push(b'"');
+                    out.extend_from_slice(BARE_MARK_ESCAPE);
                     out.extend_from_slice(word);
                     out.push(b'"');
                     i += word.len();
@@ -154,14 +182,91 @@ pub fn quote_nonfinite_literals(body: &[u8]) -> Option<Vec<u8>> {
     changed.then_some(out)
 }
 
+/// How a body's strings are read: whether some are bare NaN / ±Infinity that
+/// [`quote_nonfinite_literals`] quoted and marked.
+///
+/// Invariant: a marked string is only ever looked at in a `Quoted` body, and never
+/// leaves this module as text: [`infer_tensor`] reads it as its float, refuses it
+/// as text (a bare NaN given for a BYTES input is a 400, not the text "NaN"), and
+/// an adapter refuses the body where it sits in a field that is not a tensor
+/// ([`Literals::holds_bare`]). In a `Strict` body every string is the client's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Literals {
+    /// A strictly valid JSON body, read as it is.
+    Strict,
+    /// A body as [`quote_nonfinite_literals`] rewrote it.
+    Quoted,
+}
+
+impl Literals {
+    /// The word (`NaN`, `Infinity`, `-Infinity`) of a bare literal that
+    /// [`quote_nonfinite_literals`] quoted; `None` for any other value, and for every
+    /// value of a strict body.
+    fn bare_word(self, v: &Value) -> Option<&str> {
+        if self == Literals::Strict {
+            return None;
+        }
+        let word = v.as_str()?.strip_prefix(BARE_MARK)?;
+        matches!(word, "NaN" | "Infinity" | "-Infinity").then_some(word)
+    }
+
+    /// The float of a bare literal.
+    fn bare(self, v: &Value) -> Option<f64> {
+        self.bare_word(v).and_then(nonfinite_name)
+    }
+
+    /// Whether `v` holds, at any depth, a bare literal: a field that is not a tensor
+    /// (a signature name, an option) does not take one.
+    pub fn holds_bare(self, v: &Value) -> bool {
+        match v {
+            Value::String(_) => self.bare_word(v).is_some(),
+            Value::Array(items) => items.iter().any(|v| self.holds_bare(v)),
+            Value::Object(fields) => fields.values().any(|v| self.holds_bare(v)),
+            Value::Null | Value::Bool(_) | Value::Number(_) => false,
+        }
+    }
+
+    /// [`kind`], a bare literal being a number.
+    fn kind(self, v: &Value) -> &'static str {
+        match self.bare_word(v) {
+            Some(_) => "a number",
+            None => kind(v),
+        }
+    }
+}
+
 /// Builds a tensor from leaves, inferring the dtype from the JSON values: numbers
 /// are INT64 when all are integers that fit, UINT64 when some are above
 /// `i64::MAX` (and none negative), else FP64, which may also hold NaN and the
-/// infinities written as strings ([`nonfinite_name`]) among numbers.
-pub fn infer_tensor(shape: Vec<usize>, leaves: &[&Value], what: &str) -> Result<Tensor, ApiError> {
+/// infinities: bare (in a [`Literals::Quoted`] body), or written as strings
+/// ([`nonfinite_name`]) among numbers. Strings alone are text, `["NaN"]` too; bare
+/// literals alone are numbers, and refused beside text.
+pub fn infer_tensor(
+    shape: Vec<usize>,
+    leaves: &[&Value],
+    what: &str,
+    literals: Literals,
+) -> Result<Tensor, ApiError> {
     let first = leaves.first().copied().unwrap_or(&Value::Null);
-    let nonfinite = |v: &Value| v.as_str().and_then(nonfinite_name);
-    let numbers = leaves.iter().any(|v| v.is_number())
+    // A bare literal is a number: when the leaves are not all numbers, the first leaf
+    // that is neither says what they were meant to be (text: then `leaf_bytes`
+    // refuses the bare literal).
+    let first = match literals.bare(first) {
+        Some(_) => leaves
+            .iter()
+            .copied()
+            .find(|v| !v.is_number() && literals.bare(v).is_none())
+            .unwrap_or(first),
+        None => first,
+    };
+    let nonfinite = |v: &Value| {
+        literals
+            .bare(v)
+            .or_else(|| v.as_str().and_then(nonfinite_name))
+    };
+    let numbers = leaves
+        .iter()
+        .any(|v| v.is_number() || literals.bare(v).is_some())
         && leaves
             .iter()
             .all(|v| v.is_number() || nonfinite(v).is_some());
@@ -184,15 +289,16 @@ pub fn infer_tensor(shape: Vec<usize>, leaves: &[&Value], what: &str) -> Result<
             leaves
                 .iter()
                 .map(|v| {
-                    v.as_bool()
-                        .ok_or_else(|| invalid(format!("{what}: mixes booleans with {}", kind(v))))
+                    v.as_bool().ok_or_else(|| {
+                        invalid(format!("{what}: mixes booleans with {}", literals.kind(v)))
+                    })
                 })
                 .collect::<Result<_, _>>()?,
         ),
         Value::String(_) | Value::Object(_) => TensorData::Bytes(
             leaves
                 .iter()
-                .map(|v| leaf_bytes(v, what))
+                .map(|v| leaf_bytes(v, what, literals))
                 .collect::<Result<_, _>>()?,
         ),
         Value::Number(_) => {
@@ -252,7 +358,8 @@ fn float(v: &Value, dtype: DataType, what: &str) -> Result<f64, ApiError> {
     }
 }
 
-/// Builds a tensor of a declared datatype (KServe V2 JSON tensors).
+/// Builds a tensor of a declared datatype (KServe V2 JSON tensors, warm-up
+/// requests): from a strictly valid JSON body ([`Literals::Strict`]).
 pub fn typed_tensor(
     shape: Vec<usize>,
     leaves: &[&Value],
@@ -321,7 +428,7 @@ pub fn typed_tensor(
         DataType::Bytes => TensorData::Bytes(
             leaves
                 .iter()
-                .map(|v| leaf_bytes(v, what))
+                .map(|v| leaf_bytes(v, what, Literals::Strict))
                 .collect::<Result<_, _>>()?,
         ),
     };
@@ -486,7 +593,7 @@ mod tests {
     fn integers_above_i64_max_are_uint64_and_names_of_floats_are_floats() {
         let infer = |v: Value| {
             let (shape, leaves) = flatten(&v, "x").unwrap();
-            infer_tensor(shape, &leaves, "x").map(|t| t.data().clone())
+            infer_tensor(shape, &leaves, "x", Literals::Strict).map(|t| t.data().clone())
         };
         assert_eq!(
             infer(json!([[u64::MAX, 0]])).unwrap(),
@@ -524,9 +631,79 @@ mod tests {
             |s: &str| quote_nonfinite_literals(s.as_bytes()).map(|v| String::from_utf8(v).unwrap());
         assert_eq!(
             q(r#"{"a": [NaN, -Infinity, Infinity], "b": "NaN \" NaN"}"#).unwrap(),
-            r#"{"a": ["NaN", "-Infinity", "Infinity"], "b": "NaN \" NaN"}"#
+            r#"{"a": ["\u0000NaN", "\u0000-Infinity", "\u0000Infinity"], "b": "NaN \" NaN"}"#
         );
         assert_eq!(q(r#"{"a": "Infinity", "b": [1, -2]}"#), None);
+        // A string of the body's own that begins with the mark: nothing is quoted (the
+        // caller answers the body's own parse error); the mark further in, or an
+        // escaped backslash before "u0000", is plain text.
+        assert_eq!(q(r#"{"a": [NaN], "b": "\u0000NaN"}"#), None);
+        assert!(q(r#"{"a": [NaN], "b": "x\u0000NaN", "c": "\\u0000"}"#).is_some());
+    }
+
+    /// A bare NaN or infinity (TF Serving REST, quoted by `quote_nonfinite_literals`)
+    /// is a number: a float wherever floats are read, refused where text is (it was
+    /// the text "NaN": a scikit-learn text column answered for the category "NaN",
+    /// an identity model echoed "NaN"). The string "NaN" stays text, and a strict
+    /// body's strings are all text, even one that looks marked.
+    #[test]
+    fn bare_nonfinite_words_are_numbers_and_never_text() {
+        let parse = |body: &str| -> (Value, Literals) {
+            match quote_nonfinite_literals(body.as_bytes()) {
+                Some(quoted) => (serde_json::from_slice(&quoted).unwrap(), Literals::Quoted),
+                None => (serde_json::from_str(body).unwrap(), Literals::Strict),
+            }
+        };
+        let what = "input \"city\"";
+        let infer = |body: &str| {
+            let (v, literals) = parse(body);
+            let (shape, leaves) = flatten(&v, what)?;
+            infer_tensor(shape, &leaves, what, literals)
+        };
+        for body in [
+            "[NaN, Infinity]",
+            "[NaN, 1.5]",
+            "[-Infinity]",
+            r#"[NaN, "Infinity"]"#,
+        ] {
+            let t = infer(body).unwrap();
+            let TensorData::F64(v) = t.data() else {
+                panic!("{body}: {t:?}")
+            };
+            assert!(v[0].is_nan() || v[0] == f64::NEG_INFINITY, "{body}: {v:?}");
+        }
+        assert_eq!(
+            infer(r#"["NaN", "Infinity", "\u0000NaN"]"#).unwrap().data(),
+            &TensorData::Bytes(vec![
+                b"NaN".to_vec(),
+                b"Infinity".to_vec(),
+                b"\0NaN".to_vec()
+            ])
+        );
+        // Text beside a bare literal, either side, or inside {"b64": ...}.
+        for body in [
+            r#"["paris", NaN]"#,
+            r#"[NaN, "paris"]"#,
+            r#"[Infinity, {"b64": "AA=="}]"#,
+            r#"[{"b64": NaN}]"#,
+        ] {
+            let e = infer(body).unwrap_err().to_string();
+            assert!(
+                e.contains("input \"city\": ")
+                    && e.contains("unquoted, is a number, not text")
+                    && e.contains("cannot be missing"),
+                "{body}: {e}"
+            );
+            assert!(!e.contains('\0') && !e.contains("u0000"), "{body}: {e}");
+        }
+        let e = infer("[true, NaN]").unwrap_err().to_string();
+        assert!(e.contains("mixes booleans with a number"), "{e}");
+        // Fields that are not tensors see them through `holds_bare`.
+        let (v, literals) = parse(r#"{"k": [1, {"x": NaN}]}"#);
+        assert!(literals.holds_bare(&v));
+        let (v, literals) = parse(r#"{"k": ["NaN", 1], "t": NaN}"#);
+        assert!(!literals.holds_bare(&v["k"]));
+        assert!(!Literals::Strict.holds_bare(&v));
     }
 
     /// Scores outside a tensor (classify, top_classes) are written as tensors'
@@ -577,7 +754,7 @@ mod tests {
         let v = json!([[1, 2, 3], [4, 5, 6]]);
         let (shape, leaves) = flatten(&v, "x").unwrap();
         assert_eq!(shape, vec![2, 3]);
-        let t = infer_tensor(shape, &leaves, "x").unwrap();
+        let t = infer_tensor(shape, &leaves, "x", Literals::Strict).unwrap();
         assert_eq!(t.data(), &TensorData::I64(vec![1, 2, 3, 4, 5, 6]));
         assert_eq!(serde_json::to_value(NestedJson::whole(&t)).unwrap(), v);
         assert_eq!(
@@ -644,7 +821,7 @@ mod tests {
         assert!(flatten(&json!([[1, 2], 3]), "x").is_err());
         let v = json!([1, "a"]);
         let (s, l) = flatten(&v, "x").unwrap();
-        assert!(infer_tensor(s, &l, "x").is_err());
+        assert!(infer_tensor(s, &l, "x", Literals::Strict).is_err());
     }
 
     #[test]
@@ -688,7 +865,7 @@ mod tests {
         let v = json!([{"b64": "/w=="}]);
         let (s, l) = flatten(&v, "x").unwrap();
         assert_eq!(
-            infer_tensor(s, &l, "x").unwrap().data(),
+            infer_tensor(s, &l, "x", Literals::Strict).unwrap().data(),
             &TensorData::Bytes(vec![vec![0xff]])
         );
     }

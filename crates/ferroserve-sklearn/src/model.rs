@@ -80,6 +80,7 @@ impl<'a> Input<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Prediction {
     Labels(ClassLabels),
+    /// One value per row, or [`SklearnModel::predict_width`] values per row, row-major.
     Values(Vec<f64>),
 }
 
@@ -234,6 +235,17 @@ impl SklearnModel {
                 model.predict_rows(rows, &mut out)?;
                 Ok(Prediction::Values(out))
             }
+        }
+    }
+
+    /// `Some(k)` when scikit-learn's `predict` answers a 2-D array `(n_rows, k)` (a
+    /// `LinearRegression` fitted on a target of one column answers `(n_rows, 1)`):
+    /// [`Prediction::Values`] then holds `k` values per row, row-major. `None` when it
+    /// answers one label or value per row, `(n_rows,)`.
+    pub fn predict_width(&self) -> Option<usize> {
+        match &self.predictor {
+            Predictor::Classifier { .. } => None,
+            Predictor::Regressor(model) => model.predict_width(),
         }
     }
 

@@ -4,7 +4,8 @@
 //!
 //! Every `<case>.json` names the model files of one case (pickle protocols 2 and 5,
 //! joblib plain / zlib / gzip), the held-out input and scikit-learn's `predict` and
-//! `predict_proba`. Labels must be equal; numbers within 1e-9 relative.
+//! `predict_proba`. Labels must be equal; numbers within 1e-9 relative. A 2-D
+//! `predict` (a list per row) must be 2-D natively too, of the same width.
 //!
 //! The text and SVM cases of `make_text_fixtures.py` add an input of one document per
 //! row (`"kind": "text"`), scikit-learn's `decision_function`, and `transform` (the
@@ -152,6 +153,26 @@ fn check_file(path: &Path, case: &Json) -> Result<(), String> {
         }
     }
     let want = case["predict"].as_array().unwrap();
+    // scikit-learn's predict is 2-D for some regressors (a target of one column): its
+    // rows are lists, and the model must say so (`predict_width`).
+    let want_width = want.first().and_then(Json::as_array).map(Vec::len);
+    if model.predict_width() != want_width {
+        return Err(format!(
+            "predict_width {:?}, but scikit-learn's predict has {want_width:?} columns",
+            model.predict_width()
+        ));
+    }
+    let want_values: Vec<Json>;
+    let want = match want_width {
+        Some(_) => {
+            want_values = want
+                .iter()
+                .flat_map(|row| row.as_array().expect("a row of predict").clone())
+                .collect();
+            &want_values
+        }
+        None => want,
+    };
     match model.predict(&input).map_err(|e| format!("predict: {e}"))? {
         Prediction::Labels(labels) => {
             labels_equal(&labels, want).map_err(|e| format!("predict: {e}"))?

@@ -308,16 +308,29 @@ impl Model {
             InputSchema::Text => inputs.append(tensor(MATRIX_INPUT, "string", vec![-1])?)?,
         }
         let outputs = PyList::empty(py);
+        // `[-1, k]` where scikit-learn's predict answers `(n_rows, k)`.
+        let shape = match self.model.predict_width() {
+            Some(k) => vec![-1, k as i64],
+            None => vec![-1],
+        };
         outputs.append(tensor(
             PREDICT_OUTPUT,
             labels_dtype(self.model.classes()),
-            vec![-1],
+            shape,
         )?)?;
         let signature = PyDict::new(py);
         signature.set_item("inputs", inputs)?;
         signature.set_item("outputs", outputs)?;
         signature.set_item("description", self.model.description())?;
         Ok(signature)
+    }
+
+    /// `k` when scikit-learn's `predict` answers a 2-D array `(n_rows, k)` (a
+    /// `LinearRegression` fitted on a target of one column); `None` for one value or
+    /// label per row.
+    #[getter]
+    fn predict_width(&self) -> Option<usize> {
+        self.model.predict_width()
     }
 
     /// The model's input kind: "dense", "columns" or "text".

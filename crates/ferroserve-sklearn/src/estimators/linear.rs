@@ -361,6 +361,11 @@ fn no_proba(name: &str) -> PredictError {
 struct LinearRegressor {
     name: &'static str,
     f: LinearFunction,
+    /// Whether `predict` answers `(n_rows, 1)`, as scikit-learn's does for a `coef_`
+    /// of shape `(1, n_features)` (`LinearRegression` fitted on a target of one
+    /// column; `Ridge` too before scikit-learn 1.6): `X @ coef_.T + intercept_`
+    /// keeps the 2-D shape. `SGDRegressor` ravels its answer, whatever `coef_` is.
+    column_output: bool,
 }
 
 pub(crate) fn build_regressor(obj: Obj<'_>) -> Result<Box<dyn Regressor>, ModelError> {
@@ -377,7 +382,12 @@ pub(crate) fn build_regressor(obj: Obj<'_>) -> Result<Box<dyn Regressor>, ModelE
     if f.n_outputs != 1 {
         return Err(obj.unsupported(format!("{} regression targets", f.n_outputs)));
     }
-    Ok(Box::new(LinearRegressor { name, f }))
+    let column_output = name != "SGDRegressor" && obj.array("coef_")?.shape.len() == 2;
+    Ok(Box::new(LinearRegressor {
+        name,
+        f,
+        column_output,
+    }))
 }
 
 impl Regressor for LinearRegressor {
@@ -395,6 +405,10 @@ impl Regressor for LinearRegressor {
 
     fn predict_sparse(&self, x: &SparseRows, out: &mut Vec<f64>) -> Result<(), PredictError> {
         self.f.decisions(Rows::Sparse(x), self.name, out)
+    }
+
+    fn predict_width(&self) -> Option<usize> {
+        self.column_output.then_some(1)
     }
 }
 
@@ -531,5 +545,48 @@ mod tests {
                 &mut out
             )
             .is_err());
+    }
+
+    /// scikit-learn's `X @ coef_.T + intercept_` is `(n_rows, 1)` for a `coef_` of
+    /// shape `(1, n_features)` (a `LinearRegression` fitted on a target of one column,
+    /// a `Ridge` before 1.6) and `(n_rows,)` for a 1-D one; `SGDRegressor` ravels.
+    #[test]
+    fn a_coef_of_one_row_makes_predict_a_column_except_for_sgd() {
+        let regressor = |name: &str, coef: Value| {
+            let state = vec![
+                (Value::Str("coef_".into()), coef),
+                (Value::Str("intercept_".into()), arr(vec![1], vec![0.5])),
+            ];
+            let v = Value::Object {
+                module: "sklearn.linear_model".into(),
+                name: name.into(),
+                args: Arc::new(vec![]),
+                state: Some(Arc::new(Value::Dict(Arc::new(state)))),
+            };
+            build_regressor(Obj::new(&v).unwrap()).unwrap()
+        };
+        let x = [2.0, 1.0, 0.0, 1.0];
+        let m = MatrixRef {
+            data: &x,
+            n_rows: 2,
+            n_cols: 2,
+        };
+        for name in [
+            "LinearRegression",
+            "Ridge",
+            "Lasso",
+            "ElasticNet",
+            "LinearSVR",
+            "SGDRegressor",
+        ] {
+            let flat = regressor(name, arr(vec![2], vec![1.0, -1.0]));
+            assert_eq!(flat.predict_width(), None, "{name}");
+            let column = regressor(name, arr(vec![1, 2], vec![1.0, -1.0]));
+            let want = (name != "SGDRegressor").then_some(1);
+            assert_eq!(column.predict_width(), want, "{name}");
+            let mut out = Vec::new();
+            column.predict(m, &mut out).unwrap();
+            assert_eq!(out, [1.5, -0.5], "{name}");
+        }
     }
 }

@@ -345,6 +345,13 @@ pub(crate) trait Regressor: Send + Sync + Debug {
             Rows::Sparse(s) => self.predict_sparse(s, out),
         }
     }
+
+    /// `Some(k)` when scikit-learn's `predict` answers a 2-D array `(n_rows, k)` (the
+    /// values are then written row-major, `k` per row); `None`, the default, when it
+    /// answers one value per row, `(n_rows,)`.
+    fn predict_width(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// A fitted transformer (a pipeline step before the final estimator).

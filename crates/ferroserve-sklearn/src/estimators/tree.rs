@@ -11,6 +11,9 @@ use crate::value::{ArrayData, Value};
 
 const LEAF: u32 = u32::MAX;
 
+/// scikit-learn's leaf marker in `left_child` and `right_child` (`_tree.TREE_LEAF`).
+const TREE_LEAF: i64 = -1;
+
 /// Rows a forest walks together, tree by tree: every tree visits a block of rows before
 /// the next tree starts, so one tree's nodes and the block's rows stay in cache (as
 /// scikit-learn runs one tree over all rows). Each row's sum still adds the trees in
@@ -101,7 +104,10 @@ impl Tree {
         }
         let mut nodes = Vec::with_capacity(n);
         for i in 0..n {
-            let node = if left[i] < 0 {
+            // scikit-learn marks a leaf with exactly `TREE_LEAF` (-1) for both children;
+            // any other negative child, or one child -1 and the other a node, is a
+            // corrupt file, refused below like a child out of range.
+            let node = if left[i] == TREE_LEAF && right[i] == TREE_LEAF {
                 Node {
                     left: LEAF,
                     right: LEAF,
@@ -545,6 +551,64 @@ mod tests {
             }
             let want = acc / n_trees as f64;
             assert_eq!(got[1 + i].to_bits(), want.to_bits(), "row {i}");
+        }
+    }
+
+    /// A pickled `Tree` of a root split on feature 0 and two leaves, with the
+    /// children columns given.
+    fn tree_value(left: [i64; 3], right: [i64; 3]) -> Value {
+        use crate::value::{DType, NdArray};
+        use std::sync::Arc;
+        let array = |dtype: DType, shape: Vec<usize>, data: ArrayData| {
+            Value::Array(Arc::new(NdArray { dtype, shape, data }))
+        };
+        let nodes = array(
+            DType::Record(Vec::new()),
+            vec![3],
+            ArrayData::Record(vec![
+                ("left_child".into(), ArrayData::Int(left.to_vec())),
+                ("right_child".into(), ArrayData::Int(right.to_vec())),
+                ("feature".into(), ArrayData::Int(vec![0, -2, -2])),
+                ("threshold".into(), ArrayData::Float(vec![0.5, -2.0, -2.0])),
+            ]),
+        );
+        let values = array(
+            DType::F64,
+            vec![3, 1, 2],
+            ArrayData::Float(vec![2.0, 2.0, 2.0, 0.0, 0.0, 2.0]),
+        );
+        Value::Object {
+            module: "sklearn.tree._tree".into(),
+            name: "Tree".into(),
+            args: Arc::new(vec![Value::Int(1), Value::None, Value::Int(1)]),
+            state: Some(Arc::new(Value::Dict(Arc::new(vec![
+                (Value::Str("nodes".into()), nodes),
+                (Value::Str("values".into()), values),
+            ])))),
+        }
+    }
+
+    /// scikit-learn's leaf marker is exactly -1 (`TREE_LEAF`) for both children: a
+    /// node with another negative child (a tampered `left_child[0] = -7` loaded and
+    /// answered the root's distribution) or with one child -1 is refused at load.
+    #[test]
+    fn children_other_than_two_tree_leaf_markers_or_two_later_nodes_are_refused() {
+        let tree = Tree::from_value(&tree_value([1, -1, -1], [2, -1, -1]), "test").unwrap();
+        assert_eq!(tree.apply(&[0.0]), 1);
+        assert_eq!(tree.apply(&[1.0]), 2);
+        for (left, right) in [
+            ([-7, -1, -1], [2, -1, -1]),
+            ([-7, -1, -1], [-7, -1, -1]),
+            ([-1, -1, -1], [2, -1, -1]),
+            ([1, -1, -1], [-1, -1, -1]),
+            ([1, -2, -1], [2, -2, -1]),
+            ([1, -1, -1], [2, -1, 0]),
+        ] {
+            let err = Tree::from_value(&tree_value(left, right), "test").unwrap_err();
+            assert!(
+                matches!(&err, ModelError::Malformed(m) if m.contains("has invalid children")),
+                "{left:?} {right:?}: {err}"
+            );
         }
     }
 }

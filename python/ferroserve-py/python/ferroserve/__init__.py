@@ -455,8 +455,12 @@ class Model:
         import numpy as np
 
         kind = self._native.input_kind
+        # A regressor fitted on a target of one column answers (n_rows, 1), as
+        # scikit-learn's predict does.
+        width = getattr(self._native, "predict_width", None)
+        shaped = (lambda a: a.reshape(-1, width)) if width else (lambda a: a)
         if kind == "text":
-            return _labels_to_numpy(self._native._predict_text(_documents(data)))
+            return shaped(_labels_to_numpy(self._native._predict_text(_documents(data))))
         if kind != "dense":
             raise PredictError(
                 "this model selects its input columns by name: pass a pandas DataFrame "
@@ -466,7 +470,7 @@ class Model:
         if matrix.ndim != 2:
             raise PredictError("expected a 2-D array, got %d dimensions" % matrix.ndim)
         rows, cols = matrix.shape
-        return _labels_to_numpy(self._native._predict_dense(matrix.tobytes(), rows, cols))
+        return shaped(_labels_to_numpy(self._native._predict_dense(matrix.tobytes(), rows, cols)))
 
     def _predict_pandas(self, frame):
         import numpy as np
