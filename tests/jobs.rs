@@ -877,6 +877,28 @@ async fn bad_specs_are_refused_at_once_naming_the_field() {
             "spec.outputs",
         ),
         (json!({"kind": "score"}), "spec: missing"),
+        // The version or label the model does not have is named as the version.
+        (
+            json!({"kind": "score", "spec": {"model": "iris", "version": 99, "source": {"path": "in.csv"}, "sink": {"path": "o.csv"}}}),
+            "spec.version: model \"iris\" has no version 99",
+        ),
+        (
+            json!({"kind": "score", "spec": {"model": "iris", "version": "nolabel", "source": {"path": "in.csv"}, "sink": {"path": "o.csv"}}}),
+            "spec.version: model \"iris\" has no label \"nolabel\"",
+        ),
+        // A CSV dialect that cannot be read: a line break, or the quote as delimiter.
+        (
+            json!({"kind": "score", "spec": {"model": "iris", "source": {"path": "in.csv", "delimiter": "\n"}, "sink": {"path": "o.csv"}}}),
+            "spec.source.delimiter: '\\n' is a line break",
+        ),
+        (
+            json!({"kind": "score", "spec": {"model": "iris", "source": {"path": "in.csv", "quote": "\r"}, "sink": {"path": "o.csv"}}}),
+            "spec.source.quote: '\\r' is a line break",
+        ),
+        (
+            json!({"kind": "score", "spec": {"model": "iris", "source": {"path": "in.csv", "delimiter": ";", "quote": ";"}, "sink": {"path": "o.csv"}}}),
+            "spec.source.quote: ';' is also the delimiter",
+        ),
         (
             json!({"kind": "train", "spec": {"model": "bank", "source": {"path": "in.csv"}, "schema": {"label": {"key": "y"}, "features": [{"key": "age"}]}, "algorithm": {"name": "logistic_regression"}}}),
             "spec.schema: no column",
@@ -912,10 +934,34 @@ async fn problems_found_while_reading_fail_the_job_clearly() {
     .unwrap();
     std::fs::write(env.data.join("short.csv"), "id,sepal_length\n1,2\n").unwrap();
     let server = TestServer::start_with(settings(&env)).await;
+    // A quote left open in a record's first cell runs to the end of the file.
+    std::fs::write(
+        env.data.join("open.csv"),
+        format!(
+            "id,{}\na,5.1,3.5,1.4,0.2\n\"b,5.1,3.5,1.4,0.2\nc,4.9,3.0,1.4,0.2\n",
+            FEATURES.join(",")
+        ),
+    )
+    .unwrap();
+    // A JSON line giving a key twice (its first value was dropped).
+    std::fs::write(
+        env.data.join("twice.jsonl"),
+        "{\"id\": 1, \"sepal_length\": 5.1, \"sepal_width\": 3.5, \"petal_length\": 1.4, \"petal_width\": 0.2}\n\
+         {\"id\": 2, \"sepal_length\": 5.1, \"sepal_width\": 3.5, \"petal_length\": 1.4, \"petal_width\": 0.2, \"sepal_width\": 9}\n",
+    )
+    .unwrap();
     let cases = [
         ("words.csv", "\"lots\" is not a number"),
         ("empty.csv", "empty data"),
         ("short.csv", "sepal_width"),
+        (
+            "open.csv",
+            "\"open.csv\": line 3: a quoted cell is not closed before the end of the file",
+        ),
+        (
+            "twice.jsonl",
+            "\"twice.jsonl\" line 2: key \"sepal_width\" appears twice",
+        ),
     ];
     for (file, expected) in cases {
         let id = submit(
@@ -988,6 +1034,109 @@ async fn problems_found_while_reading_fail_the_job_clearly() {
     server.stop().await;
 }
 
+/// A carried column named like one of the model's output columns (a ground-truth
+/// `label` carried beside a model's own `label`) would be written twice: a JSON
+/// line kept one of the two values, a Parquet file had two fields of one name
+/// (unreadable), a CSV two header cells, a SQLite table refused it only once the
+/// job ran. Refused at submission (400 naming spec.carry) where the signature's
+/// shapes and class labels tell the output columns, and when the job starts, before
+/// anything is written, where a version that came since has such a column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_carried_column_named_like_an_output_column_is_refused() {
+    let env = env();
+    let mut text = format!("predict,label,{}\n", FEATURES.join(","));
+    for r in iris_rows(20) {
+        let cells: Vec<String> = r.iter().map(|v| v.to_string()).collect();
+        text.push_str(&format!("setosa,setosa,{}\n", cells.join(",")));
+    }
+    std::fs::write(env.data.join("truth.csv"), text).unwrap();
+    let server = TestServer::start_with(settings(&env)).await;
+    let job = |carry: Value, sink: Value| {
+        json!({"kind": "score", "spec": {
+            "model": "iris", "source": {"path": "truth.csv"}, "sink": sink, "carry": carry,
+        }})
+    };
+    // The iris pickle answers `predict` and `predict_proba` (its classes' columns).
+    for (carry, sink, named) in [
+        (
+            json!(["predict"]),
+            json!({"path": "out.jsonl"}),
+            "\"predict\"",
+        ),
+        (
+            json!(["predict"]),
+            json!({"path": "out.csv"}),
+            "\"predict\"",
+        ),
+        (
+            json!(["label", "predict"]),
+            json!({"path": "out.parquet"}),
+            "\"predict\"",
+        ),
+        (
+            json!(["predict_proba_setosa"]),
+            json!({"path": "out.csv"}),
+            "\"predict_proba_setosa\"",
+        ),
+        // A SQLite table takes `PREDICT` and `predict` for one column.
+        (
+            json!(["PREDICT"]),
+            json!({"url": "sqlite://out.db", "table": "scores"}),
+            "\"PREDICT\"",
+        ),
+    ] {
+        let (status, answer) = server.post_json("/v1/jobs", &job(carry, sink)).await;
+        assert_eq!(status, 400, "{answer}");
+        let error = answer["error"].as_str().unwrap();
+        assert!(
+            error.starts_with("spec.carry: carry column ") && error.contains(named),
+            "{error}"
+        );
+    }
+    // Only the outputs written count: with `outputs`, `predict` may be carried.
+    let mut only_proba = job(json!(["predict"]), json!({"path": "proba.csv"}));
+    only_proba["spec"]["outputs"] = json!(["predict_proba"]);
+    let id = submit(&server, only_proba).await;
+    let done = finished(&server, &id).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let written = std::fs::read_to_string(env.data.join("proba.csv")).unwrap();
+    assert!(
+        written.starts_with("predict,predict_proba_setosa,"),
+        "{written}"
+    );
+
+    // Queued against the pickle, whose outputs have no `label`; run against an
+    // ONNX version uploaded meanwhile, whose have: the job fails as it starts.
+    let (busy, _) = queued_behind_a_busy_worker(&server, &env).await;
+    let late = submit(
+        &server,
+        job(json!(["label"]), json!({"path": "late.jsonl"})),
+    )
+    .await;
+    let onnx = std::fs::read(root_path("examples/models/iris_lr/1/model.onnx")).unwrap();
+    let (status, answer) = server
+        .upload(&[("model_id", "iris")], "model.onnx", onnx)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = server
+        .post_json(&format!("/v1/jobs/{busy}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let done = finished(&server, &late).await;
+    assert_eq!(done["state"], "failed", "{done}");
+    assert_eq!(done["result"]["version"], Value::Null, "{done}");
+    let error = done["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(
+            "carry column \"label\" has the name of one of the model's output columns"
+        ) && error.contains("\"probabilities_0\""),
+        "{error}"
+    );
+    assert_eq!(done["progress"]["rows_read"], 0, "{done}");
+    assert!(!env.data.join("late.jsonl").exists());
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_predictall_and_training_status_routes() {
     let env = env();
@@ -1047,6 +1196,53 @@ async fn old_predictall_and_training_status_routes() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(env.data.join("scored.csv").is_file());
+    // A database URL as inputCollection is read with inputQuery, as /train/ reads
+    // it: new.csv's rows, written to SQLite by /predictall/ itself, score alike.
+    let carry: Vec<&str> = std::iter::once("id").chain(FEATURES).collect();
+    let (status, answer) = server
+        .post_json(
+            "/predictall/",
+            &json!({"modelkey": "iris", "inputCollection": "new.csv",
+                    "outputCollection": "sqlite://new.db", "outputTable": "src", "carry": carry}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let job = finished(&server, answer["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let (status, answer) = server
+        .post_json(
+            "/predictall/",
+            &json!({"modelkey": "iris", "inputCollection": "sqlite://new.db",
+                    "inputQuery": "SELECT * FROM src",
+                    "outputCollection": "from_db.csv", "carry": ["id"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let job = finished(&server, answer["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(
+        job["spec"]["source"],
+        json!({"url": "sqlite://new.db", "query": "SELECT * FROM src"}),
+        "{job}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.data.join("from_db.csv")).unwrap(),
+        std::fs::read_to_string(env.data.join("scored.csv")).unwrap()
+    );
+    // A query beside a file would go unread, and a database URL needs one.
+    for (job, expected) in [
+        (
+            json!({"modelkey": "iris", "inputCollection": "new.csv", "inputQuery": "SELECT 1", "outputCollection": "x.csv"}),
+            "inputQuery: is only for a database URL",
+        ),
+        (
+            json!({"modelkey": "iris", "inputCollection": "sqlite://new.db", "outputCollection": "x.csv"}),
+            "inputQuery: missing",
+        ),
+    ] {
+        let (status, answer) = server.post_json("/predictall/", &job).await;
+        assert_error(status, &answer, 400, expected);
+    }
     // A failure says why.
     let (_, answer) = server
         .post_json(

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::jobs::{finished, settings, submit, wait_for, Env};
-use common::{copy_dir, root_path, TestServer};
+use common::{copy_dir, root_path, status_and_body, TestServer};
 use ferroserve::settings::Settings;
 use serde_json::{json, Value};
 
@@ -651,6 +651,29 @@ async fn bad_data_fails_the_job_with_a_clear_message() {
         e.contains("\"job\"") && e.contains("more than 5") && e.contains("--max-categories"),
         "{e}"
     );
+    // A values map of more categories than --max-categories: its categories are
+    // the design matrix's columns as learned ones are (before, unbounded). Refused
+    // at submission.
+    let values: serde_json::Map<String, Value> =
+        (0..6).map(|i| (format!("k{i}"), json!(i))).collect();
+    let (status, answer) = server
+        .post_json(
+            "/v1/jobs",
+            &spec(
+                "unmapped.csv",
+                json!({"key": "y"}),
+                json!([{"key": "x", "values": values}]),
+                json!([]),
+            ),
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(
+        answer["error"],
+        "spec.schema.features[0].values: feature \"x\" has 6 categories, more than 5, the \
+         most a training job encodes (--max-categories)",
+        "{answer}"
+    );
     // Nothing was saved by any of them.
     assert!(std::fs::read_dir(&env.repo).unwrap().next().is_none());
     server.stop().await;
@@ -1099,6 +1122,195 @@ async fn a_model_of_one_feature_serves_by_its_name() {
     server.stop().await;
 }
 
+/// A model trained on text labels scores into columns named by class
+/// (`probabilities_a`), as a pickle's are (`predict_proba_setosa`): the classes
+/// are its `training.json`'s (before, `probabilities_0`). A ground-truth `label`
+/// column carried beside the model's own `label` output is refused at submission,
+/// naming spec.carry (before, a JSON line kept one of the two values).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trained_model_scores_into_columns_named_by_class() {
+    let env = env();
+    let server = TestServer::start_with(settings(&env)).await;
+    let mut spec = three_spec();
+    spec["spec"]["algorithm"]["grid"] = json!({"C": [1.0]});
+    spec["spec"]["cv"] = json!({"folds": 2});
+    let result = succeeded(&server, spec).await;
+    assert_eq!(result["classes"], json!(["a", "b", "c"]));
+    let score = |carry: Value, source: &str, sink: &str| {
+        json!({"kind": "score", "spec": {"model": "three", "source": {"path": source},
+               "sink": {"path": sink}, "carry": carry}})
+    };
+    let id = submit(&server, score(json!(["kind"]), "three.csv", "scores.csv")).await;
+    let job = finished(&server, &id).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let columns = json!([
+        "kind",
+        "label",
+        "probabilities_a",
+        "probabilities_b",
+        "probabilities_c"
+    ]);
+    assert_eq!(job["result"]["columns"], columns, "{job}");
+    let (header, rows) = read_csv(&env.data.join("scores.csv"));
+    assert_eq!(json!(header), columns);
+    assert_eq!(rows.len(), 900);
+
+    let three = std::fs::read_to_string(env.data.join("three.csv")).unwrap();
+    std::fs::write(
+        env.data.join("truth.csv"),
+        three.replacen(",kind\n", ",label\n", 1),
+    )
+    .unwrap();
+    for carry in [json!(["label"]), json!(["probabilities_b"])] {
+        let (status, answer) = server
+            .post_json(
+                "/v1/jobs",
+                &score(carry.clone(), "truth.csv", "truth.jsonl"),
+            )
+            .await;
+        assert_eq!(status, 400, "{carry}: {answer}");
+        let error = answer["error"].as_str().unwrap();
+        assert!(
+            error.starts_with(&format!("spec.carry: carry column {}", carry[0])),
+            "{error}"
+        );
+    }
+    assert!(!env.data.join("truth.jsonl").exists());
+    server.stop().await;
+}
+
+/// The saved graph names its own values (the numeric block, each one-hot block,
+/// the design matrix) apart from every feature: features called `features`,
+/// `numeric_imputed` or `job_onehot` train and serve (before, the job failed after
+/// its whole cross-validation and refit with "Duplicate definition of name").
+/// A feature named like one of the graph's outputs is refused at submission.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn features_may_have_the_names_of_the_graphs_own_values() {
+    let env = env();
+    let server = TestServer::start_with(settings(&env)).await;
+    let numeric = [
+        "features",
+        "numeric_columns",
+        "numeric_imputed",
+        "numeric_scaled",
+        "job_encoded",
+        "job_shape",
+    ];
+    let categorical = ["job", "job_onehot", "job_imputed"];
+    let mut text = format!("{},{},y\n", numeric.join(","), categorical.join(","));
+    for i in 0..60 {
+        let x = |k: usize| ((i * (k + 3) + k) % 11) as f64 / 2.0;
+        let numbers: Vec<String> = (0..numeric.len())
+            // A few gaps, which the mean fills (an Imputer in the graph).
+            .map(|k| match (i % 13 == 5, k) {
+                (true, 0) => String::new(),
+                _ => x(k).to_string(),
+            })
+            .collect();
+        let job = ["admin", "blue", "tech"][i % 3];
+        let job = if i % 17 == 4 { "" } else { job };
+        let y = if x(0) + x(2) > 5.0 { "yes" } else { "no" };
+        text.push_str(&format!(
+            "{},{job},{},{},{y}\n",
+            numbers.join(","),
+            ["p", "q"][i % 2],
+            ["r", "s", "t", "u"][i % 4],
+        ));
+    }
+    std::fs::write(env.data.join("odd.csv"), &text).unwrap();
+    let features: Vec<Value> = numeric
+        .iter()
+        .chain(&categorical)
+        .map(|k| json!({"key": k, "missing": if *k == "features" { "mean" } else if *k == "job" { "most_frequent" } else { "error" }}))
+        .collect();
+    let spec = json!({"kind": "train", "spec": {
+        "model": "odd", "source": {"path": "odd.csv"},
+        "schema": {"label": {"key": "y"}, "features": features, "categorical": categorical},
+        "algorithm": {"name": "logistic_regression"}, "cv": {"folds": 2}}});
+    let result = succeeded(&server, spec.clone()).await;
+    assert_eq!(result["classes"], json!(["no", "yes"]));
+    // The served model answers the first row as the job's own model did.
+    let (header, rows) = read_csv(&env.data.join("odd.csv"));
+    let row: serde_json::Map<String, Value> = header
+        .iter()
+        .zip(&rows[0])
+        .filter(|(h, _)| *h != "y")
+        .map(|(h, v)| match numeric.contains(&h.as_str()) {
+            true => (h.clone(), json!(v.parse::<f64>().unwrap())),
+            false => (h.clone(), json!(v)),
+        })
+        .collect();
+    let (status, got) = server
+        .post_json("/predict", &json!({"model_id": "odd", "features": row}))
+        .await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["prediction"], result["sample_predictions"]["labels"][0]);
+    for (c, p) in got["probabilities"].as_array().unwrap().iter().enumerate() {
+        let own = result["sample_predictions"]["probabilities"][0][c]
+            .as_f64()
+            .unwrap();
+        assert!((p.as_f64().unwrap() - own).abs() < 1e-5, "{got}");
+    }
+
+    // The graph's outputs keep their names: a feature may not have one.
+    for output in ["label", "probabilities"] {
+        let mut body = spec.clone();
+        body["spec"]["schema"]["features"][2]["key"] = json!(output);
+        let (status, answer) = server.post_json("/v1/jobs", &body).await;
+        assert_eq!(status, 400, "{answer}");
+        let error = answer["error"].as_str().unwrap();
+        assert!(
+            error.starts_with(&format!(
+                "spec.schema.features[2].key: \"{output}\" is the name of one of the saved \
+                 model's outputs"
+            )),
+            "{error}"
+        );
+    }
+    server.stop().await;
+}
+
+/// A label column of numbers gives the same classes from every format, as pandas
+/// reads them: the CSV text `1` and `1.0` and the JSON float 1.0 are the integer
+/// class 1 (before, the CSV gave three classes, "0", "1" and "1.0").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn number_labels_give_the_same_classes_from_every_format() {
+    let env = env();
+    let server = TestServer::start_with(settings(&env)).await;
+    let (mut csv, mut jsonl) = (String::from("x,y\n"), String::new());
+    for i in 0..40 {
+        let x = (i % 10) as f64;
+        let y = ["0", "1", "1.0", "0.0"][i % 4];
+        csv.push_str(&format!("{x},{y}\n"));
+        jsonl.push_str(&format!(
+            "{}\n",
+            json!({"x": x, "y": y.parse::<f64>().unwrap()})
+        ));
+    }
+    std::fs::write(env.data.join("numbers.csv"), csv).unwrap();
+    std::fs::write(env.data.join("numbers.jsonl"), jsonl).unwrap();
+    for (model, path) in [("from_csv", "numbers.csv"), ("from_jsonl", "numbers.jsonl")] {
+        let result = succeeded(
+            &server,
+            json!({"kind": "train", "spec": {
+                "model": model, "source": {"path": path},
+                "schema": {"label": {"key": "y"}, "features": [{"key": "x"}]},
+                "algorithm": {"name": "logistic_regression"}, "cv": {"folds": 2}}}),
+        )
+        .await;
+        assert_eq!(result["classes"], json!([0, 1]), "{path}: {result}");
+        let (status, got) = server
+            .post_json(
+                "/predict",
+                &json!({"model_id": model, "features": {"x": 3}}),
+            )
+            .await;
+        assert_eq!(status, 200, "{got}");
+        assert!(got["prediction"].is_i64(), "{path}: {got}");
+    }
+    server.stop().await;
+}
+
 /// The old prediction service's routes around a training job: `POST /train/` with
 /// its job.json, `GET /training/status/<id>`, `POST /predict/` scoring one record
 /// with the model that job trained, and `POST /predictall/` with the job's id as
@@ -1287,6 +1499,59 @@ async fn the_old_services_routes_train_and_score_with_the_trained_model() {
         )
         .await;
     assert_eq!(status, 404, "{answer}");
+
+    // Deleted and trained again, the model has a version 1 again, another job's:
+    // the first job's id is a 404 naming that job (it scored with the new model),
+    // and the new job's id scores with it.
+    let (status, body) = status_and_body(
+        server
+            .client
+            .delete(server.url("/delete_model/bank_old"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let mut again = job_json.clone();
+    again["params"]["regParam"] = json!(0.5);
+    let (status, answer) = server.post_json("/train/", &again).await;
+    assert_eq!(status, 200, "{answer}");
+    let new_id = answer["job_id"].as_str().unwrap().to_string();
+    let new_job = finished(&server, &new_id).await;
+    assert_eq!(new_job["state"], "succeeded", "{new_job}");
+    assert_eq!(new_job["result"]["version"], 1, "{new_job}");
+    let (status, answer) = server
+        .post_json("/predict/", &json!({"modelkey": id, "record": record}))
+        .await;
+    assert_eq!(status, 404, "{answer}");
+    let error = answer["error"].as_str().unwrap();
+    assert!(
+        error.contains("is not served any more") && error.contains(&new_id),
+        "{answer}"
+    );
+    let (status, answer) = server
+        .post_json(
+            "/predictall/",
+            &json!({"modelkey": id, "inputCollection": "bank.csv", "outputCollection": "old.csv"}),
+        )
+        .await;
+    assert_eq!(status, 404, "{answer}");
+    assert!(!env.data.join("old.csv").exists());
+    let (status, answer) = server
+        .post_json("/predict/", &json!({"modelkey": new_id, "record": record}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["version"], 1, "{answer}");
+    let (status, answer) = server
+        .post_json(
+            "/predictall/",
+            &json!({"modelkey": new_id, "inputCollection": "bank.csv", "outputCollection": "new.csv"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let scoring = finished(&server, answer["job_id"].as_str().unwrap()).await;
+    assert_eq!(scoring["state"], "succeeded", "{scoring}");
     server.stop().await;
 }
 

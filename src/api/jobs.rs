@@ -10,6 +10,7 @@ use crate::jobs::spec::{self, JobSpec};
 use crate::jobs::uploads::{StagedUploads, UploadError};
 use crate::jobs::{JobState, JobView, Jobs};
 use crate::json_tensor::NestedJson;
+use crate::manager::{ResolveError, VersionRequest};
 use crate::store::EventKind;
 use crate::store::JobQuery;
 
@@ -61,6 +62,8 @@ async fn check_spec(state: &ServerState, spec: &JobSpec) -> Result<(), ApiError>
         JobSpec::Score(s) => check_score(state, s).await?,
         JobSpec::Train(t) => {
             crate::jobs::train::check(t).map_err(ApiError::InvalidArgument)?;
+            crate::jobs::train::check_categories(t, state.settings.max_categories)
+                .map_err(ApiError::InvalidArgument)?;
             if let Some(why) = crate::jobs::train::replaces_a_foreign_model(state, &t.model) {
                 return Err(ApiError::Conflict(why));
             }
@@ -85,6 +88,10 @@ async fn check_score(state: &ServerState, s: &spec::ScoreSpec) -> Result<(), Api
         None => None,
     } {
         let plan = plan.map_err(|e| match e {
+            // The worker serves the model: what it cannot find is the version or label.
+            ApiError::NotFound(m) if s.version != VersionRequest::Latest => {
+                ApiError::InvalidArgument(format!("spec.version: {m}"))
+            }
             ApiError::NotFound(m) | ApiError::InvalidArgument(m) => {
                 ApiError::InvalidArgument(format!("spec.model: {m}"))
             }
@@ -95,17 +102,21 @@ async fn check_score(state: &ServerState, s: &spec::ScoreSpec) -> Result<(), Api
         })?;
         return check_outputs(s, &plan.outputs);
     }
-    let handle =
-        state
-            .manager
-            .resolve(&s.model, &s.version)
-            .map_err(|e| match ApiError::from(e) {
+    let handle = state
+        .manager
+        .resolve(&s.model, &s.version)
+        .map_err(|e| match e {
+            ResolveError::VersionNotFound { .. } | ResolveError::LabelNotFound { .. } => {
+                ApiError::InvalidArgument(format!("spec.version: {e}"))
+            }
+            e => match ApiError::from(e) {
                 ApiError::NotFound(m) => ApiError::InvalidArgument(format!("spec.model: {m}")),
                 ApiError::Unavailable(m) => {
                     ApiError::InvalidArgument(format!("spec.model: not available now: {m}"))
                 }
                 other => other,
-            })?;
+            },
+        })?;
     crate::api::simple::feature_columns(&handle)
         .map_err(|e| ApiError::InvalidArgument(format!("spec.model: {e}")))?;
     let known: Vec<String> = handle
@@ -115,7 +126,16 @@ async fn check_score(state: &ServerState, s: &spec::ScoreSpec) -> Result<(), Api
         .iter()
         .map(|o| o.name.clone())
         .collect();
-    check_outputs(s, &known)
+    check_outputs(s, &known)?;
+    // A carried column named like an output column would be written twice: refused
+    // where the signature's shapes and the class labels tell the output columns now
+    // (the job checks them all again before its sink opens).
+    if let Ok(plan) = crate::jobs::ScoringPlan::of(&handle) {
+        plan.with_trained_class_labels(state)
+            .check_carry(s, &handle.backend.signature().outputs)
+            .map_err(|e| ApiError::InvalidArgument(format!("spec.carry: {e}")))?;
+    }
+    Ok(())
 }
 
 /// The outputs a score job asks for are among the model's `known` ones.
@@ -356,35 +376,54 @@ pub async fn trained_by_job(
 
 /// Refuses a training job's model version that is served no more (a later
 /// training replaced it under a policy that serves the newest, or it was removed)
-/// with a message that says so, not the version's state alone.
+/// with a message that says so, not the version's state alone; and one whose
+/// number now holds another model: the model was deleted (or its version removed)
+/// and a later job or an upload saved a new version under the same number. The
+/// version's `training.json` names the job that wrote it; it is read from the
+/// repository, whose files are what this process and a worker process alike load.
 fn check_still_served(
     state: &ServerState,
     key: &str,
     model: &str,
     version: u64,
 ) -> Result<(), ApiError> {
-    use crate::manager::{ResolveError, VersionRequest, VersionState};
-    // A model deployed in a worker is served there, not here.
-    if state.workers.get().and_then(|w| w.status(model)).is_some() {
-        return Ok(());
-    }
-    match state
-        .manager
-        .resolve(model, &VersionRequest::Specific(version))
+    use crate::manager::VersionState;
+    // A model deployed in a worker is served there, not here: its files tell.
+    let deployed = state.workers.get().and_then(|w| w.status(model)).is_some();
+    let resolved = (!deployed).then(|| {
+        state
+            .manager
+            .resolve(model, &VersionRequest::Specific(version))
+    });
+    if let Some(Err(
+        ResolveError::VersionNotFound {
+            state: None | Some(VersionState::End),
+            ..
+        }
+        | ResolveError::ModelNotFound(_),
+    )) = resolved
     {
-        Err(
-            ResolveError::VersionNotFound {
-                state: None | Some(VersionState::End),
-                ..
-            }
-            | ResolveError::ModelNotFound(_),
-        ) => Err(ApiError::NotFound(format!(
+        return Err(ApiError::NotFound(format!(
             "the model training job {key:?} saved ({model:?} version {version}) is \
-                 not served any more: a later version replaced it (a version_policy that \
-                 serves the newest only; version_policy = \"all\" in its config.toml keeps \
-                 every version) or it was removed; use the newest training job's id"
+             not served any more: a later version replaced it (a version_policy that \
+             serves the newest only; version_policy = \"all\" in its config.toml keeps \
+             every version) or it was removed; use the newest training job's id"
+        )));
+    }
+    let saved_by = crate::jobs::train::training_record(state, model, version)
+        .and_then(|training| training["job_id"].as_str().map(str::to_string));
+    match saved_by {
+        Some(job) if job == key => Ok(()),
+        Some(job) => Err(ApiError::NotFound(format!(
+            "the model training job {key:?} saved ({model:?} version {version}) is not \
+             served any more: the model was deleted or that version removed, and version \
+             {version} now holds the model training job {job:?} saved; use that job's id"
         ))),
-        _ => Ok(()),
+        None => Err(ApiError::NotFound(format!(
+            "the model training job {key:?} saved ({model:?} version {version}) is not \
+             served any more: version {version} of {model:?} in the repository is not the \
+             one that job saved (the model was deleted or that version removed)"
+        ))),
     }
 }
 
@@ -399,7 +438,6 @@ pub async fn old_predict(
     body: serde_json::Value,
 ) -> Result<serde_json::Value, ApiError> {
     use crate::api::simple::{feature_columns, simple_predict, Rows, SimpleRequest};
-    use crate::manager::VersionRequest;
     let invalid = |m: &str| ApiError::InvalidArgument(m.to_string());
     let obj = body
         .as_object()

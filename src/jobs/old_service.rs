@@ -3,14 +3,15 @@
 
 use serde_json::Value;
 
-use super::spec::{err, Obj, SpecError};
+use super::spec::{check_url_scheme, err, Obj, SpecError};
 
 /// The old service's `POST /predictall/` job.json as a score job: `modelkey` names
 /// the model (the training job's id, which `api::jobs::predictall` turns into the
 /// model and version it saved, or a served model's name),
 /// `inputCollection` / `outputCollection` the source and sink (a path in the data
 /// directory or a database URL; for a URL sink, `outputTable` names the table,
-/// default `predictions`), optional `version`, `carry` and `batch_size`.
+/// default `predictions`; for a URL source, `inputQuery` the query), optional
+/// `version`, `carry`, `batch_size` and `outputs`.
 pub fn predictall_to_score(job: &Value) -> Result<Value, SpecError> {
     let obj = job
         .as_object()
@@ -24,7 +25,10 @@ pub fn predictall_to_score(job: &Value) -> Result<Value, SpecError> {
         Value::Number(n) => Value::String(n.to_string()),
         _ => return Err(err("modelkey", "must be a string")),
     };
-    let input = get("inputCollection").ok_or_else(|| err("inputCollection", "missing"))?;
+    let source = source_of(
+        get("inputCollection").ok_or_else(|| err("inputCollection", "missing"))?,
+        get("inputQuery"),
+    )?;
     let output = get("outputCollection").ok_or_else(|| err("outputCollection", "missing"))?;
     let sink = match output {
         Value::String(s) if s.contains("://") => serde_json::json!({
@@ -36,7 +40,7 @@ pub fn predictall_to_score(job: &Value) -> Result<Value, SpecError> {
     };
     let mut spec = serde_json::json!({
         "model": model,
-        "source": input,
+        "source": source,
         "sink": sink,
     });
     for key in ["version", "carry", "batch_size", "outputs"] {
@@ -45,6 +49,30 @@ pub fn predictall_to_score(job: &Value) -> Result<Value, SpecError> {
         }
     }
     Ok(serde_json::json!({"kind": "score", "spec": spec}))
+}
+
+/// `inputCollection` (and `inputQuery`) as a job's source: a path in the data
+/// directory, a source object as it is, or a database URL with `inputQuery`, the
+/// query that reads it. A URL without a query, or a query beside anything but a
+/// URL (it would be left unread), is an error naming the job.json field.
+fn source_of(input: &Value, query: Option<&Value>) -> Result<Value, SpecError> {
+    match (input, query) {
+        (Value::String(url), Some(query)) if url.contains("://") => {
+            Ok(serde_json::json!({"url": url, "query": query}))
+        }
+        (Value::String(url), None) if url.contains("://") => {
+            check_url_scheme(url, "inputCollection")?;
+            Err(err(
+                "inputQuery",
+                "missing: a database URL in inputCollection needs the query that reads it",
+            ))
+        }
+        (_, Some(_)) => Err(err(
+            "inputQuery",
+            "is only for a database URL in inputCollection (a file is read whole)",
+        )),
+        (other, None) => Ok(other.clone()),
+    }
 }
 
 /// The old service's `POST /train/` job.json as a train job. Mapping:
@@ -60,7 +88,8 @@ pub fn predictall_to_score(job: &Value) -> Result<Value, SpecError> {
 ///   in `params` or beside the name: `iterations`/`maxIter` → `max_iter`,
 ///   `intercept`/`fitIntercept` → `fit_intercept`, `regType` must be L2,
 ///   `regParam` (λ, a number or a list) → the grid `C = 1/λ`, `C` or `grid`
-///   as they are, anything else passed through;
+///   as they are, anything else passed through; a `params` beside `algorithm`
+///   counts as one inside it; fields that set one parameter must agree;
 /// * `folds`/`numFolds`, `seed`, `scoring` → `spec.cv`.
 pub fn train_job_to_spec(job: &Value) -> Result<Value, SpecError> {
     let obj = job
@@ -70,44 +99,51 @@ pub fn train_job_to_spec(job: &Value) -> Result<Value, SpecError> {
     let schema = get("schema")
         .ok_or_else(|| err("schema", "missing"))?
         .clone();
-    let input = get("inputCollection").ok_or_else(|| err("inputCollection", "missing"))?;
-    let source = match (input, get("inputQuery")) {
-        (Value::String(url), Some(query)) if url.contains("://") => {
-            serde_json::json!({"url": url, "query": query})
-        }
-        (other, _) => other.clone(),
-    };
+    let source = source_of(
+        get("inputCollection").ok_or_else(|| err("inputCollection", "missing"))?,
+        get("inputQuery"),
+    )?;
     let model = get("model")
         .or_else(|| get("modelName"))
         .cloned()
         .unwrap_or_else(|| Value::String("trained".into()));
-    let (name, params) = match get("algorithm") {
-        None => ("logistic_regression".to_string(), Obj::new()),
-        Some(Value::String(n)) => (
-            n.clone(),
-            get("params")
-                .and_then(Value::as_object)
-                .cloned()
-                .unwrap_or_default(),
-        ),
+    // Every parameter with the field that gave it: beside the name, in the
+    // algorithm's `params`, in a `params` beside the algorithm.
+    let mut given: Vec<(String, String, Value)> = Vec::new();
+    let mut take = |prefix: &str, params: &Obj| {
+        for (k, v) in params {
+            given.push((format!("{prefix}{k}"), k.clone(), v.clone()));
+        }
+    };
+    let name = match get("algorithm") {
+        None => "logistic_regression".to_string(),
+        Some(Value::String(n)) => n.clone(),
         Some(Value::Object(o)) => {
             let name = o
                 .get("name")
                 .and_then(Value::as_str)
                 .ok_or_else(|| err("algorithm.name", "missing"))?
                 .to_string();
-            let mut params: Obj = o
+            let beside: Obj = o
                 .iter()
                 .filter(|(k, _)| k.as_str() != "name" && k.as_str() != "params")
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
-            if let Some(p) = o.get("params").and_then(Value::as_object) {
-                params.extend(p.clone());
+            take("algorithm.", &beside);
+            match o.get("params") {
+                None | Some(Value::Null) => {}
+                Some(Value::Object(p)) => take("algorithm.params.", p),
+                Some(_) => return Err(err("algorithm.params", "must be an object")),
             }
-            (name, params)
+            name
         }
         Some(_) => return Err(err("algorithm", "must be a name or an object with a name")),
     };
+    match get("params") {
+        None => {}
+        Some(Value::Object(p)) => take("params.", p),
+        Some(_) => return Err(err("params", "must be an object")),
+    }
     let name = match name
         .to_ascii_lowercase()
         .replace(['_', '-', ' '], "")
@@ -123,28 +159,28 @@ pub fn train_job_to_spec(job: &Value) -> Result<Value, SpecError> {
     .to_string();
     let mut algorithm = Obj::new();
     algorithm.insert("name".into(), Value::String(name));
-    let mut grid = Obj::new();
-    for (k, v) in params {
+    let mut set = Settled::default();
+    for (field, k, v) in given {
         match k.as_str() {
             "iterations" | "maxIter" | "max_iter" => {
-                algorithm.insert("max_iter".into(), v);
+                set.put(Target::Algorithm("max_iter".into()), &field, &v, v.clone())?
             }
-            "intercept" | "fitIntercept" | "fit_intercept" => {
-                algorithm.insert("fit_intercept".into(), v);
-            }
+            "intercept" | "fitIntercept" | "fit_intercept" => set.put(
+                Target::Algorithm("fit_intercept".into()),
+                &field,
+                &v,
+                v.clone(),
+            )?,
             "regType" => {
                 let t = v.as_str().unwrap_or_default().to_ascii_lowercase();
                 if !matches!(t.as_str(), "l2" | "ridge" | "squaredl2") {
-                    return Err(err(
-                        "algorithm.regType",
-                        format!("{v} is not supported (only L2)"),
-                    ));
+                    return Err(err(&field, format!("{v} is not supported (only L2)")));
                 }
             }
             "regParam" => {
-                let values = match v {
-                    Value::Array(a) => a,
-                    one => vec![one],
+                let values = match &v {
+                    Value::Array(a) => a.clone(),
+                    one => vec![one.clone()],
                 };
                 let mut cs = Vec::new();
                 for l in values {
@@ -155,38 +191,44 @@ pub fn train_job_to_spec(job: &Value) -> Result<Value, SpecError> {
                         }
                         Some(x) if x > 0.0 => {
                             return Err(err(
-                                "algorithm.regParam",
+                                &field,
                                 format!("{l} is too small: C = 1/regParam must be finite"),
                             ))
                         }
-                        _ => {
-                            return Err(err(
-                                "algorithm.regParam",
-                                format!("{l} is not a positive number"),
-                            ))
-                        }
+                        _ => return Err(err(&field, format!("{l} is not a positive number"))),
                     }
                 }
-                grid.insert("C".into(), Value::Array(cs));
+                set.put(Target::Grid("C".into()), &field, &v, Value::Array(cs))?;
             }
             "C" => {
-                let values = match v {
-                    Value::Array(a) => Value::Array(a),
-                    one => Value::Array(vec![one]),
+                let values = match &v {
+                    Value::Array(a) => Value::Array(a.clone()),
+                    one => Value::Array(vec![one.clone()]),
                 };
-                grid.insert("C".into(), values);
+                set.put(Target::Grid("C".into()), &field, &v, values)?;
             }
             "grid" => {
-                if let Value::Object(g) = v {
-                    grid.extend(g);
-                } else {
-                    return Err(err("algorithm.grid", "must be an object"));
+                let Value::Object(g) = &v else {
+                    return Err(err(&field, "must be an object"));
+                };
+                for (gk, gv) in g {
+                    set.put(
+                        Target::Grid(gk.clone()),
+                        &format!("{field}.{gk}"),
+                        gv,
+                        gv.clone(),
+                    )?;
                 }
             }
-            _ => {
-                algorithm.insert(k, v);
-            }
+            _ => set.put(Target::Algorithm(k.clone()), &field, &v, v.clone())?,
         }
+    }
+    let mut grid = Obj::new();
+    for (target, (_, _, value)) in set.0 {
+        match target {
+            Target::Grid(g) => grid.insert(g, value),
+            Target::Algorithm(k) => algorithm.insert(k, value),
+        };
     }
     if !grid.is_empty() {
         algorithm.insert("grid".into(), Value::Object(grid));
@@ -213,6 +255,80 @@ pub fn train_job_to_spec(job: &Value) -> Result<Value, SpecError> {
         spec["cv"] = Value::Object(cv);
     }
     Ok(serde_json::json!({"kind": "train", "spec": spec}))
+}
+
+/// The algorithm's parameters of an old job.json as the train spec takes them
+/// (`max_iter`, `grid.C`, …), each with the field that set it and the value given
+/// there. Old job.json files name one parameter several ways (`regParam` and `C`,
+/// `iterations` and `maxIter`, beside the name and in `params`): two fields that
+/// set one parameter must agree, or the job would train with only one of them,
+/// chosen by where the keys happen to sort.
+#[derive(Default)]
+struct Settled(std::collections::BTreeMap<Target, (String, Value, Value)>);
+
+/// A parameter of the train spec's algorithm: a key of it, or of its grid.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Target {
+    Algorithm(String),
+    Grid(String),
+}
+
+impl Settled {
+    /// Sets `target` to `value` (what `field` gave as `given`); an error naming
+    /// both fields when an earlier one set it to another value.
+    fn put(
+        &mut self,
+        target: Target,
+        field: &str,
+        given: &Value,
+        value: Value,
+    ) -> Result<(), SpecError> {
+        let grid = matches!(target, Target::Grid(_));
+        match self.0.get(&target) {
+            None => {
+                self.0
+                    .insert(target, (field.to_string(), given.clone(), value));
+                Ok(())
+            }
+            Some((_, _, before)) if same_setting(before, &value, grid) => Ok(()),
+            Some((first, first_given, before)) => {
+                let (what, both) = match &target {
+                    Target::Grid(g) => (
+                        format!("the grid's {g}"),
+                        format!(" (to {value} and to {before})"),
+                    ),
+                    Target::Algorithm(k) => (k.clone(), String::new()),
+                };
+                Err(err(
+                    field,
+                    format!(
+                        "{given} conflicts with {first} = {first_given}: both set {what}{both}; \
+                         give one of them (or the same value in both)"
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+/// Whether two values set a parameter alike: numbers by value (`10` and `10.0`,
+/// `C = 1/0.1`), lists item by item, and, for a grid, one value as the list of it.
+fn same_setting(a: &Value, b: &Value, grid: bool) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_setting(x, y, false))
+        }
+        (Value::Array(x), one) | (one, Value::Array(x)) if grid && x.len() == 1 => {
+            same_setting(&x[0], one, false)
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| same_setting(v, w, false)))
+        }
+        _ => a == b,
+    }
 }
 
 #[cfg(test)]
@@ -264,14 +380,85 @@ mod tests {
             json!({"schema": schema, "inputCollection": "a.csv", "algorithm": "lr",
                          "params": {"regParam": 0}})
         )
-        .starts_with("algorithm.regParam"));
+        .starts_with("params.regParam"));
         assert_eq!(
             e(
                 json!({"schema": schema, "inputCollection": "a.csv", "algorithm": "lr",
                              "params": {"regParam": 1e-320}})
             ),
-            "algorithm.regParam: 1e-320 is too small: C = 1/regParam must be finite"
+            "params.regParam: 1e-320 is too small: C = 1/regParam must be finite"
         );
+        assert!(e(json!({"schema": schema, "inputCollection": "a.csv",
+                         "algorithm": {"name": "lr", "params": [1]}}))
+        .starts_with("algorithm.params: must be an object"));
+    }
+
+    /// Two fields that set one parameter (`regParam` and `C`, `iterations` and
+    /// `maxIter`, beside the name and in `params`) must agree: different values are
+    /// an error naming both, whatever order their keys sort in; equal ones are one.
+    #[test]
+    fn conflicting_algorithm_parameters_are_refused_naming_both() {
+        let schema = json!({"label": {"key": "y"}, "features": [{"key": "age"}]});
+        let job = |algorithm: Value| json!({"schema": schema, "inputCollection": "a.csv", "algorithm": algorithm});
+        let e = |algorithm: Value| train_job_to_spec(&job(algorithm)).unwrap_err().0;
+        let both = |m: &str, a: &str, b: &str| {
+            assert!(
+                m.contains(a) && m.contains(b),
+                "{m} should name {a} and {b}"
+            );
+            assert!(m.contains("conflicts with"), "{m}");
+        };
+        // The probe's case: C was dropped for regParam's 1/λ.
+        both(
+            &e(json!({"name": "LogisticRegression", "params": {"regParam": 0.1, "C": 5}})),
+            "algorithm.params.regParam",
+            "algorithm.params.C",
+        );
+        // Beside the name against params: the one in params won silently.
+        both(
+            &e(json!({"name": "lr", "regParam": 1.0, "params": {"regParam": 0.1}})),
+            "algorithm.regParam",
+            "algorithm.params.regParam",
+        );
+        both(
+            &e(json!({"name": "lr", "params": {"maxIter": 50, "iterations": 100}})),
+            "algorithm.params.maxIter",
+            "algorithm.params.iterations",
+        );
+        both(
+            &e(json!({"name": "lr", "params": {"grid": {"C": [1, 2]}, "regParam": 1}})),
+            "algorithm.params.grid.C",
+            "algorithm.params.regParam",
+        );
+        both(
+            &e(json!({"name": "lr", "intercept": true, "params": {"fit_intercept": false}})),
+            "algorithm.intercept",
+            "algorithm.params.fit_intercept",
+        );
+        both(
+            &e(json!({"name": "lr", "tol": 1e-4, "params": {"tol": 1e-6}})),
+            "algorithm.tol",
+            "algorithm.params.tol",
+        );
+        // A params object beside an algorithm object counts too (it was ignored).
+        let m = train_job_to_spec(&json!({"schema": schema, "inputCollection": "a.csv",
+            "algorithm": {"name": "lr", "C": 1}, "params": {"C": 2}}))
+        .unwrap_err()
+        .0;
+        both(&m, "params.C", "algorithm.C");
+        // Agreeing fields are fine: one value, as a number or the list of it.
+        let spec = train_job_to_spec(&job(json!({"name": "LogisticRegression",
+            "maxIter": 100, "regParam": 0.1,
+            "params": {"iterations": 100.0, "C": 10, "grid": {"C": [10.0]}}})))
+        .unwrap();
+        assert_eq!(
+            spec["spec"]["algorithm"],
+            json!({"name": "logistic_regression", "max_iter": 100, "grid": {"C": [10.0]}})
+        );
+        let spec = train_job_to_spec(&json!({"schema": schema, "inputCollection": "a.csv",
+            "algorithm": {"name": "lr"}, "params": {"C": [0.5, 2]}}))
+        .unwrap();
+        assert_eq!(spec["spec"]["algorithm"]["grid"], json!({"C": [0.5, 2]}));
     }
 
     #[test]
@@ -288,5 +475,42 @@ mod tests {
             .unwrap_err()
             .0
             .starts_with("modelkey"));
+    }
+
+    /// `inputQuery` reads a database URL in `inputCollection`, as `/train/` takes
+    /// it; without a URL it would go unread, and a URL needs it.
+    #[test]
+    fn the_old_job_jsons_input_query_reads_the_database() {
+        let spec = predictall_to_score(&json!({
+            "modelkey": "iris", "inputCollection": "sqlite://s.db",
+            "inputQuery": "select * from src", "outputCollection": "pz.csv",
+        }))
+        .unwrap();
+        assert_eq!(
+            spec["spec"]["source"],
+            json!({"url": "sqlite://s.db", "query": "select * from src"})
+        );
+        let e = |j: Value| predictall_to_score(&j).unwrap_err().0;
+        assert!(e(
+            json!({"modelkey": "iris", "inputCollection": "sqlite://s.db",
+                         "outputCollection": "pz.csv"})
+        )
+        .starts_with("inputQuery: missing"));
+        assert!(e(json!({"modelkey": "iris", "inputCollection": "new.csv",
+                         "inputQuery": "select 1", "outputCollection": "pz.csv"}))
+        .starts_with("inputQuery: is only for a database URL"));
+        assert!(e(
+            json!({"modelkey": "iris", "inputCollection": "mongodb://h/db",
+                         "outputCollection": "pz.csv"})
+        )
+        .contains("MongoDB is not supported"));
+        let schema = json!({"label": {"key": "y"}, "features": [{"key": "age"}]});
+        assert!(
+            train_job_to_spec(&json!({"schema": schema, "inputCollection": "a.csv",
+                                           "inputQuery": "select 1"}))
+            .unwrap_err()
+            .0
+            .starts_with("inputQuery")
+        );
     }
 }

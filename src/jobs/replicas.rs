@@ -404,13 +404,28 @@ fn holder_is_gone(
     still >= grace
 }
 
+/// Whether process `pid` of this pid namespace is alive. A zombie (state `Z`:
+/// ended, not yet reaped by its parent) or a dead one (`X`) keeps its
+/// `/proc/<pid>` for a while, but runs no job: a server killed and restarted
+/// at once would otherwise show its dead jobs running until its parent reaps it.
 fn process_exists(pid: u32) -> bool {
-    if cfg!(target_os = "linux") {
-        std::path::Path::new(&format!("/proc/{pid}")).exists()
-    } else {
+    if !cfg!(target_os = "linux") {
         // Elsewhere only the heartbeat tells.
-        true
+        return true;
     }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !matches!(process_state(&stat), Some('Z' | 'X' | 'x')),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        // Unreadable for another reason: it is there.
+        Err(_) => std::path::Path::new(&format!("/proc/{pid}")).exists(),
+    }
+}
+
+/// The state letter of a `/proc/<pid>/stat` line: the field after the command
+/// name, which is in parentheses and may itself hold spaces and parentheses.
+fn process_state(stat: &str) -> Option<char> {
+    let (_, after) = stat.rsplit_once(')')?;
+    after.trim_start().chars().next()
 }
 
 /// Every [`HEARTBEAT_EVERY`] until `stop`: refreshes the heartbeat of the jobs
@@ -460,6 +475,33 @@ pub(super) async fn watch(jobs: Weak<Jobs>, stop: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A process that has ended but that its parent has not reaped yet (a zombie)
+    /// kept its `/proc/<pid>`, and was taken for alive.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_zombie_process_is_not_alive() {
+        assert!(process_exists(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Not waited for: once it ends it is a zombie until `wait` reaps it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            if process_state(&stat) == Some('Z') {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{stat}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!process_exists(pid), "a zombie is not alive");
+        child.wait().unwrap();
+        assert!(!process_exists(pid), "a reaped process is gone");
+        // The command name may hold spaces and parentheses.
+        assert_eq!(process_state("42 (a) b (c) S 1 42 42"), Some('S'));
+        assert_eq!(process_state("42 (x) Z 1"), Some('Z'));
+        assert_eq!(process_state("garbage"), None);
+    }
 
     fn job(claimed_by: &ReplicaName, heartbeat_ms: i64) -> ClaimedJob {
         ClaimedJob {

@@ -86,6 +86,78 @@ impl ScoringPlan {
         })
     }
 
+    /// The plan with the class labels of a version a training job wrote, read from
+    /// its `training.json` when the plan has none: the ONNX backend does not read
+    /// them from the graph, and without them its probabilities' columns would be
+    /// named by position (`probabilities_0`) rather than by class.
+    pub fn with_trained_class_labels(mut self, state: &crate::api::ServerState) -> ScoringPlan {
+        if self.class_labels.is_some() || !self.trained {
+            return self;
+        }
+        let Some(training) = crate::jobs::train::training_record(state, &self.model, self.version)
+        else {
+            return self;
+        };
+        self.class_labels = training["classes"].as_array().map(|classes| {
+            classes
+                .iter()
+                .map(|c| match c {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect()
+        });
+        self
+    }
+
+    /// The outputs a job with `spec` writes: those it names, else the prediction
+    /// and the class probabilities.
+    fn wanted_outputs(&self, spec: &ScoreSpec) -> Vec<String> {
+        match &spec.outputs {
+            Some(o) => o.clone(),
+            None => std::iter::once(self.prediction.clone())
+                .chain(self.probabilities.clone())
+                .collect(),
+        }
+    }
+
+    /// The sink's columns for the output `name` with `width` values a row: its
+    /// name for one, else `name_<class>` (the class labels of the probabilities)
+    /// or `name_<j>`.
+    fn columns_of_output(&self, name: &str, width: usize) -> Vec<String> {
+        if width == 1 {
+            return vec![name.to_string()];
+        }
+        let labels = self
+            .class_labels
+            .as_deref()
+            .filter(|l| Some(name) == self.probabilities.as_deref() && l.len() == width);
+        (0..width)
+            .map(|j| match labels {
+                Some(l) => format!("{name}_{}", l[j]),
+                None => format!("{name}_{j}"),
+            })
+            .collect()
+    }
+
+    /// Refuses a job whose carried columns share a name with an output column that
+    /// can be known before any row is predicted: the outputs whose width the
+    /// signature's shapes (`declared`, the version's outputs) give. The message
+    /// starts with the carried column; submission prefixes `spec.carry`. The job
+    /// checks every column again once the first batch gives every output's width.
+    pub fn check_carry(&self, spec: &ScoreSpec, declared: &[TensorSpec]) -> Result<(), String> {
+        let known: Vec<String> = self
+            .wanted_outputs(spec)
+            .iter()
+            .filter_map(|name| {
+                let width = declared_width(declared.iter().find(|o| &o.name == name)?)?;
+                Some(self.columns_of_output(name, width))
+            })
+            .flatten()
+            .collect();
+        check_distinct_columns(&spec.carry, &known, &spec.sink)
+    }
+
     /// As `GET /v1/scoring-plans/{model}` answers it ([`PlanJson`]).
     pub fn to_json(&self) -> serde_json::Value {
         let plan = PlanJson {
@@ -224,15 +296,17 @@ fn resolve_plan(
 pub fn run(ctx: &JobContext, spec: &ScoreSpec) -> Result<serde_json::Value, JobError> {
     ctx.progress(|p| p.stage = "resolving the model".into());
     let (plan, handle) = resolve_plan(ctx, spec)?;
+    let plan = plan.with_trained_class_labels(&ctx.state);
     let version = plan.version;
     ctx.message(format!("scoring with {} version {version}", spec.model));
-    let (prediction, probabilities) = (plan.prediction.clone(), plan.probabilities.clone());
-    let wanted = match &spec.outputs {
-        Some(o) => o.clone(),
-        None => std::iter::once(prediction.clone())
-            .chain(probabilities.clone())
-            .collect(),
-    };
+    let wanted = plan.wanted_outputs(spec);
+    // A carried column named like an output column fails the job before anything
+    // is read where the signature tells the output columns now (checked again,
+    // whole, before the sink opens).
+    if let Some(handle) = &handle {
+        plan.check_carry(spec, &handle.backend.signature().outputs)
+            .map_err(failed)?;
+    }
 
     ctx.progress(|p| p.stage = "reading".into());
     // A SQL source or sink waiting on its database (connecting, a query running,
@@ -288,8 +362,10 @@ pub fn run(ctx: &JobContext, spec: &ScoreSpec) -> Result<serde_json::Value, JobE
             })?;
         fill_output_rows(&mut out_rows, batch, &carry, outputs.iter().map(|(_, t)| t));
         if sink.is_none() {
+            let names = output_names(&plan, &outputs);
+            check_distinct_columns(&spec.carry, &names, &spec.sink).map_err(failed)?;
             output_columns = spec.carry.clone();
-            output_columns.extend(output_names(&plan, &outputs, probabilities.as_deref()));
+            output_columns.extend(names);
             sink = Some(
                 io::open_sink(
                     &spec.sink,
@@ -638,31 +714,69 @@ fn predict(
     }
 }
 
-/// Column names for the outputs: a one-column output keeps its name; a
-/// `[rows, k]` output gives `name_<class>` (the model's class labels for its
-/// probabilities) or `name_<j>`.
-fn output_names(
-    plan: &ScoringPlan,
-    outputs: &[(String, Tensor)],
-    probabilities: Option<&str>,
-) -> Vec<String> {
-    let labels = plan.class_labels.clone();
-    let mut names = Vec::new();
-    for (name, tensor) in outputs {
-        let width = row_width(tensor);
-        if width == 1 {
-            names.push(name.clone());
-            continue;
-        }
-        for j in 0..width {
-            let suffix = match &labels {
-                Some(l) if Some(name.as_str()) == probabilities && l.len() == width => l[j].clone(),
-                _ => j.to_string(),
-            };
-            names.push(format!("{name}_{suffix}"));
-        }
+/// Column names for the outputs ([`ScoringPlan::columns_of_output`], each output's
+/// width as the model answered).
+fn output_names(plan: &ScoringPlan, outputs: &[(String, Tensor)]) -> Vec<String> {
+    outputs
+        .iter()
+        .flat_map(|(name, tensor)| plan.columns_of_output(name, row_width(tensor)))
+        .collect()
+}
+
+/// An output's values a row as its signature declares them (`[-1]`: one; `[-1, k]`:
+/// `k`), when every dimension after the batch is known; as [`row_width`] counts.
+fn declared_width(output: &TensorSpec) -> Option<usize> {
+    output
+        .shape
+        .iter()
+        .skip(1)
+        .try_fold(1usize, |w, d| w.checked_mul(usize::try_from(*d).ok()?))
+        .map(|w| w.max(1))
+}
+
+/// Refuses columns a sink cannot hold side by side: a carried column with the name
+/// of an output column (a JSON line would keep one of the two values, a Parquet
+/// file would have two fields of one name, a table would refuse it), or output
+/// columns of one name. A SQL table other than PostgreSQL's takes names that
+/// differ only in case for the same (SQLite, MySQL).
+fn check_distinct_columns(
+    carry: &[String],
+    outputs: &[String],
+    sink: &super::spec::SinkSpec,
+) -> Result<(), String> {
+    let ignores_case = matches!(sink, super::spec::SinkSpec::Sql { url, .. }
+        if !url.starts_with("postgres"));
+    let same = |a: &str, b: &str| match ignores_case {
+        true => a.to_lowercase() == b.to_lowercase(),
+        false => a == b,
+    };
+    if let Some((c, o)) = carry
+        .iter()
+        .find_map(|c| outputs.iter().find(|o| same(c, o)).map(|o| (c, o)))
+    {
+        let named = match c == o {
+            true => String::new(),
+            false => format!(
+                " ({o:?}: the table's database takes names that differ only in case for one)"
+            ),
+        };
+        return Err(format!(
+            "carry column {c:?} has the name of one of the model's output columns{named}, \
+             which the output would hold twice (the model's output columns: {outputs:?}); \
+             carry another column, or rename it in the source"
+        ));
     }
-    names
+    if let Some(o) = outputs
+        .iter()
+        .enumerate()
+        .find_map(|(i, o)| outputs[..i].iter().any(|p| same(p, o)).then_some(o))
+    {
+        return Err(format!(
+            "the model's output columns {outputs:?} name {o:?} twice, which the output \
+             cannot hold: choose the outputs to write with spec.outputs"
+        ));
+    }
+    Ok(())
 }
 
 fn row_width(tensor: &Tensor) -> usize {
@@ -775,5 +889,69 @@ mod tests {
         assert!(ScoringPlan::from_json(unknown)
             .unwrap_err()
             .contains("FP128"));
+    }
+
+    fn sink(json: serde_json::Value) -> super::super::spec::SinkSpec {
+        super::super::spec::parse_sink(Some(&json), "spec.sink", &std::env::temp_dir()).unwrap()
+    }
+
+    #[test]
+    fn a_sink_never_gets_two_columns_of_one_name() {
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let outputs = strings(&["label", "probabilities_no", "probabilities_yes"]);
+        let file = sink(serde_json::json!({"path": "out.parquet"}));
+        assert!(check_distinct_columns(&strings(&["id", "Label"]), &outputs, &file).is_ok());
+        let m = check_distinct_columns(&strings(&["id", "label"]), &outputs, &file).unwrap_err();
+        assert!(
+            m.starts_with("carry column \"label\" has the name of"),
+            "{m}"
+        );
+        // SQLite and MySQL take names that differ in case for one; PostgreSQL does not.
+        let sqlite = sink(serde_json::json!({"url": "sqlite://out.db", "table": "t"}));
+        let m = check_distinct_columns(&strings(&["Label"]), &outputs, &sqlite).unwrap_err();
+        assert!(
+            m.contains("\"Label\"") && m.contains("differ only in case"),
+            "{m}"
+        );
+        let postgres = sink(serde_json::json!({"url": "postgres://u@h/db", "table": "t"}));
+        assert!(check_distinct_columns(&strings(&["Label"]), &outputs, &postgres).is_ok());
+        // Output columns of one name (an output `p` two wide beside an output `p_0`).
+        let m = check_distinct_columns(&[], &strings(&["p_0", "p_1", "p_0"]), &file).unwrap_err();
+        assert!(m.contains("name \"p_0\" twice"), "{m}");
+    }
+
+    #[test]
+    fn output_columns_known_from_the_signature() {
+        let spec = |shape: Vec<i64>| TensorSpec {
+            name: "p".into(),
+            dtype: DataType::F32,
+            shape,
+        };
+        assert_eq!(declared_width(&spec(vec![-1])), Some(1));
+        assert_eq!(declared_width(&spec(vec![-1, 1])), Some(1));
+        assert_eq!(declared_width(&spec(vec![-1, 3])), Some(3));
+        assert_eq!(declared_width(&spec(vec![-1, 2, 3])), Some(6));
+        assert_eq!(declared_width(&spec(vec![-1, -1])), None);
+        let plan = ScoringPlan {
+            model: "m".into(),
+            version: 1,
+            layout: Vec::new(),
+            prediction: "label".into(),
+            probabilities: Some("probabilities".into()),
+            outputs: vec!["label".into(), "probabilities".into(), "other".into()],
+            feature_defaults: BTreeMap::new(),
+            class_labels: Some(vec!["a".into(), "b".into()]),
+            missing_inputs: Vec::new(),
+            trained: true,
+        };
+        assert_eq!(
+            plan.columns_of_output("probabilities", 2),
+            ["probabilities_a", "probabilities_b"]
+        );
+        assert_eq!(plan.columns_of_output("other", 2), ["other_0", "other_1"]);
+        assert_eq!(
+            plan.columns_of_output("probabilities", 3)[2],
+            "probabilities_2"
+        );
     }
 }

@@ -454,7 +454,7 @@ fn parse_version(v: Option<&Value>) -> Result<VersionRequest, SpecError> {
 }
 
 /// Refuses what no module reads, with a message saying so.
-fn check_url_scheme(url: &str, field: &str) -> Result<(), SpecError> {
+pub(super) fn check_url_scheme(url: &str, field: &str) -> Result<(), SpecError> {
     let scheme = url
         .split_once(':')
         .map(|(s, _)| s.to_ascii_lowercase())
@@ -710,10 +710,37 @@ fn csv_options(obj: &Obj, field: &str, name: &str) -> Result<CsvOptions, SpecErr
             )),
         }
     };
-    Ok(CsvOptions {
+    let options = CsvOptions {
         delimiter: one_char("delimiter", if tsv { b'\t' } else { b',' })?,
         quote: one_char("quote", b'"')?,
-    })
+    };
+    // A line break ends a record whatever the dialect says: as a delimiter or a
+    // quote it would split rows into columns or run one cell into the next rows.
+    for (key, c) in [("delimiter", options.delimiter), ("quote", options.quote)] {
+        if c == b'\n' || c == b'\r' {
+            return Err(err(
+                &format!("{field}.{key}"),
+                format!("{:?} is a line break, which ends a record", c as char),
+            ));
+        }
+    }
+    if options.delimiter == options.quote {
+        // Named by the one given (the other is its default), or the quote.
+        let key = if obj.contains_key("quote") {
+            "quote"
+        } else {
+            "delimiter"
+        };
+        let other = if key == "quote" { "delimiter" } else { "quote" };
+        return Err(err(
+            &format!("{field}.{key}"),
+            format!(
+                "{:?} is also the {other}: a cell could not be told from a separator",
+                options.quote as char
+            ),
+        ));
+    }
+    Ok(options)
 }
 
 /// `given` resolved inside `data_dir`: relative to it (an absolute path must already
@@ -980,6 +1007,72 @@ mod tests {
         }
         assert!(
             matches!(&s.sink, SinkSpec::Sql { url, mode: SinkMode::Overwrite, .. } if url.ends_with("/out.db"))
+        );
+    }
+
+    /// A line break as the delimiter or the quote, or a delimiter that is also the
+    /// quote, is refused at submission naming the field (the job failed later,
+    /// listing a data row as a column name).
+    #[test]
+    fn csv_dialects_that_cannot_be_read_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path();
+        std::fs::write(data.join("in.csv"), "a;b\n1;2\n").unwrap();
+        let spec = |source: Value, sink: Value| json!({"kind": "score", "spec": {"model": "m", "source": source, "sink": sink}});
+        let e = |body: Value| parse_job(&body, data).unwrap_err().0;
+        let out = json!({"path": "o.csv"});
+        for (options, field) in [
+            (
+                json!({"delimiter": "\n"}),
+                "spec.source.delimiter: '\\n' is a line break",
+            ),
+            (
+                json!({"delimiter": "\r"}),
+                "spec.source.delimiter: '\\r' is a line break",
+            ),
+            (
+                json!({"quote": "\n"}),
+                "spec.source.quote: '\\n' is a line break",
+            ),
+            (
+                json!({"delimiter": "\""}),
+                "spec.source.delimiter: '\"' is also the quote",
+            ),
+            (
+                json!({"quote": ","}),
+                "spec.source.quote: ',' is also the delimiter",
+            ),
+            (
+                json!({"delimiter": ";", "quote": ";"}),
+                "spec.source.quote: ';' is also the delimiter",
+            ),
+        ] {
+            let mut source = json!({"path": "in.csv"});
+            source
+                .as_object_mut()
+                .unwrap()
+                .extend(options.as_object().unwrap().clone());
+            let m = e(spec(source, out.clone()));
+            assert!(m.starts_with(field), "{options}: {m}");
+        }
+        let m = e(spec(
+            json!({"path": "in.csv"}),
+            json!({"path": "o.csv", "delimiter": "\r"}),
+        ));
+        assert!(
+            m.starts_with("spec.sink.delimiter: '\\r' is a line break"),
+            "{m}"
+        );
+        // Any other pair is a dialect.
+        let ok = spec(
+            json!({"path": "in.csv", "delimiter": ";", "quote": "'"}),
+            json!({"path": "o.csv", "delimiter": "|"}),
+        );
+        let JobSpec::Score(s) = parse_job(&ok, data).unwrap() else {
+            panic!()
+        };
+        assert!(
+            matches!(&s.source, SourceSpec::File(f) if f.csv.delimiter == b';' && f.csv.quote == b'\'')
         );
     }
 }

@@ -247,6 +247,15 @@ impl Source for CsvSource {
                     )));
                 }
                 Err(e) => {
+                    // A quote left open that ran to the end of the file took the rest
+                    // for one cell: the record then has too few fields, but the open
+                    // quote is what to tell (as for one in a record's last cell).
+                    if let (csv::ErrorKind::UnequalLengths { pos: Some(p), .. }, true) =
+                        (e.kind(), self.reader.position().byte() >= self.size)
+                    {
+                        self.last_byte = p.byte();
+                        self.check_end()?;
+                    }
                     let line = e
                         .position()
                         .map(|p| {
@@ -365,9 +374,14 @@ impl JsonLinesSource {
             if text.is_empty() {
                 continue;
             }
-            return match serde_json::from_str::<serde_json::Value>(text) {
-                Ok(serde_json::Value::Object(o)) => Ok(Some(o)),
-                Ok(_) => Err(IoError(format!(
+            return match serde_json::from_str::<JsonLine>(text) {
+                Ok(JsonLine::Object(o)) => Ok(Some(o)),
+                Ok(JsonLine::Repeated(key)) => Err(IoError(format!(
+                    "{:?} line {}: key {key:?} appears twice in the object (a row has one \
+                     value per column)",
+                    self.name, self.line
+                ))),
+                Ok(JsonLine::Other) => Err(IoError(format!(
                     "{:?} line {}: not a JSON object",
                     self.name, self.line
                 ))),
@@ -422,6 +436,73 @@ impl JsonLinesSource {
                 ))),
             })
             .collect()
+    }
+}
+
+/// A JSON line as read: an object whose keys are all different, one that gives
+/// a key twice (serde_json's map would keep the last value without a word, where a
+/// CSV header naming a column twice is refused), or another value.
+enum JsonLine {
+    Object(serde_json::Map<String, serde_json::Value>),
+    Repeated(String),
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for JsonLine {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<JsonLine, D::Error> {
+        struct LineVisitor;
+        impl<'de> serde::de::Visitor<'de> for LineVisitor {
+            type Value = JsonLine;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<JsonLine, A::Error> {
+                let mut object = serde_json::Map::new();
+                let mut repeated = None;
+                // Read to the end even past a repeated key: the rest must be JSON.
+                while let Some(key) = map.next_key::<String>()? {
+                    let value: serde_json::Value = map.next_value()?;
+                    if object.contains_key(&key) {
+                        repeated.get_or_insert(key);
+                    } else {
+                        object.insert(key, value);
+                    }
+                }
+                Ok(match repeated {
+                    Some(key) => JsonLine::Repeated(key),
+                    None => JsonLine::Object(object),
+                })
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<JsonLine, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(JsonLine::Other)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<JsonLine, E> {
+                Ok(JsonLine::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<JsonLine, E> {
+                Ok(JsonLine::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<JsonLine, E> {
+                Ok(JsonLine::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<JsonLine, E> {
+                Ok(JsonLine::Other)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<JsonLine, E> {
+                Ok(JsonLine::Other)
+            }
+            fn visit_unit<E>(self) -> Result<JsonLine, E> {
+                Ok(JsonLine::Other)
+            }
+        }
+        deserializer.deserialize_any(LineVisitor)
     }
 }
 
@@ -635,6 +716,66 @@ mod tests {
         assert_eq!(source.describe_position(), "\"in.csv\" line 5");
     }
 
+    /// A key given twice in one JSON line kept its last value without a word (a CSV
+    /// header naming a column twice is refused): an error naming the line and key,
+    /// in the first row (which names the columns) as in a later one.
+    #[test]
+    fn a_json_line_giving_a_key_twice_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        let spec = FileSpec {
+            path: path.clone(),
+            name: "in.jsonl".into(),
+            format: FileFormat::JsonLines,
+            csv: CsvOptions::default(),
+        };
+        let first_error = |text: &str| -> String {
+            std::fs::write(&path, text).unwrap();
+            let mut source = match JsonLinesSource::open(&spec) {
+                Ok(source) => source,
+                Err(e) => return e.0,
+            };
+            loop {
+                match source.next_batch(2) {
+                    Ok(Some(_)) => {}
+                    Ok(None) => panic!("{text:?} was read"),
+                    Err(e) => return e.0,
+                }
+            }
+        };
+        for (text, line, key) in [
+            ("{\"a\": 1, \"b\": 2, \"a\": 3}\n", 1, "a"),
+            (
+                "{\"a\": 1, \"b\": 2}\n\n{\"a\": 1, \"b\": 2}\n{\"b\": 2, \"a\": 1, \"b\": 2}\n",
+                4,
+                "b",
+            ),
+            // The same key however it is written.
+            ("{\"a\": 1, \"b\": 2}\n{\"a\": 1, \"\\u0061\": 2}\n", 2, "a"),
+        ] {
+            let m = first_error(text);
+            assert_eq!(
+                m,
+                format!(
+                    "\"in.jsonl\" line {line}: key {key:?} appears twice in the object (a row \
+                     has one value per column)"
+                ),
+                "{text:?}"
+            );
+        }
+        // Broken JSON after a repeated key is still broken JSON; the same key in
+        // nested objects or other rows is no repeat.
+        assert!(first_error("{\"a\": 1, \"a\": 2, }\n").contains("not JSON"));
+        std::fs::write(&path, "{\"a\": 1, \"b\": {\"a\": 1}}\n").unwrap();
+        let e = JsonLinesSource::open(&spec).err().map(|e| e.0);
+        assert!(e.unwrap_or_default().contains("holds a list or an object"));
+        std::fs::write(&path, "{\"a\": 1, \"b\": 2}\n{\"a\": 3, \"b\": 4}\n[1]\n").unwrap();
+        let mut source = JsonLinesSource::open(&spec).unwrap();
+        assert_eq!(source.columns(), ["a", "b"]);
+        let e = source.next_batch(5).unwrap_err().0;
+        assert_eq!(e, "\"in.jsonl\" line 3: not a JSON object");
+    }
+
     /// Integers past i64 were read as floats and written as `12345678901234567000`
     /// (CSV) or `1.2345678901234567e19` (JSON lines): they are kept as their digits,
     /// and written back as read by a CSV sink.
@@ -723,6 +864,13 @@ mod tests {
             ("id,text\n1,a\n2,b\n3,\"c", 4),
             ("id,text\r\n1,a\r\n2,\"b\"\"\r\n", 3),
             ("id,\"text\n1,a\n", 1),
+            // Open in a record's first cell: the record is one cell, not a row
+            // short of fields.
+            (
+                "id,a,b,c,d\n1,5.1,3.5,1.4,0.2\n\"b,5.1,3.5,1.4,0.2\n3,4.9,3.0,1.4,0.2\n",
+                3,
+            ),
+            ("id,text\n1,a\n\"b,c\n", 3),
         ] {
             let e = read_all(dir.path(), text).expect_err(text);
             assert!(
@@ -747,6 +895,15 @@ mod tests {
                 "{}",
                 e.0
             ),
+        }
+        // A record short of fields is that, at the end of the file too.
+        for (text, line) in [("id,text\n1\n2,b\n", 2), ("id,text\n1,a\n2\n", 3)] {
+            let e = read_all(dir.path(), text).expect_err(text);
+            assert!(
+                e.0.contains(&format!("line {line}: 1 fields where the header has 2")),
+                "{text:?}: {}",
+                e.0
+            );
         }
         // Closed quotes, doubled quotes, a quote inside an unquoted cell, a quoted
         // cell over two lines at the end, blank lines after it: all read.

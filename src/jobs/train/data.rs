@@ -117,6 +117,16 @@ pub fn parse_schema(spec: &TrainSpec) -> Result<Schema, String> {
         if key == &spec.label {
             return Err(err(&format!("{field}.key"), "is the label column"));
         }
+        if super::onnx::OUTPUTS.contains(&key.as_str()) {
+            return Err(err(
+                &format!("{field}.key"),
+                format!(
+                    "{key:?} is the name of one of the saved model's outputs ({}), which no \
+                     input may have: rename the column in the source",
+                    super::onnx::OUTPUTS.join(", ")
+                ),
+            ));
+        }
         if features.iter().any(|g: &FeatureSpec| &g.key == key) {
             return Err(err(
                 &format!("{field}.key"),
@@ -194,6 +204,26 @@ pub fn parse_schema(spec: &TrainSpec) -> Result<Schema, String> {
         label_map,
         features,
     })
+}
+
+/// Refuses a categorical feature whose `values` map gives more categories than a
+/// training job learns (`max_categories`, `--max-categories`): each category is a
+/// column of the design matrix, as a learned one is. The message names the field.
+pub fn check_categories(schema: &Schema, max_categories: usize) -> Result<(), String> {
+    for (i, f) in schema.features.iter().enumerate() {
+        let given = f.categories.as_ref().map_or(0, Vec::len);
+        if given > max_categories {
+            return Err(err(
+                &format!("spec.schema.features[{i}].values"),
+                format!(
+                    "feature {:?} has {given} categories, more than {max_categories}, the \
+                     most a training job encodes (--max-categories)",
+                    f.key
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The columns a training job reads: the label, then the features in order.
@@ -356,10 +386,117 @@ impl Encoded {
 /// Encodes the rows: classes, categories, imputation. Fails with a message naming
 /// the column and row for a value that cannot be used.
 pub fn encode(raw: &RawData, schema: &Schema, max_categories: usize) -> Result<Encoded, JobError> {
+    encode_within(raw, schema, max_categories, MAX_DESIGN_BYTES)
+}
+
+/// The most memory a training job's design matrix may take (rows × columns of
+/// 64-bit floats, a categorical feature one column per category): 2 GiB. Each fit
+/// holds a scaled copy of its rows beside it, so a job's peak is about twice this.
+/// Checked before the matrix is allocated.
+pub const MAX_DESIGN_BYTES: usize = 2 << 30;
+
+/// Refuses a design matrix of `rows` × `width` that would take more than
+/// `max_bytes`, before it is allocated.
+fn check_design_size(rows: usize, width: usize, max_bytes: usize) -> Result<(), String> {
+    let cell = std::mem::size_of::<f64>();
+    match rows.checked_mul(width).and_then(|c| c.checked_mul(cell)) {
+        Some(bytes) if bytes <= max_bytes => Ok(()),
+        bytes => Err(format!(
+            "the encoded data would be {rows} rows × {width} columns ({} as 64-bit floats), \
+             more than the {} a training job's design matrix may take: train on fewer rows, \
+             or with fewer categories (each category of a categorical feature is a column)",
+            bytes.map_or_else(|| "more than the memory there is".to_string(), shown_bytes),
+            shown_bytes(max_bytes)
+        )),
+    }
+}
+
+/// A size in bytes as a person reads it (`2 GiB`, `763 MiB`).
+fn shown_bytes(bytes: usize) -> String {
+    const UNITS: [&str; 4] = ["bytes", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    match value.fract() == 0.0 || unit == 0 {
+        true => format!("{value:.0} {}", UNITS[unit]),
+        false => format!("{value:.1} {}", UNITS[unit]),
+    }
+}
+
+/// A label column's cell as a number, as pandas reads a column: an integer or a
+/// float (a CSV's text that reads as a finite number is one). `None` for any other
+/// value (text, a boolean).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum LabelNumber {
+    Int(i64),
+    Float(f64),
+}
+
+/// Floats up to 2^53 are integers exactly.
+const EXACT_INTEGERS: f64 = 9_007_199_254_740_992.0;
+
+fn label_number(v: &Value) -> Option<LabelNumber> {
+    let float = |f: f64| match f.fract() == 0.0 && f.abs() <= EXACT_INTEGERS {
+        true => LabelNumber::Int(f as i64),
+        false => LabelNumber::Float(f),
+    };
+    match v {
+        Value::Int(i) => Some(LabelNumber::Int(*i)),
+        Value::Float(f) => Some(float(*f)),
+        Value::Text(s) => {
+            let s = s.trim();
+            match s.parse::<i64>() {
+                Ok(i) => Some(LabelNumber::Int(i)),
+                Err(_) => s.parse::<f64>().ok().filter(|f| f.is_finite()).map(float),
+            }
+        }
+        Value::Bool(_) | Value::Null => None,
+    }
+}
+
+/// The classes of a label column without a value map, the same whatever the file
+/// format: a column whose values are all numbers gives numbers (`1`, `1.0` and the
+/// float 1 are one class), integers when every value is one, else the numbers as
+/// text in their shortest form (`"0.5"`, `"1.0"`); any other column is text, each
+/// value as written.
+fn column_classes(cells: &[&Value]) -> Vec<Class> {
+    let Some(numbers) = cells
+        .iter()
+        .map(|v| label_number(v))
+        .collect::<Option<Vec<_>>>()
+    else {
+        return cells
+            .iter()
+            .map(|v| Class::Text(category_text(v)))
+            .collect();
+    };
+    let all_integers = numbers.iter().all(|n| matches!(n, LabelNumber::Int(_)));
+    numbers
+        .into_iter()
+        .map(|n| match (n, all_integers) {
+            (LabelNumber::Int(i), true) => Class::Int(i),
+            (LabelNumber::Int(i), false) => Class::Text(format!("{:?}", i as f64)),
+            (LabelNumber::Float(f), _) => Class::Text(format!("{f:?}")),
+        })
+        .collect()
+}
+
+/// [`encode`] with the design matrix bounded by `max_design_bytes`.
+fn encode_within(
+    raw: &RawData,
+    schema: &Schema,
+    max_categories: usize,
+    max_design_bytes: usize,
+) -> Result<Encoded, JobError> {
     let fail = |m: String| Err(JobError::Failed(m));
     let n = raw.rows.len();
     // The label.
     let mut labels: Vec<Class> = Vec::with_capacity(n);
+    // Without a map: the cells, whose classes are decided once all are read.
+    let mut cells: Vec<&Value> = Vec::new();
     let mut unmapped: BTreeSet<String> = BTreeSet::new();
     for (r, row) in raw.rows.iter().enumerate() {
         let v = &row[0];
@@ -370,24 +507,21 @@ pub fn encode(raw: &RawData, schema: &Schema, max_categories: usize) -> Result<E
                 r + 1
             ));
         }
-        let text = category_text(v);
         match &schema.label_map {
-            Some(map) => match map.get(&text) {
-                Some(c) => labels.push(c.clone()),
-                None => {
-                    unmapped.insert(text);
+            Some(map) => {
+                let text = category_text(v);
+                match map.get(&text) {
+                    Some(c) => labels.push(c.clone()),
+                    None => {
+                        unmapped.insert(text);
+                    }
                 }
-            },
-            None => labels.push(match v {
-                Value::Int(i) => Class::Int(*i),
-                Value::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => Class::Int(*f as i64),
-                // A CSV's cells are text: "1" is the integer class 1.
-                _ => match text.trim().parse::<i64>() {
-                    Ok(i) => Class::Int(i),
-                    Err(_) => Class::Text(text),
-                },
-            }),
+            }
+            None => cells.push(v),
         }
+    }
+    if schema.label_map.is_none() {
+        labels = column_classes(&cells);
     }
     if !unmapped.is_empty() {
         let shown: Vec<String> = unmapped.iter().take(5).map(|s| format!("{s:?}")).collect();
@@ -403,14 +537,6 @@ pub fn encode(raw: &RawData, schema: &Schema, max_categories: usize) -> Result<E
             if unmapped.len() > 5 { ", …" } else { "" },
             known
         ));
-    }
-    // Without a map, a column of integers keeps integer classes; anything else is text.
-    if labels.iter().any(|c| matches!(c, Class::Text(_))) {
-        for c in labels.iter_mut() {
-            if let Class::Int(i) = c {
-                *c = Class::Text(i.to_string());
-            }
-        }
     }
     let classes: Vec<Class> = labels
         .iter()
@@ -597,6 +723,7 @@ pub fn encode(raw: &RawData, schema: &Schema, max_categories: usize) -> Result<E
                 Encoding::Numeric { .. } => 0,
             })
             .sum::<usize>();
+    check_design_size(n, width, max_design_bytes).map_err(JobError::Failed)?;
     let mut x = vec![0.0; n * width];
     for r in 0..n {
         let row = &mut x[r * width..(r + 1) * width];
@@ -749,5 +876,89 @@ mod tests {
             panic!()
         };
         assert!(m.contains("more than 2"), "{m}");
+    }
+
+    fn labels(cells: Vec<Value>) -> Vec<Class> {
+        let rows = cells
+            .into_iter()
+            .map(|y| vec![y, Value::Text("a".into())])
+            .collect();
+        let data = RawData {
+            rows,
+            hash: String::new(),
+        };
+        encode(&data, &schema(None), 10).unwrap().classes
+    }
+
+    #[test]
+    fn label_classes_are_numbers_whatever_the_format_and_text_stays_text() {
+        use Value::{Float, Int, Text};
+        let t = |s: &str| Text(s.into());
+        let ints = vec![Class::Int(0), Class::Int(1)];
+        // A CSV's "1" and "1.0" are one class, as the floats 1.0 of Parquet are.
+        assert_eq!(labels(vec![t("0"), t("1"), t("1.0")]), ints);
+        assert_eq!(labels(vec![Float(0.0), Float(1.0), Int(1)]), ints);
+        assert_eq!(labels(vec![t(" 0 "), t("1e0"), Float(1.0)]), ints);
+        // Numbers that are not all integers: the same texts from any format.
+        let halves = vec![Class::Text("0.5".into()), Class::Text("1.0".into())];
+        assert_eq!(labels(vec![t("0.5"), t("1"), t("1.0")]), halves);
+        assert_eq!(labels(vec![Float(0.5), Int(1), Float(1.0)]), halves);
+        // Text labels keep their own words, a number among them too.
+        assert_eq!(
+            labels(vec![t("a"), t("1.0"), t("01")]),
+            vec![
+                Class::Text("01".into()),
+                Class::Text("1.0".into()),
+                Class::Text("a".into())
+            ]
+        );
+        assert_eq!(
+            labels(vec![Value::Bool(true), Value::Bool(false)]),
+            vec![Class::Text("false".into()), Class::Text("true".into())]
+        );
+        // Infinity and NaN are no numbers to a label: words, as any other.
+        assert_eq!(
+            labels(vec![t("inf"), t("1")]),
+            vec![Class::Text("1".into()), Class::Text("inf".into())]
+        );
+    }
+
+    #[test]
+    fn the_design_matrix_is_bounded_before_it_is_allocated() {
+        let data = raw(&[("1", "b"), ("0", "a"), ("1", "c"), ("0", "b")]);
+        let wide: Vec<String> = (0..1000).map(|i| format!("k{i}")).collect();
+        // 4 rows × 1000 columns of 8 bytes: 32,000 bytes.
+        assert!(encode_within(&data, &schema(Some(wide.clone())), 10, 32_000).is_ok());
+        let JobError::Failed(m) = encode_within(&data, &schema(Some(wide)), 10, 31_999)
+            .err()
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert!(
+            m.contains("4 rows × 1000 columns") && m.contains("31.2 KiB"),
+            "{m}"
+        );
+        let m = check_design_size(usize::MAX / 2, 3, MAX_DESIGN_BYTES).unwrap_err();
+        assert!(
+            m.contains("more than the memory there is") && m.contains("2 GiB"),
+            "{m}"
+        );
+        let m = check_design_size(20_000, 50_002, MAX_DESIGN_BYTES).unwrap_err();
+        assert!(m.contains("20000 rows × 50002 columns (7.5 GiB"), "{m}");
+    }
+
+    #[test]
+    fn a_values_map_over_max_categories_is_refused_naming_the_feature() {
+        let mut s = schema(Some(vec!["a".into(), "b".into(), "c".into()]));
+        assert!(check_categories(&s, 3).is_ok());
+        let m = check_categories(&s, 2).unwrap_err();
+        assert!(
+            m.starts_with("spec.schema.features[0].values: feature \"c\" has 3 categories")
+                && m.contains("--max-categories"),
+            "{m}"
+        );
+        s.features[0].categories = None;
+        assert!(check_categories(&s, 0).is_ok());
     }
 }

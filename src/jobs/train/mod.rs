@@ -216,6 +216,13 @@ pub fn check(spec: &TrainSpec) -> Result<(), String> {
     Ok(())
 }
 
+/// Refuses a `values` map with more categories than a training job encodes
+/// (`max_categories`, `--max-categories`), naming the feature's field. The job
+/// checks it first thing; submission may check it too, with the server's setting.
+pub fn check_categories(spec: &TrainSpec, max_categories: usize) -> Result<(), String> {
+    data::check_categories(&data::parse_schema(spec)?, max_categories)
+}
+
 /// For a file source, the columns the schema names that its header lacks (reads
 /// the header only). Blocking.
 pub fn check_columns(spec: &TrainSpec, runtime: &tokio::runtime::Handle) -> Result<(), String> {
@@ -242,6 +249,7 @@ pub fn run(ctx: &JobContext, spec: &TrainSpec) -> Result<Json, JobError> {
     let grid = trainer.grid(&spec.algorithm_spec).map_err(failed)?;
     let schema = data::parse_schema(spec).map_err(failed)?;
     let cvspec = cv::CvSpec::parse(&spec.cv).map_err(failed)?;
+    check_categories(spec, ctx.state.settings.max_categories).map_err(failed)?;
     let standardize = spec
         .algorithm_spec
         .get("standardize")
@@ -420,7 +428,12 @@ pub fn run(ctx: &JobContext, spec: &TrainSpec) -> Result<Json, JobError> {
                 actor: Some(format!("job {}", ctx.job.id)),
             },
         ))
-        .map_err(|e| failed(format!("cannot save the model: {e}")))?;
+        .map_err(|e| {
+            failed(format!(
+                "cannot save the model: {}",
+                trained_model_words(&e)
+            ))
+        })?;
     ctx.message(format!(
         "saved {} version {} (best {} {} = {:.4}){}",
         spec.model,
@@ -460,6 +473,18 @@ pub fn run(ctx: &JobContext, spec: &TrainSpec) -> Result<Json, JobError> {
     }))
 }
 
+/// `publish_files`' refusal in the words of a trained model: it checks the version
+/// as it checks an upload, and says "the uploaded file", which a training job's
+/// client never sent.
+fn trained_model_words(e: &crate::api::ApiError) -> String {
+    e.to_string()
+        .replace(
+            "the uploaded file is not a model ferroserve can load",
+            "the trained model does not load",
+        )
+        .replace("the uploaded model", "the trained model")
+}
+
 /// Class probabilities of `rows`, encoded with `scaler`.
 fn predict(model: &dyn Fitted, scaler: &Scaler, data: &Encoded, rows: &[usize]) -> Vec<Vec<f64>> {
     let x = scaler.transform(data, rows);
@@ -467,4 +492,27 @@ fn predict(model: &dyn Fitted, scaler: &Scaler, data: &Encoded, rows: &[usize]) 
         .take(rows.len())
         .map(|row| model.predict_proba(row))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_save_speaks_of_the_trained_model() {
+        let e = crate::api::ApiError::InvalidArgument(
+            "the uploaded file is not a model ferroserve can load: Duplicate definition".into(),
+        );
+        assert_eq!(
+            trained_model_words(&e),
+            "the trained model does not load: Duplicate definition"
+        );
+        let e = crate::api::ApiError::InvalidArgument(
+            "the uploaded model does not fit the model's config.toml: x".into(),
+        );
+        assert_eq!(
+            trained_model_words(&e),
+            "the trained model does not fit the model's config.toml: x"
+        );
+    }
 }

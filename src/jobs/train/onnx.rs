@@ -133,6 +133,40 @@ pub fn class_labels(classes: &[Class]) -> (onnx::AttributeProto, i32) {
     }
 }
 
+/// The outputs the saved graph answers under these names (the classifier node's).
+pub const OUTPUTS: [&str; 2] = ["label", "probabilities"];
+
+/// Names for the graph's own values (the numeric block, each one-hot block, the
+/// design matrix), none of them a feature's (an input's), an output's or another
+/// value's: ONNX refuses a graph that defines a name twice, and a feature may be
+/// called anything, `numeric_scaled` or `job_onehot` too. A name stays what it
+/// always was unless it is taken, then takes the first free `_<n>` suffix.
+struct ValueNames {
+    taken: std::collections::HashSet<String>,
+}
+
+impl ValueNames {
+    fn new(features: &[(String, bool)]) -> ValueNames {
+        ValueNames {
+            taken: features
+                .iter()
+                .map(|(key, _)| key.clone())
+                .chain(OUTPUTS.iter().map(|o| o.to_string()))
+                .collect(),
+        }
+    }
+
+    fn fresh(&mut self, wanted: &str) -> String {
+        let mut name = wanted.to_string();
+        let mut n = 1;
+        while !self.taken.insert(name.clone()) {
+            name = format!("{wanted}_{n}");
+            n += 1;
+        }
+        name
+    }
+}
+
 /// The whole model, serialized. `features` are the schema's keys in order (the
 /// graph's inputs); `encodings` say which are numeric (first, in order) and the
 /// categories of the others.
@@ -146,6 +180,7 @@ pub fn export(
 ) -> Vec<u8> {
     let mut nodes = Vec::new();
     let mut initializers = Vec::new();
+    let mut names = ValueNames::new(features);
     let inputs: Vec<onnx::ValueInfoProto> = features
         .iter()
         .map(|(key, categorical)| {
@@ -165,7 +200,7 @@ pub fn export(
         })
         .collect();
     if !numeric.is_empty() {
-        let mut current = "numeric_columns".to_string();
+        let mut current = names.fresh("numeric_columns");
         nodes.push(node(
             "Concat",
             "",
@@ -183,11 +218,12 @@ pub fn export(
         if imputes.iter().any(Option::is_some) {
             // A column whose policy is "error" keeps NaN (replaced by NaN).
             let values = imputes.iter().map(|v| v.unwrap_or(f32::NAN)).collect();
+            let imputed = names.fresh("numeric_imputed");
             nodes.push(node(
                 "Imputer",
                 "ai.onnx.ml",
                 &[&current],
-                &["numeric_imputed"],
+                &[&imputed],
                 vec![
                     floats("imputed_value_floats", values),
                     onnx::AttributeProto {
@@ -199,20 +235,21 @@ pub fn export(
                     },
                 ],
             ));
-            current = "numeric_imputed".into();
+            current = imputed;
         }
         if let Some(s) = scaler {
+            let scaled = names.fresh("numeric_scaled");
             nodes.push(node(
                 "Scaler",
                 "ai.onnx.ml",
                 &[&current],
-                &["numeric_scaled"],
+                &[&scaled],
                 vec![
                     floats("offset", s.offset.clone()),
                     floats("scale", s.scale.clone()),
                 ],
             ));
-            current = "numeric_scaled".into();
+            current = scaled;
         }
         parts.push(current);
     }
@@ -223,9 +260,9 @@ pub fn export(
             impute,
         } = e
         {
-            let onehot = format!("{key}_onehot");
-            let flat = format!("{key}_encoded");
-            let shape = format!("{key}_shape");
+            let onehot = names.fresh(&format!("{key}_onehot"));
+            let flat = names.fresh(&format!("{key}_encoded"));
+            let shape = names.fresh(&format!("{key}_shape"));
             let mut column = key.clone();
             if let Some(imputed) = impute
                 .as_ref()
@@ -233,7 +270,7 @@ pub fn export(
             {
                 // "" (missing) becomes the imputed category; every category stays
                 // itself; anything else becomes a text no category is (all zeros).
-                let filled = format!("{key}_imputed");
+                let filled = names.fresh(&format!("{key}_imputed"));
                 let mut unknown = String::from("\u{1}unknown");
                 while categories.contains(&unknown) {
                     unknown.push('\u{1}');
@@ -274,18 +311,19 @@ pub fn export(
         }
     }
     let part_refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+    let design = names.fresh("features");
     nodes.push(node(
         "Concat",
         "",
         &part_refs,
-        &["features"],
+        &[&design],
         vec![int("axis", 1)],
     ));
     let (labels, label_type) = class_labels(classes);
-    nodes.push(model.onnx_node("features", labels));
+    nodes.push(model.onnx_node(&design, labels));
     let outputs = vec![
-        value_info("label", label_type, &[None]),
-        value_info("probabilities", FLOAT, &[None, Some(classes.len() as i64)]),
+        value_info(OUTPUTS[0], label_type, &[None]),
+        value_info(OUTPUTS[1], FLOAT, &[None, Some(classes.len() as i64)]),
     ];
     let graph = onnx::GraphProto {
         node: nodes,
@@ -332,4 +370,106 @@ pub fn export(
         ..Default::default()
     };
     model.encode_to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A classifier node and nothing more: the graph around it is under test.
+    struct Stub;
+
+    impl Fitted for Stub {
+        fn predict_proba(&self, _row: &[f64]) -> Vec<f64> {
+            vec![0.5, 0.5]
+        }
+        fn onnx_node(&self, input: &str, labels: onnx::AttributeProto) -> onnx::NodeProto {
+            node(
+                "LinearClassifier",
+                "ai.onnx.ml",
+                &[input],
+                &OUTPUTS,
+                vec![labels],
+            )
+        }
+        fn describe(&self) -> serde_json::Value {
+            serde_json::Value::Null
+        }
+    }
+
+    #[test]
+    fn no_value_of_the_graph_takes_a_features_name() {
+        let numeric = [
+            "features",
+            "numeric_columns",
+            "numeric_imputed",
+            "numeric_scaled",
+            "job_onehot",
+            "job_encoded",
+        ];
+        let categorical = ["job", "job_shape", "job_imputed"];
+        let features: Vec<(String, bool)> = numeric
+            .iter()
+            .map(|k| (k.to_string(), false))
+            .chain(categorical.iter().map(|k| (k.to_string(), true)))
+            .collect();
+        let encodings: Vec<Encoding> = numeric
+            .iter()
+            .map(|k| Encoding::Numeric {
+                key: k.to_string(),
+                impute: Some(0.0),
+            })
+            .chain(categorical.iter().map(|k| Encoding::Categorical {
+                key: k.to_string(),
+                categories: vec!["a".into(), "b".into()],
+                impute: Some("a".into()),
+            }))
+            .collect();
+        let scaler = Scaler {
+            offset: vec![0.0; numeric.len()],
+            scale: vec![1.0; numeric.len()],
+        };
+        let bytes = export(
+            &features,
+            &encodings,
+            Some(&scaler),
+            &[Class::Text("no".into()), Class::Text("yes".into())],
+            &Stub,
+            "",
+        );
+        let graph = onnx::ModelProto::decode(bytes.as_slice())
+            .unwrap()
+            .graph
+            .unwrap();
+        // Each name is defined once: by an input, an initializer or a node's output.
+        let mut defined: Vec<String> = graph
+            .input
+            .iter()
+            .filter_map(|i| i.name.clone())
+            .chain(graph.initializer.iter().filter_map(|t| t.name.clone()))
+            .chain(graph.node.iter().flat_map(|n| n.output.clone()))
+            .collect();
+        let all = defined.len();
+        defined.sort();
+        defined.dedup();
+        assert_eq!(defined.len(), all, "{defined:?}");
+        // The inputs are the features, the outputs as they always were.
+        let inputs: Vec<&str> = graph
+            .input
+            .iter()
+            .filter_map(|i| i.name.as_deref())
+            .collect();
+        let keys: Vec<&str> = features.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(inputs, keys);
+        let outputs: Vec<&str> = graph
+            .output
+            .iter()
+            .filter_map(|o| o.name.as_deref())
+            .collect();
+        assert_eq!(outputs, OUTPUTS);
+        // A name no feature takes stays what it was.
+        let mut names = ValueNames::new(&[("x".into(), false)]);
+        assert_eq!(names.fresh("features"), "features");
+        assert_eq!(names.fresh("features"), "features_1");
+    }
 }
