@@ -29,7 +29,9 @@
 //! As in TF Serving, a flag given twice takes its last value, and under TF
 //! Serving's name a model (`--model_base_path`) or a config file must be given:
 //! ferroserve's default repository is never served in their place. A base path
-//! that does not exist stops the start ([`TfsArgs::finish`]).
+//! that does not exist stops the start ([`TfsArgs::finish`]); one that cannot be
+//! written keeps the server's state in a directory of the temporary directory
+//! that is its own and this user's alone ([`private_state_dir`]).
 //!
 //! TF Serving spells flags `--name=value` or `-name=value`; [`normalize_args`]
 //! turns the single-dash form into the double-dash one clap reads.
@@ -516,8 +518,16 @@ impl TfsArgs {
             "rest-addr",
             "rest_api_port",
         )?;
-        if self.rest_api_timeout_in_ms == Some(0) {
-            return Err(fail("--rest_api_timeout_in_ms must be positive"));
+        // Checked here, so that the message names the flag given and its value (the
+        // setting it becomes is in seconds).
+        if let Some(ms) = self.rest_api_timeout_in_ms {
+            let most = crate::settings::MAX_REQUEST_TIMEOUT_SECS as u64 * 1000;
+            if ms == 0 || ms > most {
+                return Err(fail(format!(
+                    "--rest_api_timeout_in_ms={ms}: give a number of milliseconds above 0 \
+                     and at most {most} (365 days)"
+                )));
+            }
         }
         self.set_once(
             &mut args.request_timeout_secs,
@@ -581,25 +591,40 @@ impl TfsArgs {
             "tensorflow_intra_op_parallelism",
         )?;
         if let Some(list) = &self.grpc_channel_arguments {
+            let mut given: Vec<&str> = Vec::new();
             for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                 let (key, value) = item.split_once('=').ok_or_else(|| {
                     fail(format!(
                         "--grpc_channel_arguments: {item:?} is not key=value"
                     ))
                 })?;
-                // gRPC's -1 is "unlimited": the most a gRPC channel argument (an
-                // int) can say, protobuf's 2 GiB message limit.
+                let key = key.trim();
+                // Both values would be meant for one setting: which one is unclear.
+                if given.contains(&key) {
+                    return Err(fail(format!(
+                        "--grpc_channel_arguments: {key} is given twice: give it once"
+                    )));
+                }
+                given.push(key);
+                // A gRPC channel argument is an int: its most, 2147483647, is also
+                // protobuf's 2 GiB message limit, and gRPC's -1 ("unlimited") says
+                // the same. TF Serving's int parse passes a larger number on as a
+                // string, which gRPC ignores: here it is refused.
                 let value = value.trim();
                 let bytes = match value {
-                    "-1" => Ok(i32::MAX as usize),
-                    _ => value.parse::<usize>(),
+                    "-1" => Some(i32::MAX as usize),
+                    _ => value
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| *n <= i32::MAX as usize),
                 };
-                let bytes = bytes.map_err(|_| {
+                let bytes = bytes.ok_or_else(|| {
                     fail(format!(
-                        "--grpc_channel_arguments: {key} must be a number of bytes, not {value:?}"
+                        "--grpc_channel_arguments: {key} must be a number of bytes from 0 to \
+                         2147483647 (or -1, unlimited), not {value:?}"
                     ))
                 })?;
-                match key.trim() {
+                match key {
                     "grpc.max_receive_message_length" => self.set_once(
                         &mut args.grpc_max_receive_bytes,
                         Some(bytes),
@@ -684,7 +709,7 @@ impl TfsArgs {
                     }
                     check_base_path(base, &name)?;
                     if settings.state_dir.is_none() && settings.database_url.is_none() {
-                        settings.state_dir = Some(single_model_state_dir(base, &name));
+                        settings.state_dir = Some(single_model_state_dir(base, &name)?);
                     }
                     settings.single_model = Some(SingleModel {
                         name,
@@ -768,17 +793,104 @@ fn check_base_path(base: &Path, name: &str) -> Result<(), TfsError> {
 /// Where a single model's server keeps its state: beside the versions
 /// (`<base>/.ferroserve`, hidden from the version scan) when that directory can
 /// be written, else in the temporary directory (a read-only model volume, as
-/// Kubernetes mounts them).
-fn single_model_state_dir(base: &Path, name: &str) -> PathBuf {
+/// Kubernetes mounts them): see [`private_state_dir`].
+fn single_model_state_dir(base: &Path, name: &str) -> Result<PathBuf, TfsError> {
     let beside = base.join(".ferroserve");
     if std::fs::create_dir_all(&beside).is_ok() {
         let probe = beside.join(format!(".probe-{}", std::process::id()));
         if std::fs::write(&probe, b"").is_ok() {
             let _ = std::fs::remove_file(&probe);
-            return beside;
+            return Ok(beside);
         }
     }
-    std::env::temp_dir().join(format!("ferroserve-{name}"))
+    private_state_dir(&std::env::temp_dir(), base, name)
+}
+
+/// The state directory of a single model whose base path cannot be written:
+/// `<temp>/ferroserve-<euid>-<hash>`, the hash of the canonical base path and the
+/// model name. The temporary directory is shared by every user, so the name only
+/// tells this server's directory apart: servers of other base paths or models
+/// get their own (one of the same base and model, a replica, shares it), and the
+/// directory must be this user's alone. It is made with mode 0700; one that is
+/// already there must be a real directory (not a link) of this user that no
+/// other user may write, else another user could have made it first and would
+/// own the server's metadata database and job files. Then the start stops and
+/// asks for `--state-dir`.
+fn private_state_dir(temp: &Path, base: &Path, name: &str) -> Result<PathBuf, TfsError> {
+    use sha2::{Digest, Sha256};
+    let canonical = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
+    let mut hash = Sha256::new();
+    hash.update(canonical.as_os_str().as_encoded_bytes());
+    // A NUL ends the path: no path holds one, so (path, name) pairs never collide.
+    hash.update([0]);
+    hash.update(name.as_bytes());
+    let digest: String = hash.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let uid = effective_uid();
+    let dir = temp.join(format!("ferroserve-{uid}-{digest}"));
+    let refuse = |why: String| {
+        fail(format!(
+            "the base path {} of model {name} cannot be written, and its state directory \
+             in the temporary directory, {}, {why}: give the server a directory of its \
+             own with --state-dir (or a database with --database-url)",
+            base.display(),
+            dir.display()
+        ))
+    };
+    match create_private_dir(&dir) {
+        Ok(()) => return Ok(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(refuse(format!("cannot be made ({e})"))),
+    }
+    let meta =
+        std::fs::symlink_metadata(&dir).map_err(|e| refuse(format!("cannot be examined ({e})")))?;
+    if meta.file_type().is_symlink() {
+        return Err(refuse(
+            "is a symbolic link, which another user may have made".into(),
+        ));
+    }
+    if !meta.is_dir() {
+        return Err(refuse("is not a directory".into()));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if meta.uid() != uid {
+            return Err(refuse(format!(
+                "belongs to another user (uid {}, not this server's {uid})",
+                meta.uid()
+            )));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(refuse(format!(
+                "may be written by other users (mode {:o})",
+                meta.mode() & 0o7777
+            )));
+        }
+    }
+    Ok(dir)
+}
+
+/// The user the server runs as: the owner its private directories must have.
+#[cfg(unix)]
+fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+#[cfg(not(unix))]
+fn effective_uid() -> u32 {
+    0
+}
+
+/// Makes `dir` (not its parents) readable and writable by its owner only.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
 }
 
 fn read_batching_parameters(file: &Path) -> Result<BatchingConfig, TfsError> {
@@ -809,18 +921,45 @@ fn wrapped(f: &Field) -> Result<&Field, String> {
     }
 }
 
+/// A boolean field as protobuf's text format reads it (`TextFormat::Parser`):
+/// the identifiers `true`, `True`, `t`, `false`, `False`, `f` (case matters), or
+/// an unsigned integer 0 or 1, written in decimal, hex (`0x1`) or octal (`01`).
 fn boolean(f: &Field) -> Result<bool, String> {
     use crate::pbtext::{Tok, Value};
-    match &f.value {
-        Value::Scalar(Tok::Ident(s)) | Value::Scalar(Tok::Num(s)) => {
-            match s.to_ascii_lowercase().as_str() {
-                "true" | "1" => Ok(true),
-                "false" | "0" => Ok(false),
-                _ => Err(format!("line {}: {} must be true or false", f.line, f.name)),
+    let parsed = match &f.value {
+        Value::Scalar(Tok::Ident(s)) => match s.as_str() {
+            "true" | "True" | "t" => Some(true),
+            "false" | "False" | "f" => Some(false),
+            _ => None,
+        },
+        Value::Scalar(Tok::Num(n)) => {
+            let (digits, radix) = match n.strip_prefix("0x").or_else(|| n.strip_prefix("0X")) {
+                Some(hex) => (hex, 16),
+                None if n.len() > 1 && n.starts_with('0') => (&n[1..], 8),
+                None => (n.as_str(), 10),
+            };
+            // No sign (from_str_radix would take a `+`): protobuf takes an unsigned
+            // integer here.
+            let value = digits
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit())
+                .then(|| u64::from_str_radix(digits, radix).ok())
+                .flatten();
+            match value {
+                Some(0) => Some(false),
+                Some(1) => Some(true),
+                _ => None,
             }
         }
-        _ => Err(format!("line {}: {} must be true or false", f.line, f.name)),
-    }
+        _ => None,
+    };
+    parsed.ok_or_else(|| {
+        format!(
+            "line {}: {} must be true or false (protobuf's text format also takes True, \
+             t, False, f, 1 and 0)",
+            f.line, f.name
+        )
+    })
 }
 
 /// TF Serving's `BatchingParameters` text format as ferroserve's batching:
@@ -1226,6 +1365,145 @@ mod tests {
             ..TfsArgs::default()
         };
         assert!(t.fold_into(ServeArgs::default()).is_err());
+    }
+
+    /// A channel argument given twice is named as such (not as a clash with
+    /// --grpc-max-receive-bytes, which nobody gave); a value past the most a gRPC
+    /// channel argument (an int) can say is refused, as TF Serving's int parse
+    /// refuses it.
+    #[test]
+    fn channel_arguments_given_twice_or_too_large_are_refused() {
+        let fold = |list: &str| {
+            TfsArgs {
+                grpc_channel_arguments: Some(list.into()),
+                ..TfsArgs::default()
+            }
+            .fold_into(ServeArgs::default())
+        };
+        let e = fold("grpc.max_receive_message_length=1,grpc.max_receive_message_length=2")
+            .unwrap_err();
+        assert!(
+            e.0.contains("grpc.max_receive_message_length is given twice"),
+            "{e}"
+        );
+        assert!(!e.0.contains("--grpc-max-receive-bytes"), "{e}");
+        for too_large in ["2147483648", "99999999999"] {
+            let e = fold(&format!("grpc.max_send_message_length={too_large}")).unwrap_err();
+            assert!(e.0.contains("2147483647"), "{e}");
+            assert!(e.0.contains(too_large), "{e}");
+        }
+        let args = fold("grpc.max_receive_message_length=2147483647").unwrap();
+        assert_eq!(args.grpc_max_receive_bytes, Some(2_147_483_647));
+    }
+
+    /// --rest_api_timeout_in_ms past a year is refused naming the flag and the
+    /// value given, not the seconds setting it becomes.
+    #[test]
+    fn a_rest_timeout_too_long_names_the_flag() {
+        let fold = |ms| {
+            TfsArgs {
+                rest_api_timeout_in_ms: Some(ms),
+                ..TfsArgs::default()
+            }
+            .fold_into(ServeArgs::default())
+        };
+        for ms in [0, 31_536_000_001, u64::MAX] {
+            let e = fold(ms).unwrap_err();
+            assert!(
+                e.0.starts_with(&format!("--rest_api_timeout_in_ms={ms}:")),
+                "{e}"
+            );
+            assert!(!e.0.contains("request_timeout_secs"), "{e}");
+        }
+        let args = fold(31_536_000_000).unwrap();
+        assert_eq!(args.request_timeout_secs, Some(31_536_000.0));
+    }
+
+    /// Booleans of the text-format files read as protobuf's text format reads
+    /// them: true/True/t, false/False/f, or an unsigned 0 or 1.
+    #[test]
+    fn text_format_booleans_read_as_protobuf_reads_them() {
+        let enable =
+            |v: &str| parse_monitoring_config(&format!("prometheus_config {{ enable: {v} }}"));
+        for v in ["true", "True", "t", "1", "0x1", "01"] {
+            assert_eq!(
+                enable(v).unwrap().as_deref(),
+                Some("/monitoring/prometheus/metrics"),
+                "{v}"
+            );
+        }
+        for v in ["false", "False", "f", "0", "00", "0x0"] {
+            assert_eq!(enable(v).unwrap(), None, "{v}");
+        }
+        // protobuf refuses these too: case matters, and only 0 or 1 unsigned.
+        for v in [
+            "TRUE", "tRuE", "yes", "2", "-1", "+1", "0x", "1.0", "\"true\"",
+        ] {
+            let e = enable(v).unwrap_err();
+            assert!(e.contains("enable must be true or false"), "{v}: {e}");
+        }
+        // The batching parameters' booleans read the same way.
+        let b = parse_batching_parameters(
+            "pad_variable_length_inputs: f\nenable_large_batch_splitting { value: False }",
+        )
+        .unwrap();
+        assert_eq!(b.max_batch_size, BatchingConfig::default().max_batch_size);
+        let e = parse_batching_parameters("pad_variable_length_inputs: t").unwrap_err();
+        assert!(e.contains("does not pad"), "{e}");
+        let e =
+            parse_batching_parameters("enable_large_batch_splitting { value: True }").unwrap_err();
+        assert!(e.contains("unsplit"), "{e}");
+    }
+
+    /// A single model whose base path cannot be written keeps its state in a
+    /// directory of the temporary directory that is this user's alone: one per
+    /// base path and model, made with mode 0700; one already there that is a
+    /// link, or that others may write or own, stops the start.
+    #[test]
+    fn a_read_only_models_state_dir_is_private_and_its_own() {
+        use std::os::unix::fs::PermissionsExt;
+        let temp = tempfile::tempdir().unwrap();
+        let bases = tempfile::tempdir().unwrap();
+        let (a, b) = (bases.path().join("a"), bases.path().join("b"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        let dir_a = private_state_dir(temp.path(), &a, "default").unwrap();
+        let dir_b = private_state_dir(temp.path(), &b, "default").unwrap();
+        assert_ne!(dir_a, dir_b);
+        assert_ne!(dir_a, private_state_dir(temp.path(), &a, "other").unwrap());
+        // The same base and model, another way of writing the path: a replica.
+        assert_eq!(
+            dir_a,
+            private_state_dir(temp.path(), &bases.path().join("b/../a"), "default").unwrap()
+        );
+        let uid = effective_uid();
+        let name = dir_a.file_name().unwrap().to_str().unwrap().to_string();
+        assert!(name.starts_with(&format!("ferroserve-{uid}-")), "{name}");
+        let mode = std::fs::metadata(&dir_a).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{mode:o}");
+
+        // Another user's plant: writable by others, a link, a file.
+        std::fs::set_permissions(&dir_a, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = private_state_dir(temp.path(), &a, "default").unwrap_err();
+        assert!(
+            e.0.contains("may be written by other users (mode 777)"),
+            "{e}"
+        );
+        assert!(e.0.contains("--state-dir"), "{e}");
+        std::fs::remove_dir(&dir_a).unwrap();
+        std::os::unix::fs::symlink(&dir_b, &dir_a).unwrap();
+        let e = private_state_dir(temp.path(), &a, "default").unwrap_err();
+        assert!(e.0.contains("is a symbolic link"), "{e}");
+        std::fs::remove_file(&dir_a).unwrap();
+        std::fs::write(&dir_a, b"").unwrap();
+        let e = private_state_dir(temp.path(), &a, "default").unwrap_err();
+        assert!(e.0.contains("is not a directory"), "{e}");
+        // Only root can give a directory away to show the owner's check.
+        if uid == 0 {
+            std::os::unix::fs::chown(&dir_b, Some(65534), None).unwrap();
+            let e = private_state_dir(temp.path(), &b, "default").unwrap_err();
+            assert!(e.0.contains("belongs to another user (uid 65534"), "{e}");
+        }
     }
 
     #[test]
