@@ -1154,6 +1154,17 @@ async fn a_trained_model_scores_into_columns_named_by_class() {
     let (header, rows) = read_csv(&env.data.join("scores.csv"));
     assert_eq!(json!(header), columns);
     assert_eq!(rows.len(), 900);
+    // The saved graph names its classes (ONNX metadata): the simple API's answer
+    // says which probability is which, as for a scikit-learn classifier.
+    let (status, answer) = server
+        .post_json(
+            "/predict",
+            &json!({"model_id": "three",
+                    "features": {"x1": -0.4148, "x2": 4.5297, "x3": 8.2517, "region": "east"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["classes"], json!(["a", "b", "c"]), "{answer}");
 
     let three = std::fs::read_to_string(env.data.join("three.csv")).unwrap();
     std::fs::write(

@@ -362,6 +362,18 @@ pub fn export(
                 }),
                 _ => None,
             })
+            .chain(
+                classes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| onnx::StringStringEntryProto {
+                        key: Some(format!("{}{i}", crate::backends::onnx::CLASS_KEY)),
+                        value: Some(match c {
+                            Class::Int(n) => n.to_string(),
+                            Class::Text(s) => s.clone(),
+                        }),
+                    }),
+            )
             .collect(),
         producer_name: Some("ferroserve".into()),
         producer_version: Some(env!("CARGO_PKG_VERSION").into()),

@@ -194,7 +194,7 @@ fn describe(session: &Session) -> Result<(Signature, ModelTraits), BackendError>
     let traits = ModelTraits {
         prediction_output,
         probabilities_output,
-        class_labels: None,
+        class_labels: class_labels(session),
         feature_names: None,
         missing_inputs: missing_inputs(session, &inputs),
         ignored_inputs: Vec::new(),
@@ -213,6 +213,28 @@ fn describe(session: &Session) -> Result<(Signature, ModelTraits), BackendError>
 /// writes one per feature with a `missing` policy other than `error` (its graph maps
 /// NaN through an `Imputer`, `""` through a `LabelEncoder`).
 pub const IMPUTES_KEY: &str = "ferroserve.imputes.";
+
+/// The prefix of the ONNX metadata keys that name a classifier's classes in the
+/// order of its probabilities' columns (`<prefix><i>` = the class of column `i`,
+/// from 0): a training job writes them, so that answers name the classes.
+pub const CLASS_KEY: &str = "ferroserve.class.";
+
+/// The classes [`CLASS_KEY`]'s entries name, when they name columns 0..n, each once.
+fn class_labels(session: &Session) -> Option<Vec<String>> {
+    let metadata = session.metadata().ok()?;
+    let mut classes: Vec<(usize, String)> = metadata
+        .custom_keys()
+        .ok()?
+        .iter()
+        .filter_map(|key| {
+            let index = key.strip_prefix(CLASS_KEY)?.parse().ok()?;
+            Some((index, metadata.custom(key)?))
+        })
+        .collect();
+    classes.sort_by_key(|(i, _)| *i);
+    let in_order = classes.iter().enumerate().all(|(j, (i, _))| *i == j);
+    (in_order && !classes.is_empty()).then(|| classes.into_iter().map(|(_, c)| c).collect())
+}
 
 fn missing_inputs(session: &Session, inputs: &[TensorSpec]) -> Vec<String> {
     let Ok(metadata) = session.metadata() else {
