@@ -123,16 +123,27 @@ async fn a_full_queue_is_refused_at_once_with_429() {
     }
     assert_ne!(labels[0], labels[1], "setosa and versicolor rows");
 
-    let (_, metrics) = server.get("/metrics").await;
-    let metrics = metrics.as_str().unwrap();
-    assert!(metrics.contains("ferroserve_rejected_total{model=\"overloaded\",version=\"1\"} 2"));
-    assert!(metrics
-        .contains("ferroserve_batch_size_bucket{model=\"overloaded\",version=\"1\",le=\"2\"} 1"));
-    assert!(metrics
-        .contains("ferroserve_queue_duration_seconds_count{model=\"overloaded\",version=\"1\"} 2"));
-    assert!(metrics.contains(
-        "ferroserve_compute_duration_seconds_count{model=\"overloaded\",version=\"1\"} 1"
-    ));
+    // The batch's run time is recorded once its answers are sent: read until it is.
+    let wanted = [
+        "ferroserve_rejected_total{model=\"overloaded\",version=\"1\"} 2",
+        "ferroserve_batch_size_bucket{model=\"overloaded\",version=\"1\",le=\"2\"} 1",
+        "ferroserve_queue_duration_seconds_count{model=\"overloaded\",version=\"1\"} 2",
+        "ferroserve_compute_duration_seconds_count{model=\"overloaded\",version=\"1\"} 1",
+    ];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, metrics) = server.get("/metrics").await;
+        let metrics = metrics.as_str().unwrap().to_string();
+        let missing: Vec<_> = wanted.iter().filter(|w| !metrics.contains(*w)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{missing:?} not in\n{metrics}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     Arc::try_unwrap(server).ok().unwrap().stop().await;
 }
 
