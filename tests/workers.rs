@@ -1979,7 +1979,7 @@ async fn a_scoring_job_on_a_deployed_model_scores_through_its_worker() {
     // Checked at submission against the worker's model.
     for (bad, what) in [
         (json!({"outputs": ["nope"]}), "spec.outputs"),
-        (json!({"version": 7}), "spec.model"),
+        (json!({"version": 7}), "spec.version"),
     ] {
         let mut body = job("never.csv");
         for (k, v) in bad.as_object().unwrap() {
