@@ -6,9 +6,8 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use common::child::{free_port, run_to_end, ChildServer};
+use common::child::{free_port, run_refused, run_to_end, ChildServer};
 use common::{install_model, root_path};
 use serde_json::{json, Value};
 
@@ -249,37 +248,6 @@ fn unsupported_flags_are_refused_clearly() {
     let (code, out) = run_to_end(c);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("tensorflow_model_server"), "{out}");
-}
-
-/// Runs a command line the drop-in must refuse: its exit code and its output. A
-/// process still running after 30 s started instead of refusing: it is killed and
-/// the test fails.
-fn run_refused(mut command: Command) -> (i32, String) {
-    let log = tempfile::NamedTempFile::new().unwrap();
-    if let Some(ort) = common::onnxruntime_path() {
-        command.env("ORT_DYLIB_PATH", ort);
-    }
-    command
-        .stdin(std::process::Stdio::null())
-        .stdout(log.reopen().unwrap())
-        .stderr(log.reopen().unwrap());
-    let mut child = command.spawn().expect("the binary runs");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let output = || std::fs::read_to_string(log.path()).unwrap_or_default();
-        if let Some(status) = child.try_wait().unwrap() {
-            return (status.code().unwrap_or(-1), output());
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "still running after 30 s instead of refusing to start:\n{}",
-                output()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// KServe's runtime and TF Serving's container image put the user's arguments

@@ -7,10 +7,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use common::child::{free_port, ChildServer};
+use common::child::{free_port, run_refused, ChildServer};
 use common::{install_model, root_path};
 
 /// A model base path whose `.ferroserve` cannot be made (a file holds the name),
@@ -58,37 +57,6 @@ fn state_dirs(temp: &Path) -> Vec<PathBuf> {
         .collect();
     dirs.sort();
     dirs
-}
-
-/// Runs a command line that must stop before serving: its exit code and output.
-/// A process still running after 30 s started instead: it is killed and the
-/// test fails.
-fn run_refused(mut command: Command) -> (i32, String) {
-    let log = tempfile::NamedTempFile::new().unwrap();
-    if let Some(ort) = common::onnxruntime_path() {
-        command.env("ORT_DYLIB_PATH", ort);
-    }
-    command
-        .stdin(Stdio::null())
-        .stdout(log.reopen().unwrap())
-        .stderr(log.reopen().unwrap());
-    let mut child = command.spawn().expect("the binary runs");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let output = || std::fs::read_to_string(log.path()).unwrap_or_default();
-        if let Some(status) = child.try_wait().unwrap() {
-            return (status.code().unwrap_or(-1), output());
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "still running after 30 s instead of refusing:\n{}",
-                output()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Servers of different read-only base paths keep their metadata store and job

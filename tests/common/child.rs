@@ -149,3 +149,34 @@ pub fn run_to_end(mut command: Command) -> (i32, String) {
     );
     (out.status.code().unwrap_or(-1), text)
 }
+
+/// Runs a command line that must stop before serving: its exit code and its output
+/// (stdout and stderr). A process still running after 30 s started instead: it is
+/// killed and the test fails.
+pub fn run_refused(mut command: Command) -> (i32, String) {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    if let Some(ort) = super::onnxruntime_path() {
+        command.env("ORT_DYLIB_PATH", ort);
+    }
+    command
+        .stdin(Stdio::null())
+        .stdout(log.reopen().unwrap())
+        .stderr(log.reopen().unwrap());
+    let mut child = command.spawn().expect("the binary runs");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let output = || std::fs::read_to_string(log.path()).unwrap_or_default();
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status.code().unwrap_or(-1), output());
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "still running after 30 s instead of refusing to start:\n{}",
+                output()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
