@@ -12,7 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{install_model, root_path, test_settings, TestServer};
+use common::{install_model, peak_rss, reset_peak_rss, root_path, test_settings, TestServer};
 use ferroserve::settings::Settings;
 use serde_json::{json, Value};
 
@@ -42,27 +42,6 @@ fn error_text(body: &Value) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("no error field in {body}"))
         .to_string()
-}
-
-/// The peak resident memory of this process since the last [`reset_peak_rss`], in
-/// bytes (`VmHWM`).
-fn peak_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .expect("VmHWM in /proc/self/status");
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap();
-    kib * 1024
-}
-
-/// Resets `VmHWM` to the current resident size (Linux ≥ 4.0).
-fn reset_peak_rss() {
-    std::fs::write("/proc/self/clear_refs", "5").unwrap();
 }
 
 /// `rows` rows of four zeros, as a JSON list's elements (10 bytes a row).

@@ -8,7 +8,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{install_model, root_path, test_settings, TestServer};
+use common::{install_model, peak_rss, reset_peak_rss, root_path, test_settings, TestServer};
 use ferroserve::settings::Settings;
 use ferroserve_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use ferroserve_proto::inference::model_infer_request::{
@@ -483,27 +483,6 @@ async fn an_encoded_body_is_refused() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 200);
     server.stop().await;
-}
-
-/// The peak resident memory of this process since the last [`reset_peak_rss`], in
-/// bytes (`VmHWM`).
-fn peak_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .expect("VmHWM in /proc/self/status");
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap();
-    kib * 1024
-}
-
-/// Resets `VmHWM` to the current resident size (Linux ≥ 4.0).
-fn reset_peak_rss() {
-    std::fs::write("/proc/self/clear_refs", "5").unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

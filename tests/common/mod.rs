@@ -430,3 +430,24 @@ pub async fn raw_grpc_body(
         header("grpc-message").unwrap_or_default(),
     )
 }
+
+/// The peak resident memory of this (test) process since the last [`reset_peak_rss`], in
+/// bytes (`VmHWM`).
+pub fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM in /proc/self/status");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// Resets `VmHWM` to the current resident size (Linux ≥ 4.0).
+pub fn reset_peak_rss() {
+    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+}
