@@ -441,5 +441,6 @@ pub fn parse_worker_ports(text: &str) -> Result<Option<(u16, u16)>, String> {
 }
 
 mod args;
+mod env;
 
 pub use args::{ServeArgs, SettingsError};
