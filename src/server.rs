@@ -412,19 +412,25 @@ pub async fn run(
         None => None,
     };
 
-    // The registry on its own port too (`--registry-addr`), like the old registry.
+    // The registry on its own port too (`--registry-addr`), like the old registry:
+    // with the main port's TLS, connection limit, timeouts and access layer.
     let registry = match state.settings.registry_addr {
         Some(addr) => {
             let listener = listen(addr)
                 .with_context(|| format!("cannot listen on registry address {addr}"))?;
-            tracing::info!(%addr, "registry listening");
-            let router = crate::workers::registry_router(state.clone());
-            let stop = stopped(stop_rx.clone());
-            Some(tokio::spawn(async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(stop)
-                    .await
-            }))
+            tracing::info!(%addr, transport, "registry listening");
+            let listener = crate::tls::ServerListener::limited(
+                listener,
+                with_tls(crate::tls::Protocol::Rest),
+                limit.clone(),
+            );
+            Some(tokio::spawn(crate::connections::serve(
+                listener,
+                crate::http::registry_router(state.clone()),
+                None,
+                crate::connections::ConnectionOptions::rest(&state.settings),
+                stopped(stop_rx.clone()),
+            )))
         }
         None => None,
     };

@@ -334,6 +334,69 @@ async fn rest_tokens_and_scopes() {
     server.stop().await;
 }
 
+/// The registry's own port (`--registry-addr`) answers as the main port does:
+/// the same token rules for each token, and errors in JSON, unknown paths too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_port_asks_for_the_same_tokens() {
+    let dir = repo();
+    let registry: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let server = TestServer::start_with(Settings {
+        registry_addr: Some(registry),
+        ..settings_with_tokens(dir.path())
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let get = |base: String, path: &'static str, token: Option<&'static str>| {
+        let mut r = client.get(format!("{base}{path}"));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            let status = r.status().as_u16();
+            let challenge = r.headers().contains_key("www-authenticate");
+            let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap_or(Value::Null);
+            (status, challenge, body)
+        }
+    };
+    let own = format!("http://{registry}");
+    for path in [
+        "/registry/services",
+        "/registry/services/iris_lr",
+        "/v1/scoring-plans/iris_lr",
+    ] {
+        for token in [None, Some("fst_nobody"), Some(READER), Some(PROM), Some(CI)] {
+            let main = get(server.base.clone(), path, token).await;
+            let there = get(own.clone(), path, token).await;
+            assert_eq!(
+                (there.0, there.1),
+                (main.0, main.1),
+                "{path} with {token:?}: {there:?} against the main port's {main:?}"
+            );
+            assert!(
+                there.2["error"].is_string() || there.0 == 200,
+                "{path}: {there:?}"
+            );
+        }
+        let refused = get(own.clone(), path, None).await;
+        assert_eq!((refused.0, refused.1), (401, true), "{path}: {refused:?}");
+    }
+    // Unknown paths and methods are JSON errors too.
+    let (status, _, body) = get(own.clone(), "/nothing/here", Some(CI)).await;
+    assert_eq!(status, 404);
+    assert!(body["error"].is_string(), "{body}");
+    let wrong = client
+        .post(format!("{own}/registry/services"))
+        .bearer_auth(CI)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status().as_u16(), 405);
+    let body: Value = wrong.json().await.unwrap();
+    assert!(body["error"].is_string(), "{body}");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_file_edited_while_serving() {
     let dir = repo();

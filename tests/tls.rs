@@ -590,3 +590,37 @@ async fn the_client_ca_is_reloaded_too() {
     assert!(!answers(&old_client).await);
     server.abort();
 }
+
+/// The registry's own port (`--registry-addr`) speaks TLS too when the server
+/// does: its answers come over HTTPS, and plain HTTP gets none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_port_serves_tls_too() {
+    let ca = Ca::new("test CA");
+    let tls = TlsDir::new(&ca.server(), None);
+    let repo = repo();
+    let registry: SocketAddr = format!("127.0.0.1:{}", common::child::free_port())
+        .parse()
+        .unwrap();
+    let settings = Settings {
+        registry_addr: Some(registry),
+        ..tls.settings(repo.path())
+    };
+    let client = https_client(&ca, None).build().unwrap();
+    let server = TestServer::start_with_client(settings, "https", client.clone()).await;
+    // This server runs no workers: the registry says so, in JSON, over HTTPS.
+    let url = format!("https://localhost:{}/registry/services", registry.port());
+    let answer = client.get(&url).send().await.unwrap();
+    assert_eq!(answer.status().as_u16(), 404);
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("runs no workers"),
+        "{body}"
+    );
+    let plain = reqwest::Client::new()
+        .get(format!("http://{registry}/registry/services"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await;
+    assert!(plain.is_err(), "plain HTTP answered: {plain:?}");
+    server.stop().await;
+}

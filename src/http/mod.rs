@@ -108,6 +108,25 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The registry alone (`/registry/services`, the scoring plans), for its own
+/// listener (`--registry-addr`): behind the same access layer, head checks and
+/// JSON errors as the main port, so a token, the loopback rule for management
+/// and every documented error shape hold there too.
+pub fn registry_router(state: AppState) -> Router {
+    crate::workers::routes()
+        .layer(DefaultBodyLimit::max(state.settings.max_request_bytes))
+        .layer(axum::middleware::from_fn(json_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            head_checks,
+        ))
+        .with_state(state)
+}
+
 /// The first path segments of the server's own routes (`""` is `/` itself, the
 /// console's redirect). A metrics path (TF Serving's `--monitoring_config_file`,
 /// a worker's `--metrics-path`) under one of them could clash with a route, or be
