@@ -126,7 +126,10 @@ pub async fn run(
     let mut settings = settings;
     if settings.public_url.is_none() {
         let addr = listeners.rest.local_addr()?;
-        settings.public_url = Some(crate::settings::default_public_url(addr));
+        settings.public_url = Some(crate::settings::default_public_url(
+            addr,
+            settings.tls_cert.is_some(),
+        ));
     }
     // The metadata store (issue 12): opened and migrated before anything is served,
     // so a database that cannot be reached or read stops the start.

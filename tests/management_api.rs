@@ -661,6 +661,21 @@ async fn stopped_models_are_not_reloaded_by_the_watcher() {
         )
         .await;
     assert_eq!(code, 400, "{body}");
+    // A parameter an unload does not take is told as an unload's.
+    let (code, body) = server
+        .post_json(
+            "/v2/repository/models/m/unload",
+            &json!({"parameters": {"x": true}}),
+        )
+        .await;
+    assert_eq!(code, 400, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains(
+            "unload parameter \"x\" is not supported: an unload takes only unload_dependents"
+        ),
+        "{body}"
+    );
     let (code, _) = server
         .post_json(
             "/v2/repository/models/m/unload",

@@ -622,5 +622,20 @@ async fn the_registry_port_serves_tls_too() {
         .send()
         .await;
     assert!(plain.is_err(), "plain HTTP answered: {plain:?}");
+
+    // The URLs answers give for the models are HTTPS ones (no --public-url).
+    let status: serde_json::Value = client
+        .get(server.url("/models/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let endpoints = &status["models"][0]["endpoints"];
+    let want = format!("https://127.0.0.1:{}/", server.rest_addr.port());
+    for url in endpoints.as_object().expect("endpoints").values() {
+        assert!(url.as_str().unwrap().starts_with(&want), "{status}");
+    }
     server.stop().await;
 }

@@ -38,15 +38,18 @@ pub fn rest_access(path: &str) -> Access {
 }
 
 /// Whether the part of a `/v1/models/` path after it names a model's history or
-/// prediction log once percent-decoded, as `http::tfs` reads it (its last part).
+/// prediction log once percent-decoded, as `http::tfs` reads it: its last part,
+/// after a model's. A model named `history` or `predictions` alone
+/// (`/v1/models/history`) is that model's status, an inference route.
 fn names_store_view(rest: &[&str]) -> bool {
     let decoded = percent_encoding::percent_decode_str(&rest.join("/"))
         .decode_utf8_lossy()
         .into_owned();
-    decoded
-        .rsplit('/')
+    let mut parts = decoded.rsplit('/');
+    parts
         .next()
         .is_some_and(|last| matches!(last, "history" | "predictions"))
+        && parts.next().is_some()
 }
 
 /// What a gRPC method (`/package.Service/Method`) needs.
@@ -88,6 +91,17 @@ mod tests {
             ("/v2/models/iris/infer", Access::Inference),
             ("/predict", Access::Inference),
             ("/no/such/route", Access::Inference),
+            // The store's views, however spelled; a model named like one is a model.
+            ("/v1/models/iris/history", Access::Management),
+            ("/v1/models/iris/predictions", Access::Management),
+            ("/v1/models/iris/%68istory", Access::Management),
+            ("/v1/models/iris%2Fpredictions", Access::Management),
+            ("/v1/models/history", Access::Inference),
+            ("/v1/models/predictions/", Access::Inference),
+            ("/v1/models/%68istory", Access::Inference),
+            ("/v1/models/history/metadata", Access::Inference),
+            ("/v1/models/predictions/history", Access::Management),
+            ("/v1/models/history:predict", Access::Inference),
         ] {
             assert_eq!(rest_access(path), access, "{path}");
         }

@@ -47,7 +47,10 @@ pub(super) fn caller_of(caller: Option<Extension<Caller>>) -> Caller {
 pub(super) fn base_url(state: &AppState) -> (String, u16) {
     let base = match &state.settings.public_url {
         Some(url) => url.clone(),
-        None => crate::settings::default_public_url(state.settings.rest_addr),
+        None => crate::settings::default_public_url(
+            state.settings.rest_addr,
+            state.settings.tls_cert.is_some(),
+        ),
     };
     let (scheme, rest) = base.split_once("://").unwrap_or(("http", &base));
     let authority = rest.split('/').next().unwrap_or_default();
@@ -224,7 +227,10 @@ struct DeployBody {
 struct Resources {
     cpu_limit: Option<Value>,
     memory_limit: Option<Value>,
-    timeout: Option<f64>,
+    // Read as any JSON value, so that a wrong kind is a 400 that names the field
+    // (`workers::resources::parse_timeout`); documented as what it must be.
+    #[schema(value_type = Option<f64>)]
+    timeout: Option<Value>,
 }
 
 /// A limit given as a string (`"500m"`, `"1Gi"`) or a number.
@@ -262,7 +268,8 @@ async fn deploy(
         environment: request.environment,
         cpu_limit: limit_text(request.resources.cpu_limit, "cpu_limit")?,
         memory_limit: limit_text(request.resources.memory_limit, "memory_limit")?,
-        timeout_secs: request.resources.timeout,
+        timeout_secs: crate::workers::resources::parse_timeout(request.resources.timeout.as_ref())
+            .map_err(|e| HttpError(ApiError::InvalidArgument(e)))?,
     };
     let summary = manage::deploy(
         &state,
@@ -473,10 +480,16 @@ fn repository_parameters(bytes: &[u8], accepted: &[&str]) -> Result<(), HttpErro
         )));
     }
     match parameters.keys().find(|k| !accepted.contains(&k.as_str())) {
-        Some(name) => Err(HttpError(ApiError::InvalidArgument(format!(
-            "parameter {name:?} is not supported: models load from the repository as they are \
-             on disk"
-        )))),
+        // A load's overrides (`config`, `file:…`) have no meaning here: models
+        // load as they are on disk. An unload takes only unload_dependents.
+        Some(name) if accepted.is_empty() => Err(invalid(format!(
+            "load parameter {name:?} is not supported: models load from the repository as \
+             they are on disk"
+        ))),
+        Some(name) => Err(invalid(format!(
+            "unload parameter {name:?} is not supported: an unload takes only {}",
+            accepted.join(", ")
+        ))),
         None => Ok(()),
     }
 }

@@ -1247,16 +1247,21 @@ mod tests {
             None
         );
         assert_eq!(
-            default_public_url("0.0.0.0:8501".parse().unwrap()),
+            default_public_url("0.0.0.0:8501".parse().unwrap(), false),
             "http://127.0.0.1:8501"
         );
         assert_eq!(
-            default_public_url("[::]:80".parse().unwrap()),
+            default_public_url("[::]:80".parse().unwrap(), false),
             "http://[::1]:80"
         );
         assert_eq!(
-            default_public_url("10.1.2.3:9000".parse().unwrap()),
+            default_public_url("10.1.2.3:9000".parse().unwrap(), false),
             "http://10.1.2.3:9000"
+        );
+        // A server that serves TLS is reached over HTTPS.
+        assert_eq!(
+            default_public_url("0.0.0.0:8443".parse().unwrap(), true),
+            "https://127.0.0.1:8443"
         );
     }
 

@@ -407,16 +407,18 @@ pub fn deadline(secs: f64, max_secs: f64) -> Option<Duration> {
         .flatten()
 }
 
-/// The public URL of a server whose REST listener is bound to `addr`: `http://` and
-/// the address, with an unspecified IP (`0.0.0.0`, `::`) as loopback, since that
-/// is the one address of the machine known to reach it.
-pub fn default_public_url(addr: SocketAddr) -> String {
+/// The public URL of a server whose REST listener is bound to `addr`: `https://`
+/// when it serves TLS (`--tls-cert`), else `http://`, and the address, with an
+/// unspecified IP (`0.0.0.0`, `::`) as loopback, since that is the one address of
+/// the machine known to reach it.
+pub fn default_public_url(addr: SocketAddr, tls: bool) -> String {
     let ip = match addr.ip() {
         std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
         std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
         ip => ip,
     };
-    format!("http://{}", SocketAddr::new(ip, addr.port()))
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{}", SocketAddr::new(ip, addr.port()))
 }
 
 /// `--worker-ports`: `FIRST-LAST` (or one port), or `off`.
