@@ -542,9 +542,15 @@ async fn a_worker_past_its_memory_limit_is_reported_oom_and_others_carry_on() {
     assert_eq!(code, 200, "{small}");
     assert_eq!(small["outputs"][0]["data"], json!([524288.0]), "{small}");
 
-    // 1 GiB in a worker limited to 256 MiB.
+    // 1 GiB in a worker limited to 256 MiB: the answer says the worker was killed
+    // past its limit (it was "did not answer (client error (SendRequest))").
     let (code, body) = post(server.url("/v2/models/hog/infer"), &infer(1024)).await;
     assert_eq!(code, 503, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("out of memory") && error.contains("past its memory limit (256Mi)"),
+        "{body}"
+    );
     let entry = wait_registry(&server, "hog", Duration::from_secs(10), |e| {
         e["last_exit"]["oom"] == true
     })
@@ -612,13 +618,20 @@ async fn repeated_failures_end_in_crash_loop_and_a_full_port_range_is_503() {
         "crash-loop",
         "stays there"
     );
-    let (code, body) = post(
-        server.url("/predict"),
-        &json!({"model_id": "iris", "features": ROW}),
-    )
-    .await;
-    assert_eq!(code, 503);
-    // It says what to do: retrying is no use.
+    let answer = reqwest::Client::new()
+        .post(server.url("/predict"))
+        .json(&json!({"model_id": "iris", "features": ROW}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 503);
+    // It says what to do: retrying is no use, so no `Retry-After` invites it.
+    assert!(
+        !answer.headers().contains_key("retry-after"),
+        "{:?}",
+        answer.headers()
+    );
+    let body: Value = answer.json().await.unwrap();
     let message = body["error"].as_str().unwrap();
     assert!(
         message.contains("crash-loop") && message.contains("deploy the model again"),
@@ -878,6 +891,12 @@ async fn without_cgroups_the_rss_watchdog_enforces_the_memory_limit() {
     let infer = |mib: i64| json!({"inputs": [{"name": "mib", "datatype": "INT64", "shape": [1], "data": [mib]}]});
     let (code, body) = post(server.url("/v2/models/hog/infer"), &infer(1024)).await;
     assert_eq!(code, 503, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("out of memory")
+            && error.contains("RSS watchdog stopped it past its memory limit (256Mi)"),
+        "{body}"
+    );
     let entry = wait_registry(&server, "hog", Duration::from_secs(10), |e| {
         e["last_exit"]["oom"] == true
     })
@@ -2713,4 +2732,136 @@ async fn a_deployed_model_reads_request_bodies_as_an_in_process_one() {
     )
     .await;
     assert_eq!(code, 200, "{body}");
+}
+
+/// The `workers` table's rows as (model, port), read from the server's own store
+/// (its default place under the repository) while no server runs.
+async fn stored_worker_rows(repo: &Path) -> Vec<(String, i64)> {
+    let db = format!(
+        "sqlite://{}",
+        repo.join(".ferroserve/ferroserve.db").display()
+    );
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT model, port FROM workers ORDER BY model")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    rows
+}
+
+/// A deploy refused because its worker cannot start changes nothing, in the store
+/// either: the failed attempt's row (its port, `crash-loop`) overwrote the serving
+/// worker's, so after a restart the model came back on the failed attempt's port,
+/// and a model whose first deploy failed kept a row for a worker it never had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_deploy_leaves_the_stored_worker_as_it_was() {
+    let repo = tempfile::tempdir().unwrap();
+    install(repo.path(), "iris", "examples/models/iris_lr/1/model.onnx");
+    install(repo.path(), "other", "examples/models/iris_dt/1/model.onnx");
+    let ports = port_range(20);
+    let mut server = start_server(repo.path(), ports, &[]).await;
+    let (code, first) = deploy(&server, json!({"model_id": "iris"})).await;
+    assert_eq!(code, 200, "{first}");
+    let port = first["port"].as_u64().unwrap();
+
+    // No worker starts in 16 MiB: both deploys are refused.
+    let starved = |model: &str| json!({"model_id": model, "resources": {"memory_limit": "16Mi"}});
+    let (code, body) = deploy(&server, starved("iris")).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("worker did not start"),
+        "{body}"
+    );
+    let (code, body) = deploy(&server, starved("other")).await;
+    assert_eq!(code, 503, "{body}");
+    let entry = registry(&server, "iris").await;
+    assert_eq!(entry["port"], json!(port), "{entry}");
+    assert_eq!(entry["pid"], first["pid"], "{entry}");
+    assert_eq!(
+        get(server.url("/registry/services/other")).await.0,
+        404,
+        "never deployed"
+    );
+
+    server.terminate();
+    assert!(server.wait_exit(Duration::from_secs(30)).is_some());
+    assert_gone(&[pid_of(&first)], Duration::from_secs(5));
+    drop(server);
+    assert_eq!(
+        stored_worker_rows(repo.path()).await,
+        vec![("iris".to_string(), port as i64)]
+    );
+
+    // Back on its old port (free), with its old settings; `other` has no worker.
+    let server = start_server(repo.path(), ports, &[]).await;
+    let entry = wait_registry(&server, "iris", Duration::from_secs(30), |e| {
+        e["state"] == "ready"
+    })
+    .await;
+    assert_eq!(entry["port"], json!(port), "{entry}");
+    assert!(entry["resources"]["memory_limit"].is_null(), "{entry}");
+    assert_eq!(get(server.url("/registry/services/other")).await.0, 404);
+    let pid = pid_of(&entry);
+    drop(server);
+    assert_gone(&[pid], Duration::from_secs(10));
+}
+
+/// Every `resources` field of the wrong kind is a 400 that names it (`timeout` as
+/// a string was a serde message about an f64 at some column), and a memory limit
+/// that comes to a fraction of a byte is refused, not rounded down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_resources_of_the_wrong_kind_are_a_400_naming_the_field() {
+    let repo = tempfile::tempdir().unwrap();
+    install(repo.path(), "iris", "examples/models/iris_lr/1/model.onnx");
+    let server = start_server(repo.path(), port_range(4), &[]).await;
+    for (resources, field, says) in [
+        (
+            json!({"timeout": "5"}),
+            "resources.timeout",
+            "number of seconds",
+        ),
+        (
+            json!({"timeout": [5]}),
+            "resources.timeout",
+            "number of seconds",
+        ),
+        (
+            json!({"memory_limit": "268435456.5"}),
+            "resources.memory_limit",
+            "whole number of bytes",
+        ),
+        (
+            json!({"memory_limit": 268435456.5}),
+            "resources.memory_limit",
+            "whole number of bytes",
+        ),
+        (
+            json!({"memory_limit": "0.1Gi"}),
+            "resources.memory_limit",
+            "whole number of bytes",
+        ),
+    ] {
+        let (code, body) = deploy(
+            &server,
+            json!({"model_id": "iris", "resources": resources.clone()}),
+        )
+        .await;
+        assert_eq!(code, 400, "{resources}: {body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(
+            error.contains(field) && error.contains(says),
+            "{resources}: {body}"
+        );
+    }
+    assert!(registry_entries(&server).await.is_empty());
+}
+
+async fn registry_entries(server: &ChildServer) -> Vec<Value> {
+    let (code, list) = get(server.url("/registry/services")).await;
+    assert_eq!(code, 200, "{list}");
+    list["services"].as_array().unwrap().clone()
 }

@@ -1,10 +1,12 @@
 //! Forwarding: the main server's REST requests for a deployed model go to its
 //! worker over kept-alive HTTP/1.1 connections (hyper's pooled client); status
 //! codes, headers and bodies pass through unchanged. A worker that is starting or
-//! restarting, or whose connection fails, is answered 503 with `Retry-After`; a
-//! request body the *client* fails to send (too large, stopped arriving, reset) is
-//! answered as an in-process model answers it (413, 408, 400), never blamed on the
-//! worker ([`ClientBody`]).
+//! restarting, or whose connection fails, is answered 503 with `Retry-After`; one in
+//! crash-loop, which is not restarted, 503 without it. A worker that ends while it
+//! answers is answered with why it ended (killed past its memory limit: out of
+//! memory). A request body the *client* fails to send (too large, stopped
+//! arriving, reset) is answered as an in-process model answers it (413, 408, 400),
+//! never blamed on the worker ([`ClientBody`]).
 //! The predict fast path (`crate::http::fast`) calls [`forward`] itself for the
 //! predict routes it takes, after its access check, with the model read from the
 //! path by the same rules ([`model_of_path`]).
@@ -29,6 +31,7 @@ use axum::response::{IntoResponse, Response};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use super::supervisor::{Target, Unreachable};
 use crate::api::ApiError;
 use crate::http::{AppState, HttpError};
 
@@ -229,6 +232,17 @@ impl http_body::Body for ClientBody {
     }
 }
 
+/// A 503 for a deployed model whose worker cannot answer, with `Retry-After` only
+/// when that `heals` by itself (the worker starts or restarts): a worker in
+/// crash-loop is never restarted, so a retry is no use.
+fn unavailable_response(error: ApiError, heals: bool) -> Response {
+    let mut response = HttpError(error).into_response();
+    if !heals {
+        response.headers_mut().remove(header::RETRY_AFTER);
+    }
+    response
+}
+
 /// Sends `request` to the worker at `target` and passes its answer back; `Err`
 /// (the worker is not ready) and a failed connection are answered 503. The body
 /// is bounded by `body_limit` (the server's `max_request_bytes`); a body the client
@@ -236,14 +250,17 @@ impl http_body::Body for ClientBody {
 /// never as the worker's failure.
 pub(crate) async fn forward(
     workers: &super::Supervisor,
-    target: Result<SocketAddr, String>,
+    target: Result<Target, Unreachable>,
     request: Request,
     body_limit: usize,
 ) -> Response {
-    let addr = match target {
-        Ok(addr) => addr,
-        Err(why) => return HttpError(ApiError::Unavailable(why)).into_response(),
+    let target = match target {
+        Ok(target) => target,
+        Err(Unreachable { message, heals }) => {
+            return unavailable_response(ApiError::Unavailable(message), heals)
+        }
     };
+    let addr = target.addr;
     let (mut parts, body) = request.into_parts();
     let declared = parts
         .headers
@@ -288,6 +305,7 @@ pub(crate) async fn forward(
             .headers
             .insert(header::AUTHORIZATION, workers.authorization().clone());
     }
+    let sent = std::time::SystemTime::now();
     match workers
         .client
         .request(Request::from_parts(parts, body))
@@ -307,11 +325,8 @@ pub(crate) async fn forward(
                 return HttpError(error).into_response();
             }
             tracing::debug!(%addr, "forwarding failed: {e}");
-            HttpError(ApiError::Unavailable(format!(
-                "the model's worker at {addr} did not answer ({e}); it is being restarted, \
-                 retry shortly"
-            )))
-            .into_response()
+            let (error, heals) = workers.forwarding_failed(&target, sent, &e).await;
+            unavailable_response(error, heals)
         }
     }
 }

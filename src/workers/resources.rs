@@ -72,9 +72,15 @@ pub fn parse_cpu(text: &str) -> Result<f64, String> {
 /// The least memory a limit may name: a worker does not start in less.
 pub const MIN_MEMORY: u64 = 16 * 1024 * 1024;
 
+/// The most memory a limit may name (more than any machine this runs on).
+const MAX_MEMORY: u128 = 1_000_000_000_000_000_000;
+
 /// `"512MB"`, `"1GB"`, `"1Gi"`, `"512Mi"`, `"64K"`, `"1048576"` → bytes. Decimal
 /// units (K, KB, M, MB, G, GB, T, TB) are powers of 1000, binary ones (Ki, Mi, Gi,
-/// Ti) of 1024; case does not matter but for the `i`.
+/// Ti) of 1024; case does not matter but for the `i`. A fraction is fine where it
+/// comes to whole bytes (`"1.5Gi"`), and refused where it does not
+/// (`"268435456.5"`, `"0.1Gi"`): the limit applied is the one asked for, to the
+/// byte. The arithmetic is exact (no floating point), so `"1.1GB"` is 1100000000.
 pub fn parse_memory(text: &str) -> Result<u64, String> {
     let invalid = || {
         format!(
@@ -87,26 +93,68 @@ pub fn parse_memory(text: &str) -> Result<u64, String> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let multiplier: f64 = match unit.trim() {
-        "" | "B" | "b" => 1.0,
-        "K" | "k" | "KB" | "kB" | "kb" | "Kb" => 1e3,
-        "M" | "m" | "MB" | "mb" | "Mb" => 1e6,
-        "G" | "g" | "GB" | "gb" | "Gb" => 1e9,
-        "T" | "t" | "TB" | "tb" | "Tb" => 1e12,
-        "Ki" | "KiB" => 1024.0,
-        "Mi" | "MiB" => 1024.0 * 1024.0,
-        "Gi" | "GiB" => 1024.0 * 1024.0 * 1024.0,
-        "Ti" | "TiB" => 1024.0f64.powi(4),
+    let multiplier: u128 = match unit.trim() {
+        "" | "B" | "b" => 1,
+        "K" | "k" | "KB" | "kB" | "kb" | "Kb" => 1_000,
+        "M" | "m" | "MB" | "mb" | "Mb" => 1_000_000,
+        "G" | "g" | "GB" | "gb" | "Gb" => 1_000_000_000,
+        "T" | "t" | "TB" | "tb" | "Tb" => 1_000_000_000_000,
+        "Ki" | "KiB" => 1 << 10,
+        "Mi" | "MiB" => 1 << 20,
+        "Gi" | "GiB" => 1 << 30,
+        "Ti" | "TiB" => 1 << 40,
         _ => return Err(invalid()),
     };
-    if number.is_empty() {
+    // `whole.fraction`, either part (not both) possibly empty: "5", "5.", ".5".
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if (whole.is_empty() && fraction.is_empty()) || fraction.contains('.') {
         return Err(invalid());
     }
-    let bytes = number.parse::<f64>().map_err(|_| invalid())? * multiplier;
-    if !(bytes.is_finite() && bytes >= MIN_MEMORY as f64 && bytes < 1e18) {
+    // number × multiplier = digits × multiplier / 10^(fraction digits), exactly;
+    // anything too large to compute is far past the most a limit may name.
+    let digits = format!("{whole}{fraction}");
+    let scale = u32::try_from(fraction.len())
+        .ok()
+        .and_then(|n| 10u128.checked_pow(n));
+    let scaled = digits
+        .parse::<u128>()
+        .ok()
+        .and_then(|d| d.checked_mul(multiplier));
+    let (Some(scaled), Some(scale)) = (scaled, scale) else {
+        return Err(invalid());
+    };
+    if scaled % scale != 0 {
+        return Err(format!(
+            "resources.memory_limit {text:?} is not a whole number of bytes: write a \
+             whole number of bytes, or a quantity that comes to one (\"1.5Gi\" does, \
+             \"0.1Gi\" does not)"
+        ));
+    }
+    let bytes = scaled / scale;
+    if !(u128::from(MIN_MEMORY)..MAX_MEMORY).contains(&bytes) {
         return Err(invalid());
     }
-    Ok(bytes as u64)
+    u64::try_from(bytes).map_err(|_| invalid())
+}
+
+/// The most a deployment's request deadline may be, in seconds (a day).
+pub const MAX_TIMEOUT_SECS: f64 = 86_400.0;
+
+/// `resources.timeout` as a request body gives it: a number of seconds (`5`,
+/// `0.5`), or nothing. Any other kind (`"5"`, `[5]`) is an error that names the
+/// field; whether the number is a valid deadline is checked with the deployment.
+pub fn parse_timeout(value: Option<&serde_json::Value>) -> Result<Option<f64>, String> {
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Number(n)) => n
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| format!("resources.timeout {n} is not a number of seconds")),
+        Some(other) => Err(format!(
+            "resources.timeout must be a positive number of seconds (at most \
+             {MAX_TIMEOUT_SECS}), not {other}"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -143,9 +191,52 @@ mod tests {
         assert_eq!(parse_memory("512Mi"), Ok(512 << 20));
         assert_eq!(parse_memory("1.5Gi"), Ok(3 << 29));
         assert_eq!(parse_memory("33554432"), Ok(32 << 20));
-        for bad in ["", "1", "1XB", "Gi", "-1Gi", "1 G i", "lots", "1kMi", "1e9"] {
+        // Exact: no floating-point error turns a whole byte count into a fraction.
+        assert_eq!(parse_memory("1.1GB"), Ok(1_100_000_000));
+        assert_eq!(parse_memory("0.3GB"), Ok(300_000_000));
+        assert_eq!(parse_memory("268435456.0"), Ok(1 << 28));
+        assert_eq!(parse_memory("256.Mi"), Ok(1 << 28));
+        assert_eq!(parse_memory(".25Gi"), Ok(1 << 28));
+        for bad in [
+            "",
+            "1",
+            "1XB",
+            "Gi",
+            "-1Gi",
+            "1 G i",
+            "lots",
+            "1kMi",
+            "1e9",
+            ".",
+            "1.2.3Gi",
+            "1..5Gi",
+            "1000000000000000000",
+            "99999999999999999999999999999999999999999Ti",
+        ] {
             let e = parse_memory(bad).unwrap_err();
             assert!(e.contains("resources.memory_limit"), "{bad}: {e}");
+        }
+        // A fraction of a byte is refused, not rounded down (it was taken as
+        // 268435456).
+        for fractional in ["268435456.5", "0.1Gi", "16777216.001", "1.0000000001GB"] {
+            let e = parse_memory(fractional).unwrap_err();
+            assert!(
+                e.contains("resources.memory_limit") && e.contains("whole number of bytes"),
+                "{fractional}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn timeouts_are_numbers() {
+        use serde_json::json;
+        assert_eq!(parse_timeout(None), Ok(None));
+        assert_eq!(parse_timeout(Some(&json!(null))), Ok(None));
+        assert_eq!(parse_timeout(Some(&json!(5))), Ok(Some(5.0)));
+        assert_eq!(parse_timeout(Some(&json!(0.5))), Ok(Some(0.5)));
+        for bad in [json!("5"), json!([5]), json!(true), json!({"s": 5})] {
+            let e = parse_timeout(Some(&bad)).unwrap_err();
+            assert!(e.contains("resources.timeout"), "{bad}: {e}");
         }
     }
 

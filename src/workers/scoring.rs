@@ -45,8 +45,8 @@ impl Supervisor {
         version: &VersionRequest,
     ) -> Option<Result<ScoringPlan, ApiError>> {
         let addr = match self.target(model)? {
-            Ok(addr) => addr,
-            Err(why) => return Some(Err(ApiError::Unavailable(why))),
+            Ok(target) => target.addr,
+            Err(why) => return Some(Err(ApiError::Unavailable(why.message))),
         };
         let query = match version {
             VersionRequest::Latest => String::new(),
@@ -81,8 +81,8 @@ impl Supervisor {
         outputs: &[String],
     ) -> Option<Result<Vec<(String, Tensor)>, ApiError>> {
         let addr = match self.target(model)? {
-            Ok(addr) => addr,
-            Err(why) => return Some(Err(ApiError::Unavailable(why))),
+            Ok(target) => target.addr,
+            Err(why) => return Some(Err(ApiError::Unavailable(why.message))),
         };
         let mut blobs = Vec::new();
         let described: Vec<Value> = inputs

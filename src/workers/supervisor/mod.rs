@@ -20,7 +20,10 @@
 //! * what the main server reports of a deployed model (versions, states, labels)
 //!   is the worker's own word: its `/models/status` entry, read when it turns ready
 //!   and with every health check, cleared when it exits. The main server holds no
-//!   copy of the model to answer from (`crate::sources`, isolated models).
+//!   copy of the model to answer from (`crate::sources`, isolated models);
+//! * the store's `workers` row of a model is its deployed slot's: only the slot in
+//!   the map writes it (`record`), so a refused deploy (whose slot never joins the
+//!   map) and an old worker draining leave it as it was.
 //!
 //! Here: the deployments map (deploy, restore, stop, shutdown, statuses, where to
 //! forward). `supervise`: one slot's loop (readiness, health checks, restarts,
@@ -55,6 +58,24 @@ const HARVEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub use process::connect_ip;
 use process::{supervisor_token, Spawner};
+
+/// Where a deployed model's requests go: its worker's address, and its deployment,
+/// which says why when the worker fails a request
+/// ([`Supervisor::forwarding_failed`]).
+pub struct Target {
+    pub addr: SocketAddr,
+    slot: Arc<Slot>,
+}
+
+/// Why a deployed model's requests cannot reach its worker now (a 503), and
+/// whether that heals by itself: a worker starting or restarting does, one in
+/// crash-loop is not restarted (it needs a deploy or `stop_deployment`), so its
+/// answer invites no retry (no `Retry-After`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unreachable {
+    pub message: String,
+    pub heals: bool,
+}
 
 /// How workers are started, from the server's settings.
 #[derive(Debug, Clone)]
@@ -160,6 +181,11 @@ pub struct Supervisor {
     /// Held while a worker's records move into the main store (`harvest`): one
     /// mover at a time, so that no row is read twice.
     harvesting: tokio::sync::Mutex<()>,
+    /// Held while a slot's `workers` row is written (`record`): a slot writes it
+    /// only while it is the one in the map, checked under this lock, so that a
+    /// slot that is not (a refused deploy's, an old worker draining) never
+    /// overwrites the row of the worker that serves.
+    recording: tokio::sync::Mutex<()>,
     /// This server's token for its own workers (random, made at start, never
     /// stored, logged or shown): each worker gets it in its environment and accepts
     /// it with every scope, so health checks, status reads and the main server's
@@ -193,6 +219,7 @@ impl Supervisor {
             store,
             draining: Mutex::new(Vec::new()),
             harvesting: tokio::sync::Mutex::new(()),
+            recording: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -207,18 +234,77 @@ impl Supervisor {
 
     /// Whether `model` is deployed in a worker; where to forward its requests when it
     /// is ready (`Err` says why not).
-    pub fn target(&self, model: &str) -> Option<Result<SocketAddr, String>> {
+    pub fn target(&self, model: &str) -> Option<Result<Target, Unreachable>> {
         let slots = self.slots.load();
         let slot = slots.get(model)?;
         let state = *slot.state.borrow();
         if slot.ready.load(Ordering::Acquire) {
-            Some(Ok(SocketAddr::new(
-                connect_ip(self.config.bind),
-                slot.port.load(Ordering::Relaxed),
-            )))
+            Some(Ok(Target {
+                addr: SocketAddr::new(
+                    connect_ip(self.config.bind),
+                    slot.port.load(Ordering::Relaxed),
+                ),
+                slot: slot.clone(),
+            }))
         } else {
-            Some(Err(state.unavailable(model)))
+            Some(Err(Unreachable {
+                message: state.unavailable(model),
+                heals: state != WorkerState::CrashLoop,
+            }))
         }
+    }
+
+    /// Why a request forwarded to `target` got no answer (`error`, the
+    /// connection's failure), for the client: a worker that ended while the request
+    /// was in flight (since `sent`) is seen ending by its supervision within moments
+    /// (its exit is reaped at once), so this waits for that, briefly, and says why
+    /// it ended; killed past its memory limit (by the kernel's OOM killer or its RSS
+    /// watchdog), that is out of memory. Whether retrying can help: not once the
+    /// deployment is in crash-loop.
+    pub(crate) async fn forwarding_failed(
+        &self,
+        target: &Target,
+        sent: SystemTime,
+        error: &(dyn std::fmt::Display + Sync),
+    ) -> (ApiError, bool) {
+        let slot = &target.slot;
+        let mut state = slot.state.subscribe();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            state.wait_for(|s| *s != WorkerState::Ready),
+        )
+        .await;
+        let state = *slot.state.borrow();
+        let exit = lock(&slot.status)
+            .last_exit
+            .clone()
+            .filter(|e| e.at >= sent);
+        let model = &slot.model;
+        let heals = state != WorkerState::CrashLoop;
+        let then = match state {
+            WorkerState::CrashLoop => state.unavailable(model),
+            WorkerState::Starting | WorkerState::Restarting => {
+                "it is being restarted, retry shortly".to_string()
+            }
+            // Still serving (it did not end), or replaced by a new worker.
+            WorkerState::Ready | WorkerState::Stopped => "retry shortly".to_string(),
+        };
+        let error = match exit {
+            Some(exit) if exit.oom => ApiError::OutOfMemory(format!(
+                "{}: model {model:?}'s worker ended while answering this request: {}; {then}",
+                crate::api::OUT_OF_MEMORY,
+                exit.reason
+            )),
+            Some(exit) => ApiError::Unavailable(format!(
+                "model {model:?}'s worker ended while answering this request: {}; {then}",
+                exit.reason
+            )),
+            None => ApiError::Unavailable(format!(
+                "model {model:?}'s worker at {} did not answer ({error}); {then}",
+                target.addr
+            )),
+        };
+        (error, heals)
     }
 
     /// Like [`Supervisor::target`], for gRPC: a channel to the worker's gRPC port.
@@ -374,6 +460,7 @@ impl Supervisor {
         self.finish_slot(&slot).await;
         self.retire_state_dir(&slot).await;
         if let Some(store) = &self.store {
+            let _one = self.recording.lock().await;
             if let Err(e) = store.forget_worker(model).await {
                 tracing::warn!(model, "the stopped worker stays in the store: {e}");
             }
@@ -703,10 +790,25 @@ impl Supervisor {
         tracing::info!(model = %slot.model, state = state.as_str(), "worker");
     }
 
-    /// Records the slot's row in the store (in the background: never on the
-    /// request path, and a store that is down loses only the row).
+    /// Records the slot's row in the store (never on the request path, and a store
+    /// that is down loses only the row), if the slot is the deployment's: a slot
+    /// outside the map (a deploy that was refused, or not switched to yet; an old
+    /// worker draining or stopping) leaves the row as it is. The row is what a
+    /// restart starts the model's worker from (its port), and a refused deploy
+    /// changes nothing.
     async fn record(&self, slot: &Slot) {
         let Some(store) = &self.store else { return };
+        // A slot joins the map before its deploy records it, and leaves it before
+        // its row is forgotten: under the lock, the check and the write are one.
+        let _one = self.recording.lock().await;
+        let deployed = self
+            .slots
+            .load()
+            .get(&slot.model)
+            .is_some_and(|s| std::ptr::eq(&**s, slot));
+        if !deployed {
+            return;
+        }
         let s = self.status_of(slot);
         let row = WorkerRow {
             model: s.model.clone(),
