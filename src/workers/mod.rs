@@ -125,11 +125,6 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/scoring-plans/{model}", get(scoring::scoring_plan))
 }
 
-/// The registry alone, for its own listener (`--registry-addr`).
-pub fn registry_router(state: AppState) -> Router {
-    routes().with_state(state)
-}
-
 fn supervisor(state: &AppState) -> Result<&std::sync::Arc<Supervisor>, HttpError> {
     state.workers.get().ok_or_else(|| {
         HttpError(ApiError::NotFound(
