@@ -319,6 +319,21 @@ async fn every_dtype_round_trips_through_both_apis() {
     assert_eq!(by_name("i32_abs")["datatype"], "INT32");
     assert_eq!(by_name("f32_sum")["shape"], json!([2, 1]));
     assert_eq!(f64s(&by_name("f32_sum")["data"]), f64s(&ort["f32_sum"]));
+
+    // A number is not a boolean: TF Serving takes only true/false for DT_BOOL.
+    let mut numbers = inputs.clone();
+    numbers["flag"] = json!([1, 0]);
+    let (status, body) = server
+        .post_json("/v1/models/multi_io:predict", &json!({"inputs": numbers}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("input \"flag\" takes BOOL values (true or false), not INT64"),
+        "{body}"
+    );
     server.stop().await;
 }
 

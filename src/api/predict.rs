@@ -578,6 +578,15 @@ fn convert_input(spec: &TensorSpec, tensor: Tensor) -> Result<Tensor, ApiError> 
             spec.name, spec.dtype
         )));
     }
+    // Numbers are not booleans, as TF Serving (which takes only JSON true/false
+    // for DT_BOOL) and Triton (only BOOL for a BOOL input) hold; booleans for a
+    // numeric input stay 1 and 0 (a pandas bool column a model was trained on).
+    if spec.dtype == DataType::Bool && given != DataType::Bool {
+        return Err(ApiError::InvalidArgument(format!(
+            "input {:?} takes BOOL values (true or false), not {given}",
+            spec.name
+        )));
+    }
     // One value per row for a `[-1, 1]` column input (TF Serving row format with
     // named scalars, `{"instances": [{"age": 65, ...}]}`, which gives `age` the
     // shape `[N]`; a scikit-learn column model's inputs are `[-1, 1]`) is the same
@@ -1023,6 +1032,29 @@ mod tests {
         .unwrap();
         assert_eq!(out[0].0, "input");
         assert_eq!(out[0].1.dtype(), DataType::F32);
+    }
+
+    #[test]
+    fn numbers_are_not_booleans() {
+        let sig = Signature {
+            inputs: vec![TensorSpec {
+                name: "flag".into(),
+                dtype: DataType::Bool,
+                shape: vec![-1],
+            }],
+            ..sig()
+        };
+        let prepare = |data| prepare_inputs(&sig, None, vec![("flag".into(), t(vec![2], data))]);
+        let e = prepare(TensorData::I64(vec![1, 0]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("input \"flag\" takes BOOL values (true or false), not INT64"),
+            "{e}"
+        );
+        assert!(prepare(TensorData::F64(vec![1.0, 0.0])).is_err());
+        let out = prepare(TensorData::Bool(vec![true, false])).unwrap();
+        assert_eq!(out[0].1.dtype(), DataType::Bool);
     }
 
     #[test]

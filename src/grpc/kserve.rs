@@ -172,6 +172,7 @@ fn predict_options(
         None => None,
         Some(ParameterChoice::DoubleParam(t)) if t.is_finite() => Some(*t as f32),
         Some(ParameterChoice::Int64Param(t)) => Some(*t as f32),
+        Some(ParameterChoice::Uint64Param(t)) => Some(*t as f32),
         Some(other) => {
             return Err(ApiError::InvalidArgument(format!(
                 "parameter \"threshold\" must be a number, not {}",
@@ -455,5 +456,26 @@ mod tests {
         assert!(e.ends_with("microseconds, not the string \"abc\""), "{e}");
         let e = with(ParameterChoice::Int64Param(0));
         assert!(e.ends_with("not 0"), "{e}");
+    }
+
+    /// A threshold is any number: an unsigned integer too, as `k` may be one.
+    #[test]
+    fn a_threshold_may_be_an_unsigned_integer() {
+        let with = |name: &str, choice| {
+            let mut p = std::collections::HashMap::new();
+            p.insert(
+                name.to_string(),
+                pb::InferParameter {
+                    parameter_choice: Some(choice),
+                },
+            );
+            predict_options(&p)
+        };
+        let options = with("threshold", ParameterChoice::Uint64Param(1)).unwrap();
+        assert_eq!(options.threshold, Some(1.0));
+        let options = with("k", ParameterChoice::Uint64Param(2)).unwrap();
+        assert_eq!(options.k, Some(2));
+        let e = with("threshold", ParameterChoice::StringParam("x".into())).unwrap_err();
+        assert!(e.to_string().contains("must be a number"), "{e}");
     }
 }
