@@ -64,13 +64,24 @@ pub async fn history(
             other => return Err(unknown(other, "limit, before")),
         }
     }
-    let page = store(state)?
+    let store = store(state)?;
+    let page = store
         .history(model, before, limit)
         .await
         .map_err(ApiError::from)?;
-    if page.events.is_empty() && before.is_none() {
-        // A deleted model keeps its history; a name never served has none.
-        known(state, model)?;
+    // A deleted model keeps its history; a name never served has none, whatever
+    // page is asked for.
+    if page.events.is_empty() && !known_to_server(state, model) {
+        let any = match before {
+            None => false,
+            Some(_) => {
+                let first = store.history(model, None, 1).await;
+                !first.map_err(ApiError::from)?.events.is_empty()
+            }
+        };
+        if !any {
+            return Err(not_found(model));
+        }
     }
     Ok(axum::Json(json!({
         "model": model,
@@ -80,11 +91,17 @@ pub async fn history(
     .into_response())
 }
 
-/// Refuses a model the server does not know (whose store views are empty): a
-/// misspelt name is a 404, not an empty answer.
-fn known(state: &AppState, model: &str) -> Result<(), HttpError> {
-    crate::api::manage::model_summary(state, model)?;
-    Ok(())
+/// Whether the server knows `model` now (served, on storage, or still finishing
+/// requests). A name it does not know, with nothing stored under it either, is a
+/// 404 (a misspelt name), not an empty answer: the handlers check the store for
+/// it whatever page or time window was asked for.
+fn known_to_server(state: &AppState, model: &str) -> bool {
+    crate::api::manage::model_summary(state, model).is_ok()
+}
+
+/// The 404 for a model neither served nor with anything stored under it.
+fn not_found(model: &str) -> HttpError {
+    HttpError(ApiError::NotFound(format!("model {model:?} not found")))
 }
 
 /// A time as milliseconds since the epoch, or RFC 3339 (`Z` or a `±HH:MM` offset;
@@ -187,16 +204,33 @@ pub async fn predictions(
             )));
         }
     }
-    let rows = store(state)?
-        .predictions(model, &q)
-        .await
-        .map_err(ApiError::from)?;
-    if rows.is_empty() && q.since_ms.is_none() && q.until_ms.is_none() {
-        known(state, model)?;
+    let store = store(state)?;
+    let rows = store.predictions(model, &q).await.map_err(ApiError::from)?;
+    // An empty window of a model logged before (a deleted one's rows may lie
+    // outside it) is answered as it is; a name with no row at all is not.
+    if rows.is_empty() && !known_to_server(state, model) {
+        let any = match (q.since_ms, q.until_ms) {
+            (None, None) => false,
+            _ => {
+                let first = PredictionQuery {
+                    limit: 1,
+                    ..PredictionQuery::default()
+                };
+                !store
+                    .predictions(model, &first)
+                    .await
+                    .map_err(ApiError::from)?
+                    .is_empty()
+            }
+        };
+        if !any {
+            return Err(not_found(model));
+        }
     }
     let mut body = String::new();
     if csv {
-        body.push_str("id,time_ms,model,version,protocol,latency_us,request_id,inputs,outputs\n");
+        // The columns are named as the JSON lines' fields.
+        body.push_str(CSV_HEADER);
         for r in &rows {
             let fields = [
                 r.id.to_string(),
@@ -226,6 +260,9 @@ pub async fn predictions(
     };
     Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
 }
+
+/// The first line of the CSV answer: the JSON lines' field names, in their order.
+const CSV_HEADER: &str = "id,at_ms,model,version,protocol,latency_us,request_id,inputs,outputs\n";
 
 /// A CSV field, quoted when it holds a comma, quote or line break (RFC 4180).
 fn csv_field(f: &str) -> String {
@@ -276,6 +313,30 @@ mod tests {
         ] {
             assert!(time_ms("since", bad).is_err(), "{bad}");
         }
+    }
+
+    /// The CSV columns are the JSON lines' fields, in their order (the time was
+    /// `time_ms` in CSV, `at_ms` in JSON lines and in the paging advice).
+    #[test]
+    fn csv_columns_are_named_as_the_json_fields() {
+        let row = crate::store::LoggedPrediction {
+            id: 1,
+            at_ms: 2,
+            model: "m".into(),
+            version: 3,
+            protocol: "v2".into(),
+            latency_us: 4,
+            request_id: "00".into(),
+            inputs: json!({}),
+            outputs: json!({}),
+        };
+        let text = serde_json::to_string(&row).unwrap();
+        let fields: Vec<String> = text
+            .trim_matches(['{', '}'])
+            .split(',')
+            .map(|f| f.split(':').next().unwrap().trim_matches('"').to_string())
+            .collect();
+        assert_eq!(CSV_HEADER.trim_end().split(',').collect::<Vec<_>>(), fields);
     }
 
     #[test]
