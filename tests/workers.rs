@@ -2865,3 +2865,115 @@ async fn registry_entries(server: &ChildServer) -> Vec<Value> {
     assert_eq!(code, 200, "{list}");
     list["services"].as_array().unwrap().clone()
 }
+
+/// A worker tells what it is on its own port, where clients may call it. Its
+/// `/models/status` shows its model's deployment as the supervisor applied it to
+/// the worker (the main server's word: CPU and memory limits given and enforced;
+/// they were shown absent and not enforced). Its console says whose worker it is,
+/// links the main server and offers no management (it offered Deploy and Upload
+/// forms that could only be refused, and said workers were off with the limits
+/// not applied). Its `/registry/services` points at the main server's registry (it
+/// said `--worker-ports off`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_describes_itself_on_its_own_port() {
+    let repo = tempfile::tempdir().unwrap();
+    install(repo.path(), "iris", "examples/models/iris_lr/1/model.onnx");
+    let server = start_server(repo.path(), port_range(4), &[]).await;
+    let (code, answer) = deploy(
+        &server,
+        json!({"model_id": "iris", "environment": "staging",
+               "resources": {"cpu_limit": "500m", "memory_limit": "256Mi", "timeout": 2}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{answer}\n{}", server.log());
+    let port = answer["port"].as_u64().unwrap();
+    let worker = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let main_url = server.url("").trim_end_matches('/').to_string();
+
+    // Its status: the deployment as the main server and its registry report it.
+    let main_entry = model_status(&server, "iris").await;
+    let registry_entry = registry(&server, "iris").await;
+    let (code, status) = get(worker("/models/status")).await;
+    assert_eq!(code, 200, "{status}");
+    let own = status["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model_id"] == "iris")
+        .unwrap_or_else(|| panic!("iris not in {status}"))
+        .clone();
+    let deployment = &own["deployment"];
+    assert_eq!(deployment, &main_entry["deployment"], "{own}");
+    assert_eq!(deployment["environment"], "staging", "{own}");
+    assert_eq!(
+        deployment["resources"],
+        json!({"cpu_limit": "500m", "memory_limit": "256Mi", "timeout": 2.0}),
+        "{own}"
+    );
+    assert_eq!(
+        deployment["enforced"],
+        json!({"cpu_limit": true, "memory_limit": true, "timeout": true}),
+        "{own}"
+    );
+    assert_eq!(deployment["enforcement"], registry_entry["enforcement"]);
+    assert_eq!(deployment["resources"], registry_entry["resources"]);
+
+    // Its console: whose worker it is, the main server's link, no management.
+    let (code, page) = send_text(worker("/console/models/iris")).await;
+    assert_eq!(code, 200, "{page}");
+    for says in [
+        "worker process of model <span class=\"mono\">iris</span>",
+        &format!("href=\"{main_url}/console\""),
+        &format!("href=\"{main_url}/console/models/iris\""),
+        "goes through the main server",
+    ] {
+        assert!(page.contains(says), "{says:?} not in {page}");
+    }
+    for offer in [
+        "id=\"deploy-form\"",
+        "data-action=\"reload\"",
+        "data-action=\"stop\"",
+        "data-action=\"delete\"",
+        "Workers are off",
+        "not applied",
+    ] {
+        assert!(!page.contains(offer), "{offer:?} in {page}");
+    }
+    let (code, page) = send_text(worker("/console")).await;
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("id=\"worker-note\""), "{page}");
+    assert!(!page.contains("id=\"upload-form\""), "{page}");
+    let (code, page) = send_text(worker("/console/jobs")).await;
+    assert_eq!(code, 200, "{page}");
+    assert!(!page.contains("/console/fragments/jobs"), "{page}");
+    let (code, fragment) = send_text(worker("/console/fragments/models/iris")).await;
+    assert_eq!(code, 200, "{fragment}");
+    assert!(!fragment.contains("not applied"), "{fragment}");
+    for applied in [
+        "500m (enforced",
+        "256Mi (enforced",
+        "2 s (enforced",
+        "staging",
+    ] {
+        assert!(fragment.contains(applied), "{applied:?} not in {fragment}");
+    }
+
+    // Its registry routes name the main server's registry.
+    for path in ["/registry/services", "/registry/services/iris"] {
+        let (code, body) = get(worker(path)).await;
+        assert_eq!(code, 404, "{path}: {body}");
+        let message = body["error"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("model \"iris\"'s worker process")
+                && message.contains(&format!("{main_url}/registry/services"))
+                && !message.contains("--worker-ports off"),
+            "{path}: {body}"
+        );
+    }
+
+    // The main server's own console still offers what it takes.
+    let (code, page) = send_text(server.url("/console/models/iris")).await;
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("id=\"deploy-form\""), "{page}");
+    assert!(!page.contains("worker-note"), "{page}");
+}

@@ -49,7 +49,7 @@ use crate::api::manage::ModelSummary;
 use crate::api::{self, ApiError};
 use crate::auth::Access;
 use crate::http::{status_code, AppState};
-use crate::workers::WorkerStatus;
+use crate::workers::{AppliedDeployment, Enforcements, WorkerStatus};
 
 /// How often the pages refresh their live parts; the charts sample every second.
 const REFRESH: &str = "every 2s";
@@ -141,19 +141,49 @@ struct ErrorFragment {
 
 // ---- shells ----
 
+/// What every page says on a deployed model's worker (`ferroserve worker`, which
+/// `Settings::management_server` marks): whose worker it is, and that management
+/// goes through the main server, whose URL is the link. The worker refuses every
+/// management route, so its pages offer none. This is the server's mode, from
+/// the worker's command line, not its state.
+struct WorkerNote {
+    /// The model this worker serves.
+    model: String,
+    /// The main server's URL, when known (`--main-server`) and a web address.
+    main_server: Option<String>,
+}
+
+impl WorkerNote {
+    /// `None` on a server that is no deployed model's worker.
+    fn of(state: &AppState) -> Option<WorkerNote> {
+        let main = state.settings.management_server.as_deref()?;
+        let model = state
+            .settings
+            .single_model
+            .as_ref()
+            .map_or_else(String::new, |m| m.name.clone());
+        let main_server = Some(main.trim_end_matches('/'))
+            .filter(|url| url.starts_with("http://") || url.starts_with("https://"))
+            .map(str::to_string);
+        Some(WorkerNote { model, main_server })
+    }
+}
+
 #[derive(Template)]
 #[template(path = "models.html")]
 struct ModelsPage {
     title: String,
     refresh: &'static str,
+    worker: Option<WorkerNote>,
 }
 
-async fn models_page() -> Response {
+async fn models_page(State(state): State<AppState>) -> Response {
     html(
         StatusCode::OK,
         &ModelsPage {
             title: "Models".into(),
             refresh: REFRESH,
+            worker: WorkerNote::of(&state),
         },
     )
 }
@@ -167,6 +197,8 @@ struct ModelPage {
     /// Whether `/deploy` starts a worker process (`--worker-ports`), which the deploy
     /// panel explains: the server's mode, not its data.
     workers: bool,
+    /// Set on a deployed model's worker, which offers no management.
+    worker: Option<WorkerNote>,
 }
 
 #[derive(Template)]
@@ -174,6 +206,7 @@ struct ModelPage {
 struct NotFoundPage {
     title: String,
     message: String,
+    worker: Option<WorkerNote>,
 }
 
 /// Whether a caller with no token, from `peer`, may read what `access` guards: then
@@ -189,7 +222,10 @@ async fn model_page(
 ) -> Response {
     // No model has such a name, so saying so tells no one anything.
     if !crate::model_config_list::is_valid_model_name(&model) {
-        return not_found_page(format!("no model {model:?}: not a valid model name"));
+        return not_found_page(
+            &state,
+            format!("no model {model:?}: not a valid model name"),
+        );
     }
     let peer = peer.map(|Extension(ConnectInfo(p))| p);
     if anonymous_may(&state, Access::Inference, peer) {
@@ -199,6 +235,7 @@ async fn model_page(
                 &NotFoundPage {
                     title: "Not found".into(),
                     message: e.to_string(),
+                    worker: WorkerNote::of(&state),
                 },
             );
         }
@@ -210,17 +247,19 @@ async fn model_page(
             model,
             refresh: REFRESH,
             workers: state.settings.worker_ports.is_some(),
+            worker: WorkerNote::of(&state),
         },
     )
 }
 
 /// The 404 page for a name that cannot be a model's or a job's.
-fn not_found_page(message: String) -> Response {
+fn not_found_page(state: &AppState, message: String) -> Response {
     html(
         StatusCode::NOT_FOUND,
         &NotFoundPage {
             title: "Not found".into(),
             message,
+            worker: WorkerNote::of(state),
         },
     )
 }
@@ -241,14 +280,17 @@ fn is_valid_job_id(id: &str) -> bool {
 struct JobsPage {
     title: String,
     refresh: &'static str,
+    /// Set on a deployed model's worker, which runs no jobs (they are management).
+    worker: Option<WorkerNote>,
 }
 
-async fn jobs_page() -> Response {
+async fn jobs_page(State(state): State<AppState>) -> Response {
     html(
         StatusCode::OK,
         &JobsPage {
             title: "Jobs".into(),
             refresh: REFRESH,
+            worker: WorkerNote::of(&state),
         },
     )
 }
@@ -259,6 +301,7 @@ struct JobPage {
     title: String,
     job_id: String,
     refresh: &'static str,
+    worker: Option<WorkerNote>,
 }
 
 async fn job_page(
@@ -267,7 +310,7 @@ async fn job_page(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
 ) -> Response {
     if !is_valid_job_id(&id) {
-        return not_found_page(format!("no job {id:?}: not a valid job id"));
+        return not_found_page(&state, format!("no job {id:?}: not a valid job id"));
     }
     let peer = peer.map(|Extension(ConnectInfo(p))| p);
     if anonymous_may(&state, Access::Management, peer) {
@@ -277,6 +320,7 @@ async fn job_page(
                 &NotFoundPage {
                     title: "Not found".into(),
                     message: e.to_string(),
+                    worker: WorkerNote::of(&state),
                 },
             );
         }
@@ -287,6 +331,7 @@ async fn job_page(
             title: format!("Job {id}"),
             job_id: id,
             refresh: REFRESH,
+            worker: WorkerNote::of(&state),
         },
     )
 }
@@ -331,10 +376,46 @@ fn time_text(ms: i64) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
 }
 
+/// A deployment's settings as applied to its worker process: each limit with how
+/// it is enforced (or that it is not).
+fn applied_rows(
+    d: &crate::sources::Deployment,
+    enforced: &Enforcements,
+) -> Vec<(&'static str, String)> {
+    let limit = |v: &Option<String>, e: crate::workers::limits::Enforcement| {
+        v.as_ref()
+            .map_or_else(|| "—".into(), |v| format!("{v} ({})", e.describe()))
+    };
+    vec![
+        (
+            "environment",
+            d.environment.clone().unwrap_or_else(|| "—".into()),
+        ),
+        ("cpu limit", limit(&d.cpu_limit, enforced.cpu_limit)),
+        (
+            "memory limit",
+            limit(&d.memory_limit, enforced.memory_limit),
+        ),
+        (
+            "timeout",
+            d.timeout_secs.map_or_else(
+                || "—".into(),
+                |t| format!("{t} s ({})", enforced.timeout.describe()),
+            ),
+        ),
+    ]
+}
+
 impl ModelRow {
     /// `worker`: the model's worker process when it is deployed in one; its limits
     /// are then enforced (or said not to be), so they are not shown as merely recorded.
-    fn from_summary(m: ModelSummary, worker: Option<&WorkerStatus>) -> ModelRow {
+    /// `applied`: on the model's own worker, its deployment as the supervisor applied
+    /// it to this process (`workers::applied_deployment`), shown the same way.
+    fn from_summary(
+        m: ModelSummary,
+        worker: Option<&WorkerStatus>,
+        applied: Option<&AppliedDeployment>,
+    ) -> ModelRow {
         let mut problems = Vec::new();
         problems.extend(m.config_error.clone());
         problems.extend(m.policy_warning.clone());
@@ -346,30 +427,11 @@ impl ModelRow {
             ));
         }
         let or_none = |v: &Option<String>| v.clone().unwrap_or_else(|| "—".into());
-        let deployment = match (&m.deployment, worker) {
-            (None, _) => Vec::new(),
-            (Some(d), Some(w)) => {
-                let limit = |v: &Option<String>, e: crate::workers::limits::Enforcement| {
-                    v.as_ref()
-                        .map_or_else(|| "—".into(), |v| format!("{v} ({})", e.describe()))
-                };
-                vec![
-                    ("environment", or_none(&d.environment)),
-                    ("cpu limit", limit(&d.cpu_limit, w.enforced.cpu_limit)),
-                    (
-                        "memory limit",
-                        limit(&d.memory_limit, w.enforced.memory_limit),
-                    ),
-                    (
-                        "timeout",
-                        d.timeout_secs.map_or_else(
-                            || "—".into(),
-                            |t| format!("{t} s ({})", w.enforced.timeout.describe()),
-                        ),
-                    ),
-                ]
-            }
-            (Some(d), None) => {
+        let deployment = match (&m.deployment, worker, applied) {
+            (_, _, Some(a)) => applied_rows(&a.deployment(), &a.enforcement),
+            (None, _, None) => Vec::new(),
+            (Some(d), Some(w), None) => applied_rows(d, &w.enforced),
+            (Some(d), None, None) => {
                 vec![
                     ("environment", or_none(&d.environment)),
                     (
@@ -516,6 +578,8 @@ fn event_detail(detail: &Value) -> String {
 #[template(path = "models_fragment.html")]
 struct ModelsFragment {
     models: Vec<ModelRow>,
+    /// Whether the models page offers an upload (not on a deployed model's worker).
+    uploads: bool,
 }
 
 async fn models_fragment(
@@ -538,10 +602,12 @@ async fn models_fragment(
                 m.hide_callers();
             }
             let worker = workers.get(&m.model);
-            ModelRow::from_summary(m, worker)
+            let applied = crate::workers::applied_deployment(&state.settings, &m.model);
+            ModelRow::from_summary(m, worker, applied)
         })
         .collect();
-    html(StatusCode::OK, &ModelsFragment { models })
+    let uploads = state.settings.management_server.is_none();
+    html(StatusCode::OK, &ModelsFragment { models, uploads })
 }
 
 #[derive(Template)]
@@ -567,7 +633,11 @@ async fn model_fragment(
             html(
                 StatusCode::OK,
                 &ModelFragment {
-                    m: ModelRow::from_summary(summary, worker.as_ref()),
+                    m: ModelRow::from_summary(
+                        summary,
+                        worker.as_ref(),
+                        crate::workers::applied_deployment(&state.settings, &model),
+                    ),
                 },
             )
         }
@@ -612,6 +682,7 @@ mod tests {
             model: name.into(),
             refresh: REFRESH,
             workers: false,
+            worker: None,
         }
         .render()
         .unwrap();
@@ -627,6 +698,7 @@ mod tests {
             title: "Job".into(),
             job_id: "../../v1/jobs".into(),
             refresh: REFRESH,
+            worker: None,
         }
         .render()
         .unwrap();
@@ -648,12 +720,82 @@ mod tests {
             deployment: Vec::new(),
             worker: None,
         };
-        let list = ModelsFragment { models: vec![row] }.render().unwrap();
+        let list = ModelsFragment {
+            models: vec![row],
+            uploads: true,
+        }
+        .render()
+        .unwrap();
         assert!(
             list.contains("href=\"/console/models/a%2F..%2Fb%20c\""),
             "{list}"
         );
         assert_eq!(path_segment("a/b?c#d%"), "a%2Fb%3Fc%23d%25");
+    }
+
+    /// On a deployed model's worker, the pages say whose worker it is, link the main
+    /// server when its URL is known, and offer no management (they offered forms
+    /// the worker could only refuse, and said workers were off).
+    #[test]
+    fn a_workers_pages_offer_no_management() {
+        let note = |main_server: Option<&str>| {
+            Some(WorkerNote {
+                model: "iris".into(),
+                main_server: main_server.map(str::to_string),
+            })
+        };
+        let page = |worker| {
+            ModelPage {
+                title: "iris".into(),
+                model: "iris".into(),
+                refresh: REFRESH,
+                workers: false,
+                worker,
+            }
+            .render()
+            .unwrap()
+        };
+        let linked = page(note(Some("http://main.example:8501")));
+        for says in [
+            "id=\"worker-note\"",
+            "worker process of model <span class=\"mono\">iris</span>",
+            "href=\"http://main.example:8501/console/models/iris\"",
+        ] {
+            assert!(linked.contains(says), "{says} not in {linked}");
+        }
+        let unlinked = page(note(None));
+        for page in [&linked, &unlinked] {
+            for offer in ["deploy-form", "data-action=", "Workers are off"] {
+                assert!(!page.contains(offer), "{offer} in {page}");
+            }
+        }
+        assert!(!unlinked.contains("main.example"), "{unlinked}");
+        let main = page(None);
+        assert!(
+            main.contains("deploy-form") && !main.contains("worker-note"),
+            "{main}"
+        );
+
+        let models = |worker| {
+            ModelsPage {
+                title: "Models".into(),
+                refresh: REFRESH,
+                worker,
+            }
+            .render()
+            .unwrap()
+        };
+        assert!(!models(note(None)).contains("upload-form"));
+        assert!(models(None).contains("upload-form"));
+        let jobs = JobPage {
+            title: "Job".into(),
+            job_id: "j1".into(),
+            refresh: REFRESH,
+            worker: note(None),
+        }
+        .render()
+        .unwrap();
+        assert!(!jobs.contains("cancel-job"), "{jobs}");
     }
 
     /// askama's `urlencode` keeps `/`; the templates use `urlencode_strict` only.

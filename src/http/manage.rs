@@ -93,15 +93,14 @@ pub(super) fn summary_json(m: &ModelSummary, base: &str) -> Value {
         "settings_needing_reload": m.settings_needing_reload,
         "recent_events": m.recent_events,
         "deployment": m.deployment.as_ref().map(|d| match &m.worker {
-            Some(w) => crate::workers::status_json(w)
-                .as_object()
-                .map(|w| json!({
-                    "environment": d.environment,
-                    "resources": w["resources"],
-                    "enforced": w["enforced"],
-                    "enforcement": w["enforcement"],
-                }))
-                .unwrap_or_else(|| deployment_json(d)),
+            // Its resources as its worker runs with them.
+            Some(w) => crate::workers::deployment_json(
+                &Deployment {
+                    environment: d.environment.clone(),
+                    ..w.deployment.clone()
+                },
+                &w.enforced,
+            ),
             None => deployment_json(d),
         }),
         "worker": m.worker.as_ref().map(crate::workers::status_json),
@@ -207,8 +206,22 @@ async fn models_status(
         models.iter_mut().for_each(ModelSummary::hide_callers);
     }
     Json(json!({
-        "models": models.iter().map(|m| summary_json(m, &base)).collect::<Vec<_>>(),
+        "models": models.iter().map(|m| status_entry(&state, m, &base)).collect::<Vec<_>>(),
     }))
+}
+
+/// A model's `/models/status` entry. On a deployed model's worker, the model's
+/// deployment is the one its supervisor applied to this process
+/// (`workers::applied_deployment`): the limits as given and as enforced, as the
+/// main server's status and registry show them, not as they would be in-process
+/// (recorded, not applied), which is all this process could tell by itself.
+fn status_entry(state: &AppState, m: &ModelSummary, base: &str) -> Value {
+    let mut entry = summary_json(m, base);
+    if let Some(applied) = crate::workers::applied_deployment(&state.settings, &m.model) {
+        entry["deployment"] =
+            crate::workers::deployment_json(&applied.deployment(), &applied.enforcement);
+    }
+    entry
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -239,6 +239,10 @@ pub struct Settings {
     /// a worker behind its back (a deploy, a stop, a reload) would leave the two
     /// disagreeing. `Some("")` when the main server's URL is not known. Default none.
     pub management_server: Option<String>,
+    /// In a worker (`ferroserve worker --deployment`): its model's deployment as the
+    /// supervisor applied it to this process (limits as given, how each is
+    /// enforced), which the worker's status and console report. Default none.
+    pub worker_deployment: Option<crate::workers::AppliedDeployment>,
 }
 
 /// A model named on the command line with the directory of its versions.
@@ -382,6 +386,7 @@ impl Default for Settings {
             worker_cgroups: true,
             supervisor_token_sha256: None,
             management_server: None,
+            worker_deployment: None,
         }
     }
 }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use super::resources::Limits;
 
 /// How a limit is applied, as the registry and the deploy answer report it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Enforcement {
     /// Not asked for.

@@ -23,11 +23,15 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-pub use status::{WorkerModel, WorkerState, WorkerStatus, WorkerVersion};
+pub use status::{
+    AppliedDeployment, Enforcements, WorkerModel, WorkerState, WorkerStatus, WorkerVersion,
+};
 pub use supervisor::{Supervisor, WorkerConfig};
 
 use crate::api::ApiError;
 use crate::http::{AppState, HttpError};
+use crate::settings::Settings;
+use crate::sources::Deployment;
 
 /// The exit code of a worker whose RSS watchdog found it past its memory limit
 /// (reported as OOM, like a kill by the kernel's OOM killer).
@@ -117,6 +121,66 @@ pub fn status_json(s: &WorkerStatus) -> Value {
     })
 }
 
+/// A deployment in a worker as a model's status shows it (its `deployment`): the
+/// environment, the resources as given, and whether and how each limit is enforced
+/// on the worker's process. The main server's status and the worker's own say the
+/// same of a deployed model.
+pub fn deployment_json(d: &Deployment, enforced: &Enforcements) -> Value {
+    json!({
+        "environment": d.environment,
+        "resources": {
+            "cpu_limit": d.cpu_limit,
+            "memory_limit": d.memory_limit,
+            "timeout": d.timeout_secs,
+        },
+        "enforced": {
+            "cpu_limit": enforced.cpu_limit.is_enforced(),
+            "memory_limit": enforced.memory_limit.is_enforced(),
+            "timeout": enforced.timeout.is_enforced(),
+        },
+        "enforcement": enforced,
+    })
+}
+
+/// On a deployed model's worker, `model`'s deployment as its supervisor applied it
+/// to this process (`Settings::worker_deployment`); `None` anywhere else, and for
+/// any other model.
+pub fn applied_deployment<'a>(
+    settings: &'a Settings,
+    model: &str,
+) -> Option<&'a AppliedDeployment> {
+    let own = settings.single_model.as_ref()?;
+    settings
+        .worker_deployment
+        .as_ref()
+        .filter(|_| settings.management_server.is_some() && own.name == model)
+}
+
+/// Why this server has no registry: workers are off, or it is a deployed model's
+/// worker (`Settings::management_server`), whose registry is its main server's.
+fn no_registry(settings: &Settings) -> String {
+    let Some(main) = &settings.management_server else {
+        return "this server runs no workers (--worker-ports off): deployments are served \
+                in-process"
+            .into();
+    };
+    let worker = match &settings.single_model {
+        Some(own) => format!("model {:?}'s worker process", own.name),
+        None => "a deployed model's worker process".into(),
+    };
+    let registry = if main.is_empty() {
+        "the main server's, which deployed the model".to_string()
+    } else {
+        format!(
+            "the main server's, at {}/registry/services",
+            main.trim_end_matches('/')
+        )
+    };
+    format!(
+        "this is {worker}, which runs no workers and keeps no registry: the registry is {registry}"
+    )
+}
+
 /// `/registry/services` and `/registry/services/{model}`.
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -126,12 +190,10 @@ pub fn routes() -> Router<AppState> {
 }
 
 fn supervisor(state: &AppState) -> Result<&std::sync::Arc<Supervisor>, HttpError> {
-    state.workers.get().ok_or_else(|| {
-        HttpError(ApiError::NotFound(
-            "this server runs no workers (--worker-ports off): deployments are served in-process"
-                .into(),
-        ))
-    })
+    state
+        .workers
+        .get()
+        .ok_or_else(|| HttpError(ApiError::NotFound(no_registry(&state.settings))))
 }
 
 #[utoipa::path(get, path = "/registry/services", tag = "workers",
@@ -140,7 +202,8 @@ fn supervisor(state: &AppState) -> Result<&std::sync::Arc<Supervisor>, HttpError
             (starting, ready, restarting, crash-loop, stopped), started at, restarts, last \
             exit reason, health, RSS, CPU time, limits and how each is enforced",
             body = Object),
-        (status = 404, description = "The server runs no workers (--worker-ports off)",
+        (status = 404, description = "The server runs no workers (--worker-ports off), or is \
+            a deployed model's worker (the registry is its main server's)",
             body = crate::http::openapi::ErrorBody),
     ))]
 pub(crate) async fn services(State(state): State<AppState>) -> Result<Json<Value>, HttpError> {
@@ -154,7 +217,8 @@ pub(crate) async fn services(State(state): State<AppState>) -> Result<Json<Value
     responses(
         (status = 200, description = "The model's worker, as in /registry/services", body = Object),
         (status = 404, description = "The model is not deployed in a worker, or the server \
-            runs no workers", body = crate::http::openapi::ErrorBody),
+            runs no workers (or is a deployed model's worker)",
+            body = crate::http::openapi::ErrorBody),
     ))]
 pub(crate) async fn service(
     State(state): State<AppState>,
@@ -167,4 +231,69 @@ pub(crate) async fn service(
         )))
     })?;
     Ok(Json(status_json(&status)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::SingleModel;
+
+    fn worker_settings(main: &str) -> Settings {
+        Settings {
+            single_model: Some(SingleModel {
+                name: "iris".into(),
+                base_path: "/models/iris".into(),
+            }),
+            management_server: Some(main.into()),
+            ..Settings::default()
+        }
+    }
+
+    /// A worker's registry routes say whose worker it is and where the registry
+    /// is (they said the server ran with `--worker-ports off`).
+    #[test]
+    fn a_worker_names_the_registry_of_its_main_server() {
+        let message = no_registry(&worker_settings("http://main.example:8501/"));
+        assert!(
+            message.contains("model \"iris\"'s worker process")
+                && message.contains("http://main.example:8501/registry/services")
+                && !message.contains("--worker-ports"),
+            "{message}"
+        );
+        let message = no_registry(&worker_settings(""));
+        assert!(
+            message.contains("the main server's, which deployed the model"),
+            "{message}"
+        );
+        let message = no_registry(&Settings::default());
+        assert!(message.contains("--worker-ports off"), "{message}");
+    }
+
+    /// The applied deployment is the worker's own model's, on a worker only.
+    #[test]
+    fn only_a_worker_reports_an_applied_deployment_for_its_model() {
+        let applied = AppliedDeployment::of(
+            &Deployment {
+                cpu_limit: Some("1".into()),
+                ..Deployment::default()
+            },
+            Enforcements {
+                cpu_limit: limits::Enforcement::Affinity,
+                memory_limit: limits::Enforcement::None,
+                timeout: limits::Enforcement::None,
+            },
+        );
+        let mut settings = worker_settings("http://main.example:8501");
+        settings.worker_deployment = Some(applied.clone());
+        assert_eq!(applied_deployment(&settings, "iris"), Some(&applied));
+        assert_eq!(applied_deployment(&settings, "other"), None);
+        let json = deployment_json(&applied.deployment(), &applied.enforcement);
+        assert_eq!(
+            json["enforced"],
+            json!({"cpu_limit": true, "memory_limit": false, "timeout": false})
+        );
+        assert_eq!(json["enforcement"]["cpu_limit"], "affinity");
+        settings.management_server = None;
+        assert_eq!(applied_deployment(&settings, "iris"), None);
+    }
 }

@@ -15,6 +15,7 @@ use crate::server::Listeners;
 use crate::settings::{LogFormat, ServeArgs, Settings, SingleModel};
 use crate::sources::Deployment;
 use crate::store::{ModelSettings, Store};
+use crate::workers::AppliedDeployment;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct WorkerArgs {
@@ -64,6 +65,11 @@ pub struct WorkerArgs {
     /// refused, naming it (`Settings::management_server`)
     #[arg(long, value_name = "URL")]
     pub main_server: Option<String>,
+    /// The model's deployment as the supervisor applied it to this process
+    /// (`workers::AppliedDeployment`, as JSON), which this worker's status and
+    /// console report (`Settings::worker_deployment`)
+    #[arg(long, value_name = "JSON", value_parser = parse_applied_deployment)]
+    pub deployment: Option<AppliedDeployment>,
     /// The main server's bounds on one request, enforced here as there, and its
     /// model defaults.
     #[command(flatten)]
@@ -118,6 +124,10 @@ pub struct Inherited {
     /// (batching, labels of unavailable versions, warm-up), as JSON
     #[arg(long, value_name = "JSON", value_parser = parse_model_defaults)]
     pub model_defaults: Option<ModelDefaults>,
+}
+
+fn parse_applied_deployment(text: &str) -> Result<AppliedDeployment, String> {
+    serde_json::from_str(text).map_err(|e| format!("not the applied deployment's JSON: {e}"))
 }
 
 fn parse_model_defaults(text: &str) -> Result<ModelDefaults, String> {
@@ -239,6 +249,7 @@ impl WorkerArgs {
         settings.registry_addr = None;
         settings.supervisor_token_sha256 = self.supervisor_token_sha256;
         settings.management_server = Some(self.main_server.clone().unwrap_or_default());
+        settings.worker_deployment = self.deployment.clone();
         Ok(settings)
     }
 
@@ -257,16 +268,23 @@ impl WorkerArgs {
         std::fs::create_dir_all(&settings.model_repository)
             .with_context(|| format!("cannot create {}", settings.model_repository.display()))?;
         // The deployment's timeout reaches the model the way a deployment's does in
-        // the main server: through the store `server::run` restores from.
+        // the main server: through the store `server::run` restores from. The rest
+        // of the deployment (environment, CPU and memory limits, applied by the
+        // supervisor) is recorded beside it, as the model's deployment here.
         let store = Store::open(&settings.database_url(), settings.database_timeout, true)
             .await
             .map_err(|e| anyhow::anyhow!("worker store: {e}"))?;
+        let given = self
+            .deployment
+            .as_ref()
+            .map(AppliedDeployment::deployment)
+            .unwrap_or_default();
         let row = ModelSettings {
             model: self.model.clone(),
             stopped: false,
             deployment: Some(Deployment {
                 timeout_secs: self.timeout_secs,
-                ..Deployment::default()
+                ..given
             }),
         };
         store
@@ -406,6 +424,51 @@ mod tests {
             s.management_server.as_deref(),
             Some("http://main.example:8501")
         );
+    }
+
+    /// The deployment the supervisor passes (`--deployment`) is the worker's
+    /// settings' (the worker reported its CPU and memory limits as absent and not
+    /// enforced), and a flag that is not its JSON is refused.
+    #[test]
+    fn a_worker_takes_its_deployment_as_applied() {
+        use crate::workers::limits::Enforcement;
+        let applied = AppliedDeployment::of(
+            &Deployment {
+                environment: Some("staging".into()),
+                cpu_limit: Some("500m".into()),
+                memory_limit: Some("256Mi".into()),
+                timeout_secs: Some(2.0),
+            },
+            crate::workers::Enforcements {
+                cpu_limit: Enforcement::AffinityAndCgroup,
+                memory_limit: Enforcement::Cgroup,
+                timeout: Enforcement::RequestDeadline,
+            },
+        );
+        let argv = |deployment: &str| {
+            [
+                "worker",
+                "--model",
+                "m",
+                "--model-dir",
+                "/models/m",
+                "--rest-addr",
+                "127.0.0.1:1",
+                "--state-dir",
+                "/state/m-1",
+                "--deployment",
+                deployment,
+            ]
+            .map(String::from)
+        };
+        let json = serde_json::to_string(&applied).unwrap();
+        let worker = Cli::try_parse_from(argv(&json)).unwrap().worker;
+        let s = worker.settings().unwrap();
+        assert_eq!(s.worker_deployment.as_ref(), Some(&applied));
+        assert_eq!(crate::workers::applied_deployment(&s, "m"), Some(&applied));
+        for bad in ["{}", "500m", r#"{"cpu_limit": 1}"#] {
+            assert!(Cli::try_parse_from(argv(bad)).is_err(), "{bad}");
+        }
     }
 
     /// `Inherited::args` writes a flag for every field, under clap's own name: what

@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 
 use super::{lock, Slot, WorkerConfig};
 use crate::workers::limits::{self, PreExec};
-use crate::workers::status::ExitReason;
+use crate::workers::status::{AppliedDeployment, ExitReason};
 use crate::workers::WATCHDOG_EXIT_CODE;
 
 /// A started worker: its pid and the receiver of its exit status.
@@ -138,6 +138,20 @@ pub(super) fn command(
     // Management goes through the main server only; the worker refuses it.
     if let Some(url) = &c.main_server_url {
         command.arg("--main-server").arg(url);
+    }
+    // What was decided for this process (limits as given, how each is enforced),
+    // for the worker to report as its model's deployment: only the supervisor
+    // knows (a cgroup, pinned cores, RLIMIT_AS are set before the worker runs).
+    let applied = AppliedDeployment::of(&slot.deployment, slot.enforced);
+    match serde_json::to_string(&applied) {
+        Ok(json) => {
+            command.arg("--deployment").arg(json);
+        }
+        // Strings, numbers and names serialize; were it ever to fail, the worker
+        // still serves, and its status says only what it knows itself.
+        Err(e) => {
+            tracing::warn!(model = %slot.model, "the deployment is not passed to its worker: {e}")
+        }
     }
     // The worker reads only its own flags: none of the main server's settings
     // from the environment may redirect it (a database URL, a config list).
