@@ -5,6 +5,7 @@
 //! formats into [`PredictRequest`] and friends, call an operation, and encode its
 //! answer or its [`ApiError`].
 
+pub mod bounds;
 pub mod classify;
 mod deploy;
 mod error;

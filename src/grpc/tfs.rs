@@ -339,7 +339,7 @@ impl prediction_service_server::PredictionService for PredictionService {
         predict.outputs = request.output_filter;
         let mut limits = DecodeLimits {
             max_bytes: self.state.settings.grpc_max_receive_bytes,
-            max_rows: api::predict::row_limit(&self.state, &predict.model, &predict.version),
+            max_rows: api::bounds::row_limit(&self.state, &predict.model, &predict.version),
         };
         predict.inputs = request
             .inputs

@@ -17,8 +17,8 @@ use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
 use super::{body, AppState, HttpError};
+use crate::api::bounds::{request_bounds, RequestBounds};
 use crate::api::classify::{self, Example, ExamplesRequest, FeatureValues};
-use crate::api::predict::{request_bounds, RequestBounds};
 use crate::api::{self, ApiError, PredictRequest, Protocol};
 use crate::json_tensor::{
     flatten, float_json, infer_tensor, parse_bounded, BoundedFields, Budget, Literals, NestedJson,
@@ -1045,7 +1045,7 @@ mod tests {
     fn predict_bodies_are_read_with_their_rows_bounded() {
         let bounds = RequestBounds {
             max_rows: 2,
-            limit_of: crate::api::predict::RowLimitOf::Server,
+            limit_of: crate::api::bounds::RowLimitOf::Server,
             max_values: None,
         };
         let body = PredictBody::parse(

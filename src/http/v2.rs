@@ -18,7 +18,7 @@ use serde_json::{json, Map, Value};
 use bytes::Buf;
 
 use super::{body_chunks, AppState, HttpError};
-use crate::api::predict::{request_bounds, too_many_rows, RequestBounds};
+use crate::api::bounds::{request_bounds, too_many_rows, RequestBounds};
 use crate::api::{self, ApiError, PredictRequest, Protocol, SERVER_NAME, SERVER_VERSION};
 use crate::json_tensor::{
     flatten, parse_bounded, typed_tensor, BoundedValue, Budget, DataLimit, FlatJson, Key, Rows,

@@ -1,4 +1,4 @@
-//! A JSON body read within a request's bounds (`crate::api::predict::RequestBounds`):
+//! A JSON body read within a request's bounds (`crate::api::bounds::RequestBounds`):
 //! rows past the limit and values past what the model can take are refused while
 //! the body is parsed, before the tree of `Value`s for the rest is built.
 
@@ -9,10 +9,10 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use serde_json::{Map, Value};
 
 use super::invalid;
-use crate::api::predict::{too_many_rows, RequestBounds};
+use crate::api::bounds::{too_many_rows, RequestBounds};
 use crate::api::ApiError;
 
-/// A request's bounds (`crate::api::predict::RequestBounds`) applied to a JSON body
+/// A request's bounds (`crate::api::bounds::RequestBounds`) applied to a JSON body
 /// while it is parsed: the tensors of a body become a tree of `Value`s first, which
 /// takes many times the body's size (32 bytes a value, an allocation a list), so rows
 /// past the limit, and more values than the model can take, are refused before the
@@ -500,7 +500,7 @@ impl<'de, F: Fn(&str) -> Rows<'static>> Visitor<'de> for BoundedObject<'_, '_, F
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::predict::RowLimitOf;
+    use crate::api::bounds::RowLimitOf;
     use serde_json::json;
 
     fn bounds(max_rows: usize, max_values: Option<usize>) -> RequestBounds {

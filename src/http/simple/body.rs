@@ -10,7 +10,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{header, HeaderMap};
 use serde_json::Value;
 
-use crate::api::predict::RequestBounds;
+use crate::api::bounds::RequestBounds;
 use crate::api::simple::Rows;
 use crate::api::ApiError;
 use crate::http::{body, AppState, HttpError};

@@ -102,7 +102,7 @@ pub(super) async fn predict_post(
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<axum::response::Response, HttpError> {
     // The model is named in the body: its rows are bounded by the largest limit.
-    let bounds = crate::api::predict::request_bounds_any_model(&state);
+    let bounds = crate::api::bounds::request_bounds_any_model(&state);
     let mut body = decode_body(&state, &headers, bytes, &bounds).await?;
     let model = body
         .model
@@ -135,7 +135,7 @@ pub(super) async fn predict_model_post(
     headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<axum::response::Response, HttpError> {
-    let bounds = crate::api::predict::request_bounds(&state, &model, None);
+    let bounds = crate::api::bounds::request_bounds(&state, &model, None);
     let mut body = decode_body(&state, &headers, bytes, &bounds).await?;
     let model = model_from_path(model, body.model.take())?;
     answer(&state, model, body).await
@@ -163,7 +163,7 @@ async fn predict_get(
     Path(model): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<axum::response::Response, HttpError> {
-    let bounds = crate::api::predict::request_bounds(&state, &model, None);
+    let bounds = crate::api::bounds::request_bounds(&state, &model, None);
     let mut body = decode_form(query.unwrap_or_default().as_bytes(), &bounds)?;
     let model = model_from_path(model, body.model.take())?;
     answer(&state, model, body).await
