@@ -580,7 +580,7 @@ async fn repeated_failures_end_in_crash_loop_and_a_full_port_range_is_503() {
     install(repo.path(), "iris", "examples/models/iris_lr/1/model.onnx");
     install(repo.path(), "other", "examples/models/iris_dt/1/model.onnx");
     let ports = port_range(1);
-    let server = start_server(repo.path(), ports, &[]).await;
+    let (server, grpc_port) = start_server_with_grpc(repo.path(), ports, &[]).await;
     let (code, answer) = deploy(&server, json!({"model_id": "iris"})).await;
     assert_eq!(code, 200, "{answer}");
 
@@ -637,6 +637,30 @@ async fn repeated_failures_end_in_crash_loop_and_a_full_port_range_is_503() {
         message.contains("crash-loop") && message.contains("deploy the model again"),
         "{body}"
     );
+    // Over gRPC, readiness is an answer: not ready (its other calls are UNAVAILABLE).
+    {
+        use ferroserve_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+        use ferroserve_proto::inference::{ModelMetadataRequest, ModelReadyRequest};
+        let mut v2 = GrpcInferenceServiceClient::connect(format!("http://127.0.0.1:{grpc_port}"))
+            .await
+            .unwrap();
+        let ready = v2
+            .model_ready(ModelReadyRequest {
+                name: "iris".into(),
+                version: String::new(),
+            })
+            .await
+            .unwrap();
+        assert!(!ready.get_ref().ready);
+        let metadata = v2
+            .model_metadata(ModelMetadataRequest {
+                name: "iris".into(),
+                version: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(metadata.code(), tonic::Code::Unavailable, "{metadata:?}");
+    }
     // Deploying again starts it afresh.
     let (code, answer) = deploy(&server, json!({"model_id": "iris"})).await;
     assert_eq!(code, 200, "{answer}");

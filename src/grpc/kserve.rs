@@ -243,19 +243,30 @@ impl grpc_inference_service_server::GrpcInferenceService for InferenceService {
     /// Ready when the version resolves, as the REST `/ready` route answers 200; any
     /// model that is not (unknown, loading, failed) is `ready: false`, as Triton says it.
     /// After the stop signal (the drain of `--shutdown-delay`) no model is ready, as
-    /// the server is not (a deployed model's worker is not asked).
+    /// the server is not (a deployed model's worker is not asked). A deployed model
+    /// whose worker cannot answer (starting, restarting, in crash-loop, or gone
+    /// mid-call) is not ready either: `false`, not the UNAVAILABLE of its other calls,
+    /// so that a client polling readiness sees an answer.
     async fn model_ready(
         &self,
         request: Request<pb::ModelReadyRequest>,
     ) -> Result<Response<pb::ModelReadyResponse>, Status> {
+        let not_ready = || Ok(Response::new(pb::ModelReadyResponse { ready: false }));
         if self.state.is_draining() {
-            return Ok(Response::new(pb::ModelReadyResponse { ready: false }));
+            return not_ready();
         }
         if let Some(channel) = crate::workers::grpc_forward(&self.state, &request.get_ref().name) {
-            return inference_of(&self.state, channel?)
+            let Ok(channel) = channel else {
+                return not_ready();
+            };
+            return match inference_of(&self.state, channel)
                 .model_ready(request)
                 .await
-                .map_err(crate::workers::forwarded_status);
+                .map_err(crate::workers::forwarded_status)
+            {
+                Err(status) if status.code() == tonic::Code::Unavailable => not_ready(),
+                answer => answer,
+            };
         }
         let request = request.into_inner();
         let version = version_request(&request.version).map_err(status_from)?;
