@@ -114,6 +114,54 @@ async fn a_full_queue_is_refused_at_once_with_429() {
     // Refused promptly: the requests ahead of it are still waiting for their batch.
     assert!(waiting.iter().all(|w| !w.is_finished()));
 
+    // A keep-alive HTTP/1.1 client that sends a large body without waiting for
+    // `100 Continue` reads the 429 too (its body is read and discarded, not left to
+    // a reset), and its connection serves its next request.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut body = serde_json::to_vec(&json!({ "inputs": [{ "name": "input",
+            "datatype": "FP32", "shape": [1, 4], "data": IRIS_ROWS[2] }] }))
+        .unwrap();
+        body.extend(std::iter::repeat_n(b' ', 2 << 20));
+        let mut conn = tokio::net::TcpStream::connect(server.rest_addr)
+            .await
+            .unwrap();
+        let head = format!(
+            "POST /v2/models/overloaded/infer HTTP/1.1\r\nhost: localhost\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        conn.write_all(&body)
+            .await
+            .expect("the server read the body");
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&answer).contains("overloaded") {
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&answer).to_lowercase();
+        assert!(text.starts_with("http/1.1 429"), "{text}");
+        assert!(text.contains("retry-after: 1"), "{text}");
+        assert!(!text.contains("connection: close"), "{text}");
+        conn.write_all(b"GET /v2/health/live HTTP/1.1\r\nhost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut next = Vec::new();
+        while !String::from_utf8_lossy(&next).contains("\r\n\r\n") {
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the connection closed after the 429");
+            next.extend_from_slice(&buf[..n]);
+        }
+        assert!(
+            String::from_utf8_lossy(&next).starts_with("HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&next)
+        );
+    }
+
     // Both queued requests ran as one batch, each getting its own row back.
     let mut labels = Vec::new();
     for w in waiting {
@@ -125,7 +173,10 @@ async fn a_full_queue_is_refused_at_once_with_429() {
 
     // The batch's run time is recorded once its answers are sent: read until it is.
     let wanted = [
-        "ferroserve_rejected_total{model=\"overloaded\",version=\"1\"} 2",
+        "ferroserve_rejected_total{model=\"overloaded\",version=\"1\"} 3",
+        // Refused once a version was chosen: the metric names it.
+        "ferroserve_requests_total{model=\"overloaded\",version=\"1\",protocol=\"v2_rest\",outcome=\"resource_exhausted\"} 2",
+        "ferroserve_requests_total{model=\"overloaded\",version=\"1\",protocol=\"tfs_rest\",outcome=\"resource_exhausted\"} 1",
         "ferroserve_batch_size_bucket{model=\"overloaded\",version=\"1\",le=\"2\"} 1",
         "ferroserve_queue_duration_seconds_count{model=\"overloaded\",version=\"1\"} 2",
         "ferroserve_compute_duration_seconds_count{model=\"overloaded\",version=\"1\"} 1",

@@ -115,7 +115,9 @@ async fn predict_resolved(
     let started = Instant::now();
     let protocol = request.protocol;
     let model_name = std::mem::take(&mut request.model);
-    let result = run(state, &model_name, request, started, held).await;
+    // The version `run` chose, for the metric of a request it then refused.
+    let mut chosen = None;
+    let result = run(state, &model_name, request, started, held, &mut chosen).await;
     // The adapter's wrapper records the requests refused before this point.
     metrics::mark_request_recorded();
     match &result {
@@ -134,7 +136,18 @@ async fn predict_resolved(
                 ApiError::NotFound(_) => "",
                 _ => model_name.as_str(),
             };
-            metrics::record_request(model, "", protocol.as_str(), e.kind(), started.elapsed());
+            // `version=""` only for requests refused before a version was chosen.
+            let version = match (e, chosen) {
+                (ApiError::NotFound(_), _) | (_, None) => String::new(),
+                (_, Some(v)) => v.to_string(),
+            };
+            metrics::record_request(
+                model,
+                &version,
+                protocol.as_str(),
+                e.kind(),
+                started.elapsed(),
+            );
         }
     }
     result
@@ -157,7 +170,8 @@ pub fn admit(
         None => Ok(()),
         Some(refusal) => {
             let e = ApiError::ResourceExhausted(refusal.to_string());
-            metrics::record_request(model, "", protocol.as_str(), e.kind(), Duration::ZERO);
+            let version = handle.version.to_string();
+            metrics::record_request(model, &version, protocol.as_str(), e.kind(), Duration::ZERO);
             metrics::mark_request_recorded();
             Err(e)
         }
@@ -170,11 +184,13 @@ async fn run(
     mut request: PredictRequest,
     started: Instant,
     held: Option<ServableHandle>,
+    chosen: &mut Option<u64>,
 ) -> Result<PredictResponse, ApiError> {
     let handle = match held {
         Some(handle) => handle,
         None => state.manager.resolve(model, &request.version)?,
     };
+    *chosen = Some(handle.version);
     // The version's timeout as it is now: a deployment may have changed it since load.
     let timeout = handle.timeout().unwrap_or(state.settings.request_timeout);
     let timeout = match request.client_timeout {

@@ -109,6 +109,22 @@ struct Entry {
 }
 
 impl Entry {
+    /// The latest this request waits for others to fill its batch: the queue's
+    /// `max_delay` after it came, and never past half the time its deadline left it
+    /// then, so that waiting for company never takes the time it needs to run (a
+    /// `max_queue_delay_micros` longer than the model's timeout, or a client's
+    /// short deadline, timed out every request that came alone).
+    fn close_at(&self, max_delay: Duration) -> Instant {
+        let by_delay = self.enqueued + max_delay;
+        match self.deadline {
+            Some(deadline) if deadline > self.enqueued => {
+                by_delay.min(self.enqueued + (deadline - self.enqueued) / 2)
+            }
+            Some(_) => self.enqueued,
+            None => by_delay,
+        }
+    }
+
     fn abandoned(&self) -> bool {
         self.reply.is_closed()
     }
@@ -409,7 +425,13 @@ impl BatchQueue {
                 break;
             };
             let pick = self.pick(&state.entries);
-            let close_at = front.enqueued + self.limits.max_delay;
+            // The batch closes when the first of its requests may wait no longer.
+            let close_at = pick
+                .indices
+                .iter()
+                .map(|&i| state.entries[i].close_at(self.limits.max_delay))
+                .min()
+                .unwrap_or_else(|| front.close_at(self.limits.max_delay));
             if !pick.ready && (now < close_at || state.flush_pending) {
                 if now < close_at && state.timer_at.is_none_or(|t| close_at < t) {
                     state.timer_at = Some(close_at);
@@ -1064,6 +1086,44 @@ mod tests {
         );
         assert_eq!(y_values(a.await.unwrap()), vec![2.0; 2]);
         assert_eq!(y_values(b.await.unwrap()), vec![4.0; 2]);
+    }
+
+    /// A request does not wait for company past half the time its deadline gives
+    /// it: with a delay longer than the deadline it still runs, and answers.
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_closes_before_its_requests_deadline() {
+        let model = Arc::new(Doubler::new(true));
+        let q = queue(&model, &config(true, 32, 2_000_000));
+        let exec = Arc::new(Inline);
+        let deadline = Instant::now() + Duration::from_millis(100);
+        let a = spawn_submit(&q, &exec, request(1, 1.0, Some(deadline)));
+        settle().await;
+        tokio::time::advance(Duration::from_millis(49)).await;
+        settle().await;
+        assert!(model.runs().is_empty(), "waits for company at first");
+        // A later request with a shorter deadline closes the batch sooner.
+        let b = spawn_submit(
+            &q,
+            &exec,
+            request(1, 2.0, Some(Instant::now() + Duration::from_millis(2))),
+        );
+        settle().await;
+        tokio::time::advance(Duration::from_millis(1)).await;
+        settle().await;
+        assert_eq!(model.runs(), vec![vec![1.0, 1.0, 2.0, 2.0]]);
+        assert_eq!(y_values(a.await.unwrap()), vec![2.0; 2]);
+        assert_eq!(y_values(b.await.unwrap()), vec![4.0; 2]);
+
+        // Alone, it runs at half its time.
+        let c = spawn_submit(
+            &q,
+            &exec,
+            request(1, 3.0, Some(Instant::now() + Duration::from_millis(100))),
+        );
+        settle().await;
+        tokio::time::advance(Duration::from_millis(50)).await;
+        settle().await;
+        assert_eq!(y_values(c.await.unwrap()), vec![6.0; 2]);
     }
 
     #[tokio::test(start_paused = true)]

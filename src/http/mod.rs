@@ -678,6 +678,53 @@ pub async fn body_chunks(request: Request, limit: usize) -> Result<impl bytes::B
     }
 }
 
+/// Most of a refused request's body read and discarded before its answer
+/// ([`answer_unread`]): 16 MiB, what an upload's refusal drains too.
+const REFUSED_DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+
+/// The answer to a request refused before its body was read (a full queue's 429),
+/// made so that an HTTP/1 client reads it: a client that does not wait for `100
+/// Continue` sends its whole body first, and an answer before it has would be lost
+/// in the connection's reset (a broken pipe, no 429, no `Retry-After`). So the
+/// body is read and discarded first, up to [`REFUSED_DRAIN_LIMIT`] bytes (within
+/// the connection's body read timeout); past that, or when it cannot be read, the
+/// answer says `Connection: close`, so a keep-alive client does not send its next
+/// request on a connection about to close. A client that waits for `100 Continue`
+/// sent nothing, and HTTP/2 ends only this request's stream: both are answered
+/// at once.
+pub(crate) async fn answer_unread(request: Request, refusal: ApiError) -> Response {
+    use http_body_util::BodyExt;
+    let waits = request
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let http1 = request.version() < axum::http::Version::HTTP_2;
+    let mut answer = HttpError(refusal).into_response();
+    if waits || !http1 {
+        return answer;
+    }
+    let mut body = request.into_body();
+    let mut drained = 0usize;
+    let read_whole = loop {
+        match body.frame().await {
+            None => break true,
+            Some(Ok(frame)) => {
+                drained += frame.data_ref().map_or(0, |d| d.len());
+                if drained > REFUSED_DRAIN_LIMIT {
+                    break false;
+                }
+            }
+            Some(Err(_)) => break false,
+        }
+    };
+    if !read_whole {
+        answer
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    answer
+}
+
 /// A request body that could not be read, as [`body_chunks`] answers it: 408 when
 /// it stopped arriving, 413 past `limit` (a `http_body_util::Limited`'s), else 400.
 pub(crate) fn body_read_error(error: &(dyn std::error::Error + 'static), limit: usize) -> ApiError {

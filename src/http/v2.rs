@@ -666,9 +666,12 @@ async fn run_infer(
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, HttpError> {
-    // An overloaded model is refused before the body is read: under overload a
-    // refusal must cost much less than an answer (bodies can be large tensors).
-    api::admit(&state, &model, &version, Protocol::V2Rest)?;
+    // An overloaded model is refused before the body is parsed: under overload a
+    // refusal must cost much less than an answer (bodies can be large tensors). The
+    // body is still read off the connection (discarded), so the client gets the 429.
+    if let Err(refusal) = api::admit(&state, &model, &version, Protocol::V2Rest) {
+        return Ok(super::answer_unread(request, refusal).await);
+    }
     // The body as it came, in chunks: the binary tensors are copied once, from the
     // chunks into their tensors (a 110 KB image: one copy less than a body read
     // into one buffer first).
