@@ -78,6 +78,12 @@ async fn check_spec(state: &ServerState, spec: &JobSpec) -> Result<(), ApiError>
     Ok(())
 }
 
+/// A scoring job's model that exists but cannot answer now (loading, its worker
+/// restarting): a 503 the client may retry, not a 400 to fix its spec.
+fn not_available_now(why: &str) -> ApiError {
+    ApiError::Unavailable(format!("spec.model: not available now: {why}"))
+}
+
 /// What can be checked before a scoring job runs: the model and version exist,
 /// rows can be named for it, the outputs asked for are its. A model deployed in a
 /// worker process is asked through its worker ([`crate::workers::scoring`]).
@@ -95,9 +101,7 @@ async fn check_score(state: &ServerState, s: &spec::ScoreSpec) -> Result<(), Api
             ApiError::NotFound(m) | ApiError::InvalidArgument(m) => {
                 ApiError::InvalidArgument(format!("spec.model: {m}"))
             }
-            ApiError::Unavailable(m) => {
-                ApiError::InvalidArgument(format!("spec.model: not available now: {m}"))
-            }
+            ApiError::Unavailable(m) => not_available_now(&m),
             other => other,
         })?;
         return check_outputs(s, &plan.outputs);
@@ -110,10 +114,14 @@ async fn check_score(state: &ServerState, s: &spec::ScoreSpec) -> Result<(), Api
                 ApiError::InvalidArgument(format!("spec.version: {e}"))
             }
             e => match ApiError::from(e) {
+                // At start, before the repository's first scan has loaded every
+                // model, an unknown name may be one not loaded yet: retry, not fix.
+                ApiError::NotFound(m) if !state.is_ready() => ApiError::Unavailable(format!(
+                    "spec.model: {m}; the server is still loading its models at start, \
+                     submit the job again shortly"
+                )),
                 ApiError::NotFound(m) => ApiError::InvalidArgument(format!("spec.model: {m}")),
-                ApiError::Unavailable(m) => {
-                    ApiError::InvalidArgument(format!("spec.model: not available now: {m}"))
-                }
+                ApiError::Unavailable(m) => not_available_now(&m),
                 other => other,
             },
         })?;
@@ -751,4 +759,41 @@ pub async fn train_uploaded(
 pub async fn stage_uploads(state: &ServerState) -> Result<StagedUploads, ApiError> {
     let jobs = runner(state)?;
     Ok(StagedUploads::new(&jobs.uploads_dir, state.settings.max_upload_bytes).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scoring job for a model the server does not know is a 400 naming the
+    /// field, except at start, before the first scan has loaded the models: then
+    /// it may be one not loaded yet, a 503 to retry.
+    #[tokio::test]
+    async fn an_unknown_model_at_start_is_a_503_to_retry() {
+        let data = tempfile::tempdir().unwrap();
+        std::fs::write(data.path().join("in.csv"), "a\n1\n").unwrap();
+        let spec = crate::jobs::spec::parse_job(
+            &serde_json::json!({"kind": "score", "spec": {"model": "bank",
+                "source": {"path": "in.csv"}, "sink": {"path": "out.csv"}}}),
+            data.path(),
+        )
+        .unwrap();
+        let settings = crate::settings::Settings::default();
+        let manager = std::sync::Arc::new(crate::manager::Manager::new(
+            crate::server::backend_options(&settings),
+        ));
+        let state = ServerState::new(settings, manager.clone());
+        match check_spec(&state, &spec).await {
+            Err(ApiError::Unavailable(m)) => {
+                assert!(m.starts_with("spec.model: "), "{m}");
+                assert!(m.contains("still loading its models"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+        manager.set_ready();
+        match check_spec(&state, &spec).await {
+            Err(ApiError::InvalidArgument(m)) => assert!(m.starts_with("spec.model: "), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
 }
