@@ -182,6 +182,33 @@ pub async fn run(
             .sources
             .restore(&saved.model, saved.stopped, saved.deployment);
     }
+    // A `workers` row names a deployment's worker; one whose model has no
+    // deployment in the store (a delete or stop interrupted by a kill after the
+    // settings went and before the row did) names nothing, and goes.
+    let deployed: std::collections::HashSet<String> = store
+        .model_settings()
+        .await
+        .map_err(|e| anyhow::anyhow!("metadata store: {e}"))?
+        .into_iter()
+        .filter(|s| !s.stopped && s.deployment.is_some())
+        .map(|s| s.model)
+        .collect();
+    for stale in store
+        .workers()
+        .await
+        .map_err(|e| anyhow::anyhow!("metadata store: {e}"))?
+        .into_iter()
+        .filter(|w| !deployed.contains(&w.model))
+    {
+        match store.forget_worker(&stale.model).await {
+            Ok(()) => {
+                tracing::info!(model = %stale.model, "forgot the worker of a deployment that no longer exists")
+            }
+            Err(e) => {
+                tracing::warn!(model = %stale.model, "a stale worker row stays in the store: {e}")
+            }
+        }
+    }
     // Isolated deployments (issue 14): the supervisor, and the workers of the
     // deployments recorded before a restart, on their old ports when free.
     if let Some(ports) = state.settings.worker_ports {
@@ -258,6 +285,11 @@ pub async fn run(
                 );
             }
         }
+        // The state directories of workers no restored deployment claims (their
+        // deployment ended, was replaced or deleted, or came back on another port
+        // while this server was down): their records are the main store's, then
+        // they go.
+        supervisor.retire_unclaimed_state_dirs().await;
     }
     // The log's limits as the served models' configs say now, applied every minute
     // to the rows logged before a restart or by a model that logs no more too.

@@ -3001,3 +3001,182 @@ async fn a_worker_describes_itself_on_its_own_port() {
     assert!(page.contains("id=\"deploy-form\""), "{page}");
     assert!(!page.contains("worker-note"), "{page}");
 }
+
+/// Turns on `[log] sample_rate = 1.0` for the scoring repository's `iris`.
+fn log_every_prediction(repo: &Path) {
+    let mut config = std::fs::read_to_string(repo.join("iris/config.toml")).unwrap();
+    config.push_str("[log]\nsample_rate = 1.0\n");
+    std::fs::write(repo.join("iris/config.toml"), config).unwrap();
+}
+
+/// Waits until the main store's prediction log of `iris` holds `n` rows, up to 15 s.
+async fn wait_logged(server: &ChildServer, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (code, text) = send_text(server.url("/v1/models/iris/predictions")).await;
+        assert_eq!(code, 200, "{text}");
+        let rows: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .collect();
+        if rows.len() == n || Instant::now() > deadline {
+            return rows;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A main server killed before it moved its worker's records left them in the
+/// worker's state directory; restarted with the worker on another port (the old one
+/// taken), nothing read that directory again: the records were stranded for good.
+/// At start, every state directory no restored deployment claims has its records
+/// moved into the main store and goes; one whose store cannot be read stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_former_workers_records_reach_the_main_store_at_the_next_start() {
+    let (_dir, repo) = scoring_repo();
+    log_every_prediction(&repo);
+    let ports = port_range(20);
+    let server = start_server(&repo, ports, &[]).await;
+    let (code, answer) = deploy(&server, json!({"model_id": "iris"})).await;
+    assert_eq!(code, 200, "{answer}\n{}", server.log());
+    let port = answer["port"].as_u64().unwrap();
+    for row in [
+        [5.1, 3.5, 1.4, 0.2],
+        [6.2, 2.9, 4.3, 1.3],
+        [7.7, 3.0, 6.1, 2.3],
+    ] {
+        let (code, body) = post(
+            server.url("/v1/models/iris:predict"),
+            &json!({"instances": [row]}),
+        )
+        .await;
+        assert_eq!(code, 200, "{body}");
+    }
+    assert_eq!(wait_logged(&server, 3).await.len(), 3, "{}", server.log());
+    kill9(u64::from(server.pid()));
+    assert_gone(
+        &[u64::from(server.pid()), pid_of(&answer)],
+        Duration::from_secs(10),
+    );
+    drop(server);
+
+    // What a kill before the harvest leaves: the rows in the worker's store, none
+    // in the main one (moved back, as they were before the harvest).
+    let old_dir = repo.join(format!(".ferroserve/workers/iris-{port}"));
+    {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", old_dir.join("worker.db").display());
+        let mut worker = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        let main = repo.join(".ferroserve/ferroserve.db");
+        sqlx::query("ATTACH DATABASE ? AS main_store")
+            .bind(main.display().to_string())
+            .execute(&mut worker)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO predictions SELECT * FROM main_store.predictions")
+            .execute(&mut worker)
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM main_store.predictions")
+            .execute(&mut worker)
+            .await
+            .unwrap();
+        worker.close().await.unwrap();
+    }
+    // A former worker's directory whose store cannot be read, and one with none.
+    let unreadable = repo.join(".ferroserve/workers/other-1");
+    std::fs::create_dir_all(&unreadable).unwrap();
+    std::fs::write(
+        unreadable.join("worker.db"),
+        b"not a database at all, not one page",
+    )
+    .unwrap();
+    let empty = repo.join(".ferroserve/workers/other-2");
+    std::fs::create_dir_all(&empty).unwrap();
+
+    // The old port is taken: the worker comes back elsewhere.
+    let _taken = std::net::TcpListener::bind(("127.0.0.1", port as u16)).unwrap();
+    let server = start_server(&repo, ports, &[]).await;
+    let entry = wait_registry(&server, "iris", Duration::from_secs(30), |e| {
+        e["state"] == "ready"
+    })
+    .await;
+    assert_ne!(entry["port"].as_u64(), Some(port), "{entry}");
+    let rows = wait_logged(&server, 3).await;
+    assert_eq!(rows.len(), 3, "{rows:?}\n{}", server.log());
+    assert_eq!(rows[2]["inputs"]["input"], json!([[7.7, 3.0, 6.1, 2.3]]));
+    assert!(!old_dir.exists(), "{}", server.log());
+    assert!(!empty.exists());
+    assert!(unreadable.join("worker.db").is_file());
+    // The restored worker keeps its own directory.
+    let new_dir = repo.join(format!(
+        ".ferroserve/workers/iris-{}",
+        entry["port"].as_u64().unwrap()
+    ));
+    assert!(new_dir.join("worker.db").is_file());
+    let pid = pid_of(&entry);
+    drop(server);
+    assert_gone(&[pid], Duration::from_secs(10));
+}
+
+/// A delete of a deployed model killed while its worker drained: the model was gone,
+/// but its `delete` event (recorded last) was lost, and its `workers` row (dead
+/// pid, state ready) survived every restart. Now the event is in the database
+/// before the worker is stopped, and a start forgets the rows of models with no
+/// deployment, and moves the stopped worker's records out of its directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_killed_while_its_worker_drains_leaves_its_event_and_no_worker_row() {
+    let (_dir, repo) = scoring_repo();
+    log_every_prediction(&repo);
+    let ports = port_range(20);
+    let server = start_server(&repo, ports, &[]).await;
+    let (code, answer) = deploy(&server, json!({"model_id": "iris"})).await;
+    assert_eq!(code, 200, "{answer}\n{}", server.log());
+    let port = answer["port"].as_u64().unwrap();
+    let (code, body) = post(
+        server.url("/v1/models/iris:predict"),
+        &json!({"instances": [[5.1, 3.5, 1.4, 0.2]]}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(wait_logged(&server, 1).await.len(), 1, "{}", server.log());
+    // The worker cannot drain (stopped): the delete waits for it, and is killed.
+    let worker = pid_of(&answer);
+    assert!(Command::new("kill")
+        .args(["-STOP", &worker.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let url = server.url("/delete_model/iris");
+    let delete = tokio::spawn(async move {
+        let _ = reqwest::Client::new()
+            .delete(url)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await;
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    kill9(u64::from(server.pid()));
+    kill9(worker);
+    assert_gone(&[u64::from(server.pid()), worker], Duration::from_secs(10));
+    let _ = delete.await;
+    drop(server);
+    assert!(!repo.join("iris").exists(), "the delete had not started");
+
+    let server = start_server(&repo, ports, &[]).await;
+    assert_eq!(stored_worker_rows(&repo).await, vec![]);
+    let db = format!(
+        "sqlite://{}",
+        repo.join(".ferroserve/ferroserve.db").display()
+    );
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    let deletes: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE model = 'iris' AND kind = 'delete'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    assert_eq!(deletes, 1, "{}", server.log());
+    let old_dir = repo.join(format!(".ferroserve/workers/iris-{port}"));
+    assert!(!old_dir.exists(), "{}", server.log());
+}

@@ -519,19 +519,24 @@ pub async fn delete_model(
                 return Err(e.into());
             }
         };
+        // The files are gone: the delete is recorded now, in the database before
+        // anything slow (a worker draining), so that a kill from here on leaves the
+        // delete in the audit trail.
+        if let Some(store) = &state.store {
+            runtime.block_on(store.record_now(
+                EventKind::Delete,
+                &name,
+                None,
+                serde_json::json!({}),
+                caller.client.clone(),
+                caller.actor.clone(),
+            ));
+        }
         // Its worker, if any, drains and goes.
         if let Some(workers) = state.workers.get() {
             runtime.block_on(workers.stop(&name));
         }
         sources.forget_deleted_locked(&name, retired, &lock);
-        audit(
-            &state,
-            &caller,
-            EventKind::Delete,
-            &name,
-            None,
-            serde_json::json!({}),
-        );
         Ok(())
     })
     .await

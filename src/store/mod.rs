@@ -548,6 +548,53 @@ impl Store {
         ))
     }
 
+    /// Records an event and waits until the database has it (or its timeout):
+    /// for a step whose record must survive this process being killed right after
+    /// (a delete, whose files are already gone). When the database does not take
+    /// it now, it goes to the buffered writer ([`Store::record`]), which retries.
+    pub async fn record_now(
+        &self,
+        kind: EventKind,
+        model: &str,
+        version: Option<u64>,
+        detail: serde_json::Value,
+        client: Option<String>,
+        actor: Option<String>,
+    ) {
+        let mut event = Event {
+            id: 0,
+            at_ms: now_ms(),
+            model: model.to_string(),
+            version,
+            kind: kind.as_str().to_string(),
+            detail,
+            client,
+            actor,
+            replica: self.replica.clone(),
+        };
+        let written = self
+            .must_write(
+                "record the event",
+                self.insert_events(std::slice::from_ref(&event)),
+            )
+            .await;
+        match written.map(|ids| ids.first().copied()) {
+            Ok(Some(id)) => {
+                event.id = id;
+                self.remember_events(&[event]);
+            }
+            Ok(None) | Err(_) => {
+                let Event {
+                    detail,
+                    client,
+                    actor,
+                    ..
+                } = event;
+                self.record(kind, model, version, detail, client, actor);
+            }
+        }
+    }
+
     /// Checks that the database answers now (before a management call whose record
     /// must not be lost, such as an upload).
     pub async fn check_writable(&self) -> Result<(), StoreError> {

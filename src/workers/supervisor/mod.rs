@@ -700,10 +700,17 @@ impl Supervisor {
     /// its events) into the main server's store (`Store::take_records_from`).
     /// Answers false when records are left there.
     async fn harvest(&self, slot: &Slot) -> bool {
+        self.harvest_dir(&self.state_dir_of(slot)).await
+    }
+
+    /// Moves what the worker store in `dir` holds into the main server's store;
+    /// false when records are left there (the main store down, or the worker's
+    /// unreadable). A directory without a store holds nothing to move.
+    async fn harvest_dir(&self, dir: &std::path::Path) -> bool {
         let Some(store) = &self.store else {
             return true;
         };
-        let db = self.state_dir_of(slot).join(super::worker::STORE_FILE);
+        let db = dir.join(super::worker::STORE_FILE);
         let _one = self.harvesting.lock().await;
         if !db.exists() {
             return true;
@@ -712,7 +719,7 @@ impl Supervisor {
         let from = match Store::open_for_status(&url, HARVEST_TIMEOUT).await {
             Ok(from) => from,
             Err(e) => {
-                tracing::debug!(model = %slot.model, "cannot read the worker's store: {e}");
+                tracing::debug!(dir = %dir.display(), "cannot read the worker's store: {e}");
                 return false;
             }
         };
@@ -721,13 +728,65 @@ impl Supervisor {
                 Ok(true) => continue,
                 Ok(false) => break true,
                 Err(e) => {
-                    tracing::debug!(model = %slot.model, "worker records not moved yet: {e}");
+                    tracing::debug!(dir = %dir.display(), "worker records not moved yet: {e}");
                     break false;
                 }
             }
         };
         from.close().await;
         done
+    }
+
+    /// At start, once the recorded deployments are restored: moves the records of
+    /// every worker state directory that no deployment claims (left by a main
+    /// server killed while a deployment stopped, was replaced or deleted, or
+    /// restored on another port) into the main store, then removes the directory.
+    /// One whose records cannot be moved is kept, and logged, for the next start.
+    pub async fn retire_unclaimed_state_dirs(&self) {
+        if self.store.is_none() {
+            // Nowhere to move their records to: they stay.
+            return;
+        }
+        let _changing = self.changing.lock().await;
+        let claimed: Vec<PathBuf> = self
+            .slots
+            .load()
+            .values()
+            .map(|s| self.state_dir_of(s))
+            .collect();
+        let entries = match std::fs::read_dir(&self.config.state_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                tracing::warn!(
+                    dir = %self.config.state_dir.display(),
+                    "cannot list the workers' state directories: {e}"
+                );
+                return;
+            }
+        };
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) || claimed.contains(&dir) {
+                continue;
+            }
+            if !self.harvest_dir(&dir).await {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    "a former worker's prediction log and events could not be moved into \
+                     the metadata store; its state directory is kept for the next start"
+                );
+                continue;
+            }
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {
+                    tracing::info!(dir = %dir.display(), "former worker's state moved and removed")
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), "former worker's state not removed: {e}")
+                }
+            }
+        }
     }
 
     /// Every [`HARVEST_EVERY`], moves each worker's records into the main store,
