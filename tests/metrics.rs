@@ -415,10 +415,12 @@ async fn every_inference_request_is_counted_once_whatever_refused_it() {
     server.stop().await;
 }
 
-/// A request that leaves the queue (its deadline passed) leaves
-/// `ferroserve_queue_length` at once, not when its batch would have closed.
+/// A request that leaves the queue before its batch closes leaves
+/// `ferroserve_queue_length` at once, not when its batch would have closed; and a
+/// request waiting for company runs by half the time its deadline gives it
+/// (`crate::batching`), so a deadline shorter than the queue's delay is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_that_timed_out_leaves_the_queue_length() {
+async fn a_request_that_left_leaves_the_queue_length() {
     let model = "metrics_queued";
     let repo = tempfile::tempdir().unwrap();
     install_model(
@@ -433,22 +435,54 @@ async fn a_request_that_timed_out_leaves_the_queue_length() {
     )
     .unwrap();
     let server = TestServer::start(repo.path()).await;
-    let body = json!({
-        "inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}],
-        "parameters": {"timeout": 100000},
-    });
+    let url = server.url(&format!("/v2/models/{model}/infer"));
+    let body = |timeout_us: Option<u64>| {
+        let mut body = json!({
+            "inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}],
+        });
+        if let Some(us) = timeout_us {
+            body["parameters"] = json!({"timeout": us});
+        }
+        body
+    };
+    let series = |n: u32| format!("ferroserve_queue_length{{model=\"{model}\",version=\"1\"}} {n}");
+
+    // Its client gives up after 300 ms; the batch would close after 3 s.
     let started = Instant::now();
-    let (code, answer) = server
-        .post_json(&format!("/v2/models/{model}/infer"), &body)
+    let left = server
+        .client
+        .post(&url)
+        .json(&body(None))
+        .timeout(Duration::from_millis(300))
+        .send()
         .await;
-    assert_eq!(code, 504, "{answer}");
+    assert!(left.is_err(), "{left:?}");
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    loop {
+        let text = scrape(&server).await;
+        if text.contains(&series(0)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still queued: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "{:?}",
         started.elapsed()
     );
-    let text = scrape(&server).await;
-    let series = format!("ferroserve_queue_length{{model=\"{model}\",version=\"1\"}} 0");
-    assert!(text.contains(&series), "{text}");
+
+    // A deadline of 200 ms, shorter than the 3 s delay: it runs alone, in time.
+    let started = Instant::now();
+    let (code, answer) = server
+        .post_json(&format!("/v2/models/{model}/infer"), &body(Some(200_000)))
+        .await;
+    assert_eq!(code, 200, "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(scrape(&server).await.contains(&series(0)));
     server.stop().await;
 }
