@@ -93,7 +93,20 @@ impl Store {
         client: Option<String>,
         actor: Option<String>,
     ) {
-        let event = Event {
+        self.record_event(self.new_event(kind, model, version, detail, client, actor));
+    }
+
+    /// An event of this replica, now, not written yet (`id` 0).
+    pub(super) fn new_event(
+        &self,
+        kind: EventKind,
+        model: &str,
+        version: Option<u64>,
+        detail: Value,
+        client: Option<String>,
+        actor: Option<String>,
+    ) -> Event {
+        Event {
             id: 0,
             at_ms: now_ms(),
             model: model.to_string(),
@@ -103,18 +116,24 @@ impl Store {
             client,
             actor,
             replica: self.replica.clone(),
-        };
+        }
+    }
+
+    /// Puts `event` in the recent-events memory and the background writer's buffer
+    /// ([`Store::record`]); a full buffer drops it, counted and logged.
+    pub(super) fn record_event(&self, event: Event) {
         {
             let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
             let list = recent.entry(event.model.clone()).or_default();
             list.push_front(event.clone());
             list.truncate(RECENT_EVENTS);
         }
+        let (model, kind) = (event.model.clone(), event.kind.clone());
         if self.events.try_send(event).is_err() {
             crate::metrics::record_store_dropped("events");
             tracing::warn!(
                 model,
-                kind = kind.as_str(),
+                kind,
                 "the audit buffer is full (the metadata store is down or slow); event dropped"
             );
         }

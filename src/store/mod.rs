@@ -561,17 +561,7 @@ impl Store {
         client: Option<String>,
         actor: Option<String>,
     ) {
-        let mut event = Event {
-            id: 0,
-            at_ms: now_ms(),
-            model: model.to_string(),
-            version,
-            kind: kind.as_str().to_string(),
-            detail,
-            client,
-            actor,
-            replica: self.replica.clone(),
-        };
+        let mut event = self.new_event(kind, model, version, detail, client, actor);
         let written = self
             .must_write(
                 "record the event",
@@ -583,15 +573,7 @@ impl Store {
                 event.id = id;
                 self.remember_events(&[event]);
             }
-            Ok(None) | Err(_) => {
-                let Event {
-                    detail,
-                    client,
-                    actor,
-                    ..
-                } = event;
-                self.record(kind, model, version, detail, client, actor);
-            }
+            Ok(None) | Err(_) => self.record_event(event),
         }
     }
 
