@@ -170,11 +170,19 @@ pub async fn run(
     }
     // What management decided before a restart: stopped models stay stopped,
     // deployments come back with their settings.
-    for saved in store
+    let saved_settings = store
         .model_settings()
         .await
-        .map_err(|e| anyhow::anyhow!("metadata store: {e}"))?
-    {
+        .map_err(|e| anyhow::anyhow!("metadata store: {e}"))?;
+    // A `workers` row names a deployment's worker; one whose model has no
+    // deployment in the store (a delete or stop interrupted by a kill after the
+    // settings went and before the row did) names nothing, and goes.
+    let deployed: std::collections::HashSet<String> = saved_settings
+        .iter()
+        .filter(|s| !s.stopped && s.deployment.is_some())
+        .map(|s| s.model.clone())
+        .collect();
+    for saved in saved_settings {
         if saved.stopped {
             tracing::info!(model = %saved.model, "stopped before the restart; kept stopped");
         }
@@ -182,17 +190,6 @@ pub async fn run(
             .sources
             .restore(&saved.model, saved.stopped, saved.deployment);
     }
-    // A `workers` row names a deployment's worker; one whose model has no
-    // deployment in the store (a delete or stop interrupted by a kill after the
-    // settings went and before the row did) names nothing, and goes.
-    let deployed: std::collections::HashSet<String> = store
-        .model_settings()
-        .await
-        .map_err(|e| anyhow::anyhow!("metadata store: {e}"))?
-        .into_iter()
-        .filter(|s| !s.stopped && s.deployment.is_some())
-        .map(|s| s.model)
-        .collect();
     for stale in store
         .workers()
         .await

@@ -21,17 +21,6 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 
-async fn scrape(server: &TestServer) -> String {
-    let r = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.text().await.unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaced_versions_series_leave_metrics() {
     // Named for this test alone: the recorder is global to the test binary.
@@ -49,7 +38,7 @@ async fn a_replaced_versions_series_leave_metrics() {
     let path = format!("/v1/models/{model}:predict");
     assert_eq!(server.post_json(&path, &row).await.0, 200);
     let v1 = format!("model=\"{model}\",version=\"1\"");
-    let text = scrape(&server).await;
+    let text = server.scrape().await;
     assert!(text.contains(&v1), "{text}");
 
     // Version 2 replaces version 1 (the default policy serves the latest).
@@ -62,7 +51,7 @@ async fn a_replaced_versions_series_leave_metrics() {
 
     let deadline = Instant::now() + Duration::from_secs(10);
     let text = loop {
-        let text = scrape(&server).await;
+        let text = server.scrape().await;
         if !text.contains(&v1) {
             break text;
         }
@@ -200,7 +189,7 @@ async fn every_inference_request_is_counted_once_whatever_refused_it() {
         }
         async move { request.send().await.unwrap().status().as_u16() }
     };
-    let before = scrape(&server).await;
+    let before = server.scrape().await;
 
     // TF Serving REST.
     let tfs = format!("/v1/models/{m}:predict");
@@ -355,7 +344,7 @@ async fn every_inference_request_is_counted_once_whatever_refused_it() {
         Some("3")
     );
 
-    let after = scrape(&server).await;
+    let after = server.scrape().await;
     let cases = [
         (
             m,
@@ -459,7 +448,7 @@ async fn a_request_that_left_leaves_the_queue_length() {
     assert!(left.is_err(), "{left:?}");
     let deadline = Instant::now() + Duration::from_millis(1500);
     loop {
-        let text = scrape(&server).await;
+        let text = server.scrape().await;
         if text.contains(&series(0)) {
             break;
         }
@@ -483,6 +472,6 @@ async fn a_request_that_left_leaves_the_queue_length() {
         "{:?}",
         started.elapsed()
     );
-    assert!(scrape(&server).await.contains(&series(0)));
+    assert!(server.scrape().await.contains(&series(0)));
     server.stop().await;
 }

@@ -9,13 +9,11 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::db_servers::{DbKind, DbServer};
-use common::{install_model, metric_value, root_path, test_settings, TestServer};
-use ferroserve::settings::Settings;
+use common::{install_model, metric_value, root_path, store_settings, TestServer};
 use serde_json::{json, Value};
 
 /// A repository with iris_lr's ONNX model as `model`, logging every request, with
@@ -34,15 +32,6 @@ fn repo(model: &str, extra: &str) -> tempfile::TempDir {
     )
     .unwrap();
     repo
-}
-
-fn settings(repo: &Path, database_url: Option<String>) -> Settings {
-    Settings {
-        database_url,
-        database_timeout: Duration::from_secs(2),
-        file_system_poll_wait: Duration::from_millis(200),
-        ..test_settings(repo)
-    }
 }
 
 /// A prediction of `rows` rows, the first feature of each `first`.
@@ -84,16 +73,6 @@ fn firsts(rows: &[Value]) -> Vec<f64> {
             input[0][0].as_f64().unwrap()
         })
         .collect()
-}
-
-async fn metrics(server: &TestServer) -> String {
-    let r = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap();
-    r.text().await.unwrap()
 }
 
 /// Polls `check` until it answers `Ok`, for up to 60 s; `what` says what was
@@ -163,7 +142,7 @@ async fn a_refused_row_is_dropped_and_counted(server: Arc<TestServer>, model: &s
             .ok_or(format!("{got:?}"))
     })
     .await;
-    let n = refused(&metrics(&server).await);
+    let n = refused(&server.scrape().await);
     assert_eq!(n, big as f64, "the refused rows are counted");
     // Retention runs 5 s after the start, then every minute. It keeps the newest
     // three: 3, 4 and whichever of 1 and 2 (sent at the same moment) came last.
@@ -187,7 +166,7 @@ async fn sqlite_a_row_the_database_refuses_is_dropped_and_the_log_goes_on() {
     use sqlx::Connection;
     let model = "refused_sqlite";
     let repo = repo(model, "max_rows = 3\n");
-    let server = Arc::new(TestServer::start_with(settings(repo.path(), None)).await);
+    let server = Arc::new(TestServer::start_with(store_settings(repo.path(), None)).await);
     let url = format!(
         "sqlite://{}",
         repo.path().join(".ferroserve/ferroserve.db").display()
@@ -222,7 +201,8 @@ async fn mariadb_a_row_over_max_allowed_packet_is_dropped_and_the_log_goes_on() 
     conn.close().await.unwrap();
     let model = "refused_mariadb";
     let repo = repo(model, "max_rows = 3\n");
-    let server = Arc::new(TestServer::start_with(settings(repo.path(), Some(db.url()))).await);
+    let server =
+        Arc::new(TestServer::start_with(store_settings(repo.path(), Some(db.url()))).await);
     a_refused_row_is_dropped_and_counted(server.clone(), model, 3).await;
     Arc::into_inner(server).unwrap().stop().await;
     drop(db);
@@ -237,7 +217,7 @@ async fn entries_logged_during_an_outage_are_written_when_the_database_is_back()
         .unwrap();
     let model = "outage";
     let repo = repo(model, "");
-    let server = TestServer::start_with(settings(repo.path(), Some(db.url()))).await;
+    let server = TestServer::start_with(store_settings(repo.path(), Some(db.url()))).await;
     predict(&server, model, 1.0, 1).await;
     wait_for("the first row is logged", || async {
         let got = firsts(&logged(&server, model).await);
@@ -268,7 +248,7 @@ async fn entries_logged_during_an_outage_are_written_when_the_database_is_back()
             .ok_or(format!("{got:?}"))
     })
     .await;
-    let text = metrics(&server).await;
+    let text = server.scrape().await;
     let refused = metric_value(
         &text,
         "ferroserve_prediction_log_refused_total",
@@ -286,7 +266,7 @@ async fn entries_logged_during_an_outage_are_written_when_the_database_is_back()
 async fn an_entry_too_large_is_logged_with_a_marker() {
     let model = "oversized";
     let repo = repo(model, "");
-    let server = TestServer::start_with(settings(repo.path(), None)).await;
+    let server = TestServer::start_with(store_settings(repo.path(), None)).await;
     predict(&server, model, 5.1, 30_000).await;
     predict(&server, model, 6.0, 1).await;
     let rows = wait_for("both rows are logged", || async {
@@ -309,7 +289,7 @@ async fn an_entry_too_large_is_logged_with_a_marker() {
     assert_eq!(large["version"], 1);
     assert_eq!(large["protocol"], "tfs_rest");
     assert_eq!(firsts(std::slice::from_ref(small)), [6.0]);
-    let text = metrics(&server).await;
+    let text = server.scrape().await;
     let oversized = metric_value(
         &text,
         "ferroserve_prediction_log_oversized_total",
@@ -327,7 +307,7 @@ async fn an_entry_too_large_is_logged_with_a_marker() {
 async fn unknown_models_are_404_whatever_the_parameters() {
     let model = "deleted_later";
     let repo = repo(model, "");
-    let server = TestServer::start_with(settings(repo.path(), None)).await;
+    let server = TestServer::start_with(store_settings(repo.path(), None)).await;
     for path in [
         "/v1/models/nosuch/predictions",
         "/v1/models/nosuch/predictions?since=0",

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::db_servers::{DbKind, DbServer, MARIADB_PASSWORD};
-use common::{install_model, root_path, test_settings, TestServer};
+use common::{install_model, root_path, store_settings, TestServer};
 use ferroserve::settings::Settings;
 use serde_json::{json, Value};
 use sha2::Digest;
@@ -33,15 +33,6 @@ fn repo() -> tempfile::TempDir {
         );
     }
     repo
-}
-
-fn settings(repo: &Path, database_url: Option<String>) -> Settings {
-    Settings {
-        database_url,
-        database_timeout: Duration::from_secs(2),
-        file_system_poll_wait: Duration::from_millis(200),
-        ..test_settings(repo)
-    }
 }
 
 async fn start_db(kind: DbKind) -> DbServer {
@@ -78,7 +69,7 @@ async fn history(server: &TestServer, model: &str) -> Vec<Value> {
 /// same store: stopped stays stopped, the timeout is in force, the history whole.
 async fn restart_keeps_decisions_and_history(database_url: Option<String>) {
     let repo = repo();
-    let settings = settings(repo.path(), database_url);
+    let settings = store_settings(repo.path(), database_url);
     let again = settings.clone();
     let server = TestServer::start_with(settings.clone()).await;
 
@@ -240,7 +231,8 @@ async fn mariadb_restart_keeps_decisions_and_history() {
 async fn database_killed_under_load(kind: DbKind) {
     let mut db = start_db(kind).await;
     let repo = repo();
-    let server = Arc::new(TestServer::start_with(settings(repo.path(), Some(db.url()))).await);
+    let server =
+        Arc::new(TestServer::start_with(store_settings(repo.path(), Some(db.url()))).await);
     let stop = tokio_util::sync::CancellationToken::new();
     let (answered, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let client = {
@@ -456,7 +448,7 @@ async fn stored_stopped(kind: DbKind, url: &str, model: &str) -> Option<i64> {
 async fn a_late_settings_write_is_written_back(kind: DbKind) {
     let db = start_db(kind).await;
     let repo = repo();
-    let settings = settings(repo.path(), Some(db.url()));
+    let settings = store_settings(repo.path(), Some(db.url()));
     let server = TestServer::start_with(settings.clone()).await;
     let lock = SettingsLock::take(kind, &db.url()).await;
     let (code, body) = server
@@ -530,7 +522,7 @@ async fn delete(server: &TestServer, path: &str) -> (u16, Value) {
 async fn a_delete_the_store_cannot_record_deletes_nothing(kind: DbKind) {
     let db = start_db(kind).await;
     let repo = repo();
-    let server = TestServer::start_with(settings(repo.path(), Some(db.url()))).await;
+    let server = TestServer::start_with(store_settings(repo.path(), Some(db.url()))).await;
     let lock = SettingsLock::take(kind, &db.url()).await;
     let (code, body) = delete(&server, "/delete_model/iris_lr").await;
     assert_eq!(code, 503, "{body}");
@@ -624,13 +616,13 @@ async fn a_corrupt_sqlite_file_is_reported_and_kept() {
 
     std::fs::write(&db, b"PK\x03\x04 this is a zip, not a database").unwrap();
     let before = std::fs::read(&db).unwrap();
-    let e = start_fails(settings(repo.path(), None)).await;
+    let e = start_fails(store_settings(repo.path(), None)).await;
     assert!(e.contains("is not a SQLite database"), "{e}");
     assert_eq!(std::fs::read(&db).unwrap(), before);
 
     // A real database, then its pages overwritten.
     std::fs::remove_file(&db).unwrap();
-    let server = TestServer::start_with(settings(repo.path(), None)).await;
+    let server = TestServer::start_with(store_settings(repo.path(), None)).await;
     server.stop().await;
     assert!(
         !state.join("ferroserve.db-wal").exists(),
@@ -642,14 +634,14 @@ async fn a_corrupt_sqlite_file_is_reported_and_kept() {
         *b = 0xA5;
     }
     std::fs::write(&db, &bytes).unwrap();
-    let e = start_fails(settings(repo.path(), None)).await;
+    let e = start_fails(store_settings(repo.path(), None)).await;
     assert!(e.contains("metadata store"), "{e}");
     assert_eq!(std::fs::read(&db).unwrap(), bytes, "the file was changed");
 
     // Its first page whole and the others overwritten: the migrations find it
     // malformed, which no wait mends (the start waited 30 s for other replicas).
     std::fs::remove_file(&db).unwrap();
-    let server = TestServer::start_with(settings(repo.path(), None)).await;
+    let server = TestServer::start_with(store_settings(repo.path(), None)).await;
     server.stop().await;
     let mut bytes = std::fs::read(&db).unwrap();
     for b in &mut bytes[4096..] {
@@ -657,7 +649,7 @@ async fn a_corrupt_sqlite_file_is_reported_and_kept() {
     }
     std::fs::write(&db, &bytes).unwrap();
     let asked = Instant::now();
-    let e = start_fails(settings(repo.path(), None)).await;
+    let e = start_fails(store_settings(repo.path(), None)).await;
     assert!(e.contains("corrupt") || e.contains("malformed"), "{e}");
     assert!(
         asked.elapsed() < Duration::from_secs(15),
@@ -913,7 +905,7 @@ async fn logged(server: &TestServer, model: &str, n: usize) -> Vec<Value> {
 async fn log_limits_apply_to_rows_logged_before_a_restart() {
     let repo = repo();
     write_config(repo.path(), "iris_lr", "[log]\nsample_rate = 1.0\n");
-    let server = TestServer::start_with(settings(repo.path(), None)).await;
+    let server = TestServer::start_with(store_settings(repo.path(), None)).await;
     for _ in 0..5 {
         assert_eq!(predict(&server, "iris_lr").await.0, 200);
     }
@@ -925,7 +917,7 @@ async fn log_limits_apply_to_rows_logged_before_a_restart() {
         "iris_lr",
         "[log]\nsample_rate = 0.0\nmax_rows = 2\n",
     );
-    let server = TestServer::start_with(settings(repo.path(), None)).await;
+    let server = TestServer::start_with(store_settings(repo.path(), None)).await;
     let mut newest: Vec<i64> = rows.iter().map(|r| r["id"].as_i64().unwrap()).collect();
     newest.sort_unstable();
     let newest = newest.split_off(3);
@@ -954,7 +946,7 @@ async fn the_prediction_log_keeps_a_sample_and_reads_back() {
     let repo = repo();
     write_config(repo.path(), "iris_lr", "[log]\nsample_rate = 1.0\n");
     write_config(repo.path(), "iris_dt", "[log]\nsample_rate = 0.5\n");
-    let server = TestServer::start_with(settings(repo.path(), None)).await;
+    let server = TestServer::start_with(store_settings(repo.path(), None)).await;
     let started_ms = ferroserve::store::now_ms();
     let (code, answer) = predict(&server, "iris_lr").await;
     assert_eq!(code, 200);
@@ -1064,7 +1056,7 @@ async fn the_prediction_log_keeps_a_sample_and_reads_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_deploy_leaves_no_row() {
     let repo = repo();
-    let server = TestServer::start_with(settings(repo.path(), None)).await;
+    let server = TestServer::start_with(store_settings(repo.path(), None)).await;
     let (code, body) = server
         .post_json("/deploy", &json!({"model_id": "nope"}))
         .await;
@@ -1080,7 +1072,8 @@ async fn a_full_prediction_log_drops_and_counts() {
     let mut db = start_db(DbKind::Postgres).await;
     let repo = repo();
     write_config(repo.path(), "iris_lr", "[log]\nsample_rate = 1.0\n");
-    let server = Arc::new(TestServer::start_with(settings(repo.path(), Some(db.url()))).await);
+    let server =
+        Arc::new(TestServer::start_with(store_settings(repo.path(), Some(db.url()))).await);
     let db_gone = tokio::task::spawn_blocking(move || {
         db.kill();
         db

@@ -62,7 +62,7 @@ pub fn router(state: AppState) -> Router {
             Err(e) => tracing::error!("the metrics' second path is not served: {e}"),
         }
     }
-    routes
+    let routes = routes
         .merge(tfs::routes())
         .merge(v2::routes())
         .merge(manage::routes(state.settings.max_upload_bytes))
@@ -90,7 +90,14 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             body_headers,
-        ))
+        ));
+    behind_access(routes, state)
+}
+
+/// `routes` behind what every port's routes are behind: the head checks, the
+/// access layer and JSON errors.
+fn behind_access(routes: Router<AppState>, state: AppState) -> Router {
+    routes
         // Inside the access layer (whose refusals are JSON already) and around every
         // route, the default fallback (unknown path) and each route's wrong-method
         // answer, so that no error leaves without the documented JSON body.
@@ -113,18 +120,9 @@ pub fn router(state: AppState) -> Router {
 /// JSON errors as the main port, so a token, the loopback rule for management
 /// and every documented error shape hold there too.
 pub fn registry_router(state: AppState) -> Router {
-    crate::workers::routes()
-        .layer(DefaultBodyLimit::max(state.settings.max_request_bytes))
-        .layer(axum::middleware::from_fn(json_errors))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            head_checks,
-        ))
-        .with_state(state)
+    let routes =
+        crate::workers::routes().layer(DefaultBodyLimit::max(state.settings.max_request_bytes));
+    behind_access(routes, state)
 }
 
 /// The first path segments of the server's own routes (`""` is `/` itself, the

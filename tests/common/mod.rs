@@ -71,6 +71,17 @@ pub fn test_settings(repo: &Path) -> Settings {
     }
 }
 
+/// Test settings with a metadata store at `database_url` (else the default SQLite
+/// file), a short store timeout and a quick repository poll.
+pub fn store_settings(repo: &Path, database_url: Option<String>) -> Settings {
+    Settings {
+        database_url,
+        database_timeout: Duration::from_secs(2),
+        file_system_poll_wait: Duration::from_millis(200),
+        ..test_settings(repo)
+    }
+}
+
 /// Copies a model file into `<repo>/<model>/<version>/<file name>`.
 pub fn install_model(repo: &Path, model: &str, version: u64, artifact: &Path) -> PathBuf {
     let dir = repo.join(model).join(version.to_string());
@@ -167,6 +178,13 @@ impl TestServer {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// `/metrics` as Prometheus text.
+    pub async fn scrape(&self) -> String {
+        let r = self.client.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
     }
 
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
