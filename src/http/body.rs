@@ -1,0 +1,134 @@
+//! Reading request bodies: the limits' and timeouts' errors, bodies read as their
+//! chunks, JSON bodies, and the answer to a request refused before its body was read.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::HttpError;
+use crate::api::ApiError;
+
+/// Turns the body extractor's failure into our error: over the size limit is 413, a
+/// body that stopped arriving 408.
+pub fn body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, HttpError> {
+    body.map_err(|rejection| {
+        if crate::connections::is_body_read_timeout(&rejection) {
+            HttpError(ApiError::RequestTimeout(rejection_message(&rejection)))
+        } else if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            HttpError(ApiError::PayloadTooLarge(format!(
+                "request body is larger than the limit of {limit} bytes"
+            )))
+        } else {
+            HttpError(ApiError::InvalidArgument(format!(
+                "cannot read request body: {rejection}"
+            )))
+        }
+    })
+}
+
+/// Reads a whole request body as the chunks it arrived in, without copying them
+/// into one buffer, under the same limit and with the same errors as the `Bytes`
+/// extractor through [`body`]: 413 over the limit (the router's `DefaultBodyLimit`,
+/// or axum's default where the request skipped the router), 408 when it stopped
+/// arriving, 400 otherwise.
+pub async fn body_chunks(request: Request, limit: usize) -> Result<impl bytes::Buf, HttpError> {
+    use axum::RequestExt;
+    use http_body_util::BodyExt;
+    match request.with_limited_body().into_body().collect().await {
+        Ok(collected) => Ok(collected.aggregate()),
+        Err(error) => Err(HttpError(body_read_error(&error, limit))),
+    }
+}
+
+/// Most of a refused request's body read and discarded before its answer
+/// ([`answer_unread`]): 16 MiB, what an upload's refusal drains too.
+const REFUSED_DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+
+/// The answer to a request refused before its body was read (a full queue's 429),
+/// made so that an HTTP/1 client reads it: a client that does not wait for `100
+/// Continue` sends its whole body first, and an answer before it has would be lost
+/// in the connection's reset (a broken pipe, no 429, no `Retry-After`). So the
+/// body is read and discarded first, up to [`REFUSED_DRAIN_LIMIT`] bytes (within
+/// the connection's body read timeout); past that, or when it cannot be read, the
+/// answer says `Connection: close`, so a keep-alive client does not send its next
+/// request on a connection about to close. A client that waits for `100 Continue`
+/// sent nothing, and HTTP/2 ends only this request's stream: both are answered
+/// at once.
+pub(crate) async fn answer_unread(request: Request, refusal: ApiError) -> Response {
+    use http_body_util::BodyExt;
+    let waits = request
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let http1 = request.version() < axum::http::Version::HTTP_2;
+    let mut answer = HttpError(refusal).into_response();
+    if waits || !http1 {
+        return answer;
+    }
+    let mut body = request.into_body();
+    let mut drained = 0usize;
+    let read_whole = loop {
+        match body.frame().await {
+            None => break true,
+            Some(Ok(frame)) => {
+                drained += frame.data_ref().map_or(0, |d| d.len());
+                if drained > REFUSED_DRAIN_LIMIT {
+                    break false;
+                }
+            }
+            Some(Err(_)) => break false,
+        }
+    };
+    if !read_whole {
+        answer
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    answer
+}
+
+/// A request body that could not be read, as [`body_chunks`] answers it: 408 when
+/// it stopped arriving, 413 past `limit` (a `http_body_util::Limited`'s), else 400.
+pub(crate) fn body_read_error(error: &(dyn std::error::Error + 'static), limit: usize) -> ApiError {
+    if crate::connections::is_body_read_timeout(error) {
+        ApiError::RequestTimeout(rejection_message(error))
+    } else if is_length_limit(error) {
+        ApiError::PayloadTooLarge(format!(
+            "request body is larger than the limit of {limit} bytes"
+        ))
+    } else {
+        ApiError::InvalidArgument(format!("cannot read request body: {error}"))
+    }
+}
+
+/// Whether `error` or one of its sources is the body limit's.
+fn is_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut error = Some(error);
+    while let Some(e) = error {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        error = e.source();
+    }
+    false
+}
+
+/// The message of the innermost error of `error` (a body read timeout says how long).
+pub fn rejection_message(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut innermost = error;
+    while let Some(source) = innermost.source() {
+        innermost = source;
+    }
+    innermost.to_string()
+}
+
+/// Parses a JSON body with a clear 400 on malformed JSON.
+pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, HttpError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        HttpError(ApiError::InvalidArgument(format!(
+            "malformed JSON body: {e}"
+        )))
+    })
+}
