@@ -162,8 +162,8 @@ fn ready_status(
     responses(
         (status = 200, description = "Ready"),
         (status = 400, description = "Malformed version", body = super::openapi::ErrorBody),
-        (status = 404, description = "No such model or version, or it is not loaded", body = super::openapi::ErrorBody),
-        (status = 503, description = "The server is shutting down", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such model", body = super::openapi::ErrorBody),
+        (status = 503, description = "No version of the model can serve (still loading, or failed), or the server is shutting down", body = super::openapi::ErrorBody),
     ))]
 async fn model_ready(
     State(state): State<AppState>,
@@ -178,8 +178,8 @@ async fn model_ready(
     responses(
         (status = 200, description = "Ready"),
         (status = 400, description = "Malformed version", body = super::openapi::ErrorBody),
-        (status = 404, description = "No such model or version, or it is not loaded", body = super::openapi::ErrorBody),
-        (status = 503, description = "The server is shutting down", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such model or version, or the version is not available (failed, unloaded)", body = super::openapi::ErrorBody),
+        (status = 503, description = "The version is still loading, or the server is shutting down", body = super::openapi::ErrorBody),
     ))]
 async fn model_version_ready(
     State(state): State<AppState>,
