@@ -22,10 +22,13 @@
 //!
 //! Series labelled with a version live in a recorder of that version's own and
 //! leave `/metrics` when the version ends (the `Drop` of its last handle), so a
-//! model swapped thousands of times keeps a bounded exposition. Series without a
-//! version (`ferroserve_request_duration_seconds`, the per-model total of
-//! requests, and failures recorded before a version was resolved, `version=""`)
-//! live in the global recorder and stay.
+//! model swapped thousands of times keeps a bounded exposition: every outcome of a
+//! request a version was chosen for, errors as well as `ok`, is among them. Series
+//! without a version (`ferroserve_request_duration_seconds`, the per-model total
+//! of requests, and failures recorded before a version was chosen, `version=""`)
+//! live in the global recorder and stay. The errors of the versions that ended are
+//! kept as one number per model ([`errors_of_ended_versions`]), outside the
+//! exposition, so that the console's totals do not drop at a swap.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,6 +60,12 @@ static UPKEEP_PASSES: AtomicU64 = AtomicU64::new(0);
 /// of the same version, one being replaced by a reload of the other, share it).
 static VERSION_RECORDERS: Mutex<BTreeMap<(String, u64), Weak<VersionRecorder>>> =
     Mutex::new(BTreeMap::new());
+
+/// Requests with an error outcome counted by versions that have ended, by model:
+/// their series left `/metrics` with them, and the console's error total
+/// (`crate::console::metrics`) still counts them. One number per model that ever
+/// had a version end after an error, which is no more than the models served.
+static ENDED_VERSION_ERRORS: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
 
 /// Latency buckets from 50 µs to 60 s: a tabular model answers in microseconds,
 /// a large one in seconds.
@@ -152,6 +161,12 @@ pub fn upkeep() {
     UPKEEP_PASSES.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Requests for `model` with an error outcome that versions which have since
+/// ended counted (their series are gone from `/metrics`).
+pub fn errors_of_ended_versions(model: &str) -> u64 {
+    ENDED_VERSION_ERRORS.lock().get(model).copied().unwrap_or(0)
+}
+
 /// How many upkeep passes have run, so that a test can see the thread at work.
 pub fn upkeep_passes() -> u64 {
     UPKEEP_PASSES.load(Ordering::Relaxed)
@@ -168,6 +183,10 @@ struct VersionRecorder {
     key: (String, u64),
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
+    /// Requests with an error outcome counted here, added to
+    /// [`ENDED_VERSION_ERRORS`] when the version ends. Only the error path touches
+    /// it: the recorder's own counters cannot be read back.
+    errors: AtomicU64,
 }
 
 /// Call-site metadata for series registered directly on a version's recorder.
@@ -189,6 +208,7 @@ impl VersionRecorder {
             key: key.clone(),
             recorder,
             handle,
+            errors: AtomicU64::new(0),
         });
         recorders.insert(key, Arc::downgrade(&fresh));
         fresh
@@ -226,6 +246,13 @@ impl Drop for VersionRecorder {
         // frees them. Undrained, they leaked with every version that ended while it
         // was answering (about 1 s of samples each, 270–430 KiB per swap under load).
         self.handle.run_upkeep();
+        let errors = self.errors.load(Ordering::Relaxed);
+        if errors > 0 {
+            *ENDED_VERSION_ERRORS
+                .lock()
+                .entry(self.key.0.clone())
+                .or_default() += errors;
+        }
         let mut recorders = VERSION_RECORDERS.lock();
         // A new instance of the same version may have registered meanwhile: its
         // entry upgrades, and stays.
@@ -303,10 +330,10 @@ pub fn note_request_model(model: &str) {
     let _ = TALLY.try_with(|t| *t.model.borrow_mut() = Some(model.to_string()));
 }
 
-/// Records a request no operation recorded (refused before `api::predict`): under
-/// `model` only when that model is served here and the error is not `not_found`,
-/// else under `model=""`, as `api::predict` does, so that names a client makes up
-/// never become series.
+/// Records a request no operation recorded (refused before `api::predict`, or by
+/// it before a version was chosen), with `version=""`: under `model` only when
+/// that model is served here (a version or label it lacks is still its request),
+/// else under `model=""`, so that names a client makes up never become series.
 pub fn record_refused_request(
     manager: &Manager,
     model: Option<&str>,
@@ -315,10 +342,15 @@ pub fn record_refused_request(
     elapsed: Duration,
 ) {
     let model = match model {
-        Some(m) if outcome != "not_found" && manager.serving().models.contains_key(m) => m,
+        Some(m) if is_served(manager, m) => m,
         _ => "",
     };
     record_request(model, "", protocol, outcome, elapsed);
+}
+
+/// Whether `model` has a version in the serving map: only such names label series.
+pub fn is_served(manager: &Manager, model: &str) -> bool {
+    manager.serving().models.contains_key(model)
 }
 
 pub fn record_request(
@@ -392,9 +424,11 @@ impl CacheCounters {
     }
 }
 
-/// `ferroserve_requests_total{outcome="ok"}` and `ferroserve_request_duration_seconds`
-/// of one version, one pair per protocol, registered on first use: the request path
-/// of an answered request then neither formats labels nor looks up the registry.
+/// `ferroserve_requests_total` and `ferroserve_request_duration_seconds` of the
+/// requests one version was chosen for, whatever their outcome. `ok` has one pair
+/// per protocol, registered on first use: the request path of an answered request
+/// then neither formats labels nor looks up the registry. An error's count is among
+/// the version's series too, so that it leaves `/metrics` with them.
 pub struct AnsweredRequests {
     model: String,
     recorder: Arc<VersionRecorder>,
@@ -436,6 +470,26 @@ impl AnsweredRequests {
         count.increment(1);
         duration.record(seconds);
         self.by_protocol.write().push((protocol, count, duration));
+    }
+
+    /// Records what [`record_request`] records for an error `outcome` (an
+    /// `ApiError::kind`) of a request this version was chosen for: its count among
+    /// the version's series, which leave with it, its duration in the model's
+    /// histogram, which stays. Errors are rare enough to look their series up.
+    pub fn record_error(&self, protocol: &'static str, outcome: &'static str, elapsed: Duration) {
+        self.recorder
+            .counter(
+                "ferroserve_requests_total",
+                &[("protocol", protocol), ("outcome", outcome)],
+            )
+            .increment(1);
+        self.recorder.errors.fetch_add(1, Ordering::Relaxed);
+        metrics::histogram!(
+            "ferroserve_request_duration_seconds",
+            "model" => self.model.clone(),
+            "protocol" => protocol
+        )
+        .record(elapsed.as_secs_f64());
     }
 }
 
@@ -598,6 +652,44 @@ mod tests {
         drop(second);
         let text = exposition(handle, None);
         assert!(!text.contains("unit_metrics_model"), "{text}");
+    }
+
+    /// An error a version counted is among its series, once per outcome and
+    /// protocol, and leaves with them; the model's duration histogram stays, and
+    /// the errors are then counted as those of an ended version.
+    #[test]
+    fn a_versions_errors_leave_with_it() {
+        let handle = install();
+        let model = "unit_metrics_errors";
+        let version = QueueMetrics::new(model, 3);
+        let elapsed = Duration::from_millis(1);
+        version.answered.record("tfs_rest", elapsed);
+        for _ in 0..2 {
+            version
+                .answered
+                .record_error("tfs_rest", "invalid_argument", elapsed);
+        }
+        version
+            .answered
+            .record_error("v2_grpc", "resource_exhausted", elapsed);
+        let text = exposition(handle, None);
+        for series in [
+            "ferroserve_requests_total{model=\"unit_metrics_errors\",version=\"3\",protocol=\"tfs_rest\",outcome=\"ok\"} 1",
+            "ferroserve_requests_total{model=\"unit_metrics_errors\",version=\"3\",protocol=\"tfs_rest\",outcome=\"invalid_argument\"} 2",
+            "ferroserve_requests_total{model=\"unit_metrics_errors\",version=\"3\",protocol=\"v2_grpc\",outcome=\"resource_exhausted\"} 1",
+        ] {
+            assert_eq!(text.matches(series).count(), 1, "{series}\n{text}");
+        }
+        assert_eq!(errors_of_ended_versions(model), 0);
+        drop(version);
+        let text = exposition(handle, None);
+        assert!(
+            !text.contains("model=\"unit_metrics_errors\",version="),
+            "{text}"
+        );
+        assert!(text.contains("ferroserve_request_duration_seconds_count{model=\"unit_metrics_errors\",protocol=\"tfs_rest\"} 3"), "{text}");
+        assert!(text.contains("ferroserve_request_duration_seconds_count{model=\"unit_metrics_errors\",protocol=\"v2_grpc\"} 1"), "{text}");
+        assert_eq!(errors_of_ended_versions(model), 3);
     }
 
     #[test]

@@ -475,3 +475,236 @@ async fn a_request_that_left_leaves_the_queue_length() {
     assert!(server.scrape().await.contains(&series(0)));
     server.stop().await;
 }
+
+/// A version's error series (`outcome` other than `ok`) leave `/metrics` with the
+/// version, as its `ok` series do, whether an upload replaces it or an unload ends
+/// it: a model swapped many times keeps a small exposition. Meanwhile the console's
+/// totals for the model stay those of the duration histogram, which outlives its
+/// versions: every request, and every error, since the server started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_versions_errors_leave_with_it_and_the_console_keeps_the_totals() {
+    // Named for this test alone: the recorder is global to the test binary.
+    let model = "metrics_errors_swapped";
+    let onnx = root_path("examples/models/iris_lr/1/model.onnx");
+    let repo = tempfile::tempdir().unwrap();
+    install_model(repo.path(), model, 1, &onnx);
+    let server = TestServer::start_with(Settings {
+        file_system_poll_wait: Duration::ZERO,
+        ..test_settings(repo.path())
+    })
+    .await;
+    let path = format!("/v1/models/{model}:predict");
+    let good = json!({"instances": [[5.1, 3.5, 1.4, 0.2]]});
+    // Two features for a model of four: invalid_argument, once a version is chosen.
+    let bad = json!({"instances": [[1, 2]]});
+    let version_series = |v: u64| format!("model=\"{model}\",version=\"{v}\"");
+    let error_series = |v: u64| {
+        format!(
+            "ferroserve_requests_total{{model=\"{model}\",version=\"{v}\",protocol=\"tfs_rest\",\
+             outcome=\"invalid_argument\"}} 1"
+        )
+    };
+    let gone = |v: u64| {
+        let series = version_series(v);
+        let server = &server;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let text = server.scrape().await;
+                if !text.contains(&series) {
+                    return text;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the series of {series} are still there:\n{text}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let console = || async {
+        let (code, figures) = server
+            .get(&format!("/console/api/models/{model}/metrics"))
+            .await;
+        assert_eq!(code, 200, "{figures}");
+        figures
+    };
+
+    let (mut sent, mut errors) = (0.0, 0.0);
+    for version in 1..=4u64 {
+        if version > 1 {
+            let (code, body) = server
+                .upload(
+                    &[("model_id", model), ("version", &version.to_string())],
+                    "model.onnx",
+                    std::fs::read(&onnx).unwrap(),
+                )
+                .await;
+            assert_eq!(code, 200, "{body}");
+        }
+        let (code, answer) = server.post_json(&path, &good).await;
+        assert_eq!(
+            (code, answer["predictions"].is_array()),
+            (200, true),
+            "{answer}"
+        );
+        let (code, answer) = server.post_json(&path, &bad).await;
+        assert_eq!(code, 400, "{answer}");
+        sent += 2.0;
+        errors += 1.0;
+        // While the version lives, its error is counted with it, once.
+        let text = server.scrape().await;
+        assert!(text.contains(&error_series(version)), "{text}");
+        if version > 1 {
+            let text = gone(version - 1).await;
+            assert!(!text.contains(&error_series(version - 1)), "{text}");
+        }
+        let figures = console().await;
+        assert_eq!(
+            figures["requests_total"], figures["latency_seconds"]["count"],
+            "version {version}: {figures}"
+        );
+        assert_eq!(
+            figures["requests_total"], sent,
+            "version {version}: {figures}"
+        );
+        assert_eq!(
+            figures["errors_total"], errors,
+            "version {version}: {figures}"
+        );
+    }
+
+    // An unload ends the last version: its series, errors included, leave too.
+    let (code, body) = server
+        .post_json(&format!("/v2/repository/models/{model}/unload"), &json!({}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let text = gone(4).await;
+    assert!(!text.contains(&error_series(4)), "{text}");
+    // Only the series without a version stay.
+    assert_eq!(
+        common::metric_value(
+            &text,
+            "ferroserve_request_duration_seconds_count",
+            &[("model", model), ("protocol", "tfs_rest")]
+        ),
+        sent,
+        "{text}"
+    );
+    server.stop().await;
+}
+
+/// A request for a version (or label) that a served model lacks is counted under
+/// that model, with `version=""`, on every protocol; only a model that is not
+/// served here gets `model=""`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_version_of_a_served_model_is_counted_under_the_model() {
+    // Named for this test alone: the recorder is global to the test binary.
+    let m = "metrics_no_such_version";
+    let repo = tempfile::tempdir().unwrap();
+    install_model(
+        repo.path(),
+        m,
+        1,
+        &root_path("examples/models/iris_lr/1/model.onnx"),
+    );
+    let server = TestServer::start(repo.path()).await;
+    let row = [5.1, 3.5, 1.4, 0.2];
+    let before = server.scrape().await;
+
+    for path in [
+        format!("/v1/models/{m}/versions/99:predict"),
+        format!("/v1/models/{m}/labels/nowhere:predict"),
+    ] {
+        let (code, answer) = server.post_json(&path, &json!({"instances": [row]})).await;
+        assert_eq!(code, 404, "{path}: {answer}");
+    }
+    let v2_body =
+        json!({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": row}]});
+    let (code, answer) = server
+        .post_json(&format!("/v2/models/{m}/versions/99/infer"), &v2_body)
+        .await;
+    assert_eq!(code, 404, "{answer}");
+    let simple = json!({"model_id": m, "features": row, "version": 99});
+    let (code, answer) = server.post_json("/predict", &simple).await;
+    assert_eq!(code, 404, "{answer}");
+
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", server.grpc_addr.unwrap()))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let rowf = [5.1f32, 3.5, 1.4, 0.2];
+    let tf_request = tfs::PredictRequest {
+        model_spec: Some(ModelSpec {
+            name: m.into(),
+            version: Some(99),
+            ..Default::default()
+        }),
+        inputs: HashMap::from([(
+            "input".to_string(),
+            TensorProto {
+                dtype: Dt::DtFloat as i32,
+                tensor_shape: Some(TensorShapeProto {
+                    dim: [1, 4]
+                        .iter()
+                        .map(|&size| tensor_shape_proto::Dim {
+                            size,
+                            name: String::new(),
+                        })
+                        .collect(),
+                    unknown_rank: false,
+                }),
+                float_val: rowf.to_vec(),
+                ..Default::default()
+            },
+        )]),
+        output_filter: vec![],
+    };
+    let status = PredictionServiceClient::new(channel.clone())
+        .predict(tf_request)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    let v2_request = v2::ModelInferRequest {
+        model_name: m.into(),
+        model_version: "99".into(),
+        inputs: vec![InferInputTensor {
+            name: "input".into(),
+            datatype: "FP32".into(),
+            shape: vec![1, 4],
+            contents: Some(InferTensorContents {
+                fp32_contents: rowf.to_vec(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let status = GrpcInferenceServiceClient::new(channel)
+        .model_infer(v2_request)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+
+    let after = server.scrape().await;
+    for (protocol, n) in [
+        ("tfs_rest", 2.0),
+        ("v2_rest", 1.0),
+        ("simple_rest", 1.0),
+        ("tfs_grpc", 1.0),
+        ("v2_grpc", 1.0),
+    ] {
+        assert_eq!(
+            counted_since(&before, &after, m, protocol),
+            expect(&[("not_found", n)]),
+            "protocol={protocol}\n{after}"
+        );
+        let series = format!(
+            "ferroserve_requests_total{{model=\"{m}\",version=\"\",protocol=\"{protocol}\",outcome=\"not_found\"}} {n}"
+        );
+        assert!(after.contains(&series), "{series}\n{after}");
+    }
+    server.stop().await;
+}

@@ -109,48 +109,58 @@ pub async fn predict_on(
 
 async fn predict_resolved(
     state: &ServerState,
-    mut request: PredictRequest,
+    request: PredictRequest,
     held: Option<ServableHandle>,
 ) -> Result<PredictResponse, ApiError> {
     let started = Instant::now();
     let protocol = request.protocol;
-    let model_name = std::mem::take(&mut request.model);
-    // The version `run` chose, for the metric of a request it then refused.
-    let mut chosen = None;
-    let result = run(state, &model_name, request, started, held, &mut chosen).await;
-    // The adapter's wrapper records the requests refused before this point.
+    let handle = match held {
+        Some(handle) => handle,
+        None => match state.manager.resolve(&request.model, &request.version) {
+            Ok(handle) => handle,
+            Err(e) => {
+                // The adapter's wrapper records the requests refused before this
+                // point, and no other.
+                metrics::mark_request_recorded();
+                let e = ApiError::from(e);
+                // `version=""`: no version was chosen. A model that is not served
+                // here is not echoed into a label (a client could create unbounded
+                // series by asking for random names); a version or label a served
+                // model lacks is still that model's request.
+                let model = match e {
+                    ApiError::NotFound(_)
+                        if !metrics::is_served(&state.manager, &request.model) =>
+                    {
+                        ""
+                    }
+                    _ => request.model.as_str(),
+                };
+                metrics::record_request(model, "", protocol.as_str(), e.kind(), started.elapsed());
+                return Err(e);
+            }
+        },
+    };
+    let result = run(state, &handle, request, started).await;
     metrics::mark_request_recorded();
-    match &result {
-        // The usual case records through handles the version registered when it
-        // loaded: no labels formatted, no registry lookup.
-        Ok(r) => r
-            .handle
-            .queue
-            .metrics()
-            .answered
-            .record(protocol.as_str(), started.elapsed()),
+    // Every outcome of a request a version was chosen for is counted among that
+    // version's series, so that they leave `/metrics` together. The usual case
+    // records through handles the version registered when it loaded: no labels
+    // formatted, no registry lookup.
+    let counted = &handle.queue.metrics().answered;
+    match result {
+        Ok((outputs, cache)) => {
+            counted.record(protocol.as_str(), started.elapsed());
+            Ok(PredictResponse {
+                handle,
+                outputs,
+                cache,
+            })
+        }
         Err(e) => {
-            // Unknown names are not echoed into metric labels: a client could create
-            // unbounded series by asking for random model names.
-            let model = match e {
-                ApiError::NotFound(_) => "",
-                _ => model_name.as_str(),
-            };
-            // `version=""` only for requests refused before a version was chosen.
-            let version = match (e, chosen) {
-                (ApiError::NotFound(_), _) | (_, None) => String::new(),
-                (_, Some(v)) => v.to_string(),
-            };
-            metrics::record_request(
-                model,
-                &version,
-                protocol.as_str(),
-                e.kind(),
-                started.elapsed(),
-            );
+            counted.record_error(protocol.as_str(), e.kind(), started.elapsed());
+            Err(e)
         }
     }
-    result
 }
 
 /// Refuses a request at once when the version it would reach has a full queue, so
@@ -170,27 +180,26 @@ pub fn admit(
         None => Ok(()),
         Some(refusal) => {
             let e = ApiError::ResourceExhausted(refusal.to_string());
-            let version = handle.version.to_string();
-            metrics::record_request(model, &version, protocol.as_str(), e.kind(), Duration::ZERO);
+            // Among the version's series, as `predict` counts a full queue.
+            handle.queue.metrics().answered.record_error(
+                protocol.as_str(),
+                e.kind(),
+                Duration::ZERO,
+            );
             metrics::mark_request_recorded();
             Err(e)
         }
     }
 }
 
+/// Answers `request` on the version `handle` holds: its outputs, and whether the
+/// response cache gave them.
 async fn run(
     state: &ServerState,
-    model: &str,
+    handle: &ServableHandle,
     mut request: PredictRequest,
     started: Instant,
-    held: Option<ServableHandle>,
-    chosen: &mut Option<u64>,
-) -> Result<PredictResponse, ApiError> {
-    let handle = match held {
-        Some(handle) => handle,
-        None => state.manager.resolve(model, &request.version)?,
-    };
-    *chosen = Some(handle.version);
+) -> Result<(Vec<NamedTensor>, Option<CacheStatus>), ApiError> {
     // The version's timeout as it is now: a deployment may have changed it since load.
     let timeout = handle.timeout().unwrap_or(state.settings.request_timeout);
     let timeout = match request.client_timeout {
@@ -218,7 +227,7 @@ async fn run(
     let raw_inputs = if handle.pipeline.transforms_inputs() && signature_name.is_empty() {
         // The rows are known before the work: images or texts past the limit are
         // refused before any is decoded or tokenized.
-        check_rows(&request.inputs, max_rows, &handle)?;
+        check_rows(&request.inputs, max_rows, handle)?;
         let pipeline = handle.pipeline.clone();
         let inputs = std::mem::take(&mut request.inputs);
         // The client is answered at its deadline; the work itself stops at its
@@ -241,7 +250,7 @@ async fn run(
         match tokio::time::timeout_at(deadline.into(), work).await {
             Ok(prepared) => prepared
                 .map_err(|e| ApiError::Internal(format!("pre-processing failed: {e}")))??,
-            Err(_) => return Err(timed_out(&handle, timeout)),
+            Err(_) => return Err(timed_out(handle, timeout)),
         }
     } else {
         std::mem::take(&mut request.inputs)
@@ -254,14 +263,14 @@ async fn run(
     let inputs = prepare_inputs(signature, handle.config().input_name.as_deref(), raw_inputs)?;
     check_outputs(signature, &request.outputs)?;
     let pooling_mask = handle.pipeline.pooling_mask(&inputs);
-    check_rows(&inputs, max_rows, &handle)?;
+    check_rows(&inputs, max_rows, handle)?;
     if Instant::now() >= deadline {
-        return Err(timed_out(&handle, timeout));
+        return Err(timed_out(handle, timeout));
     }
     // The prediction log keeps a sample (cache hits included): the inputs are
     // copied only for the requests sampled, and turned into JSON by the store's
     // writer, not here.
-    let logged_inputs = sampled_for_log(state, &handle).then(|| inputs.clone());
+    let logged_inputs = sampled_for_log(state, handle).then(|| inputs.clone());
     let encoding = ResponseEncoding::of(request.protocol);
     // The model's cache settings as they are now: `[cache]` edits apply at once.
     // The key names inputs and outputs only, neither a request's own options nor a
@@ -292,7 +301,7 @@ async fn run(
     if let Some((cache, key)) = &cached {
         let counters = handle.queue.metrics().cache();
         let fits =
-            |outputs: &[NamedTensor]| answer_fits(&handle, &inputs, &request.outputs, outputs);
+            |outputs: &[NamedTensor]| answer_fits(handle, &inputs, &request.outputs, outputs);
         if let Some(answer) = cache
             .lookup(key, &handle.model, counters, deadline, &fits)
             .await
@@ -302,23 +311,19 @@ async fn run(
             })?;
             check_response_size(&outputs, encoding, state.settings.max_response_bytes)?;
             if let (Some(inputs), Some(store)) = (logged_inputs, &state.store) {
-                log_prediction(store, &handle, request.protocol, started, inputs, &outputs);
+                log_prediction(store, handle, request.protocol, started, inputs, &outputs);
             }
             classify_outputs(
-                &handle,
+                handle,
                 &mut outputs,
                 &request.classifications,
                 encoding,
                 state,
             )?;
-            return Ok(PredictResponse {
-                handle,
-                outputs,
-                cache: Some(CacheStatus::Hit),
-            });
+            return Ok((outputs, Some(CacheStatus::Hit)));
         }
         if Instant::now() >= deadline {
-            return Err(timed_out(&handle, timeout));
+            return Err(timed_out(handle, timeout));
         }
     }
     let classifications = std::mem::take(&mut request.classifications);
@@ -333,7 +338,7 @@ async fn run(
     };
     let mut outputs = match handle.queue.submit(&state.inference, queued).await {
         Ok(outputs) => outputs,
-        Err(BatchError::DeadlineExceeded) => return Err(timed_out(&handle, timeout)),
+        Err(BatchError::DeadlineExceeded) => return Err(timed_out(handle, timeout)),
         Err(e @ BatchError::QueueFull { .. }) => {
             return Err(ApiError::ResourceExhausted(e.to_string()))
         }
@@ -347,7 +352,7 @@ async fn run(
         .finish_answer(&mut outputs, pooling_mask.as_ref())?;
     check_response_size(&outputs, encoding, state.settings.max_response_bytes)?;
     if let (Some(inputs), Some(store)) = (logged_inputs, &state.store) {
-        log_prediction(store, &handle, request.protocol, started, inputs, &outputs);
+        log_prediction(store, handle, request.protocol, started, inputs, &outputs);
     }
     // The cache keeps the version's answer (softmax included); a request's own
     // classification is applied after it, hit or miss.
@@ -368,12 +373,8 @@ async fn run(
         }
         None => None,
     };
-    classify_outputs(&handle, &mut outputs, &classifications, encoding, state)?;
-    Ok(PredictResponse {
-        handle,
-        outputs,
-        cache,
-    })
+    classify_outputs(handle, &mut outputs, &classifications, encoding, state)?;
+    Ok((outputs, cache))
 }
 
 /// The classification extension a request asked for (`"classification": k` on an

@@ -6,6 +6,14 @@
 //! so the server keeps no state per viewer: the page keeps the previous answer and
 //! charts the differences (requests per second, the p50 and p99 of the requests
 //! answered in the interval, mean batch size).
+//!
+//! Invariant: the two totals never drop while the server runs, though a version's
+//! series leave `/metrics` when it ends. Requests are the count of the model's
+//! duration histogram, which outlives its versions (every request is in it once);
+//! errors are those of the live versions' series and of the model's series without
+//! a version, plus those of the versions that ended
+//! (`crate::metrics::errors_of_ended_versions`). The page also clamps a difference
+//! below zero to zero.
 
 use std::collections::BTreeMap;
 
@@ -17,9 +25,11 @@ pub struct ModelMetrics {
     pub model: String,
     /// Milliseconds since the epoch when the figures were read.
     pub at_ms: i64,
-    /// Requests answered or refused, every outcome (`ferroserve_requests_total`).
+    /// Requests answered or refused, every outcome, since the server started: the
+    /// count of `ferroserve_request_duration_seconds`, every protocol.
     pub requests_total: f64,
-    /// Requests whose outcome was not `ok`.
+    /// Requests whose outcome was not `ok` (`ferroserve_requests_total`), since the
+    /// server started, those of versions that have ended included.
     pub errors_total: f64,
     /// Requests refused because a queue was full (`ferroserve_rejected_total`).
     pub rejected_total: f64,
@@ -79,11 +89,21 @@ impl HistogramParts {
     }
 }
 
-/// Reads `model`'s figures out of a Prometheus text exposition.
+/// Reads `model`'s figures out of a Prometheus text exposition of this server's
+/// recorders ([`crate::metrics::render`]), adding the errors of its versions that
+/// have ended.
 pub fn model_metrics(exposition: &str, model: &str, at_ms: i64) -> ModelMetrics {
+    let ended_errors = crate::metrics::errors_of_ended_versions(model);
+    figures_of(exposition, model, at_ms, ended_errors as f64)
+}
+
+/// `model`'s figures in `exposition`, with `ended_errors` errors counted by
+/// versions whose series have left it.
+fn figures_of(exposition: &str, model: &str, at_ms: i64, ended_errors: f64) -> ModelMetrics {
     let mut out = ModelMetrics {
         model: model.to_string(),
         at_ms,
+        errors_total: ended_errors,
         ..ModelMetrics::default()
     };
     let mut latency = HistogramParts::default();
@@ -98,7 +118,6 @@ pub fn model_metrics(exposition: &str, model: &str, at_ms: i64) -> ModelMetrics 
         let value = sample.value;
         match sample.name {
             "ferroserve_requests_total" => {
-                out.requests_total += value;
                 if sample.label("outcome") != Some("ok") {
                     out.errors_total += value;
                 }
@@ -135,6 +154,7 @@ pub fn model_metrics(exposition: &str, model: &str, at_ms: i64) -> ModelMetrics 
     }
     out.latency_seconds = latency.finish();
     out.batch_size = batch.finish();
+    out.requests_total = out.latency_seconds.count;
     out
 }
 
@@ -222,6 +242,10 @@ ferroserve_request_duration_seconds_bucket{model="iris",protocol="v2_rest",le="0
 ferroserve_request_duration_seconds_bucket{model="iris",protocol="v2_rest",le="+Inf"} 1
 ferroserve_request_duration_seconds_sum{model="iris",protocol="tfs_rest"} 0.5
 ferroserve_request_duration_seconds_count{model="iris",protocol="tfs_rest"} 9
+ferroserve_request_duration_seconds_sum{model="iris",protocol="v2_rest"} 0.25
+ferroserve_request_duration_seconds_count{model="iris",protocol="v2_rest"} 1
+ferroserve_request_duration_seconds_count{model="iris_two",protocol="tfs_rest"} 100
+ferroserve_request_duration_seconds_count{model="say \"hi\"",protocol="tfs_rest"} 5
 ferroserve_queue_length{model="iris",version="1"} 4
 ferroserve_batch_size_bucket{model="iris",version="1",le="1"} 5
 ferroserve_batch_size_sum{model="iris",version="1"} 12
@@ -232,7 +256,7 @@ ferroserve_requests_total{model="say \"hi\"",version="1",protocol="tfs_rest",out
 
     #[test]
     fn sums_a_models_series_over_versions_and_protocols() {
-        let m = model_metrics(TEXT, "iris", 42);
+        let m = figures_of(TEXT, "iris", 42, 0.0);
         assert_eq!(m.at_ms, 42);
         assert_eq!(m.requests_total, 10.0);
         assert_eq!(m.errors_total, 2.0);
@@ -242,17 +266,36 @@ ferroserve_requests_total{model="say \"hi\"",version="1",protocol="tfs_rest",out
             m.latency_seconds.buckets,
             vec![(0.001, 4.0), (f64::INFINITY, 10.0)]
         );
-        assert_eq!(m.latency_seconds.count, 9.0);
-        assert_eq!(m.latency_seconds.sum, 0.5);
+        assert_eq!(m.latency_seconds.count, 10.0);
+        assert_eq!(m.latency_seconds.sum, 0.75);
         assert_eq!(m.batch_size.buckets, vec![(1.0, 5.0)]);
         assert_eq!((m.batch_size.sum, m.batch_size.count), (12.0, 6.0));
     }
 
     #[test]
     fn other_models_and_escaped_names_are_kept_apart() {
-        assert_eq!(model_metrics(TEXT, "iris_two", 0).requests_total, 100.0);
-        assert_eq!(model_metrics(TEXT, "say \"hi\"", 0).requests_total, 5.0);
-        assert_eq!(model_metrics(TEXT, "nobody", 0).requests_total, 0.0);
+        assert_eq!(figures_of(TEXT, "iris_two", 0, 0.0).requests_total, 100.0);
+        assert_eq!(figures_of(TEXT, "say \"hi\"", 0, 0.0).requests_total, 5.0);
+        assert_eq!(figures_of(TEXT, "nobody", 0, 0.0).requests_total, 0.0);
+    }
+
+    /// When version 1 ends, its series (`ok` and errors alike) leave the text; the
+    /// model's duration histogram stays, and its errors are counted among those of
+    /// ended versions: neither total drops, so no rate goes below zero.
+    #[test]
+    fn totals_do_not_drop_when_a_versions_series_leave() {
+        let before = r#"ferroserve_requests_total{model="m",version="1",protocol="tfs_rest",outcome="ok"} 10
+ferroserve_requests_total{model="m",version="1",protocol="tfs_rest",outcome="invalid_argument"} 1
+ferroserve_request_duration_seconds_count{model="m",protocol="tfs_rest"} 11
+"#;
+        let after = r#"ferroserve_requests_total{model="m",version="2",protocol="tfs_rest",outcome="ok"} 1
+ferroserve_request_duration_seconds_count{model="m",protocol="tfs_rest"} 12
+"#;
+        let was = figures_of(before, "m", 0, 0.0);
+        let now = figures_of(after, "m", 1000, 1.0);
+        assert_eq!((was.requests_total, was.errors_total), (11.0, 1.0));
+        assert_eq!((now.requests_total, now.errors_total), (12.0, 1.0));
+        assert_eq!(now.requests_total, now.latency_seconds.count);
     }
 
     #[test]
