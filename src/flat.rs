@@ -138,7 +138,7 @@ pub fn looks_complete(path: &Path, format: ArtifactFormat) -> std::io::Result<bo
     use std::io::{Seek, SeekFrom};
     match format {
         ArtifactFormat::Pickle => {
-            let mut file = std::fs::File::open(path)?;
+            let mut file = crate::regular_file::open(path)?;
             if file.metadata()?.len() == 0 {
                 return Ok(false);
             }
@@ -223,7 +223,7 @@ pub fn materialise(
 
 /// Copies a file, synced to disk, and answers the BLAKE3 hash of what was copied.
 fn copy_hashing(from: &Path, to: &Path) -> std::io::Result<String> {
-    let mut reader = std::fs::File::open(from)?;
+    let mut reader = crate::regular_file::open(from)?;
     let mut writer = std::fs::File::create(to)?;
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];

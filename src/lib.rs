@@ -27,6 +27,7 @@ pub mod paths;
 pub mod pbtext;
 pub mod preprocess;
 pub mod raw_tensor;
+pub mod regular_file;
 pub mod repository;
 pub mod server;
 pub mod settings;

@@ -83,6 +83,9 @@ pub fn is_valid_model_name(name: &str) -> bool {
 }
 
 impl ModelConfigList {
+    /// The largest model config file read (64 MiB: thousands of models).
+    pub const MAX_FILE_BYTES: u64 = 64 << 20;
+
     /// Reads a config file: TOML when its name ends in `.toml`, TF Serving text format
     /// otherwise. Relative base paths are resolved against the file's directory. A
     /// file with no list in it (see [`ModelConfigList::read`]) is an empty list: at
@@ -97,9 +100,11 @@ impl ModelConfigList {
     /// action for empty config"), where an explicit `model_config_list { }` (TOML:
     /// `models = []`) is a list of no models.
     pub fn read(path: &Path) -> Result<Option<ModelConfigList>, ModelConfigListError> {
-        let bytes = std::fs::read(path).map_err(|e| ModelConfigListError::Read {
-            path: path.display().to_string(),
-            reason: e.to_string(),
+        let bytes = crate::regular_file::read(path, Self::MAX_FILE_BYTES).map_err(|e| {
+            ModelConfigListError::Read {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            }
         })?;
         Self::from_file_bytes(path, &bytes)
     }
@@ -181,6 +186,23 @@ impl ModelConfigList {
             }
             if m.base_path.as_os_str().is_empty() {
                 return Err(format!("model {:?} has an empty base_path", m.name));
+            }
+            // A NUL cannot be in a path the system opens, and no model directory
+            // sensibly holds another control character; said escaped (`{:?}`), so a
+            // log line never carries one raw.
+            if let Some(c) = m
+                .base_path
+                .to_string_lossy()
+                .chars()
+                .find(|c| c.is_control())
+            {
+                return Err(format!(
+                    "model {:?}: base_path {:?} holds the control character U+{:04X}, \
+                     which no model directory's path may hold",
+                    m.name,
+                    m.base_path,
+                    u32::from(c)
+                ));
             }
             // (An empty `specific` list serves no version, as in TF Serving; the
             // manager says so in the model's status, `policy_warning`, not at
@@ -500,6 +522,48 @@ model_config_list {
         )
         .unwrap_err();
         assert!(err.contains("expected ':'"), "{err}");
+    }
+
+    /// No path the system opens holds a NUL; a control character in a base path is
+    /// a mistake. Either form of the file, and a list built any other way (gRPC),
+    /// is refused naming the model, the character escaped.
+    #[test]
+    fn a_base_path_with_a_control_character_is_refused() {
+        for (text, toml) in [
+            (
+                r#"model_config_list { config { name: "x" base_path: "models/x\000y" } }"#,
+                false,
+            ),
+            (
+                r#"model_config_list { config { name: "x" base_path: "models/x\ny" } }"#,
+                false,
+            ),
+            (
+                "[[models]]\nname = \"x\"\nbase_path = \"models/x\\u0000y\"\n",
+                true,
+            ),
+        ] {
+            let err = if toml {
+                ModelConfigList::parse_toml(text).unwrap_err()
+            } else {
+                ModelConfigList::parse_text_format(text).unwrap_err()
+            };
+            assert!(
+                err.contains("model \"x\"") && err.contains("control character"),
+                "{err}"
+            );
+            assert!(!err.chars().any(char::is_control), "said escaped: {err:?}");
+        }
+        let list = ModelConfigList {
+            models: vec![ModelListEntry {
+                name: "x".into(),
+                base_path: "/m/x\u{7f}".into(),
+                model_platform: None,
+                version_policy: None,
+                labels: BTreeMap::new(),
+            }],
+        };
+        assert!(list.validate().unwrap_err().contains("U+007F"));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! serving. `sources` lists and scans models; the manager turns a [`ModelOnDisk`] into
 //! loads and unloads.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use crate::backends::find_artifact;
@@ -20,7 +20,8 @@ pub struct VersionOnDisk {
     /// The identity of the version's files now ([`version_files`]), read only for an
     /// explicit reload of versions that serve, so that a version whose files were
     /// replaced in place is loaded again; `None` otherwise (the watcher never
-    /// reloads a served version).
+    /// reloads a served version for its files; only when another directory comes
+    /// to name it).
     pub files: Option<VersionFiles>,
     /// When there is no artifact: the files that could each be the model (several,
     /// none with a known name), for the version's error.
@@ -109,6 +110,10 @@ pub struct ModelOnDisk {
     pub config: Result<ModelConfig, ModelConfigError>,
     /// Versions by number.
     pub versions: BTreeMap<u64, VersionOnDisk>,
+    /// Every version number a directory names now, whether or not `versions` still
+    /// holds it (the watcher leaves out versions whose files are still changing):
+    /// a version that is not here has left the disk.
+    pub present: BTreeSet<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -235,6 +240,7 @@ pub fn scan_model(name: &str, dir: &Path) -> Result<ModelOnDisk, RepositoryError
         name: name.to_string(),
         dir: dir.to_path_buf(),
         config: ModelConfig::load(dir),
+        present: versions.keys().copied().collect(),
         versions,
     })
 }

@@ -62,18 +62,8 @@ pub const MAX_TF_SERVING_WARMUP_BYTES: u64 = 1 << 30;
 /// Reads `path` whole, or fails (as `InvalidData`, naming the bound) once it holds
 /// more than `max` bytes, having read no more than that.
 fn read_at_most(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::Read as _;
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)?
-        .take(max + 1)
-        .read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > max {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("it is larger than the {} MiB read", max >> 20),
-        ));
-    }
-    Ok(bytes)
+    // Only a regular file: a FIFO named warmup.json would hold the load for good.
+    crate::regular_file::read(path, max)
 }
 
 /// Runs the warm-up of one version. Errors are messages for the version's status.

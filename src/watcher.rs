@@ -172,7 +172,10 @@ fn read_and_apply(
     path: &Path,
     roots: &[PathBuf],
 ) -> (Option<u64>, ConfigFilePoll) {
-    let bytes = match std::fs::read(path) {
+    let bytes = match crate::regular_file::read(
+        path,
+        crate::model_config_list::ModelConfigList::MAX_FILE_BYTES,
+    ) {
         Ok(bytes) => bytes,
         Err(e) => {
             let reason = format!("cannot read it: {e}");

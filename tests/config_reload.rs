@@ -135,3 +135,82 @@ async fn config_edits_apply_to_served_versions_without_a_reload() {
     .await;
     server.stop().await;
 }
+
+/// The entry of `model` in `/models/status`, once `done` holds for it.
+async fn status_until(server: &TestServer, model: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let (_, status) = poll_until(server, "/models/status", |_, body| {
+        body["models"]
+            .as_array()
+            .and_then(|models| models.iter().find(|m| m["model_id"] == model))
+            .is_some_and(&done)
+    })
+    .await;
+    status["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model_id"] == model)
+        .unwrap()
+        .clone()
+}
+
+fn mkfifo(path: &std::path::Path) {
+    let made = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo {}", path.display());
+}
+
+/// A FIFO named `config.toml` or `warmup.json` held the thread that opened it until
+/// something wrote to it: the repository watcher stopped, for every model, and a
+/// version with such a warm-up file stayed LOADING. Neither is read now: the
+/// model's config is in error (the config before stays), the version is ERROR,
+/// and other models' new versions load as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_in_the_repository_holds_no_one() {
+    let repo = tempfile::tempdir().unwrap();
+    let model = root_path("examples/models/iris_dt/1/model.onnx");
+    install_model(repo.path(), "a", 1, &model);
+    install_model(repo.path(), "f", 1, &model);
+    let server = TestServer::start_with(Settings {
+        file_system_poll_wait: Duration::from_millis(100),
+        ..test_settings(repo.path())
+    })
+    .await;
+    status_until(&server, "f", |m| m["versions"][0]["state"] == "AVAILABLE").await;
+
+    mkfifo(&repo.path().join("f/config.toml"));
+    let f = status_until(&server, "f", |m| !m["config_error"].is_null()).await;
+    let error = f["config_error"].as_str().unwrap();
+    assert!(error.contains("FIFO"), "{f}");
+    assert_eq!(f["versions"][0]["state"], "AVAILABLE", "{f}");
+
+    // The watcher goes on: a new version of another model loads.
+    let staging = repo.path().join("a/.copy");
+    std::fs::create_dir_all(&staging).unwrap();
+    std::fs::copy(&model, staging.join("model.onnx")).unwrap();
+    std::fs::rename(&staging, repo.path().join("a/2")).unwrap();
+    status_until(&server, "a", |m| {
+        m["versions"].as_array().is_some_and(|v| {
+            v.iter()
+                .any(|v| v["version"] == 2 && v["state"] == "AVAILABLE")
+        })
+    })
+    .await;
+
+    // A version whose warm-up file is a FIFO fails to load, saying why.
+    let staging = repo.path().join("w.copy");
+    std::fs::create_dir_all(&staging).unwrap();
+    std::fs::copy(&model, staging.join("model.onnx")).unwrap();
+    mkfifo(&staging.join("warmup.json"));
+    std::fs::create_dir_all(repo.path().join("w")).unwrap();
+    std::fs::rename(&staging, repo.path().join("w/1")).unwrap();
+    let w = status_until(&server, "w", |m| m["versions"][0]["state"] == "ERROR").await;
+    let error = w["versions"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("warmup.json") && error.contains("FIFO"),
+        "{w}"
+    );
+    server.stop().await;
+}

@@ -212,3 +212,57 @@ async fn the_config_file_wins_over_a_grpc_reload_at_its_next_read() {
     keeps_serving(&server, "b", "the file's list in force").await;
     server.stop().await;
 }
+
+/// Was: a base path holding a NUL byte (`base_path: "a\000y"`) was accepted: the model
+/// was unloaded, status showed the path, and the log line carried the raw NUL. Now
+/// it is refused like any invalid entry, naming the model, and the list in force
+/// stays; gRPC `HandleReloadConfigRequest` refuses it the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base_path_with_a_nul_byte_is_refused() {
+    let (repo, settings) = setup(&list(&["a", "b"]));
+    let config = settings.model_config_file.clone().unwrap();
+    let server = TestServer::start_with(settings).await;
+    assert_eq!(predict(&server, "a").await, 200);
+
+    std::fs::write(
+        &config,
+        list(&["a", "b"]).replace("base_path: \"a\"", "base_path: \"a\\000y\""),
+    )
+    .unwrap();
+    keeps_serving(&server, "a", "a base path with a NUL").await;
+    let (_, status) = server.get("/models/status").await;
+    assert!(!status.to_string().contains("\\u0000"), "{status}");
+
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", server.grpc_addr.unwrap()))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let with_nul = tfs::ReloadConfigRequest {
+        config: Some(tfs::ModelServerConfig {
+            config: Some(tfs::model_server_config::Config::ModelConfigList(
+                tfs::ModelConfigList {
+                    config: vec![tfs::ModelConfig {
+                        name: "a".into(),
+                        base_path: repo.path().join("a\0y").display().to_string(),
+                        ..Default::default()
+                    }],
+                },
+            )),
+        }),
+    };
+    let refused = ModelServiceClient::new(channel)
+        .handle_reload_config_request(with_nul)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    let message = refused.message();
+    assert!(
+        message.contains("model \"a\"") && message.contains("U+0000") && !message.contains('\0'),
+        "{message}"
+    );
+    assert_eq!(predict(&server, "a").await, 200);
+    assert_eq!(predict(&server, "b").await, 200);
+    server.stop().await;
+}

@@ -196,7 +196,7 @@ pub fn fingerprint(version_dir: &std::path::Path, settings: &str) -> std::io::Re
         // Followed through links, as the backends read them.
         let length = std::fs::metadata(path)?.len();
         h.update(&length.to_le_bytes());
-        h.update_reader(std::fs::File::open(path)?)?;
+        h.update_reader(crate::regular_file::open(path)?)?;
     }
     h.update(&(settings.len() as u64).to_le_bytes());
     h.update(settings.as_bytes());

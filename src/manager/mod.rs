@@ -195,6 +195,12 @@ impl LoadedVersion {
             .or(self.backend.traits().class_labels.as_deref())
     }
 
+    /// The version directory this version was loaded from: the watcher loads it
+    /// again when the repository names another directory for its number.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The model's request deadline now (`None`: the server's default).
     pub fn timeout(&self) -> Option<Duration> {
         match self.timeout_nanos.load(Ordering::Relaxed) {
@@ -734,7 +740,7 @@ fn fingerprint_loaded(
 }
 
 /// Whether two paths name the same directory (`models/x` and `/srv/models/x`, say).
-fn same_dir(a: &Path, b: &Path) -> bool {
+pub(crate) fn same_dir(a: &Path, b: &Path) -> bool {
     a == b
         || match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
             (Ok(a), Ok(b)) => a == b,

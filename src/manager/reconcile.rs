@@ -2,8 +2,8 @@
 //! [`Manager::reconcile_model`]), in steps: the config to apply, the versions
 //! chosen, the loads, then what goes and the labels, published at once.
 
-use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -78,6 +78,21 @@ impl Manager {
             })
             .map(|(v, _)| *v)
             .collect();
+        // Served versions whose directory is no longer the one the repository names
+        // for their number (`2/` came beside the `0002/` they loaded from, or their
+        // directory went while another names the number): loaded again from the
+        // named one, swapped in as a changed version is, so that what serves is what
+        // the repository says (and what a restart would load). The watcher hands a
+        // model over only once the named directory has settled.
+        let moved: BTreeMap<u64, (String, String)> = served
+            .iter()
+            .filter(|(v, _)| served_here.contains(v) && aspired.contains(v))
+            .filter_map(|(v, h)| {
+                let named = model.versions.get(v)?;
+                (!same_dir(&h.dir, &named.dir))
+                    .then(|| (*v, (dir_name(&h.dir), dir_name(&named.dir))))
+            })
+            .collect();
         // Let go of the snapshot: it holds the versions an unload waits for.
         drop(served);
         drop(serving);
@@ -88,6 +103,15 @@ impl Manager {
                 "files changed since the version loaded: loading it again"
             );
         }
+        for (v, (from, to)) in &moved {
+            tracing::info!(
+                model = name,
+                version = v,
+                "directory {to:?} names version {v} now, not {from:?}, which it was \
+                 loaded from: loading it again from {to:?}"
+            );
+        }
+        let changed: BTreeSet<u64> = changed.into_iter().chain(moved.keys().copied()).collect();
 
         let to_load = self.mark_loading(
             model,
@@ -98,7 +122,7 @@ impl Manager {
             &changed,
         );
         self.load_versions(name, &to_load, &config);
-        self.keep_changed_serving(name, &changed);
+        self.keep_changed_serving(name, &changed, &moved);
 
         self.fall_back(name, model, &config, &aspired);
 
@@ -239,6 +263,15 @@ impl Manager {
         record
             .versions
             .retain(|v, r| r.state != VersionState::End || model.versions.contains_key(v));
+        // A version in ERROR whose directory left the disk ends, as a served one
+        // does when its directory goes: nothing of it is left to fail (and status,
+        // and whatever alerts on ERROR, would otherwise keep it forever). It is
+        // forgotten with the other ended versions on a later reconcile.
+        for (v, r) in record.versions.iter_mut() {
+            if r.state == VersionState::Error && !model.present.contains(v) {
+                set_state(&self.observer, name, *v, r, VersionState::End, None);
+            }
+        }
         for v in model.versions.values().filter(|v| v.artifact.is_none()) {
             if served_here.contains(&v.version) {
                 continue;
@@ -292,8 +325,15 @@ impl Manager {
     }
 
     /// A changed version whose new load failed still serves what it loaded
-    /// before: AVAILABLE, with why its files were not taken.
-    fn keep_changed_serving(&self, name: &str, changed: &BTreeSet<u64>) {
+    /// before: AVAILABLE, with why its files (or the directory that names it now,
+    /// for a `moved` one: its old directory's name, then the new one's) were not
+    /// taken.
+    fn keep_changed_serving(
+        &self,
+        name: &str,
+        changed: &BTreeSet<u64>,
+        moved: &BTreeMap<u64, (String, String)>,
+    ) {
         if changed.is_empty() {
             return;
         }
@@ -307,11 +347,18 @@ impl Manager {
                     .is_some_and(|m| m.versions.contains_key(v));
                 if let Some(r) = record.versions.get_mut(v) {
                     if still_served && r.state == VersionState::Error {
-                        let error = format!(
-                            "its files changed but loading them again failed, so it keeps \
-                             serving what it loaded before: {}",
-                            r.error.as_deref().unwrap_or("no reason recorded")
-                        );
+                        let why = r.error.as_deref().unwrap_or("no reason recorded");
+                        let error = match moved.get(v) {
+                            Some((from, to)) => format!(
+                                "directory {to:?} names this version now but loading it \
+                                 failed, so the version keeps serving what it loaded from \
+                                 {from:?}: {why}"
+                            ),
+                            None => format!(
+                                "its files changed but loading them again failed, so it \
+                                 keeps serving what it loaded before: {why}"
+                            ),
+                        };
                         set_state(
                             &self.observer,
                             name,
@@ -397,6 +444,14 @@ impl Selection {
             selects_none: policy_selects_none,
         }
     }
+}
+
+/// A version directory's own name, for messages (status bodies carry no server
+/// paths).
+fn dir_name(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Why a version directory without a known model file is in ERROR, named

@@ -314,6 +314,33 @@ impl ModelConfig {
     }
 
     pub const FILE_NAME: &'static str = "config.toml";
+    /// The largest `config.toml` read (4 MiB): a file past it is a config error.
+    pub const MAX_FILE_BYTES: u64 = 4 << 20;
+    /// The file's top-level keys and tables, which its errors may name.
+    const KEYS: &'static [&'static str] = &[
+        "version_policy",
+        "latest",
+        "all",
+        "specific",
+        "labels",
+        "timeout_secs",
+        "input_name",
+        "prediction_output",
+        "probabilities_output",
+        "feature_names",
+        "feature_defaults",
+        "allow_unavailable_labels",
+        "warmup",
+        "max_request_rows",
+        "batching",
+        "sklearn",
+        "fasttext",
+        "preprocess",
+        "postprocess",
+        "tensorflow",
+        "log",
+        "cache",
+    ];
     /// The highest `max_request_rows` a config may set, so that a typo cannot lift
     /// the bound altogether.
     pub const MAX_REQUEST_ROWS: usize = 1 << 30;
@@ -321,7 +348,7 @@ impl ModelConfig {
     /// Reads `<model_dir>/config.toml`; a missing file means all defaults.
     pub fn load(model_dir: &Path) -> Result<ModelConfig, ModelConfigError> {
         let path = model_dir.join(Self::FILE_NAME);
-        let text = match std::fs::read_to_string(&path) {
+        let text = match crate::regular_file::read_to_string(&path, Self::MAX_FILE_BYTES) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ModelConfig::default()),
             Err(e) => {
@@ -338,7 +365,10 @@ impl ModelConfig {
     }
 
     pub fn parse(text: &str) -> Result<ModelConfig, String> {
-        let mut config: ModelConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        // Told without the file's text, as every config file's errors are
+        // (`toml_error`): the message reaches inference clients and the log.
+        let mut config: ModelConfig = toml::from_str(text)
+            .map_err(|e| crate::toml_error::without_text(&e, text, Self::KEYS))?;
         let table = text.parse::<toml::Table>().ok();
         let given = |key: &str| table.as_ref().is_some_and(|t| t.contains_key(key));
         config.batching_given = given("batching");
@@ -352,7 +382,7 @@ impl ModelConfig {
             let max = crate::settings::MAX_REQUEST_TIMEOUT_SECS;
             if crate::settings::deadline(t, max).is_none() {
                 return Err(format!(
-                    "timeout_secs must be a number of seconds above 0 and at most {max}, not {t}"
+                    "timeout_secs must be a number of seconds above 0 and at most {max}, not {t:?}"
                 ));
             }
         }
@@ -376,6 +406,15 @@ impl ModelConfig {
         }
         if self.version_policy == VersionPolicy::Latest(0) {
             return Err("version_policy latest must be at least 1".into());
+        }
+        if let VersionPolicy::Specific(versions) = &self.version_policy {
+            // As the model config file refuses it: no directory is version 0.
+            let max = crate::repository::MAX_VERSION;
+            if let Some(v) = versions.iter().find(|&&v| v == 0 || v > max) {
+                return Err(format!(
+                    "version_policy specific names version {v}; versions are from 1 to {max}"
+                ));
+            }
         }
         if let Some(rows) = self.max_request_rows {
             if rows == 0 || rows > Self::MAX_REQUEST_ROWS {
@@ -636,6 +675,15 @@ mod tests {
         // Past a year: once a panic when the version loaded, stuck in LOADING.
         let err = ModelConfig::parse("timeout_secs = 1e300").unwrap_err();
         assert!(err.to_string().contains("at most 31536000"), "{err}");
+        // Told as written, not as 300 digits.
+        assert!(err.ends_with("not 1e300"), "{err}");
+        // As the model config file: no directory is version 0.
+        let err = ModelConfig::parse("version_policy = { specific = [0, 2] }").unwrap_err();
+        assert!(err.contains("names version 0"), "{err}");
+        // The file's text is never quoted (the message reaches clients and the log).
+        let err = ModelConfig::parse("[labels]\ncanary = 2x_secret\n").unwrap_err();
+        assert!(err.starts_with("line 2, column "), "{err}");
+        assert!(!err.contains("secret"), "{err}");
         assert!(ModelConfig::parse("timeout_secs = 31536000").is_ok());
         assert!(ModelConfig::parse("version_policy = { latest = 0 }").is_err());
         assert!(ModelConfig::parse("max_request_rows = 0").is_err());

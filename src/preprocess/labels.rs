@@ -27,8 +27,8 @@ pub fn load_labels(path: &Path, name: &str) -> Result<Vec<String>, String> {
             "postprocess.labels: {name} is {size} bytes, more than the {MAX_LABELS_BYTES} a labels file may hold"
         ));
     }
-    let bytes =
-        std::fs::read(path).map_err(|e| format!("postprocess.labels: cannot read {name}: {e}"))?;
+    let bytes = crate::regular_file::read(path, MAX_LABELS_BYTES)
+        .map_err(|e| format!("postprocess.labels: cannot read {name}: {e}"))?;
     let text = String::from_utf8(bytes)
         .map_err(|e| format!("postprocess.labels: {name} is not UTF-8 text: {e}"))?;
     // A byte order mark (Windows editors write one) is no part of the first label,

@@ -103,7 +103,8 @@ fn load_user_dict(path: &Path, name: &str) -> Result<Jieba, String> {
             "jieba user dictionary {name} is {size} bytes, over the limit of {MAX_USER_DICT_BYTES}"
         ));
     }
-    let bytes = std::fs::read(path).map_err(|e| format!("jieba user dictionary {name}: {e}"))?;
+    let bytes = crate::regular_file::read(path, MAX_USER_DICT_BYTES)
+        .map_err(|e| format!("jieba user dictionary {name}: {e}"))?;
     let text = String::from_utf8(bytes)
         .map_err(|e| format!("jieba user dictionary {name} is not UTF-8: {e}"))?;
     let mut jieba = Jieba::new();

@@ -58,7 +58,9 @@ impl TextTokenizer {
                 "preprocess.tokenizer: {name} is {size} bytes, more than {MAX_TOKENIZER_BYTES}"
             ));
         }
-        let mut tokenizer = Tokenizer::from_file(&path)
+        let bytes = crate::regular_file::read(&path, MAX_TOKENIZER_BYTES)
+            .map_err(|e| format!("preprocess.tokenizer: cannot read {name}: {e}"))?;
+        let mut tokenizer = Tokenizer::from_bytes(&bytes)
             .map_err(|e| format!("preprocess.tokenizer: {name} is not a tokenizer.json: {e}"))?;
         let inputs = &backend.signature().inputs;
         let has = |n: &str| inputs.iter().any(|s| s.name == n);

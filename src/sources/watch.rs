@@ -14,20 +14,29 @@ const STAGING_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// What the watcher saw of one model: its config file and every file of every version.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub(super) struct ModelView {
-    config: Option<Vec<u8>>,
+    /// `config.toml`'s bytes; why it cannot be read (a FIFO, too large): a file
+    /// that turns unreadable is a change, which the model's config error then tells.
+    config: Option<Result<Vec<u8>, String>>,
     versions: BTreeMap<u64, Fingerprint>,
+    /// The name of the directory that names each version (`2`, or `0002` when
+    /// there is no shorter one): a version served from another directory is loaded
+    /// again from this one once it has settled.
+    names: BTreeMap<u64, String>,
 }
 
 /// What the watcher compares of one version between polls.
 #[derive(Debug, Clone, PartialEq)]
 enum Fingerprint {
     /// Name, size and modification time of every file under the version directory:
-    /// for versions not yet handed to the manager (they may still be being copied)
-    /// and versions in ERROR (a fix copied over them is picked up).
+    /// for versions not yet handed to the manager (they may still be being copied),
+    /// versions in ERROR (a fix copied over them is picked up), and versions served
+    /// from another directory than the one that names them now (the manager loads
+    /// them again from it).
     Files(Vec<(String, u64, Option<SystemTime>)>),
     /// Only the directory's modification time, for versions already reconciled:
-    /// the manager never reloads a served version, so reading every file of every
-    /// version on every poll would cost without changing anything.
+    /// the watcher never has a version reloaded from the directory it serves from,
+    /// so reading every file of every version on every poll would cost without
+    /// changing anything.
     Dir(Option<SystemTime>),
 }
 
@@ -88,11 +97,39 @@ impl Sources {
                 .unwrap_or_default();
             // Every file is read only for versions the manager has not had yet and
             // versions that failed to load.
-            let seen = observe(&dir.dir, |v| {
+            let mut seen = observe(&dir.dir, |v| {
                 !known.contains(&v) || state_of(&v) == Some(VersionState::Error)
             });
+            // Served versions loaded from another directory than the one that names
+            // them now (`2/` came beside their `0002/`, or their directory went while
+            // another names them): every file of the named one is read, as for a
+            // new version, since the manager loads them again from it.
+            let moved: BTreeSet<u64> = {
+                let serving_map = self.manager.serving();
+                let served = serving_map.models.get(&name);
+                seen.names
+                    .iter()
+                    .filter(|(v, n)| {
+                        served
+                            .and_then(|m| m.versions.get(v))
+                            .is_some_and(|h| !crate::manager::same_dir(h.dir(), &dir.dir.join(n)))
+                    })
+                    .map(|(v, _)| *v)
+                    .collect()
+            };
+            for v in &moved {
+                if let (Some(print), Some(n)) = (seen.versions.get_mut(v), seen.names.get(v)) {
+                    if matches!(print, Fingerprint::Dir(_)) {
+                        *print = files_print(&dir.dir.join(n));
+                    }
+                }
+            }
             let mut watch = guard(&self.watch);
             let state = watch.entry(name.clone()).or_default();
+            let same_as_before = |v: &u64, f: &Fingerprint| {
+                state.previous.versions.get(v) == Some(f)
+                    && state.previous.names.get(v) == seen.names.get(v)
+            };
             // Settled: unchanged since the previous poll, or already serving (a served
             // version is never unloaded because its files are being touched). A version
             // whose fingerprint changed kind was settled when it was reconciled.
@@ -100,10 +137,23 @@ impl Sources {
                 .versions
                 .iter()
                 .filter(|(v, f)| match state.previous.versions.get(v) {
-                    Some(p) => p == *f || !same_kind(p, f) || serving.contains(v),
+                    Some(p) => same_as_before(v, f) || !same_kind(p, f) || serving.contains(v),
                     None => serving.contains(v),
                 })
                 .map(|(v, f)| (*v, f.clone()))
+                .collect();
+            // A moved version is loaded again only once the directory that names it
+            // reads the same on two polls in a row: until then the model waits (a
+            // served version must stay in what is handed over, or it would be
+            // unloaded), and the version serves on from where it is.
+            let moving = moved
+                .iter()
+                .any(|v| seen.versions.get(v).is_some_and(|f| !same_as_before(v, f)));
+            let names = seen
+                .names
+                .iter()
+                .filter(|(v, _)| settled.contains_key(v))
+                .map(|(v, n)| (*v, n.clone()))
                 .collect();
             // config.toml counts once it reads the same on two polls in a row, as a
             // version directory does: a file caught mid-write (emptied, then written
@@ -113,9 +163,10 @@ impl Sources {
             let candidate = ModelView {
                 config: seen.config.clone(),
                 versions: settled,
+                names,
             };
             state.previous = seen;
-            if config_settled && state.reconciled.as_ref() != Some(&candidate) {
+            if config_settled && !moving && state.reconciled.as_ref() != Some(&candidate) {
                 work.push((name, dir, candidate));
             }
         }
@@ -252,7 +303,16 @@ fn is_staging_name(name: &str) -> bool {
 /// Reads what the watcher compares between polls; `files(v)` says whether every file
 /// of version `v` is read, or only its directory. Unreadable parts read as absent.
 fn observe(model_dir: &Path, files: impl Fn(u64) -> bool) -> ModelView {
-    let config = std::fs::read(model_dir.join(ModelConfig::FILE_NAME)).ok();
+    // Only a regular file, bounded: a FIFO or a device named config.toml must not
+    // hold the watcher (and every model's updates) on one read.
+    let config = match crate::regular_file::read(
+        &model_dir.join(ModelConfig::FILE_NAME),
+        ModelConfig::MAX_FILE_BYTES,
+    ) {
+        Ok(bytes) => Some(Ok(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => Some(Err(e.to_string())),
+    };
     let mut versions = BTreeMap::new();
     // The directory that serves each version (`repository::scan_model` chooses the
     // same way when two names give one number).
@@ -279,10 +339,7 @@ fn observe(model_dir: &Path, files: impl Fn(u64) -> bool) -> ModelView {
                 continue;
             }
             let print = if files(version) {
-                let mut list = Vec::new();
-                fingerprint(&entry.path(), &mut list);
-                list.sort();
-                Fingerprint::Files(list)
+                files_print(&entry.path())
             } else {
                 Fingerprint::Dir(meta.modified().ok())
             };
@@ -290,7 +347,19 @@ fn observe(model_dir: &Path, files: impl Fn(u64) -> bool) -> ModelView {
             versions.insert(version, print);
         }
     }
-    ModelView { config, versions }
+    ModelView {
+        config,
+        versions,
+        names,
+    }
+}
+
+/// The fingerprint of every file of a version directory.
+fn files_print(dir: &Path) -> Fingerprint {
+    let mut list = Vec::new();
+    fingerprint(dir, &mut list);
+    list.sort();
+    Fingerprint::Files(list)
 }
 
 fn same_kind(a: &Fingerprint, b: &Fingerprint) -> bool {

@@ -159,13 +159,16 @@ pub(crate) fn grid_values(
 /// The file a trained version holds beside its model: what training saw and chose.
 /// Only a training job writes it (an upload may not send it).
 pub const TRAINING_FILE: &str = "training.json";
+/// The largest `training.json` read (a job's record and schema: far less).
+const MAX_TRAINING_FILE_BYTES: u64 = 64 << 20;
 
 /// The `training.json` of `model`'s version `version`, when a training job made
 /// that version (`None` for any other version, or one that cannot be read).
 pub fn training_record(state: &crate::api::ServerState, model: &str, version: u64) -> Option<Json> {
     let dir = state.sources.model_dir(model).ok()?.dir;
     let on_disk = crate::repository::scan_model(model, &dir).ok()?;
-    let bytes = std::fs::read(on_disk.versions.get(&version)?.dir.join(TRAINING_FILE)).ok()?;
+    let path = on_disk.versions.get(&version)?.dir.join(TRAINING_FILE);
+    let bytes = crate::regular_file::read(&path, MAX_TRAINING_FILE_BYTES).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
