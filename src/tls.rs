@@ -10,16 +10,26 @@
 //!   another client's; finished connections reach the accept loop
 //!   (`crate::connections::serve`) through a bounded channel. With a connection limit a
 //!   permit is taken before each TCP accept, so handshakes count as connections.
+//! * A handshake that has not finished within
+//!   [`EVICT_HANDSHAKE_AFTER`](crate::connections::EVICT_HANDSHAKE_AFTER) may be closed
+//!   to make room, like an idle connection: by the connection limit (each handshake's
+//!   [`ConnectionActivity`] is watched by it) and by the cap of [`MAX_HANDSHAKES`]
+//!   (the oldest first), so clients that connect and send nothing lock no one out.
 //!
 //! Invariants:
 //! * a new certificate is served only when the whole set (chain, key, client CA) parses
 //!   and the key matches the certificate; otherwise the old set stays and the error is
 //!   logged once per change of the files;
-//! * no handshake runs on the accept loop, and none outlives [`HANDSHAKE_TIMEOUT`].
+//! * no handshake runs on the accept loop, and none outlives [`HANDSHAKE_TIMEOUT`];
+//! * at most [`MAX_HANDSHAKES`] handshakes are in progress per listener, not counting
+//!   those asked to close to make room (they end when their task next runs); at the
+//!   cap the listener stops accepting only while none has taken
+//!   [`EVICT_HANDSHAKE_AFTER`](crate::connections::EVICT_HANDSHAKE_AFTER).
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -32,7 +42,7 @@ use rustls::{RootCertStore, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-use crate::connections::{ConnectionLimit, ConnectionPermit};
+use crate::connections::{ConnectionActivity, ConnectionLimit, ConnectionPermit};
 use tokio::task::JoinSet;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
@@ -41,9 +51,16 @@ use tokio_util::either::Either;
 /// Longest a client may take to finish its TLS handshake before it is disconnected.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Most handshakes in progress at once per listener; past it the listener stops
-/// accepting until one ends, so a flood of stalled handshakes costs bounded memory.
+/// Most handshakes in progress at once per listener, so a flood of stalled
+/// handshakes costs bounded memory. At the cap the oldest handshake is closed to make
+/// room for the next connection once it has taken
+/// [`EVICT_HANDSHAKE_AFTER`](crate::connections::EVICT_HANDSHAKE_AFTER); until then
+/// the listener stops accepting.
 pub const MAX_HANDSHAKES: usize = 1024;
+
+/// How often a listener at [`MAX_HANDSHAKES`] looks again for a handshake to close
+/// when none had taken long enough (and none ended meanwhile).
+const HANDSHAKE_CAP_RETRY: Duration = Duration::from_millis(50);
 
 /// How often [`Tls::watch`] re-reads the certificate files.
 pub const RELOAD_POLL: Duration = Duration::from_secs(2);
@@ -570,9 +587,61 @@ async fn accept(
     (stream, peer, permit)
 }
 
+/// The handshakes in progress on one listener, oldest first, for the cap of
+/// [`MAX_HANDSHAKES`] to close the oldest stalled one. Weak references: each
+/// handshake's task owns its activity, so an entry whose handshake ended is dead.
+#[derive(Default)]
+struct HandshakesInProgress {
+    oldest_first: VecDeque<Weak<ConnectionActivity>>,
+}
+
+impl HandshakesInProgress {
+    fn push(&mut self, activity: &Arc<ConnectionActivity>, in_progress: usize) {
+        self.drop_ended();
+        // Handshakes end in about the order they begin (each within the handshake
+        // timeout), so dropping dead entries at the front keeps the list short; a
+        // purge bounds it when one old handshake holds the front.
+        if self.oldest_first.len() >= 2 * in_progress + 64 {
+            self.oldest_first.retain(|w| w.strong_count() > 0);
+        }
+        self.oldest_first.push_back(Arc::downgrade(activity));
+    }
+
+    fn drop_ended(&mut self) {
+        while self
+            .oldest_first
+            .front()
+            .is_some_and(|w| w.strong_count() == 0)
+        {
+            self.oldest_first.pop_front();
+        }
+    }
+
+    /// At the cap: asks the oldest handshake to close if it has taken
+    /// `EVICT_HANDSHAKE_AFTER` (or was asked already, by the connection limit);
+    /// whether there is room for one more connection.
+    fn make_room(&mut self) -> bool {
+        self.drop_ended();
+        let Some(oldest) = self.oldest_first.front().and_then(Weak::upgrade) else {
+            // None left in progress: the count that reached the cap is out of date.
+            return true;
+        };
+        if !oldest.evict_if_stalled_handshake() {
+            return false;
+        }
+        tracing::debug!(
+            max_handshakes = MAX_HANDSHAKES,
+            "TLS handshakes at their cap; the oldest, stalled, is closed to make room"
+        );
+        self.oldest_first.pop_front();
+        true
+    }
+}
+
 /// Accepts TCP connections and spawns one handshake task each (at most
-/// [`MAX_HANDSHAKES`] at once), until the listener is dropped. The `JoinSet` owns the
-/// handshake tasks, so they end with this task.
+/// [`MAX_HANDSHAKES`] at once, see [`HandshakesInProgress::make_room`]), until the
+/// listener is dropped. The `JoinSet` owns the handshake tasks, so they end with
+/// this task.
 async fn accept_loop(
     mut tcp: TcpListener,
     tls: Arc<Tls>,
@@ -581,26 +650,53 @@ async fn accept_loop(
     ready: mpsc::Sender<ReadyConnection>,
 ) {
     let mut handshakes = JoinSet::new();
+    let mut in_progress = HandshakesInProgress::default();
     loop {
+        // Asks at most one handshake to close per turn: the next turn comes when a
+        // connection is accepted or a handshake ends.
+        let room = handshakes.len() < MAX_HANDSHAKES || in_progress.make_room();
         tokio::select! {
             _ = ready.closed() => return,
             Some(_) = handshakes.join_next(), if !handshakes.is_empty() => {}
+            () = tokio::time::sleep(HANDSHAKE_CAP_RETRY), if !room => {}
             // The permit is taken before the accept, so that at the limit connections
             // wait in the backlog rather than in handshakes; cancel-safe like the accept.
-            (stream, peer, permit) = accept(&mut tcp, limit.as_ref()),
-                if handshakes.len() < MAX_HANDSHAKES =>
-            {
+            (stream, peer, permit) = accept(&mut tcp, limit.as_ref()), if room => {
                 set_nodelay(&stream);
                 let acceptor = tls.acceptor(protocol);
                 let ready = ready.clone();
+                // The handshake's place may be taken for a new connection once it has
+                // taken too long: by the connection limit, which watches it like a
+                // connection, or by the cap above.
+                let activity = Arc::new(ConnectionActivity::handshake());
+                if let Some(permit) = &permit {
+                    permit.watch(&activity);
+                }
+                in_progress.push(&activity, handshakes.len());
                 handshakes.spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => {
+                    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                    let outcome = tokio::select! {
+                        // A handshake that finished is kept, even if chosen to close.
+                        biased;
+                        outcome = handshake => Some(outcome),
+                        () = activity.evicted() => None,
+                    };
+                    // Before waiting for the accept loop: a finished handshake is no
+                    // longer one the limit may close (the connection's own activity
+                    // replaces it there).
+                    drop(activity);
+                    match outcome {
+                        Some(Ok(Ok(stream))) => {
                             let _ = ready.send((stream, peer, permit)).await;
                         }
                         // Scanners and plain-HTTP clients fail here all the time: debug.
-                        Ok(Err(e)) => tracing::debug!(%peer, ?protocol, "TLS handshake failed: {e}"),
-                        Err(_) => tracing::debug!(%peer, ?protocol, "TLS handshake timed out"),
+                        Some(Ok(Err(e))) => tracing::debug!(%peer, ?protocol, "TLS handshake failed: {e}"),
+                        Some(Err(_)) => tracing::debug!(%peer, ?protocol, "TLS handshake timed out"),
+                        None => tracing::debug!(
+                            %peer,
+                            ?protocol,
+                            "unfinished TLS handshake closed to make room for a new connection"
+                        ),
                     }
                 });
             }
@@ -676,6 +772,55 @@ g92f76o4Z+Wl4g1XI8Q44n6R1GqX24q4Xw==
         // Not a key at all: nothing to say.
         let junk = PrivateKeyDer::Pkcs8(vec![0x30, 0x03, 0x02, 0x01, 0x00].into());
         assert_eq!(unsupported_key_kind(&junk), None);
+    }
+
+    /// Whether `activity`'s task has been asked to close it.
+    async fn asked_to_close(activity: &ConnectionActivity) -> bool {
+        tokio::time::timeout(Duration::from_millis(1), activity.evicted())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_the_cap_the_oldest_stalled_handshake_makes_room() {
+        use crate::connections::EVICT_HANDSHAKE_AFTER;
+        let mut in_progress = HandshakesInProgress::default();
+        let oldest = Arc::new(ConnectionActivity::handshake());
+        in_progress.push(&oldest, 0);
+        tokio::time::advance(Duration::from_millis(100)).await;
+        let newer = Arc::new(ConnectionActivity::handshake());
+        in_progress.push(&newer, 1);
+        assert!(!in_progress.make_room(), "none has taken long enough");
+        assert!(!asked_to_close(&oldest).await);
+
+        tokio::time::advance(EVICT_HANDSHAKE_AFTER - Duration::from_millis(100)).await;
+        assert!(in_progress.make_room(), "the oldest has");
+        assert!(asked_to_close(&oldest).await);
+        assert!(!asked_to_close(&newer).await, "one at a time");
+        drop(oldest);
+
+        // The next is not old enough yet; then it is.
+        assert!(!in_progress.make_room());
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert!(in_progress.make_room());
+        assert!(asked_to_close(&newer).await);
+        drop(newer);
+        assert!(in_progress.make_room(), "none left in progress");
+
+        // Ended handshakes leave the list.
+        for _ in 0..10_000 {
+            in_progress.push(&Arc::new(ConnectionActivity::handshake()), 0);
+        }
+        let kept = Arc::new(ConnectionActivity::handshake());
+        in_progress.push(&kept, 1);
+        for _ in 0..10_000 {
+            in_progress.push(&Arc::new(ConnectionActivity::handshake()), 1);
+        }
+        let entries = in_progress.oldest_first.len();
+        assert!(
+            entries <= 70,
+            "{entries} entries for one handshake in progress"
+        );
     }
 
     #[test]

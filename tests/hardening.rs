@@ -2,8 +2,9 @@
 //! terms (no server paths, process ids or runtime source locations), models with
 //! the longest names, strict version numbers, values that overflow FP32, malformed
 //! protobuf over gRPC, a forged `Host` header, heads that read two ways (two
-//! `Host`s, a transfer coding, encoded bodies) and uploads of too many assets or
-//! names that are not UTF-8. Black-box over real sockets.
+//! `Host`s, a transfer coding, encoded bodies), uploads of too many assets or
+//! names that are not UTF-8, and a head that begins the HTTP/2 preface but never
+//! finishes it. Black-box over real sockets.
 
 mod common;
 
@@ -635,5 +636,96 @@ async fn uploads_carry_at_most_1000_assets_with_utf8_names() {
     );
     let (code, answer) = post_upload(&server, boundary, body).await;
     common::assert_error(code, &answer, 400, "an asset part needs a file name");
+    server.stop().await;
+}
+
+/// Reads until the server closes `stream`, trickling `trickle` a byte every 300 ms
+/// meanwhile (nothing when it is empty); how long that took. Fails past `within`.
+/// What the server sends meanwhile is ignored.
+async fn closed_within(
+    stream: &mut tokio::net::TcpStream,
+    trickle: &[u8],
+    within: Duration,
+) -> Duration {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = std::time::Instant::now();
+    let mut trickle = trickle.iter();
+    let mut buf = [0u8; 256];
+    loop {
+        let left = within.saturating_sub(started.elapsed());
+        assert!(!left.is_zero(), "still open after {within:?}");
+        let read =
+            tokio::time::timeout(left.min(Duration::from_millis(300)), stream.read(&mut buf));
+        match read.await {
+            Ok(Ok(0)) | Ok(Err(_)) => return started.elapsed(),
+            // The gRPC port sends its HTTP/2 SETTINGS at once.
+            Ok(Ok(_)) => {}
+            Err(_) => {
+                if let Some(byte) = trickle.next() {
+                    if stream.write_all(&[*byte]).await.is_err() {
+                        return started.elapsed();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A connection is HTTP/2 (and given the idle timeout, 60 s on REST, 300 s on gRPC)
+/// only once the whole 24-byte preface has come: part of it, or a head that begins
+/// `PRI` and goes on as HTTP/1, is closed by the header read timeout like any head
+/// that does not arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_http2_preface_is_held_to_the_header_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let repo = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        header_read_timeout: Duration::from_secs(1),
+        ..unwatched(repo.path())
+    };
+    let server = TestServer::start_with(settings).await;
+    let within = Duration::from_secs(5);
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    for addr in [server.rest_addr, server.grpc_addr.unwrap()] {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(&preface[..10]).await.unwrap();
+        let took = closed_within(&mut stream, b"", within).await;
+        assert!(took >= Duration::from_millis(800), "{addr}: {took:?}");
+    }
+    // A head that starts like the preface, then trickles a byte every 300 ms.
+    let mut stream = tokio::net::TcpStream::connect(server.rest_addr)
+        .await
+        .unwrap();
+    stream
+        .write_all(b"PRI /v2/health/live HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    closed_within(&mut stream, b"X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaa", within).await;
+
+    // The whole preface: HTTP/2, still open past the header read timeout.
+    let mut stream = tokio::net::TcpStream::connect(server.rest_addr)
+        .await
+        .unwrap();
+    stream.write_all(preface).await.unwrap();
+    // An empty SETTINGS frame, as a client sends after the preface.
+    stream
+        .write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // What the server sent (its SETTINGS), and no end.
+    let mut buf = [0u8; 1024];
+    let mut frames = 0;
+    while let Ok(read) =
+        tokio::time::timeout(Duration::from_millis(300), stream.read(&mut buf)).await
+    {
+        match read {
+            Ok(0) | Err(_) => panic!("an HTTP/2 connection closed by the header read timeout"),
+            Ok(n) => frames += n,
+        }
+    }
+    assert!(frames > 0, "the server sent no SETTINGS");
+    // Closed by the client: the server's drain waits for open connections.
+    drop(stream);
     server.stop().await;
 }

@@ -2,8 +2,9 @@
 //! rcgen: predictions over HTTPS (HTTP/1.1 and HTTP/2 by ALPN) and gRPC over TLS,
 //! plain clients and untrusting clients refused, certificates reloaded when their
 //! files change (and a bad new pair refused), client certificates (mTLS) and their CA
-//! reloaded, a stalled handshake that holds up no one else, and bad files refused at
-//! start.
+//! reloaded, a stalled handshake that holds up no one else, silent connections at
+//! the connection limit or past the cap on handshakes that lock no one out, and bad
+//! files refused at start.
 
 mod common;
 
@@ -486,6 +487,96 @@ async fn a_stalled_handshake_blocks_no_one() {
         .expect("a stalled handshake was never cut off");
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     server.stop().await;
+}
+
+/// Opens `n` TCP connections to `addr` that never send anything.
+async fn silent_connections(addr: SocketAddr, n: usize) -> Vec<tokio::net::TcpStream> {
+    let mut silent = Vec::with_capacity(n);
+    for _ in 0..n {
+        silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    silent
+}
+
+/// At the connection limit, with twice the limit of clients that connect and send
+/// nothing, a real client is answered promptly on either port: TLS handshakes that
+/// have not finished within `EVICT_HANDSHAKE_AFTER` are closed to make room like
+/// idle connections, rather than hold their places for the whole handshake timeout
+/// (which kept such a client out for 20 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_at_the_limit_do_not_lock_out_tls_clients() {
+    let ca = Ca::new("test CA");
+    let tls = TlsDir::new(&ca.server(), None);
+    let repo = repo();
+    let settings = Settings {
+        max_connections: Some(20),
+        ..tls.settings(repo.path())
+    };
+    let client = https_client(&ca, None).build().unwrap();
+    let server = TestServer::start_with_client(settings, "https", client).await;
+    let within = Duration::from_secs(4);
+
+    let _silent = silent_connections(server.rest_addr, 40).await;
+    let started = Instant::now();
+    let answer = tokio::time::timeout(
+        within,
+        predict(&https_client(&ca, None).build().unwrap(), &server),
+    )
+    .await;
+    let elapsed = started.elapsed();
+    let (status, _, body) = answer
+        .unwrap_or_else(|_| panic!("no HTTPS answer within {within:?}"))
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(elapsed < within, "{elapsed:?}");
+
+    let grpc_addr = server.grpc_addr.unwrap();
+    let _silent = silent_connections(grpc_addr, 40).await;
+    let started = Instant::now();
+    let call = async {
+        let channel = grpc_channel(grpc_addr, &ca, None).await.unwrap();
+        grpc_infer(channel).await.unwrap()
+    };
+    let answer = tokio::time::timeout(within, call)
+        .await
+        .unwrap_or_else(|_| panic!("no gRPC answer within {within:?}"));
+    assert_eq!(answer.model_name, "iris_lr");
+    assert!(started.elapsed() < within, "{:?}", started.elapsed());
+    server.stop().await;
+}
+
+/// Past `MAX_HANDSHAKES` silent connections (with no connection limit), the listener
+/// keeps accepting: it closes the oldest handshake that has taken too long to make
+/// room, rather than stop until handshakes time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshakes_past_the_cap_do_not_stop_the_listener() {
+    let ca = Ca::new("test CA");
+    let tls_dir = TlsDir::new(&ca.server(), None);
+    let tls = Tls::load(tls_dir.files()).unwrap();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let listener = ServerListener::new(tcp, Some((tls, Protocol::Rest)));
+    let router = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    // Both ends of every connection are in this process.
+    let needed = 2 * (ferroserve::tls::MAX_HANDSHAKES as u64 + 100) + 256;
+    let fd_limit = ferroserve::connections::raise_fd_limit();
+    assert!(
+        fd_limit >= needed,
+        "this test needs {needed} open files; the limit is {fd_limit}"
+    );
+
+    let _silent = silent_connections(addr, ferroserve::tls::MAX_HANDSHAKES + 50).await;
+    let within = Duration::from_secs(4);
+    let client = https_client(&ca, None).build().unwrap();
+    let started = Instant::now();
+    let answer = tokio::time::timeout(within, client.get(format!("https://{addr}/")).send())
+        .await
+        .unwrap_or_else(|_| panic!("no answer within {within:?}"))
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    assert!(started.elapsed() < within, "{:?}", started.elapsed());
+    server.abort();
 }
 
 /// Files that are missing or do not belong together stop the server at start, with

@@ -14,7 +14,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{
-    ConnectionOptions, EVICT_AFTER_IDLE, EVICT_STALLED_BODY_AFTER, MIN_BODY_BYTES_PER_SEC,
+    ConnectionOptions, EVICT_AFTER_IDLE, EVICT_HANDSHAKE_AFTER, EVICT_STALLED_BODY_AFTER,
+    MIN_BODY_BYTES_PER_SEC,
 };
 
 /// Why the watchdog ended a connection.
@@ -28,6 +29,15 @@ pub(super) enum Expiry {
 
 /// Why an evicted connection was closed.
 pub(super) const EVICTED: &str = "closed at the connection limit to make room for a new connection";
+
+/// The connection preface a client that speaks HTTP/2 from the start sends first
+/// (RFC 9113 §3.4). Only once all of it has arrived is the connection HTTP/2: a
+/// head that begins `PRI` and goes on otherwise, or stops part way, is still a
+/// request head that must arrive within the header read timeout.
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// `preface_read` once the bytes read are not the HTTP/2 preface.
+const NOT_PREFACE: usize = usize::MAX;
 
 /// "Not set" for the instants below (stored as milliseconds since the connection
 /// was accepted).
@@ -61,11 +71,17 @@ pub struct ConnectionActivity {
     awaiting_request: AtomicBool,
     /// When a write last found the client's window full; `UNSET` when writes go through.
     write_blocked_since: AtomicU64,
-    /// HTTP/2 (by the connection preface or a request's version): requests are
+    /// HTTP/2 (by the whole connection preface or a request's version): requests are
     /// streams, pings keep the connection busy, and the header-read rule does not
     /// apply between requests.
     http2: AtomicBool,
-    first_read: AtomicBool,
+    /// How many of the first bytes read match [`HTTP2_PREFACE`]; [`NOT_PREFACE`] once
+    /// one does not. Only the connection's IO task writes it.
+    preface_read: AtomicUsize,
+    /// A TLS handshake in progress rather than a connection: nothing feeds it, and
+    /// the connection limit may close it once it has taken [`EVICT_HANDSHAKE_AFTER`]
+    /// (see [`ConnectionActivity::handshake`]).
+    handshake: bool,
     /// Set by the connection limit to close this idle connection and make room.
     pub(super) evicted: AtomicBool,
     /// Wakes the watchdog when a deadline moves earlier or appears.
@@ -112,9 +128,25 @@ impl ConnectionActivity {
             awaiting_request: AtomicBool::new(false),
             write_blocked_since: AtomicU64::new(UNSET),
             http2: AtomicBool::new(false),
-            first_read: AtomicBool::new(true),
+            preface_read: AtomicUsize::new(0),
+            handshake: false,
             evicted: AtomicBool::new(false),
             changed: Notify::new(),
+        }
+    }
+
+    /// The activity of a TLS handshake in progress, from the TCP accept: the
+    /// connection limit (and the TLS listener's cap on handshakes) may close it to
+    /// make room once it has taken [`EVICT_HANDSHAKE_AFTER`] without finishing,
+    /// whatever its client sends meanwhile, so that clients that connect and send
+    /// nothing, or trickle their handshake, cannot hold the server's places for the
+    /// whole handshake timeout. The handshake's task waits for
+    /// [`ConnectionActivity::evicted`] beside the handshake and drops this when the
+    /// handshake ends; the connection then gets an activity of its own.
+    pub fn handshake() -> ConnectionActivity {
+        ConnectionActivity {
+            handshake: true,
+            ..ConnectionActivity::new()
         }
     }
 
@@ -149,14 +181,31 @@ impl ConnectionActivity {
         self.last_read.store(now, Ordering::Relaxed);
         self.total_read
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        if self.first_read.swap(false, Ordering::Relaxed) && bytes.starts_with(b"PRI") {
-            self.http2.store(true, Ordering::Relaxed);
-            self.changed.notify_one();
-        }
+        self.match_preface(bytes);
         if self.awaiting_request.load(Ordering::Relaxed)
             && self.awaiting_request.swap(false, Ordering::Relaxed)
         {
             self.request_started.store(now, Ordering::Relaxed);
+            self.changed.notify_one();
+        }
+    }
+
+    /// Follows the first bytes read against [`HTTP2_PREFACE`] (they may come in
+    /// several reads), and makes the connection HTTP/2 when all of it has come.
+    fn match_preface(&self, bytes: &[u8]) {
+        let matched = self.preface_read.load(Ordering::Relaxed);
+        let Some(expected) = HTTP2_PREFACE.get(matched..).filter(|e| !e.is_empty()) else {
+            return;
+        };
+        let n = expected.len().min(bytes.len());
+        let matched = if bytes[..n] == expected[..n] {
+            matched + n
+        } else {
+            NOT_PREFACE
+        };
+        self.preface_read.store(matched, Ordering::Relaxed);
+        if matched == HTTP2_PREFACE.len() {
+            self.http2.store(true, Ordering::Relaxed);
             self.changed.notify_one();
         }
     }
@@ -223,7 +272,11 @@ impl ConnectionActivity {
     /// request in progress and nothing read for the first; only requests waiting for
     /// their bodies and nothing read for the second, or bodies that arrive slower
     /// than [`MIN_BODY_BYTES_PER_SEC`] once that long has been waited for them.
+    /// A TLS handshake is idle once it has taken [`EVICT_HANDSHAKE_AFTER`].
     fn idle(&self) -> bool {
+        if self.handshake {
+            return self.now() >= EVICT_HANDSHAKE_AFTER.as_millis() as u64;
+        }
         if !self.only_waits_for_bodies() {
             return false;
         }
@@ -295,8 +348,25 @@ impl ConnectionActivity {
         Some(idle)
     }
 
-    /// Completes when the connection limit evicts the connection.
-    pub(super) async fn evicted(&self) {
+    /// For the TLS listener's cap on handshakes in progress: asks the task of this
+    /// handshake to close it if it has taken [`EVICT_HANDSHAKE_AFTER`]; whether it is
+    /// to close (asked now, or before by the connection limit).
+    pub fn evict_if_stalled_handshake(&self) -> bool {
+        if !self.handshake {
+            return false;
+        }
+        if self.evict_if_idle() {
+            crate::metrics::record_connections_evicted(1);
+            return true;
+        }
+        self.evicted.load(Ordering::Relaxed)
+    }
+
+    /// Completes when the connection limit (or the TLS listener's cap on
+    /// handshakes) asks to close the connection to make room. A connection's
+    /// watchdog then checks it is still idle ([`ConnectionActivity::deadline`]); a
+    /// handshake's task closes it at once (a handshake only grows older).
+    pub async fn evicted(&self) {
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
@@ -448,6 +518,58 @@ mod tests {
         assert_eq!(a.deadline(&o), Some((60_000, Expiry::Idle)));
         a.bytes_read(b"ping");
         assert_eq!(a.deadline(&o), Some((60_000, Expiry::Idle)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_the_whole_http2_preface_lifts_the_header_read_timeout() {
+        let o = test_options();
+        let header_timeout =
+            Expiry::Stalled("no complete request head within the header read timeout");
+        // Part of the preface, then nothing: still a head that must come in time.
+        let a = ConnectionActivity::new();
+        a.bytes_read(&HTTP2_PREFACE[..10]);
+        assert_eq!(a.deadline(&o), Some((10_000, header_timeout)));
+        // The rest of it, in two more reads: HTTP/2, only the idle timeout counts.
+        a.bytes_read(&HTTP2_PREFACE[10..20]);
+        assert_eq!(a.deadline(&o), Some((10_000, header_timeout)));
+        a.bytes_read(&HTTP2_PREFACE[20..]);
+        assert_eq!(a.deadline(&o), Some((60_000, Expiry::Idle)));
+
+        // A head that begins like the preface and goes on otherwise is HTTP/1.
+        let a = ConnectionActivity::new();
+        a.bytes_read(b"PRI /healthz HTTP/1.1\r\nHost: x\r\n");
+        assert_eq!(a.deadline(&o), Some((10_000, header_timeout)));
+        a.bytes_read(&HTTP2_PREFACE[4..]);
+        assert_eq!(a.deadline(&o), Some((10_000, header_timeout)));
+        // So is one that strays in a later read.
+        let a = ConnectionActivity::new();
+        a.bytes_read(b"PRI * HTTP/2.0\r\n");
+        a.bytes_read(b"Host: x\r\n\r\nSM\r\n\r\n");
+        assert_eq!(a.deadline(&o), Some((10_000, header_timeout)));
+        // The preface and the first frames in one read.
+        let a = ConnectionActivity::new();
+        a.bytes_read(&[HTTP2_PREFACE, &[0, 0, 0, 4, 0, 0, 0, 0, 0][..]].concat());
+        assert_eq!(a.deadline(&o), Some((60_000, Expiry::Idle)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_handshake_may_be_closed_once_it_has_taken_too_long() {
+        let a = Arc::new(ConnectionActivity::handshake());
+        tokio::time::advance(EVICT_HANDSHAKE_AFTER - Duration::from_millis(1)).await;
+        assert!(!a.evict_if_idle(), "a handshake on its way");
+        assert!(!a.evict_if_stalled_handshake());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(a.evict_if_stalled_handshake());
+        // Asked before (by the limit, say): still one to close, counted once.
+        assert!(!a.evict_if_idle());
+        assert!(a.evict_if_stalled_handshake());
+        tokio::time::timeout(Duration::from_millis(1), a.evicted())
+            .await
+            .expect("the handshake's task is told");
+        // A connection is never taken for a handshake.
+        let c = ConnectionActivity::new();
+        tokio::time::advance(EVICT_HANDSHAKE_AFTER).await;
+        assert!(!c.evict_if_stalled_handshake());
     }
 
     /// A body that has brought enough bytes not to fall behind the minimum rate for

@@ -80,6 +80,15 @@ const LIMIT_LOG_EVERY: Duration = Duration::from_secs(10);
 /// requests, or a new client whose request is on its way, is not cut off.
 pub const EVICT_AFTER_IDLE: Duration = Duration::from_millis(250);
 
+/// How long a TLS handshake may take before it may be closed to make room at the
+/// limit (or at the TLS listener's cap on handshakes in progress,
+/// [`crate::tls::MAX_HANDSHAKES`]), whatever its client sends meanwhile. A TLS 1.3
+/// handshake takes one round trip after the ClientHello, TLS 1.2 two, and the
+/// ClientHello comes with the connection: a handshake not done by then is a client
+/// that stalls (connects and sends nothing, or trickles its bytes), which would
+/// otherwise hold its place for the whole [`crate::tls::HANDSHAKE_TIMEOUT`].
+pub const EVICT_HANDSHAKE_AFTER: Duration = Duration::from_millis(500);
+
 /// How long a connection whose every request in progress waits for its client's
 /// body must have read nothing before it may be closed to make room at the limit: a
 /// pressure-time body read timeout, long enough that an upload pausing on a lossy
@@ -182,8 +191,9 @@ impl ConnectionLimit {
                     max_connections = self.max,
                     waited = self.waited_since_last_line(),
                     closed_idle = self.evicted.swap(0, Ordering::Relaxed),
-                    "connection limit reached; idle connections are closed to make room, \
-                     and while none is idle new connections wait in the listen backlog"
+                    "connection limit reached; idle connections and stalled TLS handshakes \
+                     are closed to make room, and while none is idle new connections wait \
+                     in the listen backlog"
                 );
             }
             // An evicted connection's task closes it and gives its permit back when it

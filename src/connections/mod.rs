@@ -7,7 +7,8 @@
 //!   is nothing read for [`EVICT_AFTER_IDLE`] and no request in progress, or only
 //!   requests waiting for bodies their clients stopped sending (nothing read for
 //!   [`EVICT_STALLED_BODY_AFTER`]) or send too slowly (slower than
-//!   [`MIN_BODY_BYTES_PER_SEC`] once that long has been waited for them). With none
+//!   [`MIN_BODY_BYTES_PER_SEC`] once that long has been waited for them), and TLS
+//!   handshakes not finished within [`EVICT_HANDSHAKE_AFTER`]. With none
 //!   idle it stops accepting, so new connections wait in the kernel's listen
 //!   backlog. Either way the file descriptors kept in reserve stay free for the
 //!   repository, model files and the watcher. Stopping alone is not enough under a
@@ -19,7 +20,8 @@
 //!   dropping [`serve`]'s future (a shutdown deadline) ends every connection, and
 //!   awaiting it to the end is the drain.
 //! * A watchdog per connection ([`ConnectionActivity`]) closes a connection that sends
-//!   no complete request head within the header-read timeout, that has no request in
+//!   no complete request head (nor the whole HTTP/2 preface) within the header-read
+//!   timeout, that has no request in
 //!   progress for the idle timeout, or whose client takes nothing of the answer for
 //!   the send timeout. hyper's own `header_read_timeout` is off: it also closes an idle
 //!   keep-alive connection once the header timeout passes, which would make the idle
@@ -32,8 +34,9 @@
 //! Invariants:
 //! * at most `max_connections` connections are open across both listeners (TLS
 //!   handshakes in progress included); past it nothing more is accepted until one
-//!   closes or an idle one is closed to make room; a request whose body has arrived
-//!   (being computed or answered) and the watcher are never touched;
+//!   closes or an idle one (or a stalled handshake) is closed to make room; a
+//!   request whose body has arrived (being computed or answered) and the watcher are
+//!   never touched;
 //! * every request reaches the routers with `ConnectInfo<SocketAddr>` (the peer);
 //! * a connection with no request in progress never outlives its idle or header
 //!   timeout, and one whose client does not read never outlives the send timeout;
@@ -67,7 +70,7 @@ use activity::{Expiry, EVICTED};
 pub use body::{is_body_read_timeout, BodyReadTimeout, ReadTimeoutBody, MIN_BODY_BYTES_PER_SEC};
 pub use limit::{
     default_max_connections, raise_fd_limit, ConnectionLimit, ConnectionPermit, EVICT_AFTER_IDLE,
-    EVICT_STALLED_BODY_AFTER, FD_RESERVE_MIN,
+    EVICT_HANDSHAKE_AFTER, EVICT_STALLED_BODY_AFTER, FD_RESERVE_MIN,
 };
 
 /// HTTP/2 settings of a listener.
