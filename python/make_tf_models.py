@@ -20,6 +20,10 @@ import os
 import shutil
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# As the server runs TensorFlow (it turns the oneDNN kernels off unless told
+# otherwise: they abort on some inputs and fail on others that TensorFlow's own
+# kernels answer), so the outputs recorded are those of the same kernels.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -225,6 +229,36 @@ def any_rank():
         f.write("\n")
 
 
+def conv_any_rank():
+    """A convolution whose input has no shape (`tf.TensorSpec(None)`): TF Serving feeds
+    it any shape, and a request that is not of rank 4 must be answered with
+    TensorFlow's error, not abort the server (oneDNN's Conv2D CHECK-fails on it). A
+    second signature, `pool`, convolves and max-pools an image that may be too small
+    to pool (a 3x3 image gives a 0x0 pool, summed to 0), which oneDNN failed."""
+
+    class ConvAnyRank(tf.Module):
+        def __init__(self):
+            self.w = tf.Variable(rng.normal(size=(3, 3, 1, 2)).astype(np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec(None, tf.float32, name="x")])
+        def run(self, x):
+            return {"y": tf.nn.conv2d(x, self.w, 1, "SAME")}
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32,
+                                                    name="image")])
+        def pool(self, image):
+            conv = tf.nn.conv2d(image, self.w, 1, "VALID")
+            pooled = tf.nn.max_pool2d(conv, 2, 2, "VALID")
+            averaged = tf.nn.avg_pool2d(image, 3, 2, "VALID")
+            return {"y": tf.reduce_sum(pooled, axis=[1, 2, 3]),
+                    "a": tf.reduce_sum(averaged, axis=[1, 2, 3])}
+
+    module = ConvAnyRank()
+    save("conv_any_rank", module, {"serving_default": module.run, "pool": module.pool},
+         [("serving_default", {"x": rng.random(size=(1, 4, 4, 1)).astype(np.float32)}),
+          ("pool", {"image": np.ones((1, 3, 3, 1), np.float32)})])
+
+
 def tf_example(features):
     """A tf.train.Example from TF Serving REST's JSON features (ints, floats, strings)."""
     out = tf.train.Example()
@@ -367,7 +401,8 @@ if __name__ == "__main__":
     import sys
 
     # A name writes that fixture alone (the others stay as they are).
-    chosen = sys.argv[1:] or ["mlp", "cnn", "multi", "text", "tf1_classifier", "slow", "any_rank"]
+    chosen = sys.argv[1:] or ["mlp", "cnn", "multi", "text", "tf1_classifier", "slow", "any_rank",
+                              "conv_any_rank"]
     for name in chosen:
         globals()[name]()
     print("written to", os.path.normpath(OUT))

@@ -237,6 +237,9 @@ fn settings_from(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<Set
 /// (`Error: ` and its causes, exit code 1), but quietly with 0 when it is the
 /// standard output closed, and without a panic when the standard error is.
 fn main() {
+    // SAFETY: the first thing the process does, before any thread (the tokio
+    // runtime, TensorFlow's own) starts; see the function.
+    unsafe { ferroserve::backends::tensorflow::default_onednn_off() };
     if let Err(e) = command() {
         if stdout_closed(&e) {
             std::process::exit(0);

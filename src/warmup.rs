@@ -12,13 +12,16 @@
 //! [{"input": [[5.1, 3.5, 1.4, 0.2]]}]
 //! ```
 //! A stored request that fails makes the load fail (its author meant it to work); a
-//! synthetic input that fails is only logged, since a model may refuse zeros.
+//! synthetic input that fails is only logged, since a model may refuse zeros. A model
+//! with an input of unknown rank gets no synthetic warm-up (logged): any shape made
+//! up for it would be a guess.
 //!
 //! TF Serving's own warm-up file, `<version>/assets.extra/tf_serving_warmup_requests`
 //! (a TFRecord file of `tensorflow.serving.PredictionLog` protos, read by
 //! `crate::tfrecord`), is replayed too, before `warmup.json` when both exist: each
 //! Predict, Classify, Regress and MultiInference record runs once on the version, on
-//! the signature it names. As in TF Serving, a file that cannot be read (a bad
+//! the signature it names, its Predict inputs checked as a live request's are (names,
+//! dtypes, shapes). As in TF Serving, a file that cannot be read (a bad
 //! checksum, a truncated record, more than 1000 records, a record that is not a
 //! PredictionLog) or a record that fails makes the load fail, with a message that
 //! says which record and why.
@@ -103,6 +106,19 @@ pub fn warm_up(
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && replayed_tf_serving => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(spec) = backend.signature().inputs.iter().find(|s| s.any_rank()) {
+                // Any made-up shape (a scalar, a vector) is a guess a kernel may abort
+                // the process on (TensorFlow's oneDNN Conv2D on anything but rank 4).
+                tracing::info!(
+                    model,
+                    version,
+                    input = %spec.name,
+                    "synthetic warm-up skipped: the input has no known shape (any rank), \
+                     so no input can be made up for it; add a {WARMUP_FILE} with a valid \
+                     request to warm the version up"
+                );
+                return Ok(());
+            }
             let warmed = synthetic_inputs(backend.signature())
                 .and_then(|inputs| backend.predict(inputs, &[]).map_err(|e| e.to_string()));
             if let Err(e) = warmed {
@@ -212,6 +228,13 @@ fn replay_record(backend: &dyn Backend, log: PredictionLog) -> Result<(), String
                 })
                 .collect::<Result<Vec<NamedTensor>, String>>()?;
             let signature = signature_of(request.model_spec.as_ref());
+            // Checked as a live request's inputs are (names, dtypes cast, shapes):
+            // TensorFlow may abort on a tensor its signature does not take.
+            let spec = backend.signature_named(&signature).ok_or_else(|| {
+                format!("Predict: serving signature name {signature:?} not found")
+            })?;
+            let inputs = crate::api::predict::prepare_inputs(spec, None, inputs)
+                .map_err(|e| format!("Predict: {e}"))?;
             backend
                 .predict_signature(&signature, inputs, &request.output_filter)
                 .map(drop)
@@ -300,13 +323,20 @@ fn replay_examples(
     .map_err(|e| format!("{what}: {e}"))
 }
 
-/// Zeros of each input's shape, with variable dimensions set to 1.
+/// Zeros of each input's shape, with variable dimensions set to 1; none for an input
+/// of any rank (an error: no shape is known to fill).
 pub fn synthetic_inputs(signature: &Signature) -> Result<Vec<NamedTensor>, String> {
     let mut total: usize = 0;
     signature
         .inputs
         .iter()
         .map(|spec| {
+            if spec.any_rank() {
+                return Err(format!(
+                    "input {:?} has no known shape (any rank): no input is made up for it",
+                    spec.name
+                ));
+            }
             let shape: Vec<usize> = spec
                 .shape
                 .iter()
@@ -475,6 +505,16 @@ mod tests {
         assert!(synthetic_inputs(&two).is_err());
         two.inputs.pop();
         assert_eq!(synthetic_inputs(&two).unwrap()[0].1.len(), 3 << 22);
+    }
+
+    /// An input of any rank gets no made-up shape (a scalar zero made TensorFlow's
+    /// oneDNN Conv2D abort the server while the version loaded).
+    #[test]
+    fn synthetic_inputs_refuse_an_input_of_any_rank() {
+        let mut any = sig();
+        any.inputs[0].shape = vec![crate::tensor::ANY_RANK];
+        let e = synthetic_inputs(&any).unwrap_err();
+        assert!(e.contains("\"input\" has no known shape"), "{e}");
     }
 
     #[test]

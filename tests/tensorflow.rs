@@ -1442,3 +1442,209 @@ async fn a_run_past_its_deadline_is_cancelled_and_the_next_request_runs() {
     assert_eq!(status, 200, "{answer}");
     server.stop().await;
 }
+
+/// A ferroserve process (the real binary: `main` decides TensorFlow's environment)
+/// serving `repo`, with `TF_ENABLE_ONEDNN_OPTS` left as the user would leave it.
+async fn child_server(repo: &Path) -> common::child::ChildServer {
+    use common::child::{free_port, ChildServer};
+    let rest: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ferroserve"));
+    command
+        .arg("serve")
+        .arg("--model-repository")
+        .arg(repo)
+        .args(["--rest-addr", &rest.to_string()])
+        .args(["--grpc-addr", &format!("127.0.0.1:{}", free_port())])
+        .env("FERROSERVE_TENSORFLOW_PATH", tensorflow_dir())
+        .env_remove("TF_ENABLE_ONEDNN_OPTS");
+    ChildServer::start(command, rest).await
+}
+
+/// A convolution of a signature input of any rank, fed a tensor of rank 3, is
+/// TensorFlow's 400, and the server goes on. TensorFlow's oneDNN kernels (on by
+/// default in the tensorflow-cpu wheel) aborted the whole process on it (a CHECK in
+/// `tensor_format.h`), and failed a max-pool of a 3x3 image with "could not create
+/// a descriptor" (500), which TensorFlow's own kernels answer: the server turns
+/// them off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_convolution_of_the_wrong_rank_is_400_and_the_server_goes_on() {
+    let repo = repo(&["conv_any_rank"]);
+    let mut server = child_server(repo.path()).await;
+    let client = reqwest::Client::new();
+    let url = server.url("/v1/models/conv_any_rank:predict");
+    let post = |body: Value| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            match client.post(url).json(&body).send().await {
+                Ok(r) => common::status_and_body(r).await,
+                Err(e) => (0, json!({ "error": e.to_string() })),
+            }
+        }
+    };
+    let (status, answer) = post(json!({"inputs": {"x": [[[1.0], [2.0]], [[3.0], [4.0]]]}})).await;
+    assert_eq!(status, 400, "{answer}; the server's log: {}", server.log());
+    let message = answer["error"].as_str().unwrap_or_default();
+    assert!(message.contains("4-dimensional"), "{message}");
+
+    let exp = expected("conv_any_rank");
+    for signature in ["serving_default", "pool"] {
+        let case = &exp[signature];
+        let inputs: serde_json::Map<String, Value> = object(&case["inputs"], "inputs")
+            .iter()
+            .map(|(k, t)| (k.clone(), nest(data_of(t), &shape_of(t))))
+            .collect();
+        let (status, body) = post(json!({"signature_name": signature, "inputs": inputs})).await;
+        assert_eq!(status, 200, "{signature}: {body}; {}", server.log());
+        let outputs = object(&case["outputs"], "outputs");
+        for (name, want) in outputs {
+            let got = if outputs.len() == 1 {
+                &body["outputs"]
+            } else {
+                &body["outputs"][name]
+            };
+            assert_nested(got, want, &format!("{signature} {name}"));
+        }
+    }
+    assert!(
+        server.wait_exit(Duration::ZERO).is_none(),
+        "{}",
+        server.log()
+    );
+}
+
+/// A SavedModel whose input has no known rank, fed to a convolution, loads: the
+/// synthetic warm-up makes up no input for it (it made a scalar zero, on which
+/// TensorFlow's oneDNN Conv2D aborted the server while the version loaded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_convolution_of_any_rank_loads_without_a_made_up_warm_up() {
+    let repo = repo(&["conv_any_rank"]);
+    let server = TestServer::start_with(settings(repo.path())).await;
+    assert_eq!(
+        settled_status(&server, "conv_any_rank").await["state"],
+        "AVAILABLE"
+    );
+    let exp = expected("conv_any_rank");
+    check_rest(
+        &server,
+        "conv_any_rank",
+        "serving_default",
+        &exp["serving_default"],
+    )
+    .await;
+    server.stop().await;
+}
+
+/// A TF Serving warm-up record's tensors are checked as a live request's are: one that
+/// does not fit the signature's shape makes the version ERROR with the message a live
+/// request gets, one a request may give (`[1, 8, 8]` for `[-1, 8, 8, 1]`: the trailing
+/// dimension of 1 added) runs, and the server goes on. Such tensors reached TensorFlow
+/// unchecked, and a rank-3 image for the CNN made its oneDNN Conv2D abort the
+/// process, again at every start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warmup_record_of_the_wrong_shape_fails_the_version_and_the_server_goes_on() {
+    const WARMUP: &str = "1/assets.extra/tf_serving_warmup_requests";
+    let repo = repo(&["cnn"]);
+    let root = repo.path();
+    let record = |shape: &[usize]| {
+        let n: usize = shape.iter().product();
+        let request = tfs::PredictRequest {
+            model_spec: spec("cnn", "serving_default"),
+            inputs: HashMap::from([(
+                "image".to_string(),
+                TensorProto {
+                    dtype: Dt::DtFloat as i32,
+                    tensor_shape: proto_shape(shape),
+                    float_val: vec![0.5; n],
+                    ..Default::default()
+                },
+            )]),
+            output_filter: vec![],
+        };
+        field(6, &field(1, &request.encode_to_vec()))
+    };
+    for (name, shape) in [
+        ("rank3", &[1, 8, 8][..]),
+        ("rank5", &[1, 8, 8, 1, 1][..]),
+        ("channels", &[1, 8, 8, 3][..]),
+    ] {
+        copy_dir(&root.join("cnn/1"), &root.join(name).join("1"));
+        std::fs::create_dir_all(root.join(name).join("1/assets.extra")).unwrap();
+        std::fs::write(
+            root.join(name).join(WARMUP),
+            ferroserve::tfrecord::write_records([&record(shape)[..]]),
+        )
+        .unwrap();
+    }
+    let server = TestServer::start_with(settings(root)).await;
+    for (model, words) in [
+        (
+            "rank5",
+            "has shape [1, 8, 8, 1, 1], but the model takes [-1, 8, 8, 1]",
+        ),
+        (
+            "channels",
+            "has shape [1, 8, 8, 3], but the model takes [-1, 8, 8, 1]",
+        ),
+    ] {
+        let v = settled_status(&server, model).await;
+        assert_eq!(v["state"], "END", "{model}: {v}");
+        let message = v["status"]["error_message"].as_str().unwrap();
+        assert!(
+            message.contains("record 0") && message.contains(words),
+            "{model}: {message}"
+        );
+    }
+    for model in ["rank3", "cnn"] {
+        assert_eq!(settled_status(&server, model).await["state"], "AVAILABLE");
+        check_rest(
+            &server,
+            model,
+            "serving_default",
+            &expected("cnn")["serving_default"],
+        )
+        .await;
+    }
+    server.stop().await;
+}
+
+/// The simple API on a TF1 classification signature (`classes`, `scores`): the
+/// prediction is each row's class with the highest score and the probabilities are
+/// the scores. It answered every class name (`classes` alone, which TensorFlow
+/// computes without parsing the input) for any input, garbage included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simple_api_on_a_classification_signature_answers_the_top_class() {
+    let repo = repo(&["tf1_classifier"]);
+    let server = TestServer::start_with(settings(repo.path())).await;
+    let (status, answer) = server
+        .post_json("/predict/tf1_classifier", &json!({"features": ["garbage"]}))
+        .await;
+    common::assert_error(status, &answer, 400, "");
+
+    let exp = expected("tf1_classifier");
+    let examples = exp["examples"].as_array().unwrap();
+    let want = exp["classify"]["serving_default"].as_array().unwrap();
+    let mut checked = 0;
+    for (example, classes) in examples.iter().zip(want) {
+        // A JSON feature is text: only examples whose bytes are UTF-8 can be sent.
+        let Ok(text) = String::from_utf8(tf_example(example).encode_to_vec()) else {
+            continue;
+        };
+        let classes = classes.as_array().unwrap();
+        let scores: Vec<f64> = classes.iter().map(|c| c[1].as_f64().unwrap()).collect();
+        let top =
+            (0..scores.len()).fold(0, |best, j| if scores[j] > scores[best] { j } else { best });
+        let (status, answer) = server
+            .post_json("/predict/tf1_classifier", &json!({ "features": [text] }))
+            .await;
+        assert_eq!(status, 200, "{example}: {answer}");
+        assert_eq!(answer["prediction"], classes[top][0], "{example}: {answer}");
+        let probabilities = answer["probabilities"].as_array().unwrap();
+        assert_eq!(probabilities.len(), scores.len(), "{answer}");
+        for (j, (got, want)) in probabilities.iter().zip(&scores).enumerate() {
+            assert_close(got.as_f64().unwrap(), *want, 1e-6, &format!("scores[{j}]"));
+        }
+        checked += 1;
+    }
+    assert!(checked > 0, "no example of the fixture is UTF-8");
+    server.stop().await;
+}

@@ -122,9 +122,17 @@ pub async fn simple_predict(
             probabilities = Some(tensor);
         }
     }
-    let prediction = prediction.ok_or_else(|| {
+    let mut prediction = prediction.ok_or_else(|| {
         ApiError::Internal(format!("the model gave no output {prediction_output:?}"))
     })?;
+    if let (Some((classes, scores)), Some(probabilities)) = (
+        crate::backends::tensorflow::classification_outputs(response.handle.backend.signature()),
+        &probabilities,
+    ) {
+        if prediction_output == classes && probabilities_output.as_deref() == Some(scores) {
+            prediction = top_class_per_row(&prediction, probabilities)?;
+        }
+    }
     Ok(SimpleResponse {
         top_classes,
         handle: response.handle,
@@ -211,9 +219,50 @@ pub fn number_from_text(input: &TensorSpec, text: &str) -> Result<f64, ApiError>
     Ok(n)
 }
 
+/// Each row's class with the highest score (the first of equals), `[rows]`, from a
+/// TensorFlow classification signature's `classes` (every class name of each row)
+/// and `scores`, `[rows, classes]` each, checked as TF Serving's Classify checks them.
+pub fn top_class_per_row(classes: &Tensor, scores: &Tensor) -> Result<Tensor, ApiError> {
+    let misfit = || {
+        ApiError::InvalidArgument(format!(
+            "the classification signature's classes {:?} and scores {:?} should both be \
+             [batch_size, num_classes], with the same shape",
+            classes.shape(),
+            scores.shape()
+        ))
+    };
+    let (&[rows, k], true) = (classes.shape(), classes.shape() == scores.shape()) else {
+        return Err(misfit());
+    };
+    let (TensorData::Bytes(names), Ok(TensorData::F64(values))) = (
+        classes.data(),
+        scores
+            .clone()
+            .cast(DataType::F64)
+            .map(Tensor::into_parts)
+            .map(|(_, d)| d),
+    ) else {
+        return Err(misfit());
+    };
+    if k == 0 {
+        return Err(misfit());
+    }
+    let best: Vec<Vec<u8>> = values
+        .chunks(k)
+        .zip(names.chunks(k))
+        .map(|(row, row_names)| {
+            let top = (1..k).fold(0, |best, j| if row[j] > row[best] { j } else { best });
+            row_names[top].clone()
+        })
+        .collect();
+    Tensor::new(vec![rows], TensorData::Bytes(best)).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
 /// The outputs a simple answer gives: the prediction's, and the class
 /// probabilities' when the model has them (config first, then the model's traits,
-/// then its first output).
+/// then its first output). A TensorFlow classification signature's are its
+/// `classes` and `scores` (the model's traits), and the answer's prediction is each
+/// row's top class ([`top_class_per_row`]).
 pub fn answer_outputs(handle: &ServableHandle) -> Result<(String, Option<String>), ApiError> {
     let traits = handle.backend.traits();
     let outputs = &handle.backend.signature().outputs;

@@ -85,7 +85,14 @@ macro_rules! api {
                     // SAFETY: loading TensorFlow runs its static initialisers, which
                     // is what the library is built for.
                     unsafe { Library::open(Some(&path), RTLD_NOW | RTLD_LOCAL) }
-                        .map_err(|e| format!("cannot load {}: {e}", path.display()))
+                        .map_err(|e| {
+                            // libloading's message is only "dlopen failed"; dlerror's
+                            // (which file is missing, which symbol) is its source.
+                            let reason = std::error::Error::source(&e)
+                                .map(|r| format!(": {r}"))
+                                .unwrap_or_default();
+                            format!("cannot load {}: {e}{reason}", path.display())
+                        })
                 };
                 let framework = open(FRAMEWORK_LIBRARY)?;
                 let cc = open(CC_LIBRARY)?;
@@ -167,4 +174,30 @@ api! {
     TF_StringGetDataPointer: fn(*const TF_TString) -> *const c_char;
     TF_StringGetSize: fn(*const TF_TString) -> usize;
     TF_StringDealloc: fn(*mut TF_TString);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A library that cannot be opened is named with the system's reason (the
+    /// message was "cannot load …/libtensorflow_framework.so.2: dlopen failed",
+    /// without saying the file was not there).
+    #[test]
+    fn a_library_that_cannot_be_opened_is_named_with_the_reason() {
+        // Only the cc library, as a copy that lost the framework beside it.
+        let dir = std::env::temp_dir().join(format!("ferroserve-tf-ffi-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(CC_LIBRARY), b"").unwrap();
+        let error = Api::load(&dir).err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let error = error.expect("no library to load");
+        assert!(
+            error.contains(&format!(
+                "{}: cannot open shared object file: No such file or directory",
+                dir.join(FRAMEWORK_LIBRARY).display()
+            )),
+            "{error}"
+        );
+    }
 }

@@ -85,6 +85,29 @@ pub fn locate_library(configured: Option<&Path>) -> Result<PathBuf, String> {
     ))
 }
 
+/// TensorFlow's switch for its oneDNN (MKL) kernels, read once, when the library first
+/// runs a graph. The `tensorflow-cpu` wheel turns them on by default, and oneDNN's
+/// kernels abort the whole process on input TensorFlow's own kernels answer with an
+/// error (a `Conv2D` fed a tensor that is not of rank 4 fails a `CHECK` in
+/// `tensor_format.h`) and fail on some they run (a max-pool of an empty image:
+/// "could not create a descriptor"), so the server turns them off unless told
+/// otherwise ([`default_onednn_off`]).
+pub const ONEDNN_VARIABLE: &str = "TF_ENABLE_ONEDNN_OPTS";
+
+/// Sets [`ONEDNN_VARIABLE`] to `0` unless it is set (a value the user chose stays,
+/// `1` bringing the oneDNN kernels and their aborts back).
+///
+/// # Safety
+/// Changes the process's environment: call it before any other thread starts (at
+/// the top of `main`), since another thread reading the environment at the same
+/// time is undefined behaviour. TensorFlow reads the variable later, from its own
+/// threads, which is why it cannot be set where the library is loaded.
+pub unsafe fn default_onednn_off() {
+    if std::env::var_os(ONEDNN_VARIABLE).is_none() {
+        std::env::set_var(ONEDNN_VARIABLE, "0");
+    }
+}
+
 fn api(options: &BackendOptions) -> Result<&'static Api, String> {
     let dir = locate_library(options.tensorflow_path.as_deref())?;
     let mut loaded = API.lock();
@@ -99,7 +122,10 @@ fn api(options: &BackendOptions) -> Result<&'static Api, String> {
     let api: &'static Api = Box::leak(Box::new(Api::load(&dir)?));
     // SAFETY: TF_Version returns a static NUL-terminated string.
     let version = unsafe { CStr::from_ptr((api.TF_Version)()) };
-    tracing::info!(version = %version.to_string_lossy(), dir = %dir.display(), "TensorFlow loaded");
+    let onednn = std::env::var(ONEDNN_VARIABLE)
+        .unwrap_or_else(|_| "unset (TensorFlow's default: on)".into());
+    tracing::info!(version = %version.to_string_lossy(), dir = %dir.display(),
+        onednn_opts = %onednn, "TensorFlow loaded");
     *loaded = Some((dir, api));
     Ok(api)
 }
@@ -289,6 +315,28 @@ fn dtype_to_tf(dtype: DataType) -> Option<c_int> {
     })
 }
 
+/// TF Serving's output keys of a classification signature
+/// (`signature_constants.h`): each row's class names, and their scores.
+const CLASSIFY_OUTPUT_CLASSES: &str = "classes";
+const CLASSIFY_OUTPUT_SCORES: &str = "scores";
+
+/// The `classes` (strings) and `scores` (floats) outputs of a signature that has
+/// both, as TF1 Estimators' `classification_signature_def` writes them: one class
+/// name and one score per column, `[batch, classes]` each.
+pub fn classification_outputs(signature: &Signature) -> Option<(&str, &str)> {
+    let has = |name: &str, dtype_fits: fn(DataType) -> bool| {
+        signature
+            .outputs
+            .iter()
+            .any(|o| o.name == name && dtype_fits(o.dtype))
+    };
+    (has(CLASSIFY_OUTPUT_CLASSES, |d| d == DataType::Bytes)
+        && has(CLASSIFY_OUTPUT_SCORES, |d| {
+            matches!(d, DataType::F16 | DataType::F32 | DataType::F64)
+        }))
+    .then_some((CLASSIFY_OUTPUT_CLASSES, CLASSIFY_OUTPUT_SCORES))
+}
+
 /// A TensorInfo's graph tensor name, `op:index`.
 fn tensor_name(info: &TensorInfo) -> Option<&str> {
     // Sparse and composite encodings are not declared (see `proto`): they decode as
@@ -471,9 +519,19 @@ impl TensorflowBackend {
             .position(|s| s.name == DEFAULT_SIGNATURE)
             .unwrap_or(0);
         let default = &self.described[self.default].signature;
-        self.traits = ModelTraits {
-            prediction_output: default.outputs.first().map(|o| o.name.clone()),
-            ..ModelTraits::default()
+        self.traits = match classification_outputs(default) {
+            // A classification signature's `classes` holds every class name of each
+            // row, whatever the input (TensorFlow then prunes the input away): the
+            // answer is read from both, as TF Serving's Classify reads them.
+            Some((classes, scores)) => ModelTraits {
+                prediction_output: Some(classes.to_string()),
+                probabilities_output: Some(scores.to_string()),
+                ..ModelTraits::default()
+            },
+            None => ModelTraits {
+                prediction_output: default.outputs.first().map(|o| o.name.clone()),
+                ..ModelTraits::default()
+            },
         };
         Ok(())
     }
@@ -590,6 +648,16 @@ impl TensorflowBackend {
                     "input {name:?} is {} but the signature takes {}",
                     tensor.dtype(),
                     spec.dtype
+                )));
+            }
+            if !spec.accepts_shape(tensor.shape()) {
+                // Callers check shapes first (with their own messages); a kernel fed
+                // a rank it does not take may abort the process rather than fail
+                // (oneDNN's Conv2D), so no caller's tensor reaches TensorFlow unchecked.
+                return Err(BackendError::InvalidInput(format!(
+                    "input {name:?} has shape {:?}, but the signature takes {:?} (-1: any size)",
+                    tensor.shape(),
+                    spec.shape
                 )));
             }
             if tensor.shape().len() > TF_MAX_DIMS {
