@@ -19,8 +19,18 @@ pub fn without_text(e: &toml::de::Error, text: &str, keys: &[&str]) -> String {
         }
         let before = text.get(..start).unwrap_or(text);
         let line = before.matches('\n').count() + 1;
-        let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-        format!("line {line}, column {column}: ")
+        let line_before = before.rsplit('\n').next().unwrap_or("");
+        let column = line_before.chars().count() + 1;
+        // The key of a `key = value` line whose value is wrong, when it is one of
+        // the file's keys (a check of the value may not name it, and a key the
+        // file does not take is told as "unknown key" anyway).
+        let key = line_before
+            .split_once('=')
+            .map(|(key, _)| key.trim().trim_matches(['"', '\'']))
+            .filter(|key| keys.contains(key))
+            .map(|key| format!(" ({key})"))
+            .unwrap_or_default();
+        format!("line {line}, column {column}{key}: ")
     });
     let what: Vec<String> = e
         .message()

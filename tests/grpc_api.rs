@@ -2196,5 +2196,23 @@ async fn tf_serving_reload_config_replaces_the_model_list() {
         ))
         .await
         .is_ok());
+
+    // A stopped model stays stopped, and the call says so (it said "not found").
+    let (code, body) = server
+        .post_json(
+            "/v2/repository/models/iris_lr/unload",
+            &serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let status = models
+        .handle_reload_config_request(reload(vec![config("iris_lr", "")]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("\"iris_lr\" is stopped"),
+        "{status:?}"
+    );
     server.stop().await;
 }

@@ -200,11 +200,21 @@ pub async fn reload_config(
     let failed: Vec<String> = names
         .iter()
         .filter_map(|name| {
-            state
+            let e = state
                 .manager
                 .resolve(name, &crate::manager::VersionRequest::Latest)
-                .err()
-                .map(|e| e.to_string())
+                .err()?;
+            // A stopped model is listed but not started by the list: "not found"
+            // would send its owner looking for files that are there.
+            Some(if state.sources.is_stopped(name) {
+                format!(
+                    "model {name:?} is stopped (a model list does not start it): load it \
+                     (V2 repository load, or POST /reload_model?modelname={name}) to serve \
+                     it again"
+                )
+            } else {
+                e.to_string()
+            })
         })
         .collect();
     if !failed.is_empty() {

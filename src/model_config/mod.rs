@@ -316,7 +316,7 @@ impl ModelConfig {
     pub const FILE_NAME: &'static str = "config.toml";
     /// The largest `config.toml` read (4 MiB): a file past it is a config error.
     pub const MAX_FILE_BYTES: u64 = 4 << 20;
-    /// The file's top-level keys and tables, which its errors may name.
+    /// The file's keys, in every table, which its errors may name.
     const KEYS: &'static [&'static str] = &[
         "version_policy",
         "latest",
@@ -340,6 +340,52 @@ impl ModelConfig {
         "tensorflow",
         "log",
         "cache",
+        // [batching]
+        "enabled",
+        "max_batch_size",
+        "max_queue_delay_micros",
+        "preferred_batch_sizes",
+        "max_queue_length",
+        "instances",
+        "inline_max_micros",
+        // [cache], [log]
+        "ttl_secs",
+        "admission",
+        "sample_rate",
+        "max_rows",
+        "max_age_days",
+        // [sklearn], [fasttext], [tensorflow]
+        "wrapper_attribute",
+        "k",
+        "threshold",
+        "tags",
+        "intra_op_threads",
+        "inter_op_threads",
+        // [preprocess], its image, [postprocess]
+        "segmenter",
+        "hmm",
+        "user_dict",
+        "image",
+        "tokenizer",
+        "max_length",
+        "truncation",
+        "padding",
+        "width",
+        "height",
+        "resize",
+        "channels",
+        "layout",
+        "scale",
+        "mean",
+        "std",
+        "dtype",
+        "max_pixels",
+        "input",
+        "softmax",
+        "top_k",
+        "output",
+        "pooling",
+        "normalize",
     ];
     /// The highest `max_request_rows` a config may set, so that a typo cannot lift
     /// the bound altogether.
@@ -684,6 +730,12 @@ mod tests {
         let err = ModelConfig::parse("[labels]\ncanary = 2x_secret\n").unwrap_err();
         assert!(err.starts_with("line 2, column "), "{err}");
         assert!(!err.contains("secret"), "{err}");
+        // A value's own check names its key, the file's text aside.
+        let err = ModelConfig::parse("[batching]\nmax_batch_size = -3\n").unwrap_err();
+        assert!(
+            err.starts_with("line 2, column 18 (max_batch_size): "),
+            "{err}"
+        );
         assert!(ModelConfig::parse("timeout_secs = 31536000").is_ok());
         assert!(ModelConfig::parse("version_policy = { latest = 0 }").is_err());
         assert!(ModelConfig::parse("max_request_rows = 0").is_err());
