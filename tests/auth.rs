@@ -470,11 +470,11 @@ async fn a_tokens_file_that_does_not_parse_is_told_without_its_text() {
         ),
         (
             format!("[[token]]\nname = \"ci\"\nsha256 = {SECRET}\nscopes = [\"inference\"]\n"),
-            "line 3, column 10: invalid string",
+            "line 3, column 10 (sha256): invalid string",
         ),
         (
             format!("[[token]]\nname = \"ci\"\nsha256 = \"0\"\nscopes = \"{SECRET}\"\n"),
-            "line 4, column 10: invalid type: string, expected a sequence",
+            "line 4, column 10 (scopes): invalid type: string, expected a sequence",
         ),
         (format!("{SECRET} = 1\n"), "line 1, column 1: unknown key"),
         (

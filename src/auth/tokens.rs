@@ -233,27 +233,27 @@ pub(super) mod tests {
             ),
             (
                 format!("sha256 = {SECRET}\n"),
-                "line 3, column 10: invalid string",
+                "line 3, column 10 (sha256): invalid string",
             ),
             (
                 format!("sha256 = '{SECRET}\n"),
-                "line 3, column 30: invalid literal string",
+                "line 3, column 30 (sha256): invalid literal string",
             ),
             (
                 format!("sha256 = \"\"\"{SECRET}\n"),
-                "line 3, column 32: invalid multiline basic string",
+                "line 3, column 32 (sha256): invalid multiline basic string",
             ),
             (
                 format!("sha256 = \"0\"\nscopes = \"{SECRET}\"\n"),
-                "line 4, column 10: invalid type: string, expected a sequence",
+                "line 4, column 10 (scopes): invalid type: string, expected a sequence",
             ),
             (
                 format!("sha256 = \"0\"\nscopes = [1.5, \"{SECRET}\"]\n"),
-                "line 4, column 11: invalid type: floating point, expected a string",
+                "line 4, column 11 (scopes): invalid type: floating point, expected a string",
             ),
             (
                 format!("sha256 = [\"{SECRET}\"]\n"),
-                "line 3, column 10: invalid type: sequence, expected a string",
+                "line 3, column 10 (sha256): invalid type: sequence, expected a string",
             ),
             (format!("'{SECRET}' = 1\n"), "line 3, column 1: unknown key"),
             (
