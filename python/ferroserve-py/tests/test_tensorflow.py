@@ -225,6 +225,29 @@ def test_bad_signatures_inputs_and_directories_raise_clear_errors(tmp_path):
         ferroserve.Model.load(model_dir("mlp"), tags=["serve2"])
 
 
+def test_a_convolution_of_the_wrong_rank_raises_and_the_process_goes_on():
+    # oneDNN's Conv2D aborted the process on a tensor that is not of rank 4 (which an
+    # input of unknown shape lets through); importing ferroserve turns oneDNN off.
+    # In a process of its own, whose environment does not set the variable.
+    code = (
+        "import numpy as np, ferroserve\n"
+        "m = ferroserve.Model.load(%r)\n"
+        "try:\n"
+        "    m.predict({'x': np.ones((2, 2, 1), dtype=np.float32)})\n"
+        "except Exception as e:\n"
+        "    print(type(e).__name__, e)\n"
+        "print('alive')\n"
+    ) % model_dir("conv_any_rank")
+    env = dict(os.environ)
+    env.pop("TF_ENABLE_ONEDNN_OPTS", None)
+    run = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "PredictError" in run.stdout and "4-dimensional" in run.stdout, run.stdout
+    assert run.stdout.rstrip().endswith("alive"), run.stdout
+
+
 def test_the_library_comes_from_the_environment_or_the_wheel(monkeypatch, tmp_path):
     monkeypatch.delenv("FERROSERVE_TENSORFLOW_PATH", raising=False)
     # With no variable, the installed tensorflow wheel's package directory, found by

@@ -32,7 +32,11 @@
   signature (``serving_default``, else the first by name); ``signatures`` lists them
   all, and ``Model.load(path, signature_name=...)``, ``model.with_signature(name)`` or
   ``predict(data, signature_name=...)`` run another. ``predict`` takes and gives what
-  it does for ONNX models.
+  it does for ONNX models. Importing ferroserve sets ``TF_ENABLE_ONEDNN_OPTS=0`` unless
+  it is set, as the server does: the wheel's oneDNN kernels abort the whole process on
+  some inputs TensorFlow's own kernels refuse with an error (a convolution fed a
+  tensor that is not of rank 4). It takes effect only if TensorFlow has not run in the
+  process yet: import ferroserve before tensorflow, or set the variable yourself.
 * a fastText model (``.bin``, quantized ``.ftz``): ``predict(texts, k=1,
   threshold=0.0)`` gives each text's most probable labels and their probabilities, as
   the fasttext package's ``predict`` does; a DataFrame or Arrow data gives the columns
@@ -47,6 +51,9 @@ import glob as _glob
 import math as _math
 import os as _os
 from collections.abc import Mapping as _Mapping
+
+# Before TensorFlow loads (it reads the variable once): see the module's docs.
+_os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 from ._native import ArrowArray, ArrowStream, ModelError, PredictError
 from ._native import FastTextModel as _NativeFastText
