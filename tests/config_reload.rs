@@ -67,7 +67,22 @@ async fn config_edits_apply_to_served_versions_without_a_reload() {
     )
     .unwrap();
     let partial = "/predict/iris?sepal_length=5.1&petal_length=1.4&petal_width=0.2";
-    poll_until(&server, partial, |s, _| s == 200).await;
+    let (_, left_out) = poll_until(&server, partial, |s, _| s == 200).await;
+    // A feature sent as null is missing too, for a model that takes no missing
+    // values (it was a 400 "does not take missing values").
+    let (status, nulled) = server
+        .post_json(
+            "/predict/iris",
+            &serde_json::json!({"features": {"sepal_length": 5.1, "sepal_width": null,
+                "petal_length": 1.4, "petal_width": 0.2}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{nulled}");
+    assert_eq!(nulled["prediction"], left_out["prediction"], "{nulled}");
+    assert_eq!(
+        nulled["probabilities"], left_out["probabilities"],
+        "{nulled}"
+    );
 
     // A new request deadline applies at once: 1 µs makes every request time out.
     std::fs::write(

@@ -177,5 +177,19 @@ async fn onnx_one_input_per_column_from_named_features() {
         body["error"].as_str().unwrap().contains("marital"),
         "{body}"
     );
+    // A positional row short of a value is told how many the model takes (it was
+    // sent to set input_name, which it does not need).
+    let (status, body) = server
+        .post_json(
+            "/predict",
+            &json!({"model_id": "bank", "features": [65, "retired", "single"]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!("give each row {} values", columns.len())),
+        "{body}"
+    );
     server.stop().await;
 }

@@ -368,11 +368,14 @@ fn rows_to_columns(
                     )));
                 }
             }
-            input_names
+            inputs
                 .iter()
-                .map(|n| {
+                .map(|spec| {
+                    let n = spec.name.as_str();
+                    let imputes = imputes(handle, spec);
                     rows.iter()
-                        .map(|row| row.get(*n).or_else(|| defaults.get(*n)).expect("checked"))
+                        .map(|row| given_or_default(row.get(n), defaults.get(n), imputes))
+                        .map(|v| v.expect("checked"))
                         .collect()
                 })
                 .collect()
@@ -399,6 +402,21 @@ fn rows_to_columns(
             Ok((spec.name.clone(), tensor))
         })
         .collect()
+}
+
+/// A named feature's value: the one given, else its `feature_defaults` value; a
+/// missing value given (JSON null) is the default's too, for an input the model
+/// does not impute (where it would be refused).
+fn given_or_default<'a>(
+    given: Option<&'a FeatureValue>,
+    default: Option<&'a FeatureValue>,
+    imputes: bool,
+) -> Option<&'a FeatureValue> {
+    match given {
+        Some(FeatureValue::Missing) if !imputes => default.or(given),
+        Some(value) => Some(value),
+        None => default,
+    }
 }
 
 /// Whether the model fills missing values of `input` itself
@@ -535,10 +553,16 @@ fn input_spec(handle: &ServableHandle) -> Result<&TensorSpec, ApiError> {
         }),
         None => match inputs.as_slice() {
             [only] => Ok(only),
-            _ => Err(ApiError::InvalidArgument(format!(
-                "model {:?} has several inputs; set input_name in its config.toml to use /predict",
-                handle.model
-            ))),
+            _ => {
+                let names: Vec<&str> = inputs.iter().map(|s| s.name.as_str()).collect();
+                Err(ApiError::InvalidArgument(format!(
+                    "model {:?} takes one input per column: give each row {} values, one per \
+                     input in this order, or name them ({names:?}); to feed one input of it \
+                     instead, set input_name in its config.toml",
+                    handle.model,
+                    names.len()
+                )))
+            }
         },
     }
 }
@@ -590,6 +614,7 @@ fn rows_to_tensor(
                 ))
             })?;
             let defaults = &config.feature_defaults;
+            let imputes = imputes(handle, input);
             rows.iter()
                 .map(|row| {
                     let unknown: Vec<&String> = row.keys().filter(|k| !names.contains(k)).collect();
@@ -613,7 +638,8 @@ fn rows_to_tensor(
                     }
                     Ok(names
                         .iter()
-                        .map(|n| row.get(n).or_else(|| defaults.get(n)).expect("checked"))
+                        .map(|n| given_or_default(row.get(n), defaults.get(n), imputes))
+                        .map(|v| v.expect("checked"))
                         .collect())
                 })
                 .collect::<Result<_, _>>()?
