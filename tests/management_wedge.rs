@@ -3,9 +3,10 @@
 //! reload of every model, a deployment's timeout applies at once, shutdown ends with
 //! a stalled client, crash debris goes at start, and loads are bounded.
 //!
-//! A model's lock is held for as long as a test wants by making its `config.toml` a
-//! named pipe: a reload of that model blocks reading it, under the lock, until the
-//! test writes the pipe (as a hung network file system would).
+//! A model's lock is held for as long as a test wants by putting `config.toml.hold`
+//! beside its `config.toml`: in debug builds a reload of that model waits reading the
+//! file, under the lock, until the test removes it (as on a hung network file system;
+//! `model_config::hold_for_tests`). A FIFO did this once; FIFOs are refused now.
 
 mod common;
 
@@ -176,50 +177,31 @@ async fn give_up_on(server: &TestServer, method: &str, path: &str) -> String {
     }
 }
 
-/// A model's `config.toml` as a named pipe: reading it blocks until [`Pipe::release`].
-struct Pipe(PathBuf);
+/// Holds reads of a model's `config.toml` (see the module's docs) until
+/// [`Hold::release`], or until dropped (a test that failed before releasing must not
+/// leave a reload waiting).
+struct Hold(PathBuf);
 
-impl Pipe {
-    fn new(model_dir: &Path) -> Pipe {
-        let path = model_dir.join("config.toml");
-        let made = std::process::Command::new("mkfifo")
-            .arg(&path)
-            .status()
-            .unwrap();
-        assert!(made.success(), "mkfifo failed");
-        Pipe(path)
+impl Hold {
+    fn new(model_dir: &Path) -> Hold {
+        let path = model_dir.join("config.toml.hold");
+        std::fs::write(&path, b"").unwrap();
+        Hold(path)
     }
 
-    /// Lets the blocked reader go on (with an empty config), after putting a plain
-    /// empty file in the pipe's place so that no later read blocks. Blocking.
+    /// Lets the waiting reader go on (no config.toml: every default).
     fn release(&self) {
-        // Opening the write end waits for the reader, which is waiting for us.
-        let writer = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&self.0)
-            .unwrap();
-        let plain = self.0.with_extension("plain");
-        std::fs::write(&plain, b"").unwrap();
-        std::fs::rename(&plain, &self.0).unwrap();
-        drop(writer); // the reader sees an empty file
+        std::fs::remove_file(&self.0).unwrap();
     }
 }
 
-impl Drop for Pipe {
-    /// A test that failed before releasing must not leave a reader blocked forever
-    /// (the runtime waits for its blocking threads). Opening the write end without
-    /// blocking succeeds only when a reader waits.
+impl Drop for Hold {
     fn drop(&mut self) {
-        use std::os::unix::fs::OpenOptionsExt;
-        const O_NONBLOCK: i32 = 0o4000; // Linux
-        let _ = std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(O_NONBLOCK)
-            .open(&self.0);
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
-/// Starts `GET /reload_model?modelname=MODEL`, which blocks on the model's pipe while
+/// Starts `GET /reload_model?modelname=MODEL`, which waits on the model's hold while
 /// holding its lock, and waits until a reload of every model reports it busy.
 async fn hold_lock(
     server: &TestServer,
@@ -334,7 +316,7 @@ async fn a_delete_whose_client_gave_up_never_runs() {
     let repo = tempfile::tempdir().unwrap();
     install_model(repo.path(), "d", 1, &iris());
     let server = TestServer::start_with(settings(repo.path())).await;
-    let pipe = Pipe::new(&repo.path().join("d"));
+    let hold = Hold::new(&repo.path().join("d"));
     let holder = hold_lock(&server, "d").await;
 
     // The client gives up long before the lock is free (and before the management
@@ -345,7 +327,7 @@ async fn a_delete_whose_client_gave_up_never_runs() {
         "the delete answered while d was busy: {gave_up}"
     );
 
-    tokio::task::spawn_blocking(move || pipe.release())
+    tokio::task::spawn_blocking(move || hold.release())
         .await
         .unwrap();
     let (code, body) = holder.await.unwrap().expect("the holding reload answers");
@@ -380,7 +362,7 @@ async fn an_operation_past_its_deadline_is_refused_and_never_runs() {
         ..settings(repo.path())
     })
     .await;
-    let pipe = Pipe::new(&repo.path().join("e"));
+    let hold = Hold::new(&repo.path().join("e"));
     let holder = hold_lock(&server, "e").await;
 
     let started = Instant::now();
@@ -396,7 +378,7 @@ async fn an_operation_past_its_deadline_is_refused_and_never_runs() {
     assert!(body["error"].as_str().unwrap().contains("busy"), "{body}");
     assert!(started.elapsed() < Duration::from_secs(5));
 
-    tokio::task::spawn_blocking(move || pipe.release())
+    tokio::task::spawn_blocking(move || hold.release())
         .await
         .unwrap();
     let _ = holder.await.unwrap();
@@ -422,7 +404,7 @@ async fn a_stop_wins_over_a_reload_of_every_model() {
     install_model(repo.path(), "s", 1, &iris());
     install_model(repo.path(), "other", 1, &iris());
     let server = TestServer::start_with(settings(repo.path())).await;
-    let pipe = Pipe::new(&repo.path().join("s"));
+    let hold = Hold::new(&repo.path().join("s"));
     let holder = hold_lock(&server, "s").await;
 
     // The stop waits for the lock; reloads of every model come after it.
@@ -455,7 +437,7 @@ async fn a_stop_wins_over_a_reload_of_every_model() {
             "reload-all reloaded s while a stop waited: {body}"
         );
     }
-    tokio::task::spawn_blocking(move || pipe.release())
+    tokio::task::spawn_blocking(move || hold.release())
         .await
         .unwrap();
     let _ = holder.await.unwrap();
@@ -679,7 +661,7 @@ async fn a_stop_refused_while_the_model_is_busy_records_nothing() {
         ..settings(repo.path())
     };
     let server = TestServer::start_with(settings()).await;
-    let pipe = Pipe::new(&repo.path().join("f"));
+    let hold = Hold::new(&repo.path().join("f"));
     let holder = hold_lock(&server, "f").await;
     let (code, body) = call(
         &server,
@@ -691,7 +673,7 @@ async fn a_stop_refused_while_the_model_is_busy_records_nothing() {
     .expect("the stop answers within the management timeout");
     assert_eq!(code, 503, "{body}");
     assert!(body["error"].as_str().unwrap().contains("busy"), "{body}");
-    tokio::task::spawn_blocking(move || pipe.release())
+    tokio::task::spawn_blocking(move || hold.release())
         .await
         .unwrap();
     let _ = holder.await.unwrap();

@@ -274,6 +274,20 @@ impl FeatureValue {
     }
 }
 
+/// A test seam, in debug builds only (release builds have none): while a file
+/// `config.toml.hold` is beside `path`, reading it waits, as a read on a hung network
+/// file system would, so that a test holds a model's lock under a reload for as long
+/// as it wants (`tests/management_wedge.rs`; at most two minutes). The tests once made
+/// `config.toml` a FIFO for this, which is refused now ([`crate::regular_file`]).
+#[cfg(debug_assertions)]
+fn hold_for_tests(path: &Path) {
+    let hold = path.with_extension("toml.hold");
+    let until = std::time::Instant::now() + Duration::from_secs(120);
+    while hold.exists() && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Why a model's `config.toml` cannot be used. The message names the file relative
 /// to the model (it shows in status); `path` is the full one, for the log.
 #[derive(Debug, thiserror::Error)]
@@ -394,6 +408,8 @@ impl ModelConfig {
     /// Reads `<model_dir>/config.toml`; a missing file means all defaults.
     pub fn load(model_dir: &Path) -> Result<ModelConfig, ModelConfigError> {
         let path = model_dir.join(Self::FILE_NAME);
+        #[cfg(debug_assertions)]
+        hold_for_tests(&path);
         let text = match crate::regular_file::read_to_string(&path, Self::MAX_FILE_BYTES) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ModelConfig::default()),
