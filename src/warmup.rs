@@ -62,13 +62,6 @@ pub const MAX_WARMUP_JSON_BYTES: u64 = 64 << 20;
 /// are decoded one at a time, at about their own size.
 pub const MAX_TF_SERVING_WARMUP_BYTES: u64 = 1 << 30;
 
-/// Reads `path` whole, or fails (as `InvalidData`, naming the bound) once it holds
-/// more than `max` bytes, having read no more than that.
-fn read_at_most(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
-    // Only a regular file: a FIFO named warmup.json would hold the load for good.
-    crate::regular_file::read(path, max)
-}
-
 /// Runs the warm-up of one version. Errors are messages for the version's status.
 pub fn warm_up(
     model: &str,
@@ -78,23 +71,25 @@ pub fn warm_up(
 ) -> Result<(), String> {
     let started = std::time::Instant::now();
     let tf_serving = version_dir.join(TF_SERVING_WARMUP_FILE);
-    let replayed_tf_serving = match read_at_most(&tf_serving, MAX_TF_SERVING_WARMUP_BYTES) {
-        Ok(bytes) => {
-            let n = replay_tf_serving(backend, &bytes)
-                .map_err(|e| format!("TF Serving warm-up file {TF_SERVING_WARMUP_FILE}: {e}"))?;
-            tracing::info!(
-                model,
-                version,
-                records = n,
-                "replayed TF Serving warm-up records"
-            );
-            true
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-        Err(e) => return Err(format!("cannot read {TF_SERVING_WARMUP_FILE}: {e}")),
-    };
+    let replayed_tf_serving =
+        match crate::regular_file::read(&tf_serving, MAX_TF_SERVING_WARMUP_BYTES) {
+            Ok(bytes) => {
+                let n = replay_tf_serving(backend, &bytes).map_err(|e| {
+                    format!("TF Serving warm-up file {TF_SERVING_WARMUP_FILE}: {e}")
+                })?;
+                tracing::info!(
+                    model,
+                    version,
+                    records = n,
+                    "replayed TF Serving warm-up records"
+                );
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(format!("cannot read {TF_SERVING_WARMUP_FILE}: {e}")),
+        };
     let path = version_dir.join(WARMUP_FILE);
-    match read_at_most(&path, MAX_WARMUP_JSON_BYTES) {
+    match crate::regular_file::read(&path, MAX_WARMUP_JSON_BYTES) {
         Ok(bytes) => {
             let requests = parse_requests(&bytes, backend.signature())
                 .map_err(|e| format!("{WARMUP_FILE}: {e}"))?;
@@ -449,12 +444,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("warmup.json");
         std::fs::write(&path, vec![b' '; (1 << 20) + 1]).unwrap();
-        let err = read_at_most(&path, 1 << 20).unwrap_err();
+        let err = crate::regular_file::read(&path, 1 << 20).unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
         assert!(err.to_string().contains("1 MiB"), "{err}");
         std::fs::write(&path, vec![b' '; 1 << 20]).unwrap();
-        assert_eq!(read_at_most(&path, 1 << 20).unwrap().len(), 1 << 20);
-        let missing = read_at_most(&dir.path().join("none"), 1 << 20).unwrap_err();
+        assert_eq!(
+            crate::regular_file::read(&path, 1 << 20).unwrap().len(),
+            1 << 20
+        );
+        let missing = crate::regular_file::read(&dir.path().join("none"), 1 << 20).unwrap_err();
         assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
     }
 

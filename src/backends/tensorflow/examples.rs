@@ -18,9 +18,9 @@ use prost::Message;
 use crate::backends::NamedSignature;
 use crate::tensor::{DataType, Tensor, TensorData};
 
-/// The output keys TF Serving reads (`signature_constants.h`).
-pub const CLASSIFY_OUTPUT_CLASSES: &str = "classes";
-pub const CLASSIFY_OUTPUT_SCORES: &str = "scores";
+/// The output keys TF Serving reads (`signature_constants.h`); Classify's are the
+/// backend's, which tells a classification signature by them.
+pub use crate::backends::tensorflow::{CLASSIFY_OUTPUT_CLASSES, CLASSIFY_OUTPUT_SCORES};
 pub const REGRESS_OUTPUTS: &str = "outputs";
 
 /// The tensors of a signature Classify uses.

@@ -317,8 +317,8 @@ fn dtype_to_tf(dtype: DataType) -> Option<c_int> {
 
 /// TF Serving's output keys of a classification signature
 /// (`signature_constants.h`): each row's class names, and their scores.
-const CLASSIFY_OUTPUT_CLASSES: &str = "classes";
-const CLASSIFY_OUTPUT_SCORES: &str = "scores";
+pub const CLASSIFY_OUTPUT_CLASSES: &str = "classes";
+pub const CLASSIFY_OUTPUT_SCORES: &str = "scores";
 
 /// The `classes` (strings) and `scores` (floats) outputs of a signature that has
 /// both, as TF1 Estimators' `classification_signature_def` writes them: one class
