@@ -228,7 +228,7 @@ fn replay_record(backend: &dyn Backend, log: PredictionLog) -> Result<(), String
             let spec = backend.signature_named(&signature).ok_or_else(|| {
                 format!("Predict: serving signature name {signature:?} not found")
             })?;
-            let inputs = crate::api::predict::prepare_inputs(spec, None, inputs)
+            let inputs = crate::api::inputs::prepare_inputs(spec, None, inputs)
                 .map_err(|e| format!("Predict: {e}"))?;
             backend
                 .predict_signature(&signature, inputs, &request.output_filter)

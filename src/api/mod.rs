@@ -9,6 +9,7 @@ pub mod bounds;
 pub mod classify;
 mod deploy;
 mod error;
+pub mod inputs;
 pub mod jobs;
 pub mod manage;
 pub mod metadata;
