@@ -637,6 +637,29 @@ async fn repeated_failures_end_in_crash_loop_and_a_full_port_range_is_503() {
         message.contains("crash-loop") && message.contains("deploy the model again"),
         "{body}"
     );
+    // The repository index still lists it, as a model with nothing serving and why.
+    let (code, index) = post(server.url("/v2/repository/index"), &json!({})).await;
+    assert_eq!(code, 200, "{index}");
+    let entry = index
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "iris")
+        .unwrap_or_else(|| panic!("iris is missing from {index}"));
+    assert_eq!(entry["state"], "UNAVAILABLE", "{entry}");
+    assert!(
+        entry["reason"].as_str().unwrap().contains("crash-loop"),
+        "{entry}"
+    );
+    let (_, ready) = post(server.url("/v2/repository/index"), &json!({"ready": true})).await;
+    assert!(
+        !ready
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "iris"),
+        "{ready}"
+    );
     // Over gRPC, readiness is an answer: not ready (its other calls are UNAVAILABLE).
     {
         use ferroserve_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;

@@ -79,6 +79,24 @@ pub fn repository_index(state: &ServerState, ready_only: bool) -> Vec<IndexEntry
     for (model, worker) in deployed {
         let versions = worker.model_status.map(|m| m.versions).unwrap_or_default();
         out.retain(|e| e.model != model);
+        if versions.is_empty() {
+            // A worker restarting, in crash-loop or not started yet reports no
+            // versions: the model is still listed, as one that has none serving.
+            if !ready_only {
+                let reason = if worker.state == crate::workers::WorkerState::Ready {
+                    "no version of the model is loaded in its worker".to_string()
+                } else {
+                    worker.state.unavailable(&model)
+                };
+                out.push(IndexEntry {
+                    model: model.clone(),
+                    version: None,
+                    state: "UNAVAILABLE",
+                    reason,
+                });
+            }
+            continue;
+        }
         for v in versions {
             let state = crate::manager::VersionState::ALL
                 .into_iter()
