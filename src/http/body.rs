@@ -124,11 +124,101 @@ pub fn rejection_message(error: &(dyn std::error::Error + 'static)) -> String {
     innermost.to_string()
 }
 
-/// Parses a JSON body with a clear 400 on malformed JSON.
+/// Parses a JSON body with a clear 400 on malformed JSON, or on an object (at any
+/// depth) that gives a key twice: serde_json's map keeps the last value without a
+/// word, so `{"model": "a", "model": "b"}` would act on `b` where the client may have
+/// meant `a` (the predict routes refuse it too).
 pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, HttpError> {
-    serde_json::from_slice(bytes).map_err(|e| {
+    let malformed = |e: serde_json::Error| {
         HttpError(ApiError::InvalidArgument(format!(
             "malformed JSON body: {e}"
         )))
-    })
+    };
+    serde_json::from_slice::<UniqueKeys>(bytes).map_err(malformed)?;
+    serde_json::from_slice(bytes).map_err(malformed)
+}
+
+/// A JSON value read only to check that no object in it gives a key twice.
+struct UniqueKeys;
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<UniqueKeys, D::Error> {
+        deserializer.deserialize_any(UniqueKeysVisitor)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = UniqueKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format!(
+                    "field {key:?} is given twice"
+                )));
+            }
+            map.next_value::<UniqueKeys>()?;
+        }
+        Ok(UniqueKeys)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueKeys, A::Error> {
+        while seq.next_element::<UniqueKeys>()?.is_some() {}
+        Ok(UniqueKeys)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_unit<E>(self) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_given_twice_at_any_depth_is_refused() {
+        for body in [
+            r#"{"kind": "score", "kind": "train"}"#,
+            r#"{"kind": "score", "spec": {"model": "a", "model": "b"}}"#,
+            r#"{"record": [{"k": 1}, {"k": 1, "k": 2}]}"#,
+        ] {
+            let e = parse_json::<serde_json::Value>(body.as_bytes()).unwrap_err();
+            let message = e.0.to_string();
+            assert!(message.contains("is given twice"), "{body}: {message}");
+        }
+        // The same key in different objects is no repeat.
+        let value: serde_json::Value =
+            parse_json(br#"{"a": {"k": 1}, "b": {"k": [1, "x", null, true, 2.5, -3]}}"#).unwrap();
+        assert_eq!(value["b"]["k"][4], 2.5);
+        let e = parse_json::<serde_json::Value>(b"{\"a\": ").unwrap_err();
+        assert!(e.0.to_string().contains("malformed JSON body"), "{}", e.0);
+    }
 }

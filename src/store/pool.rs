@@ -453,10 +453,12 @@ unsafe extern "C" fn source_authorizer(
 const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 
 /// Refuses a file that exists and is not a SQLite database, before SQLite opens it
-/// (which could write to it). The file is left as it is. Messages call it `shown`.
+/// (which could write to it), and anything that is not a regular file (a FIFO
+/// would hold the open forever: [`crate::regular_file::open`]). The file is left
+/// as it is. Messages call it `shown`.
 fn check_sqlite_file(path: &std::path::Path, shown: &str, purpose: Use) -> Result<(), StoreError> {
     use std::io::Read;
-    let mut file = match std::fs::File::open(path) {
+    let mut file = match crate::regular_file::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => {
@@ -677,5 +679,43 @@ mod tests {
         );
         std::fs::write(&path, b"").unwrap();
         check_sqlite_file(&path, "f.db", Use::Store { create: true }).unwrap();
+    }
+
+    #[test]
+    fn a_fifo_or_a_device_is_refused_without_waiting() {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.db");
+        let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(check_sqlite_file(
+                &path,
+                "fifo.db",
+                Use::Store { create: true },
+            ));
+        });
+        let e = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("the check waited for a writer")
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("fifo.db") && e.to_string().contains("FIFO"),
+            "{e}"
+        );
+        let e = check_sqlite_file(
+            std::path::Path::new("/dev/null"),
+            "/dev/null",
+            Use::ReadData,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("a device"), "{e}");
+        // Unblock the thread if the check ever waits again.
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo);
     }
 }
