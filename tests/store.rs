@@ -205,6 +205,18 @@ async fn restart_keeps_decisions_and_history(database_url: Option<String>) {
     );
     let (code, body) = server.get("/v1/models/iris_lr/history?limit=x").await;
     assert_eq!(code, 400, "{body}");
+    // A parameter given twice: which one counts is not guessed.
+    let (code, body) = server
+        .get("/v1/models/iris_lr/history?limit=1&limit=2")
+        .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("\"limit\" is given twice"),
+        "{body}"
+    );
     server.stop().await;
 }
 
@@ -1013,6 +1025,10 @@ async fn the_prediction_log_keeps_a_sample_and_reads_back() {
     assert_eq!(code, 400, "{body}");
     let (code, body) = server
         .get("/v1/models/iris_lr/predictions?since=yesterday")
+        .await;
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = server
+        .get("/v1/models/iris_lr/predictions?since=1&since=2")
         .await;
     assert_eq!(code, 400, "{body}");
     let (code, body) = server

@@ -20,10 +20,20 @@ fn store(state: &AppState) -> Result<&Store, HttpError> {
     })
 }
 
-fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
-    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+/// The query's parameters; one given twice is a 400 (which one would count is
+/// not for the server to guess: `limit=1&limit=2`).
+fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, HttpError> {
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .into_owned()
-        .collect()
+        .collect();
+    for (i, (name, _)) in pairs.iter().enumerate() {
+        if pairs[..i].iter().any(|(earlier, _)| earlier == name) {
+            return Err(HttpError(ApiError::InvalidArgument(format!(
+                "query parameter {name:?} is given twice: give it once"
+            ))));
+        }
+    }
+    Ok(pairs)
 }
 
 fn integer(name: &str, value: &str) -> Result<i64, HttpError> {
@@ -48,7 +58,7 @@ pub async fn history(
     query: Option<&str>,
 ) -> Result<Response, HttpError> {
     let (mut limit, mut before) = (50usize, None);
-    for (k, v) in query_pairs(query) {
+    for (k, v) in query_pairs(query)? {
         match k.as_str() {
             "limit" => {
                 limit = usize::try_from(integer("limit", &v)?)
@@ -169,7 +179,7 @@ pub async fn predictions(
         ..PredictionQuery::default()
     };
     let mut csv = false;
-    for (k, v) in query_pairs(query) {
+    for (k, v) in query_pairs(query)? {
         match k.as_str() {
             "since" => q.since_ms = Some(time_ms("since", &v)?),
             "until" => q.until_ms = Some(time_ms("until", &v)?),
