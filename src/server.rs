@@ -176,13 +176,16 @@ pub async fn run(
         .map_err(|e| anyhow::anyhow!("metadata store: {e}"))?;
     // A `workers` row names a deployment's worker; one whose model has no
     // deployment in the store (a delete or stop interrupted by a kill after the
-    // settings went and before the row did) names nothing, and goes.
-    let deployed: std::collections::HashSet<String> = saved_settings
-        .iter()
-        .filter(|s| !s.stopped && s.deployment.is_some())
-        .map(|s| s.model.clone())
-        .collect();
-    for saved in saved_settings {
+    // settings went and before the row did, or a deployment ended just below)
+    // names nothing, and goes.
+    let mut deployed = std::collections::HashSet::new();
+    for mut saved in saved_settings {
+        if !saved.stopped && saved.deployment.is_some() && state.settings.worker_ports.is_some() {
+            saved.deployment = end_deployment_gone_from_repository(&state, &store, &saved).await;
+        }
+        if !saved.stopped && saved.deployment.is_some() {
+            deployed.insert(saved.model.clone());
+        }
         if saved.stopped {
             tracing::info!(model = %saved.model, "stopped before the restart; kept stopped");
         }
@@ -534,6 +537,59 @@ pub async fn run(
     store.close().await;
     tracing::info!("shut down");
     Ok(())
+}
+
+/// A deployment in a worker recorded before a restart whose model is gone from the
+/// model repository (its directory removed, say, while the server was down) gets no
+/// worker, and is not left half-alive either: it is forgotten in the store, and the
+/// audit trail says why (a `stop` event), so that should the model's directory
+/// come back it is an ordinary model served in this process, as every endpoint
+/// then says. Answers the deployment to restore: none once forgotten; the one
+/// recorded when the store does not take the change (the model then gets no worker
+/// and is served in this process should its directory come back, with the
+/// deployment's settings, until it is deployed again or its deployment ended).
+async fn end_deployment_gone_from_repository(
+    state: &Arc<ServerState>,
+    store: &Arc<crate::store::Store>,
+    saved: &crate::store::ModelSettings,
+) -> Option<crate::sources::Deployment> {
+    let (sources, name) = (state.sources.clone(), saved.model.clone());
+    let looked = tokio::task::spawn_blocking(move || {
+        crate::api::manage::gone_from_repository(&sources, &name)
+    })
+    .await;
+    let Ok(Some(why)) = looked else {
+        return saved.deployment.clone();
+    };
+    let ended = crate::store::ModelSettings {
+        model: saved.model.clone(),
+        stopped: false,
+        deployment: None,
+    };
+    if let Err(e) = store.save_model_settings(&ended, saved).await {
+        tracing::warn!(
+            model = %saved.model,
+            "deployed, but {why}: no worker; the deployment stays recorded: {e}"
+        );
+        return saved.deployment.clone();
+    }
+    tracing::warn!(
+        model = %saved.model,
+        "deployment ended: {why}; should the model come back, it is served in this process"
+    );
+    crate::api::manage::audit(
+        state,
+        &crate::api::Caller::default(),
+        crate::store::EventKind::Stop,
+        &saved.model,
+        None,
+        serde_json::json!({
+            "deployment": "ended",
+            "serving": "nowhere",
+            "reason": format!("{why} at the server's start, so no worker was started for it"),
+        }),
+    );
+    None
 }
 
 /// How often the tokens file is checked for changes.

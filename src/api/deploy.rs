@@ -161,11 +161,17 @@ async fn deploy_in_worker(
 }
 
 /// What `stop_deployment` did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StopDeployment {
     /// The model was deployed in a worker: it serves in this process again and its
     /// worker is gone.
     BackInProcess,
+    /// The model was deployed in a worker but is gone from the model repository (its
+    /// directory removed): its worker is gone and its deployment forgotten, and
+    /// nothing serves it. It is not marked stopped: should its directory come back,
+    /// it is served in this process as any other model. `reason` says why it cannot
+    /// be served ("its directory is gone from the model repository").
+    EndedModelGone { reason: String },
     /// The model served in this process: it is stopped.
     Stopped,
 }
@@ -175,7 +181,9 @@ pub enum StopDeployment {
 /// meanwhile), then forwarding stops and the worker drains and goes; when no
 /// version loads here (503), or the load outlives the management timeout (504,
 /// the load undone when it finishes: [`load_back_in_process`]), nothing changes
-/// and the worker keeps serving. Any other model stops ([`stop_model`]).
+/// and the worker keeps serving. A deployed model that is gone from the model
+/// repository cannot come back here: its deployment ends and its worker goes
+/// ([`end_deployment_of_gone_model`]). Any other model stops ([`stop_model`]).
 pub async fn stop_deployment(
     state: &Arc<ServerState>,
     model: &str,
@@ -197,6 +205,16 @@ pub async fn stop_deployment(
     // From here on it runs to its end even if its caller leaves: a hand-back cut
     // short would leave a worker running that nothing tracks.
     to_the_end(async move {
+        let gone = {
+            let (sources, name) = (sources.clone(), model.clone());
+            tokio::task::spawn_blocking(move || gone_from_repository(&sources, &name))
+                .await
+                .map_err(|e| ApiError::Internal(format!("model operation failed: {e}")))?
+        };
+        if let Some(why) = gone {
+            return end_deployment_of_gone_model(&state, &workers, &model, lock, &caller, why)
+                .await;
+        }
         if let Some(store) = &state.store {
             let ended = ModelSettings {
                 model: model.clone(),
@@ -222,6 +240,80 @@ pub async fn stop_deployment(
         Ok(StopDeployment::BackInProcess)
     })
     .await
+}
+
+/// Why a deployed model can no longer be served from the model repository, if it
+/// cannot: its directory is gone (removed by hand while it was deployed), or the
+/// model config list in force leaves it out. Such a model cannot be loaded back in
+/// this process, so ending its deployment cannot wait for that. Blocking (it looks
+/// at the repository as a deploy does).
+pub(crate) fn gone_from_repository(
+    sources: &crate::sources::Sources,
+    model: &str,
+) -> Option<String> {
+    match sources.deployable_dir(model) {
+        Err(SourcesError::NotFound(why)) => {
+            let dir_gone = sources.model_dir(model).is_ok_and(|d| !d.dir.is_dir());
+            Some(if dir_gone {
+                "its directory is gone from the model repository".to_string()
+            } else {
+                why
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The end of a deployment whose model is gone from the model repository
+/// ([`gone_from_repository`]): recorded in the store first (with the store down
+/// nothing changes: 503), then the deployment is forgotten here and the worker
+/// drains and stops, all under the model's lock (`lock`, released only once the
+/// worker is gone, so no deploy can come between), and the stop goes to the audit
+/// trail with why nothing serves the model now.
+async fn end_deployment_of_gone_model(
+    state: &Arc<ServerState>,
+    workers: &Arc<crate::workers::Supervisor>,
+    model: &str,
+    lock: crate::sources::ModelGuard,
+    caller: &Caller,
+    why: String,
+) -> Result<StopDeployment, ApiError> {
+    if let Some(store) = &state.store {
+        let ended = ModelSettings {
+            model: model.to_string(),
+            stopped: false,
+            deployment: None,
+        };
+        store
+            .save_model_settings(&ended, &settings_now(&state.sources, model))
+            .await?;
+    }
+    let (sources, name) = (state.sources.clone(), model.to_string());
+    let lock = tokio::task::spawn_blocking(move || {
+        sources.forget_deployment_locked(&name, &lock);
+        lock
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("ending model {model:?}'s deployment failed: {e}")))?;
+    workers.stop(model).await;
+    drop(lock);
+    tracing::info!(
+        model,
+        "deployment ended; {why}, so nothing serves the model"
+    );
+    audit(
+        state,
+        caller,
+        EventKind::Stop,
+        model,
+        None,
+        serde_json::json!({
+            "deployment": "ended",
+            "serving": "nowhere",
+            "reason": format!("{why}, so it cannot be served in-process"),
+        }),
+    );
+    Ok(StopDeployment::EndedModelGone { reason: why })
 }
 
 /// Where a load back in process stands between the caller and the blocking

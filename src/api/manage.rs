@@ -26,6 +26,7 @@
 use std::sync::Arc;
 
 // Deployments live in their own file; their API stays here with the rest.
+pub(crate) use super::deploy::gone_from_repository;
 pub use super::deploy::{deploy, stop_deployment, DeployRequest, StopDeployment};
 pub(super) use super::status::{describe_failures, summary_under_lock};
 pub use super::status::{model_summary, models_status, ModelSummary, VersionSummary};
@@ -489,7 +490,10 @@ pub(super) async fn restore_model_settings(state: &ServerState, before: &ModelSe
 /// it waited for the model's lock never happens; once it starts, on its blocking
 /// thread, it runs to its end whatever its caller does. The files go out of sight
 /// first: a delete that cannot move them changes nothing, and a deployed model's
-/// worker goes only once they are gone.
+/// worker goes only once they are gone. A model deployed in a worker whose files
+/// are gone already (its directory removed by hand) is deleted too: what is left
+/// of it, its deployment and its worker, goes
+/// ([`delete_deployment_of_gone_model_locked`]).
 pub async fn delete_model(
     state: &Arc<ServerState>,
     model: &str,
@@ -507,7 +511,14 @@ pub async fn delete_model(
         // cannot be moved. With the store down (or an earlier write of the model's
         // not settled) nothing is deleted (503), so the delete's audit record is
         // never lost to an outage already known.
-        sources.check_deletable_locked(&name, &lock)?;
+        if let Err(e) = sources.check_deletable_locked(&name, &lock) {
+            if matches!(e, SourcesError::NotFound(_)) && sources.is_isolated(&name) {
+                return delete_deployment_of_gone_model_locked(
+                    &state, &runtime, &name, &lock, &caller,
+                );
+            }
+            return Err(e.into());
+        }
         let before = settings_now(&sources, &name);
         if let Some(store) = &state.store {
             runtime.block_on(store.forget_model(&name, &before))?;
@@ -540,6 +551,42 @@ pub async fn delete_model(
         Ok(())
     })
     .await
+}
+
+/// The delete of a model deployed in a worker whose directory is gone already: on
+/// the delete's blocking thread, under the model's lock, its settings leave the
+/// store (with the store down nothing changes: 503), its deployment is forgotten
+/// here, the delete is recorded in the database, and then its worker drains and
+/// stops, as in any delete.
+fn delete_deployment_of_gone_model_locked(
+    state: &ServerState,
+    runtime: &tokio::runtime::Handle,
+    name: &str,
+    lock: &crate::sources::ModelGuard,
+    caller: &Caller,
+) -> Result<(), ApiError> {
+    let before = settings_now(&state.sources, name);
+    if let Some(store) = &state.store {
+        runtime.block_on(store.forget_model(name, &before))?;
+    }
+    state.sources.forget_deployment_locked(name, lock);
+    if let Some(store) = &state.store {
+        runtime.block_on(store.record_now(
+            EventKind::Delete,
+            name,
+            None,
+            serde_json::json!({
+                "files": "already gone from the model repository",
+                "deployment": "ended",
+            }),
+            caller.client.clone(),
+            caller.actor.clone(),
+        ));
+    }
+    if let Some(workers) = state.workers.get() {
+        runtime.block_on(workers.stop(name));
+    }
+    Ok(())
 }
 
 /// Runs the rest of a management operation on a task of its own and waits for it.

@@ -333,7 +333,9 @@ async fn deploy(
     params(("model_id" = String, Path, description = "The model's name")),
     responses(
         (status = 200, description = "Stopped, its files kept; a model deployed in a worker \
-            process is served in-process again instead (`in_process: true`)", body = ModelChangeResponse),
+            process is served in-process again instead (`in_process: true`), or, when its \
+            directory is gone from the model repository, its deployment ends and nothing \
+            serves it (`in_process: false`)", body = ModelChangeResponse),
         (status = 400, description = "Malformed model name", body = ErrorBody),
         (status = 404, description = "No such model", body = ErrorBody),
         (status = 409, description = "Another operation holds the model, or the request conflicts with its state", body = ErrorBody),
@@ -359,6 +361,16 @@ async fn stop_deployment(
             "model_id": model,
             "stopped": false,
             "in_process": true,
+        }),
+        manage::StopDeployment::EndedModelGone { reason } => json!({
+            "message": format!(
+                "model {model}'s deployment is ended and its worker process stopped: \
+                 {reason}, so nothing serves it (should it come back, it is served \
+                 in-process)"
+            ),
+            "model_id": model,
+            "stopped": false,
+            "in_process": false,
         }),
     };
     Ok(Json(answer))
@@ -694,8 +706,9 @@ mod schema {
         stopped: bool,
         #[schema(required = false)]
         deleted: bool,
-        /// Set by `stop_deployment` when the model left its worker process and is
-        /// served in-process again.
+        /// Set by `stop_deployment` when the model left its worker process: `true`
+        /// when it is served in-process again, `false` when its directory is gone
+        /// from the model repository and nothing serves it.
         #[schema(required = false)]
         in_process: bool,
     }

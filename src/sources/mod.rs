@@ -684,11 +684,14 @@ impl Sources {
         guard(&self.deployments).get(name).cloned()
     }
 
-    /// Checks that a model can be stopped (a valid name the server knows).
+    /// Checks that a model can be stopped (a valid name the server knows). A model
+    /// deployed in a worker is known even once its directory is gone: stopping it
+    /// is how its worker goes.
     pub fn check_stoppable(&self, name: &str) -> Result<(), SourcesError> {
         check_name(name)?;
-        let known =
-            self.manager.model_record(name).is_some() || self.model_dirs().contains_key(name);
+        let known = self.manager.model_record(name).is_some()
+            || self.model_dirs().contains_key(name)
+            || self.is_isolated(name);
         if !known {
             return Err(SourcesError::NotFound(format!("model {name:?} not found")));
         }
