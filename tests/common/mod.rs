@@ -7,6 +7,7 @@ pub mod db_servers;
 pub mod jobs;
 pub mod nginx;
 pub mod redis_server;
+pub mod workers;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
