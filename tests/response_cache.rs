@@ -244,7 +244,9 @@ async fn a_hit_equals_the_miss_bit_for_bit_on_every_protocol_and_skips_the_backe
     );
     assert!(binary_hit.body.len() > 10 && binary_hit.body != hit.body);
 
-    // Only some outputs: another entry; asked in another order, the same one.
+    // Only some outputs: another entry. Every output in another order than the
+    // model's: another entry too; in the model's order, the entry of naming none
+    // (the request above), answered in the order asked.
     let mut one = v2_body(other);
     one["outputs"] = json!([{ "name": "probabilities" }]);
     assert_eq!(
@@ -1116,4 +1118,88 @@ async fn redis_killed_under_load_fails_no_prediction_and_hits_resume_after_resta
     assert_eq!(failed.load(Ordering::Relaxed), 0, "no prediction failed");
     assert!(answered.load(Ordering::Relaxed) > 50);
     Arc::try_unwrap(server).ok().unwrap().stop().await;
+}
+
+/// A request naming every output the model answers unasked, in its order, is the
+/// same answer as one naming none, and shares its entry: a KServe V2 request
+/// listing them, and the simple API, which always names its outputs (both missed
+/// after the same request naming none). Classify, which asks for its scores only,
+/// shares with a predict asking that output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn naming_every_output_in_the_models_order_shares_the_entry_of_naming_none() {
+    let repo = tempfile::tempdir().unwrap();
+    install_model(repo.path(), "all_lr", 1, &root_path(IRIS_LR));
+    write_config(repo.path(), "all_lr", &format!("{FEATURES}{CACHE_ON}"));
+    let server = TestServer::start_with(settings(repo.path())).await;
+
+    // KServe V2: none, then every output listed.
+    let none = v2_infer(&server, "all_lr", ROW).await;
+    assert_eq!((none.status, none.cache.as_deref()), (200, Some("miss")));
+    let runs = model_runs(&server, "all_lr", 1).await;
+    let mut listed = v2_body(ROW);
+    listed["outputs"] = json!([{ "name": "label" }, { "name": "probabilities" }]);
+    let every = post(&server, "/v2/models/all_lr/infer", &listed).await;
+    assert_eq!(
+        (every.status, every.cache.as_deref()),
+        (200, Some("hit")),
+        "{every:?}"
+    );
+    assert_eq!(every.body, none.body, "the same answer");
+    assert_eq!(model_runs(&server, "all_lr", 1).await, runs);
+    // Another order is an entry of its own (a hit would be given as stored, in
+    // the order it was asked, to the next request naming none).
+    listed["outputs"] = json!([{ "name": "probabilities" }, { "name": "label" }]);
+    let swapped = post(&server, "/v2/models/all_lr/infer", &listed).await;
+    assert_eq!(swapped.cache.as_deref(), Some("miss"));
+
+    // The simple API after a TF Serving predict of the same row.
+    let row = [6.0, 2.9, 4.5, 1.5];
+    let tfs = tfs_predict(&server, "all_lr", row).await;
+    assert_eq!((tfs.status, tfs.cache.as_deref()), (200, Some("miss")));
+    let simple = post(
+        &server,
+        "/predict",
+        &json!({ "model_id": "all_lr", "features": row }),
+    )
+    .await;
+    assert_eq!(
+        (simple.status, simple.cache.as_deref()),
+        (200, Some("hit")),
+        "{simple:?}"
+    );
+    let (tfs, simple) = (tfs.json(), simple.json());
+    assert_eq!(
+        simple["probabilities"], tfs["predictions"][0]["probabilities"],
+        "{simple} {tfs}"
+    );
+    // ... and the other way round.
+    let row = [6.3, 3.3, 6.0, 2.5];
+    let simple = post(
+        &server,
+        "/predict",
+        &json!({ "model_id": "all_lr", "features": row }),
+    )
+    .await;
+    assert_eq!(simple.cache.as_deref(), Some("miss"), "{simple:?}");
+    assert_eq!(
+        tfs_predict(&server, "all_lr", row).await.cache.as_deref(),
+        Some("hit")
+    );
+
+    // Classify asks for the scores alone: the entry of a predict asking that output.
+    let row = [4.9, 3.0, 1.4, 0.2];
+    let mut scores = v2_body(row);
+    scores["outputs"] = json!([{ "name": "probabilities" }]);
+    let predicted = post(&server, "/v2/models/all_lr/infer", &scores).await;
+    assert_eq!(predicted.cache.as_deref(), Some("miss"));
+    let classify = json!({ "examples": [{
+        "sepal_length": 4.9, "sepal_width": 3.0, "petal_length": 1.4, "petal_width": 0.2
+    }] });
+    let classified = post(&server, "/v1/models/all_lr:classify", &classify).await;
+    assert_eq!(
+        (classified.status, classified.cache.as_deref()),
+        (200, Some("hit")),
+        "{classified:?}"
+    );
+    server.stop().await;
 }

@@ -285,15 +285,18 @@ async fn run(
                 && signature_name.is_empty() =>
         {
             handle.content().map(|content| {
+                // Every output named in the model's order is the answer to none.
+                let backend = &handle.backend;
+                let unasked = backend
+                    .signature()
+                    .outputs
+                    .iter()
+                    .map(|o| o.name.as_str())
+                    .filter(|name| backend.answers_unasked(name));
+                let outputs = crate::cache::key::keyed_outputs(&request.outputs, unasked);
                 (
                     cache,
-                    CacheKey::new(
-                        &handle.model,
-                        handle.version,
-                        content,
-                        &inputs,
-                        &request.outputs,
-                    ),
+                    CacheKey::new(&handle.model, handle.version, content, &inputs, outputs),
                 )
             })
         }

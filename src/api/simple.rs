@@ -96,6 +96,11 @@ pub async fn simple_predict(
         (_, Some(scores)) if !wanted.iter().any(|w| w == scores) => wanted.push(scores.to_string()),
         _ => {}
     }
+    // In the model's order (the answer is read by name): naming every output the
+    // model answers unasked so, the request shares cache entries with a predict
+    // that names none (`cache::key::keyed_outputs`).
+    let outputs = &handle.backend.signature().outputs;
+    wanted.sort_by_key(|name| outputs.iter().position(|o| o.name == *name));
 
     // Run on the very version resolved above, so that a swap in between can neither
     // change the model under the features laid out for it nor, by resolving it

@@ -22,7 +22,11 @@
 //!    raw bytes are the same request;
 //! 4. the number of requested outputs (0: every output), then their names in byte
 //!    order. Their order in the request only orders the answer, which a hit
-//!    rebuilds in the order asked.
+//!    rebuilds in the order asked. A list that names exactly the outputs a request
+//!    naming none is answered with, in the model's order, is that same answer and
+//!    is keyed as none ([`keyed_outputs`]): the simple API, which always names its
+//!    outputs, and a KServe V2 request listing every output share entries with a
+//!    request that names none.
 //!
 //! Nothing else changes the tensors: the protocol, TF Serving's signature name
 //! (the default one, or its classification / regression aliases: a request naming
@@ -30,8 +34,10 @@
 //! KServe's `binary_data` parameters, the response format and classify / regress
 //! versus predict only change how the same tensors are encoded or laid out into an
 //! answer, and that happens after the cache, per request. (Classify and regress run
-//! through predict with the examples laid out as the model's input and the output
-//! they read named, both of which are in the key.)
+//! through predict with the examples laid out as the model's input and the one
+//! output they read named, both of which are in the key: they share entries with a
+//! predict of the same rows asking that output, or asking none when it is the only
+//! output the model answers unasked.)
 //!
 //! The encoding is unambiguous: lengths and counts come before what they measure,
 //! and the shape and dtype fix the byte length of fixed-size data.
@@ -105,6 +111,32 @@ impl CacheKey {
 
     pub fn to_hex(self) -> String {
         blake3::Hash::from_bytes(self.0).to_hex().to_string()
+    }
+}
+
+/// The requested outputs as the key counts them: none when `requested` names
+/// exactly the outputs a request naming none is answered with (`answered_unasked`:
+/// the signature's outputs the backend gives unasked, in the signature's order), as
+/// it is the same answer, the same tensors in the same order; else `requested`.
+///
+/// Only the signature's order: an answer stored for a request naming none is given
+/// as stored to the next request naming none, so what is stored under that key
+/// must be in the order such a request gets from the model. Another order keeps its
+/// own entry (shared by every order but this one, as the key sorts the names).
+pub fn keyed_outputs<'a, 'b>(
+    requested: &'a [String],
+    answered_unasked: impl IntoIterator<Item = &'b str>,
+) -> &'a [String] {
+    let mut unasked = answered_unasked.into_iter();
+    let same = !requested.is_empty()
+        && requested
+            .iter()
+            .all(|name| unasked.next() == Some(name.as_str()))
+        && unasked.next().is_none();
+    if same {
+        &[]
+    } else {
+        requested
     }
 }
 
@@ -296,6 +328,42 @@ mod tests {
             key("m", 1, &[a.clone(), b.clone()], &["p", "q"]),
             key("m", 1, &[b, a], &["q", "p"])
         );
+    }
+
+    /// A list naming exactly the outputs a request naming none gets, in the
+    /// signature's order, is keyed as none (the simple API and a V2 request listing
+    /// every output missed after the same request naming none); a subset, a list
+    /// in another order, or one naming an output given only when asked is not.
+    #[test]
+    fn every_output_named_in_the_models_order_is_keyed_as_none() {
+        let x = vec![("x".to_string(), f32s(vec![1, 2], vec![1.0, 2.0]))];
+        let names = |v: &[&str]| -> Vec<String> { v.iter().map(|s| s.to_string()).collect() };
+        let keyed = |requested: &[&str], unasked: &[&str]| {
+            let requested = names(requested);
+            let outputs = keyed_outputs(&requested, unasked.iter().copied());
+            CacheKey::new("m", 1, &[7; 32], &x, outputs)
+        };
+        let none = key("m", 1, &x, &[]);
+        let model = ["label", "probabilities"];
+        assert_eq!(keyed(&["label", "probabilities"], &model), none);
+        assert_eq!(keyed(&[], &model), none);
+        assert_eq!(keyed(&["label"], &["label"]), none, "a model's only output");
+        for (requested, unasked) in [
+            (&["probabilities", "label"][..], &model[..]),
+            (&["label"], &model),
+            (&["probabilities"], &model),
+            (&["label", "probabilities", "label"], &model),
+            (&["label", "probabilities", "vector"], &model),
+            (
+                &["label", "probabilities"],
+                &["label", "probabilities", "vector"],
+            ),
+        ] {
+            let requested_key = key("m", 1, &x, requested);
+            assert_eq!(keyed(requested, unasked), requested_key, "{requested:?}");
+            assert_ne!(requested_key, none, "{requested:?} of {unasked:?}");
+        }
+        assert_eq!(keyed_outputs(&[], model.iter().copied()), &[] as &[String]);
     }
 
     #[test]

@@ -84,11 +84,16 @@ pub struct WorkerArgs {
 /// What a worker takes from its main server's settings: the bounds on one request,
 /// which it enforces on its port as the main server does on its own (so that a
 /// deployed model answers a request past one — 413, 408, RESOURCE_EXHAUSTED — as an
-/// in-process one does), and the defaults for what the model's `config.toml` leaves
-/// out (TF Serving's `--enable_batching`, `--batching_parameters_file`, ...).
+/// in-process one does), the defaults for what the model's `config.toml` leaves
+/// out (TF Serving's `--enable_batching`, `--batching_parameters_file`, ...), and
+/// the response cache's tiers (so that `[cache]` means for a deployed model what it
+/// means in process: the same in-process tier, off where it is off, and the shared
+/// Redis tier).
 /// The flags are the `serve` command's (the defaults' one is the worker's own);
 /// [`Inherited::of`] reads every one from the main server's settings and
-/// [`Inherited::args`] writes them from clap's own names.
+/// [`Inherited::args`] writes them from clap's own names. The Redis URL, which may
+/// hold a password, is no flag: it travels in the worker's environment
+/// ([`Inherited::environment`]), as the supervisor's token does.
 #[derive(Debug, Clone, Default, PartialEq, clap::Args, serde::Serialize)]
 pub struct Inherited {
     #[arg(long, value_name = "ROWS")]
@@ -124,6 +129,28 @@ pub struct Inherited {
     /// (batching, labels of unavailable versions, warm-up), as JSON
     #[arg(long, value_name = "JSON", value_parser = parse_model_defaults)]
     pub model_defaults: Option<ModelDefaults>,
+    /// The in-process response cache tier's size (0: off); a worker keeps at most
+    /// a quarter of its memory limit ([`WorkerArgs::settings`]).
+    #[arg(long, value_name = "BYTES")]
+    pub cache_max_bytes: Option<u64>,
+    /// How long a request waits for a Redis cache lookup.
+    #[arg(long, value_name = "MILLISECONDS")]
+    pub redis_timeout_ms: Option<u64>,
+    /// The Redis tier's URL: in the environment ([`REDIS_URL_ENV`]), never on the
+    /// command line, which every user of the machine may read.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub redis_url: Option<RedisUrl>,
+}
+
+/// A Redis URL, which may hold a password: its `Debug` shows it without one.
+#[derive(Clone, PartialEq)]
+pub struct RedisUrl(pub String);
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", crate::store::pool::redact(&self.0))
+    }
 }
 
 fn parse_applied_deployment(text: &str) -> Result<AppliedDeployment, String> {
@@ -152,7 +179,21 @@ impl Inherited {
             max_served_versions_per_model: Some(settings.max_served_versions_per_model),
             file_system_poll_wait_seconds: Some(settings.file_system_poll_wait.as_secs_f64()),
             model_defaults: Some(settings.model_defaults.clone()),
+            cache_max_bytes: Some(settings.cache_max_bytes),
+            redis_timeout_ms: Some(
+                u64::try_from(settings.redis_timeout.as_millis()).unwrap_or(u64::MAX),
+            ),
+            redis_url: settings.redis_url.clone().map(RedisUrl),
         }
+    }
+
+    /// The worker's environment for these settings: what may be secret, which
+    /// [`WorkerArgs::take_supervisor_token`] takes out of it at the worker's start.
+    pub fn environment(&self) -> Vec<(&'static str, String)> {
+        self.redis_url
+            .iter()
+            .map(|url| (REDIS_URL_ENV, url.0.clone()))
+            .collect()
     }
 
     /// The worker's command-line flags for these settings: `--<clap's long name>=<value>`
@@ -185,20 +226,38 @@ impl Inherited {
 /// its environment at start, so nothing it starts inherits it.
 pub const SUPERVISOR_TOKEN_ENV: &str = "FERROSERVE_SUPERVISOR_TOKEN";
 
+/// The environment variable a worker's supervisor passes the main server's
+/// `--redis-url` in (it may hold a password); removed at start as the token is.
+pub const REDIS_URL_ENV: &str = "FERROSERVE_WORKER_REDIS_URL";
+
+/// The share of its memory limit a worker's in-process cache tier may fill at most
+/// (1 in 4): the tier lives inside the limit, beside the model, and a deployment
+/// whose limit is smaller than `--cache-max-bytes` (256 MiB by default) would
+/// otherwise be killed as its cache fills.
+const CACHE_SHARE_OF_MEMORY_LIMIT: u64 = 4;
+
 /// A worker's SQLite store, in its state directory: what it records (sampled
 /// predictions, its events) until the main server moves it into its own store.
 pub const STORE_FILE: &str = "worker.db";
 
 impl WorkerArgs {
-    /// Takes the supervisor's token out of the environment (keeping only its hash).
-    /// Called before any other thread starts: changing the environment is not
-    /// thread-safe.
+    /// Takes what the supervisor passes in the environment out of it, so nothing
+    /// the worker starts inherits it: its token (keeping only its hash) and the main
+    /// server's Redis URL ([`REDIS_URL_ENV`]). Called before any other thread
+    /// starts: changing the environment is not thread-safe.
     pub fn take_supervisor_token(&mut self) {
         if let Some(token) = std::env::var_os(SUPERVISOR_TOKEN_ENV) {
             std::env::remove_var(SUPERVISOR_TOKEN_ENV);
             let token = token.to_string_lossy();
             if !token.is_empty() {
                 self.supervisor_token_sha256 = Some(crate::auth::token_sha256(&token));
+            }
+        }
+        if let Some(url) = std::env::var_os(REDIS_URL_ENV) {
+            std::env::remove_var(REDIS_URL_ENV);
+            let url = url.to_string_lossy();
+            if !url.is_empty() {
+                self.inherited.redis_url = Some(RedisUrl(url.into_owned()));
             }
         }
     }
@@ -234,6 +293,9 @@ impl WorkerArgs {
             max_header_bytes: self.inherited.max_header_bytes,
             max_served_versions_per_model: self.inherited.max_served_versions_per_model,
             file_system_poll_wait_seconds: self.inherited.file_system_poll_wait_seconds,
+            cache_max_bytes: self.inherited.cache_max_bytes,
+            redis_url: self.inherited.redis_url.as_ref().map(|url| url.0.clone()),
+            redis_timeout_ms: self.inherited.redis_timeout_ms,
             // Stopping drains for at most this long; the supervisor kills later.
             shutdown_timeout_secs: Some(8.0),
             ..ServeArgs::default()
@@ -250,6 +312,17 @@ impl WorkerArgs {
         settings.supervisor_token_sha256 = self.supervisor_token_sha256;
         settings.management_server = Some(self.main_server.clone().unwrap_or_default());
         settings.worker_deployment = self.deployment.clone();
+        // The in-process cache tier is memory of this process, inside its limit.
+        let memory_limit = self
+            .deployment
+            .as_ref()
+            .and_then(|d| d.memory_limit.as_deref())
+            .and_then(|limit| super::resources::parse_memory(limit).ok());
+        if let Some(limit) = memory_limit {
+            settings.cache_max_bytes = settings
+                .cache_max_bytes
+                .min(limit / CACHE_SHARE_OF_MEMORY_LIMIT);
+        }
         Ok(settings)
     }
 
@@ -469,6 +542,92 @@ mod tests {
         for bad in ["{}", "500m", r#"{"cpu_limit": 1}"#] {
             assert!(Cli::try_parse_from(argv(bad)).is_err(), "{bad}");
         }
+    }
+
+    /// The response cache's tiers reach a worker as its main server has them (a
+    /// deployed model kept a 256 MiB tier of its own under `--cache-max-bytes 0`,
+    /// and never used `--redis-url`): the sizes and the timeout as flags, the Redis
+    /// URL, which may hold a password, only in the environment; and the in-process
+    /// tier keeps within a quarter of the deployment's memory limit.
+    #[test]
+    fn a_worker_takes_the_response_cache_of_its_main_server() {
+        use crate::workers::limits::Enforcement;
+        let url = "redis://:s3cretPW@cache.example:6380/2";
+        let main = ServeArgs {
+            cache_max_bytes: Some(0),
+            redis_url: Some(url.into()),
+            redis_timeout_ms: Some(40),
+            ..ServeArgs::default()
+        }
+        .into_settings()
+        .unwrap();
+        let inherited = Inherited::of(&main);
+        let args = inherited.args();
+        assert!(
+            args.contains(&"--cache-max-bytes=0".to_string()),
+            "{args:?}"
+        );
+        assert!(
+            args.contains(&"--redis-timeout-ms=40".to_string()),
+            "{args:?}"
+        );
+        assert!(!args.iter().any(|a| a.contains("s3cretPW")), "{args:?}");
+        assert!(!format!("{inherited:?}").contains("s3cretPW"));
+        assert_eq!(
+            inherited.environment(),
+            vec![(REDIS_URL_ENV, url.to_string())]
+        );
+        assert!(Inherited::of(&Settings::default()).environment().is_empty());
+
+        let argv = |extra: &[String]| {
+            let mut argv: Vec<String> = [
+                "worker",
+                "--model",
+                "m",
+                "--model-dir",
+                "/models/m",
+                "--rest-addr",
+                "127.0.0.1:1",
+                "--state-dir",
+                "/state/m-1",
+            ]
+            .map(String::from)
+            .to_vec();
+            argv.extend_from_slice(extra);
+            argv
+        };
+        let mut worker = Cli::try_parse_from(argv(&args)).unwrap().worker;
+        // What `take_supervisor_token` reads from `REDIS_URL_ENV`.
+        worker.inherited.redis_url = inherited.redis_url.clone();
+        let s = worker.settings().unwrap();
+        assert_eq!(s.cache_max_bytes, 0);
+        assert_eq!(s.redis_url.as_deref(), Some(url));
+        assert_eq!(s.redis_timeout, Duration::from_millis(40));
+
+        // A memory limit bounds the in-process tier to a quarter of it.
+        let limited = |memory_limit: &str, cache_max_bytes: u64| {
+            let applied = AppliedDeployment::of(
+                &Deployment {
+                    memory_limit: Some(memory_limit.into()),
+                    ..Deployment::default()
+                },
+                crate::workers::Enforcements {
+                    cpu_limit: Enforcement::None,
+                    memory_limit: Enforcement::Cgroup,
+                    timeout: Enforcement::None,
+                },
+            );
+            let mut extra = vec![
+                "--deployment".to_string(),
+                serde_json::to_string(&applied).unwrap(),
+            ];
+            extra.push(format!("--cache-max-bytes={cache_max_bytes}"));
+            let worker = Cli::try_parse_from(argv(&extra)).unwrap().worker;
+            worker.settings().unwrap().cache_max_bytes
+        };
+        assert_eq!(limited("256Mi", 256 << 20), 64 << 20);
+        assert_eq!(limited("4Gi", 256 << 20), 256 << 20);
+        assert_eq!(limited("256Mi", 0), 0);
     }
 
     /// `Inherited::args` writes a flag for every field, under clap's own name: what

@@ -76,9 +76,9 @@ impl Spawner {
 }
 
 /// The command line of `slot`'s worker: its flags, its environment (the
-/// supervisor's `token`, none of the main server's settings) and what runs in the
-/// child between fork and exec (cgroups, cores, address-space limit, parent-death
-/// signal).
+/// supervisor's `token`, the inherited Redis URL, none of the main server's other
+/// settings) and what runs in the child between fork and exec (cgroups, cores,
+/// address-space limit, parent-death signal).
 pub(super) fn command(
     c: &WorkerConfig,
     token: &str,
@@ -163,8 +163,10 @@ pub(super) fn command(
             command.env_remove(&key);
         }
     }
-    // In the environment, not on the command line (which every user may read).
+    // In the environment, not on the command line (which every user may read): the
+    // token, and the inherited settings that may be secret (the Redis URL).
     command.env(crate::workers::worker::SUPERVISOR_TOKEN_ENV, token);
+    command.envs(c.inherited.environment());
     command
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::inherit())
