@@ -1812,3 +1812,203 @@ async fn every_kind_of_source_trains_the_same_model() {
     }
     server.stop().await;
 }
+
+/// A score job's CSV output as the labels and class probabilities of its rows.
+fn scored_rows(path: &Path) -> (Vec<Value>, Vec<Vec<f64>>) {
+    let (header, rows) = read_csv(path);
+    let label = header.iter().position(|h| h == "label").unwrap();
+    let labels = rows.iter().map(|r| json!(r[label])).collect();
+    let proba = rows
+        .iter()
+        .map(|r| {
+            header
+                .iter()
+                .zip(r)
+                .filter(|(h, _)| h.starts_with("probabilities_"))
+                .map(|(_, v)| v.parse().unwrap())
+                .collect()
+        })
+        .collect();
+    (labels, proba)
+}
+
+/// A categorical column of numbers has the numbers for categories, as pandas reads
+/// it, whatever the format wrote them, and every way of sending a value reaches the
+/// same category: trained from a CSV that writes `1.0` (as pandas writes a float
+/// column), the simple API's `1.0`, `1`, `"1.0"` and `" 1 "` are one category, and
+/// score jobs over JSON lines (floats, and text), a CSV of `1`, and a SQLite `REAL`
+/// column answer the job's own predictions. Before, the CSV's categories were its
+/// texts (`"1.0"`): a JSON number 1.0 went in as `1`, an unseen category, and
+/// answered "no" where the text `"1.0"` answered "yes"; trained from JSON lines, a
+/// CSV's `1.0` was unseen; a CSV mixing `1` and `1.0` learned two categories.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn number_categories_are_the_same_from_every_format_and_api() {
+    let env = env();
+    let server = TestServer::start_with(settings(&env)).await;
+    let ks = ["1.0", "2.0", "3.0"];
+    let row = |i: usize| {
+        let k = i % 3;
+        let x = ((i * 7) % 10) as f64 / 10.0;
+        let yes = match k {
+            0 => i % 9 != 3,
+            _ => i.is_multiple_of(11),
+        };
+        (k, x, if yes { "yes" } else { "no" })
+    };
+    // The training file (k as pandas writes floats), and the same rows written the
+    // other ways: the integers' text, JSON floats, JSON text, a CSV mixing both.
+    let (mut csv, mut ints, mut mixed) = (
+        String::from("k,x,y\n"),
+        String::from("k,x\n"),
+        String::from("k,x,y\n"),
+    );
+    let (mut floats, mut texts) = (String::new(), String::new());
+    for i in 0..90 {
+        let (k, x, y) = row(i);
+        csv.push_str(&format!("{},{x},{y}\n", ks[k]));
+        ints.push_str(&format!("{},{x}\n", k + 1));
+        let either = if i % 2 == 0 {
+            ks[k].to_string()
+        } else {
+            (k + 1).to_string()
+        };
+        mixed.push_str(&format!("{either},{x},{y}\n"));
+        floats.push_str(&format!(
+            "{}\n",
+            json!({"k": (k + 1) as f64, "x": x, "y": y})
+        ));
+        texts.push_str(&format!(
+            "{}\n",
+            json!({"k": format!(" {} ", ks[k]), "x": x})
+        ));
+    }
+    for (name, text) in [
+        ("kfl.csv", &csv),
+        ("kfl_ints.csv", &ints),
+        ("kfl_mixed.csv", &mixed),
+        ("kfl.jsonl", &floats),
+        ("kfl_text.jsonl", &texts),
+    ] {
+        std::fs::write(env.data.join(name), text).unwrap();
+    }
+    let db = env.data.join("kfl.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=rwc", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("create table kfl (k real, x real)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    for i in 0..90 {
+        let (k, x, _) = row(i);
+        sqlx::query("insert into kfl values (?, ?)")
+            .bind((k + 1) as f64)
+            .bind(x)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+    let train = |model: &str, path: &str| {
+        json!({"kind": "train", "spec": {
+            "model": model, "source": {"path": path},
+            "schema": {"label": {"key": "y"}, "features": [{"key": "k"}, {"key": "x"}],
+                       "categorical": ["k"]},
+            "algorithm": {"name": "logistic_regression"}, "cv": {"folds": 3}}})
+    };
+    // What training.json records of k: its categories, and that they are numbers.
+    let categories = |model: &str| -> (Value, Value) {
+        let training: Value = serde_json::from_slice(
+            &std::fs::read(env.repo.join(format!("{model}/1/training.json"))).unwrap(),
+        )
+        .unwrap();
+        let k = &training["encodings"].as_array().unwrap()[1];
+        assert_eq!(k["key"], "k", "{model}: {k}");
+        (k["categories"].clone(), k["numeric"].clone())
+    };
+    let score = |model: &str, source: Value, sink: &str| {
+        json!({"kind": "score", "spec": {"model": model, "source": source,
+               "sink": {"path": sink}}})
+    };
+
+    let result = succeeded(&server, train("kfl", "kfl.csv")).await;
+    // The simple API: a JSON number, an integer, the text as the CSV wrote it, with
+    // spaces, all answer as the job's own model did for row 0 (k = 1.0, x = 0).
+    let (x0, own) = (row(0).1, &result["sample_predictions"]);
+    assert_eq!(own["labels"][0], "yes", "{result}");
+    for k in [
+        json!(1.0),
+        json!(1),
+        json!("1.0"),
+        json!(" 1 "),
+        json!("1e0"),
+    ] {
+        let (status, got) = server
+            .post_json(
+                "/predict",
+                &json!({"model_id": "kfl", "features": {"k": k, "x": x0}}),
+            )
+            .await;
+        assert_eq!(status, 200, "{k}: {got}");
+        assert_eq!(got["prediction"], own["labels"][0], "{k}: {got}");
+        for (c, p) in got["probabilities"].as_array().unwrap().iter().enumerate() {
+            let own = own["probabilities"][0][c].as_f64().unwrap();
+            assert!((p.as_f64().unwrap() - own).abs() < 1e-5, "{k}: {got}");
+        }
+    }
+    // Text that is no number stays an unseen category (all zeros), still an answer.
+    let (status, unseen) = server
+        .post_json(
+            "/predict",
+            &json!({"model_id": "kfl", "features": {"k": "abc", "x": x0}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{unseen}");
+    assert_ne!(unseen["probabilities"], own["probabilities"][0], "{unseen}");
+    // Score jobs over every other way of writing k answer the job's own predictions.
+    let db_url = json!({"url": "sqlite://kfl.db", "query": "select k, x from kfl"});
+    for (source, sink) in [
+        (json!({"path": "kfl.csv"}), "csv.out.csv"),
+        (json!({"path": "kfl_ints.csv"}), "ints.out.csv"),
+        (json!({"path": "kfl.jsonl"}), "floats.out.csv"),
+        (json!({"path": "kfl_text.jsonl"}), "texts.out.csv"),
+        (db_url, "sqlite.out.csv"),
+    ] {
+        let job = finished(
+            &server,
+            &submit(&server, score("kfl", source.clone(), sink)).await,
+        )
+        .await;
+        assert_eq!(job["state"], "succeeded", "{source}: {job}");
+        let (labels, proba) = scored_rows(&env.data.join(sink));
+        assert_same_as_job(&result, &labels, &proba);
+    }
+    assert_eq!(categories("kfl"), (json!(["1", "2", "3"]), json!(true)));
+
+    // The other way round: trained from JSON floats, scoring a CSV of `1.0`.
+    let result = succeeded(&server, train("kfl_json", "kfl.jsonl")).await;
+    let job = finished(
+        &server,
+        &submit(
+            &server,
+            score("kfl_json", json!({"path": "kfl.csv"}), "json.out.csv"),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let (labels, proba) = scored_rows(&env.data.join("json.out.csv"));
+    assert_same_as_job(&result, &labels, &proba);
+    assert_eq!(
+        categories("kfl_json"),
+        (json!(["1", "2", "3"]), json!(true))
+    );
+
+    // A CSV writing `1` in some rows and `1.0` in others: one category each.
+    succeeded(&server, train("kfl_mixed", "kfl_mixed.csv")).await;
+    assert_eq!(
+        categories("kfl_mixed"),
+        (json!(["1", "2", "3"]), json!(true))
+    );
+    server.stop().await;
+}

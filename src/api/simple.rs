@@ -395,6 +395,7 @@ fn rows_to_columns(
                 spec,
                 imputes(handle, spec),
                 takes_nan(handle, spec),
+                numeric_categories(handle, spec),
                 column.into_iter(),
             )?;
             let shape = if spec.shape.len() == 1 {
@@ -438,6 +439,16 @@ pub fn takes_nan(handle: &ServableHandle, input: &TensorSpec) -> bool {
     !traits.trained || traits.missing_inputs.contains(&input.name)
 }
 
+/// Whether `input` is a categorical feature of a model a training job wrote whose
+/// categories are numbers (`jobs::train::numeric_categorical_inputs`): a number or
+/// a text that reads as one goes in as the number's category text (`1`, `1.0` and
+/// `"1.0"` all as `1`), as training read the column.
+fn numeric_categories(handle: &ServableHandle, input: &TensorSpec) -> bool {
+    input.dtype == DataType::Bytes
+        && handle.backend.traits().trained
+        && crate::jobs::train::numeric_categorical_inputs(handle).contains(&input.name)
+}
+
 /// The error for a missing value (JSON null) given to an input the model does not
 /// impute.
 pub fn missing_refused(input: &TensorSpec) -> ApiError {
@@ -468,15 +479,19 @@ pub fn nan_refused(
 }
 
 /// Feature values as the data of `input`: text for a string input (numbers written
-/// out), numbers otherwise (text that reads as a number is one). For an input the
-/// model imputes (`imputes`), a null or a blank text is a missing value: NaN for a
-/// number, `""` for a string, which the model fills as it was trained to.
+/// out; with `numeric_categories`, numbers and text that reads as one written as
+/// their category, `jobs::train::data::number_category`), numbers otherwise (text
+/// that reads as a number is one). For an input the model imputes (`imputes`), a
+/// null or a blank text is a missing value: NaN for a number, `""` for a string,
+/// which the model fills as it was trained to.
 fn column_data<'a>(
     input: &TensorSpec,
     imputes: bool,
     takes_nan: bool,
+    numeric_categories: bool,
     values: impl Iterator<Item = &'a FeatureValue> + Clone,
 ) -> Result<TensorData, ApiError> {
+    use crate::jobs::train::data::{float_category, text_number_category};
     let blank = |s: &str| imputes && s.trim().is_empty();
     if is_integer(input.dtype) {
         if let Some(data) = exact_integers(values.clone()) {
@@ -488,7 +503,12 @@ fn column_data<'a>(
             values
                 .map(|v| match v {
                     FeatureValue::Text(s) if blank(s) => Ok(Vec::new()),
+                    FeatureValue::Text(s) if numeric_categories => Ok(text_number_category(s)
+                        .map_or_else(|| s.as_bytes().to_vec(), String::into_bytes)),
                     FeatureValue::Text(s) => Ok(s.as_bytes().to_vec()),
+                    FeatureValue::Number(n) if numeric_categories => Ok(float_category(*n)
+                        .unwrap_or_else(|| n.to_string())
+                        .into_bytes()),
                     FeatureValue::Number(n) => Ok(n.to_string().into_bytes()),
                     FeatureValue::Missing if imputes => Ok(Vec::new()),
                     FeatureValue::Missing => Err(missing_refused(input)),
@@ -666,6 +686,7 @@ fn rows_to_tensor(
         input,
         imputes(handle, input),
         takes_nan(handle, input),
+        numeric_categories(handle, input),
         positional.iter().flatten().copied(),
     )?;
     // A rank-1 input (a text model's `[batch]` of strings) takes one value per row.
@@ -693,12 +714,12 @@ mod tests {
     fn nan_text_is_a_missing_value_only_an_imputing_input_takes() {
         let nan = [FeatureValue::Text("NaN".into()), FeatureValue::Number(1.0)];
         // A trained model's input that does not impute.
-        let e = column_data(&spec(DataType::F32), false, false, nan.iter()).unwrap_err();
+        let e = column_data(&spec(DataType::F32), false, false, false, nan.iter()).unwrap_err();
         assert!(e.to_string().contains("\"NaN\" is a missing value"), "{e}");
         // One that imputes, and any other model's input (NaN is a number to it).
         for (imputes, takes_nan) in [(true, true), (false, true)] {
             let TensorData::F64(v) =
-                column_data(&spec(DataType::F32), imputes, takes_nan, nan.iter()).unwrap()
+                column_data(&spec(DataType::F32), imputes, takes_nan, false, nan.iter()).unwrap()
             else {
                 panic!()
             };
@@ -714,7 +735,7 @@ mod tests {
             FeatureValue::integer(i64::MAX.into()),
         ];
         assert_eq!(
-            column_data(&spec(DataType::I64), false, true, values.iter()).unwrap(),
+            column_data(&spec(DataType::I64), false, true, false, values.iter()).unwrap(),
             TensorData::I64(vec![9_007_199_254_740_993, i64::MAX])
         );
         let values = [
@@ -722,38 +743,63 @@ mod tests {
             FeatureValue::Number(1.0),
         ];
         assert_eq!(
-            column_data(&spec(DataType::U64), false, true, values.iter()).unwrap(),
+            column_data(&spec(DataType::U64), false, true, false, values.iter()).unwrap(),
             TensorData::U64(vec![u64::MAX, 1])
         );
         // A text input gets the digits; a float input the nearest double, as before.
         let big = [FeatureValue::integer(9_007_199_254_740_993)];
         assert_eq!(
-            column_data(&spec(DataType::Bytes), false, true, big.iter()).unwrap(),
+            column_data(&spec(DataType::Bytes), false, true, false, big.iter()).unwrap(),
             TensorData::Bytes(vec![b"9007199254740993".to_vec()])
         );
         assert_eq!(
-            column_data(&spec(DataType::F64), false, true, big.iter()).unwrap(),
+            column_data(&spec(DataType::F64), false, true, false, big.iter()).unwrap(),
             TensorData::F64(vec![9_007_199_254_740_992.0])
         );
         // Not an integer: a double, which the cast to the input's dtype refuses.
         let half = [FeatureValue::Number(1.5)];
         assert_eq!(
-            column_data(&spec(DataType::I64), false, true, half.iter()).unwrap(),
+            column_data(&spec(DataType::I64), false, true, false, half.iter()).unwrap(),
             TensorData::F64(vec![1.5])
         );
         assert_eq!(FeatureValue::integer(3), FeatureValue::Number(3.0));
         // 2^63 is a double, but prints as ...6000: a text input gets the digits.
         let exact = [FeatureValue::integer(1 << 63)];
         assert_eq!(
-            column_data(&spec(DataType::Bytes), false, true, exact.iter()).unwrap(),
+            column_data(&spec(DataType::Bytes), false, true, false, exact.iter()).unwrap(),
             TensorData::Bytes(vec![b"9223372036854775808".to_vec()])
         );
         // A number no integer type holds, read as a double (-2^63 - 1 is then
         // exactly i64::MIN), goes as a double, which the cast refuses, as before.
         let beyond = [FeatureValue::Number(-9_223_372_036_854_775_809.0)];
         assert!(matches!(
-            column_data(&spec(DataType::I64), false, true, beyond.iter()).unwrap(),
+            column_data(&spec(DataType::I64), false, true, false, beyond.iter()).unwrap(),
             TensorData::F64(_)
         ));
+    }
+
+    #[test]
+    fn a_feature_whose_categories_are_numbers_gets_each_number_as_one_text() {
+        let text = |s: &str| FeatureValue::Text(s.into());
+        let values = [
+            FeatureValue::Number(1.0),
+            text("1.0"),
+            text(" 1 "),
+            text("01"),
+            text("abc"),
+            FeatureValue::Number(0.5),
+            text(""),
+        ];
+        let bytes =
+            |v: &[&str]| TensorData::Bytes(v.iter().map(|s| s.as_bytes().to_vec()).collect());
+        assert_eq!(
+            column_data(&spec(DataType::Bytes), true, true, true, values.iter()).unwrap(),
+            bytes(&["1", "1", "1", "1", "abc", "0.5", ""])
+        );
+        // Any other string input takes text as written.
+        assert_eq!(
+            column_data(&spec(DataType::Bytes), true, true, false, values.iter()).unwrap(),
+            bytes(&["1", "1.0", " 1 ", "01", "abc", "0.5", ""])
+        );
     }
 }

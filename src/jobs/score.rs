@@ -23,6 +23,7 @@ use serde_json::json;
 
 use super::io::{self, Value};
 use super::spec::ScoreSpec;
+use super::train::data::{float_category, text_number_category};
 use super::{JobContext, JobError};
 use crate::api::simple;
 use crate::api::{ApiError, PredictRequest, Protocol};
@@ -327,8 +328,8 @@ pub fn run(ctx: &JobContext, spec: &ScoreSpec) -> Result<serde_json::Value, JobE
             })
         })
         .collect::<Result<_, _>>()?;
-    let strict = categorical_features_refusing_missing(ctx, &spec.model, version);
-    let plans = plan_inputs(&plan, &columns, &strict)?;
+    let trained = TrainedFeatures::of(ctx, &spec.model, version);
+    let plans = plan_inputs(&plan, &columns, &trained)?;
     let (mut batch, mut out_rows): (Vec<Vec<Value>>, Vec<Vec<Value>>) = (Vec::new(), Vec::new());
 
     let mut sink: Option<Box<dyn io::Sink>> = None;
@@ -421,24 +422,35 @@ impl std::fmt::Display for RowError {
     }
 }
 
-/// The categorical features whose `missing` policy is `error`, when `model`'s
-/// `version` is a trained one (its `training.json`): their inputs refuse a blank
-/// value as training did. Empty for any other model.
-fn categorical_features_refusing_missing(
-    ctx: &JobContext,
-    model: &str,
-    version: u64,
-) -> Vec<String> {
-    let Some(training) = crate::jobs::train::training_record(&ctx.state, model, version) else {
-        return Vec::new();
-    };
-    training["encodings"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["kind"] == "categorical" && e["impute"].is_null())
-        .filter_map(|e| e["key"].as_str().map(str::to_string))
-        .collect()
+/// What a trained version's `training.json` says of its categorical features, read
+/// once per job. Both lists are empty for a model no training job wrote.
+#[derive(Default)]
+struct TrainedFeatures {
+    /// Those whose `missing` policy is `error`: their inputs refuse a blank value as
+    /// training did.
+    refusing_missing: Vec<String>,
+    /// Those whose categories are numbers (`train::numeric_categorical_features`):
+    /// a cell that is a number, or text that reads as one, goes in as its number's
+    /// category text (`train::data::number_category`).
+    numeric: Vec<String>,
+}
+
+impl TrainedFeatures {
+    fn of(ctx: &JobContext, model: &str, version: u64) -> TrainedFeatures {
+        let Some(training) = crate::jobs::train::training_record(&ctx.state, model, version) else {
+            return TrainedFeatures::default();
+        };
+        TrainedFeatures {
+            refusing_missing: training["encodings"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| e["kind"] == "categorical" && e["impute"].is_null())
+                .filter_map(|e| e["key"].as_str().map(str::to_string))
+                .collect(),
+            numeric: crate::jobs::train::numeric_categorical_features(&training),
+        }
+    }
 }
 
 /// Where one feature's cells come from: a column of the source, or the model
@@ -466,6 +478,10 @@ struct InputPlan {
     /// refused it; otherwise it would score as an unseen category). Any other
     /// string input takes `""` as text.
     blank_is_missing: bool,
+    /// Whether this input is a trained model's categorical feature whose categories
+    /// are numbers: a number, or a text that reads as one, goes in as the number's
+    /// category text (`1.0`, `"1.0"` and `" 1 "` all as `1`), as training read it.
+    numeric_categories: bool,
 }
 
 /// The plan of each input in `layout` (`api::simple::named_layout`) over the
@@ -474,7 +490,7 @@ struct InputPlan {
 fn plan_inputs(
     plan: &ScoringPlan,
     columns: &[String],
-    strict: &[String],
+    trained: &TrainedFeatures,
 ) -> Result<Vec<InputPlan>, JobError> {
     let (layout, model) = (plan.layout.clone(), &plan.model);
     let index_of = |name: &str| columns.iter().position(|c| c == name);
@@ -510,13 +526,16 @@ fn plan_inputs(
                 })
                 .collect();
             let imputes = plan.missing_inputs.contains(&spec.name);
-            let blank_is_missing = !imputes && strict.contains(&spec.name);
+            let blank_is_missing = !imputes && trained.refusing_missing.contains(&spec.name);
+            let numeric_categories =
+                spec.dtype == DataType::Bytes && trained.numeric.contains(&spec.name);
             Ok(InputPlan {
                 spec,
                 features,
                 imputes,
                 takes_nan: imputes || !plan.trained,
                 blank_is_missing,
+                numeric_categories,
             })
         })
         .collect()
@@ -610,8 +629,21 @@ fn number_cell(
 /// fills; with `blank_is_missing`, one is refused as missing.
 fn text_cell(plan: &InputPlan, row: &[Value], name: &str, cell: &Cell) -> Result<Vec<u8>, String> {
     let imputes = plan.imputes;
-    // Numbers are written as `/predict` writes a number feature (an f64's shortest form).
-    let number = |v: f64| v.to_string().into_bytes();
+    // Numbers are written as `/predict` writes a number feature: an f64's shortest
+    // form, or, to a feature whose categories are numbers, the number's category.
+    let number = |v: f64| {
+        match plan.numeric_categories {
+            true => float_category(v).unwrap_or_else(|| v.to_string()),
+            false => v.to_string(),
+        }
+        .into_bytes()
+    };
+    // Text as written, or, to a feature whose categories are numbers, the category
+    // of the number it reads as (text that is no number stays itself: unseen).
+    let text = |s: &str| match plan.numeric_categories {
+        true => text_number_category(s).map_or_else(|| s.as_bytes().to_vec(), String::into_bytes),
+        false => s.as_bytes().to_vec(),
+    };
     let blank = match cell {
         Cell::Column(i) => matches!(&row[*i], Value::Text(s) if s.trim().is_empty()),
         Cell::Default(FeatureValue::Text(s)) => s.trim().is_empty(),
@@ -626,7 +658,7 @@ fn text_cell(plan: &InputPlan, row: &[Value], name: &str, cell: &Cell) -> Result
     }
     match cell {
         Cell::Default(FeatureValue::Number(v)) => Ok(number(*v)),
-        Cell::Default(FeatureValue::Text(s)) => Ok(s.as_bytes().to_vec()),
+        Cell::Default(FeatureValue::Text(s)) => Ok(text(s)),
         Cell::Default(FeatureValue::Missing) | Cell::Column(_) if is_null(row, cell) && imputes => {
             Ok(Vec::new())
         }
@@ -635,9 +667,11 @@ fn text_cell(plan: &InputPlan, row: &[Value], name: &str, cell: &Cell) -> Result
             Value::Text(s) if imputes && s.trim().is_empty() => Ok(Vec::new()),
             Value::Null => Err(format!("column {name:?} is empty")),
             Value::Bool(b) => Ok(number(f64::from(u8::from(*b)))),
+            // An integer's own digits (an f64 would round one past 2^53).
+            Value::Int(v) if plan.numeric_categories => Ok(v.to_string().into_bytes()),
             Value::Int(v) => Ok(number(*v as f64)),
             Value::Float(v) => Ok(number(*v)),
-            Value::Text(s) => Ok(s.as_bytes().to_vec()),
+            Value::Text(s) => Ok(text(s)),
         },
     }
 }

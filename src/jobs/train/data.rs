@@ -327,11 +327,54 @@ fn is_missing(v: &Value) -> bool {
     }
 }
 
-/// A cell as category text: what the ONNX graph's string input carries.
+/// A cell as category text: what the ONNX graph's string input carries. For a
+/// column whose values are not all numbers (see [`number_category`] for one whose
+/// values are): text as written.
 pub fn category_text(v: &Value) -> String {
     match v {
         Value::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", *f as i64),
         other => other.to_text(),
+    }
+}
+
+/// A cell of a categorical column whose values are all numbers, as its category:
+/// the number, in one text whatever wrote it, as pandas reads such a column (a
+/// CSV's `1`, `1.0`, ` 1.0 ` and `1e0`, a JSON or Parquet float 1.0 and an integer 1
+/// are all the category `1`). Whole numbers are written as integers, any other
+/// number in its shortest decimal text (`0.5`). `None` for a value that is no finite
+/// number (text, a boolean, a null). The serving side writes a feature of such a
+/// column the same way before it reaches the saved graph's string input
+/// (`api::simple`, the score job), so every format and API meets the same category.
+pub fn number_category(v: &Value) -> Option<String> {
+    match v {
+        Value::Int(i) => Some(i.to_string()),
+        Value::Float(f) => float_category(*f),
+        Value::Text(s) => text_number_category(s),
+        Value::Bool(_) | Value::Null => None,
+    }
+}
+
+/// A number as [`number_category`] writes it (`None` for NaN and the infinities).
+pub fn float_category(f: f64) -> Option<String> {
+    if !f.is_finite() {
+        return None;
+    }
+    // Every whole float below 2^127 is an integer an i128 holds exactly, so its
+    // digits are the number's own (1e20 is `100000000000000000000`), the same as
+    // the text of that integer gives; -0 is `0`.
+    if f.fract() == 0.0 && f.abs() < i128::MAX as f64 {
+        return Some((f as i128).to_string());
+    }
+    Some(Value::Float(f).to_text())
+}
+
+/// A text that reads as a finite number (surrounding spaces allowed), as
+/// [`number_category`] writes it; `None` for any other text.
+pub fn text_number_category(text: &str) -> Option<String> {
+    let text = text.trim();
+    match text.parse::<i128>() {
+        Ok(i) => Some(i.to_string()),
+        Err(_) => float_category(text.parse::<f64>().ok()?),
     }
 }
 
@@ -358,6 +401,11 @@ pub enum Encoding {
         key: String,
         categories: Vec<String>,
         impute: Option<String>,
+        /// Whether every value of the column is a number: its categories are then
+        /// the numbers' texts ([`number_category`]), and a feature sent to the
+        /// saved model is written the same way first (`training.json` records it:
+        /// [`super::numeric_categorical_features`]).
+        numeric: bool,
     },
 }
 
@@ -642,6 +690,15 @@ fn encode_within(
     let mut categorical_values: Vec<Vec<Option<usize>>> = Vec::new();
     for (i, f) in &categorical {
         let col = i + 1;
+        // A column of numbers has the numbers for categories, as pandas reads it
+        // (a CSV's `1` and `1.0` are one); any other keeps each value's text.
+        let mut present = raw
+            .rows
+            .iter()
+            .map(|row| &row[col])
+            .filter(|v| !is_missing(v))
+            .peekable();
+        let numeric = present.peek().is_some() && present.all(|v| number_category(v).is_some());
         let mut texts: Vec<Option<String>> = Vec::with_capacity(n);
         for (r, row) in raw.rows.iter().enumerate() {
             let v = &row[col];
@@ -655,6 +712,8 @@ fn encode_within(
                     ));
                 }
                 texts.push(None);
+            } else if numeric {
+                texts.push(number_category(v));
             } else {
                 texts.push(Some(category_text(v)));
             }
@@ -664,6 +723,7 @@ fn encode_within(
             *counts.entry(t.as_str()).or_default() += 1;
         }
         let categories = match &f.categories {
+            Some(c) if numeric => numeric_index_map(&f.key, c).map_err(JobError::Failed)?,
             Some(c) => c.clone(),
             None => {
                 if counts.len() > max_categories {
@@ -712,6 +772,7 @@ fn encode_within(
             key: f.key.clone(),
             categories,
             impute,
+            numeric,
         });
     }
     let n_numeric = numeric.len();
@@ -748,6 +809,27 @@ fn encode_within(
         y,
         classes,
     })
+}
+
+/// A `values` map's categories (in index order) for a column of numbers: each that
+/// is a number written as the column's values are ([`text_number_category`]: `"1.0"`
+/// is the category `1`), any other as given (no value meets it). Two that are the
+/// same number are refused, naming the feature.
+fn numeric_index_map(key: &str, categories: &[String]) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::with_capacity(categories.len());
+    for c in categories {
+        let text = text_number_category(c).unwrap_or_else(|| c.clone());
+        if let Some(j) = out.iter().position(|o| *o == text) {
+            return Err(format!(
+                "categorical feature {key:?}: its values map gives {:?} and {c:?}, which are \
+                 the same number to a column of numbers (the category {text}); give each \
+                 number once",
+                categories[j]
+            ));
+        }
+        out.push(text);
+    }
+    Ok(out)
 }
 
 /// `f32` bits ordered like the numbers (for a sorted map of values).
@@ -876,6 +958,112 @@ mod tests {
             panic!()
         };
         assert!(m.contains("more than 2"), "{m}");
+    }
+
+    /// The categories learned from a column of `cells` (labels alternate 0 and 1),
+    /// whether they are numbers, and each row's one-hot position.
+    fn categories(cells: Vec<Value>, given: Option<Vec<String>>) -> (Vec<String>, bool, Vec<i64>) {
+        let rows = cells
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| vec![Value::Int(i as i64 % 2), c])
+            .collect();
+        let data = RawData {
+            rows,
+            hash: String::new(),
+        };
+        let e = encode(&data, &schema(given), 10).unwrap();
+        let Encoding::Categorical {
+            categories,
+            numeric,
+            ..
+        } = &e.encodings[0]
+        else {
+            panic!()
+        };
+        let hot = (0..e.rows())
+            .map(|r| {
+                e.row(r)
+                    .iter()
+                    .position(|v| *v == 1.0)
+                    .map_or(-1, |p| p as i64)
+            })
+            .collect();
+        (categories.clone(), *numeric, hot)
+    }
+
+    #[test]
+    fn numbers_are_one_category_whatever_the_format_wrote() {
+        use Value::{Float, Int, Text};
+        let t = |s: &str| Text(s.into());
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // A CSV's `1.0` (as pandas writes a float column), its `1` beside `1.0`, a
+        // JSON float and integer: the categories are the numbers, whole ones as
+        // integers (before, the CSV's were its texts, `1` and `1.0` two of them).
+        let one_two = strings(&["1", "2"]);
+        for cells in [
+            vec![t("1.0"), t("2.0"), t("1.0"), t("2.0")],
+            vec![t("1"), t(" 2 "), t("1.0"), t("2e0")],
+            vec![Float(1.0), Float(2.0), Int(1), Int(2)],
+            vec![t("1.0"), Float(2.0), Int(1), t("+2")],
+        ] {
+            let (c, numeric, hot) = categories(cells.clone(), None);
+            assert_eq!((c, numeric), (one_two.clone(), true), "{cells:?}");
+            assert_eq!(hot, [0, 1, 0, 1], "{cells:?}");
+        }
+        // Other numbers in their shortest text; -0 is 0, 1e20 its digits.
+        let (c, _, _) = categories(vec![t("0.50"), Float(-0.0), t("1e20"), t("-1.25")], None);
+        assert_eq!(c, strings(&["-1.25", "0", "0.5", "100000000000000000000"]));
+        // A column with any text is text, every value as written: `01` and `1` are
+        // two categories, as pandas keeps an object column's strings.
+        let (c, numeric, _) = categories(vec![t("01"), t("1"), t("a"), t("1.0")], None);
+        assert_eq!((c, numeric), (strings(&["01", "1", "1.0", "a"]), false));
+        let (c, numeric, _) = categories(vec![t("inf"), t("1")], None);
+        assert_eq!((c, numeric), (strings(&["1", "inf"]), false));
+        // A values map over a column of numbers names them as the column reads them.
+        let (c, numeric, hot) = categories(
+            vec![t("2"), t("1.0"), Float(3.0), t("2.0")],
+            Some(strings(&["2.0", "1", "x"])),
+        );
+        assert_eq!((c, numeric), (strings(&["2", "1", "x"]), true));
+        assert_eq!(hot, [0, 1, -1, 0]);
+        let rows = vec![vec![Value::Int(0), t("1")], vec![Value::Int(1), t("2")]];
+        let data = RawData {
+            rows,
+            hash: String::new(),
+        };
+        let JobError::Failed(m) = encode(&data, &schema(Some(strings(&["1", "1.0"]))), 10)
+            .err()
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert!(
+            m.contains("\"1\" and \"1.0\"") && m.contains("same number"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn a_number_category_is_one_text() {
+        let same = ["1", "1.0", " 1.0 ", "01", "+1", "1e0", "1.000"];
+        for text in same {
+            assert_eq!(text_number_category(text).as_deref(), Some("1"), "{text:?}");
+        }
+        assert_eq!(float_category(1.0).as_deref(), Some("1"));
+        assert_eq!(number_category(&Value::Int(1)).as_deref(), Some("1"));
+        assert_eq!(float_category(0.1).as_deref(), Some("0.1"));
+        assert_eq!(text_number_category("0.10").as_deref(), Some("0.1"));
+        // Integers past 2^53 keep their digits as text and as integers.
+        assert_eq!(
+            text_number_category("9007199254740993").as_deref(),
+            Some("9007199254740993")
+        );
+        for text in ["abc", "", "NaN", "inf", "1,0", "0x10"] {
+            assert_eq!(text_number_category(text), None, "{text:?}");
+        }
+        assert_eq!(float_category(f64::NAN), None);
+        assert_eq!(number_category(&Value::Bool(true)), None);
     }
 
     fn labels(cells: Vec<Value>) -> Vec<Class> {

@@ -258,6 +258,7 @@ pub fn export(
             key,
             categories,
             impute,
+            ..
         } = e
         {
             let onehot = names.fresh(&format!("{key}_onehot"));
@@ -435,6 +436,7 @@ mod tests {
                 key: k.to_string(),
                 categories: vec!["a".into(), "b".into()],
                 impute: Some("a".into()),
+                numeric: false,
             }))
             .collect();
         let scaler = Scaler {
