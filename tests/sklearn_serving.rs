@@ -516,3 +516,90 @@ async fn a_regressor_fitted_on_one_target_column_answers_a_column() {
     check(&body["prediction"], "simple API");
     server.stop().await;
 }
+
+/// A pipeline whose first step is an encoder fitted on text (no ColumnTransformer):
+/// fitted on a DataFrame it takes one BYTES input per column, by name; fitted on one
+/// text column without a name, one text per row. Both answer what scikit-learn
+/// answered (it took `input` FP64 `[-1, 2]`, so text was "not FP64" and numbers "must
+/// hold text").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encoder_first_pipeline_takes_text() {
+    let dir = tempfile::tempdir().unwrap();
+    install_model(
+        dir.path(),
+        "encoded",
+        1,
+        &root_path(&format!("{SKL}/pipeline_onehot_text_logreg.p2.pkl")),
+    );
+    install_model(
+        dir.path(),
+        "encoded_one",
+        1,
+        &root_path(&format!("{SKL}/pipeline_onehot_text_array_logreg.p5.pkl")),
+    );
+    let server = TestServer::start(dir.path()).await;
+
+    let (status, meta) = server.get("/v2/models/encoded").await;
+    assert_eq!(status, 200, "{meta}");
+    assert_eq!(
+        meta["inputs"],
+        json!([
+            {"name": "city", "datatype": "BYTES", "shape": [-1, 1]},
+            {"name": "color", "datatype": "BYTES", "shape": [-1, 1]},
+        ])
+    );
+    let exp = load_json(&format!("{SKL}/pipeline_onehot_text_logreg.json"));
+    let columns = exp["input"]["columns"].as_array().unwrap();
+    let predict = exp["predict"].as_array().unwrap();
+    // Rows without a missing value: a text column cannot carry one.
+    let rows: Vec<usize> = (0..predict.len())
+        .filter(|&i| columns.iter().all(|c| !c["values"][i].is_null()))
+        .collect();
+    assert!(rows.len() >= 5);
+    let instances: Vec<Value> = rows
+        .iter()
+        .map(|&i| json!({"city": columns[0]["values"][i], "color": columns[1]["values"][i]}))
+        .collect();
+    let (status, body) = server
+        .post_json(
+            "/v1/models/encoded:predict",
+            &json!({"instances": instances}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for (k, &i) in rows.iter().enumerate() {
+        let p = &body["predictions"][k];
+        assert_eq!(p["predict"], predict[i], "row {i}");
+        for j in 0..2 {
+            assert_close(
+                p["predict_proba"][j].as_f64().unwrap(),
+                exp["predict_proba"][i][j].as_f64().unwrap(),
+                1e-9,
+                "proba",
+            );
+        }
+    }
+
+    let (status, meta) = server.get("/v2/models/encoded_one").await;
+    assert_eq!(status, 200, "{meta}");
+    assert_eq!(
+        meta["inputs"],
+        json!([{"name": "input", "datatype": "BYTES", "shape": [-1]}])
+    );
+    let exp = load_json(&format!("{SKL}/pipeline_onehot_text_array_logreg.json"));
+    let (status, body) = server
+        .post_json(
+            "/v1/models/encoded_one:predict",
+            &json!({"instances": exp["input"]["docs"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let got: Vec<Value> = body["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["predict"].clone())
+        .collect();
+    assert_eq!(Value::Array(got), exp["predict"]);
+    server.stop().await;
+}

@@ -49,9 +49,11 @@ pub struct InputColumn {
 pub enum InputSchema {
     /// A numeric matrix of `n_features` columns.
     Dense { n_features: usize },
-    /// Named columns (a `ColumnTransformer` fitted on a DataFrame, selecting by name).
+    /// Named columns (a `ColumnTransformer` fitted on a DataFrame, selecting by name or
+    /// reading text; a first step such as `OneHotEncoder` fitted on a DataFrame with text).
     Columns(Vec<InputColumn>),
-    /// One text per row (a pipeline that starts with a text vectorizer).
+    /// One text per row (a pipeline that starts with a text vectorizer, or with an
+    /// encoder of one text column fitted without a column name).
     Text,
 }
 
@@ -142,7 +144,7 @@ impl SklearnModel {
         let first_obj = Obj::new(first)?;
         let feature_names = match wrapper_names {
             Some(names) => Some(names),
-            None => first_obj.feature_names()?,
+            None => first_step_feature_names(first_obj)?,
         };
         let input = if first_obj.name == "ColumnTransformer" {
             ColumnTransformer::build(first_obj)?.input_schema()?
@@ -155,11 +157,17 @@ impl SklearnModel {
             }
             InputSchema::Text
         } else {
-            let n_features = match transformers.first() {
-                Some(t) => t.n_features_in().unwrap_or(predictor.n_features()),
-                None => predictor.n_features(),
-            };
-            InputSchema::Dense { n_features }
+            match transformers.first() {
+                Some(t) if reads_text(t.as_ref()) => {
+                    text_columns_schema(first_obj.name, t.as_ref(), feature_names.as_deref())?
+                }
+                Some(t) => InputSchema::Dense {
+                    n_features: t.n_features_in().unwrap_or(predictor.n_features()),
+                },
+                None => InputSchema::Dense {
+                    n_features: predictor.n_features(),
+                },
+            }
         };
         if let (Some(names), InputSchema::Dense { n_features }) = (&feature_names, &input) {
             if names.len() != *n_features {
@@ -473,6 +481,66 @@ fn build_table(columns: Vec<&Column>, names: Option<Vec<String>>) -> Result<Tabl
     })
 }
 
+/// `feature_names_in_` of a pipeline's first step; for a nested `Pipeline` there, of
+/// its own first step (scikit-learn's `Pipeline.feature_names_in_` is a property that
+/// asks the first step, so a pickled pipeline does not hold it).
+fn first_step_feature_names(obj: Obj<'_>) -> Result<Option<Vec<String>>, ModelError> {
+    if obj.name != "Pipeline" {
+        return obj.feature_names();
+    }
+    match crate::estimators::pipeline_steps(obj)?.first() {
+        Some(first) => first_step_feature_names(Obj::new(first)?),
+        None => Ok(None),
+    }
+}
+
+/// Whether a first step (other than a `ColumnTransformer` or a vectorizer) reads text
+/// in some input column: an encoder or an imputer fitted on text.
+fn reads_text(first: &dyn Transformer) -> bool {
+    first
+        .n_features_in()
+        .is_some_and(|n| (0..n).any(|j| first.input_kind(j) == ColumnKind::String))
+}
+
+/// The input of a pipeline whose first step reads text columns without a
+/// `ColumnTransformer` (e.g. `make_pipeline(OneHotEncoder(), LogisticRegression())`):
+/// the inputs a `ColumnTransformer` over the same columns gets. With column names (a
+/// DataFrame's `feature_names_in_`, or the wrapper dict's), one input per column, named,
+/// of the kind the step reads there. Without names, one text per row when there is a
+/// single column; several unnamed text columns are refused, since a request carries
+/// text only one per row or in named columns.
+fn text_columns_schema(
+    step: &str,
+    first: &dyn Transformer,
+    names: Option<&[String]>,
+) -> Result<InputSchema, ModelError> {
+    let n_features = first.n_features_in().unwrap_or(0);
+    match names {
+        Some(names) if names.len() != n_features => Err(ModelError::Malformed(format!(
+            "{} feature names for {n_features} features",
+            names.len()
+        ))),
+        Some(names) => Ok(InputSchema::Columns(
+            names
+                .iter()
+                .enumerate()
+                .map(|(j, name)| InputColumn {
+                    name: name.clone(),
+                    kind: first.input_kind(j),
+                    used: true,
+                })
+                .collect(),
+        )),
+        None if n_features == 1 => Ok(InputSchema::Text),
+        None => Err(ModelError::Unsupported(format!(
+            "{step}: it reads text in {n_features} columns of an array without column names, \
+             which a request cannot carry (text comes one text per row, or in named columns); \
+             fit it on a pandas DataFrame with named columns, or give their names in the \
+             {{\"model\": ..., \"feature_names\": [...]}} wrapper"
+        ))),
+    }
+}
+
 /// The final estimator's input: a numeric matrix view or sparse rows.
 fn rows_view<'a>(x: &'a Data<'a>, who: &str) -> Result<Rows<'a>, PredictError> {
     match x {
@@ -627,6 +695,16 @@ fn unwrap_dict(value: &Value) -> Result<(&Value, Option<Vec<String>>), ModelErro
                 })?,
         ),
     };
+    // A name given twice would make a request by name fill both columns with one value
+    // (as `feature_names` in config.toml, it is refused).
+    if let Some(names) = &names {
+        let mut seen = std::collections::HashSet::new();
+        if let Some(twice) = names.iter().find(|n| !seen.insert(n.as_str())) {
+            return Err(ModelError::Malformed(format!(
+                "\"feature_names\" names {twice:?} twice; each feature is one column"
+            )));
+        }
+    }
     Ok((model, names))
 }
 
@@ -730,6 +808,22 @@ mod tests {
         assert_eq!(
             model.predict(&Input::Columns(cols)).unwrap(),
             Prediction::Labels(ClassLabels::Int(vec![1]))
+        );
+    }
+
+    #[test]
+    fn wrapper_dict_refuses_a_feature_name_given_twice() {
+        let names = Value::List(Arc::new(vec![s("a"), s("a")]));
+        let wrapped = Value::Dict(Arc::new(vec![
+            (s("model"), sgd("hinge")),
+            (s("feature_names"), names),
+        ]));
+        let err = SklearnModel::from_value(&wrapped).unwrap_err();
+        assert!(matches!(err, ModelError::Malformed(_)), "{err}");
+        assert!(
+            err.to_string()
+                .contains("\"feature_names\" names \"a\" twice"),
+            "{err}"
         );
     }
 

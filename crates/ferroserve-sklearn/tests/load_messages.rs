@@ -118,3 +118,147 @@ fn unsupported_models_are_refused_with_what_is_unsupported() {
         }
     }
 }
+
+/// The labels scikit-learn gave for a case whose input is one text per row.
+fn text_case(name: &str) -> (Vec<String>, Vec<String>) {
+    let json: Json = serde_json::from_slice(&std::fs::read(fixture(name)).unwrap()).unwrap();
+    let strings = |v: &Json| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
+    };
+    (strings(&json["input"]["docs"]), strings(&json["predict"]))
+}
+
+/// A pipeline whose first step is an encoder (or an imputer) fitted on text, with no
+/// ColumnTransformer, takes the inputs a ColumnTransformer over those columns takes:
+/// one per column, named and of the kind the step reads, when fitted on a DataFrame;
+/// one text per row for a single column without a name. It was a numeric matrix that
+/// no request could fill (text was "not FP64", numbers "must hold text").
+#[test]
+fn an_encoder_first_on_text_takes_named_text_columns() {
+    use ColumnKind::{Numeric, String as Text};
+    let cases: [(&str, &[(&str, ColumnKind)]); 5] = [
+        (
+            "pipeline_onehot_text_logreg",
+            &[("city", Text), ("color", Text)],
+        ),
+        (
+            "pipeline_onehot_drop_first_text_ridge",
+            &[("city", Text), ("color", Text)],
+        ),
+        (
+            "pipeline_onehot_if_binary_text_rf",
+            &[("flag", Text), ("city", Text)],
+        ),
+        (
+            "pipeline_ordinal_mixed_rf",
+            &[("city", Text), ("age", Numeric), ("color", Text)],
+        ),
+        (
+            "pipeline_impute_onehot_text_logreg",
+            &[("city", Text), ("color", Text)],
+        ),
+    ];
+    for (name, want) in cases {
+        let json: Json =
+            serde_json::from_slice(&std::fs::read(fixture(&format!("1.9.1/{name}.json"))).unwrap())
+                .unwrap();
+        for file in json["files"].as_array().unwrap() {
+            let path = format!("1.9.1/{}", file.as_str().unwrap());
+            let model = load(&path);
+            let InputSchema::Columns(schema) = model.input_schema() else {
+                panic!(
+                    "{path}: named columns expected, got {:?}",
+                    model.input_schema()
+                );
+            };
+            let got: Vec<(&str, ColumnKind)> =
+                schema.iter().map(|c| (c.name.as_str(), c.kind)).collect();
+            assert_eq!(got, want, "{path}");
+            assert!(schema.iter().all(|c| c.used), "{path}");
+            let err = model
+                .predict(&Input::dense(&[0.0; 2], 1, 2))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("named columns"), "{path}: {err}");
+        }
+        let columns = common::fixture_columns(&json["input"]["columns"]);
+        let model = load(&format!("1.9.1/{}", json["files"][0].as_str().unwrap()));
+        let prediction = model.predict(&Input::Columns(columns)).unwrap();
+        match (prediction, json["predict"][0].is_string()) {
+            (Prediction::Labels(ClassLabels::Str(got)), true) => {
+                let want: Vec<&str> = json["predict"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap())
+                    .collect();
+                assert_eq!(got, want, "{name}");
+            }
+            (Prediction::Values(got), false) => {
+                let want = json["predict"].as_array().unwrap();
+                assert_eq!(got.len(), want.len(), "{name}");
+                for (a, b) in got.iter().zip(want) {
+                    let b = b.as_f64().unwrap();
+                    assert!(
+                        (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+                        "{name}: {a} != {b}"
+                    );
+                }
+            }
+            (other, _) => panic!("{name}: unexpected prediction {other:?}"),
+        }
+    }
+
+    // One text column fitted without a name: one text per row.
+    for file in [
+        "pipeline_onehot_text_array_logreg.p5.pkl",
+        "pipeline_onehot_text_array_logreg.z3.joblib",
+    ] {
+        let model = load(&format!("1.9.1/{file}"));
+        assert_eq!(model.input_schema(), &InputSchema::Text, "{file}");
+        let (docs, want) = text_case("1.9.1/pipeline_onehot_text_array_logreg.json");
+        match model.predict(&Input::Text(docs)).unwrap() {
+            Prediction::Labels(ClassLabels::Str(got)) => assert_eq!(got, want, "{file}"),
+            other => panic!("{file}: unexpected prediction {other:?}"),
+        }
+    }
+}
+
+/// An encoder fitted on numbers as the first step still takes a numeric matrix.
+#[test]
+fn an_encoder_first_on_numbers_still_takes_a_matrix() {
+    for version in ["1.9.1", "1.2.2"] {
+        let model = load(&format!("{version}/pipeline_ordinal_numeric_rf.z3.joblib"));
+        assert_eq!(
+            model.input_schema(),
+            &InputSchema::Dense { n_features: 4 },
+            "{version}"
+        );
+    }
+}
+
+/// Valid models refused at load (fixtures of the installed scikit-learn only).
+#[test]
+fn text_read_where_no_request_can_bring_it_is_refused_at_load() {
+    let expected = [
+        (
+            "pipeline_onehot_object_array",
+            "OneHotEncoder: it reads text in 2 columns of an array without column names",
+        ),
+        (
+            "calibrated_onehot_text_pipeline",
+            "a pipeline whose first step reads text columns inside another estimator",
+        ),
+    ];
+    for (name, message) in expected {
+        let path = format!("refused/{name}.1.9.1.z3.joblib");
+        let err = SklearnModel::load(&std::fs::read(fixture(&path)).unwrap())
+            .expect_err(&path)
+            .to_string();
+        assert!(err.contains(message), "{path}: {err}");
+    }
+}

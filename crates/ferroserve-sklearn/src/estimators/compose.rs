@@ -25,7 +25,9 @@ pub(crate) fn split_pipeline(value: &Value) -> Result<(Vec<&Value>, &Value), Mod
     Ok((steps, last))
 }
 
-fn pipeline_steps<'a>(obj: Obj<'a>) -> Result<Vec<&'a Value>, ModelError> {
+/// A `Pipeline`'s steps in order, minus `"passthrough"` / `None` steps (not split
+/// further: a nested pipeline is one step).
+pub(crate) fn pipeline_steps<'a>(obj: Obj<'a>) -> Result<Vec<&'a Value>, ModelError> {
     let mut steps = Vec::new();
     for step in obj.list("steps")? {
         let pair = as_list(step)
@@ -103,6 +105,20 @@ pub(crate) fn build_pipeline_predictor(value: &Value) -> Result<Predictor, Model
         .into_iter()
         .map(build_transformer)
         .collect::<Result<Vec<_>, _>>()?;
+    // An encoder or imputer fitted on text would get the numbers the model around it
+    // passes: no request could ever reach it with text.
+    if let Some(first) = steps.first() {
+        if let Some(n) = first.n_features_in() {
+            if (0..n).any(|j| first.input_kind(j) == ColumnKind::String) {
+                return Err(ModelError::Unsupported(
+                    "a pipeline whose first step reads text columns inside another estimator \
+                     (e.g. as the base of CalibratedClassifierCV); put the calibrated \
+                     classifier last in the pipeline instead"
+                        .into(),
+                ));
+            }
+        }
+    }
     let (classes, model) = match build_predictor(last)? {
         Predictor::Classifier { classes, model } => (classes, model),
         Predictor::Regressor(_) => {

@@ -37,7 +37,7 @@ use crate::model::{ModelError, PredictError};
 use crate::value::Value;
 use access::Obj;
 
-pub(crate) use compose::{split_pipeline, ColumnTransformer};
+pub(crate) use compose::{pipeline_steps, split_pipeline, ColumnTransformer};
 pub use sparse::SparseRows;
 
 /// Class labels in the order of `classes_` (the column order of probabilities).
