@@ -555,15 +555,14 @@ pub(crate) fn softmax_in_place(row: &mut [f64]) {
     }
 }
 
-/// numpy's `sum` of a contiguous f64 slice: the first element plus the pairwise sum
-/// of the rest (numpy's reduce loop), where the pairwise sum is a plain loop below 8
-/// elements and otherwise eight interleaved partial sums combined in numpy's order,
-/// split recursively above 128 elements.
+/// numpy's `sum` of a contiguous f64 slice (and of each row of a 2-D array along its
+/// last axis), as numpy 1.26 and 2.x compute it: the identity 0 plus the pairwise sum
+/// of every term, which is a plain loop below 8 terms and otherwise eight interleaved
+/// partial sums combined in numpy's order, split recursively above 128 terms. (Adding
+/// the first term to the pairwise sum of the rest, as this did before, rounds
+/// differently from three terms on: `[1, 1e-16, 1e-16]` sums to 1 in numpy.)
 pub(crate) fn numpy_sum(v: &[f64]) -> f64 {
-    match v.split_first() {
-        None => 0.0,
-        Some((first, rest)) => first + pairwise_sum(rest),
-    }
+    0.0 + pairwise_sum(v)
 }
 
 fn pairwise_sum(v: &[f64]) -> f64 {
@@ -614,6 +613,15 @@ mod tests {
         let v: Vec<f64> = (0..300).map(|i| i as f64 * 0.1).collect();
         let plain: f64 = v.iter().sum();
         assert!((numpy_sum(&v) - plain).abs() < 1e-9);
+        // numpy's own results (numpy 2.4.6 and 1.26.4).
+        assert_eq!(numpy_sum(&[1.0, 1e-16, 1e-16]), 1.0);
+        let harmonic: Vec<f64> = (1..=300).map(|i| 1.0 / i as f64).collect();
+        assert_eq!(numpy_sum(&harmonic), 6.282663880299504);
+        assert_eq!(numpy_sum(&[]), 0.0);
+        assert!(
+            numpy_sum(&[-0.0]).is_sign_positive(),
+            "np.sum([-0.0]) is 0.0"
+        );
     }
 
     #[test]

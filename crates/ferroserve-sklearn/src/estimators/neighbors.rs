@@ -26,7 +26,7 @@
 //! - `ArgKminClassMode` (the uniform classifier with any other metric, scikit-learn 1.3
 //!   and later) always runs "parallel_on_X" and only counts classes.
 //! - Votes and averages sum the neighbours' weights in scikit-learn's order, with numpy's
-//!   own summation (`numpy_pairwise_sum`), so a close distance-weighted vote goes the
+//!   own summation (`estimators::numpy_sum`), so a close distance-weighted vote goes the
 //!   way scikit-learn's goes.
 //!
 //! T is scikit-learn's OpenMP thread count (by default the machine's cores), which
@@ -148,42 +148,6 @@ fn fma_dot(a: &[f64], b: &[f64]) -> f64 {
         acc = x.mul_add(*y, acc);
     }
     acc
-}
-
-/// numpy's `sum` of a contiguous slice (and of each row of a 2-D array along its last
-/// axis), as numpy 1.26 and 2.4 compute it: a pairwise sum of every term, starting from
-/// zero. Below 8 terms it is a plain loop; up to 128, eight interleaved partial sums
-/// combined in numpy's order; above, the two halves (split at a multiple of 8) summed
-/// apart. The crate's `numpy_sum` adds the first term to the pairwise sum of the rest,
-/// which rounds differently from three terms on; here, where the rounding of weight
-/// sums can decide a close vote, numpy's own order is kept.
-fn numpy_pairwise_sum(v: &[f64]) -> f64 {
-    let n = v.len();
-    if n < 8 {
-        let mut sum = -0.0;
-        for &x in v {
-            sum += x;
-        }
-        return sum;
-    }
-    if n <= 128 {
-        let mut r = [0.0; 8];
-        r.copy_from_slice(&v[..8]);
-        let mut i = 8;
-        while i + 8 <= n {
-            for (acc, &x) in r.iter_mut().zip(&v[i..i + 8]) {
-                *acc += x;
-            }
-            i += 8;
-        }
-        let mut sum = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
-        for &x in &v[i..] {
-            sum += x;
-        }
-        return sum;
-    }
-    let half = n / 2 - (n / 2) % 8;
-    numpy_pairwise_sum(&v[..half]) + numpy_pairwise_sum(&v[half..])
 }
 
 /// `heap_push` of `sklearn/utils/_heap.pyx`: pushes onto a fixed-size max-heap, keeping
@@ -809,7 +773,7 @@ impl KnnClassifier {
             for (t, &(j, w)) in template.iter_mut().zip(&weighted) {
                 *t = if self.y[j] == class { w } else { 0.0 };
             }
-            *count = numpy_pairwise_sum(&template);
+            *count = super::numpy_sum(&template);
             if *count > best_count {
                 (best, best_count) = (class, *count);
             }
@@ -843,7 +807,7 @@ impl KnnClassifier {
         for &(j, w) in &s.weighted {
             p[self.y[j]] += w;
         }
-        let mut sum = numpy_pairwise_sum(p);
+        let mut sum = super::numpy_sum(p);
         if sum == 0.0 {
             sum = 1.0;
         }
@@ -929,10 +893,10 @@ impl Regressor for KnnRegressor {
             if self.nn.distance_weights {
                 terms.extend(neigh.iter().map(|&(j, w)| self.y[j] * w));
                 let weights: Vec<f64> = neigh.iter().map(|&(_, w)| w).collect();
-                out.push(numpy_pairwise_sum(&terms) / numpy_pairwise_sum(&weights));
+                out.push(super::numpy_sum(&terms) / super::numpy_sum(&weights));
             } else {
                 terms.extend(neigh.iter().map(|&(j, _)| self.y[j]));
-                out.push(numpy_pairwise_sum(&terms) / terms.len() as f64);
+                out.push(super::numpy_sum(&terms) / terms.len() as f64);
             }
         }
         Ok(())
@@ -1010,16 +974,6 @@ mod tests {
                 assert_eq!(rows, (0..n as isize).collect::<Vec<_>>());
             }
         }
-    }
-
-    #[test]
-    fn sums_in_numpys_order() {
-        // Values numpy 1.26.4 and 2.4.6 both give for `np.sum`: the first term is part
-        // of the pairwise sum, not added to it at the end.
-        assert_eq!(numpy_pairwise_sum(&[1.0, 1e-16, 1e-16]), 1.0);
-        let harmonic: Vec<f64> = (1..=300).map(|i| 1.0 / f64::from(i)).collect();
-        assert_eq!(numpy_pairwise_sum(&harmonic), 6.282663880299504);
-        assert_eq!(numpy_pairwise_sum(&[]), 0.0);
     }
 
     #[test]
