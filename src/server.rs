@@ -481,6 +481,18 @@ pub async fn run(
             tokio::time::sleep(timeout).await;
         }
     };
+    // At the stop signal, before the drain: running jobs stop at their next batch
+    // (recorded as interrupted, their output discarded, on the inference threads
+    // they predict on, which stay until the end), queued ones stay queued; then
+    // the events streams end, so that none holds the drain, and no job goes on
+    // writing beside a server started in this one's place.
+    let jobs_stopped = {
+        let stop = stopped(stop_rx.clone());
+        tokio::spawn(async move {
+            stop.await;
+            tokio::task::spawn_blocking(move || jobs.shutdown()).await
+        })
+    };
     let (rest_abort, grpc_abort) = (rest.abort_handle(), grpc.as_ref().map(|g| g.abort_handle()));
     let served = async move {
         // Each returns once its connections have drained.
@@ -522,9 +534,9 @@ pub async fn run(
     if let Some(reload) = tls_reload {
         let _ = reload.await;
     }
-    // Running jobs stop at their next batch (recorded as interrupted, their output
-    // discarded) before the inference threads they predict on go.
-    tokio::task::spawn_blocking(move || jobs.shutdown()).await?;
+    // The jobs stopped at the stop signal (above); the inference threads they
+    // predicted on go once they have.
+    jobs_stopped.await??;
     let inference = state.inference.clone();
     tokio::task::spawn_blocking(move || inference.shutdown()).await?;
     // What the store's buffers hold is written (bounded by the drain time).

@@ -2139,3 +2139,398 @@ async fn a_cancel_the_store_refuses_changes_nothing() {
     assert!(env.data.join("mid_out.csv").exists());
     server.stop().await;
 }
+
+/// Reads the events stream into `text` until `until` holds for it, the stream
+/// ends, or `limit` passes; answers whether the stream ended.
+async fn read_events(
+    stream: &mut (impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+    text: &mut String,
+    limit: Duration,
+    until: impl Fn(&str) -> bool,
+) -> bool {
+    use futures::StreamExt;
+    let deadline = tokio::time::Instant::now() + limit;
+    while !until(text) {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(chunk))) => text.push_str(&String::from_utf8_lossy(&chunk)),
+            Ok(_) => return true,
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// The events stream of job `id`.
+async fn events_of(
+    server: &TestServer,
+    id: &str,
+) -> impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin {
+    let response = server
+        .client
+        .get(server.url(&format!("/v1/jobs/{id}/events")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    Box::pin(response.bytes_stream())
+}
+
+/// A shutdown stops the running jobs at once, before the drain of the requests in
+/// flight (recorded interrupted, nothing written), and ends every events stream:
+/// a running job's with its end, any other's with `shutdown`. An open stream held
+/// the drain for the whole shutdown timeout, and its job went on scoring
+/// meanwhile, beside a server started in this one's place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_stops_running_jobs_and_ends_event_streams_at_once() {
+    let env = env();
+    let server = TestServer::start_with(ferroserve::settings::Settings {
+        shutdown_timeout: Duration::from_secs(20),
+        ..settings(&env)
+    })
+    .await;
+    let (busy, queued) = queued_behind_a_busy_worker(&server, &env).await;
+    wait_for(&server, &busy, Duration::from_secs(60), |j| {
+        j["progress"]["rows_read"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
+    let (mut running_events, mut queued_events) = (
+        events_of(&server, &busy).await,
+        events_of(&server, &queued).await,
+    );
+    let (mut running_text, mut queued_text) = (String::new(), String::new());
+    let first = |t: &str| t.contains("event: progress");
+    read_events(
+        &mut running_events,
+        &mut running_text,
+        Duration::from_secs(30),
+        first,
+    )
+    .await;
+    read_events(
+        &mut queued_events,
+        &mut queued_text,
+        Duration::from_secs(30),
+        first,
+    )
+    .await;
+    assert!(queued_text.contains("\"queued\""), "{queued_text}");
+
+    let asked = Instant::now();
+    server.stop().await;
+    let took = asked.elapsed();
+    assert!(took < Duration::from_secs(10), "the shutdown took {took:?}");
+    // Both streams end: the running job's with its end, the queued one's with
+    // the server's word.
+    let ended = read_events(
+        &mut running_events,
+        &mut running_text,
+        Duration::from_secs(10),
+        |_| false,
+    )
+    .await;
+    assert!(ended, "{running_text}");
+    let end = running_text
+        .split("event: end\ndata: ")
+        .nth(1)
+        .expect("an end event");
+    let end: Value = serde_json::from_str(end.lines().next().unwrap()).unwrap();
+    assert_eq!(end["state"], "failed", "{end}");
+    assert_eq!(
+        end["error"], "interrupted by restart (the server shut down)",
+        "{end}"
+    );
+    let ended = read_events(
+        &mut queued_events,
+        &mut queued_text,
+        Duration::from_secs(10),
+        |_| false,
+    )
+    .await;
+    assert!(ended, "{queued_text}");
+    let last = queued_text
+        .split("event: shutdown\ndata: ")
+        .nth(1)
+        .expect("a shutdown event");
+    let last: Value = serde_json::from_str(last.lines().next().unwrap()).unwrap();
+    assert!(
+        last["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("the server is shutting down"),
+        "{last}"
+    );
+    assert_eq!(last["job"]["state"], "queued", "{last}");
+    // The running job was recorded interrupted, its output discarded; the queued
+    // one waits for the next start.
+    let db = format!("sqlite://{}", env.state.join("ferroserve.db").display());
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    for (id, state) in [(&busy, "failed"), (&queued, "queued")] {
+        let row: String = sqlx::query_scalar("SELECT state FROM jobs WHERE id = ?")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(row, state, "{id}");
+    }
+    pool.close().await;
+    assert_eq!(data_files(&env), ["big.csv", "small.csv"]);
+}
+
+/// A job of one-row batches changes its progress thousands of times a second: its
+/// events stream sends the latest at most every 100 ms (it sent ~2000 events a
+/// second), and a change of state at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_events_stream_sends_progress_at_a_bounded_pace() {
+    let env = env();
+    let server = TestServer::start_with(settings(&env)).await;
+    let (busy, queued) = queued_behind_a_busy_worker(&server, &env).await;
+    wait_for(&server, &busy, Duration::from_secs(60), |j| {
+        j["progress"]["rows_read"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
+    let mut events = events_of(&server, &busy).await;
+    let mut text = String::new();
+    let watched = Instant::now();
+    read_events(&mut events, &mut text, Duration::from_secs(2), |_| false).await;
+    let seconds = watched.elapsed().as_secs_f64();
+    let progress = text.matches("event: progress").count();
+    assert!(
+        progress as f64 <= seconds * 10.0 + 3.0,
+        "{progress} progress events in {seconds:.1} s"
+    );
+    assert!(progress >= 3, "{progress} progress events: {text}");
+    // Each shows the job as it is: its rows move on from event to event.
+    let rows: Vec<u64> = text
+        .split("event: progress\ndata: ")
+        .skip(1)
+        .map(|e| serde_json::from_str::<Value>(e.lines().next().unwrap()).unwrap())
+        .map(|v| v["progress"]["rows_read"].as_u64().unwrap())
+        .collect();
+    assert!(rows.windows(2).all(|w| w[0] < w[1]), "{rows:?}");
+    // The end comes at once, not after the pace's wait.
+    text.clear();
+    let (status, answer) = server
+        .post_json(&format!("/v1/jobs/{busy}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let ended = read_events(&mut events, &mut text, Duration::from_secs(10), |_| false).await;
+    assert!(ended && text.contains("event: end"), "{text}");
+    assert!(text.contains("\"cancelled\""), "{text}");
+    let (status, _) = server
+        .post_json(&format!("/v1/jobs/{queued}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200);
+    server.stop().await;
+}
+
+/// Two jobs writing one output at once both succeeded and one's rows were lost: a
+/// job whose sink is the sink of a job queued or running (one file by any name,
+/// or one table that either overwrites) is a 409 naming that job; once it has
+/// ended the sink is free. A sink the job could never create is a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_sink_another_job_writes_is_refused_naming_it() {
+    let env = env();
+    let server = TestServer::start_with(settings(&env)).await;
+    let (busy, queued) = queued_behind_a_busy_worker(&server, &env).await;
+    let small = || json!({"path": "small.csv"});
+    let absolute = env.data.join("busy.csv").display().to_string();
+    for (sink, holder, field) in [
+        (
+            json!({"path": "busy.csv"}),
+            (&busy, "running"),
+            "spec.sink.path",
+        ),
+        (
+            json!({"path": absolute}),
+            (&busy, "running"),
+            "spec.sink.path",
+        ),
+        (
+            json!({"path": "later.csv"}),
+            (&queued, "queued"),
+            "spec.sink.path",
+        ),
+    ] {
+        let (status, answer) = server
+            .post_json("/v1/jobs", &score_spec(small(), sink.clone(), 8))
+            .await;
+        assert_error(
+            status,
+            &answer,
+            409,
+            &format!("job {} ({})", holder.0, holder.1),
+        );
+        assert!(
+            answer["error"].as_str().unwrap().starts_with(field),
+            "{sink}: {answer}"
+        );
+    }
+    // The old service's route too.
+    let (status, answer) = server
+        .post_json(
+            "/predictall/",
+            &json!({"modelkey": "iris", "inputCollection": "small.csv",
+                    "outputCollection": "later.csv"}),
+        )
+        .await;
+    assert_error(status, &answer, 409, &queued);
+    // Tables: appends keep both jobs' rows; an overwrite beside them would not.
+    let table = |mode: &str| json!({"url": "sqlite://out.db", "table": "scores", "mode": mode});
+    let appends = [
+        submit(&server, score_spec(small(), table("append"), 8)).await,
+        submit(&server, score_spec(small(), table("append"), 8)).await,
+    ];
+    let (status, answer) = server
+        .post_json("/v1/jobs", &score_spec(small(), table("overwrite"), 8))
+        .await;
+    assert_eq!(status, 409, "{answer}");
+    let message = answer["error"].as_str().unwrap();
+    assert!(message.starts_with("spec.sink.table: "), "{message}");
+    assert!(
+        appends.iter().any(|id| message.contains(id.as_str())),
+        "{message}"
+    );
+    // A sink the job could never create: a 400 naming only the path given.
+    let (status, answer) = server
+        .post_json(
+            "/v1/jobs",
+            &score_spec(small(), json!({"path": "small.csv/x.csv"}), 8),
+        )
+        .await;
+    assert_error(
+        status,
+        &answer,
+        400,
+        "spec.sink.path: \"small.csv/x.csv\" cannot be created: a directory on its way is a file",
+    );
+    let long = format!("{}.csv", "a".repeat(300));
+    let (status, answer) = server
+        .post_json("/v1/jobs", &score_spec(small(), json!({"path": long}), 8))
+        .await;
+    assert_error(status, &answer, 400, "at most 255 bytes");
+    assert!(
+        !answer.to_string().contains(&*env.data.to_string_lossy()),
+        "{answer}"
+    );
+    // Another file is free, and so is the busy job's once it has ended.
+    let other = submit(
+        &server,
+        score_spec(small(), json!({"path": "other.csv"}), 8),
+    )
+    .await;
+    let (status, _) = server
+        .post_json(&format!("/v1/jobs/{busy}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200);
+    finished(&server, &busy).await;
+    let again = submit(&server, score_spec(small(), json!({"path": "busy.csv"}), 8)).await;
+    for id in [queued.as_str(), &appends[0], &appends[1], &other, &again] {
+        let job = finished(&server, id).await;
+        assert_eq!(job["state"], "succeeded", "{job}");
+    }
+    // The description says so: a path outside the data directory is a 400 (it
+    // listed it as a 403, which no route answers for it), a sink another job
+    // holds a 409.
+    let (status, doc) = server.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    for path in ["/v1/jobs", "/predictall", "/train"] {
+        let responses = &doc["paths"][path]["post"]["responses"];
+        assert!(
+            !responses.to_string().contains("data roots"),
+            "{path}: {responses}"
+        );
+        assert!(
+            responses["400"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("outside the data directory"),
+            "{path}: {responses}"
+        );
+    }
+    for path in ["/v1/jobs", "/predictall"] {
+        let conflict = doc["paths"][path]["post"]["responses"]["409"]["description"]
+            .as_str()
+            .unwrap();
+        assert!(conflict.contains("sink"), "{path}: {conflict}");
+    }
+    server.stop().await;
+}
+
+/// `/train/` fields that name one thing (`model` and `modelName`, `folds` and
+/// `numFolds`) must agree, as the algorithm's parameters must: the one that came
+/// last won silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_train_fields_that_disagree_are_a_400_naming_both() {
+    let env = env();
+    let server = TestServer::start_with(settings(&env)).await;
+    let schema = json!({"label": {"key": "y"}, "features": [{"key": "age"}]});
+    for (fields, words) in [
+        (
+            json!({"model": "old2", "modelName": "old1"}),
+            "modelName: \"old1\" conflicts with model = \"old2\"",
+        ),
+        (
+            json!({"folds": 3, "numFolds": 4}),
+            "numFolds: 4 conflicts with folds = 3",
+        ),
+    ] {
+        let mut job = json!({"schema": schema, "inputCollection": "bank.csv"});
+        job.as_object_mut()
+            .unwrap()
+            .extend(fields.as_object().unwrap().clone());
+        let (status, answer) = server.post_json("/train/", &job).await;
+        assert_error(status, &answer, 400, words);
+    }
+    server.stop().await;
+}
+
+/// A SQLite source column holding a BLOB fails the job naming BLOB, whether the
+/// column declares the type or holds it with no declared type (it said "NULL").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_column_is_named_by_its_type() {
+    let env = env();
+    let url = format!("sqlite://{}?mode=rwc", env.data.join("blobs.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query(
+        "CREATE TABLE t (id INTEGER, sepal_length REAL, sepal_width REAL, \
+         petal_length REAL, petal_width REAL, typed BLOB, untyped)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO t VALUES (1, 5.1, 3.5, 1.4, 0.2, x'0001', x'02')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let server = TestServer::start_with(settings(&env)).await;
+    for (column, query) in [
+        ("typed", "SELECT * FROM t"),
+        (
+            "untyped",
+            "SELECT id, untyped, sepal_length, sepal_width, petal_length, petal_width FROM t",
+        ),
+        (
+            "e",
+            "SELECT id, sepal_length, sepal_width, petal_length, petal_width, x'00' AS e FROM t",
+        ),
+    ] {
+        let id = submit(
+            &server,
+            score_spec(
+                json!({"url": "sqlite://blobs.db", "query": query}),
+                json!({"path": "out.csv"}),
+                8,
+            ),
+        )
+        .await;
+        let job = finished(&server, &id).await;
+        assert_eq!(job["state"], "failed", "{job}");
+        let error = job["error"].as_str().unwrap();
+        assert!(
+            error.contains(&format!("column \"{column}\" has the type BLOB")),
+            "{query}: {error}"
+        );
+    }
+    server.stop().await;
+}

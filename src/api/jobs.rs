@@ -44,6 +44,15 @@ pub async fn submit(
     .await
 }
 
+impl From<crate::jobs::SubmitError> for ApiError {
+    fn from(e: crate::jobs::SubmitError) -> ApiError {
+        match e {
+            crate::jobs::SubmitError::Store(e) => e.into(),
+            crate::jobs::SubmitError::SinkTaken(m) => ApiError::Conflict(m),
+        }
+    }
+}
+
 /// The submission in the model's audit trail.
 fn audit_submit(state: &ServerState, caller: &Caller, spec: &JobSpec, id: &str) {
     super::manage::audit(
@@ -283,14 +292,22 @@ pub enum JobEvents {
     Finished(Box<JobView>),
 }
 
-pub async fn events(state: &ServerState, id: &str) -> Result<JobEvents, ApiError> {
+/// The job's events, and a token cancelled once the server's job runner has
+/// stopped (at shutdown, after its running jobs ended): a stream that follows a
+/// job ends then, rather than hold the server's drain.
+pub async fn events(
+    state: &ServerState,
+    id: &str,
+) -> Result<(JobEvents, tokio_util::sync::CancellationToken), ApiError> {
     let jobs = runner(state)?;
+    let stopped = jobs.stopped();
     if let Some(live) = jobs.live(id) {
-        return Ok(JobEvents::Live(live.subscribe()));
+        return Ok((JobEvents::Live(live.subscribe()), stopped));
     }
-    Ok(JobEvents::Finished(Box::new(
-        jobs.get(id).await?.ok_or_else(|| not_found(id))?,
-    )))
+    Ok((
+        JobEvents::Finished(Box::new(jobs.get(id).await?.ok_or_else(|| not_found(id))?)),
+        stopped,
+    ))
 }
 
 /// `POST /predictall/` with the old job.json (see `jobs::old_service::predictall_to_score`).
@@ -316,13 +333,39 @@ async fn predictall_body(
         .unwrap_or_default()
         .to_string();
     if let Some((model, version)) = trained_by_job(state, &key).await? {
+        check_version_of_trained(body["spec"].get("version"), &key, &model, version)?;
         check_still_served(state, &key, &model, version)?;
         body["spec"]["model"] = serde_json::Value::String(model);
-        if body["spec"].get("version").is_none() {
-            body["spec"]["version"] = serde_json::json!(version);
-        }
+        body["spec"]["version"] = serde_json::json!(version);
     }
     Ok(body)
+}
+
+/// A `version` given beside a `modelkey` that is a training job's id must be the
+/// version that job saved (the key names it): another would score with a model
+/// another job saved. Given as a number or its digits; anything else (another
+/// number, `"latest"`, a label) is an error naming both fields.
+fn check_version_of_trained(
+    given: Option<&serde_json::Value>,
+    key: &str,
+    model: &str,
+    version: u64,
+) -> Result<(), ApiError> {
+    let Some(given) = given.filter(|v| !v.is_null()) else {
+        return Ok(());
+    };
+    let same = match given {
+        serde_json::Value::Number(n) => n.as_u64() == Some(version),
+        serde_json::Value::String(s) => s.trim() == version.to_string(),
+        _ => false,
+    };
+    if same {
+        return Ok(());
+    }
+    Err(ApiError::InvalidArgument(format!(
+        "version: {given} conflicts with modelkey {key:?}, the training job that saved \
+         version {version} of {model:?}: give the version it saved, or leave version out"
+    )))
 }
 
 /// `POST /train/` with the old job.json (see `jobs::old_service::train_job_to_spec`).
@@ -457,6 +500,15 @@ pub async fn old_predict(
         return Err(invalid(&format!(
             "unknown field {unknown:?} (known: modelkey, record, schema)"
         )));
+    }
+    let given = |k: &str| obj.get(k).filter(|v| !v.is_null());
+    if let (Some(a), Some(b)) = (given("modelkey"), given("modelKey")) {
+        if text(a) != text(b) {
+            return Err(invalid(&format!(
+                "modelKey: {b} conflicts with modelkey = {a}: both name the model; give one \
+                 of them (or the same value in both)"
+            )));
+        }
     }
     let key = match obj.get("modelkey").or_else(|| obj.get("modelKey")) {
         Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
@@ -764,6 +816,43 @@ pub async fn stage_uploads(state: &ServerState) -> Result<StagedUploads, ApiErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `/predictall/` with a training job's id as `modelkey` scores the version
+    /// that job saved: a `version` beside it must be that one (it scored another
+    /// job's model), as a number or its digits.
+    #[test]
+    fn a_version_beside_a_training_jobs_modelkey_must_be_the_one_it_saved() {
+        let check =
+            |given: serde_json::Value| check_version_of_trained(Some(&given), "job1", "bank", 1);
+        for same in [
+            serde_json::json!(1),
+            serde_json::json!("1"),
+            serde_json::Value::Null,
+        ] {
+            assert!(check(same.clone()).is_ok(), "{same}");
+        }
+        assert!(check_version_of_trained(None, "job1", "bank", 1).is_ok());
+        for other in [
+            serde_json::json!(2),
+            serde_json::json!("2"),
+            serde_json::json!("latest"),
+            serde_json::json!("stable"),
+            serde_json::json!(1.5),
+        ] {
+            match check(other.clone()) {
+                Err(ApiError::InvalidArgument(m)) => {
+                    assert!(
+                        m.starts_with(&format!(
+                            "version: {other} conflicts with modelkey \"job1\""
+                        )),
+                        "{m}"
+                    );
+                    assert!(m.contains("version 1 of \"bank\""), "{m}");
+                }
+                answer => panic!("{other}: {answer:?}"),
+            }
+        }
+    }
 
     /// A scoring job for a model the server does not know is a 400 naming the
     /// field, except at start, before the first scan has loaded the models: then

@@ -63,9 +63,8 @@ fn caller_of(caller: Option<Extension<Caller>>) -> Caller {
     )),
     responses(
         (status = 202, description = "Queued", body = JobIdResponse),
-        (status = 400, description = "A malformed or invalid job spec", body = ErrorBody),
-        (status = 403, description = "A path outside the allowed data roots", body = ErrorBody),
-        (status = 409, description = "A training job into a model no training job made (its newest version has no training.json)", body = ErrorBody),
+        (status = 400, description = "A malformed or invalid job spec (a path outside the data directory too)", body = ErrorBody),
+        (status = 409, description = "A training job into a model no training job made (its newest version has no training.json), or a scoring job whose sink (the same file, or a table overwritten) is the sink of a job queued or running (the message names that job)", body = ErrorBody),
         (status = 408, description = "The body stopped arriving", body = ErrorBody),
         (status = 503, description = "Jobs need the metadata store, which is off or does not answer", body = ErrorBody),
     ))]
@@ -160,14 +159,20 @@ async fn cancel(
 /// another replica, or left this server's memory before it ended) reads the store.
 const POLL_EVERY: Duration = Duration::from_secs(1);
 
+/// The least time between two `progress` events of one stream while the job's
+/// state stays the same: a job of one-row batches changes its progress thousands
+/// of times a second, and a client is served by the latest state at this pace.
+/// A change of state (queued to running, the end) is sent at once.
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
 /// Where a job's events stream is: following this server's live copy, or the
 /// store, for a job that is not (or no longer) running here.
 enum Follow {
-    /// This server holds the job: every change of its view (`first`: the view
-    /// as it is now has not been sent yet).
+    /// This server holds the job: its changes. `sent` is the view the last event
+    /// showed (`None`: none sent yet), and when.
     Live {
         rx: tokio::sync::watch::Receiver<JobView>,
-        first: bool,
+        sent: Option<(Box<JobView>, tokio::time::Instant)>,
     },
     /// The job as the store has it now, not yet sent.
     Once(Box<JobView>),
@@ -179,59 +184,110 @@ enum Follow {
 }
 
 impl Follow {
-    /// The next event, and where the stream goes on from; `None` once the job's
-    /// end was sent.
-    async fn next(self, state: &AppState, id: &str) -> Option<(Result<Event, Infallible>, Follow)> {
-        let after = |view: JobView| {
-            let event = event_of(&view);
-            let next = if view.state.is_finished() {
-                Follow::Done
-            } else {
-                Follow::Store {
-                    last: Box::new(view),
-                }
-            };
-            Some((Ok(event), next))
-        };
-        let mut follow = self;
+    /// The next event; `None` once the job's end was sent. `self` moves on, and
+    /// keeps what it knows of the job while it waits (see [`Follow::latest`]).
+    async fn next(&mut self, state: &AppState, id: &str) -> Option<Event> {
         loop {
-            match follow {
+            match self {
                 Follow::Done => return None,
-                Follow::Once(view) => return after(*view),
-                Follow::Live { mut rx, first } => {
-                    // A closed channel means the job left this server's memory
-                    // (its last view was seen): ended (that view is the end), or
-                    // taken by another server (the store goes on from there).
-                    if !first && rx.changed().await.is_err() {
-                        let view = rx.borrow().clone();
-                        if view.state.is_finished() {
-                            return after(view);
-                        }
-                        follow = Follow::Store {
-                            last: Box::new(view),
-                        };
-                        continue;
-                    }
-                    let view = rx.borrow_and_update().clone();
-                    let next = if view.state.is_finished() {
-                        Follow::Done
-                    } else {
-                        Follow::Live { rx, first: false }
+                Follow::Once(view) => {
+                    let view = (**view).clone();
+                    return Some(self.after(view));
+                }
+                Follow::Live { rx, sent } => {
+                    let view = match sent {
+                        None => rx.borrow_and_update().clone(),
+                        Some((last, at)) => match next_live(rx, last.state, *at).await {
+                            Some(view) => view,
+                            None => {
+                                // A closed channel means the job left this server's
+                                // memory (its last view was seen): ended (that view
+                                // is the end), or taken by another server (the store
+                                // goes on from there).
+                                let view = rx.borrow().clone();
+                                if view.state.is_finished() || view != **last {
+                                    return Some(self.after(view));
+                                }
+                                let last = last.clone();
+                                *self = Follow::Store { last };
+                                continue;
+                            }
+                        },
                     };
-                    return Some((Ok(event_of(&view)), next));
+                    let event = event_of(&view);
+                    if view.state.is_finished() {
+                        *self = Follow::Done;
+                    } else {
+                        *sent = Some((Box::new(view), tokio::time::Instant::now()));
+                    }
+                    return Some(event);
                 }
                 Follow::Store { last } => loop {
                     tokio::time::sleep(POLL_EVERY).await;
                     match jobs::get(state, id).await {
-                        Ok(view) if view != *last => return after(view),
+                        Ok(view) if view != **last => return Some(self.after(view)),
                         Ok(_) => {}
                         // Gone (past its retention): nothing more to tell.
-                        Err(ApiError::NotFound(_)) => return None,
+                        Err(ApiError::NotFound(_)) => {
+                            *self = Follow::Done;
+                            return None;
+                        }
                         // The store does not answer: try again.
                         Err(_) => {}
                     }
                 },
             }
+        }
+    }
+
+    /// The event of `view`, read from the store or left by a closed channel; the
+    /// stream goes on through the store unless the job has ended.
+    fn after(&mut self, view: JobView) -> Event {
+        let event = event_of(&view);
+        *self = if view.state.is_finished() {
+            Follow::Done
+        } else {
+            Follow::Store {
+                last: Box::new(view),
+            }
+        };
+        event
+    }
+
+    /// The job as this stream knows it last, for the event that ends it at
+    /// shutdown.
+    fn latest(&self) -> Option<JobView> {
+        match self {
+            Follow::Live { rx, .. } => Some(rx.borrow().clone()),
+            Follow::Once(view) | Follow::Store { last: view } => Some((**view).clone()),
+            Follow::Done => None,
+        }
+    }
+}
+
+/// The next view of a live job worth an event, after one of state `sent_state`
+/// was sent at `sent_at`: a change of state at once, else the latest progress
+/// once [`PROGRESS_EVERY`] has passed since `sent_at` (the changes meanwhile are
+/// folded into it). `None` when the channel closed first.
+async fn next_live(
+    rx: &mut tokio::sync::watch::Receiver<JobView>,
+    sent_state: crate::jobs::JobState,
+    sent_at: tokio::time::Instant,
+) -> Option<JobView> {
+    let due = tokio::time::sleep_until(sent_at + PROGRESS_EVERY);
+    tokio::pin!(due);
+    let mut pending = false;
+    loop {
+        tokio::select! {
+            changed = rx.changed() => {
+                changed.ok()?;
+                let view = rx.borrow_and_update().clone();
+                if view.state != sent_state || due.is_elapsed() {
+                    return Some(view);
+                }
+                pending = true;
+            }
+            () = &mut due, if pending => return Some(rx.borrow_and_update().clone()),
         }
     }
 }
@@ -247,14 +303,31 @@ fn event_of(view: &JobView) -> Event {
         .data(serde_json::to_string(view).unwrap_or_default())
 }
 
-/// Every change of the job as an event `progress` (its whole record as JSON), the
-/// last one `end`; then the stream closes. A slow client sees the latest state
-/// rather than every intermediate one. A job running on another replica is
-/// followed through the store (read every second) until it ends.
+/// The event that ends a stream when the server shuts down before the job ended:
+/// `shutdown`, with the job as last seen.
+fn shutdown_event(view: Option<JobView>) -> Event {
+    Event::default().event("shutdown").data(
+        json!({
+            "message": "the server is shutting down: this stream ends here; the job \
+                        (if not ended) goes on after a restart or on another replica: \
+                        follow it there",
+            "job": view,
+        })
+        .to_string(),
+    )
+}
+
+/// Every change of the job as an event `progress` (its whole record as JSON, at
+/// most one each [`PROGRESS_EVERY`] while its state stays the same: the latest),
+/// the last one `end`; then the stream closes. A slow client sees the latest
+/// state rather than every intermediate one. A job running on another replica is
+/// followed through the store (read every second) until it ends. When the server
+/// shuts down, its running jobs end first (`end`, interrupted); any other stream
+/// ends with `shutdown`, so that none holds the drain.
 #[utoipa::path(get, path = "/v1/jobs/{id}/events", tag = "jobs", operation_id = "job_events",
     params(("id" = String, Path, description = "The job's id")),
     responses(
-        (status = 200, description = "Server-sent events: `progress` with the job's record as JSON on each change, the last one `end`", content_type = "text/event-stream", body = String),
+        (status = 200, description = "Server-sent events: `progress` with the job's record as JSON on each change (at most one every 100 ms while its state stays the same, the latest; a change of state at once), the last one `end`; or, when the server shuts down before the job ended, `shutdown` with `{\"message\", \"job\"}`", content_type = "text/event-stream", body = String),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 503, description = "The metadata store is off or does not answer", body = ErrorBody),
     ))]
@@ -262,13 +335,29 @@ async fn events(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, HttpError> {
-    let first = match jobs::events(&state, &id).await? {
-        JobEvents::Live(rx) => Follow::Live { rx, first: true },
+    let (first, stopped) = jobs::events(&state, &id).await?;
+    let first = match first {
+        JobEvents::Live(rx) => Follow::Live { rx, sent: None },
         JobEvents::Finished(view) => Follow::Once(view),
     };
-    let stream = futures::stream::unfold(first, move |follow| {
-        let (state, id) = (state.clone(), id.clone());
-        async move { follow.next(&state, &id).await }
+    let stream = futures::stream::unfold(first, move |mut follow| {
+        let (state, id, stopped) = (state.clone(), id.clone(), stopped.clone());
+        async move {
+            // The job's own events first: a running job's end (interrupted at
+            // shutdown) comes before the runner says it has stopped.
+            let next = tokio::select! {
+                biased;
+                next = follow.next(&state, &id) => Some(next),
+                () = stopped.cancelled() => None,
+            };
+            match next {
+                Some(event) => event.map(|e| (Ok::<_, Infallible>(e), follow)),
+                None => {
+                    let last = follow.latest();
+                    Some((Ok(shutdown_event(last)), Follow::Done))
+                }
+            }
+        }
     })
     .boxed();
     Ok(Sse::new(stream)
@@ -283,11 +372,10 @@ async fn events(
     )),
     responses(
         (status = 200, description = "Queued (the old service's batch scoring)", body = JobIdResponse),
-        (status = 400, description = "A malformed or invalid job.json", body = ErrorBody),
-        (status = 403, description = "A path outside the allowed data roots", body = ErrorBody),
+        (status = 400, description = "A malformed or invalid job.json (a path outside the data directory too; a version that is not the one the modelkey's training job saved)", body = ErrorBody),
         (status = 404, description = "modelkey is a training job whose model version is not served any more (a later version replaced it, or it was removed)", body = ErrorBody),
         (status = 408, description = "The body stopped arriving", body = ErrorBody),
-        (status = 409, description = "modelkey is a training job that failed or was cancelled (it saved no model), or is still queued or running", body = ErrorBody),
+        (status = 409, description = "modelkey is a training job that failed or was cancelled (it saved no model), or is still queued or running; or the output is the sink of a job queued or running (the message names that job)", body = ErrorBody),
         (status = 503, description = "Jobs need the metadata store, which is off or does not answer", body = ErrorBody),
     ))]
 async fn predictall(
@@ -314,8 +402,7 @@ async fn predictall(
     )),
     responses(
         (status = 200, description = "Queued (the old service's training)", body = JobIdResponse),
-        (status = 400, description = "A malformed or invalid job.json", body = ErrorBody),
-        (status = 403, description = "A path outside the allowed data roots", body = ErrorBody),
+        (status = 400, description = "A malformed or invalid job.json (a path outside the data directory too; two fields that set one thing, as model and modelName, with different values)", body = ErrorBody),
         (status = 409, description = "Training into a model no training job made (its newest version has no training.json)", body = ErrorBody),
         (status = 408, description = "The body stopped arriving", body = ErrorBody),
         (status = 503, description = "Jobs need the metadata store, which is off or does not answer", body = ErrorBody),

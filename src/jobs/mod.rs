@@ -232,14 +232,11 @@ impl JobContext {
             .unwrap_or_else(|e| e.into_inner())
             .map(|s| s.elapsed())
             .unwrap_or_default();
+        let kind = self.job.kind;
         self.job.view.send_modify(|v| {
             update(&mut v.progress);
             v.progress.elapsed_ms = elapsed.as_millis() as u64;
-            v.progress.remaining_ms = v
-                .progress
-                .fraction
-                .filter(|f| *f > 0.0)
-                .map(|f| (elapsed.as_secs_f64() * (1.0 - f.min(1.0)) / f * 1000.0) as u64);
+            v.progress.remaining_ms = remaining_ms(kind, &v.progress, elapsed);
         });
         let due = {
             let mut last = self
@@ -295,6 +292,32 @@ impl JobContext {
     }
 }
 
+/// The time a running job has left, from the fraction it has done and the time it
+/// took: unknown (`None`) before a fraction is known, and for a training job until
+/// its first cross-validation fold has finished. Before that a training job has
+/// only read its source, which its fraction counts as a tenth of the work however
+/// long the folds will take, so an estimate from it says nothing.
+fn remaining_ms(kind: JobKind, progress: &Progress, elapsed: Duration) -> Option<u64> {
+    if kind == JobKind::Train && progress.folds_done.unwrap_or(0) == 0 {
+        return None;
+    }
+    progress
+        .fraction
+        .filter(|f| *f > 0.0)
+        .map(|f| (elapsed.as_secs_f64() * (1.0 - f.min(1.0)) / f * 1000.0) as u64)
+}
+
+/// Why a job was not queued.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// Its sink is the sink of a job queued or running (the message names it):
+    /// one of the two outputs would be lost.
+    #[error("{0}")]
+    SinkTaken(String),
+}
+
 /// The job runner.
 pub struct Jobs {
     store: Arc<Store>,
@@ -309,6 +332,19 @@ pub struct Jobs {
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     stopping: AtomicBool,
     stop_sweeper: CancellationToken,
+    /// Cancelled once the runner has stopped (every job that ran here has ended,
+    /// recorded interrupted): the events streams then end, so that none holds the
+    /// server's drain.
+    stopped: CancellationToken,
+    /// Held while a job is checked against the sinks of the jobs queued and
+    /// running and recorded, so that two submissions to this server cannot both
+    /// pass the check before either is recorded. An async lock: the check and the
+    /// record wait on the store.
+    submitting: tokio::sync::Mutex<()>,
+    /// How long the sink checks wait for the store (`--database-timeout-secs`):
+    /// its reads have no bound of their own, and a locked table would hold a
+    /// submission for ever.
+    database_timeout: Duration,
     /// The held jobs' heartbeats as the recovery sweep last saw them.
     seen: Mutex<replicas::Seen>,
     /// How long another server's queued job with uploaded files waits for that
@@ -348,6 +384,9 @@ impl Jobs {
             threads: Mutex::new(Vec::new()),
             stopping: AtomicBool::new(false),
             stop_sweeper: CancellationToken::new(),
+            stopped: CancellationToken::new(),
+            submitting: tokio::sync::Mutex::new(()),
+            database_timeout: state.settings.database_timeout,
             seen: Mutex::new(replicas::Seen::default()),
             upload_grace: state.settings.upload_job_grace,
             beat_landed: Mutex::new(Instant::now()),
@@ -434,12 +473,14 @@ impl Jobs {
         }
     }
 
-    /// Records a new job (queued) and queues it. `spec` was checked by the caller.
+    /// Records a new job (queued) and queues it. `spec` was checked by the caller;
+    /// a scoring job whose sink is the sink of a job queued or running (on any
+    /// replica) is refused ([`SubmitError::SinkTaken`]).
     pub async fn submit(
         &self,
         spec: &JobSpec,
         spec_json: serde_json::Value,
-    ) -> Result<String, crate::store::StoreError> {
+    ) -> Result<String, SubmitError> {
         self.submit_as(new_job_id(), spec, spec_json).await
     }
 
@@ -450,7 +491,47 @@ impl Jobs {
         id: String,
         spec: &JobSpec,
         spec_json: serde_json::Value,
-    ) -> Result<String, crate::store::StoreError> {
+    ) -> Result<String, SubmitError> {
+        // Checked and recorded under one lock: a second submission to this server
+        // sees the first one's row.
+        let _submitting = self.submitting.lock().await;
+        if let JobSpec::Score(score) = spec {
+            // A store that does not answer the check (within its timeout: a read
+            // waits on a lock for ever) leaves the record to say so, or to be
+            // taken; the check at the job's start still applies then.
+            let holder = match tokio::time::timeout(
+                self.database_timeout,
+                self.sink_holder(&score.sink, None),
+            )
+            .await
+            {
+                Ok(Ok(holder)) => holder,
+                Ok(Err(e)) => {
+                    tracing::warn!(
+                        "cannot check the new job's sink against the jobs queued and running: {e}"
+                    );
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        timeout = ?self.database_timeout,
+                        "the store did not answer the check of the new job's sink against the jobs queued and running"
+                    );
+                    None
+                }
+            };
+            if let Some(holder) = holder {
+                return Err(SubmitError::SinkTaken(format!(
+                    "{}: {:?} is the sink of job {} ({}): two jobs writing one output at \
+                     once would lose one's rows; submit this one once that job has ended, \
+                     or write elsewhere",
+                    score.sink.field(),
+                    score.sink.describe(),
+                    holder.id,
+                    holder.state,
+                )));
+            }
+        }
         let view = JobView {
             job_id: id.clone(),
             kind: spec.kind().as_str().to_string(),
@@ -471,6 +552,96 @@ impl Jobs {
         self.store.insert_job(&row_of(&view), held).await?;
         self.enqueue(Arc::new(LiveJob::new(view, spec.kind())));
         Ok(id)
+    }
+
+    /// The first job queued or running, on any replica (the store's word), other
+    /// than `except`, whose sink clashes with `sink` (see
+    /// [`spec::SinkSpec::clashes_with`]); its sink is read as this server reads
+    /// its own, in its data directory.
+    async fn sink_holder(
+        &self,
+        sink: &spec::SinkSpec,
+        except: Option<&str>,
+    ) -> Result<Option<JobRow>, crate::store::StoreError> {
+        const PAGE: i64 = 1000;
+        for state in ["running", "queued"] {
+            for page in 0.. {
+                let (rows, _) = self
+                    .store
+                    .jobs(&crate::store::JobQuery {
+                        state: Some(state.into()),
+                        kind: Some(JobKind::Score.as_str().into()),
+                        limit: PAGE,
+                        offset: page * PAGE,
+                    })
+                    .await?;
+                let last_page = (rows.len() as i64) < PAGE;
+                for row in rows {
+                    if Some(row.id.as_str()) == except {
+                        continue;
+                    }
+                    let Ok(spec) = serde_json::from_str::<serde_json::Value>(&row.spec) else {
+                        continue;
+                    };
+                    // A spec that no longer reads (its file gone) holds nothing: it
+                    // fails when it starts.
+                    let Ok(theirs) =
+                        spec::parse_sink(spec.get("sink"), "spec.sink", &self.data_dir)
+                    else {
+                        continue;
+                    };
+                    if sink.clashes_with(&theirs) {
+                        return Ok(Some(row));
+                    }
+                }
+                if last_page {
+                    break;
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Refuses to start a scoring job whose sink another job running now writes
+    /// and started first (by its start time, then its id): two submissions to two
+    /// replicas at once both pass the check at submission, and one of the two
+    /// must not run. A store that does not answer (within the database timeout)
+    /// lets the job run.
+    fn check_sink_free_at_start(
+        &self,
+        job: &LiveJob,
+        sink: &spec::SinkSpec,
+    ) -> Result<(), JobError> {
+        let ours = (job.view().started_ms.unwrap_or(i64::MAX), job.id.clone());
+        // The timer made on the runtime: this is the job's own thread.
+        let holder = match self.runtime.block_on(async {
+            tokio::time::timeout(self.database_timeout, self.sink_holder(sink, Some(&job.id))).await
+        }) {
+            Ok(Ok(holder)) => holder,
+            Ok(Err(e)) => {
+                tracing::warn!(job = %job.id, "cannot check the job's sink against the running jobs: {e}");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(job = %job.id, "the store did not answer the check of the job's sink against the running jobs");
+                None
+            }
+        };
+        match holder {
+            Some(row)
+                if row.state == "running"
+                    && (row.started_ms.unwrap_or(i64::MAX), row.id.clone()) < ours =>
+            {
+                Err(JobError::Failed(format!(
+                    "{:?} is the sink of job {}, which is writing it: two jobs writing one \
+                     output at once would lose one's rows; submit this one again once that \
+                     job has ended, or write elsewhere",
+                    sink.describe(),
+                    row.id
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// A job queued or running here.
@@ -636,7 +807,9 @@ impl Jobs {
                     Err(e) => Err(JobError::Failed(format!(
                         "the spec is no longer valid: {e}"
                     ))),
-                    Ok(JobSpec::Score(s)) => score::run(&ctx, &s),
+                    Ok(JobSpec::Score(s)) => self
+                        .check_sink_free_at_start(&job, &s.sink)
+                        .and_then(|()| score::run(&ctx, &s)),
                     Ok(JobSpec::Train(t)) => train::run(&ctx, &t),
                 }))
                 .unwrap_or_else(|_| Err(JobError::Failed("the job panicked (a bug)".into())))
@@ -720,10 +893,16 @@ impl Jobs {
             .remove(&job.id);
     }
 
+    /// Cancelled once the runner has stopped ([`Jobs::shutdown`] has returned):
+    /// every job that ran here has ended, and whoever follows one should stop.
+    pub fn stopped(&self) -> CancellationToken {
+        self.stopped.clone()
+    }
+
     /// Stops the runner: running jobs stop at their next batch and are recorded as
     /// interrupted (their output discarded), queued ones stay queued for the next
     /// start. Blocks until the worker threads have ended: call off the async
-    /// workers.
+    /// workers. Then [`Jobs::stopped`] is cancelled.
     pub fn shutdown(&self) {
         self.stopping.store(true, Ordering::Relaxed);
         self.stop_sweeper.cancel();
@@ -751,6 +930,7 @@ impl Jobs {
         for t in threads {
             let _ = t.join();
         }
+        self.stopped.cancel();
     }
 }
 
@@ -941,6 +1121,41 @@ mod end_tests {
         assert_eq!(
             end_of(Err(JobError::Cancelled), NOT_CANCELLED).0,
             JobState::Cancelled
+        );
+    }
+}
+
+#[cfg(test)]
+mod remaining_tests {
+    use super::*;
+
+    /// A training job's time left is unknown until a fold has finished (it was
+    /// nine times the reading time, whatever the folds would take); a scoring
+    /// job's is estimated from its fraction as soon as it has one.
+    #[test]
+    fn a_training_job_estimates_no_time_left_before_its_first_fold() {
+        let elapsed = Duration::from_secs(3);
+        let progress = |fraction: Option<f64>, folds_done: Option<u64>| Progress {
+            fraction,
+            folds_done,
+            folds_total: folds_done.map(|_| 160_001),
+            ..Progress::default()
+        };
+        // Reading, then cross-validating before any fold ended.
+        for p in [progress(Some(0.05), None), progress(Some(0.1), Some(0))] {
+            assert_eq!(remaining_ms(JobKind::Train, &p, elapsed), None, "{p:?}");
+        }
+        assert_eq!(
+            remaining_ms(JobKind::Train, &progress(Some(0.5), Some(80_000)), elapsed),
+            Some(3000)
+        );
+        assert_eq!(
+            remaining_ms(JobKind::Score, &progress(Some(0.25), None), elapsed),
+            Some(9000)
+        );
+        assert_eq!(
+            remaining_ms(JobKind::Score, &progress(None, None), elapsed),
+            None
         );
     }
 }

@@ -17,8 +17,7 @@ pub fn predictall_to_score(job: &Value) -> Result<Value, SpecError> {
         .as_object()
         .ok_or_else(|| SpecError("the job description must be a JSON object".into()))?;
     let get = |k: &str| obj.get(k).filter(|v| !v.is_null());
-    let model = get("modelkey")
-        .or_else(|| get("modelKey"))
+    let model = one_of(obj, &["modelkey", "modelKey"], "the model")?
         .ok_or_else(|| err("modelkey", "missing"))?;
     let model = match model {
         Value::String(s) => Value::String(s.clone()),
@@ -82,7 +81,7 @@ fn source_of(input: &Value, query: Option<&Value>) -> Result<Value, SpecError> {
 /// * `inputCollection` → `spec.source` (a path in the data directory, a database
 ///   URL with `inputQuery`, or a source object); `outputCollection` is not used:
 ///   the model is saved in the repository as the next version of `model`;
-/// * `model` (or `modelName`) → `spec.model`, default `trained`;
+/// * `model` (or `modelName`; both must agree) → `spec.model`, default `trained`;
 /// * `algorithm`: a name (`LogisticRegression`, `logistic_regression`,
 ///   `RandomForest`, `random_forest`) or an object with a `name`; its parameters,
 ///   in `params` or beside the name: `iterations`/`maxIter` → `max_iter`,
@@ -90,7 +89,7 @@ fn source_of(input: &Value, query: Option<&Value>) -> Result<Value, SpecError> {
 ///   `regParam` (λ, a number or a list) → the grid `C = 1/λ`, `C` or `grid`
 ///   as they are, anything else passed through; a `params` beside `algorithm`
 ///   counts as one inside it; fields that set one parameter must agree;
-/// * `folds`/`numFolds`, `seed`, `scoring` → `spec.cv`.
+/// * `folds`/`numFolds` (both must agree), `seed`, `scoring`, `holdout` → `spec.cv`.
 pub fn train_job_to_spec(job: &Value) -> Result<Value, SpecError> {
     let obj = job
         .as_object()
@@ -103,8 +102,7 @@ pub fn train_job_to_spec(job: &Value) -> Result<Value, SpecError> {
         get("inputCollection").ok_or_else(|| err("inputCollection", "missing"))?,
         get("inputQuery"),
     )?;
-    let model = get("model")
-        .or_else(|| get("modelName"))
+    let model = one_of(obj, &["model", "modelName"], "the model")?
         .cloned()
         .unwrap_or_else(|| Value::String("trained".into()));
     // Every parameter with the field that gave it: beside the name, in the
@@ -235,13 +233,12 @@ pub fn train_job_to_spec(job: &Value) -> Result<Value, SpecError> {
     }
     let mut cv = Obj::new();
     for (from, to) in [
-        ("folds", "folds"),
-        ("numFolds", "folds"),
-        ("seed", "seed"),
-        ("scoring", "scoring"),
-        ("holdout", "holdout"),
+        (&["folds", "numFolds"][..], "folds"),
+        (&["seed"][..], "seed"),
+        (&["scoring"][..], "scoring"),
+        (&["holdout"][..], "holdout"),
     ] {
-        if let Some(v) = get(from) {
+        if let Some(v) = one_of(obj, from, &format!("cv.{to}"))? {
             cv.insert(to.into(), v.clone());
         }
     }
@@ -255,6 +252,44 @@ pub fn train_job_to_spec(job: &Value) -> Result<Value, SpecError> {
         spec["cv"] = Value::Object(cv);
     }
     Ok(serde_json::json!({"kind": "train", "spec": spec}))
+}
+
+/// The value of whichever of `names` (fields of the job.json that set one thing,
+/// `what`: `model` and `modelName`, `folds` and `numFolds`) the job.json gives, null
+/// counting as absent. Two given must agree, as the algorithm's parameters must
+/// ([`Settled`]): different values are an error naming both; equal ones are one.
+fn one_of<'a>(obj: &'a Obj, names: &[&str], what: &str) -> Result<Option<&'a Value>, SpecError> {
+    let mut first: Option<(&str, &Value)> = None;
+    for name in names {
+        let Some(value) = obj.get(*name).filter(|v| !v.is_null()) else {
+            continue;
+        };
+        match first {
+            None => first = Some((*name, value)),
+            Some((_, before)) if agree(before, value) => {}
+            Some((first_name, before)) => {
+                return Err(err(
+                    name,
+                    format!(
+                        "{value} conflicts with {first_name} = {before}: both set {what}; \
+                         give one of them (or the same value in both)"
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(first.map(|(_, v)| v))
+}
+
+/// Whether two fields give one value: as [`same_setting`] judges, or a number and
+/// its digits as text (a `modelkey` of `42` or `"42"`).
+fn agree(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::String(s), Value::Number(n)) | (Value::Number(n), Value::String(s)) => {
+            s.trim() == n.to_string()
+        }
+        _ => same_setting(a, b, false),
+    }
 }
 
 /// The algorithm's parameters of an old job.json as the train spec takes them
@@ -459,6 +494,53 @@ mod tests {
             "algorithm": {"name": "lr"}, "params": {"C": [0.5, 2]}}))
         .unwrap();
         assert_eq!(spec["spec"]["algorithm"]["grid"], json!({"C": [0.5, 2]}));
+    }
+
+    /// `model` and `modelName`, `folds` and `numFolds`, `modelkey` and `modelKey`
+    /// name one thing each: different values are an error naming both (the one
+    /// that came last in the mapping won silently), equal ones are one.
+    #[test]
+    fn aliases_that_disagree_are_refused_naming_both() {
+        let schema = json!({"label": {"key": "y"}, "features": [{"key": "age"}]});
+        let train = |extra: Value| {
+            let mut job = json!({"schema": schema, "inputCollection": "a.csv"});
+            job.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            train_job_to_spec(&job).map_err(|e| e.0)
+        };
+        assert_eq!(
+            train(json!({"model": "old2", "modelName": "old1"})).unwrap_err(),
+            "modelName: \"old1\" conflicts with model = \"old2\": both set the model; \
+             give one of them (or the same value in both)"
+        );
+        assert_eq!(
+            train(json!({"folds": 3, "numFolds": 4})).unwrap_err(),
+            "numFolds: 4 conflicts with folds = 3: both set cv.folds; give one of them \
+             (or the same value in both)"
+        );
+        let spec =
+            train(json!({"model": "m", "modelName": "m", "folds": 3, "numFolds": 3.0})).unwrap();
+        assert_eq!(spec["spec"]["model"], "m");
+        assert_eq!(spec["spec"]["cv"], json!({"folds": 3}));
+        // Either alone, and a null beside one, is that one.
+        let spec = train(json!({"modelName": "m", "model": null, "numFolds": 4})).unwrap();
+        assert_eq!(spec["spec"]["model"], "m");
+        assert_eq!(spec["spec"]["cv"], json!({"folds": 4}));
+        let score = |extra: Value| {
+            let mut job = json!({"inputCollection": "a.csv", "outputCollection": "o.csv"});
+            job.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            predictall_to_score(&job).map_err(|e| e.0)
+        };
+        let m = score(json!({"modelkey": "a", "modelKey": "b"})).unwrap_err();
+        assert!(
+            m.starts_with("modelKey: \"b\" conflicts with modelkey = \"a\""),
+            "{m}"
+        );
+        let spec = score(json!({"modelkey": 42, "modelKey": "42"})).unwrap();
+        assert_eq!(spec["spec"]["model"], "42");
     }
 
     #[test]

@@ -603,7 +603,94 @@ pub(crate) fn parse_sink(
     if file.path.is_dir() {
         return Err(err(&format!("{field}.path"), "is a directory"));
     }
+    check_sink_path_can_be_made(&file, &format!("{field}.path"))?;
     Ok(SinkSpec::File(file))
+}
+
+/// The most bytes a file or directory name may have (Linux's `NAME_MAX`).
+const NAME_MAX: usize = 255;
+
+/// Refuses a file sink the job could never create, so that the client learns it
+/// at submission rather than from a failed job: a name in the path longer than
+/// [`NAME_MAX`] bytes, or a directory on its way that exists as something else (a
+/// file). The message names only the path as given.
+fn check_sink_path_can_be_made(file: &FileSpec, field: &str) -> Result<(), SpecError> {
+    let given = &file.name;
+    if Path::new(given)
+        .components()
+        .any(|c| matches!(c, Component::Normal(n) if n.len() > NAME_MAX))
+    {
+        return Err(err(
+            field,
+            format!("{given:?}: a file or directory name may have at most {NAME_MAX} bytes"),
+        ));
+    }
+    // The nearest directory on the way that exists decides: one that is a file
+    // (or anything but a directory) cannot hold the sink. The data directory and
+    // those above it exist as directories, so the walk ends there at the latest.
+    for dir in file.path.ancestors().skip(1) {
+        match std::fs::metadata(dir) {
+            Ok(meta) if meta.is_dir() => break,
+            Ok(_) => {
+                return Err(err(
+                    field,
+                    format!("{given:?} cannot be created: a directory on its way is a file"),
+                ))
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(())
+}
+
+impl SinkSpec {
+    /// Whether this sink and `other` would write the same output, so that two jobs
+    /// writing them at once would lose one's rows (both reporting success): one
+    /// file, by any name (see [`same_file`]), or one table of one database (a
+    /// SQLite file by any name, another database by its URL as written; the table
+    /// name compared without case) that either job overwrites. Two jobs appending
+    /// to one table keep both's rows, and are not a clash.
+    pub fn clashes_with(&self, other: &SinkSpec) -> bool {
+        match (self, other) {
+            (SinkSpec::File(a), SinkSpec::File(b)) => same_file(&a.path, &b.path),
+            (
+                SinkSpec::Sql {
+                    url: url_a,
+                    table: table_a,
+                    mode: mode_a,
+                    ..
+                },
+                SinkSpec::Sql {
+                    url: url_b,
+                    table: table_b,
+                    mode: mode_b,
+                    ..
+                },
+            ) => {
+                let same_database = match (
+                    crate::store::pool::sqlite_path(url_a),
+                    crate::store::pool::sqlite_path(url_b),
+                ) {
+                    (Some(a), Some(b)) => same_file(&a, &b),
+                    (None, None) => url_a == url_b,
+                    _ => false,
+                };
+                same_database
+                    && table_a.eq_ignore_ascii_case(table_b)
+                    && (*mode_a == SinkMode::Overwrite || *mode_b == SinkMode::Overwrite)
+            }
+            _ => false,
+        }
+    }
+
+    /// The field a message about this sink names (`spec.sink.path` or
+    /// `spec.sink.table`).
+    pub fn field(&self) -> &'static str {
+        match self {
+            SinkSpec::File(_) => "spec.sink.path",
+            SinkSpec::Sql { .. } => "spec.sink.table",
+        }
+    }
 }
 
 /// `name` or `schema.name`, each part a plain SQL identifier.
@@ -1074,5 +1161,92 @@ mod tests {
         assert!(
             matches!(&s.source, SourceSpec::File(f) if f.csv.delimiter == b';' && f.csv.quote == b'\'')
         );
+    }
+
+    /// A file sink the job could never create is a 400 at submission naming only
+    /// the path given (it failed the job when it ran, "entity already exists"): a
+    /// directory on its way that is a file, a name longer than 255 bytes.
+    #[test]
+    fn a_sink_that_cannot_be_created_is_refused_at_submission() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path();
+        std::fs::write(data.join("small.csv"), "a\n1\n").unwrap();
+        std::fs::create_dir(data.join("out")).unwrap();
+        let e = |sink: &str| {
+            let body = json!({"kind": "score", "spec": {"model": "m",
+                "source": {"path": "small.csv"}, "sink": {"path": sink}}});
+            parse_job(&body, data).map(|_| ()).map_err(|e| e.0)
+        };
+        let long = format!("{}.csv", "a".repeat(252));
+        for (sink, want) in [
+            (
+                "small.csv/x.csv".to_string(),
+                "spec.sink.path: \"small.csv/x.csv\" cannot be created: a directory on its way is a file",
+            ),
+            (
+                "small.csv/deeper/x.csv".to_string(),
+                "spec.sink.path: \"small.csv/deeper/x.csv\" cannot be created",
+            ),
+            (
+                long.clone(),
+                "a file or directory name may have at most 255 bytes",
+            ),
+            (
+                format!("out/{long}"),
+                "a file or directory name may have at most 255 bytes",
+            ),
+            (
+                format!("{}/x.csv", "d".repeat(256)),
+                "a file or directory name may have at most 255 bytes",
+            ),
+        ] {
+            let m = e(&sink).unwrap_err();
+            assert!(m.contains(want), "{sink}: {m}");
+            assert!(m.starts_with("spec.sink.path: "), "{m}");
+            assert!(!m.contains(&*data.to_string_lossy()), "{m}");
+        }
+        // 255 bytes is a name; new directories on the way are made by the job.
+        assert_eq!(e(&format!("{}.csv", "a".repeat(251))), Ok(()));
+        assert_eq!(e("out/new/deeper/x.csv"), Ok(()));
+    }
+
+    /// Two sinks clash when two jobs writing them at once would lose one's rows:
+    /// one file by any name, one table that either overwrites.
+    #[cfg(unix)]
+    #[test]
+    fn sinks_clash_when_they_write_one_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path();
+        std::fs::create_dir(data.join("o")).unwrap();
+        std::os::unix::fs::symlink("o", data.join("alias")).unwrap();
+        let sink = |v: Value| parse_sink(Some(&v), "spec.sink", data).unwrap();
+        let file = sink(json!({"path": "o/same.csv"}));
+        assert!(file.clashes_with(&sink(json!({"path": "o/same.csv"}))));
+        assert!(file.clashes_with(&sink(json!({"path": "alias/same.csv"}))));
+        let absolute = data.join("o/same.csv").display().to_string();
+        assert!(file.clashes_with(&sink(json!({"path": absolute}))));
+        assert!(!file.clashes_with(&sink(json!({"path": "o/other.csv"}))));
+        let table = |url: &str, table: &str, mode: &str| {
+            sink(json!({"url": url, "table": table, "mode": mode}))
+        };
+        let over = table("sqlite://out.db", "scores", "overwrite");
+        assert!(over.clashes_with(&table("sqlite://out.db", "SCORES", "append")));
+        assert!(table("sqlite://out.db", "scores", "append").clashes_with(&over));
+        let absolute = format!("sqlite://{}", data.join("out.db").display());
+        assert!(over.clashes_with(&table(&absolute, "scores", "overwrite")));
+        // Appends keep both jobs' rows; other tables and databases are others.
+        assert!(
+            !table("sqlite://out.db", "scores", "append").clashes_with(&table(
+                "sqlite://out.db",
+                "scores",
+                "append"
+            ))
+        );
+        assert!(!over.clashes_with(&table("sqlite://out.db", "other", "overwrite")));
+        assert!(!over.clashes_with(&table("sqlite://other.db", "scores", "overwrite")));
+        let pg = table("postgres://h/db", "scores", "overwrite");
+        assert!(pg.clashes_with(&table("postgres://h/db", "scores", "append")));
+        assert!(!pg.clashes_with(&table("postgres://h/other", "scores", "overwrite")));
+        assert!(!pg.clashes_with(&file));
     }
 }

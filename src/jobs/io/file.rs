@@ -370,7 +370,7 @@ impl JsonLinesSource {
                     self.name, self.line
                 )));
             }
-            let text = self.buf.trim();
+            let text = self.line_text();
             if text.is_empty() {
                 continue;
             }
@@ -391,6 +391,17 @@ impl JsonLinesSource {
                 ))),
             };
         }
+    }
+
+    /// The line last read (in `buf`), trimmed. A byte-order mark before the first
+    /// line (as some Windows tools write UTF-8) is no part of the JSON: skipped, as
+    /// the CSV source skips it.
+    fn line_text(&self) -> &str {
+        match self.line {
+            1 => self.buf.strip_prefix('\u{feff}').unwrap_or(&self.buf),
+            _ => &self.buf,
+        }
+        .trim()
     }
 
     /// The cells of `object`, the line last read (still in `buf`), in column order.
@@ -418,7 +429,7 @@ impl JsonLinesSource {
                         // Past u64 (or below i64): its digits when it is written
                         // as an integer, rather than a float's 17 of them.
                         digits = raw
-                            .get_or_insert_with(|| serde_json::from_str(self.buf.trim()).ok())
+                            .get_or_insert_with(|| serde_json::from_str(self.line_text()).ok())
                             .as_ref()
                             .and_then(|o| o.get(c))
                             .map(|v| v.get())
@@ -714,6 +725,46 @@ mod tests {
         // The last row, then the end: still the last row's line.
         assert_eq!(source.next_batch_into(5, &mut rows).unwrap(), 1);
         assert_eq!(source.describe_position(), "\"in.csv\" line 5");
+    }
+
+    /// A JSON-lines file that begins with a UTF-8 byte-order mark reads as the same
+    /// file without it (it was "not JSON"), as a CSV file does; a mark later in the
+    /// file is no line's start and stays an error.
+    #[test]
+    fn a_json_lines_file_may_begin_with_a_byte_order_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            JsonLinesSource::open(&FileSpec {
+                path,
+                name: name.into(),
+                format: FileFormat::JsonLines,
+                csv: CsvOptions::default(),
+            })
+        };
+        const BOM: char = '\u{feff}';
+        let big = "123456789012345678901234567890";
+        let text = format!("{{\"id\": {big}, \"x\": 1.5}}\n{{\"id\": 2, \"x\": 2}}\n");
+        let mut source = open("bom.jsonl", &format!("{BOM}{text}")).unwrap();
+        assert_eq!(source.columns(), ["id", "x"]);
+        let rows = source.next_batch(10).unwrap().unwrap();
+        // The first line's integer past u64 is read from its text, BOM and all.
+        assert_eq!(
+            rows,
+            [
+                vec![Value::Text(big.into()), Value::Float(1.5)],
+                vec![Value::Int(2), Value::Int(2)]
+            ]
+        );
+        // A mark on a line of its own before the rows is skipped too.
+        let mut source = open("alone.jsonl", &format!("{BOM}\n{text}")).unwrap();
+        assert_eq!(source.next_batch(10).unwrap().unwrap().len(), 2);
+        let e = open("later.jsonl", &format!("{text}{BOM}{{\"id\": 3}}\n"))
+            .unwrap()
+            .next_batch(10)
+            .unwrap_err();
+        assert!(e.0.contains("line 3: not JSON"), "{}", e.0);
     }
 
     /// A key given twice in one JSON line kept its last value without a word (a CSV

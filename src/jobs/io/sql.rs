@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use sqlx::{Column, Row, TypeInfo};
+use sqlx::{Column, Row, TypeInfo, ValueRef};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
@@ -298,11 +298,21 @@ where
                     });
                 }
             }
+            // The column's declared type, or, where it has none (SQLite: an
+            // expression, a column declared without a type), the value's own: a
+            // null was read above whatever the type, so this value has one.
+            let declared = column.type_info();
+            let type_name = if declared.is_null() {
+                row.try_get_raw(i)
+                    .map(|v| v.type_info().name().to_string())
+                    .unwrap_or_else(|_| declared.name().to_string())
+            } else {
+                declared.name().to_string()
+            };
             Err(format!(
-                "column {:?} has the type {}, which cannot be read: cast it in the query \
-                 to an integer, a float or text",
+                "column {:?} has the type {type_name}, which cannot be read: cast it in the \
+                 query to an integer, a float or text",
                 column.name(),
-                column.type_info().name()
             ))
         })
         .collect()
