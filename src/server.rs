@@ -237,6 +237,9 @@ pub async fn run(
         let supervisor = crate::workers::Supervisor::new(config, Some(store.clone()))
             .context("cannot start the worker supervisor")?;
         let _ = state.workers.set(supervisor.clone());
+        // A deployed model whose directory goes while the server runs loses its
+        // worker and its deployment (the watcher notices it).
+        crate::api::manage::end_deployments_gone_from_watch(&state);
         supervisor.start_harvesting();
         let old_ports: std::collections::HashMap<String, u16> = store
             .workers()

@@ -771,3 +771,90 @@ async fn a_deployment_whose_directory_went_while_the_server_was_down_is_forgotte
     drop(server);
     assert_eq!(stored_worker_rows(repo.path()).await, vec![]);
 }
+
+/// A deployed model whose directory is removed while the server runs loses its
+/// deployment by itself: within a poll or two the watcher has its worker stopped
+/// (it kept running, holding its port, with the registry saying `ready`, while
+/// `/models/status` no longer listed the model and predict was a 404), the
+/// registry forgets it, the store's history says why; should the directory come
+/// back, it is an ordinary in-process model. A second model plays a replica whose
+/// model another replica sharing the repository and the store deleted (its stored
+/// settings gone before its files): its worker goes too, and nothing is written
+/// for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployed_model_whose_directory_goes_while_serving_loses_its_worker() {
+    let repo = tempfile::tempdir().unwrap();
+    install(repo.path(), "gone", "examples/models/iris_lr/1/model.onnx");
+    install(
+        repo.path(),
+        "elsewhere",
+        "examples/models/iris_lr/1/model.onnx",
+    );
+    let ports = port_range(4);
+    let server = start_server(repo.path(), ports, &[]).await;
+    let mut pids = Vec::new();
+    for model in ["gone", "elsewhere"] {
+        let (code, deployed) = deploy(&server, json!({ "model_id": model })).await;
+        assert_eq!(code, 200, "{deployed}");
+        pids.push(pid_of(&deployed));
+    }
+    let db = format!(
+        "sqlite://{}",
+        repo.path().join(".ferroserve/ferroserve.db").display()
+    );
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    sqlx::query("DELETE FROM model_settings WHERE model = 'elsewhere'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    for model in ["gone", "elsewhere"] {
+        std::fs::remove_dir_all(repo.path().join(model)).unwrap();
+    }
+
+    // The watcher polls every second and ends a deployment gone for 5 s.
+    assert_gone(&pids, Duration::from_secs(20));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for model in ["gone", "elsewhere"] {
+        loop {
+            let (code, body) = get(server.url(&format!("/registry/services/{model}"))).await;
+            if code == 404 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{model} still registered: {code} {body}\n{}",
+                server.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let stops = stored_event_details(repo.path(), "gone", "stop", 1).await;
+    assert!(
+        stops.iter().any(|d| d["serving"] == "nowhere"
+            && d["reason"].as_str().is_some_and(|r| r.contains(
+                "its directory is gone from the model repository, so nothing serves it"
+            ))),
+        "{stops:?}\n{}",
+        server.log()
+    );
+    assert_eq!(
+        stored_event_details(repo.path(), "elsewhere", "stop", 0).await,
+        Vec::<Value>::new()
+    );
+    let rows: Vec<String> = sqlx::query_scalar("SELECT model FROM model_settings ORDER BY model")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, vec!["gone".to_string()], "{}", server.log());
+    pool.close().await;
+
+    // The directory comes back: an ordinary model, served in-process.
+    install(repo.path(), "gone", "examples/models/iris_lr/1/model.onnx");
+    wait_predicts(&server, "gone").await;
+    let status = model_status(&server, "gone").await;
+    assert_eq!(status["deployment"], Value::Null, "{status}");
+    let (code, body) = get(server.url("/registry/services/gone")).await;
+    assert_eq!(code, 404, "{body}");
+    drop(server);
+    assert_eq!(stored_worker_rows(repo.path()).await, vec![]);
+}

@@ -288,19 +288,7 @@ async fn end_deployment_of_gone_model(
             .save_model_settings(&ended, &settings_now(&state.sources, model))
             .await?;
     }
-    let (sources, name) = (state.sources.clone(), model.to_string());
-    let lock = tokio::task::spawn_blocking(move || {
-        sources.forget_deployment_locked(&name, &lock);
-        lock
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("ending model {model:?}'s deployment failed: {e}")))?;
-    workers.stop(model).await;
-    drop(lock);
-    tracing::info!(
-        model,
-        "deployment ended; {why}, so nothing serves the model"
-    );
+    forget_gone_deployment(state, workers, model, lock, &why).await?;
     audit(
         state,
         caller,
@@ -314,6 +302,132 @@ async fn end_deployment_of_gone_model(
         }),
     );
     Ok(StopDeployment::EndedModelGone { reason: why })
+}
+
+/// The in-memory end of a deployment whose model is gone from the model repository,
+/// once the store says so (or has no deployment of it to say): the deployment is
+/// forgotten here, then the worker drains and stops, and only then is `lock`
+/// released, so no deploy can come between.
+async fn forget_gone_deployment(
+    state: &ServerState,
+    workers: &Arc<crate::workers::Supervisor>,
+    model: &str,
+    lock: crate::sources::ModelGuard,
+    why: &str,
+) -> Result<(), ApiError> {
+    let (sources, name) = (state.sources.clone(), model.to_string());
+    let lock = tokio::task::spawn_blocking(move || {
+        sources.forget_deployment_locked(&name, &lock);
+        lock
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("ending model {model:?}'s deployment failed: {e}")))?;
+    workers.stop(model).await;
+    drop(lock);
+    tracing::info!(
+        model,
+        "deployment ended; {why}, so nothing serves the model"
+    );
+    Ok(())
+}
+
+/// Has the repository watch end the deployments of models gone from the model
+/// repository ([`crate::sources::Sources::on_deployment_gone`]; the watch waits
+/// until the model has been gone for a grace of a few seconds, on two polls, and
+/// hands over its lock, taken without waiting): each end
+/// runs on a task of its own ([`end_deployment_gone_from_watch`]), so the
+/// watch's thread never waits for a worker's drain. Called once, at start, when
+/// deployments run in workers; the hook holds the state weakly (the state owns
+/// the sources that own the hook).
+pub(crate) fn end_deployments_gone_from_watch(state: &Arc<ServerState>) {
+    let weak = Arc::downgrade(state);
+    let runtime = tokio::runtime::Handle::current();
+    state
+        .sources
+        .on_deployment_gone(Box::new(move |model, lock| {
+            let Some(state) = weak.upgrade() else {
+                return;
+            };
+            runtime.spawn(async move {
+                end_deployment_gone_from_watch(&state, &model, lock).await;
+            });
+        }));
+}
+
+/// The end of a deployment whose model the repository watch found gone from the
+/// model repository (its directory removed by hand, or by a delete on another
+/// server sharing the repository and the store), under the model's lock (`lock`).
+/// The stored settings lose the deployment only if they still hold one: after a
+/// delete on another server the row is gone already, nothing is written, and that
+/// delete's own event says what happened; otherwise a `stop` event says why nothing
+/// serves the model. With the store down nothing changes, and a later poll tries
+/// again.
+async fn end_deployment_gone_from_watch(
+    state: &Arc<ServerState>,
+    model: &str,
+    lock: crate::sources::ModelGuard,
+) {
+    let Some(workers) = state.workers.get() else {
+        return;
+    };
+    let gone = {
+        let (sources, name) = (state.sources.clone(), model.to_string());
+        tokio::task::spawn_blocking(move || gone_from_repository(&sources, &name)).await
+    };
+    let Ok(Some(why)) = gone else {
+        return; // back in the repository meanwhile
+    };
+    let mut recorded = false;
+    if let Some(store) = &state.store {
+        let stored = match store.model_settings().await {
+            Ok(rows) => rows
+                .into_iter()
+                .any(|row| row.model == model && row.deployment.is_some()),
+            Err(e) => {
+                tracing::warn!(
+                    model,
+                    "deployed, but {why}; the deployment ends once the store answers: {e}"
+                );
+                return;
+            }
+        };
+        if stored {
+            let ended = ModelSettings {
+                model: model.to_string(),
+                stopped: false,
+                deployment: None,
+            };
+            if let Err(e) = store
+                .save_model_settings(&ended, &settings_now(&state.sources, model))
+                .await
+            {
+                tracing::warn!(
+                    model,
+                    "deployed, but {why}; the deployment ends once the store answers: {e}"
+                );
+                return;
+            }
+            recorded = true;
+        }
+    }
+    if let Err(e) = forget_gone_deployment(state, workers, model, lock, &why).await {
+        tracing::error!(model, "{e}");
+        return;
+    }
+    if recorded {
+        audit(
+            state,
+            &Caller::default(),
+            EventKind::Stop,
+            model,
+            None,
+            serde_json::json!({
+                "deployment": "ended",
+                "serving": "nowhere",
+                "reason": format!("{why}, so nothing serves it"),
+            }),
+        );
+    }
 }
 
 /// Where a load back in process stands between the caller and the blocking

@@ -26,8 +26,8 @@
 use std::sync::Arc;
 
 // Deployments live in their own file; their API stays here with the rest.
-pub(crate) use super::deploy::gone_from_repository;
 pub use super::deploy::{deploy, stop_deployment, DeployRequest, StopDeployment};
+pub(crate) use super::deploy::{end_deployments_gone_from_watch, gone_from_repository};
 pub(super) use super::status::{describe_failures, summary_under_lock};
 pub use super::status::{model_summary, models_status, ModelSummary, VersionSummary};
 use super::{ApiError, Caller, ServerState};

@@ -39,7 +39,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 pub use tokio_util::sync::CancellationToken;
@@ -65,6 +65,12 @@ pub use watch::STAGING_GRACE;
 pub type ModelLock = Arc<tokio::sync::Semaphore>;
 /// Proof that the model's lock is held; dropping it releases the lock.
 pub type ModelGuard = tokio::sync::OwnedSemaphorePermit;
+
+/// What the watcher hands a model deployed in a worker that is gone from the model
+/// repository ([`Sources::on_deployment_gone`]): its name and its lock, held, so
+/// that the deployment's end runs under it. It must not block: the end (a store
+/// write, a worker's drain) runs elsewhere, and drops the guard once it is done.
+pub type DeploymentGone = Box<dyn Fn(String, ModelGuard) + Send + Sync>;
 
 /// Settings a deployment (`POST /deploy`) asked for. The timeout is applied as the
 /// model's request deadline; the limits are stored and reported until isolated
@@ -155,6 +161,16 @@ pub struct Sources {
     /// Models deployed in a worker process: served there alone, so nothing here
     /// loads their versions (held back like stopped models, but not stopped).
     isolated: Mutex<BTreeSet<String>>,
+    /// Deployed models the previous poll found gone from the repository, with when
+    /// a poll first found each gone: one is ended only when a later poll finds it
+    /// gone still, [`watch::DEPLOYMENT_GONE_GRACE`] on, so a directory missing for
+    /// an instant (moved away and back) never ends a deployment.
+    gone_deployments: Mutex<BTreeMap<String, Instant>>,
+    /// Who ends the deployment of a model gone from the repository (the API's
+    /// management, which knows the workers and the store; this module knows
+    /// neither). Unset (a worker process, `--worker-ports off`), the watcher
+    /// leaves deployments alone.
+    deployment_gone: OnceLock<DeploymentGone>,
     /// One lock per model name ever operated on (a handful of bytes each).
     locks: Mutex<HashMap<String, ModelLock>>,
     /// Watcher state per model. Only touched with the model's lock held or by the
@@ -217,6 +233,8 @@ impl Sources {
             last_sweep: Mutex::new(None),
             deployments: Mutex::new(BTreeMap::new()),
             isolated: Mutex::new(BTreeSet::new()),
+            gone_deployments: Mutex::new(BTreeMap::new()),
+            deployment_gone: OnceLock::new(),
             locks: Mutex::new(HashMap::new()),
             watch: Mutex::new(HashMap::new()),
             model_defaults: ModelDefaults::default(),
@@ -298,6 +316,12 @@ impl Sources {
     /// reload-all and the watcher leave it.
     fn held_back(&self, name: &str) -> bool {
         self.is_stopped(name) || self.is_isolated(name) || guard(&self.stopping).contains_key(name)
+    }
+
+    /// Sets who ends the deployment of a model that the watcher finds gone from the
+    /// repository ([`DeploymentGone`]); once only, later calls are ignored.
+    pub fn on_deployment_gone(&self, end: DeploymentGone) {
+        let _ = self.deployment_gone.set(end);
     }
 
     /// Whether the model is deployed in a worker process, and so never loaded here.

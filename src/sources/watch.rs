@@ -8,6 +8,12 @@ use super::*;
 /// debris (a crash, or a process sharing the repository that died): the watcher
 /// removes them. Younger ones may belong to another process still writing.
 pub const STAGING_GRACE: Duration = Duration::from_secs(10 * 60);
+/// How long a deployed model's directory must stay gone (seen on two polls at least
+/// this far apart) before the watcher ends its deployment: a directory moved away
+/// and straight back, or replaced by a tool that removes before it copies, keeps
+/// its worker, and an explicit `stop_deployment` or delete of a model whose
+/// directory was just removed finds the deployment still there to end.
+pub(super) const DEPLOYMENT_GONE_GRACE: Duration = Duration::from_secs(5);
 /// How often the watcher looks for stale staging directories.
 const STAGING_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -55,8 +61,9 @@ const MAX_FINGERPRINT_FILES: usize = 10_000;
 impl Sources {
     /// One watcher poll: reconciles each model whose settled view changed since it was
     /// last reconciled (a changed `config.toml` waits for a poll that reads it the same
-    /// again), unloads models whose directory is gone, and now and then
-    /// removes stale staging directories. Blocking.
+    /// again), unloads models whose directory is gone, has the deployments of models
+    /// gone for two polls ended, and now and then removes stale staging
+    /// directories. Blocking.
     pub fn poll(&self) {
         let sweep_due = {
             let mut last = guard(&self.last_sweep);
@@ -72,6 +79,7 @@ impl Sources {
         self.sync_flat(FlatSync::Poll);
         let dirs = self.model_dirs();
         self.unload_gone(&dirs);
+        self.end_gone_deployments();
         let mut work = Vec::new();
         for (name, dir) in dirs {
             if self.held_back(&name) {
@@ -293,6 +301,51 @@ impl Sources {
             guard(&self.watch).remove(&name);
         }
     }
+
+    /// Hands the deployments of models gone from the repository (no deployable
+    /// directory: removed by hand, or by a delete on another server sharing the
+    /// repository) to [`Sources::on_deployment_gone`]'s hook, each with its lock:
+    /// only a model found gone on two polls in a row at least
+    /// [`DEPLOYMENT_GONE_GRACE`] apart, only when its lock is free (a busy one, an
+    /// upload or a delete of it under way, waits for a later poll), and only if,
+    /// under the lock, it is deployed and gone still.
+    fn end_gone_deployments(&self) {
+        let Some(end) = self.deployment_gone.get() else {
+            return;
+        };
+        let deployed: Vec<String> = guard(&self.isolated).iter().cloned().collect();
+        let gone_now: Vec<String> = deployed
+            .into_iter()
+            .filter(|name| self.deployment_is_gone(name))
+            .collect();
+        let due: Vec<String> = {
+            let mut gone = guard(&self.gone_deployments);
+            let seen_before = std::mem::take(&mut *gone);
+            let now = Instant::now();
+            gone_now
+                .into_iter()
+                .filter(|name| {
+                    let since = seen_before.get(name).copied();
+                    gone.insert(name.clone(), since.unwrap_or(now));
+                    since.is_some_and(|t| now.duration_since(t) >= DEPLOYMENT_GONE_GRACE)
+                })
+                .collect()
+        };
+        for name in due {
+            let Ok(lock) = self.model_lock(&name).try_acquire_owned() else {
+                continue; // busy: a later poll
+            };
+            if self.is_isolated(&name) && self.deployment_is_gone(&name) {
+                end(name, lock);
+            }
+        }
+    }
+
+    /// Whether a deployed model has no directory it could be served from (the test
+    /// of `api::deploy::gone_from_repository`).
+    fn deployment_is_gone(&self, name: &str) -> bool {
+        matches!(self.deployable_dir(name), Err(SourcesError::NotFound(_)))
+    }
 }
 
 /// Staging made by an upload or a delete (a crash may leave them behind).
@@ -432,6 +485,65 @@ mod tests {
         // At start-up, age does not matter; what this process holds still does.
         sources.sweep_staging(Duration::ZERO);
         assert!(!young.exists() && held.exists());
+    }
+
+    /// The watcher ends a deployment only once its model has been gone for
+    /// [`DEPLOYMENT_GONE_GRACE`] (a directory back in between starts it again),
+    /// never while its lock is held, and hands the hook the lock, held.
+    #[test]
+    fn a_deployment_gone_from_the_repository_ends_after_its_grace_under_its_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let sources = Sources::new(
+            Arc::new(Manager::new(crate::backends::BackendOptions::default())),
+            root.to_path_buf(),
+        );
+        let ended: Arc<Mutex<Vec<(String, ModelGuard)>>> = Arc::default();
+        {
+            let ended = ended.clone();
+            sources.on_deployment_gone(Box::new(move |name, lock| {
+                guard(&ended).push((name, lock));
+            }));
+        }
+        std::fs::create_dir_all(root.join("m/1")).unwrap();
+        let lock = sources.model_lock("m").try_acquire_owned().unwrap();
+        sources
+            .isolate_locked("m", Deployment::default(), &lock)
+            .unwrap();
+        drop(lock);
+        let backdate = |sources: &Sources| {
+            let long_ago = Instant::now()
+                .checked_sub(DEPLOYMENT_GONE_GRACE + Duration::from_secs(1))
+                .unwrap();
+            for since in guard(&sources.gone_deployments).values_mut() {
+                *since = long_ago;
+            }
+        };
+
+        std::fs::remove_dir_all(root.join("m")).unwrap();
+        sources.end_gone_deployments();
+        sources.end_gone_deployments();
+        assert!(guard(&ended).is_empty(), "gone for an instant only");
+        // Back, then gone again: its grace starts again.
+        backdate(&sources);
+        std::fs::create_dir_all(root.join("m/1")).unwrap();
+        sources.end_gone_deployments();
+        std::fs::remove_dir_all(root.join("m")).unwrap();
+        sources.end_gone_deployments();
+        sources.end_gone_deployments();
+        assert!(guard(&ended).is_empty(), "its grace started again");
+
+        backdate(&sources);
+        let busy = sources.model_lock("m").try_acquire_owned().unwrap();
+        sources.end_gone_deployments();
+        assert!(guard(&ended).is_empty(), "an operation holds the model");
+        drop(busy);
+        sources.end_gone_deployments();
+        let names: Vec<String> = guard(&ended).iter().map(|(n, _)| n.clone()).collect();
+        assert_eq!(names, ["m"]);
+        assert!(sources.is_busy("m"), "the hook holds the model's lock");
+        sources.end_gone_deployments();
+        assert_eq!(guard(&ended).len(), 1, "its end is under way");
     }
 
     #[test]
