@@ -440,13 +440,16 @@ pub fn takes_nan(handle: &ServableHandle, input: &TensorSpec) -> bool {
 }
 
 /// Whether `input` is a categorical feature of a model a training job wrote whose
-/// categories are numbers (`jobs::train::numeric_categorical_inputs`): a number or
+/// categories are numbers (`ModelTraits::numeric_category_inputs`): a number or
 /// a text that reads as one goes in as the number's category text (`1`, `1.0` and
 /// `"1.0"` all as `1`), as training read the column.
 fn numeric_categories(handle: &ServableHandle, input: &TensorSpec) -> bool {
     input.dtype == DataType::Bytes
-        && handle.backend.traits().trained
-        && crate::jobs::train::numeric_categorical_inputs(handle).contains(&input.name)
+        && handle
+            .backend
+            .traits()
+            .numeric_category_inputs
+            .contains(&input.name)
 }
 
 /// The error for a missing value (JSON null) given to an input the model does not

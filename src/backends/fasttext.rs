@@ -73,6 +73,7 @@ impl FastTextBackend {
             class_labels: None,
             feature_names: None,
             missing_inputs: Vec::new(),
+            numeric_category_inputs: Vec::new(),
             ignored_inputs: Vec::new(),
             trained: false,
             ranked_output: Some(PROBABILITIES_OUTPUT.into()),

@@ -113,6 +113,7 @@ impl SklearnBackend {
             class_labels: model.classes().map(ClassLabels::to_strings),
             feature_names: model.feature_names().map(<[String]>::to_vec),
             missing_inputs: Vec::new(),
+            numeric_category_inputs: Vec::new(),
             ignored_inputs: match model.input_schema() {
                 InputSchema::Columns(columns) => columns
                     .iter()

@@ -19,14 +19,12 @@ mod forest;
 mod logistic;
 pub mod onnx;
 
-use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Instant;
 
 use serde_json::{json, Value as Json};
 
 use super::spec::{SourceSpec, TrainSpec};
 use super::{JobContext, JobError};
-use crate::manager::LoadedVersion;
 use data::{Encoded, Scaler};
 
 /// One parameter set of a grid (`{"C": 0.1}`).
@@ -188,49 +186,6 @@ pub fn numeric_categorical_features(training: &Json) -> Vec<String> {
         .filter(|e| e["kind"] == "categorical" && e["numeric"] == true)
         .filter_map(|e| e["key"].as_str().map(str::to_string))
         .collect()
-}
-
-/// A loaded version and its [`numeric_categorical_features`], as read.
-type ReadFeatures = (Weak<LoadedVersion>, Arc<[String]>);
-
-/// [`numeric_categorical_features`] of the loaded version `handle` (its own
-/// directory's `training.json`), for `api::simple`: empty for a model no training
-/// job wrote. Read once per loaded version: requests ask on every call.
-pub fn numeric_categorical_inputs(handle: &crate::manager::ServableHandle) -> Arc<[String]> {
-    // Keyed by the loaded version itself, not by its model and number: a version
-    // deleted and trained again under the same number is another load. A `Weak`
-    // key keeps the allocation it points at, so no later load can take its
-    // address; entries whose version is freed are dropped at the next insert. A
-    // std mutex: nothing awaits while it is held, and the file is read outside it.
-    static READ: Mutex<Vec<ReadFeatures>> = Mutex::new(Vec::new());
-    if !handle.backend.traits().trained {
-        return Arc::from([]);
-    }
-    let same = |w: &Weak<LoadedVersion>| std::ptr::eq(w.as_ptr(), Arc::as_ptr(handle));
-    let cached = READ
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .iter()
-        .find(|(w, _)| same(w))
-        .map(|(_, found)| found.clone());
-    if let Some(found) = cached {
-        return found;
-    }
-    let path = handle.dir().join(TRAINING_FILE);
-    let Some(training) = crate::regular_file::read(&path, MAX_TRAINING_FILE_BYTES)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<Json>(&bytes).ok())
-    else {
-        // Not cached: a file that cannot be read now is read again next time.
-        return Arc::from([]);
-    };
-    let found: Arc<[String]> = numeric_categorical_features(&training).into();
-    let mut cache = READ.lock().unwrap_or_else(PoisonError::into_inner);
-    cache.retain(|(w, _)| w.strong_count() > 0);
-    if !cache.iter().any(|(w, _)| same(w)) {
-        cache.push((Arc::downgrade(handle), found.clone()));
-    }
-    found
 }
 
 /// Why saving a trained version of `model` would replace a model no training job

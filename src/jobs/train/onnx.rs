@@ -363,6 +363,18 @@ pub fn export(
                 }),
                 _ => None,
             })
+            .chain(encodings.iter().filter_map(|e| match e {
+                Encoding::Categorical {
+                    key, numeric: true, ..
+                } => Some(onnx::StringStringEntryProto {
+                    key: Some(format!(
+                        "{}{key}",
+                        crate::backends::onnx::NUMERIC_CATEGORY_KEY
+                    )),
+                    value: Some("1".into()),
+                }),
+                _ => None,
+            }))
             .chain(
                 classes
                     .iter()

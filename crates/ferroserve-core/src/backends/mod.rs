@@ -55,6 +55,11 @@ pub struct ModelTraits {
     /// empty or blank cell) goes in as NaN to a float input, as `""` to a string
     /// input. Any other input refuses one.
     pub missing_inputs: Vec<String>,
+    /// String inputs of categorical features whose categories are numbers (a
+    /// training job's, [`onnx::NUMERIC_CATEGORY_KEY`]): a number, or text that reads
+    /// as one, sent to one is written as the number's category text first, so that
+    /// `1`, `1.0` and `"1.0"` meet one category.
+    pub numeric_category_inputs: Vec<String>,
     /// Inputs the model was fitted with but does not use (a scikit-learn
     /// `ColumnTransformer` column no transformer selects): scikit-learn requires them
     /// in a DataFrame, so a request may carry them, in any dtype, and they are

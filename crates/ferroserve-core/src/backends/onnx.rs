@@ -196,7 +196,8 @@ fn describe(session: &Session) -> Result<(Signature, ModelTraits), BackendError>
         probabilities_output,
         class_labels: class_labels(session),
         feature_names: None,
-        missing_inputs: missing_inputs(session, &inputs),
+        missing_inputs: flagged_inputs(session, &inputs, IMPUTES_KEY),
+        numeric_category_inputs: flagged_inputs(session, &inputs, NUMERIC_CATEGORY_KEY),
         ignored_inputs: Vec::new(),
         trained: session
             .metadata()
@@ -213,6 +214,11 @@ fn describe(session: &Session) -> Result<(Signature, ModelTraits), BackendError>
 /// writes one per feature with a `missing` policy other than `error` (its graph maps
 /// NaN through an `Imputer`, `""` through a `LabelEncoder`).
 pub const IMPUTES_KEY: &str = "ferroserve.imputes.";
+
+/// The prefix of the ONNX metadata keys that mark a categorical input whose
+/// categories are numbers (`<prefix><input name>` = `"1"`): a training job writes
+/// one per such feature ([`ModelTraits::numeric_category_inputs`]).
+pub const NUMERIC_CATEGORY_KEY: &str = "ferroserve.numeric_category.";
 
 /// The prefix of the ONNX metadata keys that name a classifier's classes in the
 /// order of its probabilities' columns (`<prefix><i>` = the class of column `i`,
@@ -236,7 +242,8 @@ fn class_labels(session: &Session) -> Option<Vec<String>> {
     (in_order && !classes.is_empty()).then(|| classes.into_iter().map(|(_, c)| c).collect())
 }
 
-fn missing_inputs(session: &Session, inputs: &[TensorSpec]) -> Vec<String> {
+/// The inputs the metadata marks with `<prefix><input name>` = `"1"`.
+fn flagged_inputs(session: &Session, inputs: &[TensorSpec], prefix: &str) -> Vec<String> {
     let Ok(metadata) = session.metadata() else {
         return Vec::new();
     };
@@ -244,7 +251,7 @@ fn missing_inputs(session: &Session, inputs: &[TensorSpec]) -> Vec<String> {
     inputs
         .iter()
         .filter(|i| {
-            let key = format!("{IMPUTES_KEY}{}", i.name);
+            let key = format!("{prefix}{}", i.name);
             keys.contains(&key) && metadata.custom(&key).as_deref() == Some("1")
         })
         .map(|i| i.name.clone())
