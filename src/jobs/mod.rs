@@ -30,7 +30,10 @@
 //!   one a worker finds taken.
 
 pub mod io;
+mod live;
 pub mod old_service;
+pub use live::{CancelError, JobContext, JobError, LiveJob};
+use live::{CANCELLED_BY_CLIENT, CANCELLED_BY_SHUTDOWN, NOT_CANCELLED};
 mod replicas;
 mod score;
 pub use score::ScoringPlan;
@@ -43,12 +46,11 @@ pub use view::{JobState, JobView, Message, Progress};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::ServerState;
@@ -59,253 +61,11 @@ use spec::{JobKind, JobSpec};
 pub const PERSIST_EVERY: Duration = Duration::from_millis(500);
 /// How often finished jobs past the retention are deleted.
 const RETENTION_SWEEP: Duration = Duration::from_secs(3600);
-/// Messages a job keeps (the oldest go first).
-const MAX_MESSAGES: usize = 100;
 /// The error of a job whose process ended while it ran.
 pub const INTERRUPTED: &str = "interrupted by restart";
 /// The error of a queued job whose uploaded files were on a server that is gone.
 pub const FILES_GONE: &str =
     "never run: the server that holds its uploaded files is gone (submit it again)";
-
-/// How often a job waiting on a database refreshes its progress (see
-/// [`JobContext::stop_check`]).
-const STOP_BEAT: Duration = Duration::from_millis(250);
-
-/// Why a job stopped early.
-#[derive(Debug, Clone, PartialEq)]
-pub enum JobError {
-    /// Asked to stop (by a client, or by shutdown).
-    Cancelled,
-    Failed(String),
-}
-
-const NOT_CANCELLED: u8 = 0;
-const CANCELLED_BY_CLIENT: u8 = 1;
-const CANCELLED_BY_SHUTDOWN: u8 = 2;
-/// A training job publishing its version: past the last moment a cancel could
-/// leave nothing saved, so a cancel is refused ([`CancelError::TooLate`]) rather
-/// than answered and then not honoured.
-const SAVING: u8 = 3;
-
-/// Why a cancel was not taken.
-#[derive(Debug, thiserror::Error)]
-pub enum CancelError {
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
-    /// The job is publishing its model version (see [`JobContext::begin_publishing`]).
-    #[error("too late to cancel: the model is being saved")]
-    TooLate,
-}
-
-/// A job this server knows in memory: queued here or running here.
-pub struct LiveJob {
-    pub id: String,
-    pub kind: JobKind,
-    /// The spec as submitted.
-    pub spec_json: serde_json::Value,
-    /// Everything the API shows; every change notifies the events streams.
-    view: watch::Sender<JobView>,
-    cancel: AtomicU8,
-    last_persist: Mutex<Instant>,
-    started: Mutex<Option<Instant>>,
-}
-
-impl LiveJob {
-    fn new(view: JobView, kind: JobKind) -> LiveJob {
-        LiveJob {
-            id: view.job_id.clone(),
-            kind,
-            spec_json: view.spec.clone(),
-            view: watch::Sender::new(view),
-            cancel: AtomicU8::new(NOT_CANCELLED),
-            last_persist: Mutex::new(Instant::now()),
-            started: Mutex::new(None),
-        }
-    }
-
-    pub fn view(&self) -> JobView {
-        self.view.borrow().clone()
-    }
-
-    pub fn subscribe(&self) -> watch::Receiver<JobView> {
-        self.view.subscribe()
-    }
-
-    pub fn is_cancelled(&self) -> bool {
-        matches!(
-            self.cancel.load(Ordering::Relaxed),
-            CANCELLED_BY_CLIENT | CANCELLED_BY_SHUTDOWN
-        )
-    }
-
-    /// Whether the job is publishing its model version: a cancel now is too late.
-    pub fn is_publishing(&self) -> bool {
-        self.cancel.load(Ordering::Relaxed) == SAVING
-    }
-
-    /// See [`JobContext::begin_publishing`].
-    fn begin_publishing(&self) -> Result<(), JobError> {
-        match self.cancel.compare_exchange(
-            NOT_CANCELLED,
-            SAVING,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        ) {
-            Ok(_) => Ok(()),
-            Err(_) => Err(JobError::Cancelled),
-        }
-    }
-
-    /// Marks the job cancelled by its client, unless it is publishing its version.
-    fn cancel_by_client(&self) -> Result<(), CancelError> {
-        match self.cancel.compare_exchange(
-            NOT_CANCELLED,
-            CANCELLED_BY_CLIENT,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        ) {
-            Err(SAVING) => Err(CancelError::TooLate),
-            _ => Ok(()),
-        }
-    }
-}
-
-/// What a running job uses: the server, the runtime, and its own record.
-#[derive(Clone)]
-pub struct JobContext {
-    pub state: Arc<ServerState>,
-    pub runtime: Handle,
-    pub job: Arc<LiveJob>,
-    store: Arc<Store>,
-}
-
-impl JobContext {
-    /// The last moment a cancel stops the job: `Err(Cancelled)` if one was asked;
-    /// else from now on a cancel is refused as too late (a training job calls it
-    /// just before it publishes its version, which then always completes: a
-    /// cancel answered 200 never leaves a saved version behind). A shutdown
-    /// meanwhile waits for the publication.
-    pub fn begin_publishing(&self) -> Result<(), JobError> {
-        self.job.begin_publishing()
-    }
-
-    /// `Err(Cancelled)` once a cancel was asked.
-    pub fn check_cancelled(&self) -> Result<(), JobError> {
-        if self.job.is_cancelled() {
-            Err(JobError::Cancelled)
-        } else {
-            Ok(())
-        }
-    }
-
-    /// What a source or sink waiting on a database asks (`io::StopCheck`): whether
-    /// this job was cancelled (or the server stops). Every quarter second it also
-    /// refreshes the progress, which is what writes it to the store and learns of a
-    /// cancel asked through another server, as training's solvers do.
-    pub fn stop_check(&self) -> io::StopCheck {
-        let ctx = self.clone();
-        let last_beat = Mutex::new(Instant::now());
-        std::sync::Arc::new(move || {
-            let beat = {
-                let mut last = last_beat.lock().unwrap_or_else(|e| e.into_inner());
-                let due = last.elapsed() >= STOP_BEAT;
-                if due {
-                    *last = Instant::now();
-                }
-                due
-            };
-            if beat {
-                ctx.progress(|_| {});
-            }
-            ctx.job.is_cancelled()
-        })
-    }
-
-    /// Updates the progress (elapsed and remaining are filled in here) and, at most
-    /// every [`PERSIST_EVERY`], writes it to the store, which also tells whether
-    /// another server asked to cancel.
-    pub fn progress(&self, update: impl FnOnce(&mut Progress)) {
-        let elapsed = self
-            .job
-            .started
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .map(|s| s.elapsed())
-            .unwrap_or_default();
-        let kind = self.job.kind;
-        self.job.view.send_modify(|v| {
-            update(&mut v.progress);
-            v.progress.elapsed_ms = elapsed.as_millis() as u64;
-            v.progress.remaining_ms = remaining_ms(kind, &v.progress, elapsed);
-        });
-        let due = {
-            let mut last = self
-                .job
-                .last_persist
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if last.elapsed() >= PERSIST_EVERY {
-                *last = Instant::now();
-                true
-            } else {
-                false
-            }
-        };
-        if due {
-            let view = self.job.view();
-            let progress = serde_json::to_string(&view.progress).unwrap_or_default();
-            let messages = serde_json::to_string(&view.messages).unwrap_or_default();
-            match self.runtime.block_on(self.store.save_job_progress(
-                &self.job.id,
-                &progress,
-                &messages,
-            )) {
-                Ok(true) => {
-                    let _ = self.job.cancel.compare_exchange(
-                        NOT_CANCELLED,
-                        CANCELLED_BY_CLIENT,
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    );
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(job = %self.job.id, "cannot record the job's progress: {e}")
-                }
-            }
-        }
-    }
-
-    /// Adds a message the job's record shows.
-    pub fn message(&self, text: impl Into<String>) {
-        let text = text.into();
-        tracing::info!(job = %self.job.id, "{text}");
-        self.job.view.send_modify(|v| {
-            v.messages.push(Message {
-                at_ms: now_ms(),
-                text,
-            });
-            if v.messages.len() > MAX_MESSAGES {
-                v.messages.remove(0);
-            }
-        });
-    }
-}
-
-/// The time a running job has left, from the fraction it has done and the time it
-/// took: unknown (`None`) before a fraction is known, and for a training job until
-/// its first cross-validation fold has finished. Before that a training job has
-/// only read its source, which its fraction counts as a tenth of the work however
-/// long the folds will take, so an estimate from it says nothing.
-fn remaining_ms(kind: JobKind, progress: &Progress, elapsed: Duration) -> Option<u64> {
-    if kind == JobKind::Train && progress.folds_done.unwrap_or(0) == 0 {
-        return None;
-    }
-    progress
-        .fraction
-        .filter(|f| *f > 0.0)
-        .map(|f| (elapsed.as_secs_f64() * (1.0 - f.min(1.0)) / f * 1000.0) as u64)
-}
 
 /// Why a job was not queued.
 #[derive(Debug, thiserror::Error)]
@@ -1121,41 +881,6 @@ mod end_tests {
         assert_eq!(
             end_of(Err(JobError::Cancelled), NOT_CANCELLED).0,
             JobState::Cancelled
-        );
-    }
-}
-
-#[cfg(test)]
-mod remaining_tests {
-    use super::*;
-
-    /// A training job's time left is unknown until a fold has finished (it was
-    /// nine times the reading time, whatever the folds would take); a scoring
-    /// job's is estimated from its fraction as soon as it has one.
-    #[test]
-    fn a_training_job_estimates_no_time_left_before_its_first_fold() {
-        let elapsed = Duration::from_secs(3);
-        let progress = |fraction: Option<f64>, folds_done: Option<u64>| Progress {
-            fraction,
-            folds_done,
-            folds_total: folds_done.map(|_| 160_001),
-            ..Progress::default()
-        };
-        // Reading, then cross-validating before any fold ended.
-        for p in [progress(Some(0.05), None), progress(Some(0.1), Some(0))] {
-            assert_eq!(remaining_ms(JobKind::Train, &p, elapsed), None, "{p:?}");
-        }
-        assert_eq!(
-            remaining_ms(JobKind::Train, &progress(Some(0.5), Some(80_000)), elapsed),
-            Some(3000)
-        );
-        assert_eq!(
-            remaining_ms(JobKind::Score, &progress(Some(0.25), None), elapsed),
-            Some(9000)
-        );
-        assert_eq!(
-            remaining_ms(JobKind::Score, &progress(None, None), elapsed),
-            None
         );
     }
 }
