@@ -18,6 +18,7 @@ pub mod data;
 mod forest;
 mod logistic;
 pub mod onnx;
+pub mod schema;
 
 use std::time::Instant;
 
@@ -223,7 +224,7 @@ pub fn check(spec: &TrainSpec) -> Result<(), String> {
         )
     })?;
     trainer.grid(&spec.algorithm_spec)?;
-    data::parse_schema(spec)?;
+    schema::parse_schema(spec)?;
     cv::CvSpec::parse(&spec.cv)?;
     if !crate::model_config_list::is_valid_model_name(&spec.model) {
         return Err(format!(
@@ -239,7 +240,7 @@ pub fn check(spec: &TrainSpec) -> Result<(), String> {
 /// (`max_categories`, `--max-categories`), naming the feature's field. The job
 /// checks it first thing; submission may check it too, with the server's setting.
 pub fn check_categories(spec: &TrainSpec, max_categories: usize) -> Result<(), String> {
-    data::check_categories(&data::parse_schema(spec)?, max_categories)
+    schema::check_categories(&schema::parse_schema(spec)?, max_categories)
 }
 
 /// For a file source, the columns the schema names that its header lacks (reads
@@ -248,10 +249,10 @@ pub fn check_columns(spec: &TrainSpec, runtime: &tokio::runtime::Handle) -> Resu
     if !matches!(spec.source, SourceSpec::File(_)) {
         return Ok(());
     }
-    let schema = data::parse_schema(spec)?;
+    let schema = schema::parse_schema(spec)?;
     let source =
         super::io::open_source(&spec.source, runtime).map_err(|e| format!("spec.source: {e}"))?;
-    match data::missing_column(&schema, source.columns()) {
+    match schema::missing_column(&schema, source.columns()) {
         Some(m) => Err(format!("spec.schema: {m}")),
         None => Ok(()),
     }
@@ -266,7 +267,7 @@ pub fn run(ctx: &JobContext, spec: &TrainSpec) -> Result<Json, JobError> {
     let trainer = trainer_for(&spec.algorithm)
         .ok_or_else(|| failed(format!("unknown algorithm {:?}", spec.algorithm)))?;
     let grid = trainer.grid(&spec.algorithm_spec).map_err(failed)?;
-    let schema = data::parse_schema(spec).map_err(failed)?;
+    let schema = schema::parse_schema(spec).map_err(failed)?;
     let cvspec = cv::CvSpec::parse(&spec.cv).map_err(failed)?;
     check_categories(spec, ctx.state.settings.max_categories).map_err(failed)?;
     let standardize = spec
