@@ -21,8 +21,10 @@
   ``ORT_DYLIB_PATH``. ``predict`` takes a numpy array (a model with one input) or a
   dict of input name to array, and gives a dict of output name to array; a DataFrame
   or Arrow data gives one column per output, each input read from the column of its
-  name (a one-input model takes every column as its matrix). Values are cast to the
-  model's dtypes as the server casts them; a dict that lacks one of the model's inputs
+  name (a one-input model takes every column as its matrix; a column of equal-length
+  arrays is an [n, k] input; bool, nullable and number-categorical columns are
+  numbers, and a missing value is NaN for a float input and refused for another).
+  Values are cast to the model's dtypes as the server casts them; a dict that lacks one of the model's inputs
   or names one it does not have is refused before anything runs, as the server does.
 * a TensorFlow SavedModel: the directory holding ``saved_model.pb`` and
   ``variables/``, run by the server's TensorFlow backend through TensorFlow's C API,
@@ -151,10 +153,17 @@ def _number_matrix(data):
     refused rather than cast (numpy's cast would drop an imaginary part silently)."""
     import numpy as np
 
+    if data is None:
+        raise PredictError("expected a 2-D array of numbers (one row per sample), got None")
     try:
         array = np.asarray(data)
     except (ValueError, TypeError) as e:
         raise PredictError("the rows are not a rectangular array: %s" % e) from None
+    if array.ndim == 0:
+        raise PredictError(
+            "expected a 2-D array of numbers (one row per sample), got a scalar (%r): "
+            "pass one row as [[...]]" % (data,)
+        )
     if array.dtype.kind not in "biufO":
         raise PredictError(
             "expected numbers, got an array of %s (dtype %s)"
@@ -349,6 +358,8 @@ class Model:
         return self._predict_pandas(frame)[PREDICT_OUTPUT].to_numpy()
 
     def _predict_arrow(self, data, module, extra):
+        if module == "pyarrow":
+            data = _numeric_dictionaries_decoded(data)
         if hasattr(data, "__arrow_c_array__"):
             schema, array = data.__arrow_c_array__()
             out = self._native._predict_arrow_array(schema, array, *extra)
@@ -375,6 +386,9 @@ class Model:
                     % (len(names), ", ".join(names))
                 )
             inputs = {names[0]: data}
+        for name, value in inputs.items():
+            if value is None:
+                raise PredictError("input %r: got None; give an array" % (name,))
         tensors = [_tensor_payload(str(name), value) for name, value in inputs.items()]
         return {name: array for name, array in _tensors_to_numpy(self._native._predict_tensors(tensors))}
 
@@ -386,23 +400,42 @@ class Model:
             frame = frame.to_frame()
         specs = self._native.signature["inputs"]
         if all(spec["name"] in frame.columns for spec in specs):
-            tensors = [_tensor_payload(spec["name"], _column_values(frame[spec["name"]])) for spec in specs]
+            tensors = [
+                _tensor_payload(spec["name"], _column_values(frame[spec["name"]], spec))
+                for spec in specs
+            ]
         elif len(specs) == 1:
-            if specs[0]["dtype"] == "string":
+            spec = specs[0]
+            if spec["dtype"] == "string":
                 if frame.shape[1] != 1:
                     raise PredictError(
                         "input %r takes text; give one string column (the DataFrame has %d)"
-                        % (specs[0]["name"], frame.shape[1])
+                        % (spec["name"], frame.shape[1])
                     )
-                values = _column_values(frame.iloc[:, 0])
-            else:
-                if not all(pd.api.types.is_numeric_dtype(t) or pd.api.types.is_bool_dtype(t) for t in frame.dtypes):
-                    raise PredictError(
-                        "input %r is a matrix of numbers; the DataFrame has non-numeric columns"
-                        % specs[0]["name"]
-                    )
+                values = _column_values(frame.iloc[:, 0], spec)
+            elif frame.shape[1] == 1 and (rows := _pandas_rows(frame.iloc[:, 0])) is not None:
+                # One column of arrays (as predict gives an [n, k] output): its rows.
+                values = rows
+            elif frame.shape[1] == 0:
                 values = frame.to_numpy()
-            tensors = [_tensor_payload(specs[0]["name"], values)]
+            else:
+                # The matrix numpy would make of the columns (float32 and bool: float32;
+                # float32 and int64: float64), which the native side casts to the
+                # input's dtype as it casts any array.
+                columns = []
+                for position in range(frame.shape[1]):
+                    column = frame.iloc[:, position]
+                    numbers = _pandas_numbers(column, spec)
+                    if numbers is None:
+                        raise PredictError(
+                            "input %r is a matrix of numbers, one column per feature; column "
+                            "%r is non-numeric (%s); give an [n, k] input as one number "
+                            "column per feature, or as one column of arrays"
+                            % (spec["name"], column.name, column.dtype)
+                        )
+                    columns.append(numbers)
+                values = np.column_stack(columns)
+            tensors = [_tensor_payload(spec["name"], values)]
         else:
             missing = [spec["name"] for spec in specs if spec["name"] not in frame.columns]
             raise PredictError("the DataFrame has no column %s" % ", ".join(map(repr, missing)))
@@ -486,7 +519,7 @@ class Model:
         if isinstance(frame, pd.Series):
             frame = frame.to_frame()
         kind = self._native.input_kind
-        numeric = all(pd.api.types.is_numeric_dtype(t) for t in frame.dtypes)
+        numeric = all(_is_number_dtype(t) for t in frame.dtypes)
         if kind == "dense" and numeric:
             # By the model's feature names when it has them and the frame's columns have
             # names (string labels); by position only when no label is a string (a
@@ -496,7 +529,13 @@ class Model:
                 [c if isinstance(c, str) else None for c in frame.columns], "DataFrame"
             )
             frame_in = frame if positions is None else frame.iloc[:, positions]
-            matrix = np.ascontiguousarray(frame_in.to_numpy(dtype=np.float64, na_value=np.nan))
+            if any(isinstance(t, pd.CategoricalDtype) for t in frame_in.dtypes):
+                matrix = np.column_stack(
+                    [_float_column(frame_in.iloc[:, j]) for j in range(frame_in.shape[1])]
+                )
+            else:
+                matrix = frame_in.to_numpy(dtype=np.float64, na_value=np.nan)
+            matrix = np.ascontiguousarray(matrix, dtype=np.float64)
             rows, cols = matrix.shape
             labels = self._native._predict_dense(matrix.tobytes(), rows, cols)
         elif kind == "text":
@@ -515,7 +554,7 @@ class Model:
                     {
                         "name": str(name),
                         "used": True,
-                        "dtype": "float64" if pd.api.types.is_numeric_dtype(t) else "string",
+                        "dtype": "float64" if _is_number_dtype(t) else "string",
                     }
                     for name, t in frame.dtypes.items()
                 ]
@@ -530,7 +569,7 @@ class Model:
                     raise PredictError("the DataFrame has no column %r" % name)
                 column = frame[name]
                 if spec["dtype"] == "float64":
-                    values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+                    values = _float_column(column)
                     columns.append((name, "float64", np.ascontiguousarray(values).tobytes()))
                 else:
                     values = [None if pd.isna(v) else str(v) for v in column]
@@ -674,17 +713,144 @@ def _strings(name, values):
     return out
 
 
-def _column_values(column):
-    """A pandas column as a numpy array: numbers as they are (float NaN kept), text as
-    an object array of its str or bytes (a missing text is refused)."""
-    import numpy as np
-    import pandas as pd
-
-    if pd.api.types.is_numeric_dtype(column.dtype) or pd.api.types.is_bool_dtype(column.dtype):
-        return column.to_numpy()
+def _column_values(column, spec):
+    """A pandas column as a numpy array for the input ``spec``: numbers as
+    ``_pandas_numbers`` gives them, a column of equal-length arrays as their [n, k]
+    matrix, text as an object array of its str or bytes (a missing text is refused)."""
+    numbers = _pandas_numbers(column, spec)
+    if numbers is not None:
+        return numbers
+    rows = _pandas_rows(column)
+    if rows is not None:
+        return rows
     if column.isna().any():
         raise PredictError("column %r has missing values" % column.name)
     return column.to_numpy(dtype=object)
+
+
+def _is_number_dtype(dtype):
+    """Whether a pandas column of ``dtype`` holds numbers (booleans and nullable types
+    included, and categoricals whose categories are numbers, as scikit-learn reads them)."""
+    import pandas as pd
+
+    if isinstance(dtype, pd.CategoricalDtype):
+        return _is_number_dtype(dtype.categories.dtype)
+    return pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)
+
+
+def _float_column(column):
+    """A pandas column of numbers (see ``_is_number_dtype``) as float64, missing values NaN."""
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return _pandas_numbers(column, {"name": column.name, "dtype": "float64"}).astype(np.float64)
+    return column.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _pandas_numbers(column, spec):
+    """A pandas column of numbers or booleans as the numpy array numpy would hold it in,
+    or None when it holds something else: numpy dtypes as they are; nullable (``Int64``,
+    ``Float64``, ``boolean``) and pyarrow-backed ones in their numpy dtype; a categorical
+    whose categories are numbers as its values. A missing value (``pd.NA``, a missing
+    category) becomes NaN, the array float64, when the input ``spec`` is a float, as
+    NaN in a numpy array is taken; for another input it is refused naming the column,
+    as NaN in a numpy array is refused for an integer or boolean input."""
+    import numpy as np
+    import pandas as pd
+
+    dtype = column.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        if not _is_number_dtype(dtype.categories.dtype):
+            return None
+        categories = _pandas_numbers(pd.Series(dtype.categories, name=column.name), spec)
+        codes = column.cat.codes.to_numpy()
+        missing = codes < 0
+        if len(categories):
+            values = categories[np.where(missing, 0, codes)]
+        else:
+            values = np.zeros(len(codes), dtype=categories.dtype)
+    elif _is_number_dtype(dtype):
+        if isinstance(dtype, np.dtype):
+            return column.to_numpy()
+        missing = column.isna().to_numpy(dtype=bool)
+        if not missing.any():
+            return column.to_numpy(dtype=getattr(dtype, "numpy_dtype", None))
+        values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        return None
+    if missing.any():
+        if "float" not in spec["dtype"]:
+            raise PredictError(
+                "column %r has a missing value (row %d); input %r takes %s, which has no "
+                "NaN: fill or drop the missing values"
+                % (column.name, int(np.argmax(missing)), spec["name"], spec["dtype"])
+            )
+        values = values.astype(np.float64)
+        values[missing] = np.nan
+    return values
+
+
+def _pandas_rows(column):
+    """A pandas column whose cells are arrays, lists or tuples as their stacked
+    ``[n, k]`` array, as an Arrow list column is read; None when no cell is one. Rows
+    of different lengths, and a missing or scalar cell among them, are refused."""
+    import numpy as np
+
+    if column.dtype != object:
+        return None
+    cells = column.to_numpy()
+    sequences = (list, tuple, np.ndarray)
+    if not any(isinstance(cell, sequences) for cell in cells):
+        return None
+    rows = []
+    for row, cell in enumerate(cells):
+        if not isinstance(cell, sequences):
+            raise PredictError(
+                "column %r: row %d is %r, not an array like the other rows"
+                % (column.name, row, cell)
+            )
+        values = np.asarray(cell)
+        if rows and values.shape != rows[0].shape:
+            if values.ndim == 1 and rows[0].ndim == 1:
+                raise PredictError(
+                    "column %r: row %d has %d values, row 0 has %d; every row of a column "
+                    "of arrays must be as long" % (column.name, row, len(values), len(rows[0]))
+                )
+            raise PredictError(
+                "column %r: row %d has shape %s, row 0 has %s; every row of a column of "
+                "arrays must have the same shape"
+                % (column.name, row, list(values.shape), list(rows[0].shape))
+            )
+        if values.dtype == object and any(v is None for v in values.reshape(-1)):
+            raise PredictError(
+                "column %r: row %d holds a missing value (None); fill it or drop the row"
+                % (column.name, row)
+            )
+        rows.append(values)
+    return np.stack(rows)
+
+
+def _numeric_dictionaries_decoded(data):
+    """A pyarrow RecordBatch or Table whose dictionary-encoded columns of numbers or
+    booleans are decoded to their values (the native reader takes plain columns)."""
+    import pyarrow as pa
+
+    if not isinstance(data, (pa.RecordBatch, pa.Table)):
+        return data
+    for position, field in enumerate(data.schema):
+        if not pa.types.is_dictionary(field.type):
+            continue
+        value_type = field.type.value_type
+        if not (
+            pa.types.is_integer(value_type)
+            or pa.types.is_floating(value_type)
+            or pa.types.is_boolean(value_type)
+        ):
+            continue
+        decoded = data.column(position).cast(value_type)
+        data = data.set_column(position, field.with_type(value_type), decoded)
+    return data
 
 
 def _tensor_payload(name, value):
