@@ -112,6 +112,24 @@ async fn models_upload_predict_and_status_with_exit_codes() {
     .await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("model iris_onnx version 1"), "{out}");
+    // The version goes as written: the server refuses "05" as it does over the API
+    // (the client read it as 5 and created version 5).
+    let (code, out) = run(cli(
+        &url,
+        &[
+            "upload",
+            &root_path("examples/models/iris_lr/1/model.onnx")
+                .display()
+                .to_string(),
+            "--model",
+            "iris_onnx",
+            "--version",
+            "05",
+        ],
+    ))
+    .await;
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("05"), "{out}");
     let (code, out) = run(cli(&url, &["models", "status", "iris_onnx"])).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("AVAILABLE"), "{out}");

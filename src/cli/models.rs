@@ -61,9 +61,10 @@ pub struct UploadArgs {
     /// The model's name [default: the file name without its extension]
     #[arg(long)]
     pub model: Option<String>,
-    /// The version to create [default: the next one]
+    /// The version to create, a positive integer without leading zeros [default:
+    /// the next one]; sent as written, so the server refuses what it refuses
     #[arg(long)]
-    pub version: Option<u64>,
+    pub version: Option<String>,
     #[command(flatten)]
     pub connection: Connection,
 }
@@ -300,8 +301,8 @@ pub async fn upload(args: UploadArgs) -> anyhow::Result<i32> {
     if let Some(m) = &args.model {
         form = form.text("model_id", m.clone());
     }
-    if let Some(v) = args.version {
-        form = form.text("version", v.to_string());
+    if let Some(v) = &args.version {
+        form = form.text("version", v.clone());
     }
     form = form.part("file", part);
     // A large model takes long to send and to check: no overall timeout.
