@@ -204,6 +204,13 @@ pub enum TensorError {
     Conversion { from: DataType, to: DataType },
     #[error("value {value} does not fit {to}")]
     OutOfRange { value: String, to: DataType },
+    /// A whole float past 2^53: floats there no longer hold every integer, so the
+    /// integer meant may not be the one that arrived.
+    #[error(
+        "value {value} is a float past 2^53, where floats skip integers, so it may not \
+         be the integer meant: send {to} values as integers"
+    )]
+    InexactInteger { value: String, to: DataType },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -340,8 +347,26 @@ fn num_to_int<T: TryFrom<i64> + TryFrom<u64>>(n: Num, to: DataType) -> Result<T,
         Num::U(u) => T::try_from(u).map_err(|_| out_of_range(u.to_string())),
         Num::F(f) => {
             // A float becomes an integer only when it is one: 2.0 -> 2, 2.5 -> error.
-            if f.fract() != 0.0 || !f.is_finite() || f.abs() > 9.007_199_254_740_992e15 {
+            if f.fract() != 0.0 || !f.is_finite() {
                 return Err(out_of_range(f.to_string()));
+            }
+            if f.abs() > 9.007_199_254_740_992e15 {
+                // Out of the type's range it cannot fit however it was written.
+                let fits =
+                    if !(-9.223_372_036_854_775_808e18..1.844_674_407_370_955_2e19).contains(&f) {
+                        false
+                    } else if f >= 0.0 {
+                        T::try_from(f as u64).is_ok()
+                    } else {
+                        T::try_from(f as i64).is_ok()
+                    };
+                if !fits {
+                    return Err(out_of_range(f.to_string()));
+                }
+                return Err(TensorError::InexactInteger {
+                    value: f.to_string(),
+                    to,
+                });
             }
             T::try_from(f as i64).map_err(|_| out_of_range(f.to_string()))
         }
@@ -486,6 +511,45 @@ mod tests {
         assert!(Tensor::new(vec![usize::MAX, 2, 0], TensorData::F32(vec![])).is_ok());
         assert_eq!(element_count(&[1 << 62, 4]), usize::MAX);
         assert_eq!(element_count(&[]), 1);
+    }
+
+    /// A whole float past 2^53 that the integer type holds is refused as inexact
+    /// (it said "does not fit INT64" of 2^62, which fits); one past the type's
+    /// range still does not fit.
+    #[test]
+    fn a_float_past_2_53_is_refused_as_inexact_not_as_out_of_range() {
+        let cast = |v: f64, to: DataType| {
+            Tensor::new(vec![1], TensorData::F64(vec![v]))
+                .unwrap()
+                .cast(to)
+                .unwrap_err()
+        };
+        for (v, to) in [
+            (2f64.powi(62), DataType::I64),
+            (-(2f64.powi(63)), DataType::I64),
+            (2f64.powi(63), DataType::U64),
+        ] {
+            let e = cast(v, to);
+            assert!(
+                matches!(e, TensorError::InexactInteger { .. }),
+                "{v} {to}: {e}"
+            );
+            assert!(e.to_string().contains("send"), "{e}");
+        }
+        for (v, to) in [
+            (2f64.powi(63), DataType::I64),
+            (2f64.powi(64), DataType::U64),
+            (2f64.powi(60), DataType::I32),
+            (-(2f64.powi(60)), DataType::U64),
+        ] {
+            let e = cast(v, to);
+            assert!(matches!(e, TensorError::OutOfRange { .. }), "{v} {to}: {e}");
+        }
+        let ok = Tensor::new(vec![1], TensorData::F64(vec![2f64.powi(53)]))
+            .unwrap()
+            .cast(DataType::I64)
+            .unwrap();
+        assert_eq!(ok.data(), &TensorData::I64(vec![1 << 53]));
     }
 
     #[test]
