@@ -627,6 +627,15 @@ async fn client_messages_are_accurate() {
         let (code, out) = run(cli("http://127.0.0.1:1", args)).await;
         assert_eq!(code, 2, "{args:?}: {out}");
     }
+    // The gRPC port given as --server answers, in HTTP/2: a server that failed
+    // to answer as ferroserve does (5), not one that cannot be reached (3).
+    if let Some(grpc) = server.grpc_addr {
+        let (code, out) = run(cli(&format!("http://{grpc}"), &["status"])).await;
+        assert_eq!(code, 5, "{out}");
+        assert!(out.contains("not the gRPC one"), "{out}");
+    } else {
+        panic!("the test server has no gRPC port");
+    }
     let (code, out) = run(cli(&server.base, &["models", "status", "nosuch"])).await;
     assert_eq!(code, 4, "{out}");
     assert!(out.contains("has no model \"nosuch\""), "{out}");

@@ -69,6 +69,13 @@ fn server_url(text: &str) -> Result<(), String> {
 pub enum ClientError {
     #[error("cannot reach the server at {url}: {reason}")]
     Unreachable { url: String, reason: String },
+    /// Something answered, but not in HTTP/1.1 (a gRPC port, an HTTP/2-only or
+    /// TLS port given as http://): reached, but not a ferroserve REST port.
+    #[error(
+        "{url} answered in another protocol than HTTP ({reason}): is --server the REST \
+         port (not the gRPC one), with https:// for a TLS port?"
+    )]
+    Protocol { url: String, reason: String },
     #[error("the server refused the request ({status}): {message}")]
     Rejected { status: u16, message: String },
     #[error("the server failed ({status}): {message}")]
@@ -101,6 +108,7 @@ pub const EXIT_SERVER: i32 = 5;
 pub fn exit_code(e: &anyhow::Error) -> i32 {
     match e.downcast_ref::<ClientError>() {
         Some(ClientError::Unreachable { .. }) => EXIT_UNREACHABLE,
+        Some(ClientError::Protocol { .. }) => EXIT_SERVER,
         Some(ClientError::Rejected { .. }) => EXIT_REJECTED,
         Some(ClientError::Server { .. }) => EXIT_SERVER,
         Some(ClientError::Unexpected { .. }) => EXIT_SERVER,
@@ -257,19 +265,37 @@ impl Client {
             Some(t) => request.bearer_auth(t),
             None => request,
         };
-        let response = request.send().await.map_err(|e| ClientError::Unreachable {
-            // `--server http://user:pw@host`: the message shows no password.
-            url: self.server_name(),
-            reason: if e.is_timeout() {
-                "timed out".to_string()
-            } else {
-                // The innermost cause says what happened (refused, unknown host).
-                let mut source: &dyn std::error::Error = &e;
-                while let Some(s) = source.source() {
-                    source = s;
+        let response = request.send().await.map_err(|e| {
+            // The innermost cause says what happened (refused, unknown host).
+            let mut source: &dyn std::error::Error = &e;
+            let mut parse = false;
+            loop {
+                parse |= source
+                    .downcast_ref::<hyper::Error>()
+                    .is_some_and(hyper::Error::is_parse);
+                match source.source() {
+                    Some(s) => source = s,
+                    None => break,
                 }
-                source.to_string()
-            },
+            }
+            // `--server http://user:pw@host`: the message shows no password.
+            let url = self.server_name();
+            if e.is_timeout() {
+                ClientError::Unreachable {
+                    url,
+                    reason: "timed out".to_string(),
+                }
+            } else if parse {
+                ClientError::Protocol {
+                    url,
+                    reason: source.to_string(),
+                }
+            } else {
+                ClientError::Unreachable {
+                    url,
+                    reason: source.to_string(),
+                }
+            }
         })?;
         let status = response.status();
         let html = response
