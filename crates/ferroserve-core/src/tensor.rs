@@ -352,14 +352,13 @@ fn num_to_int<T: TryFrom<i64> + TryFrom<u64>>(n: Num, to: DataType) -> Result<T,
             }
             if f.abs() > 9.007_199_254_740_992e15 {
                 // Out of the type's range it cannot fit however it was written.
-                let fits =
-                    if !(-9.223_372_036_854_775_808e18..1.844_674_407_370_955_2e19).contains(&f) {
-                        false
-                    } else if f >= 0.0 {
-                        T::try_from(f as u64).is_ok()
-                    } else {
-                        T::try_from(f as i64).is_ok()
-                    };
+                let fits = if !(i64::MIN as f64..u64::MAX as f64).contains(&f) {
+                    false
+                } else if f >= 0.0 {
+                    T::try_from(f as u64).is_ok()
+                } else {
+                    T::try_from(f as i64).is_ok()
+                };
                 if !fits {
                     return Err(out_of_range(f.to_string()));
                 }
