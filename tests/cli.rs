@@ -673,6 +673,19 @@ async fn client_messages_are_accurate() {
     .await;
     assert_eq!(code, 4, "{out}");
     assert!(out.contains("line 3 of"), "{out}");
+    // A line that is no JSON is named with its file, as the server's refusals are.
+    let broken = dir.path().join("broken.jsonl");
+    std::fs::write(&broken, "[5.1, 3.5, 1.4, 0.2]\n{\"sepal_length\": \n").unwrap();
+    let (code, out) = run(cli(
+        &server.base,
+        &["predict", "iris", "--input", &broken.display().to_string()],
+    ))
+    .await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("line 2 of ") && out.contains("broken.jsonl is not JSON"),
+        "{out}"
+    );
     server.stop().await;
 
     // Not ferroserve: a 200 that is not JSON is an unexpected answer (5).

@@ -328,11 +328,13 @@ pub async fn upload(args: UploadArgs) -> anyhow::Result<i32> {
 }
 
 /// One input row: named features, or values in the model's order.
-fn parse_json_row(line: &str, n: usize) -> anyhow::Result<Value> {
-    let v: Value = serde_json::from_str(line).with_context(|| format!("line {n} is not JSON"))?;
+fn parse_json_row(line: &str, n: usize, file: &Path) -> anyhow::Result<Value> {
+    let file = file.display();
+    let v: Value =
+        serde_json::from_str(line).with_context(|| format!("line {n} of {file} is not JSON"))?;
     match v {
         Value::Object(_) | Value::Array(_) => Ok(v),
-        _ => bail!("line {n} is neither an object of features nor a list of values"),
+        _ => bail!("line {n} of {file} is neither an object of features nor a list of values"),
     }
 }
 
@@ -466,7 +468,7 @@ fn read_rows(path: &Path) -> anyhow::Result<(Vec<Value>, Vec<usize>)> {
         if line.trim().is_empty() {
             continue;
         }
-        rows.push(parse_json_row(&line, i + 1)?);
+        rows.push(parse_json_row(&line, i + 1, path)?);
         lines.push(i + 1);
     }
     Ok((rows, lines))
