@@ -2,7 +2,10 @@
 //! before its service. It classifies the method (`auth::grpc_access`), checks the
 //! `authorization` metadata (`Bearer <token>`) and the peer, and answers
 //! UNAUTHENTICATED or PERMISSION_DENIED as a trailers-only response. Management
-//! calls are logged with the token's name once answered.
+//! calls also pass [`cross_site_refusal`], as REST's management requests do: a
+//! browser reaches this port over TLS (HTTP/2 by ALPN), and a page on any site
+//! may send it a no-cors `fetch`, token or not. They are logged with the token's
+//! name once answered.
 
 use std::net::SocketAddr;
 
@@ -51,6 +54,11 @@ pub async fn require(
     if access != Access::Management {
         return next.run(request).await;
     }
+    if let Some(message) = cross_site_refusal(request.headers(), request.uri()) {
+        crate::metrics::record_auth_failure("grpc", "cross_site");
+        tracing::warn!(client = %display_peer(peer), method = %request.uri().path(), "{message}");
+        return Status::permission_denied(message).into_http();
+    }
     let method = request.uri().path().to_string();
     let mut request = request;
     request.extensions_mut().insert(crate::api::Caller {
@@ -72,4 +80,111 @@ pub async fn require(
         "management call"
     );
     response
+}
+
+/// Why a management call may come from a browser page on another site, if it may:
+/// its headers name such a page (`crate::http::browser_refusal`: `Origin`,
+/// `Referer`, `Sec-Fetch-Site`, as for REST), or its content type is not gRPC's.
+/// Every gRPC client sends `application/grpc` (or `application/grpc+proto`, and
+/// so on); a page's no-cors `fetch` can only send a body of no type or of a type
+/// a form could send, and one of `application/grpc` needs a CORS preflight this
+/// server never grants. Calls that are not management need no such check: without
+/// tokens any client may make them, and with tokens a page cannot send one.
+fn cross_site_refusal(headers: &http::HeaderMap, uri: &http::Uri) -> Option<String> {
+    if let Some(message) = crate::http::browser_refusal(headers, uri) {
+        return Some(message);
+    }
+    let content_type = headers.get(http::header::CONTENT_TYPE);
+    let essence = content_type
+        .map(|v| String::from_utf8_lossy(v.as_bytes()))
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let grpc = essence == "application/grpc" || essence.starts_with("application/grpc+");
+    (!grpc).then(|| {
+        let sent = match content_type {
+            Some(_) => format!("{essence:?}"),
+            None => "none".to_string(),
+        };
+        format!(
+            "cross-site management request refused: a gRPC management call's content-type \
+             is application/grpc or application/grpc+proto, not {sent}"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> http::HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    http::HeaderName::from_static(k),
+                    http::HeaderValue::from_static(v),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn browser_management_calls_are_refused() {
+        let uri: http::Uri =
+            "https://localhost:8500/inference.GRPCInferenceService/RepositoryModelUnload"
+                .parse()
+                .unwrap();
+        for ok in [
+            vec![("content-type", "application/grpc")],
+            vec![("content-type", "application/grpc+proto")],
+            vec![("content-type", "Application/GRPC; charset=x")],
+            vec![
+                ("content-type", "application/grpc"),
+                ("origin", "https://localhost:8500"),
+                ("sec-fetch-site", "same-origin"),
+                ("referer", "https://localhost:8500/page?q=1"),
+            ],
+        ] {
+            assert_eq!(cross_site_refusal(&headers(&ok), &uri), None, "{ok:?}");
+        }
+        for (bad, why) in [
+            (vec![], "not none"),
+            (vec![("content-type", "text/plain")], "not \"text/plain\""),
+            (vec![("content-type", "application/grpc-web")], "grpc-web"),
+            (vec![("content-type", "application/grpcx")], "grpcx"),
+            (
+                vec![
+                    ("content-type", "application/grpc"),
+                    ("origin", "https://evil.example"),
+                ],
+                "Origin \"https://evil.example\" is not this server",
+            ),
+            (
+                vec![
+                    ("content-type", "application/grpc"),
+                    ("sec-fetch-site", "cross-site"),
+                ],
+                "Sec-Fetch-Site is cross-site",
+            ),
+            (
+                vec![
+                    ("content-type", "application/grpc"),
+                    ("referer", "https://evil.example/page?secret=1"),
+                ],
+                "Referer \"https://evil.example\"",
+            ),
+        ] {
+            let refused = cross_site_refusal(&headers(&bad), &uri).expect(why);
+            assert!(
+                refused.starts_with("cross-site management request refused"),
+                "{refused}"
+            );
+            assert!(refused.contains(why), "{refused}");
+            assert!(!refused.contains("secret"), "{refused}");
+        }
+    }
 }

@@ -139,36 +139,22 @@ pub(super) fn denied_response(denied: &Denied) -> Response {
 }
 
 /// Why a management request looks like a browser's cross-site request, if it
-/// does. Browsers send `Sec-Fetch-Site` and, on every POST, `Origin`; a form or a
-/// no-cors `fetch` can only send `text/plain`, `application/x-www-form-urlencoded`
-/// or `multipart/form-data`, so JSON bodies must say `application/json` (which
-/// needs a CORS preflight this server never grants) and a multipart upload must
-/// come from the same origin or from a non-browser client. Only the routes that
-/// take files (`multipart`: [`super::takes_multipart`]) take `multipart/form-data`:
-/// anywhere else such a body would be read as the JSON it holds, with no preflight.
-/// `host` is the request's `Host` header, or its HTTP/2 authority.
+/// does: its headers name a page on another site (`browser_refusal_for_host`),
+/// or its body's type is one a page on any site may send. A form or a no-cors `fetch` can only send `text/plain`,
+/// `application/x-www-form-urlencoded` or `multipart/form-data`, so JSON bodies
+/// must say `application/json` (which needs a CORS preflight this server never
+/// grants) and a multipart upload must come from the same origin or from a
+/// non-browser client. Only the routes that take files (`multipart`:
+/// [`super::takes_multipart`]) take `multipart/form-data`: anywhere else such a
+/// body would be read as the JSON it holds, with no preflight. `host` is the
+/// request's `Host` header, or its HTTP/2 authority.
 pub fn cross_site_refusal(
     headers: &HeaderMap,
     host: Option<&str>,
     multipart: bool,
 ) -> Option<(StatusCode, String)> {
-    let forbidden = |what: String| {
-        Some((
-            StatusCode::FORBIDDEN,
-            format!("cross-site management request refused: {what}"),
-        ))
-    };
-    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
-        if site.eq_ignore_ascii_case("cross-site") || site.eq_ignore_ascii_case("same-site") {
-            return forbidden(format!("Sec-Fetch-Site is {site}"));
-        }
-    }
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let origin = origin.to_str().unwrap_or("");
-        let host = host.unwrap_or("");
-        if !same_origin(origin, host) {
-            return forbidden(format!("Origin {origin:?} is not this server ({host:?})"));
-        }
+    if let Some(message) = browser_refusal_for_host(headers, host) {
+        return Some((StatusCode::FORBIDDEN, message));
     }
     if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
         let essence = content_type
@@ -194,6 +180,59 @@ pub fn cross_site_refusal(
         }
     }
     None
+}
+
+/// Why a management request (REST) or call (gRPC) was made by a browser page on
+/// another site, if its headers say so, whatever its body. The REST access layer
+/// asks it through [`cross_site_refusal`]; the gRPC one asks it directly, and
+/// checks the body's type its own way.
+/// `Sec-Fetch-Site` says so outright (modern browsers send it on every request);
+/// `Origin` (on every POST, and every `fetch` that is not a GET) and `Referer` (on
+/// what an older browser fetches for an `<img>`, a link or a form, where it sends
+/// neither of the others) name the page's site, which must be this server: the
+/// request's `Host`, or its HTTP/2 authority (`uri`). A client that is not a
+/// browser sends none of them, or names this server.
+pub(crate) fn browser_refusal(headers: &HeaderMap, uri: &Uri) -> Option<String> {
+    browser_refusal_for_host(headers, request_host(headers, uri).as_deref())
+}
+
+/// [`browser_refusal`], with the request's host (`Host`, or the HTTP/2 authority)
+/// already read.
+fn browser_refusal_for_host(headers: &HeaderMap, host: Option<&str>) -> Option<String> {
+    let refused = |what: String| Some(format!("cross-site management request refused: {what}"));
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        if site.eq_ignore_ascii_case("cross-site") || site.eq_ignore_ascii_case("same-site") {
+            return refused(format!("Sec-Fetch-Site is {site}"));
+        }
+    }
+    let host = host.unwrap_or("");
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        if !same_origin(origin, host) {
+            return refused(format!("Origin {origin:?} is not this server ({host:?})"));
+        }
+    }
+    if let Some(referer) = headers.get(header::REFERER) {
+        // Only the page's origin is quoted (and logged): its path and query
+        // string are the page's business.
+        let origin = origin_of_url(referer.to_str().unwrap_or(""));
+        if !same_origin(origin, host) {
+            return refused(format!(
+                "Referer {origin:?} (a page's address) is not this server ({host:?})"
+            ));
+        }
+    }
+    None
+}
+
+/// The `scheme://authority` a URL begins with (what a browser's `Origin` for
+/// its page would be); what is not such a URL, whole.
+fn origin_of_url(url: &str) -> &str {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url;
+    };
+    let authority = rest.find(['/', '?', '#']).map_or(rest, |end| &rest[..end]);
+    &url[..scheme.len() + "://".len() + authority.len()]
 }
 
 /// Why a management request that only its loopback client lets in may come from
@@ -349,6 +388,14 @@ mod tests {
             ),
             (vec![host, ("sec-fetch-site", "same-origin")], false),
             (vec![host, ("sec-fetch-site", "none")], false),
+            (
+                vec![host, ("referer", "http://127.0.0.1:8501/console")],
+                false,
+            ),
+            (
+                vec![host, ("referer", "http://127.0.0.1:8501?q=1#x")],
+                false,
+            ),
         ] {
             let h = headers(&ok);
             let host = h.get("host").map(|v| v.to_str().unwrap());
@@ -372,6 +419,23 @@ mod tests {
             (vec![host, ("origin", "null")], false, 403),
             (vec![host, ("sec-fetch-site", "cross-site")], false, 403),
             (vec![host, ("sec-fetch-site", "same-site")], false, 403),
+            // An older browser's `<img src>` sends only a Referer.
+            (
+                vec![host, ("referer", "http://evil.example/page")],
+                false,
+                403,
+            ),
+            (
+                vec![host, ("referer", "http://127.0.0.1:8501.evil/")],
+                false,
+                403,
+            ),
+            (
+                vec![host, ("referer", "http://127.0.0.1:9999/")],
+                false,
+                403,
+            ),
+            (vec![host, ("referer", "not a url")], false, 403),
             (vec![host, ("content-type", "text/plain")], false, 415),
             (vec![host, ("content-type", "text/plain")], true, 415),
             (

@@ -37,6 +37,23 @@ pub(super) fn body_limit(settings: &crate::settings::Settings, path: &str) -> u6
     }
 }
 
+/// The 413 of a body declared larger than [`body_limit`] (`limit`). An upload's
+/// names the upload limit the user set, as its late refusal does, not that limit
+/// with the room for the multipart framing.
+fn too_large(
+    settings: &crate::settings::Settings,
+    path: &str,
+    declared: u64,
+    limit: u64,
+) -> ApiError {
+    match path.trim_end_matches('/') {
+        "/upload_model" => upload::too_large(settings.max_upload_bytes, Some(declared)),
+        _ => ApiError::PayloadTooLarge(format!(
+            "request body of {declared} bytes is larger than the limit of {limit} bytes"
+        )),
+    }
+}
+
 /// Checks a request's head before anything else reads it (the access layer
 /// included), answering what RFC 9112 requires:
 /// * more than one `Host` header is a 400: which one names the server (and so
@@ -133,9 +150,7 @@ pub(super) async fn body_headers(
     if let (true, Some(declared)) = (waits, declared) {
         let limit = body_limit(&state.settings, request.uri().path());
         if declared > limit {
-            let e = ApiError::PayloadTooLarge(format!(
-                "request body of {declared} bytes is larger than the limit of {limit} bytes"
-            ));
+            let e = too_large(&state.settings, request.uri().path(), declared, limit);
             refused(&state, &request, e.kind(), started);
             return HttpError(e).into_response();
         }

@@ -32,7 +32,7 @@ mod tfs;
 mod upload;
 mod v2;
 
-pub(crate) use auth::sees_callers;
+pub(crate) use auth::{browser_refusal, sees_callers};
 pub(crate) use body::{answer_unread, body_read_error};
 pub use body::{body, body_chunks, parse_json, rejection_message};
 use middleware::{body_headers, head_checks, json_errors, takes_multipart};

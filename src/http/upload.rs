@@ -26,6 +26,19 @@ pub(super) fn body_limit(max_upload_bytes: u64) -> u64 {
     max_upload_bytes.saturating_add(MULTIPART_OVERHEAD)
 }
 
+/// The 413 of an upload whose body is larger than [`body_limit`]: it names the
+/// upload limit the user set (`max_upload_bytes`), as the refusal of the file
+/// itself does (`crate::api::upload::Upload`), not the body limit with the
+/// framing's room, which no one set. `body_bytes` is the declared length of the
+/// body, where it was declared.
+pub(super) fn too_large(max_upload_bytes: u64, body_bytes: Option<u64>) -> ApiError {
+    let body = body_bytes.map_or_else(String::new, |n| format!(" (a request body of {n} bytes)"));
+    ApiError::PayloadTooLarge(format!(
+        "the model file and its assets are larger than the upload limit of \
+         {max_upload_bytes} bytes{body}"
+    ))
+}
+
 /// `/upload_model`, with a body limit of [`body_limit`].
 pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
     let upload_limit = usize::try_from(body_limit(max_upload_bytes)).unwrap_or(usize::MAX);
@@ -35,14 +48,11 @@ pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
     )
 }
 
-fn multipart_error(e: MultipartError) -> HttpError {
+fn multipart_error(e: MultipartError, max_upload_bytes: u64) -> HttpError {
     if crate::connections::is_body_read_timeout(&e) {
         HttpError(ApiError::RequestTimeout(super::rejection_message(&e)))
     } else if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-        HttpError(ApiError::PayloadTooLarge(format!(
-            "the upload is larger than the limit: {}",
-            e.body_text()
-        )))
+        HttpError(too_large(max_upload_bytes, None))
     } else {
         HttpError(ApiError::InvalidArgument(format!(
             "malformed multipart body: {}",
@@ -58,9 +68,17 @@ const MAX_TEXT_FIELD: usize = 256;
 /// [`MAX_TEXT_FIELD`] bytes, so a field of any length costs at most one chunk of
 /// memory. The rest of it is read and discarded (the route's body limit bounds it)
 /// so the client gets the 400 rather than a reset connection.
-async fn text_field(mut field: Field<'_>, name: &str) -> Result<String, HttpError> {
+async fn text_field(
+    mut field: Field<'_>,
+    name: &str,
+    max_upload_bytes: u64,
+) -> Result<String, HttpError> {
     let mut bytes: Vec<u8> = Vec::new();
-    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+    while let Some(chunk) = field
+        .chunk()
+        .await
+        .map_err(|e| multipart_error(e, max_upload_bytes))?
+    {
         if bytes.len() + chunk.len() > MAX_TEXT_FIELD {
             drop(bytes);
             while let Ok(Some(_)) = field.chunk().await {}
@@ -112,7 +130,12 @@ async fn upload_model(
     // The file is staged as it streams, but only checked and moved into place once
     // the whole body has been read and found well-formed.
     let mut staged = None;
-    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+    let max_upload_bytes = state.settings.max_upload_bytes;
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| multipart_error(e, max_upload_bytes))?
+    {
         let name = field.name().unwrap_or_default().to_string();
         if let Some(upload) = staged.as_mut() {
             if name != "asset" {
@@ -121,7 +144,7 @@ async fn upload_model(
                      file, and only asset files after it"
                 ))));
             }
-            if let Err(e) = receive_asset(upload, field).await {
+            if let Err(e) = receive_asset(upload, field, max_upload_bytes).await {
                 // Too many assets: the client is still sending; it reads the answer.
                 if matches!(e.0, ApiError::PayloadTooLarge(_)) {
                     drain(&mut multipart).await;
@@ -138,12 +161,19 @@ async fn upload_model(
         match name.as_str() {
             "model_id" if model_id.is_some() => return Err(twice("model_id")),
             "version" if version_given => return Err(twice("version")),
-            "model_id" => model_id = Some(text_field(field, "model_id").await?.trim().to_string()),
+            "model_id" => {
+                model_id = Some(
+                    text_field(field, "model_id", max_upload_bytes)
+                        .await?
+                        .trim()
+                        .to_string(),
+                )
+            }
             "version" => {
                 version_given = true;
                 // Not trimmed: " 7 " is refused like "+7", so that one number has
                 // one spelling.
-                let text = text_field(field, "version").await?;
+                let text = text_field(field, "version", max_upload_bytes).await?;
                 if !text.is_empty() {
                     version = Some(crate::repository::parse_version(&text).ok_or_else(|| {
                         HttpError(ApiError::InvalidArgument(format!(
@@ -229,7 +259,12 @@ async fn receive_file(
     caller: Caller,
 ) -> Result<upload::Upload, HttpError> {
     let mut upload = upload::begin_upload(state.clone(), model, version, file_name, caller).await?;
-    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+    let max_upload_bytes = state.settings.max_upload_bytes;
+    while let Some(chunk) = field
+        .chunk()
+        .await
+        .map_err(|e| multipart_error(e, max_upload_bytes))?
+    {
         if let Err(e) = upload.write(&chunk).await {
             drop(upload); // removes the staging directory
             if matches!(e, ApiError::PayloadTooLarge(_)) {
@@ -249,10 +284,18 @@ async fn receive_file(
 
 /// An `asset` part: a file the version needs beside the model, streamed into the
 /// staging directory under its file name.
-async fn receive_asset(upload: &mut upload::Upload, mut field: Field<'_>) -> Result<(), HttpError> {
+async fn receive_asset(
+    upload: &mut upload::Upload,
+    mut field: Field<'_>,
+    max_upload_bytes: u64,
+) -> Result<(), HttpError> {
     let file_name = part_file_name(&field, "asset")?;
     upload.begin_asset(&file_name).await?;
-    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+    while let Some(chunk) = field
+        .chunk()
+        .await
+        .map_err(|e| multipart_error(e, max_upload_bytes))?
+    {
         upload.write_asset(&chunk).await?;
     }
     Ok(())
