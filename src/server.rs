@@ -225,6 +225,7 @@ pub async fn run(
             tensorflow_path: state.settings.tensorflow_path.clone(),
             auth_tokens: state.settings.auth_tokens.clone(),
             metrics_require_token: state.settings.metrics_require_token,
+            main_auth: Some(state.auth.clone()),
             metrics_path: state.settings.metrics_path.clone(),
             main_server_url: state.settings.public_url.clone(),
             inherited: crate::workers::worker::Inherited::of(&state.settings),

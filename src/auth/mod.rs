@@ -22,7 +22,12 @@
 //!   (no early exit on the first byte or the first entry);
 //! * tokens are never logged; the token's *name* is what logs and audit lines carry;
 //! * the file is re-read when its contents change ([`Auth::reload_if_changed`]); a
-//!   file that no longer parses is logged and the tokens in force stay.
+//!   file that no longer parses is logged and the tokens in force stay;
+//! * a deployed model's worker serves with its main server's tokens: it reads the
+//!   same file, and when that file does not parse at the worker's start (a bad edit
+//!   the main server kept its tokens through), it serves with the tokens in force
+//!   in the main server, handed over by its supervisor as hashes
+//!   ([`encode_entries`]), until the file is valid again; never without tokens.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -38,7 +43,8 @@ mod tokens;
 pub use routes::{grpc_access, rest_access};
 use tokens::read_tokens_file;
 pub use tokens::{
-    check_token_name, new_token, parse_tokens, to_hex, token_sha256, TokenEntry, TokensError,
+    check_token_name, decode_entries, encode_entries, new_token, parse_tokens, to_hex,
+    token_sha256, TokenEntry, TokensError,
 };
 
 /// The name a worker's logs and audit trail give its supervisor's token.
@@ -130,8 +136,9 @@ impl Denied {
 struct TokenFile {
     path: PathBuf,
     entries: ArcSwap<Vec<TokenEntry>>,
-    /// The file's last contents, to re-parse only when they change.
-    last_text: parking_lot::Mutex<String>,
+    /// The file's last contents, to re-parse only when they change (none: it has
+    /// not been read yet, in a worker that started while it could not be).
+    last_text: parking_lot::Mutex<Option<String>>,
     /// The last error reading it, logged once, not at every poll.
     last_read_error: parking_lot::Mutex<Option<String>>,
 }
@@ -187,7 +194,7 @@ impl Auth {
             tokens: Some(TokenFile {
                 path: path.to_path_buf(),
                 entries: ArcSwap::from_pointee(entries),
-                last_text: parking_lot::Mutex::new(text),
+                last_text: parking_lot::Mutex::new(Some(text)),
                 last_read_error: parking_lot::Mutex::new(None),
             }),
             allow_unauthenticated_management: false,
@@ -196,9 +203,54 @@ impl Auth {
         })
     }
 
+    /// A worker's tokens file: read as [`Auth::with_token_file`] reads it, but one
+    /// that cannot be read or does not parse does not stop the worker (its
+    /// supervisor would restart it into crash-loop over a bad edit the main server
+    /// kept its tokens through): it serves with `in_force`, the tokens in force in
+    /// its main server (none handed over: no token, which refuses every protected
+    /// request), and takes the file's once it is valid again
+    /// ([`Auth::reload_if_changed`]). Logged.
+    pub fn with_worker_token_file(
+        path: &Path,
+        metrics_require_token: bool,
+        in_force: Option<Vec<TokenEntry>>,
+    ) -> Auth {
+        let parsed = read_tokens_file(path).map(|text| {
+            let entries = parse_tokens(&text).map_err(|reason| TokensError::Invalid {
+                path: path.display().to_string(),
+                reason,
+            });
+            (text, entries)
+        });
+        let (entries, last_text, last_read_error) = match parsed {
+            Ok((text, Ok(entries))) => (entries, Some(text), None),
+            Ok((text, Err(e))) => (worker_fallback(&e, in_force), Some(text), None),
+            Err(e) => {
+                let told = e.to_string();
+                (worker_fallback(&e, in_force), None, Some(told))
+            }
+        };
+        Auth {
+            tokens: Some(TokenFile {
+                path: path.to_path_buf(),
+                entries: ArcSwap::from_pointee(entries),
+                last_text: parking_lot::Mutex::new(last_text),
+                last_read_error: parking_lot::Mutex::new(last_read_error),
+            }),
+            allow_unauthenticated_management: false,
+            metrics_require_token,
+            supervisor_token: None,
+        }
+    }
+
     /// The access rules `Settings` ask for; reads the tokens file when one is given.
     pub fn from_settings(settings: &crate::settings::Settings) -> Result<Auth, TokensError> {
         let auth = match &settings.auth_tokens {
+            Some(path) if settings.management_server.is_some() => Auth::with_worker_token_file(
+                path,
+                settings.metrics_require_token,
+                settings.worker_tokens_in_force.clone(),
+            ),
             Some(path) => Auth::with_token_file(path, settings.metrics_require_token)?,
             None => Auth::without_tokens(settings.allow_unauthenticated_management),
         };
@@ -214,6 +266,12 @@ impl Auth {
 
     pub fn tokens_configured(&self) -> bool {
         self.tokens.is_some()
+    }
+
+    /// The tokens in force (none when no tokens file is configured), which a main
+    /// server hands to each worker it starts ([`Auth::with_worker_token_file`]).
+    pub fn tokens_in_force(&self) -> Option<Arc<Vec<TokenEntry>>> {
+        self.tokens.as_ref().map(|file| file.entries.load_full())
     }
 
     /// Re-reads the tokens file and swaps in its entries if its contents changed.
@@ -241,14 +299,14 @@ impl Auth {
             }
         };
         let mut last = file.last_text.lock();
-        if *last == text {
+        if last.as_deref() == Some(text.as_str()) {
             return false;
         }
         match parse_tokens(&text) {
             Ok(entries) => {
                 tracing::info!(tokens = entries.len(), "tokens file changed; reloaded");
                 file.entries.store(Arc::new(entries));
-                *last = text;
+                *last = Some(text);
                 true
             }
             Err(reason) => {
@@ -257,7 +315,7 @@ impl Auth {
                     file.path.display()
                 );
                 // Remember the bad text so the error is logged once, not every poll.
-                *last = text;
+                *last = Some(text);
                 false
             }
         }
@@ -370,6 +428,28 @@ pub fn worker_refusal(management_server: Option<&str>, access: Access) -> Option
         "this is a deployed model's worker, which takes no management requests: \
          management goes through the main server {at}"
     ))
+}
+
+/// The tokens a worker serves with while its tokens file is not valid (`e`, logged):
+/// its main server's in force, or none at all.
+fn worker_fallback(e: &TokensError, in_force: Option<Vec<TokenEntry>>) -> Vec<TokenEntry> {
+    match in_force {
+        Some(entries) => {
+            tracing::error!(
+                "{e}; this worker serves with the {} token(s) in force in its main server \
+                 until the file is valid again",
+                entries.len()
+            );
+            entries
+        }
+        None => {
+            tracing::error!(
+                "{e}; its main server handed over no tokens in force, so this worker \
+                 refuses every request that needs a token until the file is valid again"
+            );
+            Vec::new()
+        }
+    }
 }
 
 /// A peer address for logs.
@@ -536,6 +616,57 @@ mod tests {
             check("two").is_ok(),
             "a broken file keeps the tokens in force"
         );
+    }
+
+    /// A worker whose tokens file does not parse (or cannot be read) at its start
+    /// serves with the tokens handed over from its main server, never with none,
+    /// and takes the file's once it is valid again.
+    #[test]
+    fn a_worker_starts_with_the_tokens_in_force_while_its_file_is_bad() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.toml");
+        let in_force = parse_tokens(&entry("old", "old-t", "\"inference\"")).unwrap();
+        let check = |auth: &Auth, t: &str| {
+            auth.check(
+                Access::Inference,
+                Some(format!("Bearer {t}").as_bytes()),
+                None,
+            )
+        };
+        std::fs::write(&path, "not toml [[[").unwrap();
+        assert!(
+            Auth::with_token_file(&path, false).is_err(),
+            "the main server stops"
+        );
+        let auth = Auth::with_worker_token_file(&path, false, Some(in_force.clone()));
+        assert_eq!(check(&auth, "old-t"), Ok(Some("old".into())));
+        assert_eq!(check(&auth, "wrong"), Err(Denied::InvalidToken));
+        assert_eq!(
+            auth.check(Access::Inference, None, peer("127.0.0.1:1")),
+            Err(Denied::MissingToken),
+            "never open"
+        );
+        assert!(!auth.reload_if_changed(), "the same bad file");
+        assert!(check(&auth, "old-t").is_ok());
+        std::fs::write(&path, entry("new", "new-t", "\"inference\"")).unwrap();
+        assert!(auth.reload_if_changed());
+        assert_eq!(check(&auth, "new-t"), Ok(Some("new".into())));
+        assert_eq!(check(&auth, "old-t"), Err(Denied::InvalidToken));
+
+        // Nothing handed over: no token passes but the supervisor's.
+        std::fs::write(&path, "not toml [[[").unwrap();
+        let auth = Auth::with_worker_token_file(&path, false, None)
+            .with_supervisor_token(Some(token_sha256("sup")));
+        assert_eq!(check(&auth, "old-t"), Err(Denied::InvalidToken));
+        assert_eq!(check(&auth, "sup"), Ok(Some(SUPERVISOR_TOKEN_NAME.into())));
+
+        // A file that cannot be read at start, then appears (even empty: no token).
+        let missing = dir.path().join("later.toml");
+        let auth = Auth::with_worker_token_file(&missing, false, Some(in_force));
+        assert!(check(&auth, "old-t").is_ok());
+        std::fs::write(&missing, "").unwrap();
+        assert!(auth.reload_if_changed());
+        assert_eq!(check(&auth, "old-t"), Err(Denied::InvalidToken));
     }
 
     #[test]

@@ -113,6 +113,56 @@ pub fn parse_tokens(text: &str) -> Result<Vec<TokenEntry>, String> {
     Ok(out)
 }
 
+/// The entries in force as a main server hands them to its workers
+/// (`crate::workers`), in their environment: one line per entry,
+/// `<sha256 hex> <scopes, comma-separated> <name>` (the name last: it may hold
+/// spaces, never a line break). Hashes only, as the file holds them: never a token.
+pub fn encode_entries(entries: &[TokenEntry]) -> String {
+    let mut out = String::new();
+    for entry in entries {
+        let scopes: Vec<&str> = entry.scopes.iter().map(|s| s.as_str()).collect();
+        out.push_str(&format!(
+            "{} {} {}\n",
+            to_hex(&entry.sha256),
+            scopes.join(","),
+            entry.name
+        ));
+    }
+    out
+}
+
+/// Reads what [`encode_entries`] wrote, checking each entry as [`parse_tokens`]
+/// does. An error names the entry by its line, never by what it holds.
+pub fn decode_entries(text: &str) -> Result<Vec<TokenEntry>, String> {
+    let mut out: Vec<TokenEntry> = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let at = format!("entry {}", index + 1);
+        let mut parts = line.splitn(3, ' ');
+        let (Some(hex), Some(scopes), Some(name)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(format!("{at}: not `<sha256> <scopes> <name>`"));
+        };
+        let sha256 =
+            parse_hex32(hex).ok_or_else(|| format!("{at}: sha256 is not 64 hex digits"))?;
+        check_token_name(name).map_err(|reason| format!("{at}: {reason}"))?;
+        let scopes = scopes
+            .split(',')
+            .map(Scope::parse)
+            .collect::<Option<BTreeSet<Scope>>>()
+            .filter(|scopes| !scopes.is_empty())
+            .ok_or_else(|| format!("{at}: the scopes are not valid"))?;
+        if out.iter().any(|e| e.name == name || e.sha256 == sha256) {
+            return Err(format!("{at}: its name or hash appears twice"));
+        }
+        out.push(TokenEntry {
+            name: name.to_string(),
+            sha256,
+            scopes,
+        });
+    }
+    Ok(out)
+}
+
 /// The line (from 1) of byte `at` of `text`.
 fn line_at(text: &str, at: usize) -> usize {
     text.get(..at.min(text.len()))
@@ -324,6 +374,32 @@ pub(super) mod tests {
         }
         assert!(check_token_name("fst_ci").is_err());
         assert!(check_token_name("ci fst_").is_ok());
+    }
+
+    /// The entries a main server hands its workers come back as they went, and
+    /// what is not such a list is refused without repeating it.
+    #[test]
+    fn entries_in_force_round_trip() {
+        let text = entry("ci bot", "t1", "\"management\", \"inference\"")
+            + &entry("prom", "t2", "\"metrics\"");
+        let entries = parse_tokens(&text).unwrap();
+        let encoded = encode_entries(&entries);
+        assert!(!encoded.contains("t1"), "{encoded}");
+        assert_eq!(decode_entries(&encoded).unwrap(), entries);
+        assert_eq!(decode_entries("").unwrap(), Vec::new());
+        let hex = to_hex(&token_sha256("t"));
+        for bad in [
+            "fst_pastedSecret".to_string(),
+            format!("{hex} inference"),
+            format!("{hex} admin x"),
+            format!("{hex}  x"),
+            "abc inference x".to_string(),
+            format!("{hex} inference fst_pastedSecret"),
+            format!("{hex} inference x\n{hex} inference y"),
+        ] {
+            let e = decode_entries(&bad).unwrap_err();
+            assert!(!e.contains("pasted") && !e.contains("admin"), "{bad}: {e}");
+        }
     }
 
     #[test]

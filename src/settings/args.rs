@@ -766,6 +766,7 @@ impl ServeArgs {
             worker_binary: None,
             worker_cgroups: self.worker_cgroups.unwrap_or(d.worker_cgroups),
             supervisor_token_sha256: None,
+            worker_tokens_in_force: None,
             management_server: None,
             worker_deployment: None,
             cache_max_bytes: self.cache_max_bytes.unwrap_or(d.cache_max_bytes),

@@ -232,6 +232,11 @@ pub struct Settings {
     /// accepted with every scope besides `auth_tokens` (`crate::auth`). Never a
     /// flag or a file: the worker reads it from its environment. Default none.
     pub supervisor_token_sha256: Option<[u8; 32]>,
+    /// In a worker (`ferroserve worker`): the tokens in force in its main server
+    /// (their hashes and scopes), which it serves with while its tokens file
+    /// (`auth_tokens`) does not parse (`crate::auth::Auth::with_worker_token_file`).
+    /// Never a flag or a file: the worker reads it from its environment. Default none.
+    pub worker_tokens_in_force: Option<Vec<crate::auth::TokenEntry>>,
     /// In a worker (`ferroserve worker`): where management goes, the URL of the main
     /// server that deployed its model. Every management route and call (REST and
     /// gRPC) on a worker's ports is refused, whatever the token, naming it: the main
@@ -385,6 +390,7 @@ impl Default for Settings {
             worker_binary: None,
             worker_cgroups: true,
             supervisor_token_sha256: None,
+            worker_tokens_in_force: None,
             management_server: None,
             worker_deployment: None,
         }

@@ -79,6 +79,11 @@ pub struct WorkerArgs {
     /// is not on the command line for other users to read.
     #[arg(skip)]
     pub supervisor_token_sha256: Option<[u8; 32]>,
+    /// The tokens in force in the main server ([`TOKENS_IN_FORCE_ENV`]), which this
+    /// worker serves with while its tokens file does not parse; taken from the
+    /// environment by [`WorkerArgs::take_supervisor_token`], as its token is.
+    #[arg(skip)]
+    pub tokens_in_force: Option<Vec<crate::auth::TokenEntry>>,
 }
 
 /// What a worker takes from its main server's settings: the bounds on one request,
@@ -226,6 +231,13 @@ impl Inherited {
 /// its environment at start, so nothing it starts inherits it.
 pub const SUPERVISOR_TOKEN_ENV: &str = "FERROSERVE_SUPERVISOR_TOKEN";
 
+/// The environment variable a worker's supervisor passes the tokens in force in the
+/// main server in (`crate::auth::encode_entries`: hashes and scopes, never a
+/// token): the worker serves with them while its tokens file (`--auth-tokens`)
+/// does not parse, so a bad edit the main server keeps its tokens through neither
+/// stops a worker that (re)starts nor opens it. Removed at start as the token is.
+pub const TOKENS_IN_FORCE_ENV: &str = "FERROSERVE_WORKER_TOKENS_IN_FORCE";
+
 /// The environment variable a worker's supervisor passes the main server's
 /// `--redis-url` in (it may hold a password); removed at start as the token is.
 pub const REDIS_URL_ENV: &str = "FERROSERVE_WORKER_REDIS_URL";
@@ -242,15 +254,27 @@ pub const STORE_FILE: &str = "worker.db";
 
 impl WorkerArgs {
     /// Takes what the supervisor passes in the environment out of it, so nothing
-    /// the worker starts inherits it: its token (keeping only its hash) and the main
-    /// server's Redis URL ([`REDIS_URL_ENV`]). Called before any other thread
-    /// starts: changing the environment is not thread-safe.
+    /// the worker starts inherits it: its token (keeping only its hash), the tokens
+    /// in force in the main server ([`TOKENS_IN_FORCE_ENV`]) and the main server's
+    /// Redis URL ([`REDIS_URL_ENV`]). Called before any other thread starts (and
+    /// before logging does: what is wrong goes to stderr, the main server's log):
+    /// changing the environment is not thread-safe.
     pub fn take_supervisor_token(&mut self) {
         if let Some(token) = std::env::var_os(SUPERVISOR_TOKEN_ENV) {
             std::env::remove_var(SUPERVISOR_TOKEN_ENV);
             let token = token.to_string_lossy();
             if !token.is_empty() {
                 self.supervisor_token_sha256 = Some(crate::auth::token_sha256(&token));
+            }
+        }
+        if let Some(text) = std::env::var_os(TOKENS_IN_FORCE_ENV) {
+            std::env::remove_var(TOKENS_IN_FORCE_ENV);
+            match crate::auth::decode_entries(&text.to_string_lossy()) {
+                Ok(entries) => self.tokens_in_force = Some(entries),
+                Err(e) => eprintln!(
+                    "worker: the tokens in force its main server handed over are not valid \
+                     ({e}); it serves only with its tokens file"
+                ),
             }
         }
         if let Some(url) = std::env::var_os(REDIS_URL_ENV) {
@@ -310,6 +334,7 @@ impl WorkerArgs {
         settings.worker_ports = None;
         settings.registry_addr = None;
         settings.supervisor_token_sha256 = self.supervisor_token_sha256;
+        settings.worker_tokens_in_force = self.tokens_in_force.clone();
         settings.management_server = Some(self.main_server.clone().unwrap_or_default());
         settings.worker_deployment = self.deployment.clone();
         // The in-process cache tier is memory of this process, inside its limit.

@@ -94,6 +94,10 @@ pub struct WorkerConfig {
     /// `--monitoring_config_file`), which needs what `/metrics` needs.
     pub auth_tokens: Option<PathBuf>,
     pub metrics_require_token: bool,
+    /// The main server's access rules: the tokens in force in it when a worker
+    /// starts are handed to the worker (hashes, in its environment), which serves
+    /// with them while the tokens file does not parse (`crate::auth`).
+    pub main_auth: Option<Arc<crate::auth::Auth>>,
     pub metrics_path: Option<String>,
     /// The main server's URL (its `public_url`), which a worker names when it
     /// refuses a management request on its port (`Settings::management_server`).

@@ -166,6 +166,22 @@ pub(super) fn command(
     // In the environment, not on the command line (which every user may read): the
     // token, and the inherited settings that may be secret (the Redis URL).
     command.env(crate::workers::worker::SUPERVISOR_TOKEN_ENV, token);
+    // The tokens in force here, for the worker to serve with while the tokens file
+    // does not parse (a bad edit this server keeps its tokens through): hashes
+    // only, read now, so a worker (re)started during such an edit gets the latest.
+    if let Some(entries) = c.main_auth.as_ref().and_then(|a| a.tokens_in_force()) {
+        let encoded = crate::auth::encode_entries(&entries);
+        if encoded.len() <= MAX_TOKENS_IN_FORCE_BYTES {
+            command.env(crate::workers::worker::TOKENS_IN_FORCE_ENV, encoded);
+        } else {
+            tracing::warn!(
+                model = %slot.model,
+                tokens = entries.len(),
+                "the tokens in force are too many to hand to the worker in its environment: \
+                 while the tokens file does not parse, it refuses every request that needs a token"
+            );
+        }
+    }
     command.envs(c.inherited.environment());
     command
         .stdin(std::process::Stdio::null())
@@ -191,6 +207,11 @@ pub(super) fn command(
     }
     command
 }
+
+/// The most bytes of tokens in force handed to a worker in one environment variable:
+/// Linux refuses to start a process with one longer than 128 KiB (about 900
+/// entries fit).
+const MAX_TOKENS_IN_FORCE_BYTES: usize = 120 * 1024;
 
 /// SIGTERM (the worker drains), then SIGKILL past the stop timeout; reaps it.
 pub(super) async fn terminate(
