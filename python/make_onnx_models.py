@@ -2,7 +2,7 @@
 """Builds the example and test ONNX models, with the outputs the training framework
 and onnxruntime-Python give for them.
 
-usage: make_onnx_models.py [REPO_ROOT]
+usage: make_onnx_models.py [REPO_ROOT] [--only NAME,NAME...]
 
 Writes
   examples/models/iris_lr/1/model.onnx    LogisticRegression, float32 [N,4] -> label int64, probabilities
@@ -14,11 +14,18 @@ Writes
   tests/fixtures/onnx/bank_columns/model.onnx  ColumnTransformer(OneHotEncoder on string
                                            columns, numeric columns passed through) +
                                            LogisticRegression, one ONNX input per column
+  tests/fixtures/onnx/any_rank/model.onnx  hand-made graph whose input and outputs have no
+                                           declared shape (unknown rank): Mul by 2, Squeeze
+  tests/fixtures/onnx/scalar/model.onnx    hand-made graph with a real scalar (shape []) input
+                                           and output
   examples/models/iris_sklearn/1/model.joblib  the iris_lr estimator itself, with string
                                            labels, saved by joblib as {"model", "feature_names"}
 and an expected.json next to each model: the input rows, scikit-learn's own predict /
 predict_proba and onnxruntime's outputs. Classifiers are exported with zipmap=False.
 Deterministic: the same inputs give the same files.
+
+--only NAME,NAME... writes only the models named (their directory's last part before
+the version: iris_lr, any_rank, ...), leaving the other files as they are.
 """
 import json
 import os
@@ -45,9 +52,10 @@ IRIS_X, IRIS_Y = load_iris(return_X_y=True)
 HOLD = np.arange(len(IRIS_X)) % 10 == 0
 
 
-def save(model_proto, path):
+def save(model_proto, path, check=True):
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    onnx.checker.check_model(model_proto)
+    if check:
+        onnx.checker.check_model(model_proto)
     with open(path, "wb") as f:
         f.write(model_proto.SerializeToString())
 
@@ -328,20 +336,108 @@ def bank_columns(root, rel):
     print(f"{rel}: labels equal, max |proba diff| vs sklearn {proba_diff:.1e}")
 
 
+def shaped(a):
+    """A tensor as {"shape", "data"}: its shape and its values in row-major order."""
+    a = np.asarray(a)
+    return {"shape": list(a.shape), "data": a.reshape(-1).tolist()}
+
+
+def any_rank(root, rel):
+    """An input and outputs with no declared shape (make_tensor_value_info(..., None):
+    unknown rank), which onnxruntime runs with any shape: y = x * 2, and x with every
+    dimension of 1 dropped (Squeeze without axes, whose rank even onnxruntime's shape
+    inference cannot tell)."""
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)]
+    outputs = [
+        helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+        helper.make_tensor_value_info("squeezed", TensorProto.FLOAT, None),
+    ]
+    two = helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])
+    nodes = [
+        helper.make_node("Mul", ["x", "two"], ["y"]),
+        helper.make_node("Squeeze", ["x"], ["squeezed"]),
+    ]
+    graph = helper.make_graph(nodes, "any_rank", inputs, outputs, initializer=[two])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    model.ir_version = 8
+    assert not model.graph.input[0].type.tensor_type.HasField("shape")
+    path = os.path.join(root, rel, "model.onnx")
+    # onnx's checker wants a shape on every graph input and output; onnxruntime does
+    # not, and runs the graph (exporters write such models), which is what is served.
+    save(model, path, check=False)
+    xs = [
+        np.array(3.0, dtype=np.float32),
+        np.array([3.0, 4.0], dtype=np.float32),
+        np.array([[[1.0], [2.0]]], dtype=np.float32),
+        np.array([[1.0, -2.0, 3.5], [0.25, 5.0, -6.0]], dtype=np.float32),
+    ]
+    cases = []
+    for x in xs:
+        out = onnx_outputs(path, {"x": x})
+        cases.append({"inputs": {"x": shaped(x)}, "outputs": {k: shaped(v) for k, v in out.items()}})
+    write_expected(os.path.join(root, rel, "expected.json"), {"cases": cases})
+    print(f"{rel}: written")
+
+
+def scalar(root, rel):
+    """A real scalar (a shape with no dimensions), which stays a scalar: doubled = s + s."""
+    inputs = [helper.make_tensor_value_info("s", TensorProto.FLOAT, [])]
+    outputs = [helper.make_tensor_value_info("doubled", TensorProto.FLOAT, [])]
+    nodes = [helper.make_node("Add", ["s", "s"], ["doubled"])]
+    graph = helper.make_graph(nodes, "scalar", inputs, outputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    model.ir_version = 8
+    assert model.graph.input[0].type.tensor_type.HasField("shape")
+    path = os.path.join(root, rel, "model.onnx")
+    save(model, path)
+    s = np.array(1.25, dtype=np.float32)
+    out = onnx_outputs(path, {"s": s})
+    write_expected(
+        os.path.join(root, rel, "expected.json"),
+        {"cases": [{"inputs": {"s": shaped(s)}, "outputs": {k: shaped(v) for k, v in out.items()}}]},
+    )
+    print(f"{rel}: written")
+
+
 def main():
-    root = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..")
+    args = sys.argv[1:]
+    only = None
+    if "--only" in args:
+        i = args.index("--only")
+        if i + 1 >= len(args):
+            sys.exit("--only needs a comma-separated list of model names")
+        only = set(args[i + 1].split(","))
+        del args[i : i + 2]
+    root = args[0] if args else os.path.join(os.path.dirname(__file__), "..")
     ex = os.path.join(root, "examples", "models")
     fx = os.path.join(root, "tests", "fixtures", "onnx")
-    iris_classifier(ex, "iris_lr/1", lambda: LogisticRegression(max_iter=1000))
-    iris_classifier(ex, "iris_dt/1", lambda: DecisionTreeClassifier(max_depth=4, random_state=0))
-    iris_classifier(
-        fx, "iris_str", lambda: LogisticRegression(max_iter=1000), ["setosa", "versicolor", "virginica"]
-    )
-    iris_sklearn(ex, "iris_sklearn/1")
-    diabetes_regressor(fx, "diabetes_f64")
-    multi_io(fx, "multi_io")
-    half_io(fx, "half_io")
-    bank_columns(fx, "bank_columns")
+    makers = [
+        ("iris_lr", lambda: iris_classifier(ex, "iris_lr/1", lambda: LogisticRegression(max_iter=1000))),
+        (
+            "iris_dt",
+            lambda: iris_classifier(ex, "iris_dt/1", lambda: DecisionTreeClassifier(max_depth=4, random_state=0)),
+        ),
+        (
+            "iris_str",
+            lambda: iris_classifier(
+                fx, "iris_str", lambda: LogisticRegression(max_iter=1000), ["setosa", "versicolor", "virginica"]
+            ),
+        ),
+        ("iris_sklearn", lambda: iris_sklearn(ex, "iris_sklearn/1")),
+        ("diabetes_f64", lambda: diabetes_regressor(fx, "diabetes_f64")),
+        ("multi_io", lambda: multi_io(fx, "multi_io")),
+        ("half_io", lambda: half_io(fx, "half_io")),
+        ("bank_columns", lambda: bank_columns(fx, "bank_columns")),
+        ("any_rank", lambda: any_rank(fx, "any_rank")),
+        ("scalar", lambda: scalar(fx, "scalar")),
+    ]
+    if only is not None:
+        unknown = only - {name for name, _ in makers}
+        if unknown:
+            sys.exit(f"--only: no model named {', '.join(sorted(unknown))}")
+    for name, make in makers:
+        if only is None or name in only:
+            make()
 
 
 if __name__ == "__main__":

@@ -4,7 +4,13 @@
 //! The runtime library is located once per process ([`locate_runtime`]) and loaded
 //! with `ort::init_from`, so a missing or broken library is an error on each ONNX
 //! model (it goes to ERROR) rather than a panic, and other formats keep working.
+//!
+//! ONNX Runtime describes a tensor of unknown rank (a graph input or output whose type
+//! has no `shape`) as it does a scalar, with no dimensions; the model file tells them
+//! apart ([`unshaped_tensors`]), and such a tensor is [`ANY_RANK`], as ONNX Runtime
+//! runs it with any shape.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -15,7 +21,7 @@ use ort::value::{DynValue, TensorElementType, TensorRef, ValueType};
 use parking_lot::Mutex;
 
 use super::{Backend, BackendError, BackendOptions, ModelTraits, Signature};
-use crate::tensor::{DataType, NamedTensor, Tensor, TensorData, TensorSpec};
+use crate::tensor::{DataType, NamedTensor, Tensor, TensorData, TensorSpec, ANY_RANK};
 
 /// The library file name the `onnxruntime==1.31.1` wheel ships, which `api-31` needs.
 pub const RUNTIME_FILE_NAME: &str = "libonnxruntime.so.1.31.1";
@@ -97,7 +103,7 @@ impl OnnxBackend {
         for _ in 0..count {
             sessions.push(Mutex::new(build_session(env, artifact, options)?));
         }
-        let (signature, traits) = describe(&sessions[0].lock())?;
+        let (signature, traits) = describe(&sessions[0].lock(), artifact)?;
         Ok(OnnxBackend {
             sessions,
             next_session: AtomicUsize::new(0),
@@ -150,16 +156,25 @@ fn element_type(ty: TensorElementType) -> Option<DataType> {
     })
 }
 
-fn spec(name: &str, ty: &ValueType) -> Result<TensorSpec, BackendError> {
+/// `unshaped`: whether the model declares the tensor with no shape at all (unknown
+/// rank), which ONNX Runtime reports as no dimensions, like a scalar's.
+fn spec(name: &str, ty: &ValueType, unshaped: bool) -> Result<TensorSpec, BackendError> {
     match ty {
         ValueType::Tensor { ty, shape, .. } => {
             let dtype = element_type(*ty).ok_or_else(|| {
                 BackendError::Load(format!("tensor {name:?} has unsupported element type {ty}"))
             })?;
+            // A rank ONNX Runtime's shape inference found is kept, even for a tensor
+            // the model declares without a shape.
+            let shape = if shape.is_empty() && unshaped {
+                vec![ANY_RANK]
+            } else {
+                shape.iter().copied().collect()
+            };
             Ok(TensorSpec {
                 name: name.to_string(),
                 dtype,
-                shape: shape.iter().copied().collect(),
+                shape,
             })
         }
         other => Err(BackendError::Load(format!(
@@ -169,16 +184,29 @@ fn spec(name: &str, ty: &ValueType) -> Result<TensorSpec, BackendError> {
     }
 }
 
-fn describe(session: &Session) -> Result<(Signature, ModelTraits), BackendError> {
+fn describe(session: &Session, artifact: &Path) -> Result<(Signature, ModelTraits), BackendError> {
+    // The model file is read again only when a tensor may be of unknown rank: one
+    // ONNX Runtime reports with no dimensions.
+    let dimensionless = |o: &ort::value::Outlet| matches!(o.dtype(), ValueType::Tensor { shape, .. } if shape.is_empty());
+    let unshaped = if session
+        .inputs()
+        .iter()
+        .chain(session.outputs())
+        .any(dimensionless)
+    {
+        unshaped_tensors(artifact)
+    } else {
+        Unshaped::default()
+    };
     let inputs = session
         .inputs()
         .iter()
-        .map(|o| spec(o.name(), o.dtype()))
+        .map(|o| spec(o.name(), o.dtype(), unshaped.inputs.contains(o.name())))
         .collect::<Result<Vec<_>, _>>()?;
     let outputs = session
         .outputs()
         .iter()
-        .map(|o| spec(o.name(), o.dtype()))
+        .map(|o| spec(o.name(), o.dtype(), unshaped.outputs.contains(o.name())))
         .collect::<Result<Vec<_>, _>>()?;
     // skl2onnx names classifier outputs `label` / `probabilities` (or
     // `output_label` / `output_probability`); regressors give `variable`.
@@ -207,6 +235,107 @@ fn describe(session: &Session) -> Result<(Signature, ModelTraits), BackendError>
         ranked_output: None,
     };
     Ok((Signature { inputs, outputs }, traits))
+}
+
+/// The names of the graph's tensor inputs and outputs declared without a shape.
+#[derive(Debug, Default)]
+struct Unshaped {
+    inputs: HashSet<String>,
+    outputs: HashSet<String>,
+}
+
+/// The graph inputs and outputs of the model at `artifact` whose tensor type has no
+/// `shape` (unknown rank; a scalar's has a shape with no dimensions). A file that
+/// cannot be read or decoded (ONNX Runtime loaded it, so that is a race with a
+/// writer) gives none: its tensors keep the shapes ONNX Runtime reports.
+fn unshaped_tensors(artifact: &Path) -> Unshaped {
+    let decoded = std::fs::read(artifact)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| {
+            <proto::ModelProto as prost::Message>::decode(bytes.as_slice())
+                .map_err(|e| e.to_string())
+        });
+    let model = match decoded {
+        Ok(model) => model,
+        Err(e) => {
+            tracing::warn!(
+                artifact = %artifact.display(),
+                error = %e,
+                "cannot read the ONNX graph's declared shapes; tensors ONNX Runtime \
+                 reports with no dimensions are taken as scalars"
+            );
+            return Unshaped::default();
+        }
+    };
+    let graph = model.graph.unwrap_or_default();
+    let names = |infos: Vec<proto::ValueInfoProto>| -> HashSet<String> {
+        infos
+            .into_iter()
+            .filter(|info| {
+                info.r#type
+                    .as_ref()
+                    .and_then(|t| t.tensor_type.as_ref())
+                    .is_some_and(|t| t.shape.is_none())
+            })
+            .map(|info| info.name)
+            .collect()
+    };
+    Unshaped {
+        inputs: names(graph.input),
+        outputs: names(graph.output),
+    }
+}
+
+/// The few ONNX protobuf messages [`unshaped_tensors`] reads, declared by hand with
+/// prost's derive (field numbers from `onnx/onnx.proto`). prost skips every field not
+/// declared (a graph's nodes and initializers among them), so these decode a whole
+/// `ModelProto`.
+mod proto {
+    /// `onnx.ModelProto`: only its graph.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ModelProto {
+        #[prost(message, optional, tag = "7")]
+        pub graph: Option<GraphProto>,
+    }
+
+    /// `onnx.GraphProto`: only its inputs and outputs.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct GraphProto {
+        #[prost(message, repeated, tag = "11")]
+        pub input: Vec<ValueInfoProto>,
+        #[prost(message, repeated, tag = "12")]
+        pub output: Vec<ValueInfoProto>,
+    }
+
+    /// `onnx.ValueInfoProto`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ValueInfoProto {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(message, optional, tag = "2")]
+        pub r#type: Option<TypeProto>,
+    }
+
+    /// `onnx.TypeProto`: of its `value` oneof only `tensor_type` (a sequence, map or
+    /// optional type decodes with none).
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TypeProto {
+        #[prost(message, optional, tag = "1")]
+        pub tensor_type: Option<TypeProtoTensor>,
+    }
+
+    /// `onnx.TypeProto.Tensor`, without its `elem_type` (ONNX Runtime reports it): no
+    /// `shape` is unknown rank.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TypeProtoTensor {
+        #[prost(message, optional, tag = "2")]
+        pub shape: Option<TensorShapeProto>,
+    }
+
+    /// `onnx.TensorShapeProto`: only whether there is one matters here, so none of
+    /// its dimensions are declared.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TensorShapeProto {}
 }
 
 /// The prefix of the ONNX metadata keys (`metadata_props`) that mark an input whose
@@ -438,5 +567,60 @@ impl Backend for OnnxBackend {
                 Ok((name.to_string(), from_ort(name, value)?))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/onnx")
+            .join(name)
+            .join("model.onnx")
+    }
+
+    #[test]
+    fn a_tensor_without_a_shape_is_told_from_a_scalar() {
+        let any = unshaped_tensors(&fixture("any_rank"));
+        assert_eq!(any.inputs, HashSet::from(["x".to_string()]));
+        assert_eq!(
+            any.outputs,
+            HashSet::from(["y".to_string(), "squeezed".to_string()])
+        );
+        let scalar = unshaped_tensors(&fixture("scalar"));
+        assert!(
+            scalar.inputs.is_empty() && scalar.outputs.is_empty(),
+            "{scalar:?}"
+        );
+        // Shapes with dimensions are not unknown rank either.
+        let shaped = unshaped_tensors(&fixture("half_io"));
+        assert!(
+            shaped.inputs.is_empty() && shaped.outputs.is_empty(),
+            "{shaped:?}"
+        );
+        // A file that cannot be read marks nothing (ONNX Runtime's shapes stay).
+        let missing = unshaped_tensors(&fixture("no_such_model"));
+        assert!(missing.inputs.is_empty() && missing.outputs.is_empty());
+    }
+
+    #[test]
+    fn only_a_dimensionless_tensor_declared_without_a_shape_is_any_rank() {
+        let ty = |shape: Vec<i64>| ValueType::Tensor {
+            ty: TensorElementType::Float32,
+            shape: ort::value::Shape::new(shape.clone()),
+            dimension_symbols: ort::value::SymbolicDimensions::empty(shape.len()),
+        };
+        assert!(spec("x", &ty(vec![]), true).unwrap().any_rank());
+        assert_eq!(
+            spec("x", &ty(vec![]), false).unwrap().shape,
+            Vec::<i64>::new()
+        );
+        // A rank ONNX Runtime inferred stays.
+        assert_eq!(
+            spec("x", &ty(vec![-1, 3]), true).unwrap().shape,
+            vec![-1, 3]
+        );
     }
 }
