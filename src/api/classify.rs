@@ -164,21 +164,7 @@ pub async fn classify_on(
             Some(labels) if labels.len() == per_row => labels.to_vec(),
             _ => (0..per_row).map(|i| i.to_string()).collect(),
         };
-        // `[postprocess] top_k`: the k best, best first; else every class in order.
-        let top_k = handle.pipeline.top_k;
-        scores
-            .chunks(per_row.max(1))
-            .take(n)
-            .map(|row| {
-                let mut classes: Classes =
-                    labels.iter().cloned().zip(row.iter().copied()).collect();
-                if let Some(k) = top_k {
-                    classes.sort_by(|a, b| b.1.total_cmp(&a.1));
-                    classes.truncate(k);
-                }
-                classes
-            })
-            .collect()
+        scored_classes(&tensor, &scores, per_row, n, &labels, handle.pipeline.top_k)
     } else {
         if tensor.len() != n {
             return Err(internal_output(&output, &tensor));
@@ -193,6 +179,35 @@ pub async fn classify_on(
         classes,
         cache,
     })
+}
+
+/// Each example's classes from its row of `per_row` scores (`scores`, the output
+/// `tensor` read as FP32), labelled by column. With `top_k` (`[postprocess] top_k`),
+/// the k best, best first, ranked in the output's own element type (an INT64
+/// score past 2^24 is no longer exact as an f32), NaN last and equal scores in
+/// column order; else every class in column order.
+fn scored_classes(
+    tensor: &Tensor,
+    scores: &[f32],
+    per_row: usize,
+    n: usize,
+    labels: &[String],
+    top_k: Option<usize>,
+) -> Vec<Classes> {
+    let ranked = top_k.and_then(|_| crate::preprocess::labels::ranked_columns(tensor, per_row));
+    scores
+        .chunks(per_row.max(1))
+        .take(n)
+        .enumerate()
+        .map(|(i, row)| {
+            // `labels` has `per_row` entries, as each row has scores.
+            let class = |j: usize| Some((labels.get(j)?.clone(), *row.get(j)?));
+            match (top_k, ranked.as_ref().and_then(|r| r.get(i))) {
+                (Some(k), Some(order)) => order.iter().take(k).filter_map(|&j| class(j)).collect(),
+                _ => (0..row.len()).filter_map(class).collect(),
+            }
+        })
+        .collect()
 }
 
 /// Runs a regressor: the value of its prediction output for each example.
@@ -537,4 +552,56 @@ fn internal_output(name: &str, tensor: &Tensor) -> ApiError {
         tensor.dtype(),
         tensor.shape()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(n: usize) -> Vec<String> {
+        (0..n).map(|i| i.to_string()).collect()
+    }
+
+    fn scored(tensor: &Tensor, top_k: Option<usize>) -> Vec<Classes> {
+        let scores = match tensor.clone().cast(DataType::F32).map(Tensor::into_parts) {
+            Ok((_, TensorData::F32(v))) => v,
+            other => panic!("{other:?}"),
+        };
+        let n = tensor.shape()[0];
+        let per_row = scores.len() / n;
+        scored_classes(tensor, &scores, per_row, n, &labels(per_row), top_k)
+    }
+
+    /// `total_cmp` ranked a positive NaN above every class (and a negative NaN
+    /// below): a NaN score is now last whatever its sign, and ties keep column
+    /// order.
+    #[test]
+    fn top_k_puts_nan_last_and_keeps_ties_in_column_order() {
+        let t = Tensor::new(
+            vec![2, 4],
+            TensorData::F32(vec![1.0, f32::NAN, 2.0, 1.0, -f32::NAN, 0.5, 0.5, 3.0]),
+        )
+        .unwrap();
+        let rows = scored(&t, Some(4));
+        let names: Vec<Vec<&str>> = rows
+            .iter()
+            .map(|r| r.iter().map(|(l, _)| l.as_str()).collect())
+            .collect();
+        assert_eq!(names, [["2", "0", "3", "1"], ["3", "1", "2", "0"]]);
+        let all = scored(&t, None);
+        assert_eq!(all[0].len(), 4);
+        assert_eq!(
+            all[0][1].0, "1",
+            "without top_k, every class in column order"
+        );
+    }
+
+    /// The scores were ranked as f32: INT64 scores past 2^24 tied, and the
+    /// first column won though the second is higher.
+    #[test]
+    fn top_k_ranks_integer_scores_exactly() {
+        let t = Tensor::new(vec![1, 3], TensorData::I64(vec![16_777_216, 16_777_217, 1])).unwrap();
+        let rows = scored(&t, Some(1));
+        assert_eq!(rows[0][0].0, "1");
+    }
 }

@@ -21,8 +21,10 @@ use crate::api::{
 use crate::manager::VersionRequest;
 use crate::tensor::{DataType, NamedTensor, TensorSpec};
 
-/// Extensions this server implements, as V2 server metadata lists them.
-pub const EXTENSIONS: [&str; 1] = ["model_repository"];
+/// Extensions this server implements over gRPC, as V2 server metadata lists them
+/// (the REST list, `http::v2`'s, adds `binary_tensor_data`: gRPC carries raw
+/// tensors in `raw_input_contents`, part of the core protocol).
+pub const EXTENSIONS: [&str; 2] = ["classification", "model_repository"];
 
 pub struct InferenceService {
     state: Arc<ServerState>,
@@ -467,6 +469,13 @@ mod tests {
         assert!(e.ends_with("microseconds, not the string \"abc\""), "{e}");
         let e = with(ParameterChoice::Int64Param(0));
         assert!(e.ends_with("not 0"), "{e}");
+    }
+
+    /// Server metadata listed only `model_repository`, though the classification
+    /// extension (`"classification": k` on an output) is served.
+    #[test]
+    fn server_metadata_lists_the_extensions_served() {
+        assert_eq!(EXTENSIONS.to_vec(), ["classification", "model_repository"]);
     }
 
     /// A threshold is any number: an unsigned integer too, as `k` may be one.

@@ -55,6 +55,11 @@ fn parse_version(v: &str) -> Result<VersionRequest, HttpError> {
     super::path_version(v).map(VersionRequest::Specific)
 }
 
+/// Extensions this server implements over REST, as V2 server metadata lists them:
+/// gRPC's (`grpc::kserve::EXTENSIONS`) and `binary_tensor_data`, which only REST
+/// needs.
+const EXTENSIONS: [&str; 3] = ["binary_tensor_data", "classification", "model_repository"];
+
 /// The server's name, version and extensions.
 #[utoipa::path(get, path = "/v2", tag = "v2", operation_id = "v2_server_metadata",
     responses((status = 200, description = "Server metadata", body = V2ServerMetadata)))]
@@ -62,7 +67,7 @@ async fn server_metadata() -> Json<Value> {
     Json(json!({
         "name": SERVER_NAME,
         "version": SERVER_VERSION,
-        "extensions": ["binary_tensor_data", "model_repository"],
+        "extensions": EXTENSIONS,
     }))
 }
 
@@ -878,6 +883,16 @@ use schema::{V2InferResponse, V2ModelMetadata, V2ServerMetadata};
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Server metadata did not list `classification`, though it is served.
+    #[tokio::test]
+    async fn server_metadata_lists_the_extensions_served() {
+        let Json(meta) = server_metadata().await;
+        assert_eq!(
+            meta["extensions"],
+            json!(["binary_tensor_data", "classification", "model_repository"])
+        );
+    }
 
     #[test]
     fn header_length_longer_than_body_is_refused() {
