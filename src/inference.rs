@@ -10,11 +10,12 @@
 //! from each model queue having at most its `instances` batches on the pool at
 //! once: a model's batch waits behind at most the other models' instances.
 
+use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use tokio::sync::oneshot;
 
 /// Work for an inference thread.
@@ -33,6 +34,37 @@ pub struct InferencePool {
     /// lets the threads finish the queue and exit.
     sender: Mutex<Option<Sender<Job>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// What shutdown waits on: a join has no time limit, and a thread stuck in a
+    /// model's run (a native library that never returns) kept the process from
+    /// exiting after SIGTERM.
+    lives: Arc<Lives>,
+}
+
+/// How many inference threads have not returned yet, signalled as each does, and
+/// when each one's current job started (`None`: idle), for the shutdown's log.
+struct Lives {
+    running: Mutex<usize>,
+    exited: Condvar,
+    busy_since: Vec<Mutex<Option<Instant>>>,
+}
+
+/// Counts its thread out when the thread ends, by returning or by a job's panic.
+struct ExitGuard(Arc<Lives>);
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        *self.0.running.lock() -= 1;
+        self.0.exited.notify_all();
+    }
+}
+
+/// An inference thread that was still running a job when shutdown stopped waiting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StillBusy {
+    /// The thread's name (`inference-3`).
+    pub thread: String,
+    /// How long its current job had been running; `None` if it was between jobs.
+    pub running_for: Option<Duration>,
 }
 
 /// Why a job did not run.
@@ -47,14 +79,24 @@ pub enum JobError {
 impl InferencePool {
     pub fn new(threads: usize) -> InferencePool {
         let (sender, receiver) = crossbeam_channel::unbounded::<Job>();
-        let handles = (0..threads.max(1))
+        let threads = threads.max(1);
+        let lives = Arc::new(Lives {
+            running: Mutex::new(threads),
+            exited: Condvar::new(),
+            busy_since: (0..threads).map(|_| Mutex::new(None)).collect(),
+        });
+        let handles = (0..threads)
             .map(|i| {
                 let receiver: Receiver<Job> = receiver.clone();
+                let guard = ExitGuard(lives.clone());
                 std::thread::Builder::new()
                     .name(format!("inference-{i}"))
                     .spawn(move || {
+                        let lives = &guard.0;
                         for job in receiver {
+                            *lives.busy_since[i].lock() = Some(Instant::now());
                             job();
+                            *lives.busy_since[i].lock() = None;
                         }
                     })
                     .expect("cannot spawn an inference thread")
@@ -63,6 +105,7 @@ impl InferencePool {
         InferencePool {
             sender: Mutex::new(Some(sender)),
             threads: Mutex::new(handles),
+            lives,
         }
     }
 
@@ -102,10 +145,41 @@ impl InferencePool {
 
     /// Stops taking jobs, lets queued ones finish, and joins the threads.
     pub fn shutdown(&self) {
+        self.shutdown_until(None);
+    }
+
+    /// Stops taking jobs and lets queued ones finish, waiting for the threads until
+    /// `deadline` (for ever if `None`). Answers the threads still running then: they
+    /// are left to the process's exit, since a thread inside a model's run cannot be
+    /// stopped from outside.
+    pub fn shutdown_until(&self, deadline: Option<Instant>) -> Vec<StillBusy> {
         self.sender.lock().take();
-        for handle in self.threads.lock().drain(..) {
-            let _ = handle.join();
+        {
+            let mut running = self.lives.running.lock();
+            while *running > 0 {
+                match deadline {
+                    Some(d) => {
+                        if self.lives.exited.wait_until(&mut running, d).timed_out() {
+                            break;
+                        }
+                    }
+                    None => self.lives.exited.wait(&mut running),
+                }
+            }
         }
+        let mut still_busy = Vec::new();
+        for (i, handle) in self.threads.lock().drain(..).enumerate() {
+            if handle.is_finished() {
+                let _ = handle.join();
+            } else {
+                // Dropping the handle detaches the thread.
+                still_busy.push(StillBusy {
+                    thread: handle.thread().name().unwrap_or("inference").to_string(),
+                    running_for: self.lives.busy_since[i].lock().map(|t| t.elapsed()),
+                });
+            }
+        }
+        still_busy
     }
 }
 
@@ -162,6 +236,39 @@ mod tests {
             })
             .await;
         assert_eq!(r, Err(JobError::DeadlineExceeded));
+    }
+
+    #[tokio::test]
+    async fn shutdown_stops_waiting_for_a_stuck_thread_at_its_deadline() {
+        let pool = InferencePool::new(2);
+        let (release, stuck) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = std::sync::mpsc::channel::<()>();
+        pool.execute(Box::new(move || {
+            started_tx.send(()).unwrap();
+            // Stands for a model's run that never returns.
+            let _ = stuck.recv();
+        }))
+        .unwrap();
+        started.recv().unwrap();
+        let begun = Instant::now();
+        let still_busy = pool.shutdown_until(Some(begun + Duration::from_millis(200)));
+        let waited = begun.elapsed();
+        assert!(waited >= Duration::from_millis(200), "{waited:?}");
+        assert!(waited < Duration::from_secs(2), "{waited:?}");
+        assert_eq!(still_busy.len(), 1, "{still_busy:?}");
+        assert!(still_busy[0].thread.starts_with("inference-"));
+        assert!(still_busy[0].running_for.is_some());
+        assert_eq!(pool.run(None, || 1).await, Err(JobError::ShutDown));
+        release.send(()).unwrap();
+    }
+
+    #[test]
+    fn shutdown_joins_idle_threads_at_once() {
+        let pool = InferencePool::new(3);
+        let begun = Instant::now();
+        let still_busy = pool.shutdown_until(Some(begun + Duration::from_secs(5)));
+        assert!(still_busy.is_empty(), "{still_busy:?}");
+        assert!(begun.elapsed() < Duration::from_secs(1));
     }
 
     #[tokio::test]

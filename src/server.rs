@@ -497,6 +497,16 @@ pub async fn run(
             tokio::task::spawn_blocking(move || jobs.shutdown()).await
         })
     };
+    // When the stop signal came: the inference threads are waited for until the
+    // shutdown timeout counted from it (below).
+    let stop_signalled = {
+        let stop = stopped(stop_rx.clone());
+        async move {
+            stop.await;
+            std::time::Instant::now()
+        }
+    };
+    let stop_signalled = tokio::spawn(stop_signalled);
     let (rest_abort, grpc_abort) = (rest.abort_handle(), grpc.as_ref().map(|g| g.abort_handle()));
     let served = async move {
         // Each returns once its connections have drained.
@@ -541,8 +551,42 @@ pub async fn run(
     // The jobs stopped at the stop signal (above); the inference threads they
     // predicted on go once they have.
     jobs_stopped.await??;
+    // The inference threads get what is left of the shutdown timeout (at least
+    // INFERENCE_GRACE, for those finishing a job whose caller has gone): a thread
+    // stuck in a model's run (a SavedModel looping for ever) is not waited for, and
+    // ends with the process.
+    let now = std::time::Instant::now();
+    let stopped_at = if stop_signalled.is_finished() {
+        stop_signalled.await.unwrap_or(now)
+    } else {
+        stop_signalled.abort();
+        now
+    };
     let inference = state.inference.clone();
-    tokio::task::spawn_blocking(move || inference.shutdown()).await?;
+    let inference_deadline = now
+        + state
+            .settings
+            .shutdown_timeout
+            .saturating_sub(now - stopped_at)
+            .max(INFERENCE_GRACE);
+    let still_busy =
+        tokio::task::spawn_blocking(move || inference.shutdown_until(Some(inference_deadline)))
+            .await?;
+    if !still_busy.is_empty() {
+        let threads: Vec<String> = still_busy
+            .iter()
+            .map(|b| match b.running_for {
+                Some(t) => format!("{} (running for {:.1} s)", b.thread, t.as_secs_f64()),
+                None => b.thread.clone(),
+            })
+            .collect();
+        tracing::warn!(
+            "{} inference thread(s) still inside a model's run after the shutdown \
+             timeout; exiting without them: {}",
+            still_busy.len(),
+            threads.join(", ")
+        );
+    }
     // What the store's buffers hold is written (bounded by the drain time).
     stop_store.cancel();
     for writer in store_writers {
@@ -610,6 +654,11 @@ async fn end_deployment_gone_from_repository(
 
 /// How often the tokens file is checked for changes.
 const TOKENS_FILE_POLL: Duration = Duration::from_secs(1);
+
+/// The least time shutdown waits for the inference threads, even once the shutdown
+/// timeout has passed: enough for those finishing a job, or skipping queued ones
+/// whose callers have gone, to return.
+const INFERENCE_GRACE: Duration = Duration::from_secs(1);
 
 /// Re-reads the tokens file every [`TOKENS_FILE_POLL`] until `stop` turns true.
 async fn watch_tokens_file(auth: Arc<crate::auth::Auth>, mut stop: watch::Receiver<bool>) {

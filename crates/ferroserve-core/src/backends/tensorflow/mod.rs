@@ -143,11 +143,17 @@ pub struct TensorflowConfig {
     pub tags: Vec<String>,
     /// TensorFlow's intra-op threads (`ConfigProto.intra_op_parallelism_threads`).
     /// Default 0: TensorFlow chooses (one per core), as TF Serving. At most
-    /// [`MAX_THREADS`].
+    /// [`MAX_THREADS`]. TensorFlow's CPU device has one intra-op pool per process,
+    /// made by the first session created: only the first SavedModel the process
+    /// loads sizes it, and a later one's different setting is logged as without
+    /// effect.
     #[cfg_attr(feature = "serde", serde(deserialize_with = "thread_count"))]
     pub intra_op_threads: u32,
     /// TensorFlow's inter-op threads (`ConfigProto.inter_op_parallelism_threads`).
-    /// Default 0: TensorFlow chooses. At most [`MAX_THREADS`].
+    /// Default 0: the session shares TensorFlow's process-wide inter-op pool (its
+    /// default size). Set, the session gets a pool of its own of that many threads
+    /// (`use_per_session_threads`), which neither sizes nor waits on another
+    /// model's. At most [`MAX_THREADS`].
     #[cfg_attr(feature = "serde", serde(deserialize_with = "thread_count"))]
     pub inter_op_threads: u32,
 }
@@ -176,6 +182,38 @@ impl Default for TensorflowConfig {
             intra_op_threads: 0,
             inter_op_threads: 0,
         }
+    }
+}
+
+/// The `intra_op_threads` of the first session this process created (0:
+/// TensorFlow's default); `None` before it.
+///
+/// TensorFlow's CPU device takes its intra-op pool from a process-wide one that the
+/// first session's options size (`LocalDevice`'s global pool); no `ConfigProto`
+/// field gives a session a pool of its own. A later model's different setting
+/// therefore does nothing, and is logged so rather than silently ignored.
+static INTRA_OP_POOL: parking_lot::Mutex<Option<u32>> = parking_lot::Mutex::new(None);
+
+/// Records the intra-op pool's size if this is the process's first session, or
+/// warns that a different `intra_op_threads` of a later one has no effect.
+fn note_intra_op_pool(dir: &Path, intra_op_threads: u32) {
+    let describe = |n: u32| match n {
+        0 => "TensorFlow's default size".to_string(),
+        n => format!("{n} threads"),
+    };
+    let mut pool = INTRA_OP_POOL.lock();
+    match *pool {
+        None => *pool = Some(intra_op_threads),
+        Some(size) if intra_op_threads != 0 && intra_op_threads != size => {
+            tracing::warn!(
+                "{}: intra_op_threads = {intra_op_threads} has no effect: TensorFlow's \
+                 intra-op pool is one per process, made with {} by the first SavedModel \
+                 loaded",
+                dir.display(),
+                describe(size),
+            );
+        }
+        Some(_) => {}
     }
 }
 
@@ -383,6 +421,12 @@ impl TensorflowBackend {
         let config_proto = proto::ConfigProto {
             intra_op_parallelism_threads: config.intra_op_threads as i32,
             inter_op_parallelism_threads: config.inter_op_threads as i32,
+            // Without it TensorFlow runs every session on one process-wide inter-op
+            // pool, sized by the first session created: a model's `inter_op_threads
+            // = 1` made every other model's runs wait for its run. A session that
+            // asks for no size keeps the shared pool, which then always has
+            // TensorFlow's default size.
+            use_per_session_threads: config.inter_op_threads > 0,
         }
         .encode_to_vec();
         let status = Status::new(api);
@@ -418,6 +462,7 @@ impl TensorflowBackend {
                 (api.TF_DeleteGraph)(graph);
                 return Err(load_err("", m));
             }
+            note_intra_op_pool(dir, config.intra_op_threads);
             let bytes =
                 std::slice::from_raw_parts((*meta_graph).data.cast::<u8>(), (*meta_graph).length);
             let decoded = proto::MetaGraphDef::decode(bytes);

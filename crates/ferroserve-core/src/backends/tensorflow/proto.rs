@@ -71,6 +71,11 @@ pub struct ConfigProto {
     pub intra_op_parallelism_threads: i32,
     #[prost(int32, tag = "5")]
     pub inter_op_parallelism_threads: i32,
+    /// True: the session runs its graph on an inter-op pool of its own, of
+    /// `inter_op_parallelism_threads` threads; false: on the process-wide one, which
+    /// the first session created sized and every such session shares.
+    #[prost(bool, tag = "9")]
+    pub use_per_session_threads: bool,
 }
 
 /// `tensorflow.DataType`'s name for a code (`DT_HALF`), for messages about dtypes
