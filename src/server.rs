@@ -139,12 +139,14 @@ pub async fn run(
             .map_err(|e| anyhow::anyhow!("metadata store: {e}"))?,
     );
     tracing::info!(kind = store.kind(), url = store.url(), "metadata store");
-    let manager = Arc::new(Manager::new(backend_options(&settings)).with_limits(
-        crate::manager::LoadLimits {
-            max_concurrent_loads: settings.max_concurrent_loads,
-            max_served_versions: settings.max_served_versions_per_model,
-        },
-    ));
+    let manager = Arc::new(
+        Manager::new(backend_options(&settings))
+            .with_request_timeout(settings.request_timeout)
+            .with_limits(crate::manager::LoadLimits {
+                max_concurrent_loads: settings.max_concurrent_loads,
+                max_served_versions: settings.max_served_versions_per_model,
+            }),
+    );
     {
         // Every version state change goes to the audit trail (buffered; the manager
         // never waits on the database).

@@ -25,8 +25,17 @@
 //! checksum, a truncated record, more than 1000 records, a record that is not a
 //! PredictionLog) or a record that fails makes the load fail, with a message that
 //! says which record and why.
+//!
+//! Every warm-up request (a `warmup.json` request, a TF Serving record, the
+//! synthetic one) runs under a time limit, the model's request timeout
+//! (`timeout_secs`, else the server's `--request-timeout-secs`): a request still
+//! running at its limit makes the load fail, synthetic or not, with a message that
+//! names the request and the limit. TensorFlow cancels the run at the limit
+//! (`RunOptions.timeout_in_ms`, as for a live request); the other runtimes cannot
+//! be interrupted, so their request fails once it returns past the limit.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use ferroserve_proto::tensorflow::serving as tfs;
 use prost::Message;
@@ -35,7 +44,7 @@ use serde_json::Value;
 use crate::backends::tensorflow::examples::{
     self as tf_examples, ClassifySignature, RegressSignature,
 };
-use crate::backends::{Backend, Signature};
+use crate::backends::{Backend, BackendError, Signature};
 use crate::tensor::{DataType, NamedTensor, Tensor, TensorData};
 
 /// The file of stored warm-up requests in a version directory.
@@ -62,19 +71,34 @@ pub const MAX_WARMUP_JSON_BYTES: u64 = 64 << 20;
 /// are decoded one at a time, at about their own size.
 pub const MAX_TF_SERVING_WARMUP_BYTES: u64 = 1 << 30;
 
-/// Runs the warm-up of one version. Errors are messages for the version's status.
+/// Runs the warm-up of one version with no time limit of its own (the caller
+/// bounds it, as an upload's check does with its management deadline). Errors are
+/// messages for the version's status.
 pub fn warm_up(
     model: &str,
     version: u64,
     backend: &dyn Backend,
     version_dir: &Path,
 ) -> Result<(), String> {
-    let started = std::time::Instant::now();
+    warm_up_within(model, version, backend, version_dir, None)
+}
+
+/// Runs the warm-up of one version, each request under `time_limit` (the model's
+/// request timeout; `None`: no limit). Errors are messages for the version's status.
+pub fn warm_up_within(
+    model: &str,
+    version: u64,
+    backend: &dyn Backend,
+    version_dir: &Path,
+    time_limit: Option<Duration>,
+) -> Result<(), String> {
+    let limit = RunLimit(time_limit);
+    let started = Instant::now();
     let tf_serving = version_dir.join(TF_SERVING_WARMUP_FILE);
     let replayed_tf_serving =
         match crate::regular_file::read(&tf_serving, MAX_TF_SERVING_WARMUP_BYTES) {
             Ok(bytes) => {
-                let n = replay_tf_serving(backend, &bytes).map_err(|e| {
+                let n = replay_tf_serving(backend, &bytes, limit).map_err(|e| {
                     format!("TF Serving warm-up file {TF_SERVING_WARMUP_FILE}: {e}")
                 })?;
                 tracing::info!(
@@ -94,8 +118,8 @@ pub fn warm_up(
             let requests = parse_requests(&bytes, backend.signature())
                 .map_err(|e| format!("{WARMUP_FILE}: {e}"))?;
             for (i, inputs) in requests.into_iter().enumerate() {
-                backend
-                    .predict(inputs, &[])
+                limit
+                    .run(|| backend.predict(inputs, &[]))
                     .map_err(|e| format!("warm-up request {i} of {WARMUP_FILE} failed: {e}"))?;
             }
         }
@@ -114,16 +138,26 @@ pub fn warm_up(
                 );
                 return Ok(());
             }
-            let warmed = synthetic_inputs(backend.signature())
-                .and_then(|inputs| backend.predict(inputs, &[]).map_err(|e| e.to_string()));
-            if let Err(e) = warmed {
-                tracing::warn!(
-                    model,
-                    version,
-                    "synthetic warm-up failed (the version serves anyway; add a {WARMUP_FILE} \
-                     with a valid request to warm it up): {e}"
-                );
-                return Ok(());
+            let warmed = match synthetic_inputs(backend.signature()) {
+                Ok(inputs) => limit.run(|| backend.predict(inputs, &[])),
+                Err(e) => Err(WarmUpError::Refused(e)),
+            };
+            match warmed {
+                Ok(_) => {}
+                // A model may refuse zeros, but one that runs on them past the time
+                // limit would hold the load as long: that fails it.
+                Err(e @ WarmUpError::TimedOut(_)) => {
+                    return Err(format!("the synthetic warm-up request failed: {e}"))
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        model,
+                        version,
+                        "synthetic warm-up failed (the version serves anyway; add a \
+                         {WARMUP_FILE} with a valid request to warm it up): {e}"
+                    );
+                    return Ok(());
+                }
             }
         }
         Err(e) => {
@@ -138,6 +172,46 @@ pub fn warm_up(
         "warmed up"
     );
     Ok(())
+}
+
+/// The time limit of each warm-up request (`None`: none).
+#[derive(Debug, Clone, Copy)]
+struct RunLimit(Option<Duration>);
+
+/// Why one warm-up request failed.
+#[derive(Debug, thiserror::Error)]
+enum WarmUpError {
+    /// It ran past the time limit (cancelled there, or returned after it).
+    #[error(
+        "it did not finish within its time limit of {} s (the model's timeout_secs, \
+         else the server's --request-timeout-secs)",
+        .0.as_secs_f64()
+    )]
+    TimedOut(Duration),
+    /// The model refused it or failed on it.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl RunLimit {
+    /// Runs one warm-up request (`run`, a backend's run on this thread) with the
+    /// limit as its run deadline, so that a runtime that can cancel a run does.
+    fn run<T>(self, run: impl FnOnce() -> Result<T, BackendError>) -> Result<T, WarmUpError> {
+        let Some(limit) = self.0 else {
+            return run().map_err(|e| WarmUpError::Refused(e.to_string()));
+        };
+        let started = Instant::now();
+        let deadline = started.checked_add(limit);
+        let result = crate::backends::with_run_deadline(deadline, run);
+        match result {
+            Err(BackendError::DeadlineExceeded(_)) => Err(WarmUpError::TimedOut(limit)),
+            // A runtime that cannot cancel a run returns when it is done: past the
+            // limit, the request did not finish in time whatever it answered.
+            _ if started.elapsed() > limit => Err(WarmUpError::TimedOut(limit)),
+            Ok(outputs) => Ok(outputs),
+            Err(e) => Err(WarmUpError::Refused(e.to_string())),
+        }
+    }
 }
 
 /// The parts of `tensorflow.serving.PredictionLog` (`apis/prediction_log.proto`) that
@@ -191,18 +265,22 @@ struct MultiInferenceLog {
 struct SessionRunLog {}
 
 /// Replays every record of a TF Serving warm-up file; the number replayed.
-fn replay_tf_serving(backend: &dyn Backend, bytes: &[u8]) -> Result<usize, String> {
+fn replay_tf_serving(
+    backend: &dyn Backend,
+    bytes: &[u8],
+    limit: RunLimit,
+) -> Result<usize, String> {
     let records =
         crate::tfrecord::read_records(bytes, MAX_TF_SERVING_RECORDS).map_err(|e| e.to_string())?;
     for (i, record) in records.iter().enumerate() {
         let log = PredictionLog::decode(*record)
             .map_err(|e| format!("record {i} is not a PredictionLog: {e}"))?;
-        replay_record(backend, log).map_err(|e| format!("record {i}: {e}"))?;
+        replay_record(backend, log, limit).map_err(|e| format!("record {i}: {e}"))?;
     }
     Ok(records.len())
 }
 
-fn replay_record(backend: &dyn Backend, log: PredictionLog) -> Result<(), String> {
+fn replay_record(backend: &dyn Backend, log: PredictionLog, limit: RunLimit) -> Result<(), String> {
     let signature_of =
         |spec: Option<&tfs::ModelSpec>| spec.map(|s| s.signature_name.clone()).unwrap_or_default();
     match log.log_type {
@@ -230,8 +308,8 @@ fn replay_record(backend: &dyn Backend, log: PredictionLog) -> Result<(), String
             })?;
             let inputs = crate::api::inputs::prepare_inputs(spec, None, inputs)
                 .map_err(|e| format!("Predict: {e}"))?;
-            backend
-                .predict_signature(&signature, inputs, &request.output_filter)
+            limit
+                .run(|| backend.predict_signature(&signature, inputs, &request.output_filter))
                 .map(drop)
                 .map_err(|e| format!("Predict failed: {e}"))
         }
@@ -242,6 +320,7 @@ fn replay_record(backend: &dyn Backend, log: PredictionLog) -> Result<(), String
             &signature_of(request.model_spec.as_ref()),
             request.input.as_ref(),
             true,
+            limit,
         ),
         Some(LogType::Regress(RegressLog {
             request: Some(request),
@@ -250,6 +329,7 @@ fn replay_record(backend: &dyn Backend, log: PredictionLog) -> Result<(), String
             &signature_of(request.model_spec.as_ref()),
             request.input.as_ref(),
             false,
+            limit,
         ),
         Some(LogType::MultiInference(MultiInferenceLog {
             request: Some(request),
@@ -264,6 +344,7 @@ fn replay_record(backend: &dyn Backend, log: PredictionLog) -> Result<(), String
                 &signature_of(task.model_spec.as_ref()),
                 request.input.as_ref(),
                 classify,
+                limit,
             )
         }),
         Some(LogType::SessionRun(_)) => Err(
@@ -280,6 +361,7 @@ fn replay_examples(
     signature: &str,
     input: Option<&tfs::Input>,
     classify: bool,
+    limit: RunLimit,
 ) -> Result<(), String> {
     let what = if classify { "Classify" } else { "Regress" };
     let wanted = backend
@@ -299,12 +381,14 @@ fn replay_examples(
         let s = RegressSignature::of(named)?;
         (s.input, vec![s.output])
     };
-    let results = backend
-        .predict_signature(
-            signature,
-            vec![(input, tf_examples::examples_tensor(serialized))],
-            &outputs,
-        )
+    let results = limit
+        .run(|| {
+            backend.predict_signature(
+                signature,
+                vec![(input, tf_examples::examples_tensor(serialized))],
+                &outputs,
+            )
+        })
         .map_err(|e| format!("{what} failed: {e}"))?;
     let find = |key: &str| results.iter().find(|(k, _)| k == key).map(|(_, t)| t);
     if classify {

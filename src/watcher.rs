@@ -3,8 +3,13 @@
 //! `file_system_poll_wait`) and the model config file (every
 //! `model_config_file_poll_wait`), handing each change to [`Sources`].
 //!
-//! File IO and model loads run on blocking threads; the task awaits each poll before
-//! the next, so two polls never overlap.
+//! File IO and model loads run on blocking threads; the task awaits each poll's scan
+//! before the next, so two polls never overlap. A poll does not wait for the loads it
+//! starts (`Sources::poll_in_background`): each model's reconcile runs on its own
+//! thread under the model's lock, and a later poll skips a model whose reconcile
+//! still runs. The initial load waits for every model, so readiness keeps its
+//! meaning; every warm-up request is bounded in time (`crate::warmup`), so it
+//! cannot wait for ever on one version.
 //!
 //! Each read of the config file is compared with the list in force, whoever put it
 //! there (the file, or a gRPC `HandleReloadConfigRequest` since): as TF Serving's
@@ -71,10 +76,11 @@ pub async fn run(
             _ = stopped(&mut stop) => return,
             _ = tick(&mut fs_tick) => {
                 let sources = sources.clone();
-                let polled = tokio::task::spawn_blocking(move || sources.poll());
-                // A poll waits for the loads it starts: the stop signal is not
-                // held up by one (a SavedModel warming up for minutes kept the
-                // server from shutting down).
+                // The poll starts each model's reconcile on a thread of its own and
+                // does not wait for them: one model's long load or warm-up never
+                // holds up the next poll, nor the other models. Its scan still
+                // runs here, and the stop signal is not held up by it.
+                let polled = tokio::task::spawn_blocking(move || sources.poll_in_background());
                 tokio::select! {
                     _ = stopped(&mut stop) => return,
                     polled = polled => if let Err(e) = polled {

@@ -410,6 +410,10 @@ pub struct Manager {
     load_slots: LoadSlots,
     /// Told of every version state change (the audit trail), once set.
     observer: Arc<OnceLock<StateObserver>>,
+    /// The server's request timeout (`Settings::request_timeout`): the time limit of
+    /// each warm-up request of a model whose `config.toml` sets no `timeout_secs`,
+    /// so that a warm-up that never ends cannot hold a load (and its model) for good.
+    request_timeout: Duration,
 }
 
 impl Manager {
@@ -428,7 +432,15 @@ impl Manager {
                 freed: Condvar::new(),
                 peak: AtomicUsize::new(0),
             },
+            request_timeout: crate::settings::Settings::default().request_timeout,
         }
+    }
+
+    /// The same manager with the server's request timeout (`--request-timeout-secs`)
+    /// as the warm-up time limit of models that set no `timeout_secs`.
+    pub fn with_request_timeout(mut self, request_timeout: Duration) -> Manager {
+        self.request_timeout = request_timeout;
+        self
     }
 
     /// Sets who is told of every version state change from now on (the metadata
@@ -557,7 +569,8 @@ impl Manager {
                     let dir = artifact.parent().unwrap_or(Path::new("."));
                     let pipeline = crate::preprocess::Pipeline::load(dir, &config, &*backend)?;
                     if config.warmup_enabled() {
-                        crate::warmup::warm_up(model, version, &*backend, dir)?;
+                        let limit = config.timeout().unwrap_or(self.request_timeout);
+                        crate::warmup::warm_up_within(model, version, &*backend, dir, Some(limit))?;
                     }
                     // A cache never fails a load: unreadable files leave it off (and the
                     // fingerprint is tried once more if a request finds the cache on).

@@ -176,6 +176,10 @@ pub struct Sources {
     /// Watcher state per model. Only touched with the model's lock held or by the
     /// poll itself, never held across a reconcile.
     watch: Mutex<HashMap<String, WatchState>>,
+    /// Reconciles the watcher's polls started and that still run (each on its own
+    /// thread, see [`Sources::poll_in_background`]): bounded, so a repository of
+    /// thousands of changed models never means thousands of threads.
+    background_reconciles: AtomicUsize,
     /// What a model's `config.toml` leaves out takes these.
     model_defaults: ModelDefaults,
     /// The server's state directory; flat models' managed copies live in its
@@ -237,6 +241,7 @@ impl Sources {
             deployment_gone: OnceLock::new(),
             locks: Mutex::new(HashMap::new()),
             watch: Mutex::new(HashMap::new()),
+            background_reconciles: AtomicUsize::new(0),
             model_defaults: ModelDefaults::default(),
         }
     }

@@ -54,17 +54,105 @@ pub(super) struct WatchState {
     pub(super) reconciled: Option<ModelView>,
 }
 
+/// One of the reconciles [`Sources::poll_in_background`] runs at once, counted in
+/// `Sources::background_reconciles` until dropped (a panic included).
+struct ReconcileSlot(Arc<Sources>);
+
+impl ReconcileSlot {
+    /// A slot, unless `limit` reconciles run already.
+    fn take(sources: &Arc<Sources>, limit: usize) -> Option<ReconcileSlot> {
+        sources
+            .background_reconciles
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit.max(1)).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ReconcileSlot(sources.clone()))
+    }
+}
+
+impl Drop for ReconcileSlot {
+    fn drop(&mut self) {
+        self.0.background_reconciles.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Deepest directory level and most files looked at in one version directory.
 const MAX_FINGERPRINT_DEPTH: usize = 4;
 const MAX_FINGERPRINT_FILES: usize = 10_000;
 
 impl Sources {
+    /// One watcher poll, waiting for the reconciles it starts: as
+    /// [`Sources::poll_in_background`], but each model whose settled view changed is
+    /// reconciled before this returns (for tests and tools). Blocking.
+    pub fn poll(&self) {
+        let work = self.poll_work();
+        self.for_each_bounded(&work, |(name, dir, candidate)| {
+            let Ok(lock) = self.model_lock(name).try_acquire_owned() else {
+                return; // busy (an upload, a reload): next poll
+            };
+            self.reconcile_settled(name, dir, candidate, lock);
+        });
+    }
+
     /// One watcher poll: reconciles each model whose settled view changed since it was
     /// last reconciled (a changed `config.toml` waits for a poll that reads it the same
     /// again), unloads models whose directory is gone, has the deployments of models
     /// gone for two polls ended, and now and then removes stale staging
-    /// directories. Blocking.
-    pub fn poll(&self) {
+    /// directories. Blocking, but not for the reconciles: each runs on a thread of
+    /// its own, holding its model's lock, and the poll returns without waiting for
+    /// them, so one model's long load or warm-up never holds up the others (its
+    /// model stays busy, and is skipped, until it is done). At most
+    /// `max_concurrent_loads` of them run at once; a model past that bound waits
+    /// for a later poll.
+    pub fn poll_in_background(self: &Arc<Self>) {
+        let work = self.poll_work();
+        let limit = self.manager.limits().max_concurrent_loads;
+        for (name, dir, candidate) in work {
+            let Some(slot) = ReconcileSlot::take(self, limit) else {
+                break; // as many as may run: the rest at a later poll
+            };
+            let Ok(lock) = self.model_lock(&name).try_acquire_owned() else {
+                continue; // busy (a load still running, an upload, a reload): next poll
+            };
+            let sources = self.clone();
+            let spawned = std::thread::Builder::new()
+                .name("ferroserve-reconcile".into())
+                .spawn(move || {
+                    let _slot = slot;
+                    sources.reconcile_settled(&name, &dir, &candidate, lock);
+                });
+            if let Err(e) = spawned {
+                // The slot and the lock went with the closure: the next poll tries again.
+                tracing::error!("cannot start a thread to reconcile a model: {e}");
+                break;
+            }
+        }
+    }
+
+    /// Reconciles one model with the settled view a poll took of it, under its lock
+    /// (`_lock`), unless it was stopped or isolated since. Blocking.
+    fn reconcile_settled(
+        &self,
+        name: &str,
+        dir: &ModelDir,
+        candidate: &ModelView,
+        _lock: ModelGuard,
+    ) {
+        if self.held_back(name) {
+            return;
+        }
+        let settled: BTreeSet<u64> = candidate.versions.keys().copied().collect();
+        self.reconcile(name, dir, Some(&settled));
+        if let Some(state) = guard(&self.watch).get_mut(name) {
+            state.reconciled = Some(candidate.clone());
+        }
+    }
+
+    /// What one poll finds to do, after sweeping stale staging, syncing flat model
+    /// files, unloading models gone and ending gone deployments: each model whose
+    /// settled view differs from the one last reconciled, with that view.
+    fn poll_work(&self) -> Vec<(String, ModelDir, ModelView)> {
         let sweep_due = {
             let mut last = guard(&self.last_sweep);
             let due = last.is_none_or(|t| t.elapsed() >= STAGING_SWEEP_INTERVAL);
@@ -178,19 +266,7 @@ impl Sources {
                 work.push((name, dir, candidate));
             }
         }
-        self.for_each_bounded(&work, |(name, dir, candidate)| {
-            let Ok(_lock) = self.model_lock(name).try_acquire_owned() else {
-                return; // busy (an upload, a reload): next poll
-            };
-            if self.held_back(name) {
-                return;
-            }
-            let settled: BTreeSet<u64> = candidate.versions.keys().copied().collect();
-            self.reconcile(name, dir, Some(&settled));
-            if let Some(state) = guard(&self.watch).get_mut(name) {
-                state.reconciled = Some(candidate.clone());
-            }
-        });
+        work
     }
 
     /// Removes staging directories (`.tmp-upload-*` in model directories,
