@@ -12,7 +12,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{install_model, root_path, TestServer};
+use common::{data_of, install_model, nest, root_path, shape_of, TestServer};
 use serde_json::{json, Value};
 
 fn expected(model: &str) -> Value {
@@ -34,34 +34,6 @@ fn repo(model: &str, config: Option<&str>) -> tempfile::TempDir {
         std::fs::write(dir.path().join(model).join("config.toml"), config).unwrap();
     }
     dir
-}
-
-fn shape_of(t: &Value) -> Vec<usize> {
-    t["shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_u64().unwrap() as usize)
-        .collect()
-}
-
-fn data_of(t: &Value) -> &[Value] {
-    t["data"].as_array().unwrap()
-}
-
-/// Flat values nested as `shape` (a scalar for no dimensions).
-fn nest(data: &[Value], shape: &[usize]) -> Value {
-    match shape {
-        [] => data[0].clone(),
-        [_, inner @ ..] => {
-            let step: usize = inner.iter().product();
-            Value::Array(
-                data.chunks(step.max(1))
-                    .map(|chunk| nest(chunk, inner))
-                    .collect(),
-            )
-        }
-    }
 }
 
 /// A tensor of `expected.json` as nested JSON, as TF Serving REST writes it.

@@ -8,10 +8,13 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{assert_close, copy_dir, root_path, test_settings, TestServer};
+use common::{
+    assert_close, copy_dir, data_of, nest, root_path, shape_of, tensorflow_dir, test_settings,
+    TestServer,
+};
 use ferroserve::settings::Settings;
 use ferroserve_proto::prost::Message;
 use ferroserve_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
@@ -23,18 +26,6 @@ use serde_json::{json, Value};
 use tonic::transport::Channel;
 
 const FIXTURES: [&str; 4] = ["mlp", "cnn", "multi", "text"];
-
-fn tensorflow_dir() -> PathBuf {
-    let dir = std::env::var_os("FERROSERVE_TENSORFLOW_PATH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root_path(".venv-tf/lib/python3.11/site-packages/tensorflow"));
-    assert!(
-        dir.join("libtensorflow_cc.so.2").is_file(),
-        "TensorFlow's libraries are not in {}: run scripts/setup.sh",
-        dir.display()
-    );
-    dir
-}
 
 /// A repository with the fixture SavedModels as version 1 of models of their names.
 fn repo(models: &[&str]) -> tempfile::TempDir {
@@ -61,34 +52,6 @@ fn expected(model: &str) -> Value {
     )))
     .unwrap();
     serde_json::from_str(&text).unwrap()
-}
-
-fn shape_of(t: &Value) -> Vec<usize> {
-    t["shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_u64().unwrap() as usize)
-        .collect()
-}
-
-fn data_of(t: &Value) -> &Vec<Value> {
-    t["data"].as_array().unwrap()
-}
-
-/// Flat values in the nesting of `shape`.
-fn nest(data: &[Value], shape: &[usize]) -> Value {
-    match shape {
-        [] => data[0].clone(),
-        [_, inner @ ..] => {
-            let step: usize = inner.iter().product();
-            Value::Array(
-                data.chunks(step.max(1))
-                    .map(|chunk| nest(chunk, inner))
-                    .collect(),
-            )
-        }
-    }
 }
 
 fn flatten(v: &Value, into: &mut Vec<Value>) {

@@ -8,25 +8,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::child::{free_port, ChildServer};
-use common::{copy_dir, root_path};
+use common::{copy_dir, root_path, tensorflow_dir};
 use serde_json::{json, Value};
-
-fn tensorflow_dir() -> PathBuf {
-    let dir = std::env::var_os("FERROSERVE_TENSORFLOW_PATH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root_path(".venv-tf/lib/python3.11/site-packages/tensorflow"));
-    assert!(
-        dir.join("libtensorflow_cc.so.2").is_file(),
-        "TensorFlow's libraries are not in {}: run scripts/setup.sh",
-        dir.display()
-    );
-    dir
-}
 
 /// Installs fixture `fixture` as version 1 of `model` in `repo`, with `config`
 /// as its config.toml, whole at once (the watcher never sees half of it).

@@ -7,24 +7,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{copy_dir, root_path, test_settings, TestServer};
+use common::{copy_dir, root_path, tensorflow_dir, test_settings, TestServer};
 use ferroserve::settings::Settings;
 use serde_json::{json, Value};
-
-fn tensorflow_dir() -> PathBuf {
-    let dir = std::env::var_os("FERROSERVE_TENSORFLOW_PATH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root_path(".venv-tf/lib/python3.11/site-packages/tensorflow"));
-    assert!(
-        dir.join("libtensorflow_cc.so.2").is_file(),
-        "TensorFlow's libraries are not in {}: run scripts/setup.sh",
-        dir.display()
-    );
-    dir
-}
 
 /// A repository with `iris_lr/1` (ONNX) and `slow/1` (a SavedModel), `slow`'s
 /// `config.toml` being `slow_config`.

@@ -470,3 +470,47 @@ pub fn peak_rss() -> u64 {
 pub fn reset_peak_rss() {
     std::fs::write("/proc/self/clear_refs", "5").unwrap();
 }
+
+/// TensorFlow's libraries for the SavedModel tests: `FERROSERVE_TENSORFLOW_PATH`, else
+/// the wheel `scripts/setup.sh` installs in `.venv-tf`.
+pub fn tensorflow_dir() -> PathBuf {
+    let dir = std::env::var_os("FERROSERVE_TENSORFLOW_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root_path(".venv-tf/lib/python3.11/site-packages/tensorflow"));
+    assert!(
+        dir.join("libtensorflow_cc.so.2").is_file(),
+        "TensorFlow's libraries are not in {}: run scripts/setup.sh",
+        dir.display()
+    );
+    dir
+}
+
+/// A JSON tensor's (`{"shape": [...], "data": [...]}`, V2's) shape.
+pub fn shape_of(t: &serde_json::Value) -> Vec<usize> {
+    t["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap() as usize)
+        .collect()
+}
+
+/// A JSON tensor's flat data.
+pub fn data_of(t: &serde_json::Value) -> &[serde_json::Value] {
+    t["data"].as_array().unwrap()
+}
+
+/// Flat values nested as `shape` (a scalar for no dimensions).
+pub fn nest(data: &[serde_json::Value], shape: &[usize]) -> serde_json::Value {
+    match shape {
+        [] => data[0].clone(),
+        [_, inner @ ..] => {
+            let step: usize = inner.iter().product();
+            serde_json::Value::Array(
+                data.chunks(step.max(1))
+                    .map(|chunk| nest(chunk, inner))
+                    .collect(),
+            )
+        }
+    }
+}
