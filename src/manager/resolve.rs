@@ -110,11 +110,25 @@ impl Manager {
                 }
             }
             _ => {
+                // The records and the serving map change one after the other: a
+                // version the records call AVAILABLE that the map does not hold is
+                // entering or leaving service this moment (it read "no available
+                // version (version 1 is AVAILABLE)").
+                let serving = self.serving.load();
+                let in_map = |v: &u64| {
+                    serving
+                        .models
+                        .get(model)
+                        .is_some_and(|s| s.versions.contains_key(v))
+                };
                 let mut why: Vec<String> = record
                     .versions
                     .iter()
                     .map(|(v, r)| match &r.error {
                         Some(e) => format!("version {v} is {}: {e}", r.state.as_str()),
+                        None if r.state == VersionState::Available && !in_map(v) => {
+                            format!("version {v} is entering or leaving service: try again")
+                        }
                         None => format!("version {v} is {}", r.state.as_str()),
                     })
                     .collect();
@@ -133,5 +147,45 @@ impl Manager {
                 ))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::VersionRecord;
+    use super::*;
+
+    /// A version the records call AVAILABLE that the serving map does not hold (it
+    /// is being published, or was just taken out to be unloaded) is said to be
+    /// entering or leaving service: the message read "no available version (version
+    /// 1 is AVAILABLE)".
+    #[test]
+    fn a_version_between_the_records_and_the_serving_map_is_said_to_be_changing() {
+        let manager = Manager::new(crate::backends::BackendOptions::default());
+        let available = VersionRecord {
+            state: VersionState::Available,
+            error: None,
+            artifact: None,
+            format: None,
+            failed_files: None,
+        };
+        manager.records().insert(
+            "m".into(),
+            ModelRecord {
+                versions: [(1, available)].into(),
+                ..ModelRecord::default()
+            },
+        );
+        let e = manager
+            .resolve("m", &VersionRequest::Latest)
+            .err()
+            .expect("nothing serves m");
+        let text = e.to_string();
+        assert!(matches!(e, ResolveError::Unavailable(_)), "{e:?}");
+        assert!(
+            text.contains("version 1 is entering or leaving service"),
+            "{text}"
+        );
+        assert!(!text.contains("is AVAILABLE"), "{text}");
     }
 }
