@@ -313,6 +313,13 @@ async fn an_upload_too_large_to_send_names_the_upload_limit() {
         error.contains("larger than the upload limit of 1000000 bytes"),
         "{error}"
     );
+    // A job request's names the two settings its limit is the sum of.
+    let (status, body) = announce_body(server.rest_addr, "/v1/jobs", 1 << 40).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        body.contains("--max-upload-bytes (1000000) for its files"),
+        "{body}"
+    );
     // Other routes keep naming their own limit.
     let (status, body) =
         announce_body(server.rest_addr, "/v1/models/iris_lr:predict", 1 << 40).await;

@@ -48,6 +48,14 @@ fn too_large(
 ) -> ApiError {
     match path.trim_end_matches('/') {
         "/upload_model" => upload::too_large(settings.max_upload_bytes, Some(declared)),
+        // The limit is the sum of two the user set, and named as such (it read as
+        // a number no setting held).
+        "/v1/jobs" | "/predictall" | "/train" => ApiError::PayloadTooLarge(format!(
+            "request body of {declared} bytes is larger than a job request may be: \
+             --max-upload-bytes ({}) for its files and --max-request-bytes ({}) for its \
+             spec, with room for the multipart framing",
+            settings.max_upload_bytes, settings.max_request_bytes
+        )),
         _ => ApiError::PayloadTooLarge(format!(
             "request body of {declared} bytes is larger than the limit of {limit} bytes"
         )),
