@@ -18,6 +18,9 @@ Writes
                                            declared shape (unknown rank): Mul by 2, Squeeze
   tests/fixtures/onnx/scalar/model.onnx    hand-made graph with a real scalar (shape []) input
                                            and output
+  tests/fixtures/onnx/slow_loop/model.onnx  hand-made graph: a Loop that adds 1 n times (n, an
+                                           int64 scalar input), so a run lasts as long as
+                                           asked (about a microsecond an iteration)
   examples/models/iris_sklearn/1/model.joblib  the iris_lr estimator itself, with string
                                            labels, saved by joblib as {"model", "feature_names"}
 and an expected.json next to each model: the input rows, scikit-learn's own predict /
@@ -399,6 +402,48 @@ def scalar(root, rel):
     print(f"{rel}: written")
 
 
+def slow_loop(root, rel):
+    """A run as long as asked: a Loop of `n` iterations (an int64 scalar input), each
+    adding 1 to a float32 accumulator, which is the output y (n itself, for small n).
+    onnxruntime takes about a microsecond an iteration, and checks its run's terminate
+    flag before each node of the body, so a run can be cut at any iteration."""
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("Add", ["acc_in", "one"], ["acc_out"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, []),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, []),
+        ],
+        initializer=[helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["n", "", "zero"], ["y"], body=body)],
+        "slow_loop",
+        [helper.make_tensor_value_info("n", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])],
+        initializer=[helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    model.ir_version = 8
+    path = os.path.join(root, rel, "model.onnx")
+    save(model, path)
+    cases = []
+    for n in [0, 3, 1000]:
+        feeds = {"n": np.array(n, dtype=np.int64)}
+        out = onnx_outputs(path, feeds)
+        cases.append({"inputs": {k: shaped(v) for k, v in feeds.items()}, "outputs": {k: shaped(v) for k, v in out.items()}})
+    write_expected(os.path.join(root, rel, "expected.json"), {"cases": cases})
+    print(f"{rel}: written")
+
+
 def main():
     args = sys.argv[1:]
     only = None
@@ -430,6 +475,7 @@ def main():
         ("bank_columns", lambda: bank_columns(fx, "bank_columns")),
         ("any_rank", lambda: any_rank(fx, "any_rank")),
         ("scalar", lambda: scalar(fx, "scalar")),
+        ("slow_loop", lambda: slow_loop(fx, "slow_loop")),
     ]
     if only is not None:
         unknown = only - {name for name, _ in makers}

@@ -30,9 +30,10 @@
 //! synthetic one) runs under a time limit, the model's request timeout
 //! (`timeout_secs`, else the server's `--request-timeout-secs`): a request still
 //! running at its limit makes the load fail, synthetic or not, with a message that
-//! names the request and the limit. TensorFlow cancels the run at the limit
-//! (`RunOptions.timeout_in_ms`, as for a live request); the other runtimes cannot
-//! be interrupted, so their request fails once it returns past the limit.
+//! names the request and the limit. TensorFlow and ONNX Runtime end the run at the
+//! limit (`RunOptions.timeout_in_ms`; ONNX Runtime's terminate flag), as for a live
+//! request; the native runtimes (scikit-learn, fastText) cannot be interrupted, so
+//! their request fails once it returns past the limit.
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -9,16 +9,22 @@
 //! has no `shape`) as it does a scalar, with no dimensions; the model file tells them
 //! apart ([`unshaped_tensors`]), and such a tensor is [`ANY_RANK`], as ONNX Runtime
 //! runs it with any shape.
+//!
+//! A run honours its deadline ([`super::run_deadline`]) as TensorFlow's does: one
+//! process-wide thread ([`Watchdog`]) sets the run's `RunOptions` terminate flag when
+//! the deadline passes, and ONNX Runtime stops before the next node it runs (inside a
+//! `Loop` body too), so a run nobody waits for stops holding its inference thread.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use ort::session::builder::GraphOptimizationLevel;
-use ort::session::Session;
+use ort::session::{RunOptions, Session};
 use ort::value::{DynValue, TensorElementType, TensorRef, ValueType};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use super::{Backend, BackendError, BackendOptions, ModelTraits, Signature};
 use crate::tensor::{DataType, NamedTensor, Tensor, TensorData, TensorSpec, ANY_RANK};
@@ -85,11 +91,163 @@ fn environment(options: &BackendOptions) -> Result<&'static ort::environment::En
         .map_err(Clone::clone)
 }
 
+/// Ends ONNX runs at their deadlines: a map of the runs under way that have one, and
+/// one thread, started with the first such run and living as long as the process (as
+/// the ONNX Runtime environment does), that sleeps until the earliest deadline and
+/// sets that run's terminate flag.
+///
+/// The request path pays two uncontended locks a run: the thread is woken only when
+/// a run is due before the time it already sleeps until (at most about once per
+/// deadline's length under steady traffic), never spawned per run.
+struct Watchdog {
+    state: Mutex<WatchState>,
+    /// Wakes the thread when a run is due before [`WatchState::wakes_at`].
+    wake: Condvar,
+}
+
+struct WatchState {
+    /// The runs being watched, by deadline (and a number that tells apart runs with
+    /// the same one), with the options each runs under.
+    runs: BTreeMap<(Instant, u64), Arc<RunOptions>>,
+    next_id: u64,
+    /// When the thread wakes next; `None`: only when woken. A run due earlier must
+    /// wake it.
+    wakes_at: Option<Instant>,
+}
+
+static WATCHDOG: Watchdog = Watchdog {
+    state: Mutex::new(WatchState {
+        runs: BTreeMap::new(),
+        next_id: 0,
+        wakes_at: None,
+    }),
+    wake: Condvar::new(),
+};
+
+/// Whether the watchdog's thread started (started by the first call).
+static WATCHDOG_THREAD: OnceLock<bool> = OnceLock::new();
+
+impl Watchdog {
+    /// The watchdog, its thread started; `None` when the thread cannot be started
+    /// (logged once): runs then go to their end as they did before deadlines.
+    fn get() -> Option<&'static Watchdog> {
+        let started = *WATCHDOG_THREAD.get_or_init(|| {
+            match std::thread::Builder::new()
+                .name("onnx-deadlines".into())
+                .spawn(|| WATCHDOG.watch())
+            {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::error!(
+                        error = %e,
+                        "cannot start the thread that ends ONNX runs at their deadlines; \
+                         ONNX runs will run past them"
+                    );
+                    false
+                }
+            }
+        });
+        started.then_some(&WATCHDOG)
+    }
+
+    /// Watches a run that goes under `options` until `deadline`.
+    fn arm(&'static self, deadline: Instant, options: &Arc<RunOptions>) -> Armed {
+        let mut state = self.state.lock();
+        let key = (deadline, state.next_id);
+        state.next_id = state.next_id.wrapping_add(1);
+        state.runs.insert(key, Arc::clone(options));
+        if state.wakes_at.is_none_or(|at| deadline < at) {
+            state.wakes_at = Some(deadline);
+            drop(state);
+            self.wake.notify_one();
+        }
+        Armed {
+            watchdog: self,
+            key,
+            options: Arc::clone(options),
+            disarmed: false,
+        }
+    }
+
+    /// The thread's loop: terminates the runs whose deadline has passed, then sleeps
+    /// until the next deadline or until a run due earlier wakes it.
+    fn watch(&self) {
+        let mut state = self.state.lock();
+        loop {
+            let now = Instant::now();
+            while let Some(entry) = state.runs.first_entry() {
+                if entry.key().0 > now {
+                    break;
+                }
+                if let Err(e) = entry.remove().terminate() {
+                    tracing::warn!(error = %e, "cannot end an ONNX run at its deadline");
+                }
+            }
+            state.wakes_at = state.runs.first_key_value().map(|((at, _), _)| *at);
+            match state.wakes_at {
+                Some(at) => {
+                    self.wake.wait_until(&mut state, at);
+                }
+                None => self.wake.wait(&mut state),
+            }
+        }
+    }
+}
+
+/// A run under watch; taking it off ([`Armed::disarm`], or dropping it if the run
+/// panicked) clears the terminate flag if the watchdog set it, so that the session's
+/// next run is not ended at once.
+struct Armed {
+    watchdog: &'static Watchdog,
+    key: (Instant, u64),
+    options: Arc<RunOptions>,
+    disarmed: bool,
+}
+
+impl Armed {
+    /// Takes the run off the watch: whether the watchdog terminated it first.
+    fn disarm(mut self) -> bool {
+        self.disarmed = true;
+        self.take_off()
+    }
+
+    fn take_off(&self) -> bool {
+        // The watchdog removes a run and sets its flag under this lock: a run still
+        // in the map was never terminated, and now cannot be.
+        let terminated = self.watchdog.state.lock().runs.remove(&self.key).is_none();
+        if terminated {
+            if let Err(e) = self.options.unterminate() {
+                tracing::error!(
+                    error = %e,
+                    "cannot clear an ONNX session's terminate flag; its next runs will fail"
+                );
+            }
+        }
+        terminated
+    }
+}
+
+impl Drop for Armed {
+    fn drop(&mut self) {
+        if !self.disarmed {
+            self.take_off();
+        }
+    }
+}
+
+/// One ONNX Runtime session, with the options its runs go under: their terminate
+/// flag is what ends a run at its deadline. One run at a time uses them (the
+/// session's lock), so they are made once, not per run.
+struct PooledSession {
+    session: Session,
+    run_options: Arc<RunOptions>,
+}
+
 pub struct OnnxBackend {
     /// `Session::run` needs `&mut`, so each session is behind its own lock and a
     /// request takes whichever is free. Several sessions let one model run on
     /// several inference threads at once.
-    sessions: Vec<Mutex<Session>>,
+    sessions: Vec<Mutex<PooledSession>>,
     next_session: AtomicUsize,
     signature: Signature,
     traits: ModelTraits,
@@ -101,9 +259,15 @@ impl OnnxBackend {
         let count = options.onnx_sessions.max(1);
         let mut sessions = Vec::with_capacity(count);
         for _ in 0..count {
-            sessions.push(Mutex::new(build_session(env, artifact, options)?));
+            let run_options = RunOptions::new().map_err(|e| {
+                BackendError::Load(format!("cannot create ONNX Runtime run options: {e}"))
+            })?;
+            sessions.push(Mutex::new(PooledSession {
+                session: build_session(env, artifact, options)?,
+                run_options: Arc::new(run_options),
+            }));
         }
-        let (signature, traits) = describe(&sessions[0].lock(), artifact)?;
+        let (signature, traits) = describe(&sessions[0].lock().session, artifact)?;
         Ok(OnnxBackend {
             sessions,
             next_session: AtomicUsize::new(0),
@@ -538,7 +702,7 @@ impl Backend for OnnxBackend {
             .map(|(name, t)| Ok((name.as_str(), to_ort(name, t)?)))
             .collect::<Result<Vec<_>, BackendError>>()?;
         // Prefer a free session; if all are busy, queue on one in turn.
-        let mut session = self
+        let mut pooled = self
             .sessions
             .iter()
             .find_map(|s| s.try_lock())
@@ -546,9 +710,27 @@ impl Backend for OnnxBackend {
                 let i = self.next_session.fetch_add(1, Ordering::Relaxed) % self.sessions.len();
                 self.sessions[i].lock()
             });
-        let outputs = session
-            .run(ort_inputs)
-            .map_err(|e| BackendError::from_run_message(runtime_message(e)))?;
+        let PooledSession {
+            session,
+            run_options,
+        } = &mut *pooled;
+        // Armed once the session is ours: the flag belongs to the session's options,
+        // so it may only be set while this run is the one using them.
+        let armed = super::run_deadline()
+            .and_then(|deadline| Some(Watchdog::get()?.arm(deadline, run_options)));
+        let ran = session.run_with_options(ort_inputs, &**run_options);
+        // Taken off the watch before the session is free for another run.
+        let terminated = armed.is_some_and(Armed::disarm);
+        let outputs = ran.map_err(|e| {
+            let message = runtime_message(e);
+            if terminated {
+                BackendError::DeadlineExceeded(format!(
+                    "ONNX Runtime stopped the run at its deadline: {message}"
+                ))
+            } else {
+                BackendError::from_run_message(message)
+            }
+        })?;
         let wanted: Vec<&str> = if output_names.is_empty() {
             self.signature
                 .outputs
@@ -579,6 +761,58 @@ mod tests {
             .join("../../tests/fixtures/onnx")
             .join(name)
             .join("model.onnx")
+    }
+
+    /// `slow_loop` run for `n` iterations (about a microsecond each).
+    fn run_loop(backend: &OnnxBackend, n: i64) -> Result<Vec<NamedTensor>, BackendError> {
+        let n = Tensor::new(vec![], TensorData::I64(vec![n])).unwrap();
+        backend.predict(vec![("n".to_string(), n)], &[])
+    }
+
+    /// A run past its deadline ends there with `DeadlineExceeded`, and the session's
+    /// next runs (none with a deadline, one with a far one) run to their end.
+    #[test]
+    fn a_run_past_its_deadline_is_ended_and_the_session_runs_on() {
+        let options = BackendOptions {
+            onnx_intra_threads: 1,
+            onnx_sessions: 1,
+            ..BackendOptions::default()
+        };
+        let backend = match OnnxBackend::load(&fixture("slow_loop"), &options) {
+            Ok(b) => b,
+            Err(BackendError::Load(e)) if e.contains("not found") => {
+                eprintln!("skipped: {e}");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        let started = Instant::now();
+        let deadline = started + std::time::Duration::from_millis(200);
+        let ended =
+            super::super::with_run_deadline(Some(deadline), || run_loop(&backend, 1_000_000_000));
+        let took = started.elapsed();
+        assert!(
+            matches!(ended, Err(BackendError::DeadlineExceeded(_))),
+            "{ended:?}"
+        );
+        assert!(took < std::time::Duration::from_secs(2), "{took:?}");
+        let y = |out: Vec<NamedTensor>| match out[0].1.data() {
+            TensorData::F32(v) => v[0],
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(y(run_loop(&backend, 3).unwrap()), 3.0);
+        let far = Instant::now() + std::time::Duration::from_secs(3600);
+        let ran = super::super::with_run_deadline(Some(far), || run_loop(&backend, 1000));
+        assert_eq!(y(ran.unwrap()), 1000.0);
+        // A deadline already passed ends the run at once.
+        let past = super::super::with_run_deadline(Some(Instant::now()), || {
+            run_loop(&backend, 1_000_000_000)
+        });
+        assert!(
+            matches!(past, Err(BackendError::DeadlineExceeded(_))),
+            "{past:?}"
+        );
+        assert_eq!(y(run_loop(&backend, 3).unwrap()), 3.0);
     }
 
     #[test]
