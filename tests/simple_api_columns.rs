@@ -193,3 +193,117 @@ async fn onnx_one_input_per_column_from_named_features() {
     );
     server.stop().await;
 }
+
+/// A JSON boolean is 1 or 0 to a numeric column, as it always was (a pandas bool
+/// column); to a text column it was fed as "1" or "0", a prediction for a category
+/// nobody sent, with no error: it is a 400 naming the feature now, on `/predict`
+/// and on the old service's `/predict/`. A boolean `feature_defaults` value for a
+/// text column is the config's mistake, told as such.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_boolean_for_a_text_column_is_refused_and_a_number_column_takes_it_as_1() {
+    let repo = tempfile::tempdir().unwrap();
+    install_model(
+        repo.path(),
+        "bank",
+        1,
+        &root_path(&format!("{FIXTURE}/model.onnx")),
+    );
+    // TOML booleans: `age` (a number) takes 1, `marital` (text) is refused when used.
+    std::fs::write(
+        repo.path().join("bank/config.toml"),
+        "[feature_defaults]\nage = true\nmarital = false\n",
+    )
+    .unwrap();
+    let server = TestServer::start(repo.path()).await;
+    let expected = Expected::load();
+    let row = expected.object(0);
+    let predict = |features: Value| {
+        let server = &server;
+        async move {
+            server
+                .post_json(
+                    "/predict",
+                    &json!({"model_id": "bank", "features": features}),
+                )
+                .await
+        }
+    };
+
+    // The probe's request: a wrong answer with a 200 before.
+    let (status, body) = predict(json!({
+        "age": 41, "job": true, "marital": "married", "balance": 52000
+    }))
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["error"],
+        "feature \"job\" is a boolean (true), and the model's input \"job\" takes text: \
+         send it as a string",
+        "{body}"
+    );
+    // By position too, in the model's input order.
+    let (status, meta) = server.get("/v2/models/bank").await;
+    assert_eq!(status, 200, "{meta}");
+    let positional: Vec<Value> = meta["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| match s["name"].as_str().unwrap() {
+            "job" => json!(false),
+            name => row[name].clone(),
+        })
+        .collect();
+    let (status, body) = predict(json!(positional)).await;
+    assert_eq!(status, 400, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("feature \"job\" is a boolean (false)"),
+        "{body}"
+    );
+
+    // A numeric column takes true as 1: the answer for age 1.
+    let mut one = row.clone();
+    one.insert("age".into(), json!(1));
+    let (status, by_number) = predict(Value::Object(one)).await;
+    assert_eq!(status, 200, "{by_number}");
+    let mut yes = row.clone();
+    yes.insert("age".into(), json!(true));
+    let (status, by_boolean) = predict(Value::Object(yes)).await;
+    assert_eq!(status, 200, "{by_boolean}");
+    assert_eq!(by_boolean["prediction"], by_number["prediction"]);
+    assert_eq!(by_boolean["probabilities"], by_number["probabilities"]);
+    // So does the default `age = true`.
+    let mut no_age = row.clone();
+    no_age.remove("age");
+    let (status, by_default) = predict(Value::Object(no_age)).await;
+    assert_eq!(status, 200, "{by_default}");
+    assert_eq!(by_default["probabilities"], by_number["probabilities"]);
+
+    // The default `marital = false`, used, is the config's error (500), named.
+    let mut no_marital = row.clone();
+    no_marital.remove("marital");
+    let (status, body) = predict(Value::Object(no_marital)).await;
+    assert_eq!(status, 500, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("feature_defaults gives feature \"marital\" the boolean false")
+            && error.contains("write the default as a string"),
+        "{body}"
+    );
+
+    // The old service's route reads a record the same way.
+    let mut record = row.clone();
+    record.insert("job".into(), json!(true));
+    let (status, body) = server
+        .post_json("/predict/", &json!({"modelkey": "bank", "record": record}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("feature \"job\" is a boolean (true)"),
+        "{body}"
+    );
+    server.stop().await;
+}

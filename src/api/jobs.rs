@@ -641,10 +641,11 @@ fn feature_value(
             ApiError::InvalidArgument(format!("record.{column}: {n} is not a number"))
         }),
         serde_json::Value::String(s) => Ok(FeatureValue::Text(s.clone())),
-        serde_json::Value::Bool(b) => Ok(FeatureValue::Number(f64::from(u8::from(*b)))),
+        // As `/predict` takes one: 1 or 0 to a numeric input, a text input refuses it.
+        serde_json::Value::Bool(b) => Ok(FeatureValue::Bool(*b)),
         serde_json::Value::Null => Ok(FeatureValue::Missing),
         other => Err(ApiError::InvalidArgument(format!(
-            "record.{column}: a value must be a number, a string or null, not {other}"
+            "record.{column}: a value must be a number, a string, a boolean or null, not {other}"
         ))),
     }
 }

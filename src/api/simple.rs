@@ -379,11 +379,10 @@ fn rows_to_columns(
                     let n = spec.name.as_str();
                     let imputes = imputes(handle, spec);
                     rows.iter()
-                        .map(|row| given_or_default(row.get(n), defaults.get(n), imputes))
-                        .map(|v| v.expect("checked"))
-                        .collect()
+                        .map(|row| named_value(handle, spec, n, row.get(n), defaults, imputes))
+                        .collect::<Result<_, _>>()
                 })
-                .collect()
+                .collect::<Result<_, _>>()?
         }
     };
     inputs
@@ -396,6 +395,7 @@ fn rows_to_columns(
                 imputes(handle, spec),
                 takes_nan(handle, spec),
                 numeric_categories(handle, spec),
+                &|_| format!("feature {:?}", spec.name),
                 column.into_iter(),
             )?;
             let shape = if spec.shape.len() == 1 {
@@ -412,17 +412,35 @@ fn rows_to_columns(
 
 /// A named feature's value: the one given, else its `feature_defaults` value; a
 /// missing value given (JSON null) is the default's too, for an input the model
-/// does not impute (where it would be refused).
-fn given_or_default<'a>(
+/// does not impute (where it would be refused). A boolean default for a text input
+/// is the config's mistake (a TOML `true` where `"true"` was meant), told as such.
+fn named_value<'a>(
+    handle: &ServableHandle,
+    input: &TensorSpec,
+    feature: &str,
     given: Option<&'a FeatureValue>,
-    default: Option<&'a FeatureValue>,
+    defaults: &'a BTreeMap<String, FeatureValue>,
     imputes: bool,
-) -> Option<&'a FeatureValue> {
-    match given {
-        Some(FeatureValue::Missing) if !imputes => default.or(given),
-        Some(value) => Some(value),
-        None => default,
+) -> Result<&'a FeatureValue, ApiError> {
+    let uses_default = match given {
+        Some(FeatureValue::Missing) => !imputes,
+        Some(_) => false,
+        None => true,
+    };
+    let default = defaults.get(feature).filter(|_| uses_default);
+    if let (Some(FeatureValue::Bool(b)), DataType::Bytes) = (default, input.dtype) {
+        return Err(ApiError::Internal(format!(
+            "model {:?}: its config.toml's feature_defaults gives feature {feature:?} the \
+             boolean {b}, and the model's input {:?} takes text: write the default as a \
+             string (\"{b}\") in config.toml",
+            handle.model, input.name
+        )));
     }
+    default.or(given).ok_or_else(|| {
+        ApiError::Internal(format!(
+            "feature {feature:?} has no value and no default (it was checked to have one)"
+        ))
+    })
 }
 
 /// Whether the model fills missing values of `input` itself
@@ -487,15 +505,32 @@ pub fn nan_refused(
 /// that reads as a number is one). For an input the model imputes (`imputes`), a
 /// null or a blank text is a missing value: NaN for a number, `""` for a string,
 /// which the model fills as it was trained to.
+///
+/// A boolean is 1 or 0 to a numeric input (a pandas bool column a model was trained
+/// on), itself to a BOOL input whose values are all booleans (numbers for a BOOL
+/// input go as doubles, which `api::inputs` refuses, as for TF REST), and refused
+/// by a text input, naming its feature (`feature_of` the value's index: `feature
+/// "job"`, `the feature at position 2`): as "1" or "0" it was a wrong answer with
+/// no error.
 fn column_data<'a>(
     input: &TensorSpec,
     imputes: bool,
     takes_nan: bool,
     numeric_categories: bool,
+    feature_of: &dyn Fn(usize) -> String,
     values: impl Iterator<Item = &'a FeatureValue> + Clone,
 ) -> Result<TensorData, ApiError> {
     use crate::jobs::train::data::{float_category, text_number_category};
     let blank = |s: &str| imputes && s.trim().is_empty();
+    if input.dtype == DataType::Bool {
+        let booleans = values.clone().map(|v| match v {
+            FeatureValue::Bool(b) => Some(*b),
+            _ => None,
+        });
+        if let Some(all) = booleans.collect::<Option<Vec<bool>>>() {
+            return Ok(TensorData::Bool(all));
+        }
+    }
     if is_integer(input.dtype) {
         if let Some(data) = exact_integers(values.clone()) {
             return Ok(data);
@@ -504,7 +539,8 @@ fn column_data<'a>(
     Ok(if input.dtype == DataType::Bytes {
         TensorData::Bytes(
             values
-                .map(|v| match v {
+                .enumerate()
+                .map(|(i, v)| match v {
                     FeatureValue::Text(s) if blank(s) => Ok(Vec::new()),
                     FeatureValue::Text(s) if numeric_categories => Ok(text_number_category(s)
                         .map_or_else(|| s.as_bytes().to_vec(), String::into_bytes)),
@@ -513,6 +549,7 @@ fn column_data<'a>(
                         .unwrap_or_else(|| n.to_string())
                         .into_bytes()),
                     FeatureValue::Number(n) => Ok(n.to_string().into_bytes()),
+                    FeatureValue::Bool(b) => Err(boolean_refused(&feature_of(i), *b, input)),
                     FeatureValue::Missing if imputes => Ok(Vec::new()),
                     FeatureValue::Missing => Err(missing_refused(input)),
                 })
@@ -523,6 +560,7 @@ fn column_data<'a>(
             values
                 .map(|v| match v {
                     FeatureValue::Number(n) => Ok(*n),
+                    FeatureValue::Bool(b) => Ok(f64::from(u8::from(*b))),
                     FeatureValue::Text(s) if blank(s) => Ok(f64::NAN),
                     FeatureValue::Text(s) => {
                         number_from_text(input, s).and_then(|n| nan_refused(input, takes_nan, s, n))
@@ -533,6 +571,17 @@ fn column_data<'a>(
                 .collect::<Result<_, _>>()?,
         )
     })
+}
+
+/// The error for a boolean given to a text input: written as "1" (as it once was)
+/// it is a category the client did not mean, and which text was meant ("true",
+/// "yes") only the client knows. `feature` names the value's feature (`feature "job"`, `the feature at position 2`).
+fn boolean_refused(feature: &str, b: bool, input: &TensorSpec) -> ApiError {
+    ApiError::InvalidArgument(format!(
+        "{feature} is a boolean ({b}), and the model's input {:?} takes text: send it as a \
+         string",
+        input.name
+    ))
 }
 
 fn is_integer(dtype: DataType) -> bool {
@@ -557,6 +606,7 @@ fn exact_integers<'a>(
                 Some(*n as i128)
             }
             FeatureValue::Text(s) => s.trim().parse::<i128>().ok(),
+            FeatureValue::Bool(b) => Some(i128::from(*b)),
             _ => None,
         }
     };
@@ -664,11 +714,10 @@ fn rows_to_tensor(
                             handle.model
                         )));
                     }
-                    Ok(names
+                    names
                         .iter()
-                        .map(|n| given_or_default(row.get(n), defaults.get(n), imputes))
-                        .map(|v| v.expect("checked"))
-                        .collect())
+                        .map(|n| named_value(handle, input, n, row.get(n), defaults, imputes))
+                        .collect()
                 })
                 .collect::<Result<_, _>>()?
         }
@@ -685,11 +734,19 @@ fn rows_to_tensor(
             positional[i].len()
         )));
     }
+    // The feature of each value, for an error: by name where the model has names
+    // for its `width` features, else by position in the row.
+    let names = feature_names(handle, &config).filter(|n| n.len() == width);
+    let feature_of = |i: usize| match &names {
+        Some(names) => format!("feature {:?}", names[i % width]),
+        None => format!("the feature at position {}", i % width),
+    };
     let data = column_data(
         input,
         imputes(handle, input),
         takes_nan(handle, input),
         numeric_categories(handle, input),
+        &feature_of,
         positional.iter().flatten().copied(),
     )?;
     // A rank-1 input (a text model's `[batch]` of strings) takes one value per row.
@@ -705,6 +762,11 @@ fn rows_to_tensor(
 mod tests {
     use super::*;
 
+    /// The feature of every value in these tests.
+    fn x(_: usize) -> String {
+        "feature \"x\"".into()
+    }
+
     fn spec(dtype: DataType) -> TensorSpec {
         TensorSpec {
             name: "x".into(),
@@ -717,13 +779,19 @@ mod tests {
     fn nan_text_is_a_missing_value_only_an_imputing_input_takes() {
         let nan = [FeatureValue::Text("NaN".into()), FeatureValue::Number(1.0)];
         // A trained model's input that does not impute.
-        let e = column_data(&spec(DataType::F32), false, false, false, nan.iter()).unwrap_err();
+        let e = column_data(&spec(DataType::F32), false, false, false, &x, nan.iter()).unwrap_err();
         assert!(e.to_string().contains("\"NaN\" is a missing value"), "{e}");
         // One that imputes, and any other model's input (NaN is a number to it).
         for (imputes, takes_nan) in [(true, true), (false, true)] {
-            let TensorData::F64(v) =
-                column_data(&spec(DataType::F32), imputes, takes_nan, false, nan.iter()).unwrap()
-            else {
+            let TensorData::F64(v) = column_data(
+                &spec(DataType::F32),
+                imputes,
+                takes_nan,
+                false,
+                &x,
+                nan.iter(),
+            )
+            .unwrap() else {
                 panic!()
             };
             assert!(v[0].is_nan() && v[1] == 1.0);
@@ -738,7 +806,7 @@ mod tests {
             FeatureValue::integer(i64::MAX.into()),
         ];
         assert_eq!(
-            column_data(&spec(DataType::I64), false, true, false, values.iter()).unwrap(),
+            column_data(&spec(DataType::I64), false, true, false, &x, values.iter()).unwrap(),
             TensorData::I64(vec![9_007_199_254_740_993, i64::MAX])
         );
         let values = [
@@ -746,37 +814,37 @@ mod tests {
             FeatureValue::Number(1.0),
         ];
         assert_eq!(
-            column_data(&spec(DataType::U64), false, true, false, values.iter()).unwrap(),
+            column_data(&spec(DataType::U64), false, true, false, &x, values.iter()).unwrap(),
             TensorData::U64(vec![u64::MAX, 1])
         );
         // A text input gets the digits; a float input the nearest double, as before.
         let big = [FeatureValue::integer(9_007_199_254_740_993)];
         assert_eq!(
-            column_data(&spec(DataType::Bytes), false, true, false, big.iter()).unwrap(),
+            column_data(&spec(DataType::Bytes), false, true, false, &x, big.iter()).unwrap(),
             TensorData::Bytes(vec![b"9007199254740993".to_vec()])
         );
         assert_eq!(
-            column_data(&spec(DataType::F64), false, true, false, big.iter()).unwrap(),
+            column_data(&spec(DataType::F64), false, true, false, &x, big.iter()).unwrap(),
             TensorData::F64(vec![9_007_199_254_740_992.0])
         );
         // Not an integer: a double, which the cast to the input's dtype refuses.
         let half = [FeatureValue::Number(1.5)];
         assert_eq!(
-            column_data(&spec(DataType::I64), false, true, false, half.iter()).unwrap(),
+            column_data(&spec(DataType::I64), false, true, false, &x, half.iter()).unwrap(),
             TensorData::F64(vec![1.5])
         );
         assert_eq!(FeatureValue::integer(3), FeatureValue::Number(3.0));
         // 2^63 is a double, but prints as ...6000: a text input gets the digits.
         let exact = [FeatureValue::integer(1 << 63)];
         assert_eq!(
-            column_data(&spec(DataType::Bytes), false, true, false, exact.iter()).unwrap(),
+            column_data(&spec(DataType::Bytes), false, true, false, &x, exact.iter()).unwrap(),
             TensorData::Bytes(vec![b"9223372036854775808".to_vec()])
         );
         // A number no integer type holds, read as a double (-2^63 - 1 is then
         // exactly i64::MIN), goes as a double, which the cast refuses, as before.
         let beyond = [FeatureValue::Number(-9_223_372_036_854_775_809.0)];
         assert!(matches!(
-            column_data(&spec(DataType::I64), false, true, false, beyond.iter()).unwrap(),
+            column_data(&spec(DataType::I64), false, true, false, &x, beyond.iter()).unwrap(),
             TensorData::F64(_)
         ));
     }
@@ -796,13 +864,80 @@ mod tests {
         let bytes =
             |v: &[&str]| TensorData::Bytes(v.iter().map(|s| s.as_bytes().to_vec()).collect());
         assert_eq!(
-            column_data(&spec(DataType::Bytes), true, true, true, values.iter()).unwrap(),
+            column_data(&spec(DataType::Bytes), true, true, true, &x, values.iter()).unwrap(),
             bytes(&["1", "1", "1", "1", "abc", "0.5", ""])
         );
         // Any other string input takes text as written.
         assert_eq!(
-            column_data(&spec(DataType::Bytes), true, true, false, values.iter()).unwrap(),
+            column_data(&spec(DataType::Bytes), true, true, false, &x, values.iter()).unwrap(),
             bytes(&["1", "1.0", " 1 ", "01", "abc", "0.5", ""])
         );
+    }
+
+    #[test]
+    fn a_boolean_is_a_number_to_a_numeric_input_a_bool_to_a_bool_input_and_no_text() {
+        let booleans = [FeatureValue::Bool(true), FeatureValue::Bool(false)];
+        // Numeric inputs take 1 and 0, as before (a pandas bool column).
+        assert_eq!(
+            column_data(
+                &spec(DataType::F32),
+                false,
+                true,
+                false,
+                &x,
+                booleans.iter()
+            )
+            .unwrap(),
+            TensorData::F64(vec![1.0, 0.0])
+        );
+        assert_eq!(
+            column_data(
+                &spec(DataType::I64),
+                false,
+                true,
+                false,
+                &x,
+                booleans.iter()
+            )
+            .unwrap(),
+            TensorData::I64(vec![1, 0])
+        );
+        // A BOOL input takes them as booleans (it refused them as FP64).
+        assert_eq!(
+            column_data(
+                &spec(DataType::Bool),
+                false,
+                true,
+                false,
+                &x,
+                booleans.iter()
+            )
+            .unwrap(),
+            TensorData::Bool(vec![true, false])
+        );
+        // Numbers for a BOOL input stay numbers, which `api::inputs` refuses.
+        let mixed = [FeatureValue::Bool(true), FeatureValue::Number(1.0)];
+        assert_eq!(
+            column_data(&spec(DataType::Bool), false, true, false, &x, mixed.iter()).unwrap(),
+            TensorData::F64(vec![1.0, 1.0])
+        );
+        // A text input refuses one, naming the feature (it went in as "1").
+        for numeric_categories in [false, true] {
+            let e = column_data(
+                &spec(DataType::Bytes),
+                false,
+                true,
+                numeric_categories,
+                &x,
+                booleans.iter(),
+            )
+            .unwrap_err();
+            assert!(matches!(e, ApiError::InvalidArgument(_)), "{e:?}");
+            assert_eq!(
+                e.to_string(),
+                "feature \"x\" is a boolean (true), and the model's input \"x\" takes text: \
+                 send it as a string"
+            );
+        }
     }
 }

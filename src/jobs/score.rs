@@ -609,6 +609,8 @@ fn number_cell(
     };
     match cell {
         Cell::Default(FeatureValue::Number(v)) => Ok(*v),
+        // A TOML `true` default: 1 or 0, as `/predict` gives a numeric input.
+        Cell::Default(FeatureValue::Bool(b)) => Ok(f64::from(u8::from(*b))),
         Cell::Default(FeatureValue::Text(s)) => text(s),
         Cell::Default(FeatureValue::Missing) | Cell::Column(_) if is_null(row, cell) && imputes => {
             Ok(f64::NAN)
@@ -658,6 +660,14 @@ fn text_cell(plan: &InputPlan, row: &[Value], name: &str, cell: &Cell) -> Result
     }
     match cell {
         Cell::Default(FeatureValue::Number(v)) => Ok(number(*v)),
+        // Refused, as `/predict` refuses a boolean for a text input: as "1" it would
+        // be a category nobody meant.
+        Cell::Default(FeatureValue::Bool(b)) => Err(format!(
+            "feature {name:?}: the model config's feature_defaults value is a boolean ({b}), \
+             and the model's input {:?} takes text: write the default as a string (\"{b}\") \
+             in config.toml",
+            plan.spec.name
+        )),
         Cell::Default(FeatureValue::Text(s)) => Ok(text(s)),
         Cell::Default(FeatureValue::Missing) | Cell::Column(_) if is_null(row, cell) && imputes => {
             Ok(Vec::new())
@@ -987,5 +997,34 @@ mod tests {
             plan.columns_of_output("probabilities", 3)[2],
             "probabilities_2"
         );
+    }
+
+    #[test]
+    fn a_boolean_default_is_a_number_to_a_numeric_input_and_refused_by_a_text_one() {
+        let spec = |dtype| TensorSpec {
+            name: "job".into(),
+            dtype,
+            shape: vec![-1, 1],
+        };
+        let yes = Cell::Default(FeatureValue::Bool(true));
+        assert_eq!(
+            number_cell(&spec(DataType::F32), &[], "job", &yes, false, true),
+            Ok(1.0)
+        );
+        let plan = InputPlan {
+            spec: spec(DataType::Bytes),
+            features: Vec::new(),
+            imputes: false,
+            takes_nan: true,
+            blank_is_missing: false,
+            numeric_categories: false,
+        };
+        // It went in as "1", a category nobody meant.
+        let m = text_cell(&plan, &[], "job", &yes).unwrap_err();
+        assert!(
+            m.contains("feature \"job\"") && m.contains("is a boolean (true)"),
+            "{m}"
+        );
+        assert!(m.contains("takes text"), "{m}");
     }
 }

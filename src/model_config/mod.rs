@@ -257,6 +257,11 @@ pub fn is_plain_file_name(name: &str) -> bool {
 pub enum FeatureValue {
     Number(f64),
     Text(String),
+    /// A JSON (or TOML) `true` or `false`, kept as one until the input's type is
+    /// known: a numeric input takes it as 1 or 0 (a pandas bool column a model was
+    /// trained on), a BOOL input as the boolean, and a text input refuses it (it
+    /// once went in silently as "1" or "0").
+    Bool(bool),
     Missing,
 }
 
@@ -780,6 +785,11 @@ mod tests {
             c.feature_defaults["color"],
             FeatureValue::Text("red".into())
         );
+        // A TOML boolean is one (it was refused as no feature value), left to the
+        // input's type: 1 or 0 to a number, itself to a BOOL input, no text.
+        let c = ModelConfig::parse("[feature_defaults]\nflag = true\nn = 2").unwrap();
+        assert_eq!(c.feature_defaults["flag"], FeatureValue::Bool(true));
+        assert_eq!(c.feature_defaults["n"], FeatureValue::Number(2.0));
     }
 
     #[test]

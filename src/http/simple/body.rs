@@ -34,11 +34,13 @@ fn feature(v: &Value) -> Result<FeatureValue, HttpError> {
                 .ok_or_else(|| invalid(format!("feature value {n} is not a number"))),
         },
         Value::String(s) => Ok(FeatureValue::Text(s.clone())),
-        Value::Bool(b) => Ok(FeatureValue::Number(f64::from(u8::from(*b)))),
+        // Kept a boolean until the input's type is known (`api::simple::column_data`):
+        // 1 or 0 to a numeric input, itself to a BOOL one, refused by a text one.
+        Value::Bool(b) => Ok(FeatureValue::Bool(*b)),
         // A missing value: taken only by an input the model imputes.
         Value::Null => Ok(FeatureValue::Missing),
         other => Err(invalid(format!(
-            "a feature value must be a number, a string or null, not {other}"
+            "a feature value must be a number, a string, a boolean or null, not {other}"
         ))),
     }
 }
@@ -594,6 +596,11 @@ mod tests {
         // null is a missing value: read here, taken or refused by the model's input.
         let (rows, _) = parse_features(&json!([1, null])).unwrap();
         assert!(matches!(rows, Rows::Positional(r) if r[0][1] == FeatureValue::Missing));
+        // A boolean stays one until the input's type is known (it was 1 or 0 here, so
+        // a text input got "1" and a BOOL input refused it).
+        let (rows, _) = parse_features(&json!({"job": true, "flag": false})).unwrap();
+        assert!(matches!(&rows, Rows::Named(r) if r[0]["job"] == FeatureValue::Bool(true)));
+        assert!(matches!(&rows, Rows::Named(r) if r[0]["flag"] == FeatureValue::Bool(false)));
         assert_eq!(
             parse_version(Some(&json!("stable"))).unwrap(),
             VersionRequest::Label("stable".into())
