@@ -28,9 +28,10 @@
 //!
 //! Every warm-up request (a `warmup.json` request, a TF Serving record, the
 //! synthetic one) runs under a time limit, the model's request timeout
-//! (`timeout_secs`, else the server's `--request-timeout-secs`): a request still
-//! running at its limit makes the load fail, synthetic or not, with a message that
-//! names the request and the limit. TensorFlow and ONNX Runtime end the run at the
+//! (`timeout_secs`, else the server's `--request-timeout-secs`): a stored request or
+//! a TF Serving record still running at its limit makes the load fail, with a message
+//! that names the request and the limit; the synthetic one is only logged, as any of
+//! its failures. TensorFlow and ONNX Runtime end the run at the
 //! limit (`RunOptions.timeout_in_ms`; ONNX Runtime's terminate flag), as for a live
 //! request; the native runtimes (scikit-learn, fastText) cannot be interrupted, so
 //! their request fails once it returns past the limit.
@@ -145,11 +146,10 @@ pub fn warm_up_within(
             };
             match warmed {
                 Ok(_) => {}
-                // A model may refuse zeros, but one that runs on them past the time
-                // limit would hold the load as long: that fails it.
-                Err(e @ WarmUpError::TimedOut(_)) => {
-                    return Err(format!("the synthetic warm-up request failed: {e}"))
-                }
+                // A model may refuse zeros, or take longer on them than its timeout
+                // (a timeout_secs far below a run's time, meant for live requests):
+                // the run ended at the limit (or returned past it), so the load was
+                // held no longer than that, and the version serves anyway.
                 Err(e) => {
                     tracing::warn!(
                         model,
