@@ -268,11 +268,19 @@ impl Client {
         let response = request.send().await.map_err(|e| {
             // The innermost cause says what happened (refused, unknown host).
             let mut source: &dyn std::error::Error = &e;
+            // Connected, and then what came back was no HTTP/1.1 (hyper could not
+            // parse it, or it came unasked: an HTTP/2 server's SETTINGS frame).
             let mut parse = false;
             loop {
-                parse |= source
-                    .downcast_ref::<hyper::Error>()
-                    .is_some_and(hyper::Error::is_parse);
+                parse |= !e.is_connect()
+                    && source.downcast_ref::<hyper::Error>().is_some_and(|h| {
+                        h.is_parse()
+                            || !(h.is_closed()
+                                || h.is_incomplete_message()
+                                || h.is_canceled()
+                                || h.is_timeout()
+                                || h.is_user())
+                    });
                 match source.source() {
                     Some(s) => source = s,
                     None => break,
