@@ -411,14 +411,20 @@ async fn a_body_declared_too_large_is_refused_before_it_is_sent() {
             .unwrap();
         (tcp, String::from_utf8_lossy(&answer[..n]).into_owned())
     };
-    for (path, length) in [
-        ("/v1/models/iris_lr:predict", (1 << 20) + 1),
-        ("/upload_model", 4 << 20),
-        ("/v1/jobs", 1 << 40),
+    // Each names the limit the user set: the route's, the upload limit, or the two
+    // settings a job request's is the sum of.
+    for (path, length, says) in [
+        (
+            "/v1/models/iris_lr:predict",
+            (1 << 20) + 1,
+            "larger than the limit",
+        ),
+        ("/upload_model", 4 << 20, "larger than the upload limit"),
+        ("/v1/jobs", 1 << 40, "larger than a job request may be"),
     ] {
         let (_, answer) = first_answer(head(path, length)).await;
         assert!(answer.starts_with("HTTP/1.1 413"), "{path}: {answer}");
-        assert!(answer.contains("larger than the limit"), "{path}: {answer}");
+        assert!(answer.contains(says), "{path}: {answer}");
     }
     // Within the limit: told to continue, then answered.
     let body = json!({"instances": [[5.1, 3.5, 1.4, 0.2]]}).to_string();
