@@ -676,7 +676,9 @@ fn text_cell(plan: &InputPlan, row: &[Value], name: &str, cell: &Cell) -> Result
         Cell::Column(i) => match &row[*i] {
             Value::Text(s) if imputes && s.trim().is_empty() => Ok(Vec::new()),
             Value::Null => Err(format!("column {name:?} is empty")),
-            Value::Bool(b) => Ok(number(f64::from(u8::from(*b)))),
+            // As training writes a boolean cell's category (`category_text`: "true",
+            // "false"); as "1" it was a category the model never saw.
+            Value::Bool(b) => Ok(text(if *b { "true" } else { "false" })),
             // An integer's own digits (an f64 would round one past 2^53).
             Value::Int(v) if plan.numeric_categories => Ok(v.to_string().into_bytes()),
             Value::Int(v) => Ok(number(*v as f64)),
@@ -1026,5 +1028,31 @@ mod tests {
             "{m}"
         );
         assert!(m.contains("takes text"), "{m}");
+    }
+
+    /// A source's boolean cell (Parquet, JSON lines) sent to a text input is the
+    /// category training learned of it (`train::data::category_text`: "true"): it
+    /// was "1", a category the model never saw, so a wrong score and no error.
+    #[test]
+    fn a_boolean_cell_to_a_text_input_is_the_category_training_wrote() {
+        let plan = InputPlan {
+            spec: TensorSpec {
+                name: "member".into(),
+                dtype: DataType::Bytes,
+                shape: vec![-1, 1],
+            },
+            features: Vec::new(),
+            imputes: false,
+            takes_nan: true,
+            blank_is_missing: false,
+            numeric_categories: false,
+        };
+        let row = [Value::Bool(true), Value::Bool(false)];
+        for (i, b) in [(0, true), (1, false)] {
+            assert_eq!(
+                text_cell(&plan, &row, "member", &Cell::Column(i)).unwrap(),
+                crate::jobs::train::data::category_text(&Value::Bool(b)).into_bytes()
+            );
+        }
     }
 }
