@@ -73,26 +73,15 @@ pub const MAX_WARMUP_JSON_BYTES: u64 = 64 << 20;
 /// are decoded one at a time, at about their own size.
 pub const MAX_TF_SERVING_WARMUP_BYTES: u64 = 1 << 30;
 
-/// Runs the warm-up of one version with no time limit of its own (the caller
-/// bounds it, as an upload's check does with its management deadline). Errors are
-/// messages for the version's status.
+/// Runs the warm-up of one version, each request under `time_limit` (the model's
+/// request timeout, `Manager::warm_up_limit`). Errors are messages for the version's
+/// status.
 pub fn warm_up(
     model: &str,
     version: u64,
     backend: &dyn Backend,
     version_dir: &Path,
-) -> Result<(), String> {
-    warm_up_within(model, version, backend, version_dir, None)
-}
-
-/// Runs the warm-up of one version, each request under `time_limit` (the model's
-/// request timeout; `None`: no limit). Errors are messages for the version's status.
-pub fn warm_up_within(
-    model: &str,
-    version: u64,
-    backend: &dyn Backend,
-    version_dir: &Path,
-    time_limit: Option<Duration>,
+    time_limit: Duration,
 ) -> Result<(), String> {
     let limit = RunLimit(time_limit);
     let started = Instant::now();
@@ -177,7 +166,7 @@ pub fn warm_up_within(
 
 /// The time limit of each warm-up request (`None`: none).
 #[derive(Debug, Clone, Copy)]
-struct RunLimit(Option<Duration>);
+struct RunLimit(Duration);
 
 /// Why one warm-up request failed.
 #[derive(Debug, thiserror::Error)]
@@ -198,9 +187,7 @@ impl RunLimit {
     /// Runs one warm-up request (`run`, a backend's run on this thread) with the
     /// limit as its run deadline, so that a runtime that can cancel a run does.
     fn run<T>(self, run: impl FnOnce() -> Result<T, BackendError>) -> Result<T, WarmUpError> {
-        let Some(limit) = self.0 else {
-            return run().map_err(|e| WarmUpError::Refused(e.to_string()));
-        };
+        let limit = self.0;
         let started = Instant::now();
         let deadline = started.checked_add(limit);
         let result = crate::backends::with_run_deadline(deadline, run);

@@ -452,7 +452,8 @@ impl Upload {
                 },
             ));
         }
-        let options = self.state.manager.backend_options().clone();
+        let manager = self.state.manager.clone();
+        let options = manager.backend_options().clone();
         // The model's own config.toml (if any) says how its pickles are read (a
         // fastText model's segmenter, a SavedModel's tags), and what its pre- and
         // post-processing pipeline needs: that is built too, from the files of the
@@ -478,7 +479,8 @@ impl Upload {
                 format!("the uploaded model does not fit the model's config.toml: {e}")
             })?;
             if config.warmup_enabled() {
-                crate::warmup::warm_up(&model, 0, &*backend, &version_dir)
+                let limit = manager.warm_up_limit(&config);
+                crate::warmup::warm_up(&model, 0, &*backend, &version_dir, limit)
                     .map_err(|e| format!("the uploaded model's warm-up failed: {e}"))?;
             }
             Ok(())

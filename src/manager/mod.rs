@@ -443,6 +443,12 @@ impl Manager {
         self
     }
 
+    /// The time limit of each warm-up request of a model with `config`: its
+    /// `timeout_secs`, else the server's request timeout.
+    pub fn warm_up_limit(&self, config: &ModelConfig) -> Duration {
+        config.timeout().unwrap_or(self.request_timeout)
+    }
+
     /// Sets who is told of every version state change from now on (the metadata
     /// store's audit trail). Only the first call counts.
     pub fn observe_states(&self, observer: StateObserver) {
@@ -569,8 +575,8 @@ impl Manager {
                     let dir = artifact.parent().unwrap_or(Path::new("."));
                     let pipeline = crate::preprocess::Pipeline::load(dir, &config, &*backend)?;
                     if config.warmup_enabled() {
-                        let limit = config.timeout().unwrap_or(self.request_timeout);
-                        crate::warmup::warm_up_within(model, version, &*backend, dir, Some(limit))?;
+                        let limit = self.warm_up_limit(&config);
+                        crate::warmup::warm_up(model, version, &*backend, dir, limit)?;
                     }
                     // A cache never fails a load: unreadable files leave it off (and the
                     // fingerprint is tried once more if a request finds the cache on).

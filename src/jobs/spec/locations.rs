@@ -123,6 +123,15 @@ pub(super) fn check_sql_url(url: &str, field: &str, data_dir: &Path) -> Result<S
     Ok(format!("sqlite://{}", path.display()))
 }
 
+/// A location given as one string (the old job.json's `inputCollection` and
+/// `outputCollection`): `{"url": …}` when it has a scheme, else `{"path": …}`.
+fn location_object(s: &str) -> Value {
+    let key = if s.contains("://") { "url" } else { "path" };
+    let mut o = Obj::new();
+    o.insert(key.into(), Value::String(s.to_string()));
+    Value::Object(o)
+}
+
 pub(super) fn parse_source(
     v: Option<&Value>,
     field: &str,
@@ -133,10 +142,7 @@ pub(super) fn parse_source(
         None | Some(Value::Null) => return Err(err(field, "missing")),
         Some(Value::String(s)) if !s.is_empty() => {
             // The old job.json's inputCollection: a path or a URL.
-            let mut o = Obj::new();
-            let key = if s.contains("://") { "url" } else { "path" };
-            o.insert(key.into(), Value::String(s.clone()));
-            return parse_source(Some(&Value::Object(o)), field, roots);
+            return parse_source(Some(&location_object(s)), field, roots);
         }
         Some(Value::Object(o)) => o,
         Some(_) => {
@@ -182,10 +188,7 @@ pub(crate) fn parse_sink(
     let obj = match v {
         None | Some(Value::Null) => return Err(err(field, "missing")),
         Some(Value::String(s)) if !s.is_empty() => {
-            let mut o = Obj::new();
-            let key = if s.contains("://") { "url" } else { "path" };
-            o.insert(key.into(), Value::String(s.clone()));
-            return parse_sink(Some(&Value::Object(o)), field, data_dir);
+            return parse_sink(Some(&location_object(s)), field, data_dir);
         }
         Some(Value::Object(o)) => o,
         Some(_) => {
