@@ -8,16 +8,31 @@
 //! (`malloc_trim(0)`, which since glibc 2.8 releases free pages inside every arena,
 //! not only at the top of the heap). Under steady load the size stays put and no
 //! trim runs, so the hot path never pays for page faults on memory it would reuse.
+//!
+//! A trim that runs while the memory is still held (a slow upload, bodies a client
+//! stalls for the read timeout) gives little back, and once that memory is freed
+//! the size does not grow again to call for another. So while the process stays
+//! more than [`TRIM_GROWTH`] above its resting size (the least seen after a trim),
+//! trims are tried again, every [`RETRY_FIRST`] at first and twice as long after
+//! each that gives little back, up to [`RETRY_MAX`]: a process that really holds the
+//! memory (a large model loaded) pays one cheap trim a minute or so.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How much the resident size may grow past the last trim before the next one.
 pub const TRIM_GROWTH: u64 = 64 * 1024 * 1024;
 
 /// How often the resident size is read.
 pub const TRIM_POLL: Duration = Duration::from_secs(1);
+
+/// The first wait before a trim is tried again while the process stays high above
+/// its resting size.
+pub const RETRY_FIRST: Duration = Duration::from_secs(2);
+
+/// The longest wait between such trims.
+pub const RETRY_MAX: Duration = Duration::from_secs(64);
 
 /// The resident set size of this process in bytes, from `/proc/self/statm`.
 pub fn resident_bytes() -> Option<u64> {
@@ -38,28 +53,55 @@ pub fn trim() {
 }
 
 /// Decides when to trim: after the resident size grew by more than
-/// [`TRIM_GROWTH`] since the last trim (or start).
+/// [`TRIM_GROWTH`] since the last trim (or start), and again now and then while it
+/// stays that far above its resting size.
 #[derive(Debug)]
 pub struct Trimmer {
+    /// The size after the last trim (or at start): growth is measured from it.
     baseline: u64,
+    /// The least size seen: what the process comes back to at rest.
+    resting: u64,
+    /// When a trim is tried again while the size stays high, and the wait after it.
+    retry_at: Option<Instant>,
+    retry_wait: Duration,
 }
 
 impl Trimmer {
     pub fn new() -> Trimmer {
+        let now = resident_bytes().unwrap_or(0);
         Trimmer {
-            baseline: resident_bytes().unwrap_or(0),
+            baseline: now,
+            resting: now,
+            retry_at: None,
+            retry_wait: RETRY_FIRST,
         }
     }
 
-    /// Trims if the process grew past the baseline by more than [`TRIM_GROWTH`];
+    /// Trims if the process grew past the baseline by more than [`TRIM_GROWTH`],
+    /// or stays that far above its resting size and the retry's wait is over;
     /// answers whether it did. The size after the trim is the next baseline.
     pub fn trim_if_grown(&mut self) -> bool {
+        self.poll(Instant::now())
+    }
+
+    /// [`Trimmer::trim_if_grown`] at time `at`.
+    fn poll(&mut self, at: Instant) -> bool {
         let Some(now) = resident_bytes() else {
             return false;
         };
-        if now <= self.baseline.saturating_add(TRIM_GROWTH) {
+        self.resting = self.resting.min(now);
+        let grown = now > self.baseline.saturating_add(TRIM_GROWTH);
+        let high = now > self.resting.saturating_add(TRIM_GROWTH);
+        if !grown {
             // Shrinking (a trim elsewhere, memory unmapped) lowers the baseline.
             self.baseline = self.baseline.min(now);
+        }
+        if !high {
+            self.retry_at = None;
+            self.retry_wait = RETRY_FIRST;
+            return false;
+        }
+        if !grown && self.retry_at.is_some_and(|t| at < t) {
             return false;
         }
         trim();
@@ -70,6 +112,15 @@ impl Trimmer {
             "returned free memory to the operating system"
         );
         self.baseline = after;
+        self.resting = self.resting.min(after);
+        // Still high: try again later, waiting longer each time a trim found
+        // little to give back (the memory is in use).
+        if after > self.resting.saturating_add(TRIM_GROWTH) {
+            if self.retry_at.is_some() && now.saturating_sub(after) < TRIM_GROWTH / 4 {
+                self.retry_wait = (self.retry_wait * 2).min(RETRY_MAX);
+            }
+            self.retry_at = Some(at + self.retry_wait);
+        }
         true
     }
 
@@ -97,11 +148,15 @@ impl Default for Trimmer {
 mod tests {
     use super::*;
 
+    /// The tests read the process's resident size: one at a time.
+    static RESIDENT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     /// Many small blocks, as a parsed JSON tree makes, freed: the resident size
     /// stays up until the trim gives the pages back.
     #[test]
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     fn a_trim_returns_freed_small_blocks() {
+        let _one = RESIDENT.lock().unwrap_or_else(|e| e.into_inner());
         let mut trimmer = Trimmer::new();
         let before = resident_bytes().unwrap();
         // 2 M blocks of 96 bytes ≈ 200 MB of small allocations, then freed.
@@ -128,6 +183,43 @@ mod tests {
             "trim gave memory back: {freed} -> {after}"
         );
         assert!(!trimmer.trim_if_grown(), "no growth since the trim");
+        assert!(kept.iter().all(|b| b[0] == 7));
+    }
+
+    /// Memory still held when the growth called for a trim (bodies a client
+    /// stalls), freed later: a later trim gives it back, though the size never
+    /// grew again.
+    #[test]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn memory_freed_after_a_trim_is_given_back_later() {
+        let _one = RESIDENT.lock().unwrap_or_else(|e| e.into_inner());
+        let mut trimmer = Trimmer::new();
+        let before = resident_bytes().unwrap();
+        let mut blocks: Vec<Box<[u8; 96]>> = (0..2_000_000).map(|_| Box::new([7u8; 96])).collect();
+        let start = Instant::now();
+        assert!(trimmer.poll(start), "grown past the baseline");
+        let held = resident_bytes().unwrap();
+        assert!(
+            held > before + TRIM_GROWTH,
+            "still held: {before} -> {held}"
+        );
+        let kept: Vec<Box<[u8; 96]>> = blocks
+            .iter_mut()
+            .step_by(4096)
+            .map(|b| std::mem::replace(b, Box::new([0u8; 96])))
+            .collect();
+        drop(blocks);
+        assert!(
+            !trimmer.poll(start + TRIM_POLL),
+            "waits before trying again"
+        );
+        assert!(trimmer.poll(start + RETRY_MAX), "tried again");
+        let after = resident_bytes().unwrap();
+        assert!(
+            after < held - TRIM_GROWTH,
+            "the later trim gave memory back: {held} -> {after}"
+        );
+        assert!(!trimmer.poll(start + RETRY_MAX * 4), "back at rest");
         assert!(kept.iter().all(|b| b[0] == 7));
     }
 }
