@@ -286,6 +286,10 @@ pub struct RequestTally {
     error: std::cell::Cell<Option<&'static str>>,
     /// The model the request names, once an adapter has read it (a gRPC message).
     model: std::cell::RefCell<Option<String>>,
+    /// Set where the request's model is deployed in a worker that did not answer
+    /// it (not ready, restarting, or gone mid-request): this server's answer is
+    /// then counted here, under the model's name, as the worker never counts it.
+    worker_did_not_answer: std::cell::Cell<bool>,
 }
 
 impl RequestTally {
@@ -301,6 +305,11 @@ impl RequestTally {
     /// The model an adapter noted, if any.
     pub fn model(&self) -> Option<String> {
         self.model.borrow().clone()
+    }
+
+    /// Whether the request's worker did not answer it ([`note_worker_did_not_answer`]).
+    pub fn worker_did_not_answer(&self) -> bool {
+        self.worker_did_not_answer.get()
     }
 }
 
@@ -318,6 +327,18 @@ pub async fn tally_request<F: std::future::Future>(request: F) -> (F::Output, Re
 /// Outside a wrapper (a job, the console) it does nothing.
 pub fn mark_request_recorded() {
     let _ = TALLY.try_with(|t| t.recorded.set(true));
+}
+
+/// Says that the running request, for a model deployed in a worker, is answered
+/// by this server because the worker did not answer it (not ready, restarting,
+/// gone mid-request): it is no longer left to the worker
+/// ([`mark_request_recorded`]), and its adapter's wrapper records it under the
+/// model's name ([`record_worker_refusal`]). Outside a wrapper it does nothing.
+pub fn note_worker_did_not_answer() {
+    let _ = TALLY.try_with(|t| {
+        t.recorded.set(false);
+        t.worker_did_not_answer.set(true);
+    });
 }
 
 /// Notes the kind of error the running request's answer is made from.
@@ -345,6 +366,21 @@ pub fn record_refused_request(
         Some(m) if is_served(manager, m) => m,
         _ => "",
     };
+    record_request(model, "", protocol, outcome, elapsed);
+}
+
+/// Records a request for `model`, deployed in a worker, that this server answered
+/// itself because the worker could not (not ready, restarting, gone mid-request,
+/// the connection failed) or never saw it (a body over the limit): the worker
+/// counts only what it answers, so such a request is counted here, once, under
+/// the deployed model's name (a name the supervisor holds, never one a client
+/// made up) and `version=""`.
+pub fn record_worker_refusal(
+    model: &str,
+    protocol: &'static str,
+    outcome: &'static str,
+    elapsed: Duration,
+) {
     record_request(model, "", protocol, outcome, elapsed);
 }
 

@@ -1223,3 +1223,165 @@ async fn a_former_workers_records_reach_the_main_store_at_the_next_start() {
     drop(server);
     assert_gone(&[pid], Duration::from_secs(10));
 }
+
+/// The inference requests for a deployed model that the main server answers itself
+/// because its worker cannot (stopped, then killed for failing its health checks,
+/// then restarting) are counted by the main server, once each, under the model's
+/// name with outcome `unavailable`, over REST (the predict fast path and the
+/// router's `POST /predict`) and gRPC; a request the worker answered is counted by
+/// the worker alone. They were counted nowhere: exactly the outage went missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_a_deployed_models_worker_did_not_answer_are_counted_by_the_main_server() {
+    use ferroserve_proto::tensorflow as tf;
+    use ferroserve_proto::tensorflow::serving as tfs;
+    use tfs::prediction_service_client::PredictionServiceClient;
+
+    const PROTOCOLS: [&str; 2] = ["simple_rest", "tfs_grpc"];
+    let repo = tempfile::tempdir().unwrap();
+    install(repo.path(), "iris", "examples/models/iris_lr/1/model.onnx");
+    let (server, grpc_port) = start_server_with_grpc(repo.path(), port_range(20), &[]).await;
+    let (code, answer) = deploy(&server, json!({"model_id": "iris"})).await;
+    assert_eq!(code, 200, "{answer}");
+    let pid = pid_of(&answer);
+    let worker = format!("http://127.0.0.1:{}", answer["port"].as_u64().unwrap());
+    let mut grpc = PredictionServiceClient::connect(format!("http://127.0.0.1:{grpc_port}"))
+        .await
+        .unwrap();
+    let grpc_request = || tfs::PredictRequest {
+        model_spec: Some(tfs::ModelSpec {
+            name: "iris".into(),
+            ..Default::default()
+        }),
+        inputs: std::collections::HashMap::from([(
+            "input".to_string(),
+            tf::TensorProto {
+                dtype: tf::DataType::DtFloat as i32,
+                tensor_shape: Some(tf::TensorShapeProto {
+                    dim: [1, 4]
+                        .iter()
+                        .map(|&size| tf::tensor_shape_proto::Dim {
+                            size,
+                            name: String::new(),
+                        })
+                        .collect(),
+                    unknown_rank: false,
+                }),
+                float_val: ROW.iter().map(|&v| v as f32).collect(),
+                ..Default::default()
+            },
+        )]),
+        output_filter: vec![],
+    };
+    // The fast path's `/predict/iris` (path-named) and the router's `/predict`.
+    let simple = |i: usize| {
+        let client = reqwest::Client::new();
+        if i.is_multiple_of(2) {
+            client
+                .post(server.url("/predict/iris"))
+                .json(&json!({"features": ROW}))
+        } else {
+            client
+                .post(server.url("/predict"))
+                .json(&json!({"model_id": "iris", "features": ROW}))
+        }
+    };
+    // (requests_total, duration count, outcome="unavailable", outcome="ok") of
+    // model="iris" under `protocol` at `base`.
+    let counts = |base: String, protocol: &'static str| async move {
+        let (code, text) = send_text(format!("{base}/metrics")).await;
+        assert_eq!(code, 200, "{text}");
+        let model = [("model", "iris"), ("protocol", protocol)];
+        let with = |outcome| [model[0], model[1], ("outcome", outcome)];
+        [
+            common::metric_value(&text, "ferroserve_requests_total", &model),
+            common::metric_value(&text, "ferroserve_request_duration_seconds_count", &model),
+            common::metric_value(&text, "ferroserve_requests_total", &with("unavailable")),
+            common::metric_value(&text, "ferroserve_requests_total", &with("ok")),
+        ]
+    };
+
+    // Answered by the worker: counted there once, not here.
+    for i in 0..2 {
+        let (code, body) = send(simple(i)).await;
+        assert_eq!(code, 200, "{body}");
+    }
+    grpc.predict(grpc_request()).await.unwrap();
+    assert_eq!(
+        counts(worker.clone(), "simple_rest").await,
+        [2.0, 2.0, 0.0, 2.0]
+    );
+    assert_eq!(
+        counts(worker.clone(), "tfs_grpc").await,
+        [1.0, 1.0, 0.0, 1.0]
+    );
+    for protocol in PROTOCOLS {
+        assert_eq!(
+            counts(server.url(""), protocol).await,
+            [0.0; 4],
+            "{protocol}"
+        );
+    }
+
+    // A stopped worker: the requests in flight wait until it is killed for failing
+    // its health checks (503 / UNAVAILABLE: it ended while answering), and those
+    // after are refused while it restarts, until it answers again.
+    assert!(std::process::Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let mut hung = grpc.clone();
+    let (hung_rest, hung_router, hung_grpc) = tokio::join!(
+        send(simple(0)),
+        send(simple(1)),
+        hung.predict(grpc_request())
+    );
+    assert_eq!(hung_rest.0, 503, "{}", hung_rest.1);
+    assert_eq!(hung_router.0, 503, "{}", hung_router.1);
+    let status = hung_grpc.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    let mut refused = [2.0, 1.0];
+    let mut answered = [false, false];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut i = 0;
+    while answered != [true, true] {
+        assert!(
+            Instant::now() < deadline,
+            "the worker never answered again\n{}",
+            server.log()
+        );
+        if !answered[0] {
+            let (code, body) = send(simple(i)).await;
+            match code {
+                200 => answered[0] = true,
+                503 => refused[0] += 1.0,
+                _ => panic!("{code} {body}"),
+            }
+            i += 1;
+        }
+        if !answered[1] {
+            match grpc.predict(grpc_request()).await {
+                Ok(_) => answered[1] = true,
+                Err(status) => {
+                    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                    refused[1] += 1.0;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_ne!(pid_of(&registry(&server, "iris").await), pid);
+    for (protocol, refused) in PROTOCOLS.into_iter().zip(refused) {
+        assert_eq!(
+            counts(server.url(""), protocol).await,
+            [refused, refused, refused, 0.0],
+            "{protocol}: the main server counts exactly its own {refused} refusals"
+        );
+        // The new worker counts what it answered: the one request that got through.
+        assert_eq!(
+            counts(worker.clone(), protocol).await,
+            [1.0, 1.0, 0.0, 1.0],
+            "{protocol}"
+        );
+    }
+}

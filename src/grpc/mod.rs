@@ -331,7 +331,9 @@ fn inference_protocol(path: &str) -> Option<crate::api::Protocol> {
 /// notes it), else the kind its code stands for, under the model the method read
 /// from the message ([`inference_target`]) when it is served here (else
 /// `model=""`). The twin of `http::count_inference`; a call `api::predict` saw, or
-/// forwarded to a worker, is never recorded here.
+/// answered by the worker it was forwarded to, is never recorded here. A call for
+/// a deployed model that its worker did not answer (not ready, restarting, gone
+/// mid-call) is recorded here, under the model's name.
 async fn inference_outcomes(
     axum::extract::State(state): axum::extract::State<Arc<ServerState>>,
     request: axum::extract::Request,
@@ -356,13 +358,24 @@ async fn inference_outcomes(
         return response;
     };
     let outcome = tally.error().unwrap_or_else(|| outcome_of_code(code));
-    crate::metrics::record_refused_request(
-        &state.manager,
-        tally.model().as_deref(),
-        protocol.as_str(),
-        outcome,
-        started.elapsed(),
-    );
+    match tally.model() {
+        // A deployed model's call that its worker did not answer (not ready,
+        // restarting, gone mid-call): the worker never counts it, so it is counted
+        // here, under the model's name.
+        Some(model) if tally.worker_did_not_answer() => crate::metrics::record_worker_refusal(
+            &model,
+            protocol.as_str(),
+            outcome,
+            started.elapsed(),
+        ),
+        model => crate::metrics::record_refused_request(
+            &state.manager,
+            model.as_deref(),
+            protocol.as_str(),
+            outcome,
+            started.elapsed(),
+        ),
+    }
     response
 }
 
@@ -391,15 +404,17 @@ fn outcome_of_code(code: Code) -> &'static str {
 
 /// Notes the model an inference call names, for its outcome in metrics
 /// ([`inference_outcomes`]), and says whether a worker answers it
-/// (`crate::workers::grpc_forward`): then the worker counts the call, not this
-/// server.
+/// (`crate::workers::grpc_forward`): a call sent to the worker is the worker's to
+/// count, not this server's, unless it comes back without the worker's answer
+/// (`crate::workers::forwarded_status`); one refused here because the worker is
+/// not ready is counted here.
 pub(crate) fn inference_target(
     state: &ServerState,
     model: &str,
 ) -> Option<Result<tonic::transport::Channel, Status>> {
     crate::metrics::note_request_model(model);
     let target = crate::workers::grpc_forward(state, model);
-    if target.is_some() {
+    if let Some(Ok(_)) = target {
         crate::metrics::mark_request_recorded();
     }
     target

@@ -18,7 +18,7 @@ use super::{body_read_error, error_of_status, simple, AppState, HttpError};
 use crate::api::Protocol;
 
 /// Where an inference route's model name is (see [`inference_route`]).
-pub(super) enum NamedModel<'a> {
+pub(crate) enum NamedModel<'a> {
     /// In the path, percent-decoded as the route's extractor decodes it (borrowed
     /// from the path unless it had escapes).
     Path(Cow<'a, str>),
@@ -31,7 +31,7 @@ pub(super) enum NamedModel<'a> {
 /// `:predict`, `:classify` and `:regress`, V2's `infer`, the simple API's
 /// `/predict` routes. `None` for every other request. Allocates nothing for a
 /// path without percent-escapes.
-pub(super) fn inference_route<'a>(
+pub(crate) fn inference_route<'a>(
     method: &Method,
     path: &'a str,
 ) -> Option<(Protocol, NamedModel<'a>)> {

@@ -11,6 +11,12 @@
 //! predict routes it takes, after its access check, with the model read from the
 //! path by the same rules ([`model_of_path`]).
 //!
+//! Metrics: a worker counts the inference requests it answers. An inference
+//! request the worker never answered (its worker not ready, restarting, gone
+//! mid-request, the connection failed, a body declared over the limit) is answered
+//! here, so it is counted here, once, under the deployed model's name
+//! ([`crate::metrics::record_worker_refusal`]).
+//!
 //! Invariant: forwarding decides from the path (and, for `POST /predict`, the body's
 //! `model_id`) alone, except that during the shutdown delay a model's V2 readiness
 //! route is answered by this server (503: it is not ready, whatever the worker
@@ -21,7 +27,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -149,7 +155,7 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
         let model = model.to_string();
         return match workers.target(&model) {
             None => next.run(request).await,
-            Some(target) => forward(workers, target, request, limit).await,
+            Some(target) => forward_for(workers, &model, target, request, limit).await,
         };
     }
     // `POST /predict` names the model in its body; `GET /predict?model_id=`.
@@ -160,9 +166,10 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
                     .find(|(k, _)| k == "model_id")
                     .map(|(_, v)| v.into_owned())
             });
-            return match model.and_then(|m| workers.target(&m)) {
+            let target = model.and_then(|m| Some((workers.target(&m)?, m)));
+            return match target {
                 None => next.run(request).await,
-                Some(target) => forward(workers, target, request, limit).await,
+                Some((target, model)) => forward_for(workers, &model, target, request, limit).await,
             };
         }
         let (parts, body) = request.into_parts();
@@ -173,11 +180,11 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
         };
         // Read as the simple API reads it (a form-labelled JSON body is JSON).
         let model = crate::http::simple_model_of_body(&parts.headers, &bytes).await;
-        let target = model.and_then(|m| workers.target(&m));
+        let target = model.and_then(|m| Some((workers.target(&m)?, m)));
         let request = Request::from_parts(parts, Body::from(bytes));
         return match target {
             None => next.run(request).await,
-            Some(target) => forward(workers, target, request, limit).await,
+            Some((target, model)) => forward_for(workers, &model, target, request, limit).await,
         };
     }
     next.run(request).await
@@ -247,17 +254,64 @@ fn unavailable_response(error: ApiError, heals: bool) -> Response {
 /// (the worker is not ready) and a failed connection are answered 503. The body
 /// is bounded by `body_limit` (the server's `max_request_bytes`); a body the client
 /// fails to send is answered as an in-process model answers it (413, 408, 400),
-/// never as the worker's failure.
+/// never as the worker's failure. For a request whose path names its model (the
+/// predict fast path's routes; [`model_of_path`]): the forwarding layer, which
+/// also forwards `/predict` by the model in its body or query, calls
+/// [`forward_for`] with that model.
 pub(crate) async fn forward(
     workers: &super::Supervisor,
     target: Result<Target, Unreachable>,
     request: Request,
     body_limit: usize,
 ) -> Response {
+    let model = model_of_path(request.uri().path())
+        .unwrap_or_default()
+        .to_string();
+    forward_for(workers, &model, target, request, body_limit).await
+}
+
+/// [`forward`] for a request for `model` (the deployed model's name, as the
+/// supervisor knows it): an inference request that this server answers itself
+/// (the worker did not) is counted in metrics under `model`; one the worker
+/// answered is the worker's to count.
+async fn forward_for(
+    workers: &super::Supervisor,
+    model: &str,
+    target: Result<Target, Unreachable>,
+    request: Request,
+    body_limit: usize,
+) -> Response {
+    let counted = crate::http::inference_route(request.method(), request.uri().path())
+        .map(|(protocol, _)| protocol);
+    let started = Instant::now();
+    let (response, answered_here) = send(workers, target, request, body_limit).await;
+    if let (Some(protocol), Some(outcome)) = (counted, answered_here) {
+        crate::metrics::record_worker_refusal(model, protocol.as_str(), outcome, started.elapsed());
+    }
+    response
+}
+
+/// The answer to a forwarded request, and, when this server made it for a
+/// request the worker never answered, its outcome in metrics (the error's kind).
+/// `None` for the worker's own answer, and for a body the client failed to send,
+/// which the worker had begun to receive: that request is left to the worker,
+/// as one it saw.
+async fn send(
+    workers: &super::Supervisor,
+    target: Result<Target, Unreachable>,
+    request: Request,
+    body_limit: usize,
+) -> (Response, Option<&'static str>) {
+    let here = |error: ApiError| {
+        let outcome = error.kind();
+        (HttpError(error).into_response(), Some(outcome))
+    };
     let target = match target {
         Ok(target) => target,
         Err(Unreachable { message, heals }) => {
-            return unavailable_response(ApiError::Unavailable(message), heals)
+            let error = ApiError::Unavailable(message);
+            let outcome = error.kind();
+            return (unavailable_response(error, heals), Some(outcome));
         }
     };
     let addr = target.addr;
@@ -268,10 +322,9 @@ pub(crate) async fn forward(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > body_limit as u64) {
-        return HttpError(ApiError::PayloadTooLarge(format!(
+        return here(ApiError::PayloadTooLarge(format!(
             "request body is larger than the limit of {body_limit} bytes"
-        )))
-        .into_response();
+        )));
     }
     let failure = Arc::new(Mutex::new(None));
     let body = Body::new(ClientBody {
@@ -286,10 +339,7 @@ pub(crate) async fn forward(
         .to_string();
     parts.uri = match format!("http://{addr}{path_and_query}").parse() {
         Ok(uri) => uri,
-        Err(e) => {
-            return HttpError(ApiError::InvalidArgument(format!("cannot forward: {e}")))
-                .into_response()
-        }
+        Err(e) => return here(ApiError::InvalidArgument(format!("cannot forward: {e}"))),
     };
     parts.version = axum::http::Version::HTTP_11;
     for h in &HOP_BY_HOP {
@@ -316,17 +366,18 @@ pub(crate) async fn forward(
             for h in &HOP_BY_HOP {
                 parts.headers.remove(h);
             }
-            Response::from_parts(parts, Body::new(body))
+            (Response::from_parts(parts, Body::new(body)), None)
         }
         Err(e) => {
             let client_failure = failure.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some(error) = client_failure {
                 tracing::debug!(%addr, "forwarding stopped: the client's body failed: {error}");
-                return HttpError(error).into_response();
+                return (HttpError(error).into_response(), None);
             }
             tracing::debug!(%addr, "forwarding failed: {e}");
             let (error, heals) = workers.forwarding_failed(&target, sent, &e).await;
-            unavailable_response(error, heals)
+            let outcome = error.kind();
+            (unavailable_response(error, heals), Some(outcome))
         }
     }
 }

@@ -54,28 +54,41 @@ pub fn grpc_target(
 
 /// The channel a gRPC call for `model` is forwarded on when the model is deployed
 /// in a worker: `None` when it is not (the main server answers), UNAVAILABLE while
-/// its worker is not ready. Every per-model gRPC method asks this first.
+/// its worker is not ready. Every per-model gRPC method asks this first. An
+/// inference call answered UNAVAILABLE here is counted in metrics by this server
+/// ([`crate::metrics::note_worker_did_not_answer`]).
 pub fn grpc_forward(
     state: &crate::api::ServerState,
     model: &str,
 ) -> Option<Result<tonic::transport::Channel, tonic::Status>> {
-    grpc_target(state, model).map(|t| t.map_err(tonic::Status::unavailable))
+    grpc_target(state, model).map(|t| {
+        t.map_err(|message| {
+            crate::metrics::note_worker_did_not_answer();
+            tonic::Status::unavailable(message)
+        })
+    })
 }
 
 /// A forwarded gRPC call's failure as the client sees it: the worker's own answers
 /// (a status it sent) pass through unchanged; a call that never got one (the worker
 /// died or restarted mid-call, the connection was reset: a status tonic made from a
 /// transport error, which carries that error as its source) is UNAVAILABLE, the code
-/// a client retries on, as the REST forwarding answers 503.
+/// a client retries on, as the REST forwarding answers 503. An inference call
+/// that got no status from the worker is this server's answer, so this server
+/// counts it in metrics ([`crate::metrics::note_worker_did_not_answer`]); one the
+/// worker answered is the worker's to count.
 pub fn forwarded_status(status: tonic::Status) -> tonic::Status {
-    if std::error::Error::source(&status).is_some() && status.code() != tonic::Code::Unavailable {
-        tonic::Status::unavailable(format!(
-            "the model's worker did not answer: {}",
-            status.message()
-        ))
-    } else {
-        status
+    if std::error::Error::source(&status).is_none() {
+        return status;
     }
+    crate::metrics::note_worker_did_not_answer();
+    if status.code() == tonic::Code::Unavailable {
+        return status;
+    }
+    tonic::Status::unavailable(format!(
+        "the model's worker did not answer: {}",
+        status.message()
+    ))
 }
 
 /// A deployment's registry entry.
