@@ -332,6 +332,10 @@ pub async fn run(
     .map_err(|e| anyhow::anyhow!("jobs: {e}"))?;
     let _ = state.jobs.set(jobs.clone());
 
+    // A stopped model whose directory goes while the server runs forgets its stop
+    // (the watcher notices it), in the store too, so that a new directory of the
+    // name is served.
+    crate::api::manage::forget_stops_gone_from_watch(&state);
     // One shutdown signal, fanned out to every listener and the watcher.
     let (stop_tx, stop_rx) = watch::channel(false);
     // The watcher loads the models, then polls the repository until shutdown.
@@ -340,9 +344,9 @@ pub async fn run(
         watcher_settings,
         stop_rx.clone(),
     ));
-    // A deployed model a changed model config file leaves out loses its worker.
-    let config_follower = (state.workers.get().is_some()
-        && state.settings.model_config_file.is_some()
+    // A deployed model a changed model config file leaves out loses its deployment
+    // (its worker, or its settings in this process).
+    let config_follower = (state.settings.model_config_file.is_some()
         && !state.settings.model_config_file_poll_wait.is_zero())
     .then(|| {
         tokio::spawn(crate::api::manage::follow_config_file(

@@ -266,3 +266,125 @@ async fn a_base_path_with_a_nul_byte_is_refused() {
     assert_eq!(predict(&server, "b").await, 200);
     server.stop().await;
 }
+
+/// Iterations of the `slow_loop` fixture's warm-up that keep version 1 of `slow`
+/// loading for a few seconds (about a microsecond an iteration).
+const LONG_WARMUP: u64 = 3_000_000;
+
+/// Adds model `slow` to `repo`: versions 1 and 2 of the `slow_loop` fixture, version
+/// 1 with a warm-up of [`LONG_WARMUP`] iterations, version 2 with a short one, and a
+/// `config.toml` that serves the latest version only.
+fn add_slow_model(repo: &std::path::Path) {
+    let fixture = root_path("tests/fixtures/onnx/slow_loop/model.onnx");
+    for (v, n) in [(1, LONG_WARMUP), (2, 1000)] {
+        let model = install_model(repo, "slow", v, &fixture);
+        let warmup = json!([{ "n": n }]).to_string();
+        std::fs::write(model.parent().unwrap().join("warmup.json"), warmup).unwrap();
+    }
+    std::fs::write(
+        repo.join("slow/config.toml"),
+        "version_policy = { latest = 1 }\n",
+    )
+    .unwrap();
+}
+
+/// Makes `slow` busy: its `config.toml` asks for every version, and this waits
+/// until the watcher is loading version 1 (its long warm-up under way).
+async fn make_slow_busy(server: &TestServer, repo: &std::path::Path) {
+    std::fs::write(repo.join("slow/config.toml"), "version_policy = \"all\"\n").unwrap();
+    eventually("slow/1 loading", Duration::from_secs(20), || async move {
+        let (_, status) = server.get("/v1/models/slow").await;
+        status["model_version_status"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|v| v["version"] == "1" && v["state"] == "LOADING")
+    })
+    .await;
+}
+
+/// Waits until `/v1/models/slow/labels/stable` serves, well past the warm-up.
+async fn stable_label_applies(server: &TestServer, what: &str) {
+    eventually(what, Duration::from_secs(20), || async move {
+        server.get("/v1/models/slow/labels/stable").await.0 == 200
+    })
+    .await;
+    let (_, status) = server.get("/v1/models/slow/labels/stable").await;
+    assert_eq!(
+        status["model_version_status"][0]["version"], "2",
+        "{status}"
+    );
+}
+
+/// Was: a gRPC `HandleReloadConfigRequest` that came while `slow` was busy (a long
+/// warm-up) answered OK and logged "reload skipped busy models", and the list's
+/// labels never took effect: the load that held the model recorded its own view
+/// when it ended, over the mark asking for another reconcile. Now the watcher's
+/// view holds the list entry the model was reconciled with, so the first poll after
+/// the load applies the list in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_list_that_finds_a_model_busy_applies_once_its_load_ends() {
+    let repo = tempfile::tempdir().unwrap();
+    install_model(repo.path(), "x", 1, &model_file());
+    add_slow_model(repo.path());
+    let settings = Settings {
+        file_system_poll_wait: POLL,
+        ..test_settings(repo.path())
+    };
+    let server = TestServer::start_with(settings).await;
+    make_slow_busy(&server, repo.path()).await;
+
+    let entry = |name: &str| tfs::ModelConfig {
+        name: name.into(),
+        base_path: repo.path().join(name).display().to_string(),
+        ..Default::default()
+    };
+    let request = tfs::ReloadConfigRequest {
+        config: Some(tfs::ModelServerConfig {
+            config: Some(tfs::model_server_config::Config::ModelConfigList(
+                tfs::ModelConfigList {
+                    config: vec![
+                        entry("x"),
+                        tfs::ModelConfig {
+                            version_labels: [("stable".to_string(), 2)].into(),
+                            ..entry("slow")
+                        },
+                    ],
+                },
+            )),
+        }),
+    };
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", server.grpc_addr.unwrap()))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    ModelServiceClient::new(channel)
+        .handle_reload_config_request(request)
+        .await
+        .expect("the list applies to slow once its load ends");
+    stable_label_applies(&server, "the list's label on slow after its warm-up").await;
+    server.stop().await;
+}
+
+/// The same for `--model-config-file`: an edit read while `slow` was busy lost its
+/// labels until the file was edited again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_edit_that_finds_a_model_busy_applies_once_its_load_ends() {
+    let (repo, settings) = setup(&list(&["a", "slow"]));
+    add_slow_model(repo.path());
+    let config = settings.model_config_file.clone().unwrap();
+    let server = TestServer::start_with(settings).await;
+    make_slow_busy(&server, repo.path()).await;
+
+    std::fs::write(
+        &config,
+        "model_config_list {\n  config { name: \"a\" base_path: \"a\" }\n  \
+         config { name: \"slow\" base_path: \"slow\" \
+         version_labels { key: \"stable\" value: 2 } }\n}\n",
+    )
+    .unwrap();
+    stable_label_applies(&server, "the file's label on slow after its warm-up").await;
+    server.stop().await;
+}

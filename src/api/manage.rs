@@ -254,10 +254,10 @@ pub async fn reload_config(
     let sources = state.sources.clone();
     // The deployments the list leaves out end on a task of their own, started with
     // the list in force: a caller that leaves meanwhile stops neither.
-    let ending = run_locked(deadline(state), "applying the model config list", {
+    let (ending, busy) = run_locked(deadline(state), "applying the model config list", {
         let (state, caller) = (state.clone(), caller.clone());
         move |cancel| {
-            sources.apply_config_list(list, cancel)?;
+            let applied = sources.apply_config_list(list, cancel)?;
             for (model, base_path) in listed {
                 let detail = serde_json::json!({ "base_path": base_path });
                 audit(
@@ -269,35 +269,48 @@ pub async fn reload_config(
                     detail,
                 );
             }
-            Ok(tokio::runtime::Handle::current()
-                .spawn(async move { end_unlisted_deployments(&state, &caller).await }))
+            let ending = tokio::runtime::Handle::current()
+                .spawn(async move { end_unlisted_deployments(&state, &caller).await });
+            Ok((ending, applied.busy))
         }
     })
     .await?;
     ending
         .await
         .map_err(|e| ApiError::Internal(format!("ending unlisted deployments failed: {e}")))??;
+    // A model busy now (a load or warm-up under way, another operation) takes the
+    // list's policy and labels at the first repository poll after it is free: the
+    // watcher sees that the list entry it was reconciled with is not the one in
+    // force. With that poll off nothing would, so the caller is told.
+    if !busy.is_empty() && state.settings.file_system_poll_wait.is_zero() {
+        return Err(ApiError::Unavailable(format!(
+            "the model config list is in force, but these models were busy (a load, \
+             warm-up or another operation under way) and keep what they served until \
+             they are reloaded, as the repository poll is off \
+             (--file-system-poll-wait-seconds 0): {busy:?}"
+        )));
+    }
     Ok(models_status(state))
 }
 
-/// Ends the deployment of every model deployed in a worker that the model config
-/// list in force leaves out, as stopping its deployment would (its record in the
-/// store, its worker), but without marking it stopped: the list decides what is
-/// served, and a list that names it again serves it again, in this process. The
-/// list is in force already; a model whose lock stays busy past the management
-/// deadline keeps its worker, and the error names it.
+/// Ends the deployment of every model deployed (in a worker, or in this process
+/// with `--worker-ports off`) that the model config list in force leaves out, as
+/// stopping its deployment would (its record in the store, its worker), but
+/// without marking it stopped: the list decides what is served, and a list that
+/// names it again serves it again, in this process and with no deployment
+/// settings. The list is in force already; a model whose lock stays busy past the
+/// management deadline keeps its deployment, and the error names it.
 pub(crate) async fn end_unlisted_deployments(
     state: &ServerState,
     caller: &Caller,
 ) -> Result<(), ApiError> {
-    let Some(workers) = state.workers.get() else {
-        return Ok(());
-    };
-    let unlisted: Vec<String> = workers
-        .statuses()
-        .into_keys()
-        .filter(|m| !state.sources.is_source(m))
-        .collect();
+    let workers = state.workers.get();
+    let in_worker = |m: &str| workers.is_some_and(|w| w.status(m).is_some());
+    let mut unlisted: std::collections::BTreeSet<String> = workers
+        .map(|w| w.statuses().into_keys().collect())
+        .unwrap_or_default();
+    unlisted.extend(state.sources.deployed_in_process());
+    unlisted.retain(|m| !state.sources.is_source(m));
     let mut kept = Vec::new();
     for model in unlisted {
         let sources = state.sources.clone();
@@ -311,7 +324,9 @@ pub(crate) async fn end_unlisted_deployments(
         };
         // Another operation may have decided meanwhile (its deployment ended, or a
         // list that names it again).
-        if workers.status(&model).is_none() || state.sources.is_source(&model) {
+        let worker = in_worker(&model);
+        let deployed = worker || state.sources.deployment(&model).is_some();
+        if !deployed || state.sources.is_source(&model) {
             continue;
         }
         // Recorded first: after a restart the model is no deployment either.
@@ -340,7 +355,9 @@ pub(crate) async fn end_unlisted_deployments(
                 "ending model {model:?}'s deployment failed: {e}"
             )));
         }
-        workers.stop(&model).await;
+        if let (true, Some(workers)) = (worker, workers) {
+            workers.stop(&model).await;
+        }
         audit(
             state,
             caller,
@@ -358,10 +375,50 @@ pub(crate) async fn end_unlisted_deployments(
     } else {
         Err(ApiError::Unavailable(format!(
             "the model config list is in force, but these models it leaves out are \
-             still deployed in their workers (busy or the store is down; reload the \
-             config again): {kept:?}"
+             still deployed (busy or the store is down; reload the config again): \
+             {kept:?}"
         )))
     }
+}
+
+/// Has the repository watch forget, in the store first, the stop of a model whose
+/// directory is gone ([`crate::sources::Sources::on_stop_gone`]; the watch waits
+/// until the model has been gone for a grace of a few seconds, on two polls, and
+/// hands over its lock, taken without waiting), so that a new directory of that
+/// name, now or after a restart, is served like any new model. Each runs on a
+/// task of its own; with the store down nothing changes and a later poll tries
+/// again. Called once, at start, by the server that owns the store; the hook holds
+/// the state weakly (the state owns the sources that own the hook).
+pub fn forget_stops_gone_from_watch(state: &Arc<ServerState>) {
+    let weak = Arc::downgrade(state);
+    let runtime = tokio::runtime::Handle::current();
+    state.sources.on_stop_gone(Box::new(move |model, lock| {
+        let Some(state) = weak.upgrade() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let before = settings_now(&state.sources, &model);
+            if let Some(store) = &state.store {
+                if let Err(e) = store.forget_model(&model, &before).await {
+                    tracing::warn!(
+                        model,
+                        "stopped, but its directory is gone; the stop is forgotten once \
+                         the store answers: {e}"
+                    );
+                    return;
+                }
+            }
+            let sources = state.sources.clone();
+            let name = model.clone();
+            let forgot =
+                tokio::task::spawn_blocking(move || sources.forget_gone_stop_locked(&name, &lock))
+                    .await;
+            if !matches!(forgot, Ok(true)) {
+                // Back meanwhile: it stays stopped, and the store says so again.
+                restore_model_settings(&state, &before).await;
+            }
+        });
+    }));
 }
 
 /// Follows the model config list `--model-config-file` puts in force (the watcher

@@ -37,8 +37,8 @@ pub(crate) use body::{answer_unread, body_read_error};
 pub use body::{body, body_chunks, parse_json, rejection_message};
 use middleware::{body_headers, head_checks, json_errors, takes_multipart};
 pub use middleware::{NOT_IMPLEMENTED_OUTCOME, UNSUPPORTED_MEDIA_TYPE_OUTCOME};
-pub(crate) use outcomes::{count_inference, inference_route};
 use outcomes::inference_outcomes;
+pub(crate) use outcomes::{count_inference, inference_route};
 pub(crate) use simple::model_of_body as simple_model_of_body;
 pub(crate) use v2::{decode_tensors as decode_v2_tensors, InputBody as V2TensorBody};
 

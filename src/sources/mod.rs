@@ -72,6 +72,12 @@ pub type ModelGuard = tokio::sync::OwnedSemaphorePermit;
 /// write, a worker's drain) runs elsewhere, and drops the guard once it is done.
 pub type DeploymentGone = Box<dyn Fn(String, ModelGuard) + Send + Sync>;
 
+/// What the watcher hands a stopped model whose directory is gone
+/// ([`Sources::on_stop_gone`]): its name and its lock, held. The hook forgets what
+/// the store recorded for it, then calls [`Sources::forget_gone_stop_locked`]; it
+/// must not block (the store write runs elsewhere, and drops the guard once done).
+pub type StopGone = Box<dyn Fn(String, ModelGuard) + Send + Sync>;
+
 /// Settings a deployment (`POST /deploy`) asked for. The timeout is applied as the
 /// model's request deadline; the limits are stored and reported until isolated
 /// worker processes can enforce them.
@@ -171,6 +177,15 @@ pub struct Sources {
     /// neither). Unset (a worker process, `--worker-ports off`), the watcher
     /// leaves deployments alone.
     deployment_gone: OnceLock<DeploymentGone>,
+    /// Stopped models the previous poll found without a directory, with when a
+    /// poll first found each so: as for `gone_deployments`, a stop is forgotten
+    /// only once its model has been gone for the same grace, so a model whose
+    /// directory comes back under its name (a new model, a rename while the server
+    /// was down) is not stopped by a mark meant for the one that went.
+    gone_stops: Mutex<BTreeMap<String, Instant>>,
+    /// Who forgets the store's record of a stopped model that is gone (the API's
+    /// management, which knows the store). Unset, the stop is forgotten here only.
+    stop_gone: OnceLock<StopGone>,
     /// One lock per model name ever operated on (a handful of bytes each).
     locks: Mutex<HashMap<String, ModelLock>>,
     /// Watcher state per model. Only touched with the model's lock held or by the
@@ -239,6 +254,8 @@ impl Sources {
             isolated: Mutex::new(BTreeSet::new()),
             gone_deployments: Mutex::new(BTreeMap::new()),
             deployment_gone: OnceLock::new(),
+            gone_stops: Mutex::new(BTreeMap::new()),
+            stop_gone: OnceLock::new(),
             locks: Mutex::new(HashMap::new()),
             watch: Mutex::new(HashMap::new()),
             background_reconciles: AtomicUsize::new(0),
@@ -327,6 +344,89 @@ impl Sources {
     /// repository ([`DeploymentGone`]); once only, later calls are ignored.
     pub fn on_deployment_gone(&self, end: DeploymentGone) {
         let _ = self.deployment_gone.set(end);
+    }
+
+    /// Sets who forgets the store's record of a stopped model the watcher finds gone
+    /// ([`StopGone`]); once only, later calls are ignored.
+    pub fn on_stop_gone(&self, forget: StopGone) {
+        let _ = self.stop_gone.set(forget);
+    }
+
+    /// Models deployed in this process (a deployment's settings, no worker).
+    pub fn deployed_in_process(&self) -> Vec<String> {
+        let isolated = guard(&self.isolated).clone();
+        guard(&self.deployments)
+            .keys()
+            .filter(|name| !isolated.contains(*name))
+            .cloned()
+            .collect()
+    }
+
+    /// Whether a stopped model has no directory any more (removed, renamed): its
+    /// stop is then no one's to keep.
+    fn stopped_model_is_gone(&self, name: &str) -> bool {
+        self.model_dir(name).is_ok_and(|d| !d.dir.is_dir())
+    }
+
+    /// Forgets the stop (and a deployment's settings) of stopped models whose
+    /// directory is gone, as the deployments of models gone are ended: only a
+    /// model found gone on two polls at least [`watch::DEPLOYMENT_GONE_GRACE`]
+    /// apart, only when its lock is free, and only if, under the lock, it is
+    /// stopped and gone still. With a [`Sources::on_stop_gone`] hook the store's
+    /// record goes first; the hook then forgets it here.
+    pub(super) fn forget_gone_stops(&self) {
+        let stopped: Vec<String> = guard(&self.stopped).iter().cloned().collect();
+        let gone_now: Vec<String> = stopped
+            .into_iter()
+            .filter(|name| self.stopped_model_is_gone(name))
+            .collect();
+        let due: Vec<String> = {
+            let mut gone = guard(&self.gone_stops);
+            let seen_before = std::mem::take(&mut *gone);
+            let now = Instant::now();
+            gone_now
+                .into_iter()
+                .filter(|name| {
+                    let since = seen_before.get(name).copied();
+                    gone.insert(name.clone(), since.unwrap_or(now));
+                    since.is_some_and(|t| now.duration_since(t) >= watch::DEPLOYMENT_GONE_GRACE)
+                })
+                .collect()
+        };
+        for name in due {
+            let Ok(lock) = self.model_lock(&name).try_acquire_owned() else {
+                continue; // busy: a later poll
+            };
+            if !self.is_stopped(&name) || !self.stopped_model_is_gone(&name) {
+                continue;
+            }
+            match self.stop_gone.get() {
+                Some(forget) => forget(name, lock),
+                None => {
+                    self.forget_gone_stop_locked(&name, &lock);
+                }
+            }
+        }
+    }
+
+    /// Forgets the stop and the deployment settings of a stopped model whose
+    /// directory is gone (see [`Sources::forget_gone_stops`]), if it is gone still:
+    /// a directory of that name that appears later is a model like any new one.
+    /// The caller holds the model's lock. Answers whether it forgot it.
+    pub fn forget_gone_stop_locked(&self, name: &str, _lock: &ModelGuard) -> bool {
+        if !self.is_stopped(name) || !self.stopped_model_is_gone(name) {
+            return false;
+        }
+        guard(&self.stopped).remove(name);
+        guard(&self.deployments).remove(name);
+        guard(&self.gone_stops).remove(name);
+        guard(&self.watch).remove(name);
+        tracing::info!(
+            model = name,
+            "stopped, but its directory is gone: the stop is forgotten, and a new \
+             directory of that name is served"
+        );
+        true
     }
 
     /// Whether the model is deployed in a worker process, and so never loaded here.
@@ -477,6 +577,10 @@ impl Sources {
             }
             let Ok(_lock) = self.model_lock(name).try_acquire_owned() else {
                 // Reconciled again by the next poll, whatever its files look like.
+                // The operation that holds the lock may record its own view when
+                // it ends, over this mark; that view names the list entry it
+                // used, so a poll still sees that it differs from the list in
+                // force now, and applies it (the watcher's view holds the entry).
                 if let Some(state) = guard(&self.watch).get_mut(name) {
                     state.reconciled = None;
                 }
@@ -972,6 +1076,56 @@ fn apply_overrides(
 mod tests {
     use super::*;
     use crate::model_config::VersionPolicy;
+
+    /// Was: a stop outlived its model's directory, so a new directory of that name
+    /// (or one renamed back while the server was down) was never served. Now the
+    /// stop, and the deployment settings kept with it, are forgotten once the
+    /// directory has been gone for the grace, as a gone deployment ends; a
+    /// directory back in time keeps the stop.
+    #[test]
+    fn a_stop_is_forgotten_once_its_model_directory_has_been_gone_for_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let sources = Sources::new(
+            Arc::new(Manager::new(crate::backends::BackendOptions::default())),
+            root.to_path_buf(),
+        );
+        let backdate = |sources: &Sources| {
+            let long_ago = Instant::now()
+                .checked_sub(watch::DEPLOYMENT_GONE_GRACE + Duration::from_secs(1))
+                .unwrap();
+            for since in guard(&sources.gone_stops).values_mut() {
+                *since = long_ago;
+            }
+        };
+        std::fs::create_dir_all(root.join("w/1")).unwrap();
+        sources.restore("w", true, Some(Deployment::default()));
+        assert!(sources.is_stopped("w"));
+
+        std::fs::remove_dir_all(root.join("w")).unwrap();
+        sources.forget_gone_stops();
+        sources.forget_gone_stops();
+        assert!(sources.is_stopped("w"), "gone for an instant only");
+        // Back, then gone again: its grace starts again.
+        backdate(&sources);
+        std::fs::create_dir_all(root.join("w/1")).unwrap();
+        sources.forget_gone_stops();
+        assert!(sources.is_stopped("w"), "its directory is back");
+        std::fs::remove_dir_all(root.join("w")).unwrap();
+        sources.forget_gone_stops();
+        sources.forget_gone_stops();
+        assert!(sources.is_stopped("w"), "its grace started again");
+
+        backdate(&sources);
+        let busy = sources.model_lock("w").try_acquire_owned().unwrap();
+        sources.forget_gone_stops();
+        assert!(sources.is_stopped("w"), "an operation holds the model");
+        drop(busy);
+        sources.forget_gone_stops();
+        assert!(!sources.is_stopped("w"), "gone past its grace");
+        assert_eq!(sources.deployment("w"), None);
+        assert!(!sources.is_busy("w"), "no hook holds its lock");
+    }
 
     #[test]
     fn list_overrides_policy_and_labels_and_deployment_the_timeout() {

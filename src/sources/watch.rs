@@ -28,6 +28,12 @@ pub(super) struct ModelView {
     /// there is no shorter one): a version served from another directory is loaded
     /// again from this one once it has settled.
     names: BTreeMap<u64, String>,
+    /// The model config list's entry the model was reconciled with (its policy and
+    /// labels win over `config.toml`'s): a list put in force while the model was
+    /// busy (a long load or warm-up, a reload) differs from the one its reconcile
+    /// used, and the first poll after that reconciles it again with the list in
+    /// force, so a list is never lost because it came at the wrong moment.
+    listed: Option<ModelListEntry>,
 }
 
 /// What the watcher compares of one version between polls.
@@ -168,6 +174,7 @@ impl Sources {
         let dirs = self.model_dirs();
         self.unload_gone(&dirs);
         self.end_gone_deployments();
+        self.forget_gone_stops();
         let mut work = Vec::new();
         for (name, dir) in dirs {
             if self.held_back(&name) {
@@ -260,6 +267,7 @@ impl Sources {
                 config: seen.config.clone(),
                 versions: settled,
                 names,
+                listed: dir.listed.clone(),
             };
             state.previous = seen;
             if config_settled && !moving && state.reconciled.as_ref() != Some(&candidate) {
@@ -344,7 +352,10 @@ impl Sources {
     /// Reconciles a model with everything on disk now, and records what was seen so
     /// the watcher does not redo it. The caller holds the model's lock.
     pub(super) fn reconcile_now(&self, name: &str, dir: &ModelDir) {
-        let seen = observe(&dir.dir, |_| true);
+        let seen = ModelView {
+            listed: dir.listed.clone(),
+            ..observe(&dir.dir, |_| true)
+        };
         self.reconcile(name, dir, None);
         guard(&self.watch).insert(
             name.to_string(),
@@ -480,6 +491,7 @@ fn observe(model_dir: &Path, files: impl Fn(u64) -> bool) -> ModelView {
         config,
         versions,
         names,
+        listed: None,
     }
 }
 
