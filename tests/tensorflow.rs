@@ -619,6 +619,166 @@ async fn broken_saved_models_go_to_error_with_tensorflows_message() {
     server.stop().await;
 }
 
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path that lives for the call.
+    assert_eq!(
+        unsafe { libc::mkfifo(c.as_ptr(), 0o600) },
+        0,
+        "{}",
+        path.display()
+    );
+}
+
+/// On drop, opens each FIFO for writing without waiting and closes it: a reader
+/// still waiting on one (TensorFlow, were the check gone) gets end of file and lets
+/// its thread go, so a failing test ends rather than hanging at shutdown.
+struct ReleaseFifos(Vec<std::path::PathBuf>);
+
+impl Drop for ReleaseFifos {
+    fn drop(&mut self) {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        for fifo in &self.0 {
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(fifo);
+        }
+    }
+}
+
+/// A SavedModel whose variables shard was a FIFO stayed LOADING for ever, TensorFlow
+/// waiting for a writer, and the model could be neither unloaded nor deleted; a FIFO
+/// named `saved_model.pb` was reported as "no model artifact recognised in
+/// fingerprint.pb". Each now goes to ERROR before TensorFlow is called, naming the
+/// entry and what it is, and the model can be deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_model_with_a_fifo_is_error_naming_it_and_can_be_deleted() {
+    let repo = repo(&["mlp"]);
+    let root = repo.path();
+    copy_dir(&root.join("mlp/1"), &root.join("fifo_var/1"));
+    let shard = root.join("fifo_var/1/variables/variables.data-00000-of-00001");
+    std::fs::remove_file(&shard).unwrap();
+    mkfifo(&shard);
+    copy_dir(&root.join("mlp/1"), &root.join("fifo_pb/1"));
+    let graph = root.join("fifo_pb/1/saved_model.pb");
+    std::fs::remove_file(&graph).unwrap();
+    mkfifo(&graph);
+    // A link (followed) to a device that never ends, among the assets.
+    copy_dir(&root.join("mlp/1"), &root.join("device/1"));
+    std::fs::create_dir_all(root.join("device/1/assets")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", root.join("device/1/assets/vocab.txt")).unwrap();
+    let _release = ReleaseFifos(vec![shard, graph]);
+
+    let server = TestServer::start_with(settings(root)).await;
+    assert_eq!(settled_status(&server, "mlp").await["state"], "AVAILABLE");
+    for (model, words) in [
+        (
+            "fifo_var",
+            "variables/variables.data-00000-of-00001: it is a FIFO (named pipe), not a regular file",
+        ),
+        (
+            "fifo_pb",
+            "saved_model.pb: it is a FIFO (named pipe), not a regular file",
+        ),
+        (
+            "device",
+            "assets/vocab.txt: it is a device, not a regular file",
+        ),
+    ] {
+        let v = settled_status(&server, model).await;
+        assert_eq!(v["state"], "END", "{model}: {v}");
+        let message = v["status"]["error_message"].as_str().unwrap();
+        assert!(
+            message.contains("cannot load TensorFlow SavedModel") && message.contains(words),
+            "{model}: {message}"
+        );
+        assert!(
+            !message.contains(&*root.to_string_lossy()),
+            "{model}: the server's path leaks: {message}"
+        );
+    }
+    let r = server
+        .client
+        .delete(server.url("/delete_model/fifo_var"))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert!(!root.join("fifo_var").exists());
+    assert_eq!(settled_status(&server, "mlp").await["state"], "AVAILABLE");
+    server.stop().await;
+}
+
+/// The check before TensorFlow reads a SavedModel follows links, into directories
+/// too, walks a link loop once, leaves files TensorFlow does not read alone, and
+/// ends on any tree.
+#[test]
+fn the_saved_model_check_follows_links_and_always_ends() {
+    use ferroserve::backends::tensorflow::{check_regular_files, MAX_SAVED_MODEL_ENTRIES};
+    let repo = repo(&["mlp"]);
+    let dir = repo.path().join("mlp/1");
+    assert_eq!(check_regular_files(&dir), Ok(()));
+
+    // Variables on other storage, through a link; a loop back into the version.
+    let elsewhere = tempfile::tempdir().unwrap();
+    copy_dir(&dir.join("variables"), &elsewhere.path().join("variables"));
+    std::fs::remove_dir_all(dir.join("variables")).unwrap();
+    std::os::unix::fs::symlink(elsewhere.path().join("variables"), dir.join("variables")).unwrap();
+    std::fs::create_dir_all(dir.join("assets/sub")).unwrap();
+    std::os::unix::fs::symlink("..", dir.join("assets/sub/up")).unwrap();
+    std::os::unix::fs::symlink("missing", dir.join("assets/dangling")).unwrap();
+    // Not TensorFlow's to read: the server reads these itself, as regular files.
+    mkfifo(&dir.join("assets.extra"));
+    mkfifo(&dir.join("warmup.json"));
+    assert_eq!(check_regular_files(&dir), Ok(()));
+
+    // A FIFO reached through the linked directory is named by its path in the version.
+    mkfifo(
+        &elsewhere
+            .path()
+            .join("variables/variables.data-00000-of-00001.tmp"),
+    );
+    assert_eq!(
+        check_regular_files(&dir),
+        Err(
+            "variables/variables.data-00000-of-00001.tmp: it is a FIFO (named pipe), not a \
+             regular file"
+                .to_string()
+        )
+    );
+    std::fs::remove_file(
+        elsewhere
+            .path()
+            .join("variables/variables.data-00000-of-00001.tmp"),
+    )
+    .unwrap();
+    let socket = std::os::unix::net::UnixListener::bind(dir.join("assets/sub/s")).unwrap();
+    assert_eq!(
+        check_regular_files(&dir),
+        Err("assets/sub/s: it is a socket, not a regular file".to_string())
+    );
+    drop(socket);
+    std::fs::remove_file(dir.join("assets/sub/s")).unwrap();
+
+    std::fs::remove_file(dir.join("fingerprint.pb")).unwrap();
+    std::fs::create_dir(dir.join("fingerprint.pb")).unwrap();
+    assert_eq!(
+        check_regular_files(&dir),
+        Err("fingerprint.pb: it is a directory, not a regular file".to_string())
+    );
+    std::fs::remove_dir(dir.join("fingerprint.pb")).unwrap();
+
+    let many = dir.join("assets/many");
+    std::fs::create_dir(&many).unwrap();
+    for i in 0..MAX_SAVED_MODEL_ENTRIES {
+        std::fs::write(many.join(i.to_string()), b"").unwrap();
+    }
+    let e = check_regular_files(&dir).unwrap_err();
+    assert!(e.contains("more than 10000 entries"), "{e}");
+}
+
 /// `[tensorflow]` thread counts past 1024 are a config error naming the bound: a
 /// pool of 100,000 threads kept the version LOADING for minutes while the server grew
 /// by gigabytes, and 2^32 - 1 wrapped to -1 in TensorFlow's `ConfigProto`.
@@ -817,9 +977,9 @@ fn assert_classes(got: &[Vec<(String, f64)>], want: &Value, what: &str) {
 }
 
 fn rest_classes(body: &Value) -> Vec<Vec<(String, f64)>> {
-    body["result"]
+    body["results"]
         .as_array()
-        .unwrap_or_else(|| panic!("no result: {body}"))
+        .unwrap_or_else(|| panic!("no results: {body}"))
         .iter()
         .map(|row| {
             row.as_array()
@@ -917,7 +1077,7 @@ async fn classify_and_regress_signatures_answer_like_tensorflow() {
         )
         .await;
     assert_eq!(status, 200, "{answer}");
-    let values: Vec<Value> = answer["result"].as_array().unwrap().clone();
+    let values: Vec<Value> = answer["results"].as_array().unwrap().clone();
     assert_values(
         &values,
         &json!({"dtype": "float32", "data": exp["regress"]}),

@@ -39,9 +39,12 @@ const NOT_ARTIFACTS: [&str; 2] = ["config.toml", crate::warmup::WARMUP_FILE];
 ///
 /// A SavedModel (`saved_model.pb`, beside `variables/` and often `fingerprint.pb`)
 /// comes first: its artifact is that file, and the backend loads its directory.
+/// Any entry of that name makes the directory a SavedModel, a FIFO or a dangling
+/// link too: the backend then says what is wrong with it, where taking
+/// `fingerprint.pb` for the model said "no model artifact recognised".
 pub fn find_artifact(version_dir: &Path) -> Option<PathBuf> {
     let saved_model = version_dir.join(tensorflow::SAVED_MODEL_FILE);
-    if saved_model.is_file() {
+    if std::fs::symlink_metadata(&saved_model).is_ok() {
         return Some(saved_model);
     }
     if let Some(known) = ARTIFACT_NAMES
