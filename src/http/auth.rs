@@ -88,12 +88,17 @@ pub async fn require(State(state): State<AppState>, request: Request, next: Next
     response
 }
 
-/// HTTP/1's `Host`, or HTTP/2's authority (no `Host` header there). One that is not
-/// text is kept as what it can be read as, to be refused, not skipped.
+/// The host a request is for: its URI's authority where it has one (HTTP/2's
+/// `:authority`, an HTTP/1 request in absolute form), which wins over a `Host`
+/// header as RFC 9113 §8.3.1 and RFC 9112 §3.2.2 say (a local `host` beside a
+/// foreign `:authority` hid the foreign name from these checks); else HTTP/1's
+/// `Host`. One that is not text is kept as what it can be read as, to be refused,
+/// not skipped.
 fn request_host(headers: &HeaderMap, uri: &Uri) -> Option<String> {
-    match headers.get(header::HOST) {
-        Some(h) => Some(String::from_utf8_lossy(h.as_bytes()).into_owned()),
-        None => uri.authority().map(|a| a.as_str().to_string()),
+    match (uri.authority(), headers.get(header::HOST)) {
+        (Some(a), _) => Some(a.as_str().to_string()),
+        (None, Some(h)) => Some(String::from_utf8_lossy(h.as_bytes()).into_owned()),
+        (None, None) => None,
     }
 }
 
@@ -313,6 +318,24 @@ fn same_origin(origin: &str, host: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The URI's authority wins over a `Host` header: an HTTP/2 request with a
+    /// foreign `:authority` and a local `host`, or an HTTP/1 one in absolute form,
+    /// is checked by the foreign name.
+    #[test]
+    fn the_authority_wins_over_the_host_header() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8501"));
+        let foreign: Uri = "http://evil.example/reload_model".parse().unwrap();
+        assert_eq!(request_host(&h, &foreign).as_deref(), Some("evil.example"));
+        let origin_form: Uri = "/reload_model".parse().unwrap();
+        assert_eq!(
+            request_host(&h, &origin_form).as_deref(),
+            Some("127.0.0.1:8501")
+        );
+        assert_eq!(request_host(&HeaderMap::new(), &origin_form), None);
+        assert!(rebinding_refusal(request_host(&h, &foreign).as_deref(), None).is_some());
+    }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
