@@ -393,7 +393,9 @@ pub fn routes(settings: &Settings) -> Router<AppState> {
     let json = bytes::Bytes::from(doc.to_pretty_json().unwrap_or_default());
     let yaml = bytes::Bytes::from(doc.to_yaml().unwrap_or_default());
     let swagger = SwaggerUi::new("/docs").config(
-        Config::new(["/openapi.json"])
+        // Relative to the page (`/docs/`), so that it also works behind a proxy that
+        // serves this server under a path prefix.
+        Config::new(["../openapi.json"])
             // Swagger UI's default badge sends the description's address to
             // validator.swagger.io: the page works offline and tells no one.
             .validator_url("none")
