@@ -17,6 +17,10 @@
 //! [`EVICT_STALLED_BODY_AFTER`] instead of the read timeout) makes a connection whose
 //! every request waits for such a slow body one the limit may close to make room;
 //! the body tells its connection when that happens ([`ConnectionActivity::body_waits`]).
+//!
+//! The body is also where a request's bytes are charged to the server-wide budget
+//! of body bytes held ([`super::budget`]): a frame that does not fit fails the body
+//! with [`BodyBudgetExceeded`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -28,6 +32,7 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use super::budget::{BodyBudgetExceeded, RequestCharge, UNCHARGED_BODY_BYTES};
 use super::{ConnectionActivity, EVICT_STALLED_BODY_AFTER};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -103,6 +108,14 @@ pub struct ReadTimeoutBody<B = Incoming> {
     /// Once failed, every read that would wait fails at once.
     failed: Option<BodyReadTimeout>,
     activity: Arc<ConnectionActivity>,
+    /// The request's charge against the body budget; `None` for a body declared
+    /// small enough never to be charged.
+    charge: Option<Arc<RequestCharge>>,
+    /// Bytes of `received` charged so far: none until the body passes
+    /// [`UNCHARGED_BODY_BYTES`], then all of them.
+    charged: u64,
+    /// Once refused by the budget, every read fails at once.
+    over_budget: Option<BodyBudgetExceeded>,
 }
 
 /// A read waiting for the client.
@@ -118,6 +131,7 @@ impl<B> ReadTimeoutBody<B> {
         timeout: Duration,
         grpc: bool,
         activity: Arc<ConnectionActivity>,
+        charge: Option<Arc<RequestCharge>>,
     ) -> ReadTimeoutBody<B> {
         ReadTimeoutBody {
             inner,
@@ -128,7 +142,26 @@ impl<B> ReadTimeoutBody<B> {
             wait: None,
             failed: None,
             activity,
+            charge,
+            charged: 0,
+            over_budget: None,
         }
+    }
+
+    /// Counts `n` more bytes received, and charges them to the budget once the
+    /// body is past [`UNCHARGED_BODY_BYTES`].
+    fn receive(&mut self, n: u64) -> Result<(), BodyBudgetExceeded> {
+        self.received = self.received.saturating_add(n);
+        let Some(charge) = &self.charge else {
+            return Ok(());
+        };
+        if self.received <= UNCHARGED_BODY_BYTES {
+            return Ok(());
+        }
+        let due = self.received - self.charged;
+        charge.charge(due)?;
+        self.charged = self.received;
+        Ok(())
     }
 
     /// Starts a wait for the client at `now`.
@@ -182,6 +215,19 @@ impl<B> ReadTimeoutBody<B> {
             Box::new(failure)
         }
     }
+
+    /// A gRPC call's refusal is a `tonic::Status` (RESOURCE_EXHAUSTED) with the
+    /// [`BodyBudgetExceeded`] as its source, since tonic calls any other body error
+    /// UNKNOWN.
+    fn budget_error(&self, refusal: BodyBudgetExceeded) -> BoxError {
+        if self.grpc {
+            let mut status = tonic::Status::resource_exhausted(refusal.to_string());
+            status.set_source(Arc::new(refusal));
+            Box::new(status)
+        } else {
+            Box::new(refusal)
+        }
+    }
 }
 
 impl<B> Drop for ReadTimeoutBody<B> {
@@ -205,11 +251,18 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
+        if let Some(refusal) = &this.over_budget {
+            return Poll::Ready(Some(Err(this.budget_error(refusal.clone()))));
+        }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.end_wait(Instant::now());
                 if let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref()) {
-                    this.received = this.received.saturating_add(data.len() as u64);
+                    if let Err(refusal) = this.receive(data.len() as u64) {
+                        // The frame is dropped here: its bytes were never held.
+                        this.over_budget = Some(refusal.clone());
+                        return Poll::Ready(Some(Err(this.budget_error(refusal))));
+                    }
                 }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
@@ -289,7 +342,7 @@ mod tests {
         });
         let activity = Arc::new(ConnectionActivity::new());
         activity.request_begins(false);
-        let mut body = ReadTimeoutBody::new(ChannelBody(rx), TIMEOUT, grpc, activity.clone());
+        let mut body = ReadTimeoutBody::new(ChannelBody(rx), TIMEOUT, grpc, activity.clone(), None);
         let started = Instant::now();
         let mut received = 0;
         let result = loop {
@@ -390,7 +443,8 @@ mod tests {
         let (tx, rx) = mpsc::channel(1);
         let activity = Arc::new(ConnectionActivity::new());
         activity.request_begins(false);
-        let mut body = ReadTimeoutBody::new(ChannelBody(rx), TIMEOUT, false, activity.clone());
+        let mut body =
+            ReadTimeoutBody::new(ChannelBody(rx), TIMEOUT, false, activity.clone(), None);
         let reader = tokio::spawn(async move { while let Some(Ok(_)) = body.frame().await {} });
         // A byte every 400 ms; the connection reads it before the body takes it.
         for i in 0..5 {
@@ -410,5 +464,49 @@ mod tests {
             }
         }
         reader.abort();
+    }
+
+    /// A body refused by the budget mid-way fails with the budget's error (REST) or
+    /// RESOURCE_EXHAUSTED (gRPC), keeps failing, and its request's charge is given
+    /// back when the request ends.
+    #[tokio::test]
+    async fn a_body_past_the_budget_fails_and_its_charge_is_given_back() {
+        use super::super::budget::{is_body_budget_exceeded, BodyBudget, RequestChargeRelease};
+        let budget = BodyBudget::isolated(100_000);
+        for grpc in [false, true] {
+            let (tx, rx) = mpsc::channel(4);
+            let activity = Arc::new(ConnectionActivity::new());
+            activity.request_begins(false);
+            let charge = budget.request(None);
+            let release = RequestChargeRelease(charge.clone());
+            let mut body =
+                ReadTimeoutBody::new(ChannelBody(rx), TIMEOUT, grpc, activity.clone(), charge);
+            let piece = Bytes::from(vec![0u8; 40_000]);
+            for _ in 0..3 {
+                tx.send(piece.clone()).await.unwrap();
+            }
+            // 40 kB: under the uncharged bytes; 80 kB: all charged.
+            for _ in 0..2 {
+                body.frame().await.unwrap().unwrap();
+            }
+            assert_eq!(budget.held(), 80_000);
+            let error = body.frame().await.unwrap().unwrap_err();
+            assert!(is_body_budget_exceeded(&*error), "{error}");
+            assert!(
+                error
+                    .to_string()
+                    .contains("80000 bytes held, limit 100000 set by --max-inflight-body-bytes"),
+                "{error}"
+            );
+            if grpc {
+                let status = error.downcast_ref::<tonic::Status>().expect("a status");
+                assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+            }
+            assert!(body.frame().await.unwrap().is_err(), "refused once, always");
+            drop(body);
+            assert_eq!(budget.held(), 80_000, "held until the request ends");
+            drop(release);
+            assert_eq!(budget.held(), 0);
+        }
     }
 }

@@ -30,6 +30,10 @@
 //! * [`ReadTimeoutBody`] fails a request whose body stops arriving for the body read
 //!   timeout, or arrives slower than [`MIN_BODY_BYTES_PER_SEC`] past it: the REST
 //!   adapters answer 408 with a JSON body; a gRPC call ends with DEADLINE_EXCEEDED.
+//! * the same body charges the bytes it brings to the server-wide budget of body
+//!   bytes held at once ([`BodyBudget`], `max_inflight_body_bytes`) until its
+//!   request is over; one that does not fit fails: REST answers 503, gRPC
+//!   RESOURCE_EXHAUSTED.
 //!
 //! Invariants:
 //! * at most `max_connections` connections are open across both listeners (TLS
@@ -63,11 +67,16 @@ use crate::tls::ServerListener;
 
 mod activity;
 mod body;
+mod budget;
 mod limit;
 
 pub use activity::{ConnectionActivity, WatchedIo};
 use activity::{Expiry, EVICTED};
 pub use body::{is_body_read_timeout, BodyReadTimeout, ReadTimeoutBody, MIN_BODY_BYTES_PER_SEC};
+use budget::RequestChargeRelease;
+pub use budget::{
+    is_body_budget_exceeded, BodyBudget, BodyBudgetExceeded, RequestCharge, UNCHARGED_BODY_BYTES,
+};
 pub use limit::{
     default_max_connections, raise_fd_limit, ConnectionLimit, ConnectionPermit, EVICT_AFTER_IDLE,
     EVICT_HANDSHAKE_AFTER, EVICT_STALLED_BODY_AFTER, FD_RESERVE_MIN,
@@ -98,11 +107,15 @@ pub struct ConnectionOptions {
     /// Longest a connection may stay without a request in progress.
     pub idle_timeout: Duration,
     /// Longest a request body may stop arriving, and its grace before the minimum
-    /// rate counts ([`ReadTimeoutBody`]); `None` leaves bodies unwatched.
+    /// rate counts ([`ReadTimeoutBody`]); `None` leaves bodies unwatched (and
+    /// uncharged to the body budget).
     pub body_read_timeout: Option<Duration>,
     /// gRPC: a body that fails those rules ends its call with DEADLINE_EXCEEDED
     /// (a `tonic::Status`) rather than with the error the REST adapters answer 408.
     pub grpc: bool,
+    /// The budget of body bytes held at once that watched bodies are charged to
+    /// (the process-wide one: both listeners share it).
+    pub body_budget: BodyBudget,
     /// Longest a write may wait for the client to take bytes.
     pub send_timeout: Duration,
     /// Largest request head (HTTP/1: start line and headers; HTTP/2: header list).
@@ -120,6 +133,7 @@ impl ConnectionOptions {
             idle_timeout: settings.keep_alive_timeout,
             body_read_timeout: Some(settings.body_read_timeout),
             grpc: false,
+            body_budget: BodyBudget::process_wide(settings.max_inflight_body_bytes),
             send_timeout: settings.send_timeout,
             max_header_bytes: settings.max_header_bytes,
             http2: Http2Options {
@@ -141,6 +155,7 @@ impl ConnectionOptions {
             idle_timeout: settings.grpc_idle_timeout,
             body_read_timeout: Some(settings.body_read_timeout),
             grpc: true,
+            body_budget: BodyBudget::process_wide(settings.max_inflight_body_bytes),
             send_timeout: settings.grpc_send_timeout,
             max_header_bytes: settings.max_header_bytes,
             http2: Http2Options {
@@ -225,6 +240,7 @@ pub async fn serve(
                     activity,
                     body_read_timeout: options.body_read_timeout,
                     grpc: options.grpc,
+                    body_budget: options.body_budget,
                 };
                 let builder = builder.clone();
                 let stop = stop.clone();
@@ -321,6 +337,7 @@ pub struct ConnectionService {
     body_read_timeout: Option<Duration>,
     /// Body failures as gRPC statuses (see [`ConnectionOptions::grpc`]).
     grpc: bool,
+    body_budget: BodyBudget,
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
@@ -338,13 +355,28 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
         parts
             .extensions
             .insert(axum::extract::ConnectInfo(self.peer));
+        // The request's charge against the body budget, given back when its future
+        // ends (answered or dropped): its handler holds the bytes until then. A
+        // multipart upload is not charged: it goes to disk as it arrives.
+        let mut release = RequestChargeRelease(None);
         let body = match self.body_read_timeout {
-            Some(timeout) => Body::new(ReadTimeoutBody::new(
-                body,
-                timeout,
-                self.grpc,
-                self.activity.clone(),
-            )),
+            Some(timeout) => {
+                let uploads = !self.grpc && crate::http::fast::body_streams_to_disk(&parts);
+                let charge = if uploads {
+                    None
+                } else {
+                    self.body_budget
+                        .request(http_body::Body::size_hint(&body).upper())
+                };
+                release.0.clone_from(&charge);
+                Body::new(ReadTimeoutBody::new(
+                    body,
+                    timeout,
+                    self.grpc,
+                    self.activity.clone(),
+                    charge,
+                ))
+            }
             None => Body::new(body),
         };
         let guard_body = |response: http::Response<Body>| {
@@ -361,9 +393,9 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
                 let state = state.clone();
                 let peer = self.peer;
                 return Box::pin(async move {
-                    Ok(guard_body(
-                        crate::http::fast::serve(state, route, request, peer).await,
-                    ))
+                    let response = crate::http::fast::serve(state, route, request, peer).await;
+                    drop(release);
+                    Ok(guard_body(response))
                 });
             }
         }
@@ -371,6 +403,7 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
         let router = self.router.clone();
         Box::pin(async move {
             let response = tower::ServiceExt::oneshot(router, request).await?;
+            drop(release);
             Ok(guard_body(response))
         })
     }
@@ -429,6 +462,7 @@ fn test_options() -> ConnectionOptions {
         idle_timeout: Duration::from_secs(60),
         body_read_timeout: None,
         grpc: false,
+        body_budget: BodyBudget::process_wide(u64::MAX),
         send_timeout: Duration::from_secs(30),
         max_header_bytes: 65536,
         http2: Http2Options {

@@ -11,11 +11,14 @@ use super::HttpError;
 use crate::api::ApiError;
 
 /// Turns the body extractor's failure into our error: over the size limit is 413, a
-/// body that stopped arriving 408.
+/// body that stopped arriving 408, one past the server's budget of body bytes held
+/// at once 503.
 pub fn body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, HttpError> {
     body.map_err(|rejection| {
         if crate::connections::is_body_read_timeout(&rejection) {
             HttpError(ApiError::RequestTimeout(rejection_message(&rejection)))
+        } else if crate::connections::is_body_budget_exceeded(&rejection) {
+            HttpError(ApiError::Unavailable(rejection_message(&rejection)))
         } else if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             HttpError(ApiError::PayloadTooLarge(format!(
                 "request body is larger than the limit of {limit} bytes"
@@ -32,7 +35,7 @@ pub fn body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, 
 /// into one buffer, under the same limit and with the same errors as the `Bytes`
 /// extractor through [`body`]: 413 over the limit (the router's `DefaultBodyLimit`,
 /// or axum's default where the request skipped the router), 408 when it stopped
-/// arriving, 400 otherwise.
+/// arriving, 503 past the body budget, 400 otherwise.
 pub async fn body_chunks(request: Request, limit: usize) -> Result<impl bytes::Buf, HttpError> {
     use axum::RequestExt;
     use http_body_util::BodyExt;
@@ -90,10 +93,14 @@ pub(crate) async fn answer_unread(request: Request, refusal: ApiError) -> Respon
 }
 
 /// A request body that could not be read, as [`body_chunks`] answers it: 408 when
-/// it stopped arriving, 413 past `limit` (a `http_body_util::Limited`'s), else 400.
+/// it stopped arriving, 503 when the server held too many body bytes at once to
+/// take it (`crate::connections::BodyBudget`), 413 past `limit` (a
+/// `http_body_util::Limited`'s), else 400.
 pub(crate) fn body_read_error(error: &(dyn std::error::Error + 'static), limit: usize) -> ApiError {
     if crate::connections::is_body_read_timeout(error) {
         ApiError::RequestTimeout(rejection_message(error))
+    } else if crate::connections::is_body_budget_exceeded(error) {
+        ApiError::Unavailable(rejection_message(error))
     } else if is_length_limit(error) {
         ApiError::PayloadTooLarge(format!(
             "request body is larger than the limit of {limit} bytes"

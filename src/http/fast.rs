@@ -95,6 +95,25 @@ fn route(path: &str) -> Option<Route> {
     }
 }
 
+/// Whether a REST request's body is a multipart upload to a route that streams its
+/// files to disk as they arrive (`POST /upload_model`, a job with its files), so
+/// holds no more than a chunk in memory at a time: the connection does not charge
+/// it to the body budget (`crate::connections::BodyBudget`). A multipart body sent
+/// anywhere else is charged as any other.
+pub fn body_streams_to_disk(request: &http::request::Parts) -> bool {
+    request.method == Method::POST
+        && super::middleware::takes_multipart(request.uri.path())
+        && request
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.trim_start()
+                    .get(..19)
+                    .is_some_and(|t| t.eq_ignore_ascii_case("multipart/form-data"))
+            })
+}
+
 /// The route of this request if it is taken here (see the module comment): header
 /// checks and two splits of the path. `None` sends it through the router.
 pub fn takes(state: &AppState, request: &http::request::Parts) -> Option<Route> {

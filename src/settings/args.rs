@@ -62,6 +62,14 @@ pub struct ServeArgs {
     #[arg(long, env = "FERROSERVE_MAX_REQUEST_BYTES", value_name = "BYTES")]
     pub max_request_bytes: Option<usize>,
 
+    /// Most request-body bytes (REST and gRPC) held at once across all requests
+    /// being received; a body that would pass it fails with 503 (gRPC:
+    /// RESOURCE_EXHAUSTED). At least the largest body --max-request-bytes and
+    /// --grpc-max-receive-bytes allow [default: 1073741824, or that largest body if
+    /// more]
+    #[arg(long, env = "FERROSERVE_MAX_INFLIGHT_BODY_BYTES", value_name = "BYTES")]
+    pub max_inflight_body_bytes: Option<u64>,
+
     /// Number of inference threads, at most 1024 [default: number of CPU cores]
     #[arg(long, env = "FERROSERVE_INFERENCE_THREADS", value_name = "N")]
     pub inference_threads: Option<usize>,
@@ -427,6 +435,9 @@ impl ServeArgs {
             grpc_max_send_bytes: upper.grpc_max_send_bytes.or(self.grpc_max_send_bytes),
             request_timeout_secs: upper.request_timeout_secs.or(self.request_timeout_secs),
             max_request_bytes: upper.max_request_bytes.or(self.max_request_bytes),
+            max_inflight_body_bytes: upper
+                .max_inflight_body_bytes
+                .or(self.max_inflight_body_bytes),
             inference_threads: upper.inference_threads.or(self.inference_threads),
             log_format: upper.log_format.or(self.log_format),
             onnxruntime_path: upper.onnxruntime_path.or(self.onnxruntime_path),
@@ -578,6 +589,33 @@ impl ServeArgs {
             }
             Some(n) => n,
             None => d.max_upload_bytes,
+        };
+        let max_request_bytes = positive(
+            "max_request_bytes",
+            self.max_request_bytes,
+            d.max_request_bytes,
+        )?;
+        let grpc_max_receive_bytes = positive(
+            "grpc_max_receive_bytes",
+            self.grpc_max_receive_bytes,
+            d.grpc_max_receive_bytes,
+        )?;
+        // One body of the largest size allowed must always fit alone, or a legal
+        // request would be refused on an idle server.
+        let largest_body = max_request_bytes.max(grpc_max_receive_bytes) as u64;
+        let max_inflight_body_bytes = match self.max_inflight_body_bytes {
+            None => d.max_inflight_body_bytes.max(largest_body),
+            Some(n) if n < largest_body => {
+                return Err(SettingsError::Invalid {
+                    name: "max_inflight_body_bytes",
+                    reason: format!(
+                        "{n} is less than the largest request body allowed \
+                         ({largest_body} bytes, by max_request_bytes or \
+                         grpc_max_receive_bytes), which could then never be received"
+                    ),
+                })
+            }
+            Some(n) => n,
         };
         // A deadline or timeout: zero would refuse everything; a day is more than any
         // wants.
@@ -874,22 +912,15 @@ impl ServeArgs {
             model_repository: self.model_repository.unwrap_or(d.model_repository),
             rest_addr: self.rest_addr.unwrap_or(d.rest_addr),
             grpc_addr: self.grpc_addr.unwrap_or(d.grpc_addr),
-            grpc_max_receive_bytes: positive(
-                "grpc_max_receive_bytes",
-                self.grpc_max_receive_bytes,
-                d.grpc_max_receive_bytes,
-            )?,
+            grpc_max_receive_bytes,
             grpc_max_send_bytes: positive(
                 "grpc_max_send_bytes",
                 self.grpc_max_send_bytes,
                 d.grpc_max_send_bytes,
             )?,
             request_timeout,
-            max_request_bytes: positive(
-                "max_request_bytes",
-                self.max_request_bytes,
-                d.max_request_bytes,
-            )?,
+            max_request_bytes,
+            max_inflight_body_bytes,
             inference_threads: threads(
                 "inference_threads",
                 self.inference_threads,
@@ -984,6 +1015,35 @@ mod tests {
                 .to_string()
                 .contains("upload_job_grace_secs"));
         }
+    }
+
+    /// The budget of body bytes held at once is 1 GiB by default, never less than
+    /// the largest body one request may send, and a smaller one is refused.
+    #[test]
+    fn the_inflight_body_budget_fits_the_largest_body() {
+        let d = ServeArgs::default().into_settings().unwrap();
+        assert_eq!(d.max_inflight_body_bytes, 1 << 30);
+        let big = ServeArgs {
+            grpc_max_receive_bytes: Some(2 << 30),
+            ..ServeArgs::default()
+        };
+        assert_eq!(
+            big.into_settings().unwrap().max_inflight_body_bytes,
+            2 << 30
+        );
+        let set = ServeArgs {
+            max_request_bytes: Some(1000),
+            grpc_max_receive_bytes: Some(2000),
+            max_inflight_body_bytes: Some(2000),
+            ..ServeArgs::default()
+        };
+        assert_eq!(set.into_settings().unwrap().max_inflight_body_bytes, 2000);
+        let small = ServeArgs {
+            max_inflight_body_bytes: Some(1000),
+            ..ServeArgs::default()
+        };
+        let e = small.into_settings().unwrap_err().to_string();
+        assert!(e.contains("max_inflight_body_bytes"), "{e}");
     }
 
     /// A config file that does not parse is told by line and column, never by its

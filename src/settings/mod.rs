@@ -40,6 +40,13 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// Largest request body accepted, in bytes; larger is 413. Default 64 MiB.
     pub max_request_bytes: usize,
+    /// Most request-body bytes held at once by all the requests being received
+    /// (REST and gRPC; streamed multipart uploads excepted, which go to disk as
+    /// they arrive), so many large bodies at once cannot exhaust memory though each
+    /// is within its limit (`connections::BodyBudget`); a body that would pass it
+    /// fails with 503 (gRPC: RESOURCE_EXHAUSTED). Default 1 GiB, or the largest body
+    /// `max_request_bytes` and `grpc_max_receive_bytes` allow if more; never less.
+    pub max_inflight_body_bytes: u64,
     /// Threads that run inference (never the async workers). Default: CPU cores.
     pub inference_threads: usize,
     /// Log line format. Default human.
@@ -327,6 +334,7 @@ impl Default for Settings {
             grpc_max_send_bytes: 64 * 1024 * 1024,
             request_timeout: Duration::from_secs(600),
             max_request_bytes: 64 * 1024 * 1024,
+            max_inflight_body_bytes: 1024 * 1024 * 1024,
             inference_threads: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),

@@ -106,6 +106,8 @@ pub struct Inherited {
     #[arg(long, value_name = "BYTES")]
     pub max_request_bytes: Option<usize>,
     #[arg(long, value_name = "BYTES")]
+    pub max_inflight_body_bytes: Option<u64>,
+    #[arg(long, value_name = "BYTES")]
     pub max_response_bytes: Option<usize>,
     #[arg(long, value_name = "BYTES")]
     pub grpc_max_receive_bytes: Option<usize>,
@@ -172,6 +174,7 @@ impl Inherited {
         Inherited {
             max_request_rows: Some(settings.max_request_rows),
             max_request_bytes: Some(settings.max_request_bytes),
+            max_inflight_body_bytes: Some(settings.max_inflight_body_bytes),
             max_response_bytes: Some(settings.max_response_bytes),
             grpc_max_receive_bytes: Some(settings.grpc_max_receive_bytes),
             grpc_max_send_bytes: Some(settings.grpc_max_send_bytes),
@@ -306,6 +309,7 @@ impl WorkerArgs {
             log_format: self.log_format,
             max_request_rows: self.inherited.max_request_rows,
             max_request_bytes: self.inherited.max_request_bytes,
+            max_inflight_body_bytes: self.inherited.max_inflight_body_bytes,
             max_response_bytes: self.inherited.max_response_bytes,
             grpc_max_receive_bytes: self.inherited.grpc_max_receive_bytes,
             grpc_max_send_bytes: self.inherited.grpc_max_send_bytes,
@@ -452,6 +456,7 @@ mod tests {
         let main = ServeArgs {
             max_request_rows: Some(10),
             max_request_bytes: Some(4000),
+            max_inflight_body_bytes: Some(9000),
             max_response_bytes: Some(600),
             grpc_max_receive_bytes: Some(5000),
             grpc_max_send_bytes: Some(6000),
@@ -503,6 +508,7 @@ mod tests {
         let s = worker.settings().unwrap();
         assert_eq!(s.max_request_rows, main.max_request_rows);
         assert_eq!(s.max_request_bytes, main.max_request_bytes);
+        assert_eq!(s.max_inflight_body_bytes, main.max_inflight_body_bytes);
         assert_eq!(s.max_response_bytes, main.max_response_bytes);
         assert_eq!(s.grpc_max_receive_bytes, main.grpc_max_receive_bytes);
         assert_eq!(s.grpc_max_send_bytes, main.grpc_max_send_bytes);
