@@ -591,7 +591,7 @@ async fn v2_binary_fp16_in_and_out_of_an_onnx_model() {
 }
 
 /// TF Serving REST `:classify` and `:regress` (issue 11), as TF Serving's REST API
-/// takes them: named features per example, a shared context, `{"result": ...}` back.
+/// takes them: named features per example, a shared context, `{"results": ...}` back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tf_serving_rest_classify_and_regress() {
     let repo = repo();
@@ -637,7 +637,7 @@ async fn tf_serving_rest_classify_and_regress() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let result = body["result"].as_array().unwrap();
+    let result = body["results"].as_array().unwrap();
     assert_eq!(result.len(), rows.len());
     for (i, classes) in result.iter().enumerate() {
         let classes = classes.as_array().unwrap();
@@ -681,7 +681,7 @@ async fn tf_serving_rest_classify_and_regress() {
             &json!({"instances": same_width}),
         )
         .await;
-    for (i, classes) in body["result"].as_array().unwrap().iter().enumerate() {
+    for (i, classes) in body["results"].as_array().unwrap().iter().enumerate() {
         let labels: Vec<&str> = classes
             .as_array()
             .unwrap()
@@ -713,7 +713,7 @@ async fn tf_serving_rest_classify_and_regress() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let got = f64s(&body["result"]);
+    let got = f64s(&body["results"]);
     assert_eq!(got.len(), rows.len());
     for (i, (g, e)) in got.iter().zip(f64s(&exp["sklearn_predict"])).enumerate() {
         assert_close(*g, e, 1e-5, &format!("diabetes row {i}"));
@@ -793,6 +793,186 @@ async fn tf_serving_rest_classify_and_regress() {
             msg.contains("\"sepal_length\": 1e39 is out of range"),
             "{msg}"
         );
+    }
+    server.stop().await;
+}
+
+/// A server of the example models, `iris_lr` taking named features, for the
+/// `:classify` / `:regress` tests below; `example` is one of its rows.
+async fn iris_examples_server() -> (tempfile::TempDir, TestServer, Value) {
+    let repo = repo();
+    std::fs::write(
+        repo.path().join("iris_lr/config.toml"),
+        "feature_names = [\"sepal_length\", \"sepal_width\", \"petal_length\", \"petal_width\"]\n",
+    )
+    .unwrap();
+    let server = TestServer::start(repo.path()).await;
+    let example = json!({"sepal_length": 6.7, "sepal_width": 3.0,
+                         "petal_length": 5.2, "petal_width": 1});
+    (repo, server, example)
+}
+
+/// The only field of a `:classify` / `:regress` answer, whatever its key.
+fn only_field(answer: &Value) -> &Value {
+    let fields = answer.as_object().unwrap();
+    assert_eq!(fields.len(), 1, "{answer}");
+    fields.values().next().unwrap()
+}
+
+/// The real tensorflow_model_server answers `:classify` and `:regress` with
+/// `{"results": ...}` (its `kClassifyRegressResponseKey`; its REST guide says
+/// `result`, which it never wrote).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tf_serving_rest_classify_and_regress_answer_results() {
+    let (_repo, server, example) = iris_examples_server().await;
+    let (status, answer) = server
+        .post_json(
+            "/v1/models/iris_lr:classify",
+            &json!({"examples": [example]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(only_field(&answer), &answer["results"], "{answer}");
+    assert_eq!(
+        answer["results"][0].as_array().unwrap().len(),
+        3,
+        "{answer}"
+    );
+    let (status, answer) = server
+        .post_json(
+            "/v1/models/diabetes_f64:regress",
+            &json!({"examples": [{"input": vec![0.01; 10]}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(only_field(&answer), &answer["results"], "{answer}");
+    assert_eq!(answer["results"].as_array().unwrap().len(), 1, "{answer}");
+    server.stop().await;
+}
+
+/// Bare NaN and ±Infinity are float features, as TF Serving parses `:classify` and
+/// `:regress` bodies (kParseNanAndInfFlag) and as `:predict` takes them (they were
+/// 400 "malformed JSON body"); a bare word is still no text, nor a signature name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tf_serving_rest_examples_take_bare_nan_and_infinity() {
+    let (_repo, server, _) = iris_examples_server().await;
+    let classify = "/v1/models/iris_lr:classify";
+    let (status, answer) = server
+        .post_raw(
+            classify,
+            br#"{"context": {"petal_width": Infinity}, "examples": [
+                {"sepal_length": NaN, "sepal_width": 3.0, "petal_length": -Infinity}]}"#
+                .to_vec(),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        only_field(&answer)[0].as_array().unwrap().len(),
+        3,
+        "{answer}"
+    );
+    let mut row = ["0.01"; 10];
+    row[3] = "NaN";
+    let (status, answer) = server
+        .post_raw(
+            "/v1/models/diabetes_f64:regress",
+            format!(r#"{{"examples": [{{"input": [{}]}}]}}"#, row.join(", ")).into_bytes(),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(only_field(&answer).as_array().unwrap().len(), 1, "{answer}");
+    for body in [
+        &br#"{"examples": [{"sepal_length": ["a", NaN]}]}"#[..],
+        br#"{"signature_name": NaN, "examples": [{"sepal_length": 1.0}]}"#,
+    ] {
+        let (status, answer) = server.post_raw(classify, body.to_vec()).await;
+        assert_eq!(status, 400, "{answer}");
+    }
+    server.stop().await;
+}
+
+/// A boolean feature is int64 1 or 0, alone or in a list, as TF Serving's
+/// `AddValueToFeature` reads it (it was 400 "must be a number, a string...").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tf_serving_rest_examples_take_booleans_as_int64() {
+    let (_repo, server, example) = iris_examples_server().await;
+    let classify = "/v1/models/iris_lr:classify";
+    let (status, plain) = server
+        .post_json(classify, &json!({"examples": [example]}))
+        .await;
+    assert_eq!(status, 200, "{plain}");
+    for value in [json!(true), json!([true])] {
+        let mut with_bool = example.clone();
+        with_bool["petal_width"] = value;
+        let (status, answer) = server
+            .post_json(classify, &json!({"examples": [with_bool]}))
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer, plain);
+    }
+    let mut with_false = example.clone();
+    with_false["petal_width"] = json!(false);
+    let mut with_zero = example.clone();
+    with_zero["petal_width"] = json!(0);
+    let (_, zero) = server
+        .post_json(classify, &json!({"examples": [with_zero]}))
+        .await;
+    let (status, answer) = server
+        .post_json(classify, &json!({"examples": [with_false]}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer, zero);
+    assert_ne!(answer, plain);
+    server.stop().await;
+}
+
+/// A feature both in the context and in an example is the example's, as over gRPC
+/// (and in TF Serving, which merges the serialized context and example); REST
+/// refused it with a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tf_serving_rest_example_features_win_over_the_context() {
+    let (_repo, server, example) = iris_examples_server().await;
+    let classify = "/v1/models/iris_lr:classify";
+    let (status, plain) = server
+        .post_json(classify, &json!({"examples": [example]}))
+        .await;
+    assert_eq!(status, 200, "{plain}");
+    let (status, answer) = server
+        .post_json(
+            classify,
+            &json!({"context": {"petal_width": 9.5, "sepal_width": 3.0},
+                    "examples": [example]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer, plain);
+    server.stop().await;
+}
+
+/// A model (or version) not served is a 404 before the body is read, as TF Serving
+/// looks the model up first (`{}` to an unknown model's `:predict` was a 400
+/// "missing instances"); a served model still refuses the body with a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tf_serving_rest_unknown_model_is_404_whatever_the_body() {
+    let (_repo, server, _) = iris_examples_server().await;
+    for verb in ["predict", "classify", "regress"] {
+        for body in [&b"{}"[..], b"{\"examples\": []}", b"not json"] {
+            let (status, answer) = server
+                .post_raw(&format!("/v1/models/nosuch:{verb}"), body.to_vec())
+                .await;
+            assert_error(status, &answer, 404, "nosuch");
+            let (status, answer) = server
+                .post_raw(
+                    &format!("/v1/models/iris_lr/versions/7:{verb}"),
+                    body.to_vec(),
+                )
+                .await;
+            assert_eq!(status, 404, "{verb} version 7: {answer}");
+            let (status, answer) = server
+                .post_raw(&format!("/v1/models/iris_lr:{verb}"), body.to_vec())
+                .await;
+            assert_eq!(status, 400, "{verb}: {answer}");
+        }
     }
     server.stop().await;
 }

@@ -255,7 +255,7 @@ async fn labels_softmax_and_classification_answer_as_the_reference_over_every_ap
         .await;
     assert_eq!(status, 200, "{body}");
     let top2 = exp["classify_top2"].as_array().unwrap();
-    let result = body["result"].as_array().unwrap();
+    let result = body["results"].as_array().unwrap();
     assert_eq!(result.len(), n);
     for (got, want) in result.iter().zip(top2) {
         let (got, want) = (got.as_array().unwrap(), want.as_array().unwrap());

@@ -45,11 +45,11 @@ pub struct PredictResponse {
     outputs: Option<Value>,
 }
 
-/// `result`: per example, `[[label, score], ...]` (classify) or a number (regress).
+/// `results`: per example, `[[label, score], ...]` (classify) or a number (regress).
 #[derive(ToSchema)]
 #[schema(as = TfsExamplesResponse)]
 pub struct ExamplesResponse {
-    result: Value,
+    results: Value,
 }
 
 /// A model's audit trail, newest first.

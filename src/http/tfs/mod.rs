@@ -492,43 +492,34 @@ pub(super) async fn post_model(
     }
     let bytes = body(raw, state.settings.max_request_bytes)?;
     let bounds = request_bounds(&state, path.model, Some(&path.version));
-    // TF Serving reads bare NaN and ±Infinity as numbers (rapidjson's
-    // kParseNanAndInfFlag), as Python's `json.dumps` writes them; serde_json does not,
-    // so a body that fails is read again with them quoted and marked: the tensor
-    // conversions read them as numbers (a text input refuses them), and anywhere
-    // else (a signature name, an option) the body's own parse error stands.
-    // A body refused for its size is not read again.
-    let too_large = |e: &ApiError| matches!(e, ApiError::PayloadTooLarge(_));
-    let (request, literals) = match PredictBody::parse(&bytes, &bounds) {
-        Ok(request) => (request, Literals::Strict),
-        Err(e) if too_large(&e) => return Err(e.into()),
-        Err(e) => match crate::json_tensor::quote_nonfinite_literals(&bytes) {
-            None => return Err(e.into()),
-            Some(quoted) => match PredictBody::parse(&quoted, &bounds) {
-                Ok(request) if request.bare_literals_outside_tensors() => return Err(e.into()),
-                Ok(request) => (request, Literals::Quoted),
-                Err(again) if too_large(&again) => return Err(again.into()),
-                Err(_) => return Err(e.into()),
-            },
-        },
-    };
-    let (inputs, row_format) =
-        match (&request.instances, &request.inputs) {
+    let decoded = read_literals(
+        &bytes,
+        |bytes| PredictBody::parse(bytes, &bounds),
+        PredictBody::bare_literals_outside_tensors,
+    )
+    .and_then(|(request, literals)| {
+        let (inputs, row_format) = match (&request.instances, &request.inputs) {
             (Some(instances), None) => (decode_instances(instances, literals)?, true),
             (None, Some(inputs)) => (decode_inputs(inputs, literals)?, false),
-            (Some(_), Some(_)) => return Err(HttpError(ApiError::InvalidArgument(
+            (Some(_), Some(_)) => return Err(ApiError::InvalidArgument(
                 "give either \"instances\" (row format) or \"inputs\" (columnar format), not both"
                     .into(),
-            ))),
+            )),
             (None, None) => {
-                return Err(HttpError(ApiError::InvalidArgument(
+                return Err(ApiError::InvalidArgument(
                     "missing \"instances\" (row format) or \"inputs\" (columnar format)".into(),
-                )))
+                ))
             }
         };
+        let options = super::predict_options(request.k.as_ref(), request.threshold.as_ref())
+            .map_err(|HttpError(e)| e)?;
+        Ok((request, inputs, row_format, options))
+    });
+    let (request, inputs, row_format, options) =
+        decoded.map_err(|e| model_error_first(&state, path.model, &path.version, e))?;
     let mut predict = PredictRequest::new(path.model, path.version, Protocol::TfServingRest);
     predict.inputs = inputs;
-    predict.options = super::predict_options(request.k.as_ref(), request.threshold.as_ref())?;
+    predict.options = options;
     // The model's signatures decide (`crate::api::predict`): SavedModels have several.
     predict.signature_name = request.signature_name.unwrap_or_default();
     let response = api::predict(&state, predict).await?;
@@ -544,6 +535,52 @@ pub(super) async fn post_model(
         .into_response()
     };
     Ok(super::with_cache_header(answer, response.cache))
+}
+
+/// Reads a `:predict`, `:classify` or `:regress` body with `parse`, as TF Serving's
+/// parser reads them: bare NaN and ±Infinity are numbers (rapidjson's
+/// kParseNanAndInfFlag), as Python's `json.dumps` writes them. serde_json does not
+/// take them, so a body that fails is read again with them quoted and marked
+/// ([`Literals::Quoted`]): the tensor and feature conversions read them as numbers
+/// (text refuses them), and where `bare_outside_values` finds one in a field that is
+/// no tensor or feature (a signature name, an option) the body's own parse error
+/// stands. A body refused for its size is not read again.
+fn read_literals<T>(
+    bytes: &[u8],
+    parse: impl Fn(&[u8]) -> Result<T, ApiError>,
+    bare_outside_values: impl Fn(&T) -> bool,
+) -> Result<(T, Literals), ApiError> {
+    let too_large = |e: &ApiError| matches!(e, ApiError::PayloadTooLarge(_));
+    match parse(bytes) {
+        Ok(request) => Ok((request, Literals::Strict)),
+        Err(e) if too_large(&e) => Err(e),
+        Err(e) => match crate::json_tensor::quote_nonfinite_literals(bytes) {
+            None => Err(e),
+            Some(quoted) => match parse(&quoted) {
+                Ok(request) if bare_outside_values(&request) => Err(e),
+                Ok(request) => Ok((request, Literals::Quoted)),
+                Err(again) if too_large(&again) => Err(again),
+                Err(_) => Err(e),
+            },
+        },
+    }
+}
+
+/// `refused`, the error of a body that could not be read, unless `model` at
+/// `version` is not served here: TF Serving looks the model up before it reads a
+/// body's inputs, so a request for a model it does not serve is a 404 (or the
+/// version's own error) whatever its body holds. Only a refused body pays for the
+/// lookup: a body that reads well meets the same error in `api`.
+fn model_error_first(
+    state: &AppState,
+    model: &str,
+    version: &VersionRequest,
+    refused: ApiError,
+) -> ApiError {
+    match state.manager.resolve(model, version) {
+        Ok(_) => refused,
+        Err(missing) => missing.into(),
+    }
 }
 
 /// A `:classify` or `:regress` body; other keys are ignored, as for `:predict`.
@@ -585,23 +622,54 @@ impl ExamplesBody {
             },
         })
     }
+
+    /// Whether the signature name is a bare NaN or infinity that
+    /// `quote_nonfinite_literals` quoted (this body being read as
+    /// [`Literals::Quoted`]): only features take them ([`read_literals`]).
+    fn bare_literals_outside_features(&self) -> bool {
+        self.signature_name
+            .as_ref()
+            .is_some_and(|name| Literals::Quoted.holds_bare(&Value::String(name.clone())))
+    }
 }
 
-/// One JSON feature value as a tf.Example feature, as TF Serving reads it: integers are
-/// an int64 list, other numbers a float list, strings (or `{"b64": ...}`) a bytes list;
-/// a list is the feature's values and must not mix numbers and strings.
-fn feature_from_json(name: &str, value: &Value) -> Result<FeatureValues, ApiError> {
+/// The float of a bare NaN or infinity in a [`Literals::Quoted`] body; `None` for any
+/// other value.
+fn bare_float(value: &Value, literals: Literals) -> Option<f64> {
+    if !literals.holds_bare(value) {
+        return None;
+    }
+    let text = value.as_str()?;
+    ["-Infinity", "Infinity", "NaN"]
+        .into_iter()
+        .find(|word| text.ends_with(word))
+        .and_then(crate::json_tensor::nonfinite_name)
+}
+
+/// One JSON feature value as a tf.Example feature, as TF Serving reads it
+/// (`AddValueToFeature` in its `json_tensor.cc`): integers and booleans (1 and 0) are
+/// an int64 list, other numbers (bare NaN and ±Infinity too) a float list, strings
+/// (or `{"b64": ...}`) a bytes list; a list is the feature's values and must not mix
+/// numbers and strings.
+fn feature_from_json(
+    name: &str,
+    value: &Value,
+    literals: Literals,
+) -> Result<FeatureValues, ApiError> {
     let items: Vec<&Value> = match value {
         Value::Array(items) => items.iter().collect(),
         one => vec![one],
     };
     let bad = || {
         ApiError::InvalidArgument(format!(
-            "feature {name:?} must be a number, a string, {{\"b64\": ...}} or a list of one of those"
+            "feature {name:?} must be a number, a boolean, a string, {{\"b64\": ...}} \
+             or a list of one of those"
         ))
     };
+    // A bare literal is a number, never text (`Literals`' invariant).
     let bytes_of = |v: &Value| -> Option<Vec<u8>> {
         match v {
+            Value::String(_) if literals.holds_bare(v) => None,
             Value::String(s) => Some(s.as_bytes().to_vec()),
             Value::Object(o) if o.len() == 1 => {
                 use base64::Engine;
@@ -611,17 +679,22 @@ fn feature_from_json(name: &str, value: &Value) -> Result<FeatureValues, ApiErro
             _ => None,
         }
     };
-    if items.iter().all(|v| v.is_i64()) && !items.is_empty() {
-        return Ok(FeatureValues::Ints(
-            items.iter().filter_map(|v| v.as_i64()).collect(),
-        ));
+    let int_of = |v: &Value| match v {
+        Value::Bool(b) => Some(i64::from(*b)),
+        other => other.as_i64(),
+    };
+    if let Some(ints) = items.iter().map(|v| int_of(v)).collect::<Option<Vec<_>>>() {
+        if !ints.is_empty() {
+            return Ok(FeatureValues::Ints(ints));
+        }
     }
-    if items.iter().all(|v| v.is_number()) && !items.is_empty() {
+    let float_of = |v: &Value| v.as_f64().or_else(|| bare_float(v, literals));
+    if items.iter().all(|v| float_of(v).is_some()) && !items.is_empty() {
         return Ok(FeatureValues::Floats(
             items
                 .iter()
                 .map(|v| {
-                    let x = v.as_f64().ok_or_else(bad)?;
+                    let x = float_of(v).ok_or_else(bad)?;
                     // A tf.Example float_list holds FP32: a value past its range
                     // would become an infinity (TF Serving refuses it too).
                     crate::tensor::f32_of(x).ok_or_else(|| {
@@ -641,15 +714,19 @@ fn feature_from_json(name: &str, value: &Value) -> Result<FeatureValues, ApiErro
 }
 
 /// The examples of a `:classify` / `:regress` body, each with the context's features;
-/// as in TF Serving, a feature may not be both in the context and in an example.
-fn decode_examples(body: &ExamplesBody) -> Result<Vec<Example>, ApiError> {
+/// as in TF Serving (and the gRPC adapter), where a feature is both in the context
+/// and in an example, the example's value is the one used.
+fn decode_examples(body: &ExamplesBody, literals: Literals) -> Result<Vec<Example>, ApiError> {
     let examples = body
         .examples
         .as_ref()
         .ok_or_else(|| ApiError::InvalidArgument("missing \"examples\"".into()))?;
+    if examples.is_empty() {
+        return Err(ApiError::InvalidArgument("\"examples\" is empty".into()));
+    }
     let mut context = Example::new();
     for (name, value) in body.context.iter().flatten() {
-        context.insert(name.clone(), feature_from_json(name, value)?);
+        context.insert(name.clone(), feature_from_json(name, value, literals)?);
     }
     examples
         .iter()
@@ -662,20 +739,16 @@ fn decode_examples(body: &ExamplesBody) -> Result<Vec<Example>, ApiError> {
             };
             let mut out = context.clone();
             for (name, value) in features {
-                if context.contains_key(name) {
-                    return Err(ApiError::InvalidArgument(format!(
-                        "feature {name:?} of example {i} is also in the context"
-                    )));
-                }
-                out.insert(name.clone(), feature_from_json(name, value)?);
+                out.insert(name.clone(), feature_from_json(name, value, literals)?);
             }
             Ok(out)
         })
         .collect()
 }
 
-/// `:classify` → `{"result": [[[label, score], ...], ...]}`, `:regress` →
-/// `{"result": [value, ...]}`, as TF Serving answers them.
+/// `:classify` → `{"results": [[[label, score], ...], ...]}`, `:regress` →
+/// `{"results": [value, ...]}`, as TF Serving answers them (`results`, its
+/// `kClassifyRegressResponseKey`; its REST guide says `result`, which it never wrote).
 async fn examples_verb(
     state: &AppState,
     model: &str,
@@ -689,15 +762,24 @@ async fn examples_verb(
         max_values: None,
         ..request_bounds(state, model, Some(&version))
     };
-    let request = ExamplesBody::parse(bytes, &bounds)?;
+    let (request, examples) = read_literals(
+        bytes,
+        |bytes| ExamplesBody::parse(bytes, &bounds),
+        ExamplesBody::bare_literals_outside_features,
+    )
+    .and_then(|(request, literals)| {
+        let examples = decode_examples(&request, literals)?;
+        Ok((request, examples))
+    })
+    .map_err(|e| model_error_first(state, model, &version, e))?;
     let examples = ExamplesRequest {
         model: model.to_string(),
         version,
-        examples: decode_examples(&request)?,
+        examples,
         protocol: Protocol::TfServingRest,
         client_timeout: None,
         // `crate::api::classify` checks it against the model's signatures.
-        signature_name: request.signature_name.clone().unwrap_or_default(),
+        signature_name: request.signature_name.unwrap_or_default(),
     };
     let (result, cache) = if verb == "classify" {
         let response = classify::classify(state, examples).await?;
@@ -718,7 +800,7 @@ async fn examples_verb(
         (Value::Array(values), response.cache)
     };
     Ok(super::with_cache_header(
-        Json(json!({ "result": result })).into_response(),
+        Json(json!({ "results": result })).into_response(),
         cache,
     ))
 }
@@ -815,28 +897,89 @@ mod tests {
 
     #[test]
     fn example_features_read_like_tf_serving() {
+        let strict = |v: Value| feature_from_json("a", &v, Literals::Strict);
+        assert_eq!(strict(json!(3)).unwrap(), FeatureValues::Ints(vec![3]));
         assert_eq!(
-            feature_from_json("a", &json!(3)).unwrap(),
-            FeatureValues::Ints(vec![3])
-        );
-        assert_eq!(
-            feature_from_json("a", &json!([1, 2.5])).unwrap(),
+            strict(json!([1, 2.5])).unwrap(),
             FeatureValues::Floats(vec![1.0, 2.5])
         );
         assert_eq!(
-            feature_from_json("a", &json!(["x", {"b64": "eQ=="}])).unwrap(),
+            strict(json!(["x", {"b64": "eQ=="}])).unwrap(),
             FeatureValues::Bytes(vec![b"x".to_vec(), b"y".to_vec()])
         );
-        for bad in [json!([1, "x"]), json!(null), json!({"a": 1})] {
-            assert!(feature_from_json("a", &bad).is_err(), "{bad}");
+        // Booleans are int64 1 and 0 (TF Serving's AddValueToFeature), beside
+        // integers too.
+        assert_eq!(strict(json!(true)).unwrap(), FeatureValues::Ints(vec![1]));
+        assert_eq!(
+            strict(json!([false, true, 7])).unwrap(),
+            FeatureValues::Ints(vec![0, 1, 7])
+        );
+        for bad in [
+            json!([1, "x"]),
+            json!(null),
+            json!({"a": 1}),
+            json!([true, 2.5]),
+            json!([true, "x"]),
+        ] {
+            assert!(strict(bad.clone()).is_err(), "{bad}");
         }
+        // A context's feature is the example's own where the example has it, as the
+        // gRPC adapter merges them (TF Serving merges the serialized protos).
         let body = ExamplesBody {
             signature_name: None,
-            context: Some(json!({"c": 1}).as_object().unwrap().clone()),
+            context: Some(json!({"c": 1, "d": "x"}).as_object().unwrap().clone()),
             examples: Some(vec![json!({"a": 1.5}), json!({"c": 2})]),
         };
-        let err = decode_examples(&body).unwrap_err();
-        assert!(err.to_string().contains("context"), "{err}");
+        let examples = decode_examples(&body, Literals::Strict).unwrap();
+        assert_eq!(examples[0]["c"], FeatureValues::Ints(vec![1]));
+        assert_eq!(examples[1]["c"], FeatureValues::Ints(vec![2]));
+        assert_eq!(examples[1]["d"], FeatureValues::Bytes(vec![b"x".to_vec()]));
+        let empty = ExamplesBody {
+            examples: Some(Vec::new()),
+            ..body
+        };
+        let err = decode_examples(&empty, Literals::Strict).unwrap_err();
+        assert!(err.to_string().contains("\"examples\" is empty"), "{err}");
+    }
+
+    /// Bare NaN and ±Infinity are float features, never text, as predict reads them.
+    #[test]
+    fn bare_nonfinite_literals_are_float_features() {
+        let bounds = RequestBounds {
+            max_rows: 8,
+            limit_of: crate::api::bounds::RowLimitOf::Server,
+            max_values: None,
+        };
+        let read = |text: &[u8]| {
+            read_literals(
+                text,
+                |bytes| ExamplesBody::parse(bytes, &bounds),
+                ExamplesBody::bare_literals_outside_features,
+            )
+        };
+        let (body, literals) =
+            read(br#"{"examples": [{"x": [1.5, NaN, Infinity, -Infinity], "n": NaN}]}"#).unwrap();
+        assert_eq!(literals, Literals::Quoted);
+        let examples = decode_examples(&body, literals).unwrap();
+        let FeatureValues::Floats(x) = &examples[0]["x"] else {
+            panic!("{:?}", examples[0]["x"]);
+        };
+        assert_eq!(x[0], 1.5);
+        assert!(x[1].is_nan());
+        assert_eq!(&x[2..], [f32::INFINITY, f32::NEG_INFINITY]);
+        assert!(matches!(&examples[0]["n"], FeatureValues::Floats(n) if n[0].is_nan()));
+        // Text stays text; a bare literal is no text, nor a signature name.
+        let (body, literals) = read(br#"{"examples": [{"s": ["NaN"]}]}"#).unwrap();
+        assert_eq!(
+            decode_examples(&body, literals).unwrap()[0]["s"],
+            FeatureValues::Bytes(vec![b"NaN".to_vec()])
+        );
+        let (body, literals) = read(br#"{"examples": [{"s": ["x", NaN]}]}"#).unwrap();
+        assert!(decode_examples(&body, literals).is_err());
+        let err = read(br#"{"signature_name": NaN, "examples": [{"x": 1}]}"#)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("malformed JSON"), "{err}");
     }
 
     /// A `:predict` body reads as serde's derive read it (unknown keys ignored, a
