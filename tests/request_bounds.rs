@@ -392,13 +392,14 @@ async fn a_body_declared_too_large_is_refused_before_it_is_sent() {
         ..settings(repo.path())
     })
     .await;
-    let head = |path: &str, length: u64| {
+    let head_as = |path: &str, content_type: &str, length: u64| {
         format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\n\
              Content-Length: {length}\r\nExpect: 100-continue\r\n\r\n",
             server.rest_addr
         )
     };
+    let head = |path: &str, length: u64| head_as(path, "application/json", length);
     let first_answer = |request: String| async move {
         let mut tcp = tokio::net::TcpStream::connect(server.rest_addr)
             .await
@@ -412,17 +413,43 @@ async fn a_body_declared_too_large_is_refused_before_it_is_sent() {
         (tcp, String::from_utf8_lossy(&answer[..n]).into_owned())
     };
     // Each names the limit the user set: the route's, the upload limit, or the two
-    // settings a job request's is the sum of.
-    for (path, length, says) in [
+    // settings a job request's with files is the sum of. A job request in JSON is
+    // held to --max-request-bytes, as its handler reads it (it was told to send a
+    // body up to the multipart limit, then refused).
+    let multipart = "multipart/form-data; boundary=x";
+    for (path, content_type, length, says) in [
         (
             "/v1/models/iris_lr:predict",
+            "application/json",
             (1 << 20) + 1,
-            "larger than the limit",
+            "larger than the limit of 1048576 bytes (--max-request-bytes)",
         ),
-        ("/upload_model", 4 << 20, "larger than the upload limit"),
-        ("/v1/jobs", 1 << 40, "larger than a job request may be"),
+        (
+            "/upload_model",
+            multipart,
+            4 << 20,
+            "larger than the upload limit",
+        ),
+        (
+            "/v1/jobs",
+            multipart,
+            1 << 40,
+            "larger than a job request may be",
+        ),
+        (
+            "/v1/jobs",
+            "application/json",
+            3 << 19,
+            "(--max-request-bytes)",
+        ),
+        (
+            "/predictall",
+            "application/json",
+            3 << 19,
+            "(--max-request-bytes)",
+        ),
     ] {
-        let (_, answer) = first_answer(head(path, length)).await;
+        let (_, answer) = first_answer(head_as(path, content_type, length)).await;
         assert!(answer.starts_with("HTTP/1.1 413"), "{path}: {answer}");
         assert!(answer.contains(says), "{path}: {answer}");
     }

@@ -26,23 +26,43 @@ pub(super) fn takes_multipart(path: &str) -> bool {
     )
 }
 
-/// The most bytes a request body to `path` may hold (the `DefaultBodyLimit` of
-/// its route).
-pub(super) fn body_limit(settings: &crate::settings::Settings, path: &str) -> u64 {
+/// Whether a job route's body is `multipart/form-data` (a spec with its files), as
+/// its handler tells it (`job_uploads::JobBody::read`): anything else is JSON.
+fn is_multipart(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .get(..19)
+                .is_some_and(|t| t.eq_ignore_ascii_case("multipart/form-data"))
+        })
+}
+
+/// The most bytes a request body to `path` with `headers` may hold (the limit its
+/// route or handler holds it to).
+pub(super) fn body_limit(
+    settings: &crate::settings::Settings,
+    path: &str,
+    headers: &axum::http::HeaderMap,
+) -> u64 {
     match path.trim_end_matches('/') {
         "/upload_model" => upload::body_limit(settings.max_upload_bytes),
-        // JSON or multipart with files; the handler tells which.
-        "/v1/jobs" | "/predictall" | "/train" => job_uploads::multipart_limit(settings),
+        // Multipart with files, else JSON read up to --max-request-bytes.
+        "/v1/jobs" | "/predictall" | "/train" if is_multipart(headers) => {
+            job_uploads::multipart_limit(settings)
+        }
         _ => settings.max_request_bytes as u64,
     }
 }
 
 /// The 413 of a body declared larger than [`body_limit`] (`limit`). An upload's
 /// names the upload limit the user set, as its late refusal does, not that limit
-/// with the room for the multipart framing.
+/// with the room for the multipart framing; every other names the setting.
 fn too_large(
     settings: &crate::settings::Settings,
     path: &str,
+    headers: &axum::http::HeaderMap,
     declared: u64,
     limit: u64,
 ) -> ApiError {
@@ -50,14 +70,17 @@ fn too_large(
         "/upload_model" => upload::too_large(settings.max_upload_bytes, Some(declared)),
         // The limit is the sum of two the user set, and named as such (it read as
         // a number no setting held).
-        "/v1/jobs" | "/predictall" | "/train" => ApiError::PayloadTooLarge(format!(
-            "request body of {declared} bytes is larger than a job request may be: \
+        "/v1/jobs" | "/predictall" | "/train" if is_multipart(headers) => {
+            ApiError::PayloadTooLarge(format!(
+                "request body of {declared} bytes is larger than a job request may be: \
              --max-upload-bytes ({}) for its files and --max-request-bytes ({}) for its \
              spec, with room for the multipart framing",
-            settings.max_upload_bytes, settings.max_request_bytes
-        )),
+                settings.max_upload_bytes, settings.max_request_bytes
+            ))
+        }
         _ => ApiError::PayloadTooLarge(format!(
-            "request body of {declared} bytes is larger than the limit of {limit} bytes"
+            "request body of {declared} bytes is larger than the limit of {limit} bytes \
+             (--max-request-bytes)"
         )),
     }
 }
@@ -156,9 +179,10 @@ pub(super) async fn body_headers(
         .get(header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     if let (true, Some(declared)) = (waits, declared) {
-        let limit = body_limit(&state.settings, request.uri().path());
+        let (path, headers) = (request.uri().path(), request.headers());
+        let limit = body_limit(&state.settings, path, headers);
         if declared > limit {
-            let e = too_large(&state.settings, request.uri().path(), declared, limit);
+            let e = too_large(&state.settings, path, headers, declared, limit);
             refused(&state, &request, e.kind(), started);
             return HttpError(e).into_response();
         }
