@@ -1080,3 +1080,313 @@ async fn an_upload_of_a_model_outside_the_config_list_is_409_and_stores_nothing(
     assert_eq!(body["version"], 2, "{body}");
     server.stop().await;
 }
+
+/// `POST /reload_model` with a body, a content type (`None`: none sent) and the
+/// query in `path`.
+async fn post_reload(
+    server: &TestServer,
+    path: &str,
+    content_type: Option<&str>,
+    body: &str,
+) -> (u16, Value) {
+    let mut r = server.client.post(server.url(path)).body(body.to_string());
+    if let Some(content_type) = content_type {
+        r = r.header("content-type", content_type);
+    }
+    common::status_and_body(r.send().await.unwrap()).await
+}
+
+/// A `POST /reload_model` that is refused: what it shows, its path, content type,
+/// body, and the status and words of its answer.
+type RefusedReload<'a> = (&'a str, &'a str, Option<&'a str>, &'a str, u16, &'a str);
+
+/// `POST /reload_model` takes the model from a JSON body `{"modelname": NAME}` as
+/// from the query: a body it cannot read, or one that disagrees with the query, is
+/// a 400 and reloads nothing (it reloaded every model, the body unread); no body
+/// keeps reloading every model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_model_reads_the_model_from_a_json_body() {
+    let repo = tempfile::tempdir().unwrap();
+    for model in ["iris_lr", "iris_dt"] {
+        let onnx = root_path(&format!("examples/models/{model}/1/model.onnx"));
+        install_model(repo.path(), model, 1, &onnx);
+    }
+    let server = TestServer::start_with(unwatched(repo.path())).await;
+    // New versions, seen only by a reload of their model.
+    for model in ["iris_lr", "iris_dt"] {
+        let onnx = root_path(&format!("examples/models/{model}/1/model.onnx"));
+        install_model(repo.path(), model, 2, &onnx);
+    }
+    let json = Some("application/json");
+
+    let (code, body) =
+        post_reload(&server, "/reload_model", json, r#"{"modelname":"iris_dt"}"#).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["message"], "model iris_dt reloaded", "{body}");
+    assert_eq!(body["served_versions"], json!({"iris_dt": [2]}), "{body}");
+    assert_eq!(predict_version(&server, "iris_dt").await.1["version"], 2);
+
+    let refused: [RefusedReload; 10] = [
+        (
+            "unknown model",
+            "/reload_model",
+            json,
+            r#"{"modelname":"nosuch"}"#,
+            404,
+            "nosuch",
+        ),
+        (
+            "bad JSON",
+            "/reload_model",
+            json,
+            "{not json",
+            400,
+            "malformed JSON body",
+        ),
+        (
+            "not an object",
+            "/reload_model",
+            json,
+            "[1,2]",
+            400,
+            "must be a JSON object ({\"modelname\": \"NAME\"}), not an array",
+        ),
+        (
+            "unknown field",
+            "/reload_model",
+            json,
+            r#"{"model_name":"iris_lr"}"#,
+            400,
+            "unknown field \"model_name\"",
+        ),
+        (
+            "a number",
+            "/reload_model",
+            json,
+            r#"{"modelname":5}"#,
+            400,
+            "modelname must be a string naming a model (leave it out to reload every model), \
+             not a number",
+        ),
+        (
+            "null",
+            "/reload_model",
+            json,
+            r#"{"modelname":null}"#,
+            400,
+            "not null",
+        ),
+        (
+            "empty name",
+            "/reload_model",
+            json,
+            r#"{"modelname":""}"#,
+            400,
+            "modelname is empty",
+        ),
+        (
+            "no content type",
+            "/reload_model",
+            None,
+            "{not json",
+            400,
+            "malformed JSON body",
+        ),
+        (
+            "query disagrees",
+            "/reload_model?modelname=iris_dt",
+            json,
+            r#"{"modelname":"iris_lr"}"#,
+            400,
+            "name the model once",
+        ),
+        (
+            "not JSON",
+            "/reload_model",
+            Some("text/plain"),
+            "iris_lr",
+            415,
+            "application/json",
+        ),
+    ];
+    for (case, path, content_type, body_text, want, words) in refused {
+        let (code, body) = post_reload(&server, path, content_type, body_text).await;
+        assert_eq!(code, want, "{case}: {body}");
+        assert!(error_text(&body).contains(words), "{case}: {body}");
+    }
+    assert_eq!(
+        predict_version(&server, "iris_lr").await.1["version"],
+        1,
+        "no refused request reloaded every model"
+    );
+
+    // A body and a query that agree; `{}` leaves the choice to the query.
+    let (code, body) = post_reload(
+        &server,
+        "/reload_model?modelname=iris_dt",
+        json,
+        r#"{"modelname":"iris_dt"}"#,
+    )
+    .await;
+    assert_eq!(
+        (code, body["served_versions"].clone()),
+        (200, json!({"iris_dt": [2]})),
+        "{body}"
+    );
+    let (code, body) = post_reload(&server, "/reload_model?modelname=iris_dt", json, " {} ").await;
+    assert_eq!(
+        (code, body["served_versions"].clone()),
+        (200, json!({"iris_dt": [2]})),
+        "{body}"
+    );
+    assert_eq!(predict_version(&server, "iris_lr").await.1["version"], 1);
+
+    // No body (Content-Length 0) reloads every model, as before.
+    let (code, body) = post_reload(&server, "/reload_model", json, "").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["message"], "2 models reloaded", "{body}");
+    assert_eq!(predict_version(&server, "iris_lr").await.1["version"], 2);
+    server.stop().await;
+}
+
+/// An upload of the iris model as `m` with `assets`, each given by the whole
+/// file name parameter of its part (`filename="labels.txt"`), so that the test
+/// controls the bytes sent.
+async fn upload_with_raw_asset_names(server: &TestServer, assets: &[&str]) -> (u16, Value) {
+    let boundary = "ferroserve-asset-names";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"model_id\"\r\n\r\nm\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; \
+         filename=\"model.onnx\"\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(&iris("iris_lr"));
+    for (i, filename) in assets.iter().enumerate() {
+        body.extend_from_slice(
+            format!(
+                "\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"asset\"; \
+                 {filename}\r\nContent-Type: text/plain\r\n\r\nasset {i}\n"
+            )
+            .as_bytes(),
+        );
+    }
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let r = server
+        .client
+        .post(server.url("/upload_model"))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    common::status_and_body(r).await
+}
+
+/// Assets are stored under their own names or not at all: a name that would have
+/// to be rewritten (it was, silently: `labels (1).txt` became `labels__1_.txt`,
+/// `a b.txt` and `a:b.txt` both `a_b.txt`, a long name was cut and lost its
+/// extension) is a 400 that names it and the rule, and stores nothing. A name
+/// that is a path keeps only its last component: nothing lands outside the
+/// version directory. The answer lists the files stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asset_names_are_stored_as_given_or_refused() {
+    let outer = tempfile::tempdir().unwrap();
+    let repo = outer.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    let server = TestServer::start_with(unwatched(&repo)).await;
+
+    let longest = format!("{}.txt", "n".repeat(196));
+    let (code, body) = upload_with_raw_asset_names(
+        &server,
+        &[
+            "filename=\"labels-1_v2.txt\"",
+            &format!("filename=\"{longest}\""),
+        ],
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        body["files"],
+        json!(["model.onnx", "labels-1_v2.txt", longest]),
+        "{body}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(repo.join("m/1/labels-1_v2.txt")).unwrap(),
+        "asset 0\n"
+    );
+    assert!(repo.join("m/1").join(&longest).is_file());
+    let before = tree(&repo);
+
+    let too_long = format!("{}.txt", "n".repeat(296));
+    for (name, words) in [
+        ("labels (1).txt", "' ', '(', ')'"),
+        ("ünï.txt", "'ü', 'ï'"),
+        ("a:b.txt", "':'"),
+        ("a b.txt", "' '"),
+        (&too_long, "300 characters long"),
+        // A percent-encoded path is not decoded, nor stored under a new name.
+        ("%2e%2e%2fescaped.txt", "'%'"),
+    ] {
+        let (code, body) =
+            upload_with_raw_asset_names(&server, &[&format!("filename=\"{name}\"")]).await;
+        assert_eq!(code, 400, "{name}: {body}");
+        let message = error_text(&body);
+        for w in [
+            name,
+            words,
+            "ASCII letters, digits, '.', '_' and '-'",
+            "200",
+        ] {
+            assert!(message.contains(w), "{name}: {w:?} not in {message}");
+        }
+        assert_eq!(tree(&repo), before, "{name}: nothing stored");
+    }
+    // `filename*` (RFC 5987) is not read: the part has no name, and says so.
+    let (code, body) =
+        upload_with_raw_asset_names(&server, &["filename*=UTF-8''..%2Fstar.txt"]).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(error_text(&body).contains("needs a file name"), "{body}");
+    assert_eq!(tree(&repo), before);
+
+    // Paths: only the last component is the name, inside the version directory.
+    let (code, body) = upload_with_raw_asset_names(
+        &server,
+        &[
+            "filename=\"../up.txt\"",
+            "filename=\"../../../root.txt\"",
+            "filename=\"/etc/absolute.txt\"",
+            "filename=\"..\\\\..\\\\back.txt\"",
+            "filename=\"C:\\\\data\\\\windows.txt\"",
+        ],
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let stored = [
+        "up.txt",
+        "root.txt",
+        "absolute.txt",
+        "back.txt",
+        "windows.txt",
+    ];
+    let mut files = vec!["model.onnx"];
+    files.extend(stored);
+    assert_eq!(body["files"], json!(files), "{body}");
+    for name in stored {
+        assert!(repo.join("m/2").join(name).is_file(), "{name}");
+    }
+    // Nothing outside the model's version directories (but the server's state).
+    let outside: Vec<String> = tree(outer.path())
+        .into_iter()
+        .filter(|p| {
+            !["repo/", "repo/m/", "repo/m/1/", "repo/m/2/"].contains(&p.as_str())
+                && !p.starts_with("repo/.ferroserve/")
+                && !p.starts_with("repo/m/1/")
+                && !p.starts_with("repo/m/2/")
+        })
+        .collect();
+    assert!(outside.is_empty(), "{outside:?}");
+    server.stop().await;
+}

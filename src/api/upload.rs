@@ -23,6 +23,9 @@ pub struct UploadOutcome {
     pub model: String,
     pub version: u64,
     pub bytes: u64,
+    /// The files stored in the version directory: the model's first (under the name
+    /// its format is stored under, `model.onnx`), then the assets' in their order.
+    pub files: Vec<String>,
     /// The model after the upload: whether the new version serves depends on its policy.
     pub summary: ModelSummary,
 }
@@ -81,16 +84,56 @@ fn staging_file_name(file_name: &str) -> String {
 /// A client's file name as the version directory stores it: its last path
 /// component, every character but letters, digits, `.`, `_` and `-` made `_`.
 fn sanitized_file_name(file_name: &str) -> String {
-    let last = file_name.rsplit(['/', '\\']).next().unwrap_or_default();
-    last.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
+    last_path_component(file_name)
+        .chars()
+        .map(|c| if is_file_name_char(c) { c } else { '_' })
         .collect()
+}
+
+/// The last component of a client's file name: a client may send the path it read
+/// the file from (`C:\data\labels.txt`, `../labels.txt`), and only the name
+/// is kept, so that nothing lands outside the version directory.
+fn last_path_component(file_name: &str) -> &str {
+    file_name.rsplit(['/', '\\']).next().unwrap_or_default()
+}
+
+/// The characters a stored file's name may have: they mean the same on every file
+/// system and in a URL or a config.toml, unquoted.
+fn is_file_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+/// The longest name, in characters, an asset file is stored under.
+pub const MAX_ASSET_NAME_CHARS: usize = 200;
+
+/// Why an asset cannot be stored under `name` (its file name's last path
+/// component) as it is, if it cannot: it is stored under its own name or not at
+/// all, since the model's config.toml names it (`labels = "labels.txt"`), and a
+/// name rewritten (`labels (1).txt` to `labels__1_.txt`) would miss it, or two
+/// names rewritten alike (`a b.txt`, `a:b.txt`) would collide.
+fn asset_name_problem(name: &str) -> Option<String> {
+    let mut refused: Vec<char> = Vec::new();
+    for c in name.chars().filter(|c| !is_file_name_char(*c)) {
+        if !refused.contains(&c) {
+            refused.push(c);
+        }
+    }
+    let rule = format!(
+        "an asset's name may use only ASCII letters, digits, '.', '_' and '-', and at \
+         most {MAX_ASSET_NAME_CHARS} characters: rename the file"
+    );
+    if !refused.is_empty() {
+        let shown: Vec<String> = refused.iter().take(10).map(|c| format!("{c:?}")).collect();
+        let more = if refused.len() > 10 { ", ..." } else { "" };
+        return Some(format!(
+            "cannot be stored under its name, which has {}{more}; {rule}",
+            shown.join(", ")
+        ));
+    }
+    let length = name.chars().count();
+    (length > MAX_ASSET_NAME_CHARS).then(|| {
+        format!("cannot be stored under its name, which is {length} characters long; {rule}")
+    })
 }
 
 /// The model id an upload uses when none is given: the file name without extension.
@@ -215,6 +258,7 @@ pub async fn publish_files(
         tokio::fs::write(upload.staging.join(&name), bytes)
             .await
             .map_err(|e| upload.staging_error(&format!("write the staging file {name}"), e))?;
+        upload.assets.push(name);
     }
     upload.finish().await
 }
@@ -277,11 +321,14 @@ impl Upload {
     }
 
     /// Starts a file the version needs beside the model (a labels file, a
-    /// `tokenizer.json`, a jieba dictionary), stored under its own name (sanitized
-    /// as the model's); written by [`Upload::write_asset`], checked with the model
-    /// by [`Upload::finish`]. Names that the version directory cannot hold beside
-    /// the model are refused: hidden ones, `config.toml` (the model's, one level
-    /// up), the model file's own, and a name given twice.
+    /// `tokenizer.json`, a jieba dictionary), stored under its own name (the last
+    /// component of a path); written by [`Upload::write_asset`], checked with the
+    /// model by [`Upload::finish`]. A name is never rewritten: one with other
+    /// characters than [`is_file_name_char`]'s, or longer than
+    /// [`MAX_ASSET_NAME_CHARS`], is refused ([`asset_name_problem`]). So are names
+    /// that the version directory cannot hold beside the model: hidden ones,
+    /// `config.toml` (the model's, one level up), the model file's own, and a name
+    /// given twice.
     pub async fn begin_asset(&mut self, file_name: &str) -> Result<(), ApiError> {
         self.close_asset().await?;
         if self.assets.len() >= MAX_UPLOAD_ASSETS {
@@ -296,12 +343,15 @@ impl Upload {
                     .into(),
             ));
         }
-        let name: String = sanitized_file_name(file_name).chars().take(200).collect();
+        let name = last_path_component(file_name).to_string();
         let refuse = |why: &str| {
             Err(ApiError::InvalidArgument(format!(
                 "asset file {file_name:?} {why}"
             )))
         };
+        if let Some(problem) = asset_name_problem(&name) {
+            return refuse(&problem);
+        }
         if name.is_empty() || name.starts_with('.') {
             return refuse("needs a file name that does not start with '.'");
         }
@@ -452,6 +502,13 @@ impl Upload {
                 },
             ));
         }
+        // What the version directory holds once moved into place, for the answer.
+        let files: Vec<String> = artifact
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .into_iter()
+            .chain(self.assets.iter().cloned())
+            .collect();
         let manager = self.state.manager.clone();
         let options = manager.backend_options().clone();
         // The model's own config.toml (if any) says how its pickles are read (a
@@ -540,6 +597,7 @@ impl Upload {
             model,
             version,
             bytes,
+            files,
             summary,
         })
     }

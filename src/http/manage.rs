@@ -23,7 +23,7 @@ use crate::sources::Deployment;
 
 pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
     super::upload::routes(max_upload_bytes)
-        .route("/reload_model", get(reload_model).post(reload_model))
+        .route("/reload_model", get(reload_model).post(reload_model_post))
         .route("/models/status", get(models_status))
         .route("/deploy", post(deploy))
         .route("/stop_deployment/{model_id}", post(stop_deployment))
@@ -143,8 +143,9 @@ struct ReloadQuery {
     modelname: Option<String>,
 }
 
-/// `GET|POST /reload_model[?modelname=NAME]`
-#[utoipa::path(method(get, post), path = "/reload_model", tag = "management",
+/// `GET /reload_model[?modelname=NAME]` (and `HEAD`, for old clients): the query
+/// only; a body is not read.
+#[utoipa::path(get, path = "/reload_model", tag = "management",
     params(("modelname" = Option<String>, Query, description = "Reload only this model (default: every model)")),
     responses(
         (status = 200, description = "What was reloaded", body = ReloadResponse),
@@ -159,10 +160,97 @@ async fn reload_model(
     caller: Option<Extension<Caller>>,
     Query(query): Query<ReloadQuery>,
 ) -> Result<Json<Value>, HttpError> {
-    let name = query.modelname;
-    let outcome = manage::reload(&state, name.as_deref(), &caller_of(caller)).await?;
+    reload(&state, query.modelname, caller).await
+}
+
+/// `POST /reload_model[?modelname=NAME]`, with no body or `{"modelname": NAME}`.
+#[utoipa::path(post, path = "/reload_model", tag = "management",
+    params(("modelname" = Option<String>, Query, description = "Reload only this model (default: every model)")),
+    request_body(content = Option<ReloadRequest>, content_type = "application/json", description = "Optional: `{\"modelname\": NAME}` names the model as the query does (both given must agree); no body, or `{}`, reloads the query's model, or every model"),
+    responses(
+        (status = 200, description = "What was reloaded", body = ReloadResponse),
+        (status = 400, description = "A malformed query string or body, an empty modelname, or a body and a query that name different models", body = ErrorBody),
+        (status = 404, description = "No such model", body = ErrorBody),
+        (status = 408, description = "The body stopped arriving", body = ErrorBody),
+        (status = 409, description = "Another operation holds the model, or the request conflicts with its state", body = ErrorBody),
+        (status = 503, description = "The metadata store does not answer; nothing changed", body = ErrorBody),
+        (status = 504, description = "The management timeout passed: waiting for the model (another operation held it) or for the operation to start, which then never happens; or for one that had started, which ends in the background", body = ErrorBody),
+    ))]
+async fn reload_model_post(
+    State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
+    Query(query): Query<ReloadQuery>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, HttpError> {
+    let bytes = body(bytes, state.settings.max_request_bytes)?;
+    let name = match (query.modelname, reload_body(&bytes)?) {
+        (Some(q), Some(b)) if q != b => {
+            return Err(HttpError(ApiError::InvalidArgument(format!(
+                "the query names model {q:?} and the body model {b:?}: name the model once"
+            ))))
+        }
+        (q, b) => q.or(b),
+    };
+    reload(&state, name, caller).await
+}
+
+/// The model a `POST /reload_model` body names: none for no body (or only
+/// whitespace) and for `{}`. Anything but `{"modelname": "NAME"}` is a 400 that
+/// says what is wrong: a body that is ignored would reload every model.
+fn reload_body(bytes: &[u8]) -> Result<Option<String>, HttpError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let invalid = |m: String| HttpError(ApiError::InvalidArgument(m));
+    let request: Value = parse_json(bytes)?;
+    let Value::Object(mut fields) = request else {
+        return Err(invalid(format!(
+            "the body must be a JSON object ({{\"modelname\": \"NAME\"}}), not {}",
+            json_kind(&request)
+        )));
+    };
+    let name = match fields.remove("modelname") {
+        None => None,
+        Some(Value::String(name)) => Some(name),
+        Some(other) => {
+            return Err(invalid(format!(
+                "modelname must be a string naming a model (leave it out to reload every \
+                 model), not {}",
+                json_kind(&other)
+            )))
+        }
+    };
+    if let Some(field) = fields.keys().next() {
+        let field: String = field.chars().take(100).collect();
+        return Err(invalid(format!(
+            "unknown field {field:?}: the body takes only \"modelname\""
+        )));
+    }
+    Ok(name)
+}
+
+/// What kind of JSON value `v` is, for an error message (which does not quote a
+/// value that may be as large as the body).
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Reloads the model `name`, or every model, and answers what is served now.
+async fn reload(
+    state: &AppState,
+    name: Option<String>,
+    caller: Option<Extension<Caller>>,
+) -> Result<Json<Value>, HttpError> {
+    let outcome = manage::reload(state, name.as_deref(), &caller_of(caller)).await?;
     let models = &outcome.models;
-    let (base, _) = base_url(&state);
+    let (base, _) = base_url(state);
     let served: Map<String, Value> = models
         .iter()
         .map(|m| (m.model.clone(), json!(m.served_versions)))
@@ -680,6 +768,14 @@ mod schema {
     use serde_json::Value;
     use utoipa::ToSchema;
 
+    /// `POST /reload_model`'s optional body (read by `reload_body`): the model to
+    /// reload, as the query's `modelname` names it.
+    #[derive(ToSchema)]
+    pub struct ReloadRequest {
+        /// Reload only this model (default: every model).
+        modelname: Option<String>,
+    }
+
     #[derive(ToSchema)]
     pub struct ReloadResponse {
         message: String,
@@ -722,4 +818,6 @@ mod schema {
         reason: String,
     }
 }
-use schema::{ModelChangeResponse, ModelsResponse, ReloadResponse, RepositoryIndexEntry};
+use schema::{
+    ModelChangeResponse, ModelsResponse, ReloadRequest, ReloadResponse, RepositoryIndexEntry,
+};

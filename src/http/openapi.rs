@@ -89,6 +89,7 @@ pub struct Health {
         super::v2::infer_version,
         super::upload::upload_model,
         super::manage::reload_model,
+        super::manage::reload_model_post,
         super::manage::models_status,
         super::manage::deploy,
         super::manage::stop_deployment,

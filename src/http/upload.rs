@@ -106,7 +106,7 @@ async fn text_field(
     request_body(content = UploadForm, content_type = "multipart/form-data"),
     responses(
         (status = 200, description = "Uploaded (and served, when its version policy serves it and the model is not stopped)", body = UploadResponse),
-        (status = 400, description = "Not a multipart body, an unknown or misplaced field, a bad version, a file that is not a model, or a model that does not fit its config's pre- or post-processing (labels, tokenizer, image)", body = ErrorBody),
+        (status = 400, description = "Not a multipart body, an unknown or misplaced field, a bad version, an asset whose file name cannot be stored as it is, a file that is not a model, or a model that does not fit its config's pre- or post-processing (labels, tokenizer, image)", body = ErrorBody),
         (status = 408, description = "The body stopped arriving", body = ErrorBody),
         (status = 409, description = "The version exists already, or another operation holds the model", body = ErrorBody),
         (status = 413, description = "The model file and its assets are larger than max_upload_bytes, or the upload carries more than 1000 asset files", body = ErrorBody),
@@ -246,6 +246,7 @@ async fn upload_model(
         "model_id": outcome.model,
         "version": outcome.version,
         "bytes": outcome.bytes,
+        "files": outcome.files,
         "model": summary_json(&outcome.summary, &base),
     })))
 }
@@ -382,7 +383,8 @@ mod schema {
         #[schema(format = Binary, content_media_type = "application/octet-stream")]
         file: String,
         /// Files the version needs beside the model (`labels.txt`, `tokenizer.json`),
-        /// stored under their own names; repeat the field for several.
+        /// stored under their own names (ASCII letters, digits, `.`, `_` and `-`, at
+        /// most 200 characters; any other name is a 400); repeat the field for several.
         #[schema(required = false, format = Binary, content_media_type = "application/octet-stream")]
         asset: String,
     }
@@ -393,6 +395,9 @@ mod schema {
         model_id: String,
         version: u64,
         bytes: u64,
+        /// The files stored in the version directory: the model's first (under the
+        /// name of its format, `model.onnx`), then the assets', each under its own name.
+        files: Vec<String>,
         /// The model's summary, as in `/models/status`.
         model: Value,
     }
