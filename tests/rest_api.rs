@@ -949,29 +949,50 @@ async fn tf_serving_rest_example_features_win_over_the_context() {
     server.stop().await;
 }
 
-/// A model (or version) not served is a 404 before the body is read, as TF Serving
-/// looks the model up first (`{}` to an unknown model's `:predict` was a 400
-/// "missing instances"); a served model still refuses the body with a 400.
+/// A model (or version) not served is a 404 in TF Serving's order: `:predict`
+/// reads the JSON, then looks the model up, then reads the inputs (`{}` to an
+/// unknown model was a 400 "missing instances"); `:classify` and `:regress` read
+/// the whole body first. A served model refuses such a body with a 400.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tf_serving_rest_unknown_model_is_404_whatever_the_body() {
+async fn tf_serving_rest_unknown_model_is_404_in_tf_servings_order() {
     let (_repo, server, _) = iris_examples_server().await;
-    for verb in ["predict", "classify", "regress"] {
-        for body in [&b"{}"[..], b"{\"examples\": []}", b"not json"] {
-            let (status, answer) = server
-                .post_raw(&format!("/v1/models/nosuch:{verb}"), body.to_vec())
-                .await;
+    // (verb, body, its status on a model not served: TF Serving's order)
+    let cases: [(&str, &[u8], u16); 7] = [
+        // Predict: the JSON first, then the model, then the inputs.
+        ("predict", b"{}", 404),
+        ("predict", b"{\"instances\": \"x\"}", 404),
+        ("predict", b"not json", 400),
+        ("predict", b"[1, 2]", 400),
+        // Classify and regress read the whole body first.
+        ("classify", b"{\"examples\": []}", 400),
+        ("regress", b"not json", 400),
+        ("classify", b"{\"examples\": [{\"x\": 1}]}", 404),
+    ];
+    for (verb, body, status_elsewhere) in cases {
+        let shown = String::from_utf8_lossy(body);
+        let (status, answer) = server
+            .post_raw(&format!("/v1/models/nosuch:{verb}"), body.to_vec())
+            .await;
+        assert_eq!(status, status_elsewhere, "{verb} {shown}: {answer}");
+        if status_elsewhere == 404 {
             assert_error(status, &answer, 404, "nosuch");
-            let (status, answer) = server
-                .post_raw(
-                    &format!("/v1/models/iris_lr/versions/7:{verb}"),
-                    body.to_vec(),
-                )
-                .await;
-            assert_eq!(status, 404, "{verb} version 7: {answer}");
+        }
+        let (status, answer) = server
+            .post_raw(
+                &format!("/v1/models/iris_lr/versions/7:{verb}"),
+                body.to_vec(),
+            )
+            .await;
+        assert_eq!(
+            status, status_elsewhere,
+            "{verb} {shown} version 7: {answer}"
+        );
+        if status_elsewhere == 404 {
+            // A served model answers the body's own error.
             let (status, answer) = server
                 .post_raw(&format!("/v1/models/iris_lr:{verb}"), body.to_vec())
                 .await;
-            assert_eq!(status, 400, "{verb}: {answer}");
+            assert_eq!(status, 400, "{verb} {shown}: {answer}");
         }
     }
     server.stop().await;

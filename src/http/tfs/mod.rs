@@ -492,12 +492,15 @@ pub(super) async fn post_model(
     }
     let bytes = body(raw, state.settings.max_request_bytes)?;
     let bounds = request_bounds(&state, path.model, Some(&path.version));
-    let decoded = read_literals(
+    // As TF Serving's FillPredictRequestFromJson: the JSON is read first (a body
+    // that is not a JSON object, or a bad signature_name, is a 400 whatever the
+    // model), then the model is looked up, then the inputs are read.
+    let (request, literals) = read_literals(
         &bytes,
         |bytes| PredictBody::parse(bytes, &bounds),
         PredictBody::bare_literals_outside_tensors,
-    )
-    .and_then(|(request, literals)| {
+    )?;
+    let decoded = (|| {
         let (inputs, row_format) = match (&request.instances, &request.inputs) {
             (Some(instances), None) => (decode_instances(instances, literals)?, true),
             (None, Some(inputs)) => (decode_inputs(inputs, literals)?, false),
@@ -513,9 +516,9 @@ pub(super) async fn post_model(
         };
         let options = super::predict_options(request.k.as_ref(), request.threshold.as_ref())
             .map_err(|HttpError(e)| e)?;
-        Ok((request, inputs, row_format, options))
-    });
-    let (request, inputs, row_format, options) =
+        Ok((inputs, row_format, options))
+    })();
+    let (inputs, row_format, options) =
         decoded.map_err(|e| model_error_first(&state, path.model, &path.version, e))?;
     let mut predict = PredictRequest::new(path.model, path.version, Protocol::TfServingRest);
     predict.inputs = inputs;
@@ -566,11 +569,11 @@ fn read_literals<T>(
     }
 }
 
-/// `refused`, the error of a body that could not be read, unless `model` at
-/// `version` is not served here: TF Serving looks the model up before it reads a
-/// body's inputs, so a request for a model it does not serve is a 404 (or the
-/// version's own error) whatever its body holds. Only a refused body pays for the
-/// lookup: a body that reads well meets the same error in `api`.
+/// `refused`, the error of a predict body whose inputs could not be read, unless
+/// `model` at `version` is not served here: TF Serving looks the model up once the
+/// body has parsed as JSON, before it reads the inputs, so such a request for a
+/// model it does not serve is a 404 (or the version's own error). Only a refused
+/// body pays for the lookup: a body that reads well meets the same error in `api`.
 fn model_error_first(
     state: &AppState,
     model: &str,
@@ -767,11 +770,13 @@ async fn examples_verb(
         |bytes| ExamplesBody::parse(bytes, &bounds),
         ExamplesBody::bare_literals_outside_features,
     )
+    // TF Serving reads a classify or regress body whole before it looks the model
+    // up (FillClassificationRequestFromJson, then Classify): a bad body is a 400
+    // whatever the model.
     .and_then(|(request, literals)| {
         let examples = decode_examples(&request, literals)?;
         Ok((request, examples))
-    })
-    .map_err(|e| model_error_first(state, model, &version, e))?;
+    })?;
     let examples = ExamplesRequest {
         model: model.to_string(),
         version,
