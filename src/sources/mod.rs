@@ -380,20 +380,7 @@ impl Sources {
             .into_iter()
             .filter(|name| self.stopped_model_is_gone(name))
             .collect();
-        let due: Vec<String> = {
-            let mut gone = guard(&self.gone_stops);
-            let seen_before = std::mem::take(&mut *gone);
-            let now = Instant::now();
-            gone_now
-                .into_iter()
-                .filter(|name| {
-                    let since = seen_before.get(name).copied();
-                    gone.insert(name.clone(), since.unwrap_or(now));
-                    since.is_some_and(|t| now.duration_since(t) >= watch::DEPLOYMENT_GONE_GRACE)
-                })
-                .collect()
-        };
-        for name in due {
+        for name in watch::gone_for_the_grace(&self.gone_stops, gone_now) {
             let Ok(lock) = self.model_lock(&name).try_acquire_owned() else {
                 continue; // busy: a later poll
             };

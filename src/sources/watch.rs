@@ -405,20 +405,7 @@ impl Sources {
             .into_iter()
             .filter(|name| self.deployment_is_gone(name))
             .collect();
-        let due: Vec<String> = {
-            let mut gone = guard(&self.gone_deployments);
-            let seen_before = std::mem::take(&mut *gone);
-            let now = Instant::now();
-            gone_now
-                .into_iter()
-                .filter(|name| {
-                    let since = seen_before.get(name).copied();
-                    gone.insert(name.clone(), since.unwrap_or(now));
-                    since.is_some_and(|t| now.duration_since(t) >= DEPLOYMENT_GONE_GRACE)
-                })
-                .collect()
-        };
-        for name in due {
+        for name in gone_for_the_grace(&self.gone_deployments, gone_now) {
             let Ok(lock) = self.model_lock(&name).try_acquire_owned() else {
                 continue; // busy: a later poll
             };
@@ -433,6 +420,26 @@ impl Sources {
     fn deployment_is_gone(&self, name: &str) -> bool {
         matches!(self.deployable_dir(name), Err(SourcesError::NotFound(_)))
     }
+}
+
+/// Of `gone_now`, the models found gone by this poll, those already found gone
+/// by the previous one at least [`DEPLOYMENT_GONE_GRACE`] ago; `seen` keeps when a
+/// poll first found each model gone, and forgets those found back.
+pub(super) fn gone_for_the_grace(
+    seen: &Mutex<BTreeMap<String, Instant>>,
+    gone_now: Vec<String>,
+) -> Vec<String> {
+    let mut gone = guard(seen);
+    let seen_before = std::mem::take(&mut *gone);
+    let now = Instant::now();
+    gone_now
+        .into_iter()
+        .filter(|name| {
+            let since = seen_before.get(name).copied();
+            gone.insert(name.clone(), since.unwrap_or(now));
+            since.is_some_and(|t| now.duration_since(t) >= DEPLOYMENT_GONE_GRACE)
+        })
+        .collect()
 }
 
 /// Staging made by an upload or a delete (a crash may leave them behind).
