@@ -14,8 +14,10 @@
 //! the size does not grow again to call for another. So while the process stays
 //! more than [`TRIM_GROWTH`] above its resting size (the least seen after a trim),
 //! trims are tried again, every [`RETRY_FIRST`] at first and twice as long after
-//! each that gives little back, up to [`RETRY_MAX`]: a process that really holds the
-//! memory (a large model loaded) pays one cheap trim a minute or so.
+//! each that gives little back, up to [`RETRY_MAX`]; one more that gives little
+//! back then makes the size the resting size: a process that really holds the
+//! memory (a large model loaded) pays a handful of trims over two minutes, then
+//! none until it grows again.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -117,6 +119,13 @@ impl Trimmer {
         // little to give back (the memory is in use).
         if after > self.resting.saturating_add(TRIM_GROWTH) {
             if self.retry_at.is_some() && now.saturating_sub(after) < TRIM_GROWTH / 4 {
+                if self.retry_wait >= RETRY_MAX {
+                    // In use (models loaded, caches filled): the size it rests at now.
+                    self.resting = after;
+                    self.retry_at = None;
+                    self.retry_wait = RETRY_FIRST;
+                    return true;
+                }
                 self.retry_wait = (self.retry_wait * 2).min(RETRY_MAX);
             }
             self.retry_at = Some(at + self.retry_wait);
@@ -221,5 +230,30 @@ mod tests {
         );
         assert!(!trimmer.poll(start + RETRY_MAX * 4), "back at rest");
         assert!(kept.iter().all(|b| b[0] == 7));
+    }
+
+    /// Memory that stays in use (a model loaded) is trimmed for a while, each
+    /// retry later than the one before, then taken for the resting size.
+    #[test]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn memory_that_stays_in_use_is_not_trimmed_for_ever() {
+        let _one = RESIDENT.lock().unwrap_or_else(|e| e.into_inner());
+        let mut trimmer = Trimmer::new();
+        let held: Vec<Box<[u8; 96]>> = (0..2_000_000).map(|_| Box::new([7u8; 96])).collect();
+        let start = Instant::now();
+        let mut at = start;
+        let mut trims = 0;
+        while at < start + RETRY_MAX * 8 {
+            if trimmer.poll(at) {
+                trims += 1;
+            }
+            at += TRIM_POLL;
+        }
+        // The growth's trim, then retries 2, 4, 8, 16, 32 and 64 s apart.
+        assert!(
+            (7..=9).contains(&trims),
+            "{trims} trims: then it rests at this size"
+        );
+        assert!(held.iter().all(|b| b[0] == 7));
     }
 }
