@@ -509,7 +509,19 @@ async fn reload_status_stop_deploy_and_delete() {
     // Stop: 404 on predict, files kept, status says stopped, reload-all leaves it.
     let (code, body) = request(&server, reqwest::Method::POST, "/stop_deployment/iris_dt").await;
     assert_eq!(code, 200, "{body}");
-    assert_eq!(predict_version(&server, "iris_dt").await.0, 404);
+    // Told it is stopped and how to serve it again (the simple API, TF Serving REST),
+    // not "not found" as a model that does not exist.
+    let (code, body) = predict_version(&server, "iris_dt").await;
+    assert_eq!(code, 404, "{body}");
+    assert!(
+        error_text(&body).contains("\"iris_dt\" is stopped: a reload"),
+        "{body}"
+    );
+    let (code, body) = server
+        .post_json("/v1/models/iris_dt:predict", &json!({"instances": [ROW]}))
+        .await;
+    assert_eq!(code, 404, "{body}");
+    assert!(error_text(&body).contains("is stopped"), "{body}");
     assert!(repo.path().join("iris_dt/1/model.onnx").is_file());
     let m = status_of(&server, "iris_dt").await.unwrap();
     assert_eq!(

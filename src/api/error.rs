@@ -73,6 +73,7 @@ impl From<ResolveError> for ApiError {
     fn from(e: ResolveError) -> ApiError {
         match e {
             ResolveError::ModelNotFound(_)
+            | ResolveError::ModelStopped(_)
             | ResolveError::VersionNotFound { .. }
             | ResolveError::LabelNotFound { .. } => ApiError::NotFound(e.to_string()),
             ResolveError::Unavailable(_) => ApiError::Unavailable(e.to_string()),

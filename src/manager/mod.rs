@@ -17,7 +17,7 @@
 //!   `allow_unavailable_labels`; labels change in the same publish as versions;
 //! * a version that fails to load never removes another version from serving.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
@@ -414,6 +414,9 @@ pub struct Manager {
     /// each warm-up request of a model whose `config.toml` sets no `timeout_secs`,
     /// so that a warm-up that never ends cannot hold a load (and its model) for good.
     request_timeout: Duration,
+    /// The models stopped through the management API, kept by `crate::sources`
+    /// (which shares this set): a request for one is told so, not "not found".
+    stopped: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl Manager {
@@ -433,7 +436,22 @@ impl Manager {
                 peak: AtomicUsize::new(0),
             },
             request_timeout: crate::settings::Settings::default().request_timeout,
+            stopped: Arc::default(),
         }
+    }
+
+    /// The set of stopped models, which the sources keep and the manager reads to
+    /// explain a request for one of them ([`ResolveError::ModelStopped`]).
+    pub fn stopped_models(&self) -> Arc<Mutex<BTreeSet<String>>> {
+        self.stopped.clone()
+    }
+
+    /// Whether `model` is stopped (see [`Manager::stopped_models`]).
+    fn is_stopped(&self, model: &str) -> bool {
+        self.stopped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(model)
     }
 
     /// The same manager with the server's request timeout (`--request-timeout-secs`)

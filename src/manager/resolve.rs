@@ -9,6 +9,13 @@ use super::{Manager, ModelRecord, ServableHandle, VersionRequest, VersionState};
 pub enum ResolveError {
     #[error("model {0:?} not found")]
     ModelNotFound(String),
+    /// Stopped through the management API (`POST /stop_deployment/{model}`): its
+    /// files are kept, nothing of it serves until a reload or a deploy.
+    #[error(
+        "model {0:?} is stopped: a reload (POST /reload_model?modelname={0}) or a deploy \
+         serves it again"
+    )]
+    ModelStopped(String),
     #[error("model {model:?} has no version {version}{}", state_suffix(.state))]
     VersionNotFound {
         model: String,
@@ -83,6 +90,9 @@ impl Manager {
                     .all(|v| matches!(v.state, VersionState::End | VersionState::Unloading))
         };
         let Some(record) = records.get(model).filter(|r| !gone(r)) else {
+            if self.is_stopped(model) {
+                return ResolveError::ModelStopped(model.to_string());
+            }
             return ResolveError::ModelNotFound(model.to_string());
         };
         match request {

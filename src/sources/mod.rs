@@ -152,8 +152,8 @@ pub struct Sources {
     /// The model config list in force; `None` serves the repository root instead.
     listed: Mutex<Option<Arc<ModelConfigList>>>,
     /// Models stopped through the management API: kept on disk, never reloaded by
-    /// the watcher.
-    stopped: Mutex<BTreeSet<String>>,
+    /// the watcher. Shared with the manager, which tells a request for one so.
+    stopped: Arc<Mutex<BTreeSet<String>>>,
     /// Stops asked for but still waiting for the model's lock (a count per model):
     /// reload-all and the watcher treat these models as stopped already, so a reload
     /// that got the lock first cannot serve the model after the stop answered.
@@ -239,6 +239,7 @@ pub enum Retired {
 impl Sources {
     pub fn new(manager: Arc<Manager>, root: PathBuf) -> Sources {
         Sources {
+            stopped: manager.stopped_models(),
             manager,
             state_dir: root.join(".ferroserve"),
             flat: Mutex::new(FlatState::default()),
@@ -246,7 +247,6 @@ impl Sources {
             ignored_names: Mutex::new(HashSet::new()),
             root,
             listed: Mutex::new(None),
-            stopped: Mutex::new(BTreeSet::new()),
             stopping: Mutex::new(HashMap::new()),
             staging: Mutex::new(HashSet::new()),
             last_sweep: Mutex::new(None),
