@@ -269,13 +269,18 @@ impl Client {
             // The innermost cause says what happened (refused, unknown host).
             let mut source: &dyn std::error::Error = &e;
             // Connected, and then what came back was no HTTP/1.1 (hyper could not
-            // parse it, or it came unasked: an HTTP/2 server's SETTINGS frame).
+            // parse it, or it came unasked: an HTTP/2 server's SETTINGS frame). A
+            // failure of the connection itself (an I/O error under hyper's: a broken
+            // pipe as a TLS server refuses the client's certificate) is not one.
             let mut parse = false;
             loop {
                 parse |= !e.is_connect()
                     && source.downcast_ref::<hyper::Error>().is_some_and(|h| {
+                        let io =
+                            std::error::Error::source(h).is_some_and(|s| s.is::<std::io::Error>());
                         h.is_parse()
-                            || !(h.is_closed()
+                            || !(io
+                                || h.is_closed()
                                 || h.is_incomplete_message()
                                 || h.is_canceled()
                                 || h.is_timeout()
