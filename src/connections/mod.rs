@@ -361,13 +361,11 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
         let mut release = RequestChargeRelease(None);
         let body = match self.body_read_timeout {
             Some(timeout) => {
-                let uploads = !self.grpc && crate::http::fast::body_streams_to_disk(&parts);
-                let charge = if uploads {
-                    None
-                } else {
-                    self.body_budget
-                        .request(http_body::Body::size_hint(&body).upper())
-                };
+                // A small body is never charged, so it pays no route check either.
+                let charge = self
+                    .body_budget
+                    .request(http_body::Body::size_hint(&body).upper())
+                    .filter(|_| self.grpc || !crate::http::fast::body_streams_to_disk(&parts));
                 release.0.clone_from(&charge);
                 Body::new(ReadTimeoutBody::new(
                     body,

@@ -103,15 +103,7 @@ fn route(path: &str) -> Option<Route> {
 pub fn body_streams_to_disk(request: &http::request::Parts) -> bool {
     request.method == Method::POST
         && super::middleware::takes_multipart(request.uri.path())
-        && request
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.trim_start()
-                    .get(..19)
-                    .is_some_and(|t| t.eq_ignore_ascii_case("multipart/form-data"))
-            })
+        && super::middleware::is_multipart(&request.headers)
 }
 
 /// The route of this request if it is taken here (see the module comment): header

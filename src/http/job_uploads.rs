@@ -10,7 +10,6 @@
 use axum::body::{Body, Bytes};
 use axum::extract::multipart::MultipartError;
 use axum::extract::{FromRequest, Multipart, Request};
-use axum::http::header::CONTENT_TYPE;
 
 use super::{body, parse_json, AppState, HttpError};
 use crate::api::ApiError;
@@ -42,16 +41,7 @@ impl JobBody {
     /// `max_upload_bytes` (plus framing), anything else as JSON up to
     /// `max_request_bytes`. Its route must disable the default body limit.
     pub async fn read(state: &AppState, request: Request) -> Result<JobBody, HttpError> {
-        let multipart = request
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.trim_start()
-                    .to_ascii_lowercase()
-                    .starts_with("multipart/form-data")
-            });
-        if multipart {
+        if super::middleware::is_multipart(request.headers()) {
             let limit = multipart_limit(&state.settings);
             let request = limited(request, usize::try_from(limit).unwrap_or(usize::MAX));
             let multipart = Multipart::from_request(request, state).await.map_err(|e| {

@@ -26,9 +26,9 @@ pub(super) fn takes_multipart(path: &str) -> bool {
     )
 }
 
-/// Whether a job route's body is `multipart/form-data` (a spec with its files), as
-/// its handler tells it (`job_uploads::JobBody::read`): anything else is JSON.
-fn is_multipart(headers: &axum::http::HeaderMap) -> bool {
+/// Whether a request's body is `multipart/form-data` (an upload's files, a job's
+/// spec with its files) by its content type.
+pub(crate) fn is_multipart(headers: &axum::http::HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
