@@ -192,3 +192,101 @@ async fn sigterm_exits_while_an_inference_thread_is_stuck_in_a_run() {
     );
     stuck.abort();
 }
+
+/// The threads of process `pid`.
+fn thread_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count()
+}
+
+/// The state of `model`'s version 1 once it has settled (AVAILABLE or ERROR) and
+/// its error message.
+async fn settled(client: &reqwest::Client, server: &ChildServer, model: &str) -> (String, String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let body: Value = match client
+            .get(server.url(&format!("/v1/models/{model}")))
+            .send()
+            .await
+        {
+            Ok(r) => r.json().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        };
+        let status = &body["model_version_status"][0];
+        if let Some(state @ ("AVAILABLE" | "END")) = status["state"].as_str() {
+            let message = status["status"]["error_message"].as_str().unwrap_or("");
+            return (state.to_string(), message.to_string());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{model} not settled within 60 s: {body}\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Issue: TF Serving's `--tensorflow_inter_op_parallelism` and
+/// `--tensorflow_session_parallelism` were refused unless 0, and
+/// `--saved_model_tags` unless `serve`, though a drop-in's SavedModels are what
+/// they are for; `--tensorflow_intra_op_parallelism` reached only ONNX Runtime. They
+/// now give every SavedModel whose `[tensorflow]` table leaves them out its tags
+/// and threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tf_servings_session_flags_reach_savedmodels() {
+    let client = reqwest::Client::new();
+
+    // Tags: the flag's tag set for a model whose table gives none, the table's
+    // own for one that does.
+    let repo = tempfile::tempdir().unwrap();
+    install(repo.path(), "mlp", "flagged", "");
+    install(
+        repo.path(),
+        "mlp",
+        "own",
+        "[tensorflow]\ntags = [\"serve\"]\n",
+    );
+    let server = serve(repo.path(), &["--saved_model_tags=serve,gpu"]).await;
+    let (state, message) = settled(&client, &server, "flagged").await;
+    assert_eq!(state, "END", "{message}");
+    assert!(
+        message.contains("gpu") && message.contains("serve"),
+        "{message}"
+    );
+    assert_eq!(settled(&client, &server, "own").await.0, "AVAILABLE");
+    drop(server);
+
+    // Threads: an inter-op pool of the flag's size, made when the SavedModel
+    // loads (TensorFlow's pools start their threads at once).
+    let repo = tempfile::tempdir().unwrap();
+    install(repo.path(), "mlp", "mlp", "");
+    let plain = serve(repo.path(), &[]).await;
+    assert_eq!(settled(&client, &plain, "mlp").await.0, "AVAILABLE");
+    let with_flag = serve(repo.path(), &["--tensorflow_inter_op_parallelism=48"]).await;
+    assert_eq!(settled(&client, &with_flag, "mlp").await.0, "AVAILABLE");
+    let (without, with) = (thread_count(plain.pid()), thread_count(with_flag.pid()));
+    assert!(
+        with >= without + 40,
+        "{with} threads with an inter-op pool of 48, {without} without"
+    );
+    drop(plain);
+    drop(with_flag);
+
+    // TF Serving refuses all three thread flags given at once; so does the drop-in.
+    let repo = tempfile::tempdir().unwrap();
+    let (code, out) = common::child::run_refused({
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ferroserve"));
+        c.arg("serve")
+            .arg("--model-repository")
+            .arg(repo.path())
+            .args([
+                "--tensorflow_intra_op_parallelism=2",
+                "--tensorflow_inter_op_parallelism=2",
+                "--tensorflow_session_parallelism=2",
+            ]);
+        c
+    });
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("You cannot configure all"), "{out}");
+}

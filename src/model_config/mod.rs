@@ -176,6 +176,11 @@ pub struct ModelConfig {
     /// ([`ModelConfig::unused_format_tables`]), not a setting ignored in silence.
     #[serde(skip)]
     pub format_tables: Vec<&'static str>,
+    /// The keys the file's `[tensorflow]` table gives (`tags`, `intra_op_threads`,
+    /// `inter_op_threads`): the server's defaults ([`ModelDefaults::tensorflow`])
+    /// fill in the others.
+    #[serde(skip)]
+    pub tensorflow_given: Vec<String>,
 }
 
 /// The tables of `config.toml` that only one model format reads, with that format's
@@ -214,7 +219,8 @@ pub fn check_label(name: &str, version: u64) -> Result<(), String> {
 
 /// Server-wide defaults for what a model's `config.toml` leaves out (TF Serving's
 /// `--enable_batching` with `--batching_parameters_file`,
-/// `--allow_version_labels_for_unavailable_models`, `--enable_model_warmup`).
+/// `--allow_version_labels_for_unavailable_models`, `--enable_model_warmup`,
+/// `--saved_model_tags` and its session thread flags).
 /// A deployed model's worker gets its main server's, as JSON
 /// (`worker::Inherited::model_defaults`).
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, serde::Serialize)]
@@ -226,6 +232,20 @@ pub struct ModelDefaults {
     pub allow_unavailable_labels: bool,
     /// `warmup` for a model whose file does not say.
     pub warmup: Option<bool>,
+    /// `[tensorflow]` settings for a model whose table does not give them.
+    pub tensorflow: TensorflowDefaults,
+}
+
+/// The server's `[tensorflow]` settings for SavedModels whose `config.toml` leaves
+/// them out (TF Serving's `--saved_model_tags`, `--tensorflow_intra_op_parallelism`,
+/// `--tensorflow_inter_op_parallelism`, `--tensorflow_session_parallelism`). `None`:
+/// the table's own default.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TensorflowDefaults {
+    pub tags: Option<Vec<String>>,
+    pub intra_op_threads: Option<u32>,
+    pub inter_op_threads: Option<u32>,
 }
 
 impl ModelDefaults {
@@ -239,6 +259,17 @@ impl ModelDefaults {
         }
         if config.warmup.is_none() {
             config.warmup = self.warmup;
+        }
+        let given = |key: &str| config.tensorflow_given.iter().any(|k| k == key);
+        let tf = &self.tensorflow;
+        if let (false, Some(tags)) = (given("tags"), &tf.tags) {
+            config.tensorflow.tags = tags.clone();
+        }
+        if let (false, Some(n)) = (given("intra_op_threads"), tf.intra_op_threads) {
+            config.tensorflow.intra_op_threads = n;
+        }
+        if let (false, Some(n)) = (given("inter_op_threads"), tf.inter_op_threads) {
+            config.tensorflow.inter_op_threads = n;
         }
     }
 }
@@ -440,6 +471,12 @@ impl ModelConfig {
         let given = |key: &str| table.as_ref().is_some_and(|t| t.contains_key(key));
         config.batching_given = given("batching");
         config.format_tables = FORMAT_TABLES.into_iter().filter(|t| given(t)).collect();
+        config.tensorflow_given = table
+            .as_ref()
+            .and_then(|t| t.get("tensorflow"))
+            .and_then(toml::Value::as_table)
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default();
         config.validate()?;
         Ok(config)
     }
@@ -713,6 +750,40 @@ mod tests {
             (2, 0)
         );
         assert!(ModelConfig::parse("[tensorflow]\ntag = \"serve\"").is_err());
+    }
+
+    /// The server's `[tensorflow]` defaults (TF Serving's flags) fill in what a
+    /// model's table leaves out, and never what it gives, 0 included.
+    #[test]
+    fn tensorflow_defaults_fill_in_what_the_table_leaves_out() {
+        let defaults = ModelDefaults {
+            tensorflow: TensorflowDefaults {
+                tags: Some(vec!["serve".into(), "gpu".into()]),
+                intra_op_threads: Some(3),
+                inter_op_threads: Some(5),
+            },
+            ..ModelDefaults::default()
+        };
+        let mut c = ModelConfig::parse("").unwrap();
+        defaults.apply(&mut c);
+        assert_eq!(c.tensorflow.tags, ["serve", "gpu"]);
+        assert_eq!(
+            (c.tensorflow.intra_op_threads, c.tensorflow.inter_op_threads),
+            (3, 5)
+        );
+        // A [tensorflow] table is a format table only when the file has one.
+        assert!(c.format_tables.is_empty());
+        let mut c =
+            ModelConfig::parse("[tensorflow]\ntags = [\"serve\"]\ninter_op_threads = 0\n").unwrap();
+        defaults.apply(&mut c);
+        assert_eq!(c.tensorflow.tags, ["serve"]);
+        assert_eq!(
+            (c.tensorflow.intra_op_threads, c.tensorflow.inter_op_threads),
+            (3, 0)
+        );
+        let mut c = ModelConfig::parse("").unwrap();
+        ModelDefaults::default().apply(&mut c);
+        assert_eq!(c, ModelConfig::parse("").unwrap());
     }
 
     #[test]

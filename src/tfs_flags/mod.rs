@@ -14,7 +14,11 @@
 //!   Serving's `BatchingParameters` text format, [`parse_batching_parameters`]) as
 //!   the batching of every model whose `config.toml` has no `[batching]`,
 //!   `--monitoring_config_file` (its Prometheus path, [`parse_monitoring_config`]),
-//!   `--allow_version_labels_for_unavailable_models`, `--enable_model_warmup`.
+//!   `--allow_version_labels_for_unavailable_models`, `--enable_model_warmup`,
+//!   `--saved_model_tags` and the session thread flags
+//!   (`--tensorflow_intra_op_parallelism`, `--tensorflow_inter_op_parallelism`,
+//!   `--tensorflow_session_parallelism`) as the `[tensorflow]` settings of every
+//!   SavedModel whose `config.toml` does not give them.
 //! * TF Serving's other flags ([`UNSUPPORTED`]) are accepted with their default
 //!   value (they ask for nothing) and refused with any other, with a message that
 //!   says why and what to use instead; thread counts whose default TF Serving
@@ -24,7 +28,7 @@
 //! every flag overrides the environment); given with the ferroserve flag of the
 //! same setting it is refused. A `--monitoring_config_file` path that a route of
 //! the server answers is refused (`crate::http::check_metrics_path`), and
-//! `--tensorflow_intra_op_parallelism` is at most `crate::settings::MAX_THREADS`.
+//! each thread flag is at most `crate::settings::MAX_THREADS`.
 //!
 //! As in TF Serving, a flag given twice takes its last value, and under TF
 //! Serving's name a model (`--model_base_path`) or a config file must be given:
@@ -42,7 +46,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use crate::model_config::BatchingConfig;
+use crate::model_config::{BatchingConfig, TensorflowDefaults};
 use crate::settings::{ServeArgs, Settings, SingleModel};
 
 mod state_dir;
@@ -194,7 +198,8 @@ pub struct TfsArgs {
         value_name = "N"
     )]
     pub num_load_threads: Option<usize>,
-    /// As --onnx-intra-threads (0: ferroserve's default)
+    /// SavedModels' intra-op threads, and as --onnx-intra-threads (0: TensorFlow's
+    /// and ferroserve's defaults)
     #[arg(
         long = "tensorflow_intra_op_parallelism",
         id = "tfs_tensorflow_intra_op_parallelism",
@@ -202,6 +207,33 @@ pub struct TfsArgs {
         value_name = "N"
     )]
     pub tensorflow_intra_op_parallelism: Option<usize>,
+    /// SavedModels' inter-op threads (0: TensorFlow chooses)
+    #[arg(
+        long = "tensorflow_inter_op_parallelism",
+        id = "tfs_tensorflow_inter_op_parallelism",
+        overrides_with = "tfs_tensorflow_inter_op_parallelism",
+        value_name = "N"
+    )]
+    pub tensorflow_inter_op_parallelism: Option<usize>,
+    /// SavedModels' intra- and inter-op threads when neither
+    /// --tensorflow_intra_op_parallelism nor --tensorflow_inter_op_parallelism is
+    /// given (0: TensorFlow chooses)
+    #[arg(
+        long = "tensorflow_session_parallelism",
+        id = "tfs_tensorflow_session_parallelism",
+        overrides_with = "tfs_tensorflow_session_parallelism",
+        value_name = "N"
+    )]
+    pub tensorflow_session_parallelism: Option<usize>,
+    /// The tag set SavedModels are loaded with, comma-separated, for models whose
+    /// config.toml gives no [tensorflow] tags [default: serve]
+    #[arg(
+        long = "saved_model_tags",
+        id = "tfs_saved_model_tags",
+        overrides_with = "tfs_saved_model_tags",
+        value_name = "TAGS"
+    )]
+    pub saved_model_tags: Option<String>,
     /// grpc.max_receive_message_length / grpc.max_send_message_length, comma-separated
     #[arg(
         long = "grpc_channel_arguments",
@@ -276,14 +308,11 @@ pub const UNSUPPORTED: &[(&str, Accepted, &str)] = &[
     ("max_num_load_retries", Accepted::Default("5"), "a version that fails to load is in ERROR until its files change or it is reloaded"),
     ("load_retry_interval_micros", Accepted::Default("60000000"), "a version that fails to load is in ERROR until its files change or it is reloaded"),
     ("flush_filesystem_caches", Accepted::Default("true"), "ferroserve keeps no file-system caches of its own"),
-    ("tensorflow_session_parallelism", Accepted::Default("0"), "give SavedModel threads in the model's config.toml: [tensorflow] intra_op_threads, inter_op_threads"),
     ("tensorflow_session_config_file", Accepted::Default(""), "there is no TensorFlow session config"),
-    ("tensorflow_inter_op_parallelism", Accepted::Default("0"), "give SavedModel threads in the model's config.toml ([tensorflow] inter_op_threads); use --inference-threads for batches run at once"),
     ("use_alts_credentials", Accepted::Default("false"), "use TLS: --tls-cert, --tls-key, --tls-client-ca"),
     ("ssl_config_file", Accepted::Default(""), "use TLS with PEM files: --tls-cert, --tls-key, --tls-client-ca"),
     ("platform_config_file", Accepted::Default(""), "the backend follows the model file (saved_model.pb, model.onnx, model.pkl, model.joblib)"),
     ("per_process_gpu_memory_fraction", Accepted::Default("0"), "ferroserve runs models on the CPU"),
-    ("saved_model_tags", Accepted::Default("serve"), "give a SavedModel's tags in its model's config.toml: [tensorflow] tags = [...]"),
     // TF Serving's default: 4 × the CPUs.
     ("grpc_max_threads", Accepted::AnyCount, "gRPC runs on ferroserve's async workers; limit streams with --grpc-max-concurrent-streams"),
     ("num_request_iterations_for_warmup", Accepted::Default("0"), "warm-up runs each request once"),
@@ -681,6 +710,73 @@ impl TfsArgs {
     /// and monitoring files. Refuses, as TF Serving does, a model base path that is
     /// not a directory (nothing is created), and, under TF Serving's name, a start
     /// with no model named at all.
+    /// What TF Serving's session flags ask of every SavedModel whose config.toml
+    /// does not say, as TF Serving's server reads them: all three thread counts
+    /// above 0 are refused; else intra- and inter-op threads from their own flags
+    /// when either is above 0, from `--tensorflow_session_parallelism` when
+    /// neither is. 0 is TensorFlow's choice, the `[tensorflow]` default.
+    fn tensorflow_defaults(&self) -> Result<TensorflowDefaults, TfsError> {
+        let max = crate::backends::tensorflow::MAX_THREADS;
+        let count = |flag: &str, n: Option<usize>| -> Result<u32, TfsError> {
+            match u32::try_from(n.unwrap_or(0)) {
+                Ok(n) if n <= max => Ok(n),
+                _ => Err(fail(format!(
+                    "--{flag}={}: at most {max} threads (TensorFlow starts them all when \
+                     a SavedModel loads)",
+                    n.unwrap_or(0)
+                ))),
+            }
+        };
+        let intra = count(
+            "tensorflow_intra_op_parallelism",
+            self.tensorflow_intra_op_parallelism,
+        )?;
+        let inter = count(
+            "tensorflow_inter_op_parallelism",
+            self.tensorflow_inter_op_parallelism,
+        )?;
+        let session = count(
+            "tensorflow_session_parallelism",
+            self.tensorflow_session_parallelism,
+        )?;
+        if intra > 0 && inter > 0 && session > 0 {
+            // TF Serving's own words.
+            return Err(fail(
+                "Either configure --tensorflow_session_parallelism or \
+                 (--tensorflow_intra_op_parallelism, --tensorflow_inter_op_parallelism) \
+                 separately. You cannot configure all.",
+            ));
+        }
+        let (intra, inter) = if intra > 0 || inter > 0 {
+            (intra, inter)
+        } else {
+            (session, session)
+        };
+        let tags = match &self.saved_model_tags {
+            None => None,
+            Some(list) => {
+                let tags: Vec<String> = list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                if tags.is_empty() {
+                    return Err(fail(format!(
+                        "--saved_model_tags={list:?}: give at least one tag (TF Serving's \
+                         default: serve)"
+                    )));
+                }
+                Some(tags)
+            }
+        };
+        Ok(TensorflowDefaults {
+            tags,
+            intra_op_threads: (intra > 0).then_some(intra),
+            inter_op_threads: (inter > 0).then_some(inter),
+        })
+    }
+
     pub fn finish(&self, settings: &mut Settings) -> Result<(), TfsError> {
         // A model config file that only the environment (FERROSERVE_MODEL_CONFIG_FILE)
         // or the --config file names gives way to --model_base_path on the command
@@ -763,6 +859,7 @@ impl TfsArgs {
             settings.model_defaults.allow_unavailable_labels = allow;
         }
         settings.model_defaults.warmup = self.enable_model_warmup;
+        settings.model_defaults.tensorflow = self.tensorflow_defaults()?;
         if let Some(file) = &self.monitoring_config_file {
             let text = std::fs::read_to_string(file).map_err(|e| {
                 fail(format!(
@@ -849,7 +946,6 @@ mod tests {
             format!("--rest_api_num_threads={}", 4 * cpus),
             format!("--grpc_max_threads={}", 4 * cpus),
             format!("--num_tflite_pools={cpus}"),
-            "--saved_model_tags=serve".to_string(),
             "--per_process_gpu_memory_fraction=0.0".to_string(),
         ];
         for flag in defaults {
@@ -1176,6 +1272,82 @@ mod tests {
             let e = at(n).fold_into(ServeArgs::default()).unwrap_err();
             assert!(e.0.contains("at most 1024"), "{e}");
         }
+    }
+
+    /// TF Serving's session flags reach every SavedModel whose config.toml does
+    /// not say, as TF Serving's server reads them.
+    #[test]
+    fn session_flags_give_savedmodels_their_threads_and_tags() {
+        let defaults = |intra, inter, session, tags: Option<&str>| {
+            TfsArgs {
+                tensorflow_intra_op_parallelism: intra,
+                tensorflow_inter_op_parallelism: inter,
+                tensorflow_session_parallelism: session,
+                saved_model_tags: tags.map(str::to_string),
+                ..TfsArgs::default()
+            }
+            .tensorflow_defaults()
+        };
+        let threads = |d: TensorflowDefaults| (d.intra_op_threads, d.inter_op_threads);
+        assert_eq!(
+            defaults(None, None, None, None).unwrap(),
+            TensorflowDefaults::default()
+        );
+        assert_eq!(
+            threads(defaults(Some(4), None, None, None).unwrap()),
+            (Some(4), None)
+        );
+        assert_eq!(
+            threads(defaults(None, Some(2), Some(8), None).unwrap()),
+            (None, Some(2)),
+            "either of its own flags wins over the session's"
+        );
+        assert_eq!(
+            threads(defaults(Some(0), Some(0), Some(3), None).unwrap()),
+            (Some(3), Some(3))
+        );
+        let e = defaults(Some(1), Some(1), Some(1), None).unwrap_err();
+        assert!(e.0.contains("You cannot configure all"), "{e}");
+        let e = defaults(None, Some(1025), None, None).unwrap_err();
+        assert!(
+            e.0.contains("--tensorflow_inter_op_parallelism=1025: at most 1024"),
+            "{e}"
+        );
+        assert!(defaults(None, None, Some(u32::MAX as usize + 1), None).is_err());
+        assert_eq!(
+            defaults(None, None, None, Some("serve, gpu")).unwrap().tags,
+            Some(vec!["serve".to_string(), "gpu".to_string()])
+        );
+        let e = defaults(None, None, None, Some(",")).unwrap_err();
+        assert!(e.0.contains("at least one tag"), "{e}");
+        // Through the command line, into the settings.
+        let command = clap::Command::new("ferroserve")
+            .subcommand(TfsArgs::augment_args(clap::Command::new("serve")));
+        let argv = normalize_args(os(&[
+            "tensorflow_model_server",
+            "--model_config_file=/m.config",
+            "--tensorflow_session_parallelism=2",
+            "--saved_model_tags=serve,tpu",
+        ]))
+        .unwrap();
+        let matches = command.try_get_matches_from(argv).unwrap();
+        let t = <TfsArgs as clap::FromArgMatches>::from_arg_matches(
+            matches.subcommand_matches("serve").unwrap(),
+        )
+        .unwrap();
+        let mut settings = Settings {
+            model_config_file: Some("/m.config".into()),
+            ..Settings::default()
+        };
+        t.finish(&mut settings).unwrap();
+        assert_eq!(
+            settings.model_defaults.tensorflow,
+            TensorflowDefaults {
+                tags: Some(vec!["serve".into(), "tpu".into()]),
+                intra_op_threads: Some(2),
+                inter_op_threads: Some(2),
+            }
+        );
     }
 
     #[test]

@@ -474,7 +474,9 @@ mod tests {
         .unwrap();
         let mut main = main;
         // What `tensorflow_model_server --enable_batching --batching_parameters_file
-        // --allow_version_labels_for_unavailable_models --enable_model_warmup=false` gives.
+        // --allow_version_labels_for_unavailable_models --enable_model_warmup=false
+        // --saved_model_tags=serve,gpu --tensorflow_intra_op_parallelism=3
+        // --tensorflow_inter_op_parallelism=2` gives.
         main.model_defaults = ModelDefaults {
             batching: Some(crate::model_config::BatchingConfig {
                 enabled: true,
@@ -487,6 +489,11 @@ mod tests {
             }),
             allow_unavailable_labels: true,
             warmup: Some(false),
+            tensorflow: crate::model_config::TensorflowDefaults {
+                tags: Some(vec!["serve".into(), "gpu".into()]),
+                intra_op_threads: Some(3),
+                inter_op_threads: Some(2),
+            },
         };
         let mut argv: Vec<String> = [
             "worker",
