@@ -1161,7 +1161,7 @@ async fn reload_model_reads_the_model_from_a_json_body() {
             json,
             "[1,2]",
             400,
-            "must be a JSON object ({\"modelname\": \"NAME\"}), not an array",
+            "must be a JSON object ({\"modelname\": \"NAME\"}), not a list",
         ),
         (
             "unknown field",

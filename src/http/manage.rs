@@ -206,7 +206,7 @@ fn reload_body(bytes: &[u8]) -> Result<Option<String>, HttpError> {
     let Value::Object(mut fields) = request else {
         return Err(invalid(format!(
             "the body must be a JSON object ({{\"modelname\": \"NAME\"}}), not {}",
-            json_kind(&request)
+            crate::json_tensor::kind(&request)
         )));
     };
     let name = match fields.remove("modelname") {
@@ -216,7 +216,7 @@ fn reload_body(bytes: &[u8]) -> Result<Option<String>, HttpError> {
             return Err(invalid(format!(
                 "modelname must be a string naming a model (leave it out to reload every \
                  model), not {}",
-                json_kind(&other)
+                crate::json_tensor::kind(&other)
             )))
         }
     };
@@ -231,17 +231,6 @@ fn reload_body(bytes: &[u8]) -> Result<Option<String>, HttpError> {
 
 /// What kind of JSON value `v` is, for an error message (which does not quote a
 /// value that may be as large as the body).
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// Reloads the model `name`, or every model, and answers what is served now.
 async fn reload(
     state: &AppState,

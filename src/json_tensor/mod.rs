@@ -105,7 +105,8 @@ fn leaf_bytes(v: &Value, what: &str, literals: Literals) -> Result<Vec<u8>, ApiE
     }
 }
 
-fn kind(v: &Value) -> &'static str {
+/// What a JSON value is, in an error message's words ("a list", "a string").
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
