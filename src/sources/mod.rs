@@ -33,12 +33,14 @@
 //!   directory; the watcher takes a new content only once the file is the same on
 //!   two polls in a row, and a model directory of the same name wins over it.
 //!
-//! The watcher's polls live in `watch.rs`, the flat layout's syncs in `flat.rs`;
-//! this file holds the locks, the model directories and the operations on one model.
+//! The watcher's polls live in `watch.rs`, the flat layout's syncs in `flat.rs`,
+//! stops and deletes in `stops.rs`, deployments and isolation in `deployments.rs`,
+//! the model config list in `list.rs`; this file holds the locks, the model
+//! directories, reloads and the reconcile of one model.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -51,10 +53,17 @@ use crate::model_config::{ModelConfig, ModelDefaults};
 use crate::model_config_list::{is_valid_model_name, ModelConfigList, ModelListEntry};
 use crate::repository::{model_directories, scan_model};
 
+mod deployments;
 mod flat;
+mod list;
+mod stops;
 mod watch;
 
+pub use deployments::Deployment;
 use flat::{FlatModels, FlatState, FlatSync};
+use list::apply_overrides;
+use stops::trash_in;
+pub use stops::{Retired, StopIntent};
 use watch::WatchState;
 pub use watch::STAGING_GRACE;
 
@@ -77,17 +86,6 @@ pub type DeploymentGone = Box<dyn Fn(String, ModelGuard) + Send + Sync>;
 /// the store recorded for it, then calls [`Sources::forget_gone_stop_locked`]; it
 /// must not block (the store write runs elsewhere, and drops the guard once done).
 pub type StopGone = Box<dyn Fn(String, ModelGuard) + Send + Sync>;
-
-/// Settings a deployment (`POST /deploy`) asked for. The timeout is applied as the
-/// model's request deadline; the limits are stored and reported until isolated
-/// worker processes can enforce them.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Deployment {
-    pub environment: Option<String>,
-    pub cpu_limit: Option<String>,
-    pub memory_limit: Option<String>,
-    pub timeout_secs: Option<f64>,
-}
 
 /// Why a source operation failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -213,29 +211,6 @@ fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Numbers the `.tmp-delete-<pid>-<n>` directories a deleted model is renamed to.
-static TRASH_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// A new hidden `.tmp-delete-*` path in `parent` to rename a deleted model's files
-/// to (without the model's name, which may use up all 255 bytes a name may have).
-fn trash_in(parent: &Path) -> PathBuf {
-    parent.join(format!(
-        ".tmp-delete-{}-{}",
-        std::process::id(),
-        TRASH_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ))
-}
-
-/// A model whose files a delete took away ([`Sources::retire_locked`]), still
-/// served until [`Sources::forget_deleted_locked`].
-#[derive(Debug)]
-pub enum Retired {
-    /// Its directory, renamed to this hidden one.
-    Dir(PathBuf),
-    /// A flat model: its file in the root is gone.
-    Flat,
-}
-
 impl Sources {
     pub fn new(manager: Arc<Manager>, root: PathBuf) -> Sources {
         Sources {
@@ -324,16 +299,6 @@ impl Sources {
         lock.is_some_and(|l| l.available_permits() == 0)
     }
 
-    /// Records a stop as pending until the returned intent is dropped (see
-    /// `stopping`).
-    pub fn intend_stop(self: &Arc<Self>, name: &str) -> StopIntent {
-        *guard(&self.stopping).entry(name.to_string()).or_default() += 1;
-        StopIntent {
-            sources: self.clone(),
-            name: name.to_string(),
-        }
-    }
-
     /// Stopped, a stop is waiting for the lock, or served by a worker process:
     /// reload-all and the watcher leave it.
     fn held_back(&self, name: &str) -> bool {
@@ -350,70 +315,6 @@ impl Sources {
     /// ([`StopGone`]); once only, later calls are ignored.
     pub fn on_stop_gone(&self, forget: StopGone) {
         let _ = self.stop_gone.set(forget);
-    }
-
-    /// Models deployed in this process (a deployment's settings, no worker).
-    pub fn deployed_in_process(&self) -> Vec<String> {
-        let isolated = guard(&self.isolated).clone();
-        guard(&self.deployments)
-            .keys()
-            .filter(|name| !isolated.contains(*name))
-            .cloned()
-            .collect()
-    }
-
-    /// Whether a stopped model has no directory any more (removed, renamed): its
-    /// stop is then no one's to keep.
-    fn stopped_model_is_gone(&self, name: &str) -> bool {
-        self.model_dir(name).is_ok_and(|d| !d.dir.is_dir())
-    }
-
-    /// Forgets the stop (and a deployment's settings) of stopped models whose
-    /// directory is gone, as the deployments of models gone are ended: only a
-    /// model found gone on two polls at least [`watch::DEPLOYMENT_GONE_GRACE`]
-    /// apart, only when its lock is free, and only if, under the lock, it is
-    /// stopped and gone still. With a [`Sources::on_stop_gone`] hook the store's
-    /// record goes first; the hook then forgets it here.
-    pub(super) fn forget_gone_stops(&self) {
-        let stopped: Vec<String> = guard(&self.stopped).iter().cloned().collect();
-        let gone_now: Vec<String> = stopped
-            .into_iter()
-            .filter(|name| self.stopped_model_is_gone(name))
-            .collect();
-        for name in watch::gone_for_the_grace(&self.gone_stops, gone_now) {
-            let Ok(lock) = self.model_lock(&name).try_acquire_owned() else {
-                continue; // busy: a later poll
-            };
-            if !self.is_stopped(&name) || !self.stopped_model_is_gone(&name) {
-                continue;
-            }
-            match self.stop_gone.get() {
-                Some(forget) => forget(name, lock),
-                None => {
-                    self.forget_gone_stop_locked(&name, &lock);
-                }
-            }
-        }
-    }
-
-    /// Forgets the stop and the deployment settings of a stopped model whose
-    /// directory is gone (see [`Sources::forget_gone_stops`]), if it is gone still:
-    /// a directory of that name that appears later is a model like any new one.
-    /// The caller holds the model's lock. Answers whether it forgot it.
-    pub fn forget_gone_stop_locked(&self, name: &str, _lock: &ModelGuard) -> bool {
-        if !self.is_stopped(name) || !self.stopped_model_is_gone(name) {
-            return false;
-        }
-        guard(&self.stopped).remove(name);
-        guard(&self.deployments).remove(name);
-        guard(&self.gone_stops).remove(name);
-        guard(&self.watch).remove(name);
-        tracing::info!(
-            model = name,
-            "stopped, but its directory is gone: the stop is forgotten, and a new \
-             directory of that name is served"
-        );
-        true
     }
 
     /// Whether the model is deployed in a worker process, and so never loaded here.
@@ -640,39 +541,6 @@ impl Sources {
         Ok(())
     }
 
-    /// Records a deployment's settings, then (re)loads the model. The caller holds
-    /// the model's lock. Blocking.
-    /// A model that is not there (no directory, or one holding only an upload in
-    /// progress) changes nothing: its deployment is not recorded.
-    pub fn deploy_locked(
-        &self,
-        name: &str,
-        deployment: Deployment,
-        lock: &ModelGuard,
-    ) -> Result<(), SourcesError> {
-        self.deployable_dir(name)?;
-        guard(&self.deployments).insert(name.to_string(), deployment);
-        self.reload_model_locked(name, lock)
-    }
-
-    /// The directory of a model that can be deployed, in this process or into a
-    /// worker: 404 when there is none, or when it holds only an upload in progress
-    /// (or, with a model config list in force, the model is not in it).
-    pub fn deployable_dir(&self, name: &str) -> Result<ModelDir, SourcesError> {
-        check_name(name)?;
-        self.sync_flat(FlatSync::One(name));
-        let dir = self.model_dir(name)?;
-        if !dir.dir.is_dir() {
-            return Err(SourcesError::NotFound(format!(
-                "model {name:?} not found in the model repository"
-            )));
-        }
-        if !self.is_source(name) {
-            return Err(self.not_a_source(name));
-        }
-        Ok(dir)
-    }
-
     /// Refuses (409) an upload of a model that the model config list in force does
     /// not name: the version would be stored where nothing serves it (the list, not
     /// the repository root, says what is served). Checked before the upload stores
@@ -702,252 +570,6 @@ impl Sources {
                  only an upload in progress"
             )
         })
-    }
-
-    /// Isolates a model whose worker process serves it now (forwarding reaches the
-    /// worker): records the deployment and unloads every version loaded here.
-    /// Requests that hold a version finish on it. The caller holds the model's
-    /// lock. Blocking.
-    pub fn isolate_locked(
-        &self,
-        name: &str,
-        deployment: Deployment,
-        _lock: &ModelGuard,
-    ) -> Result<(), SourcesError> {
-        check_name(name)?;
-        guard(&self.deployments).insert(name.to_string(), deployment);
-        guard(&self.stopped).remove(name);
-        guard(&self.isolated).insert(name.to_string());
-        guard(&self.watch).remove(name);
-        self.manager.unload_model(name);
-        Ok(())
-    }
-
-    /// Ends a model's isolation: the deployment is forgotten and the model loads
-    /// here, as a reload does. Answers whether a version serves here now; when none
-    /// does, the model is isolated again (its worker must keep serving it) and the
-    /// error names the failed versions. The caller holds the model's lock and stops
-    /// forwarding only after this succeeded. Blocking.
-    pub fn end_isolation_locked(&self, name: &str, lock: &ModelGuard) -> Result<(), SourcesError> {
-        let deployment = guard(&self.deployments).get(name).cloned();
-        guard(&self.isolated).remove(name);
-        guard(&self.deployments).remove(name);
-        let loaded = self.reload_model_locked(name, lock).and_then(|()| {
-            if self.manager.serving().models.contains_key(name) {
-                return Ok(());
-            }
-            let why: Vec<String> = self
-                .manager
-                .model_record(name)
-                .into_iter()
-                .flat_map(|r| r.versions.into_iter())
-                .filter_map(|(v, r)| r.error.map(|e| format!("version {v}: {e}")))
-                .collect();
-            Err(SourcesError::Unavailable(format!(
-                "model {name:?} cannot be served in this process ({}); its worker keeps \
-                 serving it",
-                if why.is_empty() {
-                    "no version loaded".to_string()
-                } else {
-                    why.join("; ")
-                }
-            )))
-        });
-        if loaded.is_err() {
-            if let Some(d) = deployment {
-                guard(&self.deployments).insert(name.to_string(), d);
-            }
-            guard(&self.isolated).insert(name.to_string());
-            guard(&self.watch).remove(name);
-            self.manager.unload_model(name);
-        }
-        loaded
-    }
-
-    /// Forgets a deployment whose model is no longer a source (the model config
-    /// list in force left it out): it is neither isolated nor loaded here any more,
-    /// and not marked stopped, so a list that names it again serves it again. The
-    /// caller holds the model's lock and stops its worker. Blocking.
-    pub fn forget_deployment_locked(&self, name: &str, _lock: &ModelGuard) {
-        guard(&self.deployments).remove(name);
-        guard(&self.isolated).remove(name);
-        guard(&self.watch).remove(name);
-        self.manager.unload_model(name);
-    }
-
-    /// Marks a model deployed in a worker before the initial load (a restart), so
-    /// it is never loaded here.
-    pub fn restore_isolated(&self, name: &str) {
-        guard(&self.isolated).insert(name.to_string());
-    }
-
-    /// Undoes [`Sources::restore_isolated`] when the worker cannot be started: the
-    /// initial load serves the model here, with its deployment's settings.
-    pub fn end_restored_isolation(&self, name: &str) {
-        guard(&self.isolated).remove(name);
-    }
-
-    /// Restores what management decided before a restart (from the metadata
-    /// store): a stopped model stays stopped, a deployed one gets its settings
-    /// back. Called before the initial load.
-    pub fn restore(&self, name: &str, stopped: bool, deployment: Option<Deployment>) {
-        if stopped {
-            guard(&self.stopped).insert(name.to_string());
-        }
-        if let Some(d) = deployment {
-            guard(&self.deployments).insert(name.to_string(), d);
-        }
-    }
-
-    /// The deployment recorded for `name`, if any.
-    pub fn deployment(&self, name: &str) -> Option<Deployment> {
-        guard(&self.deployments).get(name).cloned()
-    }
-
-    /// Checks that a model can be stopped (a valid name the server knows). A model
-    /// deployed in a worker is known even once its directory is gone: stopping it
-    /// is how its worker goes.
-    pub fn check_stoppable(&self, name: &str) -> Result<(), SourcesError> {
-        check_name(name)?;
-        let known = self.manager.model_record(name).is_some()
-            || self.model_dirs().contains_key(name)
-            || self.is_isolated(name);
-        if !known {
-            return Err(SourcesError::NotFound(format!("model {name:?} not found")));
-        }
-        Ok(())
-    }
-
-    /// Stops serving a model and keeps its files; the watcher leaves it alone until
-    /// it is reloaded, loaded or deployed again. The caller holds the model's lock
-    /// (and should have recorded the stop with [`Sources::intend_stop`] before
-    /// waiting for it). Blocking.
-    pub fn stop_locked(&self, name: &str, _lock: &ModelGuard) -> Result<(), SourcesError> {
-        self.check_stoppable(name)?;
-        guard(&self.stopped).insert(name.to_string());
-        guard(&self.deployments).remove(name);
-        guard(&self.isolated).remove(name);
-        guard(&self.watch).remove(name);
-        self.manager.unload_model(name);
-        Ok(())
-    }
-
-    /// Whether a delete may take the model: refused for a model of the model config
-    /// list (409) or one that is not there (404). The caller holds the model's lock.
-    pub fn check_deletable_locked(
-        &self,
-        name: &str,
-        _lock: &ModelGuard,
-    ) -> Result<(), SourcesError> {
-        check_name(name)?;
-        if self.flat_file(name).is_some() {
-            return Ok(());
-        }
-        let dir = self.model_dir(name)?;
-        if dir.listed.is_some() {
-            return Err(SourcesError::Conflict(format!(
-                "model {name:?} comes from the model config list; remove it there, \
-                 or stop it instead"
-            )));
-        }
-        if !dir.dir.is_dir() {
-            return Err(SourcesError::NotFound(format!("model {name:?} not found")));
-        }
-        Ok(())
-    }
-
-    /// The first step of a delete: takes the model's files out of sight, or fails
-    /// having changed nothing (the model serves on). A model directory is renamed
-    /// in one step to a hidden `.tmp-delete-*` directory the scan ignores (without
-    /// the model's name, which may use up all 255 bytes a name may have); a flat
-    /// model's file in the root is removed. What is served is untouched until
-    /// [`Sources::forget_deleted_locked`]: the caller holds the model's lock, so no
-    /// scan reloads or unloads it meanwhile. Only models under the repository root
-    /// can be deleted; a listed model's files are not ours. Blocking.
-    pub fn retire_locked(&self, name: &str, lock: &ModelGuard) -> Result<Retired, SourcesError> {
-        self.check_deletable_locked(name, lock)?;
-        if let Some(file) = self.flat_file(name) {
-            return self.retire_flat_locked(name, &file);
-        }
-        let dir = self.model_dir(name)?;
-        let trash = trash_in(&self.root);
-        self.staging_started(&trash);
-        if let Err(e) = std::fs::rename(&dir.dir, &trash) {
-            self.staging_ended(&trash);
-            tracing::error!(model = name, path = %dir.dir.display(), error = %e, "cannot delete");
-            return Err(SourcesError::Io(format!(
-                "cannot delete model {name:?}: {e}"
-            )));
-        }
-        Ok(Retired::Dir(trash))
-    }
-
-    /// The rest of a delete, once [`Sources::retire_locked`] took the files away:
-    /// the model stops being served and what was decided for it is forgotten, and
-    /// its renamed directory (or a flat model's managed copies) is removed; a
-    /// failure there leaves only a hidden directory the staging sweep removes
-    /// later. The caller still holds the model's lock. Blocking.
-    pub fn forget_deleted_locked(&self, name: &str, retired: Retired, _lock: &ModelGuard) {
-        guard(&self.deployments).remove(name);
-        guard(&self.isolated).remove(name);
-        guard(&self.stopped).remove(name);
-        guard(&self.watch).remove(name);
-        self.manager.unload_model(name);
-        match retired {
-            Retired::Dir(trash) => {
-                if let Err(e) = std::fs::remove_dir_all(&trash) {
-                    tracing::warn!(model = name, "cannot remove {}: {e}", trash.display());
-                }
-                self.staging_ended(&trash);
-            }
-            Retired::Flat => self.forget_flat(name),
-        }
-    }
-
-    /// Sets the model config list without loading anything (start-up, before the
-    /// initial load).
-    pub fn set_config_list(&self, list: ModelConfigList) {
-        warn_of_missing_base_paths(&list);
-        *guard(&self.listed) = Some(Arc::new(list));
-    }
-
-    /// Replaces the model config list and brings serving in line with it: listed
-    /// models are (re)loaded, every other model is unloaded. The list is checked
-    /// whole first (names, policies, base paths that are directories); a list that
-    /// fails changes nothing. This is gRPC `HandleReloadConfigRequest`'s path; the
-    /// config file's is [`Sources::apply_config_file_list`]. Blocking.
-    pub fn apply_config_list(
-        &self,
-        list: ModelConfigList,
-        cancel: &CancellationToken,
-    ) -> Result<ReloadAll, SourcesError> {
-        list.validate().map_err(SourcesError::InvalidName)?;
-        if let Some(m) = list.models.iter().find(|m| !m.base_path.is_dir()) {
-            return Err(SourcesError::InvalidName(format!(
-                "model {:?}: base path {} is not a directory",
-                m.name,
-                m.base_path.display()
-            )));
-        }
-        *guard(&self.listed) = Some(Arc::new(list));
-        Ok(self.reload_all(cancel))
-    }
-
-    /// [`Sources::apply_config_list`] for a list the watcher read from the model
-    /// config file, checked as the file is at start-up: a base path that is not a
-    /// directory (yet) is a warning, not a refusal. Its model is listed with no
-    /// version and loads once the directory appears, as TF Serving keeps polling a
-    /// missing base path; refusing it would keep every other edit of the file out
-    /// until then. Blocking.
-    pub fn apply_config_file_list(
-        &self,
-        list: ModelConfigList,
-        cancel: &CancellationToken,
-    ) -> Result<ReloadAll, SourcesError> {
-        list.validate().map_err(SourcesError::InvalidName)?;
-        warn_of_missing_base_paths(&list);
-        *guard(&self.listed) = Some(Arc::new(list));
-        Ok(self.reload_all(cancel))
     }
 
     /// Whether a model is served from the repository root or the list in force
@@ -995,40 +617,6 @@ impl Sources {
     }
 }
 
-/// A stop waiting for its model's lock; dropping it (the stop done, or given up)
-/// clears the pending mark.
-pub struct StopIntent {
-    sources: Arc<Sources>,
-    name: String,
-}
-
-impl Drop for StopIntent {
-    fn drop(&mut self) {
-        let mut stopping = guard(&self.sources.stopping);
-        if let Some(n) = stopping.get_mut(&self.name) {
-            *n -= 1;
-            if *n == 0 {
-                stopping.remove(&self.name);
-            }
-        }
-    }
-}
-
-/// Says which listed models have no directory (yet): they serve nothing until it
-/// appears.
-fn warn_of_missing_base_paths(list: &ModelConfigList) {
-    for m in &list.models {
-        if !m.base_path.is_dir() {
-            tracing::warn!(
-                model = %m.name,
-                "base path {} is not a directory (yet): the model serves no version \
-                 until it appears",
-                m.base_path.display()
-            );
-        }
-    }
-}
-
 fn check_name(name: &str) -> Result<(), SourcesError> {
     if is_valid_model_name(name) {
         Ok(())
@@ -1037,25 +625,6 @@ fn check_name(name: &str) -> Result<(), SourcesError> {
             "{name:?} is not a valid model id: use letters, digits, '.', '_' and '-', \
              not starting with '.'"
         )))
-    }
-}
-
-/// The list's policy and labels, and a deployment's timeout, over `config.toml`.
-fn apply_overrides(
-    config: &mut ModelConfig,
-    listed: Option<&ModelListEntry>,
-    deployment: Option<&Deployment>,
-) {
-    if let Some(entry) = listed {
-        if let Some(policy) = &entry.version_policy {
-            config.version_policy = policy.clone();
-        }
-        if !entry.labels.is_empty() {
-            config.labels = entry.labels.clone();
-        }
-    }
-    if let Some(t) = deployment.and_then(|d| d.timeout_secs) {
-        config.timeout_secs = Some(t);
     }
 }
 
