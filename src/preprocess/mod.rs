@@ -200,6 +200,23 @@ impl Pipeline {
             None => None,
         };
         let segmenter = segmenter::TextSegmenter::load(version_dir, &config.preprocess)?;
+        // A segmenter turns text into text: on a model that takes none it would do
+        // nothing but send every request through pre-processing, a setting ignored.
+        let inputs = &signature.inputs;
+        if segmenter.is_some()
+            && !inputs.is_empty()
+            && inputs.iter().all(|i| i.dtype != DataType::Bytes)
+        {
+            let described: Vec<String> = inputs
+                .iter()
+                .map(|i| format!("{:?} {}", i.name, i.dtype))
+                .collect();
+            return Err(format!(
+                "preprocess.segmenter segments text inputs, but the model has no text \
+                 input (its inputs: {})",
+                described.join(", ")
+            ));
+        }
         if let (Some(_), Some(spec)) = (post.pooling, spec) {
             if spec.shape.len() != 3 {
                 return Err(format!(

@@ -806,6 +806,7 @@ async fn uploads_whose_pipeline_does_not_fit_are_refused_and_change_nothing() {
             "image",
             "[preprocess]\nimage = { width = 64, height = 24 }\n".to_string(),
         ),
+        ("jieba", "[preprocess]\nsegmenter = \"jieba\"\n".to_string()),
     ] {
         std::fs::create_dir_all(repo.path().join(model)).unwrap();
         std::fs::write(repo.path().join(model).join("config.toml"), config).unwrap();
@@ -883,6 +884,12 @@ async fn uploads_whose_pipeline_does_not_fit_are_refused_and_change_nothing() {
             ),
             vec![],
             &["preprocess.image", "[n, 3, 24, 64]", "[-1, 3, 24, 32]"],
+        ),
+        (
+            "jieba",
+            ("logits.onnx", logits.clone()),
+            vec![],
+            &["preprocess.segmenter", "no text input", "FP32"],
         ),
     ];
     for (model, file, assets, words) in cases {
