@@ -583,9 +583,40 @@ fn exposition(handle: &PrometheusHandle, extra: Option<String>) -> String {
     merge_expositions(&texts)
 }
 
+/// What each metric family of the server means: its `# HELP` line, which the
+/// recorders (built without descriptions, the version recorders included) do not
+/// write. A family missing here is exposed without one.
+#[rustfmt::skip]
+const HELP: &[(&str, &str)] = &[
+    ("ferroserve_requests_total", "Requests answered, by model, version (empty when none was chosen), protocol and outcome."),
+    ("ferroserve_request_duration_seconds", "Time from a request's arrival to its answer, by model and protocol."),
+    ("ferroserve_inference_duration_seconds", "Time of one model run (the same as ferroserve_compute_duration_seconds, kept for dashboards made before batching)."),
+    ("ferroserve_compute_duration_seconds", "Time of one model run, by model and version."),
+    ("ferroserve_queue_duration_seconds", "Time a request waited in its version's queue before its run."),
+    ("ferroserve_queue_length", "Requests waiting in the version's queue."),
+    ("ferroserve_batch_size", "Rows per model run."),
+    ("ferroserve_rejected_total", "Requests refused because the version's queue was full."),
+    ("ferroserve_model_versions", "Model versions by state."),
+    ("ferroserve_auth_failures_total", "Requests refused by the access layer, by protocol and reason."),
+    ("ferroserve_jobs_total", "Jobs this process ran to an end, by kind and final state."),
+    ("ferroserve_connections_evicted_total", "Idle connections closed at the connection limit to make room for new ones."),
+    ("ferroserve_store_errors_total", "Failed uses of the metadata store (a write retried later, a management call refused with 503)."),
+    ("ferroserve_store_dropped_total", "Entries dropped because the store's buffer was full, by buffer (events, predictions)."),
+    ("ferroserve_prediction_log_oversized_total", "Logged predictions whose inputs and outputs were too large to keep, logged with a marker instead, by model."),
+    ("ferroserve_prediction_log_refused_total", "Logged predictions the database refused, by model."),
+    ("ferroserve_cache_hits_total", "Requests answered from the response cache, by model and tier."),
+    ("ferroserve_cache_misses_total", "Requests of cache-enabled models that missed every tier, by model."),
+    ("ferroserve_cache_not_admitted_total", "Answers not stored because second-miss admission had not seen their key before, by model."),
+    ("ferroserve_cache_evictions_total", "Response cache entries removed, by model, tier and reason (size, expired)."),
+    ("ferroserve_cache_entries", "Entries in the response cache, by tier."),
+    ("ferroserve_cache_bytes", "Bytes held by the response cache, by tier."),
+    ("ferroserve_cache_redis_errors_total", "Failed Redis cache operations, by operation and reason."),
+    ("process_resident_memory_bytes", "Resident memory of the server process, in bytes."),
+];
+
 /// Merges Prometheus text expositions into one in which each metric family
 /// appears once, as the format requires: its `# HELP` and `# TYPE` lines (the
-/// first seen), then its samples from every text. Each text is one rendering of
+/// first seen, else the help [`HELP`] gives), then its samples from every text. Each text is one rendering of
 /// a recorder: families separated by blank lines, each under its `# TYPE` line.
 fn merge_expositions(texts: &[String]) -> String {
     #[derive(Default)]
@@ -627,11 +658,19 @@ fn merge_expositions(texts: &[String]) -> String {
     let mut out = String::new();
     for name in order {
         let family = &families[name];
+        let described = match (family.help, HELP.iter().find(|(n, _)| *n == name)) {
+            (None, Some((_, help))) if family.kind.is_some() => {
+                Some(format!("# HELP {name} {help}"))
+            }
+            _ => None,
+        };
         for line in family
             .help
             .iter()
-            .chain(family.kind.iter())
-            .chain(family.samples.iter())
+            .copied()
+            .chain(described.as_deref())
+            .chain(family.kind.iter().copied())
+            .chain(family.samples.iter().copied())
         {
             out.push_str(line);
             out.push('\n');
@@ -683,6 +722,16 @@ mod tests {
         assert_eq!(text.matches(series).count(), 1, "{text}");
         assert!(text.contains(&format!("{series} 3")), "{text}");
         assert!(text.contains("ferroserve_batch_size_bucket{model=\"unit_metrics_model\",version=\"7\",le=\"4\"} 1"), "{text}");
+        // Every family is described once, before its type, the versions' too.
+        for family in ["ferroserve_batch_size", "ferroserve_rejected_total"] {
+            let help = format!("# HELP {family} ");
+            assert_eq!(text.matches(&help).count(), 1, "{text}");
+            let at = text.find(&help).unwrap();
+            assert!(
+                text[at..].find(&format!("# TYPE {family} ")) > Some(0),
+                "{text}"
+            );
+        }
         drop(first);
         assert!(exposition(handle, None).contains(series));
         drop(second);
