@@ -45,28 +45,8 @@ async fn serve(repo: &Path, flags: &[&str]) -> ChildServer {
 }
 
 async fn wait_available(client: &reqwest::Client, server: &ChildServer, model: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let body: Value = match client
-            .get(server.url(&format!("/v1/models/{model}")))
-            .send()
-            .await
-        {
-            Ok(r) => r.json().await.unwrap_or(Value::Null),
-            Err(_) => Value::Null,
-        };
-        let state = &body["model_version_status"][0]["state"];
-        if state == "AVAILABLE" {
-            return;
-        }
-        assert_ne!(state, "ERROR", "{model}: {body}\n{}", server.log());
-        assert!(
-            Instant::now() < deadline,
-            "{model} not available within 60 s: {body}\n{}",
-            server.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (state, message) = settled(client, server, model).await;
+    assert_eq!(state, "AVAILABLE", "{model}: {message}\n{}", server.log());
 }
 
 async fn predict(client: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
