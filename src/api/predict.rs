@@ -22,7 +22,36 @@ use crate::cache::{CacheKey, CacheStatus};
 use crate::manager::{ServableHandle, VersionRequest};
 use crate::metrics;
 use crate::preprocess::Classification;
+use crate::store::predictions::RequestId;
 use crate::tensor::NamedTensor;
+
+/// The header (REST) and gRPC metadata key of a request's id: read from a request
+/// that is logged, and set on its answer to the id it was logged under.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Where a request's own id may be, looked at only when the request is logged
+/// (`[log] sample_rate`): a request that is not costs nothing more for it (no
+/// header lookup, no copy). Borrowed from the adapter, which holds the request
+/// while it is answered.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientRequestId<'a> {
+    /// The protocol's own request id (KServe V2 `id`, REST or gRPC); it goes first.
+    pub given: Option<&'a str>,
+    /// The request's HTTP headers or gRPC metadata, whose [`REQUEST_ID_HEADER`]
+    /// goes next.
+    pub headers: Option<&'a http::HeaderMap>,
+}
+
+impl ClientRequestId<'_> {
+    /// The client's id a sampled request is logged under: the first of its ids
+    /// the log can keep ([`RequestId::client`]); `None` (a generated one) if none.
+    fn for_log(&self) -> Option<RequestId> {
+        self.given.and_then(RequestId::client).or_else(|| {
+            let header = self.headers?.get(REQUEST_ID_HEADER)?;
+            RequestId::client(header.to_str().ok()?)
+        })
+    }
+}
 
 /// A decoded inference request, whatever protocol it came in on.
 #[derive(Debug, Clone)]
@@ -77,6 +106,9 @@ pub struct PredictResponse {
     /// Whether the answer came from the response cache; `None` when the model's
     /// cache is off (or the server has no cache tier).
     pub cache: Option<CacheStatus>,
+    /// The id the request was logged under, which the adapters tell the client
+    /// ([`REQUEST_ID_HEADER`]); `None` when it was not logged.
+    pub request_id: Option<RequestId>,
 }
 
 impl PredictResponse {
@@ -93,7 +125,17 @@ pub async fn predict(
     state: &ServerState,
     request: PredictRequest,
 ) -> Result<PredictResponse, ApiError> {
-    predict_resolved(state, request, None).await
+    predict_resolved(state, request, None, ClientRequestId::default()).await
+}
+
+/// [`predict`], for a request that may carry its own id (`client_id`): if the
+/// request is logged, it is logged under that id (see [`ClientRequestId`]).
+pub async fn predict_with_id(
+    state: &ServerState,
+    request: PredictRequest,
+    client_id: ClientRequestId<'_>,
+) -> Result<PredictResponse, ApiError> {
+    predict_resolved(state, request, None, client_id).await
 }
 
 /// Runs a prediction on a version the caller already holds (the simple API, which
@@ -105,13 +147,24 @@ pub async fn predict_on(
     handle: ServableHandle,
     request: PredictRequest,
 ) -> Result<PredictResponse, ApiError> {
-    predict_resolved(state, request, Some(handle)).await
+    predict_resolved(state, request, Some(handle), ClientRequestId::default()).await
+}
+
+/// [`predict_on`], for a request that may carry its own id, as [`predict_with_id`].
+pub async fn predict_on_with_id(
+    state: &ServerState,
+    handle: ServableHandle,
+    request: PredictRequest,
+    client_id: ClientRequestId<'_>,
+) -> Result<PredictResponse, ApiError> {
+    predict_resolved(state, request, Some(handle), client_id).await
 }
 
 async fn predict_resolved(
     state: &ServerState,
     request: PredictRequest,
     held: Option<ServableHandle>,
+    client_id: ClientRequestId<'_>,
 ) -> Result<PredictResponse, ApiError> {
     let started = Instant::now();
     let protocol = request.protocol;
@@ -141,7 +194,7 @@ async fn predict_resolved(
             }
         },
     };
-    let result = run(state, &handle, request, started).await;
+    let result = run(state, &handle, request, client_id, started).await;
     metrics::mark_request_recorded();
     // Every outcome of a request a version was chosen for is counted among that
     // version's series, so that they leave `/metrics` together. The usual case
@@ -149,12 +202,17 @@ async fn predict_resolved(
     // formatted, no registry lookup.
     let counted = &handle.queue.metrics().answered;
     match result {
-        Ok((outputs, cache)) => {
+        Ok(Answer {
+            outputs,
+            cache,
+            request_id,
+        }) => {
             counted.record(protocol.as_str(), started.elapsed());
             Ok(PredictResponse {
                 handle,
                 outputs,
                 cache,
+                request_id,
             })
         }
         Err(e) => {
@@ -193,14 +251,23 @@ pub fn admit(
     }
 }
 
-/// Answers `request` on the version `handle` holds: its outputs, and whether the
-/// response cache gave them.
+/// What [`run`] answers.
+struct Answer {
+    outputs: Vec<NamedTensor>,
+    /// Whether the response cache gave the outputs.
+    cache: Option<CacheStatus>,
+    /// The id the request was logged under, if it was.
+    request_id: Option<RequestId>,
+}
+
+/// Answers `request` on the version `handle` holds.
 async fn run(
     state: &ServerState,
     handle: &ServableHandle,
     mut request: PredictRequest,
+    client_id: ClientRequestId<'_>,
     started: Instant,
-) -> Result<(Vec<NamedTensor>, Option<CacheStatus>), ApiError> {
+) -> Result<Answer, ApiError> {
     // The version's timeout as it is now: a deployment may have changed it since load.
     let timeout = handle.timeout().unwrap_or(state.settings.request_timeout);
     let timeout = match request.client_timeout {
@@ -269,9 +336,9 @@ async fn run(
         return Err(timed_out(handle, timeout));
     }
     // The prediction log keeps a sample (cache hits included): the inputs are
-    // copied only for the requests sampled, and turned into JSON by the store's
-    // writer, not here.
-    let logged_inputs = sampled_for_log(state, handle).then(|| inputs.clone());
+    // copied, and the client's id looked for, only for the requests sampled; they
+    // are turned into JSON by the store's writer, not here.
+    let logged = sampled_for_log(state, handle).then(|| (inputs.clone(), client_id.for_log()));
     let encoding = ResponseEncoding::of(request.protocol);
     // The model's cache settings as they are now: `[cache]` edits apply at once.
     // The key names inputs and outputs only, neither a request's own options nor a
@@ -314,9 +381,8 @@ async fn run(
                 ApiError::Internal("a cached answer lacks an output its key names".into())
             })?;
             check_response_size(&outputs, encoding, state.settings.max_response_bytes)?;
-            if let (Some(inputs), Some(store)) = (logged_inputs, &state.store) {
-                log_prediction(store, handle, request.protocol, started, inputs, &outputs);
-            }
+            let request_id =
+                log_prediction(state, handle, request.protocol, started, logged, &outputs);
             classify_outputs(
                 handle,
                 &mut outputs,
@@ -324,7 +390,11 @@ async fn run(
                 encoding,
                 state,
             )?;
-            return Ok((outputs, Some(CacheStatus::Hit)));
+            return Ok(Answer {
+                outputs,
+                cache: Some(CacheStatus::Hit),
+                request_id,
+            });
         }
         if Instant::now() >= deadline {
             return Err(timed_out(handle, timeout));
@@ -355,9 +425,7 @@ async fn run(
         .pipeline
         .finish_answer(&mut outputs, pooling_mask.as_ref())?;
     check_response_size(&outputs, encoding, state.settings.max_response_bytes)?;
-    if let (Some(inputs), Some(store)) = (logged_inputs, &state.store) {
-        log_prediction(store, handle, request.protocol, started, inputs, &outputs);
-    }
+    let request_id = log_prediction(state, handle, request.protocol, started, logged, &outputs);
     // The cache keeps the version's answer (softmax included); a request's own
     // classification is applied after it, hit or miss.
     let cache = match cached {
@@ -378,7 +446,11 @@ async fn run(
         None => None,
     };
     classify_outputs(handle, &mut outputs, &classifications, encoding, state)?;
-    Ok((outputs, cache))
+    Ok(Answer {
+        outputs,
+        cache,
+        request_id,
+    })
 }
 
 /// The classification extension a request asked for (`"classification": k` on an
@@ -420,16 +492,20 @@ fn sampled_for_log(state: &ServerState, handle: &ServableHandle) -> bool {
     state.store.is_some() && rate > 0.0 && (rate >= 1.0 || fastrand::f64() < rate)
 }
 
-/// Offers a sampled prediction to the log's buffer; never waits.
+/// Offers a sampled prediction (`logged`: its inputs and the client's id, if it
+/// gave one the log keeps) to the log's buffer, and answers the id it is logged
+/// under; never waits. Nothing for a request not sampled.
 fn log_prediction(
-    store: &crate::store::Store,
+    state: &ServerState,
     handle: &ServableHandle,
     protocol: super::Protocol,
     started: Instant,
-    inputs: Vec<NamedTensor>,
+    logged: Option<(Vec<NamedTensor>, Option<RequestId>)>,
     outputs: &[NamedTensor],
-) {
-    store.log_prediction(crate::store::predictions::PendingPrediction::new(
+) -> Option<RequestId> {
+    let (inputs, client_id) = logged?;
+    let store = state.store.as_ref()?;
+    let mut entry = crate::store::predictions::PendingPrediction::new(
         handle.model.clone(),
         handle.version,
         protocol.as_str(),
@@ -437,7 +513,13 @@ fn log_prediction(
         inputs,
         outputs,
         &handle.config().log,
-    ));
+    );
+    if let Some(id) = client_id {
+        entry = entry.with_request_id(id);
+    }
+    let request_id = entry.request_id().clone();
+    store.log_prediction(entry);
+    Some(request_id)
 }
 
 /// Whether a cached answer found in Redis fits this request: exactly the outputs it

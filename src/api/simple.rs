@@ -17,7 +17,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::{predict_on, ApiError, PredictRequest, Protocol, ServerState};
+use super::predict::{predict_on_with_id, ClientRequestId};
+use super::{ApiError, PredictRequest, Protocol, ServerState};
 use crate::manager::{ServableHandle, VersionRequest};
 use crate::model_config::{FeatureValue, ModelConfig};
 use crate::tensor::{DataType, Tensor, TensorData, TensorSpec};
@@ -70,11 +71,23 @@ pub struct SimpleResponse {
     pub latency: Duration,
     /// As [`super::PredictResponse::cache`].
     pub cache: Option<crate::cache::CacheStatus>,
+    /// As [`super::PredictResponse::request_id`].
+    pub request_id: Option<crate::store::predictions::RequestId>,
 }
 
 pub async fn simple_predict(
     state: &ServerState,
     request: SimpleRequest,
+) -> Result<SimpleResponse, ApiError> {
+    simple_predict_with_id(state, request, ClientRequestId::default()).await
+}
+
+/// [`simple_predict`] for a request that may carry its own id, as
+/// [`super::predict::predict_with_id`].
+pub async fn simple_predict_with_id(
+    state: &ServerState,
+    request: SimpleRequest,
+    client_id: ClientRequestId<'_>,
 ) -> Result<SimpleResponse, ApiError> {
     let started = Instant::now();
     if request.rows.len() == 0 {
@@ -113,7 +126,7 @@ pub async fn simple_predict(
     predict_request.inputs = inputs;
     predict_request.outputs = wanted;
     predict_request.options = request.options;
-    let response = predict_on(state, handle, predict_request).await?;
+    let response = predict_on_with_id(state, handle, predict_request, client_id).await?;
     let top_classes = response
         .handle
         .pipeline
@@ -145,6 +158,7 @@ pub async fn simple_predict(
         probabilities,
         latency: started.elapsed(),
         cache: response.cache,
+        request_id: response.request_id,
     })
 }
 

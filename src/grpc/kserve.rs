@@ -330,7 +330,8 @@ impl grpc_inference_service_server::GrpcInferenceService for InferenceService {
                 .map_err(crate::workers::forwarded_status);
         }
         let deadline = client_timeout(request.metadata());
-        let mut request = request.into_inner();
+        // The metadata is kept for `x-request-id`, read only if the request is logged.
+        let (metadata, _, mut request) = request.into_parts();
         let version = version_request(&request.model_version).map_err(status_from)?;
         let parameter_timeout = timeout_parameter(&request.parameters).map_err(status_from)?;
         let mut predict =
@@ -347,7 +348,13 @@ impl grpc_inference_service_server::GrpcInferenceService for InferenceService {
         predict.outputs = request.outputs.iter().map(|o| o.name.clone()).collect();
         predict.classifications = classifications(&request).map_err(status_from)?;
         predict.options = predict_options(&request.parameters).map_err(status_from)?;
-        let response = api::predict(&self.state, predict)
+        // The request's `id`, else its `x-request-id` metadata, is the id the
+        // prediction log keeps it under, if it is logged.
+        let client_id = api::predict::ClientRequestId {
+            given: Some(&request.id),
+            headers: Some(metadata.as_ref()),
+        };
+        let response = api::predict::predict_with_id(&self.state, predict, client_id)
             .await
             .map_err(status_from)?;
 
@@ -376,16 +383,19 @@ impl grpc_inference_service_server::GrpcInferenceService for InferenceService {
                 }
             })
             .collect();
-        Ok(super::with_cache_metadata(
-            pb::ModelInferResponse {
-                model_name: response.model().to_string(),
-                model_version: response.version().to_string(),
-                id: request.id,
-                parameters: Default::default(),
-                outputs,
-                raw_output_contents,
-            },
-            response.cache,
+        Ok(super::with_request_id_metadata(
+            super::with_cache_metadata(
+                pb::ModelInferResponse {
+                    model_name: response.model().to_string(),
+                    model_version: response.version().to_string(),
+                    id: request.id,
+                    parameters: Default::default(),
+                    outputs,
+                    raw_output_contents,
+                },
+                response.cache,
+            ),
+            response.request_id.as_ref(),
         ))
     }
 

@@ -310,6 +310,23 @@ pub fn with_cache_metadata<T>(
     response
 }
 
+/// Sets `x-request-id` in the initial metadata of the answer of a request the
+/// prediction log kept, to the id it was logged under (`request_id` is `None` for
+/// the others).
+pub fn with_request_id_metadata<T>(
+    mut response: tonic::Response<T>,
+    request_id: Option<&crate::store::predictions::RequestId>,
+) -> tonic::Response<T> {
+    // The id is visible ASCII (the client's was checked, a generated one is hex),
+    // so it is always valid metadata.
+    if let Some(value) = request_id.and_then(|id| id.to_string().parse().ok()) {
+        response
+            .metadata_mut()
+            .insert(crate::api::predict::REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
 /// The protocol of an inference method (`/package.Service/Method`), whose every
 /// call is counted in `ferroserve_requests_total` ([`inference_outcomes`]).
 fn inference_protocol(path: &str) -> Option<crate::api::Protocol> {

@@ -328,7 +328,8 @@ impl prediction_service_server::PredictionService for PredictionService {
                 .map_err(crate::workers::forwarded_status);
         }
         let timeout = client_timeout(request.metadata());
-        let request = request.into_inner();
+        // The metadata is kept for `x-request-id`, read only if the request is logged.
+        let (metadata, _, request) = request.into_parts();
         let spec = request.model_spec.as_ref();
         let (model, version) = model_and_version(spec).map_err(status_from)?;
         let signature_name = spec.map(|s| s.signature_name.clone()).unwrap_or_default();
@@ -350,10 +351,16 @@ impl prediction_service_server::PredictionService for PredictionService {
             })
             .collect::<Result<_, ApiError>>()
             .map_err(status_from)?;
-        let response = api::predict(&self.state, predict)
+        // `x-request-id` is the id the prediction log keeps the request under, if
+        // it is logged.
+        let client_id = api::predict::ClientRequestId {
+            given: None,
+            headers: Some(metadata.as_ref()),
+        };
+        let response = api::predict::predict_with_id(&self.state, predict, client_id)
             .await
             .map_err(status_from)?;
-        Ok(super::with_cache_metadata(
+        let answer = super::with_cache_metadata(
             pb::PredictResponse {
                 model_spec: Some(ModelSpec {
                     signature_name: if signature_name.is_empty() {
@@ -370,6 +377,10 @@ impl prediction_service_server::PredictionService for PredictionService {
                     .collect(),
             },
             response.cache,
+        );
+        Ok(super::with_request_id_metadata(
+            answer,
+            response.request_id.as_ref(),
         ))
     }
 

@@ -186,8 +186,11 @@ pub async fn serve(state: AppState, route: Route, request: Request, peer: Socket
 async fn answer(state: AppState, route: Route, request: Request) -> Response {
     match route {
         Route::TfsPredict(rest) => {
+            // Moved, not copied: a predict reads `x-request-id` only if it is logged.
+            let mut request = request;
+            let headers = std::mem::take(request.headers_mut());
             let raw = axum::body::Bytes::from_request(request, &state).await;
-            super::tfs::post_model(State(state), Path(rest), raw)
+            super::tfs::post_model(State(state), Path(rest), headers, raw)
                 .await
                 .into_response()
         }

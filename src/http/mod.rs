@@ -287,6 +287,22 @@ pub fn with_cache_header(
     response
 }
 
+/// Sets `x-request-id` on the answer of a request the prediction log kept, to the
+/// id it was logged under (`request_id` is `None` for the others).
+pub fn with_request_id_header(
+    mut response: Response,
+    request_id: Option<&crate::store::predictions::RequestId>,
+) -> Response {
+    // The id is visible ASCII (the client's was checked, a generated one is hex),
+    // so it is always a valid header value.
+    if let Some(value) = request_id.and_then(|id| HeaderValue::try_from(id.to_string()).ok()) {
+        response
+            .headers_mut()
+            .insert(crate::api::predict::REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
 /// Prometheus metrics (also served at the configured metrics path).
 #[utoipa::path(get, path = "/metrics", tag = "server",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]

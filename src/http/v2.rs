@@ -733,7 +733,13 @@ async fn run_infer(
         request.parameters.get("k"),
         request.parameters.get("threshold"),
     )?;
-    let response = api::predict(&state, predict).await?;
+    // The body's `id`, else the `x-request-id` header, is the id the prediction log
+    // keeps the request under, if it is logged.
+    let client_id = api::predict::ClientRequestId {
+        given: request.id.as_deref(),
+        headers: Some(&headers),
+    };
+    let response = api::predict::predict_with_id(&state, predict, client_id).await?;
 
     // The answer is written straight from the output tensors (no `Value` tree).
     let mut blobs: Vec<u8> = Vec::new();
@@ -777,9 +783,12 @@ async fn run_infer(
     // Binary framing only when an output of the answer is binary: one asked for
     // binary_data_output whose every output opts out gets plain JSON.
     if !any_binary {
-        return Ok(super::with_cache_header(
-            ([(header::CONTENT_TYPE, "application/json")], header_bytes).into_response(),
-            response.cache,
+        return Ok(super::with_request_id_header(
+            super::with_cache_header(
+                ([(header::CONTENT_TYPE, "application/json")], header_bytes).into_response(),
+                response.cache,
+            ),
+            response.request_id.as_ref(),
         ));
     }
     let header_len = header_bytes.len();
@@ -796,7 +805,10 @@ async fn run_infer(
         Body::from(full),
     )
         .into_response();
-    Ok(super::with_cache_header(answer, response.cache))
+    Ok(super::with_request_id_header(
+        super::with_cache_header(answer, response.cache),
+        response.request_id.as_ref(),
+    ))
 }
 
 /// One output of a V2 infer answer.

@@ -40,7 +40,8 @@ use serde_json::Value;
 
 use super::openapi::ErrorBody;
 use super::{AppState, HttpError};
-use crate::api::simple::{simple_predict, SimpleRequest, SimpleResponse};
+use crate::api::predict::ClientRequestId;
+use crate::api::simple::{simple_predict_with_id, SimpleRequest, SimpleResponse};
 use crate::json_tensor::NestedJson;
 use crate::tensor::DataType;
 
@@ -59,12 +60,16 @@ pub fn routes() -> Router<AppState> {
         .route("/predict/{model_id}/infer", post(predict_model_post))
 }
 
+/// The answer to `body` for `model`; `headers` are the request's, whose
+/// `x-request-id` is the id the prediction log keeps the request under, if it is
+/// logged.
 async fn answer(
     state: &AppState,
     model: String,
     body: SimpleBody,
+    headers: &HeaderMap,
 ) -> Result<axum::response::Response, HttpError> {
-    let response = simple_predict(
+    let response = simple_predict_with_id(
         state,
         SimpleRequest {
             model,
@@ -73,11 +78,18 @@ async fn answer(
             options: body.options,
             top_k: body.top_k,
         },
+        ClientRequestId {
+            given: None,
+            headers: Some(headers),
+        },
     )
     .await?;
-    Ok(super::with_cache_header(
-        Json(encode(&response, body.single)).into_response(),
-        response.cache,
+    Ok(super::with_request_id_header(
+        super::with_cache_header(
+            Json(encode(&response, body.single)).into_response(),
+            response.cache,
+        ),
+        response.request_id.as_ref(),
     ))
 }
 
@@ -108,7 +120,7 @@ pub(super) async fn predict_post(
         .model
         .take()
         .ok_or_else(|| invalid("model_id (a string) is required"))?;
-    answer(&state, model, body).await
+    answer(&state, model, body, &headers).await
 }
 
 /// `POST /predict/{model_id}` and `POST /predict/{model_id}/infer`: the deploy answer's
@@ -138,7 +150,7 @@ pub(super) async fn predict_model_post(
     let bounds = crate::api::bounds::request_bounds(&state, &model, None);
     let mut body = decode_body(&state, &headers, bytes, &bounds).await?;
     let model = model_from_path(model, body.model.take())?;
-    answer(&state, model, body).await
+    answer(&state, model, body, &headers).await
 }
 
 /// `GET /predict/{model_id}?name=value&…`: the query string read as a form body;
@@ -162,11 +174,14 @@ async fn predict_get(
     State(state): State<AppState>,
     Path(model): Path<String>,
     RawQuery(query): RawQuery,
+    // The request itself (moved, not its headers copied), for `x-request-id`.
+    request: axum::extract::Request,
 ) -> Result<axum::response::Response, HttpError> {
     let bounds = crate::api::bounds::request_bounds(&state, &model, None);
     let mut body = decode_form(query.unwrap_or_default().as_bytes(), &bounds)?;
     let model = model_from_path(model, body.model.take())?;
-    answer(&state, model, body).await
+    let (parts, _) = request.into_parts();
+    answer(&state, model, body, &parts.headers).await
 }
 
 /// The simple API's answer, written straight from the output tensors (no `Value`

@@ -82,8 +82,11 @@ async fn model_route(
             get_model(State(state), Path(rest), RawQuery(query)).await
         }
         (_, _, &Method::POST) => {
+            // Moved, not copied: a predict reads `x-request-id` only if it is logged.
+            let mut request = request;
+            let headers = std::mem::take(request.headers_mut());
             let raw = Bytes::from_request(request, &state).await;
-            post_model(State(state), Path(rest), raw).await
+            post_model(State(state), Path(rest), headers, raw).await
         }
         _ => parse_path(&rest).and(Err(not_found(&rest))),
     };
@@ -479,6 +482,7 @@ fn encode_rows(outputs: &[NamedTensor]) -> Result<RowsJson<'_>, ApiError> {
 pub(super) async fn post_model(
     State(state): State<AppState>,
     Path(rest): Path<String>,
+    headers: axum::http::HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<axum::response::Response, HttpError> {
     let path = parse_path(&rest)?;
@@ -525,7 +529,13 @@ pub(super) async fn post_model(
     predict.options = options;
     // The model's signatures decide (`crate::api::predict`): SavedModels have several.
     predict.signature_name = request.signature_name.unwrap_or_default();
-    let response = api::predict(&state, predict).await?;
+    // `x-request-id` is the id the prediction log keeps the request under, if it
+    // is logged.
+    let client_id = api::predict::ClientRequestId {
+        given: None,
+        headers: Some(&headers),
+    };
+    let response = api::predict::predict_with_id(&state, predict, client_id).await?;
     let answer = if row_format {
         Json(Predictions {
             predictions: encode_rows(&response.outputs)?,
@@ -537,7 +547,10 @@ pub(super) async fn post_model(
         })
         .into_response()
     };
-    Ok(super::with_cache_header(answer, response.cache))
+    Ok(super::with_request_id_header(
+        super::with_cache_header(answer, response.cache),
+        response.request_id.as_ref(),
+    ))
 }
 
 /// Reads a `:predict`, `:classify` or `:regress` body with `parse`, as TF Serving's

@@ -49,6 +49,51 @@ pub const LOG_BUFFER_BYTES: usize = 64 << 20;
 /// `max_allowed_packet` is 16 MiB by default or more).
 pub const MAX_ENTRY_JSON_BYTES: usize = 1 << 20;
 
+/// Most bytes of a client's own request id the log keeps: the `request_id`
+/// column's size (`VARCHAR(64)` in every database's schema).
+pub const MAX_CLIENT_REQUEST_ID_BYTES: usize = 64;
+
+/// The id a logged request is stored under, and that its answer tells the client
+/// (`x-request-id`): the client's own when it gave one the log can keep
+/// ([`RequestId::client`]), else 128 random bits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestId {
+    /// The client's own id, checked by [`RequestId::client`]. Shared, so that the
+    /// entry and the answer hold one copy.
+    Client(Arc<str>),
+    /// Made here, written as 32 hex digits.
+    Generated(u128),
+}
+
+impl RequestId {
+    /// A client's id as the log keeps it: 1 to [`MAX_CLIENT_REQUEST_ID_BYTES`]
+    /// bytes of visible ASCII (letters, digits, punctuation; no space or control
+    /// character), so that it fits the column and goes back in a header or gRPC
+    /// metadata as it came. `None` for any other: the request is then logged under
+    /// a generated id, which its answer tells; a prediction is never refused for
+    /// the log's sake.
+    pub fn client(id: &str) -> Option<RequestId> {
+        let fits = !id.is_empty()
+            && id.len() <= MAX_CLIENT_REQUEST_ID_BYTES
+            && id.bytes().all(|b| b.is_ascii_graphic());
+        fits.then(|| RequestId::Client(id.into()))
+    }
+
+    /// A new random id.
+    pub fn generated() -> RequestId {
+        RequestId::Generated(fastrand::u128(..))
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RequestId::Client(id) => f.write_str(id),
+            RequestId::Generated(bits) => write!(f, "{bits:032x}"),
+        }
+    }
+}
+
 /// What the request path hands over: cheap to build (the tensors it already has,
 /// moved; no text), encoded later by the writer.
 pub struct PendingPrediction {
@@ -57,8 +102,8 @@ pub struct PendingPrediction {
     version: u64,
     protocol: &'static str,
     latency_us: i64,
-    /// 128 random bits, written as 32 hex digits by the writer.
-    request_id: u128,
+    /// The client's id, or 128 random bits written as 32 hex digits by the writer.
+    request_id: RequestId,
     inputs: Vec<NamedTensor>,
     outputs: Vec<NamedTensor>,
     /// Set, and the tensors left out, when their JSON cannot fit
@@ -79,10 +124,11 @@ struct Omitted {
 }
 
 impl PendingPrediction {
-    /// The entry for one sampled prediction: the request's inputs (a copy the log
-    /// owns), its answer, and the model's `[log]` retention as it is now. Tensors
-    /// whose JSON would surely pass [`MAX_ENTRY_JSON_BYTES`] are not kept (nor the
-    /// outputs copied): only their description.
+    /// The entry for one sampled prediction, under a generated id (see
+    /// [`PendingPrediction::with_request_id`]): the request's inputs (a copy the
+    /// log owns), its answer, and the model's `[log]` retention as it is now.
+    /// Tensors whose JSON would surely pass [`MAX_ENTRY_JSON_BYTES`] are not kept
+    /// (nor the outputs copied): only their description.
     pub fn new(
         model: Arc<str>,
         version: u64,
@@ -112,7 +158,7 @@ impl PendingPrediction {
             version,
             protocol,
             latency_us: latency.as_micros() as i64,
-            request_id: fastrand::u128(..),
+            request_id: RequestId::generated(),
             inputs,
             outputs,
             omitted,
@@ -120,6 +166,18 @@ impl PendingPrediction {
             max_rows: log.max_rows,
             max_age_days: log.max_age_days,
         }
+    }
+
+    /// The entry, logged under the client's own id (one [`RequestId::client`]
+    /// made) in place of the generated one.
+    pub fn with_request_id(mut self, request_id: RequestId) -> PendingPrediction {
+        self.request_id = request_id;
+        self
+    }
+
+    /// The id the entry is logged under.
+    pub fn request_id(&self) -> &RequestId {
+        &self.request_id
     }
 }
 
@@ -319,7 +377,10 @@ fn encode(mut p: PendingPrediction) -> (Encoded, bool) {
         version: p.version,
         protocol: p.protocol.into(),
         latency_us: p.latency_us,
-        request_id: format!("{:032x}", p.request_id).into(),
+        request_id: match p.request_id {
+            RequestId::Client(id) => id,
+            generated @ RequestId::Generated(_) => generated.to_string().into(),
+        },
         inputs: inputs.into(),
         outputs: outputs.into(),
     };
@@ -494,6 +555,41 @@ mod tests {
             (r#"{"x":[[1.0]]}"#, r#"{"y":[[1.0]]}"#)
         );
         assert_eq!((e.version, e.latency_us, &*e.protocol), (3, 1500, "v2"));
+    }
+
+    /// A client's id is kept when it fits the column and a header as it came:
+    /// 1 to 64 bytes of visible ASCII; the entry is then written under it.
+    #[test]
+    fn a_client_id_is_kept_only_as_visible_ascii_of_64_bytes_at_most() {
+        for good in [
+            "abc",
+            "0f8fad5b-d9cb-469f-a165-70867728950e",
+            "a:b/c=d+e_f.g~",
+        ] {
+            assert_eq!(
+                RequestId::client(good),
+                Some(RequestId::Client(good.into()))
+            );
+        }
+        let longest = "a".repeat(MAX_CLIENT_REQUEST_ID_BYTES);
+        assert!(RequestId::client(&longest).is_some());
+        let too_long = "a".repeat(MAX_CLIENT_REQUEST_ID_BYTES + 1);
+        for bad in [
+            "",
+            &too_long,
+            "a b",
+            " a",
+            "a\t",
+            "a\n",
+            "caf\u{e9}",
+            "\u{7f}",
+        ] {
+            assert_eq!(RequestId::client(bad), None, "{bad:?}");
+        }
+        let p = entry("m", Vec::new(), &[]);
+        assert!(matches!(p.request_id(), RequestId::Generated(_)));
+        let (e, _) = encode(p.with_request_id(RequestId::client("mine").unwrap()));
+        assert_eq!(&*e.request_id, "mine");
     }
 
     fn entry(model: &str, inputs: Vec<NamedTensor>, outputs: &[NamedTensor]) -> PendingPrediction {
