@@ -406,3 +406,103 @@ async fn an_id_the_log_cannot_keep_is_replaced_by_a_generated_one() {
 
     server.stop().await;
 }
+
+/// One tf.Example holding the whole row under the model's input name (iris_lr has
+/// no feature names).
+fn example(first: f32) -> ferroserve_proto::tensorflow::Example {
+    use ferroserve_proto::tensorflow::{feature, Feature, Features, FloatList};
+    ferroserve_proto::tensorflow::Example {
+        features: Some(Features {
+            feature: [(
+                "input".to_string(),
+                Feature {
+                    kind: Some(feature::Kind::FloatList(FloatList {
+                        value: row(first).to_vec(),
+                    })),
+                },
+            )]
+            .into(),
+        }),
+    }
+}
+
+fn examples_input(first: f32) -> Option<tfs::Input> {
+    Some(tfs::Input {
+        kind: Some(tfs::input::Kind::ExampleList(tfs::ExampleList {
+            examples: vec![example(first)],
+        })),
+    })
+}
+
+/// Issue: TF Serving's classify (REST and gRPC, MultiInference too) was logged
+/// under a generated id the client never learnt, whatever id it gave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classify_is_logged_under_the_clients_id_and_told_it() {
+    let (_repo, server) = server().await;
+    let spec = || {
+        Some(ModelSpec {
+            name: LOGGED.into(),
+            ..Default::default()
+        })
+    };
+
+    // REST :classify, with and without x-request-id.
+    let body = |first: f32| json!({"examples": [{"input": row(first)}]});
+    let path = format!("/v1/models/{LOGGED}:classify");
+    let (status, id, answer) = post(
+        &server,
+        &path,
+        &[("x-request-id", "rest-classify")],
+        &body(21.0),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(id.as_deref(), Some("rest-classify"));
+    assert_eq!(
+        logged_row(&server, LOGGED, 21.0).await["request_id"],
+        "rest-classify"
+    );
+    let (status, id, answer) = post(&server, &path, &[], &body(22.0)).await;
+    assert_eq!(status, 200, "{answer}");
+    let id = id.expect("a logged classify's answer has x-request-id");
+    assert!(is_generated(&id), "{id}");
+    assert_eq!(logged_row(&server, LOGGED, 22.0).await["request_id"], id);
+
+    // gRPC Classify with x-request-id metadata.
+    let mut tf = PredictionServiceClient::new(channel(&server).await);
+    let mut request = tonic::Request::new(tfs::ClassificationRequest {
+        model_spec: spec(),
+        input: examples_input(23.0),
+    });
+    request
+        .metadata_mut()
+        .insert("x-request-id", "grpc-classify".parse().unwrap());
+    let answer = tf.classify(request).await.unwrap();
+    assert_eq!(grpc_request_id(&answer).as_deref(), Some("grpc-classify"));
+    assert_eq!(
+        logged_row(&server, LOGGED, 23.0).await["request_id"],
+        "grpc-classify"
+    );
+
+    // MultiInference without an id: its tasks' rows share the one id it tells.
+    let task = |signature: &str| tfs::InferenceTask {
+        model_spec: Some(ModelSpec {
+            name: LOGGED.into(),
+            signature_name: signature.into(),
+            ..Default::default()
+        }),
+        method_name: "tensorflow/serving/classify".into(),
+    };
+    let answer = tf
+        .multi_inference(tfs::MultiInferenceRequest {
+            tasks: vec![task("")],
+            input: examples_input(24.0),
+        })
+        .await
+        .unwrap();
+    let id = grpc_request_id(&answer).expect("a logged MultiInference has x-request-id");
+    assert!(is_generated(&id), "{id}");
+    assert_eq!(logged_row(&server, LOGGED, 24.0).await["request_id"], id);
+
+    server.stop().await;
+}

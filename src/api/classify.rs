@@ -18,7 +18,8 @@ use std::collections::BTreeMap;
 
 use ferroserve_proto::tensorflow::{feature, BytesList, Feature, FloatList, Int64List};
 
-use super::{predict_on, ApiError, PredictRequest, Protocol, ServerState};
+use super::predict::{predict_on_with_id, ClientRequestId};
+use super::{ApiError, PredictRequest, Protocol, ServerState};
 use crate::backends::tensorflow::examples::{
     self as tf_examples, ClassifySignature, RegressSignature,
 };
@@ -26,6 +27,7 @@ use crate::backends::tensorflow::DEFAULT_SIGNATURE;
 use crate::backends::NamedSignature;
 use crate::cache::CacheStatus;
 use crate::manager::{ServableHandle, VersionRequest};
+use crate::store::predictions::RequestId;
 use crate::tensor::{DataType, NamedTensor, Tensor, TensorData};
 
 /// The values of one feature of an example (a tf.Example `Feature`).
@@ -61,6 +63,11 @@ pub struct ExamplesRequest {
     /// Models other than SavedModels accept only the default and the name TF
     /// Serving's Estimators give the method (`classification` / `regression`).
     pub signature_name: String,
+    /// The request's HTTP headers or gRPC metadata, and an id given for it: where
+    /// the prediction log finds the client's id if the request is logged (see
+    /// `super::predict::ClientRequestId`).
+    pub headers: http::HeaderMap,
+    pub given_id: Option<String>,
 }
 
 /// Classes of one example, each label with its score, in the model's class order.
@@ -72,6 +79,8 @@ pub struct ClassifyResponse {
     pub classes: Vec<Classes>,
     /// As [`super::PredictResponse::cache`].
     pub cache: Option<CacheStatus>,
+    /// As [`super::PredictResponse::request_id`].
+    pub request_id: Option<RequestId>,
 }
 
 pub struct RegressResponse {
@@ -80,6 +89,8 @@ pub struct RegressResponse {
     pub values: Vec<f32>,
     /// As [`super::PredictResponse::cache`].
     pub cache: Option<CacheStatus>,
+    /// As [`super::PredictResponse::request_id`].
+    pub request_id: Option<RequestId>,
 }
 
 /// Classifies examples with a classifier: every class with its probability when the
@@ -106,20 +117,20 @@ pub async fn classify_on(
     if let Some(named) = saved_model_signature(&handle, &request.signature_name)? {
         let signature = ClassifySignature::of(named).map_err(ApiError::InvalidArgument)?;
         let outputs = signature.outputs();
-        let (handle, outputs, cache) =
-            run_saved_model(state, request, handle, &signature.input, outputs).await?;
+        let ran = run_saved_model(state, request, handle, &signature.input, outputs).await?;
         let find = |key: &Option<String>| {
             key.as_ref()
-                .and_then(|k| outputs.iter().find(|(name, _)| name == k))
+                .and_then(|k| ran.outputs.iter().find(|(name, _)| name == k))
                 .map(|(_, t)| t)
         };
         let classes =
             tf_examples::read_classifications(n, find(&signature.classes), find(&signature.scores))
                 .map_err(ApiError::InvalidArgument)?;
         return Ok(ClassifyResponse {
-            handle,
+            handle: ran.handle,
             classes,
-            cache,
+            cache: ran.cache,
+            request_id: ran.request_id,
         });
     }
     check_plain_signature(&request.signature_name, "classification")?;
@@ -150,7 +161,9 @@ pub async fn classify_on(
             )))
         }
     };
-    let (handle, tensor, cache) = run(state, request, handle, &output).await?;
+    let ran = run(state, request, handle, &output).await?;
+    let tensor = ran.output(&output)?;
+    let handle = &ran.handle;
     let classes = if with_scores {
         let scores = match tensor.clone().cast(DataType::F32).map(Tensor::into_parts) {
             Ok((_, TensorData::F32(v))) => v,
@@ -164,7 +177,7 @@ pub async fn classify_on(
             Some(labels) if labels.len() == per_row => labels.to_vec(),
             _ => (0..per_row).map(|i| i.to_string()).collect(),
         };
-        scored_classes(&tensor, &scores, per_row, n, &labels, handle.pipeline.top_k)
+        scored_classes(tensor, &scores, per_row, n, &labels, handle.pipeline.top_k)
     } else {
         if tensor.len() != n {
             return Err(internal_output(&output, &tensor));
@@ -175,9 +188,10 @@ pub async fn classify_on(
             .collect()
     };
     Ok(ClassifyResponse {
-        handle,
         classes,
-        cache,
+        cache: ran.cache,
+        request_id: ran.request_id,
+        handle: ran.handle,
     })
 }
 
@@ -229,7 +243,7 @@ pub async fn regress_on(
     let n = request.examples.len();
     if let Some(named) = saved_model_signature(&handle, &request.signature_name)? {
         let signature = RegressSignature::of(named).map_err(ApiError::InvalidArgument)?;
-        let (handle, outputs, cache) = run_saved_model(
+        let ran = run_saved_model(
             state,
             request,
             handle,
@@ -237,16 +251,13 @@ pub async fn regress_on(
             vec![signature.output.clone()],
         )
         .await?;
-        let output = outputs
-            .iter()
-            .find(|(name, _)| *name == signature.output)
-            .map(|(_, t)| t)
-            .ok_or_else(|| ApiError::Internal("the model gave no regression output".into()))?;
+        let output = ran.output(&signature.output)?;
         let values = tf_examples::read_regressions(n, output).map_err(ApiError::InvalidArgument)?;
         return Ok(RegressResponse {
-            handle,
+            handle: ran.handle,
             values,
-            cache,
+            cache: ran.cache,
+            request_id: ran.request_id,
         });
     }
     check_plain_signature(&request.signature_name, "regression")?;
@@ -268,7 +279,8 @@ pub async fn regress_on(
                 request.model
             ))
         })?;
-    let (handle, tensor, cache) = run(state, request, handle, &output).await?;
+    let ran = run(state, request, handle, &output).await?;
+    let tensor = ran.output(&output)?;
     let values = match tensor.clone().cast(DataType::F32).map(Tensor::into_parts) {
         Ok((_, TensorData::F32(v))) if v.len() == n => v,
         // A regression result holds a float: an FP64 answer past its range is
@@ -288,9 +300,10 @@ pub async fn regress_on(
         }
     };
     Ok(RegressResponse {
-        handle,
         values,
-        cache,
+        cache: ran.cache,
+        request_id: ran.request_id,
+        handle: ran.handle,
     })
 }
 
@@ -372,7 +385,7 @@ async fn run_saved_model(
     handle: ServableHandle,
     input: &str,
     outputs: Vec<String>,
-) -> Result<(ServableHandle, Vec<NamedTensor>, Option<CacheStatus>), ApiError> {
+) -> Result<Ran, ApiError> {
     let serialized: Vec<Vec<u8>> = request
         .examples
         .iter()
@@ -387,8 +400,17 @@ async fn run_saved_model(
     predict_request.inputs = vec![(input.to_string(), tf_examples::examples_tensor(serialized))];
     predict_request.outputs = outputs;
     predict_request.client_timeout = request.client_timeout;
-    let response = predict_on(state, handle, predict_request).await?;
-    Ok((response.handle, response.outputs, response.cache))
+    let client_id = ClientRequestId {
+        given: request.given_id.as_deref(),
+        headers: Some(&request.headers),
+    };
+    let response = predict_on_with_id(state, handle, predict_request, client_id).await?;
+    Ok(Ran {
+        handle: response.handle,
+        outputs: response.outputs,
+        cache: response.cache,
+        request_id: response.request_id,
+    })
 }
 
 /// An example's features as tf.Example `Feature`s, in name order.
@@ -416,7 +438,7 @@ async fn run(
     request: ExamplesRequest,
     handle: ServableHandle,
     output: &str,
-) -> Result<(ServableHandle, Tensor, Option<CacheStatus>), ApiError> {
+) -> Result<Ran, ApiError> {
     let input = examples_to_input(&handle, &request.examples)?;
     let mut predict_request = PredictRequest::new(
         request.model,
@@ -426,14 +448,37 @@ async fn run(
     predict_request.inputs = vec![input];
     predict_request.outputs = vec![output.to_string()];
     predict_request.client_timeout = request.client_timeout;
-    let response = predict_on(state, handle, predict_request).await?;
-    let tensor = response
-        .outputs
-        .into_iter()
-        .find(|(name, _)| name == output)
-        .map(|(_, t)| t)
-        .ok_or_else(|| ApiError::Internal(format!("the model gave no output {output:?}")))?;
-    Ok((response.handle, tensor, response.cache))
+    let client_id = ClientRequestId {
+        given: request.given_id.as_deref(),
+        headers: Some(&request.headers),
+    };
+    let response = predict_on_with_id(state, handle, predict_request, client_id).await?;
+    Ok(Ran {
+        handle: response.handle,
+        outputs: response.outputs,
+        cache: response.cache,
+        request_id: response.request_id,
+    })
+}
+
+/// What a model run for examples answered.
+struct Ran {
+    handle: ServableHandle,
+    outputs: Vec<NamedTensor>,
+    cache: Option<CacheStatus>,
+    /// The id the prediction log keeps the run under, if it was logged.
+    request_id: Option<RequestId>,
+}
+
+impl Ran {
+    /// The output named `output`.
+    fn output(&self, output: &str) -> Result<&Tensor, ApiError> {
+        self.outputs
+            .iter()
+            .find(|(name, _)| name == output)
+            .map(|(_, t)| t)
+            .ok_or_else(|| ApiError::Internal(format!("the model gave no output {output:?}")))
+    }
 }
 
 /// Lays the examples out as rows of the model's input. With feature names known (model

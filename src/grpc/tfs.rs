@@ -175,6 +175,7 @@ impl PredictionService {
         spec: Option<&ModelSpec>,
         input: Option<&pb::Input>,
         timeout: Option<std::time::Duration>,
+        metadata: tonic::metadata::MetadataMap,
     ) -> Result<ExamplesRequest, ApiError> {
         let (model, version) = model_and_version(spec)?;
         Ok(ExamplesRequest {
@@ -185,6 +186,9 @@ impl PredictionService {
             client_timeout: timeout,
             // `crate::api::classify` checks it against the model's signatures.
             signature_name: spec.map(|s| s.signature_name.clone()).unwrap_or_default(),
+            // `x-request-id` is the id the prediction log keeps the request under.
+            headers: metadata.into_headers(),
+            given_id: None,
         })
     }
 }
@@ -396,16 +400,17 @@ impl prediction_service_server::PredictionService for PredictionService {
                 .map_err(crate::workers::forwarded_status);
         }
         let timeout = client_timeout(request.metadata());
-        let request = request.into_inner();
+        let (metadata, _, request) = request.into_parts();
         let spec = request.model_spec.as_ref();
         let examples = self
-            .examples(spec, request.input.as_ref(), timeout)
+            .examples(spec, request.input.as_ref(), timeout, metadata)
             .await
             .map_err(status_from)?;
         let response = classify::classify(&self.state, examples)
             .await
             .map_err(status_from)?;
-        Ok(super::with_cache_metadata(
+        let request_id = response.request_id.clone();
+        let answer = super::with_cache_metadata(
             pb::ClassificationResponse {
                 model_spec: Some(ModelSpec {
                     signature_name: signature_used(spec, &*response.handle.backend),
@@ -414,7 +419,8 @@ impl prediction_service_server::PredictionService for PredictionService {
                 result: Some(classification_result(response.classes)),
             },
             response.cache,
-        ))
+        );
+        Ok(super::with_request_id_metadata(answer, request_id.as_ref()))
     }
 
     async fn regress(
@@ -429,16 +435,17 @@ impl prediction_service_server::PredictionService for PredictionService {
                 .map_err(crate::workers::forwarded_status);
         }
         let timeout = client_timeout(request.metadata());
-        let request = request.into_inner();
+        let (metadata, _, request) = request.into_parts();
         let spec = request.model_spec.as_ref();
         let examples = self
-            .examples(spec, request.input.as_ref(), timeout)
+            .examples(spec, request.input.as_ref(), timeout, metadata)
             .await
             .map_err(status_from)?;
         let response = classify::regress(&self.state, examples)
             .await
             .map_err(status_from)?;
-        Ok(super::with_cache_metadata(
+        let request_id = response.request_id.clone();
+        let answer = super::with_cache_metadata(
             pb::RegressionResponse {
                 model_spec: Some(ModelSpec {
                     signature_name: signature_used(spec, &*response.handle.backend),
@@ -447,7 +454,8 @@ impl prediction_service_server::PredictionService for PredictionService {
                 result: Some(regression_result(response.values)),
             },
             response.cache,
-        ))
+        );
+        Ok(super::with_request_id_metadata(answer, request_id.as_ref()))
     }
 
     /// Several classify / regress tasks over the same examples, as TF Serving
@@ -475,7 +483,8 @@ impl prediction_service_server::PredictionService for PredictionService {
         }
         let started = std::time::Instant::now();
         let timeout = client_timeout(request.metadata());
-        let request = request.into_inner();
+        let (metadata, _, request) = request.into_parts();
+        let headers = metadata.into_headers();
         let Some(first) = request.tasks.first() else {
             return Err(invalid("MultiInferenceRequest has no tasks"));
         };
@@ -489,6 +498,9 @@ impl prediction_service_server::PredictionService for PredictionService {
         let tasks = multi_inference_tasks(&request.tasks, &model, &*handle.backend)?;
         let examples = examples_from_input(request.input.as_ref()).map_err(status_from)?;
         let mut results = Vec::with_capacity(tasks.len());
+        // The id the prediction log keeps the tasks under: the client's, else the
+        // one the first logged task was given, so that every task's row has one id.
+        let mut request_id: Option<crate::store::predictions::RequestId> = None;
         for (task, method) in request.tasks.iter().zip(tasks) {
             let spec = task.model_spec.as_ref();
             let examples = ExamplesRequest {
@@ -499,21 +511,32 @@ impl prediction_service_server::PredictionService for PredictionService {
                 // The client's deadline bounds the whole call, not each task.
                 client_timeout: timeout.map(|t| t.saturating_sub(started.elapsed())),
                 signature_name: spec.map(|s| s.signature_name.clone()).unwrap_or_default(),
+                headers: headers.clone(),
+                given_id: request_id.as_ref().map(ToString::to_string),
             };
-            let result = match method {
+            let (result, logged_as) = match method {
                 Method::Classify => {
                     let r = classify::classify_on(&self.state, handle.clone(), examples)
                         .await
                         .map_err(status_from)?;
-                    inference_result::Result::ClassificationResult(classification_result(r.classes))
+                    let result = classification_result(r.classes);
+                    (
+                        inference_result::Result::ClassificationResult(result),
+                        r.request_id,
+                    )
                 }
                 Method::Regress => {
                     let r = classify::regress_on(&self.state, handle.clone(), examples)
                         .await
                         .map_err(status_from)?;
-                    inference_result::Result::RegressionResult(regression_result(r.values))
+                    let result = regression_result(r.values);
+                    (
+                        inference_result::Result::RegressionResult(result),
+                        r.request_id,
+                    )
                 }
             };
+            request_id = request_id.or(logged_as);
             // Each result names the signature its task ran, as Classify and Regress do.
             results.push(pb::InferenceResult {
                 model_spec: Some(ModelSpec {
@@ -523,7 +546,10 @@ impl prediction_service_server::PredictionService for PredictionService {
                 result: Some(result),
             });
         }
-        Ok(Response::new(pb::MultiInferenceResponse { results }))
+        Ok(super::with_request_id_metadata(
+            Response::new(pb::MultiInferenceResponse { results }),
+            request_id.as_ref(),
+        ))
     }
 
     /// The `signature_def` metadata: one SignatureDef, "serving_default", packed in

@@ -490,7 +490,7 @@ pub(super) async fn post_model(
         Some("predict") => {}
         Some(verb @ ("classify" | "regress")) => {
             let bytes = body(raw, state.settings.max_request_bytes)?;
-            return examples_verb(&state, path.model, path.version, verb, &bytes).await;
+            return examples_verb(&state, path.model, path.version, verb, &bytes, headers).await;
         }
         _ => return Err(not_found(&rest)),
     }
@@ -771,6 +771,7 @@ async fn examples_verb(
     version: VersionRequest,
     verb: &str,
     bytes: &[u8],
+    headers: axum::http::HeaderMap,
 ) -> Result<axum::response::Response, HttpError> {
     // The examples are the rows; their features are not the model's tensors, so
     // only rows are bounded while the body is read.
@@ -798,8 +799,11 @@ async fn examples_verb(
         client_timeout: None,
         // `crate::api::classify` checks it against the model's signatures.
         signature_name: request.signature_name.unwrap_or_default(),
+        // `x-request-id` is the id the prediction log keeps the request under.
+        headers,
+        given_id: None,
     };
-    let (result, cache) = if verb == "classify" {
+    let (result, cache, request_id) = if verb == "classify" {
         let response = classify::classify(state, examples).await?;
         let rows: Vec<Value> = response
             .classes
@@ -811,15 +815,15 @@ async fn examples_verb(
                     .collect()
             })
             .collect();
-        (Value::Array(rows), response.cache)
+        (Value::Array(rows), response.cache, response.request_id)
     } else {
         let response = classify::regress(state, examples).await?;
         let values: Vec<Value> = response.values.iter().map(|&v| float_json(v)).collect();
-        (Value::Array(values), response.cache)
+        (Value::Array(values), response.cache, response.request_id)
     };
-    Ok(super::with_cache_header(
-        Json(json!({ "results": result })).into_response(),
-        cache,
+    Ok(super::with_request_id_header(
+        super::with_cache_header(Json(json!({ "results": result })).into_response(), cache),
+        request_id.as_ref(),
     ))
 }
 
