@@ -167,11 +167,11 @@ pub async fn classify_on(
     let classes = if with_scores {
         let scores = match tensor.clone().cast(DataType::F32).map(Tensor::into_parts) {
             Ok((_, TensorData::F32(v))) => v,
-            _ => return Err(internal_output(&output, &tensor)),
+            _ => return Err(internal_output(&output, tensor)),
         };
         let per_row = scores.len().checked_div(n).unwrap_or(0);
         if per_row * n != scores.len() {
-            return Err(internal_output(&output, &tensor));
+            return Err(internal_output(&output, tensor));
         }
         let labels: Vec<String> = match handle.class_labels() {
             Some(labels) if labels.len() == per_row => labels.to_vec(),
@@ -180,7 +180,7 @@ pub async fn classify_on(
         scored_classes(tensor, &scores, per_row, n, &labels, handle.pipeline.top_k)
     } else {
         if tensor.len() != n {
-            return Err(internal_output(&output, &tensor));
+            return Err(internal_output(&output, tensor));
         }
         label_strings(tensor.data())
             .into_iter()
