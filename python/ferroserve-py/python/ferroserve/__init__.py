@@ -22,8 +22,9 @@
   dict of input name to array, and gives a dict of output name to array; a DataFrame
   or Arrow data gives one column per output, each input read from the column of its
   name (a one-input model takes every column as its matrix; a column of equal-length
-  arrays is an [n, k] input; bool, nullable and number-categorical columns are
-  numbers, and a missing value is NaN for a float input and refused for another).
+  arrays is an [n, k] input; bool, nullable and number-categorical columns, and
+  object columns or arrays of numbers, are numbers, and a missing value is NaN for a
+  float input and refused for another).
   Values are cast to the model's dtypes as the server casts them; a dict that lacks one of the model's inputs
   or names one it does not have is refused before anything runs, as the server does.
 * a TensorFlow SavedModel: the directory holding ``saved_model.pb`` and
@@ -169,6 +170,8 @@ def _number_matrix(data):
             "expected numbers, got an array of %s (dtype %s)"
             % (_DTYPE_KINDS.get(array.dtype.kind, "values"), array.dtype)
         )
+    if array.dtype.kind == "O":
+        return np.ascontiguousarray(_object_numbers(array, "the array", "float64"))
     try:
         return np.ascontiguousarray(array, dtype=np.float64)
     except (ValueError, TypeError) as e:
@@ -389,7 +392,11 @@ class Model:
         for name, value in inputs.items():
             if value is None:
                 raise PredictError("input %r: got None; give an array" % (name,))
-        tensors = [_tensor_payload(str(name), value) for name, value in inputs.items()]
+        dtypes = {i["name"]: i["dtype"] for i in self._native.signature["inputs"]}
+        tensors = [
+            _tensor_payload(str(name), value, dtypes.get(str(name)))
+            for name, value in inputs.items()
+        ]
         return {name: array for name, array in _tensors_to_numpy(self._native._predict_tensors(tensors))}
 
     def _predict_tensors_pandas(self, frame):
@@ -401,7 +408,9 @@ class Model:
         specs = self._native.signature["inputs"]
         if all(spec["name"] in frame.columns for spec in specs):
             tensors = [
-                _tensor_payload(spec["name"], _column_values(frame[spec["name"]], spec))
+                _tensor_payload(
+                    spec["name"], _column_values(frame[spec["name"]], spec), spec["dtype"]
+                )
                 for spec in specs
             ]
         elif len(specs) == 1:
@@ -426,6 +435,10 @@ class Model:
                 for position in range(frame.shape[1]):
                     column = frame.iloc[:, position]
                     numbers = _pandas_numbers(column, spec)
+                    if numbers is None and column.dtype == object and not _holds_arrays(column):
+                        numbers = _object_numbers(
+                            column.to_numpy(), "column %r" % (column.name,), spec["dtype"]
+                        )
                     if numbers is None:
                         raise PredictError(
                             "input %r is a matrix of numbers, one column per feature; column "
@@ -435,7 +448,7 @@ class Model:
                         )
                     columns.append(numbers)
                 values = np.column_stack(columns)
-            tensors = [_tensor_payload(spec["name"], values)]
+            tensors = [_tensor_payload(spec["name"], values, spec["dtype"])]
         else:
             missing = [spec["name"] for spec in specs if spec["name"] not in frame.columns]
             raise PredictError("the DataFrame has no column %s" % ", ".join(map(repr, missing)))
@@ -519,23 +532,8 @@ class Model:
         if isinstance(frame, pd.Series):
             frame = frame.to_frame()
         kind = self._native.input_kind
-        numeric = all(_is_number_dtype(t) for t in frame.dtypes)
-        if kind == "dense" and numeric:
-            # By the model's feature names when it has them and the frame's columns have
-            # names (string labels); by position only when no label is a string (a
-            # RangeIndex). A feature the named columns lack is an error, never a fall
-            # back to column order.
-            positions = self._native._feature_columns(
-                [c if isinstance(c, str) else None for c in frame.columns], "DataFrame"
-            )
-            frame_in = frame if positions is None else frame.iloc[:, positions]
-            if any(isinstance(t, pd.CategoricalDtype) for t in frame_in.dtypes):
-                matrix = np.column_stack(
-                    [_float_column(frame_in.iloc[:, j]) for j in range(frame_in.shape[1])]
-                )
-            else:
-                matrix = frame_in.to_numpy(dtype=np.float64, na_value=np.nan)
-            matrix = np.ascontiguousarray(matrix, dtype=np.float64)
+        matrix = _dense_matrix(self._native, frame) if kind == "dense" else None
+        if matrix is not None:
             rows, cols = matrix.shape
             labels = self._native._predict_dense(matrix.tobytes(), rows, cols)
         elif kind == "text":
@@ -546,29 +544,29 @@ class Model:
             labels = self._native._predict_text(_documents(frame.iloc[:, 0].to_numpy(dtype=object)))
         else:
             if kind == "columns":
-                specs = self._native.signature["inputs"]
+                selected = []
+                for spec in self._native.signature["inputs"]:
+                    if not spec["used"]:
+                        # Fitted with but never read (any dtype): scikit-learn only
+                        # asks that the frame has it.
+                        continue
+                    name = spec["name"]
+                    if name not in frame.columns:
+                        raise PredictError("the DataFrame has no column %r" % name)
+                    selected.append((name, spec["dtype"], frame[name]))
             else:
-                # A dense model given string columns (a ColumnTransformer selecting by
-                # position): every column goes, typed as pandas has it.
-                specs = [
-                    {
-                        "name": str(name),
-                        "used": True,
-                        "dtype": "float64" if _is_number_dtype(t) else "string",
-                    }
-                    for name, t in frame.dtypes.items()
-                ]
+                # A dense model given text columns: every column goes, by position
+                # (a label need not be a str: a RangeIndex's 0 is not "0"), typed as
+                # pandas has it, for the native side to select the model's features
+                # and name a text column it needs as numbers.
+                selected = []
+                for position, label in enumerate(frame.columns):
+                    column = frame.iloc[:, position]
+                    numbers = _is_number_dtype(column.dtype) or _object_numbers_column(column)
+                    selected.append((str(label), "float64" if numbers else "string", column))
             columns = []
-            for spec in specs:
-                name = spec["name"]
-                if not spec["used"]:
-                    # Fitted with but never read (any dtype): scikit-learn only asks
-                    # that the frame has it.
-                    continue
-                if name not in frame.columns:
-                    raise PredictError("the DataFrame has no column %r" % name)
-                column = frame[name]
-                if spec["dtype"] == "float64":
+            for name, dtype, column in selected:
+                if dtype == "float64":
                     values = _float_column(column)
                     columns.append((name, "float64", np.ascontiguousarray(values).tobytes()))
                 else:
@@ -723,9 +721,120 @@ def _column_values(column, spec):
     rows = _pandas_rows(column)
     if rows is not None:
         return rows
+    if column.dtype == object and spec["dtype"] != "string":
+        return _object_numbers(column.to_numpy(), "column %r" % (column.name,), spec["dtype"])
     if column.isna().any():
         raise PredictError("column %r has missing values" % column.name)
     return column.to_numpy(dtype=object)
+
+
+def _dense_matrix(native, frame):
+    """A dense scikit-learn model's float64 matrix of ``frame``: the model's features by
+    name when it has them and the columns have names, else every column by position;
+    None when a column it reads holds text (the native side then names it, or leaves
+    it out when the model does not read it). Number columns of any pandas dtype, and
+    object columns that hold numbers (see ``_object_numbers``), are numbers."""
+    import numpy as np
+    import pandas as pd
+
+    # A feature the named columns lack is an error, never a fall back to column order.
+    positions = native._feature_columns(
+        [c if isinstance(c, str) else None for c in frame.columns], "DataFrame"
+    )
+    frame_in = frame if positions is None else frame.iloc[:, positions]
+    dtypes = list(frame_in.dtypes)
+    if all(_is_number_dtype(t) and not isinstance(t, pd.CategoricalDtype) for t in dtypes):
+        matrix = frame_in.to_numpy(dtype=np.float64, na_value=np.nan)
+        return np.ascontiguousarray(matrix, dtype=np.float64)
+    columns = []
+    for position in range(frame_in.shape[1]):
+        column = frame_in.iloc[:, position]
+        if _is_number_dtype(column.dtype):
+            columns.append(_float_column(column))
+        elif _object_numbers_column(column):
+            columns.append(_float_column(column))
+        else:
+            return None
+    return np.ascontiguousarray(np.column_stack(columns), dtype=np.float64)
+
+
+def _is_missing(value):
+    """Whether one value of an object array is missing: None, NaN, ``pd.NA``, ``pd.NaT``."""
+    if value is None:
+        return True
+    if isinstance(value, float) or type(value).__module__ == "numpy":
+        try:
+            return value != value
+        except (TypeError, ValueError):
+            return False
+    return type(value).__name__ in ("NAType", "NaTType")
+
+
+def _object_numbers_column(column):
+    """Whether a pandas object column is numbers for a dense model: anything but a
+    column of text (with or without missing values), which stays text as a column of
+    the ``str`` dtype does, or of arrays. A column of only missing values is NaN."""
+    if column.dtype != object or _holds_arrays(column):
+        return False
+    present = [v for v in column.to_numpy() if not _is_missing(v)]
+    return not present or not all(isinstance(v, (str, bytes)) for v in present)
+
+
+def _holds_arrays(column):
+    """Whether a pandas object column holds arrays, lists or tuples (an [n, k] input)."""
+    import numpy as np
+
+    return any(isinstance(cell, (list, tuple, np.ndarray)) for cell in column.to_numpy())
+
+
+def _object_numbers(values, what, dtype):
+    """A numpy object array (or a pandas object column's values) of numbers as a numpy
+    array of numbers, for an input of ``dtype``: converted as numpy converts it,
+    ``np.asarray(values, dtype=float64)`` (numbers, numbers written as text; None, NaN,
+    ``pd.NA`` are NaN), except that integers and booleans alone keep the dtype numpy
+    gives them (int64 or bool) for an integer or boolean input, so a large int64 stays
+    exact. A value numpy cannot convert (text that is not a number, a date) is refused
+    naming ``what``, the value and where it is; so is a missing value for an input
+    that is not a float, which has no NaN."""
+    import numpy as np
+
+    array = np.asarray(values, dtype=object)
+    flat = array.reshape(-1)
+    missing = np.fromiter((_is_missing(v) for v in flat), dtype=bool, count=flat.size)
+
+    def where(index):
+        if array.ndim == 2:
+            return "row %d, column %d" % np.unravel_index(index, array.shape)
+        if array.ndim == 1:
+            return "row %d" % index
+        return "index %s" % (list(np.unravel_index(index, array.shape)),)
+
+    if missing.any() and "float" not in dtype:
+        index = int(np.argmax(missing))
+        raise PredictError(
+            "%s has a missing value (%s): %r, for an input of %s, which has no NaN: "
+            "fill or drop the missing values" % (what, where(index), flat[index], dtype)
+        )
+    integers = (bool, int, np.bool_, np.integer)
+    if "float" not in dtype and all(isinstance(v, integers) for v in flat):
+        inferred = np.asarray(flat.tolist())
+        if inferred.dtype.kind in "biu":
+            return inferred.reshape(array.shape)
+    filled = flat.copy()
+    filled[missing] = np.nan
+    try:
+        return filled.astype(np.float64).reshape(array.shape)
+    except (TypeError, ValueError):
+        pass
+    for index, value in enumerate(filled):
+        try:
+            np.asarray([value], dtype=object).astype(np.float64)
+        except (TypeError, ValueError):
+            raise PredictError(
+                "expected numbers: %s holds %r (%s), which is not a number"
+                % (what, value, where(index))
+            ) from None
+    raise PredictError("expected numbers: %s does not hold numbers" % what)
 
 
 def _is_number_dtype(dtype):
@@ -745,6 +854,8 @@ def _float_column(column):
 
     if isinstance(column.dtype, pd.CategoricalDtype):
         return _pandas_numbers(column, {"name": column.name, "dtype": "float64"}).astype(np.float64)
+    if column.dtype == object:
+        return _object_numbers(column.to_numpy(), "column %r" % (column.name,), "float64")
     return column.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
@@ -853,12 +964,15 @@ def _numeric_dictionaries_decoded(data):
     return data
 
 
-def _tensor_payload(name, value):
+def _tensor_payload(name, value, dtype=None):
     """``(name, dtype, shape, payload)`` for the native side: native-endian bytes for
-    numbers and booleans, a list of str for text."""
+    numbers and booleans, a list of str for text. An object array for an input of
+    numbers (``dtype``, the input's) is its numbers (see ``_object_numbers``)."""
     import numpy as np
 
     array = np.asarray(value)
+    if array.dtype.kind == "O" and dtype not in (None, "string"):
+        array = _object_numbers(array, "input %r" % (name,), dtype)
     shape = list(array.shape)
     if array.dtype.kind in "OUS":
         return (name, "string", shape, _strings(name, array.reshape(-1)))
