@@ -579,3 +579,83 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
         assert_eq!(status, 200);
     }
 }
+
+/// A value of `/proc/PID/status` in kB (`VmSize`, `VmRSS`).
+fn proc_status_kb(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Issue: a request asking an ONNX model for more memory than there is (a
+/// terabyte) was answered 503 out of memory, but ONNX Runtime's arena then made
+/// the model's next run, of any size, reserve about 25 GB of address space and
+/// touch 750 MB, for good: the server could no longer fork a worker process, and
+/// a worker under a memory limit was killed by the next small request. The
+/// session is now built anew after such a run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_out_of_memory_leaves_the_model_as_it_was() {
+    let repo = tempfile::tempdir().unwrap();
+    install_model(
+        repo.path(),
+        "hog",
+        1,
+        &root_path("tests/fixtures/onnx/memory_hog/model.onnx"),
+    );
+    let rest: std::net::SocketAddr = format!("127.0.0.1:{}", common::child::free_port())
+        .parse()
+        .unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ferroserve"));
+    command
+        .arg("serve")
+        .arg("--model-repository")
+        .arg(repo.path())
+        .args(["--rest-addr", &rest.to_string()])
+        .args([
+            "--grpc-addr",
+            &format!("127.0.0.1:{}", common::child::free_port()),
+        ])
+        .args(["--worker-ports", "off"]);
+    let server = common::child::ChildServer::start(command, rest).await;
+    let client = reqwest::Client::new();
+    let hog = |mib: i64| {
+        let body =
+            json!({"inputs": [{"name": "mib", "datatype": "INT64", "shape": [1], "data": [mib]}]});
+        let request = client.post(server.url("/v2/models/hog/infer")).json(&body);
+        async move {
+            let r = request.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    // Measured before the session's first run: a session whose first run failed
+    // so was the one left reserving tens of gigabytes.
+    let (size, rss) = (
+        proc_status_kb(server.pid(), "VmSize"),
+        proc_status_kb(server.pid(), "VmRSS"),
+    );
+    // A terabyte: refused by the allocator, answered.
+    let (status, body) = hog(1_000_000).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(error_text(&body).contains("out of memory"), "{body}");
+    // The next small runs are as small as before.
+    for _ in 0..3 {
+        let (status, body) = hog(2).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (size_after, rss_after) = (
+        proc_status_kb(server.pid(), "VmSize"),
+        proc_status_kb(server.pid(), "VmRSS"),
+    );
+    assert!(
+        size_after < size + (4 << 20),
+        "address space {size} kB before, {size_after} kB after\n{}",
+        server.log()
+    );
+    assert!(
+        rss_after < rss + (200 << 10),
+        "resident {rss} kB before, {rss_after} kB after"
+    );
+}

@@ -251,6 +251,10 @@ pub struct OnnxBackend {
     next_session: AtomicUsize,
     signature: Signature,
     traits: ModelTraits,
+    /// The model file and options the sessions were built from, to build a
+    /// session anew after a run that ran out of memory (see [`OnnxBackend::predict`]).
+    artifact: PathBuf,
+    options: BackendOptions,
 }
 
 impl OnnxBackend {
@@ -273,6 +277,8 @@ impl OnnxBackend {
             next_session: AtomicUsize::new(0),
             signature,
             traits,
+            artifact: artifact.to_path_buf(),
+            options: options.clone(),
         })
     }
 }
@@ -679,6 +685,85 @@ fn from_ort(name: &str, value: &DynValue) -> Result<Tensor, BackendError> {
     Tensor::new(shape, data).map_err(|e| BackendError::Inference(e.to_string()))
 }
 
+impl OnnxBackend {
+    /// Runs `inputs` on the session `pooled` (held) and reads `output_names`.
+    fn run_on(
+        &self,
+        pooled: &mut PooledSession,
+        ort_inputs: Vec<(&str, ort::session::SessionInputValue<'_>)>,
+        output_names: &[String],
+    ) -> Result<Vec<NamedTensor>, BackendError> {
+        let PooledSession {
+            session,
+            run_options,
+        } = &mut *pooled;
+        // Armed once the session is ours: the flag belongs to the session's options,
+        // so it may only be set while this run is the one using them.
+        let armed = super::run_deadline()
+            .and_then(|deadline| Some(Watchdog::get()?.arm(deadline, run_options)));
+        let ran = session.run_with_options(ort_inputs, &**run_options);
+        // Taken off the watch before the session is free for another run.
+        let terminated = armed.is_some_and(Armed::disarm);
+        let outputs = match ran {
+            Ok(outputs) => outputs,
+            Err(e) => {
+                let message = runtime_message(e);
+                let error = if terminated {
+                    BackendError::DeadlineExceeded(format!(
+                        "ONNX Runtime stopped the run at its deadline: {message}"
+                    ))
+                } else {
+                    BackendError::from_run_message(message)
+                };
+                return Err(error);
+            }
+        };
+        let wanted: Vec<&str> = if output_names.is_empty() {
+            self.signature
+                .outputs
+                .iter()
+                .map(|o| o.name.as_str())
+                .collect()
+        } else {
+            output_names.iter().map(String::as_str).collect()
+        };
+        wanted
+            .into_iter()
+            .map(|name| {
+                let value = outputs.get(name).ok_or_else(|| {
+                    BackendError::InvalidInput(format!("model has no output {name:?}"))
+                })?;
+                Ok((name.to_string(), from_ort(name, value)?))
+            })
+            .collect()
+    }
+
+    /// Replaces `session` with one built anew from the model file. After a run
+    /// that could not allocate what it asked for (a client's input asking for a
+    /// terabyte), ONNX Runtime's CPU arena made its next run of any size reserve
+    /// tens of gigabytes of address space and touch most of a gigabyte, for good:
+    /// the process could then no longer fork a worker, and a worker under a memory
+    /// limit was killed by the next small request. A fresh session has a fresh
+    /// arena. A file that cannot be read any more (the version deleted meanwhile)
+    /// keeps the old session, logged.
+    fn renew(&self, session: &mut Session) {
+        let fresh = environment(&self.options)
+            .map_err(|e| e.to_string())
+            .and_then(|env| {
+                build_session(env, &self.artifact, &self.options).map_err(|e| e.to_string())
+            });
+        match fresh {
+            Ok(fresh) => *session = fresh,
+            Err(e) => tracing::warn!(
+                path = %self.artifact.display(),
+                error = %e,
+                "a run ran out of memory and its ONNX Runtime session cannot be built anew; \
+                 the old one serves on"
+            ),
+        }
+    }
+}
+
 impl Backend for OnnxBackend {
     fn format(&self) -> &'static str {
         "onnx"
@@ -710,45 +795,11 @@ impl Backend for OnnxBackend {
                 let i = self.next_session.fetch_add(1, Ordering::Relaxed) % self.sessions.len();
                 self.sessions[i].lock()
             });
-        let PooledSession {
-            session,
-            run_options,
-        } = &mut *pooled;
-        // Armed once the session is ours: the flag belongs to the session's options,
-        // so it may only be set while this run is the one using them.
-        let armed = super::run_deadline()
-            .and_then(|deadline| Some(Watchdog::get()?.arm(deadline, run_options)));
-        let ran = session.run_with_options(ort_inputs, &**run_options);
-        // Taken off the watch before the session is free for another run.
-        let terminated = armed.is_some_and(Armed::disarm);
-        let outputs = ran.map_err(|e| {
-            let message = runtime_message(e);
-            if terminated {
-                BackendError::DeadlineExceeded(format!(
-                    "ONNX Runtime stopped the run at its deadline: {message}"
-                ))
-            } else {
-                BackendError::from_run_message(message)
-            }
-        })?;
-        let wanted: Vec<&str> = if output_names.is_empty() {
-            self.signature
-                .outputs
-                .iter()
-                .map(|o| o.name.as_str())
-                .collect()
-        } else {
-            output_names.iter().map(String::as_str).collect()
-        };
-        wanted
-            .into_iter()
-            .map(|name| {
-                let value = outputs.get(name).ok_or_else(|| {
-                    BackendError::InvalidInput(format!("model has no output {name:?}"))
-                })?;
-                Ok((name.to_string(), from_ort(name, value)?))
-            })
-            .collect()
+        let result = self.run_on(&mut pooled, ort_inputs, output_names);
+        if let Err(BackendError::OutOfMemory(_)) = &result {
+            self.renew(&mut pooled.session);
+        }
+        result
     }
 }
 
