@@ -55,6 +55,14 @@ fn words_without_text(line: &str, keys: &[&str]) -> String {
             None => "unknown key".into(),
         };
     }
+    // A choice's value it does not take (`[cache] admission`): the values it
+    // takes are the program's words, the one found is the file's.
+    if line.starts_with("unknown variant ") {
+        return match expected {
+            Some(e) => format!("unknown variant, expected {e}"),
+            None => "unknown variant".into(),
+        };
+    }
     for what in ["invalid type", "invalid value"] {
         if let Some(found) = line.strip_prefix(what).and_then(|r| r.strip_prefix(": ")) {
             // `string "…"`, ``integer `3` ``, `sequence`: its kind, not its value.
@@ -86,4 +94,45 @@ fn words_without_text(line: &str, keys: &[&str]) -> String {
         out.push_str(part);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    #[allow(dead_code)]
+    enum Admission {
+        FirstMiss,
+        SecondMiss,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Cache {
+        admission: Admission,
+    }
+
+    /// A choice with a value it does not take names the values it takes (they are
+    /// the program's words), never the value written (the file's text): the
+    /// expected part was cut at the value.
+    #[test]
+    fn a_bad_choice_names_the_valid_ones_but_not_the_value() {
+        for value in ["always", "sk_secret`, expected `leak"] {
+            let text = format!("admission = \"{value}\"\n");
+            let e = toml::from_str::<Cache>(&text).unwrap_err();
+            let told = without_text(&e, &text, &["admission"]);
+            assert!(
+                told.ends_with(
+                    "(admission): unknown variant, expected `first_miss` or `second_miss`"
+                ),
+                "{told}"
+            );
+            assert!(
+                !told.contains("always") && !told.contains("secret"),
+                "{told}"
+            );
+        }
+    }
 }

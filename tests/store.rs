@@ -759,6 +759,13 @@ async fn a_database_that_is_not_ferroserves_is_refused_and_left_as_it_is() {
         .unwrap();
     let e = open(pg.url()).await;
     assert!(e.contains("not ferroserve's metadata store"), "{e}");
+    // `db status` says so too, and exits non-zero (it answered schema version 0
+    // and no rows, exit 0).
+    let e = status_refused(pg.url()).await;
+    assert!(
+        e.contains("not ferroserve's metadata store") && e.contains("events"),
+        "{e}"
+    );
     let history: (bool,) = sqlx::query_as("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
         .fetch_one(&mut conn)
         .await
@@ -781,6 +788,11 @@ async fn a_database_that_is_not_ferroserves_is_refused_and_left_as_it_is() {
     let e = open(maria.url()).await;
     assert!(e.contains("not ferroserve's metadata store"), "{e}");
     assert!(e.contains("jobs"), "{e}");
+    let e = status_refused(maria.url()).await;
+    assert!(
+        e.contains("not ferroserve's metadata store") && e.contains("jobs"),
+        "{e}"
+    );
     sqlx::query("RENAME TABLE jobs TO other_programs_table")
         .execute(&mut conn)
         .await
@@ -788,6 +800,39 @@ async fn a_database_that_is_not_ferroserves_is_refused_and_left_as_it_is() {
     Store::open(&maria.url(), Duration::from_secs(5), true)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// `ferroserve db status` on `url`, expecting it to fail (exit non-zero); what it
+/// printed on stderr. The store's own status says the same.
+async fn status_refused(url: String) -> String {
+    use ferroserve::store::Store;
+    let store = Store::open_for_status(&url, Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let e = match store.status().await {
+        Ok(status) => panic!("{url}: {status:?}"),
+        Err(e) => e.to_string(),
+    };
+    store.close().await;
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ferroserve"))
+            .args(["db", "status", "--database-url", &url])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "{}{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        stderr.contains("not ferroserve's metadata store"),
+        "{e}: {stderr}"
+    );
+    e
 }
 
 /// Runs the server expecting it to refuse to start; answers its error.

@@ -10,7 +10,8 @@ use serde_json::json;
 
 use super::{AppState, HttpError};
 use crate::api::ApiError;
-use crate::store::{PredictionQuery, Store};
+use crate::store::prediction_pages::{LoggedText, PageCursor, PAGE_ROWS};
+use crate::store::{LoggedPrediction, PredictionQuery, Store};
 
 fn store(state: &AppState) -> Result<&Store, HttpError> {
     state.store.as_deref().ok_or_else(|| {
@@ -57,6 +58,14 @@ pub async fn history(
     model: &str,
     query: Option<&str>,
 ) -> Result<Response, HttpError> {
+    // A deleted model keeps its history; a name never served has none, whatever
+    // page is asked for (looked up first: a 404 whatever the parameters say).
+    if !known_to_server(state, model) {
+        let first = store(state)?.history(model, None, 1).await;
+        if first.map_err(ApiError::from)?.events.is_empty() {
+            return Err(not_found(model));
+        }
+    }
     let (mut limit, mut before) = (50usize, None);
     for (k, v) in query_pairs(query)? {
         match k.as_str() {
@@ -79,20 +88,6 @@ pub async fn history(
         .history(model, before, limit)
         .await
         .map_err(ApiError::from)?;
-    // A deleted model keeps its history; a name never served has none, whatever
-    // page is asked for.
-    if page.events.is_empty() && !known_to_server(state, model) {
-        let any = match before {
-            None => false,
-            Some(_) => {
-                let first = store.history(model, None, 1).await;
-                !first.map_err(ApiError::from)?.events.is_empty()
-            }
-        };
-        if !any {
-            return Err(not_found(model));
-        }
-    }
     Ok(axum::Json(json!({
         "model": model,
         "events": page.events,
@@ -168,12 +163,26 @@ fn rfc3339_ms(value: &str) -> Option<i64> {
 }
 
 /// `GET /v1/models/{m}/predictions?since=&until=&limit=&format=jsonl|csv`: logged
-/// predictions in time order, one per line.
+/// predictions in time order, one per line. The model is looked up first: a name
+/// the server does not know, with nothing logged under it, is a 404 whatever the
+/// parameters say. The answer is streamed from the store a page at a time
+/// ([`crate::store::prediction_pages`]): one read holds one page of rows, however
+/// many its `limit` lets through (100000 entries of up to 1 MiB).
 pub async fn predictions(
     state: &AppState,
     model: &str,
     query: Option<&str>,
 ) -> Result<Response, HttpError> {
+    if !known_to_server(state, model) {
+        // A deleted model's rows are still read; a name with none is not known.
+        let logged = store(state)?
+            .has_predictions(model)
+            .await
+            .map_err(ApiError::from)?;
+        if !logged {
+            return Err(not_found(model));
+        }
+    }
     let mut q = PredictionQuery {
         limit: 1000,
         ..PredictionQuery::default()
@@ -214,61 +223,129 @@ pub async fn predictions(
             )));
         }
     }
-    let store = store(state)?;
-    let rows = store.predictions(model, &q).await.map_err(ApiError::from)?;
-    // An empty window of a model logged before (a deleted one's rows may lie
-    // outside it) is answered as it is; a name with no row at all is not.
-    if rows.is_empty() && !known_to_server(state, model) {
-        let any = match (q.since_ms, q.until_ms) {
-            (None, None) => false,
-            _ => {
-                let first = PredictionQuery {
-                    limit: 1,
-                    ..PredictionQuery::default()
-                };
-                !store
-                    .predictions(model, &first)
-                    .await
-                    .map_err(ApiError::from)?
-                    .is_empty()
+    let store = state.store.clone().ok_or_else(|| {
+        HttpError(ApiError::Unavailable(
+            "this server runs without a metadata store".into(),
+        ))
+    })?;
+    // The first page is read before the answer starts, so that a database that
+    // cannot answer is a 503 rather than a cut answer.
+    let first = store
+        .prediction_page(model, &q, None, q.limit.min(PAGE_ROWS))
+        .await
+        .map_err(ApiError::from)?;
+    let pages = PredictionPages {
+        store,
+        model: model.to_string(),
+        left: q.limit,
+        query: q,
+        csv,
+        header: csv,
+        page: first.into_iter(),
+        cursor: None,
+        last_page: false,
+    };
+    let body = futures::stream::unfold(pages, |mut pages| async move {
+        match pages.next_chunk().await {
+            Ok(Some(chunk)) => Some((Ok(chunk), pages)),
+            Ok(None) => None,
+            Err(e) => {
+                // The status line is sent: the client sees the answer cut off.
+                tracing::warn!(model = %pages.model, "a prediction log read stopped: {e}");
+                pages.last_page = true;
+                pages.left = 0;
+                Some((Err(std::io::Error::other(e.to_string())), pages))
             }
-        };
-        if !any {
-            return Err(not_found(model));
         }
-    }
-    let mut body = String::new();
-    if csv {
-        // The columns are named as the JSON lines' fields.
-        body.push_str(CSV_HEADER);
-        for r in &rows {
-            let fields = [
-                r.id.to_string(),
-                r.at_ms.to_string(),
-                r.model.clone(),
-                r.version.to_string(),
-                r.protocol.clone(),
-                r.latency_us.to_string(),
-                r.request_id.clone(),
-                r.inputs.to_string(),
-                r.outputs.to_string(),
-            ];
-            let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-            body.push_str(&line.join(","));
-            body.push('\n');
-        }
-    } else {
-        for r in &rows {
-            body.push_str(&serde_json::to_string(r).unwrap_or_default());
-            body.push('\n');
-        }
-    }
+    });
     let content_type = if csv {
         "text/csv; charset=utf-8"
     } else {
         "application/x-ndjson"
     };
-    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, content_type)],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// Bytes of lines gathered into one chunk of the streamed answer.
+const CHUNK_BYTES: usize = 64 << 10;
+
+/// A prediction log read being streamed: the page in hand, and where the next
+/// one starts.
+struct PredictionPages {
+    store: std::sync::Arc<crate::store::Store>,
+    model: String,
+    query: PredictionQuery,
+    csv: bool,
+    /// Whether the CSV header is still to be written.
+    header: bool,
+    page: std::vec::IntoIter<LoggedText>,
+    /// The last row read (`at_ms`, `id`): the next page starts after it.
+    cursor: PageCursor,
+    /// Rows the `limit` still lets through.
+    left: usize,
+    /// Whether the store answered an empty page (the window holds no more).
+    last_page: bool,
+}
+
+impl PredictionPages {
+    /// The next lines of the answer (a chunk of about [`CHUNK_BYTES`], or one
+    /// row), reading the next page when this one is done; `None` at the end.
+    async fn next_chunk(&mut self) -> Result<Option<bytes::Bytes>, ApiError> {
+        let mut out = String::new();
+        if std::mem::take(&mut self.header) {
+            // The columns are named as the JSON lines' fields.
+            out.push_str(CSV_HEADER);
+        }
+        while out.len() < CHUNK_BYTES && self.left > 0 {
+            let Some(row) = self.page.next() else {
+                if !out.is_empty() || self.last_page {
+                    break;
+                }
+                let page = self
+                    .store
+                    .prediction_page(
+                        &self.model,
+                        &self.query,
+                        self.cursor,
+                        self.left.min(PAGE_ROWS),
+                    )
+                    .await?;
+                self.last_page = page.is_empty();
+                self.page = page.into_iter();
+                continue;
+            };
+            self.cursor = Some((row.at_ms, row.id));
+            self.left -= 1;
+            write_row(&row.parsed(), self.csv, &mut out);
+        }
+        Ok((!out.is_empty()).then(|| bytes::Bytes::from(out)))
+    }
+}
+
+/// One row of the answer, as a JSON line or a CSV line.
+fn write_row(r: &LoggedPrediction, csv: bool, out: &mut String) {
+    if csv {
+        let fields = [
+            r.id.to_string(),
+            r.at_ms.to_string(),
+            r.model.clone(),
+            r.version.to_string(),
+            r.protocol.clone(),
+            r.latency_us.to_string(),
+            r.request_id.clone(),
+            r.inputs.to_string(),
+            r.outputs.to_string(),
+        ];
+        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        out.push_str(&line.join(","));
+    } else {
+        out.push_str(&serde_json::to_string(r).unwrap_or_default());
+    }
+    out.push('\n');
 }
 
 /// The first line of the CSV answer: the JSON lines' field names, in their order.

@@ -29,6 +29,7 @@ mod late;
 // Shared with `crate::jobs::io::sql`, which reads and writes the user's databases
 // (sources and sinks of jobs) with the same connection code and `on_pool!`.
 pub(crate) mod pool;
+pub mod prediction_pages;
 pub mod predictions;
 mod replica;
 mod settings;
@@ -444,8 +445,10 @@ impl Store {
     }
 
     /// Schema version, database kind and rows per table. A database that would not
-    /// serve is an error saying why: a migration half-applied, or (SQLite) a file
-    /// whose pages fail SQLite's `quick_check`; the file is left as it is.
+    /// serve is an error saying why: a migration half-applied, a database that is
+    /// not ferroserve's (as `serve` and `db migrate` refuse it; a SQLite file of
+    /// another program's is refused by the pool), or (SQLite) a file whose pages
+    /// fail SQLite's `quick_check`; the database is left as it is.
     pub async fn status(&self) -> Result<DbStatus, StoreError> {
         if let Some(v) = self.failed_migration().await? {
             return Err(StoreError::Broken(format!(
@@ -454,6 +457,7 @@ impl Store {
                 self.url
             )));
         }
+        self.check_ours().await?;
         if let Pool::Sqlite(p) = &self.pool {
             let check: Result<Vec<String>, sqlx::Error> =
                 match sqlx::query("PRAGMA quick_check(5)").fetch_all(p).await {

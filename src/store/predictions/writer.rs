@@ -259,10 +259,18 @@ async fn write_batch(
     if store.is_outage(&first).await {
         return Err(first);
     }
+    // A connection lost during the statement while the database answers now: the
+    // statement may be what it refused (MySQL closes the connection past
+    // `max_allowed_packet`), or the outage that cut it may have just passed. The
+    // whole batch is tried once more before it is taken for a refusal.
+    let first = match first {
+        WriteError::Sql(ref e) if crate::store::pool::is_transient(e) => None,
+        refusal => Some(refusal),
+    };
     // Ranges still to write, the first to write last; each with the error it
     // already failed with, if any.
     let mut done = vec![false; batch.len()];
-    let mut ranges: Vec<(usize, usize, Option<WriteError>)> = vec![(0, batch.len(), Some(first))];
+    let mut ranges: Vec<(usize, usize, Option<WriteError>)> = vec![(0, batch.len(), first)];
     let mut result = Ok(());
     while let Some((start, end, failed)) = ranges.pop() {
         let error = match failed {
@@ -381,16 +389,23 @@ impl Store {
     /// are tried again later), rather than the database refusing these rows (then
     /// trying them again changes nothing). The database's own answer says which
     /// ([`crate::store::pool::is_transient`]: busy, locked, a deadlock, shutting down…
-    /// are outages; a value, size or constraint it rejects is a refusal); no answer
-    /// within the timeout is an outage. A lost connection is one only if the
-    /// database does not answer a trivial query now either: a server may close the
+    /// are outages; a value, size or constraint it rejects is a refusal). No answer
+    /// (the timeout, the pool's timeout for a connection, the pool closed) is an
+    /// outage whatever a probe after it finds: the statement never reached the
+    /// database, which may have come back in between (it was taken for a refusal
+    /// then, and the row dropped). A lost connection is one only if the database
+    /// does not answer a trivial query now either: a server may close the
     /// connection of a statement it refuses (MySQL and MariaDB do, past
     /// `max_allowed_packet`, and the client may see the connection go before it
-    /// reads the error) while it is well.
+    /// reads the error) while it is well; [`write_batch`] tries such a batch once
+    /// more before it takes it for a refusal.
     async fn is_outage(&self, e: &WriteError) -> bool {
         match e {
             WriteError::TimedOut(_) => true,
             WriteError::Sql(e @ sqlx::Error::Database(_)) => crate::store::pool::is_transient(e),
+            WriteError::Sql(
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed,
+            ) => true,
             WriteError::Sql(e) if crate::store::pool::is_transient(e) => !self.answers().await,
             WriteError::Sql(_) => false,
         }
@@ -530,5 +545,27 @@ mod tests {
         let mut batch = vec![row("m", "{\"ok\":9}"), row("m", "{\"bad\":10}")];
         assert!(write_batch(&store, &mut batch, &mut notes).await.is_err());
         assert_eq!(batch.len(), 2);
+    }
+
+    /// A write that got no answer (a pool or statement timeout, the pool closed) is
+    /// an outage whatever a probe after it finds: the database may have come back
+    /// in between (it was taken as a refusal then, and a row dropped). Only the
+    /// database's own answer may be a refusal.
+    #[tokio::test]
+    async fn no_answer_is_an_outage_even_when_the_database_answers_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/p.db", dir.path().display());
+        let store = Store::open(&url, Duration::from_secs(2), true)
+            .await
+            .unwrap();
+        assert!(store.answers().await);
+        for e in [
+            WriteError::Sql(sqlx::Error::PoolTimedOut),
+            WriteError::Sql(sqlx::Error::PoolClosed),
+            WriteError::Sql(sqlx::Error::WorkerCrashed),
+            WriteError::TimedOut(Duration::from_secs(3)),
+        ] {
+            assert!(store.is_outage(&e).await, "{e}");
+        }
     }
 }
