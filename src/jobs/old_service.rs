@@ -30,11 +30,15 @@ pub fn predictall_to_score(job: &Value) -> Result<Value, SpecError> {
     )?;
     let output = get("outputCollection").ok_or_else(|| err("outputCollection", "missing"))?;
     let sink = match output {
-        Value::String(s) if s.contains("://") => serde_json::json!({
-            "url": s,
-            "table": get("outputTable").cloned().unwrap_or(Value::String("predictions".into())),
-            "mode": get("mode").cloned().unwrap_or(Value::String("overwrite".into())),
-        }),
+        Value::String(s) if s.contains("://") => {
+            // Refused here, so that the message names the job.json's field.
+            check_url_scheme(s, "outputCollection")?;
+            serde_json::json!({
+                "url": s,
+                "table": get("outputTable").cloned().unwrap_or(Value::String("predictions".into())),
+                "mode": get("mode").cloned().unwrap_or(Value::String("overwrite".into())),
+            })
+        }
         other => other.clone(),
     };
     let mut spec = serde_json::json!({
@@ -57,6 +61,7 @@ pub fn predictall_to_score(job: &Value) -> Result<Value, SpecError> {
 fn source_of(input: &Value, query: Option<&Value>) -> Result<Value, SpecError> {
     match (input, query) {
         (Value::String(url), Some(query)) if url.contains("://") => {
+            check_url_scheme(url, "inputCollection")?;
             Ok(serde_json::json!({"url": url, "query": query}))
         }
         (Value::String(url), None) if url.contains("://") => {
@@ -586,6 +591,23 @@ mod tests {
                          "outputCollection": "pz.csv"})
         )
         .contains("MongoDB is not supported"));
+        // A URL no module reads is named by the job.json's field, as an input or
+        // an output.
+        for (job, field) in [
+            (
+                json!({"modelkey": "iris", "inputCollection": "new.csv",
+                       "outputCollection": "mongodb://h/db"}),
+                "outputCollection",
+            ),
+            (
+                json!({"modelkey": "iris", "inputCollection": "mongodb+srv://h/db",
+                       "inputQuery": "{}", "outputCollection": "pz.csv"}),
+                "inputCollection",
+            ),
+        ] {
+            let m = e(job);
+            assert_eq!(m, format!("{field}: MongoDB is not supported"));
+        }
         let schema = json!({"label": {"key": "y"}, "features": [{"key": "age"}]});
         assert!(
             train_job_to_spec(&json!({"schema": schema, "inputCollection": "a.csv",

@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod shared_store;
+mod sql_sinks;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

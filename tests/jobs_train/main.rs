@@ -6,6 +6,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod label_maps;
 mod old_service;
 mod sources;
 

@@ -502,14 +502,60 @@ fn cell(kind: ColumnKind, value: &Value, column: &str) -> Result<Cell, String> {
     })
 }
 
+/// The sink's writer task: [`write_rows_committed`], then, when the rows were not
+/// committed (the job failed or was cancelled), the SQLite file removed again if
+/// this sink created it (see [`remove_created_sqlite_file`]).
 async fn write_rows(
     url: String,
     shown: String,
     table: String,
     mode: SinkMode,
     columns: Vec<String>,
-    mut rx: mpsc::Receiver<SinkMsg>,
+    rx: mpsc::Receiver<SinkMsg>,
 ) {
+    // Told before connecting, which creates a missing file.
+    let created = pool::sqlite_path(&url).filter(|path| !path.exists());
+    let committed = write_rows_committed(url, shown, table, mode, columns, rx).await;
+    if let (Some(path), false) = (created, committed) {
+        remove_created_sqlite_file(&path);
+    }
+}
+
+/// Removes a SQLite database file a sink created and committed nothing to, so
+/// that a job that did not succeed leaves no output. Only while the file is still
+/// empty (a rolled-back transaction leaves a new file at 0 bytes) and no journal
+/// or write-ahead log is beside it: a file another job's sink has since written
+/// to, or is writing to now, stays.
+fn remove_created_sqlite_file(path: &std::path::Path) {
+    let beside = |suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        std::path::PathBuf::from(name)
+    };
+    let empty = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0);
+    if !empty || ["-journal", "-wal"].iter().any(|s| beside(s).exists()) {
+        return;
+    }
+    if let Err(e) = std::fs::remove_file(path) {
+        tracing::warn!(
+            "cannot remove the empty database file {}: {e}",
+            path.display()
+        );
+    }
+    // An empty write-ahead log's shared-memory index, if one was left.
+    let _ = std::fs::remove_file(beside("-shm"));
+}
+
+/// Writes the rows the job sends, answering each message; whether they were
+/// committed.
+async fn write_rows_committed(
+    url: String,
+    shown: String,
+    table: String,
+    mode: SinkMode,
+    columns: Vec<String>,
+    mut rx: mpsc::Receiver<SinkMsg>,
+) -> bool {
     let connected = pool::connect_as(&url, Some(&shown), CONNECT_TIMEOUT, pool::Use::WriteData);
     let (db, kind, _) = match connected.await {
         Ok(c) => c,
@@ -518,7 +564,7 @@ async fn write_rows(
             if let Some(SinkMsg::Rows(_, reply) | SinkMsg::Commit(reply)) = rx.recv().await {
                 let _ = reply.send(Err(e.to_string()));
             }
-            return;
+            return false;
         }
     };
     let sql_error = |doing: &str, e: sqlx::Error| {
@@ -548,7 +594,7 @@ async fn write_rows(
                     let _ = reply.send(Err(sql_error("starting a transaction", e)));
                 }
                 db_close(db).await;
-                return;
+                return false;
             }
         };
         let mut kinds: Option<Vec<ColumnKind>> = None;
@@ -577,9 +623,10 @@ async fn write_rows(
                         }
                         drop_table(p, &quote(kind, work)).await;
                     }
+                    let committed = result.is_ok();
                     let _ = reply.send(result);
                     db_close(db).await;
-                    return;
+                    return committed;
                 }
             };
             if kinds.is_none() {
@@ -642,6 +689,7 @@ async fn write_rows(
         }
     });
     db_close(db).await;
+    false
 }
 
 /// The error of a SQLite sink whose file stayed locked (see [`SQLITE_LOCK_WAIT`]).
@@ -753,4 +801,62 @@ where
             .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs a sink's writer on `file` until its job sends `rows` and then commits
+    /// (`commit`) or drops the sink (a cancel, a failure).
+    async fn write_then(file: &std::path::Path, rows: Vec<Vec<Value>>, commit: bool) {
+        let (tx, rx) = mpsc::channel(1);
+        let url = format!("sqlite://{}", file.display());
+        let columns = vec!["x".to_string()];
+        let writer = tokio::spawn(write_rows(
+            url,
+            "sqlite://f.sqlite".into(),
+            "t".into(),
+            SinkMode::Overwrite,
+            columns,
+            rx,
+        ));
+        if !rows.is_empty() {
+            let (reply, answer) = oneshot::channel();
+            tx.send(SinkMsg::Rows(rows, reply)).await.unwrap();
+            answer.await.unwrap().unwrap();
+        }
+        if commit {
+            let (reply, answer) = oneshot::channel();
+            tx.send(SinkMsg::Commit(reply)).await.unwrap();
+            answer.await.unwrap().unwrap();
+        }
+        drop(tx);
+        writer.await.unwrap();
+    }
+
+    /// A SQLite file the sink created goes again when the job does not commit;
+    /// one that was there before stays, as does a committed one.
+    #[tokio::test]
+    async fn an_uncommitted_sink_removes_only_the_sqlite_file_it_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = || vec![vec![Value::Int(1)], vec![Value::Int(2)]];
+        let created = dir.path().join("created.sqlite");
+        write_then(&created, rows(), false).await;
+        assert!(!created.exists());
+        write_then(&created, Vec::new(), false).await;
+        assert!(!created.exists());
+        let there = dir.path().join("there.sqlite");
+        std::fs::write(&there, b"").unwrap();
+        write_then(&there, rows(), false).await;
+        assert!(there.is_file());
+        let committed = dir.path().join("committed.sqlite");
+        write_then(&committed, rows(), true).await;
+        assert!(committed.metadata().unwrap().len() > 0);
+        let entries: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(entries.len(), 2, "{entries:?}");
+    }
 }

@@ -281,10 +281,9 @@ pub(super) fn check_sink_path_can_be_made(file: &FileSpec, field: &str) -> Resul
 impl SinkSpec {
     /// Whether this sink and `other` would write the same output, so that two jobs
     /// writing them at once would lose one's rows (both reporting success): one
-    /// file, by any name (see [`same_file`]), or one table of one database (a
-    /// SQLite file by any name, another database by its URL as written; the table
-    /// name compared without case) that either job overwrites. Two jobs appending
-    /// to one table keep both's rows, and are not a clash.
+    /// file, by any name (see [`same_file`]), or one table of one database, by any
+    /// of its names (see [`same_table`]), that either job overwrites. Two jobs
+    /// appending to one table keep both's rows, and are not a clash.
     pub fn clashes_with(&self, other: &SinkSpec) -> bool {
         match (self, other) {
             (SinkSpec::File(a), SinkSpec::File(b)) => same_file(&a.path, &b.path),
@@ -302,17 +301,8 @@ impl SinkSpec {
                     ..
                 },
             ) => {
-                let same_database = match (
-                    crate::store::pool::sqlite_path(url_a),
-                    crate::store::pool::sqlite_path(url_b),
-                ) {
-                    (Some(a), Some(b)) => same_file(&a, &b),
-                    (None, None) => url_a == url_b,
-                    _ => false,
-                };
-                same_database
-                    && table_a.eq_ignore_ascii_case(table_b)
-                    && (*mode_a == SinkMode::Overwrite || *mode_b == SinkMode::Overwrite)
+                (*mode_a == SinkMode::Overwrite || *mode_b == SinkMode::Overwrite)
+                    && same_table((url_a, table_a), (url_b, table_b))
             }
             _ => false,
         }
@@ -326,6 +316,86 @@ impl SinkSpec {
             SinkSpec::Sql { .. } => "spec.sink.table",
         }
     }
+}
+
+/// Whether two sinks' `(url, table)` name one table: a SQLite file by any name
+/// (see [`same_file`]), a PostgreSQL database by its URL as written, a MySQL or
+/// MariaDB server by its URL less the database. A table named alone is the one in
+/// the default schema, so that each database's two names of one table meet:
+/// SQLite's `main.x`; PostgreSQL's `public.x`, and `<user>.x` for the URL's user
+/// (first on the default search path, where such a schema exists); MySQL's
+/// `<database of the URL>.x`. Names are compared without case, which is what
+/// PostgreSQL's unquoted names and MySQL on some servers do, and errs on the side
+/// of a clash otherwise (the sink quotes names, and table names are plain
+/// identifiers, so a name has no other spelling).
+fn same_table(a: (&str, &str), b: (&str, &str)) -> bool {
+    use crate::store::pool::sqlite_path;
+    let same = |x: &str, y: &str| x.eq_ignore_ascii_case(y);
+    let scheme = |url: &str| {
+        let scheme = url
+            .split_once(':')
+            .map_or("", |(s, _)| s)
+            .to_ascii_lowercase();
+        match scheme.as_str() {
+            "postgresql" => "postgres".to_string(),
+            "mariadb" => "mysql".to_string(),
+            _ => scheme,
+        }
+    };
+    // Every name the table goes by in its database, given its URL.
+    let names = |(url, table): (&str, &str)| -> Vec<String> {
+        if table.contains('.') {
+            return vec![table.to_string()];
+        }
+        match scheme(url).as_str() {
+            "sqlite" => vec![format!("main.{table}")],
+            "postgres" => {
+                let user = url::Url::parse(url)
+                    .map(|u| percent_decode(u.username()))
+                    .unwrap_or_default();
+                let mut names = vec![format!("public.{table}")];
+                if !user.is_empty() {
+                    names.push(format!("{user}.{table}"));
+                }
+                names
+            }
+            "mysql" => {
+                let database = url::Url::parse(url)
+                    .map(|u| percent_decode(u.path().trim_start_matches('/')))
+                    .unwrap_or_default();
+                vec![format!("{database}.{table}")]
+            }
+            _ => vec![table.to_string()],
+        }
+    };
+    let same_database = match (sqlite_path(a.0), sqlite_path(b.0)) {
+        (Some(x), Some(y)) => same_file(&x, &y),
+        (None, None) if scheme(a.0) == "mysql" && scheme(b.0) == "mysql" => {
+            mysql_server(a.0) == mysql_server(b.0)
+        }
+        (None, None) => a.0 == b.0,
+        _ => false,
+    };
+    let (names_a, names_b) = (names(a), names(b));
+    same_database && names_a.iter().any(|x| names_b.iter().any(|y| same(x, y)))
+}
+
+/// A MySQL URL less its scheme and database: the server and the connection's
+/// options, which a table named with its database is found by whatever database
+/// the URL names. `None` for a URL that does not parse.
+fn mysql_server(url: &str) -> Option<String> {
+    let u = url::Url::parse(url).ok()?;
+    Some(format!(
+        "{}?{}",
+        &u[url::Position::AfterScheme..url::Position::BeforePath],
+        u.query().unwrap_or_default()
+    ))
+}
+
+fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// `name` or `schema.name`, each part a plain SQL identifier.

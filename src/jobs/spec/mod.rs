@@ -793,4 +793,62 @@ mod tests {
         assert!(!pg.clashes_with(&table("postgres://h/other", "scores", "overwrite")));
         assert!(!pg.clashes_with(&file));
     }
+
+    /// A table named in its database's default schema is the table named alone:
+    /// PostgreSQL's `public` (and the URL user's own schema, first on the default
+    /// search path), SQLite's `main`, MySQL's database of the URL. Names compared
+    /// without case, as before.
+    #[test]
+    fn sinks_clash_on_one_table_by_its_schema_qualified_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path();
+        let sink = |url: &str, table: &str| {
+            let v = json!({"url": url, "table": table, "mode": "overwrite"});
+            parse_sink(Some(&v), "spec.sink", data).unwrap()
+        };
+        let clash = |a: (&str, &str), b: (&str, &str)| {
+            let (a, b) = (sink(a.0, a.1), sink(b.0, b.1));
+            assert_eq!(a.clashes_with(&b), b.clashes_with(&a));
+            a.clashes_with(&b)
+        };
+        let pg = "postgres://u:p@h/db";
+        assert!(clash((pg, "scores"), (pg, "public.scores")));
+        assert!(clash((pg, "scores"), (pg, "PUBLIC.Scores")));
+        assert!(clash((pg, "scores"), (pg, "u.scores")));
+        assert!(clash((pg, "public.scores"), (pg, "public.scores")));
+        assert!(!clash((pg, "scores"), (pg, "other.scores")));
+        assert!(!clash((pg, "public.scores"), (pg, "u.scores")));
+        assert!(!clash((pg, "public.scores"), (pg, "public.other")));
+        assert!(clash(
+            ("sqlite://bigt.db", "bigt"),
+            ("sqlite://bigt.db", "main.bigt")
+        ));
+        assert!(clash(
+            ("sqlite://bigt.db", "MAIN.bigt"),
+            ("sqlite://bigt.db", "main.BIGT")
+        ));
+        assert!(!clash(
+            ("sqlite://bigt.db", "main.bigt"),
+            ("sqlite://bigt.db", "main.other")
+        ));
+        let my = "mysql://u:p@h:3306/db";
+        assert!(clash((my, "scores"), (my, "db.scores")));
+        assert!(clash(
+            (my, "scores"),
+            ("mariadb://u:p@h:3306/other", "db.scores")
+        ));
+        assert!(clash(
+            (my, "other.scores"),
+            ("mysql://u:p@h:3306/other", "scores")
+        ));
+        assert!(!clash((my, "scores"), (my, "other.scores")));
+        assert!(!clash(
+            (my, "scores"),
+            ("mysql://u:p@h:3306/other", "scores")
+        ));
+        assert!(!clash(
+            (my, "scores"),
+            ("mysql://u:p@elsewhere:3306/other", "db.scores")
+        ));
+    }
 }

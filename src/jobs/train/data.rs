@@ -317,6 +317,7 @@ fn encode_within(
     // Without a map: the cells, whose classes are decided once all are read.
     let mut cells: Vec<&Value> = Vec::new();
     let mut unmapped: BTreeSet<String> = BTreeSet::new();
+    let label_map = label_index(raw, schema)?;
     for (r, row) in raw.rows.iter().enumerate() {
         let v = &row[0];
         if is_missing(v) {
@@ -326,11 +327,14 @@ fn encode_within(
                 r + 1
             ));
         }
-        match &schema.label_map {
-            Some(map) => {
-                let text = category_text(v);
+        match &label_map {
+            Some((map, numeric)) => {
+                let text = match numeric {
+                    true => number_category(v).unwrap_or_else(|| category_text(v)),
+                    false => category_text(v),
+                };
                 match map.get(&text) {
-                    Some(c) => labels.push(c.clone()),
+                    Some(c) => labels.push((*c).clone()),
                     None => {
                         unmapped.insert(text);
                     }
@@ -412,12 +416,18 @@ fn encode_within(
             match number(v) {
                 Some(x) if (x as f32).is_finite() => values.push(Some(x as f32)),
                 Some(x) => {
+                    // As the source wrote it, else in short scientific form (1e308):
+                    // such a number's decimal digits run to hundreds.
+                    let shown = match v {
+                        Value::Text(s) => s.trim().to_string(),
+                        _ => format!("{x:e}"),
+                    };
                     return fail(format!(
-                        "column {:?}, row {}: {x} is not a finite 32-bit float, which the \
+                        "column {:?}, row {}: {shown} is not a finite 32-bit float, which the \
                          saved model takes (at most about 3.4e38 in size)",
                         f.key,
                         r + 1
-                    ))
+                    ));
                 }
                 None => {
                     return fail(format!(
@@ -494,7 +504,8 @@ fn encode_within(
             *counts.entry(t.as_str()).or_default() += 1;
         }
         let categories = match &f.categories {
-            Some(c) if numeric => numeric_index_map(&f.key, c).map_err(JobError::Failed)?,
+            Some(c) if numeric => numeric_index_map(&format!("categorical feature {:?}", f.key), c)
+                .map_err(JobError::Failed)?,
             Some(c) => c.clone(),
             None => {
                 if counts.len() > max_categories {
@@ -582,19 +593,48 @@ fn encode_within(
     })
 }
 
+/// The label's `values` map as the label column's cells meet it, and whether the
+/// column is one of numbers: then the map's keys are read as its numbers, as a
+/// feature's map is ([`numeric_index_map`]: `"1.0"` is `1`, two keys of one number
+/// fail the job), and each cell is looked up by [`number_category`]; otherwise by
+/// its text. `None` without a map.
+#[allow(clippy::type_complexity)]
+fn label_index<'s>(
+    raw: &RawData,
+    schema: &'s Schema,
+) -> Result<Option<(HashMap<String, &'s Class>, bool)>, JobError> {
+    let Some(map) = &schema.label_map else {
+        return Ok(None);
+    };
+    let numeric = raw
+        .rows
+        .iter()
+        .all(|row| number_category(&row[0]).is_some());
+    if !numeric {
+        return Ok(Some((
+            map.iter().map(|(k, c)| (k.clone(), c)).collect(),
+            false,
+        )));
+    }
+    let keys: Vec<String> = map.keys().cloned().collect();
+    let read = numeric_index_map(&format!("label column {:?}", schema.label), &keys)
+        .map_err(JobError::Failed)?;
+    Ok(Some((read.into_iter().zip(map.values()).collect(), true)))
+}
+
 /// A `values` map's categories (in index order) for a column of numbers: each that
 /// is a number written as the column's values are ([`text_number_category`]: `"1.0"`
 /// is the category `1`), any other as given (no value meets it). Two that are the
-/// same number are refused, naming the feature.
-fn numeric_index_map(key: &str, categories: &[String]) -> Result<Vec<String>, String> {
+/// same number are refused, naming the column (`column`: `categorical feature "x"`
+/// or `label column "y"`).
+fn numeric_index_map(column: &str, categories: &[String]) -> Result<Vec<String>, String> {
     let mut out: Vec<String> = Vec::with_capacity(categories.len());
     for c in categories {
         let text = text_number_category(c).unwrap_or_else(|| c.clone());
         if let Some(j) = out.iter().position(|o| *o == text) {
             return Err(format!(
-                "categorical feature {key:?}: its values map gives {:?} and {c:?}, which are \
-                 the same number to a column of numbers (the category {text}); give each \
-                 number once",
+                "{column}: its values map gives {:?} and {c:?}, which are the same number \
+                 to a column of numbers ({text}); give each number once",
                 categories[j]
             ));
         }
@@ -881,6 +921,109 @@ mod tests {
             labels(vec![t("inf"), t("1")]),
             vec![Class::Text("1".into()), Class::Text("inf".into())]
         );
+    }
+
+    /// Classes through a label `values` map, or its error, for a label column of
+    /// `cells` (the feature alternates "a" and "b").
+    fn mapped_labels(cells: Vec<Value>, map: &[(&str, i64)]) -> Result<Vec<usize>, String> {
+        let rows = cells
+            .into_iter()
+            .enumerate()
+            .map(|(i, y)| vec![y, Value::Text(["a", "b"][i % 2].into())])
+            .collect();
+        let data = RawData {
+            rows,
+            hash: String::new(),
+        };
+        let mut s = schema(None);
+        s.label_map = Some(
+            map.iter()
+                .map(|(k, c)| (k.to_string(), Class::Int(*c)))
+                .collect(),
+        );
+        match encode(&data, &s, 10) {
+            Ok(e) => Ok(e.y),
+            Err(JobError::Failed(m)) => Err(m),
+            Err(_) => panic!(),
+        }
+    }
+
+    /// A label map over a column of numbers reads its keys as the column's numbers,
+    /// as a feature's map does: a CSV's `1.0` meets the key "1" as a Parquet float
+    /// does, and two keys of one number fail the job.
+    #[test]
+    fn a_label_map_meets_numbers_whatever_the_format_wrote() {
+        use Value::{Float, Int, Text};
+        let t = |s: &str| Text(s.into());
+        let yes_no = [("1", 1), ("0", 0)];
+        for cells in [
+            vec![t("1.0"), t("0.0"), t("1.0"), t("0.0")],
+            vec![Float(1.0), Float(0.0), Float(1.0), Float(0.0)],
+            vec![t("1"), t(" 0 "), Int(1), t("0e0")],
+        ] {
+            assert_eq!(
+                mapped_labels(cells.clone(), &yes_no),
+                Ok(vec![1, 0, 1, 0]),
+                "{cells:?}"
+            );
+        }
+        // Keys written as floats meet integers too.
+        assert_eq!(
+            mapped_labels(
+                vec![t("1"), t("0"), Int(1), Float(0.0)],
+                &[("1.0", 1), ("0.00", 0)]
+            ),
+            Ok(vec![1, 0, 1, 0])
+        );
+        // A CSV mixing `1` and `1.0`: one number, so two keys of it are refused
+        // rather than splitting the class in two.
+        let m = mapped_labels(
+            vec![t("1"), t("1.0"), t("2")],
+            &[("1", 1), ("1.0", 0), ("2", 2)],
+        )
+        .unwrap_err();
+        assert!(
+            m.starts_with("label column \"y\"")
+                && m.contains("\"1\" and \"1.0\"")
+                && m.contains("same number"),
+            "{m}"
+        );
+        // A column with text keeps each value as written.
+        let m = mapped_labels(vec![t("yes"), t("1.0")], &[("yes", 1), ("1", 0)]).unwrap_err();
+        assert!(
+            m.contains("values not in schema.label.values: \"1.0\""),
+            "{m}"
+        );
+    }
+
+    /// A number too large for a 32-bit float is named as given, or in short
+    /// scientific form, not in its 309 digits.
+    #[test]
+    fn a_number_past_f32_is_named_in_few_digits() {
+        for (cell, shown) in [
+            (Value::Text(" 1e308 ".into()), "1e308"),
+            (Value::Float(1e308), "1e308"),
+            (Value::Float(-3.5e38), "-3.5e38"),
+        ] {
+            let data = RawData {
+                rows: vec![
+                    vec![Value::Int(0), Value::Float(1.0)],
+                    vec![Value::Int(1), cell.clone()],
+                ],
+                hash: String::new(),
+            };
+            let mut s = schema(None);
+            s.features[0].categorical = false;
+            let Err(JobError::Failed(m)) = encode(&data, &s, 10) else {
+                panic!("{cell:?}")
+            };
+            assert!(
+                m.starts_with(&format!(
+                    "column \"c\", row 2: {shown} is not a finite 32-bit float"
+                )),
+                "{m}"
+            );
+        }
     }
 
     #[test]

@@ -451,7 +451,7 @@ pub fn run(ctx: &JobContext, spec: &TrainSpec) -> Result<Json, JobError> {
         .map_err(|e| {
             failed(format!(
                 "cannot save the model: {}",
-                trained_model_words(&e)
+                trained_model_words(&e, ctx.state.settings.max_upload_bytes)
             ))
         })?;
     ctx.message(format!(
@@ -496,7 +496,17 @@ pub fn run(ctx: &JobContext, spec: &TrainSpec) -> Result<Json, JobError> {
 /// `publish_files`' refusal in the words of a trained model: it checks the version
 /// as it checks an upload, and says "the uploaded file", which a training job's
 /// client never sent.
-fn trained_model_words(e: &crate::api::ApiError) -> String {
+fn trained_model_words(e: &crate::api::ApiError, max_upload_bytes: u64) -> String {
+    // The upload's own words name no setting, which a client of a training job
+    // did not know bounds its model.
+    if let crate::api::ApiError::PayloadTooLarge(_) = e {
+        return format!(
+            "the trained model's files (model.onnx and {TRAINING_FILE}) are larger than \
+             --max-upload-bytes ({max_upload_bytes} bytes), which bounds a trained model as it \
+             does an uploaded one: raise --max-upload-bytes, or train a smaller model (for a \
+             forest, fewer or shallower trees)"
+        );
+    }
     e.to_string()
         .replace(
             "the uploaded file is not a model ferroserve can load",
@@ -518,20 +528,34 @@ fn predict(model: &dyn Fitted, scaler: &Scaler, data: &Encoded, rows: &[usize]) 
 mod tests {
     use super::*;
 
+    /// A model over the upload limit names the setting that bounds it.
+    #[test]
+    fn a_model_over_the_upload_limit_names_the_setting() {
+        let e = crate::api::ApiError::PayloadTooLarge(
+            "the model file is larger than the upload limit of 10000 bytes".into(),
+        );
+        let m = trained_model_words(&e, 10000);
+        assert!(
+            m.contains("larger than --max-upload-bytes (10000 bytes)")
+                && m.contains("raise --max-upload-bytes"),
+            "{m}"
+        );
+    }
+
     #[test]
     fn a_refused_save_speaks_of_the_trained_model() {
         let e = crate::api::ApiError::InvalidArgument(
             "the uploaded file is not a model ferroserve can load: Duplicate definition".into(),
         );
         assert_eq!(
-            trained_model_words(&e),
+            trained_model_words(&e, 1),
             "the trained model does not load: Duplicate definition"
         );
         let e = crate::api::ApiError::InvalidArgument(
             "the uploaded model does not fit the model's config.toml: x".into(),
         );
         assert_eq!(
-            trained_model_words(&e),
+            trained_model_words(&e, 1),
             "the trained model does not fit the model's config.toml: x"
         );
     }

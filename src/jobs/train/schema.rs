@@ -88,6 +88,7 @@ pub fn parse_schema(spec: &TrainSpec) -> Result<Schema, String> {
                     "must map to integers or to strings, not both",
                 ));
             }
+            check_one_value_a_class(&out)?;
             Some(out)
         }
     };
@@ -200,6 +201,27 @@ pub fn parse_schema(spec: &TrainSpec) -> Result<Schema, String> {
         label_map,
         features,
     })
+}
+
+/// Refuses a label `values` map that sends two values to one class, as a feature's
+/// map with two categories on one index is refused: the model answers each class
+/// by one value of the map (the old service's `/predict/` names it so), and which
+/// of two it would be is no choice the client made.
+fn check_one_value_a_class(map: &BTreeMap<String, Class>) -> Result<(), String> {
+    let mut by_class: BTreeMap<&Class, &String> = BTreeMap::new();
+    for (value, class) in map {
+        if let Some(first) = by_class.insert(class, value) {
+            return Err(err(
+                "spec.schema.label.values",
+                format!(
+                    "{first:?} and {value:?} both map to the class {}: give each class one \
+                     value",
+                    class.to_json()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a categorical feature whose `values` map gives more categories than a
