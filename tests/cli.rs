@@ -711,3 +711,264 @@ async fn client_messages_are_accurate() {
     assert!(out.contains("502 Bad Gateway"), "{out}");
     assert!(!out.contains("<html>") && out.len() < 1000, "{out}");
 }
+
+/// `predict` sends what the file says: CSV cells as text, which the server reads
+/// as numbers for numeric inputs (iris from CSV answers as from JSON lines, to
+/// the bit) and keeps for text inputs (a ColumnTransformer's one-hot columns
+/// answer as scikit-learn did); a CSV column or JSON key given twice is refused
+/// with its line (the last one was kept); rows from stdin are answered a batch at
+/// a time, before the input ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn predict_sends_what_the_file_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    install_model(
+        &repo,
+        "bank",
+        1,
+        &root_path("tests/fixtures/onnx/bank_columns/model.onnx"),
+    );
+    let server = TestServer::start_with(test_settings(&repo)).await;
+    let url = server.base.clone();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let predict = |model: &str, input: &str| {
+        let c = cli(
+            &url,
+            &["predict", model, "--input", input, "--batch-size", "3"],
+        );
+        run(c)
+    };
+
+    let (rows, _) = iris_expected();
+    let mut csv = format!("{}\n", FEATURES.join(","));
+    let mut jsonl = String::new();
+    for r in &rows {
+        let cells: Vec<String> = r.iter().map(|v| v.to_string()).collect();
+        csv.push_str(&format!("{}\n", cells.join(",")));
+        jsonl.push_str(&format!("{}\n", serde_json::to_string(r).unwrap()));
+    }
+    std::fs::write(path("iris.csv"), csv).unwrap();
+    std::fs::write(path("iris.jsonl"), jsonl).unwrap();
+    let (code, from_csv) = predict("iris", &path("iris.csv")).await;
+    assert_eq!(code, 0, "{from_csv}");
+    let (code, from_jsonl) = predict("iris", &path("iris.jsonl")).await;
+    assert_eq!(code, 0, "{from_jsonl}");
+    let answers = |out: &str| -> Vec<String> {
+        out.lines()
+            .filter(|l| l.starts_with('{'))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(answers(&from_csv).len(), rows.len(), "{from_csv}");
+    assert_eq!(answers(&from_csv), answers(&from_jsonl));
+
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(root_path("tests/fixtures/onnx/bank_columns/expected.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let columns = ["age", "job", "marital", "balance"];
+    let mut csv = format!("{}\n", columns.join(","));
+    let n = expected["sklearn_predict"].as_array().unwrap().len();
+    for i in 0..n {
+        let cells: Vec<String> = columns
+            .iter()
+            .map(|c| match &expected["columns"][c][i] {
+                Value::String(s) => s.clone(),
+                v => v.to_string(),
+            })
+            .collect();
+        csv.push_str(&format!("{}\n", cells.join(",")));
+    }
+    std::fs::write(path("bank.csv"), csv).unwrap();
+    let (code, out) = predict("bank", &path("bank.csv")).await;
+    assert_eq!(code, 0, "{out}");
+    let got: Vec<Value> = answers(&out)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(got.len(), n, "{out}");
+    for (i, answer) in got.iter().enumerate() {
+        assert_eq!(
+            answer["prediction"], expected["sklearn_predict"][i],
+            "row {i}"
+        );
+        for (p, q) in answer["probabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(expected["sklearn_predict_proba"][i].as_array().unwrap())
+        {
+            assert!(
+                (p.as_f64().unwrap() - q.as_f64().unwrap()).abs() < 1e-5,
+                "row {i}: {answer} against {}",
+                expected["sklearn_predict_proba"][i]
+            );
+        }
+    }
+    server.stop().await;
+}
+
+/// A CSV column or JSON key given twice is refused with its line, as a file that
+/// cannot be read (1): the CLI kept the last value without a word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn predict_refuses_a_name_given_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(test_settings(&repo(dir.path()))).await;
+    let url = server.base.clone();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let predict = |model: &str, input: &str| run(cli(&url, &["predict", model, "--input", input]));
+    std::fs::write(
+        path("twice.csv"),
+        format!("{},sepal_length\n5.1,3.5,1.4,0.2,7.9\n", FEATURES.join(",")),
+    )
+    .unwrap();
+    let (code, out) = predict("iris", &path("twice.csv")).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("line 1 of") && out.contains("two columns named \"sepal_length\""),
+        "{out}"
+    );
+    std::fs::write(
+        path("twice.jsonl"),
+        "{\"sepal_length\": 5.1, \"sepal_width\": 3.5, \"petal_length\": 1.4, \"petal_width\": 0.2}\n\
+         {\"sepal_length\": 5.1, \"sepal_width\": 3.5, \"petal_length\": 1.4, \"petal_width\": 0.2, \"sepal_length\": 7.9}\n",
+    )
+    .unwrap();
+    let (code, out) = predict("iris", &path("twice.jsonl")).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("line 2 of") && out.contains("\"sepal_length\" is given twice"),
+        "{out}"
+    );
+    server.stop().await;
+}
+
+/// Rows from stdin are answered a batch at a time, while the input is still open
+/// (nothing came before its end).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn predict_answers_stdin_a_batch_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(test_settings(&repo(dir.path()))).await;
+    let url = server.base.clone();
+    let mut c = cli(
+        &url,
+        &["predict", "iris", "--input", "-", "--batch-size", "1"],
+    );
+    c.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    use std::io::{BufRead, Write};
+    writeln!(stdin, "[5.1, 3.5, 1.4, 0.2]").unwrap();
+    stdin.flush().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let first = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    drop(stdin);
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let first = first.expect("no answer before the input ended");
+    assert!(first.contains("prediction"), "{first}");
+    assert!(status.success());
+    server.stop().await;
+}
+
+/// `--server` mistakes, told as such: a URL with a query or fragment (every
+/// request went to `/?x=1…`) and one without a scheme are usage errors (2) that
+/// show the value (nothing secret in it); https:// to a plain-HTTP port reached
+/// the server (5, "use http://"), as the reverse mistake does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_url_mistakes_are_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(test_settings(&repo(dir.path()))).await;
+    let base = server.base.clone();
+    for (url, says) in [
+        (format!("{base}?x=1"), "query"),
+        (format!("{base}/#frag"), "fragment"),
+    ] {
+        let (code, out) = run(cli(&url, &["status"])).await;
+        assert_eq!(code, 2, "{url}: {out}");
+        assert!(out.contains(says), "{url}: {out}");
+    }
+    let bare = base.trim_start_matches("http://").to_string();
+    let (code, out) = run(cli(&bare, &["status"])).await;
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains(&format!("\"{bare}\"")), "{out}");
+    assert!(out.contains(&format!("http://{bare}")), "{out}");
+    server.stop().await;
+}
+
+/// https:// to a plain-HTTP port reached the server: 5 with "use http://", as the
+/// reverse mistake is told (it was 3, "cannot reach the server").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_to_a_plain_http_port_is_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(test_settings(&repo(dir.path()))).await;
+    let bare = server.base.trim_start_matches("http://").to_string();
+    let (code, out) = run(cli(&format!("https://{bare}"), &["status"])).await;
+    assert_eq!(code, 5, "{out}");
+    assert!(out.contains("http://"), "{out}");
+    assert!(!out.contains("cannot reach"), "{out}");
+    server.stop().await;
+}
+
+/// A model file whose name is not UTF-8 uploads under the name asked for (it was
+/// "the file has no name").
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_name_that_is_not_utf8_uploads() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(test_settings(&repo(dir.path()))).await;
+    let base = server.base.clone();
+    use std::os::unix::ffi::OsStrExt;
+    let file = dir
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"caf\xe9.onnx"));
+    std::fs::copy(root_path("examples/models/iris_lr/1/model.onnx"), &file).unwrap();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ferroserve"));
+    c.arg("upload")
+        .arg(&file)
+        .args(["--model", "cafe", "--server", &base]);
+    let (code, out) = run(c).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("model cafe version 1"), "{out}");
+    server.stop().await;
+}
+
+/// A 200 JSON answer without the fields a command reads is no ferroserve answer
+/// (5): `200 {}` printed "model iris_lr loaded", "null job(s) in all" and "live
+/// null, ready null", each with 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_without_their_fields_are_unexpected() {
+    let url = foreign_server(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+    )
+    .await;
+    for args in [
+        &["status"][..],
+        &["models", "list"],
+        &["models", "status", "iris_lr"],
+        &["models", "load", "iris_lr"],
+        &["models", "unload", "iris_lr"],
+        &["jobs", "list"],
+        &["jobs", "status", "abc"],
+    ] {
+        let (code, out) = run(cli(&url, args)).await;
+        assert_eq!(code, 5, "{args:?}: {out}");
+        assert!(
+            out.contains("answered what ferroserve does not"),
+            "{args:?}: {out}"
+        );
+    }
+}

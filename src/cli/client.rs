@@ -49,18 +49,41 @@ pub struct Connection {
 /// `--server`: an http or https URL of a server (a usage error otherwise, exit 2).
 /// Checks `--server` (`FERROSERVE_URL`) when the client is made, not as clap's value
 /// parser: clap's error repeats the value given, password and all. Messages name it
-/// without its password.
+/// without its password; a value with no user part and no query holds none, and is
+/// shown as given.
+///
+/// A query or a fragment is refused: requests are made by appending their path to
+/// the URL, so `http://host:8501?x=1` sent every one to `/?x=1/models/status`.
 fn server_url(text: &str) -> Result<(), String> {
-    let shown = crate::store::pool::redact(text);
+    let shown = if text.contains('@') || text.contains('?') {
+        crate::store::pool::redact(text)
+    } else {
+        text.to_string()
+    };
+    // `127.0.0.1:8501`, `localhost:8501`: the scheme left out.
+    let say = if !text.contains("://") && !text.contains('@') {
+        format!("http://{text}")
+    } else {
+        "http://HOST:PORT".to_string()
+    };
     match url::Url::parse(text) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(()),
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+            let part = match (u.query(), u.fragment()) {
+                (Some(_), _) => "a query (?…)",
+                (None, Some(_)) => "a fragment (#…)",
+                (None, None) => return Ok(()),
+            };
+            Err(format!(
+                "--server {shown:?} has {part}: give the server's address alone \
+                 (http://HOST:PORT, and a path for a server behind a proxy)"
+            ))
+        }
         Ok(u) => Err(format!(
-            "--server {shown:?} is no http:// or https:// URL of a server (scheme {:?})",
+            "--server {shown:?} is no http:// or https:// URL of a server (scheme {:?}; say \
+             {say})",
             u.scheme()
         )),
-        Err(e) => Err(format!(
-            "--server {shown:?} is no URL: {e} (say http://HOST:PORT)"
-        )),
+        Err(e) => Err(format!("--server {shown:?} is no URL: {e} (say {say})")),
     }
 }
 
@@ -76,6 +99,13 @@ pub enum ClientError {
          port (not the gRPC one), with https:// for a TLS port?"
     )]
     Protocol { url: String, reason: String },
+    /// Something answered an https:// request, but not in TLS: a plain-HTTP port
+    /// given as https:// (the reverse of [`ClientError::Protocol`]'s mistake).
+    #[error(
+        "{url} answered, but not in TLS ({reason}): is it a plain-HTTP port? Then say \
+         http:// in --server"
+    )]
+    NotTls { url: String, reason: String },
     #[error("the server refused the request ({status}): {message}")]
     Rejected { status: u16, message: String },
     #[error("the server failed ({status}): {message}")]
@@ -109,6 +139,7 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
     match e.downcast_ref::<ClientError>() {
         Some(ClientError::Unreachable { .. }) => EXIT_UNREACHABLE,
         Some(ClientError::Protocol { .. }) => EXIT_SERVER,
+        Some(ClientError::NotTls { .. }) => EXIT_SERVER,
         Some(ClientError::Rejected { .. }) => EXIT_REJECTED,
         Some(ClientError::Server { .. }) => EXIT_SERVER,
         Some(ClientError::Unexpected { .. }) => EXIT_SERVER,
@@ -273,7 +304,22 @@ impl Client {
             // failure of the connection itself (an I/O error under hyper's: a broken
             // pipe as a TLS server refuses the client's certificate) is not one.
             let mut parse = false;
+            // A TLS handshake answered in plain text (an HTTP server's "HTTP/1.1
+            // 400" read as a TLS record): rustls says "corrupt message", inside an
+            // io::Error, whose source() skips it.
+            let mut not_tls = false;
             loop {
+                let mut inner: Option<&(dyn std::error::Error + 'static)> = Some(source);
+                while let Some(s) = inner {
+                    not_tls |= matches!(
+                        s.downcast_ref::<rustls::Error>(),
+                        Some(rustls::Error::InvalidMessage(_))
+                    );
+                    inner = s
+                        .downcast_ref::<std::io::Error>()
+                        .and_then(std::io::Error::get_ref)
+                        .map(|e| e as &(dyn std::error::Error + 'static));
+                }
                 parse |= !e.is_connect()
                     && source.downcast_ref::<hyper::Error>().is_some_and(|h| {
                         let io =
@@ -297,6 +343,11 @@ impl Client {
                 ClientError::Unreachable {
                     url,
                     reason: "timed out".to_string(),
+                }
+            } else if not_tls {
+                ClientError::NotTls {
+                    url,
+                    reason: source.to_string(),
                 }
             } else if parse {
                 ClientError::Protocol {
@@ -352,6 +403,30 @@ impl Client {
         } else {
             ClientError::Server { status, message }
         })
+    }
+
+    /// `answer[key]` where it is what `is` says it must be (an array, a string):
+    /// else the answer is none ferroserve gives (5), from another kind of server
+    /// answering JSON, as a 200 that is not JSON is.
+    pub fn field<'a>(
+        &self,
+        answer: &'a Value,
+        key: &str,
+        is: fn(&Value) -> bool,
+    ) -> Result<&'a Value, ClientError> {
+        match answer.get(key) {
+            Some(v) if is(v) => Ok(v),
+            _ => Err(ClientError::Unexpected {
+                url: self.server_name(),
+                status: 200,
+                message: format!(
+                    "the server answered what ferroserve does not ({:?} is missing or not of \
+                     its kind in {}): is --server a ferroserve server?",
+                    key,
+                    excerpt(&answer.to_string(), false)
+                ),
+            }),
+        }
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, ClientError> {

@@ -72,10 +72,10 @@ pub async fn run(command: JobsCommand) -> anyhow::Result<i32> {
                 .with_context(|| format!("{} is not JSON", spec.display()))?;
             let client = Client::new(&connection, Duration::from_secs(30))?;
             let answer = client.post("/v1/jobs", &body).await?;
-            let id = answer
-                .get("job_id")
-                .and_then(Value::as_str)
-                .context("the server's answer has no job_id")?
+            let id = client
+                .field(&answer, "job_id", Value::is_string)?
+                .as_str()
+                .unwrap_or_default()
                 .to_string();
             print_line(&id)?;
             if watch {
@@ -101,6 +101,8 @@ pub async fn run(command: JobsCommand) -> anyhow::Result<i32> {
             query.append_pair("offset", &offset.to_string());
             let client = Client::new(&connection, Duration::from_secs(30))?;
             let answer = client.get(&format!("/v1/jobs?{}", query.finish())).await?;
+            client.field(&answer, "jobs", Value::is_array)?;
+            client.field(&answer, "total", Value::is_u64)?;
             for job in answer["jobs"].as_array().into_iter().flatten() {
                 print_line(format_args!(
                     "{}  {:<5}  {:<9}  {:>6.1}%  {}",
@@ -119,6 +121,7 @@ pub async fn run(command: JobsCommand) -> anyhow::Result<i32> {
             let job = client
                 .get(&format!("/v1/jobs/{}", Client::segment(&id)?))
                 .await?;
+            client.field(&job, "state", Value::is_string)?;
             print_line(serde_json::to_string_pretty(&job)?)?;
             Ok(0)
         }
@@ -134,7 +137,12 @@ pub async fn run(command: JobsCommand) -> anyhow::Result<i32> {
                     &Value::Null,
                 )
                 .await?;
-            print_line(job["state"].as_str().unwrap_or(""))?;
+            print_line(
+                client
+                    .field(&job, "state", Value::is_string)?
+                    .as_str()
+                    .unwrap_or_default(),
+            )?;
             Ok(0)
         }
     }
@@ -154,6 +162,7 @@ async fn follow(client: &Client, id: &str) -> anyhow::Result<i32> {
         let job = client
             .get(&format!("/v1/jobs/{}", Client::segment(id)?))
             .await?;
+        client.field(&job, "state", Value::is_string)?;
         let progress = &job["progress"];
         if let Some(f) = progress["fraction"].as_f64() {
             bar.set_position((f * 1000.0) as u64);

@@ -158,7 +158,8 @@ pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
         ModelsCommand::List { output, connection } => {
             let client = Client::new(&connection, timeout)?;
             let answer = client.get("/models/status").await?;
-            let models = answer["models"].as_array().cloned().unwrap_or_default();
+            let models = client.field(&answer, "models", Value::is_array)?;
+            let models = models.as_array().cloned().unwrap_or_default();
             match output {
                 OutputFormat::Json => print_line(serde_json::to_string_pretty(&answer)?)?,
                 OutputFormat::Table => print_table(
@@ -175,7 +176,8 @@ pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
             Client::name(&model)?;
             let client = Client::new(&connection, timeout)?;
             let answer = client.get("/models/status").await?;
-            let Some(m) = answer["models"]
+            let Some(m) = client
+                .field(&answer, "models", Value::is_array)?
                 .as_array()
                 .into_iter()
                 .flatten()
@@ -216,7 +218,23 @@ pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
                     &json!({}),
                 )
                 .await?;
-            note(format_args!("model {model} loaded"));
+            // The V2 answer to a load is `{}`, which any JSON server can give: the
+            // versions' states are asked for, and said.
+            let answer = client.get("/models/status").await?;
+            let models = client.field(&answer, "models", Value::is_array)?;
+            let states: Vec<String> = models
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|m| m["model_id"] == model.as_str())
+                .flat_map(|m| m["versions"].as_array().cloned().unwrap_or_default())
+                .map(|v| format!("version {} {}", text(&v["version"]), text(&v["state"])))
+                .collect();
+            if states.is_empty() {
+                note(format_args!("model {model} loaded"));
+            } else {
+                note(format_args!("model {model} loaded ({})", states.join(", ")));
+            }
         }
         ModelsCommand::Unload { model, connection } => {
             let client = Client::new(&connection, timeout)?;
@@ -226,6 +244,9 @@ pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
                     &json!({}),
                 )
                 .await?;
+            // `{}` again (see load): a ferroserve server lists its models.
+            let answer = client.get("/models/status").await?;
+            client.field(&answer, "models", Value::is_array)?;
             note(format_args!("model {model} unloaded (its files are kept)"));
         }
         ModelsCommand::Delete {
@@ -251,9 +272,10 @@ pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
                 }
             }
             let client = Client::new(&connection, timeout)?;
-            client
+            let answer = client
                 .delete(&format!("/delete_model/{}", Client::segment(&model)?))
                 .await?;
+            client.field(&answer, "deleted", Value::is_boolean)?;
             note(format_args!("model {model} deleted"));
         }
     }
@@ -277,12 +299,15 @@ pub async fn upload(args: UploadArgs) -> anyhow::Result<i32> {
         );
     }
     let len = metadata.len();
+    // The server reads the model's format from the name's extension (and the
+    // model's name from it, without --model): a name that is not UTF-8 goes with
+    // its other bytes replaced, which keeps the extension.
     let name = args
         .file
         .file_name()
-        .and_then(|n| n.to_str())
         .context("the file has no name")?
-        .to_string();
+        .to_string_lossy()
+        .into_owned();
     let bar = progress_bar(
         len,
         "uploading [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}",
@@ -317,6 +342,7 @@ pub async fn upload(args: UploadArgs) -> anyhow::Result<i32> {
         .await;
     bar.finish_and_clear();
     let answer = answer?;
+    client.field(&answer, "model_id", Value::is_string)?;
     note(format_args!(
         "uploaded {} as model {} version {}",
         args.file.display(),
@@ -332,9 +358,81 @@ fn parse_json_row(line: &str, n: usize, file: &Path) -> anyhow::Result<Value> {
     let file = file.display();
     let v: Value =
         serde_json::from_str(line).with_context(|| format!("line {n} of {file} is not JSON"))?;
+    // serde_json keeps the last of two values of a key without a word: the row
+    // would be predicted on one the user may not have meant.
+    if let Err(e) = serde_json::from_str::<UniqueKeys>(line) {
+        // serde_json's message ends with the place in the line: the line's is told.
+        let e = e.to_string();
+        let what = e
+            .rsplit_once(" at line ")
+            .map_or(e.as_str(), |(what, _)| what);
+        bail!("line {n} of {file}: {what}");
+    }
     match v {
         Value::Object(_) | Value::Array(_) => Ok(v),
         _ => bail!("line {n} of {file} is neither an object of features nor a list of values"),
+    }
+}
+
+/// A JSON value read only to check that no object in it gives a key twice (as
+/// the server checks a request's body).
+struct UniqueKeys;
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<UniqueKeys, D::Error> {
+        deserializer.deserialize_any(UniqueKeysVisitor)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = UniqueKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format!(
+                    "the key {key:?} is given twice"
+                )));
+            }
+            map.next_value::<UniqueKeys>()?;
+        }
+        Ok(UniqueKeys)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueKeys, A::Error> {
+        while seq.next_element::<UniqueKeys>()?.is_some() {}
+        Ok(UniqueKeys)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_unit<E>(self) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
     }
 }
 
@@ -408,70 +506,187 @@ fn in_file(
     }
 }
 
-/// Reads every row of the input (JSON lines, or CSV with a header of names), with
-/// the line of the file each row starts on.
-fn read_rows(path: &Path) -> anyhow::Result<(Vec<Value>, Vec<usize>)> {
-    let is_csv = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
-    if is_csv {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let mut reader = csv::Reader::from_reader(bytes.as_slice());
-        let header: Vec<String> = reader.headers()?.iter().map(str::to_string).collect();
+/// The rows of `predict --input`, read a batch at a time so that memory holds one
+/// batch, not the file: JSON lines (from a file or stdin), or CSV with a header
+/// of names. Each row comes with the line of the file it starts on, for messages.
+///
+/// A CSV cell goes as text, whatever it looks like: CSV has no types, and the
+/// server reads a text that is a number as that number for a numeric input, and
+/// keeps it as written for a text input (a zip code "02134" read here as the
+/// number 2134 was a category the model never saw). An empty cell is the empty
+/// text, which the server takes as a missing value where the model fills them,
+/// as batch jobs read a CSV. A name given twice (a CSV column, a key of a JSON
+/// line) is refused: a row can hold only one of the values.
+struct InputRows {
+    path: PathBuf,
+    kind: InputKind,
+}
+
+enum InputKind {
+    Csv {
+        reader: csv::Reader<LineBreaks<std::fs::File>>,
+        header: Vec<String>,
+        /// Records read so far, for a record the csv crate cannot read.
+        records: usize,
+    },
+    JsonLines {
+        lines: std::io::Lines<Box<dyn BufRead>>,
+        /// The line last read.
+        line: usize,
+    },
+}
+
+impl InputRows {
+    fn open(path: &Path) -> anyhow::Result<InputRows> {
+        let is_csv = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+        let kind = if is_csv {
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let mut reader = csv::Reader::from_reader(LineBreaks::new(file));
+            let header: Vec<String> = reader
+                .headers()
+                .with_context(|| format!("cannot read the header of {}", path.display()))?
+                .iter()
+                .map(str::to_string)
+                .collect();
+            let mut seen = std::collections::HashSet::new();
+            if let Some(twice) = header.iter().find(|name| !seen.insert(name.as_str())) {
+                bail!(
+                    "line 1 of {}: the header has two columns named {twice:?}: rename one",
+                    path.display()
+                );
+            }
+            InputKind::Csv {
+                reader,
+                header,
+                records: 0,
+            }
+        } else {
+            let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+                Box::new(std::io::BufReader::new(std::io::stdin()))
+            } else {
+                Box::new(std::io::BufReader::new(
+                    std::fs::File::open(path)
+                        .with_context(|| format!("cannot open {}", path.display()))?,
+                ))
+            };
+            InputKind::JsonLines {
+                lines: reader.lines(),
+                line: 0,
+            }
+        };
+        Ok(InputRows {
+            path: path.to_path_buf(),
+            kind,
+        })
+    }
+
+    /// Up to `n` more rows and their lines; none at the end of the input.
+    fn next_batch(&mut self, n: usize) -> anyhow::Result<(Vec<Value>, Vec<usize>)> {
+        let path = self.path.as_path();
         let mut rows = Vec::new();
         let mut lines = Vec::new();
-        // A record's line, from its byte offset: the csv crate's own line count is
-        // one short after a `\r\n` line end.
-        let (mut counted_to, mut line) = (0usize, 1usize);
-        for (i, record) in reader.records().enumerate() {
-            let record = record.with_context(|| format!("{} row {}", path.display(), i + 1))?;
-            let mut start = record
-                .position()
-                .map_or(counted_to, |p| (p.byte() as usize).min(bytes.len()));
-            // After a `\r\n` the position is the `\n`'s (and blank lines may precede
-            // the record): its first line is after them.
-            while matches!(bytes.get(start), Some(b'\r' | b'\n')) {
-                start += 1;
+        match &mut self.kind {
+            InputKind::Csv {
+                reader,
+                header,
+                records,
+            } => {
+                let mut record = csv::StringRecord::new();
+                while rows.len() < n {
+                    *records += 1;
+                    let more = reader
+                        .read_record(&mut record)
+                        .with_context(|| format!("{} row {}", path.display(), records))?;
+                    if !more {
+                        break;
+                    }
+                    let at = record.position().map_or(0, csv::Position::byte);
+                    lines.push(reader.get_mut().line_at(at));
+                    let row: serde_json::Map<String, Value> = header
+                        .iter()
+                        .zip(record.iter())
+                        .map(|(name, cell)| (name.clone(), Value::String(cell.to_string())))
+                        .collect();
+                    rows.push(Value::Object(row));
+                }
             }
-            line += bytes[counted_to..start.max(counted_to)]
-                .iter()
-                .filter(|&&b| b == b'\n')
-                .count();
-            counted_to = start.max(counted_to);
-            lines.push(line);
-            let mut row = serde_json::Map::new();
-            for (name, cell) in header.iter().zip(record.iter()) {
-                let value = match cell.trim().parse::<f64>() {
-                    Ok(n) if n.is_finite() => json!(n),
-                    _ => json!(cell),
-                };
-                row.insert(name.clone(), value);
+            InputKind::JsonLines { lines: input, line } => {
+                while rows.len() < n {
+                    let Some(text) = input.next() else { break };
+                    *line += 1;
+                    let text = text
+                        .with_context(|| format!("cannot read {} line {}", path.display(), line))?;
+                    if text.trim().is_empty() {
+                        continue;
+                    }
+                    rows.push(parse_json_row(&text, *line, path)?);
+                    lines.push(*line);
+                }
             }
-            rows.push(Value::Object(row));
         }
-        return Ok((rows, lines));
+        Ok((rows, lines))
     }
-    let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
-        Box::new(std::io::BufReader::new(std::io::stdin()))
-    } else {
-        Box::new(std::io::BufReader::new(
-            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
-        ))
-    };
-    let mut rows = Vec::new();
-    let mut lines = Vec::new();
-    for (i, line) in reader.lines().enumerate() {
-        let line =
-            line.with_context(|| format!("cannot read {} line {}", path.display(), i + 1))?;
-        if line.trim().is_empty() {
-            continue;
+}
+
+/// A reader that notes where the line breaks it passes on lie, so that a CSV
+/// record's line can be told from its byte offset without keeping the file: it
+/// keeps only the breaks read ahead of the last record asked about (the csv
+/// reader's buffer holds a few kilobytes).
+struct LineBreaks<R> {
+    inner: R,
+    /// Bytes read so far.
+    read: u64,
+    /// Offsets of the `\r` and `\n` bytes read and not yet counted, with whether
+    /// each is a `\n`.
+    breaks: std::collections::VecDeque<(u64, bool)>,
+    /// The `\n` bytes counted (those before the last record asked about).
+    newlines: usize,
+}
+
+impl<R> LineBreaks<R> {
+    fn new(inner: R) -> LineBreaks<R> {
+        LineBreaks {
+            inner,
+            read: 0,
+            breaks: std::collections::VecDeque::new(),
+            newlines: 0,
         }
-        rows.push(parse_json_row(&line, i + 1, path)?);
-        lines.push(i + 1);
     }
-    Ok((rows, lines))
+
+    /// The line (from 1) of a record at byte `at`, asked in order. The csv crate's
+    /// own line count is one short after a `\r\n`, and a record's position is
+    /// that of the `\n` after a `\r` (blank lines may also precede the record):
+    /// its first line is the one after those breaks.
+    fn line_at(&mut self, mut at: u64) -> usize {
+        while let Some(&(offset, newline)) = self.breaks.front() {
+            if offset > at {
+                break;
+            }
+            if offset == at {
+                at += 1;
+            }
+            self.newlines += usize::from(newline);
+            self.breaks.pop_front();
+        }
+        self.newlines + 1
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for LineBreaks<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for (i, &b) in buf[..n].iter().enumerate() {
+            if b == b'\n' || b == b'\r' {
+                self.breaks.push_back((self.read + i as u64, b == b'\n'));
+            }
+        }
+        self.read += n as u64;
+        Ok(n)
+    }
 }
 
 /// `ferroserve predict MODEL --input FILE [--output FILE]`: the rows in batches
@@ -484,8 +699,9 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<i32> {
         );
     }
     Client::name(&args.model)?;
-    let (rows, lines) = read_rows(&args.input)?;
-    if rows.is_empty() {
+    let mut input = InputRows::open(&args.input)?;
+    let mut batch = input.next_batch(args.batch_size)?;
+    if batch.0.is_empty() {
         bail!("{} holds no rows", args.input.display());
     }
     // An --output file (a link's target for a link) is written under a temporary
@@ -511,15 +727,16 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<i32> {
         _ => Box::new(std::io::BufWriter::new(Stdout)),
     };
     let client = Client::new(&args.connection, Duration::from_secs(600))?;
-    let bar = progress_bar(
-        rows.len() as u64,
-        "predicting [{bar:30}] {pos}/{len} rows {per_sec} {msg}",
+    // The rows are read a batch at a time: how many there are is known at the end.
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("predicting {spinner} {pos} rows {per_sec} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
     );
-    for (batch, lines) in rows
-        .chunks(args.batch_size)
-        .zip(lines.chunks(args.batch_size))
-    {
-        let mut body = json!({"model_id": args.model, "features": batch});
+    let mut predicted = 0usize;
+    while !batch.0.is_empty() {
+        let (rows, lines) = &batch;
+        let mut body = json!({"model_id": args.model, "features": rows});
         if let Some(v) = &args.version {
             body["version"] = match v.parse::<u64>() {
                 Ok(n) => json!(n),
@@ -530,7 +747,7 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<i32> {
             Ok(a) => a,
             Err(e) => {
                 bar.abandon();
-                return Err(in_file(e, batch, lines, &args.input).into());
+                return Err(in_file(e, rows, lines, &args.input).into());
             }
         };
         let predictions = answer["prediction"]
@@ -540,10 +757,10 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<i32> {
                 status: 200,
                 message: e.to_string(),
             })?;
-        if predictions.len() != batch.len() {
+        if predictions.len() != rows.len() {
             return Err(super::client::ClientError::Server {
                 status: 200,
-                message: format!("{} predictions for {} rows", predictions.len(), batch.len()),
+                message: format!("{} predictions for {} rows", predictions.len(), rows.len()),
             }
             .into());
         }
@@ -557,7 +774,19 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<i32> {
             // failure, so that a closed stdout is told apart (`StdoutClosed`).
             writeln!(out, "{line}")?;
         }
-        bar.inc(batch.len() as u64);
+        predicted += rows.len();
+        bar.inc(rows.len() as u64);
+        // What came from stdin is answered as it comes, a batch at a time.
+        if temp.is_none() {
+            out.flush()?;
+        }
+        batch = match input.next_batch(args.batch_size) {
+            Ok(b) => b,
+            Err(e) => {
+                bar.abandon();
+                return Err(e);
+            }
+        };
     }
     out.flush()?;
     drop(out);
@@ -566,8 +795,7 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<i32> {
     }
     bar.finish_and_clear();
     note(format_args!(
-        "{} rows predicted with {}",
-        rows.len(),
+        "{predicted} rows predicted with {}",
         args.model
     ));
     Ok(0)
@@ -655,8 +883,12 @@ impl Drop for TempOutput {
 pub async fn status(connection: Connection, output: OutputFormat) -> anyhow::Result<i32> {
     let client = Client::new(&connection, Duration::from_secs(30))?;
     let health = client.get("/healthz").await?;
+    client.field(&health, "live", Value::is_boolean)?;
+    client.field(&health, "ready", Value::is_boolean)?;
     let server = client.get("/v2").await?;
+    client.field(&server, "name", Value::is_string)?;
     let models = client.get("/models/status").await?;
+    client.field(&models, "models", Value::is_array)?;
     match output {
         OutputFormat::Json => print_line(serde_json::to_string_pretty(
             &json!({"health": health, "server": server, "models": models["models"]}),
@@ -737,6 +969,20 @@ mod tests {
         );
     }
 
+    /// Every row of the input, read as `predict` reads it, a few at a time.
+    fn read_rows(path: &Path) -> anyhow::Result<(Vec<Value>, Vec<usize>)> {
+        let mut input = InputRows::open(path)?;
+        let (mut rows, mut lines) = (Vec::new(), Vec::new());
+        loop {
+            let (r, l) = input.next_batch(2)?;
+            if r.is_empty() {
+                return Ok((rows, lines));
+            }
+            rows.extend(r);
+            lines.extend(l);
+        }
+    }
+
     #[test]
     fn rows_keep_their_lines() {
         let dir = tempfile::tempdir().unwrap();
@@ -751,5 +997,51 @@ mod tests {
         // Windows line ends, and a quoted value over two lines.
         std::fs::write(&csv, "a,b\r\n1,2\r\n\"3\r\n4\",5\r\n6,x\r\n").unwrap();
         assert_eq!(read_rows(&csv).unwrap().1, [2, 3, 5]);
+        // Blank lines, and a file larger than the csv reader's buffer.
+        let mut text = "a,b\n\n1,2\r\n\r\n".to_string();
+        for i in 0..5000 {
+            text.push_str(&format!("{i},\"x\ny\"\n"));
+        }
+        std::fs::write(&csv, text).unwrap();
+        let lines = read_rows(&csv).unwrap().1;
+        assert_eq!(lines[..3], [3, 5, 7]);
+        assert_eq!(lines.last(), Some(&(5 + 2 * 4999)));
+    }
+
+    /// CSV has no types: a cell goes as the text it is (a zip code "02134", not
+    /// the number 2134, a category the model never saw), and the server reads a
+    /// number from it for a numeric input; an empty cell is the empty text, as
+    /// batch jobs read it.
+    #[test]
+    fn csv_cells_go_as_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("rows.csv");
+        std::fs::write(&csv, "zip,x,empty\n02134,5.1,\n").unwrap();
+        let (rows, _) = read_rows(&csv).unwrap();
+        assert_eq!(rows, [json!({"zip": "02134", "x": "5.1", "empty": ""})]);
+    }
+
+    /// A row can hold one value of a name: a CSV column or a JSON key given twice
+    /// is refused, naming it and its line (it kept the last value).
+    #[test]
+    fn a_name_given_twice_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("rows.csv");
+        std::fs::write(&csv, "a,b,a\n1,2,3\n").unwrap();
+        let e = format!("{:#}", read_rows(&csv).unwrap_err());
+        assert!(
+            e.contains("line 1 of") && e.contains("two columns named \"a\""),
+            "{e}"
+        );
+        let jsonl = dir.path().join("rows.jsonl");
+        std::fs::write(&jsonl, "{\"a\": 1}\n{\"a\": 1, \"b\": 2, \"a\": 3}\n").unwrap();
+        let e = format!("{:#}", read_rows(&jsonl).unwrap_err());
+        assert_eq!(
+            e,
+            format!(
+                "line 2 of {}: the key \"a\" is given twice",
+                jsonl.display()
+            )
+        );
     }
 }
