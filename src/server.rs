@@ -232,7 +232,9 @@ pub async fn run(
             main_server_url: state.settings.public_url.clone(),
             inherited: crate::workers::worker::Inherited::of(&state.settings),
             startup_timeout: Duration::from_secs(120),
-            stop_timeout: Duration::from_secs(10),
+            // A stopping worker drains at least as long as this server does; a
+            // deployment's longer timeout lengthens its own drain.
+            stop_timeout: state.settings.shutdown_timeout,
             crash_loop_failures: 5,
             crash_loop_window: Duration::from_secs(60),
             cgroups: state.settings.worker_cgroups,

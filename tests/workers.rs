@@ -1045,3 +1045,167 @@ async fn a_model_its_worker_cannot_load_is_refused_at_once() {
     .await;
     assert_eq!(code, 200);
 }
+
+/// Installs the `slow_loop` fixture as model `slow` (it loops `n` times for input
+/// `n`, about a microsecond an iteration).
+fn install_slow(repo: &std::path::Path) {
+    install(repo, "slow", "tests/fixtures/onnx/slow_loop/model.onnx");
+}
+
+/// One prediction of the deployed `slow` model that loops `n` times, with the
+/// client's own generous timeout; the answer and how long it took.
+async fn slow_predict(server: &common::child::ChildServer, n: u64) -> (u16, Value, Duration) {
+    let started = Instant::now();
+    let r = reqwest::Client::new()
+        .post(server.url("/v1/models/slow:predict"))
+        .json(&json!({"inputs": {"n": n}}))
+        .timeout(Duration::from_secs(120))
+        .send()
+        .await
+        .unwrap();
+    let code = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (code, body, started.elapsed())
+}
+
+/// The loop count that keeps the deployed `slow` model busy for about `secs`,
+/// measured on its worker.
+async fn iterations_for(server: &common::child::ChildServer, secs: f64) -> u64 {
+    const PROBE: u64 = 1_000_000;
+    let (code, body, took) = slow_predict(server, PROBE).await;
+    assert_eq!(code, 200, "{body}");
+    (PROBE as f64 * secs / took.as_secs_f64().max(0.01)) as u64
+}
+
+/// A redeploy drains the old worker for as long as a request to it may last (the
+/// deployment's timeout, past `--shutdown-timeout`): a request in flight that runs
+/// longer than the old fixed 10 s finishes on the old worker (it was cut off with
+/// a 503 "did not answer" after 10 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redeploy_drains_the_old_worker_for_the_deployment_timeout() {
+    let repo = tempfile::tempdir().unwrap();
+    install_slow(repo.path());
+    let server = start_server(repo.path(), port_range(20), &["--shutdown-timeout", "2"]).await;
+    let deployment = json!({"model_id": "slow", "resources": {"timeout": 60}});
+    let (code, answer) = deploy(&server, deployment.clone()).await;
+    assert_eq!(code, 200, "{answer}");
+    let pid = pid_of(&answer);
+    let n = iterations_for(&server, 16.0).await;
+    let request = {
+        let url = server.url("/v1/models/slow:predict");
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let r = reqwest::Client::new()
+                .post(url)
+                .json(&json!({"inputs": {"n": n}}))
+                .timeout(Duration::from_secs(120))
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.text().await.unwrap(),
+                started.elapsed(),
+            )
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (code, answer) = deploy(&server, deployment).await;
+    assert_eq!(code, 200, "{answer}");
+    assert_ne!(pid_of(&answer), pid);
+    let (code, body, took) = request.await.unwrap();
+    assert_eq!(code, 200, "after {took:?}: {body}\n{}", server.log());
+    assert!(
+        took > Duration::from_secs(11),
+        "the request took only {took:?}"
+    );
+    assert_gone(&[pid], Duration::from_secs(10));
+}
+
+/// A request that outlasts the old worker's drain (no deployment timeout: the
+/// drain is `--shutdown-timeout`) is answered 503 saying so, not as a
+/// connection fault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_cut_off_by_a_drain_is_told_so() {
+    let repo = tempfile::tempdir().unwrap();
+    install_slow(repo.path());
+    let server = start_server(repo.path(), port_range(20), &["--shutdown-timeout", "1"]).await;
+    let (code, answer) = deploy(&server, json!({"model_id": "slow"})).await;
+    assert_eq!(code, 200, "{answer}");
+    let pid = pid_of(&answer);
+    let n = iterations_for(&server, 9.0).await;
+    let request = {
+        let url = server.url("/v1/models/slow:predict");
+        tokio::spawn(async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .json(&json!({"inputs": {"n": n}}))
+                .timeout(Duration::from_secs(120))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (code, answer) = deploy(&server, json!({"model_id": "slow"})).await;
+    assert_eq!(code, 200, "{answer}");
+    let (code, body) = request.await.unwrap();
+    assert_eq!(code, 503, "{body}\n{}", server.log());
+    assert!(
+        body.contains("drain") && body.contains("replaced or stopped"),
+        "{body}"
+    );
+    assert_gone(&[pid], Duration::from_secs(10));
+}
+
+/// A worker sent SIGTERM from outside (an operator, a container runtime) drains:
+/// its supervision does not kill it for failing health checks meanwhile (a request
+/// in flight got 503 "failed 3 health checks ... killed" after 3 s); once it exits
+/// it is restarted like any worker that ended, and its last exit names the signal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_from_outside_drains_then_restarts() {
+    let repo = tempfile::tempdir().unwrap();
+    install_slow(repo.path());
+    let server = start_server(repo.path(), port_range(20), &[]).await;
+    let (code, answer) = deploy(
+        &server,
+        json!({"model_id": "slow", "resources": {"timeout": 60}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{answer}");
+    let pid = pid_of(&answer);
+    let n = iterations_for(&server, 6.0).await;
+    let request = {
+        let url = server.url("/v1/models/slow:predict");
+        tokio::spawn(async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .json(&json!({"inputs": {"n": n}}))
+                .timeout(Duration::from_secs(120))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let (code, body) = request.await.unwrap();
+    assert_eq!(code, 200, "{body}\n{}", server.log());
+    let entry = wait_registry(&server, "slow", Duration::from_secs(30), |e| {
+        e["state"] == "ready" && e["pid"].as_u64().is_some_and(|p| p != pid)
+    })
+    .await;
+    let reason = entry["last_exit"]["reason"].as_str().unwrap();
+    assert!(reason.contains("SIGTERM"), "{entry}");
+    assert!(!reason.contains("health checks"), "{entry}");
+    assert_eq!(entry["last_exit"]["exit_code"], 0, "{entry}");
+    let (code, body, _) = slow_predict(&server, 3).await;
+    assert_eq!(code, 200, "{body}");
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::manage::{
     audit, deadline, describe_failures, recorded_locked, restore_model_settings, run_locked,
-    settings_now, stop_model, summary_under_lock, to_the_end, ModelSummary,
+    settings_now, stop_model, stop_model_locked, summary_under_lock, to_the_end, ModelSummary,
 };
 use super::{ApiError, Caller, ServerState};
 use crate::sources::{Deployment, SourcesError};
@@ -184,18 +184,33 @@ pub enum StopDeployment {
 /// and the worker keeps serving. A deployed model that is gone from the model
 /// repository cannot come back here: its deployment ends and its worker goes
 /// ([`end_deployment_of_gone_model`]). Any other model stops ([`stop_model`]).
+/// Which of these it is, is decided under the model's lock, so a stop sent while
+/// a deploy of the model runs acts on what that deploy left.
 pub async fn stop_deployment(
     state: &Arc<ServerState>,
     model: &str,
     caller: &Caller,
 ) -> Result<StopDeployment, ApiError> {
-    let Some(workers) = state.workers.get().filter(|w| w.status(model).is_some()) else {
+    let Some(workers) = state.workers.get() else {
         stop_model(state, model, caller).await?;
         return Ok(StopDeployment::Stopped);
     };
     let deadline = deadline(state);
     let sources = state.sources.clone();
+    sources.check_stoppable(model)?;
+    // Whether the model is deployed is decided under its lock: a deploy that is
+    // starting the model's worker holds it, and once it is over the model is
+    // deployed (and comes back in-process here) or not (and stops). Decided
+    // before, a stop sent while a deploy started stopped the new worker and the
+    // model with it. The stop is recorded as pending meanwhile, as `stop_model`
+    // does, so the watcher does not load the model while this waits.
+    let intent = sources.intend_stop(model);
     let lock = sources.lock_model(model, deadline).await?;
+    if workers.status(model).is_none() {
+        stop_model_locked(state, model, caller, lock, intent, deadline).await?;
+        return Ok(StopDeployment::Stopped);
+    }
+    drop(intent);
     let (state, workers, model, caller) = (
         state.clone(),
         workers.clone(),

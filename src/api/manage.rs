@@ -467,6 +467,22 @@ pub async fn stop_model(
     sources.check_stoppable(model)?;
     let intent = sources.intend_stop(model);
     let lock = sources.lock_model(model, deadline).await?;
+    stop_model_locked(state, model, caller, lock, intent, deadline).await
+}
+
+/// The part of [`stop_model`] that runs once the model's lock is held (`lock`, and
+/// the stop recorded as pending by `intent`, taken before waiting for it), within
+/// `deadline`: for a caller that decided under the lock that a stop is what to do
+/// (`stop_deployment` of a model that turned out not deployed).
+pub(super) async fn stop_model_locked(
+    state: &Arc<ServerState>,
+    model: &str,
+    caller: &Caller,
+    lock: crate::sources::ModelGuard,
+    intent: crate::sources::StopIntent,
+    deadline: tokio::time::Instant,
+) -> Result<(), ApiError> {
+    let sources = state.sources.clone();
     let (state, name, caller) = (state.clone(), model.to_string(), caller.clone());
     let runtime = tokio::runtime::Handle::current();
     run_locked(deadline, "the stop", move |_| {

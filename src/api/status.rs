@@ -25,10 +25,15 @@ pub fn model_status(
     model: &str,
     version: Option<&VersionRequest>,
 ) -> Result<Vec<VersionStatus>, ApiError> {
-    let record = state
-        .manager
-        .model_record(model)
-        .ok_or_else(|| ApiError::NotFound(format!("model {model:?} not found")))?;
+    let record = state.manager.model_record(model).ok_or_else(|| {
+        // Still a 404 (NOT_FOUND), as TF Serving answers for a model it does not
+        // serve, but in the words every other route uses for a stopped model.
+        if state.sources.is_stopped(model) {
+            ApiError::NotFound(crate::manager::ResolveError::ModelStopped(model.into()).to_string())
+        } else {
+            ApiError::NotFound(format!("model {model:?} not found"))
+        }
+    })?;
     let wanted = match version {
         None | Some(VersionRequest::Latest) => None,
         Some(VersionRequest::Specific(v)) => Some(*v),
@@ -140,7 +145,7 @@ impl ModelSummary {
 
     /// A model deployed in a worker is reported as its worker reports it: this
     /// process holds no copy of it (`crate::sources`, isolated models).
-    fn take_worker_status(&mut self) {
+    pub(crate) fn take_worker_status(&mut self) {
         let Some(worker) = &self.worker else { return };
         let status = worker.model_status.clone().unwrap_or_default();
         let serving = worker.state == crate::workers::WorkerState::Ready;

@@ -219,7 +219,8 @@ async fn upload_model(
             "no file field in the upload".into(),
         ))
     })?;
-    let outcome = staged.finish().await?;
+    let mut outcome = staged.finish().await?;
+    let in_worker = wait_for_the_worker(&state, &mut outcome).await;
     let (base, _) = base_url(&state);
     let served = outcome.summary.served_versions.contains(&outcome.version);
     Ok(Json(json!({
@@ -231,10 +232,9 @@ async fn upload_model(
                  it to serve it",
                 outcome.model, outcome.version
             )
-        } else if outcome.summary.worker.is_some() {
-            // Deployed in a worker process, which loads it from the model's directory.
+        } else if let Some(in_worker) = in_worker {
             format!(
-                "model {} version {} uploaded; the model's worker process loads it",
+                "model {} version {} uploaded; {in_worker}",
                 outcome.model, outcome.version
             )
         } else {
@@ -403,3 +403,58 @@ mod schema {
     }
 }
 use schema::{UploadForm, UploadResponse};
+
+/// What became of an upload's version of a model deployed in a worker process, when
+/// it is not served at once: the worker loads it from the model's directory (its own
+/// repository watch finds it), so the upload waits for that, as an in-process
+/// upload waits for its load, bounded by the management timeout; `None` when the
+/// model is not deployed, or the version serves. Updates the outcome's summary
+/// with what the worker says.
+async fn wait_for_the_worker(
+    state: &AppState,
+    outcome: &mut upload::UploadOutcome,
+) -> Option<String> {
+    let version = outcome.version;
+    if outcome.summary.worker.is_none() || outcome.summary.served_versions.contains(&version) {
+        return None;
+    }
+    let workers = state.workers.get()?;
+    // A version the model's policy does not select is never loaded: no wait.
+    if let Some(dir) = outcome.summary.dir.clone() {
+        let model = outcome.model.clone();
+        let selected = tokio::task::spawn_blocking(move || {
+            let config = crate::model_config::ModelConfig::load(&dir).ok()?;
+            let on_disk = crate::repository::scan_model(&model, &dir).ok()?;
+            let numbers: Vec<u64> = on_disk.versions.keys().copied().collect();
+            Some(config.version_policy.select(&numbers).contains(&version))
+        })
+        .await
+        .ok()
+        .flatten();
+        if selected == Some(false) {
+            return Some("its version policy does not serve it".to_string());
+        }
+    }
+    let wait = state.settings.management_timeout;
+    let until = tokio::time::Instant::now() + wait;
+    let status = workers
+        .wait_for_version(&outcome.model, version, until)
+        .await?;
+    outcome.summary.worker = Some(status);
+    outcome.summary.take_worker_status();
+    let failed = outcome
+        .summary
+        .versions
+        .iter()
+        .find(|v| v.version == version)
+        .and_then(|v| v.error.clone());
+    Some(match failed {
+        _ if outcome.summary.served_versions.contains(&version) => return None,
+        Some(error) => format!("the model's worker process could not load it: {error}"),
+        None => format!(
+            "the model's worker process did not serve it within {} s (the management \
+             timeout); it may still load it",
+            wait.as_secs_f64()
+        ),
+    })
+}

@@ -103,9 +103,22 @@ pub(super) fn why_not_available(
         );
     }
     if !selected.contains(&version) {
-        let served: Vec<u64> = aspired.iter().copied().collect();
+        // What the policy asks for, less the versions whose load failed: those
+        // are not served, whatever the policy says.
+        let failed_to_load = |v: &u64| {
+            record
+                .and_then(|r| r.versions.get(v))
+                .is_some_and(|r| r.state == VersionState::Error || r.error.is_some())
+        };
+        let (failed, served): (Vec<u64>, Vec<u64>) =
+            aspired.iter().copied().partition(|v| failed_to_load(v));
+        let failed = match failed.as_slice() {
+            [] => String::new(),
+            [one] => format!("; version {one} failed to load"),
+            many => format!("; versions {many:?} failed to load"),
+        };
         return format!(
-            "the version policy ({}) does not serve it (it serves versions {served:?})",
+            "the version policy ({}) does not serve it (it serves versions {served:?}{failed})",
             config.version_policy
         );
     }

@@ -43,6 +43,11 @@ pub struct WorkerArgs {
     /// The request deadline in seconds
     #[arg(long)]
     pub timeout_secs: Option<f64>,
+    /// How long stopping drains in-flight requests, in seconds (the supervisor's
+    /// `process::drain_of`: the deployment's timeout, at least the main server's
+    /// `--shutdown-timeout`) [default: 8]
+    #[arg(long, value_name = "SECONDS")]
+    pub drain_secs: Option<f64>,
     /// Exit (code 88, reported as OOM) when the resident memory passes this
     #[arg(long, value_name = "BYTES")]
     pub rss_limit_bytes: Option<u64>,
@@ -325,7 +330,7 @@ impl WorkerArgs {
             redis_url: self.inherited.redis_url.as_ref().map(|url| url.0.clone()),
             redis_timeout_ms: self.inherited.redis_timeout_ms,
             // Stopping drains for at most this long; the supervisor kills later.
-            shutdown_timeout_secs: Some(8.0),
+            shutdown_timeout_secs: Some(self.drain_secs.unwrap_or(DEFAULT_DRAIN_SECS)),
             ..ServeArgs::default()
         }
         .into_settings()?;
@@ -405,9 +410,30 @@ impl WorkerArgs {
             ),
             None => None,
         };
+        // A stop signal says so in the state directory before the drain starts:
+        // the listeners close at once, and the supervisor, whose health checks then
+        // fail, must tell a worker stopped from outside (an operator's kill, a
+        // container runtime) that drains from one that hangs. Left over from an
+        // earlier run in this directory, it is removed first.
+        let draining = self.state_dir.join(DRAINING_FILE);
+        let _ = std::fs::remove_file(&draining);
+        let shutdown = async move {
+            shutdown.await;
+            if let Err(e) = std::fs::write(&draining, b"") {
+                tracing::warn!("cannot tell the supervisor this worker drains: {e}");
+            }
+        };
         crate::server::run(settings, Listeners { rest, grpc }, shutdown).await
     }
 }
+
+/// How long a worker drains when its supervisor gives no `--drain-secs`.
+const DEFAULT_DRAIN_SECS: f64 = 8.0;
+
+/// The file a worker creates in its state directory when it gets a stop signal,
+/// before it drains (see [`WorkerArgs::run`]): its supervisor then leaves it to
+/// finish its drain instead of killing it for failing health checks.
+pub const DRAINING_FILE: &str = "draining";
 
 /// How often the watchdog reads the resident memory.
 const RSS_POLL: Duration = Duration::from_millis(20);

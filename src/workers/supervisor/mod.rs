@@ -47,6 +47,7 @@ use super::limits::{self, Enforcement, WorkerCgroups};
 use super::resources::Limits;
 use super::status::{Enforcements, ExitReason, WorkerModel, WorkerState, WorkerStatus};
 use crate::api::ApiError;
+use crate::manager::VersionState;
 use crate::sources::Deployment;
 use crate::store::Store;
 
@@ -108,7 +109,10 @@ pub struct WorkerConfig {
     pub inherited: crate::workers::worker::Inherited,
     /// How long a worker may take to serve its model.
     pub startup_timeout: Duration,
-    /// How long a stopping worker may drain before it is killed.
+    /// How long a stopping worker drains at least: the main server's
+    /// `--shutdown-timeout`. A deployment whose `timeout` is longer drains that
+    /// long (`process::drain_of`); at the server's shutdown, when the main server
+    /// has drained its own requests already, every worker gets only this.
     pub stop_timeout: Duration,
     /// Failures within `crash_loop_window` that put a deployment in crash-loop.
     pub crash_loop_failures: usize,
@@ -180,6 +184,10 @@ pub struct Supervisor {
     store: Option<Arc<Store>>,
     /// Old workers draining after a redeploy; awaited at shutdown.
     draining: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Cancelled at the server's shutdown: workers draining then, or stopped from
+    /// then on, drain for `WorkerConfig::stop_timeout` at most (the main server's
+    /// requests are over), however long their own drain (`process::terminate`).
+    pub(super) shutting_down: CancellationToken,
     /// Held while a worker's records move into the main store (`harvest`): one
     /// mover at a time, so that no row is read twice.
     harvesting: tokio::sync::Mutex<()>,
@@ -220,6 +228,7 @@ impl Supervisor {
             client: super::forward::client(),
             store,
             draining: Mutex::new(Vec::new()),
+            shutting_down: CancellationToken::new(),
             harvesting: tokio::sync::Mutex::new(()),
             recording: tokio::sync::Mutex::new(()),
         }))
@@ -296,6 +305,14 @@ impl Supervisor {
                 "{}: model {model:?}'s worker ended while answering this request: {}; {then}",
                 crate::api::OUT_OF_MEMORY,
                 exit.reason
+            )),
+            // Told to stop (replaced by a redeploy, a stop_deployment, the server's
+            // shutdown): it drained, and this request outlasted the drain.
+            _ if slot.stop.is_cancelled() => ApiError::Unavailable(format!(
+                "model {model:?}'s worker was replaced or stopped while this request ran, \
+                 and the request outlasted its drain ({} s, the longer of the deployment's \
+                 timeout and --shutdown-timeout); retry shortly",
+                self.stop_drain(slot).as_secs_f64()
             )),
             Some(exit) => ApiError::Unavailable(format!(
                 "model {model:?}'s worker ended while answering this request: {}; {then}",
@@ -473,6 +490,7 @@ impl Supervisor {
     /// Stops every worker (server shutdown). Their rows stay in the store: the next
     /// start re-spawns them.
     pub async fn shutdown(&self) {
+        self.shutting_down.cancel();
         let _changing = self.changing.lock().await;
         let slots: Vec<Arc<Slot>> = self.slots.load().values().cloned().collect();
         self.slots.store(Arc::new(HashMap::new()));
@@ -486,6 +504,45 @@ impl Supervisor {
         // (their state stays, for the next start to restart them).
         for slot in &slots {
             self.harvest(slot).await;
+        }
+    }
+
+    /// Waits until `model`'s worker has done with `version` (an upload's new
+    /// version, which the worker's own repository watch finds): it serves it, or
+    /// its load failed (ERROR, or END with an error), or `until`. The worker is
+    /// asked directly (every 50 ms), not through the supervision's once-a-second
+    /// status, which is brought up to date with what it says. Answers the
+    /// deployment's status then; `None` when the model is not deployed (any more).
+    pub async fn wait_for_version(
+        &self,
+        model: &str,
+        version: u64,
+        until: tokio::time::Instant,
+    ) -> Option<WorkerStatus> {
+        loop {
+            let slot = self.slots.load().get(model).cloned()?;
+            if slot.ready.load(Ordering::Acquire) {
+                let addr = SocketAddr::new(
+                    connect_ip(self.config.bind),
+                    slot.port.load(Ordering::Relaxed),
+                );
+                if let Some(m) = self.model_status(addr, model).await {
+                    let done = m.served_versions.contains(&version)
+                        || m.versions.iter().any(|v| {
+                            v.version == version
+                                && (v.state == VersionState::Error.as_str()
+                                    || (v.state == VersionState::End.as_str() && v.error.is_some()))
+                        });
+                    lock(&slot.status).model_status = Some(m);
+                    if done {
+                        return Some(self.status_of(&slot));
+                    }
+                }
+            }
+            if tokio::time::Instant::now() >= until {
+                return Some(self.status_of(&slot));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -702,6 +759,17 @@ impl Supervisor {
              ({} by deployments); stop a deployment or widen the range",
             used.len()
         )))
+    }
+
+    /// How long `slot`'s worker drains when its supervision stops it now: its
+    /// drain (`process::drain_of`), or at the server's shutdown only
+    /// `WorkerConfig::stop_timeout`.
+    fn stop_drain(&self, slot: &Slot) -> Duration {
+        if self.shutting_down.is_cancelled() {
+            self.config.stop_timeout
+        } else {
+            process::drain_of(&self.config, slot)
+        }
     }
 
     fn set_state(&self, slot: &Slot, state: WorkerState) {

@@ -6,11 +6,13 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 use super::{lock, Slot, WorkerConfig};
 use crate::workers::limits::{self, PreExec};
@@ -95,7 +97,9 @@ pub(super) fn command(
         .arg("--rest-addr")
         .arg(SocketAddr::new(c.bind, port).to_string())
         .arg("--state-dir")
-        .arg(c.state_dir.join(format!("{}-{port}", slot.model)))
+        .arg(state_dir(c, slot, port))
+        .arg("--drain-secs")
+        .arg(drain_of(c, slot).as_secs_f64().to_string())
         .arg("--grpc-addr")
         .arg(SocketAddr::new(c.bind, slot.grpc_port.load(Ordering::Relaxed)).to_string())
         .arg("--parent-pid")
@@ -213,20 +217,55 @@ pub(super) fn command(
 /// entries fit).
 const MAX_TOKENS_IN_FORCE_BYTES: usize = 120 * 1024;
 
-/// SIGTERM (the worker drains), then SIGKILL past the stop timeout; reaps it.
+/// The state directory of `slot`'s worker on `port` (its store, its
+/// [`DRAINING_FILE`](crate::workers::worker::DRAINING_FILE)).
+pub(super) fn state_dir(c: &WorkerConfig, slot: &Slot, port: u16) -> PathBuf {
+    c.state_dir.join(format!("{}-{port}", slot.model))
+}
+
+/// How long `slot`'s worker drains its in-flight requests once told to stop (a
+/// redeploy, `stop_deployment`, a stop signal from outside): as long as a request
+/// to it may last, its deployment's `timeout`, and at least the main server's
+/// `--shutdown-timeout` (`WorkerConfig::stop_timeout`), which bounds a request
+/// with no deployment timeout as it bounds the main server's own drain. The worker
+/// is told (`--drain-secs`) and drains that long; it is killed only
+/// [`KILL_MARGIN`] later.
+pub(super) fn drain_of(c: &WorkerConfig, slot: &Slot) -> Duration {
+    let longest_request = slot
+        .limits
+        .timeout_secs
+        .and_then(|t| Duration::try_from_secs_f64(t).ok())
+        .unwrap_or_default();
+    c.stop_timeout.max(longest_request)
+}
+
+/// What a draining worker gets past its drain to exit (its inference threads, its
+/// store's buffers) before it is killed.
+pub(super) const KILL_MARGIN: Duration = Duration::from_secs(2);
+
+/// SIGTERM (the worker drains for `drain`), then SIGKILL [`KILL_MARGIN`] past it;
+/// reaps it. Once `shutdown` is cancelled (the server's shutdown, now or while it
+/// drains), the drain is cut to `shutdown_drain` from the SIGTERM.
 pub(super) async fn terminate(
     pid: u32,
     exited: &mut oneshot::Receiver<std::io::Result<std::process::ExitStatus>>,
-    stop_timeout: Duration,
+    drain: Duration,
+    shutdown: &CancellationToken,
+    shutdown_drain: Duration,
 ) {
     kill_group(pid, libc::SIGTERM);
-    if tokio::time::timeout(stop_timeout, &mut *exited)
-        .await
-        .is_err()
-    {
-        kill_group(pid, libc::SIGKILL);
-        let _ = exited.await;
+    let signalled = tokio::time::Instant::now();
+    let cut_short = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep_until(signalled + shutdown_drain.min(drain) + KILL_MARGIN).await;
+    };
+    tokio::select! {
+        _ = &mut *exited => return,
+        _ = tokio::time::sleep(drain + KILL_MARGIN) => {}
+        _ = cut_short => {}
     }
+    kill_group(pid, libc::SIGKILL);
+    let _ = exited.await;
 }
 
 /// Why a worker's process ended, in words, with its OOM kill told apart (the

@@ -27,6 +27,13 @@ enum RunEnd {
     Unservable(String),
     /// The slot stopped; the worker was drained and reaped.
     Stopped,
+    /// It got a stop signal from outside this server (an operator's `kill`, a
+    /// container runtime), drained, and exited; or, `killed`, was killed once its
+    /// drain was over.
+    StoppedFromOutside {
+        status: std::io::Result<std::process::ExitStatus>,
+        killed: bool,
+    },
 }
 
 impl Supervisor {
@@ -78,6 +85,25 @@ impl Supervisor {
                                 reason,
                                 at: SystemTime::now(),
                             }
+                        }
+                        RunEnd::StoppedFromOutside { status, killed } => {
+                            let mut exit = exit_reason(&slot, status, oom_kills_before);
+                            let drain = process::drain_of(&self.config, &slot).as_secs_f64();
+                            exit.reason = if killed {
+                                format!(
+                                    "it was sent a stop signal (SIGTERM or SIGINT) from outside \
+                                     this server and was still draining {drain} s later, so \
+                                     it was killed ({})",
+                                    exit.reason
+                                )
+                            } else {
+                                format!(
+                                    "it was sent a stop signal (SIGTERM or SIGINT) from outside \
+                                     this server, drained its requests and {}",
+                                    exit.reason
+                                )
+                            };
+                            exit
                         }
                         RunEnd::Stopped => {
                             slot.pid.store(0, Ordering::Relaxed);
@@ -146,7 +172,14 @@ impl Supervisor {
             tokio::select! {
                 status = &mut exited => return RunEnd::Exited(status.unwrap_or_else(|_| Err(std::io::Error::other("lost")))),
                 _ = slot.stop.cancelled() => {
-                    terminate(pid, &mut exited, self.config.stop_timeout).await;
+                    terminate(
+                        pid,
+                        &mut exited,
+                        process::drain_of(&self.config, slot),
+                        &self.shutting_down,
+                        self.config.stop_timeout,
+                    )
+                    .await;
                     return RunEnd::Stopped;
                 }
                 _ = tokio::time::sleep(Duration::from_millis(25)) => {}
@@ -190,25 +223,62 @@ impl Supervisor {
         self.set_state(slot, WorkerState::Ready);
         self.record(slot).await;
         // Serving: a liveness check every second; three failures in a row kill it
-        // (then it is restarted like any exit).
+        // (then it is restarted like any exit). A worker that got a stop signal
+        // from outside (it says so in its state directory) drains: it answers no
+        // health check (its listeners are closed), so none is counted; it is
+        // killed only past its drain, and restarted once it exits.
         let mut failed_checks = 0;
         let mut killed_unhealthy = false;
+        let draining_file = process::state_dir(&self.config, slot, port)
+            .join(crate::workers::worker::DRAINING_FILE);
+        let mut draining_until: Option<Instant> = None;
+        let mut killed_past_drain = false;
         loop {
             tokio::select! {
                 status = &mut exited => {
                     slot.ready.store(false, Ordering::Release);
                     let status = status.unwrap_or_else(|_| Err(std::io::Error::other("lost")));
-                    return if killed_unhealthy {
+                    return if draining_until.is_some() {
+                        RunEnd::StoppedFromOutside { status, killed: killed_past_drain }
+                    } else if killed_unhealthy {
                         RunEnd::Unhealthy(status)
                     } else {
                         RunEnd::Exited(status)
                     };
                 }
                 _ = slot.stop.cancelled() => {
-                    terminate(pid, &mut exited, self.config.stop_timeout).await;
+                    terminate(
+                        pid,
+                        &mut exited,
+                        process::drain_of(&self.config, slot),
+                        &self.shutting_down,
+                        self.config.stop_timeout,
+                    )
+                    .await;
                     return RunEnd::Stopped;
                 }
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            if draining_until.is_none() && draining_file.exists() {
+                let drain = process::drain_of(&self.config, slot);
+                tracing::warn!(
+                    model = %slot.model,
+                    pid,
+                    "the worker got a stop signal from outside this server; it drains (up to \
+                     {} s), then it is restarted",
+                    drain.as_secs_f64()
+                );
+                draining_until = Some(Instant::now() + drain + process::KILL_MARGIN);
+                // New requests get 503 with Retry-After: it is restarted once it ends.
+                self.set_state(slot, WorkerState::Restarting);
+                lock(&slot.status).healthy = false;
+            }
+            if let Some(until) = draining_until {
+                if Instant::now() >= until && !killed_past_drain {
+                    kill_group(pid, libc::SIGKILL);
+                    killed_past_drain = true;
+                }
+                continue;
             }
             let healthy =
                 forward::get_ok(&self.client, &self.authorization, addr, "/v2/health/live").await;
@@ -236,7 +306,7 @@ impl Supervisor {
     }
 
     /// The worker's status of its model (its `/models/status` entry), if it answers.
-    async fn model_status(&self, addr: SocketAddr, model: &str) -> Option<WorkerModel> {
+    pub(super) async fn model_status(&self, addr: SocketAddr, model: &str) -> Option<WorkerModel> {
         #[derive(serde::Deserialize)]
         struct Entry {
             model_id: String,
