@@ -360,7 +360,7 @@ fn parse_json_row(line: &str, n: usize, file: &Path) -> anyhow::Result<Value> {
         serde_json::from_str(line).with_context(|| format!("line {n} of {file} is not JSON"))?;
     // serde_json keeps the last of two values of a key without a word: the row
     // would be predicted on one the user may not have meant.
-    if let Err(e) = serde_json::from_str::<UniqueKeys>(line) {
+    if let Err(e) = serde_json::from_str::<crate::http::UniqueKeys>(line) {
         // serde_json's message ends with the place in the line: the line's is told.
         let e = e.to_string();
         let what = e
@@ -371,68 +371,6 @@ fn parse_json_row(line: &str, n: usize, file: &Path) -> anyhow::Result<Value> {
     match v {
         Value::Object(_) | Value::Array(_) => Ok(v),
         _ => bail!("line {n} of {file} is neither an object of features nor a list of values"),
-    }
-}
-
-/// A JSON value read only to check that no object in it gives a key twice (as
-/// the server checks a request's body).
-struct UniqueKeys;
-
-impl<'de> serde::Deserialize<'de> for UniqueKeys {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<UniqueKeys, D::Error> {
-        deserializer.deserialize_any(UniqueKeysVisitor)
-    }
-}
-
-struct UniqueKeysVisitor;
-
-impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
-    type Value = UniqueKeys;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
-        let mut seen = std::collections::HashSet::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if !seen.insert(key.clone()) {
-                return Err(serde::de::Error::custom(format!(
-                    "the key {key:?} is given twice"
-                )));
-            }
-            map.next_value::<UniqueKeys>()?;
-        }
-        Ok(UniqueKeys)
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueKeys, A::Error> {
-        while seq.next_element::<UniqueKeys>()?.is_some() {}
-        Ok(UniqueKeys)
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<UniqueKeys, E> {
-        Ok(UniqueKeys)
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<UniqueKeys, E> {
-        Ok(UniqueKeys)
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<UniqueKeys, E> {
-        Ok(UniqueKeys)
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<UniqueKeys, E> {
-        Ok(UniqueKeys)
-    }
-
-    fn visit_str<E>(self, _: &str) -> Result<UniqueKeys, E> {
-        Ok(UniqueKeys)
-    }
-
-    fn visit_unit<E>(self) -> Result<UniqueKeys, E> {
-        Ok(UniqueKeys)
     }
 }
 
@@ -1038,10 +976,7 @@ mod tests {
         let e = format!("{:#}", read_rows(&jsonl).unwrap_err());
         assert_eq!(
             e,
-            format!(
-                "line 2 of {}: the key \"a\" is given twice",
-                jsonl.display()
-            )
+            format!("line 2 of {}: field \"a\" is given twice", jsonl.display())
         );
     }
 }

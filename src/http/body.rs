@@ -145,8 +145,10 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Htt
     serde_json::from_slice(bytes).map_err(malformed)
 }
 
-/// A JSON value read only to check that no object in it gives a key twice.
-struct UniqueKeys;
+/// A JSON value read only to check that no object in it gives a key twice (the
+/// server's JSON bodies, the CLI's JSON-lines rows): its error says `field "k" is
+/// given twice`.
+pub struct UniqueKeys;
 
 impl<'de> serde::Deserialize<'de> for UniqueKeys {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<UniqueKeys, D::Error> {
