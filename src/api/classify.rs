@@ -391,26 +391,8 @@ async fn run_saved_model(
         .iter()
         .map(|example| tf_examples::serialize_example(proto_features(example)))
         .collect();
-    let mut predict_request = PredictRequest::new(
-        request.model,
-        VersionRequest::Specific(handle.version),
-        request.protocol,
-    );
-    predict_request.signature_name = request.signature_name;
-    predict_request.inputs = vec![(input.to_string(), tf_examples::examples_tensor(serialized))];
-    predict_request.outputs = outputs;
-    predict_request.client_timeout = request.client_timeout;
-    let client_id = ClientRequestId {
-        given: request.given_id.as_deref(),
-        headers: Some(&request.headers),
-    };
-    let response = predict_on_with_id(state, handle, predict_request, client_id).await?;
-    Ok(Ran {
-        handle: response.handle,
-        outputs: response.outputs,
-        cache: response.cache,
-        request_id: response.request_id,
-    })
+    let inputs = vec![(input.to_string(), tf_examples::examples_tensor(serialized))];
+    predict_examples(state, request, handle, inputs, outputs, true).await
 }
 
 /// An example's features as tf.Example `Feature`s, in name order.
@@ -440,13 +422,31 @@ async fn run(
     output: &str,
 ) -> Result<Ran, ApiError> {
     let input = examples_to_input(&handle, &request.examples)?;
+    let outputs = vec![output.to_string()];
+    predict_examples(state, request, handle, vec![input], outputs, false).await
+}
+
+/// Predicts `inputs` (laid out from `request`'s examples) for `outputs` on the
+/// version `handle` holds, under the request's signature when `signature` (a
+/// SavedModel's), logged under the client's id as a predict is.
+async fn predict_examples(
+    state: &ServerState,
+    request: ExamplesRequest,
+    handle: ServableHandle,
+    inputs: Vec<NamedTensor>,
+    outputs: Vec<String>,
+    signature: bool,
+) -> Result<Ran, ApiError> {
     let mut predict_request = PredictRequest::new(
         request.model,
         VersionRequest::Specific(handle.version),
         request.protocol,
     );
-    predict_request.inputs = vec![input];
-    predict_request.outputs = vec![output.to_string()];
+    if signature {
+        predict_request.signature_name = request.signature_name;
+    }
+    predict_request.inputs = inputs;
+    predict_request.outputs = outputs;
     predict_request.client_timeout = request.client_timeout;
     let client_id = ClientRequestId {
         given: request.given_id.as_deref(),
