@@ -160,6 +160,24 @@ impl Supervisor {
         }
     }
 
+    /// Drains a worker whose slot stopped (SIGTERM, then SIGKILL past its drain:
+    /// [`process::drain_of`]) and reaps it.
+    async fn drain(
+        &self,
+        slot: &Slot,
+        pid: u32,
+        exited: &mut tokio::sync::oneshot::Receiver<std::io::Result<std::process::ExitStatus>>,
+    ) {
+        terminate(
+            pid,
+            exited,
+            process::drain_of(&self.config, slot),
+            &self.shutting_down,
+            self.config.stop_timeout,
+        )
+        .await;
+    }
+
     /// Runs one started worker until it exits, turns out unable to serve its
     /// model, or the slot stops (after draining and reaping it).
     async fn run_one(&self, slot: &Slot, port: u16, spawned: Spawned) -> RunEnd {
@@ -172,14 +190,7 @@ impl Supervisor {
             tokio::select! {
                 status = &mut exited => return RunEnd::Exited(status.unwrap_or_else(|_| Err(std::io::Error::other("lost")))),
                 _ = slot.stop.cancelled() => {
-                    terminate(
-                        pid,
-                        &mut exited,
-                        process::drain_of(&self.config, slot),
-                        &self.shutting_down,
-                        self.config.stop_timeout,
-                    )
-                    .await;
+                    self.drain(slot, pid, &mut exited).await;
                     return RunEnd::Stopped;
                 }
                 _ = tokio::time::sleep(Duration::from_millis(25)) => {}
@@ -247,14 +258,7 @@ impl Supervisor {
                     };
                 }
                 _ = slot.stop.cancelled() => {
-                    terminate(
-                        pid,
-                        &mut exited,
-                        process::drain_of(&self.config, slot),
-                        &self.shutting_down,
-                        self.config.stop_timeout,
-                    )
-                    .await;
+                    self.drain(slot, pid, &mut exited).await;
                     return RunEnd::Stopped;
                 }
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
