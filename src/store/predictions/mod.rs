@@ -28,7 +28,7 @@ use serde_json::Value;
 use sqlx::Row;
 
 use super::pool::on_pool;
-use super::{Store, StoreError};
+use super::Store;
 use crate::model_config::LogConfig;
 use crate::tensor::{NamedTensor, TensorData};
 
@@ -424,63 +424,6 @@ impl Store {
                 })
                 .collect()
         })
-    }
-
-    /// `model`'s logged predictions in time order (oldest first) within the query.
-    pub async fn predictions(
-        &self,
-        model: &str,
-        query: &PredictionQuery,
-    ) -> Result<Vec<LoggedPrediction>, StoreError> {
-        let mut sql = String::from(
-            "SELECT id, at_ms, model, version, protocol, latency_us, request_id, inputs, outputs \
-             FROM predictions WHERE model = ?",
-        );
-        if query.since_ms.is_some() {
-            sql.push_str(" AND at_ms >= ?");
-        }
-        if query.until_ms.is_some() {
-            sql.push_str(" AND at_ms < ?");
-        }
-        sql.push_str(&format!(
-            " ORDER BY at_ms, id LIMIT {}",
-            query.limit.clamp(1, 100_000)
-        ));
-        let sql = self.sql(&sql).into_owned();
-        let rows: Result<Vec<LoggedPrediction>, sqlx::Error> = on_pool!(&self.pool, p => {
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(&*sql)).bind(model);
-            if let Some(s) = query.since_ms {
-                q = q.bind(s);
-            }
-            if let Some(u) = query.until_ms {
-                q = q.bind(u);
-            }
-            match tokio::time::timeout(self.timeout * 6, q.fetch_all(p)).await {
-                Err(_) => Err(sqlx::Error::PoolTimedOut),
-                Ok(Err(e)) => Err(e),
-                Ok(Ok(rows)) => rows
-                    .iter()
-                    .map(|r| {
-                        let inputs: String = r.try_get("inputs")?;
-                        let outputs: String = r.try_get("outputs")?;
-                        Ok(LoggedPrediction {
-                            id: r.try_get("id")?,
-                            at_ms: r.try_get("at_ms")?,
-                            model: r.try_get("model")?,
-                            version: r.try_get::<i64, _>("version")? as u64,
-                            protocol: r.try_get("protocol")?,
-                            latency_us: r.try_get("latency_us")?,
-                            request_id: r.try_get("request_id")?,
-                            inputs: serde_json::from_str(&inputs).unwrap_or(Value::Null),
-                            outputs: serde_json::from_str(&outputs).unwrap_or(Value::Null),
-                        })
-                    })
-                    .collect(),
-            }
-        });
-        let rows = rows.map_err(|e| self.unavailable("read the prediction log", e))?;
-        self.worked();
-        Ok(rows)
     }
 }
 

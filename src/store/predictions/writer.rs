@@ -497,8 +497,10 @@ mod tests {
             limit: 1000,
             ..PredictionQuery::default()
         };
-        let rows = store.predictions("m", &q).await.unwrap();
-        rows.into_iter().map(|r| r.inputs.to_string()).collect()
+        let rows = store.prediction_page("m", &q, None, 1000).await.unwrap();
+        rows.into_iter()
+            .map(|r| r.parsed().inputs.to_string())
+            .collect()
     }
 
     /// A batch holding rows the database refuses (a trigger's refusal, as a value
