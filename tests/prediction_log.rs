@@ -248,13 +248,7 @@ async fn entries_logged_during_an_outage_are_written_when_the_database_is_back()
             .ok_or(format!("{got:?}"))
     })
     .await;
-    let text = server.scrape().await;
-    let refused = metric_value(
-        &text,
-        "ferroserve_prediction_log_refused_total",
-        &[("model", model)],
-    );
-    assert_eq!(refused, 0.0);
+    assert_none_refused(&server, model).await;
     server.stop().await;
     drop(db);
 }
@@ -425,13 +419,7 @@ async fn an_entry_logged_as_the_database_comes_back_is_written() {
         )
         .await;
     }
-    let text = server.scrape().await;
-    let refused = metric_value(
-        &text,
-        "ferroserve_prediction_log_refused_total",
-        &[("model", model)],
-    );
-    assert_eq!(refused, 0.0);
+    assert_none_refused(&server, model).await;
     server.stop().await;
     drop(db);
 }
@@ -579,4 +567,15 @@ async fn a_large_read_is_streamed_in_bounded_memory() {
         .collect();
     let want: Vec<i64> = written.iter().take(7).map(|(_, id, _)| *id).collect();
     assert_eq!(ids, want);
+}
+
+/// No entry of `model` was dropped as refused by the database.
+async fn assert_none_refused(server: &TestServer, model: &str) {
+    let text = server.scrape().await;
+    let refused = metric_value(
+        &text,
+        "ferroserve_prediction_log_refused_total",
+        &[("model", model)],
+    );
+    assert_eq!(refused, 0.0);
 }

@@ -1056,17 +1056,30 @@ fn install_slow(repo: &std::path::Path) {
 /// client's own generous timeout; the answer and how long it took.
 async fn slow_predict(server: &common::child::ChildServer, n: u64) -> (u16, Value, Duration) {
     let started = Instant::now();
+    let (code, text) = post_slow(server.url("/v1/models/slow:predict"), n).await;
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (code, body, started.elapsed())
+}
+
+/// POSTs a loop of `n` to `url` (the `slow` model's predict): status and text.
+async fn post_slow(url: String, n: u64) -> (u16, String) {
     let r = reqwest::Client::new()
-        .post(server.url("/v1/models/slow:predict"))
+        .post(url)
         .json(&json!({"inputs": {"n": n}}))
         .timeout(Duration::from_secs(120))
         .send()
         .await
         .unwrap();
-    let code = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    (code, body, started.elapsed())
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// [`post_slow`] in a task of its own, for a request in flight while the test
+/// redeploys or signals the worker.
+fn spawn_slow_predict(
+    server: &common::child::ChildServer,
+    n: u64,
+) -> tokio::task::JoinHandle<(u16, String)> {
+    tokio::spawn(post_slow(server.url("/v1/models/slow:predict"), n))
 }
 
 /// The loop count that keeps the deployed `slow` model busy for about `secs`,
@@ -1135,19 +1148,7 @@ async fn a_request_cut_off_by_a_drain_is_told_so() {
     assert_eq!(code, 200, "{answer}");
     let pid = pid_of(&answer);
     let n = iterations_for(&server, 9.0).await;
-    let request = {
-        let url = server.url("/v1/models/slow:predict");
-        tokio::spawn(async move {
-            let r = reqwest::Client::new()
-                .post(url)
-                .json(&json!({"inputs": {"n": n}}))
-                .timeout(Duration::from_secs(120))
-                .send()
-                .await
-                .unwrap();
-            (r.status().as_u16(), r.text().await.unwrap())
-        })
-    };
+    let request = spawn_slow_predict(&server, n);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (code, answer) = deploy(&server, json!({"model_id": "slow"})).await;
     assert_eq!(code, 200, "{answer}");
@@ -1177,19 +1178,7 @@ async fn a_worker_stopped_from_outside_drains_then_restarts() {
     assert_eq!(code, 200, "{answer}");
     let pid = pid_of(&answer);
     let n = iterations_for(&server, 6.0).await;
-    let request = {
-        let url = server.url("/v1/models/slow:predict");
-        tokio::spawn(async move {
-            let r = reqwest::Client::new()
-                .post(url)
-                .json(&json!({"inputs": {"n": n}}))
-                .timeout(Duration::from_secs(120))
-                .send()
-                .await
-                .unwrap();
-            (r.status().as_u16(), r.text().await.unwrap())
-        })
-    };
+    let request = spawn_slow_predict(&server, n);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(Command::new("kill")
         .args(["-TERM", &pid.to_string()])
