@@ -419,11 +419,12 @@ async fn wait_for_the_worker(
         return None;
     }
     let workers = state.workers.get()?;
-    // A version the model's policy does not select is never loaded: no wait.
+    // A version the model's policy in force does not select is never loaded: no
+    // wait.
     if let Some(dir) = outcome.summary.dir.clone() {
-        let model = outcome.model.clone();
+        let (model, sources) = (outcome.model.clone(), state.sources.clone());
         let selected = tokio::task::spawn_blocking(move || {
-            let config = crate::model_config::ModelConfig::load(&dir).ok()?;
+            let config = sources.config_in_force(&model)?;
             let on_disk = crate::repository::scan_model(&model, &dir).ok()?;
             let numbers: Vec<u64> = on_disk.versions.keys().copied().collect();
             Some(config.version_policy.select(&numbers).contains(&version))

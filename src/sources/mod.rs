@@ -608,12 +608,28 @@ impl Sources {
                 }
             }
         }
-        let deployment = guard(&self.deployments).get(name).cloned();
         if let Ok(config) = &mut on_disk.config {
-            self.model_defaults.apply(config);
-            apply_overrides(config, dir.listed.as_ref(), deployment.as_ref());
+            self.apply_in_force(name, dir, config);
         }
         self.manager.reconcile_model(&on_disk);
+    }
+
+    /// What the server puts over a model's `config.toml`: its defaults, the model
+    /// config list's entry and a deployment's settings.
+    fn apply_in_force(&self, name: &str, dir: &ModelDir, config: &mut ModelConfig) {
+        let deployment = guard(&self.deployments).get(name).cloned();
+        self.model_defaults.apply(config);
+        apply_overrides(config, dir.listed.as_ref(), deployment.as_ref());
+    }
+
+    /// The config a reconcile of `name` would apply now (`config.toml` with what
+    /// the server puts over it); `None` when the model has no directory here or its
+    /// `config.toml` does not parse. Blocking (reads the file).
+    pub fn config_in_force(&self, name: &str) -> Option<ModelConfig> {
+        let dir = self.model_dir(name).ok()?;
+        let mut config = ModelConfig::load(&dir.dir).ok()?;
+        self.apply_in_force(name, &dir, &mut config);
+        Some(config)
     }
 }
 
