@@ -5,4 +5,5 @@
 pub mod client;
 pub mod jobs;
 pub mod models;
+mod rows;
 pub mod service;
