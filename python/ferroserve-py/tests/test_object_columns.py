@@ -93,6 +93,15 @@ def test_text_in_a_column_of_numbers_is_refused_naming_the_column_and_value(tmp_
     with pytest.raises(ferroserve.PredictError, match=r"'n/a'.*row 4, column 1"):
         model.predict(bad.to_numpy())
 
+    # A column of text only, in a frame whose columns have no names, to a model fitted
+    # with feature names: named by position (was: missing input column "a").
+    text = pd.DataFrame(frame.to_numpy()).assign(**{"3": "x"}).drop(columns=[3])
+    text.columns = range(4)
+    with pytest.raises(ferroserve.PredictError, match=r"needs numbers but column 3 \(\"d\"\) holds text"):
+        model.predict(text)
+    with pytest.raises(ferroserve.PredictError, match=r"expected 4 columns, got 3"):
+        model.predict(text.iloc[:, 1:])
+
     # A model that selects its columns by name: a number column that holds objects.
     columns = ferroserve.Model.load(CT_COLUMNS)
     with open(CT_COLUMNS.replace(".z3.joblib", ".json")) as f:

@@ -559,11 +559,23 @@ class Model:
                 # (a label need not be a str: a RangeIndex's 0 is not "0"), typed as
                 # pandas has it, for the native side to select the model's features
                 # and name a text column it needs as numbers.
+                # A frame whose columns have no names (a RangeIndex) is read by
+                # position, as _dense_matrix reads it: its columns take the model's
+                # feature names, so the native side names the text column it needs as
+                # numbers rather than a feature it cannot find.
+                labels = [str(label) for label in frame.columns]
+                features = self._native.feature_names
+                if features and not any(isinstance(c, str) for c in frame.columns):
+                    if len(features) != frame.shape[1]:
+                        raise PredictError(
+                            "expected %d columns, got %d" % (len(features), frame.shape[1])
+                        )
+                    labels = list(features)
                 selected = []
-                for position, label in enumerate(frame.columns):
+                for position, label in enumerate(labels):
                     column = frame.iloc[:, position]
                     numbers = _is_number_dtype(column.dtype) or _object_numbers_column(column)
-                    selected.append((str(label), "float64" if numbers else "string", column))
+                    selected.append((label, "float64" if numbers else "string", column))
             columns = []
             for name, dtype, column in selected:
                 if dtype == "float64":
