@@ -8,6 +8,8 @@ Writes
   examples/models/iris_lr/1/model.onnx    LogisticRegression, float32 [N,4] -> label int64, probabilities
   examples/models/iris_dt/1/model.onnx    DecisionTreeClassifier, same signature
   tests/fixtures/onnx/iris_str/model.onnx  LogisticRegression with string class labels
+  tests/fixtures/onnx/iris_int/model.onnx  DecisionTreeClassifier with integer class labels
+                                           that are not 0..n-1 (1, 5, 7)
   tests/fixtures/onnx/diabetes_f64/model.onnx  Ridge on float64 inputs (output float64)
   tests/fixtures/onnx/multi_io/model.onnx  hand-made graph with one input of each dtype
   tests/fixtures/onnx/half_io/model.onnx   hand-made graph with float16 inputs and outputs
@@ -466,6 +468,12 @@ def main():
             "iris_str",
             lambda: iris_classifier(
                 fx, "iris_str", lambda: LogisticRegression(max_iter=1000), ["setosa", "versicolor", "virginica"]
+            ),
+        ),
+        (
+            "iris_int",
+            lambda: iris_classifier(
+                fx, "iris_int", lambda: DecisionTreeClassifier(max_depth=4, random_state=0), [1, 5, 7]
             ),
         ),
         ("iris_sklearn", lambda: iris_sklearn(ex, "iris_sklearn/1")),

@@ -6,8 +6,8 @@ use super::*;
 async fn old_predictall_and_training_status_routes() {
     let env = env();
     write_csv(&env.data.join("new.csv"), &iris_rows(40));
-    // A served classifier that names no classes (ONNX): POST /predict/ answers its
-    // probabilities by class position, as classify does.
+    // A served ONNX classifier (its graph names its classes 0, 1 and 2): POST
+    // /predict/ answers its probabilities by class, as classify does.
     install_model(
         &env.repo,
         "iris_onnx",

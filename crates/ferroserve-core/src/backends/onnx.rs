@@ -10,6 +10,13 @@
 //! apart ([`unshaped_tensors`]), and such a tensor is [`ANY_RANK`], as ONNX Runtime
 //! runs it with any shape.
 //!
+//! A classifier's classes are those its metadata names ([`CLASS_KEY`], written by
+//! ferroserve's training jobs), else those of the ai.onnx.ml classifier node of its
+//! graph whose scores its probabilities are (`classlabels_strings` /
+//! `classlabels_int64s`, as skl2onnx writes them; [`graph::class_labels`]), else
+//! none (classes are named by their column). The model file is streamed for that,
+//! never held whole ([`graph::read`]).
+//!
 //! A run honours its deadline ([`super::run_deadline`]) as TensorFlow's does: one
 //! process-wide thread ([`Watchdog`]) sets the run's `RunOptions` terminate flag when
 //! the deadline passes, and ONNX Runtime stops before the next node it runs (inside a
@@ -27,6 +34,8 @@ use ort::value::{DynValue, TensorElementType, TensorRef, ValueType};
 use parking_lot::{Condvar, Mutex};
 
 use super::{Backend, BackendError, BackendOptions, ModelTraits, Signature};
+
+mod graph;
 use crate::tensor::{DataType, NamedTensor, Tensor, TensorData, TensorSpec, ANY_RANK};
 
 /// The library file name the `onnxruntime==1.31.1` wheel ships, which `api-31` needs.
@@ -355,19 +364,31 @@ fn spec(name: &str, ty: &ValueType, unshaped: bool) -> Result<TensorSpec, Backen
 }
 
 fn describe(session: &Session, artifact: &Path) -> Result<(Signature, ModelTraits), BackendError> {
-    // The model file is read again only when a tensor may be of unknown rank: one
-    // ONNX Runtime reports with no dimensions.
+    // skl2onnx names classifier outputs `label` / `probabilities` (or
+    // `output_label` / `output_probability`); regressors give `variable`.
+    const PROBABILITIES: [&str; 2] = ["probabilities", "output_probability"];
+    let metadata_classes = class_labels(session);
+    // The model file is read again only when a tensor may be of unknown rank (one
+    // ONNX Runtime reports with no dimensions), or when the classes of a
+    // classifier's probabilities are not named in its metadata: its graph's
+    // classifier node may name them.
     let dimensionless = |o: &ort::value::Outlet| matches!(o.dtype(), ValueType::Tensor { shape, .. } if shape.is_empty());
-    let unshaped = if session
+    let any_dimensionless = session
         .inputs()
         .iter()
         .chain(session.outputs())
-        .any(dimensionless)
-    {
-        unshaped_tensors(artifact)
+        .any(dimensionless);
+    let unnamed_classes = metadata_classes.is_none()
+        && session
+            .outputs()
+            .iter()
+            .any(|o| PROBABILITIES.contains(&o.name()));
+    let graph = if any_dimensionless || unnamed_classes {
+        read_graph(artifact)
     } else {
-        Unshaped::default()
+        None
     };
+    let unshaped = graph.as_ref().map(unshaped_tensors).unwrap_or_default();
     let inputs = session
         .inputs()
         .iter()
@@ -378,21 +399,32 @@ fn describe(session: &Session, artifact: &Path) -> Result<(Signature, ModelTrait
         .iter()
         .map(|o| spec(o.name(), o.dtype(), unshaped.outputs.contains(o.name())))
         .collect::<Result<Vec<_>, _>>()?;
-    // skl2onnx names classifier outputs `label` / `probabilities` (or
-    // `output_label` / `output_probability`); regressors give `variable`.
     let find = |names: &[&str]| {
         outputs
             .iter()
             .find(|o| names.contains(&o.name.as_str()))
             .map(|o| o.name.clone())
     };
-    let probabilities_output = find(&["probabilities", "output_probability"]);
+    let probabilities_output = find(&PROBABILITIES);
     let prediction_output = find(&["label", "output_label", "variable"])
         .or_else(|| outputs.first().map(|o| o.name.clone()));
+    // Without the metadata's classes, those of the graph's classifier node whose
+    // scores the probabilities are, when unambiguous and as many as its columns.
+    let graph_classes = || {
+        let graph = graph.as_ref()?;
+        let probabilities = outputs
+            .iter()
+            .find(|o| Some(&o.name) == probabilities_output.as_ref())?;
+        let width = match probabilities.shape.as_slice() {
+            [_, width] => *width,
+            _ => return None,
+        };
+        graph::class_labels(graph, &probabilities.name, width)
+    };
     let traits = ModelTraits {
         prediction_output,
-        probabilities_output,
-        class_labels: class_labels(session),
+        probabilities_output: probabilities_output.clone(),
+        class_labels: metadata_classes.or_else(graph_classes),
         feature_names: None,
         missing_inputs: flagged_inputs(session, &inputs, IMPUTES_KEY),
         numeric_category_inputs: flagged_inputs(session, &inputs, NUMERIC_CATEGORY_KEY),
@@ -414,98 +446,43 @@ struct Unshaped {
     outputs: HashSet<String>,
 }
 
-/// The graph inputs and outputs of the model at `artifact` whose tensor type has no
-/// `shape` (unknown rank; a scalar's has a shape with no dimensions). A file that
+/// The top-level graph of the model at `artifact` ([`graph::read`]). A file that
 /// cannot be read or decoded (ONNX Runtime loaded it, so that is a race with a
-/// writer) gives none: its tensors keep the shapes ONNX Runtime reports.
-fn unshaped_tensors(artifact: &Path) -> Unshaped {
-    let decoded = std::fs::read(artifact)
-        .map_err(|e| e.to_string())
-        .and_then(|bytes| {
-            <proto::ModelProto as prost::Message>::decode(bytes.as_slice())
-                .map_err(|e| e.to_string())
-        });
-    let model = match decoded {
-        Ok(model) => model,
-        Err(e) => {
+/// writer) gives none: its tensors keep the shapes ONNX Runtime reports and its
+/// classes are named by their column.
+fn read_graph(artifact: &Path) -> Option<graph::Graph> {
+    graph::read(artifact)
+        .inspect_err(|e| {
             tracing::warn!(
                 artifact = %artifact.display(),
                 error = %e,
-                "cannot read the ONNX graph's declared shapes; tensors ONNX Runtime \
-                 reports with no dimensions are taken as scalars"
+                "cannot read the ONNX graph: tensors ONNX Runtime reports with no \
+                 dimensions are taken as scalars, and classes not named in the \
+                 metadata are named by their column"
             );
-            return Unshaped::default();
-        }
-    };
-    let graph = model.graph.unwrap_or_default();
-    let names = |infos: Vec<proto::ValueInfoProto>| -> HashSet<String> {
+        })
+        .ok()
+}
+
+/// The graph inputs and outputs whose tensor type has no `shape` (unknown rank; a
+/// scalar's has a shape with no dimensions).
+fn unshaped_tensors(graph: &graph::Graph) -> Unshaped {
+    let names = |infos: &[graph::proto::ValueInfoProto]| -> HashSet<String> {
         infos
-            .into_iter()
+            .iter()
             .filter(|info| {
                 info.r#type
                     .as_ref()
                     .and_then(|t| t.tensor_type.as_ref())
                     .is_some_and(|t| t.shape.is_none())
             })
-            .map(|info| info.name)
+            .map(|info| info.name.clone())
             .collect()
     };
     Unshaped {
-        inputs: names(graph.input),
-        outputs: names(graph.output),
+        inputs: names(&graph.inputs),
+        outputs: names(&graph.outputs),
     }
-}
-
-/// The few ONNX protobuf messages [`unshaped_tensors`] reads, declared by hand with
-/// prost's derive (field numbers from `onnx/onnx.proto`). prost skips every field not
-/// declared (a graph's nodes and initializers among them), so these decode a whole
-/// `ModelProto`.
-mod proto {
-    /// `onnx.ModelProto`: only its graph.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ModelProto {
-        #[prost(message, optional, tag = "7")]
-        pub graph: Option<GraphProto>,
-    }
-
-    /// `onnx.GraphProto`: only its inputs and outputs.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct GraphProto {
-        #[prost(message, repeated, tag = "11")]
-        pub input: Vec<ValueInfoProto>,
-        #[prost(message, repeated, tag = "12")]
-        pub output: Vec<ValueInfoProto>,
-    }
-
-    /// `onnx.ValueInfoProto`.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ValueInfoProto {
-        #[prost(string, tag = "1")]
-        pub name: String,
-        #[prost(message, optional, tag = "2")]
-        pub r#type: Option<TypeProto>,
-    }
-
-    /// `onnx.TypeProto`: of its `value` oneof only `tensor_type` (a sequence, map or
-    /// optional type decodes with none).
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct TypeProto {
-        #[prost(message, optional, tag = "1")]
-        pub tensor_type: Option<TypeProtoTensor>,
-    }
-
-    /// `onnx.TypeProto.Tensor`, without its `elem_type` (ONNX Runtime reports it): no
-    /// `shape` is unknown rank.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct TypeProtoTensor {
-        #[prost(message, optional, tag = "2")]
-        pub shape: Option<TensorShapeProto>,
-    }
-
-    /// `onnx.TensorShapeProto`: only whether there is one matters here, so none of
-    /// its dimensions are declared.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct TensorShapeProto {}
 }
 
 /// The prefix of the ONNX metadata keys (`metadata_props`) that mark an input whose
@@ -525,6 +502,7 @@ pub const NUMERIC_CATEGORY_KEY: &str = "ferroserve.numeric_category.";
 pub const CLASS_KEY: &str = "ferroserve.class.";
 
 /// The classes [`CLASS_KEY`]'s entries name, when they name columns 0..n, each once.
+/// (A model without them may name its classes in its graph: [`graph::class_labels`].)
 fn class_labels(session: &Session) -> Option<Vec<String>> {
     let metadata = session.metadata().ok()?;
     let mut classes: Vec<(usize, String)> = metadata
@@ -868,26 +846,25 @@ mod tests {
 
     #[test]
     fn a_tensor_without_a_shape_is_told_from_a_scalar() {
-        let any = unshaped_tensors(&fixture("any_rank"));
+        let any = unshaped_tensors(&read_graph(&fixture("any_rank")).unwrap());
         assert_eq!(any.inputs, HashSet::from(["x".to_string()]));
         assert_eq!(
             any.outputs,
             HashSet::from(["y".to_string(), "squeezed".to_string()])
         );
-        let scalar = unshaped_tensors(&fixture("scalar"));
+        let scalar = unshaped_tensors(&read_graph(&fixture("scalar")).unwrap());
         assert!(
             scalar.inputs.is_empty() && scalar.outputs.is_empty(),
             "{scalar:?}"
         );
         // Shapes with dimensions are not unknown rank either.
-        let shaped = unshaped_tensors(&fixture("half_io"));
+        let shaped = unshaped_tensors(&read_graph(&fixture("half_io")).unwrap());
         assert!(
             shaped.inputs.is_empty() && shaped.outputs.is_empty(),
             "{shaped:?}"
         );
-        // A file that cannot be read marks nothing (ONNX Runtime's shapes stay).
-        let missing = unshaped_tensors(&fixture("no_such_model"));
-        assert!(missing.inputs.is_empty() && missing.outputs.is_empty());
+        // A file that cannot be read gives no graph (ONNX Runtime's shapes stay).
+        assert!(read_graph(&fixture("no_such_model")).is_none());
     }
 
     #[test]
