@@ -60,8 +60,13 @@ impl Ca {
     }
 
     fn leaf(&self, name: &str, usage: ExtendedKeyUsagePurpose) -> Leaf {
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        self.leaf_for(&["localhost", "127.0.0.1"], name, usage)
+    }
+
+    /// A certificate for the host names (or addresses) `hosts` alone.
+    fn leaf_for(&self, hosts: &[&str], name: &str, usage: ExtendedKeyUsagePurpose) -> Leaf {
+        let hosts = hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>();
+        let mut params = CertificateParams::new(hosts).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
         params.extended_key_usages = vec![usage];
         let key = KeyPair::generate().unwrap();
@@ -421,7 +426,8 @@ async fn client_certificates_are_required_with_a_client_ca() {
     assert!(refused, "gRPC without a client certificate was served");
 
     // The CLI shows its certificate with --client-cert/--client-key; without one it
-    // cannot reach the server (exit 3).
+    // is refused (exit 4), as `cli_says_which_certificate_the_handshake_failed_on`
+    // tells in full.
     std::fs::write(tls.path("ca.pem"), &server_ca.pem).unwrap();
     std::fs::write(tls.path("client.pem"), &member.cert).unwrap();
     std::fs::write(tls.path("client.key"), &member.key).unwrap();
@@ -446,11 +452,111 @@ async fn client_certificates_are_required_with_a_client_ca() {
     let (code, out) = cli(tls.path("ca.pem"), with_cert).await;
     assert_eq!(code, 0, "{out}");
     let (code, out) = cli(tls.path("ca.pem"), Vec::new()).await;
-    assert_eq!(code, 3, "{out}");
+    assert_eq!(code, 4, "{out}");
     // A CA file with no certificate in it is said to be so (exit 1).
     let (code, out) = cli(tls.path("client.key"), Vec::new()).await;
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("holds no PEM certificate"), "{out}");
+    server.stop().await;
+}
+
+/// A handshake the CLI fails says which certificate failed and what to give: a
+/// server that requires a client certificate (TLS alert 116, which the CLI used
+/// to report as "cannot reach the server: connection closed", exit 3), one that
+/// refuses the certificate given, a server certificate no --ca-cert CA signed, and
+/// one for another host name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_says_which_certificate_the_handshake_failed_on() {
+    let server_ca = Ca::new("server CA");
+    let client_ca = Ca::new("client CA");
+    let stranger_ca = Ca::new("stranger CA");
+    // For 127.0.0.1 alone: `localhost` is another name.
+    let server_leaf = server_ca.leaf_for(
+        &["127.0.0.1"],
+        "ferroserve test server",
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let tls = TlsDir::new(&server_leaf, Some(&client_ca));
+    let repo = repo();
+    let member = client_ca.client();
+    let server = start(&tls, repo.path(), &server_ca, Some(&member)).await;
+    let stranger = stranger_ca.client();
+    for (name, text) in [
+        ("ca.pem", &server_ca.pem),
+        ("stranger-ca.pem", &stranger_ca.pem),
+        ("client.pem", &member.cert),
+        ("client.key", &member.key),
+        ("stranger.pem", &stranger.cert),
+        ("stranger.key", &stranger.key),
+    ] {
+        std::fs::write(tls.path(name), text).unwrap();
+    }
+    let port = server.rest_addr.port();
+    let by_address = format!("https://127.0.0.1:{port}");
+    let by_name = format!("https://localhost:{port}");
+    let cli = |url: &str, ca: &str, identity: Option<(&str, &str)>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_ferroserve"));
+        c.args(["status", "--server", url])
+            .arg("--ca-cert")
+            .arg(tls.path(ca));
+        if let Some((cert, key)) = identity {
+            c.arg("--client-cert")
+                .arg(tls.path(cert))
+                .arg("--client-key")
+                .arg(tls.path(key));
+        }
+        async move {
+            tokio::task::spawn_blocking(move || common::child::run_to_end(c))
+                .await
+                .unwrap()
+        }
+    };
+    let member_identity = Some(("client.pem", "client.key"));
+    let (code, out) = cli(&by_address, "ca.pem", member_identity).await;
+    assert_eq!(code, 0, "{out}");
+
+    // (what, exit code, words the message must hold)
+    for (what, (code, out), want_code, words) in [
+        (
+            "no client certificate",
+            cli(&by_address, "ca.pem", None).await,
+            4,
+            &[
+                "requires a client certificate",
+                "--client-cert",
+                "--client-key",
+            ][..],
+        ),
+        (
+            "a client certificate from another CA",
+            cli(
+                &by_address,
+                "ca.pem",
+                Some(("stranger.pem", "stranger.key")),
+            )
+            .await,
+            4,
+            &["refused the client certificate", "--client-cert"][..],
+        ),
+        (
+            "a server certificate from another CA",
+            cli(&by_address, "stranger-ca.pem", member_identity).await,
+            5,
+            &["not signed by a CA", "--ca-cert"][..],
+        ),
+        (
+            "a server certificate for another name",
+            cli(&by_name, "ca.pem", member_identity).await,
+            5,
+            &["not for \"localhost\""][..],
+        ),
+    ] {
+        assert_eq!(code, want_code, "{what}: {out}");
+        for word in words {
+            assert!(out.contains(word), "{what}: {out}");
+        }
+        assert!(!out.contains("cannot reach"), "{what}: {out}");
+    }
     server.stop().await;
 }
 

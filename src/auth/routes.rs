@@ -38,18 +38,29 @@ pub fn rest_access(path: &str) -> Access {
 }
 
 /// Whether the part of a `/v1/models/` path after it names a model's history or
-/// prediction log once percent-decoded, as `http::tfs` reads it: its last part,
-/// after a model's. A model named `history` or `predictions` alone
-/// (`/v1/models/history`) is that model's status, an inference route.
+/// prediction log once percent-decoded, as `http::tfs` reads it: exactly a model's
+/// name, then `history` or `predictions` (`/v1/models/{m}/history`), with no verb
+/// after a colon. Only that shape is a store view. The same word elsewhere is not:
+/// a model named `history` alone (`/v1/models/history`) is that model's status, and
+/// a label or version named so (`/v1/models/{m}/labels/history`) is the status of
+/// the version it names; both are inference routes. (A version's or a label's
+/// `…/history` is no route at all: the router answers 404.)
 fn names_store_view(rest: &[&str]) -> bool {
     let decoded = percent_encoding::percent_decode_str(&rest.join("/"))
         .decode_utf8_lossy()
         .into_owned();
-    let mut parts = decoded.rsplit('/');
-    parts
-        .next()
-        .is_some_and(|last| matches!(last, "history" | "predictions"))
-        && parts.next().is_some()
+    // The router takes what follows the last colon as a verb, unless a `/` follows
+    // it; a store view has none (`m/history:predict` is no route).
+    if decoded
+        .rsplit_once(':')
+        .is_some_and(|(_, verb)| !verb.contains('/'))
+    {
+        return false;
+    }
+    matches!(
+        decoded.split('/').collect::<Vec<_>>().as_slice(),
+        [model, "history" | "predictions"] if !model.is_empty()
+    )
 }
 
 /// What a gRPC method (`/package.Service/Method`) needs.
@@ -102,6 +113,24 @@ mod tests {
             ("/v1/models/history/metadata", Access::Inference),
             ("/v1/models/predictions/history", Access::Management),
             ("/v1/models/history:predict", Access::Inference),
+            // A label or version named like a view is the status of what it names.
+            ("/v1/models/lab/labels/history", Access::Inference),
+            ("/v1/models/lab/labels/predictions", Access::Inference),
+            ("/v1/models/lab/labels/%68istory", Access::Inference),
+            ("/v1/models/lab/versions/history", Access::Inference),
+            ("/v1/models/lab/versions/predictions", Access::Inference),
+            ("/v1/models/history/labels/predictions", Access::Inference),
+            ("/v1/models/lab/labels/stable/history", Access::Inference),
+            ("/v1/models/lab/versions/2/predictions", Access::Inference),
+            ("/v1/models/lab/labels/history:predict", Access::Inference),
+            ("/v1/models/lab/labels/history/metadata", Access::Inference),
+            // Views of models named like a route's words are views still.
+            ("/v1/models/labels/history", Access::Management),
+            ("/v1/models/versions/predictions", Access::Management),
+            ("/v1/models/history/history", Access::Management),
+            ("/v1/models/a:b/history", Access::Management),
+            ("/v1/models/a%3Ab/predictions", Access::Management),
+            ("/v1/models/iris/history/", Access::Management),
         ] {
             assert_eq!(rest_access(path), access, "{path}");
         }

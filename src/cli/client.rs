@@ -4,16 +4,18 @@
 //!
 //! Exit codes: 0 done; 1 the operation failed (a job that failed, a file that
 //! cannot be read); 2 usage (clap's own); 3 the server cannot be reached; 4 the
-//! server refused the request (a 4xx: bad input, unknown model, missing token),
-//! or has no model of the name asked for; 5 the server failed (a 5xx, or an
-//! answer that is not what it should be: a 200 that is not JSON, from a server
-//! that is not ferroserve, say). A
+//! server refused the request (a 4xx: bad input, unknown model, missing token; a
+//! client certificate missing or refused), or has no model of the name asked for;
+//! 5 the server failed (a 5xx, or an answer that is not what it should be: a 200
+//! that is not JSON, from a server that is not ferroserve, say; a server
+//! certificate not signed by `--ca-cert`'s CA or for another host name). A
 //! closed standard output (`| head -1`) ends a command quietly with 0
 //! ([`StdoutClosed`]): what commands print goes through [`print_line`] and
 //! [`note`], never `println!`, which panics on it.
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -87,6 +89,38 @@ fn server_url(text: &str) -> Result<(), String> {
     }
 }
 
+/// The rustls setup reqwest makes of `--ca-cert` and `--client-cert`/`--client-key`
+/// (PEM), for [`Client::ask_handshake`]; `None` where rustls takes none of it
+/// (reqwest has refused it already).
+fn handshake_config(
+    ca_pem: Option<&[u8]>,
+    identity_pem: Option<&(Vec<u8>, Vec<u8>)>,
+) -> Option<Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in ca_pem.map_or_else(Vec::new, |pem| {
+        CertificateDer::pem_slice_iter(pem).flatten().collect()
+    }) {
+        roots.add(cert).ok()?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .ok()?
+    .with_root_certificates(roots);
+    let config = match identity_pem {
+        Some((cert, key)) => {
+            let certs = CertificateDer::pem_slice_iter(cert).flatten().collect();
+            let key = PrivateKeyDer::from_pem_slice(key).ok()?;
+            builder.with_client_auth_cert(certs, key).ok()?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Some(Arc::new(config))
+}
+
 /// How a client command failed, for its exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -106,6 +140,15 @@ pub enum ClientError {
          http:// in --server"
     )]
     NotTls { url: String, reason: String },
+    /// The TLS handshake failed on this client's certificate: the server wants
+    /// one and none was given, or refused the one given (`--client-cert`).
+    #[error("{0}")]
+    ClientCertificate(String),
+    /// The TLS handshake failed on the server's certificate: no `--ca-cert` CA
+    /// signed it, or it is for another host name. Reached, but not the server
+    /// `--server` should name, as this client can tell.
+    #[error("{0}")]
+    ServerCertificate(String),
     #[error("the server refused the request ({status}): {message}")]
     Rejected { status: u16, message: String },
     #[error("the server failed ({status}): {message}")]
@@ -140,6 +183,8 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
         Some(ClientError::Unreachable { .. }) => EXIT_UNREACHABLE,
         Some(ClientError::Protocol { .. }) => EXIT_SERVER,
         Some(ClientError::NotTls { .. }) => EXIT_SERVER,
+        Some(ClientError::ClientCertificate(_)) => EXIT_REJECTED,
+        Some(ClientError::ServerCertificate(_)) => EXIT_SERVER,
         Some(ClientError::Rejected { .. }) => EXIT_REJECTED,
         Some(ClientError::Server { .. }) => EXIT_SERVER,
         Some(ClientError::Unexpected { .. }) => EXIT_SERVER,
@@ -205,6 +250,12 @@ pub struct Client {
     pub http: reqwest::Client,
     pub base: String,
     token: Option<String>,
+    /// Whether the client shows a certificate (`--client-cert`): a server's alert
+    /// about a bad certificate is then about this one.
+    shows_certificate: bool,
+    /// The TLS setup of `http` (its CA, its certificate) for a handshake of the
+    /// client's own ([`Client::ask_handshake`]); `None` for an http:// server.
+    handshake: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Client {
@@ -217,8 +268,11 @@ impl Client {
         let read = |path: &PathBuf| {
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
         };
+        let mut ca_pem = None;
+        let mut identity_pem = None;
         if let Some(path) = &c.ca_cert {
-            let certs = reqwest::Certificate::from_pem_bundle(&read(path)?)
+            let pem = read(path)?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .with_context(|| format!("{} holds no PEM certificate", path.display()))?;
             if certs.is_empty() {
                 anyhow::bail!("{} holds no PEM certificate", path.display());
@@ -226,11 +280,14 @@ impl Client {
             for cert in certs {
                 builder = builder.add_root_certificate(cert);
             }
+            ca_pem = Some(pem);
         }
         if let (Some(cert), Some(key)) = (&c.client_cert, &c.client_key) {
-            let mut pem = read(cert)?;
+            let (cert_pem, key_pem) = (read(cert)?, read(key)?);
+            let mut pem = cert_pem.clone();
             pem.push(b'\n');
-            pem.extend(read(key)?);
+            pem.extend(&key_pem);
+            identity_pem = Some((cert_pem, key_pem));
             let identity = reqwest::Identity::from_pem(&pem).with_context(|| {
                 format!(
                     "{} and {} are no PEM certificate and unencrypted private key",
@@ -254,6 +311,13 @@ impl Client {
             http: builder.build().context("cannot build the HTTP client")?,
             base: c.url.trim_end_matches('/').to_string(),
             token: c.token.clone(),
+            shows_certificate: c.client_cert.is_some(),
+            handshake: match c.url.get(..8) {
+                Some(scheme) if scheme.eq_ignore_ascii_case("https://") => {
+                    handshake_config(ca_pem.as_deref(), identity_pem.as_ref())
+                }
+                _ => None,
+            },
         })
     }
 
@@ -265,6 +329,95 @@ impl Client {
     /// (`http://user:***@host`).
     pub fn server_name(&self) -> String {
         crate::store::pool::redact(&self.base)
+    }
+
+    /// What the server says to a TLS handshake of this client's own, with the
+    /// client's CA and certificate, where it refuses it: the handshake's error, or
+    /// the alert it sends once the handshake is done. `None` for an http://
+    /// server, one that takes the handshake, or no answer within 5 seconds.
+    async fn ask_handshake(&self) -> Option<rustls::Error> {
+        let config = self.handshake.clone()?;
+        let url = url::Url::parse(&self.base).ok()?;
+        let host = url
+            .host_str()?
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let port = url.port_or_known_default()?;
+        let name = rustls::pki_types::ServerName::try_from(host.to_string()).ok()?;
+        let tls_error = |e: std::io::Error| {
+            e.get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                .cloned()
+        };
+        let attempt = async {
+            let tcp = tokio::net::TcpStream::connect((host, port)).await.ok()?;
+            let connector = tokio_rustls::TlsConnector::from(config);
+            let mut stream = match connector.connect(name, tcp).await {
+                Ok(stream) => stream,
+                Err(e) => return tls_error(e),
+            };
+            let mut byte = [0u8; 1];
+            tokio::io::AsyncReadExt::read(&mut stream, &mut byte)
+                .await
+                .err()
+                .and_then(tls_error)
+        };
+        tokio::time::timeout(Duration::from_secs(5), attempt)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// What a TLS error says about a certificate, for the user: which one failed
+    /// and what to give instead; `None` for one about no certificate.
+    fn certificate_failure(&self, error: &rustls::Error) -> Option<ClientError> {
+        use rustls::{AlertDescription as Alert, CertificateError, Error};
+        let url = self.server_name();
+        let failure = match error {
+            Error::AlertReceived(Alert::CertificateRequired) => {
+                ClientError::ClientCertificate(format!(
+                    "the server at {url} requires a client certificate: give --client-cert \
+                     and --client-key (a certificate signed by a CA of its --tls-client-ca, \
+                     and its unencrypted key)"
+                ))
+            }
+            Error::AlertReceived(
+                Alert::BadCertificate
+                | Alert::UnsupportedCertificate
+                | Alert::CertificateRevoked
+                | Alert::CertificateExpired
+                | Alert::CertificateUnknown
+                | Alert::UnknownCA
+                | Alert::AccessDenied
+                | Alert::DecryptError,
+            ) if self.shows_certificate => ClientError::ClientCertificate(format!(
+                "the server at {url} refused the client certificate (--client-cert): {error}; \
+                 give one signed by a CA of its --tls-client-ca"
+            )),
+            Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
+                ClientError::ServerCertificate(format!(
+                    "the certificate of the server at {url} is not signed by a CA this client \
+                     trusts ({error}): give --ca-cert the PEM file of the CA that signed it"
+                ))
+            }
+            Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            ) => {
+                let host = url::Url::parse(&self.base)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_string))
+                    .unwrap_or_default();
+                ClientError::ServerCertificate(format!(
+                    "the certificate of the server at {url} is not for {host:?} ({error}): \
+                     give --server a name or address the certificate names"
+                ))
+            }
+            Error::InvalidCertificate(_) => ClientError::ServerCertificate(format!(
+                "the certificate of the server at {url} is not valid: {error}"
+            )),
+            _ => return None,
+        };
+        Some(failure)
     }
 
     /// A model name or job id sent in a body or a form (not a path): refused
@@ -308,13 +461,17 @@ impl Client {
             // 400" read as a TLS record): rustls says "corrupt message", inside an
             // io::Error, whose source() skips it.
             let mut not_tls = false;
+            // A handshake that failed on a certificate: the server's alert (it
+            // wants one from this client, or refused the one given), or this
+            // client's refusal of the server's.
+            let mut certificate = None;
             loop {
                 let mut inner: Option<&(dyn std::error::Error + 'static)> = Some(source);
                 while let Some(s) = inner {
-                    not_tls |= matches!(
-                        s.downcast_ref::<rustls::Error>(),
-                        Some(rustls::Error::InvalidMessage(_))
-                    );
+                    let tls = s.downcast_ref::<rustls::Error>();
+                    not_tls |= matches!(tls, Some(rustls::Error::InvalidMessage(_)));
+                    certificate =
+                        certificate.or_else(|| tls.and_then(|t| self.certificate_failure(t)));
                     inner = s
                         .downcast_ref::<std::io::Error>()
                         .and_then(std::io::Error::get_ref)
@@ -339,7 +496,9 @@ impl Client {
             }
             // `--server http://user:pw@host`: the message shows no password.
             let url = self.server_name();
-            if e.is_timeout() {
+            if let Some(failure) = certificate {
+                failure
+            } else if e.is_timeout() {
                 ClientError::Unreachable {
                     url,
                     reason: "timed out".to_string(),
@@ -360,7 +519,22 @@ impl Client {
                     reason: source.to_string(),
                 }
             }
-        })?;
+        });
+        let response = match response {
+            Ok(response) => response,
+            // Under TLS 1.3 a server checks the client's certificate after the
+            // client has finished its handshake, and its alert (a certificate
+            // required, or refused) ends the connection under the request, which
+            // then only says "connection closed". A handshake of the client's own
+            // reads the alert.
+            Err(ClientError::Unreachable { url, reason }) if reason != "timed out" => {
+                let said = self.ask_handshake().await;
+                return Err(said
+                    .and_then(|e| self.certificate_failure(&e))
+                    .unwrap_or(ClientError::Unreachable { url, reason }));
+            }
+            Err(e) => return Err(e),
+        };
         let status = response.status();
         let html = response
             .headers()

@@ -52,9 +52,8 @@ pub async fn require(State(state): State<AppState>, request: Request, next: Next
         return next.run(request).await;
     }
     let host = request_host(request.headers(), request.uri());
-    let multipart = super::takes_multipart(request.uri().path());
-    if let Some((status, message)) =
-        cross_site_refusal(request.headers(), host.as_deref(), multipart)
+    let bodies = ManagementBodies::of_route(request.uri().path());
+    if let Some((status, message)) = cross_site_refusal(request.headers(), host.as_deref(), bodies)
     {
         crate::metrics::record_auth_failure("rest", "cross_site");
         tracing::warn!(client = %display_peer(peer), path = %request.uri().path(), "{message}");
@@ -143,48 +142,107 @@ pub(super) fn denied_response(denied: &Denied) -> Response {
     response
 }
 
+/// The bodies a management route reads, by its path: what [`cross_site_refusal`]
+/// lets through to it, and what its 415 names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ManagementBodies {
+    /// JSON (or no body): every management route but the ones below.
+    Json,
+    /// JSON, or a multipart spec with its files: the job routes
+    /// (`super::job_uploads::JobBody`, [`super::takes_multipart`]).
+    JsonOrMultipart,
+    /// Files, never JSON: a model upload (`super::upload`).
+    Multipart,
+}
+
+impl ManagementBodies {
+    /// What the management route at `path` reads.
+    pub fn of_route(path: &str) -> ManagementBodies {
+        if path.trim_end_matches('/') == "/upload_model" {
+            ManagementBodies::Multipart
+        } else if super::takes_multipart(path) {
+            ManagementBodies::JsonOrMultipart
+        } else {
+            ManagementBodies::Json
+        }
+    }
+
+    /// Whether a body whose type is `essence` (lowercase, no parameters) is one.
+    fn take(self, essence: &str) -> bool {
+        let json = essence == "application/json";
+        let multipart = essence == "multipart/form-data";
+        match self {
+            ManagementBodies::Json => json,
+            ManagementBodies::JsonOrMultipart => json || multipart,
+            ManagementBodies::Multipart => multipart,
+        }
+    }
+
+    /// The 415 for a body these are not: `essence` is its type, `None` where the
+    /// request says none.
+    pub fn refusal(self, essence: Option<&str>) -> (StatusCode, String) {
+        let takes = match self {
+            ManagementBodies::Json => {
+                "application/json (multipart/form-data only for uploads: a model's, or a \
+                 job's files)"
+            }
+            ManagementBodies::JsonOrMultipart => "application/json or multipart/form-data",
+            ManagementBodies::Multipart => "multipart/form-data (a model file and its fields)",
+        };
+        let given = match essence {
+            Some(essence) => format!("{essence:?}"),
+            None => "a body with no Content-Type".to_string(),
+        };
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("this management request takes {takes}, not {given}"),
+        )
+    }
+}
+
 /// Why a management request looks like a browser's cross-site request, if it
 /// does: its headers name a page on another site (`browser_refusal_for_host`),
 /// or its body's type is one a page on any site may send. A form or a no-cors `fetch` can only send `text/plain`,
 /// `application/x-www-form-urlencoded` or `multipart/form-data`, so JSON bodies
 /// must say `application/json` (which needs a CORS preflight this server never
 /// grants) and a multipart upload must come from the same origin or from a
-/// non-browser client. Only the routes that take files (`multipart`:
-/// [`super::takes_multipart`]) take `multipart/form-data`: anywhere else such a
-/// body would be read as the JSON it holds, with no preflight. `host` is the
+/// non-browser client. Only the routes that take files (`bodies`:
+/// [`ManagementBodies::of_route`]) take `multipart/form-data`: anywhere else such a
+/// body would be read as the JSON it holds, with no preflight. A model upload takes
+/// nothing else: JSON there is refused here too, with the same 415 as any other
+/// type, not read as a multipart body with no boundary. `host` is the
 /// request's `Host` header, or its HTTP/2 authority.
 pub fn cross_site_refusal(
     headers: &HeaderMap,
     host: Option<&str>,
-    multipart: bool,
+    bodies: ManagementBodies,
 ) -> Option<(StatusCode, String)> {
     if let Some(message) = browser_refusal_for_host(headers, host) {
         return Some((StatusCode::FORBIDDEN, message));
     }
-    if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
-        let essence = content_type
+    if let Some(essence) = content_type_essence(headers) {
+        if !bodies.take(&essence) {
+            return Some(bodies.refusal(Some(&essence)));
+        }
+    }
+    None
+}
+
+/// A request's `Content-Type` without its parameters, lowercase
+/// (`multipart/form-data` of `multipart/form-data; boundary=x`); `None` where it
+/// has none. One that is not text is read as empty.
+pub(super) fn content_type_essence(headers: &HeaderMap) -> Option<String> {
+    let content_type = headers.get(header::CONTENT_TYPE)?;
+    Some(
+        content_type
             .to_str()
             .unwrap_or("")
             .split(';')
             .next()
             .unwrap_or("")
             .trim()
-            .to_ascii_lowercase();
-        let allowed =
-            essence == "application/json" || (multipart && essence == "multipart/form-data");
-        if !allowed {
-            let takes = if multipart {
-                "application/json or multipart/form-data"
-            } else {
-                "application/json (multipart/form-data only for uploads)"
-            };
-            return Some((
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("this management request takes {takes}, not {essence:?}"),
-            ));
-        }
-    }
-    None
+            .to_ascii_lowercase(),
+    )
 }
 
 /// Why a management request (REST) or call (gRPC) was made by a browser page on
@@ -389,90 +447,120 @@ mod tests {
     fn cross_site_requests_are_refused() {
         let host = ("host", "127.0.0.1:8501");
         let multipart = ("content-type", "multipart/form-data; boundary=x");
-        // (headers, whether the route takes multipart/form-data: an upload)
-        for (ok, takes_multipart) in [
-            (vec![host], false),
+        let json = ("content-type", "application/json");
+        const JSON: ManagementBodies = ManagementBodies::Json;
+        const JOBS: ManagementBodies = ManagementBodies::JsonOrMultipart;
+        const UPLOAD: ManagementBodies = ManagementBodies::Multipart;
+        // (headers, what the route takes)
+        for (ok, bodies) in [
+            (vec![host], JSON),
             (
                 vec![host, ("content-type", "application/json; charset=utf-8")],
-                false,
+                JSON,
             ),
             (
                 vec![host, ("content-type", "application/json; charset=utf-8")],
-                true,
+                JOBS,
             ),
-            (vec![host, multipart], true),
-            (vec![host, ("origin", "http://127.0.0.1:8501")], false),
+            (vec![host, multipart], JOBS),
+            (vec![host, multipart], UPLOAD),
+            (vec![host], UPLOAD),
+            (vec![host, ("origin", "http://127.0.0.1:8501")], JSON),
             (
                 vec![
                     ("host", "models.local"),
                     ("origin", "http://models.local:80"),
                 ],
-                false,
+                JSON,
             ),
-            (vec![host, ("sec-fetch-site", "same-origin")], false),
-            (vec![host, ("sec-fetch-site", "none")], false),
+            (vec![host, ("sec-fetch-site", "same-origin")], JSON),
+            (vec![host, ("sec-fetch-site", "none")], JSON),
             (
                 vec![host, ("referer", "http://127.0.0.1:8501/console")],
-                false,
+                JSON,
             ),
-            (
-                vec![host, ("referer", "http://127.0.0.1:8501?q=1#x")],
-                false,
-            ),
+            (vec![host, ("referer", "http://127.0.0.1:8501?q=1#x")], JSON),
         ] {
             let h = headers(&ok);
             let host = h.get("host").map(|v| v.to_str().unwrap());
-            assert_eq!(
-                cross_site_refusal(&h, host, takes_multipart),
-                None,
-                "{ok:?}"
-            );
+            assert_eq!(cross_site_refusal(&h, host, bodies), None, "{ok:?}");
         }
         // HTTP/2 (a browser over TLS) sends no Host: its authority is the host.
         let h2 = headers(&[("origin", "https://localhost:8443")]);
-        assert_eq!(cross_site_refusal(&h2, Some("localhost:8443"), false), None);
-        assert!(cross_site_refusal(&h2, Some("evil.example:8443"), false).is_some());
-        for (bad, takes_multipart, status) in [
-            (vec![host, ("origin", "http://evil.example")], false, 403),
+        assert_eq!(cross_site_refusal(&h2, Some("localhost:8443"), JSON), None);
+        assert!(cross_site_refusal(&h2, Some("evil.example:8443"), JSON).is_some());
+        for (bad, bodies, status) in [
+            (vec![host, ("origin", "http://evil.example")], JSON, 403),
             (
                 vec![host, ("origin", "http://evil.example"), multipart],
-                true,
+                JOBS,
                 403,
             ),
-            (vec![host, ("origin", "null")], false, 403),
-            (vec![host, ("sec-fetch-site", "cross-site")], false, 403),
-            (vec![host, ("sec-fetch-site", "same-site")], false, 403),
+            (vec![host, ("origin", "null")], JSON, 403),
+            (vec![host, ("sec-fetch-site", "cross-site")], JSON, 403),
+            (vec![host, ("sec-fetch-site", "same-site")], JSON, 403),
             // An older browser's `<img src>` sends only a Referer.
             (
                 vec![host, ("referer", "http://evil.example/page")],
-                false,
+                JSON,
                 403,
             ),
             (
                 vec![host, ("referer", "http://127.0.0.1:8501.evil/")],
-                false,
+                JSON,
                 403,
             ),
-            (
-                vec![host, ("referer", "http://127.0.0.1:9999/")],
-                false,
-                403,
-            ),
-            (vec![host, ("referer", "not a url")], false, 403),
-            (vec![host, ("content-type", "text/plain")], false, 415),
-            (vec![host, ("content-type", "text/plain")], true, 415),
+            (vec![host, ("referer", "http://127.0.0.1:9999/")], JSON, 403),
+            (vec![host, ("referer", "not a url")], JSON, 403),
+            (vec![host, ("content-type", "text/plain")], JSON, 415),
+            (vec![host, ("content-type", "text/plain")], JOBS, 415),
             (
                 vec![host, ("content-type", "application/x-www-form-urlencoded")],
-                true,
+                JOBS,
                 415,
             ),
             // A safelisted type no preflight guards, read as JSON by a JSON route.
-            (vec![host, multipart], false, 415),
+            (vec![host, multipart], JSON, 415),
+            // A model upload takes files only: JSON is as foreign to it as text.
+            (vec![host, json], UPLOAD, 415),
+            (vec![host, ("content-type", "text/plain")], UPLOAD, 415),
         ] {
             let h = headers(&bad);
             let host = h.get("host").map(|v| v.to_str().unwrap());
-            let refused = cross_site_refusal(&h, host, takes_multipart);
+            let refused = cross_site_refusal(&h, host, bodies);
             assert_eq!(refused.map(|r| r.0.as_u16()), Some(status), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn each_refusal_names_what_its_route_takes() {
+        let message = |bodies: ManagementBodies, essence| bodies.refusal(essence).1;
+        let upload = message(ManagementBodies::Multipart, Some("application/json"));
+        assert_eq!(
+            upload,
+            "this management request takes multipart/form-data (a model file and its \
+             fields), not \"application/json\""
+        );
+        let none = message(ManagementBodies::Multipart, None);
+        assert!(none.ends_with("not a body with no Content-Type"), "{none}");
+        let jobs = message(ManagementBodies::JsonOrMultipart, Some("text/plain"));
+        assert!(
+            jobs.contains("takes application/json or multipart/form-data"),
+            "{jobs}"
+        );
+        let json = message(ManagementBodies::Json, Some("text/plain"));
+        assert!(json.contains("takes application/json (multipart"), "{json}");
+        for (path, bodies) in [
+            ("/upload_model", ManagementBodies::Multipart),
+            ("/upload_model/", ManagementBodies::Multipart),
+            ("/v1/jobs", ManagementBodies::JsonOrMultipart),
+            ("/predictall", ManagementBodies::JsonOrMultipart),
+            ("/train", ManagementBodies::JsonOrMultipart),
+            ("/deploy", ManagementBodies::Json),
+            ("/reload_model", ManagementBodies::Json),
+            ("/v1/jobs/j1/cancel", ManagementBodies::Json),
+        ] {
+            assert_eq!(ManagementBodies::of_route(path), bodies, "{path}");
         }
     }
 }

@@ -4,10 +4,12 @@
 
 use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
 use axum::extract::{DefaultBodyLimit, Multipart, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Extension;
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::manage::{base_url, caller_of, summary_json};
 use super::openapi::ErrorBody;
@@ -106,23 +108,37 @@ async fn text_field(
     request_body(content = UploadForm, content_type = "multipart/form-data"),
     responses(
         (status = 200, description = "Uploaded (and served, when its version policy serves it and the model is not stopped)", body = UploadResponse),
-        (status = 400, description = "Not a multipart body, an unknown or misplaced field, a bad version, an asset whose file name cannot be stored as it is, a file that is not a model, or a model that does not fit its config's pre- or post-processing (labels, tokenizer, image)", body = ErrorBody),
+        (status = 400, description = "A multipart body without its boundary, an unknown or misplaced field, a bad version, an asset whose file name cannot be stored as it is, a file that is not a model, or a model that does not fit its config's pre- or post-processing (labels, tokenizer, image)", body = ErrorBody),
         (status = 408, description = "The body stopped arriving", body = ErrorBody),
         (status = 409, description = "The version exists already, or another operation holds the model", body = ErrorBody),
         (status = 413, description = "The model file and its assets are larger than max_upload_bytes, or the upload carries more than 1000 asset files", body = ErrorBody),
+        (status = 415, description = "A body that is not multipart/form-data (JSON included: an upload takes nothing else), or a body with a Content-Encoding (bodies are not decompressed)", body = ErrorBody),
         (status = 503, description = "The metadata store does not answer; nothing changed", body = ErrorBody),
     ))]
 async fn upload_model(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
-) -> Result<Json<Value>, HttpError> {
-    let mut multipart = multipart.map_err(|e| {
-        HttpError(ApiError::InvalidArgument(format!(
-            "expected a multipart/form-data body with a file field: {}",
-            e.body_text()
-        )))
-    })?;
+) -> Result<Response, HttpError> {
+    let mut multipart = match multipart {
+        Ok(multipart) => multipart,
+        Err(e) => {
+            // JSON, another type or none: the 415 the access layer gives a body of
+            // another type (`auth::cross_site_refusal`), not a multipart body's
+            // missing boundary.
+            let essence = super::auth::content_type_essence(&headers);
+            if essence.as_deref() != Some("multipart/form-data") {
+                let (status, message) =
+                    super::auth::ManagementBodies::Multipart.refusal(essence.as_deref());
+                return Ok((status, Json(json!({ "error": message }))).into_response());
+            }
+            return Err(HttpError(ApiError::InvalidArgument(format!(
+                "expected a multipart/form-data body with a file field: {}",
+                e.body_text()
+            ))));
+        }
+    };
     let mut model_id: Option<String> = None;
     let mut version: Option<u64> = None;
     // Given at all, empty or not (an empty `version` then `version=4` was taken).
@@ -248,7 +264,8 @@ async fn upload_model(
         "bytes": outcome.bytes,
         "files": outcome.files,
         "model": summary_json(&outcome.summary, &base),
-    })))
+    }))
+    .into_response())
 }
 
 async fn receive_file(
