@@ -253,6 +253,10 @@ impl ColumnTransformer {
                 resolve_columns(obj, &triple[2], n_features_in, feature_names_in.as_deref())?;
             by_name |= named;
             let part = match &triple[1] {
+                // scikit-learn neither fits nor calls a transformer that selects no
+                // column (`_is_empty_column_selection`): it adds nothing, and an
+                // estimator there has no fitted attributes to build from.
+                _ if columns.is_empty() => Part::Drop,
                 Value::Str(s) if s == "drop" => Part::Drop,
                 Value::Str(s) if s == "passthrough" => Part::Passthrough,
                 Value::None => Part::Drop,
@@ -448,6 +452,26 @@ fn resolve_columns(
             resolve_columns(obj, data, n_features, names)
         }
         other => match as_list(other) {
+            // A list of booleans is a mask, as a boolean array is.
+            Some(items)
+                if !items.is_empty() && items.iter().all(|v| matches!(v, Value::Bool(_))) =>
+            {
+                if items.len() != n_features {
+                    return Err(obj.malformed(format!(
+                        "a boolean column mask of {} entries for {n_features} columns",
+                        items.len()
+                    )));
+                }
+                Ok((
+                    items
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, m)| matches!(m, Value::Bool(true)))
+                        .map(|(j, _)| j)
+                        .collect(),
+                    false,
+                ))
+            }
             Some(items) => collect(items.iter().map(one)),
             None => Err(obj.unsupported(format!("column selector {}", describe(other)))),
         },
