@@ -103,6 +103,9 @@ pub fn spec_shape(spec: &crate::tensor::TensorSpec) -> TensorShapeProto {
 
 /// Decodes the TensorProto the client sent as input `name` (the name is for messages),
 /// taking its typed values (no copy) where the dtype matches the field's element type.
+/// Its dtype is the client's declaration ([`Tensor::declared`]): a DT_BOOL tensor is
+/// refused for a numeric input, as TF Serving refuses it; numbers of another numeric
+/// type than the input's are converted, as for KServe V2.
 pub fn tensor_from_proto(
     name: &str,
     mut proto: TensorProto,
@@ -151,7 +154,9 @@ pub fn tensor_from_proto(
         let data = typed_values(name, dtype, &mut proto)?;
         pad_to(name, data, &shape, count, limits)?
     };
-    Tensor::new(shape, data).map_err(|e| invalid(name, e))
+    Tensor::new(shape, data)
+        .map(Tensor::declared)
+        .map_err(|e| invalid(name, e))
 }
 
 /// Elements from `tensor_content`: `count` little-endian values, nothing more or less.
@@ -370,6 +375,8 @@ mod tests {
             let t = Tensor::new(vec![2, 1], data).unwrap();
             let back = tensor_from_proto("x", &tensor_to_proto(&t)).unwrap();
             assert_eq!(back, t);
+            // The client declared the dtype: a DT_BOOL tensor is no number.
+            assert!(back.is_declared() && !t.is_declared());
         }
     }
 

@@ -37,7 +37,8 @@ pub fn dtype_from_v2(name: &str, datatype: &str) -> Result<DataType, ApiError> {
         .ok_or_else(|| invalid(name, format_args!("unknown datatype {datatype:?}")))
 }
 
-/// Decodes one entry of `raw_input_contents`.
+/// Decodes one entry of `raw_input_contents`: a tensor of a declared dtype
+/// ([`Tensor::declared`]), so a BOOL one is refused for a numeric input.
 pub fn tensor_from_raw(
     name: &str,
     dtype: DataType,
@@ -46,7 +47,9 @@ pub fn tensor_from_raw(
 ) -> Result<Tensor, ApiError> {
     let count: usize = shape.iter().product();
     let data = raw_tensor::decode(dtype, count, bytes).map_err(|e| invalid(name, e))?;
-    Tensor::new(shape, data).map_err(|e| invalid(name, e))
+    Tensor::new(shape, data)
+        .map(Tensor::declared)
+        .map_err(|e| invalid(name, e))
 }
 
 /// Encodes a tensor's elements in the raw form.
@@ -57,7 +60,8 @@ pub fn tensor_to_raw(data: &TensorData) -> Vec<u8> {
 }
 
 /// Decodes an input given in the typed `contents` field of its datatype, taking the
-/// field's values (no copy) where the dtype matches the field's element type.
+/// field's values (no copy) where the dtype matches the field's element type. The
+/// dtype is the client's declaration ([`Tensor::declared`]).
 pub fn tensor_from_contents(
     name: &str,
     dtype: DataType,
@@ -96,7 +100,9 @@ pub fn tensor_from_contents(
             ))
         }
     };
-    Tensor::new(shape, data).map_err(|e| invalid(name, e))
+    Tensor::new(shape, data)
+        .map(Tensor::declared)
+        .map_err(|e| invalid(name, e))
 }
 
 /// Encodes an output in the typed field of its dtype; `None` for FP16, which has none.
@@ -149,10 +155,13 @@ mod tests {
             let raw = tensor_to_raw(&data);
             let t = tensor_from_raw("x", dtype, vec![1, 2], &raw).unwrap();
             assert_eq!(t.data(), &data, "raw {dtype}");
+            // The client declared the dtype: a BOOL tensor is no number.
+            assert!(t.is_declared(), "raw {dtype}");
             match tensor_to_contents(&data) {
                 Some(c) => {
                     let t = tensor_from_contents("x", dtype, vec![2], c).unwrap();
                     assert_eq!(t.data(), &data, "typed {dtype}");
+                    assert!(t.is_declared(), "typed {dtype}");
                 }
                 None => assert_eq!(dtype, DataType::F16),
             }

@@ -3,8 +3,10 @@
 //! Decoding: nested JSON arrays become a shape and a flat buffer. Without a
 //! declared datatype (TF Serving, the simple API), numbers become INT64 when every
 //! one is an integer and FP64 otherwise, booleans BOOL, strings BYTES; the api
-//! layer then casts to the model's dtype. With a declared datatype (KServe V2),
-//! leaves are converted to it directly.
+//! layer then casts to the model's dtype. Where the model's input is known, it
+//! only names what does not fit it (text among the numbers of a numeric input).
+//! With a declared datatype (KServe V2), leaves are converted to it directly, and
+//! the tensor is [`Tensor::declared`]: a BOOL one is no number.
 //!
 //! Reading a body within a request's bounds, before any tensor is built, is
 //! [`bounded`]'s; writing answers from tensors is [`encode`]'s. Their items are
@@ -20,7 +22,7 @@ use base64::Engine;
 use serde_json::Value;
 
 use crate::api::ApiError;
-use crate::tensor::{DataType, Tensor, TensorData};
+use crate::tensor::{DataType, Tensor, TensorData, TensorSpec};
 
 fn invalid(msg: impl Into<String>) -> ApiError {
     ApiError::InvalidArgument(msg.into())
@@ -239,19 +241,74 @@ impl Literals {
     }
 }
 
+/// A leaf as an error message shows it: its JSON, cut short past 64 characters,
+/// or its kind where it holds a bare literal (whose mark must not leak).
+fn shown(v: &Value, literals: Literals) -> String {
+    if literals.holds_bare(v) {
+        return kind(v).to_string();
+    }
+    let text = v.to_string();
+    match text.char_indices().nth(64) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
 /// Builds a tensor from leaves, inferring the dtype from the JSON values: numbers
 /// are INT64 when all are integers that fit, UINT64 when some are above
 /// `i64::MAX` (and none negative), else FP64, which may also hold NaN and the
 /// infinities: bare (in a [`Literals::Quoted`] body), or written as strings
 /// ([`nonfinite_name`]) among numbers. Strings alone are text, `["NaN"]` too; bare
 /// literals alone are numbers, and refused beside text.
+///
+/// `takes` is the model input the tensor is for, where the caller knows it: it
+/// decides what a mix of numbers and text is a mistake of, whatever comes first.
+/// For a numeric input the text is (a string or `{"b64": ...}`, named as no value
+/// of its dtype; a lone `["5.1"]` too); for a BYTES input the numbers are; for any
+/// other or none, the leaves "mix numbers with a string".
 pub fn infer_tensor(
     shape: Vec<usize>,
     leaves: &[&Value],
     what: &str,
     literals: Literals,
+    takes: Option<&TensorSpec>,
 ) -> Result<Tensor, ApiError> {
+    // Text: a string that is neither a bare literal nor a float's name, or an
+    // object (`{"b64": ...}`, or one no tensor takes).
+    let text = |v: &Value| match v {
+        Value::String(s) => literals.bare(v).is_none() && nonfinite_name(s).is_none(),
+        Value::Object(_) => true,
+        _ => false,
+    };
+    if let Some(spec) = takes.filter(|s| !matches!(s.dtype, DataType::Bool | DataType::Bytes)) {
+        if let Some(v) = leaves.iter().copied().find(|v| text(v)) {
+            return Err(invalid(format!(
+                "{what}: {} is not a valid {} value (the input {:?} takes numbers)",
+                shown(v, literals),
+                spec.dtype,
+                spec.name
+            )));
+        }
+    }
     let first = leaves.first().copied().unwrap_or(&Value::Null);
+    // Text beside numbers: for a BYTES input the numbers are the mistake (the text
+    // path names them); for an input not known to take text, the mix is.
+    let first = if takes.is_some_and(|s| s.dtype == DataType::Bytes) {
+        leaves
+            .iter()
+            .copied()
+            .find(|v| {
+                matches!(v, Value::String(_) | Value::Object(_)) && literals.bare(v).is_none()
+            })
+            .unwrap_or(first)
+    } else {
+        match leaves.iter().copied().find(|v| text(v)) {
+            Some(t) if leaves.iter().any(|v| v.is_number()) => {
+                return Err(invalid(format!("{what}: mixes numbers with {}", kind(t))))
+            }
+            _ => first,
+        }
+    };
     // A bare literal is a number: when the leaves are not all numbers, the first leaf
     // that is neither says what they were meant to be (text: then `leaf_bytes`
     // refuses the bare literal).
@@ -363,7 +420,8 @@ fn float(v: &Value, dtype: DataType, what: &str) -> Result<f64, ApiError> {
 }
 
 /// Builds a tensor of a declared datatype (KServe V2 JSON tensors, warm-up
-/// requests): from a strictly valid JSON body ([`Literals::Strict`]).
+/// requests): from a strictly valid JSON body ([`Literals::Strict`]). The tensor is
+/// [`Tensor::declared`], so a BOOL one is refused for a numeric input.
 pub fn typed_tensor(
     shape: Vec<usize>,
     leaves: &[&Value],
@@ -436,7 +494,9 @@ pub fn typed_tensor(
                 .collect::<Result<_, _>>()?,
         ),
     };
-    Tensor::new(shape, data).map_err(|e| invalid(format!("{what}: {e}")))
+    Tensor::new(shape, data)
+        .map(Tensor::declared)
+        .map_err(|e| invalid(format!("{what}: {e}")))
 }
 
 #[cfg(test)]
@@ -448,7 +508,7 @@ mod tests {
     fn integers_above_i64_max_are_uint64_and_names_of_floats_are_floats() {
         let infer = |v: Value| {
             let (shape, leaves) = flatten(&v, "x").unwrap();
-            infer_tensor(shape, &leaves, "x", Literals::Strict).map(|t| t.data().clone())
+            infer_tensor(shape, &leaves, "x", Literals::Strict, None).map(|t| t.data().clone())
         };
         assert_eq!(
             infer(json!([[u64::MAX, 0]])).unwrap(),
@@ -469,6 +529,61 @@ mod tests {
         ));
         let e = infer(json!([1, "one"])).unwrap_err().to_string();
         assert!(e.contains("mixes numbers with a string"), "{e}");
+    }
+
+    /// Text among numbers: for a numeric input the text is named as no value of its
+    /// dtype, first or last (the numbers were blamed when text came first); for a
+    /// BYTES input the number is; for an input not known, the mix is, either way.
+    #[test]
+    fn text_among_numbers_is_said_by_the_input_it_is_for() {
+        let spec = |dtype| TensorSpec {
+            name: "input".into(),
+            dtype,
+            shape: vec![-1, 4],
+        };
+        let infer = |v: Value, takes: Option<DataType>| {
+            let (shape, leaves) = flatten(&v, "instances").unwrap();
+            let spec = takes.map(spec);
+            infer_tensor(shape, &leaves, "instances", Literals::Strict, spec.as_ref())
+                .map_err(|e| e.to_string())
+        };
+        let fp32 = Some(DataType::F32);
+        for (v, value) in [
+            (json!([["5.1", 3.5, 1.4, 0.2]]), r#""5.1""#),
+            (json!([[1, 2, 3, "4"]]), r#""4""#),
+            (
+                json!([[{"b64": "AAAA"}, 3.5, 1.4, 0.2]]),
+                r#"{"b64":"AAAA"}"#,
+            ),
+            (json!([["5.1"]]), r#""5.1""#),
+        ] {
+            let e = infer(v.clone(), fp32).unwrap_err();
+            assert_eq!(
+                e,
+                format!(
+                    "instances: {value} is not a valid FP32 value (the input \"input\" takes numbers)"
+                ),
+                "{v}"
+            );
+        }
+        let e = infer(json!([["x".repeat(500), 1]]), Some(DataType::I64)).unwrap_err();
+        assert!(e.contains("x… is not a valid INT64"), "{e}");
+        assert!(e.len() < 200, "{e}");
+        // Numbers, NaN by name, and booleans still pass for a numeric input.
+        assert!(infer(json!([[1, "NaN", 2.5, 0]]), fp32).is_ok());
+        assert!(infer(json!([true, false]), fp32).is_ok());
+        for (v, takes) in [
+            (json!([["5.1", 3.5]]), None),
+            (json!([[3.5, "5.1"]]), None),
+            (json!([["5.1", 3.5]]), Some(DataType::Bool)),
+        ] {
+            let e = infer(v.clone(), takes).unwrap_err();
+            assert_eq!(e, "instances: mixes numbers with a string", "{v} {takes:?}");
+        }
+        for v in [json!([["a", 1]]), json!([[1, "a"]])] {
+            let e = infer(v.clone(), Some(DataType::Bytes)).unwrap_err();
+            assert_eq!(e, "instances: expected a string, found a number", "{v}");
+        }
     }
 
     #[test]
@@ -504,7 +619,7 @@ mod tests {
         let infer = |body: &str| {
             let (v, literals) = parse(body);
             let (shape, leaves) = flatten(&v, what)?;
-            infer_tensor(shape, &leaves, what, literals)
+            infer_tensor(shape, &leaves, what, literals, None)
         };
         for body in [
             "[NaN, Infinity]",
@@ -588,7 +703,7 @@ mod tests {
         let v = json!([[1, 2, 3], [4, 5, 6]]);
         let (shape, leaves) = flatten(&v, "x").unwrap();
         assert_eq!(shape, vec![2, 3]);
-        let t = infer_tensor(shape, &leaves, "x", Literals::Strict).unwrap();
+        let t = infer_tensor(shape, &leaves, "x", Literals::Strict, None).unwrap();
         assert_eq!(t.data(), &TensorData::I64(vec![1, 2, 3, 4, 5, 6]));
         assert_eq!(serde_json::to_value(NestedJson::whole(&t)).unwrap(), v);
         assert_eq!(
@@ -603,7 +718,7 @@ mod tests {
         assert!(flatten(&json!([[1, 2], 3]), "x").is_err());
         let v = json!([1, "a"]);
         let (s, l) = flatten(&v, "x").unwrap();
-        assert!(infer_tensor(s, &l, "x", Literals::Strict).is_err());
+        assert!(infer_tensor(s, &l, "x", Literals::Strict, None).is_err());
     }
 
     #[test]
@@ -613,6 +728,8 @@ mod tests {
         assert!(typed_tensor(s.clone(), &l, DataType::I64, "x").is_err());
         let t = typed_tensor(s, &l, DataType::F32, "x").unwrap();
         assert_eq!(t.data(), &TensorData::F32(vec![1.0, 2.5]));
+        // A declared datatype: a BOOL tensor is no number.
+        assert!(t.is_declared());
         // Finite JSON values past FP32's range are refused, not turned into inf;
         // the largest FP32 and explicit infinities pass.
         for v in [json!([1, 1e39]), json!([-3.5e38, 1])] {
@@ -647,7 +764,9 @@ mod tests {
         let v = json!([{"b64": "/w=="}]);
         let (s, l) = flatten(&v, "x").unwrap();
         assert_eq!(
-            infer_tensor(s, &l, "x", Literals::Strict).unwrap().data(),
+            infer_tensor(s, &l, "x", Literals::Strict, None)
+                .unwrap()
+                .data(),
             &TensorData::Bytes(vec![vec![0xff]])
         );
     }

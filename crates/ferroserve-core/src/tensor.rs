@@ -202,6 +202,13 @@ pub enum TensorError {
     },
     #[error("cannot convert {from} to {to}")]
     Conversion { from: DataType, to: DataType },
+    /// A tensor the client declared BOOL ([`Tensor::declared`]) for a numeric
+    /// input: Triton and TF Serving refuse it, and a boolean is no number.
+    #[error(
+        "the input takes {to}, and BOOL values are not numbers: send {to} values, \
+         not BOOL"
+    )]
+    BoolIsNoNumber { to: DataType },
     #[error("value {value} does not fit {to}")]
     OutOfRange { value: String, to: DataType },
     /// A whole float past 2^53: floats there no longer hold every integer, so the
@@ -213,10 +220,25 @@ pub enum TensorError {
     InexactInteger { value: String, to: DataType },
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Tensor {
     shape: Vec<usize>,
     data: TensorData,
+    /// Whether the client declared the dtype (KServe V2's `datatype`, a TF
+    /// `TensorProto`'s `dtype`) rather than it being inferred from JSON values.
+    /// Only [`Tensor::cast`] reads it: a declared BOOL tensor is no number, while
+    /// JSON true and false, which carry no dtype, stay 1 and 0 for a numeric input.
+    /// False unless a decoder says so, so a tensor rebuilt on the way (a reshape
+    /// keeps it) converts as before.
+    declared: bool,
+}
+
+/// Tensors are equal when their shapes and elements are: how a dtype came to be
+/// is no part of the values.
+impl PartialEq for Tensor {
+    fn eq(&self, other: &Tensor) -> bool {
+        self.shape == other.shape && self.data == other.data
+    }
 }
 
 impl Tensor {
@@ -230,7 +252,26 @@ impl Tensor {
                 actual: data.len(),
             });
         }
-        Ok(Tensor { shape, data })
+        Ok(Tensor {
+            shape,
+            data,
+            declared: false,
+        })
+    }
+
+    /// The tensor, its dtype marked as the client's declaration (a typed tensor:
+    /// KServe V2, a TF `TensorProto`), not one inferred from JSON values:
+    /// [`Tensor::cast`] then refuses a BOOL tensor for a numeric type.
+    pub fn declared(self) -> Tensor {
+        Tensor {
+            declared: true,
+            ..self
+        }
+    }
+
+    /// Whether the client declared the dtype ([`Tensor::declared`]).
+    pub fn is_declared(&self) -> bool {
+        self.declared
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -251,7 +292,8 @@ impl Tensor {
 
     /// The same elements under another shape with the same element count.
     pub fn reshape(self, shape: Vec<usize>) -> Result<Tensor, TensorError> {
-        Tensor::new(shape, self.data)
+        let declared = self.declared;
+        Tensor::new(shape, self.data).map(|t| Tensor { declared, ..t })
     }
 
     pub fn len(&self) -> usize {
@@ -270,15 +312,22 @@ impl Tensor {
     /// Converts numeric and boolean tensors between element types, as a client's
     /// JSON numbers must become the model's FP32 or INT64. Refuses lossy
     /// conversions of integers out of range; float narrowing rounds as numpy does.
+    /// A BOOL tensor the client declared ([`Tensor::declared`]) is not converted to
+    /// numbers (as Triton and TF Serving hold); an undeclared one (JSON true and
+    /// false) is 1 and 0.
     pub fn cast(self, to: DataType) -> Result<Tensor, TensorError> {
         if self.dtype() == to {
             return Ok(self);
         }
         let from = self.dtype();
+        if self.declared && from == DataType::Bool && to != DataType::Bytes {
+            return Err(TensorError::BoolIsNoNumber { to });
+        }
         let data = cast_data(self.data, to).ok_or(TensorError::Conversion { from, to })??;
         Ok(Tensor {
             shape: self.shape,
             data,
+            declared: self.declared,
         })
     }
 }
@@ -586,6 +635,34 @@ mod tests {
                 from: DataType::Bytes,
                 to: DataType::F32
             }
+        );
+    }
+
+    /// A declared BOOL tensor is no number; JSON's undeclared booleans are 1 and 0.
+    /// The mark survives a reshape and does not make tensors unequal.
+    #[test]
+    fn a_declared_bool_tensor_is_not_cast_to_numbers() {
+        let bools = Tensor::new(vec![2], TensorData::Bool(vec![true, false])).unwrap();
+        assert_eq!(
+            bools.clone().cast(DataType::F32).unwrap().data(),
+            &TensorData::F32(vec![1.0, 0.0])
+        );
+        let declared = bools.clone().declared().reshape(vec![2, 1]).unwrap();
+        assert!(declared.is_declared());
+        for to in [DataType::F32, DataType::I64, DataType::U8] {
+            let e = declared.clone().cast(to).unwrap_err();
+            assert_eq!(e, TensorError::BoolIsNoNumber { to });
+            assert!(e.to_string().contains(&format!("takes {to}")), "{e}");
+        }
+        assert_eq!(declared.clone().cast(DataType::Bool).unwrap(), declared);
+        assert_eq!(bools.reshape(vec![2, 1]).unwrap(), declared);
+        // Declared numbers still convert between numeric types.
+        let ints = Tensor::new(vec![1], TensorData::I64(vec![3]))
+            .unwrap()
+            .declared();
+        assert_eq!(
+            ints.cast(DataType::F32).unwrap().data(),
+            &TensorData::F32(vec![3.0])
         );
     }
 

@@ -20,12 +20,13 @@ use super::{body, AppState, HttpError};
 use crate::api::bounds::{request_bounds, RequestBounds};
 use crate::api::classify::{self, Example, ExamplesRequest, FeatureValues};
 use crate::api::{self, ApiError, PredictRequest, Protocol};
+use crate::backends::Signature;
 use crate::json_tensor::{
     flatten, float_json, infer_tensor, parse_bounded, BoundedFields, Budget, Literals, NestedJson,
     Rows,
 };
-use crate::manager::VersionRequest;
-use crate::tensor::{NamedTensor, Tensor};
+use crate::manager::{ServableHandle, VersionRequest};
+use crate::tensor::{NamedTensor, Tensor, TensorSpec};
 
 /// The only signature ferroserve models have, as TF Serving names it.
 pub const DEFAULT_SIGNATURE: &str = "serving_default";
@@ -324,13 +325,69 @@ fn is_named_object(v: &Value) -> bool {
     matches!(v, Value::Object(o) if !(o.len() == 1 && o.contains_key("b64")))
 }
 
-fn tensor_from(value: &Value, what: &str, literals: Literals) -> Result<Tensor, ApiError> {
+/// A model version's inputs, as `crate::api::inputs` matches a body's tensors to
+/// them: a tensor's values are inferred from JSON (TF Serving REST carries no
+/// dtype), and its input, where known, names the value that does not fit it (text
+/// among numbers for a numeric input, wherever it stands).
+struct ModelInputs<'a> {
+    signature: &'a Signature,
+    /// The input an unnamed tensor is for (`input_name` in config.toml); else the
+    /// only one.
+    default_input: Option<String>,
+    /// Inputs the model drops before it runs: nothing is said of their dtype.
+    ignored: &'a [String],
+}
+
+impl<'a> ModelInputs<'a> {
+    /// The inputs of `handle`'s signature called `signature_name`; `None` where the
+    /// body's tensors are not the signature's (pre-processing turns them into its
+    /// inputs) or there is no such signature.
+    fn of(handle: &'a ServableHandle, signature_name: &str) -> Option<ModelInputs<'a>> {
+        let signature = handle.backend.signature_named(signature_name)?;
+        let preprocessed = handle.pipeline.transforms_inputs()
+            && std::ptr::eq(signature, handle.backend.signature());
+        (!preprocessed).then(|| ModelInputs {
+            signature,
+            default_input: handle.config().input_name.clone(),
+            ignored: &handle.backend.traits().ignored_inputs,
+        })
+    }
+
+    /// The input a tensor called `name` (empty: unnamed) is for, if any.
+    fn spec(&self, name: &str) -> Option<&'a TensorSpec> {
+        let name = match (name, self.default_input.as_deref()) {
+            ("", Some(default)) => default,
+            ("", None) => {
+                return match self.signature.inputs.as_slice() {
+                    [only] if !self.ignored.contains(&only.name) => Some(only),
+                    _ => None,
+                }
+            }
+            (name, _) => name,
+        };
+        if self.ignored.iter().any(|i| i == name) {
+            return None;
+        }
+        self.signature.inputs.iter().find(|s| s.name == name)
+    }
+}
+
+fn tensor_from(
+    value: &Value,
+    what: &str,
+    literals: Literals,
+    takes: Option<&TensorSpec>,
+) -> Result<Tensor, ApiError> {
     let (shape, leaves) = flatten(value, what)?;
-    infer_tensor(shape, &leaves, what, literals)
+    infer_tensor(shape, &leaves, what, literals, takes)
 }
 
 /// Row format: a list of instances, each a value or an object of named values.
-fn decode_instances(instances: &Value, literals: Literals) -> Result<Vec<NamedTensor>, ApiError> {
+fn decode_instances(
+    instances: &Value,
+    literals: Literals,
+    model: Option<&ModelInputs<'_>>,
+) -> Result<Vec<NamedTensor>, ApiError> {
     let Value::Array(rows) = instances else {
         return Err(ApiError::InvalidArgument(
             "\"instances\" must be a list".into(),
@@ -340,9 +397,10 @@ fn decode_instances(instances: &Value, literals: Literals) -> Result<Vec<NamedTe
         return Err(ApiError::InvalidArgument("\"instances\" is empty".into()));
     };
     if !is_named_object(first) {
+        let takes = model.and_then(|m| m.spec(""));
         return Ok(vec![(
             String::new(),
-            tensor_from(instances, "instances", literals)?,
+            tensor_from(instances, "instances", literals, takes)?,
         )]);
     }
     let Value::Object(first) = first else {
@@ -364,27 +422,34 @@ fn decode_instances(instances: &Value, literals: Literals) -> Result<Vec<NamedTe
                 ))),
             })
             .collect::<Result<_, _>>()?;
+        let takes = model.and_then(|m| m.spec(name));
+        let what = format!("input {name:?}");
         named.push((
             name.clone(),
-            tensor_from(&Value::Array(column), &format!("input {name:?}"), literals)?,
+            tensor_from(&Value::Array(column), &what, literals, takes)?,
         ));
     }
     Ok(named)
 }
 
 /// Columnar format: one value, or an object of named values.
-fn decode_inputs(inputs: &Value, literals: Literals) -> Result<Vec<NamedTensor>, ApiError> {
+fn decode_inputs(
+    inputs: &Value,
+    literals: Literals,
+    model: Option<&ModelInputs<'_>>,
+) -> Result<Vec<NamedTensor>, ApiError> {
     match inputs {
         Value::Object(o) if is_named_object(inputs) => o
             .iter()
             .map(|(name, v)| {
-                let tensor = tensor_from(v, &format!("input {name:?}"), literals)?;
+                let takes = model.and_then(|m| m.spec(name));
+                let tensor = tensor_from(v, &format!("input {name:?}"), literals, takes)?;
                 Ok((name.clone(), tensor))
             })
             .collect(),
         other => Ok(vec![(
             String::new(),
-            tensor_from(other, "inputs", literals)?,
+            tensor_from(other, "inputs", literals, model.and_then(|m| m.spec("")))?,
         )]),
     }
 }
@@ -504,10 +569,10 @@ pub(super) async fn post_model(
         |bytes| PredictBody::parse(bytes, &bounds),
         PredictBody::bare_literals_outside_tensors,
     )?;
-    let decoded = (|| {
+    let decode = |model: Option<&ModelInputs<'_>>| {
         let (inputs, row_format) = match (&request.instances, &request.inputs) {
-            (Some(instances), None) => (decode_instances(instances, literals)?, true),
-            (None, Some(inputs)) => (decode_inputs(inputs, literals)?, false),
+            (Some(instances), None) => (decode_instances(instances, literals, model)?, true),
+            (None, Some(inputs)) => (decode_inputs(inputs, literals, model)?, false),
             (Some(_), Some(_)) => return Err(ApiError::InvalidArgument(
                 "give either \"instances\" (row format) or \"inputs\" (columnar format), not both"
                     .into(),
@@ -521,14 +586,20 @@ pub(super) async fn post_model(
         let options = super::predict_options(request.k.as_ref(), request.threshold.as_ref())
             .map_err(|HttpError(e)| e)?;
         Ok((inputs, row_format, options))
-    })();
-    let (inputs, row_format, options) =
-        decoded.map_err(|e| model_error_first(&state, path.model, &path.version, e))?;
+    };
+    let signature_name = request.signature_name.as_deref().unwrap_or_default();
+    let (inputs, row_format, options) = decode(None).map_err(|refused| {
+        model_error_first(&state, path.model, &path.version, refused, |handle| {
+            // Read again knowing the model's inputs, to say which value does not fit
+            // its input: a body that read well never pays for this.
+            decode(ModelInputs::of(handle, signature_name).as_ref()).err()
+        })
+    })?;
     let mut predict = PredictRequest::new(path.model, path.version, Protocol::TfServingRest);
     predict.inputs = inputs;
     predict.options = options;
     // The model's signatures decide (`crate::api::predict`): SavedModels have several.
-    predict.signature_name = request.signature_name.unwrap_or_default();
+    predict.signature_name = signature_name.to_string();
     // `x-request-id` is the id the prediction log keeps the request under, if it
     // is logged.
     let client_id = api::predict::ClientRequestId {
@@ -587,14 +658,17 @@ fn read_literals<T>(
 /// body has parsed as JSON, before it reads the inputs, so such a request for a
 /// model it does not serve is a 404 (or the version's own error). Only a refused
 /// body pays for the lookup: a body that reads well meets the same error in `api`.
+/// A served version's `explain` may say better why the body was refused (knowing
+/// the model's inputs); else `refused` stands.
 fn model_error_first(
     state: &AppState,
     model: &str,
     version: &VersionRequest,
     refused: ApiError,
+    explain: impl FnOnce(&ServableHandle) -> Option<ApiError>,
 ) -> ApiError {
     match state.manager.resolve(model, version) {
-        Ok(_) => refused,
+        Ok(handle) => explain(&handle).unwrap_or(refused),
         Err(missing) => missing.into(),
     }
 }
@@ -1057,11 +1131,11 @@ mod tests {
     #[test]
     fn named_instances_stack_per_input() {
         let v = json!([{"a": [1, 2], "b": "x"}, {"a": [3, 4], "b": "y"}]);
-        let named = decode_instances(&v, Literals::Strict).unwrap();
+        let named = decode_instances(&v, Literals::Strict, None).unwrap();
         assert_eq!(named[0].0, "a");
         assert_eq!(named[0].1.shape(), &[2, 2]);
         assert_eq!(named[1].1.shape(), &[2]);
-        assert!(decode_instances(&json!([{"a": 1}, {"b": 2}]), Literals::Strict).is_err());
-        assert!(decode_instances(&json!([]), Literals::Strict).is_err());
+        assert!(decode_instances(&json!([{"a": 1}, {"b": 2}]), Literals::Strict, None).is_err());
+        assert!(decode_instances(&json!([]), Literals::Strict, None).is_err());
     }
 }
