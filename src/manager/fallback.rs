@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::{new_record, same_dir, set_state, Manager, VersionState};
+use super::{new_record, same_dir, set_state, Manager, StillWanted, VersionState};
 use crate::model_config::ModelConfig;
 use crate::repository::ModelOnDisk;
 
@@ -25,6 +25,7 @@ impl Manager {
         model: &ModelOnDisk,
         config: &Arc<ModelConfig>,
         aspired: &BTreeSet<u64>,
+        still_wanted: &StillWanted<'_>,
     ) {
         if !matches!(
             config.version_policy,
@@ -95,7 +96,7 @@ impl Manager {
             );
             {
                 let _slot = self.load_slots.acquire();
-                self.load_version(name, version, &artifact, config.clone());
+                self.load_version(name, version, &artifact, config.clone(), still_wanted);
             }
             if serves() {
                 tracing::warn!(

@@ -11,7 +11,15 @@
 //!   by `publish_lock`; requests read the map through `ArcSwap` and take no lock;
 //! * the manager never does file IO itself beyond loading a version (the backend's
 //!   load, the version's `warmup.json` and the identity of its files): it acts on the
-//!   `ModelOnDisk` scans it is given;
+//!   `ModelOnDisk` scans it is given, the one a reconcile starts from and the fresh
+//!   ones its caller's `rescan` gives once loads finish;
+//! * a version no longer aspired is never made available, and the serving set only
+//!   changes toward what is aspired now: a reconcile re-scans the model (`rescan`)
+//!   after each load, before publishing it, and again before unloading anything, so
+//!   a version whose directory went, or that the policy in force stopped naming,
+//!   while it loaded is discarded (END, with why), and a version aspired now is never
+//!   unloaded; when the re-scan fails, what serves keeps serving and nothing new is
+//!   published;
 //! * a new version is warmed up (one inference) before it is published;
 //! * a label only points at an AVAILABLE version, unless the model's config sets
 //!   `allow_unavailable_labels`; labels change in the same publish as versions;
@@ -34,6 +42,7 @@ mod labels;
 mod reconcile;
 mod resolve;
 
+pub use reconcile::{Reconciled, Rescan};
 pub use resolve::ResolveError;
 
 /// Which version of a model a request asks for.
@@ -338,6 +347,12 @@ fn set_state(
     record.error = error;
 }
 
+/// Asked of each version whose load and warm-up finished, just before it is
+/// published: `Ok` to publish it, or why it is no longer to be served (the
+/// reconcile's re-scan of the model, see `Manager::reconcile_model`). Called from
+/// the loader threads.
+type StillWanted<'a> = dyn Fn(u64) -> Result<(), String> + Sync + 'a;
+
 /// Bounds on what loading may cost (`Settings::max_concurrent_loads`,
 /// `Settings::max_served_versions_per_model`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -579,7 +594,18 @@ impl Manager {
         })
     }
 
-    fn load_version(&self, model: &str, version: u64, artifact: &Path, config: Arc<ModelConfig>) {
+    /// Loads and warms up one version, then asks `still_wanted` whether it is still
+    /// to be served (the repository and the config in force may have changed while it
+    /// loaded): if so it is published and AVAILABLE; if not it is dropped unpublished
+    /// (END, with why; a served version of the same number keeps serving).
+    fn load_version(
+        &self,
+        model: &str,
+        version: u64,
+        artifact: &Path,
+        config: Arc<ModelConfig>,
+        still_wanted: &StillWanted<'_>,
+    ) {
         let started = std::time::Instant::now();
         // A panic while loading (a bug, a backend's or ours) is the version's error,
         // not a version left LOADING for good.
@@ -625,8 +651,15 @@ impl Manager {
             ))
         });
         let mut failed_files = None;
+        // Asked after the load and warm-up, which may take minutes, and just before
+        // the publish: what was aspired when the load started may not be any more.
+        let result = result.map(|loaded| (loaded, still_wanted(version)));
         let (state, error) = match result {
-            Ok((backend, pipeline, content)) => {
+            Ok((loaded, Err(why))) => {
+                drop(loaded);
+                self.discard_loaded(model, version, why)
+            }
+            Ok(((backend, pipeline, content), Ok(()))) => {
                 let format = backend.format();
                 let model_name: Arc<str> = Arc::from(model);
                 let queue = Arc::new(BatchQueue::new(
@@ -687,6 +720,33 @@ impl Manager {
         {
             record.failed_files = failed_files;
             set_state(&self.observer, model, version, record, state, error);
+        }
+    }
+
+    /// The state of a version whose load finished but that is no longer to be served
+    /// (see [`Manager::load_version`]): END with `why`, or, when a version of the
+    /// same number serves (its files changed, or another directory names it now, and
+    /// this was their new load), AVAILABLE still; the reconcile decides whether that
+    /// one goes.
+    fn discard_loaded(
+        &self,
+        model: &str,
+        version: u64,
+        why: String,
+    ) -> (VersionState, Option<String>) {
+        tracing::info!(model, version, "loaded but not made available: {why}");
+        let serves = self
+            .serving()
+            .models
+            .get(model)
+            .is_some_and(|m| m.versions.contains_key(&version));
+        if serves {
+            (VersionState::Available, None)
+        } else {
+            (
+                VersionState::End,
+                Some(format!("loaded but not made available: {why}")),
+            )
         }
     }
 

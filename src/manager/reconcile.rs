@@ -4,11 +4,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::labels::{effective_labels, why_not_available};
-use super::{new_record, same_dir, set_state, LoadedVersion, Manager, VersionState};
+use super::{new_record, same_dir, set_state, LoadedVersion, Manager, StillWanted, VersionState};
 use crate::backends::ARTIFACT_NAMES;
 use crate::model_config::{ModelConfig, VersionPolicy};
 use crate::repository::{ModelOnDisk, VersionOnDisk};
@@ -26,10 +26,24 @@ impl Manager {
     /// new directory, replacing the one of the same number; what the old directory
     /// served goes, whether or not the new one loads: a version number names
     /// different files there.
-    pub fn reconcile_model(&self, model: &ModelOnDisk) {
+    ///
+    /// Loads take time (a warm-up, minutes for a large SavedModel), and `model` is
+    /// the scan taken before them. As TF Serving's AspiredVersionsManager, a
+    /// version no longer aspired is never made available, and the serving set only
+    /// changes toward what is aspired now: once each load finishes, before it is
+    /// published, and once more before anything is unloaded, `rescan` gives the
+    /// model as it is now (its directory and the config in force: `config.toml`
+    /// with what the caller puts over it), and what its policy asks for among the
+    /// versions of `model` decides. A loaded version that is not asked for any more
+    /// (its directory removed, the policy changed) is discarded, END with why; a
+    /// version asked for now is never unloaded. If the re-scan fails, what serves
+    /// keeps serving and nothing new is published. Versions that appeared since
+    /// `model` was taken are left to the next reconcile (the watcher hands over
+    /// only versions whose files have settled).
+    pub fn reconcile_model(&self, model: &ModelOnDisk, rescan: &Rescan<'_>) -> Reconciled {
         let name = model.name.as_str();
         let Some((config, refused)) = self.config_to_apply(model) else {
-            return;
+            return Reconciled::default();
         };
         let with_artifact: Vec<u64> = model
             .versions
@@ -41,16 +55,16 @@ impl Manager {
             selected,
             aspired,
             warning: policy_warning,
-            selects_none: policy_selects_none,
+            // What goes is decided on the selection once the loads are done.
+            selects_none: _,
         } = Selection::of(&config, &with_artifact, self.limits.max_served_versions);
-        // One snapshot of what serves now, for the three sets below.
+        // One snapshot of what serves now, for the sets below.
         let serving = self.serving();
         let served: Vec<(u64, &Arc<LoadedVersion>)> = serving
             .models
             .get(name)
             .map(|m| m.versions.iter().map(|(v, h)| (*v, h)).collect())
             .unwrap_or_default();
-        let serving_now: BTreeSet<u64> = served.iter().map(|(v, _)| *v).collect();
         // Versions served from this directory's own files, not to be loaded again.
         // One loaded from another directory (the model had another base path) is
         // loaded anew from this one, and goes whether or not that load works:
@@ -121,27 +135,61 @@ impl Manager {
             &served_here,
             &changed,
         );
-        self.load_versions(name, &to_load, &config);
+        // Whether the model changed under the loads (or could not be read again):
+        // the caller reconciles it again, whatever its own view of it says.
+        let disk_changed = AtomicBool::new(false);
+        let aspired_now = || {
+            let now = self.aspired_now(model, &config, rescan);
+            match &now {
+                Ok(now) if now.aspired == aspired => {}
+                _ => disk_changed.store(true, Ordering::Relaxed),
+            }
+            now
+        };
+        let still_aspired = |v: u64| match aspired_now() {
+            Ok(now) if now.aspired.contains(&v) => Ok(()),
+            Ok(now) => Err(now.why_not(v, &config)),
+            Err(()) => Err(RESCAN_FAILED.to_string()),
+        };
+        self.load_versions(name, &to_load, &config, &still_aspired);
         self.keep_changed_serving(name, &changed, &moved);
 
-        self.fall_back(name, model, &config, &aspired);
-
-        // Labels and config take effect atomically with the new versions.
-        let any_aspired_available = {
-            let map = self.serving();
-            map.models
-                .get(name)
-                .is_some_and(|m| m.versions.keys().any(|v| aspired.contains(v)))
+        // A fallback version is not aspired: only its directory must still be there.
+        let still_on_disk = |v: u64| match aspired_now() {
+            Ok(now) => now.on_disk(v),
+            Err(()) => Err(RESCAN_FAILED.to_string()),
         };
+        self.fall_back(name, model, &config, &aspired, &still_on_disk);
+
+        // What goes is decided on what is aspired now, not on `aspired`: a version
+        // that was to be replaced but is aspired again (the replacement's directory
+        // went, the policy names it again) stays. Versions of another directory
+        // go whatever is aspired, as before.
+        let now = aspired_now();
         let to_unload: Vec<u64> = {
-            let mut going: BTreeSet<u64> = if any_aspired_available || policy_selects_none {
-                serving_now.difference(&aspired).copied().collect()
-            } else {
-                BTreeSet::new()
+            let map = self.serving();
+            let current = map.models.get(name);
+            let mut going: BTreeSet<u64> = match &now {
+                Ok(now) => {
+                    let any_aspired_available =
+                        current.is_some_and(|m| m.versions.keys().any(|v| now.aspired.contains(v)));
+                    if any_aspired_available || now.selects_none {
+                        current
+                            .iter()
+                            .flat_map(|m| m.versions.keys())
+                            .filter(|v| !now.aspired.contains(v))
+                            .copied()
+                            .collect()
+                    } else {
+                        BTreeSet::new()
+                    }
+                }
+                // Unknown what is aspired now: what serves keeps serving.
+                Err(()) => BTreeSet::new(),
             };
             // Whatever another directory still serves (its load here failed, or
             // its number is not asked for).
-            if let Some(m) = self.serving().models.get(name) {
+            if let (Some(m), Ok(_)) = (current, &now) {
                 going.extend(
                     m.versions
                         .iter()
@@ -204,6 +252,49 @@ impl Manager {
             (r, m) => r.or(m),
         };
         self.set_config_error(name, error);
+        Reconciled {
+            disk_changed: disk_changed.into_inner(),
+        }
+    }
+
+    /// What `model`'s policy asks for now, from `rescan` (see
+    /// [`Manager::reconcile_model`]): among the versions with a model file in
+    /// `model`, those still on disk with one, under the config in force now (the
+    /// reconcile's `config` when `config.toml` does not parse now, as the config in
+    /// force stays then). `Err` when the model cannot be read (logged here: the
+    /// error names server paths, which status never shows).
+    fn aspired_now(
+        &self,
+        model: &ModelOnDisk,
+        config: &Arc<ModelConfig>,
+        rescan: &Rescan<'_>,
+    ) -> Result<AspiredNow, ()> {
+        let on_disk = rescan().map_err(|e| {
+            tracing::warn!(
+                model = model.name.as_str(),
+                "cannot read the model again after loading its versions: {e}; what \
+                 serves keeps serving"
+            );
+        })?;
+        let config = match &on_disk.config {
+            Ok(c) => Arc::new(c.clone()),
+            Err(_) => config.clone(),
+        };
+        let has_artifact =
+            |m: &ModelOnDisk, v: &u64| m.versions.get(v).is_some_and(|d| d.artifact.is_some());
+        let with_artifact: Vec<u64> = model
+            .versions
+            .keys()
+            .filter(|v| has_artifact(model, v) && has_artifact(&on_disk, v))
+            .copied()
+            .collect();
+        let selection = Selection::of(&config, &with_artifact, self.limits.max_served_versions);
+        Ok(AspiredNow {
+            on_disk,
+            policy: config.version_policy.clone(),
+            aspired: selection.aspired,
+            selects_none: selection.selects_none,
+        })
     }
 
     /// The config to apply to `model`: its `config.toml`, or, when that cannot be
@@ -307,7 +398,13 @@ impl Manager {
     /// Loads each version of `to_load`: a few loader threads take them in turn, and
     /// each load also takes one of the manager's load slots, which bound loads
     /// across every model.
-    fn load_versions(&self, name: &str, to_load: &[(u64, PathBuf)], config: &Arc<ModelConfig>) {
+    fn load_versions(
+        &self,
+        name: &str,
+        to_load: &[(u64, PathBuf)],
+        config: &Arc<ModelConfig>,
+        still_wanted: &StillWanted<'_>,
+    ) {
         let next = AtomicUsize::new(0);
         let loaders = to_load.len().min(self.limits.max_concurrent_loads);
         std::thread::scope(|s| {
@@ -317,7 +414,7 @@ impl Manager {
                         to_load.get(next.fetch_add(1, Ordering::Relaxed))
                     {
                         let _slot = self.load_slots.acquire();
-                        self.load_version(name, *version, artifact, config.clone());
+                        self.load_version(name, *version, artifact, config.clone(), still_wanted);
                     }
                 });
             }
@@ -370,6 +467,69 @@ impl Manager {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Gives the model as it is now, its `config.toml` with what the caller puts over
+/// it (the model config list's entry in force, a deployment), for
+/// [`Manager::reconcile_model`]'s checks once loads finish; `Err` (with why, which
+/// may name server paths: it is only logged) when the model cannot be read.
+/// Called from the loader threads.
+pub type Rescan<'a> = dyn Fn() -> Result<ModelOnDisk, String> + Sync + 'a;
+
+/// What [`Manager::reconcile_model`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[must_use]
+pub struct Reconciled {
+    /// The model changed while its versions loaded (a version's directory went, the
+    /// policy in force changed) or could not be read again: the caller reconciles
+    /// it again even if its own view of the model has not changed since (a
+    /// `config.toml` read mid-write may have discarded a version that is wanted).
+    pub disk_changed: bool,
+}
+
+/// Why a version that loaded was not made available: the model could not be read
+/// again (status names no server paths; the log has the error).
+const RESCAN_FAILED: &str = "the model's directory could not be read again once it \
+     loaded, so nothing new is made available; a later reconcile loads it again";
+
+/// What a model's policy asks for now (see [`Manager::aspired_now`]).
+struct AspiredNow {
+    on_disk: ModelOnDisk,
+    policy: VersionPolicy,
+    aspired: BTreeSet<u64>,
+    selects_none: bool,
+}
+
+impl AspiredNow {
+    /// Whether version `v` is still on disk with a model file, or why not.
+    fn on_disk(&self, v: u64) -> Result<(), String> {
+        match self.on_disk.versions.get(&v) {
+            None => Err("its directory was removed while it loaded".to_string()),
+            Some(d) if d.artifact.is_none() => {
+                Err("its model file was removed while it loaded".to_string())
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Why version `v` is not aspired now (`loaded_with`: the config its reconcile
+    /// started from).
+    fn why_not(&self, v: u64, loaded_with: &ModelConfig) -> String {
+        if let Err(why) = self.on_disk(v) {
+            return why;
+        }
+        if self.policy != loaded_with.version_policy {
+            format!(
+                "the version policy in force now ({}) no longer names it",
+                self.policy
+            )
+        } else {
+            format!(
+                "the version policy ({}) no longer names it among the versions on disk",
+                self.policy
+            )
         }
     }
 }

@@ -48,10 +48,10 @@ pub use tokio_util::sync::CancellationToken;
 
 use crate::backends::format::{sniff_file, ArtifactFormat};
 use crate::flat::{FileStat, Materialised, RootFile};
-use crate::manager::{Manager, VersionState};
+use crate::manager::{Manager, Reconciled, VersionState};
 use crate::model_config::{ModelConfig, ModelDefaults};
 use crate::model_config_list::{is_valid_model_name, ModelConfigList, ModelListEntry};
-use crate::repository::{model_directories, scan_model};
+use crate::repository::{model_directories, scan_model, ModelOnDisk};
 
 mod deployments;
 mod flat;
@@ -581,8 +581,13 @@ impl Sources {
     /// Scans one model, applies the overrides, keeps only `settled` versions when
     /// given (the watcher), else reads the files of the versions that serve (an
     /// explicit reload loads again those whose files changed), and hands it to the
-    /// manager. The caller holds the model's lock.
-    fn reconcile(&self, name: &str, dir: &ModelDir, settled: Option<&BTreeSet<u64>>) {
+    /// manager, with how to scan it again once its loads are done (every path that
+    /// loads versions, the watcher, reloads, uploads and the model config list,
+    /// comes here, so none publishes a version that stopped being aspired while it
+    /// loaded). The caller holds the model's lock. Answers whether the model changed
+    /// while its versions loaded ([`Reconciled::disk_changed`]): the caller has the
+    /// watcher reconcile it again.
+    fn reconcile(&self, name: &str, dir: &ModelDir, settled: Option<&BTreeSet<u64>>) -> Reconciled {
         let mut on_disk = match scan_model(name, &dir.dir) {
             Ok(m) => m,
             Err(e) => {
@@ -590,7 +595,7 @@ impl Sources {
                 if !dir.dir.exists() {
                     self.manager.unload_model(name);
                 }
-                return;
+                return Reconciled::default();
             }
         };
         if let Some(settled) = settled {
@@ -611,7 +616,22 @@ impl Sources {
         if let Ok(config) = &mut on_disk.config {
             self.apply_in_force(name, dir, config);
         }
-        self.manager.reconcile_model(&on_disk);
+        // The model as it is now, with the config in force now: a model config list
+        // put in force while the model loaded (gRPC `ReloadConfig`, the config file)
+        // names its policy, unless it moved the model elsewhere (the next reconcile
+        // loads it from there). Only the settled versions of `on_disk` count.
+        let rescan = || -> Result<ModelOnDisk, String> {
+            let mut now = scan_model(name, &dir.dir).map_err(|e| e.to_string())?;
+            if let Ok(config) = &mut now.config {
+                let listed_now = self
+                    .model_dir(name)
+                    .ok()
+                    .filter(|d| crate::manager::same_dir(&d.dir, &dir.dir));
+                self.apply_in_force(name, listed_now.as_ref().unwrap_or(dir), config);
+            }
+            Ok(now)
+        };
+        self.manager.reconcile_model(&on_disk, &rescan)
     }
 
     /// What the server puts over a model's `config.toml`: its defaults, the model

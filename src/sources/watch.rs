@@ -149,9 +149,11 @@ impl Sources {
             return;
         }
         let settled: BTreeSet<u64> = candidate.versions.keys().copied().collect();
-        self.reconcile(name, dir, Some(&settled));
+        let reconciled = self.reconcile(name, dir, Some(&settled));
         if let Some(state) = guard(&self.watch).get_mut(name) {
-            state.reconciled = Some(candidate.clone());
+            // Changed while it loaded: the next poll reconciles it again, whatever
+            // its files look like then.
+            state.reconciled = (!reconciled.disk_changed).then(|| candidate.clone());
         }
     }
 
@@ -356,12 +358,13 @@ impl Sources {
             listed: dir.listed.clone(),
             ..observe(&dir.dir, |_| true)
         };
-        self.reconcile(name, dir, None);
+        let reconciled = self.reconcile(name, dir, None);
         guard(&self.watch).insert(
             name.to_string(),
             WatchState {
                 previous: seen.clone(),
-                reconciled: Some(seen),
+                // Changed while it loaded: the next poll reconciles it again.
+                reconciled: (!reconciled.disk_changed).then_some(seen),
             },
         );
     }
