@@ -387,6 +387,70 @@ async fn pages_fragments_assets_and_chart_data() {
     server.stop().await;
 }
 
+/// The models list shows a model's newest events: the recent events are newest
+/// first, as `/models/status` gives them, and the list keeps the first three (it
+/// showed the oldest three of the last ten, so a stop and a reload never appeared).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_models_list_shows_a_models_newest_events() {
+    let dir = repo();
+    let server = TestServer::start(&dir.path().join("models")).await;
+    let (code, body) = server
+        .post_json("/stop_deployment/iris_lr", &json!({}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = server
+        .post_json("/reload_model?modelname=iris_lr", &json!({}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let (_, status) = server.get("/models/status").await;
+    let events = status["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model_id"] == "iris_lr")
+        .map(|m| m["recent_events"].as_array().unwrap().clone())
+        .unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert!(
+        kinds.contains(&"stop") && kinds.contains(&"reload"),
+        "{kinds:?}"
+    );
+
+    let models = get(&server, "/console/fragments/models", None).await;
+    assert_eq!(models.status, 200, "{}", models.body);
+    let row = models
+        .body
+        .split("data-model=\"iris_lr\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</tr>").next())
+        .unwrap_or_else(|| panic!("no iris_lr row in {}", models.body));
+    let shown: Vec<&str> = row
+        .split("<div><time>")
+        .skip(1)
+        .map(|e| e.split("</div>").next().unwrap())
+        .collect();
+    assert_eq!(shown.len(), 3, "{row}");
+    // The newest event first: the reload (or a state change after it), never one
+    // of the first load's.
+    let newest = &events[0];
+    let expected = match (
+        newest["detail"]["from"].as_str(),
+        newest["detail"]["to"].as_str(),
+    ) {
+        (Some(from), Some(to)) => format!("state {from} → {to}"),
+        _ => newest["kind"].as_str().unwrap().to_string(),
+    };
+    assert!(
+        shown[0].contains(&expected),
+        "{shown:?} does not start with {expected:?}"
+    );
+    let position = |kind: &str| kinds.iter().position(|k| *k == kind).unwrap();
+    assert!(
+        position("reload") < 3 && shown.iter().any(|e| e.contains("reload")),
+        "{shown:?} {kinds:?}"
+    );
+}
+
 fn tokens_file(dir: &Path) -> std::path::PathBuf {
     let entry = |name: &str, token: &str, scopes: &str| {
         format!(

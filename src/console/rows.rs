@@ -141,10 +141,11 @@ impl ModelRow {
                 .collect(),
             labels: m.labels.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             problems,
+            // Newest first, as the store keeps them (the models list shows the
+            // first three).
             events: m
                 .recent_events
                 .iter()
-                .rev()
                 .map(|e| EventRow {
                     time: time_text(e.at_ms),
                     version: e.version.map(|v| v.to_string()).unwrap_or_default(),
