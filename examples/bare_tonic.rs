@@ -65,6 +65,25 @@ impl GrpcInferenceService for Bare {
         reply.model_name = request.model_name;
         Ok(Response::new(reply))
     }
+    type ModelStreamInferStream = tonic::codegen::BoxStream<ModelStreamInferResponse>;
+    async fn model_stream_infer(
+        &self,
+        _: Request<tonic::Streaming<ModelInferRequest>>,
+    ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+        unimplemented()
+    }
+    async fn model_config(
+        &self,
+        _: Request<ModelConfigRequest>,
+    ) -> Result<Response<ModelConfigResponse>, Status> {
+        unimplemented()
+    }
+    async fn model_statistics(
+        &self,
+        _: Request<ModelStatisticsRequest>,
+    ) -> Result<Response<ModelStatisticsResponse>, Status> {
+        unimplemented()
+    }
     async fn repository_index(
         &self,
         _: Request<RepositoryIndexRequest>,

@@ -551,6 +551,116 @@ impl QueueMetrics {
     }
 }
 
+/// What the Prometheus series say of one live version, read back for the V2
+/// statistics extension (`http::v2`'s `/stats`): the same counts `/metrics` shows,
+/// so the two never disagree. Durations are nanoseconds, summed over the samples.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct VersionStatistics {
+    /// Requests this version answered (`ferroserve_requests_total`, outcome `ok`).
+    pub success_count: u64,
+    /// Requests this version was chosen for that ended in an error (every other
+    /// outcome of `ferroserve_requests_total`).
+    pub fail_count: u64,
+    /// Requests that waited in the queue (`ferroserve_queue_duration_seconds`).
+    pub queue_count: u64,
+    pub queue_ns: u64,
+    /// Batch runs, and their time (`ferroserve_compute_duration_seconds`).
+    pub compute_count: u64,
+    pub compute_ns: u64,
+    /// Rows run, over all batches (the sum of `ferroserve_batch_size`).
+    pub rows: u64,
+}
+
+/// [`VersionStatistics`] of `(model, version)`; `None` when the version has no
+/// live recorder (never loaded in this process, or ended). Renders the version's
+/// recorder: a monitoring call, never on the request path.
+pub fn version_statistics(model: &str, version: u64) -> Option<VersionStatistics> {
+    let recorder = VERSION_RECORDERS
+        .lock()
+        .get(&(model.to_string(), version))
+        .and_then(Weak::upgrade)?;
+    let text = recorder.handle.render();
+    let mut stats = VersionStatistics::default();
+    for (name, labels, value) in samples(&text) {
+        match name {
+            "ferroserve_requests_total" if labels.contains("outcome=\"ok\"") => {
+                stats.success_count += value as u64
+            }
+            "ferroserve_requests_total" => stats.fail_count += value as u64,
+            "ferroserve_queue_duration_seconds_count" => stats.queue_count += value as u64,
+            "ferroserve_queue_duration_seconds_sum" => stats.queue_ns += nanos(value),
+            "ferroserve_compute_duration_seconds_count" => stats.compute_count += value as u64,
+            "ferroserve_compute_duration_seconds_sum" => stats.compute_ns += nanos(value),
+            "ferroserve_batch_size_sum" => stats.rows += value as u64,
+            _ => {}
+        }
+    }
+    Some(stats)
+}
+
+/// What the process-wide series say of one model, over all its versions and
+/// protocols: the request time (`ferroserve_request_duration_seconds`, kept per
+/// model, not per version) and the response cache's counts.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ModelStatistics {
+    pub request_count: u64,
+    pub request_ns: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+}
+
+/// [`ModelStatistics`] of every model, by name, from one rendering of the global
+/// recorder.
+pub fn model_statistics() -> HashMap<String, ModelStatistics> {
+    let mut out: HashMap<String, ModelStatistics> = HashMap::new();
+    let Some(handle) = HANDLE.get() else {
+        return out;
+    };
+    let text = handle.render();
+    for (name, labels, value) in samples(&text) {
+        let Some(model) = label(labels, "model") else {
+            continue;
+        };
+        let field: fn(&mut ModelStatistics, f64) = match name {
+            "ferroserve_request_duration_seconds_count" => |m, v| m.request_count += v as u64,
+            "ferroserve_request_duration_seconds_sum" => |m, v| m.request_ns += nanos(v),
+            "ferroserve_cache_hits_total" => |m, v| m.cache_hits += v as u64,
+            "ferroserve_cache_misses_total" => |m, v| m.cache_misses += v as u64,
+            _ => continue,
+        };
+        field(out.entry(model.to_string()).or_default(), value);
+    }
+    out
+}
+
+fn nanos(seconds: f64) -> u64 {
+    (seconds * 1e9).round() as u64
+}
+
+/// The samples of a Prometheus text exposition: `(name, labels, value)`, the labels
+/// as written between the braces.
+fn samples(text: &str) -> impl Iterator<Item = (&str, &str, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let value: f64 = value.parse().ok()?;
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => (name, rest.strip_suffix('}')?),
+                None => (series, ""),
+            };
+            Some((name, labels, value))
+        })
+}
+
+/// A label's value in a sample's label text (model names hold no quote: they are
+/// directory names checked at load).
+fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
+    let start = labels.find(&format!("{key}=\""))? + key.len() + 2;
+    let rest = &labels[start..];
+    Some(&rest[..rest.find('"')?])
+}
+
 /// Renders every metric, after refreshing the gauges that are read at scrape time:
 /// the global recorder's series and those of every live version, merged.
 pub fn render(manager: &Manager) -> String {

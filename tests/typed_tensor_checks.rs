@@ -235,6 +235,24 @@ async fn kserve_v2_rest_refuses_a_bool_tensor_for_a_numeric_input() {
     let fp32 = json!({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 0, 1, 0]}]});
     let (status, answer) = server.post_json("/v2/models/iris_lr/infer", &fp32).await;
     assert_eq!(status, 200, "{answer}");
+    // The binary tensor data extension types its tensors too (tritonclient's
+    // binary_data=True): four BOOL bytes.
+    let header = json!({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "BOOL",
+        "parameters": {"binary_data_size": 4}}]})
+    .to_string();
+    let mut body = header.clone().into_bytes();
+    body.extend_from_slice(&[1, 0, 1, 0]);
+    let answer = reqwest::Client::new()
+        .post(server.url("/v2/models/iris_lr/infer"))
+        .header("inference-header-content-length", header.len().to_string())
+        .header("content-type", "application/octet-stream")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status().as_u16();
+    let answer: serde_json::Value = answer.json().await.unwrap();
+    assert_error(status, &answer, 400, BOOL_FOR_FP32);
     server.stop().await;
 }
 

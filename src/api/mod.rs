@@ -17,6 +17,7 @@ pub mod predict;
 pub mod repository;
 pub mod simple;
 pub mod status;
+pub mod triton;
 pub mod upload;
 
 use std::sync::Arc;

@@ -1,14 +1,19 @@
 //! KServe V2 / Open Inference Protocol over gRPC: `inference.GRPCInferenceService`,
-//! with Triton's model-repository extension.
+//! with Triton's model-repository extension, its streaming inference
+//! (`ModelStreamInfer`) and its model configuration and statistics extensions
+//! (`ModelConfig`, `ModelStatistics`, answered from `api::triton` as the REST
+//! routes are).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferroserve_proto::inference::{
     self as pb, grpc_inference_service_server, infer_parameter::ParameterChoice,
     model_infer_response::InferOutputTensor, model_metadata_response::TensorMetadata,
 };
-use tonic::{Request, Response, Status};
+use tokio_util::sync::CancellationToken;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
 
 use super::v2_tensor::{
     dtype_from_v2, shape_from_v2, tensor_from_contents, tensor_from_raw, tensor_to_contents,
@@ -26,13 +31,21 @@ use crate::tensor::{DataType, NamedTensor, TensorSpec};
 /// tensors in `raw_input_contents`, part of the core protocol).
 pub const EXTENSIONS: [&str; 2] = ["classification", "model_repository"];
 
+#[derive(Clone)]
 pub struct InferenceService {
     state: Arc<ServerState>,
+    /// Cancelled at the stop signal: an open `ModelStreamInfer` stream then ends
+    /// (after the request it is running) instead of holding the drain open for as
+    /// long as its client keeps it.
+    stop_streams: CancellationToken,
 }
 
 impl InferenceService {
-    pub fn new(state: Arc<ServerState>) -> InferenceService {
-        InferenceService { state }
+    pub fn new(state: Arc<ServerState>, stop_streams: CancellationToken) -> InferenceService {
+        InferenceService {
+            state,
+            stop_streams,
+        }
     }
 }
 
@@ -399,6 +412,79 @@ impl grpc_inference_service_server::GrpcInferenceService for InferenceService {
         ))
     }
 
+    type ModelStreamInferStream = tonic::codegen::BoxStream<pb::ModelStreamInferResponse>;
+
+    /// Triton's streaming inference: each request answered, in order, by one
+    /// [`pb::ModelStreamInferResponse`], through [`Self::model_infer`] (the same
+    /// limits, deadlines, access and prediction log as a `ModelInfer` call). A
+    /// request that fails is answered with its `error_message` and the stream goes
+    /// on, as in Triton. See [`answer_stream`].
+    async fn model_stream_infer(
+        &self,
+        request: Request<Streaming<pb::ModelInferRequest>>,
+    ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+        let deadline = client_timeout(request.metadata()).map(|t| Instant::now() + t);
+        let (metadata, _, inbound) = request.into_parts();
+        Ok(Response::new(answer_stream(
+            self.clone(),
+            StreamCall { metadata, deadline },
+            inbound,
+        )))
+    }
+
+    /// Triton's model configuration extension: the answer of
+    /// `GET /v2/models/{m}[/versions/{v}]/config`, as protobuf.
+    async fn model_config(
+        &self,
+        request: Request<pb::ModelConfigRequest>,
+    ) -> Result<Response<pb::ModelConfigResponse>, Status> {
+        if let Some(channel) = crate::workers::grpc_forward(&self.state, &request.get_ref().name) {
+            return inference_of(&self.state, channel?)
+                .model_config(request)
+                .await
+                .map_err(crate::workers::forwarded_status);
+        }
+        let request = request.into_inner();
+        let version = version_request(&request.version).map_err(status_from)?;
+        let config =
+            api::triton::model_config(&self.state, &request.name, &version).map_err(status_from)?;
+        Ok(Response::new(pb::ModelConfigResponse {
+            config: Some(model_config_message(config)),
+        }))
+    }
+
+    /// Triton's statistics extension: the answer of `GET /v2/models/stats` (no
+    /// name; a version is then ignored, as Triton ignores it) or
+    /// `/v2/models/{m}[/versions/{v}]/stats`, as protobuf.
+    async fn model_statistics(
+        &self,
+        request: Request<pb::ModelStatisticsRequest>,
+    ) -> Result<Response<pb::ModelStatisticsResponse>, Status> {
+        let name = &request.get_ref().name;
+        if !name.is_empty() {
+            if let Some(channel) = crate::workers::grpc_forward(&self.state, name) {
+                return inference_of(&self.state, channel?)
+                    .model_statistics(request)
+                    .await
+                    .map_err(crate::workers::forwarded_status);
+            }
+        }
+        let request = request.into_inner();
+        let stats = if request.name.is_empty() {
+            api::triton::statistics(&self.state, &api::triton::serving_models(&self.state), None)
+        } else {
+            let version = match request.version.as_str() {
+                "" => None,
+                v => Some(version_request(v).map_err(status_from)?),
+            };
+            api::triton::statistics(&self.state, &[request.name], version.as_ref())
+        }
+        .map_err(status_from)?;
+        Ok(Response::new(pb::ModelStatisticsResponse {
+            model_stats: stats.iter().map(statistics_message).collect(),
+        }))
+    }
+
     async fn repository_index(
         &self,
         request: Request<pb::RepositoryIndexRequest>,
@@ -449,6 +535,233 @@ impl grpc_inference_service_server::GrpcInferenceService for InferenceService {
     }
 }
 
+/// What a `ModelStreamInfer` call's requests share: the call's metadata (its
+/// `authorization`, `x-request-id`, ...) and its deadline.
+struct StreamCall {
+    metadata: MetadataMap,
+    /// The call's `grpc-timeout` from its start: it bounds every request of the
+    /// stream, each given what is left of it.
+    deadline: Option<Instant>,
+}
+
+impl StreamCall {
+    /// One request of the stream as a `ModelInfer` call: the stream's metadata,
+    /// with what is left of its deadline as the request's `grpc-timeout`.
+    fn request(&self, message: pb::ModelInferRequest) -> Request<pb::ModelInferRequest> {
+        let mut metadata = self.metadata.clone();
+        metadata.remove("grpc-timeout");
+        if let Some(deadline) = self.deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            // A deadline already past is the smallest one, not none (`0n` is read
+            // as no deadline by nothing, but 1ns says it plainly).
+            let value = grpc_timeout(left.max(Duration::from_nanos(1)));
+            if let Ok(value) = value.parse() {
+                metadata.insert("grpc-timeout", value);
+            }
+        }
+        Request::from_parts(metadata, Default::default(), message)
+    }
+}
+
+/// A `grpc-timeout` value (at most 8 digits and a unit) for `d`, rounded up.
+fn grpc_timeout(d: Duration) -> String {
+    const MAX: u128 = 99_999_999;
+    let nanos = d.as_nanos();
+    for (unit, per) in [
+        ("n", 1u128),
+        ("u", 1_000),
+        ("m", 1_000_000),
+        ("S", 1_000_000_000),
+    ] {
+        let n = nanos.div_ceil(per);
+        if n <= MAX {
+            return format!("{n}{unit}");
+        }
+    }
+    format!("{MAX}S")
+}
+
+/// The answers of a `ModelStreamInfer` call: one request at a time, read only once
+/// the previous one is answered and its answer taken by the client, so a stream has
+/// one request in flight and its answers keep the requests' order. A request that
+/// fails (in the adapter, in `api::predict`, or past the send limit) is answered
+/// with its `error_message`; a message that is no valid request (not protobuf, over
+/// the receive limit) ends the stream with its status, as the message framing
+/// cannot be trusted after it. At the stop signal the stream ends UNAVAILABLE
+/// after the request it is running.
+fn answer_stream(
+    service: InferenceService,
+    call: StreamCall,
+    inbound: Streaming<pb::ModelInferRequest>,
+) -> tonic::codegen::BoxStream<pb::ModelStreamInferResponse> {
+    let max_send_bytes = super::MessageLimits::of(&service.state.settings).max_send_bytes;
+    let stream = futures::stream::unfold(Some((service, call, inbound)), move |open| async move {
+        let (service, call, mut inbound) = open?;
+        let message = tokio::select! {
+            biased;
+            () = service.stop_streams.cancelled() => {
+                return Some((Err(Status::unavailable("the server is shutting down")), None));
+            }
+            message = inbound.message() => message,
+        };
+        let message = match message {
+            Ok(Some(message)) => message,
+            Ok(None) => return None,
+            Err(status) => return Some((Err(status), None)),
+        };
+        let answer = infer_one(&service, call.request(message), max_send_bytes).await;
+        Some((Ok(answer), Some((service, call, inbound))))
+    });
+    Box::pin(stream)
+}
+
+/// One request of a stream, answered as `ModelInfer` answers it, and counted in
+/// metrics as a `ModelInfer` call is (`grpc::record_unrecorded_outcome` for a
+/// request refused before `api::predict`).
+async fn infer_one(
+    service: &InferenceService,
+    request: Request<pb::ModelInferRequest>,
+    max_send_bytes: usize,
+) -> pb::ModelStreamInferResponse {
+    use grpc_inference_service_server::GrpcInferenceService;
+    use prost::Message;
+
+    let started = Instant::now();
+    let (result, tally) = crate::metrics::tally_request(service.model_infer(request)).await;
+    let answer = match result {
+        Ok(response) => pb::ModelStreamInferResponse {
+            error_message: String::new(),
+            infer_response: Some(response.into_inner()),
+        },
+        Err(status) => {
+            super::record_unrecorded_outcome(
+                &service.state,
+                Protocol::V2Grpc,
+                &tally,
+                status.code(),
+                started,
+            );
+            return pb::ModelStreamInferResponse {
+                error_message: status.message().to_string(),
+                infer_response: None,
+            };
+        }
+    };
+    // Over the send limit, tonic would end the whole stream: only this request fails.
+    let size = answer.encoded_len();
+    if size > max_send_bytes {
+        return pb::ModelStreamInferResponse {
+            error_message: format!(
+                "the response is {size} bytes, over the server's limit of {max_send_bytes} \
+                 (--grpc-max-send-bytes)"
+            ),
+            infer_response: None,
+        };
+    }
+    answer
+}
+
+/// [`api::triton::ModelConfig`] as Triton's `ModelConfig` message.
+fn model_config_message(config: api::triton::ModelConfig) -> pb::ModelConfig {
+    use crate::model_config::VersionPolicy;
+    use pb::model_version_policy::{All, Latest, PolicyChoice, Specific};
+
+    let policy = match config.version_policy {
+        VersionPolicy::Latest(n) => PolicyChoice::Latest(Latest {
+            num_versions: u32::try_from(n).unwrap_or(u32::MAX),
+        }),
+        VersionPolicy::All => PolicyChoice::All(All {}),
+        VersionPolicy::Specific(versions) => PolicyChoice::Specific(Specific {
+            versions: versions
+                .into_iter()
+                .map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+                .collect(),
+        }),
+    };
+    pb::ModelConfig {
+        name: config.name,
+        platform: config.platform.to_string(),
+        backend: config.backend.to_string(),
+        version_policy: Some(pb::ModelVersionPolicy {
+            policy_choice: Some(policy),
+        }),
+        max_batch_size: i32::try_from(config.max_batch_size).unwrap_or(i32::MAX),
+        input: config
+            .input
+            .into_iter()
+            .map(|t| pb::ModelInput {
+                name: t.name,
+                data_type: config_data_type(t.dtype) as i32,
+                dims: t.dims,
+                ..Default::default()
+            })
+            .collect(),
+        output: config
+            .output
+            .into_iter()
+            .map(|t| pb::ModelOutput {
+                name: t.name,
+                data_type: config_data_type(t.dtype) as i32,
+                dims: t.dims,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// Triton's `DataType` of a tensor's datatype (BYTES is `TYPE_STRING`), the enum
+/// value of the name `api::triton::triton_data_type` gives.
+fn config_data_type(dtype: DataType) -> pb::DataType {
+    match dtype {
+        DataType::Bool => pb::DataType::TypeBool,
+        DataType::U8 => pb::DataType::TypeUint8,
+        DataType::U16 => pb::DataType::TypeUint16,
+        DataType::U32 => pb::DataType::TypeUint32,
+        DataType::U64 => pb::DataType::TypeUint64,
+        DataType::I8 => pb::DataType::TypeInt8,
+        DataType::I16 => pb::DataType::TypeInt16,
+        DataType::I32 => pb::DataType::TypeInt32,
+        DataType::I64 => pb::DataType::TypeInt64,
+        DataType::F16 => pb::DataType::TypeFp16,
+        DataType::F32 => pb::DataType::TypeFp32,
+        DataType::F64 => pb::DataType::TypeFp64,
+        DataType::Bytes => pb::DataType::TypeString,
+    }
+}
+
+/// [`api::triton::VersionStatistics`] as Triton's `ModelStatistics` message; what
+/// ferroserve does not measure is 0 or empty, as in the REST answer.
+fn statistics_message(s: &api::triton::VersionStatistics) -> pb::ModelStatistics {
+    let duration = |d: api::triton::StatisticDuration| {
+        Some(pb::StatisticDuration {
+            count: d.count,
+            ns: d.ns,
+        })
+    };
+    let none = api::triton::StatisticDuration::default();
+    pb::ModelStatistics {
+        name: s.name.clone(),
+        version: s.version.to_string(),
+        last_inference: 0,
+        inference_count: s.inference_count,
+        execution_count: s.execution_count,
+        inference_stats: Some(pb::InferStatistics {
+            success: duration(s.success),
+            fail: duration(s.fail),
+            queue: duration(s.queue),
+            compute_input: duration(none),
+            compute_infer: duration(s.compute_infer),
+            compute_output: duration(none),
+            cache_hit: duration(s.cache_hit),
+            cache_miss: duration(s.cache_miss),
+        }),
+        batch_stats: Vec::new(),
+        memory_usage: Vec::new(),
+        response_stats: Default::default(),
+    }
+}
+
 /// The server has one repository; a client may leave the name empty.
 fn check_repository_name(name: &str) -> Result<(), Status> {
     if name.is_empty() {
@@ -486,6 +799,31 @@ mod tests {
     #[test]
     fn server_metadata_lists_the_extensions_served() {
         assert_eq!(EXTENSIONS.to_vec(), ["classification", "model_repository"]);
+    }
+
+    #[test]
+    fn a_stream_deadline_is_written_in_at_most_eight_digits() {
+        assert_eq!(grpc_timeout(Duration::from_nanos(1)), "1n");
+        assert_eq!(grpc_timeout(Duration::from_millis(250)), "250000u");
+        assert_eq!(grpc_timeout(Duration::from_secs(3600)), "3600000m");
+        assert_eq!(grpc_timeout(Duration::from_secs(1 << 40)), "99999999S");
+        for d in [Duration::from_nanos(1_234_567), Duration::from_secs(200)] {
+            let mut m = MetadataMap::new();
+            m.insert("grpc-timeout", grpc_timeout(d).parse().unwrap());
+            assert!(client_timeout(&m).unwrap() >= d, "{d:?}");
+        }
+    }
+
+    /// Every datatype has Triton's enum value of the name the REST answer writes.
+    #[test]
+    fn config_data_types_are_the_names_rest_writes() {
+        for dtype in DataType::ALL {
+            assert_eq!(
+                config_data_type(dtype).as_str_name(),
+                api::triton::triton_data_type(dtype),
+                "{dtype:?}"
+            );
+        }
     }
 
     /// A threshold is any number: an unsigned integer too, as `k` may be one.

@@ -103,7 +103,8 @@ pub async fn serve(
         .layer(axum::middleware::map_response(watch_send))
         // Outermost: a call is authorised before any service sees it.
         .layer(axum::middleware::from_fn_with_state(state, auth::require));
-    // Health `Watch` streams end at the stop signal, so the drain does not wait on them.
+    // Health `Watch` and `ModelStreamInfer` streams end at the stop signal, so the
+    // drain does not wait on them.
     let shutdown = async move {
         shutdown.await;
         stop_streams.cancel();
@@ -256,7 +257,7 @@ impl http_body::Body for WatchedBody {
 }
 
 /// Every service, with the size limits applied to each. `stop_streams` ends open
-/// server streams (health `Watch`) at shutdown.
+/// server streams (health `Watch`, V2 `ModelStreamInfer`) at shutdown.
 pub fn routes(
     state: Arc<ServerState>,
     limits: MessageLimits,
@@ -286,7 +287,7 @@ pub fn routes(
         state.clone()
     ))))
     .add_service(limited!(GrpcInferenceServiceServer::new(
-        kserve::InferenceService::new(state.clone())
+        kserve::InferenceService::new(state.clone(), stop_streams.clone())
     )))
     .add_service(limited!(HealthServer::new(health::HealthService::new(
         state,
@@ -371,9 +372,26 @@ async fn inference_outcomes(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<i32>().ok())
         .map(Code::from_i32);
-    let Some(code) = code.filter(|c| *c != Code::Ok) else {
-        return response;
-    };
+    if let Some(code) = code {
+        record_unrecorded_outcome(&state, protocol, &tally, code, started);
+    }
+    response
+}
+
+/// Records the outcome of an inference request that failed with `code` and that
+/// nothing below recorded (`tally`): [`inference_outcomes`]' for a unary call, and
+/// `kserve`'s for each request of a `ModelStreamInfer` stream. Nothing for `Ok` or
+/// a request already recorded.
+pub(crate) fn record_unrecorded_outcome(
+    state: &ServerState,
+    protocol: crate::api::Protocol,
+    tally: &crate::metrics::RequestTally,
+    code: Code,
+    started: std::time::Instant,
+) {
+    if tally.recorded() || code == Code::Ok {
+        return;
+    }
     let outcome = tally.error().unwrap_or_else(|| outcome_of_code(code));
     match tally.model() {
         // A deployed model's call that its worker did not answer (not ready,
@@ -393,7 +411,6 @@ async fn inference_outcomes(
             started.elapsed(),
         ),
     }
-    response
 }
 
 /// The outcome of a status no [`ApiError`] made (tonic's codec: a message that is

@@ -21,7 +21,8 @@ use super::{body_chunks, AppState, HttpError};
 use crate::api::bounds::{request_bounds, too_many_rows, RequestBounds};
 use crate::api::{self, ApiError, PredictRequest, Protocol, SERVER_NAME, SERVER_VERSION};
 use crate::json_tensor::{
-    flatten, parse_bounded, typed_tensor, BoundedValue, Budget, DataLimit, FlatJson, Key, Rows,
+    flatten, parse_bounded, typed_tensor, BoundedValue, Budget, DataLimit, FlatJson, Key, Literals,
+    Rows,
 };
 use crate::manager::VersionRequest;
 use crate::raw_tensor;
@@ -43,6 +44,17 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/v2/models/{model}/versions/{version}/ready",
             get(model_version_ready),
+        )
+        .route("/v2/models/{model}/config", get(model_config))
+        .route(
+            "/v2/models/{model}/versions/{version}/config",
+            get(model_version_config),
+        )
+        .route("/v2/models/stats", get(all_statistics))
+        .route("/v2/models/{model}/stats", get(model_statistics))
+        .route(
+            "/v2/models/{model}/versions/{version}/stats",
+            get(model_version_statistics),
         )
         .route("/v2/models/{model}/infer", post(infer))
         .route(
@@ -142,6 +154,151 @@ async fn model_version_metadata(
     metadata(&state, &model, parse_version(&version)?)
 }
 
+/// A model version's configuration as Triton's model configuration extension
+/// answers it in JSON (`api::triton::model_config`, which gRPC's `ModelConfig`
+/// answers too).
+fn config(
+    state: &AppState,
+    model: &str,
+    version: VersionRequest,
+) -> Result<Json<Value>, HttpError> {
+    let config = api::triton::model_config(state, model, &version)?;
+    let version_policy = match &config.version_policy {
+        crate::model_config::VersionPolicy::Latest(n) => json!({ "latest": { "num_versions": n } }),
+        crate::model_config::VersionPolicy::All => json!({ "all": {} }),
+        crate::model_config::VersionPolicy::Specific(versions) => {
+            json!({ "specific": { "versions": versions } })
+        }
+    };
+    let tensors = |tensors: &[api::triton::ConfigTensor]| -> Vec<Value> {
+        tensors
+            .iter()
+            .map(|t| {
+                json!({
+                    "name": t.name,
+                    "data_type": api::triton::triton_data_type(t.dtype),
+                    "dims": t.dims,
+                })
+            })
+            .collect()
+    };
+    Ok(Json(json!({
+        "name": config.name,
+        "platform": config.platform,
+        "backend": config.backend,
+        "version_policy": version_policy,
+        "max_batch_size": config.max_batch_size,
+        "input": tensors(&config.input),
+        "output": tensors(&config.output),
+    })))
+}
+
+/// A model's configuration, as Triton's model configuration extension answers it.
+#[utoipa::path(get, path = "/v2/models/{model}/config", tag = "v2", operation_id = "v2_model_config",
+    params(("model" = String, Path, description = "The model's name", example = "iris_lr")),
+    responses(
+        (status = 200, description = "The model's configuration (Triton's ModelConfig as JSON)", body = V2ModelConfig),
+        (status = 404, description = "No such model, or it is not loaded", body = super::openapi::ErrorBody),
+    ))]
+async fn model_config(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Json<Value>, HttpError> {
+    config(&state, &model, VersionRequest::Latest)
+}
+
+/// A model version's configuration, as Triton's model configuration extension answers it.
+#[utoipa::path(get, path = "/v2/models/{model}/versions/{version}/config", tag = "v2", operation_id = "v2_model_version_config",
+    params(("model" = String, Path, description = "The model's name", example = "iris_lr"), ("version" = String, Path, description = "A version number (a positive integer)")),
+    responses(
+        (status = 200, description = "The version's configuration (Triton's ModelConfig as JSON)", body = V2ModelConfig),
+        (status = 400, description = "Malformed version", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such model or version, or it is not loaded", body = super::openapi::ErrorBody),
+    ))]
+async fn model_version_config(
+    State(state): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Json<Value>, HttpError> {
+    config(&state, &model, parse_version(&version)?)
+}
+
+/// Triton's `StatisticDuration` in JSON.
+fn duration_json(d: api::triton::StatisticDuration) -> Value {
+    json!({ "count": d.count, "ns": d.ns })
+}
+
+/// One version's statistics in JSON (`api::triton::VersionStatistics`, which gRPC's
+/// `ModelStatistics` answers too). What ferroserve does not measure is 0 or empty.
+fn version_statistics_json(s: &api::triton::VersionStatistics) -> Value {
+    let none = api::triton::StatisticDuration::default();
+    json!({
+        "name": s.name,
+        "version": s.version.to_string(),
+        "last_inference": 0,
+        "inference_count": s.inference_count,
+        "execution_count": s.execution_count,
+        "inference_stats": {
+            "success": duration_json(s.success),
+            "fail": duration_json(s.fail),
+            "queue": duration_json(s.queue),
+            "compute_input": duration_json(none),
+            "compute_infer": duration_json(s.compute_infer),
+            "compute_output": duration_json(none),
+            "cache_hit": duration_json(s.cache_hit),
+            "cache_miss": duration_json(s.cache_miss),
+        },
+        "batch_stats": [],
+    })
+}
+
+/// The statistics of `models` (every serving version of each, or only `version`).
+fn statistics(
+    state: &AppState,
+    models: &[String],
+    version: Option<VersionRequest>,
+) -> Result<Json<Value>, HttpError> {
+    let stats = api::triton::statistics(state, models, version.as_ref())?;
+    let stats: Vec<Value> = stats.iter().map(version_statistics_json).collect();
+    Ok(Json(json!({ "model_stats": stats })))
+}
+
+/// Every serving model version's statistics, as Triton's statistics extension reports them.
+#[utoipa::path(get, path = "/v2/models/stats", tag = "v2", operation_id = "v2_statistics",
+    responses((status = 200, description = "Statistics of every serving model version", body = V2ModelStatistics)))]
+async fn all_statistics(State(state): State<AppState>) -> Result<Json<Value>, HttpError> {
+    statistics(&state, &api::triton::serving_models(&state), None)
+}
+
+/// A model's statistics (every serving version), as Triton's statistics extension reports them.
+#[utoipa::path(get, path = "/v2/models/{model}/stats", tag = "v2", operation_id = "v2_model_statistics",
+    params(("model" = String, Path, description = "The model's name", example = "iris_lr")),
+    responses(
+        (status = 200, description = "Statistics of the model's serving versions", body = V2ModelStatistics),
+        (status = 404, description = "No such model, or it is not loaded", body = super::openapi::ErrorBody),
+    ))]
+async fn model_statistics(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Json<Value>, HttpError> {
+    statistics(&state, &[model], None)
+}
+
+/// A model version's statistics, as Triton's statistics extension reports them.
+#[utoipa::path(get, path = "/v2/models/{model}/versions/{version}/stats", tag = "v2", operation_id = "v2_model_version_statistics",
+    params(("model" = String, Path, description = "The model's name", example = "iris_lr"), ("version" = String, Path, description = "A version number (a positive integer)")),
+    responses(
+        (status = 200, description = "The version's statistics", body = V2ModelStatistics),
+        (status = 400, description = "Malformed version", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such model or version, or it is not loaded", body = super::openapi::ErrorBody),
+    ))]
+async fn model_version_statistics(
+    State(state): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Json<Value>, HttpError> {
+    let version = parse_version(&version)?;
+    statistics(&state, &[model], Some(version))
+}
+
 /// 200 when the version resolves. After the stop signal (the drain of
 /// `--shutdown-delay`) no model is ready, as the server is not: 503.
 fn ready_status(
@@ -210,6 +367,57 @@ impl InferBody {
     fn parse(bytes: &[u8], bounds: &RequestBounds) -> Result<InferBody, ApiError> {
         let budget = Budget::new(bounds);
         parse_bounded(bytes, InferBodySeed(&budget), &budget)
+    }
+
+    /// [`InferBody::parse`], taking bare `NaN`, `Infinity` and `-Infinity` in an
+    /// input's data as numbers, as the TF Serving routes take them: Python's
+    /// `json.dumps` writes them, and tritonclient.http sends them so with
+    /// `binary_data=False`. serde_json refuses them, so only a header that fails is
+    /// read again, with them quoted and marked
+    /// ([`crate::json_tensor::quote_nonfinite_literals`]): a strictly valid header
+    /// costs nothing more. Where the second reading finds one anywhere but in the
+    /// data of an input (an id, a name, a parameter), the header's own parse error
+    /// stands, as it does for a header refused for anything else.
+    fn parse_with_literals(bytes: &[u8], bounds: &RequestBounds) -> Result<InferBody, ApiError> {
+        let too_large = |e: &ApiError| matches!(e, ApiError::PayloadTooLarge(_));
+        let error = match InferBody::parse(bytes, bounds) {
+            Ok(body) => return Ok(body),
+            Err(e) if too_large(&e) => return Err(e),
+            Err(e) => e,
+        };
+        let Some(quoted) = crate::json_tensor::quote_nonfinite_literals(bytes) else {
+            return Err(error);
+        };
+        let mut body = match InferBody::parse(&quoted, bounds) {
+            Ok(body) => body,
+            Err(again) if too_large(&again) => return Err(again),
+            Err(_) => return Err(error),
+        };
+        if body.bare_literals_outside_data() {
+            return Err(error);
+        }
+        for input in &mut body.inputs {
+            input.read_bare_literals()?;
+        }
+        Ok(body)
+    }
+
+    /// Whether a field that is not an input's data holds a bare literal that
+    /// `quote_nonfinite_literals` quoted (this body being its second reading).
+    fn bare_literals_outside_data(&self) -> bool {
+        let quoted = Literals::Quoted;
+        let text = |t: &str| quoted.holds_bare(&Value::String(t.to_string()));
+        let params = |p: &Map<String, Value>| p.values().any(|v| quoted.holds_bare(v));
+        self.id.as_deref().is_some_and(text)
+            || params(&self.parameters)
+            || self
+                .outputs
+                .iter()
+                .any(|o| text(&o.name) || params(&o.parameters))
+            || self
+                .inputs
+                .iter()
+                .any(|i| text(&i.name) || text(&i.datatype) || params(&i.parameters))
     }
 }
 
@@ -463,6 +671,53 @@ pub(crate) struct InputBody {
     data: Option<Value>,
 }
 
+impl InputBody {
+    /// Reads the bare NaN and infinities of a body's second reading
+    /// ([`InferBody::parse_with_literals`]) in this input's data: numbers of a
+    /// floating-point datatype, written as the names `typed_tensor` reads
+    /// ([`crate::json_tensor::nonfinite_name`]); refused for any other datatype
+    /// (an integer cannot hold them, and `"NaN"` in quotes is text, bare NaN is not).
+    fn read_bare_literals(&mut self) -> Result<(), ApiError> {
+        let Some(data) = self.data.as_mut() else {
+            return Ok(());
+        };
+        let float = matches!(
+            DataType::from_v2_name(&self.datatype),
+            Some(DataType::F16 | DataType::F32 | DataType::F64)
+        );
+        let what = format!("input {:?}", self.name);
+        let datatype = &self.datatype;
+        unmark(data, &mut |word| {
+            if float {
+                Ok(())
+            } else {
+                Err(invalid(format!(
+                    "{what}: {word}, unquoted, is a number that {datatype} cannot hold"
+                )))
+            }
+        })
+    }
+}
+
+/// Replaces each marked bare literal in `value` by its word (`"NaN"`), once `check`
+/// accepts it.
+fn unmark(
+    value: &mut Value,
+    check: &mut dyn FnMut(&str) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
+    match value {
+        Value::String(s) if Literals::Quoted.holds_bare(&Value::String(s.clone())) => {
+            let word = s.trim_start_matches('\u{0}').to_string();
+            check(&word)?;
+            *s = word;
+            Ok(())
+        }
+        Value::Array(items) => items.iter_mut().try_for_each(|v| unmark(v, check)),
+        Value::Object(fields) => fields.values_mut().try_for_each(|v| unmark(v, check)),
+        _ => Ok(()),
+    }
+}
+
 /// An output asked for (`parameters.binary_data` for binary data).
 #[derive(Deserialize, utoipa::ToSchema)]
 #[schema(as = V2RequestedOutput)]
@@ -557,11 +812,14 @@ pub(crate) fn decode_tensors(
                         binary.remaining()
                     )));
                 }
+                // Typed by the client, as `typed_tensor`'s are: a BOOL tensor is no
+                // number (`Tensor::declared`).
                 Tensor::new(
                     shape,
                     raw_tensor::decode_buf(dtype, count, size, binary)
                         .map_err(|e| invalid(format!("{what}: {e}")))?,
                 )
+                .map(Tensor::declared)
                 .map_err(|e| invalid(format!("{what}: {e}")))?
             }
             (None, Some(data)) => {
@@ -682,7 +940,7 @@ async fn run_infer(
     // into one buffer first).
     let mut body = body_chunks(request, state.settings.max_request_bytes).await?;
     let header_json = take_header(&headers, &mut body)?;
-    let request = InferBody::parse(
+    let request = InferBody::parse_with_literals(
         &header_json,
         &request_bounds(&state, &model, Some(&version)),
     )?;
@@ -869,6 +1127,43 @@ mod schema {
     }
 
     #[derive(ToSchema)]
+    pub struct V2ConfigTensor {
+        name: String,
+        /// Triton's data type: `TYPE_FP32`, `TYPE_INT64`, `TYPE_STRING` (BYTES)...
+        data_type: String,
+        /// -1 for a dimension of any size; without the batch dimension when
+        /// `max_batch_size` > 0.
+        dims: Vec<i64>,
+    }
+
+    /// Triton's `ModelConfig`, the fields ferroserve fills.
+    #[derive(ToSchema)]
+    pub struct V2ModelConfig {
+        name: String,
+        /// `onnxruntime_onnx`, `tensorflow_savedmodel`, `sklearn`, `fasttext`.
+        platform: String,
+        /// `onnxruntime`, `tensorflow`, `sklearn`, `fasttext`.
+        backend: String,
+        /// `{"latest": {"num_versions": n}}`, `{"all": {}}` or
+        /// `{"specific": {"versions": [...]}}`.
+        version_policy: Value,
+        /// The `[batching]` maximum when the model batches, else 0.
+        max_batch_size: u64,
+        input: Vec<V2ConfigTensor>,
+        output: Vec<V2ConfigTensor>,
+    }
+
+    /// Triton's `ModelStatisticsResponse`: `model_stats`, one entry per version,
+    /// each with `name`, `version`, `last_inference`, `inference_count`,
+    /// `execution_count`, `inference_stats` (`success`, `fail`, `queue`,
+    /// `compute_input`, `compute_infer`, `compute_output`, `cache_hit`,
+    /// `cache_miss`: each `{"count", "ns"}`) and `batch_stats`.
+    #[derive(ToSchema)]
+    pub struct V2ModelStatistics {
+        model_stats: Vec<Value>,
+    }
+
+    #[derive(ToSchema)]
     pub struct V2InferOutput {
         name: String,
         datatype: String,
@@ -890,7 +1185,9 @@ mod schema {
         outputs: Vec<V2InferOutput>,
     }
 }
-use schema::{V2InferResponse, V2ModelMetadata, V2ServerMetadata};
+use schema::{
+    V2InferResponse, V2ModelConfig, V2ModelMetadata, V2ModelStatistics, V2ServerMetadata,
+};
 
 #[cfg(test)]
 mod tests {

@@ -32,6 +32,7 @@ curl -sf "http://127.0.0.1:$REST_PORT/v2/health/ready" >/dev/null || { cat "$LOG
 PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python .venv-tfs/bin/python python/check-protos.py --write-set "$LOG.pb"
 .venv-clients/bin/python python/check-protos.py --descriptor-set "$LOG.pb" && rm -f "$LOG.pb"
 .venv-clients/bin/python tests/interop/grpc_clients.py triton "127.0.0.1:$REST_PORT" "127.0.0.1:$GRPC_PORT" "$ROOT"
+.venv-clients/bin/python tests/interop/tritonclient_grpc.py "127.0.0.1:$GRPC_PORT" "$ROOT"
 PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python .venv-tfs/bin/python tests/interop/grpc_clients.py tfs \
   "127.0.0.1:$REST_PORT" "127.0.0.1:$GRPC_PORT" "$ROOT" "$WORK"
 # iris_str (BYTES labels) was added by the tfs run's HandleReloadConfigRequest.

@@ -53,6 +53,23 @@ for model in ("iris_lr", "iris_dt"):
     assert res.as_numpy("label").tolist() == exp["sklearn_predict"]
     print(f"{model}: tritonclient HTTP JSON + binary OK")
 
+# Triton's model configuration and statistics extensions (404 before).
+cfg = c.get_model_config("iris_lr")
+assert cfg["name"] == "iris_lr" and cfg["platform"] == "onnxruntime_onnx", cfg
+assert cfg["max_batch_size"] == 0, cfg  # examples/models do not batch
+assert cfg["input"][0] == {"name": "input", "data_type": "TYPE_FP32", "dims": [-1, 4]}, cfg
+stats = c.get_inference_statistics("iris_lr")
+v1 = [s for s in stats["model_stats"] if s["version"] == "1"][0]
+assert v1["inference_stats"]["success"]["count"] >= 3, stats
+assert "model_stats" in c.get_inference_statistics(), "all models' statistics"
+# Bare NaN in JSON data (binary_data=False: json.dumps writes NaN): a 400 before.
+rows = np.array([[np.nan, np.inf, 1.4, 0.2]], dtype=np.float32)
+inp = httpclient.InferInput("input", list(rows.shape), "FP32")
+inp.set_data_from_numpy(rows, binary_data=False)
+res = c.infer("iris_dt", [inp], outputs=[httpclient.InferRequestedOutput("label", binary_data=False)])
+assert res.as_numpy("label").shape == (1,), res.get_response()
+print("tritonclient HTTP config, statistics, bare NaN: OK")
+
 try:
     c.get_model_metadata("no_such_model")
     raise SystemExit("unknown model did not fail")
