@@ -198,6 +198,132 @@ async fn flag_warnings_reach_the_log() {
     );
 }
 
+/// A batching parameters file that cannot be served stops the start with an
+/// error in the file's own terms: the file, the field it gives and the value, and,
+/// where the check involves a field the file leaves out, the default used for it;
+/// never ferroserve's `config.toml` key names (`batching.max_queue_length`,
+/// `batching.instances`) or a default of its own the file never set. The same
+/// under TF Serving's name and with `ferroserve serve`.
+#[test]
+fn batching_file_errors_speak_the_files_terms() {
+    let install = Install::new();
+    for (i, (content, says, never)) in [
+        (
+            "max_enqueued_batches { value: 0 }",
+            "line 1: max_enqueued_batches must be at least 1, not 0",
+            "max_queue_length",
+        ),
+        (
+            "num_batch_threads { value: 0 }",
+            "line 1: num_batch_threads must be between 1 and 256, not 0",
+            "instances",
+        ),
+        (
+            "allowed_batch_sizes: 8",
+            "line 1: allowed_batch_sizes: the last (8) must equal max_batch_size, which \
+             the file leaves out (TF Serving's default, which ferroserve follows: 1000)",
+            "(32)",
+        ),
+        (
+            "batch_timeout_micros { value: 20000000 }",
+            "line 1: batch_timeout_micros must be at most 10000000 (10 s), not 20000000",
+            "max_queue_delay_micros",
+        ),
+        (
+            "max_batch_size { value: -1 }",
+            "line 1: max_batch_size must be a non-negative integer, not -1",
+            "value must",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let file = install.path(&format!("batching{i}.conf"));
+        std::fs::write(&file, format!("{content}\n")).unwrap();
+        let serve = {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_ferroserve"));
+            c.current_dir(install.path("")).arg("serve");
+            c
+        };
+        for mut c in [install.tfs(), serve] {
+            c.arg("--model_name=lr")
+                .arg(format!("--port={}", free_port()))
+                .arg(format!("--rest_api_port={}", free_port()))
+                .arg(format!(
+                    "--model_base_path={}",
+                    install.models().join("iris").display()
+                ))
+                .arg("--enable_batching")
+                .arg(format!("--batching_parameters_file={}", file.display()));
+            let (code, out) = run_refused(c);
+            assert_ne!(code, 0, "{content}: {out}");
+            let whole = format!("--batching_parameters_file {}: {says}", file.display());
+            assert!(out.contains(&whole), "{content}: want {whole:?} in\n{out}");
+            assert!(!out.contains(never), "{content}: {never:?} in\n{out}");
+            assert!(!out.contains("batching."), "{content}: {out}");
+        }
+    }
+}
+
+/// A valid batching parameters file serves: a `max_batch_size` it leaves out is
+/// TF Serving's default, 1000 (its last `allowed_batch_sizes` must be that, as in
+/// TF Serving), and the model batches with it; so is `--enable_batching`'s
+/// without a file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batching_file_without_max_batch_size_takes_tf_servings_default() {
+    let install = Install::new();
+    std::fs::write(
+        install.path("batching.conf"),
+        "allowed_batch_sizes: 8\nallowed_batch_sizes: 1000\n\
+         max_enqueued_batches { value: 2 }\nnum_batch_threads { value: 2 }\n",
+    )
+    .unwrap();
+    let (grpc, rest) = (free_port(), free_port());
+    let mut c = install.tfs();
+    c.arg("--model_name=iris")
+        .arg(format!("--port={grpc}"))
+        .arg(format!("--rest_api_port={rest}"))
+        .arg(format!(
+            "--model_base_path={}",
+            install.models().join("iris").display()
+        ))
+        .arg("--enable_batching")
+        .arg(format!(
+            "--batching_parameters_file={}",
+            install.path("batching.conf").display()
+        ));
+    let server = ChildServer::start(c, format!("127.0.0.1:{rest}").parse().unwrap()).await;
+    iris_setosa(&predict(&server, "iris").await);
+    let config: Value = reqwest::get(server.url("/v2/models/iris/config"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(config["max_batch_size"], 1000, "{config}");
+    drop(server);
+
+    // `--enable_batching` without a file: TF Serving's parameters with nothing set.
+    let (grpc, rest) = (free_port(), free_port());
+    let mut c = install.tfs();
+    c.arg("--model_name=iris")
+        .arg(format!("--port={grpc}"))
+        .arg(format!("--rest_api_port={rest}"))
+        .arg(format!(
+            "--model_base_path={}",
+            install.models().join("iris").display()
+        ))
+        .arg("--enable_batching");
+    let server = ChildServer::start(c, format!("127.0.0.1:{rest}").parse().unwrap()).await;
+    let config: Value = reqwest::get(server.url("/v2/models/iris/config"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(config["max_batch_size"], 1000, "{config}");
+}
+
 /// TF Serving's container image names its model with MODEL_NAME and
 /// MODEL_BASE_PATH and serves `<base>/<name>`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

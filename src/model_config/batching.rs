@@ -57,11 +57,12 @@ impl Default for BatchingConfig {
 
 impl BatchingConfig {
     /// Upper bounds that keep a typo from becoming a minute-long wait or a
-    /// gigabyte batch.
-    const MAX_BATCH_SIZE: usize = 65_536;
-    const MAX_DELAY_MICROS: u64 = 10_000_000;
-    const MAX_QUEUE_LENGTH: usize = 1_000_000;
-    const MAX_INSTANCES: usize = 256;
+    /// gigabyte batch. The TF Serving flag layer checks a batching parameters
+    /// file's fields against them in the file's own terms.
+    pub(crate) const MAX_BATCH_SIZE: usize = 65_536;
+    pub(crate) const MAX_DELAY_MICROS: u64 = 10_000_000;
+    pub(crate) const MAX_QUEUE_LENGTH: usize = 1_000_000;
+    pub(crate) const MAX_INSTANCES: usize = 256;
     const MAX_INLINE_MICROS: u64 = 1_000;
 
     pub(crate) fn validate(&self) -> Result<(), String> {

@@ -46,15 +46,15 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use crate::model_config::{BatchingConfig, TensorflowDefaults};
+use crate::model_config::TensorflowDefaults;
 use crate::settings::{ServeArgs, Settings, SingleModel};
 
 mod state_dir;
 mod text_format;
 
 use state_dir::{check_base_path, single_model_state_dir};
-use text_format::read_batching_parameters;
 pub use text_format::{parse_batching_parameters, parse_monitoring_config};
+use text_format::{read_batching_parameters, tfs_default_batching};
 
 /// The name TF Serving's binary has; ferroserve installed under it takes its flags.
 pub const TFS_BINARY: &str = "tensorflow_model_server";
@@ -843,10 +843,8 @@ impl TfsArgs {
         }
         let batching = match (self.enable_batching, &self.batching_parameters_file) {
             (Some(true), Some(file)) => Some(read_batching_parameters(file)?),
-            (Some(true), None) => Some(BatchingConfig {
-                enabled: true,
-                ..BatchingConfig::default()
-            }),
+            // TF Serving's BatchingParameters with nothing set: its max_batch_size.
+            (Some(true), None) => Some(tfs_default_batching()),
             (_, Some(_)) => {
                 // TF Serving reads the file only with batching on.
                 tracing::warn!("--batching_parameters_file is ignored without --enable_batching");
