@@ -10,6 +10,8 @@ Writes
   tests/fixtures/onnx/iris_str/model.onnx  LogisticRegression with string class labels
   tests/fixtures/onnx/iris_int/model.onnx  DecisionTreeClassifier with integer class labels
                                            that are not 0..n-1 (1, 5, 7)
+  tests/fixtures/onnx/iris_lr_int/model.onnx  LogisticRegression with those labels (its
+                                           LinearClassifier names them in classlabels_ints)
   tests/fixtures/onnx/diabetes_f64/model.onnx  Ridge on float64 inputs (output float64)
   tests/fixtures/onnx/multi_io/model.onnx  hand-made graph with one input of each dtype
   tests/fixtures/onnx/half_io/model.onnx   hand-made graph with float16 inputs and outputs
@@ -474,6 +476,12 @@ def main():
             "iris_int",
             lambda: iris_classifier(
                 fx, "iris_int", lambda: DecisionTreeClassifier(max_depth=4, random_state=0), [1, 5, 7]
+            ),
+        ),
+        (
+            "iris_lr_int",
+            lambda: iris_classifier(
+                fx, "iris_lr_int", lambda: LogisticRegression(max_iter=500), [1, 5, 7]
             ),
         ),
         ("iris_sklearn", lambda: iris_sklearn(ex, "iris_sklearn/1")),

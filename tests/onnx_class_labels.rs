@@ -2,10 +2,11 @@
 //! `classlabels_int64s` of its ai.onnx.ml classifier node) name the classes over TF
 //! Serving REST `:classify`, gRPC Classify and the simple API, as a scikit-learn
 //! pickle's `classes_` do. Fixtures (`python/make_onnx_models.py --only
-//! iris_str,iris_int`): iris_str, a LogisticRegression with string classes
-//! (`LinearClassifier`); iris_int, a DecisionTreeClassifier with the integer classes
-//! 1, 5 and 7 (`TreeEnsembleClassifier`); `expected.json` holds what scikit-learn and
-//! onnxruntime-Python answered.
+//! iris_str,iris_int,iris_lr_int`): iris_str, a LogisticRegression with string
+//! classes (`LinearClassifier`); iris_int, a DecisionTreeClassifier with the integer
+//! classes 1, 5 and 7 (`TreeEnsembleClassifier`, `classlabels_int64s`); iris_lr_int, a
+//! LogisticRegression with those (`LinearClassifier`, `classlabels_ints`);
+//! `expected.json` holds what scikit-learn and onnxruntime-Python answered.
 //!
 //! Without them, classes were named by their column ("0", "1", "2"): meaningless for
 //! string classes, and wrong for integer classes that are not 0..n-1.
@@ -22,9 +23,10 @@ use serde_json::{json, Value};
 
 /// Each fixture with the classes it names, as the simple API gives them (the labels'
 /// type) and as classify gives them (text).
-const CASES: [(&str, [&str; 3]); 2] = [
+const CASES: [(&str, [&str; 3]); 3] = [
     ("iris_str", ["setosa", "versicolor", "virginica"]),
     ("iris_int", ["1", "5", "7"]),
+    ("iris_lr_int", ["1", "5", "7"]),
 ];
 
 fn expected(model: &str) -> Value {
@@ -164,6 +166,7 @@ async fn simple_api_gives_the_models_own_classes() {
     let want = [
         ("iris_str", json!(["setosa", "versicolor", "virginica"])),
         ("iris_int", json!([1, 5, 7])),
+        ("iris_lr_int", json!([1, 5, 7])),
     ];
     for (model, classes) in want {
         let exp = expected(model);

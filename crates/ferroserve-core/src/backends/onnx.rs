@@ -13,7 +13,7 @@
 //! A classifier's classes are those its metadata names ([`CLASS_KEY`], written by
 //! ferroserve's training jobs), else those of the ai.onnx.ml classifier node of its
 //! graph whose scores its probabilities are (`classlabels_strings` /
-//! `classlabels_int64s`, as skl2onnx writes them; [`graph::class_labels`]), else
+//! `classlabels_int64s` / `classlabels_ints`, as skl2onnx writes them, of the label output's kind; [`graph::class_labels`]), else
 //! none (classes are named by their column). The model file is streamed for that,
 //! never held whole ([`graph::read`]).
 //!
@@ -419,12 +419,20 @@ fn describe(session: &Session, artifact: &Path) -> Result<(Signature, ModelTrait
             [_, width] => *width,
             _ => return None,
         };
-        graph::class_labels(graph, &probabilities.name, width)
+        // Text classes for a text label, numbers for a number label (skl2onnx's
+        // `label` / `output_label`).
+        let label_is_text = outputs
+            .iter()
+            .find(|o| Some(&o.name) == prediction_output.as_ref())
+            .filter(|o| matches!(o.name.as_str(), "label" | "output_label"))
+            .map(|o| o.dtype == DataType::Bytes);
+        graph::class_labels(graph, &probabilities.name, width, label_is_text)
     };
+    let class_labels = metadata_classes.or_else(graph_classes);
     let traits = ModelTraits {
         prediction_output,
         probabilities_output: probabilities_output.clone(),
-        class_labels: metadata_classes.or_else(graph_classes),
+        class_labels,
         feature_names: None,
         missing_inputs: flagged_inputs(session, &inputs, IMPUTES_KEY),
         numeric_category_inputs: flagged_inputs(session, &inputs, NUMERIC_CATEGORY_KEY),

@@ -31,7 +31,8 @@ pub struct Graph {
 }
 
 /// One node of the graph: its wiring and, for a node with `classlabels_strings` or
-/// `classlabels_int64s` attributes, their values.
+/// `classlabels_int64s` attributes (`classlabels_ints` in LinearClassifier and
+/// SVMClassifier), their values.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Node {
     pub op_type: String,
@@ -47,7 +48,8 @@ impl Node {
     /// `TreeEnsembleClassifier`, `SVMClassifier`, ..., or a `ZipMap`), `Some` of its
     /// classes, integers as their decimal text; `Some(None)` when it names classes
     /// both ways, which the operators forbid, so neither is trusted.
-    fn classes(&self) -> Option<Option<Vec<String>>> {
+    /// The `bool` is whether they are text (`classlabels_strings`).
+    fn classes(&self) -> Option<Option<(Vec<String>, bool)>> {
         if self.domain != ML_DOMAIN {
             return None;
         }
@@ -56,10 +58,11 @@ impl Node {
             self.classlabels_int64s.is_empty(),
         ) {
             (true, true) => None,
-            (false, true) => Some(Some(self.classlabels_strings.clone())),
-            (true, false) => Some(Some(
+            (false, true) => Some(Some((self.classlabels_strings.clone(), true))),
+            (true, false) => Some(Some((
                 self.classlabels_int64s.iter().map(i64::to_string).collect(),
-            )),
+                false,
+            ))),
             (false, false) => Some(None),
         }
     }
@@ -70,14 +73,22 @@ impl Node {
 /// through the nodes between, a `Normalizer` or `Cast`, up to the first classifier
 /// on each path, so that a stacked model's final classifier names them, not the
 /// ones feeding it). `None` unless that is unambiguous: at least one such node,
-/// every one naming the same classes, as many as the output has columns.
-pub fn class_labels(graph: &Graph, probabilities: &str, width: i64) -> Option<Vec<String>> {
+/// every one naming the same classes, as many as the output has columns, and of the
+/// kind of the model's label output when it has one (`label_is_text`: a classifier
+/// whose classes are text labels integers: a stacked model's final classifier names
+/// the positions of its classes, which an `ArrayFeatureExtractor` maps to their text).
+pub fn class_labels(
+    graph: &Graph,
+    probabilities: &str,
+    width: i64,
+    label_is_text: Option<bool>,
+) -> Option<Vec<String>> {
     let producers: HashMap<&str, &Node> = graph
         .nodes
         .iter()
         .flat_map(|n| n.outputs.iter().map(move |o| (o.as_str(), n)))
         .collect();
-    let mut found: Vec<Option<Vec<String>>> = Vec::new();
+    let mut found: Vec<Option<(Vec<String>, bool)>> = Vec::new();
     let mut seen: HashSet<&str> = HashSet::new();
     let mut pending = vec![probabilities];
     while let Some(tensor) = pending.pop() {
@@ -93,9 +104,12 @@ pub fn class_labels(graph: &Graph, probabilities: &str, width: i64) -> Option<Ve
             None => pending.extend(node.inputs.iter().map(String::as_str)),
         }
     }
-    let first = found.first()?.clone()?;
-    let agree = found.iter().all(|c| c.as_ref() == Some(&first));
-    (agree && i64::try_from(first.len()).ok() == Some(width)).then_some(first)
+    let (first, text) = found.first()?.clone()?;
+    let agree = found
+        .iter()
+        .all(|c| c.as_ref().is_some_and(|(classes, _)| *classes == first));
+    let kind_fits = label_is_text.is_none_or(|label| label == text);
+    (agree && kind_fits && i64::try_from(first.len()).ok() == Some(width)).then_some(first)
 }
 
 /// Reads the top-level graph of the ONNX model at `path`, streaming (see the
@@ -184,7 +198,7 @@ fn read_attribute<R: BufRead + io::Seek>(
     let mut strings = Vec::new();
     let wanted = |name: &Option<String>| {
         name.as_deref()
-            .is_none_or(|n| n == "classlabels_strings" || n == "classlabels_int64s")
+            .is_none_or(|n| INT_LABELS.contains(&n) || n == "classlabels_strings")
     };
     while wire.position < end {
         let (field, kind) = wire.key()?;
@@ -205,11 +219,16 @@ fn read_attribute<R: BufRead + io::Seek>(
     wire.check_end(end)?;
     match name.as_deref() {
         Some("classlabels_strings") => node.classlabels_strings = strings,
-        Some("classlabels_int64s") => node.classlabels_int64s = ints,
+        Some(n) if INT_LABELS.contains(&n) => node.classlabels_int64s = ints,
         _ => {}
     }
     Ok(())
 }
+
+/// The attributes that name integer classes: `classlabels_int64s`
+/// (TreeEnsembleClassifier, ZipMap) and `classlabels_ints` (LinearClassifier,
+/// SVMClassifier).
+const INT_LABELS: [&str; 2] = ["classlabels_int64s", "classlabels_ints"];
 
 const VARINT: u8 = 0;
 const I64: u8 = 1;
@@ -387,31 +406,45 @@ mod tests {
             strings(&["label", "probability_tensor"])
         );
         assert_eq!(
-            class_labels(&iris, "probabilities", 3),
+            class_labels(&iris, "probabilities", 3, None),
             Some(strings(&["setosa", "versicolor", "virginica"]))
         );
+        // Text classes for a label output of numbers (a stacked model's final
+        // classifier names positions): not trusted; for a text label, they are.
+        assert_eq!(class_labels(&iris, "probabilities", 3, Some(false)), None);
+        assert_eq!(
+            class_labels(&iris, "probabilities", 3, Some(true)),
+            Some(strings(&["setosa", "versicolor", "virginica"]))
+        );
+        // LinearClassifier names integer classes in `classlabels_ints`.
+        let ints = read(&fixture("iris_lr_int")).unwrap();
+        assert_eq!(
+            class_labels(&ints, "probabilities", 3, Some(false)),
+            Some(strings(&["1", "5", "7"]))
+        );
+        assert_eq!(class_labels(&ints, "probabilities", 3, Some(true)), None);
         // Not as many as the output's columns: not trusted.
-        assert_eq!(class_labels(&iris, "probabilities", 4), None);
-        assert_eq!(class_labels(&iris, "probabilities", -1), None);
+        assert_eq!(class_labels(&iris, "probabilities", 4, None), None);
+        assert_eq!(class_labels(&iris, "probabilities", -1, None), None);
         // The label output is not computed from the scores, but from the classifier.
-        assert_eq!(class_labels(&iris, "no_such_output", 3), None);
+        assert_eq!(class_labels(&iris, "no_such_output", 3, None), None);
         // TreeEnsembleClassifier with integer classes, written as their text.
         let ints = read(&fixture("iris_int")).unwrap();
         assert_eq!(
-            class_labels(&ints, "probabilities", 3),
+            class_labels(&ints, "probabilities", 3, None),
             Some(strings(&["1", "5", "7"]))
         );
         // Binary, with a one-hot encoding and Concats before the classifier.
         let bank = read(&fixture("bank_columns")).unwrap();
         assert_eq!(
-            class_labels(&bank, "probabilities", 2),
+            class_labels(&bank, "probabilities", 2, None),
             Some(strings(&["no", "yes"]))
         );
         assert_eq!(bank.inputs.len(), 4, "{:?}", bank.inputs);
         // A graph with no classifier names no classes.
         let plain = read(&fixture("half_io")).unwrap();
         let output = plain.outputs[0].name.clone();
-        assert_eq!(class_labels(&plain, &output, 3), None);
+        assert_eq!(class_labels(&plain, &output, 3, None), None);
         assert!(read(&fixture("no_such_model")).is_err());
     }
 
@@ -433,25 +466,34 @@ mod tests {
         };
         // Two classifiers averaged: they must agree.
         let disagree = graph(vec![a.clone(), b.clone(), mean(&["pa", "pb"])]);
-        assert_eq!(class_labels(&disagree, "p", 2), None);
+        assert_eq!(class_labels(&disagree, "p", 2, None), None);
         let agree = graph(vec![a.clone(), same_as_a, mean(&["pa", "pc"])]);
-        assert_eq!(class_labels(&agree, "p", 2), Some(strings(&["a", "b"])));
+        assert_eq!(
+            class_labels(&agree, "p", 2, None),
+            Some(strings(&["a", "b"]))
+        );
         // Stacked: the final classifier names the classes, not those it is fed by.
         let mut meta = node("LinearClassifier", &["pb"], &["l", "p"]);
         meta.classlabels_strings = strings(&["x", "y"]);
         let stacked = graph(vec![b.clone(), meta]);
-        assert_eq!(class_labels(&stacked, "p", 2), Some(strings(&["x", "y"])));
-        assert_eq!(class_labels(&stacked, "pb", 2), Some(strings(&["3", "9"])));
+        assert_eq!(
+            class_labels(&stacked, "p", 2, None),
+            Some(strings(&["x", "y"]))
+        );
+        assert_eq!(
+            class_labels(&stacked, "pb", 2, None),
+            Some(strings(&["3", "9"]))
+        );
         // A node naming classes both ways is not trusted.
         let mut both = a.clone();
         both.classlabels_int64s = vec![1, 2];
-        assert_eq!(class_labels(&graph(vec![both]), "pa", 2), None);
+        assert_eq!(class_labels(&graph(vec![both]), "pa", 2, None), None);
         // Attributes outside ai.onnx.ml are not class labels.
         let mut custom = a;
         custom.domain = "com.example".into();
-        assert_eq!(class_labels(&graph(vec![custom]), "pa", 2), None);
+        assert_eq!(class_labels(&graph(vec![custom]), "pa", 2, None), None);
         // A cycle (invalid, but a file may hold one) ends.
         let cycle = graph(vec![mean(&["p"])]);
-        assert_eq!(class_labels(&cycle, "p", 2), None);
+        assert_eq!(class_labels(&cycle, "p", 2, None), None);
     }
 }
