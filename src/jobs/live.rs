@@ -1,7 +1,7 @@
 //! A job this server knows in memory ([`LiveJob`]: queued or running here) and what
 //! a running job uses ([`JobContext`]): its view, progress, messages and cancel state.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,6 +36,10 @@ pub(super) const CANCELLED_BY_SHUTDOWN: u8 = 2;
 /// leave nothing saved, so a cancel is refused ([`CancelError::TooLate`]) rather
 /// than answered and then not honoured.
 pub(super) const SAVING: u8 = 3;
+/// Another server failed the job under this one (this one was paused past the
+/// heartbeat's grace): it stops at once, writes nothing more, and the store's
+/// state and error stand (see [`JobContext::progress`]).
+pub(super) const TAKEN_ELSEWHERE: u8 = 4;
 
 /// Why a cancel was not taken.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +62,17 @@ pub struct LiveJob {
     pub(super) cancel: AtomicU8,
     pub(super) last_persist: Mutex<Instant>,
     pub(super) started: Mutex<Option<Instant>>,
+    /// The latest progress and messages (as JSON) waiting for the progress
+    /// writer: a newer one replaces one that waits, so a store that answers
+    /// slowly gets fewer writes, never a queue of stale ones.
+    pending_progress: Mutex<Option<(String, String)>>,
+    /// Whether a progress writer task runs for this job: at most one write is
+    /// in flight, and the job's thread never waits for it.
+    progress_writing: AtomicBool,
+    /// Set once the job's end is being recorded: the store's answers to progress
+    /// writes still in flight say nothing about the job then (the end itself is
+    /// written only while the job is still this server's).
+    pub(super) ending: AtomicBool,
 }
 
 impl LiveJob {
@@ -70,6 +85,9 @@ impl LiveJob {
             cancel: AtomicU8::new(NOT_CANCELLED),
             last_persist: Mutex::new(Instant::now()),
             started: Mutex::new(None),
+            pending_progress: Mutex::new(None),
+            progress_writing: AtomicBool::new(false),
+            ending: AtomicBool::new(false),
         }
     }
 
@@ -84,8 +102,29 @@ impl LiveJob {
     pub fn is_cancelled(&self) -> bool {
         matches!(
             self.cancel.load(Ordering::Relaxed),
-            CANCELLED_BY_CLIENT | CANCELLED_BY_SHUTDOWN
+            CANCELLED_BY_CLIENT | CANCELLED_BY_SHUTDOWN | TAKEN_ELSEWHERE
         )
+    }
+
+    /// Whether another server failed the job under this one.
+    pub fn is_taken_elsewhere(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed) == TAKEN_ELSEWHERE
+    }
+
+    /// Takes in the store's answer to a progress write: a cancel asked through
+    /// another server, or the job failed by another server under this one.
+    fn heard_from_store(&self, cancel_requested: bool, still_ours: bool) {
+        let flag = if !still_ours {
+            TAKEN_ELSEWHERE
+        } else if cancel_requested {
+            CANCELLED_BY_CLIENT
+        } else {
+            return;
+        };
+        // A job publishing its version, or already asked to stop, keeps its flag.
+        let _ =
+            self.cancel
+                .compare_exchange(NOT_CANCELLED, flag, Ordering::Relaxed, Ordering::Relaxed);
     }
 
     /// Whether the job is publishing its model version: a cancel now is too late.
@@ -172,8 +211,10 @@ impl JobContext {
     }
 
     /// Updates the progress (elapsed and remaining are filled in here) and, at most
-    /// every [`PERSIST_EVERY`], writes it to the store, which also tells whether
-    /// another server asked to cancel.
+    /// every [`PERSIST_EVERY`], hands it to the job's progress writer, which
+    /// writes it to the store in the background and learns whether another
+    /// server asked to cancel or failed the job under this one (see
+    /// [`JobContext::start_progress_writer`]).
     pub fn progress(&self, update: impl FnOnce(&mut Progress)) {
         let elapsed = self
             .job
@@ -205,25 +246,64 @@ impl JobContext {
             let view = self.job.view();
             let progress = serde_json::to_string(&view.progress).unwrap_or_default();
             let messages = serde_json::to_string(&view.messages).unwrap_or_default();
-            match self.runtime.block_on(self.store.save_job_progress(
-                &self.job.id,
-                &progress,
-                &messages,
-            )) {
-                Ok(true) => {
-                    let _ = self.job.cancel.compare_exchange(
-                        NOT_CANCELLED,
-                        CANCELLED_BY_CLIENT,
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    );
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(job = %self.job.id, "cannot record the job's progress: {e}")
+            *self
+                .job
+                .pending_progress
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some((progress, messages));
+            self.start_progress_writer();
+        }
+    }
+
+    /// Starts the job's progress writer unless one runs: a task that writes the
+    /// waiting progress to the store until none waits, and takes in each answer
+    /// (a cancel asked elsewhere, the job failed by another server), which the
+    /// job sees at its next check. The job's thread never waits on the store: a
+    /// store that does not answer (each write then takes the database timeout)
+    /// must not slow the job. The task ends by itself once nothing waits.
+    fn start_progress_writer(&self) {
+        if self.job.progress_writing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (job, store) = (self.job.clone(), self.store.clone());
+        self.runtime.spawn(async move {
+            loop {
+                let waiting = job
+                    .pending_progress
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+                let Some((progress, messages)) = waiting else {
+                    job.progress_writing.store(false, Ordering::SeqCst);
+                    // A progress put in after the take above found this writer
+                    // still running and started none: write it here.
+                    let more = job
+                        .pending_progress
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .is_some();
+                    if more && !job.progress_writing.swap(true, Ordering::SeqCst) {
+                        continue;
+                    }
+                    return;
+                };
+                match store.save_job_progress(&job.id, &progress, &messages).await {
+                    Ok(_) if job.ending.load(Ordering::SeqCst) => {}
+                    Ok(answer) => {
+                        if !answer.still_ours && !job.is_taken_elsewhere() {
+                            tracing::warn!(
+                                job = %job.id,
+                                "another replica failed this job while this one was paused (its heartbeat stood still): the job stops here and writes nothing more"
+                            );
+                        }
+                        job.heard_from_store(answer.cancel_requested, answer.still_ours);
+                    }
+                    Err(e) => {
+                        tracing::warn!(job = %job.id, "cannot record the job's progress: {e}")
+                    }
                 }
             }
-        }
+        });
     }
 
     /// Adds a message the job's record shows.

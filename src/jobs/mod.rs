@@ -33,7 +33,7 @@ pub mod io;
 mod live;
 pub mod old_service;
 pub use live::{CancelError, JobContext, JobError, LiveJob};
-use live::{CANCELLED_BY_CLIENT, CANCELLED_BY_SHUTDOWN, NOT_CANCELLED};
+use live::{CANCELLED_BY_CLIENT, CANCELLED_BY_SHUTDOWN, NOT_CANCELLED, TAKEN_ELSEWHERE};
 mod replicas;
 mod score;
 pub use score::ScoringPlan;
@@ -584,7 +584,13 @@ impl Jobs {
         // and gone before anyone sees the job finished. Queued jobs keep theirs
         // across a shutdown, for the next start.
         uploads::remove_job_dir(&self.uploads_dir, &job.id);
-        let (state, result, error) = end_of(outcome, job.cancel.load(Ordering::Relaxed));
+        job.ending.store(true, Ordering::SeqCst);
+        let cancel = job.cancel.load(Ordering::Relaxed);
+        if cancel == TAKEN_ELSEWHERE {
+            self.taken_elsewhere(job);
+            return;
+        }
+        let (state, result, error) = end_of(outcome, cancel);
         let finished_ms = now_ms();
         let end = |v: &mut JobView| {
             v.state = state;
@@ -609,8 +615,17 @@ impl Jobs {
         // the job interrupted).
         let (mut shown, mut refused) = (false, 0);
         for attempt in 0u32.. {
-            match self.runtime.block_on(record_end(&self.store, &view)) {
-                Ok(()) => break,
+            match self
+                .runtime
+                .block_on(record_end_if_ours(&self.store, &view))
+            {
+                Ok(true) => break,
+                // Another server failed it under this one after its last progress
+                // write: the store's end stands.
+                Ok(false) => {
+                    self.taken_elsewhere(job);
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!(job = %job.id, attempt, "cannot record the job's end yet: {e}");
                     if attempt + 1 == SHOW_END_AFTER {
@@ -647,6 +662,37 @@ impl Jobs {
         }
         crate::metrics::record_job_finished(job.kind.as_str(), state.as_str());
         tracing::info!(job = %job.id, state = state.as_str(), error = error.as_deref().unwrap_or(""), "job finished");
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&job.id);
+    }
+
+    /// Forgets a job another server failed under this one (this one was paused
+    /// past the heartbeat's grace): nothing of this server's is written for it;
+    /// its view and metrics take the store's state and error. Until the store
+    /// answers (tried until this server stops) the job stays live here.
+    fn taken_elsewhere(&self, job: &Arc<LiveJob>) {
+        tracing::warn!(job = %job.id, "another replica failed this job while this one was paused: its end there stands, nothing is recorded here");
+        for attempt in 0u32.. {
+            match self.runtime.block_on(self.store.job(&job.id)) {
+                Ok(row) => {
+                    if let Some(row) = row {
+                        let view = JobView::from_row(row);
+                        crate::metrics::record_job_finished(job.kind.as_str(), view.state.as_str());
+                        job.view.send_replace(view);
+                    }
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(job = %job.id, attempt, "cannot read the job's end from the store yet: {e}");
+                    std::thread::sleep(Duration::from_millis((200 << attempt.min(3)).min(1000)));
+                    if self.stopping.load(Ordering::Relaxed) {
+                        break;
+                    }
+                }
+            }
+        }
         self.live
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -725,8 +771,18 @@ struct JobEnd {
     tries: u32,
 }
 
-/// Records the end of the job `view` shows (`Store::finish_job`).
+/// Records the end of the job `view` shows (`Store::finish_job`), unless
+/// another server failed it meanwhile (then its end there stands).
 async fn record_end(store: &Store, view: &JobView) -> Result<(), crate::store::StoreError> {
+    record_end_if_ours(store, view).await.map(|_| ())
+}
+
+/// Records the end of the job `view` shows if it is still this server's: `false`
+/// when another server failed it meanwhile, and nothing was written.
+async fn record_end_if_ours(
+    store: &Store,
+    view: &JobView,
+) -> Result<bool, crate::store::StoreError> {
     let row = row_of(view);
     store
         .finish_job(

@@ -82,6 +82,18 @@ where
     })
 }
 
+/// What the store answers to a running job's progress write
+/// ([`Store::save_job_progress`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProgressAnswer {
+    /// Another server asked the job to stop.
+    pub cancel_requested: bool,
+    /// The job is still running under this server's name: `false` once another
+    /// server has failed it (or the row is gone), and then this server must stop
+    /// it and write nothing more for it.
+    pub still_ours: bool,
+}
+
 impl Store {
     /// Records a new job (state `queued`). One recorded after this call answered
     /// its timeout's error (the job was never queued here) is marked failed, so that
@@ -171,20 +183,26 @@ impl Store {
         .await
     }
 
-    /// Writes a running job's progress and messages; answers whether a cancel was
-    /// asked for it in the database (by another server).
+    /// Writes a running job's progress and messages, if the job is still running
+    /// under this server's name; answers whether a cancel was asked for it in the
+    /// database (by another server) and whether it is still this server's. A job
+    /// another server failed meanwhile (this one was paused past the heartbeat's
+    /// grace, see `jobs::replicas`) is no longer: its row is left as it is.
     pub async fn save_job_progress(
         &self,
         id: &str,
         progress: &str,
         messages: &str,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<ProgressAnswer, StoreError> {
         let update = self.sql(
             "UPDATE jobs SET progress = ?, messages = ?, heartbeat_ms = ? \
-             WHERE id = ? AND state = 'running'",
+             WHERE id = ? AND state = 'running' AND claimed_by = ?",
         );
-        let select = self.sql("SELECT cancel_requested FROM jobs WHERE id = ?");
+        // Read back rather than trust the count of rows the update changed: MySQL
+        // counts only the rows it changed, not those it matched.
+        let select = self.sql("SELECT cancel_requested, state, claimed_by FROM jobs WHERE id = ?");
         let now = now_ms();
+        let replica = self.claimant.to_string();
         self.must_write("record the job's progress", async {
             on_pool!(&self.pool, p => {
                 match sqlx::query(sqlx::AssertSqlSafe(&*update))
@@ -192,6 +210,7 @@ impl Store {
                     .bind(messages)
                     .bind(now)
                     .bind(id)
+                    .bind(&replica)
                     .execute(p)
                     .await
                 {
@@ -200,8 +219,20 @@ impl Store {
                         .fetch_optional(p)
                         .await
                     {
-                        Ok(Some(row)) => row.try_get::<i64, _>(0).map(|c| c != 0),
-                        Ok(None) => Ok(false),
+                        Ok(Some(row)) => (|| {
+                            let cancel: i64 = row.try_get(0)?;
+                            let state: String = row.try_get(1)?;
+                            let by: Option<String> = row.try_get(2)?;
+                            Ok(ProgressAnswer {
+                                cancel_requested: cancel != 0,
+                                still_ours: state == "running"
+                                    && by.as_deref() == Some(replica.as_str()),
+                            })
+                        })(),
+                        Ok(None) => Ok(ProgressAnswer {
+                            cancel_requested: false,
+                            still_ours: false,
+                        }),
                         Err(e) => Err(e),
                     },
                     Err(e) => Err(e),
@@ -211,8 +242,10 @@ impl Store {
         .await
     }
 
-    /// Records how a job ended (`succeeded`, `failed` or `cancelled`). A statement
-    /// the database refuses as such (not for the moment: see
+    /// Records how a job ended (`succeeded`, `failed` or `cancelled`), if it is
+    /// still running under this server's name: answers `false`, writing nothing,
+    /// when another server failed it meanwhile (its state and error stand). A
+    /// statement the database refuses as such (not for the moment: see
     /// `store::pool::is_transient`) is a
     /// [`StoreError::Invalid`]: trying again will not help.
     pub async fn finish_job(
@@ -223,12 +256,14 @@ impl Store {
         messages: &str,
         result: Option<&str>,
         error: Option<&str>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let sql = self.sql(
             "UPDATE jobs SET state = ?, progress = ?, messages = ?, result = ?, error = ?, \
-             finished_ms = ?, heartbeat_ms = ? WHERE id = ?",
+             finished_ms = ?, heartbeat_ms = ? \
+             WHERE id = ? AND state = 'running' AND claimed_by = ?",
         );
         let now = now_ms();
+        let replica = self.claimant.to_string();
         let write = async {
             on_pool!(&self.pool, p => sqlx::query(sqlx::AssertSqlSafe(&*sql))
                 .bind(state)
@@ -239,15 +274,16 @@ impl Store {
                 .bind(now)
                 .bind(now)
                 .bind(id)
+                .bind(&replica)
                 .execute(p)
                 .await
-                .map(|_| ()))
+                .map(|r| r.rows_affected() == 1))
         };
         let doing = "record the job's end";
         match tokio::time::timeout(self.timeout, write).await {
-            Ok(Ok(())) => {
+            Ok(Ok(ours)) => {
                 self.worked();
-                Ok(())
+                Ok(ours)
             }
             Ok(Err(e)) if !super::pool::is_transient(&e) => {
                 crate::metrics::record_store_error();

@@ -722,3 +722,141 @@ async fn a_cancel_the_store_refuses_changes_nothing() {
     assert!(env.data.join("mid_out.csv").exists());
     server.stop().await;
 }
+
+/// The files in the data directory whose name holds `sink` (the sink and its
+/// hidden temporary file), with their sizes.
+fn sink_files(env: &Env, sink: &str) -> Vec<(String, u64)> {
+    let mut files = std::fs::read_dir(&env.data)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(sink))
+        .map(|e| {
+            let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+            (e.file_name().to_string_lossy().into_owned(), size)
+        })
+        .collect::<Vec<_>>();
+    files.sort();
+    files
+}
+
+/// A running job whose row another replica marks failed under it (as one does
+/// for a replica paused past the heartbeat's grace, here written straight into
+/// the database) stops at its next progress write: this server answers the
+/// store's state and error, writes nothing more to the sink, and never records
+/// an end of its own over the store's. Before, it ran on, answered `running`
+/// for minutes and finally overwrote the store's state with its own end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_failed_by_another_replica_stops_here() {
+    let env = env();
+    let (db, server) = on_a_postgres_store(&env).await;
+    let pool = sqlx::PgPool::connect(&db.url()).await.unwrap();
+    let id = submit(&server, slow_job(&env, "taken.csv")).await;
+    wait_for(&server, &id, Duration::from_secs(60), |j| {
+        j["progress"]["rows_read"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
+    sqlx::query(
+        "UPDATE jobs SET state = 'failed', error = 'interrupted by restart', \
+         finished_ms = $1 WHERE id = $2",
+    )
+    .bind(ferroserve::store::now_ms())
+    .bind(&id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let job = loop {
+        let (code, job) = server.get(&format!("/v1/jobs/{id}")).await;
+        assert_eq!(code, 200, "{job}");
+        if job["state"] != "running" {
+            break job;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the job runs on after another replica failed it: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(job["state"], "failed", "{job}");
+    assert_eq!(job["error"], "interrupted by restart", "{job}");
+    // Nothing more is written to the sink, and the store's word stands.
+    let files = sink_files(&env, "taken.csv");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sink_files(&env, "taken.csv"), files);
+    assert!(!env.data.join("taken.csv").exists());
+    let row = sqlx::query("SELECT state, error FROM jobs WHERE id = $1")
+        .bind(&id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(row.get::<String, _>(0), "failed");
+    assert_eq!(
+        row.get::<Option<String>, _>(1).as_deref(),
+        Some("interrupted by restart")
+    );
+    let (_, job) = server.get(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    server.stop().await;
+}
+
+/// A store that does not answer (its PostgreSQL killed, a 5 s database timeout)
+/// does not slow a running job: its progress writes wait in the background.
+/// Before, every write (every half second) held the job for the whole timeout,
+/// and it went on at a tenth of its pace or less.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_does_not_answer_does_not_slow_a_job() {
+    let env = env();
+    write_csv(&env.data.join("huge.csv"), &iris_rows(1_000_000));
+    let mut db = tokio::task::spawn_blocking(|| DbServer::start(DbKind::Postgres))
+        .await
+        .unwrap();
+    let server = TestServer::start_with(ferroserve::settings::Settings {
+        database_url: Some(db.url()),
+        database_timeout: Duration::from_secs(5),
+        ..settings(&env)
+    })
+    .await;
+    let id = submit(
+        &server,
+        score_spec(
+            json!({"path": "huge.csv"}),
+            json!({"path": "huge_out.csv"}),
+            4,
+        ),
+    )
+    .await;
+    wait_for(&server, &id, Duration::from_secs(60), |j| {
+        j["progress"]["rows_read"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
+    let rows_read = || async {
+        let (_, job) = server.get(&format!("/v1/jobs/{id}")).await;
+        assert_eq!(job["state"], "running", "{job}");
+        job["progress"]["rows_read"].as_u64().unwrap()
+    };
+    const WINDOW: Duration = Duration::from_secs(6);
+    let start = rows_read().await;
+    tokio::time::sleep(WINDOW).await;
+    let before = rows_read().await - start;
+    db = tokio::task::spawn_blocking(move || {
+        db.kill();
+        db
+    })
+    .await
+    .unwrap();
+    let start = rows_read().await;
+    tokio::time::sleep(WINDOW).await;
+    let during = rows_read().await - start;
+    let _db = tokio::task::spawn_blocking(move || {
+        db.restart();
+        db
+    })
+    .await
+    .unwrap();
+    // Blocking writes would allow about a tenth of the pace before.
+    assert!(
+        during * 2 > before,
+        "{during} rows read with the store down, {before} before"
+    );
+    server.stop().await;
+}
