@@ -184,9 +184,11 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
     let (code, answer) = predict_version(&server, "iris").await;
     assert_eq!((code, answer["version"].clone()), (200, json!(1)));
 
-    // Not multipart at all, no file, fields after the file.
+    // Not multipart at all (a 415 naming multipart, the only type it takes), no
+    // file, fields after the file.
     let (code, body) = server.post_json("/upload_model", &json!({})).await;
-    assert_eq!(code, 400, "{body}");
+    assert_eq!(code, 415, "{body}");
+    assert!(error_text(&body).contains("multipart/form-data"), "{body}");
     let form = reqwest::multipart::Form::new().text("model_id", "x");
     let r = server
         .client
