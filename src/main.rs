@@ -301,7 +301,6 @@ fn command() -> anyhow::Result<()> {
         Command::Worker(mut args) => {
             // Before any thread starts (the environment is changed).
             args.take_supervisor_token();
-            args.confine()?;
             init_logging(args.log_format.unwrap_or(LogFormat::Human));
             let mut runtime = tokio::runtime::Builder::new_multi_thread();
             if let Some(threads) = args.threads {

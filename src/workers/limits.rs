@@ -6,6 +6,7 @@
 //! be created or written leaves that limit to the fallback, and the fallback's name is
 //! what the registry shows.
 
+use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
 use super::resources::Limits;
@@ -140,12 +141,12 @@ impl WorkerCgroups {
             .and_then(|n| n.trim().parse().ok())
     }
 
-    /// The `cgroup.procs` files a new worker writes its pid into as it starts.
-    pub fn procs_files(&self) -> Vec<PathBuf> {
+    /// The `cgroup.procs` files a new worker writes its pid into before exec.
+    pub fn procs_files(&self) -> Vec<CString> {
         [&self.memory, &self.cpu]
             .into_iter()
             .flatten()
-            .map(|d| d.join("cgroup.procs"))
+            .filter_map(|d| CString::new(d.join("cgroup.procs").to_string_lossy().as_bytes()).ok())
             .collect()
     }
 
@@ -221,111 +222,80 @@ pub fn cores_for(cores: usize, offset: usize) -> Vec<usize> {
         .collect()
 }
 
-/// How a worker confines itself as it starts, before any thread: the cgroups it
-/// joins, the cores it is pinned to, its address-space limit, and death with its
-/// supervisor. The supervisor decides them and passes them as flags; the worker
-/// applies them first thing ([`Confinement::apply`]). Nothing runs in the child
-/// between fork and exec, so the standard library starts workers with
-/// `posix_spawn` (no copy of the main server's address space: a server holding
-/// large models can still start workers) and its own process group
-/// (`CommandExt::process_group`).
-#[derive(Debug, Clone, Default, PartialEq, clap::Args)]
-pub struct Confinement {
-    /// The cgroup v1 `cgroup.procs` files of the groups to join (given once per group)
-    #[arg(long = "cgroup-procs", value_name = "FILE")]
-    pub procs_files: Vec<PathBuf>,
-    /// The cores to run on, comma-separated
-    #[arg(long = "cores", value_name = "LIST", value_delimiter = ',')]
+/// What the child does between fork and exec: its own process group, death with
+/// its parent, the cgroups, the cores and the address-space limit. Only
+/// async-signal-safe calls (no allocation): everything is prepared beforehand.
+pub struct PreExec {
+    pub procs_files: Vec<CString>,
     pub cores: Vec<usize>,
-    /// The address-space limit (RLIMIT_AS), in bytes
-    #[arg(long = "address-space-bytes", value_name = "BYTES")]
     pub address_space: Option<u64>,
+    pub parent_pid: libc::pid_t,
 }
 
-impl Confinement {
-    /// The flags that give this confinement to a worker.
-    pub fn args(&self) -> Vec<std::ffi::OsString> {
-        let mut args: Vec<std::ffi::OsString> = Vec::new();
-        for file in &self.procs_files {
-            args.push("--cgroup-procs".into());
-            args.push(file.into());
-        }
-        if !self.cores.is_empty() {
-            let cores: Vec<String> = self.cores.iter().map(usize::to_string).collect();
-            args.push("--cores".into());
-            args.push(cores.join(",").into());
-        }
-        if let Some(bytes) = self.address_space {
-            args.push("--address-space-bytes".into());
-            args.push(bytes.to_string().into());
-        }
-        args
-    }
-
-    /// Dies with `parent_pid` (exits now if it is already gone), then joins the
-    /// cgroups, pins the cores and sets the address-space limit. Called before any
-    /// thread starts: the cores are pinned for the calling thread, and every thread
-    /// started later inherits them. A limit that cannot be applied is an error (the
-    /// supervisor reports it as enforced), never a worker that runs without it.
-    pub fn apply(&self, parent_pid: Option<u32>) -> anyhow::Result<()> {
-        use anyhow::Context;
-        if let Some(parent) = parent_pid {
-            // SAFETY: plain system calls with constant arguments.
-            unsafe {
-                if libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ) != 0
-                {
-                    return Err(std::io::Error::last_os_error())
-                        .context("cannot ask to die with the supervisor (PR_SET_PDEATHSIG)");
-                }
-                // The supervisor died before prctl: no one would ever stop us.
-                if libc::getppid() as u32 != parent {
-                    anyhow::bail!("the supervisor (pid {parent}) is gone");
-                }
+impl PreExec {
+    /// Runs in the forked child.
+    pub fn apply(&self) -> std::io::Result<()> {
+        // SAFETY: plain system calls on this (single-threaded, forked) process with
+        // arguments prepared before the fork.
+        unsafe {
+            if libc::setpgid(0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
             }
-        }
-        let pid = std::process::id().to_string();
-        for file in &self.procs_files {
-            std::fs::write(file, &pid)
-                .with_context(|| format!("cannot join the cgroup of {}", file.display()))?;
-        }
-        if !self.cores.is_empty() {
-            // SAFETY: a zeroed cpu_set_t is a valid empty set.
-            let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-            for &c in &self.cores {
-                anyhow::ensure!(
-                    c < libc::CPU_SETSIZE as usize,
-                    "core {c} is past the largest core number"
-                );
-                // SAFETY: `c` is within the set, checked above.
-                unsafe { libc::CPU_SET(c, &mut set) };
-            }
-            // SAFETY: `set` is a valid cpu_set_t of the size given.
-            if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) }
-                != 0
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
             {
-                return Err(std::io::Error::last_os_error())
-                    .with_context(|| format!("cannot pin to cores {:?}", self.cores));
+                return Err(std::io::Error::last_os_error());
             }
-        }
-        if let Some(bytes) = self.address_space {
-            let limit = libc::rlimit {
-                rlim_cur: bytes as libc::rlim_t,
-                rlim_max: bytes as libc::rlim_t,
-            };
-            // SAFETY: `limit` is a valid rlimit.
-            if unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) } != 0 {
-                return Err(std::io::Error::last_os_error())
-                    .with_context(|| format!("cannot limit the address space to {bytes} bytes"));
+            // The parent died between fork and prctl: no one would ever stop us.
+            if libc::getppid() != self.parent_pid {
+                libc::_exit(1);
+            }
+            let mut digits = [0u8; 24];
+            let pid_text = format_pid(libc::getpid(), &mut digits);
+            for file in &self.procs_files {
+                let fd = libc::open(file.as_ptr(), libc::O_WRONLY);
+                if fd >= 0 {
+                    libc::write(fd, pid_text.as_ptr().cast(), pid_text.len());
+                    libc::close(fd);
+                }
+            }
+            if !self.cores.is_empty() {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                for &c in &self.cores {
+                    libc::CPU_SET(c, &mut set);
+                }
+                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+            }
+            if let Some(bytes) = self.address_space {
+                let limit = libc::rlimit {
+                    rlim_cur: bytes as libc::rlim_t,
+                    rlim_max: bytes as libc::rlim_t,
+                };
+                libc::setrlimit(libc::RLIMIT_AS, &limit);
             }
         }
         Ok(())
     }
+}
+
+/// `pid` in decimal in `buf`, without allocating.
+fn format_pid(pid: libc::pid_t, buf: &mut [u8; 24]) -> &[u8] {
+    let mut n = pid.max(0) as u64;
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
 }
 
 /// A process's resident memory and CPU time (user + system), from /proc.
@@ -371,35 +341,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_confinement_reaches_the_worker_through_its_flags() {
-        use clap::Parser;
-        #[derive(clap::Parser)]
-        struct Worker {
-            #[command(flatten)]
-            confinement: Confinement,
-        }
-        let given = Confinement {
-            procs_files: vec![
-                PathBuf::from("/sys/fs/cgroup/memory/a b/cgroup.procs"),
-                PathBuf::from("/sys/fs/cgroup/cpu/x/cgroup.procs"),
-            ],
-            cores: vec![1, 0, 3],
-            address_space: Some(5 << 30),
-        };
-        let mut argv = vec![std::ffi::OsString::from("worker")];
-        argv.extend(given.args());
-        assert_eq!(Worker::parse_from(argv).confinement, given);
-        let none = Confinement::default();
-        assert!(none.args().is_empty());
-        assert_eq!(Worker::parse_from(["worker"]).confinement, none);
-        // Nothing to apply, and no parent to check: nothing happens.
-        none.apply(None).unwrap();
-    }
-
-    #[test]
-    fn a_worker_whose_supervisor_is_gone_does_not_start() {
-        let err = Confinement::default().apply(Some(u32::MAX)).unwrap_err();
-        assert!(err.to_string().contains("is gone"), "{err}");
+    fn pids_format_without_allocating() {
+        let mut buf = [0u8; 24];
+        assert_eq!(format_pid(0, &mut buf), b"0");
+        assert_eq!(format_pid(4_194_303, &mut buf), b"4194303");
     }
 
     #[test]

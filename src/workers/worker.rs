@@ -79,10 +79,6 @@ pub struct WorkerArgs {
     /// model defaults.
     #[command(flatten)]
     pub inherited: Inherited,
-    /// The cgroups, cores and address-space limit the supervisor decided, applied
-    /// by [`WorkerArgs::confine`] before any thread starts.
-    #[command(flatten)]
-    pub confinement: super::limits::Confinement,
     /// The SHA-256 of the supervisor's token ([`SUPERVISOR_TOKEN_ENV`]), taken from
     /// the environment by [`WorkerArgs::take_supervisor_token`]; never a flag, so it
     /// is not on the command line for other users to read.
@@ -265,14 +261,6 @@ const CACHE_SHARE_OF_MEMORY_LIMIT: u64 = 4;
 pub const STORE_FILE: &str = "worker.db";
 
 impl WorkerArgs {
-    /// Dies with the supervisor (`--parent-pid`; an error if it is already gone)
-    /// and applies the confinement it decided (cgroups, cores, address-space
-    /// limit). Called before any thread starts: the cores are pinned for this thread
-    /// and every thread started later inherits them.
-    pub fn confine(&self) -> anyhow::Result<()> {
-        self.confinement.apply(self.parent_pid)
-    }
-
     /// Takes what the supervisor passes in the environment out of it, so nothing
     /// the worker starts inherits it: its token (keeping only its hash), the tokens
     /// in force in the main server ([`TOKENS_IN_FORCE_ENV`]) and the main server's
@@ -377,6 +365,12 @@ impl WorkerArgs {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        if let Some(parent) = self.parent_pid {
+            // SAFETY: getppid has no preconditions.
+            if unsafe { libc::getppid() } as u32 != parent {
+                anyhow::bail!("the supervisor (pid {parent}) is gone");
+            }
+        }
         let settings = self.settings()?;
         std::fs::create_dir_all(&settings.model_repository)
             .with_context(|| format!("cannot create {}", settings.model_repository.display()))?;

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::{lock, Slot, WorkerConfig};
-use crate::workers::limits::{self, Confinement};
+use crate::workers::limits::{self, PreExec};
 use crate::workers::status::{AppliedDeployment, ExitReason};
 use crate::workers::WATCHDOG_EXIT_CODE;
 
@@ -79,8 +79,8 @@ impl Spawner {
 
 /// The command line of `slot`'s worker: its flags, its environment (the
 /// supervisor's `token`, the inherited Redis URL, none of the main server's other
-/// settings) and the confinement the worker applies to itself as it starts
-/// (cgroups, cores, address-space limit; its parent-death signal from `--parent-pid`).
+/// settings) and what runs in the child between fork and exec (cgroups, cores,
+/// address-space limit, parent-death signal).
 pub(super) fn command(
     c: &WorkerConfig,
     token: &str,
@@ -191,10 +191,7 @@ pub(super) fn command(
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::inherit())
         .stderr(std::process::Stdio::inherit());
-    // The cgroups, cores and address-space limit the worker applies to itself as
-    // it starts (nothing runs between fork and exec: posix_spawn), and its own
-    // process group, which `kill_group` signals.
-    let confinement = Confinement {
+    let pre_exec = PreExec {
         procs_files: slot.cgroups.procs_files(),
         cores: slot
             .limits
@@ -205,8 +202,13 @@ pub(super) fn command(
             (Some(m), None) => Some(limits::address_space_limit(m)),
             _ => None,
         },
+        parent_pid: std::process::id() as libc::pid_t,
     };
-    command.args(confinement.args()).process_group(0);
+    // SAFETY: `apply` makes only async-signal-safe system calls on data prepared
+    // before the fork.
+    unsafe {
+        command.pre_exec(move || pre_exec.apply());
+    }
     command
 }
 
