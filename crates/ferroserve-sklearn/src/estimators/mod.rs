@@ -29,6 +29,7 @@ pub(crate) mod sparse;
 mod stop_words;
 mod svm;
 pub(crate) mod text;
+mod token_pattern;
 mod tree;
 
 use std::fmt::Debug;
