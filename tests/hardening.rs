@@ -729,3 +729,44 @@ async fn a_partial_http2_preface_is_held_to_the_header_read_timeout() {
     drop(stream);
     server.stop().await;
 }
+
+/// An upload refused on a field before its file (a version that is no version
+/// number, one that exists, an unknown field) drains the file the client is still
+/// sending before answering: the client reads the answer, never a broken pipe or a
+/// reset connection (the CLI said "cannot reach the server" now and then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_before_the_file_is_read_reach_the_client() {
+    let repo = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(unwatched(repo.path())).await;
+    // A valid model, padded past what the sockets' buffers hold.
+    let (code, answer) = server
+        .upload(&[("model_id", "iris")], "model.onnx", iris("iris_lr"))
+        .await;
+    assert_eq!(code, 200, "{answer}");
+    let big = vec![b'x'; 8 << 20];
+    type Fields<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(Fields, u16, &str); 3] = [
+        (
+            &[("model_id", "iris"), ("version", "05")],
+            400,
+            "not a version number",
+        ),
+        (
+            &[("model_id", "iris"), ("version", "1")],
+            409,
+            "already has a version 1",
+        ),
+        (
+            &[("model_id", "iris"), ("colour", "red")],
+            400,
+            "unknown field",
+        ),
+    ];
+    for _ in 0..3 {
+        for (fields, want, words) in cases {
+            let (code, answer) = server.upload(fields, "model.onnx", big.clone()).await;
+            common::assert_error(code, &answer, want, words);
+        }
+    }
+    server.stop().await;
+}

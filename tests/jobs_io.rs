@@ -794,6 +794,77 @@ async fn job_bodies_keep_their_size_limits() {
     server.stop().await;
 }
 
+/// A job request refused on a part before its files (the spec sent twice) drains
+/// the files the client is still sending before answering: the client sends its
+/// whole body and reads the answer (without the drain, the server closed the
+/// connection on 12 MiB unread, more than the sockets' buffers hold, and the
+/// client's write failed with a broken pipe or a reset).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_before_the_files_are_read_reach_the_client() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = env();
+    let settings = Settings {
+        max_upload_bytes: 64 << 20,
+        ..settings(&env)
+    };
+    let server = TestServer::start_with(settings).await;
+    let spec = score_spec(json!({"upload": "rows"}), json!({"path": "out.csv"}), 64).to_string();
+    let boundary = "ferroserve-test-boundary";
+    let mut body = Vec::new();
+    for _ in 0..2 {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"spec\"\r\n\r\n{spec}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"rows\"; \
+             filename=\"rows.csv\"\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend(std::iter::repeat_n(b'x', 12 << 20));
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let addr = server
+        .url("/")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut requests = format!(
+        "POST /v1/jobs HTTP/1.1\r\nHost: {addr}\r\n\
+         Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    requests.extend_from_slice(&body);
+    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    // The write half is kept open until the answer is read: a half-closed
+    // connection is a client gone to the server.
+    let writer = tokio::spawn(async move { write.write_all(&requests).await.map(|()| write) });
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), read.read_to_end(&mut answer))
+        .await
+        .expect("the answer within 30 s")
+        .expect("the answer read whole");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.contains("part \\\"spec\\\" is sent twice"),
+        "{answer}"
+    );
+    drop(
+        writer
+            .await
+            .unwrap()
+            .expect("the whole body sent, none of it refused by a closed connection"),
+    );
+    server.stop().await;
+}
+
 /// A TCP port that takes connections and never answers: a database that hangs. A
 /// driver connecting to it waits out its timeout (10 s, then 2 s to learn why).
 fn silent_database() -> (std::net::TcpListener, String) {

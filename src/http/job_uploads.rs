@@ -17,9 +17,6 @@ use crate::jobs::uploads::StagedUploads;
 
 /// Room for the multipart framing and the spec part around the files.
 const MULTIPART_OVERHEAD: u64 = 1024 * 1024;
-/// How much of an oversized upload is still read (and discarded) before answering
-/// 413, so the client reads the answer instead of a reset connection.
-const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
 
 /// The most bytes a multipart job request may hold: its files, their framing and
 /// the spec.
@@ -88,6 +85,19 @@ pub async fn read_job_multipart(
     state: &AppState,
     mut multipart: Multipart,
 ) -> Result<(serde_json::Value, StagedUploads), HttpError> {
+    // A refusal before the whole body is read drains what the client still sends,
+    // so that it reads the answer rather than a reset connection.
+    let read = read_parts(state, &mut multipart).await;
+    if read.is_err() {
+        super::upload::drain(&mut multipart).await;
+    }
+    read
+}
+
+async fn read_parts(
+    state: &AppState,
+    multipart: &mut Multipart,
+) -> Result<(serde_json::Value, StagedUploads), HttpError> {
     let upload_limit = state.settings.max_upload_bytes;
     let spec_limit = state.settings.max_request_bytes;
     let mut staged = crate::api::jobs::stage_uploads(state).await?;
@@ -130,18 +140,10 @@ pub async fn read_job_multipart(
             .await
             .map_err(|e| multipart_error(e, upload_limit))?
         {
-            if let Err(e) = staged.write(&chunk).await {
-                if matches!(e, crate::jobs::uploads::UploadError::TooLarge(_)) {
-                    let mut drained = 0;
-                    while let Ok(Some(chunk)) = field.chunk().await {
-                        drained += chunk.len();
-                        if drained > DRAIN_LIMIT {
-                            break;
-                        }
-                    }
-                }
-                return Err(HttpError(e.into()));
-            }
+            staged
+                .write(&chunk)
+                .await
+                .map_err(|e| HttpError(e.into()))?;
         }
     }
     let spec = spec.ok_or_else(|| {

@@ -18,8 +18,8 @@ use crate::api::{upload, ApiError, Caller};
 
 /// Room for the multipart framing and the text fields around the file.
 const MULTIPART_OVERHEAD: u64 = 1024 * 1024;
-/// How much of an oversized upload is still read (and discarded) before answering
-/// 413, so the client reads the answer instead of a reset connection.
+/// How much of a refused upload is still read (and discarded) before answering, so
+/// the client reads the answer instead of a reset connection.
 const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
 
 /// The most bytes an upload's body may hold: the upload limit plus the multipart
@@ -139,6 +139,56 @@ async fn upload_model(
             ))));
         }
     };
+    // A refusal before the whole body is read (a bad version, an existing one, an
+    // unknown field) drains what the client still sends, so that it reads the
+    // answer rather than a reset connection or a broken pipe.
+    let staged = match read_form(&state, caller, &mut multipart).await {
+        Ok(staged) => staged,
+        Err(e) => {
+            drain(&mut multipart).await;
+            return Err(e);
+        }
+    };
+    let mut outcome = staged.finish().await?;
+    let in_worker = wait_for_the_worker(&state, &mut outcome).await;
+    let (base, _) = base_url(&state);
+    let served = outcome.summary.served_versions.contains(&outcome.version);
+    Ok(Json(json!({
+        "message": if served {
+            format!("model {} version {} uploaded and served", outcome.model, outcome.version)
+        } else if outcome.summary.stopped {
+            format!(
+                "model {} version {} uploaded; the model is stopped: reload, load or deploy \
+                 it to serve it",
+                outcome.model, outcome.version
+            )
+        } else if let Some(in_worker) = in_worker {
+            format!(
+                "model {} version {} uploaded; {in_worker}",
+                outcome.model, outcome.version
+            )
+        } else {
+            format!(
+                "model {} version {} uploaded; its version policy does not serve it",
+                outcome.model, outcome.version
+            )
+        },
+        "model_id": outcome.model,
+        "version": outcome.version,
+        "bytes": outcome.bytes,
+        "files": outcome.files,
+        "model": summary_json(&outcome.summary, &base),
+    }))
+    .into_response())
+}
+
+/// The form's fields in order, the file staged as it streams; an error leaves the
+/// rest of the body unread.
+async fn read_form(
+    state: &AppState,
+    caller: Option<Extension<Caller>>,
+    multipart: &mut Multipart,
+) -> Result<upload::Upload, HttpError> {
     let mut model_id: Option<String> = None;
     let mut version: Option<u64> = None;
     // Given at all, empty or not (an empty `version` then `version=4` was taken).
@@ -160,13 +210,7 @@ async fn upload_model(
                      file, and only asset files after it"
                 ))));
             }
-            if let Err(e) = receive_asset(upload, field, max_upload_bytes).await {
-                // Too many assets: the client is still sending; it reads the answer.
-                if matches!(e.0, ApiError::PayloadTooLarge(_)) {
-                    drain(&mut multipart).await;
-                }
-                return Err(e);
-            }
+            receive_asset(upload, field, max_upload_bytes).await?;
             continue;
         }
         let twice = |field: &str| {
@@ -208,7 +252,7 @@ async fn upload_model(
                 };
                 staged = Some(
                     receive_file(
-                        &state,
+                        state,
                         field,
                         &model,
                         version,
@@ -230,42 +274,11 @@ async fn upload_model(
             }
         }
     }
-    let staged = staged.ok_or_else(|| {
+    staged.ok_or_else(|| {
         HttpError(ApiError::InvalidArgument(
             "no file field in the upload".into(),
         ))
-    })?;
-    let mut outcome = staged.finish().await?;
-    let in_worker = wait_for_the_worker(&state, &mut outcome).await;
-    let (base, _) = base_url(&state);
-    let served = outcome.summary.served_versions.contains(&outcome.version);
-    Ok(Json(json!({
-        "message": if served {
-            format!("model {} version {} uploaded and served", outcome.model, outcome.version)
-        } else if outcome.summary.stopped {
-            format!(
-                "model {} version {} uploaded; the model is stopped: reload, load or deploy \
-                 it to serve it",
-                outcome.model, outcome.version
-            )
-        } else if let Some(in_worker) = in_worker {
-            format!(
-                "model {} version {} uploaded; {in_worker}",
-                outcome.model, outcome.version
-            )
-        } else {
-            format!(
-                "model {} version {} uploaded; its version policy does not serve it",
-                outcome.model, outcome.version
-            )
-        },
-        "model_id": outcome.model,
-        "version": outcome.version,
-        "bytes": outcome.bytes,
-        "files": outcome.files,
-        "model": summary_json(&outcome.summary, &base),
-    }))
-    .into_response())
+    })
 }
 
 async fn receive_file(
@@ -283,19 +296,9 @@ async fn receive_file(
         .await
         .map_err(|e| multipart_error(e, max_upload_bytes))?
     {
-        if let Err(e) = upload.write(&chunk).await {
-            drop(upload); // removes the staging directory
-            if matches!(e, ApiError::PayloadTooLarge(_)) {
-                let mut drained = 0;
-                while let Ok(Some(chunk)) = field.chunk().await {
-                    drained += chunk.len();
-                    if drained > DRAIN_LIMIT {
-                        break;
-                    }
-                }
-            }
-            return Err(HttpError(e));
-        }
+        // An error drops the upload, which removes its staging directory; the
+        // caller drains the rest of the body.
+        upload.write(&chunk).await?;
     }
     Ok(upload)
 }
@@ -322,7 +325,7 @@ async fn receive_asset(
 /// Reads and discards the rest of a refused upload's body (at most about
 /// [`DRAIN_LIMIT`] bytes), so that the client reads the answer rather than a reset
 /// connection.
-async fn drain(multipart: &mut Multipart) {
+pub(super) async fn drain(multipart: &mut Multipart) {
     let mut drained = 0;
     while let Ok(Some(mut field)) = multipart.next_field().await {
         // A part's head counts too: an upload of empty parts is drained no longer.
