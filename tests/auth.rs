@@ -1066,3 +1066,40 @@ async fn config_file_base_paths_outside_roots_are_refused() {
     assert_eq!(status, 200, "{body}");
     server.stop().await;
 }
+
+/// A refusal for want of a token, or of the right scope, drains the body the
+/// client is still sending: an 8 MiB upload with a wrong token reads its 401 (and
+/// one with an inference token its 403), never a broken pipe (the CLI said
+/// "cannot reach the server").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_of_a_large_upload_reach_the_client() {
+    let dir = repo();
+    let server = TestServer::start_with(settings_with_tokens(dir.path())).await;
+    let big = vec![b'x'; 8 << 20];
+    for _ in 0..3 {
+        for (token, want, words) in [
+            (Some("fst_wrong"), 401, "token"),
+            (None, 401, "token"),
+            (Some(READER), 403, "management"),
+        ] {
+            let form = reqwest::multipart::Form::new().part(
+                "file",
+                reqwest::multipart::Part::bytes(big.clone()).file_name("model.onnx"),
+            );
+            let mut r = server
+                .client
+                .post(server.url("/upload_model"))
+                .multipart(form);
+            if let Some(t) = token {
+                r = r.bearer_auth(t);
+            }
+            let r = r
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("token {token:?}: {e:?}"));
+            let (code, answer) = common::status_and_body(r).await;
+            common::assert_error(code, &answer, want, words);
+        }
+    }
+    server.stop().await;
+}

@@ -20,52 +20,14 @@ use super::AppState;
 use crate::auth::{display_peer, rest_access, worker_refusal, Access, Denied};
 
 pub async fn require(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let path = request.uri().path();
-    // The metrics' second path (TF Serving's monitoring config) is as open as /metrics.
-    let access = if state.settings.metrics_path.as_deref() == Some(path) {
-        Access::Metrics
-    } else {
-        rest_access(path)
-    };
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
-    // A worker takes no management at all (`Settings::management_server`).
-    if let Some(message) = worker_refusal(state.settings.management_server.as_deref(), access) {
-        crate::metrics::record_auth_failure("rest", "worker");
-        tracing::warn!(client = %display_peer(peer), path = %request.uri().path(), "{message}");
-        return (StatusCode::FORBIDDEN, Json(json!({ "error": message }))).into_response();
-    }
-    let authorization = request.headers().get(header::AUTHORIZATION);
-    let token = match state.auth.authorize(
-        "rest",
-        access,
-        authorization.map(HeaderValue::as_bytes),
-        peer,
-        request.uri().path(),
-    ) {
-        Ok(token) => token,
-        Err(denied) => return denied_response(&denied),
+    let (access, token, peer) = match admit(&state, &request) {
+        Ok(admitted) => admitted,
+        // A client that sends its body without waiting reads the refusal, not a
+        // broken pipe (an upload with a wrong token).
+        Err(refusal) => return super::answer_drained(request, refusal).await,
     };
     if access != Access::Management {
         return next.run(request).await;
-    }
-    let host = request_host(request.headers(), request.uri());
-    let bodies = ManagementBodies::of_route(request.uri().path());
-    if let Some((status, message)) = cross_site_refusal(request.headers(), host.as_deref(), bodies)
-    {
-        crate::metrics::record_auth_failure("rest", "cross_site");
-        tracing::warn!(client = %display_peer(peer), path = %request.uri().path(), "{message}");
-        return (status, Json(json!({ "error": message }))).into_response();
-    }
-    if state.auth.management_by_loopback() {
-        let public_url = state.settings.public_url.as_deref();
-        if let Some(message) = rebinding_refusal(host.as_deref(), public_url) {
-            crate::metrics::record_auth_failure("rest", "rebinding");
-            tracing::warn!(client = %display_peer(peer), path = %request.uri().path(), "{message}");
-            return (StatusCode::FORBIDDEN, Json(json!({ "error": message }))).into_response();
-        }
     }
     let method = request.method().clone();
     let path = request.uri().path().to_string();
@@ -85,6 +47,63 @@ pub async fn require(State(state): State<AppState>, request: Request, next: Next
         "management request"
     );
     response
+}
+
+/// What a request may reach and who sent it (its access, its token's name, its
+/// peer), or its refusal (a rare path: not boxed).
+#[allow(clippy::result_large_err)]
+fn admit(
+    state: &AppState,
+    request: &Request,
+) -> Result<(Access, Option<String>, Option<SocketAddr>), Response> {
+    let path = request.uri().path();
+    // The metrics' second path (TF Serving's monitoring config) is as open as /metrics.
+    let access = if state.settings.metrics_path.as_deref() == Some(path) {
+        Access::Metrics
+    } else {
+        rest_access(path)
+    };
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    // A worker takes no management at all (`Settings::management_server`).
+    if let Some(message) = worker_refusal(state.settings.management_server.as_deref(), access) {
+        crate::metrics::record_auth_failure("rest", "worker");
+        tracing::warn!(client = %display_peer(peer), path = %request.uri().path(), "{message}");
+        return Err((StatusCode::FORBIDDEN, Json(json!({ "error": message }))).into_response());
+    }
+    let authorization = request.headers().get(header::AUTHORIZATION);
+    let token = state
+        .auth
+        .authorize(
+            "rest",
+            access,
+            authorization.map(HeaderValue::as_bytes),
+            peer,
+            request.uri().path(),
+        )
+        .map_err(|denied| denied_response(&denied))?;
+    if access != Access::Management {
+        return Ok((access, token, peer));
+    }
+    let host = request_host(request.headers(), request.uri());
+    let bodies = ManagementBodies::of_route(request.uri().path());
+    if let Some((status, message)) = cross_site_refusal(request.headers(), host.as_deref(), bodies)
+    {
+        crate::metrics::record_auth_failure("rest", "cross_site");
+        tracing::warn!(client = %display_peer(peer), path = %request.uri().path(), "{message}");
+        return Err((status, Json(json!({ "error": message }))).into_response());
+    }
+    if state.auth.management_by_loopback() {
+        let public_url = state.settings.public_url.as_deref();
+        if let Some(message) = rebinding_refusal(host.as_deref(), public_url) {
+            crate::metrics::record_auth_failure("rest", "rebinding");
+            tracing::warn!(client = %display_peer(peer), path = %request.uri().path(), "{message}");
+            return Err((StatusCode::FORBIDDEN, Json(json!({ "error": message }))).into_response());
+        }
+    }
+    Ok((access, token, peer))
 }
 
 /// The host a request is for: its URI's authority where it has one (HTTP/2's

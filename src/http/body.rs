@@ -60,13 +60,17 @@ const REFUSED_DRAIN_LIMIT: usize = 16 * 1024 * 1024;
 /// sent nothing, and HTTP/2 ends only this request's stream: both are answered
 /// at once.
 pub(crate) async fn answer_unread(request: Request, refusal: ApiError) -> Response {
+    answer_drained(request, HttpError(refusal).into_response()).await
+}
+
+/// [`answer_unread`] with its answer made already (an access refusal's).
+pub(crate) async fn answer_drained(request: Request, mut answer: Response) -> Response {
     use http_body_util::BodyExt;
     let waits = request
         .headers()
         .get(header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let http1 = request.version() < axum::http::Version::HTTP_2;
-    let mut answer = HttpError(refusal).into_response();
     if waits || !http1 {
         return answer;
     }
