@@ -244,9 +244,30 @@ fn main() {
         if stdout_closed(&e) {
             std::process::exit(0);
         }
-        note(format_args!("Error: {e:?}"));
+        note(format_args!("{}", error_text(&e)));
         std::process::exit(1);
     }
+}
+
+/// An error as `main` returning it prints it (`Error: ` and its causes under
+/// `Caused by:`), without the backtrace that `anyhow` captures and prints when
+/// `RUST_BACKTRACE` is set: a message for the user, not for a debugger (a panic
+/// still prints its backtrace then).
+fn error_text(e: &anyhow::Error) -> String {
+    use std::fmt::Write;
+    let mut text = format!("Error: {e}");
+    let causes: Vec<_> = e.chain().skip(1).collect();
+    if !causes.is_empty() {
+        text.push_str("\n\nCaused by:");
+        for (i, cause) in causes.iter().enumerate() {
+            if causes.len() == 1 {
+                let _ = write!(text, "\n    {cause}");
+            } else {
+                let _ = write!(text, "\n    {i}: {cause}");
+            }
+        }
+    }
+    text
 }
 
 /// The ids of the arguments `matches` holds that a `FERROSERVE_*` variable gave,
@@ -386,7 +407,7 @@ fn command() -> anyhow::Result<()> {
             // them; the server has closed everything of its own (store, pid file,
             // listeners) and its log lines are written unbuffered.
             if let Err(e) = &served {
-                note(format_args!("Error: {e:?}"));
+                note(format_args!("{}", error_text(e)));
             }
             use std::io::Write as _;
             let _ = std::io::stdout().flush();

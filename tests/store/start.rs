@@ -247,6 +247,29 @@ async fn status_refused(url: String) -> String {
     e
 }
 
+/// A command's error is a message, not a debugger's dump: with `RUST_BACKTRACE=1`
+/// set (as many shells of developers have it), `ferroserve db status` on a file
+/// that is not there printed the error then 40 frames of backtrace.
+#[test]
+fn errors_print_without_a_backtrace() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("none.db").display());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferroserve"))
+        .args(["db", "status", "--database-url", &url])
+        .env("RUST_BACKTRACE", "1")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("Error: there is no database at "),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("acktrace"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+}
+
 /// Runs the server expecting it to refuse to start; answers its error.
 async fn start_fails(settings: Settings) -> String {
     let rest = ferroserve::server::listen("127.0.0.1:0".parse().unwrap()).unwrap();
