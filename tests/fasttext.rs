@@ -616,5 +616,12 @@ async fn kserve_grpc_parameters_choose_k() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    // A whole double is refused as the double it is (it read "not 2").
+    let err = client
+        .model_infer(request(ParameterChoice::DoubleParam(2.0)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().ends_with("not the double 2.0"), "{err:?}");
     server.stop().await;
 }

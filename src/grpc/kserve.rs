@@ -86,7 +86,9 @@ fn parameter_value(choice: &ParameterChoice) -> String {
         ParameterChoice::BoolParam(b) => format!("the boolean {b}"),
         ParameterChoice::Int64Param(n) => n.to_string(),
         ParameterChoice::Uint64Param(n) => n.to_string(),
-        ParameterChoice::DoubleParam(x) => x.to_string(),
+        // Written as a double (`2.0`, not `2`): a whole double refused where an
+        // integer is wanted read as if the integer were refused.
+        ParameterChoice::DoubleParam(x) => format!("the double {x:?}"),
         ParameterChoice::StringParam(t) => format!("the string {t:?}"),
     }
 }
