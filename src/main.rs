@@ -233,8 +233,8 @@ fn settings_from(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<Set
     Ok(file.overridden_by(args).into_settings()?)
 }
 
-/// Runs the command; an error ends the process as `main` returning it would
-/// (`Error: ` and its causes, exit code 1), but quietly with 0 when it is the
+/// Runs the command; an error ends the process with its message ([`error_text`],
+/// exit code 1), but quietly with 0 when it is the
 /// standard output closed, and without a panic when the standard error is.
 fn main() {
     // SAFETY: the first thing the process does, before any thread (the tokio
@@ -249,25 +249,12 @@ fn main() {
     }
 }
 
-/// An error as `main` returning it prints it (`Error: ` and its causes under
-/// `Caused by:`), without the backtrace that `anyhow` captures and prints when
-/// `RUST_BACKTRACE` is set: a message for the user, not for a debugger (a panic
-/// still prints its backtrace then).
+/// An error as every command prints it: `error: ` and its causes on one line, as a
+/// client command's, never with the backtrace that `anyhow` captures and prints in
+/// its `Debug` form when `RUST_BACKTRACE` is set (a panic still prints its
+/// backtrace then).
 fn error_text(e: &anyhow::Error) -> String {
-    use std::fmt::Write;
-    let mut text = format!("Error: {e}");
-    let causes: Vec<_> = e.chain().skip(1).collect();
-    if !causes.is_empty() {
-        text.push_str("\n\nCaused by:");
-        for (i, cause) in causes.iter().enumerate() {
-            if causes.len() == 1 {
-                let _ = write!(text, "\n    {cause}");
-            } else {
-                let _ = write!(text, "\n    {i}: {cause}");
-            }
-        }
-    }
-    text
+    format!("error: {e:#}")
 }
 
 /// The ids of the arguments `matches` holds that a `FERROSERVE_*` variable gave,

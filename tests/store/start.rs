@@ -249,7 +249,8 @@ async fn status_refused(url: String) -> String {
 
 /// A command's error is a message, not a debugger's dump: with `RUST_BACKTRACE=1`
 /// set (as many shells of developers have it), `ferroserve db status` on a file
-/// that is not there printed the error then 40 frames of backtrace.
+/// that is not there printed the error then 40 frames of backtrace. It reads as
+/// the client commands' errors do (`error: `, causes on the same line).
 #[test]
 fn errors_print_without_a_backtrace() {
     let dir = tempfile::tempdir().unwrap();
@@ -263,7 +264,7 @@ fn errors_print_without_a_backtrace() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.starts_with("Error: there is no database at "),
+        stderr.starts_with("error: there is no database at "),
         "{stderr}"
     );
     assert!(!stderr.contains("acktrace"), "{stderr}");
