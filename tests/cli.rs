@@ -747,8 +747,8 @@ async fn predict_sends_what_the_file_says() {
         csv.push_str(&format!("{}\n", cells.join(",")));
         jsonl.push_str(&format!("{}\n", serde_json::to_string(r).unwrap()));
     }
-    std::fs::write(path("iris.csv"), csv).unwrap();
-    std::fs::write(path("iris.jsonl"), jsonl).unwrap();
+    std::fs::write(path("iris.csv"), &csv).unwrap();
+    std::fs::write(path("iris.jsonl"), &jsonl).unwrap();
     let (code, from_csv) = predict("iris", &path("iris.csv")).await;
     assert_eq!(code, 0, "{from_csv}");
     let (code, from_jsonl) = predict("iris", &path("iris.jsonl")).await;
@@ -761,6 +761,24 @@ async fn predict_sends_what_the_file_says() {
     };
     assert_eq!(answers(&from_csv).len(), rows.len(), "{from_csv}");
     assert_eq!(answers(&from_csv), answers(&from_jsonl));
+    // Read as a scoring job reads them: `.tsv` tab-separated, `.txt` CSV; JSON
+    // lines after a UTF-8 byte-order mark (refused as "not JSON").
+    std::fs::write(path("iris.tsv"), csv.replace(',', "\t")).unwrap();
+    std::fs::write(path("iris.txt"), &csv).unwrap();
+    std::fs::write(path("bom.jsonl"), format!("\u{feff}{jsonl}")).unwrap();
+    for file in ["iris.tsv", "iris.txt", "bom.jsonl"] {
+        let (code, out) = predict("iris", &path(file)).await;
+        assert_eq!(code, 0, "{file}: {out}");
+        assert_eq!(answers(&out), answers(&from_csv), "{file}");
+    }
+    // CSV under another name: the error says how the file was read.
+    std::fs::write(path("iris.data"), &csv).unwrap();
+    let (code, out) = predict("iris", &path("iris.data")).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("iris.data is read as JSON lines: only files named .csv, .tsv or .txt"),
+        "{out}"
+    );
 
     let expected: Value = serde_json::from_str(
         &std::fs::read_to_string(root_path("tests/fixtures/onnx/bank_columns/expected.json"))
@@ -971,4 +989,64 @@ async fn answers_without_their_fields_are_unexpected() {
             "{args:?}: {out}"
         );
     }
+}
+
+/// Ctrl-C (or SIGTERM) while `predict --output FILE` waits for its input removes
+/// the temporary file it writes (`.FILE.<pid>.tmp`, left behind before) and leaves
+/// the old FILE whole; the command ends by the signal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_predict_leaves_no_temporary_file() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    let server = TestServer::start_with(test_settings(&repo)).await;
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let output = out_dir.join("answers.jsonl");
+    std::fs::write(&output, "old\n").unwrap();
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        let mut child = cli(
+            &server.base,
+            &[
+                "predict",
+                "iris",
+                "--input",
+                "-",
+                "--batch-size",
+                "1",
+                "--output",
+                &output.display().to_string(),
+            ],
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        use std::io::Write;
+        writeln!(stdin, "[5.1, 3.5, 1.4, 0.2]").unwrap();
+        stdin.flush().unwrap();
+        // The temporary file is there once the command runs (its handler is in
+        // place before it is made).
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::fs::read_dir(&out_dir).unwrap().count() < 2 {
+            assert!(std::time::Instant::now() < deadline, "no temporary file");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // SAFETY: a signal to the child this test started.
+        unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+            .await
+            .unwrap();
+        drop(stdin);
+        assert_eq!(status.signal(), Some(signal), "{status:?}");
+        let left: Vec<String> = std::fs::read_dir(&out_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, ["answers.jsonl"]);
+        assert_eq!(std::fs::read_to_string(&output).unwrap(), "old\n");
+    }
+    server.stop().await;
 }

@@ -76,7 +76,8 @@ pub struct PredictArgs {
     /// The model to ask
     pub model: String,
     /// Rows to predict: JSON lines (an object of named features, or a list of values,
-    /// per line) or CSV with a header of feature names; `-` reads JSON lines from stdin
+    /// per line), or from a file named .csv, .tsv or .txt CSV with a header of feature
+    /// names; `-` reads JSON lines from stdin
     #[arg(long, value_name = "FILE")]
     pub input: PathBuf,
     /// Where the answers go, one JSON line per row [default: stdout]
@@ -505,7 +506,8 @@ fn output_target(path: &Path) -> anyhow::Result<Output> {
 }
 
 /// `predict --output`'s file while it is written: `.<name>.<pid>.tmp` beside it,
-/// renamed over it by [`TempOutput::commit`], removed when dropped before that.
+/// renamed over it by [`TempOutput::commit`], removed when dropped before that, or
+/// when Ctrl-C, SIGTERM or SIGHUP ends the command ([`removed_on_signals`]).
 struct TempOutput {
     temp: PathBuf,
     path: PathBuf,
@@ -516,6 +518,7 @@ impl TempOutput {
     fn new(path: &Path) -> anyhow::Result<TempOutput> {
         let temp = crate::jobs::io::temp_path(path, &std::process::id().to_string())
             .with_context(|| format!("{} names no file", path.display()))?;
+        removed_on_signals(Some(&temp));
         Ok(TempOutput {
             temp,
             path: path.to_path_buf(),
@@ -528,6 +531,7 @@ impl TempOutput {
         if let Ok(m) = std::fs::metadata(&self.path) {
             let _ = std::fs::set_permissions(&self.temp, m.permissions());
         }
+        removed_on_signals(None);
         std::fs::rename(&self.temp, &self.path)
             .with_context(|| format!("cannot write {}", self.path.display()))?;
         self.committed = true;
@@ -538,8 +542,63 @@ impl TempOutput {
 impl Drop for TempOutput {
     fn drop(&mut self) {
         if !self.committed {
+            removed_on_signals(None);
             let _ = std::fs::remove_file(&self.temp);
         }
+    }
+}
+
+/// The file [`on_signal`] removes (a C string, leaked: the handler may read it at
+/// any moment), or null.
+static REMOVED_ON_SIGNALS: std::sync::atomic::AtomicPtr<libc::c_char> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
+/// Has Ctrl-C, SIGTERM and SIGHUP remove `file` before they end the process (as
+/// they would have: the exit status is still the signal's), or, with `None`, no
+/// file. The command may be blocked reading its input, so the file goes in the
+/// handler itself (`unlink` is async-signal-safe); a signal the process was started
+/// ignoring (`nohup`, a shell's background job) stays ignored.
+fn removed_on_signals(file: Option<&Path>) {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(file) = file else {
+        REMOVED_ON_SIGNALS.store(std::ptr::null_mut(), std::sync::atomic::Ordering::SeqCst);
+        return;
+    };
+    let Ok(c) = std::ffi::CString::new(file.as_os_str().as_bytes()) else {
+        return;
+    };
+    REMOVED_ON_SIGNALS.store(c.into_raw(), std::sync::atomic::Ordering::SeqCst);
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: sigaction with a zeroed action but for its handler, an
+        // `extern "C"` function that only calls async-signal-safe functions; the
+        // old action is read first so that an ignored signal stays ignored.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(signal, std::ptr::null(), &mut old) != 0
+                || old.sa_sigaction == libc::SIG_IGN
+            {
+                continue;
+            }
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_signal as *const () as libc::sighandler_t;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(signal, &action, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Removes [`REMOVED_ON_SIGNALS`]'s file, then ends the process by the signal's
+/// default action.
+extern "C" fn on_signal(signal: libc::c_int) {
+    let file = REMOVED_ON_SIGNALS.load(std::sync::atomic::Ordering::SeqCst);
+    // SAFETY: `unlink`, `signal` and `raise` are async-signal-safe; `file` is null
+    // or a C string never freed.
+    unsafe {
+        if !file.is_null() {
+            libc::unlink(file);
+        }
+        libc::signal(signal, libc::SIG_DFL);
+        libc::raise(signal);
     }
 }
 

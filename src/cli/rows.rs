@@ -130,14 +130,24 @@ pub(super) enum InputKind {
 
 impl InputRows {
     pub(super) fn open(path: &Path) -> anyhow::Result<InputRows> {
-        let is_csv = path
+        // As a scoring job reads a file: `.csv`, `.tsv` (tab-separated) and `.txt`
+        // are CSV, anything else JSON lines.
+        let extension = path
             .extension()
             .and_then(|e| e.to_str())
-            .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+            .map(str::to_ascii_lowercase);
+        let is_csv = matches!(extension.as_deref(), Some("csv" | "tsv" | "txt"));
         let kind = if is_csv {
             let file = std::fs::File::open(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
-            let mut reader = csv::Reader::from_reader(LineBreaks::new(file));
+            let delimiter = if extension.as_deref() == Some("tsv") {
+                b'\t'
+            } else {
+                b','
+            };
+            let mut reader = csv::ReaderBuilder::new()
+                .delimiter(delimiter)
+                .from_reader(LineBreaks::new(file));
             let header: Vec<String> = reader
                 .headers()
                 .with_context(|| format!("cannot read the header of {}", path.display()))?
@@ -212,10 +222,34 @@ impl InputRows {
                     *line += 1;
                     let text = text
                         .with_context(|| format!("cannot read {} line {}", path.display(), line))?;
+                    // A UTF-8 byte-order mark (an editor's on Windows) is no value.
+                    let text = match *line {
+                        1 => text.strip_prefix('\u{feff}').unwrap_or(&text),
+                        _ => &text,
+                    };
                     if text.trim().is_empty() {
                         continue;
                     }
-                    rows.push(parse_json_row(&text, *line, path)?);
+                    rows.push(parse_json_row(text, *line, path).map_err(|e| {
+                        // A CSV file under another name: say how the file was read.
+                        if *line == 1
+                            && text
+                                .trim_start()
+                                .starts_with(|c: char| c != '{' && c != '[')
+                        {
+                            let what = if path.as_os_str() == "-" {
+                                "the standard input".to_string()
+                            } else {
+                                path.display().to_string()
+                            };
+                            e.context(format!(
+                                "{what} is read as JSON lines: only files named .csv, .tsv \
+                                 or .txt are read as CSV"
+                            ))
+                        } else {
+                            e
+                        }
+                    })?);
                     lines.push(*line);
                 }
             }
