@@ -90,14 +90,65 @@ fn environment(options: &BackendOptions) -> Result<&'static ort::environment::En
             let path = locate_runtime(options.onnxruntime_path.as_deref())?;
             let builder = ort::init_from(&path)
                 .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", path.display()))?;
-            builder
+            let environment = builder
                 .with_name("ferroserve")
                 .with_telemetry(false)
+                .with_logger(std::sync::Arc::new(runtime_log))
                 .build()
-                .map_err(|e| format!("cannot start ONNX Runtime: {e}"))
+                .map_err(|e| format!("cannot start ONNX Runtime: {e}"))?;
+            // A custom logger's environment starts at every level (verbose): the
+            // level ONNX Runtime's own logger has (`ORT_LOG`, else errors only).
+            environment.set_log_level(runtime_log_level());
+            Ok(environment)
         })
         .as_ref()
         .map_err(Clone::clone)
+}
+
+/// ONNX Runtime's log lines, through `tracing` as the server's own are (its own
+/// logger wrote coloured text to stderr, lines a JSON log stream,
+/// `--log-format json`, could not parse), under the target `onnxruntime`. The
+/// error a run ended at its deadline logs ("Exiting due to terminate flag") is the
+/// server's doing and answered as a timeout already: a debug line.
+fn runtime_log(
+    level: ort::logging::LogLevel,
+    category: &str,
+    _id: &str,
+    code_location: &str,
+    message: &str,
+) {
+    use ort::logging::LogLevel;
+    let level = match level {
+        _ if message.contains("terminate flag being set to true") => LogLevel::Verbose,
+        other => other,
+    };
+    match level {
+        LogLevel::Verbose => {
+            tracing::debug!(target: "onnxruntime", category, code_location, "{message}")
+        }
+        LogLevel::Info => {
+            tracing::info!(target: "onnxruntime", category, code_location, "{message}")
+        }
+        LogLevel::Warning => {
+            tracing::warn!(target: "onnxruntime", category, code_location, "{message}")
+        }
+        LogLevel::Error | LogLevel::Fatal => {
+            tracing::error!(target: "onnxruntime", category, code_location, "{message}")
+        }
+    }
+}
+
+/// The level ONNX Runtime logs from: `ORT_LOG` (`fatal`, `error`, `warning`,
+/// `info`, `verbose`) as for its own logger, else errors.
+fn runtime_log_level() -> ort::logging::LogLevel {
+    use ort::logging::LogLevel;
+    match std::env::var("ORT_LOG").as_deref() {
+        Ok("fatal") => LogLevel::Fatal,
+        Ok("warning") => LogLevel::Warning,
+        Ok("info") => LogLevel::Info,
+        Ok("verbose") => LogLevel::Verbose,
+        _ => LogLevel::Error,
+    }
 }
 
 /// Ends ONNX runs at their deadlines: a map of the runs under way that have one, and
