@@ -34,7 +34,7 @@ use crate::tensor::{NamedTensor, TensorData};
 
 mod writer;
 
-pub(super) use writer::start_writer;
+pub(super) use writer::{start_writer, write_in_halves, WriteError};
 
 /// Entries waiting for the writer; past this they are dropped and counted.
 pub const LOG_BUFFER: usize = 4096;
@@ -285,6 +285,10 @@ pub struct PredictionLog {
     bytes: AtomicUsize,
     /// Every served model's `[log]` retention as its config says now.
     retention: std::sync::OnceLock<RetentionSource>,
+    /// The (model, kind of error) refusals already warned about: shared by the
+    /// writer and the move of workers' logs into this store, so that the process
+    /// tells each once. Locked only to check and insert, never across an await.
+    refusals_told: Mutex<std::collections::HashSet<(Arc<str>, String)>>,
 }
 
 /// Each served model's `max_rows` and `max_age_days` as its config says now.
@@ -301,6 +305,7 @@ impl PredictionLog {
             rx: Mutex::new(Some(rx)),
             bytes: AtomicUsize::new(0),
             retention: std::sync::OnceLock::new(),
+            refusals_told: Mutex::default(),
         }
     }
 

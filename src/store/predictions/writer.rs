@@ -59,7 +59,7 @@ pub(in crate::store) fn start_writer(
 }
 
 /// Why a write of rows failed.
-enum WriteError {
+pub(in crate::store) enum WriteError {
     /// The database answered an error, or the connection failed.
     Sql(sqlx::Error),
     /// No answer within the database timeout.
@@ -76,6 +76,18 @@ impl std::fmt::Display for WriteError {
 }
 
 impl WriteError {
+    /// The outage as the error of `doing`, for a caller that answers a
+    /// [`StoreError`]; the database is noted down, as [`Store::unavailable`] does
+    /// (the failure itself was counted by [`write_in_halves`]).
+    pub(in crate::store) fn into_store_error(self, store: &Store, doing: &str) -> StoreError {
+        store.up.store(false, std::sync::atomic::Ordering::Relaxed);
+        StoreError::Unavailable(format!(
+            "the metadata store ({} at {}) could not {doing}: {self}",
+            store.kind(),
+            store.url
+        ))
+    }
+
     /// Names the kind of error, for the warning told once per kind and model.
     fn kind(&self) -> String {
         match self {
@@ -93,8 +105,6 @@ impl WriteError {
 struct WriterNotes {
     /// Whether the last write failed for an outage (told once per outage).
     in_outage: bool,
-    /// The (model, kind of error) refusals already warned about.
-    refusals_told: HashSet<(Arc<str>, String)>,
     /// The models whose entries were already said to be too large to log.
     oversized_told: HashSet<Arc<str>>,
 }
@@ -141,7 +151,7 @@ async fn write_predictions(
         }
         fill_batch(&store, &mut pending, &mut batch, &mut retention, &mut notes);
         if !batch.is_empty() {
-            match write_batch(&store, &mut batch, &mut notes).await {
+            match write_batch(&store, &mut batch).await {
                 Ok(()) => {
                     store.worked();
                     if std::mem::take(&mut notes.in_outage) {
@@ -193,7 +203,7 @@ async fn write_predictions(
         pending = rest;
         while !(pending.is_empty() && batch.is_empty()) {
             fill_batch(&store, &mut pending, &mut batch, &mut retention, &mut notes);
-            if write_batch(&store, &mut batch, &mut notes).await.is_err() {
+            if write_batch(&store, &mut batch).await.is_err() {
                 break;
             }
         }
@@ -242,22 +252,44 @@ fn fill_batch(
 
 /// Writes `batch` and empties it, or answers the outage that stopped it, leaving
 /// in it the rows not written. Rows the database refuses as such (not an outage)
-/// are found by writing the batch in halves, down to single rows, and dropped.
-async fn write_batch(
+/// are dropped ([`write_in_halves`]).
+async fn write_batch(store: &Store, batch: &mut Vec<Encoded>) -> Result<(), WriteError> {
+    let (done, result) = store.write_log_rows(batch).await;
+    batch.drain(..done);
+    result
+}
+
+/// Writes `rows` in order, each call of `insert` a range of them (its own
+/// transaction), or stops at the outage that cuts it short. Rows the database
+/// refuses as such (not an outage) are found by writing the rows in halves, down to
+/// single rows, and handed to `refused` in place of being written. Answers how
+/// many of the rows, from the first, are done (written or refused): all of them,
+/// or those before the outage, which it answers too (the rest are to be tried
+/// again once it may have passed). The first failure counts in
+/// `ferroserve_store_errors_total`.
+///
+/// Shared by the prediction log's writer and the move of a worker's records into
+/// the main store ([`Store::take_records_from`]), so that a row one refuses holds
+/// neither.
+pub(in crate::store) async fn write_in_halves<T, Written>(
     store: &Store,
-    batch: &mut Vec<Encoded>,
-    notes: &mut WriterNotes,
-) -> Result<(), WriteError> {
-    let first = match store.try_insert_predictions(batch).await {
-        Ok(()) => {
-            batch.clear();
-            return Ok(());
-        }
+    rows: &[T],
+    mut insert: impl FnMut(std::ops::Range<usize>) -> Written,
+    mut refused: impl FnMut(&T, &WriteError),
+) -> (usize, Result<(), WriteError>)
+where
+    Written: std::future::Future<Output = Result<(), WriteError>>,
+{
+    if rows.is_empty() {
+        return (0, Ok(()));
+    }
+    let first = match insert(0..rows.len()).await {
+        Ok(()) => return (rows.len(), Ok(())),
         Err(e) => e,
     };
     crate::metrics::record_store_error();
     if store.is_outage(&first).await {
-        return Err(first);
+        return (0, Err(first));
     }
     // A connection lost during the statement while the database answers now: the
     // statement may be what it refused (MySQL closes the connection past
@@ -268,49 +300,47 @@ async fn write_batch(
         refusal => Some(refusal),
     };
     // Ranges still to write, the first to write last; each with the error it
-    // already failed with, if any.
-    let mut done = vec![false; batch.len()];
-    let mut ranges: Vec<(usize, usize, Option<WriteError>)> = vec![(0, batch.len(), first)];
-    let mut result = Ok(());
+    // already failed with, if any. They are written in order, so the rows done
+    // are always those before the range being written.
+    let mut ranges: Vec<(usize, usize, Option<WriteError>)> = vec![(0, rows.len(), first)];
     while let Some((start, end, failed)) = ranges.pop() {
         let error = match failed {
             Some(e) => e,
-            None => match store.try_insert_predictions(&batch[start..end]).await {
-                Ok(()) => {
-                    done[start..end].fill(true);
-                    continue;
-                }
-                Err(e) if store.is_outage(&e).await => {
-                    result = Err(e);
-                    break;
-                }
+            None => match insert(start..end).await {
+                Ok(()) => continue,
+                Err(e) if store.is_outage(&e).await => return (start, Err(e)),
                 Err(e) => e,
             },
         };
         if end - start == 1 {
-            refused(&batch[start], &error, notes);
-            done[start] = true;
+            refused(&rows[start], &error);
             continue;
         }
         let middle = start + (end - start) / 2;
         ranges.push((middle, end, None));
         ranges.push((start, middle, None));
     }
-    let mut done = done.into_iter();
-    batch.retain(|_| !done.next().unwrap_or(true));
-    result
+    (rows.len(), Ok(()))
 }
 
 /// Drops a row the database refused, counting it and (once per model and kind of
-/// error) saying so.
-fn refused(row: &Encoded, error: &WriteError, notes: &mut WriterNotes) {
+/// error) saying so: the writer's rows and those moved from a worker's log alike.
+fn refused(store: &Store, row: &Encoded, error: &WriteError) {
     metrics::counter!(
         "ferroserve_prediction_log_refused_total",
         "model" => row.model.to_string()
     )
     .increment(1);
     let key = (row.model.clone(), error.kind());
-    if notes.refusals_told.len() < REFUSALS_TOLD && notes.refusals_told.insert(key) {
+    let first_of_its_kind = {
+        let mut told = store
+            .predictions
+            .refusals_told
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        told.len() < REFUSALS_TOLD && told.insert(key)
+    };
+    if first_of_its_kind {
         tracing::warn!(
             model = %row.model,
             "the prediction log of model {}: the database refused an entry ({error}; {} \
@@ -374,6 +404,23 @@ impl Store {
             }
             tx.commit().await
         })
+    }
+
+    /// Writes `rows` of the prediction log in order, dropping and counting those the
+    /// database refuses as such ([`write_in_halves`]); answers how many of them,
+    /// from the first, are done (written or dropped), and the outage that stopped
+    /// the rest, if any.
+    pub(in crate::store) async fn write_log_rows(
+        &self,
+        rows: &[Encoded],
+    ) -> (usize, Result<(), WriteError>) {
+        write_in_halves(
+            self,
+            rows,
+            |range| self.try_insert_predictions(&rows[range]),
+            |row, error| refused(self, row, error),
+        )
+        .await
     }
 
     /// [`Store::insert_predictions`] within the database timeout.
@@ -533,19 +580,19 @@ mod tests {
                 row("m", &text)
             })
             .collect();
-        let mut notes = WriterNotes::default();
-        assert!(write_batch(&store, &mut batch, &mut notes).await.is_ok());
+        assert!(write_batch(&store, &mut batch).await.is_ok());
         assert!(batch.is_empty());
         let want: Vec<String> = [0, 2, 3, 4, 6, 7, 8]
             .iter()
             .map(|i| format!("{{\"ok\":{i}}}"))
             .collect();
         assert_eq!(stored_inputs(&store).await, want);
-        assert_eq!(notes.refusals_told.len(), 1);
+        let told = store.predictions.refusals_told.lock().unwrap().len();
+        assert_eq!(told, 1);
 
         store.close().await;
         let mut batch = vec![row("m", "{\"ok\":9}"), row("m", "{\"bad\":10}")];
-        assert!(write_batch(&store, &mut batch, &mut notes).await.is_err());
+        assert!(write_batch(&store, &mut batch).await.is_err());
         assert_eq!(batch.len(), 2);
     }
 
