@@ -66,9 +66,9 @@ async fn status_of(state: &ServerState, service: &str) -> Option<ServingStatus> 
         return Some(serving(state.is_ready()));
     }
     let draining = state.is_draining();
-    if let Some(channel) = crate::workers::grpc_forward(state, service) {
-        return Some(match channel {
-            Ok(channel) if !draining => worker_status(state, channel, service).await,
+    if let Some(forward) = crate::workers::grpc_forward(state, service) {
+        return Some(match forward {
+            Ok(forward) if !draining => worker_status(state, forward.channel(), service).await,
             // Draining, or its worker is not ready (starting, restarting).
             _ => ServingStatus::NotServing,
         });

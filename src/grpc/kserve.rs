@@ -272,14 +272,13 @@ impl grpc_inference_service_server::GrpcInferenceService for InferenceService {
         if self.state.is_draining() {
             return not_ready();
         }
-        if let Some(channel) = crate::workers::grpc_forward(&self.state, &request.get_ref().name) {
-            let Ok(channel) = channel else {
+        if let Some(forward) = crate::workers::grpc_forward(&self.state, &request.get_ref().name) {
+            let Ok(forward) = forward else {
                 return not_ready();
             };
-            return match inference_of(&self.state, channel)
-                .model_ready(request)
+            return match forward
+                .answer(inference_of(&self.state, forward.channel()).model_ready(request))
                 .await
-                .map_err(crate::workers::forwarded_status)
             {
                 Err(status) if status.code() == tonic::Code::Unavailable => not_ready(),
                 answer => answer,
@@ -307,11 +306,11 @@ impl grpc_inference_service_server::GrpcInferenceService for InferenceService {
         &self,
         request: Request<pb::ModelMetadataRequest>,
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
-        if let Some(channel) = crate::workers::grpc_forward(&self.state, &request.get_ref().name) {
-            return inference_of(&self.state, channel?)
-                .model_metadata(request)
-                .await
-                .map_err(crate::workers::forwarded_status);
+        if let Some(forward) = crate::workers::grpc_forward(&self.state, &request.get_ref().name) {
+            let forward = forward?;
+            return forward
+                .answer(inference_of(&self.state, forward.channel()).model_metadata(request))
+                .await;
         }
         let request = request.into_inner();
         let version = version_request(&request.version).map_err(status_from)?;
@@ -338,11 +337,11 @@ impl grpc_inference_service_server::GrpcInferenceService for InferenceService {
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         // A model deployed in a worker process is answered by it (issue 14).
-        if let Some(channel) = super::inference_target(&self.state, &request.get_ref().model_name) {
-            return inference_of(&self.state, channel?)
-                .model_infer(request)
-                .await
-                .map_err(crate::workers::forwarded_status);
+        if let Some(forward) = super::inference_target(&self.state, &request.get_ref().model_name) {
+            let forward = forward?;
+            return forward
+                .answer(inference_of(&self.state, forward.channel()).model_infer(request))
+                .await;
         }
         let deadline = client_timeout(request.metadata());
         // The metadata is kept for `x-request-id`, read only if the request is logged.
@@ -440,11 +439,11 @@ impl grpc_inference_service_server::GrpcInferenceService for InferenceService {
         &self,
         request: Request<pb::ModelConfigRequest>,
     ) -> Result<Response<pb::ModelConfigResponse>, Status> {
-        if let Some(channel) = crate::workers::grpc_forward(&self.state, &request.get_ref().name) {
-            return inference_of(&self.state, channel?)
-                .model_config(request)
-                .await
-                .map_err(crate::workers::forwarded_status);
+        if let Some(forward) = crate::workers::grpc_forward(&self.state, &request.get_ref().name) {
+            let forward = forward?;
+            return forward
+                .answer(inference_of(&self.state, forward.channel()).model_config(request))
+                .await;
         }
         let request = request.into_inner();
         let version = version_request(&request.version).map_err(status_from)?;
@@ -464,11 +463,11 @@ impl grpc_inference_service_server::GrpcInferenceService for InferenceService {
     ) -> Result<Response<pb::ModelStatisticsResponse>, Status> {
         let name = &request.get_ref().name;
         if !name.is_empty() {
-            if let Some(channel) = crate::workers::grpc_forward(&self.state, name) {
-                return inference_of(&self.state, channel?)
-                    .model_statistics(request)
-                    .await
-                    .map_err(crate::workers::forwarded_status);
+            if let Some(forward) = crate::workers::grpc_forward(&self.state, name) {
+                let forward = forward?;
+                return forward
+                    .answer(inference_of(&self.state, forward.channel()).model_statistics(request))
+                    .await;
             }
         }
         let request = request.into_inner();

@@ -440,12 +440,12 @@ fn outcome_of_code(code: Code) -> &'static str {
 /// ([`inference_outcomes`]), and says whether a worker answers it
 /// (`crate::workers::grpc_forward`): a call sent to the worker is the worker's to
 /// count, not this server's, unless it comes back without the worker's answer
-/// (`crate::workers::forwarded_status`); one refused here because the worker is
+/// (`crate::workers::GrpcForward::answer`); one refused here because the worker is
 /// not ready is counted here.
 pub(crate) fn inference_target(
     state: &ServerState,
     model: &str,
-) -> Option<Result<tonic::transport::Channel, Status>> {
+) -> Option<Result<crate::workers::GrpcForward, Status>> {
     crate::metrics::note_request_model(model);
     let target = crate::workers::grpc_forward(state, model);
     if let Some(Ok(_)) = target {

@@ -325,11 +325,11 @@ impl prediction_service_server::PredictionService for PredictionService {
     ) -> Result<Response<pb::PredictResponse>, Status> {
         // A model deployed in a worker process is answered by it (issue 14).
         let model = spec_model(request.get_ref().model_spec.as_ref());
-        if let Some(channel) = super::inference_target(&self.state, model) {
-            return predictions_of(&self.state, channel?)
-                .predict(request)
-                .await
-                .map_err(crate::workers::forwarded_status);
+        if let Some(forward) = super::inference_target(&self.state, model) {
+            let forward = forward?;
+            return forward
+                .answer(predictions_of(&self.state, forward.channel()).predict(request))
+                .await;
         }
         let timeout = client_timeout(request.metadata());
         // The metadata is kept for `x-request-id`, read only if the request is logged.
@@ -393,11 +393,11 @@ impl prediction_service_server::PredictionService for PredictionService {
         request: Request<pb::ClassificationRequest>,
     ) -> Result<Response<pb::ClassificationResponse>, Status> {
         let model = spec_model(request.get_ref().model_spec.as_ref());
-        if let Some(channel) = super::inference_target(&self.state, model) {
-            return predictions_of(&self.state, channel?)
-                .classify(request)
-                .await
-                .map_err(crate::workers::forwarded_status);
+        if let Some(forward) = super::inference_target(&self.state, model) {
+            let forward = forward?;
+            return forward
+                .answer(predictions_of(&self.state, forward.channel()).classify(request))
+                .await;
         }
         let timeout = client_timeout(request.metadata());
         let (metadata, _, request) = request.into_parts();
@@ -428,11 +428,11 @@ impl prediction_service_server::PredictionService for PredictionService {
         request: Request<pb::RegressionRequest>,
     ) -> Result<Response<pb::RegressionResponse>, Status> {
         let model = spec_model(request.get_ref().model_spec.as_ref());
-        if let Some(channel) = super::inference_target(&self.state, model) {
-            return predictions_of(&self.state, channel?)
-                .regress(request)
-                .await
-                .map_err(crate::workers::forwarded_status);
+        if let Some(forward) = super::inference_target(&self.state, model) {
+            let forward = forward?;
+            return forward
+                .answer(predictions_of(&self.state, forward.channel()).regress(request))
+                .await;
         }
         let timeout = client_timeout(request.metadata());
         let (metadata, _, request) = request.into_parts();
@@ -475,11 +475,11 @@ impl prediction_service_server::PredictionService for PredictionService {
                 .first()
                 .and_then(|t| t.model_spec.as_ref()),
         );
-        if let Some(channel) = super::inference_target(&self.state, model) {
-            return predictions_of(&self.state, channel?)
-                .multi_inference(request)
-                .await
-                .map_err(crate::workers::forwarded_status);
+        if let Some(forward) = super::inference_target(&self.state, model) {
+            let forward = forward?;
+            return forward
+                .answer(predictions_of(&self.state, forward.channel()).multi_inference(request))
+                .await;
         }
         let started = std::time::Instant::now();
         let timeout = client_timeout(request.metadata());
@@ -559,11 +559,11 @@ impl prediction_service_server::PredictionService for PredictionService {
         request: Request<pb::GetModelMetadataRequest>,
     ) -> Result<Response<pb::GetModelMetadataResponse>, Status> {
         let model = spec_model(request.get_ref().model_spec.as_ref());
-        if let Some(channel) = crate::workers::grpc_forward(&self.state, model) {
-            return predictions_of(&self.state, channel?)
-                .get_model_metadata(request)
-                .await
-                .map_err(crate::workers::forwarded_status);
+        if let Some(forward) = crate::workers::grpc_forward(&self.state, model) {
+            let forward = forward?;
+            return forward
+                .answer(predictions_of(&self.state, forward.channel()).get_model_metadata(request))
+                .await;
         }
         let request = request.into_inner();
         if request.metadata_field.is_empty() {
@@ -676,15 +676,14 @@ impl model_service_server::ModelService for ModelService {
         request: Request<pb::GetModelStatusRequest>,
     ) -> Result<Response<pb::GetModelStatusResponse>, Status> {
         let model = spec_model(request.get_ref().model_spec.as_ref());
-        if let Some(channel) = crate::workers::grpc_forward(&self.state, model) {
-            return super::worker_client!(
+        if let Some(forward) = crate::workers::grpc_forward(&self.state, model) {
+            let forward = forward?;
+            let mut client = super::worker_client!(
                 pb::model_service_client::ModelServiceClient<_>,
                 self.state,
-                channel?
-            )
-            .get_model_status(request)
-            .await
-            .map_err(crate::workers::forwarded_status);
+                forward.channel()
+            );
+            return forward.answer(client.get_model_status(request)).await;
         }
         let request = request.into_inner();
         let (model, version) =

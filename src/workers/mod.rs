@@ -43,52 +43,88 @@ fn time(t: Option<std::time::SystemTime>) -> Value {
     })
 }
 
-/// Where a gRPC call for `model` goes when it is deployed in a worker: `None` when it
-/// is not (the main server answers), `Err` (UNAVAILABLE) while its worker is not ready.
-pub fn grpc_target(
-    state: &crate::api::ServerState,
-    model: &str,
-) -> Option<Result<tonic::transport::Channel, String>> {
-    state.workers.get()?.grpc_target(model)
+/// A gRPC call for a model deployed in a worker, on its way there: the channel to
+/// the worker's gRPC port, and the deployment it goes to, which says why when the
+/// worker fails the call ([`Supervisor::forwarding_failed`], as for REST).
+pub struct GrpcForward {
+    channel: tonic::transport::Channel,
+    // The supervisor and the target are taken when the call is sent: after a
+    // failure the worker is no longer ready, and its deployment's last exit is
+    // what says how it ended.
+    supervisor: std::sync::Arc<Supervisor>,
+    target: supervisor::Target,
 }
 
-/// The channel a gRPC call for `model` is forwarded on when the model is deployed
-/// in a worker: `None` when it is not (the main server answers), UNAVAILABLE while
-/// its worker is not ready. Every per-model gRPC method asks this first. An
-/// inference call answered UNAVAILABLE here is counted in metrics by this server
-/// ([`crate::metrics::note_worker_did_not_answer`]).
+/// Where a gRPC call for `model` goes when it is deployed in a worker: `None` when
+/// it is not (the main server answers), UNAVAILABLE while its worker is not ready.
+/// Every per-model gRPC method asks this first, and sends the call through
+/// [`GrpcForward::answer`]. An inference call answered UNAVAILABLE here is counted
+/// in metrics by this server ([`crate::metrics::note_worker_did_not_answer`]).
 pub fn grpc_forward(
     state: &crate::api::ServerState,
     model: &str,
-) -> Option<Result<tonic::transport::Channel, tonic::Status>> {
-    grpc_target(state, model).map(|t| {
-        t.map_err(|message| {
-            crate::metrics::note_worker_did_not_answer();
-            tonic::Status::unavailable(message)
-        })
-    })
+) -> Option<Result<GrpcForward, tonic::Status>> {
+    let supervisor = state.workers.get()?;
+    let unavailable = |message: String| {
+        crate::metrics::note_worker_did_not_answer();
+        tonic::Status::unavailable(message)
+    };
+    let target = match supervisor.target(model)? {
+        Ok(target) => target,
+        Err(unreachable) => return Some(Err(unavailable(unreachable.message))),
+    };
+    // `None` or `Err` only when the worker stopped being ready, or its deployment
+    // was removed, since `target` was taken.
+    let channel = match supervisor.grpc_target(model) {
+        Some(Ok(channel)) => channel,
+        Some(Err(message)) => return Some(Err(unavailable(message))),
+        None => return Some(Err(unavailable(format!("model {model:?} is not deployed")))),
+    };
+    Some(Ok(GrpcForward {
+        channel,
+        supervisor: supervisor.clone(),
+        target,
+    }))
 }
 
-/// A forwarded gRPC call's failure as the client sees it: the worker's own answers
-/// (a status it sent) pass through unchanged; a call that never got one (the worker
-/// died or restarted mid-call, the connection was reset: a status tonic made from a
-/// transport error, which carries that error as its source) is UNAVAILABLE, the code
-/// a client retries on, as the REST forwarding answers 503. An inference call
-/// that got no status from the worker is this server's answer, so this server
-/// counts it in metrics ([`crate::metrics::note_worker_did_not_answer`]); one the
-/// worker answered is the worker's to count.
-pub fn forwarded_status(status: tonic::Status) -> tonic::Status {
-    if std::error::Error::source(&status).is_none() {
-        return status;
+impl GrpcForward {
+    /// The channel to the worker's gRPC port, for a client of the method's service.
+    pub fn channel(&self) -> tonic::transport::Channel {
+        self.channel.clone()
     }
-    crate::metrics::note_worker_did_not_answer();
-    if status.code() == tonic::Code::Unavailable {
-        return status;
+
+    /// The forwarded `call`'s answer as the client sees it: the worker's own
+    /// answers (a status it sent) pass through unchanged; a call that never got one
+    /// (the worker died or restarted mid-call, the connection was reset: a status
+    /// tonic made from a transport error, which carries that error as its source)
+    /// is answered as the REST forwarding answers it, by the same
+    /// [`Supervisor::forwarding_failed`]: UNAVAILABLE, the code a client retries on,
+    /// with the 503's message, which says how the worker ended ("out of memory: …"
+    /// when killed past its memory limit). An inference call that got no status
+    /// from the worker is this server's answer, so this server counts it in metrics
+    /// ([`crate::metrics::note_worker_did_not_answer`], and the error's kind through
+    /// [`crate::grpc::status_from`]); one the worker answered is the worker's to
+    /// count.
+    pub async fn answer<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+    ) -> Result<T, tonic::Status> {
+        let sent = std::time::SystemTime::now();
+        let status = match call.await {
+            Ok(answer) => return Ok(answer),
+            Err(status) => status,
+        };
+        if std::error::Error::source(&status).is_none() {
+            return Err(status);
+        }
+        crate::metrics::note_worker_did_not_answer();
+        tracing::debug!(addr = %self.target.addr, "gRPC forwarding failed: {status}");
+        let (error, _heals) = self
+            .supervisor
+            .forwarding_failed(&self.target, sent, &status.message())
+            .await;
+        Err(crate::grpc::status_from(error))
     }
-    tonic::Status::unavailable(format!(
-        "the model's worker did not answer: {}",
-        status.message()
-    ))
 }
 
 /// A deployment's registry entry.
