@@ -61,19 +61,44 @@ pub async fn get_ok(
     addr: SocketAddr,
     path: &str,
 ) -> bool {
+    probe(client, authorization, addr, path, Duration::from_secs(1)).await == Probe::Ok
+}
+
+/// What a GET of a worker's route got: an answer, 200 or not, or none in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// Answered 200.
+    Ok,
+    /// Answered with another status: the worker's word that it is not (yet) so.
+    Refused,
+    /// No answer within the timeout, or no connection (not listening yet, gone):
+    /// nothing is known. A worker starved of CPU (a low `cpu_limit` under CFS
+    /// throttling) answers some probes in time and not others.
+    NoAnswer,
+}
+
+/// A GET of `path` on the worker at `addr`, given `timeout` to answer.
+pub async fn probe(
+    client: &Client,
+    authorization: &HeaderValue,
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Probe {
     let Ok(uri) = format!("http://{addr}{path}").parse::<Uri>() else {
-        return false;
+        return Probe::NoAnswer;
     };
     let Ok(request) = axum::http::Request::get(uri)
         .header(header::AUTHORIZATION, authorization)
         .body(Body::empty())
     else {
-        return false;
+        return Probe::NoAnswer;
     };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(1), client.request(request)).await,
-        Ok(Ok(r)) if r.status() == 200
-    )
+    match tokio::time::timeout(timeout, client.request(request)).await {
+        Ok(Ok(r)) if r.status() == 200 => Probe::Ok,
+        Ok(Ok(_)) => Probe::Refused,
+        Ok(Err(_)) | Err(_) => Probe::NoAnswer,
+    }
 }
 
 /// The body of a GET answered 200 within a second (at most 4 MiB), or `None`.

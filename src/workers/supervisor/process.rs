@@ -223,6 +223,19 @@ pub(super) fn state_dir(c: &WorkerConfig, slot: &Slot, port: u16) -> PathBuf {
     c.state_dir.join(format!("{}-{port}", slot.model))
 }
 
+/// The file `slot`'s worker on `port` creates when it gets a stop signal, before
+/// it drains ([`DRAINING_FILE`](crate::workers::worker::DRAINING_FILE)).
+pub(super) fn draining_file(c: &WorkerConfig, slot: &Slot, port: u16) -> PathBuf {
+    state_dir(c, slot, port).join(crate::workers::worker::DRAINING_FILE)
+}
+
+/// Whether an exit status is the end a stop signal from outside gives a process
+/// that did not handle it (it came before the worker's handler was in place). The
+/// supervisor itself sends `SIGTERM` only to a worker whose slot stops.
+pub(super) fn ended_by_stop_signal(status: &std::io::Result<std::process::ExitStatus>) -> bool {
+    matches!(status, Ok(s) if matches!(s.signal(), Some(libc::SIGTERM | libc::SIGINT)))
+}
+
 /// How long `slot`'s worker drains its in-flight requests once told to stop (a
 /// redeploy, `stop_deployment`, a stop signal from outside): as long as a request
 /// to it may last, its deployment's `timeout`, and at least the main server's

@@ -2,8 +2,15 @@
 //! check its health every second, and restart it with exponential backoff when it
 //! exits or fails three checks in a row; crash-loop after too many failures in the
 //! window, or at once when its model never served (starting it again cannot fix
-//! that). The deployments map, deploy and stop are in `super`; the process
-//! mechanics in `super::process`.
+//! that). A stop signal from outside (an operator's `kill`, a container runtime) is
+//! no failure: the worker is restarted, and it does not count toward crash-loop.
+//! The deployments map, deploy and stop are in `super`; the process mechanics in
+//! `super::process`.
+//!
+//! Invariant: only a definite answer decides a start. A readiness probe that gets
+//! no answer in time (a worker starved of CPU by a low `cpu_limit` answers some
+//! probes late) is asked again, until the start deadline; a worker is taken for
+//! one whose model cannot load only when it said so itself.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -13,8 +20,23 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::process::{connect_ip, exit_reason, kill_group, terminate, Spawned};
 use super::{lock, process, Slot, Supervisor};
-use crate::workers::forward;
+use crate::workers::forward::{self, Probe};
 use crate::workers::status::{ExitReason, WorkerModel, WorkerState};
+
+/// How long one readiness probe of a starting worker may wait for its answer: a
+/// worker under a low CPU limit may take seconds to answer one.
+const START_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What one round of readiness probes of a starting worker found.
+enum StartCheck {
+    /// Its model serves.
+    Ready,
+    /// Its initial load is over and no version of its model serves: why.
+    Unservable(String),
+    /// Nothing decided yet: what was seen, for the message should the start
+    /// deadline pass.
+    NotYet(&'static str),
+}
 
 /// How one started worker's run ended.
 enum RunEnd {
@@ -28,8 +50,9 @@ enum RunEnd {
     /// The slot stopped; the worker was drained and reaped.
     Stopped,
     /// It got a stop signal from outside this server (an operator's `kill`, a
-    /// container runtime), drained, and exited; or, `killed`, was killed once its
-    /// drain was over.
+    /// container runtime), drained, and exited (or, before it could drain, was
+    /// ended by the signal itself); or, `killed`, was killed once its drain was
+    /// over.
     StoppedFromOutside {
         status: std::io::Result<std::process::ExitStatus>,
         killed: bool,
@@ -45,9 +68,18 @@ impl Supervisor {
     /// The supervision loop of one slot: start, wait ready, watch, restart with
     /// backoff; crash-loop after too many failures in the window.
     pub(super) async fn supervise(self: Arc<Self>, slot: Arc<Slot>) {
+        // Failures (crashes, failed health checks, a model that cannot load), which
+        // put the deployment in crash-loop past `crash_loop_failures`; and stops from
+        // outside, which do not, but lengthen the wait before a restart as
+        // failures do (an agent that stops the worker again and again does not
+        // have it reload its model ten times a second).
         let mut failures: VecDeque<Instant> = VecDeque::new();
+        let mut stops_from_outside: VecDeque<Instant> = VecDeque::new();
         loop {
             let port = slot.port.load(Ordering::Relaxed);
+            // Left over from a run on this port that was stopped from outside, it
+            // would make any early exit of this one read as such a stop.
+            let _ = std::fs::remove_file(process::draining_file(&self.config, &slot, port));
             // gRPC on a port the system picks (not one of --worker-ports).
             let grpc_port = std::net::TcpListener::bind(SocketAddr::new(self.config.bind, 0))
                 .and_then(|l| l.local_addr())
@@ -55,6 +87,7 @@ impl Supervisor {
             slot.grpc_port.store(grpc_port, Ordering::Relaxed);
             let oom_kills_before = slot.cgroups.oom_kills();
             let mut unservable = false;
+            let mut stopped_from_outside = false;
             let exit = match self.spawn(&slot, port).await {
                 Err(e) => ExitReason {
                     exit_code: None,
@@ -87,6 +120,8 @@ impl Supervisor {
                             }
                         }
                         RunEnd::StoppedFromOutside { status, killed } => {
+                            stopped_from_outside = true;
+                            let undrained = process::ended_by_stop_signal(&status);
                             let mut exit = exit_reason(&slot, status, oom_kills_before);
                             let drain = process::drain_of(&self.config, &slot).as_secs_f64();
                             exit.reason = if killed {
@@ -94,6 +129,12 @@ impl Supervisor {
                                     "it was sent a stop signal (SIGTERM or SIGINT) from outside \
                                      this server and was still draining {drain} s later, so \
                                      it was killed ({})",
+                                    exit.reason
+                                )
+                            } else if undrained {
+                                format!(
+                                    "it was sent a stop signal (SIGTERM or SIGINT) from outside \
+                                     this server before it could drain ({})",
                                     exit.reason
                                 )
                             } else {
@@ -123,12 +164,18 @@ impl Supervisor {
                 status.model_status = None;
             }
             let now = Instant::now();
-            failures.push_back(now);
-            while failures
-                .front()
-                .is_some_and(|t| now.duration_since(*t) > self.config.crash_loop_window)
-            {
-                failures.pop_front();
+            if stopped_from_outside {
+                stops_from_outside.push_back(now);
+            } else {
+                failures.push_back(now);
+            }
+            for exits in [&mut failures, &mut stops_from_outside] {
+                while exits
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) > self.config.crash_loop_window)
+                {
+                    exits.pop_front();
+                }
             }
             // A model that never served cannot be fixed by starting it again.
             let never_served = unservable && !slot.ever_ready.load(Ordering::Relaxed);
@@ -139,8 +186,10 @@ impl Supervisor {
             }
             self.set_state(&slot, WorkerState::Restarting);
             self.record(&slot).await;
+            // This exit is in one of the two, so their sum is at least 1.
+            let recent_exits = failures.len() + stops_from_outside.len();
             let backoff = Duration::from_millis(100)
-                .saturating_mul(1 << (failures.len() - 1).min(7))
+                .saturating_mul(1 << recent_exits.saturating_sub(1).min(7))
                 .min(Duration::from_secs(10));
             tokio::select! {
                 _ = slot.stop.cancelled() => {
@@ -184,44 +233,48 @@ impl Supervisor {
         let Spawned { pid, mut exited } = spawned;
         let addr = SocketAddr::new(connect_ip(self.config.bind), port);
         let ready_path = format!("/v2/models/{}/ready", slot.model);
-        // Starting: poll readiness until the deadline.
-        let deadline = Instant::now() + self.config.startup_timeout;
+        // Told apart from a crash when its exit is seen, however soon after the
+        // signal that came (an idle worker drains in milliseconds).
+        let draining_file = process::draining_file(&self.config, slot, port);
+        // Starting: probe readiness until a definite answer, or the deadline.
+        let deadline = tokio::time::Instant::now() + self.config.startup_timeout;
+        let mut last_seen = "it did not answer";
         loop {
-            tokio::select! {
-                status = &mut exited => return RunEnd::Exited(status.unwrap_or_else(|_| Err(std::io::Error::other("lost")))),
+            let check = async {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+                self.start_check(addr, &slot.model, &ready_path).await
+            };
+            let check = tokio::select! {
+                status = &mut exited => {
+                    let status = status.unwrap_or_else(|_| Err(std::io::Error::other("lost")));
+                    return unasked_exit(status, &draining_file);
+                }
                 _ = slot.stop.cancelled() => {
                     self.drain(slot, pid, &mut exited).await;
                     return RunEnd::Stopped;
                 }
-                _ = tokio::time::sleep(Duration::from_millis(25)) => {}
+                _ = tokio::time::sleep_until(deadline) => None,
+                check = check => Some(check),
+            };
+            match check {
+                Some(StartCheck::Ready) => break,
+                Some(StartCheck::Unservable(why)) => {
+                    kill_group(pid, libc::SIGKILL);
+                    let _ = (&mut exited).await;
+                    return RunEnd::Unservable(format!(
+                        "the worker cannot serve model {}: {why}",
+                        slot.model
+                    ));
+                }
+                Some(StartCheck::NotYet(seen)) => last_seen = seen,
+                None => {}
             }
-            if forward::get_ok(&self.client, &self.authorization, addr, &ready_path).await {
-                break;
-            }
-            // The worker is ready (its initial load is over) but its model is not:
-            // no version of it can load. Asked in this order, so a model that
-            // turned ready in between is not taken for one that failed.
-            if forward::get_ok(&self.client, &self.authorization, addr, "/v2/health/ready").await
-                && !forward::get_ok(&self.client, &self.authorization, addr, &ready_path).await
-            {
-                let why = match self.model_status(addr, &slot.model).await {
-                    Some(m) => unservable_reason(&m),
-                    None => "no version of it loads".to_string(),
-                };
+            if tokio::time::Instant::now() >= deadline {
                 kill_group(pid, libc::SIGKILL);
                 let _ = (&mut exited).await;
-                return RunEnd::Unservable(format!(
-                    "the worker cannot serve model {}: {why}",
-                    slot.model
-                ));
-            }
-            if Instant::now() >= deadline {
-                kill_group(pid, libc::SIGKILL);
-                let _ = (&mut exited).await;
-                return RunEnd::Exited(Err(std::io::Error::other(format!(
-                    "the worker did not serve its model within {:?}",
-                    self.config.startup_timeout
-                ))));
+                return RunEnd::Exited(Err(std::io::Error::other(
+                    self.too_slow_to_start(slot, last_seen),
+                )));
             }
         }
         {
@@ -240,8 +293,6 @@ impl Supervisor {
         // killed only past its drain, and restarted once it exits.
         let mut failed_checks = 0;
         let mut killed_unhealthy = false;
-        let draining_file = process::state_dir(&self.config, slot, port)
-            .join(crate::workers::worker::DRAINING_FILE);
         let mut draining_until: Option<Instant> = None;
         let mut killed_past_drain = false;
         loop {
@@ -254,7 +305,7 @@ impl Supervisor {
                     } else if killed_unhealthy {
                         RunEnd::Unhealthy(status)
                     } else {
-                        RunEnd::Exited(status)
+                        unasked_exit(status, &draining_file)
                     };
                 }
                 _ = slot.stop.cancelled() => {
@@ -309,6 +360,67 @@ impl Supervisor {
         }
     }
 
+    /// One round of readiness probes of a starting worker. Only answers decide: a
+    /// probe with no answer in time leaves the start undecided.
+    async fn start_check(&self, addr: SocketAddr, model: &str, ready_path: &str) -> StartCheck {
+        const NO_ANSWER: &str = "its readiness probes got no answer in time";
+        let probe = |path: &str| {
+            let path = path.to_string();
+            async move {
+                forward::probe(
+                    &self.client,
+                    &self.authorization,
+                    addr,
+                    &path,
+                    START_PROBE_TIMEOUT,
+                )
+                .await
+            }
+        };
+        match probe(ready_path).await {
+            Probe::Ok => return StartCheck::Ready,
+            Probe::NoAnswer => return StartCheck::NotYet(NO_ANSWER),
+            Probe::Refused => {}
+        }
+        // The worker is ready (its initial load is over) but its model is not: no
+        // version of it can load. Asked in this order, so a model that turned
+        // ready in between is not taken for one that failed.
+        match probe("/v2/health/ready").await {
+            Probe::Ok => {}
+            Probe::Refused => return StartCheck::NotYet("it was still loading its model"),
+            Probe::NoAnswer => return StartCheck::NotYet(NO_ANSWER),
+        }
+        match probe(ready_path).await {
+            Probe::Ok => return StartCheck::Ready,
+            Probe::NoAnswer => return StartCheck::NotYet(NO_ANSWER),
+            Probe::Refused => {}
+        }
+        match self.model_status(addr, model).await {
+            // A version serves after all (it turned ready since): the next round
+            // sees it.
+            Some(m) if !m.served_versions.is_empty() => {
+                StartCheck::NotYet("its model was not ready yet")
+            }
+            Some(m) => StartCheck::Unservable(unservable_reason(&m)),
+            None => StartCheck::NotYet("its model's status got no answer in time"),
+        }
+    }
+
+    /// Why a worker killed at its start deadline did not start, naming its CPU
+    /// limit, the likely cause when one is set.
+    fn too_slow_to_start(&self, slot: &Slot, last_seen: &str) -> String {
+        let mut why = format!(
+            "the worker did not become ready within {} s ({last_seen})",
+            self.config.startup_timeout.as_secs_f64()
+        );
+        if let Some(cpu) = &slot.deployment.cpu_limit {
+            why.push_str(&format!(
+                "; its CPU limit ({cpu}) may be too low for it to start in time"
+            ));
+        }
+        why
+    }
+
     /// The worker's status of its model (its `/models/status` entry), if it answers.
     pub(super) async fn model_status(&self, addr: SocketAddr, model: &str) -> Option<WorkerModel> {
         #[derive(serde::Deserialize)]
@@ -329,6 +441,24 @@ impl Supervisor {
             .into_iter()
             .find(|e| e.model_id == model)
             .map(|e| e.status)
+    }
+}
+
+/// How an exit the supervision did not cause reads: a stop from outside when the
+/// worker said it got one (its draining file, looked for now that the exit is
+/// seen) or when a stop signal ended it before its handler was in place; else an
+/// exit.
+fn unasked_exit(
+    status: std::io::Result<std::process::ExitStatus>,
+    draining_file: &std::path::Path,
+) -> RunEnd {
+    if draining_file.exists() || process::ended_by_stop_signal(&status) {
+        RunEnd::StoppedFromOutside {
+            status,
+            killed: false,
+        }
+    } else {
+        RunEnd::Exited(status)
     }
 }
 

@@ -1,0 +1,204 @@
+//! How a deployed model's supervisor reads its worker: a stop signal from outside
+//! (an operator's `kill -TERM`) is told apart from a crash however fast the worker
+//! exits, and never counts toward crash-loop; a readiness probe that gets no answer
+//! in time is no answer "not ready", so a slow start (a low CPU limit) is waited
+//! for until the start deadline, and one past it is told so, never "no version
+//! that loads". The first test runs the real binary; the others a supervisor in
+//! this process whose "worker" is a small Python HTTP server (stdlib only) that
+//! answers its model's readiness probe slowly, or never, so that the slowness is
+//! certain rather than left to CPU throttling.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::workers::*;
+use ferroserve::sources::Deployment;
+use ferroserve::workers::{Supervisor, WorkerConfig};
+use serde_json::json;
+
+/// Five `kill -TERM`s of an idle worker, about 2.5 s apart (fewer than the
+/// crash-loop window's five failures allow): each is restarted and reported as a
+/// stop from outside, and the deployment never goes into crash-loop. An idle worker
+/// drains and exits within milliseconds, well inside one health-check interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_signals_from_outside_restart_the_worker_and_never_crash_loop_it() {
+    let repo = tempfile::tempdir().unwrap();
+    install(repo.path(), "iris", "examples/models/iris_lr/1/model.onnx");
+    let server = start_server(repo.path(), port_range(4), &[]).await;
+    let (code, answer) = deploy(&server, json!({"model_id": "iris"})).await;
+    assert_eq!(code, 200, "{answer}");
+    let mut pid = pid_of(&answer);
+    for i in 0..6 {
+        let started = std::time::Instant::now();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success());
+        let entry = wait_registry(&server, "iris", Duration::from_secs(30), |e| {
+            e["state"] == "crash-loop"
+                || (e["state"] == "ready" && e["pid"].as_u64().is_some_and(|p| p != pid))
+        })
+        .await;
+        assert_eq!(
+            entry["state"],
+            "ready",
+            "kill {i}: {entry}\n{}",
+            server.log()
+        );
+        let exit = &entry["last_exit"];
+        let reason = exit["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("stop signal") && reason.contains("from outside"),
+            "kill {i}: {entry}"
+        );
+        assert_eq!(exit["exit_code"], 0, "kill {i}: {entry}");
+        assert_eq!(exit["oom"], false, "kill {i}: {entry}");
+        pid = pid_of(&entry);
+        let (code, body) = post(
+            server.url("/predict"),
+            &json!({"model_id": "iris", "features": ROW}),
+        )
+        .await;
+        assert_eq!(code, 200, "kill {i}: {body}");
+        // About 2.5 s between kills, as the probe that found it did.
+        tokio::time::sleep(Duration::from_millis(2500).saturating_sub(started.elapsed())).await;
+    }
+    // Stops from outside are restarts, not failures: a crash afterwards is the
+    // first failure of the window, and is restarted too.
+    kill9(pid);
+    let entry = wait_registry(&server, "iris", Duration::from_secs(30), |e| {
+        e["state"] == "crash-loop"
+            || (e["state"] == "ready" && e["pid"].as_u64().is_some_and(|p| p != pid))
+    })
+    .await;
+    assert_eq!(entry["state"], "ready", "{entry}");
+    assert_eq!(entry["last_exit"]["signal"], 9, "{entry}");
+}
+
+/// A fake `ferroserve worker`: serves the V2 health routes and `/models/status`
+/// at once (version 1 AVAILABLE) and its model's readiness route as `ready_route`
+/// says (Python statements; `model` and `age()`, the seconds since it started,
+/// are in scope), then answers 200.
+fn fake_worker(dir: &Path, ready_route: &str) -> PathBuf {
+    let script = format!(
+        r#"#!/usr/bin/env python3
+import http.server, json, sys, time
+args = sys.argv[1:]
+model = args[args.index("--model") + 1]
+host, port = args[args.index("--rest-addr") + 1].rsplit(":", 1)
+started = time.monotonic()
+def age():
+    return time.monotonic() - started
+status = json.dumps({{"models": [{{"model_id": model, "served_versions": [1],
+    "versions": [{{"version": 1, "state": "AVAILABLE"}}]}}]}}).encode()
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        if self.path == "/v2/models/%s/ready" % model:
+{ready_route}
+            self.answer(200, b"")
+        elif self.path in ("/v2/health/ready", "/v2/health/live"):
+            self.answer(200, b"")
+        elif self.path == "/models/status":
+            self.answer(200, status)
+        else:
+            self.answer(404, b"")
+    def answer(self, code, body):
+        try:
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the supervisor gave up on this probe
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer((host, int(port)), Handler).serve_forever()
+"#,
+        ready_route = ready_route
+            .lines()
+            .map(|l| format!("            {l}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    let path = dir.join("fake-worker");
+    std::fs::write(&path, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// A supervisor in this process that starts `binary` as its workers.
+fn supervisor(binary: PathBuf, state: &Path, startup_timeout: Duration) -> Arc<Supervisor> {
+    let config = WorkerConfig {
+        binary,
+        ports: port_range(2),
+        bind: "127.0.0.1".parse().unwrap(),
+        state_dir: state.join("workers"),
+        onnxruntime_path: None,
+        tensorflow_path: None,
+        auth_tokens: None,
+        metrics_require_token: false,
+        main_auth: None,
+        metrics_path: None,
+        main_server_url: None,
+        inherited: Default::default(),
+        startup_timeout,
+        stop_timeout: Duration::from_secs(1),
+        crash_loop_failures: 5,
+        crash_loop_window: Duration::from_secs(60),
+        cgroups: false,
+    };
+    Supervisor::new(config, None).unwrap()
+}
+
+/// A worker whose model turns ready but whose readiness probe answers slowly (as
+/// under CFS throttling: 1.5 s, past the health checks' 1 s, while the health
+/// routes answer at once) is waited for, not killed as a model that cannot load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readiness_probe_answered_slowly_is_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let binary = fake_worker(dir.path(), "if age() < 4:\n    time.sleep(1.5)");
+    let supervisor = supervisor(binary, dir.path(), Duration::from_secs(60));
+    let deployment = Deployment {
+        cpu_limit: Some("10m".into()),
+        ..Deployment::default()
+    };
+    let status = supervisor
+        .deploy("sk", dir.path().join("sk"), deployment)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status.state.as_str(), "ready", "{status:?}");
+    supervisor.shutdown().await;
+}
+
+/// A worker whose model's readiness probe never answers is killed at the start
+/// deadline, and the deploy says so (naming the CPU limit, the likely cause), not
+/// that its model has no version that loads: its status says version 1 loaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_past_its_deadline_says_so_and_names_the_cpu_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let binary = fake_worker(dir.path(), "time.sleep(3600)");
+    let supervisor = supervisor(binary, dir.path(), Duration::from_secs(3));
+    let deployment = Deployment {
+        cpu_limit: Some("10m".into()),
+        ..Deployment::default()
+    };
+    let error = supervisor
+        .deploy("sk", dir.path().join("sk"), deployment)
+        .await
+        .expect_err("the worker never serves its model")
+        .to_string();
+    assert!(!error.contains("no version"), "{error}");
+    assert!(error.contains("did not become ready within 3 s"), "{error}");
+    assert!(
+        error.contains("CPU limit") && error.contains("10m"),
+        "{error}"
+    );
+    supervisor.shutdown().await;
+}
