@@ -441,25 +441,28 @@ async fn wait_for_the_worker(
     let workers = state.workers.get()?;
     // A version the model's policy in force does not select is never loaded: no
     // wait.
+    let mut selected = None;
     if let Some(dir) = outcome.summary.dir.clone() {
         let (model, sources) = (outcome.model.clone(), state.sources.clone());
-        let selected = tokio::task::spawn_blocking(move || {
+        selected = tokio::task::spawn_blocking(move || {
             let config = sources.config_in_force(&model)?;
             let on_disk = crate::repository::scan_model(&model, &dir).ok()?;
             let numbers: Vec<u64> = on_disk.versions.keys().copied().collect();
-            Some(config.version_policy.select(&numbers).contains(&version))
+            Some(config.version_policy.select(&numbers))
         })
         .await
         .ok()
         .flatten();
-        if selected == Some(false) {
+        if selected.as_ref().is_some_and(|s| !s.contains(&version)) {
             return Some("its version policy does not serve it".to_string());
         }
     }
     let wait = state.settings.management_timeout;
     let until = tokio::time::Instant::now() + wait;
+    // Until the versions the policy no longer selects (the one this upload replaces)
+    // are unloaded too, as an in-process upload answers once its reconcile is over.
     let status = workers
-        .wait_for_version(&outcome.model, version, until)
+        .wait_for_version(&outcome.model, version, selected.as_deref(), until)
         .await?;
     outcome.summary.worker = Some(status);
     outcome.summary.take_worker_status();

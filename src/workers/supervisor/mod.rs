@@ -508,8 +508,9 @@ impl Supervisor {
     }
 
     /// Waits until `model`'s worker has done with `version` (an upload's new
-    /// version, which the worker's own repository watch finds): it serves it, or
-    /// its load failed (ERROR, or END with an error), or `until`. The worker is
+    /// version, which the worker's own repository watch finds): it serves it, and
+    /// no version outside `selected` (the versions its policy selects, when known)
+    /// still serves; or its load failed (ERROR, or END with an error); or `until`. The worker is
     /// asked directly (every 50 ms), not through the supervision's once-a-second
     /// status, which is brought up to date with what it says. Answers the
     /// deployment's status then; `None` when the model is not deployed (any more).
@@ -517,6 +518,7 @@ impl Supervisor {
         &self,
         model: &str,
         version: u64,
+        selected: Option<&[u64]>,
         until: tokio::time::Instant,
     ) -> Option<WorkerStatus> {
         loop {
@@ -527,7 +529,12 @@ impl Supervisor {
                     slot.port.load(Ordering::Relaxed),
                 );
                 if let Some(m) = self.model_status(addr, model).await {
-                    let done = m.served_versions.contains(&version)
+                    // Served, and no version the policy no longer selects still
+                    // is (the worker loads the new version before it unloads the
+                    // old one); or failed.
+                    let settled = selected
+                        .is_none_or(|s| m.served_versions.iter().all(|v| s.contains(v)));
+                    let done = (m.served_versions.contains(&version) && settled)
                         || m.versions.iter().any(|v| {
                             v.version == version
                                 && (v.state == VersionState::Error.as_str()
