@@ -259,6 +259,27 @@ def test_load_cached_loads_a_file_once_per_process():
     assert ferroserve.Model.load(IRIS) is not first
 
 
+def test_load_cached_keeps_only_the_model_of_the_file_there_now(tmp_path):
+    # Bug: every version of a file republished under one path stayed cached for the
+    # life of the process (13 MiB more per republished forest, never given back).
+    import shutil
+
+    path = str(tmp_path / "model.joblib")
+    before = len(ferroserve._CACHE)
+    models = []
+    for i in range(3):
+        shutil.copy(IRIS, path + ".tmp")
+        os.utime(path + ".tmp", ns=(i * 10**9, i * 10**9))
+        os.replace(path + ".tmp", path)
+        model = ferroserve.load_cached(path)
+        assert ferroserve.load_cached(path) is model
+        assert all(model is not old for old in models)
+        models.append(model)
+    # One cached model for the path, the last: the others are the caller's alone.
+    assert len(ferroserve._CACHE) == before + 1
+    assert [m for _, m in ferroserve._CACHE.values() if m in models] == models[-1:]
+
+
 IRIS_NAMES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
 
@@ -428,3 +449,18 @@ def test_devices_fifos_and_missing_files_are_refused_before_reading(tmp_path):
             load(missing)
     # A bytes path is a path.
     assert ferroserve.Model.load(IRIS.encode()).format == "sklearn"
+
+
+def test_pandas_arrays_are_read_as_the_series_they_make():
+    # Bug: a string column's `.values` (an ArrowStringArray), a Categorical or a
+    # nullable float array raised IndexError / AttributeError instead of an answer.
+    path = os.path.join(SKLEARN_FIXTURES, "text_tfidf_logreg.z3.joblib")
+    model = ferroserve.Model.load(path)
+    texts = pd.Series(["good movie", "bad plot", "the compiler crashed"], dtype="string")
+    want = list(model.predict(list(texts)))
+    for data in (texts.values, texts.array, pd.Categorical(texts), pd.Index(texts)):
+        got = model.predict(data)
+        assert list(got[ferroserve.PREDICT_OUTPUT]) == want, type(data).__name__
+    iris = ferroserve.Model.load(IRIS)
+    with pytest.raises(ferroserve.PredictError):
+        iris.predict(pd.array([5.1, 3.5, 1.4, 0.2], dtype="Float64"))

@@ -380,3 +380,18 @@ def test_null_rows_scalars_and_bytes_that_are_not_utf8_are_refused():
     # ONNX strings are UTF-8: other bytes are refused with a clear message.
     with pytest.raises(ferroserve.PredictError, match="UTF-8"):
         multi.predict(dict(inputs, text=np.array([b"\xff"], dtype=object)))
+
+
+def test_a_dict_of_feature_columns_is_read_as_a_dataframe():
+    # Bug: Ray Data's batch_format="numpy" (a dict of column name to 1-D array) was
+    # read as input names by a one-input model ("the model has no input 'a'"), while
+    # the same columns as pandas or Arrow batches were its features.
+    model = ferroserve.Model.load(os.path.join(FIXTURES, "iris_str", "model.onnx"))
+    columns = {c: np.array([5.1, 6.7], dtype=np.float32) for c in "abcd"}
+    columns["c"] = np.array([1.4, 5.2], dtype=np.float32)
+    from_frame = model.predict(pd.DataFrame(columns))
+    got = model.predict(columns)
+    assert got["label"].tolist() == from_frame["label"].tolist()
+    np.testing.assert_array_equal(
+        got["probabilities"], np.stack(from_frame["probabilities"].to_numpy())
+    )

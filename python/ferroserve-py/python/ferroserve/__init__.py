@@ -331,6 +331,13 @@ class Model:
                 "k and threshold apply to fastText models; this is a %s model" % fmt
             )
         module = type(data).__module__.split(".")[0]
+        if module == "pandas":
+            import pandas as pd
+
+            if not isinstance(data, (pd.DataFrame, pd.Series)):
+                # An array of pandas' own (a string column's `.values`, a
+                # Categorical, an Index): read as the Series it makes.
+                data = pd.Series(data)
         if fmt in _TENSOR_FORMATS and module != "pandas" and not _is_arrow(data):
             return self._predict_tensors_numpy(data)
         # Arrow first: pandas DataFrames gained __arrow_c_stream__ too, and keeping
@@ -380,7 +387,36 @@ class Model:
 
     def _predict_tensors_numpy(self, data):
         if isinstance(data, _Mapping):
-            inputs = data
+            import numpy as np
+
+            names = {i["name"] for i in self._native.signature["inputs"]}
+            columns = (
+                len(names) == 1
+                and len(data) > 0
+                and all(
+                    str(key) not in names and np.ndim(values) == 1
+                    for key, values in data.items()
+                )
+            )
+            if not columns:
+                inputs = data
+            else:
+                # For a one-input model, 1-D arrays none named as its input:
+                # columns (Ray Data's batch_format="numpy"), its features, read as
+                # a DataFrame's are; the answer as numpy's.
+                import pandas as pd
+
+                try:
+                    frame = pd.DataFrame({key: np.asarray(values) for key, values in data.items()})
+                except ValueError as e:
+                    raise PredictError(
+                        "a dict of columns must hold 1-D arrays of one length: %s" % e
+                    ) from None
+                tensors = self._frame_tensors(frame)
+                return {
+                    name: array
+                    for name, array in _tensors_to_numpy(self._native._predict_tensors(tensors))
+                }
         else:
             names = [i["name"] for i in self._native.signature["inputs"]]
             if len(names) != 1:
@@ -405,6 +441,29 @@ class Model:
 
         if isinstance(frame, pd.Series):
             frame = frame.to_frame()
+        tensors = self._frame_tensors(frame)
+        n = len(frame)
+        columns = {}
+        for name, array in _tensors_to_numpy(self._native._predict_tensors(tensors)):
+            if array.ndim == 0 or array.shape[0] != n:
+                raise PredictError(
+                    "output %r has shape %s, not one row per input row (%d); pass numpy "
+                    "arrays to get it whole" % (name, list(array.shape), n)
+                )
+            if array.ndim == 1 or (array.ndim == 2 and array.shape[1] == 1):
+                columns[name] = array.reshape(n)
+            else:
+                cells = np.empty(n, dtype=object)
+                cells[:] = list(array)
+                columns[name] = cells
+        return pd.DataFrame(columns, index=frame.index)
+
+    def _frame_tensors(self, frame):
+        """The model's input tensors from a DataFrame's columns: by input name, or, for
+        a one-input model, its columns as the input's features (or one text column,
+        or one column of arrays)."""
+        import numpy as np
+
         specs = self._native.signature["inputs"]
         if all(spec["name"] in frame.columns for spec in specs):
             tensors = [
@@ -452,21 +511,7 @@ class Model:
         else:
             missing = [spec["name"] for spec in specs if spec["name"] not in frame.columns]
             raise PredictError("the DataFrame has no column %s" % ", ".join(map(repr, missing)))
-        n = len(frame)
-        columns = {}
-        for name, array in _tensors_to_numpy(self._native._predict_tensors(tensors)):
-            if array.ndim == 0 or array.shape[0] != n:
-                raise PredictError(
-                    "output %r has shape %s, not one row per input row (%d); pass numpy "
-                    "arrays to get it whole" % (name, list(array.shape), n)
-                )
-            if array.ndim == 1 or (array.ndim == 2 and array.shape[1] == 1):
-                columns[name] = array.reshape(n)
-            else:
-                cells = np.empty(n, dtype=object)
-                cells[:] = list(array)
-                columns[name] = cells
-        return pd.DataFrame(columns, index=frame.index)
+        return tensors
 
     def _predict_fasttext(self, data, k, threshold):
         import numpy as np
@@ -1017,8 +1062,9 @@ _CACHE_LOCK = __import__("threading").Lock()
 
 def load_cached(path):
     """``Model.load(path)`` once per process: later calls with the same file (same path,
-    size and modification time) get the same model. For Spark's ``mapInArrow`` and
-    similar, whose function runs many times in one long-lived Python worker."""
+    size and modification time) get the same model; a file replaced is loaded again
+    and the model of the old one dropped. For Spark's ``mapInArrow`` and similar,
+    whose function runs many times in one long-lived Python worker."""
     import os
 
     path = os.path.abspath(os.fsdecode(os.fspath(path)))
@@ -1027,10 +1073,14 @@ def load_cached(path):
     except OSError as e:
         # As Model.load says it, so that both raise the same error.
         raise ModelError("cannot read %s: %s" % (path, e.strerror or e)) from None
-    key = (path, stat.st_size, stat.st_mtime_ns)
+    # One model per path: a file replaced (another size or modification time) is
+    # loaded again and the old model dropped, so a model republished under the same
+    # path for the life of a worker does not keep every version in memory.
+    stamp = (stat.st_size, stat.st_mtime_ns)
     with _CACHE_LOCK:
-        model = _CACHE.get(key)
-        if model is None:
-            model = Model.load(path)
-            _CACHE[key] = model
+        cached = _CACHE.get(path)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        model = Model.load(path)
+        _CACHE[path] = (stamp, model)
         return model
