@@ -351,8 +351,38 @@ pub fn numeric_values(name: &str, array: &ArrayRef) -> Result<Vec<f64>, String> 
                 })
                 .collect()
         }
+        // As Python's float(Decimal) reads it (pandas' path for Decimal objects): the
+        // decimal's text, correctly rounded (Spark's DecimalType through mapInArrow).
+        DataType::Decimal128(..) => {
+            let a = array.as_primitive::<Decimal128Type>();
+            decimal_values(name, a.len(), |i| {
+                (!a.is_null(i)).then(|| a.value_as_string(i))
+            })?
+        }
+        DataType::Decimal256(..) => {
+            let a = array.as_primitive::<Decimal256Type>();
+            decimal_values(name, a.len(), |i| {
+                (!a.is_null(i)).then(|| a.value_as_string(i))
+            })?
+        }
         other => return Err(format!("column {name:?} is {other}, not a number type")),
     })
+}
+
+/// A decimal column's values (`text` of each row, `None` for a null: NaN) as f64.
+fn decimal_values(
+    name: &str,
+    len: usize,
+    text: impl Fn(usize) -> Option<String>,
+) -> Result<Vec<f64>, String> {
+    (0..len)
+        .map(|i| match text(i) {
+            None => Ok(f64::NAN),
+            Some(t) => t
+                .parse::<f64>()
+                .map_err(|_| format!("column {name:?}: row {i}'s decimal {t} is not a number")),
+        })
+        .collect()
 }
 
 pub fn is_string(array: &ArrayRef) -> bool {

@@ -593,6 +593,11 @@ fn column_tensor(name: &str, array: &ArrayRef) -> Result<Tensor, String> {
         ArrowType::Int64 => ints!(Int64Type, I64),
         ArrowType::Float32 => floats!(Float32Type, F32, f32::NAN),
         ArrowType::Float64 => floats!(Float64Type, F64, f64::NAN),
+        // As Python's float(Decimal) reads each (a null: NaN), then cast to the input's
+        // dtype as a float64 column is.
+        ArrowType::Decimal128(..) | ArrowType::Decimal256(..) => {
+            TensorData::F64(arrow_io::numeric_values(name, &values)?)
+        }
         // Binary columns pass their bytes through unchanged (a serialized tf.train.Example
         // for a TensorFlow string input is not UTF-8).
         ArrowType::Binary => TensorData::Bytes(binary_values(name, values.as_binary::<i32>())?),

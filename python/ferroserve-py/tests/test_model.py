@@ -464,3 +464,21 @@ def test_pandas_arrays_are_read_as_the_series_they_make():
     iris = ferroserve.Model.load(IRIS)
     with pytest.raises(ferroserve.PredictError):
         iris.predict(pd.array([5.1, 3.5, 1.4, 0.2], dtype="Float64"))
+
+
+def test_arrow_decimal_columns_are_numbers_as_pandas_reads_them():
+    # Bug: a decimal column (Spark's DecimalType through mapInArrow) was refused as
+    # "not a number type", while the same Decimal objects in a DataFrame were read.
+    import decimal
+
+    model = ferroserve.Model.load(IRIS)
+    rows = iris_rows(20)
+    text = {n: ["%.4f" % r[i] for r in rows] for i, n in enumerate(IRIS_NAMES)}
+    frame = pd.DataFrame({n: [decimal.Decimal(t) for t in v] for n, v in text.items()})
+    want = model.predict(frame)[ferroserve.PREDICT_OUTPUT].tolist()
+    for kind in (pa.decimal128(10, 4), pa.decimal256(40, 6)):
+        table = pa.table(
+            {n: pa.array([decimal.Decimal(t) for t in v], kind) for n, v in text.items()}
+        )
+        got = model.predict(table).column(ferroserve.PREDICT_OUTPUT).to_pylist()
+        assert got == want, kind

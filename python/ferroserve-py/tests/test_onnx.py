@@ -395,3 +395,19 @@ def test_a_dict_of_feature_columns_is_read_as_a_dataframe():
     np.testing.assert_array_equal(
         got["probabilities"], np.stack(from_frame["probabilities"].to_numpy())
     )
+
+
+def test_arrow_decimal_columns_are_float_inputs():
+    # Bug: a decimal column (Spark's DecimalType through mapInArrow) was refused.
+    import decimal
+
+    model = ferroserve.Model.load(os.path.join(FIXTURES, "iris_str", "model.onnx"))
+    rows = [["5.1", "3.5", "1.4", "0.2"], ["6.7", "3.0", "5.2", "2.3"]]
+    floats = pa.table({c: pa.array([float(r[i]) for r in rows]) for i, c in enumerate("abcd")})
+    decimals = pa.table(
+        {c: pa.array([decimal.Decimal(r[i]) for r in rows], pa.decimal128(6, 2))
+         for i, c in enumerate("abcd")}
+    )
+    assert model.predict(decimals).column("label").to_pylist() == (
+        model.predict(floats).column("label").to_pylist()
+    )
