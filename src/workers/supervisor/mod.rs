@@ -532,8 +532,8 @@ impl Supervisor {
                     // Served, and no version the policy no longer selects still
                     // is (the worker loads the new version before it unloads the
                     // old one); or failed.
-                    let settled = selected
-                        .is_none_or(|s| m.served_versions.iter().all(|v| s.contains(v)));
+                    let settled =
+                        selected.is_none_or(|s| m.served_versions.iter().all(|v| s.contains(v)));
                     let done = (m.served_versions.contains(&version) && settled)
                         || m.versions.iter().any(|v| {
                             v.version == version
