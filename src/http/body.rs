@@ -46,8 +46,9 @@ pub async fn body_chunks(request: Request, limit: usize) -> Result<impl bytes::B
 }
 
 /// Most of a refused request's body read and discarded before its answer
-/// ([`answer_unread`]): 16 MiB, what an upload's refusal drains too.
-const REFUSED_DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+/// ([`answer_unread`]): 16 MiB; an upload's or a job request's refusal drains as
+/// much (`upload::drain`).
+pub(super) const REFUSED_DRAIN_LIMIT: usize = 16 * 1024 * 1024;
 
 /// The answer to a request refused before its body was read (a full queue's 429),
 /// made so that an HTTP/1 client reads it: a client that does not wait for `100

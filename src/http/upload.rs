@@ -19,8 +19,9 @@ use crate::api::{upload, ApiError, Caller};
 /// Room for the multipart framing and the text fields around the file.
 const MULTIPART_OVERHEAD: u64 = 1024 * 1024;
 /// How much of a refused upload is still read (and discarded) before answering, so
-/// the client reads the answer instead of a reset connection.
-const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+/// the client reads the answer instead of a reset connection: as much as any
+/// refused body ([`super::body::REFUSED_DRAIN_LIMIT`]).
+const DRAIN_LIMIT: usize = super::body::REFUSED_DRAIN_LIMIT;
 
 /// The most bytes an upload's body may hold: the upload limit plus the multipart
 /// framing.
