@@ -345,6 +345,16 @@ async fn the_registry_port_asks_for_the_same_tokens() {
         ..settings_with_tokens(dir.path())
     })
     .await;
+    // The registry's listener is bound after the main port answers: wait for it
+    // (the first request to it failed once, with other tests of this file running).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(registry).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the registry port never listened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let client = reqwest::Client::new();
     let get = |base: String, path: &'static str, token: Option<&'static str>| {
         let mut r = client.get(format!("{base}{path}"));
@@ -1068,14 +1078,16 @@ async fn config_file_base_paths_outside_roots_are_refused() {
 }
 
 /// A refusal for want of a token, or of the right scope, drains the body the
-/// client is still sending: an 8 MiB upload with a wrong token reads its 401 (and
+/// client is still sending: a 12 MiB upload with a wrong token reads its 401 (and
 /// one with an inference token its 403), never a broken pipe (the CLI said
 /// "cannot reach the server").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_of_a_large_upload_reach_the_client() {
     let dir = repo();
     let server = TestServer::start_with(settings_with_tokens(dir.path())).await;
-    let big = vec![b'x'; 8 << 20];
+    // More than the loopback sockets' buffers hold (about 10 MiB), so that an
+    // undrained refusal cannot hide in them.
+    let big = vec![b'x'; 12 << 20];
     for _ in 0..3 {
         for (token, want, words) in [
             (Some("fst_wrong"), 401, "token"),

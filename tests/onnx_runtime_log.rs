@@ -3,7 +3,6 @@
 //! Runtime's default logger wrote coloured text to stderr, an error line for every
 //! run the server ended at its deadline).
 
-#[path = "common/mod.rs"]
 mod common;
 
 use common::{install_model, root_path};

@@ -130,21 +130,18 @@ pub(super) enum InputKind {
 
 impl InputRows {
     pub(super) fn open(path: &Path) -> anyhow::Result<InputRows> {
-        // As a scoring job reads a file: `.csv`, `.tsv` (tab-separated) and `.txt`
-        // are CSV, anything else JSON lines.
-        let extension = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase);
-        let is_csv = matches!(extension.as_deref(), Some("csv" | "tsv" | "txt"));
+        // As a scoring job reads a file (`FileFormat::from_extension`): `.csv`,
+        // `.tsv` (tab-separated) and `.txt` are CSV, anything else JSON lines.
+        use crate::jobs::spec::FileFormat;
+        let name = path.to_string_lossy();
+        let is_csv = FileFormat::from_extension(&name) == Some(FileFormat::Csv);
         let kind = if is_csv {
             let file = std::fs::File::open(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
-            let delimiter = if extension.as_deref() == Some("tsv") {
-                b'\t'
-            } else {
-                b','
-            };
+            let tsv = path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("tsv"));
+            let delimiter = if tsv { b'\t' } else { b',' };
             let mut reader = csv::ReaderBuilder::new()
                 .delimiter(delimiter)
                 .from_reader(LineBreaks::new(file));

@@ -118,10 +118,10 @@ fn runtime_log(
     message: &str,
 ) {
     use ort::logging::LogLevel;
-    let level = match level {
-        _ if message.contains("terminate flag being set to true") => LogLevel::Verbose,
-        other => other,
-    };
+    if message.contains("terminate flag being set to true") {
+        tracing::debug!(target: "onnxruntime", category, code_location, "{message}");
+        return;
+    }
     match level {
         LogLevel::Verbose => {
             tracing::debug!(target: "onnxruntime", category, code_location, "{message}")
