@@ -225,11 +225,28 @@ pub fn cores_for(cores: usize, offset: usize) -> Vec<usize> {
 /// What the child does between fork and exec: its own process group, death with
 /// its parent, the cgroups, the cores and the address-space limit. Only
 /// async-signal-safe calls (no allocation): everything is prepared beforehand.
+///
+/// Every step that fails fails the start (the supervisor reports "cannot start the
+/// worker" with the system's error, and the worker's stderr, the server's, names
+/// the step): a worker never runs without a limit the registry reports as
+/// enforced.
 pub struct PreExec {
     pub procs_files: Vec<CString>,
     pub cores: Vec<usize>,
     pub address_space: Option<u64>,
     pub parent_pid: libc::pid_t,
+}
+
+/// Writes `message` to stderr and returns the system's last error: for the failing
+/// step of [`PreExec::apply`], without allocating (only the error number crosses
+/// back to the parent).
+fn step_failed(message: &[u8]) -> std::io::Error {
+    let error = std::io::Error::last_os_error();
+    // SAFETY: write(2) on the inherited stderr with a static buffer.
+    unsafe {
+        libc::write(2, message.as_ptr().cast(), message.len());
+    }
+    error
 }
 
 impl PreExec {
@@ -258,25 +275,49 @@ impl PreExec {
             let mut digits = [0u8; 24];
             let pid_text = format_pid(libc::getpid(), &mut digits);
             for file in &self.procs_files {
-                let fd = libc::open(file.as_ptr(), libc::O_WRONLY);
-                if fd >= 0 {
-                    libc::write(fd, pid_text.as_ptr().cast(), pid_text.len());
-                    libc::close(fd);
+                let fd = libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(step_failed(
+                        b"ferroserve worker: cannot open its cgroup's cgroup.procs\n",
+                    ));
                 }
+                let written = libc::write(fd, pid_text.as_ptr().cast(), pid_text.len());
+                if written != pid_text.len() as isize {
+                    let error = step_failed(
+                        b"ferroserve worker: cannot join its cgroup (writing cgroup.procs)\n",
+                    );
+                    libc::close(fd);
+                    return Err(error);
+                }
+                libc::close(fd);
             }
             if !self.cores.is_empty() {
                 let mut set: libc::cpu_set_t = std::mem::zeroed();
                 for &c in &self.cores {
+                    // CPU_SET does not check its bound.
+                    if c >= libc::CPU_SETSIZE as usize {
+                        let message = b"ferroserve worker: a core number is beyond CPU_SETSIZE\n";
+                        libc::write(2, message.as_ptr().cast(), message.len());
+                        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+                    }
                     libc::CPU_SET(c, &mut set);
                 }
-                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                    return Err(step_failed(
+                        b"ferroserve worker: cannot pin itself to its cores (sched_setaffinity)\n",
+                    ));
+                }
             }
             if let Some(bytes) = self.address_space {
                 let limit = libc::rlimit {
                     rlim_cur: bytes as libc::rlim_t,
                     rlim_max: bytes as libc::rlim_t,
                 };
-                libc::setrlimit(libc::RLIMIT_AS, &limit);
+                if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                    return Err(step_failed(
+                        b"ferroserve worker: cannot set its address-space limit (setrlimit)\n",
+                    ));
+                }
             }
         }
         Ok(())
@@ -352,6 +393,69 @@ mod tests {
         let u = process_usage(std::process::id()).unwrap();
         assert!(u.rss_bytes > 1 << 20, "{u:?}");
         assert!(allowed_cores(std::process::id()).is_some());
+    }
+
+    /// Starts `true` with `pre_exec` applied between fork and exec.
+    fn start_with(pre_exec: PreExec) -> std::io::Result<std::process::ExitStatus> {
+        use std::os::unix::process::CommandExt;
+        let mut command = std::process::Command::new("true");
+        command.stderr(std::process::Stdio::null());
+        // SAFETY: `apply` makes only async-signal-safe calls (see PreExec).
+        unsafe {
+            command.pre_exec(move || pre_exec.apply());
+        }
+        command.spawn()?.wait()
+    }
+
+    fn nothing_to_apply() -> PreExec {
+        PreExec {
+            procs_files: Vec::new(),
+            cores: Vec::new(),
+            address_space: None,
+            parent_pid: std::process::id() as libc::pid_t,
+        }
+    }
+
+    #[test]
+    fn a_start_with_its_limits_applied_runs() {
+        let status = start_with(PreExec {
+            cores: cores_for(1, 0),
+            address_space: Some(address_space_limit(256 << 20)),
+            ..nothing_to_apply()
+        })
+        .unwrap();
+        assert!(status.success());
+    }
+
+    #[test]
+    fn a_limit_that_cannot_be_applied_fails_the_start() {
+        let missing_group = start_with(PreExec {
+            procs_files: vec![CString::new("/nonexistent-ferroserve-group/cgroup.procs").unwrap()],
+            ..nothing_to_apply()
+        })
+        .unwrap_err();
+        assert_eq!(
+            missing_group.kind(),
+            std::io::ErrorKind::NotFound,
+            "{missing_group}"
+        );
+        // /dev/full opens for writing, and every write to it fails.
+        let unwritable = start_with(PreExec {
+            procs_files: vec![CString::new("/dev/full").unwrap()],
+            ..nothing_to_apply()
+        })
+        .unwrap_err();
+        assert_eq!(
+            unwritable.raw_os_error(),
+            Some(libc::ENOSPC),
+            "{unwritable}"
+        );
+        let beyond = start_with(PreExec {
+            cores: vec![libc::CPU_SETSIZE as usize],
+            ..nothing_to_apply()
+        })
+        .unwrap_err();
+        assert_eq!(beyond.raw_os_error(), Some(libc::EINVAL), "{beyond}");
     }
 
     #[test]

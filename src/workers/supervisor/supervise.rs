@@ -93,7 +93,10 @@ impl Supervisor {
                     exit_code: None,
                     signal: None,
                     oom: false,
-                    reason: format!("cannot start the worker: {e}"),
+                    reason: format!(
+                        "cannot start the worker: {e} (either a limit could not be applied, \
+                         and the server's stderr names which, or its executable could not run)"
+                    ),
                     at: SystemTime::now(),
                 },
                 Ok(spawned) => {
