@@ -80,11 +80,18 @@ async fn stop_signals_from_outside_restart_the_worker_and_never_crash_loop_it() 
     assert_eq!(entry["last_exit"]["signal"], 9, "{entry}");
 }
 
-/// A fake `ferroserve worker`: serves the V2 health routes and `/models/status`
-/// at once (version 1 AVAILABLE) and its model's readiness route as `ready_route`
-/// says (Python statements; `model` and `age()`, the seconds since it started,
-/// are in scope), then answers 200.
-fn fake_worker(dir: &Path, ready_route: &str) -> PathBuf {
+/// A fake `ferroserve worker`: serves `/v2/health/ready` and `/models/status` at
+/// once (version 1 AVAILABLE), its model's readiness route as `ready_route` says
+/// and its liveness route as `live_route` says (Python statements; `model` and
+/// `age()`, the seconds since it started, are in scope), then answers 200.
+fn fake_worker(dir: &Path, ready_route: &str, live_route: &str) -> PathBuf {
+    let indented = |route: &str| {
+        route
+            .lines()
+            .map(|l| format!("            {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     let script = format!(
         r#"#!/usr/bin/env python3
 import http.server, json, sys, time
@@ -102,7 +109,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.path == "/v2/models/%s/ready" % model:
 {ready_route}
             self.answer(200, b"")
-        elif self.path in ("/v2/health/ready", "/v2/health/live"):
+        elif self.path == "/v2/health/live":
+{live_route}
+            self.answer(200, b"")
+        elif self.path == "/v2/health/ready":
             self.answer(200, b"")
         elif self.path == "/models/status":
             self.answer(200, status)
@@ -120,11 +130,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 http.server.ThreadingHTTPServer((host, int(port)), Handler).serve_forever()
 "#,
-        ready_route = ready_route
-            .lines()
-            .map(|l| format!("            {l}"))
-            .collect::<Vec<_>>()
-            .join("\n"),
+        ready_route = indented(ready_route),
+        live_route = indented(live_route),
     );
     let path = dir.join("fake-worker");
     std::fs::write(&path, script).unwrap();
@@ -163,7 +170,7 @@ fn supervisor(binary: PathBuf, state: &Path, startup_timeout: Duration) -> Arc<S
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_readiness_probe_answered_slowly_is_waited_for() {
     let dir = tempfile::tempdir().unwrap();
-    let binary = fake_worker(dir.path(), "if age() < 4:\n    time.sleep(1.5)");
+    let binary = fake_worker(dir.path(), "if age() < 4:\n    time.sleep(1.5)", "pass");
     let supervisor = supervisor(binary, dir.path(), Duration::from_secs(60));
     let deployment = Deployment {
         cpu_limit: Some("10m".into()),
@@ -183,7 +190,7 @@ async fn a_readiness_probe_answered_slowly_is_waited_for() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_past_its_deadline_says_so_and_names_the_cpu_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let binary = fake_worker(dir.path(), "time.sleep(3600)");
+    let binary = fake_worker(dir.path(), "time.sleep(3600)", "pass");
     let supervisor = supervisor(binary, dir.path(), Duration::from_secs(3));
     let deployment = Deployment {
         cpu_limit: Some("10m".into()),
@@ -201,4 +208,44 @@ async fn a_start_past_its_deadline_says_so_and_names_the_cpu_limit() {
         "{error}"
     );
     supervisor.shutdown().await;
+}
+
+/// A worker that answers its liveness checks in 2.5 s once serving, as one held to
+/// a fraction of a core does while it decodes a large body (at `10m`, a 60,000-row
+/// JSON request kept a real worker's async thread for seconds, and the supervisor
+/// killed it as hung, failing the requests it was answering). Under a CPU limit of
+/// `200m` its checks wait 5 s (1 s / cpu), so it serves on; with no limit they
+/// wait 1 s, so three late answers still kill it, as they should a hung worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_worker_that_answers_its_health_checks_late_is_not_killed() {
+    for (cpu_limit, killed) in [(Some("200m"), false), (None, true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let binary = fake_worker(dir.path(), "pass", "if age() > 2:\n    time.sleep(2.5)");
+        let supervisor = supervisor(binary, dir.path(), Duration::from_secs(60));
+        let deployment = Deployment {
+            cpu_limit: cpu_limit.map(String::from),
+            ..Deployment::default()
+        };
+        let status = supervisor
+            .deploy("sk", dir.path().join("sk"), deployment)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let first = status.pid;
+        // Three checks past the first late one: about 3 x (1 s apart + 1 s) with
+        // no limit.
+        let deadline = std::time::Instant::now() + Duration::from_secs(14);
+        let mut restarted = false;
+        while std::time::Instant::now() < deadline && !restarted {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = supervisor.status("sk").unwrap();
+            restarted = now.restarts > 0 || now.pid != first;
+        }
+        let now = supervisor.status("sk").unwrap();
+        assert_eq!(restarted, killed, "cpu_limit {cpu_limit:?}: {now:?}");
+        if killed {
+            let exit = now.last_exit.expect("an exit is recorded");
+            assert!(exit.reason.contains("health checks"), "{exit:?}");
+        }
+        supervisor.shutdown().await;
+    }
 }

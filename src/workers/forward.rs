@@ -54,14 +54,15 @@ pub fn client() -> Client {
         .build(connector)
 }
 
-/// A GET answered 200 within a second (health checks).
+/// A GET answered 200 within `timeout` (health checks).
 pub async fn get_ok(
     client: &Client,
     authorization: &HeaderValue,
     addr: SocketAddr,
     path: &str,
+    timeout: Duration,
 ) -> bool {
-    probe(client, authorization, addr, path, Duration::from_secs(1)).await == Probe::Ok
+    probe(client, authorization, addr, path, timeout).await == Probe::Ok
 }
 
 /// What a GET of a worker's route got: an answer, 200 or not, or none in time.
@@ -101,12 +102,13 @@ pub async fn probe(
     }
 }
 
-/// The body of a GET answered 200 within a second (at most 4 MiB), or `None`.
+/// The body of a GET answered 200 within `timeout` (at most 4 MiB), or `None`.
 pub async fn get_body(
     client: &Client,
     authorization: &HeaderValue,
     addr: SocketAddr,
     path: &str,
+    timeout: Duration,
 ) -> Option<bytes::Bytes> {
     let uri = format!("http://{addr}{path}").parse::<Uri>().ok()?;
     let request = axum::http::Request::get(uri)
@@ -121,10 +123,7 @@ pub async fn get_body(
         let body = Body::new(response.into_body());
         axum::body::to_bytes(body, 4 << 20).await.ok()
     };
-    tokio::time::timeout(Duration::from_secs(1), read)
-        .await
-        .ok()
-        .flatten()
+    tokio::time::timeout(timeout, read).await.ok().flatten()
 }
 
 /// The model a REST path names, for the routes that forward.

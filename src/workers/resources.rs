@@ -30,6 +30,19 @@ impl Limits {
     pub fn cores(&self) -> Option<usize> {
         self.cpu.map(|c| (c.ceil() as usize).max(1))
     }
+
+    /// How long the supervisor waits for the worker to answer a health or status
+    /// probe: a second, stretched by 1/cpu under a limit below one core. A worker
+    /// held to a fraction of a core does everything that much slower (at `10m`, a
+    /// request body that takes 10 ms to decode holds its async thread a second),
+    /// and a busy worker is not a hung one.
+    pub fn probe_timeout(&self) -> std::time::Duration {
+        let second = std::time::Duration::from_secs(1);
+        match self.cpu {
+            Some(cpu) if cpu < 1.0 => second.div_f64(cpu.max(MIN_CPU)),
+            _ => second,
+        }
+    }
 }
 
 /// The most cores a limit may name (more than any machine this runs on).

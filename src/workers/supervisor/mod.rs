@@ -528,7 +528,10 @@ impl Supervisor {
                     connect_ip(self.config.bind),
                     slot.port.load(Ordering::Relaxed),
                 );
-                if let Some(m) = self.model_status(addr, model).await {
+                if let Some(m) = self
+                    .model_status(addr, model, slot.limits.probe_timeout())
+                    .await
+                {
                     // Served, and no version the policy no longer selects still
                     // is (the worker loads the new version before it unloads the
                     // old one); or failed.

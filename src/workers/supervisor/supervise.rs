@@ -281,7 +281,9 @@ impl Supervisor {
             }
         }
         {
-            let model_status = self.model_status(addr, &slot.model).await;
+            let model_status = self
+                .model_status(addr, &slot.model, slot.limits.probe_timeout())
+                .await;
             let mut status = lock(&slot.status);
             status.healthy = true;
             status.model_status = model_status;
@@ -289,8 +291,9 @@ impl Supervisor {
         slot.ever_ready.store(true, Ordering::Relaxed);
         self.set_state(slot, WorkerState::Ready);
         self.record(slot).await;
-        // Serving: a liveness check every second; three failures in a row kill it
-        // (then it is restarted like any exit). A worker that got a stop signal
+        // Serving: a liveness check every second, each given its
+        // `Limits::probe_timeout` (longer under a CPU limit below one core); three
+        // failures in a row kill it (then it is restarted like any exit). A worker that got a stop signal
         // from outside (it says so in its state directory) drains: it answers no
         // health check (its listeners are closed), so none is counted; it is
         // killed only past its drain, and restarted once it exits.
@@ -338,12 +341,19 @@ impl Supervisor {
                 }
                 continue;
             }
-            let healthy =
-                forward::get_ok(&self.client, &self.authorization, addr, "/v2/health/live").await;
+            let healthy = forward::get_ok(
+                &self.client,
+                &self.authorization,
+                addr,
+                "/v2/health/live",
+                slot.limits.probe_timeout(),
+            )
+            .await;
             // A status the worker does not give (it is busy, or just failed) keeps
             // the last one.
             let model_status = if healthy {
-                self.model_status(addr, &slot.model).await
+                self.model_status(addr, &slot.model, slot.limits.probe_timeout())
+                    .await
             } else {
                 None
             };
@@ -398,7 +408,7 @@ impl Supervisor {
             Probe::NoAnswer => return StartCheck::NotYet(NO_ANSWER),
             Probe::Refused => {}
         }
-        match self.model_status(addr, model).await {
+        match self.model_status(addr, model, START_PROBE_TIMEOUT).await {
             // A version serves after all (it turned ready since): the next round
             // sees it.
             Some(m) if !m.served_versions.is_empty() => {
@@ -425,7 +435,12 @@ impl Supervisor {
     }
 
     /// The worker's status of its model (its `/models/status` entry), if it answers.
-    pub(super) async fn model_status(&self, addr: SocketAddr, model: &str) -> Option<WorkerModel> {
+    pub(super) async fn model_status(
+        &self,
+        addr: SocketAddr,
+        model: &str,
+        timeout: Duration,
+    ) -> Option<WorkerModel> {
         #[derive(serde::Deserialize)]
         struct Entry {
             model_id: String,
@@ -436,8 +451,14 @@ impl Supervisor {
         struct Status {
             models: Vec<Entry>,
         }
-        let body =
-            forward::get_body(&self.client, &self.authorization, addr, "/models/status").await?;
+        let body = forward::get_body(
+            &self.client,
+            &self.authorization,
+            addr,
+            "/models/status",
+            timeout,
+        )
+        .await?;
         let status: Status = serde_json::from_slice(&body).ok()?;
         status
             .models
