@@ -2,7 +2,8 @@
 //! of `events`. Recording never waits: events go through a bounded buffer to a
 //! writer task that inserts them in batches and, while the database is down, keeps
 //! its batch and retries, so nothing recorded is lost unless the buffer overflows
-//! (dropped, counted, logged).
+//! (dropped, counted, logged) or the database refuses the event itself (a value too
+//! long for its column: dropped, logged, and the events after it written).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,7 +14,9 @@ use serde_json::Value;
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
+use super::imports::within;
 use super::pool::on_pool;
+use super::predictions::{write_in_halves, WriteError};
 use super::{now_ms, Store, StoreError, RECENT_EVENTS};
 
 /// What happened.
@@ -354,9 +357,66 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Inserts `events` in order ([`write_in_halves`]), each range in its own
+    /// transaction: answers how many, from the first, are done (written, or refused
+    /// by the database as such and dropped with a warning that names `whose` events
+    /// they were), the ids they got (0 for one refused) and the outage that cut
+    /// the writing short, if one did.
+    pub(super) async fn insert_events_in_halves(
+        &self,
+        events: &[Event],
+        whose: &str,
+    ) -> (usize, Vec<i64>, Result<(), WriteError>) {
+        // Locked only once a range is written, never across an await.
+        let ids = std::sync::Mutex::new(vec![0; events.len()]);
+        let (done, written) = write_in_halves(
+            self,
+            events,
+            |range| {
+                let ids = &ids;
+                async move {
+                    let got = within(self, self.insert_events(&events[range.clone()])).await?;
+                    ids.lock().unwrap_or_else(|e| e.into_inner())[range].copy_from_slice(&got);
+                    Ok(())
+                }
+            },
+            |event, error| {
+                tracing::warn!(
+                    model = %event.model,
+                    kind = %event.kind,
+                    "the metadata store refused {whose} ({error}); it was dropped, and later \
+                     events are written"
+                );
+            },
+        )
+        .await;
+        (
+            done,
+            ids.into_inner().unwrap_or_else(|e| e.into_inner()),
+            written,
+        )
+    }
+}
+
+/// Writes `batch` and empties it, or answers the outage that stopped it, leaving
+/// in it the events not written. An event the database refuses as such (a value
+/// too long for its column, say: not an outage) is dropped, so that it never
+/// holds the events after it.
+async fn write_batch(store: &Store, batch: &mut Vec<Event>) -> Result<(), WriteError> {
+    let (done, ids, written) = store.insert_events_in_halves(batch, "an audit event").await;
+    let (kept, kept_ids): (Vec<Event>, Vec<i64>) = batch
+        .drain(..done)
+        .zip(ids)
+        .filter(|(_, id)| *id != 0)
+        .unzip();
+    store.written(&kept, &kept_ids);
+    written
+}
+
 /// The audit writer: takes what the buffer holds (up to [`BATCH`] at a time) and
-/// writes it; while the database is down it keeps the batch and retries with a
-/// growing pause. On `stop` it writes what is left, for at most `drain`.
+/// writes it; while the database is down it keeps what is not written and retries
+/// with a growing pause. On `stop` it writes what is left, for at most `drain`.
 pub(super) async fn write_events(
     store: Arc<Store>,
     mut rx: tokio::sync::mpsc::Receiver<Event>,
@@ -376,19 +436,12 @@ pub(super) async fn write_events(
                 () = stop.cancelled() => break,
             }
         }
-        let written = tokio::time::timeout(store.timeout, store.insert_events(&batch)).await;
-        match written {
-            Ok(Ok(ids)) => {
-                store.written(&batch, &ids);
+        match write_batch(&store, &mut batch).await {
+            Ok(()) => {
                 store.worked();
-                batch.clear();
                 pause = Duration::from_millis(100);
             }
-            failed => {
-                let why = match failed {
-                    Ok(Err(e)) => super::pool::describe_error(&e),
-                    _ => "timed out".to_string(),
-                };
+            Err(why) => {
                 if store.up.swap(false, Ordering::Relaxed) {
                     tracing::warn!(
                         url = %store.url,
@@ -396,7 +449,6 @@ pub(super) async fn write_events(
                         batch.len()
                     );
                 }
-                crate::metrics::record_store_error();
                 tokio::select! {
                     () = tokio::time::sleep(pause) => {}
                     () = stop.cancelled() => break,
@@ -411,14 +463,8 @@ pub(super) async fn write_events(
         while let Some(e) = rx.recv().await {
             batch.push(e);
         }
-        if !batch.is_empty() {
-            if let Err(e) = store.insert_events(&batch).await {
-                tracing::warn!(
-                    "{} audit events not written at shutdown: {}",
-                    batch.len(),
-                    super::pool::describe_error(&e)
-                );
-            }
+        if let Err(e) = write_batch(&store, &mut batch).await {
+            tracing::warn!("{} audit events not written at shutdown: {e}", batch.len());
         }
     })
     .await;

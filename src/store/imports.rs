@@ -7,7 +7,7 @@
 //! Oldest first, a bounded number of rows at a time: inserted here, then deleted
 //! there. The worker writes on meanwhile (SQLite's WAL and busy timeout let the two
 //! processes take turns). Rows are written as the prediction log's writer writes
-//! its own ([`write_in_halves`]): an outage here (the database unreachable, or
+//! its own ([`write_in_halves`](super::predictions::write_in_halves)): an outage here (the database unreachable, or
 //! answering that it cannot take the write now) keeps the rows not written there
 //! for the next pass; a row this database refuses as such (too large for it, a
 //! value or constraint it rejects) is dropped, there too, so that it never holds
@@ -16,7 +16,7 @@
 //! A delete there that fails after the insert here would copy those rows again,
 //! which is the one way a row can appear twice.
 
-use super::predictions::{write_in_halves, WriteError};
+use super::predictions::WriteError;
 use super::{Store, StoreError};
 
 /// How many rows of each table one call moves at most.
@@ -33,34 +33,14 @@ impl Store {
         let write = |e: WriteError| e.into_store_error(self, "copy a worker's records");
         let events = from.oldest_events(MOVE_AT_ONCE).await?;
         let events_read = events.len();
-        // The ids they have here, not the worker's; 0 for one refused. Locked only
-        // once a range is written, never across an await.
-        let ids = std::sync::Mutex::new(vec![0; events.len()]);
-        let (done, written) = write_in_halves(
-            self,
-            &events,
-            |range| {
-                let (events, ids) = (&events, &ids);
-                async move {
-                    let got = within(self, self.insert_events(&events[range.clone()])).await?;
-                    ids.lock().unwrap_or_else(|e| e.into_inner())[range].copy_from_slice(&got);
-                    Ok(())
-                }
-            },
-            |event, error| {
-                tracing::warn!(
-                    model = %event.model,
-                    kind = %event.kind,
-                    "the metadata store refused an event a worker recorded ({error}); it \
-                     was dropped, and later events are moved"
-                );
-            },
-        )
-        .await;
+        // The ids they have here, not the worker's; 0 for one refused.
+        let (done, ids, written) = self
+            .insert_events_in_halves(&events, "an event a worker recorded")
+            .await;
         if let Some(last) = events[..done].last().map(|e| e.id) {
             let kept: Vec<_> = events[..done]
                 .iter()
-                .zip(ids.into_inner().unwrap_or_else(|e| e.into_inner()))
+                .zip(ids)
                 .filter(|(_, id)| *id != 0)
                 .map(|(e, id)| super::Event { id, ..e.clone() })
                 .collect();
@@ -103,7 +83,7 @@ impl Store {
 }
 
 /// `work` on this store within its own timeout, failing as a write does.
-async fn within<T>(
+pub(super) async fn within<T>(
     store: &Store,
     work: impl std::future::Future<Output = Result<T, sqlx::Error>>,
 ) -> Result<T, WriteError> {

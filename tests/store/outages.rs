@@ -422,3 +422,63 @@ async fn a_write_back_the_database_refuses_is_tried_until_it_lands() {
     }
     store.close().await;
 }
+
+/// An audit event the database refuses as such (here a trigger refuses one model's
+/// events; in the field, a value too long for its column or past MariaDB's
+/// `max_allowed_packet`): it is dropped, and the events recorded after it are
+/// written. The writer used to retry its whole batch for good, so that no event
+/// recorded after it ever reached the history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_database_refuses_does_not_hold_the_events_after_it() {
+    use ferroserve::store::{EventKind, Store};
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/s.db", dir.path().display());
+    let store = Arc::new(
+        Store::open(&url, Duration::from_secs(1), true)
+            .await
+            .unwrap(),
+    );
+    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query(
+        "CREATE TRIGGER refuse_events BEFORE INSERT ON events WHEN NEW.model = 'refused' \
+         BEGIN SELECT RAISE(ABORT, 'this event is refused'); END",
+    )
+    .execute(&mut other)
+    .await
+    .unwrap();
+    other.close().await.unwrap();
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let writers = store.start_writers(stop.clone(), Duration::from_secs(5));
+    // In one batch: the refused event between two others.
+    for model in ["before", "refused", "after"] {
+        store.record(EventKind::Reload, model, None, json!({}), None, None);
+    }
+    let written = |model: &'static str| {
+        let store = store.clone();
+        async move { store.history(model, None, 10).await.unwrap().events.len() }
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while written("after").await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the event after the refused one was never written"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(written("before").await, 1);
+    assert_eq!(written("refused").await, 0);
+    // And the writer goes on with later events.
+    store.record(EventKind::Stop, "later", None, json!({}), None, None);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while written("later").await == 0 {
+        assert!(Instant::now() < deadline, "a later event was never written");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    for w in writers {
+        w.await.unwrap();
+    }
+    store.close().await;
+}
