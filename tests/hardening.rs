@@ -772,3 +772,77 @@ async fn refusals_before_the_file_is_read_reach_the_client() {
     }
     server.stop().await;
 }
+
+/// Sends, over a connection of its own, an upload refused on its version ("05")
+/// before a file of `file_bytes` bytes, and answers the head of the answer,
+/// lower-cased. The file is sent while the answer is read, as a client that does
+/// not wait for `100 Continue` does.
+async fn refused_upload_head(server: &TestServer, file_bytes: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let boundary = "ferroserve-test-boundary";
+    let part = |name: &str, value: &str| {
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+        )
+    };
+    let parts_before_file = format!(
+        "{}{}--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; \
+         filename=\"model.onnx\"\r\nContent-Type: application/octet-stream\r\n\r\n",
+        part("model_id", "iris"),
+        part("version", "05"),
+    );
+    let tail = format!("\r\n--{boundary}--\r\n");
+    let length = parts_before_file.len() + file_bytes + tail.len();
+    let head = format!(
+        "POST /upload_model HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Content-Type: multipart/form-data; boundary={boundary}\r\n\
+         Content-Length: {length}\r\n\r\n{parts_before_file}"
+    );
+    let stream = tokio::net::TcpStream::connect(server.rest_addr)
+        .await
+        .unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let sender = tokio::spawn(async move {
+        writer.write_all(head.as_bytes()).await?;
+        let chunk = vec![b'x'; 1 << 20];
+        let mut left = file_bytes;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            writer.write_all(&chunk[..n]).await?;
+            left -= n;
+        }
+        writer.write_all(tail.as_bytes()).await?;
+        Ok::<_, std::io::Error>(writer)
+    });
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(30), reader.read(&mut buf))
+            .await
+            .expect("no answer within 30 s")
+            .unwrap();
+        assert!(n > 0, "closed before the answer: {answer:?}");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    // The rest of the file may have found the connection closed: expected past
+    // the drain.
+    let _ = sender.await.unwrap();
+    String::from_utf8_lossy(&answer).to_lowercase()
+}
+
+/// A refused upload drains what the client still sends up to 16 MiB; past that the
+/// answer says `Connection: close` (the server closes the connection then), so a
+/// keep-alive client does not send its next request on it. Within it, the
+/// connection stays open for the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_past_its_drain_says_the_connection_closes() {
+    let repo = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(unwatched(repo.path())).await;
+    let drained = refused_upload_head(&server, 1 << 20).await;
+    assert!(drained.starts_with("http/1.1 400"), "{drained}");
+    assert!(!drained.contains("connection: close"), "{drained}");
+    let undrained = refused_upload_head(&server, 40 << 20).await;
+    assert!(undrained.starts_with("http/1.1 400"), "{undrained}");
+    assert!(undrained.contains("connection: close"), "{undrained}");
+    server.stop().await;
+}

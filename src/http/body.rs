@@ -97,6 +97,75 @@ pub(crate) async fn answer_drained(request: Request, mut answer: Response) -> Re
     answer
 }
 
+/// A request body that notes when it has been read to its end.
+struct ReadToEnd {
+    inner: axum::body::Body,
+    ended: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl http_body::Body for ReadToEnd {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        // Its end: no more frames, or (a body of known length read whole) the
+        // last one, after which a reader that knows where its data ends (the
+        // multipart reader, at the closing boundary) need not ask again.
+        if matches!(polled, std::task::Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.ended.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Middleware for the routes that may answer before reading a large body (an
+/// upload or a job request refused on a field before its files, or past its
+/// limit): an HTTP/1 refusal given while the body was not read to its end (its
+/// refusal's drain stopped at [`REFUSED_DRAIN_LIMIT`], or the body could not be
+/// parsed on) says `Connection: close`, as [`answer_drained`]'s does, so that a
+/// keep-alive client does not send its next request on a connection the server
+/// is about to close. HTTP/2 ends only the request's stream.
+pub(crate) async fn close_unless_read_whole(
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.version() >= axum::http::Version::HTTP_2 {
+        return next.run(request).await;
+    }
+    let ended = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let request = request.map(|inner| {
+        if http_body::Body::is_end_stream(&inner) {
+            ended.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        axum::body::Body::new(ReadToEnd {
+            inner,
+            ended: ended.clone(),
+        })
+    });
+    let mut answer = next.run(request).await;
+    // A success read what it needed (a multipart body up to its closing boundary,
+    // maybe short of a chunked body's last, empty chunk): only refusals are marked.
+    let refused = answer.status().is_client_error() || answer.status().is_server_error();
+    if refused && !ended.load(std::sync::atomic::Ordering::Relaxed) {
+        answer
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    answer
+}
+
 /// A request body that could not be read, as [`body_chunks`] answers it: 408 when
 /// it stopped arriving, 503 when the server held too many body bytes at once to
 /// take it (`crate::connections::BodyBudget`), 413 past `limit` (a

@@ -47,7 +47,11 @@ pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
     let upload_limit = usize::try_from(body_limit(max_upload_bytes)).unwrap_or(usize::MAX);
     Router::new().route(
         "/upload_model",
-        post(upload_model).layer(DefaultBodyLimit::max(upload_limit)),
+        post(upload_model)
+            .layer(DefaultBodyLimit::max(upload_limit))
+            .layer(axum::middleware::from_fn(
+                super::body::close_unless_read_whole,
+            )),
     )
 }
 
