@@ -40,6 +40,16 @@ pub fn model_metadata(
     version: &VersionRequest,
 ) -> Result<ModelMetadata, ApiError> {
     let handle = state.manager.resolve(model, version)?;
+    Ok(metadata_of(state, model, &handle))
+}
+
+/// [`model_metadata`] of the version `handle` holds, resolved by the caller (which
+/// describes more of that same version).
+pub(super) fn metadata_of(
+    state: &ServerState,
+    model: &str,
+    handle: &crate::manager::ServableHandle,
+) -> ModelMetadata {
     let available_versions = state
         .manager
         .serving()
@@ -48,7 +58,7 @@ pub fn model_metadata(
         .map(|m| m.versions.keys().copied().collect())
         .unwrap_or_default();
     let default = handle.backend.signature();
-    Ok(ModelMetadata {
+    ModelMetadata {
         name: model.to_string(),
         version: handle.version,
         available_versions,
@@ -87,5 +97,5 @@ pub fn model_metadata(
             })
             .collect(),
         traits: handle.backend.traits().clone(),
-    })
+    }
 }

@@ -75,8 +75,10 @@ pub fn model_config(
     model: &str,
     version: &VersionRequest,
 ) -> Result<ModelConfig, ApiError> {
-    let meta = super::model_metadata(state, model, version)?;
+    // One resolve: the configuration and the tensors are of the same version, even
+    // while versions change.
     let handle = state.manager.resolve(model, version)?;
+    let meta = super::metadata::metadata_of(state, model, &handle);
     let max_batch_size = if handle.queue.is_batching() {
         handle.loaded_config.batching.max_batch_size
     } else {

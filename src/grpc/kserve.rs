@@ -29,7 +29,12 @@ use crate::tensor::{DataType, NamedTensor, TensorSpec};
 /// Extensions this server implements over gRPC, as V2 server metadata lists them
 /// (the REST list, `http::v2`'s, adds `binary_tensor_data`: gRPC carries raw
 /// tensors in `raw_input_contents`, part of the core protocol).
-pub const EXTENSIONS: [&str; 2] = ["classification", "model_repository"];
+pub const EXTENSIONS: [&str; 4] = [
+    "classification",
+    "model_configuration",
+    "model_repository",
+    "statistics",
+];
 
 #[derive(Clone)]
 pub struct InferenceService {
@@ -796,10 +801,20 @@ mod tests {
     }
 
     /// Server metadata listed only `model_repository`, though the classification
-    /// extension (`"classification": k` on an output) is served.
+    /// extension (`"classification": k` on an output) is served; then not the
+    /// model configuration and statistics extensions (`ModelConfig`,
+    /// `ModelStatistics`), served too.
     #[test]
     fn server_metadata_lists_the_extensions_served() {
-        assert_eq!(EXTENSIONS.to_vec(), ["classification", "model_repository"]);
+        assert_eq!(
+            EXTENSIONS.to_vec(),
+            [
+                "classification",
+                "model_configuration",
+                "model_repository",
+                "statistics"
+            ]
+        );
     }
 
     #[test]

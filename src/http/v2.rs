@@ -70,7 +70,13 @@ fn parse_version(v: &str) -> Result<VersionRequest, HttpError> {
 /// Extensions this server implements over REST, as V2 server metadata lists them:
 /// gRPC's (`grpc::kserve::EXTENSIONS`) and `binary_tensor_data`, which only REST
 /// needs.
-const EXTENSIONS: [&str; 3] = ["binary_tensor_data", "classification", "model_repository"];
+const EXTENSIONS: [&str; 5] = [
+    "binary_tensor_data",
+    "classification",
+    "model_configuration",
+    "model_repository",
+    "statistics",
+];
 
 /// The server's name, version and extensions.
 #[utoipa::path(get, path = "/v2", tag = "v2", operation_id = "v2_server_metadata",
@@ -1193,13 +1199,20 @@ use schema::{
 mod tests {
     use super::*;
 
-    /// Server metadata did not list `classification`, though it is served.
+    /// Server metadata did not list `classification`, though it is served; then
+    /// not `model_configuration` and `statistics` (`/config`, `/stats`).
     #[tokio::test]
     async fn server_metadata_lists_the_extensions_served() {
         let Json(meta) = server_metadata().await;
         assert_eq!(
             meta["extensions"],
-            json!(["binary_tensor_data", "classification", "model_repository"])
+            json!([
+                "binary_tensor_data",
+                "classification",
+                "model_configuration",
+                "model_repository",
+                "statistics"
+            ])
         );
     }
 
