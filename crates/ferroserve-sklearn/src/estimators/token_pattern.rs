@@ -39,14 +39,8 @@ impl TokenPattern {
     /// Compiles a Python `re` pattern (a `str` pattern, as scikit-learn's) so that it
     /// matches what Python's would, or says which construct it cannot carry over.
     pub(super) fn compile(text: &str) -> Result<TokenPattern, String> {
-        if text == DEFAULT_TOKEN_PATTERN {
-            return Ok(TokenPattern {
-                engine: Engine::Plain(
-                    Regex::new(&format!("[{PY_WORD}]{{2,}}")).expect("a valid pattern"),
-                ),
-                ambiguous_empty: false,
-            });
-        }
+        // The default (`\b\w\w+\b`) translates to a plain run of word characters
+        // (`word_run_minimum`), as any word run between boundaries does.
         let translated = translate_python_pattern(text)?;
         let engine = if translated.lookaround {
             fancy_regex::RegexBuilder::new(&translated.pattern)
@@ -777,6 +771,9 @@ mod tests {
                 ..
             })
         ));
+        let default = translate_python_pattern(DEFAULT_TOKEN_PATTERN).unwrap();
+        assert_eq!(default.pattern, format!("[{PY_WORD}]{{2,}}"));
+        assert!(!default.ambiguous_empty);
         assert!(matches!(
             TokenPattern::compile(r"\b[a-z]+\b"),
             Ok(TokenPattern {
