@@ -599,14 +599,6 @@ async fn unauthenticated_management_with_tokens_is_refused_at_start() {
     }
 }
 
-async fn channel(server: &TestServer) -> Channel {
-    Channel::from_shared(format!("http://{}", server.grpc_addr.unwrap()))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
-
 fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     if let Some(t) = token {
@@ -621,9 +613,10 @@ fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
 async fn grpc_tokens_and_scopes() {
     let dir = repo();
     let server = TestServer::start_with(settings_with_tokens(dir.path())).await;
-    let mut v2_client = GrpcInferenceServiceClient::new(channel(&server).await);
-    let mut models = ModelServiceClient::new(channel(&server).await);
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel(&server).await);
+    let mut v2_client = GrpcInferenceServiceClient::new(server.grpc_channel().await);
+    let mut models = ModelServiceClient::new(server.grpc_channel().await);
+    let mut health =
+        tonic_health::pb::health_client::HealthClient::new(server.grpc_channel().await);
 
     let infer = || v2::ModelInferRequest {
         model_name: "iris_lr".into(),

@@ -13,7 +13,6 @@ use ferroserve::settings::Settings;
 use ferroserve_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use ferroserve_proto::inference::{self as v2};
 use serde_json::{json, Value};
-use tonic::transport::Channel;
 
 /// A repository with iris_lr and iris_dt (ONNX).
 fn repo() -> tempfile::TempDir {
@@ -27,14 +26,6 @@ fn repo() -> tempfile::TempDir {
         );
     }
     dir
-}
-
-async fn channel(server: &TestServer) -> Channel {
-    Channel::from_shared(format!("http://{}", server.grpc_addr.unwrap()))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
 }
 
 fn infer(model: &str) -> v2::ModelInferRequest {
@@ -56,7 +47,7 @@ fn infer(model: &str) -> v2::ModelInferRequest {
 
 /// Whether `model` answers a gRPC prediction.
 async fn served(server: &TestServer, model: &str) -> bool {
-    GrpcInferenceServiceClient::new(channel(server).await)
+    GrpcInferenceServiceClient::new(server.grpc_channel().await)
         .model_infer(infer(model))
         .await
         .is_ok()
@@ -162,7 +153,7 @@ async fn grpc_management_from_another_site_is_refused() {
     assert!(!served(&server, "iris_dt").await, "iris_dt still served");
     // A real gRPC client (tonic: application/grpc, no Origin) manages as before,
     // and a call that is not management is not checked at all.
-    let mut client = GrpcInferenceServiceClient::new(channel(&server).await);
+    let mut client = GrpcInferenceServiceClient::new(server.grpc_channel().await);
     client
         .repository_model_load(v2::RepositoryModelLoadRequest {
             model_name: "iris_dt".into(),

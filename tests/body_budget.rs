@@ -105,11 +105,7 @@ fn infer(rows: usize, padding: usize) -> v2::ModelInferRequest {
 }
 
 async fn grpc_client(server: &TestServer) -> GrpcInferenceServiceClient<Channel> {
-    let channel = Channel::from_shared(format!("http://{}", server.grpc_addr.unwrap()))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = server.grpc_channel().await;
     GrpcInferenceServiceClient::new(channel)
         .max_encoding_message_size(usize::MAX)
         .max_decoding_message_size(usize::MAX)

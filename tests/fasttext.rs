@@ -537,12 +537,7 @@ async fn kserve_grpc_parameters_choose_k() {
     let repo = tempfile::tempdir().unwrap();
     install(repo.path(), "lid", "lid.176.ftz", "");
     let server = TestServer::start(repo.path()).await;
-    let channel =
-        tonic::transport::Channel::from_shared(format!("http://{}", server.grpc_addr.unwrap()))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+    let channel = server.grpc_channel().await;
     let mut client = GrpcInferenceServiceClient::new(channel);
     let three = cases(&expected["lid176"], 3);
     let request = |k: ParameterChoice| v2::ModelInferRequest {

@@ -66,14 +66,6 @@ fn repo() -> tempfile::TempDir {
     dir
 }
 
-async fn channel(server: &TestServer) -> Channel {
-    Channel::from_shared(format!("http://{}", server.grpc_addr.unwrap()))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
-
 fn expected_rows(exp: &Value) -> Vec<Vec<f32>> {
     exp["rows"]
         .as_array()
@@ -160,7 +152,7 @@ fn f32_contents(rows: &[Vec<f32>]) -> InferTensorContents {
 async fn tf_serving_predict_by_version_and_label_matches_onnxruntime_and_rest() {
     let repo = repo();
     let server = TestServer::start(repo.path()).await;
-    let mut client = PredictionServiceClient::new(channel(&server).await);
+    let mut client = PredictionServiceClient::new(server.grpc_channel().await);
     let exp = expected("examples/models/iris_lr/1/expected.json");
     let rows = expected_rows(&exp);
 
@@ -275,7 +267,7 @@ async fn tf_serving_predict_by_version_and_label_matches_onnxruntime_and_rest() 
 async fn tf_serving_predict_refuses_bad_requests() {
     let repo = repo();
     let server = TestServer::start(repo.path()).await;
-    let mut client = PredictionServiceClient::new(channel(&server).await);
+    let mut client = PredictionServiceClient::new(server.grpc_channel().await);
     let row = vec![vec![5.1f32, 3.5, 1.4, 0.2]];
     let with_spec = |s: ModelSpec| predict_request(Some(s), float_tensor(&row));
     let iris = |f: fn(&mut ModelSpec)| {
@@ -428,8 +420,8 @@ async fn tf_serving_predict_refuses_bad_requests() {
 async fn tf_serving_metadata_status_classify_regress() {
     let repo = repo();
     let server = TestServer::start(repo.path()).await;
-    let mut client = PredictionServiceClient::new(channel(&server).await);
-    let mut models = ModelServiceClient::new(channel(&server).await);
+    let mut client = PredictionServiceClient::new(server.grpc_channel().await);
+    let mut models = ModelServiceClient::new(server.grpc_channel().await);
 
     // Metadata: a SignatureDefMap in an Any, as TF Serving packs it.
     let meta = client
@@ -782,7 +774,7 @@ async fn tf_serving_metadata_status_classify_regress() {
 async fn kserve_v2_health_metadata_and_infer_match_rest() {
     let repo = repo();
     let server = TestServer::start(repo.path()).await;
-    let mut client = GrpcInferenceServiceClient::new(channel(&server).await);
+    let mut client = GrpcInferenceServiceClient::new(server.grpc_channel().await);
 
     assert!(
         client
@@ -1155,7 +1147,7 @@ async fn kserve_v2_health_metadata_and_infer_match_rest() {
 async fn kserve_v2_infer_refuses_bad_requests() {
     let repo = repo();
     let server = TestServer::start(repo.path()).await;
-    let mut client = GrpcInferenceServiceClient::new(channel(&server).await);
+    let mut client = GrpcInferenceServiceClient::new(server.grpc_channel().await);
     let row = vec![vec![5.1f32, 3.5, 1.4, 0.2]];
     let good = || v2_input("input", "FP32", &[1, 4], f32_contents(&row));
     let with = |f: fn(&mut v2::ModelInferRequest)| {
@@ -1347,7 +1339,7 @@ async fn a_scalar_is_not_one_row_of_a_vector_input_on_any_protocol() {
     assert!(words(body["error"].as_str().unwrap()), "{body}");
 
     // V2 gRPC, typed and raw.
-    let mut v2_client = GrpcInferenceServiceClient::new(channel(&server).await);
+    let mut v2_client = GrpcInferenceServiceClient::new(server.grpc_channel().await);
     let typed = |f64_shape: &[i64]| {
         let contents = |f: fn(&mut InferTensorContents)| {
             let mut c = InferTensorContents::default();
@@ -1416,7 +1408,7 @@ async fn a_scalar_is_not_one_row_of_a_vector_input_on_any_protocol() {
     assert!(words(status.message()), "{status:?}");
 
     // TF Serving Predict.
-    let mut tf_client = PredictionServiceClient::new(channel(&server).await);
+    let mut tf_client = PredictionServiceClient::new(server.grpc_channel().await);
     let tensor = |dtype: Dt, dims: &[i64], fill: fn(&mut TensorProto)| {
         let mut t = TensorProto {
             dtype: dtype as i32,
@@ -1467,7 +1459,7 @@ async fn a_scalar_is_not_one_row_of_a_vector_input_on_any_protocol() {
 async fn kserve_v2_repository_index_load_unload() {
     let repo = repo();
     let server = TestServer::start(repo.path()).await;
-    let mut client = GrpcInferenceServiceClient::new(channel(&server).await);
+    let mut client = GrpcInferenceServiceClient::new(server.grpc_channel().await);
     let index = |ready| v2::RepositoryIndexRequest {
         repository_name: String::new(),
         ready,
@@ -1618,7 +1610,7 @@ async fn next_status(
 async fn health_reports_server_and_models() {
     let repo = repo();
     let server = TestServer::start(repo.path()).await;
-    let mut health = HealthClient::new(channel(&server).await);
+    let mut health = HealthClient::new(server.grpc_channel().await);
     let check = |service: &str| HealthCheckRequest {
         service: service.into(),
     };
@@ -1647,7 +1639,7 @@ async fn health_reports_server_and_models() {
     let mut watch_dt = health.watch(check("iris_dt")).await.unwrap().into_inner();
     let first = watch_dt.message().await.unwrap().unwrap();
     assert_eq!(first.status, ServingStatus::Serving as i32);
-    let mut repository = GrpcInferenceServiceClient::new(channel(&server).await);
+    let mut repository = GrpcInferenceServiceClient::new(server.grpc_channel().await);
     repository
         .repository_model_unload(v2::RepositoryModelUnloadRequest {
             model_name: "iris_dt".into(),
@@ -1817,7 +1809,7 @@ async fn status_of_a_model_serving_no_version_is_not_found() {
     )
     .unwrap();
     let server = TestServer::start(repo.path()).await;
-    let mut models = ModelServiceClient::new(channel(&server).await);
+    let mut models = ModelServiceClient::new(server.grpc_channel().await);
     let status = models
         .get_model_status(tfs::GetModelStatusRequest {
             model_spec: spec("none_served"),
@@ -1862,7 +1854,7 @@ async fn message_size_limits_are_resource_exhausted_and_deadlines_are_honoured()
     settings.grpc_max_receive_bytes = 4096;
     settings.grpc_max_send_bytes = 2048;
     let server = TestServer::start_with(settings).await;
-    let mut client = GrpcInferenceServiceClient::new(channel(&server).await);
+    let mut client = GrpcInferenceServiceClient::new(server.grpc_channel().await);
     let rows: Vec<Vec<f32>> = vec![vec![5.1, 3.5, 1.4, 0.2]; 200];
 
     // 200 rows are 3.2 kB of floats in, but about 3.4 kB of probabilities and labels out.
@@ -1926,7 +1918,7 @@ async fn message_size_limits_are_resource_exhausted_and_deadlines_are_honoured()
     // A client that gzips its messages (tritonclient's compression_algorithm) is
     // answered (it was UNIMPLEMENTED); one whose message inflates past the receive
     // limit is refused as a message that large is, and the server lives on.
-    let mut gzipped = GrpcInferenceServiceClient::new(channel(&server).await)
+    let mut gzipped = GrpcInferenceServiceClient::new(server.grpc_channel().await)
         .send_compressed(tonic::codec::CompressionEncoding::Gzip);
     let answer = gzipped
         .model_infer(small.clone())
@@ -1941,7 +1933,7 @@ async fn message_size_limits_are_resource_exhausted_and_deadlines_are_honoured()
     );
     let status = gzipped.model_infer(bomb).await.unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    let mut deflated = GrpcInferenceServiceClient::new(channel(&server).await)
+    let mut deflated = GrpcInferenceServiceClient::new(server.grpc_channel().await)
         .send_compressed(tonic::codec::CompressionEncoding::Deflate);
     let answer = deflated
         .model_infer(small.clone())
@@ -1981,8 +1973,8 @@ async fn tf_serving_reload_config_replaces_the_model_list() {
         ..test_settings(repo.path())
     })
     .await;
-    let mut models = ModelServiceClient::new(channel(&server).await);
-    let mut client = PredictionServiceClient::new(channel(&server).await);
+    let mut models = ModelServiceClient::new(server.grpc_channel().await);
+    let mut client = PredictionServiceClient::new(server.grpc_channel().await);
     install_model(
         elsewhere.path(),
         "added",

@@ -262,12 +262,7 @@ async fn every_inference_request_is_counted_once_whatever_refused_it() {
     assert_eq!(post_with("/predict", big.clone(), None).await, 413);
 
     // TF Serving gRPC.
-    let channel =
-        tonic::transport::Channel::from_shared(format!("http://{}", server.grpc_addr.unwrap()))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+    let channel = server.grpc_channel().await;
     let mut tf_client = PredictionServiceClient::new(channel.clone());
     let tensor = |values: &[f32]| TensorProto {
         dtype: Dt::DtFloat as i32,
@@ -629,12 +624,7 @@ async fn a_missing_version_of_a_served_model_is_counted_under_the_model() {
     let (code, answer) = server.post_json("/predict", &simple).await;
     assert_eq!(code, 404, "{answer}");
 
-    let channel =
-        tonic::transport::Channel::from_shared(format!("http://{}", server.grpc_addr.unwrap()))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+    let channel = server.grpc_channel().await;
     let rowf = [5.1f32, 3.5, 1.4, 0.2];
     let tf_request = tfs::PredictRequest {
         model_spec: Some(ModelSpec {

@@ -177,12 +177,7 @@ async fn the_config_file_wins_over_a_grpc_reload_at_its_next_read() {
     let server = TestServer::start_with(settings).await;
     assert_eq!(predict(&server, "b").await, 200);
 
-    let channel =
-        tonic::transport::Channel::from_shared(format!("http://{}", server.grpc_addr.unwrap()))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+    let channel = server.grpc_channel().await;
     let only_a = tfs::ReloadConfigRequest {
         config: Some(tfs::ModelServerConfig {
             config: Some(tfs::model_server_config::Config::ModelConfigList(
@@ -233,12 +228,7 @@ async fn a_base_path_with_a_nul_byte_is_refused() {
     let (_, status) = server.get("/models/status").await;
     assert!(!status.to_string().contains("\\u0000"), "{status}");
 
-    let channel =
-        tonic::transport::Channel::from_shared(format!("http://{}", server.grpc_addr.unwrap()))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+    let channel = server.grpc_channel().await;
     let with_nul = tfs::ReloadConfigRequest {
         config: Some(tfs::ModelServerConfig {
             config: Some(tfs::model_server_config::Config::ModelConfigList(
@@ -354,12 +344,7 @@ async fn a_grpc_list_that_finds_a_model_busy_applies_once_its_load_ends() {
             )),
         }),
     };
-    let channel =
-        tonic::transport::Channel::from_shared(format!("http://{}", server.grpc_addr.unwrap()))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+    let channel = server.grpc_channel().await;
     ModelServiceClient::new(channel)
         .handle_reload_config_request(request)
         .await

@@ -47,12 +47,7 @@ async fn predict(server: &TestServer, model: &str) -> u16 {
 
 /// Puts `names` (directories of `repo`) in force with gRPC `HandleReloadConfigRequest`.
 async fn reload_config(server: &TestServer, repo: &Path, names: &[&str]) {
-    let channel =
-        tonic::transport::Channel::from_shared(format!("http://{}", server.grpc_addr.unwrap()))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+    let channel = server.grpc_channel().await;
     let config = names
         .iter()
         .map(|n| tfs::ModelConfig {

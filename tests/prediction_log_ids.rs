@@ -20,7 +20,6 @@ use ferroserve_proto::tensorflow::{
     tensor_shape_proto, DataType as Dt, TensorProto, TensorShapeProto,
 };
 use serde_json::{json, Value};
-use tonic::transport::Channel;
 
 const IRIS_LR: &str = "examples/models/iris_lr/1/model.onnx";
 /// Logs every request.
@@ -114,14 +113,6 @@ async fn logged_row(server: &TestServer, model: &str, first: f32) -> Value {
 
 fn is_generated(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-async fn channel(server: &TestServer) -> Channel {
-    Channel::from_shared(format!("http://{}", server.grpc_addr.unwrap()))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
 }
 
 fn tf_predict_request(model: &str, first: f32) -> tfs::PredictRequest {
@@ -241,7 +232,7 @@ async fn a_logged_request_is_stored_under_the_clients_id_and_told_it() {
     );
 
     // KServe gRPC: ModelInferRequest.id, before the metadata's.
-    let mut kserve = GrpcInferenceServiceClient::new(channel(&server).await);
+    let mut kserve = GrpcInferenceServiceClient::new(server.grpc_channel().await);
     let mut request = tonic::Request::new(v2_infer_request(LOGGED, "grpc-v2-id", 5.0));
     request
         .metadata_mut()
@@ -269,7 +260,7 @@ async fn a_logged_request_is_stored_under_the_clients_id_and_told_it() {
     );
 
     // TF Serving gRPC with x-request-id metadata.
-    let mut tf = PredictionServiceClient::new(channel(&server).await);
+    let mut tf = PredictionServiceClient::new(server.grpc_channel().await);
     let mut request = tonic::Request::new(tf_predict_request(LOGGED, 7.0));
     request
         .metadata_mut()
@@ -302,7 +293,7 @@ async fn without_an_id_the_generated_one_is_told_and_a_model_that_does_not_log_t
     assert_eq!(logged_row(&server, LOGGED, 1.0).await["request_id"], id);
 
     // gRPC, no id: the generated id in the initial metadata.
-    let mut tf = PredictionServiceClient::new(channel(&server).await);
+    let mut tf = PredictionServiceClient::new(server.grpc_channel().await);
     let answer = tf.predict(tf_predict_request(LOGGED, 2.0)).await.unwrap();
     let id = grpc_request_id(&answer).expect("a logged request's answer has x-request-id");
     assert!(is_generated(&id), "{id}");
@@ -330,7 +321,7 @@ async fn without_an_id_the_generated_one_is_told_and_a_model_that_does_not_log_t
         assert_eq!((status, id), (200, None), "{answer}");
         assert_eq!(answer["id"], "kept-in-the-body");
     }
-    let mut kserve = GrpcInferenceServiceClient::new(channel(&server).await);
+    let mut kserve = GrpcInferenceServiceClient::new(server.grpc_channel().await);
     let answer = kserve
         .model_infer(v2_infer_request(UNLOGGED, "g", 1.0))
         .await
@@ -469,7 +460,7 @@ async fn classify_is_logged_under_the_clients_id_and_told_it() {
     assert_eq!(logged_row(&server, LOGGED, 22.0).await["request_id"], id);
 
     // gRPC Classify with x-request-id metadata.
-    let mut tf = PredictionServiceClient::new(channel(&server).await);
+    let mut tf = PredictionServiceClient::new(server.grpc_channel().await);
     let mut request = tonic::Request::new(tfs::ClassificationRequest {
         model_spec: spec(),
         input: examples_input(23.0),

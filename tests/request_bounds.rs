@@ -21,7 +21,6 @@ use ferroserve_proto::tensorflow::{
     tensor_shape_proto, DataType as Dt, TensorProto, TensorShapeProto,
 };
 use serde_json::{json, Value};
-use tonic::transport::Channel;
 use tonic::Code;
 
 /// iris_lr with the server's row limit, and `small` (the same model) whose
@@ -49,14 +48,6 @@ fn settings(repo: &std::path::Path) -> Settings {
         max_request_rows: 1000,
         ..test_settings(repo)
     }
-}
-
-async fn channel(server: &TestServer) -> Channel {
-    Channel::from_shared(format!("http://{}", server.grpc_addr.unwrap()))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
 }
 
 fn shape(dims: &[i64]) -> Option<TensorShapeProto> {
@@ -157,7 +148,7 @@ async fn an_output_named_twice_is_refused_over_every_protocol() {
     assert_eq!(status, 400, "{body}");
     assert!(error_text(&body).contains("\"probabilities\" is requested more than once"));
 
-    let mut v2_client = GrpcInferenceServiceClient::new(channel(&server).await);
+    let mut v2_client = GrpcInferenceServiceClient::new(server.grpc_channel().await);
     let status = v2_client
         .model_infer(v2_request(
             "iris_lr",
@@ -169,7 +160,7 @@ async fn an_output_named_twice_is_refused_over_every_protocol() {
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("more than once"), "{status:?}");
 
-    let mut tf_client = PredictionServiceClient::new(channel(&server).await);
+    let mut tf_client = PredictionServiceClient::new(server.grpc_channel().await);
     let status = tf_client
         .predict(tf_request(
             "iris_lr",
@@ -228,7 +219,7 @@ async fn rows_per_request_are_bounded_per_model() {
         "{body}"
     );
 
-    let mut v2_client = GrpcInferenceServiceClient::new(channel(&server).await);
+    let mut v2_client = GrpcInferenceServiceClient::new(server.grpc_channel().await);
     let status = v2_client
         .model_infer(v2_request("small", 6, &[]))
         .await
@@ -266,7 +257,7 @@ async fn answers_over_max_response_bytes_are_refused_before_encoding() {
         .await;
     assert_eq!(status, 413, "{body}");
 
-    let mut tf_client = PredictionServiceClient::new(channel(&server).await);
+    let mut tf_client = PredictionServiceClient::new(server.grpc_channel().await);
     let status = tf_client
         .predict(tf_request("iris_lr", floats(1000), vec![]))
         .await
@@ -288,7 +279,7 @@ async fn answers_over_max_response_bytes_are_refused_before_encoding() {
 async fn tf_padding_is_bounded_and_tensor_content_conflicts_are_refused() {
     let repo = repo();
     let server = TestServer::start_with(settings(repo.path())).await;
-    let mut tf_client = PredictionServiceClient::new(channel(&server).await);
+    let mut tf_client = PredictionServiceClient::new(server.grpc_channel().await);
 
     // The finding: 50 bytes asking for [16777216, 4] floats (256 MiB).
     let broadcast = TensorProto {
@@ -668,7 +659,7 @@ async fn grpc_streams_per_connection_and_unread_answers_are_bounded() {
     assert!(started.elapsed() < Duration::from_secs(10));
 
     // A client that reads gets its whole answer, on the same server.
-    let mut client = GrpcInferenceServiceClient::new(channel(&server).await);
+    let mut client = GrpcInferenceServiceClient::new(server.grpc_channel().await);
     let answer = client
         .model_infer(v2_request("iris_lr", 20_000, &[]))
         .await

@@ -24,7 +24,6 @@ use ferroserve_proto::tensorflow::{
     tensor_shape_proto, DataType as Dt, TensorProto, TensorShapeProto,
 };
 use serde_json::{json, Value};
-use tonic::transport::Channel;
 
 const IRIS_LR: &str = "examples/models/iris_lr/1/model.onnx";
 const IRIS_DT: &str = "examples/models/iris_dt/1/model.onnx";
@@ -142,14 +141,6 @@ where
         assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-async fn channel(server: &TestServer) -> Channel {
-    Channel::from_shared(format!("http://{}", server.grpc_addr.unwrap()))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
 }
 
 fn tf_row(row: [f32; 4]) -> TensorProto {
@@ -305,7 +296,7 @@ async fn a_hit_equals_the_miss_bit_for_bit_on_every_protocol_and_skips_the_backe
 
     // gRPC: an entry made over REST answers gRPC (the tensors are re-encoded), and a
     // gRPC miss and hit encode to the same bytes.
-    let mut client = PredictionServiceClient::new(channel(&server).await);
+    let mut client = PredictionServiceClient::new(server.grpc_channel().await);
     let shared = client
         .predict(tf_predict_request("hit_lr", ROW))
         .await
@@ -339,7 +330,7 @@ async fn a_hit_equals_the_miss_bit_for_bit_on_every_protocol_and_skips_the_backe
     }
     assert_eq!(model_runs(&server, "hit_lr", 1).await, runs);
 
-    let mut kserve = GrpcInferenceServiceClient::new(channel(&server).await);
+    let mut kserve = GrpcInferenceServiceClient::new(server.grpc_channel().await);
     let fresh = [6.3, 3.3, 6.0, 2.5];
     let miss = kserve
         .model_infer(v2_raw_request("hit_lr", fresh))
@@ -889,7 +880,7 @@ async fn two_servers_share_hits_through_one_redis() {
             >= 1.0
     );
     // Over gRPC too, from the same entry (kept in b's memory now).
-    let mut kserve = GrpcInferenceServiceClient::new(channel(&b).await);
+    let mut kserve = GrpcInferenceServiceClient::new(b.grpc_channel().await);
     let r = kserve
         .model_infer(v2_raw_request("shared_lr", ROW))
         .await

@@ -20,7 +20,6 @@ use ferroserve_proto::tensorflow::{
     tensor_shape_proto, DataType as Dt, TensorProto, TensorShapeProto,
 };
 use serde_json::json;
-use tonic::transport::Channel;
 use tonic::Code;
 
 /// iris_lr (one FP32 input `[-1, 4]`) and multi_io (FP32, FP64, INT32, INT64, BOOL
@@ -40,14 +39,6 @@ fn repo() -> tempfile::TempDir {
         &root_path("tests/fixtures/onnx/multi_io/model.onnx"),
     );
     dir
-}
-
-async fn channel(server: &TestServer) -> Channel {
-    Channel::from_shared(format!("http://{}", server.grpc_addr.unwrap()))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
 }
 
 /// TF Serving REST: a string (or `{"b64": ...}`) among numbers for an FP32 input is
@@ -262,7 +253,7 @@ async fn kserve_v2_rest_refuses_a_bool_tensor_for_a_numeric_input() {
 async fn kserve_v2_grpc_refuses_a_bool_tensor_for_a_numeric_input() {
     let repo = repo();
     let server = TestServer::start(repo.path()).await;
-    let mut v2_client = GrpcInferenceServiceClient::new(channel(&server).await);
+    let mut v2_client = GrpcInferenceServiceClient::new(server.grpc_channel().await);
     let typed = v2::ModelInferRequest {
         model_name: "iris_lr".into(),
         inputs: vec![v2_input(
@@ -315,7 +306,7 @@ async fn kserve_v2_grpc_refuses_a_bool_tensor_for_a_numeric_input() {
 async fn tf_serving_grpc_refuses_a_bool_tensor_for_a_numeric_input() {
     let repo = repo();
     let server = TestServer::start(repo.path()).await;
-    let mut tf_client = PredictionServiceClient::new(channel(&server).await);
+    let mut tf_client = PredictionServiceClient::new(server.grpc_channel().await);
     let predict = |i64: TensorProto| tfs::PredictRequest {
         model_spec: Some(ModelSpec {
             name: "multi_io".into(),

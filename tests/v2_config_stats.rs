@@ -235,12 +235,7 @@ use ferroserve_proto::inference::{
 };
 
 async fn grpc_client(server: &TestServer) -> GrpcInferenceServiceClient<tonic::transport::Channel> {
-    let channel =
-        tonic::transport::Channel::from_shared(format!("http://{}", server.grpc_addr.unwrap()))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+    let channel = server.grpc_channel().await;
     GrpcInferenceServiceClient::new(channel)
 }
 

@@ -249,6 +249,18 @@ impl TestServer {
         self.post_multipart("/upload_model", form).await
     }
 
+    /// A gRPC channel to the server, connected (its gRPC listener must be on).
+    pub async fn grpc_channel(&self) -> tonic::transport::Channel {
+        let addr = self
+            .grpc_addr
+            .expect("the test server has no gRPC listener");
+        tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());

@@ -764,19 +764,11 @@ async fn a_job_failed_by_another_replica_stops_here() {
     .execute(&pool)
     .await
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let job = loop {
-        let (code, job) = server.get(&format!("/v1/jobs/{id}")).await;
-        assert_eq!(code, 200, "{job}");
-        if job["state"] != "running" {
-            break job;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the job runs on after another replica failed it: {job}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    // Within 3 s, or the job runs on after another replica failed it.
+    let job = wait_for(&server, &id, Duration::from_secs(3), |j| {
+        j["state"] != "running"
+    })
+    .await;
     assert_eq!(job["state"], "failed", "{job}");
     assert_eq!(job["error"], "interrupted by restart", "{job}");
     // Nothing more is written to the sink, and the store's word stands.

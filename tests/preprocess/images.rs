@@ -204,7 +204,7 @@ async fn images_become_the_tensor_pil_and_numpy_make_over_every_api() {
         }
 
         // V2 gRPC: bytes_contents.
-        let mut client = GrpcInferenceServiceClient::new(channel(&server).await);
+        let mut client = GrpcInferenceServiceClient::new(server.grpc_channel().await);
         let answer = client
             .model_infer(v2::ModelInferRequest {
                 model_name: name.clone(),

@@ -27,7 +27,6 @@ use ferroserve_proto::tensorflow as tf;
 use ferroserve_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 use ferroserve_proto::tensorflow::serving::{self as tfs, ModelSpec};
 use serde_json::{json, Value};
-use tonic::transport::Channel;
 
 const LOGITS: &str = "tests/fixtures/preprocess/logits";
 const FEATURES: [&str; 4] = ["a", "b", "c", "d"];
@@ -86,14 +85,6 @@ fn expected_strings(exp: &Value, key: &str, k: usize) -> Vec<String> {
         .iter()
         .flat_map(strings)
         .collect()
-}
-
-async fn channel(server: &TestServer) -> Channel {
-    Channel::from_shared(format!("http://{}", server.grpc_addr.unwrap()))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,7 +181,7 @@ async fn labels_softmax_and_classification_answer_as_the_reference_over_every_ap
     }
 
     // V2 gRPC: the same strings.
-    let mut v2_client = GrpcInferenceServiceClient::new(channel(&server).await);
+    let mut v2_client = GrpcInferenceServiceClient::new(server.grpc_channel().await);
     let mut parameters = std::collections::HashMap::new();
     parameters.insert(
         "classification".to_string(),
@@ -267,7 +258,7 @@ async fn labels_softmax_and_classification_answer_as_the_reference_over_every_ap
     }
 
     // TF Serving gRPC Classify: the same.
-    let mut tfs_client = PredictionServiceClient::new(channel(&server).await);
+    let mut tfs_client = PredictionServiceClient::new(server.grpc_channel().await);
     let example = |row: &[f32]| tf::Example {
         features: Some(tf::Features {
             feature: FEATURES
@@ -672,8 +663,8 @@ async fn metadata_describes_what_the_client_sends_over_every_api() {
         s.sort();
         s
     };
-    let mut v2_client = GrpcInferenceServiceClient::new(channel(&server).await);
-    let mut tfs_client = PredictionServiceClient::new(channel(&server).await);
+    let mut v2_client = GrpcInferenceServiceClient::new(server.grpc_channel().await);
+    let mut tfs_client = PredictionServiceClient::new(server.grpc_channel().await);
     for (model, inputs, outputs) in &cases {
         // V2 REST.
         let (status, body) = server.get(&format!("/v2/models/{model}")).await;

@@ -146,7 +146,7 @@ pub(crate) fn from_proto(p: &TensorProto) -> Vec<Value> {
 
 /// TF Serving gRPC Predict with `ModelSpec.signature_name`.
 async fn check_grpc(server: &TestServer, model: &str, signature: &str, case: &Value) {
-    let mut client = PredictionServiceClient::new(channel(server).await);
+    let mut client = PredictionServiceClient::new(server.grpc_channel().await);
     let request = tfs::PredictRequest {
         model_spec: Some(ModelSpec {
             name: model.into(),
@@ -267,7 +267,7 @@ async fn every_fixture_over_tf_serving_rest_grpc_and_v2_equals_tensorflow() {
 
 /// `GetModelMetadata`'s SignatureDefMap of `model`.
 async fn grpc_signature_defs(server: &TestServer, model: &str) -> tfs::SignatureDefMap {
-    let mut client = PredictionServiceClient::new(channel(server).await);
+    let mut client = PredictionServiceClient::new(server.grpc_channel().await);
     let meta = client
         .get_model_metadata(tfs::GetModelMetadataRequest {
             model_spec: Some(ModelSpec {
@@ -339,7 +339,7 @@ async fn metadata_gives_the_saved_models_own_signature_defs() {
         message.contains("\"nope\"") && message.contains("\"combine\""),
         "{message}"
     );
-    let mut client = PredictionServiceClient::new(channel(&server).await);
+    let mut client = PredictionServiceClient::new(server.grpc_channel().await);
     let err = client
         .predict(tfs::PredictRequest {
             model_spec: Some(ModelSpec {

@@ -170,7 +170,7 @@ async fn classify_and_regress_signatures_answer_like_tensorflow() {
     );
 
     // gRPC Classify and Regress with the real messages.
-    let mut client = PredictionServiceClient::new(channel(&server).await);
+    let mut client = PredictionServiceClient::new(server.grpc_channel().await);
     let response = client
         .classify(tfs::ClassificationRequest {
             model_spec: spec("tf1_classifier", ""),

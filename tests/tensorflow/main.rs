@@ -34,7 +34,6 @@ use ferroserve_proto::tensorflow::{
     tensor_shape_proto, DataType as Dt, TensorProto, TensorShapeProto,
 };
 use serde_json::{json, Value};
-use tonic::transport::Channel;
 
 const FIXTURES: [&str; 4] = ["mlp", "cnn", "multi", "text"];
 
@@ -100,14 +99,6 @@ fn assert_nested(actual: &Value, want: &Value, what: &str) {
 fn object<'a>(v: &'a Value, what: &str) -> &'a serde_json::Map<String, Value> {
     v.as_object()
         .unwrap_or_else(|| panic!("{what}: not an object: {v}"))
-}
-
-async fn channel(server: &TestServer) -> Channel {
-    Channel::from_shared(format!("http://{}", server.grpc_addr.unwrap()))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
 }
 
 /// Polls a model's version status until it leaves loading, with a deadline.
