@@ -775,59 +775,30 @@ async fn refusals_before_the_file_is_read_reach_the_client() {
 
 /// Sends, over a connection of its own, an upload refused on its version ("05")
 /// before a file of `file_bytes` bytes, and answers the head of the answer,
-/// lower-cased. The file is sent while the answer is read, as a client that does
-/// not wait for `100 Continue` does.
+/// lower-cased.
 async fn refused_upload_head(server: &TestServer, file_bytes: usize) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let boundary = "ferroserve-test-boundary";
     let part = |name: &str, value: &str| {
         format!(
             "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
         )
     };
-    let parts_before_file = format!(
+    let mut body = format!(
         "{}{}--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; \
          filename=\"model.onnx\"\r\nContent-Type: application/octet-stream\r\n\r\n",
         part("model_id", "iris"),
         part("version", "05"),
-    );
-    let tail = format!("\r\n--{boundary}--\r\n");
-    let length = parts_before_file.len() + file_bytes + tail.len();
-    let head = format!(
-        "POST /upload_model HTTP/1.1\r\nHost: 127.0.0.1\r\n\
-         Content-Type: multipart/form-data; boundary={boundary}\r\n\
-         Content-Length: {length}\r\n\r\n{parts_before_file}"
-    );
-    let stream = tokio::net::TcpStream::connect(server.rest_addr)
-        .await
-        .unwrap();
-    let (mut reader, mut writer) = stream.into_split();
-    let sender = tokio::spawn(async move {
-        writer.write_all(head.as_bytes()).await?;
-        let chunk = vec![b'x'; 1 << 20];
-        let mut left = file_bytes;
-        while left > 0 {
-            let n = left.min(chunk.len());
-            writer.write_all(&chunk[..n]).await?;
-            left -= n;
-        }
-        writer.write_all(tail.as_bytes()).await?;
-        Ok::<_, std::io::Error>(writer)
-    });
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = tokio::time::timeout(Duration::from_secs(30), reader.read(&mut buf))
-            .await
-            .expect("no answer within 30 s")
-            .unwrap();
-        assert!(n > 0, "closed before the answer: {answer:?}");
-        answer.extend_from_slice(&buf[..n]);
-    }
-    // The rest of the file may have found the connection closed: expected past
-    // the drain.
-    let _ = sender.await.unwrap();
-    String::from_utf8_lossy(&answer).to_lowercase()
+    )
+    .into_bytes();
+    body.resize(body.len() + file_bytes, b'x');
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    common::post_answer_head(
+        server.rest_addr,
+        "/upload_model",
+        &format!("multipart/form-data; boundary={boundary}"),
+        body,
+    )
+    .await
 }
 
 /// A refused upload drains what the client still sends up to 16 MiB; past that the

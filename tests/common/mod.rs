@@ -526,3 +526,44 @@ pub fn nest(data: &[serde_json::Value], shape: &[usize]) -> serde_json::Value {
         }
     }
 }
+
+/// POSTs `body` to `path` over a connection of its own, sending it while the
+/// answer is read, as a client that does not wait for `100 Continue` does, and
+/// answers the head of the answer, lower-cased. The rest of the body may find the
+/// connection closed (a refusal past its drain): that is no error here.
+pub async fn post_answer_head(
+    addr: SocketAddr,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let sender = tokio::spawn(async move {
+        writer.write_all(head.as_bytes()).await?;
+        for chunk in body.chunks(1 << 20) {
+            writer.write_all(chunk).await?;
+        }
+        Ok::<_, std::io::Error>(writer)
+    });
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(30), reader.read(&mut buf))
+            .await
+            .expect("no answer within 30 s")
+            .unwrap_or_else(|e| {
+                panic!("the connection failed before the answer ({e}): {answer:?}")
+            });
+        assert!(n > 0, "closed before the answer: {answer:?}");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let _ = sender.await.unwrap();
+    String::from_utf8_lossy(&answer).to_lowercase()
+}
