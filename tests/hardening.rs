@@ -797,6 +797,7 @@ async fn refused_upload_head(server: &TestServer, file_bytes: usize) -> String {
         "/upload_model",
         &format!("multipart/form-data; boundary={boundary}"),
         body,
+        common::Sending::WhileReading,
     )
     .await
 }

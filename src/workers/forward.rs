@@ -330,26 +330,35 @@ async fn send(
         let outcome = error.kind();
         (HttpError(error).into_response(), Some(outcome))
     };
+    // Refused before the body is read, the answer waits for what the client still
+    // sends (`http::answer_drained`): a client that sends its whole body before
+    // reading (Python's http.client) got a broken pipe while the worker restarted,
+    // not the 503 and its Retry-After.
     let target = match target {
         Ok(target) => target,
         Err(Unreachable { message, heals }) => {
             let error = ApiError::Unavailable(message);
             let outcome = error.kind();
-            return (unavailable_response(error, heals), Some(outcome));
+            let answer = unavailable_response(error, heals);
+            return (
+                crate::http::answer_drained(request, answer).await,
+                Some(outcome),
+            );
         }
     };
     let addr = target.addr;
-    let (mut parts, body) = request.into_parts();
-    let declared = parts
-        .headers
+    let declared = request
+        .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > body_limit as u64) {
-        return here(ApiError::PayloadTooLarge(format!(
+        let (answer, outcome) = here(ApiError::PayloadTooLarge(format!(
             "request body is larger than the limit of {body_limit} bytes"
         )));
+        return (crate::http::answer_drained(request, answer).await, outcome);
     }
+    let (mut parts, body) = request.into_parts();
     let failure = Arc::new(Mutex::new(None));
     let body = Body::new(ClientBody {
         inner: http_body_util::Limited::new(body, body_limit),

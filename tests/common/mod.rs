@@ -527,15 +527,27 @@ pub fn nest(data: &[serde_json::Value], shape: &[usize]) -> serde_json::Value {
     }
 }
 
-/// POSTs `body` to `path` over a connection of its own, sending it while the
-/// answer is read, as a client that does not wait for `100 Continue` does, and
-/// answers the head of the answer, lower-cased. The rest of the body may find the
-/// connection closed (a refusal past its drain): that is no error here.
+/// How [`post_answer_head`] sends its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sending {
+    /// The whole body first, then the answer is read, as Python's http.client
+    /// does: an answer given before the body was read and the connection closed
+    /// is a failed write (a broken pipe or a reset), and panics.
+    WholeBodyFirst,
+    /// The answer is read while the body is sent, as a client that does not wait
+    /// for `100 Continue` but watches for an early answer does; the rest of the
+    /// body may find the connection closed (a refusal past its drain).
+    WhileReading,
+}
+
+/// POSTs `body` to `path` over a connection of its own, as `sending` says, and
+/// answers the head of the answer, lower-cased.
 pub async fn post_answer_head(
     addr: SocketAddr,
     path: &str,
     content_type: &str,
     body: Vec<u8>,
+    sending: Sending,
 ) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let head = format!(
@@ -552,6 +564,11 @@ pub async fn post_answer_head(
         }
         Ok::<_, std::io::Error>(writer)
     });
+    if sending == Sending::WholeBodyFirst {
+        if let Err(e) = sender.await.unwrap() {
+            panic!("the body could not be sent whole: {e}");
+        }
+    }
     let mut answer = Vec::new();
     let mut buf = [0u8; 4096];
     while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -564,6 +581,5 @@ pub async fn post_answer_head(
         assert!(n > 0, "closed before the answer: {answer:?}");
         answer.extend_from_slice(&buf[..n]);
     }
-    let _ = sender.await.unwrap();
     String::from_utf8_lossy(&answer).to_lowercase()
 }
