@@ -564,11 +564,16 @@ pub async fn post_answer_head(
         }
         Ok::<_, std::io::Error>(writer)
     });
-    if sending == Sending::WholeBodyFirst {
-        if let Err(e) = sender.await.unwrap() {
-            panic!("the body could not be sent whole: {e}");
-        }
-    }
+    // The write half is kept open until the answer is read: dropping it shuts the
+    // connection's sending side, and the server (hyper, without half-close) takes
+    // that for the client gone and answers nothing.
+    let _writer = match sending {
+        Sending::WholeBodyFirst => match sender.await.unwrap() {
+            Ok(writer) => Some(writer),
+            Err(e) => panic!("the body could not be sent whole: {e}"),
+        },
+        Sending::WhileReading => None,
+    };
     let mut answer = Vec::new();
     let mut buf = [0u8; 4096];
     while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
