@@ -212,8 +212,14 @@ def test_the_runtime_comes_from_the_onnxruntime_wheel(monkeypatch):
     library = ferroserve._onnxruntime_library()
     capi = os.path.join(os.path.dirname(onnxruntime.__file__), "capi")
     assert library == os.path.join(capi, ferroserve.ONNXRUNTIME_LIBRARY)
-    monkeypatch.setenv("ORT_DYLIB_PATH", "/somewhere/libonnxruntime.so")
+    # A library named by ORT_DYLIB_PATH is the native side's to open.
+    monkeypatch.setenv("ORT_DYLIB_PATH", library)
     assert ferroserve._onnxruntime_library() is None
+    # One that names no file says so, in this package's terms (the native side's
+    # message named the server's --onnxruntime-path and scripts/setup.sh).
+    monkeypatch.setenv("ORT_DYLIB_PATH", "/somewhere/libonnxruntime.so")
+    with pytest.raises(ferroserve.ModelError, match="ORT_DYLIB_PATH is '/somewhere/"):
+        ferroserve._onnxruntime_library()
 
 
 def test_bad_input_raises_a_clear_error(tmp_path):

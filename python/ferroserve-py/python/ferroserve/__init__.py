@@ -100,11 +100,20 @@ _TENSOR_FORMATS = ("onnx", "tensorflow")
 
 
 def _onnxruntime_library():
-    """The ONNX Runtime library to open: None when ``ORT_DYLIB_PATH`` is set (the
+    """The ONNX Runtime library to open: None when ``ORT_DYLIB_PATH`` names a file (the
     native side reads it), else ``libonnxruntime.so*`` in the installed onnxruntime
-    wheel's ``capi/`` directory, found without importing onnxruntime."""
-    if _os.environ.get("ORT_DYLIB_PATH"):
-        return None
+    wheel's ``capi/`` directory, found without importing onnxruntime. An
+    ``ORT_DYLIB_PATH`` that names no file is an error that says so (the native side's
+    message names the server's flags and its setup script)."""
+    configured = _os.environ.get("ORT_DYLIB_PATH")
+    if configured:
+        if _os.path.isfile(configured):
+            return None
+        raise ModelError(
+            "ORT_DYLIB_PATH is %r, which is not a file: set it to ONNX Runtime's %s, "
+            "or unset it to use the installed onnxruntime wheel's (pip install "
+            "onnxruntime==1.31.1)" % (configured, ONNXRUNTIME_LIBRARY)
+        )
     import importlib.util
 
     spec = importlib.util.find_spec("onnxruntime")
