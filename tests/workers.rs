@@ -1209,15 +1209,13 @@ async fn a_large_body_sent_while_the_worker_restarts_reads_its_503() {
     let repo = tempfile::tempdir().unwrap();
     // A model that takes seconds to load (its warm-up), so that its restart
     // leaves a window.
-    let version = repo.path().join("slow/1");
-    std::fs::create_dir_all(&version).unwrap();
-    std::fs::copy(
-        root_path("tests/fixtures/onnx/slow_loop/model.onnx"),
-        version.join("model.onnx"),
-    )
-    .unwrap();
+    install(
+        repo.path(),
+        "slow",
+        "tests/fixtures/onnx/slow_loop/model.onnx",
+    );
     std::fs::write(
-        version.join("warmup.json"),
+        repo.path().join("slow/1/warmup.json"),
         json!([{ "n": 3_000_000 }]).to_string(),
     )
     .unwrap();

@@ -237,15 +237,19 @@ pub struct PreExec {
     pub parent_pid: libc::pid_t,
 }
 
-/// Writes `message` to stderr and returns the system's last error: for the failing
-/// step of [`PreExec::apply`], without allocating (only the error number crosses
-/// back to the parent).
-fn step_failed(message: &[u8]) -> std::io::Error {
-    let error = std::io::Error::last_os_error();
+/// Writes `message` to stderr, without allocating: which step of
+/// [`PreExec::apply`] failed (only the error number crosses back to the parent).
+fn say(message: &[u8]) {
     // SAFETY: write(2) on the inherited stderr with a static buffer.
     unsafe {
         libc::write(2, message.as_ptr().cast(), message.len());
     }
+}
+
+/// The system's last error, once `message` says which step it failed.
+fn step_failed(message: &[u8]) -> std::io::Error {
+    let error = std::io::Error::last_os_error();
+    say(message);
     error
 }
 
@@ -296,8 +300,7 @@ impl PreExec {
                 for &c in &self.cores {
                     // CPU_SET does not check its bound.
                     if c >= libc::CPU_SETSIZE as usize {
-                        let message = b"ferroserve worker: a core number is beyond CPU_SETSIZE\n";
-                        libc::write(2, message.as_ptr().cast(), message.len());
+                        say(b"ferroserve worker: a core number is beyond CPU_SETSIZE\n");
                         return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
                     }
                     libc::CPU_SET(c, &mut set);
