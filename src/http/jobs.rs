@@ -27,33 +27,49 @@ use crate::api::{ApiError, Caller};
 use crate::jobs::JobView;
 
 pub fn routes() -> Router<AppState> {
+    // Answers that come before the body was read whole (a refusal past its drain)
+    // say `Connection: close` (`body::close_unless_read_whole`).
+    let close_unless_read_whole =
+        || axum::middleware::from_fn(super::body::close_unless_read_whole);
     Router::new()
-        .route("/v1/jobs", job_post(submit).get(list))
+        // Multipart bodies carry files up to max_upload_bytes: the handlers apply
+        // their own limits (`JobBody::read`).
+        .route(
+            "/v1/jobs",
+            post(submit)
+                .layer(DefaultBodyLimit::disable())
+                .layer(close_unless_read_whole())
+                .get(list),
+        )
         .route("/v1/jobs/{id}", get(job))
         .route("/v1/jobs/{id}/cancel", post(cancel))
         .route("/v1/jobs/{id}/events", get(events))
-        .route("/predictall", job_post(predictall))
-        .route("/predictall/", job_post(predictall))
-        .route("/train", job_post(train))
-        .route("/train/", job_post(train))
+        .route(
+            "/predictall",
+            post(predictall)
+                .layer(DefaultBodyLimit::disable())
+                .layer(close_unless_read_whole()),
+        )
+        .route(
+            "/predictall/",
+            post(predictall)
+                .layer(DefaultBodyLimit::disable())
+                .layer(close_unless_read_whole()),
+        )
+        .route(
+            "/train",
+            post(train)
+                .layer(DefaultBodyLimit::disable())
+                .layer(close_unless_read_whole()),
+        )
+        .route(
+            "/train/",
+            post(train)
+                .layer(DefaultBodyLimit::disable())
+                .layer(close_unless_read_whole()),
+        )
         .route("/training/status/{id}", get(old_status))
         .route("/predict/", post(old_predict))
-}
-
-/// A POST route that submits a job. Multipart bodies carry files up to
-/// max_upload_bytes: the handler applies its own limits (`JobBody::read`), and an
-/// answer that comes before the body was read whole (a refusal past its drain) says
-/// `Connection: close` (`body::close_unless_read_whole`).
-fn job_post<H, T>(handler: H) -> axum::routing::MethodRouter<AppState>
-where
-    H: axum::handler::Handler<T, AppState>,
-    T: 'static,
-{
-    post(handler)
-        .layer(DefaultBodyLimit::disable())
-        .layer(axum::middleware::from_fn(
-            super::body::close_unless_read_whole,
-        ))
 }
 
 fn caller_of(caller: Option<Extension<Caller>>) -> Caller {
