@@ -1240,3 +1240,40 @@ async fn a_large_body_sent_while_the_worker_restarts_reads_its_503() {
     assert!(head.contains("retry-after"), "{head}");
     assert!(!head.contains("connection: close"), "{head}");
 }
+
+/// A body whose worker dies while it receives it, sent whole by a client that
+/// reads the answer only then (Python's http.client), reads its 503: the
+/// forwarding layer answered as soon as the worker's connection failed, and closed
+/// on the rest of the body, a broken pipe for such a client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_whose_worker_dies_while_receiving_it_reads_its_503() {
+    let repo = tempfile::tempdir().unwrap();
+    install_slow(repo.path());
+    let server = start_server(repo.path(), port_range(4), &[]).await;
+    let (code, answer) = deploy(&server, json!({"model_id": "slow"})).await;
+    assert_eq!(code, 200, "{answer}");
+    let pid = pid_of(&answer);
+    // More than the loopback sockets' buffers hold, after the part sent first.
+    let body = vec![b' '; 12 << 20];
+    let head = common::post_in_two_parts(
+        server.rest,
+        "/v1/models/slow:predict",
+        "application/json",
+        &body,
+        1 << 20,
+        async {
+            // Time for the part to be on its way to the worker.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            kill9(pid);
+        },
+    )
+    .await;
+    assert!(head.starts_with("http/1.1 503"), "{head}\n{}", server.log());
+    assert!(!head.contains("connection: close"), "{head}");
+    let entry = wait_registry(&server, "slow", Duration::from_secs(30), |e| {
+        e["state"] == "ready" && e["pid"].as_u64().is_some_and(|p| p != pid)
+    })
+    .await;
+    drop(server);
+    assert_gone(&[pid_of(&entry)], Duration::from_secs(10));
+}

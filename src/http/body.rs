@@ -65,8 +65,7 @@ pub(crate) async fn answer_unread(request: Request, refusal: ApiError) -> Respon
 }
 
 /// [`answer_unread`] with its answer made already (an access refusal's).
-pub(crate) async fn answer_drained(request: Request, mut answer: Response) -> Response {
-    use http_body_util::BodyExt;
+pub(crate) async fn answer_drained(request: Request, answer: Response) -> Response {
     let waits = request
         .headers()
         .get(header::EXPECT)
@@ -75,13 +74,24 @@ pub(crate) async fn answer_drained(request: Request, mut answer: Response) -> Re
     if waits || !http1 {
         return answer;
     }
-    let mut body = request.into_body();
+    drain_then(request.into_body(), answer).await
+}
+
+/// `answer`, after what is left of an HTTP/1 request's `body` is read and
+/// discarded, up to [`REFUSED_DRAIN_LIMIT`] bytes; past that, or when the rest
+/// cannot be read, the answer says `Connection: close` ([`answer_drained`]).
+pub(crate) async fn drain_then<B>(mut body: B, mut answer: Response) -> Response
+where
+    B: http_body::Body + Unpin,
+{
+    use bytes::Buf;
+    use http_body_util::BodyExt;
     let mut drained = 0usize;
     let read_whole = loop {
         match body.frame().await {
             None => break true,
             Some(Ok(frame)) => {
-                drained += frame.data_ref().map_or(0, |d| d.len());
+                drained += frame.data_ref().map_or(0, |d| d.remaining());
                 if drained > REFUSED_DRAIN_LIMIT {
                     break false;
                 }

@@ -228,11 +228,24 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 /// (past it the body fails, as the router's limit fails an in-process one), and
 /// its failure (past the limit, stopped arriving for the body read timeout, the
 /// client gone) is kept in `failure`, so that the answer blames the client (413,
-/// 408, 400) and not the worker, whose request then fails with it.
+/// 408, 400) and not the worker, whose request then fails with it. Dropped (the
+/// request to the worker ended, sent whole or failed), it gives what is left of
+/// the client's body back through `give_back`, so that a request whose worker
+/// died mid-body can be drained before its 503 ([`crate::http::drain_then`]).
 struct ClientBody {
-    inner: http_body_util::Limited<Body>,
+    inner: Option<http_body_util::Limited<Body>>,
     limit: usize,
     failure: Arc<Mutex<Option<ApiError>>>,
+    give_back: Option<tokio::sync::oneshot::Sender<Unsent>>,
+    polled: bool,
+}
+
+/// What is left of a client's body once the request to the worker ended, and
+/// whether any of it was asked for (for a client that waits for `100 Continue`,
+/// asking for the body is what lets it send).
+struct Unsent {
+    rest: http_body_util::Limited<Body>,
+    polled: bool,
 }
 
 impl http_body::Body for ClientBody {
@@ -243,7 +256,11 @@ impl http_body::Body for ClientBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
-        let frame = Pin::new(&mut self.inner).poll_frame(cx);
+        self.polled = true;
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = Pin::new(inner).poll_frame(cx);
         if let Poll::Ready(Some(Err(e))) = &frame {
             let error = crate::http::body_read_error(&**e, self.limit);
             self.failure
@@ -255,11 +272,47 @@ impl http_body::Body for ClientBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| http_body::SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+impl Drop for ClientBody {
+    fn drop(&mut self) {
+        if let (Some(rest), Some(give_back)) = (self.inner.take(), self.give_back.take()) {
+            if !http_body::Body::is_end_stream(&rest) {
+                let _ = give_back.send(Unsent {
+                    rest,
+                    polled: self.polled,
+                });
+            }
+        }
+    }
+}
+
+/// `answer` to a request whose forwarding failed mid-body (its worker died), given
+/// after what is left of the client's body is read ([`crate::http::drain_then`]),
+/// as for a refusal made before forwarding: a client that sends its whole body
+/// before reading met a closed connection (a broken pipe), not the 503. The rest
+/// comes back when the client connection to the worker lets the request go, at
+/// once as its connection ends; one that does not come back within a second is
+/// not read, nor one never asked for from a client that `waits` for `100
+/// Continue` (it sent none of it).
+async fn drained_after_failure(
+    given_back: tokio::sync::oneshot::Receiver<Unsent>,
+    waits: bool,
+    answer: Response,
+) -> Response {
+    match tokio::time::timeout(Duration::from_secs(1), given_back).await {
+        Ok(Ok(Unsent { rest, polled })) if polled || !waits => {
+            crate::http::drain_then(rest, answer).await
+        }
+        _ => answer,
     }
 }
 
@@ -358,12 +411,20 @@ async fn send(
         )));
         return (crate::http::answer_drained(request, answer).await, outcome);
     }
+    let http1 = request.version() < axum::http::Version::HTTP_2;
+    let waits = request
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let (mut parts, body) = request.into_parts();
     let failure = Arc::new(Mutex::new(None));
+    let (give_back, given_back) = tokio::sync::oneshot::channel();
     let body = Body::new(ClientBody {
-        inner: http_body_util::Limited::new(body, body_limit),
+        inner: Some(http_body_util::Limited::new(body, body_limit)),
         limit: body_limit,
         failure: failure.clone(),
+        give_back: http1.then_some(give_back),
+        polled: false,
     });
     let path_and_query = parts
         .uri
@@ -410,7 +471,11 @@ async fn send(
             tracing::debug!(%addr, "forwarding failed: {e}");
             let (error, heals) = workers.forwarding_failed(&target, sent, &e).await;
             let outcome = error.kind();
-            (unavailable_response(error, heals), Some(outcome))
+            let answer = unavailable_response(error, heals);
+            (
+                drained_after_failure(given_back, waits, answer).await,
+                Some(outcome),
+            )
         }
     }
 }

@@ -549,7 +549,7 @@ pub async fn post_answer_head(
     body: Vec<u8>,
     sending: Sending,
 ) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let head = format!(
         "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n\
          Content-Length: {}\r\n\r\n",
@@ -574,6 +574,13 @@ pub async fn post_answer_head(
         },
         Sending::WhileReading => None,
     };
+    answer_head(&mut reader).await
+}
+
+/// The head of the answer `reader` receives, lower-cased; it panics when the
+/// connection fails or closes first, or nothing comes within 30 s.
+async fn answer_head(reader: &mut (impl tokio::io::AsyncRead + Unpin)) -> String {
+    use tokio::io::AsyncReadExt;
     let mut answer = Vec::new();
     let mut buf = [0u8; 4096];
     while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -587,4 +594,32 @@ pub async fn post_answer_head(
         answer.extend_from_slice(&buf[..n]);
     }
     String::from_utf8_lossy(&answer).to_lowercase()
+}
+
+/// POSTs `body` to `path` over a connection of its own, its first `split` bytes,
+/// then, once `between` is done, the rest, and only then reads the answer (as
+/// Python's http.client does); the head of the answer, lower-cased. A write that
+/// fails (a broken pipe or a reset: the server closed on the unread body) panics.
+pub async fn post_in_two_parts(
+    addr: SocketAddr,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+    split: usize,
+    between: impl std::future::Future<Output = ()>,
+) -> String {
+    use tokio::io::AsyncWriteExt;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..split]).await.unwrap();
+    between.await;
+    if let Err(e) = stream.write_all(&body[split..]).await {
+        panic!("the rest of the body could not be sent: {e}");
+    }
+    answer_head(&mut stream).await
 }
