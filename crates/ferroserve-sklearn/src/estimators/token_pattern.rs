@@ -795,6 +795,15 @@ mod tests {
                 .unwrap_or_else(|| panic!("{pattern:?} compiled, but must be refused"));
             assert!(err.contains("empty string"), "{pattern:?}: {err}");
         }
+        // At prediction, on a text that meets it where the load's probes did not:
+        // Python's `re.findall(r"(?=@)|@\w+", "a @b")` is `['', '@b']` (after the
+        // empty match at 2 it tries `@\w+` there), which the crates cannot ask for.
+        let pattern = TokenPattern::compile(r"(?=@)|@\w+").unwrap();
+        assert_eq!(pattern.findall("a b", false).unwrap(), Vec::<&str>::new());
+        match pattern.findall("a @b", false) {
+            Err(PredictError::InvalidInput(e)) => assert!(e.contains("empty string"), "{e}"),
+            other => panic!("must be refused: {other:?}"),
+        }
     }
 
     #[test]
