@@ -9,7 +9,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferroserve::cache::{CacheCounters, CacheKey, ResponseCache};
+use ferroserve::cache::{CacheKey, ResponseCache};
+use ferroserve::metrics::QueueMetrics;
 use ferroserve::model_config::Admission;
 use ferroserve::settings::Settings;
 use ferroserve::tensor::{Tensor, TensorData};
@@ -35,7 +36,8 @@ fn main() {
                 Tensor::new(vec![1, 3], TensorData::F32(vec![0.1, 0.2, 0.7])).unwrap(),
             ),
         ];
-        let counters = CacheCounters::new(&model);
+        let metrics = QueueMetrics::new(&model, 1);
+        let counters = metrics.cache();
         let n = 400_000u32;
         for phase in 0..3 {
             let (mut key_t, mut lookup_t, mut store_t) =
@@ -48,13 +50,9 @@ fn main() {
                 let key = CacheKey::new(&model, 1, &[0; 32], &inputs, &[]);
                 let t1 = Instant::now();
                 let found = cache
-                    .lookup(
-                        &key,
-                        &model,
-                        &counters,
-                        t1 + Duration::from_secs(1),
-                        &|_| true,
-                    )
+                    .lookup(&key, &model, counters, t1 + Duration::from_secs(1), &|_| {
+                        true
+                    })
                     .await;
                 assert!(found.is_none(), "every request differs");
                 let t2 = Instant::now();
@@ -65,7 +63,7 @@ fn main() {
                         &answer,
                         Duration::from_secs(3600),
                         Admission::FirstMiss,
-                        &counters,
+                        counters,
                     )
                     .await;
                 let t3 = Instant::now();

@@ -187,6 +187,15 @@ struct VersionRecorder {
     /// [`ENDED_VERSION_ERRORS`] when the version ends. Only the error path touches
     /// it: the recorder's own counters cannot be read back.
     errors: AtomicU64,
+    /// The time of this version's answered requests and of its failed ones, and
+    /// its response-cache hits and misses, in nanoseconds and counts: what the V2
+    /// statistics extension reports per version ([`version_statistics`]), which
+    /// the per-model series (`ferroserve_request_duration_seconds`,
+    /// `ferroserve_cache_*`) cannot tell apart.
+    success_ns: AtomicU64,
+    fail_ns: AtomicU64,
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
 }
 
 /// Call-site metadata for series registered directly on a version's recorder.
@@ -209,6 +218,10 @@ impl VersionRecorder {
             recorder,
             handle,
             errors: AtomicU64::new(0),
+            success_ns: AtomicU64::new(0),
+            fail_ns: AtomicU64::new(0),
+            cache_hits: AtomicU64::new(0),
+            cache_misses: AtomicU64::new(0),
         });
         recorders.insert(key, Arc::downgrade(&fresh));
         fresh
@@ -431,16 +444,18 @@ pub struct QueueMetrics {
 }
 
 /// A model's response-cache counters (see `crate::cache`), as handles: a cached
-/// request formats no labels and looks nothing up in the registry.
+/// request formats no labels and looks nothing up in the registry. Hits and misses
+/// are counted for the version too (its V2 statistics).
 pub struct CacheCounters {
-    pub hits_memory: Counter,
-    pub hits_redis: Counter,
-    pub misses: Counter,
+    hits_memory: Counter,
+    hits_redis: Counter,
+    misses: Counter,
     pub not_admitted: Counter,
+    version: Arc<VersionRecorder>,
 }
 
 impl CacheCounters {
-    pub fn new(model: &str) -> CacheCounters {
+    fn new(model: &str, version: Arc<VersionRecorder>) -> CacheCounters {
         let hits = |tier: &'static str| {
             metrics::counter!(
                 "ferroserve_cache_hits_total",
@@ -456,8 +471,29 @@ impl CacheCounters {
                 "ferroserve_cache_not_admitted_total",
                 "model" => model.to_string()
             ),
+            version,
         }
     }
+
+    /// A hit in the in-process tier, or in Redis.
+    pub fn hit(&self, in_redis: bool) {
+        if in_redis {
+            self.hits_redis.increment(1);
+        } else {
+            self.hits_memory.increment(1);
+        }
+        self.version.cache_hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn miss(&self) {
+        self.misses.increment(1);
+        self.version.cache_misses.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A duration in nanoseconds, saturated.
+fn duration_nanos(elapsed: Duration) -> u64 {
+    u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// `ferroserve_requests_total` and `ferroserve_request_duration_seconds` of the
@@ -482,6 +518,9 @@ impl AnsweredRequests {
 
     /// Records what [`record_request`] records for outcome `ok`.
     pub fn record(&self, protocol: &'static str, elapsed: Duration) {
+        self.recorder
+            .success_ns
+            .fetch_add(duration_nanos(elapsed), Ordering::Relaxed);
         let seconds = elapsed.as_secs_f64();
         if let Some((_, count, duration)) = self
             .by_protocol
@@ -520,6 +559,9 @@ impl AnsweredRequests {
             )
             .increment(1);
         self.recorder.errors.fetch_add(1, Ordering::Relaxed);
+        self.recorder
+            .fail_ns
+            .fetch_add(duration_nanos(elapsed), Ordering::Relaxed);
         metrics::histogram!(
             "ferroserve_request_duration_seconds",
             "model" => self.model.clone(),
@@ -546,8 +588,9 @@ impl QueueMetrics {
 
     /// The model's response-cache counters.
     pub fn cache(&self) -> &CacheCounters {
-        self.cache
-            .get_or_init(|| CacheCounters::new(&self.answered.model))
+        self.cache.get_or_init(|| {
+            CacheCounters::new(&self.answered.model, self.answered.recorder.clone())
+        })
     }
 }
 
@@ -569,6 +612,13 @@ pub struct VersionStatistics {
     pub compute_ns: u64,
     /// Rows run, over all batches (the sum of `ferroserve_batch_size`).
     pub rows: u64,
+    /// The time of the answered requests, and of the failed ones (each from its
+    /// arrival to its answer, as `ferroserve_request_duration_seconds`).
+    pub success_ns: u64,
+    pub fail_ns: u64,
+    /// Response-cache lookups that found an answer, and those that did not.
+    pub cache_hits: u64,
+    pub cache_misses: u64,
 }
 
 /// [`VersionStatistics`] of `(model, version)`; `None` when the version has no
@@ -580,7 +630,13 @@ pub fn version_statistics(model: &str, version: u64) -> Option<VersionStatistics
         .get(&(model.to_string(), version))
         .and_then(Weak::upgrade)?;
     let text = recorder.handle.render();
-    let mut stats = VersionStatistics::default();
+    let mut stats = VersionStatistics {
+        success_ns: recorder.success_ns.load(Ordering::Relaxed),
+        fail_ns: recorder.fail_ns.load(Ordering::Relaxed),
+        cache_hits: recorder.cache_hits.load(Ordering::Relaxed),
+        cache_misses: recorder.cache_misses.load(Ordering::Relaxed),
+        ..VersionStatistics::default()
+    };
     for (name, labels, value) in samples(&text) {
         match name {
             "ferroserve_requests_total" if labels.contains("outcome=\"ok\"") => {
@@ -596,41 +652,6 @@ pub fn version_statistics(model: &str, version: u64) -> Option<VersionStatistics
         }
     }
     Some(stats)
-}
-
-/// What the process-wide series say of one model, over all its versions and
-/// protocols: the request time (`ferroserve_request_duration_seconds`, kept per
-/// model, not per version) and the response cache's counts.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct ModelStatistics {
-    pub request_count: u64,
-    pub request_ns: u64,
-    pub cache_hits: u64,
-    pub cache_misses: u64,
-}
-
-/// [`ModelStatistics`] of every model, by name, from one rendering of the global
-/// recorder.
-pub fn model_statistics() -> HashMap<String, ModelStatistics> {
-    let mut out: HashMap<String, ModelStatistics> = HashMap::new();
-    let Some(handle) = HANDLE.get() else {
-        return out;
-    };
-    let text = handle.render();
-    for (name, labels, value) in samples(&text) {
-        let Some(model) = label(labels, "model") else {
-            continue;
-        };
-        let field: fn(&mut ModelStatistics, f64) = match name {
-            "ferroserve_request_duration_seconds_count" => |m, v| m.request_count += v as u64,
-            "ferroserve_request_duration_seconds_sum" => |m, v| m.request_ns += nanos(v),
-            "ferroserve_cache_hits_total" => |m, v| m.cache_hits += v as u64,
-            "ferroserve_cache_misses_total" => |m, v| m.cache_misses += v as u64,
-            _ => continue,
-        };
-        field(out.entry(model.to_string()).or_default(), value);
-    }
-    out
 }
 
 fn nanos(seconds: f64) -> u64 {
@@ -651,14 +672,6 @@ fn samples(text: &str) -> impl Iterator<Item = (&str, &str, f64)> {
             };
             Some((name, labels, value))
         })
-}
-
-/// A label's value in a sample's label text (model names hold no quote: they are
-/// directory names checked at load).
-fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
-    let start = labels.find(&format!("{key}=\""))? + key.len() + 2;
-    let rest = &labels[start..];
-    Some(&rest[..rest.find('"')?])
 }
 
 /// Renders every metric, after refreshing the gauges that are read at scrape time:

@@ -414,6 +414,13 @@ async fn a_new_version_never_answers_from_the_old_ones_entries() {
     let again = v2_infer(&server, "versioned", row).await;
     assert_eq!(again.cache.as_deref(), Some("hit"));
     assert_eq!(again.body, v2.body);
+    // The V2 statistics count the version's own hits and misses, not the model's.
+    let stats = get(&server, "/v2/models/versioned/versions/2/stats")
+        .await
+        .json();
+    let inference = &stats["model_stats"][0]["inference_stats"];
+    assert_eq!(inference["cache_miss"]["count"], 1, "{stats}");
+    assert_eq!(inference["cache_hit"]["count"], 1, "{stats}");
     server.stop().await;
 }
 

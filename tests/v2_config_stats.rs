@@ -145,6 +145,11 @@ async fn statistics_count_what_the_metrics_count() {
     assert_eq!(stats["model_stats"].as_array().unwrap().len(), 2, "{stats}");
     let v2 = version_stats(&stats, "iris_lr", "2");
     assert_eq!(v2["inference_stats"]["success"]["count"], 0, "{stats}");
+    // Times are the version's own: version 2 answered nothing, so none is its
+    // (it showed the model's time over every version); version 1's failure took some.
+    assert_eq!(v2["inference_stats"]["success"]["ns"], 0, "{stats}");
+    assert_eq!(v2["inference_stats"]["fail"]["ns"], 0, "{stats}");
+    assert!(inference["fail"]["ns"].as_u64().unwrap() > 0, "{stats}");
     let (status, stats) = server.get("/v2/models/stats").await;
     assert_eq!(status, 200, "{stats}");
     assert_eq!(

@@ -114,9 +114,8 @@ impl StatisticDuration {
 
 /// One version's statistics, as Triton's statistics extension reports them, from
 /// the series `/metrics` shows (`crate::metrics::version_statistics`). `success`
-/// counts the version's answered requests, with the model's request time (kept per
-/// model, over all its versions and outcomes); `fail` counts its errors (their time
-/// is not kept apart: 0); `queue` is the time requests waited in the queue,
+/// counts the version's answered requests and their time (arrival to answer),
+/// `fail` its failed ones and theirs; `queue` is the time requests waited in the queue,
 /// `compute_infer` the model's runs (one per batch). What ferroserve does not
 /// measure (`last_inference`, `compute_input`, `compute_output`, cache time,
 /// `batch_stats`) is 0 or empty, and has no field here.
@@ -132,30 +131,25 @@ pub struct VersionStatistics {
     pub fail: StatisticDuration,
     pub queue: StatisticDuration,
     pub compute_infer: StatisticDuration,
-    /// The response cache's hits and misses (their time is not measured: 0).
+    /// The version's response-cache hits and misses (their time is not measured: 0).
     pub cache_hit: StatisticDuration,
     pub cache_miss: StatisticDuration,
 }
 
 impl VersionStatistics {
-    fn of(
-        model: &str,
-        version: u64,
-        of_model: Option<&crate::metrics::ModelStatistics>,
-    ) -> VersionStatistics {
+    fn of(model: &str, version: u64) -> VersionStatistics {
         let v = crate::metrics::version_statistics(model, version).unwrap_or_default();
-        let m = of_model.cloned().unwrap_or_default();
         VersionStatistics {
             name: model.to_string(),
             version,
             inference_count: v.rows,
             execution_count: v.compute_count,
-            success: StatisticDuration::new(v.success_count, m.request_ns),
-            fail: StatisticDuration::new(v.fail_count, 0),
+            success: StatisticDuration::new(v.success_count, v.success_ns),
+            fail: StatisticDuration::new(v.fail_count, v.fail_ns),
             queue: StatisticDuration::new(v.queue_count, v.queue_ns),
             compute_infer: StatisticDuration::new(v.compute_count, v.compute_ns),
-            cache_hit: StatisticDuration::new(m.cache_hits, 0),
-            cache_miss: StatisticDuration::new(m.cache_misses, 0),
+            cache_hit: StatisticDuration::new(v.cache_hits, 0),
+            cache_miss: StatisticDuration::new(v.cache_misses, 0),
         }
     }
 }
@@ -177,7 +171,6 @@ pub fn statistics(
     version: Option<&VersionRequest>,
 ) -> Result<Vec<VersionStatistics>, ApiError> {
     let serving = state.manager.serving();
-    let of_models = crate::metrics::model_statistics();
     let mut stats = Vec::new();
     for model in models {
         let versions: Vec<u64> = match version {
@@ -192,7 +185,7 @@ pub fn statistics(
             }
         };
         for v in versions {
-            stats.push(VersionStatistics::of(model, v, of_models.get(model)));
+            stats.push(VersionStatistics::of(model, v));
         }
     }
     Ok(stats)

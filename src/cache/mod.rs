@@ -157,7 +157,7 @@ impl ResponseCache {
     ) -> Option<Arc<CachedAnswer>> {
         if let Some(memory) = &self.memory {
             if let Some(found) = memory.get(key) {
-                counters.hits_memory.increment(1);
+                counters.hit(false);
                 return Some(found);
             }
         }
@@ -173,7 +173,7 @@ impl ResponseCache {
                 }
                 fit
             }) {
-                counters.hits_redis.increment(1);
+                counters.hit(true);
                 let ttl = hit.ttl_left.unwrap_or(Duration::from_secs(1));
                 let answer = Arc::new(CachedAnswer::new(model.clone(), hit.outputs, ttl));
                 if let Some(memory) = &self.memory {
@@ -182,7 +182,7 @@ impl ResponseCache {
                 return Some(answer);
             }
         }
-        counters.misses.increment(1);
+        counters.miss();
         None
     }
 
