@@ -205,7 +205,8 @@ pub fn metrics_path_arg(path: &str) -> Result<String, String> {
 pub fn path_version(v: &str) -> Result<u64, HttpError> {
     crate::repository::parse_requested_version(v).ok_or_else(|| {
         HttpError(ApiError::InvalidArgument(format!(
-            "invalid version {v:?}: must be a positive integer"
+            "invalid version {v:?}: must be a positive integer (at most {})",
+            u64::MAX
         )))
     })
 }
