@@ -139,15 +139,33 @@ fn runtime_log(
 }
 
 /// The level ONNX Runtime logs from: `ORT_LOG` (`fatal`, `error`, `warning`,
-/// `info`, `verbose`) as for its own logger, else errors.
+/// `info`, `verbose`, in any case) as for its own logger, else errors; a value
+/// that names no level is said in the log, not taken silently for `error`.
 fn runtime_log_level() -> ort::logging::LogLevel {
+    let value = std::env::var("ORT_LOG").ok();
+    log_level_named(value.as_deref()).unwrap_or_else(|given| {
+        tracing::warn!(
+            "ORT_LOG={given:?} names no ONNX Runtime log level (fatal, error, warning, \
+             info, verbose): ONNX Runtime logs its errors only"
+        );
+        ort::logging::LogLevel::Error
+    })
+}
+
+/// The level `ORT_LOG`'s value names (`None`, unset: errors), or the value back
+/// when it names none.
+fn log_level_named(value: Option<&str>) -> Result<ort::logging::LogLevel, String> {
     use ort::logging::LogLevel;
-    match std::env::var("ORT_LOG").as_deref() {
-        Ok("fatal") => LogLevel::Fatal,
-        Ok("warning") => LogLevel::Warning,
-        Ok("info") => LogLevel::Info,
-        Ok("verbose") => LogLevel::Verbose,
-        _ => LogLevel::Error,
+    let Some(value) = value else {
+        return Ok(LogLevel::Error);
+    };
+    match value.trim().to_ascii_lowercase().as_str() {
+        "fatal" => Ok(LogLevel::Fatal),
+        "error" => Ok(LogLevel::Error),
+        "warning" | "warn" => Ok(LogLevel::Warning),
+        "info" => Ok(LogLevel::Info),
+        "verbose" => Ok(LogLevel::Verbose),
+        _ => Err(value.to_string()),
     }
 }
 
@@ -849,6 +867,20 @@ mod tests {
             .join("../../tests/fixtures/onnx")
             .join(name)
             .join("model.onnx")
+    }
+
+    /// `ORT_LOG` names a level in any case; unset is errors; anything else is
+    /// handed back to be said.
+    #[test]
+    fn ort_log_values() {
+        use ort::logging::LogLevel;
+        assert_eq!(log_level_named(None), Ok(LogLevel::Error));
+        assert_eq!(log_level_named(Some("WARNING")), Ok(LogLevel::Warning));
+        assert_eq!(log_level_named(Some("warn")), Ok(LogLevel::Warning));
+        assert_eq!(log_level_named(Some(" verbose ")), Ok(LogLevel::Verbose));
+        assert_eq!(log_level_named(Some("Fatal")), Ok(LogLevel::Fatal));
+        assert_eq!(log_level_named(Some("debug")), Err("debug".to_string()));
+        assert_eq!(log_level_named(Some("")), Err(String::new()));
     }
 
     /// `slow_loop` run for `n` iterations (about a microsecond each).
