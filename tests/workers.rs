@@ -3,7 +3,7 @@
 //! memory limit, crash-loop, port exhaustion, redeploys, a main-server restart, and
 //! no worker outliving its server. Management of deployed models is in
 //! `workers_management.rs`, what reaches a worker and comes back in
-//! `workers_forwarding.rs`; their helpers are `common/workers.rs`.
+//! `workers_forwarding/`; their helpers are `common/workers.rs`.
 
 mod common;
 
