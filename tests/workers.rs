@@ -1262,7 +1262,10 @@ async fn a_body_whose_worker_dies_while_receiving_it_reads_its_503() {
         &body,
         1 << 20,
         async {
-            // Time for the part to be on its way to the worker.
+            // Time for the part to be on its way to the worker, so that the kill
+            // comes mid-body. Nothing waits on it: killed before the forwarding
+            // connected, or seen gone before it began, the request is refused by
+            // the same layer and must read its 503 just the same.
             tokio::time::sleep(Duration::from_millis(300)).await;
             kill9(pid);
         },
