@@ -1209,11 +1209,7 @@ async fn a_large_body_sent_while_the_worker_restarts_reads_its_503() {
     let repo = tempfile::tempdir().unwrap();
     // A model that takes seconds to load (its warm-up), so that its restart
     // leaves a window.
-    install(
-        repo.path(),
-        "slow",
-        "tests/fixtures/onnx/slow_loop/model.onnx",
-    );
+    install_slow(repo.path());
     std::fs::write(
         repo.path().join("slow/1/warmup.json"),
         json!([{ "n": 3_000_000 }]).to_string(),

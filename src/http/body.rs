@@ -66,15 +66,20 @@ pub(crate) async fn answer_unread(request: Request, refusal: ApiError) -> Respon
 
 /// [`answer_unread`] with its answer made already (an access refusal's).
 pub(crate) async fn answer_drained(request: Request, answer: Response) -> Response {
-    let waits = request
-        .headers()
-        .get(header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let waits = waits_for_continue(request.headers());
     let http1 = request.version() < axum::http::Version::HTTP_2;
     if waits || !http1 {
         return answer;
     }
     drain_then(request.into_body(), answer).await
+}
+
+/// Whether the client waits for `100 Continue` before it sends its body
+/// (`Expect: 100-continue`).
+pub(crate) fn waits_for_continue(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 /// `answer`, after what is left of an HTTP/1 request's `body` is read and

@@ -175,9 +175,7 @@ pub(super) async fn body_headers(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    let waits = headers
-        .get(header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let waits = super::waits_for_continue(headers);
     if let (true, Some(declared)) = (waits, declared) {
         let (path, headers) = (request.uri().path(), request.headers());
         let limit = body_limit(&state.settings, path, headers);

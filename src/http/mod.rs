@@ -33,7 +33,9 @@ mod upload;
 mod v2;
 
 pub(crate) use auth::{browser_refusal, sees_callers};
-pub(crate) use body::{answer_drained, answer_unread, body_read_error, drain_then};
+pub(crate) use body::{
+    answer_drained, answer_unread, body_read_error, drain_then, waits_for_continue,
+};
 pub use body::{body, body_chunks, parse_json, rejection_message, UniqueKeys};
 use middleware::{body_headers, head_checks, json_errors, takes_multipart};
 pub use middleware::{NOT_IMPLEMENTED_OUTCOME, UNSUPPORTED_MEDIA_TYPE_OUTCOME};

@@ -412,10 +412,7 @@ async fn send(
         return (crate::http::answer_drained(request, answer).await, outcome);
     }
     let http1 = request.version() < axum::http::Version::HTTP_2;
-    let waits = request
-        .headers()
-        .get(header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let waits = crate::http::waits_for_continue(request.headers());
     let (mut parts, body) = request.into_parts();
     let failure = Arc::new(Mutex::new(None));
     let (give_back, given_back) = tokio::sync::oneshot::channel();

@@ -550,11 +550,7 @@ pub async fn post_answer_head(
     sending: Sending,
 ) -> String {
     use tokio::io::AsyncWriteExt;
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n\
-         Content-Length: {}\r\n\r\n",
-        body.len()
-    );
+    let head = post_head(path, content_type, body.len());
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut reader, mut writer) = stream.into_split();
     let sender = tokio::spawn(async move {
@@ -575,6 +571,14 @@ pub async fn post_answer_head(
         Sending::WhileReading => None,
     };
     answer_head(&mut reader).await
+}
+
+/// The head of an HTTP/1.1 POST of `length` bytes to `path`.
+fn post_head(path: &str, content_type: &str, length: usize) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {length}\r\n\r\n"
+    )
 }
 
 /// The head of the answer `reader` receives, lower-cased; it panics when the
@@ -609,11 +613,7 @@ pub async fn post_in_two_parts(
     between: impl std::future::Future<Output = ()>,
 ) -> String {
     use tokio::io::AsyncWriteExt;
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n\
-         Content-Length: {}\r\n\r\n",
-        body.len()
-    );
+    let head = post_head(path, content_type, body.len());
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(&body[..split]).await.unwrap();
