@@ -231,7 +231,7 @@ pub async fn run(
             metrics_path: state.settings.metrics_path.clone(),
             main_server_url: state.settings.public_url.clone(),
             inherited: crate::workers::worker::Inherited::of(&state.settings),
-            startup_timeout: Duration::from_secs(120),
+            startup_timeout: state.settings.worker_start_timeout,
             // A stopping worker drains at least as long as this server does; a
             // deployment's longer timeout lengthens its own drain.
             stop_timeout: state.settings.shutdown_timeout,

@@ -142,7 +142,12 @@ http.server.ThreadingHTTPServer((host, int(port)), Handler).serve_forever()
 
 /// A supervisor in this process that starts `binary` as its workers.
 fn supervisor(binary: PathBuf, state: &Path, startup_timeout: Duration) -> Arc<Supervisor> {
-    let config = WorkerConfig {
+    Supervisor::new(config(binary, state, startup_timeout), None).unwrap()
+}
+
+/// The configuration of [`supervisor`].
+fn config(binary: PathBuf, state: &Path, startup_timeout: Duration) -> WorkerConfig {
+    WorkerConfig {
         binary,
         ports: port_range(2),
         bind: "127.0.0.1".parse().unwrap(),
@@ -160,8 +165,7 @@ fn supervisor(binary: PathBuf, state: &Path, startup_timeout: Duration) -> Arc<S
         crash_loop_failures: 5,
         crash_loop_window: Duration::from_secs(60),
         cgroups: false,
-    };
-    Supervisor::new(config, None).unwrap()
+    }
 }
 
 /// A worker whose model turns ready but whose readiness probe answers slowly (as
@@ -248,4 +252,42 @@ async fn a_throttled_worker_that_answers_its_health_checks_late_is_not_killed() 
         }
         supervisor.shutdown().await;
     }
+}
+
+/// A restored deployment (no deploy call waits for it) whose worker never serves
+/// before its start deadline is started five times, then left in crash-loop, its
+/// last exit saying why. Each start takes the whole deadline, so five of them never
+/// fall within the crash-loop window: before these were counted in a row, such a
+/// deployment was started again forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_deployment_that_never_starts_in_time_ends_in_crash_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let binary = fake_worker(dir.path(), "time.sleep(3600)", "pass");
+    let config = WorkerConfig {
+        crash_loop_window: Duration::from_secs(2),
+        ..config(binary, dir.path(), Duration::from_secs(1))
+    };
+    let supervisor = Supervisor::new(config, None).unwrap();
+    supervisor
+        .restore("sk", dir.path().join("sk"), Deployment::default(), None)
+        .await
+        .unwrap();
+    // Five starts of 1 s each and the backoffs between them (0.1 to 0.8 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let status = supervisor.status("sk").unwrap();
+        if status.state.as_str() == "crash-loop" || std::time::Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status.state.as_str(), "crash-loop", "{status:?}");
+    assert_eq!(status.restarts, 4, "{status:?}");
+    let reason = status.last_exit.expect("an exit is recorded").reason;
+    assert!(
+        reason.contains("did not become ready within 1 s")
+            && reason.contains("last 5 starts in a row did not serve"),
+        "{reason}"
+    );
+    supervisor.shutdown().await;
 }

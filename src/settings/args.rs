@@ -388,6 +388,15 @@ pub struct ServeArgs {
     /// an rlimit plus the RSS watchdog and cpu to core affinity [default: true]
     #[arg(long, env = "FERROSERVE_WORKER_CGROUPS", value_name = "BOOL")]
     pub worker_cgroups: Option<bool>,
+    /// Seconds a deployed model's worker may take to serve its model before it is
+    /// killed and started again [default: 120]
+    #[arg(
+        long = "worker-start-timeout",
+        alias = "worker-start-timeout-secs",
+        env = "FERROSERVE_WORKER_START_TIMEOUT_SECS",
+        value_name = "SECONDS"
+    )]
+    pub worker_start_timeout_secs: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -516,6 +525,9 @@ impl ServeArgs {
             worker_bind: upper.worker_bind.or(self.worker_bind),
             registry_addr: upper.registry_addr.or(self.registry_addr),
             worker_cgroups: upper.worker_cgroups.or(self.worker_cgroups),
+            worker_start_timeout_secs: upper
+                .worker_start_timeout_secs
+                .or(self.worker_start_timeout_secs),
         }
     }
 
@@ -803,6 +815,11 @@ impl ServeArgs {
             registry_addr: self.registry_addr,
             worker_binary: None,
             worker_cgroups: self.worker_cgroups.unwrap_or(d.worker_cgroups),
+            worker_start_timeout: seconds(
+                "worker_start_timeout_secs",
+                self.worker_start_timeout_secs,
+                d.worker_start_timeout,
+            )?,
             supervisor_token_sha256: None,
             worker_tokens_in_force: None,
             management_server: None,

@@ -235,6 +235,9 @@ pub struct Settings {
     /// Whether workers' limits may use cgroup v1 groups (`--worker-cgroups`); off
     /// leaves memory to RLIMIT_AS + the RSS watchdog and cpu to affinity. Default on.
     pub worker_cgroups: bool,
+    /// How long a deployed model's worker may take to serve its model
+    /// (`--worker-start-timeout`). Default 120 s.
+    pub worker_start_timeout: Duration,
     /// In a worker (`ferroserve worker`): the SHA-256 of its supervisor's token,
     /// accepted with every scope besides `auth_tokens` (`crate::auth`). Never a
     /// flag or a file: the worker reads it from its environment. Default none.
@@ -397,6 +400,7 @@ impl Default for Settings {
             registry_addr: None,
             worker_binary: None,
             worker_cgroups: true,
+            worker_start_timeout: Duration::from_secs(120),
             supervisor_token_sha256: None,
             worker_tokens_in_force: None,
             management_server: None,

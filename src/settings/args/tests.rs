@@ -192,16 +192,19 @@ fn watcher_and_upload_settings() {
     assert_eq!(d.grpc_send_timeout, Duration::from_secs(30));
     assert_eq!(d.management_timeout, Duration::from_secs(60));
     assert_eq!(d.shutdown_timeout, Duration::from_secs(30));
+    assert_eq!(d.worker_start_timeout, Duration::from_secs(120));
     assert_eq!(d.max_served_versions_per_model, 100);
     assert!(d.max_concurrent_loads >= 1);
     let file: ServeArgs = toml::from_str(
         "management_timeout_secs = 2.5\nshutdown_timeout_secs = 1\n\
-             max_concurrent_loads = 3\nmax_served_versions_per_model = 7",
+             max_concurrent_loads = 3\nmax_served_versions_per_model = 7\n\
+             worker_start_timeout_secs = 600",
     )
     .unwrap();
     let s = file.into_settings().unwrap();
     assert_eq!(s.management_timeout, Duration::from_millis(2500));
     assert_eq!(s.shutdown_timeout, Duration::from_secs(1));
+    assert_eq!(s.worker_start_timeout, Duration::from_secs(600));
     assert_eq!(
         (s.max_concurrent_loads, s.max_served_versions_per_model),
         (3, 7)
@@ -237,6 +240,7 @@ fn watcher_and_upload_settings() {
         "grpc_send_timeout_secs = 0",
         "management_timeout_secs = 0",
         "shutdown_timeout_secs = -1",
+        "worker_start_timeout_secs = 0",
         "max_concurrent_loads = 0",
         "max_served_versions_per_model = 0",
     ] {

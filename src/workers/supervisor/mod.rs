@@ -114,7 +114,8 @@ pub struct WorkerConfig {
     /// long (`process::drain_of`); at the server's shutdown, when the main server
     /// has drained its own requests already, every worker gets only this.
     pub stop_timeout: Duration,
-    /// Failures within `crash_loop_window` that put a deployment in crash-loop.
+    /// Failures within `crash_loop_window` that put a deployment in crash-loop; as
+    /// many runs in a row whose worker never served do too, however far apart.
     pub crash_loop_failures: usize,
     pub crash_loop_window: Duration,
     /// Whether limits may use cgroup v1 groups (`--worker-cgroups`).

@@ -1,8 +1,9 @@
 //! One deployment's supervision: start its worker, wait until it serves its model,
 //! check its health every second, and restart it with exponential backoff when it
 //! exits or fails three checks in a row; crash-loop after too many failures in the
-//! window, or at once when its model never served (starting it again cannot fix
-//! that). A stop signal from outside (an operator's `kill`, a container runtime) is
+//! window or as many starts in a row that never served (each may take the whole
+//! start deadline, longer than the window), or at once when its model never
+//! served (starting it again cannot fix that). A stop signal from outside (an operator's `kill`, a container runtime) is
 //! no failure: the worker is restarted, and it does not count toward crash-loop.
 //! The deployments map, deploy and stop are in `super`; the process mechanics in
 //! `super::process`.
@@ -75,6 +76,12 @@ impl Supervisor {
         // have it reload its model ten times a second).
         let mut failures: VecDeque<Instant> = VecDeque::new();
         let mut stops_from_outside: VecDeque<Instant> = VecDeque::new();
+        // Runs in a row whose worker never served (stops from outside aside): a
+        // start that times out takes the whole start deadline, longer than the
+        // crash-loop window, so these are counted apart, or a deployment that
+        // cannot start in time (restored after a restart, with no deploy call to
+        // fail) would be started again forever.
+        let mut failed_starts = 0;
         loop {
             let port = slot.port.load(Ordering::Relaxed);
             // Left over from a run on this port that was stopped from outside, it
@@ -88,6 +95,7 @@ impl Supervisor {
             let oom_kills_before = slot.cgroups.oom_kills();
             let mut unservable = false;
             let mut stopped_from_outside = false;
+            let mut served = false;
             let exit = match self.spawn(&slot, port).await {
                 Err(e) => ExitReason {
                     exit_code: None,
@@ -102,7 +110,7 @@ impl Supervisor {
                 Ok(spawned) => {
                     slot.pid.store(spawned.pid, Ordering::Relaxed);
                     lock(&slot.status).started_at = Some(SystemTime::now());
-                    match self.run_one(&slot, port, spawned).await {
+                    match self.run_one(&slot, port, spawned, &mut served).await {
                         RunEnd::Exited(status) => exit_reason(&slot, status, oom_kills_before),
                         RunEnd::Unhealthy(status) => {
                             let mut exit = exit_reason(&slot, status, oom_kills_before);
@@ -172,6 +180,11 @@ impl Supervisor {
             } else {
                 failures.push_back(now);
             }
+            if served {
+                failed_starts = 0;
+            } else if !stopped_from_outside {
+                failed_starts += 1;
+            }
             for exits in [&mut failures, &mut stops_from_outside] {
                 while exits
                     .front()
@@ -182,7 +195,16 @@ impl Supervisor {
             }
             // A model that never served cannot be fixed by starting it again.
             let never_served = unservable && !slot.ever_ready.load(Ordering::Relaxed);
-            if never_served || failures.len() >= self.config.crash_loop_failures {
+            let starts_failing = failed_starts >= self.config.crash_loop_failures;
+            if never_served || starts_failing || failures.len() >= self.config.crash_loop_failures {
+                if starts_failing {
+                    if let Some(exit) = &mut lock(&slot.status).last_exit {
+                        exit.reason.push_str(&format!(
+                            "; its last {failed_starts} starts in a row did not serve, so it \
+                             is not started again"
+                        ));
+                    }
+                }
                 self.set_state(&slot, WorkerState::CrashLoop);
                 self.record(&slot).await;
                 return;
@@ -231,8 +253,9 @@ impl Supervisor {
     }
 
     /// Runs one started worker until it exits, turns out unable to serve its
-    /// model, or the slot stops (after draining and reaping it).
-    async fn run_one(&self, slot: &Slot, port: u16, spawned: Spawned) -> RunEnd {
+    /// model, or the slot stops (after draining and reaping it). `served` is set
+    /// once it serves its model.
+    async fn run_one(&self, slot: &Slot, port: u16, spawned: Spawned, served: &mut bool) -> RunEnd {
         let Spawned { pid, mut exited } = spawned;
         let addr = SocketAddr::new(connect_ip(self.config.bind), port);
         let ready_path = format!("/v2/models/{}/ready", slot.model);
@@ -289,6 +312,7 @@ impl Supervisor {
             status.model_status = model_status;
         }
         slot.ever_ready.store(true, Ordering::Relaxed);
+        *served = true;
         self.set_state(slot, WorkerState::Ready);
         self.record(slot).await;
         // Serving: a liveness check every second, each given its
