@@ -14,313 +14,34 @@
 //! [`Backend::predict_signature`].
 
 pub mod ffi;
+mod files;
+mod library;
 mod proto;
+mod tensor;
 
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, CStr, CString};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use prost::Message;
 
 use super::{Backend, BackendError, BackendOptions, ModelTraits, NamedSignature, Signature};
-use crate::tensor::{DataType, NamedTensor, Tensor, TensorData, TensorSpec};
+use crate::tensor::{DataType, NamedTensor, TensorSpec};
 use ffi::Api;
 use proto::{tensor_info, SignatureDef, TensorInfo};
+
+pub use files::{check_regular_files, MAX_SAVED_MODEL_ENTRIES};
+use library::{api, note_intra_op_pool};
+pub use library::{
+    default_onednn_off, locate_library, TensorflowConfig, MAX_THREADS, ONEDNN_VARIABLE,
+};
+use tensor::{dtype_from_tf, OwnedTensor};
 
 /// The file that makes a version directory a SavedModel.
 pub const SAVED_MODEL_FILE: &str = "saved_model.pb";
 
 // TF Serving's default signature key, which the Backend trait's defaults answer to.
 pub use super::DEFAULT_SIGNATURE;
-
-/// The process-wide TensorFlow library and the directory it came from. TensorFlow
-/// cannot be unloaded, so the first successful load stays; a failure is not kept,
-/// so a later load (after the library is installed) can succeed.
-static API: parking_lot::Mutex<Option<(PathBuf, &'static Api)>> = parking_lot::Mutex::new(None);
-
-/// Where the TensorFlow libraries are: the explicit setting (a directory, which
-/// must hold them), else `FERROSERVE_TENSORFLOW_PATH`, else next to the running
-/// executable (where `scripts/setup.sh` can put them) or one level up (test
-/// binaries live in `target/<profile>/deps`).
-pub fn locate_library(configured: Option<&Path>) -> Result<PathBuf, String> {
-    let holds = |dir: &Path| dir.join(ffi::CC_LIBRARY).is_file();
-    if let Some(dir) = configured {
-        return if holds(dir) {
-            Ok(dir.to_path_buf())
-        } else {
-            Err(format!(
-                "TensorFlow library {} not found in {} (from --tensorflow-path or \
-                 FERROSERVE_TENSORFLOW_PATH); give the directory of the tensorflow-cpu \
-                 wheel's tensorflow package",
-                ffi::CC_LIBRARY,
-                dir.display()
-            ))
-        };
-    }
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(p) = std::env::var_os("FERROSERVE_TENSORFLOW_PATH").filter(|p| !p.is_empty()) {
-        candidates.push(PathBuf::from(p));
-    }
-    if let Some(dir) = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(Path::to_path_buf))
-    {
-        if let Some(up) = dir.parent() {
-            candidates.push(dir.clone());
-            candidates.push(up.to_path_buf());
-        } else {
-            candidates.push(dir);
-        }
-    }
-    if let Some(found) = candidates.iter().find(|c| holds(c)) {
-        return Ok(found.clone());
-    }
-    let tried: Vec<String> = candidates.iter().map(|c| c.display().to_string()).collect();
-    Err(format!(
-        "TensorFlow library {} not found (tried: {}); run scripts/setup.sh, or set \
-         --tensorflow-path / FERROSERVE_TENSORFLOW_PATH to the tensorflow-cpu wheel's \
-         tensorflow directory",
-        ffi::CC_LIBRARY,
-        tried.join(", ")
-    ))
-}
-
-/// TensorFlow's switch for its oneDNN (MKL) kernels, read once, when the library first
-/// runs a graph. The `tensorflow-cpu` wheel turns them on by default, and oneDNN's
-/// kernels abort the whole process on input TensorFlow's own kernels answer with an
-/// error (a `Conv2D` fed a tensor that is not of rank 4 fails a `CHECK` in
-/// `tensor_format.h`) and fail on some they run (a max-pool of an empty image:
-/// "could not create a descriptor"), so the server turns them off unless told
-/// otherwise ([`default_onednn_off`]).
-pub const ONEDNN_VARIABLE: &str = "TF_ENABLE_ONEDNN_OPTS";
-
-/// Sets [`ONEDNN_VARIABLE`] to `0` unless it is set (a value the user chose stays,
-/// `1` bringing the oneDNN kernels and their aborts back).
-///
-/// # Safety
-/// Changes the process's environment: call it before any other thread starts (at
-/// the top of `main`), since another thread reading the environment at the same
-/// time is undefined behaviour. TensorFlow reads the variable later, from its own
-/// threads, which is why it cannot be set where the library is loaded.
-pub unsafe fn default_onednn_off() {
-    if std::env::var_os(ONEDNN_VARIABLE).is_none() {
-        std::env::set_var(ONEDNN_VARIABLE, "0");
-    }
-}
-
-fn api(options: &BackendOptions) -> Result<&'static Api, String> {
-    let dir = locate_library(options.tensorflow_path.as_deref())?;
-    let mut loaded = API.lock();
-    if let Some((from, api)) = &*loaded {
-        if *from != dir {
-            tracing::warn!(loaded = %from.display(), asked = %dir.display(),
-                "TensorFlow is already loaded from another directory; using it");
-        }
-        return Ok(api);
-    }
-    // Leaked on purpose: the library stays loaded for the life of the process.
-    let api: &'static Api = Box::leak(Box::new(Api::load(&dir)?));
-    // SAFETY: TF_Version returns a static NUL-terminated string.
-    let version = unsafe { CStr::from_ptr((api.TF_Version)()) };
-    let onednn = std::env::var(ONEDNN_VARIABLE)
-        .unwrap_or_else(|_| "unset (TensorFlow's default: on)".into());
-    tracing::info!(version = %version.to_string_lossy(), dir = %dir.display(),
-        onednn_opts = %onednn, "TensorFlow loaded");
-    *loaded = Some((dir, api));
-    Ok(api)
-}
-
-/// How a SavedModel is loaded: the server's `[tensorflow]` table of a model's
-/// `config.toml` (with the `serde` feature it deserializes from that table).
-#[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(
-    feature = "serde",
-    derive(serde::Deserialize),
-    serde(deny_unknown_fields, default)
-)]
-pub struct TensorflowConfig {
-    /// The MetaGraph's tag set to load. Default `["serve"]`, as TF Serving.
-    pub tags: Vec<String>,
-    /// TensorFlow's intra-op threads (`ConfigProto.intra_op_parallelism_threads`).
-    /// Default 0: TensorFlow chooses (one per core), as TF Serving. At most
-    /// [`MAX_THREADS`]. TensorFlow's CPU device has one intra-op pool per process,
-    /// made by the first session created: only the first SavedModel the process
-    /// loads sizes it, and a later one's different setting is logged as without
-    /// effect.
-    #[cfg_attr(feature = "serde", serde(deserialize_with = "thread_count"))]
-    pub intra_op_threads: u32,
-    /// TensorFlow's inter-op threads (`ConfigProto.inter_op_parallelism_threads`).
-    /// Default 0: the session shares TensorFlow's process-wide inter-op pool (its
-    /// default size). Set, the session gets a pool of its own of that many threads
-    /// (`use_per_session_threads`), which neither sizes nor waits on another
-    /// model's. At most [`MAX_THREADS`].
-    #[cfg_attr(feature = "serde", serde(deserialize_with = "thread_count"))]
-    pub inter_op_threads: u32,
-}
-
-/// The most threads a `[tensorflow]` thread setting may ask for (the server's other
-/// thread settings have the same bound): TensorFlow starts them all while the
-/// version loads, and a pool of 100,000 took gigabytes before the first request.
-pub const MAX_THREADS: u32 = 1024;
-
-/// A thread count of `[tensorflow]`: 0 (TensorFlow chooses) to [`MAX_THREADS`].
-#[cfg(feature = "serde")]
-fn thread_count<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
-    let n = <u64 as serde::Deserialize>::deserialize(deserializer)?;
-    match u32::try_from(n) {
-        Ok(n) if n <= MAX_THREADS => Ok(n),
-        _ => Err(serde::de::Error::custom(format!(
-            "{n} threads is more than the {MAX_THREADS} allowed (0: TensorFlow chooses)"
-        ))),
-    }
-}
-
-impl Default for TensorflowConfig {
-    fn default() -> TensorflowConfig {
-        TensorflowConfig {
-            tags: vec!["serve".to_string()],
-            intra_op_threads: 0,
-            inter_op_threads: 0,
-        }
-    }
-}
-
-/// The `intra_op_threads` of the first session this process created (0:
-/// TensorFlow's default); `None` before it.
-///
-/// TensorFlow's CPU device takes its intra-op pool from a process-wide one that the
-/// first session's options size (`LocalDevice`'s global pool); no `ConfigProto`
-/// field gives a session a pool of its own. A later model's different setting
-/// therefore does nothing, and is logged so rather than silently ignored.
-static INTRA_OP_POOL: parking_lot::Mutex<Option<u32>> = parking_lot::Mutex::new(None);
-
-/// Records the intra-op pool's size if this is the process's first session, or
-/// warns that a different `intra_op_threads` of a later one has no effect.
-fn note_intra_op_pool(dir: &Path, intra_op_threads: u32) {
-    let describe = |n: u32| match n {
-        0 => "TensorFlow's default size".to_string(),
-        n => format!("{n} threads"),
-    };
-    let mut pool = INTRA_OP_POOL.lock();
-    match *pool {
-        None => *pool = Some(intra_op_threads),
-        Some(size) if intra_op_threads != 0 && intra_op_threads != size => {
-            tracing::warn!(
-                "{}: intra_op_threads = {intra_op_threads} has no effect: TensorFlow's \
-                 intra-op pool is one per process, made with {} by the first SavedModel \
-                 loaded",
-                dir.display(),
-                describe(size),
-            );
-        }
-        Some(_) => {}
-    }
-}
-
-/// The entries of a version directory that are TensorFlow's to read when it loads a
-/// SavedModel: the graph (`saved_model.pb`, else `saved_model.pbtxt`), its
-/// fingerprint, and everything under `variables/` and `assets/`. (`assets.extra`
-/// holds TF Serving's warm-up file, which the server reads itself as a regular file;
-/// `config.toml` and `warmup.json` are the server's too.)
-const SAVED_MODEL_FILES: [&str; 3] = [SAVED_MODEL_FILE, "saved_model.pbtxt", "fingerprint.pb"];
-const SAVED_MODEL_DIRS: [&str; 2] = ["variables", "assets"];
-
-/// The most entries [`check_regular_files`] looks at under `variables/` and
-/// `assets/`: a SavedModel has a handful (one index, a few shards, some vocabulary
-/// files), and the check must end on any tree.
-pub const MAX_SAVED_MODEL_ENTRIES: usize = 10_000;
-
-/// What a file that is neither a regular file nor a directory is, in the words the
-/// server's `regular_file` module uses for a `config.toml` or warm-up file.
-fn non_regular_kind(kind: std::fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt as _;
-    if kind.is_fifo() {
-        "a FIFO (named pipe)"
-    } else if kind.is_socket() {
-        "a socket"
-    } else if kind.is_char_device() || kind.is_block_device() {
-        "a device"
-    } else {
-        "not a regular file"
-    }
-}
-
-/// Refuses a SavedModel directory where TensorFlow would read something that is not
-/// a regular file: a FIFO named `variables/variables.data-00000-of-00001` made
-/// `TF_LoadSessionFromSavedModel` wait for a writer for ever, holding the version in
-/// LOADING where it could be neither unloaded nor deleted, and a device such as
-/// `/dev/zero` never ends. The error names the entry relative to `dir` and what it
-/// is.
-///
-/// Links are followed, as TensorFlow (and the server's other readers) follow them,
-/// into directories too (`variables` is often a link to shared storage); a
-/// directory reached twice (a link loop) is walked once. An entry that cannot be
-/// examined (a dangling link, no permission) is left to TensorFlow, which fails on
-/// it at once rather than waiting. At most [`MAX_SAVED_MODEL_ENTRIES`] entries are
-/// looked at; a tree with more is refused, so the check always ends.
-pub fn check_regular_files(dir: &Path) -> Result<(), String> {
-    use std::os::unix::fs::MetadataExt as _;
-    let not_regular = |relative: &Path, kind: std::fs::FileType| {
-        format!(
-            "{}: it is {}, not a regular file",
-            relative.display(),
-            non_regular_kind(kind)
-        )
-    };
-    for name in SAVED_MODEL_FILES {
-        match std::fs::metadata(dir.join(name)) {
-            Ok(meta) if meta.is_file() => {}
-            Ok(meta) if meta.is_dir() => {
-                return Err(format!("{name}: it is a directory, not a regular file"))
-            }
-            Ok(meta) => return Err(not_regular(Path::new(name), meta.file_type())),
-            Err(_) => {}
-        }
-    }
-    let mut seen_dirs: std::collections::HashSet<(u64, u64)> = std::collections::HashSet::new();
-    let mut pending: Vec<PathBuf> = Vec::new();
-    let mut entries = 0usize;
-    for name in SAVED_MODEL_DIRS {
-        match std::fs::metadata(dir.join(name)) {
-            Ok(meta) if meta.is_dir() => {
-                if seen_dirs.insert((meta.dev(), meta.ino())) {
-                    pending.push(PathBuf::from(name));
-                }
-            }
-            // A regular file named `variables`: TensorFlow finds no variables in it,
-            // which the load reports.
-            Ok(meta) if meta.is_file() => {}
-            Ok(meta) => return Err(not_regular(Path::new(name), meta.file_type())),
-            Err(_) => {}
-        }
-    }
-    while let Some(relative_dir) = pending.pop() {
-        let Ok(listing) = std::fs::read_dir(dir.join(&relative_dir)) else {
-            continue;
-        };
-        for entry in listing.flatten() {
-            entries += 1;
-            if entries > MAX_SAVED_MODEL_ENTRIES {
-                return Err(format!(
-                    "{} and {} hold more than {MAX_SAVED_MODEL_ENTRIES} entries",
-                    SAVED_MODEL_DIRS[0], SAVED_MODEL_DIRS[1]
-                ));
-            }
-            let relative = relative_dir.join(entry.file_name());
-            match std::fs::metadata(entry.path()) {
-                Ok(meta) if meta.is_file() => {}
-                Ok(meta) if meta.is_dir() => {
-                    if seen_dirs.insert((meta.dev(), meta.ino())) {
-                        pending.push(relative);
-                    }
-                }
-                Ok(meta) => return Err(not_regular(&relative, meta.file_type())),
-                Err(_) => {}
-            }
-        }
-    }
-    Ok(())
-}
 
 /// A `TF_Status`, deleted on drop.
 struct Status<'a> {
@@ -420,42 +141,6 @@ impl Drop for TensorflowBackend {
             (self.api.TF_DeleteGraph)(self.graph);
         }
     }
-}
-
-fn dtype_from_tf(code: i32) -> Option<DataType> {
-    Some(match code {
-        ffi::TF_FLOAT => DataType::F32,
-        ffi::TF_DOUBLE => DataType::F64,
-        ffi::TF_INT32 => DataType::I32,
-        ffi::TF_INT64 => DataType::I64,
-        ffi::TF_UINT8 => DataType::U8,
-        ffi::TF_INT8 => DataType::I8,
-        ffi::TF_INT16 => DataType::I16,
-        ffi::TF_UINT16 => DataType::U16,
-        ffi::TF_UINT32 => DataType::U32,
-        ffi::TF_UINT64 => DataType::U64,
-        ffi::TF_BOOL => DataType::Bool,
-        ffi::TF_STRING => DataType::Bytes,
-        _ => return None,
-    })
-}
-
-fn dtype_to_tf(dtype: DataType) -> Option<c_int> {
-    Some(match dtype {
-        DataType::F32 => ffi::TF_FLOAT,
-        DataType::F64 => ffi::TF_DOUBLE,
-        DataType::I32 => ffi::TF_INT32,
-        DataType::I64 => ffi::TF_INT64,
-        DataType::U8 => ffi::TF_UINT8,
-        DataType::I8 => ffi::TF_INT8,
-        DataType::I16 => ffi::TF_INT16,
-        DataType::U16 => ffi::TF_UINT16,
-        DataType::U32 => ffi::TF_UINT32,
-        DataType::U64 => ffi::TF_UINT64,
-        DataType::Bool => ffi::TF_BOOL,
-        DataType::Bytes => ffi::TF_STRING,
-        DataType::F16 => return None,
-    })
 }
 
 /// TF Serving's output keys of a classification signature
@@ -900,11 +585,7 @@ impl TensorflowBackend {
         let outputs: Vec<OwnedTensor> = output_ptrs
             .into_iter()
             .filter(|p| !p.is_null())
-            .map(|raw| OwnedTensor {
-                api: self.api,
-                raw,
-                owns_strings: false,
-            })
+            .map(|raw| OwnedTensor::output(self.api, raw))
             .collect();
         if let Err((code, message)) = status.check() {
             let message = super::client_message(&message, None);
@@ -923,169 +604,6 @@ impl TensorflowBackend {
                 Ok((name.clone(), out.to_tensor(name)?))
             })
             .collect()
-    }
-}
-
-/// A `TF_Tensor` deleted on drop. Strings this process wrote into an input tensor
-/// are freed first: TensorFlow's deallocator for `TF_AllocateTensor` frees only the
-/// buffer.
-struct OwnedTensor {
-    api: &'static Api,
-    raw: *mut ffi::TF_Tensor,
-    owns_strings: bool,
-}
-
-impl Drop for OwnedTensor {
-    fn drop(&mut self) {
-        // SAFETY: `raw` is a live tensor owned here; for strings, its buffer holds
-        // that many initialised TF_TStrings.
-        unsafe {
-            if self.owns_strings {
-                let n =
-                    (self.api.TF_TensorByteSize)(self.raw) / std::mem::size_of::<ffi::TF_TString>();
-                let data = (self.api.TF_TensorData)(self.raw).cast::<ffi::TF_TString>();
-                for i in 0..n {
-                    (self.api.TF_StringDealloc)(data.add(i));
-                }
-            }
-            (self.api.TF_DeleteTensor)(self.raw);
-        }
-    }
-}
-
-impl OwnedTensor {
-    fn from_tensor(api: &'static Api, tensor: &Tensor) -> Result<OwnedTensor, BackendError> {
-        let dims: Vec<i64> = tensor.shape().iter().map(|&d| d as i64).collect();
-        let code = dtype_to_tf(tensor.dtype()).ok_or_else(|| {
-            BackendError::InvalidInput(format!(
-                "{} inputs are not supported by the TensorFlow backend",
-                tensor.dtype()
-            ))
-        })?;
-        let n = tensor.len();
-        let element = tensor
-            .dtype()
-            .fixed_size()
-            .unwrap_or(std::mem::size_of::<ffi::TF_TString>());
-        // SAFETY: the tensor is allocated with room for `n` elements and written
-        // within it; it is owned by the returned value.
-        unsafe {
-            let raw =
-                (api.TF_AllocateTensor)(code, dims.as_ptr(), dims.len() as c_int, n * element);
-            if raw.is_null() {
-                return Err(BackendError::Inference(
-                    "TensorFlow could not allocate an input tensor".into(),
-                ));
-            }
-            let data = (api.TF_TensorData)(raw);
-            let mut owned = OwnedTensor {
-                api,
-                raw,
-                owns_strings: false,
-            };
-            macro_rules! copy {
-                ($v:expr) => {
-                    if n > 0 {
-                        std::ptr::copy_nonoverlapping($v.as_ptr(), data.cast(), n)
-                    }
-                };
-            }
-            match tensor.data() {
-                TensorData::F32(v) => copy!(v),
-                TensorData::F64(v) => copy!(v),
-                TensorData::I32(v) => copy!(v),
-                TensorData::I64(v) => copy!(v),
-                TensorData::U8(v) => copy!(v),
-                TensorData::I8(v) => copy!(v),
-                TensorData::I16(v) => copy!(v),
-                TensorData::U16(v) => copy!(v),
-                TensorData::U32(v) => copy!(v),
-                TensorData::U64(v) => copy!(v),
-                TensorData::Bool(v) => {
-                    let bytes: Vec<u8> = v.iter().map(|&b| b as u8).collect();
-                    copy!(bytes)
-                }
-                TensorData::Bytes(v) => {
-                    let strings = data.cast::<ffi::TF_TString>();
-                    for i in 0..v.len() {
-                        (api.TF_StringInit)(strings.add(i));
-                    }
-                    owned.owns_strings = true;
-                    for (i, s) in v.iter().enumerate() {
-                        (api.TF_StringCopy)(strings.add(i), s.as_ptr().cast(), s.len());
-                    }
-                }
-                TensorData::F16(_) => unreachable!("refused above"),
-            }
-            Ok(owned)
-        }
-    }
-
-    fn to_tensor(&self, name: &str) -> Result<Tensor, BackendError> {
-        let api = self.api;
-        // SAFETY: reads a live output tensor within its byte size.
-        unsafe {
-            let code = (api.TF_TensorType)(self.raw);
-            let dtype = dtype_from_tf(code).ok_or_else(|| {
-                BackendError::Inference(format!("output {name:?} has unsupported dtype {code}"))
-            })?;
-            let ndims = (api.TF_NumDims)(self.raw);
-            let shape: Vec<usize> = (0..ndims)
-                .map(|i| (api.TF_Dim)(self.raw, i).max(0) as usize)
-                .collect();
-            let n: usize = shape.iter().product();
-            let data = (api.TF_TensorData)(self.raw);
-            let bytes = (api.TF_TensorByteSize)(self.raw);
-            let element = dtype
-                .fixed_size()
-                .unwrap_or(std::mem::size_of::<ffi::TF_TString>());
-            if n > 0 && (data.is_null() || bytes < n * element) {
-                return Err(BackendError::Inference(format!(
-                    "output {name:?} holds {bytes} bytes for {n} elements"
-                )));
-            }
-            macro_rules! read {
-                ($t:ty) => {
-                    if n == 0 {
-                        Vec::new()
-                    } else {
-                        std::slice::from_raw_parts(data.cast::<$t>(), n).to_vec()
-                    }
-                };
-            }
-            let values = match dtype {
-                DataType::F32 => TensorData::F32(read!(f32)),
-                DataType::F64 => TensorData::F64(read!(f64)),
-                DataType::I32 => TensorData::I32(read!(i32)),
-                DataType::I64 => TensorData::I64(read!(i64)),
-                DataType::U8 => TensorData::U8(read!(u8)),
-                DataType::I8 => TensorData::I8(read!(i8)),
-                DataType::I16 => TensorData::I16(read!(i16)),
-                DataType::U16 => TensorData::U16(read!(u16)),
-                DataType::U32 => TensorData::U32(read!(u32)),
-                DataType::U64 => TensorData::U64(read!(u64)),
-                DataType::Bool => TensorData::Bool(read!(u8).into_iter().map(|b| b != 0).collect()),
-                DataType::Bytes => {
-                    let strings = data.cast::<ffi::TF_TString>();
-                    TensorData::Bytes(
-                        (0..n)
-                            .map(|i| {
-                                let s = strings.add(i);
-                                let len = (api.TF_StringGetSize)(s);
-                                let ptr = (api.TF_StringGetDataPointer)(s);
-                                if len == 0 {
-                                    Vec::new()
-                                } else {
-                                    std::slice::from_raw_parts(ptr.cast::<u8>(), len).to_vec()
-                                }
-                            })
-                            .collect(),
-                    )
-                }
-                DataType::F16 => unreachable!("never mapped from TensorFlow"),
-            };
-            Tensor::new(shape, values).map_err(|e| BackendError::Inference(e.to_string()))
-        }
     }
 }
 
