@@ -22,296 +22,25 @@
 //! the deadline passes, and ONNX Runtime stops before the next node it runs (inside a
 //! `Loop` body too), so a run nobody waits for stops holding its inference thread.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::sync::Arc;
 
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{RunOptions, Session};
 use ort::value::{DynValue, TensorElementType, TensorRef, ValueType};
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
 use super::{Backend, BackendError, BackendOptions, ModelTraits, Signature};
 
 mod graph;
+mod runtime;
+mod watchdog;
 use crate::tensor::{DataType, NamedTensor, Tensor, TensorData, TensorSpec, ANY_RANK};
-
-/// The library file name the `onnxruntime==1.31.1` wheel ships, which `api-31` needs.
-pub const RUNTIME_FILE_NAME: &str = "libonnxruntime.so.1.31.1";
-
-/// The process-wide ONNX Runtime environment, or why it could not be created.
-/// `ort` can load one library per process, so the first successful location wins.
-static ENVIRONMENT: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
-
-/// Where to find `libonnxruntime`: the explicit setting (which must exist), else
-/// `ORT_DYLIB_PATH`, else next to the running executable (where `scripts/setup.sh`
-/// puts it).
-pub fn locate_runtime(configured: Option<&Path>) -> Result<PathBuf, String> {
-    if let Some(p) = configured {
-        return if p.is_file() {
-            Ok(p.to_path_buf())
-        } else {
-            Err(format!(
-                "ONNX Runtime library {} (from --onnxruntime-path) does not exist",
-                p.display()
-            ))
-        };
-    }
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
-        candidates.push(PathBuf::from(p));
-    }
-    if let Some(dir) = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(Path::to_path_buf))
-    {
-        candidates.push(dir.join(RUNTIME_FILE_NAME));
-        // Test binaries live in target/<profile>/deps; the library sits one level up.
-        if let Some(up) = dir.parent() {
-            candidates.push(up.join(RUNTIME_FILE_NAME));
-        }
-    }
-    if let Some(found) = candidates.iter().find(|c| c.is_file()) {
-        return Ok(found.clone());
-    }
-    let tried: Vec<String> = candidates.iter().map(|c| c.display().to_string()).collect();
-    Err(format!(
-        "ONNX Runtime library not found (tried: {}); run scripts/setup.sh, or set \
-         --onnxruntime-path / ORT_DYLIB_PATH to {RUNTIME_FILE_NAME}",
-        tried.join(", ")
-    ))
-}
-
-fn environment(options: &BackendOptions) -> Result<&'static ort::environment::Environment, String> {
-    ENVIRONMENT
-        .get_or_init(|| {
-            let path = locate_runtime(options.onnxruntime_path.as_deref())?;
-            let builder = ort::init_from(&path)
-                .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", path.display()))?;
-            let environment = builder
-                .with_name("ferroserve")
-                .with_telemetry(false)
-                .with_logger(std::sync::Arc::new(runtime_log))
-                .build()
-                .map_err(|e| format!("cannot start ONNX Runtime: {e}"))?;
-            // A custom logger's environment starts at every level (verbose): the
-            // level ONNX Runtime's own logger has (`ORT_LOG`, else errors only).
-            environment.set_log_level(runtime_log_level());
-            Ok(environment)
-        })
-        .as_ref()
-        .map_err(Clone::clone)
-}
-
-/// ONNX Runtime's log lines, through `tracing` as the server's own are (its own
-/// logger wrote coloured text to stderr, lines a JSON log stream,
-/// `--log-format json`, could not parse), under the target `onnxruntime`. The
-/// error a run ended at its deadline logs ("Exiting due to terminate flag") is the
-/// server's doing and answered as a timeout already: a debug line.
-fn runtime_log(
-    level: ort::logging::LogLevel,
-    category: &str,
-    _id: &str,
-    code_location: &str,
-    message: &str,
-) {
-    use ort::logging::LogLevel;
-    if message.contains("terminate flag being set to true") {
-        tracing::debug!(target: "onnxruntime", category, code_location, "{message}");
-        return;
-    }
-    match level {
-        LogLevel::Verbose => {
-            tracing::debug!(target: "onnxruntime", category, code_location, "{message}")
-        }
-        LogLevel::Info => {
-            tracing::info!(target: "onnxruntime", category, code_location, "{message}")
-        }
-        LogLevel::Warning => {
-            tracing::warn!(target: "onnxruntime", category, code_location, "{message}")
-        }
-        LogLevel::Error | LogLevel::Fatal => {
-            tracing::error!(target: "onnxruntime", category, code_location, "{message}")
-        }
-    }
-}
-
-/// The level ONNX Runtime logs from: `ORT_LOG` (`fatal`, `error`, `warning`,
-/// `info`, `verbose`, in any case) as for its own logger, else errors; a value
-/// that names no level is said in the log, not taken silently for `error`.
-fn runtime_log_level() -> ort::logging::LogLevel {
-    let value = std::env::var("ORT_LOG").ok();
-    log_level_named(value.as_deref()).unwrap_or_else(|given| {
-        tracing::warn!(
-            "ORT_LOG={given:?} names no ONNX Runtime log level (fatal, error, warning, \
-             info, verbose): ONNX Runtime logs its errors only"
-        );
-        ort::logging::LogLevel::Error
-    })
-}
-
-/// The level `ORT_LOG`'s value names (`None`, unset: errors), or the value back
-/// when it names none.
-fn log_level_named(value: Option<&str>) -> Result<ort::logging::LogLevel, String> {
-    use ort::logging::LogLevel;
-    let Some(value) = value else {
-        return Ok(LogLevel::Error);
-    };
-    match value.trim().to_ascii_lowercase().as_str() {
-        "fatal" => Ok(LogLevel::Fatal),
-        "error" => Ok(LogLevel::Error),
-        "warning" | "warn" => Ok(LogLevel::Warning),
-        "info" => Ok(LogLevel::Info),
-        "verbose" => Ok(LogLevel::Verbose),
-        _ => Err(value.to_string()),
-    }
-}
-
-/// Ends ONNX runs at their deadlines: a map of the runs under way that have one, and
-/// one thread, started with the first such run and living as long as the process (as
-/// the ONNX Runtime environment does), that sleeps until the earliest deadline and
-/// sets that run's terminate flag.
-///
-/// The request path pays two uncontended locks a run: the thread is woken only when
-/// a run is due before the time it already sleeps until (at most about once per
-/// deadline's length under steady traffic), never spawned per run.
-struct Watchdog {
-    state: Mutex<WatchState>,
-    /// Wakes the thread when a run is due before [`WatchState::wakes_at`].
-    wake: Condvar,
-}
-
-struct WatchState {
-    /// The runs being watched, by deadline (and a number that tells apart runs with
-    /// the same one), with the options each runs under.
-    runs: BTreeMap<(Instant, u64), Arc<RunOptions>>,
-    next_id: u64,
-    /// When the thread wakes next; `None`: only when woken. A run due earlier must
-    /// wake it.
-    wakes_at: Option<Instant>,
-}
-
-static WATCHDOG: Watchdog = Watchdog {
-    state: Mutex::new(WatchState {
-        runs: BTreeMap::new(),
-        next_id: 0,
-        wakes_at: None,
-    }),
-    wake: Condvar::new(),
-};
-
-/// Whether the watchdog's thread started (started by the first call).
-static WATCHDOG_THREAD: OnceLock<bool> = OnceLock::new();
-
-impl Watchdog {
-    /// The watchdog, its thread started; `None` when the thread cannot be started
-    /// (logged once): runs then go to their end as they did before deadlines.
-    fn get() -> Option<&'static Watchdog> {
-        let started = *WATCHDOG_THREAD.get_or_init(|| {
-            match std::thread::Builder::new()
-                .name("onnx-deadlines".into())
-                .spawn(|| WATCHDOG.watch())
-            {
-                Ok(_) => true,
-                Err(e) => {
-                    tracing::error!(
-                        error = %e,
-                        "cannot start the thread that ends ONNX runs at their deadlines; \
-                         ONNX runs will run past them"
-                    );
-                    false
-                }
-            }
-        });
-        started.then_some(&WATCHDOG)
-    }
-
-    /// Watches a run that goes under `options` until `deadline`.
-    fn arm(&'static self, deadline: Instant, options: &Arc<RunOptions>) -> Armed {
-        let mut state = self.state.lock();
-        let key = (deadline, state.next_id);
-        state.next_id = state.next_id.wrapping_add(1);
-        state.runs.insert(key, Arc::clone(options));
-        if state.wakes_at.is_none_or(|at| deadline < at) {
-            state.wakes_at = Some(deadline);
-            drop(state);
-            self.wake.notify_one();
-        }
-        Armed {
-            watchdog: self,
-            key,
-            options: Arc::clone(options),
-            disarmed: false,
-        }
-    }
-
-    /// The thread's loop: terminates the runs whose deadline has passed, then sleeps
-    /// until the next deadline or until a run due earlier wakes it.
-    fn watch(&self) {
-        let mut state = self.state.lock();
-        loop {
-            let now = Instant::now();
-            while let Some(entry) = state.runs.first_entry() {
-                if entry.key().0 > now {
-                    break;
-                }
-                if let Err(e) = entry.remove().terminate() {
-                    tracing::warn!(error = %e, "cannot end an ONNX run at its deadline");
-                }
-            }
-            state.wakes_at = state.runs.first_key_value().map(|((at, _), _)| *at);
-            match state.wakes_at {
-                Some(at) => {
-                    self.wake.wait_until(&mut state, at);
-                }
-                None => self.wake.wait(&mut state),
-            }
-        }
-    }
-}
-
-/// A run under watch; taking it off ([`Armed::disarm`], or dropping it if the run
-/// panicked) clears the terminate flag if the watchdog set it, so that the session's
-/// next run is not ended at once.
-struct Armed {
-    watchdog: &'static Watchdog,
-    key: (Instant, u64),
-    options: Arc<RunOptions>,
-    disarmed: bool,
-}
-
-impl Armed {
-    /// Takes the run off the watch: whether the watchdog terminated it first.
-    fn disarm(mut self) -> bool {
-        self.disarmed = true;
-        self.take_off()
-    }
-
-    fn take_off(&self) -> bool {
-        // The watchdog removes a run and sets its flag under this lock: a run still
-        // in the map was never terminated, and now cannot be.
-        let terminated = self.watchdog.state.lock().runs.remove(&self.key).is_none();
-        if terminated {
-            if let Err(e) = self.options.unterminate() {
-                tracing::error!(
-                    error = %e,
-                    "cannot clear an ONNX session's terminate flag; its next runs will fail"
-                );
-            }
-        }
-        terminated
-    }
-}
-
-impl Drop for Armed {
-    fn drop(&mut self) {
-        if !self.disarmed {
-            self.take_off();
-        }
-    }
-}
+use runtime::environment;
+pub use runtime::{locate_runtime, RUNTIME_FILE_NAME};
+use watchdog::{Armed, Watchdog};
 
 /// One ONNX Runtime session, with the options its runs go under: their terminate
 /// flag is what ends a run at its deadline. One run at a time uses them (the
@@ -861,26 +590,13 @@ impl Backend for OnnxBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     fn fixture(name: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../tests/fixtures/onnx")
             .join(name)
             .join("model.onnx")
-    }
-
-    /// `ORT_LOG` names a level in any case; unset is errors; anything else is
-    /// handed back to be said.
-    #[test]
-    fn ort_log_values() {
-        use ort::logging::LogLevel;
-        assert_eq!(log_level_named(None), Ok(LogLevel::Error));
-        assert_eq!(log_level_named(Some("WARNING")), Ok(LogLevel::Warning));
-        assert_eq!(log_level_named(Some("warn")), Ok(LogLevel::Warning));
-        assert_eq!(log_level_named(Some(" verbose ")), Ok(LogLevel::Verbose));
-        assert_eq!(log_level_named(Some("Fatal")), Ok(LogLevel::Fatal));
-        assert_eq!(log_level_named(Some("debug")), Err("debug".to_string()));
-        assert_eq!(log_level_named(Some("")), Err(String::new()));
     }
 
     /// `slow_loop` run for `n` iterations (about a microsecond each).
