@@ -3,22 +3,11 @@
 
 mod common;
 
-use std::path::Path;
-use std::time::Duration;
-
-use common::{install_model, root_path, test_settings, TestServer};
-use ferroserve::settings::Settings;
+use common::{install_model, root_path, unwatched_settings, TestServer};
 use serde_json::{json, Value};
 
 const IRIS_SKLEARN: &str = "examples/models/iris_sklearn/1";
 const IRIS_ONNX: &str = "examples/models/iris_lr/1/model.onnx";
-
-fn unwatched(repo: &Path) -> Settings {
-    Settings {
-        file_system_poll_wait: Duration::ZERO,
-        ..test_settings(repo)
-    }
-}
 
 fn expected() -> Value {
     let text =
@@ -58,7 +47,7 @@ async fn assert_predicts_like_sklearn(server: &TestServer, model: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_named_like_the_old_service_is_served_and_reloaded_by_file_name() {
     let repo = tempfile::tempdir().unwrap();
-    let server = TestServer::start_with(unwatched(repo.path())).await;
+    let server = TestServer::start_with(unwatched_settings(repo.path())).await;
     let pickle = std::fs::read(root_path(&format!("{IRIS_SKLEARN}/model.joblib"))).unwrap();
 
     // The model id is the file name's stem; the file is stored under the canonical

@@ -11,36 +11,12 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{install_model, raw_grpc, raw_grpc_body, root_path, test_settings, TestServer};
+use common::{
+    example_onnx, install_model, raw_grpc, raw_grpc_body, root_path, test_settings,
+    unwatched_settings, TestServer,
+};
 use ferroserve::settings::Settings;
 use serde_json::{json, Value};
-
-fn iris(name: &str) -> Vec<u8> {
-    std::fs::read(root_path(&format!("examples/models/{name}/1/model.onnx"))).unwrap()
-}
-
-/// The watcher off, so that only the API changes what is served.
-fn unwatched(repo: &Path) -> Settings {
-    Settings {
-        file_system_poll_wait: Duration::ZERO,
-        ..test_settings(repo)
-    }
-}
-
-async fn request(server: &TestServer, method: reqwest::Method, path: &str) -> (u16, Value) {
-    let r = server
-        .client
-        .request(method, server.url(path))
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
 
 /// A model whose IR version no ONNX Runtime supports: ONNX Runtime's message for it
 /// carries the C++ source location that raised it.
@@ -71,7 +47,7 @@ async fn error_bodies_name_no_server_paths() {
     let lr = root_path("examples/models/iris_lr/1/model.onnx");
     install_model(repo.path(), "misconfigured", 1, &lr);
     std::fs::write(repo.path().join("misconfigured/config.toml"), "timeout = [").unwrap();
-    let server = TestServer::start_with(unwatched(repo.path())).await;
+    let server = TestServer::start_with(unwatched_settings(repo.path())).await;
 
     // Uploads of files that do not load: 400, in terms of the file the client sent.
     for (file_name, bytes, expected) in [
@@ -127,12 +103,9 @@ async fn error_bodies_name_no_server_paths() {
     assert_no_server_paths("a predict error", &body.to_string(), repo.path());
 
     // Reloading a model that has no directory.
-    let (code, body) = request(
-        &server,
-        reqwest::Method::POST,
-        "/reload_model?modelname=ghost",
-    )
-    .await;
+    let (code, body) = server
+        .request(reqwest::Method::POST, "/reload_model?modelname=ghost")
+        .await;
     assert_eq!(code, 404, "{body}");
     assert_no_server_paths("a reload error", &body.to_string(), repo.path());
     server.stop().await;
@@ -152,7 +125,7 @@ async fn a_deadline_past_any_clock_is_a_config_error() {
     )
     .unwrap();
     install_model(repo.path(), "iris", 1, &lr);
-    let server = TestServer::start_with(unwatched(repo.path())).await;
+    let server = TestServer::start_with(unwatched_settings(repo.path())).await;
     let (code, status) = server.get("/models/status").await;
     assert_eq!(code, 200);
     let eternal = status["models"]
@@ -177,19 +150,20 @@ async fn a_deadline_past_any_clock_is_a_config_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_with_the_longest_name_can_be_deleted() {
     let repo = tempfile::tempdir().unwrap();
-    let server = TestServer::start_with(unwatched(repo.path())).await;
+    let server = TestServer::start_with(unwatched_settings(repo.path())).await;
     for len in [224, 250, 255] {
         let name = "m".repeat(len);
         let (code, body) = server
-            .upload(&[("model_id", &name)], "model.onnx", iris("iris_lr"))
+            .upload(
+                &[("model_id", &name)],
+                "model.onnx",
+                example_onnx("iris_lr"),
+            )
             .await;
         assert_eq!(code, 200, "{body}");
-        let (code, body) = request(
-            &server,
-            reqwest::Method::DELETE,
-            &format!("/delete_model/{name}"),
-        )
-        .await;
+        let (code, body) = server
+            .request(reqwest::Method::DELETE, &format!("/delete_model/{name}"))
+            .await;
         assert_eq!(code, 200, "{len} characters: {body}");
         assert!(!repo.path().join(&name).exists());
     }
@@ -207,7 +181,7 @@ async fn a_model_with_the_longest_name_can_be_deleted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_versions_are_plain_decimal_up_to_the_maximum() {
     let repo = tempfile::tempdir().unwrap();
-    let server = TestServer::start_with(unwatched(repo.path())).await;
+    let server = TestServer::start_with(unwatched_settings(repo.path())).await;
     for bad in [
         "18446744073709551615",
         "9007199254740992",
@@ -224,7 +198,7 @@ async fn upload_versions_are_plain_decimal_up_to_the_maximum() {
             .upload(
                 &[("model_id", "numbered"), ("version", bad)],
                 "model.onnx",
-                iris("iris_lr"),
+                example_onnx("iris_lr"),
             )
             .await;
         assert_eq!(code, 400, "version {bad:?}: {body}");
@@ -235,7 +209,11 @@ async fn upload_versions_are_plain_decimal_up_to_the_maximum() {
     }
     // None of them was stored, so automatic numbering starts at 1.
     let (code, body) = server
-        .upload(&[("model_id", "numbered")], "model.onnx", iris("iris_lr"))
+        .upload(
+            &[("model_id", "numbered")],
+            "model.onnx",
+            example_onnx("iris_lr"),
+        )
         .await;
     assert_eq!((code, body["version"].clone()), (200, json!(1)), "{body}");
     // The maximum itself is a version; after it, there is no next one to give.
@@ -243,13 +221,17 @@ async fn upload_versions_are_plain_decimal_up_to_the_maximum() {
         .upload(
             &[("model_id", "numbered"), ("version", "9007199254740991")],
             "model.onnx",
-            iris("iris_dt"),
+            example_onnx("iris_dt"),
         )
         .await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["version"], json!(9007199254740991u64));
     let (code, body) = server
-        .upload(&[("model_id", "numbered")], "model.onnx", iris("iris_lr"))
+        .upload(
+            &[("model_id", "numbered")],
+            "model.onnx",
+            example_onnx("iris_lr"),
+        )
         .await;
     assert_eq!(code, 409, "{body}");
     server.stop().await;
@@ -566,7 +548,7 @@ fn upload_body(boundary: &str, model: &str, assets: usize) -> Vec<u8> {
         )
         .as_bytes(),
     );
-    part(&mut body, "file", b"model.onnx", &iris("iris_lr"));
+    part(&mut body, "file", b"model.onnx", &example_onnx("iris_lr"));
     for i in 0..assets {
         part(&mut body, "asset", format!("a{i}.txt").as_bytes(), b"");
     }
@@ -595,7 +577,7 @@ async fn post_upload(server: &TestServer, boundary: &str, mut body: Vec<u8>) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_carry_at_most_1000_assets_with_utf8_names() {
     let repo = tempfile::tempdir().unwrap();
-    let server = TestServer::start_with(unwatched(repo.path())).await;
+    let server = TestServer::start_with(unwatched_settings(repo.path())).await;
     let boundary = "ferroserve-test-boundary";
 
     let (code, answer) = post_upload(&server, boundary, upload_body(boundary, "many", 1001)).await;
@@ -681,7 +663,7 @@ async fn a_partial_http2_preface_is_held_to_the_header_read_timeout() {
     let repo = tempfile::tempdir().unwrap();
     let settings = Settings {
         header_read_timeout: Duration::from_secs(1),
-        ..unwatched(repo.path())
+        ..unwatched_settings(repo.path())
     };
     let server = TestServer::start_with(settings).await;
     let within = Duration::from_secs(5);
@@ -737,10 +719,14 @@ async fn a_partial_http2_preface_is_held_to_the_header_read_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_before_the_file_is_read_reach_the_client() {
     let repo = tempfile::tempdir().unwrap();
-    let server = TestServer::start_with(unwatched(repo.path())).await;
+    let server = TestServer::start_with(unwatched_settings(repo.path())).await;
     // A valid model, padded past what the sockets' buffers hold.
     let (code, answer) = server
-        .upload(&[("model_id", "iris")], "model.onnx", iris("iris_lr"))
+        .upload(
+            &[("model_id", "iris")],
+            "model.onnx",
+            example_onnx("iris_lr"),
+        )
         .await;
     assert_eq!(code, 200, "{answer}");
     // More than the loopback sockets' buffers hold (about 10 MiB), so that an
@@ -809,7 +795,7 @@ async fn refused_upload_head(server: &TestServer, file_bytes: usize) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusal_past_its_drain_says_the_connection_closes() {
     let repo = tempfile::tempdir().unwrap();
-    let server = TestServer::start_with(unwatched(repo.path())).await;
+    let server = TestServer::start_with(unwatched_settings(repo.path())).await;
     let drained = refused_upload_head(&server, 1 << 20).await;
     assert!(drained.starts_with("http/1.1 400"), "{drained}");
     assert!(!drained.contains("connection: close"), "{drained}");

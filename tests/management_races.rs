@@ -15,17 +15,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::child::{free_port, ChildServer};
-use common::{install_model, root_path, test_settings, tree, TestServer};
+use common::{example_onnx, install_model, root_path, test_settings, tree, TestServer};
 use ferroserve::settings::Settings;
 use serde_json::{json, Value};
 
 const MODEL: &str = "m";
 const CLIENTS: u64 = 4;
 const CALLS_PER_CLIENT: usize = 40;
-
-fn iris(name: &str) -> Vec<u8> {
-    std::fs::read(root_path(&format!("examples/models/{name}/1/model.onnx"))).unwrap()
-}
 
 /// Where the server under test answers: `http://127.0.0.1:PORT`.
 struct Server {
@@ -43,7 +39,7 @@ impl Server {
             .text("model_id", MODEL)
             .part(
                 "file",
-                reqwest::multipart::Part::bytes(iris(file)).file_name("m.onnx"),
+                reqwest::multipart::Part::bytes(example_onnx(file)).file_name("m.onnx"),
             );
         let r = self.client.post(self.url("/upload_model")).multipart(form);
         r.send().await.unwrap()
@@ -164,8 +160,8 @@ async fn race(server: &Server, repo: &Path, extra: &[(&str, u16)]) {
     assert!(answers.contains_key(&("delete", 200)), "{answers:?}");
 
     // Whole on disk: no staging or trash left, each version one complete model.
-    let lr = iris("iris_lr");
-    let dt = iris("iris_dt");
+    let lr = example_onnx("iris_lr");
+    let dt = example_onnx("iris_dt");
     for path in tree(repo) {
         assert!(!path.contains(".tmp"), "left behind: {path}");
         if let Some(file) = path.strip_suffix("model.onnx") {

@@ -72,6 +72,20 @@ pub fn test_settings(repo: &Path) -> Settings {
     }
 }
 
+/// [`test_settings`] with the repository watcher off, so that only the API changes
+/// what is served.
+pub fn unwatched_settings(repo: &Path) -> Settings {
+    Settings {
+        file_system_poll_wait: Duration::ZERO,
+        ..test_settings(repo)
+    }
+}
+
+/// The bytes of the example ONNX model `examples/models/<name>/1/model.onnx`.
+pub fn example_onnx(name: &str) -> Vec<u8> {
+    std::fs::read(root_path(&format!("examples/models/{name}/1/model.onnx"))).unwrap()
+}
+
 /// Test settings with a metadata store at `database_url` (else the default SQLite
 /// file), a short store timeout and a quick repository poll.
 pub fn store_settings(repo: &Path, database_url: Option<String>) -> Settings {
@@ -190,6 +204,17 @@ impl TestServer {
 
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
         let r = self.client.get(self.url(path)).send().await.unwrap();
+        status_and_body(r).await
+    }
+
+    /// A request with no body: the status and the JSON body (the text when not JSON).
+    pub async fn request(&self, method: reqwest::Method, path: &str) -> (u16, serde_json::Value) {
+        let r = self
+            .client
+            .request(method, self.url(path))
+            .send()
+            .await
+            .unwrap();
         status_and_body(r).await
     }
 

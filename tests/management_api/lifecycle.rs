@@ -11,7 +11,7 @@ async fn reload_status_stop_deploy_and_delete() {
         1,
         &root_path("examples/models/iris_lr/1/model.onnx"),
     );
-    let server = TestServer::start_with(unwatched(repo.path())).await;
+    let server = TestServer::start_with(unwatched_settings(repo.path())).await;
     let m = status_of(&server, "iris_lr").await.unwrap();
     assert_eq!(m["served_versions"], json!([1]));
     assert_eq!(m["versions"][0]["state"], "AVAILABLE");
@@ -34,12 +34,9 @@ async fn reload_status_stop_deploy_and_delete() {
         &root_path("examples/models/iris_dt/1/model.onnx"),
     );
     assert_eq!(predict_version(&server, "iris_dt").await.0, 404);
-    let (code, body) = request(
-        &server,
-        reqwest::Method::GET,
-        "/reload_model?modelname=iris_dt",
-    )
-    .await;
+    let (code, body) = server
+        .request(reqwest::Method::GET, "/reload_model?modelname=iris_dt")
+        .await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["served_versions"], json!({"iris_dt": [1]}), "{body}");
     assert_eq!(body["models"][0]["busy"], false, "{body}");
@@ -48,31 +45,29 @@ async fn reload_status_stop_deploy_and_delete() {
         1,
         "only the one named"
     );
-    let (code, body) = request(&server, reqwest::Method::POST, "/reload_model").await;
+    let (code, body) = server.request(reqwest::Method::POST, "/reload_model").await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["served_versions"]["iris_lr"], json!([2]), "{body}");
     assert_eq!(predict_version(&server, "iris_lr").await.1["version"], 2);
-    let (code, _) = request(
-        &server,
-        reqwest::Method::GET,
-        "/reload_model?modelname=nope",
-    )
-    .await;
+    let (code, _) = server
+        .request(reqwest::Method::GET, "/reload_model?modelname=nope")
+        .await;
     assert_eq!(code, 404);
-    let (code, _) = request(
-        &server,
-        reqwest::Method::GET,
-        "/reload_model?modelname=../x",
-    )
-    .await;
+    let (code, _) = server
+        .request(reqwest::Method::GET, "/reload_model?modelname=../x")
+        .await;
     assert_eq!(code, 400);
     // An empty modelname is a mistake, not a reload of every model.
-    let (code, body) = request(&server, reqwest::Method::POST, "/reload_model?modelname=").await;
+    let (code, body) = server
+        .request(reqwest::Method::POST, "/reload_model?modelname=")
+        .await;
     assert_eq!(code, 400, "{body}");
     assert!(error_text(&body).contains("modelname"), "{body}");
 
     // Stop: 404 on predict, files kept, status says stopped, reload-all leaves it.
-    let (code, body) = request(&server, reqwest::Method::POST, "/stop_deployment/iris_dt").await;
+    let (code, body) = server
+        .request(reqwest::Method::POST, "/stop_deployment/iris_dt")
+        .await;
     assert_eq!(code, 200, "{body}");
     // Told it is stopped and how to serve it again (the simple API, TF Serving REST),
     // not "not found" as a model that does not exist.
@@ -94,14 +89,15 @@ async fn reload_status_stop_deploy_and_delete() {
         (json!(true), json!(false)),
         "{m}"
     );
-    request(&server, reqwest::Method::POST, "/reload_model").await;
+    server.request(reqwest::Method::POST, "/reload_model").await;
     assert_eq!(
         predict_version(&server, "iris_dt").await.0,
         404,
         "a stopped model stays stopped"
     );
     assert_eq!(
-        request(&server, reqwest::Method::POST, "/stop_deployment/nope")
+        server
+            .request(reqwest::Method::POST, "/stop_deployment/nope")
             .await
             .0,
         404
@@ -147,19 +143,23 @@ async fn reload_status_stop_deploy_and_delete() {
     assert_eq!(server.post_json("/deploy", &bad_timeout).await.0, 400);
 
     // Delete: 404 on predict, files gone, gone from status.
-    let (code, body) = request(&server, reqwest::Method::DELETE, "/delete_model/iris_dt").await;
+    let (code, body) = server
+        .request(reqwest::Method::DELETE, "/delete_model/iris_dt")
+        .await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(predict_version(&server, "iris_dt").await.0, 404);
     assert!(!repo.path().join("iris_dt").exists());
     assert!(status_of(&server, "iris_dt").await.is_none());
     assert_eq!(
-        request(&server, reqwest::Method::DELETE, "/delete_model/iris_dt")
+        server
+            .request(reqwest::Method::DELETE, "/delete_model/iris_dt")
             .await
             .0,
         404
     );
     assert_eq!(
-        request(&server, reqwest::Method::DELETE, "/delete_model/.hidden")
+        server
+            .request(reqwest::Method::DELETE, "/delete_model/.hidden")
             .await
             .0,
         400
@@ -188,7 +188,8 @@ async fn stopped_models_are_not_reloaded_by_the_watcher() {
     })
     .await;
     assert_eq!(
-        request(&server, reqwest::Method::POST, "/stop_deployment/m")
+        server
+            .request(reqwest::Method::POST, "/stop_deployment/m")
             .await
             .0,
         200
@@ -302,23 +303,29 @@ async fn a_refused_reload_leaves_a_stopped_model_stopped_across_a_restart() {
         1,
         &root_path("examples/models/iris_lr/1/model.onnx"),
     );
-    let server = TestServer::start_with(unwatched(repo.path())).await;
-    let (code, body) = request(&server, reqwest::Method::POST, "/stop_deployment/m").await;
+    let server = TestServer::start_with(unwatched_settings(repo.path())).await;
+    let (code, body) = server
+        .request(reqwest::Method::POST, "/stop_deployment/m")
+        .await;
     assert_eq!(code, 200, "{body}");
     std::fs::rename(repo.path().join("m"), away.path().join("m")).unwrap();
-    let (code, body) = request(&server, reqwest::Method::POST, "/reload_model?modelname=m").await;
+    let (code, body) = server
+        .request(reqwest::Method::POST, "/reload_model?modelname=m")
+        .await;
     assert_eq!(code, 404, "{body}");
     std::fs::rename(away.path().join("m"), repo.path().join("m")).unwrap();
     server.stop().await;
 
-    let server = TestServer::start_with(unwatched(repo.path())).await;
+    let server = TestServer::start_with(unwatched_settings(repo.path())).await;
     assert_eq!(
         predict_version(&server, "m").await.0,
         404,
         "the refused reload started the model after a restart"
     );
     // A reload that finds it starts it.
-    let (code, body) = request(&server, reqwest::Method::POST, "/reload_model?modelname=m").await;
+    let (code, body) = server
+        .request(reqwest::Method::POST, "/reload_model?modelname=m")
+        .await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(predict_version(&server, "m").await.0, 200);
     server.stop().await;
@@ -358,7 +365,9 @@ async fn a_delete_that_cannot_move_the_files_changes_nothing() {
             dir
         })
         .collect();
-    let (code, body) = request(&server, reqwest::Method::DELETE, "/delete_model/d").await;
+    let (code, body) = server
+        .request(reqwest::Method::DELETE, "/delete_model/d")
+        .await;
     assert_eq!(code, 500, "{body}");
     assert!(
         error_text(&body).contains("cannot delete model \"d\""),
@@ -391,7 +400,9 @@ async fn a_delete_that_cannot_move_the_files_changes_nothing() {
     for dir in blockers {
         let _ = std::fs::remove_dir_all(dir);
     }
-    let (code, body) = request(&server, reqwest::Method::DELETE, "/delete_model/d").await;
+    let (code, body) = server
+        .request(reqwest::Method::DELETE, "/delete_model/d")
+        .await;
     assert_eq!(code, 200, "{body}");
     assert!(!repo.path().join("d").exists());
     let (code, _) = server
@@ -431,7 +442,7 @@ async fn reload_model_reads_the_model_from_a_json_body() {
         let onnx = root_path(&format!("examples/models/{model}/1/model.onnx"));
         install_model(repo.path(), model, 1, &onnx);
     }
-    let server = TestServer::start_with(unwatched(repo.path())).await;
+    let server = TestServer::start_with(unwatched_settings(repo.path())).await;
     // New versions, seen only by a reload of their model.
     for model in ["iris_lr", "iris_dt"] {
         let onnx = root_path(&format!("examples/models/{model}/1/model.onnx"));

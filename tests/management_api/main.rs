@@ -15,38 +15,13 @@ mod uploads;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{install_model, root_path, test_settings, tree, TestServer};
+use common::{
+    example_onnx, install_model, root_path, test_settings, tree, unwatched_settings, TestServer,
+};
 use ferroserve::settings::Settings;
 use serde_json::{json, Value};
 
 const ROW: [f64; 4] = [5.1, 3.5, 1.4, 0.2];
-
-fn iris(name: &str) -> Vec<u8> {
-    std::fs::read(root_path(&format!("examples/models/{name}/1/model.onnx"))).unwrap()
-}
-
-/// The watcher off, so that only the API changes what is served.
-fn unwatched(repo: &Path) -> Settings {
-    Settings {
-        file_system_poll_wait: Duration::ZERO,
-        ..test_settings(repo)
-    }
-}
-
-async fn request(server: &TestServer, method: reqwest::Method, path: &str) -> (u16, Value) {
-    let r = server
-        .client
-        .request(method, server.url(path))
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
 
 async fn status_of(server: &TestServer, model: &str) -> Option<Value> {
     let (code, body) = server.get("/models/status").await;

@@ -17,7 +17,7 @@ async fn simple_predict_by_position_and_by_name() {
          [feature_defaults]\nsepal_width = 3.5\n",
     )
     .unwrap();
-    let server = TestServer::start_with(unwatched(repo.path())).await;
+    let server = TestServer::start_with(unwatched_settings(repo.path())).await;
     let (code, one) = server
         .post_json("/predict", &json!({"model_id": "iris", "features": ROW}))
         .await;
@@ -116,7 +116,7 @@ async fn simple_predict_by_position_and_by_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn description_lists_the_endpoints() {
     let repo = tempfile::tempdir().unwrap();
-    let server = TestServer::start_with(unwatched(repo.path())).await;
+    let server = TestServer::start_with(unwatched_settings(repo.path())).await;
     let (code, body) = server.get("/description").await;
     assert_eq!(code, 200);
     assert_eq!(body["service"], "ferroserve");

@@ -5,10 +5,12 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_serves_the_new_version_at_once() {
     let repo = tempfile::tempdir().unwrap();
-    let server = TestServer::start_with(unwatched(repo.path())).await;
+    let server = TestServer::start_with(unwatched_settings(repo.path())).await;
 
     // model_id defaults to the file name without extension, version to 1.
-    let (code, body) = server.upload(&[], "iris.onnx", iris("iris_lr")).await;
+    let (code, body) = server
+        .upload(&[], "iris.onnx", example_onnx("iris_lr"))
+        .await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(
         (body["model_id"].clone(), body["version"].clone()),
@@ -26,7 +28,7 @@ async fn upload_serves_the_new_version_at_once() {
 
     // The next upload is the next version, and is what "latest" serves now.
     let (code, body) = server
-        .upload(&[("model_id", "iris")], "dt.onnx", iris("iris_dt"))
+        .upload(&[("model_id", "iris")], "dt.onnx", example_onnx("iris_dt"))
         .await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["version"], 2);
@@ -38,20 +40,20 @@ async fn upload_serves_the_new_version_at_once() {
         .upload(
             &[("model_id", "iris"), ("version", "2")],
             "x.onnx",
-            iris("iris_lr"),
+            example_onnx("iris_lr"),
         )
         .await;
     assert_eq!(code, 409, "{body}");
     assert_eq!(
         std::fs::read(repo.path().join("iris/2/model.onnx")).unwrap(),
-        iris("iris_dt")
+        example_onnx("iris_dt")
     );
     // An explicit version works.
     let (code, body) = server
         .upload(
             &[("model_id", "iris"), ("version", "10")],
             "x.onnx",
-            iris("iris_lr"),
+            example_onnx("iris_lr"),
         )
         .await;
     assert_eq!((code, body["version"].clone()), (200, json!(10)), "{body}");
@@ -79,20 +81,20 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
         1,
         &root_path("examples/models/iris_lr/1/model.onnx"),
     );
-    let mut settings = unwatched(repo.path());
+    let mut settings = unwatched_settings(repo.path());
     settings.max_upload_bytes = 64 * 1024;
     let server = TestServer::start_with(settings).await;
     let before = tree(repo.path());
 
     for bad in ["../x", "", "a/b", ".", "..", ".hidden", "a b"] {
         let (code, body) = server
-            .upload(&[("model_id", bad)], "m.onnx", iris("iris_lr"))
+            .upload(&[("model_id", bad)], "m.onnx", example_onnx("iris_lr"))
             .await;
         assert_eq!(code, 400, "{bad:?}: {body}");
         assert!(error_text(&body).contains("model_id"), "{bad:?}: {body}");
     }
     let (code, body) = server
-        .upload(&[("version", "0")], "iris.onnx", iris("iris_lr"))
+        .upload(&[("version", "0")], "iris.onnx", example_onnx("iris_lr"))
         .await;
     assert_eq!(code, 400, "{body}");
     // Any file name is accepted; content that is no model is refused.
@@ -141,7 +143,7 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
     let form = reqwest::multipart::Form::new()
         .part(
             "file",
-            reqwest::multipart::Part::bytes(iris("iris_lr")).file_name("late.onnx"),
+            reqwest::multipart::Part::bytes(example_onnx("iris_lr")).file_name("late.onnx"),
         )
         .text("model_id", "late");
     let r = server
@@ -160,7 +162,7 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
             .text(field, value)
             .part(
                 "file",
-                reqwest::multipart::Part::bytes(iris("iris_lr")).file_name("twice.onnx"),
+                reqwest::multipart::Part::bytes(example_onnx("iris_lr")).file_name("twice.onnx"),
             );
         let r = server
             .client
@@ -184,7 +186,9 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
     );
 
     // A file name that is a path does not become one: only its stem names the model.
-    let (code, body) = server.upload(&[], "../../evil.onnx", iris("iris_lr")).await;
+    let (code, body) = server
+        .upload(&[], "../../evil.onnx", example_onnx("iris_lr"))
+        .await;
     assert_eq!(
         (code, body["model_id"].clone()),
         (200, json!("evil")),
@@ -206,7 +210,7 @@ async fn concurrent_uploads_to_one_model_are_serialised() {
     .await;
     let uploads = (0..4).map(|i| {
         let model = if i % 2 == 0 { "iris_lr" } else { "iris_dt" };
-        server.upload(&[("model_id", "m")], "m.onnx", iris(model))
+        server.upload(&[("model_id", "m")], "m.onnx", example_onnx(model))
     });
     let results = futures::future::join_all(uploads).await;
     let mut versions: Vec<u64> = results
@@ -226,7 +230,7 @@ async fn concurrent_uploads_to_one_model_are_serialised() {
     for v in 1..=4u64 {
         let stored = std::fs::read(repo.path().join(format!("m/{v}/model.onnx"))).unwrap();
         assert!(
-            stored == iris("iris_lr") || stored == iris("iris_dt"),
+            stored == example_onnx("iris_lr") || stored == example_onnx("iris_dt"),
             "version {v} is partial"
         );
     }
@@ -250,7 +254,7 @@ async fn a_deploy_of_a_folder_with_only_an_upload_in_progress_is_404_and_records
     // deployments into worker processes).
     let settings = |repo: &Path| Settings {
         worker_ports: None,
-        ..unwatched(repo)
+        ..unwatched_settings(repo)
     };
     let repo = tempfile::tempdir().unwrap();
     let staging = repo.path().join("m/.tmp-upload-1");
@@ -268,7 +272,9 @@ async fn a_deploy_of_a_folder_with_only_an_upload_in_progress_is_404_and_records
             .contains("only an upload in progress"),
         "{body}"
     );
-    let (code, body) = request(&server, reqwest::Method::POST, "/reload_model?modelname=m").await;
+    let (code, body) = server
+        .request(reqwest::Method::POST, "/reload_model?modelname=m")
+        .await;
     assert_eq!(code, 404, "{body}");
     assert!(
         body["error"]
@@ -286,7 +292,9 @@ async fn a_deploy_of_a_folder_with_only_an_upload_in_progress_is_404_and_records
         1,
         &root_path("examples/models/iris_lr/1/model.onnx"),
     );
-    let (code, body) = request(&server, reqwest::Method::POST, "/reload_model?modelname=m").await;
+    let (code, body) = server
+        .request(reqwest::Method::POST, "/reload_model?modelname=m")
+        .await;
     assert_eq!(code, 200, "{body}");
     let m = status_of(&server, "m").await.unwrap();
     assert!(m["deployment"].is_null(), "{m}");
@@ -313,7 +321,7 @@ async fn a_delete_during_an_upload_wins_and_the_upload_answers_409() {
         1,
         &root_path("examples/models/iris_lr/1/model.onnx"),
     );
-    let server = TestServer::start_with(unwatched(repo.path())).await;
+    let server = TestServer::start_with(unwatched_settings(repo.path())).await;
     assert!(status_of(&server, "iris").await.is_some());
 
     let boundary = "ferroserve-test-boundary";
@@ -323,7 +331,7 @@ async fn a_delete_during_an_upload_wins_and_the_upload_answers_409() {
          Content-Type: application/octet-stream\r\n\r\n"
     );
     let end = format!("\r\n--{boundary}--\r\n");
-    let model = iris("iris_dt");
+    let model = example_onnx("iris_dt");
     let (first, second) = model.split_at(model.len() / 2);
     let mut stream = tokio::net::TcpStream::connect(server.rest_addr)
         .await
@@ -351,7 +359,9 @@ async fn a_delete_during_an_upload_wins_and_the_upload_answers_409() {
         assert!(Instant::now() < deadline, "the upload never began");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let (code, body) = request(&server, reqwest::Method::DELETE, "/delete_model/iris").await;
+    let (code, body) = server
+        .request(reqwest::Method::DELETE, "/delete_model/iris")
+        .await;
     assert_eq!(code, 200, "{body}");
 
     stream.write_all(second).await.unwrap();
@@ -372,7 +382,7 @@ async fn a_delete_during_an_upload_wins_and_the_upload_answers_409() {
     assert!(status_of(&server, "iris").await.is_none());
     // And the model can be uploaded again.
     let (code, body) = server
-        .upload(&[("model_id", "iris")], "dt.onnx", iris("iris_dt"))
+        .upload(&[("model_id", "iris")], "dt.onnx", example_onnx("iris_dt"))
         .await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["version"], 1, "{body}");
@@ -382,7 +392,7 @@ async fn a_delete_during_an_upload_wins_and_the_upload_answers_409() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scikit_learn_files_can_be_uploaded_too() {
     let repo = tempfile::tempdir().unwrap();
-    let server = TestServer::start_with(unwatched(repo.path())).await;
+    let server = TestServer::start_with(unwatched_settings(repo.path())).await;
     let joblib = std::fs::read(root_path("examples/models/iris_sklearn/1/model.joblib")).unwrap();
     let (code, body) = server
         .upload(&[("model_id", "sk")], "iris.joblib", joblib)
@@ -416,11 +426,13 @@ async fn an_upload_to_a_stopped_model_stores_it_and_the_model_stays_stopped() {
         1,
         &root_path("examples/models/iris_lr/1/model.onnx"),
     );
-    let server = TestServer::start_with(unwatched(repo.path())).await;
-    let (code, body) = request(&server, reqwest::Method::POST, "/stop_deployment/m").await;
+    let server = TestServer::start_with(unwatched_settings(repo.path())).await;
+    let (code, body) = server
+        .request(reqwest::Method::POST, "/stop_deployment/m")
+        .await;
     assert_eq!(code, 200, "{body}");
     let (code, body) = server
-        .upload(&[("model_id", "m")], "dt.onnx", iris("iris_dt"))
+        .upload(&[("model_id", "m")], "dt.onnx", example_onnx("iris_dt"))
         .await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["version"], 2, "{body}");
@@ -433,13 +445,15 @@ async fn an_upload_to_a_stopped_model_stores_it_and_the_model_stays_stopped() {
     assert_eq!(predict_version(&server, "m").await.0, 404);
     server.stop().await;
 
-    let server = TestServer::start_with(unwatched(repo.path())).await;
+    let server = TestServer::start_with(unwatched_settings(repo.path())).await;
     assert_eq!(
         predict_version(&server, "m").await.0,
         404,
         "stopped after a restart"
     );
-    let (code, body) = request(&server, reqwest::Method::POST, "/reload_model?modelname=m").await;
+    let (code, body) = server
+        .request(reqwest::Method::POST, "/reload_model?modelname=m")
+        .await;
     assert_eq!(code, 200, "{body}");
     let (code, answer) = predict_version(&server, "m").await;
     assert_eq!(
@@ -474,7 +488,7 @@ async fn an_upload_of_a_model_outside_the_config_list_is_409_and_stores_nothing(
     .unwrap();
     let settings = Settings {
         model_config_file: Some(config),
-        ..unwatched(repo.path())
+        ..unwatched_settings(repo.path())
     };
     let server = TestServer::start_with(settings).await;
     let before = tree(repo.path());
@@ -482,14 +496,16 @@ async fn an_upload_of_a_model_outside_the_config_list_is_409_and_stores_nothing(
         &[("model_id", "newm")][..],
         &[("model_id", "newm"), ("version", "1")],
     ] {
-        let (code, body) = server.upload(fields, "m.onnx", iris("iris_lr")).await;
+        let (code, body) = server
+            .upload(fields, "m.onnx", example_onnx("iris_lr"))
+            .await;
         assert_eq!(code, 409, "{body}");
         assert!(error_text(&body).contains("model config list"), "{body}");
     }
     assert_eq!(tree(repo.path()), before);
     // A model of the list still takes uploads.
     let (code, body) = server
-        .upload(&[("model_id", "iris")], "m.onnx", iris("iris_dt"))
+        .upload(&[("model_id", "iris")], "m.onnx", example_onnx("iris_dt"))
         .await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["version"], 2, "{body}");
@@ -507,7 +523,7 @@ async fn upload_with_raw_asset_names(server: &TestServer, assets: &[&str]) -> (u
          filename=\"model.onnx\"\r\n\r\n"
     )
     .into_bytes();
-    body.extend_from_slice(&iris("iris_lr"));
+    body.extend_from_slice(&example_onnx("iris_lr"));
     for (i, filename) in assets.iter().enumerate() {
         body.extend_from_slice(
             format!(
@@ -543,7 +559,7 @@ async fn asset_names_are_stored_as_given_or_refused() {
     let outer = tempfile::tempdir().unwrap();
     let repo = outer.path().join("repo");
     std::fs::create_dir(&repo).unwrap();
-    let server = TestServer::start_with(unwatched(&repo)).await;
+    let server = TestServer::start_with(unwatched_settings(&repo)).await;
 
     let longest = format!("{}.txt", "n".repeat(196));
     let (code, body) = upload_with_raw_asset_names(
