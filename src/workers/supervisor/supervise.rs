@@ -3,8 +3,9 @@
 //! exits or fails three checks in a row; crash-loop after too many failures in the
 //! window or as many starts in a row that never served (each may take the whole
 //! start deadline, longer than the window), or at once when its model never
-//! served (starting it again cannot fix that). A stop signal from outside (an operator's `kill`, a container runtime) is
-//! no failure: the worker is restarted, and it does not count toward crash-loop.
+//! served (starting it again cannot fix that). A stop signal from outside (an
+//! operator's `kill`, a container runtime) is no failure: the worker is restarted,
+//! and it does not count toward crash-loop.
 //! The deployments map, deploy and stop are in `super`; the process mechanics in
 //! `super::process`.
 //!
