@@ -169,12 +169,18 @@ mod tests {
         }
         let module = module_path!().split_once("::").map_or("", |(_, m)| m);
         let test = format!("{module}::{name}");
-        let status = std::process::Command::new(std::env::current_exe().unwrap())
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
             .args([test.as_str(), "--exact", "--test-threads", "1"])
             .env(CHILD, "1")
-            .status()
+            .output()
             .unwrap();
-        assert!(status.success(), "{test}, run alone, failed: {status}");
+        let out = String::from_utf8_lossy(&child.stdout);
+        assert!(child.status.success(), "{test}, run alone, failed: {out}");
+        // A name that matches no test would run none and pass.
+        assert!(
+            out.contains("test result: ok. 1 passed"),
+            "{test}, run alone, did not run: {out}"
+        );
         false
     }
 

@@ -80,6 +80,33 @@ async fn stop_signals_from_outside_restart_the_worker_and_never_crash_loop_it() 
     assert_eq!(entry["last_exit"]["signal"], 9, "{entry}");
 }
 
+/// `--worker-start-timeout` is the deadline the real server gives a worker: a model
+/// whose warm-up takes seconds (10 M loop iterations; the main server runs it too
+/// as it starts) is refused at 1 s, the deploy's answer saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_start_timeout_flag_sets_the_start_deadline() {
+    let repo = tempfile::tempdir().unwrap();
+    install(
+        repo.path(),
+        "slow",
+        "tests/fixtures/onnx/slow_loop/model.onnx",
+    );
+    std::fs::write(
+        repo.path().join("slow/1/warmup.json"),
+        json!([{ "n": 10_000_000 }]).to_string(),
+    )
+    .unwrap();
+    let server = start_server(repo.path(), port_range(4), &["--worker-start-timeout", "1"]).await;
+    let (code, answer) = deploy(&server, json!({"model_id": "slow"})).await;
+    assert_eq!(code, 503, "{answer}");
+    assert!(
+        answer
+            .to_string()
+            .contains("did not become ready within 1 s"),
+        "{answer}"
+    );
+}
+
 /// A fake `ferroserve worker`: serves `/v2/health/ready` and `/models/status` at
 /// once (version 1 AVAILABLE), its model's readiness route as `ready_route` says
 /// and its liveness route as `live_route` says (Python statements; `model` and
