@@ -1,4 +1,4 @@
-//! Jobs: batch scoring and training (`score.rs`, `train/`) inside the server, asynchronously.
+//! Jobs: batch scoring and training (`score/`, `train/`) inside the server, asynchronously.
 //!
 //! [`Jobs`] is the runner: `job_workers` threads of its own take queued jobs one at
 //! a time. A job never runs on the async workers: it reads and writes on its own
