@@ -13,6 +13,8 @@ use crate::backends::BackendOptions;
 use crate::manager::Manager;
 use crate::settings::Settings;
 
+mod restore;
+
 /// Sockets the server answers on, bound by the caller (tests bind port 0).
 pub struct Listeners {
     pub rest: TcpListener,
@@ -85,31 +87,7 @@ pub async fn run(
         repository.display()
     );
     let model_roots = settings.model_roots();
-    let config_list = match (&settings.model_config_file, &settings.single_model) {
-        (Some(path), _) => {
-            let list = crate::model_config_list::ModelConfigList::load(path)?;
-            list.check_roots(&model_roots)
-                .map_err(|e| anyhow::anyhow!("model config file {}: {e}", path.display()))?;
-            Some(list)
-        }
-        // One model named on the command line (TF Serving's --model_name and
-        // --model_base_path): a list of one, its path given by the operator.
-        (None, Some(single)) => {
-            let list = crate::model_config_list::ModelConfigList {
-                models: vec![crate::model_config_list::ModelListEntry {
-                    name: single.name.clone(),
-                    base_path: single.base_path.clone(),
-                    model_platform: None,
-                    version_policy: None,
-                    labels: Default::default(),
-                }],
-            };
-            list.validate()
-                .map_err(|e| anyhow::anyhow!("--model_name: {e}"))?;
-            Some(list)
-        }
-        (None, None) => None,
-    };
+    let config_list = config_list(&settings, &model_roots)?;
     let auth = Arc::new(crate::auth::Auth::from_settings(&settings)?);
     log_access_rules(&settings);
     // TLS (issue 10): checked before anything starts, so bad files stop the start.
@@ -139,29 +117,7 @@ pub async fn run(
             .map_err(|e| anyhow::anyhow!("metadata store: {e}"))?,
     );
     tracing::info!(kind = store.kind(), url = store.url(), "metadata store");
-    let manager = Arc::new(
-        Manager::new(backend_options(&settings))
-            .with_request_timeout(settings.request_timeout)
-            .with_limits(crate::manager::LoadLimits {
-                max_concurrent_loads: settings.max_concurrent_loads,
-                max_served_versions: settings.max_served_versions_per_model,
-            }),
-    );
-    {
-        // Every version state change goes to the audit trail (buffered; the manager
-        // never waits on the database).
-        let store = store.clone();
-        manager.observe_states(Box::new(move |model, version, from, to, error| {
-            store.record(
-                crate::store::EventKind::State,
-                model,
-                Some(version),
-                serde_json::json!({ "from": from.as_str(), "to": to.as_str(), "error": error }),
-                None,
-                None,
-            );
-        }));
-    }
+    let manager = manager(&settings, &store);
     let state = Arc::new(ServerState {
         auth: auth.clone(),
         store: Some(store.clone()),
@@ -170,152 +126,9 @@ pub async fn run(
     if let Some(list) = config_list {
         state.sources.set_config_list(list);
     }
-    // What management decided before a restart: stopped models stay stopped,
-    // deployments come back with their settings.
-    let saved_settings = store
-        .model_settings()
-        .await
-        .map_err(|e| anyhow::anyhow!("metadata store: {e}"))?;
-    // A `workers` row names a deployment's worker; one whose model has no
-    // deployment in the store (a delete or stop interrupted by a kill after the
-    // settings went and before the row did, or a deployment ended just below)
-    // names nothing, and goes.
-    let mut deployed = std::collections::HashSet::new();
-    for mut saved in saved_settings {
-        if !saved.stopped && saved.deployment.is_some() && state.settings.worker_ports.is_some() {
-            saved.deployment = end_deployment_gone_from_repository(&state, &store, &saved).await;
-        }
-        if !saved.stopped && saved.deployment.is_some() {
-            deployed.insert(saved.model.clone());
-        }
-        if saved.stopped {
-            tracing::info!(model = %saved.model, "stopped before the restart; kept stopped");
-        }
-        state
-            .sources
-            .restore(&saved.model, saved.stopped, saved.deployment);
-    }
-    for stale in store
-        .workers()
-        .await
-        .map_err(|e| anyhow::anyhow!("metadata store: {e}"))?
-        .into_iter()
-        .filter(|w| !deployed.contains(&w.model))
-    {
-        match store.forget_worker(&stale.model).await {
-            Ok(()) => {
-                tracing::info!(model = %stale.model, "forgot the worker of a deployment that no longer exists")
-            }
-            Err(e) => {
-                tracing::warn!(model = %stale.model, "a stale worker row stays in the store: {e}")
-            }
-        }
-    }
-    // Isolated deployments (issue 14): the supervisor, and the workers of the
-    // deployments recorded before a restart, on their old ports when free.
-    if let Some(ports) = state.settings.worker_ports {
-        let binary = match &state.settings.worker_binary {
-            Some(b) => b.clone(),
-            None => std::env::current_exe().context("cannot find this executable")?,
-        };
-        let config = crate::workers::WorkerConfig {
-            binary,
-            ports,
-            bind: state.settings.worker_bind,
-            state_dir: state.settings.state_dir().join("workers"),
-            onnxruntime_path: state.settings.onnxruntime_path.clone(),
-            tensorflow_path: state.settings.tensorflow_path.clone(),
-            auth_tokens: state.settings.auth_tokens.clone(),
-            metrics_require_token: state.settings.metrics_require_token,
-            main_auth: Some(state.auth.clone()),
-            metrics_path: state.settings.metrics_path.clone(),
-            main_server_url: state.settings.public_url.clone(),
-            inherited: crate::workers::worker::Inherited::of(&state.settings),
-            startup_timeout: state.settings.worker_start_timeout,
-            // A stopping worker drains at least as long as this server does; a
-            // deployment's longer timeout lengthens its own drain.
-            stop_timeout: state.settings.shutdown_timeout,
-            crash_loop_failures: 5,
-            crash_loop_window: Duration::from_secs(60),
-            cgroups: state.settings.worker_cgroups,
-        };
-        let supervisor = crate::workers::Supervisor::new(config, Some(store.clone()))
-            .context("cannot start the worker supervisor")?;
-        let _ = state.workers.set(supervisor.clone());
-        // A deployed model whose directory goes while the server runs loses its
-        // worker and its deployment (the watcher notices it).
-        crate::api::manage::end_deployments_gone_from_watch(&state);
-        supervisor.start_harvesting();
-        let old_ports: std::collections::HashMap<String, u16> = store
-            .workers()
-            .await
-            .map_err(|e| anyhow::anyhow!("metadata store: {e}"))?
-            .into_iter()
-            .map(|w| (w.model, w.port))
-            .collect();
-        for saved in store
-            .model_settings()
-            .await
-            .map_err(|e| anyhow::anyhow!("metadata store: {e}"))?
-        {
-            let (false, Some(deployment)) = (saved.stopped, saved.deployment) else {
-                continue;
-            };
-            let dir = match state.sources.model_dir(&saved.model) {
-                Ok(d) if d.dir.is_dir() => d.dir,
-                _ => {
-                    tracing::warn!(model = %saved.model, "deployed model's directory is gone; no worker");
-                    continue;
-                }
-            };
-            // Served by its worker alone: never loaded in this process (the
-            // initial load has not started yet).
-            state.sources.restore_isolated(&saved.model);
-            let port = old_ports.get(&saved.model).copied();
-            if let Err(e) = supervisor
-                .restore(&saved.model, dir, deployment, port)
-                .await
-            {
-                // Served here rather than not at all (its deployment's settings
-                // stay); deploying it again moves it into a worker.
-                state.sources.end_restored_isolation(&saved.model);
-                tracing::warn!(model = %saved.model, "cannot restore the deployment's worker: {e}; the model is served in this process until it is deployed again");
-                crate::api::manage::audit(
-                    &state,
-                    &crate::api::Caller::default(),
-                    crate::store::EventKind::Deploy,
-                    &saved.model,
-                    None,
-                    serde_json::json!({
-                        "worker": format!("not restored: {e}"),
-                        "serving": "in-process",
-                    }),
-                );
-            }
-        }
-        // The state directories of workers no restored deployment claims (their
-        // deployment ended, was replaced or deleted, or came back on another port
-        // while this server was down): their records are the main store's, then
-        // they go.
-        supervisor.retire_unclaimed_state_dirs().await;
-    }
-    // The log's limits as the served models' configs say now, applied every minute
-    // to the rows logged before a restart or by a model that logs no more too.
-    let manager = state.manager.clone();
-    store.predictions.set_retention_source(Arc::new(move || {
-        manager
-            .serving()
-            .models
-            .iter()
-            .map(|(name, model)| {
-                let log = match model.versions.values().next_back() {
-                    Some(newest) => newest.config().log.clone(),
-                    None => model.config.log.clone(),
-                };
-                (Arc::from(name.as_str()), (log.max_rows, log.max_age_days))
-            })
-            .collect()
-    }));
+    restore::saved_settings(&state, &store).await?;
+    restore::start_workers(&state, &store).await?;
+    follow_log_limits(&state, &store);
     let stop_store = tokio_util::sync::CancellationToken::new();
     let store_writers = store.start_writers(stop_store.clone(), Duration::from_secs(2));
     // Jobs (issue 13): jobs left running by a previous process are marked failed,
@@ -396,23 +209,9 @@ pub async fn run(
     let transport = tls.as_ref().map_or("plain tcp", |tls| tls.describe());
     let with_tls = |protocol| tls.clone().map(|tls| (tls, protocol));
 
-    // One limit for both listeners, from the open-files limit raised to its hard
-    // limit (issue 9): a flood of idle connections is closed to make room or waits in
-    // the backlog instead of taking the descriptors the watcher and model loads need.
-    let fd_limit = crate::connections::raise_fd_limit();
-    let max_connections = state
-        .settings
-        .max_connections
-        .unwrap_or_else(|| crate::connections::default_max_connections(fd_limit));
-    if max_connections as u64 >= fd_limit {
-        tracing::warn!(
-            max_connections,
-            fd_limit,
-            "max_connections leaves no file descriptors for models and the watcher"
-        );
-    }
-    tracing::info!(max_connections, fd_limit, "connection limit");
-    let limit = Some(crate::connections::ConnectionLimit::new(max_connections));
+    // A flood of idle connections is closed to make room or waits in the backlog
+    // instead of taking the descriptors the watcher and model loads need.
+    let limit = Some(connection_limit(&state.settings));
 
     let rest_addr = listeners.rest.local_addr()?;
     tracing::info!(%rest_addr, transport, "REST API listening");
@@ -559,42 +358,7 @@ pub async fn run(
     // The jobs stopped at the stop signal (above); the inference threads they
     // predicted on go once they have.
     jobs_stopped.await??;
-    // The inference threads get what is left of the shutdown timeout (at least
-    // INFERENCE_GRACE, for those finishing a job whose caller has gone): a thread
-    // stuck in a model's run (a SavedModel looping for ever) is not waited for, and
-    // ends with the process.
-    let now = std::time::Instant::now();
-    let stopped_at = if stop_signalled.is_finished() {
-        stop_signalled.await.unwrap_or(now)
-    } else {
-        stop_signalled.abort();
-        now
-    };
-    let inference = state.inference.clone();
-    let inference_deadline = now
-        + state
-            .settings
-            .shutdown_timeout
-            .saturating_sub(now - stopped_at)
-            .max(INFERENCE_GRACE);
-    let still_busy =
-        tokio::task::spawn_blocking(move || inference.shutdown_until(Some(inference_deadline)))
-            .await?;
-    if !still_busy.is_empty() {
-        let threads: Vec<String> = still_busy
-            .iter()
-            .map(|b| match b.running_for {
-                Some(t) => format!("{} (running for {:.1} s)", b.thread, t.as_secs_f64()),
-                None => b.thread.clone(),
-            })
-            .collect();
-        tracing::warn!(
-            "{} inference thread(s) still inside a model's run after the shutdown \
-             timeout; exiting without them: {}",
-            still_busy.len(),
-            threads.join(", ")
-        );
-    }
+    join_inference_threads(&state, stop_signalled).await?;
     // What the store's buffers hold is written (bounded by the drain time).
     stop_store.cancel();
     for writer in store_writers {
@@ -605,59 +369,6 @@ pub async fn run(
     store.close().await;
     tracing::info!("shut down");
     Ok(())
-}
-
-/// A deployment in a worker recorded before a restart whose model is gone from the
-/// model repository (its directory removed, say, while the server was down) gets no
-/// worker, and is not left half-alive either: it is forgotten in the store, and the
-/// audit trail says why (a `stop` event), so that should the model's directory
-/// come back it is an ordinary model served in this process, as every endpoint
-/// then says. Answers the deployment to restore: none once forgotten; the one
-/// recorded when the store does not take the change (the model then gets no worker
-/// and is served in this process should its directory come back, with the
-/// deployment's settings, until it is deployed again or its deployment ended).
-async fn end_deployment_gone_from_repository(
-    state: &Arc<ServerState>,
-    store: &Arc<crate::store::Store>,
-    saved: &crate::store::ModelSettings,
-) -> Option<crate::sources::Deployment> {
-    let (sources, name) = (state.sources.clone(), saved.model.clone());
-    let looked = tokio::task::spawn_blocking(move || {
-        crate::api::manage::gone_from_repository(&sources, &name)
-    })
-    .await;
-    let Ok(Some(why)) = looked else {
-        return saved.deployment.clone();
-    };
-    let ended = crate::store::ModelSettings {
-        model: saved.model.clone(),
-        stopped: false,
-        deployment: None,
-    };
-    if let Err(e) = store.save_model_settings(&ended, saved).await {
-        tracing::warn!(
-            model = %saved.model,
-            "deployed, but {why}: no worker; the deployment stays recorded: {e}"
-        );
-        return saved.deployment.clone();
-    }
-    tracing::warn!(
-        model = %saved.model,
-        "deployment ended: {why}; should the model come back, it is served in this process"
-    );
-    crate::api::manage::audit(
-        state,
-        &crate::api::Caller::default(),
-        crate::store::EventKind::Stop,
-        &saved.model,
-        None,
-        serde_json::json!({
-            "deployment": "ended",
-            "serving": "nowhere",
-            "reason": format!("{why} at the server's start, so no worker was started for it"),
-        }),
-    );
-    None
 }
 
 /// How often the tokens file is checked for changes.
@@ -710,4 +421,149 @@ fn log_access_rules(settings: &Settings) {
             "no --auth-tokens: inference is open; management is allowed from loopback clients"
         ),
     }
+}
+
+/// The model config list the settings give: the `--model_config_file`, checked
+/// against the model roots, or the one model of `--model_name`; `None` serves the
+/// repository as found.
+fn config_list(
+    settings: &Settings,
+    model_roots: &[std::path::PathBuf],
+) -> anyhow::Result<Option<crate::model_config_list::ModelConfigList>> {
+    Ok(
+        match (&settings.model_config_file, &settings.single_model) {
+            (Some(path), _) => {
+                let list = crate::model_config_list::ModelConfigList::load(path)?;
+                list.check_roots(model_roots)
+                    .map_err(|e| anyhow::anyhow!("model config file {}: {e}", path.display()))?;
+                Some(list)
+            }
+            // One model named on the command line (TF Serving's --model_name and
+            // --model_base_path): a list of one, its path given by the operator.
+            (None, Some(single)) => {
+                let list = crate::model_config_list::ModelConfigList {
+                    models: vec![crate::model_config_list::ModelListEntry {
+                        name: single.name.clone(),
+                        base_path: single.base_path.clone(),
+                        model_platform: None,
+                        version_policy: None,
+                        labels: Default::default(),
+                    }],
+                };
+                list.validate()
+                    .map_err(|e| anyhow::anyhow!("--model_name: {e}"))?;
+                Some(list)
+            }
+            (None, None) => None,
+        },
+    )
+}
+
+/// The manager, with every version state change going to the store's audit trail
+/// (buffered; the manager never waits on the database).
+fn manager(settings: &Settings, store: &Arc<crate::store::Store>) -> Arc<Manager> {
+    let manager = Arc::new(
+        Manager::new(backend_options(settings))
+            .with_request_timeout(settings.request_timeout)
+            .with_limits(crate::manager::LoadLimits {
+                max_concurrent_loads: settings.max_concurrent_loads,
+                max_served_versions: settings.max_served_versions_per_model,
+            }),
+    );
+    {
+        let store = store.clone();
+        manager.observe_states(Box::new(move |model, version, from, to, error| {
+            store.record(
+                crate::store::EventKind::State,
+                model,
+                Some(version),
+                serde_json::json!({ "from": from.as_str(), "to": to.as_str(), "error": error }),
+                None,
+                None,
+            );
+        }));
+    }
+    manager
+}
+
+/// The prediction log's limits as the served models' configs say now, applied every
+/// minute to the rows logged before a restart or by a model that logs no more too.
+fn follow_log_limits(state: &Arc<ServerState>, store: &crate::store::Store) {
+    let manager = state.manager.clone();
+    store.predictions.set_retention_source(Arc::new(move || {
+        manager
+            .serving()
+            .models
+            .iter()
+            .map(|(name, model)| {
+                let log = match model.versions.values().next_back() {
+                    Some(newest) => newest.config().log.clone(),
+                    None => model.config.log.clone(),
+                };
+                (Arc::from(name.as_str()), (log.max_rows, log.max_age_days))
+            })
+            .collect()
+    }));
+}
+
+/// One limit for both listeners, from the open-files limit raised to its hard limit
+/// (issue 9), unless `--max-connections` gives one.
+fn connection_limit(settings: &Settings) -> Arc<crate::connections::ConnectionLimit> {
+    let fd_limit = crate::connections::raise_fd_limit();
+    let max_connections = settings
+        .max_connections
+        .unwrap_or_else(|| crate::connections::default_max_connections(fd_limit));
+    if max_connections as u64 >= fd_limit {
+        tracing::warn!(
+            max_connections,
+            fd_limit,
+            "max_connections leaves no file descriptors for models and the watcher"
+        );
+    }
+    tracing::info!(max_connections, fd_limit, "connection limit");
+    crate::connections::ConnectionLimit::new(max_connections)
+}
+
+/// Waits for the inference threads for what is left of the shutdown timeout
+/// counted from the stop signal (`stop_signalled`), and at least
+/// [`INFERENCE_GRACE`], for those finishing a job whose caller has gone: a thread
+/// stuck in a model's run (a SavedModel looping for ever) is not waited for, and
+/// ends with the process (a warning names it).
+async fn join_inference_threads(
+    state: &ServerState,
+    stop_signalled: tokio::task::JoinHandle<std::time::Instant>,
+) -> anyhow::Result<()> {
+    let now = std::time::Instant::now();
+    let stopped_at = if stop_signalled.is_finished() {
+        stop_signalled.await.unwrap_or(now)
+    } else {
+        stop_signalled.abort();
+        now
+    };
+    let inference = state.inference.clone();
+    let inference_deadline = now
+        + state
+            .settings
+            .shutdown_timeout
+            .saturating_sub(now - stopped_at)
+            .max(INFERENCE_GRACE);
+    let still_busy =
+        tokio::task::spawn_blocking(move || inference.shutdown_until(Some(inference_deadline)))
+            .await?;
+    if !still_busy.is_empty() {
+        let threads: Vec<String> = still_busy
+            .iter()
+            .map(|b| match b.running_for {
+                Some(t) => format!("{} (running for {:.1} s)", b.thread, t.as_secs_f64()),
+                None => b.thread.clone(),
+            })
+            .collect();
+        tracing::warn!(
+            "{} inference thread(s) still inside a model's run after the shutdown \
+             timeout; exiting without them: {}",
+            still_busy.len(),
+            threads.join(", ")
+        );
+    }
+    Ok(())
 }
