@@ -246,6 +246,39 @@ pub struct BackendOptions {
     pub tensorflow_path: Option<PathBuf>,
 }
 
+/// Finds a backend's library when no setting names it: the first of the path in the
+/// environment `variable` (when set and not empty; taken as it is), then `in_dir` of
+/// the running executable's directory and of the one above it (test binaries live
+/// in `target/<profile>/deps`), that `holds` accepts. Otherwise answers every path
+/// tried, for the caller's message.
+pub(crate) fn find_library(
+    variable: &str,
+    in_dir: impl Fn(&Path) -> PathBuf,
+    holds: impl Fn(&Path) -> bool,
+) -> Result<PathBuf, String> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os(variable).filter(|p| !p.is_empty()) {
+        candidates.push(PathBuf::from(p));
+    }
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+    {
+        candidates.push(in_dir(&dir));
+        if let Some(up) = dir.parent() {
+            candidates.push(in_dir(up));
+        }
+    }
+    match candidates.iter().find(|c| holds(c)) {
+        Some(found) => Ok(found.clone()),
+        None => Err(candidates
+            .iter()
+            .map(|c| c.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")),
+    }
+}
+
 /// A runtime's message as a client may see it. The artifact's path becomes its
 /// file name and its directory `<model directory>`; a source location of the
 /// runtime (`/onnxruntime_src/…/model.cc:256 onnxruntime::Model::Model(…) `) is
@@ -342,6 +375,32 @@ fn skip_function_signature(text: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_library_is_looked_for_by_the_executable_and_one_level_up() {
+        let exe_dir = std::env::current_exe()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        let up = exe_dir.parent().unwrap().to_path_buf();
+        // No such variable: only the two directories, in that order.
+        let unset = "FERROSERVE_TEST_NO_SUCH_LIBRARY_VARIABLE";
+        let in_dir = |d: &Path| d.join("libnothing.so");
+        let found = find_library(unset, in_dir, |c| c == up.join("libnothing.so"));
+        assert_eq!(found, Ok(up.join("libnothing.so")));
+        let found = find_library(unset, in_dir, |_| true);
+        assert_eq!(found, Ok(exe_dir.join("libnothing.so")));
+        let tried = find_library(unset, in_dir, |_| false).unwrap_err();
+        assert_eq!(
+            tried,
+            format!(
+                "{}, {}",
+                exe_dir.join("libnothing.so").display(),
+                up.join("libnothing.so").display()
+            )
+        );
+    }
 
     #[test]
     fn client_messages_carry_no_server_paths_or_source_locations() {

@@ -27,29 +27,17 @@ pub fn locate_runtime(configured: Option<&Path>) -> Result<PathBuf, String> {
             ))
         };
     }
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
-        candidates.push(PathBuf::from(p));
-    }
-    if let Some(dir) = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(Path::to_path_buf))
-    {
-        candidates.push(dir.join(RUNTIME_FILE_NAME));
-        // Test binaries live in target/<profile>/deps; the library sits one level up.
-        if let Some(up) = dir.parent() {
-            candidates.push(up.join(RUNTIME_FILE_NAME));
-        }
-    }
-    if let Some(found) = candidates.iter().find(|c| c.is_file()) {
-        return Ok(found.clone());
-    }
-    let tried: Vec<String> = candidates.iter().map(|c| c.display().to_string()).collect();
-    Err(format!(
-        "ONNX Runtime library not found (tried: {}); run scripts/setup.sh, or set \
-         --onnxruntime-path / ORT_DYLIB_PATH to {RUNTIME_FILE_NAME}",
-        tried.join(", ")
-    ))
+    crate::backends::find_library(
+        "ORT_DYLIB_PATH",
+        |dir| dir.join(RUNTIME_FILE_NAME),
+        Path::is_file,
+    )
+    .map_err(|tried| {
+        format!(
+            "ONNX Runtime library not found (tried: {tried}); run scripts/setup.sh, or set \
+             --onnxruntime-path / ORT_DYLIB_PATH to {RUNTIME_FILE_NAME}"
+        )
+    })
 }
 
 pub(super) fn environment(

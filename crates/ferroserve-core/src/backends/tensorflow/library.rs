@@ -32,32 +32,16 @@ pub fn locate_library(configured: Option<&Path>) -> Result<PathBuf, String> {
             ))
         };
     }
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(p) = std::env::var_os("FERROSERVE_TENSORFLOW_PATH").filter(|p| !p.is_empty()) {
-        candidates.push(PathBuf::from(p));
-    }
-    if let Some(dir) = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(Path::to_path_buf))
-    {
-        if let Some(up) = dir.parent() {
-            candidates.push(dir.clone());
-            candidates.push(up.to_path_buf());
-        } else {
-            candidates.push(dir);
-        }
-    }
-    if let Some(found) = candidates.iter().find(|c| holds(c)) {
-        return Ok(found.clone());
-    }
-    let tried: Vec<String> = candidates.iter().map(|c| c.display().to_string()).collect();
-    Err(format!(
-        "TensorFlow library {} not found (tried: {}); run scripts/setup.sh, or set \
-         --tensorflow-path / FERROSERVE_TENSORFLOW_PATH to the tensorflow-cpu wheel's \
-         tensorflow directory",
-        ffi::CC_LIBRARY,
-        tried.join(", ")
-    ))
+    crate::backends::find_library("FERROSERVE_TENSORFLOW_PATH", Path::to_path_buf, holds).map_err(
+        |tried| {
+            format!(
+                "TensorFlow library {} not found (tried: {tried}); run scripts/setup.sh, or \
+                 set --tensorflow-path / FERROSERVE_TENSORFLOW_PATH to the tensorflow-cpu \
+                 wheel's tensorflow directory",
+                ffi::CC_LIBRARY,
+            )
+        },
+    )
 }
 
 /// TensorFlow's switch for its oneDNN (MKL) kernels, read once, when the library first
