@@ -26,21 +26,12 @@ pub fn open(path: &Path) -> io::Result<File> {
     if kind.is_file() {
         return Ok(file);
     }
-    use std::os::unix::fs::FileTypeExt as _;
-    let what = if kind.is_dir() {
-        "a directory"
-    } else if kind.is_fifo() {
-        "a FIFO (named pipe)"
-    } else if kind.is_socket() {
-        "a socket"
-    } else if kind.is_char_device() || kind.is_block_device() {
-        "a device"
-    } else {
-        "not a regular file"
-    };
     Err(io::Error::new(
         io::ErrorKind::InvalidInput,
-        format!("it is {what}, not a regular file"),
+        format!(
+            "it is {}, not a regular file",
+            ferroserve_core::file_kind::describe(kind)
+        ),
     ))
 }
 

@@ -10,4 +10,5 @@
 //! `ferroserve::backends::tensorflow`).
 
 pub mod backends;
+pub mod file_kind;
 pub mod tensor;

@@ -17,21 +17,6 @@ const SAVED_MODEL_DIRS: [&str; 2] = ["variables", "assets"];
 /// files), and the check must end on any tree.
 pub const MAX_SAVED_MODEL_ENTRIES: usize = 10_000;
 
-/// What a file that is neither a regular file nor a directory is, in the words the
-/// server's `regular_file` module uses for a `config.toml` or warm-up file.
-fn non_regular_kind(kind: std::fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt as _;
-    if kind.is_fifo() {
-        "a FIFO (named pipe)"
-    } else if kind.is_socket() {
-        "a socket"
-    } else if kind.is_char_device() || kind.is_block_device() {
-        "a device"
-    } else {
-        "not a regular file"
-    }
-}
-
 /// Refuses a SavedModel directory where TensorFlow would read something that is not
 /// a regular file: a FIFO named `variables/variables.data-00000-of-00001` made
 /// `TF_LoadSessionFromSavedModel` wait for a writer for ever, holding the version in
@@ -51,7 +36,7 @@ pub fn check_regular_files(dir: &Path) -> Result<(), String> {
         format!(
             "{}: it is {}, not a regular file",
             relative.display(),
-            non_regular_kind(kind)
+            crate::file_kind::describe(kind)
         )
     };
     for name in SAVED_MODEL_FILES {
