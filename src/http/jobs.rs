@@ -14,7 +14,7 @@ use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Extension, Json, Router};
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -27,49 +27,29 @@ use crate::api::{ApiError, Caller};
 use crate::jobs::JobView;
 
 pub fn routes() -> Router<AppState> {
-    // Answers that come before the body was read whole (a refusal past its drain)
-    // say `Connection: close` (`body::close_unless_read_whole`).
-    let close_unless_read_whole =
-        || axum::middleware::from_fn(super::body::close_unless_read_whole);
     Router::new()
-        // Multipart bodies carry files up to max_upload_bytes: the handlers apply
-        // their own limits (`JobBody::read`).
-        .route(
-            "/v1/jobs",
-            post(submit)
-                .layer(DefaultBodyLimit::disable())
-                .layer(close_unless_read_whole())
-                .get(list),
-        )
+        .route("/v1/jobs", taking_files(post(submit)).get(list))
         .route("/v1/jobs/{id}", get(job))
         .route("/v1/jobs/{id}/cancel", post(cancel))
         .route("/v1/jobs/{id}/events", get(events))
-        .route(
-            "/predictall",
-            post(predictall)
-                .layer(DefaultBodyLimit::disable())
-                .layer(close_unless_read_whole()),
-        )
-        .route(
-            "/predictall/",
-            post(predictall)
-                .layer(DefaultBodyLimit::disable())
-                .layer(close_unless_read_whole()),
-        )
-        .route(
-            "/train",
-            post(train)
-                .layer(DefaultBodyLimit::disable())
-                .layer(close_unless_read_whole()),
-        )
-        .route(
-            "/train/",
-            post(train)
-                .layer(DefaultBodyLimit::disable())
-                .layer(close_unless_read_whole()),
-        )
+        .route("/predictall", taking_files(post(predictall)))
+        .route("/predictall/", taking_files(post(predictall)))
+        .route("/train", taking_files(post(train)))
+        .route("/train/", taking_files(post(train)))
         .route("/training/status/{id}", get(old_status))
         .route("/predict/", post(old_predict))
+}
+
+/// A route whose bodies may be multipart with files up to `max_upload_bytes`: the
+/// handler applies its own limits (`JobBody::read`) in place of the default body
+/// limit, and an answer that comes before the body was read whole (a refusal past
+/// its drain) says `Connection: close` (`body::close_unless_read_whole`).
+fn taking_files(route: MethodRouter<AppState>) -> MethodRouter<AppState> {
+    route
+        .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn(
+            super::body::close_unless_read_whole,
+        ))
 }
 
 fn caller_of(caller: Option<Extension<Caller>>) -> Caller {

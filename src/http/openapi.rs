@@ -475,6 +475,8 @@ mod tests {
     /// The method list of an `any(handler)` route: described by whatever methods
     /// its paths take, at least one.
     const ANY_METHOD: &str = "any";
+    /// Functions that take a method router and give it back with layers added.
+    const ROUTER_WRAPPERS: [&str; 1] = ["taking_files"];
 
     /// One `.route(path, method_router)` found in the source.
     #[derive(Debug)]
@@ -526,6 +528,16 @@ mod tests {
                 syn::Expr::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "any") => {
                     out.push(ANY_METHOD.to_string());
                     Ok(())
+                }
+                // A function that adds layers to the method router it is given
+                // (`http::jobs::taking_files`): the methods of that router.
+                syn::Expr::Path(p)
+                    if call.args.len() == 1
+                        && p.path.segments.last().is_some_and(|s| {
+                            ROUTER_WRAPPERS.contains(&s.ident.to_string().as_str())
+                        }) =>
+                {
+                    methods_of(&call.args[0], out)
                 }
                 other => Err(format!("unknown method router `{}`", quote_tokens(other))),
             },
