@@ -21,7 +21,7 @@ WORK=$(mktemp -d)
 # fuzzed /deploy would otherwise start worker processes (on the default ports, 8000
 # and up) with whatever limits it drew, and a request that meets one of them while
 # it restarts is rightly a 503, which this run counts as a failure (a CI run failed
-# so). Workers have their own tests (tests/workers.rs).
+# so). Workers have their own tests (tests/workers/).
 cp -r examples/models "$WORK/models"
 ORT_DYLIB_PATH="$ROOT/.ort/libonnxruntime.so.1.31.1" "$FERROSERVE_BIN" serve \
   --model-repository "$WORK/models" --state-dir "$WORK/state" --worker-ports off \
