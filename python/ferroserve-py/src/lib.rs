@@ -15,6 +15,7 @@
 
 mod arrow_io;
 mod fasttext;
+mod tensor_columns;
 mod tensor_model;
 
 use std::sync::Arc;
