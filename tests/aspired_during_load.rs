@@ -14,10 +14,11 @@
 
 mod common;
 
+use common::eventually_some;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{root_path, test_settings, TestServer};
 use ferroserve::settings::Settings;
@@ -86,22 +87,6 @@ async fn state_of(server: &TestServer, model: &str, version: &str) -> Option<(St
         .map(|(_, s, e)| (s, e))
 }
 
-/// Polls `check` until it gives `Some`, or fails after `limit`.
-async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// What the clients and the status poller saw while the repository changed.
 #[derive(Default)]
 struct Seen {
@@ -167,7 +152,7 @@ fn watch_traffic(
 /// load has read its files and its warm-up runs (a warm-up of [`LONG_WARMUP`]
 /// lasts seconds; the files are read in milliseconds).
 async fn wait_until_warming_up(server: &TestServer, model: &str, version: &str) {
-    eventually(
+    eventually_some(
         &format!("{model}/{version} loading"),
         Duration::from_secs(20),
         || async {
@@ -194,7 +179,7 @@ async fn check_nothing_changed(
     // The discarded version's warm-up runs to its end first: seconds on a quiet
     // machine, nearly 20 on a slow 2-vCPU one with both tests' warm-ups and
     // clients sharing it (20 s failed there), so the limit is far above that.
-    let why = eventually(
+    let why = eventually_some(
         &format!("{model}/{discarded} ended"),
         Duration::from_secs(120),
         || async {

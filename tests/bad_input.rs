@@ -534,15 +534,7 @@ async fn metrics_count_requests_by_outcome() {
             .0,
         400
     );
-    let text = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.scrape().await;
     for needle in [
         "ferroserve_requests_total{model=\"iris_lr\",version=\"1\",protocol=\"tfs_rest\",outcome=\"ok\"}",
         "outcome=\"invalid_argument\"",

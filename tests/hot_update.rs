@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::eventually_some;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -62,22 +63,6 @@ fn write_atomically(path: &Path, text: &str) {
     let tmp = path.with_extension("tmp-write");
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, path).unwrap();
-}
-
-/// Polls `check` until it gives `Some`, or fails after `limit`.
-async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 async fn model_status(server: &TestServer, model: &str) -> Option<Value> {
@@ -243,7 +228,7 @@ async fn versions_swap_under_load_without_a_failed_request() {
     let mut switches = Vec::new();
     for v in 2..=21 {
         add_version_atomically(repo.path(), "m", v, &model_file(v));
-        eventually(
+        eventually_some(
             &format!("version {v} to replace {}", v - 1),
             Duration::from_secs(20),
             || {
@@ -312,7 +297,7 @@ async fn a_corrupt_version_goes_to_error_and_the_old_one_keeps_serving() {
     std::fs::write(staging.join("model.onnx"), b"this is not an onnx model").unwrap();
     std::fs::rename(&staging, repo.path().join("m/2")).unwrap();
 
-    let status = eventually("version 2 to fail", Duration::from_secs(20), || {
+    let status = eventually_some("version 2 to fail", Duration::from_secs(20), || {
         let server = &server;
         async move {
             let m = model_status(server, "m").await?;
@@ -367,7 +352,7 @@ async fn a_version_directory_still_being_written_is_not_loaded() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     // Complete now: it settles on the next polls and replaces version 1.
-    eventually("the complete version 2", Duration::from_secs(20), || {
+    eventually_some("the complete version 2", Duration::from_secs(20), || {
         let server = &server;
         async move { (served_versions(server, "m").await == vec![2]).then_some(()) }
     })
@@ -392,7 +377,7 @@ async fn labels_move_under_load_and_refuse_unavailable_versions() {
     let load = Load::start(4, move |c| c.post(&url).json(&request), simple_version);
     // Answers through the label's first version before it moves: on a busy machine
     // the watcher can see the edit before the load has sent anything.
-    eventually(
+    eventually_some(
         "requests through the label",
         Duration::from_secs(20),
         || {
@@ -402,7 +387,7 @@ async fn labels_move_under_load_and_refuse_unavailable_versions() {
     )
     .await;
     write_atomically(&config, "version_policy = \"all\"\n[labels]\nstable = 2\n");
-    eventually(
+    eventually_some(
         "stable to point at version 2",
         Duration::from_secs(20),
         || {
@@ -416,7 +401,7 @@ async fn labels_move_under_load_and_refuse_unavailable_versions() {
     .await;
     let switches = vec![(Instant::now(), 2)];
     // Let the load run on the new label a little before stopping it.
-    eventually(
+    eventually_some(
         "requests through the moved label",
         Duration::from_secs(20),
         || {
@@ -443,7 +428,7 @@ async fn labels_move_under_load_and_refuse_unavailable_versions() {
 
     // A label on a version that is not available is refused; stable stays at 2.
     write_atomically(&config, "version_policy = \"all\"\n[labels]\nstable = 7\n");
-    let m = eventually("the refused label", Duration::from_secs(20), || {
+    let m = eventually_some("the refused label", Duration::from_secs(20), || {
         let server = &server;
         async move {
             let m = model_status(server, "m").await?;
@@ -464,7 +449,7 @@ async fn labels_move_under_load_and_refuse_unavailable_versions() {
         &config,
         "version_policy = \"all\"\nallow_unavailable_labels = true\n[labels]\nstable = 7\n",
     );
-    eventually("the allowed label", Duration::from_secs(20), || {
+    eventually_some("the allowed label", Duration::from_secs(20), || {
         let server = &server;
         let by_label = &by_label;
         async move { (server.post_json("/predict", by_label).await.0 == 503).then_some(()) }
@@ -473,7 +458,7 @@ async fn labels_move_under_load_and_refuse_unavailable_versions() {
 
     // A config that does not parse keeps the one in force.
     write_atomically(&config, "version_policy = [[[ not toml");
-    let m = eventually("the config error", Duration::from_secs(20), || {
+    let m = eventually_some("the config error", Duration::from_secs(20), || {
         let server = &server;
         async move {
             let m = model_status(server, "m").await?;
@@ -531,7 +516,7 @@ async fn tf_serving_model_config_list_is_honoured_and_a_broken_one_keeps_the_old
         .replace("versions: 1 }", "versions: 1 versions: 2 }")
         .replace("value: 1", "value: 2");
     write_atomically(&config, &text2);
-    eventually("the new config", Duration::from_secs(20), || {
+    eventually_some("the new config", Duration::from_secs(20), || {
         let server = &server;
         let by_label = &by_label;
         async move {
@@ -573,7 +558,7 @@ async fn a_label_whose_version_the_policy_unloads_is_unavailable_not_unknown() {
     assert_eq!(code, 200, "{answer}");
 
     add_version_atomically(repo.path(), "lb", 2, &model_file(2));
-    eventually("version 2 alone served", Duration::from_secs(20), || {
+    eventually_some("version 2 alone served", Duration::from_secs(20), || {
         let server = &server;
         async move { (served_versions(server, "lb").await == [2]).then_some(()) }
     })
@@ -597,7 +582,7 @@ async fn a_label_whose_version_the_policy_unloads_is_unavailable_not_unknown() {
 
     // Version 2 goes: version 1 is served again, and so is the label.
     std::fs::rename(repo.path().join("lb/2"), repo.path().join("lb/.tmp-gone")).unwrap();
-    eventually("the label to work again", Duration::from_secs(20), || {
+    eventually_some("the label to work again", Duration::from_secs(20), || {
         let (server, body) = (&server, &body);
         async move { (server.post_json(by_label, body).await.0 == 200).then_some(()) }
     })
@@ -744,7 +729,7 @@ async fn a_specific_policy_naming_missing_versions_is_reported() {
         &repo.path().join("pa/config.toml"),
         "version_policy = { specific = [7] }\n",
     );
-    let m = eventually("the policy warning", Duration::from_secs(20), || {
+    let m = eventually_some("the policy warning", Duration::from_secs(20), || {
         let server = &server;
         async move {
             let m = model_status(server, "pa").await?;
@@ -762,7 +747,7 @@ async fn a_specific_policy_naming_missing_versions_is_reported() {
         &repo.path().join("pa/config.toml"),
         "version_policy = { specific = [1, 7] }\n",
     );
-    let m = eventually("version 1 served", Duration::from_secs(20), || {
+    let m = eventually_some("version 1 served", Duration::from_secs(20), || {
         let server = &server;
         async move {
             let m = model_status(server, "pa").await?;
@@ -815,7 +800,7 @@ async fn a_version_serves_from_the_directory_that_names_it_now() {
 
     // `2/` (iris_lr) comes beside the padded directory: it serves version 2 now.
     put_version_dir(repo.path(), "f", "2", &model_file(1));
-    let from_lr = eventually(
+    let from_lr = eventually_some(
         "version 2 to answer from 2/",
         Duration::from_secs(20),
         || {
@@ -839,7 +824,7 @@ async fn a_version_serves_from_the_directory_that_names_it_now() {
     }
     // `2/` goes while `02/` names the version: it serves from `02/`.
     std::fs::remove_dir_all(repo.path().join("f/2")).unwrap();
-    eventually(
+    eventually_some(
         "version 2 to answer from 02/",
         Duration::from_secs(20),
         || {
@@ -877,7 +862,7 @@ async fn a_version_in_error_whose_directory_goes_leaves_status() {
     install_model(repo.path(), "h", 1, &model_file(1));
     let server = TestServer::start_with(watched(repo.path())).await;
     std::fs::create_dir_all(repo.path().join("h/3")).unwrap();
-    eventually("version 3 in ERROR", Duration::from_secs(20), || {
+    eventually_some("version 3 in ERROR", Duration::from_secs(20), || {
         let server = &server;
         async move {
             let m = model_status(server, "h").await?;
@@ -887,7 +872,7 @@ async fn a_version_in_error_whose_directory_goes_leaves_status() {
     .await;
 
     std::fs::remove_dir_all(repo.path().join("h/3")).unwrap();
-    let m = eventually("version 3 to leave ERROR", Duration::from_secs(20), || {
+    let m = eventually_some("version 3 to leave ERROR", Duration::from_secs(20), || {
         let server = &server;
         async move {
             let m = model_status(server, "h").await?;
@@ -964,7 +949,7 @@ async fn a_directory_still_being_written_does_not_replace_a_served_version() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     // Complete now: it settles on the next polls and serves version 2.
-    eventually(
+    eventually_some(
         "version 2 to answer from 2/",
         Duration::from_secs(20),
         || {

@@ -10,6 +10,7 @@
 
 mod common;
 
+use common::eventually_some;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -92,22 +93,6 @@ async fn status_of(server: &TestServer, model: &str) -> Option<Value> {
         .iter()
         .find(|m| m["model_id"] == model)
         .cloned()
-}
-
-/// Polls `check` until it gives `Some`, or fails after `limit`.
-async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A client that sends the headers of an upload of `model` and part of the file,
@@ -221,7 +206,7 @@ async fn hold_lock(
             Some((status, r.json().await.unwrap_or(Value::Null)))
         })
     };
-    eventually(
+    eventually_some(
         "the reload holds the model's lock",
         Duration::from_secs(10),
         || async {
@@ -256,7 +241,7 @@ async fn a_stalled_upload_holds_no_model() {
     let server = TestServer::start_with(settings(repo.path())).await;
 
     let stalled = stalled_upload(&server, "a").await;
-    eventually(
+    eventually_some(
         "the stalled upload is staging",
         Duration::from_secs(10),
         || async { (!staging_dirs(&repo.path().join("a")).is_empty()).then_some(()) },
@@ -297,7 +282,7 @@ async fn a_stalled_upload_holds_no_model() {
 
     // The stalled client leaves: its staging goes, the model uploaded meanwhile stays.
     drop(stalled);
-    eventually(
+    eventually_some(
         "the stalled upload's staging is removed",
         Duration::from_secs(10),
         || async {
@@ -514,7 +499,7 @@ async fn shutdown_ends_within_its_deadline_with_a_stalled_client() {
     })
     .await;
     let _stalled = stalled_upload(&server, "u").await;
-    eventually(
+    eventually_some(
         "the stalled request is in flight",
         Duration::from_secs(10),
         || async { (!staging_dirs(&repo.path().join("u")).is_empty()).then_some(()) },

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::future::Future;
+use common::eventually;
 use std::time::{Duration, Instant};
 
 use common::{install_model, root_path, test_settings, TestServer};
@@ -52,19 +52,6 @@ async fn predict(server: &TestServer, model: &str) -> u16 {
         .post_json(&format!("/v1/models/{model}:predict"), &body)
         .await
         .0
-}
-
-/// Polls `check` until it holds, or fails after `limit`.
-async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Checks for many polls of the file that `model` keeps answering 200.

@@ -18,6 +18,37 @@ use ferroserve::settings::Settings;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// Polls `check` every 20 ms until it holds; fails the test, naming `what`, when it
+/// still does not after `limit`.
+pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    eventually_some(what, limit, || {
+        let checked = check();
+        async move { checked.await.then_some(()) }
+    })
+    .await
+}
+
+/// Polls `check` every 20 ms until it gives `Some`, and answers that; fails the
+/// test, naming `what`, when it still gives `None` after `limit`.
+pub async fn eventually_some<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The sum of the samples of metric `name` in Prometheus text `text` whose labels
 /// include all of `labels` (0 when there is none).
 pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {

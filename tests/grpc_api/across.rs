@@ -259,15 +259,7 @@ async fn message_size_limits_are_resource_exhausted_and_deadlines_are_honoured()
     assert!(client.model_infer(small).await.is_ok());
 
     // gRPC requests show in the metrics with their protocol.
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.scrape().await;
     assert!(
         metrics
             .lines()

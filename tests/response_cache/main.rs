@@ -11,6 +11,7 @@ mod hits;
 mod invalidation;
 mod redis;
 
+use common::eventually;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -115,15 +116,7 @@ fn settings(repo: &Path) -> Settings {
 
 /// The sum of the samples of metric `name` whose labels include all of `labels`.
 async fn metric(server: &TestServer, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let text = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.scrape().await;
     metric_value(&text, name, labels)
 }
 
@@ -135,18 +128,6 @@ async fn model_runs(server: &TestServer, model: &str, version: u64) -> f64 {
         &[("model", model), ("version", &version.to_string())],
     )
     .await
-}
-
-async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn tf_row(row: [f32; 4]) -> TensorProto {

@@ -230,15 +230,7 @@ async fn a_full_prediction_log_drops_and_counts() {
     while let Some(done) = clients.join_next().await {
         done.unwrap();
     }
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.scrape().await;
     assert!(dropped(&metrics) >= 400, "{}", dropped(&metrics));
     drop(db);
 }
