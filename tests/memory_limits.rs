@@ -7,10 +7,10 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::child::free_port;
 use common::{install_model, root_path};
 use ferroserve_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 use ferroserve_proto::tensorflow::serving::{self as tfs, ModelSpec};
@@ -38,14 +38,6 @@ impl Drop for LimitedServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl LimitedServer {

@@ -31,12 +31,13 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::child::free_port;
 use common::{install_model, metric_value, root_path};
 use ferroserve_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 use ferroserve_proto::tensorflow::serving::{self as tfs, ModelSpec};
@@ -112,14 +113,6 @@ const AT_THE_LIMIT: Duration = Duration::from_secs(2);
 const ATTACK_PROCESS_BOUND: Duration = Duration::from_secs(180);
 /// The longest a legitimate request may wait for its answer under attack.
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Raises this process's open-files limit to its hard limit, which must allow
 /// `needed`: the server's limit (prlimit cannot go above it) and, for attacks from

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::child::free_port;
+
 /// Which server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DbKind {
@@ -24,14 +26,6 @@ pub struct DbServer {
     child: Option<Child>,
     /// Run as this user (PostgreSQL refuses to run as root).
     uid: Option<(u32, u32)>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";

@@ -3,9 +3,11 @@
 //! when dropped. `scripts/setup.sh` installs the Debian package in CI.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use super::child::free_port;
 
 /// How long a fresh server may take to answer PING.
 const START_LIMIT: Duration = Duration::from_secs(20);
@@ -153,13 +155,4 @@ impl Drop for RedisServer {
 /// `REDIS_SERVER` if set, else `redis-server` on the `PATH`.
 fn redis_server_path() -> String {
     std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_string())
-}
-
-/// A loopback port nothing listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
