@@ -20,22 +20,25 @@
 //! * a client deadline (`grpc-timeout`) bounds the operation like the REST timeout.
 
 mod auth;
+mod client_status;
 pub mod health;
 pub mod kserve;
+mod send_watch;
 pub mod tf_tensor;
 pub mod tfs;
 pub mod v2_tensor;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http_body_util::BodyExt;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 
 use crate::api::{ApiError, ServerState};
+pub use client_status::{ClientStatus, ClientStatusLayer};
+pub(crate) use send_watch::watch_send;
+pub use send_watch::SendTimeoutExecutor;
 
 /// Message size limits, from `Settings`.
 #[derive(Debug, Clone, Copy)]
@@ -110,150 +113,6 @@ pub async fn serve(
         stop_streams.cancel();
     };
     crate::connections::serve(listener, router, None, options, shutdown).await;
-}
-
-tokio::task_local! {
-    /// The send watch of the HTTP/2 stream whose task is running, set by
-    /// [`SendTimeoutExecutor`] and read by [`watch_send`].
-    static SEND_WATCH: Arc<SendWatch>;
-}
-
-/// When a stream's response last handed a piece to hyper that hyper has not yet
-/// asked to follow with more: hyper asks only once the client's flow-control window
-/// has room, so a client that never reads leaves this set.
-#[derive(Debug, Default)]
-struct SendWatch {
-    waiting_since: parking_lot::Mutex<Option<tokio::time::Instant>>,
-}
-
-impl SendWatch {
-    /// Completes once a piece has waited for the client longer than `timeout`.
-    async fn stalled(&self, timeout: Duration) {
-        loop {
-            let since = *self.waiting_since.lock();
-            match since {
-                Some(t) if t.elapsed() >= timeout => return,
-                Some(t) => tokio::time::sleep_until(t + timeout).await,
-                None => tokio::time::sleep(timeout / 2).await,
-            }
-        }
-    }
-}
-
-/// Runs each HTTP/2 stream (hyper hands every stream's task to the executor) with a
-/// [`SendWatch`], and drops the stream when its response has waited for the client
-/// longer than `send_timeout`: dropping it resets the stream, which frees what h2
-/// and the response still held of it.
-#[derive(Debug, Clone, Copy)]
-pub struct SendTimeoutExecutor {
-    send_timeout: Duration,
-}
-
-impl SendTimeoutExecutor {
-    pub fn new(send_timeout: Duration) -> SendTimeoutExecutor {
-        SendTimeoutExecutor { send_timeout }
-    }
-}
-
-impl<F> hyper::rt::Executor<F> for SendTimeoutExecutor
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    fn execute(&self, stream: F) {
-        let watch = Arc::new(SendWatch::default());
-        let timeout = self.send_timeout;
-        tokio::spawn(SEND_WATCH.scope(watch.clone(), async move {
-            tokio::select! {
-                () = stream => {}
-                () = watch.stalled(timeout) => {
-                    tracing::debug!(
-                        "gRPC response not read by its client within {timeout:?}; stream reset"
-                    );
-                }
-            }
-        }));
-    }
-}
-
-/// Gives every response body the watch of its stream (outside
-/// [`SendTimeoutExecutor`], e.g. in tests through `routes` or on HTTP/1, bodies go
-/// unwatched). The REST router has it too, for REST over HTTP/2.
-pub(crate) async fn watch_send(response: axum::response::Response) -> axum::response::Response {
-    match SEND_WATCH.try_with(Arc::clone) {
-        Ok(watch) => response.map(|body| axum::body::Body::new(WatchedBody::new(body, watch))),
-        Err(_) => response,
-    }
-}
-
-/// The most bytes of a response handed to hyper at once. hyper passes a piece to
-/// h2 as soon as the stream has any send capacity, and h2 keeps what the client's
-/// window does not take; small pieces keep that to about one window per stream and
-/// make a stalled client visible to the [`SendWatch`].
-const SEND_PIECE: usize = 16 * 1024;
-
-/// A response body that hands its data to hyper in [`SEND_PIECE`]s and records in
-/// its [`SendWatch`] when a piece waits for the client.
-struct WatchedBody {
-    inner: axum::body::Body,
-    rest: bytes::Bytes,
-    watch: Arc<SendWatch>,
-}
-
-impl WatchedBody {
-    fn new(inner: axum::body::Body, watch: Arc<SendWatch>) -> Self {
-        WatchedBody {
-            inner,
-            rest: bytes::Bytes::new(),
-            watch,
-        }
-    }
-
-    fn piece(&mut self) -> http_body::Frame<bytes::Bytes> {
-        let n = self.rest.len().min(SEND_PIECE);
-        *self.watch.waiting_since.lock() = Some(tokio::time::Instant::now());
-        http_body::Frame::data(self.rest.split_to(n))
-    }
-}
-
-impl http_body::Body for WatchedBody {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
-        // hyper asks for more: the previous piece went to h2.
-        *self.watch.waiting_since.lock() = None;
-        if !self.rest.is_empty() {
-            return Poll::Ready(Some(Ok(self.piece())));
-        }
-        match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                Ok(data) => {
-                    self.rest = data;
-                    Poll::Ready(Some(Ok(self.piece())))
-                }
-                Err(frame) => Poll::Ready(Some(Ok(frame))),
-            },
-            other => other,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.rest.is_empty() && self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        let inner = self.inner.size_hint();
-        let rest = self.rest.len() as u64;
-        let mut hint = http_body::SizeHint::new();
-        if let Some(upper) = inner.upper() {
-            hint.set_upper(upper.saturating_add(rest));
-        }
-        hint.set_lower(inner.lower().saturating_add(rest));
-        hint
-    }
 }
 
 /// Every service, with the size limits applied to each. `stop_streams` ends open
@@ -501,151 +360,6 @@ pub fn client_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duratio
     })
 }
 
-/// Rewrites the codes tonic gives for a client's faults into the ones gRPC's own
-/// implementations (and so TF Serving and Triton clients) expect:
-/// * OUT_OF_RANGE for a message over the size limit → RESOURCE_EXHAUSTED
-///   (ferroserve never answers OUT_OF_RANGE otherwise);
-/// * INTERNAL for a request that does not decode as protobuf → INVALID_ARGUMENT,
-///   told from a genuine internal error by the message tonic's prost codec gives
-///   (prost's `DecodeError`, which no ferroserve error message starts with).
-///
-/// A decode failure arrives as a trailers-only response (status in the headers); an
-/// encode failure in the trailers after the body, so both are rewritten.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientStatusLayer;
-
-impl<S> tower::Layer<S> for ClientStatusLayer {
-    type Service = ClientStatus<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        ClientStatus { inner }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct ClientStatus<S> {
-    inner: S,
-}
-
-/// How the errors tonic's codec puts in an INTERNAL status for a request the
-/// client sent wrong begin: prost's `DecodeError`, and a request body that is no
-/// gRPC message (none at all, cut short, or an unknown compression flag). A
-/// message flagged compressed without `grpc-encoding` stays INTERNAL, as the gRPC
-/// compression spec requires.
-const CLIENT_ERROR_PREFIXES: [&str; 5] = [
-    "failed to decode Protobuf message",
-    "Missing request message",
-    "Unexpected EOF decoding stream",
-    "protocol error: received message with invalid compression flag",
-    "invalid compression flag",
-];
-
-/// The longest `grpc-message` sent, in bytes: clients refuse headers past 8 KiB,
-/// and a message echoing a client's megabyte-long name would hide its status.
-const MAX_MESSAGE_BYTES: usize = 1024;
-
-fn fix_status(headers: &mut http::HeaderMap) {
-    shorten_message(headers);
-    let code = headers
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<i32>().ok())
-        .map(Code::from_i32);
-    let fixed = match code {
-        Some(Code::OutOfRange) => Code::ResourceExhausted,
-        Some(Code::Internal) if is_client_error(headers) => Code::InvalidArgument,
-        _ => return,
-    };
-    headers.insert("grpc-status", http::HeaderValue::from(fixed as i32));
-}
-
-/// Cuts `grpc-message` (percent-encoded: ASCII) to [`MAX_MESSAGE_BYTES`], never
-/// inside an escape, saying that it was cut.
-fn shorten_message(headers: &mut http::HeaderMap) {
-    let Some(message) = headers.get("grpc-message") else {
-        return;
-    };
-    let bytes = message.as_bytes();
-    if bytes.len() <= MAX_MESSAGE_BYTES {
-        return;
-    }
-    let mut end = MAX_MESSAGE_BYTES;
-    // An escape is `%XY`: never keep a `%` without its two digits.
-    if let Some(percent) = bytes[end.saturating_sub(2)..end]
-        .iter()
-        .position(|&b| b == b'%')
-    {
-        end = end - 2 + percent;
-    }
-    // Nor part of a character: each byte of one past ASCII is an escape, and the
-    // client decodes the message as UTF-8 (tonic answers UNKNOWN when it cannot).
-    let continues = |at: &[u8]| {
-        at.len() >= 3
-            && at[0] == b'%'
-            && std::str::from_utf8(&at[1..3])
-                .ok()
-                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-                .is_some_and(|b| b & 0xC0 == 0x80)
-    };
-    while continues(&bytes[end..]) && end >= 3 && bytes[end - 3] == b'%' {
-        end -= 3;
-    }
-    let mut shortened = bytes[..end].to_vec();
-    shortened
-        .extend_from_slice(format!("%20(cut:%20{}%20bytes%20in%20all)", bytes.len()).as_bytes());
-    if let Ok(value) = http::HeaderValue::from_bytes(&shortened) {
-        headers.insert("grpc-message", value);
-    }
-}
-
-/// Whether `grpc-message` (percent-encoded by tonic: a space is `%20`) is one of
-/// the codec's errors about what the client sent.
-fn is_client_error(headers: &http::HeaderMap) -> bool {
-    headers
-        .get("grpc-message")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|m| {
-            let m = m.replace("%20", " ");
-            CLIENT_ERROR_PREFIXES.iter().any(|p| m.starts_with(p))
-        })
-}
-
-impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for ClientStatus<S>
-where
-    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
-    S::Future: Send + 'static,
-    ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    ResBody::Error: Into<axum::BoxError>,
-{
-    type Response = http::Response<axum::body::Body>;
-    type Error = S::Error;
-    type Future =
-        std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let future = self.inner.call(request);
-        Box::pin(async move {
-            let response = future.await?;
-            let (mut parts, body) = response.into_parts();
-            fix_status(&mut parts.headers);
-            let body = body.map_frame(|frame| match frame.into_trailers() {
-                Ok(mut trailers) => {
-                    fix_status(&mut trailers);
-                    http_body::Frame::trailers(trailers)
-                }
-                Err(frame) => frame,
-            });
-            Ok(http::Response::from_parts(
-                parts,
-                axum::body::Body::new(body),
-            ))
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -667,100 +381,6 @@ mod tests {
         assert_eq!(at("S"), None);
         assert_eq!(at("123456789S"), None);
         assert_eq!(client_timeout(&tonic::metadata::MetadataMap::new()), None);
-    }
-
-    #[test]
-    fn client_faults_get_the_codes_grpc_uses() {
-        let fixed = |code: Code, message: &str| {
-            let mut headers = http::HeaderMap::new();
-            headers.insert("grpc-status", http::HeaderValue::from(code as i32));
-            headers.insert("grpc-message", message.parse().unwrap());
-            fix_status(&mut headers);
-            Code::from_i32(headers["grpc-status"].to_str().unwrap().parse().unwrap())
-        };
-        assert_eq!(
-            fixed(
-                Code::Internal,
-                "failed%20to%20decode%20Protobuf%20message:%20invalid%20varint"
-            ),
-            Code::InvalidArgument
-        );
-        assert_eq!(
-            fixed(Code::Internal, "the%20model%20gave%20no%20output"),
-            Code::Internal
-        );
-        assert_eq!(
-            fixed(Code::OutOfRange, "too%20big"),
-            Code::ResourceExhausted
-        );
-        assert_eq!(
-            fixed(Code::NotFound, "failed%20to%20decode%20Protobuf%20message"),
-            Code::NotFound
-        );
-        // A request body that is no gRPC message is the client's error too.
-        for message in [
-            "Missing%20request%20message.",
-            "Unexpected%20EOF%20decoding%20stream.",
-            "invalid%20compression%20flag:%202",
-        ] {
-            assert_eq!(fixed(Code::Internal, message), Code::InvalidArgument);
-        }
-    }
-
-    #[test]
-    fn long_messages_are_cut_outside_escapes() {
-        for name_len in [2000, 2001, 2002, 2003] {
-            let message = format!("model%20{}%2Fx%20not%20found", "n".repeat(name_len));
-            let mut headers = http::HeaderMap::new();
-            headers.insert("grpc-message", message.parse().unwrap());
-            fix_status(&mut headers);
-            let cut = headers["grpc-message"].to_str().unwrap();
-            assert!(cut.len() < MAX_MESSAGE_BYTES + 64, "{}", cut.len());
-            assert!(cut.starts_with("model%20nnn"), "{cut}");
-            assert!(
-                cut.ends_with(&format!("(cut:%20{}%20bytes%20in%20all)", message.len())),
-                "{cut}"
-            );
-        }
-        // An escape across the limit is dropped whole.
-        for at in [MAX_MESSAGE_BYTES - 2, MAX_MESSAGE_BYTES - 1] {
-            let message = format!("{}%2F{}", "a".repeat(at), "b".repeat(100));
-            let mut headers = http::HeaderMap::new();
-            headers.insert("grpc-message", message.parse().unwrap());
-            shorten_message(&mut headers);
-            let cut = headers["grpc-message"].to_str().unwrap();
-            let kept = cut.split("%20(cut").next().unwrap();
-            assert_eq!(kept, "a".repeat(at), "{at}");
-        }
-        // Nor inside a character: the rest must decode as UTF-8 (a tonic client
-        // answers UNKNOWN otherwise).
-        for pad in 0..6 {
-            let text = format!("{}{}", "a".repeat(pad), "ж".repeat(600));
-            let encoded: String = text
-                .bytes()
-                .map(|b| {
-                    if b.is_ascii_alphanumeric() {
-                        (b as char).to_string()
-                    } else {
-                        format!("%{b:02X}")
-                    }
-                })
-                .collect();
-            let mut headers = http::HeaderMap::new();
-            headers.insert(
-                "grpc-status",
-                http::HeaderValue::from(Code::NotFound as i32),
-            );
-            headers.insert("grpc-message", encoded.parse().unwrap());
-            shorten_message(&mut headers);
-            let decoded = tonic::Status::from_header_map(&headers).unwrap();
-            assert_eq!(decoded.code(), Code::NotFound, "pad {pad}: {decoded:?}");
-            assert!(decoded.message().contains("(cut:"), "{decoded:?}");
-        }
-        let mut short = http::HeaderMap::new();
-        short.insert("grpc-message", "fine".parse().unwrap());
-        shorten_message(&mut short);
-        assert_eq!(short["grpc-message"], "fine");
     }
 
     #[test]
