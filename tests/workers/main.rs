@@ -2,7 +2,7 @@
 //! service's workflow with real worker processes, restarts after a kill, OOM past a
 //! memory limit, crash-loop, port exhaustion, redeploys, a main-server restart, and
 //! no worker outliving its server. Management of deployed models is in
-//! `workers_management.rs`, what reaches a worker and comes back in
+//! `workers_management/`, what reaches a worker and comes back in
 //! `workers_forwarding/`; their helpers are `common/workers.rs`.
 
 #[path = "../common/mod.rs"]
