@@ -445,6 +445,17 @@ impl Client {
 
     /// Sends a request (the token added); a JSON answer, or the error's class.
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, ClientError> {
+        self.send_accepting(request, &[]).await
+    }
+
+    /// [`Client::send`], where an answer with a status in `also` is read as a
+    /// success's is (its JSON body): `/healthz`'s 503 says, in its body, that the
+    /// server is live and not ready yet.
+    pub async fn send_accepting(
+        &self,
+        request: reqwest::RequestBuilder,
+        also: &[u16],
+    ) -> Result<Value, ClientError> {
         let request = match &self.token {
             Some(t) => request.bearer_auth(t),
             None => request,
@@ -543,7 +554,7 @@ impl Client {
             .is_some_and(|v| v.to_ascii_lowercase().contains("html"));
         let text = response.text().await.unwrap_or_default();
         let parsed = serde_json::from_str::<Value>(&text);
-        if status.is_success() {
+        if status.is_success() || also.contains(&status.as_u16()) {
             return match parsed {
                 Ok(body) => Ok(body),
                 Err(_) if status == reqwest::StatusCode::NO_CONTENT => Ok(Value::Null),
@@ -605,6 +616,12 @@ impl Client {
 
     pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
         self.send(self.http.get(self.url(path))).await
+    }
+
+    /// [`Client::get`], reading an answer with a status in `also` as a success.
+    pub async fn get_accepting(&self, path: &str, also: &[u16]) -> Result<Value, ClientError> {
+        self.send_accepting(self.http.get(self.url(path)), also)
+            .await
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {

@@ -603,10 +603,12 @@ extern "C" fn on_signal(signal: libc::c_int) {
 }
 
 /// `ferroserve status`: health, then every model and version, as the old
-/// `server.sh status` told.
+/// `server.sh status` told. A server that is live and not ready (loading its
+/// models at start, draining at shutdown: `/healthz` answers 503 then) is reported
+/// as such, with its models' states, which are what says why.
 pub async fn status(connection: Connection, output: OutputFormat) -> anyhow::Result<i32> {
     let client = Client::new(&connection, Duration::from_secs(30))?;
-    let health = client.get("/healthz").await?;
+    let health = client.get_accepting("/healthz", &[503]).await?;
     client.field(&health, "live", Value::is_boolean)?;
     client.field(&health, "ready", Value::is_boolean)?;
     let server = client.get("/v2").await?;

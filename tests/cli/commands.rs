@@ -523,3 +523,62 @@ async fn a_file_name_that_is_not_utf8_uploads() {
     assert!(out.contains("model cafe version 1"), "{out}");
     server.stop().await;
 }
+
+/// A server that is live and not ready yet (a model's warm-up holds its first load,
+/// so `/healthz` answers 503) is reported with its models' states, which say why,
+/// not refused as a server failure (exit 5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_a_server_that_is_not_ready_yet() {
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    install_model(
+        &repo,
+        "slow",
+        1,
+        &root_path("tests/fixtures/onnx/slow_loop/model.onnx"),
+    );
+    // A warm-up of a billion loop iterations: far longer than this test.
+    std::fs::write(repo.join("slow/1/warmup.json"), r#"[{"n": 1000000000}]"#).unwrap();
+    let rest = format!("127.0.0.1:{}", free_port());
+    let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_ferroserve"));
+    serve
+        .args(["serve", "--model-repository"])
+        .arg(&repo)
+        .args(["--rest-addr", &rest])
+        .args(["--grpc-addr", &format!("127.0.0.1:{}", free_port())])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    if let Some(ort) = common::onnxruntime_path() {
+        serve.env("ORT_DYLIB_PATH", ort);
+    }
+    let _server = KillOnDrop(serve.spawn().unwrap());
+    let url = format!("http://{rest}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let health = reqwest::get(format!("{url}/healthz")).await;
+        if let Ok(r) = health {
+            assert_eq!(r.status(), 503, "the warm-up ended already");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never listened"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, out) = run(cli(&url, &["status"])).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("live true, ready false"), "{out}");
+    assert!(out.contains("slow") && out.contains("LOADING"), "{out}");
+    let (code, out) = run(cli(&url, &["status", "--output", "json"])).await;
+    assert_eq!(code, 0, "{out}");
+    let answer: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(answer["health"]["ready"], false, "{answer}");
+}
