@@ -484,7 +484,9 @@ pub fn render_with(manager: &Manager, extra: Option<String>) -> String {
     for (state, count) in manager.state_counts() {
         metrics::gauge!("ferroserve_model_versions", "state" => state.as_str()).set(count as f64);
     }
-    if let Some(rss) = resident_memory_bytes() {
+    // In the system's page size (16 or 64 KiB pages on some arm64 and ppc64le
+    // kernels), as the memory trimmer reads it.
+    if let Some(rss) = crate::memory::resident_bytes() {
         metrics::gauge!("process_resident_memory_bytes").set(rss as f64);
     }
     exposition(handle, extra)
@@ -598,13 +600,6 @@ fn merge_expositions(texts: &[String]) -> String {
         out.push('\n');
     }
     out
-}
-
-/// Resident set size from `/proc/self/statm` (Linux); `None` elsewhere.
-pub fn resident_memory_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
 }
 
 #[cfg(test)]
