@@ -359,10 +359,11 @@ impl Sources {
             Ok(found) => {
                 for (name, dir) in found {
                     // A state directory set inside the repository is no model.
-                    if is_valid_model_name(&name) && dir != self.state_dir {
+                    let state = self.is_state_dir(&dir);
+                    if is_valid_model_name(&name) && !state {
                         dirs.insert(name, ModelDir { dir, listed: None });
                     } else if !name.starts_with('.')
-                        && dir != self.state_dir
+                        && !state
                         && guard(&self.ignored_names).insert(name.clone())
                     {
                         // Hidden directories are never models; another name is
@@ -413,10 +414,24 @@ impl Sources {
                 listed: None,
             });
         }
-        Ok(ModelDir {
-            dir: self.root.join(name),
-            listed: None,
-        })
+        let dir = self.root.join(name);
+        if self.is_state_dir(&dir) {
+            // Uploaded into, it would mix a model's files with the server's; deleted,
+            // it would take the metadata store with it.
+            return Err(SourcesError::InvalidName(format!(
+                "model name {name:?} is the server's state directory (--state-dir), which \
+                 is inside the model repository: choose another name"
+            )));
+        }
+        Ok(ModelDir { dir, listed: None })
+    }
+
+    /// Whether `dir`, a directory of the repository root, is the server's state
+    /// directory: by the same path, or another one to it (a relative root, a link).
+    /// Only a directory of the state directory's name is looked up on disk.
+    fn is_state_dir(&self, dir: &Path) -> bool {
+        dir.file_name() == self.state_dir.file_name()
+            && crate::manager::same_dir(dir, &self.state_dir)
     }
 
     /// Models as the sources know them, for status.
@@ -668,6 +683,32 @@ fn check_name(name: &str) -> Result<(), SourcesError> {
 mod tests {
     use super::*;
     use crate::model_config::VersionPolicy;
+
+    /// Was: a `--state-dir` set to a visible directory of the repository was kept
+    /// out of the scan only when named by the very same path, and a model of its
+    /// name could be deleted (the metadata store with it) or uploaded into.
+    #[test]
+    fn the_state_directory_inside_the_repository_is_no_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("models");
+        std::fs::create_dir_all(root.join("state/flat")).unwrap();
+        std::fs::create_dir_all(root.join("iris/1")).unwrap();
+        // The state directory named through a link to the repository.
+        std::os::unix::fs::symlink(&root, dir.path().join("link")).unwrap();
+        let sources = Sources::new(
+            Arc::new(Manager::new(crate::backends::BackendOptions::default())),
+            root.clone(),
+        )
+        .with_state_dir(dir.path().join("link/state"));
+        let names: Vec<String> = sources.model_dirs().into_keys().collect();
+        assert_eq!(names, ["iris"]);
+        let e = sources.model_dir("state").unwrap_err();
+        assert!(
+            matches!(&e, SourcesError::InvalidName(m) if m.contains("state directory")),
+            "{e}"
+        );
+        assert_eq!(sources.model_dir("iris").unwrap().dir, root.join("iris"));
+    }
 
     /// Was: a stop outlived its model's directory, so a new directory of that name
     /// (or one renamed back while the server was down) was never served. Now the
