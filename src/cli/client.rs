@@ -448,9 +448,9 @@ impl Client {
         self.send_accepting(request, &[]).await
     }
 
-    /// [`Client::send`], where an answer with a status in `also` is read as a
-    /// success's is (its JSON body): `/healthz`'s 503 says, in its body, that the
-    /// server is live and not ready yet.
+    /// [`Client::send`], where a JSON answer (no `error` field) with a status in
+    /// `also` is read as a success's is: `/healthz`'s 503 says, in its body, that
+    /// the server is live and not ready yet.
     pub async fn send_accepting(
         &self,
         request: reqwest::RequestBuilder,
@@ -554,7 +554,11 @@ impl Client {
             .is_some_and(|v| v.to_ascii_lowercase().contains("html"));
         let text = response.text().await.unwrap_or_default();
         let parsed = serde_json::from_str::<Value>(&text);
-        if status.is_success() || also.contains(&status.as_u16()) {
+        // An accepted status counts only with the JSON answer it is accepted for: a
+        // proxy's error page, or an `{"error": …}` body, is the error it says.
+        let accepted = also.contains(&status.as_u16())
+            && matches!(&parsed, Ok(body) if body.get("error").is_none());
+        if status.is_success() || accepted {
             return match parsed {
                 Ok(body) => Ok(body),
                 Err(_) if status == reqwest::StatusCode::NO_CONTENT => Ok(Value::Null),
