@@ -552,7 +552,23 @@ impl Client {
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.to_ascii_lowercase().contains("html"));
-        let text = response.text().await.unwrap_or_default();
+        // The answer broke off (the connection ended, or the timeout passed, while
+        // its body was read): no answer, as a connection that failed is none; an
+        // empty body would read as the server's own (a 200 "not JSON", 5).
+        let text = response.text().await.map_err(|e| {
+            let mut source: &dyn std::error::Error = &e;
+            while let Some(s) = source.source() {
+                source = s;
+            }
+            ClientError::Unreachable {
+                url: self.server_name(),
+                reason: if e.is_timeout() {
+                    "timed out while the answer was read".to_string()
+                } else {
+                    format!("the answer broke off: {source}")
+                },
+            }
+        })?;
         let parsed = serde_json::from_str::<Value>(&text);
         // An accepted status counts only with the JSON answer it is accepted for: a
         // proxy's error page, or an `{"error": …}` body, is the error it says.

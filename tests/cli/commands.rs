@@ -504,6 +504,9 @@ async fn serve_writes_its_pid_file_and_stop_ends_it() {
     client.wait().unwrap();
 }
 
+/// A model file whose name is not UTF-8 uploads under the name asked for (it was
+/// "the file has no name").
+#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_name_that_is_not_utf8_uploads() {
     let dir = tempfile::tempdir().unwrap();

@@ -180,10 +180,6 @@ async fn https_to_a_plain_http_port_is_told() {
     server.stop().await;
 }
 
-/// A model file whose name is not UTF-8 uploads under the name asked for (it was
-/// "the file has no name").
-#[cfg(unix)]
-
 /// A 200 JSON answer without the fields a command reads is no ferroserve answer
 /// (5): `200 {}` printed "model iris_lr loaded", "null job(s) in all" and "live
 /// null, ready null", each with 0.
@@ -208,5 +204,22 @@ async fn answers_without_their_fields_are_unexpected() {
             out.contains("answered what ferroserve does not"),
             "{args:?}: {out}"
         );
+    }
+}
+
+/// An answer that breaks off (the connection ends before its body's length) is
+/// no answer: 3, as a connection that failed is, not the 5 of a server that
+/// answered "not JSON" (the read error was taken for an empty body).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_breaks_off_is_no_answer() {
+    let url = foreign_server(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n{\"models\": [",
+    )
+    .await;
+    for args in [&["status"][..], &["models", "list"], &["jobs", "list"]] {
+        let (code, out) = run(cli(&url, args)).await;
+        assert_eq!(code, 3, "{args:?}: {out}");
+        assert!(out.contains("the answer broke off"), "{args:?}: {out}");
+        assert!(!out.contains("not JSON"), "{args:?}: {out}");
     }
 }
