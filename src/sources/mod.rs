@@ -760,6 +760,42 @@ mod tests {
         assert!(!sources.is_busy("w"), "no hook holds its lock");
     }
 
+    /// Was: the models gone from a listing taken before an upload (its directory
+    /// made, its version loaded, its lock let go) were unloaded, the upload's
+    /// model with them, until the next poll loaded it again.
+    #[test]
+    fn a_model_uploaded_after_the_listing_is_not_unloaded_as_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let manager = Arc::new(Manager::new(crate::backends::BackendOptions::default()));
+        let sources = Sources::new(manager.clone(), root.to_path_buf());
+        std::fs::create_dir_all(root.join("old/1")).unwrap();
+        sources.reload_model("old").unwrap();
+        std::fs::remove_dir_all(root.join("old")).unwrap();
+        let listed = sources.model_dirs();
+        assert!(listed.is_empty());
+
+        std::fs::create_dir_all(root.join("new/1")).unwrap();
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("examples/models/iris_sklearn/1/model.joblib"),
+            root.join("new/1/model.joblib"),
+        )
+        .unwrap();
+        sources.reload_model("new").unwrap();
+        assert!(manager.records_snapshot().contains_key("new"));
+        assert!(manager.records_snapshot().contains_key("old"));
+
+        sources.unload_gone(&listed);
+        let records = manager.records_snapshot();
+        assert!(records.contains_key("new"), "the uploaded model stays");
+        assert!(manager.serving().models.contains_key("new"));
+        assert!(
+            !records.contains_key("old"),
+            "the one gone in both listings goes"
+        );
+    }
+
     #[test]
     fn list_overrides_policy_and_labels_and_deployment_the_timeout() {
         let mut config = ModelConfig {

@@ -370,7 +370,10 @@ impl Sources {
     }
 
     /// Unloads models the manager serves whose directory is gone. A busy model is
-    /// left for the next poll or reload.
+    /// left for the next poll or reload. `dirs` was listed before the locks were
+    /// taken: a model uploaded (its directory made, loaded, its lock let go) since
+    /// is not in it, so what is gone is listed again under the locks, and only a
+    /// model gone in both listings is unloaded.
     pub(super) fn unload_gone(&self, dirs: &BTreeMap<String, ModelDir>) {
         let known: Vec<String> = self
             .manager
@@ -383,10 +386,21 @@ impl Sources {
             .into_iter()
             .filter(|name| !dirs.contains_key(name))
             .collect();
-        for name in known {
-            let Ok(_held) = self.model_lock(&name).try_acquire_owned() else {
+        let held: Vec<(String, ModelGuard)> = known
+            .into_iter()
+            .filter_map(|name| {
+                let lock = self.model_lock(&name).try_acquire_owned().ok()?;
+                Some((name, lock))
+            })
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        let now = self.model_dirs();
+        for (name, _lock) in held {
+            if now.contains_key(&name) {
                 continue;
-            };
+            }
             self.manager.unload_model(&name);
             guard(&self.watch).remove(&name);
         }
