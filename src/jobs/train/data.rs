@@ -250,7 +250,7 @@ fn shown_bytes(bytes: usize) -> String {
 /// value (text, a boolean).
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum LabelNumber {
-    Int(i64),
+    Int(i128),
     Float(f64),
 }
 
@@ -259,15 +259,15 @@ const EXACT_INTEGERS: f64 = 9_007_199_254_740_992.0;
 
 fn label_number(v: &Value) -> Option<LabelNumber> {
     let float = |f: f64| match f.fract() == 0.0 && f.abs() <= EXACT_INTEGERS {
-        true => LabelNumber::Int(f as i64),
+        true => LabelNumber::Int(f as i128),
         false => LabelNumber::Float(f),
     };
     match v {
-        Value::Int(i) => Some(LabelNumber::Int(*i)),
+        Value::Int(i) => Some(LabelNumber::Int(i128::from(*i))),
         Value::Float(f) => Some(float(*f)),
         Value::Text(s) => {
             let s = s.trim();
-            match s.parse::<i64>() {
+            match s.parse::<i128>() {
                 Ok(i) => Some(LabelNumber::Int(i)),
                 Err(_) => s.parse::<f64>().ok().filter(|f| f.is_finite()).map(float),
             }
@@ -280,27 +280,56 @@ fn label_number(v: &Value) -> Option<LabelNumber> {
 /// format: a column whose values are all numbers gives numbers (`1`, `1.0` and the
 /// float 1 are one class), integers when every value is one, else the numbers as
 /// text in their shortest form (`"0.5"`, `"1.0"`); any other column is text, each
-/// value as written.
-fn column_classes(cells: &[&Value]) -> Vec<Class> {
+/// value as written. Integers beyond an `i64` (pandas reads them as `uint64` or
+/// Python ints) are each their own class, as their digits: an ONNX label is an
+/// `int64` or a string. The flag says the classes are numbers
+/// ([`numeric_class_order`] sorts them).
+fn column_classes(cells: &[&Value]) -> (Vec<Class>, bool) {
     let Some(numbers) = cells
         .iter()
         .map(|v| label_number(v))
         .collect::<Option<Vec<_>>>()
     else {
-        return cells
+        let classes = cells
             .iter()
             .map(|v| Class::Text(category_text(v)))
             .collect();
+        return (classes, false);
     };
     let all_integers = numbers.iter().all(|n| matches!(n, LabelNumber::Int(_)));
-    numbers
+    let all_i64 = numbers
+        .iter()
+        .all(|n| matches!(n, LabelNumber::Int(i) if i64::try_from(*i).is_ok()));
+    let classes = numbers
         .into_iter()
         .map(|n| match (n, all_integers) {
-            (LabelNumber::Int(i), true) => Class::Int(i),
+            (LabelNumber::Int(i), true) => match i64::try_from(i) {
+                Ok(i) if all_i64 => Class::Int(i),
+                _ => Class::Text(i.to_string()),
+            },
             (LabelNumber::Int(i), false) => Class::Text(format!("{:?}", i as f64)),
             (LabelNumber::Float(f), _) => Class::Text(format!("{f:?}")),
         })
-        .collect()
+        .collect();
+    (classes, true)
+}
+
+/// The order of a numeric label column's classes: by value, as scikit-learn's
+/// `classes_` of numbers are (`2` before `10`, `0.5` before `10.5`), where the
+/// classes' text would sort `10` first. Exact for integers of any size.
+fn numeric_class_order(a: &Class, b: &Class) -> std::cmp::Ordering {
+    let integer = |c: &Class| match c {
+        Class::Int(i) => Some(i128::from(*i)),
+        Class::Text(s) => s.parse::<i128>().ok(),
+    };
+    let float = |c: &Class| match c {
+        Class::Int(i) => *i as f64,
+        Class::Text(s) => s.parse::<f64>().unwrap_or(f64::NAN),
+    };
+    match (integer(a), integer(b)) {
+        (Some(a), Some(b)) => a.cmp(&b),
+        _ => float(a).total_cmp(&float(b)),
+    }
 }
 
 /// [`encode`] with the design matrix bounded by `max_design_bytes`.
@@ -343,8 +372,9 @@ fn encode_within(
             None => cells.push(v),
         }
     }
+    let mut numeric_labels = false;
     if schema.label_map.is_none() {
-        labels = column_classes(&cells);
+        (labels, numeric_labels) = column_classes(&cells);
     }
     if !unmapped.is_empty() {
         let shown: Vec<String> = unmapped.iter().take(5).map(|s| format!("{s:?}")).collect();
@@ -361,12 +391,15 @@ fn encode_within(
             known
         ));
     }
-    let classes: Vec<Class> = labels
+    let mut classes: Vec<Class> = labels
         .iter()
         .cloned()
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
+    if numeric_labels {
+        classes.sort_by(numeric_class_order);
+    }
     if classes.len() < 2 {
         return fail(format!(
             "label column {:?} has a single class ({}): training needs at least two",
@@ -452,7 +485,9 @@ fn encode_within(
             Missing::MostFrequent => {
                 let mut counts: BTreeMap<u32, usize> = BTreeMap::new();
                 for v in &present {
-                    *counts.entry(ordered_bits(*v)).or_default() += 1;
+                    // -0 and 0 are one value, as numpy's comparisons count them.
+                    let v = if *v == 0.0 { 0.0 } else { *v };
+                    *counts.entry(ordered_bits(v)).or_default() += 1;
                 }
                 // The smallest of the most frequent values, as scikit-learn's SimpleImputer.
                 let best = counts.values().copied().max().unwrap_or(0);
@@ -661,6 +696,15 @@ fn from_ordered_bits(b: u32) -> f32 {
     }
 }
 
+/// Whether a column of this variance and mean is constant but for rounding, by
+/// scikit-learn's test (`_is_constant_feature`: the error bound of the two-pass
+/// variance), which is relative to the column's size: a column of values near
+/// 1e-13 varies, one of 1e9 + 0.1 whose variance came out as 1.7e-13 does not.
+fn is_constant_feature(var: f64, mean: f64, n: f64) -> bool {
+    let eps = f64::EPSILON;
+    var <= n * eps * var + (n * mean * eps).powi(2)
+}
+
 /// StandardScaler's parameters for the numeric columns, as the ONNX `Scaler` takes
 /// them: `(x - offset) * scale`, in `f32`.
 #[derive(Debug, Clone, Serialize)]
@@ -684,9 +728,12 @@ impl Scaler {
                 .map(|&r| (data.row(r)[j] - mean).powi(2))
                 .sum::<f64>()
                 / n;
-            let std = var.sqrt();
             offset.push(mean as f32);
-            scale.push(if std > 1e-12 { (1.0 / std) as f32 } else { 1.0 });
+            scale.push(if is_constant_feature(var, mean, n) {
+                1.0
+            } else {
+                (1.0 / var.sqrt()) as f32
+            });
         }
         Scaler { offset, scale }
     }

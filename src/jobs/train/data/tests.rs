@@ -344,3 +344,97 @@ fn a_values_map_over_max_categories_is_refused_naming_the_feature() {
     s.features[0].categories = None;
     assert!(check_categories(&s, 0).is_ok());
 }
+
+/// Was: a column counted as constant when its deviation was under 1e-12, so a
+/// column of values near 1e-13 went unscaled, and a constant column of 1e9 + 0.1
+/// whose variance rounding made 1.7e-13 was scaled by 2.4e6. The scales are
+/// scikit-learn's StandardScaler's (1 / `scale_`) for the same columns.
+#[test]
+fn constant_columns_are_told_as_scikit_learn_tells_them() {
+    let columns: [(&[f64], f64); 4] = [
+        (&[1e-13, 2e-13, 3e-13], 1.0 / 8.16496581e-14),
+        (&[1e9 + 0.1, 1e9 + 0.1, 1e9 + 0.1, 1e9 + 0.1 + 1e-6], 1.0),
+        (&[0.1; 7], 1.0),
+        (&[1.0, 2.0, 3.0], 1.0 / 0.816496580927726),
+    ];
+    for (values, expected) in columns {
+        let data = Encoded {
+            encodings: Vec::new(),
+            n_numeric: 1,
+            width: 1,
+            x: values.to_vec(),
+            y: vec![0; values.len()],
+            classes: Vec::new(),
+        };
+        let rows: Vec<usize> = (0..values.len()).collect();
+        let scale = Scaler::fit(&data, &rows).scale[0];
+        let relative = ((scale as f64 - expected) / expected).abs();
+        assert!(relative < 1e-6, "{values:?}: {scale} vs {expected}");
+    }
+}
+
+/// Was: labels beyond an `i64` were read as floats, so neighbours
+/// (18446744073709551615 and …614) became one class, and numeric classes that are
+/// not all integers were ordered as text (`-1.5` before `-2.5`, `10.5` before
+/// `2.5`). Now each integer is its own class, and numbers are ordered by value.
+#[test]
+fn numeric_labels_are_each_their_own_class_in_the_order_of_their_values() {
+    let classes = |labels: &[&str]| {
+        let rows: Vec<(&str, &str)> = labels.iter().map(|l| (*l, "a")).collect();
+        encode(&raw(&rows), &schema(None), 10).unwrap().classes
+    };
+    let text = |v: &[&str]| {
+        v.iter()
+            .map(|s| Class::Text(s.to_string()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        classes(&["18446744073709551615", "18446744073709551614", "2", "2"]),
+        text(&["2", "18446744073709551614", "18446744073709551615"])
+    );
+    assert_eq!(
+        classes(&["-99999999999999999999", "10", "-3"]),
+        text(&["-99999999999999999999", "-3", "10"])
+    );
+    assert_eq!(
+        classes(&["10.5", "2.5", "-1.5", "-2.5", "2"]),
+        text(&["-2.5", "-1.5", "2.0", "2.5", "10.5"])
+    );
+    // Integers within an i64 stay integers; text stays in text order.
+    assert_eq!(
+        classes(&["10", "2", "-1"]),
+        vec![Class::Int(-1), Class::Int(2), Class::Int(10)]
+    );
+    assert_eq!(classes(&["b10", "b2"]), text(&["b10", "b2"]));
+}
+
+/// Was: -0 and 0 were counted as two values, so `most_frequent` imputed 5 for a
+/// column of -0, 0, 5, 5 where scikit-learn's SimpleImputer counts two zeros
+/// against two fives and takes the smaller, 0.
+#[test]
+fn most_frequent_counts_minus_zero_as_zero() {
+    let cells = [
+        Value::Float(-0.0),
+        Value::Float(0.0),
+        Value::Int(5),
+        Value::Int(5),
+        Value::Null,
+    ];
+    let data = RawData {
+        rows: cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| vec![Value::Int(i as i64 % 2), c.clone()])
+            .collect(),
+        hash: String::new(),
+    };
+    let mut s = schema(None);
+    s.features[0].categorical = false;
+    s.features[0].missing = Missing::MostFrequent;
+    let e = encode(&data, &s, 10).unwrap();
+    let Encoding::Numeric { impute, .. } = &e.encodings[0] else {
+        panic!()
+    };
+    assert_eq!(*impute, Some(0.0));
+    assert_eq!(e.row(4), &[0.0]);
+}
