@@ -651,3 +651,63 @@ async fn a_run_out_of_memory_leaves_the_model_as_it_was() {
         "resident {rss} kB before, {rss_after} kB after"
     );
 }
+
+/// Was: a body of a few hundred bytes whose first elements nest 50 deep, two at
+/// each level, named 2^50 values, which were allocated before the array was found
+/// ragged: the process aborted. Now it is a 400 over every JSON protocol, for a
+/// model the server has and for one it has not, and the server answers on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deep_ragged_array_is_400_and_the_server_lives() {
+    let repo = repo();
+    let server = TestServer::start(repo.path()).await;
+    let mut deep = json!(0.5);
+    for _ in 0..50 {
+        deep = json!([deep, 0]);
+    }
+    for model in ["iris_lr", "nosuch"] {
+        let (status, body) = server
+            .post_json(
+                &format!("/v1/models/{model}:predict"),
+                &json!({"instances": deep}),
+            )
+            .await;
+        if model == "nosuch" {
+            assert_eq!(status, 404, "{model}: {body}");
+        } else {
+            assert_eq!(status, 400, "{model}: {body}");
+            assert!(
+                error_text(&body).contains("not a rectangular array"),
+                "{body}"
+            );
+        }
+        let (status, body) = server
+            .post_json(
+                &format!("/v2/models/{model}/infer"),
+                &json!({"inputs": [{"name": "input", "data": deep, "datatype": "FP32",
+                                    "shape": [1, 4]}]}),
+            )
+            .await;
+        // V2 reads the body before it looks the model up.
+        assert_eq!(status, 400, "{model}: {body}");
+        assert!(
+            error_text(&body).contains("not a rectangular array"),
+            "{body}"
+        );
+    }
+    expect(
+        &server,
+        "/v1/models/iris_lr:predict",
+        json!({"instances": [[1.0, 2.0]]}),
+        400,
+        "",
+    )
+    .await;
+    let (status, body) = server
+        .post_json(
+            "/v1/models/iris_lr:predict",
+            &json!({"instances": [[5.1, 3.5, 1.4, 0.2]]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    server.stop().await;
+}

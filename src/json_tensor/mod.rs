@@ -28,6 +28,9 @@ fn invalid(msg: impl Into<String>) -> ApiError {
     ApiError::InvalidArgument(msg.into())
 }
 
+/// The most leaves [`flatten`] makes room for before it has seen them.
+const PREALLOCATED_LEAVES: usize = 1 << 16;
+
 /// Walks nested arrays, checking they are rectangular, and collects the leaves.
 pub fn flatten<'a>(value: &'a Value, what: &str) -> Result<(Vec<usize>, Vec<&'a Value>), ApiError> {
     let mut shape = Vec::new();
@@ -39,7 +42,14 @@ pub fn flatten<'a>(value: &'a Value, what: &str) -> Result<(Vec<usize>, Vec<&'a 
             None => break,
         }
     }
-    let mut leaves = Vec::with_capacity(shape.iter().product());
+    // The shape is the first element's at each level: a body of a few hundred
+    // bytes (2 elements at each of 50 levels, all but the first a scalar) names
+    // 2^50 leaves, so the count is trusted only up to what a small body could hold.
+    let claimed = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .unwrap_or(usize::MAX);
+    let mut leaves = Vec::with_capacity(claimed.min(PREALLOCATED_LEAVES));
     collect(value, &shape, 0, &mut leaves, what)?;
     Ok((shape, leaves))
 }
@@ -719,6 +729,22 @@ mod tests {
         let v = json!([1, "a"]);
         let (s, l) = flatten(&v, "x").unwrap();
         assert!(infer_tensor(s, &l, "x", Literals::Strict, None).is_err());
+    }
+
+    /// Was: the shape the first elements name (2 at each of 50 levels: 2^50
+    /// leaves) was allocated before the array was found ragged, and the process
+    /// aborted on a 215-byte body; and 2 at each of 70 levels overflowed.
+    #[test]
+    fn a_deep_ragged_array_is_refused_without_allocating_its_claimed_shape() {
+        for depth in [50, 70] {
+            let mut text = "0".to_string();
+            for _ in 0..depth {
+                text = format!("[{text},0]");
+            }
+            let v: Value = serde_json::from_str(&text).unwrap();
+            let e = flatten(&v, "instances").unwrap_err();
+            assert!(e.to_string().contains("not a rectangular array"), "{e}");
+        }
     }
 
     #[test]
