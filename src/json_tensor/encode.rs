@@ -114,6 +114,18 @@ pub fn float_json(x: impl Into<f64>) -> Value {
     }
 }
 
+/// An `f32` as TF Serving writes one (`WriteDecimal`): in the fewest digits that
+/// read back as the same float (`0.979`, not the double it converts to,
+/// `0.9789999723434448`); non-finite ones as [`float_json`] writes them.
+pub fn f32_json(x: f32) -> Value {
+    if !x.is_finite() {
+        return float_json(x);
+    }
+    // The shortest text of the f32 read as an f64: the double whose shortest text
+    // is that same text.
+    Value::from(x.to_string().parse::<f64>().unwrap_or(f64::from(x)))
+}
+
 /// One element of a tensor; with `.2`, an FP32 element in the fewest digits that
 /// read back as the same float (`1.2`), as TF Serving writes them (`WriteDecimal`),
 /// else as the double it converts to (`1.2000000476837158`), as Triton's V2 JSON
@@ -191,6 +203,26 @@ mod tests {
         assert_eq!(float_json(0.1f32), json!(0.1f32));
         assert_eq!(float_json(0.1f64).to_string(), "0.1");
         assert_eq!(float_json(-0.25f32), json!(-0.25));
+    }
+
+    /// TF Serving's classify scores and regress values are floats written in
+    /// their fewest digits, as its predict answers write FP32 tensors.
+    #[test]
+    fn a_lone_f32_is_written_in_its_fewest_digits() {
+        for (x, text) in [
+            (0.979f32, "0.979"),
+            (0.1, "0.1"),
+            (-2.5e-8, "-2.5e-8"),
+            (f32::MAX, "3.4028235e+38"),
+            (f32::MIN_POSITIVE, "1.1754944e-38"),
+            (1.0, "1.0"),
+        ] {
+            let v = f32_json(x);
+            assert_eq!(v.to_string(), text);
+            assert_eq!(v.as_f64().unwrap() as f32, x);
+        }
+        assert_eq!(f32_json(f32::NAN), json!("NaN"));
+        assert_eq!(f32_json(f32::NEG_INFINITY), json!("-Infinity"));
     }
 
     #[test]

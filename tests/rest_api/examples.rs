@@ -63,6 +63,11 @@ async fn tf_serving_rest_classify_and_regress() {
                 ort as f32,
                 "row {i} class {j}"
             );
+            // In the float's fewest digits, as TF Serving writes it (it was the
+            // double it converts to: 0.9789999723434448 for 0.979).
+            let score = pair[1].as_f64().unwrap();
+            let shortest: f64 = (score as f32).to_string().parse().unwrap();
+            assert_eq!(score, shortest, "row {i} class {j}: {}", pair[1]);
         }
     }
 

@@ -22,7 +22,7 @@ use crate::api::classify::{self, Example, ExamplesRequest, FeatureValues};
 use crate::api::{self, ApiError, PredictRequest, Protocol};
 use crate::backends::Signature;
 use crate::json_tensor::{
-    flatten, float_json, infer_tensor, parse_bounded, BoundedFields, Budget, Literals, NestedJson,
+    f32_json, flatten, infer_tensor, parse_bounded, BoundedFields, Budget, Literals, NestedJson,
     Rows,
 };
 use crate::manager::{ServableHandle, VersionRequest};
@@ -885,14 +885,14 @@ async fn examples_verb(
             .map(|classes| {
                 classes
                     .into_iter()
-                    .map(|(label, score)| json!([label, float_json(score)]))
+                    .map(|(label, score)| json!([label, f32_json(score)]))
                     .collect()
             })
             .collect();
         (Value::Array(rows), response.cache, response.request_id)
     } else {
         let response = classify::regress(state, examples).await?;
-        let values: Vec<Value> = response.values.iter().map(|&v| float_json(v)).collect();
+        let values: Vec<Value> = response.values.iter().map(|&v| f32_json(v)).collect();
         (Value::Array(values), response.cache, response.request_id)
     };
     Ok(super::with_request_id_header(
