@@ -13,7 +13,9 @@ async fn score_a_mariadb_query_into_a_mariadb_table() {
     let server = TestServer::start_with(settings(&env)).await;
     let pool = sqlx::MySqlPool::connect(&url).await.unwrap();
     sqlx::query(
-        "CREATE TABLE flowers (id INT, sepal_length DOUBLE, sepal_width DOUBLE, \
+        // An unsigned id: sqlx reads it into no signed integer, and it was read
+        // as a boolean (every id but 0 carried as 1).
+        "CREATE TABLE flowers (id INT UNSIGNED, sepal_length DOUBLE, sepal_width DOUBLE, \
          petal_length FLOAT, petal_width DECIMAL(4,2))",
     )
     .execute(&pool)
@@ -22,7 +24,7 @@ async fn score_a_mariadb_query_into_a_mariadb_table() {
     let rows = iris_rows(120);
     for (i, r) in rows.iter().enumerate() {
         sqlx::query("INSERT INTO flowers VALUES (?, ?, ?, ?, ?)")
-            .bind(i as i32)
+            .bind(i as u32)
             .bind(r[0])
             .bind(r[1])
             .bind(r[2] as f32)

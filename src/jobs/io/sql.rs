@@ -247,9 +247,37 @@ async fn db_close(db: pool::Pool) {
     on_pool!(&db, p => p.close().await);
 }
 
+/// MySQL's unsigned integer columns, which sqlx reads into no signed integer
+/// (and into `bool` through an `i8`: 200 read as -56, then `true`).
+trait UnsignedCells {
+    /// Cell `i` when its column is an unsigned integer: an integer, or, past an
+    /// `i64`, its digits as text.
+    fn unsigned(&self, _i: usize) -> Option<Value> {
+        None
+    }
+}
+
+impl UnsignedCells for sqlx::postgres::PgRow {}
+impl UnsignedCells for sqlx::sqlite::SqliteRow {}
+
+impl UnsignedCells for sqlx::mysql::MySqlRow {
+    fn unsigned(&self, i: usize) -> Option<Value> {
+        // The integer types only: BIT (a flag) and YEAR read as before.
+        let name = self.columns().get(i)?.type_info().name();
+        if !name.ends_with("INT UNSIGNED") {
+            return None;
+        }
+        let v = self.try_get::<Option<u64>, _>(i).ok()?;
+        Some(match v {
+            None => Value::Null,
+            Some(v) => i64::try_from(v).map_or_else(|_| Value::Text(v.to_string()), Value::Int),
+        })
+    }
+}
+
 /// A row's cells, each read as the first of integer, float, text or boolean its
 /// column's type allows.
-fn decode_row<R: Row>(row: &R) -> Result<Vec<Value>, String>
+fn decode_row<R: Row + UnsignedCells>(row: &R) -> Result<Vec<Value>, String>
 where
     usize: sqlx::ColumnIndex<R>,
     for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
@@ -262,6 +290,9 @@ where
 {
     (0..row.columns().len())
         .map(|i| {
+            if let Some(v) = row.unsigned(i) {
+                return Ok(v);
+            }
             if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
                 return Ok(v.map_or(Value::Null, Value::Int));
             }
