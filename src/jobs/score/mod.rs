@@ -128,6 +128,7 @@ pub fn run(ctx: &JobContext, spec: &ScoreSpec) -> Result<serde_json::Value, JobE
 
     let mut sink: Option<Box<dyn io::Sink>> = None;
     let mut output_columns: Vec<String> = Vec::new();
+    let mut first_widths: Option<Vec<usize>> = None;
     let (mut rows_read, mut rows_written) = (0u64, 0u64);
     loop {
         ctx.check_cancelled()?;
@@ -155,6 +156,18 @@ pub fn run(ctx: &JobContext, spec: &ScoreSpec) -> Result<serde_json::Value, JobE
                 )),
                 other => other,
             })?;
+        // The sink's columns are the first batch's: an output whose width per row
+        // changes (a dynamic dimension past the batch's) cannot be written in them.
+        if let Some(widths) = &first_widths {
+            check_widths(widths, &outputs).map_err(|m| {
+                failed(format!(
+                    "rows {first_row} to {rows_read} ({}): {m}",
+                    source.describe_position()
+                ))
+            })?;
+        } else {
+            first_widths = Some(outputs.iter().map(|(_, t)| row_width(t)).collect());
+        }
         fill_output_rows(&mut out_rows, batch, &carry, outputs.iter().map(|(_, t)| t));
         if sink.is_none() {
             let names = output_names(&plan, &outputs);
@@ -278,6 +291,22 @@ fn output_names(plan: &ScoringPlan, outputs: &[(String, Tensor)]) -> Vec<String>
         .collect()
 }
 
+/// Checks that each output has as many values per row as in the first batch
+/// (`widths`), whose columns the sink was opened with.
+fn check_widths(widths: &[usize], outputs: &[(String, Tensor)]) -> Result<(), String> {
+    for ((name, tensor), &first) in outputs.iter().zip(widths) {
+        let now = row_width(tensor);
+        if now != first {
+            return Err(format!(
+                "output {name:?} has {now} values per row where the first rows had \
+                 {first}: the output's columns are set by the first batch, so an output \
+                 whose width changes from batch to batch cannot be written"
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn row_width(tensor: &Tensor) -> usize {
     tensor.shape().iter().skip(1).product::<usize>().max(1)
 }
@@ -345,5 +374,37 @@ fn values(tensor: &Tensor) -> Vec<Value> {
             .iter()
             .map(|b| Value::Text(String::from_utf8_lossy(b).into_owned()))
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output(name: &str, shape: Vec<usize>) -> (String, Tensor) {
+        let n = shape.iter().product();
+        let tensor = Tensor::new(shape, TensorData::F32(vec![0.5; n])).unwrap();
+        (name.to_string(), tensor)
+    }
+
+    /// Was: a later batch whose output was narrower or wider than the first's
+    /// (a dynamic dimension past the batch's) was written in the first batch's
+    /// columns: the Parquet and SQL sinks indexed past a row's end (a panic), JSON
+    /// lines put values under other columns' names.
+    #[test]
+    fn an_output_whose_width_changes_between_batches_is_refused() {
+        let first = [output("scores", vec![4, 3]), output("label", vec![4])];
+        let widths: Vec<usize> = first.iter().map(|(_, t)| row_width(t)).collect();
+        assert_eq!(widths, [3, 1]);
+        assert!(check_widths(&widths, &first).is_ok());
+        // The last batch is shorter: the batch dimension may change.
+        let last = [output("scores", vec![1, 3]), output("label", vec![1])];
+        assert!(check_widths(&widths, &last).is_ok());
+        let narrower = [output("scores", vec![4, 2]), output("label", vec![4])];
+        let e = check_widths(&widths, &narrower).unwrap_err();
+        assert!(
+            e.contains("\"scores\" has 2 values per row where the first rows had 3"),
+            "{e}"
+        );
     }
 }
