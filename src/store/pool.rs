@@ -514,6 +514,35 @@ pub fn describe_error(e: &sqlx::Error) -> String {
     }
 }
 
+/// [`is_transient`] for a MySQL/MariaDB error number: too many connections,
+/// shutdown in progress, lock wait timeout, deadlock, read-only (option,
+/// transaction, mode), a cluster node not ready (Galera), the connection killed
+/// (MariaDB), group replication stopped or not yet online, disconnected for
+/// inactivity; and out of space or memory: the disk full (1021), a table full
+/// (1114: InnoDB's answer when its disk fills), out of memory or resources (1037,
+/// 1038, 1041), and the storage engine's error 28 (`ENOSPC`, in 1030).
+fn mysql_is_transient(number: u16, message: &str) -> bool {
+    matches!(
+        number,
+        1021 | 1037
+            | 1038
+            | 1040
+            | 1041
+            | 1047
+            | 1053
+            | 1114
+            | 1205
+            | 1213
+            | 1290
+            | 1792
+            | 1836
+            | 1927
+            | 3100
+            | 3101
+            | 4031
+    ) || (number == 1030 && message.contains("error 28 "))
+}
+
 /// Whether `e` may pass by itself: the database could not be reached or answer
 /// (connection, pool, timeout), or answered that it cannot take the statement now
 /// (busy, locked, a deadlock, read-only during a failover, shutting down, out of
@@ -529,25 +558,7 @@ pub fn is_transient(e: &sqlx::Error) -> bool {
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => {
             if let Some(mysql) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
-                // Too many connections, shutdown in progress, lock wait timeout,
-                // deadlock, read-only (option, transaction, mode), a cluster node
-                // not ready (Galera), the connection killed (MariaDB), group
-                // replication stopped or not yet online, disconnected for
-                // inactivity.
-                return matches!(
-                    mysql.number(),
-                    1040 | 1047
-                        | 1053
-                        | 1205
-                        | 1213
-                        | 1290
-                        | 1792
-                        | 1836
-                        | 1927
-                        | 3100
-                        | 3101
-                        | 4031
-                );
+                return mysql_is_transient(mysql.number(), mysql.message());
             }
             let code = db.code().unwrap_or_default();
             if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
@@ -592,6 +603,29 @@ pub fn placeholders(kind: DbKind, sql: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Was: a MySQL/MariaDB whose disk filled answered "The table is full"
+    /// (1114) or "Disk full" (1021), read as a refusal of the rows: the
+    /// prediction log split its batches down to single rows and dropped them, the
+    /// audit trail its events, where SQLite's and PostgreSQL's full disks hold
+    /// the batch until the database takes it again.
+    #[test]
+    fn a_full_mysql_disk_is_an_outage_not_a_refusal() {
+        for number in [1021, 1114, 1041, 1205, 1213, 4031] {
+            assert!(mysql_is_transient(number, "x"), "{number}");
+        }
+        let enospc = "Got error 28 \"No space left on device\" from storage engine InnoDB";
+        assert!(mysql_is_transient(1030, enospc));
+        assert!(mysql_is_transient(1030, "Got error 28 from storage engine"));
+        assert!(!mysql_is_transient(
+            1030,
+            "Got error 165 from storage engine"
+        ));
+        // Refusals of the statement itself.
+        for number in [1054, 1062, 1064, 1146, 1406] {
+            assert!(!mysql_is_transient(number, "x"), "{number}");
+        }
+    }
 
     #[test]
     fn passwords_never_show() {
