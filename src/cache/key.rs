@@ -289,7 +289,18 @@ mod tests {
         live.cache.ttl_secs = 7;
         live.timeout_secs = Some(1.0);
         live.batching.max_batch_size = 3;
+        live.probabilities_output = Some("aux".into());
         assert_eq!(live.answer_settings(), softmax(false));
+        // Was: the output a softmax applies to, when `[postprocess] output` does
+        // not name it, was not in it: a server started with another
+        // `probabilities_output` took the old one's answers from Redis.
+        let score_output = |name: &str| {
+            let mut c = crate::model_config::ModelConfig::default();
+            c.postprocess.softmax = true;
+            c.probabilities_output = Some(name.into());
+            c.answer_settings()
+        };
+        assert_ne!(score_output("logits"), score_output("aux"));
     }
 
     #[test]

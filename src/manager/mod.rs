@@ -157,6 +157,8 @@ impl LoadedVersion {
         }
         if now.postprocess != self.loaded_config.postprocess {
             out.push("postprocess");
+        } else if now.postprocess_score_output() != self.loaded_config.postprocess_score_output() {
+            out.push("probabilities_output");
         }
         if now.fasttext != self.loaded_config.fasttext {
             out.push("fasttext");

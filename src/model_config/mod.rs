@@ -358,9 +358,23 @@ impl ModelConfig {
                 &self.postprocess,
                 &self.fasttext,
                 &self.sklearn,
-                &self.tensorflow
+                &self.tensorflow,
+                self.postprocess_score_output(),
             )
         )
+    }
+
+    /// `probabilities_output` where post-processing reads it at load: the output
+    /// a softmax, pooling, labels or top-k apply to when `[postprocess] output` is
+    /// not set (`preprocess::Pipeline::load`). A change of it then changes the
+    /// answers, and takes a reload.
+    pub fn postprocess_score_output(&self) -> Option<&str> {
+        let post = &self.postprocess;
+        if (post.is_set() || post.pooling.is_some()) && post.output.is_none() {
+            self.probabilities_output.as_deref()
+        } else {
+            None
+        }
     }
 
     pub const FILE_NAME: &'static str = "config.toml";
