@@ -328,6 +328,23 @@ async fn score_jsonl_into_a_postgres_table_and_read_a_query() {
         .await
         .unwrap();
     assert_eq!(count, 50);
+    // A `?` in a carried column's name is the name's: it was
+    // numbered as a placeholder too (`"ok$1"`), and the insert failed.
+    let mut spec = score_spec(
+        json!({"url": db.url(),
+               "query": "SELECT *, id * 2 AS \"ok?\" FROM flowers ORDER BY id"}),
+        json!({"url": db.url(), "table": "marked", "mode": "overwrite"}),
+        16,
+    );
+    spec["spec"]["carry"] = json!(["id", "ok?"]);
+    let id = submit(&server, spec).await;
+    let job = finished(&server, &id).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let marks: Vec<i64> = sqlx::query_scalar("SELECT \"ok?\" FROM marked ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(marks, (0..50).map(|i| i * 2).collect::<Vec<i64>>());
     pool.close().await;
     server.stop().await;
 }

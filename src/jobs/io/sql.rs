@@ -672,11 +672,11 @@ async fn write_rows_committed(
             let mut result = Ok(());
             for chunk in rows.chunks(rows_per_insert) {
                 let one = format!("({})", vec!["?"; columns.len()].join(", "));
-                let sql = format!(
-                    "INSERT INTO {quoted_table} ({column_list}) VALUES {}",
-                    vec![one.as_str(); chunk.len()].join(", ")
-                );
-                let sql = pool::placeholders(kind, &sql).into_owned();
+                // Numbered in the values only: a `?` in a quoted table or column
+                // name (a CSV header's `ok?`) is that name's.
+                let values = vec![one.as_str(); chunk.len()].join(", ");
+                let values = pool::placeholders(kind, &values);
+                let sql = format!("INSERT INTO {quoted_table} ({column_list}) VALUES {values}");
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
                 let mut bad = None;
                 'rows: for row in chunk {
