@@ -263,10 +263,19 @@ pub async fn cancel(
         let after = match jobs.cancel(&id).await {
             Ok(after) => after.ok_or_else(|| not_found(&id))?,
             Err(crate::jobs::CancelError::Store(e)) => return Err(e.into()),
-            Err(e @ crate::jobs::CancelError::TooLate) => {
+            Err(e @ crate::jobs::CancelError::TooLate(_)) => {
                 return Err(ApiError::Conflict(format!("job {id:?}: {e}")))
             }
         };
+        // It finished between the first look and the cancel (its end recorded,
+        // the job gone from memory): as finished before, a 409, and no cancel
+        // in the audit trail.
+        if after.state.is_finished() && after.state != crate::jobs::JobState::Cancelled {
+            return Err(ApiError::Conflict(format!(
+                "job {id:?} has already finished ({})",
+                after.state.as_str()
+            )));
+        }
         let model = before
             .spec
             .get("model")

@@ -32,8 +32,8 @@ pub enum JobError {
 pub(super) const NOT_CANCELLED: u8 = 0;
 pub(super) const CANCELLED_BY_CLIENT: u8 = 1;
 pub(super) const CANCELLED_BY_SHUTDOWN: u8 = 2;
-/// A training job publishing its version: past the last moment a cancel could
-/// leave nothing saved, so a cancel is refused ([`CancelError::TooLate`]) rather
+/// A job publishing its result (a training job its version, a scoring job its
+/// output): past the last moment a cancel could leave nothing saved, so a cancel is refused ([`CancelError::TooLate`]) rather
 /// than answered and then not honoured.
 pub(super) const SAVING: u8 = 3;
 /// Another server failed the job under this one (this one was paused past the
@@ -46,9 +46,18 @@ pub(super) const TAKEN_ELSEWHERE: u8 = 4;
 pub enum CancelError {
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    /// The job is publishing its model version (see [`JobContext::begin_publishing`]).
-    #[error("too late to cancel: the model is being saved")]
-    TooLate,
+    /// The job is publishing its result (see [`JobContext::begin_publishing`]): a
+    /// training job its model version, a scoring job its output.
+    #[error("too late to cancel: {}", saving(*.0))]
+    TooLate(JobKind),
+}
+
+/// What a job past its last cancel is doing.
+fn saving(kind: JobKind) -> &'static str {
+    match kind {
+        JobKind::Train => "the model is being saved",
+        JobKind::Score => "its output is being committed",
+    }
 }
 
 /// A job this server knows in memory: queued here or running here.
@@ -153,7 +162,7 @@ impl LiveJob {
             Ordering::Relaxed,
             Ordering::Relaxed,
         ) {
-            Err(SAVING) => Err(CancelError::TooLate),
+            Err(SAVING) => Err(CancelError::TooLate(self.kind)),
             _ => Ok(()),
         }
     }

@@ -451,12 +451,13 @@ impl Jobs {
 
     /// Asks a job to stop. Answers its view after the request, or `None` when no
     /// such job exists. The store records the request first: with the store down the
-    /// call fails (503) and the job goes on. A training job of this server that is
-    /// publishing its version is [`CancelError::TooLate`]: it will be saved.
+    /// call fails (503) and the job goes on. A job of this server that is publishing
+    /// its result (a training job's version, a scoring job's output) is
+    /// [`CancelError::TooLate`]: it will be saved.
     pub async fn cancel(&self, id: &str) -> Result<Option<JobView>, CancelError> {
         if let Some(job) = self.live(id) {
             if job.is_publishing() {
-                return Err(CancelError::TooLate);
+                return Err(CancelError::TooLate(job.kind));
             }
             let cancelled_queued = self.store.request_job_cancel(id).await?;
             // It may have begun publishing while the store took the request.
@@ -900,13 +901,40 @@ mod end_tests {
         // Publishing first: the cancel is refused, and the job is not cancelled.
         let job = live_job();
         job.begin_publishing().unwrap();
-        assert!(matches!(job.cancel_by_client(), Err(CancelError::TooLate)));
+        assert!(matches!(
+            job.cancel_by_client(),
+            Err(CancelError::TooLate(_))
+        ));
         assert!(!job.is_cancelled() && job.is_publishing());
         let (state, _, _) = end_of(
             Ok(serde_json::json!({})),
             job.cancel.load(Ordering::Relaxed),
         );
         assert_eq!(state, JobState::Succeeded);
+    }
+
+    /// Was: a scoring job's commit came after its last cancel check with no mark,
+    /// so a cancel during it was answered 200 and the job ended `succeeded`, its
+    /// output written. Now it commits past the same mark as a training job's
+    /// publication, and a cancel then is refused, saying what is saved.
+    #[test]
+    fn a_cancel_of_a_scoring_job_committing_is_too_late() {
+        let job = LiveJob::new(live_job().view(), JobKind::Score);
+        job.begin_publishing().unwrap();
+        let e = job.cancel_by_client().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "too late to cancel: its output is being committed"
+        );
+        let e = live_job().cancel_by_client().map(|_| ());
+        assert!(e.is_ok());
+        let train = live_job();
+        train.begin_publishing().unwrap();
+        let e = train.cancel_by_client().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "too late to cancel: the model is being saved"
+        );
     }
 
     #[test]

@@ -202,7 +202,10 @@ pub fn run(ctx: &JobContext, spec: &ScoreSpec) -> Result<serde_json::Value, JobE
     let Some(sink) = sink else {
         return Err(failed("the source has no rows (empty data)"));
     };
-    ctx.check_cancelled()?;
+    // The last moment a cancel stops the job: from here on it is refused (409), as
+    // the commit cannot be taken back, rather than answered 200 and then not
+    // honoured (the job ended `succeeded` with its output written).
+    ctx.begin_publishing()?;
     ctx.progress(|p| p.stage = "committing".into());
     sink.commit().map_err(failed)?;
     ctx.message(format!(
