@@ -33,8 +33,9 @@ pub(super) const NOT_CANCELLED: u8 = 0;
 pub(super) const CANCELLED_BY_CLIENT: u8 = 1;
 pub(super) const CANCELLED_BY_SHUTDOWN: u8 = 2;
 /// A job publishing its result (a training job its version, a scoring job its
-/// output): past the last moment a cancel could leave nothing saved, so a cancel is refused ([`CancelError::TooLate`]) rather
-/// than answered and then not honoured.
+/// output): past the last moment a cancel could leave nothing saved, so a cancel
+/// is refused ([`CancelError::TooLate`]) rather than answered and then not
+/// honoured.
 pub(super) const SAVING: u8 = 3;
 /// Another server failed the job under this one (this one was paused past the
 /// heartbeat's grace): it stops at once, writes nothing more, and the store's
